@@ -13,14 +13,15 @@
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SOFTMAX, LAYERNORM, RMSNORM, LUT, EMUL: :func:`sfu_cycles` -- per row its passes over the
   segments and its scalar steps; cycle-exact on the SFU block bench.
-* SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
-  "Costs": ~170 cycles per firmware-only descriptor); engine commands additionally pay
-  ``DISPATCH`` cycles of firmware forwarding, reported separately by :func:`summary`.
+* SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``EVENT_ISSUE`` cycles of the issue unit
+  (docs/queues.md "Issue unit"); engine commands pay ``DISPATCH`` cycles of issue, reported
+  separately by :func:`summary`.
 
-:func:`simulate` predicts a whole program's run time from these: the firmware's dispatch loop
-(one control core, ``DISPATCH`` / ``FW_EVENT`` per descriptor, SIGNAL after retirement) driving
-four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
-busiest engine or the firmware's work).
+:func:`simulate` predicts a whole program's run time from these: the issue unit (one head per
+cycle, SIGNAL and BARRIER after every earlier command's completion request) driving the in-order
+engines, and the completion writer (``CPL_WRITE`` cycles per record, in request order);
+:func:`summary`'s ``bound`` is that prediction (``lower_bound``: the busiest engine, the issue
+unit or the completion writer).
 """
 from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LANES,
                        SFU_LUT_ENTRIES, SFU_SQRT_CYCLES, SFU_STAGES, VEC_PIPELINE_LATENCY)
@@ -34,8 +35,12 @@ DMA_SETUP = 17                  # fitted; one more since the DMA checks a comman
 GEMM_SETUP = 2
 VEC_SETUP = 3 + MEM_READ_LATENCY        # accept, check, shift check; the last parameter's read
 VEC_PIPE = VEC_PIPELINE_LATENCY + 1
-FW_EVENT = 170
-DISPATCH = 311
+#: issue unit cycles per descriptor: an engine command, a NOP / event / barrier (one head per cycle)
+DISPATCH = 1
+EVENT_ISSUE = 1
+#: completion writer cycles per record (record burst + B, consumer write + B; make test's
+#: dispatch_overhead: back-to-back NOPs 16 cycles per descriptor at host latency 1)
+CPL_WRITE = 16
 
 
 #: measured DMA rates (least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY over the
@@ -94,7 +99,7 @@ def command_cycles(cmd, caps):
     """Predicted engine cycles of a ProgramCommand (or anything with ``opcode`` and ``fields``)."""
     row, f = COMMANDS[Opcode(cmd.opcode)], cmd.fields    # by the command table: engine and payload
     if row.engine is None:
-        return FW_EVENT
+        return EVENT_ISSUE
     if row.fields is DMA_FIELDS:
         return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, row.engine == Engine.DMA_STORE)
     if row.fields is GEMM_FIELDS:
@@ -111,22 +116,24 @@ def program_cycles(program, caps):
     return [command_cycles(c, caps) for c in program.commands]
 
 
-#: firmware / control-path latencies (docs/queues.md "Costs", make sim): forward -> engine start,
-#: engine done -> completion record requested (what a SIGNAL_EVENT waits for)
-START_LAT = 30
-RETIRE_LAT = 303
+#: control-path latencies (docs/queues.md "Costs"): issue -> engine start (the dispatcher's
+#: FIFO), engine done -> completion record requested (the retire FIFO, the window; what a
+#: SIGNAL_EVENT waits for)
+START_LAT = 3
+RETIRE_LAT = 5
 
 def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
-    """Predicted run time (cycles from the first dispatch to the last completion record) of
-    ``commands`` with per-command engine ``cycles``: a model of the firmware's dispatch loop — one
-    control core visiting the queues in order, each queue in order until it blocks, ``DISPATCH``
-    cycles per forwarded engine command and ``FW_EVENT`` per event/NOP/barrier, a SIGNAL_EVENT or
-    BARRIER waiting until every earlier command of its queue retired (engine done +
-    ``RETIRE_LAT``), at most ``fifo_depth`` commands per engine in flight — and the in-order
-    engines, each opcode on the engine the command table names. A WAIT on a value no command here
+    """Predicted run time (cycles from the first issue to the last completion record written)
+    of ``commands`` with per-command engine ``cycles``: a model of the issue unit — visiting the
+    queues in turn, each queue in order until it blocks, ``DISPATCH`` cycles per engine command
+    and ``EVENT_ISSUE`` per event/NOP/barrier, a SIGNAL_EVENT or BARRIER waiting until every
+    earlier command of its queue has its completion request (engine done + ``RETIRE_LAT``), at
+    most ``fifo_depth`` commands per engine in flight — the in-order engines, each opcode on the
+    engine the command table names, and the completion writer (records of a queue requested in
+    its order, written one at a time, ``CPL_WRITE`` each). A WAIT on a value no command here
     signals (e.g. a layer cut out of a program) counts as reached. ``timeline`` (a dict), when
     given, receives command index -> (start, end): an engine command's run on its engine, a
-    firmware-only command's processing."""
+    control command's issue."""
     inf = float("inf")
     queues = {}
     for i, c in enumerate(commands):
@@ -136,7 +143,8 @@ def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
         if c.opcode == Opcode.SIGNAL_EVENT:
             top[c.fields["event"]] = max(top.get(c.fields["event"], 0), c.fields.get("value", 0))
     head = {q: 0 for q in queues}
-    retired = {q: 0 for q in queues}          # when every forwarded command of q has retired
+    retired = {q: 0 for q in queues}          # when every issued command of q has its request
+    requested = {}                            # command index -> its completion request
     eng_free, inflight, events = {}, {}, {}
     fw = end = 0
     while any(head[q] < len(queues[q]) for q in queues):
@@ -158,49 +166,51 @@ def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
                     done = eng_free[eng] = start + cycles[i]
                     fl.append(done)
                     retired[q] = max(retired[q], done + RETIRE_LAT)
-                    end = max(end, done + RETIRE_LAT)
                 elif op == Opcode.WAIT_EVENT:
                     ev, v = c.fields["event"], c.fields.get("value", 0)
                     if v <= top.get(ev, 0) and events.get(ev, 0) < v:
                         break
-                    fw += FW_EVENT
+                    fw += EVENT_ISSUE
                 else:
                     if op in (Opcode.SIGNAL_EVENT, Opcode.BARRIER) and retired[q] > fw:
                         next_t = min(next_t, retired[q])
                         break
-                    fw += FW_EVENT
+                    fw += EVENT_ISSUE
                     if op == Opcode.SIGNAL_EVENT:
                         ev = c.fields["event"]
                         events[ev] = max(events.get(ev, 0), c.fields.get("value", 0))
-                end = max(end, fw)
+                retired[q] = max(retired[q], fw)
+                requested[i] = retired[q]             # in queue order: behind the earlier ones
                 if timeline is not None:
-                    timeline[i] = (start, done) if eng is not None else (fw - FW_EVENT, fw)
+                    timeline[i] = (start, done) if eng is not None else (fw - EVENT_ISSUE, fw)
                 head[q] += 1
                 progressed = True
         if not progressed:
             if next_t == inf:
                 break                             # cannot progress (not schedulable)
             fw = max(fw, next_t)
+    for t in sorted(requested.values()):          # the completion writer, one record at a time
+        end = max(end, t) + CPL_WRITE
     return int(end)
 
 
 def summary(program, cycles):
-    """Per-queue and per-engine totals and a lower bound on the run time (the busiest engine or
-    the firmware's dispatch work, whichever is larger). Engines are keyed by their lower-case
+    """Per-queue and per-engine totals and a lower bound on the run time (the busiest engine,
+    the issue unit's work or the completion writer's, whichever is largest). Engines are keyed by their lower-case
     :class:`Engine` name (``dma_load``, ``dma_store``, ``gemm``, ``vec``)."""
-    per_engine, per_queue, firmware = {}, {}, 0
+    per_engine, per_queue, control = {}, {}, 0
     for c, cy in zip(program.commands, cycles):
         per_queue[c.queue] = per_queue.get(c.queue, 0) + cy
         eng = COMMANDS[Opcode(c.opcode)].engine
         if eng is not None:
             name = eng.name.lower()
             per_engine[name] = per_engine.get(name, 0) + cy
-            firmware += DISPATCH
+            control += DISPATCH
         else:
-            firmware += FW_EVENT
-    lower = max([firmware] + list(per_engine.values()))
+            control += EVENT_ISSUE
+    lower = max([control, len(cycles) * CPL_WRITE] + list(per_engine.values()))
     predicted = max(lower, simulate(program.commands, cycles))
-    return dict(engines=per_engine, queues=per_queue, firmware=firmware, commands=len(cycles),
+    return dict(engines=per_engine, queues=per_queue, control=control, commands=len(cycles),
                 bound=predicted, lower_bound=lower, serial=sum(cycles))
 
 
@@ -215,8 +225,8 @@ def ramp(kc, kt, tm, ng, caps):
     beat = max(1, ceil_div(dim, caps.dma_data_bytes))
     load = (tm + dim * ng) * (DMA_LOAD_ROW + DMA_LOAD_BEAT * beat) + DMA_SETUP   # per k-tile
     gemm = ng * (tm + dim)
-    to_gemm = RETIRE_LAT + 2 * FW_EVENT + DISPATCH + START_LAT       # load done -> GEMM start
-    to_load = RETIRE_LAT + 2 * FW_EVENT + 2 * DISPATCH + START_LAT   # GEMM done -> next load
+    to_gemm = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT       # load done -> GEMM start
+    to_load = RETIRE_LAT + 2 * EVENT_ISSUE + 2 * DISPATCH + START_LAT   # GEMM done -> next load
     for first in range(1, kc):
         sizes = [first, int((gemm * first - 2 * DISPATCH) // load)]
         while sizes[-1] < kc and sum(sizes) < kt and sizes[-1] > sizes[-2]:
@@ -231,7 +241,7 @@ def ramp(kc, kt, tm, ng, caps):
 
 def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
     """Predicted cycles of a GEMM tiled as (tm, kc, ng) on ``queues`` compute queues: the busiest
-    of load / compute / epilogue+store / firmware (the pipeline overlaps them), used by the
+    of load / compute / epilogue+store / issue / completion records (the pipeline overlaps them), used by the
     tiling pass to choose tile sizes. On one compute queue every step leaves the SIGNAL -> WAIT
     -> GEMM dispatch gap on it; on two the other queue's GEMM covers it."""
     dim = caps.dim
@@ -243,10 +253,11 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
     load = (ngroups * m * kt * row                    # A, reloaded per n-group
             + mtiles * kt * dim * nt * row            # W, reloaded per m-tile
             + steps * 2 * DMA_SETUP)
-    step_gap = RETIRE_LAT + 2 * FW_EVENT + DISPATCH + START_LAT
+    step_gap = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT
     compute = (steps * (GEMM_SETUP + 2 * dim) + mtiles * nt * kt * (tm + dim)
                + (steps * step_gap if queues == 1 else 0))
     out_rows = min(m, tm) * min(nt, ng)
     per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + DMA_STORE_ROW) + 2 * step_gap
-    firmware = steps * (3 * DISPATCH + 4 * FW_EVENT) + tiles * (3 * DISPATCH + 4 * FW_EVENT)
-    return max(load, compute, tiles * per_tile, firmware) + 0.01 * (load + compute + firmware)
+    control = steps * (3 * DISPATCH + 4 * EVENT_ISSUE) + tiles * (3 * DISPATCH + 4 * EVENT_ISSUE)
+    records = (steps + tiles) * 7 * CPL_WRITE
+    return max(load, compute, tiles * per_tile, control, records) + 0.01 * (load + compute + control)

@@ -15,7 +15,7 @@ import pytest
 
 from compiler import cost, mlir
 from compiler.compile import compile_graph
-from compiler.cost import (DISPATCH, DMA_SETUP, FW_EVENT, RETIRE_LAT, START_LAT, command_cycles,
+from compiler.cost import (CPL_WRITE, DISPATCH, DMA_SETUP, EVENT_ISSUE, RETIRE_LAT, START_LAT, command_cycles,
                            gemm_cycles, simulate)
 from compiler.errors import CompileError
 from compiler.graph import Graph, interpret
@@ -231,7 +231,8 @@ def _drop(cm, pred):
 
 def test_queues_and_events_order_loads_before_compute():
     g, feeds = mlp(rng_for(600), batch=40, dims=(72, 100, 36))
-    cm = compile_graph(g, caps_for(4, **TINY))
+    # both compute queues (the cost model may prefer one for this model): their events are checked
+    cm = compile_graph(g, caps_for(4, **TINY), compute_queues=2)
     on = {op: {c.queue for c in cm.program.commands if c.opcode == op} for op in Opcode}
     assert on[Opcode.DMA_LOAD] == {LOAD_Q} and on[Opcode.DMA_STORE] == {STORE_Q}
     assert on[Opcode.GEMM] == on[Opcode.VECTOR] == set(COMPUTE_QS)
@@ -653,28 +654,31 @@ def test_cost_model():
     rep = cm.report()
     assert rep["commands"] == len(cm.cycles)
     assert max(rep["engines"].values()) <= rep["lower_bound"] <= rep["bound"]
-    assert rep["bound"] <= rep["serial"] + rep["firmware"] + len(cm.cycles) * (RETIRE_LAT + START_LAT)
+    assert rep["bound"] <= rep["serial"] + rep["control"] + len(cm.cycles) * (RETIRE_LAT + START_LAT)
 
 
 def _cmd(queue, op, **fields):
     return ProgramCommand(queue, op, fields)
 
 
-def test_simulated_run_time_models_the_firmware():
-    """cost.simulate: dispatch cost per descriptor, SIGNAL after retirement, engine overlap."""
+def test_simulated_run_time_models_the_issue_unit():
+    """cost.simulate: issue cost per descriptor, SIGNAL after retirement, engine overlap, the
+    completion writer."""
     G, L = Opcode.GEMM, Opcode.DMA_LOAD
     # two GEMMs back to back: the second queues behind the first in the engine
     two = [_cmd(1, G), _cmd(1, G)]
-    assert simulate(two, [1000, 1000]) == DISPATCH + START_LAT + 2000 + RETIRE_LAT
+    assert simulate(two, [1000, 1000]) == DISPATCH + START_LAT + 2000 + RETIRE_LAT + CPL_WRITE
     # a SIGNAL between them waits for the first's retirement: a gap on the engine
     sig = [_cmd(1, G), _cmd(1, Opcode.SIGNAL_EVENT, event=0, value=1), _cmd(1, G)]
-    gap = simulate(sig, [1000, FW_EVENT, 1000]) - simulate(two, [1000, 1000])
+    gap = simulate(sig, [1000, EVENT_ISSUE, 1000]) - simulate(two, [1000, 1000])
     assert gap >= RETIRE_LAT
     # a load on another queue overlaps the GEMM; a WAIT on it orders the GEMM after it
     par = [_cmd(0, L), _cmd(1, G)]
     assert simulate(par, [1000, 1000]) < 2000 + 2 * DISPATCH
     dep = [_cmd(0, L), _cmd(0, Opcode.SIGNAL_EVENT, event=0, value=1),
            _cmd(1, Opcode.WAIT_EVENT, event=0, value=1), _cmd(1, G)]
-    assert simulate(dep, [1000, FW_EVENT, FW_EVENT, 1000]) > 2000 + RETIRE_LAT
+    assert simulate(dep, [1000, EVENT_ISSUE, EVENT_ISSUE, 1000]) > 2000 + RETIRE_LAT
+    # records are written one at a time: ten NOPs take at least ten record writes
+    assert simulate([_cmd(0, Opcode.NOP)] * 10, [EVENT_ISSUE] * 10) >= 10 * CPL_WRITE
     # a WAIT nothing here signals (a layer cut out of a program) counts as reached
-    assert simulate([_cmd(1, Opcode.WAIT_EVENT, event=3, value=9), _cmd(1, G)], [FW_EVENT, 10]) > 0
+    assert simulate([_cmd(1, Opcode.WAIT_EVENT, event=3, value=9), _cmd(1, G)], [EVENT_ISSUE, 10]) > 0

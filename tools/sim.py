@@ -30,10 +30,10 @@ Report columns (per layer = the commands whose note starts with the layer's name
              MACs are not the model's and count in no utilization figure
   DMA in/out KiB the layer's DMA descriptors (program); the total line is the PERF counters
 "predicted serial" = every command one after the other: engine cycles plus, per engine command,
-the firmware dispatch and the start / retire latencies (so it is never below the prediction).
+the issue and the start / completion-request latencies (so it is never below the prediction).
 Engine busy cycles and DMA bytes are the PERF_* counters, cleared just before Device.run.
 Dispatch overhead = run cycles (last completion record) minus the busiest engine's busy cycles,
-i.e. the time no engine work explains (firmware dispatch, event round trips, record writes).
+i.e. the time no engine work explains (issue, event round trips, record writes).
 """
 import argparse
 import json
@@ -51,7 +51,7 @@ DIMS = (4, 8, 16)
 M32 = 0xFFFF_FFFF
 #: The engine (name) serving each engine opcode, from the command table.
 ENGINE = {op: COMMANDS[op].engine.name for op in ENGINE_OPCODES}
-#: Perfetto thread of the layer spans: after the firmware's (1) and one per engine.
+#: Perfetto thread of the layer spans: after the issue unit's (1) and one per engine.
 LAYER_TID = 2 + len(Engine)
 
 
@@ -98,8 +98,8 @@ def _dma_bytes(commands):
 
 def serial_cycles(commands, cycles):
     """Predicted cycles of ``commands`` run one at a time: engine cycles (``cycles``; an event
-    command's are its firmware cycles) plus, per engine command, the firmware dispatch and the
-    forward -> start and done -> retire latencies. Never below ``cost.simulate``'s overlapped run."""
+    command's are its issue cycles) plus, per engine command, the issue and the issue -> start
+    and done -> completion request latencies. Never below ``cost.simulate``'s overlapped run."""
     from compiler import cost
     n_engine = sum(1 for c in commands if c.opcode in ENGINE)
     return sum(cycles) + n_engine * (cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT)
@@ -133,7 +133,7 @@ def analyse(cm, meas, dim):
                          predicted_gemm=eng.get("gemm", 0), predicted_vec=eng.get("vec", 0),
                          predicted_sfu=eng.get("sfu", 0),
                          predicted=summ["bound"], predicted_serial=serial_cycles(sub.commands, cyc),
-                         predicted_engines=summ["engines"], predicted_firmware=summ["firmware"],
+                         predicted_engines=summ["engines"], predicted_control=summ["control"],
                          start=prev_end, end=end, measured=measured,
                          pe_util=macs / (dim * dim * measured) if measured else 0.0))
         prev_end = end
@@ -149,7 +149,7 @@ def analyse(cm, meas, dim):
         layers=rows, macs=macs, identity_macs=sum(r["gemm_macs"] for r in rows if r["identity"]),
         commands=len(prog.commands), engine_commands=n_engine, queues=prog.queues,
         predicted=summ["bound"], predicted_serial=serial_cycles(prog.commands, cm.cycles),
-        predicted_firmware=summ["firmware"], predicted_engines=summ["engines"],
+        predicted_control=summ["control"], predicted_engines=summ["engines"],
         last_record=last, total=total, perf=perf,
         pe_util_run=macs / (dim * dim * last) if last else 0.0,
         pe_util_gemm=macs / (dim * dim * perf["PERF_GEMM_BUSY"]) if perf["PERF_GEMM_BUSY"] else 0.0,
@@ -168,7 +168,7 @@ def trace_events(cm, meas, model, pid):
     cycles from engine done to record write and any idle time: an upper bound)."""
     prog, recs, t0 = cm.program, meas["records"], meas["t0"]
     rel = [(r["timestamp"] - t0) & M32 for r in recs]
-    tids = {"firmware (event commands)": 1, **{e.name: 2 + i for i, e in enumerate(Engine)},
+    tids = {"issue unit (event commands)": 1, **{e.name: 2 + i for i, e in enumerate(Engine)},
             "layers": LAYER_TID}
     ev = [dict(ph="M", pid=pid, name="process_name", args=dict(name=f"{model} (RTL)"))]
     ev += [dict(ph="M", pid=pid, tid=t, name="thread_name", args=dict(name=n)) for n, t in tids.items()]
@@ -238,7 +238,7 @@ def format_report(r, wall):
         out += layer_table(m)
         out.append("  (a layer's measured span runs from the previous layer's last completion "
                    "record to its own; layers overlap, so compare the totals)")
-        out.append(f"  predicted serial (one command at a time, with firmware dispatch): "
+        out.append(f"  predicted serial (one command at a time, with issue and latencies): "
                    f"{m['predicted_serial']} cycles; host-observed run (TIMESTAMP around "
                    f"Device.run): {m['total']} cycles")
         pe = m["predicted_engines"]
@@ -250,8 +250,8 @@ def format_report(r, wall):
                    f"(program: {m['dma_in_expected']:,} / {m['dma_out_expected']:,})")
         out.append(f"  dispatch overhead: {m['overhead']} cycles not covered by the busiest engine "
                    f"= {m['overhead_per_desc']:.0f} per descriptor; {m['cycles_per_desc']:.0f} "
-                   f"cycles per descriptor overall (cost model charges {m['predicted_firmware']} "
-                   f"firmware cycles)")
+                   f"cycles per descriptor overall (cost model charges {m['predicted_control']} "
+                   f"issue cycles)")
         out.append("  queue event-wait cycles (PERF_Q_EVENT_STALL): " + ", ".join(
             f"q{q} " + str(p[f"PERF_Q_EVENT_STALL{q}"]) for q in m["queues"]))
         res = lambda d: "PASS" if not d else f"FAIL ({d})"          # noqa: E731
