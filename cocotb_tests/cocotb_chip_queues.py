@@ -12,7 +12,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from spec import registers as R
 from spec.commands import encode
-from spec.completion import record_offset
+from spec.completion import record_offset, unpack_record
 from spec.descriptors import ErrorCode, Opcode
 from spec.firmware_image import FirmwareImage
 from driver.ops import run_async
@@ -200,24 +200,49 @@ async def dispatch_overhead(dut):
                           "engine done (last R beat) -> completion record AW",
                           "engine done -> consumer write-back B"), arr.T):
         tb.log.info(f"  {name}: median {int(np.median(col))}, min {col.min()}, max {col.max()}")
-    # Throughput when the control plane is the bottleneck: back-to-back NOPs (firmware only) and
-    # one-row DMA loads (firmware + engine), 48 each, from a full ring.
+    # Throughput when the control plane is the bottleneck: back-to-back NOPs, one-row DMA loads
+    # (one engine) and a stream rotating over the DMA load, DMA store and GEMM engines, 48 each,
+    # from a full ring.
     qs = DirectedQueues(tb, base=0x8_0000, log2=6)
     await qs.setup(1)
+    dim = tb.caps.dim
+    load = encode(Opcode.DMA_LOAD, host_addr=qs.window(1)[0], row_bytes=dim, rows=1, planes=1)
+    store = encode(Opcode.DMA_STORE, host_addr=qs.window(1)[0] + 0x100, row_bytes=dim, rows=1,
+                   planes=1, local_addr=64)
+    gemm = encode(Opcode.GEMM, m=1, k_tiles=1, n_tiles=1, a_addr=128, b_addr=256, c_addr=512)
     rates = {}
-    for name, words in (("NOP", encode(Opcode.NOP)),
-                        ("1-row DMA_LOAD", encode(Opcode.DMA_LOAD, host_addr=qs.window(1)[0],
-                                                  row_bytes=tb.caps.dim, rows=1, planes=1))):
-        t0 = await tb.read(R.TIMESTAMP)
-        await qs.submit(1, *[words] * 48)
+    for name, stream in (("NOP", [encode(Opcode.NOP)] * 48), ("1-row DMA_LOAD", [load] * 48),
+                         ("DMA_LOAD/DMA_STORE/GEMM rotation", [load, store, gemm] * 16)):
+        first = qs.produced[1]
+        await qs.submit(1, *stream)
         await qs.wait_retired(1, 200_000)
-        rates[name] = (await tb.read(R.TIMESTAMP) - t0) / 48
-        tb.log.info(f"  back-to-back {name}: {rates[name]:.0f} cycles per descriptor (doorbell to last consumer write, incl. polling)")
+        # the records' timestamps (the cycle each was requested): the steady rate, no polling
+        stamps = [unpack_record(await tb.host.read(qs.cpl(1) + record_offset(i, qs.LOG2), 16))
+                  ["timestamp"] for i in range(first, qs.produced[1])]
+        rates[name] = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        tb.log.info(f"  back-to-back {name}: {rates[name]:.1f} cycles per descriptor (between "
+                    f"completion requests)")
+    # A dependent command on another queue: queue 1 waits on an event with a load behind it;
+    # queue 2's SIGNAL_EVENT releases it. Measured from the SIGNAL's descriptor fetch (its last
+    # read beat: the earliest it can act) to the load's first AR.
+    await qs.setup(2)
+    waits = []
+    for k in range(4):
+        await qs.submit(1, encode(Opcode.WAIT_EVENT, event=5, value=k + 1), load)
+        await ClockCycles(dut.clk, 100)
+        t0 = timer.cycle
+        await qs.submit(2, encode(Opcode.SIGNAL_EVENT, event=5, value=k + 1))
+        await qs.wait_retired(1, 20_000)
+        fetched = timer.first("r_last", "qc", t0)
+        waits.append(timer.first("ar", "dma", fetched) - fetched)
+    tb.log.info(f"  SIGNAL_EVENT fetched -> WAIT_EVENT released on another queue -> engine start "
+                f"(DMA's first AR): median {int(np.median(waits))}, min {min(waits)}, max {max(waits)}")
     out = os.environ.get("KAKI_OVERHEAD_JSON")
     if out:
         import json
         with open(out, "w") as f:
-            json.dump({"samples": arr.tolist(), "cycles_per_descriptor": rates}, f)
+            json.dump({"samples": arr.tolist(), "cycles_per_descriptor": rates,
+                       "signal_to_start": waits}, f)
 
 
 # ------------------------------------------------------------------------------ directed tests

@@ -17,7 +17,9 @@ halt/reset state; one AXI4 manager port serves every queue:
   the 16-byte :class:`~hdl_gen.descriptor.CompletionRecord` of descriptor C to
   ``cpl_base + 16 + 16 * (C mod 2**ring_log2)`` (one INCR burst, all strobes), waits for its B,
   then writes C + 1 to the 4 bytes at ``cpl_base`` (one beat, strobes on those 4 bytes) and waits
-  for its B. Then C += 1, ``retired`` pulses, a halt request or a failed write halts the queue,
+  for its B — unless the request asks for no interrupt and no halt, its record write succeeded
+  and the next request in the FIFO is of the same queue: that one's consumer write then covers
+  both (a stream of records costs one write each, the index lagging by at most the FIFO). Then C += 1, ``retired`` pulses, a halt request or a failed write halts the queue,
   and ``cpl_irq``/``error_irq`` pulse (both writes have completed by then).
 * **Reset** (``reset`` pulse): the queue stops fetching and its head is no longer offered
   (``ready`` 0), a read in flight for it is discarded; ``qreset_req`` asks the firmware. Once
@@ -461,6 +463,11 @@ class QueueController(wiring.Component):
             rec.queue.eq(wq), rec.flags.eq(req.flags), rec.tag.eq(req.tag), rec.reserved.eq(0),
             rec.timestamp.eq(req.timestamp),
         ]
+        # A record that asks for no interrupt and halts nothing, written OK, with the next
+        # request already waiting for the same queue, leaves its consumer write to that one.
+        coalesce = Signal(name="cpl_coalesce")
+        m.d.comb += coalesce.eq(~req.irq & ~req.halt & ~wr_err & ~b_bad & cf.r_rdy
+                                & (data.View(req_layout, cf.r_data).queue == wq))
         with m.FSM(init="IDLE", name="cpl_fsm") as cpl_fsm:
             with m.State("IDLE"):
                 m.d.comb += cf.r_en.eq(1)
@@ -495,7 +502,11 @@ class QueueController(wiring.Component):
                     m.next = "SKIP"
             with m.State("REC_B"):
                 m.d.comb += axi.bready.eq(1)
-                with m.If(b_hs):
+                with m.If(b_hs & coalesce):
+                    # the next request's consumer write covers this record too
+                    m.d.comb += finish.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(b_hs):
                     with m.If(b_bad):
                         m.d.sync += [wr_err.eq(1), wr_code.eq(_resp_error(axi.bresp))]
                     # the consumer index C + 1: one beat, the 4 bytes at cpl_base (16-byte

@@ -3032,7 +3032,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11071$2 (\$299 ),
+    .\port$11088$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3143,20 +3143,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11097$0 (inflight),
-    .\port$11244$0 (q__0__cpl_irq),
-    .\port$11258$0 (q__0__error_irq),
-    .\port$11270$0 (q__1__cpl_irq),
-    .\port$11284$0 (q__1__error_irq),
-    .\port$11296$0 (q__2__cpl_irq),
-    .\port$11310$0 (q__2__error_irq),
-    .\port$11322$0 (q__3__cpl_irq),
-    .\port$11336$0 (q__3__error_irq),
-    .\port$11448$0 (\$305 ),
-    .\port$11456$0 (\$306 ),
-    .\port$11464$0 (\$307 ),
-    .\port$11472$0 (\$308 ),
-    .\port$12550$0 (events),
+    .\port$11114$0 (inflight),
+    .\port$11261$0 (q__0__cpl_irq),
+    .\port$11275$0 (q__0__error_irq),
+    .\port$11287$0 (q__1__cpl_irq),
+    .\port$11301$0 (q__1__error_irq),
+    .\port$11313$0 (q__2__cpl_irq),
+    .\port$11327$0 (q__2__error_irq),
+    .\port$11339$0 (q__3__cpl_irq),
+    .\port$11353$0 (q__3__error_irq),
+    .\port$11465$0 (\$305 ),
+    .\port$11473$0 (\$306 ),
+    .\port$11481$0 (\$307 ),
+    .\port$11489$0 (\$308 ),
+    .\port$12567$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3251,11 +3251,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11099$0 (\$300 ),
-    .\port$11101$0 (\$301 ),
-    .\port$11103$0 (\$302 ),
-    .\port$11105$0 (\$303 ),
-    .\port$11107$0 (\$304 ),
+    .\port$11116$0 (\$300 ),
+    .\port$11118$0 (\$301 ),
+    .\port$11120$0 (\$302 ),
+    .\port$11122$0 (\$303 ),
+    .\port$11124$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$38 (dma_store__ready),
@@ -3376,20 +3376,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11071$2 (\$299 ),
-    .\port$12550$0 (events),
+    .\port$11088$2 (\$299 ),
+    .\port$12567$0 (events),
     .\port$4221$0 (q__0__qreset_req),
     .\port$4231$0 (q__1__qreset_req),
     .\port$4241$0 (q__2__qreset_req),
     .\port$4251$0 (q__3__qreset_req),
-    .\port$5283$0 (q__0__head),
-    .\port$5313$0 (q__1__head),
-    .\port$5343$0 (q__2__head),
-    .\port$5373$0 (q__3__head),
-    .\port$9191$0 (q__0__fw_ready),
-    .\port$9224$0 (q__1__fw_ready),
-    .\port$9257$0 (q__2__fw_ready),
-    .\port$9290$0 (q__3__fw_ready),
+    .\port$5300$0 (q__0__head),
+    .\port$5330$0 (q__1__head),
+    .\port$5360$0 (q__2__head),
+    .\port$5390$0 (q__3__head),
+    .\port$9208$0 (q__0__fw_ready),
+    .\port$9241$0 (q__1__fw_ready),
+    .\port$9274$0 (q__2__fw_ready),
+    .\port$9307$0 (q__3__fw_ready),
     .q_head_index0_index(q__0__index),
     .q_head_index1_index(q__1__index),
     .q_head_index2_index(q__2__index),
@@ -3444,9 +3444,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$9329$0 (\$310 ),
-    .\port$9335$0 (\$311 ),
-    .\port$9336$32 (\$312 ),
+    .\port$9346$0 (\$310 ),
+    .\port$9352$0 (\$311 ),
+    .\port$9353$32 (\$312 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3662,7 +3662,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$10609$0 (sfu_cmd_op),
+    .\port$10626$0 (sfu_cmd_op),
     .\port$4212$32 (sfu__payload[255:32]),
     .r_data(\$309 ),
     .r_en(\$37 [0]),
@@ -3676,7 +3676,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8423$0 (\$309 ),
+    .\port$8440$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -7280,7 +7280,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11071$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11088$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7424,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11071$2 ;
-  wire [29:0] \port$11071$2 ;
+  output [29:0] \port$11088$2 ;
+  wire [29:0] \port$11088$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7605,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11071$2 (\$99 ),
+    .\port$11088$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7723,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11071$2  = \$99 ;
+  assign \port$11088$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11071$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11088$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8152,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11071$2 ;
-  wire [29:0] \port$11071$2 ;
+  output [29:0] \port$11088$2 ;
+  wire [29:0] \port$11088$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11258,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11071$2  = ls_addr_r[31:2];
+  assign \port$11088$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11433,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11097$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11244$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11258$0 , q_status0_resetting, q_consumer1_index, \port$11270$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$11284$0 , q_status1_resetting, q_consumer2_index, \port$11296$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11310$0 , q_status2_resetting, q_consumer3_index, \port$11322$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11336$0 , q_status3_resetting, \port$11448$0 , \port$11456$0 , \port$11464$0 
-, \port$11472$0 , \port$12550$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11114$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11261$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11275$0 , q_status0_resetting, q_consumer1_index, \port$11287$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$11301$0 , q_status1_resetting, q_consumer2_index, \port$11313$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11327$0 , q_status2_resetting, q_consumer3_index, \port$11339$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11353$0 , q_status3_resetting, \port$11465$0 , \port$11473$0 , \port$11481$0 
+, \port$11489$0 , \port$12567$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13022,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$11097$0 ;
-  wire [4:0] \port$11097$0 ;
-  input \port$11244$0 ;
-  wire \port$11244$0 ;
-  input \port$11258$0 ;
-  wire \port$11258$0 ;
-  input \port$11270$0 ;
-  wire \port$11270$0 ;
-  input \port$11284$0 ;
-  wire \port$11284$0 ;
-  input \port$11296$0 ;
-  wire \port$11296$0 ;
-  input \port$11310$0 ;
-  wire \port$11310$0 ;
-  input \port$11322$0 ;
-  wire \port$11322$0 ;
-  input \port$11336$0 ;
-  wire \port$11336$0 ;
-  input [2:0] \port$11448$0 ;
-  wire [2:0] \port$11448$0 ;
-  input [2:0] \port$11456$0 ;
-  wire [2:0] \port$11456$0 ;
-  input [2:0] \port$11464$0 ;
-  wire [2:0] \port$11464$0 ;
-  input [2:0] \port$11472$0 ;
-  wire [2:0] \port$11472$0 ;
-  input [511:0] \port$12550$0 ;
-  wire [511:0] \port$12550$0 ;
+  input [4:0] \port$11114$0 ;
+  wire [4:0] \port$11114$0 ;
+  input \port$11261$0 ;
+  wire \port$11261$0 ;
+  input \port$11275$0 ;
+  wire \port$11275$0 ;
+  input \port$11287$0 ;
+  wire \port$11287$0 ;
+  input \port$11301$0 ;
+  wire \port$11301$0 ;
+  input \port$11313$0 ;
+  wire \port$11313$0 ;
+  input \port$11327$0 ;
+  wire \port$11327$0 ;
+  input \port$11339$0 ;
+  wire \port$11339$0 ;
+  input \port$11353$0 ;
+  wire \port$11353$0 ;
+  input [2:0] \port$11465$0 ;
+  wire [2:0] \port$11465$0 ;
+  input [2:0] \port$11473$0 ;
+  wire [2:0] \port$11473$0 ;
+  input [2:0] \port$11481$0 ;
+  wire [2:0] \port$11481$0 ;
+  input [2:0] \port$11489$0 ;
+  wire [2:0] \port$11489$0 ;
+  input [511:0] \port$12567$0 ;
+  wire [511:0] \port$12567$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13704,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$11322$0 , \port$11296$0 , \port$11270$0 , \port$11244$0  };
+  assign \$187  = \$186  | { \port$11339$0 , \port$11313$0 , \port$11287$0 , \port$11261$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$11336$0 , \port$11310$0 , \port$11284$0 , \port$11258$0  };
+  assign \$190  = \$189  | { \port$11353$0 , \port$11327$0 , \port$11301$0 , \port$11275$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15842,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$11322$0 , \port$11296$0 , \port$11270$0 , \port$11244$0  };
-  assign irq_status_queue_error_set = { \port$11336$0 , \port$11310$0 , \port$11284$0 , \port$11258$0  };
+  assign irq_status_queue_cpl_set = { \port$11339$0 , \port$11313$0 , \port$11287$0 , \port$11261$0  };
+  assign irq_status_queue_error_set = { \port$11353$0 , \port$11327$0 , \port$11301$0 , \port$11275$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15858,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11097$0 [0];
-  assign status_dma_store_busy = \port$11097$0 [1];
-  assign status_gemm_busy = \port$11097$0 [2];
-  assign status_vec_busy = \port$11097$0 [3];
-  assign status_sfu_busy = \port$11097$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$11448$0  };
-  assign q_status1_prefetched = { 5'h00, \port$11456$0  };
-  assign q_status2_prefetched = { 5'h00, \port$11464$0  };
-  assign q_status3_prefetched = { 5'h00, \port$11472$0  };
-  assign event0_value = \port$12550$0 [31:0];
-  assign event1_value = \port$12550$0 [63:32];
-  assign event2_value = \port$12550$0 [95:64];
-  assign event3_value = \port$12550$0 [127:96];
-  assign event4_value = \port$12550$0 [159:128];
-  assign event5_value = \port$12550$0 [191:160];
-  assign event6_value = \port$12550$0 [223:192];
-  assign event7_value = \port$12550$0 [255:224];
-  assign event8_value = \port$12550$0 [287:256];
-  assign event9_value = \port$12550$0 [319:288];
-  assign event10_value = \port$12550$0 [351:320];
-  assign event11_value = \port$12550$0 [383:352];
-  assign event12_value = \port$12550$0 [415:384];
-  assign event13_value = \port$12550$0 [447:416];
-  assign event14_value = \port$12550$0 [479:448];
-  assign event15_value = \port$12550$0 [511:480];
+  assign status_dma_load_busy = \port$11114$0 [0];
+  assign status_dma_store_busy = \port$11114$0 [1];
+  assign status_gemm_busy = \port$11114$0 [2];
+  assign status_vec_busy = \port$11114$0 [3];
+  assign status_sfu_busy = \port$11114$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$11465$0  };
+  assign q_status1_prefetched = { 5'h00, \port$11473$0  };
+  assign q_status2_prefetched = { 5'h00, \port$11481$0  };
+  assign q_status3_prefetched = { 5'h00, \port$11489$0  };
+  assign event0_value = \port$12567$0 [31:0];
+  assign event1_value = \port$12567$0 [63:32];
+  assign event2_value = \port$12567$0 [95:64];
+  assign event3_value = \port$12567$0 [127:96];
+  assign event4_value = \port$12567$0 [159:128];
+  assign event5_value = \port$12567$0 [191:160];
+  assign event6_value = \port$12567$0 [223:192];
+  assign event7_value = \port$12567$0 [255:224];
+  assign event8_value = \port$12567$0 [287:256];
+  assign event9_value = \port$12567$0 [319:288];
+  assign event10_value = \port$12567$0 [351:320];
+  assign event11_value = \port$12567$0 [383:352];
+  assign event12_value = \port$12567$0 [415:384];
+  assign event13_value = \port$12567$0 [447:416];
+  assign event14_value = \port$12567$0 [479:448];
+  assign event15_value = \port$12567$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +15927,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11097$0 [0] };
+  assign \$440  = { 1'h0, \port$11114$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11097$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11097$0 [2], 2'h0 };
-  assign \$446  = { \port$11097$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11097$0 [4], 4'h0 };
+  assign \$442  = { \port$11114$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11114$0 [2], 2'h0 };
+  assign \$446  = { \port$11114$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11114$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16098,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$11448$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$11465$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$11456$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$11473$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$11464$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$11481$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$11472$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$11489$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16157,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$12550$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$12567$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$12550$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$12567$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$12550$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$12567$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$12550$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$12567$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$12550$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$12567$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$12550$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$12567$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$12550$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$12567$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$12550$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$12567$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$12550$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$12567$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$12550$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$12567$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$12550$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$12567$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$12550$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$12567$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$12550$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$12567$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$12550$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$12567$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$12550$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$12567$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$12550$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$12567$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16231,8 +16231,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11099$0 , retire__0__tag, \port$11101$0 , retire__1__tag, \port$11103$0 , retire__2__tag
-, \port$11105$0 , retire__3__tag, \port$11107$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11116$0 , retire__0__tag, \port$11118$0 , retire__1__tag, \port$11120$0 , retire__2__tag
+, \port$11122$0 , retire__3__tag, \port$11124$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17259,16 +17259,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11099$0 ;
-  wire [8:0] \port$11099$0 ;
-  output [8:0] \port$11101$0 ;
-  wire [8:0] \port$11101$0 ;
-  output [8:0] \port$11103$0 ;
-  wire [8:0] \port$11103$0 ;
-  output [8:0] \port$11105$0 ;
-  wire [8:0] \port$11105$0 ;
-  output [8:0] \port$11107$0 ;
-  wire [8:0] \port$11107$0 ;
+  output [8:0] \port$11116$0 ;
+  wire [8:0] \port$11116$0 ;
+  output [8:0] \port$11118$0 ;
+  wire [8:0] \port$11118$0 ;
+  output [8:0] \port$11120$0 ;
+  wire [8:0] \port$11120$0 ;
+  output [8:0] \port$11122$0 ;
+  wire [8:0] \port$11122$0 ;
+  output [8:0] \port$11124$0 ;
+  wire [8:0] \port$11124$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18201,9 +18201,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$3  = ~ flags_bad;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10610$0 (desc),
-    .\port$10612$0 (queue),
-    .\port$10613$0 (windowed),
+    .\port$10627$0 (desc),
+    .\port$10629$0 (queue),
+    .\port$10630$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18213,9 +18213,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10610$0 (desc),
-    .\port$10612$0 (queue),
-    .\port$10613$0 (windowed),
+    .\port$10627$0 (desc),
+    .\port$10629$0 (queue),
+    .\port$10630$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$38 ),
     .r_rdy(dma_store__valid),
@@ -18225,9 +18225,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10610$0 (desc),
-    .\port$10612$0 (queue),
-    .\port$10613$0 (windowed),
+    .\port$10627$0 (desc),
+    .\port$10629$0 (queue),
+    .\port$10630$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$55 ),
     .r_rdy(gemm__valid),
@@ -18237,9 +18237,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$10610$0 (desc),
-    .\port$10612$0 (queue),
-    .\port$10613$0 (windowed),
+    .\port$10627$0 (desc),
+    .\port$10629$0 (queue),
+    .\port$10630$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$89 ),
     .r_rdy(sfu__valid),
@@ -18249,9 +18249,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10610$0 (desc),
-    .\port$10612$0 (queue),
-    .\port$10613$0 (windowed),
+    .\port$10627$0 (desc),
+    .\port$10629$0 (queue),
+    .\port$10630$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$72 ),
     .r_rdy(vec__valid),
@@ -18467,15 +18467,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign sfu__ready = \r_en$89 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$11099$0  = dma_load_held[8:0];
+  assign \port$11116$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11101$0  = dma_store_held[8:0];
+  assign \port$11118$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11103$0  = gemm_held[8:0];
+  assign \port$11120$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11105$0  = vec_held[8:0];
+  assign \port$11122$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11107$0  = sfu_held[8:0];
+  assign \port$11124$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19636,7 +19636,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19678,12 +19678,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10610$0 ;
-  wire [255:0] \port$10610$0 ;
-  input [1:0] \port$10612$0 ;
-  wire [1:0] \port$10612$0 ;
-  input \port$10613$0 ;
-  wire \port$10613$0 ;
+  input [255:0] \port$10627$0 ;
+  wire [255:0] \port$10627$0 ;
+  input [1:0] \port$10629$0 ;
+  wire [1:0] \port$10629$0 ;
+  input \port$10630$0 ;
+  wire \port$10630$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19715,7 +19715,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19814,14 +19814,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
-  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19863,12 +19863,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10610$0 ;
-  wire [255:0] \port$10610$0 ;
-  input [1:0] \port$10612$0 ;
-  wire [1:0] \port$10612$0 ;
-  input \port$10613$0 ;
-  wire \port$10613$0 ;
+  input [255:0] \port$10627$0 ;
+  wire [255:0] \port$10627$0 ;
+  input [1:0] \port$10629$0 ;
+  wire [1:0] \port$10629$0 ;
+  input \port$10630$0 ;
+  wire \port$10630$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19900,7 +19900,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19999,14 +19999,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
-  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20048,12 +20048,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10610$0 ;
-  wire [255:0] \port$10610$0 ;
-  input [1:0] \port$10612$0 ;
-  wire [1:0] \port$10612$0 ;
-  input \port$10613$0 ;
-  wire \port$10613$0 ;
+  input [255:0] \port$10627$0 ;
+  wire [255:0] \port$10627$0 ;
+  input [1:0] \port$10629$0 ;
+  wire [1:0] \port$10629$0 ;
+  input \port$10630$0 ;
+  wire \port$10630$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20085,7 +20085,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20184,14 +20184,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
-  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20233,12 +20233,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10610$0 ;
-  wire [255:0] \port$10610$0 ;
-  input [1:0] \port$10612$0 ;
-  wire [1:0] \port$10612$0 ;
-  input \port$10613$0 ;
-  wire \port$10613$0 ;
+  input [255:0] \port$10627$0 ;
+  wire [255:0] \port$10627$0 ;
+  input [1:0] \port$10629$0 ;
+  wire [1:0] \port$10629$0 ;
+  input \port$10630$0 ;
+  wire \port$10630$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20270,7 +20270,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20369,14 +20369,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
-  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20418,12 +20418,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10610$0 ;
-  wire [255:0] \port$10610$0 ;
-  input [1:0] \port$10612$0 ;
-  wire [1:0] \port$10612$0 ;
-  input \port$10613$0 ;
-  wire \port$10613$0 ;
+  input [255:0] \port$10627$0 ;
+  wire [255:0] \port$10627$0 ;
+  input [1:0] \port$10629$0 ;
+  wire [1:0] \port$10629$0 ;
+  input \port$10630$0 ;
+  wire \port$10630$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20455,7 +20455,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20554,8 +20554,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
-  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -25632,8 +25632,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5686$0 (aw_hs_id),
-    .\port$5700$0 (down__awlen),
+    .\port$5703$0 (aw_hs_id),
+    .\port$5717$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -25978,7 +25978,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$5700$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$5717$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26006,10 +26006,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5686$0 ;
-  wire [2:0] \port$5686$0 ;
-  input [7:0] \port$5700$0 ;
-  wire [7:0] \port$5700$0 ;
+  input [2:0] \port$5703$0 ;
+  wire [2:0] \port$5703$0 ;
+  input [7:0] \port$5717$0 ;
+  wire [7:0] \port$5717$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26044,7 +26044,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5686$0 , \port$5700$0  };
+      storage[w_port__addr] <= { \port$5703$0 , \port$5717$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26110,16 +26110,16 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5686$0 , \port$5700$0  };
-  assign w_data = { \port$5686$0 , \port$5700$0  };
+  assign w_port__data = { \port$5703$0 , \port$5717$0  };
+  assign w_data = { \port$5703$0 , \port$5717$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5283$0 , \port$5313$0 , \port$5343$0 , \port$5373$0 , \port$9191$0 , \port$9224$0 , \port$9257$0 , \port$9290$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11071$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$12550$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5300$0 , \port$5330$0 , \port$5360$0 , \port$5390$0 , \port$9208$0 , \port$9241$0 , \port$9274$0 , \port$9307$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11088$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$12567$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26814,10 +26814,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [29:0] \port$11071$2 ;
-  wire [29:0] \port$11071$2 ;
-  input [511:0] \port$12550$0 ;
-  wire [511:0] \port$12550$0 ;
+  input [29:0] \port$11088$2 ;
+  wire [29:0] \port$11088$2 ;
+  input [511:0] \port$12567$0 ;
+  wire [511:0] \port$12567$0 ;
   input \port$4221$0 ;
   wire \port$4221$0 ;
   input \port$4231$0 ;
@@ -26826,22 +26826,22 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \port$4241$0 ;
   input \port$4251$0 ;
   wire \port$4251$0 ;
-  input [255:0] \port$5283$0 ;
-  wire [255:0] \port$5283$0 ;
-  input [255:0] \port$5313$0 ;
-  wire [255:0] \port$5313$0 ;
-  input [255:0] \port$5343$0 ;
-  wire [255:0] \port$5343$0 ;
-  input [255:0] \port$5373$0 ;
-  wire [255:0] \port$5373$0 ;
-  input \port$9191$0 ;
-  wire \port$9191$0 ;
-  input \port$9224$0 ;
-  wire \port$9224$0 ;
-  input \port$9257$0 ;
-  wire \port$9257$0 ;
-  input \port$9290$0 ;
-  wire \port$9290$0 ;
+  input [255:0] \port$5300$0 ;
+  wire [255:0] \port$5300$0 ;
+  input [255:0] \port$5330$0 ;
+  wire [255:0] \port$5330$0 ;
+  input [255:0] \port$5360$0 ;
+  wire [255:0] \port$5360$0 ;
+  input [255:0] \port$5390$0 ;
+  wire [255:0] \port$5390$0 ;
+  input \port$9208$0 ;
+  wire \port$9208$0 ;
+  input \port$9241$0 ;
+  wire \port$9241$0 ;
+  input \port$9274$0 ;
+  wire \port$9274$0 ;
+  input \port$9307$0 ;
+  wire \port$9307$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -26979,219 +26979,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$11071$2 [9:0] == 5'h1a;
+  assign \$295  = \port$11088$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11071$2 [9:0] == 5'h1b;
+  assign \$301  = \port$11088$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$11071$2 [9:0] == 5'h1c;
+  assign \$307  = \port$11088$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$11071$2 [9:0] == 5'h1d;
+  assign \$313  = \port$11088$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$11071$2 [9:0] == 6'h20;
+  assign \$319  = \port$11088$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$11071$2 [9:0] == 6'h21;
+  assign \$325  = \port$11088$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$11071$2 [9:0] == 6'h22;
+  assign \$331  = \port$11088$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$11071$2 [9:0] == 6'h23;
+  assign \$337  = \port$11088$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$11071$2 [9:0] == 6'h24;
+  assign \$343  = \port$11088$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$11071$2 [9:0] == 6'h25;
+  assign \$349  = \port$11088$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$11071$2 [9:0] == 6'h26;
+  assign \$355  = \port$11088$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$11071$2 [9:0] == 6'h27;
+  assign \$361  = \port$11088$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$11071$2 [9:0] == 6'h28;
+  assign \$367  = \port$11088$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$11071$2 [9:0] == 6'h29;
+  assign \$373  = \port$11088$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$11071$2 [9:0] == 6'h2a;
+  assign \$379  = \port$11088$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$11071$2 [9:0] == 6'h2b;
+  assign \$385  = \port$11088$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$11071$2 [9:0] == 6'h2c;
+  assign \$391  = \port$11088$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$11071$2 [9:0] == 6'h2d;
+  assign \$397  = \port$11088$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$11071$2 [9:0] == 6'h2e;
+  assign \$403  = \port$11088$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$11071$2 [9:0] == 6'h2f;
+  assign \$409  = \port$11088$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$11071$2 [9:0] == 6'h30;
+  assign \$415  = \port$11088$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$11071$2 [9:0] == 6'h31;
+  assign \$421  = \port$11088$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$11071$2 [9:0] == 6'h32;
+  assign \$427  = \port$11088$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$11071$2 [9:0] == 6'h33;
+  assign \$433  = \port$11088$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$11071$2 [9:0] == 6'h34;
+  assign \$439  = \port$11088$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$11071$2 [9:0] == 6'h35;
+  assign \$445  = \port$11088$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$11071$2 [9:0] == 6'h36;
+  assign \$451  = \port$11088$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$11071$2 [9:0] == 6'h37;
+  assign \$457  = \port$11088$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$11071$2 [9:0] == 6'h38;
+  assign \$463  = \port$11088$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$11071$2 [9:0] == 6'h39;
+  assign \$469  = \port$11088$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$11071$2 [9:0] == 6'h3a;
+  assign \$475  = \port$11088$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$11071$2 [9:0] == 6'h3b;
+  assign \$481  = \port$11088$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$11071$2 [9:0] == 6'h3c;
+  assign \$487  = \port$11088$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$11071$2 [9:0] == 6'h3d;
+  assign \$493  = \port$11088$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$11071$2 [9:0] == 6'h3e;
+  assign \$499  = \port$11088$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$11071$2 [9:0] == 6'h3f;
+  assign \$505  = \port$11088$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$11071$2 [9:0] == 7'h40;
+  assign \$511  = \port$11088$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$11071$2 [9:0] == 7'h41;
+  assign \$517  = \port$11088$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$11071$2 [9:0] == 7'h42;
+  assign \$523  = \port$11088$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$11071$2 [9:0] == 7'h43;
+  assign \$529  = \port$11088$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$11071$2 [9:0] == 7'h44;
+  assign \$535  = \port$11088$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$11071$2 [9:0] == 7'h45;
+  assign \$541  = \port$11088$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$11071$2 [9:0] == 7'h46;
+  assign \$547  = \port$11088$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$11071$2 [9:0] == 7'h47;
+  assign \$553  = \port$11088$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$11071$2 [9:0] == 7'h48;
+  assign \$559  = \port$11088$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$11071$2 [9:0] == 7'h49;
+  assign \$565  = \port$11088$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$11071$2 [9:0] == 7'h4a;
+  assign \$571  = \port$11088$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$11071$2 [9:0] == 7'h4b;
+  assign \$577  = \port$11088$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$11071$2 [9:0] == 7'h4c;
+  assign \$583  = \port$11088$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$11071$2 [9:0] == 7'h4d;
+  assign \$589  = \port$11088$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$11071$2 [9:0] == 7'h4e;
+  assign \$595  = \port$11088$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$11071$2 [9:0] == 7'h4f;
+  assign \$601  = \port$11088$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$11071$2 [9:0] == 7'h50;
+  assign \$607  = \port$11088$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$11071$2 [9:0] == 7'h51;
+  assign \$613  = \port$11088$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27235,215 +27235,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11071$2 [9:0];
+  assign \$3  = ! \port$11088$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11071$2 [9:0] == 1'h1;
+  assign \$5  = \port$11088$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11071$2 [9:0] == 2'h2;
+  assign \$7  = \port$11088$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11071$2 [9:0] == 2'h3;
+  assign \$9  = \port$11088$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11071$2 [9:0] == 3'h4;
+  assign \$11  = \port$11088$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11071$2 [9:0] == 3'h5;
+  assign \$13  = \port$11088$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11071$2 [9:0] == 3'h6;
+  assign \$15  = \port$11088$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11071$2 [9:0] == 4'h8;
+  assign \$17  = \port$11088$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11071$2 [9:0] == 4'h9;
+  assign \$19  = \port$11088$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11071$2 [9:0] == 4'ha;
+  assign \$21  = \port$11088$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11071$2 [9:0] == 4'hb;
+  assign \$23  = \port$11088$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11071$2 [9:0] == 5'h14;
+  assign \$25  = \port$11088$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11071$2 [9:0] == 5'h15;
+  assign \$27  = \port$11088$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11071$2 [9:0] == 5'h16;
+  assign \$29  = \port$11088$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11071$2 [9:0] == 5'h18;
+  assign \$31  = \port$11088$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11071$2 [9:0] == 5'h19;
+  assign \$33  = \port$11088$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11071$2 [9:0] == 5'h1a;
+  assign \$35  = \port$11088$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11071$2 [9:0] == 5'h1b;
+  assign \$37  = \port$11088$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11071$2 [9:0] == 5'h1c;
+  assign \$39  = \port$11088$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11071$2 [9:0] == 5'h1d;
+  assign \$41  = \port$11088$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11071$2 [9:0] == 6'h20;
+  assign \$43  = \port$11088$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11071$2 [9:0] == 6'h21;
+  assign \$45  = \port$11088$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11071$2 [9:0] == 6'h22;
+  assign \$47  = \port$11088$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11071$2 [9:0] == 6'h23;
+  assign \$49  = \port$11088$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11071$2 [9:0] == 6'h24;
+  assign \$51  = \port$11088$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11071$2 [9:0] == 6'h25;
+  assign \$53  = \port$11088$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11071$2 [9:0] == 6'h26;
+  assign \$55  = \port$11088$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11071$2 [9:0] == 6'h27;
+  assign \$57  = \port$11088$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11071$2 [9:0] == 6'h28;
+  assign \$59  = \port$11088$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11071$2 [9:0] == 6'h29;
+  assign \$61  = \port$11088$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11071$2 [9:0] == 6'h2a;
+  assign \$63  = \port$11088$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11071$2 [9:0] == 6'h2b;
+  assign \$65  = \port$11088$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11071$2 [9:0] == 6'h2c;
+  assign \$67  = \port$11088$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11071$2 [9:0] == 6'h2d;
+  assign \$69  = \port$11088$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11071$2 [9:0] == 6'h2e;
+  assign \$71  = \port$11088$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11071$2 [9:0] == 6'h2f;
+  assign \$73  = \port$11088$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11071$2 [9:0] == 6'h30;
+  assign \$75  = \port$11088$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11071$2 [9:0] == 6'h31;
+  assign \$77  = \port$11088$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11071$2 [9:0] == 6'h32;
+  assign \$79  = \port$11088$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11071$2 [9:0] == 6'h33;
+  assign \$81  = \port$11088$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11071$2 [9:0] == 6'h34;
+  assign \$83  = \port$11088$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11071$2 [9:0] == 6'h35;
+  assign \$85  = \port$11088$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11071$2 [9:0] == 6'h36;
+  assign \$87  = \port$11088$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11071$2 [9:0] == 6'h37;
+  assign \$89  = \port$11088$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11071$2 [9:0] == 6'h38;
+  assign \$91  = \port$11088$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11071$2 [9:0] == 6'h39;
+  assign \$93  = \port$11088$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11071$2 [9:0] == 6'h3a;
+  assign \$95  = \port$11088$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11071$2 [9:0] == 6'h3b;
+  assign \$97  = \port$11088$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11071$2 [9:0] == 6'h3c;
+  assign \$99  = \port$11088$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11071$2 [9:0] == 6'h3d;
+  assign \$101  = \port$11088$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11071$2 [9:0] == 6'h3e;
+  assign \$103  = \port$11088$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11071$2 [9:0] == 6'h3f;
+  assign \$105  = \port$11088$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11071$2 [9:0] == 7'h40;
+  assign \$107  = \port$11088$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11071$2 [9:0] == 7'h41;
+  assign \$109  = \port$11088$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11071$2 [9:0] == 7'h42;
+  assign \$111  = \port$11088$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11071$2 [9:0] == 7'h43;
+  assign \$113  = \port$11088$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11071$2 [9:0] == 7'h44;
+  assign \$115  = \port$11088$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11071$2 [9:0] == 7'h45;
+  assign \$117  = \port$11088$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11071$2 [9:0] == 7'h46;
+  assign \$119  = \port$11088$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11071$2 [9:0] == 7'h47;
+  assign \$121  = \port$11088$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11071$2 [9:0] == 7'h48;
+  assign \$123  = \port$11088$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11071$2 [9:0] == 7'h49;
+  assign \$125  = \port$11088$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11071$2 [9:0] == 7'h4a;
+  assign \$127  = \port$11088$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11071$2 [9:0] == 7'h4b;
+  assign \$129  = \port$11088$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11071$2 [9:0] == 7'h4c;
+  assign \$131  = \port$11088$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11071$2 [9:0] == 7'h4d;
+  assign \$133  = \port$11088$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11071$2 [9:0] == 7'h4e;
+  assign \$135  = \port$11088$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11071$2 [9:0] == 7'h4f;
+  assign \$137  = \port$11088$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11071$2 [9:0] == 7'h50;
+  assign \$139  = \port$11088$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11071$2 [9:0] == 7'h51;
+  assign \$141  = \port$11088$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27492,72 +27492,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$11071$2 [9:0];
+  assign \$189  = ! \port$11088$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$11071$2 [9:0] == 1'h1;
+  assign \$195  = \port$11088$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11071$2 [9:0] == 2'h2;
+  assign \$201  = \port$11088$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$11071$2 [9:0] == 2'h3;
+  assign \$207  = \port$11088$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$11071$2 [9:0] == 3'h4;
+  assign \$213  = \port$11088$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$11071$2 [9:0] == 3'h5;
+  assign \$219  = \port$11088$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$11071$2 [9:0] == 3'h6;
+  assign \$225  = \port$11088$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$11071$2 [9:0] == 4'h8;
+  assign \$231  = \port$11088$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$11071$2 [9:0] == 4'h9;
+  assign \$243  = \port$11088$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11071$2 [9:0] == 4'ha;
+  assign \$251  = \port$11088$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$11071$2 [9:0] == 4'hb;
+  assign \$259  = \port$11088$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$11071$2 [9:0] == 5'h14;
+  assign \$265  = \port$11088$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11071$2 [9:0] == 5'h15;
+  assign \$271  = \port$11088$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$11071$2 [9:0] == 5'h16;
+  assign \$277  = \port$11088$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$11071$2 [9:0] == 5'h18;
+  assign \$283  = \port$11088$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$11071$2 [9:0] == 5'h19;
+  assign \$289  = \port$11088$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28429,57 +28429,57 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11071$2 , 2'h0 };
-  assign work_qready = { \port$9290$0 , \port$9257$0 , \port$9224$0 , \port$9191$0  };
+  assign bus__addr = { \port$11088$2 , 2'h0 };
+  assign work_qready = { \port$9307$0 , \port$9274$0 , \port$9241$0 , \port$9208$0  };
   assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
-  assign q_head0_word = \port$5283$0 [31:0];
-  assign q_head1_word = \port$5283$0 [63:32];
-  assign q_head2_word = \port$5283$0 [95:64];
-  assign q_head3_word = \port$5283$0 [127:96];
-  assign q_head4_word = \port$5283$0 [159:128];
-  assign q_head5_word = \port$5283$0 [191:160];
-  assign q_head6_word = \port$5283$0 [223:192];
-  assign q_head7_word = \port$5283$0 [255:224];
-  assign q_head8_word = \port$5313$0 [31:0];
-  assign q_head9_word = \port$5313$0 [63:32];
-  assign q_head10_word = \port$5313$0 [95:64];
-  assign q_head11_word = \port$5313$0 [127:96];
-  assign q_head12_word = \port$5313$0 [159:128];
-  assign q_head13_word = \port$5313$0 [191:160];
-  assign q_head14_word = \port$5313$0 [223:192];
-  assign q_head15_word = \port$5313$0 [255:224];
-  assign q_head16_word = \port$5343$0 [31:0];
-  assign q_head17_word = \port$5343$0 [63:32];
-  assign q_head18_word = \port$5343$0 [95:64];
-  assign q_head19_word = \port$5343$0 [127:96];
-  assign q_head20_word = \port$5343$0 [159:128];
-  assign q_head21_word = \port$5343$0 [191:160];
-  assign q_head22_word = \port$5343$0 [223:192];
-  assign q_head23_word = \port$5343$0 [255:224];
-  assign q_head24_word = \port$5373$0 [31:0];
-  assign q_head25_word = \port$5373$0 [63:32];
-  assign q_head26_word = \port$5373$0 [95:64];
-  assign q_head27_word = \port$5373$0 [127:96];
-  assign q_head28_word = \port$5373$0 [159:128];
-  assign q_head29_word = \port$5373$0 [191:160];
-  assign q_head30_word = \port$5373$0 [223:192];
-  assign q_head31_word = \port$5373$0 [255:224];
-  assign event0_value = \port$12550$0 [31:0];
-  assign event1_value = \port$12550$0 [63:32];
-  assign event2_value = \port$12550$0 [95:64];
-  assign event3_value = \port$12550$0 [127:96];
-  assign event4_value = \port$12550$0 [159:128];
-  assign event5_value = \port$12550$0 [191:160];
-  assign event6_value = \port$12550$0 [223:192];
-  assign event7_value = \port$12550$0 [255:224];
-  assign event8_value = \port$12550$0 [287:256];
-  assign event9_value = \port$12550$0 [319:288];
-  assign event10_value = \port$12550$0 [351:320];
-  assign event11_value = \port$12550$0 [383:352];
-  assign event12_value = \port$12550$0 [415:384];
-  assign event13_value = \port$12550$0 [447:416];
-  assign event14_value = \port$12550$0 [479:448];
-  assign event15_value = \port$12550$0 [511:480];
+  assign q_head0_word = \port$5300$0 [31:0];
+  assign q_head1_word = \port$5300$0 [63:32];
+  assign q_head2_word = \port$5300$0 [95:64];
+  assign q_head3_word = \port$5300$0 [127:96];
+  assign q_head4_word = \port$5300$0 [159:128];
+  assign q_head5_word = \port$5300$0 [191:160];
+  assign q_head6_word = \port$5300$0 [223:192];
+  assign q_head7_word = \port$5300$0 [255:224];
+  assign q_head8_word = \port$5330$0 [31:0];
+  assign q_head9_word = \port$5330$0 [63:32];
+  assign q_head10_word = \port$5330$0 [95:64];
+  assign q_head11_word = \port$5330$0 [127:96];
+  assign q_head12_word = \port$5330$0 [159:128];
+  assign q_head13_word = \port$5330$0 [191:160];
+  assign q_head14_word = \port$5330$0 [223:192];
+  assign q_head15_word = \port$5330$0 [255:224];
+  assign q_head16_word = \port$5360$0 [31:0];
+  assign q_head17_word = \port$5360$0 [63:32];
+  assign q_head18_word = \port$5360$0 [95:64];
+  assign q_head19_word = \port$5360$0 [127:96];
+  assign q_head20_word = \port$5360$0 [159:128];
+  assign q_head21_word = \port$5360$0 [191:160];
+  assign q_head22_word = \port$5360$0 [223:192];
+  assign q_head23_word = \port$5360$0 [255:224];
+  assign q_head24_word = \port$5390$0 [31:0];
+  assign q_head25_word = \port$5390$0 [63:32];
+  assign q_head26_word = \port$5390$0 [95:64];
+  assign q_head27_word = \port$5390$0 [127:96];
+  assign q_head28_word = \port$5390$0 [159:128];
+  assign q_head29_word = \port$5390$0 [191:160];
+  assign q_head30_word = \port$5390$0 [223:192];
+  assign q_head31_word = \port$5390$0 [255:224];
+  assign event0_value = \port$12567$0 [31:0];
+  assign event1_value = \port$12567$0 [63:32];
+  assign event2_value = \port$12567$0 [95:64];
+  assign event3_value = \port$12567$0 [127:96];
+  assign event4_value = \port$12567$0 [159:128];
+  assign event5_value = \port$12567$0 [191:160];
+  assign event6_value = \port$12567$0 [223:192];
+  assign event7_value = \port$12567$0 [255:224];
+  assign event8_value = \port$12567$0 [287:256];
+  assign event9_value = \port$12567$0 [319:288];
+  assign event10_value = \port$12567$0 [351:320];
+  assign event11_value = \port$12567$0 [383:352];
+  assign event12_value = \port$12567$0 [415:384];
+  assign event13_value = \port$12567$0 [447:416];
+  assign event14_value = \port$12567$0 [479:448];
+  assign event15_value = \port$12567$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28494,7 +28494,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$9290$0 , \port$9257$0 , \port$9224$0 , \port$9191$0  };
+  assign \$233  = { 1'h0, \port$9307$0 , \port$9274$0 , \port$9241$0 , \port$9208$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
@@ -28525,101 +28525,101 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5283$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5300$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5283$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5300$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5283$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5300$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5283$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5300$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5283$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5300$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5283$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5300$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5283$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5300$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5283$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5300$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5313$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5330$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5313$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5330$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5313$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5330$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5313$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5330$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5313$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5330$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5313$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5330$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5313$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5330$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5313$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5330$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5343$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5360$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5343$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5360$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5343$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5360$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5343$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5360$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5343$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5360$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5343$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5360$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5343$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5360$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5343$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5360$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5373$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5390$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5373$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5390$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5373$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5390$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5373$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5390$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5373$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5390$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5373$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5390$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5373$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5390$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5373$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5390$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$12550$0 [31:0] };
+  assign \$513  = { 1'h0, \port$12567$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$12550$0 [63:32] };
+  assign \$519  = { 1'h0, \port$12567$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$12550$0 [95:64] };
+  assign \$525  = { 1'h0, \port$12567$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$12550$0 [127:96] };
+  assign \$531  = { 1'h0, \port$12567$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$12550$0 [159:128] };
+  assign \$537  = { 1'h0, \port$12567$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$12550$0 [191:160] };
+  assign \$543  = { 1'h0, \port$12567$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$12550$0 [223:192] };
+  assign \$549  = { 1'h0, \port$12567$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$12550$0 [255:224] };
+  assign \$555  = { 1'h0, \port$12567$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$12550$0 [287:256] };
+  assign \$561  = { 1'h0, \port$12567$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$12550$0 [319:288] };
+  assign \$567  = { 1'h0, \port$12567$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$12550$0 [351:320] };
+  assign \$573  = { 1'h0, \port$12567$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$12550$0 [383:352] };
+  assign \$579  = { 1'h0, \port$12567$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$12550$0 [415:384] };
+  assign \$585  = { 1'h0, \port$12567$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$12550$0 [447:416] };
+  assign \$591  = { 1'h0, \port$12567$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$12550$0 [479:448] };
+  assign \$597  = { 1'h0, \port$12567$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$12550$0 [511:480] };
+  assign \$603  = { 1'h0, \port$12567$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29339,7 +29339,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$11829$2 (spad_meta_q3[4:2]),
+    .\port$11846$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30393,7 +30393,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -30922,8 +30922,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$11829$2 ;
-  wire [2:0] \port$11829$2 ;
+  input [2:0] \port$11846$2 ;
+  wire [2:0] \port$11846$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -30957,22 +30957,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$11829$2 [1:0];
+  assign \$3  = ! \port$11846$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$11829$2 [1:0];
+  assign \$6  = ! \port$11846$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$11829$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$11846$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$11829$2 [1:0];
+  assign \$17  = ! \port$11846$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$11829$2 [1:0] == 1'h1;
+  assign \$20  = \port$11846$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -30981,10 +30981,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$11829$2 [1:0];
+  assign \$29  = ! \port$11846$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$11829$2 [1:0] == 2'h2;
+  assign \$32  = \port$11846$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -30993,10 +30993,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$11829$2 [1:0];
+  assign \$41  = ! \port$11846$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$11829$2 [1:0] == 2'h3;
+  assign \$44  = \port$11846$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -31006,10 +31006,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$11829$2 [1:0] == 1'h1;
+  assign \$54  = \port$11846$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$11829$2 [1:0];
+  assign \$57  = ! \port$11846$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -31019,10 +31019,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$11829$2 [1:0] == 1'h1;
+  assign \$67  = \port$11846$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$11829$2 [1:0] == 1'h1;
+  assign \$70  = \port$11846$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -31030,10 +31030,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$11829$2 [1:0] == 1'h1;
+  assign \$80  = \port$11846$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$11829$2 [1:0] == 2'h2;
+  assign \$83  = \port$11846$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -31043,10 +31043,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$11829$2 [1:0] == 1'h1;
+  assign \$93  = \port$11846$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$11829$2 [1:0] == 2'h3;
+  assign \$96  = \port$11846$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -31057,10 +31057,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$11829$2 [1:0] == 2'h2;
+  assign \$107  = \port$11846$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$11829$2 [1:0];
+  assign \$110  = ! \port$11846$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -31070,10 +31070,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$11829$2 [1:0] == 2'h2;
+  assign \$120  = \port$11846$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$11829$2 [1:0] == 1'h1;
+  assign \$123  = \port$11846$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -31083,10 +31083,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$11829$2 [1:0] == 2'h2;
+  assign \$133  = \port$11846$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$11829$2 [1:0] == 2'h2;
+  assign \$136  = \port$11846$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -31094,10 +31094,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$11829$2 [1:0] == 2'h2;
+  assign \$146  = \port$11846$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$11829$2 [1:0] == 2'h3;
+  assign \$149  = \port$11846$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -31108,10 +31108,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$11829$2 [1:0] == 2'h3;
+  assign \$160  = \port$11846$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$11829$2 [1:0];
+  assign \$163  = ! \port$11846$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -31121,10 +31121,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$11829$2 [1:0] == 2'h3;
+  assign \$173  = \port$11846$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$11829$2 [1:0] == 1'h1;
+  assign \$176  = \port$11846$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -31134,10 +31134,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$11829$2 [1:0] == 2'h3;
+  assign \$186  = \port$11846$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$11829$2 [1:0] == 2'h2;
+  assign \$189  = \port$11846$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -31147,10 +31147,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$11829$2 [1:0] == 2'h3;
+  assign \$199  = \port$11846$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$11829$2 [1:0] == 2'h3;
+  assign \$202  = \port$11846$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -31158,73 +31158,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$11829$2 [1:0];
+  assign \$212  = ! \port$11846$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$11829$2 [2];
+  assign \$216  = pe0_0_bank == \port$11846$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$11829$2 [2];
+  assign \$218  = pe0_1_bank == \port$11846$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$11829$2 [1:0] >= 1'h1;
+  assign \$223  = \port$11846$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$11829$2 [1:0] >= 2'h2;
+  assign \$229  = \port$11846$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$11829$2 [2];
+  assign \$232  = pe0_0_bank == \port$11846$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$11829$2 [1:0] >= 2'h3;
+  assign \$235  = \port$11846$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$11829$2 [2];
+  assign \$238  = pe0_1_bank == \port$11846$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$11829$2 [1:0] == 1'h1;
+  assign \$242  = \port$11846$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$11829$2 [2];
+  assign \$246  = skew1_0_bank == \port$11846$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$11829$2 [2];
+  assign \$248  = pe1_0_bank == \port$11846$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$11829$2 [2];
+  assign \$250  = pe1_1_bank == \port$11846$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$11829$2 [1:0] >= 1'h1;
+  assign \$260  = \port$11846$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$11829$2 [2];
+  assign \$263  = skew1_0_bank == \port$11846$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$11829$2 [1:0] >= 2'h2;
+  assign \$266  = \port$11846$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$11829$2 [2];
+  assign \$269  = pe1_0_bank == \port$11846$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$11829$2 [1:0] >= 2'h3;
+  assign \$272  = \port$11846$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$11829$2 [2];
+  assign \$275  = pe1_1_bank == \port$11846$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$11829$2 [1:0] == 2'h2;
+  assign \$279  = \port$11846$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$11829$2 [2];
+  assign \$283  = skew2_0_bank == \port$11846$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$11829$2 [2];
+  assign \$285  = skew2_1_bank == \port$11846$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$11829$2 [2];
+  assign \$287  = pe2_0_bank == \port$11846$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$11829$2 [2];
+  assign \$289  = pe2_1_bank == \port$11846$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -31232,39 +31232,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$11829$2 [2];
+  assign \$301  = skew2_0_bank == \port$11846$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$11829$2 [1:0] >= 1'h1;
+  assign \$304  = \port$11846$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$11829$2 [2];
+  assign \$307  = skew2_1_bank == \port$11846$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$11829$2 [1:0] >= 2'h2;
+  assign \$310  = \port$11846$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$11829$2 [2];
+  assign \$313  = pe2_0_bank == \port$11846$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$11829$2 [1:0] >= 2'h3;
+  assign \$316  = \port$11846$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$11829$2 [2];
+  assign \$319  = pe2_1_bank == \port$11846$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$11829$2 [1:0] == 2'h3;
+  assign \$323  = \port$11846$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$11829$2 [2];
+  assign \$327  = skew3_0_bank == \port$11846$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$11829$2 [2];
+  assign \$329  = skew3_1_bank == \port$11846$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$11829$2 [2];
+  assign \$331  = skew3_2_bank == \port$11846$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$11829$2 [2];
+  assign \$333  = pe3_0_bank == \port$11846$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$11829$2 [2];
+  assign \$335  = pe3_1_bank == \port$11846$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -31272,29 +31272,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$11829$2 [2];
+  assign \$347  = skew3_0_bank == \port$11846$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$11829$2 [2];
+  assign \$352  = skew3_1_bank == \port$11846$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$11829$2 [1:0] >= 1'h1;
+  assign \$355  = \port$11846$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$11829$2 [2];
+  assign \$358  = skew3_2_bank == \port$11846$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$11829$2 [1:0] >= 2'h2;
+  assign \$361  = \port$11846$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$11829$2 [2];
+  assign \$364  = pe3_0_bank == \port$11846$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$11829$2 [1:0] >= 2'h3;
+  assign \$367  = \port$11846$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$11829$2 [2];
+  assign \$370  = pe3_1_bank == \port$11846$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -31308,7 +31308,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$11829$2 [2];
+    pe0_0_bank <= \port$11846$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -31344,7 +31344,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$11829$2 [2];
+    skew1_0_bank <= \port$11846$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -31392,7 +31392,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$11829$2 [2];
+    skew2_0_bank <= \port$11846$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -31446,7 +31446,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$11829$2 [2];
+    skew3_0_bank <= \port$11846$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -31519,7 +31519,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -31529,7 +31529,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -31549,7 +31549,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -31559,7 +31559,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -31579,7 +31579,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -31589,7 +31589,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -31609,7 +31609,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -31619,7 +31619,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -31639,7 +31639,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -31649,7 +31649,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -31669,7 +31669,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -31679,7 +31679,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -31699,7 +31699,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -31709,7 +31709,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -31729,7 +31729,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -31739,7 +31739,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -31769,7 +31769,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -31779,7 +31779,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -31799,7 +31799,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -31809,7 +31809,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -31829,7 +31829,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -31839,7 +31839,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -31859,7 +31859,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -31869,7 +31869,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -31909,7 +31909,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -31919,7 +31919,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -31939,7 +31939,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -31949,7 +31949,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -31969,7 +31969,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -31979,7 +31979,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -31999,7 +31999,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -32009,7 +32009,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11829$2 [2]) begin
+      if (\port$11846$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -32025,10 +32025,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$11829$2 [1:0];
-  assign w_bank = \port$11829$2 [2];
+  assign w_row = \port$11846$2 [1:0];
+  assign w_bank = \port$11846$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$11829$2 [2];
+  assign a_bank = \port$11846$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -32066,7 +32066,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
 , retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
-, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9329$0 , \port$9335$0 , \port$9336$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
+, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9346$0 , \port$9352$0 , \port$9353$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
 , cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -32752,12 +32752,12 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$9329$0 ;
-  wire [15:0] \port$9329$0 ;
-  output [13:0] \port$9335$0 ;
-  wire [13:0] \port$9335$0 ;
-  output [223:0] \port$9336$32 ;
-  wire [223:0] \port$9336$32 ;
+  output [15:0] \port$9346$0 ;
+  wire [15:0] \port$9346$0 ;
+  output [13:0] \port$9352$0 ;
+  wire [13:0] \port$9352$0 ;
+  output [223:0] \port$9353$32 ;
+  wire [223:0] \port$9353$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -33986,7 +33986,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11099$16 (retire__0__tag),
+    .\port$11116$16 (retire__0__tag),
     .\port$3833$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -33997,7 +33997,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11101$16 (retire__1__tag),
+    .\port$11118$16 (retire__1__tag),
     .\port$3853$0 (retire__1__error),
     .r_data(\r_data$295 ),
     .r_en(\r_en$185 ),
@@ -34008,7 +34008,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11103$16 (retire__2__tag),
+    .\port$11120$16 (retire__2__tag),
     .\port$3873$0 (retire__2__error),
     .r_data(\r_data$296 ),
     .r_en(\r_en$187 ),
@@ -34019,7 +34019,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$11107$16 (retire__4__tag),
+    .\port$11124$16 (retire__4__tag),
     .\port$3928$0 (retire__4__error),
     .r_data(\r_data$298 ),
     .r_en(\r_en$191 ),
@@ -34030,7 +34030,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11105$16 (retire__3__tag),
+    .\port$11122$16 (retire__3__tag),
     .\port$3893$0 (retire__3__error),
     .r_data(\r_data$297 ),
     .r_en(\r_en$189 ),
@@ -39974,9 +39974,9 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$204  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$9329$0  = \$269 [15:0];
-  assign \port$9335$0  = \$270 ;
-  assign \port$9336$32  = \$271 [255:32];
+  assign \port$9346$0  = \$269 [15:0];
+  assign \port$9352$0  = \$270 ;
+  assign \port$9353$32  = \$271 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -40005,7 +40005,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$11099$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$11116$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40049,8 +40049,8 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11099$16 ;
-  wire [15:0] \port$11099$16 ;
+  input [15:0] \port$11116$16 ;
+  wire [15:0] \port$11116$16 ;
   input [7:0] \port$3833$0 ;
   wire [7:0] \port$3833$0 ;
   (* init = 3'h0 *)
@@ -40087,7 +40087,7 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11099$16 , \port$3833$0  };
+      storage[w_port__addr] <= { \port$11116$16 , \port$3833$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40198,14 +40198,14 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11099$16 , \port$3833$0  };
-  assign w_data = { \port$11099$16 , \port$3833$0  };
+  assign w_port__data = { \port$11116$16 , \port$3833$0  };
+  assign w_data = { \port$11116$16 , \port$3833$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$11101$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$11118$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40249,8 +40249,8 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11101$16 ;
-  wire [15:0] \port$11101$16 ;
+  input [15:0] \port$11118$16 ;
+  wire [15:0] \port$11118$16 ;
   input [7:0] \port$3853$0 ;
   wire [7:0] \port$3853$0 ;
   (* init = 3'h0 *)
@@ -40287,7 +40287,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11101$16 , \port$3853$0  };
+      storage[w_port__addr] <= { \port$11118$16 , \port$3853$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40398,14 +40398,14 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11101$16 , \port$3853$0  };
-  assign w_data = { \port$11101$16 , \port$3853$0  };
+  assign w_port__data = { \port$11118$16 , \port$3853$0  };
+  assign w_data = { \port$11118$16 , \port$3853$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$11103$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$11120$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40449,8 +40449,8 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11103$16 ;
-  wire [15:0] \port$11103$16 ;
+  input [15:0] \port$11120$16 ;
+  wire [15:0] \port$11120$16 ;
   input [7:0] \port$3873$0 ;
   wire [7:0] \port$3873$0 ;
   (* init = 3'h0 *)
@@ -40487,7 +40487,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11103$16 , \port$3873$0  };
+      storage[w_port__addr] <= { \port$11120$16 , \port$3873$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40598,14 +40598,14 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11103$16 , \port$3873$0  };
-  assign w_data = { \port$11103$16 , \port$3873$0  };
+  assign w_port__data = { \port$11120$16 , \port$3873$0  };
+  assign w_data = { \port$11120$16 , \port$3873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$11107$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$11124$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40649,8 +40649,8 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11107$16 ;
-  wire [15:0] \port$11107$16 ;
+  input [15:0] \port$11124$16 ;
+  wire [15:0] \port$11124$16 ;
   input [7:0] \port$3928$0 ;
   wire [7:0] \port$3928$0 ;
   (* init = 3'h0 *)
@@ -40687,7 +40687,7 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11107$16 , \port$3928$0  };
+      storage[w_port__addr] <= { \port$11124$16 , \port$3928$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40798,14 +40798,14 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11107$16 , \port$3928$0  };
-  assign w_data = { \port$11107$16 , \port$3928$0  };
+  assign w_port__data = { \port$11124$16 , \port$3928$0  };
+  assign w_data = { \port$11124$16 , \port$3928$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$11105$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$11122$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40849,8 +40849,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11105$16 ;
-  wire [15:0] \port$11105$16 ;
+  input [15:0] \port$11122$16 ;
+  wire [15:0] \port$11122$16 ;
   input [7:0] \port$3893$0 ;
   wire [7:0] \port$3893$0 ;
   (* init = 3'h0 *)
@@ -40887,7 +40887,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11105$16 , \port$3893$0  };
+      storage[w_port__addr] <= { \port$11122$16 , \port$3893$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40998,8 +40998,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11105$16 , \port$3893$0  };
-  assign w_data = { \port$11105$16 , \port$3893$0  };
+  assign w_port__data = { \port$11122$16 , \port$3893$0  };
+  assign w_data = { \port$11122$16 , \port$3893$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -41097,7 +41097,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] \$172 ;
   wire [31:0] \$173 ;
   wire \$174 ;
-  wire [7:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
@@ -41106,9 +41106,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [32:0] \$183 ;
-  wire [32:0] \$184 ;
-  wire \$185 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [7:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
@@ -41117,10 +41117,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
+  wire [32:0] \$193 ;
+  wire [32:0] \$194 ;
   wire \$195 ;
-  wire [7:0] \$196 ;
+  wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -41132,7 +41132,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
-  wire \$206 ;
+  wire [7:0] \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
@@ -41140,8 +41140,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [32:0] \$213 ;
-  wire [32:0] \$214 ;
+  wire \$213 ;
+  wire \$214 ;
   wire \$215 ;
   wire \$216 ;
   wire \$217 ;
@@ -41151,10 +41151,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
+  wire [32:0] \$223 ;
+  wire [32:0] \$224 ;
   wire \$225 ;
-  wire [7:0] \$226 ;
+  wire \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
@@ -41165,7 +41165,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire \$236 ;
+  wire [7:0] \$236 ;
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
@@ -41173,8 +41173,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [32:0] \$243 ;
-  wire [32:0] \$244 ;
+  wire \$243 ;
+  wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
@@ -41184,10 +41184,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
+  wire [32:0] \$253 ;
+  wire [32:0] \$254 ;
   wire \$255 ;
-  wire [7:0] \$256 ;
+  wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
@@ -41198,7 +41198,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$263 ;
   wire \$264 ;
   wire \$265 ;
-  wire \$266 ;
+  wire [7:0] \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
@@ -41206,8 +41206,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [32:0] \$273 ;
-  wire [32:0] \$274 ;
+  wire \$273 ;
+  wire \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
@@ -41217,10 +41217,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
+  wire [32:0] \$283 ;
+  wire [32:0] \$284 ;
   wire \$285 ;
-  wire [7:0] \$286 ;
+  wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
@@ -41231,7 +41231,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire \$296 ;
+  wire [7:0] \$296 ;
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
@@ -41244,230 +41244,241 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$304 ;
   wire \$305 ;
   wire \$306 ;
-  reg [31:0] \$307 ;
-  reg \$308 ;
+  wire \$307 ;
+  wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [2:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [7:0] \$314 ;
-  wire [32:0] \$315 ;
-  wire [32:0] \$316 ;
-  wire [32:0] \$317 ;
-  wire [32:0] \$318 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  reg [31:0] \$317 ;
+  reg \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [1:0] \$321 ;
-  wire [32:0] \$322 ;
+  wire [2:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
   wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
+  wire [7:0] \$324 ;
+  wire [32:0] \$325 ;
+  wire [32:0] \$326 ;
+  wire [32:0] \$327 ;
+  wire [32:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
+  wire [1:0] \$331 ;
+  wire [32:0] \$332 ;
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
-  wire [14:0] \$338 ;
-  wire [21:0] \$339 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [31:0] \$34 ;
-  wire [33:0] \$340 ;
-  reg \$341 ;
+  wire \$340 ;
+  wire \$341 ;
   wire \$342 ;
-  wire [7:0] \$343 ;
-  wire [32:0] \$344 ;
-  wire [7:0] \$345 ;
-  wire [32:0] \$346 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
   wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [14:0] \$348 ;
+  wire [21:0] \$349 ;
   wire [31:0] \$35 ;
-  wire [3:0] \$350 ;
-  wire [4:0] \$351 ;
+  wire [33:0] \$350 ;
+  reg \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
+  wire [7:0] \$354 ;
+  wire [32:0] \$355 ;
+  wire [7:0] \$356 ;
+  wire [32:0] \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
+  wire [3:0] \$361 ;
+  wire [4:0] \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire [32:0] \$366 ;
+  wire \$366 ;
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
-  wire [4:0] \$371 ;
+  wire \$370 ;
+  wire \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
   wire \$376 ;
-  wire \$377 ;
+  wire [32:0] \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
+  wire [3:0] \$381 ;
+  wire [4:0] \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
-  wire [32:0] \$386 ;
+  wire \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire [3:0] \$390 ;
-  wire [4:0] \$391 ;
+  wire \$390 ;
+  wire \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire \$397 ;
+  wire [32:0] \$397 ;
   wire \$398 ;
   wire \$399 ;
   wire [32:0] \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [3:0] \$401 ;
+  wire [4:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
-  wire [32:0] \$406 ;
+  wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire [3:0] \$410 ;
-  wire [4:0] \$411 ;
+  wire \$410 ;
+  wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
+  wire [32:0] \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire \$421 ;
-  wire \$422 ;
+  wire [3:0] \$421 ;
+  wire [4:0] \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  reg \$426 ;
-  reg [1:0] \$427 ;
-  reg [1:0] \$428 ;
-  reg \$429 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  reg [31:0] \$430 ;
-  reg [1:0] \$431 ;
-  reg \$432 ;
-  reg [1:0] \$433 ;
-  reg [191:0] \$434 ;
-  reg [7:0] \$435 ;
-  reg [31:0] \$436 ;
-  reg [31:0] \$437 ;
-  reg [31:0] \$438 ;
-  reg [31:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  reg \$437 ;
+  reg [1:0] \$438 ;
+  reg [1:0] \$439 ;
   wire \$44 ;
   reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
+  reg [31:0] \$441 ;
+  reg [1:0] \$442 ;
   reg \$443 ;
-  reg [75:0] \$444 ;
-  reg [2:0] \$445 ;
-  reg \$446 ;
+  reg [1:0] \$444 ;
+  reg [191:0] \$445 ;
+  reg [7:0] \$446 ;
   reg [31:0] \$447 ;
   reg [31:0] \$448 ;
   reg [31:0] \$449 ;
   wire \$45 ;
-  reg [7:0] \$450 ;
-  reg [127:0] \$451 ;
-  reg [7:0] \$452 ;
-  reg [1:0] \$453 ;
+  reg [31:0] \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
   reg \$454 ;
-  reg [7:0] \$455 ;
-  reg [31:0] \$456 ;
+  reg [75:0] \$455 ;
+  reg [2:0] \$456 ;
   reg \$457 ;
-  reg \$458 ;
-  reg [2:0] \$459 ;
+  reg [31:0] \$458 ;
+  reg [31:0] \$459 ;
   wire \$46 ;
-  reg \$460 ;
-  reg [31:0] \$461 ;
-  reg \$462 ;
+  reg [31:0] \$460 ;
+  reg [7:0] \$461 ;
+  reg [127:0] \$462 ;
   reg [7:0] \$463 ;
-  reg [31:0] \$464 ;
+  reg [1:0] \$464 ;
   reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
+  reg [7:0] \$466 ;
+  reg [31:0] \$467 ;
   reg \$468 ;
-  reg [31:0] \$469 ;
+  reg \$469 ;
   wire \$47 ;
-  reg \$470 ;
+  reg [2:0] \$470 ;
   reg \$471 ;
-  reg [2:0] \$472 ;
+  reg [31:0] \$472 ;
   reg \$473 ;
-  reg [31:0] \$474 ;
-  reg \$475 ;
-  reg [7:0] \$476 ;
-  reg [31:0] \$477 ;
+  reg [7:0] \$474 ;
+  reg [31:0] \$475 ;
+  reg \$476 ;
+  reg \$477 ;
   reg \$478 ;
   reg \$479 ;
   wire \$48 ;
-  reg \$480 ;
+  reg [31:0] \$480 ;
   reg \$481 ;
-  reg [31:0] \$482 ;
-  reg \$483 ;
+  reg \$482 ;
+  reg [2:0] \$483 ;
   reg \$484 ;
-  reg [2:0] \$485 ;
+  reg [31:0] \$485 ;
   reg \$486 ;
-  reg [31:0] \$487 ;
-  reg \$488 ;
-  reg [7:0] \$489 ;
+  reg [7:0] \$487 ;
+  reg [31:0] \$488 ;
+  reg \$489 ;
   wire \$49 ;
-  reg [31:0] \$490 ;
+  reg \$490 ;
   reg \$491 ;
   reg \$492 ;
-  reg \$493 ;
+  reg [31:0] \$493 ;
   reg \$494 ;
-  reg [31:0] \$495 ;
-  reg \$496 ;
+  reg \$495 ;
+  reg [2:0] \$496 ;
   reg \$497 ;
-  reg [2:0] \$498 ;
+  reg [31:0] \$498 ;
   reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [31:0] \$500 ;
-  reg \$501 ;
-  reg [7:0] \$502 ;
-  reg [31:0] \$503 ;
+  reg [7:0] \$500 ;
+  reg [31:0] \$501 ;
+  reg \$502 ;
+  reg \$503 ;
   reg \$504 ;
   reg \$505 ;
-  reg \$506 ;
+  reg [31:0] \$506 ;
   reg \$507 ;
+  reg \$508 ;
+  reg [2:0] \$509 ;
   wire [14:0] \$51 ;
+  reg \$510 ;
+  reg [31:0] \$511 ;
+  reg \$512 ;
+  reg [7:0] \$513 ;
+  reg [31:0] \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
   wire [21:0] \$52 ;
   wire [32:0] \$53 ;
   wire [32:0] \$54 ;
@@ -41489,9 +41500,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$709 ;
   wire \$71 ;
   wire \$72 ;
+  wire [7:0] \$720 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
@@ -41585,6 +41596,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire cpl_aw_valid;
   wire cpl_b_bad;
   wire cpl_b_hs;
+  wire cpl_coalesce;
   reg [31:0] cpl_cons_addr = 32'd0;
   reg cpl_cons_busy;
   wire cpl_fin_bad;
@@ -42064,7 +42076,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [255:0] \r_data$125 ;
   wire [255:0] \r_data$159 ;
   wire [255:0] \r_data$193 ;
-  wire [75:0] \r_data$383 ;
+  wire [75:0] \r_data$322 ;
   input r_en;
   wire r_en;
   input \r_en$133 ;
@@ -42073,16 +42085,16 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \r_en$167 ;
   input \r_en$201 ;
   wire \r_en$201 ;
-  reg \r_en$320 ;
+  reg \r_en$324 ;
   wire r_rdy;
   wire \r_rdy$128 ;
   wire \r_rdy$162 ;
   wire \r_rdy$196 ;
-  wire \r_rdy$382 ;
+  wire \r_rdy$321 ;
   input rst;
   wire rst;
   wire timeout;
-  wire \timeout$321 ;
+  wire \timeout$325 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -42121,174 +42133,197 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \w_en$264 ;
   wire \w_en$278 ;
   wire w_rdy;
-  assign \$422  = \port$104$0 [3] | \$421 ;
-  assign \$423  = q3_resetting & \$422 ;
-  assign \$424  = cpl_req[1:0] == 2'h3;
-  assign \$425  = \abandon$67  & \$424 ;
+  assign \$410  = ~ q2_resetting;
+  assign \$411  = q__2__reset & \$410 ;
+  assign \$412  = ~ fw_running;
+  assign \$413  = \port$104$0 [2] | \$412 ;
+  assign \$414  = q2_resetting & \$413 ;
+  assign \$415  = cpl_req[1:0] == 2'h2;
+  assign \$416  = \abandon$67  & \$415 ;
+  assign \$417  = q__3__consumer + 1'h1;
+  assign \$418  = q3_cpl_done & cpl_req[2];
+  assign \$419  = cpl_queue == 2'h3;
+  assign \$420  = cpl_push_ok & \$419 ;
+  assign \$421  = q3_cpl_pending + \$420 ;
+  assign \$422  = \$421  - q3_cpl_done;
+  assign \$423  = ~ q3_bad_cfg;
+  assign \$424  = q3_checked | \$423 ;
+  assign \$425  = q3_want & \$424 ;
+  assign \$426  = ~ q3_db_overflow;
+  assign \$427  = q3_db_write & \$426 ;
+  assign \$428  = ~ q3_halted;
+  assign \$429  = q3_halt_any & \$428 ;
+  assign \$430  = ~ q3_resetting;
+  assign \$431  = q__3__reset & \$430 ;
+  assign \$432  = ~ fw_running;
+  assign \$433  = \port$104$0 [3] | \$432 ;
+  assign \$434  = q3_resetting & \$433 ;
+  assign \$435  = cpl_req[1:0] == 2'h3;
+  assign \$436  = \abandon$67  & \$435 ;
   always @(posedge clk)
-    fetch_discard <= \$426 ;
+    fetch_discard <= \$437 ;
   always @(posedge clk)
-    fetch_q <= \$427 ;
+    fetch_q <= \$438 ;
   always @(posedge clk)
-    fetch_rr_last <= \$428 ;
+    fetch_rr_last <= \$439 ;
   always @(posedge clk)
-    up__arvalid <= \$429 ;
+    up__arvalid <= \$440 ;
   always @(posedge clk)
-    up__araddr <= \$430 ;
+    up__araddr <= \$441 ;
   always @(posedge clk)
-    fetch_r_beat <= \$431 ;
+    fetch_r_beat <= \$442 ;
   always @(posedge clk)
-    fetch_r_err <= \$432 ;
+    fetch_r_err <= \$443 ;
   always @(posedge clk)
-    fetch_fsm_state <= \$433 ;
+    fetch_fsm_state <= \$444 ;
   always @(posedge clk)
-    fetch_r_buf <= \$434 ;
+    fetch_r_buf <= \$445 ;
   always @(posedge clk)
-    fetch_r_code <= \$435 ;
+    fetch_r_code <= \$446 ;
   always @(posedge clk)
-    q__0__fetch <= \$436 ;
+    q__0__fetch <= \$447 ;
   always @(posedge clk)
-    q__1__fetch <= \$437 ;
+    q__1__fetch <= \$448 ;
   always @(posedge clk)
-    q__2__fetch <= \$438 ;
+    q__2__fetch <= \$449 ;
   always @(posedge clk)
-    q__3__fetch <= \$439 ;
+    q__3__fetch <= \$450 ;
   always @(posedge clk)
-    cpl_overflow <= \$440 ;
+    cpl_overflow <= \$451 ;
   always @(posedge clk)
-    up__awvalid <= \$441 ;
+    up__awvalid <= \$452 ;
   always @(posedge clk)
-    up__wvalid <= \$442 ;
+    up__wvalid <= \$453 ;
   always @(posedge clk)
-    cpl_w_beat <= \$443 ;
+    cpl_w_beat <= \$454 ;
   always @(posedge clk)
-    cpl_req <= \$444 ;
+    cpl_req <= \$455 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$445 ;
+    cpl_fsm_state <= \$456 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$446 ;
+    cpl_idx_sent <= \$457 ;
   always @(posedge clk)
-    cpl_rec_index <= \$447 ;
+    cpl_rec_index <= \$458 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$448 ;
+    cpl_cons_addr <= \$459 ;
   always @(posedge clk)
-    up__awaddr <= \$449 ;
+    up__awaddr <= \$460 ;
   always @(posedge clk)
-    up__awlen <= \$450 ;
+    up__awlen <= \$461 ;
   always @(posedge clk)
-    cpl_w_buf <= \$451 ;
+    cpl_w_buf <= \$462 ;
   always @(posedge clk)
-    up__wstrb <= \$452 ;
+    up__wstrb <= \$463 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$453 ;
+    cpl_w_nbeats <= \$464 ;
   always @(posedge clk)
-    cpl_wr_err <= \$454 ;
+    cpl_wr_err <= \$465 ;
   always @(posedge clk)
-    cpl_wr_code <= \$455 ;
+    cpl_wr_code <= \$466 ;
   always @(posedge clk)
-    q__0__consumer <= \$456 ;
+    q__0__consumer <= \$467 ;
   always @(posedge clk)
-    q__0__retired <= \$457 ;
+    q__0__retired <= \$468 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$458 ;
+    q__0__cpl_irq <= \$469 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$459 ;
+    q0_cpl_pending <= \$470 ;
   always @(posedge clk)
-    q0_checked <= \$460 ;
+    q0_checked <= \$471 ;
   always @(posedge clk)
-    q__0__producer <= \$461 ;
+    q__0__producer <= \$472 ;
   always @(posedge clk)
-    q0_halted <= \$462 ;
+    q0_halted <= \$473 ;
   always @(posedge clk)
-    q__0__error <= \$463 ;
+    q__0__error <= \$474 ;
   always @(posedge clk)
-    q__0__error_index <= \$464 ;
+    q__0__error_index <= \$475 ;
   always @(posedge clk)
-    q__0__error_irq <= \$465 ;
+    q__0__error_irq <= \$476 ;
   always @(posedge clk)
-    q0_resetting <= \$466 ;
+    q0_resetting <= \$477 ;
   always @(posedge clk)
-    q0_acked <= \$467 ;
+    q0_acked <= \$478 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$468 ;
+    q0_cpl_dead <= \$479 ;
   always @(posedge clk)
-    q__1__consumer <= \$469 ;
+    q__1__consumer <= \$480 ;
   always @(posedge clk)
-    q__1__retired <= \$470 ;
+    q__1__retired <= \$481 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$471 ;
+    q__1__cpl_irq <= \$482 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$472 ;
+    q1_cpl_pending <= \$483 ;
   always @(posedge clk)
-    q1_checked <= \$473 ;
+    q1_checked <= \$484 ;
   always @(posedge clk)
-    q__1__producer <= \$474 ;
+    q__1__producer <= \$485 ;
   always @(posedge clk)
-    q1_halted <= \$475 ;
+    q1_halted <= \$486 ;
   always @(posedge clk)
-    q__1__error <= \$476 ;
+    q__1__error <= \$487 ;
   always @(posedge clk)
-    q__1__error_index <= \$477 ;
+    q__1__error_index <= \$488 ;
   always @(posedge clk)
-    q__1__error_irq <= \$478 ;
+    q__1__error_irq <= \$489 ;
   always @(posedge clk)
-    q1_resetting <= \$479 ;
+    q1_resetting <= \$490 ;
   always @(posedge clk)
-    q1_acked <= \$480 ;
+    q1_acked <= \$491 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$481 ;
+    q1_cpl_dead <= \$492 ;
   always @(posedge clk)
-    q__2__consumer <= \$482 ;
+    q__2__consumer <= \$493 ;
   always @(posedge clk)
-    q__2__retired <= \$483 ;
+    q__2__retired <= \$494 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$484 ;
+    q__2__cpl_irq <= \$495 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$485 ;
+    q2_cpl_pending <= \$496 ;
   always @(posedge clk)
-    q2_checked <= \$486 ;
+    q2_checked <= \$497 ;
   always @(posedge clk)
-    q__2__producer <= \$487 ;
+    q__2__producer <= \$498 ;
   always @(posedge clk)
-    q2_halted <= \$488 ;
+    q2_halted <= \$499 ;
   always @(posedge clk)
-    q__2__error <= \$489 ;
+    q__2__error <= \$500 ;
   always @(posedge clk)
-    q__2__error_index <= \$490 ;
+    q__2__error_index <= \$501 ;
   always @(posedge clk)
-    q__2__error_irq <= \$491 ;
+    q__2__error_irq <= \$502 ;
   always @(posedge clk)
-    q2_resetting <= \$492 ;
+    q2_resetting <= \$503 ;
   always @(posedge clk)
-    q2_acked <= \$493 ;
+    q2_acked <= \$504 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$494 ;
+    q2_cpl_dead <= \$505 ;
   always @(posedge clk)
-    q__3__consumer <= \$495 ;
+    q__3__consumer <= \$506 ;
   always @(posedge clk)
-    q__3__retired <= \$496 ;
+    q__3__retired <= \$507 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$497 ;
+    q__3__cpl_irq <= \$508 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$498 ;
+    q3_cpl_pending <= \$509 ;
   always @(posedge clk)
-    q3_checked <= \$499 ;
+    q3_checked <= \$510 ;
   always @(posedge clk)
-    q__3__producer <= \$500 ;
+    q__3__producer <= \$511 ;
   always @(posedge clk)
-    q3_halted <= \$501 ;
+    q3_halted <= \$512 ;
   always @(posedge clk)
-    q__3__error <= \$502 ;
+    q__3__error <= \$513 ;
   always @(posedge clk)
-    q__3__error_index <= \$503 ;
+    q__3__error_index <= \$514 ;
   always @(posedge clk)
-    q__3__error_irq <= \$504 ;
+    q__3__error_irq <= \$515 ;
   always @(posedge clk)
-    q3_resetting <= \$505 ;
+    q3_resetting <= \$516 ;
   always @(posedge clk)
-    q3_acked <= \$506 ;
+    q3_acked <= \$517 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$507 ;
+    q3_cpl_dead <= \$518 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -42477,8 +42512,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_free = 3'h4 - \level$280 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
   assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$709  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$709 ;
+  assign \$720  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$720 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
   assign \$167  = ~ up__awvalid;
@@ -42488,282 +42523,271 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$171  = \$169  | \$170 ;
   assign cpl_sent = \$168  & \$171 ;
   assign cpl_b_hs = up__bvalid & up__bready;
+  assign \$174  = ~ cpl_req[2];
+  assign \$175  = ~ cpl_req[3];
+  assign \$176  = \$174  & \$175 ;
+  assign \$177  = ~ cpl_wr_err;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = ~ down__bresp[1];
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = \$180  & \r_rdy$321 ;
+  assign \$182  = \r_data$322 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$181  & \$182 ;
+  assign \$183  = cpl_b_hs & cpl_coalesce;
   assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$174  = down__bresp == 2'h3;
-  assign \$175  = \$174  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$175 ;
-  assign \$176  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$176 ;
-  assign \$177  = | q__0__ring_base[4:0];
-  assign \$178  = | q__0__cpl_base[3:0];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$179  | \$180 ;
-  assign \$181  = ! cpl_req[1:0];
-  assign \$182  = cpl_cons_busy & \$181 ;
-  assign \$183  = q__0__consumer + \$182 ;
-  assign \$184  = q__0__doorbell - \$183 [31:0];
-  assign q0_db_overflow = \$184 [31:0] > \$6 ;
-  assign \$185  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$185 ;
-  assign \$186  = ~ q0_checked;
-  assign \$187  = q0_want & \$186 ;
-  assign \$188  = \$187  & q0_bad_cfg;
-  assign \$189  = q0_db_write & q0_db_overflow;
-  assign \$190  = ! fetch_q;
-  assign \$191  = fetch_fail & \$190 ;
-  assign \$192  = cpl_req[3] | cpl_fin_bad;
-  assign \$193  = q0_cpl_done & \$192 ;
-  assign q0_halt_any = | { \$193 , \$191 , \$189 , \$188  };
-  assign \$194  = cpl_req[3] | cpl_fin_bad;
-  assign \$195  = q0_cpl_done & \$194 ;
-  assign \$196  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$197  = ! fetch_q;
-  assign \$198  = fetch_fail & \$197 ;
+  assign \$184  = down__bresp == 2'h3;
+  assign \$185  = \$184  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$185 ;
+  assign \$186  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$186 ;
+  assign \$187  = | q__0__ring_base[4:0];
+  assign \$188  = | q__0__cpl_base[3:0];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$189  | \$190 ;
+  assign \$191  = ! cpl_req[1:0];
+  assign \$192  = cpl_cons_busy & \$191 ;
+  assign \$193  = q__0__consumer + \$192 ;
+  assign \$194  = q__0__doorbell - \$193 [31:0];
+  assign q0_db_overflow = \$194 [31:0] > \$6 ;
+  assign \$195  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$195 ;
+  assign \$196  = ~ q0_checked;
+  assign \$197  = q0_want & \$196 ;
+  assign \$198  = \$197  & q0_bad_cfg;
   assign \$199  = q0_db_write & q0_db_overflow;
-  assign \$200  = ~ q0_checked;
-  assign \$201  = q0_want & \$200 ;
-  assign \$202  = \$201  & q0_bad_cfg;
-  assign \$203  = q0_resetting & q0_acked;
-  assign \$204  = ! q0_cpl_pending;
-  assign \$205  = \$203  & \$204 ;
-  assign q__0__cleared = \$205  & q__0__drained;
-  assign \$206  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$206 ;
-  assign \$207  = | q__1__ring_base[4:0];
-  assign \$208  = | q__1__cpl_base[3:0];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$209  | \$210 ;
-  assign \$211  = cpl_req[1:0] == 1'h1;
-  assign \$212  = cpl_cons_busy & \$211 ;
-  assign \$213  = q__1__consumer + \$212 ;
-  assign \$214  = q__1__doorbell - \$213 [31:0];
-  assign q1_db_overflow = \$214 [31:0] > \$12 ;
-  assign \$215  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$215 ;
-  assign \$216  = ~ q1_checked;
-  assign \$217  = q1_want & \$216 ;
-  assign \$218  = \$217  & q1_bad_cfg;
-  assign \$219  = q1_db_write & q1_db_overflow;
-  assign \$220  = fetch_q == 1'h1;
-  assign \$221  = fetch_fail & \$220 ;
-  assign \$222  = cpl_req[3] | cpl_fin_bad;
-  assign \$223  = q1_cpl_done & \$222 ;
-  assign q1_halt_any = | { \$223 , \$221 , \$219 , \$218  };
-  assign \$224  = cpl_req[3] | cpl_fin_bad;
-  assign \$225  = q1_cpl_done & \$224 ;
-  assign \$226  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$227  = fetch_q == 1'h1;
-  assign \$228  = fetch_fail & \$227 ;
+  assign \$200  = ! fetch_q;
+  assign \$201  = fetch_fail & \$200 ;
+  assign \$202  = cpl_req[3] | cpl_fin_bad;
+  assign \$203  = q0_cpl_done & \$202 ;
+  assign q0_halt_any = | { \$203 , \$201 , \$199 , \$198  };
+  assign \$204  = cpl_req[3] | cpl_fin_bad;
+  assign \$205  = q0_cpl_done & \$204 ;
+  assign \$206  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$207  = ! fetch_q;
+  assign \$208  = fetch_fail & \$207 ;
+  assign \$209  = q0_db_write & q0_db_overflow;
+  assign \$210  = ~ q0_checked;
+  assign \$211  = q0_want & \$210 ;
+  assign \$212  = \$211  & q0_bad_cfg;
+  assign \$213  = q0_resetting & q0_acked;
+  assign \$214  = ! q0_cpl_pending;
+  assign \$215  = \$213  & \$214 ;
+  assign q__0__cleared = \$215  & q__0__drained;
+  assign \$216  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$216 ;
+  assign \$217  = | q__1__ring_base[4:0];
+  assign \$218  = | q__1__cpl_base[3:0];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$219  | \$220 ;
+  assign \$221  = cpl_req[1:0] == 1'h1;
+  assign \$222  = cpl_cons_busy & \$221 ;
+  assign \$223  = q__1__consumer + \$222 ;
+  assign \$224  = q__1__doorbell - \$223 [31:0];
+  assign q1_db_overflow = \$224 [31:0] > \$12 ;
+  assign \$225  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$225 ;
+  assign \$226  = ~ q1_checked;
+  assign \$227  = q1_want & \$226 ;
+  assign \$228  = \$227  & q1_bad_cfg;
   assign \$229  = q1_db_write & q1_db_overflow;
-  assign \$230  = ~ q1_checked;
-  assign \$231  = q1_want & \$230 ;
-  assign \$232  = \$231  & q1_bad_cfg;
-  assign \$233  = q1_resetting & q1_acked;
-  assign \$234  = ! q1_cpl_pending;
-  assign \$235  = \$233  & \$234 ;
-  assign q__1__cleared = \$235  & q__1__drained;
-  assign \$236  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$236 ;
-  assign \$237  = | q__2__ring_base[4:0];
-  assign \$238  = | q__2__cpl_base[3:0];
-  assign \$239  = \$237  | \$238 ;
-  assign \$240  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$239  | \$240 ;
-  assign \$241  = cpl_req[1:0] == 2'h2;
-  assign \$242  = cpl_cons_busy & \$241 ;
-  assign \$243  = q__2__consumer + \$242 ;
-  assign \$244  = q__2__doorbell - \$243 [31:0];
-  assign q2_db_overflow = \$244 [31:0] > \$18 ;
-  assign \$245  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$245 ;
-  assign \$246  = ~ q2_checked;
-  assign \$247  = q2_want & \$246 ;
-  assign \$248  = \$247  & q2_bad_cfg;
-  assign \$249  = q2_db_write & q2_db_overflow;
-  assign \$250  = fetch_q == 2'h2;
-  assign \$251  = fetch_fail & \$250 ;
-  assign \$252  = cpl_req[3] | cpl_fin_bad;
-  assign \$253  = q2_cpl_done & \$252 ;
-  assign q2_halt_any = | { \$253 , \$251 , \$249 , \$248  };
-  assign \$254  = cpl_req[3] | cpl_fin_bad;
-  assign \$255  = q2_cpl_done & \$254 ;
-  assign \$256  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$257  = fetch_q == 2'h2;
-  assign \$258  = fetch_fail & \$257 ;
+  assign \$230  = fetch_q == 1'h1;
+  assign \$231  = fetch_fail & \$230 ;
+  assign \$232  = cpl_req[3] | cpl_fin_bad;
+  assign \$233  = q1_cpl_done & \$232 ;
+  assign q1_halt_any = | { \$233 , \$231 , \$229 , \$228  };
+  assign \$234  = cpl_req[3] | cpl_fin_bad;
+  assign \$235  = q1_cpl_done & \$234 ;
+  assign \$236  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$237  = fetch_q == 1'h1;
+  assign \$238  = fetch_fail & \$237 ;
+  assign \$239  = q1_db_write & q1_db_overflow;
+  assign \$240  = ~ q1_checked;
+  assign \$241  = q1_want & \$240 ;
+  assign \$242  = \$241  & q1_bad_cfg;
+  assign \$243  = q1_resetting & q1_acked;
+  assign \$244  = ! q1_cpl_pending;
+  assign \$245  = \$243  & \$244 ;
+  assign q__1__cleared = \$245  & q__1__drained;
+  assign \$246  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$246 ;
+  assign \$247  = | q__2__ring_base[4:0];
+  assign \$248  = | q__2__cpl_base[3:0];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$249  | \$250 ;
+  assign \$251  = cpl_req[1:0] == 2'h2;
+  assign \$252  = cpl_cons_busy & \$251 ;
+  assign \$253  = q__2__consumer + \$252 ;
+  assign \$254  = q__2__doorbell - \$253 [31:0];
+  assign q2_db_overflow = \$254 [31:0] > \$18 ;
+  assign \$255  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$255 ;
+  assign \$256  = ~ q2_checked;
+  assign \$257  = q2_want & \$256 ;
+  assign \$258  = \$257  & q2_bad_cfg;
   assign \$259  = q2_db_write & q2_db_overflow;
-  assign \$260  = ~ q2_checked;
-  assign \$261  = q2_want & \$260 ;
-  assign \$262  = \$261  & q2_bad_cfg;
-  assign \$263  = q2_resetting & q2_acked;
-  assign \$264  = ! q2_cpl_pending;
-  assign \$265  = \$263  & \$264 ;
-  assign q__2__cleared = \$265  & q__2__drained;
-  assign \$266  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$266 ;
-  assign \$267  = | q__3__ring_base[4:0];
-  assign \$268  = | q__3__cpl_base[3:0];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$269  | \$270 ;
-  assign \$271  = cpl_req[1:0] == 2'h3;
-  assign \$272  = cpl_cons_busy & \$271 ;
-  assign \$273  = q__3__consumer + \$272 ;
-  assign \$274  = q__3__doorbell - \$273 [31:0];
-  assign q3_db_overflow = \$274 [31:0] > \$24 ;
-  assign \$275  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$275 ;
-  assign \$276  = ~ q3_checked;
-  assign \$277  = q3_want & \$276 ;
-  assign \$278  = \$277  & q3_bad_cfg;
-  assign \$279  = q3_db_write & q3_db_overflow;
-  assign \$280  = fetch_q == 2'h3;
-  assign \$281  = fetch_fail & \$280 ;
-  assign \$282  = cpl_req[3] | cpl_fin_bad;
-  assign \$283  = q3_cpl_done & \$282 ;
-  assign q3_halt_any = | { \$283 , \$281 , \$279 , \$278  };
-  assign \$284  = cpl_req[3] | cpl_fin_bad;
-  assign \$285  = q3_cpl_done & \$284 ;
-  assign \$286  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$287  = fetch_q == 2'h3;
-  assign \$288  = fetch_fail & \$287 ;
+  assign \$260  = fetch_q == 2'h2;
+  assign \$261  = fetch_fail & \$260 ;
+  assign \$262  = cpl_req[3] | cpl_fin_bad;
+  assign \$263  = q2_cpl_done & \$262 ;
+  assign q2_halt_any = | { \$263 , \$261 , \$259 , \$258  };
+  assign \$264  = cpl_req[3] | cpl_fin_bad;
+  assign \$265  = q2_cpl_done & \$264 ;
+  assign \$266  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$267  = fetch_q == 2'h2;
+  assign \$268  = fetch_fail & \$267 ;
+  assign \$269  = q2_db_write & q2_db_overflow;
+  assign \$270  = ~ q2_checked;
+  assign \$271  = q2_want & \$270 ;
+  assign \$272  = \$271  & q2_bad_cfg;
+  assign \$273  = q2_resetting & q2_acked;
+  assign \$274  = ! q2_cpl_pending;
+  assign \$275  = \$273  & \$274 ;
+  assign q__2__cleared = \$275  & q__2__drained;
+  assign \$276  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$276 ;
+  assign \$277  = | q__3__ring_base[4:0];
+  assign \$278  = | q__3__cpl_base[3:0];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$279  | \$280 ;
+  assign \$281  = cpl_req[1:0] == 2'h3;
+  assign \$282  = cpl_cons_busy & \$281 ;
+  assign \$283  = q__3__consumer + \$282 ;
+  assign \$284  = q__3__doorbell - \$283 [31:0];
+  assign q3_db_overflow = \$284 [31:0] > \$24 ;
+  assign \$285  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$285 ;
+  assign \$286  = ~ q3_checked;
+  assign \$287  = q3_want & \$286 ;
+  assign \$288  = \$287  & q3_bad_cfg;
   assign \$289  = q3_db_write & q3_db_overflow;
-  assign \$290  = ~ q3_checked;
-  assign \$291  = q3_want & \$290 ;
-  assign \$292  = \$291  & q3_bad_cfg;
-  assign \$293  = q3_resetting & q3_acked;
-  assign \$294  = ! q3_cpl_pending;
-  assign \$295  = \$293  & \$294 ;
-  assign q__3__cleared = \$295  & q__3__drained;
-  assign \$296  = ! fetch_fsm_state;
-  assign \$297  = fetch_fsm_state == 1'h1;
-  assign \$298  = fetch_fsm_state == 2'h2;
-  assign \$299  = ! cpl_fsm_state;
-  assign \$300  = cpl_fsm_state == 1'h1;
-  assign \$301  = cpl_fsm_state == 2'h2;
-  assign \$302  = cpl_fsm_state == 2'h3;
-  assign \$303  = cpl_fsm_state == 3'h4;
-  assign \$304  = cpl_fsm_state == 3'h5;
-  assign \$305  = cpl_fsm_state == 3'h6;
-  assign \$306  = fetch_busy & fetch_q_reset;
-  assign \$309  = fetch_r_beat != 2'h3;
-  assign \$310  = fetch_r_beat + 1'h1;
-  assign \$311  = ~ fetch_r_err;
-  assign \$312  = down__rresp[1] & \$311 ;
-  assign \$313  = down__rresp == 2'h3;
-  assign \$314  = \$313  ? 8'h07 : 8'h06;
-  assign \$315  = q__0__fetch + 1'h1;
-  assign \$316  = q__1__fetch + 1'h1;
-  assign \$317  = q__2__fetch + 1'h1;
-  assign \$318  = q__3__fetch + 1'h1;
-  assign \$319  = ~ cpl_push_ok;
-  assign \$320  = cpl_valid & \$319 ;
-  assign \$321  = cpl_w_beat + 1'h1;
-  assign \$322  = cpl_sel_base + 5'h10;
-  assign \$323  = cpl_sel_log2 > 1'h0;
-  assign \$324  = cpl_sel_log2 > 1'h1;
-  assign \$325  = cpl_sel_log2 > 2'h2;
-  assign \$326  = cpl_sel_log2 > 2'h3;
-  assign \$327  = cpl_sel_log2 > 3'h4;
-  assign \$328  = cpl_sel_log2 > 3'h5;
-  assign \$329  = cpl_sel_log2 > 3'h6;
-  assign \$330  = cpl_sel_log2 > 3'h7;
-  assign \$331  = cpl_sel_log2 > 4'h8;
-  assign \$332  = cpl_sel_log2 > 4'h9;
-  assign \$333  = cpl_sel_log2 > 4'ha;
-  assign \$334  = cpl_sel_log2 > 4'hb;
-  assign \$335  = cpl_sel_log2 > 4'hc;
-  assign \$336  = cpl_sel_log2 > 4'hd;
-  assign \$337  = cpl_sel_log2 > 4'he;
-  assign \$338  = cpl_sel_c[14:0] & { \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323  };
-  assign \$340  = \$322  + \$339 ;
-  assign \$342  = down__bresp == 2'h3;
-  assign \$343  = \$342  ? 8'h07 : 8'h06;
-  assign \$344  = cpl_rec_index + 1'h1;
-  assign \$345  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$346  = q__0__consumer + 1'h1;
-  assign \$347  = q0_cpl_done & cpl_req[2];
-  assign \$348  = ! cpl_queue;
-  assign \$349  = cpl_push_ok & \$348 ;
-  assign \$350  = q0_cpl_pending + \$349 ;
-  assign \$351  = \$350  - q0_cpl_done;
-  assign \$352  = ~ q0_bad_cfg;
-  assign \$353  = q0_checked | \$352 ;
-  assign \$354  = q0_want & \$353 ;
-  assign \$355  = ~ q0_db_overflow;
-  assign \$356  = q0_db_write & \$355 ;
-  assign \$357  = ~ q0_halted;
-  assign \$358  = q0_halt_any & \$357 ;
-  assign \$359  = ~ q0_resetting;
-  assign \$360  = q__0__reset & \$359 ;
-  assign \$361  = ~ fw_running;
-  assign \$362  = \port$104$0 [0] | \$361 ;
-  assign \$363  = q0_resetting & \$362 ;
-  assign \$364  = ! cpl_req[1:0];
-  assign \$365  = \abandon$67  & \$364 ;
-  assign \$366  = q__1__consumer + 1'h1;
-  assign \$367  = q1_cpl_done & cpl_req[2];
-  assign \$368  = cpl_queue == 1'h1;
-  assign \$369  = cpl_push_ok & \$368 ;
-  assign \$370  = q1_cpl_pending + \$369 ;
-  assign \$371  = \$370  - q1_cpl_done;
-  assign \$372  = ~ q1_bad_cfg;
-  assign \$373  = q1_checked | \$372 ;
-  assign \$374  = q1_want & \$373 ;
-  assign \$375  = ~ q1_db_overflow;
-  assign \$376  = q1_db_write & \$375 ;
-  assign \$377  = ~ q1_halted;
-  assign \$378  = q1_halt_any & \$377 ;
-  assign \$379  = ~ q1_resetting;
-  assign \$380  = q__1__reset & \$379 ;
-  assign \$381  = ~ fw_running;
-  assign \$382  = \port$104$0 [1] | \$381 ;
-  assign \$383  = q1_resetting & \$382 ;
-  assign \$384  = cpl_req[1:0] == 1'h1;
-  assign \$385  = \abandon$67  & \$384 ;
-  assign \$386  = q__2__consumer + 1'h1;
-  assign \$387  = q2_cpl_done & cpl_req[2];
-  assign \$388  = cpl_queue == 2'h2;
-  assign \$389  = cpl_push_ok & \$388 ;
-  assign \$390  = q2_cpl_pending + \$389 ;
-  assign \$391  = \$390  - q2_cpl_done;
-  assign \$392  = ~ q2_bad_cfg;
-  assign \$393  = q2_checked | \$392 ;
-  assign \$394  = q2_want & \$393 ;
-  assign \$395  = ~ q2_db_overflow;
-  assign \$396  = q2_db_write & \$395 ;
-  assign \$397  = ~ q2_halted;
-  assign \$398  = q2_halt_any & \$397 ;
-  assign \$399  = ~ q2_resetting;
-  assign \$400  = q__2__reset & \$399 ;
-  assign \$401  = ~ fw_running;
-  assign \$402  = \port$104$0 [2] | \$401 ;
-  assign \$403  = q2_resetting & \$402 ;
-  assign \$404  = cpl_req[1:0] == 2'h2;
-  assign \$405  = \abandon$67  & \$404 ;
-  assign \$406  = q__3__consumer + 1'h1;
-  assign \$407  = q3_cpl_done & cpl_req[2];
-  assign \$408  = cpl_queue == 2'h3;
-  assign \$409  = cpl_push_ok & \$408 ;
-  assign \$410  = q3_cpl_pending + \$409 ;
-  assign \$411  = \$410  - q3_cpl_done;
-  assign \$412  = ~ q3_bad_cfg;
-  assign \$413  = q3_checked | \$412 ;
-  assign \$414  = q3_want & \$413 ;
-  assign \$415  = ~ q3_db_overflow;
-  assign \$416  = q3_db_write & \$415 ;
-  assign \$417  = ~ q3_halted;
-  assign \$418  = q3_halt_any & \$417 ;
-  assign \$419  = ~ q3_resetting;
-  assign \$420  = q__3__reset & \$419 ;
-  assign \$421  = ~ fw_running;
+  assign \$290  = fetch_q == 2'h3;
+  assign \$291  = fetch_fail & \$290 ;
+  assign \$292  = cpl_req[3] | cpl_fin_bad;
+  assign \$293  = q3_cpl_done & \$292 ;
+  assign q3_halt_any = | { \$293 , \$291 , \$289 , \$288  };
+  assign \$294  = cpl_req[3] | cpl_fin_bad;
+  assign \$295  = q3_cpl_done & \$294 ;
+  assign \$296  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$297  = fetch_q == 2'h3;
+  assign \$298  = fetch_fail & \$297 ;
+  assign \$299  = q3_db_write & q3_db_overflow;
+  assign \$300  = ~ q3_checked;
+  assign \$301  = q3_want & \$300 ;
+  assign \$302  = \$301  & q3_bad_cfg;
+  assign \$303  = q3_resetting & q3_acked;
+  assign \$304  = ! q3_cpl_pending;
+  assign \$305  = \$303  & \$304 ;
+  assign q__3__cleared = \$305  & q__3__drained;
+  assign \$306  = ! fetch_fsm_state;
+  assign \$307  = fetch_fsm_state == 1'h1;
+  assign \$308  = fetch_fsm_state == 2'h2;
+  assign \$309  = ! cpl_fsm_state;
+  assign \$310  = cpl_fsm_state == 1'h1;
+  assign \$311  = cpl_fsm_state == 2'h2;
+  assign \$312  = cpl_fsm_state == 2'h3;
+  assign \$313  = cpl_fsm_state == 3'h4;
+  assign \$314  = cpl_fsm_state == 3'h5;
+  assign \$315  = cpl_fsm_state == 3'h6;
+  assign \$316  = fetch_busy & fetch_q_reset;
+  assign \$319  = fetch_r_beat != 2'h3;
+  assign \$320  = fetch_r_beat + 1'h1;
+  assign \$321  = ~ fetch_r_err;
+  assign \$322  = down__rresp[1] & \$321 ;
+  assign \$323  = down__rresp == 2'h3;
+  assign \$324  = \$323  ? 8'h07 : 8'h06;
+  assign \$325  = q__0__fetch + 1'h1;
+  assign \$326  = q__1__fetch + 1'h1;
+  assign \$327  = q__2__fetch + 1'h1;
+  assign \$328  = q__3__fetch + 1'h1;
+  assign \$329  = ~ cpl_push_ok;
+  assign \$330  = cpl_valid & \$329 ;
+  assign \$331  = cpl_w_beat + 1'h1;
+  assign \$332  = cpl_sel_base + 5'h10;
+  assign \$333  = cpl_sel_log2 > 1'h0;
+  assign \$334  = cpl_sel_log2 > 1'h1;
+  assign \$335  = cpl_sel_log2 > 2'h2;
+  assign \$336  = cpl_sel_log2 > 2'h3;
+  assign \$337  = cpl_sel_log2 > 3'h4;
+  assign \$338  = cpl_sel_log2 > 3'h5;
+  assign \$339  = cpl_sel_log2 > 3'h6;
+  assign \$340  = cpl_sel_log2 > 3'h7;
+  assign \$341  = cpl_sel_log2 > 4'h8;
+  assign \$342  = cpl_sel_log2 > 4'h9;
+  assign \$343  = cpl_sel_log2 > 4'ha;
+  assign \$344  = cpl_sel_log2 > 4'hb;
+  assign \$345  = cpl_sel_log2 > 4'hc;
+  assign \$346  = cpl_sel_log2 > 4'hd;
+  assign \$347  = cpl_sel_log2 > 4'he;
+  assign \$348  = cpl_sel_c[14:0] & { \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333  };
+  assign \$350  = \$332  + \$349 ;
+  assign \$352  = cpl_b_hs & cpl_coalesce;
+  assign \$353  = down__bresp == 2'h3;
+  assign \$354  = \$353  ? 8'h07 : 8'h06;
+  assign \$355  = cpl_rec_index + 1'h1;
+  assign \$356  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$357  = q__0__consumer + 1'h1;
+  assign \$358  = q0_cpl_done & cpl_req[2];
+  assign \$359  = ! cpl_queue;
+  assign \$360  = cpl_push_ok & \$359 ;
+  assign \$361  = q0_cpl_pending + \$360 ;
+  assign \$362  = \$361  - q0_cpl_done;
+  assign \$363  = ~ q0_bad_cfg;
+  assign \$364  = q0_checked | \$363 ;
+  assign \$365  = q0_want & \$364 ;
+  assign \$366  = ~ q0_db_overflow;
+  assign \$367  = q0_db_write & \$366 ;
+  assign \$368  = ~ q0_halted;
+  assign \$369  = q0_halt_any & \$368 ;
+  assign \$370  = ~ q0_resetting;
+  assign \$371  = q__0__reset & \$370 ;
+  assign \$372  = ~ fw_running;
+  assign \$373  = \port$104$0 [0] | \$372 ;
+  assign \$374  = q0_resetting & \$373 ;
+  assign \$375  = ! cpl_req[1:0];
+  assign \$376  = \abandon$67  & \$375 ;
+  assign \$377  = q__1__consumer + 1'h1;
+  assign \$378  = q1_cpl_done & cpl_req[2];
+  assign \$379  = cpl_queue == 1'h1;
+  assign \$380  = cpl_push_ok & \$379 ;
+  assign \$381  = q1_cpl_pending + \$380 ;
+  assign \$382  = \$381  - q1_cpl_done;
+  assign \$383  = ~ q1_bad_cfg;
+  assign \$384  = q1_checked | \$383 ;
+  assign \$385  = q1_want & \$384 ;
+  assign \$386  = ~ q1_db_overflow;
+  assign \$387  = q1_db_write & \$386 ;
+  assign \$388  = ~ q1_halted;
+  assign \$389  = q1_halt_any & \$388 ;
+  assign \$390  = ~ q1_resetting;
+  assign \$391  = q__1__reset & \$390 ;
+  assign \$392  = ~ fw_running;
+  assign \$393  = \port$104$0 [1] | \$392 ;
+  assign \$394  = q1_resetting & \$393 ;
+  assign \$395  = cpl_req[1:0] == 1'h1;
+  assign \$396  = \abandon$67  & \$395 ;
+  assign \$397  = q__2__consumer + 1'h1;
+  assign \$398  = q2_cpl_done & cpl_req[2];
+  assign \$399  = cpl_queue == 2'h2;
+  assign \$400  = cpl_push_ok & \$399 ;
+  assign \$401  = q2_cpl_pending + \$400 ;
+  assign \$402  = \$401  - q2_cpl_done;
+  assign \$403  = ~ q2_bad_cfg;
+  assign \$404  = q2_checked | \$403 ;
+  assign \$405  = q2_want & \$404 ;
+  assign \$406  = ~ q2_db_overflow;
+  assign \$407  = q2_db_write & \$406 ;
+  assign \$408  = ~ q2_halted;
+  assign \$409  = q2_halt_any & \$408 ;
   \kaki_soc_4x4.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
     .level(\level$280 ),
-    .r_data(\r_data$383 ),
-    .r_en(\r_en$320 ),
-    .r_rdy(\r_rdy$382 ),
+    .r_data(\r_data$322 ),
+    .r_en(\r_en$324 ),
+    .r_rdy(\r_rdy$321 ),
     .rst(rst),
     .w_en(cpl_push_ok),
     .w_port__data(\w_data$266 ),
@@ -42790,7 +42814,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$321 ),
+    .timeout(\timeout$325 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -42833,7 +42857,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11196$0 (fetch_r_buf),
+    .\port$11213$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -42845,7 +42869,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$11196$0 (fetch_r_buf),
+    .\port$11213$0 (fetch_r_buf),
     .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
     .r_en(\r_en$133 ),
@@ -42857,7 +42881,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$11196$0 (fetch_r_buf),
+    .\port$11213$0 (fetch_r_buf),
     .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
     .r_en(\r_en$167 ),
@@ -42869,7 +42893,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$11196$0 (fetch_r_buf),
+    .\port$11213$0 (fetch_r_buf),
     .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
     .r_en(\r_en$201 ),
@@ -42988,10 +43012,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$320  = 1'h0;
+    \r_en$324  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$320  = 1'h1;
+          \r_en$324  = 1'h1;
     endcase
   end
   always @* begin
@@ -43004,22 +43028,23 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (cpl_b_hs) begin
-          end else if (\timeout$321 ) begin
+          if (\$183 ) begin
+          end else if (cpl_b_hs) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -43044,6 +43069,30 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    cpl_finish = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$183 ) begin
+            cpl_finish = 1'h1;
+          end
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (cpl_b_hs) begin
+            cpl_finish = 1'h1;
+          end
+      3'h2:
+          cpl_finish = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     cpl_cons_busy = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
@@ -43064,482 +43113,242 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    cpl_finish = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          if (cpl_b_hs) begin
-            cpl_finish = 1'h1;
-          end
-      3'h2:
-          cpl_finish = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$195 ) begin
-      q0_halt_code = \$196 ;
+    if (\$205 ) begin
+      q0_halt_code = \$206 ;
     end
-    if (\$198 ) begin
+    if (\$208 ) begin
       q0_halt_code = fetch_fail_code;
     end
-    if (\$199 ) begin
+    if (\$209 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$202 ) begin
+    if (\$212 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$195 ) begin
+    if (\$205 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$198 ) begin
+    if (\$208 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$199 ) begin
+    if (\$209 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$202 ) begin
+    if (\$212 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$225 ) begin
-      q1_halt_code = \$226 ;
+    if (\$235 ) begin
+      q1_halt_code = \$236 ;
     end
-    if (\$228 ) begin
+    if (\$238 ) begin
       q1_halt_code = fetch_fail_code;
     end
-    if (\$229 ) begin
+    if (\$239 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$232 ) begin
+    if (\$242 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$225 ) begin
+    if (\$235 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$228 ) begin
+    if (\$238 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$229 ) begin
+    if (\$239 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$232 ) begin
+    if (\$242 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$255 ) begin
-      q2_halt_code = \$256 ;
+    if (\$265 ) begin
+      q2_halt_code = \$266 ;
     end
-    if (\$258 ) begin
+    if (\$268 ) begin
       q2_halt_code = fetch_fail_code;
     end
-    if (\$259 ) begin
+    if (\$269 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$262 ) begin
+    if (\$272 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$255 ) begin
+    if (\$265 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$258 ) begin
+    if (\$268 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$259 ) begin
+    if (\$269 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$262 ) begin
+    if (\$272 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$285 ) begin
-      q3_halt_code = \$286 ;
+    if (\$295 ) begin
+      q3_halt_code = \$296 ;
     end
-    if (\$288 ) begin
+    if (\$298 ) begin
       q3_halt_code = fetch_fail_code;
     end
-    if (\$289 ) begin
+    if (\$299 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$292 ) begin
+    if (\$302 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$285 ) begin
+    if (\$295 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$288 ) begin
+    if (\$298 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$289 ) begin
+    if (\$299 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$292 ) begin
+    if (\$302 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$426  = fetch_discard;
-    if (\$306 ) begin
-      \$426  = 1'h1;
+    \$437  = fetch_discard;
+    if (\$316 ) begin
+      \$437  = 1'h1;
     end
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$426  = \$308 ;
+            \$437  = \$318 ;
           end
     endcase
     if (rst) begin
-      \$426  = 1'h0;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$427  = fetch_q;
+    \$438  = fetch_q;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$427  = fetch_rr_sel;
+            \$438  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$427  = 2'h0;
+      \$438  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$428  = fetch_rr_last;
+    \$439  = fetch_rr_last;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$428  = fetch_rr_sel;
+            \$439  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$428  = 2'h3;
+      \$439  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$429  = up__arvalid;
+    \$440  = up__arvalid;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$429  = 1'h1;
+            \$440  = 1'h1;
           end
       2'h1:
           if (up__arready) begin
-            \$429  = 1'h0;
+            \$440  = 1'h0;
           end else if (timeout) begin
-            \$429  = 1'h0;
+            \$440  = 1'h0;
           end
     endcase
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$430  = up__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$430  = \$307 ;
-          end
-    endcase
-    if (rst) begin
-      \$430  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$431  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$431  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$309 ) begin
-              \$431  = \$310 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$431  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$432  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$432  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$312 ) begin
-              \$432  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$432  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$433  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$433  = 2'h1;
-          end
-      2'h1:
-          if (up__arready) begin
-            \$433  = 2'h2;
-          end else if (timeout) begin
-            \$433  = 2'h0;
-          end
-      2'h2:
-          if (fetch_r_done) begin
-            \$433  = 2'h0;
-          end else if (timeout) begin
-            \$433  = 2'h0;
-          end
-    endcase
-    if (rst) begin
-      \$433  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$434  = fetch_r_buf;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$309 ) begin
-              casez (fetch_r_beat)
-                2'h0:
-                    \$434 [63:0] = down__rdata;
-                2'h1:
-                    \$434 [127:64] = down__rdata;
-                2'h2:
-                    \$434 [191:128] = down__rdata;
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$434  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$435  = fetch_r_code;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$312 ) begin
-              \$435  = \$314 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$436  = q__0__fetch;
-    if (q0_fetch_push) begin
-      \$436  = \$315 [31:0];
-    end
-    if (q__0__cleared) begin
-      \$436  = 32'd0;
-    end
-    if (rst) begin
-      \$436  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$437  = q__1__fetch;
-    if (q1_fetch_push) begin
-      \$437  = \$316 [31:0];
-    end
-    if (q__1__cleared) begin
-      \$437  = 32'd0;
-    end
-    if (rst) begin
-      \$437  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$438  = q__2__fetch;
-    if (q2_fetch_push) begin
-      \$438  = \$317 [31:0];
-    end
-    if (q__2__cleared) begin
-      \$438  = 32'd0;
-    end
-    if (rst) begin
-      \$438  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$439  = q__3__fetch;
-    if (q3_fetch_push) begin
-      \$439  = \$318 [31:0];
-    end
-    if (q__3__cleared) begin
-      \$439  = 32'd0;
-    end
-    if (rst) begin
-      \$439  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$440  = cpl_overflow;
-    if (\$320 ) begin
-      \$440  = 1'h1;
-    end
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$441  = up__awvalid;
-    if (cpl_aw_hs) begin
-      \$441  = 1'h0;
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-          end else begin
-            \$441  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$441  = 1'h1;
+    \$441  = up__araddr;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$441  = \$317 ;
           end
     endcase
-    if (\abandon$67 ) begin
-      \$441  = 1'h0;
-    end
     if (rst) begin
-      \$441  = 1'h0;
+      \$441  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$442  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$442  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-          end else begin
-            \$442  = 1'h1;
+    \$442  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$442  = 2'h0;
           end
-      3'h3:
+      2'h1:
           /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$442  = 1'h1;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              \$442  = \$320 [1:0];
+            end
           end
     endcase
-    if (\abandon$67 ) begin
-      \$442  = 1'h0;
-    end
     if (rst) begin
-      \$442  = 1'h0;
+      \$442  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$443  = cpl_w_beat;
-    if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
-      if (cpl_w_last) begin
-      end else begin
-        \$443  = \$321 [0];
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$443  = 1'h0;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
+    \$443  = fetch_r_err;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
             \$443  = 1'h0;
+          end
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$322 ) begin
+              \$443  = 1'h1;
+            end
           end
     endcase
     if (rst) begin
@@ -43548,506 +43357,624 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$444  = cpl_req;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$382 ) begin
-            \$444  = \r_data$383 ;
+    \$444  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$444  = 2'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$444  = 2'h2;
+          end else if (timeout) begin
+            \$444  = 2'h0;
+          end
+      2'h2:
+          if (fetch_r_done) begin
+            \$444  = 2'h0;
+          end else if (timeout) begin
+            \$444  = 2'h0;
           end
     endcase
     if (rst) begin
-      \$444  = 76'h0000000000000000000;
+      \$444  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$445  = cpl_fsm_state;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$382 ) begin
-            \$445  = 3'h1;
+    \$445  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              casez (fetch_r_beat)
+                2'h0:
+                    \$445 [63:0] = down__rdata;
+                2'h1:
+                    \$445 [127:64] = down__rdata;
+                2'h2:
+                    \$445 [191:128] = down__rdata;
+              endcase
+            end
           end
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-            \$445  = 3'h2;
-          end else begin
-            \$445  = 3'h3;
-          end
-      3'h3:
-          if (cpl_sent) begin
-            \$445  = 3'h4;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h4:
-          if (cpl_b_hs) begin
-            \$445  = 3'h5;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h5:
-          if (cpl_sent) begin
-            \$445  = 3'h6;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h6:
-          if (cpl_b_hs) begin
-            \$445  = 3'h0;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h2:
-          \$445  = 3'h0;
     endcase
     if (rst) begin
-      \$445  = 3'h0;
+      \$445  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$446  = cpl_idx_sent;
-    casez (cpl_fsm_state)
-      3'h0:
+    \$446  = fetch_r_code;
+    casez (fetch_fsm_state)
+      2'h0:
           /* empty */;
-      3'h1:
-          \$446  = 1'h0;
-      3'h3:
+      2'h1:
           /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$446  = 1'h1;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$322 ) begin
+              \$446  = \$324 ;
+            end
           end
     endcase
     if (rst) begin
-      \$446  = 1'h0;
+      \$446  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$447  = cpl_rec_index;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$447  = cpl_sel_c;
-    endcase
+    \$447  = q__0__fetch;
+    if (q0_fetch_push) begin
+      \$447  = \$325 [31:0];
+    end
+    if (q__0__cleared) begin
+      \$447  = 32'd0;
+    end
     if (rst) begin
       \$447  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$448  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$448  = cpl_sel_base;
-    endcase
+    \$448  = q__1__fetch;
+    if (q1_fetch_push) begin
+      \$448  = \$326 [31:0];
+    end
+    if (q__1__cleared) begin
+      \$448  = 32'd0;
+    end
     if (rst) begin
       \$448  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$449  = up__awaddr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$449  = \$340 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$449  = cpl_cons_addr;
-          end
-    endcase
+    \$449  = q__2__fetch;
+    if (q2_fetch_push) begin
+      \$449  = \$327 [31:0];
+    end
+    if (q__2__cleared) begin
+      \$449  = 32'd0;
+    end
     if (rst) begin
       \$449  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$450  = up__awlen;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$450  = 8'h01;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$450  = 8'h00;
-          end
-    endcase
+    \$450  = q__3__fetch;
+    if (q3_fetch_push) begin
+      \$450  = \$328 [31:0];
+    end
+    if (q__3__cleared) begin
+      \$450  = 32'd0;
+    end
     if (rst) begin
-      \$450  = 8'h00;
+      \$450  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$451  = cpl_w_buf;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$451  = cpl_rec;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$451  = { 95'h000000000000000000000000, \$344  };
-          end
-    endcase
+    \$451  = cpl_overflow;
+    if (\$330 ) begin
+      \$451  = 1'h1;
+    end
     if (rst) begin
-      \$451  = 128'h00000000000000000000000000000000;
+      \$451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$452  = up__wstrb;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$452  = 8'hff;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$452  = 8'h0f;
-          end
-    endcase
-    if (rst) begin
-      \$452  = 8'h00;
+    \$452  = up__awvalid;
+    if (cpl_aw_hs) begin
+      \$452  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$453  = cpl_w_nbeats;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$453  = 2'h2;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$453  = 2'h1;
-          end
-    endcase
-    if (rst) begin
-      \$453  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$454  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$341 ) begin
-            \$454  = 1'h1;
+          if (\$351 ) begin
           end else begin
-            \$454  = 1'h0;
+            \$452  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$454  = 1'h1;
-            end
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$452  = 1'h1;
           end
     endcase
     if (\abandon$67 ) begin
-      \$454  = 1'h1;
+      \$452  = 1'h0;
     end
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$453  = up__wvalid;
+    if (cpl_w_hs) begin
+      if (cpl_w_last) begin
+        \$453  = 1'h0;
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+          end else begin
+            \$453  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$453  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$453  = 1'h0;
+    end
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$454  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$454  = \$331 [0];
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$454  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$454  = 1'h0;
+          end
+    endcase
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$455  = cpl_wr_code;
+    \$455  = cpl_req;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$321 ) begin
+            \$455  = \r_data$322 ;
+          end
+    endcase
+    if (rst) begin
+      \$455  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$456  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$321 ) begin
+            \$456  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+            \$456  = 3'h2;
+          end else begin
+            \$456  = 3'h3;
+          end
+      3'h3:
+          if (cpl_sent) begin
+            \$456  = 3'h4;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h4:
+          if (\$352 ) begin
+            \$456  = 3'h0;
+          end else if (cpl_b_hs) begin
+            \$456  = 3'h5;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h5:
+          if (cpl_sent) begin
+            \$456  = 3'h6;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h6:
+          if (cpl_b_hs) begin
+            \$456  = 3'h0;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h2:
+          \$456  = 3'h0;
+    endcase
+    if (rst) begin
+      \$456  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$457  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$341 ) begin
-            \$455  = 8'h10;
-          end
+          \$457  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$455  = \$343 ;
-            end
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$457  = 1'h1;
           end
     endcase
-    if (\abandon$67 ) begin
-      \$455  = \$345 ;
-    end
-    if (rst) begin
-      \$455  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$456  = q__0__consumer;
-    if (q0_cpl_done) begin
-      \$456  = \$346 [31:0];
-    end
-    if (q__0__cleared) begin
-      \$456  = 32'd0;
-    end
-    if (rst) begin
-      \$456  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$457  = q0_cpl_done;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$458  = \$347 ;
+    \$458  = cpl_rec_index;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$458  = cpl_sel_c;
+    endcase
     if (rst) begin
-      \$458  = 1'h0;
+      \$458  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$459  = \$351 [2:0];
+    \$459  = cpl_cons_addr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$459  = cpl_sel_base;
+    endcase
     if (rst) begin
-      \$459  = 3'h0;
+      \$459  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$460  = \$354 ;
+    \$460  = up__awaddr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$460  = \$350 [31:0];
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$460  = cpl_cons_addr;
+          end
+    endcase
     if (rst) begin
-      \$460  = 1'h0;
+      \$460  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$461  = q__0__producer;
-    if (\$356 ) begin
-      \$461  = q__0__doorbell;
-    end
-    if (q__0__cleared) begin
-      \$461  = 32'd0;
-    end
+    \$461  = up__awlen;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$461  = 8'h01;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$461  = 8'h00;
+          end
+    endcase
     if (rst) begin
-      \$461  = 32'd0;
+      \$461  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$462  = q0_halted;
-    if (\$358 ) begin
-      \$462  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$462  = 1'h0;
-    end
+    \$462  = cpl_w_buf;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$462  = cpl_rec;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$462  = { 95'h000000000000000000000000, \$355  };
+          end
+    endcase
     if (rst) begin
-      \$462  = 1'h0;
+      \$462  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$463  = q__0__error;
-    if (\$358 ) begin
-      \$463  = q0_halt_code;
-    end
-    if (q__0__cleared) begin
+    \$463  = up__wstrb;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$463  = 8'hff;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$463  = 8'h0f;
+          end
+    endcase
+    if (rst) begin
       \$463  = 8'h00;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$464  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$464  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$464  = 2'h1;
+          end
+    endcase
     if (rst) begin
-      \$463  = 8'h00;
+      \$464  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$464  = q__0__error_index;
-    if (\$358 ) begin
-      \$464  = q0_halt_index;
+    \$465  = cpl_wr_err;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+            \$465  = 1'h1;
+          end else begin
+            \$465  = 1'h0;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$465  = 1'h1;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$465  = 1'h1;
     end
-    if (q__0__cleared) begin
-      \$464  = 32'd0;
-    end
-    if (rst) begin
-      \$464  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$465  = q0_halt_any;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$466  = q0_resetting;
-    if (\$360 ) begin
-      \$466  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$466  = 1'h0;
+    \$466  = cpl_wr_code;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (\$351 ) begin
+            \$466  = 8'h10;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$466  = \$354 ;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$466  = \$356 ;
     end
     if (rst) begin
-      \$466  = 1'h0;
+      \$466  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$467  = q0_acked;
-    if (\$360 ) begin
-      \$467  = 1'h0;
-    end else if (\$363 ) begin
-      \$467  = 1'h1;
+    \$467  = q__0__consumer;
+    if (q0_cpl_done) begin
+      \$467  = \$357 [31:0];
     end
     if (q__0__cleared) begin
-      \$467  = 1'h0;
+      \$467  = 32'd0;
     end
     if (rst) begin
-      \$467  = 1'h0;
+      \$467  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$468  = q0_cpl_dead;
-    if (\$365 ) begin
-      \$468  = 1'h1;
-    end
-    if (q__0__cleared) begin
+    \$468  = q0_cpl_done;
+    if (rst) begin
       \$468  = 1'h0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$469  = \$358 ;
     if (rst) begin
-      \$468  = 1'h0;
+      \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$469  = q__1__consumer;
-    if (q1_cpl_done) begin
-      \$469  = \$366 [31:0];
-    end
-    if (q__1__cleared) begin
-      \$469  = 32'd0;
-    end
+    \$470  = \$362 [2:0];
     if (rst) begin
-      \$469  = 32'd0;
+      \$470  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$470  = q1_cpl_done;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$471  = \$367 ;
+    \$471  = \$365 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$472  = \$371 [2:0];
+    \$472  = q__0__producer;
+    if (\$367 ) begin
+      \$472  = q__0__doorbell;
+    end
+    if (q__0__cleared) begin
+      \$472  = 32'd0;
+    end
     if (rst) begin
-      \$472  = 3'h0;
+      \$472  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$473  = \$374 ;
+    \$473  = q0_halted;
+    if (\$369 ) begin
+      \$473  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$473  = 1'h0;
+    end
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$474  = q__1__producer;
-    if (\$376 ) begin
-      \$474  = q__1__doorbell;
+    \$474  = q__0__error;
+    if (\$369 ) begin
+      \$474  = q0_halt_code;
     end
-    if (q__1__cleared) begin
-      \$474  = 32'd0;
+    if (q__0__cleared) begin
+      \$474  = 8'h00;
     end
     if (rst) begin
-      \$474  = 32'd0;
+      \$474  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$475  = q1_halted;
-    if (\$378 ) begin
-      \$475  = 1'h1;
+    \$475  = q__0__error_index;
+    if (\$369 ) begin
+      \$475  = q0_halt_index;
     end
-    if (q__1__cleared) begin
-      \$475  = 1'h0;
+    if (q__0__cleared) begin
+      \$475  = 32'd0;
     end
     if (rst) begin
-      \$475  = 1'h0;
+      \$475  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$476  = q__1__error;
-    if (\$378 ) begin
-      \$476  = q1_halt_code;
-    end
-    if (q__1__cleared) begin
-      \$476  = 8'h00;
-    end
+    \$476  = q0_halt_any;
     if (rst) begin
-      \$476  = 8'h00;
+      \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$477  = q__1__error_index;
-    if (\$378 ) begin
-      \$477  = q1_halt_index;
+    \$477  = q0_resetting;
+    if (\$371 ) begin
+      \$477  = 1'h1;
     end
-    if (q__1__cleared) begin
-      \$477  = 32'd0;
+    if (q__0__cleared) begin
+      \$477  = 1'h0;
     end
     if (rst) begin
-      \$477  = 32'd0;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$478  = q1_halt_any;
+    \$478  = q0_acked;
+    if (\$371 ) begin
+      \$478  = 1'h0;
+    end else if (\$374 ) begin
+      \$478  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$478  = 1'h0;
+    end
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$479  = q1_resetting;
-    if (\$380 ) begin
+    \$479  = q0_cpl_dead;
+    if (\$376 ) begin
       \$479  = 1'h1;
     end
-    if (q__1__cleared) begin
+    if (q__0__cleared) begin
       \$479  = 1'h0;
     end
     if (rst) begin
@@ -44056,139 +43983,139 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$480  = q1_acked;
-    if (\$380 ) begin
-      \$480  = 1'h0;
-    end else if (\$383 ) begin
-      \$480  = 1'h1;
+    \$480  = q__1__consumer;
+    if (q1_cpl_done) begin
+      \$480  = \$377 [31:0];
     end
     if (q__1__cleared) begin
-      \$480  = 1'h0;
+      \$480  = 32'd0;
     end
     if (rst) begin
-      \$480  = 1'h0;
+      \$480  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$481  = q1_cpl_dead;
-    if (\$385 ) begin
-      \$481  = 1'h1;
-    end
-    if (q__1__cleared) begin
-      \$481  = 1'h0;
-    end
+    \$481  = q1_cpl_done;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$482  = q__2__consumer;
-    if (q2_cpl_done) begin
-      \$482  = \$386 [31:0];
-    end
-    if (q__2__cleared) begin
-      \$482  = 32'd0;
-    end
+    \$482  = \$378 ;
     if (rst) begin
-      \$482  = 32'd0;
+      \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$483  = q2_cpl_done;
+    \$483  = \$382 [2:0];
     if (rst) begin
-      \$483  = 1'h0;
+      \$483  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$484  = \$387 ;
+    \$484  = \$385 ;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$485  = \$391 [2:0];
+    \$485  = q__1__producer;
+    if (\$387 ) begin
+      \$485  = q__1__doorbell;
+    end
+    if (q__1__cleared) begin
+      \$485  = 32'd0;
+    end
     if (rst) begin
-      \$485  = 3'h0;
+      \$485  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$486  = \$394 ;
+    \$486  = q1_halted;
+    if (\$389 ) begin
+      \$486  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$486  = 1'h0;
+    end
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$487  = q__2__producer;
-    if (\$396 ) begin
-      \$487  = q__2__doorbell;
+    \$487  = q__1__error;
+    if (\$389 ) begin
+      \$487  = q1_halt_code;
     end
-    if (q__2__cleared) begin
-      \$487  = 32'd0;
+    if (q__1__cleared) begin
+      \$487  = 8'h00;
     end
     if (rst) begin
-      \$487  = 32'd0;
+      \$487  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$488  = q2_halted;
-    if (\$398 ) begin
-      \$488  = 1'h1;
+    \$488  = q__1__error_index;
+    if (\$389 ) begin
+      \$488  = q1_halt_index;
     end
-    if (q__2__cleared) begin
-      \$488  = 1'h0;
+    if (q__1__cleared) begin
+      \$488  = 32'd0;
     end
     if (rst) begin
-      \$488  = 1'h0;
+      \$488  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$489  = q__2__error;
-    if (\$398 ) begin
-      \$489  = q2_halt_code;
-    end
-    if (q__2__cleared) begin
-      \$489  = 8'h00;
-    end
+    \$489  = q1_halt_any;
     if (rst) begin
-      \$489  = 8'h00;
+      \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$490  = q__2__error_index;
-    if (\$398 ) begin
-      \$490  = q2_halt_index;
+    \$490  = q1_resetting;
+    if (\$391 ) begin
+      \$490  = 1'h1;
     end
-    if (q__2__cleared) begin
-      \$490  = 32'd0;
+    if (q__1__cleared) begin
+      \$490  = 1'h0;
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$491  = q2_halt_any;
+    \$491  = q1_acked;
+    if (\$391 ) begin
+      \$491  = 1'h0;
+    end else if (\$394 ) begin
+      \$491  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$491  = 1'h0;
+    end
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$492  = q2_resetting;
-    if (\$400 ) begin
+    \$492  = q1_cpl_dead;
+    if (\$396 ) begin
       \$492  = 1'h1;
     end
-    if (q__2__cleared) begin
+    if (q__1__cleared) begin
       \$492  = 1'h0;
     end
     if (rst) begin
@@ -44197,139 +44124,139 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$493  = q2_acked;
-    if (\$400 ) begin
-      \$493  = 1'h0;
-    end else if (\$403 ) begin
-      \$493  = 1'h1;
+    \$493  = q__2__consumer;
+    if (q2_cpl_done) begin
+      \$493  = \$397 [31:0];
     end
     if (q__2__cleared) begin
-      \$493  = 1'h0;
+      \$493  = 32'd0;
     end
     if (rst) begin
-      \$493  = 1'h0;
+      \$493  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$494  = q2_cpl_dead;
-    if (\$405 ) begin
-      \$494  = 1'h1;
-    end
-    if (q__2__cleared) begin
-      \$494  = 1'h0;
-    end
+    \$494  = q2_cpl_done;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$495  = q__3__consumer;
-    if (q3_cpl_done) begin
-      \$495  = \$406 [31:0];
-    end
-    if (q__3__cleared) begin
-      \$495  = 32'd0;
-    end
+    \$495  = \$398 ;
     if (rst) begin
-      \$495  = 32'd0;
+      \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$496  = q3_cpl_done;
+    \$496  = \$402 [2:0];
     if (rst) begin
-      \$496  = 1'h0;
+      \$496  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$497  = \$407 ;
+    \$497  = \$405 ;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$498  = \$411 [2:0];
+    \$498  = q__2__producer;
+    if (\$407 ) begin
+      \$498  = q__2__doorbell;
+    end
+    if (q__2__cleared) begin
+      \$498  = 32'd0;
+    end
     if (rst) begin
-      \$498  = 3'h0;
+      \$498  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$499  = \$414 ;
+    \$499  = q2_halted;
+    if (\$409 ) begin
+      \$499  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$499  = 1'h0;
+    end
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$500  = q__3__producer;
-    if (\$416 ) begin
-      \$500  = q__3__doorbell;
+    \$500  = q__2__error;
+    if (\$409 ) begin
+      \$500  = q2_halt_code;
     end
-    if (q__3__cleared) begin
-      \$500  = 32'd0;
+    if (q__2__cleared) begin
+      \$500  = 8'h00;
     end
     if (rst) begin
-      \$500  = 32'd0;
+      \$500  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$501  = q3_halted;
-    if (\$418 ) begin
-      \$501  = 1'h1;
+    \$501  = q__2__error_index;
+    if (\$409 ) begin
+      \$501  = q2_halt_index;
     end
-    if (q__3__cleared) begin
-      \$501  = 1'h0;
+    if (q__2__cleared) begin
+      \$501  = 32'd0;
     end
     if (rst) begin
-      \$501  = 1'h0;
+      \$501  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$502  = q__3__error;
-    if (\$418 ) begin
-      \$502  = q3_halt_code;
-    end
-    if (q__3__cleared) begin
-      \$502  = 8'h00;
-    end
+    \$502  = q2_halt_any;
     if (rst) begin
-      \$502  = 8'h00;
+      \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$503  = q__3__error_index;
-    if (\$418 ) begin
-      \$503  = q3_halt_index;
+    \$503  = q2_resetting;
+    if (\$411 ) begin
+      \$503  = 1'h1;
     end
-    if (q__3__cleared) begin
-      \$503  = 32'd0;
+    if (q__2__cleared) begin
+      \$503  = 1'h0;
     end
     if (rst) begin
-      \$503  = 32'd0;
+      \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$504  = q3_halt_any;
+    \$504  = q2_acked;
+    if (\$411 ) begin
+      \$504  = 1'h0;
+    end else if (\$414 ) begin
+      \$504  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$504  = 1'h0;
+    end
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$505  = q3_resetting;
-    if (\$420 ) begin
+    \$505  = q2_cpl_dead;
+    if (\$416 ) begin
       \$505  = 1'h1;
     end
-    if (q__3__cleared) begin
+    if (q__2__cleared) begin
       \$505  = 1'h0;
     end
     if (rst) begin
@@ -44338,30 +44265,143 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$506  = q3_acked;
-    if (\$420 ) begin
-      \$506  = 1'h0;
-    end else if (\$423 ) begin
-      \$506  = 1'h1;
+    \$506  = q__3__consumer;
+    if (q3_cpl_done) begin
+      \$506  = \$417 [31:0];
     end
     if (q__3__cleared) begin
-      \$506  = 1'h0;
+      \$506  = 32'd0;
     end
     if (rst) begin
-      \$506  = 1'h0;
+      \$506  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$507  = q3_cpl_dead;
-    if (\$425 ) begin
-      \$507  = 1'h1;
-    end
-    if (q__3__cleared) begin
-      \$507  = 1'h0;
-    end
+    \$507  = q3_cpl_done;
     if (rst) begin
       \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$508  = \$418 ;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$509  = \$422 [2:0];
+    if (rst) begin
+      \$509  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$510  = \$425 ;
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$511  = q__3__producer;
+    if (\$427 ) begin
+      \$511  = q__3__doorbell;
+    end
+    if (q__3__cleared) begin
+      \$511  = 32'd0;
+    end
+    if (rst) begin
+      \$511  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$512  = q3_halted;
+    if (\$429 ) begin
+      \$512  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$512  = 1'h0;
+    end
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$513  = q__3__error;
+    if (\$429 ) begin
+      \$513  = q3_halt_code;
+    end
+    if (q__3__cleared) begin
+      \$513  = 8'h00;
+    end
+    if (rst) begin
+      \$513  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$514  = q__3__error_index;
+    if (\$429 ) begin
+      \$514  = q3_halt_index;
+    end
+    if (q__3__cleared) begin
+      \$514  = 32'd0;
+    end
+    if (rst) begin
+      \$514  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$515  = q3_halt_any;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$516  = q3_resetting;
+    if (\$431 ) begin
+      \$516  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$516  = 1'h0;
+    end
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$517  = q3_acked;
+    if (\$431 ) begin
+      \$517  = 1'h0;
+    end else if (\$434 ) begin
+      \$517  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$517  = 1'h0;
+    end
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$518  = q3_cpl_dead;
+    if (\$436 ) begin
+      \$518  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$518  = 1'h0;
+    end
+    if (rst) begin
+      \$518  = 1'h0;
     end
   end
   always @* begin
@@ -44425,13 +44465,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$307  = \$53 [31:0];
+          \$317  = \$53 [31:0];
       2'h1:
-          \$307  = \$82 [31:0];
+          \$317  = \$82 [31:0];
       2'h2:
-          \$307  = \$111 [31:0];
+          \$317  = \$111 [31:0];
       2'h3:
-          \$307  = \$140 [31:0];
+          \$317  = \$140 [31:0];
     endcase
   end
   always @* begin
@@ -44439,13 +44479,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$308  = q__0__reset;
+          \$318  = q__0__reset;
       2'h1:
-          \$308  = q__1__reset;
+          \$318  = q__1__reset;
       2'h2:
-          \$308  = q__2__reset;
+          \$318  = q__2__reset;
       2'h3:
-          \$308  = q__3__reset;
+          \$318  = q__3__reset;
     endcase
   end
   always @* begin
@@ -44453,13 +44493,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$341  = q0_cpl_dead;
+          \$351  = q0_cpl_dead;
       2'h1:
-          \$341  = q1_cpl_dead;
+          \$351  = q1_cpl_dead;
       2'h2:
-          \$341  = q2_cpl_dead;
+          \$351  = q2_cpl_dead;
       2'h3:
-          \$341  = q3_cpl_dead;
+          \$351  = q3_cpl_dead;
     endcase
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -44583,10 +44623,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$183 [31:0];
-  assign q1_c_seen = \$213 [31:0];
-  assign q2_c_seen = \$243 [31:0];
-  assign q3_c_seen = \$273 [31:0];
+  assign q0_c_seen = \$193 [31:0];
+  assign q1_c_seen = \$223 [31:0];
+  assign q2_c_seen = \$253 [31:0];
+  assign q3_c_seen = \$283 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
@@ -44646,7 +44686,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$173  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
   assign cpl_sel_base[31:4] = \$172 [31:4];
-  assign \$339  = { 3'h0, \$338 , 4'h0 };
+  assign \$349  = { 3'h0, \$348 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -45179,8 +45219,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5075$0 (aw_hs_id),
-    .\port$5089$0 (down__awlen),
+    .\port$5092$0 (aw_hs_id),
+    .\port$5106$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -45523,7 +45563,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45547,10 +45587,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5075$0 ;
-  wire [2:0] \port$5075$0 ;
-  input [7:0] \port$5089$0 ;
-  wire [7:0] \port$5089$0 ;
+  input [2:0] \port$5092$0 ;
+  wire [2:0] \port$5092$0 ;
+  input [7:0] \port$5106$0 ;
+  wire [7:0] \port$5106$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -45582,7 +45622,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5075$0 , \port$5089$0  };
+      storage[w_port__addr] <= { \port$5092$0 , \port$5106$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -45644,8 +45684,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5075$0 , \port$5089$0  };
-  assign w_data = { \port$5075$0 , \port$5089$0  };
+  assign w_port__data = { \port$5092$0 , \port$5106$0  };
+  assign w_data = { \port$5092$0 , \port$5106$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46212,7 +46252,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46239,8 +46279,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11196$0 ;
-  wire [191:0] \port$11196$0 ;
+  input [191:0] \port$11213$0 ;
+  wire [191:0] \port$11213$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -46275,7 +46315,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46346,14 +46386,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11196$0  };
-  assign w_data = { \port$0$87 , \port$11196$0  };
+  assign w_port__data = { \port$0$87 , \port$11213$0  };
+  assign w_data = { \port$0$87 , \port$11213$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46380,8 +46420,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11196$0 ;
-  wire [191:0] \port$11196$0 ;
+  input [191:0] \port$11213$0 ;
+  wire [191:0] \port$11213$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -46416,7 +46456,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46487,14 +46527,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11196$0  };
-  assign w_data = { \port$0$87 , \port$11196$0  };
+  assign w_port__data = { \port$0$87 , \port$11213$0  };
+  assign w_data = { \port$0$87 , \port$11213$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46521,8 +46561,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11196$0 ;
-  wire [191:0] \port$11196$0 ;
+  input [191:0] \port$11213$0 ;
+  wire [191:0] \port$11213$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -46557,7 +46597,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46628,14 +46668,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11196$0  };
-  assign w_data = { \port$0$87 , \port$11196$0  };
+  assign w_port__data = { \port$0$87 , \port$11213$0  };
+  assign w_data = { \port$0$87 , \port$11213$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46662,8 +46702,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11196$0 ;
-  wire [191:0] \port$11196$0 ;
+  input [191:0] \port$11213$0 ;
+  wire [191:0] \port$11213$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -46698,7 +46738,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46769,14 +46809,14 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11196$0  };
-  assign w_data = { \port$0$87 , \port$11196$0  };
+  assign w_port__data = { \port$0$87 , \port$11213$0  };
+  assign w_data = { \port$0$87 , \port$11213$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10609$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10626$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -47754,8 +47794,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$10609$0 ;
-  wire [2:0] \port$10609$0 ;
+  input [2:0] \port$10626$0 ;
+  wire [2:0] \port$10626$0 ;
   input [223:0] \port$4212$32 ;
   wire [223:0] \port$4212$32 ;
   reg [18:0] pos = 19'h00000;
@@ -48814,11 +48854,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$12258$5 (e6_meta[18:5]),
-    .\port$8270$0 (\$619 ),
-    .\port$8272$0 (\$621 ),
-    .\port$8274$0 (\$623 ),
-    .\port$8276$0 (\$625 ),
+    .\port$12275$5 (e6_meta[18:5]),
+    .\port$8287$0 (\$619 ),
+    .\port$8289$0 (\$621 ),
+    .\port$8291$0 (\$623 ),
+    .\port$8293$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -49203,7 +49243,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$10609$0 ;
+            \$671  = \port$10626$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -51323,7 +51363,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4212$32 , \port$10609$0  };
+  assign ctl__cmd__payload = { \port$4212$32 , \port$10626$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -51401,7 +51441,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$10609$0 ;
+  assign \ctl__cmd__payload.op  = \port$10626$0 ;
   assign \ctl__cmd__payload.payload  = \port$4212$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
@@ -51414,7 +51454,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8270$0 , \port$8272$0 , \port$8274$0 , \port$8276$0 , w_level, r_data, \port$12258$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8287$0 , \port$8289$0 , \port$8291$0 , \port$8293$0 , w_level, r_data, \port$12275$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51456,16 +51496,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8270$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$12258$5 ;
-  wire [13:0] \port$12258$5 ;
-  input [7:0] \port$8270$0 ;
-  wire [7:0] \port$8270$0 ;
-  input [7:0] \port$8272$0 ;
-  wire [7:0] \port$8272$0 ;
-  input [7:0] \port$8274$0 ;
-  wire [7:0] \port$8274$0 ;
-  input [7:0] \port$8276$0 ;
-  wire [7:0] \port$8276$0 ;
+  input [13:0] \port$12275$5 ;
+  wire [13:0] \port$12275$5 ;
+  input [7:0] \port$8287$0 ;
+  wire [7:0] \port$8287$0 ;
+  input [7:0] \port$8289$0 ;
+  wire [7:0] \port$8289$0 ;
+  input [7:0] \port$8291$0 ;
+  wire [7:0] \port$8291$0 ;
+  input [7:0] \port$8293$0 ;
+  wire [7:0] \port$8293$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -51511,7 +51551,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8270$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
+      storage[w_port__addr] <= { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -51622,14 +51662,14 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8270$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
-  assign w_data = { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
+  assign w_port__data = { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
+  assign w_data = { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8423$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8440$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -51882,8 +51922,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8423$0 ;
-  wire [45:0] \port$8423$0 ;
+  input [45:0] \port$8440$0 ;
+  wire [45:0] \port$8440$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -52034,7 +52074,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8423$0 [13:12];
+  assign \$27  = ! \port$8440$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -52044,7 +52084,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8423$0 [13:12];
+  assign \$37  = ! \port$8440$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -52079,7 +52119,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8423$0 [13:12] == 1'h1;
+  assign \$67  = \port$8440$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -52089,7 +52129,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8423$0 [13:12] == 1'h1;
+  assign \$77  = \port$8440$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -52124,7 +52164,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8423$0 [13:12] == 2'h2;
+  assign \$107  = \port$8440$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -52134,7 +52174,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8423$0 [13:12] == 2'h2;
+  assign \$117  = \port$8440$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -52169,7 +52209,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8423$0 [13:12] == 2'h3;
+  assign \$147  = \port$8440$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -52179,7 +52219,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8423$0 [13:12] == 2'h3;
+  assign \$157  = \port$8440$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -52334,7 +52374,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8423$0 [11:0];
+      \bank0_addr$22  = \port$8440$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -52347,7 +52387,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$8423$0 [45:14];
+      bank0_wdata = \port$8440$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -52376,7 +52416,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$8423$0 [11:0];
+      \bank1_addr$45  = \port$8440$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -52389,7 +52429,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$8423$0 [45:14];
+      bank1_wdata = \port$8440$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -52418,7 +52458,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$8423$0 [11:0];
+      \bank2_addr$65  = \port$8440$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -52431,7 +52471,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$8423$0 [45:14];
+      bank2_wdata = \port$8440$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -52460,7 +52500,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$8423$0 [11:0];
+      \bank3_addr$85  = \port$8440$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -52473,7 +52513,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$8423$0 [45:14];
+      bank3_wdata = \port$8440$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -52687,8 +52727,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8423$0 [13:0];
-  assign wr__1__data = \port$8423$0 [45:14];
+  assign wr__1__addr = \port$8440$0 [13:0];
+  assign wr__1__data = \port$8440$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

@@ -3032,7 +3032,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13123$2 (\$299 ),
+    .\port$13140$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3143,20 +3143,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13149$0 (inflight),
-    .\port$13296$0 (q__0__cpl_irq),
-    .\port$13310$0 (q__0__error_irq),
-    .\port$13322$0 (q__1__cpl_irq),
-    .\port$13336$0 (q__1__error_irq),
-    .\port$13348$0 (q__2__cpl_irq),
-    .\port$13362$0 (q__2__error_irq),
-    .\port$13374$0 (q__3__cpl_irq),
-    .\port$13388$0 (q__3__error_irq),
-    .\port$13500$0 (\$305 ),
-    .\port$13508$0 (\$306 ),
-    .\port$13516$0 (\$307 ),
-    .\port$13524$0 (\$308 ),
-    .\port$15224$0 (events),
+    .\port$13166$0 (inflight),
+    .\port$13313$0 (q__0__cpl_irq),
+    .\port$13327$0 (q__0__error_irq),
+    .\port$13339$0 (q__1__cpl_irq),
+    .\port$13353$0 (q__1__error_irq),
+    .\port$13365$0 (q__2__cpl_irq),
+    .\port$13379$0 (q__2__error_irq),
+    .\port$13391$0 (q__3__cpl_irq),
+    .\port$13405$0 (q__3__error_irq),
+    .\port$13517$0 (\$305 ),
+    .\port$13525$0 (\$306 ),
+    .\port$13533$0 (\$307 ),
+    .\port$13541$0 (\$308 ),
+    .\port$15241$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3251,11 +3251,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13151$0 (\$300 ),
-    .\port$13153$0 (\$301 ),
-    .\port$13155$0 (\$302 ),
-    .\port$13157$0 (\$303 ),
-    .\port$13159$0 (\$304 ),
+    .\port$13168$0 (\$300 ),
+    .\port$13170$0 (\$301 ),
+    .\port$13172$0 (\$302 ),
+    .\port$13174$0 (\$303 ),
+    .\port$13176$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$38 (dma_store__ready),
@@ -3376,20 +3376,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11243$0 (q__0__fw_ready),
-    .\port$11276$0 (q__1__fw_ready),
-    .\port$11309$0 (q__2__fw_ready),
-    .\port$11342$0 (q__3__fw_ready),
-    .\port$13123$2 (\$299 ),
-    .\port$15224$0 (events),
+    .\port$11260$0 (q__0__fw_ready),
+    .\port$11293$0 (q__1__fw_ready),
+    .\port$11326$0 (q__2__fw_ready),
+    .\port$11359$0 (q__3__fw_ready),
+    .\port$13140$2 (\$299 ),
+    .\port$15241$0 (events),
     .\port$4221$0 (q__0__qreset_req),
     .\port$4231$0 (q__1__qreset_req),
     .\port$4241$0 (q__2__qreset_req),
     .\port$4251$0 (q__3__qreset_req),
-    .\port$5283$0 (q__0__head),
-    .\port$5313$0 (q__1__head),
-    .\port$5343$0 (q__2__head),
-    .\port$5373$0 (q__3__head),
+    .\port$5300$0 (q__0__head),
+    .\port$5330$0 (q__1__head),
+    .\port$5360$0 (q__2__head),
+    .\port$5390$0 (q__3__head),
     .q_head_index0_index(q__0__index),
     .q_head_index1_index(q__1__index),
     .q_head_index2_index(q__2__index),
@@ -3444,9 +3444,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$11381$0 (\$310 ),
-    .\port$11387$0 (\$311 ),
-    .\port$11388$32 (\$312 ),
+    .\port$11398$0 (\$310 ),
+    .\port$11404$0 (\$311 ),
+    .\port$11405$32 (\$312 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3662,7 +3662,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$12661$0 (sfu_cmd_op),
+    .\port$12678$0 (sfu_cmd_op),
     .\port$4212$32 (sfu__payload[255:32]),
     .r_data(\$309 ),
     .r_en(\$37 [0]),
@@ -3676,7 +3676,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$10475$0 (\$309 ),
+    .\port$10492$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -7280,7 +7280,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13123$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13140$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7424,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13123$2 ;
-  wire [29:0] \port$13123$2 ;
+  output [29:0] \port$13140$2 ;
+  wire [29:0] \port$13140$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7605,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13123$2 (\$99 ),
+    .\port$13140$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7723,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13123$2  = \$99 ;
+  assign \port$13140$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13123$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13140$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8152,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13123$2 ;
-  wire [29:0] \port$13123$2 ;
+  output [29:0] \port$13140$2 ;
+  wire [29:0] \port$13140$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11258,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13123$2  = ls_addr_r[31:2];
+  assign \port$13140$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11433,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13149$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13296$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13310$0 , q_status0_resetting, q_consumer1_index, \port$13322$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$13336$0 , q_status1_resetting, q_consumer2_index, \port$13348$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$13362$0 , q_status2_resetting, q_consumer3_index, \port$13374$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13388$0 , q_status3_resetting, \port$13500$0 , \port$13508$0 , \port$13516$0 
-, \port$13524$0 , \port$15224$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13166$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13313$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13327$0 , q_status0_resetting, q_consumer1_index, \port$13339$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$13353$0 , q_status1_resetting, q_consumer2_index, \port$13365$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$13379$0 , q_status2_resetting, q_consumer3_index, \port$13391$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13405$0 , q_status3_resetting, \port$13517$0 , \port$13525$0 , \port$13533$0 
+, \port$13541$0 , \port$15241$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13022,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13149$0 ;
-  wire [4:0] \port$13149$0 ;
-  input \port$13296$0 ;
-  wire \port$13296$0 ;
-  input \port$13310$0 ;
-  wire \port$13310$0 ;
-  input \port$13322$0 ;
-  wire \port$13322$0 ;
-  input \port$13336$0 ;
-  wire \port$13336$0 ;
-  input \port$13348$0 ;
-  wire \port$13348$0 ;
-  input \port$13362$0 ;
-  wire \port$13362$0 ;
-  input \port$13374$0 ;
-  wire \port$13374$0 ;
-  input \port$13388$0 ;
-  wire \port$13388$0 ;
-  input [2:0] \port$13500$0 ;
-  wire [2:0] \port$13500$0 ;
-  input [2:0] \port$13508$0 ;
-  wire [2:0] \port$13508$0 ;
-  input [2:0] \port$13516$0 ;
-  wire [2:0] \port$13516$0 ;
-  input [2:0] \port$13524$0 ;
-  wire [2:0] \port$13524$0 ;
-  input [511:0] \port$15224$0 ;
-  wire [511:0] \port$15224$0 ;
+  input [4:0] \port$13166$0 ;
+  wire [4:0] \port$13166$0 ;
+  input \port$13313$0 ;
+  wire \port$13313$0 ;
+  input \port$13327$0 ;
+  wire \port$13327$0 ;
+  input \port$13339$0 ;
+  wire \port$13339$0 ;
+  input \port$13353$0 ;
+  wire \port$13353$0 ;
+  input \port$13365$0 ;
+  wire \port$13365$0 ;
+  input \port$13379$0 ;
+  wire \port$13379$0 ;
+  input \port$13391$0 ;
+  wire \port$13391$0 ;
+  input \port$13405$0 ;
+  wire \port$13405$0 ;
+  input [2:0] \port$13517$0 ;
+  wire [2:0] \port$13517$0 ;
+  input [2:0] \port$13525$0 ;
+  wire [2:0] \port$13525$0 ;
+  input [2:0] \port$13533$0 ;
+  wire [2:0] \port$13533$0 ;
+  input [2:0] \port$13541$0 ;
+  wire [2:0] \port$13541$0 ;
+  input [511:0] \port$15241$0 ;
+  wire [511:0] \port$15241$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13704,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$13374$0 , \port$13348$0 , \port$13322$0 , \port$13296$0  };
+  assign \$187  = \$186  | { \port$13391$0 , \port$13365$0 , \port$13339$0 , \port$13313$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$13388$0 , \port$13362$0 , \port$13336$0 , \port$13310$0  };
+  assign \$190  = \$189  | { \port$13405$0 , \port$13379$0 , \port$13353$0 , \port$13327$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15842,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$13374$0 , \port$13348$0 , \port$13322$0 , \port$13296$0  };
-  assign irq_status_queue_error_set = { \port$13388$0 , \port$13362$0 , \port$13336$0 , \port$13310$0  };
+  assign irq_status_queue_cpl_set = { \port$13391$0 , \port$13365$0 , \port$13339$0 , \port$13313$0  };
+  assign irq_status_queue_error_set = { \port$13405$0 , \port$13379$0 , \port$13353$0 , \port$13327$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15858,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13149$0 [0];
-  assign status_dma_store_busy = \port$13149$0 [1];
-  assign status_gemm_busy = \port$13149$0 [2];
-  assign status_vec_busy = \port$13149$0 [3];
-  assign status_sfu_busy = \port$13149$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$13500$0  };
-  assign q_status1_prefetched = { 5'h00, \port$13508$0  };
-  assign q_status2_prefetched = { 5'h00, \port$13516$0  };
-  assign q_status3_prefetched = { 5'h00, \port$13524$0  };
-  assign event0_value = \port$15224$0 [31:0];
-  assign event1_value = \port$15224$0 [63:32];
-  assign event2_value = \port$15224$0 [95:64];
-  assign event3_value = \port$15224$0 [127:96];
-  assign event4_value = \port$15224$0 [159:128];
-  assign event5_value = \port$15224$0 [191:160];
-  assign event6_value = \port$15224$0 [223:192];
-  assign event7_value = \port$15224$0 [255:224];
-  assign event8_value = \port$15224$0 [287:256];
-  assign event9_value = \port$15224$0 [319:288];
-  assign event10_value = \port$15224$0 [351:320];
-  assign event11_value = \port$15224$0 [383:352];
-  assign event12_value = \port$15224$0 [415:384];
-  assign event13_value = \port$15224$0 [447:416];
-  assign event14_value = \port$15224$0 [479:448];
-  assign event15_value = \port$15224$0 [511:480];
+  assign status_dma_load_busy = \port$13166$0 [0];
+  assign status_dma_store_busy = \port$13166$0 [1];
+  assign status_gemm_busy = \port$13166$0 [2];
+  assign status_vec_busy = \port$13166$0 [3];
+  assign status_sfu_busy = \port$13166$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$13517$0  };
+  assign q_status1_prefetched = { 5'h00, \port$13525$0  };
+  assign q_status2_prefetched = { 5'h00, \port$13533$0  };
+  assign q_status3_prefetched = { 5'h00, \port$13541$0  };
+  assign event0_value = \port$15241$0 [31:0];
+  assign event1_value = \port$15241$0 [63:32];
+  assign event2_value = \port$15241$0 [95:64];
+  assign event3_value = \port$15241$0 [127:96];
+  assign event4_value = \port$15241$0 [159:128];
+  assign event5_value = \port$15241$0 [191:160];
+  assign event6_value = \port$15241$0 [223:192];
+  assign event7_value = \port$15241$0 [255:224];
+  assign event8_value = \port$15241$0 [287:256];
+  assign event9_value = \port$15241$0 [319:288];
+  assign event10_value = \port$15241$0 [351:320];
+  assign event11_value = \port$15241$0 [383:352];
+  assign event12_value = \port$15241$0 [415:384];
+  assign event13_value = \port$15241$0 [447:416];
+  assign event14_value = \port$15241$0 [479:448];
+  assign event15_value = \port$15241$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +15927,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13149$0 [0] };
+  assign \$440  = { 1'h0, \port$13166$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13149$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13149$0 [2], 2'h0 };
-  assign \$446  = { \port$13149$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13149$0 [4], 4'h0 };
+  assign \$442  = { \port$13166$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13166$0 [2], 2'h0 };
+  assign \$446  = { \port$13166$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13166$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16098,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$13500$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$13517$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$13508$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$13525$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$13516$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$13533$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$13524$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$13541$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16157,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$15224$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$15241$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$15224$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$15241$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$15224$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$15241$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$15224$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$15241$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$15224$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$15241$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$15224$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$15241$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$15224$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$15241$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$15224$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$15241$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$15224$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$15241$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$15224$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$15241$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$15224$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$15241$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$15224$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$15241$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$15224$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$15241$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$15224$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$15241$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$15224$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$15241$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$15224$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$15241$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16231,8 +16231,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$13151$0 , retire__0__tag, \port$13153$0 , retire__1__tag, \port$13155$0 , retire__2__tag
-, \port$13157$0 , retire__3__tag, \port$13159$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$13168$0 , retire__0__tag, \port$13170$0 , retire__1__tag, \port$13172$0 , retire__2__tag
+, \port$13174$0 , retire__3__tag, \port$13176$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17259,16 +17259,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13151$0 ;
-  wire [8:0] \port$13151$0 ;
-  output [8:0] \port$13153$0 ;
-  wire [8:0] \port$13153$0 ;
-  output [8:0] \port$13155$0 ;
-  wire [8:0] \port$13155$0 ;
-  output [8:0] \port$13157$0 ;
-  wire [8:0] \port$13157$0 ;
-  output [8:0] \port$13159$0 ;
-  wire [8:0] \port$13159$0 ;
+  output [8:0] \port$13168$0 ;
+  wire [8:0] \port$13168$0 ;
+  output [8:0] \port$13170$0 ;
+  wire [8:0] \port$13170$0 ;
+  output [8:0] \port$13172$0 ;
+  wire [8:0] \port$13172$0 ;
+  output [8:0] \port$13174$0 ;
+  wire [8:0] \port$13174$0 ;
+  output [8:0] \port$13176$0 ;
+  wire [8:0] \port$13176$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18201,9 +18201,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$3  = ~ flags_bad;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$12662$0 (desc),
-    .\port$12664$0 (queue),
-    .\port$12665$0 (windowed),
+    .\port$12679$0 (desc),
+    .\port$12681$0 (queue),
+    .\port$12682$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18213,9 +18213,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$12662$0 (desc),
-    .\port$12664$0 (queue),
-    .\port$12665$0 (windowed),
+    .\port$12679$0 (desc),
+    .\port$12681$0 (queue),
+    .\port$12682$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$38 ),
     .r_rdy(dma_store__valid),
@@ -18225,9 +18225,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$12662$0 (desc),
-    .\port$12664$0 (queue),
-    .\port$12665$0 (windowed),
+    .\port$12679$0 (desc),
+    .\port$12681$0 (queue),
+    .\port$12682$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$55 ),
     .r_rdy(gemm__valid),
@@ -18237,9 +18237,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$12662$0 (desc),
-    .\port$12664$0 (queue),
-    .\port$12665$0 (windowed),
+    .\port$12679$0 (desc),
+    .\port$12681$0 (queue),
+    .\port$12682$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$89 ),
     .r_rdy(sfu__valid),
@@ -18249,9 +18249,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$12662$0 (desc),
-    .\port$12664$0 (queue),
-    .\port$12665$0 (windowed),
+    .\port$12679$0 (desc),
+    .\port$12681$0 (queue),
+    .\port$12682$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$72 ),
     .r_rdy(vec__valid),
@@ -18467,15 +18467,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign sfu__ready = \r_en$89 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$13151$0  = dma_load_held[8:0];
+  assign \port$13168$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13153$0  = dma_store_held[8:0];
+  assign \port$13170$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13155$0  = gemm_held[8:0];
+  assign \port$13172$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13157$0  = vec_held[8:0];
+  assign \port$13174$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13159$0  = sfu_held[8:0];
+  assign \port$13176$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19636,7 +19636,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12662$0 , \port$12664$0 , \port$12665$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19678,12 +19678,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12662$0 ;
-  wire [255:0] \port$12662$0 ;
-  input [1:0] \port$12664$0 ;
-  wire [1:0] \port$12664$0 ;
-  input \port$12665$0 ;
-  wire \port$12665$0 ;
+  input [255:0] \port$12679$0 ;
+  wire [255:0] \port$12679$0 ;
+  input [1:0] \port$12681$0 ;
+  wire [1:0] \port$12681$0 ;
+  input \port$12682$0 ;
+  wire \port$12682$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19715,7 +19715,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19814,14 +19814,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
-  assign w_data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12662$0 , \port$12664$0 , \port$12665$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19863,12 +19863,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12662$0 ;
-  wire [255:0] \port$12662$0 ;
-  input [1:0] \port$12664$0 ;
-  wire [1:0] \port$12664$0 ;
-  input \port$12665$0 ;
-  wire \port$12665$0 ;
+  input [255:0] \port$12679$0 ;
+  wire [255:0] \port$12679$0 ;
+  input [1:0] \port$12681$0 ;
+  wire [1:0] \port$12681$0 ;
+  input \port$12682$0 ;
+  wire \port$12682$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19900,7 +19900,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19999,14 +19999,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
-  assign w_data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12662$0 , \port$12664$0 , \port$12665$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20048,12 +20048,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12662$0 ;
-  wire [255:0] \port$12662$0 ;
-  input [1:0] \port$12664$0 ;
-  wire [1:0] \port$12664$0 ;
-  input \port$12665$0 ;
-  wire \port$12665$0 ;
+  input [255:0] \port$12679$0 ;
+  wire [255:0] \port$12679$0 ;
+  input [1:0] \port$12681$0 ;
+  wire [1:0] \port$12681$0 ;
+  input \port$12682$0 ;
+  wire \port$12682$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20085,7 +20085,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20184,14 +20184,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
-  assign w_data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12662$0 , \port$12664$0 , \port$12665$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20233,12 +20233,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12662$0 ;
-  wire [255:0] \port$12662$0 ;
-  input [1:0] \port$12664$0 ;
-  wire [1:0] \port$12664$0 ;
-  input \port$12665$0 ;
-  wire \port$12665$0 ;
+  input [255:0] \port$12679$0 ;
+  wire [255:0] \port$12679$0 ;
+  input [1:0] \port$12681$0 ;
+  wire [1:0] \port$12681$0 ;
+  input \port$12682$0 ;
+  wire \port$12682$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20270,7 +20270,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20369,14 +20369,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
-  assign w_data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12662$0 , \port$12664$0 , \port$12665$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20418,12 +20418,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12662$0 ;
-  wire [255:0] \port$12662$0 ;
-  input [1:0] \port$12664$0 ;
-  wire [1:0] \port$12664$0 ;
-  input \port$12665$0 ;
-  wire \port$12665$0 ;
+  input [255:0] \port$12679$0 ;
+  wire [255:0] \port$12679$0 ;
+  input [1:0] \port$12681$0 ;
+  wire [1:0] \port$12681$0 ;
+  input \port$12682$0 ;
+  wire \port$12682$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20455,7 +20455,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20554,8 +20554,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
-  assign w_data = { \port$12665$0 , \port$12664$0 , \port$12662$0  };
+  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -25700,8 +25700,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5686$0 (aw_hs_id),
-    .\port$5700$0 (down__awlen),
+    .\port$5703$0 (aw_hs_id),
+    .\port$5717$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26046,7 +26046,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$5700$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$5717$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26074,10 +26074,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5686$0 ;
-  wire [2:0] \port$5686$0 ;
-  input [7:0] \port$5700$0 ;
-  wire [7:0] \port$5700$0 ;
+  input [2:0] \port$5703$0 ;
+  wire [2:0] \port$5703$0 ;
+  input [7:0] \port$5717$0 ;
+  wire [7:0] \port$5717$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26112,7 +26112,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5686$0 , \port$5700$0  };
+      storage[w_port__addr] <= { \port$5703$0 , \port$5717$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26178,16 +26178,16 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5686$0 , \port$5700$0  };
-  assign w_data = { \port$5686$0 , \port$5700$0  };
+  assign w_port__data = { \port$5703$0 , \port$5717$0  };
+  assign w_data = { \port$5703$0 , \port$5717$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5283$0 , \port$5313$0 , \port$5343$0 , \port$5373$0 , \port$11243$0 , \port$11276$0 , \port$11309$0 , \port$11342$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13123$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$15224$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5300$0 , \port$5330$0 , \port$5360$0 , \port$5390$0 , \port$11260$0 , \port$11293$0 , \port$11326$0 , \port$11359$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13140$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$15241$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26882,18 +26882,18 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$11243$0 ;
-  wire \port$11243$0 ;
-  input \port$11276$0 ;
-  wire \port$11276$0 ;
-  input \port$11309$0 ;
-  wire \port$11309$0 ;
-  input \port$11342$0 ;
-  wire \port$11342$0 ;
-  input [29:0] \port$13123$2 ;
-  wire [29:0] \port$13123$2 ;
-  input [511:0] \port$15224$0 ;
-  wire [511:0] \port$15224$0 ;
+  input \port$11260$0 ;
+  wire \port$11260$0 ;
+  input \port$11293$0 ;
+  wire \port$11293$0 ;
+  input \port$11326$0 ;
+  wire \port$11326$0 ;
+  input \port$11359$0 ;
+  wire \port$11359$0 ;
+  input [29:0] \port$13140$2 ;
+  wire [29:0] \port$13140$2 ;
+  input [511:0] \port$15241$0 ;
+  wire [511:0] \port$15241$0 ;
   input \port$4221$0 ;
   wire \port$4221$0 ;
   input \port$4231$0 ;
@@ -26902,14 +26902,14 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \port$4241$0 ;
   input \port$4251$0 ;
   wire \port$4251$0 ;
-  input [255:0] \port$5283$0 ;
-  wire [255:0] \port$5283$0 ;
-  input [255:0] \port$5313$0 ;
-  wire [255:0] \port$5313$0 ;
-  input [255:0] \port$5343$0 ;
-  wire [255:0] \port$5343$0 ;
-  input [255:0] \port$5373$0 ;
-  wire [255:0] \port$5373$0 ;
+  input [255:0] \port$5300$0 ;
+  wire [255:0] \port$5300$0 ;
+  input [255:0] \port$5330$0 ;
+  wire [255:0] \port$5330$0 ;
+  input [255:0] \port$5360$0 ;
+  wire [255:0] \port$5360$0 ;
+  input [255:0] \port$5390$0 ;
+  wire [255:0] \port$5390$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27047,219 +27047,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13123$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13140$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13123$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13140$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13123$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13140$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13123$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13140$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13123$2 [9:0] == 6'h20;
+  assign \$319  = \port$13140$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13123$2 [9:0] == 6'h21;
+  assign \$325  = \port$13140$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13123$2 [9:0] == 6'h22;
+  assign \$331  = \port$13140$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13123$2 [9:0] == 6'h23;
+  assign \$337  = \port$13140$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13123$2 [9:0] == 6'h24;
+  assign \$343  = \port$13140$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13123$2 [9:0] == 6'h25;
+  assign \$349  = \port$13140$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13123$2 [9:0] == 6'h26;
+  assign \$355  = \port$13140$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13123$2 [9:0] == 6'h27;
+  assign \$361  = \port$13140$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13123$2 [9:0] == 6'h28;
+  assign \$367  = \port$13140$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13123$2 [9:0] == 6'h29;
+  assign \$373  = \port$13140$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13123$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13140$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13123$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13140$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13123$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13140$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13123$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13140$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13123$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13140$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13123$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13140$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13123$2 [9:0] == 6'h30;
+  assign \$415  = \port$13140$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13123$2 [9:0] == 6'h31;
+  assign \$421  = \port$13140$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13123$2 [9:0] == 6'h32;
+  assign \$427  = \port$13140$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13123$2 [9:0] == 6'h33;
+  assign \$433  = \port$13140$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13123$2 [9:0] == 6'h34;
+  assign \$439  = \port$13140$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13123$2 [9:0] == 6'h35;
+  assign \$445  = \port$13140$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13123$2 [9:0] == 6'h36;
+  assign \$451  = \port$13140$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13123$2 [9:0] == 6'h37;
+  assign \$457  = \port$13140$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13123$2 [9:0] == 6'h38;
+  assign \$463  = \port$13140$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13123$2 [9:0] == 6'h39;
+  assign \$469  = \port$13140$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13123$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13140$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13123$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13140$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13123$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13140$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13123$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13140$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13123$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13140$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13123$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13140$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13123$2 [9:0] == 7'h40;
+  assign \$511  = \port$13140$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13123$2 [9:0] == 7'h41;
+  assign \$517  = \port$13140$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13123$2 [9:0] == 7'h42;
+  assign \$523  = \port$13140$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13123$2 [9:0] == 7'h43;
+  assign \$529  = \port$13140$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13123$2 [9:0] == 7'h44;
+  assign \$535  = \port$13140$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13123$2 [9:0] == 7'h45;
+  assign \$541  = \port$13140$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13123$2 [9:0] == 7'h46;
+  assign \$547  = \port$13140$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13123$2 [9:0] == 7'h47;
+  assign \$553  = \port$13140$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13123$2 [9:0] == 7'h48;
+  assign \$559  = \port$13140$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13123$2 [9:0] == 7'h49;
+  assign \$565  = \port$13140$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13123$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13140$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13123$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13140$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13123$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13140$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13123$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13140$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13123$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13140$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13123$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13140$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13123$2 [9:0] == 7'h50;
+  assign \$607  = \port$13140$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13123$2 [9:0] == 7'h51;
+  assign \$613  = \port$13140$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27303,215 +27303,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13123$2 [9:0];
+  assign \$3  = ! \port$13140$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13123$2 [9:0] == 1'h1;
+  assign \$5  = \port$13140$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13123$2 [9:0] == 2'h2;
+  assign \$7  = \port$13140$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13123$2 [9:0] == 2'h3;
+  assign \$9  = \port$13140$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13123$2 [9:0] == 3'h4;
+  assign \$11  = \port$13140$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13123$2 [9:0] == 3'h5;
+  assign \$13  = \port$13140$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13123$2 [9:0] == 3'h6;
+  assign \$15  = \port$13140$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13123$2 [9:0] == 4'h8;
+  assign \$17  = \port$13140$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13123$2 [9:0] == 4'h9;
+  assign \$19  = \port$13140$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13123$2 [9:0] == 4'ha;
+  assign \$21  = \port$13140$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13123$2 [9:0] == 4'hb;
+  assign \$23  = \port$13140$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13123$2 [9:0] == 5'h14;
+  assign \$25  = \port$13140$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13123$2 [9:0] == 5'h15;
+  assign \$27  = \port$13140$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13123$2 [9:0] == 5'h16;
+  assign \$29  = \port$13140$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13123$2 [9:0] == 5'h18;
+  assign \$31  = \port$13140$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13123$2 [9:0] == 5'h19;
+  assign \$33  = \port$13140$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13123$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13140$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13123$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13140$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13123$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13140$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13123$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13140$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13123$2 [9:0] == 6'h20;
+  assign \$43  = \port$13140$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13123$2 [9:0] == 6'h21;
+  assign \$45  = \port$13140$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13123$2 [9:0] == 6'h22;
+  assign \$47  = \port$13140$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13123$2 [9:0] == 6'h23;
+  assign \$49  = \port$13140$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13123$2 [9:0] == 6'h24;
+  assign \$51  = \port$13140$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13123$2 [9:0] == 6'h25;
+  assign \$53  = \port$13140$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13123$2 [9:0] == 6'h26;
+  assign \$55  = \port$13140$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13123$2 [9:0] == 6'h27;
+  assign \$57  = \port$13140$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13123$2 [9:0] == 6'h28;
+  assign \$59  = \port$13140$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13123$2 [9:0] == 6'h29;
+  assign \$61  = \port$13140$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13123$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13140$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13123$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13140$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13123$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13140$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13123$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13140$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13123$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13140$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13123$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13140$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13123$2 [9:0] == 6'h30;
+  assign \$75  = \port$13140$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13123$2 [9:0] == 6'h31;
+  assign \$77  = \port$13140$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13123$2 [9:0] == 6'h32;
+  assign \$79  = \port$13140$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13123$2 [9:0] == 6'h33;
+  assign \$81  = \port$13140$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13123$2 [9:0] == 6'h34;
+  assign \$83  = \port$13140$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13123$2 [9:0] == 6'h35;
+  assign \$85  = \port$13140$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13123$2 [9:0] == 6'h36;
+  assign \$87  = \port$13140$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13123$2 [9:0] == 6'h37;
+  assign \$89  = \port$13140$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13123$2 [9:0] == 6'h38;
+  assign \$91  = \port$13140$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13123$2 [9:0] == 6'h39;
+  assign \$93  = \port$13140$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13123$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13140$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13123$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13140$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13123$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13140$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13123$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13140$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13123$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13140$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13123$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13140$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13123$2 [9:0] == 7'h40;
+  assign \$107  = \port$13140$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13123$2 [9:0] == 7'h41;
+  assign \$109  = \port$13140$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13123$2 [9:0] == 7'h42;
+  assign \$111  = \port$13140$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13123$2 [9:0] == 7'h43;
+  assign \$113  = \port$13140$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13123$2 [9:0] == 7'h44;
+  assign \$115  = \port$13140$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13123$2 [9:0] == 7'h45;
+  assign \$117  = \port$13140$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13123$2 [9:0] == 7'h46;
+  assign \$119  = \port$13140$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13123$2 [9:0] == 7'h47;
+  assign \$121  = \port$13140$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13123$2 [9:0] == 7'h48;
+  assign \$123  = \port$13140$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13123$2 [9:0] == 7'h49;
+  assign \$125  = \port$13140$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13123$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13140$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13123$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13140$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13123$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13140$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13123$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13140$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13123$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13140$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13123$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13140$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13123$2 [9:0] == 7'h50;
+  assign \$139  = \port$13140$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13123$2 [9:0] == 7'h51;
+  assign \$141  = \port$13140$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27560,72 +27560,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13123$2 [9:0];
+  assign \$189  = ! \port$13140$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13123$2 [9:0] == 1'h1;
+  assign \$195  = \port$13140$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13123$2 [9:0] == 2'h2;
+  assign \$201  = \port$13140$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13123$2 [9:0] == 2'h3;
+  assign \$207  = \port$13140$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13123$2 [9:0] == 3'h4;
+  assign \$213  = \port$13140$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13123$2 [9:0] == 3'h5;
+  assign \$219  = \port$13140$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13123$2 [9:0] == 3'h6;
+  assign \$225  = \port$13140$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13123$2 [9:0] == 4'h8;
+  assign \$231  = \port$13140$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13123$2 [9:0] == 4'h9;
+  assign \$243  = \port$13140$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13123$2 [9:0] == 4'ha;
+  assign \$251  = \port$13140$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13123$2 [9:0] == 4'hb;
+  assign \$259  = \port$13140$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13123$2 [9:0] == 5'h14;
+  assign \$265  = \port$13140$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13123$2 [9:0] == 5'h15;
+  assign \$271  = \port$13140$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13123$2 [9:0] == 5'h16;
+  assign \$277  = \port$13140$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13123$2 [9:0] == 5'h18;
+  assign \$283  = \port$13140$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13123$2 [9:0] == 5'h19;
+  assign \$289  = \port$13140$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28497,57 +28497,57 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13123$2 , 2'h0 };
-  assign work_qready = { \port$11342$0 , \port$11309$0 , \port$11276$0 , \port$11243$0  };
+  assign bus__addr = { \port$13140$2 , 2'h0 };
+  assign work_qready = { \port$11359$0 , \port$11326$0 , \port$11293$0 , \port$11260$0  };
   assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
-  assign q_head0_word = \port$5283$0 [31:0];
-  assign q_head1_word = \port$5283$0 [63:32];
-  assign q_head2_word = \port$5283$0 [95:64];
-  assign q_head3_word = \port$5283$0 [127:96];
-  assign q_head4_word = \port$5283$0 [159:128];
-  assign q_head5_word = \port$5283$0 [191:160];
-  assign q_head6_word = \port$5283$0 [223:192];
-  assign q_head7_word = \port$5283$0 [255:224];
-  assign q_head8_word = \port$5313$0 [31:0];
-  assign q_head9_word = \port$5313$0 [63:32];
-  assign q_head10_word = \port$5313$0 [95:64];
-  assign q_head11_word = \port$5313$0 [127:96];
-  assign q_head12_word = \port$5313$0 [159:128];
-  assign q_head13_word = \port$5313$0 [191:160];
-  assign q_head14_word = \port$5313$0 [223:192];
-  assign q_head15_word = \port$5313$0 [255:224];
-  assign q_head16_word = \port$5343$0 [31:0];
-  assign q_head17_word = \port$5343$0 [63:32];
-  assign q_head18_word = \port$5343$0 [95:64];
-  assign q_head19_word = \port$5343$0 [127:96];
-  assign q_head20_word = \port$5343$0 [159:128];
-  assign q_head21_word = \port$5343$0 [191:160];
-  assign q_head22_word = \port$5343$0 [223:192];
-  assign q_head23_word = \port$5343$0 [255:224];
-  assign q_head24_word = \port$5373$0 [31:0];
-  assign q_head25_word = \port$5373$0 [63:32];
-  assign q_head26_word = \port$5373$0 [95:64];
-  assign q_head27_word = \port$5373$0 [127:96];
-  assign q_head28_word = \port$5373$0 [159:128];
-  assign q_head29_word = \port$5373$0 [191:160];
-  assign q_head30_word = \port$5373$0 [223:192];
-  assign q_head31_word = \port$5373$0 [255:224];
-  assign event0_value = \port$15224$0 [31:0];
-  assign event1_value = \port$15224$0 [63:32];
-  assign event2_value = \port$15224$0 [95:64];
-  assign event3_value = \port$15224$0 [127:96];
-  assign event4_value = \port$15224$0 [159:128];
-  assign event5_value = \port$15224$0 [191:160];
-  assign event6_value = \port$15224$0 [223:192];
-  assign event7_value = \port$15224$0 [255:224];
-  assign event8_value = \port$15224$0 [287:256];
-  assign event9_value = \port$15224$0 [319:288];
-  assign event10_value = \port$15224$0 [351:320];
-  assign event11_value = \port$15224$0 [383:352];
-  assign event12_value = \port$15224$0 [415:384];
-  assign event13_value = \port$15224$0 [447:416];
-  assign event14_value = \port$15224$0 [479:448];
-  assign event15_value = \port$15224$0 [511:480];
+  assign q_head0_word = \port$5300$0 [31:0];
+  assign q_head1_word = \port$5300$0 [63:32];
+  assign q_head2_word = \port$5300$0 [95:64];
+  assign q_head3_word = \port$5300$0 [127:96];
+  assign q_head4_word = \port$5300$0 [159:128];
+  assign q_head5_word = \port$5300$0 [191:160];
+  assign q_head6_word = \port$5300$0 [223:192];
+  assign q_head7_word = \port$5300$0 [255:224];
+  assign q_head8_word = \port$5330$0 [31:0];
+  assign q_head9_word = \port$5330$0 [63:32];
+  assign q_head10_word = \port$5330$0 [95:64];
+  assign q_head11_word = \port$5330$0 [127:96];
+  assign q_head12_word = \port$5330$0 [159:128];
+  assign q_head13_word = \port$5330$0 [191:160];
+  assign q_head14_word = \port$5330$0 [223:192];
+  assign q_head15_word = \port$5330$0 [255:224];
+  assign q_head16_word = \port$5360$0 [31:0];
+  assign q_head17_word = \port$5360$0 [63:32];
+  assign q_head18_word = \port$5360$0 [95:64];
+  assign q_head19_word = \port$5360$0 [127:96];
+  assign q_head20_word = \port$5360$0 [159:128];
+  assign q_head21_word = \port$5360$0 [191:160];
+  assign q_head22_word = \port$5360$0 [223:192];
+  assign q_head23_word = \port$5360$0 [255:224];
+  assign q_head24_word = \port$5390$0 [31:0];
+  assign q_head25_word = \port$5390$0 [63:32];
+  assign q_head26_word = \port$5390$0 [95:64];
+  assign q_head27_word = \port$5390$0 [127:96];
+  assign q_head28_word = \port$5390$0 [159:128];
+  assign q_head29_word = \port$5390$0 [191:160];
+  assign q_head30_word = \port$5390$0 [223:192];
+  assign q_head31_word = \port$5390$0 [255:224];
+  assign event0_value = \port$15241$0 [31:0];
+  assign event1_value = \port$15241$0 [63:32];
+  assign event2_value = \port$15241$0 [95:64];
+  assign event3_value = \port$15241$0 [127:96];
+  assign event4_value = \port$15241$0 [159:128];
+  assign event5_value = \port$15241$0 [191:160];
+  assign event6_value = \port$15241$0 [223:192];
+  assign event7_value = \port$15241$0 [255:224];
+  assign event8_value = \port$15241$0 [287:256];
+  assign event9_value = \port$15241$0 [319:288];
+  assign event10_value = \port$15241$0 [351:320];
+  assign event11_value = \port$15241$0 [383:352];
+  assign event12_value = \port$15241$0 [415:384];
+  assign event13_value = \port$15241$0 [447:416];
+  assign event14_value = \port$15241$0 [479:448];
+  assign event15_value = \port$15241$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28562,7 +28562,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$11342$0 , \port$11309$0 , \port$11276$0 , \port$11243$0  };
+  assign \$233  = { 1'h0, \port$11359$0 , \port$11326$0 , \port$11293$0 , \port$11260$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
@@ -28593,101 +28593,101 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5283$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5300$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5283$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5300$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5283$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5300$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5283$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5300$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5283$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5300$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5283$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5300$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5283$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5300$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5283$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5300$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5313$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5330$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5313$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5330$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5313$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5330$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5313$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5330$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5313$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5330$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5313$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5330$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5313$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5330$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5313$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5330$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5343$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5360$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5343$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5360$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5343$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5360$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5343$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5360$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5343$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5360$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5343$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5360$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5343$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5360$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5343$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5360$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5373$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5390$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5373$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5390$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5373$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5390$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5373$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5390$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5373$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5390$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5373$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5390$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5373$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5390$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5373$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5390$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$15224$0 [31:0] };
+  assign \$513  = { 1'h0, \port$15241$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$15224$0 [63:32] };
+  assign \$519  = { 1'h0, \port$15241$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$15224$0 [95:64] };
+  assign \$525  = { 1'h0, \port$15241$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$15224$0 [127:96] };
+  assign \$531  = { 1'h0, \port$15241$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$15224$0 [159:128] };
+  assign \$537  = { 1'h0, \port$15241$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$15224$0 [191:160] };
+  assign \$543  = { 1'h0, \port$15241$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$15224$0 [223:192] };
+  assign \$549  = { 1'h0, \port$15241$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$15224$0 [255:224] };
+  assign \$555  = { 1'h0, \port$15241$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$15224$0 [287:256] };
+  assign \$561  = { 1'h0, \port$15241$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$15224$0 [319:288] };
+  assign \$567  = { 1'h0, \port$15241$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$15224$0 [351:320] };
+  assign \$573  = { 1'h0, \port$15241$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$15224$0 [383:352] };
+  assign \$579  = { 1'h0, \port$15241$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$15224$0 [415:384] };
+  assign \$585  = { 1'h0, \port$15241$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$15224$0 [447:416] };
+  assign \$591  = { 1'h0, \port$15241$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$15224$0 [479:448] };
+  assign \$597  = { 1'h0, \port$15241$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$15224$0 [511:480] };
+  assign \$603  = { 1'h0, \port$15241$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29455,7 +29455,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$13881$2 (spad_meta_q3[5:2]),
+    .\port$13898$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30589,7 +30589,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -32736,8 +32736,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$13881$2 ;
-  wire [3:0] \port$13881$2 ;
+  input [3:0] \port$13898$2 ;
+  wire [3:0] \port$13898$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32837,22 +32837,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$13881$2 [2:0];
+  assign \$3  = ! \port$13898$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$13881$2 [2:0];
+  assign \$6  = ! \port$13898$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$13881$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$13898$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$13881$2 [2:0];
+  assign \$17  = ! \port$13898$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$13881$2 [2:0] == 1'h1;
+  assign \$20  = \port$13898$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32861,10 +32861,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$13881$2 [2:0];
+  assign \$29  = ! \port$13898$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$13881$2 [2:0] == 2'h2;
+  assign \$32  = \port$13898$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32873,10 +32873,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$13881$2 [2:0];
+  assign \$41  = ! \port$13898$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$13881$2 [2:0] == 2'h3;
+  assign \$44  = \port$13898$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32885,10 +32885,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$13881$2 [2:0];
+  assign \$53  = ! \port$13898$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$13881$2 [2:0] == 3'h4;
+  assign \$56  = \port$13898$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -32897,10 +32897,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$13881$2 [2:0];
+  assign \$65  = ! \port$13898$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$13881$2 [2:0] == 3'h5;
+  assign \$68  = \port$13898$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -32909,10 +32909,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$13881$2 [2:0];
+  assign \$77  = ! \port$13898$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$13881$2 [2:0] == 3'h6;
+  assign \$80  = \port$13898$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -32921,10 +32921,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$13881$2 [2:0];
+  assign \$89  = ! \port$13898$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$13881$2 [2:0] == 3'h7;
+  assign \$92  = \port$13898$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -32934,10 +32934,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$13881$2 [2:0] == 1'h1;
+  assign \$102  = \port$13898$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$13881$2 [2:0];
+  assign \$105  = ! \port$13898$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -32947,10 +32947,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$13881$2 [2:0] == 1'h1;
+  assign \$115  = \port$13898$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$13881$2 [2:0] == 1'h1;
+  assign \$118  = \port$13898$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -32958,10 +32958,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$13881$2 [2:0] == 1'h1;
+  assign \$128  = \port$13898$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$13881$2 [2:0] == 2'h2;
+  assign \$131  = \port$13898$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -32971,10 +32971,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$13881$2 [2:0] == 1'h1;
+  assign \$141  = \port$13898$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$13881$2 [2:0] == 2'h3;
+  assign \$144  = \port$13898$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -32984,10 +32984,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$13881$2 [2:0] == 1'h1;
+  assign \$154  = \port$13898$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$13881$2 [2:0] == 3'h4;
+  assign \$157  = \port$13898$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -32997,10 +32997,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$13881$2 [2:0] == 1'h1;
+  assign \$167  = \port$13898$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$13881$2 [2:0] == 3'h5;
+  assign \$170  = \port$13898$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -33010,10 +33010,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$13881$2 [2:0] == 1'h1;
+  assign \$180  = \port$13898$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$13881$2 [2:0] == 3'h6;
+  assign \$183  = \port$13898$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -33023,10 +33023,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$13881$2 [2:0] == 1'h1;
+  assign \$193  = \port$13898$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$13881$2 [2:0] == 3'h7;
+  assign \$196  = \port$13898$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -33037,10 +33037,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$13881$2 [2:0] == 2'h2;
+  assign \$207  = \port$13898$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$13881$2 [2:0];
+  assign \$210  = ! \port$13898$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -33050,10 +33050,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$13881$2 [2:0] == 2'h2;
+  assign \$220  = \port$13898$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$13881$2 [2:0] == 1'h1;
+  assign \$223  = \port$13898$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -33063,10 +33063,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$13881$2 [2:0] == 2'h2;
+  assign \$233  = \port$13898$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$13881$2 [2:0] == 2'h2;
+  assign \$236  = \port$13898$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -33074,10 +33074,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$13881$2 [2:0] == 2'h2;
+  assign \$246  = \port$13898$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$13881$2 [2:0] == 2'h3;
+  assign \$249  = \port$13898$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -33087,10 +33087,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$13881$2 [2:0] == 2'h2;
+  assign \$259  = \port$13898$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$13881$2 [2:0] == 3'h4;
+  assign \$262  = \port$13898$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -33100,10 +33100,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$13881$2 [2:0] == 2'h2;
+  assign \$272  = \port$13898$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$13881$2 [2:0] == 3'h5;
+  assign \$275  = \port$13898$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -33113,10 +33113,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$13881$2 [2:0] == 2'h2;
+  assign \$285  = \port$13898$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$13881$2 [2:0] == 3'h6;
+  assign \$288  = \port$13898$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -33126,10 +33126,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$13881$2 [2:0] == 2'h2;
+  assign \$298  = \port$13898$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$13881$2 [2:0] == 3'h7;
+  assign \$301  = \port$13898$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -33140,10 +33140,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$13881$2 [2:0] == 2'h3;
+  assign \$312  = \port$13898$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$13881$2 [2:0];
+  assign \$315  = ! \port$13898$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -33153,10 +33153,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$13881$2 [2:0] == 2'h3;
+  assign \$325  = \port$13898$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$13881$2 [2:0] == 1'h1;
+  assign \$328  = \port$13898$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -33166,10 +33166,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$13881$2 [2:0] == 2'h3;
+  assign \$338  = \port$13898$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$13881$2 [2:0] == 2'h2;
+  assign \$341  = \port$13898$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -33179,10 +33179,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$13881$2 [2:0] == 2'h3;
+  assign \$351  = \port$13898$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$13881$2 [2:0] == 2'h3;
+  assign \$354  = \port$13898$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -33190,10 +33190,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$13881$2 [2:0] == 2'h3;
+  assign \$364  = \port$13898$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$13881$2 [2:0] == 3'h4;
+  assign \$367  = \port$13898$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -33203,10 +33203,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$13881$2 [2:0] == 2'h3;
+  assign \$377  = \port$13898$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$13881$2 [2:0] == 3'h5;
+  assign \$380  = \port$13898$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -33216,10 +33216,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$13881$2 [2:0] == 2'h3;
+  assign \$390  = \port$13898$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$13881$2 [2:0] == 3'h6;
+  assign \$393  = \port$13898$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -33229,10 +33229,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$13881$2 [2:0] == 2'h3;
+  assign \$403  = \port$13898$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$13881$2 [2:0] == 3'h7;
+  assign \$406  = \port$13898$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -33243,10 +33243,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$13881$2 [2:0] == 3'h4;
+  assign \$417  = \port$13898$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$13881$2 [2:0];
+  assign \$420  = ! \port$13898$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -33256,10 +33256,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$13881$2 [2:0] == 3'h4;
+  assign \$430  = \port$13898$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$13881$2 [2:0] == 1'h1;
+  assign \$433  = \port$13898$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -33269,10 +33269,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$13881$2 [2:0] == 3'h4;
+  assign \$443  = \port$13898$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$13881$2 [2:0] == 2'h2;
+  assign \$446  = \port$13898$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -33282,10 +33282,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$13881$2 [2:0] == 3'h4;
+  assign \$456  = \port$13898$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$13881$2 [2:0] == 2'h3;
+  assign \$459  = \port$13898$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -33295,10 +33295,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$13881$2 [2:0] == 3'h4;
+  assign \$469  = \port$13898$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$13881$2 [2:0] == 3'h4;
+  assign \$472  = \port$13898$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -33306,10 +33306,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$13881$2 [2:0] == 3'h4;
+  assign \$482  = \port$13898$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$13881$2 [2:0] == 3'h5;
+  assign \$485  = \port$13898$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -33319,10 +33319,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$13881$2 [2:0] == 3'h4;
+  assign \$495  = \port$13898$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$13881$2 [2:0] == 3'h6;
+  assign \$498  = \port$13898$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -33332,10 +33332,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$13881$2 [2:0] == 3'h4;
+  assign \$508  = \port$13898$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$13881$2 [2:0] == 3'h7;
+  assign \$511  = \port$13898$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -33346,10 +33346,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$13881$2 [2:0] == 3'h5;
+  assign \$522  = \port$13898$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$13881$2 [2:0];
+  assign \$525  = ! \port$13898$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -33359,10 +33359,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$13881$2 [2:0] == 3'h5;
+  assign \$535  = \port$13898$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$13881$2 [2:0] == 1'h1;
+  assign \$538  = \port$13898$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -33372,10 +33372,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$13881$2 [2:0] == 3'h5;
+  assign \$548  = \port$13898$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$13881$2 [2:0] == 2'h2;
+  assign \$551  = \port$13898$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -33385,10 +33385,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$13881$2 [2:0] == 3'h5;
+  assign \$561  = \port$13898$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$13881$2 [2:0] == 2'h3;
+  assign \$564  = \port$13898$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -33398,10 +33398,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$13881$2 [2:0] == 3'h5;
+  assign \$574  = \port$13898$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$13881$2 [2:0] == 3'h4;
+  assign \$577  = \port$13898$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -33411,10 +33411,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$13881$2 [2:0] == 3'h5;
+  assign \$587  = \port$13898$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$13881$2 [2:0] == 3'h5;
+  assign \$590  = \port$13898$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -33422,10 +33422,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$13881$2 [2:0] == 3'h5;
+  assign \$600  = \port$13898$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$13881$2 [2:0] == 3'h6;
+  assign \$603  = \port$13898$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -33435,10 +33435,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$13881$2 [2:0] == 3'h5;
+  assign \$613  = \port$13898$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$13881$2 [2:0] == 3'h7;
+  assign \$616  = \port$13898$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -33449,10 +33449,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$13881$2 [2:0] == 3'h6;
+  assign \$627  = \port$13898$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$13881$2 [2:0];
+  assign \$630  = ! \port$13898$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -33462,10 +33462,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$13881$2 [2:0] == 3'h6;
+  assign \$640  = \port$13898$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$13881$2 [2:0] == 1'h1;
+  assign \$643  = \port$13898$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -33475,10 +33475,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$13881$2 [2:0] == 3'h6;
+  assign \$653  = \port$13898$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$13881$2 [2:0] == 2'h2;
+  assign \$656  = \port$13898$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -33488,10 +33488,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$13881$2 [2:0] == 3'h6;
+  assign \$666  = \port$13898$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$13881$2 [2:0] == 2'h3;
+  assign \$669  = \port$13898$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -33501,10 +33501,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$13881$2 [2:0] == 3'h6;
+  assign \$679  = \port$13898$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$13881$2 [2:0] == 3'h4;
+  assign \$682  = \port$13898$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -33514,10 +33514,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$13881$2 [2:0] == 3'h6;
+  assign \$692  = \port$13898$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$13881$2 [2:0] == 3'h5;
+  assign \$695  = \port$13898$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -33527,10 +33527,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$13881$2 [2:0] == 3'h6;
+  assign \$705  = \port$13898$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$13881$2 [2:0] == 3'h6;
+  assign \$708  = \port$13898$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -33538,10 +33538,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$13881$2 [2:0] == 3'h6;
+  assign \$718  = \port$13898$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$13881$2 [2:0] == 3'h7;
+  assign \$721  = \port$13898$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -33552,10 +33552,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$13881$2 [2:0] == 3'h7;
+  assign \$732  = \port$13898$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$13881$2 [2:0];
+  assign \$735  = ! \port$13898$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -33565,10 +33565,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$13881$2 [2:0] == 3'h7;
+  assign \$745  = \port$13898$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$13881$2 [2:0] == 1'h1;
+  assign \$748  = \port$13898$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -33578,10 +33578,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$13881$2 [2:0] == 3'h7;
+  assign \$758  = \port$13898$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$13881$2 [2:0] == 2'h2;
+  assign \$761  = \port$13898$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -33591,10 +33591,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$13881$2 [2:0] == 3'h7;
+  assign \$771  = \port$13898$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$13881$2 [2:0] == 2'h3;
+  assign \$774  = \port$13898$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -33604,10 +33604,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$13881$2 [2:0] == 3'h7;
+  assign \$784  = \port$13898$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$13881$2 [2:0] == 3'h4;
+  assign \$787  = \port$13898$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -33617,10 +33617,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$13881$2 [2:0] == 3'h7;
+  assign \$797  = \port$13898$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$13881$2 [2:0] == 3'h5;
+  assign \$800  = \port$13898$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -33630,10 +33630,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$13881$2 [2:0] == 3'h7;
+  assign \$810  = \port$13898$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$13881$2 [2:0] == 3'h6;
+  assign \$813  = \port$13898$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -33643,10 +33643,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$13881$2 [2:0] == 3'h7;
+  assign \$823  = \port$13898$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$13881$2 [2:0] == 3'h7;
+  assign \$826  = \port$13898$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -33654,145 +33654,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$13881$2 [2:0];
+  assign \$836  = ! \port$13898$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$13881$2 [3];
+  assign \$840  = pe0_0_bank == \port$13898$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$13881$2 [3];
+  assign \$842  = pe0_1_bank == \port$13898$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$13881$2 [3];
+  assign \$844  = pe0_2_bank == \port$13898$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$13881$2 [3];
+  assign \$846  = pe0_3_bank == \port$13898$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$13881$2 [3];
+  assign \$848  = pe0_4_bank == \port$13898$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$13881$2 [3];
+  assign \$850  = pe0_5_bank == \port$13898$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$855  = \port$13898$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$861  = \port$13898$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$13881$2 [3];
+  assign \$864  = pe0_0_bank == \port$13898$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$867  = \port$13898$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$13881$2 [3];
+  assign \$870  = pe0_1_bank == \port$13898$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$873  = \port$13898$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$13881$2 [3];
+  assign \$876  = pe0_2_bank == \port$13898$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$879  = \port$13898$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$13881$2 [3];
+  assign \$882  = pe0_3_bank == \port$13898$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$885  = \port$13898$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$13881$2 [3];
+  assign \$888  = pe0_4_bank == \port$13898$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$891  = \port$13898$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$13881$2 [3];
+  assign \$894  = pe0_5_bank == \port$13898$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$13881$2 [2:0] == 1'h1;
+  assign \$898  = \port$13898$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$13881$2 [3];
+  assign \$902  = skew1_0_bank == \port$13898$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$13881$2 [3];
+  assign \$904  = pe1_0_bank == \port$13898$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$13881$2 [3];
+  assign \$906  = pe1_1_bank == \port$13898$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$13881$2 [3];
+  assign \$908  = pe1_2_bank == \port$13898$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$13881$2 [3];
+  assign \$910  = pe1_3_bank == \port$13898$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$13881$2 [3];
+  assign \$912  = pe1_4_bank == \port$13898$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$13881$2 [3];
+  assign \$914  = pe1_5_bank == \port$13898$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$924  = \port$13898$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$13881$2 [3];
+  assign \$927  = skew1_0_bank == \port$13898$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$930  = \port$13898$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$13881$2 [3];
+  assign \$933  = pe1_0_bank == \port$13898$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$936  = \port$13898$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$13881$2 [3];
+  assign \$939  = pe1_1_bank == \port$13898$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$942  = \port$13898$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$13881$2 [3];
+  assign \$945  = pe1_2_bank == \port$13898$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$948  = \port$13898$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$13881$2 [3];
+  assign \$951  = pe1_3_bank == \port$13898$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$954  = \port$13898$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$13881$2 [3];
+  assign \$957  = pe1_4_bank == \port$13898$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$960  = \port$13898$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$13881$2 [3];
+  assign \$963  = pe1_5_bank == \port$13898$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$13881$2 [2:0] == 2'h2;
+  assign \$967  = \port$13898$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$13881$2 [3];
+  assign \$971  = skew2_0_bank == \port$13898$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$13881$2 [3];
+  assign \$973  = skew2_1_bank == \port$13898$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$13881$2 [3];
+  assign \$975  = pe2_0_bank == \port$13898$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$13881$2 [3];
+  assign \$977  = pe2_1_bank == \port$13898$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$13881$2 [3];
+  assign \$979  = pe2_2_bank == \port$13898$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$13881$2 [3];
+  assign \$981  = pe2_3_bank == \port$13898$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$13881$2 [3];
+  assign \$983  = pe2_4_bank == \port$13898$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$13881$2 [3];
+  assign \$985  = pe2_5_bank == \port$13898$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -33800,71 +33800,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$13881$2 [3];
+  assign \$997  = skew2_0_bank == \port$13898$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$13881$2 [3];
+  assign \$1003  = skew2_1_bank == \port$13898$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$13881$2 [3];
+  assign \$1009  = pe2_0_bank == \port$13898$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$13881$2 [3];
+  assign \$1015  = pe2_1_bank == \port$13898$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$13881$2 [3];
+  assign \$1021  = pe2_2_bank == \port$13898$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$13881$2 [3];
+  assign \$1027  = pe2_3_bank == \port$13898$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$13881$2 [3];
+  assign \$1033  = pe2_4_bank == \port$13898$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$13881$2 [3];
+  assign \$1039  = pe2_5_bank == \port$13898$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$13881$2 [2:0] == 2'h3;
+  assign \$1043  = \port$13898$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$13881$2 [3];
+  assign \$1047  = skew3_0_bank == \port$13898$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$13881$2 [3];
+  assign \$1049  = skew3_1_bank == \port$13898$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$13881$2 [3];
+  assign \$1051  = skew3_2_bank == \port$13898$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$13881$2 [3];
+  assign \$1053  = pe3_0_bank == \port$13898$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$13881$2 [3];
+  assign \$1055  = pe3_1_bank == \port$13898$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$13881$2 [3];
+  assign \$1057  = pe3_2_bank == \port$13898$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$13881$2 [3];
+  assign \$1059  = pe3_3_bank == \port$13898$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$13881$2 [3];
+  assign \$1061  = pe3_4_bank == \port$13898$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$13881$2 [3];
+  assign \$1063  = pe3_5_bank == \port$13898$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -33872,77 +33872,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$13881$2 [3];
+  assign \$1075  = skew3_0_bank == \port$13898$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$13881$2 [3];
+  assign \$1080  = skew3_1_bank == \port$13898$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$13881$2 [3];
+  assign \$1086  = skew3_2_bank == \port$13898$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$13881$2 [3];
+  assign \$1092  = pe3_0_bank == \port$13898$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$13881$2 [3];
+  assign \$1098  = pe3_1_bank == \port$13898$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$13881$2 [3];
+  assign \$1104  = pe3_2_bank == \port$13898$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$13881$2 [3];
+  assign \$1110  = pe3_3_bank == \port$13898$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$13881$2 [3];
+  assign \$1116  = pe3_4_bank == \port$13898$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$13881$2 [3];
+  assign \$1122  = pe3_5_bank == \port$13898$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$13881$2 [2:0] == 3'h4;
+  assign \$1126  = \port$13898$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$13881$2 [3];
+  assign \$1130  = skew4_0_bank == \port$13898$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$13881$2 [3];
+  assign \$1132  = skew4_1_bank == \port$13898$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$13881$2 [3];
+  assign \$1134  = skew4_2_bank == \port$13898$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$13881$2 [3];
+  assign \$1136  = skew4_3_bank == \port$13898$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$13881$2 [3];
+  assign \$1138  = pe4_0_bank == \port$13898$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$13881$2 [3];
+  assign \$1140  = pe4_1_bank == \port$13898$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$13881$2 [3];
+  assign \$1142  = pe4_2_bank == \port$13898$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$13881$2 [3];
+  assign \$1144  = pe4_3_bank == \port$13898$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$13881$2 [3];
+  assign \$1146  = pe4_4_bank == \port$13898$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$13881$2 [3];
+  assign \$1148  = pe4_5_bank == \port$13898$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -33950,83 +33950,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$13881$2 [3];
+  assign \$1160  = skew4_0_bank == \port$13898$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$13881$2 [3];
+  assign \$1165  = skew4_1_bank == \port$13898$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$13881$2 [3];
+  assign \$1170  = skew4_2_bank == \port$13898$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$13881$2 [3];
+  assign \$1176  = skew4_3_bank == \port$13898$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$13881$2 [3];
+  assign \$1182  = pe4_0_bank == \port$13898$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$13881$2 [3];
+  assign \$1188  = pe4_1_bank == \port$13898$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$13881$2 [3];
+  assign \$1194  = pe4_2_bank == \port$13898$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$13881$2 [3];
+  assign \$1200  = pe4_3_bank == \port$13898$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$13881$2 [3];
+  assign \$1206  = pe4_4_bank == \port$13898$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$13881$2 [3];
+  assign \$1212  = pe4_5_bank == \port$13898$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$13881$2 [2:0] == 3'h5;
+  assign \$1216  = \port$13898$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$13881$2 [3];
+  assign \$1220  = skew5_0_bank == \port$13898$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$13881$2 [3];
+  assign \$1222  = skew5_1_bank == \port$13898$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$13881$2 [3];
+  assign \$1224  = skew5_2_bank == \port$13898$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$13881$2 [3];
+  assign \$1226  = skew5_3_bank == \port$13898$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$13881$2 [3];
+  assign \$1228  = skew5_4_bank == \port$13898$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$13881$2 [3];
+  assign \$1230  = pe5_0_bank == \port$13898$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$13881$2 [3];
+  assign \$1232  = pe5_1_bank == \port$13898$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$13881$2 [3];
+  assign \$1234  = pe5_2_bank == \port$13898$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$13881$2 [3];
+  assign \$1236  = pe5_3_bank == \port$13898$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$13881$2 [3];
+  assign \$1238  = pe5_4_bank == \port$13898$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$13881$2 [3];
+  assign \$1240  = pe5_5_bank == \port$13898$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -34034,89 +34034,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$13881$2 [3];
+  assign \$1252  = skew5_0_bank == \port$13898$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$13881$2 [3];
+  assign \$1257  = skew5_1_bank == \port$13898$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$13881$2 [3];
+  assign \$1262  = skew5_2_bank == \port$13898$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$13881$2 [3];
+  assign \$1267  = skew5_3_bank == \port$13898$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$13881$2 [3];
+  assign \$1273  = skew5_4_bank == \port$13898$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$13881$2 [3];
+  assign \$1279  = pe5_0_bank == \port$13898$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$13881$2 [3];
+  assign \$1285  = pe5_1_bank == \port$13898$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$13881$2 [3];
+  assign \$1291  = pe5_2_bank == \port$13898$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$13881$2 [3];
+  assign \$1297  = pe5_3_bank == \port$13898$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$13881$2 [3];
+  assign \$1303  = pe5_4_bank == \port$13898$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$13881$2 [3];
+  assign \$1309  = pe5_5_bank == \port$13898$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$13881$2 [2:0] == 3'h6;
+  assign \$1313  = \port$13898$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$13881$2 [3];
+  assign \$1317  = skew6_0_bank == \port$13898$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$13881$2 [3];
+  assign \$1319  = skew6_1_bank == \port$13898$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$13881$2 [3];
+  assign \$1321  = skew6_2_bank == \port$13898$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$13881$2 [3];
+  assign \$1323  = skew6_3_bank == \port$13898$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$13881$2 [3];
+  assign \$1325  = skew6_4_bank == \port$13898$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$13881$2 [3];
+  assign \$1327  = skew6_5_bank == \port$13898$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$13881$2 [3];
+  assign \$1329  = pe6_0_bank == \port$13898$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$13881$2 [3];
+  assign \$1331  = pe6_1_bank == \port$13898$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$13881$2 [3];
+  assign \$1333  = pe6_2_bank == \port$13898$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$13881$2 [3];
+  assign \$1335  = pe6_3_bank == \port$13898$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$13881$2 [3];
+  assign \$1337  = pe6_4_bank == \port$13898$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$13881$2 [3];
+  assign \$1339  = pe6_5_bank == \port$13898$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -34124,95 +34124,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$13881$2 [3];
+  assign \$1351  = skew6_0_bank == \port$13898$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$13881$2 [3];
+  assign \$1356  = skew6_1_bank == \port$13898$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$13881$2 [3];
+  assign \$1361  = skew6_2_bank == \port$13898$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$13881$2 [3];
+  assign \$1366  = skew6_3_bank == \port$13898$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$13881$2 [3];
+  assign \$1371  = skew6_4_bank == \port$13898$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$13881$2 [3];
+  assign \$1377  = skew6_5_bank == \port$13898$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$13881$2 [3];
+  assign \$1383  = pe6_0_bank == \port$13898$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$13881$2 [3];
+  assign \$1389  = pe6_1_bank == \port$13898$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$13881$2 [3];
+  assign \$1395  = pe6_2_bank == \port$13898$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$13881$2 [3];
+  assign \$1401  = pe6_3_bank == \port$13898$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$13881$2 [3];
+  assign \$1407  = pe6_4_bank == \port$13898$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$13881$2 [3];
+  assign \$1413  = pe6_5_bank == \port$13898$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$13881$2 [2:0] == 3'h7;
+  assign \$1417  = \port$13898$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$13881$2 [3];
+  assign \$1421  = skew7_0_bank == \port$13898$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$13881$2 [3];
+  assign \$1423  = skew7_1_bank == \port$13898$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$13881$2 [3];
+  assign \$1425  = skew7_2_bank == \port$13898$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$13881$2 [3];
+  assign \$1427  = skew7_3_bank == \port$13898$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$13881$2 [3];
+  assign \$1429  = skew7_4_bank == \port$13898$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$13881$2 [3];
+  assign \$1431  = skew7_5_bank == \port$13898$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$13881$2 [3];
+  assign \$1433  = skew7_6_bank == \port$13898$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$13881$2 [3];
+  assign \$1435  = pe7_0_bank == \port$13898$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$13881$2 [3];
+  assign \$1437  = pe7_1_bank == \port$13898$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$13881$2 [3];
+  assign \$1439  = pe7_2_bank == \port$13898$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$13881$2 [3];
+  assign \$1441  = pe7_3_bank == \port$13898$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$13881$2 [3];
+  assign \$1443  = pe7_4_bank == \port$13898$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$13881$2 [3];
+  assign \$1445  = pe7_5_bank == \port$13898$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -34220,69 +34220,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$13881$2 [3];
+  assign \$1457  = skew7_0_bank == \port$13898$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$13881$2 [3];
+  assign \$1462  = skew7_1_bank == \port$13898$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$13881$2 [3];
+  assign \$1467  = skew7_2_bank == \port$13898$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$13881$2 [3];
+  assign \$1472  = skew7_3_bank == \port$13898$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$13881$2 [3];
+  assign \$1477  = skew7_4_bank == \port$13898$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$13881$2 [3];
+  assign \$1482  = skew7_5_bank == \port$13898$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$13881$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$13898$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$13881$2 [3];
+  assign \$1488  = skew7_6_bank == \port$13898$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$13881$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$13898$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$13881$2 [3];
+  assign \$1494  = pe7_0_bank == \port$13898$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$13881$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$13898$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$13881$2 [3];
+  assign \$1500  = pe7_1_bank == \port$13898$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$13881$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$13898$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$13881$2 [3];
+  assign \$1506  = pe7_2_bank == \port$13898$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$13881$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$13898$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$13881$2 [3];
+  assign \$1512  = pe7_3_bank == \port$13898$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$13881$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$13898$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$13881$2 [3];
+  assign \$1518  = pe7_4_bank == \port$13898$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$13881$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$13898$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$13881$2 [3];
+  assign \$1524  = pe7_5_bank == \port$13898$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -34296,7 +34296,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$13881$2 [3];
+    pe0_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -34380,7 +34380,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$13881$2 [3];
+    skew1_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -34476,7 +34476,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$13881$2 [3];
+    skew2_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -34578,7 +34578,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$13881$2 [3];
+    skew3_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -34686,7 +34686,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$13881$2 [3];
+    skew4_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -34800,7 +34800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$13881$2 [3];
+    skew5_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -34920,7 +34920,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$13881$2 [3];
+    skew6_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -35046,7 +35046,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$13881$2 [3];
+    skew7_0_bank <= \port$13898$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -35235,7 +35235,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -35245,7 +35245,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -35265,7 +35265,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -35275,7 +35275,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -35295,7 +35295,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -35305,7 +35305,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -35325,7 +35325,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -35335,7 +35335,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -35355,7 +35355,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -35365,7 +35365,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -35385,7 +35385,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -35395,7 +35395,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -35415,7 +35415,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -35425,7 +35425,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -35445,7 +35445,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -35455,7 +35455,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -35475,7 +35475,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -35485,7 +35485,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -35505,7 +35505,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -35515,7 +35515,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -35535,7 +35535,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -35545,7 +35545,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -35565,7 +35565,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -35575,7 +35575,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -35595,7 +35595,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -35605,7 +35605,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -35625,7 +35625,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -35635,7 +35635,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -35655,7 +35655,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -35665,7 +35665,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -35685,7 +35685,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -35695,7 +35695,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -35725,7 +35725,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -35735,7 +35735,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -35755,7 +35755,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -35765,7 +35765,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -35785,7 +35785,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -35795,7 +35795,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -35815,7 +35815,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -35825,7 +35825,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -35845,7 +35845,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -35855,7 +35855,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -35875,7 +35875,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -35885,7 +35885,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -35905,7 +35905,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -35915,7 +35915,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -35935,7 +35935,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -35945,7 +35945,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -35985,7 +35985,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -35995,7 +35995,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -36015,7 +36015,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -36025,7 +36025,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -36045,7 +36045,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -36055,7 +36055,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -36075,7 +36075,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -36085,7 +36085,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -36105,7 +36105,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -36115,7 +36115,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -36135,7 +36135,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -36145,7 +36145,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -36165,7 +36165,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -36175,7 +36175,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -36195,7 +36195,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -36205,7 +36205,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -36255,7 +36255,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -36265,7 +36265,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -36285,7 +36285,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -36295,7 +36295,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -36315,7 +36315,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -36325,7 +36325,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -36345,7 +36345,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -36355,7 +36355,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -36375,7 +36375,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -36385,7 +36385,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -36405,7 +36405,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -36415,7 +36415,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -36435,7 +36435,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -36445,7 +36445,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -36465,7 +36465,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -36475,7 +36475,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -36535,7 +36535,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -36545,7 +36545,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -36565,7 +36565,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -36575,7 +36575,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -36595,7 +36595,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -36605,7 +36605,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -36625,7 +36625,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -36635,7 +36635,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -36655,7 +36655,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -36665,7 +36665,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -36685,7 +36685,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -36695,7 +36695,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -36715,7 +36715,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -36725,7 +36725,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -36745,7 +36745,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -36755,7 +36755,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -36825,7 +36825,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -36835,7 +36835,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -36855,7 +36855,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -36865,7 +36865,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -36885,7 +36885,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -36895,7 +36895,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -36915,7 +36915,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -36925,7 +36925,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -36945,7 +36945,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -36955,7 +36955,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -36975,7 +36975,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -36985,7 +36985,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -37005,7 +37005,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -37015,7 +37015,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -37035,7 +37035,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -37045,7 +37045,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -37125,7 +37125,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -37135,7 +37135,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -37155,7 +37155,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -37165,7 +37165,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -37185,7 +37185,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -37195,7 +37195,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -37215,7 +37215,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -37225,7 +37225,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -37245,7 +37245,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -37255,7 +37255,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -37275,7 +37275,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -37285,7 +37285,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -37305,7 +37305,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -37315,7 +37315,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -37335,7 +37335,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -37345,7 +37345,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13881$2 [3]) begin
+      if (\port$13898$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -37361,10 +37361,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13881$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$13881$2 [2:0];
-  assign w_bank = \port$13881$2 [3];
+  assign w_row = \port$13898$2 [2:0];
+  assign w_bank = \port$13898$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$13881$2 [3];
+  assign a_bank = \port$13898$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -37448,7 +37448,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
 , retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
-, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11381$0 , \port$11387$0 , \port$11388$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
+, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11398$0 , \port$11404$0 , \port$11405$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
 , cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -38134,12 +38134,12 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$11381$0 ;
-  wire [15:0] \port$11381$0 ;
-  output [13:0] \port$11387$0 ;
-  wire [13:0] \port$11387$0 ;
-  output [223:0] \port$11388$32 ;
-  wire [223:0] \port$11388$32 ;
+  output [15:0] \port$11398$0 ;
+  wire [15:0] \port$11398$0 ;
+  output [13:0] \port$11404$0 ;
+  wire [13:0] \port$11404$0 ;
+  output [223:0] \port$11405$32 ;
+  wire [223:0] \port$11405$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -39368,7 +39368,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$13151$16 (retire__0__tag),
+    .\port$13168$16 (retire__0__tag),
     .\port$3833$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -39379,7 +39379,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$13153$16 (retire__1__tag),
+    .\port$13170$16 (retire__1__tag),
     .\port$3853$0 (retire__1__error),
     .r_data(\r_data$295 ),
     .r_en(\r_en$185 ),
@@ -39390,7 +39390,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$13155$16 (retire__2__tag),
+    .\port$13172$16 (retire__2__tag),
     .\port$3873$0 (retire__2__error),
     .r_data(\r_data$296 ),
     .r_en(\r_en$187 ),
@@ -39401,7 +39401,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$13159$16 (retire__4__tag),
+    .\port$13176$16 (retire__4__tag),
     .\port$3928$0 (retire__4__error),
     .r_data(\r_data$298 ),
     .r_en(\r_en$191 ),
@@ -39412,7 +39412,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$13157$16 (retire__3__tag),
+    .\port$13174$16 (retire__3__tag),
     .\port$3893$0 (retire__3__error),
     .r_data(\r_data$297 ),
     .r_en(\r_en$189 ),
@@ -45356,9 +45356,9 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$204  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$11381$0  = \$269 [15:0];
-  assign \port$11387$0  = \$270 ;
-  assign \port$11388$32  = \$271 [255:32];
+  assign \port$11398$0  = \$269 [15:0];
+  assign \port$11404$0  = \$270 ;
+  assign \port$11405$32  = \$271 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -45387,7 +45387,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$13151$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$13168$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45431,8 +45431,8 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13151$16 ;
-  wire [15:0] \port$13151$16 ;
+  input [15:0] \port$13168$16 ;
+  wire [15:0] \port$13168$16 ;
   input [7:0] \port$3833$0 ;
   wire [7:0] \port$3833$0 ;
   (* init = 3'h0 *)
@@ -45469,7 +45469,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13151$16 , \port$3833$0  };
+      storage[w_port__addr] <= { \port$13168$16 , \port$3833$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45580,14 +45580,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13151$16 , \port$3833$0  };
-  assign w_data = { \port$13151$16 , \port$3833$0  };
+  assign w_port__data = { \port$13168$16 , \port$3833$0  };
+  assign w_data = { \port$13168$16 , \port$3833$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$13153$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$13170$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45631,8 +45631,8 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13153$16 ;
-  wire [15:0] \port$13153$16 ;
+  input [15:0] \port$13170$16 ;
+  wire [15:0] \port$13170$16 ;
   input [7:0] \port$3853$0 ;
   wire [7:0] \port$3853$0 ;
   (* init = 3'h0 *)
@@ -45669,7 +45669,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13153$16 , \port$3853$0  };
+      storage[w_port__addr] <= { \port$13170$16 , \port$3853$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45780,14 +45780,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13153$16 , \port$3853$0  };
-  assign w_data = { \port$13153$16 , \port$3853$0  };
+  assign w_port__data = { \port$13170$16 , \port$3853$0  };
+  assign w_data = { \port$13170$16 , \port$3853$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$13155$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$13172$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45831,8 +45831,8 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13155$16 ;
-  wire [15:0] \port$13155$16 ;
+  input [15:0] \port$13172$16 ;
+  wire [15:0] \port$13172$16 ;
   input [7:0] \port$3873$0 ;
   wire [7:0] \port$3873$0 ;
   (* init = 3'h0 *)
@@ -45869,7 +45869,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13155$16 , \port$3873$0  };
+      storage[w_port__addr] <= { \port$13172$16 , \port$3873$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45980,14 +45980,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13155$16 , \port$3873$0  };
-  assign w_data = { \port$13155$16 , \port$3873$0  };
+  assign w_port__data = { \port$13172$16 , \port$3873$0  };
+  assign w_data = { \port$13172$16 , \port$3873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$13159$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$13176$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46031,8 +46031,8 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13159$16 ;
-  wire [15:0] \port$13159$16 ;
+  input [15:0] \port$13176$16 ;
+  wire [15:0] \port$13176$16 ;
   input [7:0] \port$3928$0 ;
   wire [7:0] \port$3928$0 ;
   (* init = 3'h0 *)
@@ -46069,7 +46069,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13159$16 , \port$3928$0  };
+      storage[w_port__addr] <= { \port$13176$16 , \port$3928$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46180,14 +46180,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13159$16 , \port$3928$0  };
-  assign w_data = { \port$13159$16 , \port$3928$0  };
+  assign w_port__data = { \port$13176$16 , \port$3928$0  };
+  assign w_data = { \port$13176$16 , \port$3928$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$13157$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$13174$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46231,8 +46231,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13157$16 ;
-  wire [15:0] \port$13157$16 ;
+  input [15:0] \port$13174$16 ;
+  wire [15:0] \port$13174$16 ;
   input [7:0] \port$3893$0 ;
   wire [7:0] \port$3893$0 ;
   (* init = 3'h0 *)
@@ -46269,7 +46269,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13157$16 , \port$3893$0  };
+      storage[w_port__addr] <= { \port$13174$16 , \port$3893$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46380,8 +46380,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13157$16 , \port$3893$0  };
-  assign w_data = { \port$13157$16 , \port$3893$0  };
+  assign w_port__data = { \port$13174$16 , \port$3893$0  };
+  assign w_data = { \port$13174$16 , \port$3893$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46479,7 +46479,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] \$172 ;
   wire [31:0] \$173 ;
   wire \$174 ;
-  wire [7:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
@@ -46488,9 +46488,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [32:0] \$183 ;
-  wire [32:0] \$184 ;
-  wire \$185 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [7:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
@@ -46499,10 +46499,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
+  wire [32:0] \$193 ;
+  wire [32:0] \$194 ;
   wire \$195 ;
-  wire [7:0] \$196 ;
+  wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -46514,7 +46514,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
-  wire \$206 ;
+  wire [7:0] \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
@@ -46522,8 +46522,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [32:0] \$213 ;
-  wire [32:0] \$214 ;
+  wire \$213 ;
+  wire \$214 ;
   wire \$215 ;
   wire \$216 ;
   wire \$217 ;
@@ -46533,10 +46533,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
+  wire [32:0] \$223 ;
+  wire [32:0] \$224 ;
   wire \$225 ;
-  wire [7:0] \$226 ;
+  wire \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
@@ -46547,7 +46547,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire \$236 ;
+  wire [7:0] \$236 ;
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
@@ -46555,8 +46555,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [32:0] \$243 ;
-  wire [32:0] \$244 ;
+  wire \$243 ;
+  wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
@@ -46566,10 +46566,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
+  wire [32:0] \$253 ;
+  wire [32:0] \$254 ;
   wire \$255 ;
-  wire [7:0] \$256 ;
+  wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
@@ -46580,7 +46580,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$263 ;
   wire \$264 ;
   wire \$265 ;
-  wire \$266 ;
+  wire [7:0] \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
@@ -46588,8 +46588,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [32:0] \$273 ;
-  wire [32:0] \$274 ;
+  wire \$273 ;
+  wire \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
@@ -46599,10 +46599,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
+  wire [32:0] \$283 ;
+  wire [32:0] \$284 ;
   wire \$285 ;
-  wire [7:0] \$286 ;
+  wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
@@ -46613,7 +46613,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire \$296 ;
+  wire [7:0] \$296 ;
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
@@ -46626,230 +46626,241 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$304 ;
   wire \$305 ;
   wire \$306 ;
-  reg [31:0] \$307 ;
-  reg \$308 ;
+  wire \$307 ;
+  wire \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [2:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [7:0] \$314 ;
-  wire [32:0] \$315 ;
-  wire [32:0] \$316 ;
-  wire [32:0] \$317 ;
-  wire [32:0] \$318 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  reg [31:0] \$317 ;
+  reg \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [1:0] \$321 ;
-  wire [32:0] \$322 ;
+  wire [2:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
   wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
+  wire [7:0] \$324 ;
+  wire [32:0] \$325 ;
+  wire [32:0] \$326 ;
+  wire [32:0] \$327 ;
+  wire [32:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
+  wire [1:0] \$331 ;
+  wire [32:0] \$332 ;
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
-  wire [14:0] \$338 ;
-  wire [21:0] \$339 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [31:0] \$34 ;
-  wire [33:0] \$340 ;
-  reg \$341 ;
+  wire \$340 ;
+  wire \$341 ;
   wire \$342 ;
-  wire [7:0] \$343 ;
-  wire [32:0] \$344 ;
-  wire [7:0] \$345 ;
-  wire [32:0] \$346 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
   wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [14:0] \$348 ;
+  wire [21:0] \$349 ;
   wire [31:0] \$35 ;
-  wire [3:0] \$350 ;
-  wire [4:0] \$351 ;
+  wire [33:0] \$350 ;
+  reg \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
+  wire [7:0] \$354 ;
+  wire [32:0] \$355 ;
+  wire [7:0] \$356 ;
+  wire [32:0] \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
+  wire [3:0] \$361 ;
+  wire [4:0] \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire [32:0] \$366 ;
+  wire \$366 ;
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
-  wire [4:0] \$371 ;
+  wire \$370 ;
+  wire \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
   wire \$376 ;
-  wire \$377 ;
+  wire [32:0] \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
+  wire [3:0] \$381 ;
+  wire [4:0] \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
-  wire [32:0] \$386 ;
+  wire \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire [3:0] \$390 ;
-  wire [4:0] \$391 ;
+  wire \$390 ;
+  wire \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire \$397 ;
+  wire [32:0] \$397 ;
   wire \$398 ;
   wire \$399 ;
   wire [32:0] \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [3:0] \$401 ;
+  wire [4:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
-  wire [32:0] \$406 ;
+  wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire [3:0] \$410 ;
-  wire [4:0] \$411 ;
+  wire \$410 ;
+  wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
+  wire [32:0] \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire \$421 ;
-  wire \$422 ;
+  wire [3:0] \$421 ;
+  wire [4:0] \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  reg \$426 ;
-  reg [1:0] \$427 ;
-  reg [1:0] \$428 ;
-  reg \$429 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  reg [31:0] \$430 ;
-  reg [1:0] \$431 ;
-  reg \$432 ;
-  reg [1:0] \$433 ;
-  reg [191:0] \$434 ;
-  reg [7:0] \$435 ;
-  reg [31:0] \$436 ;
-  reg [31:0] \$437 ;
-  reg [31:0] \$438 ;
-  reg [31:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  reg \$437 ;
+  reg [1:0] \$438 ;
+  reg [1:0] \$439 ;
   wire \$44 ;
   reg \$440 ;
-  reg \$441 ;
-  reg \$442 ;
+  reg [31:0] \$441 ;
+  reg [1:0] \$442 ;
   reg \$443 ;
-  reg [75:0] \$444 ;
-  reg [2:0] \$445 ;
-  reg \$446 ;
+  reg [1:0] \$444 ;
+  reg [191:0] \$445 ;
+  reg [7:0] \$446 ;
   reg [31:0] \$447 ;
   reg [31:0] \$448 ;
   reg [31:0] \$449 ;
   wire \$45 ;
-  reg [7:0] \$450 ;
-  reg [127:0] \$451 ;
-  reg [7:0] \$452 ;
-  reg [1:0] \$453 ;
+  reg [31:0] \$450 ;
+  reg \$451 ;
+  reg \$452 ;
+  reg \$453 ;
   reg \$454 ;
-  reg [7:0] \$455 ;
-  reg [31:0] \$456 ;
+  reg [75:0] \$455 ;
+  reg [2:0] \$456 ;
   reg \$457 ;
-  reg \$458 ;
-  reg [2:0] \$459 ;
+  reg [31:0] \$458 ;
+  reg [31:0] \$459 ;
   wire \$46 ;
-  reg \$460 ;
-  reg [31:0] \$461 ;
-  reg \$462 ;
+  reg [31:0] \$460 ;
+  reg [7:0] \$461 ;
+  reg [127:0] \$462 ;
   reg [7:0] \$463 ;
-  reg [31:0] \$464 ;
+  reg [1:0] \$464 ;
   reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
+  reg [7:0] \$466 ;
+  reg [31:0] \$467 ;
   reg \$468 ;
-  reg [31:0] \$469 ;
+  reg \$469 ;
   wire \$47 ;
-  reg \$470 ;
+  reg [2:0] \$470 ;
   reg \$471 ;
-  reg [2:0] \$472 ;
+  reg [31:0] \$472 ;
   reg \$473 ;
-  reg [31:0] \$474 ;
-  reg \$475 ;
-  reg [7:0] \$476 ;
-  reg [31:0] \$477 ;
+  reg [7:0] \$474 ;
+  reg [31:0] \$475 ;
+  reg \$476 ;
+  reg \$477 ;
   reg \$478 ;
   reg \$479 ;
   wire \$48 ;
-  reg \$480 ;
+  reg [31:0] \$480 ;
   reg \$481 ;
-  reg [31:0] \$482 ;
-  reg \$483 ;
+  reg \$482 ;
+  reg [2:0] \$483 ;
   reg \$484 ;
-  reg [2:0] \$485 ;
+  reg [31:0] \$485 ;
   reg \$486 ;
-  reg [31:0] \$487 ;
-  reg \$488 ;
-  reg [7:0] \$489 ;
+  reg [7:0] \$487 ;
+  reg [31:0] \$488 ;
+  reg \$489 ;
   wire \$49 ;
-  reg [31:0] \$490 ;
+  reg \$490 ;
   reg \$491 ;
   reg \$492 ;
-  reg \$493 ;
+  reg [31:0] \$493 ;
   reg \$494 ;
-  reg [31:0] \$495 ;
-  reg \$496 ;
+  reg \$495 ;
+  reg [2:0] \$496 ;
   reg \$497 ;
-  reg [2:0] \$498 ;
+  reg [31:0] \$498 ;
   reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [31:0] \$500 ;
-  reg \$501 ;
-  reg [7:0] \$502 ;
-  reg [31:0] \$503 ;
+  reg [7:0] \$500 ;
+  reg [31:0] \$501 ;
+  reg \$502 ;
+  reg \$503 ;
   reg \$504 ;
   reg \$505 ;
-  reg \$506 ;
+  reg [31:0] \$506 ;
   reg \$507 ;
+  reg \$508 ;
+  reg [2:0] \$509 ;
   wire [14:0] \$51 ;
+  reg \$510 ;
+  reg [31:0] \$511 ;
+  reg \$512 ;
+  reg [7:0] \$513 ;
+  reg [31:0] \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
+  reg \$518 ;
   wire [21:0] \$52 ;
   wire [32:0] \$53 ;
   wire [32:0] \$54 ;
@@ -46871,9 +46882,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$709 ;
   wire \$71 ;
   wire \$72 ;
+  wire [7:0] \$720 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
@@ -46967,6 +46978,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire cpl_aw_valid;
   wire cpl_b_bad;
   wire cpl_b_hs;
+  wire cpl_coalesce;
   reg [31:0] cpl_cons_addr = 32'd0;
   reg cpl_cons_busy;
   wire cpl_fin_bad;
@@ -47446,7 +47458,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [255:0] \r_data$125 ;
   wire [255:0] \r_data$159 ;
   wire [255:0] \r_data$193 ;
-  wire [75:0] \r_data$383 ;
+  wire [75:0] \r_data$322 ;
   input r_en;
   wire r_en;
   input \r_en$133 ;
@@ -47455,16 +47467,16 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \r_en$167 ;
   input \r_en$201 ;
   wire \r_en$201 ;
-  reg \r_en$320 ;
+  reg \r_en$324 ;
   wire r_rdy;
   wire \r_rdy$128 ;
   wire \r_rdy$162 ;
   wire \r_rdy$196 ;
-  wire \r_rdy$382 ;
+  wire \r_rdy$321 ;
   input rst;
   wire rst;
   wire timeout;
-  wire \timeout$321 ;
+  wire \timeout$325 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -47503,174 +47515,197 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \w_en$264 ;
   wire \w_en$278 ;
   wire w_rdy;
-  assign \$422  = \port$104$0 [3] | \$421 ;
-  assign \$423  = q3_resetting & \$422 ;
-  assign \$424  = cpl_req[1:0] == 2'h3;
-  assign \$425  = \abandon$67  & \$424 ;
+  assign \$410  = ~ q2_resetting;
+  assign \$411  = q__2__reset & \$410 ;
+  assign \$412  = ~ fw_running;
+  assign \$413  = \port$104$0 [2] | \$412 ;
+  assign \$414  = q2_resetting & \$413 ;
+  assign \$415  = cpl_req[1:0] == 2'h2;
+  assign \$416  = \abandon$67  & \$415 ;
+  assign \$417  = q__3__consumer + 1'h1;
+  assign \$418  = q3_cpl_done & cpl_req[2];
+  assign \$419  = cpl_queue == 2'h3;
+  assign \$420  = cpl_push_ok & \$419 ;
+  assign \$421  = q3_cpl_pending + \$420 ;
+  assign \$422  = \$421  - q3_cpl_done;
+  assign \$423  = ~ q3_bad_cfg;
+  assign \$424  = q3_checked | \$423 ;
+  assign \$425  = q3_want & \$424 ;
+  assign \$426  = ~ q3_db_overflow;
+  assign \$427  = q3_db_write & \$426 ;
+  assign \$428  = ~ q3_halted;
+  assign \$429  = q3_halt_any & \$428 ;
+  assign \$430  = ~ q3_resetting;
+  assign \$431  = q__3__reset & \$430 ;
+  assign \$432  = ~ fw_running;
+  assign \$433  = \port$104$0 [3] | \$432 ;
+  assign \$434  = q3_resetting & \$433 ;
+  assign \$435  = cpl_req[1:0] == 2'h3;
+  assign \$436  = \abandon$67  & \$435 ;
   always @(posedge clk)
-    fetch_discard <= \$426 ;
+    fetch_discard <= \$437 ;
   always @(posedge clk)
-    fetch_q <= \$427 ;
+    fetch_q <= \$438 ;
   always @(posedge clk)
-    fetch_rr_last <= \$428 ;
+    fetch_rr_last <= \$439 ;
   always @(posedge clk)
-    up__arvalid <= \$429 ;
+    up__arvalid <= \$440 ;
   always @(posedge clk)
-    up__araddr <= \$430 ;
+    up__araddr <= \$441 ;
   always @(posedge clk)
-    fetch_r_beat <= \$431 ;
+    fetch_r_beat <= \$442 ;
   always @(posedge clk)
-    fetch_r_err <= \$432 ;
+    fetch_r_err <= \$443 ;
   always @(posedge clk)
-    fetch_fsm_state <= \$433 ;
+    fetch_fsm_state <= \$444 ;
   always @(posedge clk)
-    fetch_r_buf <= \$434 ;
+    fetch_r_buf <= \$445 ;
   always @(posedge clk)
-    fetch_r_code <= \$435 ;
+    fetch_r_code <= \$446 ;
   always @(posedge clk)
-    q__0__fetch <= \$436 ;
+    q__0__fetch <= \$447 ;
   always @(posedge clk)
-    q__1__fetch <= \$437 ;
+    q__1__fetch <= \$448 ;
   always @(posedge clk)
-    q__2__fetch <= \$438 ;
+    q__2__fetch <= \$449 ;
   always @(posedge clk)
-    q__3__fetch <= \$439 ;
+    q__3__fetch <= \$450 ;
   always @(posedge clk)
-    cpl_overflow <= \$440 ;
+    cpl_overflow <= \$451 ;
   always @(posedge clk)
-    up__awvalid <= \$441 ;
+    up__awvalid <= \$452 ;
   always @(posedge clk)
-    up__wvalid <= \$442 ;
+    up__wvalid <= \$453 ;
   always @(posedge clk)
-    cpl_w_beat <= \$443 ;
+    cpl_w_beat <= \$454 ;
   always @(posedge clk)
-    cpl_req <= \$444 ;
+    cpl_req <= \$455 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$445 ;
+    cpl_fsm_state <= \$456 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$446 ;
+    cpl_idx_sent <= \$457 ;
   always @(posedge clk)
-    cpl_rec_index <= \$447 ;
+    cpl_rec_index <= \$458 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$448 ;
+    cpl_cons_addr <= \$459 ;
   always @(posedge clk)
-    up__awaddr <= \$449 ;
+    up__awaddr <= \$460 ;
   always @(posedge clk)
-    up__awlen <= \$450 ;
+    up__awlen <= \$461 ;
   always @(posedge clk)
-    cpl_w_buf <= \$451 ;
+    cpl_w_buf <= \$462 ;
   always @(posedge clk)
-    up__wstrb <= \$452 ;
+    up__wstrb <= \$463 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$453 ;
+    cpl_w_nbeats <= \$464 ;
   always @(posedge clk)
-    cpl_wr_err <= \$454 ;
+    cpl_wr_err <= \$465 ;
   always @(posedge clk)
-    cpl_wr_code <= \$455 ;
+    cpl_wr_code <= \$466 ;
   always @(posedge clk)
-    q__0__consumer <= \$456 ;
+    q__0__consumer <= \$467 ;
   always @(posedge clk)
-    q__0__retired <= \$457 ;
+    q__0__retired <= \$468 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$458 ;
+    q__0__cpl_irq <= \$469 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$459 ;
+    q0_cpl_pending <= \$470 ;
   always @(posedge clk)
-    q0_checked <= \$460 ;
+    q0_checked <= \$471 ;
   always @(posedge clk)
-    q__0__producer <= \$461 ;
+    q__0__producer <= \$472 ;
   always @(posedge clk)
-    q0_halted <= \$462 ;
+    q0_halted <= \$473 ;
   always @(posedge clk)
-    q__0__error <= \$463 ;
+    q__0__error <= \$474 ;
   always @(posedge clk)
-    q__0__error_index <= \$464 ;
+    q__0__error_index <= \$475 ;
   always @(posedge clk)
-    q__0__error_irq <= \$465 ;
+    q__0__error_irq <= \$476 ;
   always @(posedge clk)
-    q0_resetting <= \$466 ;
+    q0_resetting <= \$477 ;
   always @(posedge clk)
-    q0_acked <= \$467 ;
+    q0_acked <= \$478 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$468 ;
+    q0_cpl_dead <= \$479 ;
   always @(posedge clk)
-    q__1__consumer <= \$469 ;
+    q__1__consumer <= \$480 ;
   always @(posedge clk)
-    q__1__retired <= \$470 ;
+    q__1__retired <= \$481 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$471 ;
+    q__1__cpl_irq <= \$482 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$472 ;
+    q1_cpl_pending <= \$483 ;
   always @(posedge clk)
-    q1_checked <= \$473 ;
+    q1_checked <= \$484 ;
   always @(posedge clk)
-    q__1__producer <= \$474 ;
+    q__1__producer <= \$485 ;
   always @(posedge clk)
-    q1_halted <= \$475 ;
+    q1_halted <= \$486 ;
   always @(posedge clk)
-    q__1__error <= \$476 ;
+    q__1__error <= \$487 ;
   always @(posedge clk)
-    q__1__error_index <= \$477 ;
+    q__1__error_index <= \$488 ;
   always @(posedge clk)
-    q__1__error_irq <= \$478 ;
+    q__1__error_irq <= \$489 ;
   always @(posedge clk)
-    q1_resetting <= \$479 ;
+    q1_resetting <= \$490 ;
   always @(posedge clk)
-    q1_acked <= \$480 ;
+    q1_acked <= \$491 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$481 ;
+    q1_cpl_dead <= \$492 ;
   always @(posedge clk)
-    q__2__consumer <= \$482 ;
+    q__2__consumer <= \$493 ;
   always @(posedge clk)
-    q__2__retired <= \$483 ;
+    q__2__retired <= \$494 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$484 ;
+    q__2__cpl_irq <= \$495 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$485 ;
+    q2_cpl_pending <= \$496 ;
   always @(posedge clk)
-    q2_checked <= \$486 ;
+    q2_checked <= \$497 ;
   always @(posedge clk)
-    q__2__producer <= \$487 ;
+    q__2__producer <= \$498 ;
   always @(posedge clk)
-    q2_halted <= \$488 ;
+    q2_halted <= \$499 ;
   always @(posedge clk)
-    q__2__error <= \$489 ;
+    q__2__error <= \$500 ;
   always @(posedge clk)
-    q__2__error_index <= \$490 ;
+    q__2__error_index <= \$501 ;
   always @(posedge clk)
-    q__2__error_irq <= \$491 ;
+    q__2__error_irq <= \$502 ;
   always @(posedge clk)
-    q2_resetting <= \$492 ;
+    q2_resetting <= \$503 ;
   always @(posedge clk)
-    q2_acked <= \$493 ;
+    q2_acked <= \$504 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$494 ;
+    q2_cpl_dead <= \$505 ;
   always @(posedge clk)
-    q__3__consumer <= \$495 ;
+    q__3__consumer <= \$506 ;
   always @(posedge clk)
-    q__3__retired <= \$496 ;
+    q__3__retired <= \$507 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$497 ;
+    q__3__cpl_irq <= \$508 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$498 ;
+    q3_cpl_pending <= \$509 ;
   always @(posedge clk)
-    q3_checked <= \$499 ;
+    q3_checked <= \$510 ;
   always @(posedge clk)
-    q__3__producer <= \$500 ;
+    q__3__producer <= \$511 ;
   always @(posedge clk)
-    q3_halted <= \$501 ;
+    q3_halted <= \$512 ;
   always @(posedge clk)
-    q__3__error <= \$502 ;
+    q__3__error <= \$513 ;
   always @(posedge clk)
-    q__3__error_index <= \$503 ;
+    q__3__error_index <= \$514 ;
   always @(posedge clk)
-    q__3__error_irq <= \$504 ;
+    q__3__error_irq <= \$515 ;
   always @(posedge clk)
-    q3_resetting <= \$505 ;
+    q3_resetting <= \$516 ;
   always @(posedge clk)
-    q3_acked <= \$506 ;
+    q3_acked <= \$517 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$507 ;
+    q3_cpl_dead <= \$518 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -47859,8 +47894,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_free = 3'h4 - \level$280 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
   assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$709  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$709 ;
+  assign \$720  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$720 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
   assign \$167  = ~ up__awvalid;
@@ -47870,282 +47905,271 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$171  = \$169  | \$170 ;
   assign cpl_sent = \$168  & \$171 ;
   assign cpl_b_hs = up__bvalid & up__bready;
+  assign \$174  = ~ cpl_req[2];
+  assign \$175  = ~ cpl_req[3];
+  assign \$176  = \$174  & \$175 ;
+  assign \$177  = ~ cpl_wr_err;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = ~ down__bresp[1];
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = \$180  & \r_rdy$321 ;
+  assign \$182  = \r_data$322 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$181  & \$182 ;
+  assign \$183  = cpl_b_hs & cpl_coalesce;
   assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$174  = down__bresp == 2'h3;
-  assign \$175  = \$174  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$175 ;
-  assign \$176  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$176 ;
-  assign \$177  = | q__0__ring_base[4:0];
-  assign \$178  = | q__0__cpl_base[3:0];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$179  | \$180 ;
-  assign \$181  = ! cpl_req[1:0];
-  assign \$182  = cpl_cons_busy & \$181 ;
-  assign \$183  = q__0__consumer + \$182 ;
-  assign \$184  = q__0__doorbell - \$183 [31:0];
-  assign q0_db_overflow = \$184 [31:0] > \$6 ;
-  assign \$185  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$185 ;
-  assign \$186  = ~ q0_checked;
-  assign \$187  = q0_want & \$186 ;
-  assign \$188  = \$187  & q0_bad_cfg;
-  assign \$189  = q0_db_write & q0_db_overflow;
-  assign \$190  = ! fetch_q;
-  assign \$191  = fetch_fail & \$190 ;
-  assign \$192  = cpl_req[3] | cpl_fin_bad;
-  assign \$193  = q0_cpl_done & \$192 ;
-  assign q0_halt_any = | { \$193 , \$191 , \$189 , \$188  };
-  assign \$194  = cpl_req[3] | cpl_fin_bad;
-  assign \$195  = q0_cpl_done & \$194 ;
-  assign \$196  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$197  = ! fetch_q;
-  assign \$198  = fetch_fail & \$197 ;
+  assign \$184  = down__bresp == 2'h3;
+  assign \$185  = \$184  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$185 ;
+  assign \$186  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$186 ;
+  assign \$187  = | q__0__ring_base[4:0];
+  assign \$188  = | q__0__cpl_base[3:0];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$189  | \$190 ;
+  assign \$191  = ! cpl_req[1:0];
+  assign \$192  = cpl_cons_busy & \$191 ;
+  assign \$193  = q__0__consumer + \$192 ;
+  assign \$194  = q__0__doorbell - \$193 [31:0];
+  assign q0_db_overflow = \$194 [31:0] > \$6 ;
+  assign \$195  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$195 ;
+  assign \$196  = ~ q0_checked;
+  assign \$197  = q0_want & \$196 ;
+  assign \$198  = \$197  & q0_bad_cfg;
   assign \$199  = q0_db_write & q0_db_overflow;
-  assign \$200  = ~ q0_checked;
-  assign \$201  = q0_want & \$200 ;
-  assign \$202  = \$201  & q0_bad_cfg;
-  assign \$203  = q0_resetting & q0_acked;
-  assign \$204  = ! q0_cpl_pending;
-  assign \$205  = \$203  & \$204 ;
-  assign q__0__cleared = \$205  & q__0__drained;
-  assign \$206  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$206 ;
-  assign \$207  = | q__1__ring_base[4:0];
-  assign \$208  = | q__1__cpl_base[3:0];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$209  | \$210 ;
-  assign \$211  = cpl_req[1:0] == 1'h1;
-  assign \$212  = cpl_cons_busy & \$211 ;
-  assign \$213  = q__1__consumer + \$212 ;
-  assign \$214  = q__1__doorbell - \$213 [31:0];
-  assign q1_db_overflow = \$214 [31:0] > \$12 ;
-  assign \$215  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$215 ;
-  assign \$216  = ~ q1_checked;
-  assign \$217  = q1_want & \$216 ;
-  assign \$218  = \$217  & q1_bad_cfg;
-  assign \$219  = q1_db_write & q1_db_overflow;
-  assign \$220  = fetch_q == 1'h1;
-  assign \$221  = fetch_fail & \$220 ;
-  assign \$222  = cpl_req[3] | cpl_fin_bad;
-  assign \$223  = q1_cpl_done & \$222 ;
-  assign q1_halt_any = | { \$223 , \$221 , \$219 , \$218  };
-  assign \$224  = cpl_req[3] | cpl_fin_bad;
-  assign \$225  = q1_cpl_done & \$224 ;
-  assign \$226  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$227  = fetch_q == 1'h1;
-  assign \$228  = fetch_fail & \$227 ;
+  assign \$200  = ! fetch_q;
+  assign \$201  = fetch_fail & \$200 ;
+  assign \$202  = cpl_req[3] | cpl_fin_bad;
+  assign \$203  = q0_cpl_done & \$202 ;
+  assign q0_halt_any = | { \$203 , \$201 , \$199 , \$198  };
+  assign \$204  = cpl_req[3] | cpl_fin_bad;
+  assign \$205  = q0_cpl_done & \$204 ;
+  assign \$206  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$207  = ! fetch_q;
+  assign \$208  = fetch_fail & \$207 ;
+  assign \$209  = q0_db_write & q0_db_overflow;
+  assign \$210  = ~ q0_checked;
+  assign \$211  = q0_want & \$210 ;
+  assign \$212  = \$211  & q0_bad_cfg;
+  assign \$213  = q0_resetting & q0_acked;
+  assign \$214  = ! q0_cpl_pending;
+  assign \$215  = \$213  & \$214 ;
+  assign q__0__cleared = \$215  & q__0__drained;
+  assign \$216  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$216 ;
+  assign \$217  = | q__1__ring_base[4:0];
+  assign \$218  = | q__1__cpl_base[3:0];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$219  | \$220 ;
+  assign \$221  = cpl_req[1:0] == 1'h1;
+  assign \$222  = cpl_cons_busy & \$221 ;
+  assign \$223  = q__1__consumer + \$222 ;
+  assign \$224  = q__1__doorbell - \$223 [31:0];
+  assign q1_db_overflow = \$224 [31:0] > \$12 ;
+  assign \$225  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$225 ;
+  assign \$226  = ~ q1_checked;
+  assign \$227  = q1_want & \$226 ;
+  assign \$228  = \$227  & q1_bad_cfg;
   assign \$229  = q1_db_write & q1_db_overflow;
-  assign \$230  = ~ q1_checked;
-  assign \$231  = q1_want & \$230 ;
-  assign \$232  = \$231  & q1_bad_cfg;
-  assign \$233  = q1_resetting & q1_acked;
-  assign \$234  = ! q1_cpl_pending;
-  assign \$235  = \$233  & \$234 ;
-  assign q__1__cleared = \$235  & q__1__drained;
-  assign \$236  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$236 ;
-  assign \$237  = | q__2__ring_base[4:0];
-  assign \$238  = | q__2__cpl_base[3:0];
-  assign \$239  = \$237  | \$238 ;
-  assign \$240  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$239  | \$240 ;
-  assign \$241  = cpl_req[1:0] == 2'h2;
-  assign \$242  = cpl_cons_busy & \$241 ;
-  assign \$243  = q__2__consumer + \$242 ;
-  assign \$244  = q__2__doorbell - \$243 [31:0];
-  assign q2_db_overflow = \$244 [31:0] > \$18 ;
-  assign \$245  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$245 ;
-  assign \$246  = ~ q2_checked;
-  assign \$247  = q2_want & \$246 ;
-  assign \$248  = \$247  & q2_bad_cfg;
-  assign \$249  = q2_db_write & q2_db_overflow;
-  assign \$250  = fetch_q == 2'h2;
-  assign \$251  = fetch_fail & \$250 ;
-  assign \$252  = cpl_req[3] | cpl_fin_bad;
-  assign \$253  = q2_cpl_done & \$252 ;
-  assign q2_halt_any = | { \$253 , \$251 , \$249 , \$248  };
-  assign \$254  = cpl_req[3] | cpl_fin_bad;
-  assign \$255  = q2_cpl_done & \$254 ;
-  assign \$256  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$257  = fetch_q == 2'h2;
-  assign \$258  = fetch_fail & \$257 ;
+  assign \$230  = fetch_q == 1'h1;
+  assign \$231  = fetch_fail & \$230 ;
+  assign \$232  = cpl_req[3] | cpl_fin_bad;
+  assign \$233  = q1_cpl_done & \$232 ;
+  assign q1_halt_any = | { \$233 , \$231 , \$229 , \$228  };
+  assign \$234  = cpl_req[3] | cpl_fin_bad;
+  assign \$235  = q1_cpl_done & \$234 ;
+  assign \$236  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$237  = fetch_q == 1'h1;
+  assign \$238  = fetch_fail & \$237 ;
+  assign \$239  = q1_db_write & q1_db_overflow;
+  assign \$240  = ~ q1_checked;
+  assign \$241  = q1_want & \$240 ;
+  assign \$242  = \$241  & q1_bad_cfg;
+  assign \$243  = q1_resetting & q1_acked;
+  assign \$244  = ! q1_cpl_pending;
+  assign \$245  = \$243  & \$244 ;
+  assign q__1__cleared = \$245  & q__1__drained;
+  assign \$246  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$246 ;
+  assign \$247  = | q__2__ring_base[4:0];
+  assign \$248  = | q__2__cpl_base[3:0];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$249  | \$250 ;
+  assign \$251  = cpl_req[1:0] == 2'h2;
+  assign \$252  = cpl_cons_busy & \$251 ;
+  assign \$253  = q__2__consumer + \$252 ;
+  assign \$254  = q__2__doorbell - \$253 [31:0];
+  assign q2_db_overflow = \$254 [31:0] > \$18 ;
+  assign \$255  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$255 ;
+  assign \$256  = ~ q2_checked;
+  assign \$257  = q2_want & \$256 ;
+  assign \$258  = \$257  & q2_bad_cfg;
   assign \$259  = q2_db_write & q2_db_overflow;
-  assign \$260  = ~ q2_checked;
-  assign \$261  = q2_want & \$260 ;
-  assign \$262  = \$261  & q2_bad_cfg;
-  assign \$263  = q2_resetting & q2_acked;
-  assign \$264  = ! q2_cpl_pending;
-  assign \$265  = \$263  & \$264 ;
-  assign q__2__cleared = \$265  & q__2__drained;
-  assign \$266  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$266 ;
-  assign \$267  = | q__3__ring_base[4:0];
-  assign \$268  = | q__3__cpl_base[3:0];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$269  | \$270 ;
-  assign \$271  = cpl_req[1:0] == 2'h3;
-  assign \$272  = cpl_cons_busy & \$271 ;
-  assign \$273  = q__3__consumer + \$272 ;
-  assign \$274  = q__3__doorbell - \$273 [31:0];
-  assign q3_db_overflow = \$274 [31:0] > \$24 ;
-  assign \$275  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$275 ;
-  assign \$276  = ~ q3_checked;
-  assign \$277  = q3_want & \$276 ;
-  assign \$278  = \$277  & q3_bad_cfg;
-  assign \$279  = q3_db_write & q3_db_overflow;
-  assign \$280  = fetch_q == 2'h3;
-  assign \$281  = fetch_fail & \$280 ;
-  assign \$282  = cpl_req[3] | cpl_fin_bad;
-  assign \$283  = q3_cpl_done & \$282 ;
-  assign q3_halt_any = | { \$283 , \$281 , \$279 , \$278  };
-  assign \$284  = cpl_req[3] | cpl_fin_bad;
-  assign \$285  = q3_cpl_done & \$284 ;
-  assign \$286  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$287  = fetch_q == 2'h3;
-  assign \$288  = fetch_fail & \$287 ;
+  assign \$260  = fetch_q == 2'h2;
+  assign \$261  = fetch_fail & \$260 ;
+  assign \$262  = cpl_req[3] | cpl_fin_bad;
+  assign \$263  = q2_cpl_done & \$262 ;
+  assign q2_halt_any = | { \$263 , \$261 , \$259 , \$258  };
+  assign \$264  = cpl_req[3] | cpl_fin_bad;
+  assign \$265  = q2_cpl_done & \$264 ;
+  assign \$266  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$267  = fetch_q == 2'h2;
+  assign \$268  = fetch_fail & \$267 ;
+  assign \$269  = q2_db_write & q2_db_overflow;
+  assign \$270  = ~ q2_checked;
+  assign \$271  = q2_want & \$270 ;
+  assign \$272  = \$271  & q2_bad_cfg;
+  assign \$273  = q2_resetting & q2_acked;
+  assign \$274  = ! q2_cpl_pending;
+  assign \$275  = \$273  & \$274 ;
+  assign q__2__cleared = \$275  & q__2__drained;
+  assign \$276  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$276 ;
+  assign \$277  = | q__3__ring_base[4:0];
+  assign \$278  = | q__3__cpl_base[3:0];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$279  | \$280 ;
+  assign \$281  = cpl_req[1:0] == 2'h3;
+  assign \$282  = cpl_cons_busy & \$281 ;
+  assign \$283  = q__3__consumer + \$282 ;
+  assign \$284  = q__3__doorbell - \$283 [31:0];
+  assign q3_db_overflow = \$284 [31:0] > \$24 ;
+  assign \$285  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$285 ;
+  assign \$286  = ~ q3_checked;
+  assign \$287  = q3_want & \$286 ;
+  assign \$288  = \$287  & q3_bad_cfg;
   assign \$289  = q3_db_write & q3_db_overflow;
-  assign \$290  = ~ q3_checked;
-  assign \$291  = q3_want & \$290 ;
-  assign \$292  = \$291  & q3_bad_cfg;
-  assign \$293  = q3_resetting & q3_acked;
-  assign \$294  = ! q3_cpl_pending;
-  assign \$295  = \$293  & \$294 ;
-  assign q__3__cleared = \$295  & q__3__drained;
-  assign \$296  = ! fetch_fsm_state;
-  assign \$297  = fetch_fsm_state == 1'h1;
-  assign \$298  = fetch_fsm_state == 2'h2;
-  assign \$299  = ! cpl_fsm_state;
-  assign \$300  = cpl_fsm_state == 1'h1;
-  assign \$301  = cpl_fsm_state == 2'h2;
-  assign \$302  = cpl_fsm_state == 2'h3;
-  assign \$303  = cpl_fsm_state == 3'h4;
-  assign \$304  = cpl_fsm_state == 3'h5;
-  assign \$305  = cpl_fsm_state == 3'h6;
-  assign \$306  = fetch_busy & fetch_q_reset;
-  assign \$309  = fetch_r_beat != 2'h3;
-  assign \$310  = fetch_r_beat + 1'h1;
-  assign \$311  = ~ fetch_r_err;
-  assign \$312  = down__rresp[1] & \$311 ;
-  assign \$313  = down__rresp == 2'h3;
-  assign \$314  = \$313  ? 8'h07 : 8'h06;
-  assign \$315  = q__0__fetch + 1'h1;
-  assign \$316  = q__1__fetch + 1'h1;
-  assign \$317  = q__2__fetch + 1'h1;
-  assign \$318  = q__3__fetch + 1'h1;
-  assign \$319  = ~ cpl_push_ok;
-  assign \$320  = cpl_valid & \$319 ;
-  assign \$321  = cpl_w_beat + 1'h1;
-  assign \$322  = cpl_sel_base + 5'h10;
-  assign \$323  = cpl_sel_log2 > 1'h0;
-  assign \$324  = cpl_sel_log2 > 1'h1;
-  assign \$325  = cpl_sel_log2 > 2'h2;
-  assign \$326  = cpl_sel_log2 > 2'h3;
-  assign \$327  = cpl_sel_log2 > 3'h4;
-  assign \$328  = cpl_sel_log2 > 3'h5;
-  assign \$329  = cpl_sel_log2 > 3'h6;
-  assign \$330  = cpl_sel_log2 > 3'h7;
-  assign \$331  = cpl_sel_log2 > 4'h8;
-  assign \$332  = cpl_sel_log2 > 4'h9;
-  assign \$333  = cpl_sel_log2 > 4'ha;
-  assign \$334  = cpl_sel_log2 > 4'hb;
-  assign \$335  = cpl_sel_log2 > 4'hc;
-  assign \$336  = cpl_sel_log2 > 4'hd;
-  assign \$337  = cpl_sel_log2 > 4'he;
-  assign \$338  = cpl_sel_c[14:0] & { \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323  };
-  assign \$340  = \$322  + \$339 ;
-  assign \$342  = down__bresp == 2'h3;
-  assign \$343  = \$342  ? 8'h07 : 8'h06;
-  assign \$344  = cpl_rec_index + 1'h1;
-  assign \$345  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$346  = q__0__consumer + 1'h1;
-  assign \$347  = q0_cpl_done & cpl_req[2];
-  assign \$348  = ! cpl_queue;
-  assign \$349  = cpl_push_ok & \$348 ;
-  assign \$350  = q0_cpl_pending + \$349 ;
-  assign \$351  = \$350  - q0_cpl_done;
-  assign \$352  = ~ q0_bad_cfg;
-  assign \$353  = q0_checked | \$352 ;
-  assign \$354  = q0_want & \$353 ;
-  assign \$355  = ~ q0_db_overflow;
-  assign \$356  = q0_db_write & \$355 ;
-  assign \$357  = ~ q0_halted;
-  assign \$358  = q0_halt_any & \$357 ;
-  assign \$359  = ~ q0_resetting;
-  assign \$360  = q__0__reset & \$359 ;
-  assign \$361  = ~ fw_running;
-  assign \$362  = \port$104$0 [0] | \$361 ;
-  assign \$363  = q0_resetting & \$362 ;
-  assign \$364  = ! cpl_req[1:0];
-  assign \$365  = \abandon$67  & \$364 ;
-  assign \$366  = q__1__consumer + 1'h1;
-  assign \$367  = q1_cpl_done & cpl_req[2];
-  assign \$368  = cpl_queue == 1'h1;
-  assign \$369  = cpl_push_ok & \$368 ;
-  assign \$370  = q1_cpl_pending + \$369 ;
-  assign \$371  = \$370  - q1_cpl_done;
-  assign \$372  = ~ q1_bad_cfg;
-  assign \$373  = q1_checked | \$372 ;
-  assign \$374  = q1_want & \$373 ;
-  assign \$375  = ~ q1_db_overflow;
-  assign \$376  = q1_db_write & \$375 ;
-  assign \$377  = ~ q1_halted;
-  assign \$378  = q1_halt_any & \$377 ;
-  assign \$379  = ~ q1_resetting;
-  assign \$380  = q__1__reset & \$379 ;
-  assign \$381  = ~ fw_running;
-  assign \$382  = \port$104$0 [1] | \$381 ;
-  assign \$383  = q1_resetting & \$382 ;
-  assign \$384  = cpl_req[1:0] == 1'h1;
-  assign \$385  = \abandon$67  & \$384 ;
-  assign \$386  = q__2__consumer + 1'h1;
-  assign \$387  = q2_cpl_done & cpl_req[2];
-  assign \$388  = cpl_queue == 2'h2;
-  assign \$389  = cpl_push_ok & \$388 ;
-  assign \$390  = q2_cpl_pending + \$389 ;
-  assign \$391  = \$390  - q2_cpl_done;
-  assign \$392  = ~ q2_bad_cfg;
-  assign \$393  = q2_checked | \$392 ;
-  assign \$394  = q2_want & \$393 ;
-  assign \$395  = ~ q2_db_overflow;
-  assign \$396  = q2_db_write & \$395 ;
-  assign \$397  = ~ q2_halted;
-  assign \$398  = q2_halt_any & \$397 ;
-  assign \$399  = ~ q2_resetting;
-  assign \$400  = q__2__reset & \$399 ;
-  assign \$401  = ~ fw_running;
-  assign \$402  = \port$104$0 [2] | \$401 ;
-  assign \$403  = q2_resetting & \$402 ;
-  assign \$404  = cpl_req[1:0] == 2'h2;
-  assign \$405  = \abandon$67  & \$404 ;
-  assign \$406  = q__3__consumer + 1'h1;
-  assign \$407  = q3_cpl_done & cpl_req[2];
-  assign \$408  = cpl_queue == 2'h3;
-  assign \$409  = cpl_push_ok & \$408 ;
-  assign \$410  = q3_cpl_pending + \$409 ;
-  assign \$411  = \$410  - q3_cpl_done;
-  assign \$412  = ~ q3_bad_cfg;
-  assign \$413  = q3_checked | \$412 ;
-  assign \$414  = q3_want & \$413 ;
-  assign \$415  = ~ q3_db_overflow;
-  assign \$416  = q3_db_write & \$415 ;
-  assign \$417  = ~ q3_halted;
-  assign \$418  = q3_halt_any & \$417 ;
-  assign \$419  = ~ q3_resetting;
-  assign \$420  = q__3__reset & \$419 ;
-  assign \$421  = ~ fw_running;
+  assign \$290  = fetch_q == 2'h3;
+  assign \$291  = fetch_fail & \$290 ;
+  assign \$292  = cpl_req[3] | cpl_fin_bad;
+  assign \$293  = q3_cpl_done & \$292 ;
+  assign q3_halt_any = | { \$293 , \$291 , \$289 , \$288  };
+  assign \$294  = cpl_req[3] | cpl_fin_bad;
+  assign \$295  = q3_cpl_done & \$294 ;
+  assign \$296  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$297  = fetch_q == 2'h3;
+  assign \$298  = fetch_fail & \$297 ;
+  assign \$299  = q3_db_write & q3_db_overflow;
+  assign \$300  = ~ q3_checked;
+  assign \$301  = q3_want & \$300 ;
+  assign \$302  = \$301  & q3_bad_cfg;
+  assign \$303  = q3_resetting & q3_acked;
+  assign \$304  = ! q3_cpl_pending;
+  assign \$305  = \$303  & \$304 ;
+  assign q__3__cleared = \$305  & q__3__drained;
+  assign \$306  = ! fetch_fsm_state;
+  assign \$307  = fetch_fsm_state == 1'h1;
+  assign \$308  = fetch_fsm_state == 2'h2;
+  assign \$309  = ! cpl_fsm_state;
+  assign \$310  = cpl_fsm_state == 1'h1;
+  assign \$311  = cpl_fsm_state == 2'h2;
+  assign \$312  = cpl_fsm_state == 2'h3;
+  assign \$313  = cpl_fsm_state == 3'h4;
+  assign \$314  = cpl_fsm_state == 3'h5;
+  assign \$315  = cpl_fsm_state == 3'h6;
+  assign \$316  = fetch_busy & fetch_q_reset;
+  assign \$319  = fetch_r_beat != 2'h3;
+  assign \$320  = fetch_r_beat + 1'h1;
+  assign \$321  = ~ fetch_r_err;
+  assign \$322  = down__rresp[1] & \$321 ;
+  assign \$323  = down__rresp == 2'h3;
+  assign \$324  = \$323  ? 8'h07 : 8'h06;
+  assign \$325  = q__0__fetch + 1'h1;
+  assign \$326  = q__1__fetch + 1'h1;
+  assign \$327  = q__2__fetch + 1'h1;
+  assign \$328  = q__3__fetch + 1'h1;
+  assign \$329  = ~ cpl_push_ok;
+  assign \$330  = cpl_valid & \$329 ;
+  assign \$331  = cpl_w_beat + 1'h1;
+  assign \$332  = cpl_sel_base + 5'h10;
+  assign \$333  = cpl_sel_log2 > 1'h0;
+  assign \$334  = cpl_sel_log2 > 1'h1;
+  assign \$335  = cpl_sel_log2 > 2'h2;
+  assign \$336  = cpl_sel_log2 > 2'h3;
+  assign \$337  = cpl_sel_log2 > 3'h4;
+  assign \$338  = cpl_sel_log2 > 3'h5;
+  assign \$339  = cpl_sel_log2 > 3'h6;
+  assign \$340  = cpl_sel_log2 > 3'h7;
+  assign \$341  = cpl_sel_log2 > 4'h8;
+  assign \$342  = cpl_sel_log2 > 4'h9;
+  assign \$343  = cpl_sel_log2 > 4'ha;
+  assign \$344  = cpl_sel_log2 > 4'hb;
+  assign \$345  = cpl_sel_log2 > 4'hc;
+  assign \$346  = cpl_sel_log2 > 4'hd;
+  assign \$347  = cpl_sel_log2 > 4'he;
+  assign \$348  = cpl_sel_c[14:0] & { \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333  };
+  assign \$350  = \$332  + \$349 ;
+  assign \$352  = cpl_b_hs & cpl_coalesce;
+  assign \$353  = down__bresp == 2'h3;
+  assign \$354  = \$353  ? 8'h07 : 8'h06;
+  assign \$355  = cpl_rec_index + 1'h1;
+  assign \$356  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$357  = q__0__consumer + 1'h1;
+  assign \$358  = q0_cpl_done & cpl_req[2];
+  assign \$359  = ! cpl_queue;
+  assign \$360  = cpl_push_ok & \$359 ;
+  assign \$361  = q0_cpl_pending + \$360 ;
+  assign \$362  = \$361  - q0_cpl_done;
+  assign \$363  = ~ q0_bad_cfg;
+  assign \$364  = q0_checked | \$363 ;
+  assign \$365  = q0_want & \$364 ;
+  assign \$366  = ~ q0_db_overflow;
+  assign \$367  = q0_db_write & \$366 ;
+  assign \$368  = ~ q0_halted;
+  assign \$369  = q0_halt_any & \$368 ;
+  assign \$370  = ~ q0_resetting;
+  assign \$371  = q__0__reset & \$370 ;
+  assign \$372  = ~ fw_running;
+  assign \$373  = \port$104$0 [0] | \$372 ;
+  assign \$374  = q0_resetting & \$373 ;
+  assign \$375  = ! cpl_req[1:0];
+  assign \$376  = \abandon$67  & \$375 ;
+  assign \$377  = q__1__consumer + 1'h1;
+  assign \$378  = q1_cpl_done & cpl_req[2];
+  assign \$379  = cpl_queue == 1'h1;
+  assign \$380  = cpl_push_ok & \$379 ;
+  assign \$381  = q1_cpl_pending + \$380 ;
+  assign \$382  = \$381  - q1_cpl_done;
+  assign \$383  = ~ q1_bad_cfg;
+  assign \$384  = q1_checked | \$383 ;
+  assign \$385  = q1_want & \$384 ;
+  assign \$386  = ~ q1_db_overflow;
+  assign \$387  = q1_db_write & \$386 ;
+  assign \$388  = ~ q1_halted;
+  assign \$389  = q1_halt_any & \$388 ;
+  assign \$390  = ~ q1_resetting;
+  assign \$391  = q__1__reset & \$390 ;
+  assign \$392  = ~ fw_running;
+  assign \$393  = \port$104$0 [1] | \$392 ;
+  assign \$394  = q1_resetting & \$393 ;
+  assign \$395  = cpl_req[1:0] == 1'h1;
+  assign \$396  = \abandon$67  & \$395 ;
+  assign \$397  = q__2__consumer + 1'h1;
+  assign \$398  = q2_cpl_done & cpl_req[2];
+  assign \$399  = cpl_queue == 2'h2;
+  assign \$400  = cpl_push_ok & \$399 ;
+  assign \$401  = q2_cpl_pending + \$400 ;
+  assign \$402  = \$401  - q2_cpl_done;
+  assign \$403  = ~ q2_bad_cfg;
+  assign \$404  = q2_checked | \$403 ;
+  assign \$405  = q2_want & \$404 ;
+  assign \$406  = ~ q2_db_overflow;
+  assign \$407  = q2_db_write & \$406 ;
+  assign \$408  = ~ q2_halted;
+  assign \$409  = q2_halt_any & \$408 ;
   \kaki_soc_8x8.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
     .level(\level$280 ),
-    .r_data(\r_data$383 ),
-    .r_en(\r_en$320 ),
-    .r_rdy(\r_rdy$382 ),
+    .r_data(\r_data$322 ),
+    .r_en(\r_en$324 ),
+    .r_rdy(\r_rdy$321 ),
     .rst(rst),
     .w_en(cpl_push_ok),
     .w_port__data(\w_data$266 ),
@@ -48172,7 +48196,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$321 ),
+    .timeout(\timeout$325 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -48215,7 +48239,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$13248$0 (fetch_r_buf),
+    .\port$13265$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -48227,7 +48251,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$13248$0 (fetch_r_buf),
+    .\port$13265$0 (fetch_r_buf),
     .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
     .r_en(\r_en$133 ),
@@ -48239,7 +48263,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$13248$0 (fetch_r_buf),
+    .\port$13265$0 (fetch_r_buf),
     .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
     .r_en(\r_en$167 ),
@@ -48251,7 +48275,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$13248$0 (fetch_r_buf),
+    .\port$13265$0 (fetch_r_buf),
     .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
     .r_en(\r_en$201 ),
@@ -48370,10 +48394,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$320  = 1'h0;
+    \r_en$324  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$320  = 1'h1;
+          \r_en$324  = 1'h1;
     endcase
   end
   always @* begin
@@ -48386,22 +48410,23 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (cpl_b_hs) begin
-          end else if (\timeout$321 ) begin
+          if (\$183 ) begin
+          end else if (cpl_b_hs) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$321 ) begin
+          end else if (\timeout$325 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -48426,6 +48451,30 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    cpl_finish = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$183 ) begin
+            cpl_finish = 1'h1;
+          end
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (cpl_b_hs) begin
+            cpl_finish = 1'h1;
+          end
+      3'h2:
+          cpl_finish = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     cpl_cons_busy = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
@@ -48446,482 +48495,242 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    cpl_finish = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          if (cpl_b_hs) begin
-            cpl_finish = 1'h1;
-          end
-      3'h2:
-          cpl_finish = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$195 ) begin
-      q0_halt_code = \$196 ;
+    if (\$205 ) begin
+      q0_halt_code = \$206 ;
     end
-    if (\$198 ) begin
+    if (\$208 ) begin
       q0_halt_code = fetch_fail_code;
     end
-    if (\$199 ) begin
+    if (\$209 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$202 ) begin
+    if (\$212 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$195 ) begin
+    if (\$205 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$198 ) begin
+    if (\$208 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$199 ) begin
+    if (\$209 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$202 ) begin
+    if (\$212 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$225 ) begin
-      q1_halt_code = \$226 ;
+    if (\$235 ) begin
+      q1_halt_code = \$236 ;
     end
-    if (\$228 ) begin
+    if (\$238 ) begin
       q1_halt_code = fetch_fail_code;
     end
-    if (\$229 ) begin
+    if (\$239 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$232 ) begin
+    if (\$242 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$225 ) begin
+    if (\$235 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$228 ) begin
+    if (\$238 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$229 ) begin
+    if (\$239 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$232 ) begin
+    if (\$242 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$255 ) begin
-      q2_halt_code = \$256 ;
+    if (\$265 ) begin
+      q2_halt_code = \$266 ;
     end
-    if (\$258 ) begin
+    if (\$268 ) begin
       q2_halt_code = fetch_fail_code;
     end
-    if (\$259 ) begin
+    if (\$269 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$262 ) begin
+    if (\$272 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$255 ) begin
+    if (\$265 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$258 ) begin
+    if (\$268 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$259 ) begin
+    if (\$269 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$262 ) begin
+    if (\$272 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$285 ) begin
-      q3_halt_code = \$286 ;
+    if (\$295 ) begin
+      q3_halt_code = \$296 ;
     end
-    if (\$288 ) begin
+    if (\$298 ) begin
       q3_halt_code = fetch_fail_code;
     end
-    if (\$289 ) begin
+    if (\$299 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$292 ) begin
+    if (\$302 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$285 ) begin
+    if (\$295 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$288 ) begin
+    if (\$298 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$289 ) begin
+    if (\$299 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$292 ) begin
+    if (\$302 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$426  = fetch_discard;
-    if (\$306 ) begin
-      \$426  = 1'h1;
+    \$437  = fetch_discard;
+    if (\$316 ) begin
+      \$437  = 1'h1;
     end
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$426  = \$308 ;
+            \$437  = \$318 ;
           end
     endcase
     if (rst) begin
-      \$426  = 1'h0;
+      \$437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$427  = fetch_q;
+    \$438  = fetch_q;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$427  = fetch_rr_sel;
+            \$438  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$427  = 2'h0;
+      \$438  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$428  = fetch_rr_last;
+    \$439  = fetch_rr_last;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$428  = fetch_rr_sel;
+            \$439  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$428  = 2'h3;
+      \$439  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$429  = up__arvalid;
+    \$440  = up__arvalid;
     casez (fetch_fsm_state)
       2'h0:
           if (fetch_rr_any) begin
-            \$429  = 1'h1;
+            \$440  = 1'h1;
           end
       2'h1:
           if (up__arready) begin
-            \$429  = 1'h0;
+            \$440  = 1'h0;
           end else if (timeout) begin
-            \$429  = 1'h0;
+            \$440  = 1'h0;
           end
     endcase
-    if (rst) begin
-      \$429  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$430  = up__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$430  = \$307 ;
-          end
-    endcase
-    if (rst) begin
-      \$430  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$431  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$431  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$309 ) begin
-              \$431  = \$310 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$431  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$432  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$432  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$312 ) begin
-              \$432  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$432  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$433  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$433  = 2'h1;
-          end
-      2'h1:
-          if (up__arready) begin
-            \$433  = 2'h2;
-          end else if (timeout) begin
-            \$433  = 2'h0;
-          end
-      2'h2:
-          if (fetch_r_done) begin
-            \$433  = 2'h0;
-          end else if (timeout) begin
-            \$433  = 2'h0;
-          end
-    endcase
-    if (rst) begin
-      \$433  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$434  = fetch_r_buf;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$309 ) begin
-              casez (fetch_r_beat)
-                2'h0:
-                    \$434 [63:0] = down__rdata;
-                2'h1:
-                    \$434 [127:64] = down__rdata;
-                2'h2:
-                    \$434 [191:128] = down__rdata;
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$434  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$435  = fetch_r_code;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$312 ) begin
-              \$435  = \$314 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$436  = q__0__fetch;
-    if (q0_fetch_push) begin
-      \$436  = \$315 [31:0];
-    end
-    if (q__0__cleared) begin
-      \$436  = 32'd0;
-    end
-    if (rst) begin
-      \$436  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$437  = q__1__fetch;
-    if (q1_fetch_push) begin
-      \$437  = \$316 [31:0];
-    end
-    if (q__1__cleared) begin
-      \$437  = 32'd0;
-    end
-    if (rst) begin
-      \$437  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$438  = q__2__fetch;
-    if (q2_fetch_push) begin
-      \$438  = \$317 [31:0];
-    end
-    if (q__2__cleared) begin
-      \$438  = 32'd0;
-    end
-    if (rst) begin
-      \$438  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$439  = q__3__fetch;
-    if (q3_fetch_push) begin
-      \$439  = \$318 [31:0];
-    end
-    if (q__3__cleared) begin
-      \$439  = 32'd0;
-    end
-    if (rst) begin
-      \$439  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$440  = cpl_overflow;
-    if (\$320 ) begin
-      \$440  = 1'h1;
-    end
     if (rst) begin
       \$440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$441  = up__awvalid;
-    if (cpl_aw_hs) begin
-      \$441  = 1'h0;
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-          end else begin
-            \$441  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$441  = 1'h1;
+    \$441  = up__araddr;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$441  = \$317 ;
           end
     endcase
-    if (\abandon$67 ) begin
-      \$441  = 1'h0;
-    end
     if (rst) begin
-      \$441  = 1'h0;
+      \$441  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$442  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$442  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-          end else begin
-            \$442  = 1'h1;
+    \$442  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$442  = 2'h0;
           end
-      3'h3:
+      2'h1:
           /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$442  = 1'h1;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              \$442  = \$320 [1:0];
+            end
           end
     endcase
-    if (\abandon$67 ) begin
-      \$442  = 1'h0;
-    end
     if (rst) begin
-      \$442  = 1'h0;
+      \$442  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$443  = cpl_w_beat;
-    if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
-      if (cpl_w_last) begin
-      end else begin
-        \$443  = \$321 [0];
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$443  = 1'h0;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
+    \$443  = fetch_r_err;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
             \$443  = 1'h0;
+          end
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$322 ) begin
+              \$443  = 1'h1;
+            end
           end
     endcase
     if (rst) begin
@@ -48930,506 +48739,624 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$444  = cpl_req;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$382 ) begin
-            \$444  = \r_data$383 ;
+    \$444  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$444  = 2'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$444  = 2'h2;
+          end else if (timeout) begin
+            \$444  = 2'h0;
+          end
+      2'h2:
+          if (fetch_r_done) begin
+            \$444  = 2'h0;
+          end else if (timeout) begin
+            \$444  = 2'h0;
           end
     endcase
     if (rst) begin
-      \$444  = 76'h0000000000000000000;
+      \$444  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$445  = cpl_fsm_state;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$382 ) begin
-            \$445  = 3'h1;
+    \$445  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$319 ) begin
+              casez (fetch_r_beat)
+                2'h0:
+                    \$445 [63:0] = down__rdata;
+                2'h1:
+                    \$445 [127:64] = down__rdata;
+                2'h2:
+                    \$445 [191:128] = down__rdata;
+              endcase
+            end
           end
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$341 ) begin
-            \$445  = 3'h2;
-          end else begin
-            \$445  = 3'h3;
-          end
-      3'h3:
-          if (cpl_sent) begin
-            \$445  = 3'h4;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h4:
-          if (cpl_b_hs) begin
-            \$445  = 3'h5;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h5:
-          if (cpl_sent) begin
-            \$445  = 3'h6;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h6:
-          if (cpl_b_hs) begin
-            \$445  = 3'h0;
-          end else if (\timeout$321 ) begin
-            \$445  = 3'h2;
-          end
-      3'h2:
-          \$445  = 3'h0;
     endcase
     if (rst) begin
-      \$445  = 3'h0;
+      \$445  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$446  = cpl_idx_sent;
-    casez (cpl_fsm_state)
-      3'h0:
+    \$446  = fetch_r_code;
+    casez (fetch_fsm_state)
+      2'h0:
           /* empty */;
-      3'h1:
-          \$446  = 1'h0;
-      3'h3:
+      2'h1:
           /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$446  = 1'h1;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$322 ) begin
+              \$446  = \$324 ;
+            end
           end
     endcase
     if (rst) begin
-      \$446  = 1'h0;
+      \$446  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$447  = cpl_rec_index;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$447  = cpl_sel_c;
-    endcase
+    \$447  = q__0__fetch;
+    if (q0_fetch_push) begin
+      \$447  = \$325 [31:0];
+    end
+    if (q__0__cleared) begin
+      \$447  = 32'd0;
+    end
     if (rst) begin
       \$447  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$448  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$448  = cpl_sel_base;
-    endcase
+    \$448  = q__1__fetch;
+    if (q1_fetch_push) begin
+      \$448  = \$326 [31:0];
+    end
+    if (q__1__cleared) begin
+      \$448  = 32'd0;
+    end
     if (rst) begin
       \$448  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$449  = up__awaddr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$449  = \$340 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$449  = cpl_cons_addr;
-          end
-    endcase
+    \$449  = q__2__fetch;
+    if (q2_fetch_push) begin
+      \$449  = \$327 [31:0];
+    end
+    if (q__2__cleared) begin
+      \$449  = 32'd0;
+    end
     if (rst) begin
       \$449  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$450  = up__awlen;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$450  = 8'h01;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$450  = 8'h00;
-          end
-    endcase
+    \$450  = q__3__fetch;
+    if (q3_fetch_push) begin
+      \$450  = \$328 [31:0];
+    end
+    if (q__3__cleared) begin
+      \$450  = 32'd0;
+    end
     if (rst) begin
-      \$450  = 8'h00;
+      \$450  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$451  = cpl_w_buf;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$451  = cpl_rec;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$451  = { 95'h000000000000000000000000, \$344  };
-          end
-    endcase
+    \$451  = cpl_overflow;
+    if (\$330 ) begin
+      \$451  = 1'h1;
+    end
     if (rst) begin
-      \$451  = 128'h00000000000000000000000000000000;
+      \$451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$452  = up__wstrb;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$452  = 8'hff;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$452  = 8'h0f;
-          end
-    endcase
-    if (rst) begin
-      \$452  = 8'h00;
+    \$452  = up__awvalid;
+    if (cpl_aw_hs) begin
+      \$452  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$453  = cpl_w_nbeats;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$453  = 2'h2;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$453  = 2'h1;
-          end
-    endcase
-    if (rst) begin
-      \$453  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$454  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$341 ) begin
-            \$454  = 1'h1;
+          if (\$351 ) begin
           end else begin
-            \$454  = 1'h0;
+            \$452  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$454  = 1'h1;
-            end
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$452  = 1'h1;
           end
     endcase
     if (\abandon$67 ) begin
-      \$454  = 1'h1;
+      \$452  = 1'h0;
     end
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$453  = up__wvalid;
+    if (cpl_w_hs) begin
+      if (cpl_w_last) begin
+        \$453  = 1'h0;
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+          end else begin
+            \$453  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$453  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$453  = 1'h0;
+    end
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$454  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$454  = \$331 [0];
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$454  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$454  = 1'h0;
+          end
+    endcase
     if (rst) begin
       \$454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$455  = cpl_wr_code;
+    \$455  = cpl_req;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$321 ) begin
+            \$455  = \r_data$322 ;
+          end
+    endcase
+    if (rst) begin
+      \$455  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$456  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$321 ) begin
+            \$456  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+            \$456  = 3'h2;
+          end else begin
+            \$456  = 3'h3;
+          end
+      3'h3:
+          if (cpl_sent) begin
+            \$456  = 3'h4;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h4:
+          if (\$352 ) begin
+            \$456  = 3'h0;
+          end else if (cpl_b_hs) begin
+            \$456  = 3'h5;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h5:
+          if (cpl_sent) begin
+            \$456  = 3'h6;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h6:
+          if (cpl_b_hs) begin
+            \$456  = 3'h0;
+          end else if (\timeout$325 ) begin
+            \$456  = 3'h2;
+          end
+      3'h2:
+          \$456  = 3'h0;
+    endcase
+    if (rst) begin
+      \$456  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$457  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$341 ) begin
-            \$455  = 8'h10;
-          end
+          \$457  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$455  = \$343 ;
-            end
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$457  = 1'h1;
           end
     endcase
-    if (\abandon$67 ) begin
-      \$455  = \$345 ;
-    end
-    if (rst) begin
-      \$455  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$456  = q__0__consumer;
-    if (q0_cpl_done) begin
-      \$456  = \$346 [31:0];
-    end
-    if (q__0__cleared) begin
-      \$456  = 32'd0;
-    end
-    if (rst) begin
-      \$456  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$457  = q0_cpl_done;
     if (rst) begin
       \$457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$458  = \$347 ;
+    \$458  = cpl_rec_index;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$458  = cpl_sel_c;
+    endcase
     if (rst) begin
-      \$458  = 1'h0;
+      \$458  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$459  = \$351 [2:0];
+    \$459  = cpl_cons_addr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$459  = cpl_sel_base;
+    endcase
     if (rst) begin
-      \$459  = 3'h0;
+      \$459  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$460  = \$354 ;
+    \$460  = up__awaddr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$460  = \$350 [31:0];
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$460  = cpl_cons_addr;
+          end
+    endcase
     if (rst) begin
-      \$460  = 1'h0;
+      \$460  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$461  = q__0__producer;
-    if (\$356 ) begin
-      \$461  = q__0__doorbell;
-    end
-    if (q__0__cleared) begin
-      \$461  = 32'd0;
-    end
+    \$461  = up__awlen;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$461  = 8'h01;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$461  = 8'h00;
+          end
+    endcase
     if (rst) begin
-      \$461  = 32'd0;
+      \$461  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$462  = q0_halted;
-    if (\$358 ) begin
-      \$462  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$462  = 1'h0;
-    end
+    \$462  = cpl_w_buf;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$462  = cpl_rec;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$462  = { 95'h000000000000000000000000, \$355  };
+          end
+    endcase
     if (rst) begin
-      \$462  = 1'h0;
+      \$462  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$463  = q__0__error;
-    if (\$358 ) begin
-      \$463  = q0_halt_code;
-    end
-    if (q__0__cleared) begin
+    \$463  = up__wstrb;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$463  = 8'hff;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$463  = 8'h0f;
+          end
+    endcase
+    if (rst) begin
       \$463  = 8'h00;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$464  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$464  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            \$464  = 2'h1;
+          end
+    endcase
     if (rst) begin
-      \$463  = 8'h00;
+      \$464  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$464  = q__0__error_index;
-    if (\$358 ) begin
-      \$464  = q0_halt_index;
+    \$465  = cpl_wr_err;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$351 ) begin
+            \$465  = 1'h1;
+          end else begin
+            \$465  = 1'h0;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$465  = 1'h1;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$465  = 1'h1;
     end
-    if (q__0__cleared) begin
-      \$464  = 32'd0;
-    end
-    if (rst) begin
-      \$464  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$465  = q0_halt_any;
     if (rst) begin
       \$465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$466  = q0_resetting;
-    if (\$360 ) begin
-      \$466  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$466  = 1'h0;
+    \$466  = cpl_wr_code;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (\$351 ) begin
+            \$466  = 8'h10;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$352 ) begin
+          end else if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$466  = \$354 ;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$466  = \$356 ;
     end
     if (rst) begin
-      \$466  = 1'h0;
+      \$466  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$467  = q0_acked;
-    if (\$360 ) begin
-      \$467  = 1'h0;
-    end else if (\$363 ) begin
-      \$467  = 1'h1;
+    \$467  = q__0__consumer;
+    if (q0_cpl_done) begin
+      \$467  = \$357 [31:0];
     end
     if (q__0__cleared) begin
-      \$467  = 1'h0;
+      \$467  = 32'd0;
     end
     if (rst) begin
-      \$467  = 1'h0;
+      \$467  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$468  = q0_cpl_dead;
-    if (\$365 ) begin
-      \$468  = 1'h1;
-    end
-    if (q__0__cleared) begin
+    \$468  = q0_cpl_done;
+    if (rst) begin
       \$468  = 1'h0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$469  = \$358 ;
     if (rst) begin
-      \$468  = 1'h0;
+      \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$469  = q__1__consumer;
-    if (q1_cpl_done) begin
-      \$469  = \$366 [31:0];
-    end
-    if (q__1__cleared) begin
-      \$469  = 32'd0;
-    end
+    \$470  = \$362 [2:0];
     if (rst) begin
-      \$469  = 32'd0;
+      \$470  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$470  = q1_cpl_done;
-    if (rst) begin
-      \$470  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$471  = \$367 ;
+    \$471  = \$365 ;
     if (rst) begin
       \$471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$472  = \$371 [2:0];
+    \$472  = q__0__producer;
+    if (\$367 ) begin
+      \$472  = q__0__doorbell;
+    end
+    if (q__0__cleared) begin
+      \$472  = 32'd0;
+    end
     if (rst) begin
-      \$472  = 3'h0;
+      \$472  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$473  = \$374 ;
+    \$473  = q0_halted;
+    if (\$369 ) begin
+      \$473  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$473  = 1'h0;
+    end
     if (rst) begin
       \$473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$474  = q__1__producer;
-    if (\$376 ) begin
-      \$474  = q__1__doorbell;
+    \$474  = q__0__error;
+    if (\$369 ) begin
+      \$474  = q0_halt_code;
     end
-    if (q__1__cleared) begin
-      \$474  = 32'd0;
+    if (q__0__cleared) begin
+      \$474  = 8'h00;
     end
     if (rst) begin
-      \$474  = 32'd0;
+      \$474  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$475  = q1_halted;
-    if (\$378 ) begin
-      \$475  = 1'h1;
+    \$475  = q__0__error_index;
+    if (\$369 ) begin
+      \$475  = q0_halt_index;
     end
-    if (q__1__cleared) begin
-      \$475  = 1'h0;
+    if (q__0__cleared) begin
+      \$475  = 32'd0;
     end
     if (rst) begin
-      \$475  = 1'h0;
+      \$475  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$476  = q__1__error;
-    if (\$378 ) begin
-      \$476  = q1_halt_code;
-    end
-    if (q__1__cleared) begin
-      \$476  = 8'h00;
-    end
+    \$476  = q0_halt_any;
     if (rst) begin
-      \$476  = 8'h00;
+      \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$477  = q__1__error_index;
-    if (\$378 ) begin
-      \$477  = q1_halt_index;
+    \$477  = q0_resetting;
+    if (\$371 ) begin
+      \$477  = 1'h1;
     end
-    if (q__1__cleared) begin
-      \$477  = 32'd0;
+    if (q__0__cleared) begin
+      \$477  = 1'h0;
     end
     if (rst) begin
-      \$477  = 32'd0;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$478  = q1_halt_any;
+    \$478  = q0_acked;
+    if (\$371 ) begin
+      \$478  = 1'h0;
+    end else if (\$374 ) begin
+      \$478  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$478  = 1'h0;
+    end
     if (rst) begin
       \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$479  = q1_resetting;
-    if (\$380 ) begin
+    \$479  = q0_cpl_dead;
+    if (\$376 ) begin
       \$479  = 1'h1;
     end
-    if (q__1__cleared) begin
+    if (q__0__cleared) begin
       \$479  = 1'h0;
     end
     if (rst) begin
@@ -49438,139 +49365,139 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$480  = q1_acked;
-    if (\$380 ) begin
-      \$480  = 1'h0;
-    end else if (\$383 ) begin
-      \$480  = 1'h1;
+    \$480  = q__1__consumer;
+    if (q1_cpl_done) begin
+      \$480  = \$377 [31:0];
     end
     if (q__1__cleared) begin
-      \$480  = 1'h0;
+      \$480  = 32'd0;
     end
     if (rst) begin
-      \$480  = 1'h0;
+      \$480  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$481  = q1_cpl_dead;
-    if (\$385 ) begin
-      \$481  = 1'h1;
-    end
-    if (q__1__cleared) begin
-      \$481  = 1'h0;
-    end
+    \$481  = q1_cpl_done;
     if (rst) begin
       \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$482  = q__2__consumer;
-    if (q2_cpl_done) begin
-      \$482  = \$386 [31:0];
-    end
-    if (q__2__cleared) begin
-      \$482  = 32'd0;
-    end
+    \$482  = \$378 ;
     if (rst) begin
-      \$482  = 32'd0;
+      \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$483  = q2_cpl_done;
+    \$483  = \$382 [2:0];
     if (rst) begin
-      \$483  = 1'h0;
+      \$483  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$484  = \$387 ;
+    \$484  = \$385 ;
     if (rst) begin
       \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$485  = \$391 [2:0];
+    \$485  = q__1__producer;
+    if (\$387 ) begin
+      \$485  = q__1__doorbell;
+    end
+    if (q__1__cleared) begin
+      \$485  = 32'd0;
+    end
     if (rst) begin
-      \$485  = 3'h0;
+      \$485  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$486  = \$394 ;
+    \$486  = q1_halted;
+    if (\$389 ) begin
+      \$486  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$486  = 1'h0;
+    end
     if (rst) begin
       \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$487  = q__2__producer;
-    if (\$396 ) begin
-      \$487  = q__2__doorbell;
+    \$487  = q__1__error;
+    if (\$389 ) begin
+      \$487  = q1_halt_code;
     end
-    if (q__2__cleared) begin
-      \$487  = 32'd0;
+    if (q__1__cleared) begin
+      \$487  = 8'h00;
     end
     if (rst) begin
-      \$487  = 32'd0;
+      \$487  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$488  = q2_halted;
-    if (\$398 ) begin
-      \$488  = 1'h1;
+    \$488  = q__1__error_index;
+    if (\$389 ) begin
+      \$488  = q1_halt_index;
     end
-    if (q__2__cleared) begin
-      \$488  = 1'h0;
+    if (q__1__cleared) begin
+      \$488  = 32'd0;
     end
     if (rst) begin
-      \$488  = 1'h0;
+      \$488  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$489  = q__2__error;
-    if (\$398 ) begin
-      \$489  = q2_halt_code;
-    end
-    if (q__2__cleared) begin
-      \$489  = 8'h00;
-    end
+    \$489  = q1_halt_any;
     if (rst) begin
-      \$489  = 8'h00;
+      \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$490  = q__2__error_index;
-    if (\$398 ) begin
-      \$490  = q2_halt_index;
+    \$490  = q1_resetting;
+    if (\$391 ) begin
+      \$490  = 1'h1;
     end
-    if (q__2__cleared) begin
-      \$490  = 32'd0;
+    if (q__1__cleared) begin
+      \$490  = 1'h0;
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$491  = q2_halt_any;
+    \$491  = q1_acked;
+    if (\$391 ) begin
+      \$491  = 1'h0;
+    end else if (\$394 ) begin
+      \$491  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$491  = 1'h0;
+    end
     if (rst) begin
       \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$492  = q2_resetting;
-    if (\$400 ) begin
+    \$492  = q1_cpl_dead;
+    if (\$396 ) begin
       \$492  = 1'h1;
     end
-    if (q__2__cleared) begin
+    if (q__1__cleared) begin
       \$492  = 1'h0;
     end
     if (rst) begin
@@ -49579,139 +49506,139 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$493  = q2_acked;
-    if (\$400 ) begin
-      \$493  = 1'h0;
-    end else if (\$403 ) begin
-      \$493  = 1'h1;
+    \$493  = q__2__consumer;
+    if (q2_cpl_done) begin
+      \$493  = \$397 [31:0];
     end
     if (q__2__cleared) begin
-      \$493  = 1'h0;
+      \$493  = 32'd0;
     end
     if (rst) begin
-      \$493  = 1'h0;
+      \$493  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$494  = q2_cpl_dead;
-    if (\$405 ) begin
-      \$494  = 1'h1;
-    end
-    if (q__2__cleared) begin
-      \$494  = 1'h0;
-    end
+    \$494  = q2_cpl_done;
     if (rst) begin
       \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$495  = q__3__consumer;
-    if (q3_cpl_done) begin
-      \$495  = \$406 [31:0];
-    end
-    if (q__3__cleared) begin
-      \$495  = 32'd0;
-    end
+    \$495  = \$398 ;
     if (rst) begin
-      \$495  = 32'd0;
+      \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$496  = q3_cpl_done;
+    \$496  = \$402 [2:0];
     if (rst) begin
-      \$496  = 1'h0;
+      \$496  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$497  = \$407 ;
+    \$497  = \$405 ;
     if (rst) begin
       \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$498  = \$411 [2:0];
+    \$498  = q__2__producer;
+    if (\$407 ) begin
+      \$498  = q__2__doorbell;
+    end
+    if (q__2__cleared) begin
+      \$498  = 32'd0;
+    end
     if (rst) begin
-      \$498  = 3'h0;
+      \$498  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$499  = \$414 ;
+    \$499  = q2_halted;
+    if (\$409 ) begin
+      \$499  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$499  = 1'h0;
+    end
     if (rst) begin
       \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$500  = q__3__producer;
-    if (\$416 ) begin
-      \$500  = q__3__doorbell;
+    \$500  = q__2__error;
+    if (\$409 ) begin
+      \$500  = q2_halt_code;
     end
-    if (q__3__cleared) begin
-      \$500  = 32'd0;
+    if (q__2__cleared) begin
+      \$500  = 8'h00;
     end
     if (rst) begin
-      \$500  = 32'd0;
+      \$500  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$501  = q3_halted;
-    if (\$418 ) begin
-      \$501  = 1'h1;
+    \$501  = q__2__error_index;
+    if (\$409 ) begin
+      \$501  = q2_halt_index;
     end
-    if (q__3__cleared) begin
-      \$501  = 1'h0;
+    if (q__2__cleared) begin
+      \$501  = 32'd0;
     end
     if (rst) begin
-      \$501  = 1'h0;
+      \$501  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$502  = q__3__error;
-    if (\$418 ) begin
-      \$502  = q3_halt_code;
-    end
-    if (q__3__cleared) begin
-      \$502  = 8'h00;
-    end
+    \$502  = q2_halt_any;
     if (rst) begin
-      \$502  = 8'h00;
+      \$502  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$503  = q__3__error_index;
-    if (\$418 ) begin
-      \$503  = q3_halt_index;
+    \$503  = q2_resetting;
+    if (\$411 ) begin
+      \$503  = 1'h1;
     end
-    if (q__3__cleared) begin
-      \$503  = 32'd0;
+    if (q__2__cleared) begin
+      \$503  = 1'h0;
     end
     if (rst) begin
-      \$503  = 32'd0;
+      \$503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$504  = q3_halt_any;
+    \$504  = q2_acked;
+    if (\$411 ) begin
+      \$504  = 1'h0;
+    end else if (\$414 ) begin
+      \$504  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$504  = 1'h0;
+    end
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$505  = q3_resetting;
-    if (\$420 ) begin
+    \$505  = q2_cpl_dead;
+    if (\$416 ) begin
       \$505  = 1'h1;
     end
-    if (q__3__cleared) begin
+    if (q__2__cleared) begin
       \$505  = 1'h0;
     end
     if (rst) begin
@@ -49720,30 +49647,143 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$506  = q3_acked;
-    if (\$420 ) begin
-      \$506  = 1'h0;
-    end else if (\$423 ) begin
-      \$506  = 1'h1;
+    \$506  = q__3__consumer;
+    if (q3_cpl_done) begin
+      \$506  = \$417 [31:0];
     end
     if (q__3__cleared) begin
-      \$506  = 1'h0;
+      \$506  = 32'd0;
     end
     if (rst) begin
-      \$506  = 1'h0;
+      \$506  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$507  = q3_cpl_dead;
-    if (\$425 ) begin
-      \$507  = 1'h1;
-    end
-    if (q__3__cleared) begin
-      \$507  = 1'h0;
-    end
+    \$507  = q3_cpl_done;
     if (rst) begin
       \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$508  = \$418 ;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$509  = \$422 [2:0];
+    if (rst) begin
+      \$509  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$510  = \$425 ;
+    if (rst) begin
+      \$510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$511  = q__3__producer;
+    if (\$427 ) begin
+      \$511  = q__3__doorbell;
+    end
+    if (q__3__cleared) begin
+      \$511  = 32'd0;
+    end
+    if (rst) begin
+      \$511  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$512  = q3_halted;
+    if (\$429 ) begin
+      \$512  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$512  = 1'h0;
+    end
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$513  = q__3__error;
+    if (\$429 ) begin
+      \$513  = q3_halt_code;
+    end
+    if (q__3__cleared) begin
+      \$513  = 8'h00;
+    end
+    if (rst) begin
+      \$513  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$514  = q__3__error_index;
+    if (\$429 ) begin
+      \$514  = q3_halt_index;
+    end
+    if (q__3__cleared) begin
+      \$514  = 32'd0;
+    end
+    if (rst) begin
+      \$514  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$515  = q3_halt_any;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$516  = q3_resetting;
+    if (\$431 ) begin
+      \$516  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$516  = 1'h0;
+    end
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$517  = q3_acked;
+    if (\$431 ) begin
+      \$517  = 1'h0;
+    end else if (\$434 ) begin
+      \$517  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$517  = 1'h0;
+    end
+    if (rst) begin
+      \$517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$518  = q3_cpl_dead;
+    if (\$436 ) begin
+      \$518  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$518  = 1'h0;
+    end
+    if (rst) begin
+      \$518  = 1'h0;
     end
   end
   always @* begin
@@ -49807,13 +49847,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$307  = \$53 [31:0];
+          \$317  = \$53 [31:0];
       2'h1:
-          \$307  = \$82 [31:0];
+          \$317  = \$82 [31:0];
       2'h2:
-          \$307  = \$111 [31:0];
+          \$317  = \$111 [31:0];
       2'h3:
-          \$307  = \$140 [31:0];
+          \$317  = \$140 [31:0];
     endcase
   end
   always @* begin
@@ -49821,13 +49861,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$308  = q__0__reset;
+          \$318  = q__0__reset;
       2'h1:
-          \$308  = q__1__reset;
+          \$318  = q__1__reset;
       2'h2:
-          \$308  = q__2__reset;
+          \$318  = q__2__reset;
       2'h3:
-          \$308  = q__3__reset;
+          \$318  = q__3__reset;
     endcase
   end
   always @* begin
@@ -49835,13 +49875,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$341  = q0_cpl_dead;
+          \$351  = q0_cpl_dead;
       2'h1:
-          \$341  = q1_cpl_dead;
+          \$351  = q1_cpl_dead;
       2'h2:
-          \$341  = q2_cpl_dead;
+          \$351  = q2_cpl_dead;
       2'h3:
-          \$341  = q3_cpl_dead;
+          \$351  = q3_cpl_dead;
     endcase
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -49965,10 +50005,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$183 [31:0];
-  assign q1_c_seen = \$213 [31:0];
-  assign q2_c_seen = \$243 [31:0];
-  assign q3_c_seen = \$273 [31:0];
+  assign q0_c_seen = \$193 [31:0];
+  assign q1_c_seen = \$223 [31:0];
+  assign q2_c_seen = \$253 [31:0];
+  assign q3_c_seen = \$283 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
@@ -50028,7 +50068,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$173  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
   assign cpl_sel_base[31:4] = \$172 [31:4];
-  assign \$339  = { 3'h0, \$338 , 4'h0 };
+  assign \$349  = { 3'h0, \$348 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -50561,8 +50601,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5075$0 (aw_hs_id),
-    .\port$5089$0 (down__awlen),
+    .\port$5092$0 (aw_hs_id),
+    .\port$5106$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -50905,7 +50945,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -50929,10 +50969,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5075$0 ;
-  wire [2:0] \port$5075$0 ;
-  input [7:0] \port$5089$0 ;
-  wire [7:0] \port$5089$0 ;
+  input [2:0] \port$5092$0 ;
+  wire [2:0] \port$5092$0 ;
+  input [7:0] \port$5106$0 ;
+  wire [7:0] \port$5106$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -50964,7 +51004,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5075$0 , \port$5089$0  };
+      storage[w_port__addr] <= { \port$5092$0 , \port$5106$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -51026,8 +51066,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5075$0 , \port$5089$0  };
-  assign w_data = { \port$5075$0 , \port$5089$0  };
+  assign w_port__data = { \port$5092$0 , \port$5106$0  };
+  assign w_data = { \port$5092$0 , \port$5106$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -51594,7 +51634,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$13248$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51621,8 +51661,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13248$0 ;
-  wire [191:0] \port$13248$0 ;
+  input [191:0] \port$13265$0 ;
+  wire [191:0] \port$13265$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -51657,7 +51697,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13248$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51728,14 +51768,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13248$0  };
-  assign w_data = { \port$0$87 , \port$13248$0  };
+  assign w_port__data = { \port$0$87 , \port$13265$0  };
+  assign w_data = { \port$0$87 , \port$13265$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$13248$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51762,8 +51802,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13248$0 ;
-  wire [191:0] \port$13248$0 ;
+  input [191:0] \port$13265$0 ;
+  wire [191:0] \port$13265$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -51798,7 +51838,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13248$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51869,14 +51909,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13248$0  };
-  assign w_data = { \port$0$87 , \port$13248$0  };
+  assign w_port__data = { \port$0$87 , \port$13265$0  };
+  assign w_data = { \port$0$87 , \port$13265$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$13248$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51903,8 +51943,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13248$0 ;
-  wire [191:0] \port$13248$0 ;
+  input [191:0] \port$13265$0 ;
+  wire [191:0] \port$13265$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -51939,7 +51979,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13248$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -52010,14 +52050,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13248$0  };
-  assign w_data = { \port$0$87 , \port$13248$0  };
+  assign w_port__data = { \port$0$87 , \port$13265$0  };
+  assign w_data = { \port$0$87 , \port$13265$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$13248$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -52044,8 +52084,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13248$0 ;
-  wire [191:0] \port$13248$0 ;
+  input [191:0] \port$13265$0 ;
+  wire [191:0] \port$13265$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -52080,7 +52120,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13248$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -52151,14 +52191,14 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13248$0  };
-  assign w_data = { \port$0$87 , \port$13248$0  };
+  assign w_port__data = { \port$0$87 , \port$13265$0  };
+  assign w_data = { \port$0$87 , \port$13265$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$12661$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$12678$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -53548,8 +53588,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$12661$0 ;
-  wire [2:0] \port$12661$0 ;
+  input [2:0] \port$12678$0 ;
+  wire [2:0] \port$12678$0 ;
   input [223:0] \port$4212$32 ;
   wire [223:0] \port$4212$32 ;
   reg [19:0] pos = 20'h00000;
@@ -54988,15 +55028,15 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10314$0 (\$1023 ),
-    .\port$10316$0 (\$1025 ),
-    .\port$10318$0 (\$1027 ),
-    .\port$10320$0 (\$1029 ),
-    .\port$10322$0 (\$1031 ),
-    .\port$10324$0 (\$1033 ),
-    .\port$10326$0 (\$1035 ),
-    .\port$10328$0 (\$1037 ),
-    .\port$14932$5 (e6_meta[18:5]),
+    .\port$10331$0 (\$1023 ),
+    .\port$10333$0 (\$1025 ),
+    .\port$10335$0 (\$1027 ),
+    .\port$10337$0 (\$1029 ),
+    .\port$10339$0 (\$1031 ),
+    .\port$10341$0 (\$1033 ),
+    .\port$10343$0 (\$1035 ),
+    .\port$10345$0 (\$1037 ),
+    .\port$14949$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -55657,7 +55697,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$12661$0 ;
+            \$1083  = \port$12678$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -57509,7 +57549,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4212$32 , \port$12661$0  };
+  assign ctl__cmd__payload = { \port$4212$32 , \port$12678$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -57587,7 +57627,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$12661$0 ;
+  assign \ctl__cmd__payload.op  = \port$12678$0 ;
   assign \ctl__cmd__payload.payload  = \port$4212$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
@@ -57600,7 +57640,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10314$0 , \port$10316$0 , \port$10318$0 , \port$10320$0 , \port$10322$0 , \port$10324$0 , \port$10326$0 , \port$10328$0 , w_level, r_data, \port$14932$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10331$0 , \port$10333$0 , \port$10335$0 , \port$10337$0 , \port$10339$0 , \port$10341$0 , \port$10343$0 , \port$10345$0 , w_level, r_data, \port$14949$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57642,24 +57682,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10314$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10314$0 ;
-  wire [7:0] \port$10314$0 ;
-  input [7:0] \port$10316$0 ;
-  wire [7:0] \port$10316$0 ;
-  input [7:0] \port$10318$0 ;
-  wire [7:0] \port$10318$0 ;
-  input [7:0] \port$10320$0 ;
-  wire [7:0] \port$10320$0 ;
-  input [7:0] \port$10322$0 ;
-  wire [7:0] \port$10322$0 ;
-  input [7:0] \port$10324$0 ;
-  wire [7:0] \port$10324$0 ;
-  input [7:0] \port$10326$0 ;
-  wire [7:0] \port$10326$0 ;
-  input [7:0] \port$10328$0 ;
-  wire [7:0] \port$10328$0 ;
-  input [13:0] \port$14932$5 ;
-  wire [13:0] \port$14932$5 ;
+  input [7:0] \port$10331$0 ;
+  wire [7:0] \port$10331$0 ;
+  input [7:0] \port$10333$0 ;
+  wire [7:0] \port$10333$0 ;
+  input [7:0] \port$10335$0 ;
+  wire [7:0] \port$10335$0 ;
+  input [7:0] \port$10337$0 ;
+  wire [7:0] \port$10337$0 ;
+  input [7:0] \port$10339$0 ;
+  wire [7:0] \port$10339$0 ;
+  input [7:0] \port$10341$0 ;
+  wire [7:0] \port$10341$0 ;
+  input [7:0] \port$10343$0 ;
+  wire [7:0] \port$10343$0 ;
+  input [7:0] \port$10345$0 ;
+  wire [7:0] \port$10345$0 ;
+  input [13:0] \port$14949$5 ;
+  wire [13:0] \port$14949$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -57705,7 +57745,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10314$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10328$0 , \port$10326$0 , \port$10324$0 , \port$10322$0 , \port$10320$0 , \port$10318$0 , \port$10316$0 , \port$10314$0 , \port$14932$5  };
+      storage[w_port__addr] <= { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -57816,14 +57856,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10314$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10328$0 , \port$10326$0 , \port$10324$0 , \port$10322$0 , \port$10320$0 , \port$10318$0 , \port$10316$0 , \port$10314$0 , \port$14932$5  };
-  assign w_data = { \port$10328$0 , \port$10326$0 , \port$10324$0 , \port$10322$0 , \port$10320$0 , \port$10318$0 , \port$10316$0 , \port$10314$0 , \port$14932$5  };
+  assign w_port__data = { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
+  assign w_data = { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10475$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10492$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -58076,8 +58116,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$10475$0 ;
-  wire [77:0] \port$10475$0 ;
+  input [77:0] \port$10492$0 ;
+  wire [77:0] \port$10492$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -58228,7 +58268,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$10475$0 [13:12];
+  assign \$27  = ! \port$10492$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -58238,7 +58278,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$10475$0 [13:12];
+  assign \$37  = ! \port$10492$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -58273,7 +58313,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$10475$0 [13:12] == 1'h1;
+  assign \$67  = \port$10492$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -58283,7 +58323,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$10475$0 [13:12] == 1'h1;
+  assign \$77  = \port$10492$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -58318,7 +58358,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$10475$0 [13:12] == 2'h2;
+  assign \$107  = \port$10492$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -58328,7 +58368,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$10475$0 [13:12] == 2'h2;
+  assign \$117  = \port$10492$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -58363,7 +58403,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$10475$0 [13:12] == 2'h3;
+  assign \$147  = \port$10492$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -58373,7 +58413,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$10475$0 [13:12] == 2'h3;
+  assign \$157  = \port$10492$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -58528,7 +58568,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$10475$0 [11:0];
+      \bank0_addr$22  = \port$10492$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -58541,7 +58581,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$10475$0 [77:14];
+      bank0_wdata = \port$10492$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -58570,7 +58610,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$10475$0 [11:0];
+      \bank1_addr$45  = \port$10492$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -58583,7 +58623,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$10475$0 [77:14];
+      bank1_wdata = \port$10492$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -58612,7 +58652,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$10475$0 [11:0];
+      \bank2_addr$65  = \port$10492$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -58625,7 +58665,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$10475$0 [77:14];
+      bank2_wdata = \port$10492$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -58654,7 +58694,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$10475$0 [11:0];
+      \bank3_addr$85  = \port$10492$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -58667,7 +58707,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$10475$0 [77:14];
+      bank3_wdata = \port$10492$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -58881,8 +58921,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$10475$0 [13:0];
-  assign wr__1__data = \port$10475$0 [77:14];
+  assign wr__1__addr = \port$10492$0 [13:0];
+  assign wr__1__data = \port$10492$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
