@@ -1,5 +1,5 @@
-"""Register-level functional model of a whole Kaki chip: host CSRs, queue controller, firmware
-on the ISS, dispatcher, engines and completion writer (docs/queues.md).
+"""Register-level functional model of a whole Kaki chip: host CSRs, queue controller, issue unit,
+engines, completion writer, and the firmware on the ISS (docs/queues.md).
 
 The host talks to :class:`ChipModel` as to the chip: :meth:`~ChipModel.read`/:meth:`~ChipModel.write`
 over the CSR map of ``hdl_gen/kaki_regs.rdl`` (``spec.registers``), host memory in
@@ -11,16 +11,39 @@ avoids simulating steps in which nothing happens: "How time advances" below):
 
 * **Queue controller**: per queue the doorbell, overflow and configuration checks, one 32-byte
   descriptor fetch at a time (round-robin, ``fetch_latency`` steps each) into a prefetch FIFO of
-  :data:`PREFETCH`, halts, the reset handshake, and the completion writer (``cpl_latency`` steps
-  per record; it writes the CompletionRecord, then the consumer index, then raises interrupts).
-* **Dispatcher and engines**: FORWARD queues a head into its engine's command FIFO
-  (``caps.fifo_depth``) with its queue's DMA window; an engine runs its commands in order, each for
-  a delay drawn from ``engine_delay`` (a ``(lo, hi)`` range of steps, seeded by ``seed``), and
-  executes it atomically at the end through :class:`golden.device_model.DeviceModel` (the same
-  NumPy memories), then puts ``(ERROR, TAG)`` in the engine's retire FIFO (:data:`RETIRE_DEPTH`).
-  ENGINE_RESET forgets the command in flight of the engine it names (each DMA channel is an
-  engine of its own); an engine armed by DEBUG_HANG freezes on the next command it starts until it
-  is reset.
+  :data:`PREFETCH`, halts, the reset handshake, and the completion writer (``cpl_depth``
+  requests, ``cpl_latency`` steps per record; it writes the CompletionRecord, then the consumer
+  index, then raises interrupts).
+* **Issue unit** (docs/queues.md "Issue unit"): per queue a window of the descriptors popped from
+  the prefetch FIFO and without a completion request (indices R..H-1, at most :data:`INFLIGHT`),
+  and the event counters :attr:`~ChipModel.events` (the firmware's EVENT and the host's EVENT
+  registers read them). While ISSUE.ENABLE is set it looks at the head of every active queue
+  that has not failed and whose window has room, classified when the descriptor is fetched: an
+  engine's opcode without reserved flag bits goes to the engine's command FIFO (engine tag
+  ``(q << 14) | (index & 0x3FFF)`` in the descriptor's tag field, the queue's DMA window) while
+  fewer than ``caps.fifo_depth`` commands of the engine are issued and not retired; NOP pops at
+  once; BARRIER and SIGNAL_EVENT (``events[e] = value``) once the window is empty; WAIT_EVENT
+  once ``(int32)(events[e] - value) >= 0``, the queue WAITING until then. Any other head (an
+  unknown opcode, reserved flag bits, an event payload with reserved bits or ``e >= EVENTS``) is
+  left to the firmware: WORK.QREADY; the firmware pops it with Q_POP.STATUS, into the window
+  done with that status (a Q_POP of any other head, or with the window full, is ignored). Each
+  step at most one retirement is drained (round-robin over the engines' retire FIFOs,
+  :data:`RETIRE_DEPTH`), marking its window entry done; at most one completion request is queued
+  (round-robin over the queues whose oldest window entry is done, while the writer has room;
+  tag, opcode and flags from the descriptor's word 0, halt if the status is not OK, the
+  timestamp now); and at most one head acts (round-robin). A window entry done with a status
+  other than OK fails its queue: it issues nothing more and raises no QREADY until its reset
+  completes.
+* **Engines**: an engine runs its commands in order, each for a delay drawn from
+  ``engine_delay`` (a ``(lo, hi)`` range of steps, seeded by ``seed``), and executes it
+  atomically at the end through :class:`golden.device_model.DeviceModel` (the same NumPy
+  memories), then puts ``(ERROR, tag)`` in its retire FIFO and counts DONE_*. ENGINE_RESET
+  abandons the command the engine runs (each DMA channel is an engine of its own), retires it
+  with WATCHDOG (not counted in DONE_*) after the retirements already waiting, and starts the
+  next one; an engine armed by DEBUG_HANG freezes on the next command it starts until it is
+  reset. WORK.HUNG[e]: engine e holds issued commands (not yet drained from its retire FIFO) and
+  none has retired for WATCHDOG.CYCLES steps, counted from the last retirement the issue unit
+  drained, the engine's last reset or when it became busy (as hdl_gen/issue_unit.py counts).
 * **Host bus timeouts** (docs/queues.md "Host bus timeouts"): ``blackhole`` (``(base, limit)``,
   or :meth:`set_blackhole`) is host memory that never answers. A DMA command that reaches it
   (``DeviceModel.reaches_blackhole``) runs BUS_TIMEOUT.CYCLES steps longer and fails with
@@ -37,15 +60,21 @@ avoids simulating steps in which nothing happens: "How time advances" below):
 instruction, then the hardware's tick); the model only leaves out work that would change nothing:
 
 * The core executes in bursts (``RV32ISS.burst``) that build no commit records.
-* A tick does its full work (events due, the fetcher, finished queue resets, the core's interrupt
-  input) only when the state changed since the last full tick, or an event is due. Changes are
-  register writes the hardware acts on (every host CSR write; firmware writes of Q_POP, FORWARD,
-  RETIRE_POP, CPL, QRESET_ACK, ENGINE_RESET, FW_MSG_SEND, WORK_MASK and TIMER; the other firmware
-  registers are storage) and what full ticks do; events are the oldest completion request's
-  write, the descriptor fetch, each running engine's finish and, while WORK_MASK.TIMER is 0, the
-  steps at which WORK.TIMER flips. Every other tick only counts the step.
+* A tick does its full work (events due, the fetcher, the engines, the issue unit's retire,
+  complete and issue stages, finished queue resets, the core's interrupt input) only when the
+  state changed since the last full tick, or an event is due. Changes are register writes the
+  hardware acts on (every host CSR write; firmware writes of Q_POP, ISSUE, QRESET_ACK,
+  ENGINE_RESET, FW_MSG_SEND, WORK_MASK and TIMER; the other firmware registers are storage) and
+  what full ticks do: a full tick in which a stage of the issue unit acted makes the next tick a
+  full one too (one retirement, one completion request and one issue per step). Events are the
+  oldest completion request's write, the descriptor fetch, each running engine's finish, the
+  step at which an engine holding a command becomes hung (WORK.HUNG) and, while
+  WORK_MASK.TIMER is 0, the steps at which WORK.TIMER flips. Every other tick only counts the
+  step. A tick in which no stage acted leaves the issue unit with nothing to do until one of
+  these changes: its inputs (heads, windows, retire FIFOs, engine counts, writer room, events,
+  ISSUE.ENABLE, queue states) change only there.
 * The performance counters add up the steps since their last update at once, before anything
-  they look at (engines, Q_WAIT, PERF_CTRL) changes and whenever they are read.
+  they look at (engines, the waiting queues, PERF_CTRL) changes and whenever they are read.
 * While the core is held, or asleep with nothing to wake it, and no tick has work, :meth:`run`
   skips to the next step with an event due in one go; ``mcycle``, TIMESTAMP and the counters
   advance by the steps skipped.
@@ -55,15 +84,23 @@ of stepping (tests/test_chip_model.py runs the queue scenarios both ways and com
 to the step of every firmware MMIO access).
 
 Model choices where docs/queues.md leaves room (as hdl_gen/queue_controller.py resolves them,
-except the first):
+or, for the issue unit, as hdl_gen/issue_unit.py is expected to):
 
-* The prefetch FIFO of a resetting queue is emptied when the firmware acknowledges the reset (or
-  at once while the core is held), not when the reset starts: the firmware may be between reading
-  the head and forwarding it, and a FORWARD of an emptied FIFO would hand the dispatcher a stale
-  descriptor. The head is not offered (WORK.QREADY 0) from the start of the reset.
-* WORK.QRESET[q] drops when the firmware acknowledges; the reset completes (indices and error
-  zeroed) once the completion writer holds no request of the queue. A doorbell while resetting
-  is ignored.
+* WORK.QRESET[q] drops when the firmware acknowledges (at once while the core is held); the reset
+  completes (prefetch FIFO emptied, indices, halt and error zeroed, the window's R = H = 0 and
+  the failed flag cleared) once it is acknowledged, the queue's window is empty and the
+  completion writer holds no request of the queue. The prefetch FIFO is kept until then (the
+  head is not offered: the queue is not active). A doorbell while resetting is ignored.
+* WORK.QREADY[q] also needs room in the queue's window (a full window "does not wake the
+  firmware"). Q_STATUS.WAITING (and PERF_Q_EVENT_STALL) is set while the only thing holding a
+  queue's head back is its WAIT_EVENT's condition (the queue active, not failed, ISSUE.ENABLE,
+  room in the window).
+* Holding the core (CORE_CTRL.RUN = 0, a firmware reload) clears ISSUE.ENABLE with the other
+  firmware registers and zeroes the event counters (hdl_gen/soc.py resets the issue unit with
+  the core). The windows, retire FIFOs and engine counts are kept, so commands issued before
+  still retire and get their records; the RTL starts them afresh too, which only agrees while
+  nothing is in flight (a firmware reload on an idle chip).
+* With WATCHDOG.CYCLES = 0 an engine is hung as soon as it holds a command.
 * MISALIGNED records Q_ERROR_INDEX = C. The queue fetches while ``(F - C) < (P - C) <= 2**LOG2``
   (mod 2**32): a producer moved back between C and F pauses fetching, also once C passes it.
 * Halting keeps the first code and index, but every halt cause (each failed record too) raises
@@ -74,10 +111,6 @@ except the first):
 * Performance counters: PERF_CYCLES, PERF_*_BUSY (engine holds a started command), PERF_*_FULL
   (command FIFO full), PERF_DMA_*_BYTES (bytes of completed transfers), PERF_Q_RETIRED and
   PERF_Q_EVENT_STALL are modelled; the data-stall and GEMM/vector ACTIVE counters read 0.
-
-The firmware must keep the contract; where the hardware would misbehave silently (a FORWARD into a
-full engine FIFO, a CPL request with no free slot, a full retire FIFO) the model raises
-:class:`ContractViolation` instead.
 """
 import struct
 from collections import deque
@@ -89,8 +122,8 @@ from spec import mmio_registers as M
 from spec import registers as R
 from spec.commands import decode
 from spec.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
-from spec.chip import CPL_DEPTH, EVENTS, PREFETCH, QUEUES, RETIRE_DEPTH
-from spec.descriptors import COMMANDS, DESCRIPTOR_FIELDS, Engine, ErrorCode
+from spec.chip import CPL_DEPTH, EVENTS, INFLIGHT, PREFETCH, QUEUES, RETIRE_DEPTH
+from spec.descriptors import COMMANDS, DESCRIPTOR_FIELDS, EVENT_FIELDS, Engine, ErrorCode, Opcode
 from spec.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareImage, FirmwareState
 
 from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters, FirmwareTimeout
@@ -98,10 +131,11 @@ from .device_model import DeviceModel
 
 M32 = 0xFFFF_FFFF
 # QUEUES, EVENTS, PREFETCH (per queue), RETIRE_DEPTH (per-engine retire FIFO), CPL_DEPTH (completion
-# requests the writer holds): spec.chip, i.e. KakiConfig; the engine FIFO depth is caps.fifo_depth.
+# requests the writer holds), INFLIGHT (issue-unit window per queue): spec.chip, i.e. KakiConfig;
+# the engine FIFO depth is caps.fifo_depth.
 ENGINES = len(Engine)
 DESC_BYTES = 32
-__all__ = ["ChipModel", "ChipTimeout", "ContractViolation", "pack_record", "unpack_record"]
+__all__ = ["ChipModel", "ChipTimeout", "pack_record", "unpack_record"]
 #: Engine names by index (Engine values): DONE_<name>, PERF_<name>_*, IRQ_STATUS.<name>_DONE
 ENGINE_NAMES = tuple(Engine(e).name for e in range(ENGINES))
 #: the engine index serving each engine opcode (the command table)
@@ -109,10 +143,8 @@ _OP_ENGINE = {int(op): c.engine.value for op, c in COMMANDS.items() if c.engine 
 #: the DMA's two channels: they carry the queue's DMA window (and can reach the black hole)
 _DMA = (Engine.DMA_LOAD.value, Engine.DMA_STORE.value)
 _DIRECT_SUBMIT = getattr(ErrorCode, "DIRECT_SUBMIT", 15)   # being added to hdl_gen/descriptor.py
-
-
-class ContractViolation(AssertionError):
-    """The firmware (or host) did something docs/queues.md forbids and the hardware does not define."""
+#: engine tag of descriptor ``index`` of queue ``q``: ``(q << _TAG_Q_SHIFT) | (index & _TAG_INDEX)``
+_TAG_Q_SHIFT, _TAG_INDEX = 14, 0x3FFF
 
 
 class ChipTimeout(RuntimeError):
@@ -145,24 +177,60 @@ _PERF_Q_RETIRED = {a: q for q, a in enumerate(_per_queue("PERF_Q_RETIRED"))}
 _PERF_Q_STALL = {a: q for q, a in enumerate(_per_queue("PERF_Q_EVENT_STALL"))}
 _DONE = tuple(_reg(f"DONE_{n}").addr for n in ENGINE_NAMES)
 _IRQ_DONE = tuple(getattr(R.IRQ_STATUS, f"{n}_DONE").mask for n in ENGINE_NAMES)
+_WATCHDOG = R.WATCHDOG.addr
 # Fields used every tick or register access, looked up once (a Register searches its fields).
-_QREADY, _RETIRE, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "RETIRE", "QRESET"))
+_QREADY, _HUNG, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "HUNG", "QRESET"))
 _WORK_TIMER = M.WORK.TIMER.mask
 _MASKABLE = M.WORK_MASK.QREADY.mask | M.WORK_MASK.TIMER.mask
 _TIMER_MASKED = M.WORK_MASK.TIMER.mask
-_WAIT_QUEUE = M.Q_WAIT.QUEUE
-_CPL_FREE = M.CPL_STATUS.FREE
-_CPL_FIELDS = tuple(getattr(M.CPL, f) for f in ("QUEUE", "IRQ", "HALT", "FLAGS", "STATUS", "OPCODE"))
-_CPL_TAG = M.CPL_TAG.TAG
-_FORWARD_QUEUE, _FORWARD_TAG = M.FORWARD.QUEUE, M.FORWARD.TAG
-_RETIRE_VALID, _RETIRE_ERROR, _RETIRE_TAG = M.RETIRE0.VALID, M.RETIRE0.ERROR, M.RETIRE0.TAG
+_ISSUE = M.ISSUE.addr
+_ISSUE_ENABLE = M.ISSUE.ENABLE.mask
+_POP_QUEUE, _POP_STATUS = M.Q_POP.QUEUE, M.Q_POP.STATUS
 _NEVER = 1 << 62      #: "no event scheduled" (any step count the model reaches is smaller)
+
+# Descriptor word 0 (opcode, flags, tag), from the descriptor layout.
+_TAG_LSB = DESCRIPTOR_FIELDS["tag"][0]
+_FLAGS_LSB = DESCRIPTOR_FIELDS["flags.irq"][0]
+_IRQ_FLAG = 1 << _FLAGS_LSB
+_RESERVED_FLAGS = (1 << DESCRIPTOR_FIELDS["flags.reserved"][1]) - 1 << DESCRIPTOR_FIELDS["flags.reserved"][0]
+assert all(lsb + w <= 32 for lsb, w in DESCRIPTOR_FIELDS.values()), "opcode, flags and tag are in word 0"
+
+# What the issue unit does with a head (docs/queues.md "Issue unit"), decided when it is fetched.
+_FIRMWARE, _ENGINE, _NOP, _BARRIER, _SIGNAL, _WAIT = range(6)
+_SERVED = {Opcode.NOP: _NOP, Opcode.BARRIER: _BARRIER, Opcode.SIGNAL_EVENT: _SIGNAL,
+           Opcode.WAIT_EVENT: _WAIT}
+
+
+def _event_field(big, name):
+    lsb, width = EVENT_FIELDS[name]
+    return big >> lsb & ((1 << width) - 1)
+
+
+def _classify(words):
+    """What the issue unit does with a head ``words``: ``(_ENGINE, engine)``, ``(_NOP,)``,
+    ``(_BARRIER,)``, ``(_SIGNAL, event, value)``, ``(_WAIT, event, value)`` or ``(_FIRMWARE,)``
+    (an unknown opcode, reserved flag bits, an event payload with reserved bits or an event
+    index >= EVENTS: the firmware decides the status)."""
+    w0 = words[0]
+    op = w0 & 0xFF
+    if w0 & _RESERVED_FLAGS:
+        return (_FIRMWARE,)
+    if op in _OP_ENGINE:
+        return (_ENGINE, _OP_ENGINE[op])
+    kind = _SERVED.get(op)
+    if kind in (_SIGNAL, _WAIT):
+        big = sum(w << (32 * i) for i, w in enumerate(words))
+        event = _event_field(big, "event")
+        if _event_field(big, "reserved0") or _event_field(big, "reserved") or event >= EVENTS:
+            return (_FIRMWARE,)
+        return (kind, event, _event_field(big, "value"))
+    return (_FIRMWARE,) if kind is None else (kind,)
 
 
 @dataclass(slots=True)
 class _Command:
-    words: list            #: descriptor words with the tag the engine echoes
-    tag: int
+    words: list            #: descriptor words with the engine tag in the tag field
+    tag: int               #: engine tag: (queue << 14) | (index & 0x3FFF)
     queue: int             #: source queue (its window applies to DMA commands)
     window: tuple = None   #: taken when the engine starts the command (as the RTL samples it)
 
@@ -174,7 +242,22 @@ class _Engine:
     due: int = 0                                    #: step at which ``current`` completes
     armed: bool = False                             #: DEBUG_HANG: freeze on the next start
     frozen: bool = False
-    retire: deque = field(default_factory=deque)    #: (error, tag) for the firmware
+    retire: deque = field(default_factory=deque)    #: (error, engine tag) for the issue unit
+    issued: int = 0          #: commands issued to the engine and not drained from ``retire``
+    since: int = 0           #: step of the last drained retirement or reset, or of becoming busy
+
+    def holds(self):
+        """The engine holds issued commands not retired yet (WORK.HUNG counts while it does)."""
+        return self.issued > 0
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A window entry of the issue unit: a descriptor popped, its completion not requested yet."""
+    index: int
+    w0: int                  #: descriptor word 0: opcode, flags and tag (all the record needs)
+    done: bool = False
+    status: int = 0
 
 
 @dataclass
@@ -190,7 +273,11 @@ class _Queue:
     retired: int = 0         #: PERF_Q_RETIRED
     event_stall: int = 0     #: PERF_Q_EVENT_STALL
     cpl_dead: bool = False   #: a completion write timed out: no more writes until the reset
-    fifo: deque = field(default_factory=deque)      #: prefetched (index, words)
+    fifo: deque = field(default_factory=deque)      #: prefetched (index, words, _classify(words))
+    # The issue unit's state of the queue.
+    window: deque = field(default_factory=deque)    #: _Slots of indices R..H-1
+    rd: int = 0              #: R: index of the oldest descriptor without a completion request
+    failed: bool = False     #: a window entry completed with an error: issue nothing more
 
 
 @dataclass(slots=True)
@@ -217,24 +304,20 @@ class _ChipMMIO(FirmwareRegisters):
         c = chip
         self._reads[M.WORK.addr] = c._work
         self._reads[M.TIMESTAMP.addr] = lambda: c.now & M32
-        self._reads[M.CPL_STATUS.addr] = lambda: _CPL_FREE.put(c.cpl_depth - len(c._cpl))
-        self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[R.WATCHDOG.addr]
+        self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[_WATCHDOG]
         self._reads[M.PERF_VALUE.addr] = lambda: c._perf_read(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
-        for e in range(ENGINES):
-            self._reads[_mreg("RETIRE", e).addr] = lambda e=e: c._retire_head(e)
         for q in range(QUEUES):
             self._reads[_mreg("Q_HEAD_INDEX", q).addr] = lambda q=q: (c.queues[q].fetch - len(c.queues[q].fifo)) & M32
             for w in range(8):
                 self._reads[_mreg("Q_HEAD", 8 * q + w).addr] = lambda q=q, w=w: c._head_word(q, w)
+        for e in range(EVENTS):
+            self._reads[_mreg("EVENT", e).addr] = lambda e=e: c.events[e]
         self._writes[M.FW_MSG_SEND.addr] = c._fw_msg_send
         self._writes[M.Q_POP.addr] = c._q_pop
-        self._writes[M.FORWARD.addr] = c._forward
-        self._writes[M.RETIRE_POP.addr] = c._retire_pop
-        self._writes[M.CPL.addr] = c._cpl_request
         self._writes[M.QRESET_ACK.addr] = c._qreset_ack
         self._writes[M.ENGINE_RESET.addr] = c._engine_reset
         # Writes the hardware acts on (the rest is storage the firmware and host read back).
-        self._acted = {*self._writes, M.WORK_MASK.addr, M.TIMER.addr}
+        self._acted = {*self._writes, M.WORK_MASK.addr, M.TIMER.addr, _ISSUE}
         self._ro = {r.addr for r in M.REGISTERS.values() if all(f.kind == "ro" for f in r.fields)}
         self._pulse = {r.addr: sum(f.mask for f in r.fields if f.kind == "pulse") for r in M.REGISTERS.values()}
 
@@ -249,8 +332,6 @@ class _ChipMMIO(FirmwareRegisters):
             return
         if off in self._acted:
             self.chip._changing()
-        elif off == M.Q_WAIT.addr:
-            self.chip._perf_flush()     # PERF_Q_EVENT_STALL counts the steps Q_WAIT is set
         super().write(addr, value, wstrb)
         self.values[off] &= ~self._pulse[off] & M32      # pulse fields read back 0
         fn = self._writes.get(off)
@@ -285,11 +366,15 @@ class ChipModel(ControlModel):
         self._cpl = deque()
         self._fetching = None          # (queue, index, due) of the one descriptor read in flight
         self._rr = QUEUES - 1          # last queue served by the fetcher
+        #: the event counters (hardware: SIGNAL_EVENT sets them, the firmware and host read them)
+        self.events = [0] * EVENTS
+        # The issue unit's round-robin pointers: last engine drained, last queue completed, last
+        # queue issued.
+        self._rr_retire, self._rr_complete, self._rr_issue = ENGINES - 1, QUEUES - 1, QUEUES - 1
         self._perf = dict.fromkeys(_PERF_BUSY + _PERF_FULL + tuple(_PERF_BYTES.values()) + (_PERF_CYCLES,), 0)
         self._perf_at = 0              # cycles before this step are in self._perf
         self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
         self._build_host_map()
-        self._dirty = True             # the core's interrupt input may have changed
         self.deadline = 0              # first step whose tick must be a full one (see _tick)
         super().__init__(regs=_ChipMMIO(self))
         if firmware is not None:
@@ -420,11 +505,13 @@ class ChipModel(ControlModel):
         if self._fetching is not None or self._cpl:
             return True
         for e in self.engines:
-            if e.current is not None and not e.frozen or e.fifo:
+            if e.current is not None and not e.frozen or e.fifo or e.retire:
                 return True
-        for q in range(QUEUES):
-            if self._can_fetch(q):
+        for q, s in enumerate(self.queues):
+            if self._can_fetch(q) or s.window and s.window[0].done or self._issue(q, act=False):
                 return True
+            if s.resetting and s.acked and not s.window:
+                return True          # completes once the writer has written its requests
         if self.running:
             if self.firmware_state() == FirmwareState.FAULT:
                 return False
@@ -446,27 +533,32 @@ class ChipModel(ControlModel):
     def describe(self):
         """One-paragraph state summary for error messages."""
         parts = [self.fault_summary() if self.running else "core held",
-                 f"sleeping={self.iss.sleeping} core_irq={self.iss.irq} step={self.now}"]
+                 f"sleeping={self.iss.sleeping} core_irq={self.iss.irq} step={self.now} "
+                 f"issue={int(self._issue_enabled())}"]
         for i, q in enumerate(self.queues):
-            parts.append(f"q{i}: P={q.producer} F={q.fetch} C={q.consumer} fifo={len(q.fifo)} "
-                         f"active={self._active(i)} halted={q.halted} resetting={q.resetting} "
-                         f"err={q.error}@{q.error_index}")
+            head = f" head={q.fifo[0][2]}" if q.fifo else ""
+            parts.append(f"q{i}: P={q.producer} F={q.fetch} C={q.consumer} fifo={len(q.fifo)}{head} "
+                         f"R={q.rd} window={len(q.window)} done={sum(s.done for s in q.window)} "
+                         f"failed={q.failed} active={self._active(i)} halted={q.halted} "
+                         f"resetting={q.resetting} acked={q.acked} err={q.error}@{q.error_index}")
         for i, e in enumerate(self.engines):
             parts.append(f"{ENGINE_NAMES[i]}: fifo={len(e.fifo)} current="
                          f"{None if e.current is None else hex(e.current.tag)} frozen={e.frozen} "
-                         f"retire={len(e.retire)}")
-        parts.append(f"cpl requests={len(self._cpl)} fetching={self._fetching}")
+                         f"issued={e.issued} retire={len(e.retire)}")
+        parts.append(f"cpl requests={len(self._cpl)} fetching={self._fetching} events={self.events}")
         return "; ".join(parts)
 
     def _tick(self):
         """The hardware's half of one step (after the core's instruction).
 
-        A full tick serves everything due (completion write, fetch, engines, queue resets),
-        counts the performance counters and drives the core's interrupt input. It is needed from
-        ``deadline`` on: 0 after a register write the hardware acts on (:meth:`_changing`), else
-        the step of the earliest event (completion write, fetch, engine finish, timer edge). Any
-        other tick would change nothing but the step count, so it only counts the step
-        (performance counters catch up in bulk, see :meth:`_perf_flush`)."""
+        A full tick serves everything due (completion write, fetch, engines), runs the issue
+        unit's stages (retire, complete, issue), completes queue resets, counts the performance
+        counters and drives the core's interrupt input. It is needed from ``deadline`` on: 0
+        after a register write the hardware acts on (:meth:`_changing`), the next step after a
+        full tick in which a stage of the issue unit acted, else the step of the earliest event
+        (completion write, fetch, engine finish, an engine becoming hung, timer edge). Any other
+        tick would change nothing but the step count, so it only counts the step (performance
+        counters catch up in bulk, see :meth:`_perf_flush`)."""
         if self.now >= self.deadline:
             self._tick_full()
         else:
@@ -484,32 +576,39 @@ class ChipModel(ControlModel):
         for i, e in enumerate(self.engines):
             if e.current is not None and not e.frozen and e.due <= now:
                 self._engine_finish(i)
+        # The issue unit, one action per stage (each sees what the stages before it did).
+        acted = self._retire_one()
+        acted |= self._complete_one()
+        acted |= self._issue_one()
         for i, q in enumerate(self.queues):
-            if q.resetting and q.acked and not any(r.queue == i for r in self._cpl):
+            if q.resetting and q.acked and not q.window and not any(r.queue == i for r in self._cpl):
                 self._reset_done(i)
         self.now = now + 1
         mask = self.regs.values[M.WORK_MASK.addr] & _MASKABLE
-        timer_on = not mask & _TIMER_MASKED
-        if self._dirty or timer_on:   # the timer fires without any register write
-            self.iss.set_irq(bool(self._work() & ~mask))
-        # Nothing this tick did leaves work for the next one but events (a queue whose reset
-        # completed has nothing to fetch: P = F = C = 0).
-        self._dirty = False
-        self.deadline = self._next_event(timer_on)
+        self.iss.set_irq(bool(self._work() & ~mask))
+        # Nothing this tick did leaves work for the next one but events and the issue unit's next
+        # action (a queue whose reset completed has nothing to fetch or issue: P = F = C = 0).
+        self.deadline = self.now if acted else self._next_event(not mask & _TIMER_MASKED)
 
     def _next_event(self, timer_on):
         """The first step whose tick has something due (_NEVER if none)."""
         t = _NEVER
+        now = self.now
         if self._cpl:
             t = self._cpl[0].due
         if self._fetching is not None:
             t = min(t, self._fetching[2])
+        limit = self._host_regs[_WATCHDOG]
         for e in self.engines:
             if e.current is not None and not e.frozen:
                 t = min(t, e.due)
+            if e.holds():
+                # WORK.HUNG rises when now - since reaches the limit: the tick before sets irq.
+                hung = e.since + limit - 1
+                if hung >= now:
+                    t = min(t, hung)
         if timer_on:
             # WORK.TIMER flips when TIMESTAMP - TIMER crosses 0 or 2**31: the tick before sets irq.
-            now = self.now
             t = min(t, now + ((self.regs.values[M.TIMER.addr] - 1 - now) & 0x7FFF_FFFF))
         return t
 
@@ -556,7 +655,7 @@ class ChipModel(ControlModel):
             wr[_reg("Q_DOORBELL", q).addr] = lambda v, old, q=q: self._doorbell(q, v)
             wr[_reg("Q_CTRL", q).addr] = lambda v, old, q=q: self._q_ctrl(q, v, old)
         for e in range(EVENTS):
-            rd[_reg("EVENT", e).addr] = lambda e=e: self.regs[_mreg("EVENT", e)]
+            rd[_reg("EVENT", e).addr] = lambda e=e: self.events[e]
         wr[R.CMD_SUBMIT.addr] = lambda v, old: self._cmd_submit(v)
         wr[R.PERF_CTRL.addr] = lambda v, old: self._perf_ctrl(v)
         wr[R.CORE_CTRL.addr] = lambda v, old: self._core_ctrl(v)
@@ -617,12 +716,13 @@ class ChipModel(ControlModel):
             self.hold()
 
     def hold(self):
-        """CORE_CTRL.RUN = 0: core, firmware registers and retire FIFOs in reset; pending queue
-        resets are acknowledged at once (nobody else will)."""
+        """CORE_CTRL.RUN = 0: core and firmware registers in reset (ISSUE.ENABLE clears: nothing
+        more is issued) and the event counters zeroed, as the issue unit starts afresh; its
+        windows and retire FIFOs go on (module docstring); pending queue resets are acknowledged
+        at once (nobody else will)."""
         self._changing()
         super().hold()
-        for e in self.engines:
-            e.retire.clear()
+        self.events = [0] * EVENTS
         for i, q in enumerate(self.queues):
             if q.resetting and not q.acked:
                 self._ack(i)
@@ -647,12 +747,11 @@ class ChipModel(ControlModel):
         """Called before a register write changes the state: the next tick must be a full one,
         and the steps counted so far saw the state before the write."""
         self._perf_flush()
-        self._dirty = True
         self.deadline = 0
 
     def _perf_flush(self):
         """Count the steps since the last flush, all at once. Every step counts with the state
-        after its tick; every change of what the counters look at (engines, Q_WAIT, PERF_CTRL)
+        after its tick; every change of what the counters look at (engines, waiting queues, PERF_CTRL)
         happens in a full tick or a register write, which flush first, so all these steps saw
         the present state."""
         n = self.now - self._perf_at
@@ -668,9 +767,8 @@ class ChipModel(ControlModel):
                 p[busy] = (p[busy] + n) & M32
             if len(e.fifo) >= self.fifo_depth:
                 p[full] = (p[full] + n) & M32
-        wait = _WAIT_QUEUE.get(self.regs.values[M.Q_WAIT.addr])
         for i, q in enumerate(self.queues):
-            if wait >> i & 1:
+            if self._waiting(i):
                 q.event_stall = (q.event_stall + n) & M32
 
     def _count_dma_bytes(self, e, words):
@@ -702,7 +800,7 @@ class ChipModel(ControlModel):
 
     def _q_status(self, q):
         s = self.queues[q]
-        waiting = _WAIT_QUEUE.get(self.regs.values[M.Q_WAIT.addr]) >> q & 1
+        waiting = int(self._waiting(q))
         F = R.Q_STATUS0
         return (F.ACTIVE.put(int(self._active(q))) | F.HALTED.put(int(s.halted))
                 | F.RESETTING.put(int(s.resetting)) | F.WAITING.put(waiting)
@@ -713,7 +811,6 @@ class ChipModel(ControlModel):
         if not s.halted:                # the first error is kept
             s.halted, s.error, s.error_index = True, int(code), index & M32
         self._set_irq(R.IRQ_STATUS.QUEUE_ERROR, 1 << q)
-        self._dirty = True
 
     def _activate(self, q, was_active):
         """Check the configuration when the queue becomes active (docs/queues.md)."""
@@ -779,9 +876,9 @@ class ChipModel(ControlModel):
         if addr + DESC_BYTES > self.host_bytes:
             self._halt(q, ErrorCode.AXI_DECERR, index)
             return
-        s.fifo.append((index, list(struct.unpack_from("<8I", self.host, addr))))
+        words = list(struct.unpack_from("<8I", self.host, addr))
+        s.fifo.append((index, words, _classify(words)))
         s.fetch = (index + 1) & M32
-        self._dirty = True
 
     def _head_word(self, q, w):
         s = self.queues[q]
@@ -790,53 +887,32 @@ class ChipModel(ControlModel):
     def _work(self):
         v = 0
         for q, s in enumerate(self.queues):
-            if s.fifo and self._active(q):
+            if s.fifo and s.fifo[0][2][0] == _FIRMWARE and self._offered(q):
                 v |= 1 << (_QREADY + q)
             if s.resetting and not s.acked:
                 v |= 1 << (_QRESET + q)
+        limit = self._host_regs[_WATCHDOG]
         for e, eng in enumerate(self.engines):
-            if eng.retire:
-                v |= 1 << (_RETIRE + e)
+            if eng.holds() and self.now - eng.since >= limit:
+                v |= 1 << (_HUNG + e)
         if (self.now - self.regs.values[M.TIMER.addr]) & M32 < 0x8000_0000:
             v |= _WORK_TIMER
         return v
 
     def _q_pop(self, value):
-        bits = M.Q_POP.QUEUE.get(value)
+        """The firmware pops the heads of Q_POP.QUEUE into their windows, done with Q_POP.STATUS;
+        a bit is ignored unless the queue's head is one the issue unit leaves to the firmware and
+        the window has room (as hdl_gen/issue_unit.py takes it; an empty FIFO has no head)."""
+        bits, status = _POP_QUEUE.get(value), _POP_STATUS.get(value)
         for q in range(QUEUES):
-            if bits >> q & 1:
-                if not self.queues[q].fifo:
-                    raise ContractViolation(f"Q_POP of queue {q} with an empty prefetch FIFO")
-                self.queues[q].fifo.popleft()
-
-    def _forward(self, value):
-        q, tag = _FORWARD_QUEUE.get(value), _FORWARD_TAG.get(value)
-        s = self.queues[q]
-        if not s.fifo:
-            raise ContractViolation(f"FORWARD of queue {q} with an empty prefetch FIFO")
-        _, words = s.fifo.popleft()
-        words = list(words)
-        lsb = DESCRIPTOR_FIELDS["tag"][0]
-        words[0] = (words[0] & ~(0xFFFF << lsb)) | (tag << lsb)
-        opcode = words[0] & 0xFF
-        e = _OP_ENGINE.get(opcode)
-        if e is None:
-            raise ContractViolation(f"FORWARD of opcode {opcode} (queue {q}): no engine serves it")
-        eng = self.engines[e]
-        if len(eng.fifo) >= self.fifo_depth:
-            raise ContractViolation(f"FORWARD into the full command FIFO of {ENGINE_NAMES[e]}")
-        eng.fifo.append(_Command(words, tag, q))
-        if eng.current is None:
-            self._engine_start(e)
-
-    def _cpl_request(self, value):
-        if len(self._cpl) >= self.cpl_depth:
-            raise ContractViolation("CPL request while CPL_STATUS.FREE is 0")
-        queue, irq, halt, flags, status, opcode = (f.get(value) for f in _CPL_FIELDS)
-        self._cpl.append(_CplRequest(
-            queue=queue, irq=bool(irq), halt=bool(halt), flags=flags, status=status, opcode=opcode,
-            tag=_CPL_TAG.get(self.regs.values[M.CPL_TAG.addr]), timestamp=self.now & M32,
-            due=self.now + self._delay(self.cpl_latency)))
+            s = self.queues[q]
+            if (not bits >> q & 1 or not s.fifo or s.fifo[0][2][0] != _FIRMWARE
+                    or len(s.window) >= INFLIGHT):
+                continue
+            index, words, _ = s.fifo.popleft()
+            s.window.append(_Slot(index, words[0], True, status))
+            if status != ErrorCode.OK:
+                s.failed = True
 
     def _write_record(self, r):
         q = r.queue
@@ -877,23 +953,138 @@ class ChipModel(ControlModel):
                 self._ack(q)
 
     def _ack(self, q):
-        s = self.queues[q]
-        s.acked = True
-        s.fifo.clear()
-        self._dirty = True
+        self.queues[q].acked = True
 
     def _reset_done(self, q):
         s = self.queues[q]
+        s.fifo.clear()
         s.producer = s.fetch = s.consumer = 0
         s.halted, s.error, s.error_index, s.cpl_dead = False, 0, 0, False
         s.resetting = s.acked = False
-        self._dirty = True
+        s.rd, s.failed = 0, False
         self._activate(q, was_active=False)
 
     def _fw_msg_send(self, value):
         if M.FW_MSG_SEND.GO.get(value):
             self._host_regs[R.FW_MSG.addr] = self.regs.values[M.FW_MSG.addr]
             self._host_regs[R.IRQ_STATUS.addr] |= R.IRQ_STATUS.FW_MSG.mask
+
+    # ================================================================== issue unit
+    def _issue_enabled(self):
+        return bool(self.regs.values[_ISSUE] & _ISSUE_ENABLE)
+
+    def _offered(self, q):
+        """Queue q's head may act (or wake the firmware): the queue active with a head, ISSUE
+        enabled, the queue not failed and room in its window."""
+        s = self.queues[q]
+        return (bool(s.fifo) and len(s.window) < INFLIGHT and not s.failed and self._issue_enabled()
+                and self._active(q))
+
+    def _event_reached(self, event, value):
+        return (self.events[event] - value) & M32 < 0x8000_0000     # (int32)(EVENT - value) >= 0
+
+    def _waiting(self, q):
+        """Q_STATUS.WAITING: only the condition of the WAIT_EVENT at the head holds the queue."""
+        s = self.queues[q]
+        if not s.fifo or s.fifo[0][2][0] != _WAIT or not self._offered(q):
+            return False
+        _, event, value = s.fifo[0][2]
+        return not self._event_reached(event, value)
+
+    def _issue(self, q, act=True):
+        """Queue q's head acts if it can (docs/queues.md "Issue unit"); returns whether it can
+        (with ``act`` False: only whether it could)."""
+        if not self._offered(q):
+            return False
+        s = self.queues[q]
+        index, words, what = s.fifo[0]
+        kind = what[0]
+        if kind == _FIRMWARE:
+            return False
+        if kind == _ENGINE:
+            e = what[1]
+            eng = self.engines[e]
+            if eng.issued >= self.fifo_depth:
+                return False
+            if not act:
+                return True
+            # The engine echoes the engine tag; the record gets the descriptor's own word 0.
+            tag = q << _TAG_Q_SHIFT | index & _TAG_INDEX
+            cmd = list(words)
+            cmd[0] = (cmd[0] & ~(0xFFFF << _TAG_LSB)) | tag << _TAG_LSB
+            if not eng.holds():
+                eng.since = self.now          # the watchdog counts from becoming busy
+            eng.fifo.append(_Command(cmd, tag, q))
+            eng.issued += 1
+            s.fifo.popleft()
+            s.window.append(_Slot(index, words[0]))
+            if eng.current is None:
+                self._engine_start(e)
+            return True
+        if kind in (_BARRIER, _SIGNAL) and s.window:
+            return False
+        if kind == _WAIT and not self._event_reached(what[1], what[2]):
+            return False
+        if act:
+            if kind == _SIGNAL:
+                self.events[what[1]] = what[2]
+            s.fifo.popleft()
+            s.window.append(_Slot(index, words[0], True, ErrorCode.OK))
+        return True
+
+    def _issue_one(self):
+        """Stage 3: one head acts, round-robin over the queues."""
+        if not self._issue_enabled():
+            return False
+        for k in range(1, QUEUES + 1):
+            q = (self._rr_issue + k) % QUEUES
+            if self._issue(q):
+                self._rr_issue = q
+                return True
+        return False
+
+    def _retire_one(self):
+        """Stage 1: one retirement leaves its engine's retire FIFO (round-robin over the engines)
+        and marks its window entry done."""
+        for k in range(1, ENGINES + 1):
+            e = (self._rr_retire + k) % ENGINES
+            eng = self.engines[e]
+            if not eng.retire:
+                continue
+            self._rr_retire = e
+            code, tag = eng.retire.popleft()
+            eng.issued -= 1
+            eng.since = self.now
+            s = self.queues[tag >> _TAG_Q_SHIFT]
+            slot = s.window[((tag & _TAG_INDEX) - s.rd) & _TAG_INDEX]
+            assert not slot.done and slot.index & _TAG_INDEX == tag & _TAG_INDEX, (slot, tag)
+            slot.done, slot.status = True, code
+            if code != ErrorCode.OK:
+                s.failed = True
+            return True
+        return False
+
+    def _complete_one(self):
+        """Stage 2: while the completion writer has room, one queue whose oldest window entry is
+        done gets its completion request (round-robin over the queues); R += 1."""
+        if len(self._cpl) >= self.cpl_depth:
+            return False
+        for k in range(1, QUEUES + 1):
+            q = (self._rr_complete + k) % QUEUES
+            s = self.queues[q]
+            if not s.window or not s.window[0].done:
+                continue
+            self._rr_complete = q
+            slot = s.window.popleft()
+            s.rd = (s.rd + 1) & M32
+            w0 = slot.w0
+            self._cpl.append(_CplRequest(
+                queue=q, irq=bool(w0 & _IRQ_FLAG), halt=slot.status != ErrorCode.OK,
+                flags=w0 >> _FLAGS_LSB & 0xFF, status=slot.status, opcode=w0 & 0xFF,
+                tag=w0 >> _TAG_LSB & 0xFFFF, timestamp=self.now & M32,
+                due=self.now + self._delay(self.cpl_latency)))
+            return True
+        return False
 
     # ================================================================== engines
     def _engine_start(self, e):
@@ -910,6 +1101,13 @@ class ChipModel(ControlModel):
         if eng.armed:
             eng.armed, eng.frozen = False, True
 
+    def _retired(self, e, code, tag):
+        """Engine e puts a retirement in its retire FIFO (the issue unit drains it)."""
+        eng = self.engines[e]
+        # It holds at most the engine's issued commands (fewer than caps.fifo_depth < RETIRE_DEPTH).
+        assert len(eng.retire) < RETIRE_DEPTH, f"{ENGINE_NAMES[e]} retire FIFO overflow"
+        eng.retire.append((int(code), tag))
+
     def _engine_finish(self, e):
         eng = self.engines[e]
         cmd = eng.current
@@ -918,33 +1116,21 @@ class ChipModel(ControlModel):
         self._host_regs[_DONE[e]] = (self._host_regs[_DONE[e]] + 1) & M32
         if code == ErrorCode.OK:
             self._count_dma_bytes(e, cmd.words)
-        if self.running:
-            if len(eng.retire) >= RETIRE_DEPTH:
-                raise ContractViolation(f"{ENGINE_NAMES[e]} retire FIFO overflow")
-            eng.retire.append((int(code), cmd.tag))
-            self._dirty = True
+        self._retired(e, code, cmd.tag)
         if eng.fifo:
             self._engine_start(e)
 
-    def _retire_head(self, e):
-        r = self.engines[e].retire
-        if not r:
-            return 0
-        error, tag = r[0]
-        return _RETIRE_VALID.put(1) | _RETIRE_ERROR.put(error) | _RETIRE_TAG.put(tag)
-
-    def _retire_pop(self, value):
-        bits = M.RETIRE_POP.ENGINE.get(value)
-        for e in range(ENGINES):
-            if bits >> e & 1 and self.engines[e].retire:
-                self.engines[e].retire.popleft()
-
     def _engine_reset(self, value):
+        """ENGINE_RESET: each engine named abandons its command (retired with WATCHDOG, after the
+        retirements already in its FIFO; DONE_* does not count it) and starts its next one."""
         bits = M.ENGINE_RESET.ENGINE.get(value)
         for e in range(ENGINES):
             if not bits >> e & 1:
                 continue
             eng = self.engines[e]
+            if eng.current is not None:
+                self._retired(e, ErrorCode.WATCHDOG, eng.current.tag)
             eng.current, eng.frozen, eng.armed = None, False, False
+            eng.since = self.now
             if eng.fifo:
                 self._engine_start(e)

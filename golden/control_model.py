@@ -3,8 +3,8 @@
 It mirrors what the host sees of the RTL (`hdl_gen/control_core.py`): the core held in reset while
 loading, IMEM/DMEM loaded from a firmware image, and the firmware's MMIO registers
 (`hdl_gen/kaki_mmio.rdl`) that the host reads as FW_*. Here the MMIO registers are plain storage;
-:class:`golden.chip_model.ChipModel` extends this model with the hardware behind them (queues,
-engines, completion writer).
+:class:`golden.chip_model.ChipModel` extends this model with the hardware behind them (queue
+controller, issue unit, engines, completion writer).
 """
 from spec import mmio_registers as M
 from spec.firmware_image import FirmwareState

@@ -28,12 +28,13 @@ class RetireSignature(wiring.Signature):
     """What the dispatcher reports for an engine when one of its commands retires.
 
     done : Out(1) pulse; irq : Out(1) the descriptor asked for a completion interrupt;
-    error : Out(ErrorCode); opcode : Out(Opcode); tag : Out(16).
+    error : Out(ErrorCode); opcode : Out(Opcode); tag : Out(16); queued : Out(1) it came from a
+    queue (the issue unit), not from direct submission.
     """
 
     def __init__(self):
         super().__init__({"done": Out(1), "irq": Out(1), "error": Out(ErrorCode),
-                          "opcode": Out(Opcode), "tag": Out(16)})
+                          "opcode": Out(Opcode), "tag": Out(16), "queued": Out(1)})
 
 
 class Dispatcher(wiring.Component):
@@ -88,7 +89,7 @@ class Dispatcher(wiring.Component):
         m.d.comb += flags_bad.eq(desc.flags.reserved != 0)
         busy = []
         m.d.comb += [self.reject.opcode.eq(desc.opcode), self.reject.tag.eq(desc.tag),
-                     self.reject.irq.eq(desc.flags.irq)]
+                     self.reject.irq.eq(desc.flags.irq), self.reject.queued.eq(self.windowed)]
         entry = Signal(DispatchEntry)
         m.d.comb += entry.eq(Cat(self.desc, self.queue, self.windowed))
         for i, engine in enumerate(ENGINES):
@@ -109,16 +110,19 @@ class Dispatcher(wiring.Component):
                                  self.reject.error.eq(ErrorCode.CMD_OVERFLOW)]
             # The descriptor in flight, kept for its flags and tag until it retires.
             held = Signal(Descriptor, name=f"{name}_held")
+            held_queued = Signal(name=f"{name}_held_queued")
             done = getattr(self, f"{name}_done")
             with m.If(done | self.engine_reset[i]):
                 m.d.sync += self.inflight[i].eq(0)
             with m.If(port.valid & port.ready):   # after `done`: a same-cycle accept wins
-                m.d.sync += [held.eq(port.payload.desc), self.inflight[i].eq(1)]
+                m.d.sync += [held.eq(port.payload.desc), held_queued.eq(port.payload.windowed),
+                             self.inflight[i].eq(1)]
             r = self.retire[i]
             reset = self.engine_reset[i]
             m.d.comb += [r.done.eq(Mux(reset, self.inflight[i], done)),
                          r.error.eq(Mux(reset, ErrorCode.WATCHDOG, getattr(self, f"{name}_error"))),
-                         r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
+                         r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag),
+                         r.queued.eq(held_queued)]
             busy.append(q.r_rdy)
             m.d.comb += self.full[i].eq(~q.w_rdy)
         # Firmware commands only reach the dispatcher by direct submission: NOP retires silently,

@@ -7,7 +7,7 @@ descriptors popped and without a completion request (indices ``R <= i < H``, at 
 and a status. Each cycle:
 
 * **Issue** (one queue, round-robin among those whose head can act): an engine command goes to
-  the dispatcher with the engine tag ``(q << 14) | (index & 0x3FFF)`` when fewer than
+  the dispatcher with the engine tag ``(q << 14) | H`` (its window position) when fewer than
   ``fifo_depth`` commands of its engine are issued and not retired (so the engine FIFO never
   overflows and a retire FIFO never fills); NOP completes at once; BARRIER and SIGNAL_EVENT when
   the window is empty (SIGNAL_EVENT then sets its event counter); WAIT_EVENT once its event has
@@ -47,6 +47,8 @@ events : Out(ArrayLayout(32, events))
     The event counters (``EVENT[e]``).
 watchdog : In(32), engine_reset : In(engines), hung : Out(engines)
     ``WATCHDOG.CYCLES``; the firmware's engine resets; ``WORK.HUNG``.
+hold : In(1)
+    The control core is held: the event counters restart at 0 (windows and retirements go on).
 """
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
@@ -61,7 +63,7 @@ from .round_robin import round_robin
 
 __all__ = ["IssueUnit", "IssueQueueSignature", "TAG_QUEUE_SHIFT", "CONTROL_COMMANDS"]
 
-#: Engine tag = (queue << TAG_QUEUE_SHIFT) | (descriptor index & (2**TAG_QUEUE_SHIFT - 1)).
+#: Engine tag = (queue << TAG_QUEUE_SHIFT) | the descriptor's window position H (mod 2 * inflight).
 TAG_QUEUE_SHIFT = 14
 #: The commands without an engine, all of which the issue unit runs itself.
 CONTROL_COMMANDS = ("NOP", "BARRIER", "SIGNAL_EVENT", "WAIT_EVENT")
@@ -71,7 +73,7 @@ class IssueQueueSignature(wiring.Signature):
     """One queue's connection to the issue unit, seen from the unit.
 
     In: ``head`` [256] the prefetch FIFO's head, ``valid`` the FIFO is not empty, ``active`` the
-    queue is active (queue controller), ``index`` [32] the head's descriptor index, ``fw_pop``
+    queue is active (queue controller), ``fw_pop``
     the firmware's ``Q_POP`` bit, ``cleared`` the queue's reset completes this cycle.
     Out: ``pop`` drop the head, ``fw_ready`` the head needs the firmware (``WORK.QREADY``),
     ``waiting`` the head is a WAIT_EVENT not yet reached (``Q_STATUS.WAITING``), ``drained``
@@ -80,7 +82,7 @@ class IssueQueueSignature(wiring.Signature):
 
     def __init__(self):
         super().__init__({"head": In(DESCRIPTOR_BITS), "valid": In(1), "active": In(1),
-                          "index": In(32), "fw_pop": In(1), "cleared": In(1),
+                          "fw_pop": In(1), "cleared": In(1),
                           "pop": Out(1), "fw_ready": Out(1), "waiting": Out(1), "drained": Out(1)})
 
 
@@ -138,7 +140,7 @@ class IssueUnit(wiring.Component):
             "cpl_irq": Out(1), "cpl_halt": Out(1), "cpl_flags": Out(8), "cpl_status": Out(8),
             "cpl_opcode": Out(8), "cpl_tag": Out(16),
             "events": Out(data.ArrayLayout(32, config.events)),
-            "watchdog": In(32), "engine_reset": In(n_eng), "hung": Out(n_eng),
+            "watchdog": In(32), "engine_reset": In(n_eng), "hung": Out(n_eng), "hold": In(1),
         })
 
     def elaborate(self, platform):
@@ -193,8 +195,8 @@ class IssueUnit(wiring.Component):
         rr_last = Signal(self.qbits, name="issue_rr_last", init=n - 1)
         go, sel = round_robin(m, can, rr_last, "issue_rr")
         sel_head = Array(h.desc for h in heads)[sel]
-        sel_index = Array(self.q[i].index for i in range(n))[sel]
-        tag = Cat(sel_index[:TAG_QUEUE_SHIFT], sel)
+        sel_h = Array(H)[sel]
+        tag = Cat(sel_h, Const(0, TAG_QUEUE_SHIFT - len(sel_h)), sel)
         m.d.comb += [self.desc.eq(Cat(sel_head.as_value()[:16], tag,
                                       sel_head.as_value()[32:])),
                      self.submit_queue.eq(sel)]
@@ -283,7 +285,9 @@ class IssueUnit(wiring.Component):
                 with m.If(cpl_sel == i):
                     m.d.sync += R[i].eq(R[i] + 1)
 
-        # ---- queue reset ----------------------------------------------------------------------
+        # ---- queue reset, core held -----------------------------------------------------------
+        with m.If(self.hold):
+            m.d.sync += [ev.eq(0) for ev in events]
         for i in range(n):
             with m.If(self.q[i].cleared):       # after the rest: the reset wins
                 m.d.sync += [H[i].eq(0), R[i].eq(0), failed[i].eq(0)]

@@ -106,9 +106,9 @@ class KakiSoc(wiring.Component):
         wiring.connect(m, arb.s, wiring.flipped(self.mem))
 
         self._control_core(m, csr, fw, ctl, held)
-        iu = IssueUnit(cfg)
-        # Like the firmware's registers, the issue unit starts afresh whenever the core is held.
-        m.submodules.issue = ResetInserter({"sync": held})(iu)
+        # Not reset with the core: commands issued before a hold still retire and get their
+        # records (ISSUE.ENABLE, a firmware register, stops new issues); the events restart.
+        m.submodules.issue = iu = IssueUnit(cfg)
         self._submission(m, csr, ctl, disp, qc, dma, iu, held)
         self._queues(m, csr, fw, ctl, qc, iu, held)
         m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
@@ -122,12 +122,13 @@ class KakiSoc(wiring.Component):
             fw.work_qready.eq(qready), fw.work_hung.eq(iu.hung), fw.work_qreset.eq(qreset),
             fw.work_timer.eq(timer),
             iu.enable.eq(fw.issue_enable), iu.watchdog.eq(csr.watchdog_cycles),
-            iu.engine_reset.eq(reset),
+            iu.engine_reset.eq(reset), iu.hold.eq(held),
             ctl.irq.eq(fw_irq),
         ]
         for e in range(len(ENGINES)):
             r, d = iu.retire[e], disp.retire[e]
-            m.d.comb += [r.done.eq(d.done), r.error.eq(d.error), r.tag.eq(d.tag)]
+            # only queued commands: a direct submission's tag names no window entry
+            m.d.comb += [r.done.eq(d.done & d.queued), r.error.eq(d.error), r.tag.eq(d.tag)]
         # Registered: the work flags come from every block (issue unit, queue controller, timer)
         # and would otherwise reach the core's fetch enable (the WFI wake-up) in the same cycle.
         # A stale level after the firmware consumed the work only ends one WFI early.
@@ -283,7 +284,7 @@ class KakiSoc(wiring.Component):
             q = qc.q[i]
             m.d.comb += [q.pop.eq(iu.q[i].pop), iu.q[i].fw_pop.eq(pops[i]),
                          iu.q[i].head.eq(q.head), iu.q[i].valid.eq(q.prefetched != 0),
-                         iu.q[i].active.eq(q.active), iu.q[i].index.eq(q.head_index),
+                         iu.q[i].active.eq(q.active),
                          iu.q[i].cleared.eq(q.cleared), q.drained.eq(iu.q[i].drained)]
         # The DMA window of the queue a command came from travels with it through the FIFO.
         for chan, port in (("dma_load", dma.load_window), ("dma_store", dma.store_window)):

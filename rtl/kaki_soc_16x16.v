@@ -242,7 +242,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [141:0] \$309 ;
   wire [1:0] \$31 ;
   wire [15:0] \$310 ;
-  wire [13:0] \$311 ;
+  wire [4:0] \$311 ;
   wire [223:0] \$312 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
@@ -319,7 +319,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$840 ;
+  reg [7:0] \$signal$842 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
@@ -345,8 +345,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire acc_wr__gnt;
   wire \acc_wr__gnt$247 ;
   wire active;
-  wire \active$964 ;
-  wire \active$970 ;
+  wire \active$966 ;
+  wire \active$972 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$350 ;
   wire [1:0] axi__arburst;
@@ -436,7 +436,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$720 ;
+  wire [31:0] \bus_timeout$716 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -470,25 +470,25 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$732 ;
+  wire [7:0] \cpl_flags$728 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$730 ;
+  wire \cpl_halt$726 ;
   wire cpl_irq;
-  wire \cpl_irq$728 ;
+  wire \cpl_irq$724 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$736 ;
+  wire [7:0] \cpl_opcode$732 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$726 ;
+  wire [1:0] \cpl_queue$722 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$734 ;
+  wire [7:0] \cpl_status$730 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$738 ;
+  wire [15:0] \cpl_tag$734 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$724 ;
+  wire \cpl_valid$720 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -528,8 +528,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$947 ;
-  wire \ctl__busy$969 ;
+  wire \ctl__busy$949 ;
+  wire \ctl__busy$971 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -954,42 +954,42 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$762 ;
+  wire [4:0] \engine_reset$758 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$688 ;
+  wire [31:0] \event0_value$684 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$708 ;
+  wire [31:0] \event10_value$704 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$710 ;
+  wire [31:0] \event11_value$706 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$712 ;
+  wire [31:0] \event12_value$708 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$714 ;
+  wire [31:0] \event13_value$710 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$716 ;
+  wire [31:0] \event14_value$712 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$718 ;
+  wire [31:0] \event15_value$714 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$690 ;
+  wire [31:0] \event1_value$686 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$692 ;
+  wire [31:0] \event2_value$688 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$694 ;
+  wire [31:0] \event3_value$690 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$696 ;
+  wire [31:0] \event4_value$692 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$698 ;
+  wire [31:0] \event5_value$694 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$700 ;
+  wire [31:0] \event6_value$696 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$702 ;
+  wire [31:0] \event7_value$698 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$704 ;
+  wire [31:0] \event8_value$700 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$706 ;
+  wire [31:0] \event9_value$702 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1019,7 +1019,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$950 ;
+  wire [31:0] \fw_msg_value$952 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
@@ -1183,12 +1183,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
   wire held;
+  wire hold;
   wire [4:0] hung;
   wire idle;
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$763  = 1'h0;
+  reg \irq$760  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1490,14 +1491,14 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__0__active;
   wire \q__0__active$458 ;
   wire q__0__cleared;
-  wire \q__0__cleared$462 ;
+  wire \q__0__cleared$460 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$464 ;
+  wire \q__0__drained$462 ;
   wire q__0__enable;
   wire [7:0] q__0__error;
   wire [31:0] q__0__error_index;
@@ -1509,7 +1510,6 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [255:0] q__0__head;
   wire [255:0] \q__0__head$454 ;
   wire [31:0] q__0__head_index;
-  wire [31:0] q__0__index;
   wire q__0__pop;
   wire \q__0__pop$450 ;
   wire [7:0] q__0__prefetched;
@@ -1523,16 +1523,16 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$473 ;
+  wire \q__1__active$471 ;
   wire q__1__cleared;
-  wire \q__1__cleared$477 ;
+  wire \q__1__cleared$473 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$479 ;
+  wire \q__1__drained$475 ;
   wire q__1__enable;
   wire [7:0] q__1__error;
   wire [31:0] q__1__error_index;
@@ -1542,11 +1542,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$469 ;
+  wire [255:0] \q__1__head$467 ;
   wire [31:0] q__1__head_index;
-  wire [31:0] q__1__index;
   wire q__1__pop;
-  wire \q__1__pop$466 ;
+  wire \q__1__pop$464 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1558,16 +1557,16 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$488 ;
+  wire \q__2__active$484 ;
   wire q__2__cleared;
-  wire \q__2__cleared$492 ;
+  wire \q__2__cleared$486 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$494 ;
+  wire \q__2__drained$488 ;
   wire q__2__enable;
   wire [7:0] q__2__error;
   wire [31:0] q__2__error_index;
@@ -1577,11 +1576,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$484 ;
+  wire [255:0] \q__2__head$480 ;
   wire [31:0] q__2__head_index;
-  wire [31:0] q__2__index;
   wire q__2__pop;
-  wire \q__2__pop$481 ;
+  wire \q__2__pop$477 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1593,16 +1591,16 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$503 ;
+  wire \q__3__active$497 ;
   wire q__3__cleared;
-  wire \q__3__cleared$507 ;
+  wire \q__3__cleared$499 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$509 ;
+  wire \q__3__drained$501 ;
   wire q__3__enable;
   wire [7:0] q__3__error;
   wire [31:0] q__3__error_index;
@@ -1612,11 +1610,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$499 ;
+  wire [255:0] \q__3__head$493 ;
   wire [31:0] q__3__head_index;
-  wire [31:0] q__3__index;
   wire q__3__pop;
-  wire \q__3__pop$496 ;
+  wire \q__3__pop$490 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1806,7 +1803,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$766 ;
+  wire \retire__0__done$763 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1844,7 +1841,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__0__error$768 ;
+  wire [7:0] \retire__0__error$766 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1861,10 +1858,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$770 ;
+  wire [15:0] \retire__0__tag$768 ;
   wire retire__1__done;
-  wire \retire__1__done$772 ;
+  wire \retire__1__done$770 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1902,7 +1900,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__1__error$774 ;
+  wire [7:0] \retire__1__error$773 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1919,10 +1917,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$776 ;
+  wire [15:0] \retire__1__tag$775 ;
   wire retire__2__done;
-  wire \retire__2__done$778 ;
+  wire \retire__2__done$777 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1977,6 +1976,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  wire retire__2__queued;
   wire [15:0] retire__2__tag;
   wire [15:0] \retire__2__tag$782 ;
   wire retire__3__done;
@@ -2018,7 +2018,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__3__error$786 ;
+  wire [7:0] \retire__3__error$787 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2035,10 +2035,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$788 ;
+  wire [15:0] \retire__3__tag$789 ;
   wire retire__4__done;
-  wire \retire__4__done$790 ;
+  wire \retire__4__done$791 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2076,7 +2077,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__4__error$792 ;
+  wire [7:0] \retire__4__error$794 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2093,8 +2094,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$794 ;
+  wire [15:0] \retire__4__tag$796 ;
   input rst;
   wire rst;
   wire run;
@@ -2366,7 +2368,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$522 ;
+  wire [31:0] \timestamp_cycles$514 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2607,54 +2609,59 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
   assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$724  & \$57 ;
+  assign cpl_valid = \cpl_valid$720  & \$57 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$58  = timestamp_cycles - timer_cycles;
   assign fw_timer_due = ~ \$58 [31];
-  assign \$59  = retire__0__done & \$300 [8];
+  assign retire__0__done = \retire__0__done$763  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$770  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$777  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$784  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$791  & retire__4__queued;
+  assign \$59  = \retire__0__done$763  & \$300 [8];
   assign \$60  = ! retire__0__error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
   assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = retire__1__done & \$301 [8];
+  assign \$63  = \retire__1__done$770  & \$301 [8];
   assign \$64  = ! retire__1__error;
   assign \$65  = \$63  & \$64 ;
   assign \$66  = ~ core_ctrl_run;
   assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = retire__2__done & \$302 [8];
+  assign \$67  = \retire__2__done$777  & \$302 [8];
   assign \$68  = ! retire__2__error;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = ~ core_ctrl_run;
   assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = retire__3__done & \$303 [8];
+  assign \$71  = \retire__3__done$784  & \$303 [8];
   assign \$72  = ! retire__3__error;
   assign \$73  = \$71  & \$72 ;
   assign \$74  = ~ core_ctrl_run;
   assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = retire__4__done & \$304 [8];
+  assign \$75  = \retire__4__done$791  & \$304 [8];
   assign \$76  = ! retire__4__error;
   assign \$77  = \$75  & \$76 ;
   assign \$78  = ~ core_ctrl_run;
   assign irq_status_sfu_done_set = \$77  & \$78 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
   assign \$79  = | retire__4__error;
-  assign \$80  = retire__4__done & \$79 ;
+  assign \$80  = \retire__4__done$791  & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
   assign \$83  = | retire__3__error;
-  assign \$84  = retire__3__done & \$83 ;
+  assign \$84  = \retire__3__done$784  & \$83 ;
   assign \$85  = ~ core_ctrl_run;
   assign \$86  = \$84  & \$85 ;
   assign \$87  = | retire__2__error;
-  assign \$88  = retire__2__done & \$87 ;
+  assign \$88  = \retire__2__done$777  & \$87 ;
   assign \$89  = ~ core_ctrl_run;
   assign \$90  = \$88  & \$89 ;
   assign \$91  = | retire__1__error;
-  assign \$92  = retire__1__done & \$91 ;
+  assign \$92  = \retire__1__done$770  & \$91 ;
   assign \$93  = ~ core_ctrl_run;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = | retire__0__error;
-  assign \$96  = retire__0__done & \$95 ;
+  assign \$96  = \retire__0__done$763  & \$95 ;
   assign \$97  = ~ core_ctrl_run;
   assign \$98  = \$96  & \$97 ;
   assign \$99  = | reject__error;
@@ -2674,7 +2681,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
   assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
   assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$947 ;
+  assign \$122  = vec_hang_armed & \ctl__busy$949 ;
   assign \$123  = ~ mmio__ack;
   assign \$124  = bus__en & \$123 ;
   assign \$125  = \$124  & bus__we;
@@ -2702,19 +2709,19 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$147  = fw_timer_due & \$146 ;
   assign \$148  = \$145  | \$147 ;
   assign \$149  = ~ reset[0];
-  assign \$150  = retire__0__done & \$149 ;
+  assign \$150  = \retire__0__done$763  & \$149 ;
   assign \$151  = done_dma_load_count + 1'h1;
   assign \$152  = ~ reset[1];
-  assign \$153  = retire__1__done & \$152 ;
+  assign \$153  = \retire__1__done$770  & \$152 ;
   assign \$154  = done_dma_store_count + 1'h1;
   assign \$155  = ~ reset[2];
-  assign \$156  = retire__2__done & \$155 ;
+  assign \$156  = \retire__2__done$777  & \$155 ;
   assign \$157  = done_gemm_count + 1'h1;
   assign \$158  = ~ reset[3];
-  assign \$159  = retire__3__done & \$158 ;
+  assign \$159  = \retire__3__done$784  & \$158 ;
   assign \$160  = done_vec_count + 1'h1;
   assign \$161  = ~ reset[4];
-  assign \$162  = retire__4__done & \$161 ;
+  assign \$162  = \retire__4__done$791  & \$161 ;
   assign \$163  = done_sfu_count + 1'h1;
   assign \$164  = ~ irq_status_error;
   assign \$165  = failing & \$164 ;
@@ -2731,11 +2738,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$176  = stall | gemm_frozen;
   assign \$177  = perf_gemm_stall_count + \$176 ;
   assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$947  | vec_frozen;
+  assign \$179  = \ctl__busy$949  | vec_frozen;
   assign \$180  = perf_vec_busy_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
   assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$964  & \$182 ;
+  assign \$183  = \active$966  & \$182 ;
   assign \$184  = perf_vec_active_count + \$183 ;
   assign \$185  = ~ perf_ctrl_freeze;
   assign \$186  = perf_dma_load_busy_count + load__busy;
@@ -2756,19 +2763,19 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign \$201  = store__busy & \$200 ;
   assign \$202  = perf_dma_store_stall_count + \$201 ;
   assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$947  | vec_frozen;
+  assign \$204  = \ctl__busy$949  | vec_frozen;
   assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$964  & \$205 ;
+  assign \$206  = \active$966  & \$205 ;
   assign \$207  = ~ \$206 ;
   assign \$208  = \$204  & \$207 ;
   assign \$209  = perf_vec_stall_count + \$208 ;
   assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$969 ;
+  assign \$211  = perf_sfu_busy_count + \ctl__busy$971 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$970 ;
+  assign \$213  = perf_sfu_active_count + \active$972 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$970 ;
-  assign \$216  = \ctl__busy$969  & \$215 ;
+  assign \$215  = ~ \active$972 ;
+  assign \$216  = \ctl__busy$971  & \$215 ;
   assign \$217  = perf_sfu_stall_count + \$216 ;
   assign \$218  = ~ perf_ctrl_freeze;
   assign \$219  = perf_dma_load_full_count + full[0];
@@ -2829,7 +2836,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   always @(posedge clk)
     fw_write_engine_reset_word <= \$259 ;
   always @(posedge clk)
-    \irq$763  <= \$260 ;
+    \irq$760  <= \$260 ;
   always @(posedge clk)
     done_dma_load_count <= \$261 ;
   always @(posedge clk)
@@ -3021,7 +3028,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   );
   \kaki_soc_16x16.control  control (
     .clk(clk),
-    .irq(\irq$763 ),
+    .irq(\irq$760 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3032,7 +3039,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$20588$2 (\$299 ),
+    .\port$20583$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3143,20 +3150,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$20614$0 (inflight),
-    .\port$20761$0 (q__0__cpl_irq),
-    .\port$20775$0 (q__0__error_irq),
-    .\port$20787$0 (q__1__cpl_irq),
-    .\port$20801$0 (q__1__error_irq),
-    .\port$20813$0 (q__2__cpl_irq),
-    .\port$20827$0 (q__2__error_irq),
-    .\port$20839$0 (q__3__cpl_irq),
-    .\port$20853$0 (q__3__error_irq),
-    .\port$20965$0 (\$305 ),
-    .\port$20973$0 (\$306 ),
-    .\port$20981$0 (\$307 ),
-    .\port$20989$0 (\$308 ),
-    .\port$25037$0 (events),
+    .\port$20609$0 (inflight),
+    .\port$20766$0 (q__0__cpl_irq),
+    .\port$20780$0 (q__0__error_irq),
+    .\port$20792$0 (q__1__cpl_irq),
+    .\port$20806$0 (q__1__error_irq),
+    .\port$20818$0 (q__2__cpl_irq),
+    .\port$20832$0 (q__2__error_irq),
+    .\port$20844$0 (q__3__cpl_irq),
+    .\port$20858$0 (q__3__error_irq),
+    .\port$20970$0 (\$305 ),
+    .\port$20978$0 (\$306 ),
+    .\port$20986$0 (\$307 ),
+    .\port$20994$0 (\$308 ),
+    .\port$25042$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3251,33 +3258,39 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$20616$0 (\$300 ),
-    .\port$20618$0 (\$301 ),
-    .\port$20620$0 (\$302 ),
-    .\port$20622$0 (\$303 ),
-    .\port$20624$0 (\$304 ),
+    .\port$20611$0 (\$300 ),
+    .\port$20615$0 (\$301 ),
+    .\port$20619$0 (\$302 ),
+    .\port$20623$0 (\$303 ),
+    .\port$20627$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
-    .\r_en$38 (dma_store__ready),
-    .\r_en$55 (gemm__ready),
-    .\r_en$72 (vec__ready),
-    .\r_en$89 (sfu__ready),
+    .\r_en$41 (dma_store__ready),
+    .\r_en$60 (gemm__ready),
+    .\r_en$79 (vec__ready),
+    .\r_en$98 (sfu__ready),
     .reject__done(reject__done),
     .reject__error(reject__error),
-    .retire__0__done(retire__0__done),
+    .reject__queued(windowed),
+    .retire__0__done(\retire__0__done$763 ),
     .retire__0__error(retire__0__error),
+    .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(retire__1__done),
+    .retire__1__done(\retire__1__done$770 ),
     .retire__1__error(retire__1__error),
+    .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(retire__2__done),
+    .retire__2__done(\retire__2__done$777 ),
     .retire__2__error(retire__2__error),
+    .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(retire__3__done),
+    .retire__3__done(\retire__3__done$784 ),
     .retire__3__error(retire__3__error),
+    .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(retire__4__done),
+    .retire__4__done(\retire__4__done$791 ),
     .retire__4__error(retire__4__error),
+    .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
     .rst(rst),
     .sfu__payload(sfu__payload),
@@ -3288,8 +3301,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
-    .vec_error(vec_error),
-    .windowed(windowed)
+    .vec_error(vec_error)
   );
   \kaki_soc_16x16.dma  dma (
     .acc_rd__data(\acc_rd__data$233 ),
@@ -3369,31 +3381,31 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$950 ),
+    .fw_msg_value(\fw_msg_value$952 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$18708$0 (q__0__fw_ready),
-    .\port$18741$0 (q__1__fw_ready),
-    .\port$18774$0 (q__2__fw_ready),
-    .\port$18807$0 (q__3__fw_ready),
-    .\port$20588$2 (\$299 ),
-    .\port$25037$0 (events),
-    .\port$4221$0 (q__0__qreset_req),
-    .\port$4231$0 (q__1__qreset_req),
-    .\port$4241$0 (q__2__qreset_req),
-    .\port$4251$0 (q__3__qreset_req),
-    .\port$5300$0 (q__0__head),
-    .\port$5330$0 (q__1__head),
-    .\port$5360$0 (q__2__head),
-    .\port$5390$0 (q__3__head),
-    .q_head_index0_index(q__0__index),
-    .q_head_index1_index(q__1__index),
-    .q_head_index2_index(q__2__index),
-    .q_head_index3_index(q__3__index),
+    .\port$18713$0 (q__0__fw_ready),
+    .\port$18746$0 (q__1__fw_ready),
+    .\port$18779$0 (q__2__fw_ready),
+    .\port$18812$0 (q__3__fw_ready),
+    .\port$20583$2 (\$299 ),
+    .\port$25042$0 (events),
+    .\port$4226$0 (q__0__qreset_req),
+    .\port$4236$0 (q__1__qreset_req),
+    .\port$4246$0 (q__2__qreset_req),
+    .\port$4256$0 (q__3__qreset_req),
+    .\port$5305$0 (q__0__head),
+    .\port$5335$0 (q__1__head),
+    .\port$5365$0 (q__2__head),
+    .\port$5395$0 (q__3__head),
+    .q_head_index0_index(q_head_index0_index),
+    .q_head_index1_index(q_head_index1_index),
+    .q_head_index2_index(q_head_index2_index),
+    .q_head_index3_index(q_head_index3_index),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
@@ -3433,7 +3445,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .cpl_irq(cpl_irq),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$724 ),
+    .cpl_rr_any(\cpl_valid$720 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3441,19 +3453,18 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .engine_reset(reset),
     .events(events),
     .fw_status(fw_write_q_pop_word[15:8]),
-    .held(held),
+    .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$18846$0 (\$310 ),
-    .\port$18852$0 (\$311 ),
-    .\port$18853$32 (\$312 ),
+    .\port$18851$0 (\$310 ),
+    .\port$18857$0 (\$311 ),
+    .\port$18858$32 (\$312 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
     .q__0__fw_pop(\$53 [0]),
     .q__0__fw_ready(q__0__fw_ready),
     .q__0__head(q__0__head),
-    .q__0__index(q__0__index),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
     .q__0__waiting(q_status0_waiting),
@@ -3463,7 +3474,6 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__1__fw_pop(\$54 [1]),
     .q__1__fw_ready(q__1__fw_ready),
     .q__1__head(q__1__head),
-    .q__1__index(q__1__index),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
     .q__1__waiting(q_status1_waiting),
@@ -3473,7 +3483,6 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__2__fw_pop(\$55 [2]),
     .q__2__fw_ready(q__2__fw_ready),
     .q__2__head(q__2__head),
-    .q__2__index(q__2__index),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
     .q__2__waiting(q_status2_waiting),
@@ -3483,7 +3492,6 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__3__fw_pop(\$56 [3]),
     .q__3__fw_ready(q__3__fw_ready),
     .q__3__head(q__3__head),
-    .q__3__index(q__3__index),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
     .q__3__waiting(q_status3_waiting),
@@ -3500,10 +3508,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$155 (retire__1__done),
-    .\w_en$160 (retire__2__done),
-    .\w_en$165 (retire__3__done),
-    .\w_en$170 (retire__4__done),
+    .\w_en$151 (retire__1__done),
+    .\w_en$156 (retire__2__done),
+    .\w_en$161 (retire__3__done),
+    .\w_en$166 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_16x16.qc  qc (
@@ -3581,7 +3589,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__0__error_irq(q__0__error_irq),
     .q__0__fetch(q_fetch0_index),
     .q__0__head(q__0__head),
-    .q__0__head_index(q__0__index),
+    .q__0__head_index(q_head_index0_index),
     .q__0__qreset_req(q__0__qreset_req),
     .q__0__reset(q__0__reset),
     .q__0__retired(q__0__retired),
@@ -3600,7 +3608,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__1__error_irq(q__1__error_irq),
     .q__1__fetch(q_fetch1_index),
     .q__1__head(q__1__head),
-    .q__1__head_index(q__1__index),
+    .q__1__head_index(q_head_index1_index),
     .q__1__qreset_req(q__1__qreset_req),
     .q__1__reset(q__1__reset),
     .q__1__retired(q__1__retired),
@@ -3619,7 +3627,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__2__error_irq(q__2__error_irq),
     .q__2__fetch(q_fetch2_index),
     .q__2__head(q__2__head),
-    .q__2__head_index(q__2__index),
+    .q__2__head_index(q_head_index2_index),
     .q__2__qreset_req(q__2__qreset_req),
     .q__2__reset(q__2__reset),
     .q__2__retired(q__2__retired),
@@ -3638,7 +3646,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .q__3__error_irq(q__3__error_irq),
     .q__3__fetch(q_fetch3_index),
     .q__3__head(q__3__head),
-    .q__3__head_index(q__3__index),
+    .q__3__head_index(q_head_index3_index),
     .q__3__qreset_req(q__3__qreset_req),
     .q__3__reset(q__3__reset),
     .q__3__retired(q__3__retired),
@@ -3655,15 +3663,15 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .acc_rd__data(\acc_rd__data$225 ),
     .acc_rd__en(\acc_rd__en$222 ),
     .acc_rd__gnt(\$45 [0]),
-    .active(\active$970 ),
+    .active(\active$972 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$969 ),
+    .ctl__busy(\ctl__busy$971 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$20126$0 (sfu_cmd_op),
-    .\port$4212$32 (sfu__payload[255:32]),
+    .\port$20121$0 (sfu_cmd_op),
+    .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$309 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
@@ -3676,7 +3684,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   );
   \kaki_soc_16x16.spad  spad (
     .clk(clk),
-    .\port$17940$0 (\$309 ),
+    .\port$17945$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3711,13 +3719,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .acc_rd__en(\acc_rd__en$214 ),
     .acc_rd__gnt(\acc_rd__gnt$215 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$947 ),
+    .ctl__busy(\ctl__busy$949 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$964 ),
+    .fire(\active$966 ),
     .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
@@ -3748,7 +3756,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$312 , submit_queue, \$311 , \$310  };
+      desc = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3886,27 +3894,27 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$840  = 8'h00;
+    \$signal$842  = 8'h00;
     if (\$82 ) begin
-      \$signal$840  = \$304 [7:0];
+      \$signal$842  = \$304 [7:0];
     end
     if (\$86 ) begin
-      \$signal$840  = \$303 [7:0];
+      \$signal$842  = \$303 [7:0];
     end
     if (\$90 ) begin
-      \$signal$840  = \$302 [7:0];
+      \$signal$842  = \$302 [7:0];
     end
     if (\$94 ) begin
-      \$signal$840  = \$301 [7:0];
+      \$signal$842  = \$301 [7:0];
     end
     if (\$98 ) begin
-      \$signal$840  = \$300 [7:0];
+      \$signal$842  = \$300 [7:0];
     end
     if (\$102 ) begin
-      \$signal$840  = desc[7:0];
+      \$signal$842  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$840  = cmd0_word[7:0];
+      \$signal$842  = cmd0_word[7:0];
     end
   end
   always @* begin
@@ -4054,7 +4062,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$248  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$950 ;
+      \$248  = \fw_msg_value$952 ;
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -4208,7 +4216,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$267  = error_info_opcode;
     if (\$165 ) begin
-      \$267  = \$signal$840 ;
+      \$267  = \$signal$842 ;
     end
     if (rst) begin
       \$267  = 8'h00;
@@ -4785,42 +4793,38 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
   assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$312 , submit_queue, \$311 , \$310  };
+  assign \desc$433  = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
   assign fw_status = fw_write_q_pop_word[15:8];
   assign \q__0__pop$450  = q__0__pop;
   assign q__0__fw_pop = \$53 [0];
   assign \q__0__head$454  = q__0__head;
   assign q__0__prefetched = { 5'h00, \$305  };
   assign \q__0__active$458  = q__0__active;
-  assign q__0__head_index = q__0__index;
-  assign \q__0__cleared$462  = q__0__cleared;
-  assign \q__0__drained$464  = q__0__drained;
-  assign \q__1__pop$466  = q__1__pop;
+  assign \q__0__cleared$460  = q__0__cleared;
+  assign \q__0__drained$462  = q__0__drained;
+  assign \q__1__pop$464  = q__1__pop;
   assign q__1__fw_pop = \$54 [1];
-  assign \q__1__head$469  = q__1__head;
+  assign \q__1__head$467  = q__1__head;
   assign q__1__prefetched = { 5'h00, \$306  };
-  assign \q__1__active$473  = q__1__active;
-  assign q__1__head_index = q__1__index;
-  assign \q__1__cleared$477  = q__1__cleared;
-  assign \q__1__drained$479  = q__1__drained;
-  assign \q__2__pop$481  = q__2__pop;
+  assign \q__1__active$471  = q__1__active;
+  assign \q__1__cleared$473  = q__1__cleared;
+  assign \q__1__drained$475  = q__1__drained;
+  assign \q__2__pop$477  = q__2__pop;
   assign q__2__fw_pop = \$55 [2];
-  assign \q__2__head$484  = q__2__head;
+  assign \q__2__head$480  = q__2__head;
   assign q__2__prefetched = { 5'h00, \$307  };
-  assign \q__2__active$488  = q__2__active;
-  assign q__2__head_index = q__2__index;
-  assign \q__2__cleared$492  = q__2__cleared;
-  assign \q__2__drained$494  = q__2__drained;
-  assign \q__3__pop$496  = q__3__pop;
+  assign \q__2__active$484  = q__2__active;
+  assign \q__2__cleared$486  = q__2__cleared;
+  assign \q__2__drained$488  = q__2__drained;
+  assign \q__3__pop$490  = q__3__pop;
   assign q__3__fw_pop = \$56 [3];
-  assign \q__3__head$499  = q__3__head;
+  assign \q__3__head$493  = q__3__head;
   assign q__3__prefetched = { 5'h00, \$308  };
-  assign \q__3__active$503  = q__3__active;
-  assign q__3__head_index = q__3__index;
-  assign \q__3__cleared$507  = q__3__cleared;
-  assign \q__3__drained$509  = q__3__drained;
+  assign \q__3__active$497  = q__3__active;
+  assign \q__3__cleared$499  = q__3__cleared;
+  assign \q__3__drained$501  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$522  = timestamp_cycles;
+  assign \timestamp_cycles$514  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4838,7 +4842,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign q_status0_prefetched = { 5'h00, \$305  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
-  assign q_head_index0_index = q__0__index;
+  assign q__0__head_index = q_head_index0_index;
   assign q_head0_word = q__0__head[31:0];
   assign q_head1_word = q__0__head[63:32];
   assign q_head2_word = q__0__head[95:64];
@@ -4864,7 +4868,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign q_status1_prefetched = { 5'h00, \$306  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
-  assign q_head_index1_index = q__1__index;
+  assign q__1__head_index = q_head_index1_index;
   assign q_head8_word = q__1__head[31:0];
   assign q_head9_word = q__1__head[63:32];
   assign q_head10_word = q__1__head[95:64];
@@ -4890,7 +4894,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign q_status2_prefetched = { 5'h00, \$307  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
-  assign q_head_index2_index = q__2__index;
+  assign q__2__head_index = q_head_index2_index;
   assign q_head16_word = q__2__head[31:0];
   assign q_head17_word = q__2__head[63:32];
   assign q_head18_word = q__2__head[95:64];
@@ -4916,7 +4920,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign q_status3_prefetched = { 5'h00, \$308  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
-  assign q_head_index3_index = q__3__index;
+  assign q__3__head_index = q_head_index3_index;
   assign q_head24_word = q__3__head[31:0];
   assign q_head25_word = q__3__head[63:32];
   assign q_head26_word = q__3__head[95:64];
@@ -4926,45 +4930,45 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$688  = events[31:0];
+  assign \event0_value$684  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$690  = events[63:32];
+  assign \event1_value$686  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$692  = events[95:64];
+  assign \event2_value$688  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$694  = events[127:96];
+  assign \event3_value$690  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$696  = events[159:128];
+  assign \event4_value$692  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$698  = events[191:160];
+  assign \event5_value$694  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$700  = events[223:192];
+  assign \event6_value$696  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$702  = events[255:224];
+  assign \event7_value$698  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$704  = events[287:256];
+  assign \event8_value$700  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$706  = events[319:288];
+  assign \event9_value$702  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$708  = events[351:320];
+  assign \event10_value$704  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$710  = events[383:352];
+  assign \event11_value$706  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$712  = events[415:384];
+  assign \event12_value$708  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$714  = events[447:416];
+  assign \event13_value$710  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$716  = events[479:448];
+  assign \event14_value$712  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$718  = events[511:480];
-  assign \bus_timeout$720  = bus_timeout;
-  assign \cpl_queue$726  = cpl_queue;
-  assign \cpl_irq$728  = cpl_irq;
-  assign \cpl_halt$730  = cpl_halt;
-  assign \cpl_flags$732  = cpl_flags;
-  assign \cpl_status$734  = cpl_status;
-  assign \cpl_opcode$736  = cpl_opcode;
-  assign \cpl_tag$738  = cpl_tag;
+  assign \event15_value$714  = events[511:480];
+  assign \bus_timeout$716  = bus_timeout;
+  assign \cpl_queue$722  = cpl_queue;
+  assign \cpl_irq$724  = cpl_irq;
+  assign \cpl_halt$726  = cpl_halt;
+  assign \cpl_flags$728  = cpl_flags;
+  assign \cpl_status$730  = cpl_status;
+  assign \cpl_opcode$732  = cpl_opcode;
+  assign \cpl_tag$734  = cpl_tag;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
   assign fw_timer_diff = \$58 [31:0];
@@ -4974,23 +4978,19 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$762  = reset;
-  assign fw_irq = \irq$763 ;
-  assign \retire__0__done$766  = retire__0__done;
-  assign \retire__0__error$768  = retire__0__error;
-  assign \retire__0__tag$770  = retire__0__tag;
-  assign \retire__1__done$772  = retire__1__done;
-  assign \retire__1__error$774  = retire__1__error;
-  assign \retire__1__tag$776  = retire__1__tag;
-  assign \retire__2__done$778  = retire__2__done;
+  assign \engine_reset$758  = reset;
+  assign hold = held;
+  assign fw_irq = \irq$760 ;
+  assign \retire__0__error$766  = retire__0__error;
+  assign \retire__0__tag$768  = retire__0__tag;
+  assign \retire__1__error$773  = retire__1__error;
+  assign \retire__1__tag$775  = retire__1__tag;
   assign \retire__2__error$780  = retire__2__error;
   assign \retire__2__tag$782  = retire__2__tag;
-  assign \retire__3__done$784  = retire__3__done;
-  assign \retire__3__error$786  = retire__3__error;
-  assign \retire__3__tag$788  = retire__3__tag;
-  assign \retire__4__done$790  = retire__4__done;
-  assign \retire__4__error$792  = retire__4__error;
-  assign \retire__4__tag$794  = retire__4__tag;
+  assign \retire__3__error$787  = retire__3__error;
+  assign \retire__3__tag$789  = retire__3__tag;
+  assign \retire__4__error$794  = retire__4__error;
+  assign \retire__4__tag$796  = retire__4__tag;
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -7280,7 +7280,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$20588$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$20583$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7424,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$20588$2 ;
-  wire [29:0] \port$20588$2 ;
+  output [29:0] \port$20583$2 ;
+  wire [29:0] \port$20583$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7605,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$20588$2 (\$99 ),
+    .\port$20583$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7723,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$20588$2  = \$99 ;
+  assign \port$20583$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$20588$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$20583$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8152,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$20588$2 ;
-  wire [29:0] \port$20588$2 ;
+  output [29:0] \port$20583$2 ;
+  wire [29:0] \port$20583$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11258,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$20588$2  = ls_addr_r[31:2];
+  assign \port$20583$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11433,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$20614$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$20761$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$20775$0 , q_status0_resetting, q_consumer1_index, \port$20787$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$20801$0 , q_status1_resetting, q_consumer2_index, \port$20813$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$20827$0 , q_status2_resetting, q_consumer3_index, \port$20839$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$20853$0 , q_status3_resetting, \port$20965$0 , \port$20973$0 , \port$20981$0 
-, \port$20989$0 , \port$25037$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$20609$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$20766$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$20780$0 , q_status0_resetting, q_consumer1_index, \port$20792$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$20806$0 , q_status1_resetting, q_consumer2_index, \port$20818$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$20832$0 , q_status2_resetting, q_consumer3_index, \port$20844$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$20858$0 , q_status3_resetting, \port$20970$0 , \port$20978$0 , \port$20986$0 
+, \port$20994$0 , \port$25042$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13022,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$20614$0 ;
-  wire [4:0] \port$20614$0 ;
-  input \port$20761$0 ;
-  wire \port$20761$0 ;
-  input \port$20775$0 ;
-  wire \port$20775$0 ;
-  input \port$20787$0 ;
-  wire \port$20787$0 ;
-  input \port$20801$0 ;
-  wire \port$20801$0 ;
-  input \port$20813$0 ;
-  wire \port$20813$0 ;
-  input \port$20827$0 ;
-  wire \port$20827$0 ;
-  input \port$20839$0 ;
-  wire \port$20839$0 ;
-  input \port$20853$0 ;
-  wire \port$20853$0 ;
-  input [2:0] \port$20965$0 ;
-  wire [2:0] \port$20965$0 ;
-  input [2:0] \port$20973$0 ;
-  wire [2:0] \port$20973$0 ;
-  input [2:0] \port$20981$0 ;
-  wire [2:0] \port$20981$0 ;
-  input [2:0] \port$20989$0 ;
-  wire [2:0] \port$20989$0 ;
-  input [511:0] \port$25037$0 ;
-  wire [511:0] \port$25037$0 ;
+  input [4:0] \port$20609$0 ;
+  wire [4:0] \port$20609$0 ;
+  input \port$20766$0 ;
+  wire \port$20766$0 ;
+  input \port$20780$0 ;
+  wire \port$20780$0 ;
+  input \port$20792$0 ;
+  wire \port$20792$0 ;
+  input \port$20806$0 ;
+  wire \port$20806$0 ;
+  input \port$20818$0 ;
+  wire \port$20818$0 ;
+  input \port$20832$0 ;
+  wire \port$20832$0 ;
+  input \port$20844$0 ;
+  wire \port$20844$0 ;
+  input \port$20858$0 ;
+  wire \port$20858$0 ;
+  input [2:0] \port$20970$0 ;
+  wire [2:0] \port$20970$0 ;
+  input [2:0] \port$20978$0 ;
+  wire [2:0] \port$20978$0 ;
+  input [2:0] \port$20986$0 ;
+  wire [2:0] \port$20986$0 ;
+  input [2:0] \port$20994$0 ;
+  wire [2:0] \port$20994$0 ;
+  input [511:0] \port$25042$0 ;
+  wire [511:0] \port$25042$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13704,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$20839$0 , \port$20813$0 , \port$20787$0 , \port$20761$0  };
+  assign \$187  = \$186  | { \port$20844$0 , \port$20818$0 , \port$20792$0 , \port$20766$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$20853$0 , \port$20827$0 , \port$20801$0 , \port$20775$0  };
+  assign \$190  = \$189  | { \port$20858$0 , \port$20832$0 , \port$20806$0 , \port$20780$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15842,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$20839$0 , \port$20813$0 , \port$20787$0 , \port$20761$0  };
-  assign irq_status_queue_error_set = { \port$20853$0 , \port$20827$0 , \port$20801$0 , \port$20775$0  };
+  assign irq_status_queue_cpl_set = { \port$20844$0 , \port$20818$0 , \port$20792$0 , \port$20766$0  };
+  assign irq_status_queue_error_set = { \port$20858$0 , \port$20832$0 , \port$20806$0 , \port$20780$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15858,31 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$20614$0 [0];
-  assign status_dma_store_busy = \port$20614$0 [1];
-  assign status_gemm_busy = \port$20614$0 [2];
-  assign status_vec_busy = \port$20614$0 [3];
-  assign status_sfu_busy = \port$20614$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$20965$0  };
-  assign q_status1_prefetched = { 5'h00, \port$20973$0  };
-  assign q_status2_prefetched = { 5'h00, \port$20981$0  };
-  assign q_status3_prefetched = { 5'h00, \port$20989$0  };
-  assign event0_value = \port$25037$0 [31:0];
-  assign event1_value = \port$25037$0 [63:32];
-  assign event2_value = \port$25037$0 [95:64];
-  assign event3_value = \port$25037$0 [127:96];
-  assign event4_value = \port$25037$0 [159:128];
-  assign event5_value = \port$25037$0 [191:160];
-  assign event6_value = \port$25037$0 [223:192];
-  assign event7_value = \port$25037$0 [255:224];
-  assign event8_value = \port$25037$0 [287:256];
-  assign event9_value = \port$25037$0 [319:288];
-  assign event10_value = \port$25037$0 [351:320];
-  assign event11_value = \port$25037$0 [383:352];
-  assign event12_value = \port$25037$0 [415:384];
-  assign event13_value = \port$25037$0 [447:416];
-  assign event14_value = \port$25037$0 [479:448];
-  assign event15_value = \port$25037$0 [511:480];
+  assign status_dma_load_busy = \port$20609$0 [0];
+  assign status_dma_store_busy = \port$20609$0 [1];
+  assign status_gemm_busy = \port$20609$0 [2];
+  assign status_vec_busy = \port$20609$0 [3];
+  assign status_sfu_busy = \port$20609$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$20970$0  };
+  assign q_status1_prefetched = { 5'h00, \port$20978$0  };
+  assign q_status2_prefetched = { 5'h00, \port$20986$0  };
+  assign q_status3_prefetched = { 5'h00, \port$20994$0  };
+  assign event0_value = \port$25042$0 [31:0];
+  assign event1_value = \port$25042$0 [63:32];
+  assign event2_value = \port$25042$0 [95:64];
+  assign event3_value = \port$25042$0 [127:96];
+  assign event4_value = \port$25042$0 [159:128];
+  assign event5_value = \port$25042$0 [191:160];
+  assign event6_value = \port$25042$0 [223:192];
+  assign event7_value = \port$25042$0 [255:224];
+  assign event8_value = \port$25042$0 [287:256];
+  assign event9_value = \port$25042$0 [319:288];
+  assign event10_value = \port$25042$0 [351:320];
+  assign event11_value = \port$25042$0 [383:352];
+  assign event12_value = \port$25042$0 [415:384];
+  assign event13_value = \port$25042$0 [447:416];
+  assign event14_value = \port$25042$0 [479:448];
+  assign event15_value = \port$25042$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +15927,12 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$20614$0 [0] };
+  assign \$440  = { 1'h0, \port$20609$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$20614$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$20614$0 [2], 2'h0 };
-  assign \$446  = { \port$20614$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$20614$0 [4], 4'h0 };
+  assign \$442  = { \port$20609$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$20609$0 [2], 2'h0 };
+  assign \$446  = { \port$20609$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$20609$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16098,25 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$20965$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$20970$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$20973$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$20978$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$20981$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$20986$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$20989$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$20994$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16157,37 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$25037$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$25042$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$25037$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$25042$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$25037$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$25042$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$25037$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$25042$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$25037$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$25042$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$25037$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$25042$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$25037$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$25042$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$25037$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$25042$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$25037$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$25042$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$25037$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$25042$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$25037$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$25042$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$25037$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$25042$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$25037$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$25042$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$25037$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$25042$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$25037$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$25042$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$25037$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$25042$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16230,12 +16230,13 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$20616$0 , retire__0__tag, \port$20618$0 , retire__1__tag, \port$20620$0 , retire__2__tag
-, \port$20622$0 , retire__3__tag, \port$20624$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$20611$0 , retire__0__tag, retire__0__queued, \port$20615$0 , retire__1__tag, retire__1__queued
+, \port$20619$0 , retire__2__tag, retire__2__queued, \port$20623$0 , retire__3__tag, retire__3__queued, \port$20627$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -16325,10 +16326,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire \$9 ;
   reg [4:0] \$90 ;
   reg [255:0] \$91 ;
-  reg [255:0] \$92 ;
+  reg \$92 ;
   reg [255:0] \$93 ;
-  reg [255:0] \$94 ;
+  reg \$94 ;
   reg [255:0] \$95 ;
+  reg \$96 ;
+  reg [255:0] \$97 ;
+  reg \$98 ;
+  reg [255:0] \$99 ;
   input clk;
   wire clk;
   input [255:0] desc;
@@ -16598,6 +16603,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire [19:0] \dma_load_held.payload.vec.src_addr ;
   wire [7:0] \dma_load_held.payload.vec.zero_point ;
   wire [15:0] \dma_load_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_load_held_queued;
   output [258:0] dma_store__payload;
   wire [258:0] dma_store__payload;
   wire [255:0] \dma_store__payload.desc ;
@@ -16863,6 +16870,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire [19:0] \dma_store_held.payload.vec.src_addr ;
   wire [7:0] \dma_store_held.payload.vec.zero_point ;
   wire [15:0] \dma_store_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_store_held_queued;
   input [4:0] engine_reset;
   wire [4:0] engine_reset;
   wire [258:0] entry;
@@ -17254,43 +17263,45 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire [19:0] \gemm_held.payload.vec.src_addr ;
   wire [7:0] \gemm_held.payload.vec.zero_point ;
   wire [15:0] \gemm_held.tag ;
+  (* init = 1'h0 *)
+  wire gemm_held_queued;
   output idle;
   wire idle;
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$20616$0 ;
-  wire [8:0] \port$20616$0 ;
-  output [8:0] \port$20618$0 ;
-  wire [8:0] \port$20618$0 ;
-  output [8:0] \port$20620$0 ;
-  wire [8:0] \port$20620$0 ;
-  output [8:0] \port$20622$0 ;
-  wire [8:0] \port$20622$0 ;
-  output [8:0] \port$20624$0 ;
-  wire [8:0] \port$20624$0 ;
+  output [8:0] \port$20611$0 ;
+  wire [8:0] \port$20611$0 ;
+  output [8:0] \port$20615$0 ;
+  wire [8:0] \port$20615$0 ;
+  output [8:0] \port$20619$0 ;
+  wire [8:0] \port$20619$0 ;
+  output [8:0] \port$20623$0 ;
+  wire [8:0] \port$20623$0 ;
+  output [8:0] \port$20627$0 ;
+  wire [8:0] \port$20627$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
-  wire [258:0] \r_data$37 ;
-  wire [258:0] \r_data$54 ;
-  wire [258:0] \r_data$71 ;
-  wire [258:0] \r_data$88 ;
+  wire [258:0] \r_data$40 ;
+  wire [258:0] \r_data$59 ;
+  wire [258:0] \r_data$78 ;
+  wire [258:0] \r_data$97 ;
   input r_en;
   wire r_en;
-  input \r_en$38 ;
-  wire \r_en$38 ;
-  input \r_en$55 ;
-  wire \r_en$55 ;
-  input \r_en$72 ;
-  wire \r_en$72 ;
-  input \r_en$89 ;
-  wire \r_en$89 ;
+  input \r_en$41 ;
+  wire \r_en$41 ;
+  input \r_en$60 ;
+  wire \r_en$60 ;
+  input \r_en$79 ;
+  wire \r_en$79 ;
+  input \r_en$98 ;
+  wire \r_en$98 ;
   wire r_rdy;
-  wire \r_rdy$35 ;
-  wire \r_rdy$52 ;
-  wire \r_rdy$69 ;
-  wire \r_rdy$86 ;
+  wire \r_rdy$38 ;
+  wire \r_rdy$57 ;
+  wire \r_rdy$76 ;
+  wire \r_rdy$95 ;
   output reject__done;
   reg reject__done;
   (* enum_base_type = "ErrorCode" *)
@@ -17329,6 +17340,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] reject__opcode;
+  input reject__queued;
+  wire reject__queued;
   wire [15:0] reject__tag;
   output retire__0__done;
   wire retire__0__done;
@@ -17368,6 +17381,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  output retire__0__queued;
+  reg retire__0__queued = 1'h0;
   output [15:0] retire__0__tag;
   wire [15:0] retire__0__tag;
   output retire__1__done;
@@ -17408,6 +17423,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  output retire__1__queued;
+  reg retire__1__queued = 1'h0;
   output [15:0] retire__1__tag;
   wire [15:0] retire__1__tag;
   output retire__2__done;
@@ -17448,6 +17465,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  output retire__2__queued;
+  reg retire__2__queued = 1'h0;
   output [15:0] retire__2__tag;
   wire [15:0] retire__2__tag;
   output retire__3__done;
@@ -17488,6 +17507,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  output retire__3__queued;
+  reg retire__3__queued = 1'h0;
   output [15:0] retire__3__tag;
   wire [15:0] retire__3__tag;
   output retire__4__done;
@@ -17528,6 +17549,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  output retire__4__queued;
+  reg retire__4__queued = 1'h0;
   output [15:0] retire__4__tag;
   wire [15:0] retire__4__tag;
   input rst;
@@ -17797,6 +17820,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire [19:0] \sfu_held.payload.vec.src_addr ;
   wire [7:0] \sfu_held.payload.vec.zero_point ;
   wire [15:0] \sfu_held.tag ;
+  (* init = 1'h0 *)
+  wire sfu_held_queued;
   input submit;
   wire submit;
   output [258:0] vec__payload;
@@ -18064,23 +18089,28 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   wire [19:0] \vec_held.payload.vec.src_addr ;
   wire [7:0] \vec_held.payload.vec.zero_point ;
   wire [15:0] \vec_held.tag ;
+  (* init = 1'h0 *)
+  wire vec_held_queued;
   wire [258:0] w_data;
-  wire [258:0] \w_data$32 ;
-  wire [258:0] \w_data$49 ;
-  wire [258:0] \w_data$66 ;
-  wire [258:0] \w_data$83 ;
+  wire [258:0] \w_data$35 ;
+  wire [258:0] \w_data$54 ;
+  wire [258:0] \w_data$73 ;
+  wire [258:0] \w_data$92 ;
   wire w_en;
-  wire \w_en$33 ;
-  wire \w_en$50 ;
-  wire \w_en$67 ;
-  wire \w_en$84 ;
+  wire \w_en$36 ;
+  wire \w_en$55 ;
+  wire \w_en$74 ;
+  wire \w_en$93 ;
   wire w_rdy;
-  wire \w_rdy$40 ;
-  wire \w_rdy$57 ;
-  wire \w_rdy$74 ;
-  wire \w_rdy$91 ;
-  input windowed;
+  wire \w_rdy$100 ;
+  wire \w_rdy$43 ;
+  wire \w_rdy$62 ;
+  wire \w_rdy$81 ;
   wire windowed;
+  assign flags_bad = | desc[15:9];
+  assign \$1  = desc[7:0] == 1'h1;
+  assign \$2  = submit & \$1 ;
+  assign \$3  = ~ flags_bad;
   assign w_en = \$2  & \$3 ;
   assign \$4  = desc[7:0] == 1'h1;
   assign \$5  = submit & \$4 ;
@@ -18095,45 +18125,45 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   assign \$12  = desc[7:0] == 2'h2;
   assign \$13  = submit & \$12 ;
   assign \$14  = ~ flags_bad;
-  assign \w_en$33  = \$13  & \$14 ;
+  assign \w_en$36  = \$13  & \$14 ;
   assign \$15  = desc[7:0] == 2'h2;
   assign \$16  = submit & \$15 ;
   assign \$17  = desc[7:0] == 2'h2;
   assign \$18  = submit & \$17 ;
   assign \$19  = ~ flags_bad;
   assign \$20  = \$18  & \$19 ;
-  assign \$21  = ~ \w_rdy$40 ;
+  assign \$21  = ~ \w_rdy$43 ;
   assign retire__1__done = engine_reset[1] ? inflight[1] : dma_store_done;
   assign retire__1__error = engine_reset[1] ? 8'h0d : dma_store_error;
-  assign \$22  = ~ \w_rdy$40 ;
+  assign \$22  = ~ \w_rdy$43 ;
   assign \$23  = desc[7:0] == 2'h3;
   assign \$24  = submit & \$23 ;
   assign \$25  = ~ flags_bad;
-  assign \w_en$50  = \$24  & \$25 ;
+  assign \w_en$55  = \$24  & \$25 ;
   assign \$26  = desc[7:0] == 2'h3;
   assign \$27  = submit & \$26 ;
   assign \$28  = desc[7:0] == 2'h3;
   assign \$29  = submit & \$28 ;
   assign \$30  = ~ flags_bad;
   assign \$31  = \$29  & \$30 ;
-  assign \$32  = ~ \w_rdy$57 ;
+  assign \$32  = ~ \w_rdy$62 ;
   assign retire__2__done = engine_reset[2] ? inflight[2] : gemm_done;
   assign retire__2__error = engine_reset[2] ? 8'h0d : gemm_error;
-  assign \$33  = ~ \w_rdy$57 ;
+  assign \$33  = ~ \w_rdy$62 ;
   assign \$34  = desc[7:0] == 3'h4;
   assign \$35  = submit & \$34 ;
   assign \$36  = ~ flags_bad;
-  assign \w_en$67  = \$35  & \$36 ;
+  assign \w_en$74  = \$35  & \$36 ;
   assign \$37  = desc[7:0] == 3'h4;
   assign \$38  = submit & \$37 ;
   assign \$39  = desc[7:0] == 3'h4;
   assign \$40  = submit & \$39 ;
   assign \$41  = ~ flags_bad;
   assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \w_rdy$74 ;
+  assign \$43  = ~ \w_rdy$81 ;
   assign retire__3__done = engine_reset[3] ? inflight[3] : vec_done;
   assign retire__3__error = engine_reset[3] ? 8'h0d : vec_error;
-  assign \$44  = ~ \w_rdy$74 ;
+  assign \$44  = ~ \w_rdy$81 ;
   assign \$45  = desc[7:0] == 4'h8;
   assign \$46  = desc[7:0] == 4'h9;
   assign \$47  = desc[7:0] == 4'ha;
@@ -18142,7 +18172,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   assign \$50  = | { \$49 , \$48 , \$47 , \$46 , \$45  };
   assign \$51  = submit & \$50 ;
   assign \$52  = ~ flags_bad;
-  assign \w_en$84  = \$51  & \$52 ;
+  assign \w_en$93  = \$51  & \$52 ;
   assign \$53  = desc[7:0] == 4'h8;
   assign \$54  = desc[7:0] == 4'h9;
   assign \$55  = desc[7:0] == 4'ha;
@@ -18159,10 +18189,10 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   assign \$66  = submit & \$65 ;
   assign \$67  = ~ flags_bad;
   assign \$68  = \$66  & \$67 ;
-  assign \$69  = ~ \w_rdy$91 ;
+  assign \$69  = ~ \w_rdy$100 ;
   assign retire__4__done = engine_reset[4] ? inflight[4] : sfu_done;
   assign retire__4__error = engine_reset[4] ? 8'h0d : sfu_error;
-  assign \$70  = ~ \w_rdy$91 ;
+  assign \$70  = ~ \w_rdy$100 ;
   assign \$71  = ~ known;
   assign \$72  = submit & \$71 ;
   assign \$73  = | desc[7:0];
@@ -18176,34 +18206,40 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   assign \$80  = dma_load_done | engine_reset[0];
   assign \$81  = dma_load__valid & r_en;
   assign \$82  = dma_store_done | engine_reset[1];
-  assign \$83  = dma_store__valid & \r_en$38 ;
+  assign \$83  = dma_store__valid & \r_en$41 ;
   assign \$84  = gemm_done | engine_reset[2];
-  assign \$85  = gemm__valid & \r_en$55 ;
+  assign \$85  = gemm__valid & \r_en$60 ;
   assign \$86  = vec_done | engine_reset[3];
-  assign \$87  = vec__valid & \r_en$72 ;
+  assign \$87  = vec__valid & \r_en$79 ;
   assign \$88  = sfu_done | engine_reset[4];
-  assign \$89  = sfu__valid & \r_en$89 ;
+  assign \$89  = sfu__valid & \r_en$98 ;
   always @(posedge clk)
     inflight <= \$90 ;
   always @(posedge clk)
     dma_load_held <= \$91 ;
   always @(posedge clk)
-    dma_store_held <= \$92 ;
+    retire__0__queued <= \$92 ;
   always @(posedge clk)
-    gemm_held <= \$93 ;
+    dma_store_held <= \$93 ;
   always @(posedge clk)
-    vec_held <= \$94 ;
+    retire__1__queued <= \$94 ;
   always @(posedge clk)
-    sfu_held <= \$95 ;
-  assign flags_bad = | desc[15:9];
-  assign \$1  = desc[7:0] == 1'h1;
-  assign \$2  = submit & \$1 ;
-  assign \$3  = ~ flags_bad;
+    gemm_held <= \$95 ;
+  always @(posedge clk)
+    retire__2__queued <= \$96 ;
+  always @(posedge clk)
+    vec_held <= \$97 ;
+  always @(posedge clk)
+    retire__3__queued <= \$98 ;
+  always @(posedge clk)
+    sfu_held <= \$99 ;
+  always @(posedge clk)
+    retire__4__queued <= \$100 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$20127$0 (desc),
-    .\port$20129$0 (queue),
-    .\port$20130$0 (windowed),
+    .\port$20122$0 (desc),
+    .\port$20124$0 (queue),
+    .\port$20125$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18213,51 +18249,51 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$20127$0 (desc),
-    .\port$20129$0 (queue),
-    .\port$20130$0 (windowed),
+    .\port$20122$0 (desc),
+    .\port$20124$0 (queue),
+    .\port$20125$0 (reject__queued),
     .r_data(dma_store__payload),
-    .r_en(\r_en$38 ),
+    .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
     .rst(rst),
-    .w_en(\w_en$33 ),
-    .w_rdy(\w_rdy$40 )
+    .w_en(\w_en$36 ),
+    .w_rdy(\w_rdy$43 )
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$20127$0 (desc),
-    .\port$20129$0 (queue),
-    .\port$20130$0 (windowed),
+    .\port$20122$0 (desc),
+    .\port$20124$0 (queue),
+    .\port$20125$0 (reject__queued),
     .r_data(gemm__payload),
-    .r_en(\r_en$55 ),
+    .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
     .rst(rst),
-    .w_en(\w_en$50 ),
-    .w_rdy(\w_rdy$57 )
+    .w_en(\w_en$55 ),
+    .w_rdy(\w_rdy$62 )
   );
   \kaki_soc_16x16.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$20127$0 (desc),
-    .\port$20129$0 (queue),
-    .\port$20130$0 (windowed),
+    .\port$20122$0 (desc),
+    .\port$20124$0 (queue),
+    .\port$20125$0 (reject__queued),
     .r_data(sfu__payload),
-    .r_en(\r_en$89 ),
+    .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
     .rst(rst),
-    .w_en(\w_en$84 ),
-    .w_rdy(\w_rdy$91 )
+    .w_en(\w_en$93 ),
+    .w_rdy(\w_rdy$100 )
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$20127$0 (desc),
-    .\port$20129$0 (queue),
-    .\port$20130$0 (windowed),
+    .\port$20122$0 (desc),
+    .\port$20124$0 (queue),
+    .\port$20125$0 (reject__queued),
     .r_data(vec__payload),
-    .r_en(\r_en$72 ),
+    .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
     .rst(rst),
-    .w_en(\w_en$67 ),
-    .w_rdy(\w_rdy$74 )
+    .w_en(\w_en$74 ),
+    .w_rdy(\w_rdy$81 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -18395,19 +18431,19 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$92  = dma_store_held;
-    if (\$83 ) begin
-      \$92  = dma_store__payload[255:0];
+    \$92  = retire__0__queued;
+    if (\$81 ) begin
+      \$92  = dma_load__payload[258];
     end
     if (rst) begin
-      \$92  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$93  = gemm_held;
-    if (\$85 ) begin
-      \$93  = gemm__payload[255:0];
+    \$93  = dma_store_held;
+    if (\$83 ) begin
+      \$93  = dma_store__payload[255:0];
     end
     if (rst) begin
       \$93  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -18415,67 +18451,123 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$94  = vec_held;
-    if (\$87 ) begin
-      \$94  = vec__payload[255:0];
+    \$94  = retire__1__queued;
+    if (\$83 ) begin
+      \$94  = dma_store__payload[258];
     end
     if (rst) begin
-      \$94  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$94  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = sfu_held;
-    if (\$89 ) begin
-      \$95  = sfu__payload[255:0];
+    \$95  = gemm_held;
+    if (\$85 ) begin
+      \$95  = gemm__payload[255:0];
     end
     if (rst) begin
       \$95  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$96  = retire__2__queued;
+    if (\$85 ) begin
+      \$96  = gemm__payload[258];
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$97  = vec_held;
+    if (\$87 ) begin
+      \$97  = vec__payload[255:0];
+    end
+    if (rst) begin
+      \$97  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$98  = retire__3__queued;
+    if (\$87 ) begin
+      \$98  = vec__payload[258];
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$99  = sfu_held;
+    if (\$89 ) begin
+      \$99  = sfu__payload[255:0];
+    end
+    if (rst) begin
+      \$99  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$100  = retire__4__queued;
+    if (\$89 ) begin
+      \$100  = sfu__payload[258];
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign reject__irq = desc[8];
-  assign entry = { windowed, queue, desc };
-  assign w_data = { windowed, queue, desc };
+  assign windowed = reject__queued;
+  assign entry = { reject__queued, queue, desc };
+  assign w_data = { reject__queued, queue, desc };
   assign r_rdy = dma_load__valid;
   assign r_data = dma_load__payload;
   assign dma_load__ready = r_en;
   assign retire__0__irq = dma_load_held[8];
   assign retire__0__opcode = dma_load_held[7:0];
-  assign \w_data$32  = { windowed, queue, desc };
-  assign \r_rdy$35  = dma_store__valid;
-  assign \r_data$37  = dma_store__payload;
-  assign dma_store__ready = \r_en$38 ;
+  assign dma_load_held_queued = retire__0__queued;
+  assign \w_data$35  = { reject__queued, queue, desc };
+  assign \r_rdy$38  = dma_store__valid;
+  assign \r_data$40  = dma_store__payload;
+  assign dma_store__ready = \r_en$41 ;
   assign retire__1__irq = dma_store_held[8];
   assign retire__1__opcode = dma_store_held[7:0];
-  assign \w_data$49  = { windowed, queue, desc };
-  assign \r_rdy$52  = gemm__valid;
-  assign \r_data$54  = gemm__payload;
-  assign gemm__ready = \r_en$55 ;
+  assign dma_store_held_queued = retire__1__queued;
+  assign \w_data$54  = { reject__queued, queue, desc };
+  assign \r_rdy$57  = gemm__valid;
+  assign \r_data$59  = gemm__payload;
+  assign gemm__ready = \r_en$60 ;
   assign retire__2__irq = gemm_held[8];
   assign retire__2__opcode = gemm_held[7:0];
-  assign \w_data$66  = { windowed, queue, desc };
-  assign \r_rdy$69  = vec__valid;
-  assign \r_data$71  = vec__payload;
-  assign vec__ready = \r_en$72 ;
+  assign gemm_held_queued = retire__2__queued;
+  assign \w_data$73  = { reject__queued, queue, desc };
+  assign \r_rdy$76  = vec__valid;
+  assign \r_data$78  = vec__payload;
+  assign vec__ready = \r_en$79 ;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \w_data$83  = { windowed, queue, desc };
-  assign \r_rdy$86  = sfu__valid;
-  assign \r_data$88  = sfu__payload;
-  assign sfu__ready = \r_en$89 ;
+  assign vec_held_queued = retire__3__queued;
+  assign \w_data$92  = { reject__queued, queue, desc };
+  assign \r_rdy$95  = sfu__valid;
+  assign \r_data$97  = sfu__payload;
+  assign sfu__ready = \r_en$98 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$20616$0  = dma_load_held[8:0];
+  assign sfu_held_queued = retire__4__queued;
+  assign \port$20611$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$20618$0  = dma_store_held[8:0];
+  assign \port$20615$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$20620$0  = gemm_held[8:0];
+  assign \port$20619$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$20622$0  = vec_held[8:0];
+  assign \port$20623$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$20624$0  = sfu_held[8:0];
+  assign \port$20627$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -18582,7 +18674,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
   assign \entry.desc.payload.emul.out_zero_point  = desc[189:182];
   assign \entry.desc.payload.emul.reserved  = desc[255:190];
   assign \entry.queue  = queue;
-  assign \entry.windowed  = windowed;
+  assign \entry.windowed  = reject__queued;
   assign \dma_load__payload.desc  = dma_load__payload[255:0];
   assign \dma_load__payload.desc.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.desc.flags  = dma_load__payload[15:8];
@@ -19636,7 +19728,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20127$0 , \port$20129$0 , \port$20130$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20122$0 , \port$20124$0 , \port$20125$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19678,12 +19770,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20127$0 ;
-  wire [255:0] \port$20127$0 ;
-  input [1:0] \port$20129$0 ;
-  wire [1:0] \port$20129$0 ;
-  input \port$20130$0 ;
-  wire \port$20130$0 ;
+  input [255:0] \port$20122$0 ;
+  wire [255:0] \port$20122$0 ;
+  input [1:0] \port$20124$0 ;
+  wire [1:0] \port$20124$0 ;
+  input \port$20125$0 ;
+  wire \port$20125$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19715,7 +19807,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+      storage[w_port__addr] <= { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19814,14 +19906,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
-  assign w_data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+  assign w_port__data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
+  assign w_data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20127$0 , \port$20129$0 , \port$20130$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20122$0 , \port$20124$0 , \port$20125$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19863,12 +19955,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20127$0 ;
-  wire [255:0] \port$20127$0 ;
-  input [1:0] \port$20129$0 ;
-  wire [1:0] \port$20129$0 ;
-  input \port$20130$0 ;
-  wire \port$20130$0 ;
+  input [255:0] \port$20122$0 ;
+  wire [255:0] \port$20122$0 ;
+  input [1:0] \port$20124$0 ;
+  wire [1:0] \port$20124$0 ;
+  input \port$20125$0 ;
+  wire \port$20125$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19900,7 +19992,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+      storage[w_port__addr] <= { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19999,14 +20091,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
-  assign w_data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+  assign w_port__data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
+  assign w_data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20127$0 , \port$20129$0 , \port$20130$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20122$0 , \port$20124$0 , \port$20125$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20048,12 +20140,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20127$0 ;
-  wire [255:0] \port$20127$0 ;
-  input [1:0] \port$20129$0 ;
-  wire [1:0] \port$20129$0 ;
-  input \port$20130$0 ;
-  wire \port$20130$0 ;
+  input [255:0] \port$20122$0 ;
+  wire [255:0] \port$20122$0 ;
+  input [1:0] \port$20124$0 ;
+  wire [1:0] \port$20124$0 ;
+  input \port$20125$0 ;
+  wire \port$20125$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20085,7 +20177,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+      storage[w_port__addr] <= { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20184,14 +20276,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
-  assign w_data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+  assign w_port__data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
+  assign w_data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20127$0 , \port$20129$0 , \port$20130$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20122$0 , \port$20124$0 , \port$20125$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20233,12 +20325,12 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20127$0 ;
-  wire [255:0] \port$20127$0 ;
-  input [1:0] \port$20129$0 ;
-  wire [1:0] \port$20129$0 ;
-  input \port$20130$0 ;
-  wire \port$20130$0 ;
+  input [255:0] \port$20122$0 ;
+  wire [255:0] \port$20122$0 ;
+  input [1:0] \port$20124$0 ;
+  wire [1:0] \port$20124$0 ;
+  input \port$20125$0 ;
+  wire \port$20125$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20270,7 +20362,7 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+      storage[w_port__addr] <= { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20369,14 +20461,14 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
-  assign w_data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+  assign w_port__data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
+  assign w_data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20127$0 , \port$20129$0 , \port$20130$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20122$0 , \port$20124$0 , \port$20125$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20418,12 +20510,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20127$0 ;
-  wire [255:0] \port$20127$0 ;
-  input [1:0] \port$20129$0 ;
-  wire [1:0] \port$20129$0 ;
-  input \port$20130$0 ;
-  wire \port$20130$0 ;
+  input [255:0] \port$20122$0 ;
+  wire [255:0] \port$20122$0 ;
+  input [1:0] \port$20124$0 ;
+  wire [1:0] \port$20124$0 ;
+  input \port$20125$0 ;
+  wire \port$20125$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20455,7 +20547,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+      storage[w_port__addr] <= { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20554,8 +20646,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
-  assign w_data = { \port$20130$0 , \port$20129$0 , \port$20127$0  };
+  assign w_port__data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
+  assign w_data = { \port$20125$0 , \port$20124$0 , \port$20122$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -25836,8 +25928,8 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
     aw_timer <= \$126 ;
   \kaki_soc_16x16.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5703$0 (aw_hs_id),
-    .\port$5717$0 (down__awlen),
+    .\port$5708$0 (aw_hs_id),
+    .\port$5722$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26182,7 +26274,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$5717$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26210,10 +26302,10 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5703$0 ;
-  wire [2:0] \port$5703$0 ;
-  input [7:0] \port$5717$0 ;
-  wire [7:0] \port$5717$0 ;
+  input [2:0] \port$5708$0 ;
+  wire [2:0] \port$5708$0 ;
+  input [7:0] \port$5722$0 ;
+  wire [7:0] \port$5722$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26248,7 +26340,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5703$0 , \port$5717$0  };
+      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26314,16 +26406,16 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5703$0 , \port$5717$0  };
-  assign w_data = { \port$5703$0 , \port$5717$0  };
+  assign w_port__data = { \port$5708$0 , \port$5722$0  };
+  assign w_data = { \port$5708$0 , \port$5722$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5300$0 , \port$5330$0 , \port$5360$0 , \port$5390$0 , \port$18708$0 , \port$18741$0 , \port$18774$0 , \port$18807$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$20588$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$25037$0 , clk);
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4226$0 , q_head_index1_index, \port$4236$0 , q_head_index2_index, \port$4246$0 , q_head_index3_index, \port$4256$0 , \port$5305$0 , \port$5335$0 , \port$5365$0 , \port$5395$0 , \port$18713$0 , \port$18746$0 , \port$18779$0 , \port$18812$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$20583$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$25042$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27018,34 +27110,34 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$18708$0 ;
-  wire \port$18708$0 ;
-  input \port$18741$0 ;
-  wire \port$18741$0 ;
-  input \port$18774$0 ;
-  wire \port$18774$0 ;
-  input \port$18807$0 ;
-  wire \port$18807$0 ;
-  input [29:0] \port$20588$2 ;
-  wire [29:0] \port$20588$2 ;
-  input [511:0] \port$25037$0 ;
-  wire [511:0] \port$25037$0 ;
-  input \port$4221$0 ;
-  wire \port$4221$0 ;
-  input \port$4231$0 ;
-  wire \port$4231$0 ;
-  input \port$4241$0 ;
-  wire \port$4241$0 ;
-  input \port$4251$0 ;
-  wire \port$4251$0 ;
-  input [255:0] \port$5300$0 ;
-  wire [255:0] \port$5300$0 ;
-  input [255:0] \port$5330$0 ;
-  wire [255:0] \port$5330$0 ;
-  input [255:0] \port$5360$0 ;
-  wire [255:0] \port$5360$0 ;
-  input [255:0] \port$5390$0 ;
-  wire [255:0] \port$5390$0 ;
+  input \port$18713$0 ;
+  wire \port$18713$0 ;
+  input \port$18746$0 ;
+  wire \port$18746$0 ;
+  input \port$18779$0 ;
+  wire \port$18779$0 ;
+  input \port$18812$0 ;
+  wire \port$18812$0 ;
+  input [29:0] \port$20583$2 ;
+  wire [29:0] \port$20583$2 ;
+  input [511:0] \port$25042$0 ;
+  wire [511:0] \port$25042$0 ;
+  input \port$4226$0 ;
+  wire \port$4226$0 ;
+  input \port$4236$0 ;
+  wire \port$4236$0 ;
+  input \port$4246$0 ;
+  wire \port$4246$0 ;
+  input \port$4256$0 ;
+  wire \port$4256$0 ;
+  input [255:0] \port$5305$0 ;
+  wire [255:0] \port$5305$0 ;
+  input [255:0] \port$5335$0 ;
+  wire [255:0] \port$5335$0 ;
+  input [255:0] \port$5365$0 ;
+  wire [255:0] \port$5365$0 ;
+  input [255:0] \port$5395$0 ;
+  wire [255:0] \port$5395$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27183,219 +27275,219 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$20588$2 [9:0] == 5'h1a;
+  assign \$295  = \port$20583$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$20588$2 [9:0] == 5'h1b;
+  assign \$301  = \port$20583$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$20588$2 [9:0] == 5'h1c;
+  assign \$307  = \port$20583$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$20588$2 [9:0] == 5'h1d;
+  assign \$313  = \port$20583$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$20588$2 [9:0] == 6'h20;
+  assign \$319  = \port$20583$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$20588$2 [9:0] == 6'h21;
+  assign \$325  = \port$20583$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$20588$2 [9:0] == 6'h22;
+  assign \$331  = \port$20583$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$20588$2 [9:0] == 6'h23;
+  assign \$337  = \port$20583$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$20588$2 [9:0] == 6'h24;
+  assign \$343  = \port$20583$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$20588$2 [9:0] == 6'h25;
+  assign \$349  = \port$20583$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$20588$2 [9:0] == 6'h26;
+  assign \$355  = \port$20583$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$20588$2 [9:0] == 6'h27;
+  assign \$361  = \port$20583$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$20588$2 [9:0] == 6'h28;
+  assign \$367  = \port$20583$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$20588$2 [9:0] == 6'h29;
+  assign \$373  = \port$20583$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$20588$2 [9:0] == 6'h2a;
+  assign \$379  = \port$20583$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$20588$2 [9:0] == 6'h2b;
+  assign \$385  = \port$20583$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$20588$2 [9:0] == 6'h2c;
+  assign \$391  = \port$20583$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$20588$2 [9:0] == 6'h2d;
+  assign \$397  = \port$20583$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$20588$2 [9:0] == 6'h2e;
+  assign \$403  = \port$20583$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$20588$2 [9:0] == 6'h2f;
+  assign \$409  = \port$20583$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$20588$2 [9:0] == 6'h30;
+  assign \$415  = \port$20583$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$20588$2 [9:0] == 6'h31;
+  assign \$421  = \port$20583$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$20588$2 [9:0] == 6'h32;
+  assign \$427  = \port$20583$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$20588$2 [9:0] == 6'h33;
+  assign \$433  = \port$20583$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$20588$2 [9:0] == 6'h34;
+  assign \$439  = \port$20583$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$20588$2 [9:0] == 6'h35;
+  assign \$445  = \port$20583$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$20588$2 [9:0] == 6'h36;
+  assign \$451  = \port$20583$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$20588$2 [9:0] == 6'h37;
+  assign \$457  = \port$20583$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$20588$2 [9:0] == 6'h38;
+  assign \$463  = \port$20583$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$20588$2 [9:0] == 6'h39;
+  assign \$469  = \port$20583$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$20588$2 [9:0] == 6'h3a;
+  assign \$475  = \port$20583$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$20588$2 [9:0] == 6'h3b;
+  assign \$481  = \port$20583$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$20588$2 [9:0] == 6'h3c;
+  assign \$487  = \port$20583$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$20588$2 [9:0] == 6'h3d;
+  assign \$493  = \port$20583$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$20588$2 [9:0] == 6'h3e;
+  assign \$499  = \port$20583$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$20588$2 [9:0] == 6'h3f;
+  assign \$505  = \port$20583$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$20588$2 [9:0] == 7'h40;
+  assign \$511  = \port$20583$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$20588$2 [9:0] == 7'h41;
+  assign \$517  = \port$20583$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$20588$2 [9:0] == 7'h42;
+  assign \$523  = \port$20583$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$20588$2 [9:0] == 7'h43;
+  assign \$529  = \port$20583$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$20588$2 [9:0] == 7'h44;
+  assign \$535  = \port$20583$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$20588$2 [9:0] == 7'h45;
+  assign \$541  = \port$20583$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$20588$2 [9:0] == 7'h46;
+  assign \$547  = \port$20583$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$20588$2 [9:0] == 7'h47;
+  assign \$553  = \port$20583$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$20588$2 [9:0] == 7'h48;
+  assign \$559  = \port$20583$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$20588$2 [9:0] == 7'h49;
+  assign \$565  = \port$20583$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$20588$2 [9:0] == 7'h4a;
+  assign \$571  = \port$20583$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$20588$2 [9:0] == 7'h4b;
+  assign \$577  = \port$20583$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$20588$2 [9:0] == 7'h4c;
+  assign \$583  = \port$20583$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$20588$2 [9:0] == 7'h4d;
+  assign \$589  = \port$20583$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$20588$2 [9:0] == 7'h4e;
+  assign \$595  = \port$20583$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$20588$2 [9:0] == 7'h4f;
+  assign \$601  = \port$20583$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$20588$2 [9:0] == 7'h50;
+  assign \$607  = \port$20583$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$20588$2 [9:0] == 7'h51;
+  assign \$613  = \port$20583$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27439,215 +27531,215 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$20588$2 [9:0];
+  assign \$3  = ! \port$20583$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$20588$2 [9:0] == 1'h1;
+  assign \$5  = \port$20583$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$20588$2 [9:0] == 2'h2;
+  assign \$7  = \port$20583$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$20588$2 [9:0] == 2'h3;
+  assign \$9  = \port$20583$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$20588$2 [9:0] == 3'h4;
+  assign \$11  = \port$20583$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$20588$2 [9:0] == 3'h5;
+  assign \$13  = \port$20583$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$20588$2 [9:0] == 3'h6;
+  assign \$15  = \port$20583$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$20588$2 [9:0] == 4'h8;
+  assign \$17  = \port$20583$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$20588$2 [9:0] == 4'h9;
+  assign \$19  = \port$20583$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$20588$2 [9:0] == 4'ha;
+  assign \$21  = \port$20583$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$20588$2 [9:0] == 4'hb;
+  assign \$23  = \port$20583$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$20588$2 [9:0] == 5'h14;
+  assign \$25  = \port$20583$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$20588$2 [9:0] == 5'h15;
+  assign \$27  = \port$20583$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$20588$2 [9:0] == 5'h16;
+  assign \$29  = \port$20583$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$20588$2 [9:0] == 5'h18;
+  assign \$31  = \port$20583$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$20588$2 [9:0] == 5'h19;
+  assign \$33  = \port$20583$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$20588$2 [9:0] == 5'h1a;
+  assign \$35  = \port$20583$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$20588$2 [9:0] == 5'h1b;
+  assign \$37  = \port$20583$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$20588$2 [9:0] == 5'h1c;
+  assign \$39  = \port$20583$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$20588$2 [9:0] == 5'h1d;
+  assign \$41  = \port$20583$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$20588$2 [9:0] == 6'h20;
+  assign \$43  = \port$20583$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$20588$2 [9:0] == 6'h21;
+  assign \$45  = \port$20583$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$20588$2 [9:0] == 6'h22;
+  assign \$47  = \port$20583$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$20588$2 [9:0] == 6'h23;
+  assign \$49  = \port$20583$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$20588$2 [9:0] == 6'h24;
+  assign \$51  = \port$20583$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$20588$2 [9:0] == 6'h25;
+  assign \$53  = \port$20583$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$20588$2 [9:0] == 6'h26;
+  assign \$55  = \port$20583$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$20588$2 [9:0] == 6'h27;
+  assign \$57  = \port$20583$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$20588$2 [9:0] == 6'h28;
+  assign \$59  = \port$20583$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$20588$2 [9:0] == 6'h29;
+  assign \$61  = \port$20583$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$20588$2 [9:0] == 6'h2a;
+  assign \$63  = \port$20583$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$20588$2 [9:0] == 6'h2b;
+  assign \$65  = \port$20583$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$20588$2 [9:0] == 6'h2c;
+  assign \$67  = \port$20583$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$20588$2 [9:0] == 6'h2d;
+  assign \$69  = \port$20583$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$20588$2 [9:0] == 6'h2e;
+  assign \$71  = \port$20583$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$20588$2 [9:0] == 6'h2f;
+  assign \$73  = \port$20583$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$20588$2 [9:0] == 6'h30;
+  assign \$75  = \port$20583$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$20588$2 [9:0] == 6'h31;
+  assign \$77  = \port$20583$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$20588$2 [9:0] == 6'h32;
+  assign \$79  = \port$20583$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$20588$2 [9:0] == 6'h33;
+  assign \$81  = \port$20583$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$20588$2 [9:0] == 6'h34;
+  assign \$83  = \port$20583$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$20588$2 [9:0] == 6'h35;
+  assign \$85  = \port$20583$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$20588$2 [9:0] == 6'h36;
+  assign \$87  = \port$20583$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$20588$2 [9:0] == 6'h37;
+  assign \$89  = \port$20583$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$20588$2 [9:0] == 6'h38;
+  assign \$91  = \port$20583$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$20588$2 [9:0] == 6'h39;
+  assign \$93  = \port$20583$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$20588$2 [9:0] == 6'h3a;
+  assign \$95  = \port$20583$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$20588$2 [9:0] == 6'h3b;
+  assign \$97  = \port$20583$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$20588$2 [9:0] == 6'h3c;
+  assign \$99  = \port$20583$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$20588$2 [9:0] == 6'h3d;
+  assign \$101  = \port$20583$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$20588$2 [9:0] == 6'h3e;
+  assign \$103  = \port$20583$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$20588$2 [9:0] == 6'h3f;
+  assign \$105  = \port$20583$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$20588$2 [9:0] == 7'h40;
+  assign \$107  = \port$20583$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$20588$2 [9:0] == 7'h41;
+  assign \$109  = \port$20583$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$20588$2 [9:0] == 7'h42;
+  assign \$111  = \port$20583$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$20588$2 [9:0] == 7'h43;
+  assign \$113  = \port$20583$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$20588$2 [9:0] == 7'h44;
+  assign \$115  = \port$20583$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$20588$2 [9:0] == 7'h45;
+  assign \$117  = \port$20583$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$20588$2 [9:0] == 7'h46;
+  assign \$119  = \port$20583$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$20588$2 [9:0] == 7'h47;
+  assign \$121  = \port$20583$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$20588$2 [9:0] == 7'h48;
+  assign \$123  = \port$20583$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$20588$2 [9:0] == 7'h49;
+  assign \$125  = \port$20583$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$20588$2 [9:0] == 7'h4a;
+  assign \$127  = \port$20583$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$20588$2 [9:0] == 7'h4b;
+  assign \$129  = \port$20583$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$20588$2 [9:0] == 7'h4c;
+  assign \$131  = \port$20583$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$20588$2 [9:0] == 7'h4d;
+  assign \$133  = \port$20583$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$20588$2 [9:0] == 7'h4e;
+  assign \$135  = \port$20583$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$20588$2 [9:0] == 7'h4f;
+  assign \$137  = \port$20583$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$20588$2 [9:0] == 7'h50;
+  assign \$139  = \port$20583$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$20588$2 [9:0] == 7'h51;
+  assign \$141  = \port$20583$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27696,72 +27788,72 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$20588$2 [9:0];
+  assign \$189  = ! \port$20583$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$20588$2 [9:0] == 1'h1;
+  assign \$195  = \port$20583$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$20588$2 [9:0] == 2'h2;
+  assign \$201  = \port$20583$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$20588$2 [9:0] == 2'h3;
+  assign \$207  = \port$20583$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$20588$2 [9:0] == 3'h4;
+  assign \$213  = \port$20583$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$20588$2 [9:0] == 3'h5;
+  assign \$219  = \port$20583$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$20588$2 [9:0] == 3'h6;
+  assign \$225  = \port$20583$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$20588$2 [9:0] == 4'h8;
+  assign \$231  = \port$20583$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$20588$2 [9:0] == 4'h9;
+  assign \$243  = \port$20583$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$20588$2 [9:0] == 4'ha;
+  assign \$251  = \port$20583$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$20588$2 [9:0] == 4'hb;
+  assign \$259  = \port$20583$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$20588$2 [9:0] == 5'h14;
+  assign \$265  = \port$20583$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$20588$2 [9:0] == 5'h15;
+  assign \$271  = \port$20583$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$20588$2 [9:0] == 5'h16;
+  assign \$277  = \port$20583$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$20588$2 [9:0] == 5'h18;
+  assign \$283  = \port$20583$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$20588$2 [9:0] == 5'h19;
+  assign \$289  = \port$20583$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28633,57 +28725,57 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$20588$2 , 2'h0 };
-  assign work_qready = { \port$18807$0 , \port$18774$0 , \port$18741$0 , \port$18708$0  };
-  assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
-  assign q_head0_word = \port$5300$0 [31:0];
-  assign q_head1_word = \port$5300$0 [63:32];
-  assign q_head2_word = \port$5300$0 [95:64];
-  assign q_head3_word = \port$5300$0 [127:96];
-  assign q_head4_word = \port$5300$0 [159:128];
-  assign q_head5_word = \port$5300$0 [191:160];
-  assign q_head6_word = \port$5300$0 [223:192];
-  assign q_head7_word = \port$5300$0 [255:224];
-  assign q_head8_word = \port$5330$0 [31:0];
-  assign q_head9_word = \port$5330$0 [63:32];
-  assign q_head10_word = \port$5330$0 [95:64];
-  assign q_head11_word = \port$5330$0 [127:96];
-  assign q_head12_word = \port$5330$0 [159:128];
-  assign q_head13_word = \port$5330$0 [191:160];
-  assign q_head14_word = \port$5330$0 [223:192];
-  assign q_head15_word = \port$5330$0 [255:224];
-  assign q_head16_word = \port$5360$0 [31:0];
-  assign q_head17_word = \port$5360$0 [63:32];
-  assign q_head18_word = \port$5360$0 [95:64];
-  assign q_head19_word = \port$5360$0 [127:96];
-  assign q_head20_word = \port$5360$0 [159:128];
-  assign q_head21_word = \port$5360$0 [191:160];
-  assign q_head22_word = \port$5360$0 [223:192];
-  assign q_head23_word = \port$5360$0 [255:224];
-  assign q_head24_word = \port$5390$0 [31:0];
-  assign q_head25_word = \port$5390$0 [63:32];
-  assign q_head26_word = \port$5390$0 [95:64];
-  assign q_head27_word = \port$5390$0 [127:96];
-  assign q_head28_word = \port$5390$0 [159:128];
-  assign q_head29_word = \port$5390$0 [191:160];
-  assign q_head30_word = \port$5390$0 [223:192];
-  assign q_head31_word = \port$5390$0 [255:224];
-  assign event0_value = \port$25037$0 [31:0];
-  assign event1_value = \port$25037$0 [63:32];
-  assign event2_value = \port$25037$0 [95:64];
-  assign event3_value = \port$25037$0 [127:96];
-  assign event4_value = \port$25037$0 [159:128];
-  assign event5_value = \port$25037$0 [191:160];
-  assign event6_value = \port$25037$0 [223:192];
-  assign event7_value = \port$25037$0 [255:224];
-  assign event8_value = \port$25037$0 [287:256];
-  assign event9_value = \port$25037$0 [319:288];
-  assign event10_value = \port$25037$0 [351:320];
-  assign event11_value = \port$25037$0 [383:352];
-  assign event12_value = \port$25037$0 [415:384];
-  assign event13_value = \port$25037$0 [447:416];
-  assign event14_value = \port$25037$0 [479:448];
-  assign event15_value = \port$25037$0 [511:480];
+  assign bus__addr = { \port$20583$2 , 2'h0 };
+  assign work_qready = { \port$18812$0 , \port$18779$0 , \port$18746$0 , \port$18713$0  };
+  assign work_qreset = { \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0  };
+  assign q_head0_word = \port$5305$0 [31:0];
+  assign q_head1_word = \port$5305$0 [63:32];
+  assign q_head2_word = \port$5305$0 [95:64];
+  assign q_head3_word = \port$5305$0 [127:96];
+  assign q_head4_word = \port$5305$0 [159:128];
+  assign q_head5_word = \port$5305$0 [191:160];
+  assign q_head6_word = \port$5305$0 [223:192];
+  assign q_head7_word = \port$5305$0 [255:224];
+  assign q_head8_word = \port$5335$0 [31:0];
+  assign q_head9_word = \port$5335$0 [63:32];
+  assign q_head10_word = \port$5335$0 [95:64];
+  assign q_head11_word = \port$5335$0 [127:96];
+  assign q_head12_word = \port$5335$0 [159:128];
+  assign q_head13_word = \port$5335$0 [191:160];
+  assign q_head14_word = \port$5335$0 [223:192];
+  assign q_head15_word = \port$5335$0 [255:224];
+  assign q_head16_word = \port$5365$0 [31:0];
+  assign q_head17_word = \port$5365$0 [63:32];
+  assign q_head18_word = \port$5365$0 [95:64];
+  assign q_head19_word = \port$5365$0 [127:96];
+  assign q_head20_word = \port$5365$0 [159:128];
+  assign q_head21_word = \port$5365$0 [191:160];
+  assign q_head22_word = \port$5365$0 [223:192];
+  assign q_head23_word = \port$5365$0 [255:224];
+  assign q_head24_word = \port$5395$0 [31:0];
+  assign q_head25_word = \port$5395$0 [63:32];
+  assign q_head26_word = \port$5395$0 [95:64];
+  assign q_head27_word = \port$5395$0 [127:96];
+  assign q_head28_word = \port$5395$0 [159:128];
+  assign q_head29_word = \port$5395$0 [191:160];
+  assign q_head30_word = \port$5395$0 [223:192];
+  assign q_head31_word = \port$5395$0 [255:224];
+  assign event0_value = \port$25042$0 [31:0];
+  assign event1_value = \port$25042$0 [63:32];
+  assign event2_value = \port$25042$0 [95:64];
+  assign event3_value = \port$25042$0 [127:96];
+  assign event4_value = \port$25042$0 [159:128];
+  assign event5_value = \port$25042$0 [191:160];
+  assign event6_value = \port$25042$0 [223:192];
+  assign event7_value = \port$25042$0 [255:224];
+  assign event8_value = \port$25042$0 [287:256];
+  assign event9_value = \port$25042$0 [319:288];
+  assign event10_value = \port$25042$0 [351:320];
+  assign event11_value = \port$25042$0 [383:352];
+  assign event12_value = \port$25042$0 [415:384];
+  assign event13_value = \port$25042$0 [447:416];
+  assign event14_value = \port$25042$0 [479:448];
+  assign event15_value = \port$25042$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28698,10 +28790,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$18807$0 , \port$18774$0 , \port$18741$0 , \port$18708$0  };
+  assign \$233  = { 1'h0, \port$18812$0 , \port$18779$0 , \port$18746$0 , \port$18713$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -28729,101 +28821,101 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5300$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5305$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5300$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5305$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5300$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5305$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5300$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5305$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5300$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5305$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5300$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5305$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5300$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5305$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5300$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5305$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5330$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5335$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5330$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5335$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5330$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5335$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5330$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5335$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5330$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5335$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5330$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5335$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5330$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5335$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5330$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5335$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5360$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5365$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5360$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5365$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5360$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5365$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5360$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5365$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5360$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5365$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5360$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5365$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5360$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5365$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5360$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5365$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5390$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5395$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5390$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5395$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5390$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5395$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5390$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5395$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5390$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5395$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5390$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5395$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5390$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5395$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5390$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5395$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$25037$0 [31:0] };
+  assign \$513  = { 1'h0, \port$25042$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$25037$0 [63:32] };
+  assign \$519  = { 1'h0, \port$25042$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$25037$0 [95:64] };
+  assign \$525  = { 1'h0, \port$25042$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$25037$0 [127:96] };
+  assign \$531  = { 1'h0, \port$25042$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$25037$0 [159:128] };
+  assign \$537  = { 1'h0, \port$25042$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$25037$0 [191:160] };
+  assign \$543  = { 1'h0, \port$25042$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$25037$0 [223:192] };
+  assign \$549  = { 1'h0, \port$25042$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$25037$0 [255:224] };
+  assign \$555  = { 1'h0, \port$25042$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$25037$0 [287:256] };
+  assign \$561  = { 1'h0, \port$25042$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$25037$0 [319:288] };
+  assign \$567  = { 1'h0, \port$25042$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$25037$0 [351:320] };
+  assign \$573  = { 1'h0, \port$25042$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$25037$0 [383:352] };
+  assign \$579  = { 1'h0, \port$25042$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$25037$0 [415:384] };
+  assign \$585  = { 1'h0, \port$25042$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$25037$0 [447:416] };
+  assign \$591  = { 1'h0, \port$25042$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$25037$0 [479:448] };
+  assign \$597  = { 1'h0, \port$25042$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$25037$0 [511:480] };
+  assign \$603  = { 1'h0, \port$25042$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29687,7 +29779,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
     .deskew9_5(\$272 ),
     .out_valid_q(acc_wr__en),
     .pe15_15_psum(\$262 ),
-    .\port$21346$2 (spad_meta_q3[6:2]),
+    .\port$21351$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30981,7 +31073,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21351$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
 , deskew13_1, deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -39677,8 +39769,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [4:0] \port$21346$2 ;
-  wire [4:0] \port$21346$2 ;
+  input [4:0] \port$21351$2 ;
+  wire [4:0] \port$21351$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -40054,7 +40146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   wire w_transpose;
   assign \$2942  = \$2940  & \$2941 ;
   assign \$2943  = w_en & w_transpose;
-  assign \$2944  = \port$21346$2 [3:0] == 2'h2;
+  assign \$2944  = \port$21351$2 [3:0] == 2'h2;
   assign \$2945  = \$2943  & \$2944 ;
   assign \$2946  = \$2942  | \$2945 ;
   assign \$2947  = w_transpose ? w_data[119:112] : w_data[23:16];
@@ -40064,10 +40156,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2951  = $signed(pe13_2_psum) + $signed(\$2950 );
   assign \$2952  = ~ w_transpose;
   assign \$2953  = w_en & \$2952 ;
-  assign \$2954  = \port$21346$2 [3:0] == 4'he;
+  assign \$2954  = \port$21351$2 [3:0] == 4'he;
   assign \$2955  = \$2953  & \$2954 ;
   assign \$2956  = w_en & w_transpose;
-  assign \$2957  = \port$21346$2 [3:0] == 2'h3;
+  assign \$2957  = \port$21351$2 [3:0] == 2'h3;
   assign \$2958  = \$2956  & \$2957 ;
   assign \$2959  = \$2955  | \$2958 ;
   assign \$2960  = w_transpose ? w_data[119:112] : w_data[31:24];
@@ -40077,10 +40169,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2964  = $signed(pe13_3_psum) + $signed(\$2963 );
   assign \$2965  = ~ w_transpose;
   assign \$2966  = w_en & \$2965 ;
-  assign \$2967  = \port$21346$2 [3:0] == 4'he;
+  assign \$2967  = \port$21351$2 [3:0] == 4'he;
   assign \$2968  = \$2966  & \$2967 ;
   assign \$2969  = w_en & w_transpose;
-  assign \$2970  = \port$21346$2 [3:0] == 3'h4;
+  assign \$2970  = \port$21351$2 [3:0] == 3'h4;
   assign \$2971  = \$2969  & \$2970 ;
   assign \$2972  = \$2968  | \$2971 ;
   assign \$2973  = w_transpose ? w_data[119:112] : w_data[39:32];
@@ -40090,10 +40182,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2977  = $signed(pe13_4_psum) + $signed(\$2976 );
   assign \$2978  = ~ w_transpose;
   assign \$2979  = w_en & \$2978 ;
-  assign \$2980  = \port$21346$2 [3:0] == 4'he;
+  assign \$2980  = \port$21351$2 [3:0] == 4'he;
   assign \$2981  = \$2979  & \$2980 ;
   assign \$2982  = w_en & w_transpose;
-  assign \$2983  = \port$21346$2 [3:0] == 3'h5;
+  assign \$2983  = \port$21351$2 [3:0] == 3'h5;
   assign \$2984  = \$2982  & \$2983 ;
   assign \$2985  = \$2981  | \$2984 ;
   assign \$2986  = w_transpose ? w_data[119:112] : w_data[47:40];
@@ -40103,10 +40195,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2990  = $signed(pe13_5_psum) + $signed(\$2989 );
   assign \$2991  = ~ w_transpose;
   assign \$2992  = w_en & \$2991 ;
-  assign \$2993  = \port$21346$2 [3:0] == 4'he;
+  assign \$2993  = \port$21351$2 [3:0] == 4'he;
   assign \$2994  = \$2992  & \$2993 ;
   assign \$2995  = w_en & w_transpose;
-  assign \$2996  = \port$21346$2 [3:0] == 3'h6;
+  assign \$2996  = \port$21351$2 [3:0] == 3'h6;
   assign \$2997  = \$2995  & \$2996 ;
   assign \$2998  = \$2994  | \$2997 ;
   assign \$2999  = w_transpose ? w_data[119:112] : w_data[55:48];
@@ -40116,10 +40208,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3003  = $signed(pe13_6_psum) + $signed(\$3002 );
   assign \$3004  = ~ w_transpose;
   assign \$3005  = w_en & \$3004 ;
-  assign \$3006  = \port$21346$2 [3:0] == 4'he;
+  assign \$3006  = \port$21351$2 [3:0] == 4'he;
   assign \$3007  = \$3005  & \$3006 ;
   assign \$3008  = w_en & w_transpose;
-  assign \$3009  = \port$21346$2 [3:0] == 3'h7;
+  assign \$3009  = \port$21351$2 [3:0] == 3'h7;
   assign \$3010  = \$3008  & \$3009 ;
   assign \$3011  = \$3007  | \$3010 ;
   assign \$3012  = w_transpose ? w_data[119:112] : w_data[63:56];
@@ -40129,10 +40221,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3016  = $signed(pe13_7_psum) + $signed(\$3015 );
   assign \$3017  = ~ w_transpose;
   assign \$3018  = w_en & \$3017 ;
-  assign \$3019  = \port$21346$2 [3:0] == 4'he;
+  assign \$3019  = \port$21351$2 [3:0] == 4'he;
   assign \$3020  = \$3018  & \$3019 ;
   assign \$3021  = w_en & w_transpose;
-  assign \$3022  = \port$21346$2 [3:0] == 4'h8;
+  assign \$3022  = \port$21351$2 [3:0] == 4'h8;
   assign \$3023  = \$3021  & \$3022 ;
   assign \$3024  = \$3020  | \$3023 ;
   assign \$3025  = w_transpose ? w_data[119:112] : w_data[71:64];
@@ -40142,10 +40234,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3029  = $signed(pe13_8_psum) + $signed(\$3028 );
   assign \$3030  = ~ w_transpose;
   assign \$3031  = w_en & \$3030 ;
-  assign \$3032  = \port$21346$2 [3:0] == 4'he;
+  assign \$3032  = \port$21351$2 [3:0] == 4'he;
   assign \$3033  = \$3031  & \$3032 ;
   assign \$3034  = w_en & w_transpose;
-  assign \$3035  = \port$21346$2 [3:0] == 4'h9;
+  assign \$3035  = \port$21351$2 [3:0] == 4'h9;
   assign \$3036  = \$3034  & \$3035 ;
   assign \$3037  = \$3033  | \$3036 ;
   assign \$3038  = w_transpose ? w_data[119:112] : w_data[79:72];
@@ -40155,10 +40247,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3042  = $signed(pe13_9_psum) + $signed(\$3041 );
   assign \$3043  = ~ w_transpose;
   assign \$3044  = w_en & \$3043 ;
-  assign \$3045  = \port$21346$2 [3:0] == 4'he;
+  assign \$3045  = \port$21351$2 [3:0] == 4'he;
   assign \$3046  = \$3044  & \$3045 ;
   assign \$3047  = w_en & w_transpose;
-  assign \$3048  = \port$21346$2 [3:0] == 4'ha;
+  assign \$3048  = \port$21351$2 [3:0] == 4'ha;
   assign \$3049  = \$3047  & \$3048 ;
   assign \$3050  = \$3046  | \$3049 ;
   assign \$3051  = w_transpose ? w_data[119:112] : w_data[87:80];
@@ -40168,10 +40260,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3055  = $signed(pe13_10_psum) + $signed(\$3054 );
   assign \$3056  = ~ w_transpose;
   assign \$3057  = w_en & \$3056 ;
-  assign \$3058  = \port$21346$2 [3:0] == 4'he;
+  assign \$3058  = \port$21351$2 [3:0] == 4'he;
   assign \$3059  = \$3057  & \$3058 ;
   assign \$3060  = w_en & w_transpose;
-  assign \$3061  = \port$21346$2 [3:0] == 4'hb;
+  assign \$3061  = \port$21351$2 [3:0] == 4'hb;
   assign \$3062  = \$3060  & \$3061 ;
   assign \$3063  = \$3059  | \$3062 ;
   assign \$3064  = w_transpose ? w_data[119:112] : w_data[95:88];
@@ -40181,10 +40273,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3068  = $signed(pe13_11_psum) + $signed(\$3067 );
   assign \$3069  = ~ w_transpose;
   assign \$3070  = w_en & \$3069 ;
-  assign \$3071  = \port$21346$2 [3:0] == 4'he;
+  assign \$3071  = \port$21351$2 [3:0] == 4'he;
   assign \$3072  = \$3070  & \$3071 ;
   assign \$3073  = w_en & w_transpose;
-  assign \$3074  = \port$21346$2 [3:0] == 4'hc;
+  assign \$3074  = \port$21351$2 [3:0] == 4'hc;
   assign \$3075  = \$3073  & \$3074 ;
   assign \$3076  = \$3072  | \$3075 ;
   assign \$3077  = w_transpose ? w_data[119:112] : w_data[103:96];
@@ -40194,10 +40286,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3081  = $signed(pe13_12_psum) + $signed(\$3080 );
   assign \$3082  = ~ w_transpose;
   assign \$3083  = w_en & \$3082 ;
-  assign \$3084  = \port$21346$2 [3:0] == 4'he;
+  assign \$3084  = \port$21351$2 [3:0] == 4'he;
   assign \$3085  = \$3083  & \$3084 ;
   assign \$3086  = w_en & w_transpose;
-  assign \$3087  = \port$21346$2 [3:0] == 4'hd;
+  assign \$3087  = \port$21351$2 [3:0] == 4'hd;
   assign \$3088  = \$3086  & \$3087 ;
   assign \$3089  = \$3085  | \$3088 ;
   assign \$3090  = w_transpose ? w_data[119:112] : w_data[111:104];
@@ -40207,10 +40299,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3094  = $signed(pe13_13_psum) + $signed(\$3093 );
   assign \$3095  = ~ w_transpose;
   assign \$3096  = w_en & \$3095 ;
-  assign \$3097  = \port$21346$2 [3:0] == 4'he;
+  assign \$3097  = \port$21351$2 [3:0] == 4'he;
   assign \$3098  = \$3096  & \$3097 ;
   assign \$3099  = w_en & w_transpose;
-  assign \$3100  = \port$21346$2 [3:0] == 4'he;
+  assign \$3100  = \port$21351$2 [3:0] == 4'he;
   assign \$3101  = \$3099  & \$3100 ;
   assign \$3102  = \$3098  | \$3101 ;
   assign \$3105  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
@@ -40218,10 +40310,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3107  = $signed(pe13_14_psum) + $signed(\$3106 );
   assign \$3108  = ~ w_transpose;
   assign \$3109  = w_en & \$3108 ;
-  assign \$3110  = \port$21346$2 [3:0] == 4'he;
+  assign \$3110  = \port$21351$2 [3:0] == 4'he;
   assign \$3111  = \$3109  & \$3110 ;
   assign \$3112  = w_en & w_transpose;
-  assign \$3113  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3113  = \port$21351$2 [3:0] == 4'hf;
   assign \$3114  = \$3112  & \$3113 ;
   assign \$3115  = \$3111  | \$3114 ;
   assign \$3116  = w_transpose ? w_data[119:112] : w_data[127:120];
@@ -40232,10 +40324,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3121  = a_valid ? w_data[127:120] : 8'h00;
   assign \$3122  = ~ w_transpose;
   assign \$3123  = w_en & \$3122 ;
-  assign \$3124  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3124  = \port$21351$2 [3:0] == 4'hf;
   assign \$3125  = \$3123  & \$3124 ;
   assign \$3126  = w_en & w_transpose;
-  assign \$3127  = ! \port$21346$2 [3:0];
+  assign \$3127  = ! \port$21351$2 [3:0];
   assign \$3128  = \$3126  & \$3127 ;
   assign \$3129  = \$3125  | \$3128 ;
   assign \$3130  = w_transpose ? w_data[127:120] : w_data[7:0];
@@ -40245,10 +40337,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3134  = $signed(pe14_0_psum) + $signed(\$3133 );
   assign \$3135  = ~ w_transpose;
   assign \$3136  = w_en & \$3135 ;
-  assign \$3137  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3137  = \port$21351$2 [3:0] == 4'hf;
   assign \$3138  = \$3136  & \$3137 ;
   assign \$3139  = w_en & w_transpose;
-  assign \$3140  = \port$21346$2 [3:0] == 1'h1;
+  assign \$3140  = \port$21351$2 [3:0] == 1'h1;
   assign \$3141  = \$3139  & \$3140 ;
   assign \$3142  = \$3138  | \$3141 ;
   assign \$3143  = w_transpose ? w_data[127:120] : w_data[15:8];
@@ -40258,10 +40350,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3147  = $signed(pe14_1_psum) + $signed(\$3146 );
   assign \$3148  = ~ w_transpose;
   assign \$3149  = w_en & \$3148 ;
-  assign \$3150  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3150  = \port$21351$2 [3:0] == 4'hf;
   assign \$3151  = \$3149  & \$3150 ;
   assign \$3152  = w_en & w_transpose;
-  assign \$3153  = \port$21346$2 [3:0] == 2'h2;
+  assign \$3153  = \port$21351$2 [3:0] == 2'h2;
   assign \$3154  = \$3152  & \$3153 ;
   assign \$3155  = \$3151  | \$3154 ;
   assign \$3156  = w_transpose ? w_data[127:120] : w_data[23:16];
@@ -40271,10 +40363,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3160  = $signed(pe14_2_psum) + $signed(\$3159 );
   assign \$3161  = ~ w_transpose;
   assign \$3162  = w_en & \$3161 ;
-  assign \$3163  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3163  = \port$21351$2 [3:0] == 4'hf;
   assign \$3164  = \$3162  & \$3163 ;
   assign \$3165  = w_en & w_transpose;
-  assign \$3166  = \port$21346$2 [3:0] == 2'h3;
+  assign \$3166  = \port$21351$2 [3:0] == 2'h3;
   assign \$3167  = \$3165  & \$3166 ;
   assign \$3168  = \$3164  | \$3167 ;
   assign \$3169  = w_transpose ? w_data[127:120] : w_data[31:24];
@@ -40284,10 +40376,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3173  = $signed(pe14_3_psum) + $signed(\$3172 );
   assign \$3174  = ~ w_transpose;
   assign \$3175  = w_en & \$3174 ;
-  assign \$3176  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3176  = \port$21351$2 [3:0] == 4'hf;
   assign \$3177  = \$3175  & \$3176 ;
   assign \$3178  = w_en & w_transpose;
-  assign \$3179  = \port$21346$2 [3:0] == 3'h4;
+  assign \$3179  = \port$21351$2 [3:0] == 3'h4;
   assign \$3180  = \$3178  & \$3179 ;
   assign \$3181  = \$3177  | \$3180 ;
   assign \$3182  = w_transpose ? w_data[127:120] : w_data[39:32];
@@ -40297,10 +40389,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3186  = $signed(pe14_4_psum) + $signed(\$3185 );
   assign \$3187  = ~ w_transpose;
   assign \$3188  = w_en & \$3187 ;
-  assign \$3189  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3189  = \port$21351$2 [3:0] == 4'hf;
   assign \$3190  = \$3188  & \$3189 ;
   assign \$3191  = w_en & w_transpose;
-  assign \$3192  = \port$21346$2 [3:0] == 3'h5;
+  assign \$3192  = \port$21351$2 [3:0] == 3'h5;
   assign \$3193  = \$3191  & \$3192 ;
   assign \$3194  = \$3190  | \$3193 ;
   assign \$3195  = w_transpose ? w_data[127:120] : w_data[47:40];
@@ -40310,10 +40402,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3199  = $signed(pe14_5_psum) + $signed(\$3198 );
   assign \$3200  = ~ w_transpose;
   assign \$3201  = w_en & \$3200 ;
-  assign \$3202  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3202  = \port$21351$2 [3:0] == 4'hf;
   assign \$3203  = \$3201  & \$3202 ;
   assign \$3204  = w_en & w_transpose;
-  assign \$3205  = \port$21346$2 [3:0] == 3'h6;
+  assign \$3205  = \port$21351$2 [3:0] == 3'h6;
   assign \$3206  = \$3204  & \$3205 ;
   assign \$3207  = \$3203  | \$3206 ;
   assign \$3208  = w_transpose ? w_data[127:120] : w_data[55:48];
@@ -40323,10 +40415,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3212  = $signed(pe14_6_psum) + $signed(\$3211 );
   assign \$3213  = ~ w_transpose;
   assign \$3214  = w_en & \$3213 ;
-  assign \$3215  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3215  = \port$21351$2 [3:0] == 4'hf;
   assign \$3216  = \$3214  & \$3215 ;
   assign \$3217  = w_en & w_transpose;
-  assign \$3218  = \port$21346$2 [3:0] == 3'h7;
+  assign \$3218  = \port$21351$2 [3:0] == 3'h7;
   assign \$3219  = \$3217  & \$3218 ;
   assign \$3220  = \$3216  | \$3219 ;
   assign \$3221  = w_transpose ? w_data[127:120] : w_data[63:56];
@@ -40336,10 +40428,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3225  = $signed(pe14_7_psum) + $signed(\$3224 );
   assign \$3226  = ~ w_transpose;
   assign \$3227  = w_en & \$3226 ;
-  assign \$3228  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3228  = \port$21351$2 [3:0] == 4'hf;
   assign \$3229  = \$3227  & \$3228 ;
   assign \$3230  = w_en & w_transpose;
-  assign \$3231  = \port$21346$2 [3:0] == 4'h8;
+  assign \$3231  = \port$21351$2 [3:0] == 4'h8;
   assign \$3232  = \$3230  & \$3231 ;
   assign \$3233  = \$3229  | \$3232 ;
   assign \$3234  = w_transpose ? w_data[127:120] : w_data[71:64];
@@ -40349,10 +40441,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3238  = $signed(pe14_8_psum) + $signed(\$3237 );
   assign \$3239  = ~ w_transpose;
   assign \$3240  = w_en & \$3239 ;
-  assign \$3241  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3241  = \port$21351$2 [3:0] == 4'hf;
   assign \$3242  = \$3240  & \$3241 ;
   assign \$3243  = w_en & w_transpose;
-  assign \$3244  = \port$21346$2 [3:0] == 4'h9;
+  assign \$3244  = \port$21351$2 [3:0] == 4'h9;
   assign \$3245  = \$3243  & \$3244 ;
   assign \$3246  = \$3242  | \$3245 ;
   assign \$3247  = w_transpose ? w_data[127:120] : w_data[79:72];
@@ -40362,10 +40454,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3251  = $signed(pe14_9_psum) + $signed(\$3250 );
   assign \$3252  = ~ w_transpose;
   assign \$3253  = w_en & \$3252 ;
-  assign \$3254  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3254  = \port$21351$2 [3:0] == 4'hf;
   assign \$3255  = \$3253  & \$3254 ;
   assign \$3256  = w_en & w_transpose;
-  assign \$3257  = \port$21346$2 [3:0] == 4'ha;
+  assign \$3257  = \port$21351$2 [3:0] == 4'ha;
   assign \$3258  = \$3256  & \$3257 ;
   assign \$3259  = \$3255  | \$3258 ;
   assign \$3260  = w_transpose ? w_data[127:120] : w_data[87:80];
@@ -40375,10 +40467,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3264  = $signed(pe14_10_psum) + $signed(\$3263 );
   assign \$3265  = ~ w_transpose;
   assign \$3266  = w_en & \$3265 ;
-  assign \$3267  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3267  = \port$21351$2 [3:0] == 4'hf;
   assign \$3268  = \$3266  & \$3267 ;
   assign \$3269  = w_en & w_transpose;
-  assign \$3270  = \port$21346$2 [3:0] == 4'hb;
+  assign \$3270  = \port$21351$2 [3:0] == 4'hb;
   assign \$3271  = \$3269  & \$3270 ;
   assign \$3272  = \$3268  | \$3271 ;
   assign \$3273  = w_transpose ? w_data[127:120] : w_data[95:88];
@@ -40388,10 +40480,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3277  = $signed(pe14_11_psum) + $signed(\$3276 );
   assign \$3278  = ~ w_transpose;
   assign \$3279  = w_en & \$3278 ;
-  assign \$3280  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3280  = \port$21351$2 [3:0] == 4'hf;
   assign \$3281  = \$3279  & \$3280 ;
   assign \$3282  = w_en & w_transpose;
-  assign \$3283  = \port$21346$2 [3:0] == 4'hc;
+  assign \$3283  = \port$21351$2 [3:0] == 4'hc;
   assign \$3284  = \$3282  & \$3283 ;
   assign \$3285  = \$3281  | \$3284 ;
   assign \$3286  = w_transpose ? w_data[127:120] : w_data[103:96];
@@ -40401,10 +40493,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3290  = $signed(pe14_12_psum) + $signed(\$3289 );
   assign \$3291  = ~ w_transpose;
   assign \$3292  = w_en & \$3291 ;
-  assign \$3293  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3293  = \port$21351$2 [3:0] == 4'hf;
   assign \$3294  = \$3292  & \$3293 ;
   assign \$3295  = w_en & w_transpose;
-  assign \$3296  = \port$21346$2 [3:0] == 4'hd;
+  assign \$3296  = \port$21351$2 [3:0] == 4'hd;
   assign \$3297  = \$3295  & \$3296 ;
   assign \$3298  = \$3294  | \$3297 ;
   assign \$3299  = w_transpose ? w_data[127:120] : w_data[111:104];
@@ -40414,10 +40506,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3303  = $signed(pe14_13_psum) + $signed(\$3302 );
   assign \$3304  = ~ w_transpose;
   assign \$3305  = w_en & \$3304 ;
-  assign \$3306  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3306  = \port$21351$2 [3:0] == 4'hf;
   assign \$3307  = \$3305  & \$3306 ;
   assign \$3308  = w_en & w_transpose;
-  assign \$3309  = \port$21346$2 [3:0] == 4'he;
+  assign \$3309  = \port$21351$2 [3:0] == 4'he;
   assign \$3310  = \$3308  & \$3309 ;
   assign \$3311  = \$3307  | \$3310 ;
   assign \$3312  = w_transpose ? w_data[127:120] : w_data[119:112];
@@ -40427,10 +40519,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3316  = $signed(pe14_14_psum) + $signed(\$3315 );
   assign \$3317  = ~ w_transpose;
   assign \$3318  = w_en & \$3317 ;
-  assign \$3319  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3319  = \port$21351$2 [3:0] == 4'hf;
   assign \$3320  = \$3318  & \$3319 ;
   assign \$3321  = w_en & w_transpose;
-  assign \$3322  = \port$21346$2 [3:0] == 4'hf;
+  assign \$3322  = \port$21351$2 [3:0] == 4'hf;
   assign \$3323  = \$3321  & \$3322 ;
   assign \$3324  = \$3320  | \$3323 ;
   assign \$3327  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
@@ -40438,289 +40530,289 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3329  = $signed(pe14_15_psum) + $signed(\$3328 );
   assign \$3330  = ~ w_transpose;
   assign \$3331  = w_en & \$3330 ;
-  assign \$3332  = ! \port$21346$2 [3:0];
+  assign \$3332  = ! \port$21351$2 [3:0];
   assign \$3333  = \$3331  & \$3332 ;
-  assign \$3336  = pe0_0_bank == \port$21346$2 [4];
+  assign \$3336  = pe0_0_bank == \port$21351$2 [4];
   assign \$3337  = pe0_0_v & \$3336 ;
-  assign \$3338  = pe0_1_bank == \port$21346$2 [4];
+  assign \$3338  = pe0_1_bank == \port$21351$2 [4];
   assign \$3339  = pe0_1_v & \$3338 ;
-  assign \$3340  = pe0_2_bank == \port$21346$2 [4];
+  assign \$3340  = pe0_2_bank == \port$21351$2 [4];
   assign \$3341  = pe0_2_v & \$3340 ;
-  assign \$3342  = pe0_3_bank == \port$21346$2 [4];
+  assign \$3342  = pe0_3_bank == \port$21351$2 [4];
   assign \$3343  = pe0_3_v & \$3342 ;
-  assign \$3344  = pe0_4_bank == \port$21346$2 [4];
+  assign \$3344  = pe0_4_bank == \port$21351$2 [4];
   assign \$3345  = pe0_4_v & \$3344 ;
-  assign \$3346  = pe0_5_bank == \port$21346$2 [4];
+  assign \$3346  = pe0_5_bank == \port$21351$2 [4];
   assign \$3347  = pe0_5_v & \$3346 ;
-  assign \$3348  = pe0_6_bank == \port$21346$2 [4];
+  assign \$3348  = pe0_6_bank == \port$21351$2 [4];
   assign \$3349  = pe0_6_v & \$3348 ;
-  assign \$3350  = pe0_7_bank == \port$21346$2 [4];
+  assign \$3350  = pe0_7_bank == \port$21351$2 [4];
   assign \$3351  = pe0_7_v & \$3350 ;
-  assign \$3352  = pe0_8_bank == \port$21346$2 [4];
+  assign \$3352  = pe0_8_bank == \port$21351$2 [4];
   assign \$3353  = pe0_8_v & \$3352 ;
-  assign \$3354  = pe0_9_bank == \port$21346$2 [4];
+  assign \$3354  = pe0_9_bank == \port$21351$2 [4];
   assign \$3355  = pe0_9_v & \$3354 ;
-  assign \$3356  = pe0_10_bank == \port$21346$2 [4];
+  assign \$3356  = pe0_10_bank == \port$21351$2 [4];
   assign \$3357  = pe0_10_v & \$3356 ;
-  assign \$3358  = pe0_11_bank == \port$21346$2 [4];
+  assign \$3358  = pe0_11_bank == \port$21351$2 [4];
   assign \$3359  = pe0_11_v & \$3358 ;
-  assign \$3360  = pe0_12_bank == \port$21346$2 [4];
+  assign \$3360  = pe0_12_bank == \port$21351$2 [4];
   assign \$3361  = pe0_12_v & \$3360 ;
-  assign \$3362  = pe0_13_bank == \port$21346$2 [4];
+  assign \$3362  = pe0_13_bank == \port$21351$2 [4];
   assign \$3363  = pe0_13_v & \$3362 ;
   assign \$3364  = | { \$3363 , \$3361 , \$3359 , \$3357 , \$3355 , \$3353 , \$3351 , \$3349 , \$3347 , \$3345 , \$3343 , \$3341 , \$3339 , \$3337 , \$3335  };
   assign \$3365  = \$3333  & \$3364 ;
   assign \$3366  = w_en & w_transpose;
-  assign \$3367  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$3367  = \port$21351$2 [3:0] >= 1'h1;
   assign \$3368  = \$3366  & \$3367 ;
   assign \$3369  = \$3368  & a_valid;
   assign \$3372  = w_en & w_transpose;
-  assign \$3373  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$3373  = \port$21351$2 [3:0] >= 2'h2;
   assign \$3374  = \$3372  & \$3373 ;
   assign \$3375  = \$3374  & pe0_0_v;
-  assign \$3376  = pe0_0_bank == \port$21346$2 [4];
+  assign \$3376  = pe0_0_bank == \port$21351$2 [4];
   assign \$3377  = \$3375  & \$3376 ;
   assign \$3378  = w_en & w_transpose;
-  assign \$3379  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$3379  = \port$21351$2 [3:0] >= 2'h3;
   assign \$3380  = \$3378  & \$3379 ;
   assign \$3381  = \$3380  & pe0_1_v;
-  assign \$3382  = pe0_1_bank == \port$21346$2 [4];
+  assign \$3382  = pe0_1_bank == \port$21351$2 [4];
   assign \$3383  = \$3381  & \$3382 ;
   assign \$3384  = w_en & w_transpose;
-  assign \$3385  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$3385  = \port$21351$2 [3:0] >= 3'h4;
   assign \$3386  = \$3384  & \$3385 ;
   assign \$3387  = \$3386  & pe0_2_v;
-  assign \$3388  = pe0_2_bank == \port$21346$2 [4];
+  assign \$3388  = pe0_2_bank == \port$21351$2 [4];
   assign \$3389  = \$3387  & \$3388 ;
   assign \$3390  = w_en & w_transpose;
-  assign \$3391  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$3391  = \port$21351$2 [3:0] >= 3'h5;
   assign \$3392  = \$3390  & \$3391 ;
   assign \$3393  = \$3392  & pe0_3_v;
-  assign \$3394  = pe0_3_bank == \port$21346$2 [4];
+  assign \$3394  = pe0_3_bank == \port$21351$2 [4];
   assign \$3395  = \$3393  & \$3394 ;
   assign \$3396  = w_en & w_transpose;
-  assign \$3397  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$3397  = \port$21351$2 [3:0] >= 3'h6;
   assign \$3398  = \$3396  & \$3397 ;
   assign \$3399  = \$3398  & pe0_4_v;
-  assign \$3400  = pe0_4_bank == \port$21346$2 [4];
+  assign \$3400  = pe0_4_bank == \port$21351$2 [4];
   assign \$3401  = \$3399  & \$3400 ;
   assign \$3402  = w_en & w_transpose;
-  assign \$3403  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$3403  = \port$21351$2 [3:0] >= 3'h7;
   assign \$3404  = \$3402  & \$3403 ;
   assign \$3405  = \$3404  & pe0_5_v;
-  assign \$3406  = pe0_5_bank == \port$21346$2 [4];
+  assign \$3406  = pe0_5_bank == \port$21351$2 [4];
   assign \$3407  = \$3405  & \$3406 ;
   assign \$3408  = w_en & w_transpose;
-  assign \$3409  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$3409  = \port$21351$2 [3:0] >= 4'h8;
   assign \$3410  = \$3408  & \$3409 ;
   assign \$3411  = \$3410  & pe0_6_v;
-  assign \$3412  = pe0_6_bank == \port$21346$2 [4];
+  assign \$3412  = pe0_6_bank == \port$21351$2 [4];
   assign \$3413  = \$3411  & \$3412 ;
   assign \$3414  = w_en & w_transpose;
-  assign \$3415  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$3415  = \port$21351$2 [3:0] >= 4'h9;
   assign \$3416  = \$3414  & \$3415 ;
   assign \$3417  = \$3416  & pe0_7_v;
-  assign \$3418  = pe0_7_bank == \port$21346$2 [4];
+  assign \$3418  = pe0_7_bank == \port$21351$2 [4];
   assign \$3419  = \$3417  & \$3418 ;
   assign \$3420  = w_en & w_transpose;
-  assign \$3421  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$3421  = \port$21351$2 [3:0] >= 4'ha;
   assign \$3422  = \$3420  & \$3421 ;
   assign \$3423  = \$3422  & pe0_8_v;
-  assign \$3424  = pe0_8_bank == \port$21346$2 [4];
+  assign \$3424  = pe0_8_bank == \port$21351$2 [4];
   assign \$3425  = \$3423  & \$3424 ;
   assign \$3426  = w_en & w_transpose;
-  assign \$3427  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$3427  = \port$21351$2 [3:0] >= 4'hb;
   assign \$3428  = \$3426  & \$3427 ;
   assign \$3429  = \$3428  & pe0_9_v;
-  assign \$3430  = pe0_9_bank == \port$21346$2 [4];
+  assign \$3430  = pe0_9_bank == \port$21351$2 [4];
   assign \$3431  = \$3429  & \$3430 ;
   assign \$3432  = w_en & w_transpose;
-  assign \$3433  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$3433  = \port$21351$2 [3:0] >= 4'hc;
   assign \$3434  = \$3432  & \$3433 ;
   assign \$3435  = \$3434  & pe0_10_v;
-  assign \$3436  = pe0_10_bank == \port$21346$2 [4];
+  assign \$3436  = pe0_10_bank == \port$21351$2 [4];
   assign \$3437  = \$3435  & \$3436 ;
   assign \$3438  = w_en & w_transpose;
-  assign \$3439  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$3439  = \port$21351$2 [3:0] >= 4'hd;
   assign \$3440  = \$3438  & \$3439 ;
   assign \$3441  = \$3440  & pe0_11_v;
-  assign \$3442  = pe0_11_bank == \port$21346$2 [4];
+  assign \$3442  = pe0_11_bank == \port$21351$2 [4];
   assign \$3443  = \$3441  & \$3442 ;
   assign \$3444  = w_en & w_transpose;
-  assign \$3445  = \port$21346$2 [3:0] >= 4'he;
+  assign \$3445  = \port$21351$2 [3:0] >= 4'he;
   assign \$3446  = \$3444  & \$3445 ;
   assign \$3447  = \$3446  & pe0_12_v;
-  assign \$3448  = pe0_12_bank == \port$21346$2 [4];
+  assign \$3448  = pe0_12_bank == \port$21351$2 [4];
   assign \$3449  = \$3447  & \$3448 ;
   assign \$3450  = w_en & w_transpose;
-  assign \$3451  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$3451  = \port$21351$2 [3:0] >= 4'hf;
   assign \$3452  = \$3450  & \$3451 ;
   assign \$3453  = \$3452  & pe0_13_v;
-  assign \$3454  = pe0_13_bank == \port$21346$2 [4];
+  assign \$3454  = pe0_13_bank == \port$21351$2 [4];
   assign \$3455  = \$3453  & \$3454 ;
   assign \$3456  = ~ w_transpose;
   assign \$3457  = w_en & \$3456 ;
-  assign \$3458  = \port$21346$2 [3:0] == 1'h1;
+  assign \$3458  = \port$21351$2 [3:0] == 1'h1;
   assign \$3459  = \$3457  & \$3458 ;
-  assign \$3462  = skew1_0_bank == \port$21346$2 [4];
+  assign \$3462  = skew1_0_bank == \port$21351$2 [4];
   assign \$3463  = skew1_0_v & \$3462 ;
-  assign \$3464  = pe1_0_bank == \port$21346$2 [4];
+  assign \$3464  = pe1_0_bank == \port$21351$2 [4];
   assign \$3465  = pe1_0_v & \$3464 ;
-  assign \$3466  = pe1_1_bank == \port$21346$2 [4];
+  assign \$3466  = pe1_1_bank == \port$21351$2 [4];
   assign \$3467  = pe1_1_v & \$3466 ;
-  assign \$3468  = pe1_2_bank == \port$21346$2 [4];
+  assign \$3468  = pe1_2_bank == \port$21351$2 [4];
   assign \$3469  = pe1_2_v & \$3468 ;
-  assign \$3470  = pe1_3_bank == \port$21346$2 [4];
+  assign \$3470  = pe1_3_bank == \port$21351$2 [4];
   assign \$3471  = pe1_3_v & \$3470 ;
-  assign \$3472  = pe1_4_bank == \port$21346$2 [4];
+  assign \$3472  = pe1_4_bank == \port$21351$2 [4];
   assign \$3473  = pe1_4_v & \$3472 ;
-  assign \$3474  = pe1_5_bank == \port$21346$2 [4];
+  assign \$3474  = pe1_5_bank == \port$21351$2 [4];
   assign \$3475  = pe1_5_v & \$3474 ;
-  assign \$3476  = pe1_6_bank == \port$21346$2 [4];
+  assign \$3476  = pe1_6_bank == \port$21351$2 [4];
   assign \$3477  = pe1_6_v & \$3476 ;
-  assign \$3478  = pe1_7_bank == \port$21346$2 [4];
+  assign \$3478  = pe1_7_bank == \port$21351$2 [4];
   assign \$3479  = pe1_7_v & \$3478 ;
-  assign \$3480  = pe1_8_bank == \port$21346$2 [4];
+  assign \$3480  = pe1_8_bank == \port$21351$2 [4];
   assign \$3481  = pe1_8_v & \$3480 ;
-  assign \$3482  = pe1_9_bank == \port$21346$2 [4];
+  assign \$3482  = pe1_9_bank == \port$21351$2 [4];
   assign \$3483  = pe1_9_v & \$3482 ;
-  assign \$3484  = pe1_10_bank == \port$21346$2 [4];
+  assign \$3484  = pe1_10_bank == \port$21351$2 [4];
   assign \$3485  = pe1_10_v & \$3484 ;
-  assign \$3486  = pe1_11_bank == \port$21346$2 [4];
+  assign \$3486  = pe1_11_bank == \port$21351$2 [4];
   assign \$3487  = pe1_11_v & \$3486 ;
-  assign \$3488  = pe1_12_bank == \port$21346$2 [4];
+  assign \$3488  = pe1_12_bank == \port$21351$2 [4];
   assign \$3489  = pe1_12_v & \$3488 ;
-  assign \$3490  = pe1_13_bank == \port$21346$2 [4];
+  assign \$3490  = pe1_13_bank == \port$21351$2 [4];
   assign \$3491  = pe1_13_v & \$3490 ;
   assign \$3492  = | { \$3491 , \$3489 , \$3487 , \$3485 , \$3483 , \$3481 , \$3479 , \$3477 , \$3475 , \$3473 , \$3471 , \$3469 , \$3467 , \$3465 , \$3463 , \$3461  };
   assign \$3493  = \$3459  & \$3492 ;
   assign \$3494  = w_en & w_transpose;
   assign \$3496  = \$3495  & a_valid;
   assign \$3499  = w_en & w_transpose;
-  assign \$3500  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$3500  = \port$21351$2 [3:0] >= 1'h1;
   assign \$3501  = \$3499  & \$3500 ;
   assign \$3502  = \$3501  & skew1_0_v;
-  assign \$3503  = skew1_0_bank == \port$21346$2 [4];
+  assign \$3503  = skew1_0_bank == \port$21351$2 [4];
   assign \$3504  = \$3502  & \$3503 ;
   assign \$3505  = w_en & w_transpose;
-  assign \$3506  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$3506  = \port$21351$2 [3:0] >= 2'h2;
   assign \$3507  = \$3505  & \$3506 ;
   assign \$3508  = \$3507  & pe1_0_v;
-  assign \$3509  = pe1_0_bank == \port$21346$2 [4];
+  assign \$3509  = pe1_0_bank == \port$21351$2 [4];
   assign \$3510  = \$3508  & \$3509 ;
   assign \$3511  = w_en & w_transpose;
-  assign \$3512  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$3512  = \port$21351$2 [3:0] >= 2'h3;
   assign \$3513  = \$3511  & \$3512 ;
   assign \$3514  = \$3513  & pe1_1_v;
-  assign \$3515  = pe1_1_bank == \port$21346$2 [4];
+  assign \$3515  = pe1_1_bank == \port$21351$2 [4];
   assign \$3516  = \$3514  & \$3515 ;
   assign \$3517  = w_en & w_transpose;
-  assign \$3518  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$3518  = \port$21351$2 [3:0] >= 3'h4;
   assign \$3519  = \$3517  & \$3518 ;
   assign \$3520  = \$3519  & pe1_2_v;
-  assign \$3521  = pe1_2_bank == \port$21346$2 [4];
+  assign \$3521  = pe1_2_bank == \port$21351$2 [4];
   assign \$3522  = \$3520  & \$3521 ;
   assign \$3523  = w_en & w_transpose;
-  assign \$3524  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$3524  = \port$21351$2 [3:0] >= 3'h5;
   assign \$3525  = \$3523  & \$3524 ;
   assign \$3526  = \$3525  & pe1_3_v;
-  assign \$3527  = pe1_3_bank == \port$21346$2 [4];
+  assign \$3527  = pe1_3_bank == \port$21351$2 [4];
   assign \$3528  = \$3526  & \$3527 ;
   assign \$3529  = w_en & w_transpose;
-  assign \$3530  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$3530  = \port$21351$2 [3:0] >= 3'h6;
   assign \$3531  = \$3529  & \$3530 ;
   assign \$3532  = \$3531  & pe1_4_v;
-  assign \$3533  = pe1_4_bank == \port$21346$2 [4];
+  assign \$3533  = pe1_4_bank == \port$21351$2 [4];
   assign \$3534  = \$3532  & \$3533 ;
   assign \$3535  = w_en & w_transpose;
-  assign \$3536  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$3536  = \port$21351$2 [3:0] >= 3'h7;
   assign \$3537  = \$3535  & \$3536 ;
   assign \$3538  = \$3537  & pe1_5_v;
-  assign \$3539  = pe1_5_bank == \port$21346$2 [4];
+  assign \$3539  = pe1_5_bank == \port$21351$2 [4];
   assign \$3540  = \$3538  & \$3539 ;
   assign \$3541  = w_en & w_transpose;
-  assign \$3542  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$3542  = \port$21351$2 [3:0] >= 4'h8;
   assign \$3543  = \$3541  & \$3542 ;
   assign \$3544  = \$3543  & pe1_6_v;
-  assign \$3545  = pe1_6_bank == \port$21346$2 [4];
+  assign \$3545  = pe1_6_bank == \port$21351$2 [4];
   assign \$3546  = \$3544  & \$3545 ;
   assign \$3547  = w_en & w_transpose;
-  assign \$3548  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$3548  = \port$21351$2 [3:0] >= 4'h9;
   assign \$3549  = \$3547  & \$3548 ;
   assign \$3550  = \$3549  & pe1_7_v;
-  assign \$3551  = pe1_7_bank == \port$21346$2 [4];
+  assign \$3551  = pe1_7_bank == \port$21351$2 [4];
   assign \$3552  = \$3550  & \$3551 ;
   assign \$3553  = w_en & w_transpose;
-  assign \$3554  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$3554  = \port$21351$2 [3:0] >= 4'ha;
   assign \$3555  = \$3553  & \$3554 ;
   assign \$3556  = \$3555  & pe1_8_v;
-  assign \$3557  = pe1_8_bank == \port$21346$2 [4];
+  assign \$3557  = pe1_8_bank == \port$21351$2 [4];
   assign \$3558  = \$3556  & \$3557 ;
   assign \$3559  = w_en & w_transpose;
-  assign \$3560  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$3560  = \port$21351$2 [3:0] >= 4'hb;
   assign \$3561  = \$3559  & \$3560 ;
   assign \$3562  = \$3561  & pe1_9_v;
-  assign \$3563  = pe1_9_bank == \port$21346$2 [4];
+  assign \$3563  = pe1_9_bank == \port$21351$2 [4];
   assign \$3564  = \$3562  & \$3563 ;
   assign \$3565  = w_en & w_transpose;
-  assign \$3566  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$3566  = \port$21351$2 [3:0] >= 4'hc;
   assign \$3567  = \$3565  & \$3566 ;
   assign \$3568  = \$3567  & pe1_10_v;
-  assign \$3569  = pe1_10_bank == \port$21346$2 [4];
+  assign \$3569  = pe1_10_bank == \port$21351$2 [4];
   assign \$3570  = \$3568  & \$3569 ;
   assign \$3571  = w_en & w_transpose;
-  assign \$3572  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$3572  = \port$21351$2 [3:0] >= 4'hd;
   assign \$3573  = \$3571  & \$3572 ;
   assign \$3574  = \$3573  & pe1_11_v;
-  assign \$3575  = pe1_11_bank == \port$21346$2 [4];
+  assign \$3575  = pe1_11_bank == \port$21351$2 [4];
   assign \$3576  = \$3574  & \$3575 ;
   assign \$3577  = w_en & w_transpose;
-  assign \$3578  = \port$21346$2 [3:0] >= 4'he;
+  assign \$3578  = \port$21351$2 [3:0] >= 4'he;
   assign \$3579  = \$3577  & \$3578 ;
   assign \$3580  = \$3579  & pe1_12_v;
-  assign \$3581  = pe1_12_bank == \port$21346$2 [4];
+  assign \$3581  = pe1_12_bank == \port$21351$2 [4];
   assign \$3582  = \$3580  & \$3581 ;
   assign \$3583  = w_en & w_transpose;
-  assign \$3584  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$3584  = \port$21351$2 [3:0] >= 4'hf;
   assign \$3585  = \$3583  & \$3584 ;
   assign \$3586  = \$3585  & pe1_13_v;
-  assign \$3587  = pe1_13_bank == \port$21346$2 [4];
+  assign \$3587  = pe1_13_bank == \port$21351$2 [4];
   assign \$3588  = \$3586  & \$3587 ;
   assign \$3589  = ~ w_transpose;
   assign \$3590  = w_en & \$3589 ;
-  assign \$3591  = \port$21346$2 [3:0] == 2'h2;
+  assign \$3591  = \port$21351$2 [3:0] == 2'h2;
   assign \$3592  = \$3590  & \$3591 ;
-  assign \$3595  = skew2_0_bank == \port$21346$2 [4];
+  assign \$3595  = skew2_0_bank == \port$21351$2 [4];
   assign \$3596  = skew2_0_v & \$3595 ;
-  assign \$3597  = skew2_1_bank == \port$21346$2 [4];
+  assign \$3597  = skew2_1_bank == \port$21351$2 [4];
   assign \$3598  = skew2_1_v & \$3597 ;
-  assign \$3599  = pe2_0_bank == \port$21346$2 [4];
+  assign \$3599  = pe2_0_bank == \port$21351$2 [4];
   assign \$3600  = pe2_0_v & \$3599 ;
-  assign \$3601  = pe2_1_bank == \port$21346$2 [4];
+  assign \$3601  = pe2_1_bank == \port$21351$2 [4];
   assign \$3602  = pe2_1_v & \$3601 ;
-  assign \$3603  = pe2_2_bank == \port$21346$2 [4];
+  assign \$3603  = pe2_2_bank == \port$21351$2 [4];
   assign \$3604  = pe2_2_v & \$3603 ;
-  assign \$3605  = pe2_3_bank == \port$21346$2 [4];
+  assign \$3605  = pe2_3_bank == \port$21351$2 [4];
   assign \$3606  = pe2_3_v & \$3605 ;
-  assign \$3607  = pe2_4_bank == \port$21346$2 [4];
+  assign \$3607  = pe2_4_bank == \port$21351$2 [4];
   assign \$3608  = pe2_4_v & \$3607 ;
-  assign \$3609  = pe2_5_bank == \port$21346$2 [4];
+  assign \$3609  = pe2_5_bank == \port$21351$2 [4];
   assign \$3610  = pe2_5_v & \$3609 ;
-  assign \$3611  = pe2_6_bank == \port$21346$2 [4];
+  assign \$3611  = pe2_6_bank == \port$21351$2 [4];
   assign \$3612  = pe2_6_v & \$3611 ;
-  assign \$3613  = pe2_7_bank == \port$21346$2 [4];
+  assign \$3613  = pe2_7_bank == \port$21351$2 [4];
   assign \$3614  = pe2_7_v & \$3613 ;
-  assign \$3615  = pe2_8_bank == \port$21346$2 [4];
+  assign \$3615  = pe2_8_bank == \port$21351$2 [4];
   assign \$3616  = pe2_8_v & \$3615 ;
-  assign \$3617  = pe2_9_bank == \port$21346$2 [4];
+  assign \$3617  = pe2_9_bank == \port$21351$2 [4];
   assign \$3618  = pe2_9_v & \$3617 ;
-  assign \$3619  = pe2_10_bank == \port$21346$2 [4];
+  assign \$3619  = pe2_10_bank == \port$21351$2 [4];
   assign \$3620  = pe2_10_v & \$3619 ;
-  assign \$3621  = pe2_11_bank == \port$21346$2 [4];
+  assign \$3621  = pe2_11_bank == \port$21351$2 [4];
   assign \$3622  = pe2_11_v & \$3621 ;
-  assign \$3623  = pe2_12_bank == \port$21346$2 [4];
+  assign \$3623  = pe2_12_bank == \port$21351$2 [4];
   assign \$3624  = pe2_12_v & \$3623 ;
-  assign \$3625  = pe2_13_bank == \port$21346$2 [4];
+  assign \$3625  = pe2_13_bank == \port$21351$2 [4];
   assign \$3626  = pe2_13_v & \$3625 ;
   assign \$3627  = | { \$3626 , \$3624 , \$3622 , \$3620 , \$3618 , \$3616 , \$3614 , \$3612 , \$3610 , \$3608 , \$3606 , \$3604 , \$3602 , \$3600 , \$3598 , \$3596 , \$3594  };
   assign \$3628  = \$3592  & \$3627 ;
@@ -40728,135 +40820,135 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3631  = \$3630  & a_valid;
   assign \$3634  = w_en & w_transpose;
   assign \$3636  = \$3635  & skew2_0_v;
-  assign \$3637  = skew2_0_bank == \port$21346$2 [4];
+  assign \$3637  = skew2_0_bank == \port$21351$2 [4];
   assign \$3638  = \$3636  & \$3637 ;
   assign \$3639  = w_en & w_transpose;
-  assign \$3640  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$3640  = \port$21351$2 [3:0] >= 1'h1;
   assign \$3641  = \$3639  & \$3640 ;
   assign \$3642  = \$3641  & skew2_1_v;
-  assign \$3643  = skew2_1_bank == \port$21346$2 [4];
+  assign \$3643  = skew2_1_bank == \port$21351$2 [4];
   assign \$3644  = \$3642  & \$3643 ;
   assign \$3645  = w_en & w_transpose;
-  assign \$3646  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$3646  = \port$21351$2 [3:0] >= 2'h2;
   assign \$3647  = \$3645  & \$3646 ;
   assign \$3648  = \$3647  & pe2_0_v;
-  assign \$3649  = pe2_0_bank == \port$21346$2 [4];
+  assign \$3649  = pe2_0_bank == \port$21351$2 [4];
   assign \$3650  = \$3648  & \$3649 ;
   assign \$3651  = w_en & w_transpose;
-  assign \$3652  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$3652  = \port$21351$2 [3:0] >= 2'h3;
   assign \$3653  = \$3651  & \$3652 ;
   assign \$3654  = \$3653  & pe2_1_v;
-  assign \$3655  = pe2_1_bank == \port$21346$2 [4];
+  assign \$3655  = pe2_1_bank == \port$21351$2 [4];
   assign \$3656  = \$3654  & \$3655 ;
   assign \$3657  = w_en & w_transpose;
-  assign \$3658  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$3658  = \port$21351$2 [3:0] >= 3'h4;
   assign \$3659  = \$3657  & \$3658 ;
   assign \$3660  = \$3659  & pe2_2_v;
-  assign \$3661  = pe2_2_bank == \port$21346$2 [4];
+  assign \$3661  = pe2_2_bank == \port$21351$2 [4];
   assign \$3662  = \$3660  & \$3661 ;
   assign \$3663  = w_en & w_transpose;
-  assign \$3664  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$3664  = \port$21351$2 [3:0] >= 3'h5;
   assign \$3665  = \$3663  & \$3664 ;
   assign \$3666  = \$3665  & pe2_3_v;
-  assign \$3667  = pe2_3_bank == \port$21346$2 [4];
+  assign \$3667  = pe2_3_bank == \port$21351$2 [4];
   assign \$3668  = \$3666  & \$3667 ;
   assign \$3669  = w_en & w_transpose;
-  assign \$3670  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$3670  = \port$21351$2 [3:0] >= 3'h6;
   assign \$3671  = \$3669  & \$3670 ;
   assign \$3672  = \$3671  & pe2_4_v;
-  assign \$3673  = pe2_4_bank == \port$21346$2 [4];
+  assign \$3673  = pe2_4_bank == \port$21351$2 [4];
   assign \$3674  = \$3672  & \$3673 ;
   assign \$3675  = w_en & w_transpose;
-  assign \$3676  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$3676  = \port$21351$2 [3:0] >= 3'h7;
   assign \$3677  = \$3675  & \$3676 ;
   assign \$3678  = \$3677  & pe2_5_v;
-  assign \$3679  = pe2_5_bank == \port$21346$2 [4];
+  assign \$3679  = pe2_5_bank == \port$21351$2 [4];
   assign \$3680  = \$3678  & \$3679 ;
   assign \$3681  = w_en & w_transpose;
-  assign \$3682  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$3682  = \port$21351$2 [3:0] >= 4'h8;
   assign \$3683  = \$3681  & \$3682 ;
   assign \$3684  = \$3683  & pe2_6_v;
-  assign \$3685  = pe2_6_bank == \port$21346$2 [4];
+  assign \$3685  = pe2_6_bank == \port$21351$2 [4];
   assign \$3686  = \$3684  & \$3685 ;
   assign \$3687  = w_en & w_transpose;
-  assign \$3688  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$3688  = \port$21351$2 [3:0] >= 4'h9;
   assign \$3689  = \$3687  & \$3688 ;
   assign \$3690  = \$3689  & pe2_7_v;
-  assign \$3691  = pe2_7_bank == \port$21346$2 [4];
+  assign \$3691  = pe2_7_bank == \port$21351$2 [4];
   assign \$3692  = \$3690  & \$3691 ;
   assign \$3693  = w_en & w_transpose;
-  assign \$3694  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$3694  = \port$21351$2 [3:0] >= 4'ha;
   assign \$3695  = \$3693  & \$3694 ;
   assign \$3696  = \$3695  & pe2_8_v;
-  assign \$3697  = pe2_8_bank == \port$21346$2 [4];
+  assign \$3697  = pe2_8_bank == \port$21351$2 [4];
   assign \$3698  = \$3696  & \$3697 ;
   assign \$3699  = w_en & w_transpose;
-  assign \$3700  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$3700  = \port$21351$2 [3:0] >= 4'hb;
   assign \$3701  = \$3699  & \$3700 ;
   assign \$3702  = \$3701  & pe2_9_v;
-  assign \$3703  = pe2_9_bank == \port$21346$2 [4];
+  assign \$3703  = pe2_9_bank == \port$21351$2 [4];
   assign \$3704  = \$3702  & \$3703 ;
   assign \$3705  = w_en & w_transpose;
-  assign \$3706  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$3706  = \port$21351$2 [3:0] >= 4'hc;
   assign \$3707  = \$3705  & \$3706 ;
   assign \$3708  = \$3707  & pe2_10_v;
-  assign \$3709  = pe2_10_bank == \port$21346$2 [4];
+  assign \$3709  = pe2_10_bank == \port$21351$2 [4];
   assign \$3710  = \$3708  & \$3709 ;
   assign \$3711  = w_en & w_transpose;
-  assign \$3712  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$3712  = \port$21351$2 [3:0] >= 4'hd;
   assign \$3713  = \$3711  & \$3712 ;
   assign \$3714  = \$3713  & pe2_11_v;
-  assign \$3715  = pe2_11_bank == \port$21346$2 [4];
+  assign \$3715  = pe2_11_bank == \port$21351$2 [4];
   assign \$3716  = \$3714  & \$3715 ;
   assign \$3717  = w_en & w_transpose;
-  assign \$3718  = \port$21346$2 [3:0] >= 4'he;
+  assign \$3718  = \port$21351$2 [3:0] >= 4'he;
   assign \$3719  = \$3717  & \$3718 ;
   assign \$3720  = \$3719  & pe2_12_v;
-  assign \$3721  = pe2_12_bank == \port$21346$2 [4];
+  assign \$3721  = pe2_12_bank == \port$21351$2 [4];
   assign \$3722  = \$3720  & \$3721 ;
   assign \$3723  = w_en & w_transpose;
-  assign \$3724  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$3724  = \port$21351$2 [3:0] >= 4'hf;
   assign \$3725  = \$3723  & \$3724 ;
   assign \$3726  = \$3725  & pe2_13_v;
-  assign \$3727  = pe2_13_bank == \port$21346$2 [4];
+  assign \$3727  = pe2_13_bank == \port$21351$2 [4];
   assign \$3728  = \$3726  & \$3727 ;
   assign \$3729  = ~ w_transpose;
   assign \$3730  = w_en & \$3729 ;
-  assign \$3731  = \port$21346$2 [3:0] == 2'h3;
+  assign \$3731  = \port$21351$2 [3:0] == 2'h3;
   assign \$3732  = \$3730  & \$3731 ;
-  assign \$3735  = skew3_0_bank == \port$21346$2 [4];
+  assign \$3735  = skew3_0_bank == \port$21351$2 [4];
   assign \$3736  = skew3_0_v & \$3735 ;
-  assign \$3737  = skew3_1_bank == \port$21346$2 [4];
+  assign \$3737  = skew3_1_bank == \port$21351$2 [4];
   assign \$3738  = skew3_1_v & \$3737 ;
-  assign \$3739  = skew3_2_bank == \port$21346$2 [4];
+  assign \$3739  = skew3_2_bank == \port$21351$2 [4];
   assign \$3740  = skew3_2_v & \$3739 ;
-  assign \$3741  = pe3_0_bank == \port$21346$2 [4];
+  assign \$3741  = pe3_0_bank == \port$21351$2 [4];
   assign \$3742  = pe3_0_v & \$3741 ;
-  assign \$3743  = pe3_1_bank == \port$21346$2 [4];
+  assign \$3743  = pe3_1_bank == \port$21351$2 [4];
   assign \$3744  = pe3_1_v & \$3743 ;
-  assign \$3745  = pe3_2_bank == \port$21346$2 [4];
+  assign \$3745  = pe3_2_bank == \port$21351$2 [4];
   assign \$3746  = pe3_2_v & \$3745 ;
-  assign \$3747  = pe3_3_bank == \port$21346$2 [4];
+  assign \$3747  = pe3_3_bank == \port$21351$2 [4];
   assign \$3748  = pe3_3_v & \$3747 ;
-  assign \$3749  = pe3_4_bank == \port$21346$2 [4];
+  assign \$3749  = pe3_4_bank == \port$21351$2 [4];
   assign \$3750  = pe3_4_v & \$3749 ;
-  assign \$3751  = pe3_5_bank == \port$21346$2 [4];
+  assign \$3751  = pe3_5_bank == \port$21351$2 [4];
   assign \$3752  = pe3_5_v & \$3751 ;
-  assign \$3753  = pe3_6_bank == \port$21346$2 [4];
+  assign \$3753  = pe3_6_bank == \port$21351$2 [4];
   assign \$3754  = pe3_6_v & \$3753 ;
-  assign \$3755  = pe3_7_bank == \port$21346$2 [4];
+  assign \$3755  = pe3_7_bank == \port$21351$2 [4];
   assign \$3756  = pe3_7_v & \$3755 ;
-  assign \$3757  = pe3_8_bank == \port$21346$2 [4];
+  assign \$3757  = pe3_8_bank == \port$21351$2 [4];
   assign \$3758  = pe3_8_v & \$3757 ;
-  assign \$3759  = pe3_9_bank == \port$21346$2 [4];
+  assign \$3759  = pe3_9_bank == \port$21351$2 [4];
   assign \$3760  = pe3_9_v & \$3759 ;
-  assign \$3761  = pe3_10_bank == \port$21346$2 [4];
+  assign \$3761  = pe3_10_bank == \port$21351$2 [4];
   assign \$3762  = pe3_10_v & \$3761 ;
-  assign \$3763  = pe3_11_bank == \port$21346$2 [4];
+  assign \$3763  = pe3_11_bank == \port$21351$2 [4];
   assign \$3764  = pe3_11_v & \$3763 ;
-  assign \$3765  = pe3_12_bank == \port$21346$2 [4];
+  assign \$3765  = pe3_12_bank == \port$21351$2 [4];
   assign \$3766  = pe3_12_v & \$3765 ;
-  assign \$3767  = pe3_13_bank == \port$21346$2 [4];
+  assign \$3767  = pe3_13_bank == \port$21351$2 [4];
   assign \$3768  = pe3_13_v & \$3767 ;
   assign \$3769  = | { \$3768 , \$3766 , \$3764 , \$3762 , \$3760 , \$3758 , \$3756 , \$3754 , \$3752 , \$3750 , \$3748 , \$3746 , \$3744 , \$3742 , \$3740 , \$3738 , \$3736 , \$3734  };
   assign \$3770  = \$3732  & \$3769 ;
@@ -40864,141 +40956,141 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3773  = \$3772  & a_valid;
   assign \$3776  = w_en & w_transpose;
   assign \$3778  = \$3777  & skew3_0_v;
-  assign \$3779  = skew3_0_bank == \port$21346$2 [4];
+  assign \$3779  = skew3_0_bank == \port$21351$2 [4];
   assign \$3780  = \$3778  & \$3779 ;
   assign \$3781  = w_en & w_transpose;
   assign \$3783  = \$3782  & skew3_1_v;
-  assign \$3784  = skew3_1_bank == \port$21346$2 [4];
+  assign \$3784  = skew3_1_bank == \port$21351$2 [4];
   assign \$3785  = \$3783  & \$3784 ;
   assign \$3786  = w_en & w_transpose;
-  assign \$3787  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$3787  = \port$21351$2 [3:0] >= 1'h1;
   assign \$3788  = \$3786  & \$3787 ;
   assign \$3789  = \$3788  & skew3_2_v;
-  assign \$3790  = skew3_2_bank == \port$21346$2 [4];
+  assign \$3790  = skew3_2_bank == \port$21351$2 [4];
   assign \$3791  = \$3789  & \$3790 ;
   assign \$3792  = w_en & w_transpose;
-  assign \$3793  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$3793  = \port$21351$2 [3:0] >= 2'h2;
   assign \$3794  = \$3792  & \$3793 ;
   assign \$3795  = \$3794  & pe3_0_v;
-  assign \$3796  = pe3_0_bank == \port$21346$2 [4];
+  assign \$3796  = pe3_0_bank == \port$21351$2 [4];
   assign \$3797  = \$3795  & \$3796 ;
   assign \$3798  = w_en & w_transpose;
-  assign \$3799  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$3799  = \port$21351$2 [3:0] >= 2'h3;
   assign \$3800  = \$3798  & \$3799 ;
   assign \$3801  = \$3800  & pe3_1_v;
-  assign \$3802  = pe3_1_bank == \port$21346$2 [4];
+  assign \$3802  = pe3_1_bank == \port$21351$2 [4];
   assign \$3803  = \$3801  & \$3802 ;
   assign \$3804  = w_en & w_transpose;
-  assign \$3805  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$3805  = \port$21351$2 [3:0] >= 3'h4;
   assign \$3806  = \$3804  & \$3805 ;
   assign \$3807  = \$3806  & pe3_2_v;
-  assign \$3808  = pe3_2_bank == \port$21346$2 [4];
+  assign \$3808  = pe3_2_bank == \port$21351$2 [4];
   assign \$3809  = \$3807  & \$3808 ;
   assign \$3810  = w_en & w_transpose;
-  assign \$3811  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$3811  = \port$21351$2 [3:0] >= 3'h5;
   assign \$3812  = \$3810  & \$3811 ;
   assign \$3813  = \$3812  & pe3_3_v;
-  assign \$3814  = pe3_3_bank == \port$21346$2 [4];
+  assign \$3814  = pe3_3_bank == \port$21351$2 [4];
   assign \$3815  = \$3813  & \$3814 ;
   assign \$3816  = w_en & w_transpose;
-  assign \$3817  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$3817  = \port$21351$2 [3:0] >= 3'h6;
   assign \$3818  = \$3816  & \$3817 ;
   assign \$3819  = \$3818  & pe3_4_v;
-  assign \$3820  = pe3_4_bank == \port$21346$2 [4];
+  assign \$3820  = pe3_4_bank == \port$21351$2 [4];
   assign \$3821  = \$3819  & \$3820 ;
   assign \$3822  = w_en & w_transpose;
-  assign \$3823  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$3823  = \port$21351$2 [3:0] >= 3'h7;
   assign \$3824  = \$3822  & \$3823 ;
   assign \$3825  = \$3824  & pe3_5_v;
-  assign \$3826  = pe3_5_bank == \port$21346$2 [4];
+  assign \$3826  = pe3_5_bank == \port$21351$2 [4];
   assign \$3827  = \$3825  & \$3826 ;
   assign \$3828  = w_en & w_transpose;
-  assign \$3829  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$3829  = \port$21351$2 [3:0] >= 4'h8;
   assign \$3830  = \$3828  & \$3829 ;
   assign \$3831  = \$3830  & pe3_6_v;
-  assign \$3832  = pe3_6_bank == \port$21346$2 [4];
+  assign \$3832  = pe3_6_bank == \port$21351$2 [4];
   assign \$3833  = \$3831  & \$3832 ;
   assign \$3834  = w_en & w_transpose;
-  assign \$3835  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$3835  = \port$21351$2 [3:0] >= 4'h9;
   assign \$3836  = \$3834  & \$3835 ;
   assign \$3837  = \$3836  & pe3_7_v;
-  assign \$3838  = pe3_7_bank == \port$21346$2 [4];
+  assign \$3838  = pe3_7_bank == \port$21351$2 [4];
   assign \$3839  = \$3837  & \$3838 ;
   assign \$3840  = w_en & w_transpose;
-  assign \$3841  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$3841  = \port$21351$2 [3:0] >= 4'ha;
   assign \$3842  = \$3840  & \$3841 ;
   assign \$3843  = \$3842  & pe3_8_v;
-  assign \$3844  = pe3_8_bank == \port$21346$2 [4];
+  assign \$3844  = pe3_8_bank == \port$21351$2 [4];
   assign \$3845  = \$3843  & \$3844 ;
   assign \$3846  = w_en & w_transpose;
-  assign \$3847  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$3847  = \port$21351$2 [3:0] >= 4'hb;
   assign \$3848  = \$3846  & \$3847 ;
   assign \$3849  = \$3848  & pe3_9_v;
-  assign \$3850  = pe3_9_bank == \port$21346$2 [4];
+  assign \$3850  = pe3_9_bank == \port$21351$2 [4];
   assign \$3851  = \$3849  & \$3850 ;
   assign \$3852  = w_en & w_transpose;
-  assign \$3853  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$3853  = \port$21351$2 [3:0] >= 4'hc;
   assign \$3854  = \$3852  & \$3853 ;
   assign \$3855  = \$3854  & pe3_10_v;
-  assign \$3856  = pe3_10_bank == \port$21346$2 [4];
+  assign \$3856  = pe3_10_bank == \port$21351$2 [4];
   assign \$3857  = \$3855  & \$3856 ;
   assign \$3858  = w_en & w_transpose;
-  assign \$3859  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$3859  = \port$21351$2 [3:0] >= 4'hd;
   assign \$3860  = \$3858  & \$3859 ;
   assign \$3861  = \$3860  & pe3_11_v;
-  assign \$3862  = pe3_11_bank == \port$21346$2 [4];
+  assign \$3862  = pe3_11_bank == \port$21351$2 [4];
   assign \$3863  = \$3861  & \$3862 ;
   assign \$3864  = w_en & w_transpose;
-  assign \$3865  = \port$21346$2 [3:0] >= 4'he;
+  assign \$3865  = \port$21351$2 [3:0] >= 4'he;
   assign \$3866  = \$3864  & \$3865 ;
   assign \$3867  = \$3866  & pe3_12_v;
-  assign \$3868  = pe3_12_bank == \port$21346$2 [4];
+  assign \$3868  = pe3_12_bank == \port$21351$2 [4];
   assign \$3869  = \$3867  & \$3868 ;
   assign \$3870  = w_en & w_transpose;
-  assign \$3871  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$3871  = \port$21351$2 [3:0] >= 4'hf;
   assign \$3872  = \$3870  & \$3871 ;
   assign \$3873  = \$3872  & pe3_13_v;
-  assign \$3874  = pe3_13_bank == \port$21346$2 [4];
+  assign \$3874  = pe3_13_bank == \port$21351$2 [4];
   assign \$3875  = \$3873  & \$3874 ;
   assign \$3876  = ~ w_transpose;
   assign \$3877  = w_en & \$3876 ;
-  assign \$3878  = \port$21346$2 [3:0] == 3'h4;
+  assign \$3878  = \port$21351$2 [3:0] == 3'h4;
   assign \$3879  = \$3877  & \$3878 ;
-  assign \$3882  = skew4_0_bank == \port$21346$2 [4];
+  assign \$3882  = skew4_0_bank == \port$21351$2 [4];
   assign \$3883  = skew4_0_v & \$3882 ;
-  assign \$3884  = skew4_1_bank == \port$21346$2 [4];
+  assign \$3884  = skew4_1_bank == \port$21351$2 [4];
   assign \$3885  = skew4_1_v & \$3884 ;
-  assign \$3886  = skew4_2_bank == \port$21346$2 [4];
+  assign \$3886  = skew4_2_bank == \port$21351$2 [4];
   assign \$3887  = skew4_2_v & \$3886 ;
-  assign \$3888  = skew4_3_bank == \port$21346$2 [4];
+  assign \$3888  = skew4_3_bank == \port$21351$2 [4];
   assign \$3889  = skew4_3_v & \$3888 ;
-  assign \$3890  = pe4_0_bank == \port$21346$2 [4];
+  assign \$3890  = pe4_0_bank == \port$21351$2 [4];
   assign \$3891  = pe4_0_v & \$3890 ;
-  assign \$3892  = pe4_1_bank == \port$21346$2 [4];
+  assign \$3892  = pe4_1_bank == \port$21351$2 [4];
   assign \$3893  = pe4_1_v & \$3892 ;
-  assign \$3894  = pe4_2_bank == \port$21346$2 [4];
+  assign \$3894  = pe4_2_bank == \port$21351$2 [4];
   assign \$3895  = pe4_2_v & \$3894 ;
-  assign \$3896  = pe4_3_bank == \port$21346$2 [4];
+  assign \$3896  = pe4_3_bank == \port$21351$2 [4];
   assign \$3897  = pe4_3_v & \$3896 ;
-  assign \$3898  = pe4_4_bank == \port$21346$2 [4];
+  assign \$3898  = pe4_4_bank == \port$21351$2 [4];
   assign \$3899  = pe4_4_v & \$3898 ;
-  assign \$3900  = pe4_5_bank == \port$21346$2 [4];
+  assign \$3900  = pe4_5_bank == \port$21351$2 [4];
   assign \$3901  = pe4_5_v & \$3900 ;
-  assign \$3902  = pe4_6_bank == \port$21346$2 [4];
+  assign \$3902  = pe4_6_bank == \port$21351$2 [4];
   assign \$3903  = pe4_6_v & \$3902 ;
-  assign \$3904  = pe4_7_bank == \port$21346$2 [4];
+  assign \$3904  = pe4_7_bank == \port$21351$2 [4];
   assign \$3905  = pe4_7_v & \$3904 ;
-  assign \$3906  = pe4_8_bank == \port$21346$2 [4];
+  assign \$3906  = pe4_8_bank == \port$21351$2 [4];
   assign \$3907  = pe4_8_v & \$3906 ;
-  assign \$3908  = pe4_9_bank == \port$21346$2 [4];
+  assign \$3908  = pe4_9_bank == \port$21351$2 [4];
   assign \$3909  = pe4_9_v & \$3908 ;
-  assign \$3910  = pe4_10_bank == \port$21346$2 [4];
+  assign \$3910  = pe4_10_bank == \port$21351$2 [4];
   assign \$3911  = pe4_10_v & \$3910 ;
-  assign \$3912  = pe4_11_bank == \port$21346$2 [4];
+  assign \$3912  = pe4_11_bank == \port$21351$2 [4];
   assign \$3913  = pe4_11_v & \$3912 ;
-  assign \$3914  = pe4_12_bank == \port$21346$2 [4];
+  assign \$3914  = pe4_12_bank == \port$21351$2 [4];
   assign \$3915  = pe4_12_v & \$3914 ;
-  assign \$3916  = pe4_13_bank == \port$21346$2 [4];
+  assign \$3916  = pe4_13_bank == \port$21351$2 [4];
   assign \$3917  = pe4_13_v & \$3916 ;
   assign \$3918  = | { \$3917 , \$3915 , \$3913 , \$3911 , \$3909 , \$3907 , \$3905 , \$3903 , \$3901 , \$3899 , \$3897 , \$3895 , \$3893 , \$3891 , \$3889 , \$3887 , \$3885 , \$3883 , \$3881  };
   assign \$3919  = \$3879  & \$3918 ;
@@ -41006,147 +41098,147 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$3922  = \$3921  & a_valid;
   assign \$3925  = w_en & w_transpose;
   assign \$3927  = \$3926  & skew4_0_v;
-  assign \$3928  = skew4_0_bank == \port$21346$2 [4];
+  assign \$3928  = skew4_0_bank == \port$21351$2 [4];
   assign \$3929  = \$3927  & \$3928 ;
   assign \$3930  = w_en & w_transpose;
   assign \$3932  = \$3931  & skew4_1_v;
-  assign \$3933  = skew4_1_bank == \port$21346$2 [4];
+  assign \$3933  = skew4_1_bank == \port$21351$2 [4];
   assign \$3934  = \$3932  & \$3933 ;
   assign \$3935  = w_en & w_transpose;
   assign \$3937  = \$3936  & skew4_2_v;
-  assign \$3938  = skew4_2_bank == \port$21346$2 [4];
+  assign \$3938  = skew4_2_bank == \port$21351$2 [4];
   assign \$3939  = \$3937  & \$3938 ;
   assign \$3940  = w_en & w_transpose;
-  assign \$3941  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$3941  = \port$21351$2 [3:0] >= 1'h1;
   assign \$3942  = \$3940  & \$3941 ;
   assign \$3943  = \$3942  & skew4_3_v;
-  assign \$3944  = skew4_3_bank == \port$21346$2 [4];
+  assign \$3944  = skew4_3_bank == \port$21351$2 [4];
   assign \$3945  = \$3943  & \$3944 ;
   assign \$3946  = w_en & w_transpose;
-  assign \$3947  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$3947  = \port$21351$2 [3:0] >= 2'h2;
   assign \$3948  = \$3946  & \$3947 ;
   assign \$3949  = \$3948  & pe4_0_v;
-  assign \$3950  = pe4_0_bank == \port$21346$2 [4];
+  assign \$3950  = pe4_0_bank == \port$21351$2 [4];
   assign \$3951  = \$3949  & \$3950 ;
   assign \$3952  = w_en & w_transpose;
-  assign \$3953  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$3953  = \port$21351$2 [3:0] >= 2'h3;
   assign \$3954  = \$3952  & \$3953 ;
   assign \$3955  = \$3954  & pe4_1_v;
-  assign \$3956  = pe4_1_bank == \port$21346$2 [4];
+  assign \$3956  = pe4_1_bank == \port$21351$2 [4];
   assign \$3957  = \$3955  & \$3956 ;
   assign \$3958  = w_en & w_transpose;
-  assign \$3959  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$3959  = \port$21351$2 [3:0] >= 3'h4;
   assign \$3960  = \$3958  & \$3959 ;
   assign \$3961  = \$3960  & pe4_2_v;
-  assign \$3962  = pe4_2_bank == \port$21346$2 [4];
+  assign \$3962  = pe4_2_bank == \port$21351$2 [4];
   assign \$3963  = \$3961  & \$3962 ;
   assign \$3964  = w_en & w_transpose;
-  assign \$3965  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$3965  = \port$21351$2 [3:0] >= 3'h5;
   assign \$3966  = \$3964  & \$3965 ;
   assign \$3967  = \$3966  & pe4_3_v;
-  assign \$3968  = pe4_3_bank == \port$21346$2 [4];
+  assign \$3968  = pe4_3_bank == \port$21351$2 [4];
   assign \$3969  = \$3967  & \$3968 ;
   assign \$3970  = w_en & w_transpose;
-  assign \$3971  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$3971  = \port$21351$2 [3:0] >= 3'h6;
   assign \$3972  = \$3970  & \$3971 ;
   assign \$3973  = \$3972  & pe4_4_v;
-  assign \$3974  = pe4_4_bank == \port$21346$2 [4];
+  assign \$3974  = pe4_4_bank == \port$21351$2 [4];
   assign \$3975  = \$3973  & \$3974 ;
   assign \$3976  = w_en & w_transpose;
-  assign \$3977  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$3977  = \port$21351$2 [3:0] >= 3'h7;
   assign \$3978  = \$3976  & \$3977 ;
   assign \$3979  = \$3978  & pe4_5_v;
-  assign \$3980  = pe4_5_bank == \port$21346$2 [4];
+  assign \$3980  = pe4_5_bank == \port$21351$2 [4];
   assign \$3981  = \$3979  & \$3980 ;
   assign \$3982  = w_en & w_transpose;
-  assign \$3983  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$3983  = \port$21351$2 [3:0] >= 4'h8;
   assign \$3984  = \$3982  & \$3983 ;
   assign \$3985  = \$3984  & pe4_6_v;
-  assign \$3986  = pe4_6_bank == \port$21346$2 [4];
+  assign \$3986  = pe4_6_bank == \port$21351$2 [4];
   assign \$3987  = \$3985  & \$3986 ;
   assign \$3988  = w_en & w_transpose;
-  assign \$3989  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$3989  = \port$21351$2 [3:0] >= 4'h9;
   assign \$3990  = \$3988  & \$3989 ;
   assign \$3991  = \$3990  & pe4_7_v;
-  assign \$3992  = pe4_7_bank == \port$21346$2 [4];
+  assign \$3992  = pe4_7_bank == \port$21351$2 [4];
   assign \$3993  = \$3991  & \$3992 ;
   assign \$3994  = w_en & w_transpose;
-  assign \$3995  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$3995  = \port$21351$2 [3:0] >= 4'ha;
   assign \$3996  = \$3994  & \$3995 ;
   assign \$3997  = \$3996  & pe4_8_v;
-  assign \$3998  = pe4_8_bank == \port$21346$2 [4];
+  assign \$3998  = pe4_8_bank == \port$21351$2 [4];
   assign \$3999  = \$3997  & \$3998 ;
   assign \$4000  = w_en & w_transpose;
-  assign \$4001  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4001  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4002  = \$4000  & \$4001 ;
   assign \$4003  = \$4002  & pe4_9_v;
-  assign \$4004  = pe4_9_bank == \port$21346$2 [4];
+  assign \$4004  = pe4_9_bank == \port$21351$2 [4];
   assign \$4005  = \$4003  & \$4004 ;
   assign \$4006  = w_en & w_transpose;
-  assign \$4007  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4007  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4008  = \$4006  & \$4007 ;
   assign \$4009  = \$4008  & pe4_10_v;
-  assign \$4010  = pe4_10_bank == \port$21346$2 [4];
+  assign \$4010  = pe4_10_bank == \port$21351$2 [4];
   assign \$4011  = \$4009  & \$4010 ;
   assign \$4012  = w_en & w_transpose;
-  assign \$4013  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4013  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4014  = \$4012  & \$4013 ;
   assign \$4015  = \$4014  & pe4_11_v;
-  assign \$4016  = pe4_11_bank == \port$21346$2 [4];
+  assign \$4016  = pe4_11_bank == \port$21351$2 [4];
   assign \$4017  = \$4015  & \$4016 ;
   assign \$4018  = w_en & w_transpose;
-  assign \$4019  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4019  = \port$21351$2 [3:0] >= 4'he;
   assign \$4020  = \$4018  & \$4019 ;
   assign \$4021  = \$4020  & pe4_12_v;
-  assign \$4022  = pe4_12_bank == \port$21346$2 [4];
+  assign \$4022  = pe4_12_bank == \port$21351$2 [4];
   assign \$4023  = \$4021  & \$4022 ;
   assign \$4024  = w_en & w_transpose;
-  assign \$4025  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4025  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4026  = \$4024  & \$4025 ;
   assign \$4027  = \$4026  & pe4_13_v;
-  assign \$4028  = pe4_13_bank == \port$21346$2 [4];
+  assign \$4028  = pe4_13_bank == \port$21351$2 [4];
   assign \$4029  = \$4027  & \$4028 ;
   assign \$4030  = ~ w_transpose;
   assign \$4031  = w_en & \$4030 ;
-  assign \$4032  = \port$21346$2 [3:0] == 3'h5;
+  assign \$4032  = \port$21351$2 [3:0] == 3'h5;
   assign \$4033  = \$4031  & \$4032 ;
-  assign \$4036  = skew5_0_bank == \port$21346$2 [4];
+  assign \$4036  = skew5_0_bank == \port$21351$2 [4];
   assign \$4037  = skew5_0_v & \$4036 ;
-  assign \$4038  = skew5_1_bank == \port$21346$2 [4];
+  assign \$4038  = skew5_1_bank == \port$21351$2 [4];
   assign \$4039  = skew5_1_v & \$4038 ;
-  assign \$4040  = skew5_2_bank == \port$21346$2 [4];
+  assign \$4040  = skew5_2_bank == \port$21351$2 [4];
   assign \$4041  = skew5_2_v & \$4040 ;
-  assign \$4042  = skew5_3_bank == \port$21346$2 [4];
+  assign \$4042  = skew5_3_bank == \port$21351$2 [4];
   assign \$4043  = skew5_3_v & \$4042 ;
-  assign \$4044  = skew5_4_bank == \port$21346$2 [4];
+  assign \$4044  = skew5_4_bank == \port$21351$2 [4];
   assign \$4045  = skew5_4_v & \$4044 ;
-  assign \$4046  = pe5_0_bank == \port$21346$2 [4];
+  assign \$4046  = pe5_0_bank == \port$21351$2 [4];
   assign \$4047  = pe5_0_v & \$4046 ;
-  assign \$4048  = pe5_1_bank == \port$21346$2 [4];
+  assign \$4048  = pe5_1_bank == \port$21351$2 [4];
   assign \$4049  = pe5_1_v & \$4048 ;
-  assign \$4050  = pe5_2_bank == \port$21346$2 [4];
+  assign \$4050  = pe5_2_bank == \port$21351$2 [4];
   assign \$4051  = pe5_2_v & \$4050 ;
-  assign \$4052  = pe5_3_bank == \port$21346$2 [4];
+  assign \$4052  = pe5_3_bank == \port$21351$2 [4];
   assign \$4053  = pe5_3_v & \$4052 ;
-  assign \$4054  = pe5_4_bank == \port$21346$2 [4];
+  assign \$4054  = pe5_4_bank == \port$21351$2 [4];
   assign \$4055  = pe5_4_v & \$4054 ;
-  assign \$4056  = pe5_5_bank == \port$21346$2 [4];
+  assign \$4056  = pe5_5_bank == \port$21351$2 [4];
   assign \$4057  = pe5_5_v & \$4056 ;
-  assign \$4058  = pe5_6_bank == \port$21346$2 [4];
+  assign \$4058  = pe5_6_bank == \port$21351$2 [4];
   assign \$4059  = pe5_6_v & \$4058 ;
-  assign \$4060  = pe5_7_bank == \port$21346$2 [4];
+  assign \$4060  = pe5_7_bank == \port$21351$2 [4];
   assign \$4061  = pe5_7_v & \$4060 ;
-  assign \$4062  = pe5_8_bank == \port$21346$2 [4];
+  assign \$4062  = pe5_8_bank == \port$21351$2 [4];
   assign \$4063  = pe5_8_v & \$4062 ;
-  assign \$4064  = pe5_9_bank == \port$21346$2 [4];
+  assign \$4064  = pe5_9_bank == \port$21351$2 [4];
   assign \$4065  = pe5_9_v & \$4064 ;
-  assign \$4066  = pe5_10_bank == \port$21346$2 [4];
+  assign \$4066  = pe5_10_bank == \port$21351$2 [4];
   assign \$4067  = pe5_10_v & \$4066 ;
-  assign \$4068  = pe5_11_bank == \port$21346$2 [4];
+  assign \$4068  = pe5_11_bank == \port$21351$2 [4];
   assign \$4069  = pe5_11_v & \$4068 ;
-  assign \$4070  = pe5_12_bank == \port$21346$2 [4];
+  assign \$4070  = pe5_12_bank == \port$21351$2 [4];
   assign \$4071  = pe5_12_v & \$4070 ;
-  assign \$4072  = pe5_13_bank == \port$21346$2 [4];
+  assign \$4072  = pe5_13_bank == \port$21351$2 [4];
   assign \$4073  = pe5_13_v & \$4072 ;
   assign \$4074  = | { \$4073 , \$4071 , \$4069 , \$4067 , \$4065 , \$4063 , \$4061 , \$4059 , \$4057 , \$4055 , \$4053 , \$4051 , \$4049 , \$4047 , \$4045 , \$4043 , \$4041 , \$4039 , \$4037 , \$4035  };
   assign \$4075  = \$4033  & \$4074 ;
@@ -41154,153 +41246,153 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4078  = \$4077  & a_valid;
   assign \$4081  = w_en & w_transpose;
   assign \$4083  = \$4082  & skew5_0_v;
-  assign \$4084  = skew5_0_bank == \port$21346$2 [4];
+  assign \$4084  = skew5_0_bank == \port$21351$2 [4];
   assign \$4085  = \$4083  & \$4084 ;
   assign \$4086  = w_en & w_transpose;
   assign \$4088  = \$4087  & skew5_1_v;
-  assign \$4089  = skew5_1_bank == \port$21346$2 [4];
+  assign \$4089  = skew5_1_bank == \port$21351$2 [4];
   assign \$4090  = \$4088  & \$4089 ;
   assign \$4091  = w_en & w_transpose;
   assign \$4093  = \$4092  & skew5_2_v;
-  assign \$4094  = skew5_2_bank == \port$21346$2 [4];
+  assign \$4094  = skew5_2_bank == \port$21351$2 [4];
   assign \$4095  = \$4093  & \$4094 ;
   assign \$4096  = w_en & w_transpose;
   assign \$4098  = \$4097  & skew5_3_v;
-  assign \$4099  = skew5_3_bank == \port$21346$2 [4];
+  assign \$4099  = skew5_3_bank == \port$21351$2 [4];
   assign \$4100  = \$4098  & \$4099 ;
   assign \$4101  = w_en & w_transpose;
-  assign \$4102  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$4102  = \port$21351$2 [3:0] >= 1'h1;
   assign \$4103  = \$4101  & \$4102 ;
   assign \$4104  = \$4103  & skew5_4_v;
-  assign \$4105  = skew5_4_bank == \port$21346$2 [4];
+  assign \$4105  = skew5_4_bank == \port$21351$2 [4];
   assign \$4106  = \$4104  & \$4105 ;
   assign \$4107  = w_en & w_transpose;
-  assign \$4108  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$4108  = \port$21351$2 [3:0] >= 2'h2;
   assign \$4109  = \$4107  & \$4108 ;
   assign \$4110  = \$4109  & pe5_0_v;
-  assign \$4111  = pe5_0_bank == \port$21346$2 [4];
+  assign \$4111  = pe5_0_bank == \port$21351$2 [4];
   assign \$4112  = \$4110  & \$4111 ;
   assign \$4113  = w_en & w_transpose;
-  assign \$4114  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$4114  = \port$21351$2 [3:0] >= 2'h3;
   assign \$4115  = \$4113  & \$4114 ;
   assign \$4116  = \$4115  & pe5_1_v;
-  assign \$4117  = pe5_1_bank == \port$21346$2 [4];
+  assign \$4117  = pe5_1_bank == \port$21351$2 [4];
   assign \$4118  = \$4116  & \$4117 ;
   assign \$4119  = w_en & w_transpose;
-  assign \$4120  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$4120  = \port$21351$2 [3:0] >= 3'h4;
   assign \$4121  = \$4119  & \$4120 ;
   assign \$4122  = \$4121  & pe5_2_v;
-  assign \$4123  = pe5_2_bank == \port$21346$2 [4];
+  assign \$4123  = pe5_2_bank == \port$21351$2 [4];
   assign \$4124  = \$4122  & \$4123 ;
   assign \$4125  = w_en & w_transpose;
-  assign \$4126  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$4126  = \port$21351$2 [3:0] >= 3'h5;
   assign \$4127  = \$4125  & \$4126 ;
   assign \$4128  = \$4127  & pe5_3_v;
-  assign \$4129  = pe5_3_bank == \port$21346$2 [4];
+  assign \$4129  = pe5_3_bank == \port$21351$2 [4];
   assign \$4130  = \$4128  & \$4129 ;
   assign \$4131  = w_en & w_transpose;
-  assign \$4132  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$4132  = \port$21351$2 [3:0] >= 3'h6;
   assign \$4133  = \$4131  & \$4132 ;
   assign \$4134  = \$4133  & pe5_4_v;
-  assign \$4135  = pe5_4_bank == \port$21346$2 [4];
+  assign \$4135  = pe5_4_bank == \port$21351$2 [4];
   assign \$4136  = \$4134  & \$4135 ;
   assign \$4137  = w_en & w_transpose;
-  assign \$4138  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$4138  = \port$21351$2 [3:0] >= 3'h7;
   assign \$4139  = \$4137  & \$4138 ;
   assign \$4140  = \$4139  & pe5_5_v;
-  assign \$4141  = pe5_5_bank == \port$21346$2 [4];
+  assign \$4141  = pe5_5_bank == \port$21351$2 [4];
   assign \$4142  = \$4140  & \$4141 ;
   assign \$4143  = w_en & w_transpose;
-  assign \$4144  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$4144  = \port$21351$2 [3:0] >= 4'h8;
   assign \$4145  = \$4143  & \$4144 ;
   assign \$4146  = \$4145  & pe5_6_v;
-  assign \$4147  = pe5_6_bank == \port$21346$2 [4];
+  assign \$4147  = pe5_6_bank == \port$21351$2 [4];
   assign \$4148  = \$4146  & \$4147 ;
   assign \$4149  = w_en & w_transpose;
-  assign \$4150  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$4150  = \port$21351$2 [3:0] >= 4'h9;
   assign \$4151  = \$4149  & \$4150 ;
   assign \$4152  = \$4151  & pe5_7_v;
-  assign \$4153  = pe5_7_bank == \port$21346$2 [4];
+  assign \$4153  = pe5_7_bank == \port$21351$2 [4];
   assign \$4154  = \$4152  & \$4153 ;
   assign \$4155  = w_en & w_transpose;
-  assign \$4156  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$4156  = \port$21351$2 [3:0] >= 4'ha;
   assign \$4157  = \$4155  & \$4156 ;
   assign \$4158  = \$4157  & pe5_8_v;
-  assign \$4159  = pe5_8_bank == \port$21346$2 [4];
+  assign \$4159  = pe5_8_bank == \port$21351$2 [4];
   assign \$4160  = \$4158  & \$4159 ;
   assign \$4161  = w_en & w_transpose;
-  assign \$4162  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4162  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4163  = \$4161  & \$4162 ;
   assign \$4164  = \$4163  & pe5_9_v;
-  assign \$4165  = pe5_9_bank == \port$21346$2 [4];
+  assign \$4165  = pe5_9_bank == \port$21351$2 [4];
   assign \$4166  = \$4164  & \$4165 ;
   assign \$4167  = w_en & w_transpose;
-  assign \$4168  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4168  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4169  = \$4167  & \$4168 ;
   assign \$4170  = \$4169  & pe5_10_v;
-  assign \$4171  = pe5_10_bank == \port$21346$2 [4];
+  assign \$4171  = pe5_10_bank == \port$21351$2 [4];
   assign \$4172  = \$4170  & \$4171 ;
   assign \$4173  = w_en & w_transpose;
-  assign \$4174  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4174  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4175  = \$4173  & \$4174 ;
   assign \$4176  = \$4175  & pe5_11_v;
-  assign \$4177  = pe5_11_bank == \port$21346$2 [4];
+  assign \$4177  = pe5_11_bank == \port$21351$2 [4];
   assign \$4178  = \$4176  & \$4177 ;
   assign \$4179  = w_en & w_transpose;
-  assign \$4180  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4180  = \port$21351$2 [3:0] >= 4'he;
   assign \$4181  = \$4179  & \$4180 ;
   assign \$4182  = \$4181  & pe5_12_v;
-  assign \$4183  = pe5_12_bank == \port$21346$2 [4];
+  assign \$4183  = pe5_12_bank == \port$21351$2 [4];
   assign \$4184  = \$4182  & \$4183 ;
   assign \$4185  = w_en & w_transpose;
-  assign \$4186  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4186  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4187  = \$4185  & \$4186 ;
   assign \$4188  = \$4187  & pe5_13_v;
-  assign \$4189  = pe5_13_bank == \port$21346$2 [4];
+  assign \$4189  = pe5_13_bank == \port$21351$2 [4];
   assign \$4190  = \$4188  & \$4189 ;
   assign \$4191  = ~ w_transpose;
   assign \$4192  = w_en & \$4191 ;
-  assign \$4193  = \port$21346$2 [3:0] == 3'h6;
+  assign \$4193  = \port$21351$2 [3:0] == 3'h6;
   assign \$4194  = \$4192  & \$4193 ;
-  assign \$4197  = skew6_0_bank == \port$21346$2 [4];
+  assign \$4197  = skew6_0_bank == \port$21351$2 [4];
   assign \$4198  = skew6_0_v & \$4197 ;
-  assign \$4199  = skew6_1_bank == \port$21346$2 [4];
+  assign \$4199  = skew6_1_bank == \port$21351$2 [4];
   assign \$4200  = skew6_1_v & \$4199 ;
-  assign \$4201  = skew6_2_bank == \port$21346$2 [4];
+  assign \$4201  = skew6_2_bank == \port$21351$2 [4];
   assign \$4202  = skew6_2_v & \$4201 ;
-  assign \$4203  = skew6_3_bank == \port$21346$2 [4];
+  assign \$4203  = skew6_3_bank == \port$21351$2 [4];
   assign \$4204  = skew6_3_v & \$4203 ;
-  assign \$4205  = skew6_4_bank == \port$21346$2 [4];
+  assign \$4205  = skew6_4_bank == \port$21351$2 [4];
   assign \$4206  = skew6_4_v & \$4205 ;
-  assign \$4207  = skew6_5_bank == \port$21346$2 [4];
+  assign \$4207  = skew6_5_bank == \port$21351$2 [4];
   assign \$4208  = skew6_5_v & \$4207 ;
-  assign \$4209  = pe6_0_bank == \port$21346$2 [4];
+  assign \$4209  = pe6_0_bank == \port$21351$2 [4];
   assign \$4210  = pe6_0_v & \$4209 ;
-  assign \$4211  = pe6_1_bank == \port$21346$2 [4];
+  assign \$4211  = pe6_1_bank == \port$21351$2 [4];
   assign \$4212  = pe6_1_v & \$4211 ;
-  assign \$4213  = pe6_2_bank == \port$21346$2 [4];
+  assign \$4213  = pe6_2_bank == \port$21351$2 [4];
   assign \$4214  = pe6_2_v & \$4213 ;
-  assign \$4215  = pe6_3_bank == \port$21346$2 [4];
+  assign \$4215  = pe6_3_bank == \port$21351$2 [4];
   assign \$4216  = pe6_3_v & \$4215 ;
-  assign \$4217  = pe6_4_bank == \port$21346$2 [4];
+  assign \$4217  = pe6_4_bank == \port$21351$2 [4];
   assign \$4218  = pe6_4_v & \$4217 ;
-  assign \$4219  = pe6_5_bank == \port$21346$2 [4];
+  assign \$4219  = pe6_5_bank == \port$21351$2 [4];
   assign \$4220  = pe6_5_v & \$4219 ;
-  assign \$4221  = pe6_6_bank == \port$21346$2 [4];
+  assign \$4221  = pe6_6_bank == \port$21351$2 [4];
   assign \$4222  = pe6_6_v & \$4221 ;
-  assign \$4223  = pe6_7_bank == \port$21346$2 [4];
+  assign \$4223  = pe6_7_bank == \port$21351$2 [4];
   assign \$4224  = pe6_7_v & \$4223 ;
-  assign \$4225  = pe6_8_bank == \port$21346$2 [4];
+  assign \$4225  = pe6_8_bank == \port$21351$2 [4];
   assign \$4226  = pe6_8_v & \$4225 ;
-  assign \$4227  = pe6_9_bank == \port$21346$2 [4];
+  assign \$4227  = pe6_9_bank == \port$21351$2 [4];
   assign \$4228  = pe6_9_v & \$4227 ;
-  assign \$4229  = pe6_10_bank == \port$21346$2 [4];
+  assign \$4229  = pe6_10_bank == \port$21351$2 [4];
   assign \$4230  = pe6_10_v & \$4229 ;
-  assign \$4231  = pe6_11_bank == \port$21346$2 [4];
+  assign \$4231  = pe6_11_bank == \port$21351$2 [4];
   assign \$4232  = pe6_11_v & \$4231 ;
-  assign \$4233  = pe6_12_bank == \port$21346$2 [4];
+  assign \$4233  = pe6_12_bank == \port$21351$2 [4];
   assign \$4234  = pe6_12_v & \$4233 ;
-  assign \$4235  = pe6_13_bank == \port$21346$2 [4];
+  assign \$4235  = pe6_13_bank == \port$21351$2 [4];
   assign \$4236  = pe6_13_v & \$4235 ;
   assign \$4237  = | { \$4236 , \$4234 , \$4232 , \$4230 , \$4228 , \$4226 , \$4224 , \$4222 , \$4220 , \$4218 , \$4216 , \$4214 , \$4212 , \$4210 , \$4208 , \$4206 , \$4204 , \$4202 , \$4200 , \$4198 , \$4196  };
   assign \$4238  = \$4194  & \$4237 ;
@@ -41308,159 +41400,159 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4241  = \$4240  & a_valid;
   assign \$4244  = w_en & w_transpose;
   assign \$4246  = \$4245  & skew6_0_v;
-  assign \$4247  = skew6_0_bank == \port$21346$2 [4];
+  assign \$4247  = skew6_0_bank == \port$21351$2 [4];
   assign \$4248  = \$4246  & \$4247 ;
   assign \$4249  = w_en & w_transpose;
   assign \$4251  = \$4250  & skew6_1_v;
-  assign \$4252  = skew6_1_bank == \port$21346$2 [4];
+  assign \$4252  = skew6_1_bank == \port$21351$2 [4];
   assign \$4253  = \$4251  & \$4252 ;
   assign \$4254  = w_en & w_transpose;
   assign \$4256  = \$4255  & skew6_2_v;
-  assign \$4257  = skew6_2_bank == \port$21346$2 [4];
+  assign \$4257  = skew6_2_bank == \port$21351$2 [4];
   assign \$4258  = \$4256  & \$4257 ;
   assign \$4259  = w_en & w_transpose;
   assign \$4261  = \$4260  & skew6_3_v;
-  assign \$4262  = skew6_3_bank == \port$21346$2 [4];
+  assign \$4262  = skew6_3_bank == \port$21351$2 [4];
   assign \$4263  = \$4261  & \$4262 ;
   assign \$4264  = w_en & w_transpose;
   assign \$4266  = \$4265  & skew6_4_v;
-  assign \$4267  = skew6_4_bank == \port$21346$2 [4];
+  assign \$4267  = skew6_4_bank == \port$21351$2 [4];
   assign \$4268  = \$4266  & \$4267 ;
   assign \$4269  = w_en & w_transpose;
-  assign \$4270  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$4270  = \port$21351$2 [3:0] >= 1'h1;
   assign \$4271  = \$4269  & \$4270 ;
   assign \$4272  = \$4271  & skew6_5_v;
-  assign \$4273  = skew6_5_bank == \port$21346$2 [4];
+  assign \$4273  = skew6_5_bank == \port$21351$2 [4];
   assign \$4274  = \$4272  & \$4273 ;
   assign \$4275  = w_en & w_transpose;
-  assign \$4276  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$4276  = \port$21351$2 [3:0] >= 2'h2;
   assign \$4277  = \$4275  & \$4276 ;
   assign \$4278  = \$4277  & pe6_0_v;
-  assign \$4279  = pe6_0_bank == \port$21346$2 [4];
+  assign \$4279  = pe6_0_bank == \port$21351$2 [4];
   assign \$4280  = \$4278  & \$4279 ;
   assign \$4281  = w_en & w_transpose;
-  assign \$4282  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$4282  = \port$21351$2 [3:0] >= 2'h3;
   assign \$4283  = \$4281  & \$4282 ;
   assign \$4284  = \$4283  & pe6_1_v;
-  assign \$4285  = pe6_1_bank == \port$21346$2 [4];
+  assign \$4285  = pe6_1_bank == \port$21351$2 [4];
   assign \$4286  = \$4284  & \$4285 ;
   assign \$4287  = w_en & w_transpose;
-  assign \$4288  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$4288  = \port$21351$2 [3:0] >= 3'h4;
   assign \$4289  = \$4287  & \$4288 ;
   assign \$4290  = \$4289  & pe6_2_v;
-  assign \$4291  = pe6_2_bank == \port$21346$2 [4];
+  assign \$4291  = pe6_2_bank == \port$21351$2 [4];
   assign \$4292  = \$4290  & \$4291 ;
   assign \$4293  = w_en & w_transpose;
-  assign \$4294  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$4294  = \port$21351$2 [3:0] >= 3'h5;
   assign \$4295  = \$4293  & \$4294 ;
   assign \$4296  = \$4295  & pe6_3_v;
-  assign \$4297  = pe6_3_bank == \port$21346$2 [4];
+  assign \$4297  = pe6_3_bank == \port$21351$2 [4];
   assign \$4298  = \$4296  & \$4297 ;
   assign \$4299  = w_en & w_transpose;
-  assign \$4300  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$4300  = \port$21351$2 [3:0] >= 3'h6;
   assign \$4301  = \$4299  & \$4300 ;
   assign \$4302  = \$4301  & pe6_4_v;
-  assign \$4303  = pe6_4_bank == \port$21346$2 [4];
+  assign \$4303  = pe6_4_bank == \port$21351$2 [4];
   assign \$4304  = \$4302  & \$4303 ;
   assign \$4305  = w_en & w_transpose;
-  assign \$4306  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$4306  = \port$21351$2 [3:0] >= 3'h7;
   assign \$4307  = \$4305  & \$4306 ;
   assign \$4308  = \$4307  & pe6_5_v;
-  assign \$4309  = pe6_5_bank == \port$21346$2 [4];
+  assign \$4309  = pe6_5_bank == \port$21351$2 [4];
   assign \$4310  = \$4308  & \$4309 ;
   assign \$4311  = w_en & w_transpose;
-  assign \$4312  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$4312  = \port$21351$2 [3:0] >= 4'h8;
   assign \$4313  = \$4311  & \$4312 ;
   assign \$4314  = \$4313  & pe6_6_v;
-  assign \$4315  = pe6_6_bank == \port$21346$2 [4];
+  assign \$4315  = pe6_6_bank == \port$21351$2 [4];
   assign \$4316  = \$4314  & \$4315 ;
   assign \$4317  = w_en & w_transpose;
-  assign \$4318  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$4318  = \port$21351$2 [3:0] >= 4'h9;
   assign \$4319  = \$4317  & \$4318 ;
   assign \$4320  = \$4319  & pe6_7_v;
-  assign \$4321  = pe6_7_bank == \port$21346$2 [4];
+  assign \$4321  = pe6_7_bank == \port$21351$2 [4];
   assign \$4322  = \$4320  & \$4321 ;
   assign \$4323  = w_en & w_transpose;
-  assign \$4324  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$4324  = \port$21351$2 [3:0] >= 4'ha;
   assign \$4325  = \$4323  & \$4324 ;
   assign \$4326  = \$4325  & pe6_8_v;
-  assign \$4327  = pe6_8_bank == \port$21346$2 [4];
+  assign \$4327  = pe6_8_bank == \port$21351$2 [4];
   assign \$4328  = \$4326  & \$4327 ;
   assign \$4329  = w_en & w_transpose;
-  assign \$4330  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4330  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4331  = \$4329  & \$4330 ;
   assign \$4332  = \$4331  & pe6_9_v;
-  assign \$4333  = pe6_9_bank == \port$21346$2 [4];
+  assign \$4333  = pe6_9_bank == \port$21351$2 [4];
   assign \$4334  = \$4332  & \$4333 ;
   assign \$4335  = w_en & w_transpose;
-  assign \$4336  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4336  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4337  = \$4335  & \$4336 ;
   assign \$4338  = \$4337  & pe6_10_v;
-  assign \$4339  = pe6_10_bank == \port$21346$2 [4];
+  assign \$4339  = pe6_10_bank == \port$21351$2 [4];
   assign \$4340  = \$4338  & \$4339 ;
   assign \$4341  = w_en & w_transpose;
-  assign \$4342  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4342  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4343  = \$4341  & \$4342 ;
   assign \$4344  = \$4343  & pe6_11_v;
-  assign \$4345  = pe6_11_bank == \port$21346$2 [4];
+  assign \$4345  = pe6_11_bank == \port$21351$2 [4];
   assign \$4346  = \$4344  & \$4345 ;
   assign \$4347  = w_en & w_transpose;
-  assign \$4348  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4348  = \port$21351$2 [3:0] >= 4'he;
   assign \$4349  = \$4347  & \$4348 ;
   assign \$4350  = \$4349  & pe6_12_v;
-  assign \$4351  = pe6_12_bank == \port$21346$2 [4];
+  assign \$4351  = pe6_12_bank == \port$21351$2 [4];
   assign \$4352  = \$4350  & \$4351 ;
   assign \$4353  = w_en & w_transpose;
-  assign \$4354  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4354  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4355  = \$4353  & \$4354 ;
   assign \$4356  = \$4355  & pe6_13_v;
-  assign \$4357  = pe6_13_bank == \port$21346$2 [4];
+  assign \$4357  = pe6_13_bank == \port$21351$2 [4];
   assign \$4358  = \$4356  & \$4357 ;
   assign \$4359  = ~ w_transpose;
   assign \$4360  = w_en & \$4359 ;
-  assign \$4361  = \port$21346$2 [3:0] == 3'h7;
+  assign \$4361  = \port$21351$2 [3:0] == 3'h7;
   assign \$4362  = \$4360  & \$4361 ;
-  assign \$4365  = skew7_0_bank == \port$21346$2 [4];
+  assign \$4365  = skew7_0_bank == \port$21351$2 [4];
   assign \$4366  = skew7_0_v & \$4365 ;
-  assign \$4367  = skew7_1_bank == \port$21346$2 [4];
+  assign \$4367  = skew7_1_bank == \port$21351$2 [4];
   assign \$4368  = skew7_1_v & \$4367 ;
-  assign \$4369  = skew7_2_bank == \port$21346$2 [4];
+  assign \$4369  = skew7_2_bank == \port$21351$2 [4];
   assign \$4370  = skew7_2_v & \$4369 ;
-  assign \$4371  = skew7_3_bank == \port$21346$2 [4];
+  assign \$4371  = skew7_3_bank == \port$21351$2 [4];
   assign \$4372  = skew7_3_v & \$4371 ;
-  assign \$4373  = skew7_4_bank == \port$21346$2 [4];
+  assign \$4373  = skew7_4_bank == \port$21351$2 [4];
   assign \$4374  = skew7_4_v & \$4373 ;
-  assign \$4375  = skew7_5_bank == \port$21346$2 [4];
+  assign \$4375  = skew7_5_bank == \port$21351$2 [4];
   assign \$4376  = skew7_5_v & \$4375 ;
-  assign \$4377  = skew7_6_bank == \port$21346$2 [4];
+  assign \$4377  = skew7_6_bank == \port$21351$2 [4];
   assign \$4378  = skew7_6_v & \$4377 ;
-  assign \$4379  = pe7_0_bank == \port$21346$2 [4];
+  assign \$4379  = pe7_0_bank == \port$21351$2 [4];
   assign \$4380  = pe7_0_v & \$4379 ;
-  assign \$4381  = pe7_1_bank == \port$21346$2 [4];
+  assign \$4381  = pe7_1_bank == \port$21351$2 [4];
   assign \$4382  = pe7_1_v & \$4381 ;
-  assign \$4383  = pe7_2_bank == \port$21346$2 [4];
+  assign \$4383  = pe7_2_bank == \port$21351$2 [4];
   assign \$4384  = pe7_2_v & \$4383 ;
-  assign \$4385  = pe7_3_bank == \port$21346$2 [4];
+  assign \$4385  = pe7_3_bank == \port$21351$2 [4];
   assign \$4386  = pe7_3_v & \$4385 ;
-  assign \$4387  = pe7_4_bank == \port$21346$2 [4];
+  assign \$4387  = pe7_4_bank == \port$21351$2 [4];
   assign \$4388  = pe7_4_v & \$4387 ;
-  assign \$4389  = pe7_5_bank == \port$21346$2 [4];
+  assign \$4389  = pe7_5_bank == \port$21351$2 [4];
   assign \$4390  = pe7_5_v & \$4389 ;
-  assign \$4391  = pe7_6_bank == \port$21346$2 [4];
+  assign \$4391  = pe7_6_bank == \port$21351$2 [4];
   assign \$4392  = pe7_6_v & \$4391 ;
-  assign \$4393  = pe7_7_bank == \port$21346$2 [4];
+  assign \$4393  = pe7_7_bank == \port$21351$2 [4];
   assign \$4394  = pe7_7_v & \$4393 ;
-  assign \$4395  = pe7_8_bank == \port$21346$2 [4];
+  assign \$4395  = pe7_8_bank == \port$21351$2 [4];
   assign \$4396  = pe7_8_v & \$4395 ;
-  assign \$4397  = pe7_9_bank == \port$21346$2 [4];
+  assign \$4397  = pe7_9_bank == \port$21351$2 [4];
   assign \$4398  = pe7_9_v & \$4397 ;
-  assign \$4399  = pe7_10_bank == \port$21346$2 [4];
+  assign \$4399  = pe7_10_bank == \port$21351$2 [4];
   assign \$4400  = pe7_10_v & \$4399 ;
-  assign \$4401  = pe7_11_bank == \port$21346$2 [4];
+  assign \$4401  = pe7_11_bank == \port$21351$2 [4];
   assign \$4402  = pe7_11_v & \$4401 ;
-  assign \$4403  = pe7_12_bank == \port$21346$2 [4];
+  assign \$4403  = pe7_12_bank == \port$21351$2 [4];
   assign \$4404  = pe7_12_v & \$4403 ;
-  assign \$4405  = pe7_13_bank == \port$21346$2 [4];
+  assign \$4405  = pe7_13_bank == \port$21351$2 [4];
   assign \$4406  = pe7_13_v & \$4405 ;
   assign \$4407  = | { \$4406 , \$4404 , \$4402 , \$4400 , \$4398 , \$4396 , \$4394 , \$4392 , \$4390 , \$4388 , \$4386 , \$4384 , \$4382 , \$4380 , \$4378 , \$4376 , \$4374 , \$4372 , \$4370 , \$4368 , \$4366 , \$4364  };
   assign \$4408  = \$4362  & \$4407 ;
@@ -41468,165 +41560,165 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4411  = \$4410  & a_valid;
   assign \$4414  = w_en & w_transpose;
   assign \$4416  = \$4415  & skew7_0_v;
-  assign \$4417  = skew7_0_bank == \port$21346$2 [4];
+  assign \$4417  = skew7_0_bank == \port$21351$2 [4];
   assign \$4418  = \$4416  & \$4417 ;
   assign \$4419  = w_en & w_transpose;
   assign \$4421  = \$4420  & skew7_1_v;
-  assign \$4422  = skew7_1_bank == \port$21346$2 [4];
+  assign \$4422  = skew7_1_bank == \port$21351$2 [4];
   assign \$4423  = \$4421  & \$4422 ;
   assign \$4424  = w_en & w_transpose;
   assign \$4426  = \$4425  & skew7_2_v;
-  assign \$4427  = skew7_2_bank == \port$21346$2 [4];
+  assign \$4427  = skew7_2_bank == \port$21351$2 [4];
   assign \$4428  = \$4426  & \$4427 ;
   assign \$4429  = w_en & w_transpose;
   assign \$4431  = \$4430  & skew7_3_v;
-  assign \$4432  = skew7_3_bank == \port$21346$2 [4];
+  assign \$4432  = skew7_3_bank == \port$21351$2 [4];
   assign \$4433  = \$4431  & \$4432 ;
   assign \$4434  = w_en & w_transpose;
   assign \$4436  = \$4435  & skew7_4_v;
-  assign \$4437  = skew7_4_bank == \port$21346$2 [4];
+  assign \$4437  = skew7_4_bank == \port$21351$2 [4];
   assign \$4438  = \$4436  & \$4437 ;
   assign \$4439  = w_en & w_transpose;
   assign \$4441  = \$4440  & skew7_5_v;
-  assign \$4442  = skew7_5_bank == \port$21346$2 [4];
+  assign \$4442  = skew7_5_bank == \port$21351$2 [4];
   assign \$4443  = \$4441  & \$4442 ;
   assign \$4444  = w_en & w_transpose;
-  assign \$4445  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$4445  = \port$21351$2 [3:0] >= 1'h1;
   assign \$4446  = \$4444  & \$4445 ;
   assign \$4447  = \$4446  & skew7_6_v;
-  assign \$4448  = skew7_6_bank == \port$21346$2 [4];
+  assign \$4448  = skew7_6_bank == \port$21351$2 [4];
   assign \$4449  = \$4447  & \$4448 ;
   assign \$4450  = w_en & w_transpose;
-  assign \$4451  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$4451  = \port$21351$2 [3:0] >= 2'h2;
   assign \$4452  = \$4450  & \$4451 ;
   assign \$4453  = \$4452  & pe7_0_v;
-  assign \$4454  = pe7_0_bank == \port$21346$2 [4];
+  assign \$4454  = pe7_0_bank == \port$21351$2 [4];
   assign \$4455  = \$4453  & \$4454 ;
   assign \$4456  = w_en & w_transpose;
-  assign \$4457  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$4457  = \port$21351$2 [3:0] >= 2'h3;
   assign \$4458  = \$4456  & \$4457 ;
   assign \$4459  = \$4458  & pe7_1_v;
-  assign \$4460  = pe7_1_bank == \port$21346$2 [4];
+  assign \$4460  = pe7_1_bank == \port$21351$2 [4];
   assign \$4461  = \$4459  & \$4460 ;
   assign \$4462  = w_en & w_transpose;
-  assign \$4463  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$4463  = \port$21351$2 [3:0] >= 3'h4;
   assign \$4464  = \$4462  & \$4463 ;
   assign \$4465  = \$4464  & pe7_2_v;
-  assign \$4466  = pe7_2_bank == \port$21346$2 [4];
+  assign \$4466  = pe7_2_bank == \port$21351$2 [4];
   assign \$4467  = \$4465  & \$4466 ;
   assign \$4468  = w_en & w_transpose;
-  assign \$4469  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$4469  = \port$21351$2 [3:0] >= 3'h5;
   assign \$4470  = \$4468  & \$4469 ;
   assign \$4471  = \$4470  & pe7_3_v;
-  assign \$4472  = pe7_3_bank == \port$21346$2 [4];
+  assign \$4472  = pe7_3_bank == \port$21351$2 [4];
   assign \$4473  = \$4471  & \$4472 ;
   assign \$4474  = w_en & w_transpose;
-  assign \$4475  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$4475  = \port$21351$2 [3:0] >= 3'h6;
   assign \$4476  = \$4474  & \$4475 ;
   assign \$4477  = \$4476  & pe7_4_v;
-  assign \$4478  = pe7_4_bank == \port$21346$2 [4];
+  assign \$4478  = pe7_4_bank == \port$21351$2 [4];
   assign \$4479  = \$4477  & \$4478 ;
   assign \$4480  = w_en & w_transpose;
-  assign \$4481  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$4481  = \port$21351$2 [3:0] >= 3'h7;
   assign \$4482  = \$4480  & \$4481 ;
   assign \$4483  = \$4482  & pe7_5_v;
-  assign \$4484  = pe7_5_bank == \port$21346$2 [4];
+  assign \$4484  = pe7_5_bank == \port$21351$2 [4];
   assign \$4485  = \$4483  & \$4484 ;
   assign \$4486  = w_en & w_transpose;
-  assign \$4487  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$4487  = \port$21351$2 [3:0] >= 4'h8;
   assign \$4488  = \$4486  & \$4487 ;
   assign \$4489  = \$4488  & pe7_6_v;
-  assign \$4490  = pe7_6_bank == \port$21346$2 [4];
+  assign \$4490  = pe7_6_bank == \port$21351$2 [4];
   assign \$4491  = \$4489  & \$4490 ;
   assign \$4492  = w_en & w_transpose;
-  assign \$4493  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$4493  = \port$21351$2 [3:0] >= 4'h9;
   assign \$4494  = \$4492  & \$4493 ;
   assign \$4495  = \$4494  & pe7_7_v;
-  assign \$4496  = pe7_7_bank == \port$21346$2 [4];
+  assign \$4496  = pe7_7_bank == \port$21351$2 [4];
   assign \$4497  = \$4495  & \$4496 ;
   assign \$4498  = w_en & w_transpose;
-  assign \$4499  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$4499  = \port$21351$2 [3:0] >= 4'ha;
   assign \$4500  = \$4498  & \$4499 ;
   assign \$4501  = \$4500  & pe7_8_v;
-  assign \$4502  = pe7_8_bank == \port$21346$2 [4];
+  assign \$4502  = pe7_8_bank == \port$21351$2 [4];
   assign \$4503  = \$4501  & \$4502 ;
   assign \$4504  = w_en & w_transpose;
-  assign \$4505  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4505  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4506  = \$4504  & \$4505 ;
   assign \$4507  = \$4506  & pe7_9_v;
-  assign \$4508  = pe7_9_bank == \port$21346$2 [4];
+  assign \$4508  = pe7_9_bank == \port$21351$2 [4];
   assign \$4509  = \$4507  & \$4508 ;
   assign \$4510  = w_en & w_transpose;
-  assign \$4511  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4511  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4512  = \$4510  & \$4511 ;
   assign \$4513  = \$4512  & pe7_10_v;
-  assign \$4514  = pe7_10_bank == \port$21346$2 [4];
+  assign \$4514  = pe7_10_bank == \port$21351$2 [4];
   assign \$4515  = \$4513  & \$4514 ;
   assign \$4516  = w_en & w_transpose;
-  assign \$4517  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4517  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4518  = \$4516  & \$4517 ;
   assign \$4519  = \$4518  & pe7_11_v;
-  assign \$4520  = pe7_11_bank == \port$21346$2 [4];
+  assign \$4520  = pe7_11_bank == \port$21351$2 [4];
   assign \$4521  = \$4519  & \$4520 ;
   assign \$4522  = w_en & w_transpose;
-  assign \$4523  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4523  = \port$21351$2 [3:0] >= 4'he;
   assign \$4524  = \$4522  & \$4523 ;
   assign \$4525  = \$4524  & pe7_12_v;
-  assign \$4526  = pe7_12_bank == \port$21346$2 [4];
+  assign \$4526  = pe7_12_bank == \port$21351$2 [4];
   assign \$4527  = \$4525  & \$4526 ;
   assign \$4528  = w_en & w_transpose;
-  assign \$4529  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4529  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4530  = \$4528  & \$4529 ;
   assign \$4531  = \$4530  & pe7_13_v;
-  assign \$4532  = pe7_13_bank == \port$21346$2 [4];
+  assign \$4532  = pe7_13_bank == \port$21351$2 [4];
   assign \$4533  = \$4531  & \$4532 ;
   assign \$4534  = ~ w_transpose;
   assign \$4535  = w_en & \$4534 ;
-  assign \$4536  = \port$21346$2 [3:0] == 4'h8;
+  assign \$4536  = \port$21351$2 [3:0] == 4'h8;
   assign \$4537  = \$4535  & \$4536 ;
-  assign \$4540  = skew8_0_bank == \port$21346$2 [4];
+  assign \$4540  = skew8_0_bank == \port$21351$2 [4];
   assign \$4541  = skew8_0_v & \$4540 ;
-  assign \$4542  = skew8_1_bank == \port$21346$2 [4];
+  assign \$4542  = skew8_1_bank == \port$21351$2 [4];
   assign \$4543  = skew8_1_v & \$4542 ;
-  assign \$4544  = skew8_2_bank == \port$21346$2 [4];
+  assign \$4544  = skew8_2_bank == \port$21351$2 [4];
   assign \$4545  = skew8_2_v & \$4544 ;
-  assign \$4546  = skew8_3_bank == \port$21346$2 [4];
+  assign \$4546  = skew8_3_bank == \port$21351$2 [4];
   assign \$4547  = skew8_3_v & \$4546 ;
-  assign \$4548  = skew8_4_bank == \port$21346$2 [4];
+  assign \$4548  = skew8_4_bank == \port$21351$2 [4];
   assign \$4549  = skew8_4_v & \$4548 ;
-  assign \$4550  = skew8_5_bank == \port$21346$2 [4];
+  assign \$4550  = skew8_5_bank == \port$21351$2 [4];
   assign \$4551  = skew8_5_v & \$4550 ;
-  assign \$4552  = skew8_6_bank == \port$21346$2 [4];
+  assign \$4552  = skew8_6_bank == \port$21351$2 [4];
   assign \$4553  = skew8_6_v & \$4552 ;
-  assign \$4554  = skew8_7_bank == \port$21346$2 [4];
+  assign \$4554  = skew8_7_bank == \port$21351$2 [4];
   assign \$4555  = skew8_7_v & \$4554 ;
-  assign \$4556  = pe8_0_bank == \port$21346$2 [4];
+  assign \$4556  = pe8_0_bank == \port$21351$2 [4];
   assign \$4557  = pe8_0_v & \$4556 ;
-  assign \$4558  = pe8_1_bank == \port$21346$2 [4];
+  assign \$4558  = pe8_1_bank == \port$21351$2 [4];
   assign \$4559  = pe8_1_v & \$4558 ;
-  assign \$4560  = pe8_2_bank == \port$21346$2 [4];
+  assign \$4560  = pe8_2_bank == \port$21351$2 [4];
   assign \$4561  = pe8_2_v & \$4560 ;
-  assign \$4562  = pe8_3_bank == \port$21346$2 [4];
+  assign \$4562  = pe8_3_bank == \port$21351$2 [4];
   assign \$4563  = pe8_3_v & \$4562 ;
-  assign \$4564  = pe8_4_bank == \port$21346$2 [4];
+  assign \$4564  = pe8_4_bank == \port$21351$2 [4];
   assign \$4565  = pe8_4_v & \$4564 ;
-  assign \$4566  = pe8_5_bank == \port$21346$2 [4];
+  assign \$4566  = pe8_5_bank == \port$21351$2 [4];
   assign \$4567  = pe8_5_v & \$4566 ;
-  assign \$4568  = pe8_6_bank == \port$21346$2 [4];
+  assign \$4568  = pe8_6_bank == \port$21351$2 [4];
   assign \$4569  = pe8_6_v & \$4568 ;
-  assign \$4570  = pe8_7_bank == \port$21346$2 [4];
+  assign \$4570  = pe8_7_bank == \port$21351$2 [4];
   assign \$4571  = pe8_7_v & \$4570 ;
-  assign \$4572  = pe8_8_bank == \port$21346$2 [4];
+  assign \$4572  = pe8_8_bank == \port$21351$2 [4];
   assign \$4573  = pe8_8_v & \$4572 ;
-  assign \$4574  = pe8_9_bank == \port$21346$2 [4];
+  assign \$4574  = pe8_9_bank == \port$21351$2 [4];
   assign \$4575  = pe8_9_v & \$4574 ;
-  assign \$4576  = pe8_10_bank == \port$21346$2 [4];
+  assign \$4576  = pe8_10_bank == \port$21351$2 [4];
   assign \$4577  = pe8_10_v & \$4576 ;
-  assign \$4578  = pe8_11_bank == \port$21346$2 [4];
+  assign \$4578  = pe8_11_bank == \port$21351$2 [4];
   assign \$4579  = pe8_11_v & \$4578 ;
-  assign \$4580  = pe8_12_bank == \port$21346$2 [4];
+  assign \$4580  = pe8_12_bank == \port$21351$2 [4];
   assign \$4581  = pe8_12_v & \$4580 ;
-  assign \$4582  = pe8_13_bank == \port$21346$2 [4];
+  assign \$4582  = pe8_13_bank == \port$21351$2 [4];
   assign \$4583  = pe8_13_v & \$4582 ;
   assign \$4584  = | { \$4583 , \$4581 , \$4579 , \$4577 , \$4575 , \$4573 , \$4571 , \$4569 , \$4567 , \$4565 , \$4563 , \$4561 , \$4559 , \$4557 , \$4555 , \$4553 , \$4551 , \$4549 , \$4547 , \$4545 , \$4543 , \$4541 , \$4539  };
   assign \$4585  = \$4537  & \$4584 ;
@@ -41634,171 +41726,171 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4588  = \$4587  & a_valid;
   assign \$4591  = w_en & w_transpose;
   assign \$4593  = \$4592  & skew8_0_v;
-  assign \$4594  = skew8_0_bank == \port$21346$2 [4];
+  assign \$4594  = skew8_0_bank == \port$21351$2 [4];
   assign \$4595  = \$4593  & \$4594 ;
   assign \$4596  = w_en & w_transpose;
   assign \$4598  = \$4597  & skew8_1_v;
-  assign \$4599  = skew8_1_bank == \port$21346$2 [4];
+  assign \$4599  = skew8_1_bank == \port$21351$2 [4];
   assign \$4600  = \$4598  & \$4599 ;
   assign \$4601  = w_en & w_transpose;
   assign \$4603  = \$4602  & skew8_2_v;
-  assign \$4604  = skew8_2_bank == \port$21346$2 [4];
+  assign \$4604  = skew8_2_bank == \port$21351$2 [4];
   assign \$4605  = \$4603  & \$4604 ;
   assign \$4606  = w_en & w_transpose;
   assign \$4608  = \$4607  & skew8_3_v;
-  assign \$4609  = skew8_3_bank == \port$21346$2 [4];
+  assign \$4609  = skew8_3_bank == \port$21351$2 [4];
   assign \$4610  = \$4608  & \$4609 ;
   assign \$4611  = w_en & w_transpose;
   assign \$4613  = \$4612  & skew8_4_v;
-  assign \$4614  = skew8_4_bank == \port$21346$2 [4];
+  assign \$4614  = skew8_4_bank == \port$21351$2 [4];
   assign \$4615  = \$4613  & \$4614 ;
   assign \$4616  = w_en & w_transpose;
   assign \$4618  = \$4617  & skew8_5_v;
-  assign \$4619  = skew8_5_bank == \port$21346$2 [4];
+  assign \$4619  = skew8_5_bank == \port$21351$2 [4];
   assign \$4620  = \$4618  & \$4619 ;
   assign \$4621  = w_en & w_transpose;
   assign \$4623  = \$4622  & skew8_6_v;
-  assign \$4624  = skew8_6_bank == \port$21346$2 [4];
+  assign \$4624  = skew8_6_bank == \port$21351$2 [4];
   assign \$4625  = \$4623  & \$4624 ;
   assign \$4626  = w_en & w_transpose;
-  assign \$4627  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$4627  = \port$21351$2 [3:0] >= 1'h1;
   assign \$4628  = \$4626  & \$4627 ;
   assign \$4629  = \$4628  & skew8_7_v;
-  assign \$4630  = skew8_7_bank == \port$21346$2 [4];
+  assign \$4630  = skew8_7_bank == \port$21351$2 [4];
   assign \$4631  = \$4629  & \$4630 ;
   assign \$4632  = w_en & w_transpose;
-  assign \$4633  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$4633  = \port$21351$2 [3:0] >= 2'h2;
   assign \$4634  = \$4632  & \$4633 ;
   assign \$4635  = \$4634  & pe8_0_v;
-  assign \$4636  = pe8_0_bank == \port$21346$2 [4];
+  assign \$4636  = pe8_0_bank == \port$21351$2 [4];
   assign \$4637  = \$4635  & \$4636 ;
   assign \$4638  = w_en & w_transpose;
-  assign \$4639  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$4639  = \port$21351$2 [3:0] >= 2'h3;
   assign \$4640  = \$4638  & \$4639 ;
   assign \$4641  = \$4640  & pe8_1_v;
-  assign \$4642  = pe8_1_bank == \port$21346$2 [4];
+  assign \$4642  = pe8_1_bank == \port$21351$2 [4];
   assign \$4643  = \$4641  & \$4642 ;
   assign \$4644  = w_en & w_transpose;
-  assign \$4645  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$4645  = \port$21351$2 [3:0] >= 3'h4;
   assign \$4646  = \$4644  & \$4645 ;
   assign \$4647  = \$4646  & pe8_2_v;
-  assign \$4648  = pe8_2_bank == \port$21346$2 [4];
+  assign \$4648  = pe8_2_bank == \port$21351$2 [4];
   assign \$4649  = \$4647  & \$4648 ;
   assign \$4650  = w_en & w_transpose;
-  assign \$4651  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$4651  = \port$21351$2 [3:0] >= 3'h5;
   assign \$4652  = \$4650  & \$4651 ;
   assign \$4653  = \$4652  & pe8_3_v;
-  assign \$4654  = pe8_3_bank == \port$21346$2 [4];
+  assign \$4654  = pe8_3_bank == \port$21351$2 [4];
   assign \$4655  = \$4653  & \$4654 ;
   assign \$4656  = w_en & w_transpose;
-  assign \$4657  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$4657  = \port$21351$2 [3:0] >= 3'h6;
   assign \$4658  = \$4656  & \$4657 ;
   assign \$4659  = \$4658  & pe8_4_v;
-  assign \$4660  = pe8_4_bank == \port$21346$2 [4];
+  assign \$4660  = pe8_4_bank == \port$21351$2 [4];
   assign \$4661  = \$4659  & \$4660 ;
   assign \$4662  = w_en & w_transpose;
-  assign \$4663  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$4663  = \port$21351$2 [3:0] >= 3'h7;
   assign \$4664  = \$4662  & \$4663 ;
   assign \$4665  = \$4664  & pe8_5_v;
-  assign \$4666  = pe8_5_bank == \port$21346$2 [4];
+  assign \$4666  = pe8_5_bank == \port$21351$2 [4];
   assign \$4667  = \$4665  & \$4666 ;
   assign \$4668  = w_en & w_transpose;
-  assign \$4669  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$4669  = \port$21351$2 [3:0] >= 4'h8;
   assign \$4670  = \$4668  & \$4669 ;
   assign \$4671  = \$4670  & pe8_6_v;
-  assign \$4672  = pe8_6_bank == \port$21346$2 [4];
+  assign \$4672  = pe8_6_bank == \port$21351$2 [4];
   assign \$4673  = \$4671  & \$4672 ;
   assign \$4674  = w_en & w_transpose;
-  assign \$4675  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$4675  = \port$21351$2 [3:0] >= 4'h9;
   assign \$4676  = \$4674  & \$4675 ;
   assign \$4677  = \$4676  & pe8_7_v;
-  assign \$4678  = pe8_7_bank == \port$21346$2 [4];
+  assign \$4678  = pe8_7_bank == \port$21351$2 [4];
   assign \$4679  = \$4677  & \$4678 ;
   assign \$4680  = w_en & w_transpose;
-  assign \$4681  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$4681  = \port$21351$2 [3:0] >= 4'ha;
   assign \$4682  = \$4680  & \$4681 ;
   assign \$4683  = \$4682  & pe8_8_v;
-  assign \$4684  = pe8_8_bank == \port$21346$2 [4];
+  assign \$4684  = pe8_8_bank == \port$21351$2 [4];
   assign \$4685  = \$4683  & \$4684 ;
   assign \$4686  = w_en & w_transpose;
-  assign \$4687  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4687  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4688  = \$4686  & \$4687 ;
   assign \$4689  = \$4688  & pe8_9_v;
-  assign \$4690  = pe8_9_bank == \port$21346$2 [4];
+  assign \$4690  = pe8_9_bank == \port$21351$2 [4];
   assign \$4691  = \$4689  & \$4690 ;
   assign \$4692  = w_en & w_transpose;
-  assign \$4693  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4693  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4694  = \$4692  & \$4693 ;
   assign \$4695  = \$4694  & pe8_10_v;
-  assign \$4696  = pe8_10_bank == \port$21346$2 [4];
+  assign \$4696  = pe8_10_bank == \port$21351$2 [4];
   assign \$4697  = \$4695  & \$4696 ;
   assign \$4698  = w_en & w_transpose;
-  assign \$4699  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4699  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4700  = \$4698  & \$4699 ;
   assign \$4701  = \$4700  & pe8_11_v;
-  assign \$4702  = pe8_11_bank == \port$21346$2 [4];
+  assign \$4702  = pe8_11_bank == \port$21351$2 [4];
   assign \$4703  = \$4701  & \$4702 ;
   assign \$4704  = w_en & w_transpose;
-  assign \$4705  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4705  = \port$21351$2 [3:0] >= 4'he;
   assign \$4706  = \$4704  & \$4705 ;
   assign \$4707  = \$4706  & pe8_12_v;
-  assign \$4708  = pe8_12_bank == \port$21346$2 [4];
+  assign \$4708  = pe8_12_bank == \port$21351$2 [4];
   assign \$4709  = \$4707  & \$4708 ;
   assign \$4710  = w_en & w_transpose;
-  assign \$4711  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4711  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4712  = \$4710  & \$4711 ;
   assign \$4713  = \$4712  & pe8_13_v;
-  assign \$4714  = pe8_13_bank == \port$21346$2 [4];
+  assign \$4714  = pe8_13_bank == \port$21351$2 [4];
   assign \$4715  = \$4713  & \$4714 ;
   assign \$4716  = ~ w_transpose;
   assign \$4717  = w_en & \$4716 ;
-  assign \$4718  = \port$21346$2 [3:0] == 4'h9;
+  assign \$4718  = \port$21351$2 [3:0] == 4'h9;
   assign \$4719  = \$4717  & \$4718 ;
-  assign \$4722  = skew9_0_bank == \port$21346$2 [4];
+  assign \$4722  = skew9_0_bank == \port$21351$2 [4];
   assign \$4723  = skew9_0_v & \$4722 ;
-  assign \$4724  = skew9_1_bank == \port$21346$2 [4];
+  assign \$4724  = skew9_1_bank == \port$21351$2 [4];
   assign \$4725  = skew9_1_v & \$4724 ;
-  assign \$4726  = skew9_2_bank == \port$21346$2 [4];
+  assign \$4726  = skew9_2_bank == \port$21351$2 [4];
   assign \$4727  = skew9_2_v & \$4726 ;
-  assign \$4728  = skew9_3_bank == \port$21346$2 [4];
+  assign \$4728  = skew9_3_bank == \port$21351$2 [4];
   assign \$4729  = skew9_3_v & \$4728 ;
-  assign \$4730  = skew9_4_bank == \port$21346$2 [4];
+  assign \$4730  = skew9_4_bank == \port$21351$2 [4];
   assign \$4731  = skew9_4_v & \$4730 ;
-  assign \$4732  = skew9_5_bank == \port$21346$2 [4];
+  assign \$4732  = skew9_5_bank == \port$21351$2 [4];
   assign \$4733  = skew9_5_v & \$4732 ;
-  assign \$4734  = skew9_6_bank == \port$21346$2 [4];
+  assign \$4734  = skew9_6_bank == \port$21351$2 [4];
   assign \$4735  = skew9_6_v & \$4734 ;
-  assign \$4736  = skew9_7_bank == \port$21346$2 [4];
+  assign \$4736  = skew9_7_bank == \port$21351$2 [4];
   assign \$4737  = skew9_7_v & \$4736 ;
-  assign \$4738  = skew9_8_bank == \port$21346$2 [4];
+  assign \$4738  = skew9_8_bank == \port$21351$2 [4];
   assign \$4739  = skew9_8_v & \$4738 ;
-  assign \$4740  = pe9_0_bank == \port$21346$2 [4];
+  assign \$4740  = pe9_0_bank == \port$21351$2 [4];
   assign \$4741  = pe9_0_v & \$4740 ;
-  assign \$4742  = pe9_1_bank == \port$21346$2 [4];
+  assign \$4742  = pe9_1_bank == \port$21351$2 [4];
   assign \$4743  = pe9_1_v & \$4742 ;
-  assign \$4744  = pe9_2_bank == \port$21346$2 [4];
+  assign \$4744  = pe9_2_bank == \port$21351$2 [4];
   assign \$4745  = pe9_2_v & \$4744 ;
-  assign \$4746  = pe9_3_bank == \port$21346$2 [4];
+  assign \$4746  = pe9_3_bank == \port$21351$2 [4];
   assign \$4747  = pe9_3_v & \$4746 ;
-  assign \$4748  = pe9_4_bank == \port$21346$2 [4];
+  assign \$4748  = pe9_4_bank == \port$21351$2 [4];
   assign \$4749  = pe9_4_v & \$4748 ;
-  assign \$4750  = pe9_5_bank == \port$21346$2 [4];
+  assign \$4750  = pe9_5_bank == \port$21351$2 [4];
   assign \$4751  = pe9_5_v & \$4750 ;
-  assign \$4752  = pe9_6_bank == \port$21346$2 [4];
+  assign \$4752  = pe9_6_bank == \port$21351$2 [4];
   assign \$4753  = pe9_6_v & \$4752 ;
-  assign \$4754  = pe9_7_bank == \port$21346$2 [4];
+  assign \$4754  = pe9_7_bank == \port$21351$2 [4];
   assign \$4755  = pe9_7_v & \$4754 ;
-  assign \$4756  = pe9_8_bank == \port$21346$2 [4];
+  assign \$4756  = pe9_8_bank == \port$21351$2 [4];
   assign \$4757  = pe9_8_v & \$4756 ;
-  assign \$4758  = pe9_9_bank == \port$21346$2 [4];
+  assign \$4758  = pe9_9_bank == \port$21351$2 [4];
   assign \$4759  = pe9_9_v & \$4758 ;
-  assign \$4760  = pe9_10_bank == \port$21346$2 [4];
+  assign \$4760  = pe9_10_bank == \port$21351$2 [4];
   assign \$4761  = pe9_10_v & \$4760 ;
-  assign \$4762  = pe9_11_bank == \port$21346$2 [4];
+  assign \$4762  = pe9_11_bank == \port$21351$2 [4];
   assign \$4763  = pe9_11_v & \$4762 ;
-  assign \$4764  = pe9_12_bank == \port$21346$2 [4];
+  assign \$4764  = pe9_12_bank == \port$21351$2 [4];
   assign \$4765  = pe9_12_v & \$4764 ;
-  assign \$4766  = pe9_13_bank == \port$21346$2 [4];
+  assign \$4766  = pe9_13_bank == \port$21351$2 [4];
   assign \$4767  = pe9_13_v & \$4766 ;
   assign \$4768  = | { \$4767 , \$4765 , \$4763 , \$4761 , \$4759 , \$4757 , \$4755 , \$4753 , \$4751 , \$4749 , \$4747 , \$4745 , \$4743 , \$4741 , \$4739 , \$4737 , \$4735 , \$4733 , \$4731 , \$4729 , \$4727 , \$4725 , \$4723 , \$4721  };
   assign \$4769  = \$4719  & \$4768 ;
@@ -41806,177 +41898,177 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4772  = \$4771  & a_valid;
   assign \$4775  = w_en & w_transpose;
   assign \$4777  = \$4776  & skew9_0_v;
-  assign \$4778  = skew9_0_bank == \port$21346$2 [4];
+  assign \$4778  = skew9_0_bank == \port$21351$2 [4];
   assign \$4779  = \$4777  & \$4778 ;
   assign \$4780  = w_en & w_transpose;
   assign \$4782  = \$4781  & skew9_1_v;
-  assign \$4783  = skew9_1_bank == \port$21346$2 [4];
+  assign \$4783  = skew9_1_bank == \port$21351$2 [4];
   assign \$4784  = \$4782  & \$4783 ;
   assign \$4785  = w_en & w_transpose;
   assign \$4787  = \$4786  & skew9_2_v;
-  assign \$4788  = skew9_2_bank == \port$21346$2 [4];
+  assign \$4788  = skew9_2_bank == \port$21351$2 [4];
   assign \$4789  = \$4787  & \$4788 ;
   assign \$4790  = w_en & w_transpose;
   assign \$4792  = \$4791  & skew9_3_v;
-  assign \$4793  = skew9_3_bank == \port$21346$2 [4];
+  assign \$4793  = skew9_3_bank == \port$21351$2 [4];
   assign \$4794  = \$4792  & \$4793 ;
   assign \$4795  = w_en & w_transpose;
   assign \$4797  = \$4796  & skew9_4_v;
-  assign \$4798  = skew9_4_bank == \port$21346$2 [4];
+  assign \$4798  = skew9_4_bank == \port$21351$2 [4];
   assign \$4799  = \$4797  & \$4798 ;
   assign \$4800  = w_en & w_transpose;
   assign \$4802  = \$4801  & skew9_5_v;
-  assign \$4803  = skew9_5_bank == \port$21346$2 [4];
+  assign \$4803  = skew9_5_bank == \port$21351$2 [4];
   assign \$4804  = \$4802  & \$4803 ;
   assign \$4805  = w_en & w_transpose;
   assign \$4807  = \$4806  & skew9_6_v;
-  assign \$4808  = skew9_6_bank == \port$21346$2 [4];
+  assign \$4808  = skew9_6_bank == \port$21351$2 [4];
   assign \$4809  = \$4807  & \$4808 ;
   assign \$4810  = w_en & w_transpose;
   assign \$4812  = \$4811  & skew9_7_v;
-  assign \$4813  = skew9_7_bank == \port$21346$2 [4];
+  assign \$4813  = skew9_7_bank == \port$21351$2 [4];
   assign \$4814  = \$4812  & \$4813 ;
   assign \$4815  = w_en & w_transpose;
-  assign \$4816  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$4816  = \port$21351$2 [3:0] >= 1'h1;
   assign \$4817  = \$4815  & \$4816 ;
   assign \$4818  = \$4817  & skew9_8_v;
-  assign \$4819  = skew9_8_bank == \port$21346$2 [4];
+  assign \$4819  = skew9_8_bank == \port$21351$2 [4];
   assign \$4820  = \$4818  & \$4819 ;
   assign \$4821  = w_en & w_transpose;
-  assign \$4822  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$4822  = \port$21351$2 [3:0] >= 2'h2;
   assign \$4823  = \$4821  & \$4822 ;
   assign \$4824  = \$4823  & pe9_0_v;
-  assign \$4825  = pe9_0_bank == \port$21346$2 [4];
+  assign \$4825  = pe9_0_bank == \port$21351$2 [4];
   assign \$4826  = \$4824  & \$4825 ;
   assign \$4827  = w_en & w_transpose;
-  assign \$4828  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$4828  = \port$21351$2 [3:0] >= 2'h3;
   assign \$4829  = \$4827  & \$4828 ;
   assign \$4830  = \$4829  & pe9_1_v;
-  assign \$4831  = pe9_1_bank == \port$21346$2 [4];
+  assign \$4831  = pe9_1_bank == \port$21351$2 [4];
   assign \$4832  = \$4830  & \$4831 ;
   assign \$4833  = w_en & w_transpose;
-  assign \$4834  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$4834  = \port$21351$2 [3:0] >= 3'h4;
   assign \$4835  = \$4833  & \$4834 ;
   assign \$4836  = \$4835  & pe9_2_v;
-  assign \$4837  = pe9_2_bank == \port$21346$2 [4];
+  assign \$4837  = pe9_2_bank == \port$21351$2 [4];
   assign \$4838  = \$4836  & \$4837 ;
   assign \$4839  = w_en & w_transpose;
-  assign \$4840  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$4840  = \port$21351$2 [3:0] >= 3'h5;
   assign \$4841  = \$4839  & \$4840 ;
   assign \$4842  = \$4841  & pe9_3_v;
-  assign \$4843  = pe9_3_bank == \port$21346$2 [4];
+  assign \$4843  = pe9_3_bank == \port$21351$2 [4];
   assign \$4844  = \$4842  & \$4843 ;
   assign \$4845  = w_en & w_transpose;
-  assign \$4846  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$4846  = \port$21351$2 [3:0] >= 3'h6;
   assign \$4847  = \$4845  & \$4846 ;
   assign \$4848  = \$4847  & pe9_4_v;
-  assign \$4849  = pe9_4_bank == \port$21346$2 [4];
+  assign \$4849  = pe9_4_bank == \port$21351$2 [4];
   assign \$4850  = \$4848  & \$4849 ;
   assign \$4851  = w_en & w_transpose;
-  assign \$4852  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$4852  = \port$21351$2 [3:0] >= 3'h7;
   assign \$4853  = \$4851  & \$4852 ;
   assign \$4854  = \$4853  & pe9_5_v;
-  assign \$4855  = pe9_5_bank == \port$21346$2 [4];
+  assign \$4855  = pe9_5_bank == \port$21351$2 [4];
   assign \$4856  = \$4854  & \$4855 ;
   assign \$4857  = w_en & w_transpose;
-  assign \$4858  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$4858  = \port$21351$2 [3:0] >= 4'h8;
   assign \$4859  = \$4857  & \$4858 ;
   assign \$4860  = \$4859  & pe9_6_v;
-  assign \$4861  = pe9_6_bank == \port$21346$2 [4];
+  assign \$4861  = pe9_6_bank == \port$21351$2 [4];
   assign \$4862  = \$4860  & \$4861 ;
   assign \$4863  = w_en & w_transpose;
-  assign \$4864  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$4864  = \port$21351$2 [3:0] >= 4'h9;
   assign \$4865  = \$4863  & \$4864 ;
   assign \$4866  = \$4865  & pe9_7_v;
-  assign \$4867  = pe9_7_bank == \port$21346$2 [4];
+  assign \$4867  = pe9_7_bank == \port$21351$2 [4];
   assign \$4868  = \$4866  & \$4867 ;
   assign \$4869  = w_en & w_transpose;
-  assign \$4870  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$4870  = \port$21351$2 [3:0] >= 4'ha;
   assign \$4871  = \$4869  & \$4870 ;
   assign \$4872  = \$4871  & pe9_8_v;
-  assign \$4873  = pe9_8_bank == \port$21346$2 [4];
+  assign \$4873  = pe9_8_bank == \port$21351$2 [4];
   assign \$4874  = \$4872  & \$4873 ;
   assign \$4875  = w_en & w_transpose;
-  assign \$4876  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$4876  = \port$21351$2 [3:0] >= 4'hb;
   assign \$4877  = \$4875  & \$4876 ;
   assign \$4878  = \$4877  & pe9_9_v;
-  assign \$4879  = pe9_9_bank == \port$21346$2 [4];
+  assign \$4879  = pe9_9_bank == \port$21351$2 [4];
   assign \$4880  = \$4878  & \$4879 ;
   assign \$4881  = w_en & w_transpose;
-  assign \$4882  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$4882  = \port$21351$2 [3:0] >= 4'hc;
   assign \$4883  = \$4881  & \$4882 ;
   assign \$4884  = \$4883  & pe9_10_v;
-  assign \$4885  = pe9_10_bank == \port$21346$2 [4];
+  assign \$4885  = pe9_10_bank == \port$21351$2 [4];
   assign \$4886  = \$4884  & \$4885 ;
   assign \$4887  = w_en & w_transpose;
-  assign \$4888  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$4888  = \port$21351$2 [3:0] >= 4'hd;
   assign \$4889  = \$4887  & \$4888 ;
   assign \$4890  = \$4889  & pe9_11_v;
-  assign \$4891  = pe9_11_bank == \port$21346$2 [4];
+  assign \$4891  = pe9_11_bank == \port$21351$2 [4];
   assign \$4892  = \$4890  & \$4891 ;
   assign \$4893  = w_en & w_transpose;
-  assign \$4894  = \port$21346$2 [3:0] >= 4'he;
+  assign \$4894  = \port$21351$2 [3:0] >= 4'he;
   assign \$4895  = \$4893  & \$4894 ;
   assign \$4896  = \$4895  & pe9_12_v;
-  assign \$4897  = pe9_12_bank == \port$21346$2 [4];
+  assign \$4897  = pe9_12_bank == \port$21351$2 [4];
   assign \$4898  = \$4896  & \$4897 ;
   assign \$4899  = w_en & w_transpose;
-  assign \$4900  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$4900  = \port$21351$2 [3:0] >= 4'hf;
   assign \$4901  = \$4899  & \$4900 ;
   assign \$4902  = \$4901  & pe9_13_v;
-  assign \$4903  = pe9_13_bank == \port$21346$2 [4];
+  assign \$4903  = pe9_13_bank == \port$21351$2 [4];
   assign \$4904  = \$4902  & \$4903 ;
   assign \$4905  = ~ w_transpose;
   assign \$4906  = w_en & \$4905 ;
-  assign \$4907  = \port$21346$2 [3:0] == 4'ha;
+  assign \$4907  = \port$21351$2 [3:0] == 4'ha;
   assign \$4908  = \$4906  & \$4907 ;
-  assign \$4911  = skew10_0_bank == \port$21346$2 [4];
+  assign \$4911  = skew10_0_bank == \port$21351$2 [4];
   assign \$4912  = skew10_0_v & \$4911 ;
-  assign \$4913  = skew10_1_bank == \port$21346$2 [4];
+  assign \$4913  = skew10_1_bank == \port$21351$2 [4];
   assign \$4914  = skew10_1_v & \$4913 ;
-  assign \$4915  = skew10_2_bank == \port$21346$2 [4];
+  assign \$4915  = skew10_2_bank == \port$21351$2 [4];
   assign \$4916  = skew10_2_v & \$4915 ;
-  assign \$4917  = skew10_3_bank == \port$21346$2 [4];
+  assign \$4917  = skew10_3_bank == \port$21351$2 [4];
   assign \$4918  = skew10_3_v & \$4917 ;
-  assign \$4919  = skew10_4_bank == \port$21346$2 [4];
+  assign \$4919  = skew10_4_bank == \port$21351$2 [4];
   assign \$4920  = skew10_4_v & \$4919 ;
-  assign \$4921  = skew10_5_bank == \port$21346$2 [4];
+  assign \$4921  = skew10_5_bank == \port$21351$2 [4];
   assign \$4922  = skew10_5_v & \$4921 ;
-  assign \$4923  = skew10_6_bank == \port$21346$2 [4];
+  assign \$4923  = skew10_6_bank == \port$21351$2 [4];
   assign \$4924  = skew10_6_v & \$4923 ;
-  assign \$4925  = skew10_7_bank == \port$21346$2 [4];
+  assign \$4925  = skew10_7_bank == \port$21351$2 [4];
   assign \$4926  = skew10_7_v & \$4925 ;
-  assign \$4927  = skew10_8_bank == \port$21346$2 [4];
+  assign \$4927  = skew10_8_bank == \port$21351$2 [4];
   assign \$4928  = skew10_8_v & \$4927 ;
-  assign \$4929  = skew10_9_bank == \port$21346$2 [4];
+  assign \$4929  = skew10_9_bank == \port$21351$2 [4];
   assign \$4930  = skew10_9_v & \$4929 ;
-  assign \$4931  = pe10_0_bank == \port$21346$2 [4];
+  assign \$4931  = pe10_0_bank == \port$21351$2 [4];
   assign \$4932  = pe10_0_v & \$4931 ;
-  assign \$4933  = pe10_1_bank == \port$21346$2 [4];
+  assign \$4933  = pe10_1_bank == \port$21351$2 [4];
   assign \$4934  = pe10_1_v & \$4933 ;
-  assign \$4935  = pe10_2_bank == \port$21346$2 [4];
+  assign \$4935  = pe10_2_bank == \port$21351$2 [4];
   assign \$4936  = pe10_2_v & \$4935 ;
-  assign \$4937  = pe10_3_bank == \port$21346$2 [4];
+  assign \$4937  = pe10_3_bank == \port$21351$2 [4];
   assign \$4938  = pe10_3_v & \$4937 ;
-  assign \$4939  = pe10_4_bank == \port$21346$2 [4];
+  assign \$4939  = pe10_4_bank == \port$21351$2 [4];
   assign \$4940  = pe10_4_v & \$4939 ;
-  assign \$4941  = pe10_5_bank == \port$21346$2 [4];
+  assign \$4941  = pe10_5_bank == \port$21351$2 [4];
   assign \$4942  = pe10_5_v & \$4941 ;
-  assign \$4943  = pe10_6_bank == \port$21346$2 [4];
+  assign \$4943  = pe10_6_bank == \port$21351$2 [4];
   assign \$4944  = pe10_6_v & \$4943 ;
-  assign \$4945  = pe10_7_bank == \port$21346$2 [4];
+  assign \$4945  = pe10_7_bank == \port$21351$2 [4];
   assign \$4946  = pe10_7_v & \$4945 ;
-  assign \$4947  = pe10_8_bank == \port$21346$2 [4];
+  assign \$4947  = pe10_8_bank == \port$21351$2 [4];
   assign \$4948  = pe10_8_v & \$4947 ;
-  assign \$4949  = pe10_9_bank == \port$21346$2 [4];
+  assign \$4949  = pe10_9_bank == \port$21351$2 [4];
   assign \$4950  = pe10_9_v & \$4949 ;
-  assign \$4951  = pe10_10_bank == \port$21346$2 [4];
+  assign \$4951  = pe10_10_bank == \port$21351$2 [4];
   assign \$4952  = pe10_10_v & \$4951 ;
-  assign \$4953  = pe10_11_bank == \port$21346$2 [4];
+  assign \$4953  = pe10_11_bank == \port$21351$2 [4];
   assign \$4954  = pe10_11_v & \$4953 ;
-  assign \$4955  = pe10_12_bank == \port$21346$2 [4];
+  assign \$4955  = pe10_12_bank == \port$21351$2 [4];
   assign \$4956  = pe10_12_v & \$4955 ;
-  assign \$4957  = pe10_13_bank == \port$21346$2 [4];
+  assign \$4957  = pe10_13_bank == \port$21351$2 [4];
   assign \$4958  = pe10_13_v & \$4957 ;
   assign \$4959  = | { \$4958 , \$4956 , \$4954 , \$4952 , \$4950 , \$4948 , \$4946 , \$4944 , \$4942 , \$4940 , \$4938 , \$4936 , \$4934 , \$4932 , \$4930 , \$4928 , \$4926 , \$4924 , \$4922 , \$4920 , \$4918 , \$4916 , \$4914 , \$4912 , \$4910  };
   assign \$4960  = \$4908  & \$4959 ;
@@ -41984,183 +42076,183 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$4963  = \$4962  & a_valid;
   assign \$4966  = w_en & w_transpose;
   assign \$4968  = \$4967  & skew10_0_v;
-  assign \$4969  = skew10_0_bank == \port$21346$2 [4];
+  assign \$4969  = skew10_0_bank == \port$21351$2 [4];
   assign \$4970  = \$4968  & \$4969 ;
   assign \$4971  = w_en & w_transpose;
   assign \$4973  = \$4972  & skew10_1_v;
-  assign \$4974  = skew10_1_bank == \port$21346$2 [4];
+  assign \$4974  = skew10_1_bank == \port$21351$2 [4];
   assign \$4975  = \$4973  & \$4974 ;
   assign \$4976  = w_en & w_transpose;
   assign \$4978  = \$4977  & skew10_2_v;
-  assign \$4979  = skew10_2_bank == \port$21346$2 [4];
+  assign \$4979  = skew10_2_bank == \port$21351$2 [4];
   assign \$4980  = \$4978  & \$4979 ;
   assign \$4981  = w_en & w_transpose;
   assign \$4983  = \$4982  & skew10_3_v;
-  assign \$4984  = skew10_3_bank == \port$21346$2 [4];
+  assign \$4984  = skew10_3_bank == \port$21351$2 [4];
   assign \$4985  = \$4983  & \$4984 ;
   assign \$4986  = w_en & w_transpose;
   assign \$4988  = \$4987  & skew10_4_v;
-  assign \$4989  = skew10_4_bank == \port$21346$2 [4];
+  assign \$4989  = skew10_4_bank == \port$21351$2 [4];
   assign \$4990  = \$4988  & \$4989 ;
   assign \$4991  = w_en & w_transpose;
   assign \$4993  = \$4992  & skew10_5_v;
-  assign \$4994  = skew10_5_bank == \port$21346$2 [4];
+  assign \$4994  = skew10_5_bank == \port$21351$2 [4];
   assign \$4995  = \$4993  & \$4994 ;
   assign \$4996  = w_en & w_transpose;
   assign \$4998  = \$4997  & skew10_6_v;
-  assign \$4999  = skew10_6_bank == \port$21346$2 [4];
+  assign \$4999  = skew10_6_bank == \port$21351$2 [4];
   assign \$5000  = \$4998  & \$4999 ;
   assign \$5001  = w_en & w_transpose;
   assign \$5003  = \$5002  & skew10_7_v;
-  assign \$5004  = skew10_7_bank == \port$21346$2 [4];
+  assign \$5004  = skew10_7_bank == \port$21351$2 [4];
   assign \$5005  = \$5003  & \$5004 ;
   assign \$5006  = w_en & w_transpose;
   assign \$5008  = \$5007  & skew10_8_v;
-  assign \$5009  = skew10_8_bank == \port$21346$2 [4];
+  assign \$5009  = skew10_8_bank == \port$21351$2 [4];
   assign \$5010  = \$5008  & \$5009 ;
   assign \$5011  = w_en & w_transpose;
-  assign \$5012  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$5012  = \port$21351$2 [3:0] >= 1'h1;
   assign \$5013  = \$5011  & \$5012 ;
   assign \$5014  = \$5013  & skew10_9_v;
-  assign \$5015  = skew10_9_bank == \port$21346$2 [4];
+  assign \$5015  = skew10_9_bank == \port$21351$2 [4];
   assign \$5016  = \$5014  & \$5015 ;
   assign \$5017  = w_en & w_transpose;
-  assign \$5018  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$5018  = \port$21351$2 [3:0] >= 2'h2;
   assign \$5019  = \$5017  & \$5018 ;
   assign \$5020  = \$5019  & pe10_0_v;
-  assign \$5021  = pe10_0_bank == \port$21346$2 [4];
+  assign \$5021  = pe10_0_bank == \port$21351$2 [4];
   assign \$5022  = \$5020  & \$5021 ;
   assign \$5023  = w_en & w_transpose;
-  assign \$5024  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$5024  = \port$21351$2 [3:0] >= 2'h3;
   assign \$5025  = \$5023  & \$5024 ;
   assign \$5026  = \$5025  & pe10_1_v;
-  assign \$5027  = pe10_1_bank == \port$21346$2 [4];
+  assign \$5027  = pe10_1_bank == \port$21351$2 [4];
   assign \$5028  = \$5026  & \$5027 ;
   assign \$5029  = w_en & w_transpose;
-  assign \$5030  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$5030  = \port$21351$2 [3:0] >= 3'h4;
   assign \$5031  = \$5029  & \$5030 ;
   assign \$5032  = \$5031  & pe10_2_v;
-  assign \$5033  = pe10_2_bank == \port$21346$2 [4];
+  assign \$5033  = pe10_2_bank == \port$21351$2 [4];
   assign \$5034  = \$5032  & \$5033 ;
   assign \$5035  = w_en & w_transpose;
-  assign \$5036  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$5036  = \port$21351$2 [3:0] >= 3'h5;
   assign \$5037  = \$5035  & \$5036 ;
   assign \$5038  = \$5037  & pe10_3_v;
-  assign \$5039  = pe10_3_bank == \port$21346$2 [4];
+  assign \$5039  = pe10_3_bank == \port$21351$2 [4];
   assign \$5040  = \$5038  & \$5039 ;
   assign \$5041  = w_en & w_transpose;
-  assign \$5042  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$5042  = \port$21351$2 [3:0] >= 3'h6;
   assign \$5043  = \$5041  & \$5042 ;
   assign \$5044  = \$5043  & pe10_4_v;
-  assign \$5045  = pe10_4_bank == \port$21346$2 [4];
+  assign \$5045  = pe10_4_bank == \port$21351$2 [4];
   assign \$5046  = \$5044  & \$5045 ;
   assign \$5047  = w_en & w_transpose;
-  assign \$5048  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$5048  = \port$21351$2 [3:0] >= 3'h7;
   assign \$5049  = \$5047  & \$5048 ;
   assign \$5050  = \$5049  & pe10_5_v;
-  assign \$5051  = pe10_5_bank == \port$21346$2 [4];
+  assign \$5051  = pe10_5_bank == \port$21351$2 [4];
   assign \$5052  = \$5050  & \$5051 ;
   assign \$5053  = w_en & w_transpose;
-  assign \$5054  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$5054  = \port$21351$2 [3:0] >= 4'h8;
   assign \$5055  = \$5053  & \$5054 ;
   assign \$5056  = \$5055  & pe10_6_v;
-  assign \$5057  = pe10_6_bank == \port$21346$2 [4];
+  assign \$5057  = pe10_6_bank == \port$21351$2 [4];
   assign \$5058  = \$5056  & \$5057 ;
   assign \$5059  = w_en & w_transpose;
-  assign \$5060  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$5060  = \port$21351$2 [3:0] >= 4'h9;
   assign \$5061  = \$5059  & \$5060 ;
   assign \$5062  = \$5061  & pe10_7_v;
-  assign \$5063  = pe10_7_bank == \port$21346$2 [4];
+  assign \$5063  = pe10_7_bank == \port$21351$2 [4];
   assign \$5064  = \$5062  & \$5063 ;
   assign \$5065  = w_en & w_transpose;
-  assign \$5066  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$5066  = \port$21351$2 [3:0] >= 4'ha;
   assign \$5067  = \$5065  & \$5066 ;
   assign \$5068  = \$5067  & pe10_8_v;
-  assign \$5069  = pe10_8_bank == \port$21346$2 [4];
+  assign \$5069  = pe10_8_bank == \port$21351$2 [4];
   assign \$5070  = \$5068  & \$5069 ;
   assign \$5071  = w_en & w_transpose;
-  assign \$5072  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$5072  = \port$21351$2 [3:0] >= 4'hb;
   assign \$5073  = \$5071  & \$5072 ;
   assign \$5074  = \$5073  & pe10_9_v;
-  assign \$5075  = pe10_9_bank == \port$21346$2 [4];
+  assign \$5075  = pe10_9_bank == \port$21351$2 [4];
   assign \$5076  = \$5074  & \$5075 ;
   assign \$5077  = w_en & w_transpose;
-  assign \$5078  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$5078  = \port$21351$2 [3:0] >= 4'hc;
   assign \$5079  = \$5077  & \$5078 ;
   assign \$5080  = \$5079  & pe10_10_v;
-  assign \$5081  = pe10_10_bank == \port$21346$2 [4];
+  assign \$5081  = pe10_10_bank == \port$21351$2 [4];
   assign \$5082  = \$5080  & \$5081 ;
   assign \$5083  = w_en & w_transpose;
-  assign \$5084  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$5084  = \port$21351$2 [3:0] >= 4'hd;
   assign \$5085  = \$5083  & \$5084 ;
   assign \$5086  = \$5085  & pe10_11_v;
-  assign \$5087  = pe10_11_bank == \port$21346$2 [4];
+  assign \$5087  = pe10_11_bank == \port$21351$2 [4];
   assign \$5088  = \$5086  & \$5087 ;
   assign \$5089  = w_en & w_transpose;
-  assign \$5090  = \port$21346$2 [3:0] >= 4'he;
+  assign \$5090  = \port$21351$2 [3:0] >= 4'he;
   assign \$5091  = \$5089  & \$5090 ;
   assign \$5092  = \$5091  & pe10_12_v;
-  assign \$5093  = pe10_12_bank == \port$21346$2 [4];
+  assign \$5093  = pe10_12_bank == \port$21351$2 [4];
   assign \$5094  = \$5092  & \$5093 ;
   assign \$5095  = w_en & w_transpose;
-  assign \$5096  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$5096  = \port$21351$2 [3:0] >= 4'hf;
   assign \$5097  = \$5095  & \$5096 ;
   assign \$5098  = \$5097  & pe10_13_v;
-  assign \$5099  = pe10_13_bank == \port$21346$2 [4];
+  assign \$5099  = pe10_13_bank == \port$21351$2 [4];
   assign \$5100  = \$5098  & \$5099 ;
   assign \$5101  = ~ w_transpose;
   assign \$5102  = w_en & \$5101 ;
-  assign \$5103  = \port$21346$2 [3:0] == 4'hb;
+  assign \$5103  = \port$21351$2 [3:0] == 4'hb;
   assign \$5104  = \$5102  & \$5103 ;
-  assign \$5107  = skew11_0_bank == \port$21346$2 [4];
+  assign \$5107  = skew11_0_bank == \port$21351$2 [4];
   assign \$5108  = skew11_0_v & \$5107 ;
-  assign \$5109  = skew11_1_bank == \port$21346$2 [4];
+  assign \$5109  = skew11_1_bank == \port$21351$2 [4];
   assign \$5110  = skew11_1_v & \$5109 ;
-  assign \$5111  = skew11_2_bank == \port$21346$2 [4];
+  assign \$5111  = skew11_2_bank == \port$21351$2 [4];
   assign \$5112  = skew11_2_v & \$5111 ;
-  assign \$5113  = skew11_3_bank == \port$21346$2 [4];
+  assign \$5113  = skew11_3_bank == \port$21351$2 [4];
   assign \$5114  = skew11_3_v & \$5113 ;
-  assign \$5115  = skew11_4_bank == \port$21346$2 [4];
+  assign \$5115  = skew11_4_bank == \port$21351$2 [4];
   assign \$5116  = skew11_4_v & \$5115 ;
-  assign \$5117  = skew11_5_bank == \port$21346$2 [4];
+  assign \$5117  = skew11_5_bank == \port$21351$2 [4];
   assign \$5118  = skew11_5_v & \$5117 ;
-  assign \$5119  = skew11_6_bank == \port$21346$2 [4];
+  assign \$5119  = skew11_6_bank == \port$21351$2 [4];
   assign \$5120  = skew11_6_v & \$5119 ;
-  assign \$5121  = skew11_7_bank == \port$21346$2 [4];
+  assign \$5121  = skew11_7_bank == \port$21351$2 [4];
   assign \$5122  = skew11_7_v & \$5121 ;
-  assign \$5123  = skew11_8_bank == \port$21346$2 [4];
+  assign \$5123  = skew11_8_bank == \port$21351$2 [4];
   assign \$5124  = skew11_8_v & \$5123 ;
-  assign \$5125  = skew11_9_bank == \port$21346$2 [4];
+  assign \$5125  = skew11_9_bank == \port$21351$2 [4];
   assign \$5126  = skew11_9_v & \$5125 ;
-  assign \$5127  = skew11_10_bank == \port$21346$2 [4];
+  assign \$5127  = skew11_10_bank == \port$21351$2 [4];
   assign \$5128  = skew11_10_v & \$5127 ;
-  assign \$5129  = pe11_0_bank == \port$21346$2 [4];
+  assign \$5129  = pe11_0_bank == \port$21351$2 [4];
   assign \$5130  = pe11_0_v & \$5129 ;
-  assign \$5131  = pe11_1_bank == \port$21346$2 [4];
+  assign \$5131  = pe11_1_bank == \port$21351$2 [4];
   assign \$5132  = pe11_1_v & \$5131 ;
-  assign \$5133  = pe11_2_bank == \port$21346$2 [4];
+  assign \$5133  = pe11_2_bank == \port$21351$2 [4];
   assign \$5134  = pe11_2_v & \$5133 ;
-  assign \$5135  = pe11_3_bank == \port$21346$2 [4];
+  assign \$5135  = pe11_3_bank == \port$21351$2 [4];
   assign \$5136  = pe11_3_v & \$5135 ;
-  assign \$5137  = pe11_4_bank == \port$21346$2 [4];
+  assign \$5137  = pe11_4_bank == \port$21351$2 [4];
   assign \$5138  = pe11_4_v & \$5137 ;
-  assign \$5139  = pe11_5_bank == \port$21346$2 [4];
+  assign \$5139  = pe11_5_bank == \port$21351$2 [4];
   assign \$5140  = pe11_5_v & \$5139 ;
-  assign \$5141  = pe11_6_bank == \port$21346$2 [4];
+  assign \$5141  = pe11_6_bank == \port$21351$2 [4];
   assign \$5142  = pe11_6_v & \$5141 ;
-  assign \$5143  = pe11_7_bank == \port$21346$2 [4];
+  assign \$5143  = pe11_7_bank == \port$21351$2 [4];
   assign \$5144  = pe11_7_v & \$5143 ;
-  assign \$5145  = pe11_8_bank == \port$21346$2 [4];
+  assign \$5145  = pe11_8_bank == \port$21351$2 [4];
   assign \$5146  = pe11_8_v & \$5145 ;
-  assign \$5147  = pe11_9_bank == \port$21346$2 [4];
+  assign \$5147  = pe11_9_bank == \port$21351$2 [4];
   assign \$5148  = pe11_9_v & \$5147 ;
-  assign \$5149  = pe11_10_bank == \port$21346$2 [4];
+  assign \$5149  = pe11_10_bank == \port$21351$2 [4];
   assign \$5150  = pe11_10_v & \$5149 ;
-  assign \$5151  = pe11_11_bank == \port$21346$2 [4];
+  assign \$5151  = pe11_11_bank == \port$21351$2 [4];
   assign \$5152  = pe11_11_v & \$5151 ;
-  assign \$5153  = pe11_12_bank == \port$21346$2 [4];
+  assign \$5153  = pe11_12_bank == \port$21351$2 [4];
   assign \$5154  = pe11_12_v & \$5153 ;
-  assign \$5155  = pe11_13_bank == \port$21346$2 [4];
+  assign \$5155  = pe11_13_bank == \port$21351$2 [4];
   assign \$5156  = pe11_13_v & \$5155 ;
   assign \$5157  = | { \$5156 , \$5154 , \$5152 , \$5150 , \$5148 , \$5146 , \$5144 , \$5142 , \$5140 , \$5138 , \$5136 , \$5134 , \$5132 , \$5130 , \$5128 , \$5126 , \$5124 , \$5122 , \$5120 , \$5118 , \$5116 , \$5114 , \$5112 , \$5110 , \$5108 , \$5106  };
   assign \$5158  = \$5104  & \$5157 ;
@@ -42168,189 +42260,189 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$5161  = \$5160  & a_valid;
   assign \$5164  = w_en & w_transpose;
   assign \$5166  = \$5165  & skew11_0_v;
-  assign \$5167  = skew11_0_bank == \port$21346$2 [4];
+  assign \$5167  = skew11_0_bank == \port$21351$2 [4];
   assign \$5168  = \$5166  & \$5167 ;
   assign \$5169  = w_en & w_transpose;
   assign \$5171  = \$5170  & skew11_1_v;
-  assign \$5172  = skew11_1_bank == \port$21346$2 [4];
+  assign \$5172  = skew11_1_bank == \port$21351$2 [4];
   assign \$5173  = \$5171  & \$5172 ;
   assign \$5174  = w_en & w_transpose;
   assign \$5176  = \$5175  & skew11_2_v;
-  assign \$5177  = skew11_2_bank == \port$21346$2 [4];
+  assign \$5177  = skew11_2_bank == \port$21351$2 [4];
   assign \$5178  = \$5176  & \$5177 ;
   assign \$5179  = w_en & w_transpose;
   assign \$5181  = \$5180  & skew11_3_v;
-  assign \$5182  = skew11_3_bank == \port$21346$2 [4];
+  assign \$5182  = skew11_3_bank == \port$21351$2 [4];
   assign \$5183  = \$5181  & \$5182 ;
   assign \$5184  = w_en & w_transpose;
   assign \$5186  = \$5185  & skew11_4_v;
-  assign \$5187  = skew11_4_bank == \port$21346$2 [4];
+  assign \$5187  = skew11_4_bank == \port$21351$2 [4];
   assign \$5188  = \$5186  & \$5187 ;
   assign \$5189  = w_en & w_transpose;
   assign \$5191  = \$5190  & skew11_5_v;
-  assign \$5192  = skew11_5_bank == \port$21346$2 [4];
+  assign \$5192  = skew11_5_bank == \port$21351$2 [4];
   assign \$5193  = \$5191  & \$5192 ;
   assign \$5194  = w_en & w_transpose;
   assign \$5196  = \$5195  & skew11_6_v;
-  assign \$5197  = skew11_6_bank == \port$21346$2 [4];
+  assign \$5197  = skew11_6_bank == \port$21351$2 [4];
   assign \$5198  = \$5196  & \$5197 ;
   assign \$5199  = w_en & w_transpose;
   assign \$5201  = \$5200  & skew11_7_v;
-  assign \$5202  = skew11_7_bank == \port$21346$2 [4];
+  assign \$5202  = skew11_7_bank == \port$21351$2 [4];
   assign \$5203  = \$5201  & \$5202 ;
   assign \$5204  = w_en & w_transpose;
   assign \$5206  = \$5205  & skew11_8_v;
-  assign \$5207  = skew11_8_bank == \port$21346$2 [4];
+  assign \$5207  = skew11_8_bank == \port$21351$2 [4];
   assign \$5208  = \$5206  & \$5207 ;
   assign \$5209  = w_en & w_transpose;
   assign \$5211  = \$5210  & skew11_9_v;
-  assign \$5212  = skew11_9_bank == \port$21346$2 [4];
+  assign \$5212  = skew11_9_bank == \port$21351$2 [4];
   assign \$5213  = \$5211  & \$5212 ;
   assign \$5214  = w_en & w_transpose;
-  assign \$5215  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$5215  = \port$21351$2 [3:0] >= 1'h1;
   assign \$5216  = \$5214  & \$5215 ;
   assign \$5217  = \$5216  & skew11_10_v;
-  assign \$5218  = skew11_10_bank == \port$21346$2 [4];
+  assign \$5218  = skew11_10_bank == \port$21351$2 [4];
   assign \$5219  = \$5217  & \$5218 ;
   assign \$5220  = w_en & w_transpose;
-  assign \$5221  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$5221  = \port$21351$2 [3:0] >= 2'h2;
   assign \$5222  = \$5220  & \$5221 ;
   assign \$5223  = \$5222  & pe11_0_v;
-  assign \$5224  = pe11_0_bank == \port$21346$2 [4];
+  assign \$5224  = pe11_0_bank == \port$21351$2 [4];
   assign \$5225  = \$5223  & \$5224 ;
   assign \$5226  = w_en & w_transpose;
-  assign \$5227  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$5227  = \port$21351$2 [3:0] >= 2'h3;
   assign \$5228  = \$5226  & \$5227 ;
   assign \$5229  = \$5228  & pe11_1_v;
-  assign \$5230  = pe11_1_bank == \port$21346$2 [4];
+  assign \$5230  = pe11_1_bank == \port$21351$2 [4];
   assign \$5231  = \$5229  & \$5230 ;
   assign \$5232  = w_en & w_transpose;
-  assign \$5233  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$5233  = \port$21351$2 [3:0] >= 3'h4;
   assign \$5234  = \$5232  & \$5233 ;
   assign \$5235  = \$5234  & pe11_2_v;
-  assign \$5236  = pe11_2_bank == \port$21346$2 [4];
+  assign \$5236  = pe11_2_bank == \port$21351$2 [4];
   assign \$5237  = \$5235  & \$5236 ;
   assign \$5238  = w_en & w_transpose;
-  assign \$5239  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$5239  = \port$21351$2 [3:0] >= 3'h5;
   assign \$5240  = \$5238  & \$5239 ;
   assign \$5241  = \$5240  & pe11_3_v;
-  assign \$5242  = pe11_3_bank == \port$21346$2 [4];
+  assign \$5242  = pe11_3_bank == \port$21351$2 [4];
   assign \$5243  = \$5241  & \$5242 ;
   assign \$5244  = w_en & w_transpose;
-  assign \$5245  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$5245  = \port$21351$2 [3:0] >= 3'h6;
   assign \$5246  = \$5244  & \$5245 ;
   assign \$5247  = \$5246  & pe11_4_v;
-  assign \$5248  = pe11_4_bank == \port$21346$2 [4];
+  assign \$5248  = pe11_4_bank == \port$21351$2 [4];
   assign \$5249  = \$5247  & \$5248 ;
   assign \$5250  = w_en & w_transpose;
-  assign \$5251  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$5251  = \port$21351$2 [3:0] >= 3'h7;
   assign \$5252  = \$5250  & \$5251 ;
   assign \$5253  = \$5252  & pe11_5_v;
-  assign \$5254  = pe11_5_bank == \port$21346$2 [4];
+  assign \$5254  = pe11_5_bank == \port$21351$2 [4];
   assign \$5255  = \$5253  & \$5254 ;
   assign \$5256  = w_en & w_transpose;
-  assign \$5257  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$5257  = \port$21351$2 [3:0] >= 4'h8;
   assign \$5258  = \$5256  & \$5257 ;
   assign \$5259  = \$5258  & pe11_6_v;
-  assign \$5260  = pe11_6_bank == \port$21346$2 [4];
+  assign \$5260  = pe11_6_bank == \port$21351$2 [4];
   assign \$5261  = \$5259  & \$5260 ;
   assign \$5262  = w_en & w_transpose;
-  assign \$5263  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$5263  = \port$21351$2 [3:0] >= 4'h9;
   assign \$5264  = \$5262  & \$5263 ;
   assign \$5265  = \$5264  & pe11_7_v;
-  assign \$5266  = pe11_7_bank == \port$21346$2 [4];
+  assign \$5266  = pe11_7_bank == \port$21351$2 [4];
   assign \$5267  = \$5265  & \$5266 ;
   assign \$5268  = w_en & w_transpose;
-  assign \$5269  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$5269  = \port$21351$2 [3:0] >= 4'ha;
   assign \$5270  = \$5268  & \$5269 ;
   assign \$5271  = \$5270  & pe11_8_v;
-  assign \$5272  = pe11_8_bank == \port$21346$2 [4];
+  assign \$5272  = pe11_8_bank == \port$21351$2 [4];
   assign \$5273  = \$5271  & \$5272 ;
   assign \$5274  = w_en & w_transpose;
-  assign \$5275  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$5275  = \port$21351$2 [3:0] >= 4'hb;
   assign \$5276  = \$5274  & \$5275 ;
   assign \$5277  = \$5276  & pe11_9_v;
-  assign \$5278  = pe11_9_bank == \port$21346$2 [4];
+  assign \$5278  = pe11_9_bank == \port$21351$2 [4];
   assign \$5279  = \$5277  & \$5278 ;
   assign \$5280  = w_en & w_transpose;
-  assign \$5281  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$5281  = \port$21351$2 [3:0] >= 4'hc;
   assign \$5282  = \$5280  & \$5281 ;
   assign \$5283  = \$5282  & pe11_10_v;
-  assign \$5284  = pe11_10_bank == \port$21346$2 [4];
+  assign \$5284  = pe11_10_bank == \port$21351$2 [4];
   assign \$5285  = \$5283  & \$5284 ;
   assign \$5286  = w_en & w_transpose;
-  assign \$5287  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$5287  = \port$21351$2 [3:0] >= 4'hd;
   assign \$5288  = \$5286  & \$5287 ;
   assign \$5289  = \$5288  & pe11_11_v;
-  assign \$5290  = pe11_11_bank == \port$21346$2 [4];
+  assign \$5290  = pe11_11_bank == \port$21351$2 [4];
   assign \$5291  = \$5289  & \$5290 ;
   assign \$5292  = w_en & w_transpose;
-  assign \$5293  = \port$21346$2 [3:0] >= 4'he;
+  assign \$5293  = \port$21351$2 [3:0] >= 4'he;
   assign \$5294  = \$5292  & \$5293 ;
   assign \$5295  = \$5294  & pe11_12_v;
-  assign \$5296  = pe11_12_bank == \port$21346$2 [4];
+  assign \$5296  = pe11_12_bank == \port$21351$2 [4];
   assign \$5297  = \$5295  & \$5296 ;
   assign \$5298  = w_en & w_transpose;
-  assign \$5299  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$5299  = \port$21351$2 [3:0] >= 4'hf;
   assign \$5300  = \$5298  & \$5299 ;
   assign \$5301  = \$5300  & pe11_13_v;
-  assign \$5302  = pe11_13_bank == \port$21346$2 [4];
+  assign \$5302  = pe11_13_bank == \port$21351$2 [4];
   assign \$5303  = \$5301  & \$5302 ;
   assign \$5304  = ~ w_transpose;
   assign \$5305  = w_en & \$5304 ;
-  assign \$5306  = \port$21346$2 [3:0] == 4'hc;
+  assign \$5306  = \port$21351$2 [3:0] == 4'hc;
   assign \$5307  = \$5305  & \$5306 ;
-  assign \$5310  = skew12_0_bank == \port$21346$2 [4];
+  assign \$5310  = skew12_0_bank == \port$21351$2 [4];
   assign \$5311  = skew12_0_v & \$5310 ;
-  assign \$5312  = skew12_1_bank == \port$21346$2 [4];
+  assign \$5312  = skew12_1_bank == \port$21351$2 [4];
   assign \$5313  = skew12_1_v & \$5312 ;
-  assign \$5314  = skew12_2_bank == \port$21346$2 [4];
+  assign \$5314  = skew12_2_bank == \port$21351$2 [4];
   assign \$5315  = skew12_2_v & \$5314 ;
-  assign \$5316  = skew12_3_bank == \port$21346$2 [4];
+  assign \$5316  = skew12_3_bank == \port$21351$2 [4];
   assign \$5317  = skew12_3_v & \$5316 ;
-  assign \$5318  = skew12_4_bank == \port$21346$2 [4];
+  assign \$5318  = skew12_4_bank == \port$21351$2 [4];
   assign \$5319  = skew12_4_v & \$5318 ;
-  assign \$5320  = skew12_5_bank == \port$21346$2 [4];
+  assign \$5320  = skew12_5_bank == \port$21351$2 [4];
   assign \$5321  = skew12_5_v & \$5320 ;
-  assign \$5322  = skew12_6_bank == \port$21346$2 [4];
+  assign \$5322  = skew12_6_bank == \port$21351$2 [4];
   assign \$5323  = skew12_6_v & \$5322 ;
-  assign \$5324  = skew12_7_bank == \port$21346$2 [4];
+  assign \$5324  = skew12_7_bank == \port$21351$2 [4];
   assign \$5325  = skew12_7_v & \$5324 ;
-  assign \$5326  = skew12_8_bank == \port$21346$2 [4];
+  assign \$5326  = skew12_8_bank == \port$21351$2 [4];
   assign \$5327  = skew12_8_v & \$5326 ;
-  assign \$5328  = skew12_9_bank == \port$21346$2 [4];
+  assign \$5328  = skew12_9_bank == \port$21351$2 [4];
   assign \$5329  = skew12_9_v & \$5328 ;
-  assign \$5330  = skew12_10_bank == \port$21346$2 [4];
+  assign \$5330  = skew12_10_bank == \port$21351$2 [4];
   assign \$5331  = skew12_10_v & \$5330 ;
-  assign \$5332  = skew12_11_bank == \port$21346$2 [4];
+  assign \$5332  = skew12_11_bank == \port$21351$2 [4];
   assign \$5333  = skew12_11_v & \$5332 ;
-  assign \$5334  = pe12_0_bank == \port$21346$2 [4];
+  assign \$5334  = pe12_0_bank == \port$21351$2 [4];
   assign \$5335  = pe12_0_v & \$5334 ;
-  assign \$5336  = pe12_1_bank == \port$21346$2 [4];
+  assign \$5336  = pe12_1_bank == \port$21351$2 [4];
   assign \$5337  = pe12_1_v & \$5336 ;
-  assign \$5338  = pe12_2_bank == \port$21346$2 [4];
+  assign \$5338  = pe12_2_bank == \port$21351$2 [4];
   assign \$5339  = pe12_2_v & \$5338 ;
-  assign \$5340  = pe12_3_bank == \port$21346$2 [4];
+  assign \$5340  = pe12_3_bank == \port$21351$2 [4];
   assign \$5341  = pe12_3_v & \$5340 ;
-  assign \$5342  = pe12_4_bank == \port$21346$2 [4];
+  assign \$5342  = pe12_4_bank == \port$21351$2 [4];
   assign \$5343  = pe12_4_v & \$5342 ;
-  assign \$5344  = pe12_5_bank == \port$21346$2 [4];
+  assign \$5344  = pe12_5_bank == \port$21351$2 [4];
   assign \$5345  = pe12_5_v & \$5344 ;
-  assign \$5346  = pe12_6_bank == \port$21346$2 [4];
+  assign \$5346  = pe12_6_bank == \port$21351$2 [4];
   assign \$5347  = pe12_6_v & \$5346 ;
-  assign \$5348  = pe12_7_bank == \port$21346$2 [4];
+  assign \$5348  = pe12_7_bank == \port$21351$2 [4];
   assign \$5349  = pe12_7_v & \$5348 ;
-  assign \$5350  = pe12_8_bank == \port$21346$2 [4];
+  assign \$5350  = pe12_8_bank == \port$21351$2 [4];
   assign \$5351  = pe12_8_v & \$5350 ;
-  assign \$5352  = pe12_9_bank == \port$21346$2 [4];
+  assign \$5352  = pe12_9_bank == \port$21351$2 [4];
   assign \$5353  = pe12_9_v & \$5352 ;
-  assign \$5354  = pe12_10_bank == \port$21346$2 [4];
+  assign \$5354  = pe12_10_bank == \port$21351$2 [4];
   assign \$5355  = pe12_10_v & \$5354 ;
-  assign \$5356  = pe12_11_bank == \port$21346$2 [4];
+  assign \$5356  = pe12_11_bank == \port$21351$2 [4];
   assign \$5357  = pe12_11_v & \$5356 ;
-  assign \$5358  = pe12_12_bank == \port$21346$2 [4];
+  assign \$5358  = pe12_12_bank == \port$21351$2 [4];
   assign \$5359  = pe12_12_v & \$5358 ;
-  assign \$5360  = pe12_13_bank == \port$21346$2 [4];
+  assign \$5360  = pe12_13_bank == \port$21351$2 [4];
   assign \$5361  = pe12_13_v & \$5360 ;
   assign \$5362  = | { \$5361 , \$5359 , \$5357 , \$5355 , \$5353 , \$5351 , \$5349 , \$5347 , \$5345 , \$5343 , \$5341 , \$5339 , \$5337 , \$5335 , \$5333 , \$5331 , \$5329 , \$5327 , \$5325 , \$5323 , \$5321 , \$5319 , \$5317 , \$5315 , \$5313 , \$5311 , \$5309  };
   assign \$5363  = \$5307  & \$5362 ;
@@ -42358,195 +42450,195 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$5366  = \$5365  & a_valid;
   assign \$5369  = w_en & w_transpose;
   assign \$5371  = \$5370  & skew12_0_v;
-  assign \$5372  = skew12_0_bank == \port$21346$2 [4];
+  assign \$5372  = skew12_0_bank == \port$21351$2 [4];
   assign \$5373  = \$5371  & \$5372 ;
   assign \$5374  = w_en & w_transpose;
   assign \$5376  = \$5375  & skew12_1_v;
-  assign \$5377  = skew12_1_bank == \port$21346$2 [4];
+  assign \$5377  = skew12_1_bank == \port$21351$2 [4];
   assign \$5378  = \$5376  & \$5377 ;
   assign \$5379  = w_en & w_transpose;
   assign \$5381  = \$5380  & skew12_2_v;
-  assign \$5382  = skew12_2_bank == \port$21346$2 [4];
+  assign \$5382  = skew12_2_bank == \port$21351$2 [4];
   assign \$5383  = \$5381  & \$5382 ;
   assign \$5384  = w_en & w_transpose;
   assign \$5386  = \$5385  & skew12_3_v;
-  assign \$5387  = skew12_3_bank == \port$21346$2 [4];
+  assign \$5387  = skew12_3_bank == \port$21351$2 [4];
   assign \$5388  = \$5386  & \$5387 ;
   assign \$5389  = w_en & w_transpose;
   assign \$5391  = \$5390  & skew12_4_v;
-  assign \$5392  = skew12_4_bank == \port$21346$2 [4];
+  assign \$5392  = skew12_4_bank == \port$21351$2 [4];
   assign \$5393  = \$5391  & \$5392 ;
   assign \$5394  = w_en & w_transpose;
   assign \$5396  = \$5395  & skew12_5_v;
-  assign \$5397  = skew12_5_bank == \port$21346$2 [4];
+  assign \$5397  = skew12_5_bank == \port$21351$2 [4];
   assign \$5398  = \$5396  & \$5397 ;
   assign \$5399  = w_en & w_transpose;
   assign \$5401  = \$5400  & skew12_6_v;
-  assign \$5402  = skew12_6_bank == \port$21346$2 [4];
+  assign \$5402  = skew12_6_bank == \port$21351$2 [4];
   assign \$5403  = \$5401  & \$5402 ;
   assign \$5404  = w_en & w_transpose;
   assign \$5406  = \$5405  & skew12_7_v;
-  assign \$5407  = skew12_7_bank == \port$21346$2 [4];
+  assign \$5407  = skew12_7_bank == \port$21351$2 [4];
   assign \$5408  = \$5406  & \$5407 ;
   assign \$5409  = w_en & w_transpose;
   assign \$5411  = \$5410  & skew12_8_v;
-  assign \$5412  = skew12_8_bank == \port$21346$2 [4];
+  assign \$5412  = skew12_8_bank == \port$21351$2 [4];
   assign \$5413  = \$5411  & \$5412 ;
   assign \$5414  = w_en & w_transpose;
   assign \$5416  = \$5415  & skew12_9_v;
-  assign \$5417  = skew12_9_bank == \port$21346$2 [4];
+  assign \$5417  = skew12_9_bank == \port$21351$2 [4];
   assign \$5418  = \$5416  & \$5417 ;
   assign \$5419  = w_en & w_transpose;
   assign \$5421  = \$5420  & skew12_10_v;
-  assign \$5422  = skew12_10_bank == \port$21346$2 [4];
+  assign \$5422  = skew12_10_bank == \port$21351$2 [4];
   assign \$5423  = \$5421  & \$5422 ;
   assign \$5424  = w_en & w_transpose;
-  assign \$5425  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$5425  = \port$21351$2 [3:0] >= 1'h1;
   assign \$5426  = \$5424  & \$5425 ;
   assign \$5427  = \$5426  & skew12_11_v;
-  assign \$5428  = skew12_11_bank == \port$21346$2 [4];
+  assign \$5428  = skew12_11_bank == \port$21351$2 [4];
   assign \$5429  = \$5427  & \$5428 ;
   assign \$5430  = w_en & w_transpose;
-  assign \$5431  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$5431  = \port$21351$2 [3:0] >= 2'h2;
   assign \$5432  = \$5430  & \$5431 ;
   assign \$5433  = \$5432  & pe12_0_v;
-  assign \$5434  = pe12_0_bank == \port$21346$2 [4];
+  assign \$5434  = pe12_0_bank == \port$21351$2 [4];
   assign \$5435  = \$5433  & \$5434 ;
   assign \$5436  = w_en & w_transpose;
-  assign \$5437  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$5437  = \port$21351$2 [3:0] >= 2'h3;
   assign \$5438  = \$5436  & \$5437 ;
   assign \$5439  = \$5438  & pe12_1_v;
-  assign \$5440  = pe12_1_bank == \port$21346$2 [4];
+  assign \$5440  = pe12_1_bank == \port$21351$2 [4];
   assign \$5441  = \$5439  & \$5440 ;
   assign \$5442  = w_en & w_transpose;
-  assign \$5443  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$5443  = \port$21351$2 [3:0] >= 3'h4;
   assign \$5444  = \$5442  & \$5443 ;
   assign \$5445  = \$5444  & pe12_2_v;
-  assign \$5446  = pe12_2_bank == \port$21346$2 [4];
+  assign \$5446  = pe12_2_bank == \port$21351$2 [4];
   assign \$5447  = \$5445  & \$5446 ;
   assign \$5448  = w_en & w_transpose;
-  assign \$5449  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$5449  = \port$21351$2 [3:0] >= 3'h5;
   assign \$5450  = \$5448  & \$5449 ;
   assign \$5451  = \$5450  & pe12_3_v;
-  assign \$5452  = pe12_3_bank == \port$21346$2 [4];
+  assign \$5452  = pe12_3_bank == \port$21351$2 [4];
   assign \$5453  = \$5451  & \$5452 ;
   assign \$5454  = w_en & w_transpose;
-  assign \$5455  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$5455  = \port$21351$2 [3:0] >= 3'h6;
   assign \$5456  = \$5454  & \$5455 ;
   assign \$5457  = \$5456  & pe12_4_v;
-  assign \$5458  = pe12_4_bank == \port$21346$2 [4];
+  assign \$5458  = pe12_4_bank == \port$21351$2 [4];
   assign \$5459  = \$5457  & \$5458 ;
   assign \$5460  = w_en & w_transpose;
-  assign \$5461  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$5461  = \port$21351$2 [3:0] >= 3'h7;
   assign \$5462  = \$5460  & \$5461 ;
   assign \$5463  = \$5462  & pe12_5_v;
-  assign \$5464  = pe12_5_bank == \port$21346$2 [4];
+  assign \$5464  = pe12_5_bank == \port$21351$2 [4];
   assign \$5465  = \$5463  & \$5464 ;
   assign \$5466  = w_en & w_transpose;
-  assign \$5467  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$5467  = \port$21351$2 [3:0] >= 4'h8;
   assign \$5468  = \$5466  & \$5467 ;
   assign \$5469  = \$5468  & pe12_6_v;
-  assign \$5470  = pe12_6_bank == \port$21346$2 [4];
+  assign \$5470  = pe12_6_bank == \port$21351$2 [4];
   assign \$5471  = \$5469  & \$5470 ;
   assign \$5472  = w_en & w_transpose;
-  assign \$5473  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$5473  = \port$21351$2 [3:0] >= 4'h9;
   assign \$5474  = \$5472  & \$5473 ;
   assign \$5475  = \$5474  & pe12_7_v;
-  assign \$5476  = pe12_7_bank == \port$21346$2 [4];
+  assign \$5476  = pe12_7_bank == \port$21351$2 [4];
   assign \$5477  = \$5475  & \$5476 ;
   assign \$5478  = w_en & w_transpose;
-  assign \$5479  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$5479  = \port$21351$2 [3:0] >= 4'ha;
   assign \$5480  = \$5478  & \$5479 ;
   assign \$5481  = \$5480  & pe12_8_v;
-  assign \$5482  = pe12_8_bank == \port$21346$2 [4];
+  assign \$5482  = pe12_8_bank == \port$21351$2 [4];
   assign \$5483  = \$5481  & \$5482 ;
   assign \$5484  = w_en & w_transpose;
-  assign \$5485  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$5485  = \port$21351$2 [3:0] >= 4'hb;
   assign \$5486  = \$5484  & \$5485 ;
   assign \$5487  = \$5486  & pe12_9_v;
-  assign \$5488  = pe12_9_bank == \port$21346$2 [4];
+  assign \$5488  = pe12_9_bank == \port$21351$2 [4];
   assign \$5489  = \$5487  & \$5488 ;
   assign \$5490  = w_en & w_transpose;
-  assign \$5491  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$5491  = \port$21351$2 [3:0] >= 4'hc;
   assign \$5492  = \$5490  & \$5491 ;
   assign \$5493  = \$5492  & pe12_10_v;
-  assign \$5494  = pe12_10_bank == \port$21346$2 [4];
+  assign \$5494  = pe12_10_bank == \port$21351$2 [4];
   assign \$5495  = \$5493  & \$5494 ;
   assign \$5496  = w_en & w_transpose;
-  assign \$5497  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$5497  = \port$21351$2 [3:0] >= 4'hd;
   assign \$5498  = \$5496  & \$5497 ;
   assign \$5499  = \$5498  & pe12_11_v;
-  assign \$5500  = pe12_11_bank == \port$21346$2 [4];
+  assign \$5500  = pe12_11_bank == \port$21351$2 [4];
   assign \$5501  = \$5499  & \$5500 ;
   assign \$5502  = w_en & w_transpose;
-  assign \$5503  = \port$21346$2 [3:0] >= 4'he;
+  assign \$5503  = \port$21351$2 [3:0] >= 4'he;
   assign \$5504  = \$5502  & \$5503 ;
   assign \$5505  = \$5504  & pe12_12_v;
-  assign \$5506  = pe12_12_bank == \port$21346$2 [4];
+  assign \$5506  = pe12_12_bank == \port$21351$2 [4];
   assign \$5507  = \$5505  & \$5506 ;
   assign \$5508  = w_en & w_transpose;
-  assign \$5509  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$5509  = \port$21351$2 [3:0] >= 4'hf;
   assign \$5510  = \$5508  & \$5509 ;
   assign \$5511  = \$5510  & pe12_13_v;
-  assign \$5512  = pe12_13_bank == \port$21346$2 [4];
+  assign \$5512  = pe12_13_bank == \port$21351$2 [4];
   assign \$5513  = \$5511  & \$5512 ;
   assign \$5514  = ~ w_transpose;
   assign \$5515  = w_en & \$5514 ;
-  assign \$5516  = \port$21346$2 [3:0] == 4'hd;
+  assign \$5516  = \port$21351$2 [3:0] == 4'hd;
   assign \$5517  = \$5515  & \$5516 ;
-  assign \$5520  = skew13_0_bank == \port$21346$2 [4];
+  assign \$5520  = skew13_0_bank == \port$21351$2 [4];
   assign \$5521  = skew13_0_v & \$5520 ;
-  assign \$5522  = skew13_1_bank == \port$21346$2 [4];
+  assign \$5522  = skew13_1_bank == \port$21351$2 [4];
   assign \$5523  = skew13_1_v & \$5522 ;
-  assign \$5524  = skew13_2_bank == \port$21346$2 [4];
+  assign \$5524  = skew13_2_bank == \port$21351$2 [4];
   assign \$5525  = skew13_2_v & \$5524 ;
-  assign \$5526  = skew13_3_bank == \port$21346$2 [4];
+  assign \$5526  = skew13_3_bank == \port$21351$2 [4];
   assign \$5527  = skew13_3_v & \$5526 ;
-  assign \$5528  = skew13_4_bank == \port$21346$2 [4];
+  assign \$5528  = skew13_4_bank == \port$21351$2 [4];
   assign \$5529  = skew13_4_v & \$5528 ;
-  assign \$5530  = skew13_5_bank == \port$21346$2 [4];
+  assign \$5530  = skew13_5_bank == \port$21351$2 [4];
   assign \$5531  = skew13_5_v & \$5530 ;
-  assign \$5532  = skew13_6_bank == \port$21346$2 [4];
+  assign \$5532  = skew13_6_bank == \port$21351$2 [4];
   assign \$5533  = skew13_6_v & \$5532 ;
-  assign \$5534  = skew13_7_bank == \port$21346$2 [4];
+  assign \$5534  = skew13_7_bank == \port$21351$2 [4];
   assign \$5535  = skew13_7_v & \$5534 ;
-  assign \$5536  = skew13_8_bank == \port$21346$2 [4];
+  assign \$5536  = skew13_8_bank == \port$21351$2 [4];
   assign \$5537  = skew13_8_v & \$5536 ;
-  assign \$5538  = skew13_9_bank == \port$21346$2 [4];
+  assign \$5538  = skew13_9_bank == \port$21351$2 [4];
   assign \$5539  = skew13_9_v & \$5538 ;
-  assign \$5540  = skew13_10_bank == \port$21346$2 [4];
+  assign \$5540  = skew13_10_bank == \port$21351$2 [4];
   assign \$5541  = skew13_10_v & \$5540 ;
-  assign \$5542  = skew13_11_bank == \port$21346$2 [4];
+  assign \$5542  = skew13_11_bank == \port$21351$2 [4];
   assign \$5543  = skew13_11_v & \$5542 ;
-  assign \$5544  = skew13_12_bank == \port$21346$2 [4];
+  assign \$5544  = skew13_12_bank == \port$21351$2 [4];
   assign \$5545  = skew13_12_v & \$5544 ;
-  assign \$5546  = pe13_0_bank == \port$21346$2 [4];
+  assign \$5546  = pe13_0_bank == \port$21351$2 [4];
   assign \$5547  = pe13_0_v & \$5546 ;
-  assign \$5548  = pe13_1_bank == \port$21346$2 [4];
+  assign \$5548  = pe13_1_bank == \port$21351$2 [4];
   assign \$5549  = pe13_1_v & \$5548 ;
-  assign \$5550  = pe13_2_bank == \port$21346$2 [4];
+  assign \$5550  = pe13_2_bank == \port$21351$2 [4];
   assign \$5551  = pe13_2_v & \$5550 ;
-  assign \$5552  = pe13_3_bank == \port$21346$2 [4];
+  assign \$5552  = pe13_3_bank == \port$21351$2 [4];
   assign \$5553  = pe13_3_v & \$5552 ;
-  assign \$5554  = pe13_4_bank == \port$21346$2 [4];
+  assign \$5554  = pe13_4_bank == \port$21351$2 [4];
   assign \$5555  = pe13_4_v & \$5554 ;
-  assign \$5556  = pe13_5_bank == \port$21346$2 [4];
+  assign \$5556  = pe13_5_bank == \port$21351$2 [4];
   assign \$5557  = pe13_5_v & \$5556 ;
-  assign \$5558  = pe13_6_bank == \port$21346$2 [4];
+  assign \$5558  = pe13_6_bank == \port$21351$2 [4];
   assign \$5559  = pe13_6_v & \$5558 ;
-  assign \$5560  = pe13_7_bank == \port$21346$2 [4];
+  assign \$5560  = pe13_7_bank == \port$21351$2 [4];
   assign \$5561  = pe13_7_v & \$5560 ;
-  assign \$5562  = pe13_8_bank == \port$21346$2 [4];
+  assign \$5562  = pe13_8_bank == \port$21351$2 [4];
   assign \$5563  = pe13_8_v & \$5562 ;
-  assign \$5564  = pe13_9_bank == \port$21346$2 [4];
+  assign \$5564  = pe13_9_bank == \port$21351$2 [4];
   assign \$5565  = pe13_9_v & \$5564 ;
-  assign \$5566  = pe13_10_bank == \port$21346$2 [4];
+  assign \$5566  = pe13_10_bank == \port$21351$2 [4];
   assign \$5567  = pe13_10_v & \$5566 ;
-  assign \$5568  = pe13_11_bank == \port$21346$2 [4];
+  assign \$5568  = pe13_11_bank == \port$21351$2 [4];
   assign \$5569  = pe13_11_v & \$5568 ;
-  assign \$5570  = pe13_12_bank == \port$21346$2 [4];
+  assign \$5570  = pe13_12_bank == \port$21351$2 [4];
   assign \$5571  = pe13_12_v & \$5570 ;
-  assign \$5572  = pe13_13_bank == \port$21346$2 [4];
+  assign \$5572  = pe13_13_bank == \port$21351$2 [4];
   assign \$5573  = pe13_13_v & \$5572 ;
   assign \$5574  = | { \$5573 , \$5571 , \$5569 , \$5567 , \$5565 , \$5563 , \$5561 , \$5559 , \$5557 , \$5555 , \$5553 , \$5551 , \$5549 , \$5547 , \$5545 , \$5543 , \$5541 , \$5539 , \$5537 , \$5535 , \$5533 , \$5531 , \$5529 , \$5527 , \$5525 , \$5523 , \$5521 , \$5519  };
   assign \$5575  = \$5517  & \$5574 ;
@@ -42554,201 +42646,201 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$5578  = \$5577  & a_valid;
   assign \$5581  = w_en & w_transpose;
   assign \$5583  = \$5582  & skew13_0_v;
-  assign \$5584  = skew13_0_bank == \port$21346$2 [4];
+  assign \$5584  = skew13_0_bank == \port$21351$2 [4];
   assign \$5585  = \$5583  & \$5584 ;
   assign \$5586  = w_en & w_transpose;
   assign \$5588  = \$5587  & skew13_1_v;
-  assign \$5589  = skew13_1_bank == \port$21346$2 [4];
+  assign \$5589  = skew13_1_bank == \port$21351$2 [4];
   assign \$5590  = \$5588  & \$5589 ;
   assign \$5591  = w_en & w_transpose;
   assign \$5593  = \$5592  & skew13_2_v;
-  assign \$5594  = skew13_2_bank == \port$21346$2 [4];
+  assign \$5594  = skew13_2_bank == \port$21351$2 [4];
   assign \$5595  = \$5593  & \$5594 ;
   assign \$5596  = w_en & w_transpose;
   assign \$5598  = \$5597  & skew13_3_v;
-  assign \$5599  = skew13_3_bank == \port$21346$2 [4];
+  assign \$5599  = skew13_3_bank == \port$21351$2 [4];
   assign \$5600  = \$5598  & \$5599 ;
   assign \$5601  = w_en & w_transpose;
   assign \$5603  = \$5602  & skew13_4_v;
-  assign \$5604  = skew13_4_bank == \port$21346$2 [4];
+  assign \$5604  = skew13_4_bank == \port$21351$2 [4];
   assign \$5605  = \$5603  & \$5604 ;
   assign \$5606  = w_en & w_transpose;
   assign \$5608  = \$5607  & skew13_5_v;
-  assign \$5609  = skew13_5_bank == \port$21346$2 [4];
+  assign \$5609  = skew13_5_bank == \port$21351$2 [4];
   assign \$5610  = \$5608  & \$5609 ;
   assign \$5611  = w_en & w_transpose;
   assign \$5613  = \$5612  & skew13_6_v;
-  assign \$5614  = skew13_6_bank == \port$21346$2 [4];
+  assign \$5614  = skew13_6_bank == \port$21351$2 [4];
   assign \$5615  = \$5613  & \$5614 ;
   assign \$5616  = w_en & w_transpose;
   assign \$5618  = \$5617  & skew13_7_v;
-  assign \$5619  = skew13_7_bank == \port$21346$2 [4];
+  assign \$5619  = skew13_7_bank == \port$21351$2 [4];
   assign \$5620  = \$5618  & \$5619 ;
   assign \$5621  = w_en & w_transpose;
   assign \$5623  = \$5622  & skew13_8_v;
-  assign \$5624  = skew13_8_bank == \port$21346$2 [4];
+  assign \$5624  = skew13_8_bank == \port$21351$2 [4];
   assign \$5625  = \$5623  & \$5624 ;
   assign \$5626  = w_en & w_transpose;
   assign \$5628  = \$5627  & skew13_9_v;
-  assign \$5629  = skew13_9_bank == \port$21346$2 [4];
+  assign \$5629  = skew13_9_bank == \port$21351$2 [4];
   assign \$5630  = \$5628  & \$5629 ;
   assign \$5631  = w_en & w_transpose;
   assign \$5633  = \$5632  & skew13_10_v;
-  assign \$5634  = skew13_10_bank == \port$21346$2 [4];
+  assign \$5634  = skew13_10_bank == \port$21351$2 [4];
   assign \$5635  = \$5633  & \$5634 ;
   assign \$5636  = w_en & w_transpose;
   assign \$5638  = \$5637  & skew13_11_v;
-  assign \$5639  = skew13_11_bank == \port$21346$2 [4];
+  assign \$5639  = skew13_11_bank == \port$21351$2 [4];
   assign \$5640  = \$5638  & \$5639 ;
   assign \$5641  = w_en & w_transpose;
-  assign \$5642  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$5642  = \port$21351$2 [3:0] >= 1'h1;
   assign \$5643  = \$5641  & \$5642 ;
   assign \$5644  = \$5643  & skew13_12_v;
-  assign \$5645  = skew13_12_bank == \port$21346$2 [4];
+  assign \$5645  = skew13_12_bank == \port$21351$2 [4];
   assign \$5646  = \$5644  & \$5645 ;
   assign \$5647  = w_en & w_transpose;
-  assign \$5648  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$5648  = \port$21351$2 [3:0] >= 2'h2;
   assign \$5649  = \$5647  & \$5648 ;
   assign \$5650  = \$5649  & pe13_0_v;
-  assign \$5651  = pe13_0_bank == \port$21346$2 [4];
+  assign \$5651  = pe13_0_bank == \port$21351$2 [4];
   assign \$5652  = \$5650  & \$5651 ;
   assign \$5653  = w_en & w_transpose;
-  assign \$5654  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$5654  = \port$21351$2 [3:0] >= 2'h3;
   assign \$5655  = \$5653  & \$5654 ;
   assign \$5656  = \$5655  & pe13_1_v;
-  assign \$5657  = pe13_1_bank == \port$21346$2 [4];
+  assign \$5657  = pe13_1_bank == \port$21351$2 [4];
   assign \$5658  = \$5656  & \$5657 ;
   assign \$5659  = w_en & w_transpose;
-  assign \$5660  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$5660  = \port$21351$2 [3:0] >= 3'h4;
   assign \$5661  = \$5659  & \$5660 ;
   assign \$5662  = \$5661  & pe13_2_v;
-  assign \$5663  = pe13_2_bank == \port$21346$2 [4];
+  assign \$5663  = pe13_2_bank == \port$21351$2 [4];
   assign \$5664  = \$5662  & \$5663 ;
   assign \$5665  = w_en & w_transpose;
-  assign \$5666  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$5666  = \port$21351$2 [3:0] >= 3'h5;
   assign \$5667  = \$5665  & \$5666 ;
   assign \$5668  = \$5667  & pe13_3_v;
-  assign \$5669  = pe13_3_bank == \port$21346$2 [4];
+  assign \$5669  = pe13_3_bank == \port$21351$2 [4];
   assign \$5670  = \$5668  & \$5669 ;
   assign \$5671  = w_en & w_transpose;
-  assign \$5672  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$5672  = \port$21351$2 [3:0] >= 3'h6;
   assign \$5673  = \$5671  & \$5672 ;
   assign \$5674  = \$5673  & pe13_4_v;
-  assign \$5675  = pe13_4_bank == \port$21346$2 [4];
+  assign \$5675  = pe13_4_bank == \port$21351$2 [4];
   assign \$5676  = \$5674  & \$5675 ;
   assign \$5677  = w_en & w_transpose;
-  assign \$5678  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$5678  = \port$21351$2 [3:0] >= 3'h7;
   assign \$5679  = \$5677  & \$5678 ;
   assign \$5680  = \$5679  & pe13_5_v;
-  assign \$5681  = pe13_5_bank == \port$21346$2 [4];
+  assign \$5681  = pe13_5_bank == \port$21351$2 [4];
   assign \$5682  = \$5680  & \$5681 ;
   assign \$5683  = w_en & w_transpose;
-  assign \$5684  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$5684  = \port$21351$2 [3:0] >= 4'h8;
   assign \$5685  = \$5683  & \$5684 ;
   assign \$5686  = \$5685  & pe13_6_v;
-  assign \$5687  = pe13_6_bank == \port$21346$2 [4];
+  assign \$5687  = pe13_6_bank == \port$21351$2 [4];
   assign \$5688  = \$5686  & \$5687 ;
   assign \$5689  = w_en & w_transpose;
-  assign \$5690  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$5690  = \port$21351$2 [3:0] >= 4'h9;
   assign \$5691  = \$5689  & \$5690 ;
   assign \$5692  = \$5691  & pe13_7_v;
-  assign \$5693  = pe13_7_bank == \port$21346$2 [4];
+  assign \$5693  = pe13_7_bank == \port$21351$2 [4];
   assign \$5694  = \$5692  & \$5693 ;
   assign \$5695  = w_en & w_transpose;
-  assign \$5696  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$5696  = \port$21351$2 [3:0] >= 4'ha;
   assign \$5697  = \$5695  & \$5696 ;
   assign \$5698  = \$5697  & pe13_8_v;
-  assign \$5699  = pe13_8_bank == \port$21346$2 [4];
+  assign \$5699  = pe13_8_bank == \port$21351$2 [4];
   assign \$5700  = \$5698  & \$5699 ;
   assign \$5701  = w_en & w_transpose;
-  assign \$5702  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$5702  = \port$21351$2 [3:0] >= 4'hb;
   assign \$5703  = \$5701  & \$5702 ;
   assign \$5704  = \$5703  & pe13_9_v;
-  assign \$5705  = pe13_9_bank == \port$21346$2 [4];
+  assign \$5705  = pe13_9_bank == \port$21351$2 [4];
   assign \$5706  = \$5704  & \$5705 ;
   assign \$5707  = w_en & w_transpose;
-  assign \$5708  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$5708  = \port$21351$2 [3:0] >= 4'hc;
   assign \$5709  = \$5707  & \$5708 ;
   assign \$5710  = \$5709  & pe13_10_v;
-  assign \$5711  = pe13_10_bank == \port$21346$2 [4];
+  assign \$5711  = pe13_10_bank == \port$21351$2 [4];
   assign \$5712  = \$5710  & \$5711 ;
   assign \$5713  = w_en & w_transpose;
-  assign \$5714  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$5714  = \port$21351$2 [3:0] >= 4'hd;
   assign \$5715  = \$5713  & \$5714 ;
   assign \$5716  = \$5715  & pe13_11_v;
-  assign \$5717  = pe13_11_bank == \port$21346$2 [4];
+  assign \$5717  = pe13_11_bank == \port$21351$2 [4];
   assign \$5718  = \$5716  & \$5717 ;
   assign \$5719  = w_en & w_transpose;
-  assign \$5720  = \port$21346$2 [3:0] >= 4'he;
+  assign \$5720  = \port$21351$2 [3:0] >= 4'he;
   assign \$5721  = \$5719  & \$5720 ;
   assign \$5722  = \$5721  & pe13_12_v;
-  assign \$5723  = pe13_12_bank == \port$21346$2 [4];
+  assign \$5723  = pe13_12_bank == \port$21351$2 [4];
   assign \$5724  = \$5722  & \$5723 ;
   assign \$5725  = w_en & w_transpose;
-  assign \$5726  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$5726  = \port$21351$2 [3:0] >= 4'hf;
   assign \$5727  = \$5725  & \$5726 ;
   assign \$5728  = \$5727  & pe13_13_v;
-  assign \$5729  = pe13_13_bank == \port$21346$2 [4];
+  assign \$5729  = pe13_13_bank == \port$21351$2 [4];
   assign \$5730  = \$5728  & \$5729 ;
   assign \$5731  = ~ w_transpose;
   assign \$5732  = w_en & \$5731 ;
-  assign \$5733  = \port$21346$2 [3:0] == 4'he;
+  assign \$5733  = \port$21351$2 [3:0] == 4'he;
   assign \$5734  = \$5732  & \$5733 ;
-  assign \$5737  = skew14_0_bank == \port$21346$2 [4];
+  assign \$5737  = skew14_0_bank == \port$21351$2 [4];
   assign \$5738  = skew14_0_v & \$5737 ;
-  assign \$5739  = skew14_1_bank == \port$21346$2 [4];
+  assign \$5739  = skew14_1_bank == \port$21351$2 [4];
   assign \$5740  = skew14_1_v & \$5739 ;
-  assign \$5741  = skew14_2_bank == \port$21346$2 [4];
+  assign \$5741  = skew14_2_bank == \port$21351$2 [4];
   assign \$5742  = skew14_2_v & \$5741 ;
-  assign \$5743  = skew14_3_bank == \port$21346$2 [4];
+  assign \$5743  = skew14_3_bank == \port$21351$2 [4];
   assign \$5744  = skew14_3_v & \$5743 ;
-  assign \$5745  = skew14_4_bank == \port$21346$2 [4];
+  assign \$5745  = skew14_4_bank == \port$21351$2 [4];
   assign \$5746  = skew14_4_v & \$5745 ;
-  assign \$5747  = skew14_5_bank == \port$21346$2 [4];
+  assign \$5747  = skew14_5_bank == \port$21351$2 [4];
   assign \$5748  = skew14_5_v & \$5747 ;
-  assign \$5749  = skew14_6_bank == \port$21346$2 [4];
+  assign \$5749  = skew14_6_bank == \port$21351$2 [4];
   assign \$5750  = skew14_6_v & \$5749 ;
-  assign \$5751  = skew14_7_bank == \port$21346$2 [4];
+  assign \$5751  = skew14_7_bank == \port$21351$2 [4];
   assign \$5752  = skew14_7_v & \$5751 ;
-  assign \$5753  = skew14_8_bank == \port$21346$2 [4];
+  assign \$5753  = skew14_8_bank == \port$21351$2 [4];
   assign \$5754  = skew14_8_v & \$5753 ;
-  assign \$5755  = skew14_9_bank == \port$21346$2 [4];
+  assign \$5755  = skew14_9_bank == \port$21351$2 [4];
   assign \$5756  = skew14_9_v & \$5755 ;
-  assign \$5757  = skew14_10_bank == \port$21346$2 [4];
+  assign \$5757  = skew14_10_bank == \port$21351$2 [4];
   assign \$5758  = skew14_10_v & \$5757 ;
-  assign \$5759  = skew14_11_bank == \port$21346$2 [4];
+  assign \$5759  = skew14_11_bank == \port$21351$2 [4];
   assign \$5760  = skew14_11_v & \$5759 ;
-  assign \$5761  = skew14_12_bank == \port$21346$2 [4];
+  assign \$5761  = skew14_12_bank == \port$21351$2 [4];
   assign \$5762  = skew14_12_v & \$5761 ;
-  assign \$5763  = skew14_13_bank == \port$21346$2 [4];
+  assign \$5763  = skew14_13_bank == \port$21351$2 [4];
   assign \$5764  = skew14_13_v & \$5763 ;
-  assign \$5765  = pe14_0_bank == \port$21346$2 [4];
+  assign \$5765  = pe14_0_bank == \port$21351$2 [4];
   assign \$5766  = pe14_0_v & \$5765 ;
-  assign \$5767  = pe14_1_bank == \port$21346$2 [4];
+  assign \$5767  = pe14_1_bank == \port$21351$2 [4];
   assign \$5768  = pe14_1_v & \$5767 ;
-  assign \$5769  = pe14_2_bank == \port$21346$2 [4];
+  assign \$5769  = pe14_2_bank == \port$21351$2 [4];
   assign \$5770  = pe14_2_v & \$5769 ;
-  assign \$5771  = pe14_3_bank == \port$21346$2 [4];
+  assign \$5771  = pe14_3_bank == \port$21351$2 [4];
   assign \$5772  = pe14_3_v & \$5771 ;
-  assign \$5773  = pe14_4_bank == \port$21346$2 [4];
+  assign \$5773  = pe14_4_bank == \port$21351$2 [4];
   assign \$5774  = pe14_4_v & \$5773 ;
-  assign \$5775  = pe14_5_bank == \port$21346$2 [4];
+  assign \$5775  = pe14_5_bank == \port$21351$2 [4];
   assign \$5776  = pe14_5_v & \$5775 ;
-  assign \$5777  = pe14_6_bank == \port$21346$2 [4];
+  assign \$5777  = pe14_6_bank == \port$21351$2 [4];
   assign \$5778  = pe14_6_v & \$5777 ;
-  assign \$5779  = pe14_7_bank == \port$21346$2 [4];
+  assign \$5779  = pe14_7_bank == \port$21351$2 [4];
   assign \$5780  = pe14_7_v & \$5779 ;
-  assign \$5781  = pe14_8_bank == \port$21346$2 [4];
+  assign \$5781  = pe14_8_bank == \port$21351$2 [4];
   assign \$5782  = pe14_8_v & \$5781 ;
-  assign \$5783  = pe14_9_bank == \port$21346$2 [4];
+  assign \$5783  = pe14_9_bank == \port$21351$2 [4];
   assign \$5784  = pe14_9_v & \$5783 ;
-  assign \$5785  = pe14_10_bank == \port$21346$2 [4];
+  assign \$5785  = pe14_10_bank == \port$21351$2 [4];
   assign \$5786  = pe14_10_v & \$5785 ;
-  assign \$5787  = pe14_11_bank == \port$21346$2 [4];
+  assign \$5787  = pe14_11_bank == \port$21351$2 [4];
   assign \$5788  = pe14_11_v & \$5787 ;
-  assign \$5789  = pe14_12_bank == \port$21346$2 [4];
+  assign \$5789  = pe14_12_bank == \port$21351$2 [4];
   assign \$5790  = pe14_12_v & \$5789 ;
-  assign \$5791  = pe14_13_bank == \port$21346$2 [4];
+  assign \$5791  = pe14_13_bank == \port$21351$2 [4];
   assign \$5792  = pe14_13_v & \$5791 ;
   assign \$5793  = | { \$5792 , \$5790 , \$5788 , \$5786 , \$5784 , \$5782 , \$5780 , \$5778 , \$5776 , \$5774 , \$5772 , \$5770 , \$5768 , \$5766 , \$5764 , \$5762 , \$5760 , \$5758 , \$5756 , \$5754 , \$5752 , \$5750 , \$5748 , \$5746 , \$5744 , \$5742 , \$5740 , \$5738 , \$5736  };
   assign \$5794  = \$5734  & \$5793 ;
@@ -42756,207 +42848,207 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$5797  = \$5796  & a_valid;
   assign \$5800  = w_en & w_transpose;
   assign \$5802  = \$5801  & skew14_0_v;
-  assign \$5803  = skew14_0_bank == \port$21346$2 [4];
+  assign \$5803  = skew14_0_bank == \port$21351$2 [4];
   assign \$5804  = \$5802  & \$5803 ;
   assign \$5805  = w_en & w_transpose;
   assign \$5807  = \$5806  & skew14_1_v;
-  assign \$5808  = skew14_1_bank == \port$21346$2 [4];
+  assign \$5808  = skew14_1_bank == \port$21351$2 [4];
   assign \$5809  = \$5807  & \$5808 ;
   assign \$5810  = w_en & w_transpose;
   assign \$5812  = \$5811  & skew14_2_v;
-  assign \$5813  = skew14_2_bank == \port$21346$2 [4];
+  assign \$5813  = skew14_2_bank == \port$21351$2 [4];
   assign \$5814  = \$5812  & \$5813 ;
   assign \$5815  = w_en & w_transpose;
   assign \$5817  = \$5816  & skew14_3_v;
-  assign \$5818  = skew14_3_bank == \port$21346$2 [4];
+  assign \$5818  = skew14_3_bank == \port$21351$2 [4];
   assign \$5819  = \$5817  & \$5818 ;
   assign \$5820  = w_en & w_transpose;
   assign \$5822  = \$5821  & skew14_4_v;
-  assign \$5823  = skew14_4_bank == \port$21346$2 [4];
+  assign \$5823  = skew14_4_bank == \port$21351$2 [4];
   assign \$5824  = \$5822  & \$5823 ;
   assign \$5825  = w_en & w_transpose;
   assign \$5827  = \$5826  & skew14_5_v;
-  assign \$5828  = skew14_5_bank == \port$21346$2 [4];
+  assign \$5828  = skew14_5_bank == \port$21351$2 [4];
   assign \$5829  = \$5827  & \$5828 ;
   assign \$5830  = w_en & w_transpose;
   assign \$5832  = \$5831  & skew14_6_v;
-  assign \$5833  = skew14_6_bank == \port$21346$2 [4];
+  assign \$5833  = skew14_6_bank == \port$21351$2 [4];
   assign \$5834  = \$5832  & \$5833 ;
   assign \$5835  = w_en & w_transpose;
   assign \$5837  = \$5836  & skew14_7_v;
-  assign \$5838  = skew14_7_bank == \port$21346$2 [4];
+  assign \$5838  = skew14_7_bank == \port$21351$2 [4];
   assign \$5839  = \$5837  & \$5838 ;
   assign \$5840  = w_en & w_transpose;
   assign \$5842  = \$5841  & skew14_8_v;
-  assign \$5843  = skew14_8_bank == \port$21346$2 [4];
+  assign \$5843  = skew14_8_bank == \port$21351$2 [4];
   assign \$5844  = \$5842  & \$5843 ;
   assign \$5845  = w_en & w_transpose;
   assign \$5847  = \$5846  & skew14_9_v;
-  assign \$5848  = skew14_9_bank == \port$21346$2 [4];
+  assign \$5848  = skew14_9_bank == \port$21351$2 [4];
   assign \$5849  = \$5847  & \$5848 ;
   assign \$5850  = w_en & w_transpose;
   assign \$5852  = \$5851  & skew14_10_v;
-  assign \$5853  = skew14_10_bank == \port$21346$2 [4];
+  assign \$5853  = skew14_10_bank == \port$21351$2 [4];
   assign \$5854  = \$5852  & \$5853 ;
   assign \$5855  = w_en & w_transpose;
   assign \$5857  = \$5856  & skew14_11_v;
-  assign \$5858  = skew14_11_bank == \port$21346$2 [4];
+  assign \$5858  = skew14_11_bank == \port$21351$2 [4];
   assign \$5859  = \$5857  & \$5858 ;
   assign \$5860  = w_en & w_transpose;
   assign \$5862  = \$5861  & skew14_12_v;
-  assign \$5863  = skew14_12_bank == \port$21346$2 [4];
+  assign \$5863  = skew14_12_bank == \port$21351$2 [4];
   assign \$5864  = \$5862  & \$5863 ;
   assign \$5865  = w_en & w_transpose;
-  assign \$5866  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$5866  = \port$21351$2 [3:0] >= 1'h1;
   assign \$5867  = \$5865  & \$5866 ;
   assign \$5868  = \$5867  & skew14_13_v;
-  assign \$5869  = skew14_13_bank == \port$21346$2 [4];
+  assign \$5869  = skew14_13_bank == \port$21351$2 [4];
   assign \$5870  = \$5868  & \$5869 ;
   assign \$5871  = w_en & w_transpose;
-  assign \$5872  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$5872  = \port$21351$2 [3:0] >= 2'h2;
   assign \$5873  = \$5871  & \$5872 ;
   assign \$5874  = \$5873  & pe14_0_v;
-  assign \$5875  = pe14_0_bank == \port$21346$2 [4];
+  assign \$5875  = pe14_0_bank == \port$21351$2 [4];
   assign \$5876  = \$5874  & \$5875 ;
   assign \$5877  = w_en & w_transpose;
-  assign \$5878  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$5878  = \port$21351$2 [3:0] >= 2'h3;
   assign \$5879  = \$5877  & \$5878 ;
   assign \$5880  = \$5879  & pe14_1_v;
-  assign \$5881  = pe14_1_bank == \port$21346$2 [4];
+  assign \$5881  = pe14_1_bank == \port$21351$2 [4];
   assign \$5882  = \$5880  & \$5881 ;
   assign \$5883  = w_en & w_transpose;
-  assign \$5884  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$5884  = \port$21351$2 [3:0] >= 3'h4;
   assign \$5885  = \$5883  & \$5884 ;
   assign \$5886  = \$5885  & pe14_2_v;
-  assign \$5887  = pe14_2_bank == \port$21346$2 [4];
+  assign \$5887  = pe14_2_bank == \port$21351$2 [4];
   assign \$5888  = \$5886  & \$5887 ;
   assign \$5889  = w_en & w_transpose;
-  assign \$5890  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$5890  = \port$21351$2 [3:0] >= 3'h5;
   assign \$5891  = \$5889  & \$5890 ;
   assign \$5892  = \$5891  & pe14_3_v;
-  assign \$5893  = pe14_3_bank == \port$21346$2 [4];
+  assign \$5893  = pe14_3_bank == \port$21351$2 [4];
   assign \$5894  = \$5892  & \$5893 ;
   assign \$5895  = w_en & w_transpose;
-  assign \$5896  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$5896  = \port$21351$2 [3:0] >= 3'h6;
   assign \$5897  = \$5895  & \$5896 ;
   assign \$5898  = \$5897  & pe14_4_v;
-  assign \$5899  = pe14_4_bank == \port$21346$2 [4];
+  assign \$5899  = pe14_4_bank == \port$21351$2 [4];
   assign \$5900  = \$5898  & \$5899 ;
   assign \$5901  = w_en & w_transpose;
-  assign \$5902  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$5902  = \port$21351$2 [3:0] >= 3'h7;
   assign \$5903  = \$5901  & \$5902 ;
   assign \$5904  = \$5903  & pe14_5_v;
-  assign \$5905  = pe14_5_bank == \port$21346$2 [4];
+  assign \$5905  = pe14_5_bank == \port$21351$2 [4];
   assign \$5906  = \$5904  & \$5905 ;
   assign \$5907  = w_en & w_transpose;
-  assign \$5908  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$5908  = \port$21351$2 [3:0] >= 4'h8;
   assign \$5909  = \$5907  & \$5908 ;
   assign \$5910  = \$5909  & pe14_6_v;
-  assign \$5911  = pe14_6_bank == \port$21346$2 [4];
+  assign \$5911  = pe14_6_bank == \port$21351$2 [4];
   assign \$5912  = \$5910  & \$5911 ;
   assign \$5913  = w_en & w_transpose;
-  assign \$5914  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$5914  = \port$21351$2 [3:0] >= 4'h9;
   assign \$5915  = \$5913  & \$5914 ;
   assign \$5916  = \$5915  & pe14_7_v;
-  assign \$5917  = pe14_7_bank == \port$21346$2 [4];
+  assign \$5917  = pe14_7_bank == \port$21351$2 [4];
   assign \$5918  = \$5916  & \$5917 ;
   assign \$5919  = w_en & w_transpose;
-  assign \$5920  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$5920  = \port$21351$2 [3:0] >= 4'ha;
   assign \$5921  = \$5919  & \$5920 ;
   assign \$5922  = \$5921  & pe14_8_v;
-  assign \$5923  = pe14_8_bank == \port$21346$2 [4];
+  assign \$5923  = pe14_8_bank == \port$21351$2 [4];
   assign \$5924  = \$5922  & \$5923 ;
   assign \$5925  = w_en & w_transpose;
-  assign \$5926  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$5926  = \port$21351$2 [3:0] >= 4'hb;
   assign \$5927  = \$5925  & \$5926 ;
   assign \$5928  = \$5927  & pe14_9_v;
-  assign \$5929  = pe14_9_bank == \port$21346$2 [4];
+  assign \$5929  = pe14_9_bank == \port$21351$2 [4];
   assign \$5930  = \$5928  & \$5929 ;
   assign \$5931  = w_en & w_transpose;
-  assign \$5932  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$5932  = \port$21351$2 [3:0] >= 4'hc;
   assign \$5933  = \$5931  & \$5932 ;
   assign \$5934  = \$5933  & pe14_10_v;
-  assign \$5935  = pe14_10_bank == \port$21346$2 [4];
+  assign \$5935  = pe14_10_bank == \port$21351$2 [4];
   assign \$5936  = \$5934  & \$5935 ;
   assign \$5937  = w_en & w_transpose;
-  assign \$5938  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$5938  = \port$21351$2 [3:0] >= 4'hd;
   assign \$5939  = \$5937  & \$5938 ;
   assign \$5940  = \$5939  & pe14_11_v;
-  assign \$5941  = pe14_11_bank == \port$21346$2 [4];
+  assign \$5941  = pe14_11_bank == \port$21351$2 [4];
   assign \$5942  = \$5940  & \$5941 ;
   assign \$5943  = w_en & w_transpose;
-  assign \$5944  = \port$21346$2 [3:0] >= 4'he;
+  assign \$5944  = \port$21351$2 [3:0] >= 4'he;
   assign \$5945  = \$5943  & \$5944 ;
   assign \$5946  = \$5945  & pe14_12_v;
-  assign \$5947  = pe14_12_bank == \port$21346$2 [4];
+  assign \$5947  = pe14_12_bank == \port$21351$2 [4];
   assign \$5948  = \$5946  & \$5947 ;
   assign \$5949  = w_en & w_transpose;
-  assign \$5950  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$5950  = \port$21351$2 [3:0] >= 4'hf;
   assign \$5951  = \$5949  & \$5950 ;
   assign \$5952  = \$5951  & pe14_13_v;
-  assign \$5953  = pe14_13_bank == \port$21346$2 [4];
+  assign \$5953  = pe14_13_bank == \port$21351$2 [4];
   assign \$5954  = \$5952  & \$5953 ;
   assign \$5955  = ~ w_transpose;
   assign \$5956  = w_en & \$5955 ;
-  assign \$5957  = \port$21346$2 [3:0] == 4'hf;
+  assign \$5957  = \port$21351$2 [3:0] == 4'hf;
   assign \$5958  = \$5956  & \$5957 ;
-  assign \$5961  = skew15_0_bank == \port$21346$2 [4];
+  assign \$5961  = skew15_0_bank == \port$21351$2 [4];
   assign \$5962  = skew15_0_v & \$5961 ;
-  assign \$5963  = skew15_1_bank == \port$21346$2 [4];
+  assign \$5963  = skew15_1_bank == \port$21351$2 [4];
   assign \$5964  = skew15_1_v & \$5963 ;
-  assign \$5965  = skew15_2_bank == \port$21346$2 [4];
+  assign \$5965  = skew15_2_bank == \port$21351$2 [4];
   assign \$5966  = skew15_2_v & \$5965 ;
-  assign \$5967  = skew15_3_bank == \port$21346$2 [4];
+  assign \$5967  = skew15_3_bank == \port$21351$2 [4];
   assign \$5968  = skew15_3_v & \$5967 ;
-  assign \$5969  = skew15_4_bank == \port$21346$2 [4];
+  assign \$5969  = skew15_4_bank == \port$21351$2 [4];
   assign \$5970  = skew15_4_v & \$5969 ;
-  assign \$5971  = skew15_5_bank == \port$21346$2 [4];
+  assign \$5971  = skew15_5_bank == \port$21351$2 [4];
   assign \$5972  = skew15_5_v & \$5971 ;
-  assign \$5973  = skew15_6_bank == \port$21346$2 [4];
+  assign \$5973  = skew15_6_bank == \port$21351$2 [4];
   assign \$5974  = skew15_6_v & \$5973 ;
-  assign \$5975  = skew15_7_bank == \port$21346$2 [4];
+  assign \$5975  = skew15_7_bank == \port$21351$2 [4];
   assign \$5976  = skew15_7_v & \$5975 ;
-  assign \$5977  = skew15_8_bank == \port$21346$2 [4];
+  assign \$5977  = skew15_8_bank == \port$21351$2 [4];
   assign \$5978  = skew15_8_v & \$5977 ;
-  assign \$5979  = skew15_9_bank == \port$21346$2 [4];
+  assign \$5979  = skew15_9_bank == \port$21351$2 [4];
   assign \$5980  = skew15_9_v & \$5979 ;
-  assign \$5981  = skew15_10_bank == \port$21346$2 [4];
+  assign \$5981  = skew15_10_bank == \port$21351$2 [4];
   assign \$5982  = skew15_10_v & \$5981 ;
-  assign \$5983  = skew15_11_bank == \port$21346$2 [4];
+  assign \$5983  = skew15_11_bank == \port$21351$2 [4];
   assign \$5984  = skew15_11_v & \$5983 ;
-  assign \$5985  = skew15_12_bank == \port$21346$2 [4];
+  assign \$5985  = skew15_12_bank == \port$21351$2 [4];
   assign \$5986  = skew15_12_v & \$5985 ;
-  assign \$5987  = skew15_13_bank == \port$21346$2 [4];
+  assign \$5987  = skew15_13_bank == \port$21351$2 [4];
   assign \$5988  = skew15_13_v & \$5987 ;
-  assign \$5989  = skew15_14_bank == \port$21346$2 [4];
+  assign \$5989  = skew15_14_bank == \port$21351$2 [4];
   assign \$5990  = skew15_14_v & \$5989 ;
-  assign \$5991  = pe15_0_bank == \port$21346$2 [4];
+  assign \$5991  = pe15_0_bank == \port$21351$2 [4];
   assign \$5992  = pe15_0_v & \$5991 ;
-  assign \$5993  = pe15_1_bank == \port$21346$2 [4];
+  assign \$5993  = pe15_1_bank == \port$21351$2 [4];
   assign \$5994  = pe15_1_v & \$5993 ;
-  assign \$5995  = pe15_2_bank == \port$21346$2 [4];
+  assign \$5995  = pe15_2_bank == \port$21351$2 [4];
   assign \$5996  = pe15_2_v & \$5995 ;
-  assign \$5997  = pe15_3_bank == \port$21346$2 [4];
+  assign \$5997  = pe15_3_bank == \port$21351$2 [4];
   assign \$5998  = pe15_3_v & \$5997 ;
-  assign \$5999  = pe15_4_bank == \port$21346$2 [4];
+  assign \$5999  = pe15_4_bank == \port$21351$2 [4];
   assign \$6000  = pe15_4_v & \$5999 ;
-  assign \$6001  = pe15_5_bank == \port$21346$2 [4];
+  assign \$6001  = pe15_5_bank == \port$21351$2 [4];
   assign \$6002  = pe15_5_v & \$6001 ;
-  assign \$6003  = pe15_6_bank == \port$21346$2 [4];
+  assign \$6003  = pe15_6_bank == \port$21351$2 [4];
   assign \$6004  = pe15_6_v & \$6003 ;
-  assign \$6005  = pe15_7_bank == \port$21346$2 [4];
+  assign \$6005  = pe15_7_bank == \port$21351$2 [4];
   assign \$6006  = pe15_7_v & \$6005 ;
-  assign \$6007  = pe15_8_bank == \port$21346$2 [4];
+  assign \$6007  = pe15_8_bank == \port$21351$2 [4];
   assign \$6008  = pe15_8_v & \$6007 ;
-  assign \$6009  = pe15_9_bank == \port$21346$2 [4];
+  assign \$6009  = pe15_9_bank == \port$21351$2 [4];
   assign \$6010  = pe15_9_v & \$6009 ;
-  assign \$6011  = pe15_10_bank == \port$21346$2 [4];
+  assign \$6011  = pe15_10_bank == \port$21351$2 [4];
   assign \$6012  = pe15_10_v & \$6011 ;
-  assign \$6013  = pe15_11_bank == \port$21346$2 [4];
+  assign \$6013  = pe15_11_bank == \port$21351$2 [4];
   assign \$6014  = pe15_11_v & \$6013 ;
-  assign \$6015  = pe15_12_bank == \port$21346$2 [4];
+  assign \$6015  = pe15_12_bank == \port$21351$2 [4];
   assign \$6016  = pe15_12_v & \$6015 ;
-  assign \$6017  = pe15_13_bank == \port$21346$2 [4];
+  assign \$6017  = pe15_13_bank == \port$21351$2 [4];
   assign \$6018  = pe15_13_v & \$6017 ;
   assign \$6019  = | { \$6018 , \$6016 , \$6014 , \$6012 , \$6010 , \$6008 , \$6006 , \$6004 , \$6002 , \$6000 , \$5998 , \$5996 , \$5994 , \$5992 , \$5990 , \$5988 , \$5986 , \$5984 , \$5982 , \$5980 , \$5978 , \$5976 , \$5974 , \$5972 , \$5970 , \$5968 , \$5966 , \$5964 , \$5962 , \$5960  };
   assign \$6020  = \$5958  & \$6019 ;
@@ -42964,149 +43056,149 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$6023  = \$6022  & a_valid;
   assign \$6026  = w_en & w_transpose;
   assign \$6028  = \$6027  & skew15_0_v;
-  assign \$6029  = skew15_0_bank == \port$21346$2 [4];
+  assign \$6029  = skew15_0_bank == \port$21351$2 [4];
   assign \$6030  = \$6028  & \$6029 ;
   assign \$6031  = w_en & w_transpose;
   assign \$6033  = \$6032  & skew15_1_v;
-  assign \$6034  = skew15_1_bank == \port$21346$2 [4];
+  assign \$6034  = skew15_1_bank == \port$21351$2 [4];
   assign \$6035  = \$6033  & \$6034 ;
   assign \$6036  = w_en & w_transpose;
   assign \$6038  = \$6037  & skew15_2_v;
-  assign \$6039  = skew15_2_bank == \port$21346$2 [4];
+  assign \$6039  = skew15_2_bank == \port$21351$2 [4];
   assign \$6040  = \$6038  & \$6039 ;
   assign \$6041  = w_en & w_transpose;
   assign \$6043  = \$6042  & skew15_3_v;
-  assign \$6044  = skew15_3_bank == \port$21346$2 [4];
+  assign \$6044  = skew15_3_bank == \port$21351$2 [4];
   assign \$6045  = \$6043  & \$6044 ;
   assign \$6046  = w_en & w_transpose;
   assign \$6048  = \$6047  & skew15_4_v;
-  assign \$6049  = skew15_4_bank == \port$21346$2 [4];
+  assign \$6049  = skew15_4_bank == \port$21351$2 [4];
   assign \$6050  = \$6048  & \$6049 ;
   assign \$6051  = w_en & w_transpose;
   assign \$6053  = \$6052  & skew15_5_v;
-  assign \$6054  = skew15_5_bank == \port$21346$2 [4];
+  assign \$6054  = skew15_5_bank == \port$21351$2 [4];
   assign \$6055  = \$6053  & \$6054 ;
   assign \$6056  = w_en & w_transpose;
   assign \$6058  = \$6057  & skew15_6_v;
-  assign \$6059  = skew15_6_bank == \port$21346$2 [4];
+  assign \$6059  = skew15_6_bank == \port$21351$2 [4];
   assign \$6060  = \$6058  & \$6059 ;
   assign \$6061  = w_en & w_transpose;
   assign \$6063  = \$6062  & skew15_7_v;
-  assign \$6064  = skew15_7_bank == \port$21346$2 [4];
+  assign \$6064  = skew15_7_bank == \port$21351$2 [4];
   assign \$6065  = \$6063  & \$6064 ;
   assign \$6066  = w_en & w_transpose;
   assign \$6068  = \$6067  & skew15_8_v;
-  assign \$6069  = skew15_8_bank == \port$21346$2 [4];
+  assign \$6069  = skew15_8_bank == \port$21351$2 [4];
   assign \$6070  = \$6068  & \$6069 ;
   assign \$6071  = w_en & w_transpose;
   assign \$6073  = \$6072  & skew15_9_v;
-  assign \$6074  = skew15_9_bank == \port$21346$2 [4];
+  assign \$6074  = skew15_9_bank == \port$21351$2 [4];
   assign \$6075  = \$6073  & \$6074 ;
   assign \$6076  = w_en & w_transpose;
   assign \$6078  = \$6077  & skew15_10_v;
-  assign \$6079  = skew15_10_bank == \port$21346$2 [4];
+  assign \$6079  = skew15_10_bank == \port$21351$2 [4];
   assign \$6080  = \$6078  & \$6079 ;
   assign \$6081  = w_en & w_transpose;
   assign \$6083  = \$6082  & skew15_11_v;
-  assign \$6084  = skew15_11_bank == \port$21346$2 [4];
+  assign \$6084  = skew15_11_bank == \port$21351$2 [4];
   assign \$6085  = \$6083  & \$6084 ;
   assign \$6086  = w_en & w_transpose;
   assign \$6088  = \$6087  & skew15_12_v;
-  assign \$6089  = skew15_12_bank == \port$21346$2 [4];
+  assign \$6089  = skew15_12_bank == \port$21351$2 [4];
   assign \$6090  = \$6088  & \$6089 ;
   assign \$6091  = w_en & w_transpose;
   assign \$6093  = \$6092  & skew15_13_v;
-  assign \$6094  = skew15_13_bank == \port$21346$2 [4];
+  assign \$6094  = skew15_13_bank == \port$21351$2 [4];
   assign \$6095  = \$6093  & \$6094 ;
   assign \$6096  = w_en & w_transpose;
-  assign \$6097  = \port$21346$2 [3:0] >= 1'h1;
+  assign \$6097  = \port$21351$2 [3:0] >= 1'h1;
   assign \$6098  = \$6096  & \$6097 ;
   assign \$6099  = \$6098  & skew15_14_v;
-  assign \$6100  = skew15_14_bank == \port$21346$2 [4];
+  assign \$6100  = skew15_14_bank == \port$21351$2 [4];
   assign \$6101  = \$6099  & \$6100 ;
   assign \$6102  = w_en & w_transpose;
-  assign \$6103  = \port$21346$2 [3:0] >= 2'h2;
+  assign \$6103  = \port$21351$2 [3:0] >= 2'h2;
   assign \$6104  = \$6102  & \$6103 ;
   assign \$6105  = \$6104  & pe15_0_v;
-  assign \$6106  = pe15_0_bank == \port$21346$2 [4];
+  assign \$6106  = pe15_0_bank == \port$21351$2 [4];
   assign \$6107  = \$6105  & \$6106 ;
   assign \$6108  = w_en & w_transpose;
-  assign \$6109  = \port$21346$2 [3:0] >= 2'h3;
+  assign \$6109  = \port$21351$2 [3:0] >= 2'h3;
   assign \$6110  = \$6108  & \$6109 ;
   assign \$6111  = \$6110  & pe15_1_v;
-  assign \$6112  = pe15_1_bank == \port$21346$2 [4];
+  assign \$6112  = pe15_1_bank == \port$21351$2 [4];
   assign \$6113  = \$6111  & \$6112 ;
   assign \$6114  = w_en & w_transpose;
-  assign \$6115  = \port$21346$2 [3:0] >= 3'h4;
+  assign \$6115  = \port$21351$2 [3:0] >= 3'h4;
   assign \$6116  = \$6114  & \$6115 ;
   assign \$6117  = \$6116  & pe15_2_v;
-  assign \$6118  = pe15_2_bank == \port$21346$2 [4];
+  assign \$6118  = pe15_2_bank == \port$21351$2 [4];
   assign \$6119  = \$6117  & \$6118 ;
   assign \$6120  = w_en & w_transpose;
-  assign \$6121  = \port$21346$2 [3:0] >= 3'h5;
+  assign \$6121  = \port$21351$2 [3:0] >= 3'h5;
   assign \$6122  = \$6120  & \$6121 ;
   assign \$6123  = \$6122  & pe15_3_v;
-  assign \$6124  = pe15_3_bank == \port$21346$2 [4];
+  assign \$6124  = pe15_3_bank == \port$21351$2 [4];
   assign \$6125  = \$6123  & \$6124 ;
   assign \$6126  = w_en & w_transpose;
-  assign \$6127  = \port$21346$2 [3:0] >= 3'h6;
+  assign \$6127  = \port$21351$2 [3:0] >= 3'h6;
   assign \$6128  = \$6126  & \$6127 ;
   assign \$6129  = \$6128  & pe15_4_v;
-  assign \$6130  = pe15_4_bank == \port$21346$2 [4];
+  assign \$6130  = pe15_4_bank == \port$21351$2 [4];
   assign \$6131  = \$6129  & \$6130 ;
   assign \$6132  = w_en & w_transpose;
-  assign \$6133  = \port$21346$2 [3:0] >= 3'h7;
+  assign \$6133  = \port$21351$2 [3:0] >= 3'h7;
   assign \$6134  = \$6132  & \$6133 ;
   assign \$6135  = \$6134  & pe15_5_v;
-  assign \$6136  = pe15_5_bank == \port$21346$2 [4];
+  assign \$6136  = pe15_5_bank == \port$21351$2 [4];
   assign \$6137  = \$6135  & \$6136 ;
   assign \$6138  = w_en & w_transpose;
-  assign \$6139  = \port$21346$2 [3:0] >= 4'h8;
+  assign \$6139  = \port$21351$2 [3:0] >= 4'h8;
   assign \$6140  = \$6138  & \$6139 ;
   assign \$6141  = \$6140  & pe15_6_v;
-  assign \$6142  = pe15_6_bank == \port$21346$2 [4];
+  assign \$6142  = pe15_6_bank == \port$21351$2 [4];
   assign \$6143  = \$6141  & \$6142 ;
   assign \$6144  = w_en & w_transpose;
-  assign \$6145  = \port$21346$2 [3:0] >= 4'h9;
+  assign \$6145  = \port$21351$2 [3:0] >= 4'h9;
   assign \$6146  = \$6144  & \$6145 ;
   assign \$6147  = \$6146  & pe15_7_v;
-  assign \$6148  = pe15_7_bank == \port$21346$2 [4];
+  assign \$6148  = pe15_7_bank == \port$21351$2 [4];
   assign \$6149  = \$6147  & \$6148 ;
   assign \$6150  = w_en & w_transpose;
-  assign \$6151  = \port$21346$2 [3:0] >= 4'ha;
+  assign \$6151  = \port$21351$2 [3:0] >= 4'ha;
   assign \$6152  = \$6150  & \$6151 ;
   assign \$6153  = \$6152  & pe15_8_v;
-  assign \$6154  = pe15_8_bank == \port$21346$2 [4];
+  assign \$6154  = pe15_8_bank == \port$21351$2 [4];
   assign \$6155  = \$6153  & \$6154 ;
   assign \$6156  = w_en & w_transpose;
-  assign \$6157  = \port$21346$2 [3:0] >= 4'hb;
+  assign \$6157  = \port$21351$2 [3:0] >= 4'hb;
   assign \$6158  = \$6156  & \$6157 ;
   assign \$6159  = \$6158  & pe15_9_v;
-  assign \$6160  = pe15_9_bank == \port$21346$2 [4];
+  assign \$6160  = pe15_9_bank == \port$21351$2 [4];
   assign \$6161  = \$6159  & \$6160 ;
   assign \$6162  = w_en & w_transpose;
-  assign \$6163  = \port$21346$2 [3:0] >= 4'hc;
+  assign \$6163  = \port$21351$2 [3:0] >= 4'hc;
   assign \$6164  = \$6162  & \$6163 ;
   assign \$6165  = \$6164  & pe15_10_v;
-  assign \$6166  = pe15_10_bank == \port$21346$2 [4];
+  assign \$6166  = pe15_10_bank == \port$21351$2 [4];
   assign \$6167  = \$6165  & \$6166 ;
   assign \$6168  = w_en & w_transpose;
-  assign \$6169  = \port$21346$2 [3:0] >= 4'hd;
+  assign \$6169  = \port$21351$2 [3:0] >= 4'hd;
   assign \$6170  = \$6168  & \$6169 ;
   assign \$6171  = \$6170  & pe15_11_v;
-  assign \$6172  = pe15_11_bank == \port$21346$2 [4];
+  assign \$6172  = pe15_11_bank == \port$21351$2 [4];
   assign \$6173  = \$6171  & \$6172 ;
   assign \$6174  = w_en & w_transpose;
-  assign \$6175  = \port$21346$2 [3:0] >= 4'he;
+  assign \$6175  = \port$21351$2 [3:0] >= 4'he;
   assign \$6176  = \$6174  & \$6175 ;
   assign \$6177  = \$6176  & pe15_12_v;
-  assign \$6178  = pe15_12_bank == \port$21346$2 [4];
+  assign \$6178  = pe15_12_bank == \port$21351$2 [4];
   assign \$6179  = \$6177  & \$6178 ;
   assign \$6180  = w_en & w_transpose;
-  assign \$6181  = \port$21346$2 [3:0] >= 4'hf;
+  assign \$6181  = \port$21351$2 [3:0] >= 4'hf;
   assign \$6182  = \$6180  & \$6181 ;
   assign \$6183  = \$6182  & pe15_13_v;
-  assign \$6184  = pe15_13_bank == \port$21346$2 [4];
+  assign \$6184  = pe15_13_bank == \port$21351$2 [4];
   assign \$6185  = \$6183  & \$6184 ;
   assign w_conflict = | { \$6185 , \$6179 , \$6173 , \$6167 , \$6161 , \$6155 , \$6149 , \$6143 , \$6137 , \$6131 , \$6125 , \$6119 , \$6113 , \$6107 , \$6101 , \$6095 , \$6090 , \$6085 , \$6080 , \$6075 , \$6070 , \$6065 , \$6060 , \$6055 , \$6050 , \$6045 , \$6040 , \$6035 , \$6030 , \$6025 , \$6020 , \$5954 , \$5948 , \$5942 , \$5936 , \$5930 , \$5924 , \$5918 , \$5912 , \$5906 , \$5900 , \$5894 , \$5888 , \$5882 , \$5876 , \$5870 , \$5864 , \$5859 , \$5854 , \$5849 , \$5844 , \$5839 , \$5834 , \$5829 , \$5824 , \$5819 , \$5814 , \$5809 , \$5804 , \$5799 , \$5794 , \$5730 , \$5724 , \$5718 , \$5712 , \$5706 , \$5700 , \$5694 , \$5688 , \$5682 , \$5676 , \$5670 , \$5664 , \$5658 , \$5652 , \$5646 , \$5640 , \$5635 , \$5630 , \$5625 , \$5620 , \$5615 , \$5610 , \$5605 , \$5600 , \$5595 , \$5590 , \$5585 , \$5580 , \$5575 , \$5513 , \$5507 , \$5501 , \$5495 , \$5489 , \$5483 , \$5477 , \$5471 , \$5465 , \$5459 , \$5453 , \$5447 , \$5441 , \$5435 , \$5429 , \$5423 , \$5418 , \$5413 , \$5408 , \$5403 , \$5398 , \$5393 , \$5388 , \$5383 , \$5378 , \$5373 , \$5368 , \$5363 , \$5303 , \$5297 , \$5291 , \$5285 , \$5279 , \$5273 , \$5267 , \$5261 , \$5255 , \$5249 , \$5243 , \$5237 , \$5231 , \$5225 , \$5219 , \$5213 , \$5208 , \$5203 , \$5198 , \$5193 , \$5188 , \$5183 , \$5178 , \$5173 , \$5168 , \$5163 , \$5158 , \$5100 , \$5094 , \$5088 , \$5082 , \$5076 , \$5070 , \$5064 , \$5058 , \$5052 , \$5046 , \$5040 , \$5034 , \$5028 , \$5022 , \$5016 , \$5010 , \$5005 , \$5000 , \$4995 , \$4990 , \$4985 , \$4980 , \$4975 , \$4970 , \$4965 , \$4960 , \$4904 , \$4898 , \$4892 , \$4886 , \$4880 , \$4874 , \$4868 , \$4862 , \$4856 , \$4850 , \$4844 , \$4838 , \$4832 , \$4826 , \$4820 , \$4814 , \$4809 , \$4804 , \$4799 , \$4794 , \$4789 , \$4784 , \$4779 , \$4774 , \$4769 , \$4715 , \$4709 , \$4703 , \$4697 , \$4691 , \$4685 , \$4679 , \$4673 , \$4667 , \$4661 , \$4655 , \$4649 , \$4643 , \$4637 , \$4631 , \$4625 , \$4620 , \$4615 , \$4610 , \$4605 , \$4600 , \$4595 , \$4590 , \$4585 , \$4533 , \$4527 , \$4521 , \$4515 , \$4509 , \$4503 , \$4497 , \$4491 , \$4485 , \$4479 , \$4473 , \$4467 , \$4461 , \$4455 , \$4449 , \$4443 , \$4438 , \$4433 , \$4428 , \$4423 , \$4418 , \$4413 , \$4408 , \$4358 , \$4352 , \$4346 , \$4340 , \$4334 , \$4328 , \$4322 , \$4316 , \$4310 , \$4304 , \$4298 , \$4292 , \$4286 , \$4280 , \$4274 , \$4268 , \$4263 , \$4258 , \$4253 , \$4248 , \$4243 , \$4238 , \$4190 , \$4184 , \$4178 , \$4172 , \$4166 , \$4160 , \$4154 , \$4148 , \$4142 , \$4136 , \$4130 , \$4124 , \$4118 , \$4112 , \$4106 , \$4100 , \$4095 , \$4090 , \$4085 , \$4080 , \$4075 , \$4029 , \$4023 , \$4017 , \$4011 , \$4005 , \$3999 , \$3993 , \$3987 , \$3981 , \$3975 , \$3969 , \$3963 , \$3957 , \$3951 , \$3945 , \$3939 , \$3934 , \$3929 , \$3924 , \$3919 , \$3875 , \$3869 , \$3863 , \$3857 , \$3851 , \$3845 , \$3839 , \$3833 , \$3827 , \$3821 , \$3815 , \$3809 , \$3803 , \$3797 , \$3791 , \$3785 , \$3780 , \$3775 , \$3770 , \$3728 , \$3722 , \$3716 , \$3710 , \$3704 , \$3698 , \$3692 , \$3686 , \$3680 , \$3674 , \$3668 , \$3662 , \$3656 , \$3650 , \$3644 , \$3638 , \$3633 , \$3628 , \$3588 , \$3582 , \$3576 , \$3570 , \$3564 , \$3558 , \$3552 , \$3546 , \$3540 , \$3534 , \$3528 , \$3522 , \$3516 , \$3510 , \$3504 , \$3498 , \$3493 , \$3455 , \$3449 , \$3443 , \$3437 , \$3431 , \$3425 , \$3419 , \$3413 , \$3407 , \$3401 , \$3395 , \$3389 , \$3383 , \$3377 , \$3371 , \$3365  };
   always @(posedge clk)
@@ -43120,7 +43212,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     pe0_0_v <= \$6188 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$21346$2 [4];
+    pe0_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$6189 ;
   always @(posedge clk)
@@ -43300,7 +43392,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew1_0_v <= \$6233 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$21346$2 [4];
+    skew1_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$6234 ;
   always @(posedge clk)
@@ -43492,7 +43584,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew2_0_v <= \$6281 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$21346$2 [4];
+    skew2_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -43690,7 +43782,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew3_0_v <= \$6330 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$21346$2 [4];
+    skew3_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -43894,7 +43986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew4_0_v <= \$6380 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$21346$2 [4];
+    skew4_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -44104,7 +44196,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew5_0_v <= \$6431 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$21346$2 [4];
+    skew5_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -44320,7 +44412,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew6_0_v <= \$6483 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$21346$2 [4];
+    skew6_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -44542,7 +44634,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew7_0_v <= \$6536 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$21346$2 [4];
+    skew7_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -44770,7 +44862,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew8_0_v <= \$6590 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$21346$2 [4];
+    skew8_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -45004,7 +45096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew9_0_v <= \$6645 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$21346$2 [4];
+    skew9_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -45244,7 +45336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew10_0_v <= \$6701 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$21346$2 [4];
+    skew10_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -45490,7 +45582,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew11_0_v <= \$6758 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$21346$2 [4];
+    skew11_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -45742,7 +45834,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew12_0_v <= \$6816 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$21346$2 [4];
+    skew12_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -46000,7 +46092,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew13_0_v <= \$6875 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$21346$2 [4];
+    skew13_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -46264,7 +46356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew14_0_v <= \$6935 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$21346$2 [4];
+    skew14_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -46534,7 +46626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   always @(posedge clk)
     skew15_0_v <= \$6996 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$21346$2 [4];
+    skew15_0_bank <= \port$21351$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -47049,22 +47141,22 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     deskew14_0 <= pe15_14_psum;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$21346$2 [3:0];
+  assign \$3  = ! \port$21351$2 [3:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$21346$2 [3:0];
+  assign \$6  = ! \port$21351$2 [3:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$21346$2 [4] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$21351$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$21346$2 [3:0];
+  assign \$17  = ! \port$21351$2 [3:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$21346$2 [3:0] == 1'h1;
+  assign \$20  = \port$21351$2 [3:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -47073,10 +47165,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$21346$2 [3:0];
+  assign \$29  = ! \port$21351$2 [3:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$21346$2 [3:0] == 2'h2;
+  assign \$32  = \port$21351$2 [3:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -47085,10 +47177,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$21346$2 [3:0];
+  assign \$41  = ! \port$21351$2 [3:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$21346$2 [3:0] == 2'h3;
+  assign \$44  = \port$21351$2 [3:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -47097,10 +47189,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$21346$2 [3:0];
+  assign \$53  = ! \port$21351$2 [3:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$21346$2 [3:0] == 3'h4;
+  assign \$56  = \port$21351$2 [3:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -47109,10 +47201,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$21346$2 [3:0];
+  assign \$65  = ! \port$21351$2 [3:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$21346$2 [3:0] == 3'h5;
+  assign \$68  = \port$21351$2 [3:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -47121,10 +47213,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$21346$2 [3:0];
+  assign \$77  = ! \port$21351$2 [3:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$21346$2 [3:0] == 3'h6;
+  assign \$80  = \port$21351$2 [3:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -47133,10 +47225,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$21346$2 [3:0];
+  assign \$89  = ! \port$21351$2 [3:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$21346$2 [3:0] == 3'h7;
+  assign \$92  = \port$21351$2 [3:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -47145,10 +47237,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
   assign \$99  = ~ w_transpose;
   assign \$100  = w_en & \$99 ;
-  assign \$101  = ! \port$21346$2 [3:0];
+  assign \$101  = ! \port$21351$2 [3:0];
   assign \$102  = \$100  & \$101 ;
   assign \$103  = w_en & w_transpose;
-  assign \$104  = \port$21346$2 [3:0] == 4'h8;
+  assign \$104  = \port$21351$2 [3:0] == 4'h8;
   assign \$105  = \$103  & \$104 ;
   assign \$106  = \$102  | \$105 ;
   assign \$107  = w_transpose ? w_data[7:0] : w_data[71:64];
@@ -47157,10 +47249,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$110  = $signed(pe0_7_a) * $signed(\$109 );
   assign \$111  = ~ w_transpose;
   assign \$112  = w_en & \$111 ;
-  assign \$113  = ! \port$21346$2 [3:0];
+  assign \$113  = ! \port$21351$2 [3:0];
   assign \$114  = \$112  & \$113 ;
   assign \$115  = w_en & w_transpose;
-  assign \$116  = \port$21346$2 [3:0] == 4'h9;
+  assign \$116  = \port$21351$2 [3:0] == 4'h9;
   assign \$117  = \$115  & \$116 ;
   assign \$118  = \$114  | \$117 ;
   assign \$119  = w_transpose ? w_data[7:0] : w_data[79:72];
@@ -47169,10 +47261,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$122  = $signed(pe0_8_a) * $signed(\$121 );
   assign \$123  = ~ w_transpose;
   assign \$124  = w_en & \$123 ;
-  assign \$125  = ! \port$21346$2 [3:0];
+  assign \$125  = ! \port$21351$2 [3:0];
   assign \$126  = \$124  & \$125 ;
   assign \$127  = w_en & w_transpose;
-  assign \$128  = \port$21346$2 [3:0] == 4'ha;
+  assign \$128  = \port$21351$2 [3:0] == 4'ha;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = \$126  | \$129 ;
   assign \$131  = w_transpose ? w_data[7:0] : w_data[87:80];
@@ -47181,10 +47273,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$134  = $signed(pe0_9_a) * $signed(\$133 );
   assign \$135  = ~ w_transpose;
   assign \$136  = w_en & \$135 ;
-  assign \$137  = ! \port$21346$2 [3:0];
+  assign \$137  = ! \port$21351$2 [3:0];
   assign \$138  = \$136  & \$137 ;
   assign \$139  = w_en & w_transpose;
-  assign \$140  = \port$21346$2 [3:0] == 4'hb;
+  assign \$140  = \port$21351$2 [3:0] == 4'hb;
   assign \$141  = \$139  & \$140 ;
   assign \$142  = \$138  | \$141 ;
   assign \$143  = w_transpose ? w_data[7:0] : w_data[95:88];
@@ -47193,10 +47285,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$146  = $signed(pe0_10_a) * $signed(\$145 );
   assign \$147  = ~ w_transpose;
   assign \$148  = w_en & \$147 ;
-  assign \$149  = ! \port$21346$2 [3:0];
+  assign \$149  = ! \port$21351$2 [3:0];
   assign \$150  = \$148  & \$149 ;
   assign \$151  = w_en & w_transpose;
-  assign \$152  = \port$21346$2 [3:0] == 4'hc;
+  assign \$152  = \port$21351$2 [3:0] == 4'hc;
   assign \$153  = \$151  & \$152 ;
   assign \$154  = \$150  | \$153 ;
   assign \$155  = w_transpose ? w_data[7:0] : w_data[103:96];
@@ -47205,10 +47297,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$158  = $signed(pe0_11_a) * $signed(\$157 );
   assign \$159  = ~ w_transpose;
   assign \$160  = w_en & \$159 ;
-  assign \$161  = ! \port$21346$2 [3:0];
+  assign \$161  = ! \port$21351$2 [3:0];
   assign \$162  = \$160  & \$161 ;
   assign \$163  = w_en & w_transpose;
-  assign \$164  = \port$21346$2 [3:0] == 4'hd;
+  assign \$164  = \port$21351$2 [3:0] == 4'hd;
   assign \$165  = \$163  & \$164 ;
   assign \$166  = \$162  | \$165 ;
   assign \$167  = w_transpose ? w_data[7:0] : w_data[111:104];
@@ -47217,10 +47309,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$170  = $signed(pe0_12_a) * $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = ! \port$21346$2 [3:0];
+  assign \$173  = ! \port$21351$2 [3:0];
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$21346$2 [3:0] == 4'he;
+  assign \$176  = \port$21351$2 [3:0] == 4'he;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[7:0] : w_data[119:112];
@@ -47229,10 +47321,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$182  = $signed(pe0_13_a) * $signed(\$181 );
   assign \$183  = ~ w_transpose;
   assign \$184  = w_en & \$183 ;
-  assign \$185  = ! \port$21346$2 [3:0];
+  assign \$185  = ! \port$21351$2 [3:0];
   assign \$186  = \$184  & \$185 ;
   assign \$187  = w_en & w_transpose;
-  assign \$188  = \port$21346$2 [3:0] == 4'hf;
+  assign \$188  = \port$21351$2 [3:0] == 4'hf;
   assign \$189  = \$187  & \$188 ;
   assign \$190  = \$186  | \$189 ;
   assign \$191  = w_transpose ? w_data[7:0] : w_data[127:120];
@@ -47242,10 +47334,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$195  = a_valid ? w_data[15:8] : 8'h00;
   assign \$196  = ~ w_transpose;
   assign \$197  = w_en & \$196 ;
-  assign \$198  = \port$21346$2 [3:0] == 1'h1;
+  assign \$198  = \port$21351$2 [3:0] == 1'h1;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = w_en & w_transpose;
-  assign \$201  = ! \port$21346$2 [3:0];
+  assign \$201  = ! \port$21351$2 [3:0];
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  | \$202 ;
   assign \$204  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -47255,10 +47347,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$208  = $signed(pe0_0_psum) + $signed(\$207 );
   assign \$209  = ~ w_transpose;
   assign \$210  = w_en & \$209 ;
-  assign \$211  = \port$21346$2 [3:0] == 1'h1;
+  assign \$211  = \port$21351$2 [3:0] == 1'h1;
   assign \$212  = \$210  & \$211 ;
   assign \$213  = w_en & w_transpose;
-  assign \$214  = \port$21346$2 [3:0] == 1'h1;
+  assign \$214  = \port$21351$2 [3:0] == 1'h1;
   assign \$215  = \$213  & \$214 ;
   assign \$216  = \$212  | \$215 ;
   assign \$219  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -47266,10 +47358,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$221  = $signed(pe0_1_psum) + $signed(\$220 );
   assign \$222  = ~ w_transpose;
   assign \$223  = w_en & \$222 ;
-  assign \$224  = \port$21346$2 [3:0] == 1'h1;
+  assign \$224  = \port$21351$2 [3:0] == 1'h1;
   assign \$225  = \$223  & \$224 ;
   assign \$226  = w_en & w_transpose;
-  assign \$227  = \port$21346$2 [3:0] == 2'h2;
+  assign \$227  = \port$21351$2 [3:0] == 2'h2;
   assign \$228  = \$226  & \$227 ;
   assign \$229  = \$225  | \$228 ;
   assign \$230  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -47279,10 +47371,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$234  = $signed(pe0_2_psum) + $signed(\$233 );
   assign \$235  = ~ w_transpose;
   assign \$236  = w_en & \$235 ;
-  assign \$237  = \port$21346$2 [3:0] == 1'h1;
+  assign \$237  = \port$21351$2 [3:0] == 1'h1;
   assign \$238  = \$236  & \$237 ;
   assign \$239  = w_en & w_transpose;
-  assign \$240  = \port$21346$2 [3:0] == 2'h3;
+  assign \$240  = \port$21351$2 [3:0] == 2'h3;
   assign \$241  = \$239  & \$240 ;
   assign \$242  = \$238  | \$241 ;
   assign \$243  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -47292,10 +47384,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$247  = $signed(pe0_3_psum) + $signed(\$246 );
   assign \$248  = ~ w_transpose;
   assign \$249  = w_en & \$248 ;
-  assign \$250  = \port$21346$2 [3:0] == 1'h1;
+  assign \$250  = \port$21351$2 [3:0] == 1'h1;
   assign \$251  = \$249  & \$250 ;
   assign \$252  = w_en & w_transpose;
-  assign \$253  = \port$21346$2 [3:0] == 3'h4;
+  assign \$253  = \port$21351$2 [3:0] == 3'h4;
   assign \$254  = \$252  & \$253 ;
   assign \$255  = \$251  | \$254 ;
   assign \$256  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -47305,10 +47397,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$260  = $signed(pe0_4_psum) + $signed(\$259 );
   assign \$261  = ~ w_transpose;
   assign \$262  = w_en & \$261 ;
-  assign \$263  = \port$21346$2 [3:0] == 1'h1;
+  assign \$263  = \port$21351$2 [3:0] == 1'h1;
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$21346$2 [3:0] == 3'h5;
+  assign \$266  = \port$21351$2 [3:0] == 3'h5;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$264  | \$267 ;
   assign \$269  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -47318,10 +47410,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$273  = $signed(pe0_5_psum) + $signed(\$272 );
   assign \$274  = ~ w_transpose;
   assign \$275  = w_en & \$274 ;
-  assign \$276  = \port$21346$2 [3:0] == 1'h1;
+  assign \$276  = \port$21351$2 [3:0] == 1'h1;
   assign \$277  = \$275  & \$276 ;
   assign \$278  = w_en & w_transpose;
-  assign \$279  = \port$21346$2 [3:0] == 3'h6;
+  assign \$279  = \port$21351$2 [3:0] == 3'h6;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = \$277  | \$280 ;
   assign \$282  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -47331,10 +47423,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$286  = $signed(pe0_6_psum) + $signed(\$285 );
   assign \$287  = ~ w_transpose;
   assign \$288  = w_en & \$287 ;
-  assign \$289  = \port$21346$2 [3:0] == 1'h1;
+  assign \$289  = \port$21351$2 [3:0] == 1'h1;
   assign \$290  = \$288  & \$289 ;
   assign \$291  = w_en & w_transpose;
-  assign \$292  = \port$21346$2 [3:0] == 3'h7;
+  assign \$292  = \port$21351$2 [3:0] == 3'h7;
   assign \$293  = \$291  & \$292 ;
   assign \$294  = \$290  | \$293 ;
   assign \$295  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -47344,10 +47436,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$299  = $signed(pe0_7_psum) + $signed(\$298 );
   assign \$300  = ~ w_transpose;
   assign \$301  = w_en & \$300 ;
-  assign \$302  = \port$21346$2 [3:0] == 1'h1;
+  assign \$302  = \port$21351$2 [3:0] == 1'h1;
   assign \$303  = \$301  & \$302 ;
   assign \$304  = w_en & w_transpose;
-  assign \$305  = \port$21346$2 [3:0] == 4'h8;
+  assign \$305  = \port$21351$2 [3:0] == 4'h8;
   assign \$306  = \$304  & \$305 ;
   assign \$307  = \$303  | \$306 ;
   assign \$308  = w_transpose ? w_data[15:8] : w_data[71:64];
@@ -47357,10 +47449,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$312  = $signed(pe0_8_psum) + $signed(\$311 );
   assign \$313  = ~ w_transpose;
   assign \$314  = w_en & \$313 ;
-  assign \$315  = \port$21346$2 [3:0] == 1'h1;
+  assign \$315  = \port$21351$2 [3:0] == 1'h1;
   assign \$316  = \$314  & \$315 ;
   assign \$317  = w_en & w_transpose;
-  assign \$318  = \port$21346$2 [3:0] == 4'h9;
+  assign \$318  = \port$21351$2 [3:0] == 4'h9;
   assign \$319  = \$317  & \$318 ;
   assign \$320  = \$316  | \$319 ;
   assign \$321  = w_transpose ? w_data[15:8] : w_data[79:72];
@@ -47370,10 +47462,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$325  = $signed(pe0_9_psum) + $signed(\$324 );
   assign \$326  = ~ w_transpose;
   assign \$327  = w_en & \$326 ;
-  assign \$328  = \port$21346$2 [3:0] == 1'h1;
+  assign \$328  = \port$21351$2 [3:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = w_en & w_transpose;
-  assign \$331  = \port$21346$2 [3:0] == 4'ha;
+  assign \$331  = \port$21351$2 [3:0] == 4'ha;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  | \$332 ;
   assign \$334  = w_transpose ? w_data[15:8] : w_data[87:80];
@@ -47383,10 +47475,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$338  = $signed(pe0_10_psum) + $signed(\$337 );
   assign \$339  = ~ w_transpose;
   assign \$340  = w_en & \$339 ;
-  assign \$341  = \port$21346$2 [3:0] == 1'h1;
+  assign \$341  = \port$21351$2 [3:0] == 1'h1;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = w_en & w_transpose;
-  assign \$344  = \port$21346$2 [3:0] == 4'hb;
+  assign \$344  = \port$21351$2 [3:0] == 4'hb;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = \$342  | \$345 ;
   assign \$347  = w_transpose ? w_data[15:8] : w_data[95:88];
@@ -47396,10 +47488,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$351  = $signed(pe0_11_psum) + $signed(\$350 );
   assign \$352  = ~ w_transpose;
   assign \$353  = w_en & \$352 ;
-  assign \$354  = \port$21346$2 [3:0] == 1'h1;
+  assign \$354  = \port$21351$2 [3:0] == 1'h1;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = w_en & w_transpose;
-  assign \$357  = \port$21346$2 [3:0] == 4'hc;
+  assign \$357  = \port$21351$2 [3:0] == 4'hc;
   assign \$358  = \$356  & \$357 ;
   assign \$359  = \$355  | \$358 ;
   assign \$360  = w_transpose ? w_data[15:8] : w_data[103:96];
@@ -47409,10 +47501,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$364  = $signed(pe0_12_psum) + $signed(\$363 );
   assign \$365  = ~ w_transpose;
   assign \$366  = w_en & \$365 ;
-  assign \$367  = \port$21346$2 [3:0] == 1'h1;
+  assign \$367  = \port$21351$2 [3:0] == 1'h1;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = w_en & w_transpose;
-  assign \$370  = \port$21346$2 [3:0] == 4'hd;
+  assign \$370  = \port$21351$2 [3:0] == 4'hd;
   assign \$371  = \$369  & \$370 ;
   assign \$372  = \$368  | \$371 ;
   assign \$373  = w_transpose ? w_data[15:8] : w_data[111:104];
@@ -47422,10 +47514,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$377  = $signed(pe0_13_psum) + $signed(\$376 );
   assign \$378  = ~ w_transpose;
   assign \$379  = w_en & \$378 ;
-  assign \$380  = \port$21346$2 [3:0] == 1'h1;
+  assign \$380  = \port$21351$2 [3:0] == 1'h1;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = w_en & w_transpose;
-  assign \$383  = \port$21346$2 [3:0] == 4'he;
+  assign \$383  = \port$21351$2 [3:0] == 4'he;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = \$381  | \$384 ;
   assign \$386  = w_transpose ? w_data[15:8] : w_data[119:112];
@@ -47435,10 +47527,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$390  = $signed(pe0_14_psum) + $signed(\$389 );
   assign \$391  = ~ w_transpose;
   assign \$392  = w_en & \$391 ;
-  assign \$393  = \port$21346$2 [3:0] == 1'h1;
+  assign \$393  = \port$21351$2 [3:0] == 1'h1;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = w_en & w_transpose;
-  assign \$396  = \port$21346$2 [3:0] == 4'hf;
+  assign \$396  = \port$21351$2 [3:0] == 4'hf;
   assign \$397  = \$395  & \$396 ;
   assign \$398  = \$394  | \$397 ;
   assign \$399  = w_transpose ? w_data[15:8] : w_data[127:120];
@@ -47449,10 +47541,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$404  = a_valid ? w_data[23:16] : 8'h00;
   assign \$405  = ~ w_transpose;
   assign \$406  = w_en & \$405 ;
-  assign \$407  = \port$21346$2 [3:0] == 2'h2;
+  assign \$407  = \port$21351$2 [3:0] == 2'h2;
   assign \$408  = \$406  & \$407 ;
   assign \$409  = w_en & w_transpose;
-  assign \$410  = ! \port$21346$2 [3:0];
+  assign \$410  = ! \port$21351$2 [3:0];
   assign \$411  = \$409  & \$410 ;
   assign \$412  = \$408  | \$411 ;
   assign \$413  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -47462,10 +47554,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$417  = $signed(pe1_0_psum) + $signed(\$416 );
   assign \$418  = ~ w_transpose;
   assign \$419  = w_en & \$418 ;
-  assign \$420  = \port$21346$2 [3:0] == 2'h2;
+  assign \$420  = \port$21351$2 [3:0] == 2'h2;
   assign \$421  = \$419  & \$420 ;
   assign \$422  = w_en & w_transpose;
-  assign \$423  = \port$21346$2 [3:0] == 1'h1;
+  assign \$423  = \port$21351$2 [3:0] == 1'h1;
   assign \$424  = \$422  & \$423 ;
   assign \$425  = \$421  | \$424 ;
   assign \$426  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -47475,10 +47567,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$430  = $signed(pe1_1_psum) + $signed(\$429 );
   assign \$431  = ~ w_transpose;
   assign \$432  = w_en & \$431 ;
-  assign \$433  = \port$21346$2 [3:0] == 2'h2;
+  assign \$433  = \port$21351$2 [3:0] == 2'h2;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = w_en & w_transpose;
-  assign \$436  = \port$21346$2 [3:0] == 2'h2;
+  assign \$436  = \port$21351$2 [3:0] == 2'h2;
   assign \$437  = \$435  & \$436 ;
   assign \$438  = \$434  | \$437 ;
   assign \$441  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -47486,10 +47578,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$443  = $signed(pe1_2_psum) + $signed(\$442 );
   assign \$444  = ~ w_transpose;
   assign \$445  = w_en & \$444 ;
-  assign \$446  = \port$21346$2 [3:0] == 2'h2;
+  assign \$446  = \port$21351$2 [3:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = w_en & w_transpose;
-  assign \$449  = \port$21346$2 [3:0] == 2'h3;
+  assign \$449  = \port$21351$2 [3:0] == 2'h3;
   assign \$450  = \$448  & \$449 ;
   assign \$451  = \$447  | \$450 ;
   assign \$452  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -47499,10 +47591,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$456  = $signed(pe1_3_psum) + $signed(\$455 );
   assign \$457  = ~ w_transpose;
   assign \$458  = w_en & \$457 ;
-  assign \$459  = \port$21346$2 [3:0] == 2'h2;
+  assign \$459  = \port$21351$2 [3:0] == 2'h2;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = w_en & w_transpose;
-  assign \$462  = \port$21346$2 [3:0] == 3'h4;
+  assign \$462  = \port$21351$2 [3:0] == 3'h4;
   assign \$463  = \$461  & \$462 ;
   assign \$464  = \$460  | \$463 ;
   assign \$465  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -47512,10 +47604,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$469  = $signed(pe1_4_psum) + $signed(\$468 );
   assign \$470  = ~ w_transpose;
   assign \$471  = w_en & \$470 ;
-  assign \$472  = \port$21346$2 [3:0] == 2'h2;
+  assign \$472  = \port$21351$2 [3:0] == 2'h2;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = w_en & w_transpose;
-  assign \$475  = \port$21346$2 [3:0] == 3'h5;
+  assign \$475  = \port$21351$2 [3:0] == 3'h5;
   assign \$476  = \$474  & \$475 ;
   assign \$477  = \$473  | \$476 ;
   assign \$478  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -47525,10 +47617,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$482  = $signed(pe1_5_psum) + $signed(\$481 );
   assign \$483  = ~ w_transpose;
   assign \$484  = w_en & \$483 ;
-  assign \$485  = \port$21346$2 [3:0] == 2'h2;
+  assign \$485  = \port$21351$2 [3:0] == 2'h2;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = w_en & w_transpose;
-  assign \$488  = \port$21346$2 [3:0] == 3'h6;
+  assign \$488  = \port$21351$2 [3:0] == 3'h6;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = \$486  | \$489 ;
   assign \$491  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -47538,10 +47630,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$495  = $signed(pe1_6_psum) + $signed(\$494 );
   assign \$496  = ~ w_transpose;
   assign \$497  = w_en & \$496 ;
-  assign \$498  = \port$21346$2 [3:0] == 2'h2;
+  assign \$498  = \port$21351$2 [3:0] == 2'h2;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = w_en & w_transpose;
-  assign \$501  = \port$21346$2 [3:0] == 3'h7;
+  assign \$501  = \port$21351$2 [3:0] == 3'h7;
   assign \$502  = \$500  & \$501 ;
   assign \$503  = \$499  | \$502 ;
   assign \$504  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -47551,10 +47643,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$508  = $signed(pe1_7_psum) + $signed(\$507 );
   assign \$509  = ~ w_transpose;
   assign \$510  = w_en & \$509 ;
-  assign \$511  = \port$21346$2 [3:0] == 2'h2;
+  assign \$511  = \port$21351$2 [3:0] == 2'h2;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = w_en & w_transpose;
-  assign \$514  = \port$21346$2 [3:0] == 4'h8;
+  assign \$514  = \port$21351$2 [3:0] == 4'h8;
   assign \$515  = \$513  & \$514 ;
   assign \$516  = \$512  | \$515 ;
   assign \$517  = w_transpose ? w_data[23:16] : w_data[71:64];
@@ -47564,10 +47656,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$521  = $signed(pe1_8_psum) + $signed(\$520 );
   assign \$522  = ~ w_transpose;
   assign \$523  = w_en & \$522 ;
-  assign \$524  = \port$21346$2 [3:0] == 2'h2;
+  assign \$524  = \port$21351$2 [3:0] == 2'h2;
   assign \$525  = \$523  & \$524 ;
   assign \$526  = w_en & w_transpose;
-  assign \$527  = \port$21346$2 [3:0] == 4'h9;
+  assign \$527  = \port$21351$2 [3:0] == 4'h9;
   assign \$528  = \$526  & \$527 ;
   assign \$529  = \$525  | \$528 ;
   assign \$530  = w_transpose ? w_data[23:16] : w_data[79:72];
@@ -47577,10 +47669,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$534  = $signed(pe1_9_psum) + $signed(\$533 );
   assign \$535  = ~ w_transpose;
   assign \$536  = w_en & \$535 ;
-  assign \$537  = \port$21346$2 [3:0] == 2'h2;
+  assign \$537  = \port$21351$2 [3:0] == 2'h2;
   assign \$538  = \$536  & \$537 ;
   assign \$539  = w_en & w_transpose;
-  assign \$540  = \port$21346$2 [3:0] == 4'ha;
+  assign \$540  = \port$21351$2 [3:0] == 4'ha;
   assign \$541  = \$539  & \$540 ;
   assign \$542  = \$538  | \$541 ;
   assign \$543  = w_transpose ? w_data[23:16] : w_data[87:80];
@@ -47590,10 +47682,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$547  = $signed(pe1_10_psum) + $signed(\$546 );
   assign \$548  = ~ w_transpose;
   assign \$549  = w_en & \$548 ;
-  assign \$550  = \port$21346$2 [3:0] == 2'h2;
+  assign \$550  = \port$21351$2 [3:0] == 2'h2;
   assign \$551  = \$549  & \$550 ;
   assign \$552  = w_en & w_transpose;
-  assign \$553  = \port$21346$2 [3:0] == 4'hb;
+  assign \$553  = \port$21351$2 [3:0] == 4'hb;
   assign \$554  = \$552  & \$553 ;
   assign \$555  = \$551  | \$554 ;
   assign \$556  = w_transpose ? w_data[23:16] : w_data[95:88];
@@ -47603,10 +47695,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$560  = $signed(pe1_11_psum) + $signed(\$559 );
   assign \$561  = ~ w_transpose;
   assign \$562  = w_en & \$561 ;
-  assign \$563  = \port$21346$2 [3:0] == 2'h2;
+  assign \$563  = \port$21351$2 [3:0] == 2'h2;
   assign \$564  = \$562  & \$563 ;
   assign \$565  = w_en & w_transpose;
-  assign \$566  = \port$21346$2 [3:0] == 4'hc;
+  assign \$566  = \port$21351$2 [3:0] == 4'hc;
   assign \$567  = \$565  & \$566 ;
   assign \$568  = \$564  | \$567 ;
   assign \$569  = w_transpose ? w_data[23:16] : w_data[103:96];
@@ -47616,10 +47708,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$573  = $signed(pe1_12_psum) + $signed(\$572 );
   assign \$574  = ~ w_transpose;
   assign \$575  = w_en & \$574 ;
-  assign \$576  = \port$21346$2 [3:0] == 2'h2;
+  assign \$576  = \port$21351$2 [3:0] == 2'h2;
   assign \$577  = \$575  & \$576 ;
   assign \$578  = w_en & w_transpose;
-  assign \$579  = \port$21346$2 [3:0] == 4'hd;
+  assign \$579  = \port$21351$2 [3:0] == 4'hd;
   assign \$580  = \$578  & \$579 ;
   assign \$581  = \$577  | \$580 ;
   assign \$582  = w_transpose ? w_data[23:16] : w_data[111:104];
@@ -47629,10 +47721,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$586  = $signed(pe1_13_psum) + $signed(\$585 );
   assign \$587  = ~ w_transpose;
   assign \$588  = w_en & \$587 ;
-  assign \$589  = \port$21346$2 [3:0] == 2'h2;
+  assign \$589  = \port$21351$2 [3:0] == 2'h2;
   assign \$590  = \$588  & \$589 ;
   assign \$591  = w_en & w_transpose;
-  assign \$592  = \port$21346$2 [3:0] == 4'he;
+  assign \$592  = \port$21351$2 [3:0] == 4'he;
   assign \$593  = \$591  & \$592 ;
   assign \$594  = \$590  | \$593 ;
   assign \$595  = w_transpose ? w_data[23:16] : w_data[119:112];
@@ -47642,10 +47734,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$599  = $signed(pe1_14_psum) + $signed(\$598 );
   assign \$600  = ~ w_transpose;
   assign \$601  = w_en & \$600 ;
-  assign \$602  = \port$21346$2 [3:0] == 2'h2;
+  assign \$602  = \port$21351$2 [3:0] == 2'h2;
   assign \$603  = \$601  & \$602 ;
   assign \$604  = w_en & w_transpose;
-  assign \$605  = \port$21346$2 [3:0] == 4'hf;
+  assign \$605  = \port$21351$2 [3:0] == 4'hf;
   assign \$606  = \$604  & \$605 ;
   assign \$607  = \$603  | \$606 ;
   assign \$608  = w_transpose ? w_data[23:16] : w_data[127:120];
@@ -47656,10 +47748,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$613  = a_valid ? w_data[31:24] : 8'h00;
   assign \$614  = ~ w_transpose;
   assign \$615  = w_en & \$614 ;
-  assign \$616  = \port$21346$2 [3:0] == 2'h3;
+  assign \$616  = \port$21351$2 [3:0] == 2'h3;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = w_en & w_transpose;
-  assign \$619  = ! \port$21346$2 [3:0];
+  assign \$619  = ! \port$21351$2 [3:0];
   assign \$620  = \$618  & \$619 ;
   assign \$621  = \$617  | \$620 ;
   assign \$622  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -47669,10 +47761,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$626  = $signed(pe2_0_psum) + $signed(\$625 );
   assign \$627  = ~ w_transpose;
   assign \$628  = w_en & \$627 ;
-  assign \$629  = \port$21346$2 [3:0] == 2'h3;
+  assign \$629  = \port$21351$2 [3:0] == 2'h3;
   assign \$630  = \$628  & \$629 ;
   assign \$631  = w_en & w_transpose;
-  assign \$632  = \port$21346$2 [3:0] == 1'h1;
+  assign \$632  = \port$21351$2 [3:0] == 1'h1;
   assign \$633  = \$631  & \$632 ;
   assign \$634  = \$630  | \$633 ;
   assign \$635  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -47682,10 +47774,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$639  = $signed(pe2_1_psum) + $signed(\$638 );
   assign \$640  = ~ w_transpose;
   assign \$641  = w_en & \$640 ;
-  assign \$642  = \port$21346$2 [3:0] == 2'h3;
+  assign \$642  = \port$21351$2 [3:0] == 2'h3;
   assign \$643  = \$641  & \$642 ;
   assign \$644  = w_en & w_transpose;
-  assign \$645  = \port$21346$2 [3:0] == 2'h2;
+  assign \$645  = \port$21351$2 [3:0] == 2'h2;
   assign \$646  = \$644  & \$645 ;
   assign \$647  = \$643  | \$646 ;
   assign \$648  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -47695,10 +47787,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$652  = $signed(pe2_2_psum) + $signed(\$651 );
   assign \$653  = ~ w_transpose;
   assign \$654  = w_en & \$653 ;
-  assign \$655  = \port$21346$2 [3:0] == 2'h3;
+  assign \$655  = \port$21351$2 [3:0] == 2'h3;
   assign \$656  = \$654  & \$655 ;
   assign \$657  = w_en & w_transpose;
-  assign \$658  = \port$21346$2 [3:0] == 2'h3;
+  assign \$658  = \port$21351$2 [3:0] == 2'h3;
   assign \$659  = \$657  & \$658 ;
   assign \$660  = \$656  | \$659 ;
   assign \$663  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -47706,10 +47798,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$665  = $signed(pe2_3_psum) + $signed(\$664 );
   assign \$666  = ~ w_transpose;
   assign \$667  = w_en & \$666 ;
-  assign \$668  = \port$21346$2 [3:0] == 2'h3;
+  assign \$668  = \port$21351$2 [3:0] == 2'h3;
   assign \$669  = \$667  & \$668 ;
   assign \$670  = w_en & w_transpose;
-  assign \$671  = \port$21346$2 [3:0] == 3'h4;
+  assign \$671  = \port$21351$2 [3:0] == 3'h4;
   assign \$672  = \$670  & \$671 ;
   assign \$673  = \$669  | \$672 ;
   assign \$674  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -47719,10 +47811,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$678  = $signed(pe2_4_psum) + $signed(\$677 );
   assign \$679  = ~ w_transpose;
   assign \$680  = w_en & \$679 ;
-  assign \$681  = \port$21346$2 [3:0] == 2'h3;
+  assign \$681  = \port$21351$2 [3:0] == 2'h3;
   assign \$682  = \$680  & \$681 ;
   assign \$683  = w_en & w_transpose;
-  assign \$684  = \port$21346$2 [3:0] == 3'h5;
+  assign \$684  = \port$21351$2 [3:0] == 3'h5;
   assign \$685  = \$683  & \$684 ;
   assign \$686  = \$682  | \$685 ;
   assign \$687  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -47732,10 +47824,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$691  = $signed(pe2_5_psum) + $signed(\$690 );
   assign \$692  = ~ w_transpose;
   assign \$693  = w_en & \$692 ;
-  assign \$694  = \port$21346$2 [3:0] == 2'h3;
+  assign \$694  = \port$21351$2 [3:0] == 2'h3;
   assign \$695  = \$693  & \$694 ;
   assign \$696  = w_en & w_transpose;
-  assign \$697  = \port$21346$2 [3:0] == 3'h6;
+  assign \$697  = \port$21351$2 [3:0] == 3'h6;
   assign \$698  = \$696  & \$697 ;
   assign \$699  = \$695  | \$698 ;
   assign \$700  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -47745,10 +47837,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$704  = $signed(pe2_6_psum) + $signed(\$703 );
   assign \$705  = ~ w_transpose;
   assign \$706  = w_en & \$705 ;
-  assign \$707  = \port$21346$2 [3:0] == 2'h3;
+  assign \$707  = \port$21351$2 [3:0] == 2'h3;
   assign \$708  = \$706  & \$707 ;
   assign \$709  = w_en & w_transpose;
-  assign \$710  = \port$21346$2 [3:0] == 3'h7;
+  assign \$710  = \port$21351$2 [3:0] == 3'h7;
   assign \$711  = \$709  & \$710 ;
   assign \$712  = \$708  | \$711 ;
   assign \$713  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -47758,10 +47850,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$717  = $signed(pe2_7_psum) + $signed(\$716 );
   assign \$718  = ~ w_transpose;
   assign \$719  = w_en & \$718 ;
-  assign \$720  = \port$21346$2 [3:0] == 2'h3;
+  assign \$720  = \port$21351$2 [3:0] == 2'h3;
   assign \$721  = \$719  & \$720 ;
   assign \$722  = w_en & w_transpose;
-  assign \$723  = \port$21346$2 [3:0] == 4'h8;
+  assign \$723  = \port$21351$2 [3:0] == 4'h8;
   assign \$724  = \$722  & \$723 ;
   assign \$725  = \$721  | \$724 ;
   assign \$726  = w_transpose ? w_data[31:24] : w_data[71:64];
@@ -47771,10 +47863,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$730  = $signed(pe2_8_psum) + $signed(\$729 );
   assign \$731  = ~ w_transpose;
   assign \$732  = w_en & \$731 ;
-  assign \$733  = \port$21346$2 [3:0] == 2'h3;
+  assign \$733  = \port$21351$2 [3:0] == 2'h3;
   assign \$734  = \$732  & \$733 ;
   assign \$735  = w_en & w_transpose;
-  assign \$736  = \port$21346$2 [3:0] == 4'h9;
+  assign \$736  = \port$21351$2 [3:0] == 4'h9;
   assign \$737  = \$735  & \$736 ;
   assign \$738  = \$734  | \$737 ;
   assign \$739  = w_transpose ? w_data[31:24] : w_data[79:72];
@@ -47784,10 +47876,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$743  = $signed(pe2_9_psum) + $signed(\$742 );
   assign \$744  = ~ w_transpose;
   assign \$745  = w_en & \$744 ;
-  assign \$746  = \port$21346$2 [3:0] == 2'h3;
+  assign \$746  = \port$21351$2 [3:0] == 2'h3;
   assign \$747  = \$745  & \$746 ;
   assign \$748  = w_en & w_transpose;
-  assign \$749  = \port$21346$2 [3:0] == 4'ha;
+  assign \$749  = \port$21351$2 [3:0] == 4'ha;
   assign \$750  = \$748  & \$749 ;
   assign \$751  = \$747  | \$750 ;
   assign \$752  = w_transpose ? w_data[31:24] : w_data[87:80];
@@ -47797,10 +47889,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$756  = $signed(pe2_10_psum) + $signed(\$755 );
   assign \$757  = ~ w_transpose;
   assign \$758  = w_en & \$757 ;
-  assign \$759  = \port$21346$2 [3:0] == 2'h3;
+  assign \$759  = \port$21351$2 [3:0] == 2'h3;
   assign \$760  = \$758  & \$759 ;
   assign \$761  = w_en & w_transpose;
-  assign \$762  = \port$21346$2 [3:0] == 4'hb;
+  assign \$762  = \port$21351$2 [3:0] == 4'hb;
   assign \$763  = \$761  & \$762 ;
   assign \$764  = \$760  | \$763 ;
   assign \$765  = w_transpose ? w_data[31:24] : w_data[95:88];
@@ -47810,10 +47902,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$769  = $signed(pe2_11_psum) + $signed(\$768 );
   assign \$770  = ~ w_transpose;
   assign \$771  = w_en & \$770 ;
-  assign \$772  = \port$21346$2 [3:0] == 2'h3;
+  assign \$772  = \port$21351$2 [3:0] == 2'h3;
   assign \$773  = \$771  & \$772 ;
   assign \$774  = w_en & w_transpose;
-  assign \$775  = \port$21346$2 [3:0] == 4'hc;
+  assign \$775  = \port$21351$2 [3:0] == 4'hc;
   assign \$776  = \$774  & \$775 ;
   assign \$777  = \$773  | \$776 ;
   assign \$778  = w_transpose ? w_data[31:24] : w_data[103:96];
@@ -47823,10 +47915,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$782  = $signed(pe2_12_psum) + $signed(\$781 );
   assign \$783  = ~ w_transpose;
   assign \$784  = w_en & \$783 ;
-  assign \$785  = \port$21346$2 [3:0] == 2'h3;
+  assign \$785  = \port$21351$2 [3:0] == 2'h3;
   assign \$786  = \$784  & \$785 ;
   assign \$787  = w_en & w_transpose;
-  assign \$788  = \port$21346$2 [3:0] == 4'hd;
+  assign \$788  = \port$21351$2 [3:0] == 4'hd;
   assign \$789  = \$787  & \$788 ;
   assign \$790  = \$786  | \$789 ;
   assign \$791  = w_transpose ? w_data[31:24] : w_data[111:104];
@@ -47836,10 +47928,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$795  = $signed(pe2_13_psum) + $signed(\$794 );
   assign \$796  = ~ w_transpose;
   assign \$797  = w_en & \$796 ;
-  assign \$798  = \port$21346$2 [3:0] == 2'h3;
+  assign \$798  = \port$21351$2 [3:0] == 2'h3;
   assign \$799  = \$797  & \$798 ;
   assign \$800  = w_en & w_transpose;
-  assign \$801  = \port$21346$2 [3:0] == 4'he;
+  assign \$801  = \port$21351$2 [3:0] == 4'he;
   assign \$802  = \$800  & \$801 ;
   assign \$803  = \$799  | \$802 ;
   assign \$804  = w_transpose ? w_data[31:24] : w_data[119:112];
@@ -47849,10 +47941,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$808  = $signed(pe2_14_psum) + $signed(\$807 );
   assign \$809  = ~ w_transpose;
   assign \$810  = w_en & \$809 ;
-  assign \$811  = \port$21346$2 [3:0] == 2'h3;
+  assign \$811  = \port$21351$2 [3:0] == 2'h3;
   assign \$812  = \$810  & \$811 ;
   assign \$813  = w_en & w_transpose;
-  assign \$814  = \port$21346$2 [3:0] == 4'hf;
+  assign \$814  = \port$21351$2 [3:0] == 4'hf;
   assign \$815  = \$813  & \$814 ;
   assign \$816  = \$812  | \$815 ;
   assign \$817  = w_transpose ? w_data[31:24] : w_data[127:120];
@@ -47863,10 +47955,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$822  = a_valid ? w_data[39:32] : 8'h00;
   assign \$823  = ~ w_transpose;
   assign \$824  = w_en & \$823 ;
-  assign \$825  = \port$21346$2 [3:0] == 3'h4;
+  assign \$825  = \port$21351$2 [3:0] == 3'h4;
   assign \$826  = \$824  & \$825 ;
   assign \$827  = w_en & w_transpose;
-  assign \$828  = ! \port$21346$2 [3:0];
+  assign \$828  = ! \port$21351$2 [3:0];
   assign \$829  = \$827  & \$828 ;
   assign \$830  = \$826  | \$829 ;
   assign \$831  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -47876,10 +47968,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$835  = $signed(pe3_0_psum) + $signed(\$834 );
   assign \$836  = ~ w_transpose;
   assign \$837  = w_en & \$836 ;
-  assign \$838  = \port$21346$2 [3:0] == 3'h4;
+  assign \$838  = \port$21351$2 [3:0] == 3'h4;
   assign \$839  = \$837  & \$838 ;
   assign \$840  = w_en & w_transpose;
-  assign \$841  = \port$21346$2 [3:0] == 1'h1;
+  assign \$841  = \port$21351$2 [3:0] == 1'h1;
   assign \$842  = \$840  & \$841 ;
   assign \$843  = \$839  | \$842 ;
   assign \$844  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -47889,10 +47981,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$848  = $signed(pe3_1_psum) + $signed(\$847 );
   assign \$849  = ~ w_transpose;
   assign \$850  = w_en & \$849 ;
-  assign \$851  = \port$21346$2 [3:0] == 3'h4;
+  assign \$851  = \port$21351$2 [3:0] == 3'h4;
   assign \$852  = \$850  & \$851 ;
   assign \$853  = w_en & w_transpose;
-  assign \$854  = \port$21346$2 [3:0] == 2'h2;
+  assign \$854  = \port$21351$2 [3:0] == 2'h2;
   assign \$855  = \$853  & \$854 ;
   assign \$856  = \$852  | \$855 ;
   assign \$857  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -47902,10 +47994,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$861  = $signed(pe3_2_psum) + $signed(\$860 );
   assign \$862  = ~ w_transpose;
   assign \$863  = w_en & \$862 ;
-  assign \$864  = \port$21346$2 [3:0] == 3'h4;
+  assign \$864  = \port$21351$2 [3:0] == 3'h4;
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$21346$2 [3:0] == 2'h3;
+  assign \$867  = \port$21351$2 [3:0] == 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$865  | \$868 ;
   assign \$870  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -47915,10 +48007,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$874  = $signed(pe3_3_psum) + $signed(\$873 );
   assign \$875  = ~ w_transpose;
   assign \$876  = w_en & \$875 ;
-  assign \$877  = \port$21346$2 [3:0] == 3'h4;
+  assign \$877  = \port$21351$2 [3:0] == 3'h4;
   assign \$878  = \$876  & \$877 ;
   assign \$879  = w_en & w_transpose;
-  assign \$880  = \port$21346$2 [3:0] == 3'h4;
+  assign \$880  = \port$21351$2 [3:0] == 3'h4;
   assign \$881  = \$879  & \$880 ;
   assign \$882  = \$878  | \$881 ;
   assign \$885  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -47926,10 +48018,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$887  = $signed(pe3_4_psum) + $signed(\$886 );
   assign \$888  = ~ w_transpose;
   assign \$889  = w_en & \$888 ;
-  assign \$890  = \port$21346$2 [3:0] == 3'h4;
+  assign \$890  = \port$21351$2 [3:0] == 3'h4;
   assign \$891  = \$889  & \$890 ;
   assign \$892  = w_en & w_transpose;
-  assign \$893  = \port$21346$2 [3:0] == 3'h5;
+  assign \$893  = \port$21351$2 [3:0] == 3'h5;
   assign \$894  = \$892  & \$893 ;
   assign \$895  = \$891  | \$894 ;
   assign \$896  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -47939,10 +48031,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$900  = $signed(pe3_5_psum) + $signed(\$899 );
   assign \$901  = ~ w_transpose;
   assign \$902  = w_en & \$901 ;
-  assign \$903  = \port$21346$2 [3:0] == 3'h4;
+  assign \$903  = \port$21351$2 [3:0] == 3'h4;
   assign \$904  = \$902  & \$903 ;
   assign \$905  = w_en & w_transpose;
-  assign \$906  = \port$21346$2 [3:0] == 3'h6;
+  assign \$906  = \port$21351$2 [3:0] == 3'h6;
   assign \$907  = \$905  & \$906 ;
   assign \$908  = \$904  | \$907 ;
   assign \$909  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -47952,10 +48044,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$913  = $signed(pe3_6_psum) + $signed(\$912 );
   assign \$914  = ~ w_transpose;
   assign \$915  = w_en & \$914 ;
-  assign \$916  = \port$21346$2 [3:0] == 3'h4;
+  assign \$916  = \port$21351$2 [3:0] == 3'h4;
   assign \$917  = \$915  & \$916 ;
   assign \$918  = w_en & w_transpose;
-  assign \$919  = \port$21346$2 [3:0] == 3'h7;
+  assign \$919  = \port$21351$2 [3:0] == 3'h7;
   assign \$920  = \$918  & \$919 ;
   assign \$921  = \$917  | \$920 ;
   assign \$922  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -47965,10 +48057,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$926  = $signed(pe3_7_psum) + $signed(\$925 );
   assign \$927  = ~ w_transpose;
   assign \$928  = w_en & \$927 ;
-  assign \$929  = \port$21346$2 [3:0] == 3'h4;
+  assign \$929  = \port$21351$2 [3:0] == 3'h4;
   assign \$930  = \$928  & \$929 ;
   assign \$931  = w_en & w_transpose;
-  assign \$932  = \port$21346$2 [3:0] == 4'h8;
+  assign \$932  = \port$21351$2 [3:0] == 4'h8;
   assign \$933  = \$931  & \$932 ;
   assign \$934  = \$930  | \$933 ;
   assign \$935  = w_transpose ? w_data[39:32] : w_data[71:64];
@@ -47978,10 +48070,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$939  = $signed(pe3_8_psum) + $signed(\$938 );
   assign \$940  = ~ w_transpose;
   assign \$941  = w_en & \$940 ;
-  assign \$942  = \port$21346$2 [3:0] == 3'h4;
+  assign \$942  = \port$21351$2 [3:0] == 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = w_en & w_transpose;
-  assign \$945  = \port$21346$2 [3:0] == 4'h9;
+  assign \$945  = \port$21351$2 [3:0] == 4'h9;
   assign \$946  = \$944  & \$945 ;
   assign \$947  = \$943  | \$946 ;
   assign \$948  = w_transpose ? w_data[39:32] : w_data[79:72];
@@ -47991,10 +48083,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$952  = $signed(pe3_9_psum) + $signed(\$951 );
   assign \$953  = ~ w_transpose;
   assign \$954  = w_en & \$953 ;
-  assign \$955  = \port$21346$2 [3:0] == 3'h4;
+  assign \$955  = \port$21351$2 [3:0] == 3'h4;
   assign \$956  = \$954  & \$955 ;
   assign \$957  = w_en & w_transpose;
-  assign \$958  = \port$21346$2 [3:0] == 4'ha;
+  assign \$958  = \port$21351$2 [3:0] == 4'ha;
   assign \$959  = \$957  & \$958 ;
   assign \$960  = \$956  | \$959 ;
   assign \$961  = w_transpose ? w_data[39:32] : w_data[87:80];
@@ -48004,10 +48096,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$965  = $signed(pe3_10_psum) + $signed(\$964 );
   assign \$966  = ~ w_transpose;
   assign \$967  = w_en & \$966 ;
-  assign \$968  = \port$21346$2 [3:0] == 3'h4;
+  assign \$968  = \port$21351$2 [3:0] == 3'h4;
   assign \$969  = \$967  & \$968 ;
   assign \$970  = w_en & w_transpose;
-  assign \$971  = \port$21346$2 [3:0] == 4'hb;
+  assign \$971  = \port$21351$2 [3:0] == 4'hb;
   assign \$972  = \$970  & \$971 ;
   assign \$973  = \$969  | \$972 ;
   assign \$974  = w_transpose ? w_data[39:32] : w_data[95:88];
@@ -48017,10 +48109,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$978  = $signed(pe3_11_psum) + $signed(\$977 );
   assign \$979  = ~ w_transpose;
   assign \$980  = w_en & \$979 ;
-  assign \$981  = \port$21346$2 [3:0] == 3'h4;
+  assign \$981  = \port$21351$2 [3:0] == 3'h4;
   assign \$982  = \$980  & \$981 ;
   assign \$983  = w_en & w_transpose;
-  assign \$984  = \port$21346$2 [3:0] == 4'hc;
+  assign \$984  = \port$21351$2 [3:0] == 4'hc;
   assign \$985  = \$983  & \$984 ;
   assign \$986  = \$982  | \$985 ;
   assign \$987  = w_transpose ? w_data[39:32] : w_data[103:96];
@@ -48030,10 +48122,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$991  = $signed(pe3_12_psum) + $signed(\$990 );
   assign \$992  = ~ w_transpose;
   assign \$993  = w_en & \$992 ;
-  assign \$994  = \port$21346$2 [3:0] == 3'h4;
+  assign \$994  = \port$21351$2 [3:0] == 3'h4;
   assign \$995  = \$993  & \$994 ;
   assign \$996  = w_en & w_transpose;
-  assign \$997  = \port$21346$2 [3:0] == 4'hd;
+  assign \$997  = \port$21351$2 [3:0] == 4'hd;
   assign \$998  = \$996  & \$997 ;
   assign \$999  = \$995  | \$998 ;
   assign \$1000  = w_transpose ? w_data[39:32] : w_data[111:104];
@@ -48043,10 +48135,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1004  = $signed(pe3_13_psum) + $signed(\$1003 );
   assign \$1005  = ~ w_transpose;
   assign \$1006  = w_en & \$1005 ;
-  assign \$1007  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1007  = \port$21351$2 [3:0] == 3'h4;
   assign \$1008  = \$1006  & \$1007 ;
   assign \$1009  = w_en & w_transpose;
-  assign \$1010  = \port$21346$2 [3:0] == 4'he;
+  assign \$1010  = \port$21351$2 [3:0] == 4'he;
   assign \$1011  = \$1009  & \$1010 ;
   assign \$1012  = \$1008  | \$1011 ;
   assign \$1013  = w_transpose ? w_data[39:32] : w_data[119:112];
@@ -48056,10 +48148,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1017  = $signed(pe3_14_psum) + $signed(\$1016 );
   assign \$1018  = ~ w_transpose;
   assign \$1019  = w_en & \$1018 ;
-  assign \$1020  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1020  = \port$21351$2 [3:0] == 3'h4;
   assign \$1021  = \$1019  & \$1020 ;
   assign \$1022  = w_en & w_transpose;
-  assign \$1023  = \port$21346$2 [3:0] == 4'hf;
+  assign \$1023  = \port$21351$2 [3:0] == 4'hf;
   assign \$1024  = \$1022  & \$1023 ;
   assign \$1025  = \$1021  | \$1024 ;
   assign \$1026  = w_transpose ? w_data[39:32] : w_data[127:120];
@@ -48070,10 +48162,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1031  = a_valid ? w_data[47:40] : 8'h00;
   assign \$1032  = ~ w_transpose;
   assign \$1033  = w_en & \$1032 ;
-  assign \$1034  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1034  = \port$21351$2 [3:0] == 3'h5;
   assign \$1035  = \$1033  & \$1034 ;
   assign \$1036  = w_en & w_transpose;
-  assign \$1037  = ! \port$21346$2 [3:0];
+  assign \$1037  = ! \port$21351$2 [3:0];
   assign \$1038  = \$1036  & \$1037 ;
   assign \$1039  = \$1035  | \$1038 ;
   assign \$1040  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -48083,10 +48175,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1044  = $signed(pe4_0_psum) + $signed(\$1043 );
   assign \$1045  = ~ w_transpose;
   assign \$1046  = w_en & \$1045 ;
-  assign \$1047  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1047  = \port$21351$2 [3:0] == 3'h5;
   assign \$1048  = \$1046  & \$1047 ;
   assign \$1049  = w_en & w_transpose;
-  assign \$1050  = \port$21346$2 [3:0] == 1'h1;
+  assign \$1050  = \port$21351$2 [3:0] == 1'h1;
   assign \$1051  = \$1049  & \$1050 ;
   assign \$1052  = \$1048  | \$1051 ;
   assign \$1053  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -48096,10 +48188,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1057  = $signed(pe4_1_psum) + $signed(\$1056 );
   assign \$1058  = ~ w_transpose;
   assign \$1059  = w_en & \$1058 ;
-  assign \$1060  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1060  = \port$21351$2 [3:0] == 3'h5;
   assign \$1061  = \$1059  & \$1060 ;
   assign \$1062  = w_en & w_transpose;
-  assign \$1063  = \port$21346$2 [3:0] == 2'h2;
+  assign \$1063  = \port$21351$2 [3:0] == 2'h2;
   assign \$1064  = \$1062  & \$1063 ;
   assign \$1065  = \$1061  | \$1064 ;
   assign \$1066  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -48109,10 +48201,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1070  = $signed(pe4_2_psum) + $signed(\$1069 );
   assign \$1071  = ~ w_transpose;
   assign \$1072  = w_en & \$1071 ;
-  assign \$1073  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1073  = \port$21351$2 [3:0] == 3'h5;
   assign \$1074  = \$1072  & \$1073 ;
   assign \$1075  = w_en & w_transpose;
-  assign \$1076  = \port$21346$2 [3:0] == 2'h3;
+  assign \$1076  = \port$21351$2 [3:0] == 2'h3;
   assign \$1077  = \$1075  & \$1076 ;
   assign \$1078  = \$1074  | \$1077 ;
   assign \$1079  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -48122,10 +48214,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1083  = $signed(pe4_3_psum) + $signed(\$1082 );
   assign \$1084  = ~ w_transpose;
   assign \$1085  = w_en & \$1084 ;
-  assign \$1086  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1086  = \port$21351$2 [3:0] == 3'h5;
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1089  = \port$21351$2 [3:0] == 3'h4;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1087  | \$1090 ;
   assign \$1092  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -48135,10 +48227,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1096  = $signed(pe4_4_psum) + $signed(\$1095 );
   assign \$1097  = ~ w_transpose;
   assign \$1098  = w_en & \$1097 ;
-  assign \$1099  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1099  = \port$21351$2 [3:0] == 3'h5;
   assign \$1100  = \$1098  & \$1099 ;
   assign \$1101  = w_en & w_transpose;
-  assign \$1102  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1102  = \port$21351$2 [3:0] == 3'h5;
   assign \$1103  = \$1101  & \$1102 ;
   assign \$1104  = \$1100  | \$1103 ;
   assign \$1107  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -48146,10 +48238,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1109  = $signed(pe4_5_psum) + $signed(\$1108 );
   assign \$1110  = ~ w_transpose;
   assign \$1111  = w_en & \$1110 ;
-  assign \$1112  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1112  = \port$21351$2 [3:0] == 3'h5;
   assign \$1113  = \$1111  & \$1112 ;
   assign \$1114  = w_en & w_transpose;
-  assign \$1115  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1115  = \port$21351$2 [3:0] == 3'h6;
   assign \$1116  = \$1114  & \$1115 ;
   assign \$1117  = \$1113  | \$1116 ;
   assign \$1118  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -48159,10 +48251,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1122  = $signed(pe4_6_psum) + $signed(\$1121 );
   assign \$1123  = ~ w_transpose;
   assign \$1124  = w_en & \$1123 ;
-  assign \$1125  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1125  = \port$21351$2 [3:0] == 3'h5;
   assign \$1126  = \$1124  & \$1125 ;
   assign \$1127  = w_en & w_transpose;
-  assign \$1128  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1128  = \port$21351$2 [3:0] == 3'h7;
   assign \$1129  = \$1127  & \$1128 ;
   assign \$1130  = \$1126  | \$1129 ;
   assign \$1131  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -48172,10 +48264,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1135  = $signed(pe4_7_psum) + $signed(\$1134 );
   assign \$1136  = ~ w_transpose;
   assign \$1137  = w_en & \$1136 ;
-  assign \$1138  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1138  = \port$21351$2 [3:0] == 3'h5;
   assign \$1139  = \$1137  & \$1138 ;
   assign \$1140  = w_en & w_transpose;
-  assign \$1141  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1141  = \port$21351$2 [3:0] == 4'h8;
   assign \$1142  = \$1140  & \$1141 ;
   assign \$1143  = \$1139  | \$1142 ;
   assign \$1144  = w_transpose ? w_data[47:40] : w_data[71:64];
@@ -48185,10 +48277,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1148  = $signed(pe4_8_psum) + $signed(\$1147 );
   assign \$1149  = ~ w_transpose;
   assign \$1150  = w_en & \$1149 ;
-  assign \$1151  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1151  = \port$21351$2 [3:0] == 3'h5;
   assign \$1152  = \$1150  & \$1151 ;
   assign \$1153  = w_en & w_transpose;
-  assign \$1154  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1154  = \port$21351$2 [3:0] == 4'h9;
   assign \$1155  = \$1153  & \$1154 ;
   assign \$1156  = \$1152  | \$1155 ;
   assign \$1157  = w_transpose ? w_data[47:40] : w_data[79:72];
@@ -48198,10 +48290,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1161  = $signed(pe4_9_psum) + $signed(\$1160 );
   assign \$1162  = ~ w_transpose;
   assign \$1163  = w_en & \$1162 ;
-  assign \$1164  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1164  = \port$21351$2 [3:0] == 3'h5;
   assign \$1165  = \$1163  & \$1164 ;
   assign \$1166  = w_en & w_transpose;
-  assign \$1167  = \port$21346$2 [3:0] == 4'ha;
+  assign \$1167  = \port$21351$2 [3:0] == 4'ha;
   assign \$1168  = \$1166  & \$1167 ;
   assign \$1169  = \$1165  | \$1168 ;
   assign \$1170  = w_transpose ? w_data[47:40] : w_data[87:80];
@@ -48211,10 +48303,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1174  = $signed(pe4_10_psum) + $signed(\$1173 );
   assign \$1175  = ~ w_transpose;
   assign \$1176  = w_en & \$1175 ;
-  assign \$1177  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1177  = \port$21351$2 [3:0] == 3'h5;
   assign \$1178  = \$1176  & \$1177 ;
   assign \$1179  = w_en & w_transpose;
-  assign \$1180  = \port$21346$2 [3:0] == 4'hb;
+  assign \$1180  = \port$21351$2 [3:0] == 4'hb;
   assign \$1181  = \$1179  & \$1180 ;
   assign \$1182  = \$1178  | \$1181 ;
   assign \$1183  = w_transpose ? w_data[47:40] : w_data[95:88];
@@ -48224,10 +48316,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1187  = $signed(pe4_11_psum) + $signed(\$1186 );
   assign \$1188  = ~ w_transpose;
   assign \$1189  = w_en & \$1188 ;
-  assign \$1190  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1190  = \port$21351$2 [3:0] == 3'h5;
   assign \$1191  = \$1189  & \$1190 ;
   assign \$1192  = w_en & w_transpose;
-  assign \$1193  = \port$21346$2 [3:0] == 4'hc;
+  assign \$1193  = \port$21351$2 [3:0] == 4'hc;
   assign \$1194  = \$1192  & \$1193 ;
   assign \$1195  = \$1191  | \$1194 ;
   assign \$1196  = w_transpose ? w_data[47:40] : w_data[103:96];
@@ -48237,10 +48329,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1200  = $signed(pe4_12_psum) + $signed(\$1199 );
   assign \$1201  = ~ w_transpose;
   assign \$1202  = w_en & \$1201 ;
-  assign \$1203  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1203  = \port$21351$2 [3:0] == 3'h5;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = w_en & w_transpose;
-  assign \$1206  = \port$21346$2 [3:0] == 4'hd;
+  assign \$1206  = \port$21351$2 [3:0] == 4'hd;
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = \$1204  | \$1207 ;
   assign \$1209  = w_transpose ? w_data[47:40] : w_data[111:104];
@@ -48250,10 +48342,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1213  = $signed(pe4_13_psum) + $signed(\$1212 );
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1216  = \port$21351$2 [3:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
   assign \$1218  = w_en & w_transpose;
-  assign \$1219  = \port$21346$2 [3:0] == 4'he;
+  assign \$1219  = \port$21351$2 [3:0] == 4'he;
   assign \$1220  = \$1218  & \$1219 ;
   assign \$1221  = \$1217  | \$1220 ;
   assign \$1222  = w_transpose ? w_data[47:40] : w_data[119:112];
@@ -48263,10 +48355,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1226  = $signed(pe4_14_psum) + $signed(\$1225 );
   assign \$1227  = ~ w_transpose;
   assign \$1228  = w_en & \$1227 ;
-  assign \$1229  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1229  = \port$21351$2 [3:0] == 3'h5;
   assign \$1230  = \$1228  & \$1229 ;
   assign \$1231  = w_en & w_transpose;
-  assign \$1232  = \port$21346$2 [3:0] == 4'hf;
+  assign \$1232  = \port$21351$2 [3:0] == 4'hf;
   assign \$1233  = \$1231  & \$1232 ;
   assign \$1234  = \$1230  | \$1233 ;
   assign \$1235  = w_transpose ? w_data[47:40] : w_data[127:120];
@@ -48277,10 +48369,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1240  = a_valid ? w_data[55:48] : 8'h00;
   assign \$1241  = ~ w_transpose;
   assign \$1242  = w_en & \$1241 ;
-  assign \$1243  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1243  = \port$21351$2 [3:0] == 3'h6;
   assign \$1244  = \$1242  & \$1243 ;
   assign \$1245  = w_en & w_transpose;
-  assign \$1246  = ! \port$21346$2 [3:0];
+  assign \$1246  = ! \port$21351$2 [3:0];
   assign \$1247  = \$1245  & \$1246 ;
   assign \$1248  = \$1244  | \$1247 ;
   assign \$1249  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -48290,10 +48382,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1253  = $signed(pe5_0_psum) + $signed(\$1252 );
   assign \$1254  = ~ w_transpose;
   assign \$1255  = w_en & \$1254 ;
-  assign \$1256  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1256  = \port$21351$2 [3:0] == 3'h6;
   assign \$1257  = \$1255  & \$1256 ;
   assign \$1258  = w_en & w_transpose;
-  assign \$1259  = \port$21346$2 [3:0] == 1'h1;
+  assign \$1259  = \port$21351$2 [3:0] == 1'h1;
   assign \$1260  = \$1258  & \$1259 ;
   assign \$1261  = \$1257  | \$1260 ;
   assign \$1262  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -48303,10 +48395,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1266  = $signed(pe5_1_psum) + $signed(\$1265 );
   assign \$1267  = ~ w_transpose;
   assign \$1268  = w_en & \$1267 ;
-  assign \$1269  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1269  = \port$21351$2 [3:0] == 3'h6;
   assign \$1270  = \$1268  & \$1269 ;
   assign \$1271  = w_en & w_transpose;
-  assign \$1272  = \port$21346$2 [3:0] == 2'h2;
+  assign \$1272  = \port$21351$2 [3:0] == 2'h2;
   assign \$1273  = \$1271  & \$1272 ;
   assign \$1274  = \$1270  | \$1273 ;
   assign \$1275  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -48316,10 +48408,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1279  = $signed(pe5_2_psum) + $signed(\$1278 );
   assign \$1280  = ~ w_transpose;
   assign \$1281  = w_en & \$1280 ;
-  assign \$1282  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1282  = \port$21351$2 [3:0] == 3'h6;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = w_en & w_transpose;
-  assign \$1285  = \port$21346$2 [3:0] == 2'h3;
+  assign \$1285  = \port$21351$2 [3:0] == 2'h3;
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = \$1283  | \$1286 ;
   assign \$1288  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -48329,10 +48421,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1292  = $signed(pe5_3_psum) + $signed(\$1291 );
   assign \$1293  = ~ w_transpose;
   assign \$1294  = w_en & \$1293 ;
-  assign \$1295  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1295  = \port$21351$2 [3:0] == 3'h6;
   assign \$1296  = \$1294  & \$1295 ;
   assign \$1297  = w_en & w_transpose;
-  assign \$1298  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1298  = \port$21351$2 [3:0] == 3'h4;
   assign \$1299  = \$1297  & \$1298 ;
   assign \$1300  = \$1296  | \$1299 ;
   assign \$1301  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -48342,10 +48434,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1305  = $signed(pe5_4_psum) + $signed(\$1304 );
   assign \$1306  = ~ w_transpose;
   assign \$1307  = w_en & \$1306 ;
-  assign \$1308  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1308  = \port$21351$2 [3:0] == 3'h6;
   assign \$1309  = \$1307  & \$1308 ;
   assign \$1310  = w_en & w_transpose;
-  assign \$1311  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1311  = \port$21351$2 [3:0] == 3'h5;
   assign \$1312  = \$1310  & \$1311 ;
   assign \$1313  = \$1309  | \$1312 ;
   assign \$1314  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -48355,10 +48447,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1318  = $signed(pe5_5_psum) + $signed(\$1317 );
   assign \$1319  = ~ w_transpose;
   assign \$1320  = w_en & \$1319 ;
-  assign \$1321  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1321  = \port$21351$2 [3:0] == 3'h6;
   assign \$1322  = \$1320  & \$1321 ;
   assign \$1323  = w_en & w_transpose;
-  assign \$1324  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1324  = \port$21351$2 [3:0] == 3'h6;
   assign \$1325  = \$1323  & \$1324 ;
   assign \$1326  = \$1322  | \$1325 ;
   assign \$1329  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -48366,10 +48458,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1331  = $signed(pe5_6_psum) + $signed(\$1330 );
   assign \$1332  = ~ w_transpose;
   assign \$1333  = w_en & \$1332 ;
-  assign \$1334  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1334  = \port$21351$2 [3:0] == 3'h6;
   assign \$1335  = \$1333  & \$1334 ;
   assign \$1336  = w_en & w_transpose;
-  assign \$1337  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1337  = \port$21351$2 [3:0] == 3'h7;
   assign \$1338  = \$1336  & \$1337 ;
   assign \$1339  = \$1335  | \$1338 ;
   assign \$1340  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -48379,10 +48471,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1344  = $signed(pe5_7_psum) + $signed(\$1343 );
   assign \$1345  = ~ w_transpose;
   assign \$1346  = w_en & \$1345 ;
-  assign \$1347  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1347  = \port$21351$2 [3:0] == 3'h6;
   assign \$1348  = \$1346  & \$1347 ;
   assign \$1349  = w_en & w_transpose;
-  assign \$1350  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1350  = \port$21351$2 [3:0] == 4'h8;
   assign \$1351  = \$1349  & \$1350 ;
   assign \$1352  = \$1348  | \$1351 ;
   assign \$1353  = w_transpose ? w_data[55:48] : w_data[71:64];
@@ -48392,10 +48484,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1357  = $signed(pe5_8_psum) + $signed(\$1356 );
   assign \$1358  = ~ w_transpose;
   assign \$1359  = w_en & \$1358 ;
-  assign \$1360  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1360  = \port$21351$2 [3:0] == 3'h6;
   assign \$1361  = \$1359  & \$1360 ;
   assign \$1362  = w_en & w_transpose;
-  assign \$1363  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1363  = \port$21351$2 [3:0] == 4'h9;
   assign \$1364  = \$1362  & \$1363 ;
   assign \$1365  = \$1361  | \$1364 ;
   assign \$1366  = w_transpose ? w_data[55:48] : w_data[79:72];
@@ -48405,10 +48497,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1370  = $signed(pe5_9_psum) + $signed(\$1369 );
   assign \$1371  = ~ w_transpose;
   assign \$1372  = w_en & \$1371 ;
-  assign \$1373  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1373  = \port$21351$2 [3:0] == 3'h6;
   assign \$1374  = \$1372  & \$1373 ;
   assign \$1375  = w_en & w_transpose;
-  assign \$1376  = \port$21346$2 [3:0] == 4'ha;
+  assign \$1376  = \port$21351$2 [3:0] == 4'ha;
   assign \$1377  = \$1375  & \$1376 ;
   assign \$1378  = \$1374  | \$1377 ;
   assign \$1379  = w_transpose ? w_data[55:48] : w_data[87:80];
@@ -48418,10 +48510,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1383  = $signed(pe5_10_psum) + $signed(\$1382 );
   assign \$1384  = ~ w_transpose;
   assign \$1385  = w_en & \$1384 ;
-  assign \$1386  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1386  = \port$21351$2 [3:0] == 3'h6;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = w_en & w_transpose;
-  assign \$1389  = \port$21346$2 [3:0] == 4'hb;
+  assign \$1389  = \port$21351$2 [3:0] == 4'hb;
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = \$1387  | \$1390 ;
   assign \$1392  = w_transpose ? w_data[55:48] : w_data[95:88];
@@ -48431,10 +48523,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1396  = $signed(pe5_11_psum) + $signed(\$1395 );
   assign \$1397  = ~ w_transpose;
   assign \$1398  = w_en & \$1397 ;
-  assign \$1399  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1399  = \port$21351$2 [3:0] == 3'h6;
   assign \$1400  = \$1398  & \$1399 ;
   assign \$1401  = w_en & w_transpose;
-  assign \$1402  = \port$21346$2 [3:0] == 4'hc;
+  assign \$1402  = \port$21351$2 [3:0] == 4'hc;
   assign \$1403  = \$1401  & \$1402 ;
   assign \$1404  = \$1400  | \$1403 ;
   assign \$1405  = w_transpose ? w_data[55:48] : w_data[103:96];
@@ -48444,10 +48536,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1409  = $signed(pe5_12_psum) + $signed(\$1408 );
   assign \$1410  = ~ w_transpose;
   assign \$1411  = w_en & \$1410 ;
-  assign \$1412  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1412  = \port$21351$2 [3:0] == 3'h6;
   assign \$1413  = \$1411  & \$1412 ;
   assign \$1414  = w_en & w_transpose;
-  assign \$1415  = \port$21346$2 [3:0] == 4'hd;
+  assign \$1415  = \port$21351$2 [3:0] == 4'hd;
   assign \$1416  = \$1414  & \$1415 ;
   assign \$1417  = \$1413  | \$1416 ;
   assign \$1418  = w_transpose ? w_data[55:48] : w_data[111:104];
@@ -48457,10 +48549,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1422  = $signed(pe5_13_psum) + $signed(\$1421 );
   assign \$1423  = ~ w_transpose;
   assign \$1424  = w_en & \$1423 ;
-  assign \$1425  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1425  = \port$21351$2 [3:0] == 3'h6;
   assign \$1426  = \$1424  & \$1425 ;
   assign \$1427  = w_en & w_transpose;
-  assign \$1428  = \port$21346$2 [3:0] == 4'he;
+  assign \$1428  = \port$21351$2 [3:0] == 4'he;
   assign \$1429  = \$1427  & \$1428 ;
   assign \$1430  = \$1426  | \$1429 ;
   assign \$1431  = w_transpose ? w_data[55:48] : w_data[119:112];
@@ -48470,10 +48562,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1435  = $signed(pe5_14_psum) + $signed(\$1434 );
   assign \$1436  = ~ w_transpose;
   assign \$1437  = w_en & \$1436 ;
-  assign \$1438  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1438  = \port$21351$2 [3:0] == 3'h6;
   assign \$1439  = \$1437  & \$1438 ;
   assign \$1440  = w_en & w_transpose;
-  assign \$1441  = \port$21346$2 [3:0] == 4'hf;
+  assign \$1441  = \port$21351$2 [3:0] == 4'hf;
   assign \$1442  = \$1440  & \$1441 ;
   assign \$1443  = \$1439  | \$1442 ;
   assign \$1444  = w_transpose ? w_data[55:48] : w_data[127:120];
@@ -48484,10 +48576,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1449  = a_valid ? w_data[63:56] : 8'h00;
   assign \$1450  = ~ w_transpose;
   assign \$1451  = w_en & \$1450 ;
-  assign \$1452  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1452  = \port$21351$2 [3:0] == 3'h7;
   assign \$1453  = \$1451  & \$1452 ;
   assign \$1454  = w_en & w_transpose;
-  assign \$1455  = ! \port$21346$2 [3:0];
+  assign \$1455  = ! \port$21351$2 [3:0];
   assign \$1456  = \$1454  & \$1455 ;
   assign \$1457  = \$1453  | \$1456 ;
   assign \$1458  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -48497,10 +48589,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1462  = $signed(pe6_0_psum) + $signed(\$1461 );
   assign \$1463  = ~ w_transpose;
   assign \$1464  = w_en & \$1463 ;
-  assign \$1465  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1465  = \port$21351$2 [3:0] == 3'h7;
   assign \$1466  = \$1464  & \$1465 ;
   assign \$1467  = w_en & w_transpose;
-  assign \$1468  = \port$21346$2 [3:0] == 1'h1;
+  assign \$1468  = \port$21351$2 [3:0] == 1'h1;
   assign \$1469  = \$1467  & \$1468 ;
   assign \$1470  = \$1466  | \$1469 ;
   assign \$1471  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -48510,10 +48602,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1475  = $signed(pe6_1_psum) + $signed(\$1474 );
   assign \$1476  = ~ w_transpose;
   assign \$1477  = w_en & \$1476 ;
-  assign \$1478  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1478  = \port$21351$2 [3:0] == 3'h7;
   assign \$1479  = \$1477  & \$1478 ;
   assign \$1480  = w_en & w_transpose;
-  assign \$1481  = \port$21346$2 [3:0] == 2'h2;
+  assign \$1481  = \port$21351$2 [3:0] == 2'h2;
   assign \$1482  = \$1480  & \$1481 ;
   assign \$1483  = \$1479  | \$1482 ;
   assign \$1484  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -48523,10 +48615,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1488  = $signed(pe6_2_psum) + $signed(\$1487 );
   assign \$1489  = ~ w_transpose;
   assign \$1490  = w_en & \$1489 ;
-  assign \$1491  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1491  = \port$21351$2 [3:0] == 3'h7;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = w_en & w_transpose;
-  assign \$1494  = \port$21346$2 [3:0] == 2'h3;
+  assign \$1494  = \port$21351$2 [3:0] == 2'h3;
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = \$1492  | \$1495 ;
   assign \$1497  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -48536,10 +48628,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1501  = $signed(pe6_3_psum) + $signed(\$1500 );
   assign \$1502  = ~ w_transpose;
   assign \$1503  = w_en & \$1502 ;
-  assign \$1504  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1504  = \port$21351$2 [3:0] == 3'h7;
   assign \$1505  = \$1503  & \$1504 ;
   assign \$1506  = w_en & w_transpose;
-  assign \$1507  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1507  = \port$21351$2 [3:0] == 3'h4;
   assign \$1508  = \$1506  & \$1507 ;
   assign \$1509  = \$1505  | \$1508 ;
   assign \$1510  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -48549,10 +48641,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1514  = $signed(pe6_4_psum) + $signed(\$1513 );
   assign \$1515  = ~ w_transpose;
   assign \$1516  = w_en & \$1515 ;
-  assign \$1517  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1517  = \port$21351$2 [3:0] == 3'h7;
   assign \$1518  = \$1516  & \$1517 ;
   assign \$1519  = w_en & w_transpose;
-  assign \$1520  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1520  = \port$21351$2 [3:0] == 3'h5;
   assign \$1521  = \$1519  & \$1520 ;
   assign \$1522  = \$1518  | \$1521 ;
   assign \$1523  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -48562,10 +48654,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1527  = $signed(pe6_5_psum) + $signed(\$1526 );
   assign \$1528  = ~ w_transpose;
   assign \$1529  = w_en & \$1528 ;
-  assign \$1530  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1530  = \port$21351$2 [3:0] == 3'h7;
   assign \$1531  = \$1529  & \$1530 ;
   assign \$1532  = w_en & w_transpose;
-  assign \$1533  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1533  = \port$21351$2 [3:0] == 3'h6;
   assign \$1534  = \$1532  & \$1533 ;
   assign \$1535  = \$1531  | \$1534 ;
   assign \$1536  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -48575,10 +48667,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1540  = $signed(pe6_6_psum) + $signed(\$1539 );
   assign \$1541  = ~ w_transpose;
   assign \$1542  = w_en & \$1541 ;
-  assign \$1543  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1543  = \port$21351$2 [3:0] == 3'h7;
   assign \$1544  = \$1542  & \$1543 ;
   assign \$1545  = w_en & w_transpose;
-  assign \$1546  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1546  = \port$21351$2 [3:0] == 3'h7;
   assign \$1547  = \$1545  & \$1546 ;
   assign \$1548  = \$1544  | \$1547 ;
   assign \$1551  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -48586,10 +48678,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1553  = $signed(pe6_7_psum) + $signed(\$1552 );
   assign \$1554  = ~ w_transpose;
   assign \$1555  = w_en & \$1554 ;
-  assign \$1556  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1556  = \port$21351$2 [3:0] == 3'h7;
   assign \$1557  = \$1555  & \$1556 ;
   assign \$1558  = w_en & w_transpose;
-  assign \$1559  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1559  = \port$21351$2 [3:0] == 4'h8;
   assign \$1560  = \$1558  & \$1559 ;
   assign \$1561  = \$1557  | \$1560 ;
   assign \$1562  = w_transpose ? w_data[63:56] : w_data[71:64];
@@ -48599,10 +48691,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1566  = $signed(pe6_8_psum) + $signed(\$1565 );
   assign \$1567  = ~ w_transpose;
   assign \$1568  = w_en & \$1567 ;
-  assign \$1569  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1569  = \port$21351$2 [3:0] == 3'h7;
   assign \$1570  = \$1568  & \$1569 ;
   assign \$1571  = w_en & w_transpose;
-  assign \$1572  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1572  = \port$21351$2 [3:0] == 4'h9;
   assign \$1573  = \$1571  & \$1572 ;
   assign \$1574  = \$1570  | \$1573 ;
   assign \$1575  = w_transpose ? w_data[63:56] : w_data[79:72];
@@ -48612,10 +48704,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1579  = $signed(pe6_9_psum) + $signed(\$1578 );
   assign \$1580  = ~ w_transpose;
   assign \$1581  = w_en & \$1580 ;
-  assign \$1582  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1582  = \port$21351$2 [3:0] == 3'h7;
   assign \$1583  = \$1581  & \$1582 ;
   assign \$1584  = w_en & w_transpose;
-  assign \$1585  = \port$21346$2 [3:0] == 4'ha;
+  assign \$1585  = \port$21351$2 [3:0] == 4'ha;
   assign \$1586  = \$1584  & \$1585 ;
   assign \$1587  = \$1583  | \$1586 ;
   assign \$1588  = w_transpose ? w_data[63:56] : w_data[87:80];
@@ -48625,10 +48717,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1592  = $signed(pe6_10_psum) + $signed(\$1591 );
   assign \$1593  = ~ w_transpose;
   assign \$1594  = w_en & \$1593 ;
-  assign \$1595  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1595  = \port$21351$2 [3:0] == 3'h7;
   assign \$1596  = \$1594  & \$1595 ;
   assign \$1597  = w_en & w_transpose;
-  assign \$1598  = \port$21346$2 [3:0] == 4'hb;
+  assign \$1598  = \port$21351$2 [3:0] == 4'hb;
   assign \$1599  = \$1597  & \$1598 ;
   assign \$1600  = \$1596  | \$1599 ;
   assign \$1601  = w_transpose ? w_data[63:56] : w_data[95:88];
@@ -48638,10 +48730,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1605  = $signed(pe6_11_psum) + $signed(\$1604 );
   assign \$1606  = ~ w_transpose;
   assign \$1607  = w_en & \$1606 ;
-  assign \$1608  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1608  = \port$21351$2 [3:0] == 3'h7;
   assign \$1609  = \$1607  & \$1608 ;
   assign \$1610  = w_en & w_transpose;
-  assign \$1611  = \port$21346$2 [3:0] == 4'hc;
+  assign \$1611  = \port$21351$2 [3:0] == 4'hc;
   assign \$1612  = \$1610  & \$1611 ;
   assign \$1613  = \$1609  | \$1612 ;
   assign \$1614  = w_transpose ? w_data[63:56] : w_data[103:96];
@@ -48651,10 +48743,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1618  = $signed(pe6_12_psum) + $signed(\$1617 );
   assign \$1619  = ~ w_transpose;
   assign \$1620  = w_en & \$1619 ;
-  assign \$1621  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1621  = \port$21351$2 [3:0] == 3'h7;
   assign \$1622  = \$1620  & \$1621 ;
   assign \$1623  = w_en & w_transpose;
-  assign \$1624  = \port$21346$2 [3:0] == 4'hd;
+  assign \$1624  = \port$21351$2 [3:0] == 4'hd;
   assign \$1625  = \$1623  & \$1624 ;
   assign \$1626  = \$1622  | \$1625 ;
   assign \$1627  = w_transpose ? w_data[63:56] : w_data[111:104];
@@ -48664,10 +48756,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1631  = $signed(pe6_13_psum) + $signed(\$1630 );
   assign \$1632  = ~ w_transpose;
   assign \$1633  = w_en & \$1632 ;
-  assign \$1634  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1634  = \port$21351$2 [3:0] == 3'h7;
   assign \$1635  = \$1633  & \$1634 ;
   assign \$1636  = w_en & w_transpose;
-  assign \$1637  = \port$21346$2 [3:0] == 4'he;
+  assign \$1637  = \port$21351$2 [3:0] == 4'he;
   assign \$1638  = \$1636  & \$1637 ;
   assign \$1639  = \$1635  | \$1638 ;
   assign \$1640  = w_transpose ? w_data[63:56] : w_data[119:112];
@@ -48677,10 +48769,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1644  = $signed(pe6_14_psum) + $signed(\$1643 );
   assign \$1645  = ~ w_transpose;
   assign \$1646  = w_en & \$1645 ;
-  assign \$1647  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1647  = \port$21351$2 [3:0] == 3'h7;
   assign \$1648  = \$1646  & \$1647 ;
   assign \$1649  = w_en & w_transpose;
-  assign \$1650  = \port$21346$2 [3:0] == 4'hf;
+  assign \$1650  = \port$21351$2 [3:0] == 4'hf;
   assign \$1651  = \$1649  & \$1650 ;
   assign \$1652  = \$1648  | \$1651 ;
   assign \$1653  = w_transpose ? w_data[63:56] : w_data[127:120];
@@ -48691,10 +48783,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1658  = a_valid ? w_data[71:64] : 8'h00;
   assign \$1659  = ~ w_transpose;
   assign \$1660  = w_en & \$1659 ;
-  assign \$1661  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1661  = \port$21351$2 [3:0] == 4'h8;
   assign \$1662  = \$1660  & \$1661 ;
   assign \$1663  = w_en & w_transpose;
-  assign \$1664  = ! \port$21346$2 [3:0];
+  assign \$1664  = ! \port$21351$2 [3:0];
   assign \$1665  = \$1663  & \$1664 ;
   assign \$1666  = \$1662  | \$1665 ;
   assign \$1667  = w_transpose ? w_data[71:64] : w_data[7:0];
@@ -48704,10 +48796,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1671  = $signed(pe7_0_psum) + $signed(\$1670 );
   assign \$1672  = ~ w_transpose;
   assign \$1673  = w_en & \$1672 ;
-  assign \$1674  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1674  = \port$21351$2 [3:0] == 4'h8;
   assign \$1675  = \$1673  & \$1674 ;
   assign \$1676  = w_en & w_transpose;
-  assign \$1677  = \port$21346$2 [3:0] == 1'h1;
+  assign \$1677  = \port$21351$2 [3:0] == 1'h1;
   assign \$1678  = \$1676  & \$1677 ;
   assign \$1679  = \$1675  | \$1678 ;
   assign \$1680  = w_transpose ? w_data[71:64] : w_data[15:8];
@@ -48717,10 +48809,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1684  = $signed(pe7_1_psum) + $signed(\$1683 );
   assign \$1685  = ~ w_transpose;
   assign \$1686  = w_en & \$1685 ;
-  assign \$1687  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1687  = \port$21351$2 [3:0] == 4'h8;
   assign \$1688  = \$1686  & \$1687 ;
   assign \$1689  = w_en & w_transpose;
-  assign \$1690  = \port$21346$2 [3:0] == 2'h2;
+  assign \$1690  = \port$21351$2 [3:0] == 2'h2;
   assign \$1691  = \$1689  & \$1690 ;
   assign \$1692  = \$1688  | \$1691 ;
   assign \$1693  = w_transpose ? w_data[71:64] : w_data[23:16];
@@ -48730,10 +48822,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1697  = $signed(pe7_2_psum) + $signed(\$1696 );
   assign \$1698  = ~ w_transpose;
   assign \$1699  = w_en & \$1698 ;
-  assign \$1700  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1700  = \port$21351$2 [3:0] == 4'h8;
   assign \$1701  = \$1699  & \$1700 ;
   assign \$1702  = w_en & w_transpose;
-  assign \$1703  = \port$21346$2 [3:0] == 2'h3;
+  assign \$1703  = \port$21351$2 [3:0] == 2'h3;
   assign \$1704  = \$1702  & \$1703 ;
   assign \$1705  = \$1701  | \$1704 ;
   assign \$1706  = w_transpose ? w_data[71:64] : w_data[31:24];
@@ -48743,10 +48835,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1710  = $signed(pe7_3_psum) + $signed(\$1709 );
   assign \$1711  = ~ w_transpose;
   assign \$1712  = w_en & \$1711 ;
-  assign \$1713  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1713  = \port$21351$2 [3:0] == 4'h8;
   assign \$1714  = \$1712  & \$1713 ;
   assign \$1715  = w_en & w_transpose;
-  assign \$1716  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1716  = \port$21351$2 [3:0] == 3'h4;
   assign \$1717  = \$1715  & \$1716 ;
   assign \$1718  = \$1714  | \$1717 ;
   assign \$1719  = w_transpose ? w_data[71:64] : w_data[39:32];
@@ -48756,10 +48848,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1723  = $signed(pe7_4_psum) + $signed(\$1722 );
   assign \$1724  = ~ w_transpose;
   assign \$1725  = w_en & \$1724 ;
-  assign \$1726  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1726  = \port$21351$2 [3:0] == 4'h8;
   assign \$1727  = \$1725  & \$1726 ;
   assign \$1728  = w_en & w_transpose;
-  assign \$1729  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1729  = \port$21351$2 [3:0] == 3'h5;
   assign \$1730  = \$1728  & \$1729 ;
   assign \$1731  = \$1727  | \$1730 ;
   assign \$1732  = w_transpose ? w_data[71:64] : w_data[47:40];
@@ -48769,10 +48861,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1736  = $signed(pe7_5_psum) + $signed(\$1735 );
   assign \$1737  = ~ w_transpose;
   assign \$1738  = w_en & \$1737 ;
-  assign \$1739  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1739  = \port$21351$2 [3:0] == 4'h8;
   assign \$1740  = \$1738  & \$1739 ;
   assign \$1741  = w_en & w_transpose;
-  assign \$1742  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1742  = \port$21351$2 [3:0] == 3'h6;
   assign \$1743  = \$1741  & \$1742 ;
   assign \$1744  = \$1740  | \$1743 ;
   assign \$1745  = w_transpose ? w_data[71:64] : w_data[55:48];
@@ -48782,10 +48874,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1749  = $signed(pe7_6_psum) + $signed(\$1748 );
   assign \$1750  = ~ w_transpose;
   assign \$1751  = w_en & \$1750 ;
-  assign \$1752  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1752  = \port$21351$2 [3:0] == 4'h8;
   assign \$1753  = \$1751  & \$1752 ;
   assign \$1754  = w_en & w_transpose;
-  assign \$1755  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1755  = \port$21351$2 [3:0] == 3'h7;
   assign \$1756  = \$1754  & \$1755 ;
   assign \$1757  = \$1753  | \$1756 ;
   assign \$1758  = w_transpose ? w_data[71:64] : w_data[63:56];
@@ -48795,10 +48887,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1762  = $signed(pe7_7_psum) + $signed(\$1761 );
   assign \$1763  = ~ w_transpose;
   assign \$1764  = w_en & \$1763 ;
-  assign \$1765  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1765  = \port$21351$2 [3:0] == 4'h8;
   assign \$1766  = \$1764  & \$1765 ;
   assign \$1767  = w_en & w_transpose;
-  assign \$1768  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1768  = \port$21351$2 [3:0] == 4'h8;
   assign \$1769  = \$1767  & \$1768 ;
   assign \$1770  = \$1766  | \$1769 ;
   assign \$1773  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
@@ -48806,10 +48898,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1775  = $signed(pe7_8_psum) + $signed(\$1774 );
   assign \$1776  = ~ w_transpose;
   assign \$1777  = w_en & \$1776 ;
-  assign \$1778  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1778  = \port$21351$2 [3:0] == 4'h8;
   assign \$1779  = \$1777  & \$1778 ;
   assign \$1780  = w_en & w_transpose;
-  assign \$1781  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1781  = \port$21351$2 [3:0] == 4'h9;
   assign \$1782  = \$1780  & \$1781 ;
   assign \$1783  = \$1779  | \$1782 ;
   assign \$1784  = w_transpose ? w_data[71:64] : w_data[79:72];
@@ -48819,10 +48911,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1788  = $signed(pe7_9_psum) + $signed(\$1787 );
   assign \$1789  = ~ w_transpose;
   assign \$1790  = w_en & \$1789 ;
-  assign \$1791  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1791  = \port$21351$2 [3:0] == 4'h8;
   assign \$1792  = \$1790  & \$1791 ;
   assign \$1793  = w_en & w_transpose;
-  assign \$1794  = \port$21346$2 [3:0] == 4'ha;
+  assign \$1794  = \port$21351$2 [3:0] == 4'ha;
   assign \$1795  = \$1793  & \$1794 ;
   assign \$1796  = \$1792  | \$1795 ;
   assign \$1797  = w_transpose ? w_data[71:64] : w_data[87:80];
@@ -48832,10 +48924,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1801  = $signed(pe7_10_psum) + $signed(\$1800 );
   assign \$1802  = ~ w_transpose;
   assign \$1803  = w_en & \$1802 ;
-  assign \$1804  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1804  = \port$21351$2 [3:0] == 4'h8;
   assign \$1805  = \$1803  & \$1804 ;
   assign \$1806  = w_en & w_transpose;
-  assign \$1807  = \port$21346$2 [3:0] == 4'hb;
+  assign \$1807  = \port$21351$2 [3:0] == 4'hb;
   assign \$1808  = \$1806  & \$1807 ;
   assign \$1809  = \$1805  | \$1808 ;
   assign \$1810  = w_transpose ? w_data[71:64] : w_data[95:88];
@@ -48845,10 +48937,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1814  = $signed(pe7_11_psum) + $signed(\$1813 );
   assign \$1815  = ~ w_transpose;
   assign \$1816  = w_en & \$1815 ;
-  assign \$1817  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1817  = \port$21351$2 [3:0] == 4'h8;
   assign \$1818  = \$1816  & \$1817 ;
   assign \$1819  = w_en & w_transpose;
-  assign \$1820  = \port$21346$2 [3:0] == 4'hc;
+  assign \$1820  = \port$21351$2 [3:0] == 4'hc;
   assign \$1821  = \$1819  & \$1820 ;
   assign \$1822  = \$1818  | \$1821 ;
   assign \$1823  = w_transpose ? w_data[71:64] : w_data[103:96];
@@ -48858,10 +48950,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1827  = $signed(pe7_12_psum) + $signed(\$1826 );
   assign \$1828  = ~ w_transpose;
   assign \$1829  = w_en & \$1828 ;
-  assign \$1830  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1830  = \port$21351$2 [3:0] == 4'h8;
   assign \$1831  = \$1829  & \$1830 ;
   assign \$1832  = w_en & w_transpose;
-  assign \$1833  = \port$21346$2 [3:0] == 4'hd;
+  assign \$1833  = \port$21351$2 [3:0] == 4'hd;
   assign \$1834  = \$1832  & \$1833 ;
   assign \$1835  = \$1831  | \$1834 ;
   assign \$1836  = w_transpose ? w_data[71:64] : w_data[111:104];
@@ -48871,10 +48963,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1840  = $signed(pe7_13_psum) + $signed(\$1839 );
   assign \$1841  = ~ w_transpose;
   assign \$1842  = w_en & \$1841 ;
-  assign \$1843  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1843  = \port$21351$2 [3:0] == 4'h8;
   assign \$1844  = \$1842  & \$1843 ;
   assign \$1845  = w_en & w_transpose;
-  assign \$1846  = \port$21346$2 [3:0] == 4'he;
+  assign \$1846  = \port$21351$2 [3:0] == 4'he;
   assign \$1847  = \$1845  & \$1846 ;
   assign \$1848  = \$1844  | \$1847 ;
   assign \$1849  = w_transpose ? w_data[71:64] : w_data[119:112];
@@ -48884,10 +48976,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1853  = $signed(pe7_14_psum) + $signed(\$1852 );
   assign \$1854  = ~ w_transpose;
   assign \$1855  = w_en & \$1854 ;
-  assign \$1856  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1856  = \port$21351$2 [3:0] == 4'h8;
   assign \$1857  = \$1855  & \$1856 ;
   assign \$1858  = w_en & w_transpose;
-  assign \$1859  = \port$21346$2 [3:0] == 4'hf;
+  assign \$1859  = \port$21351$2 [3:0] == 4'hf;
   assign \$1860  = \$1858  & \$1859 ;
   assign \$1861  = \$1857  | \$1860 ;
   assign \$1862  = w_transpose ? w_data[71:64] : w_data[127:120];
@@ -48898,10 +48990,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1867  = a_valid ? w_data[79:72] : 8'h00;
   assign \$1868  = ~ w_transpose;
   assign \$1869  = w_en & \$1868 ;
-  assign \$1870  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1870  = \port$21351$2 [3:0] == 4'h9;
   assign \$1871  = \$1869  & \$1870 ;
   assign \$1872  = w_en & w_transpose;
-  assign \$1873  = ! \port$21346$2 [3:0];
+  assign \$1873  = ! \port$21351$2 [3:0];
   assign \$1874  = \$1872  & \$1873 ;
   assign \$1875  = \$1871  | \$1874 ;
   assign \$1876  = w_transpose ? w_data[79:72] : w_data[7:0];
@@ -48911,10 +49003,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1880  = $signed(pe8_0_psum) + $signed(\$1879 );
   assign \$1881  = ~ w_transpose;
   assign \$1882  = w_en & \$1881 ;
-  assign \$1883  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1883  = \port$21351$2 [3:0] == 4'h9;
   assign \$1884  = \$1882  & \$1883 ;
   assign \$1885  = w_en & w_transpose;
-  assign \$1886  = \port$21346$2 [3:0] == 1'h1;
+  assign \$1886  = \port$21351$2 [3:0] == 1'h1;
   assign \$1887  = \$1885  & \$1886 ;
   assign \$1888  = \$1884  | \$1887 ;
   assign \$1889  = w_transpose ? w_data[79:72] : w_data[15:8];
@@ -48924,10 +49016,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1893  = $signed(pe8_1_psum) + $signed(\$1892 );
   assign \$1894  = ~ w_transpose;
   assign \$1895  = w_en & \$1894 ;
-  assign \$1896  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1896  = \port$21351$2 [3:0] == 4'h9;
   assign \$1897  = \$1895  & \$1896 ;
   assign \$1898  = w_en & w_transpose;
-  assign \$1899  = \port$21346$2 [3:0] == 2'h2;
+  assign \$1899  = \port$21351$2 [3:0] == 2'h2;
   assign \$1900  = \$1898  & \$1899 ;
   assign \$1901  = \$1897  | \$1900 ;
   assign \$1902  = w_transpose ? w_data[79:72] : w_data[23:16];
@@ -48937,10 +49029,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1906  = $signed(pe8_2_psum) + $signed(\$1905 );
   assign \$1907  = ~ w_transpose;
   assign \$1908  = w_en & \$1907 ;
-  assign \$1909  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1909  = \port$21351$2 [3:0] == 4'h9;
   assign \$1910  = \$1908  & \$1909 ;
   assign \$1911  = w_en & w_transpose;
-  assign \$1912  = \port$21346$2 [3:0] == 2'h3;
+  assign \$1912  = \port$21351$2 [3:0] == 2'h3;
   assign \$1913  = \$1911  & \$1912 ;
   assign \$1914  = \$1910  | \$1913 ;
   assign \$1915  = w_transpose ? w_data[79:72] : w_data[31:24];
@@ -48950,10 +49042,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1919  = $signed(pe8_3_psum) + $signed(\$1918 );
   assign \$1920  = ~ w_transpose;
   assign \$1921  = w_en & \$1920 ;
-  assign \$1922  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1922  = \port$21351$2 [3:0] == 4'h9;
   assign \$1923  = \$1921  & \$1922 ;
   assign \$1924  = w_en & w_transpose;
-  assign \$1925  = \port$21346$2 [3:0] == 3'h4;
+  assign \$1925  = \port$21351$2 [3:0] == 3'h4;
   assign \$1926  = \$1924  & \$1925 ;
   assign \$1927  = \$1923  | \$1926 ;
   assign \$1928  = w_transpose ? w_data[79:72] : w_data[39:32];
@@ -48963,10 +49055,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1932  = $signed(pe8_4_psum) + $signed(\$1931 );
   assign \$1933  = ~ w_transpose;
   assign \$1934  = w_en & \$1933 ;
-  assign \$1935  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1935  = \port$21351$2 [3:0] == 4'h9;
   assign \$1936  = \$1934  & \$1935 ;
   assign \$1937  = w_en & w_transpose;
-  assign \$1938  = \port$21346$2 [3:0] == 3'h5;
+  assign \$1938  = \port$21351$2 [3:0] == 3'h5;
   assign \$1939  = \$1937  & \$1938 ;
   assign \$1940  = \$1936  | \$1939 ;
   assign \$1941  = w_transpose ? w_data[79:72] : w_data[47:40];
@@ -48976,10 +49068,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1945  = $signed(pe8_5_psum) + $signed(\$1944 );
   assign \$1946  = ~ w_transpose;
   assign \$1947  = w_en & \$1946 ;
-  assign \$1948  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1948  = \port$21351$2 [3:0] == 4'h9;
   assign \$1949  = \$1947  & \$1948 ;
   assign \$1950  = w_en & w_transpose;
-  assign \$1951  = \port$21346$2 [3:0] == 3'h6;
+  assign \$1951  = \port$21351$2 [3:0] == 3'h6;
   assign \$1952  = \$1950  & \$1951 ;
   assign \$1953  = \$1949  | \$1952 ;
   assign \$1954  = w_transpose ? w_data[79:72] : w_data[55:48];
@@ -48989,10 +49081,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1958  = $signed(pe8_6_psum) + $signed(\$1957 );
   assign \$1959  = ~ w_transpose;
   assign \$1960  = w_en & \$1959 ;
-  assign \$1961  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1961  = \port$21351$2 [3:0] == 4'h9;
   assign \$1962  = \$1960  & \$1961 ;
   assign \$1963  = w_en & w_transpose;
-  assign \$1964  = \port$21346$2 [3:0] == 3'h7;
+  assign \$1964  = \port$21351$2 [3:0] == 3'h7;
   assign \$1965  = \$1963  & \$1964 ;
   assign \$1966  = \$1962  | \$1965 ;
   assign \$1967  = w_transpose ? w_data[79:72] : w_data[63:56];
@@ -49002,10 +49094,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1971  = $signed(pe8_7_psum) + $signed(\$1970 );
   assign \$1972  = ~ w_transpose;
   assign \$1973  = w_en & \$1972 ;
-  assign \$1974  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1974  = \port$21351$2 [3:0] == 4'h9;
   assign \$1975  = \$1973  & \$1974 ;
   assign \$1976  = w_en & w_transpose;
-  assign \$1977  = \port$21346$2 [3:0] == 4'h8;
+  assign \$1977  = \port$21351$2 [3:0] == 4'h8;
   assign \$1978  = \$1976  & \$1977 ;
   assign \$1979  = \$1975  | \$1978 ;
   assign \$1980  = w_transpose ? w_data[79:72] : w_data[71:64];
@@ -49015,10 +49107,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1984  = $signed(pe8_8_psum) + $signed(\$1983 );
   assign \$1985  = ~ w_transpose;
   assign \$1986  = w_en & \$1985 ;
-  assign \$1987  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1987  = \port$21351$2 [3:0] == 4'h9;
   assign \$1988  = \$1986  & \$1987 ;
   assign \$1989  = w_en & w_transpose;
-  assign \$1990  = \port$21346$2 [3:0] == 4'h9;
+  assign \$1990  = \port$21351$2 [3:0] == 4'h9;
   assign \$1991  = \$1989  & \$1990 ;
   assign \$1992  = \$1988  | \$1991 ;
   assign \$1995  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
@@ -49026,10 +49118,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$1997  = $signed(pe8_9_psum) + $signed(\$1996 );
   assign \$1998  = ~ w_transpose;
   assign \$1999  = w_en & \$1998 ;
-  assign \$2000  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2000  = \port$21351$2 [3:0] == 4'h9;
   assign \$2001  = \$1999  & \$2000 ;
   assign \$2002  = w_en & w_transpose;
-  assign \$2003  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2003  = \port$21351$2 [3:0] == 4'ha;
   assign \$2004  = \$2002  & \$2003 ;
   assign \$2005  = \$2001  | \$2004 ;
   assign \$2006  = w_transpose ? w_data[79:72] : w_data[87:80];
@@ -49039,10 +49131,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2010  = $signed(pe8_10_psum) + $signed(\$2009 );
   assign \$2011  = ~ w_transpose;
   assign \$2012  = w_en & \$2011 ;
-  assign \$2013  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2013  = \port$21351$2 [3:0] == 4'h9;
   assign \$2014  = \$2012  & \$2013 ;
   assign \$2015  = w_en & w_transpose;
-  assign \$2016  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2016  = \port$21351$2 [3:0] == 4'hb;
   assign \$2017  = \$2015  & \$2016 ;
   assign \$2018  = \$2014  | \$2017 ;
   assign \$2019  = w_transpose ? w_data[79:72] : w_data[95:88];
@@ -49052,10 +49144,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2023  = $signed(pe8_11_psum) + $signed(\$2022 );
   assign \$2024  = ~ w_transpose;
   assign \$2025  = w_en & \$2024 ;
-  assign \$2026  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2026  = \port$21351$2 [3:0] == 4'h9;
   assign \$2027  = \$2025  & \$2026 ;
   assign \$2028  = w_en & w_transpose;
-  assign \$2029  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2029  = \port$21351$2 [3:0] == 4'hc;
   assign \$2030  = \$2028  & \$2029 ;
   assign \$2031  = \$2027  | \$2030 ;
   assign \$2032  = w_transpose ? w_data[79:72] : w_data[103:96];
@@ -49065,10 +49157,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2036  = $signed(pe8_12_psum) + $signed(\$2035 );
   assign \$2037  = ~ w_transpose;
   assign \$2038  = w_en & \$2037 ;
-  assign \$2039  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2039  = \port$21351$2 [3:0] == 4'h9;
   assign \$2040  = \$2038  & \$2039 ;
   assign \$2041  = w_en & w_transpose;
-  assign \$2042  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2042  = \port$21351$2 [3:0] == 4'hd;
   assign \$2043  = \$2041  & \$2042 ;
   assign \$2044  = \$2040  | \$2043 ;
   assign \$2045  = w_transpose ? w_data[79:72] : w_data[111:104];
@@ -49078,10 +49170,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2049  = $signed(pe8_13_psum) + $signed(\$2048 );
   assign \$2050  = ~ w_transpose;
   assign \$2051  = w_en & \$2050 ;
-  assign \$2052  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2052  = \port$21351$2 [3:0] == 4'h9;
   assign \$2053  = \$2051  & \$2052 ;
   assign \$2054  = w_en & w_transpose;
-  assign \$2055  = \port$21346$2 [3:0] == 4'he;
+  assign \$2055  = \port$21351$2 [3:0] == 4'he;
   assign \$2056  = \$2054  & \$2055 ;
   assign \$2057  = \$2053  | \$2056 ;
   assign \$2058  = w_transpose ? w_data[79:72] : w_data[119:112];
@@ -49091,10 +49183,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2062  = $signed(pe8_14_psum) + $signed(\$2061 );
   assign \$2063  = ~ w_transpose;
   assign \$2064  = w_en & \$2063 ;
-  assign \$2065  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2065  = \port$21351$2 [3:0] == 4'h9;
   assign \$2066  = \$2064  & \$2065 ;
   assign \$2067  = w_en & w_transpose;
-  assign \$2068  = \port$21346$2 [3:0] == 4'hf;
+  assign \$2068  = \port$21351$2 [3:0] == 4'hf;
   assign \$2069  = \$2067  & \$2068 ;
   assign \$2070  = \$2066  | \$2069 ;
   assign \$2071  = w_transpose ? w_data[79:72] : w_data[127:120];
@@ -49105,10 +49197,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2076  = a_valid ? w_data[87:80] : 8'h00;
   assign \$2077  = ~ w_transpose;
   assign \$2078  = w_en & \$2077 ;
-  assign \$2079  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2079  = \port$21351$2 [3:0] == 4'ha;
   assign \$2080  = \$2078  & \$2079 ;
   assign \$2081  = w_en & w_transpose;
-  assign \$2082  = ! \port$21346$2 [3:0];
+  assign \$2082  = ! \port$21351$2 [3:0];
   assign \$2083  = \$2081  & \$2082 ;
   assign \$2084  = \$2080  | \$2083 ;
   assign \$2085  = w_transpose ? w_data[87:80] : w_data[7:0];
@@ -49118,10 +49210,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2089  = $signed(pe9_0_psum) + $signed(\$2088 );
   assign \$2090  = ~ w_transpose;
   assign \$2091  = w_en & \$2090 ;
-  assign \$2092  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2092  = \port$21351$2 [3:0] == 4'ha;
   assign \$2093  = \$2091  & \$2092 ;
   assign \$2094  = w_en & w_transpose;
-  assign \$2095  = \port$21346$2 [3:0] == 1'h1;
+  assign \$2095  = \port$21351$2 [3:0] == 1'h1;
   assign \$2096  = \$2094  & \$2095 ;
   assign \$2097  = \$2093  | \$2096 ;
   assign \$2098  = w_transpose ? w_data[87:80] : w_data[15:8];
@@ -49131,10 +49223,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2102  = $signed(pe9_1_psum) + $signed(\$2101 );
   assign \$2103  = ~ w_transpose;
   assign \$2104  = w_en & \$2103 ;
-  assign \$2105  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2105  = \port$21351$2 [3:0] == 4'ha;
   assign \$2106  = \$2104  & \$2105 ;
   assign \$2107  = w_en & w_transpose;
-  assign \$2108  = \port$21346$2 [3:0] == 2'h2;
+  assign \$2108  = \port$21351$2 [3:0] == 2'h2;
   assign \$2109  = \$2107  & \$2108 ;
   assign \$2110  = \$2106  | \$2109 ;
   assign \$2111  = w_transpose ? w_data[87:80] : w_data[23:16];
@@ -49144,10 +49236,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2115  = $signed(pe9_2_psum) + $signed(\$2114 );
   assign \$2116  = ~ w_transpose;
   assign \$2117  = w_en & \$2116 ;
-  assign \$2118  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2118  = \port$21351$2 [3:0] == 4'ha;
   assign \$2119  = \$2117  & \$2118 ;
   assign \$2120  = w_en & w_transpose;
-  assign \$2121  = \port$21346$2 [3:0] == 2'h3;
+  assign \$2121  = \port$21351$2 [3:0] == 2'h3;
   assign \$2122  = \$2120  & \$2121 ;
   assign \$2123  = \$2119  | \$2122 ;
   assign \$2124  = w_transpose ? w_data[87:80] : w_data[31:24];
@@ -49157,10 +49249,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2128  = $signed(pe9_3_psum) + $signed(\$2127 );
   assign \$2129  = ~ w_transpose;
   assign \$2130  = w_en & \$2129 ;
-  assign \$2131  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2131  = \port$21351$2 [3:0] == 4'ha;
   assign \$2132  = \$2130  & \$2131 ;
   assign \$2133  = w_en & w_transpose;
-  assign \$2134  = \port$21346$2 [3:0] == 3'h4;
+  assign \$2134  = \port$21351$2 [3:0] == 3'h4;
   assign \$2135  = \$2133  & \$2134 ;
   assign \$2136  = \$2132  | \$2135 ;
   assign \$2137  = w_transpose ? w_data[87:80] : w_data[39:32];
@@ -49170,10 +49262,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2141  = $signed(pe9_4_psum) + $signed(\$2140 );
   assign \$2142  = ~ w_transpose;
   assign \$2143  = w_en & \$2142 ;
-  assign \$2144  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2144  = \port$21351$2 [3:0] == 4'ha;
   assign \$2145  = \$2143  & \$2144 ;
   assign \$2146  = w_en & w_transpose;
-  assign \$2147  = \port$21346$2 [3:0] == 3'h5;
+  assign \$2147  = \port$21351$2 [3:0] == 3'h5;
   assign \$2148  = \$2146  & \$2147 ;
   assign \$2149  = \$2145  | \$2148 ;
   assign \$2150  = w_transpose ? w_data[87:80] : w_data[47:40];
@@ -49183,10 +49275,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2154  = $signed(pe9_5_psum) + $signed(\$2153 );
   assign \$2155  = ~ w_transpose;
   assign \$2156  = w_en & \$2155 ;
-  assign \$2157  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2157  = \port$21351$2 [3:0] == 4'ha;
   assign \$2158  = \$2156  & \$2157 ;
   assign \$2159  = w_en & w_transpose;
-  assign \$2160  = \port$21346$2 [3:0] == 3'h6;
+  assign \$2160  = \port$21351$2 [3:0] == 3'h6;
   assign \$2161  = \$2159  & \$2160 ;
   assign \$2162  = \$2158  | \$2161 ;
   assign \$2163  = w_transpose ? w_data[87:80] : w_data[55:48];
@@ -49196,10 +49288,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2167  = $signed(pe9_6_psum) + $signed(\$2166 );
   assign \$2168  = ~ w_transpose;
   assign \$2169  = w_en & \$2168 ;
-  assign \$2170  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2170  = \port$21351$2 [3:0] == 4'ha;
   assign \$2171  = \$2169  & \$2170 ;
   assign \$2172  = w_en & w_transpose;
-  assign \$2173  = \port$21346$2 [3:0] == 3'h7;
+  assign \$2173  = \port$21351$2 [3:0] == 3'h7;
   assign \$2174  = \$2172  & \$2173 ;
   assign \$2175  = \$2171  | \$2174 ;
   assign \$2176  = w_transpose ? w_data[87:80] : w_data[63:56];
@@ -49209,10 +49301,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2180  = $signed(pe9_7_psum) + $signed(\$2179 );
   assign \$2181  = ~ w_transpose;
   assign \$2182  = w_en & \$2181 ;
-  assign \$2183  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2183  = \port$21351$2 [3:0] == 4'ha;
   assign \$2184  = \$2182  & \$2183 ;
   assign \$2185  = w_en & w_transpose;
-  assign \$2186  = \port$21346$2 [3:0] == 4'h8;
+  assign \$2186  = \port$21351$2 [3:0] == 4'h8;
   assign \$2187  = \$2185  & \$2186 ;
   assign \$2188  = \$2184  | \$2187 ;
   assign \$2189  = w_transpose ? w_data[87:80] : w_data[71:64];
@@ -49222,10 +49314,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2193  = $signed(pe9_8_psum) + $signed(\$2192 );
   assign \$2194  = ~ w_transpose;
   assign \$2195  = w_en & \$2194 ;
-  assign \$2196  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2196  = \port$21351$2 [3:0] == 4'ha;
   assign \$2197  = \$2195  & \$2196 ;
   assign \$2198  = w_en & w_transpose;
-  assign \$2199  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2199  = \port$21351$2 [3:0] == 4'h9;
   assign \$2200  = \$2198  & \$2199 ;
   assign \$2201  = \$2197  | \$2200 ;
   assign \$2202  = w_transpose ? w_data[87:80] : w_data[79:72];
@@ -49235,10 +49327,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2206  = $signed(pe9_9_psum) + $signed(\$2205 );
   assign \$2207  = ~ w_transpose;
   assign \$2208  = w_en & \$2207 ;
-  assign \$2209  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2209  = \port$21351$2 [3:0] == 4'ha;
   assign \$2210  = \$2208  & \$2209 ;
   assign \$2211  = w_en & w_transpose;
-  assign \$2212  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2212  = \port$21351$2 [3:0] == 4'ha;
   assign \$2213  = \$2211  & \$2212 ;
   assign \$2214  = \$2210  | \$2213 ;
   assign \$2217  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
@@ -49246,10 +49338,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2219  = $signed(pe9_10_psum) + $signed(\$2218 );
   assign \$2220  = ~ w_transpose;
   assign \$2221  = w_en & \$2220 ;
-  assign \$2222  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2222  = \port$21351$2 [3:0] == 4'ha;
   assign \$2223  = \$2221  & \$2222 ;
   assign \$2224  = w_en & w_transpose;
-  assign \$2225  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2225  = \port$21351$2 [3:0] == 4'hb;
   assign \$2226  = \$2224  & \$2225 ;
   assign \$2227  = \$2223  | \$2226 ;
   assign \$2228  = w_transpose ? w_data[87:80] : w_data[95:88];
@@ -49259,10 +49351,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2232  = $signed(pe9_11_psum) + $signed(\$2231 );
   assign \$2233  = ~ w_transpose;
   assign \$2234  = w_en & \$2233 ;
-  assign \$2235  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2235  = \port$21351$2 [3:0] == 4'ha;
   assign \$2236  = \$2234  & \$2235 ;
   assign \$2237  = w_en & w_transpose;
-  assign \$2238  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2238  = \port$21351$2 [3:0] == 4'hc;
   assign \$2239  = \$2237  & \$2238 ;
   assign \$2240  = \$2236  | \$2239 ;
   assign \$2241  = w_transpose ? w_data[87:80] : w_data[103:96];
@@ -49272,10 +49364,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2245  = $signed(pe9_12_psum) + $signed(\$2244 );
   assign \$2246  = ~ w_transpose;
   assign \$2247  = w_en & \$2246 ;
-  assign \$2248  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2248  = \port$21351$2 [3:0] == 4'ha;
   assign \$2249  = \$2247  & \$2248 ;
   assign \$2250  = w_en & w_transpose;
-  assign \$2251  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2251  = \port$21351$2 [3:0] == 4'hd;
   assign \$2252  = \$2250  & \$2251 ;
   assign \$2253  = \$2249  | \$2252 ;
   assign \$2254  = w_transpose ? w_data[87:80] : w_data[111:104];
@@ -49285,10 +49377,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2258  = $signed(pe9_13_psum) + $signed(\$2257 );
   assign \$2259  = ~ w_transpose;
   assign \$2260  = w_en & \$2259 ;
-  assign \$2261  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2261  = \port$21351$2 [3:0] == 4'ha;
   assign \$2262  = \$2260  & \$2261 ;
   assign \$2263  = w_en & w_transpose;
-  assign \$2264  = \port$21346$2 [3:0] == 4'he;
+  assign \$2264  = \port$21351$2 [3:0] == 4'he;
   assign \$2265  = \$2263  & \$2264 ;
   assign \$2266  = \$2262  | \$2265 ;
   assign \$2267  = w_transpose ? w_data[87:80] : w_data[119:112];
@@ -49298,10 +49390,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2271  = $signed(pe9_14_psum) + $signed(\$2270 );
   assign \$2272  = ~ w_transpose;
   assign \$2273  = w_en & \$2272 ;
-  assign \$2274  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2274  = \port$21351$2 [3:0] == 4'ha;
   assign \$2275  = \$2273  & \$2274 ;
   assign \$2276  = w_en & w_transpose;
-  assign \$2277  = \port$21346$2 [3:0] == 4'hf;
+  assign \$2277  = \port$21351$2 [3:0] == 4'hf;
   assign \$2278  = \$2276  & \$2277 ;
   assign \$2279  = \$2275  | \$2278 ;
   assign \$2280  = w_transpose ? w_data[87:80] : w_data[127:120];
@@ -49312,10 +49404,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2285  = a_valid ? w_data[95:88] : 8'h00;
   assign \$2286  = ~ w_transpose;
   assign \$2287  = w_en & \$2286 ;
-  assign \$2288  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2288  = \port$21351$2 [3:0] == 4'hb;
   assign \$2289  = \$2287  & \$2288 ;
   assign \$2290  = w_en & w_transpose;
-  assign \$2291  = ! \port$21346$2 [3:0];
+  assign \$2291  = ! \port$21351$2 [3:0];
   assign \$2292  = \$2290  & \$2291 ;
   assign \$2293  = \$2289  | \$2292 ;
   assign \$2294  = w_transpose ? w_data[95:88] : w_data[7:0];
@@ -49325,10 +49417,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2298  = $signed(pe10_0_psum) + $signed(\$2297 );
   assign \$2299  = ~ w_transpose;
   assign \$2300  = w_en & \$2299 ;
-  assign \$2301  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2301  = \port$21351$2 [3:0] == 4'hb;
   assign \$2302  = \$2300  & \$2301 ;
   assign \$2303  = w_en & w_transpose;
-  assign \$2304  = \port$21346$2 [3:0] == 1'h1;
+  assign \$2304  = \port$21351$2 [3:0] == 1'h1;
   assign \$2305  = \$2303  & \$2304 ;
   assign \$2306  = \$2302  | \$2305 ;
   assign \$2307  = w_transpose ? w_data[95:88] : w_data[15:8];
@@ -49338,10 +49430,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2311  = $signed(pe10_1_psum) + $signed(\$2310 );
   assign \$2312  = ~ w_transpose;
   assign \$2313  = w_en & \$2312 ;
-  assign \$2314  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2314  = \port$21351$2 [3:0] == 4'hb;
   assign \$2315  = \$2313  & \$2314 ;
   assign \$2316  = w_en & w_transpose;
-  assign \$2317  = \port$21346$2 [3:0] == 2'h2;
+  assign \$2317  = \port$21351$2 [3:0] == 2'h2;
   assign \$2318  = \$2316  & \$2317 ;
   assign \$2319  = \$2315  | \$2318 ;
   assign \$2320  = w_transpose ? w_data[95:88] : w_data[23:16];
@@ -49351,10 +49443,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2324  = $signed(pe10_2_psum) + $signed(\$2323 );
   assign \$2325  = ~ w_transpose;
   assign \$2326  = w_en & \$2325 ;
-  assign \$2327  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2327  = \port$21351$2 [3:0] == 4'hb;
   assign \$2328  = \$2326  & \$2327 ;
   assign \$2329  = w_en & w_transpose;
-  assign \$2330  = \port$21346$2 [3:0] == 2'h3;
+  assign \$2330  = \port$21351$2 [3:0] == 2'h3;
   assign \$2331  = \$2329  & \$2330 ;
   assign \$2332  = \$2328  | \$2331 ;
   assign \$2333  = w_transpose ? w_data[95:88] : w_data[31:24];
@@ -49364,10 +49456,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2337  = $signed(pe10_3_psum) + $signed(\$2336 );
   assign \$2338  = ~ w_transpose;
   assign \$2339  = w_en & \$2338 ;
-  assign \$2340  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2340  = \port$21351$2 [3:0] == 4'hb;
   assign \$2341  = \$2339  & \$2340 ;
   assign \$2342  = w_en & w_transpose;
-  assign \$2343  = \port$21346$2 [3:0] == 3'h4;
+  assign \$2343  = \port$21351$2 [3:0] == 3'h4;
   assign \$2344  = \$2342  & \$2343 ;
   assign \$2345  = \$2341  | \$2344 ;
   assign \$2346  = w_transpose ? w_data[95:88] : w_data[39:32];
@@ -49377,10 +49469,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2350  = $signed(pe10_4_psum) + $signed(\$2349 );
   assign \$2351  = ~ w_transpose;
   assign \$2352  = w_en & \$2351 ;
-  assign \$2353  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2353  = \port$21351$2 [3:0] == 4'hb;
   assign \$2354  = \$2352  & \$2353 ;
   assign \$2355  = w_en & w_transpose;
-  assign \$2356  = \port$21346$2 [3:0] == 3'h5;
+  assign \$2356  = \port$21351$2 [3:0] == 3'h5;
   assign \$2357  = \$2355  & \$2356 ;
   assign \$2358  = \$2354  | \$2357 ;
   assign \$2359  = w_transpose ? w_data[95:88] : w_data[47:40];
@@ -49390,10 +49482,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2363  = $signed(pe10_5_psum) + $signed(\$2362 );
   assign \$2364  = ~ w_transpose;
   assign \$2365  = w_en & \$2364 ;
-  assign \$2366  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2366  = \port$21351$2 [3:0] == 4'hb;
   assign \$2367  = \$2365  & \$2366 ;
   assign \$2368  = w_en & w_transpose;
-  assign \$2369  = \port$21346$2 [3:0] == 3'h6;
+  assign \$2369  = \port$21351$2 [3:0] == 3'h6;
   assign \$2370  = \$2368  & \$2369 ;
   assign \$2371  = \$2367  | \$2370 ;
   assign \$2372  = w_transpose ? w_data[95:88] : w_data[55:48];
@@ -49403,10 +49495,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2376  = $signed(pe10_6_psum) + $signed(\$2375 );
   assign \$2377  = ~ w_transpose;
   assign \$2378  = w_en & \$2377 ;
-  assign \$2379  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2379  = \port$21351$2 [3:0] == 4'hb;
   assign \$2380  = \$2378  & \$2379 ;
   assign \$2381  = w_en & w_transpose;
-  assign \$2382  = \port$21346$2 [3:0] == 3'h7;
+  assign \$2382  = \port$21351$2 [3:0] == 3'h7;
   assign \$2383  = \$2381  & \$2382 ;
   assign \$2384  = \$2380  | \$2383 ;
   assign \$2385  = w_transpose ? w_data[95:88] : w_data[63:56];
@@ -49416,10 +49508,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2389  = $signed(pe10_7_psum) + $signed(\$2388 );
   assign \$2390  = ~ w_transpose;
   assign \$2391  = w_en & \$2390 ;
-  assign \$2392  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2392  = \port$21351$2 [3:0] == 4'hb;
   assign \$2393  = \$2391  & \$2392 ;
   assign \$2394  = w_en & w_transpose;
-  assign \$2395  = \port$21346$2 [3:0] == 4'h8;
+  assign \$2395  = \port$21351$2 [3:0] == 4'h8;
   assign \$2396  = \$2394  & \$2395 ;
   assign \$2397  = \$2393  | \$2396 ;
   assign \$2398  = w_transpose ? w_data[95:88] : w_data[71:64];
@@ -49429,10 +49521,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2402  = $signed(pe10_8_psum) + $signed(\$2401 );
   assign \$2403  = ~ w_transpose;
   assign \$2404  = w_en & \$2403 ;
-  assign \$2405  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2405  = \port$21351$2 [3:0] == 4'hb;
   assign \$2406  = \$2404  & \$2405 ;
   assign \$2407  = w_en & w_transpose;
-  assign \$2408  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2408  = \port$21351$2 [3:0] == 4'h9;
   assign \$2409  = \$2407  & \$2408 ;
   assign \$2410  = \$2406  | \$2409 ;
   assign \$2411  = w_transpose ? w_data[95:88] : w_data[79:72];
@@ -49442,10 +49534,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2415  = $signed(pe10_9_psum) + $signed(\$2414 );
   assign \$2416  = ~ w_transpose;
   assign \$2417  = w_en & \$2416 ;
-  assign \$2418  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2418  = \port$21351$2 [3:0] == 4'hb;
   assign \$2419  = \$2417  & \$2418 ;
   assign \$2420  = w_en & w_transpose;
-  assign \$2421  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2421  = \port$21351$2 [3:0] == 4'ha;
   assign \$2422  = \$2420  & \$2421 ;
   assign \$2423  = \$2419  | \$2422 ;
   assign \$2424  = w_transpose ? w_data[95:88] : w_data[87:80];
@@ -49455,10 +49547,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2428  = $signed(pe10_10_psum) + $signed(\$2427 );
   assign \$2429  = ~ w_transpose;
   assign \$2430  = w_en & \$2429 ;
-  assign \$2431  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2431  = \port$21351$2 [3:0] == 4'hb;
   assign \$2432  = \$2430  & \$2431 ;
   assign \$2433  = w_en & w_transpose;
-  assign \$2434  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2434  = \port$21351$2 [3:0] == 4'hb;
   assign \$2435  = \$2433  & \$2434 ;
   assign \$2436  = \$2432  | \$2435 ;
   assign \$2439  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
@@ -49466,10 +49558,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2441  = $signed(pe10_11_psum) + $signed(\$2440 );
   assign \$2442  = ~ w_transpose;
   assign \$2443  = w_en & \$2442 ;
-  assign \$2444  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2444  = \port$21351$2 [3:0] == 4'hb;
   assign \$2445  = \$2443  & \$2444 ;
   assign \$2446  = w_en & w_transpose;
-  assign \$2447  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2447  = \port$21351$2 [3:0] == 4'hc;
   assign \$2448  = \$2446  & \$2447 ;
   assign \$2449  = \$2445  | \$2448 ;
   assign \$2450  = w_transpose ? w_data[95:88] : w_data[103:96];
@@ -49479,10 +49571,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2454  = $signed(pe10_12_psum) + $signed(\$2453 );
   assign \$2455  = ~ w_transpose;
   assign \$2456  = w_en & \$2455 ;
-  assign \$2457  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2457  = \port$21351$2 [3:0] == 4'hb;
   assign \$2458  = \$2456  & \$2457 ;
   assign \$2459  = w_en & w_transpose;
-  assign \$2460  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2460  = \port$21351$2 [3:0] == 4'hd;
   assign \$2461  = \$2459  & \$2460 ;
   assign \$2462  = \$2458  | \$2461 ;
   assign \$2463  = w_transpose ? w_data[95:88] : w_data[111:104];
@@ -49492,10 +49584,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2467  = $signed(pe10_13_psum) + $signed(\$2466 );
   assign \$2468  = ~ w_transpose;
   assign \$2469  = w_en & \$2468 ;
-  assign \$2470  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2470  = \port$21351$2 [3:0] == 4'hb;
   assign \$2471  = \$2469  & \$2470 ;
   assign \$2472  = w_en & w_transpose;
-  assign \$2473  = \port$21346$2 [3:0] == 4'he;
+  assign \$2473  = \port$21351$2 [3:0] == 4'he;
   assign \$2474  = \$2472  & \$2473 ;
   assign \$2475  = \$2471  | \$2474 ;
   assign \$2476  = w_transpose ? w_data[95:88] : w_data[119:112];
@@ -49505,10 +49597,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2480  = $signed(pe10_14_psum) + $signed(\$2479 );
   assign \$2481  = ~ w_transpose;
   assign \$2482  = w_en & \$2481 ;
-  assign \$2483  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2483  = \port$21351$2 [3:0] == 4'hb;
   assign \$2484  = \$2482  & \$2483 ;
   assign \$2485  = w_en & w_transpose;
-  assign \$2486  = \port$21346$2 [3:0] == 4'hf;
+  assign \$2486  = \port$21351$2 [3:0] == 4'hf;
   assign \$2487  = \$2485  & \$2486 ;
   assign \$2488  = \$2484  | \$2487 ;
   assign \$2489  = w_transpose ? w_data[95:88] : w_data[127:120];
@@ -49519,10 +49611,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2494  = a_valid ? w_data[103:96] : 8'h00;
   assign \$2495  = ~ w_transpose;
   assign \$2496  = w_en & \$2495 ;
-  assign \$2497  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2497  = \port$21351$2 [3:0] == 4'hc;
   assign \$2498  = \$2496  & \$2497 ;
   assign \$2499  = w_en & w_transpose;
-  assign \$2500  = ! \port$21346$2 [3:0];
+  assign \$2500  = ! \port$21351$2 [3:0];
   assign \$2501  = \$2499  & \$2500 ;
   assign \$2502  = \$2498  | \$2501 ;
   assign \$2503  = w_transpose ? w_data[103:96] : w_data[7:0];
@@ -49532,10 +49624,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2507  = $signed(pe11_0_psum) + $signed(\$2506 );
   assign \$2508  = ~ w_transpose;
   assign \$2509  = w_en & \$2508 ;
-  assign \$2510  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2510  = \port$21351$2 [3:0] == 4'hc;
   assign \$2511  = \$2509  & \$2510 ;
   assign \$2512  = w_en & w_transpose;
-  assign \$2513  = \port$21346$2 [3:0] == 1'h1;
+  assign \$2513  = \port$21351$2 [3:0] == 1'h1;
   assign \$2514  = \$2512  & \$2513 ;
   assign \$2515  = \$2511  | \$2514 ;
   assign \$2516  = w_transpose ? w_data[103:96] : w_data[15:8];
@@ -49545,10 +49637,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2520  = $signed(pe11_1_psum) + $signed(\$2519 );
   assign \$2521  = ~ w_transpose;
   assign \$2522  = w_en & \$2521 ;
-  assign \$2523  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2523  = \port$21351$2 [3:0] == 4'hc;
   assign \$2524  = \$2522  & \$2523 ;
   assign \$2525  = w_en & w_transpose;
-  assign \$2526  = \port$21346$2 [3:0] == 2'h2;
+  assign \$2526  = \port$21351$2 [3:0] == 2'h2;
   assign \$2527  = \$2525  & \$2526 ;
   assign \$2528  = \$2524  | \$2527 ;
   assign \$2529  = w_transpose ? w_data[103:96] : w_data[23:16];
@@ -49558,10 +49650,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2533  = $signed(pe11_2_psum) + $signed(\$2532 );
   assign \$2534  = ~ w_transpose;
   assign \$2535  = w_en & \$2534 ;
-  assign \$2536  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2536  = \port$21351$2 [3:0] == 4'hc;
   assign \$2537  = \$2535  & \$2536 ;
   assign \$2538  = w_en & w_transpose;
-  assign \$2539  = \port$21346$2 [3:0] == 2'h3;
+  assign \$2539  = \port$21351$2 [3:0] == 2'h3;
   assign \$2540  = \$2538  & \$2539 ;
   assign \$2541  = \$2537  | \$2540 ;
   assign \$2542  = w_transpose ? w_data[103:96] : w_data[31:24];
@@ -49571,10 +49663,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2546  = $signed(pe11_3_psum) + $signed(\$2545 );
   assign \$2547  = ~ w_transpose;
   assign \$2548  = w_en & \$2547 ;
-  assign \$2549  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2549  = \port$21351$2 [3:0] == 4'hc;
   assign \$2550  = \$2548  & \$2549 ;
   assign \$2551  = w_en & w_transpose;
-  assign \$2552  = \port$21346$2 [3:0] == 3'h4;
+  assign \$2552  = \port$21351$2 [3:0] == 3'h4;
   assign \$2553  = \$2551  & \$2552 ;
   assign \$2554  = \$2550  | \$2553 ;
   assign \$2555  = w_transpose ? w_data[103:96] : w_data[39:32];
@@ -49584,10 +49676,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2559  = $signed(pe11_4_psum) + $signed(\$2558 );
   assign \$2560  = ~ w_transpose;
   assign \$2561  = w_en & \$2560 ;
-  assign \$2562  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2562  = \port$21351$2 [3:0] == 4'hc;
   assign \$2563  = \$2561  & \$2562 ;
   assign \$2564  = w_en & w_transpose;
-  assign \$2565  = \port$21346$2 [3:0] == 3'h5;
+  assign \$2565  = \port$21351$2 [3:0] == 3'h5;
   assign \$2566  = \$2564  & \$2565 ;
   assign \$2567  = \$2563  | \$2566 ;
   assign \$2568  = w_transpose ? w_data[103:96] : w_data[47:40];
@@ -49597,10 +49689,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2572  = $signed(pe11_5_psum) + $signed(\$2571 );
   assign \$2573  = ~ w_transpose;
   assign \$2574  = w_en & \$2573 ;
-  assign \$2575  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2575  = \port$21351$2 [3:0] == 4'hc;
   assign \$2576  = \$2574  & \$2575 ;
   assign \$2577  = w_en & w_transpose;
-  assign \$2578  = \port$21346$2 [3:0] == 3'h6;
+  assign \$2578  = \port$21351$2 [3:0] == 3'h6;
   assign \$2579  = \$2577  & \$2578 ;
   assign \$2580  = \$2576  | \$2579 ;
   assign \$2581  = w_transpose ? w_data[103:96] : w_data[55:48];
@@ -49610,10 +49702,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2585  = $signed(pe11_6_psum) + $signed(\$2584 );
   assign \$2586  = ~ w_transpose;
   assign \$2587  = w_en & \$2586 ;
-  assign \$2588  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2588  = \port$21351$2 [3:0] == 4'hc;
   assign \$2589  = \$2587  & \$2588 ;
   assign \$2590  = w_en & w_transpose;
-  assign \$2591  = \port$21346$2 [3:0] == 3'h7;
+  assign \$2591  = \port$21351$2 [3:0] == 3'h7;
   assign \$2592  = \$2590  & \$2591 ;
   assign \$2593  = \$2589  | \$2592 ;
   assign \$2594  = w_transpose ? w_data[103:96] : w_data[63:56];
@@ -49623,10 +49715,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2598  = $signed(pe11_7_psum) + $signed(\$2597 );
   assign \$2599  = ~ w_transpose;
   assign \$2600  = w_en & \$2599 ;
-  assign \$2601  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2601  = \port$21351$2 [3:0] == 4'hc;
   assign \$2602  = \$2600  & \$2601 ;
   assign \$2603  = w_en & w_transpose;
-  assign \$2604  = \port$21346$2 [3:0] == 4'h8;
+  assign \$2604  = \port$21351$2 [3:0] == 4'h8;
   assign \$2605  = \$2603  & \$2604 ;
   assign \$2606  = \$2602  | \$2605 ;
   assign \$2607  = w_transpose ? w_data[103:96] : w_data[71:64];
@@ -49636,10 +49728,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2611  = $signed(pe11_8_psum) + $signed(\$2610 );
   assign \$2612  = ~ w_transpose;
   assign \$2613  = w_en & \$2612 ;
-  assign \$2614  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2614  = \port$21351$2 [3:0] == 4'hc;
   assign \$2615  = \$2613  & \$2614 ;
   assign \$2616  = w_en & w_transpose;
-  assign \$2617  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2617  = \port$21351$2 [3:0] == 4'h9;
   assign \$2618  = \$2616  & \$2617 ;
   assign \$2619  = \$2615  | \$2618 ;
   assign \$2620  = w_transpose ? w_data[103:96] : w_data[79:72];
@@ -49649,10 +49741,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2624  = $signed(pe11_9_psum) + $signed(\$2623 );
   assign \$2625  = ~ w_transpose;
   assign \$2626  = w_en & \$2625 ;
-  assign \$2627  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2627  = \port$21351$2 [3:0] == 4'hc;
   assign \$2628  = \$2626  & \$2627 ;
   assign \$2629  = w_en & w_transpose;
-  assign \$2630  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2630  = \port$21351$2 [3:0] == 4'ha;
   assign \$2631  = \$2629  & \$2630 ;
   assign \$2632  = \$2628  | \$2631 ;
   assign \$2633  = w_transpose ? w_data[103:96] : w_data[87:80];
@@ -49662,10 +49754,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2637  = $signed(pe11_10_psum) + $signed(\$2636 );
   assign \$2638  = ~ w_transpose;
   assign \$2639  = w_en & \$2638 ;
-  assign \$2640  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2640  = \port$21351$2 [3:0] == 4'hc;
   assign \$2641  = \$2639  & \$2640 ;
   assign \$2642  = w_en & w_transpose;
-  assign \$2643  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2643  = \port$21351$2 [3:0] == 4'hb;
   assign \$2644  = \$2642  & \$2643 ;
   assign \$2645  = \$2641  | \$2644 ;
   assign \$2646  = w_transpose ? w_data[103:96] : w_data[95:88];
@@ -49675,10 +49767,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2650  = $signed(pe11_11_psum) + $signed(\$2649 );
   assign \$2651  = ~ w_transpose;
   assign \$2652  = w_en & \$2651 ;
-  assign \$2653  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2653  = \port$21351$2 [3:0] == 4'hc;
   assign \$2654  = \$2652  & \$2653 ;
   assign \$2655  = w_en & w_transpose;
-  assign \$2656  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2656  = \port$21351$2 [3:0] == 4'hc;
   assign \$2657  = \$2655  & \$2656 ;
   assign \$2658  = \$2654  | \$2657 ;
   assign \$2661  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
@@ -49686,10 +49778,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2663  = $signed(pe11_12_psum) + $signed(\$2662 );
   assign \$2664  = ~ w_transpose;
   assign \$2665  = w_en & \$2664 ;
-  assign \$2666  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2666  = \port$21351$2 [3:0] == 4'hc;
   assign \$2667  = \$2665  & \$2666 ;
   assign \$2668  = w_en & w_transpose;
-  assign \$2669  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2669  = \port$21351$2 [3:0] == 4'hd;
   assign \$2670  = \$2668  & \$2669 ;
   assign \$2671  = \$2667  | \$2670 ;
   assign \$2672  = w_transpose ? w_data[103:96] : w_data[111:104];
@@ -49699,10 +49791,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2676  = $signed(pe11_13_psum) + $signed(\$2675 );
   assign \$2677  = ~ w_transpose;
   assign \$2678  = w_en & \$2677 ;
-  assign \$2679  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2679  = \port$21351$2 [3:0] == 4'hc;
   assign \$2680  = \$2678  & \$2679 ;
   assign \$2681  = w_en & w_transpose;
-  assign \$2682  = \port$21346$2 [3:0] == 4'he;
+  assign \$2682  = \port$21351$2 [3:0] == 4'he;
   assign \$2683  = \$2681  & \$2682 ;
   assign \$2684  = \$2680  | \$2683 ;
   assign \$2685  = w_transpose ? w_data[103:96] : w_data[119:112];
@@ -49712,10 +49804,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2689  = $signed(pe11_14_psum) + $signed(\$2688 );
   assign \$2690  = ~ w_transpose;
   assign \$2691  = w_en & \$2690 ;
-  assign \$2692  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2692  = \port$21351$2 [3:0] == 4'hc;
   assign \$2693  = \$2691  & \$2692 ;
   assign \$2694  = w_en & w_transpose;
-  assign \$2695  = \port$21346$2 [3:0] == 4'hf;
+  assign \$2695  = \port$21351$2 [3:0] == 4'hf;
   assign \$2696  = \$2694  & \$2695 ;
   assign \$2697  = \$2693  | \$2696 ;
   assign \$2698  = w_transpose ? w_data[103:96] : w_data[127:120];
@@ -49726,10 +49818,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2703  = a_valid ? w_data[111:104] : 8'h00;
   assign \$2704  = ~ w_transpose;
   assign \$2705  = w_en & \$2704 ;
-  assign \$2706  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2706  = \port$21351$2 [3:0] == 4'hd;
   assign \$2707  = \$2705  & \$2706 ;
   assign \$2708  = w_en & w_transpose;
-  assign \$2709  = ! \port$21346$2 [3:0];
+  assign \$2709  = ! \port$21351$2 [3:0];
   assign \$2710  = \$2708  & \$2709 ;
   assign \$2711  = \$2707  | \$2710 ;
   assign \$2712  = w_transpose ? w_data[111:104] : w_data[7:0];
@@ -49739,10 +49831,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2716  = $signed(pe12_0_psum) + $signed(\$2715 );
   assign \$2717  = ~ w_transpose;
   assign \$2718  = w_en & \$2717 ;
-  assign \$2719  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2719  = \port$21351$2 [3:0] == 4'hd;
   assign \$2720  = \$2718  & \$2719 ;
   assign \$2721  = w_en & w_transpose;
-  assign \$2722  = \port$21346$2 [3:0] == 1'h1;
+  assign \$2722  = \port$21351$2 [3:0] == 1'h1;
   assign \$2723  = \$2721  & \$2722 ;
   assign \$2724  = \$2720  | \$2723 ;
   assign \$2725  = w_transpose ? w_data[111:104] : w_data[15:8];
@@ -49752,10 +49844,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2729  = $signed(pe12_1_psum) + $signed(\$2728 );
   assign \$2730  = ~ w_transpose;
   assign \$2731  = w_en & \$2730 ;
-  assign \$2732  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2732  = \port$21351$2 [3:0] == 4'hd;
   assign \$2733  = \$2731  & \$2732 ;
   assign \$2734  = w_en & w_transpose;
-  assign \$2735  = \port$21346$2 [3:0] == 2'h2;
+  assign \$2735  = \port$21351$2 [3:0] == 2'h2;
   assign \$2736  = \$2734  & \$2735 ;
   assign \$2737  = \$2733  | \$2736 ;
   assign \$2738  = w_transpose ? w_data[111:104] : w_data[23:16];
@@ -49765,10 +49857,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2742  = $signed(pe12_2_psum) + $signed(\$2741 );
   assign \$2743  = ~ w_transpose;
   assign \$2744  = w_en & \$2743 ;
-  assign \$2745  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2745  = \port$21351$2 [3:0] == 4'hd;
   assign \$2746  = \$2744  & \$2745 ;
   assign \$2747  = w_en & w_transpose;
-  assign \$2748  = \port$21346$2 [3:0] == 2'h3;
+  assign \$2748  = \port$21351$2 [3:0] == 2'h3;
   assign \$2749  = \$2747  & \$2748 ;
   assign \$2750  = \$2746  | \$2749 ;
   assign \$2751  = w_transpose ? w_data[111:104] : w_data[31:24];
@@ -49778,10 +49870,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2755  = $signed(pe12_3_psum) + $signed(\$2754 );
   assign \$2756  = ~ w_transpose;
   assign \$2757  = w_en & \$2756 ;
-  assign \$2758  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2758  = \port$21351$2 [3:0] == 4'hd;
   assign \$2759  = \$2757  & \$2758 ;
   assign \$2760  = w_en & w_transpose;
-  assign \$2761  = \port$21346$2 [3:0] == 3'h4;
+  assign \$2761  = \port$21351$2 [3:0] == 3'h4;
   assign \$2762  = \$2760  & \$2761 ;
   assign \$2763  = \$2759  | \$2762 ;
   assign \$2764  = w_transpose ? w_data[111:104] : w_data[39:32];
@@ -49791,10 +49883,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2768  = $signed(pe12_4_psum) + $signed(\$2767 );
   assign \$2769  = ~ w_transpose;
   assign \$2770  = w_en & \$2769 ;
-  assign \$2771  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2771  = \port$21351$2 [3:0] == 4'hd;
   assign \$2772  = \$2770  & \$2771 ;
   assign \$2773  = w_en & w_transpose;
-  assign \$2774  = \port$21346$2 [3:0] == 3'h5;
+  assign \$2774  = \port$21351$2 [3:0] == 3'h5;
   assign \$2775  = \$2773  & \$2774 ;
   assign \$2776  = \$2772  | \$2775 ;
   assign \$2777  = w_transpose ? w_data[111:104] : w_data[47:40];
@@ -49804,10 +49896,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2781  = $signed(pe12_5_psum) + $signed(\$2780 );
   assign \$2782  = ~ w_transpose;
   assign \$2783  = w_en & \$2782 ;
-  assign \$2784  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2784  = \port$21351$2 [3:0] == 4'hd;
   assign \$2785  = \$2783  & \$2784 ;
   assign \$2786  = w_en & w_transpose;
-  assign \$2787  = \port$21346$2 [3:0] == 3'h6;
+  assign \$2787  = \port$21351$2 [3:0] == 3'h6;
   assign \$2788  = \$2786  & \$2787 ;
   assign \$2789  = \$2785  | \$2788 ;
   assign \$2790  = w_transpose ? w_data[111:104] : w_data[55:48];
@@ -49817,10 +49909,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2794  = $signed(pe12_6_psum) + $signed(\$2793 );
   assign \$2795  = ~ w_transpose;
   assign \$2796  = w_en & \$2795 ;
-  assign \$2797  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2797  = \port$21351$2 [3:0] == 4'hd;
   assign \$2798  = \$2796  & \$2797 ;
   assign \$2799  = w_en & w_transpose;
-  assign \$2800  = \port$21346$2 [3:0] == 3'h7;
+  assign \$2800  = \port$21351$2 [3:0] == 3'h7;
   assign \$2801  = \$2799  & \$2800 ;
   assign \$2802  = \$2798  | \$2801 ;
   assign \$2803  = w_transpose ? w_data[111:104] : w_data[63:56];
@@ -49830,10 +49922,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2807  = $signed(pe12_7_psum) + $signed(\$2806 );
   assign \$2808  = ~ w_transpose;
   assign \$2809  = w_en & \$2808 ;
-  assign \$2810  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2810  = \port$21351$2 [3:0] == 4'hd;
   assign \$2811  = \$2809  & \$2810 ;
   assign \$2812  = w_en & w_transpose;
-  assign \$2813  = \port$21346$2 [3:0] == 4'h8;
+  assign \$2813  = \port$21351$2 [3:0] == 4'h8;
   assign \$2814  = \$2812  & \$2813 ;
   assign \$2815  = \$2811  | \$2814 ;
   assign \$2816  = w_transpose ? w_data[111:104] : w_data[71:64];
@@ -49843,10 +49935,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2820  = $signed(pe12_8_psum) + $signed(\$2819 );
   assign \$2821  = ~ w_transpose;
   assign \$2822  = w_en & \$2821 ;
-  assign \$2823  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2823  = \port$21351$2 [3:0] == 4'hd;
   assign \$2824  = \$2822  & \$2823 ;
   assign \$2825  = w_en & w_transpose;
-  assign \$2826  = \port$21346$2 [3:0] == 4'h9;
+  assign \$2826  = \port$21351$2 [3:0] == 4'h9;
   assign \$2827  = \$2825  & \$2826 ;
   assign \$2828  = \$2824  | \$2827 ;
   assign \$2829  = w_transpose ? w_data[111:104] : w_data[79:72];
@@ -49856,10 +49948,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2833  = $signed(pe12_9_psum) + $signed(\$2832 );
   assign \$2834  = ~ w_transpose;
   assign \$2835  = w_en & \$2834 ;
-  assign \$2836  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2836  = \port$21351$2 [3:0] == 4'hd;
   assign \$2837  = \$2835  & \$2836 ;
   assign \$2838  = w_en & w_transpose;
-  assign \$2839  = \port$21346$2 [3:0] == 4'ha;
+  assign \$2839  = \port$21351$2 [3:0] == 4'ha;
   assign \$2840  = \$2838  & \$2839 ;
   assign \$2841  = \$2837  | \$2840 ;
   assign \$2842  = w_transpose ? w_data[111:104] : w_data[87:80];
@@ -49869,10 +49961,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2846  = $signed(pe12_10_psum) + $signed(\$2845 );
   assign \$2847  = ~ w_transpose;
   assign \$2848  = w_en & \$2847 ;
-  assign \$2849  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2849  = \port$21351$2 [3:0] == 4'hd;
   assign \$2850  = \$2848  & \$2849 ;
   assign \$2851  = w_en & w_transpose;
-  assign \$2852  = \port$21346$2 [3:0] == 4'hb;
+  assign \$2852  = \port$21351$2 [3:0] == 4'hb;
   assign \$2853  = \$2851  & \$2852 ;
   assign \$2854  = \$2850  | \$2853 ;
   assign \$2855  = w_transpose ? w_data[111:104] : w_data[95:88];
@@ -49882,10 +49974,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2859  = $signed(pe12_11_psum) + $signed(\$2858 );
   assign \$2860  = ~ w_transpose;
   assign \$2861  = w_en & \$2860 ;
-  assign \$2862  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2862  = \port$21351$2 [3:0] == 4'hd;
   assign \$2863  = \$2861  & \$2862 ;
   assign \$2864  = w_en & w_transpose;
-  assign \$2865  = \port$21346$2 [3:0] == 4'hc;
+  assign \$2865  = \port$21351$2 [3:0] == 4'hc;
   assign \$2866  = \$2864  & \$2865 ;
   assign \$2867  = \$2863  | \$2866 ;
   assign \$2868  = w_transpose ? w_data[111:104] : w_data[103:96];
@@ -49895,10 +49987,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2872  = $signed(pe12_12_psum) + $signed(\$2871 );
   assign \$2873  = ~ w_transpose;
   assign \$2874  = w_en & \$2873 ;
-  assign \$2875  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2875  = \port$21351$2 [3:0] == 4'hd;
   assign \$2876  = \$2874  & \$2875 ;
   assign \$2877  = w_en & w_transpose;
-  assign \$2878  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2878  = \port$21351$2 [3:0] == 4'hd;
   assign \$2879  = \$2877  & \$2878 ;
   assign \$2880  = \$2876  | \$2879 ;
   assign \$2883  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
@@ -49906,10 +49998,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2885  = $signed(pe12_13_psum) + $signed(\$2884 );
   assign \$2886  = ~ w_transpose;
   assign \$2887  = w_en & \$2886 ;
-  assign \$2888  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2888  = \port$21351$2 [3:0] == 4'hd;
   assign \$2889  = \$2887  & \$2888 ;
   assign \$2890  = w_en & w_transpose;
-  assign \$2891  = \port$21346$2 [3:0] == 4'he;
+  assign \$2891  = \port$21351$2 [3:0] == 4'he;
   assign \$2892  = \$2890  & \$2891 ;
   assign \$2893  = \$2889  | \$2892 ;
   assign \$2894  = w_transpose ? w_data[111:104] : w_data[119:112];
@@ -49919,10 +50011,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2898  = $signed(pe12_14_psum) + $signed(\$2897 );
   assign \$2899  = ~ w_transpose;
   assign \$2900  = w_en & \$2899 ;
-  assign \$2901  = \port$21346$2 [3:0] == 4'hd;
+  assign \$2901  = \port$21351$2 [3:0] == 4'hd;
   assign \$2902  = \$2900  & \$2901 ;
   assign \$2903  = w_en & w_transpose;
-  assign \$2904  = \port$21346$2 [3:0] == 4'hf;
+  assign \$2904  = \port$21351$2 [3:0] == 4'hf;
   assign \$2905  = \$2903  & \$2904 ;
   assign \$2906  = \$2902  | \$2905 ;
   assign \$2907  = w_transpose ? w_data[111:104] : w_data[127:120];
@@ -49933,10 +50025,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2912  = a_valid ? w_data[119:112] : 8'h00;
   assign \$2913  = ~ w_transpose;
   assign \$2914  = w_en & \$2913 ;
-  assign \$2915  = \port$21346$2 [3:0] == 4'he;
+  assign \$2915  = \port$21351$2 [3:0] == 4'he;
   assign \$2916  = \$2914  & \$2915 ;
   assign \$2917  = w_en & w_transpose;
-  assign \$2918  = ! \port$21346$2 [3:0];
+  assign \$2918  = ! \port$21351$2 [3:0];
   assign \$2919  = \$2917  & \$2918 ;
   assign \$2920  = \$2916  | \$2919 ;
   assign \$2921  = w_transpose ? w_data[119:112] : w_data[7:0];
@@ -49946,10 +50038,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2925  = $signed(pe13_0_psum) + $signed(\$2924 );
   assign \$2926  = ~ w_transpose;
   assign \$2927  = w_en & \$2926 ;
-  assign \$2928  = \port$21346$2 [3:0] == 4'he;
+  assign \$2928  = \port$21351$2 [3:0] == 4'he;
   assign \$2929  = \$2927  & \$2928 ;
   assign \$2930  = w_en & w_transpose;
-  assign \$2931  = \port$21346$2 [3:0] == 1'h1;
+  assign \$2931  = \port$21351$2 [3:0] == 1'h1;
   assign \$2932  = \$2930  & \$2931 ;
   assign \$2933  = \$2929  | \$2932 ;
   assign \$2934  = w_transpose ? w_data[119:112] : w_data[15:8];
@@ -49959,12 +50051,12 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
   assign \$2938  = $signed(pe13_1_psum) + $signed(\$2937 );
   assign \$2939  = ~ w_transpose;
   assign \$2940  = w_en & \$2939 ;
-  assign \$2941  = \port$21346$2 [3:0] == 4'he;
+  assign \$2941  = \port$21351$2 [3:0] == 4'he;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6186  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6186  = \$9 ;
       end
     end
@@ -49974,7 +50066,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6187  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6187  = \$10 ;
       end
@@ -49994,7 +50086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6189  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6189  = \$23 ;
       end
     end
@@ -50004,7 +50096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6190  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6190  = \$24 ;
       end
@@ -50024,7 +50116,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6192  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6192  = \$35 ;
       end
     end
@@ -50034,7 +50126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6193  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6193  = \$36 ;
       end
@@ -50054,7 +50146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6195  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6195  = \$47 ;
       end
     end
@@ -50064,7 +50156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6196  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6196  = \$48 ;
       end
@@ -50084,7 +50176,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6198  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6198  = \$59 ;
       end
     end
@@ -50094,7 +50186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6199  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6199  = \$60 ;
       end
@@ -50114,7 +50206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6201  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6201  = \$71 ;
       end
     end
@@ -50124,7 +50216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6202  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6202  = \$72 ;
       end
@@ -50144,7 +50236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6204  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6204  = \$83 ;
       end
     end
@@ -50154,7 +50246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6205  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6205  = \$84 ;
       end
@@ -50174,7 +50266,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6207  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6207  = \$95 ;
       end
     end
@@ -50184,7 +50276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6208  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6208  = \$96 ;
       end
@@ -50204,7 +50296,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6210  = pe0_8_w1;
     if (\$106 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6210  = \$107 ;
       end
     end
@@ -50214,7 +50306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6211  = pe0_8_w0;
     if (\$106 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6211  = \$108 ;
       end
@@ -50234,7 +50326,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6213  = pe0_9_w1;
     if (\$118 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6213  = \$119 ;
       end
     end
@@ -50244,7 +50336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6214  = pe0_9_w0;
     if (\$118 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6214  = \$120 ;
       end
@@ -50264,7 +50356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6216  = pe0_10_w1;
     if (\$130 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6216  = \$131 ;
       end
     end
@@ -50274,7 +50366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6217  = pe0_10_w0;
     if (\$130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6217  = \$132 ;
       end
@@ -50294,7 +50386,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6219  = pe0_11_w1;
     if (\$142 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6219  = \$143 ;
       end
     end
@@ -50304,7 +50396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6220  = pe0_11_w0;
     if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6220  = \$144 ;
       end
@@ -50324,7 +50416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6222  = pe0_12_w1;
     if (\$154 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6222  = \$155 ;
       end
     end
@@ -50334,7 +50426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6223  = pe0_12_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6223  = \$156 ;
       end
@@ -50354,7 +50446,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6225  = pe0_13_w1;
     if (\$166 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6225  = \$167 ;
       end
     end
@@ -50364,7 +50456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6226  = pe0_13_w0;
     if (\$166 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6226  = \$168 ;
       end
@@ -50384,7 +50476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6228  = pe0_14_w1;
     if (\$178 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6228  = \$179 ;
       end
     end
@@ -50394,7 +50486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6229  = pe0_14_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6229  = \$180 ;
       end
@@ -50414,7 +50506,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6231  = pe0_15_w1;
     if (\$190 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6231  = \$191 ;
       end
     end
@@ -50424,7 +50516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6232  = pe0_15_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6232  = \$192 ;
       end
@@ -50444,7 +50536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6234  = pe1_0_w1;
     if (\$203 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6234  = \$204 ;
       end
     end
@@ -50454,7 +50546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6235  = pe1_0_w0;
     if (\$203 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6235  = \$205 ;
       end
@@ -50474,7 +50566,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6237  = pe1_1_w1;
     if (\$216 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6237  = \$217 ;
       end
     end
@@ -50484,7 +50576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6238  = pe1_1_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6238  = \$218 ;
       end
@@ -50504,7 +50596,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6240  = pe1_2_w1;
     if (\$229 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6240  = \$230 ;
       end
     end
@@ -50514,7 +50606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6241  = pe1_2_w0;
     if (\$229 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6241  = \$231 ;
       end
@@ -50534,7 +50626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6243  = pe1_3_w1;
     if (\$242 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6243  = \$243 ;
       end
     end
@@ -50544,7 +50636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6244  = pe1_3_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6244  = \$244 ;
       end
@@ -50564,7 +50656,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6246  = pe1_4_w1;
     if (\$255 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6246  = \$256 ;
       end
     end
@@ -50574,7 +50666,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6247  = pe1_4_w0;
     if (\$255 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6247  = \$257 ;
       end
@@ -50594,7 +50686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6249  = pe1_5_w1;
     if (\$268 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6249  = \$269 ;
       end
     end
@@ -50604,7 +50696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6250  = pe1_5_w0;
     if (\$268 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6250  = \$270 ;
       end
@@ -50624,7 +50716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6252  = pe1_6_w1;
     if (\$281 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6252  = \$282 ;
       end
     end
@@ -50634,7 +50726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6253  = pe1_6_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6253  = \$283 ;
       end
@@ -50654,7 +50746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6255  = pe1_7_w1;
     if (\$294 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6255  = \$295 ;
       end
     end
@@ -50664,7 +50756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6256  = pe1_7_w0;
     if (\$294 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6256  = \$296 ;
       end
@@ -50684,7 +50776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6258  = pe1_8_w1;
     if (\$307 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6258  = \$308 ;
       end
     end
@@ -50694,7 +50786,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6259  = pe1_8_w0;
     if (\$307 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6259  = \$309 ;
       end
@@ -50714,7 +50806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6261  = pe1_9_w1;
     if (\$320 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6261  = \$321 ;
       end
     end
@@ -50724,7 +50816,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6262  = pe1_9_w0;
     if (\$320 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6262  = \$322 ;
       end
@@ -50744,7 +50836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6264  = pe1_10_w1;
     if (\$333 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6264  = \$334 ;
       end
     end
@@ -50754,7 +50846,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6265  = pe1_10_w0;
     if (\$333 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6265  = \$335 ;
       end
@@ -50774,7 +50866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6267  = pe1_11_w1;
     if (\$346 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6267  = \$347 ;
       end
     end
@@ -50784,7 +50876,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6268  = pe1_11_w0;
     if (\$346 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6268  = \$348 ;
       end
@@ -50804,7 +50896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6270  = pe1_12_w1;
     if (\$359 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6270  = \$360 ;
       end
     end
@@ -50814,7 +50906,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6271  = pe1_12_w0;
     if (\$359 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6271  = \$361 ;
       end
@@ -50834,7 +50926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6273  = pe1_13_w1;
     if (\$372 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6273  = \$373 ;
       end
     end
@@ -50844,7 +50936,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6274  = pe1_13_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6274  = \$374 ;
       end
@@ -50864,7 +50956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6276  = pe1_14_w1;
     if (\$385 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6276  = \$386 ;
       end
     end
@@ -50874,7 +50966,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6277  = pe1_14_w0;
     if (\$385 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6277  = \$387 ;
       end
@@ -50894,7 +50986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6279  = pe1_15_w1;
     if (\$398 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6279  = \$399 ;
       end
     end
@@ -50904,7 +50996,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6280  = pe1_15_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6280  = \$400 ;
       end
@@ -50934,7 +51026,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6283  = pe2_0_w1;
     if (\$412 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6283  = \$413 ;
       end
     end
@@ -50944,7 +51036,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6284  = pe2_0_w0;
     if (\$412 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6284  = \$414 ;
       end
@@ -50964,7 +51056,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6286  = pe2_1_w1;
     if (\$425 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6286  = \$426 ;
       end
     end
@@ -50974,7 +51066,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6287  = pe2_1_w0;
     if (\$425 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6287  = \$427 ;
       end
@@ -50994,7 +51086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6289  = pe2_2_w1;
     if (\$438 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6289  = \$439 ;
       end
     end
@@ -51004,7 +51096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6290  = pe2_2_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6290  = \$440 ;
       end
@@ -51024,7 +51116,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6292  = pe2_3_w1;
     if (\$451 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6292  = \$452 ;
       end
     end
@@ -51034,7 +51126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6293  = pe2_3_w0;
     if (\$451 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6293  = \$453 ;
       end
@@ -51054,7 +51146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6295  = pe2_4_w1;
     if (\$464 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6295  = \$465 ;
       end
     end
@@ -51064,7 +51156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6296  = pe2_4_w0;
     if (\$464 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6296  = \$466 ;
       end
@@ -51084,7 +51176,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6298  = pe2_5_w1;
     if (\$477 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6298  = \$478 ;
       end
     end
@@ -51094,7 +51186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6299  = pe2_5_w0;
     if (\$477 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6299  = \$479 ;
       end
@@ -51114,7 +51206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6301  = pe2_6_w1;
     if (\$490 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6301  = \$491 ;
       end
     end
@@ -51124,7 +51216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6302  = pe2_6_w0;
     if (\$490 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6302  = \$492 ;
       end
@@ -51144,7 +51236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6304  = pe2_7_w1;
     if (\$503 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6304  = \$504 ;
       end
     end
@@ -51154,7 +51246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6305  = pe2_7_w0;
     if (\$503 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6305  = \$505 ;
       end
@@ -51174,7 +51266,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6307  = pe2_8_w1;
     if (\$516 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6307  = \$517 ;
       end
     end
@@ -51184,7 +51276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6308  = pe2_8_w0;
     if (\$516 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6308  = \$518 ;
       end
@@ -51204,7 +51296,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6310  = pe2_9_w1;
     if (\$529 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6310  = \$530 ;
       end
     end
@@ -51214,7 +51306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6311  = pe2_9_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6311  = \$531 ;
       end
@@ -51234,7 +51326,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6313  = pe2_10_w1;
     if (\$542 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6313  = \$543 ;
       end
     end
@@ -51244,7 +51336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6314  = pe2_10_w0;
     if (\$542 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6314  = \$544 ;
       end
@@ -51264,7 +51356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6316  = pe2_11_w1;
     if (\$555 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6316  = \$556 ;
       end
     end
@@ -51274,7 +51366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6317  = pe2_11_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6317  = \$557 ;
       end
@@ -51294,7 +51386,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6319  = pe2_12_w1;
     if (\$568 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6319  = \$569 ;
       end
     end
@@ -51304,7 +51396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6320  = pe2_12_w0;
     if (\$568 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6320  = \$570 ;
       end
@@ -51324,7 +51416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6322  = pe2_13_w1;
     if (\$581 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6322  = \$582 ;
       end
     end
@@ -51334,7 +51426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6323  = pe2_13_w0;
     if (\$581 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6323  = \$583 ;
       end
@@ -51354,7 +51446,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6325  = pe2_14_w1;
     if (\$594 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6325  = \$595 ;
       end
     end
@@ -51364,7 +51456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6326  = pe2_14_w0;
     if (\$594 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6326  = \$596 ;
       end
@@ -51384,7 +51476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6328  = pe2_15_w1;
     if (\$607 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6328  = \$608 ;
       end
     end
@@ -51394,7 +51486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6329  = pe2_15_w0;
     if (\$607 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6329  = \$609 ;
       end
@@ -51434,7 +51526,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6333  = pe3_0_w1;
     if (\$621 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6333  = \$622 ;
       end
     end
@@ -51444,7 +51536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6334  = pe3_0_w0;
     if (\$621 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6334  = \$623 ;
       end
@@ -51464,7 +51556,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6336  = pe3_1_w1;
     if (\$634 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6336  = \$635 ;
       end
     end
@@ -51474,7 +51566,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6337  = pe3_1_w0;
     if (\$634 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6337  = \$636 ;
       end
@@ -51494,7 +51586,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6339  = pe3_2_w1;
     if (\$647 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6339  = \$648 ;
       end
     end
@@ -51504,7 +51596,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6340  = pe3_2_w0;
     if (\$647 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6340  = \$649 ;
       end
@@ -51524,7 +51616,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6342  = pe3_3_w1;
     if (\$660 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6342  = \$661 ;
       end
     end
@@ -51534,7 +51626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6343  = pe3_3_w0;
     if (\$660 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6343  = \$662 ;
       end
@@ -51554,7 +51646,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6345  = pe3_4_w1;
     if (\$673 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6345  = \$674 ;
       end
     end
@@ -51564,7 +51656,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6346  = pe3_4_w0;
     if (\$673 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6346  = \$675 ;
       end
@@ -51584,7 +51676,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6348  = pe3_5_w1;
     if (\$686 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6348  = \$687 ;
       end
     end
@@ -51594,7 +51686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6349  = pe3_5_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6349  = \$688 ;
       end
@@ -51614,7 +51706,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6351  = pe3_6_w1;
     if (\$699 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6351  = \$700 ;
       end
     end
@@ -51624,7 +51716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6352  = pe3_6_w0;
     if (\$699 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6352  = \$701 ;
       end
@@ -51644,7 +51736,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6354  = pe3_7_w1;
     if (\$712 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6354  = \$713 ;
       end
     end
@@ -51654,7 +51746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6355  = pe3_7_w0;
     if (\$712 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6355  = \$714 ;
       end
@@ -51674,7 +51766,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6357  = pe3_8_w1;
     if (\$725 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6357  = \$726 ;
       end
     end
@@ -51684,7 +51776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6358  = pe3_8_w0;
     if (\$725 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6358  = \$727 ;
       end
@@ -51704,7 +51796,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6360  = pe3_9_w1;
     if (\$738 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6360  = \$739 ;
       end
     end
@@ -51714,7 +51806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6361  = pe3_9_w0;
     if (\$738 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6361  = \$740 ;
       end
@@ -51734,7 +51826,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6363  = pe3_10_w1;
     if (\$751 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6363  = \$752 ;
       end
     end
@@ -51744,7 +51836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6364  = pe3_10_w0;
     if (\$751 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6364  = \$753 ;
       end
@@ -51764,7 +51856,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6366  = pe3_11_w1;
     if (\$764 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6366  = \$765 ;
       end
     end
@@ -51774,7 +51866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6367  = pe3_11_w0;
     if (\$764 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6367  = \$766 ;
       end
@@ -51794,7 +51886,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6369  = pe3_12_w1;
     if (\$777 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6369  = \$778 ;
       end
     end
@@ -51804,7 +51896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6370  = pe3_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6370  = \$779 ;
       end
@@ -51824,7 +51916,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6372  = pe3_13_w1;
     if (\$790 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6372  = \$791 ;
       end
     end
@@ -51834,7 +51926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6373  = pe3_13_w0;
     if (\$790 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6373  = \$792 ;
       end
@@ -51854,7 +51946,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6375  = pe3_14_w1;
     if (\$803 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6375  = \$804 ;
       end
     end
@@ -51864,7 +51956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6376  = pe3_14_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6376  = \$805 ;
       end
@@ -51884,7 +51976,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6378  = pe3_15_w1;
     if (\$816 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6378  = \$817 ;
       end
     end
@@ -51894,7 +51986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6379  = pe3_15_w0;
     if (\$816 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6379  = \$818 ;
       end
@@ -51944,7 +52036,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6384  = pe4_0_w1;
     if (\$830 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6384  = \$831 ;
       end
     end
@@ -51954,7 +52046,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6385  = pe4_0_w0;
     if (\$830 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6385  = \$832 ;
       end
@@ -51974,7 +52066,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6387  = pe4_1_w1;
     if (\$843 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6387  = \$844 ;
       end
     end
@@ -51984,7 +52076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6388  = pe4_1_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6388  = \$845 ;
       end
@@ -52004,7 +52096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6390  = pe4_2_w1;
     if (\$856 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6390  = \$857 ;
       end
     end
@@ -52014,7 +52106,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6391  = pe4_2_w0;
     if (\$856 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6391  = \$858 ;
       end
@@ -52034,7 +52126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6393  = pe4_3_w1;
     if (\$869 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6393  = \$870 ;
       end
     end
@@ -52044,7 +52136,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6394  = pe4_3_w0;
     if (\$869 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6394  = \$871 ;
       end
@@ -52064,7 +52156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6396  = pe4_4_w1;
     if (\$882 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6396  = \$883 ;
       end
     end
@@ -52074,7 +52166,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6397  = pe4_4_w0;
     if (\$882 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6397  = \$884 ;
       end
@@ -52094,7 +52186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6399  = pe4_5_w1;
     if (\$895 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6399  = \$896 ;
       end
     end
@@ -52104,7 +52196,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6400  = pe4_5_w0;
     if (\$895 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6400  = \$897 ;
       end
@@ -52124,7 +52216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6402  = pe4_6_w1;
     if (\$908 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6402  = \$909 ;
       end
     end
@@ -52134,7 +52226,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6403  = pe4_6_w0;
     if (\$908 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6403  = \$910 ;
       end
@@ -52154,7 +52246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6405  = pe4_7_w1;
     if (\$921 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6405  = \$922 ;
       end
     end
@@ -52164,7 +52256,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6406  = pe4_7_w0;
     if (\$921 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6406  = \$923 ;
       end
@@ -52184,7 +52276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6408  = pe4_8_w1;
     if (\$934 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6408  = \$935 ;
       end
     end
@@ -52194,7 +52286,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6409  = pe4_8_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6409  = \$936 ;
       end
@@ -52214,7 +52306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6411  = pe4_9_w1;
     if (\$947 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6411  = \$948 ;
       end
     end
@@ -52224,7 +52316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6412  = pe4_9_w0;
     if (\$947 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6412  = \$949 ;
       end
@@ -52244,7 +52336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6414  = pe4_10_w1;
     if (\$960 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6414  = \$961 ;
       end
     end
@@ -52254,7 +52346,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6415  = pe4_10_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6415  = \$962 ;
       end
@@ -52274,7 +52366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6417  = pe4_11_w1;
     if (\$973 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6417  = \$974 ;
       end
     end
@@ -52284,7 +52376,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6418  = pe4_11_w0;
     if (\$973 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6418  = \$975 ;
       end
@@ -52304,7 +52396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6420  = pe4_12_w1;
     if (\$986 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6420  = \$987 ;
       end
     end
@@ -52314,7 +52406,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6421  = pe4_12_w0;
     if (\$986 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6421  = \$988 ;
       end
@@ -52334,7 +52426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6423  = pe4_13_w1;
     if (\$999 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6423  = \$1000 ;
       end
     end
@@ -52344,7 +52436,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6424  = pe4_13_w0;
     if (\$999 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6424  = \$1001 ;
       end
@@ -52364,7 +52456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6426  = pe4_14_w1;
     if (\$1012 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6426  = \$1013 ;
       end
     end
@@ -52374,7 +52466,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6427  = pe4_14_w0;
     if (\$1012 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6427  = \$1014 ;
       end
@@ -52394,7 +52486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6429  = pe4_15_w1;
     if (\$1025 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6429  = \$1026 ;
       end
     end
@@ -52404,7 +52496,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6430  = pe4_15_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6430  = \$1027 ;
       end
@@ -52464,7 +52556,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6436  = pe5_0_w1;
     if (\$1039 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6436  = \$1040 ;
       end
     end
@@ -52474,7 +52566,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6437  = pe5_0_w0;
     if (\$1039 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6437  = \$1041 ;
       end
@@ -52494,7 +52586,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6439  = pe5_1_w1;
     if (\$1052 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6439  = \$1053 ;
       end
     end
@@ -52504,7 +52596,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6440  = pe5_1_w0;
     if (\$1052 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6440  = \$1054 ;
       end
@@ -52524,7 +52616,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6442  = pe5_2_w1;
     if (\$1065 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6442  = \$1066 ;
       end
     end
@@ -52534,7 +52626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6443  = pe5_2_w0;
     if (\$1065 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6443  = \$1067 ;
       end
@@ -52554,7 +52646,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6445  = pe5_3_w1;
     if (\$1078 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6445  = \$1079 ;
       end
     end
@@ -52564,7 +52656,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6446  = pe5_3_w0;
     if (\$1078 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6446  = \$1080 ;
       end
@@ -52584,7 +52676,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6448  = pe5_4_w1;
     if (\$1091 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6448  = \$1092 ;
       end
     end
@@ -52594,7 +52686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6449  = pe5_4_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6449  = \$1093 ;
       end
@@ -52614,7 +52706,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6451  = pe5_5_w1;
     if (\$1104 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6451  = \$1105 ;
       end
     end
@@ -52624,7 +52716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6452  = pe5_5_w0;
     if (\$1104 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6452  = \$1106 ;
       end
@@ -52644,7 +52736,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6454  = pe5_6_w1;
     if (\$1117 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6454  = \$1118 ;
       end
     end
@@ -52654,7 +52746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6455  = pe5_6_w0;
     if (\$1117 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6455  = \$1119 ;
       end
@@ -52674,7 +52766,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6457  = pe5_7_w1;
     if (\$1130 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6457  = \$1131 ;
       end
     end
@@ -52684,7 +52776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6458  = pe5_7_w0;
     if (\$1130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6458  = \$1132 ;
       end
@@ -52704,7 +52796,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6460  = pe5_8_w1;
     if (\$1143 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6460  = \$1144 ;
       end
     end
@@ -52714,7 +52806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6461  = pe5_8_w0;
     if (\$1143 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6461  = \$1145 ;
       end
@@ -52734,7 +52826,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6463  = pe5_9_w1;
     if (\$1156 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6463  = \$1157 ;
       end
     end
@@ -52744,7 +52836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6464  = pe5_9_w0;
     if (\$1156 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6464  = \$1158 ;
       end
@@ -52764,7 +52856,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6466  = pe5_10_w1;
     if (\$1169 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6466  = \$1170 ;
       end
     end
@@ -52774,7 +52866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6467  = pe5_10_w0;
     if (\$1169 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6467  = \$1171 ;
       end
@@ -52794,7 +52886,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6469  = pe5_11_w1;
     if (\$1182 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6469  = \$1183 ;
       end
     end
@@ -52804,7 +52896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6470  = pe5_11_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6470  = \$1184 ;
       end
@@ -52824,7 +52916,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6472  = pe5_12_w1;
     if (\$1195 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6472  = \$1196 ;
       end
     end
@@ -52834,7 +52926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6473  = pe5_12_w0;
     if (\$1195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6473  = \$1197 ;
       end
@@ -52854,7 +52946,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6475  = pe5_13_w1;
     if (\$1208 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6475  = \$1209 ;
       end
     end
@@ -52864,7 +52956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6476  = pe5_13_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6476  = \$1210 ;
       end
@@ -52884,7 +52976,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6478  = pe5_14_w1;
     if (\$1221 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6478  = \$1222 ;
       end
     end
@@ -52894,7 +52986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6479  = pe5_14_w0;
     if (\$1221 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6479  = \$1223 ;
       end
@@ -52914,7 +53006,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6481  = pe5_15_w1;
     if (\$1234 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6481  = \$1235 ;
       end
     end
@@ -52924,7 +53016,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6482  = pe5_15_w0;
     if (\$1234 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6482  = \$1236 ;
       end
@@ -52994,7 +53086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6489  = pe6_0_w1;
     if (\$1248 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6489  = \$1249 ;
       end
     end
@@ -53004,7 +53096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6490  = pe6_0_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6490  = \$1250 ;
       end
@@ -53024,7 +53116,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6492  = pe6_1_w1;
     if (\$1261 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6492  = \$1262 ;
       end
     end
@@ -53034,7 +53126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6493  = pe6_1_w0;
     if (\$1261 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6493  = \$1263 ;
       end
@@ -53054,7 +53146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6495  = pe6_2_w1;
     if (\$1274 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6495  = \$1275 ;
       end
     end
@@ -53064,7 +53156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6496  = pe6_2_w0;
     if (\$1274 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6496  = \$1276 ;
       end
@@ -53084,7 +53176,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6498  = pe6_3_w1;
     if (\$1287 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6498  = \$1288 ;
       end
     end
@@ -53094,7 +53186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6499  = pe6_3_w0;
     if (\$1287 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6499  = \$1289 ;
       end
@@ -53114,7 +53206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6501  = pe6_4_w1;
     if (\$1300 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6501  = \$1301 ;
       end
     end
@@ -53124,7 +53216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6502  = pe6_4_w0;
     if (\$1300 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6502  = \$1302 ;
       end
@@ -53144,7 +53236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6504  = pe6_5_w1;
     if (\$1313 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6504  = \$1314 ;
       end
     end
@@ -53154,7 +53246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6505  = pe6_5_w0;
     if (\$1313 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6505  = \$1315 ;
       end
@@ -53174,7 +53266,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6507  = pe6_6_w1;
     if (\$1326 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6507  = \$1327 ;
       end
     end
@@ -53184,7 +53276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6508  = pe6_6_w0;
     if (\$1326 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6508  = \$1328 ;
       end
@@ -53204,7 +53296,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6510  = pe6_7_w1;
     if (\$1339 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6510  = \$1340 ;
       end
     end
@@ -53214,7 +53306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6511  = pe6_7_w0;
     if (\$1339 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6511  = \$1341 ;
       end
@@ -53234,7 +53326,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6513  = pe6_8_w1;
     if (\$1352 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6513  = \$1353 ;
       end
     end
@@ -53244,7 +53336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6514  = pe6_8_w0;
     if (\$1352 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6514  = \$1354 ;
       end
@@ -53264,7 +53356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6516  = pe6_9_w1;
     if (\$1365 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6516  = \$1366 ;
       end
     end
@@ -53274,7 +53366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6517  = pe6_9_w0;
     if (\$1365 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6517  = \$1367 ;
       end
@@ -53294,7 +53386,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6519  = pe6_10_w1;
     if (\$1378 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6519  = \$1379 ;
       end
     end
@@ -53304,7 +53396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6520  = pe6_10_w0;
     if (\$1378 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6520  = \$1380 ;
       end
@@ -53324,7 +53416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6522  = pe6_11_w1;
     if (\$1391 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6522  = \$1392 ;
       end
     end
@@ -53334,7 +53426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6523  = pe6_11_w0;
     if (\$1391 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6523  = \$1393 ;
       end
@@ -53354,7 +53446,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6525  = pe6_12_w1;
     if (\$1404 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6525  = \$1405 ;
       end
     end
@@ -53364,7 +53456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6526  = pe6_12_w0;
     if (\$1404 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6526  = \$1406 ;
       end
@@ -53384,7 +53476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6528  = pe6_13_w1;
     if (\$1417 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6528  = \$1418 ;
       end
     end
@@ -53394,7 +53486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6529  = pe6_13_w0;
     if (\$1417 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6529  = \$1419 ;
       end
@@ -53414,7 +53506,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6531  = pe6_14_w1;
     if (\$1430 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6531  = \$1431 ;
       end
     end
@@ -53424,7 +53516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6532  = pe6_14_w0;
     if (\$1430 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6532  = \$1432 ;
       end
@@ -53444,7 +53536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6534  = pe6_15_w1;
     if (\$1443 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6534  = \$1444 ;
       end
     end
@@ -53454,7 +53546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6535  = pe6_15_w0;
     if (\$1443 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6535  = \$1445 ;
       end
@@ -53534,7 +53626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6543  = pe7_0_w1;
     if (\$1457 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6543  = \$1458 ;
       end
     end
@@ -53544,7 +53636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6544  = pe7_0_w0;
     if (\$1457 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6544  = \$1459 ;
       end
@@ -53564,7 +53656,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6546  = pe7_1_w1;
     if (\$1470 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6546  = \$1471 ;
       end
     end
@@ -53574,7 +53666,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6547  = pe7_1_w0;
     if (\$1470 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6547  = \$1472 ;
       end
@@ -53594,7 +53686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6549  = pe7_2_w1;
     if (\$1483 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6549  = \$1484 ;
       end
     end
@@ -53604,7 +53696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6550  = pe7_2_w0;
     if (\$1483 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6550  = \$1485 ;
       end
@@ -53624,7 +53716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6552  = pe7_3_w1;
     if (\$1496 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6552  = \$1497 ;
       end
     end
@@ -53634,7 +53726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6553  = pe7_3_w0;
     if (\$1496 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6553  = \$1498 ;
       end
@@ -53654,7 +53746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6555  = pe7_4_w1;
     if (\$1509 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6555  = \$1510 ;
       end
     end
@@ -53664,7 +53756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6556  = pe7_4_w0;
     if (\$1509 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6556  = \$1511 ;
       end
@@ -53684,7 +53776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6558  = pe7_5_w1;
     if (\$1522 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6558  = \$1523 ;
       end
     end
@@ -53694,7 +53786,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6559  = pe7_5_w0;
     if (\$1522 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6559  = \$1524 ;
       end
@@ -53714,7 +53806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6561  = pe7_6_w1;
     if (\$1535 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6561  = \$1536 ;
       end
     end
@@ -53724,7 +53816,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6562  = pe7_6_w0;
     if (\$1535 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6562  = \$1537 ;
       end
@@ -53744,7 +53836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6564  = pe7_7_w1;
     if (\$1548 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6564  = \$1549 ;
       end
     end
@@ -53754,7 +53846,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6565  = pe7_7_w0;
     if (\$1548 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6565  = \$1550 ;
       end
@@ -53774,7 +53866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6567  = pe7_8_w1;
     if (\$1561 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6567  = \$1562 ;
       end
     end
@@ -53784,7 +53876,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6568  = pe7_8_w0;
     if (\$1561 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6568  = \$1563 ;
       end
@@ -53804,7 +53896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6570  = pe7_9_w1;
     if (\$1574 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6570  = \$1575 ;
       end
     end
@@ -53814,7 +53906,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6571  = pe7_9_w0;
     if (\$1574 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6571  = \$1576 ;
       end
@@ -53834,7 +53926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6573  = pe7_10_w1;
     if (\$1587 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6573  = \$1588 ;
       end
     end
@@ -53844,7 +53936,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6574  = pe7_10_w0;
     if (\$1587 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6574  = \$1589 ;
       end
@@ -53864,7 +53956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6576  = pe7_11_w1;
     if (\$1600 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6576  = \$1601 ;
       end
     end
@@ -53874,7 +53966,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6577  = pe7_11_w0;
     if (\$1600 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6577  = \$1602 ;
       end
@@ -53894,7 +53986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6579  = pe7_12_w1;
     if (\$1613 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6579  = \$1614 ;
       end
     end
@@ -53904,7 +53996,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6580  = pe7_12_w0;
     if (\$1613 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6580  = \$1615 ;
       end
@@ -53924,7 +54016,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6582  = pe7_13_w1;
     if (\$1626 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6582  = \$1627 ;
       end
     end
@@ -53934,7 +54026,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6583  = pe7_13_w0;
     if (\$1626 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6583  = \$1628 ;
       end
@@ -53954,7 +54046,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6585  = pe7_14_w1;
     if (\$1639 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6585  = \$1640 ;
       end
     end
@@ -53964,7 +54056,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6586  = pe7_14_w0;
     if (\$1639 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6586  = \$1641 ;
       end
@@ -53984,7 +54076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6588  = pe7_15_w1;
     if (\$1652 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6588  = \$1653 ;
       end
     end
@@ -53994,7 +54086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6589  = pe7_15_w0;
     if (\$1652 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6589  = \$1654 ;
       end
@@ -54084,7 +54176,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6598  = pe8_0_w1;
     if (\$1666 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6598  = \$1667 ;
       end
     end
@@ -54094,7 +54186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6599  = pe8_0_w0;
     if (\$1666 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6599  = \$1668 ;
       end
@@ -54114,7 +54206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6601  = pe8_1_w1;
     if (\$1679 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6601  = \$1680 ;
       end
     end
@@ -54124,7 +54216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6602  = pe8_1_w0;
     if (\$1679 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6602  = \$1681 ;
       end
@@ -54144,7 +54236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6604  = pe8_2_w1;
     if (\$1692 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6604  = \$1693 ;
       end
     end
@@ -54154,7 +54246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6605  = pe8_2_w0;
     if (\$1692 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6605  = \$1694 ;
       end
@@ -54174,7 +54266,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6607  = pe8_3_w1;
     if (\$1705 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6607  = \$1706 ;
       end
     end
@@ -54184,7 +54276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6608  = pe8_3_w0;
     if (\$1705 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6608  = \$1707 ;
       end
@@ -54204,7 +54296,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6610  = pe8_4_w1;
     if (\$1718 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6610  = \$1719 ;
       end
     end
@@ -54214,7 +54306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6611  = pe8_4_w0;
     if (\$1718 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6611  = \$1720 ;
       end
@@ -54234,7 +54326,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6613  = pe8_5_w1;
     if (\$1731 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6613  = \$1732 ;
       end
     end
@@ -54244,7 +54336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6614  = pe8_5_w0;
     if (\$1731 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6614  = \$1733 ;
       end
@@ -54264,7 +54356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6616  = pe8_6_w1;
     if (\$1744 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6616  = \$1745 ;
       end
     end
@@ -54274,7 +54366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6617  = pe8_6_w0;
     if (\$1744 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6617  = \$1746 ;
       end
@@ -54294,7 +54386,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6619  = pe8_7_w1;
     if (\$1757 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6619  = \$1758 ;
       end
     end
@@ -54304,7 +54396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6620  = pe8_7_w0;
     if (\$1757 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6620  = \$1759 ;
       end
@@ -54324,7 +54416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6622  = pe8_8_w1;
     if (\$1770 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6622  = \$1771 ;
       end
     end
@@ -54334,7 +54426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6623  = pe8_8_w0;
     if (\$1770 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6623  = \$1772 ;
       end
@@ -54354,7 +54446,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6625  = pe8_9_w1;
     if (\$1783 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6625  = \$1784 ;
       end
     end
@@ -54364,7 +54456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6626  = pe8_9_w0;
     if (\$1783 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6626  = \$1785 ;
       end
@@ -54384,7 +54476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6628  = pe8_10_w1;
     if (\$1796 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6628  = \$1797 ;
       end
     end
@@ -54394,7 +54486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6629  = pe8_10_w0;
     if (\$1796 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6629  = \$1798 ;
       end
@@ -54414,7 +54506,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6631  = pe8_11_w1;
     if (\$1809 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6631  = \$1810 ;
       end
     end
@@ -54424,7 +54516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6632  = pe8_11_w0;
     if (\$1809 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6632  = \$1811 ;
       end
@@ -54444,7 +54536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6634  = pe8_12_w1;
     if (\$1822 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6634  = \$1823 ;
       end
     end
@@ -54454,7 +54546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6635  = pe8_12_w0;
     if (\$1822 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6635  = \$1824 ;
       end
@@ -54474,7 +54566,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6637  = pe8_13_w1;
     if (\$1835 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6637  = \$1836 ;
       end
     end
@@ -54484,7 +54576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6638  = pe8_13_w0;
     if (\$1835 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6638  = \$1837 ;
       end
@@ -54504,7 +54596,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6640  = pe8_14_w1;
     if (\$1848 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6640  = \$1849 ;
       end
     end
@@ -54514,7 +54606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6641  = pe8_14_w0;
     if (\$1848 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6641  = \$1850 ;
       end
@@ -54534,7 +54626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6643  = pe8_15_w1;
     if (\$1861 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6643  = \$1862 ;
       end
     end
@@ -54544,7 +54636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6644  = pe8_15_w0;
     if (\$1861 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6644  = \$1863 ;
       end
@@ -54644,7 +54736,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6654  = pe9_0_w1;
     if (\$1875 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6654  = \$1876 ;
       end
     end
@@ -54654,7 +54746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6655  = pe9_0_w0;
     if (\$1875 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6655  = \$1877 ;
       end
@@ -54674,7 +54766,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6657  = pe9_1_w1;
     if (\$1888 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6657  = \$1889 ;
       end
     end
@@ -54684,7 +54776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6658  = pe9_1_w0;
     if (\$1888 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6658  = \$1890 ;
       end
@@ -54704,7 +54796,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6660  = pe9_2_w1;
     if (\$1901 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6660  = \$1902 ;
       end
     end
@@ -54714,7 +54806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6661  = pe9_2_w0;
     if (\$1901 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6661  = \$1903 ;
       end
@@ -54734,7 +54826,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6663  = pe9_3_w1;
     if (\$1914 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6663  = \$1915 ;
       end
     end
@@ -54744,7 +54836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6664  = pe9_3_w0;
     if (\$1914 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6664  = \$1916 ;
       end
@@ -54764,7 +54856,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6666  = pe9_4_w1;
     if (\$1927 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6666  = \$1928 ;
       end
     end
@@ -54774,7 +54866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6667  = pe9_4_w0;
     if (\$1927 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6667  = \$1929 ;
       end
@@ -54794,7 +54886,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6669  = pe9_5_w1;
     if (\$1940 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6669  = \$1941 ;
       end
     end
@@ -54804,7 +54896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6670  = pe9_5_w0;
     if (\$1940 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6670  = \$1942 ;
       end
@@ -54824,7 +54916,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6672  = pe9_6_w1;
     if (\$1953 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6672  = \$1954 ;
       end
     end
@@ -54834,7 +54926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6673  = pe9_6_w0;
     if (\$1953 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6673  = \$1955 ;
       end
@@ -54854,7 +54946,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6675  = pe9_7_w1;
     if (\$1966 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6675  = \$1967 ;
       end
     end
@@ -54864,7 +54956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6676  = pe9_7_w0;
     if (\$1966 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6676  = \$1968 ;
       end
@@ -54884,7 +54976,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6678  = pe9_8_w1;
     if (\$1979 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6678  = \$1980 ;
       end
     end
@@ -54894,7 +54986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6679  = pe9_8_w0;
     if (\$1979 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6679  = \$1981 ;
       end
@@ -54914,7 +55006,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6681  = pe9_9_w1;
     if (\$1992 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6681  = \$1993 ;
       end
     end
@@ -54924,7 +55016,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6682  = pe9_9_w0;
     if (\$1992 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6682  = \$1994 ;
       end
@@ -54944,7 +55036,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6684  = pe9_10_w1;
     if (\$2005 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6684  = \$2006 ;
       end
     end
@@ -54954,7 +55046,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6685  = pe9_10_w0;
     if (\$2005 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6685  = \$2007 ;
       end
@@ -54974,7 +55066,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6687  = pe9_11_w1;
     if (\$2018 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6687  = \$2019 ;
       end
     end
@@ -54984,7 +55076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6688  = pe9_11_w0;
     if (\$2018 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6688  = \$2020 ;
       end
@@ -55004,7 +55096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6690  = pe9_12_w1;
     if (\$2031 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6690  = \$2032 ;
       end
     end
@@ -55014,7 +55106,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6691  = pe9_12_w0;
     if (\$2031 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6691  = \$2033 ;
       end
@@ -55034,7 +55126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6693  = pe9_13_w1;
     if (\$2044 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6693  = \$2045 ;
       end
     end
@@ -55044,7 +55136,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6694  = pe9_13_w0;
     if (\$2044 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6694  = \$2046 ;
       end
@@ -55064,7 +55156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6696  = pe9_14_w1;
     if (\$2057 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6696  = \$2058 ;
       end
     end
@@ -55074,7 +55166,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6697  = pe9_14_w0;
     if (\$2057 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6697  = \$2059 ;
       end
@@ -55094,7 +55186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6699  = pe9_15_w1;
     if (\$2070 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6699  = \$2071 ;
       end
     end
@@ -55104,7 +55196,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6700  = pe9_15_w0;
     if (\$2070 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6700  = \$2072 ;
       end
@@ -55214,7 +55306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6711  = pe10_0_w1;
     if (\$2084 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6711  = \$2085 ;
       end
     end
@@ -55224,7 +55316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6712  = pe10_0_w0;
     if (\$2084 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6712  = \$2086 ;
       end
@@ -55244,7 +55336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6714  = pe10_1_w1;
     if (\$2097 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6714  = \$2098 ;
       end
     end
@@ -55254,7 +55346,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6715  = pe10_1_w0;
     if (\$2097 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6715  = \$2099 ;
       end
@@ -55274,7 +55366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6717  = pe10_2_w1;
     if (\$2110 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6717  = \$2111 ;
       end
     end
@@ -55284,7 +55376,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6718  = pe10_2_w0;
     if (\$2110 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6718  = \$2112 ;
       end
@@ -55304,7 +55396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6720  = pe10_3_w1;
     if (\$2123 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6720  = \$2124 ;
       end
     end
@@ -55314,7 +55406,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6721  = pe10_3_w0;
     if (\$2123 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6721  = \$2125 ;
       end
@@ -55334,7 +55426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6723  = pe10_4_w1;
     if (\$2136 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6723  = \$2137 ;
       end
     end
@@ -55344,7 +55436,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6724  = pe10_4_w0;
     if (\$2136 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6724  = \$2138 ;
       end
@@ -55364,7 +55456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6726  = pe10_5_w1;
     if (\$2149 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6726  = \$2150 ;
       end
     end
@@ -55374,7 +55466,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6727  = pe10_5_w0;
     if (\$2149 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6727  = \$2151 ;
       end
@@ -55394,7 +55486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6729  = pe10_6_w1;
     if (\$2162 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6729  = \$2163 ;
       end
     end
@@ -55404,7 +55496,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6730  = pe10_6_w0;
     if (\$2162 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6730  = \$2164 ;
       end
@@ -55424,7 +55516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6732  = pe10_7_w1;
     if (\$2175 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6732  = \$2176 ;
       end
     end
@@ -55434,7 +55526,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6733  = pe10_7_w0;
     if (\$2175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6733  = \$2177 ;
       end
@@ -55454,7 +55546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6735  = pe10_8_w1;
     if (\$2188 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6735  = \$2189 ;
       end
     end
@@ -55464,7 +55556,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6736  = pe10_8_w0;
     if (\$2188 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6736  = \$2190 ;
       end
@@ -55484,7 +55576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6738  = pe10_9_w1;
     if (\$2201 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6738  = \$2202 ;
       end
     end
@@ -55494,7 +55586,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6739  = pe10_9_w0;
     if (\$2201 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6739  = \$2203 ;
       end
@@ -55514,7 +55606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6741  = pe10_10_w1;
     if (\$2214 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6741  = \$2215 ;
       end
     end
@@ -55524,7 +55616,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6742  = pe10_10_w0;
     if (\$2214 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6742  = \$2216 ;
       end
@@ -55544,7 +55636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6744  = pe10_11_w1;
     if (\$2227 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6744  = \$2228 ;
       end
     end
@@ -55554,7 +55646,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6745  = pe10_11_w0;
     if (\$2227 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6745  = \$2229 ;
       end
@@ -55574,7 +55666,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6747  = pe10_12_w1;
     if (\$2240 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6747  = \$2241 ;
       end
     end
@@ -55584,7 +55676,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6748  = pe10_12_w0;
     if (\$2240 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6748  = \$2242 ;
       end
@@ -55604,7 +55696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6750  = pe10_13_w1;
     if (\$2253 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6750  = \$2254 ;
       end
     end
@@ -55614,7 +55706,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6751  = pe10_13_w0;
     if (\$2253 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6751  = \$2255 ;
       end
@@ -55634,7 +55726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6753  = pe10_14_w1;
     if (\$2266 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6753  = \$2267 ;
       end
     end
@@ -55644,7 +55736,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6754  = pe10_14_w0;
     if (\$2266 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6754  = \$2268 ;
       end
@@ -55664,7 +55756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6756  = pe10_15_w1;
     if (\$2279 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6756  = \$2280 ;
       end
     end
@@ -55674,7 +55766,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6757  = pe10_15_w0;
     if (\$2279 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6757  = \$2281 ;
       end
@@ -55794,7 +55886,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6769  = pe11_0_w1;
     if (\$2293 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6769  = \$2294 ;
       end
     end
@@ -55804,7 +55896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6770  = pe11_0_w0;
     if (\$2293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6770  = \$2295 ;
       end
@@ -55824,7 +55916,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6772  = pe11_1_w1;
     if (\$2306 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6772  = \$2307 ;
       end
     end
@@ -55834,7 +55926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6773  = pe11_1_w0;
     if (\$2306 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6773  = \$2308 ;
       end
@@ -55854,7 +55946,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6775  = pe11_2_w1;
     if (\$2319 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6775  = \$2320 ;
       end
     end
@@ -55864,7 +55956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6776  = pe11_2_w0;
     if (\$2319 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6776  = \$2321 ;
       end
@@ -55884,7 +55976,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6778  = pe11_3_w1;
     if (\$2332 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6778  = \$2333 ;
       end
     end
@@ -55894,7 +55986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6779  = pe11_3_w0;
     if (\$2332 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6779  = \$2334 ;
       end
@@ -55914,7 +56006,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6781  = pe11_4_w1;
     if (\$2345 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6781  = \$2346 ;
       end
     end
@@ -55924,7 +56016,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6782  = pe11_4_w0;
     if (\$2345 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6782  = \$2347 ;
       end
@@ -55944,7 +56036,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6784  = pe11_5_w1;
     if (\$2358 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6784  = \$2359 ;
       end
     end
@@ -55954,7 +56046,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6785  = pe11_5_w0;
     if (\$2358 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6785  = \$2360 ;
       end
@@ -55974,7 +56066,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6787  = pe11_6_w1;
     if (\$2371 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6787  = \$2372 ;
       end
     end
@@ -55984,7 +56076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6788  = pe11_6_w0;
     if (\$2371 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6788  = \$2373 ;
       end
@@ -56004,7 +56096,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6790  = pe11_7_w1;
     if (\$2384 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6790  = \$2385 ;
       end
     end
@@ -56014,7 +56106,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6791  = pe11_7_w0;
     if (\$2384 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6791  = \$2386 ;
       end
@@ -56034,7 +56126,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6793  = pe11_8_w1;
     if (\$2397 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6793  = \$2398 ;
       end
     end
@@ -56044,7 +56136,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6794  = pe11_8_w0;
     if (\$2397 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6794  = \$2399 ;
       end
@@ -56064,7 +56156,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6796  = pe11_9_w1;
     if (\$2410 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6796  = \$2411 ;
       end
     end
@@ -56074,7 +56166,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6797  = pe11_9_w0;
     if (\$2410 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6797  = \$2412 ;
       end
@@ -56094,7 +56186,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6799  = pe11_10_w1;
     if (\$2423 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6799  = \$2424 ;
       end
     end
@@ -56104,7 +56196,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6800  = pe11_10_w0;
     if (\$2423 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6800  = \$2425 ;
       end
@@ -56124,7 +56216,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6802  = pe11_11_w1;
     if (\$2436 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6802  = \$2437 ;
       end
     end
@@ -56134,7 +56226,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6803  = pe11_11_w0;
     if (\$2436 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6803  = \$2438 ;
       end
@@ -56154,7 +56246,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6805  = pe11_12_w1;
     if (\$2449 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6805  = \$2450 ;
       end
     end
@@ -56164,7 +56256,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6806  = pe11_12_w0;
     if (\$2449 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6806  = \$2451 ;
       end
@@ -56184,7 +56276,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6808  = pe11_13_w1;
     if (\$2462 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6808  = \$2463 ;
       end
     end
@@ -56194,7 +56286,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6809  = pe11_13_w0;
     if (\$2462 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6809  = \$2464 ;
       end
@@ -56214,7 +56306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6811  = pe11_14_w1;
     if (\$2475 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6811  = \$2476 ;
       end
     end
@@ -56224,7 +56316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6812  = pe11_14_w0;
     if (\$2475 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6812  = \$2477 ;
       end
@@ -56244,7 +56336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6814  = pe11_15_w1;
     if (\$2488 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6814  = \$2489 ;
       end
     end
@@ -56254,7 +56346,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6815  = pe11_15_w0;
     if (\$2488 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6815  = \$2490 ;
       end
@@ -56384,7 +56476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6828  = pe12_0_w1;
     if (\$2502 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6828  = \$2503 ;
       end
     end
@@ -56394,7 +56486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6829  = pe12_0_w0;
     if (\$2502 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6829  = \$2504 ;
       end
@@ -56414,7 +56506,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6831  = pe12_1_w1;
     if (\$2515 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6831  = \$2516 ;
       end
     end
@@ -56424,7 +56516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6832  = pe12_1_w0;
     if (\$2515 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6832  = \$2517 ;
       end
@@ -56444,7 +56536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6834  = pe12_2_w1;
     if (\$2528 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6834  = \$2529 ;
       end
     end
@@ -56454,7 +56546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6835  = pe12_2_w0;
     if (\$2528 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6835  = \$2530 ;
       end
@@ -56474,7 +56566,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6837  = pe12_3_w1;
     if (\$2541 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6837  = \$2542 ;
       end
     end
@@ -56484,7 +56576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6838  = pe12_3_w0;
     if (\$2541 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6838  = \$2543 ;
       end
@@ -56504,7 +56596,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6840  = pe12_4_w1;
     if (\$2554 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6840  = \$2555 ;
       end
     end
@@ -56514,7 +56606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6841  = pe12_4_w0;
     if (\$2554 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6841  = \$2556 ;
       end
@@ -56534,7 +56626,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6843  = pe12_5_w1;
     if (\$2567 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6843  = \$2568 ;
       end
     end
@@ -56544,7 +56636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6844  = pe12_5_w0;
     if (\$2567 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6844  = \$2569 ;
       end
@@ -56564,7 +56656,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6846  = pe12_6_w1;
     if (\$2580 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6846  = \$2581 ;
       end
     end
@@ -56574,7 +56666,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6847  = pe12_6_w0;
     if (\$2580 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6847  = \$2582 ;
       end
@@ -56594,7 +56686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6849  = pe12_7_w1;
     if (\$2593 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6849  = \$2594 ;
       end
     end
@@ -56604,7 +56696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6850  = pe12_7_w0;
     if (\$2593 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6850  = \$2595 ;
       end
@@ -56624,7 +56716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6852  = pe12_8_w1;
     if (\$2606 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6852  = \$2607 ;
       end
     end
@@ -56634,7 +56726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6853  = pe12_8_w0;
     if (\$2606 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6853  = \$2608 ;
       end
@@ -56654,7 +56746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6855  = pe12_9_w1;
     if (\$2619 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6855  = \$2620 ;
       end
     end
@@ -56664,7 +56756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6856  = pe12_9_w0;
     if (\$2619 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6856  = \$2621 ;
       end
@@ -56684,7 +56776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6858  = pe12_10_w1;
     if (\$2632 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6858  = \$2633 ;
       end
     end
@@ -56694,7 +56786,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6859  = pe12_10_w0;
     if (\$2632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6859  = \$2634 ;
       end
@@ -56714,7 +56806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6861  = pe12_11_w1;
     if (\$2645 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6861  = \$2646 ;
       end
     end
@@ -56724,7 +56816,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6862  = pe12_11_w0;
     if (\$2645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6862  = \$2647 ;
       end
@@ -56744,7 +56836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6864  = pe12_12_w1;
     if (\$2658 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6864  = \$2659 ;
       end
     end
@@ -56754,7 +56846,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6865  = pe12_12_w0;
     if (\$2658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6865  = \$2660 ;
       end
@@ -56774,7 +56866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6867  = pe12_13_w1;
     if (\$2671 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6867  = \$2672 ;
       end
     end
@@ -56784,7 +56876,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6868  = pe12_13_w0;
     if (\$2671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6868  = \$2673 ;
       end
@@ -56804,7 +56896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6870  = pe12_14_w1;
     if (\$2684 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6870  = \$2685 ;
       end
     end
@@ -56814,7 +56906,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6871  = pe12_14_w0;
     if (\$2684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6871  = \$2686 ;
       end
@@ -56834,7 +56926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6873  = pe12_15_w1;
     if (\$2697 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6873  = \$2698 ;
       end
     end
@@ -56844,7 +56936,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6874  = pe12_15_w0;
     if (\$2697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6874  = \$2699 ;
       end
@@ -56984,7 +57076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6888  = pe13_0_w1;
     if (\$2711 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6888  = \$2712 ;
       end
     end
@@ -56994,7 +57086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6889  = pe13_0_w0;
     if (\$2711 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6889  = \$2713 ;
       end
@@ -57014,7 +57106,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6891  = pe13_1_w1;
     if (\$2724 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6891  = \$2725 ;
       end
     end
@@ -57024,7 +57116,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6892  = pe13_1_w0;
     if (\$2724 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6892  = \$2726 ;
       end
@@ -57044,7 +57136,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6894  = pe13_2_w1;
     if (\$2737 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6894  = \$2738 ;
       end
     end
@@ -57054,7 +57146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6895  = pe13_2_w0;
     if (\$2737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6895  = \$2739 ;
       end
@@ -57074,7 +57166,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6897  = pe13_3_w1;
     if (\$2750 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6897  = \$2751 ;
       end
     end
@@ -57084,7 +57176,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6898  = pe13_3_w0;
     if (\$2750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6898  = \$2752 ;
       end
@@ -57104,7 +57196,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6900  = pe13_4_w1;
     if (\$2763 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6900  = \$2764 ;
       end
     end
@@ -57114,7 +57206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6901  = pe13_4_w0;
     if (\$2763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6901  = \$2765 ;
       end
@@ -57134,7 +57226,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6903  = pe13_5_w1;
     if (\$2776 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6903  = \$2777 ;
       end
     end
@@ -57144,7 +57236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6904  = pe13_5_w0;
     if (\$2776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6904  = \$2778 ;
       end
@@ -57164,7 +57256,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6906  = pe13_6_w1;
     if (\$2789 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6906  = \$2790 ;
       end
     end
@@ -57174,7 +57266,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6907  = pe13_6_w0;
     if (\$2789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6907  = \$2791 ;
       end
@@ -57194,7 +57286,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6909  = pe13_7_w1;
     if (\$2802 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6909  = \$2803 ;
       end
     end
@@ -57204,7 +57296,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6910  = pe13_7_w0;
     if (\$2802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6910  = \$2804 ;
       end
@@ -57224,7 +57316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6912  = pe13_8_w1;
     if (\$2815 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6912  = \$2816 ;
       end
     end
@@ -57234,7 +57326,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6913  = pe13_8_w0;
     if (\$2815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6913  = \$2817 ;
       end
@@ -57254,7 +57346,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6915  = pe13_9_w1;
     if (\$2828 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6915  = \$2829 ;
       end
     end
@@ -57264,7 +57356,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6916  = pe13_9_w0;
     if (\$2828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6916  = \$2830 ;
       end
@@ -57284,7 +57376,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6918  = pe13_10_w1;
     if (\$2841 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6918  = \$2842 ;
       end
     end
@@ -57294,7 +57386,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6919  = pe13_10_w0;
     if (\$2841 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6919  = \$2843 ;
       end
@@ -57314,7 +57406,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6921  = pe13_11_w1;
     if (\$2854 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6921  = \$2855 ;
       end
     end
@@ -57324,7 +57416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6922  = pe13_11_w0;
     if (\$2854 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6922  = \$2856 ;
       end
@@ -57344,7 +57436,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6924  = pe13_12_w1;
     if (\$2867 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6924  = \$2868 ;
       end
     end
@@ -57354,7 +57446,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6925  = pe13_12_w0;
     if (\$2867 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6925  = \$2869 ;
       end
@@ -57374,7 +57466,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6927  = pe13_13_w1;
     if (\$2880 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6927  = \$2881 ;
       end
     end
@@ -57384,7 +57476,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6928  = pe13_13_w0;
     if (\$2880 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6928  = \$2882 ;
       end
@@ -57404,7 +57496,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6930  = pe13_14_w1;
     if (\$2893 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6930  = \$2894 ;
       end
     end
@@ -57414,7 +57506,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6931  = pe13_14_w0;
     if (\$2893 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6931  = \$2895 ;
       end
@@ -57434,7 +57526,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6933  = pe13_15_w1;
     if (\$2906 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6933  = \$2907 ;
       end
     end
@@ -57444,7 +57536,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6934  = pe13_15_w0;
     if (\$2906 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6934  = \$2908 ;
       end
@@ -57594,7 +57686,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6949  = pe14_0_w1;
     if (\$2920 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6949  = \$2921 ;
       end
     end
@@ -57604,7 +57696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6950  = pe14_0_w0;
     if (\$2920 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6950  = \$2922 ;
       end
@@ -57624,7 +57716,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6952  = pe14_1_w1;
     if (\$2933 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6952  = \$2934 ;
       end
     end
@@ -57634,7 +57726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6953  = pe14_1_w0;
     if (\$2933 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6953  = \$2935 ;
       end
@@ -57654,7 +57746,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6955  = pe14_2_w1;
     if (\$2946 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6955  = \$2947 ;
       end
     end
@@ -57664,7 +57756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6956  = pe14_2_w0;
     if (\$2946 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6956  = \$2948 ;
       end
@@ -57684,7 +57776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6958  = pe14_3_w1;
     if (\$2959 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6958  = \$2960 ;
       end
     end
@@ -57694,7 +57786,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6959  = pe14_3_w0;
     if (\$2959 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6959  = \$2961 ;
       end
@@ -57714,7 +57806,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6961  = pe14_4_w1;
     if (\$2972 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6961  = \$2973 ;
       end
     end
@@ -57724,7 +57816,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6962  = pe14_4_w0;
     if (\$2972 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6962  = \$2974 ;
       end
@@ -57744,7 +57836,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6964  = pe14_5_w1;
     if (\$2985 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6964  = \$2986 ;
       end
     end
@@ -57754,7 +57846,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6965  = pe14_5_w0;
     if (\$2985 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6965  = \$2987 ;
       end
@@ -57774,7 +57866,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6967  = pe14_6_w1;
     if (\$2998 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6967  = \$2999 ;
       end
     end
@@ -57784,7 +57876,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6968  = pe14_6_w0;
     if (\$2998 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6968  = \$3000 ;
       end
@@ -57804,7 +57896,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6970  = pe14_7_w1;
     if (\$3011 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6970  = \$3012 ;
       end
     end
@@ -57814,7 +57906,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6971  = pe14_7_w0;
     if (\$3011 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6971  = \$3013 ;
       end
@@ -57834,7 +57926,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6973  = pe14_8_w1;
     if (\$3024 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6973  = \$3025 ;
       end
     end
@@ -57844,7 +57936,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6974  = pe14_8_w0;
     if (\$3024 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6974  = \$3026 ;
       end
@@ -57864,7 +57956,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6976  = pe14_9_w1;
     if (\$3037 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6976  = \$3038 ;
       end
     end
@@ -57874,7 +57966,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6977  = pe14_9_w0;
     if (\$3037 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6977  = \$3039 ;
       end
@@ -57894,7 +57986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6979  = pe14_10_w1;
     if (\$3050 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6979  = \$3051 ;
       end
     end
@@ -57904,7 +57996,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6980  = pe14_10_w0;
     if (\$3050 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6980  = \$3052 ;
       end
@@ -57924,7 +58016,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6982  = pe14_11_w1;
     if (\$3063 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6982  = \$3064 ;
       end
     end
@@ -57934,7 +58026,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6983  = pe14_11_w0;
     if (\$3063 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6983  = \$3065 ;
       end
@@ -57954,7 +58046,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6985  = pe14_12_w1;
     if (\$3076 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6985  = \$3077 ;
       end
     end
@@ -57964,7 +58056,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6986  = pe14_12_w0;
     if (\$3076 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6986  = \$3078 ;
       end
@@ -57984,7 +58076,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6988  = pe14_13_w1;
     if (\$3089 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6988  = \$3090 ;
       end
     end
@@ -57994,7 +58086,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6989  = pe14_13_w0;
     if (\$3089 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6989  = \$3091 ;
       end
@@ -58014,7 +58106,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6991  = pe14_14_w1;
     if (\$3102 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6991  = \$3103 ;
       end
     end
@@ -58024,7 +58116,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6992  = pe14_14_w0;
     if (\$3102 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6992  = \$3104 ;
       end
@@ -58044,7 +58136,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6994  = pe14_15_w1;
     if (\$3115 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$6994  = \$3116 ;
       end
     end
@@ -58054,7 +58146,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$6995  = pe14_15_w0;
     if (\$3115 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$6995  = \$3117 ;
       end
@@ -58214,7 +58306,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7011  = pe15_0_w1;
     if (\$3129 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7011  = \$3130 ;
       end
     end
@@ -58224,7 +58316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7012  = pe15_0_w0;
     if (\$3129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7012  = \$3131 ;
       end
@@ -58244,7 +58336,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7014  = pe15_1_w1;
     if (\$3142 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7014  = \$3143 ;
       end
     end
@@ -58254,7 +58346,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7015  = pe15_1_w0;
     if (\$3142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7015  = \$3144 ;
       end
@@ -58274,7 +58366,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7017  = pe15_2_w1;
     if (\$3155 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7017  = \$3156 ;
       end
     end
@@ -58284,7 +58376,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7018  = pe15_2_w0;
     if (\$3155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7018  = \$3157 ;
       end
@@ -58304,7 +58396,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7020  = pe15_3_w1;
     if (\$3168 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7020  = \$3169 ;
       end
     end
@@ -58314,7 +58406,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7021  = pe15_3_w0;
     if (\$3168 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7021  = \$3170 ;
       end
@@ -58334,7 +58426,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7023  = pe15_4_w1;
     if (\$3181 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7023  = \$3182 ;
       end
     end
@@ -58344,7 +58436,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7024  = pe15_4_w0;
     if (\$3181 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7024  = \$3183 ;
       end
@@ -58364,7 +58456,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7026  = pe15_5_w1;
     if (\$3194 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7026  = \$3195 ;
       end
     end
@@ -58374,7 +58466,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7027  = pe15_5_w0;
     if (\$3194 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7027  = \$3196 ;
       end
@@ -58394,7 +58486,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7029  = pe15_6_w1;
     if (\$3207 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7029  = \$3208 ;
       end
     end
@@ -58404,7 +58496,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7030  = pe15_6_w0;
     if (\$3207 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7030  = \$3209 ;
       end
@@ -58424,7 +58516,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7032  = pe15_7_w1;
     if (\$3220 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7032  = \$3221 ;
       end
     end
@@ -58434,7 +58526,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7033  = pe15_7_w0;
     if (\$3220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7033  = \$3222 ;
       end
@@ -58454,7 +58546,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7035  = pe15_8_w1;
     if (\$3233 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7035  = \$3234 ;
       end
     end
@@ -58464,7 +58556,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7036  = pe15_8_w0;
     if (\$3233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7036  = \$3235 ;
       end
@@ -58484,7 +58576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7038  = pe15_9_w1;
     if (\$3246 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7038  = \$3247 ;
       end
     end
@@ -58494,7 +58586,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7039  = pe15_9_w0;
     if (\$3246 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7039  = \$3248 ;
       end
@@ -58514,7 +58606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7041  = pe15_10_w1;
     if (\$3259 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7041  = \$3260 ;
       end
     end
@@ -58524,7 +58616,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7042  = pe15_10_w0;
     if (\$3259 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7042  = \$3261 ;
       end
@@ -58544,7 +58636,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7044  = pe15_11_w1;
     if (\$3272 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7044  = \$3273 ;
       end
     end
@@ -58554,7 +58646,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7045  = pe15_11_w0;
     if (\$3272 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7045  = \$3274 ;
       end
@@ -58574,7 +58666,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7047  = pe15_12_w1;
     if (\$3285 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7047  = \$3286 ;
       end
     end
@@ -58584,7 +58676,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7048  = pe15_12_w0;
     if (\$3285 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7048  = \$3287 ;
       end
@@ -58604,7 +58696,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7050  = pe15_13_w1;
     if (\$3298 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7050  = \$3299 ;
       end
     end
@@ -58614,7 +58706,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7051  = pe15_13_w0;
     if (\$3298 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7051  = \$3300 ;
       end
@@ -58634,7 +58726,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7053  = pe15_14_w1;
     if (\$3311 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7053  = \$3312 ;
       end
     end
@@ -58644,7 +58736,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7054  = pe15_14_w0;
     if (\$3311 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7054  = \$3313 ;
       end
@@ -58664,7 +58756,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7056  = pe15_15_w1;
     if (\$3324 ) begin
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
         \$7056  = \$3325 ;
       end
     end
@@ -58674,7 +58766,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
     \$7057  = pe15_15_w0;
     if (\$3324 ) begin
       (* full_case = 32'd1 *)
-      if (\port$21346$2 [4]) begin
+      if (\port$21351$2 [4]) begin
       end else begin
         \$7057  = \$3326 ;
       end
@@ -58690,10 +58782,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
       \$7058  = 1'h0;
     end
   end
-  assign w_row = \port$21346$2 [3:0];
-  assign w_bank = \port$21346$2 [4];
+  assign w_row = \port$21351$2 [3:0];
+  assign w_bank = \port$21351$2 [4];
   assign a_data = w_data;
-  assign a_bank = \port$21346$2 [4];
+  assign a_bank = \port$21351$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -58915,10 +59007,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$21346$2 , w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
-, retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
-, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$18846$0 , \port$18852$0 , \port$18853$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
-, cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
+module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$151 , \w_en$156 , \w_en$161 , \w_en$166 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$18851$0 , \port$18857$0 , \port$18858$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog, enable
+, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59110,7 +59202,7 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$268 ;
   reg [255:0] \$269 ;
   wire \$27 ;
-  reg [13:0] \$270 ;
+  reg [4:0] \$270 ;
   reg [255:0] \$271 ;
   reg \$272 ;
   reg \$273 ;
@@ -59516,25 +59608,25 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$98 ;
   wire \$99 ;
   wire [3:0] \$signature__addr ;
-  wire [3:0] \$signature__addr$137 ;
-  wire [3:0] \$signature__addr$142 ;
-  wire [3:0] \$signature__addr$147 ;
-  wire [3:0] \$signature__addr$195 ;
-  wire [3:0] \$signature__addr$198 ;
-  wire [3:0] \$signature__addr$201 ;
-  wire [3:0] \$signature__addr$204 ;
+  wire [3:0] \$signature__addr$133 ;
+  wire [3:0] \$signature__addr$138 ;
+  wire [3:0] \$signature__addr$143 ;
+  wire [3:0] \$signature__addr$191 ;
+  wire [3:0] \$signature__addr$194 ;
+  wire [3:0] \$signature__addr$197 ;
+  wire [3:0] \$signature__addr$200 ;
   wire [31:0] \$signature__data ;
-  wire [31:0] \$signature__data$139 ;
-  wire [31:0] \$signature__data$144 ;
-  wire [31:0] \$signature__data$149 ;
-  wire [31:0] \$signature__data$211 ;
-  wire [31:0] \$signature__data$212 ;
-  wire [31:0] \$signature__data$213 ;
-  wire [31:0] \$signature__data$214 ;
+  wire [31:0] \$signature__data$135 ;
+  wire [31:0] \$signature__data$140 ;
+  wire [31:0] \$signature__data$145 ;
+  wire [31:0] \$signature__data$207 ;
+  wire [31:0] \$signature__data$208 ;
+  wire [31:0] \$signature__data$209 ;
+  wire [31:0] \$signature__data$210 ;
   wire \$signature__en ;
-  wire \$signature__en$138 ;
-  wire \$signature__en$143 ;
-  wire \$signature__en$148 ;
+  wire \$signature__en$134 ;
+  wire \$signature__en$139 ;
+  wire \$signature__en$144 ;
   input clk;
   wire clk;
   output [7:0] cpl_flags;
@@ -59595,20 +59687,20 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [2:0] gemm_outstanding = 3'h0;
   wire gemm_retired;
   reg [31:0] gemm_since = 32'd0;
-  input held;
-  wire held;
+  input hold;
+  wire hold;
   output [4:0] hung;
   wire [4:0] hung;
   wire issue_rr_any;
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$18846$0 ;
-  wire [15:0] \port$18846$0 ;
-  output [13:0] \port$18852$0 ;
-  wire [13:0] \port$18852$0 ;
-  output [223:0] \port$18853$32 ;
-  wire [223:0] \port$18853$32 ;
+  output [15:0] \port$18851$0 ;
+  wire [15:0] \port$18851$0 ;
+  output [4:0] \port$18857$0 ;
+  wire [4:0] \port$18857$0 ;
+  output [223:0] \port$18858$32 ;
+  wire [223:0] \port$18858$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -59777,8 +59869,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire q__0__fw_ready;
   input [255:0] q__0__head;
   wire [255:0] q__0__head;
-  input [31:0] q__0__index;
-  wire [31:0] q__0__index;
   output q__0__pop;
   wire q__0__pop;
   input q__0__valid;
@@ -59797,8 +59887,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire q__1__fw_ready;
   input [255:0] q__1__head;
   wire [255:0] q__1__head;
-  input [31:0] q__1__index;
-  wire [31:0] q__1__index;
   output q__1__pop;
   wire q__1__pop;
   input q__1__valid;
@@ -59817,8 +59905,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire q__2__fw_ready;
   input [255:0] q__2__head;
   wire [255:0] q__2__head;
-  input [31:0] q__2__index;
-  wire [31:0] q__2__index;
   output q__2__pop;
   wire q__2__pop;
   input q__2__valid;
@@ -59837,8 +59923,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire q__3__fw_ready;
   input [255:0] q__3__head;
   wire [255:0] q__3__head;
-  input [31:0] q__3__index;
-  wire [31:0] q__3__index;
   output q__3__pop;
   wire q__3__pop;
   input q__3__valid;
@@ -59846,20 +59930,20 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$295 ;
-  wire [23:0] \r_data$296 ;
-  wire [23:0] \r_data$297 ;
-  wire [23:0] \r_data$298 ;
+  wire [23:0] \r_data$291 ;
+  wire [23:0] \r_data$292 ;
+  wire [23:0] \r_data$293 ;
+  wire [23:0] \r_data$294 ;
   wire r_en;
+  wire \r_en$181 ;
+  wire \r_en$183 ;
   wire \r_en$185 ;
   wire \r_en$187 ;
-  wire \r_en$189 ;
-  wire \r_en$191 ;
   wire r_rdy;
-  wire \r_rdy$177 ;
-  wire \r_rdy$178 ;
-  wire \r_rdy$179 ;
-  wire \r_rdy$180 ;
+  wire \r_rdy$173 ;
+  wire \r_rdy$174 ;
+  wire \r_rdy$175 ;
+  wire \r_rdy$176 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -59992,20 +60076,20 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$157 ;
-  wire [23:0] \w_data$162 ;
-  wire [23:0] \w_data$167 ;
-  wire [23:0] \w_data$172 ;
+  wire [23:0] \w_data$153 ;
+  wire [23:0] \w_data$158 ;
+  wire [23:0] \w_data$163 ;
+  wire [23:0] \w_data$168 ;
   input w_en;
   wire w_en;
-  input \w_en$155 ;
-  wire \w_en$155 ;
-  input \w_en$160 ;
-  wire \w_en$160 ;
-  input \w_en$165 ;
-  wire \w_en$165 ;
-  input \w_en$170 ;
-  wire \w_en$170 ;
+  input \w_en$151 ;
+  wire \w_en$151 ;
+  input \w_en$156 ;
+  wire \w_en$156 ;
+  input \w_en$161 ;
+  wire \w_en$161 ;
+  input \w_en$166 ;
+  wire \w_en$166 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [31:0] q0_info [15:0];
@@ -60031,7 +60115,7 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= q__0__head[31:0];
   end
-  assign \$signature__data$211  = q0_info[q0_r[3:0]];
+  assign \$signature__data$207  = q0_info[q0_r[3:0]];
   reg [31:0] q1_info [15:0];
   initial begin
     q1_info[0] = 32'd0;
@@ -60052,10 +60136,10 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     q1_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$138 )
+    if (\$signature__en$134 )
       q1_info[q1_h[3:0]] <= q__1__head[31:0];
   end
-  assign \$signature__data$212  = q1_info[q1_r[3:0]];
+  assign \$signature__data$208  = q1_info[q1_r[3:0]];
   reg [31:0] q2_info [15:0];
   initial begin
     q2_info[0] = 32'd0;
@@ -60076,10 +60160,10 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     q2_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$143 )
+    if (\$signature__en$139 )
       q2_info[q2_h[3:0]] <= q__2__head[31:0];
   end
-  assign \$signature__data$213  = q2_info[q2_r[3:0]];
+  assign \$signature__data$209  = q2_info[q2_r[3:0]];
   reg [31:0] q3_info [15:0];
   initial begin
     q3_info[0] = 32'd0;
@@ -60100,10 +60184,10 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     q3_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$148 )
+    if (\$signature__en$144 )
       q3_info[q3_h[3:0]] <= q__3__head[31:0];
   end
-  assign \$signature__data$214  = q3_info[q3_r[3:0]];
+  assign \$signature__data$210  = q3_info[q3_r[3:0]];
   assign cpl_halt = | \$306 ;
   assign \$307  = ! dma_load_outstanding;
   assign \$308  = ~ \$307 ;
@@ -60165,34 +60249,34 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$364  = \$362  & \$363 ;
   assign \$365  = dma_load_outstanding + 1'h1;
   assign \$366  = dma_load_outstanding - 1'h1;
-  assign \$367  = ~ \r_en$185 ;
+  assign \$367  = ~ \r_en$181 ;
   assign \$368  = dma_store_issued & \$367 ;
   assign \$369  = ~ dma_store_issued;
-  assign \$370  = \r_en$185  & \$369 ;
+  assign \$370  = \r_en$181  & \$369 ;
   assign \$371  = | dma_store_outstanding;
   assign \$372  = \$370  & \$371 ;
   assign \$373  = dma_store_outstanding + 1'h1;
   assign \$374  = dma_store_outstanding - 1'h1;
-  assign \$375  = ~ \r_en$187 ;
+  assign \$375  = ~ \r_en$183 ;
   assign \$376  = gemm_issued & \$375 ;
   assign \$377  = ~ gemm_issued;
-  assign \$378  = \r_en$187  & \$377 ;
+  assign \$378  = \r_en$183  & \$377 ;
   assign \$379  = | gemm_outstanding;
   assign \$380  = \$378  & \$379 ;
   assign \$381  = gemm_outstanding + 1'h1;
   assign \$382  = gemm_outstanding - 1'h1;
-  assign \$383  = ~ \r_en$189 ;
+  assign \$383  = ~ \r_en$185 ;
   assign \$384  = vec_issued & \$383 ;
   assign \$385  = ~ vec_issued;
-  assign \$386  = \r_en$189  & \$385 ;
+  assign \$386  = \r_en$185  & \$385 ;
   assign \$387  = | vec_outstanding;
   assign \$388  = \$386  & \$387 ;
   assign \$389  = vec_outstanding + 1'h1;
   assign \$390  = vec_outstanding - 1'h1;
-  assign \$391  = ~ \r_en$191 ;
+  assign \$391  = ~ \r_en$187 ;
   assign \$392  = sfu_issued & \$391 ;
   assign \$393  = ~ sfu_issued;
-  assign \$394  = \r_en$191  & \$393 ;
+  assign \$394  = \r_en$187  & \$393 ;
   assign \$395  = | sfu_outstanding;
   assign \$396  = \$394  & \$395 ;
   assign \$397  = sfu_outstanding + 1'h1;
@@ -60245,25 +60329,25 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$476  = ~ \$475 ;
   assign \$477  = dma_load_since + 1'h1;
   assign \$478  = ! dma_store_outstanding;
-  assign \$479  = \$478  | \r_en$185 ;
+  assign \$479  = \$478  | \r_en$181 ;
   assign \$480  = \$479  | engine_reset[1];
   assign \$481  = & dma_store_since;
   assign \$482  = ~ \$481 ;
   assign \$483  = dma_store_since + 1'h1;
   assign \$484  = ! gemm_outstanding;
-  assign \$485  = \$484  | \r_en$187 ;
+  assign \$485  = \$484  | \r_en$183 ;
   assign \$486  = \$485  | engine_reset[2];
   assign \$487  = & gemm_since;
   assign \$488  = ~ \$487 ;
   assign \$489  = gemm_since + 1'h1;
   assign \$490  = ! vec_outstanding;
-  assign \$491  = \$490  | \r_en$189 ;
+  assign \$491  = \$490  | \r_en$185 ;
   assign \$492  = \$491  | engine_reset[3];
   assign \$493  = & vec_since;
   assign \$494  = ~ \$493 ;
   assign \$495  = vec_since + 1'h1;
   assign \$496  = ! sfu_outstanding;
-  assign \$497  = \$496  | \r_en$191 ;
+  assign \$497  = \$496  | \r_en$187 ;
   assign \$498  = \$497  | engine_reset[4];
   assign \$499  = & sfu_since;
   assign \$500  = ~ \$499 ;
@@ -60802,29 +60886,29 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$279  = issue_rr_sel == 1'h1;
   assign q1_issue = issue_rr_any & \$279 ;
   assign q__1__pop = q1_issue | q1_fw_take;
-  assign \$signature__en$138  = q1_issue | q1_fw_take;
+  assign \$signature__en$134  = q1_issue | q1_fw_take;
   assign \$280  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign \$281  = issue_rr_sel == 2'h2;
   assign q2_issue = issue_rr_any & \$281 ;
   assign q__2__pop = q2_issue | q2_fw_take;
-  assign \$signature__en$143  = q2_issue | q2_fw_take;
+  assign \$signature__en$139  = q2_issue | q2_fw_take;
   assign \$282  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign \$283  = issue_rr_sel == 2'h3;
   assign q3_issue = issue_rr_any & \$283 ;
   assign q__3__pop = q3_issue | q3_fw_take;
-  assign \$signature__en$148  = q3_issue | q3_fw_take;
+  assign \$signature__en$144  = q3_issue | q3_fw_take;
   assign \$284  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign retire_rr_any = | { \r_rdy$180 , \r_rdy$179 , \r_rdy$178 , \r_rdy$177 , r_rdy };
+  assign retire_rr_any = | { \r_rdy$176 , \r_rdy$175 , \r_rdy$174 , \r_rdy$173 , r_rdy };
   assign \$285  = ! retire_rr_sel;
   assign r_en = retire_rr_any & \$285 ;
   assign \$286  = retire_rr_sel == 1'h1;
-  assign \r_en$185  = retire_rr_any & \$286 ;
+  assign \r_en$181  = retire_rr_any & \$286 ;
   assign \$287  = retire_rr_sel == 2'h2;
-  assign \r_en$187  = retire_rr_any & \$287 ;
+  assign \r_en$183  = retire_rr_any & \$287 ;
   assign \$288  = retire_rr_sel == 2'h3;
-  assign \r_en$189  = retire_rr_any & \$288 ;
+  assign \r_en$185  = retire_rr_any & \$288 ;
   assign \$289  = retire_rr_sel == 3'h4;
-  assign \r_en$191  = retire_rr_any & \$289 ;
+  assign \r_en$187  = retire_rr_any & \$289 ;
   assign \$290  = | \$153 [4:0];
   assign q0_cpl_ready = \$290  & \$291 ;
   assign \$292  = | \$154 [4:0];
@@ -60836,9 +60920,8 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
   \kaki_soc_16x16.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .held(held),
-    .\port$20616$16 (retire__0__tag),
-    .\port$3833$0 (retire__0__error),
+    .\port$20611$16 (retire__0__tag),
+    .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -60847,47 +60930,43 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .held(held),
-    .\port$20618$16 (retire__1__tag),
-    .\port$3853$0 (retire__1__error),
-    .r_data(\r_data$295 ),
-    .r_en(\r_en$185 ),
-    .r_rdy(\r_rdy$177 ),
+    .\port$20615$16 (retire__1__tag),
+    .\port$3858$0 (retire__1__error),
+    .r_data(\r_data$291 ),
+    .r_en(\r_en$181 ),
+    .r_rdy(\r_rdy$173 ),
     .rst(rst),
-    .w_en(\w_en$155 )
+    .w_en(\w_en$151 )
   );
   \kaki_soc_16x16.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .held(held),
-    .\port$20620$16 (retire__2__tag),
-    .\port$3873$0 (retire__2__error),
-    .r_data(\r_data$296 ),
-    .r_en(\r_en$187 ),
-    .r_rdy(\r_rdy$178 ),
+    .\port$20619$16 (retire__2__tag),
+    .\port$3878$0 (retire__2__error),
+    .r_data(\r_data$292 ),
+    .r_en(\r_en$183 ),
+    .r_rdy(\r_rdy$174 ),
     .rst(rst),
-    .w_en(\w_en$160 )
+    .w_en(\w_en$156 )
   );
   \kaki_soc_16x16.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .held(held),
-    .\port$20624$16 (retire__4__tag),
-    .\port$3928$0 (retire__4__error),
-    .r_data(\r_data$298 ),
-    .r_en(\r_en$191 ),
-    .r_rdy(\r_rdy$180 ),
+    .\port$20627$16 (retire__4__tag),
+    .\port$3933$0 (retire__4__error),
+    .r_data(\r_data$294 ),
+    .r_en(\r_en$187 ),
+    .r_rdy(\r_rdy$176 ),
     .rst(rst),
-    .w_en(\w_en$170 )
+    .w_en(\w_en$166 )
   );
   \kaki_soc_16x16.issue.vec_retire  vec_retire (
     .clk(clk),
-    .held(held),
-    .\port$20622$16 (retire__3__tag),
-    .\port$3893$0 (retire__3__error),
-    .r_data(\r_data$297 ),
-    .r_en(\r_en$189 ),
-    .r_rdy(\r_rdy$179 ),
+    .\port$20623$16 (retire__3__tag),
+    .\port$3898$0 (retire__3__error),
+    .r_data(\r_data$293 ),
+    .r_en(\r_en$185 ),
+    .r_rdy(\r_rdy$175 ),
     .rst(rst),
-    .w_en(\w_en$165 )
+    .w_en(\w_en$161 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -61152,13 +61231,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$399  = r_data[23:22];
       3'h1:
-          \$399  = \r_data$295 [23:22];
+          \$399  = \r_data$291 [23:22];
       3'h2:
-          \$399  = \r_data$296 [23:22];
+          \$399  = \r_data$292 [23:22];
       3'h3:
-          \$399  = \r_data$297 [23:22];
+          \$399  = \r_data$293 [23:22];
       3'h4:
-          \$399  = \r_data$298 [23:22];
+          \$399  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -61168,13 +61247,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$402  = r_data[11:8];
       3'h1:
-          \$402  = \r_data$295 [11:8];
+          \$402  = \r_data$291 [11:8];
       3'h2:
-          \$402  = \r_data$296 [11:8];
+          \$402  = \r_data$292 [11:8];
       3'h3:
-          \$402  = \r_data$297 [11:8];
+          \$402  = \r_data$293 [11:8];
       3'h4:
-          \$402  = \r_data$298 [11:8];
+          \$402  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61184,13 +61263,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$405  = r_data[11:8];
       3'h1:
-          \$405  = \r_data$295 [11:8];
+          \$405  = \r_data$291 [11:8];
       3'h2:
-          \$405  = \r_data$296 [11:8];
+          \$405  = \r_data$292 [11:8];
       3'h3:
-          \$405  = \r_data$297 [11:8];
+          \$405  = \r_data$293 [11:8];
       3'h4:
-          \$405  = \r_data$298 [11:8];
+          \$405  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61238,13 +61317,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$410  = r_data[11:8];
       3'h1:
-          \$410  = \r_data$295 [11:8];
+          \$410  = \r_data$291 [11:8];
       3'h2:
-          \$410  = \r_data$296 [11:8];
+          \$410  = \r_data$292 [11:8];
       3'h3:
-          \$410  = \r_data$297 [11:8];
+          \$410  = \r_data$293 [11:8];
       3'h4:
-          \$410  = \r_data$298 [11:8];
+          \$410  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61254,13 +61333,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$411  = r_data[7:0];
       3'h1:
-          \$411  = \r_data$295 [7:0];
+          \$411  = \r_data$291 [7:0];
       3'h2:
-          \$411  = \r_data$296 [7:0];
+          \$411  = \r_data$292 [7:0];
       3'h3:
-          \$411  = \r_data$297 [7:0];
+          \$411  = \r_data$293 [7:0];
       3'h4:
-          \$411  = \r_data$298 [7:0];
+          \$411  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61270,13 +61349,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$412  = r_data[11:8];
       3'h1:
-          \$412  = \r_data$295 [11:8];
+          \$412  = \r_data$291 [11:8];
       3'h2:
-          \$412  = \r_data$296 [11:8];
+          \$412  = \r_data$292 [11:8];
       3'h3:
-          \$412  = \r_data$297 [11:8];
+          \$412  = \r_data$293 [11:8];
       3'h4:
-          \$412  = \r_data$298 [11:8];
+          \$412  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61286,13 +61365,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$413  = r_data[7:0];
       3'h1:
-          \$413  = \r_data$295 [7:0];
+          \$413  = \r_data$291 [7:0];
       3'h2:
-          \$413  = \r_data$296 [7:0];
+          \$413  = \r_data$292 [7:0];
       3'h3:
-          \$413  = \r_data$297 [7:0];
+          \$413  = \r_data$293 [7:0];
       3'h4:
-          \$413  = \r_data$298 [7:0];
+          \$413  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61302,13 +61381,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$415  = r_data[23:22];
       3'h1:
-          \$415  = \r_data$295 [23:22];
+          \$415  = \r_data$291 [23:22];
       3'h2:
-          \$415  = \r_data$296 [23:22];
+          \$415  = \r_data$292 [23:22];
       3'h3:
-          \$415  = \r_data$297 [23:22];
+          \$415  = \r_data$293 [23:22];
       3'h4:
-          \$415  = \r_data$298 [23:22];
+          \$415  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -61318,13 +61397,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$418  = r_data[11:8];
       3'h1:
-          \$418  = \r_data$295 [11:8];
+          \$418  = \r_data$291 [11:8];
       3'h2:
-          \$418  = \r_data$296 [11:8];
+          \$418  = \r_data$292 [11:8];
       3'h3:
-          \$418  = \r_data$297 [11:8];
+          \$418  = \r_data$293 [11:8];
       3'h4:
-          \$418  = \r_data$298 [11:8];
+          \$418  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61334,13 +61413,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$421  = r_data[11:8];
       3'h1:
-          \$421  = \r_data$295 [11:8];
+          \$421  = \r_data$291 [11:8];
       3'h2:
-          \$421  = \r_data$296 [11:8];
+          \$421  = \r_data$292 [11:8];
       3'h3:
-          \$421  = \r_data$297 [11:8];
+          \$421  = \r_data$293 [11:8];
       3'h4:
-          \$421  = \r_data$298 [11:8];
+          \$421  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61388,13 +61467,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$426  = r_data[11:8];
       3'h1:
-          \$426  = \r_data$295 [11:8];
+          \$426  = \r_data$291 [11:8];
       3'h2:
-          \$426  = \r_data$296 [11:8];
+          \$426  = \r_data$292 [11:8];
       3'h3:
-          \$426  = \r_data$297 [11:8];
+          \$426  = \r_data$293 [11:8];
       3'h4:
-          \$426  = \r_data$298 [11:8];
+          \$426  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61404,13 +61483,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$427  = r_data[7:0];
       3'h1:
-          \$427  = \r_data$295 [7:0];
+          \$427  = \r_data$291 [7:0];
       3'h2:
-          \$427  = \r_data$296 [7:0];
+          \$427  = \r_data$292 [7:0];
       3'h3:
-          \$427  = \r_data$297 [7:0];
+          \$427  = \r_data$293 [7:0];
       3'h4:
-          \$427  = \r_data$298 [7:0];
+          \$427  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61420,13 +61499,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$428  = r_data[11:8];
       3'h1:
-          \$428  = \r_data$295 [11:8];
+          \$428  = \r_data$291 [11:8];
       3'h2:
-          \$428  = \r_data$296 [11:8];
+          \$428  = \r_data$292 [11:8];
       3'h3:
-          \$428  = \r_data$297 [11:8];
+          \$428  = \r_data$293 [11:8];
       3'h4:
-          \$428  = \r_data$298 [11:8];
+          \$428  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61436,13 +61515,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$429  = r_data[7:0];
       3'h1:
-          \$429  = \r_data$295 [7:0];
+          \$429  = \r_data$291 [7:0];
       3'h2:
-          \$429  = \r_data$296 [7:0];
+          \$429  = \r_data$292 [7:0];
       3'h3:
-          \$429  = \r_data$297 [7:0];
+          \$429  = \r_data$293 [7:0];
       3'h4:
-          \$429  = \r_data$298 [7:0];
+          \$429  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61452,13 +61531,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$431  = r_data[23:22];
       3'h1:
-          \$431  = \r_data$295 [23:22];
+          \$431  = \r_data$291 [23:22];
       3'h2:
-          \$431  = \r_data$296 [23:22];
+          \$431  = \r_data$292 [23:22];
       3'h3:
-          \$431  = \r_data$297 [23:22];
+          \$431  = \r_data$293 [23:22];
       3'h4:
-          \$431  = \r_data$298 [23:22];
+          \$431  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -61468,13 +61547,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$434  = r_data[11:8];
       3'h1:
-          \$434  = \r_data$295 [11:8];
+          \$434  = \r_data$291 [11:8];
       3'h2:
-          \$434  = \r_data$296 [11:8];
+          \$434  = \r_data$292 [11:8];
       3'h3:
-          \$434  = \r_data$297 [11:8];
+          \$434  = \r_data$293 [11:8];
       3'h4:
-          \$434  = \r_data$298 [11:8];
+          \$434  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61484,13 +61563,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$437  = r_data[11:8];
       3'h1:
-          \$437  = \r_data$295 [11:8];
+          \$437  = \r_data$291 [11:8];
       3'h2:
-          \$437  = \r_data$296 [11:8];
+          \$437  = \r_data$292 [11:8];
       3'h3:
-          \$437  = \r_data$297 [11:8];
+          \$437  = \r_data$293 [11:8];
       3'h4:
-          \$437  = \r_data$298 [11:8];
+          \$437  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61538,13 +61617,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$442  = r_data[11:8];
       3'h1:
-          \$442  = \r_data$295 [11:8];
+          \$442  = \r_data$291 [11:8];
       3'h2:
-          \$442  = \r_data$296 [11:8];
+          \$442  = \r_data$292 [11:8];
       3'h3:
-          \$442  = \r_data$297 [11:8];
+          \$442  = \r_data$293 [11:8];
       3'h4:
-          \$442  = \r_data$298 [11:8];
+          \$442  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61554,13 +61633,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$443  = r_data[7:0];
       3'h1:
-          \$443  = \r_data$295 [7:0];
+          \$443  = \r_data$291 [7:0];
       3'h2:
-          \$443  = \r_data$296 [7:0];
+          \$443  = \r_data$292 [7:0];
       3'h3:
-          \$443  = \r_data$297 [7:0];
+          \$443  = \r_data$293 [7:0];
       3'h4:
-          \$443  = \r_data$298 [7:0];
+          \$443  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61570,13 +61649,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$444  = r_data[11:8];
       3'h1:
-          \$444  = \r_data$295 [11:8];
+          \$444  = \r_data$291 [11:8];
       3'h2:
-          \$444  = \r_data$296 [11:8];
+          \$444  = \r_data$292 [11:8];
       3'h3:
-          \$444  = \r_data$297 [11:8];
+          \$444  = \r_data$293 [11:8];
       3'h4:
-          \$444  = \r_data$298 [11:8];
+          \$444  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61586,13 +61665,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$445  = r_data[7:0];
       3'h1:
-          \$445  = \r_data$295 [7:0];
+          \$445  = \r_data$291 [7:0];
       3'h2:
-          \$445  = \r_data$296 [7:0];
+          \$445  = \r_data$292 [7:0];
       3'h3:
-          \$445  = \r_data$297 [7:0];
+          \$445  = \r_data$293 [7:0];
       3'h4:
-          \$445  = \r_data$298 [7:0];
+          \$445  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61602,13 +61681,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$447  = r_data[23:22];
       3'h1:
-          \$447  = \r_data$295 [23:22];
+          \$447  = \r_data$291 [23:22];
       3'h2:
-          \$447  = \r_data$296 [23:22];
+          \$447  = \r_data$292 [23:22];
       3'h3:
-          \$447  = \r_data$297 [23:22];
+          \$447  = \r_data$293 [23:22];
       3'h4:
-          \$447  = \r_data$298 [23:22];
+          \$447  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -61618,13 +61697,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$450  = r_data[11:8];
       3'h1:
-          \$450  = \r_data$295 [11:8];
+          \$450  = \r_data$291 [11:8];
       3'h2:
-          \$450  = \r_data$296 [11:8];
+          \$450  = \r_data$292 [11:8];
       3'h3:
-          \$450  = \r_data$297 [11:8];
+          \$450  = \r_data$293 [11:8];
       3'h4:
-          \$450  = \r_data$298 [11:8];
+          \$450  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61634,13 +61713,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$453  = r_data[11:8];
       3'h1:
-          \$453  = \r_data$295 [11:8];
+          \$453  = \r_data$291 [11:8];
       3'h2:
-          \$453  = \r_data$296 [11:8];
+          \$453  = \r_data$292 [11:8];
       3'h3:
-          \$453  = \r_data$297 [11:8];
+          \$453  = \r_data$293 [11:8];
       3'h4:
-          \$453  = \r_data$298 [11:8];
+          \$453  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61688,13 +61767,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$458  = r_data[11:8];
       3'h1:
-          \$458  = \r_data$295 [11:8];
+          \$458  = \r_data$291 [11:8];
       3'h2:
-          \$458  = \r_data$296 [11:8];
+          \$458  = \r_data$292 [11:8];
       3'h3:
-          \$458  = \r_data$297 [11:8];
+          \$458  = \r_data$293 [11:8];
       3'h4:
-          \$458  = \r_data$298 [11:8];
+          \$458  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61704,13 +61783,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$459  = r_data[7:0];
       3'h1:
-          \$459  = \r_data$295 [7:0];
+          \$459  = \r_data$291 [7:0];
       3'h2:
-          \$459  = \r_data$296 [7:0];
+          \$459  = \r_data$292 [7:0];
       3'h3:
-          \$459  = \r_data$297 [7:0];
+          \$459  = \r_data$293 [7:0];
       3'h4:
-          \$459  = \r_data$298 [7:0];
+          \$459  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61720,13 +61799,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$460  = r_data[11:8];
       3'h1:
-          \$460  = \r_data$295 [11:8];
+          \$460  = \r_data$291 [11:8];
       3'h2:
-          \$460  = \r_data$296 [11:8];
+          \$460  = \r_data$292 [11:8];
       3'h3:
-          \$460  = \r_data$297 [11:8];
+          \$460  = \r_data$293 [11:8];
       3'h4:
-          \$460  = \r_data$298 [11:8];
+          \$460  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -61736,13 +61815,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$461  = r_data[7:0];
       3'h1:
-          \$461  = \r_data$295 [7:0];
+          \$461  = \r_data$291 [7:0];
       3'h2:
-          \$461  = \r_data$296 [7:0];
+          \$461  = \r_data$292 [7:0];
       3'h3:
-          \$461  = \r_data$297 [7:0];
+          \$461  = \r_data$293 [7:0];
       3'h4:
-          \$461  = \r_data$298 [7:0];
+          \$461  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -61837,85 +61916,85 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -61996,9 +62075,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     \$502  = issue_rr_last;
     if (issue_rr_any) begin
       \$502  = issue_rr_sel;
-    end
-    if (held) begin
-      \$502  = 2'h3;
     end
     if (rst) begin
       \$502  = 2'h3;
@@ -62163,8 +62239,23 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         endcase
       end
     end
-    if (held) begin
-      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    if (hold) begin
+      \$503 [31:0] = 32'd0;
+      \$503 [63:32] = 32'd0;
+      \$503 [95:64] = 32'd0;
+      \$503 [127:96] = 32'd0;
+      \$503 [159:128] = 32'd0;
+      \$503 [191:160] = 32'd0;
+      \$503 [223:192] = 32'd0;
+      \$503 [255:224] = 32'd0;
+      \$503 [287:256] = 32'd0;
+      \$503 [319:288] = 32'd0;
+      \$503 [351:320] = 32'd0;
+      \$503 [383:352] = 32'd0;
+      \$503 [415:384] = 32'd0;
+      \$503 [447:416] = 32'd0;
+      \$503 [479:448] = 32'd0;
+      \$503 [511:480] = 32'd0;
     end
     if (rst) begin
       \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -62177,9 +62268,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$504  = \$328 [4:0];
     end
     if (q__0__cleared) begin
-      \$504  = 5'h00;
-    end
-    if (held) begin
       \$504  = 5'h00;
     end
     if (rst) begin
@@ -62263,9 +62351,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$505 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$505  = 16'h0000;
-    end
     if (rst) begin
       \$505  = 16'h0000;
     end
@@ -62284,9 +62369,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h0:
             \$506  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$506  = 8'h00;
     end
     if (rst) begin
       \$506  = 8'h00;
@@ -62310,9 +62392,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h1:
             \$507  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$507  = 8'h00;
     end
     if (rst) begin
       \$507  = 8'h00;
@@ -62340,9 +62419,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             \$508  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$508  = 8'h00;
     end
     if (rst) begin
       \$508  = 8'h00;
@@ -62374,9 +62450,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             \$509  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$509  = 8'h00;
     end
     if (rst) begin
       \$509  = 8'h00;
@@ -62412,9 +62485,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             \$510  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$510  = 8'h00;
     end
     if (rst) begin
       \$510  = 8'h00;
@@ -62454,9 +62524,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             \$511  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$511  = 8'h00;
     end
     if (rst) begin
       \$511  = 8'h00;
@@ -62500,9 +62567,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             \$512  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$512  = 8'h00;
     end
     if (rst) begin
       \$512  = 8'h00;
@@ -62550,9 +62614,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             \$513  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$513  = 8'h00;
     end
     if (rst) begin
       \$513  = 8'h00;
@@ -62604,9 +62665,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h8:
             \$514  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$514  = 8'h00;
     end
     if (rst) begin
       \$514  = 8'h00;
@@ -62662,9 +62720,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h9:
             \$515  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$515  = 8'h00;
     end
     if (rst) begin
       \$515  = 8'h00;
@@ -62724,9 +62779,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'ha:
             \$516  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$516  = 8'h00;
     end
     if (rst) begin
       \$516  = 8'h00;
@@ -62790,9 +62842,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hb:
             \$517  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$517  = 8'h00;
     end
     if (rst) begin
       \$517  = 8'h00;
@@ -62860,9 +62909,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hc:
             \$518  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$518  = 8'h00;
     end
     if (rst) begin
       \$518  = 8'h00;
@@ -62934,9 +62980,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hd:
             \$519  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$519  = 8'h00;
     end
     if (rst) begin
       \$519  = 8'h00;
@@ -63012,9 +63055,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'he:
             \$520  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$520  = 8'h00;
     end
     if (rst) begin
       \$520  = 8'h00;
@@ -63097,9 +63137,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$521  = \$411 ;
       endcase
     end
-    if (held) begin
-      \$521  = 8'h00;
-    end
     if (rst) begin
       \$521  = 8'h00;
     end
@@ -63118,9 +63155,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__0__cleared) begin
       \$522  = 1'h0;
     end
-    if (held) begin
-      \$522  = 1'h0;
-    end
     if (rst) begin
       \$522  = 1'h0;
     end
@@ -63132,9 +63166,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$523  = \$336 [4:0];
     end
     if (q__1__cleared) begin
-      \$523  = 5'h00;
-    end
-    if (held) begin
       \$523  = 5'h00;
     end
     if (rst) begin
@@ -63218,9 +63249,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$524 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$524  = 16'h0000;
-    end
     if (rst) begin
       \$524  = 16'h0000;
     end
@@ -63239,9 +63267,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h0:
             \$525  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$525  = 8'h00;
     end
     if (rst) begin
       \$525  = 8'h00;
@@ -63265,9 +63290,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h1:
             \$526  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$526  = 8'h00;
     end
     if (rst) begin
       \$526  = 8'h00;
@@ -63295,9 +63317,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             \$527  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$527  = 8'h00;
     end
     if (rst) begin
       \$527  = 8'h00;
@@ -63329,9 +63348,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             \$528  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$528  = 8'h00;
     end
     if (rst) begin
       \$528  = 8'h00;
@@ -63367,9 +63383,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             \$529  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$529  = 8'h00;
     end
     if (rst) begin
       \$529  = 8'h00;
@@ -63409,9 +63422,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             \$530  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$530  = 8'h00;
     end
     if (rst) begin
       \$530  = 8'h00;
@@ -63455,9 +63465,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             \$531  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$531  = 8'h00;
     end
     if (rst) begin
       \$531  = 8'h00;
@@ -63505,9 +63512,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             \$532  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$532  = 8'h00;
     end
     if (rst) begin
       \$532  = 8'h00;
@@ -63559,9 +63563,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h8:
             \$533  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$533  = 8'h00;
     end
     if (rst) begin
       \$533  = 8'h00;
@@ -63617,9 +63618,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h9:
             \$534  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$534  = 8'h00;
     end
     if (rst) begin
       \$534  = 8'h00;
@@ -63679,9 +63677,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'ha:
             \$535  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$535  = 8'h00;
     end
     if (rst) begin
       \$535  = 8'h00;
@@ -63745,9 +63740,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hb:
             \$536  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$536  = 8'h00;
     end
     if (rst) begin
       \$536  = 8'h00;
@@ -63815,9 +63807,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hc:
             \$537  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$537  = 8'h00;
     end
     if (rst) begin
       \$537  = 8'h00;
@@ -63889,9 +63878,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hd:
             \$538  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$538  = 8'h00;
     end
     if (rst) begin
       \$538  = 8'h00;
@@ -63967,9 +63953,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'he:
             \$539  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$539  = 8'h00;
     end
     if (rst) begin
       \$539  = 8'h00;
@@ -64052,9 +64035,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$540  = \$427 ;
       endcase
     end
-    if (held) begin
-      \$540  = 8'h00;
-    end
     if (rst) begin
       \$540  = 8'h00;
     end
@@ -64073,9 +64053,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__1__cleared) begin
       \$541  = 1'h0;
     end
-    if (held) begin
-      \$541  = 1'h0;
-    end
     if (rst) begin
       \$541  = 1'h0;
     end
@@ -64087,9 +64064,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$542  = \$344 [4:0];
     end
     if (q__2__cleared) begin
-      \$542  = 5'h00;
-    end
-    if (held) begin
       \$542  = 5'h00;
     end
     if (rst) begin
@@ -64173,9 +64147,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$543 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$543  = 16'h0000;
-    end
     if (rst) begin
       \$543  = 16'h0000;
     end
@@ -64194,9 +64165,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h0:
             \$544  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$544  = 8'h00;
     end
     if (rst) begin
       \$544  = 8'h00;
@@ -64220,9 +64188,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h1:
             \$545  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$545  = 8'h00;
     end
     if (rst) begin
       \$545  = 8'h00;
@@ -64250,9 +64215,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             \$546  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$546  = 8'h00;
     end
     if (rst) begin
       \$546  = 8'h00;
@@ -64284,9 +64246,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             \$547  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$547  = 8'h00;
     end
     if (rst) begin
       \$547  = 8'h00;
@@ -64322,9 +64281,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             \$548  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$548  = 8'h00;
     end
     if (rst) begin
       \$548  = 8'h00;
@@ -64364,9 +64320,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             \$549  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$549  = 8'h00;
     end
     if (rst) begin
       \$549  = 8'h00;
@@ -64410,9 +64363,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             \$550  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$550  = 8'h00;
     end
     if (rst) begin
       \$550  = 8'h00;
@@ -64460,9 +64410,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             \$551  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$551  = 8'h00;
     end
     if (rst) begin
       \$551  = 8'h00;
@@ -64514,9 +64461,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h8:
             \$552  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$552  = 8'h00;
     end
     if (rst) begin
       \$552  = 8'h00;
@@ -64572,9 +64516,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h9:
             \$553  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$553  = 8'h00;
     end
     if (rst) begin
       \$553  = 8'h00;
@@ -64634,9 +64575,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'ha:
             \$554  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$554  = 8'h00;
     end
     if (rst) begin
       \$554  = 8'h00;
@@ -64700,9 +64638,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hb:
             \$555  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$555  = 8'h00;
     end
     if (rst) begin
       \$555  = 8'h00;
@@ -64770,9 +64705,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hc:
             \$556  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$556  = 8'h00;
     end
     if (rst) begin
       \$556  = 8'h00;
@@ -64844,9 +64776,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hd:
             \$557  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$557  = 8'h00;
     end
     if (rst) begin
       \$557  = 8'h00;
@@ -64922,9 +64851,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'he:
             \$558  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$558  = 8'h00;
     end
     if (rst) begin
       \$558  = 8'h00;
@@ -65007,9 +64933,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$559  = \$443 ;
       endcase
     end
-    if (held) begin
-      \$559  = 8'h00;
-    end
     if (rst) begin
       \$559  = 8'h00;
     end
@@ -65028,9 +64951,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__2__cleared) begin
       \$560  = 1'h0;
     end
-    if (held) begin
-      \$560  = 1'h0;
-    end
     if (rst) begin
       \$560  = 1'h0;
     end
@@ -65042,9 +64962,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$561  = \$352 [4:0];
     end
     if (q__3__cleared) begin
-      \$561  = 5'h00;
-    end
-    if (held) begin
       \$561  = 5'h00;
     end
     if (rst) begin
@@ -65128,9 +65045,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$562 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$562  = 16'h0000;
-    end
     if (rst) begin
       \$562  = 16'h0000;
     end
@@ -65149,9 +65063,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h0:
             \$563  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$563  = 8'h00;
     end
     if (rst) begin
       \$563  = 8'h00;
@@ -65175,9 +65086,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h1:
             \$564  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$564  = 8'h00;
     end
     if (rst) begin
       \$564  = 8'h00;
@@ -65205,9 +65113,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             \$565  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$565  = 8'h00;
     end
     if (rst) begin
       \$565  = 8'h00;
@@ -65239,9 +65144,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             \$566  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$566  = 8'h00;
     end
     if (rst) begin
       \$566  = 8'h00;
@@ -65277,9 +65179,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             \$567  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$567  = 8'h00;
     end
     if (rst) begin
       \$567  = 8'h00;
@@ -65319,9 +65218,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             \$568  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$568  = 8'h00;
     end
     if (rst) begin
       \$568  = 8'h00;
@@ -65365,9 +65261,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             \$569  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$569  = 8'h00;
     end
     if (rst) begin
       \$569  = 8'h00;
@@ -65415,9 +65308,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             \$570  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$570  = 8'h00;
     end
     if (rst) begin
       \$570  = 8'h00;
@@ -65469,9 +65359,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h8:
             \$571  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$571  = 8'h00;
     end
     if (rst) begin
       \$571  = 8'h00;
@@ -65527,9 +65414,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h9:
             \$572  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$572  = 8'h00;
     end
     if (rst) begin
       \$572  = 8'h00;
@@ -65589,9 +65473,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'ha:
             \$573  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$573  = 8'h00;
     end
     if (rst) begin
       \$573  = 8'h00;
@@ -65655,9 +65536,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hb:
             \$574  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$574  = 8'h00;
     end
     if (rst) begin
       \$574  = 8'h00;
@@ -65725,9 +65603,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hc:
             \$575  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$575  = 8'h00;
     end
     if (rst) begin
       \$575  = 8'h00;
@@ -65799,9 +65674,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'hd:
             \$576  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$576  = 8'h00;
     end
     if (rst) begin
       \$576  = 8'h00;
@@ -65877,9 +65749,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'he:
             \$577  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$577  = 8'h00;
     end
     if (rst) begin
       \$577  = 8'h00;
@@ -65962,9 +65831,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
             \$578  = \$459 ;
       endcase
     end
-    if (held) begin
-      \$578  = 8'h00;
-    end
     if (rst) begin
       \$578  = 8'h00;
     end
@@ -65983,9 +65849,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__3__cleared) begin
       \$579  = 1'h0;
     end
-    if (held) begin
-      \$579  = 1'h0;
-    end
     if (rst) begin
       \$579  = 1'h0;
     end
@@ -65995,9 +65858,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     \$580  = retire_rr_last;
     if (retire_rr_any) begin
       \$580  = retire_rr_sel;
-    end
-    if (held) begin
-      \$580  = 3'h4;
     end
     if (rst) begin
       \$580  = 3'h4;
@@ -66011,9 +65871,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     end else if (\$364 ) begin
       \$581  = \$366 [2:0];
     end
-    if (held) begin
-      \$581  = 3'h0;
-    end
     if (rst) begin
       \$581  = 3'h0;
     end
@@ -66025,9 +65882,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$582  = \$373 [2:0];
     end else if (\$372 ) begin
       \$582  = \$374 [2:0];
-    end
-    if (held) begin
-      \$582  = 3'h0;
     end
     if (rst) begin
       \$582  = 3'h0;
@@ -66041,9 +65895,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     end else if (\$380 ) begin
       \$583  = \$382 [2:0];
     end
-    if (held) begin
-      \$583  = 3'h0;
-    end
     if (rst) begin
       \$583  = 3'h0;
     end
@@ -66055,9 +65906,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$584  = \$389 [2:0];
     end else if (\$388 ) begin
       \$584  = \$390 [2:0];
-    end
-    if (held) begin
-      \$584  = 3'h0;
     end
     if (rst) begin
       \$584  = 3'h0;
@@ -66071,9 +65919,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     end else if (\$396 ) begin
       \$585  = \$398 [2:0];
     end
-    if (held) begin
-      \$585  = 3'h0;
-    end
     if (rst) begin
       \$585  = 3'h0;
     end
@@ -66083,9 +65928,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     \$586  = cpl_rr_last;
     if (\$463 ) begin
       \$586  = cpl_rr_sel;
-    end
-    if (held) begin
-      \$586  = 2'h3;
     end
     if (rst) begin
       \$586  = 2'h3;
@@ -66100,9 +65942,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       end
     end
     if (q__0__cleared) begin
-      \$587  = 5'h00;
-    end
-    if (held) begin
       \$587  = 5'h00;
     end
     if (rst) begin
@@ -66120,9 +65959,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__1__cleared) begin
       \$588  = 5'h00;
     end
-    if (held) begin
-      \$588  = 5'h00;
-    end
     if (rst) begin
       \$588  = 5'h00;
     end
@@ -66136,9 +65972,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       end
     end
     if (q__2__cleared) begin
-      \$589  = 5'h00;
-    end
-    if (held) begin
       \$589  = 5'h00;
     end
     if (rst) begin
@@ -66156,9 +65989,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (q__3__cleared) begin
       \$590  = 5'h00;
     end
-    if (held) begin
-      \$590  = 5'h00;
-    end
     if (rst) begin
       \$590  = 5'h00;
     end
@@ -66170,9 +66000,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$591  = 32'd0;
     end else if (\$476 ) begin
       \$591  = \$477 [31:0];
-    end
-    if (held) begin
-      \$591  = 32'd0;
     end
     if (rst) begin
       \$591  = 32'd0;
@@ -66186,9 +66013,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     end else if (\$482 ) begin
       \$592  = \$483 [31:0];
     end
-    if (held) begin
-      \$592  = 32'd0;
-    end
     if (rst) begin
       \$592  = 32'd0;
     end
@@ -66200,9 +66024,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$593  = 32'd0;
     end else if (\$488 ) begin
       \$593  = \$489 [31:0];
-    end
-    if (held) begin
-      \$593  = 32'd0;
     end
     if (rst) begin
       \$593  = 32'd0;
@@ -66216,9 +66037,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     end else if (\$494 ) begin
       \$594  = \$495 [31:0];
     end
-    if (held) begin
-      \$594  = 32'd0;
-    end
     if (rst) begin
       \$594  = 32'd0;
     end
@@ -66230,9 +66048,6 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
       \$595  = 32'd0;
     end else if (\$500 ) begin
       \$595  = \$501 [31:0];
-    end
-    if (held) begin
-      \$595  = 32'd0;
     end
     if (rst) begin
       \$595  = 32'd0;
@@ -66409,13 +66224,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$270  = q__0__index[13:0];
+          \$270  = q0_h;
       2'h1:
-          \$270  = q__1__index[13:0];
+          \$270  = q1_h;
       2'h2:
-          \$270  = q__2__index[13:0];
+          \$270  = q2_h;
       2'h3:
-          \$270  = q__3__index[13:0];
+          \$270  = q3_h;
     endcase
   end
   always @* begin
@@ -66659,13 +66474,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$211 [7:0];
+          cpl_opcode = \$signature__data$207 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$212 [7:0];
+          cpl_opcode = \$signature__data$208 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$213 [7:0];
+          cpl_opcode = \$signature__data$209 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$214 [7:0];
+          cpl_opcode = \$signature__data$210 [7:0];
     endcase
   end
   always @* begin
@@ -66673,13 +66488,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$211 [15:8];
+          cpl_flags = \$signature__data$207 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$212 [15:8];
+          cpl_flags = \$signature__data$208 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$213 [15:8];
+          cpl_flags = \$signature__data$209 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$214 [15:8];
+          cpl_flags = \$signature__data$210 [15:8];
     endcase
   end
   always @* begin
@@ -66687,13 +66502,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$211 [8];
+          cpl_irq = \$signature__data$207 [8];
       2'h1:
-          cpl_irq = \$signature__data$212 [8];
+          cpl_irq = \$signature__data$208 [8];
       2'h2:
-          cpl_irq = \$signature__data$213 [8];
+          cpl_irq = \$signature__data$209 [8];
       2'h3:
-          cpl_irq = \$signature__data$214 [8];
+          cpl_irq = \$signature__data$210 [8];
     endcase
   end
   always @* begin
@@ -66701,13 +66516,13 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$211 [31:16];
+          cpl_tag = \$signature__data$207 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$212 [31:16];
+          cpl_tag = \$signature__data$208 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$213 [31:16];
+          cpl_tag = \$signature__data$209 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$214 [31:16];
+          cpl_tag = \$signature__data$210 [31:16];
     endcase
   end
   always @* begin
@@ -66794,40 +66609,40 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign q1_count = \$154 [4:0];
   assign q2_count = \$155 [4:0];
   assign q3_count = \$156 [4:0];
-  assign desc = { \$271 [255:32], issue_rr_sel, \$270 , \$269 [15:0] };
+  assign desc = { \$271 [255:32], issue_rr_sel, 9'h000, \$270 , \$269 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
   assign \$signature__data  = q__0__head[31:0];
-  assign \$signature__addr$137  = q1_h[3:0];
-  assign \$signature__data$139  = q__1__head[31:0];
-  assign \$signature__addr$142  = q2_h[3:0];
-  assign \$signature__data$144  = q__2__head[31:0];
-  assign \$signature__addr$147  = q3_h[3:0];
-  assign \$signature__data$149  = q__3__head[31:0];
+  assign \$signature__addr$133  = q1_h[3:0];
+  assign \$signature__data$135  = q__1__head[31:0];
+  assign \$signature__addr$138  = q2_h[3:0];
+  assign \$signature__data$140  = q__2__head[31:0];
+  assign \$signature__addr$143  = q3_h[3:0];
+  assign \$signature__data$145  = q__3__head[31:0];
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$155 ;
-  assign \w_data$157  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$160 ;
-  assign \w_data$162  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$165 ;
-  assign \w_data$167  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$170 ;
-  assign \w_data$172  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$151 ;
+  assign \w_data$153  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$156 ;
+  assign \w_data$158  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$161 ;
+  assign \w_data$163  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$166 ;
+  assign \w_data$168  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$185 ;
-  assign gemm_retired = \r_en$187 ;
-  assign vec_retired = \r_en$189 ;
-  assign sfu_retired = \r_en$191 ;
-  assign \$signature__addr$195  = q0_r[3:0];
-  assign \$signature__addr$198  = q1_r[3:0];
-  assign \$signature__addr$201  = q2_r[3:0];
-  assign \$signature__addr$204  = q3_r[3:0];
+  assign dma_store_retired = \r_en$181 ;
+  assign gemm_retired = \r_en$183 ;
+  assign vec_retired = \r_en$185 ;
+  assign sfu_retired = \r_en$187 ;
+  assign \$signature__addr$191  = q0_r[3:0];
+  assign \$signature__addr$194  = q1_r[3:0];
+  assign \$signature__addr$197  = q2_r[3:0];
+  assign \$signature__addr$200  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$18846$0  = \$269 [15:0];
-  assign \port$18852$0  = \$270 ;
-  assign \port$18853$32  = \$271 [255:32];
+  assign \port$18851$0  = \$269 [15:0];
+  assign \port$18857$0  = \$270 ;
+  assign \port$18858$32  = \$271 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -66856,7 +66671,7 @@ module \kaki_soc_16x16.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$20616$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$20611$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -66895,15 +66710,13 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$20616$16 ;
-  wire [15:0] \port$20616$16 ;
-  input [7:0] \port$3833$0 ;
-  wire [7:0] \port$3833$0 ;
+  input [15:0] \port$20611$16 ;
+  wire [15:0] \port$20611$16 ;
+  input [7:0] \port$3838$0 ;
+  wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -66938,7 +66751,7 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20616$16 , \port$3833$0  };
+      storage[w_port__addr] <= { \port$20611$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -66995,9 +66808,6 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -67007,9 +66817,6 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -67024,9 +66831,6 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -67039,9 +66843,6 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -67049,14 +66850,14 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20616$16 , \port$3833$0  };
-  assign w_data = { \port$20616$16 , \port$3833$0  };
+  assign w_port__data = { \port$20611$16 , \port$3838$0  };
+  assign w_data = { \port$20611$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$20618$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$20615$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67095,15 +66896,13 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$20618$16 ;
-  wire [15:0] \port$20618$16 ;
-  input [7:0] \port$3853$0 ;
-  wire [7:0] \port$3853$0 ;
+  input [15:0] \port$20615$16 ;
+  wire [15:0] \port$20615$16 ;
+  input [7:0] \port$3858$0 ;
+  wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -67138,7 +66937,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20618$16 , \port$3853$0  };
+      storage[w_port__addr] <= { \port$20615$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67195,9 +66994,6 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -67207,9 +67003,6 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -67224,9 +67017,6 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -67239,9 +67029,6 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -67249,14 +67036,14 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20618$16 , \port$3853$0  };
-  assign w_data = { \port$20618$16 , \port$3853$0  };
+  assign w_port__data = { \port$20615$16 , \port$3858$0  };
+  assign w_data = { \port$20615$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$20620$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$20619$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67295,15 +67082,13 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$20620$16 ;
-  wire [15:0] \port$20620$16 ;
-  input [7:0] \port$3873$0 ;
-  wire [7:0] \port$3873$0 ;
+  input [15:0] \port$20619$16 ;
+  wire [15:0] \port$20619$16 ;
+  input [7:0] \port$3878$0 ;
+  wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -67338,7 +67123,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20620$16 , \port$3873$0  };
+      storage[w_port__addr] <= { \port$20619$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67395,9 +67180,6 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -67407,9 +67189,6 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -67424,9 +67203,6 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -67439,9 +67215,6 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -67449,14 +67222,14 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20620$16 , \port$3873$0  };
-  assign w_data = { \port$20620$16 , \port$3873$0  };
+  assign w_port__data = { \port$20619$16 , \port$3878$0  };
+  assign w_data = { \port$20619$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$20624$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$20627$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67495,15 +67268,13 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$20624$16 ;
-  wire [15:0] \port$20624$16 ;
-  input [7:0] \port$3928$0 ;
-  wire [7:0] \port$3928$0 ;
+  input [15:0] \port$20627$16 ;
+  wire [15:0] \port$20627$16 ;
+  input [7:0] \port$3933$0 ;
+  wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -67538,7 +67309,7 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20624$16 , \port$3928$0  };
+      storage[w_port__addr] <= { \port$20627$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67595,9 +67366,6 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -67607,9 +67375,6 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -67624,9 +67389,6 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -67639,9 +67401,6 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -67649,14 +67408,14 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20624$16 , \port$3928$0  };
-  assign w_data = { \port$20624$16 , \port$3928$0  };
+  assign w_port__data = { \port$20627$16 , \port$3933$0  };
+  assign w_data = { \port$20627$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$20622$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$20623$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67695,15 +67454,13 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$20622$16 ;
-  wire [15:0] \port$20622$16 ;
-  input [7:0] \port$3893$0 ;
-  wire [7:0] \port$3893$0 ;
+  input [15:0] \port$20623$16 ;
+  wire [15:0] \port$20623$16 ;
+  input [7:0] \port$3898$0 ;
+  wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -67738,7 +67495,7 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20622$16 , \port$3893$0  };
+      storage[w_port__addr] <= { \port$20623$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -67795,9 +67552,6 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -67807,9 +67561,6 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -67824,9 +67575,6 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -67839,9 +67587,6 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -67849,8 +67594,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20622$16 , \port$3893$0  };
-  assign w_data = { \port$20622$16 , \port$3893$0  };
+  assign w_port__data = { \port$20623$16 , \port$3898$0  };
+  assign w_data = { \port$20623$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -69708,7 +69453,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$20713$0 (fetch_r_buf),
+    .\port$20718$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -69720,7 +69465,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$20713$0 (fetch_r_buf),
+    .\port$20718$0 (fetch_r_buf),
     .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
     .r_en(\r_en$133 ),
@@ -69732,7 +69477,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$20713$0 (fetch_r_buf),
+    .\port$20718$0 (fetch_r_buf),
     .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
     .r_en(\r_en$167 ),
@@ -69744,7 +69489,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$20713$0 (fetch_r_buf),
+    .\port$20718$0 (fetch_r_buf),
     .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
     .r_en(\r_en$201 ),
@@ -72070,8 +71815,8 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
     aw_timer <= \$126 ;
   \kaki_soc_16x16.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5092$0 (aw_hs_id),
-    .\port$5106$0 (down__awlen),
+    .\port$5097$0 (aw_hs_id),
+    .\port$5111$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -72414,7 +72159,7 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -72438,10 +72183,10 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$510
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5092$0 ;
-  wire [2:0] \port$5092$0 ;
-  input [7:0] \port$5106$0 ;
-  wire [7:0] \port$5106$0 ;
+  input [2:0] \port$5097$0 ;
+  wire [2:0] \port$5097$0 ;
+  input [7:0] \port$5111$0 ;
+  wire [7:0] \port$5111$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -72473,7 +72218,7 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$510
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5092$0 , \port$5106$0  };
+      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -72535,8 +72280,8 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$510
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5092$0 , \port$5106$0  };
-  assign w_data = { \port$5092$0 , \port$5106$0  };
+  assign w_port__data = { \port$5097$0 , \port$5111$0  };
+  assign w_data = { \port$5097$0 , \port$5111$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73103,7 +72848,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$20713$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$20718$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73130,8 +72875,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data,
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$20713$0 ;
-  wire [191:0] \port$20713$0 ;
+  input [191:0] \port$20718$0 ;
+  wire [191:0] \port$20718$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -73166,7 +72911,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$20713$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$20718$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -73237,14 +72982,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$20713$0  };
-  assign w_data = { \port$0$87 , \port$20713$0  };
+  assign w_port__data = { \port$0$87 , \port$20718$0  };
+  assign w_data = { \port$0$87 , \port$20718$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$20713$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$20718$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73271,8 +73016,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data,
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$20713$0 ;
-  wire [191:0] \port$20713$0 ;
+  input [191:0] \port$20718$0 ;
+  wire [191:0] \port$20718$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -73307,7 +73052,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$20713$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$20718$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -73378,14 +73123,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$20713$0  };
-  assign w_data = { \port$0$87 , \port$20713$0  };
+  assign w_port__data = { \port$0$87 , \port$20718$0  };
+  assign w_data = { \port$0$87 , \port$20718$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$20713$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$20718$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73412,8 +73157,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data,
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$20713$0 ;
-  wire [191:0] \port$20713$0 ;
+  input [191:0] \port$20718$0 ;
+  wire [191:0] \port$20718$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -73448,7 +73193,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$20713$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$20718$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -73519,14 +73264,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$20713$0  };
-  assign w_data = { \port$0$87 , \port$20713$0  };
+  assign w_port__data = { \port$0$87 , \port$20718$0  };
+  assign w_data = { \port$0$87 , \port$20718$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$20713$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$20718$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -73553,8 +73298,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data,
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$20713$0 ;
-  wire [191:0] \port$20713$0 ;
+  input [191:0] \port$20718$0 ;
+  wire [191:0] \port$20718$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -73589,7 +73334,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$20713$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$20718$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -73660,14 +73405,14 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$20713$0  };
-  assign w_data = { \port$0$87 , \port$20713$0  };
+  assign w_port__data = { \port$0$87 , \port$20718$0  };
+  assign w_data = { \port$0$87 , \port$20718$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20126$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20121$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -76585,10 +76330,10 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$20126$0 ;
-  wire [2:0] \port$20126$0 ;
-  input [223:0] \port$4212$32 ;
-  wire [223:0] \port$4212$32 ;
+  input [2:0] \port$20121$0 ;
+  wire [2:0] \port$20121$0 ;
+  input [223:0] \port$4217$32 ;
+  wire [223:0] \port$4217$32 ;
   reg [20:0] pos = 21'h000000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -79537,23 +79282,23 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     recip_sm <= \$2658 ;
   \kaki_soc_16x16.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$17763$0 (\$2535 ),
-    .\port$17765$0 (\$2537 ),
-    .\port$17767$0 (\$2539 ),
-    .\port$17769$0 (\$2541 ),
-    .\port$17771$0 (\$2543 ),
-    .\port$17773$0 (\$2545 ),
-    .\port$17775$0 (\$2547 ),
-    .\port$17777$0 (\$2549 ),
-    .\port$17779$0 (\$2551 ),
-    .\port$17781$0 (\$2553 ),
-    .\port$17783$0 (\$2555 ),
-    .\port$17785$0 (\$2557 ),
-    .\port$17787$0 (\$2559 ),
-    .\port$17789$0 (\$2561 ),
-    .\port$17791$0 (\$2563 ),
-    .\port$17793$0 (\$2565 ),
-    .\port$24745$5 (e6_meta[18:5]),
+    .\port$17768$0 (\$2535 ),
+    .\port$17770$0 (\$2537 ),
+    .\port$17772$0 (\$2539 ),
+    .\port$17774$0 (\$2541 ),
+    .\port$17776$0 (\$2543 ),
+    .\port$17778$0 (\$2545 ),
+    .\port$17780$0 (\$2547 ),
+    .\port$17782$0 (\$2549 ),
+    .\port$17784$0 (\$2551 ),
+    .\port$17786$0 (\$2553 ),
+    .\port$17788$0 (\$2555 ),
+    .\port$17790$0 (\$2557 ),
+    .\port$17792$0 (\$2559 ),
+    .\port$17794$0 (\$2561 ),
+    .\port$17796$0 (\$2563 ),
+    .\port$17798$0 (\$2565 ),
+    .\port$24750$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -80230,7 +79975,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$2611  = \port$20126$0 ;
+            \$2611  = \port$20121$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -80246,7 +79991,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$2612  = \port$4212$32 ;
+            \$2612  = \port$4217$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -82082,7 +81827,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4212$32 , \port$20126$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$20121$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -82160,8 +81905,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[22:19];
   assign \e6_meta.last  = e6_meta[23];
-  assign \ctl__cmd__payload.op  = \port$20126$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4212$32 ;
+  assign \ctl__cmd__payload.op  = \port$20121$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$314  = { 10'h000, \$313 [19:10] };
   assign \$347  = { 34'h000000000, \$346 [42:34] };
   assign \$350  = { 34'h000000000, \$349 [42:34] };
@@ -82173,8 +81918,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$17763$0 , \port$17765$0 , \port$17767$0 , \port$17769$0 , \port$17771$0 , \port$17773$0 , \port$17775$0 , \port$17777$0 , \port$17779$0 , \port$17781$0 , \port$17783$0 , \port$17785$0 , \port$17787$0 , \port$17789$0 , \port$17791$0 , \port$17793$0 , w_level
-, r_data, \port$24745$5 , r_rdy, clk);
+module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$17768$0 , \port$17770$0 , \port$17772$0 , \port$17774$0 , \port$17776$0 , \port$17778$0 , \port$17780$0 , \port$17782$0 , \port$17784$0 , \port$17786$0 , \port$17788$0 , \port$17790$0 , \port$17792$0 , \port$17794$0 , \port$17796$0 , \port$17798$0 , w_level
+, r_data, \port$24750$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -82216,40 +81961,40 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$17763$0 , \po
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$17763$0 ;
-  wire [7:0] \port$17763$0 ;
-  input [7:0] \port$17765$0 ;
-  wire [7:0] \port$17765$0 ;
-  input [7:0] \port$17767$0 ;
-  wire [7:0] \port$17767$0 ;
-  input [7:0] \port$17769$0 ;
-  wire [7:0] \port$17769$0 ;
-  input [7:0] \port$17771$0 ;
-  wire [7:0] \port$17771$0 ;
-  input [7:0] \port$17773$0 ;
-  wire [7:0] \port$17773$0 ;
-  input [7:0] \port$17775$0 ;
-  wire [7:0] \port$17775$0 ;
-  input [7:0] \port$17777$0 ;
-  wire [7:0] \port$17777$0 ;
-  input [7:0] \port$17779$0 ;
-  wire [7:0] \port$17779$0 ;
-  input [7:0] \port$17781$0 ;
-  wire [7:0] \port$17781$0 ;
-  input [7:0] \port$17783$0 ;
-  wire [7:0] \port$17783$0 ;
-  input [7:0] \port$17785$0 ;
-  wire [7:0] \port$17785$0 ;
-  input [7:0] \port$17787$0 ;
-  wire [7:0] \port$17787$0 ;
-  input [7:0] \port$17789$0 ;
-  wire [7:0] \port$17789$0 ;
-  input [7:0] \port$17791$0 ;
-  wire [7:0] \port$17791$0 ;
-  input [7:0] \port$17793$0 ;
-  wire [7:0] \port$17793$0 ;
-  input [13:0] \port$24745$5 ;
-  wire [13:0] \port$24745$5 ;
+  input [7:0] \port$17768$0 ;
+  wire [7:0] \port$17768$0 ;
+  input [7:0] \port$17770$0 ;
+  wire [7:0] \port$17770$0 ;
+  input [7:0] \port$17772$0 ;
+  wire [7:0] \port$17772$0 ;
+  input [7:0] \port$17774$0 ;
+  wire [7:0] \port$17774$0 ;
+  input [7:0] \port$17776$0 ;
+  wire [7:0] \port$17776$0 ;
+  input [7:0] \port$17778$0 ;
+  wire [7:0] \port$17778$0 ;
+  input [7:0] \port$17780$0 ;
+  wire [7:0] \port$17780$0 ;
+  input [7:0] \port$17782$0 ;
+  wire [7:0] \port$17782$0 ;
+  input [7:0] \port$17784$0 ;
+  wire [7:0] \port$17784$0 ;
+  input [7:0] \port$17786$0 ;
+  wire [7:0] \port$17786$0 ;
+  input [7:0] \port$17788$0 ;
+  wire [7:0] \port$17788$0 ;
+  input [7:0] \port$17790$0 ;
+  wire [7:0] \port$17790$0 ;
+  input [7:0] \port$17792$0 ;
+  wire [7:0] \port$17792$0 ;
+  input [7:0] \port$17794$0 ;
+  wire [7:0] \port$17794$0 ;
+  input [7:0] \port$17796$0 ;
+  wire [7:0] \port$17796$0 ;
+  input [7:0] \port$17798$0 ;
+  wire [7:0] \port$17798$0 ;
+  input [13:0] \port$24750$5 ;
+  wire [13:0] \port$24750$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [141:0] r_data;
@@ -82295,7 +82040,7 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$17763$0 , \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17793$0 , \port$17791$0 , \port$17789$0 , \port$17787$0 , \port$17785$0 , \port$17783$0 , \port$17781$0 , \port$17779$0 , \port$17777$0 , \port$17775$0 , \port$17773$0 , \port$17771$0 , \port$17769$0 , \port$17767$0 , \port$17765$0 , \port$17763$0 , \port$24745$5  };
+      storage[w_port__addr] <= { \port$17798$0 , \port$17796$0 , \port$17794$0 , \port$17792$0 , \port$17790$0 , \port$17788$0 , \port$17786$0 , \port$17784$0 , \port$17782$0 , \port$17780$0 , \port$17778$0 , \port$17776$0 , \port$17774$0 , \port$17772$0 , \port$17770$0 , \port$17768$0 , \port$24750$5  };
   end
   reg [141:0] _0_;
   always @(posedge clk) begin
@@ -82406,14 +82151,14 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$17763$0 , \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17793$0 , \port$17791$0 , \port$17789$0 , \port$17787$0 , \port$17785$0 , \port$17783$0 , \port$17781$0 , \port$17779$0 , \port$17777$0 , \port$17775$0 , \port$17773$0 , \port$17771$0 , \port$17769$0 , \port$17767$0 , \port$17765$0 , \port$17763$0 , \port$24745$5  };
-  assign w_data = { \port$17793$0 , \port$17791$0 , \port$17789$0 , \port$17787$0 , \port$17785$0 , \port$17783$0 , \port$17781$0 , \port$17779$0 , \port$17777$0 , \port$17775$0 , \port$17773$0 , \port$17771$0 , \port$17769$0 , \port$17767$0 , \port$17765$0 , \port$17763$0 , \port$24745$5  };
+  assign w_port__data = { \port$17798$0 , \port$17796$0 , \port$17794$0 , \port$17792$0 , \port$17790$0 , \port$17788$0 , \port$17786$0 , \port$17784$0 , \port$17782$0 , \port$17780$0 , \port$17778$0 , \port$17776$0 , \port$17774$0 , \port$17772$0 , \port$17770$0 , \port$17768$0 , \port$24750$5  };
+  assign w_data = { \port$17798$0 , \port$17796$0 , \port$17794$0 , \port$17792$0 , \port$17790$0 , \port$17788$0 , \port$17786$0 , \port$17784$0 , \port$17782$0 , \port$17780$0 , \port$17778$0 , \port$17776$0 , \port$17774$0 , \port$17772$0 , \port$17770$0 , \port$17768$0 , \port$24750$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$17940$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$17945$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -82666,8 +82411,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [141:0] \port$17940$0 ;
-  wire [141:0] \port$17940$0 ;
+  input [141:0] \port$17945$0 ;
+  wire [141:0] \port$17945$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -82818,7 +82563,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$17940$0 [13:12];
+  assign \$27  = ! \port$17945$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -82828,7 +82573,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$17940$0 [13:12];
+  assign \$37  = ! \port$17945$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -82863,7 +82608,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$17940$0 [13:12] == 1'h1;
+  assign \$67  = \port$17945$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -82873,7 +82618,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$17940$0 [13:12] == 1'h1;
+  assign \$77  = \port$17945$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -82908,7 +82653,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$17940$0 [13:12] == 2'h2;
+  assign \$107  = \port$17945$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -82918,7 +82663,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$17940$0 [13:12] == 2'h2;
+  assign \$117  = \port$17945$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -82953,7 +82698,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$17940$0 [13:12] == 2'h3;
+  assign \$147  = \port$17945$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -82963,7 +82708,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$17940$0 [13:12] == 2'h3;
+  assign \$157  = \port$17945$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -83118,7 +82863,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$17940$0 [11:0];
+      \bank0_addr$22  = \port$17945$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -83131,7 +82876,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$17940$0 [141:14];
+      bank0_wdata = \port$17945$0 [141:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -83160,7 +82905,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$17940$0 [11:0];
+      \bank1_addr$45  = \port$17945$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -83173,7 +82918,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$17940$0 [141:14];
+      bank1_wdata = \port$17945$0 [141:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -83202,7 +82947,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$17940$0 [11:0];
+      \bank2_addr$65  = \port$17945$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -83215,7 +82960,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$17940$0 [141:14];
+      bank2_wdata = \port$17945$0 [141:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -83244,7 +82989,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$17940$0 [11:0];
+      \bank3_addr$85  = \port$17945$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -83257,7 +83002,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$17940$0 [141:14];
+      bank3_wdata = \port$17945$0 [141:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -83471,8 +83216,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$17940$0 [13:0];
-  assign wr__1__data = \port$17940$0 [141:14];
+  assign wr__1__addr = \port$17945$0 [13:0];
+  assign wr__1__data = \port$17945$0 [141:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

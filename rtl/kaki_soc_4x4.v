@@ -242,7 +242,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [45:0] \$309 ;
   wire [1:0] \$31 ;
   wire [15:0] \$310 ;
-  wire [13:0] \$311 ;
+  wire [4:0] \$311 ;
   wire [223:0] \$312 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
@@ -319,7 +319,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$840 ;
+  reg [7:0] \$signal$842 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
@@ -345,8 +345,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$247 ;
   wire active;
-  wire \active$964 ;
-  wire \active$970 ;
+  wire \active$966 ;
+  wire \active$972 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$350 ;
   wire [1:0] axi__arburst;
@@ -436,7 +436,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$720 ;
+  wire [31:0] \bus_timeout$716 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -470,25 +470,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$732 ;
+  wire [7:0] \cpl_flags$728 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$730 ;
+  wire \cpl_halt$726 ;
   wire cpl_irq;
-  wire \cpl_irq$728 ;
+  wire \cpl_irq$724 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$736 ;
+  wire [7:0] \cpl_opcode$732 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$726 ;
+  wire [1:0] \cpl_queue$722 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$734 ;
+  wire [7:0] \cpl_status$730 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$738 ;
+  wire [15:0] \cpl_tag$734 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$724 ;
+  wire \cpl_valid$720 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -528,8 +528,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$947 ;
-  wire \ctl__busy$969 ;
+  wire \ctl__busy$949 ;
+  wire \ctl__busy$971 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -954,42 +954,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$762 ;
+  wire [4:0] \engine_reset$758 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$688 ;
+  wire [31:0] \event0_value$684 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$708 ;
+  wire [31:0] \event10_value$704 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$710 ;
+  wire [31:0] \event11_value$706 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$712 ;
+  wire [31:0] \event12_value$708 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$714 ;
+  wire [31:0] \event13_value$710 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$716 ;
+  wire [31:0] \event14_value$712 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$718 ;
+  wire [31:0] \event15_value$714 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$690 ;
+  wire [31:0] \event1_value$686 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$692 ;
+  wire [31:0] \event2_value$688 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$694 ;
+  wire [31:0] \event3_value$690 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$696 ;
+  wire [31:0] \event4_value$692 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$698 ;
+  wire [31:0] \event5_value$694 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$700 ;
+  wire [31:0] \event6_value$696 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$702 ;
+  wire [31:0] \event7_value$698 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$704 ;
+  wire [31:0] \event8_value$700 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$706 ;
+  wire [31:0] \event9_value$702 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1019,7 +1019,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$950 ;
+  wire [31:0] \fw_msg_value$952 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
@@ -1183,12 +1183,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
   wire held;
+  wire hold;
   wire [4:0] hung;
   wire idle;
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$763  = 1'h0;
+  reg \irq$760  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1490,14 +1491,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__active;
   wire \q__0__active$458 ;
   wire q__0__cleared;
-  wire \q__0__cleared$462 ;
+  wire \q__0__cleared$460 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$464 ;
+  wire \q__0__drained$462 ;
   wire q__0__enable;
   wire [7:0] q__0__error;
   wire [31:0] q__0__error_index;
@@ -1509,7 +1510,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [255:0] q__0__head;
   wire [255:0] \q__0__head$454 ;
   wire [31:0] q__0__head_index;
-  wire [31:0] q__0__index;
   wire q__0__pop;
   wire \q__0__pop$450 ;
   wire [7:0] q__0__prefetched;
@@ -1523,16 +1523,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$473 ;
+  wire \q__1__active$471 ;
   wire q__1__cleared;
-  wire \q__1__cleared$477 ;
+  wire \q__1__cleared$473 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$479 ;
+  wire \q__1__drained$475 ;
   wire q__1__enable;
   wire [7:0] q__1__error;
   wire [31:0] q__1__error_index;
@@ -1542,11 +1542,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$469 ;
+  wire [255:0] \q__1__head$467 ;
   wire [31:0] q__1__head_index;
-  wire [31:0] q__1__index;
   wire q__1__pop;
-  wire \q__1__pop$466 ;
+  wire \q__1__pop$464 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1558,16 +1557,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$488 ;
+  wire \q__2__active$484 ;
   wire q__2__cleared;
-  wire \q__2__cleared$492 ;
+  wire \q__2__cleared$486 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$494 ;
+  wire \q__2__drained$488 ;
   wire q__2__enable;
   wire [7:0] q__2__error;
   wire [31:0] q__2__error_index;
@@ -1577,11 +1576,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$484 ;
+  wire [255:0] \q__2__head$480 ;
   wire [31:0] q__2__head_index;
-  wire [31:0] q__2__index;
   wire q__2__pop;
-  wire \q__2__pop$481 ;
+  wire \q__2__pop$477 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1593,16 +1591,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$503 ;
+  wire \q__3__active$497 ;
   wire q__3__cleared;
-  wire \q__3__cleared$507 ;
+  wire \q__3__cleared$499 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$509 ;
+  wire \q__3__drained$501 ;
   wire q__3__enable;
   wire [7:0] q__3__error;
   wire [31:0] q__3__error_index;
@@ -1612,11 +1610,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$499 ;
+  wire [255:0] \q__3__head$493 ;
   wire [31:0] q__3__head_index;
-  wire [31:0] q__3__index;
   wire q__3__pop;
-  wire \q__3__pop$496 ;
+  wire \q__3__pop$490 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1806,7 +1803,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$766 ;
+  wire \retire__0__done$763 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1844,7 +1841,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__0__error$768 ;
+  wire [7:0] \retire__0__error$766 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1861,10 +1858,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$770 ;
+  wire [15:0] \retire__0__tag$768 ;
   wire retire__1__done;
-  wire \retire__1__done$772 ;
+  wire \retire__1__done$770 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1902,7 +1900,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__1__error$774 ;
+  wire [7:0] \retire__1__error$773 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1919,10 +1917,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$776 ;
+  wire [15:0] \retire__1__tag$775 ;
   wire retire__2__done;
-  wire \retire__2__done$778 ;
+  wire \retire__2__done$777 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1977,6 +1976,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  wire retire__2__queued;
   wire [15:0] retire__2__tag;
   wire [15:0] \retire__2__tag$782 ;
   wire retire__3__done;
@@ -2018,7 +2018,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__3__error$786 ;
+  wire [7:0] \retire__3__error$787 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2035,10 +2035,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$788 ;
+  wire [15:0] \retire__3__tag$789 ;
   wire retire__4__done;
-  wire \retire__4__done$790 ;
+  wire \retire__4__done$791 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2076,7 +2077,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__4__error$792 ;
+  wire [7:0] \retire__4__error$794 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2093,8 +2094,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$794 ;
+  wire [15:0] \retire__4__tag$796 ;
   input rst;
   wire rst;
   wire run;
@@ -2366,7 +2368,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$522 ;
+  wire [31:0] \timestamp_cycles$514 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2607,54 +2609,59 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
   assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$724  & \$57 ;
+  assign cpl_valid = \cpl_valid$720  & \$57 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$58  = timestamp_cycles - timer_cycles;
   assign fw_timer_due = ~ \$58 [31];
-  assign \$59  = retire__0__done & \$300 [8];
+  assign retire__0__done = \retire__0__done$763  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$770  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$777  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$784  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$791  & retire__4__queued;
+  assign \$59  = \retire__0__done$763  & \$300 [8];
   assign \$60  = ! retire__0__error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
   assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = retire__1__done & \$301 [8];
+  assign \$63  = \retire__1__done$770  & \$301 [8];
   assign \$64  = ! retire__1__error;
   assign \$65  = \$63  & \$64 ;
   assign \$66  = ~ core_ctrl_run;
   assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = retire__2__done & \$302 [8];
+  assign \$67  = \retire__2__done$777  & \$302 [8];
   assign \$68  = ! retire__2__error;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = ~ core_ctrl_run;
   assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = retire__3__done & \$303 [8];
+  assign \$71  = \retire__3__done$784  & \$303 [8];
   assign \$72  = ! retire__3__error;
   assign \$73  = \$71  & \$72 ;
   assign \$74  = ~ core_ctrl_run;
   assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = retire__4__done & \$304 [8];
+  assign \$75  = \retire__4__done$791  & \$304 [8];
   assign \$76  = ! retire__4__error;
   assign \$77  = \$75  & \$76 ;
   assign \$78  = ~ core_ctrl_run;
   assign irq_status_sfu_done_set = \$77  & \$78 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
   assign \$79  = | retire__4__error;
-  assign \$80  = retire__4__done & \$79 ;
+  assign \$80  = \retire__4__done$791  & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
   assign \$83  = | retire__3__error;
-  assign \$84  = retire__3__done & \$83 ;
+  assign \$84  = \retire__3__done$784  & \$83 ;
   assign \$85  = ~ core_ctrl_run;
   assign \$86  = \$84  & \$85 ;
   assign \$87  = | retire__2__error;
-  assign \$88  = retire__2__done & \$87 ;
+  assign \$88  = \retire__2__done$777  & \$87 ;
   assign \$89  = ~ core_ctrl_run;
   assign \$90  = \$88  & \$89 ;
   assign \$91  = | retire__1__error;
-  assign \$92  = retire__1__done & \$91 ;
+  assign \$92  = \retire__1__done$770  & \$91 ;
   assign \$93  = ~ core_ctrl_run;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = | retire__0__error;
-  assign \$96  = retire__0__done & \$95 ;
+  assign \$96  = \retire__0__done$763  & \$95 ;
   assign \$97  = ~ core_ctrl_run;
   assign \$98  = \$96  & \$97 ;
   assign \$99  = | reject__error;
@@ -2674,7 +2681,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
   assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
   assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$947 ;
+  assign \$122  = vec_hang_armed & \ctl__busy$949 ;
   assign \$123  = ~ mmio__ack;
   assign \$124  = bus__en & \$123 ;
   assign \$125  = \$124  & bus__we;
@@ -2702,19 +2709,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$147  = fw_timer_due & \$146 ;
   assign \$148  = \$145  | \$147 ;
   assign \$149  = ~ reset[0];
-  assign \$150  = retire__0__done & \$149 ;
+  assign \$150  = \retire__0__done$763  & \$149 ;
   assign \$151  = done_dma_load_count + 1'h1;
   assign \$152  = ~ reset[1];
-  assign \$153  = retire__1__done & \$152 ;
+  assign \$153  = \retire__1__done$770  & \$152 ;
   assign \$154  = done_dma_store_count + 1'h1;
   assign \$155  = ~ reset[2];
-  assign \$156  = retire__2__done & \$155 ;
+  assign \$156  = \retire__2__done$777  & \$155 ;
   assign \$157  = done_gemm_count + 1'h1;
   assign \$158  = ~ reset[3];
-  assign \$159  = retire__3__done & \$158 ;
+  assign \$159  = \retire__3__done$784  & \$158 ;
   assign \$160  = done_vec_count + 1'h1;
   assign \$161  = ~ reset[4];
-  assign \$162  = retire__4__done & \$161 ;
+  assign \$162  = \retire__4__done$791  & \$161 ;
   assign \$163  = done_sfu_count + 1'h1;
   assign \$164  = ~ irq_status_error;
   assign \$165  = failing & \$164 ;
@@ -2731,11 +2738,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$176  = stall | gemm_frozen;
   assign \$177  = perf_gemm_stall_count + \$176 ;
   assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$947  | vec_frozen;
+  assign \$179  = \ctl__busy$949  | vec_frozen;
   assign \$180  = perf_vec_busy_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
   assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$964  & \$182 ;
+  assign \$183  = \active$966  & \$182 ;
   assign \$184  = perf_vec_active_count + \$183 ;
   assign \$185  = ~ perf_ctrl_freeze;
   assign \$186  = perf_dma_load_busy_count + load__busy;
@@ -2756,19 +2763,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$201  = store__busy & \$200 ;
   assign \$202  = perf_dma_store_stall_count + \$201 ;
   assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$947  | vec_frozen;
+  assign \$204  = \ctl__busy$949  | vec_frozen;
   assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$964  & \$205 ;
+  assign \$206  = \active$966  & \$205 ;
   assign \$207  = ~ \$206 ;
   assign \$208  = \$204  & \$207 ;
   assign \$209  = perf_vec_stall_count + \$208 ;
   assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$969 ;
+  assign \$211  = perf_sfu_busy_count + \ctl__busy$971 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$970 ;
+  assign \$213  = perf_sfu_active_count + \active$972 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$970 ;
-  assign \$216  = \ctl__busy$969  & \$215 ;
+  assign \$215  = ~ \active$972 ;
+  assign \$216  = \ctl__busy$971  & \$215 ;
   assign \$217  = perf_sfu_stall_count + \$216 ;
   assign \$218  = ~ perf_ctrl_freeze;
   assign \$219  = perf_dma_load_full_count + full[0];
@@ -2829,7 +2836,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @(posedge clk)
     fw_write_engine_reset_word <= \$259 ;
   always @(posedge clk)
-    \irq$763  <= \$260 ;
+    \irq$760  <= \$260 ;
   always @(posedge clk)
     done_dma_load_count <= \$261 ;
   always @(posedge clk)
@@ -3021,7 +3028,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.control  control (
     .clk(clk),
-    .irq(\irq$763 ),
+    .irq(\irq$760 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3032,7 +3039,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11088$2 (\$299 ),
+    .\port$11083$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3143,20 +3150,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11114$0 (inflight),
-    .\port$11261$0 (q__0__cpl_irq),
-    .\port$11275$0 (q__0__error_irq),
-    .\port$11287$0 (q__1__cpl_irq),
-    .\port$11301$0 (q__1__error_irq),
-    .\port$11313$0 (q__2__cpl_irq),
-    .\port$11327$0 (q__2__error_irq),
-    .\port$11339$0 (q__3__cpl_irq),
-    .\port$11353$0 (q__3__error_irq),
-    .\port$11465$0 (\$305 ),
-    .\port$11473$0 (\$306 ),
-    .\port$11481$0 (\$307 ),
-    .\port$11489$0 (\$308 ),
-    .\port$12567$0 (events),
+    .\port$11109$0 (inflight),
+    .\port$11266$0 (q__0__cpl_irq),
+    .\port$11280$0 (q__0__error_irq),
+    .\port$11292$0 (q__1__cpl_irq),
+    .\port$11306$0 (q__1__error_irq),
+    .\port$11318$0 (q__2__cpl_irq),
+    .\port$11332$0 (q__2__error_irq),
+    .\port$11344$0 (q__3__cpl_irq),
+    .\port$11358$0 (q__3__error_irq),
+    .\port$11470$0 (\$305 ),
+    .\port$11478$0 (\$306 ),
+    .\port$11486$0 (\$307 ),
+    .\port$11494$0 (\$308 ),
+    .\port$12572$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3251,33 +3258,39 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11116$0 (\$300 ),
-    .\port$11118$0 (\$301 ),
-    .\port$11120$0 (\$302 ),
-    .\port$11122$0 (\$303 ),
-    .\port$11124$0 (\$304 ),
+    .\port$11111$0 (\$300 ),
+    .\port$11115$0 (\$301 ),
+    .\port$11119$0 (\$302 ),
+    .\port$11123$0 (\$303 ),
+    .\port$11127$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
-    .\r_en$38 (dma_store__ready),
-    .\r_en$55 (gemm__ready),
-    .\r_en$72 (vec__ready),
-    .\r_en$89 (sfu__ready),
+    .\r_en$41 (dma_store__ready),
+    .\r_en$60 (gemm__ready),
+    .\r_en$79 (vec__ready),
+    .\r_en$98 (sfu__ready),
     .reject__done(reject__done),
     .reject__error(reject__error),
-    .retire__0__done(retire__0__done),
+    .reject__queued(windowed),
+    .retire__0__done(\retire__0__done$763 ),
     .retire__0__error(retire__0__error),
+    .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(retire__1__done),
+    .retire__1__done(\retire__1__done$770 ),
     .retire__1__error(retire__1__error),
+    .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(retire__2__done),
+    .retire__2__done(\retire__2__done$777 ),
     .retire__2__error(retire__2__error),
+    .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(retire__3__done),
+    .retire__3__done(\retire__3__done$784 ),
     .retire__3__error(retire__3__error),
+    .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(retire__4__done),
+    .retire__4__done(\retire__4__done$791 ),
     .retire__4__error(retire__4__error),
+    .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
     .rst(rst),
     .sfu__payload(sfu__payload),
@@ -3288,8 +3301,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
-    .vec_error(vec_error),
-    .windowed(windowed)
+    .vec_error(vec_error)
   );
   \kaki_soc_4x4.dma  dma (
     .acc_rd__data(\acc_rd__data$233 ),
@@ -3369,31 +3381,31 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$950 ),
+    .fw_msg_value(\fw_msg_value$952 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11088$2 (\$299 ),
-    .\port$12567$0 (events),
-    .\port$4221$0 (q__0__qreset_req),
-    .\port$4231$0 (q__1__qreset_req),
-    .\port$4241$0 (q__2__qreset_req),
-    .\port$4251$0 (q__3__qreset_req),
-    .\port$5300$0 (q__0__head),
-    .\port$5330$0 (q__1__head),
-    .\port$5360$0 (q__2__head),
-    .\port$5390$0 (q__3__head),
-    .\port$9208$0 (q__0__fw_ready),
-    .\port$9241$0 (q__1__fw_ready),
-    .\port$9274$0 (q__2__fw_ready),
-    .\port$9307$0 (q__3__fw_ready),
-    .q_head_index0_index(q__0__index),
-    .q_head_index1_index(q__1__index),
-    .q_head_index2_index(q__2__index),
-    .q_head_index3_index(q__3__index),
+    .\port$11083$2 (\$299 ),
+    .\port$12572$0 (events),
+    .\port$4226$0 (q__0__qreset_req),
+    .\port$4236$0 (q__1__qreset_req),
+    .\port$4246$0 (q__2__qreset_req),
+    .\port$4256$0 (q__3__qreset_req),
+    .\port$5305$0 (q__0__head),
+    .\port$5335$0 (q__1__head),
+    .\port$5365$0 (q__2__head),
+    .\port$5395$0 (q__3__head),
+    .\port$9213$0 (q__0__fw_ready),
+    .\port$9246$0 (q__1__fw_ready),
+    .\port$9279$0 (q__2__fw_ready),
+    .\port$9312$0 (q__3__fw_ready),
+    .q_head_index0_index(q_head_index0_index),
+    .q_head_index1_index(q_head_index1_index),
+    .q_head_index2_index(q_head_index2_index),
+    .q_head_index3_index(q_head_index3_index),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
@@ -3433,7 +3445,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_irq(cpl_irq),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$724 ),
+    .cpl_rr_any(\cpl_valid$720 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3441,19 +3453,18 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .engine_reset(reset),
     .events(events),
     .fw_status(fw_write_q_pop_word[15:8]),
-    .held(held),
+    .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$9346$0 (\$310 ),
-    .\port$9352$0 (\$311 ),
-    .\port$9353$32 (\$312 ),
+    .\port$9351$0 (\$310 ),
+    .\port$9357$0 (\$311 ),
+    .\port$9358$32 (\$312 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
     .q__0__fw_pop(\$53 [0]),
     .q__0__fw_ready(q__0__fw_ready),
     .q__0__head(q__0__head),
-    .q__0__index(q__0__index),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
     .q__0__waiting(q_status0_waiting),
@@ -3463,7 +3474,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__fw_pop(\$54 [1]),
     .q__1__fw_ready(q__1__fw_ready),
     .q__1__head(q__1__head),
-    .q__1__index(q__1__index),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
     .q__1__waiting(q_status1_waiting),
@@ -3473,7 +3483,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__fw_pop(\$55 [2]),
     .q__2__fw_ready(q__2__fw_ready),
     .q__2__head(q__2__head),
-    .q__2__index(q__2__index),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
     .q__2__waiting(q_status2_waiting),
@@ -3483,7 +3492,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__fw_pop(\$56 [3]),
     .q__3__fw_ready(q__3__fw_ready),
     .q__3__head(q__3__head),
-    .q__3__index(q__3__index),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
     .q__3__waiting(q_status3_waiting),
@@ -3500,10 +3508,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$155 (retire__1__done),
-    .\w_en$160 (retire__2__done),
-    .\w_en$165 (retire__3__done),
-    .\w_en$170 (retire__4__done),
+    .\w_en$151 (retire__1__done),
+    .\w_en$156 (retire__2__done),
+    .\w_en$161 (retire__3__done),
+    .\w_en$166 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_4x4.qc  qc (
@@ -3581,7 +3589,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__0__error_irq(q__0__error_irq),
     .q__0__fetch(q_fetch0_index),
     .q__0__head(q__0__head),
-    .q__0__head_index(q__0__index),
+    .q__0__head_index(q_head_index0_index),
     .q__0__qreset_req(q__0__qreset_req),
     .q__0__reset(q__0__reset),
     .q__0__retired(q__0__retired),
@@ -3600,7 +3608,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__error_irq(q__1__error_irq),
     .q__1__fetch(q_fetch1_index),
     .q__1__head(q__1__head),
-    .q__1__head_index(q__1__index),
+    .q__1__head_index(q_head_index1_index),
     .q__1__qreset_req(q__1__qreset_req),
     .q__1__reset(q__1__reset),
     .q__1__retired(q__1__retired),
@@ -3619,7 +3627,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__error_irq(q__2__error_irq),
     .q__2__fetch(q_fetch2_index),
     .q__2__head(q__2__head),
-    .q__2__head_index(q__2__index),
+    .q__2__head_index(q_head_index2_index),
     .q__2__qreset_req(q__2__qreset_req),
     .q__2__reset(q__2__reset),
     .q__2__retired(q__2__retired),
@@ -3638,7 +3646,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__error_irq(q__3__error_irq),
     .q__3__fetch(q_fetch3_index),
     .q__3__head(q__3__head),
-    .q__3__head_index(q__3__index),
+    .q__3__head_index(q_head_index3_index),
     .q__3__qreset_req(q__3__qreset_req),
     .q__3__reset(q__3__reset),
     .q__3__retired(q__3__retired),
@@ -3655,15 +3663,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__data(\acc_rd__data$225 ),
     .acc_rd__en(\acc_rd__en$222 ),
     .acc_rd__gnt(\$45 [0]),
-    .active(\active$970 ),
+    .active(\active$972 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$969 ),
+    .ctl__busy(\ctl__busy$971 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$10626$0 (sfu_cmd_op),
-    .\port$4212$32 (sfu__payload[255:32]),
+    .\port$10621$0 (sfu_cmd_op),
+    .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$309 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
@@ -3676,7 +3684,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8440$0 (\$309 ),
+    .\port$8445$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3711,13 +3719,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$214 ),
     .acc_rd__gnt(\acc_rd__gnt$215 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$947 ),
+    .ctl__busy(\ctl__busy$949 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$964 ),
+    .fire(\active$966 ),
     .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
@@ -3748,7 +3756,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$312 , submit_queue, \$311 , \$310  };
+      desc = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3886,27 +3894,27 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$840  = 8'h00;
+    \$signal$842  = 8'h00;
     if (\$82 ) begin
-      \$signal$840  = \$304 [7:0];
+      \$signal$842  = \$304 [7:0];
     end
     if (\$86 ) begin
-      \$signal$840  = \$303 [7:0];
+      \$signal$842  = \$303 [7:0];
     end
     if (\$90 ) begin
-      \$signal$840  = \$302 [7:0];
+      \$signal$842  = \$302 [7:0];
     end
     if (\$94 ) begin
-      \$signal$840  = \$301 [7:0];
+      \$signal$842  = \$301 [7:0];
     end
     if (\$98 ) begin
-      \$signal$840  = \$300 [7:0];
+      \$signal$842  = \$300 [7:0];
     end
     if (\$102 ) begin
-      \$signal$840  = desc[7:0];
+      \$signal$842  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$840  = cmd0_word[7:0];
+      \$signal$842  = cmd0_word[7:0];
     end
   end
   always @* begin
@@ -4054,7 +4062,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$248  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$950 ;
+      \$248  = \fw_msg_value$952 ;
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -4208,7 +4216,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$267  = error_info_opcode;
     if (\$165 ) begin
-      \$267  = \$signal$840 ;
+      \$267  = \$signal$842 ;
     end
     if (rst) begin
       \$267  = 8'h00;
@@ -4785,42 +4793,38 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
   assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$312 , submit_queue, \$311 , \$310  };
+  assign \desc$433  = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
   assign fw_status = fw_write_q_pop_word[15:8];
   assign \q__0__pop$450  = q__0__pop;
   assign q__0__fw_pop = \$53 [0];
   assign \q__0__head$454  = q__0__head;
   assign q__0__prefetched = { 5'h00, \$305  };
   assign \q__0__active$458  = q__0__active;
-  assign q__0__head_index = q__0__index;
-  assign \q__0__cleared$462  = q__0__cleared;
-  assign \q__0__drained$464  = q__0__drained;
-  assign \q__1__pop$466  = q__1__pop;
+  assign \q__0__cleared$460  = q__0__cleared;
+  assign \q__0__drained$462  = q__0__drained;
+  assign \q__1__pop$464  = q__1__pop;
   assign q__1__fw_pop = \$54 [1];
-  assign \q__1__head$469  = q__1__head;
+  assign \q__1__head$467  = q__1__head;
   assign q__1__prefetched = { 5'h00, \$306  };
-  assign \q__1__active$473  = q__1__active;
-  assign q__1__head_index = q__1__index;
-  assign \q__1__cleared$477  = q__1__cleared;
-  assign \q__1__drained$479  = q__1__drained;
-  assign \q__2__pop$481  = q__2__pop;
+  assign \q__1__active$471  = q__1__active;
+  assign \q__1__cleared$473  = q__1__cleared;
+  assign \q__1__drained$475  = q__1__drained;
+  assign \q__2__pop$477  = q__2__pop;
   assign q__2__fw_pop = \$55 [2];
-  assign \q__2__head$484  = q__2__head;
+  assign \q__2__head$480  = q__2__head;
   assign q__2__prefetched = { 5'h00, \$307  };
-  assign \q__2__active$488  = q__2__active;
-  assign q__2__head_index = q__2__index;
-  assign \q__2__cleared$492  = q__2__cleared;
-  assign \q__2__drained$494  = q__2__drained;
-  assign \q__3__pop$496  = q__3__pop;
+  assign \q__2__active$484  = q__2__active;
+  assign \q__2__cleared$486  = q__2__cleared;
+  assign \q__2__drained$488  = q__2__drained;
+  assign \q__3__pop$490  = q__3__pop;
   assign q__3__fw_pop = \$56 [3];
-  assign \q__3__head$499  = q__3__head;
+  assign \q__3__head$493  = q__3__head;
   assign q__3__prefetched = { 5'h00, \$308  };
-  assign \q__3__active$503  = q__3__active;
-  assign q__3__head_index = q__3__index;
-  assign \q__3__cleared$507  = q__3__cleared;
-  assign \q__3__drained$509  = q__3__drained;
+  assign \q__3__active$497  = q__3__active;
+  assign \q__3__cleared$499  = q__3__cleared;
+  assign \q__3__drained$501  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$522  = timestamp_cycles;
+  assign \timestamp_cycles$514  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4838,7 +4842,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status0_prefetched = { 5'h00, \$305  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
-  assign q_head_index0_index = q__0__index;
+  assign q__0__head_index = q_head_index0_index;
   assign q_head0_word = q__0__head[31:0];
   assign q_head1_word = q__0__head[63:32];
   assign q_head2_word = q__0__head[95:64];
@@ -4864,7 +4868,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status1_prefetched = { 5'h00, \$306  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
-  assign q_head_index1_index = q__1__index;
+  assign q__1__head_index = q_head_index1_index;
   assign q_head8_word = q__1__head[31:0];
   assign q_head9_word = q__1__head[63:32];
   assign q_head10_word = q__1__head[95:64];
@@ -4890,7 +4894,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status2_prefetched = { 5'h00, \$307  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
-  assign q_head_index2_index = q__2__index;
+  assign q__2__head_index = q_head_index2_index;
   assign q_head16_word = q__2__head[31:0];
   assign q_head17_word = q__2__head[63:32];
   assign q_head18_word = q__2__head[95:64];
@@ -4916,7 +4920,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status3_prefetched = { 5'h00, \$308  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
-  assign q_head_index3_index = q__3__index;
+  assign q__3__head_index = q_head_index3_index;
   assign q_head24_word = q__3__head[31:0];
   assign q_head25_word = q__3__head[63:32];
   assign q_head26_word = q__3__head[95:64];
@@ -4926,45 +4930,45 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$688  = events[31:0];
+  assign \event0_value$684  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$690  = events[63:32];
+  assign \event1_value$686  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$692  = events[95:64];
+  assign \event2_value$688  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$694  = events[127:96];
+  assign \event3_value$690  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$696  = events[159:128];
+  assign \event4_value$692  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$698  = events[191:160];
+  assign \event5_value$694  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$700  = events[223:192];
+  assign \event6_value$696  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$702  = events[255:224];
+  assign \event7_value$698  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$704  = events[287:256];
+  assign \event8_value$700  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$706  = events[319:288];
+  assign \event9_value$702  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$708  = events[351:320];
+  assign \event10_value$704  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$710  = events[383:352];
+  assign \event11_value$706  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$712  = events[415:384];
+  assign \event12_value$708  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$714  = events[447:416];
+  assign \event13_value$710  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$716  = events[479:448];
+  assign \event14_value$712  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$718  = events[511:480];
-  assign \bus_timeout$720  = bus_timeout;
-  assign \cpl_queue$726  = cpl_queue;
-  assign \cpl_irq$728  = cpl_irq;
-  assign \cpl_halt$730  = cpl_halt;
-  assign \cpl_flags$732  = cpl_flags;
-  assign \cpl_status$734  = cpl_status;
-  assign \cpl_opcode$736  = cpl_opcode;
-  assign \cpl_tag$738  = cpl_tag;
+  assign \event15_value$714  = events[511:480];
+  assign \bus_timeout$716  = bus_timeout;
+  assign \cpl_queue$722  = cpl_queue;
+  assign \cpl_irq$724  = cpl_irq;
+  assign \cpl_halt$726  = cpl_halt;
+  assign \cpl_flags$728  = cpl_flags;
+  assign \cpl_status$730  = cpl_status;
+  assign \cpl_opcode$732  = cpl_opcode;
+  assign \cpl_tag$734  = cpl_tag;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
   assign fw_timer_diff = \$58 [31:0];
@@ -4974,23 +4978,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$762  = reset;
-  assign fw_irq = \irq$763 ;
-  assign \retire__0__done$766  = retire__0__done;
-  assign \retire__0__error$768  = retire__0__error;
-  assign \retire__0__tag$770  = retire__0__tag;
-  assign \retire__1__done$772  = retire__1__done;
-  assign \retire__1__error$774  = retire__1__error;
-  assign \retire__1__tag$776  = retire__1__tag;
-  assign \retire__2__done$778  = retire__2__done;
+  assign \engine_reset$758  = reset;
+  assign hold = held;
+  assign fw_irq = \irq$760 ;
+  assign \retire__0__error$766  = retire__0__error;
+  assign \retire__0__tag$768  = retire__0__tag;
+  assign \retire__1__error$773  = retire__1__error;
+  assign \retire__1__tag$775  = retire__1__tag;
   assign \retire__2__error$780  = retire__2__error;
   assign \retire__2__tag$782  = retire__2__tag;
-  assign \retire__3__done$784  = retire__3__done;
-  assign \retire__3__error$786  = retire__3__error;
-  assign \retire__3__tag$788  = retire__3__tag;
-  assign \retire__4__done$790  = retire__4__done;
-  assign \retire__4__error$792  = retire__4__error;
-  assign \retire__4__tag$794  = retire__4__tag;
+  assign \retire__3__error$787  = retire__3__error;
+  assign \retire__3__tag$789  = retire__3__tag;
+  assign \retire__4__error$794  = retire__4__error;
+  assign \retire__4__tag$796  = retire__4__tag;
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -7280,7 +7280,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11088$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11083$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7424,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11088$2 ;
-  wire [29:0] \port$11088$2 ;
+  output [29:0] \port$11083$2 ;
+  wire [29:0] \port$11083$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7605,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11088$2 (\$99 ),
+    .\port$11083$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7723,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11088$2  = \$99 ;
+  assign \port$11083$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11088$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11083$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8152,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11088$2 ;
-  wire [29:0] \port$11088$2 ;
+  output [29:0] \port$11083$2 ;
+  wire [29:0] \port$11083$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11258,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11088$2  = ls_addr_r[31:2];
+  assign \port$11083$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11433,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11114$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11261$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11275$0 , q_status0_resetting, q_consumer1_index, \port$11287$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$11301$0 , q_status1_resetting, q_consumer2_index, \port$11313$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11327$0 , q_status2_resetting, q_consumer3_index, \port$11339$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11353$0 , q_status3_resetting, \port$11465$0 , \port$11473$0 , \port$11481$0 
-, \port$11489$0 , \port$12567$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11109$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11266$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11280$0 , q_status0_resetting, q_consumer1_index, \port$11292$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$11306$0 , q_status1_resetting, q_consumer2_index, \port$11318$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11332$0 , q_status2_resetting, q_consumer3_index, \port$11344$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11358$0 , q_status3_resetting, \port$11470$0 , \port$11478$0 , \port$11486$0 
+, \port$11494$0 , \port$12572$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13022,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$11114$0 ;
-  wire [4:0] \port$11114$0 ;
-  input \port$11261$0 ;
-  wire \port$11261$0 ;
-  input \port$11275$0 ;
-  wire \port$11275$0 ;
-  input \port$11287$0 ;
-  wire \port$11287$0 ;
-  input \port$11301$0 ;
-  wire \port$11301$0 ;
-  input \port$11313$0 ;
-  wire \port$11313$0 ;
-  input \port$11327$0 ;
-  wire \port$11327$0 ;
-  input \port$11339$0 ;
-  wire \port$11339$0 ;
-  input \port$11353$0 ;
-  wire \port$11353$0 ;
-  input [2:0] \port$11465$0 ;
-  wire [2:0] \port$11465$0 ;
-  input [2:0] \port$11473$0 ;
-  wire [2:0] \port$11473$0 ;
-  input [2:0] \port$11481$0 ;
-  wire [2:0] \port$11481$0 ;
-  input [2:0] \port$11489$0 ;
-  wire [2:0] \port$11489$0 ;
-  input [511:0] \port$12567$0 ;
-  wire [511:0] \port$12567$0 ;
+  input [4:0] \port$11109$0 ;
+  wire [4:0] \port$11109$0 ;
+  input \port$11266$0 ;
+  wire \port$11266$0 ;
+  input \port$11280$0 ;
+  wire \port$11280$0 ;
+  input \port$11292$0 ;
+  wire \port$11292$0 ;
+  input \port$11306$0 ;
+  wire \port$11306$0 ;
+  input \port$11318$0 ;
+  wire \port$11318$0 ;
+  input \port$11332$0 ;
+  wire \port$11332$0 ;
+  input \port$11344$0 ;
+  wire \port$11344$0 ;
+  input \port$11358$0 ;
+  wire \port$11358$0 ;
+  input [2:0] \port$11470$0 ;
+  wire [2:0] \port$11470$0 ;
+  input [2:0] \port$11478$0 ;
+  wire [2:0] \port$11478$0 ;
+  input [2:0] \port$11486$0 ;
+  wire [2:0] \port$11486$0 ;
+  input [2:0] \port$11494$0 ;
+  wire [2:0] \port$11494$0 ;
+  input [511:0] \port$12572$0 ;
+  wire [511:0] \port$12572$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13704,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$11339$0 , \port$11313$0 , \port$11287$0 , \port$11261$0  };
+  assign \$187  = \$186  | { \port$11344$0 , \port$11318$0 , \port$11292$0 , \port$11266$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$11353$0 , \port$11327$0 , \port$11301$0 , \port$11275$0  };
+  assign \$190  = \$189  | { \port$11358$0 , \port$11332$0 , \port$11306$0 , \port$11280$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15842,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$11339$0 , \port$11313$0 , \port$11287$0 , \port$11261$0  };
-  assign irq_status_queue_error_set = { \port$11353$0 , \port$11327$0 , \port$11301$0 , \port$11275$0  };
+  assign irq_status_queue_cpl_set = { \port$11344$0 , \port$11318$0 , \port$11292$0 , \port$11266$0  };
+  assign irq_status_queue_error_set = { \port$11358$0 , \port$11332$0 , \port$11306$0 , \port$11280$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15858,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11114$0 [0];
-  assign status_dma_store_busy = \port$11114$0 [1];
-  assign status_gemm_busy = \port$11114$0 [2];
-  assign status_vec_busy = \port$11114$0 [3];
-  assign status_sfu_busy = \port$11114$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$11465$0  };
-  assign q_status1_prefetched = { 5'h00, \port$11473$0  };
-  assign q_status2_prefetched = { 5'h00, \port$11481$0  };
-  assign q_status3_prefetched = { 5'h00, \port$11489$0  };
-  assign event0_value = \port$12567$0 [31:0];
-  assign event1_value = \port$12567$0 [63:32];
-  assign event2_value = \port$12567$0 [95:64];
-  assign event3_value = \port$12567$0 [127:96];
-  assign event4_value = \port$12567$0 [159:128];
-  assign event5_value = \port$12567$0 [191:160];
-  assign event6_value = \port$12567$0 [223:192];
-  assign event7_value = \port$12567$0 [255:224];
-  assign event8_value = \port$12567$0 [287:256];
-  assign event9_value = \port$12567$0 [319:288];
-  assign event10_value = \port$12567$0 [351:320];
-  assign event11_value = \port$12567$0 [383:352];
-  assign event12_value = \port$12567$0 [415:384];
-  assign event13_value = \port$12567$0 [447:416];
-  assign event14_value = \port$12567$0 [479:448];
-  assign event15_value = \port$12567$0 [511:480];
+  assign status_dma_load_busy = \port$11109$0 [0];
+  assign status_dma_store_busy = \port$11109$0 [1];
+  assign status_gemm_busy = \port$11109$0 [2];
+  assign status_vec_busy = \port$11109$0 [3];
+  assign status_sfu_busy = \port$11109$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$11470$0  };
+  assign q_status1_prefetched = { 5'h00, \port$11478$0  };
+  assign q_status2_prefetched = { 5'h00, \port$11486$0  };
+  assign q_status3_prefetched = { 5'h00, \port$11494$0  };
+  assign event0_value = \port$12572$0 [31:0];
+  assign event1_value = \port$12572$0 [63:32];
+  assign event2_value = \port$12572$0 [95:64];
+  assign event3_value = \port$12572$0 [127:96];
+  assign event4_value = \port$12572$0 [159:128];
+  assign event5_value = \port$12572$0 [191:160];
+  assign event6_value = \port$12572$0 [223:192];
+  assign event7_value = \port$12572$0 [255:224];
+  assign event8_value = \port$12572$0 [287:256];
+  assign event9_value = \port$12572$0 [319:288];
+  assign event10_value = \port$12572$0 [351:320];
+  assign event11_value = \port$12572$0 [383:352];
+  assign event12_value = \port$12572$0 [415:384];
+  assign event13_value = \port$12572$0 [447:416];
+  assign event14_value = \port$12572$0 [479:448];
+  assign event15_value = \port$12572$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +15927,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11114$0 [0] };
+  assign \$440  = { 1'h0, \port$11109$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11114$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11114$0 [2], 2'h0 };
-  assign \$446  = { \port$11114$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11114$0 [4], 4'h0 };
+  assign \$442  = { \port$11109$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11109$0 [2], 2'h0 };
+  assign \$446  = { \port$11109$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11109$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16098,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$11465$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$11470$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$11473$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$11478$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$11481$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$11486$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$11489$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$11494$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16157,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$12567$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$12572$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$12567$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$12572$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$12567$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$12572$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$12567$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$12572$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$12567$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$12572$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$12567$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$12572$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$12567$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$12572$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$12567$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$12572$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$12567$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$12572$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$12567$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$12572$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$12567$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$12572$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$12567$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$12572$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$12567$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$12572$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$12567$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$12572$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$12567$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$12572$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$12567$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$12572$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16230,12 +16230,13 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11116$0 , retire__0__tag, \port$11118$0 , retire__1__tag, \port$11120$0 , retire__2__tag
-, \port$11122$0 , retire__3__tag, \port$11124$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11111$0 , retire__0__tag, retire__0__queued, \port$11115$0 , retire__1__tag, retire__1__queued
+, \port$11119$0 , retire__2__tag, retire__2__queued, \port$11123$0 , retire__3__tag, retire__3__queued, \port$11127$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -16325,10 +16326,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire \$9 ;
   reg [4:0] \$90 ;
   reg [255:0] \$91 ;
-  reg [255:0] \$92 ;
+  reg \$92 ;
   reg [255:0] \$93 ;
-  reg [255:0] \$94 ;
+  reg \$94 ;
   reg [255:0] \$95 ;
+  reg \$96 ;
+  reg [255:0] \$97 ;
+  reg \$98 ;
+  reg [255:0] \$99 ;
   input clk;
   wire clk;
   input [255:0] desc;
@@ -16598,6 +16603,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \dma_load_held.payload.vec.src_addr ;
   wire [7:0] \dma_load_held.payload.vec.zero_point ;
   wire [15:0] \dma_load_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_load_held_queued;
   output [258:0] dma_store__payload;
   wire [258:0] dma_store__payload;
   wire [255:0] \dma_store__payload.desc ;
@@ -16863,6 +16870,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \dma_store_held.payload.vec.src_addr ;
   wire [7:0] \dma_store_held.payload.vec.zero_point ;
   wire [15:0] \dma_store_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_store_held_queued;
   input [4:0] engine_reset;
   wire [4:0] engine_reset;
   wire [258:0] entry;
@@ -17254,43 +17263,45 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \gemm_held.payload.vec.src_addr ;
   wire [7:0] \gemm_held.payload.vec.zero_point ;
   wire [15:0] \gemm_held.tag ;
+  (* init = 1'h0 *)
+  wire gemm_held_queued;
   output idle;
   wire idle;
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11116$0 ;
-  wire [8:0] \port$11116$0 ;
-  output [8:0] \port$11118$0 ;
-  wire [8:0] \port$11118$0 ;
-  output [8:0] \port$11120$0 ;
-  wire [8:0] \port$11120$0 ;
-  output [8:0] \port$11122$0 ;
-  wire [8:0] \port$11122$0 ;
-  output [8:0] \port$11124$0 ;
-  wire [8:0] \port$11124$0 ;
+  output [8:0] \port$11111$0 ;
+  wire [8:0] \port$11111$0 ;
+  output [8:0] \port$11115$0 ;
+  wire [8:0] \port$11115$0 ;
+  output [8:0] \port$11119$0 ;
+  wire [8:0] \port$11119$0 ;
+  output [8:0] \port$11123$0 ;
+  wire [8:0] \port$11123$0 ;
+  output [8:0] \port$11127$0 ;
+  wire [8:0] \port$11127$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
-  wire [258:0] \r_data$37 ;
-  wire [258:0] \r_data$54 ;
-  wire [258:0] \r_data$71 ;
-  wire [258:0] \r_data$88 ;
+  wire [258:0] \r_data$40 ;
+  wire [258:0] \r_data$59 ;
+  wire [258:0] \r_data$78 ;
+  wire [258:0] \r_data$97 ;
   input r_en;
   wire r_en;
-  input \r_en$38 ;
-  wire \r_en$38 ;
-  input \r_en$55 ;
-  wire \r_en$55 ;
-  input \r_en$72 ;
-  wire \r_en$72 ;
-  input \r_en$89 ;
-  wire \r_en$89 ;
+  input \r_en$41 ;
+  wire \r_en$41 ;
+  input \r_en$60 ;
+  wire \r_en$60 ;
+  input \r_en$79 ;
+  wire \r_en$79 ;
+  input \r_en$98 ;
+  wire \r_en$98 ;
   wire r_rdy;
-  wire \r_rdy$35 ;
-  wire \r_rdy$52 ;
-  wire \r_rdy$69 ;
-  wire \r_rdy$86 ;
+  wire \r_rdy$38 ;
+  wire \r_rdy$57 ;
+  wire \r_rdy$76 ;
+  wire \r_rdy$95 ;
   output reject__done;
   reg reject__done;
   (* enum_base_type = "ErrorCode" *)
@@ -17329,6 +17340,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] reject__opcode;
+  input reject__queued;
+  wire reject__queued;
   wire [15:0] reject__tag;
   output retire__0__done;
   wire retire__0__done;
@@ -17368,6 +17381,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  output retire__0__queued;
+  reg retire__0__queued = 1'h0;
   output [15:0] retire__0__tag;
   wire [15:0] retire__0__tag;
   output retire__1__done;
@@ -17408,6 +17423,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  output retire__1__queued;
+  reg retire__1__queued = 1'h0;
   output [15:0] retire__1__tag;
   wire [15:0] retire__1__tag;
   output retire__2__done;
@@ -17448,6 +17465,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  output retire__2__queued;
+  reg retire__2__queued = 1'h0;
   output [15:0] retire__2__tag;
   wire [15:0] retire__2__tag;
   output retire__3__done;
@@ -17488,6 +17507,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  output retire__3__queued;
+  reg retire__3__queued = 1'h0;
   output [15:0] retire__3__tag;
   wire [15:0] retire__3__tag;
   output retire__4__done;
@@ -17528,6 +17549,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  output retire__4__queued;
+  reg retire__4__queued = 1'h0;
   output [15:0] retire__4__tag;
   wire [15:0] retire__4__tag;
   input rst;
@@ -17797,6 +17820,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \sfu_held.payload.vec.src_addr ;
   wire [7:0] \sfu_held.payload.vec.zero_point ;
   wire [15:0] \sfu_held.tag ;
+  (* init = 1'h0 *)
+  wire sfu_held_queued;
   input submit;
   wire submit;
   output [258:0] vec__payload;
@@ -18064,23 +18089,28 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \vec_held.payload.vec.src_addr ;
   wire [7:0] \vec_held.payload.vec.zero_point ;
   wire [15:0] \vec_held.tag ;
+  (* init = 1'h0 *)
+  wire vec_held_queued;
   wire [258:0] w_data;
-  wire [258:0] \w_data$32 ;
-  wire [258:0] \w_data$49 ;
-  wire [258:0] \w_data$66 ;
-  wire [258:0] \w_data$83 ;
+  wire [258:0] \w_data$35 ;
+  wire [258:0] \w_data$54 ;
+  wire [258:0] \w_data$73 ;
+  wire [258:0] \w_data$92 ;
   wire w_en;
-  wire \w_en$33 ;
-  wire \w_en$50 ;
-  wire \w_en$67 ;
-  wire \w_en$84 ;
+  wire \w_en$36 ;
+  wire \w_en$55 ;
+  wire \w_en$74 ;
+  wire \w_en$93 ;
   wire w_rdy;
-  wire \w_rdy$40 ;
-  wire \w_rdy$57 ;
-  wire \w_rdy$74 ;
-  wire \w_rdy$91 ;
-  input windowed;
+  wire \w_rdy$100 ;
+  wire \w_rdy$43 ;
+  wire \w_rdy$62 ;
+  wire \w_rdy$81 ;
   wire windowed;
+  assign flags_bad = | desc[15:9];
+  assign \$1  = desc[7:0] == 1'h1;
+  assign \$2  = submit & \$1 ;
+  assign \$3  = ~ flags_bad;
   assign w_en = \$2  & \$3 ;
   assign \$4  = desc[7:0] == 1'h1;
   assign \$5  = submit & \$4 ;
@@ -18095,45 +18125,45 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$12  = desc[7:0] == 2'h2;
   assign \$13  = submit & \$12 ;
   assign \$14  = ~ flags_bad;
-  assign \w_en$33  = \$13  & \$14 ;
+  assign \w_en$36  = \$13  & \$14 ;
   assign \$15  = desc[7:0] == 2'h2;
   assign \$16  = submit & \$15 ;
   assign \$17  = desc[7:0] == 2'h2;
   assign \$18  = submit & \$17 ;
   assign \$19  = ~ flags_bad;
   assign \$20  = \$18  & \$19 ;
-  assign \$21  = ~ \w_rdy$40 ;
+  assign \$21  = ~ \w_rdy$43 ;
   assign retire__1__done = engine_reset[1] ? inflight[1] : dma_store_done;
   assign retire__1__error = engine_reset[1] ? 8'h0d : dma_store_error;
-  assign \$22  = ~ \w_rdy$40 ;
+  assign \$22  = ~ \w_rdy$43 ;
   assign \$23  = desc[7:0] == 2'h3;
   assign \$24  = submit & \$23 ;
   assign \$25  = ~ flags_bad;
-  assign \w_en$50  = \$24  & \$25 ;
+  assign \w_en$55  = \$24  & \$25 ;
   assign \$26  = desc[7:0] == 2'h3;
   assign \$27  = submit & \$26 ;
   assign \$28  = desc[7:0] == 2'h3;
   assign \$29  = submit & \$28 ;
   assign \$30  = ~ flags_bad;
   assign \$31  = \$29  & \$30 ;
-  assign \$32  = ~ \w_rdy$57 ;
+  assign \$32  = ~ \w_rdy$62 ;
   assign retire__2__done = engine_reset[2] ? inflight[2] : gemm_done;
   assign retire__2__error = engine_reset[2] ? 8'h0d : gemm_error;
-  assign \$33  = ~ \w_rdy$57 ;
+  assign \$33  = ~ \w_rdy$62 ;
   assign \$34  = desc[7:0] == 3'h4;
   assign \$35  = submit & \$34 ;
   assign \$36  = ~ flags_bad;
-  assign \w_en$67  = \$35  & \$36 ;
+  assign \w_en$74  = \$35  & \$36 ;
   assign \$37  = desc[7:0] == 3'h4;
   assign \$38  = submit & \$37 ;
   assign \$39  = desc[7:0] == 3'h4;
   assign \$40  = submit & \$39 ;
   assign \$41  = ~ flags_bad;
   assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \w_rdy$74 ;
+  assign \$43  = ~ \w_rdy$81 ;
   assign retire__3__done = engine_reset[3] ? inflight[3] : vec_done;
   assign retire__3__error = engine_reset[3] ? 8'h0d : vec_error;
-  assign \$44  = ~ \w_rdy$74 ;
+  assign \$44  = ~ \w_rdy$81 ;
   assign \$45  = desc[7:0] == 4'h8;
   assign \$46  = desc[7:0] == 4'h9;
   assign \$47  = desc[7:0] == 4'ha;
@@ -18142,7 +18172,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$50  = | { \$49 , \$48 , \$47 , \$46 , \$45  };
   assign \$51  = submit & \$50 ;
   assign \$52  = ~ flags_bad;
-  assign \w_en$84  = \$51  & \$52 ;
+  assign \w_en$93  = \$51  & \$52 ;
   assign \$53  = desc[7:0] == 4'h8;
   assign \$54  = desc[7:0] == 4'h9;
   assign \$55  = desc[7:0] == 4'ha;
@@ -18159,10 +18189,10 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$66  = submit & \$65 ;
   assign \$67  = ~ flags_bad;
   assign \$68  = \$66  & \$67 ;
-  assign \$69  = ~ \w_rdy$91 ;
+  assign \$69  = ~ \w_rdy$100 ;
   assign retire__4__done = engine_reset[4] ? inflight[4] : sfu_done;
   assign retire__4__error = engine_reset[4] ? 8'h0d : sfu_error;
-  assign \$70  = ~ \w_rdy$91 ;
+  assign \$70  = ~ \w_rdy$100 ;
   assign \$71  = ~ known;
   assign \$72  = submit & \$71 ;
   assign \$73  = | desc[7:0];
@@ -18176,34 +18206,40 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$80  = dma_load_done | engine_reset[0];
   assign \$81  = dma_load__valid & r_en;
   assign \$82  = dma_store_done | engine_reset[1];
-  assign \$83  = dma_store__valid & \r_en$38 ;
+  assign \$83  = dma_store__valid & \r_en$41 ;
   assign \$84  = gemm_done | engine_reset[2];
-  assign \$85  = gemm__valid & \r_en$55 ;
+  assign \$85  = gemm__valid & \r_en$60 ;
   assign \$86  = vec_done | engine_reset[3];
-  assign \$87  = vec__valid & \r_en$72 ;
+  assign \$87  = vec__valid & \r_en$79 ;
   assign \$88  = sfu_done | engine_reset[4];
-  assign \$89  = sfu__valid & \r_en$89 ;
+  assign \$89  = sfu__valid & \r_en$98 ;
   always @(posedge clk)
     inflight <= \$90 ;
   always @(posedge clk)
     dma_load_held <= \$91 ;
   always @(posedge clk)
-    dma_store_held <= \$92 ;
+    retire__0__queued <= \$92 ;
   always @(posedge clk)
-    gemm_held <= \$93 ;
+    dma_store_held <= \$93 ;
   always @(posedge clk)
-    vec_held <= \$94 ;
+    retire__1__queued <= \$94 ;
   always @(posedge clk)
-    sfu_held <= \$95 ;
-  assign flags_bad = | desc[15:9];
-  assign \$1  = desc[7:0] == 1'h1;
-  assign \$2  = submit & \$1 ;
-  assign \$3  = ~ flags_bad;
+    gemm_held <= \$95 ;
+  always @(posedge clk)
+    retire__2__queued <= \$96 ;
+  always @(posedge clk)
+    vec_held <= \$97 ;
+  always @(posedge clk)
+    retire__3__queued <= \$98 ;
+  always @(posedge clk)
+    sfu_held <= \$99 ;
+  always @(posedge clk)
+    retire__4__queued <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10627$0 (desc),
-    .\port$10629$0 (queue),
-    .\port$10630$0 (windowed),
+    .\port$10622$0 (desc),
+    .\port$10624$0 (queue),
+    .\port$10625$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18213,51 +18249,51 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10627$0 (desc),
-    .\port$10629$0 (queue),
-    .\port$10630$0 (windowed),
+    .\port$10622$0 (desc),
+    .\port$10624$0 (queue),
+    .\port$10625$0 (reject__queued),
     .r_data(dma_store__payload),
-    .r_en(\r_en$38 ),
+    .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
     .rst(rst),
-    .w_en(\w_en$33 ),
-    .w_rdy(\w_rdy$40 )
+    .w_en(\w_en$36 ),
+    .w_rdy(\w_rdy$43 )
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10627$0 (desc),
-    .\port$10629$0 (queue),
-    .\port$10630$0 (windowed),
+    .\port$10622$0 (desc),
+    .\port$10624$0 (queue),
+    .\port$10625$0 (reject__queued),
     .r_data(gemm__payload),
-    .r_en(\r_en$55 ),
+    .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
     .rst(rst),
-    .w_en(\w_en$50 ),
-    .w_rdy(\w_rdy$57 )
+    .w_en(\w_en$55 ),
+    .w_rdy(\w_rdy$62 )
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$10627$0 (desc),
-    .\port$10629$0 (queue),
-    .\port$10630$0 (windowed),
+    .\port$10622$0 (desc),
+    .\port$10624$0 (queue),
+    .\port$10625$0 (reject__queued),
     .r_data(sfu__payload),
-    .r_en(\r_en$89 ),
+    .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
     .rst(rst),
-    .w_en(\w_en$84 ),
-    .w_rdy(\w_rdy$91 )
+    .w_en(\w_en$93 ),
+    .w_rdy(\w_rdy$100 )
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10627$0 (desc),
-    .\port$10629$0 (queue),
-    .\port$10630$0 (windowed),
+    .\port$10622$0 (desc),
+    .\port$10624$0 (queue),
+    .\port$10625$0 (reject__queued),
     .r_data(vec__payload),
-    .r_en(\r_en$72 ),
+    .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
     .rst(rst),
-    .w_en(\w_en$67 ),
-    .w_rdy(\w_rdy$74 )
+    .w_en(\w_en$74 ),
+    .w_rdy(\w_rdy$81 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -18395,19 +18431,19 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$92  = dma_store_held;
-    if (\$83 ) begin
-      \$92  = dma_store__payload[255:0];
+    \$92  = retire__0__queued;
+    if (\$81 ) begin
+      \$92  = dma_load__payload[258];
     end
     if (rst) begin
-      \$92  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$93  = gemm_held;
-    if (\$85 ) begin
-      \$93  = gemm__payload[255:0];
+    \$93  = dma_store_held;
+    if (\$83 ) begin
+      \$93  = dma_store__payload[255:0];
     end
     if (rst) begin
       \$93  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -18415,67 +18451,123 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$94  = vec_held;
-    if (\$87 ) begin
-      \$94  = vec__payload[255:0];
+    \$94  = retire__1__queued;
+    if (\$83 ) begin
+      \$94  = dma_store__payload[258];
     end
     if (rst) begin
-      \$94  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$94  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = sfu_held;
-    if (\$89 ) begin
-      \$95  = sfu__payload[255:0];
+    \$95  = gemm_held;
+    if (\$85 ) begin
+      \$95  = gemm__payload[255:0];
     end
     if (rst) begin
       \$95  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$96  = retire__2__queued;
+    if (\$85 ) begin
+      \$96  = gemm__payload[258];
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$97  = vec_held;
+    if (\$87 ) begin
+      \$97  = vec__payload[255:0];
+    end
+    if (rst) begin
+      \$97  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$98  = retire__3__queued;
+    if (\$87 ) begin
+      \$98  = vec__payload[258];
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$99  = sfu_held;
+    if (\$89 ) begin
+      \$99  = sfu__payload[255:0];
+    end
+    if (rst) begin
+      \$99  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$100  = retire__4__queued;
+    if (\$89 ) begin
+      \$100  = sfu__payload[258];
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign reject__irq = desc[8];
-  assign entry = { windowed, queue, desc };
-  assign w_data = { windowed, queue, desc };
+  assign windowed = reject__queued;
+  assign entry = { reject__queued, queue, desc };
+  assign w_data = { reject__queued, queue, desc };
   assign r_rdy = dma_load__valid;
   assign r_data = dma_load__payload;
   assign dma_load__ready = r_en;
   assign retire__0__irq = dma_load_held[8];
   assign retire__0__opcode = dma_load_held[7:0];
-  assign \w_data$32  = { windowed, queue, desc };
-  assign \r_rdy$35  = dma_store__valid;
-  assign \r_data$37  = dma_store__payload;
-  assign dma_store__ready = \r_en$38 ;
+  assign dma_load_held_queued = retire__0__queued;
+  assign \w_data$35  = { reject__queued, queue, desc };
+  assign \r_rdy$38  = dma_store__valid;
+  assign \r_data$40  = dma_store__payload;
+  assign dma_store__ready = \r_en$41 ;
   assign retire__1__irq = dma_store_held[8];
   assign retire__1__opcode = dma_store_held[7:0];
-  assign \w_data$49  = { windowed, queue, desc };
-  assign \r_rdy$52  = gemm__valid;
-  assign \r_data$54  = gemm__payload;
-  assign gemm__ready = \r_en$55 ;
+  assign dma_store_held_queued = retire__1__queued;
+  assign \w_data$54  = { reject__queued, queue, desc };
+  assign \r_rdy$57  = gemm__valid;
+  assign \r_data$59  = gemm__payload;
+  assign gemm__ready = \r_en$60 ;
   assign retire__2__irq = gemm_held[8];
   assign retire__2__opcode = gemm_held[7:0];
-  assign \w_data$66  = { windowed, queue, desc };
-  assign \r_rdy$69  = vec__valid;
-  assign \r_data$71  = vec__payload;
-  assign vec__ready = \r_en$72 ;
+  assign gemm_held_queued = retire__2__queued;
+  assign \w_data$73  = { reject__queued, queue, desc };
+  assign \r_rdy$76  = vec__valid;
+  assign \r_data$78  = vec__payload;
+  assign vec__ready = \r_en$79 ;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \w_data$83  = { windowed, queue, desc };
-  assign \r_rdy$86  = sfu__valid;
-  assign \r_data$88  = sfu__payload;
-  assign sfu__ready = \r_en$89 ;
+  assign vec_held_queued = retire__3__queued;
+  assign \w_data$92  = { reject__queued, queue, desc };
+  assign \r_rdy$95  = sfu__valid;
+  assign \r_data$97  = sfu__payload;
+  assign sfu__ready = \r_en$98 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$11116$0  = dma_load_held[8:0];
+  assign sfu_held_queued = retire__4__queued;
+  assign \port$11111$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11118$0  = dma_store_held[8:0];
+  assign \port$11115$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11120$0  = gemm_held[8:0];
+  assign \port$11119$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11122$0  = vec_held[8:0];
+  assign \port$11123$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11124$0  = sfu_held[8:0];
+  assign \port$11127$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -18582,7 +18674,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \entry.desc.payload.emul.out_zero_point  = desc[189:182];
   assign \entry.desc.payload.emul.reserved  = desc[255:190];
   assign \entry.queue  = queue;
-  assign \entry.windowed  = windowed;
+  assign \entry.windowed  = reject__queued;
   assign \dma_load__payload.desc  = dma_load__payload[255:0];
   assign \dma_load__payload.desc.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.desc.flags  = dma_load__payload[15:8];
@@ -19636,7 +19728,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10622$0 , \port$10624$0 , \port$10625$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19678,12 +19770,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10627$0 ;
-  wire [255:0] \port$10627$0 ;
-  input [1:0] \port$10629$0 ;
-  wire [1:0] \port$10629$0 ;
-  input \port$10630$0 ;
-  wire \port$10630$0 ;
+  input [255:0] \port$10622$0 ;
+  wire [255:0] \port$10622$0 ;
+  input [1:0] \port$10624$0 ;
+  wire [1:0] \port$10624$0 ;
+  input \port$10625$0 ;
+  wire \port$10625$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19715,7 +19807,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+      storage[w_port__addr] <= { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19814,14 +19906,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
-  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_port__data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
+  assign w_data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10622$0 , \port$10624$0 , \port$10625$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19863,12 +19955,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10627$0 ;
-  wire [255:0] \port$10627$0 ;
-  input [1:0] \port$10629$0 ;
-  wire [1:0] \port$10629$0 ;
-  input \port$10630$0 ;
-  wire \port$10630$0 ;
+  input [255:0] \port$10622$0 ;
+  wire [255:0] \port$10622$0 ;
+  input [1:0] \port$10624$0 ;
+  wire [1:0] \port$10624$0 ;
+  input \port$10625$0 ;
+  wire \port$10625$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19900,7 +19992,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+      storage[w_port__addr] <= { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19999,14 +20091,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
-  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_port__data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
+  assign w_data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10622$0 , \port$10624$0 , \port$10625$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20048,12 +20140,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10627$0 ;
-  wire [255:0] \port$10627$0 ;
-  input [1:0] \port$10629$0 ;
-  wire [1:0] \port$10629$0 ;
-  input \port$10630$0 ;
-  wire \port$10630$0 ;
+  input [255:0] \port$10622$0 ;
+  wire [255:0] \port$10622$0 ;
+  input [1:0] \port$10624$0 ;
+  wire [1:0] \port$10624$0 ;
+  input \port$10625$0 ;
+  wire \port$10625$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20085,7 +20177,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+      storage[w_port__addr] <= { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20184,14 +20276,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
-  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_port__data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
+  assign w_data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10622$0 , \port$10624$0 , \port$10625$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20233,12 +20325,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10627$0 ;
-  wire [255:0] \port$10627$0 ;
-  input [1:0] \port$10629$0 ;
-  wire [1:0] \port$10629$0 ;
-  input \port$10630$0 ;
-  wire \port$10630$0 ;
+  input [255:0] \port$10622$0 ;
+  wire [255:0] \port$10622$0 ;
+  input [1:0] \port$10624$0 ;
+  wire [1:0] \port$10624$0 ;
+  input \port$10625$0 ;
+  wire \port$10625$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20270,7 +20362,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+      storage[w_port__addr] <= { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20369,14 +20461,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
-  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_port__data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
+  assign w_data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10627$0 , \port$10629$0 , \port$10630$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10622$0 , \port$10624$0 , \port$10625$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20418,12 +20510,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10627$0 ;
-  wire [255:0] \port$10627$0 ;
-  input [1:0] \port$10629$0 ;
-  wire [1:0] \port$10629$0 ;
-  input \port$10630$0 ;
-  wire \port$10630$0 ;
+  input [255:0] \port$10622$0 ;
+  wire [255:0] \port$10622$0 ;
+  input [1:0] \port$10624$0 ;
+  wire [1:0] \port$10624$0 ;
+  input \port$10625$0 ;
+  wire \port$10625$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20455,7 +20547,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+      storage[w_port__addr] <= { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20554,8 +20646,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
-  assign w_data = { \port$10630$0 , \port$10629$0 , \port$10627$0  };
+  assign w_port__data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
+  assign w_data = { \port$10625$0 , \port$10624$0 , \port$10622$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -25632,8 +25724,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5703$0 (aw_hs_id),
-    .\port$5717$0 (down__awlen),
+    .\port$5708$0 (aw_hs_id),
+    .\port$5722$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -25978,7 +26070,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$5717$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26006,10 +26098,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5703$0 ;
-  wire [2:0] \port$5703$0 ;
-  input [7:0] \port$5717$0 ;
-  wire [7:0] \port$5717$0 ;
+  input [2:0] \port$5708$0 ;
+  wire [2:0] \port$5708$0 ;
+  input [7:0] \port$5722$0 ;
+  wire [7:0] \port$5722$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26044,7 +26136,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5703$0 , \port$5717$0  };
+      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26110,16 +26202,16 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5703$0 , \port$5717$0  };
-  assign w_data = { \port$5703$0 , \port$5717$0  };
+  assign w_port__data = { \port$5708$0 , \port$5722$0  };
+  assign w_data = { \port$5708$0 , \port$5722$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5300$0 , \port$5330$0 , \port$5360$0 , \port$5390$0 , \port$9208$0 , \port$9241$0 , \port$9274$0 , \port$9307$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11088$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$12567$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4226$0 , q_head_index1_index, \port$4236$0 , q_head_index2_index, \port$4246$0 , q_head_index3_index, \port$4256$0 , \port$5305$0 , \port$5335$0 , \port$5365$0 , \port$5395$0 , \port$9213$0 , \port$9246$0 , \port$9279$0 , \port$9312$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11083$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$12572$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26814,34 +26906,34 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [29:0] \port$11088$2 ;
-  wire [29:0] \port$11088$2 ;
-  input [511:0] \port$12567$0 ;
-  wire [511:0] \port$12567$0 ;
-  input \port$4221$0 ;
-  wire \port$4221$0 ;
-  input \port$4231$0 ;
-  wire \port$4231$0 ;
-  input \port$4241$0 ;
-  wire \port$4241$0 ;
-  input \port$4251$0 ;
-  wire \port$4251$0 ;
-  input [255:0] \port$5300$0 ;
-  wire [255:0] \port$5300$0 ;
-  input [255:0] \port$5330$0 ;
-  wire [255:0] \port$5330$0 ;
-  input [255:0] \port$5360$0 ;
-  wire [255:0] \port$5360$0 ;
-  input [255:0] \port$5390$0 ;
-  wire [255:0] \port$5390$0 ;
-  input \port$9208$0 ;
-  wire \port$9208$0 ;
-  input \port$9241$0 ;
-  wire \port$9241$0 ;
-  input \port$9274$0 ;
-  wire \port$9274$0 ;
-  input \port$9307$0 ;
-  wire \port$9307$0 ;
+  input [29:0] \port$11083$2 ;
+  wire [29:0] \port$11083$2 ;
+  input [511:0] \port$12572$0 ;
+  wire [511:0] \port$12572$0 ;
+  input \port$4226$0 ;
+  wire \port$4226$0 ;
+  input \port$4236$0 ;
+  wire \port$4236$0 ;
+  input \port$4246$0 ;
+  wire \port$4246$0 ;
+  input \port$4256$0 ;
+  wire \port$4256$0 ;
+  input [255:0] \port$5305$0 ;
+  wire [255:0] \port$5305$0 ;
+  input [255:0] \port$5335$0 ;
+  wire [255:0] \port$5335$0 ;
+  input [255:0] \port$5365$0 ;
+  wire [255:0] \port$5365$0 ;
+  input [255:0] \port$5395$0 ;
+  wire [255:0] \port$5395$0 ;
+  input \port$9213$0 ;
+  wire \port$9213$0 ;
+  input \port$9246$0 ;
+  wire \port$9246$0 ;
+  input \port$9279$0 ;
+  wire \port$9279$0 ;
+  input \port$9312$0 ;
+  wire \port$9312$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -26979,219 +27071,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$11088$2 [9:0] == 5'h1a;
+  assign \$295  = \port$11083$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11088$2 [9:0] == 5'h1b;
+  assign \$301  = \port$11083$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$11088$2 [9:0] == 5'h1c;
+  assign \$307  = \port$11083$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$11088$2 [9:0] == 5'h1d;
+  assign \$313  = \port$11083$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$11088$2 [9:0] == 6'h20;
+  assign \$319  = \port$11083$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$11088$2 [9:0] == 6'h21;
+  assign \$325  = \port$11083$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$11088$2 [9:0] == 6'h22;
+  assign \$331  = \port$11083$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$11088$2 [9:0] == 6'h23;
+  assign \$337  = \port$11083$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$11088$2 [9:0] == 6'h24;
+  assign \$343  = \port$11083$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$11088$2 [9:0] == 6'h25;
+  assign \$349  = \port$11083$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$11088$2 [9:0] == 6'h26;
+  assign \$355  = \port$11083$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$11088$2 [9:0] == 6'h27;
+  assign \$361  = \port$11083$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$11088$2 [9:0] == 6'h28;
+  assign \$367  = \port$11083$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$11088$2 [9:0] == 6'h29;
+  assign \$373  = \port$11083$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$11088$2 [9:0] == 6'h2a;
+  assign \$379  = \port$11083$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$11088$2 [9:0] == 6'h2b;
+  assign \$385  = \port$11083$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$11088$2 [9:0] == 6'h2c;
+  assign \$391  = \port$11083$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$11088$2 [9:0] == 6'h2d;
+  assign \$397  = \port$11083$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$11088$2 [9:0] == 6'h2e;
+  assign \$403  = \port$11083$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$11088$2 [9:0] == 6'h2f;
+  assign \$409  = \port$11083$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$11088$2 [9:0] == 6'h30;
+  assign \$415  = \port$11083$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$11088$2 [9:0] == 6'h31;
+  assign \$421  = \port$11083$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$11088$2 [9:0] == 6'h32;
+  assign \$427  = \port$11083$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$11088$2 [9:0] == 6'h33;
+  assign \$433  = \port$11083$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$11088$2 [9:0] == 6'h34;
+  assign \$439  = \port$11083$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$11088$2 [9:0] == 6'h35;
+  assign \$445  = \port$11083$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$11088$2 [9:0] == 6'h36;
+  assign \$451  = \port$11083$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$11088$2 [9:0] == 6'h37;
+  assign \$457  = \port$11083$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$11088$2 [9:0] == 6'h38;
+  assign \$463  = \port$11083$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$11088$2 [9:0] == 6'h39;
+  assign \$469  = \port$11083$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$11088$2 [9:0] == 6'h3a;
+  assign \$475  = \port$11083$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$11088$2 [9:0] == 6'h3b;
+  assign \$481  = \port$11083$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$11088$2 [9:0] == 6'h3c;
+  assign \$487  = \port$11083$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$11088$2 [9:0] == 6'h3d;
+  assign \$493  = \port$11083$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$11088$2 [9:0] == 6'h3e;
+  assign \$499  = \port$11083$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$11088$2 [9:0] == 6'h3f;
+  assign \$505  = \port$11083$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$11088$2 [9:0] == 7'h40;
+  assign \$511  = \port$11083$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$11088$2 [9:0] == 7'h41;
+  assign \$517  = \port$11083$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$11088$2 [9:0] == 7'h42;
+  assign \$523  = \port$11083$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$11088$2 [9:0] == 7'h43;
+  assign \$529  = \port$11083$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$11088$2 [9:0] == 7'h44;
+  assign \$535  = \port$11083$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$11088$2 [9:0] == 7'h45;
+  assign \$541  = \port$11083$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$11088$2 [9:0] == 7'h46;
+  assign \$547  = \port$11083$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$11088$2 [9:0] == 7'h47;
+  assign \$553  = \port$11083$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$11088$2 [9:0] == 7'h48;
+  assign \$559  = \port$11083$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$11088$2 [9:0] == 7'h49;
+  assign \$565  = \port$11083$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$11088$2 [9:0] == 7'h4a;
+  assign \$571  = \port$11083$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$11088$2 [9:0] == 7'h4b;
+  assign \$577  = \port$11083$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$11088$2 [9:0] == 7'h4c;
+  assign \$583  = \port$11083$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$11088$2 [9:0] == 7'h4d;
+  assign \$589  = \port$11083$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$11088$2 [9:0] == 7'h4e;
+  assign \$595  = \port$11083$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$11088$2 [9:0] == 7'h4f;
+  assign \$601  = \port$11083$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$11088$2 [9:0] == 7'h50;
+  assign \$607  = \port$11083$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$11088$2 [9:0] == 7'h51;
+  assign \$613  = \port$11083$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27235,215 +27327,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11088$2 [9:0];
+  assign \$3  = ! \port$11083$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11088$2 [9:0] == 1'h1;
+  assign \$5  = \port$11083$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11088$2 [9:0] == 2'h2;
+  assign \$7  = \port$11083$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11088$2 [9:0] == 2'h3;
+  assign \$9  = \port$11083$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11088$2 [9:0] == 3'h4;
+  assign \$11  = \port$11083$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11088$2 [9:0] == 3'h5;
+  assign \$13  = \port$11083$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11088$2 [9:0] == 3'h6;
+  assign \$15  = \port$11083$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11088$2 [9:0] == 4'h8;
+  assign \$17  = \port$11083$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11088$2 [9:0] == 4'h9;
+  assign \$19  = \port$11083$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11088$2 [9:0] == 4'ha;
+  assign \$21  = \port$11083$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11088$2 [9:0] == 4'hb;
+  assign \$23  = \port$11083$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11088$2 [9:0] == 5'h14;
+  assign \$25  = \port$11083$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11088$2 [9:0] == 5'h15;
+  assign \$27  = \port$11083$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11088$2 [9:0] == 5'h16;
+  assign \$29  = \port$11083$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11088$2 [9:0] == 5'h18;
+  assign \$31  = \port$11083$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11088$2 [9:0] == 5'h19;
+  assign \$33  = \port$11083$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11088$2 [9:0] == 5'h1a;
+  assign \$35  = \port$11083$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11088$2 [9:0] == 5'h1b;
+  assign \$37  = \port$11083$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11088$2 [9:0] == 5'h1c;
+  assign \$39  = \port$11083$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11088$2 [9:0] == 5'h1d;
+  assign \$41  = \port$11083$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11088$2 [9:0] == 6'h20;
+  assign \$43  = \port$11083$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11088$2 [9:0] == 6'h21;
+  assign \$45  = \port$11083$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11088$2 [9:0] == 6'h22;
+  assign \$47  = \port$11083$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11088$2 [9:0] == 6'h23;
+  assign \$49  = \port$11083$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11088$2 [9:0] == 6'h24;
+  assign \$51  = \port$11083$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11088$2 [9:0] == 6'h25;
+  assign \$53  = \port$11083$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11088$2 [9:0] == 6'h26;
+  assign \$55  = \port$11083$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11088$2 [9:0] == 6'h27;
+  assign \$57  = \port$11083$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11088$2 [9:0] == 6'h28;
+  assign \$59  = \port$11083$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11088$2 [9:0] == 6'h29;
+  assign \$61  = \port$11083$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11088$2 [9:0] == 6'h2a;
+  assign \$63  = \port$11083$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11088$2 [9:0] == 6'h2b;
+  assign \$65  = \port$11083$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11088$2 [9:0] == 6'h2c;
+  assign \$67  = \port$11083$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11088$2 [9:0] == 6'h2d;
+  assign \$69  = \port$11083$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11088$2 [9:0] == 6'h2e;
+  assign \$71  = \port$11083$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11088$2 [9:0] == 6'h2f;
+  assign \$73  = \port$11083$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11088$2 [9:0] == 6'h30;
+  assign \$75  = \port$11083$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11088$2 [9:0] == 6'h31;
+  assign \$77  = \port$11083$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11088$2 [9:0] == 6'h32;
+  assign \$79  = \port$11083$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11088$2 [9:0] == 6'h33;
+  assign \$81  = \port$11083$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11088$2 [9:0] == 6'h34;
+  assign \$83  = \port$11083$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11088$2 [9:0] == 6'h35;
+  assign \$85  = \port$11083$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11088$2 [9:0] == 6'h36;
+  assign \$87  = \port$11083$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11088$2 [9:0] == 6'h37;
+  assign \$89  = \port$11083$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11088$2 [9:0] == 6'h38;
+  assign \$91  = \port$11083$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11088$2 [9:0] == 6'h39;
+  assign \$93  = \port$11083$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11088$2 [9:0] == 6'h3a;
+  assign \$95  = \port$11083$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11088$2 [9:0] == 6'h3b;
+  assign \$97  = \port$11083$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11088$2 [9:0] == 6'h3c;
+  assign \$99  = \port$11083$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11088$2 [9:0] == 6'h3d;
+  assign \$101  = \port$11083$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11088$2 [9:0] == 6'h3e;
+  assign \$103  = \port$11083$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11088$2 [9:0] == 6'h3f;
+  assign \$105  = \port$11083$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11088$2 [9:0] == 7'h40;
+  assign \$107  = \port$11083$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11088$2 [9:0] == 7'h41;
+  assign \$109  = \port$11083$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11088$2 [9:0] == 7'h42;
+  assign \$111  = \port$11083$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11088$2 [9:0] == 7'h43;
+  assign \$113  = \port$11083$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11088$2 [9:0] == 7'h44;
+  assign \$115  = \port$11083$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11088$2 [9:0] == 7'h45;
+  assign \$117  = \port$11083$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11088$2 [9:0] == 7'h46;
+  assign \$119  = \port$11083$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11088$2 [9:0] == 7'h47;
+  assign \$121  = \port$11083$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11088$2 [9:0] == 7'h48;
+  assign \$123  = \port$11083$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11088$2 [9:0] == 7'h49;
+  assign \$125  = \port$11083$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11088$2 [9:0] == 7'h4a;
+  assign \$127  = \port$11083$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11088$2 [9:0] == 7'h4b;
+  assign \$129  = \port$11083$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11088$2 [9:0] == 7'h4c;
+  assign \$131  = \port$11083$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11088$2 [9:0] == 7'h4d;
+  assign \$133  = \port$11083$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11088$2 [9:0] == 7'h4e;
+  assign \$135  = \port$11083$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11088$2 [9:0] == 7'h4f;
+  assign \$137  = \port$11083$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11088$2 [9:0] == 7'h50;
+  assign \$139  = \port$11083$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11088$2 [9:0] == 7'h51;
+  assign \$141  = \port$11083$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27492,72 +27584,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$11088$2 [9:0];
+  assign \$189  = ! \port$11083$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$11088$2 [9:0] == 1'h1;
+  assign \$195  = \port$11083$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11088$2 [9:0] == 2'h2;
+  assign \$201  = \port$11083$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$11088$2 [9:0] == 2'h3;
+  assign \$207  = \port$11083$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$11088$2 [9:0] == 3'h4;
+  assign \$213  = \port$11083$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$11088$2 [9:0] == 3'h5;
+  assign \$219  = \port$11083$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$11088$2 [9:0] == 3'h6;
+  assign \$225  = \port$11083$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$11088$2 [9:0] == 4'h8;
+  assign \$231  = \port$11083$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$11088$2 [9:0] == 4'h9;
+  assign \$243  = \port$11083$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11088$2 [9:0] == 4'ha;
+  assign \$251  = \port$11083$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$11088$2 [9:0] == 4'hb;
+  assign \$259  = \port$11083$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$11088$2 [9:0] == 5'h14;
+  assign \$265  = \port$11083$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11088$2 [9:0] == 5'h15;
+  assign \$271  = \port$11083$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$11088$2 [9:0] == 5'h16;
+  assign \$277  = \port$11083$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$11088$2 [9:0] == 5'h18;
+  assign \$283  = \port$11083$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$11088$2 [9:0] == 5'h19;
+  assign \$289  = \port$11083$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28429,57 +28521,57 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11088$2 , 2'h0 };
-  assign work_qready = { \port$9307$0 , \port$9274$0 , \port$9241$0 , \port$9208$0  };
-  assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
-  assign q_head0_word = \port$5300$0 [31:0];
-  assign q_head1_word = \port$5300$0 [63:32];
-  assign q_head2_word = \port$5300$0 [95:64];
-  assign q_head3_word = \port$5300$0 [127:96];
-  assign q_head4_word = \port$5300$0 [159:128];
-  assign q_head5_word = \port$5300$0 [191:160];
-  assign q_head6_word = \port$5300$0 [223:192];
-  assign q_head7_word = \port$5300$0 [255:224];
-  assign q_head8_word = \port$5330$0 [31:0];
-  assign q_head9_word = \port$5330$0 [63:32];
-  assign q_head10_word = \port$5330$0 [95:64];
-  assign q_head11_word = \port$5330$0 [127:96];
-  assign q_head12_word = \port$5330$0 [159:128];
-  assign q_head13_word = \port$5330$0 [191:160];
-  assign q_head14_word = \port$5330$0 [223:192];
-  assign q_head15_word = \port$5330$0 [255:224];
-  assign q_head16_word = \port$5360$0 [31:0];
-  assign q_head17_word = \port$5360$0 [63:32];
-  assign q_head18_word = \port$5360$0 [95:64];
-  assign q_head19_word = \port$5360$0 [127:96];
-  assign q_head20_word = \port$5360$0 [159:128];
-  assign q_head21_word = \port$5360$0 [191:160];
-  assign q_head22_word = \port$5360$0 [223:192];
-  assign q_head23_word = \port$5360$0 [255:224];
-  assign q_head24_word = \port$5390$0 [31:0];
-  assign q_head25_word = \port$5390$0 [63:32];
-  assign q_head26_word = \port$5390$0 [95:64];
-  assign q_head27_word = \port$5390$0 [127:96];
-  assign q_head28_word = \port$5390$0 [159:128];
-  assign q_head29_word = \port$5390$0 [191:160];
-  assign q_head30_word = \port$5390$0 [223:192];
-  assign q_head31_word = \port$5390$0 [255:224];
-  assign event0_value = \port$12567$0 [31:0];
-  assign event1_value = \port$12567$0 [63:32];
-  assign event2_value = \port$12567$0 [95:64];
-  assign event3_value = \port$12567$0 [127:96];
-  assign event4_value = \port$12567$0 [159:128];
-  assign event5_value = \port$12567$0 [191:160];
-  assign event6_value = \port$12567$0 [223:192];
-  assign event7_value = \port$12567$0 [255:224];
-  assign event8_value = \port$12567$0 [287:256];
-  assign event9_value = \port$12567$0 [319:288];
-  assign event10_value = \port$12567$0 [351:320];
-  assign event11_value = \port$12567$0 [383:352];
-  assign event12_value = \port$12567$0 [415:384];
-  assign event13_value = \port$12567$0 [447:416];
-  assign event14_value = \port$12567$0 [479:448];
-  assign event15_value = \port$12567$0 [511:480];
+  assign bus__addr = { \port$11083$2 , 2'h0 };
+  assign work_qready = { \port$9312$0 , \port$9279$0 , \port$9246$0 , \port$9213$0  };
+  assign work_qreset = { \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0  };
+  assign q_head0_word = \port$5305$0 [31:0];
+  assign q_head1_word = \port$5305$0 [63:32];
+  assign q_head2_word = \port$5305$0 [95:64];
+  assign q_head3_word = \port$5305$0 [127:96];
+  assign q_head4_word = \port$5305$0 [159:128];
+  assign q_head5_word = \port$5305$0 [191:160];
+  assign q_head6_word = \port$5305$0 [223:192];
+  assign q_head7_word = \port$5305$0 [255:224];
+  assign q_head8_word = \port$5335$0 [31:0];
+  assign q_head9_word = \port$5335$0 [63:32];
+  assign q_head10_word = \port$5335$0 [95:64];
+  assign q_head11_word = \port$5335$0 [127:96];
+  assign q_head12_word = \port$5335$0 [159:128];
+  assign q_head13_word = \port$5335$0 [191:160];
+  assign q_head14_word = \port$5335$0 [223:192];
+  assign q_head15_word = \port$5335$0 [255:224];
+  assign q_head16_word = \port$5365$0 [31:0];
+  assign q_head17_word = \port$5365$0 [63:32];
+  assign q_head18_word = \port$5365$0 [95:64];
+  assign q_head19_word = \port$5365$0 [127:96];
+  assign q_head20_word = \port$5365$0 [159:128];
+  assign q_head21_word = \port$5365$0 [191:160];
+  assign q_head22_word = \port$5365$0 [223:192];
+  assign q_head23_word = \port$5365$0 [255:224];
+  assign q_head24_word = \port$5395$0 [31:0];
+  assign q_head25_word = \port$5395$0 [63:32];
+  assign q_head26_word = \port$5395$0 [95:64];
+  assign q_head27_word = \port$5395$0 [127:96];
+  assign q_head28_word = \port$5395$0 [159:128];
+  assign q_head29_word = \port$5395$0 [191:160];
+  assign q_head30_word = \port$5395$0 [223:192];
+  assign q_head31_word = \port$5395$0 [255:224];
+  assign event0_value = \port$12572$0 [31:0];
+  assign event1_value = \port$12572$0 [63:32];
+  assign event2_value = \port$12572$0 [95:64];
+  assign event3_value = \port$12572$0 [127:96];
+  assign event4_value = \port$12572$0 [159:128];
+  assign event5_value = \port$12572$0 [191:160];
+  assign event6_value = \port$12572$0 [223:192];
+  assign event7_value = \port$12572$0 [255:224];
+  assign event8_value = \port$12572$0 [287:256];
+  assign event9_value = \port$12572$0 [319:288];
+  assign event10_value = \port$12572$0 [351:320];
+  assign event11_value = \port$12572$0 [383:352];
+  assign event12_value = \port$12572$0 [415:384];
+  assign event13_value = \port$12572$0 [447:416];
+  assign event14_value = \port$12572$0 [479:448];
+  assign event15_value = \port$12572$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28494,10 +28586,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$9307$0 , \port$9274$0 , \port$9241$0 , \port$9208$0  };
+  assign \$233  = { 1'h0, \port$9312$0 , \port$9279$0 , \port$9246$0 , \port$9213$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -28525,101 +28617,101 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5300$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5305$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5300$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5305$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5300$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5305$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5300$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5305$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5300$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5305$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5300$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5305$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5300$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5305$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5300$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5305$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5330$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5335$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5330$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5335$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5330$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5335$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5330$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5335$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5330$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5335$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5330$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5335$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5330$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5335$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5330$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5335$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5360$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5365$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5360$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5365$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5360$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5365$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5360$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5365$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5360$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5365$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5360$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5365$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5360$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5365$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5360$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5365$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5390$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5395$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5390$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5395$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5390$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5395$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5390$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5395$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5390$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5395$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5390$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5395$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5390$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5395$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5390$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5395$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$12567$0 [31:0] };
+  assign \$513  = { 1'h0, \port$12572$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$12567$0 [63:32] };
+  assign \$519  = { 1'h0, \port$12572$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$12567$0 [95:64] };
+  assign \$525  = { 1'h0, \port$12572$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$12567$0 [127:96] };
+  assign \$531  = { 1'h0, \port$12572$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$12567$0 [159:128] };
+  assign \$537  = { 1'h0, \port$12572$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$12567$0 [191:160] };
+  assign \$543  = { 1'h0, \port$12572$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$12567$0 [223:192] };
+  assign \$549  = { 1'h0, \port$12572$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$12567$0 [255:224] };
+  assign \$555  = { 1'h0, \port$12572$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$12567$0 [287:256] };
+  assign \$561  = { 1'h0, \port$12572$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$12567$0 [319:288] };
+  assign \$567  = { 1'h0, \port$12572$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$12567$0 [351:320] };
+  assign \$573  = { 1'h0, \port$12572$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$12567$0 [383:352] };
+  assign \$579  = { 1'h0, \port$12572$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$12567$0 [415:384] };
+  assign \$585  = { 1'h0, \port$12572$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$12567$0 [447:416] };
+  assign \$591  = { 1'h0, \port$12572$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$12567$0 [479:448] };
+  assign \$597  = { 1'h0, \port$12572$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$12567$0 [511:480] };
+  assign \$603  = { 1'h0, \port$12572$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29339,7 +29431,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$11846$2 (spad_meta_q3[4:2]),
+    .\port$11851$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30393,7 +30485,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11851$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -30922,8 +31014,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$11846$2 ;
-  wire [2:0] \port$11846$2 ;
+  input [2:0] \port$11851$2 ;
+  wire [2:0] \port$11851$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -30957,22 +31049,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$11846$2 [1:0];
+  assign \$3  = ! \port$11851$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$11846$2 [1:0];
+  assign \$6  = ! \port$11851$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$11846$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$11851$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$11846$2 [1:0];
+  assign \$17  = ! \port$11851$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$11846$2 [1:0] == 1'h1;
+  assign \$20  = \port$11851$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -30981,10 +31073,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$11846$2 [1:0];
+  assign \$29  = ! \port$11851$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$11846$2 [1:0] == 2'h2;
+  assign \$32  = \port$11851$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -30993,10 +31085,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$11846$2 [1:0];
+  assign \$41  = ! \port$11851$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$11846$2 [1:0] == 2'h3;
+  assign \$44  = \port$11851$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -31006,10 +31098,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$11846$2 [1:0] == 1'h1;
+  assign \$54  = \port$11851$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$11846$2 [1:0];
+  assign \$57  = ! \port$11851$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -31019,10 +31111,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$11846$2 [1:0] == 1'h1;
+  assign \$67  = \port$11851$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$11846$2 [1:0] == 1'h1;
+  assign \$70  = \port$11851$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -31030,10 +31122,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$11846$2 [1:0] == 1'h1;
+  assign \$80  = \port$11851$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$11846$2 [1:0] == 2'h2;
+  assign \$83  = \port$11851$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -31043,10 +31135,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$11846$2 [1:0] == 1'h1;
+  assign \$93  = \port$11851$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$11846$2 [1:0] == 2'h3;
+  assign \$96  = \port$11851$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -31057,10 +31149,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$11846$2 [1:0] == 2'h2;
+  assign \$107  = \port$11851$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$11846$2 [1:0];
+  assign \$110  = ! \port$11851$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -31070,10 +31162,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$11846$2 [1:0] == 2'h2;
+  assign \$120  = \port$11851$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$11846$2 [1:0] == 1'h1;
+  assign \$123  = \port$11851$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -31083,10 +31175,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$11846$2 [1:0] == 2'h2;
+  assign \$133  = \port$11851$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$11846$2 [1:0] == 2'h2;
+  assign \$136  = \port$11851$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -31094,10 +31186,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$11846$2 [1:0] == 2'h2;
+  assign \$146  = \port$11851$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$11846$2 [1:0] == 2'h3;
+  assign \$149  = \port$11851$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -31108,10 +31200,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$11846$2 [1:0] == 2'h3;
+  assign \$160  = \port$11851$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$11846$2 [1:0];
+  assign \$163  = ! \port$11851$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -31121,10 +31213,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$11846$2 [1:0] == 2'h3;
+  assign \$173  = \port$11851$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$11846$2 [1:0] == 1'h1;
+  assign \$176  = \port$11851$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -31134,10 +31226,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$11846$2 [1:0] == 2'h3;
+  assign \$186  = \port$11851$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$11846$2 [1:0] == 2'h2;
+  assign \$189  = \port$11851$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -31147,10 +31239,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$11846$2 [1:0] == 2'h3;
+  assign \$199  = \port$11851$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$11846$2 [1:0] == 2'h3;
+  assign \$202  = \port$11851$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -31158,73 +31250,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$11846$2 [1:0];
+  assign \$212  = ! \port$11851$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$11846$2 [2];
+  assign \$216  = pe0_0_bank == \port$11851$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$11846$2 [2];
+  assign \$218  = pe0_1_bank == \port$11851$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$11846$2 [1:0] >= 1'h1;
+  assign \$223  = \port$11851$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$11846$2 [1:0] >= 2'h2;
+  assign \$229  = \port$11851$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$11846$2 [2];
+  assign \$232  = pe0_0_bank == \port$11851$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$11846$2 [1:0] >= 2'h3;
+  assign \$235  = \port$11851$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$11846$2 [2];
+  assign \$238  = pe0_1_bank == \port$11851$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$11846$2 [1:0] == 1'h1;
+  assign \$242  = \port$11851$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$11846$2 [2];
+  assign \$246  = skew1_0_bank == \port$11851$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$11846$2 [2];
+  assign \$248  = pe1_0_bank == \port$11851$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$11846$2 [2];
+  assign \$250  = pe1_1_bank == \port$11851$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$11846$2 [1:0] >= 1'h1;
+  assign \$260  = \port$11851$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$11846$2 [2];
+  assign \$263  = skew1_0_bank == \port$11851$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$11846$2 [1:0] >= 2'h2;
+  assign \$266  = \port$11851$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$11846$2 [2];
+  assign \$269  = pe1_0_bank == \port$11851$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$11846$2 [1:0] >= 2'h3;
+  assign \$272  = \port$11851$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$11846$2 [2];
+  assign \$275  = pe1_1_bank == \port$11851$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$11846$2 [1:0] == 2'h2;
+  assign \$279  = \port$11851$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$11846$2 [2];
+  assign \$283  = skew2_0_bank == \port$11851$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$11846$2 [2];
+  assign \$285  = skew2_1_bank == \port$11851$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$11846$2 [2];
+  assign \$287  = pe2_0_bank == \port$11851$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$11846$2 [2];
+  assign \$289  = pe2_1_bank == \port$11851$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -31232,39 +31324,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$11846$2 [2];
+  assign \$301  = skew2_0_bank == \port$11851$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$11846$2 [1:0] >= 1'h1;
+  assign \$304  = \port$11851$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$11846$2 [2];
+  assign \$307  = skew2_1_bank == \port$11851$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$11846$2 [1:0] >= 2'h2;
+  assign \$310  = \port$11851$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$11846$2 [2];
+  assign \$313  = pe2_0_bank == \port$11851$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$11846$2 [1:0] >= 2'h3;
+  assign \$316  = \port$11851$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$11846$2 [2];
+  assign \$319  = pe2_1_bank == \port$11851$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$11846$2 [1:0] == 2'h3;
+  assign \$323  = \port$11851$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$11846$2 [2];
+  assign \$327  = skew3_0_bank == \port$11851$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$11846$2 [2];
+  assign \$329  = skew3_1_bank == \port$11851$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$11846$2 [2];
+  assign \$331  = skew3_2_bank == \port$11851$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$11846$2 [2];
+  assign \$333  = pe3_0_bank == \port$11851$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$11846$2 [2];
+  assign \$335  = pe3_1_bank == \port$11851$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -31272,29 +31364,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$11846$2 [2];
+  assign \$347  = skew3_0_bank == \port$11851$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$11846$2 [2];
+  assign \$352  = skew3_1_bank == \port$11851$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$11846$2 [1:0] >= 1'h1;
+  assign \$355  = \port$11851$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$11846$2 [2];
+  assign \$358  = skew3_2_bank == \port$11851$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$11846$2 [1:0] >= 2'h2;
+  assign \$361  = \port$11851$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$11846$2 [2];
+  assign \$364  = pe3_0_bank == \port$11851$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$11846$2 [1:0] >= 2'h3;
+  assign \$367  = \port$11851$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$11846$2 [2];
+  assign \$370  = pe3_1_bank == \port$11851$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -31308,7 +31400,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$11846$2 [2];
+    pe0_0_bank <= \port$11851$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -31344,7 +31436,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$11846$2 [2];
+    skew1_0_bank <= \port$11851$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -31392,7 +31484,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$11846$2 [2];
+    skew2_0_bank <= \port$11851$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -31446,7 +31538,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$11846$2 [2];
+    skew3_0_bank <= \port$11851$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -31519,7 +31611,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -31529,7 +31621,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -31549,7 +31641,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -31559,7 +31651,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -31579,7 +31671,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -31589,7 +31681,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -31609,7 +31701,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -31619,7 +31711,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -31639,7 +31731,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -31649,7 +31741,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -31669,7 +31761,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -31679,7 +31771,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -31699,7 +31791,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -31709,7 +31801,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -31729,7 +31821,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -31739,7 +31831,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -31769,7 +31861,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -31779,7 +31871,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -31799,7 +31891,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -31809,7 +31901,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -31829,7 +31921,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -31839,7 +31931,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -31859,7 +31951,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -31869,7 +31961,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -31909,7 +32001,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -31919,7 +32011,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -31939,7 +32031,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -31949,7 +32041,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -31969,7 +32061,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -31979,7 +32071,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -31999,7 +32091,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -32009,7 +32101,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11846$2 [2]) begin
+      if (\port$11851$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -32025,10 +32117,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$11846$2 [1:0];
-  assign w_bank = \port$11846$2 [2];
+  assign w_row = \port$11851$2 [1:0];
+  assign w_bank = \port$11851$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$11846$2 [2];
+  assign a_bank = \port$11851$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -32064,10 +32156,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11846$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
-, retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
-, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9346$0 , \port$9352$0 , \port$9353$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
-, cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
+module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$151 , \w_en$156 , \w_en$161 , \w_en$166 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9351$0 , \port$9357$0 , \port$9358$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog, enable
+, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32259,7 +32351,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$268 ;
   reg [255:0] \$269 ;
   wire \$27 ;
-  reg [13:0] \$270 ;
+  reg [4:0] \$270 ;
   reg [255:0] \$271 ;
   reg \$272 ;
   reg \$273 ;
@@ -32665,25 +32757,25 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$98 ;
   wire \$99 ;
   wire [3:0] \$signature__addr ;
-  wire [3:0] \$signature__addr$137 ;
-  wire [3:0] \$signature__addr$142 ;
-  wire [3:0] \$signature__addr$147 ;
-  wire [3:0] \$signature__addr$195 ;
-  wire [3:0] \$signature__addr$198 ;
-  wire [3:0] \$signature__addr$201 ;
-  wire [3:0] \$signature__addr$204 ;
+  wire [3:0] \$signature__addr$133 ;
+  wire [3:0] \$signature__addr$138 ;
+  wire [3:0] \$signature__addr$143 ;
+  wire [3:0] \$signature__addr$191 ;
+  wire [3:0] \$signature__addr$194 ;
+  wire [3:0] \$signature__addr$197 ;
+  wire [3:0] \$signature__addr$200 ;
   wire [31:0] \$signature__data ;
-  wire [31:0] \$signature__data$139 ;
-  wire [31:0] \$signature__data$144 ;
-  wire [31:0] \$signature__data$149 ;
-  wire [31:0] \$signature__data$211 ;
-  wire [31:0] \$signature__data$212 ;
-  wire [31:0] \$signature__data$213 ;
-  wire [31:0] \$signature__data$214 ;
+  wire [31:0] \$signature__data$135 ;
+  wire [31:0] \$signature__data$140 ;
+  wire [31:0] \$signature__data$145 ;
+  wire [31:0] \$signature__data$207 ;
+  wire [31:0] \$signature__data$208 ;
+  wire [31:0] \$signature__data$209 ;
+  wire [31:0] \$signature__data$210 ;
   wire \$signature__en ;
-  wire \$signature__en$138 ;
-  wire \$signature__en$143 ;
-  wire \$signature__en$148 ;
+  wire \$signature__en$134 ;
+  wire \$signature__en$139 ;
+  wire \$signature__en$144 ;
   input clk;
   wire clk;
   output [7:0] cpl_flags;
@@ -32744,20 +32836,20 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [2:0] gemm_outstanding = 3'h0;
   wire gemm_retired;
   reg [31:0] gemm_since = 32'd0;
-  input held;
-  wire held;
+  input hold;
+  wire hold;
   output [4:0] hung;
   wire [4:0] hung;
   wire issue_rr_any;
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$9346$0 ;
-  wire [15:0] \port$9346$0 ;
-  output [13:0] \port$9352$0 ;
-  wire [13:0] \port$9352$0 ;
-  output [223:0] \port$9353$32 ;
-  wire [223:0] \port$9353$32 ;
+  output [15:0] \port$9351$0 ;
+  wire [15:0] \port$9351$0 ;
+  output [4:0] \port$9357$0 ;
+  wire [4:0] \port$9357$0 ;
+  output [223:0] \port$9358$32 ;
+  wire [223:0] \port$9358$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -32926,8 +33018,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__0__fw_ready;
   input [255:0] q__0__head;
   wire [255:0] q__0__head;
-  input [31:0] q__0__index;
-  wire [31:0] q__0__index;
   output q__0__pop;
   wire q__0__pop;
   input q__0__valid;
@@ -32946,8 +33036,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__1__fw_ready;
   input [255:0] q__1__head;
   wire [255:0] q__1__head;
-  input [31:0] q__1__index;
-  wire [31:0] q__1__index;
   output q__1__pop;
   wire q__1__pop;
   input q__1__valid;
@@ -32966,8 +33054,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__2__fw_ready;
   input [255:0] q__2__head;
   wire [255:0] q__2__head;
-  input [31:0] q__2__index;
-  wire [31:0] q__2__index;
   output q__2__pop;
   wire q__2__pop;
   input q__2__valid;
@@ -32986,8 +33072,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__3__fw_ready;
   input [255:0] q__3__head;
   wire [255:0] q__3__head;
-  input [31:0] q__3__index;
-  wire [31:0] q__3__index;
   output q__3__pop;
   wire q__3__pop;
   input q__3__valid;
@@ -32995,20 +33079,20 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$295 ;
-  wire [23:0] \r_data$296 ;
-  wire [23:0] \r_data$297 ;
-  wire [23:0] \r_data$298 ;
+  wire [23:0] \r_data$291 ;
+  wire [23:0] \r_data$292 ;
+  wire [23:0] \r_data$293 ;
+  wire [23:0] \r_data$294 ;
   wire r_en;
+  wire \r_en$181 ;
+  wire \r_en$183 ;
   wire \r_en$185 ;
   wire \r_en$187 ;
-  wire \r_en$189 ;
-  wire \r_en$191 ;
   wire r_rdy;
-  wire \r_rdy$177 ;
-  wire \r_rdy$178 ;
-  wire \r_rdy$179 ;
-  wire \r_rdy$180 ;
+  wire \r_rdy$173 ;
+  wire \r_rdy$174 ;
+  wire \r_rdy$175 ;
+  wire \r_rdy$176 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -33141,20 +33225,20 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$157 ;
-  wire [23:0] \w_data$162 ;
-  wire [23:0] \w_data$167 ;
-  wire [23:0] \w_data$172 ;
+  wire [23:0] \w_data$153 ;
+  wire [23:0] \w_data$158 ;
+  wire [23:0] \w_data$163 ;
+  wire [23:0] \w_data$168 ;
   input w_en;
   wire w_en;
-  input \w_en$155 ;
-  wire \w_en$155 ;
-  input \w_en$160 ;
-  wire \w_en$160 ;
-  input \w_en$165 ;
-  wire \w_en$165 ;
-  input \w_en$170 ;
-  wire \w_en$170 ;
+  input \w_en$151 ;
+  wire \w_en$151 ;
+  input \w_en$156 ;
+  wire \w_en$156 ;
+  input \w_en$161 ;
+  wire \w_en$161 ;
+  input \w_en$166 ;
+  wire \w_en$166 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [31:0] q0_info [15:0];
@@ -33180,7 +33264,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= q__0__head[31:0];
   end
-  assign \$signature__data$211  = q0_info[q0_r[3:0]];
+  assign \$signature__data$207  = q0_info[q0_r[3:0]];
   reg [31:0] q1_info [15:0];
   initial begin
     q1_info[0] = 32'd0;
@@ -33201,10 +33285,10 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q1_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$138 )
+    if (\$signature__en$134 )
       q1_info[q1_h[3:0]] <= q__1__head[31:0];
   end
-  assign \$signature__data$212  = q1_info[q1_r[3:0]];
+  assign \$signature__data$208  = q1_info[q1_r[3:0]];
   reg [31:0] q2_info [15:0];
   initial begin
     q2_info[0] = 32'd0;
@@ -33225,10 +33309,10 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q2_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$143 )
+    if (\$signature__en$139 )
       q2_info[q2_h[3:0]] <= q__2__head[31:0];
   end
-  assign \$signature__data$213  = q2_info[q2_r[3:0]];
+  assign \$signature__data$209  = q2_info[q2_r[3:0]];
   reg [31:0] q3_info [15:0];
   initial begin
     q3_info[0] = 32'd0;
@@ -33249,10 +33333,10 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q3_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$148 )
+    if (\$signature__en$144 )
       q3_info[q3_h[3:0]] <= q__3__head[31:0];
   end
-  assign \$signature__data$214  = q3_info[q3_r[3:0]];
+  assign \$signature__data$210  = q3_info[q3_r[3:0]];
   assign cpl_halt = | \$306 ;
   assign \$307  = ! dma_load_outstanding;
   assign \$308  = ~ \$307 ;
@@ -33314,34 +33398,34 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$364  = \$362  & \$363 ;
   assign \$365  = dma_load_outstanding + 1'h1;
   assign \$366  = dma_load_outstanding - 1'h1;
-  assign \$367  = ~ \r_en$185 ;
+  assign \$367  = ~ \r_en$181 ;
   assign \$368  = dma_store_issued & \$367 ;
   assign \$369  = ~ dma_store_issued;
-  assign \$370  = \r_en$185  & \$369 ;
+  assign \$370  = \r_en$181  & \$369 ;
   assign \$371  = | dma_store_outstanding;
   assign \$372  = \$370  & \$371 ;
   assign \$373  = dma_store_outstanding + 1'h1;
   assign \$374  = dma_store_outstanding - 1'h1;
-  assign \$375  = ~ \r_en$187 ;
+  assign \$375  = ~ \r_en$183 ;
   assign \$376  = gemm_issued & \$375 ;
   assign \$377  = ~ gemm_issued;
-  assign \$378  = \r_en$187  & \$377 ;
+  assign \$378  = \r_en$183  & \$377 ;
   assign \$379  = | gemm_outstanding;
   assign \$380  = \$378  & \$379 ;
   assign \$381  = gemm_outstanding + 1'h1;
   assign \$382  = gemm_outstanding - 1'h1;
-  assign \$383  = ~ \r_en$189 ;
+  assign \$383  = ~ \r_en$185 ;
   assign \$384  = vec_issued & \$383 ;
   assign \$385  = ~ vec_issued;
-  assign \$386  = \r_en$189  & \$385 ;
+  assign \$386  = \r_en$185  & \$385 ;
   assign \$387  = | vec_outstanding;
   assign \$388  = \$386  & \$387 ;
   assign \$389  = vec_outstanding + 1'h1;
   assign \$390  = vec_outstanding - 1'h1;
-  assign \$391  = ~ \r_en$191 ;
+  assign \$391  = ~ \r_en$187 ;
   assign \$392  = sfu_issued & \$391 ;
   assign \$393  = ~ sfu_issued;
-  assign \$394  = \r_en$191  & \$393 ;
+  assign \$394  = \r_en$187  & \$393 ;
   assign \$395  = | sfu_outstanding;
   assign \$396  = \$394  & \$395 ;
   assign \$397  = sfu_outstanding + 1'h1;
@@ -33394,25 +33478,25 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$476  = ~ \$475 ;
   assign \$477  = dma_load_since + 1'h1;
   assign \$478  = ! dma_store_outstanding;
-  assign \$479  = \$478  | \r_en$185 ;
+  assign \$479  = \$478  | \r_en$181 ;
   assign \$480  = \$479  | engine_reset[1];
   assign \$481  = & dma_store_since;
   assign \$482  = ~ \$481 ;
   assign \$483  = dma_store_since + 1'h1;
   assign \$484  = ! gemm_outstanding;
-  assign \$485  = \$484  | \r_en$187 ;
+  assign \$485  = \$484  | \r_en$183 ;
   assign \$486  = \$485  | engine_reset[2];
   assign \$487  = & gemm_since;
   assign \$488  = ~ \$487 ;
   assign \$489  = gemm_since + 1'h1;
   assign \$490  = ! vec_outstanding;
-  assign \$491  = \$490  | \r_en$189 ;
+  assign \$491  = \$490  | \r_en$185 ;
   assign \$492  = \$491  | engine_reset[3];
   assign \$493  = & vec_since;
   assign \$494  = ~ \$493 ;
   assign \$495  = vec_since + 1'h1;
   assign \$496  = ! sfu_outstanding;
-  assign \$497  = \$496  | \r_en$191 ;
+  assign \$497  = \$496  | \r_en$187 ;
   assign \$498  = \$497  | engine_reset[4];
   assign \$499  = & sfu_since;
   assign \$500  = ~ \$499 ;
@@ -33951,29 +34035,29 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$279  = issue_rr_sel == 1'h1;
   assign q1_issue = issue_rr_any & \$279 ;
   assign q__1__pop = q1_issue | q1_fw_take;
-  assign \$signature__en$138  = q1_issue | q1_fw_take;
+  assign \$signature__en$134  = q1_issue | q1_fw_take;
   assign \$280  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign \$281  = issue_rr_sel == 2'h2;
   assign q2_issue = issue_rr_any & \$281 ;
   assign q__2__pop = q2_issue | q2_fw_take;
-  assign \$signature__en$143  = q2_issue | q2_fw_take;
+  assign \$signature__en$139  = q2_issue | q2_fw_take;
   assign \$282  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign \$283  = issue_rr_sel == 2'h3;
   assign q3_issue = issue_rr_any & \$283 ;
   assign q__3__pop = q3_issue | q3_fw_take;
-  assign \$signature__en$148  = q3_issue | q3_fw_take;
+  assign \$signature__en$144  = q3_issue | q3_fw_take;
   assign \$284  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign retire_rr_any = | { \r_rdy$180 , \r_rdy$179 , \r_rdy$178 , \r_rdy$177 , r_rdy };
+  assign retire_rr_any = | { \r_rdy$176 , \r_rdy$175 , \r_rdy$174 , \r_rdy$173 , r_rdy };
   assign \$285  = ! retire_rr_sel;
   assign r_en = retire_rr_any & \$285 ;
   assign \$286  = retire_rr_sel == 1'h1;
-  assign \r_en$185  = retire_rr_any & \$286 ;
+  assign \r_en$181  = retire_rr_any & \$286 ;
   assign \$287  = retire_rr_sel == 2'h2;
-  assign \r_en$187  = retire_rr_any & \$287 ;
+  assign \r_en$183  = retire_rr_any & \$287 ;
   assign \$288  = retire_rr_sel == 2'h3;
-  assign \r_en$189  = retire_rr_any & \$288 ;
+  assign \r_en$185  = retire_rr_any & \$288 ;
   assign \$289  = retire_rr_sel == 3'h4;
-  assign \r_en$191  = retire_rr_any & \$289 ;
+  assign \r_en$187  = retire_rr_any & \$289 ;
   assign \$290  = | \$153 [4:0];
   assign q0_cpl_ready = \$290  & \$291 ;
   assign \$292  = | \$154 [4:0];
@@ -33985,9 +34069,8 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .held(held),
-    .\port$11116$16 (retire__0__tag),
-    .\port$3833$0 (retire__0__error),
+    .\port$11111$16 (retire__0__tag),
+    .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -33996,47 +34079,43 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .held(held),
-    .\port$11118$16 (retire__1__tag),
-    .\port$3853$0 (retire__1__error),
-    .r_data(\r_data$295 ),
-    .r_en(\r_en$185 ),
-    .r_rdy(\r_rdy$177 ),
+    .\port$11115$16 (retire__1__tag),
+    .\port$3858$0 (retire__1__error),
+    .r_data(\r_data$291 ),
+    .r_en(\r_en$181 ),
+    .r_rdy(\r_rdy$173 ),
     .rst(rst),
-    .w_en(\w_en$155 )
+    .w_en(\w_en$151 )
   );
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .held(held),
-    .\port$11120$16 (retire__2__tag),
-    .\port$3873$0 (retire__2__error),
-    .r_data(\r_data$296 ),
-    .r_en(\r_en$187 ),
-    .r_rdy(\r_rdy$178 ),
+    .\port$11119$16 (retire__2__tag),
+    .\port$3878$0 (retire__2__error),
+    .r_data(\r_data$292 ),
+    .r_en(\r_en$183 ),
+    .r_rdy(\r_rdy$174 ),
     .rst(rst),
-    .w_en(\w_en$160 )
+    .w_en(\w_en$156 )
   );
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .held(held),
-    .\port$11124$16 (retire__4__tag),
-    .\port$3928$0 (retire__4__error),
-    .r_data(\r_data$298 ),
-    .r_en(\r_en$191 ),
-    .r_rdy(\r_rdy$180 ),
+    .\port$11127$16 (retire__4__tag),
+    .\port$3933$0 (retire__4__error),
+    .r_data(\r_data$294 ),
+    .r_en(\r_en$187 ),
+    .r_rdy(\r_rdy$176 ),
     .rst(rst),
-    .w_en(\w_en$170 )
+    .w_en(\w_en$166 )
   );
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
-    .held(held),
-    .\port$11122$16 (retire__3__tag),
-    .\port$3893$0 (retire__3__error),
-    .r_data(\r_data$297 ),
-    .r_en(\r_en$189 ),
-    .r_rdy(\r_rdy$179 ),
+    .\port$11123$16 (retire__3__tag),
+    .\port$3898$0 (retire__3__error),
+    .r_data(\r_data$293 ),
+    .r_en(\r_en$185 ),
+    .r_rdy(\r_rdy$175 ),
     .rst(rst),
-    .w_en(\w_en$165 )
+    .w_en(\w_en$161 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -34301,13 +34380,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$399  = r_data[23:22];
       3'h1:
-          \$399  = \r_data$295 [23:22];
+          \$399  = \r_data$291 [23:22];
       3'h2:
-          \$399  = \r_data$296 [23:22];
+          \$399  = \r_data$292 [23:22];
       3'h3:
-          \$399  = \r_data$297 [23:22];
+          \$399  = \r_data$293 [23:22];
       3'h4:
-          \$399  = \r_data$298 [23:22];
+          \$399  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -34317,13 +34396,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$402  = r_data[11:8];
       3'h1:
-          \$402  = \r_data$295 [11:8];
+          \$402  = \r_data$291 [11:8];
       3'h2:
-          \$402  = \r_data$296 [11:8];
+          \$402  = \r_data$292 [11:8];
       3'h3:
-          \$402  = \r_data$297 [11:8];
+          \$402  = \r_data$293 [11:8];
       3'h4:
-          \$402  = \r_data$298 [11:8];
+          \$402  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34333,13 +34412,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$405  = r_data[11:8];
       3'h1:
-          \$405  = \r_data$295 [11:8];
+          \$405  = \r_data$291 [11:8];
       3'h2:
-          \$405  = \r_data$296 [11:8];
+          \$405  = \r_data$292 [11:8];
       3'h3:
-          \$405  = \r_data$297 [11:8];
+          \$405  = \r_data$293 [11:8];
       3'h4:
-          \$405  = \r_data$298 [11:8];
+          \$405  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34387,13 +34466,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$410  = r_data[11:8];
       3'h1:
-          \$410  = \r_data$295 [11:8];
+          \$410  = \r_data$291 [11:8];
       3'h2:
-          \$410  = \r_data$296 [11:8];
+          \$410  = \r_data$292 [11:8];
       3'h3:
-          \$410  = \r_data$297 [11:8];
+          \$410  = \r_data$293 [11:8];
       3'h4:
-          \$410  = \r_data$298 [11:8];
+          \$410  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34403,13 +34482,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$411  = r_data[7:0];
       3'h1:
-          \$411  = \r_data$295 [7:0];
+          \$411  = \r_data$291 [7:0];
       3'h2:
-          \$411  = \r_data$296 [7:0];
+          \$411  = \r_data$292 [7:0];
       3'h3:
-          \$411  = \r_data$297 [7:0];
+          \$411  = \r_data$293 [7:0];
       3'h4:
-          \$411  = \r_data$298 [7:0];
+          \$411  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34419,13 +34498,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$412  = r_data[11:8];
       3'h1:
-          \$412  = \r_data$295 [11:8];
+          \$412  = \r_data$291 [11:8];
       3'h2:
-          \$412  = \r_data$296 [11:8];
+          \$412  = \r_data$292 [11:8];
       3'h3:
-          \$412  = \r_data$297 [11:8];
+          \$412  = \r_data$293 [11:8];
       3'h4:
-          \$412  = \r_data$298 [11:8];
+          \$412  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34435,13 +34514,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$413  = r_data[7:0];
       3'h1:
-          \$413  = \r_data$295 [7:0];
+          \$413  = \r_data$291 [7:0];
       3'h2:
-          \$413  = \r_data$296 [7:0];
+          \$413  = \r_data$292 [7:0];
       3'h3:
-          \$413  = \r_data$297 [7:0];
+          \$413  = \r_data$293 [7:0];
       3'h4:
-          \$413  = \r_data$298 [7:0];
+          \$413  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34451,13 +34530,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$415  = r_data[23:22];
       3'h1:
-          \$415  = \r_data$295 [23:22];
+          \$415  = \r_data$291 [23:22];
       3'h2:
-          \$415  = \r_data$296 [23:22];
+          \$415  = \r_data$292 [23:22];
       3'h3:
-          \$415  = \r_data$297 [23:22];
+          \$415  = \r_data$293 [23:22];
       3'h4:
-          \$415  = \r_data$298 [23:22];
+          \$415  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -34467,13 +34546,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$418  = r_data[11:8];
       3'h1:
-          \$418  = \r_data$295 [11:8];
+          \$418  = \r_data$291 [11:8];
       3'h2:
-          \$418  = \r_data$296 [11:8];
+          \$418  = \r_data$292 [11:8];
       3'h3:
-          \$418  = \r_data$297 [11:8];
+          \$418  = \r_data$293 [11:8];
       3'h4:
-          \$418  = \r_data$298 [11:8];
+          \$418  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34483,13 +34562,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$421  = r_data[11:8];
       3'h1:
-          \$421  = \r_data$295 [11:8];
+          \$421  = \r_data$291 [11:8];
       3'h2:
-          \$421  = \r_data$296 [11:8];
+          \$421  = \r_data$292 [11:8];
       3'h3:
-          \$421  = \r_data$297 [11:8];
+          \$421  = \r_data$293 [11:8];
       3'h4:
-          \$421  = \r_data$298 [11:8];
+          \$421  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34537,13 +34616,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$426  = r_data[11:8];
       3'h1:
-          \$426  = \r_data$295 [11:8];
+          \$426  = \r_data$291 [11:8];
       3'h2:
-          \$426  = \r_data$296 [11:8];
+          \$426  = \r_data$292 [11:8];
       3'h3:
-          \$426  = \r_data$297 [11:8];
+          \$426  = \r_data$293 [11:8];
       3'h4:
-          \$426  = \r_data$298 [11:8];
+          \$426  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34553,13 +34632,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$427  = r_data[7:0];
       3'h1:
-          \$427  = \r_data$295 [7:0];
+          \$427  = \r_data$291 [7:0];
       3'h2:
-          \$427  = \r_data$296 [7:0];
+          \$427  = \r_data$292 [7:0];
       3'h3:
-          \$427  = \r_data$297 [7:0];
+          \$427  = \r_data$293 [7:0];
       3'h4:
-          \$427  = \r_data$298 [7:0];
+          \$427  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34569,13 +34648,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$428  = r_data[11:8];
       3'h1:
-          \$428  = \r_data$295 [11:8];
+          \$428  = \r_data$291 [11:8];
       3'h2:
-          \$428  = \r_data$296 [11:8];
+          \$428  = \r_data$292 [11:8];
       3'h3:
-          \$428  = \r_data$297 [11:8];
+          \$428  = \r_data$293 [11:8];
       3'h4:
-          \$428  = \r_data$298 [11:8];
+          \$428  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34585,13 +34664,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$429  = r_data[7:0];
       3'h1:
-          \$429  = \r_data$295 [7:0];
+          \$429  = \r_data$291 [7:0];
       3'h2:
-          \$429  = \r_data$296 [7:0];
+          \$429  = \r_data$292 [7:0];
       3'h3:
-          \$429  = \r_data$297 [7:0];
+          \$429  = \r_data$293 [7:0];
       3'h4:
-          \$429  = \r_data$298 [7:0];
+          \$429  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34601,13 +34680,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$431  = r_data[23:22];
       3'h1:
-          \$431  = \r_data$295 [23:22];
+          \$431  = \r_data$291 [23:22];
       3'h2:
-          \$431  = \r_data$296 [23:22];
+          \$431  = \r_data$292 [23:22];
       3'h3:
-          \$431  = \r_data$297 [23:22];
+          \$431  = \r_data$293 [23:22];
       3'h4:
-          \$431  = \r_data$298 [23:22];
+          \$431  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -34617,13 +34696,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$434  = r_data[11:8];
       3'h1:
-          \$434  = \r_data$295 [11:8];
+          \$434  = \r_data$291 [11:8];
       3'h2:
-          \$434  = \r_data$296 [11:8];
+          \$434  = \r_data$292 [11:8];
       3'h3:
-          \$434  = \r_data$297 [11:8];
+          \$434  = \r_data$293 [11:8];
       3'h4:
-          \$434  = \r_data$298 [11:8];
+          \$434  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34633,13 +34712,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$437  = r_data[11:8];
       3'h1:
-          \$437  = \r_data$295 [11:8];
+          \$437  = \r_data$291 [11:8];
       3'h2:
-          \$437  = \r_data$296 [11:8];
+          \$437  = \r_data$292 [11:8];
       3'h3:
-          \$437  = \r_data$297 [11:8];
+          \$437  = \r_data$293 [11:8];
       3'h4:
-          \$437  = \r_data$298 [11:8];
+          \$437  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34687,13 +34766,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$442  = r_data[11:8];
       3'h1:
-          \$442  = \r_data$295 [11:8];
+          \$442  = \r_data$291 [11:8];
       3'h2:
-          \$442  = \r_data$296 [11:8];
+          \$442  = \r_data$292 [11:8];
       3'h3:
-          \$442  = \r_data$297 [11:8];
+          \$442  = \r_data$293 [11:8];
       3'h4:
-          \$442  = \r_data$298 [11:8];
+          \$442  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34703,13 +34782,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$443  = r_data[7:0];
       3'h1:
-          \$443  = \r_data$295 [7:0];
+          \$443  = \r_data$291 [7:0];
       3'h2:
-          \$443  = \r_data$296 [7:0];
+          \$443  = \r_data$292 [7:0];
       3'h3:
-          \$443  = \r_data$297 [7:0];
+          \$443  = \r_data$293 [7:0];
       3'h4:
-          \$443  = \r_data$298 [7:0];
+          \$443  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34719,13 +34798,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$444  = r_data[11:8];
       3'h1:
-          \$444  = \r_data$295 [11:8];
+          \$444  = \r_data$291 [11:8];
       3'h2:
-          \$444  = \r_data$296 [11:8];
+          \$444  = \r_data$292 [11:8];
       3'h3:
-          \$444  = \r_data$297 [11:8];
+          \$444  = \r_data$293 [11:8];
       3'h4:
-          \$444  = \r_data$298 [11:8];
+          \$444  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34735,13 +34814,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$445  = r_data[7:0];
       3'h1:
-          \$445  = \r_data$295 [7:0];
+          \$445  = \r_data$291 [7:0];
       3'h2:
-          \$445  = \r_data$296 [7:0];
+          \$445  = \r_data$292 [7:0];
       3'h3:
-          \$445  = \r_data$297 [7:0];
+          \$445  = \r_data$293 [7:0];
       3'h4:
-          \$445  = \r_data$298 [7:0];
+          \$445  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34751,13 +34830,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$447  = r_data[23:22];
       3'h1:
-          \$447  = \r_data$295 [23:22];
+          \$447  = \r_data$291 [23:22];
       3'h2:
-          \$447  = \r_data$296 [23:22];
+          \$447  = \r_data$292 [23:22];
       3'h3:
-          \$447  = \r_data$297 [23:22];
+          \$447  = \r_data$293 [23:22];
       3'h4:
-          \$447  = \r_data$298 [23:22];
+          \$447  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -34767,13 +34846,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$450  = r_data[11:8];
       3'h1:
-          \$450  = \r_data$295 [11:8];
+          \$450  = \r_data$291 [11:8];
       3'h2:
-          \$450  = \r_data$296 [11:8];
+          \$450  = \r_data$292 [11:8];
       3'h3:
-          \$450  = \r_data$297 [11:8];
+          \$450  = \r_data$293 [11:8];
       3'h4:
-          \$450  = \r_data$298 [11:8];
+          \$450  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34783,13 +34862,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$453  = r_data[11:8];
       3'h1:
-          \$453  = \r_data$295 [11:8];
+          \$453  = \r_data$291 [11:8];
       3'h2:
-          \$453  = \r_data$296 [11:8];
+          \$453  = \r_data$292 [11:8];
       3'h3:
-          \$453  = \r_data$297 [11:8];
+          \$453  = \r_data$293 [11:8];
       3'h4:
-          \$453  = \r_data$298 [11:8];
+          \$453  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34837,13 +34916,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$458  = r_data[11:8];
       3'h1:
-          \$458  = \r_data$295 [11:8];
+          \$458  = \r_data$291 [11:8];
       3'h2:
-          \$458  = \r_data$296 [11:8];
+          \$458  = \r_data$292 [11:8];
       3'h3:
-          \$458  = \r_data$297 [11:8];
+          \$458  = \r_data$293 [11:8];
       3'h4:
-          \$458  = \r_data$298 [11:8];
+          \$458  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34853,13 +34932,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$459  = r_data[7:0];
       3'h1:
-          \$459  = \r_data$295 [7:0];
+          \$459  = \r_data$291 [7:0];
       3'h2:
-          \$459  = \r_data$296 [7:0];
+          \$459  = \r_data$292 [7:0];
       3'h3:
-          \$459  = \r_data$297 [7:0];
+          \$459  = \r_data$293 [7:0];
       3'h4:
-          \$459  = \r_data$298 [7:0];
+          \$459  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34869,13 +34948,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$460  = r_data[11:8];
       3'h1:
-          \$460  = \r_data$295 [11:8];
+          \$460  = \r_data$291 [11:8];
       3'h2:
-          \$460  = \r_data$296 [11:8];
+          \$460  = \r_data$292 [11:8];
       3'h3:
-          \$460  = \r_data$297 [11:8];
+          \$460  = \r_data$293 [11:8];
       3'h4:
-          \$460  = \r_data$298 [11:8];
+          \$460  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -34885,13 +34964,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$461  = r_data[7:0];
       3'h1:
-          \$461  = \r_data$295 [7:0];
+          \$461  = \r_data$291 [7:0];
       3'h2:
-          \$461  = \r_data$296 [7:0];
+          \$461  = \r_data$292 [7:0];
       3'h3:
-          \$461  = \r_data$297 [7:0];
+          \$461  = \r_data$293 [7:0];
       3'h4:
-          \$461  = \r_data$298 [7:0];
+          \$461  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -34986,85 +35065,85 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -35145,9 +35224,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$502  = issue_rr_last;
     if (issue_rr_any) begin
       \$502  = issue_rr_sel;
-    end
-    if (held) begin
-      \$502  = 2'h3;
     end
     if (rst) begin
       \$502  = 2'h3;
@@ -35312,8 +35388,23 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         endcase
       end
     end
-    if (held) begin
-      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    if (hold) begin
+      \$503 [31:0] = 32'd0;
+      \$503 [63:32] = 32'd0;
+      \$503 [95:64] = 32'd0;
+      \$503 [127:96] = 32'd0;
+      \$503 [159:128] = 32'd0;
+      \$503 [191:160] = 32'd0;
+      \$503 [223:192] = 32'd0;
+      \$503 [255:224] = 32'd0;
+      \$503 [287:256] = 32'd0;
+      \$503 [319:288] = 32'd0;
+      \$503 [351:320] = 32'd0;
+      \$503 [383:352] = 32'd0;
+      \$503 [415:384] = 32'd0;
+      \$503 [447:416] = 32'd0;
+      \$503 [479:448] = 32'd0;
+      \$503 [511:480] = 32'd0;
     end
     if (rst) begin
       \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -35326,9 +35417,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$504  = \$328 [4:0];
     end
     if (q__0__cleared) begin
-      \$504  = 5'h00;
-    end
-    if (held) begin
       \$504  = 5'h00;
     end
     if (rst) begin
@@ -35412,9 +35500,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$505 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$505  = 16'h0000;
-    end
     if (rst) begin
       \$505  = 16'h0000;
     end
@@ -35433,9 +35518,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$506  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$506  = 8'h00;
     end
     if (rst) begin
       \$506  = 8'h00;
@@ -35459,9 +35541,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$507  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$507  = 8'h00;
     end
     if (rst) begin
       \$507  = 8'h00;
@@ -35489,9 +35568,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$508  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$508  = 8'h00;
     end
     if (rst) begin
       \$508  = 8'h00;
@@ -35523,9 +35599,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$509  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$509  = 8'h00;
     end
     if (rst) begin
       \$509  = 8'h00;
@@ -35561,9 +35634,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$510  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$510  = 8'h00;
     end
     if (rst) begin
       \$510  = 8'h00;
@@ -35603,9 +35673,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$511  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$511  = 8'h00;
     end
     if (rst) begin
       \$511  = 8'h00;
@@ -35649,9 +35716,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$512  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$512  = 8'h00;
     end
     if (rst) begin
       \$512  = 8'h00;
@@ -35699,9 +35763,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$513  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$513  = 8'h00;
     end
     if (rst) begin
       \$513  = 8'h00;
@@ -35753,9 +35814,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$514  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$514  = 8'h00;
     end
     if (rst) begin
       \$514  = 8'h00;
@@ -35811,9 +35869,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$515  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$515  = 8'h00;
     end
     if (rst) begin
       \$515  = 8'h00;
@@ -35873,9 +35928,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$516  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$516  = 8'h00;
     end
     if (rst) begin
       \$516  = 8'h00;
@@ -35939,9 +35991,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$517  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$517  = 8'h00;
     end
     if (rst) begin
       \$517  = 8'h00;
@@ -36009,9 +36058,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$518  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$518  = 8'h00;
     end
     if (rst) begin
       \$518  = 8'h00;
@@ -36083,9 +36129,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$519  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$519  = 8'h00;
     end
     if (rst) begin
       \$519  = 8'h00;
@@ -36161,9 +36204,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$520  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$520  = 8'h00;
     end
     if (rst) begin
       \$520  = 8'h00;
@@ -36246,9 +36286,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$521  = \$411 ;
       endcase
     end
-    if (held) begin
-      \$521  = 8'h00;
-    end
     if (rst) begin
       \$521  = 8'h00;
     end
@@ -36267,9 +36304,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__0__cleared) begin
       \$522  = 1'h0;
     end
-    if (held) begin
-      \$522  = 1'h0;
-    end
     if (rst) begin
       \$522  = 1'h0;
     end
@@ -36281,9 +36315,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$523  = \$336 [4:0];
     end
     if (q__1__cleared) begin
-      \$523  = 5'h00;
-    end
-    if (held) begin
       \$523  = 5'h00;
     end
     if (rst) begin
@@ -36367,9 +36398,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$524 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$524  = 16'h0000;
-    end
     if (rst) begin
       \$524  = 16'h0000;
     end
@@ -36388,9 +36416,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$525  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$525  = 8'h00;
     end
     if (rst) begin
       \$525  = 8'h00;
@@ -36414,9 +36439,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$526  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$526  = 8'h00;
     end
     if (rst) begin
       \$526  = 8'h00;
@@ -36444,9 +36466,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$527  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$527  = 8'h00;
     end
     if (rst) begin
       \$527  = 8'h00;
@@ -36478,9 +36497,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$528  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$528  = 8'h00;
     end
     if (rst) begin
       \$528  = 8'h00;
@@ -36516,9 +36532,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$529  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$529  = 8'h00;
     end
     if (rst) begin
       \$529  = 8'h00;
@@ -36558,9 +36571,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$530  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$530  = 8'h00;
     end
     if (rst) begin
       \$530  = 8'h00;
@@ -36604,9 +36614,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$531  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$531  = 8'h00;
     end
     if (rst) begin
       \$531  = 8'h00;
@@ -36654,9 +36661,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$532  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$532  = 8'h00;
     end
     if (rst) begin
       \$532  = 8'h00;
@@ -36708,9 +36712,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$533  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$533  = 8'h00;
     end
     if (rst) begin
       \$533  = 8'h00;
@@ -36766,9 +36767,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$534  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$534  = 8'h00;
     end
     if (rst) begin
       \$534  = 8'h00;
@@ -36828,9 +36826,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$535  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$535  = 8'h00;
     end
     if (rst) begin
       \$535  = 8'h00;
@@ -36894,9 +36889,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$536  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$536  = 8'h00;
     end
     if (rst) begin
       \$536  = 8'h00;
@@ -36964,9 +36956,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$537  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$537  = 8'h00;
     end
     if (rst) begin
       \$537  = 8'h00;
@@ -37038,9 +37027,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$538  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$538  = 8'h00;
     end
     if (rst) begin
       \$538  = 8'h00;
@@ -37116,9 +37102,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$539  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$539  = 8'h00;
     end
     if (rst) begin
       \$539  = 8'h00;
@@ -37201,9 +37184,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$540  = \$427 ;
       endcase
     end
-    if (held) begin
-      \$540  = 8'h00;
-    end
     if (rst) begin
       \$540  = 8'h00;
     end
@@ -37222,9 +37202,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__1__cleared) begin
       \$541  = 1'h0;
     end
-    if (held) begin
-      \$541  = 1'h0;
-    end
     if (rst) begin
       \$541  = 1'h0;
     end
@@ -37236,9 +37213,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$542  = \$344 [4:0];
     end
     if (q__2__cleared) begin
-      \$542  = 5'h00;
-    end
-    if (held) begin
       \$542  = 5'h00;
     end
     if (rst) begin
@@ -37322,9 +37296,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$543 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$543  = 16'h0000;
-    end
     if (rst) begin
       \$543  = 16'h0000;
     end
@@ -37343,9 +37314,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$544  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$544  = 8'h00;
     end
     if (rst) begin
       \$544  = 8'h00;
@@ -37369,9 +37337,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$545  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$545  = 8'h00;
     end
     if (rst) begin
       \$545  = 8'h00;
@@ -37399,9 +37364,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$546  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$546  = 8'h00;
     end
     if (rst) begin
       \$546  = 8'h00;
@@ -37433,9 +37395,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$547  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$547  = 8'h00;
     end
     if (rst) begin
       \$547  = 8'h00;
@@ -37471,9 +37430,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$548  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$548  = 8'h00;
     end
     if (rst) begin
       \$548  = 8'h00;
@@ -37513,9 +37469,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$549  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$549  = 8'h00;
     end
     if (rst) begin
       \$549  = 8'h00;
@@ -37559,9 +37512,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$550  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$550  = 8'h00;
     end
     if (rst) begin
       \$550  = 8'h00;
@@ -37609,9 +37559,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$551  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$551  = 8'h00;
     end
     if (rst) begin
       \$551  = 8'h00;
@@ -37663,9 +37610,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$552  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$552  = 8'h00;
     end
     if (rst) begin
       \$552  = 8'h00;
@@ -37721,9 +37665,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$553  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$553  = 8'h00;
     end
     if (rst) begin
       \$553  = 8'h00;
@@ -37783,9 +37724,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$554  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$554  = 8'h00;
     end
     if (rst) begin
       \$554  = 8'h00;
@@ -37849,9 +37787,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$555  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$555  = 8'h00;
     end
     if (rst) begin
       \$555  = 8'h00;
@@ -37919,9 +37854,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$556  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$556  = 8'h00;
     end
     if (rst) begin
       \$556  = 8'h00;
@@ -37993,9 +37925,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$557  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$557  = 8'h00;
     end
     if (rst) begin
       \$557  = 8'h00;
@@ -38071,9 +38000,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$558  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$558  = 8'h00;
     end
     if (rst) begin
       \$558  = 8'h00;
@@ -38156,9 +38082,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$559  = \$443 ;
       endcase
     end
-    if (held) begin
-      \$559  = 8'h00;
-    end
     if (rst) begin
       \$559  = 8'h00;
     end
@@ -38177,9 +38100,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__2__cleared) begin
       \$560  = 1'h0;
     end
-    if (held) begin
-      \$560  = 1'h0;
-    end
     if (rst) begin
       \$560  = 1'h0;
     end
@@ -38191,9 +38111,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$561  = \$352 [4:0];
     end
     if (q__3__cleared) begin
-      \$561  = 5'h00;
-    end
-    if (held) begin
       \$561  = 5'h00;
     end
     if (rst) begin
@@ -38277,9 +38194,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$562 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$562  = 16'h0000;
-    end
     if (rst) begin
       \$562  = 16'h0000;
     end
@@ -38298,9 +38212,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$563  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$563  = 8'h00;
     end
     if (rst) begin
       \$563  = 8'h00;
@@ -38324,9 +38235,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$564  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$564  = 8'h00;
     end
     if (rst) begin
       \$564  = 8'h00;
@@ -38354,9 +38262,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$565  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$565  = 8'h00;
     end
     if (rst) begin
       \$565  = 8'h00;
@@ -38388,9 +38293,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$566  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$566  = 8'h00;
     end
     if (rst) begin
       \$566  = 8'h00;
@@ -38426,9 +38328,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$567  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$567  = 8'h00;
     end
     if (rst) begin
       \$567  = 8'h00;
@@ -38468,9 +38367,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$568  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$568  = 8'h00;
     end
     if (rst) begin
       \$568  = 8'h00;
@@ -38514,9 +38410,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$569  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$569  = 8'h00;
     end
     if (rst) begin
       \$569  = 8'h00;
@@ -38564,9 +38457,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$570  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$570  = 8'h00;
     end
     if (rst) begin
       \$570  = 8'h00;
@@ -38618,9 +38508,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$571  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$571  = 8'h00;
     end
     if (rst) begin
       \$571  = 8'h00;
@@ -38676,9 +38563,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$572  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$572  = 8'h00;
     end
     if (rst) begin
       \$572  = 8'h00;
@@ -38738,9 +38622,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$573  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$573  = 8'h00;
     end
     if (rst) begin
       \$573  = 8'h00;
@@ -38804,9 +38685,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$574  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$574  = 8'h00;
     end
     if (rst) begin
       \$574  = 8'h00;
@@ -38874,9 +38752,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$575  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$575  = 8'h00;
     end
     if (rst) begin
       \$575  = 8'h00;
@@ -38948,9 +38823,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$576  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$576  = 8'h00;
     end
     if (rst) begin
       \$576  = 8'h00;
@@ -39026,9 +38898,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$577  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$577  = 8'h00;
     end
     if (rst) begin
       \$577  = 8'h00;
@@ -39111,9 +38980,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$578  = \$459 ;
       endcase
     end
-    if (held) begin
-      \$578  = 8'h00;
-    end
     if (rst) begin
       \$578  = 8'h00;
     end
@@ -39132,9 +38998,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__3__cleared) begin
       \$579  = 1'h0;
     end
-    if (held) begin
-      \$579  = 1'h0;
-    end
     if (rst) begin
       \$579  = 1'h0;
     end
@@ -39144,9 +39007,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$580  = retire_rr_last;
     if (retire_rr_any) begin
       \$580  = retire_rr_sel;
-    end
-    if (held) begin
-      \$580  = 3'h4;
     end
     if (rst) begin
       \$580  = 3'h4;
@@ -39160,9 +39020,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$364 ) begin
       \$581  = \$366 [2:0];
     end
-    if (held) begin
-      \$581  = 3'h0;
-    end
     if (rst) begin
       \$581  = 3'h0;
     end
@@ -39174,9 +39031,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$582  = \$373 [2:0];
     end else if (\$372 ) begin
       \$582  = \$374 [2:0];
-    end
-    if (held) begin
-      \$582  = 3'h0;
     end
     if (rst) begin
       \$582  = 3'h0;
@@ -39190,9 +39044,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$380 ) begin
       \$583  = \$382 [2:0];
     end
-    if (held) begin
-      \$583  = 3'h0;
-    end
     if (rst) begin
       \$583  = 3'h0;
     end
@@ -39204,9 +39055,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$584  = \$389 [2:0];
     end else if (\$388 ) begin
       \$584  = \$390 [2:0];
-    end
-    if (held) begin
-      \$584  = 3'h0;
     end
     if (rst) begin
       \$584  = 3'h0;
@@ -39220,9 +39068,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$396 ) begin
       \$585  = \$398 [2:0];
     end
-    if (held) begin
-      \$585  = 3'h0;
-    end
     if (rst) begin
       \$585  = 3'h0;
     end
@@ -39232,9 +39077,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$586  = cpl_rr_last;
     if (\$463 ) begin
       \$586  = cpl_rr_sel;
-    end
-    if (held) begin
-      \$586  = 2'h3;
     end
     if (rst) begin
       \$586  = 2'h3;
@@ -39249,9 +39091,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       end
     end
     if (q__0__cleared) begin
-      \$587  = 5'h00;
-    end
-    if (held) begin
       \$587  = 5'h00;
     end
     if (rst) begin
@@ -39269,9 +39108,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__1__cleared) begin
       \$588  = 5'h00;
     end
-    if (held) begin
-      \$588  = 5'h00;
-    end
     if (rst) begin
       \$588  = 5'h00;
     end
@@ -39285,9 +39121,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       end
     end
     if (q__2__cleared) begin
-      \$589  = 5'h00;
-    end
-    if (held) begin
       \$589  = 5'h00;
     end
     if (rst) begin
@@ -39305,9 +39138,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__3__cleared) begin
       \$590  = 5'h00;
     end
-    if (held) begin
-      \$590  = 5'h00;
-    end
     if (rst) begin
       \$590  = 5'h00;
     end
@@ -39319,9 +39149,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$591  = 32'd0;
     end else if (\$476 ) begin
       \$591  = \$477 [31:0];
-    end
-    if (held) begin
-      \$591  = 32'd0;
     end
     if (rst) begin
       \$591  = 32'd0;
@@ -39335,9 +39162,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$482 ) begin
       \$592  = \$483 [31:0];
     end
-    if (held) begin
-      \$592  = 32'd0;
-    end
     if (rst) begin
       \$592  = 32'd0;
     end
@@ -39349,9 +39173,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$593  = 32'd0;
     end else if (\$488 ) begin
       \$593  = \$489 [31:0];
-    end
-    if (held) begin
-      \$593  = 32'd0;
     end
     if (rst) begin
       \$593  = 32'd0;
@@ -39365,9 +39186,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$494 ) begin
       \$594  = \$495 [31:0];
     end
-    if (held) begin
-      \$594  = 32'd0;
-    end
     if (rst) begin
       \$594  = 32'd0;
     end
@@ -39379,9 +39197,6 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$595  = 32'd0;
     end else if (\$500 ) begin
       \$595  = \$501 [31:0];
-    end
-    if (held) begin
-      \$595  = 32'd0;
     end
     if (rst) begin
       \$595  = 32'd0;
@@ -39558,13 +39373,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$270  = q__0__index[13:0];
+          \$270  = q0_h;
       2'h1:
-          \$270  = q__1__index[13:0];
+          \$270  = q1_h;
       2'h2:
-          \$270  = q__2__index[13:0];
+          \$270  = q2_h;
       2'h3:
-          \$270  = q__3__index[13:0];
+          \$270  = q3_h;
     endcase
   end
   always @* begin
@@ -39808,13 +39623,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$211 [7:0];
+          cpl_opcode = \$signature__data$207 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$212 [7:0];
+          cpl_opcode = \$signature__data$208 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$213 [7:0];
+          cpl_opcode = \$signature__data$209 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$214 [7:0];
+          cpl_opcode = \$signature__data$210 [7:0];
     endcase
   end
   always @* begin
@@ -39822,13 +39637,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$211 [15:8];
+          cpl_flags = \$signature__data$207 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$212 [15:8];
+          cpl_flags = \$signature__data$208 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$213 [15:8];
+          cpl_flags = \$signature__data$209 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$214 [15:8];
+          cpl_flags = \$signature__data$210 [15:8];
     endcase
   end
   always @* begin
@@ -39836,13 +39651,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$211 [8];
+          cpl_irq = \$signature__data$207 [8];
       2'h1:
-          cpl_irq = \$signature__data$212 [8];
+          cpl_irq = \$signature__data$208 [8];
       2'h2:
-          cpl_irq = \$signature__data$213 [8];
+          cpl_irq = \$signature__data$209 [8];
       2'h3:
-          cpl_irq = \$signature__data$214 [8];
+          cpl_irq = \$signature__data$210 [8];
     endcase
   end
   always @* begin
@@ -39850,13 +39665,13 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$211 [31:16];
+          cpl_tag = \$signature__data$207 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$212 [31:16];
+          cpl_tag = \$signature__data$208 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$213 [31:16];
+          cpl_tag = \$signature__data$209 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$214 [31:16];
+          cpl_tag = \$signature__data$210 [31:16];
     endcase
   end
   always @* begin
@@ -39943,40 +39758,40 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q1_count = \$154 [4:0];
   assign q2_count = \$155 [4:0];
   assign q3_count = \$156 [4:0];
-  assign desc = { \$271 [255:32], issue_rr_sel, \$270 , \$269 [15:0] };
+  assign desc = { \$271 [255:32], issue_rr_sel, 9'h000, \$270 , \$269 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
   assign \$signature__data  = q__0__head[31:0];
-  assign \$signature__addr$137  = q1_h[3:0];
-  assign \$signature__data$139  = q__1__head[31:0];
-  assign \$signature__addr$142  = q2_h[3:0];
-  assign \$signature__data$144  = q__2__head[31:0];
-  assign \$signature__addr$147  = q3_h[3:0];
-  assign \$signature__data$149  = q__3__head[31:0];
+  assign \$signature__addr$133  = q1_h[3:0];
+  assign \$signature__data$135  = q__1__head[31:0];
+  assign \$signature__addr$138  = q2_h[3:0];
+  assign \$signature__data$140  = q__2__head[31:0];
+  assign \$signature__addr$143  = q3_h[3:0];
+  assign \$signature__data$145  = q__3__head[31:0];
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$155 ;
-  assign \w_data$157  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$160 ;
-  assign \w_data$162  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$165 ;
-  assign \w_data$167  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$170 ;
-  assign \w_data$172  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$151 ;
+  assign \w_data$153  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$156 ;
+  assign \w_data$158  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$161 ;
+  assign \w_data$163  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$166 ;
+  assign \w_data$168  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$185 ;
-  assign gemm_retired = \r_en$187 ;
-  assign vec_retired = \r_en$189 ;
-  assign sfu_retired = \r_en$191 ;
-  assign \$signature__addr$195  = q0_r[3:0];
-  assign \$signature__addr$198  = q1_r[3:0];
-  assign \$signature__addr$201  = q2_r[3:0];
-  assign \$signature__addr$204  = q3_r[3:0];
+  assign dma_store_retired = \r_en$181 ;
+  assign gemm_retired = \r_en$183 ;
+  assign vec_retired = \r_en$185 ;
+  assign sfu_retired = \r_en$187 ;
+  assign \$signature__addr$191  = q0_r[3:0];
+  assign \$signature__addr$194  = q1_r[3:0];
+  assign \$signature__addr$197  = q2_r[3:0];
+  assign \$signature__addr$200  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$9346$0  = \$269 [15:0];
-  assign \port$9352$0  = \$270 ;
-  assign \port$9353$32  = \$271 [255:32];
+  assign \port$9351$0  = \$269 [15:0];
+  assign \port$9357$0  = \$270 ;
+  assign \port$9358$32  = \$271 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -40005,7 +39820,7 @@ module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$11116$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11111$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40044,15 +39859,13 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11116$16 ;
-  wire [15:0] \port$11116$16 ;
-  input [7:0] \port$3833$0 ;
-  wire [7:0] \port$3833$0 ;
+  input [15:0] \port$11111$16 ;
+  wire [15:0] \port$11111$16 ;
+  input [7:0] \port$3838$0 ;
+  wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -40087,7 +39900,7 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11116$16 , \port$3833$0  };
+      storage[w_port__addr] <= { \port$11111$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40144,9 +39957,6 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -40156,9 +39966,6 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -40173,9 +39980,6 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -40188,9 +39992,6 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -40198,14 +39999,14 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11116$16 , \port$3833$0  };
-  assign w_data = { \port$11116$16 , \port$3833$0  };
+  assign w_port__data = { \port$11111$16 , \port$3838$0  };
+  assign w_data = { \port$11111$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$11118$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11115$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40244,15 +40045,13 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11118$16 ;
-  wire [15:0] \port$11118$16 ;
-  input [7:0] \port$3853$0 ;
-  wire [7:0] \port$3853$0 ;
+  input [15:0] \port$11115$16 ;
+  wire [15:0] \port$11115$16 ;
+  input [7:0] \port$3858$0 ;
+  wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -40287,7 +40086,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11118$16 , \port$3853$0  };
+      storage[w_port__addr] <= { \port$11115$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40344,9 +40143,6 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -40356,9 +40152,6 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -40373,9 +40166,6 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -40388,9 +40178,6 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -40398,14 +40185,14 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11118$16 , \port$3853$0  };
-  assign w_data = { \port$11118$16 , \port$3853$0  };
+  assign w_port__data = { \port$11115$16 , \port$3858$0  };
+  assign w_data = { \port$11115$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$11120$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11119$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40444,15 +40231,13 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11120$16 ;
-  wire [15:0] \port$11120$16 ;
-  input [7:0] \port$3873$0 ;
-  wire [7:0] \port$3873$0 ;
+  input [15:0] \port$11119$16 ;
+  wire [15:0] \port$11119$16 ;
+  input [7:0] \port$3878$0 ;
+  wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -40487,7 +40272,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11120$16 , \port$3873$0  };
+      storage[w_port__addr] <= { \port$11119$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40544,9 +40329,6 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -40556,9 +40338,6 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -40573,9 +40352,6 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -40588,9 +40364,6 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -40598,14 +40371,14 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11120$16 , \port$3873$0  };
-  assign w_data = { \port$11120$16 , \port$3873$0  };
+  assign w_port__data = { \port$11119$16 , \port$3878$0  };
+  assign w_data = { \port$11119$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$11124$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11127$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40644,15 +40417,13 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11124$16 ;
-  wire [15:0] \port$11124$16 ;
-  input [7:0] \port$3928$0 ;
-  wire [7:0] \port$3928$0 ;
+  input [15:0] \port$11127$16 ;
+  wire [15:0] \port$11127$16 ;
+  input [7:0] \port$3933$0 ;
+  wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -40687,7 +40458,7 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11124$16 , \port$3928$0  };
+      storage[w_port__addr] <= { \port$11127$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40744,9 +40515,6 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -40756,9 +40524,6 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -40773,9 +40538,6 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -40788,9 +40550,6 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -40798,14 +40557,14 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11124$16 , \port$3928$0  };
-  assign w_data = { \port$11124$16 , \port$3928$0  };
+  assign w_port__data = { \port$11127$16 , \port$3933$0  };
+  assign w_data = { \port$11127$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$11122$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11123$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40844,15 +40603,13 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11122$16 ;
-  wire [15:0] \port$11122$16 ;
-  input [7:0] \port$3893$0 ;
-  wire [7:0] \port$3893$0 ;
+  input [15:0] \port$11123$16 ;
+  wire [15:0] \port$11123$16 ;
+  input [7:0] \port$3898$0 ;
+  wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -40887,7 +40644,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11122$16 , \port$3893$0  };
+      storage[w_port__addr] <= { \port$11123$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -40944,9 +40701,6 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -40956,9 +40710,6 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -40973,9 +40724,6 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -40988,9 +40736,6 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -40998,8 +40743,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11122$16 , \port$3893$0  };
-  assign w_data = { \port$11122$16 , \port$3893$0  };
+  assign w_port__data = { \port$11123$16 , \port$3898$0  };
+  assign w_data = { \port$11123$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -42857,7 +42602,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11213$0 (fetch_r_buf),
+    .\port$11218$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -42869,7 +42614,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$11213$0 (fetch_r_buf),
+    .\port$11218$0 (fetch_r_buf),
     .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
     .r_en(\r_en$133 ),
@@ -42881,7 +42626,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$11213$0 (fetch_r_buf),
+    .\port$11218$0 (fetch_r_buf),
     .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
     .r_en(\r_en$167 ),
@@ -42893,7 +42638,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$11213$0 (fetch_r_buf),
+    .\port$11218$0 (fetch_r_buf),
     .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
     .r_en(\r_en$201 ),
@@ -45219,8 +44964,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5092$0 (aw_hs_id),
-    .\port$5106$0 (down__awlen),
+    .\port$5097$0 (aw_hs_id),
+    .\port$5111$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -45563,7 +45308,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45587,10 +45332,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5092$0 ;
-  wire [2:0] \port$5092$0 ;
-  input [7:0] \port$5106$0 ;
-  wire [7:0] \port$5106$0 ;
+  input [2:0] \port$5097$0 ;
+  wire [2:0] \port$5097$0 ;
+  input [7:0] \port$5111$0 ;
+  wire [7:0] \port$5111$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -45622,7 +45367,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5092$0 , \port$5106$0  };
+      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -45684,8 +45429,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5092$0 , \port$5106$0  };
-  assign w_data = { \port$5092$0 , \port$5106$0  };
+  assign w_port__data = { \port$5097$0 , \port$5111$0  };
+  assign w_data = { \port$5097$0 , \port$5111$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46252,7 +45997,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$11218$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46279,8 +46024,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11213$0 ;
-  wire [191:0] \port$11213$0 ;
+  input [191:0] \port$11218$0 ;
+  wire [191:0] \port$11218$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -46315,7 +46060,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11218$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46386,14 +46131,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11213$0  };
-  assign w_data = { \port$0$87 , \port$11213$0  };
+  assign w_port__data = { \port$0$87 , \port$11218$0  };
+  assign w_data = { \port$0$87 , \port$11218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$11218$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46420,8 +46165,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11213$0 ;
-  wire [191:0] \port$11213$0 ;
+  input [191:0] \port$11218$0 ;
+  wire [191:0] \port$11218$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -46456,7 +46201,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11218$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46527,14 +46272,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11213$0  };
-  assign w_data = { \port$0$87 , \port$11213$0  };
+  assign w_port__data = { \port$0$87 , \port$11218$0  };
+  assign w_data = { \port$0$87 , \port$11218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$11218$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46561,8 +46306,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11213$0 ;
-  wire [191:0] \port$11213$0 ;
+  input [191:0] \port$11218$0 ;
+  wire [191:0] \port$11218$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -46597,7 +46342,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11218$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46668,14 +46413,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11213$0  };
-  assign w_data = { \port$0$87 , \port$11213$0  };
+  assign w_port__data = { \port$0$87 , \port$11218$0  };
+  assign w_data = { \port$0$87 , \port$11218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$11213$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$11218$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46702,8 +46447,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11213$0 ;
-  wire [191:0] \port$11213$0 ;
+  input [191:0] \port$11218$0 ;
+  wire [191:0] \port$11218$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -46738,7 +46483,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11213$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11218$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -46809,14 +46554,14 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11213$0  };
-  assign w_data = { \port$0$87 , \port$11213$0  };
+  assign w_port__data = { \port$0$87 , \port$11218$0  };
+  assign w_data = { \port$0$87 , \port$11218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10626$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10621$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -47794,10 +47539,10 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$10626$0 ;
-  wire [2:0] \port$10626$0 ;
-  input [223:0] \port$4212$32 ;
-  wire [223:0] \port$4212$32 ;
+  input [2:0] \port$10621$0 ;
+  wire [2:0] \port$10621$0 ;
+  input [223:0] \port$4217$32 ;
+  wire [223:0] \port$4217$32 ;
   reg [18:0] pos = 19'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -48854,11 +48599,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$12275$5 (e6_meta[18:5]),
-    .\port$8287$0 (\$619 ),
-    .\port$8289$0 (\$621 ),
-    .\port$8291$0 (\$623 ),
-    .\port$8293$0 (\$625 ),
+    .\port$12280$5 (e6_meta[18:5]),
+    .\port$8292$0 (\$619 ),
+    .\port$8294$0 (\$621 ),
+    .\port$8296$0 (\$623 ),
+    .\port$8298$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -49243,7 +48988,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$10626$0 ;
+            \$671  = \port$10621$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -49259,7 +49004,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$672  = \port$4212$32 ;
+            \$672  = \port$4217$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -51363,7 +51108,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4212$32 , \port$10626$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$10621$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -51441,8 +51186,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$10626$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4212$32 ;
+  assign \ctl__cmd__payload.op  = \port$10621$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
   assign \$194  = { 34'h000000000, \$193 [42:34] };
@@ -51454,7 +51199,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8287$0 , \port$8289$0 , \port$8291$0 , \port$8293$0 , w_level, r_data, \port$12275$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8292$0 , \port$8294$0 , \port$8296$0 , \port$8298$0 , w_level, r_data, \port$12280$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51496,16 +51241,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8287$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$12275$5 ;
-  wire [13:0] \port$12275$5 ;
-  input [7:0] \port$8287$0 ;
-  wire [7:0] \port$8287$0 ;
-  input [7:0] \port$8289$0 ;
-  wire [7:0] \port$8289$0 ;
-  input [7:0] \port$8291$0 ;
-  wire [7:0] \port$8291$0 ;
-  input [7:0] \port$8293$0 ;
-  wire [7:0] \port$8293$0 ;
+  input [13:0] \port$12280$5 ;
+  wire [13:0] \port$12280$5 ;
+  input [7:0] \port$8292$0 ;
+  wire [7:0] \port$8292$0 ;
+  input [7:0] \port$8294$0 ;
+  wire [7:0] \port$8294$0 ;
+  input [7:0] \port$8296$0 ;
+  wire [7:0] \port$8296$0 ;
+  input [7:0] \port$8298$0 ;
+  wire [7:0] \port$8298$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -51551,7 +51296,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8287$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
+      storage[w_port__addr] <= { \port$8298$0 , \port$8296$0 , \port$8294$0 , \port$8292$0 , \port$12280$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -51662,14 +51407,14 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8287$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
-  assign w_data = { \port$8293$0 , \port$8291$0 , \port$8289$0 , \port$8287$0 , \port$12275$5  };
+  assign w_port__data = { \port$8298$0 , \port$8296$0 , \port$8294$0 , \port$8292$0 , \port$12280$5  };
+  assign w_data = { \port$8298$0 , \port$8296$0 , \port$8294$0 , \port$8292$0 , \port$12280$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8440$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8445$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -51922,8 +51667,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8440$0 ;
-  wire [45:0] \port$8440$0 ;
+  input [45:0] \port$8445$0 ;
+  wire [45:0] \port$8445$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -52074,7 +51819,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8440$0 [13:12];
+  assign \$27  = ! \port$8445$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -52084,7 +51829,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8440$0 [13:12];
+  assign \$37  = ! \port$8445$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -52119,7 +51864,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8440$0 [13:12] == 1'h1;
+  assign \$67  = \port$8445$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -52129,7 +51874,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8440$0 [13:12] == 1'h1;
+  assign \$77  = \port$8445$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -52164,7 +51909,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8440$0 [13:12] == 2'h2;
+  assign \$107  = \port$8445$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -52174,7 +51919,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8440$0 [13:12] == 2'h2;
+  assign \$117  = \port$8445$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -52209,7 +51954,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8440$0 [13:12] == 2'h3;
+  assign \$147  = \port$8445$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -52219,7 +51964,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8440$0 [13:12] == 2'h3;
+  assign \$157  = \port$8445$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -52374,7 +52119,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8440$0 [11:0];
+      \bank0_addr$22  = \port$8445$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -52387,7 +52132,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$8440$0 [45:14];
+      bank0_wdata = \port$8445$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -52416,7 +52161,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$8440$0 [11:0];
+      \bank1_addr$45  = \port$8445$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -52429,7 +52174,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$8440$0 [45:14];
+      bank1_wdata = \port$8445$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -52458,7 +52203,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$8440$0 [11:0];
+      \bank2_addr$65  = \port$8445$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -52471,7 +52216,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$8440$0 [45:14];
+      bank2_wdata = \port$8445$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -52500,7 +52245,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$8440$0 [11:0];
+      \bank3_addr$85  = \port$8445$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -52513,7 +52258,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$8440$0 [45:14];
+      bank3_wdata = \port$8445$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -52727,8 +52472,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8440$0 [13:0];
-  assign wr__1__data = \port$8440$0 [45:14];
+  assign wr__1__addr = \port$8445$0 [13:0];
+  assign wr__1__data = \port$8445$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

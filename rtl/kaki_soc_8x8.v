@@ -242,7 +242,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [77:0] \$309 ;
   wire [1:0] \$31 ;
   wire [15:0] \$310 ;
-  wire [13:0] \$311 ;
+  wire [4:0] \$311 ;
   wire [223:0] \$312 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
@@ -319,7 +319,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$840 ;
+  reg [7:0] \$signal$842 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
@@ -345,8 +345,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$247 ;
   wire active;
-  wire \active$964 ;
-  wire \active$970 ;
+  wire \active$966 ;
+  wire \active$972 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$350 ;
   wire [1:0] axi__arburst;
@@ -436,7 +436,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$720 ;
+  wire [31:0] \bus_timeout$716 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -470,25 +470,25 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$732 ;
+  wire [7:0] \cpl_flags$728 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$730 ;
+  wire \cpl_halt$726 ;
   wire cpl_irq;
-  wire \cpl_irq$728 ;
+  wire \cpl_irq$724 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$736 ;
+  wire [7:0] \cpl_opcode$732 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$726 ;
+  wire [1:0] \cpl_queue$722 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$734 ;
+  wire [7:0] \cpl_status$730 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$738 ;
+  wire [15:0] \cpl_tag$734 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$724 ;
+  wire \cpl_valid$720 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -528,8 +528,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$947 ;
-  wire \ctl__busy$969 ;
+  wire \ctl__busy$949 ;
+  wire \ctl__busy$971 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -954,42 +954,42 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$762 ;
+  wire [4:0] \engine_reset$758 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$688 ;
+  wire [31:0] \event0_value$684 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$708 ;
+  wire [31:0] \event10_value$704 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$710 ;
+  wire [31:0] \event11_value$706 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$712 ;
+  wire [31:0] \event12_value$708 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$714 ;
+  wire [31:0] \event13_value$710 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$716 ;
+  wire [31:0] \event14_value$712 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$718 ;
+  wire [31:0] \event15_value$714 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$690 ;
+  wire [31:0] \event1_value$686 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$692 ;
+  wire [31:0] \event2_value$688 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$694 ;
+  wire [31:0] \event3_value$690 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$696 ;
+  wire [31:0] \event4_value$692 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$698 ;
+  wire [31:0] \event5_value$694 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$700 ;
+  wire [31:0] \event6_value$696 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$702 ;
+  wire [31:0] \event7_value$698 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$704 ;
+  wire [31:0] \event8_value$700 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$706 ;
+  wire [31:0] \event9_value$702 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1019,7 +1019,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$950 ;
+  wire [31:0] \fw_msg_value$952 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
@@ -1183,12 +1183,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
   wire held;
+  wire hold;
   wire [4:0] hung;
   wire idle;
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$763  = 1'h0;
+  reg \irq$760  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1490,14 +1491,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__active;
   wire \q__0__active$458 ;
   wire q__0__cleared;
-  wire \q__0__cleared$462 ;
+  wire \q__0__cleared$460 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$464 ;
+  wire \q__0__drained$462 ;
   wire q__0__enable;
   wire [7:0] q__0__error;
   wire [31:0] q__0__error_index;
@@ -1509,7 +1510,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [255:0] q__0__head;
   wire [255:0] \q__0__head$454 ;
   wire [31:0] q__0__head_index;
-  wire [31:0] q__0__index;
   wire q__0__pop;
   wire \q__0__pop$450 ;
   wire [7:0] q__0__prefetched;
@@ -1523,16 +1523,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$473 ;
+  wire \q__1__active$471 ;
   wire q__1__cleared;
-  wire \q__1__cleared$477 ;
+  wire \q__1__cleared$473 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$479 ;
+  wire \q__1__drained$475 ;
   wire q__1__enable;
   wire [7:0] q__1__error;
   wire [31:0] q__1__error_index;
@@ -1542,11 +1542,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$469 ;
+  wire [255:0] \q__1__head$467 ;
   wire [31:0] q__1__head_index;
-  wire [31:0] q__1__index;
   wire q__1__pop;
-  wire \q__1__pop$466 ;
+  wire \q__1__pop$464 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1558,16 +1557,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$488 ;
+  wire \q__2__active$484 ;
   wire q__2__cleared;
-  wire \q__2__cleared$492 ;
+  wire \q__2__cleared$486 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$494 ;
+  wire \q__2__drained$488 ;
   wire q__2__enable;
   wire [7:0] q__2__error;
   wire [31:0] q__2__error_index;
@@ -1577,11 +1576,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$484 ;
+  wire [255:0] \q__2__head$480 ;
   wire [31:0] q__2__head_index;
-  wire [31:0] q__2__index;
   wire q__2__pop;
-  wire \q__2__pop$481 ;
+  wire \q__2__pop$477 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1593,16 +1591,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$503 ;
+  wire \q__3__active$497 ;
   wire q__3__cleared;
-  wire \q__3__cleared$507 ;
+  wire \q__3__cleared$499 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$509 ;
+  wire \q__3__drained$501 ;
   wire q__3__enable;
   wire [7:0] q__3__error;
   wire [31:0] q__3__error_index;
@@ -1612,11 +1610,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$499 ;
+  wire [255:0] \q__3__head$493 ;
   wire [31:0] q__3__head_index;
-  wire [31:0] q__3__index;
   wire q__3__pop;
-  wire \q__3__pop$496 ;
+  wire \q__3__pop$490 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1806,7 +1803,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$766 ;
+  wire \retire__0__done$763 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1844,7 +1841,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__0__error$768 ;
+  wire [7:0] \retire__0__error$766 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1861,10 +1858,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$770 ;
+  wire [15:0] \retire__0__tag$768 ;
   wire retire__1__done;
-  wire \retire__1__done$772 ;
+  wire \retire__1__done$770 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1902,7 +1900,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__1__error$774 ;
+  wire [7:0] \retire__1__error$773 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1919,10 +1917,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$776 ;
+  wire [15:0] \retire__1__tag$775 ;
   wire retire__2__done;
-  wire \retire__2__done$778 ;
+  wire \retire__2__done$777 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1977,6 +1976,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  wire retire__2__queued;
   wire [15:0] retire__2__tag;
   wire [15:0] \retire__2__tag$782 ;
   wire retire__3__done;
@@ -2018,7 +2018,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__3__error$786 ;
+  wire [7:0] \retire__3__error$787 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2035,10 +2035,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$788 ;
+  wire [15:0] \retire__3__tag$789 ;
   wire retire__4__done;
-  wire \retire__4__done$790 ;
+  wire \retire__4__done$791 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2076,7 +2077,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__4__error$792 ;
+  wire [7:0] \retire__4__error$794 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2093,8 +2094,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$794 ;
+  wire [15:0] \retire__4__tag$796 ;
   input rst;
   wire rst;
   wire run;
@@ -2366,7 +2368,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$522 ;
+  wire [31:0] \timestamp_cycles$514 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2607,54 +2609,59 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
   assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$724  & \$57 ;
+  assign cpl_valid = \cpl_valid$720  & \$57 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$58  = timestamp_cycles - timer_cycles;
   assign fw_timer_due = ~ \$58 [31];
-  assign \$59  = retire__0__done & \$300 [8];
+  assign retire__0__done = \retire__0__done$763  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$770  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$777  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$784  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$791  & retire__4__queued;
+  assign \$59  = \retire__0__done$763  & \$300 [8];
   assign \$60  = ! retire__0__error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
   assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = retire__1__done & \$301 [8];
+  assign \$63  = \retire__1__done$770  & \$301 [8];
   assign \$64  = ! retire__1__error;
   assign \$65  = \$63  & \$64 ;
   assign \$66  = ~ core_ctrl_run;
   assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = retire__2__done & \$302 [8];
+  assign \$67  = \retire__2__done$777  & \$302 [8];
   assign \$68  = ! retire__2__error;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = ~ core_ctrl_run;
   assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = retire__3__done & \$303 [8];
+  assign \$71  = \retire__3__done$784  & \$303 [8];
   assign \$72  = ! retire__3__error;
   assign \$73  = \$71  & \$72 ;
   assign \$74  = ~ core_ctrl_run;
   assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = retire__4__done & \$304 [8];
+  assign \$75  = \retire__4__done$791  & \$304 [8];
   assign \$76  = ! retire__4__error;
   assign \$77  = \$75  & \$76 ;
   assign \$78  = ~ core_ctrl_run;
   assign irq_status_sfu_done_set = \$77  & \$78 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
   assign \$79  = | retire__4__error;
-  assign \$80  = retire__4__done & \$79 ;
+  assign \$80  = \retire__4__done$791  & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
   assign \$83  = | retire__3__error;
-  assign \$84  = retire__3__done & \$83 ;
+  assign \$84  = \retire__3__done$784  & \$83 ;
   assign \$85  = ~ core_ctrl_run;
   assign \$86  = \$84  & \$85 ;
   assign \$87  = | retire__2__error;
-  assign \$88  = retire__2__done & \$87 ;
+  assign \$88  = \retire__2__done$777  & \$87 ;
   assign \$89  = ~ core_ctrl_run;
   assign \$90  = \$88  & \$89 ;
   assign \$91  = | retire__1__error;
-  assign \$92  = retire__1__done & \$91 ;
+  assign \$92  = \retire__1__done$770  & \$91 ;
   assign \$93  = ~ core_ctrl_run;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = | retire__0__error;
-  assign \$96  = retire__0__done & \$95 ;
+  assign \$96  = \retire__0__done$763  & \$95 ;
   assign \$97  = ~ core_ctrl_run;
   assign \$98  = \$96  & \$97 ;
   assign \$99  = | reject__error;
@@ -2674,7 +2681,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
   assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
   assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$947 ;
+  assign \$122  = vec_hang_armed & \ctl__busy$949 ;
   assign \$123  = ~ mmio__ack;
   assign \$124  = bus__en & \$123 ;
   assign \$125  = \$124  & bus__we;
@@ -2702,19 +2709,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$147  = fw_timer_due & \$146 ;
   assign \$148  = \$145  | \$147 ;
   assign \$149  = ~ reset[0];
-  assign \$150  = retire__0__done & \$149 ;
+  assign \$150  = \retire__0__done$763  & \$149 ;
   assign \$151  = done_dma_load_count + 1'h1;
   assign \$152  = ~ reset[1];
-  assign \$153  = retire__1__done & \$152 ;
+  assign \$153  = \retire__1__done$770  & \$152 ;
   assign \$154  = done_dma_store_count + 1'h1;
   assign \$155  = ~ reset[2];
-  assign \$156  = retire__2__done & \$155 ;
+  assign \$156  = \retire__2__done$777  & \$155 ;
   assign \$157  = done_gemm_count + 1'h1;
   assign \$158  = ~ reset[3];
-  assign \$159  = retire__3__done & \$158 ;
+  assign \$159  = \retire__3__done$784  & \$158 ;
   assign \$160  = done_vec_count + 1'h1;
   assign \$161  = ~ reset[4];
-  assign \$162  = retire__4__done & \$161 ;
+  assign \$162  = \retire__4__done$791  & \$161 ;
   assign \$163  = done_sfu_count + 1'h1;
   assign \$164  = ~ irq_status_error;
   assign \$165  = failing & \$164 ;
@@ -2731,11 +2738,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$176  = stall | gemm_frozen;
   assign \$177  = perf_gemm_stall_count + \$176 ;
   assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$947  | vec_frozen;
+  assign \$179  = \ctl__busy$949  | vec_frozen;
   assign \$180  = perf_vec_busy_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
   assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$964  & \$182 ;
+  assign \$183  = \active$966  & \$182 ;
   assign \$184  = perf_vec_active_count + \$183 ;
   assign \$185  = ~ perf_ctrl_freeze;
   assign \$186  = perf_dma_load_busy_count + load__busy;
@@ -2756,19 +2763,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$201  = store__busy & \$200 ;
   assign \$202  = perf_dma_store_stall_count + \$201 ;
   assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$947  | vec_frozen;
+  assign \$204  = \ctl__busy$949  | vec_frozen;
   assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$964  & \$205 ;
+  assign \$206  = \active$966  & \$205 ;
   assign \$207  = ~ \$206 ;
   assign \$208  = \$204  & \$207 ;
   assign \$209  = perf_vec_stall_count + \$208 ;
   assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$969 ;
+  assign \$211  = perf_sfu_busy_count + \ctl__busy$971 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$970 ;
+  assign \$213  = perf_sfu_active_count + \active$972 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$970 ;
-  assign \$216  = \ctl__busy$969  & \$215 ;
+  assign \$215  = ~ \active$972 ;
+  assign \$216  = \ctl__busy$971  & \$215 ;
   assign \$217  = perf_sfu_stall_count + \$216 ;
   assign \$218  = ~ perf_ctrl_freeze;
   assign \$219  = perf_dma_load_full_count + full[0];
@@ -2829,7 +2836,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @(posedge clk)
     fw_write_engine_reset_word <= \$259 ;
   always @(posedge clk)
-    \irq$763  <= \$260 ;
+    \irq$760  <= \$260 ;
   always @(posedge clk)
     done_dma_load_count <= \$261 ;
   always @(posedge clk)
@@ -3021,7 +3028,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.control  control (
     .clk(clk),
-    .irq(\irq$763 ),
+    .irq(\irq$760 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3032,7 +3039,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13140$2 (\$299 ),
+    .\port$13135$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3143,20 +3150,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13166$0 (inflight),
-    .\port$13313$0 (q__0__cpl_irq),
-    .\port$13327$0 (q__0__error_irq),
-    .\port$13339$0 (q__1__cpl_irq),
-    .\port$13353$0 (q__1__error_irq),
-    .\port$13365$0 (q__2__cpl_irq),
-    .\port$13379$0 (q__2__error_irq),
-    .\port$13391$0 (q__3__cpl_irq),
-    .\port$13405$0 (q__3__error_irq),
-    .\port$13517$0 (\$305 ),
-    .\port$13525$0 (\$306 ),
-    .\port$13533$0 (\$307 ),
-    .\port$13541$0 (\$308 ),
-    .\port$15241$0 (events),
+    .\port$13161$0 (inflight),
+    .\port$13318$0 (q__0__cpl_irq),
+    .\port$13332$0 (q__0__error_irq),
+    .\port$13344$0 (q__1__cpl_irq),
+    .\port$13358$0 (q__1__error_irq),
+    .\port$13370$0 (q__2__cpl_irq),
+    .\port$13384$0 (q__2__error_irq),
+    .\port$13396$0 (q__3__cpl_irq),
+    .\port$13410$0 (q__3__error_irq),
+    .\port$13522$0 (\$305 ),
+    .\port$13530$0 (\$306 ),
+    .\port$13538$0 (\$307 ),
+    .\port$13546$0 (\$308 ),
+    .\port$15246$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3251,33 +3258,39 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13168$0 (\$300 ),
-    .\port$13170$0 (\$301 ),
-    .\port$13172$0 (\$302 ),
-    .\port$13174$0 (\$303 ),
-    .\port$13176$0 (\$304 ),
+    .\port$13163$0 (\$300 ),
+    .\port$13167$0 (\$301 ),
+    .\port$13171$0 (\$302 ),
+    .\port$13175$0 (\$303 ),
+    .\port$13179$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
-    .\r_en$38 (dma_store__ready),
-    .\r_en$55 (gemm__ready),
-    .\r_en$72 (vec__ready),
-    .\r_en$89 (sfu__ready),
+    .\r_en$41 (dma_store__ready),
+    .\r_en$60 (gemm__ready),
+    .\r_en$79 (vec__ready),
+    .\r_en$98 (sfu__ready),
     .reject__done(reject__done),
     .reject__error(reject__error),
-    .retire__0__done(retire__0__done),
+    .reject__queued(windowed),
+    .retire__0__done(\retire__0__done$763 ),
     .retire__0__error(retire__0__error),
+    .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(retire__1__done),
+    .retire__1__done(\retire__1__done$770 ),
     .retire__1__error(retire__1__error),
+    .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(retire__2__done),
+    .retire__2__done(\retire__2__done$777 ),
     .retire__2__error(retire__2__error),
+    .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(retire__3__done),
+    .retire__3__done(\retire__3__done$784 ),
     .retire__3__error(retire__3__error),
+    .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(retire__4__done),
+    .retire__4__done(\retire__4__done$791 ),
     .retire__4__error(retire__4__error),
+    .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
     .rst(rst),
     .sfu__payload(sfu__payload),
@@ -3288,8 +3301,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
-    .vec_error(vec_error),
-    .windowed(windowed)
+    .vec_error(vec_error)
   );
   \kaki_soc_8x8.dma  dma (
     .acc_rd__data(\acc_rd__data$233 ),
@@ -3369,31 +3381,31 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$950 ),
+    .fw_msg_value(\fw_msg_value$952 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11260$0 (q__0__fw_ready),
-    .\port$11293$0 (q__1__fw_ready),
-    .\port$11326$0 (q__2__fw_ready),
-    .\port$11359$0 (q__3__fw_ready),
-    .\port$13140$2 (\$299 ),
-    .\port$15241$0 (events),
-    .\port$4221$0 (q__0__qreset_req),
-    .\port$4231$0 (q__1__qreset_req),
-    .\port$4241$0 (q__2__qreset_req),
-    .\port$4251$0 (q__3__qreset_req),
-    .\port$5300$0 (q__0__head),
-    .\port$5330$0 (q__1__head),
-    .\port$5360$0 (q__2__head),
-    .\port$5390$0 (q__3__head),
-    .q_head_index0_index(q__0__index),
-    .q_head_index1_index(q__1__index),
-    .q_head_index2_index(q__2__index),
-    .q_head_index3_index(q__3__index),
+    .\port$11265$0 (q__0__fw_ready),
+    .\port$11298$0 (q__1__fw_ready),
+    .\port$11331$0 (q__2__fw_ready),
+    .\port$11364$0 (q__3__fw_ready),
+    .\port$13135$2 (\$299 ),
+    .\port$15246$0 (events),
+    .\port$4226$0 (q__0__qreset_req),
+    .\port$4236$0 (q__1__qreset_req),
+    .\port$4246$0 (q__2__qreset_req),
+    .\port$4256$0 (q__3__qreset_req),
+    .\port$5305$0 (q__0__head),
+    .\port$5335$0 (q__1__head),
+    .\port$5365$0 (q__2__head),
+    .\port$5395$0 (q__3__head),
+    .q_head_index0_index(q_head_index0_index),
+    .q_head_index1_index(q_head_index1_index),
+    .q_head_index2_index(q_head_index2_index),
+    .q_head_index3_index(q_head_index3_index),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
@@ -3433,7 +3445,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_irq(cpl_irq),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$724 ),
+    .cpl_rr_any(\cpl_valid$720 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3441,19 +3453,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .engine_reset(reset),
     .events(events),
     .fw_status(fw_write_q_pop_word[15:8]),
-    .held(held),
+    .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$11398$0 (\$310 ),
-    .\port$11404$0 (\$311 ),
-    .\port$11405$32 (\$312 ),
+    .\port$11403$0 (\$310 ),
+    .\port$11409$0 (\$311 ),
+    .\port$11410$32 (\$312 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
     .q__0__fw_pop(\$53 [0]),
     .q__0__fw_ready(q__0__fw_ready),
     .q__0__head(q__0__head),
-    .q__0__index(q__0__index),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
     .q__0__waiting(q_status0_waiting),
@@ -3463,7 +3474,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__fw_pop(\$54 [1]),
     .q__1__fw_ready(q__1__fw_ready),
     .q__1__head(q__1__head),
-    .q__1__index(q__1__index),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
     .q__1__waiting(q_status1_waiting),
@@ -3473,7 +3483,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__fw_pop(\$55 [2]),
     .q__2__fw_ready(q__2__fw_ready),
     .q__2__head(q__2__head),
-    .q__2__index(q__2__index),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
     .q__2__waiting(q_status2_waiting),
@@ -3483,7 +3492,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__fw_pop(\$56 [3]),
     .q__3__fw_ready(q__3__fw_ready),
     .q__3__head(q__3__head),
-    .q__3__index(q__3__index),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
     .q__3__waiting(q_status3_waiting),
@@ -3500,10 +3508,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$155 (retire__1__done),
-    .\w_en$160 (retire__2__done),
-    .\w_en$165 (retire__3__done),
-    .\w_en$170 (retire__4__done),
+    .\w_en$151 (retire__1__done),
+    .\w_en$156 (retire__2__done),
+    .\w_en$161 (retire__3__done),
+    .\w_en$166 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_8x8.qc  qc (
@@ -3581,7 +3589,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__0__error_irq(q__0__error_irq),
     .q__0__fetch(q_fetch0_index),
     .q__0__head(q__0__head),
-    .q__0__head_index(q__0__index),
+    .q__0__head_index(q_head_index0_index),
     .q__0__qreset_req(q__0__qreset_req),
     .q__0__reset(q__0__reset),
     .q__0__retired(q__0__retired),
@@ -3600,7 +3608,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__error_irq(q__1__error_irq),
     .q__1__fetch(q_fetch1_index),
     .q__1__head(q__1__head),
-    .q__1__head_index(q__1__index),
+    .q__1__head_index(q_head_index1_index),
     .q__1__qreset_req(q__1__qreset_req),
     .q__1__reset(q__1__reset),
     .q__1__retired(q__1__retired),
@@ -3619,7 +3627,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__error_irq(q__2__error_irq),
     .q__2__fetch(q_fetch2_index),
     .q__2__head(q__2__head),
-    .q__2__head_index(q__2__index),
+    .q__2__head_index(q_head_index2_index),
     .q__2__qreset_req(q__2__qreset_req),
     .q__2__reset(q__2__reset),
     .q__2__retired(q__2__retired),
@@ -3638,7 +3646,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__error_irq(q__3__error_irq),
     .q__3__fetch(q_fetch3_index),
     .q__3__head(q__3__head),
-    .q__3__head_index(q__3__index),
+    .q__3__head_index(q_head_index3_index),
     .q__3__qreset_req(q__3__qreset_req),
     .q__3__reset(q__3__reset),
     .q__3__retired(q__3__retired),
@@ -3655,15 +3663,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__data(\acc_rd__data$225 ),
     .acc_rd__en(\acc_rd__en$222 ),
     .acc_rd__gnt(\$45 [0]),
-    .active(\active$970 ),
+    .active(\active$972 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$969 ),
+    .ctl__busy(\ctl__busy$971 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$12678$0 (sfu_cmd_op),
-    .\port$4212$32 (sfu__payload[255:32]),
+    .\port$12673$0 (sfu_cmd_op),
+    .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$309 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
@@ -3676,7 +3684,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$10492$0 (\$309 ),
+    .\port$10497$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3711,13 +3719,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$214 ),
     .acc_rd__gnt(\acc_rd__gnt$215 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$947 ),
+    .ctl__busy(\ctl__busy$949 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$964 ),
+    .fire(\active$966 ),
     .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
@@ -3748,7 +3756,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$312 , submit_queue, \$311 , \$310  };
+      desc = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3886,27 +3894,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$840  = 8'h00;
+    \$signal$842  = 8'h00;
     if (\$82 ) begin
-      \$signal$840  = \$304 [7:0];
+      \$signal$842  = \$304 [7:0];
     end
     if (\$86 ) begin
-      \$signal$840  = \$303 [7:0];
+      \$signal$842  = \$303 [7:0];
     end
     if (\$90 ) begin
-      \$signal$840  = \$302 [7:0];
+      \$signal$842  = \$302 [7:0];
     end
     if (\$94 ) begin
-      \$signal$840  = \$301 [7:0];
+      \$signal$842  = \$301 [7:0];
     end
     if (\$98 ) begin
-      \$signal$840  = \$300 [7:0];
+      \$signal$842  = \$300 [7:0];
     end
     if (\$102 ) begin
-      \$signal$840  = desc[7:0];
+      \$signal$842  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$840  = cmd0_word[7:0];
+      \$signal$842  = cmd0_word[7:0];
     end
   end
   always @* begin
@@ -4054,7 +4062,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$248  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$950 ;
+      \$248  = \fw_msg_value$952 ;
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -4208,7 +4216,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$267  = error_info_opcode;
     if (\$165 ) begin
-      \$267  = \$signal$840 ;
+      \$267  = \$signal$842 ;
     end
     if (rst) begin
       \$267  = 8'h00;
@@ -4785,42 +4793,38 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
   assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$312 , submit_queue, \$311 , \$310  };
+  assign \desc$433  = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
   assign fw_status = fw_write_q_pop_word[15:8];
   assign \q__0__pop$450  = q__0__pop;
   assign q__0__fw_pop = \$53 [0];
   assign \q__0__head$454  = q__0__head;
   assign q__0__prefetched = { 5'h00, \$305  };
   assign \q__0__active$458  = q__0__active;
-  assign q__0__head_index = q__0__index;
-  assign \q__0__cleared$462  = q__0__cleared;
-  assign \q__0__drained$464  = q__0__drained;
-  assign \q__1__pop$466  = q__1__pop;
+  assign \q__0__cleared$460  = q__0__cleared;
+  assign \q__0__drained$462  = q__0__drained;
+  assign \q__1__pop$464  = q__1__pop;
   assign q__1__fw_pop = \$54 [1];
-  assign \q__1__head$469  = q__1__head;
+  assign \q__1__head$467  = q__1__head;
   assign q__1__prefetched = { 5'h00, \$306  };
-  assign \q__1__active$473  = q__1__active;
-  assign q__1__head_index = q__1__index;
-  assign \q__1__cleared$477  = q__1__cleared;
-  assign \q__1__drained$479  = q__1__drained;
-  assign \q__2__pop$481  = q__2__pop;
+  assign \q__1__active$471  = q__1__active;
+  assign \q__1__cleared$473  = q__1__cleared;
+  assign \q__1__drained$475  = q__1__drained;
+  assign \q__2__pop$477  = q__2__pop;
   assign q__2__fw_pop = \$55 [2];
-  assign \q__2__head$484  = q__2__head;
+  assign \q__2__head$480  = q__2__head;
   assign q__2__prefetched = { 5'h00, \$307  };
-  assign \q__2__active$488  = q__2__active;
-  assign q__2__head_index = q__2__index;
-  assign \q__2__cleared$492  = q__2__cleared;
-  assign \q__2__drained$494  = q__2__drained;
-  assign \q__3__pop$496  = q__3__pop;
+  assign \q__2__active$484  = q__2__active;
+  assign \q__2__cleared$486  = q__2__cleared;
+  assign \q__2__drained$488  = q__2__drained;
+  assign \q__3__pop$490  = q__3__pop;
   assign q__3__fw_pop = \$56 [3];
-  assign \q__3__head$499  = q__3__head;
+  assign \q__3__head$493  = q__3__head;
   assign q__3__prefetched = { 5'h00, \$308  };
-  assign \q__3__active$503  = q__3__active;
-  assign q__3__head_index = q__3__index;
-  assign \q__3__cleared$507  = q__3__cleared;
-  assign \q__3__drained$509  = q__3__drained;
+  assign \q__3__active$497  = q__3__active;
+  assign \q__3__cleared$499  = q__3__cleared;
+  assign \q__3__drained$501  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$522  = timestamp_cycles;
+  assign \timestamp_cycles$514  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4838,7 +4842,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status0_prefetched = { 5'h00, \$305  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
-  assign q_head_index0_index = q__0__index;
+  assign q__0__head_index = q_head_index0_index;
   assign q_head0_word = q__0__head[31:0];
   assign q_head1_word = q__0__head[63:32];
   assign q_head2_word = q__0__head[95:64];
@@ -4864,7 +4868,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status1_prefetched = { 5'h00, \$306  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
-  assign q_head_index1_index = q__1__index;
+  assign q__1__head_index = q_head_index1_index;
   assign q_head8_word = q__1__head[31:0];
   assign q_head9_word = q__1__head[63:32];
   assign q_head10_word = q__1__head[95:64];
@@ -4890,7 +4894,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status2_prefetched = { 5'h00, \$307  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
-  assign q_head_index2_index = q__2__index;
+  assign q__2__head_index = q_head_index2_index;
   assign q_head16_word = q__2__head[31:0];
   assign q_head17_word = q__2__head[63:32];
   assign q_head18_word = q__2__head[95:64];
@@ -4916,7 +4920,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_status3_prefetched = { 5'h00, \$308  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
-  assign q_head_index3_index = q__3__index;
+  assign q__3__head_index = q_head_index3_index;
   assign q_head24_word = q__3__head[31:0];
   assign q_head25_word = q__3__head[63:32];
   assign q_head26_word = q__3__head[95:64];
@@ -4926,45 +4930,45 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$688  = events[31:0];
+  assign \event0_value$684  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$690  = events[63:32];
+  assign \event1_value$686  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$692  = events[95:64];
+  assign \event2_value$688  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$694  = events[127:96];
+  assign \event3_value$690  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$696  = events[159:128];
+  assign \event4_value$692  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$698  = events[191:160];
+  assign \event5_value$694  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$700  = events[223:192];
+  assign \event6_value$696  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$702  = events[255:224];
+  assign \event7_value$698  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$704  = events[287:256];
+  assign \event8_value$700  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$706  = events[319:288];
+  assign \event9_value$702  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$708  = events[351:320];
+  assign \event10_value$704  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$710  = events[383:352];
+  assign \event11_value$706  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$712  = events[415:384];
+  assign \event12_value$708  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$714  = events[447:416];
+  assign \event13_value$710  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$716  = events[479:448];
+  assign \event14_value$712  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$718  = events[511:480];
-  assign \bus_timeout$720  = bus_timeout;
-  assign \cpl_queue$726  = cpl_queue;
-  assign \cpl_irq$728  = cpl_irq;
-  assign \cpl_halt$730  = cpl_halt;
-  assign \cpl_flags$732  = cpl_flags;
-  assign \cpl_status$734  = cpl_status;
-  assign \cpl_opcode$736  = cpl_opcode;
-  assign \cpl_tag$738  = cpl_tag;
+  assign \event15_value$714  = events[511:480];
+  assign \bus_timeout$716  = bus_timeout;
+  assign \cpl_queue$722  = cpl_queue;
+  assign \cpl_irq$724  = cpl_irq;
+  assign \cpl_halt$726  = cpl_halt;
+  assign \cpl_flags$728  = cpl_flags;
+  assign \cpl_status$730  = cpl_status;
+  assign \cpl_opcode$732  = cpl_opcode;
+  assign \cpl_tag$734  = cpl_tag;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
   assign fw_timer_diff = \$58 [31:0];
@@ -4974,23 +4978,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$762  = reset;
-  assign fw_irq = \irq$763 ;
-  assign \retire__0__done$766  = retire__0__done;
-  assign \retire__0__error$768  = retire__0__error;
-  assign \retire__0__tag$770  = retire__0__tag;
-  assign \retire__1__done$772  = retire__1__done;
-  assign \retire__1__error$774  = retire__1__error;
-  assign \retire__1__tag$776  = retire__1__tag;
-  assign \retire__2__done$778  = retire__2__done;
+  assign \engine_reset$758  = reset;
+  assign hold = held;
+  assign fw_irq = \irq$760 ;
+  assign \retire__0__error$766  = retire__0__error;
+  assign \retire__0__tag$768  = retire__0__tag;
+  assign \retire__1__error$773  = retire__1__error;
+  assign \retire__1__tag$775  = retire__1__tag;
   assign \retire__2__error$780  = retire__2__error;
   assign \retire__2__tag$782  = retire__2__tag;
-  assign \retire__3__done$784  = retire__3__done;
-  assign \retire__3__error$786  = retire__3__error;
-  assign \retire__3__tag$788  = retire__3__tag;
-  assign \retire__4__done$790  = retire__4__done;
-  assign \retire__4__error$792  = retire__4__error;
-  assign \retire__4__tag$794  = retire__4__tag;
+  assign \retire__3__error$787  = retire__3__error;
+  assign \retire__3__tag$789  = retire__3__tag;
+  assign \retire__4__error$794  = retire__4__error;
+  assign \retire__4__tag$796  = retire__4__tag;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -7280,7 +7280,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13140$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13135$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7424,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13140$2 ;
-  wire [29:0] \port$13140$2 ;
+  output [29:0] \port$13135$2 ;
+  wire [29:0] \port$13135$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7605,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13140$2 (\$99 ),
+    .\port$13135$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7723,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13140$2  = \$99 ;
+  assign \port$13135$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13140$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13135$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8152,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13140$2 ;
-  wire [29:0] \port$13140$2 ;
+  output [29:0] \port$13135$2 ;
+  wire [29:0] \port$13135$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11258,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13140$2  = ls_addr_r[31:2];
+  assign \port$13135$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11433,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13166$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13313$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13327$0 , q_status0_resetting, q_consumer1_index, \port$13339$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$13353$0 , q_status1_resetting, q_consumer2_index, \port$13365$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$13379$0 , q_status2_resetting, q_consumer3_index, \port$13391$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13405$0 , q_status3_resetting, \port$13517$0 , \port$13525$0 , \port$13533$0 
-, \port$13541$0 , \port$15241$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13161$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13318$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13332$0 , q_status0_resetting, q_consumer1_index, \port$13344$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$13358$0 , q_status1_resetting, q_consumer2_index, \port$13370$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$13384$0 , q_status2_resetting, q_consumer3_index, \port$13396$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13410$0 , q_status3_resetting, \port$13522$0 , \port$13530$0 , \port$13538$0 
+, \port$13546$0 , \port$15246$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13022,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13166$0 ;
-  wire [4:0] \port$13166$0 ;
-  input \port$13313$0 ;
-  wire \port$13313$0 ;
-  input \port$13327$0 ;
-  wire \port$13327$0 ;
-  input \port$13339$0 ;
-  wire \port$13339$0 ;
-  input \port$13353$0 ;
-  wire \port$13353$0 ;
-  input \port$13365$0 ;
-  wire \port$13365$0 ;
-  input \port$13379$0 ;
-  wire \port$13379$0 ;
-  input \port$13391$0 ;
-  wire \port$13391$0 ;
-  input \port$13405$0 ;
-  wire \port$13405$0 ;
-  input [2:0] \port$13517$0 ;
-  wire [2:0] \port$13517$0 ;
-  input [2:0] \port$13525$0 ;
-  wire [2:0] \port$13525$0 ;
-  input [2:0] \port$13533$0 ;
-  wire [2:0] \port$13533$0 ;
-  input [2:0] \port$13541$0 ;
-  wire [2:0] \port$13541$0 ;
-  input [511:0] \port$15241$0 ;
-  wire [511:0] \port$15241$0 ;
+  input [4:0] \port$13161$0 ;
+  wire [4:0] \port$13161$0 ;
+  input \port$13318$0 ;
+  wire \port$13318$0 ;
+  input \port$13332$0 ;
+  wire \port$13332$0 ;
+  input \port$13344$0 ;
+  wire \port$13344$0 ;
+  input \port$13358$0 ;
+  wire \port$13358$0 ;
+  input \port$13370$0 ;
+  wire \port$13370$0 ;
+  input \port$13384$0 ;
+  wire \port$13384$0 ;
+  input \port$13396$0 ;
+  wire \port$13396$0 ;
+  input \port$13410$0 ;
+  wire \port$13410$0 ;
+  input [2:0] \port$13522$0 ;
+  wire [2:0] \port$13522$0 ;
+  input [2:0] \port$13530$0 ;
+  wire [2:0] \port$13530$0 ;
+  input [2:0] \port$13538$0 ;
+  wire [2:0] \port$13538$0 ;
+  input [2:0] \port$13546$0 ;
+  wire [2:0] \port$13546$0 ;
+  input [511:0] \port$15246$0 ;
+  wire [511:0] \port$15246$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13704,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$13391$0 , \port$13365$0 , \port$13339$0 , \port$13313$0  };
+  assign \$187  = \$186  | { \port$13396$0 , \port$13370$0 , \port$13344$0 , \port$13318$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$13405$0 , \port$13379$0 , \port$13353$0 , \port$13327$0  };
+  assign \$190  = \$189  | { \port$13410$0 , \port$13384$0 , \port$13358$0 , \port$13332$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15842,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$13391$0 , \port$13365$0 , \port$13339$0 , \port$13313$0  };
-  assign irq_status_queue_error_set = { \port$13405$0 , \port$13379$0 , \port$13353$0 , \port$13327$0  };
+  assign irq_status_queue_cpl_set = { \port$13396$0 , \port$13370$0 , \port$13344$0 , \port$13318$0  };
+  assign irq_status_queue_error_set = { \port$13410$0 , \port$13384$0 , \port$13358$0 , \port$13332$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15858,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13166$0 [0];
-  assign status_dma_store_busy = \port$13166$0 [1];
-  assign status_gemm_busy = \port$13166$0 [2];
-  assign status_vec_busy = \port$13166$0 [3];
-  assign status_sfu_busy = \port$13166$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$13517$0  };
-  assign q_status1_prefetched = { 5'h00, \port$13525$0  };
-  assign q_status2_prefetched = { 5'h00, \port$13533$0  };
-  assign q_status3_prefetched = { 5'h00, \port$13541$0  };
-  assign event0_value = \port$15241$0 [31:0];
-  assign event1_value = \port$15241$0 [63:32];
-  assign event2_value = \port$15241$0 [95:64];
-  assign event3_value = \port$15241$0 [127:96];
-  assign event4_value = \port$15241$0 [159:128];
-  assign event5_value = \port$15241$0 [191:160];
-  assign event6_value = \port$15241$0 [223:192];
-  assign event7_value = \port$15241$0 [255:224];
-  assign event8_value = \port$15241$0 [287:256];
-  assign event9_value = \port$15241$0 [319:288];
-  assign event10_value = \port$15241$0 [351:320];
-  assign event11_value = \port$15241$0 [383:352];
-  assign event12_value = \port$15241$0 [415:384];
-  assign event13_value = \port$15241$0 [447:416];
-  assign event14_value = \port$15241$0 [479:448];
-  assign event15_value = \port$15241$0 [511:480];
+  assign status_dma_load_busy = \port$13161$0 [0];
+  assign status_dma_store_busy = \port$13161$0 [1];
+  assign status_gemm_busy = \port$13161$0 [2];
+  assign status_vec_busy = \port$13161$0 [3];
+  assign status_sfu_busy = \port$13161$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$13522$0  };
+  assign q_status1_prefetched = { 5'h00, \port$13530$0  };
+  assign q_status2_prefetched = { 5'h00, \port$13538$0  };
+  assign q_status3_prefetched = { 5'h00, \port$13546$0  };
+  assign event0_value = \port$15246$0 [31:0];
+  assign event1_value = \port$15246$0 [63:32];
+  assign event2_value = \port$15246$0 [95:64];
+  assign event3_value = \port$15246$0 [127:96];
+  assign event4_value = \port$15246$0 [159:128];
+  assign event5_value = \port$15246$0 [191:160];
+  assign event6_value = \port$15246$0 [223:192];
+  assign event7_value = \port$15246$0 [255:224];
+  assign event8_value = \port$15246$0 [287:256];
+  assign event9_value = \port$15246$0 [319:288];
+  assign event10_value = \port$15246$0 [351:320];
+  assign event11_value = \port$15246$0 [383:352];
+  assign event12_value = \port$15246$0 [415:384];
+  assign event13_value = \port$15246$0 [447:416];
+  assign event14_value = \port$15246$0 [479:448];
+  assign event15_value = \port$15246$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +15927,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13166$0 [0] };
+  assign \$440  = { 1'h0, \port$13161$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13166$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13166$0 [2], 2'h0 };
-  assign \$446  = { \port$13166$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13166$0 [4], 4'h0 };
+  assign \$442  = { \port$13161$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13161$0 [2], 2'h0 };
+  assign \$446  = { \port$13161$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13161$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16098,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$13517$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$13522$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$13525$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$13530$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$13533$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$13538$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$13541$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$13546$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16157,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$15241$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$15246$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$15241$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$15246$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$15241$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$15246$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$15241$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$15246$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$15241$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$15246$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$15241$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$15246$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$15241$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$15246$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$15241$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$15246$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$15241$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$15246$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$15241$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$15246$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$15241$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$15246$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$15241$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$15246$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$15241$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$15246$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$15241$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$15246$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$15241$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$15246$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$15241$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$15246$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16230,12 +16230,13 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$13168$0 , retire__0__tag, \port$13170$0 , retire__1__tag, \port$13172$0 , retire__2__tag
-, \port$13174$0 , retire__3__tag, \port$13176$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13163$0 , retire__0__tag, retire__0__queued, \port$13167$0 , retire__1__tag, retire__1__queued
+, \port$13171$0 , retire__2__tag, retire__2__queued, \port$13175$0 , retire__3__tag, retire__3__queued, \port$13179$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -16325,10 +16326,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire \$9 ;
   reg [4:0] \$90 ;
   reg [255:0] \$91 ;
-  reg [255:0] \$92 ;
+  reg \$92 ;
   reg [255:0] \$93 ;
-  reg [255:0] \$94 ;
+  reg \$94 ;
   reg [255:0] \$95 ;
+  reg \$96 ;
+  reg [255:0] \$97 ;
+  reg \$98 ;
+  reg [255:0] \$99 ;
   input clk;
   wire clk;
   input [255:0] desc;
@@ -16598,6 +16603,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \dma_load_held.payload.vec.src_addr ;
   wire [7:0] \dma_load_held.payload.vec.zero_point ;
   wire [15:0] \dma_load_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_load_held_queued;
   output [258:0] dma_store__payload;
   wire [258:0] dma_store__payload;
   wire [255:0] \dma_store__payload.desc ;
@@ -16863,6 +16870,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \dma_store_held.payload.vec.src_addr ;
   wire [7:0] \dma_store_held.payload.vec.zero_point ;
   wire [15:0] \dma_store_held.tag ;
+  (* init = 1'h0 *)
+  wire dma_store_held_queued;
   input [4:0] engine_reset;
   wire [4:0] engine_reset;
   wire [258:0] entry;
@@ -17254,43 +17263,45 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \gemm_held.payload.vec.src_addr ;
   wire [7:0] \gemm_held.payload.vec.zero_point ;
   wire [15:0] \gemm_held.tag ;
+  (* init = 1'h0 *)
+  wire gemm_held_queued;
   output idle;
   wire idle;
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13168$0 ;
-  wire [8:0] \port$13168$0 ;
-  output [8:0] \port$13170$0 ;
-  wire [8:0] \port$13170$0 ;
-  output [8:0] \port$13172$0 ;
-  wire [8:0] \port$13172$0 ;
-  output [8:0] \port$13174$0 ;
-  wire [8:0] \port$13174$0 ;
-  output [8:0] \port$13176$0 ;
-  wire [8:0] \port$13176$0 ;
+  output [8:0] \port$13163$0 ;
+  wire [8:0] \port$13163$0 ;
+  output [8:0] \port$13167$0 ;
+  wire [8:0] \port$13167$0 ;
+  output [8:0] \port$13171$0 ;
+  wire [8:0] \port$13171$0 ;
+  output [8:0] \port$13175$0 ;
+  wire [8:0] \port$13175$0 ;
+  output [8:0] \port$13179$0 ;
+  wire [8:0] \port$13179$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
-  wire [258:0] \r_data$37 ;
-  wire [258:0] \r_data$54 ;
-  wire [258:0] \r_data$71 ;
-  wire [258:0] \r_data$88 ;
+  wire [258:0] \r_data$40 ;
+  wire [258:0] \r_data$59 ;
+  wire [258:0] \r_data$78 ;
+  wire [258:0] \r_data$97 ;
   input r_en;
   wire r_en;
-  input \r_en$38 ;
-  wire \r_en$38 ;
-  input \r_en$55 ;
-  wire \r_en$55 ;
-  input \r_en$72 ;
-  wire \r_en$72 ;
-  input \r_en$89 ;
-  wire \r_en$89 ;
+  input \r_en$41 ;
+  wire \r_en$41 ;
+  input \r_en$60 ;
+  wire \r_en$60 ;
+  input \r_en$79 ;
+  wire \r_en$79 ;
+  input \r_en$98 ;
+  wire \r_en$98 ;
   wire r_rdy;
-  wire \r_rdy$35 ;
-  wire \r_rdy$52 ;
-  wire \r_rdy$69 ;
-  wire \r_rdy$86 ;
+  wire \r_rdy$38 ;
+  wire \r_rdy$57 ;
+  wire \r_rdy$76 ;
+  wire \r_rdy$95 ;
   output reject__done;
   reg reject__done;
   (* enum_base_type = "ErrorCode" *)
@@ -17329,6 +17340,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] reject__opcode;
+  input reject__queued;
+  wire reject__queued;
   wire [15:0] reject__tag;
   output retire__0__done;
   wire retire__0__done;
@@ -17368,6 +17381,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
+  output retire__0__queued;
+  reg retire__0__queued = 1'h0;
   output [15:0] retire__0__tag;
   wire [15:0] retire__0__tag;
   output retire__1__done;
@@ -17408,6 +17423,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
+  output retire__1__queued;
+  reg retire__1__queued = 1'h0;
   output [15:0] retire__1__tag;
   wire [15:0] retire__1__tag;
   output retire__2__done;
@@ -17448,6 +17465,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
+  output retire__2__queued;
+  reg retire__2__queued = 1'h0;
   output [15:0] retire__2__tag;
   wire [15:0] retire__2__tag;
   output retire__3__done;
@@ -17488,6 +17507,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
+  output retire__3__queued;
+  reg retire__3__queued = 1'h0;
   output [15:0] retire__3__tag;
   wire [15:0] retire__3__tag;
   output retire__4__done;
@@ -17528,6 +17549,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
+  output retire__4__queued;
+  reg retire__4__queued = 1'h0;
   output [15:0] retire__4__tag;
   wire [15:0] retire__4__tag;
   input rst;
@@ -17797,6 +17820,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \sfu_held.payload.vec.src_addr ;
   wire [7:0] \sfu_held.payload.vec.zero_point ;
   wire [15:0] \sfu_held.tag ;
+  (* init = 1'h0 *)
+  wire sfu_held_queued;
   input submit;
   wire submit;
   output [258:0] vec__payload;
@@ -18064,23 +18089,28 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   wire [19:0] \vec_held.payload.vec.src_addr ;
   wire [7:0] \vec_held.payload.vec.zero_point ;
   wire [15:0] \vec_held.tag ;
+  (* init = 1'h0 *)
+  wire vec_held_queued;
   wire [258:0] w_data;
-  wire [258:0] \w_data$32 ;
-  wire [258:0] \w_data$49 ;
-  wire [258:0] \w_data$66 ;
-  wire [258:0] \w_data$83 ;
+  wire [258:0] \w_data$35 ;
+  wire [258:0] \w_data$54 ;
+  wire [258:0] \w_data$73 ;
+  wire [258:0] \w_data$92 ;
   wire w_en;
-  wire \w_en$33 ;
-  wire \w_en$50 ;
-  wire \w_en$67 ;
-  wire \w_en$84 ;
+  wire \w_en$36 ;
+  wire \w_en$55 ;
+  wire \w_en$74 ;
+  wire \w_en$93 ;
   wire w_rdy;
-  wire \w_rdy$40 ;
-  wire \w_rdy$57 ;
-  wire \w_rdy$74 ;
-  wire \w_rdy$91 ;
-  input windowed;
+  wire \w_rdy$100 ;
+  wire \w_rdy$43 ;
+  wire \w_rdy$62 ;
+  wire \w_rdy$81 ;
   wire windowed;
+  assign flags_bad = | desc[15:9];
+  assign \$1  = desc[7:0] == 1'h1;
+  assign \$2  = submit & \$1 ;
+  assign \$3  = ~ flags_bad;
   assign w_en = \$2  & \$3 ;
   assign \$4  = desc[7:0] == 1'h1;
   assign \$5  = submit & \$4 ;
@@ -18095,45 +18125,45 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$12  = desc[7:0] == 2'h2;
   assign \$13  = submit & \$12 ;
   assign \$14  = ~ flags_bad;
-  assign \w_en$33  = \$13  & \$14 ;
+  assign \w_en$36  = \$13  & \$14 ;
   assign \$15  = desc[7:0] == 2'h2;
   assign \$16  = submit & \$15 ;
   assign \$17  = desc[7:0] == 2'h2;
   assign \$18  = submit & \$17 ;
   assign \$19  = ~ flags_bad;
   assign \$20  = \$18  & \$19 ;
-  assign \$21  = ~ \w_rdy$40 ;
+  assign \$21  = ~ \w_rdy$43 ;
   assign retire__1__done = engine_reset[1] ? inflight[1] : dma_store_done;
   assign retire__1__error = engine_reset[1] ? 8'h0d : dma_store_error;
-  assign \$22  = ~ \w_rdy$40 ;
+  assign \$22  = ~ \w_rdy$43 ;
   assign \$23  = desc[7:0] == 2'h3;
   assign \$24  = submit & \$23 ;
   assign \$25  = ~ flags_bad;
-  assign \w_en$50  = \$24  & \$25 ;
+  assign \w_en$55  = \$24  & \$25 ;
   assign \$26  = desc[7:0] == 2'h3;
   assign \$27  = submit & \$26 ;
   assign \$28  = desc[7:0] == 2'h3;
   assign \$29  = submit & \$28 ;
   assign \$30  = ~ flags_bad;
   assign \$31  = \$29  & \$30 ;
-  assign \$32  = ~ \w_rdy$57 ;
+  assign \$32  = ~ \w_rdy$62 ;
   assign retire__2__done = engine_reset[2] ? inflight[2] : gemm_done;
   assign retire__2__error = engine_reset[2] ? 8'h0d : gemm_error;
-  assign \$33  = ~ \w_rdy$57 ;
+  assign \$33  = ~ \w_rdy$62 ;
   assign \$34  = desc[7:0] == 3'h4;
   assign \$35  = submit & \$34 ;
   assign \$36  = ~ flags_bad;
-  assign \w_en$67  = \$35  & \$36 ;
+  assign \w_en$74  = \$35  & \$36 ;
   assign \$37  = desc[7:0] == 3'h4;
   assign \$38  = submit & \$37 ;
   assign \$39  = desc[7:0] == 3'h4;
   assign \$40  = submit & \$39 ;
   assign \$41  = ~ flags_bad;
   assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \w_rdy$74 ;
+  assign \$43  = ~ \w_rdy$81 ;
   assign retire__3__done = engine_reset[3] ? inflight[3] : vec_done;
   assign retire__3__error = engine_reset[3] ? 8'h0d : vec_error;
-  assign \$44  = ~ \w_rdy$74 ;
+  assign \$44  = ~ \w_rdy$81 ;
   assign \$45  = desc[7:0] == 4'h8;
   assign \$46  = desc[7:0] == 4'h9;
   assign \$47  = desc[7:0] == 4'ha;
@@ -18142,7 +18172,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$50  = | { \$49 , \$48 , \$47 , \$46 , \$45  };
   assign \$51  = submit & \$50 ;
   assign \$52  = ~ flags_bad;
-  assign \w_en$84  = \$51  & \$52 ;
+  assign \w_en$93  = \$51  & \$52 ;
   assign \$53  = desc[7:0] == 4'h8;
   assign \$54  = desc[7:0] == 4'h9;
   assign \$55  = desc[7:0] == 4'ha;
@@ -18159,10 +18189,10 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$66  = submit & \$65 ;
   assign \$67  = ~ flags_bad;
   assign \$68  = \$66  & \$67 ;
-  assign \$69  = ~ \w_rdy$91 ;
+  assign \$69  = ~ \w_rdy$100 ;
   assign retire__4__done = engine_reset[4] ? inflight[4] : sfu_done;
   assign retire__4__error = engine_reset[4] ? 8'h0d : sfu_error;
-  assign \$70  = ~ \w_rdy$91 ;
+  assign \$70  = ~ \w_rdy$100 ;
   assign \$71  = ~ known;
   assign \$72  = submit & \$71 ;
   assign \$73  = | desc[7:0];
@@ -18176,34 +18206,40 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \$80  = dma_load_done | engine_reset[0];
   assign \$81  = dma_load__valid & r_en;
   assign \$82  = dma_store_done | engine_reset[1];
-  assign \$83  = dma_store__valid & \r_en$38 ;
+  assign \$83  = dma_store__valid & \r_en$41 ;
   assign \$84  = gemm_done | engine_reset[2];
-  assign \$85  = gemm__valid & \r_en$55 ;
+  assign \$85  = gemm__valid & \r_en$60 ;
   assign \$86  = vec_done | engine_reset[3];
-  assign \$87  = vec__valid & \r_en$72 ;
+  assign \$87  = vec__valid & \r_en$79 ;
   assign \$88  = sfu_done | engine_reset[4];
-  assign \$89  = sfu__valid & \r_en$89 ;
+  assign \$89  = sfu__valid & \r_en$98 ;
   always @(posedge clk)
     inflight <= \$90 ;
   always @(posedge clk)
     dma_load_held <= \$91 ;
   always @(posedge clk)
-    dma_store_held <= \$92 ;
+    retire__0__queued <= \$92 ;
   always @(posedge clk)
-    gemm_held <= \$93 ;
+    dma_store_held <= \$93 ;
   always @(posedge clk)
-    vec_held <= \$94 ;
+    retire__1__queued <= \$94 ;
   always @(posedge clk)
-    sfu_held <= \$95 ;
-  assign flags_bad = | desc[15:9];
-  assign \$1  = desc[7:0] == 1'h1;
-  assign \$2  = submit & \$1 ;
-  assign \$3  = ~ flags_bad;
+    gemm_held <= \$95 ;
+  always @(posedge clk)
+    retire__2__queued <= \$96 ;
+  always @(posedge clk)
+    vec_held <= \$97 ;
+  always @(posedge clk)
+    retire__3__queued <= \$98 ;
+  always @(posedge clk)
+    sfu_held <= \$99 ;
+  always @(posedge clk)
+    retire__4__queued <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$12679$0 (desc),
-    .\port$12681$0 (queue),
-    .\port$12682$0 (windowed),
+    .\port$12674$0 (desc),
+    .\port$12676$0 (queue),
+    .\port$12677$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18213,51 +18249,51 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$12679$0 (desc),
-    .\port$12681$0 (queue),
-    .\port$12682$0 (windowed),
+    .\port$12674$0 (desc),
+    .\port$12676$0 (queue),
+    .\port$12677$0 (reject__queued),
     .r_data(dma_store__payload),
-    .r_en(\r_en$38 ),
+    .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
     .rst(rst),
-    .w_en(\w_en$33 ),
-    .w_rdy(\w_rdy$40 )
+    .w_en(\w_en$36 ),
+    .w_rdy(\w_rdy$43 )
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$12679$0 (desc),
-    .\port$12681$0 (queue),
-    .\port$12682$0 (windowed),
+    .\port$12674$0 (desc),
+    .\port$12676$0 (queue),
+    .\port$12677$0 (reject__queued),
     .r_data(gemm__payload),
-    .r_en(\r_en$55 ),
+    .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
     .rst(rst),
-    .w_en(\w_en$50 ),
-    .w_rdy(\w_rdy$57 )
+    .w_en(\w_en$55 ),
+    .w_rdy(\w_rdy$62 )
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$12679$0 (desc),
-    .\port$12681$0 (queue),
-    .\port$12682$0 (windowed),
+    .\port$12674$0 (desc),
+    .\port$12676$0 (queue),
+    .\port$12677$0 (reject__queued),
     .r_data(sfu__payload),
-    .r_en(\r_en$89 ),
+    .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
     .rst(rst),
-    .w_en(\w_en$84 ),
-    .w_rdy(\w_rdy$91 )
+    .w_en(\w_en$93 ),
+    .w_rdy(\w_rdy$100 )
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$12679$0 (desc),
-    .\port$12681$0 (queue),
-    .\port$12682$0 (windowed),
+    .\port$12674$0 (desc),
+    .\port$12676$0 (queue),
+    .\port$12677$0 (reject__queued),
     .r_data(vec__payload),
-    .r_en(\r_en$72 ),
+    .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
     .rst(rst),
-    .w_en(\w_en$67 ),
-    .w_rdy(\w_rdy$74 )
+    .w_en(\w_en$74 ),
+    .w_rdy(\w_rdy$81 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -18395,19 +18431,19 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$92  = dma_store_held;
-    if (\$83 ) begin
-      \$92  = dma_store__payload[255:0];
+    \$92  = retire__0__queued;
+    if (\$81 ) begin
+      \$92  = dma_load__payload[258];
     end
     if (rst) begin
-      \$92  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$93  = gemm_held;
-    if (\$85 ) begin
-      \$93  = gemm__payload[255:0];
+    \$93  = dma_store_held;
+    if (\$83 ) begin
+      \$93  = dma_store__payload[255:0];
     end
     if (rst) begin
       \$93  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -18415,67 +18451,123 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$94  = vec_held;
-    if (\$87 ) begin
-      \$94  = vec__payload[255:0];
+    \$94  = retire__1__queued;
+    if (\$83 ) begin
+      \$94  = dma_store__payload[258];
     end
     if (rst) begin
-      \$94  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$94  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = sfu_held;
-    if (\$89 ) begin
-      \$95  = sfu__payload[255:0];
+    \$95  = gemm_held;
+    if (\$85 ) begin
+      \$95  = gemm__payload[255:0];
     end
     if (rst) begin
       \$95  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$96  = retire__2__queued;
+    if (\$85 ) begin
+      \$96  = gemm__payload[258];
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$97  = vec_held;
+    if (\$87 ) begin
+      \$97  = vec__payload[255:0];
+    end
+    if (rst) begin
+      \$97  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$98  = retire__3__queued;
+    if (\$87 ) begin
+      \$98  = vec__payload[258];
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$99  = sfu_held;
+    if (\$89 ) begin
+      \$99  = sfu__payload[255:0];
+    end
+    if (rst) begin
+      \$99  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$100  = retire__4__queued;
+    if (\$89 ) begin
+      \$100  = sfu__payload[258];
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign reject__irq = desc[8];
-  assign entry = { windowed, queue, desc };
-  assign w_data = { windowed, queue, desc };
+  assign windowed = reject__queued;
+  assign entry = { reject__queued, queue, desc };
+  assign w_data = { reject__queued, queue, desc };
   assign r_rdy = dma_load__valid;
   assign r_data = dma_load__payload;
   assign dma_load__ready = r_en;
   assign retire__0__irq = dma_load_held[8];
   assign retire__0__opcode = dma_load_held[7:0];
-  assign \w_data$32  = { windowed, queue, desc };
-  assign \r_rdy$35  = dma_store__valid;
-  assign \r_data$37  = dma_store__payload;
-  assign dma_store__ready = \r_en$38 ;
+  assign dma_load_held_queued = retire__0__queued;
+  assign \w_data$35  = { reject__queued, queue, desc };
+  assign \r_rdy$38  = dma_store__valid;
+  assign \r_data$40  = dma_store__payload;
+  assign dma_store__ready = \r_en$41 ;
   assign retire__1__irq = dma_store_held[8];
   assign retire__1__opcode = dma_store_held[7:0];
-  assign \w_data$49  = { windowed, queue, desc };
-  assign \r_rdy$52  = gemm__valid;
-  assign \r_data$54  = gemm__payload;
-  assign gemm__ready = \r_en$55 ;
+  assign dma_store_held_queued = retire__1__queued;
+  assign \w_data$54  = { reject__queued, queue, desc };
+  assign \r_rdy$57  = gemm__valid;
+  assign \r_data$59  = gemm__payload;
+  assign gemm__ready = \r_en$60 ;
   assign retire__2__irq = gemm_held[8];
   assign retire__2__opcode = gemm_held[7:0];
-  assign \w_data$66  = { windowed, queue, desc };
-  assign \r_rdy$69  = vec__valid;
-  assign \r_data$71  = vec__payload;
-  assign vec__ready = \r_en$72 ;
+  assign gemm_held_queued = retire__2__queued;
+  assign \w_data$73  = { reject__queued, queue, desc };
+  assign \r_rdy$76  = vec__valid;
+  assign \r_data$78  = vec__payload;
+  assign vec__ready = \r_en$79 ;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \w_data$83  = { windowed, queue, desc };
-  assign \r_rdy$86  = sfu__valid;
-  assign \r_data$88  = sfu__payload;
-  assign sfu__ready = \r_en$89 ;
+  assign vec_held_queued = retire__3__queued;
+  assign \w_data$92  = { reject__queued, queue, desc };
+  assign \r_rdy$95  = sfu__valid;
+  assign \r_data$97  = sfu__payload;
+  assign sfu__ready = \r_en$98 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$13168$0  = dma_load_held[8:0];
+  assign sfu_held_queued = retire__4__queued;
+  assign \port$13163$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13170$0  = dma_store_held[8:0];
+  assign \port$13167$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13172$0  = gemm_held[8:0];
+  assign \port$13171$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13174$0  = vec_held[8:0];
+  assign \port$13175$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13176$0  = sfu_held[8:0];
+  assign \port$13179$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -18582,7 +18674,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
   assign \entry.desc.payload.emul.out_zero_point  = desc[189:182];
   assign \entry.desc.payload.emul.reserved  = desc[255:190];
   assign \entry.queue  = queue;
-  assign \entry.windowed  = windowed;
+  assign \entry.windowed  = reject__queued;
   assign \dma_load__payload.desc  = dma_load__payload[255:0];
   assign \dma_load__payload.desc.opcode  = dma_load__payload[7:0];
   assign \dma_load__payload.desc.flags  = dma_load__payload[15:8];
@@ -19636,7 +19728,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19678,12 +19770,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12679$0 ;
-  wire [255:0] \port$12679$0 ;
-  input [1:0] \port$12681$0 ;
-  wire [1:0] \port$12681$0 ;
-  input \port$12682$0 ;
-  wire \port$12682$0 ;
+  input [255:0] \port$12674$0 ;
+  wire [255:0] \port$12674$0 ;
+  input [1:0] \port$12676$0 ;
+  wire [1:0] \port$12676$0 ;
+  input \port$12677$0 ;
+  wire \port$12677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19715,7 +19807,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19814,14 +19906,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
-  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19863,12 +19955,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12679$0 ;
-  wire [255:0] \port$12679$0 ;
-  input [1:0] \port$12681$0 ;
-  wire [1:0] \port$12681$0 ;
-  input \port$12682$0 ;
-  wire \port$12682$0 ;
+  input [255:0] \port$12674$0 ;
+  wire [255:0] \port$12674$0 ;
+  input [1:0] \port$12676$0 ;
+  wire [1:0] \port$12676$0 ;
+  input \port$12677$0 ;
+  wire \port$12677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19900,7 +19992,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19999,14 +20091,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
-  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20048,12 +20140,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12679$0 ;
-  wire [255:0] \port$12679$0 ;
-  input [1:0] \port$12681$0 ;
-  wire [1:0] \port$12681$0 ;
-  input \port$12682$0 ;
-  wire \port$12682$0 ;
+  input [255:0] \port$12674$0 ;
+  wire [255:0] \port$12674$0 ;
+  input [1:0] \port$12676$0 ;
+  wire [1:0] \port$12676$0 ;
+  input \port$12677$0 ;
+  wire \port$12677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20085,7 +20177,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20184,14 +20276,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
-  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20233,12 +20325,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12679$0 ;
-  wire [255:0] \port$12679$0 ;
-  input [1:0] \port$12681$0 ;
-  wire [1:0] \port$12681$0 ;
-  input \port$12682$0 ;
-  wire \port$12682$0 ;
+  input [255:0] \port$12674$0 ;
+  wire [255:0] \port$12674$0 ;
+  input [1:0] \port$12676$0 ;
+  wire [1:0] \port$12676$0 ;
+  input \port$12677$0 ;
+  wire \port$12677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20270,7 +20362,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20369,14 +20461,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
-  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12679$0 , \port$12681$0 , \port$12682$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20418,12 +20510,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12679$0 ;
-  wire [255:0] \port$12679$0 ;
-  input [1:0] \port$12681$0 ;
-  wire [1:0] \port$12681$0 ;
-  input \port$12682$0 ;
-  wire \port$12682$0 ;
+  input [255:0] \port$12674$0 ;
+  wire [255:0] \port$12674$0 ;
+  input [1:0] \port$12676$0 ;
+  wire [1:0] \port$12676$0 ;
+  input \port$12677$0 ;
+  wire \port$12677$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20455,7 +20547,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20554,8 +20646,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
-  assign w_data = { \port$12682$0 , \port$12681$0 , \port$12679$0  };
+  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -25700,8 +25792,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5703$0 (aw_hs_id),
-    .\port$5717$0 (down__awlen),
+    .\port$5708$0 (aw_hs_id),
+    .\port$5722$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26046,7 +26138,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$5717$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26074,10 +26166,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5703$0 ;
-  wire [2:0] \port$5703$0 ;
-  input [7:0] \port$5717$0 ;
-  wire [7:0] \port$5717$0 ;
+  input [2:0] \port$5708$0 ;
+  wire [2:0] \port$5708$0 ;
+  input [7:0] \port$5722$0 ;
+  wire [7:0] \port$5722$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26112,7 +26204,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5703$0 , \port$5717$0  };
+      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26178,16 +26270,16 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5703$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5703$0 , \port$5717$0  };
-  assign w_data = { \port$5703$0 , \port$5717$0  };
+  assign w_port__data = { \port$5708$0 , \port$5722$0  };
+  assign w_data = { \port$5708$0 , \port$5722$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5300$0 , \port$5330$0 , \port$5360$0 , \port$5390$0 , \port$11260$0 , \port$11293$0 , \port$11326$0 , \port$11359$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13140$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$15241$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4226$0 , q_head_index1_index, \port$4236$0 , q_head_index2_index, \port$4246$0 , q_head_index3_index, \port$4256$0 , \port$5305$0 , \port$5335$0 , \port$5365$0 , \port$5395$0 , \port$11265$0 , \port$11298$0 , \port$11331$0 , \port$11364$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13135$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$15246$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26882,34 +26974,34 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$11260$0 ;
-  wire \port$11260$0 ;
-  input \port$11293$0 ;
-  wire \port$11293$0 ;
-  input \port$11326$0 ;
-  wire \port$11326$0 ;
-  input \port$11359$0 ;
-  wire \port$11359$0 ;
-  input [29:0] \port$13140$2 ;
-  wire [29:0] \port$13140$2 ;
-  input [511:0] \port$15241$0 ;
-  wire [511:0] \port$15241$0 ;
-  input \port$4221$0 ;
-  wire \port$4221$0 ;
-  input \port$4231$0 ;
-  wire \port$4231$0 ;
-  input \port$4241$0 ;
-  wire \port$4241$0 ;
-  input \port$4251$0 ;
-  wire \port$4251$0 ;
-  input [255:0] \port$5300$0 ;
-  wire [255:0] \port$5300$0 ;
-  input [255:0] \port$5330$0 ;
-  wire [255:0] \port$5330$0 ;
-  input [255:0] \port$5360$0 ;
-  wire [255:0] \port$5360$0 ;
-  input [255:0] \port$5390$0 ;
-  wire [255:0] \port$5390$0 ;
+  input \port$11265$0 ;
+  wire \port$11265$0 ;
+  input \port$11298$0 ;
+  wire \port$11298$0 ;
+  input \port$11331$0 ;
+  wire \port$11331$0 ;
+  input \port$11364$0 ;
+  wire \port$11364$0 ;
+  input [29:0] \port$13135$2 ;
+  wire [29:0] \port$13135$2 ;
+  input [511:0] \port$15246$0 ;
+  wire [511:0] \port$15246$0 ;
+  input \port$4226$0 ;
+  wire \port$4226$0 ;
+  input \port$4236$0 ;
+  wire \port$4236$0 ;
+  input \port$4246$0 ;
+  wire \port$4246$0 ;
+  input \port$4256$0 ;
+  wire \port$4256$0 ;
+  input [255:0] \port$5305$0 ;
+  wire [255:0] \port$5305$0 ;
+  input [255:0] \port$5335$0 ;
+  wire [255:0] \port$5335$0 ;
+  input [255:0] \port$5365$0 ;
+  wire [255:0] \port$5365$0 ;
+  input [255:0] \port$5395$0 ;
+  wire [255:0] \port$5395$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27047,219 +27139,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13140$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13135$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13140$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13135$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13140$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13135$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13140$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13135$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13140$2 [9:0] == 6'h20;
+  assign \$319  = \port$13135$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13140$2 [9:0] == 6'h21;
+  assign \$325  = \port$13135$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13140$2 [9:0] == 6'h22;
+  assign \$331  = \port$13135$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13140$2 [9:0] == 6'h23;
+  assign \$337  = \port$13135$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13140$2 [9:0] == 6'h24;
+  assign \$343  = \port$13135$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13140$2 [9:0] == 6'h25;
+  assign \$349  = \port$13135$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13140$2 [9:0] == 6'h26;
+  assign \$355  = \port$13135$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13140$2 [9:0] == 6'h27;
+  assign \$361  = \port$13135$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13140$2 [9:0] == 6'h28;
+  assign \$367  = \port$13135$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13140$2 [9:0] == 6'h29;
+  assign \$373  = \port$13135$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13140$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13135$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13140$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13135$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13140$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13135$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13140$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13135$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13140$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13135$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13140$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13135$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13140$2 [9:0] == 6'h30;
+  assign \$415  = \port$13135$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13140$2 [9:0] == 6'h31;
+  assign \$421  = \port$13135$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13140$2 [9:0] == 6'h32;
+  assign \$427  = \port$13135$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13140$2 [9:0] == 6'h33;
+  assign \$433  = \port$13135$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13140$2 [9:0] == 6'h34;
+  assign \$439  = \port$13135$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13140$2 [9:0] == 6'h35;
+  assign \$445  = \port$13135$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13140$2 [9:0] == 6'h36;
+  assign \$451  = \port$13135$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13140$2 [9:0] == 6'h37;
+  assign \$457  = \port$13135$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13140$2 [9:0] == 6'h38;
+  assign \$463  = \port$13135$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13140$2 [9:0] == 6'h39;
+  assign \$469  = \port$13135$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13140$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13135$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13140$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13135$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13140$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13135$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13140$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13135$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13140$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13135$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13140$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13135$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13140$2 [9:0] == 7'h40;
+  assign \$511  = \port$13135$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13140$2 [9:0] == 7'h41;
+  assign \$517  = \port$13135$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13140$2 [9:0] == 7'h42;
+  assign \$523  = \port$13135$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13140$2 [9:0] == 7'h43;
+  assign \$529  = \port$13135$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13140$2 [9:0] == 7'h44;
+  assign \$535  = \port$13135$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13140$2 [9:0] == 7'h45;
+  assign \$541  = \port$13135$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13140$2 [9:0] == 7'h46;
+  assign \$547  = \port$13135$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13140$2 [9:0] == 7'h47;
+  assign \$553  = \port$13135$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13140$2 [9:0] == 7'h48;
+  assign \$559  = \port$13135$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13140$2 [9:0] == 7'h49;
+  assign \$565  = \port$13135$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13140$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13135$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13140$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13135$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13140$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13135$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13140$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13135$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13140$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13135$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13140$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13135$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13140$2 [9:0] == 7'h50;
+  assign \$607  = \port$13135$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13140$2 [9:0] == 7'h51;
+  assign \$613  = \port$13135$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27303,215 +27395,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13140$2 [9:0];
+  assign \$3  = ! \port$13135$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13140$2 [9:0] == 1'h1;
+  assign \$5  = \port$13135$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13140$2 [9:0] == 2'h2;
+  assign \$7  = \port$13135$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13140$2 [9:0] == 2'h3;
+  assign \$9  = \port$13135$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13140$2 [9:0] == 3'h4;
+  assign \$11  = \port$13135$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13140$2 [9:0] == 3'h5;
+  assign \$13  = \port$13135$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13140$2 [9:0] == 3'h6;
+  assign \$15  = \port$13135$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13140$2 [9:0] == 4'h8;
+  assign \$17  = \port$13135$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13140$2 [9:0] == 4'h9;
+  assign \$19  = \port$13135$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13140$2 [9:0] == 4'ha;
+  assign \$21  = \port$13135$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13140$2 [9:0] == 4'hb;
+  assign \$23  = \port$13135$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13140$2 [9:0] == 5'h14;
+  assign \$25  = \port$13135$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13140$2 [9:0] == 5'h15;
+  assign \$27  = \port$13135$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13140$2 [9:0] == 5'h16;
+  assign \$29  = \port$13135$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13140$2 [9:0] == 5'h18;
+  assign \$31  = \port$13135$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13140$2 [9:0] == 5'h19;
+  assign \$33  = \port$13135$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13140$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13135$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13140$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13135$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13140$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13135$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13140$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13135$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13140$2 [9:0] == 6'h20;
+  assign \$43  = \port$13135$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13140$2 [9:0] == 6'h21;
+  assign \$45  = \port$13135$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13140$2 [9:0] == 6'h22;
+  assign \$47  = \port$13135$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13140$2 [9:0] == 6'h23;
+  assign \$49  = \port$13135$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13140$2 [9:0] == 6'h24;
+  assign \$51  = \port$13135$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13140$2 [9:0] == 6'h25;
+  assign \$53  = \port$13135$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13140$2 [9:0] == 6'h26;
+  assign \$55  = \port$13135$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13140$2 [9:0] == 6'h27;
+  assign \$57  = \port$13135$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13140$2 [9:0] == 6'h28;
+  assign \$59  = \port$13135$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13140$2 [9:0] == 6'h29;
+  assign \$61  = \port$13135$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13140$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13135$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13140$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13135$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13140$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13135$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13140$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13135$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13140$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13135$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13140$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13135$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13140$2 [9:0] == 6'h30;
+  assign \$75  = \port$13135$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13140$2 [9:0] == 6'h31;
+  assign \$77  = \port$13135$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13140$2 [9:0] == 6'h32;
+  assign \$79  = \port$13135$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13140$2 [9:0] == 6'h33;
+  assign \$81  = \port$13135$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13140$2 [9:0] == 6'h34;
+  assign \$83  = \port$13135$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13140$2 [9:0] == 6'h35;
+  assign \$85  = \port$13135$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13140$2 [9:0] == 6'h36;
+  assign \$87  = \port$13135$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13140$2 [9:0] == 6'h37;
+  assign \$89  = \port$13135$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13140$2 [9:0] == 6'h38;
+  assign \$91  = \port$13135$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13140$2 [9:0] == 6'h39;
+  assign \$93  = \port$13135$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13140$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13135$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13140$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13135$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13140$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13135$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13140$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13135$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13140$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13135$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13140$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13135$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13140$2 [9:0] == 7'h40;
+  assign \$107  = \port$13135$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13140$2 [9:0] == 7'h41;
+  assign \$109  = \port$13135$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13140$2 [9:0] == 7'h42;
+  assign \$111  = \port$13135$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13140$2 [9:0] == 7'h43;
+  assign \$113  = \port$13135$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13140$2 [9:0] == 7'h44;
+  assign \$115  = \port$13135$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13140$2 [9:0] == 7'h45;
+  assign \$117  = \port$13135$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13140$2 [9:0] == 7'h46;
+  assign \$119  = \port$13135$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13140$2 [9:0] == 7'h47;
+  assign \$121  = \port$13135$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13140$2 [9:0] == 7'h48;
+  assign \$123  = \port$13135$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13140$2 [9:0] == 7'h49;
+  assign \$125  = \port$13135$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13140$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13135$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13140$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13135$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13140$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13135$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13140$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13135$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13140$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13135$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13140$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13135$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13140$2 [9:0] == 7'h50;
+  assign \$139  = \port$13135$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13140$2 [9:0] == 7'h51;
+  assign \$141  = \port$13135$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27560,72 +27652,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13140$2 [9:0];
+  assign \$189  = ! \port$13135$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13140$2 [9:0] == 1'h1;
+  assign \$195  = \port$13135$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13140$2 [9:0] == 2'h2;
+  assign \$201  = \port$13135$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13140$2 [9:0] == 2'h3;
+  assign \$207  = \port$13135$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13140$2 [9:0] == 3'h4;
+  assign \$213  = \port$13135$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13140$2 [9:0] == 3'h5;
+  assign \$219  = \port$13135$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13140$2 [9:0] == 3'h6;
+  assign \$225  = \port$13135$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13140$2 [9:0] == 4'h8;
+  assign \$231  = \port$13135$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13140$2 [9:0] == 4'h9;
+  assign \$243  = \port$13135$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13140$2 [9:0] == 4'ha;
+  assign \$251  = \port$13135$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13140$2 [9:0] == 4'hb;
+  assign \$259  = \port$13135$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13140$2 [9:0] == 5'h14;
+  assign \$265  = \port$13135$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13140$2 [9:0] == 5'h15;
+  assign \$271  = \port$13135$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13140$2 [9:0] == 5'h16;
+  assign \$277  = \port$13135$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13140$2 [9:0] == 5'h18;
+  assign \$283  = \port$13135$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13140$2 [9:0] == 5'h19;
+  assign \$289  = \port$13135$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28497,57 +28589,57 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13140$2 , 2'h0 };
-  assign work_qready = { \port$11359$0 , \port$11326$0 , \port$11293$0 , \port$11260$0  };
-  assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
-  assign q_head0_word = \port$5300$0 [31:0];
-  assign q_head1_word = \port$5300$0 [63:32];
-  assign q_head2_word = \port$5300$0 [95:64];
-  assign q_head3_word = \port$5300$0 [127:96];
-  assign q_head4_word = \port$5300$0 [159:128];
-  assign q_head5_word = \port$5300$0 [191:160];
-  assign q_head6_word = \port$5300$0 [223:192];
-  assign q_head7_word = \port$5300$0 [255:224];
-  assign q_head8_word = \port$5330$0 [31:0];
-  assign q_head9_word = \port$5330$0 [63:32];
-  assign q_head10_word = \port$5330$0 [95:64];
-  assign q_head11_word = \port$5330$0 [127:96];
-  assign q_head12_word = \port$5330$0 [159:128];
-  assign q_head13_word = \port$5330$0 [191:160];
-  assign q_head14_word = \port$5330$0 [223:192];
-  assign q_head15_word = \port$5330$0 [255:224];
-  assign q_head16_word = \port$5360$0 [31:0];
-  assign q_head17_word = \port$5360$0 [63:32];
-  assign q_head18_word = \port$5360$0 [95:64];
-  assign q_head19_word = \port$5360$0 [127:96];
-  assign q_head20_word = \port$5360$0 [159:128];
-  assign q_head21_word = \port$5360$0 [191:160];
-  assign q_head22_word = \port$5360$0 [223:192];
-  assign q_head23_word = \port$5360$0 [255:224];
-  assign q_head24_word = \port$5390$0 [31:0];
-  assign q_head25_word = \port$5390$0 [63:32];
-  assign q_head26_word = \port$5390$0 [95:64];
-  assign q_head27_word = \port$5390$0 [127:96];
-  assign q_head28_word = \port$5390$0 [159:128];
-  assign q_head29_word = \port$5390$0 [191:160];
-  assign q_head30_word = \port$5390$0 [223:192];
-  assign q_head31_word = \port$5390$0 [255:224];
-  assign event0_value = \port$15241$0 [31:0];
-  assign event1_value = \port$15241$0 [63:32];
-  assign event2_value = \port$15241$0 [95:64];
-  assign event3_value = \port$15241$0 [127:96];
-  assign event4_value = \port$15241$0 [159:128];
-  assign event5_value = \port$15241$0 [191:160];
-  assign event6_value = \port$15241$0 [223:192];
-  assign event7_value = \port$15241$0 [255:224];
-  assign event8_value = \port$15241$0 [287:256];
-  assign event9_value = \port$15241$0 [319:288];
-  assign event10_value = \port$15241$0 [351:320];
-  assign event11_value = \port$15241$0 [383:352];
-  assign event12_value = \port$15241$0 [415:384];
-  assign event13_value = \port$15241$0 [447:416];
-  assign event14_value = \port$15241$0 [479:448];
-  assign event15_value = \port$15241$0 [511:480];
+  assign bus__addr = { \port$13135$2 , 2'h0 };
+  assign work_qready = { \port$11364$0 , \port$11331$0 , \port$11298$0 , \port$11265$0  };
+  assign work_qreset = { \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0  };
+  assign q_head0_word = \port$5305$0 [31:0];
+  assign q_head1_word = \port$5305$0 [63:32];
+  assign q_head2_word = \port$5305$0 [95:64];
+  assign q_head3_word = \port$5305$0 [127:96];
+  assign q_head4_word = \port$5305$0 [159:128];
+  assign q_head5_word = \port$5305$0 [191:160];
+  assign q_head6_word = \port$5305$0 [223:192];
+  assign q_head7_word = \port$5305$0 [255:224];
+  assign q_head8_word = \port$5335$0 [31:0];
+  assign q_head9_word = \port$5335$0 [63:32];
+  assign q_head10_word = \port$5335$0 [95:64];
+  assign q_head11_word = \port$5335$0 [127:96];
+  assign q_head12_word = \port$5335$0 [159:128];
+  assign q_head13_word = \port$5335$0 [191:160];
+  assign q_head14_word = \port$5335$0 [223:192];
+  assign q_head15_word = \port$5335$0 [255:224];
+  assign q_head16_word = \port$5365$0 [31:0];
+  assign q_head17_word = \port$5365$0 [63:32];
+  assign q_head18_word = \port$5365$0 [95:64];
+  assign q_head19_word = \port$5365$0 [127:96];
+  assign q_head20_word = \port$5365$0 [159:128];
+  assign q_head21_word = \port$5365$0 [191:160];
+  assign q_head22_word = \port$5365$0 [223:192];
+  assign q_head23_word = \port$5365$0 [255:224];
+  assign q_head24_word = \port$5395$0 [31:0];
+  assign q_head25_word = \port$5395$0 [63:32];
+  assign q_head26_word = \port$5395$0 [95:64];
+  assign q_head27_word = \port$5395$0 [127:96];
+  assign q_head28_word = \port$5395$0 [159:128];
+  assign q_head29_word = \port$5395$0 [191:160];
+  assign q_head30_word = \port$5395$0 [223:192];
+  assign q_head31_word = \port$5395$0 [255:224];
+  assign event0_value = \port$15246$0 [31:0];
+  assign event1_value = \port$15246$0 [63:32];
+  assign event2_value = \port$15246$0 [95:64];
+  assign event3_value = \port$15246$0 [127:96];
+  assign event4_value = \port$15246$0 [159:128];
+  assign event5_value = \port$15246$0 [191:160];
+  assign event6_value = \port$15246$0 [223:192];
+  assign event7_value = \port$15246$0 [255:224];
+  assign event8_value = \port$15246$0 [287:256];
+  assign event9_value = \port$15246$0 [319:288];
+  assign event10_value = \port$15246$0 [351:320];
+  assign event11_value = \port$15246$0 [383:352];
+  assign event12_value = \port$15246$0 [415:384];
+  assign event13_value = \port$15246$0 [447:416];
+  assign event14_value = \port$15246$0 [479:448];
+  assign event15_value = \port$15246$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28562,10 +28654,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$11359$0 , \port$11326$0 , \port$11293$0 , \port$11260$0  };
+  assign \$233  = { 1'h0, \port$11364$0 , \port$11331$0 , \port$11298$0 , \port$11265$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -28593,101 +28685,101 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5300$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5305$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5300$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5305$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5300$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5305$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5300$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5305$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5300$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5305$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5300$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5305$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5300$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5305$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5300$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5305$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5330$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5335$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5330$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5335$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5330$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5335$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5330$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5335$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5330$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5335$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5330$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5335$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5330$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5335$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5330$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5335$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5360$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5365$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5360$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5365$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5360$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5365$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5360$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5365$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5360$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5365$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5360$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5365$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5360$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5365$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5360$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5365$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5390$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5395$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5390$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5395$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5390$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5395$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5390$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5395$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5390$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5395$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5390$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5395$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5390$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5395$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5390$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5395$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$15241$0 [31:0] };
+  assign \$513  = { 1'h0, \port$15246$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$15241$0 [63:32] };
+  assign \$519  = { 1'h0, \port$15246$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$15241$0 [95:64] };
+  assign \$525  = { 1'h0, \port$15246$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$15241$0 [127:96] };
+  assign \$531  = { 1'h0, \port$15246$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$15241$0 [159:128] };
+  assign \$537  = { 1'h0, \port$15246$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$15241$0 [191:160] };
+  assign \$543  = { 1'h0, \port$15246$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$15241$0 [223:192] };
+  assign \$549  = { 1'h0, \port$15246$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$15241$0 [255:224] };
+  assign \$555  = { 1'h0, \port$15246$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$15241$0 [287:256] };
+  assign \$561  = { 1'h0, \port$15246$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$15241$0 [319:288] };
+  assign \$567  = { 1'h0, \port$15246$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$15241$0 [351:320] };
+  assign \$573  = { 1'h0, \port$15246$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$15241$0 [383:352] };
+  assign \$579  = { 1'h0, \port$15246$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$15241$0 [415:384] };
+  assign \$585  = { 1'h0, \port$15246$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$15241$0 [447:416] };
+  assign \$591  = { 1'h0, \port$15246$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$15241$0 [479:448] };
+  assign \$597  = { 1'h0, \port$15246$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$15241$0 [511:480] };
+  assign \$603  = { 1'h0, \port$15246$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29455,7 +29547,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$13898$2 (spad_meta_q3[5:2]),
+    .\port$13903$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30589,7 +30681,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -32736,8 +32828,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$13898$2 ;
-  wire [3:0] \port$13898$2 ;
+  input [3:0] \port$13903$2 ;
+  wire [3:0] \port$13903$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32837,22 +32929,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$13898$2 [2:0];
+  assign \$3  = ! \port$13903$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$13898$2 [2:0];
+  assign \$6  = ! \port$13903$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$13898$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$13903$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$13898$2 [2:0];
+  assign \$17  = ! \port$13903$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$13898$2 [2:0] == 1'h1;
+  assign \$20  = \port$13903$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32861,10 +32953,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$13898$2 [2:0];
+  assign \$29  = ! \port$13903$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$13898$2 [2:0] == 2'h2;
+  assign \$32  = \port$13903$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32873,10 +32965,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$13898$2 [2:0];
+  assign \$41  = ! \port$13903$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$13898$2 [2:0] == 2'h3;
+  assign \$44  = \port$13903$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32885,10 +32977,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$13898$2 [2:0];
+  assign \$53  = ! \port$13903$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$13898$2 [2:0] == 3'h4;
+  assign \$56  = \port$13903$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -32897,10 +32989,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$13898$2 [2:0];
+  assign \$65  = ! \port$13903$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$13898$2 [2:0] == 3'h5;
+  assign \$68  = \port$13903$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -32909,10 +33001,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$13898$2 [2:0];
+  assign \$77  = ! \port$13903$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$13898$2 [2:0] == 3'h6;
+  assign \$80  = \port$13903$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -32921,10 +33013,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$13898$2 [2:0];
+  assign \$89  = ! \port$13903$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$13898$2 [2:0] == 3'h7;
+  assign \$92  = \port$13903$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -32934,10 +33026,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$13898$2 [2:0] == 1'h1;
+  assign \$102  = \port$13903$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$13898$2 [2:0];
+  assign \$105  = ! \port$13903$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -32947,10 +33039,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$13898$2 [2:0] == 1'h1;
+  assign \$115  = \port$13903$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$13898$2 [2:0] == 1'h1;
+  assign \$118  = \port$13903$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -32958,10 +33050,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$13898$2 [2:0] == 1'h1;
+  assign \$128  = \port$13903$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$13898$2 [2:0] == 2'h2;
+  assign \$131  = \port$13903$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -32971,10 +33063,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$13898$2 [2:0] == 1'h1;
+  assign \$141  = \port$13903$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$13898$2 [2:0] == 2'h3;
+  assign \$144  = \port$13903$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -32984,10 +33076,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$13898$2 [2:0] == 1'h1;
+  assign \$154  = \port$13903$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$13898$2 [2:0] == 3'h4;
+  assign \$157  = \port$13903$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -32997,10 +33089,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$13898$2 [2:0] == 1'h1;
+  assign \$167  = \port$13903$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$13898$2 [2:0] == 3'h5;
+  assign \$170  = \port$13903$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -33010,10 +33102,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$13898$2 [2:0] == 1'h1;
+  assign \$180  = \port$13903$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$13898$2 [2:0] == 3'h6;
+  assign \$183  = \port$13903$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -33023,10 +33115,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$13898$2 [2:0] == 1'h1;
+  assign \$193  = \port$13903$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$13898$2 [2:0] == 3'h7;
+  assign \$196  = \port$13903$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -33037,10 +33129,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$13898$2 [2:0] == 2'h2;
+  assign \$207  = \port$13903$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$13898$2 [2:0];
+  assign \$210  = ! \port$13903$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -33050,10 +33142,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$13898$2 [2:0] == 2'h2;
+  assign \$220  = \port$13903$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$13898$2 [2:0] == 1'h1;
+  assign \$223  = \port$13903$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -33063,10 +33155,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$13898$2 [2:0] == 2'h2;
+  assign \$233  = \port$13903$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$13898$2 [2:0] == 2'h2;
+  assign \$236  = \port$13903$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -33074,10 +33166,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$13898$2 [2:0] == 2'h2;
+  assign \$246  = \port$13903$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$13898$2 [2:0] == 2'h3;
+  assign \$249  = \port$13903$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -33087,10 +33179,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$13898$2 [2:0] == 2'h2;
+  assign \$259  = \port$13903$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$13898$2 [2:0] == 3'h4;
+  assign \$262  = \port$13903$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -33100,10 +33192,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$13898$2 [2:0] == 2'h2;
+  assign \$272  = \port$13903$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$13898$2 [2:0] == 3'h5;
+  assign \$275  = \port$13903$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -33113,10 +33205,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$13898$2 [2:0] == 2'h2;
+  assign \$285  = \port$13903$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$13898$2 [2:0] == 3'h6;
+  assign \$288  = \port$13903$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -33126,10 +33218,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$13898$2 [2:0] == 2'h2;
+  assign \$298  = \port$13903$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$13898$2 [2:0] == 3'h7;
+  assign \$301  = \port$13903$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -33140,10 +33232,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$13898$2 [2:0] == 2'h3;
+  assign \$312  = \port$13903$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$13898$2 [2:0];
+  assign \$315  = ! \port$13903$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -33153,10 +33245,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$13898$2 [2:0] == 2'h3;
+  assign \$325  = \port$13903$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$13898$2 [2:0] == 1'h1;
+  assign \$328  = \port$13903$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -33166,10 +33258,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$13898$2 [2:0] == 2'h3;
+  assign \$338  = \port$13903$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$13898$2 [2:0] == 2'h2;
+  assign \$341  = \port$13903$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -33179,10 +33271,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$13898$2 [2:0] == 2'h3;
+  assign \$351  = \port$13903$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$13898$2 [2:0] == 2'h3;
+  assign \$354  = \port$13903$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -33190,10 +33282,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$13898$2 [2:0] == 2'h3;
+  assign \$364  = \port$13903$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$13898$2 [2:0] == 3'h4;
+  assign \$367  = \port$13903$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -33203,10 +33295,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$13898$2 [2:0] == 2'h3;
+  assign \$377  = \port$13903$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$13898$2 [2:0] == 3'h5;
+  assign \$380  = \port$13903$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -33216,10 +33308,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$13898$2 [2:0] == 2'h3;
+  assign \$390  = \port$13903$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$13898$2 [2:0] == 3'h6;
+  assign \$393  = \port$13903$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -33229,10 +33321,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$13898$2 [2:0] == 2'h3;
+  assign \$403  = \port$13903$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$13898$2 [2:0] == 3'h7;
+  assign \$406  = \port$13903$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -33243,10 +33335,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$13898$2 [2:0] == 3'h4;
+  assign \$417  = \port$13903$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$13898$2 [2:0];
+  assign \$420  = ! \port$13903$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -33256,10 +33348,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$13898$2 [2:0] == 3'h4;
+  assign \$430  = \port$13903$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$13898$2 [2:0] == 1'h1;
+  assign \$433  = \port$13903$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -33269,10 +33361,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$13898$2 [2:0] == 3'h4;
+  assign \$443  = \port$13903$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$13898$2 [2:0] == 2'h2;
+  assign \$446  = \port$13903$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -33282,10 +33374,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$13898$2 [2:0] == 3'h4;
+  assign \$456  = \port$13903$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$13898$2 [2:0] == 2'h3;
+  assign \$459  = \port$13903$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -33295,10 +33387,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$13898$2 [2:0] == 3'h4;
+  assign \$469  = \port$13903$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$13898$2 [2:0] == 3'h4;
+  assign \$472  = \port$13903$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -33306,10 +33398,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$13898$2 [2:0] == 3'h4;
+  assign \$482  = \port$13903$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$13898$2 [2:0] == 3'h5;
+  assign \$485  = \port$13903$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -33319,10 +33411,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$13898$2 [2:0] == 3'h4;
+  assign \$495  = \port$13903$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$13898$2 [2:0] == 3'h6;
+  assign \$498  = \port$13903$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -33332,10 +33424,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$13898$2 [2:0] == 3'h4;
+  assign \$508  = \port$13903$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$13898$2 [2:0] == 3'h7;
+  assign \$511  = \port$13903$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -33346,10 +33438,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$13898$2 [2:0] == 3'h5;
+  assign \$522  = \port$13903$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$13898$2 [2:0];
+  assign \$525  = ! \port$13903$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -33359,10 +33451,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$13898$2 [2:0] == 3'h5;
+  assign \$535  = \port$13903$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$13898$2 [2:0] == 1'h1;
+  assign \$538  = \port$13903$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -33372,10 +33464,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$13898$2 [2:0] == 3'h5;
+  assign \$548  = \port$13903$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$13898$2 [2:0] == 2'h2;
+  assign \$551  = \port$13903$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -33385,10 +33477,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$13898$2 [2:0] == 3'h5;
+  assign \$561  = \port$13903$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$13898$2 [2:0] == 2'h3;
+  assign \$564  = \port$13903$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -33398,10 +33490,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$13898$2 [2:0] == 3'h5;
+  assign \$574  = \port$13903$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$13898$2 [2:0] == 3'h4;
+  assign \$577  = \port$13903$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -33411,10 +33503,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$13898$2 [2:0] == 3'h5;
+  assign \$587  = \port$13903$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$13898$2 [2:0] == 3'h5;
+  assign \$590  = \port$13903$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -33422,10 +33514,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$13898$2 [2:0] == 3'h5;
+  assign \$600  = \port$13903$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$13898$2 [2:0] == 3'h6;
+  assign \$603  = \port$13903$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -33435,10 +33527,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$13898$2 [2:0] == 3'h5;
+  assign \$613  = \port$13903$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$13898$2 [2:0] == 3'h7;
+  assign \$616  = \port$13903$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -33449,10 +33541,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$13898$2 [2:0] == 3'h6;
+  assign \$627  = \port$13903$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$13898$2 [2:0];
+  assign \$630  = ! \port$13903$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -33462,10 +33554,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$13898$2 [2:0] == 3'h6;
+  assign \$640  = \port$13903$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$13898$2 [2:0] == 1'h1;
+  assign \$643  = \port$13903$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -33475,10 +33567,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$13898$2 [2:0] == 3'h6;
+  assign \$653  = \port$13903$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$13898$2 [2:0] == 2'h2;
+  assign \$656  = \port$13903$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -33488,10 +33580,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$13898$2 [2:0] == 3'h6;
+  assign \$666  = \port$13903$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$13898$2 [2:0] == 2'h3;
+  assign \$669  = \port$13903$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -33501,10 +33593,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$13898$2 [2:0] == 3'h6;
+  assign \$679  = \port$13903$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$13898$2 [2:0] == 3'h4;
+  assign \$682  = \port$13903$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -33514,10 +33606,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$13898$2 [2:0] == 3'h6;
+  assign \$692  = \port$13903$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$13898$2 [2:0] == 3'h5;
+  assign \$695  = \port$13903$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -33527,10 +33619,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$13898$2 [2:0] == 3'h6;
+  assign \$705  = \port$13903$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$13898$2 [2:0] == 3'h6;
+  assign \$708  = \port$13903$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -33538,10 +33630,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$13898$2 [2:0] == 3'h6;
+  assign \$718  = \port$13903$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$13898$2 [2:0] == 3'h7;
+  assign \$721  = \port$13903$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -33552,10 +33644,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$13898$2 [2:0] == 3'h7;
+  assign \$732  = \port$13903$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$13898$2 [2:0];
+  assign \$735  = ! \port$13903$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -33565,10 +33657,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$13898$2 [2:0] == 3'h7;
+  assign \$745  = \port$13903$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$13898$2 [2:0] == 1'h1;
+  assign \$748  = \port$13903$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -33578,10 +33670,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$13898$2 [2:0] == 3'h7;
+  assign \$758  = \port$13903$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$13898$2 [2:0] == 2'h2;
+  assign \$761  = \port$13903$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -33591,10 +33683,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$13898$2 [2:0] == 3'h7;
+  assign \$771  = \port$13903$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$13898$2 [2:0] == 2'h3;
+  assign \$774  = \port$13903$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -33604,10 +33696,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$13898$2 [2:0] == 3'h7;
+  assign \$784  = \port$13903$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$13898$2 [2:0] == 3'h4;
+  assign \$787  = \port$13903$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -33617,10 +33709,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$13898$2 [2:0] == 3'h7;
+  assign \$797  = \port$13903$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$13898$2 [2:0] == 3'h5;
+  assign \$800  = \port$13903$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -33630,10 +33722,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$13898$2 [2:0] == 3'h7;
+  assign \$810  = \port$13903$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$13898$2 [2:0] == 3'h6;
+  assign \$813  = \port$13903$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -33643,10 +33735,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$13898$2 [2:0] == 3'h7;
+  assign \$823  = \port$13903$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$13898$2 [2:0] == 3'h7;
+  assign \$826  = \port$13903$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -33654,145 +33746,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$13898$2 [2:0];
+  assign \$836  = ! \port$13903$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$13898$2 [3];
+  assign \$840  = pe0_0_bank == \port$13903$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$13898$2 [3];
+  assign \$842  = pe0_1_bank == \port$13903$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$13898$2 [3];
+  assign \$844  = pe0_2_bank == \port$13903$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$13898$2 [3];
+  assign \$846  = pe0_3_bank == \port$13903$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$13898$2 [3];
+  assign \$848  = pe0_4_bank == \port$13903$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$13898$2 [3];
+  assign \$850  = pe0_5_bank == \port$13903$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$855  = \port$13903$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$861  = \port$13903$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$13898$2 [3];
+  assign \$864  = pe0_0_bank == \port$13903$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$867  = \port$13903$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$13898$2 [3];
+  assign \$870  = pe0_1_bank == \port$13903$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$873  = \port$13903$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$13898$2 [3];
+  assign \$876  = pe0_2_bank == \port$13903$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$879  = \port$13903$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$13898$2 [3];
+  assign \$882  = pe0_3_bank == \port$13903$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$885  = \port$13903$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$13898$2 [3];
+  assign \$888  = pe0_4_bank == \port$13903$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$891  = \port$13903$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$13898$2 [3];
+  assign \$894  = pe0_5_bank == \port$13903$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$13898$2 [2:0] == 1'h1;
+  assign \$898  = \port$13903$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$13898$2 [3];
+  assign \$902  = skew1_0_bank == \port$13903$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$13898$2 [3];
+  assign \$904  = pe1_0_bank == \port$13903$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$13898$2 [3];
+  assign \$906  = pe1_1_bank == \port$13903$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$13898$2 [3];
+  assign \$908  = pe1_2_bank == \port$13903$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$13898$2 [3];
+  assign \$910  = pe1_3_bank == \port$13903$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$13898$2 [3];
+  assign \$912  = pe1_4_bank == \port$13903$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$13898$2 [3];
+  assign \$914  = pe1_5_bank == \port$13903$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$924  = \port$13903$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$13898$2 [3];
+  assign \$927  = skew1_0_bank == \port$13903$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$930  = \port$13903$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$13898$2 [3];
+  assign \$933  = pe1_0_bank == \port$13903$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$936  = \port$13903$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$13898$2 [3];
+  assign \$939  = pe1_1_bank == \port$13903$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$942  = \port$13903$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$13898$2 [3];
+  assign \$945  = pe1_2_bank == \port$13903$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$948  = \port$13903$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$13898$2 [3];
+  assign \$951  = pe1_3_bank == \port$13903$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$954  = \port$13903$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$13898$2 [3];
+  assign \$957  = pe1_4_bank == \port$13903$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$960  = \port$13903$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$13898$2 [3];
+  assign \$963  = pe1_5_bank == \port$13903$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$13898$2 [2:0] == 2'h2;
+  assign \$967  = \port$13903$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$13898$2 [3];
+  assign \$971  = skew2_0_bank == \port$13903$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$13898$2 [3];
+  assign \$973  = skew2_1_bank == \port$13903$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$13898$2 [3];
+  assign \$975  = pe2_0_bank == \port$13903$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$13898$2 [3];
+  assign \$977  = pe2_1_bank == \port$13903$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$13898$2 [3];
+  assign \$979  = pe2_2_bank == \port$13903$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$13898$2 [3];
+  assign \$981  = pe2_3_bank == \port$13903$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$13898$2 [3];
+  assign \$983  = pe2_4_bank == \port$13903$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$13898$2 [3];
+  assign \$985  = pe2_5_bank == \port$13903$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -33800,71 +33892,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$13898$2 [3];
+  assign \$997  = skew2_0_bank == \port$13903$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$13898$2 [3];
+  assign \$1003  = skew2_1_bank == \port$13903$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$13898$2 [3];
+  assign \$1009  = pe2_0_bank == \port$13903$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$13898$2 [3];
+  assign \$1015  = pe2_1_bank == \port$13903$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$13898$2 [3];
+  assign \$1021  = pe2_2_bank == \port$13903$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$13898$2 [3];
+  assign \$1027  = pe2_3_bank == \port$13903$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$13898$2 [3];
+  assign \$1033  = pe2_4_bank == \port$13903$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$13898$2 [3];
+  assign \$1039  = pe2_5_bank == \port$13903$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$13898$2 [2:0] == 2'h3;
+  assign \$1043  = \port$13903$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$13898$2 [3];
+  assign \$1047  = skew3_0_bank == \port$13903$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$13898$2 [3];
+  assign \$1049  = skew3_1_bank == \port$13903$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$13898$2 [3];
+  assign \$1051  = skew3_2_bank == \port$13903$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$13898$2 [3];
+  assign \$1053  = pe3_0_bank == \port$13903$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$13898$2 [3];
+  assign \$1055  = pe3_1_bank == \port$13903$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$13898$2 [3];
+  assign \$1057  = pe3_2_bank == \port$13903$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$13898$2 [3];
+  assign \$1059  = pe3_3_bank == \port$13903$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$13898$2 [3];
+  assign \$1061  = pe3_4_bank == \port$13903$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$13898$2 [3];
+  assign \$1063  = pe3_5_bank == \port$13903$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -33872,77 +33964,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$13898$2 [3];
+  assign \$1075  = skew3_0_bank == \port$13903$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$13898$2 [3];
+  assign \$1080  = skew3_1_bank == \port$13903$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$13898$2 [3];
+  assign \$1086  = skew3_2_bank == \port$13903$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$13898$2 [3];
+  assign \$1092  = pe3_0_bank == \port$13903$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$13898$2 [3];
+  assign \$1098  = pe3_1_bank == \port$13903$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$13898$2 [3];
+  assign \$1104  = pe3_2_bank == \port$13903$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$13898$2 [3];
+  assign \$1110  = pe3_3_bank == \port$13903$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$13898$2 [3];
+  assign \$1116  = pe3_4_bank == \port$13903$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$13898$2 [3];
+  assign \$1122  = pe3_5_bank == \port$13903$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$13898$2 [2:0] == 3'h4;
+  assign \$1126  = \port$13903$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$13898$2 [3];
+  assign \$1130  = skew4_0_bank == \port$13903$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$13898$2 [3];
+  assign \$1132  = skew4_1_bank == \port$13903$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$13898$2 [3];
+  assign \$1134  = skew4_2_bank == \port$13903$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$13898$2 [3];
+  assign \$1136  = skew4_3_bank == \port$13903$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$13898$2 [3];
+  assign \$1138  = pe4_0_bank == \port$13903$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$13898$2 [3];
+  assign \$1140  = pe4_1_bank == \port$13903$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$13898$2 [3];
+  assign \$1142  = pe4_2_bank == \port$13903$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$13898$2 [3];
+  assign \$1144  = pe4_3_bank == \port$13903$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$13898$2 [3];
+  assign \$1146  = pe4_4_bank == \port$13903$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$13898$2 [3];
+  assign \$1148  = pe4_5_bank == \port$13903$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -33950,83 +34042,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$13898$2 [3];
+  assign \$1160  = skew4_0_bank == \port$13903$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$13898$2 [3];
+  assign \$1165  = skew4_1_bank == \port$13903$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$13898$2 [3];
+  assign \$1170  = skew4_2_bank == \port$13903$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$13898$2 [3];
+  assign \$1176  = skew4_3_bank == \port$13903$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$13898$2 [3];
+  assign \$1182  = pe4_0_bank == \port$13903$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$13898$2 [3];
+  assign \$1188  = pe4_1_bank == \port$13903$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$13898$2 [3];
+  assign \$1194  = pe4_2_bank == \port$13903$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$13898$2 [3];
+  assign \$1200  = pe4_3_bank == \port$13903$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$13898$2 [3];
+  assign \$1206  = pe4_4_bank == \port$13903$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$13898$2 [3];
+  assign \$1212  = pe4_5_bank == \port$13903$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$13898$2 [2:0] == 3'h5;
+  assign \$1216  = \port$13903$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$13898$2 [3];
+  assign \$1220  = skew5_0_bank == \port$13903$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$13898$2 [3];
+  assign \$1222  = skew5_1_bank == \port$13903$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$13898$2 [3];
+  assign \$1224  = skew5_2_bank == \port$13903$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$13898$2 [3];
+  assign \$1226  = skew5_3_bank == \port$13903$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$13898$2 [3];
+  assign \$1228  = skew5_4_bank == \port$13903$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$13898$2 [3];
+  assign \$1230  = pe5_0_bank == \port$13903$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$13898$2 [3];
+  assign \$1232  = pe5_1_bank == \port$13903$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$13898$2 [3];
+  assign \$1234  = pe5_2_bank == \port$13903$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$13898$2 [3];
+  assign \$1236  = pe5_3_bank == \port$13903$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$13898$2 [3];
+  assign \$1238  = pe5_4_bank == \port$13903$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$13898$2 [3];
+  assign \$1240  = pe5_5_bank == \port$13903$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -34034,89 +34126,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$13898$2 [3];
+  assign \$1252  = skew5_0_bank == \port$13903$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$13898$2 [3];
+  assign \$1257  = skew5_1_bank == \port$13903$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$13898$2 [3];
+  assign \$1262  = skew5_2_bank == \port$13903$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$13898$2 [3];
+  assign \$1267  = skew5_3_bank == \port$13903$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$13898$2 [3];
+  assign \$1273  = skew5_4_bank == \port$13903$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$13898$2 [3];
+  assign \$1279  = pe5_0_bank == \port$13903$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$13898$2 [3];
+  assign \$1285  = pe5_1_bank == \port$13903$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$13898$2 [3];
+  assign \$1291  = pe5_2_bank == \port$13903$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$13898$2 [3];
+  assign \$1297  = pe5_3_bank == \port$13903$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$13898$2 [3];
+  assign \$1303  = pe5_4_bank == \port$13903$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$13898$2 [3];
+  assign \$1309  = pe5_5_bank == \port$13903$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$13898$2 [2:0] == 3'h6;
+  assign \$1313  = \port$13903$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$13898$2 [3];
+  assign \$1317  = skew6_0_bank == \port$13903$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$13898$2 [3];
+  assign \$1319  = skew6_1_bank == \port$13903$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$13898$2 [3];
+  assign \$1321  = skew6_2_bank == \port$13903$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$13898$2 [3];
+  assign \$1323  = skew6_3_bank == \port$13903$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$13898$2 [3];
+  assign \$1325  = skew6_4_bank == \port$13903$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$13898$2 [3];
+  assign \$1327  = skew6_5_bank == \port$13903$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$13898$2 [3];
+  assign \$1329  = pe6_0_bank == \port$13903$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$13898$2 [3];
+  assign \$1331  = pe6_1_bank == \port$13903$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$13898$2 [3];
+  assign \$1333  = pe6_2_bank == \port$13903$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$13898$2 [3];
+  assign \$1335  = pe6_3_bank == \port$13903$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$13898$2 [3];
+  assign \$1337  = pe6_4_bank == \port$13903$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$13898$2 [3];
+  assign \$1339  = pe6_5_bank == \port$13903$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -34124,95 +34216,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$13898$2 [3];
+  assign \$1351  = skew6_0_bank == \port$13903$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$13898$2 [3];
+  assign \$1356  = skew6_1_bank == \port$13903$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$13898$2 [3];
+  assign \$1361  = skew6_2_bank == \port$13903$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$13898$2 [3];
+  assign \$1366  = skew6_3_bank == \port$13903$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$13898$2 [3];
+  assign \$1371  = skew6_4_bank == \port$13903$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$13898$2 [3];
+  assign \$1377  = skew6_5_bank == \port$13903$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$13898$2 [3];
+  assign \$1383  = pe6_0_bank == \port$13903$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$13898$2 [3];
+  assign \$1389  = pe6_1_bank == \port$13903$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$13898$2 [3];
+  assign \$1395  = pe6_2_bank == \port$13903$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$13898$2 [3];
+  assign \$1401  = pe6_3_bank == \port$13903$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$13898$2 [3];
+  assign \$1407  = pe6_4_bank == \port$13903$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$13898$2 [3];
+  assign \$1413  = pe6_5_bank == \port$13903$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$13898$2 [2:0] == 3'h7;
+  assign \$1417  = \port$13903$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$13898$2 [3];
+  assign \$1421  = skew7_0_bank == \port$13903$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$13898$2 [3];
+  assign \$1423  = skew7_1_bank == \port$13903$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$13898$2 [3];
+  assign \$1425  = skew7_2_bank == \port$13903$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$13898$2 [3];
+  assign \$1427  = skew7_3_bank == \port$13903$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$13898$2 [3];
+  assign \$1429  = skew7_4_bank == \port$13903$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$13898$2 [3];
+  assign \$1431  = skew7_5_bank == \port$13903$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$13898$2 [3];
+  assign \$1433  = skew7_6_bank == \port$13903$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$13898$2 [3];
+  assign \$1435  = pe7_0_bank == \port$13903$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$13898$2 [3];
+  assign \$1437  = pe7_1_bank == \port$13903$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$13898$2 [3];
+  assign \$1439  = pe7_2_bank == \port$13903$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$13898$2 [3];
+  assign \$1441  = pe7_3_bank == \port$13903$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$13898$2 [3];
+  assign \$1443  = pe7_4_bank == \port$13903$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$13898$2 [3];
+  assign \$1445  = pe7_5_bank == \port$13903$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -34220,69 +34312,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$13898$2 [3];
+  assign \$1457  = skew7_0_bank == \port$13903$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$13898$2 [3];
+  assign \$1462  = skew7_1_bank == \port$13903$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$13898$2 [3];
+  assign \$1467  = skew7_2_bank == \port$13903$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$13898$2 [3];
+  assign \$1472  = skew7_3_bank == \port$13903$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$13898$2 [3];
+  assign \$1477  = skew7_4_bank == \port$13903$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$13898$2 [3];
+  assign \$1482  = skew7_5_bank == \port$13903$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$13898$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$13903$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$13898$2 [3];
+  assign \$1488  = skew7_6_bank == \port$13903$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$13898$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$13903$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$13898$2 [3];
+  assign \$1494  = pe7_0_bank == \port$13903$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$13898$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$13903$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$13898$2 [3];
+  assign \$1500  = pe7_1_bank == \port$13903$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$13898$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$13903$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$13898$2 [3];
+  assign \$1506  = pe7_2_bank == \port$13903$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$13898$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$13903$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$13898$2 [3];
+  assign \$1512  = pe7_3_bank == \port$13903$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$13898$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$13903$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$13898$2 [3];
+  assign \$1518  = pe7_4_bank == \port$13903$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$13898$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$13903$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$13898$2 [3];
+  assign \$1524  = pe7_5_bank == \port$13903$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -34296,7 +34388,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$13898$2 [3];
+    pe0_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -34380,7 +34472,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$13898$2 [3];
+    skew1_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -34476,7 +34568,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$13898$2 [3];
+    skew2_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -34578,7 +34670,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$13898$2 [3];
+    skew3_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -34686,7 +34778,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$13898$2 [3];
+    skew4_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -34800,7 +34892,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$13898$2 [3];
+    skew5_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -34920,7 +35012,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$13898$2 [3];
+    skew6_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -35046,7 +35138,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$13898$2 [3];
+    skew7_0_bank <= \port$13903$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -35235,7 +35327,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -35245,7 +35337,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -35265,7 +35357,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -35275,7 +35367,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -35295,7 +35387,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -35305,7 +35397,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -35325,7 +35417,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -35335,7 +35427,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -35355,7 +35447,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -35365,7 +35457,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -35385,7 +35477,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -35395,7 +35487,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -35415,7 +35507,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -35425,7 +35517,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -35445,7 +35537,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -35455,7 +35547,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -35475,7 +35567,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -35485,7 +35577,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -35505,7 +35597,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -35515,7 +35607,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -35535,7 +35627,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -35545,7 +35637,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -35565,7 +35657,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -35575,7 +35667,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -35595,7 +35687,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -35605,7 +35697,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -35625,7 +35717,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -35635,7 +35727,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -35655,7 +35747,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -35665,7 +35757,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -35685,7 +35777,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -35695,7 +35787,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -35725,7 +35817,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -35735,7 +35827,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -35755,7 +35847,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -35765,7 +35857,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -35785,7 +35877,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -35795,7 +35887,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -35815,7 +35907,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -35825,7 +35917,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -35845,7 +35937,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -35855,7 +35947,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -35875,7 +35967,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -35885,7 +35977,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -35905,7 +35997,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -35915,7 +36007,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -35935,7 +36027,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -35945,7 +36037,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -35985,7 +36077,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -35995,7 +36087,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -36015,7 +36107,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -36025,7 +36117,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -36045,7 +36137,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -36055,7 +36147,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -36075,7 +36167,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -36085,7 +36177,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -36105,7 +36197,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -36115,7 +36207,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -36135,7 +36227,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -36145,7 +36237,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -36165,7 +36257,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -36175,7 +36267,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -36195,7 +36287,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -36205,7 +36297,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -36255,7 +36347,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -36265,7 +36357,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -36285,7 +36377,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -36295,7 +36387,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -36315,7 +36407,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -36325,7 +36417,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -36345,7 +36437,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -36355,7 +36447,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -36375,7 +36467,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -36385,7 +36477,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -36405,7 +36497,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -36415,7 +36507,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -36435,7 +36527,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -36445,7 +36537,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -36465,7 +36557,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -36475,7 +36567,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -36535,7 +36627,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -36545,7 +36637,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -36565,7 +36657,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -36575,7 +36667,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -36595,7 +36687,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -36605,7 +36697,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -36625,7 +36717,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -36635,7 +36727,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -36655,7 +36747,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -36665,7 +36757,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -36685,7 +36777,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -36695,7 +36787,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -36715,7 +36807,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -36725,7 +36817,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -36745,7 +36837,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -36755,7 +36847,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -36825,7 +36917,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -36835,7 +36927,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -36855,7 +36947,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -36865,7 +36957,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -36885,7 +36977,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -36895,7 +36987,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -36915,7 +37007,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -36925,7 +37017,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -36945,7 +37037,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -36955,7 +37047,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -36975,7 +37067,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -36985,7 +37077,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -37005,7 +37097,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -37015,7 +37107,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -37035,7 +37127,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -37045,7 +37137,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -37125,7 +37217,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -37135,7 +37227,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -37155,7 +37247,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -37165,7 +37257,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -37185,7 +37277,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -37195,7 +37287,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -37215,7 +37307,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -37225,7 +37317,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -37245,7 +37337,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -37255,7 +37347,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -37275,7 +37367,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -37285,7 +37377,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -37305,7 +37397,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -37315,7 +37407,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -37335,7 +37427,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -37345,7 +37437,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13898$2 [3]) begin
+      if (\port$13903$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -37361,10 +37453,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$13898$2 [2:0];
-  assign w_bank = \port$13898$2 [3];
+  assign w_row = \port$13903$2 [2:0];
+  assign w_bank = \port$13903$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$13898$2 [3];
+  assign a_bank = \port$13903$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -37446,10 +37538,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13898$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
-, retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
-, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11398$0 , \port$11404$0 , \port$11405$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
-, cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
+module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$151 , \w_en$156 , \w_en$161 , \w_en$166 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11403$0 , \port$11409$0 , \port$11410$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog, enable
+, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37641,7 +37733,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$268 ;
   reg [255:0] \$269 ;
   wire \$27 ;
-  reg [13:0] \$270 ;
+  reg [4:0] \$270 ;
   reg [255:0] \$271 ;
   reg \$272 ;
   reg \$273 ;
@@ -38047,25 +38139,25 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$98 ;
   wire \$99 ;
   wire [3:0] \$signature__addr ;
-  wire [3:0] \$signature__addr$137 ;
-  wire [3:0] \$signature__addr$142 ;
-  wire [3:0] \$signature__addr$147 ;
-  wire [3:0] \$signature__addr$195 ;
-  wire [3:0] \$signature__addr$198 ;
-  wire [3:0] \$signature__addr$201 ;
-  wire [3:0] \$signature__addr$204 ;
+  wire [3:0] \$signature__addr$133 ;
+  wire [3:0] \$signature__addr$138 ;
+  wire [3:0] \$signature__addr$143 ;
+  wire [3:0] \$signature__addr$191 ;
+  wire [3:0] \$signature__addr$194 ;
+  wire [3:0] \$signature__addr$197 ;
+  wire [3:0] \$signature__addr$200 ;
   wire [31:0] \$signature__data ;
-  wire [31:0] \$signature__data$139 ;
-  wire [31:0] \$signature__data$144 ;
-  wire [31:0] \$signature__data$149 ;
-  wire [31:0] \$signature__data$211 ;
-  wire [31:0] \$signature__data$212 ;
-  wire [31:0] \$signature__data$213 ;
-  wire [31:0] \$signature__data$214 ;
+  wire [31:0] \$signature__data$135 ;
+  wire [31:0] \$signature__data$140 ;
+  wire [31:0] \$signature__data$145 ;
+  wire [31:0] \$signature__data$207 ;
+  wire [31:0] \$signature__data$208 ;
+  wire [31:0] \$signature__data$209 ;
+  wire [31:0] \$signature__data$210 ;
   wire \$signature__en ;
-  wire \$signature__en$138 ;
-  wire \$signature__en$143 ;
-  wire \$signature__en$148 ;
+  wire \$signature__en$134 ;
+  wire \$signature__en$139 ;
+  wire \$signature__en$144 ;
   input clk;
   wire clk;
   output [7:0] cpl_flags;
@@ -38126,20 +38218,20 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [2:0] gemm_outstanding = 3'h0;
   wire gemm_retired;
   reg [31:0] gemm_since = 32'd0;
-  input held;
-  wire held;
+  input hold;
+  wire hold;
   output [4:0] hung;
   wire [4:0] hung;
   wire issue_rr_any;
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$11398$0 ;
-  wire [15:0] \port$11398$0 ;
-  output [13:0] \port$11404$0 ;
-  wire [13:0] \port$11404$0 ;
-  output [223:0] \port$11405$32 ;
-  wire [223:0] \port$11405$32 ;
+  output [15:0] \port$11403$0 ;
+  wire [15:0] \port$11403$0 ;
+  output [4:0] \port$11409$0 ;
+  wire [4:0] \port$11409$0 ;
+  output [223:0] \port$11410$32 ;
+  wire [223:0] \port$11410$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -38308,8 +38400,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__0__fw_ready;
   input [255:0] q__0__head;
   wire [255:0] q__0__head;
-  input [31:0] q__0__index;
-  wire [31:0] q__0__index;
   output q__0__pop;
   wire q__0__pop;
   input q__0__valid;
@@ -38328,8 +38418,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__1__fw_ready;
   input [255:0] q__1__head;
   wire [255:0] q__1__head;
-  input [31:0] q__1__index;
-  wire [31:0] q__1__index;
   output q__1__pop;
   wire q__1__pop;
   input q__1__valid;
@@ -38348,8 +38436,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__2__fw_ready;
   input [255:0] q__2__head;
   wire [255:0] q__2__head;
-  input [31:0] q__2__index;
-  wire [31:0] q__2__index;
   output q__2__pop;
   wire q__2__pop;
   input q__2__valid;
@@ -38368,8 +38454,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__3__fw_ready;
   input [255:0] q__3__head;
   wire [255:0] q__3__head;
-  input [31:0] q__3__index;
-  wire [31:0] q__3__index;
   output q__3__pop;
   wire q__3__pop;
   input q__3__valid;
@@ -38377,20 +38461,20 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$295 ;
-  wire [23:0] \r_data$296 ;
-  wire [23:0] \r_data$297 ;
-  wire [23:0] \r_data$298 ;
+  wire [23:0] \r_data$291 ;
+  wire [23:0] \r_data$292 ;
+  wire [23:0] \r_data$293 ;
+  wire [23:0] \r_data$294 ;
   wire r_en;
+  wire \r_en$181 ;
+  wire \r_en$183 ;
   wire \r_en$185 ;
   wire \r_en$187 ;
-  wire \r_en$189 ;
-  wire \r_en$191 ;
   wire r_rdy;
-  wire \r_rdy$177 ;
-  wire \r_rdy$178 ;
-  wire \r_rdy$179 ;
-  wire \r_rdy$180 ;
+  wire \r_rdy$173 ;
+  wire \r_rdy$174 ;
+  wire \r_rdy$175 ;
+  wire \r_rdy$176 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -38523,20 +38607,20 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$157 ;
-  wire [23:0] \w_data$162 ;
-  wire [23:0] \w_data$167 ;
-  wire [23:0] \w_data$172 ;
+  wire [23:0] \w_data$153 ;
+  wire [23:0] \w_data$158 ;
+  wire [23:0] \w_data$163 ;
+  wire [23:0] \w_data$168 ;
   input w_en;
   wire w_en;
-  input \w_en$155 ;
-  wire \w_en$155 ;
-  input \w_en$160 ;
-  wire \w_en$160 ;
-  input \w_en$165 ;
-  wire \w_en$165 ;
-  input \w_en$170 ;
-  wire \w_en$170 ;
+  input \w_en$151 ;
+  wire \w_en$151 ;
+  input \w_en$156 ;
+  wire \w_en$156 ;
+  input \w_en$161 ;
+  wire \w_en$161 ;
+  input \w_en$166 ;
+  wire \w_en$166 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [31:0] q0_info [15:0];
@@ -38562,7 +38646,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= q__0__head[31:0];
   end
-  assign \$signature__data$211  = q0_info[q0_r[3:0]];
+  assign \$signature__data$207  = q0_info[q0_r[3:0]];
   reg [31:0] q1_info [15:0];
   initial begin
     q1_info[0] = 32'd0;
@@ -38583,10 +38667,10 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q1_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$138 )
+    if (\$signature__en$134 )
       q1_info[q1_h[3:0]] <= q__1__head[31:0];
   end
-  assign \$signature__data$212  = q1_info[q1_r[3:0]];
+  assign \$signature__data$208  = q1_info[q1_r[3:0]];
   reg [31:0] q2_info [15:0];
   initial begin
     q2_info[0] = 32'd0;
@@ -38607,10 +38691,10 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q2_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$143 )
+    if (\$signature__en$139 )
       q2_info[q2_h[3:0]] <= q__2__head[31:0];
   end
-  assign \$signature__data$213  = q2_info[q2_r[3:0]];
+  assign \$signature__data$209  = q2_info[q2_r[3:0]];
   reg [31:0] q3_info [15:0];
   initial begin
     q3_info[0] = 32'd0;
@@ -38631,10 +38715,10 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q3_info[15] = 32'd0;
   end
   always @(posedge clk) begin
-    if (\$signature__en$148 )
+    if (\$signature__en$144 )
       q3_info[q3_h[3:0]] <= q__3__head[31:0];
   end
-  assign \$signature__data$214  = q3_info[q3_r[3:0]];
+  assign \$signature__data$210  = q3_info[q3_r[3:0]];
   assign cpl_halt = | \$306 ;
   assign \$307  = ! dma_load_outstanding;
   assign \$308  = ~ \$307 ;
@@ -38696,34 +38780,34 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$364  = \$362  & \$363 ;
   assign \$365  = dma_load_outstanding + 1'h1;
   assign \$366  = dma_load_outstanding - 1'h1;
-  assign \$367  = ~ \r_en$185 ;
+  assign \$367  = ~ \r_en$181 ;
   assign \$368  = dma_store_issued & \$367 ;
   assign \$369  = ~ dma_store_issued;
-  assign \$370  = \r_en$185  & \$369 ;
+  assign \$370  = \r_en$181  & \$369 ;
   assign \$371  = | dma_store_outstanding;
   assign \$372  = \$370  & \$371 ;
   assign \$373  = dma_store_outstanding + 1'h1;
   assign \$374  = dma_store_outstanding - 1'h1;
-  assign \$375  = ~ \r_en$187 ;
+  assign \$375  = ~ \r_en$183 ;
   assign \$376  = gemm_issued & \$375 ;
   assign \$377  = ~ gemm_issued;
-  assign \$378  = \r_en$187  & \$377 ;
+  assign \$378  = \r_en$183  & \$377 ;
   assign \$379  = | gemm_outstanding;
   assign \$380  = \$378  & \$379 ;
   assign \$381  = gemm_outstanding + 1'h1;
   assign \$382  = gemm_outstanding - 1'h1;
-  assign \$383  = ~ \r_en$189 ;
+  assign \$383  = ~ \r_en$185 ;
   assign \$384  = vec_issued & \$383 ;
   assign \$385  = ~ vec_issued;
-  assign \$386  = \r_en$189  & \$385 ;
+  assign \$386  = \r_en$185  & \$385 ;
   assign \$387  = | vec_outstanding;
   assign \$388  = \$386  & \$387 ;
   assign \$389  = vec_outstanding + 1'h1;
   assign \$390  = vec_outstanding - 1'h1;
-  assign \$391  = ~ \r_en$191 ;
+  assign \$391  = ~ \r_en$187 ;
   assign \$392  = sfu_issued & \$391 ;
   assign \$393  = ~ sfu_issued;
-  assign \$394  = \r_en$191  & \$393 ;
+  assign \$394  = \r_en$187  & \$393 ;
   assign \$395  = | sfu_outstanding;
   assign \$396  = \$394  & \$395 ;
   assign \$397  = sfu_outstanding + 1'h1;
@@ -38776,25 +38860,25 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$476  = ~ \$475 ;
   assign \$477  = dma_load_since + 1'h1;
   assign \$478  = ! dma_store_outstanding;
-  assign \$479  = \$478  | \r_en$185 ;
+  assign \$479  = \$478  | \r_en$181 ;
   assign \$480  = \$479  | engine_reset[1];
   assign \$481  = & dma_store_since;
   assign \$482  = ~ \$481 ;
   assign \$483  = dma_store_since + 1'h1;
   assign \$484  = ! gemm_outstanding;
-  assign \$485  = \$484  | \r_en$187 ;
+  assign \$485  = \$484  | \r_en$183 ;
   assign \$486  = \$485  | engine_reset[2];
   assign \$487  = & gemm_since;
   assign \$488  = ~ \$487 ;
   assign \$489  = gemm_since + 1'h1;
   assign \$490  = ! vec_outstanding;
-  assign \$491  = \$490  | \r_en$189 ;
+  assign \$491  = \$490  | \r_en$185 ;
   assign \$492  = \$491  | engine_reset[3];
   assign \$493  = & vec_since;
   assign \$494  = ~ \$493 ;
   assign \$495  = vec_since + 1'h1;
   assign \$496  = ! sfu_outstanding;
-  assign \$497  = \$496  | \r_en$191 ;
+  assign \$497  = \$496  | \r_en$187 ;
   assign \$498  = \$497  | engine_reset[4];
   assign \$499  = & sfu_since;
   assign \$500  = ~ \$499 ;
@@ -39333,29 +39417,29 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$279  = issue_rr_sel == 1'h1;
   assign q1_issue = issue_rr_any & \$279 ;
   assign q__1__pop = q1_issue | q1_fw_take;
-  assign \$signature__en$138  = q1_issue | q1_fw_take;
+  assign \$signature__en$134  = q1_issue | q1_fw_take;
   assign \$280  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign \$281  = issue_rr_sel == 2'h2;
   assign q2_issue = issue_rr_any & \$281 ;
   assign q__2__pop = q2_issue | q2_fw_take;
-  assign \$signature__en$143  = q2_issue | q2_fw_take;
+  assign \$signature__en$139  = q2_issue | q2_fw_take;
   assign \$282  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign \$283  = issue_rr_sel == 2'h3;
   assign q3_issue = issue_rr_any & \$283 ;
   assign q__3__pop = q3_issue | q3_fw_take;
-  assign \$signature__en$148  = q3_issue | q3_fw_take;
+  assign \$signature__en$144  = q3_issue | q3_fw_take;
   assign \$284  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign retire_rr_any = | { \r_rdy$180 , \r_rdy$179 , \r_rdy$178 , \r_rdy$177 , r_rdy };
+  assign retire_rr_any = | { \r_rdy$176 , \r_rdy$175 , \r_rdy$174 , \r_rdy$173 , r_rdy };
   assign \$285  = ! retire_rr_sel;
   assign r_en = retire_rr_any & \$285 ;
   assign \$286  = retire_rr_sel == 1'h1;
-  assign \r_en$185  = retire_rr_any & \$286 ;
+  assign \r_en$181  = retire_rr_any & \$286 ;
   assign \$287  = retire_rr_sel == 2'h2;
-  assign \r_en$187  = retire_rr_any & \$287 ;
+  assign \r_en$183  = retire_rr_any & \$287 ;
   assign \$288  = retire_rr_sel == 2'h3;
-  assign \r_en$189  = retire_rr_any & \$288 ;
+  assign \r_en$185  = retire_rr_any & \$288 ;
   assign \$289  = retire_rr_sel == 3'h4;
-  assign \r_en$191  = retire_rr_any & \$289 ;
+  assign \r_en$187  = retire_rr_any & \$289 ;
   assign \$290  = | \$153 [4:0];
   assign q0_cpl_ready = \$290  & \$291 ;
   assign \$292  = | \$154 [4:0];
@@ -39367,9 +39451,8 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .held(held),
-    .\port$13168$16 (retire__0__tag),
-    .\port$3833$0 (retire__0__error),
+    .\port$13163$16 (retire__0__tag),
+    .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -39378,47 +39461,43 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .held(held),
-    .\port$13170$16 (retire__1__tag),
-    .\port$3853$0 (retire__1__error),
-    .r_data(\r_data$295 ),
-    .r_en(\r_en$185 ),
-    .r_rdy(\r_rdy$177 ),
+    .\port$13167$16 (retire__1__tag),
+    .\port$3858$0 (retire__1__error),
+    .r_data(\r_data$291 ),
+    .r_en(\r_en$181 ),
+    .r_rdy(\r_rdy$173 ),
     .rst(rst),
-    .w_en(\w_en$155 )
+    .w_en(\w_en$151 )
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .held(held),
-    .\port$13172$16 (retire__2__tag),
-    .\port$3873$0 (retire__2__error),
-    .r_data(\r_data$296 ),
-    .r_en(\r_en$187 ),
-    .r_rdy(\r_rdy$178 ),
+    .\port$13171$16 (retire__2__tag),
+    .\port$3878$0 (retire__2__error),
+    .r_data(\r_data$292 ),
+    .r_en(\r_en$183 ),
+    .r_rdy(\r_rdy$174 ),
     .rst(rst),
-    .w_en(\w_en$160 )
+    .w_en(\w_en$156 )
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .held(held),
-    .\port$13176$16 (retire__4__tag),
-    .\port$3928$0 (retire__4__error),
-    .r_data(\r_data$298 ),
-    .r_en(\r_en$191 ),
-    .r_rdy(\r_rdy$180 ),
+    .\port$13179$16 (retire__4__tag),
+    .\port$3933$0 (retire__4__error),
+    .r_data(\r_data$294 ),
+    .r_en(\r_en$187 ),
+    .r_rdy(\r_rdy$176 ),
     .rst(rst),
-    .w_en(\w_en$170 )
+    .w_en(\w_en$166 )
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .held(held),
-    .\port$13174$16 (retire__3__tag),
-    .\port$3893$0 (retire__3__error),
-    .r_data(\r_data$297 ),
-    .r_en(\r_en$189 ),
-    .r_rdy(\r_rdy$179 ),
+    .\port$13175$16 (retire__3__tag),
+    .\port$3898$0 (retire__3__error),
+    .r_data(\r_data$293 ),
+    .r_en(\r_en$185 ),
+    .r_rdy(\r_rdy$175 ),
     .rst(rst),
-    .w_en(\w_en$165 )
+    .w_en(\w_en$161 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -39683,13 +39762,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$399  = r_data[23:22];
       3'h1:
-          \$399  = \r_data$295 [23:22];
+          \$399  = \r_data$291 [23:22];
       3'h2:
-          \$399  = \r_data$296 [23:22];
+          \$399  = \r_data$292 [23:22];
       3'h3:
-          \$399  = \r_data$297 [23:22];
+          \$399  = \r_data$293 [23:22];
       3'h4:
-          \$399  = \r_data$298 [23:22];
+          \$399  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -39699,13 +39778,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$402  = r_data[11:8];
       3'h1:
-          \$402  = \r_data$295 [11:8];
+          \$402  = \r_data$291 [11:8];
       3'h2:
-          \$402  = \r_data$296 [11:8];
+          \$402  = \r_data$292 [11:8];
       3'h3:
-          \$402  = \r_data$297 [11:8];
+          \$402  = \r_data$293 [11:8];
       3'h4:
-          \$402  = \r_data$298 [11:8];
+          \$402  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39715,13 +39794,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$405  = r_data[11:8];
       3'h1:
-          \$405  = \r_data$295 [11:8];
+          \$405  = \r_data$291 [11:8];
       3'h2:
-          \$405  = \r_data$296 [11:8];
+          \$405  = \r_data$292 [11:8];
       3'h3:
-          \$405  = \r_data$297 [11:8];
+          \$405  = \r_data$293 [11:8];
       3'h4:
-          \$405  = \r_data$298 [11:8];
+          \$405  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39769,13 +39848,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$410  = r_data[11:8];
       3'h1:
-          \$410  = \r_data$295 [11:8];
+          \$410  = \r_data$291 [11:8];
       3'h2:
-          \$410  = \r_data$296 [11:8];
+          \$410  = \r_data$292 [11:8];
       3'h3:
-          \$410  = \r_data$297 [11:8];
+          \$410  = \r_data$293 [11:8];
       3'h4:
-          \$410  = \r_data$298 [11:8];
+          \$410  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39785,13 +39864,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$411  = r_data[7:0];
       3'h1:
-          \$411  = \r_data$295 [7:0];
+          \$411  = \r_data$291 [7:0];
       3'h2:
-          \$411  = \r_data$296 [7:0];
+          \$411  = \r_data$292 [7:0];
       3'h3:
-          \$411  = \r_data$297 [7:0];
+          \$411  = \r_data$293 [7:0];
       3'h4:
-          \$411  = \r_data$298 [7:0];
+          \$411  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -39801,13 +39880,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$412  = r_data[11:8];
       3'h1:
-          \$412  = \r_data$295 [11:8];
+          \$412  = \r_data$291 [11:8];
       3'h2:
-          \$412  = \r_data$296 [11:8];
+          \$412  = \r_data$292 [11:8];
       3'h3:
-          \$412  = \r_data$297 [11:8];
+          \$412  = \r_data$293 [11:8];
       3'h4:
-          \$412  = \r_data$298 [11:8];
+          \$412  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39817,13 +39896,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$413  = r_data[7:0];
       3'h1:
-          \$413  = \r_data$295 [7:0];
+          \$413  = \r_data$291 [7:0];
       3'h2:
-          \$413  = \r_data$296 [7:0];
+          \$413  = \r_data$292 [7:0];
       3'h3:
-          \$413  = \r_data$297 [7:0];
+          \$413  = \r_data$293 [7:0];
       3'h4:
-          \$413  = \r_data$298 [7:0];
+          \$413  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -39833,13 +39912,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$415  = r_data[23:22];
       3'h1:
-          \$415  = \r_data$295 [23:22];
+          \$415  = \r_data$291 [23:22];
       3'h2:
-          \$415  = \r_data$296 [23:22];
+          \$415  = \r_data$292 [23:22];
       3'h3:
-          \$415  = \r_data$297 [23:22];
+          \$415  = \r_data$293 [23:22];
       3'h4:
-          \$415  = \r_data$298 [23:22];
+          \$415  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -39849,13 +39928,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$418  = r_data[11:8];
       3'h1:
-          \$418  = \r_data$295 [11:8];
+          \$418  = \r_data$291 [11:8];
       3'h2:
-          \$418  = \r_data$296 [11:8];
+          \$418  = \r_data$292 [11:8];
       3'h3:
-          \$418  = \r_data$297 [11:8];
+          \$418  = \r_data$293 [11:8];
       3'h4:
-          \$418  = \r_data$298 [11:8];
+          \$418  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39865,13 +39944,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$421  = r_data[11:8];
       3'h1:
-          \$421  = \r_data$295 [11:8];
+          \$421  = \r_data$291 [11:8];
       3'h2:
-          \$421  = \r_data$296 [11:8];
+          \$421  = \r_data$292 [11:8];
       3'h3:
-          \$421  = \r_data$297 [11:8];
+          \$421  = \r_data$293 [11:8];
       3'h4:
-          \$421  = \r_data$298 [11:8];
+          \$421  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39919,13 +39998,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$426  = r_data[11:8];
       3'h1:
-          \$426  = \r_data$295 [11:8];
+          \$426  = \r_data$291 [11:8];
       3'h2:
-          \$426  = \r_data$296 [11:8];
+          \$426  = \r_data$292 [11:8];
       3'h3:
-          \$426  = \r_data$297 [11:8];
+          \$426  = \r_data$293 [11:8];
       3'h4:
-          \$426  = \r_data$298 [11:8];
+          \$426  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39935,13 +40014,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$427  = r_data[7:0];
       3'h1:
-          \$427  = \r_data$295 [7:0];
+          \$427  = \r_data$291 [7:0];
       3'h2:
-          \$427  = \r_data$296 [7:0];
+          \$427  = \r_data$292 [7:0];
       3'h3:
-          \$427  = \r_data$297 [7:0];
+          \$427  = \r_data$293 [7:0];
       3'h4:
-          \$427  = \r_data$298 [7:0];
+          \$427  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -39951,13 +40030,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$428  = r_data[11:8];
       3'h1:
-          \$428  = \r_data$295 [11:8];
+          \$428  = \r_data$291 [11:8];
       3'h2:
-          \$428  = \r_data$296 [11:8];
+          \$428  = \r_data$292 [11:8];
       3'h3:
-          \$428  = \r_data$297 [11:8];
+          \$428  = \r_data$293 [11:8];
       3'h4:
-          \$428  = \r_data$298 [11:8];
+          \$428  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -39967,13 +40046,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$429  = r_data[7:0];
       3'h1:
-          \$429  = \r_data$295 [7:0];
+          \$429  = \r_data$291 [7:0];
       3'h2:
-          \$429  = \r_data$296 [7:0];
+          \$429  = \r_data$292 [7:0];
       3'h3:
-          \$429  = \r_data$297 [7:0];
+          \$429  = \r_data$293 [7:0];
       3'h4:
-          \$429  = \r_data$298 [7:0];
+          \$429  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -39983,13 +40062,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$431  = r_data[23:22];
       3'h1:
-          \$431  = \r_data$295 [23:22];
+          \$431  = \r_data$291 [23:22];
       3'h2:
-          \$431  = \r_data$296 [23:22];
+          \$431  = \r_data$292 [23:22];
       3'h3:
-          \$431  = \r_data$297 [23:22];
+          \$431  = \r_data$293 [23:22];
       3'h4:
-          \$431  = \r_data$298 [23:22];
+          \$431  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -39999,13 +40078,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$434  = r_data[11:8];
       3'h1:
-          \$434  = \r_data$295 [11:8];
+          \$434  = \r_data$291 [11:8];
       3'h2:
-          \$434  = \r_data$296 [11:8];
+          \$434  = \r_data$292 [11:8];
       3'h3:
-          \$434  = \r_data$297 [11:8];
+          \$434  = \r_data$293 [11:8];
       3'h4:
-          \$434  = \r_data$298 [11:8];
+          \$434  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40015,13 +40094,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$437  = r_data[11:8];
       3'h1:
-          \$437  = \r_data$295 [11:8];
+          \$437  = \r_data$291 [11:8];
       3'h2:
-          \$437  = \r_data$296 [11:8];
+          \$437  = \r_data$292 [11:8];
       3'h3:
-          \$437  = \r_data$297 [11:8];
+          \$437  = \r_data$293 [11:8];
       3'h4:
-          \$437  = \r_data$298 [11:8];
+          \$437  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40069,13 +40148,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$442  = r_data[11:8];
       3'h1:
-          \$442  = \r_data$295 [11:8];
+          \$442  = \r_data$291 [11:8];
       3'h2:
-          \$442  = \r_data$296 [11:8];
+          \$442  = \r_data$292 [11:8];
       3'h3:
-          \$442  = \r_data$297 [11:8];
+          \$442  = \r_data$293 [11:8];
       3'h4:
-          \$442  = \r_data$298 [11:8];
+          \$442  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40085,13 +40164,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$443  = r_data[7:0];
       3'h1:
-          \$443  = \r_data$295 [7:0];
+          \$443  = \r_data$291 [7:0];
       3'h2:
-          \$443  = \r_data$296 [7:0];
+          \$443  = \r_data$292 [7:0];
       3'h3:
-          \$443  = \r_data$297 [7:0];
+          \$443  = \r_data$293 [7:0];
       3'h4:
-          \$443  = \r_data$298 [7:0];
+          \$443  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -40101,13 +40180,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$444  = r_data[11:8];
       3'h1:
-          \$444  = \r_data$295 [11:8];
+          \$444  = \r_data$291 [11:8];
       3'h2:
-          \$444  = \r_data$296 [11:8];
+          \$444  = \r_data$292 [11:8];
       3'h3:
-          \$444  = \r_data$297 [11:8];
+          \$444  = \r_data$293 [11:8];
       3'h4:
-          \$444  = \r_data$298 [11:8];
+          \$444  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40117,13 +40196,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$445  = r_data[7:0];
       3'h1:
-          \$445  = \r_data$295 [7:0];
+          \$445  = \r_data$291 [7:0];
       3'h2:
-          \$445  = \r_data$296 [7:0];
+          \$445  = \r_data$292 [7:0];
       3'h3:
-          \$445  = \r_data$297 [7:0];
+          \$445  = \r_data$293 [7:0];
       3'h4:
-          \$445  = \r_data$298 [7:0];
+          \$445  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -40133,13 +40212,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$447  = r_data[23:22];
       3'h1:
-          \$447  = \r_data$295 [23:22];
+          \$447  = \r_data$291 [23:22];
       3'h2:
-          \$447  = \r_data$296 [23:22];
+          \$447  = \r_data$292 [23:22];
       3'h3:
-          \$447  = \r_data$297 [23:22];
+          \$447  = \r_data$293 [23:22];
       3'h4:
-          \$447  = \r_data$298 [23:22];
+          \$447  = \r_data$294 [23:22];
     endcase
   end
   always @* begin
@@ -40149,13 +40228,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$450  = r_data[11:8];
       3'h1:
-          \$450  = \r_data$295 [11:8];
+          \$450  = \r_data$291 [11:8];
       3'h2:
-          \$450  = \r_data$296 [11:8];
+          \$450  = \r_data$292 [11:8];
       3'h3:
-          \$450  = \r_data$297 [11:8];
+          \$450  = \r_data$293 [11:8];
       3'h4:
-          \$450  = \r_data$298 [11:8];
+          \$450  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40165,13 +40244,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$453  = r_data[11:8];
       3'h1:
-          \$453  = \r_data$295 [11:8];
+          \$453  = \r_data$291 [11:8];
       3'h2:
-          \$453  = \r_data$296 [11:8];
+          \$453  = \r_data$292 [11:8];
       3'h3:
-          \$453  = \r_data$297 [11:8];
+          \$453  = \r_data$293 [11:8];
       3'h4:
-          \$453  = \r_data$298 [11:8];
+          \$453  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40219,13 +40298,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$458  = r_data[11:8];
       3'h1:
-          \$458  = \r_data$295 [11:8];
+          \$458  = \r_data$291 [11:8];
       3'h2:
-          \$458  = \r_data$296 [11:8];
+          \$458  = \r_data$292 [11:8];
       3'h3:
-          \$458  = \r_data$297 [11:8];
+          \$458  = \r_data$293 [11:8];
       3'h4:
-          \$458  = \r_data$298 [11:8];
+          \$458  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40235,13 +40314,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$459  = r_data[7:0];
       3'h1:
-          \$459  = \r_data$295 [7:0];
+          \$459  = \r_data$291 [7:0];
       3'h2:
-          \$459  = \r_data$296 [7:0];
+          \$459  = \r_data$292 [7:0];
       3'h3:
-          \$459  = \r_data$297 [7:0];
+          \$459  = \r_data$293 [7:0];
       3'h4:
-          \$459  = \r_data$298 [7:0];
+          \$459  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -40251,13 +40330,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$460  = r_data[11:8];
       3'h1:
-          \$460  = \r_data$295 [11:8];
+          \$460  = \r_data$291 [11:8];
       3'h2:
-          \$460  = \r_data$296 [11:8];
+          \$460  = \r_data$292 [11:8];
       3'h3:
-          \$460  = \r_data$297 [11:8];
+          \$460  = \r_data$293 [11:8];
       3'h4:
-          \$460  = \r_data$298 [11:8];
+          \$460  = \r_data$294 [11:8];
     endcase
   end
   always @* begin
@@ -40267,13 +40346,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$461  = r_data[7:0];
       3'h1:
-          \$461  = \r_data$295 [7:0];
+          \$461  = \r_data$291 [7:0];
       3'h2:
-          \$461  = \r_data$296 [7:0];
+          \$461  = \r_data$292 [7:0];
       3'h3:
-          \$461  = \r_data$297 [7:0];
+          \$461  = \r_data$293 [7:0];
       3'h4:
-          \$461  = \r_data$298 [7:0];
+          \$461  = \r_data$294 [7:0];
     endcase
   end
   always @* begin
@@ -40368,85 +40447,85 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$180 ) begin
+          if (\r_rdy$176 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$179 ) begin
+          if (\r_rdy$175 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$178 ) begin
+          if (\r_rdy$174 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$177 ) begin
+          if (\r_rdy$173 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -40527,9 +40606,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$502  = issue_rr_last;
     if (issue_rr_any) begin
       \$502  = issue_rr_sel;
-    end
-    if (held) begin
-      \$502  = 2'h3;
     end
     if (rst) begin
       \$502  = 2'h3;
@@ -40694,8 +40770,23 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         endcase
       end
     end
-    if (held) begin
-      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    if (hold) begin
+      \$503 [31:0] = 32'd0;
+      \$503 [63:32] = 32'd0;
+      \$503 [95:64] = 32'd0;
+      \$503 [127:96] = 32'd0;
+      \$503 [159:128] = 32'd0;
+      \$503 [191:160] = 32'd0;
+      \$503 [223:192] = 32'd0;
+      \$503 [255:224] = 32'd0;
+      \$503 [287:256] = 32'd0;
+      \$503 [319:288] = 32'd0;
+      \$503 [351:320] = 32'd0;
+      \$503 [383:352] = 32'd0;
+      \$503 [415:384] = 32'd0;
+      \$503 [447:416] = 32'd0;
+      \$503 [479:448] = 32'd0;
+      \$503 [511:480] = 32'd0;
     end
     if (rst) begin
       \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -40708,9 +40799,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$504  = \$328 [4:0];
     end
     if (q__0__cleared) begin
-      \$504  = 5'h00;
-    end
-    if (held) begin
       \$504  = 5'h00;
     end
     if (rst) begin
@@ -40794,9 +40882,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$505 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$505  = 16'h0000;
-    end
     if (rst) begin
       \$505  = 16'h0000;
     end
@@ -40815,9 +40900,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$506  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$506  = 8'h00;
     end
     if (rst) begin
       \$506  = 8'h00;
@@ -40841,9 +40923,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$507  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$507  = 8'h00;
     end
     if (rst) begin
       \$507  = 8'h00;
@@ -40871,9 +40950,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$508  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$508  = 8'h00;
     end
     if (rst) begin
       \$508  = 8'h00;
@@ -40905,9 +40981,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$509  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$509  = 8'h00;
     end
     if (rst) begin
       \$509  = 8'h00;
@@ -40943,9 +41016,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$510  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$510  = 8'h00;
     end
     if (rst) begin
       \$510  = 8'h00;
@@ -40985,9 +41055,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$511  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$511  = 8'h00;
     end
     if (rst) begin
       \$511  = 8'h00;
@@ -41031,9 +41098,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$512  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$512  = 8'h00;
     end
     if (rst) begin
       \$512  = 8'h00;
@@ -41081,9 +41145,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$513  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$513  = 8'h00;
     end
     if (rst) begin
       \$513  = 8'h00;
@@ -41135,9 +41196,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$514  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$514  = 8'h00;
     end
     if (rst) begin
       \$514  = 8'h00;
@@ -41193,9 +41251,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$515  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$515  = 8'h00;
     end
     if (rst) begin
       \$515  = 8'h00;
@@ -41255,9 +41310,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$516  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$516  = 8'h00;
     end
     if (rst) begin
       \$516  = 8'h00;
@@ -41321,9 +41373,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$517  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$517  = 8'h00;
     end
     if (rst) begin
       \$517  = 8'h00;
@@ -41391,9 +41440,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$518  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$518  = 8'h00;
     end
     if (rst) begin
       \$518  = 8'h00;
@@ -41465,9 +41511,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$519  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$519  = 8'h00;
     end
     if (rst) begin
       \$519  = 8'h00;
@@ -41543,9 +41586,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$520  = \$411 ;
       endcase
-    end
-    if (held) begin
-      \$520  = 8'h00;
     end
     if (rst) begin
       \$520  = 8'h00;
@@ -41628,9 +41668,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$521  = \$411 ;
       endcase
     end
-    if (held) begin
-      \$521  = 8'h00;
-    end
     if (rst) begin
       \$521  = 8'h00;
     end
@@ -41649,9 +41686,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__0__cleared) begin
       \$522  = 1'h0;
     end
-    if (held) begin
-      \$522  = 1'h0;
-    end
     if (rst) begin
       \$522  = 1'h0;
     end
@@ -41663,9 +41697,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$523  = \$336 [4:0];
     end
     if (q__1__cleared) begin
-      \$523  = 5'h00;
-    end
-    if (held) begin
       \$523  = 5'h00;
     end
     if (rst) begin
@@ -41749,9 +41780,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$524 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$524  = 16'h0000;
-    end
     if (rst) begin
       \$524  = 16'h0000;
     end
@@ -41770,9 +41798,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$525  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$525  = 8'h00;
     end
     if (rst) begin
       \$525  = 8'h00;
@@ -41796,9 +41821,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$526  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$526  = 8'h00;
     end
     if (rst) begin
       \$526  = 8'h00;
@@ -41826,9 +41848,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$527  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$527  = 8'h00;
     end
     if (rst) begin
       \$527  = 8'h00;
@@ -41860,9 +41879,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$528  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$528  = 8'h00;
     end
     if (rst) begin
       \$528  = 8'h00;
@@ -41898,9 +41914,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$529  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$529  = 8'h00;
     end
     if (rst) begin
       \$529  = 8'h00;
@@ -41940,9 +41953,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$530  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$530  = 8'h00;
     end
     if (rst) begin
       \$530  = 8'h00;
@@ -41986,9 +41996,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$531  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$531  = 8'h00;
     end
     if (rst) begin
       \$531  = 8'h00;
@@ -42036,9 +42043,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$532  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$532  = 8'h00;
     end
     if (rst) begin
       \$532  = 8'h00;
@@ -42090,9 +42094,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$533  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$533  = 8'h00;
     end
     if (rst) begin
       \$533  = 8'h00;
@@ -42148,9 +42149,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$534  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$534  = 8'h00;
     end
     if (rst) begin
       \$534  = 8'h00;
@@ -42210,9 +42208,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$535  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$535  = 8'h00;
     end
     if (rst) begin
       \$535  = 8'h00;
@@ -42276,9 +42271,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$536  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$536  = 8'h00;
     end
     if (rst) begin
       \$536  = 8'h00;
@@ -42346,9 +42338,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$537  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$537  = 8'h00;
     end
     if (rst) begin
       \$537  = 8'h00;
@@ -42420,9 +42409,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$538  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$538  = 8'h00;
     end
     if (rst) begin
       \$538  = 8'h00;
@@ -42498,9 +42484,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$539  = \$427 ;
       endcase
-    end
-    if (held) begin
-      \$539  = 8'h00;
     end
     if (rst) begin
       \$539  = 8'h00;
@@ -42583,9 +42566,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$540  = \$427 ;
       endcase
     end
-    if (held) begin
-      \$540  = 8'h00;
-    end
     if (rst) begin
       \$540  = 8'h00;
     end
@@ -42604,9 +42584,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__1__cleared) begin
       \$541  = 1'h0;
     end
-    if (held) begin
-      \$541  = 1'h0;
-    end
     if (rst) begin
       \$541  = 1'h0;
     end
@@ -42618,9 +42595,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$542  = \$344 [4:0];
     end
     if (q__2__cleared) begin
-      \$542  = 5'h00;
-    end
-    if (held) begin
       \$542  = 5'h00;
     end
     if (rst) begin
@@ -42704,9 +42678,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$543 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$543  = 16'h0000;
-    end
     if (rst) begin
       \$543  = 16'h0000;
     end
@@ -42725,9 +42696,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$544  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$544  = 8'h00;
     end
     if (rst) begin
       \$544  = 8'h00;
@@ -42751,9 +42719,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$545  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$545  = 8'h00;
     end
     if (rst) begin
       \$545  = 8'h00;
@@ -42781,9 +42746,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$546  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$546  = 8'h00;
     end
     if (rst) begin
       \$546  = 8'h00;
@@ -42815,9 +42777,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$547  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$547  = 8'h00;
     end
     if (rst) begin
       \$547  = 8'h00;
@@ -42853,9 +42812,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$548  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$548  = 8'h00;
     end
     if (rst) begin
       \$548  = 8'h00;
@@ -42895,9 +42851,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$549  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$549  = 8'h00;
     end
     if (rst) begin
       \$549  = 8'h00;
@@ -42941,9 +42894,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$550  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$550  = 8'h00;
     end
     if (rst) begin
       \$550  = 8'h00;
@@ -42991,9 +42941,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$551  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$551  = 8'h00;
     end
     if (rst) begin
       \$551  = 8'h00;
@@ -43045,9 +42992,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$552  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$552  = 8'h00;
     end
     if (rst) begin
       \$552  = 8'h00;
@@ -43103,9 +43047,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$553  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$553  = 8'h00;
     end
     if (rst) begin
       \$553  = 8'h00;
@@ -43165,9 +43106,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$554  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$554  = 8'h00;
     end
     if (rst) begin
       \$554  = 8'h00;
@@ -43231,9 +43169,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$555  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$555  = 8'h00;
     end
     if (rst) begin
       \$555  = 8'h00;
@@ -43301,9 +43236,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$556  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$556  = 8'h00;
     end
     if (rst) begin
       \$556  = 8'h00;
@@ -43375,9 +43307,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$557  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$557  = 8'h00;
     end
     if (rst) begin
       \$557  = 8'h00;
@@ -43453,9 +43382,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$558  = \$443 ;
       endcase
-    end
-    if (held) begin
-      \$558  = 8'h00;
     end
     if (rst) begin
       \$558  = 8'h00;
@@ -43538,9 +43464,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$559  = \$443 ;
       endcase
     end
-    if (held) begin
-      \$559  = 8'h00;
-    end
     if (rst) begin
       \$559  = 8'h00;
     end
@@ -43559,9 +43482,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__2__cleared) begin
       \$560  = 1'h0;
     end
-    if (held) begin
-      \$560  = 1'h0;
-    end
     if (rst) begin
       \$560  = 1'h0;
     end
@@ -43573,9 +43493,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$561  = \$352 [4:0];
     end
     if (q__3__cleared) begin
-      \$561  = 5'h00;
-    end
-    if (held) begin
       \$561  = 5'h00;
     end
     if (rst) begin
@@ -43659,9 +43576,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$562 [15] = 1'h1;
       endcase
     end
-    if (held) begin
-      \$562  = 16'h0000;
-    end
     if (rst) begin
       \$562  = 16'h0000;
     end
@@ -43680,9 +43594,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h0:
             \$563  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$563  = 8'h00;
     end
     if (rst) begin
       \$563  = 8'h00;
@@ -43706,9 +43617,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h1:
             \$564  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$564  = 8'h00;
     end
     if (rst) begin
       \$564  = 8'h00;
@@ -43736,9 +43644,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             \$565  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$565  = 8'h00;
     end
     if (rst) begin
       \$565  = 8'h00;
@@ -43770,9 +43675,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             \$566  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$566  = 8'h00;
     end
     if (rst) begin
       \$566  = 8'h00;
@@ -43808,9 +43710,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             \$567  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$567  = 8'h00;
     end
     if (rst) begin
       \$567  = 8'h00;
@@ -43850,9 +43749,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             \$568  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$568  = 8'h00;
     end
     if (rst) begin
       \$568  = 8'h00;
@@ -43896,9 +43792,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             \$569  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$569  = 8'h00;
     end
     if (rst) begin
       \$569  = 8'h00;
@@ -43946,9 +43839,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             \$570  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$570  = 8'h00;
     end
     if (rst) begin
       \$570  = 8'h00;
@@ -44000,9 +43890,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             \$571  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$571  = 8'h00;
     end
     if (rst) begin
       \$571  = 8'h00;
@@ -44058,9 +43945,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             \$572  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$572  = 8'h00;
     end
     if (rst) begin
       \$572  = 8'h00;
@@ -44120,9 +44004,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             \$573  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$573  = 8'h00;
     end
     if (rst) begin
       \$573  = 8'h00;
@@ -44186,9 +44067,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             \$574  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$574  = 8'h00;
     end
     if (rst) begin
       \$574  = 8'h00;
@@ -44256,9 +44134,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             \$575  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$575  = 8'h00;
     end
     if (rst) begin
       \$575  = 8'h00;
@@ -44330,9 +44205,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             \$576  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$576  = 8'h00;
     end
     if (rst) begin
       \$576  = 8'h00;
@@ -44408,9 +44280,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             \$577  = \$459 ;
       endcase
-    end
-    if (held) begin
-      \$577  = 8'h00;
     end
     if (rst) begin
       \$577  = 8'h00;
@@ -44493,9 +44362,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
             \$578  = \$459 ;
       endcase
     end
-    if (held) begin
-      \$578  = 8'h00;
-    end
     if (rst) begin
       \$578  = 8'h00;
     end
@@ -44514,9 +44380,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__3__cleared) begin
       \$579  = 1'h0;
     end
-    if (held) begin
-      \$579  = 1'h0;
-    end
     if (rst) begin
       \$579  = 1'h0;
     end
@@ -44526,9 +44389,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$580  = retire_rr_last;
     if (retire_rr_any) begin
       \$580  = retire_rr_sel;
-    end
-    if (held) begin
-      \$580  = 3'h4;
     end
     if (rst) begin
       \$580  = 3'h4;
@@ -44542,9 +44402,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$364 ) begin
       \$581  = \$366 [2:0];
     end
-    if (held) begin
-      \$581  = 3'h0;
-    end
     if (rst) begin
       \$581  = 3'h0;
     end
@@ -44556,9 +44413,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$582  = \$373 [2:0];
     end else if (\$372 ) begin
       \$582  = \$374 [2:0];
-    end
-    if (held) begin
-      \$582  = 3'h0;
     end
     if (rst) begin
       \$582  = 3'h0;
@@ -44572,9 +44426,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$380 ) begin
       \$583  = \$382 [2:0];
     end
-    if (held) begin
-      \$583  = 3'h0;
-    end
     if (rst) begin
       \$583  = 3'h0;
     end
@@ -44586,9 +44437,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$584  = \$389 [2:0];
     end else if (\$388 ) begin
       \$584  = \$390 [2:0];
-    end
-    if (held) begin
-      \$584  = 3'h0;
     end
     if (rst) begin
       \$584  = 3'h0;
@@ -44602,9 +44450,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$396 ) begin
       \$585  = \$398 [2:0];
     end
-    if (held) begin
-      \$585  = 3'h0;
-    end
     if (rst) begin
       \$585  = 3'h0;
     end
@@ -44614,9 +44459,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     \$586  = cpl_rr_last;
     if (\$463 ) begin
       \$586  = cpl_rr_sel;
-    end
-    if (held) begin
-      \$586  = 2'h3;
     end
     if (rst) begin
       \$586  = 2'h3;
@@ -44631,9 +44473,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       end
     end
     if (q__0__cleared) begin
-      \$587  = 5'h00;
-    end
-    if (held) begin
       \$587  = 5'h00;
     end
     if (rst) begin
@@ -44651,9 +44490,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__1__cleared) begin
       \$588  = 5'h00;
     end
-    if (held) begin
-      \$588  = 5'h00;
-    end
     if (rst) begin
       \$588  = 5'h00;
     end
@@ -44667,9 +44503,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       end
     end
     if (q__2__cleared) begin
-      \$589  = 5'h00;
-    end
-    if (held) begin
       \$589  = 5'h00;
     end
     if (rst) begin
@@ -44687,9 +44520,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (q__3__cleared) begin
       \$590  = 5'h00;
     end
-    if (held) begin
-      \$590  = 5'h00;
-    end
     if (rst) begin
       \$590  = 5'h00;
     end
@@ -44701,9 +44531,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$591  = 32'd0;
     end else if (\$476 ) begin
       \$591  = \$477 [31:0];
-    end
-    if (held) begin
-      \$591  = 32'd0;
     end
     if (rst) begin
       \$591  = 32'd0;
@@ -44717,9 +44544,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$482 ) begin
       \$592  = \$483 [31:0];
     end
-    if (held) begin
-      \$592  = 32'd0;
-    end
     if (rst) begin
       \$592  = 32'd0;
     end
@@ -44731,9 +44555,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$593  = 32'd0;
     end else if (\$488 ) begin
       \$593  = \$489 [31:0];
-    end
-    if (held) begin
-      \$593  = 32'd0;
     end
     if (rst) begin
       \$593  = 32'd0;
@@ -44747,9 +44568,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     end else if (\$494 ) begin
       \$594  = \$495 [31:0];
     end
-    if (held) begin
-      \$594  = 32'd0;
-    end
     if (rst) begin
       \$594  = 32'd0;
     end
@@ -44761,9 +44579,6 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       \$595  = 32'd0;
     end else if (\$500 ) begin
       \$595  = \$501 [31:0];
-    end
-    if (held) begin
-      \$595  = 32'd0;
     end
     if (rst) begin
       \$595  = 32'd0;
@@ -44940,13 +44755,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$270  = q__0__index[13:0];
+          \$270  = q0_h;
       2'h1:
-          \$270  = q__1__index[13:0];
+          \$270  = q1_h;
       2'h2:
-          \$270  = q__2__index[13:0];
+          \$270  = q2_h;
       2'h3:
-          \$270  = q__3__index[13:0];
+          \$270  = q3_h;
     endcase
   end
   always @* begin
@@ -45190,13 +45005,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$211 [7:0];
+          cpl_opcode = \$signature__data$207 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$212 [7:0];
+          cpl_opcode = \$signature__data$208 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$213 [7:0];
+          cpl_opcode = \$signature__data$209 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$214 [7:0];
+          cpl_opcode = \$signature__data$210 [7:0];
     endcase
   end
   always @* begin
@@ -45204,13 +45019,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$211 [15:8];
+          cpl_flags = \$signature__data$207 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$212 [15:8];
+          cpl_flags = \$signature__data$208 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$213 [15:8];
+          cpl_flags = \$signature__data$209 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$214 [15:8];
+          cpl_flags = \$signature__data$210 [15:8];
     endcase
   end
   always @* begin
@@ -45218,13 +45033,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$211 [8];
+          cpl_irq = \$signature__data$207 [8];
       2'h1:
-          cpl_irq = \$signature__data$212 [8];
+          cpl_irq = \$signature__data$208 [8];
       2'h2:
-          cpl_irq = \$signature__data$213 [8];
+          cpl_irq = \$signature__data$209 [8];
       2'h3:
-          cpl_irq = \$signature__data$214 [8];
+          cpl_irq = \$signature__data$210 [8];
     endcase
   end
   always @* begin
@@ -45232,13 +45047,13 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$211 [31:16];
+          cpl_tag = \$signature__data$207 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$212 [31:16];
+          cpl_tag = \$signature__data$208 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$213 [31:16];
+          cpl_tag = \$signature__data$209 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$214 [31:16];
+          cpl_tag = \$signature__data$210 [31:16];
     endcase
   end
   always @* begin
@@ -45325,40 +45140,40 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q1_count = \$154 [4:0];
   assign q2_count = \$155 [4:0];
   assign q3_count = \$156 [4:0];
-  assign desc = { \$271 [255:32], issue_rr_sel, \$270 , \$269 [15:0] };
+  assign desc = { \$271 [255:32], issue_rr_sel, 9'h000, \$270 , \$269 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
   assign \$signature__data  = q__0__head[31:0];
-  assign \$signature__addr$137  = q1_h[3:0];
-  assign \$signature__data$139  = q__1__head[31:0];
-  assign \$signature__addr$142  = q2_h[3:0];
-  assign \$signature__data$144  = q__2__head[31:0];
-  assign \$signature__addr$147  = q3_h[3:0];
-  assign \$signature__data$149  = q__3__head[31:0];
+  assign \$signature__addr$133  = q1_h[3:0];
+  assign \$signature__data$135  = q__1__head[31:0];
+  assign \$signature__addr$138  = q2_h[3:0];
+  assign \$signature__data$140  = q__2__head[31:0];
+  assign \$signature__addr$143  = q3_h[3:0];
+  assign \$signature__data$145  = q__3__head[31:0];
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$155 ;
-  assign \w_data$157  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$160 ;
-  assign \w_data$162  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$165 ;
-  assign \w_data$167  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$170 ;
-  assign \w_data$172  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$151 ;
+  assign \w_data$153  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$156 ;
+  assign \w_data$158  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$161 ;
+  assign \w_data$163  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$166 ;
+  assign \w_data$168  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$185 ;
-  assign gemm_retired = \r_en$187 ;
-  assign vec_retired = \r_en$189 ;
-  assign sfu_retired = \r_en$191 ;
-  assign \$signature__addr$195  = q0_r[3:0];
-  assign \$signature__addr$198  = q1_r[3:0];
-  assign \$signature__addr$201  = q2_r[3:0];
-  assign \$signature__addr$204  = q3_r[3:0];
+  assign dma_store_retired = \r_en$181 ;
+  assign gemm_retired = \r_en$183 ;
+  assign vec_retired = \r_en$185 ;
+  assign sfu_retired = \r_en$187 ;
+  assign \$signature__addr$191  = q0_r[3:0];
+  assign \$signature__addr$194  = q1_r[3:0];
+  assign \$signature__addr$197  = q2_r[3:0];
+  assign \$signature__addr$200  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$11398$0  = \$269 [15:0];
-  assign \port$11404$0  = \$270 ;
-  assign \port$11405$32  = \$271 [255:32];
+  assign \port$11403$0  = \$269 [15:0];
+  assign \port$11409$0  = \$270 ;
+  assign \port$11410$32  = \$271 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -45387,7 +45202,7 @@ module \kaki_soc_8x8.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$13168$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13163$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45426,15 +45241,13 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13168$16 ;
-  wire [15:0] \port$13168$16 ;
-  input [7:0] \port$3833$0 ;
-  wire [7:0] \port$3833$0 ;
+  input [15:0] \port$13163$16 ;
+  wire [15:0] \port$13163$16 ;
+  input [7:0] \port$3838$0 ;
+  wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -45469,7 +45282,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13168$16 , \port$3833$0  };
+      storage[w_port__addr] <= { \port$13163$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45526,9 +45339,6 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -45538,9 +45348,6 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -45555,9 +45362,6 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -45570,9 +45374,6 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -45580,14 +45381,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13168$16 , \port$3833$0  };
-  assign w_data = { \port$13168$16 , \port$3833$0  };
+  assign w_port__data = { \port$13163$16 , \port$3838$0  };
+  assign w_data = { \port$13163$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$13170$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13167$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45626,15 +45427,13 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13170$16 ;
-  wire [15:0] \port$13170$16 ;
-  input [7:0] \port$3853$0 ;
-  wire [7:0] \port$3853$0 ;
+  input [15:0] \port$13167$16 ;
+  wire [15:0] \port$13167$16 ;
+  input [7:0] \port$3858$0 ;
+  wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -45669,7 +45468,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13170$16 , \port$3853$0  };
+      storage[w_port__addr] <= { \port$13167$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45726,9 +45525,6 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -45738,9 +45534,6 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -45755,9 +45548,6 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -45770,9 +45560,6 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -45780,14 +45567,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13170$16 , \port$3853$0  };
-  assign w_data = { \port$13170$16 , \port$3853$0  };
+  assign w_port__data = { \port$13167$16 , \port$3858$0  };
+  assign w_data = { \port$13167$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$13172$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13171$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45826,15 +45613,13 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13172$16 ;
-  wire [15:0] \port$13172$16 ;
-  input [7:0] \port$3873$0 ;
-  wire [7:0] \port$3873$0 ;
+  input [15:0] \port$13171$16 ;
+  wire [15:0] \port$13171$16 ;
+  input [7:0] \port$3878$0 ;
+  wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -45869,7 +45654,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13172$16 , \port$3873$0  };
+      storage[w_port__addr] <= { \port$13171$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45926,9 +45711,6 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -45938,9 +45720,6 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -45955,9 +45734,6 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -45970,9 +45746,6 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -45980,14 +45753,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13172$16 , \port$3873$0  };
-  assign w_data = { \port$13172$16 , \port$3873$0  };
+  assign w_port__data = { \port$13171$16 , \port$3878$0  };
+  assign w_data = { \port$13171$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$13176$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13179$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46026,15 +45799,13 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13176$16 ;
-  wire [15:0] \port$13176$16 ;
-  input [7:0] \port$3928$0 ;
-  wire [7:0] \port$3928$0 ;
+  input [15:0] \port$13179$16 ;
+  wire [15:0] \port$13179$16 ;
+  input [7:0] \port$3933$0 ;
+  wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46069,7 +45840,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13176$16 , \port$3928$0  };
+      storage[w_port__addr] <= { \port$13179$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46126,9 +45897,6 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -46138,9 +45906,6 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -46155,9 +45920,6 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -46170,9 +45932,6 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -46180,14 +45939,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13176$16 , \port$3928$0  };
-  assign w_data = { \port$13176$16 , \port$3928$0  };
+  assign w_port__data = { \port$13179$16 , \port$3933$0  };
+  assign w_data = { \port$13179$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$13174$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13175$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46226,15 +45985,13 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   wire clk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  input held;
-  wire held;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13174$16 ;
-  wire [15:0] \port$13174$16 ;
-  input [7:0] \port$3893$0 ;
-  wire [7:0] \port$3893$0 ;
+  input [15:0] \port$13175$16 ;
+  wire [15:0] \port$13175$16 ;
+  input [7:0] \port$3898$0 ;
+  wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46269,7 +46026,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13174$16 , \port$3893$0  };
+      storage[w_port__addr] <= { \port$13175$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46326,9 +46083,6 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     if (\$3 ) begin
       \$30  = \$6 [2:0];
     end
-    if (held) begin
-      \$30  = 3'h0;
-    end
     if (rst) begin
       \$30  = 3'h0;
     end
@@ -46338,9 +46092,6 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
     end
     if (rst) begin
       \$31  = 3'h0;
@@ -46355,9 +46106,6 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     if (\$25 ) begin
       \$32  = \$26 [2:0];
     end
-    if (held) begin
-      \$32  = 3'h0;
-    end
     if (rst) begin
       \$32  = 3'h0;
     end
@@ -46370,9 +46118,6 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
     end else if (r_en) begin
       \$33  = 1'h0;
     end
-    if (held) begin
-      \$33  = 1'h0;
-    end
     if (rst) begin
       \$33  = 1'h0;
     end
@@ -46380,8 +46125,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13174$16 , \port$3893$0  };
-  assign w_data = { \port$13174$16 , \port$3893$0  };
+  assign w_port__data = { \port$13175$16 , \port$3898$0  };
+  assign w_data = { \port$13175$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -48239,7 +47984,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$13265$0 (fetch_r_buf),
+    .\port$13270$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -48251,7 +47996,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$13265$0 (fetch_r_buf),
+    .\port$13270$0 (fetch_r_buf),
     .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
     .r_en(\r_en$133 ),
@@ -48263,7 +48008,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$13265$0 (fetch_r_buf),
+    .\port$13270$0 (fetch_r_buf),
     .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
     .r_en(\r_en$167 ),
@@ -48275,7 +48020,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$13265$0 (fetch_r_buf),
+    .\port$13270$0 (fetch_r_buf),
     .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
     .r_en(\r_en$201 ),
@@ -50601,8 +50346,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5092$0 (aw_hs_id),
-    .\port$5106$0 (down__awlen),
+    .\port$5097$0 (aw_hs_id),
+    .\port$5111$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -50945,7 +50690,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -50969,10 +50714,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5092$0 ;
-  wire [2:0] \port$5092$0 ;
-  input [7:0] \port$5106$0 ;
-  wire [7:0] \port$5106$0 ;
+  input [2:0] \port$5097$0 ;
+  wire [2:0] \port$5097$0 ;
+  input [7:0] \port$5111$0 ;
+  wire [7:0] \port$5111$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -51004,7 +50749,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5092$0 , \port$5106$0  };
+      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -51066,8 +50811,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5092$0 , w_en, \port$5106$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5092$0 , \port$5106$0  };
-  assign w_data = { \port$5092$0 , \port$5106$0  };
+  assign w_port__data = { \port$5097$0 , \port$5111$0  };
+  assign w_data = { \port$5097$0 , \port$5111$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -51634,7 +51379,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51661,8 +51406,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13265$0 ;
-  wire [191:0] \port$13265$0 ;
+  input [191:0] \port$13270$0 ;
+  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -51697,7 +51442,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51768,14 +51513,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13265$0  };
-  assign w_data = { \port$0$87 , \port$13265$0  };
+  assign w_port__data = { \port$0$87 , \port$13270$0  };
+  assign w_data = { \port$0$87 , \port$13270$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51802,8 +51547,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13265$0 ;
-  wire [191:0] \port$13265$0 ;
+  input [191:0] \port$13270$0 ;
+  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -51838,7 +51583,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51909,14 +51654,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13265$0  };
-  assign w_data = { \port$0$87 , \port$13265$0  };
+  assign w_port__data = { \port$0$87 , \port$13270$0  };
+  assign w_data = { \port$0$87 , \port$13270$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51943,8 +51688,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13265$0 ;
-  wire [191:0] \port$13265$0 ;
+  input [191:0] \port$13270$0 ;
+  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -51979,7 +51724,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -52050,14 +51795,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13265$0  };
-  assign w_data = { \port$0$87 , \port$13265$0  };
+  assign w_port__data = { \port$0$87 , \port$13270$0  };
+  assign w_data = { \port$0$87 , \port$13270$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$13265$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -52084,8 +51829,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13265$0 ;
-  wire [191:0] \port$13265$0 ;
+  input [191:0] \port$13270$0 ;
+  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -52120,7 +51865,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13265$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -52191,14 +51936,14 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13265$0  };
-  assign w_data = { \port$0$87 , \port$13265$0  };
+  assign w_port__data = { \port$0$87 , \port$13270$0  };
+  assign w_data = { \port$0$87 , \port$13270$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$12678$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$12673$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -53588,10 +53333,10 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$12678$0 ;
-  wire [2:0] \port$12678$0 ;
-  input [223:0] \port$4212$32 ;
-  wire [223:0] \port$4212$32 ;
+  input [2:0] \port$12673$0 ;
+  wire [2:0] \port$12673$0 ;
+  input [223:0] \port$4217$32 ;
+  wire [223:0] \port$4217$32 ;
   reg [19:0] pos = 20'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -55028,15 +54773,15 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10331$0 (\$1023 ),
-    .\port$10333$0 (\$1025 ),
-    .\port$10335$0 (\$1027 ),
-    .\port$10337$0 (\$1029 ),
-    .\port$10339$0 (\$1031 ),
-    .\port$10341$0 (\$1033 ),
-    .\port$10343$0 (\$1035 ),
-    .\port$10345$0 (\$1037 ),
-    .\port$14949$5 (e6_meta[18:5]),
+    .\port$10336$0 (\$1023 ),
+    .\port$10338$0 (\$1025 ),
+    .\port$10340$0 (\$1027 ),
+    .\port$10342$0 (\$1029 ),
+    .\port$10344$0 (\$1031 ),
+    .\port$10346$0 (\$1033 ),
+    .\port$10348$0 (\$1035 ),
+    .\port$10350$0 (\$1037 ),
+    .\port$14954$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -55697,7 +55442,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$12678$0 ;
+            \$1083  = \port$12673$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -55713,7 +55458,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1084  = \port$4212$32 ;
+            \$1084  = \port$4217$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -57549,7 +57294,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4212$32 , \port$12678$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$12673$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -57627,8 +57372,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$12678$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4212$32 ;
+  assign \ctl__cmd__payload.op  = \port$12673$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
   assign \$246  = { 34'h000000000, \$245 [42:34] };
@@ -57640,7 +57385,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10331$0 , \port$10333$0 , \port$10335$0 , \port$10337$0 , \port$10339$0 , \port$10341$0 , \port$10343$0 , \port$10345$0 , w_level, r_data, \port$14949$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10336$0 , \port$10338$0 , \port$10340$0 , \port$10342$0 , \port$10344$0 , \port$10346$0 , \port$10348$0 , \port$10350$0 , w_level, r_data, \port$14954$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57682,24 +57427,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10331$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10331$0 ;
-  wire [7:0] \port$10331$0 ;
-  input [7:0] \port$10333$0 ;
-  wire [7:0] \port$10333$0 ;
-  input [7:0] \port$10335$0 ;
-  wire [7:0] \port$10335$0 ;
-  input [7:0] \port$10337$0 ;
-  wire [7:0] \port$10337$0 ;
-  input [7:0] \port$10339$0 ;
-  wire [7:0] \port$10339$0 ;
-  input [7:0] \port$10341$0 ;
-  wire [7:0] \port$10341$0 ;
-  input [7:0] \port$10343$0 ;
-  wire [7:0] \port$10343$0 ;
-  input [7:0] \port$10345$0 ;
-  wire [7:0] \port$10345$0 ;
-  input [13:0] \port$14949$5 ;
-  wire [13:0] \port$14949$5 ;
+  input [7:0] \port$10336$0 ;
+  wire [7:0] \port$10336$0 ;
+  input [7:0] \port$10338$0 ;
+  wire [7:0] \port$10338$0 ;
+  input [7:0] \port$10340$0 ;
+  wire [7:0] \port$10340$0 ;
+  input [7:0] \port$10342$0 ;
+  wire [7:0] \port$10342$0 ;
+  input [7:0] \port$10344$0 ;
+  wire [7:0] \port$10344$0 ;
+  input [7:0] \port$10346$0 ;
+  wire [7:0] \port$10346$0 ;
+  input [7:0] \port$10348$0 ;
+  wire [7:0] \port$10348$0 ;
+  input [7:0] \port$10350$0 ;
+  wire [7:0] \port$10350$0 ;
+  input [13:0] \port$14954$5 ;
+  wire [13:0] \port$14954$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -57745,7 +57490,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10331$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
+      storage[w_port__addr] <= { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -57856,14 +57601,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10331$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
-  assign w_data = { \port$10345$0 , \port$10343$0 , \port$10341$0 , \port$10339$0 , \port$10337$0 , \port$10335$0 , \port$10333$0 , \port$10331$0 , \port$14949$5  };
+  assign w_port__data = { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
+  assign w_data = { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10492$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10497$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -58116,8 +57861,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$10492$0 ;
-  wire [77:0] \port$10492$0 ;
+  input [77:0] \port$10497$0 ;
+  wire [77:0] \port$10497$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -58268,7 +58013,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$10492$0 [13:12];
+  assign \$27  = ! \port$10497$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -58278,7 +58023,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$10492$0 [13:12];
+  assign \$37  = ! \port$10497$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -58313,7 +58058,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$10492$0 [13:12] == 1'h1;
+  assign \$67  = \port$10497$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -58323,7 +58068,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$10492$0 [13:12] == 1'h1;
+  assign \$77  = \port$10497$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -58358,7 +58103,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$10492$0 [13:12] == 2'h2;
+  assign \$107  = \port$10497$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -58368,7 +58113,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$10492$0 [13:12] == 2'h2;
+  assign \$117  = \port$10497$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -58403,7 +58148,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$10492$0 [13:12] == 2'h3;
+  assign \$147  = \port$10497$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -58413,7 +58158,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$10492$0 [13:12] == 2'h3;
+  assign \$157  = \port$10497$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -58568,7 +58313,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$10492$0 [11:0];
+      \bank0_addr$22  = \port$10497$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -58581,7 +58326,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$10492$0 [77:14];
+      bank0_wdata = \port$10497$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -58610,7 +58355,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$10492$0 [11:0];
+      \bank1_addr$45  = \port$10497$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -58623,7 +58368,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$10492$0 [77:14];
+      bank1_wdata = \port$10497$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -58652,7 +58397,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$10492$0 [11:0];
+      \bank2_addr$65  = \port$10497$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -58665,7 +58410,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$10492$0 [77:14];
+      bank2_wdata = \port$10497$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -58694,7 +58439,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$10492$0 [11:0];
+      \bank3_addr$85  = \port$10497$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -58707,7 +58452,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$10492$0 [77:14];
+      bank3_wdata = \port$10497$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -58921,8 +58666,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$10492$0 [13:0];
-  assign wr__1__data = \port$10492$0 [77:14];
+  assign wr__1__addr = \port$10497$0 [13:0];
+  assign wr__1__data = \port$10497$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

@@ -42,7 +42,8 @@ def test_version_comes_from_pyproject():
 
 
 def test_firmware_boots_on_the_iss(elf):
-    """The ELF runs on the golden ISS: reports its version, then READY, then sleeps in WFI."""
+    """The ELF runs on the golden ISS: reports its version, then READY, enables the issue unit
+    (docs/queues.md "Firmware"), then sleeps in WFI."""
     from spec import mmio_registers as M
     from golden.rv32_iss import RV32ISS
     from spec.firmware_image import DMEM_BASE
@@ -57,4 +58,5 @@ def test_firmware_boots_on_the_iss(elf):
     assert writes.get(M.FW_STATUS.addr) == 2, f"FW_STATUS writes: {iss.mmio.writes}"
     assert iss.sleeping, f"firmware did not reach its WFI service loop within {steps} steps"
     order = [addr - base for addr, _, _ in iss.mmio.writes]
-    assert order == [M.FW_STATUS.addr, M.FW_VERSION.addr, M.FW_STATUS.addr]
+    assert order == [M.FW_STATUS.addr, M.FW_VERSION.addr, M.FW_STATUS.addr, M.ISSUE.addr]
+    assert writes[M.ISSUE.addr] == M.ISSUE.ENABLE.put(1)

@@ -196,7 +196,7 @@ def recover(caps, seed, layout, q, name, *, jobs, poll, budget):
 
 def dma_watchdog_scenario(caps, seed, *, host_bytes, blackhole=None, hung=None, commands=6,
                           rows=16, watchdog=3000, poll=200, budget=3_000_000):
-    """The firmware's watchdog resets only the hung DMA channel (docs/queues.md, step 5).
+    """The firmware's watchdog resets only the hung DMA channel (docs/queues.md "Firmware", step 1).
 
     With BUS_TIMEOUT.CYCLES = 0 (no bus timeout), a DMA command of queue A (``hung``: "load" or
     "store", by default from the seed) reaches the black hole (``blackhole``, default

@@ -222,7 +222,10 @@ async def test_queues_concurrently(ctx):
             data = rng.integers(0, 256, (4, d), dtype=np.uint8)
             src = await dev.upload(data)
             dst = dev.alloc(4 * d)
-            sub = await q.submit(copy_descriptors(d, src.addr, dst.addr, 4, 128 + 8 * k, tag=16 * j))
+            # rows of its own per copy: nothing orders a copy's store before the next one's load
+            # (different DMA channels), so reused rows would race
+            sub = await q.submit(copy_descriptors(d, src.addr, dst.addr, 4, 128 + 32 * k + 8 * j,
+                                                  tag=16 * j))
             outs.append((sub, dst, data))
         for sub, dst, data in reversed(outs):        # the newest first: older ones still pending
             recs = await sub.wait(400_000)
@@ -398,7 +401,9 @@ async def test_random_traffic(ctx):
             rows = int(rng.integers(1, 5))
             data = rng.integers(0, 256, (rows, d), dtype=np.uint8)
             src, dst = await dev.upload(data), dev.alloc(rows * d)
-            sub = await q.submit(copy_descriptors(d, src.addr, dst.addr, rows, 192 + 8 * k, tag=j),
+            # rows of its own per copy (a copy's store and the next one's load are not ordered)
+            sub = await q.submit(copy_descriptors(d, src.addr, dst.addr, rows, 192 + 64 * k + 8 * j,
+                                                  tag=j),
                                  irq_last=bool(rng.random() < 0.7))
             pending.append((sub, dst, data))
         for sub, dst, data in pending:

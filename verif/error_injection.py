@@ -93,7 +93,7 @@ def inject(kind, wl, b, q, pos, decerr_addr, hole_addr):
         return put(words)
     if kind == "reserved_flags":
         # The firmware checks the flag bits of every known opcode before acting on it
-        # (firmware/queues.c read_head), so any opcode gets an error record.
+        # (firmware/queues.c head_status), so any opcode gets an error record.
         opcode = RESERVED_FLAG_OPS[wl.seed % len(RESERVED_FLAG_OPS)]
         fields = {Opcode.GEMM: gemm, Opcode.DMA_LOAD: dma, Opcode.DMA_STORE: dma}.get(opcode, {})
         words = encode(opcode, tag=tag, **fields)

@@ -4,7 +4,7 @@
 computed from its words and a :class:`Context` (the queue's DMA window, where host memory ends,
 the requantization shift rows a VECTOR may read), in the documented check order:
 
-1. the firmware, before anything reaches an engine (docs/queues.md, dispatch, in the order of
+1. the firmware, before anything reaches an engine (docs/queues.md "Firmware", in the order of
    firmware/queues.c): an opcode nothing serves → BAD_OPCODE; reserved flag bits →
    RESERVED_BITS; SIGNAL_EVENT / WAIT_EVENT: reserved payload bits → RESERVED_BITS, an event
    index ≥ ``EVENTS`` → BAD_EVENT. NOP and BARRIER have no payload: its bits are ignored;

@@ -74,7 +74,7 @@ def command_name(d):
 
 
 def _queue_status(d):
-    """The firmware's verdict on a queue-level command (firmware/queues.c read_head)."""
+    """The firmware's verdict on a queue-level command (firmware/queues.c head_status)."""
     if d["flags.reserved"]:
         return ErrorCode.RESERVED_BITS
     if d["opcode"] in (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT):
