@@ -112,14 +112,31 @@ def _data():
 
 
 def test_report_table():
-    rows = bench.goal_rows(_data())
-    assert [(r[1], r[4]) for r in rows] == [(None, False), (0.858, False), (250.0, True)]
-    text = bench.format_table(_data())
-    assert "PE utilization, 256^3 GEMM on 8x8" in text
-    assert "85.8%" in text and "90.0%" in text and "0.95" in text and "250x" in text
+    data = _data()
+    data["goals"].update(doorbell_start=20, signal_start=41)
+    data["why"] = {"pe_util_256": "GEMM busy but loads", "signal_start": "too slow"}
+    rows = {r[0]: r for r in bench.goal_rows(data)}
+    assert [(k, r[1], r[4]) for k, r in rows.items() if r[1] is not None] == [
+        ("doorbell -> engine start (cycles, median)", 20, True),
+        ("SIGNAL -> WAIT released on another queue -> engine start", 41, False),
+        ("PE utilization, 256^3 GEMM on 8x8, whole run incl. DMA", 0.858, False),
+        ("golden model speed vs RTL (wall, 256^3 program)", 250.0, True)]
+    # a missed goal shows its reason; one not measured says so; a met one shows none
+    assert rows["SIGNAL -> WAIT released on another queue -> engine start"][6] == "too slow"
+    assert rows["PE utilization, 32^3 GEMM on 8x8, whole run incl. DMA"][6] == "not measured"
+    assert rows["doorbell -> engine start (cycles, median)"][6] == ""
+    text = bench.format_table(data)
+    assert "PE utilization, 256^3 GEMM on 8x8" in text and "(GEMM busy but loads)" in text
+    assert "85.8%" in text and "95.0%" in text and "0.90" in text and "250x" in text
     assert "cycle-exact" in text and "host_read 3x 0.50 s" in text and "wait 0x" not in text
     assert "mlp 160 ms, conv 50 ms" in text
     assert "100000 cycles/s = 0.50 of bare C++" in text
+
+
+def test_why_names_the_idle_gemm_engine():
+    idle = bench.why_pe_util(dict(gemm_busy=500, run_cycles=1000, pe_util_gemm=0.8))
+    busy = bench.why_pe_util(dict(gemm_busy=950, run_cycles=1000, pe_util_gemm=0.8))
+    assert "busy only 500 of 1000" in idle and "m / (m + dim)" in busy
 
 
 def test_plot_writes_png(tmp_path):
