@@ -129,6 +129,11 @@ def _dispatcher():
     return Dispatcher(depth=_cfg().fifo_depth)
 
 
+def _issue_unit():
+    from hdl_gen.issue_unit import IssueUnit
+    return IssueUnit(_cfg())
+
+
 def _soc(dim):
     from hdl_gen.soc import KakiSoc
     return KakiSoc(_cfg(dim=dim))
@@ -227,6 +232,8 @@ BLOCKS = {b.name: b for b in (
     Block("rv32_core", ("rv32_core.py",), {"rv32_core": _rv32}, (_sim("test_rv32_core.py"), *CHIP_TIERS)),
     Block("control_core", ("control_core.py",), {"control_core": _control}, CHIP_TIERS),
     Block("dispatcher", ("dispatcher.py",), {"dispatcher": _dispatcher}, CHIP_TIERS),
+    # no bench of its own: its formal contract (make formal issue_unit) and the chip tiers
+    Block("issue_unit", ("issue_unit.py",), {"issue_unit": _issue_unit}, CHIP_TIERS),
     Block("soc", ("soc.py", "axi.py"), {"soc_4x4": lambda: _soc(4)}, CHIP_TIERS),
 )}
 #: The ``hdl_gen`` files no block mutates, and why (tests/test_mutate.py checks that every file
