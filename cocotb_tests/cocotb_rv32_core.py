@@ -1365,7 +1365,7 @@ def _mmio_counts(log):
 
 
 async def event_wait_blocks(fb):
-    """Directed: a WAIT_EVENT on queue 1 blocks (Q_WAIT, WORK_MASK, the core sleeps) until a
+    """Directed: a WAIT_EVENT on queue 1 blocks (Q_STATUS.WAITING; the core sleeps) until a
     SIGNAL_EVENT submitted much later on queue 0 releases it; both complete with OK."""
     chip = fb.chip
     cfgs = {q: QueueConfig(0x1000 + 0x1000 * q, 3, 0x8000 + 0x1000 * q, 0x20000, 0x1000)

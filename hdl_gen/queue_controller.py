@@ -75,7 +75,8 @@ class QueuePortSignature(wiring.Signature):
     * ``reset`` [1]: one-cycle pulse, ``Q_CTRL.RESET`` written with 1.
     * ``doorbell`` [32], ``doorbell_we`` [1]: the new producer index and its one-cycle write strobe
       (``doorbell`` is sampled in the strobe cycle).
-    * ``pop`` [1]: one-cycle pulse, drop the FIFO head (``Q_POP`` or ``FORWARD``).
+    * ``pop`` [1]: one-cycle pulse, drop the FIFO head (the issue unit's, or the firmware's
+      ``Q_POP``).
     * ``qreset_ack`` [1]: one-cycle pulse, ``QRESET_ACK``.
     * ``drained`` [1]: level, the issue unit holds no popped descriptor of the queue without a
       completion request (a reset may complete).
@@ -157,7 +158,7 @@ class QueueController(wiring.Component):
         One-cycle strobe: queue a completion request with the payload below.
     cpl_queue : In(qb) [2], cpl_irq : In(1), cpl_halt : In(1), cpl_flags : In(8),
     cpl_status : In(8), cpl_opcode : In(8), cpl_tag : In(16), cpl_timestamp : In(32)
-        The request (``CPL``, ``CPL_TAG`` and the ``TIMESTAMP`` of the request cycle). ``irq``:
+        The request (from the issue unit, with the ``TIMESTAMP`` of the request cycle). ``irq``:
         pulse the queue's ``cpl_irq`` after the writes; ``halt``: halt the queue with
         ``error = status`` and ``error_index`` = the record's index.
     cpl_free : Out(4)
