@@ -133,7 +133,9 @@ def _target(dim):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("dim", DIMS)
+# 4x4: make regress (the 4x4 chip's tests run its vector unit in make test)
+@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d == 4 else d
+                                 for d in DIMS])
 def test_vector_unit(dim):
     cfg = small_config(dim)
     results = simbuild.run(_target(dim), MODULE, tag=f"vector_unit_{dim}",

@@ -34,7 +34,8 @@ def _check(r):
 
 #: proofs whose make-test depth costs a minute of solver time: make regress runs them (at their
 #: regress depth too); the rest of their block's contract is proven in make test
-SLOW_PROOFS = {"arbiter_axi"}
+SLOW_PROOFS = {"arbiter_axi", "guard_write", "fifo_buffered8", "banked_memory_data",
+               "banked_memory_data_registered", "banked_memory_data_registered_ports"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PROOFS

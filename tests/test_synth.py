@@ -66,6 +66,7 @@ def test_place_and_route_reports_the_routed_clock_and_path(tmp_path):
     assert f"{res.fmax_mhz:.1f} | routed" in md
 
 
+@pytest.mark.slow   # synthesis of a design of its own: make regress
 def test_high_fanout_enable_is_put_on_a_global_network(tmp_path, monkeypatch):
     # A registered enable of 64 flip-flops: with the threshold at 32 it gets a DCCA of its own.
     body = ("reg go; reg [63:0] r;\nalways @(posedge clk) begin go <= a[0] ^ a[1]; "
@@ -175,6 +176,7 @@ def _two_multipliers(tmp_path, soft_mul=()):
                         soft_mul=tuple(f"{top}.{b}" for b in soft_mul))
 
 
+@pytest.mark.slow   # synthesis of a design of its own: make regress
 def test_soft_multipliers_leave_the_dsps_to_the_other_blocks(tmp_path):
     assert synth.synthesize(_two_multipliers(tmp_path)).dsps == 2
     res = synth.synthesize(_two_multipliers(tmp_path, ("soft",)))
@@ -199,6 +201,7 @@ def test_a_design_larger_than_the_device_is_reported_not_placed(tmp_path, monkey
     assert res.timing == "none: does not fit the LFE5U-85F (123,465 TRELLIS_COMB of 83,640)"
 
 
+@pytest.mark.slow   # synthesis of a design of its own: make regress
 def test_fpga_variant_with_other_memory_sizes_is_a_target_of_its_own():
     target = synth.Target.for_dim(8, synth._rows("spad_bank_rows=1024,acc_bank_rows=512"))
     assert target.config == "8x8-spad_bank_rows1024-acc_bank_rows512"

