@@ -80,7 +80,7 @@ firmware: $(STAMP) ## build the control-core firmware ELF (build/firmware/kaki_f
 	$(PY) -m firmware.build
 
 test: $(STAMP) $(TORCH_STAMP) firmware ## fast tests + cocotb block tests under Verilator, in parallel (CI runs this)
-	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
 
 sim: $(STAMP) $(if $(or $(filter torch% encoder% decoder%,$(MODEL)),$(findstring .py:,$(MODEL))),$(TORCH_STAMP)) firmware ## compile int8 models (built-in or MODEL=file.py:function), run driver -> firmware -> RTL, check bit-exact, report cycles
 	$(PY) -m tools.sim --dim="$(DIM)" --model="$(MODEL)" $(if $(SEED),--seed="$(SEED)",) --waves="$(WAVES)" $(if $(TRACE),--trace="$(TRACE)",)
