@@ -259,5 +259,5 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
     out_rows = min(m, tm) * min(nt, ng)
     per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + DMA_STORE_ROW) + 2 * step_gap
     control = steps * (3 * DISPATCH + 4 * EVENT_ISSUE) + tiles * (3 * DISPATCH + 4 * EVENT_ISSUE)
-    records = (steps + tiles) * 7 * CPL_WRITE
+    records = (steps + tiles) * 7 * CPL_WRITE      # each step and tile: 3 engine commands + 4 events
     return max(load, compute, tiles * per_tile, control, records) + 0.01 * (load + compute + control)
