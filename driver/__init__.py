@@ -3,13 +3,13 @@
 
 The driver API (docs/driver.md) is exported lazily so that ``import spec.registers`` and the
 other low-level modules stay cheap: ``driver.Device``, ``driver.Buffer``, ``driver.Queue``,
-``driver.Submission``, ``driver.Event`` and ``driver.SyncDevice``, and the
+``driver.Submission``, ``driver.Event``, ``driver.CommandList`` and ``driver.SyncDevice``, and the
 exceptions ``driver.DeviceError``, ``DeviceTimeout``, ``QueueError``, ``DriverMisuse``.
 """
 
 _EXPORTS = {
     "Device": "device", "Buffer": "device", "Queue": "device", "Submission": "device",
-    "Event": "device", "HostAllocator": "device",
+    "Event": "device", "HostAllocator": "device", "CommandList": "device",
     "DeviceError": "errors", "DeviceTimeout": "errors", "QueueError": "errors", "DriverMisuse": "errors",
     "SyncDevice": "sync",
 }

@@ -20,6 +20,7 @@ index and the completion records), and if it does not hold yet sleeps on the int
 when the line is high it reads IRQ_STATUS, acknowledges exactly the bits it read (W1C) and posts
 them to their queues, so an interrupt for queue 1 wakes a waiter of queue 0 only for one check.
 """
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +34,10 @@ from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
 from .forensics import hang_report
 from .ops import run_async
+from .command_list import args_bytes, record as record_lists
 from .program import ProgramError, reached
 
-__all__ = ["Device", "Buffer", "Queue", "Submission", "Event", "HostAllocator",
+__all__ = ["Device", "Buffer", "Queue", "Submission", "Event", "HostAllocator", "CommandList",
            "DeviceError", "DeviceTimeout", "QueueError", "DriverMisuse"]
 
 M32 = 0xFFFF_FFFF
@@ -638,31 +640,49 @@ class Device:
         return str(await run_async(hang_report(), self.backend))
 
     # ------------------------------------------------------------------ programs
-    async def run(self, program, buffers, *, queues=None, timeout_cycles=2_000_000):
+    async def run(self, program, buffers, *, params=None, queues=None, timeout_cycles=2_000_000):
         """Run a :class:`driver.program.Program` with ``buffers`` (name -> Buffer) and wait for it.
 
         Buffers not given are allocated for the run when the program may own them (``scratch``,
         ``const`` — filled from ``init``) and freed afterwards; a missing ``input``/``output``/
-        ``inout`` buffer or one too small is a DriverMisuse. ``queues``: program queue -> Queue
-        (default: the device queue of the same number). The program's events get freshly
+        ``inout`` buffer or one too small is a DriverMisuse. ``params``: the values of the
+        program's scalar parameters (:class:`driver.program.Param`). ``queues``: program queue ->
+        Queue (default: the device queue of the same number). The program's events get freshly
         allocated device counters with base = their current value (timelines keep increasing
         over reruns). Every queue's commands are submitted together (interleaved as rings have
         room, so cross-queue event waits cannot deadlock on back-pressure); returns
         ``{program queue: [records]}``. Raises QueueError on a failed descriptor."""
-        addresses, owned, events = {}, [], []
+        async with self._bound(program, buffers, queues, "run") as (addresses, events, qmap):
+            try:
+                bound = program.bind(addresses, events, params=params)
+            except ProgramError as e:
+                raise DriverMisuse(f"program {program.name!r}: {e}") from None
+            subs = await self._submit_interleaved({qmap[pq]: words for pq, words in bound.items()},
+                                                  timeout_cycles)
+            return {pq: await subs[qmap[pq]].wait(timeout_cycles) for pq in bound}
+
+    @contextlib.asynccontextmanager
+    async def _bound(self, program, buffers, queues, what):
+        """The bindings of one run or launch of ``program``: yields ``(addresses, events, qmap)``
+        (buffer name -> host address, program event -> (device event, base value), program
+        queue -> Queue). Buffers the caller does not give are allocated when the program may own
+        them, events allocated; both are freed when the block ends. DriverMisuse for a wrong
+        ``buffers`` or ``queues`` argument."""
+        owned, events = [], []
         if not (hasattr(program, "buffers") and hasattr(program, "commands")):
-            raise DriverMisuse(f"run(program={program!r:.60}): expected a driver.program.Program, "
+            raise DriverMisuse(f"{what}(program={program!r:.60}): expected a driver.program.Program, "
                                f"got {type(program).__name__}")
         if not isinstance(buffers, dict) or any(not isinstance(b, Buffer) for b in buffers.values()):
             bad = (type(buffers).__name__ if not isinstance(buffers, dict) else
                    next(f"{k!r}: {type(b).__name__}" for k, b in buffers.items()
                         if not isinstance(b, Buffer)))
-            raise DriverMisuse(f"run(buffers=...): expected a dict of buffer name -> Buffer "
+            raise DriverMisuse(f"{what}(buffers=...): expected a dict of buffer name -> Buffer "
                                f"(Device.alloc / Device.upload), got {bad}")
         extra = set(buffers) - set(program.buffers)
         if extra:
             raise DriverMisuse(f"program {program.name!r} has no buffer {sorted(extra)[0]!r}")
         try:
+            addresses = {}
             for name, spec in program.buffers.items():
                 buf = buffers.get(name)
                 if buf is None:
@@ -673,20 +693,17 @@ class Device:
                     owned.append(buf)
                     if spec.init is not None:
                         await buf.write(spec.init)
-                elif not isinstance(buf, Buffer) or buf.freed:
-                    raise DriverMisuse(f"program {program.name!r}: buffer {name!r} is {buf!r}, not a live Buffer")
+                elif buf.freed or buf.device is not self:
+                    raise DriverMisuse(f"program {program.name!r}: buffer {name!r} is {buf!r}, not a "
+                                       f"live Buffer of this device")
                 elif buf.nbytes < spec.nbytes:
                     raise DriverMisuse(f"program {program.name!r}: buffer {name!r} has {buf.nbytes} "
                                        f"bytes, the program needs {spec.nbytes}")
                 addresses[name] = buf.addr
             for _ in range(program.events):
                 events.append(await self.event())
-            try:
-                bound = program.bind(addresses, {i: (e.index, e.last) for i, e in enumerate(events)})
-            except ProgramError as e:
-                raise DriverMisuse(f"program {program.name!r}: {e}") from None
             qmap = {}
-            for pq in bound:
+            for pq in program.queues:
                 q = (queues or {}).get(pq)
                 if q is None:
                     q = await self.queue(pq)
@@ -697,14 +714,84 @@ class Device:
             if len(set(qmap.values())) != len(qmap):
                 raise DriverMisuse(f"program {program.name!r}: program queues {sorted(qmap)} must map "
                                    f"to distinct device queues (their events would deadlock otherwise)")
-            subs = await self._submit_interleaved({qmap[pq]: words for pq, words in bound.items()},
-                                                  timeout_cycles)
-            return {pq: await subs[qmap[pq]].wait(timeout_cycles) for pq in bound}
+            yield addresses, {i: (e.index, e.last) for i, e in enumerate(events)}, qmap
         finally:
             for e in events:
                 e.free()
             for b in owned:
                 b.free()
+
+    # ------------------------------------------------------------------ command lists
+    async def record(self, program):
+        """Record ``program`` as a :class:`CommandList` (docs/driver.md "Command lists"): per
+        program queue its commands as list entries (driver/command_list.py) in device-visible
+        host memory, written once, and an argument table. Raises ProgramError for a program
+        beyond the list limits (argument slots, patches per command, entries)."""
+        if not (hasattr(program, "buffers") and hasattr(program, "commands")):
+            raise DriverMisuse(f"record(program={program!r:.60}): expected a driver.program.Program, "
+                               f"got {type(program).__name__}")
+        lists = record_lists(program)
+        allocated, mem = [], {}
+        try:
+            for pq, rl in lists.items():
+                # the table is read in whole 32-byte bursts
+                allocated += [self.allocator.alloc(len(rl.data), 64),
+                              self.allocator.alloc(len(args_bytes([0] * max(1, rl.nargs))), 64)]
+                mem[pq] = tuple(allocated[-2:])
+                await self.backend.host_write(mem[pq][0], rl.data)
+        except BaseException:
+            for a in allocated:
+                self.allocator.free(a)
+            raise
+        return CommandList(self, program, lists, mem)
+
+    async def launch(self, cmd_list, buffers, *, params=None, queues=None, timeout_cycles=2_000_000):
+        """Launch a recorded :class:`CommandList` with ``buffers``, ``params`` and ``queues`` as
+        :meth:`run` takes them: writes each queue's argument table and submits one EXEC_LIST
+        (irq set) per program queue; returns ``{program queue: [record]}`` (the EXEC_LIST's one
+        record). A failing item raises QueueError whose message names the item (its position in
+        the queue's list, opcode and note); DriverMisuse for a freed list, a list of another
+        device, a list being launched, a wrong buffer or parameter."""
+        if not isinstance(cmd_list, CommandList):
+            raise DriverMisuse(f"launch(cmd_list={cmd_list!r:.60}): expected a CommandList "
+                               f"(Device.record), got {type(cmd_list).__name__}")
+        program = cmd_list.program
+        if cmd_list.device is not self:
+            raise DriverMisuse(f"command list of program {program.name!r} was recorded on another "
+                               f"device")
+        if cmd_list.freed:
+            raise DriverMisuse(f"launch of the freed command list of program {program.name!r}")
+        if cmd_list.launching:
+            raise DriverMisuse(f"command list of program {program.name!r} is being launched: its "
+                               f"argument tables are in use until that launch returns")
+        try:
+            params = program.check_params(params)
+        except ProgramError as e:
+            raise DriverMisuse(f"program {program.name!r}: {e}") from None
+        cmd_list.launching = True
+        try:
+            async with self._bound(program, buffers, queues, "launch") as (addresses, events, qmap):
+                descs = {}
+                for pq, rl in cmd_list.lists.items():
+                    try:
+                        words = rl.args(addresses, events, params)
+                    except ProgramError as e:
+                        raise DriverMisuse(str(e)) from None
+                    entries, table = cmd_list.memory[pq]
+                    await self.backend.host_write(table, args_bytes(words))
+                    descs[qmap[pq]] = [rl.descriptor(entries, table, tag=cmd_list.launches & 0xFFFF)]
+                cmd_list.launches += 1
+                subs = await self._submit_interleaved(descs, timeout_cycles)
+                out = {}
+                for pq, rl in cmd_list.lists.items():
+                    sub = subs[qmap[pq]]
+                    try:
+                        out[pq] = await sub.wait(timeout_cycles)
+                    except QueueError as e:
+                        raise _list_error(e, rl, sub.first, cmd_list.memory[pq]) from None
+                return out
+        finally:
+            cmd_list.launching = False
 
     async def _submit_interleaved(self, work, timeout_cycles):
         """Submit ``{Queue: [descriptors]}`` round-robin as rings have room; returns Submissions."""
@@ -726,3 +813,55 @@ class Device:
                 await self._sleep(start, timeout_cycles, "room in the rings of queues "
                                   f"{sorted(q.index for q in todo)}", list(todo))
         return {q: Submission(q, first[q], len(d), q.generation) for q, d in todo.items()}
+
+
+# ==================================================================================== command lists
+class CommandList:
+    """A program recorded for :meth:`Device.launch` (:meth:`Device.record`): ``lists`` program
+    queue -> :class:`driver.command_list.RecordedList`, ``memory`` program queue -> (entries
+    address, argument table address) in the device's host memory."""
+
+    def __init__(self, device, program, lists, memory):
+        self.device, self.program, self.lists, self.memory = device, program, lists, memory
+        self.freed = False
+        self.launching = False
+        self.launches = 0            #: launches so far (the EXEC_LIST's tag, mod 2**16)
+
+    def __repr__(self):
+        return (f"CommandList({self.program.name!r}, queues {sorted(self.lists)}, entries "
+                f"{ {pq: rl.entries for pq, rl in self.lists.items()} })")
+
+    def free(self):
+        """Free the entries and argument tables (the list must not be running)."""
+        if self.freed:
+            raise DriverMisuse(f"double free of the command list of program {self.program.name!r}")
+        if self.launching:
+            raise DriverMisuse(f"free of the command list of program {self.program.name!r} while it "
+                               f"is being launched")
+        for entries, table in self.memory.values():
+            self.device.allocator.free(entries)
+            self.device.allocator.free(table)
+        self.freed = True
+
+
+def _list_error(e, rl, index, memory):
+    """The QueueError of a launch, naming the list's item that failed (the EXEC_LIST's record
+    carries ``item`` = 1 + its position, docs/queues.md "Command lists") or the list whose
+    expansion failed (no record)."""
+    if e.index != index:
+        return e
+    where = f"command list of program {rl.program!r}, program queue {rl.queue}"
+    rec = e.record
+    if rec is None:
+        detail = (f"{where}: expanding the list (entries at {memory[0]:#x}, argument table at "
+                  f"{memory[1]:#x}) failed")
+    elif rec.get("item"):
+        try:
+            pos, cmd = rl.item(rec["item"] - 1)
+        except ProgramError:
+            detail = f"{where}: item {rec['item'] - 1} failed (the list has {rl.entries} items)"
+        else:
+            detail = f"{where}: item {pos} ({Opcode(cmd.opcode).name}, {cmd.note!r}) failed"
+    else:
+        detail = f"{where}: the EXEC_LIST descriptor itself was refused"
+    return QueueError(e.queue, e.code, e.index, rec, detail=detail)

@@ -21,9 +21,10 @@ class DeviceTimeout(DeviceError):
 class QueueError(DeviceError):
     """A queue halted: ``code`` (an ErrorCode) from Q_ERROR, ``index`` from Q_ERROR_INDEX (the
     descriptor index, free-running), ``record`` the failed descriptor's completion record as a
-    dict (None when the error has no record, e.g. RING_OVERFLOW or a failed descriptor fetch)."""
+    dict (None when the error has no record, e.g. RING_OVERFLOW or a failed descriptor fetch);
+    ``detail`` what the driver knows beyond that (e.g. the command-list item that failed)."""
 
-    def __init__(self, queue, code, index, record=None):
+    def __init__(self, queue, code, index, record=None, detail=None):
         from spec.descriptors import ErrorCode
         try:
             code = ErrorCode(code)
@@ -34,8 +35,11 @@ class QueueError(DeviceError):
         if record is not None:
             msg += (f" (record: opcode {record.get('opcode')}, status {record.get('status')}, "
                     f"tag {record.get('tag')})")
+        if detail:
+            msg += f"; {detail}"
         super().__init__(msg + "; reset the queue to use it again")
         self.queue, self.code, self.index, self.record = queue, code, index, record
+        self.detail = detail
 
 
 class DriverMisuse(ValueError):

@@ -9,17 +9,23 @@ nothing of addresses or device event numbers:
 * events are program-relative (0 .. ``events``-1) with values relative to the start of the run; at
   bind time each maps to a device event counter and a base value, so reruns keep the timeline
   increasing (SIGNAL_EVENT ``value`` and WAIT_EVENT ``value`` become ``base + value``, wrapping at
-  2**32 as the hardware's wrap-safe compare allows).
+  2**32 as the hardware's wrap-safe compare allows);
+* a :class:`Param` adds a named scalar launch parameter (an unsigned 32-bit value, e.g. a KV-cache
+  offset) to a descriptor field at bind time, modulo 2**width of the field.
+
+The same three bindings are what a recorded command list (driver/command_list.py) patches on the
+device at each launch.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spec import commands
 from spec.descriptors import ENGINE_OPCODES, Opcode
 
-__all__ = ["BufferSpec", "Reloc", "ProgramCommand", "Program", "ProgramError", "reached"]
+__all__ = ["BufferSpec", "Reloc", "Param", "ProgramCommand", "Program", "ProgramError", "reached"]
 
 ROLES = ("input", "output", "inout", "scratch", "const")
 EVENT_OPS = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
+M32 = 0xFFFF_FFFF
 
 
 def reached(counter, value):
@@ -72,9 +78,19 @@ class Reloc:
 
 
 @dataclass(frozen=True)
+class Param:
+    """Descriptor field ``field`` += the value of scalar launch parameter ``name`` (an unsigned
+    32-bit int given at bind or launch time; the sum is taken modulo 2**width of the field, so a
+    field that also has a :class:`Reloc` gets address + offset + value)."""
+    field: str
+    name: str
+
+
+@dataclass(frozen=True)
 class ProgramCommand:
     """One descriptor of a program, on queue ``queue``; ``fields`` are its non-relocated payload
-    fields (for SIGNAL/WAIT_EVENT: program event and relative value)."""
+    fields (for SIGNAL/WAIT_EVENT: program event and relative value); ``params``: its
+    :class:`Param` additions."""
     queue: int
     opcode: Opcode
     fields: dict = field(default_factory=dict)
@@ -82,6 +98,14 @@ class ProgramCommand:
     irq: bool = False
     tag: int = 0
     note: str = ""        #: what the command is for (the report and the trace show it)
+    params: tuple = ()
+
+
+def check_param_value(name, value):
+    """ProgramError unless ``value`` (of parameter ``name``) is an int in 0..2**32-1."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= M32:
+        raise ProgramError(f"parameter {name!r} = {value!r}: must be an int in 0..{M32}")
+    return value
 
 
 @dataclass
@@ -106,6 +130,28 @@ class Program:
     def queues(self):
         return sorted({c.queue for c in self.commands})
 
+    @property
+    def params(self):
+        """The names of the scalar parameters the commands use, sorted."""
+        return sorted({p.name for c in self.commands for p in c.params})
+
+    def check_params(self, params):
+        """ProgramError unless ``params`` (name -> value) gives exactly the program's parameters,
+        each an int in 0..2**32-1."""
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ProgramError(f"params must be a dict of name -> int, not {type(params).__name__}")
+        names = self.params
+        for name in names:
+            if name not in params:
+                raise ProgramError(f"parameter {name!r} is not given (the program's parameters: "
+                                   f"{names})")
+            check_param_value(name, params[name])
+        extra = sorted(set(params) - set(names), key=str)
+        if extra:
+            raise ProgramError(f"unknown parameter {extra[0]!r} (the program's parameters: {names})")
+        return params
+
     def validate(self):
         """Check every relocation and event reference; raises ProgramError naming the command."""
         for i, c in enumerate(self.commands):
@@ -121,6 +167,12 @@ class Program:
                 if not 0 <= r.offset < spec.nbytes:
                     raise ProgramError(f"command {i} ({c.note}): offset {r.offset} outside buffer "
                                        f"{r.buffer!r} of {spec.nbytes} bytes")
+            for p in c.params:
+                if not isinstance(p, Param) or not isinstance(p.name, str) or not p.name:
+                    raise ProgramError(f"command {i} ({c.note}): {p!r} is not a Param with a name")
+                if p.field not in layout:
+                    raise ProgramError(f"command {i} ({c.note}): {Opcode(c.opcode).name} has no field "
+                                       f"{p.field!r} (parameter {p.name!r})")
             if c.opcode in EVENT_OPS and not 0 <= c.fields.get("event", -1) < self.events:
                 raise ProgramError(f"command {i} ({c.note}): event {c.fields.get('event')} outside "
                                    f"the program's {self.events} events")
@@ -151,20 +203,22 @@ class Program:
                 raise ProgramError(f"program {self.name!r} deadlocks: every queue waits ({heads})")
         out = Program(f"{self.name}.serialized", dict(self.buffers), events=self.events)
         for c in order:
-            out.add(ProgramCommand(0, c.opcode, c.fields, c.relocs, c.irq, c.tag, c.note))
+            out.add(replace(c, queue=0))
             if c.opcode in ENGINE_OPCODES:
                 out.add(ProgramCommand(0, Opcode.BARRIER, note=f"{c.note}: serialize"))
         return out
 
-    def bind(self, addresses, events=None, *, tag_base=0):
+    def bind(self, addresses, events=None, *, tag_base=0, params=None):
         """Descriptor words per queue: ``{queue: [words, ...]}``.
 
         ``addresses``: buffer name -> host address (every buffer the commands use); ``events``:
-        program event -> (device event, base value) (every event used). Raises ProgramError for a
-        missing or misaligned binding.
+        program event -> (device event, base value) (every event used); ``params``: parameter
+        name -> value (exactly the program's :attr:`params`, each an int in 0..2**32-1). Raises
+        ProgramError for a missing, unknown or misaligned binding or a bad parameter value.
         """
         self.validate()
         events = events or {}
+        params = self.check_params(params)
         for name, spec in self.buffers.items():
             if name in addresses and addresses[name] % spec.align:
                 raise ProgramError(f"buffer {name!r} bound at {addresses[name]:#x}, not {spec.align}-byte aligned")
@@ -180,7 +234,12 @@ class Program:
                     raise ProgramError(f"command {i} ({c.note}): program event {c.fields['event']} is not bound")
                 dev_event, base = events[c.fields["event"]]
                 fields["event"] = dev_event
-                fields["value"] = (base + c.fields.get("value", 0)) & 0xFFFF_FFFF
+                fields["value"] = (base + c.fields.get("value", 0)) & M32
+            if c.params:
+                layout = commands.PAYLOAD_FIELDS[Opcode(c.opcode)]
+                for p in c.params:
+                    width = layout[p.field][1]
+                    fields[p.field] = (fields.get(p.field, 0) + params[p.name]) % (1 << width)
             words = commands.encode(c.opcode, irq=c.irq, tag=(tag_base + c.tag) & 0xFFFF, **fields)
             out.setdefault(c.queue, []).append(words)
         return out

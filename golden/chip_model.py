@@ -14,6 +14,19 @@ avoids simulating steps in which nothing happens: "How time advances" below):
   :data:`PREFETCH`, halts, the reset handshake, and the completion writer (``cpl_depth``
   requests, ``cpl_latency`` steps per record; it writes the CompletionRecord, then the consumer
   index, then raises interrupts).
+* **Command lists** (docs/queues.md "Command lists"): a fetched ring descriptor F that is a
+  well-formed EXEC_LIST is not pushed; the queue expands the list instead, one 32-byte burst per
+  fetch like a ring descriptor (round-robin with the other queues, each burst waiting for room in
+  the prefetch FIFO): the argument table, then per entry the entry and its patch block, pushing
+  the patched entry as a *list item* (index F), and at last ring slot F again, pushed as the
+  list's *end* (served as a NOP), F += 1. An illegal patch or a nested EXEC_LIST halts the queue
+  with BAD_LIST, a read that fails with its bus error, both at index F; a queue reset abandons
+  the list. Items never get a completion request: a done item leaves the window silently, in
+  order (every such queue in the same step, besides the one request). The first item to leave
+  with a status other than OK fails the list: the queue issues nothing more (it failed when the
+  item retired), the list's remaining items are dropped without running as they reach the head,
+  and the end's request (opcode EXEC_LIST, its own flags and tag) carries that status, ``item``
+  = 1 + the failed entry's list position, and halts the queue (index C: the EXEC_LIST's).
 * **Issue unit** (docs/queues.md "Issue unit"): per queue a window of the descriptors popped from
   the prefetch FIFO and without a completion request (indices R..H-1, at most :data:`INFLIGHT`),
   and the event counters :attr:`~ChipModel.events` (the firmware's EVENT and the host's EVENT
@@ -26,7 +39,9 @@ avoids simulating steps in which nothing happens: "How time advances" below):
   once ``(int32)(events[e] - value) >= 0``, the queue WAITING until then. Any other head (an
   unknown opcode, reserved flag bits, an event payload with reserved bits or ``e >= EVENTS``) is
   left to the firmware: WORK.QREADY; the firmware pops it with Q_POP.STATUS, into the window
-  done with that status (a Q_POP of any other head, or with the window full, is ignored). Each
+  done with that status (a Q_POP of any other head, or with the window full, is ignored). The
+  engine tag's index part is the window position H (the count of entries popped since the
+  queue's reset: the descriptor index while no command list ran), as the RTL's. Each
   step at most one retirement is drained (round-robin over the engines' retire FIFOs,
   :data:`RETIRE_DEPTH`), marking its window entry done; at most one completion request is queued
   (round-robin over the queues whose oldest window entry is done, while the writer has room;
@@ -106,8 +121,16 @@ or, for the issue unit, as hdl_gen/issue_unit.py is expected to):
 * Halting keeps the first code and index, but every halt cause (each failed record too) raises
   QUEUE_ERROR; QUEUE_CPL follows the request's IRQ bit even if the writes failed.
 * A fetch that returns after its queue halted or was disabled still enters the prefetch FIFO
-  (only a reset discards it). A completion write beyond ``host_bytes`` answers DECERR: the queue
-  halts with AXI_DECERR, Q_ERROR_INDEX = the record's index, and the consumer index advances.
+  (only a reset discards it); a command-list burst likewise still acts. A completion write
+  beyond ``host_bytes`` answers DECERR: the queue halts with AXI_DECERR, Q_ERROR_INDEX = the
+  record's index, and the consumer index advances.
+* Command lists: every burst of a list, argument-table and patch-block bursts too, waits for room
+  in the prefetch FIFO; the patches take no extra steps; an entry whose opcode is EXEC_LIST halts
+  with BAD_LIST when the entry arrives (its patch block is not read). Dropping a failed list's
+  items (one per step, as the issue stage acts) and serving its end need the queue active and
+  ISSUE.ENABLE, not window room (the end needs a window slot). The list's end is served as a NOP
+  as soon as it is the head, also before its items completed; its request waits for them in the
+  window and then takes the list's status.
 * Performance counters: PERF_CYCLES, PERF_*_BUSY (engine holds a started command), PERF_*_FULL
   (command FIFO full), PERF_DMA_*_BYTES (bytes of completed transfers), PERF_Q_RETIRED and
   PERF_Q_EVENT_STALL are modelled; the data-stall and GEMM/vector ACTIVE counters read 0.
@@ -123,7 +146,8 @@ from spec import registers as R
 from spec.commands import decode
 from spec.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
 from spec.chip import CPL_DEPTH, EVENTS, INFLIGHT, PREFETCH, QUEUES, RETIRE_DEPTH
-from spec.descriptors import COMMANDS, DESCRIPTOR_FIELDS, EVENT_FIELDS, Engine, ErrorCode, Opcode
+from spec.descriptors import (COMMANDS, DESCRIPTOR_FIELDS, EVENT_FIELDS, LIST_ARGS, LIST_ENTRY_FIELDS,
+                              LIST_FIELDS, PATCH_FIELDS, Engine, ErrorCode, Opcode)
 from spec.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareImage, FirmwareState
 
 from .control_model import MMIO_BASE, ControlModel, FirmwareRegisters, FirmwareTimeout
@@ -201,20 +225,72 @@ _SERVED = {Opcode.NOP: _NOP, Opcode.BARRIER: _BARRIER, Opcode.SIGNAL_EVENT: _SIG
            Opcode.WAIT_EVENT: _WAIT}
 
 
-def _event_field(big, name):
-    lsb, width = EVENT_FIELDS[name]
+# What a prefetch FIFO entry or window slot is (docs/queues.md "Command lists"): a ring
+# descriptor, an item of a command list (never a record), or a list's end (its EXEC_LIST, served as
+# a NOP; its record carries the list's status).
+_RING, _ITEM, _END = range(3)
+# Command lists: the list-entry flags (patches cleared before the push) and the patch words.
+_PATCHES_LSB, _PATCHES_W = LIST_ENTRY_FIELDS["patches"]
+_PATCHES_MASK = (1 << _PATCHES_W) - 1 << _PATCHES_LSB
+assert _PATCHES_LSB + _PATCHES_W <= 32, "the patch count is in word 0"
+
+
+def _get(big, layout, name):
+    lsb, width = layout[name]
     return big >> lsb & ((1 << width) - 1)
 
 
-def _classify(words):
+def _event_field(big, name):
+    return _get(big, EVENT_FIELDS, name)
+
+
+def _big(words):
+    return sum(w << (32 * i) for i, w in enumerate(words))
+
+
+def _starts_list(words):
+    """A ring descriptor the queue controller expands as a command list: an EXEC_LIST with no
+    reserved bit (flags or payload) set, ``entries`` != 0, ``args`` <= LIST_ARGS and both addresses
+    32-byte aligned; returns ``(list_addr, entries, args_addr, args)``, else None (pushed as it is:
+    the firmware fails it)."""
+    if words[0] & 0xFF != Opcode.EXEC_LIST or words[0] & _RESERVED_FLAGS:
+        return None
+    big = _big(words)
+    f = {name: _get(big, LIST_FIELDS, name) for name in LIST_FIELDS}
+    if (f["reserved"] or not f["entries"] or f["args"] > LIST_ARGS
+            or f["list_addr"] % DESC_BYTES or f["args_addr"] % DESC_BYTES):
+        return None
+    return f["list_addr"], f["entries"], f["args_addr"], f["args"]
+
+
+def _patch(words, block, n, args):
+    """Apply the first ``n`` patch words of ``block`` to descriptor ``words`` with argument table
+    ``args``; the patched words, or None if a patch is illegal (BAD_LIST)."""
+    big = _big(words)
+    for p in block[:n]:
+        pos, width = _get(p, PATCH_FIELDS, "pos"), _get(p, PATCH_FIELDS, "width_m1") + 1
+        arg = _get(p, PATCH_FIELDS, "arg")
+        if (pos < 32 or pos + width > 256 or pos % 32 + width > 64 or arg >= len(args)
+                or _get(p, PATCH_FIELDS, "reserved0") or _get(p, PATCH_FIELDS, "reserved")):
+            return None
+        mask = (1 << width) - 1
+        value = ((big >> pos & mask) + args[arg]) & mask
+        big = big & ~(mask << pos) | value << pos
+    return [big >> (32 * i) & M32 for i in range(len(words))]
+
+
+def _classify(words, end=False):
     """What the issue unit does with a head ``words``: ``(_ENGINE, engine)``, ``(_NOP,)``,
     ``(_BARRIER,)``, ``(_SIGNAL, event, value)``, ``(_WAIT, event, value)`` or ``(_FIRMWARE,)``
     (an unknown opcode, reserved flag bits, an event payload with reserved bits or an event
-    index >= EVENTS: the firmware decides the status)."""
+    index >= EVENTS: the firmware decides the status). ``end``: the entry is a list's end, whose
+    EXEC_LIST (no reserved flag bits) is served as a NOP."""
     w0 = words[0]
     op = w0 & 0xFF
     if w0 & _RESERVED_FLAGS:
         return (_FIRMWARE,)
+    if end and op == Opcode.EXEC_LIST:
+        return (_NOP,)
     if op in _OP_ENGINE:
         return (_ENGINE, _OP_ENGINE[op])
     kind = _SERVED.get(op)
@@ -230,7 +306,7 @@ def _classify(words):
 @dataclass(slots=True)
 class _Command:
     words: list            #: descriptor words with the engine tag in the tag field
-    tag: int               #: engine tag: (queue << 14) | (index & 0x3FFF)
+    tag: int               #: engine tag: (queue << 14) | (window position & 0x3FFF)
     queue: int             #: source queue (its window applies to DMA commands)
     window: tuple = None   #: taken when the engine starts the command (as the RTL samples it)
 
@@ -254,10 +330,32 @@ class _Engine:
 @dataclass(slots=True)
 class _Slot:
     """A window entry of the issue unit: a descriptor popped, its completion not requested yet."""
-    index: int
+    index: int               #: the descriptor's index (a list item: its EXEC_LIST's)
     w0: int                  #: descriptor word 0: opcode, flags and tag (all the record needs)
     done: bool = False
     status: int = 0
+    mark: int = 0            #: _RING, _ITEM (leaves the window without a record) or _END
+    pos: int = 0             #: an item's position in its list
+
+
+@dataclass
+class _List:
+    """A command list the queue controller expands in place of ring descriptor ``index``."""
+    index: int               #: F: the EXEC_LIST's index (F stays until the list's end is pushed)
+    addr: int                #: host address of the next entry (or of the pending entry's patch block)
+    entries: int
+    left: int                #: entries not pushed yet
+    args_addr: int
+    nargs: int
+    args: list = field(default_factory=list)        #: argument words loaded so far
+    entry: list = None       #: an entry whose patch block is still to be read
+
+    def next_read(self, ring_addr):
+        """Host address of the next 32-byte burst: an argument-table burst, the pending entry's
+        patch block, the next entry, or (all entries pushed) ring slot F again."""
+        if len(self.args) < self.nargs:
+            return self.args_addr + 4 * len(self.args)
+        return self.addr if self.entry is not None or self.left else ring_addr
 
 
 @dataclass
@@ -273,11 +371,19 @@ class _Queue:
     retired: int = 0         #: PERF_Q_RETIRED
     event_stall: int = 0     #: PERF_Q_EVENT_STALL
     cpl_dead: bool = False   #: a completion write timed out: no more writes until the reset
-    fifo: deque = field(default_factory=deque)      #: prefetched (index, words, _classify(words))
+    #: prefetched (index, words, _classify(words), _RING / _ITEM / _END, an item's list position);
+    #: an item's index is its EXEC_LIST's
+    fifo: deque = field(default_factory=deque)
+    list: _List = None       #: the command list being expanded
     # The issue unit's state of the queue.
-    window: deque = field(default_factory=deque)    #: _Slots of indices R..H-1
-    rd: int = 0              #: R: index of the oldest descriptor without a completion request
+    window: deque = field(default_factory=deque)    #: _Slots of window positions R..H-1
+    #: R: window position of the oldest entry (positions count the entries popped since the reset;
+    #: they equal the descriptor indices while no command list ran)
+    rd: int = 0
     failed: bool = False     #: a window entry completed with an error: issue nothing more
+    #: (status, position) of the first item of the current list that left the window failed: the
+    #: list failed (its items are dropped, its end's record gets the status)
+    list_fail: tuple = None
 
 
 @dataclass(slots=True)
@@ -292,6 +398,7 @@ class _CplRequest:
     timestamp: int
     due: int
     waited: bool = False      #: a write reached the black hole: the request ends when due
+    item: int = 0             #: a list's end: 1 + the position of the item that failed (0: none)
 
 
 class _ChipMMIO(FirmwareRegisters):
@@ -307,7 +414,7 @@ class _ChipMMIO(FirmwareRegisters):
         self._reads[M.WATCHDOG.addr] = lambda: c._host_regs[_WATCHDOG]
         self._reads[M.PERF_VALUE.addr] = lambda: c._perf_read(M.PERF_SEL.ADDR.get(self.values[M.PERF_SEL.addr]))
         for q in range(QUEUES):
-            self._reads[_mreg("Q_HEAD_INDEX", q).addr] = lambda q=q: (c.queues[q].fetch - len(c.queues[q].fifo)) & M32
+            self._reads[_mreg("Q_HEAD_INDEX", q).addr] = lambda q=q: c._head_index(q)
             for w in range(8):
                 self._reads[_mreg("Q_HEAD", 8 * q + w).addr] = lambda q=q, w=w: c._head_word(q, w)
         for e in range(EVENTS):
@@ -364,7 +471,7 @@ class ChipModel(ControlModel):
         self.queues = [_Queue() for _ in range(QUEUES)]
         self.engines = [_Engine() for _ in range(ENGINES)]
         self._cpl = deque()
-        self._fetching = None          # (queue, index, due) of the one descriptor read in flight
+        self._fetching = None          # (queue, index F, due, address) of the one burst read in flight
         self._rr = QUEUES - 1          # last queue served by the fetcher
         #: the event counters (hardware: SIGNAL_EVENT sets them, the firmware and host read them)
         self.events = [0] * EVENTS
@@ -537,10 +644,15 @@ class ChipModel(ControlModel):
                  f"issue={int(self._issue_enabled())}"]
         for i, q in enumerate(self.queues):
             head = f" head={q.fifo[0][2]}" if q.fifo else ""
+            if q.list is not None:
+                L = q.list
+                head += (f" list@{L.index}(entries left={L.left}, args={len(L.args)}/{L.nargs}, "
+                         f"next read={L.next_read(self._desc_addr(i, q.fetch)):#x})")
             parts.append(f"q{i}: P={q.producer} F={q.fetch} C={q.consumer} fifo={len(q.fifo)}{head} "
                          f"R={q.rd} window={len(q.window)} done={sum(s.done for s in q.window)} "
                          f"failed={q.failed} active={self._active(i)} halted={q.halted} "
-                         f"resetting={q.resetting} acked={q.acked} err={q.error}@{q.error_index}")
+                         f"resetting={q.resetting} acked={q.acked} err={q.error}@{q.error_index}"
+                         + (f" list failed={q.list_fail}" if q.list_fail else ""))
         for i, e in enumerate(self.engines):
             parts.append(f"{ENGINE_NAMES[i]}: fifo={len(e.fifo)} current="
                          f"{None if e.current is None else hex(e.current.tag)} frozen={e.frozen} "
@@ -827,7 +939,7 @@ class ChipModel(ControlModel):
         if R.Q_CTRL0.RESET.get(value) and not s.resetting:
             s.resetting, s.acked = True, False
             if self._fetching is not None and self._fetching[0] == q:
-                self._fetching = (q, None, self._fetching[2])     # discarded when it returns
+                self._fetching = (q, None, *self._fetching[2:])   # discarded when it returns
             if not self.running:
                 self._ack(q)
         self._activate(q, was_active)
@@ -844,41 +956,103 @@ class ChipModel(ControlModel):
     def _can_fetch(self, q):
         s = self.queues[q]
         inflight = self._fetching is not None and self._fetching[0] == q
+        if not (len(s.fifo) + inflight < self.prefetch and self._active(q)):
+            return False
+        if s.list is not None:
+            return True             # every burst of a list waits for room, as a ring fetch does
         ahead = (s.producer - s.consumer) & M32
-        return ((s.fetch - s.consumer) & M32 < ahead <= 1 << self._log2(q)
-                and len(s.fifo) + inflight < self.prefetch and self._active(q))
+        return (s.fetch - s.consumer) & M32 < ahead <= 1 << self._log2(q)
+
+    def _read_addr(self, q):
+        """Host address of queue q's next 32-byte read: ring slot F, or the next burst of the
+        command list it expands."""
+        s = self.queues[q]
+        ring = self._desc_addr(q, s.fetch)
+        return ring if s.list is None else s.list.next_read(ring)
 
     def _fetch_issue(self):
         for k in range(1, QUEUES + 1):
             q = (self._rr + k) % QUEUES
             if self._can_fetch(q):
                 self._rr = q
-                index = self.queues[q].fetch
+                addr = self._read_addr(q)
                 due = self.now + self._delay(self.fetch_latency)
-                if self.dev.in_blackhole(self._desc_addr(q, index), DESC_BYTES):
+                if self.dev.in_blackhole(addr, DESC_BYTES):
                     due = self._bus_wait()
-                self._fetching = (q, index, due)
+                self._fetching = (q, self.queues[q].fetch, due, addr)
                 return
 
     def _desc_addr(self, q, index):
         return self._cfg("Q_RING_BASE", q) + DESC_BYTES * (index % (1 << self._log2(q)))
 
     def _fetch_done(self):
-        q, index, _ = self._fetching
+        q, index, _, addr = self._fetching
         self._fetching = None
         if index is None:
             return                                   # the queue was reset meanwhile
         s = self.queues[q]
-        addr = self._desc_addr(q, index)
+        code = None
         if self.dev.in_blackhole(addr, DESC_BYTES):
-            self._halt(q, ErrorCode.BUS_TIMEOUT, index)
-            return
-        if addr + DESC_BYTES > self.host_bytes:
-            self._halt(q, ErrorCode.AXI_DECERR, index)
+            code = ErrorCode.BUS_TIMEOUT
+        elif addr + DESC_BYTES > self.host_bytes:
+            code = ErrorCode.AXI_DECERR
+        if code is not None:                         # the read is dropped, F stays
+            self._halt(q, code, index)
+            s.list = None
             return
         words = list(struct.unpack_from("<8I", self.host, addr))
-        s.fifo.append((index, words, _classify(words)))
+        if s.list is not None:
+            self._list_read(q, words)
+            return
+        shape = _starts_list(words)
+        if shape is not None:                        # expand the list in its place; F stays
+            list_addr, entries, args_addr, nargs = shape
+            s.list = _List(index, list_addr, entries, entries, args_addr, nargs)
+            return
+        s.fifo.append((index, words, _classify(words), _RING, 0))
         s.fetch = (index + 1) & M32
+
+    def _list_read(self, q, words):
+        """A burst of the command list queue q expands arrived (docs/queues.md "Command lists"):
+        argument words, an entry, an entry's patch block or the list's end (ring slot F again)."""
+        s = self.queues[q]
+        L = s.list
+        if len(L.args) < L.nargs:
+            L.args += words[:L.nargs - len(L.args)]
+            return
+        if L.entry is None and not L.left:           # the end: pushed after every item, F += 1
+            s.fifo.append((L.index, words, _classify(words, end=True), _END, 0))
+            s.fetch = (L.index + 1) & M32
+            s.list = None
+            return
+        L.addr += DESC_BYTES
+        if L.entry is None:
+            if words[0] & 0xFF == Opcode.EXEC_LIST:  # lists do not nest
+                self._bad_list(q)
+                return
+            if words[0] & _PATCHES_MASK:
+                L.entry = words                      # its patch block is the next burst
+                return
+        else:
+            entry, L.entry = L.entry, None
+            words = _patch(entry, words, (entry[0] & _PATCHES_MASK) >> _PATCHES_LSB, L.args)
+            if words is None:
+                self._bad_list(q)
+                return
+            words[0] &= ~_PATCHES_MASK
+        s.fifo.append((L.index, words, _classify(words), _ITEM, L.entries - L.left))
+        L.left -= 1
+
+    def _bad_list(self, q):
+        s = self.queues[q]
+        self._halt(q, ErrorCode.BAD_LIST, s.list.index)
+        s.list = None
+
+    def _head_index(self, q):
+        """Q_HEAD_INDEX: F minus the entries of the prefetch FIFO that are not list items (an
+        item's index is its EXEC_LIST's)."""
+        s = self.queues[q]
+        return (s.fetch - sum(e[3] != _ITEM for e in s.fifo)) & M32
 
     def _head_word(self, q, w):
         s = self.queues[q]
@@ -909,8 +1083,8 @@ class ChipModel(ControlModel):
             if (not bits >> q & 1 or not s.fifo or s.fifo[0][2][0] != _FIRMWARE
                     or len(s.window) >= INFLIGHT):
                 continue
-            index, words, _ = s.fifo.popleft()
-            s.window.append(_Slot(index, words[0], True, status))
+            index, words, _, mark, pos = s.fifo.popleft()
+            s.window.append(_Slot(index, words[0], True, status, mark, pos))
             if status != ErrorCode.OK:
                 s.failed = True
 
@@ -921,7 +1095,7 @@ class ChipModel(ControlModel):
         index = s.consumer
         rec_addr = base + record_offset(index, self._log2(q))
         record = pack_record(index=index, opcode=r.opcode, status=r.status, queue=q, flags=r.flags,
-                             tag=r.tag, timestamp=r.timestamp)
+                             tag=r.tag, timestamp=r.timestamp, item=r.item)
         code = ErrorCode.BUS_TIMEOUT if s.cpl_dead else None     # the first failure
         for addr, data in (() if s.cpl_dead else
                            ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little")))):
@@ -958,10 +1132,11 @@ class ChipModel(ControlModel):
     def _reset_done(self, q):
         s = self.queues[q]
         s.fifo.clear()
+        s.list = None                   # a list being expanded is abandoned
         s.producer = s.fetch = s.consumer = 0
         s.halted, s.error, s.error_index, s.cpl_dead = False, 0, 0, False
         s.resetting = s.acked = False
-        s.rd, s.failed = 0, False
+        s.rd, s.failed, s.list_fail = 0, False, None
         self._activate(q, was_active=False)
 
     def _fw_msg_send(self, value):
@@ -994,10 +1169,12 @@ class ChipModel(ControlModel):
     def _issue(self, q, act=True):
         """Queue q's head acts if it can (docs/queues.md "Issue unit"); returns whether it can
         (with ``act`` False: only whether it could)."""
+        s = self.queues[q]
+        if s.list_fail is not None and s.fifo and s.fifo[0][3] != _RING:
+            return self._drop_failed_list(q, act)
         if not self._offered(q):
             return False
-        s = self.queues[q]
-        index, words, what = s.fifo[0]
+        index, words, what, mark, pos = s.fifo[0]
         kind = what[0]
         if kind == _FIRMWARE:
             return False
@@ -1008,8 +1185,9 @@ class ChipModel(ControlModel):
                 return False
             if not act:
                 return True
-            # The engine echoes the engine tag; the record gets the descriptor's own word 0.
-            tag = q << _TAG_Q_SHIFT | index & _TAG_INDEX
+            # The engine echoes the engine tag (the window position H); the record gets the
+            # descriptor's own word 0.
+            tag = q << _TAG_Q_SHIFT | (s.rd + len(s.window)) & _TAG_INDEX
             cmd = list(words)
             cmd[0] = (cmd[0] & ~(0xFFFF << _TAG_LSB)) | tag << _TAG_LSB
             if not eng.holds():
@@ -1017,7 +1195,7 @@ class ChipModel(ControlModel):
             eng.fifo.append(_Command(cmd, tag, q))
             eng.issued += 1
             s.fifo.popleft()
-            s.window.append(_Slot(index, words[0]))
+            s.window.append(_Slot(index, words[0], mark=mark, pos=pos))
             if eng.current is None:
                 self._engine_start(e)
             return True
@@ -1029,7 +1207,23 @@ class ChipModel(ControlModel):
             if kind == _SIGNAL:
                 self.events[what[1]] = what[2]
             s.fifo.popleft()
-            s.window.append(_Slot(index, words[0], True, ErrorCode.OK))
+            s.window.append(_Slot(index, words[0], True, ErrorCode.OK, mark, pos))
+        return True
+
+    def _drop_failed_list(self, q, act):
+        """The head of queue q, whose list failed, is one of its items (dropped without running)
+        or its end (into the window done, as a NOP; its record takes the list's status); returns
+        whether it can act (with ``act`` False: only whether it could)."""
+        s = self.queues[q]
+        if not (self._issue_enabled() and self._active(q)):
+            return False
+        end = s.fifo[0][3] == _END
+        if end and len(s.window) >= INFLIGHT:
+            return False
+        if act:
+            index, words, _, mark, pos = s.fifo.popleft()
+            if end:
+                s.window.append(_Slot(index, words[0], True, ErrorCode.OK, mark, pos))
         return True
 
     def _issue_one(self):
@@ -1057,7 +1251,7 @@ class ChipModel(ControlModel):
             eng.since = self.now
             s = self.queues[tag >> _TAG_Q_SHIFT]
             slot = s.window[((tag & _TAG_INDEX) - s.rd) & _TAG_INDEX]
-            assert not slot.done and slot.index & _TAG_INDEX == tag & _TAG_INDEX, (slot, tag)
+            assert not slot.done, (slot, tag)
             slot.done, slot.status = True, code
             if code != ErrorCode.OK:
                 s.failed = True
@@ -1065,26 +1259,39 @@ class ChipModel(ControlModel):
         return False
 
     def _complete_one(self):
-        """Stage 2: while the completion writer has room, one queue whose oldest window entry is
-        done gets its completion request (round-robin over the queues); R += 1."""
+        """Stage 2: every queue whose oldest window entry is a done list item drops it (no
+        record; the first that failed fails its list); then, while the completion writer has room,
+        one other queue whose oldest window entry is done gets its completion request (round-robin
+        over the queues; a list's end with the list's status); R += 1."""
+        silent = 0
+        for q, s in enumerate(self.queues):
+            if s.window and s.window[0].done and s.window[0].mark == _ITEM:
+                slot = s.window.popleft()
+                s.rd = (s.rd + 1) & M32
+                silent |= 1 << q
+                if slot.status != ErrorCode.OK and s.list_fail is None:
+                    s.list_fail = (slot.status, slot.pos)
         if len(self._cpl) >= self.cpl_depth:
-            return False
+            return bool(silent)
         for k in range(1, QUEUES + 1):
             q = (self._rr_complete + k) % QUEUES
             s = self.queues[q]
-            if not s.window or not s.window[0].done:
+            if silent >> q & 1 or not s.window or not s.window[0].done:
                 continue
             self._rr_complete = q
             slot = s.window.popleft()
             s.rd = (s.rd + 1) & M32
-            w0 = slot.w0
+            w0, status, item = slot.w0, slot.status, 0
+            if slot.mark == _END and s.list_fail is not None:
+                (status, pos), s.list_fail = s.list_fail, None
+                item = pos + 1
             self._cpl.append(_CplRequest(
-                queue=q, irq=bool(w0 & _IRQ_FLAG), halt=slot.status != ErrorCode.OK,
-                flags=w0 >> _FLAGS_LSB & 0xFF, status=slot.status, opcode=w0 & 0xFF,
+                queue=q, irq=bool(w0 & _IRQ_FLAG), halt=status != ErrorCode.OK,
+                flags=w0 >> _FLAGS_LSB & 0xFF, status=status, opcode=w0 & 0xFF,
                 tag=w0 >> _TAG_LSB & 0xFFFF, timestamp=self.now & M32,
-                due=self.now + self._delay(self.cpl_latency)))
+                due=self.now + self._delay(self.cpl_latency), item=item))
             return True
-        return False
+        return bool(silent)
 
     # ================================================================== engines
     def _engine_start(self, e):

@@ -95,7 +95,7 @@ def check(wl, records, consumer, base, host_before, host_after, regs):
             r = recs.get(d.index)
             if r is None:
                 _fail(wl, f"queue {q}: no record for {d}")
-            want = dict(index=d.index, opcode=d.opcode, queue=q, flags=d.flags, tag=d.tag, reserved=0)
+            want = dict(index=d.index, opcode=d.opcode, queue=q, flags=d.flags, tag=d.tag, item=0)
             got = {k: r[k] for k in want}
             if got != want:
                 _fail(wl, f"queue {q}: record of {d} is {r}, expected fields {want}")
