@@ -76,3 +76,34 @@ async def driver_high_addresses(dut):
     ctx.host_base, ctx.host_bytes = C.Context.host_base, C.Context.host_bytes
     tb.host.set_error_window(HIGH_BASE, 0xFFFF_F000, resp=3)
     await _run(tb, ctx, [C.test_ring_wrap_backpressure])
+
+
+#: host memory that answers DECERR for the command-list scenarios' unreadable list (outside the
+#: driver's memory, inside the model's 1 MiB)
+LIST_UNMAPPED = 0xE_0000
+
+
+@cocotb.test()
+async def command_lists(dut):
+    """The command-list scenarios of verif/command_lists.py (tests/test_command_list.py runs the
+    same on the golden model), the malformed EXEC_LIST descriptors, and a compiled MLP recorded
+    once and launched twice with new buffers, bit-identical to Device.run."""
+    from compiler import models
+    from compiler.compile import compile_graph
+    from verif import command_lists as S
+
+    tb, ctx = await _boot(dut)
+    tb.host.set_error_window(LIST_UNMAPPED, LIST_UNMAPPED + 0x1000, resp=3)
+    env = S.ListEnv(seed=tb.seed, unmapped=LIST_UNMAPPED, log=tb.log.info)
+    dev = await ctx.open()
+    for scenario in S.SCENARIOS:
+        tb.log.info(f"command lists: {scenario.__name__} (SEED={tb.seed})")
+        await scenario(dev, env)
+    for what in S.MALFORMED:
+        tb.log.info(f"command lists: malformed EXEC_LIST, {what}")
+        await S.malformed_exec_list(dev, env, what)
+    rng = np.random.default_rng(tb.seed)
+    g = models.mlp(seed=tb.seed % 1000, batch=4, dims=(64, 96, 10))
+    cm = compile_graph(g[0], tb.caps)
+    feeds = [g[1], {k: rng.integers(-128, 128, v.shape, dtype=v.dtype) for k, v in g[1].items()}]
+    await S.model_list_matches_run(dev, env, cm, feeds)

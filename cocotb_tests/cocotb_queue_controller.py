@@ -52,35 +52,35 @@ QS_OUT = ("producer", "fetch", "consumer", "active", "halted", "resetting", "pre
           "error_index", "head", "head_index", "ready", "qreset_req", "cpl_irq", "error_irq",
           "retired", "cleared")
 PULSES = ("retired", "cpl_irq", "error_irq", "cleared")
-CPL_IN = ("valid", "queue", "irq", "halt", "flags", "status", "opcode", "tag", "timestamp")
+CPL_IN = ("valid", "queue", "irq", "halt", "flags", "status", "opcode", "tag", "item", "timestamp")
 M32 = 0xFFFF_FFFF
 
 
-def record_bytes(index, opcode, status, queue, flags, tag, ts):
+def record_bytes(index, opcode, status, queue, flags, tag, ts, item=0):
     """CompletionRecord as docs/descriptors.md lays it out (little-endian, 16 bytes)."""
-    return struct.pack("<IBBBBHHI", index & M32, opcode, status, queue, flags, tag, 0, ts)
+    return struct.pack("<IBBBBHHI", index & M32, opcode, status, queue, flags, tag, item, ts)
 
 
 # The struct above is written from the documentation; make sure the layout class agrees.
 _REC = data.Layout.cast(CompletionRecord)
 assert _REC.const(dict(index=0x11223344, opcode=5, status=6, queue=3, flags=0x81, tag=0xBEEF,
-                       reserved=0, timestamp=0xCAFEF00D)).as_value().value.to_bytes(16, "little") \
-    == record_bytes(0x11223344, 5, 6, 3, 0x81, 0xBEEF, 0xCAFEF00D)
+                       item=0x5AA5, timestamp=0xCAFEF00D)).as_value().value.to_bytes(16, "little") \
+    == record_bytes(0x11223344, 5, 6, 3, 0x81, 0xBEEF, 0xCAFEF00D, 0x5AA5)
 
 
 class Cpl:
     """One completion request and the record it must produce."""
 
     def __init__(self, q, index, *, irq=0, halt=0, flags=0, status=0, opcode=0, tag=0, ts=0,
-                 writes=("record", "consumer")):
+                 item=0, writes=("record", "consumer")):
         self.q, self.index = q, index
         self.writes = writes             # what reaches memory (a timed-out write may not)
         self.irq, self.halt, self.flags, self.status = irq, halt, flags, status
-        self.opcode, self.tag, self.ts = opcode, tag, ts
+        self.opcode, self.tag, self.ts, self.item = opcode, tag, ts, item
 
     def record(self):
         return record_bytes(self.index, self.opcode, self.status, self.q, self.flags, self.tag,
-                            self.ts)
+                            self.ts, self.item)
 
 
 class TB:
@@ -263,7 +263,7 @@ class TB:
         """Queue completion request ``c`` (one cycle of cpl_valid)."""
         await self.fe()
         vals = dict(valid=1, queue=c.q, irq=c.irq, halt=c.halt, flags=c.flags, status=c.status,
-                    opcode=c.opcode, tag=c.tag, timestamp=c.ts)
+                    opcode=c.opcode, tag=c.tag, item=c.item, timestamp=c.ts)
         for k, v in vals.items():
             self.cpl_in[k].value = v
         if not dropped:
@@ -516,10 +516,11 @@ async def traffic(dut, name, pause, per_queue):
                 irq = rng.random() < 0.3
                 irq_wanted[q] += irq
                 c = tb.next_cpl(q, irq=int(irq), flags=(d >> 8) & 0xFF, opcode=d & 0xFF,
-                                tag=(d >> 16) & 0xFFFF, ts=rng.getrandbits(32))
+                                tag=(d >> 16) & 0xFFFF, ts=rng.getrandbits(32),
+                                item=rng.getrandbits(16))
                 assert c.index == i
                 vals = dict(valid=1, queue=q, irq=c.irq, halt=0, flags=c.flags, status=0,
-                            opcode=c.opcode, tag=c.tag, timestamp=c.ts)
+                            opcode=c.opcode, tag=c.tag, item=c.item, timestamp=c.ts)
                 for k, v in vals.items():
                     tb.cpl_in[k].value = v
                 tb.expect[q].append(c)

@@ -10,7 +10,8 @@ from tools.simbuild import soc_target
 from firmware.build import shared_elf as firmware_elf
 
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
-COCOTB_RUNS = {"cocotb_tests.cocotb_driver": ("driver_conformance", "driver_high_addresses")}
+COCOTB_RUNS = {"cocotb_tests.cocotb_driver": ("driver_conformance", "driver_high_addresses",
+                                               "command_lists")}
 # Two groups so pytest-xdist runs them in parallel (each boots its own simulator).
 _NAMES = [t.__name__ for t in TESTS]
 GROUPS = {"a": _NAMES[::2], "b": _NAMES[1::2]}
@@ -30,3 +31,10 @@ def test_driver_rtl_high_addresses():
     """Host memory at the top of the 32-bit space (cocotb_driver.driver_high_addresses)."""
     simbuild.run(soc_target(8), "cocotb_tests.cocotb_driver", testcase="driver_high_addresses",
                  tag="driver_high", extra_env={"KAKI_FW_ELF": str(firmware_elf())})
+
+
+@pytest.mark.sim
+def test_command_lists_rtl():
+    """EXEC_LIST on the RTL: verif/command_lists.py's scenarios (cocotb_driver.command_lists)."""
+    simbuild.run(soc_target(8), "cocotb_tests.cocotb_driver", testcase="command_lists",
+                 tag="command_lists", extra_env={"KAKI_FW_ELF": str(firmware_elf())})

@@ -39,6 +39,7 @@ class ErrorCode(enum.Enum, shape=8):
     BAD_EVENT = 14        #: the event index is outside the chip's event counters
     DIRECT_SUBMIT = 15    #: CMD_SUBMIT while the control core runs (the firmware owns dispatch then)
     BUS_TIMEOUT = 16      #: host memory left a request or response unanswered for BUS_TIMEOUT.CYCLES cycles
+    BAD_LIST = 17         #: a command list entry is malformed: a patch outside its descriptor or argument table, or a nested EXEC_LIST
 
 
 class DescFlags(data.Struct):
@@ -223,6 +224,50 @@ class EventCmd(data.Struct):
     reserved: 160
 
 
+class ListCmd(data.Struct):
+    """EXEC_LIST payload: run the command list at ``list_addr`` as if its entries were queued here.
+
+    The queue controller loads the ``args`` 32-bit words of the argument table, then fetches the
+    ``entries`` entries one after the other, applies each entry's patches and hands the patched
+    descriptors to the issue unit in list order, in place of this descriptor. A list entry is a
+    32-byte descriptor whose ``flags`` byte holds :class:`ListEntryFlags`; an entry with
+    ``patches`` > 0 is followed by a 32-byte block of :class:`PatchWord` (the first ``patches``
+    words are used). Entries complete silently; this descriptor's completion record follows
+    the last of them (docs/queues.md "Command lists").
+    """
+    list_addr: 32       #: host byte address of the first entry (32-byte aligned)
+    entries: 16         #: number of entries, 1..65535
+    args_addr: 32       #: host byte address of the argument table (32-byte aligned)
+    args: 6             #: argument words, 0..LIST_ARGS
+    reserved: 138
+
+
+class ListEntryFlags(data.Struct):
+    """The flags byte of a command-list entry (its descriptor is pushed with ``patches`` 0)."""
+    irq: 1              #: as DescFlags.irq (a failing entry's record carries it)
+    patches: 3          #: patch words in the 32-byte block that follows the entry, 0..LIST_PATCHES
+    reserved: 4
+
+
+class PatchWord(data.Struct):
+    """One patch of a command-list entry: field bits ``[pos, pos + width)`` of the descriptor
+    ``+=`` argument ``arg`` (zero-extended, the sum taken mod 2**width: carries leave the field).
+
+    Legal when ``pos >= 32`` (opcode, flags and tag are not patched), ``pos + width <= 256``,
+    ``pos % 32 + width <= 64`` and ``arg`` < the list's ``args``; anything else is BAD_LIST.
+    """
+    pos: 8              #: lowest bit of the field in the 256-bit descriptor
+    width_m1: 6         #: field width - 1
+    reserved0: 2
+    arg: 5              #: argument table index
+    reserved: 11
+
+
+#: Argument words an EXEC_LIST may load, and patch words a list entry may carry.
+LIST_ARGS = 32
+LIST_PATCHES = 7
+
+
 class Payload(data.Union):
     raw: PAYLOAD_BITS
     dma: DmaCmd
@@ -233,6 +278,7 @@ class Payload(data.Union):
     norm: NormCmd
     lut: LutCmd
     emul: EmulCmd
+    exec_list: ListCmd
 
 
 class Engine(enum.Enum, shape=3):
@@ -283,6 +329,8 @@ COMMANDS = (
     Command("RMSNORM", 10, Engine.SFU, "norm", "RMSNorm of int8 rows with gamma -> int8"),
     Command("LUT", 11, Engine.SFU, "lut", "int8 -> int8 table lookup (GELU, SiLU, ...)"),
     Command("EMUL", 12, Engine.SFU, "emul", "elementwise int8 x int8 product, requantized"),
+    Command("EXEC_LIST", 13, None, "exec_list",
+            "run a command list from host memory, patched from an argument table; completes after its entries"),
 )
 
 
@@ -345,7 +393,7 @@ class CompletionRecord(data.Struct):
     queue: 8            #: the queue the descriptor came from
     flags: 8            #: the descriptor's flags byte
     tag: 16             #: the descriptor's tag
-    reserved: 16
+    item: 16            #: EXEC_LIST: 1 + the list position of the first entry that failed (0: none)
     timestamp: 32       #: PERF-independent cycle counter when the record was queued for writing
 
 
@@ -353,7 +401,9 @@ RECORD_BITS = 128
 assert data.Layout.cast(CompletionRecord).size == RECORD_BITS
 
 
-for _layout in (DmaCmd, GemmCmd, VecCmd, EventCmd):
+for _layout in (DmaCmd, GemmCmd, VecCmd, EventCmd, ListCmd):
     assert data.Layout.cast(_layout).size <= PAYLOAD_BITS, _layout
+assert data.Layout.cast(ListEntryFlags).size == data.Layout.cast(DescFlags).size
+assert data.Layout.cast(PatchWord).size == 32
 assert data.Layout.cast(Descriptor).size == DESCRIPTOR_BITS
 check_commands()

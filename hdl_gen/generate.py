@@ -103,9 +103,11 @@ def regs_markdown(rdl=regmap.RDL, title="Register map"):
 STRUCTS = (("DESCRIPTOR", D.Descriptor), ("DMA", D.DmaCmd), ("GEMM", D.GemmCmd),
            ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("SOFTMAX", D.SoftmaxCmd),
            ("NORM", D.NormCmd), ("LUT", D.LutCmd), ("EMUL", D.EmulCmd),
-           ("CPL", D.CompletionRecord))
-#: Structs that are not descriptor payloads: their offsets start at bit 0.
-RECORDS = ("CPL",)
+           ("LIST", D.ListCmd), ("CPL", D.CompletionRecord), ("LIST_ENTRY", D.ListEntryFlags),
+           ("PATCH", D.PatchWord))
+#: Structs that are not descriptor payloads, and the bit their offsets start at (a list entry's
+#: flags byte is the descriptor's).
+RECORDS = {"CPL": 0, "LIST_ENTRY": data.Layout.cast(D.Descriptor)["flags"].offset, "PATCH": 0}
 
 
 def attribute_docs(cls):
@@ -143,7 +145,7 @@ def _payload_fields(cls):
 
 def _all_structs():
     return [("DESCRIPTOR", flat_fields(D.Descriptor)),
-            *[(tag, flat_fields(cls) if tag in RECORDS else _payload_fields(cls))
+            *[(tag, flat_fields(cls, RECORDS[tag]) if tag in RECORDS else _payload_fields(cls))
               for tag, cls in STRUCTS[1:]]]
 
 
@@ -161,7 +163,9 @@ def descriptors_py(commands=COMMANDS):
              '"""',
              "from dataclasses import dataclass", "from enum import IntEnum", "",
              f"DESCRIPTOR_BITS = {D.DESCRIPTOR_BITS}", f"DESCRIPTOR_WORDS = {D.DESCRIPTOR_WORDS}",
-             f"RECORD_BITS = {D.RECORD_BITS}", ""]
+             f"RECORD_BITS = {D.RECORD_BITS}",
+             "#: Argument words an EXEC_LIST may load; patch words a list entry may carry.",
+             f"LIST_ARGS = {D.LIST_ARGS}", f"LIST_PATCHES = {D.LIST_PATCHES}", ""]
     for enum_cls in (opcode, D.ErrorCode, Engine):
         lines.append(f"class {enum_cls.__name__}(IntEnum):")
         lines += [f"    {e.name} = {e.value}" for e in enum_cls]
@@ -193,7 +197,8 @@ def descriptors_header(commands=COMMANDS):
              "/* Field macros give the absolute bit offset (_LSB) and width (_W) in the 256-bit",
              "   descriptor, which is 8 little-endian 32-bit words. */",
              f"#define KAKI_DESC_BITS {D.DESCRIPTOR_BITS}", f"#define KAKI_DESC_WORDS {D.DESCRIPTOR_WORDS}",
-             f"#define KAKI_CPL_BITS {D.RECORD_BITS}", ""]
+             f"#define KAKI_CPL_BITS {D.RECORD_BITS}",
+             f"#define KAKI_LIST_ARGS {D.LIST_ARGS}", f"#define KAKI_LIST_PATCHES {D.LIST_PATCHES}", ""]
     lines += [f"#define KAKI_OP_{c.name} {c.opcode}" for c in commands]
     lines.append("")
     lines += [f"#define KAKI_ERR_{e.name} {e.value}" for e in D.ErrorCode]

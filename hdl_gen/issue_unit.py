@@ -13,7 +13,12 @@ and a status. Each cycle:
   the window is empty (SIGNAL_EVENT then sets its event counter); WAIT_EVENT once its event has
   reached the value (wrap-safe). Any other head (unknown opcode, reserved flag bits, a malformed
   event payload) is left to the firmware: ``fw_ready`` (``WORK.QREADY``). A firmware ``fw_pop``
-  pops such a head into the window, done with ``fw_status``.
+  pops such a head into the window, done with ``fw_status``. The end of a command list
+  (``EXEC_LIST`` marked ``end`` by the queue controller) completes at once, like NOP. Once an
+  item of a list has failed, the list's remaining items are popped without running (done OK).
+* **Lists**: a list item leaves the window without a completion request; the first one to leave
+  with a status other than OK fails the list: the list end's request carries that status and
+  ``cpl_item`` = 1 + the item's position in the list (docs/queues.md "Command lists").
 * **Retire**: one engine retirement per cycle (round-robin over the per-engine retire FIFOs)
   marks its window entry done with the engine's status; a status other than OK fails the queue
   (it issues nothing more until its reset).
@@ -41,7 +46,7 @@ desc : Out(256), submit : Out(1), submit_queue : Out(qbits)
 retire : In(RetireSignature()).array(engines)
     The dispatcher's retire events (``done`` pulse, ``error``, ``tag``; the others unused).
 cpl_valid : Out(1), cpl_ready : In(1), cpl_queue, cpl_irq, cpl_halt, cpl_flags, cpl_status,
-cpl_opcode, cpl_tag : Out
+cpl_opcode, cpl_tag, cpl_item : Out
     One completion request per cycle with ``cpl_valid & cpl_ready`` (queue controller's ``cpl_*``).
 events : Out(ArrayLayout(32, events))
     The event counters (``EVENT[e]``).
@@ -65,14 +70,16 @@ __all__ = ["IssueUnit", "IssueQueueSignature", "TAG_QUEUE_SHIFT", "CONTROL_COMMA
 
 #: Engine tag = (queue << TAG_QUEUE_SHIFT) | the descriptor's window position H (mod 2 * inflight).
 TAG_QUEUE_SHIFT = 14
-#: The commands without an engine, all of which the issue unit runs itself.
-CONTROL_COMMANDS = ("NOP", "BARRIER", "SIGNAL_EVENT", "WAIT_EVENT")
+#: The commands without an engine, all of which the issue unit runs itself (EXEC_LIST: the end
+#: of a list the queue controller expanded, docs/queues.md "Command lists").
+CONTROL_COMMANDS = ("NOP", "BARRIER", "SIGNAL_EVENT", "WAIT_EVENT", "EXEC_LIST")
 
 
 class IssueQueueSignature(wiring.Signature):
     """One queue's connection to the issue unit, seen from the unit.
 
-    In: ``head`` [256] the prefetch FIFO's head, ``valid`` the FIFO is not empty, ``active`` the
+    In: ``head`` [256] the prefetch FIFO's head, ``valid`` the FIFO is not empty, ``item`` /
+    ``end`` the head is a command-list item / the end of a list, ``active`` the
     queue is active (queue controller), ``fw_pop``
     the firmware's ``Q_POP`` bit, ``cleared`` the queue's reset completes this cycle.
     Out: ``pop`` drop the head, ``fw_ready`` the head needs the firmware (``WORK.QREADY``),
@@ -81,7 +88,8 @@ class IssueQueueSignature(wiring.Signature):
     """
 
     def __init__(self):
-        super().__init__({"head": In(DESCRIPTOR_BITS), "valid": In(1), "active": In(1),
+        super().__init__({"head": In(DESCRIPTOR_BITS), "valid": In(1), "item": In(1),
+                          "end": In(1), "active": In(1),
                           "fw_pop": In(1), "cleared": In(1),
                           "pop": Out(1), "fw_ready": Out(1), "waiting": Out(1), "drained": Out(1)})
 
@@ -100,15 +108,17 @@ class _Head:
         for sig, e in zip(self.engine, ENGINES):
             m.d.comb += sig.eq(op.matches(*engine_opcodes(e)) & flags_ok)
         named = {c.name: c.opcode for c in COMMANDS}
-        self.nop, self.barrier, self.signal, self.wait = (
+        self.nop, self.barrier, self.signal, self.wait, self.end = (
             Signal(name=f"q{q}_head_{n.lower()}") for n in CONTROL_COMMANDS)
+        self.item = port.item
         m.d.comb += [self.nop.eq((op == named["NOP"]) & flags_ok),
+                     self.end.eq((op == named["EXEC_LIST"]) & port.end & flags_ok),
                      self.barrier.eq((op == named["BARRIER"]) & flags_ok),
                      self.signal.eq((op == named["SIGNAL_EVENT"]) & flags_ok & ev_ok),
                      self.wait.eq((op == named["WAIT_EVENT"]) & flags_ok & ev_ok)]
         self.firmware = Signal(name=f"q{q}_head_firmware")
         m.d.comb += self.firmware.eq(~Cat(*self.engine, self.nop, self.barrier, self.signal,
-                                           self.wait).any())
+                                           self.wait, self.end).any())
         self.event = ev.event[:max(1, (n_events - 1).bit_length())]
         self.value = ev.value
         self.reached = Signal(name=f"q{q}_wait_reached")
@@ -138,7 +148,7 @@ class IssueUnit(wiring.Component):
             "retire": In(RetireSignature()).array(n_eng),
             "cpl_valid": Out(1), "cpl_ready": In(1), "cpl_queue": Out(self.qbits),
             "cpl_irq": Out(1), "cpl_halt": Out(1), "cpl_flags": Out(8), "cpl_status": Out(8),
-            "cpl_opcode": Out(8), "cpl_tag": Out(16),
+            "cpl_opcode": Out(8), "cpl_tag": Out(16), "cpl_item": Out(16),
             "events": Out(data.ArrayLayout(32, config.events)),
             "watchdog": In(32), "engine_reset": In(n_eng), "hung": Out(n_eng), "hold": In(1),
         })
@@ -161,10 +171,12 @@ class IssueUnit(wiring.Component):
         for i in range(n):
             m.d.comb += [count[i].eq(H[i] - R[i]), full[i].eq(count[i] == W),
                          self.q[i].drained.eq(count[i] == 0)]
-        # opcode, flags and tag of each entry (the record's), one small memory per queue
+        # opcode, flags and tag of each entry (the record's) and whether it is a list item or a
+        # list's end, one small memory per queue
+        ITEM, END = 32, 33
         info = []
         for i in range(n):
-            mem = Memory(shape=32, depth=W, init=[])
+            mem = Memory(shape=34, depth=W, init=[])
             m.submodules[f"q{i}_info"] = mem
             info.append((mem.write_port(), mem.read_port(domain="comb")))
 
@@ -173,18 +185,26 @@ class IssueUnit(wiring.Component):
         outstanding = [Signal(range(cfg.fifo_depth + 1), name=f"{e.name.lower()}_outstanding")
                        for e in ENGINES]
 
+        # ---- list errors: the first failing item of a list, reported by the list's end ---------
+        list_err = [Signal(8, name=f"q{i}_list_err") for i in range(n)]
+        list_item = [Signal(16, name=f"q{i}_list_item") for i in range(n)]   # 1 + its position
+        list_done = [Signal(16, name=f"q{i}_list_done") for i in range(n)]   # items left the window
+        skipping = [Signal(name=f"q{i}_skipping") for i in range(n)]  # drops the failed list's rest
+
         # ---- issue -----------------------------------------------------------------------------
         can = []
         fw_take = []                # the firmware's pop of queue i is taken this cycle
         for i, h in enumerate(heads):
             qp = self.q[i]
             live = Signal(name=f"q{i}_live")
-            m.d.comb += live.eq(self.enable & qp.active & qp.valid & ~failed[i] & ~full[i])
+            m.d.comb += [live.eq(self.enable & qp.active & qp.valid & ~failed[i] & ~full[i]),
+                         skipping[i].eq(self.enable & qp.active & qp.valid & ~full[i]
+                                        & (list_err[i] != 0) & (h.item | h.end))]
             room = Cat(*[h.engine[e] & (outstanding[e] < cfg.fifo_depth) for e in range(n_eng)]).any()
             c = Signal(name=f"q{i}_can_issue")
             m.d.comb += [
-                c.eq(live & (room | h.nop | ((h.barrier | h.signal) & (count[i] == 0))
-                             | (h.wait & h.reached))),
+                c.eq((live & (room | h.nop | h.end | ((h.barrier | h.signal) & (count[i] == 0))
+                              | (h.wait & h.reached))) | skipping[i]),
                 qp.fw_ready.eq(live & h.firmware),
                 qp.waiting.eq(live & h.wait & ~h.reached),
             ]
@@ -204,7 +224,8 @@ class IssueUnit(wiring.Component):
         with m.If(go):
             m.d.sync += rr_last.eq(sel)
         for e in range(len(ENGINES)):
-            m.d.comb += issued_to[e].eq(go & Array(h.engine[e] for h in heads)[sel])
+            m.d.comb += issued_to[e].eq(go & Array(h.engine[e] & ~skipping[i]
+                                                   for i, h in enumerate(heads))[sel])
         for i, h in enumerate(heads):
             qp = self.q[i]
             mine = Signal(name=f"q{i}_issue")
@@ -213,9 +234,9 @@ class IssueUnit(wiring.Component):
             d = h.desc
             m.d.comb += [qp.pop.eq(mine | fw_take[i]),
                          wp.addr.eq(H[i][:sb]), wp.en.eq(mine | fw_take[i]),
-                         wp.data.eq(Cat(d.opcode, d.flags, d.tag))]
-            is_engine = Cat(*h.engine).any()
-            with m.If(mine):
+                         wp.data.eq(Cat(d.opcode, d.flags, d.tag, h.item, h.end))]
+            is_engine = Cat(*h.engine).any() & ~skipping[i]
+            with m.If(mine & ~skipping[i]):
                 m.d.comb += self.submit.eq(is_engine)
                 with m.If(h.signal):
                     m.d.sync += Array(events)[h.event].eq(h.value)
@@ -266,31 +287,51 @@ class IssueUnit(wiring.Component):
 
         # ---- complete --------------------------------------------------------------------------
         ready = []
+        silent = []                 # the oldest entry is a list item: it leaves without a record
+        final = []                  # the status of the oldest entry's record
         for i in range(n):
+            oldest_done = (count[i] != 0) & Array(done[i])[R[i][:sb]]
+            oldest = info[i][1].data
+            st_i = Array(status[i])[R[i][:sb]]
             rdy = Signal(name=f"q{i}_cpl_ready")
-            m.d.comb += [rdy.eq((count[i] != 0) & Array(done[i])[R[i][:sb]]),
-                         info[i][1].addr.eq(R[i][:sb])]
+            quiet = Signal(name=f"q{i}_silent")
+            fin = Signal(8, name=f"q{i}_cpl_status")
+            m.d.comb += [info[i][1].addr.eq(R[i][:sb]),
+                         quiet.eq(oldest_done & oldest[ITEM]),
+                         rdy.eq(oldest_done & ~oldest[ITEM]),
+                         fin.eq(Mux(oldest[END] & (list_err[i] != 0), list_err[i], st_i))]
             ready.append(rdy)
+            silent.append(quiet)
+            final.append(fin)
+            with m.If(quiet):
+                m.d.sync += list_done[i].eq(list_done[i] + 1)
+                with m.If((st_i != ErrorCode.OK) & (list_err[i] == 0)):
+                    m.d.sync += [list_err[i].eq(st_i), list_item[i].eq(list_done[i] + 1)]
         cpl_last = Signal(self.qbits, name="cpl_rr_last", init=n - 1)
         cpl_any, cpl_sel = round_robin(m, ready, cpl_last, "cpl_rr")
         rec = Array(info[i][1].data for i in range(n))[cpl_sel]
-        st = Array(Array(status[i])[R[i][:sb]] for i in range(n))[cpl_sel]
+        st = Array(final)[cpl_sel]
         m.d.comb += [self.cpl_valid.eq(cpl_any), self.cpl_queue.eq(cpl_sel),
+                     self.cpl_item.eq(Mux(rec[END], Array(list_item)[cpl_sel], 0)),
                      self.cpl_opcode.eq(rec[:8]), self.cpl_flags.eq(rec[8:16]),
                      self.cpl_irq.eq(rec[8]), self.cpl_tag.eq(rec[16:32]),
                      self.cpl_status.eq(st), self.cpl_halt.eq(st != ErrorCode.OK)]
         with m.If(cpl_any & self.cpl_ready):
             m.d.sync += cpl_last.eq(cpl_sel)
-            for i in range(n):
-                with m.If(cpl_sel == i):
-                    m.d.sync += R[i].eq(R[i] + 1)
+        for i in range(n):
+            taken = cpl_any & self.cpl_ready & (cpl_sel == i)
+            with m.If(silent[i] | taken):
+                m.d.sync += R[i].eq(R[i] + 1)
+            with m.If(taken & rec[END]):         # the list is over: the next one starts clean
+                m.d.sync += [list_err[i].eq(0), list_item[i].eq(0), list_done[i].eq(0)]
 
         # ---- queue reset, core held -----------------------------------------------------------
         with m.If(self.hold):
             m.d.sync += [ev.eq(0) for ev in events]
         for i in range(n):
             with m.If(self.q[i].cleared):       # after the rest: the reset wins
-                m.d.sync += [H[i].eq(0), R[i].eq(0), failed[i].eq(0)]
+                m.d.sync += [H[i].eq(0), R[i].eq(0), failed[i].eq(0), list_err[i].eq(0),
+                             list_item[i].eq(0), list_done[i].eq(0)]
 
         # ---- watchdog -------------------------------------------------------------------------
         for e, engine in enumerate(ENGINES):
@@ -303,13 +344,15 @@ class IssueUnit(wiring.Component):
             m.d.comb += self.hung[e].eq(~idle & (since >= self.watchdog))
         if contract_for(platform, self):
             self._formal_contract(m, platform, heads=heads, count=count, failed=failed, done=done,
-                                  R=R, outstanding=outstanding, issued_to=issued_to,
+                                  R=R, silent=silent, skipping=skipping, list_err=list_err,
+                                  outstanding=outstanding, issued_to=issued_to,
                                   drained=drained, fw_take=fw_take,
                                   retire_fifos=[m.submodules[f"{e.name.lower()}_retire"]
                                                 for e in ENGINES])
         return m
 
-    def _formal_contract(self, m, platform, *, heads, count, failed, done, R, outstanding,
+    def _formal_contract(self, m, platform, *, heads, count, failed, done, R, silent, skipping,
+                         list_err, outstanding,
                          issued_to, drained, fw_take, retire_fifos):
         """The issue unit's contract (docs/formal.md).
 
@@ -317,15 +360,18 @@ class IssueUnit(wiring.Component):
           ``drained`` is exactly an empty window; a queue reset (``cleared``) empties it and
           clears the failed flag;
         * ``issue.*``: a pop only takes a head that is there; the unit pops a head only while
-          enabled, the queue active and not failed, with room in the window; BARRIER and
-          SIGNAL_EVENT only with the window empty, WAIT_EVENT only once reached; a head it does
+          enabled, the queue active and not failed (but the items and end of a list that
+          failed, which ``issue.skip`` pops without running, only after a failure), with room in
+          the window; BARRIER and SIGNAL_EVENT only with the window empty, WAIT_EVENT only once
+          reached; a head it does
           not serve leaves only by the firmware's pop; an engine gets a command only with fewer
           than ``fifo_depth`` issued and not retired;
         * ``retire.*``: a retire FIFO never overflows (an engine retires only what was issued);
         * ``cpl.*``: a completion request names a queue whose oldest window entry is done and
           halts exactly when its status is not OK; ``cpl.order``: the descriptor popped at any
-          chosen moment gets the completion request behind exactly the ones popped before it,
-          with its own opcode, flags and tag.
+          chosen moment leaves the window behind exactly the ones popped before it: with a
+          completion request carrying its own opcode, flags and tag, or silently, which exactly
+          a list item does (``cpl.silent``: never both at once).
 
         The environment: a head stays until popped or its queue is cleared; a reset clears only a
         drained queue; each engine retires only commands issued to it.
@@ -355,10 +401,13 @@ class IssueUnit(wiring.Component):
                                                       (count[i] == 0) & ~failed[i]))
             hw = qp.pop & ~fw_take[i]
             rules.guarantee("issue.pop", implies(qp.pop, qp.valid & (count[i] < W)))
-            rules.guarantee("issue.gate", implies(hw, self.enable & qp.active & ~failed[i]))
-            rules.guarantee("issue.order", implies(hw & (h.barrier | h.signal), count[i] == 0))
-            rules.guarantee("issue.wait", implies(hw & h.wait, h.reached))
-            rules.guarantee("issue.firmware", implies(qp.pop & h.firmware, qp.fw_pop))
+            rules.guarantee("issue.gate", implies(hw, self.enable & qp.active
+                                                  & (~failed[i] | (h.item | h.end))))
+            run = hw & ~skipping[i]
+            rules.guarantee("issue.order", implies(run & (h.barrier | h.signal), count[i] == 0))
+            rules.guarantee("issue.wait", implies(run & h.wait, h.reached))
+            rules.guarantee("issue.skip", implies(list_err[i] != 0, failed[i]))
+            rules.guarantee("issue.firmware", implies(qp.pop & h.firmware & ~skipping[i], qp.fw_pop))
             rules.cover("issue.full", count[i] == W)
         oldest = Array(Array(done[i])[R[i][:self.slot_bits]] & (count[i] != 0) for i in range(n))
         rules.guarantee("cpl.done", implies(self.cpl_valid, oldest[self.cpl_queue]))
@@ -368,20 +417,25 @@ class IssueUnit(wiring.Component):
         armed = Signal(name="formal_armed")
         ahead = Signal(range(W + 1), name="formal_ahead")
         want = Signal(32, name="formal_want")
+        want_item = Signal(name="formal_want_item")
         pick = AnySeq(1)
         req0 = self.cpl_valid & self.cpl_ready & (self.cpl_queue == 0)
+        adv0 = req0 | silent[0]                 # queue 0's oldest entry leaves the window
+        rules.guarantee("cpl.silent", implies(silent[0], ~(self.cpl_valid & (self.cpl_queue == 0))))
         with m.If(q0.cleared):
             m.d.sync += armed.eq(0)
         with m.Elif(~armed & q0.pop & pick):
-            m.d.sync += [armed.eq(1), ahead.eq(count[0] - req0),
+            m.d.sync += [armed.eq(1), ahead.eq(count[0] - adv0), want_item.eq(h0.item),
                          want.eq(Cat(h0.desc.opcode, h0.desc.flags, h0.desc.tag))]
-        with m.Elif(armed & req0):
+        with m.Elif(armed & adv0):
             with m.If(ahead == 0):
                 m.d.sync += armed.eq(0)
             with m.Else():
                 m.d.sync += ahead.eq(ahead - 1)
-        mine = armed & req0 & (ahead == 0)
+        mine = armed & adv0 & (ahead == 0)
         rules.guarantee("cpl.order", implies(armed, ahead < count[0]))
-        rules.guarantee("cpl.order", implies(mine, Cat(self.cpl_opcode, self.cpl_flags, self.cpl_tag)
-                                            == want))
-        rules.cover("cpl.order", mine & past(m, armed, "formal_was_armed"))
+        rules.guarantee("cpl.order", implies(mine & req0, Cat(self.cpl_opcode, self.cpl_flags,
+                                                               self.cpl_tag) == want))
+        rules.guarantee("cpl.order", implies(mine & silent[0], want_item))
+        rules.cover("cpl.order", mine & req0 & past(m, armed, "formal_was_armed"))
+        rules.cover("cpl.silent", mine & silent[0])

@@ -50,18 +50,25 @@ from types import SimpleNamespace
 
 from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, Axi4Signature, connect_axi
 from .axi_guard import AxiReadGuard, AxiWriteGuard
 from .config import KakiConfig
-from .descriptor import DESCRIPTOR_BITS, RECORD_BITS, CompletionRecord, ErrorCode
+from .descriptor import (DESCRIPTOR_BITS, DESCRIPTOR_WORDS, LIST_ARGS, LIST_PATCHES, RECORD_BITS,
+                         CompletionRecord, Descriptor, ErrorCode, ListEntryFlags, Opcode, PatchWord)
 from .formal import Axi4Manager, Rules, contract_for, fifo_for, implies, past
 from .round_robin import round_robin
 
 __all__ = ["QueueController", "QueuePortSignature"]
 
 MAX_LOG2 = 15           #: largest ring size exponent (Q_RING_SIZE.LOG2 is 1..15)
+#: A queue's next read: its ring, a list's argument table, a list's entries, the list's end (the
+#: EXEC_LIST again).
+RING, ARGS, ITEMS, END = range(4)
+ARG_ROWS = LIST_ARGS // 8       #: 32-byte rows of argument words per queue
+ITEM_BIT, END_BIT = DESCRIPTOR_BITS, DESCRIPTOR_BITS + 1     #: prefetch FIFO entry: list marks
 
 
 class QueuePortSignature(wiring.Signature):
@@ -89,7 +96,9 @@ class QueuePortSignature(wiring.Signature):
     * ``prefetched`` [8]: descriptors in the prefetch FIFO.
     * ``error`` [8]: ``ErrorCode`` that halted the queue (0 while not halted); ``error_index`` [32].
     * ``head`` [256]: the FIFO head descriptor (valid while ``prefetched`` != 0);
-      ``head_index`` [32]: its index (F − ``prefetched``).
+      ``head_index`` [32]: its index (F − the ring descriptors in the FIFO; a list item's is its
+      EXEC_LIST's); ``head_item`` / ``head_end`` [1]: the head is a command-list item / a list's
+      end (docs/queues.md "Command lists").
     * ``ready`` [1]: ``active`` and the FIFO is not empty (``WORK.QREADY``).
     * ``qreset_req`` [1]: level, resetting and not yet acknowledged (``WORK.QRESET``).
     * ``cleared`` [1]: one-cycle pulse, the reset completes (indices zeroed at the clock edge).
@@ -105,6 +114,7 @@ class QueuePortSignature(wiring.Signature):
             "producer": Out(32), "fetch": Out(32), "consumer": Out(32), "active": Out(1),
             "halted": Out(1), "resetting": Out(1), "prefetched": Out(8), "error": Out(8),
             "error_index": Out(32), "head": Out(DESCRIPTOR_BITS), "head_index": Out(32),
+            "head_item": Out(1), "head_end": Out(1),
             "ready": Out(1), "qreset_req": Out(1), "cpl_irq": Out(1), "error_irq": Out(1),
             "retired": Out(1), "cleared": Out(1),
         })
@@ -230,6 +240,7 @@ class QueueController(wiring.Component):
             "q": Out(QueuePortSignature()).array(n_queues),
             "cpl_valid": In(1), "cpl_queue": In(self.qbits), "cpl_irq": In(1), "cpl_halt": In(1),
             "cpl_flags": In(8), "cpl_status": In(8), "cpl_opcode": In(8), "cpl_tag": In(16),
+            "cpl_item": In(16),
             "cpl_timestamp": In(32),
             "cpl_free": Out(4), "cpl_overflow": Out(1),
             "fw_running": In(1), "bus_timeout": In(32),
@@ -270,10 +281,13 @@ class QueueController(wiring.Component):
         reset_done = [Signal(name=f"q{i}_reset_done") for i in range(n)]
         size = [Signal(MAX_LOG2 + 2, name=f"q{i}_ring_size") for i in range(n)]
         cpl_dead = [Signal(name=f"q{i}_cpl_dead") for i in range(n)]    # its writes timed out
+        items = [Signal(range(self.prefetch + 1), name=f"q{i}_items") for i in range(n)]  # list items in the FIFO
         fifos = []
         for i in range(n):
             qp = self.q[i]
-            f = fifo.SyncFIFO(width=DESCRIPTOR_BITS, depth=self.prefetch)
+            # a descriptor, and whether it is a list item / a list's end
+            f = fifo_for(platform, self, fifo.SyncFIFO, width=DESCRIPTOR_BITS + 2,
+                         depth=self.prefetch)
             fifos.append(f)
             # Emptied when the reset completes, not when it starts: the firmware may be between
             # reading a head and forwarding it when the reset begins, and must forward a real
@@ -285,7 +299,9 @@ class QueueController(wiring.Component):
                 qp.producer.eq(P[i]), qp.fetch.eq(F[i]), qp.consumer.eq(C[i]),
                 qp.active.eq(active[i]), qp.halted.eq(halted[i]), qp.resetting.eq(resetting[i]),
                 qp.prefetched.eq(f.level), qp.error.eq(err[i]), qp.error_index.eq(err_index[i]),
-                qp.head.eq(f.r_data), qp.head_index.eq(F[i] - f.level),
+                qp.head.eq(f.r_data[:DESCRIPTOR_BITS]), qp.head_item.eq(f.r_data[ITEM_BIT]),
+                qp.head_end.eq(f.r_data[END_BIT]),
+                qp.head_index.eq(F[i] - (f.level - items[i])),
                 qp.ready.eq(active[i] & f.r_rdy),
                 qp.qreset_req.eq(resetting[i] & ~acked[i]),
                 qp.cleared.eq(reset_done[i]),
@@ -293,24 +309,39 @@ class QueueController(wiring.Component):
                 size[i].eq(Const(1, 1) << qp.ring_log2),
             ]
 
-        # ---- fetch ------------------------------------------------------------------------------
+        # ---- fetch: ring descriptors, and the argument tables and entries of command lists ------
+        lmode = [Signal(2, name=f"q{i}_list_mode") for i in range(n)]      # what the next read is
+        lnext = [Signal(32, name=f"q{i}_list_next") for i in range(n)]     # the next entry
+        lleft = [Signal(16, name=f"q{i}_list_left") for i in range(n)]    # entries not pushed
+        anext = [Signal(32, name=f"q{i}_args_next") for i in range(n)]     # next argument burst
+        aleft = [Signal(6, name=f"q{i}_args_left") for i in range(n)]      # words not loaded
+        arow = [Signal(range(ARG_ROWS), name=f"q{i}_args_row") for i in range(n)]
+        nargs = [Signal(6, name=f"q{i}_args") for i in range(n)]           # the list's args
+        m.submodules.list_args = args_mem = Memory(shape=DESCRIPTOR_BITS, depth=n * ARG_ROWS,
+                                                   init=[])
+        args_w = args_mem.write_port()
+        args_r = args_mem.read_port(domain="comb")
         elig = []
         addr = []
         for i in range(n):
             qp = self.q[i]
             e = Signal(name=f"q{i}_fetch_elig")
             ahead = (P[i] - C[i])[:32]
-            m.d.comb += e.eq(active[i] & ((F[i] - C[i])[:32] < ahead) & (ahead <= size[i] + 1)
-                             & (fifos[i].level < self.prefetch))
+            ring_ok = ((F[i] - C[i])[:32] < ahead) & (ahead <= size[i] + 1)
+            on_ring = (lmode[i] == RING) | (lmode[i] == END)
+            m.d.comb += e.eq(active[i] & (fifos[i].level < self.prefetch) & (ring_ok | ~on_ring))
             elig.append(e)
             a = Signal(32, name=f"q{i}_fetch_addr")
             slot = F[i][:MAX_LOG2] & _low_mask(qp.ring_log2)
-            m.d.comb += a.eq((qp.ring_base & ~Const(31, 32)) + (slot << 5))
+            m.d.comb += a.eq(Mux(on_ring, (qp.ring_base & ~Const(31, 32)) + (slot << 5),
+                                 Mux(lmode[i] == ARGS, anext[i], lnext[i])))
             addr.append(a)
         rr_last = Signal(self.qbits, name="fetch_rr_last", init=n - 1)
         rr_any, rr_sel = round_robin(m, elig, rr_last, "fetch_rr")
 
         fq = Signal(self.qbits, name="fetch_q")             # queue of the read in flight
+        kind = Signal(2, name="fetch_kind")                 # its list mode when the read began
+        patch_rd = Signal(name="fetch_patch_rd")            # the read is a list entry's patch block
         ar_valid = Signal(name="fetch_ar_valid")
         ar_addr = Signal(32, name="fetch_ar_addr")
         r_beat = Signal(range(self.desc_beats), name="fetch_r_beat")
@@ -332,14 +363,60 @@ class QueueController(wiring.Component):
         r_hs = Signal(name="fetch_r_hs")
         r_done = Signal(name="fetch_r_done")               # last beat accepted this cycle
         beat_bad = Signal(name="fetch_beat_bad")
+        data_in = Signal(DESCRIPTOR_BITS, name="fetch_data")   # the burst, in its last beat
         m.d.comb += [r_hs.eq(axi.rvalid & axi.rready), r_done.eq(r_hs & axi.rlast),
-                     beat_bad.eq(axi.rresp[1])]
+                     beat_bad.eq(axi.rresp[1]), data_in.eq(Cat(r_buf, axi.rdata))]
+        keep = Signal(name="fetch_keep")                   # the burst ends and its queue wants it
+        bad = Signal(name="fetch_bad")
+        good = Signal(name="fetch_good")                   # ... and all its beats were OKAY
+        m.d.comb += [keep.eq(r_done & ~discard & ~fq_reset), bad.eq(r_err | beat_bad),
+                     good.eq(keep & ~bad)]
+
+        # a ring descriptor that starts a list (a malformed EXEC_LIST is pushed for the firmware)
+        in_desc = Descriptor(data_in)
+        lcmd = in_desc.payload.exec_list
+        starts = Signal(name="fetch_list_start")
+        m.d.comb += starts.eq((in_desc.opcode == Opcode.EXEC_LIST) & (in_desc.flags.reserved == 0)
+                              & (lcmd.reserved == 0) & (lcmd.entries != 0)
+                              & (lcmd.args <= LIST_ARGS) & (lcmd.list_addr[:5] == 0)
+                              & (lcmd.args_addr[:5] == 0))
+        entry_flags = data.View(ListEntryFlags, in_desc.flags.as_value())
+
+        # the list entry being patched, its patch words, and the patch applied this cycle
+        ldesc = Signal(DESCRIPTOR_BITS, name="list_desc")
+        pwords = Signal(32 * LIST_PATCHES, name="list_patches")
+        npatch = Signal(3, name="list_npatch")
+        pj = Signal(3, name="list_pj")
+        pw = data.View(PatchWord, pwords.word_select(pj, 32))
+        width = Signal(7, name="patch_width")
+        pos_lo = Signal(5, name="patch_shift")
+        pos_w = Signal(3, name="patch_word")
+        patch_bad = Signal(name="patch_bad")
+        arg_val = Signal(32, name="patch_arg")
+        window = Signal(64, name="patch_window")
+        mask = Signal(64, name="patch_mask")
+        patched = Signal(64, name="patch_result")
+        ext = Cat(ldesc, Const(0, 32))
+        cur_args = Array(nargs)[fq]
+        m.d.comb += [
+            width.eq(pw.width_m1 + 1), pos_lo.eq(pw.pos[:5]), pos_w.eq(pw.pos[5:]),
+            patch_bad.eq((pw.pos < 32) | (pw.pos + width > DESCRIPTOR_BITS) | (pos_lo + width > 64)
+                         | (pw.arg >= cur_args) | (pw.reserved0 != 0) | (pw.reserved != 0)),
+            args_r.addr.eq(fq * ARG_ROWS + pw.arg[3:]),
+            arg_val.eq(args_r.data.word_select(pw.arg[:3], 32)),
+            window.eq(Cat(ext.word_select(pos_w, 32), ext.word_select(pos_w + 1, 32))),
+            mask.eq((((Const(1, 65) << width) - 1) << pos_lo)[:64]),
+            patched.eq((window & ~mask) | ((window + (arg_val << pos_lo))[:64] & mask)),
+        ]
+
+        list_fail = Signal(name="fetch_list_fail")         # BAD_LIST for the queue of the read
+        item_push = Signal(name="fetch_item_push")         # the patched entry enters the FIFO
         with m.FSM(init="IDLE", name="fetch_fsm") as fetch_fsm:
             with m.State("IDLE"):
                 with m.If(rr_any):
                     m.d.sync += [
-                        fq.eq(rr_sel), rr_last.eq(rr_sel), ar_valid.eq(1),
-                        ar_addr.eq(Array(addr)[rr_sel]), r_beat.eq(0), r_err.eq(0),
+                        fq.eq(rr_sel), rr_last.eq(rr_sel), ar_valid.eq(1), kind.eq(Array(lmode)[rr_sel]),
+                        patch_rd.eq(0), ar_addr.eq(Array(addr)[rr_sel]), r_beat.eq(0), r_err.eq(0),
                         discard.eq(Array(self.q[i].reset for i in range(n))[rr_sel]),
                     ]
                     m.next = "AR"
@@ -362,35 +439,93 @@ class QueueController(wiring.Component):
                         m.d.sync += [r_err.eq(1), r_code.eq(_resp_error(axi.rresp))]
                 with m.If(r_done):
                     m.next = "IDLE"
+                    with m.If(good & (kind == ITEMS) & patch_rd):
+                        m.d.sync += [pwords.eq(data_in[:len(pwords)]), pj.eq(0)]
+                        m.next = "APPLY"
+                    with m.Elif(good & (kind == ITEMS) & (in_desc.opcode == Opcode.EXEC_LIST)):
+                        m.d.comb += list_fail.eq(1)            # lists do not nest
+                    with m.Elif(good & (kind == ITEMS)):
+                        m.d.sync += [ldesc.eq(Cat(data_in[:9], Const(0, 3), data_in[12:])),
+                                     npatch.eq(entry_flags.patches)]
+                        with m.If(entry_flags.patches != 0):
+                            m.d.sync += [ar_valid.eq(1), ar_addr.eq(ar_addr + 32), r_beat.eq(0),
+                                         patch_rd.eq(1)]
+                            m.next = "AR"
+                        with m.Else():
+                            m.next = "PUSH"
                 with m.Elif(rg.timeout):               # the guard drops the rest of the burst
                     m.d.comb += fetch_abort.eq(1)
                     m.next = "IDLE"
+            with m.State("APPLY"):                     # one patch per cycle
+                m.d.comb += busy.eq(1)
+                with m.If(discard | fq_reset):
+                    m.next = "IDLE"
+                with m.Elif(patch_bad):
+                    m.d.comb += list_fail.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    for k in range(DESCRIPTOR_WORDS):
+                        with m.If(pos_w == k):
+                            m.d.sync += ldesc.word_select(k, 32).eq(patched[:32])
+                            if k + 1 < DESCRIPTOR_WORDS:
+                                m.d.sync += ldesc.word_select(k + 1, 32).eq(patched[32:])
+                    m.d.sync += pj.eq(pj + 1)
+                    with m.If(pj + 1 == npatch):
+                        m.next = "PUSH"
+            with m.State("PUSH"):
+                m.d.comb += [busy.eq(1), item_push.eq(~discard & ~fq_reset)]
+                m.next = "IDLE"
 
         fetch_causes = []                                  # per queue: (cond, code, index)
-        keep = Signal(name="fetch_keep")                   # the burst ends and its queue wants it
-        bad = Signal(name="fetch_bad")
         fail = Signal(name="fetch_fail")                   # the queue of the read halts
         fail_code = Signal(8, name="fetch_fail_code")
-        m.d.comb += [keep.eq(r_done & ~discard & ~fq_reset),
-                     bad.eq(r_err | beat_bad),
-                     fail.eq((keep & bad) | (fetch_abort & ~discard & ~fq_reset)),
-                     fail_code.eq(Mux(r_err, r_code, Mux(fetch_abort, ErrorCode.BUS_TIMEOUT,
-                                                         _resp_error(axi.rresp))))]
+        m.d.comb += [fail.eq((keep & bad) | (fetch_abort & ~discard & ~fq_reset) | list_fail),
+                     fail_code.eq(Mux(list_fail, ErrorCode.BAD_LIST,
+                                      Mux(r_err, r_code, Mux(fetch_abort, ErrorCode.BUS_TIMEOUT,
+                                                             _resp_error(axi.rresp)))))]
+        m.d.comb += [args_w.addr.eq(fq * ARG_ROWS + Array(arow)[fq]), args_w.data.eq(data_in),
+                     args_w.en.eq(good & (kind == ARGS))]
         for i in range(n):
-            push = Signal(name=f"q{i}_fetch_push")
+            mine = good & (fq == i)
+            ring_push = Signal(name=f"q{i}_fetch_push")
+            push_item = Signal(name=f"q{i}_item_push")
+            qp = self.q[i]
             m.d.comb += [
-                push.eq(keep & ~bad & (fq == i)),
-                fifos[i].w_en.eq(push),
-                fifos[i].w_data.eq(Cat(r_buf, axi.rdata)),
+                ring_push.eq(mine & ((kind == END) | ((kind == RING) & ~starts))),
+                push_item.eq(item_push & (fq == i)),
+                fifos[i].w_en.eq(ring_push | push_item),
+                fifos[i].w_data.eq(Mux(push_item, Cat(ldesc, Const(1, 1), Const(0, 1)),
+                                       Cat(data_in, Const(0, 1), kind == END))),
             ]
-            with m.If(push):
+            popped_item = qp.pop & fifos[i].r_rdy & fifos[i].r_data[ITEM_BIT]
+            m.d.sync += items[i].eq(items[i] + push_item - popped_item)
+            with m.If(ring_push):
                 m.d.sync += F[i].eq(F[i] + 1)
+            with m.If(mine & (kind == END)):
+                m.d.sync += lmode[i].eq(RING)
+            with m.If(mine & (kind == RING) & starts):
+                m.d.sync += [lmode[i].eq(Mux(lcmd.args != 0, ARGS, ITEMS)),
+                             lnext[i].eq(lcmd.list_addr), lleft[i].eq(lcmd.entries),
+                             anext[i].eq(lcmd.args_addr), aleft[i].eq(lcmd.args),
+                             nargs[i].eq(lcmd.args), arow[i].eq(0)]
+            with m.If(mine & (kind == ARGS)):
+                m.d.sync += [anext[i].eq(anext[i] + 32), arow[i].eq(arow[i] + 1),
+                             aleft[i].eq(Mux(aleft[i] > 8, aleft[i] - 8, 0))]
+                with m.If(aleft[i] <= 8):
+                    m.d.sync += lmode[i].eq(ITEMS)
+            with m.If(push_item):
+                m.d.sync += [lnext[i].eq(lnext[i] + Mux(npatch != 0, 64, 32)),
+                             lleft[i].eq(lleft[i] - 1)]
+                with m.If(lleft[i] == 1):
+                    m.d.sync += lmode[i].eq(END)
+            with m.If(reset_done[i]):                    # after the rest: a reset abandons a list
+                m.d.sync += [lmode[i].eq(RING), items[i].eq(0)]
             fetch_causes.append((fail & (fq == i), fail_code, F[i]))
 
         # ---- completion requests ----------------------------------------------------------------
         req_layout = data.StructLayout({
             "queue": self.qbits, "irq": 1, "halt": 1, "flags": 8, "status": 8, "opcode": 8,
-            "tag": 16, "timestamp": 32})
+            "tag": 16, "item": 16, "timestamp": 32})
         m.submodules.cpl_fifo = cf = fifo_for(platform, self, fifo.SyncFIFO,
                                               width=req_layout.size, depth=self.cpl_depth)
         wreq = data.View(req_layout, cf.w_data)
@@ -398,7 +533,7 @@ class QueueController(wiring.Component):
         m.d.comb += [
             wreq.queue.eq(self.cpl_queue), wreq.irq.eq(self.cpl_irq), wreq.halt.eq(self.cpl_halt),
             wreq.flags.eq(self.cpl_flags), wreq.status.eq(self.cpl_status),
-            wreq.opcode.eq(self.cpl_opcode), wreq.tag.eq(self.cpl_tag),
+            wreq.opcode.eq(self.cpl_opcode), wreq.tag.eq(self.cpl_tag), wreq.item.eq(self.cpl_item),
             wreq.timestamp.eq(self.cpl_timestamp),
             push_ok.eq(self.cpl_valid & cf.w_rdy & (self.cpl_queue < n)),
             cf.w_en.eq(push_ok),
@@ -461,7 +596,7 @@ class QueueController(wiring.Component):
             sel_log2.eq(Array(self.q[i].ring_log2 for i in range(n))[wq]),
             sel_c.eq(Array(C)[wq]),
             rec.index.eq(sel_c), rec.opcode.eq(req.opcode), rec.status.eq(req.status),
-            rec.queue.eq(wq), rec.flags.eq(req.flags), rec.tag.eq(req.tag), rec.reserved.eq(0),
+            rec.queue.eq(wq), rec.flags.eq(req.flags), rec.tag.eq(req.tag), rec.item.eq(req.item),
             rec.timestamp.eq(req.timestamp),
         ]
         # A record that asks for no interrupt and halts nothing, written OK, with the next
@@ -618,9 +753,11 @@ class QueueController(wiring.Component):
                 m, platform, axi=axi, guards=(rg, wg), fifos=fifos, cpl_fifo=cf, pending=pending,
                 acked=acked,
                 reset_done=reset_done, fetch_issue=fetch_fsm.ongoing("IDLE") & rr_any,
-                fetch_sel=rr_sel, states=[fetch_fsm.ongoing(s) for s in ("IDLE", "AR", "R")]
-                + [cpl_fsm.ongoing(s)
-                   for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
+                fetch_sel=rr_sel, items=items, ring_read=Array(
+                    (lm == RING) | (lm == END) for lm in lmode)[rr_sel],
+                fetch_states=[fetch_fsm.ongoing(s) for s in ("IDLE", "AR", "R", "APPLY", "PUSH")],
+                cpl_states=[cpl_fsm.ongoing(s)
+                            for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
                 fetch_keep=busy & ~discard, fetch_q=fq, cons_busy=cons_busy, cpl_queue=wq,
                 writing=~cf.r_en, rec_index=rec_index, cons_addr=cons_addr, req_layout=req_layout,
                 idx_sent=idx_sent,
@@ -629,7 +766,7 @@ class QueueController(wiring.Component):
 
     # ---------------------------------------------------------------------------------------------
     def _formal_contract(self, m, platform, *, axi, guards, fifos, cpl_fifo, pending, acked, reset_done,
-                         fetch_issue, fetch_sel, states, fetch_keep, fetch_q, cons_busy,
+                         fetch_issue, fetch_sel, items, ring_read, fetch_states, cpl_states, fetch_keep, fetch_q, cons_busy,
                          cpl_queue, writing, rec_index, cons_addr, record, req_layout, idx_sent):
         """The queue controller's contract (docs/formal.md).
 
@@ -641,7 +778,8 @@ class QueueController(wiring.Component):
         outstanding). Ring arithmetic, per queue, with C' the consumer index the host may
         already see (C + 1 while the consumer write is in flight):
 
-        * ``ring.fetch``: a fetch reads descriptor F only when C' <= F < P and P - C' <= ring
+        * ``ring.fetch``: a read of the ring (not of a command list's table or entries) reads
+          descriptor F only when C' <= F < P and P - C' <= ring
           size (the host has written it and cannot be rewriting its slot), at
           ``ring_base + 32 * (F mod size)``;
         * ``ring.doorbell``: a doorbell with (value - C') mod 2**32 > size is refused (P kept)
@@ -650,8 +788,9 @@ class QueueController(wiring.Component):
         * ``ring.record``: record C goes to ``cpl_base + 16 + 16 * (C mod size)`` and the
           consumer index to ``cpl_base``; ``ring.consumer``: that index is C + 1, in the four
           low byte lanes;
-        * ``ring.count``: F - C equals the descriptors prefetched, popped and not yet requested,
-          and requested and not yet written; C, F never move otherwise;
+        * ``ring.count``: F - C equals the ring descriptors prefetched (the FIFO's entries but
+          the list items, ``list.items``), popped and not yet requested, and requested and not
+          yet written; C, F never move otherwise;
         * ``ring.config``: an active queue has a valid configuration (aligned bases, size >= 2);
         * ``fifo.*``: the prefetch FIFO is never written when full; a completion request is
           queued exactly when the request FIFO has room, else it sets ``cpl_overflow``.
@@ -684,8 +823,9 @@ class QueueController(wiring.Component):
                                             self.cpl_overflow == past(m, self.cpl_valid & ~accepted,
                                                                       "formal_drop")),
                         group="fifo")
-        issued_to = past(m, Mux(fetch_issue, fetch_sel, 0), "formal_fetch_q")
-        issued = past(m, fetch_issue, "formal_fetch_issued")
+        ring_issue = fetch_issue & ring_read         # a read of a ring slot, not of a list
+        issued_to = past(m, Mux(ring_issue, fetch_sel, 0), "formal_fetch_q")
+        issued = past(m, ring_issue, "formal_fetch_issued")
         for i in range(n):
             qp, f = self.q[i], fifos[i]
             for cfg in (qp.ring_base, qp.ring_log2, qp.cpl_base):
@@ -693,7 +833,7 @@ class QueueController(wiring.Component):
             rules.guarantee("fifo.prefetch", implies(f.w_en, f.w_rdy), group="fifo")
             # descriptors popped by the firmware and not yet requested for completion
             owed = Signal(range(2 ** MAX_LOG2 + 2), name=f"formal_q{i}_owed")
-            pop = qp.pop & f.r_rdy
+            pop = qp.pop & f.r_rdy & ~qp.head_item         # list items are owed no record
             request = accepted & (self.cpl_queue == i)
             m.d.sync += owed.eq(Mux(reset_done[i], 0, owed + pop - request))
             rules.rely("fw.retire", implies(self.cpl_valid & (self.cpl_queue == i), owed != 0))
@@ -702,12 +842,14 @@ class QueueController(wiring.Component):
             rules.rely("issue.drained", implies(qp.drained, owed == 0))
             rules.rely("fw.ack", implies(qp.qreset_ack | (acked[i] & qp.resetting), ~qp.pop))
             P, F, C = qp.producer, qp.fetch, qp.consumer
-            rules.guarantee("ring.count", (F - C)[:32] == f.level + owed + pending[i])
+            rules.guarantee("ring.count", (F - C)[:32] == f.level - items[i] + owed + pending[i])
+            marked = [(k < f.level) & e[ITEM_BIT] for k, e in enumerate(f.entries)]
+            rules.guarantee("list.items", items[i] == sum(marked))
             size = Signal(MAX_LOG2 + 2, name=f"formal_q{i}_size")
             c_seen = Signal(32, name=f"formal_q{i}_c_seen")
             m.d.comb += [size.eq(Const(1, 1) << qp.ring_log2),
                          c_seen.eq(C + (cons_busy & (cpl_queue == i)))]
-            fetching = fetch_issue & (fetch_sel == i)
+            fetching = ring_issue & (fetch_sel == i)
             rules.guarantee("ring.fetch", implies(
                 fetching, ((F - c_seen)[:32] < (P - c_seen)[:32]) & ((P - c_seen)[:32] <= size)))
             slot = past(m, ((qp.ring_base & ~Const(31, 32))
@@ -749,12 +891,12 @@ class QueueController(wiring.Component):
             rules.guarantee("ring.inv", pending[i] == sum(waiting[i * self.cpl_depth:
                                                                   (i + 1) * self.cpl_depth])
                             + (writing & (cpl_queue == i)))
-        rules.guarantee("ring.inv", (sum(states[:3]) == 1) & (sum(states[3:]) == 1))
-        in_rec, in_idx = states[5], states[7]
-        rules.guarantee("ring.inv", implies(in_idx | states[8], idx_sent))
-        rules.guarantee("ring.inv", implies(states[5] | states[6], ~idx_sent))
+        rules.guarantee("ring.inv", (sum(fetch_states) == 1) & (sum(cpl_states) == 1))
+        in_rec, rec_b, in_idx, idx_b = cpl_states[2:6]
+        rules.guarantee("ring.inv", implies(in_idx | idx_b, idx_sent))
+        rules.guarantee("ring.inv", implies(in_rec | rec_b, ~idx_sent))
         rules.guarantee("ring.inv", implies(axi.awvalid | axi.wvalid, in_rec | in_idx))
-        rules.guarantee("ring.inv", implies(axi.arvalid, states[1]))
+        rules.guarantee("ring.inv", implies(axi.arvalid, fetch_states[1]))
         # records and consumer writes of the queue being served
         base = Array(self.q[i].cpl_base for i in range(n))[cpl_queue] & ~Const(15, 32)
         log2 = Array(self.q[i].ring_log2 for i in range(n))[cpl_queue]

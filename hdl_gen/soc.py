@@ -284,6 +284,7 @@ class KakiSoc(wiring.Component):
             q = qc.q[i]
             m.d.comb += [q.pop.eq(iu.q[i].pop), iu.q[i].fw_pop.eq(pops[i]),
                          iu.q[i].head.eq(q.head), iu.q[i].valid.eq(q.prefetched != 0),
+                         iu.q[i].item.eq(q.head_item), iu.q[i].end.eq(q.head_end),
                          iu.q[i].active.eq(q.active),
                          iu.q[i].cleared.eq(q.cleared), q.drained.eq(iu.q[i].drained)]
         # The DMA window of the queue a command came from travels with it through the FIFO.
@@ -330,7 +331,8 @@ class KakiSoc(wiring.Component):
             iu.cpl_ready.eq(free), qc.cpl_valid.eq(iu.cpl_valid & free),
             qc.cpl_queue.eq(iu.cpl_queue), qc.cpl_irq.eq(iu.cpl_irq), qc.cpl_halt.eq(iu.cpl_halt),
             qc.cpl_flags.eq(iu.cpl_flags), qc.cpl_status.eq(iu.cpl_status),
-            qc.cpl_opcode.eq(iu.cpl_opcode), qc.cpl_tag.eq(iu.cpl_tag), qc.cpl_timestamp.eq(timestamp),
+            qc.cpl_opcode.eq(iu.cpl_opcode), qc.cpl_tag.eq(iu.cpl_tag), qc.cpl_item.eq(iu.cpl_item),
+            qc.cpl_timestamp.eq(timestamp),
         ]
 
     # ---------------------------------------------------------------- status, interrupts, perf

@@ -235,15 +235,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [8:0] \$302 ;
   wire [8:0] \$303 ;
   wire [8:0] \$304 ;
-  wire [2:0] \$305 ;
-  wire [2:0] \$306 ;
-  wire [2:0] \$307 ;
-  wire [2:0] \$308 ;
-  wire [77:0] \$309 ;
+  wire [257:0] \$305 ;
+  wire [257:0] \$306 ;
+  wire [257:0] \$307 ;
+  wire [257:0] \$308 ;
+  wire [2:0] \$309 ;
   wire [1:0] \$31 ;
-  wire [15:0] \$310 ;
-  wire [4:0] \$311 ;
-  wire [223:0] \$312 ;
+  wire [2:0] \$310 ;
+  wire [2:0] \$311 ;
+  wire [2:0] \$312 ;
+  wire [77:0] \$313 ;
+  wire [15:0] \$314 ;
+  wire [4:0] \$315 ;
+  wire [223:0] \$316 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
   wire \$34 ;
@@ -319,7 +323,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$842 ;
+  reg [7:0] \$signal$860 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
@@ -345,8 +349,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$247 ;
   wire active;
-  wire \active$966 ;
-  wire \active$972 ;
+  wire \active$984 ;
+  wire \active$990 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$350 ;
   wire [1:0] axi__arburst;
@@ -436,7 +440,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$716 ;
+  wire [31:0] \bus_timeout$732 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -470,25 +474,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$728 ;
+  wire [7:0] \cpl_flags$744 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$726 ;
+  wire \cpl_halt$742 ;
   wire cpl_irq;
-  wire \cpl_irq$724 ;
+  wire \cpl_irq$740 ;
+  wire [15:0] cpl_item;
+  wire [15:0] \cpl_item$752 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$732 ;
+  wire [7:0] \cpl_opcode$748 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$722 ;
+  wire [1:0] \cpl_queue$738 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$730 ;
+  wire [7:0] \cpl_status$746 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$734 ;
+  wire [15:0] \cpl_tag$750 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$720 ;
+  wire \cpl_valid$736 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -528,8 +534,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$949 ;
-  wire \ctl__busy$971 ;
+  wire \ctl__busy$967 ;
+  wire \ctl__busy$989 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -599,6 +605,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] ctl__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -618,6 +625,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] \ctl__error$135 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -637,6 +645,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] \ctl__error$146 ;
   wire debug_hang_gemm;
   wire debug_hang_vec;
@@ -662,6 +671,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_load__payload.desc.opcode ;
   wire [223:0] \dma_load__payload.desc.payload ;
   wire [223:0] \dma_load__payload.desc.payload.dma ;
@@ -695,6 +705,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
+  wire [223:0] \dma_load__payload.desc.payload.exec_list ;
+  wire [5:0] \dma_load__payload.desc.payload.exec_list.args ;
+  wire [31:0] \dma_load__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \dma_load__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \dma_load__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
@@ -785,6 +801,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] dma_load_error;
   wire [258:0] dma_store__payload;
   wire [255:0] \dma_store__payload.desc ;
@@ -805,6 +822,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_store__payload.desc.opcode ;
   wire [223:0] \dma_store__payload.desc.payload ;
   wire [223:0] \dma_store__payload.desc.payload.dma ;
@@ -838,6 +856,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
+  wire [223:0] \dma_store__payload.desc.payload.exec_list ;
+  wire [5:0] \dma_store__payload.desc.payload.exec_list.args ;
+  wire [31:0] \dma_store__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \dma_store__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \dma_store__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
@@ -928,6 +952,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] dma_store_error;
   (* init = 32'd0 *)
   wire [31:0] done_count_dma_load;
@@ -954,42 +979,42 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$758 ;
+  wire [4:0] \engine_reset$776 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$684 ;
+  wire [31:0] \event0_value$700 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$704 ;
+  wire [31:0] \event10_value$720 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$706 ;
+  wire [31:0] \event11_value$722 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$708 ;
+  wire [31:0] \event12_value$724 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$710 ;
+  wire [31:0] \event13_value$726 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$712 ;
+  wire [31:0] \event14_value$728 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$714 ;
+  wire [31:0] \event15_value$730 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$686 ;
+  wire [31:0] \event1_value$702 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$688 ;
+  wire [31:0] \event2_value$704 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$690 ;
+  wire [31:0] \event3_value$706 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$692 ;
+  wire [31:0] \event4_value$708 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$694 ;
+  wire [31:0] \event5_value$710 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$696 ;
+  wire [31:0] \event6_value$712 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$698 ;
+  wire [31:0] \event7_value$714 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$700 ;
+  wire [31:0] \event8_value$716 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$702 ;
+  wire [31:0] \event9_value$718 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1019,7 +1044,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$952 ;
+  wire [31:0] \fw_msg_value$970 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
@@ -1056,6 +1081,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \gemm__payload.desc.opcode ;
   wire [223:0] \gemm__payload.desc.payload ;
   wire [223:0] \gemm__payload.desc.payload.dma ;
@@ -1089,6 +1115,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
+  wire [223:0] \gemm__payload.desc.payload.exec_list ;
+  wire [5:0] \gemm__payload.desc.payload.exec_list.args ;
+  wire [31:0] \gemm__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \gemm__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \gemm__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \gemm__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
@@ -1179,6 +1211,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] gemm_error;
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
@@ -1189,7 +1222,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$760  = 1'h0;
+  reg \irq$778  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1253,6 +1286,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] load__error;
   wire [31:0] load_addr;
   wire load_addr_we;
@@ -1489,17 +1523,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] perf_vec_stall;
   reg [31:0] perf_vec_stall_count = 32'd0;
   wire q__0__active;
-  wire \q__0__active$458 ;
+  wire \q__0__active$462 ;
   wire q__0__cleared;
-  wire \q__0__cleared$460 ;
+  wire \q__0__cleared$464 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$462 ;
+  wire \q__0__drained$466 ;
   wire q__0__enable;
+  wire q__0__end;
   wire [7:0] q__0__error;
   wire [31:0] q__0__error_index;
   wire q__0__error_irq;
@@ -1509,7 +1544,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__halted;
   wire [255:0] q__0__head;
   wire [255:0] \q__0__head$454 ;
+  wire q__0__head_end;
   wire [31:0] q__0__head_index;
+  wire q__0__head_item;
+  wire q__0__item;
   wire q__0__pop;
   wire \q__0__pop$450 ;
   wire [7:0] q__0__prefetched;
@@ -1523,17 +1561,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$471 ;
+  wire \q__1__active$479 ;
   wire q__1__cleared;
-  wire \q__1__cleared$473 ;
+  wire \q__1__cleared$481 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$475 ;
+  wire \q__1__drained$483 ;
   wire q__1__enable;
+  wire q__1__end;
   wire [7:0] q__1__error;
   wire [31:0] q__1__error_index;
   wire q__1__error_irq;
@@ -1542,10 +1581,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$467 ;
+  wire [255:0] \q__1__head$471 ;
+  wire q__1__head_end;
   wire [31:0] q__1__head_index;
+  wire q__1__head_item;
+  wire q__1__item;
   wire q__1__pop;
-  wire \q__1__pop$464 ;
+  wire \q__1__pop$468 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1557,17 +1599,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$484 ;
+  wire \q__2__active$496 ;
   wire q__2__cleared;
-  wire \q__2__cleared$486 ;
+  wire \q__2__cleared$498 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$488 ;
+  wire \q__2__drained$500 ;
   wire q__2__enable;
+  wire q__2__end;
   wire [7:0] q__2__error;
   wire [31:0] q__2__error_index;
   wire q__2__error_irq;
@@ -1576,10 +1619,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$480 ;
+  wire [255:0] \q__2__head$488 ;
+  wire q__2__head_end;
   wire [31:0] q__2__head_index;
+  wire q__2__head_item;
+  wire q__2__item;
   wire q__2__pop;
-  wire \q__2__pop$477 ;
+  wire \q__2__pop$485 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1591,17 +1637,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$497 ;
+  wire \q__3__active$513 ;
   wire q__3__cleared;
-  wire \q__3__cleared$499 ;
+  wire \q__3__cleared$515 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$501 ;
+  wire \q__3__drained$517 ;
   wire q__3__enable;
+  wire q__3__end;
   wire [7:0] q__3__error;
   wire [31:0] q__3__error_index;
   wire q__3__error_irq;
@@ -1610,10 +1657,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$493 ;
+  wire [255:0] \q__3__head$505 ;
+  wire q__3__head_end;
   wire [31:0] q__3__head_index;
+  wire q__3__head_item;
+  wire q__3__item;
   wire q__3__pop;
-  wire \q__3__pop$490 ;
+  wire \q__3__pop$502 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1784,6 +1834,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] reject__error;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1799,11 +1850,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] reject__opcode;
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$763 ;
+  wire \retire__0__done$781 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1822,6 +1874,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] retire__0__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1841,7 +1894,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__0__error$766 ;
+  (* enum_value_00010001 = "BAD_LIST" *)
+  wire [7:0] \retire__0__error$784 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1857,12 +1911,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__0__opcode;
   wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$768 ;
+  wire [15:0] \retire__0__tag$786 ;
   wire retire__1__done;
-  wire \retire__1__done$770 ;
+  wire \retire__1__done$788 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1881,6 +1936,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] retire__1__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1900,7 +1956,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__1__error$773 ;
+  (* enum_value_00010001 = "BAD_LIST" *)
+  wire [7:0] \retire__1__error$791 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1916,12 +1973,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__1__opcode;
   wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$775 ;
+  wire [15:0] \retire__1__tag$793 ;
   wire retire__2__done;
-  wire \retire__2__done$777 ;
+  wire \retire__2__done$795 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1940,6 +1998,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] retire__2__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1959,7 +2018,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__2__error$780 ;
+  (* enum_value_00010001 = "BAD_LIST" *)
+  wire [7:0] \retire__2__error$798 ;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1975,12 +2035,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__2__opcode;
   wire retire__2__queued;
   wire [15:0] retire__2__tag;
-  wire [15:0] \retire__2__tag$782 ;
+  wire [15:0] \retire__2__tag$800 ;
   wire retire__3__done;
-  wire \retire__3__done$784 ;
+  wire \retire__3__done$802 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1999,6 +2060,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] retire__3__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -2018,7 +2080,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__3__error$787 ;
+  (* enum_value_00010001 = "BAD_LIST" *)
+  wire [7:0] \retire__3__error$805 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2034,12 +2097,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__3__opcode;
   wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$789 ;
+  wire [15:0] \retire__3__tag$807 ;
   wire retire__4__done;
-  wire \retire__4__done$791 ;
+  wire \retire__4__done$809 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2058,6 +2122,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] retire__4__error;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -2077,7 +2142,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \retire__4__error$794 ;
+  (* enum_value_00010001 = "BAD_LIST" *)
+  wire [7:0] \retire__4__error$812 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2093,10 +2159,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__4__opcode;
   wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$796 ;
+  wire [15:0] \retire__4__tag$814 ;
   input rst;
   wire rst;
   wire run;
@@ -2150,6 +2217,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \sfu__payload.desc.opcode ;
   wire [223:0] \sfu__payload.desc.payload ;
   wire [223:0] \sfu__payload.desc.payload.dma ;
@@ -2183,6 +2251,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \sfu__payload.desc.payload.event.reserved ;
   wire [23:0] \sfu__payload.desc.payload.event.reserved0 ;
   wire [31:0] \sfu__payload.desc.payload.event.value ;
+  wire [223:0] \sfu__payload.desc.payload.exec_list ;
+  wire [5:0] \sfu__payload.desc.payload.exec_list.args ;
+  wire [31:0] \sfu__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \sfu__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \sfu__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \sfu__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \sfu__payload.desc.payload.gemm ;
   wire [19:0] \sfu__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \sfu__payload.desc.payload.gemm.a_batch_stride ;
@@ -2280,6 +2354,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] sfu_error;
   wire sleeping;
   wire [13:0] spad_rd__addr;
@@ -2352,6 +2427,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] store__error;
   wire [7:0] store_bytes;
   wire store_reset;
@@ -2368,7 +2444,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$514 ;
+  wire [31:0] \timestamp_cycles$530 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2388,6 +2464,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \vec__payload.desc.opcode ;
   wire [223:0] \vec__payload.desc.payload ;
   wire [223:0] \vec__payload.desc.payload.dma ;
@@ -2421,6 +2498,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
+  wire [223:0] \vec__payload.desc.payload.exec_list ;
+  wire [5:0] \vec__payload.desc.payload.exec_list.args ;
+  wire [31:0] \vec__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \vec__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \vec__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \vec__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
@@ -2511,6 +2594,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   wire [7:0] vec_error;
   reg vec_frozen = 1'h0;
   reg vec_hang_armed = 1'h0;
@@ -2599,69 +2683,69 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign acc_wr__gnt = \wr__0__gnt$240  & \$49 ;
   assign \$52  = cmd_submit_go & held;
   assign \$53  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__0__valid = | \$305 ;
+  assign q__0__valid = | \$309 ;
   assign \$54  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__1__valid = | \$306 ;
+  assign q__1__valid = | \$310 ;
   assign \$55  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__2__valid = | \$307 ;
+  assign q__2__valid = | \$311 ;
   assign \$56  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__3__valid = | \$308 ;
+  assign q__3__valid = | \$312 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
   assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$720  & \$57 ;
+  assign cpl_valid = \cpl_valid$736  & \$57 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
   assign \$58  = timestamp_cycles - timer_cycles;
   assign fw_timer_due = ~ \$58 [31];
-  assign retire__0__done = \retire__0__done$763  & retire__0__queued;
-  assign retire__1__done = \retire__1__done$770  & retire__1__queued;
-  assign retire__2__done = \retire__2__done$777  & retire__2__queued;
-  assign retire__3__done = \retire__3__done$784  & retire__3__queued;
-  assign retire__4__done = \retire__4__done$791  & retire__4__queued;
-  assign \$59  = \retire__0__done$763  & \$300 [8];
+  assign retire__0__done = \retire__0__done$781  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$788  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$795  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$802  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$809  & retire__4__queued;
+  assign \$59  = \retire__0__done$781  & \$300 [8];
   assign \$60  = ! retire__0__error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
   assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = \retire__1__done$770  & \$301 [8];
+  assign \$63  = \retire__1__done$788  & \$301 [8];
   assign \$64  = ! retire__1__error;
   assign \$65  = \$63  & \$64 ;
   assign \$66  = ~ core_ctrl_run;
   assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = \retire__2__done$777  & \$302 [8];
+  assign \$67  = \retire__2__done$795  & \$302 [8];
   assign \$68  = ! retire__2__error;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = ~ core_ctrl_run;
   assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = \retire__3__done$784  & \$303 [8];
+  assign \$71  = \retire__3__done$802  & \$303 [8];
   assign \$72  = ! retire__3__error;
   assign \$73  = \$71  & \$72 ;
   assign \$74  = ~ core_ctrl_run;
   assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = \retire__4__done$791  & \$304 [8];
+  assign \$75  = \retire__4__done$809  & \$304 [8];
   assign \$76  = ! retire__4__error;
   assign \$77  = \$75  & \$76 ;
   assign \$78  = ~ core_ctrl_run;
   assign irq_status_sfu_done_set = \$77  & \$78 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
   assign \$79  = | retire__4__error;
-  assign \$80  = \retire__4__done$791  & \$79 ;
+  assign \$80  = \retire__4__done$809  & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
   assign \$83  = | retire__3__error;
-  assign \$84  = \retire__3__done$784  & \$83 ;
+  assign \$84  = \retire__3__done$802  & \$83 ;
   assign \$85  = ~ core_ctrl_run;
   assign \$86  = \$84  & \$85 ;
   assign \$87  = | retire__2__error;
-  assign \$88  = \retire__2__done$777  & \$87 ;
+  assign \$88  = \retire__2__done$795  & \$87 ;
   assign \$89  = ~ core_ctrl_run;
   assign \$90  = \$88  & \$89 ;
   assign \$91  = | retire__1__error;
-  assign \$92  = \retire__1__done$770  & \$91 ;
+  assign \$92  = \retire__1__done$788  & \$91 ;
   assign \$93  = ~ core_ctrl_run;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = | retire__0__error;
-  assign \$96  = \retire__0__done$763  & \$95 ;
+  assign \$96  = \retire__0__done$781  & \$95 ;
   assign \$97  = ~ core_ctrl_run;
   assign \$98  = \$96  & \$97 ;
   assign \$99  = | reject__error;
@@ -2681,7 +2765,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
   assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
   assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$949 ;
+  assign \$122  = vec_hang_armed & \ctl__busy$967 ;
   assign \$123  = ~ mmio__ack;
   assign \$124  = bus__en & \$123 ;
   assign \$125  = \$124  & bus__we;
@@ -2709,19 +2793,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$147  = fw_timer_due & \$146 ;
   assign \$148  = \$145  | \$147 ;
   assign \$149  = ~ reset[0];
-  assign \$150  = \retire__0__done$763  & \$149 ;
+  assign \$150  = \retire__0__done$781  & \$149 ;
   assign \$151  = done_dma_load_count + 1'h1;
   assign \$152  = ~ reset[1];
-  assign \$153  = \retire__1__done$770  & \$152 ;
+  assign \$153  = \retire__1__done$788  & \$152 ;
   assign \$154  = done_dma_store_count + 1'h1;
   assign \$155  = ~ reset[2];
-  assign \$156  = \retire__2__done$777  & \$155 ;
+  assign \$156  = \retire__2__done$795  & \$155 ;
   assign \$157  = done_gemm_count + 1'h1;
   assign \$158  = ~ reset[3];
-  assign \$159  = \retire__3__done$784  & \$158 ;
+  assign \$159  = \retire__3__done$802  & \$158 ;
   assign \$160  = done_vec_count + 1'h1;
   assign \$161  = ~ reset[4];
-  assign \$162  = \retire__4__done$791  & \$161 ;
+  assign \$162  = \retire__4__done$809  & \$161 ;
   assign \$163  = done_sfu_count + 1'h1;
   assign \$164  = ~ irq_status_error;
   assign \$165  = failing & \$164 ;
@@ -2738,11 +2822,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$176  = stall | gemm_frozen;
   assign \$177  = perf_gemm_stall_count + \$176 ;
   assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$949  | vec_frozen;
+  assign \$179  = \ctl__busy$967  | vec_frozen;
   assign \$180  = perf_vec_busy_count + \$179 ;
   assign \$181  = ~ perf_ctrl_freeze;
   assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$966  & \$182 ;
+  assign \$183  = \active$984  & \$182 ;
   assign \$184  = perf_vec_active_count + \$183 ;
   assign \$185  = ~ perf_ctrl_freeze;
   assign \$186  = perf_dma_load_busy_count + load__busy;
@@ -2763,19 +2847,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$201  = store__busy & \$200 ;
   assign \$202  = perf_dma_store_stall_count + \$201 ;
   assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$949  | vec_frozen;
+  assign \$204  = \ctl__busy$967  | vec_frozen;
   assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$966  & \$205 ;
+  assign \$206  = \active$984  & \$205 ;
   assign \$207  = ~ \$206 ;
   assign \$208  = \$204  & \$207 ;
   assign \$209  = perf_vec_stall_count + \$208 ;
   assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$971 ;
+  assign \$211  = perf_sfu_busy_count + \ctl__busy$989 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$972 ;
+  assign \$213  = perf_sfu_active_count + \active$990 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$972 ;
-  assign \$216  = \ctl__busy$971  & \$215 ;
+  assign \$215  = ~ \active$990 ;
+  assign \$216  = \ctl__busy$989  & \$215 ;
   assign \$217  = perf_sfu_stall_count + \$216 ;
   assign \$218  = ~ perf_ctrl_freeze;
   assign \$219  = perf_dma_load_full_count + full[0];
@@ -2836,7 +2920,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @(posedge clk)
     fw_write_engine_reset_word <= \$259 ;
   always @(posedge clk)
-    \irq$760  <= \$260 ;
+    \irq$778  <= \$260 ;
   always @(posedge clk)
     done_dma_load_count <= \$261 ;
   always @(posedge clk)
@@ -3028,7 +3112,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.control  control (
     .clk(clk),
-    .irq(\irq$760 ),
+    .irq(\irq$778 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3039,7 +3123,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13135$2 (\$299 ),
+    .\port$13815$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3150,20 +3234,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13161$0 (inflight),
-    .\port$13318$0 (q__0__cpl_irq),
-    .\port$13332$0 (q__0__error_irq),
-    .\port$13344$0 (q__1__cpl_irq),
-    .\port$13358$0 (q__1__error_irq),
-    .\port$13370$0 (q__2__cpl_irq),
-    .\port$13384$0 (q__2__error_irq),
-    .\port$13396$0 (q__3__cpl_irq),
-    .\port$13410$0 (q__3__error_irq),
-    .\port$13522$0 (\$305 ),
-    .\port$13530$0 (\$306 ),
-    .\port$13538$0 (\$307 ),
-    .\port$13546$0 (\$308 ),
-    .\port$15246$0 (events),
+    .\port$13841$0 (inflight),
+    .\port$14076$0 (q__0__cpl_irq),
+    .\port$14090$0 (q__0__error_irq),
+    .\port$14102$0 (q__1__cpl_irq),
+    .\port$14116$0 (q__1__error_irq),
+    .\port$14128$0 (q__2__cpl_irq),
+    .\port$14142$0 (q__2__error_irq),
+    .\port$14154$0 (q__3__cpl_irq),
+    .\port$14168$0 (q__3__error_irq),
+    .\port$14280$0 (\$309 ),
+    .\port$14288$0 (\$310 ),
+    .\port$14296$0 (\$311 ),
+    .\port$14304$0 (\$312 ),
+    .\port$16004$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3258,11 +3342,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13163$0 (\$300 ),
-    .\port$13167$0 (\$301 ),
-    .\port$13171$0 (\$302 ),
-    .\port$13175$0 (\$303 ),
-    .\port$13179$0 (\$304 ),
+    .\port$13843$0 (\$300 ),
+    .\port$13847$0 (\$301 ),
+    .\port$13851$0 (\$302 ),
+    .\port$13855$0 (\$303 ),
+    .\port$13859$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3272,23 +3356,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .reject__done(reject__done),
     .reject__error(reject__error),
     .reject__queued(windowed),
-    .retire__0__done(\retire__0__done$763 ),
+    .retire__0__done(\retire__0__done$781 ),
     .retire__0__error(retire__0__error),
     .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(\retire__1__done$770 ),
+    .retire__1__done(\retire__1__done$788 ),
     .retire__1__error(retire__1__error),
     .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(\retire__2__done$777 ),
+    .retire__2__done(\retire__2__done$795 ),
     .retire__2__error(retire__2__error),
     .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(\retire__3__done$784 ),
+    .retire__3__done(\retire__3__done$802 ),
     .retire__3__error(retire__3__error),
     .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(\retire__4__done$791 ),
+    .retire__4__done(\retire__4__done$809 ),
     .retire__4__error(retire__4__error),
     .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
@@ -3381,27 +3465,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$952 ),
+    .fw_msg_value(\fw_msg_value$970 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11265$0 (q__0__fw_ready),
-    .\port$11298$0 (q__1__fw_ready),
-    .\port$11331$0 (q__2__fw_ready),
-    .\port$11364$0 (q__3__fw_ready),
-    .\port$13135$2 (\$299 ),
-    .\port$15246$0 (events),
-    .\port$4226$0 (q__0__qreset_req),
-    .\port$4236$0 (q__1__qreset_req),
-    .\port$4246$0 (q__2__qreset_req),
-    .\port$4256$0 (q__3__qreset_req),
-    .\port$5305$0 (q__0__head),
-    .\port$5335$0 (q__1__head),
-    .\port$5365$0 (q__2__head),
-    .\port$5395$0 (q__3__head),
+    .\port$11706$0 (q__0__fw_ready),
+    .\port$11749$0 (q__1__fw_ready),
+    .\port$11792$0 (q__2__fw_ready),
+    .\port$11835$0 (q__3__fw_ready),
+    .\port$13815$2 (\$299 ),
+    .\port$16004$0 (events),
+    .\port$4227$0 (q__0__qreset_req),
+    .\port$4238$0 (q__1__qreset_req),
+    .\port$4249$0 (q__2__qreset_req),
+    .\port$4260$0 (q__3__qreset_req),
+    .\port$5717$0 (\$305 [255:0]),
+    .\port$5747$0 (\$306 [255:0]),
+    .\port$5777$0 (\$307 [255:0]),
+    .\port$5807$0 (\$308 [255:0]),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3443,9 +3527,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_flags(cpl_flags),
     .cpl_halt(cpl_halt),
     .cpl_irq(cpl_irq),
+    .cpl_item(cpl_item),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$720 ),
+    .cpl_rr_any(\cpl_valid$736 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3456,15 +3541,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$11403$0 (\$310 ),
-    .\port$11409$0 (\$311 ),
-    .\port$11410$32 (\$312 ),
+    .\port$11874$0 (\$314 ),
+    .\port$11880$0 (\$315 ),
+    .\port$11881$32 (\$316 ),
+    .\port$5717$0 (\$305 ),
+    .\port$5747$0 (\$306 ),
+    .\port$5777$0 (\$307 ),
+    .\port$5807$0 (\$308 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
     .q__0__fw_pop(\$53 [0]),
     .q__0__fw_ready(q__0__fw_ready),
-    .q__0__head(q__0__head),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
     .q__0__waiting(q_status0_waiting),
@@ -3473,7 +3561,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__drained(q__1__drained),
     .q__1__fw_pop(\$54 [1]),
     .q__1__fw_ready(q__1__fw_ready),
-    .q__1__head(q__1__head),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
     .q__1__waiting(q_status1_waiting),
@@ -3482,7 +3569,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__drained(q__2__drained),
     .q__2__fw_pop(\$55 [2]),
     .q__2__fw_ready(q__2__fw_ready),
-    .q__2__head(q__2__head),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
     .q__2__waiting(q_status2_waiting),
@@ -3491,7 +3577,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__drained(q__3__drained),
     .q__3__fw_pop(\$56 [3]),
     .q__3__fw_ready(q__3__fw_ready),
-    .q__3__head(q__3__head),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
     .q__3__waiting(q_status3_waiting),
@@ -3508,10 +3593,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$151 (retire__1__done),
-    .\w_en$156 (retire__2__done),
-    .\w_en$161 (retire__3__done),
-    .\w_en$166 (retire__4__done),
+    .\w_en$171 (retire__1__done),
+    .\w_en$176 (retire__2__done),
+    .\w_en$181 (retire__3__done),
+    .\w_en$186 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_8x8.qc  qc (
@@ -3538,6 +3623,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_free(cpl_free),
     .cpl_halt(cpl_halt),
     .cpl_irq(cpl_irq),
+    .cpl_item(cpl_item),
     .cpl_opcode(cpl_opcode),
     .cpl_queue(cpl_queue),
     .cpl_status(cpl_status),
@@ -3558,10 +3644,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$371 ),
     .down__wready(\axi__wready$337 ),
     .fw_running(fw_running),
-    .level(\$305 ),
-    .\level$119 (\$306 ),
-    .\level$153 (\$307 ),
-    .\level$187 (\$308 ),
+    .level(\$309 ),
+    .\level$122 (\$310 ),
+    .\level$159 (\$311 ),
+    .\level$196 (\$312 ),
     .limit(bus_timeout),
     .\port$104$0 (fw_write_qreset_ack_queue),
     .q0_active(q__0__active),
@@ -3588,7 +3674,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__0__error_index(q_error_index0_index),
     .q__0__error_irq(q__0__error_irq),
     .q__0__fetch(q_fetch0_index),
-    .q__0__head(q__0__head),
     .q__0__head_index(q_head_index0_index),
     .q__0__qreset_req(q__0__qreset_req),
     .q__0__reset(q__0__reset),
@@ -3607,7 +3692,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__error_index(q_error_index1_index),
     .q__1__error_irq(q__1__error_irq),
     .q__1__fetch(q_fetch1_index),
-    .q__1__head(q__1__head),
     .q__1__head_index(q_head_index1_index),
     .q__1__qreset_req(q__1__qreset_req),
     .q__1__reset(q__1__reset),
@@ -3626,7 +3710,6 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__error_index(q_error_index2_index),
     .q__2__error_irq(q__2__error_irq),
     .q__2__fetch(q_fetch2_index),
-    .q__2__head(q__2__head),
     .q__2__head_index(q_head_index2_index),
     .q__2__qreset_req(q__2__qreset_req),
     .q__2__reset(q__2__reset),
@@ -3645,17 +3728,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__error_index(q_error_index3_index),
     .q__3__error_irq(q__3__error_irq),
     .q__3__fetch(q_fetch3_index),
-    .q__3__head(q__3__head),
     .q__3__head_index(q_head_index3_index),
     .q__3__qreset_req(q__3__qreset_req),
     .q__3__reset(q__3__reset),
     .q__3__retired(q__3__retired),
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
+    .r_data(\$305 ),
+    .\r_data$128 (\$306 ),
+    .\r_data$165 (\$307 ),
+    .\r_data$202 (\$308 ),
     .r_en(q__0__pop),
-    .\r_en$133 (q__1__pop),
-    .\r_en$167 (q__2__pop),
-    .\r_en$201 (q__3__pop),
+    .\r_en$139 (q__1__pop),
+    .\r_en$176 (q__2__pop),
+    .\r_en$213 (q__3__pop),
     .rst(rst)
   );
   \kaki_soc_8x8.sfu  sfu (
@@ -3663,16 +3749,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__data(\acc_rd__data$225 ),
     .acc_rd__en(\acc_rd__en$222 ),
     .acc_rd__gnt(\$45 [0]),
-    .active(\active$972 ),
+    .active(\active$990 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$971 ),
+    .ctl__busy(\ctl__busy$989 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$12673$0 (sfu_cmd_op),
+    .\port$13353$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
-    .r_data(\$309 ),
+    .r_data(\$313 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
     .reset(reset),
@@ -3684,7 +3770,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$10497$0 (\$309 ),
+    .\port$10912$0 (\$313 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3719,13 +3805,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$214 ),
     .acc_rd__gnt(\acc_rd__gnt$215 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$949 ),
+    .ctl__busy(\ctl__busy$967 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$966 ),
+    .fire(\active$984 ),
     .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
@@ -3756,7 +3842,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
+      desc = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3894,27 +3980,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$842  = 8'h00;
+    \$signal$860  = 8'h00;
     if (\$82 ) begin
-      \$signal$842  = \$304 [7:0];
+      \$signal$860  = \$304 [7:0];
     end
     if (\$86 ) begin
-      \$signal$842  = \$303 [7:0];
+      \$signal$860  = \$303 [7:0];
     end
     if (\$90 ) begin
-      \$signal$842  = \$302 [7:0];
+      \$signal$860  = \$302 [7:0];
     end
     if (\$94 ) begin
-      \$signal$842  = \$301 [7:0];
+      \$signal$860  = \$301 [7:0];
     end
     if (\$98 ) begin
-      \$signal$842  = \$300 [7:0];
+      \$signal$860  = \$300 [7:0];
     end
     if (\$102 ) begin
-      \$signal$842  = desc[7:0];
+      \$signal$860  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$842  = cmd0_word[7:0];
+      \$signal$860  = cmd0_word[7:0];
     end
   end
   always @* begin
@@ -4062,7 +4148,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$248  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$952 ;
+      \$248  = \fw_msg_value$970 ;
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -4216,7 +4302,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$267  = error_info_opcode;
     if (\$165 ) begin
-      \$267  = \$signal$842 ;
+      \$267  = \$signal$860 ;
     end
     if (rst) begin
       \$267  = 8'h00;
@@ -4644,12 +4730,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign rd__3__data = \spad_rd__data$177 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
-  assign wr__1__addr = \$309 [13:0];
-  assign \spad_wr__addr$188  = \$309 [13:0];
+  assign wr__1__addr = \$313 [13:0];
+  assign \spad_wr__addr$188  = \$313 [13:0];
   assign wr__1__en = \$36 [0];
   assign \spad_wr__gnt$191  = \$37 [0];
-  assign wr__1__data = \$309 [77:14];
-  assign \spad_wr__data$194  = \$309 [77:14];
+  assign wr__1__data = \$313 [77:14];
+  assign \spad_wr__data$194  = \$313 [77:14];
   assign \spad_wr__addr$196  = wr__2__addr;
   assign wr__2__en = \$38 [0];
   assign \spad_wr__gnt$199  = \$39 [0];
@@ -4793,38 +4879,58 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
   assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$312 , submit_queue, 9'h000, \$311 , \$310  };
+  assign \desc$433  = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
   assign fw_status = fw_write_q_pop_word[15:8];
   assign \q__0__pop$450  = q__0__pop;
   assign q__0__fw_pop = \$53 [0];
-  assign \q__0__head$454  = q__0__head;
-  assign q__0__prefetched = { 5'h00, \$305  };
-  assign \q__0__active$458  = q__0__active;
-  assign \q__0__cleared$460  = q__0__cleared;
-  assign \q__0__drained$462  = q__0__drained;
-  assign \q__1__pop$464  = q__1__pop;
+  assign q__0__head = \$305 [255:0];
+  assign \q__0__head$454  = \$305 [255:0];
+  assign q__0__prefetched = { 5'h00, \$309  };
+  assign q__0__item = \$305 [256];
+  assign q__0__head_item = \$305 [256];
+  assign q__0__end = \$305 [257];
+  assign q__0__head_end = \$305 [257];
+  assign \q__0__active$462  = q__0__active;
+  assign \q__0__cleared$464  = q__0__cleared;
+  assign \q__0__drained$466  = q__0__drained;
+  assign \q__1__pop$468  = q__1__pop;
   assign q__1__fw_pop = \$54 [1];
-  assign \q__1__head$467  = q__1__head;
-  assign q__1__prefetched = { 5'h00, \$306  };
-  assign \q__1__active$471  = q__1__active;
-  assign \q__1__cleared$473  = q__1__cleared;
-  assign \q__1__drained$475  = q__1__drained;
-  assign \q__2__pop$477  = q__2__pop;
+  assign q__1__head = \$306 [255:0];
+  assign \q__1__head$471  = \$306 [255:0];
+  assign q__1__prefetched = { 5'h00, \$310  };
+  assign q__1__item = \$306 [256];
+  assign q__1__head_item = \$306 [256];
+  assign q__1__end = \$306 [257];
+  assign q__1__head_end = \$306 [257];
+  assign \q__1__active$479  = q__1__active;
+  assign \q__1__cleared$481  = q__1__cleared;
+  assign \q__1__drained$483  = q__1__drained;
+  assign \q__2__pop$485  = q__2__pop;
   assign q__2__fw_pop = \$55 [2];
-  assign \q__2__head$480  = q__2__head;
-  assign q__2__prefetched = { 5'h00, \$307  };
-  assign \q__2__active$484  = q__2__active;
-  assign \q__2__cleared$486  = q__2__cleared;
-  assign \q__2__drained$488  = q__2__drained;
-  assign \q__3__pop$490  = q__3__pop;
+  assign q__2__head = \$307 [255:0];
+  assign \q__2__head$488  = \$307 [255:0];
+  assign q__2__prefetched = { 5'h00, \$311  };
+  assign q__2__item = \$307 [256];
+  assign q__2__head_item = \$307 [256];
+  assign q__2__end = \$307 [257];
+  assign q__2__head_end = \$307 [257];
+  assign \q__2__active$496  = q__2__active;
+  assign \q__2__cleared$498  = q__2__cleared;
+  assign \q__2__drained$500  = q__2__drained;
+  assign \q__3__pop$502  = q__3__pop;
   assign q__3__fw_pop = \$56 [3];
-  assign \q__3__head$493  = q__3__head;
-  assign q__3__prefetched = { 5'h00, \$308  };
-  assign \q__3__active$497  = q__3__active;
-  assign \q__3__cleared$499  = q__3__cleared;
-  assign \q__3__drained$501  = q__3__drained;
+  assign q__3__head = \$308 [255:0];
+  assign \q__3__head$505  = \$308 [255:0];
+  assign q__3__prefetched = { 5'h00, \$312  };
+  assign q__3__item = \$308 [256];
+  assign q__3__head_item = \$308 [256];
+  assign q__3__end = \$308 [257];
+  assign q__3__head_end = \$308 [257];
+  assign \q__3__active$513  = q__3__active;
+  assign \q__3__cleared$515  = q__3__cleared;
+  assign \q__3__drained$517  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$514  = timestamp_cycles;
+  assign \timestamp_cycles$530  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4839,18 +4945,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q__0__waiting = q_status0_waiting;
-  assign q_status0_prefetched = { 5'h00, \$305  };
+  assign q_status0_prefetched = { 5'h00, \$309  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
-  assign q_head0_word = q__0__head[31:0];
-  assign q_head1_word = q__0__head[63:32];
-  assign q_head2_word = q__0__head[95:64];
-  assign q_head3_word = q__0__head[127:96];
-  assign q_head4_word = q__0__head[159:128];
-  assign q_head5_word = q__0__head[191:160];
-  assign q_head6_word = q__0__head[223:192];
-  assign q_head7_word = q__0__head[255:224];
+  assign q_head0_word = \$305 [31:0];
+  assign q_head1_word = \$305 [63:32];
+  assign q_head2_word = \$305 [95:64];
+  assign q_head3_word = \$305 [127:96];
+  assign q_head4_word = \$305 [159:128];
+  assign q_head5_word = \$305 [191:160];
+  assign q_head6_word = \$305 [223:192];
+  assign q_head7_word = \$305 [255:224];
   assign q_ring_base1_addr = q__1__ring_base;
   assign q_ring_size1_log2 = q__1__ring_log2;
   assign q_cpl_base1_addr = q__1__cpl_base;
@@ -4865,18 +4971,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q__1__waiting = q_status1_waiting;
-  assign q_status1_prefetched = { 5'h00, \$306  };
+  assign q_status1_prefetched = { 5'h00, \$310  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
-  assign q_head8_word = q__1__head[31:0];
-  assign q_head9_word = q__1__head[63:32];
-  assign q_head10_word = q__1__head[95:64];
-  assign q_head11_word = q__1__head[127:96];
-  assign q_head12_word = q__1__head[159:128];
-  assign q_head13_word = q__1__head[191:160];
-  assign q_head14_word = q__1__head[223:192];
-  assign q_head15_word = q__1__head[255:224];
+  assign q_head8_word = \$306 [31:0];
+  assign q_head9_word = \$306 [63:32];
+  assign q_head10_word = \$306 [95:64];
+  assign q_head11_word = \$306 [127:96];
+  assign q_head12_word = \$306 [159:128];
+  assign q_head13_word = \$306 [191:160];
+  assign q_head14_word = \$306 [223:192];
+  assign q_head15_word = \$306 [255:224];
   assign q_ring_base2_addr = q__2__ring_base;
   assign q_ring_size2_log2 = q__2__ring_log2;
   assign q_cpl_base2_addr = q__2__cpl_base;
@@ -4891,18 +4997,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q__2__waiting = q_status2_waiting;
-  assign q_status2_prefetched = { 5'h00, \$307  };
+  assign q_status2_prefetched = { 5'h00, \$311  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
-  assign q_head16_word = q__2__head[31:0];
-  assign q_head17_word = q__2__head[63:32];
-  assign q_head18_word = q__2__head[95:64];
-  assign q_head19_word = q__2__head[127:96];
-  assign q_head20_word = q__2__head[159:128];
-  assign q_head21_word = q__2__head[191:160];
-  assign q_head22_word = q__2__head[223:192];
-  assign q_head23_word = q__2__head[255:224];
+  assign q_head16_word = \$307 [31:0];
+  assign q_head17_word = \$307 [63:32];
+  assign q_head18_word = \$307 [95:64];
+  assign q_head19_word = \$307 [127:96];
+  assign q_head20_word = \$307 [159:128];
+  assign q_head21_word = \$307 [191:160];
+  assign q_head22_word = \$307 [223:192];
+  assign q_head23_word = \$307 [255:224];
   assign q_ring_base3_addr = q__3__ring_base;
   assign q_ring_size3_log2 = q__3__ring_log2;
   assign q_cpl_base3_addr = q__3__cpl_base;
@@ -4917,58 +5023,59 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q__3__waiting = q_status3_waiting;
-  assign q_status3_prefetched = { 5'h00, \$308  };
+  assign q_status3_prefetched = { 5'h00, \$312  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
-  assign q_head24_word = q__3__head[31:0];
-  assign q_head25_word = q__3__head[63:32];
-  assign q_head26_word = q__3__head[95:64];
-  assign q_head27_word = q__3__head[127:96];
-  assign q_head28_word = q__3__head[159:128];
-  assign q_head29_word = q__3__head[191:160];
-  assign q_head30_word = q__3__head[223:192];
-  assign q_head31_word = q__3__head[255:224];
+  assign q_head24_word = \$308 [31:0];
+  assign q_head25_word = \$308 [63:32];
+  assign q_head26_word = \$308 [95:64];
+  assign q_head27_word = \$308 [127:96];
+  assign q_head28_word = \$308 [159:128];
+  assign q_head29_word = \$308 [191:160];
+  assign q_head30_word = \$308 [223:192];
+  assign q_head31_word = \$308 [255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$684  = events[31:0];
+  assign \event0_value$700  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$686  = events[63:32];
+  assign \event1_value$702  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$688  = events[95:64];
+  assign \event2_value$704  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$690  = events[127:96];
+  assign \event3_value$706  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$692  = events[159:128];
+  assign \event4_value$708  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$694  = events[191:160];
+  assign \event5_value$710  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$696  = events[223:192];
+  assign \event6_value$712  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$698  = events[255:224];
+  assign \event7_value$714  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$700  = events[287:256];
+  assign \event8_value$716  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$702  = events[319:288];
+  assign \event9_value$718  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$704  = events[351:320];
+  assign \event10_value$720  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$706  = events[383:352];
+  assign \event11_value$722  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$708  = events[415:384];
+  assign \event12_value$724  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$710  = events[447:416];
+  assign \event13_value$726  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$712  = events[479:448];
+  assign \event14_value$728  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$714  = events[511:480];
-  assign \bus_timeout$716  = bus_timeout;
-  assign \cpl_queue$722  = cpl_queue;
-  assign \cpl_irq$724  = cpl_irq;
-  assign \cpl_halt$726  = cpl_halt;
-  assign \cpl_flags$728  = cpl_flags;
-  assign \cpl_status$730  = cpl_status;
-  assign \cpl_opcode$732  = cpl_opcode;
-  assign \cpl_tag$734  = cpl_tag;
+  assign \event15_value$730  = events[511:480];
+  assign \bus_timeout$732  = bus_timeout;
+  assign \cpl_queue$738  = cpl_queue;
+  assign \cpl_irq$740  = cpl_irq;
+  assign \cpl_halt$742  = cpl_halt;
+  assign \cpl_flags$744  = cpl_flags;
+  assign \cpl_status$746  = cpl_status;
+  assign \cpl_opcode$748  = cpl_opcode;
+  assign \cpl_tag$750  = cpl_tag;
+  assign \cpl_item$752  = cpl_item;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
   assign fw_timer_diff = \$58 [31:0];
@@ -4978,19 +5085,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$758  = reset;
+  assign \engine_reset$776  = reset;
   assign hold = held;
-  assign fw_irq = \irq$760 ;
-  assign \retire__0__error$766  = retire__0__error;
-  assign \retire__0__tag$768  = retire__0__tag;
-  assign \retire__1__error$773  = retire__1__error;
-  assign \retire__1__tag$775  = retire__1__tag;
-  assign \retire__2__error$780  = retire__2__error;
-  assign \retire__2__tag$782  = retire__2__tag;
-  assign \retire__3__error$787  = retire__3__error;
-  assign \retire__3__tag$789  = retire__3__tag;
-  assign \retire__4__error$794  = retire__4__error;
-  assign \retire__4__tag$796  = retire__4__tag;
+  assign fw_irq = \irq$778 ;
+  assign \retire__0__error$784  = retire__0__error;
+  assign \retire__0__tag$786  = retire__0__tag;
+  assign \retire__1__error$791  = retire__1__error;
+  assign \retire__1__tag$793  = retire__1__tag;
+  assign \retire__2__error$798  = retire__2__error;
+  assign \retire__2__tag$800  = retire__2__tag;
+  assign \retire__3__error$805  = retire__3__error;
+  assign \retire__3__tag$807  = retire__3__tag;
+  assign \retire__4__error$812  = retire__4__error;
+  assign \retire__4__tag$814  = retire__4__tag;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -5178,6 +5285,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_load__payload.desc.payload.emul.b_zero_point  = dma_load__payload[181:174];
   assign \dma_load__payload.desc.payload.emul.out_zero_point  = dma_load__payload[189:182];
   assign \dma_load__payload.desc.payload.emul.reserved  = dma_load__payload[255:190];
+  assign \dma_load__payload.desc.payload.exec_list  = dma_load__payload[255:32];
+  assign \dma_load__payload.desc.payload.exec_list.list_addr  = dma_load__payload[63:32];
+  assign \dma_load__payload.desc.payload.exec_list.entries  = dma_load__payload[79:64];
+  assign \dma_load__payload.desc.payload.exec_list.args_addr  = dma_load__payload[111:80];
+  assign \dma_load__payload.desc.payload.exec_list.args  = dma_load__payload[117:112];
+  assign \dma_load__payload.desc.payload.exec_list.reserved  = dma_load__payload[255:118];
   assign \dma_load__payload.queue  = dma_load__payload[257:256];
   assign \dma_load__payload.windowed  = dma_load__payload[258];
   assign \store__cmd__payload.host_addr  = dma_store__payload[79:32];
@@ -5296,6 +5409,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_store__payload.desc.payload.emul.b_zero_point  = dma_store__payload[181:174];
   assign \dma_store__payload.desc.payload.emul.out_zero_point  = dma_store__payload[189:182];
   assign \dma_store__payload.desc.payload.emul.reserved  = dma_store__payload[255:190];
+  assign \dma_store__payload.desc.payload.exec_list  = dma_store__payload[255:32];
+  assign \dma_store__payload.desc.payload.exec_list.list_addr  = dma_store__payload[63:32];
+  assign \dma_store__payload.desc.payload.exec_list.entries  = dma_store__payload[79:64];
+  assign \dma_store__payload.desc.payload.exec_list.args_addr  = dma_store__payload[111:80];
+  assign \dma_store__payload.desc.payload.exec_list.args  = dma_store__payload[117:112];
+  assign \dma_store__payload.desc.payload.exec_list.reserved  = dma_store__payload[255:118];
   assign \dma_store__payload.queue  = dma_store__payload[257:256];
   assign \dma_store__payload.windowed  = dma_store__payload[258];
   assign \ctl__cmd__payload.a_addr  = gemm__payload[51:32];
@@ -5418,6 +5537,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.emul.b_zero_point  = gemm__payload[181:174];
   assign \gemm__payload.desc.payload.emul.out_zero_point  = gemm__payload[189:182];
   assign \gemm__payload.desc.payload.emul.reserved  = gemm__payload[255:190];
+  assign \gemm__payload.desc.payload.exec_list  = gemm__payload[255:32];
+  assign \gemm__payload.desc.payload.exec_list.list_addr  = gemm__payload[63:32];
+  assign \gemm__payload.desc.payload.exec_list.entries  = gemm__payload[79:64];
+  assign \gemm__payload.desc.payload.exec_list.args_addr  = gemm__payload[111:80];
+  assign \gemm__payload.desc.payload.exec_list.args  = gemm__payload[117:112];
+  assign \gemm__payload.desc.payload.exec_list.reserved  = gemm__payload[255:118];
   assign \gemm__payload.queue  = gemm__payload[257:256];
   assign \gemm__payload.windowed  = gemm__payload[258];
   assign \ctl__cmd__payload$130.src_addr  = vec__payload[51:32];
@@ -5539,6 +5664,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \vec__payload.desc.payload.emul.b_zero_point  = vec__payload[181:174];
   assign \vec__payload.desc.payload.emul.out_zero_point  = vec__payload[189:182];
   assign \vec__payload.desc.payload.emul.reserved  = vec__payload[255:190];
+  assign \vec__payload.desc.payload.exec_list  = vec__payload[255:32];
+  assign \vec__payload.desc.payload.exec_list.list_addr  = vec__payload[63:32];
+  assign \vec__payload.desc.payload.exec_list.entries  = vec__payload[79:64];
+  assign \vec__payload.desc.payload.exec_list.args_addr  = vec__payload[111:80];
+  assign \vec__payload.desc.payload.exec_list.args  = vec__payload[117:112];
+  assign \vec__payload.desc.payload.exec_list.reserved  = vec__payload[255:118];
   assign \vec__payload.queue  = vec__payload[257:256];
   assign \vec__payload.windowed  = vec__payload[258];
   assign \sfu__payload.desc  = sfu__payload[255:0];
@@ -5645,6 +5776,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \sfu__payload.desc.payload.emul.b_zero_point  = sfu__payload[181:174];
   assign \sfu__payload.desc.payload.emul.out_zero_point  = sfu__payload[189:182];
   assign \sfu__payload.desc.payload.emul.reserved  = sfu__payload[255:190];
+  assign \sfu__payload.desc.payload.exec_list  = sfu__payload[255:32];
+  assign \sfu__payload.desc.payload.exec_list.list_addr  = sfu__payload[63:32];
+  assign \sfu__payload.desc.payload.exec_list.entries  = sfu__payload[79:64];
+  assign \sfu__payload.desc.payload.exec_list.args_addr  = sfu__payload[111:80];
+  assign \sfu__payload.desc.payload.exec_list.args  = sfu__payload[117:112];
+  assign \sfu__payload.desc.payload.exec_list.reserved  = sfu__payload[255:118];
   assign \sfu__payload.queue  = sfu__payload[257:256];
   assign \sfu__payload.windowed  = sfu__payload[258];
   assign \ctl__cmd__payload$142.op  = sfu_cmd_op;
@@ -7280,7 +7417,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13135$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13815$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7424,8 +7561,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13135$2 ;
-  wire [29:0] \port$13135$2 ;
+  output [29:0] \port$13815$2 ;
+  wire [29:0] \port$13815$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7605,7 +7742,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13135$2 (\$99 ),
+    .\port$13815$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7723,11 +7860,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13135$2  = \$99 ;
+  assign \port$13815$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13135$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13815$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8152,8 +8289,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13135$2 ;
-  wire [29:0] \port$13135$2 ;
+  output [29:0] \port$13815$2 ;
+  wire [29:0] \port$13815$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11258,7 +11395,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13135$2  = ls_addr_r[31:2];
+  assign \port$13815$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11433,9 +11570,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13161$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13318$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13332$0 , q_status0_resetting, q_consumer1_index, \port$13344$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$13358$0 , q_status1_resetting, q_consumer2_index, \port$13370$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$13384$0 , q_status2_resetting, q_consumer3_index, \port$13396$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13410$0 , q_status3_resetting, \port$13522$0 , \port$13530$0 , \port$13538$0 
-, \port$13546$0 , \port$15246$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13841$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14076$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14090$0 , q_status0_resetting, q_consumer1_index, \port$14102$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$14116$0 , q_status1_resetting, q_consumer2_index, \port$14128$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14142$0 , q_status2_resetting, q_consumer3_index, \port$14154$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14168$0 , q_status3_resetting, \port$14280$0 , \port$14288$0 , \port$14296$0 
+, \port$14304$0 , \port$16004$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13022,34 +13159,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13161$0 ;
-  wire [4:0] \port$13161$0 ;
-  input \port$13318$0 ;
-  wire \port$13318$0 ;
-  input \port$13332$0 ;
-  wire \port$13332$0 ;
-  input \port$13344$0 ;
-  wire \port$13344$0 ;
-  input \port$13358$0 ;
-  wire \port$13358$0 ;
-  input \port$13370$0 ;
-  wire \port$13370$0 ;
-  input \port$13384$0 ;
-  wire \port$13384$0 ;
-  input \port$13396$0 ;
-  wire \port$13396$0 ;
-  input \port$13410$0 ;
-  wire \port$13410$0 ;
-  input [2:0] \port$13522$0 ;
-  wire [2:0] \port$13522$0 ;
-  input [2:0] \port$13530$0 ;
-  wire [2:0] \port$13530$0 ;
-  input [2:0] \port$13538$0 ;
-  wire [2:0] \port$13538$0 ;
-  input [2:0] \port$13546$0 ;
-  wire [2:0] \port$13546$0 ;
-  input [511:0] \port$15246$0 ;
-  wire [511:0] \port$15246$0 ;
+  input [4:0] \port$13841$0 ;
+  wire [4:0] \port$13841$0 ;
+  input \port$14076$0 ;
+  wire \port$14076$0 ;
+  input \port$14090$0 ;
+  wire \port$14090$0 ;
+  input \port$14102$0 ;
+  wire \port$14102$0 ;
+  input \port$14116$0 ;
+  wire \port$14116$0 ;
+  input \port$14128$0 ;
+  wire \port$14128$0 ;
+  input \port$14142$0 ;
+  wire \port$14142$0 ;
+  input \port$14154$0 ;
+  wire \port$14154$0 ;
+  input \port$14168$0 ;
+  wire \port$14168$0 ;
+  input [2:0] \port$14280$0 ;
+  wire [2:0] \port$14280$0 ;
+  input [2:0] \port$14288$0 ;
+  wire [2:0] \port$14288$0 ;
+  input [2:0] \port$14296$0 ;
+  wire [2:0] \port$14296$0 ;
+  input [2:0] \port$14304$0 ;
+  wire [2:0] \port$14304$0 ;
+  input [511:0] \port$16004$0 ;
+  wire [511:0] \port$16004$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13704,10 +13841,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$13396$0 , \port$13370$0 , \port$13344$0 , \port$13318$0  };
+  assign \$187  = \$186  | { \port$14154$0 , \port$14128$0 , \port$14102$0 , \port$14076$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$13410$0 , \port$13384$0 , \port$13358$0 , \port$13332$0  };
+  assign \$190  = \$189  | { \port$14168$0 , \port$14142$0 , \port$14116$0 , \port$14090$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15842,8 +15979,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$13396$0 , \port$13370$0 , \port$13344$0 , \port$13318$0  };
-  assign irq_status_queue_error_set = { \port$13410$0 , \port$13384$0 , \port$13358$0 , \port$13332$0  };
+  assign irq_status_queue_cpl_set = { \port$14154$0 , \port$14128$0 , \port$14102$0 , \port$14076$0  };
+  assign irq_status_queue_error_set = { \port$14168$0 , \port$14142$0 , \port$14116$0 , \port$14090$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -15858,31 +15995,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13161$0 [0];
-  assign status_dma_store_busy = \port$13161$0 [1];
-  assign status_gemm_busy = \port$13161$0 [2];
-  assign status_vec_busy = \port$13161$0 [3];
-  assign status_sfu_busy = \port$13161$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$13522$0  };
-  assign q_status1_prefetched = { 5'h00, \port$13530$0  };
-  assign q_status2_prefetched = { 5'h00, \port$13538$0  };
-  assign q_status3_prefetched = { 5'h00, \port$13546$0  };
-  assign event0_value = \port$15246$0 [31:0];
-  assign event1_value = \port$15246$0 [63:32];
-  assign event2_value = \port$15246$0 [95:64];
-  assign event3_value = \port$15246$0 [127:96];
-  assign event4_value = \port$15246$0 [159:128];
-  assign event5_value = \port$15246$0 [191:160];
-  assign event6_value = \port$15246$0 [223:192];
-  assign event7_value = \port$15246$0 [255:224];
-  assign event8_value = \port$15246$0 [287:256];
-  assign event9_value = \port$15246$0 [319:288];
-  assign event10_value = \port$15246$0 [351:320];
-  assign event11_value = \port$15246$0 [383:352];
-  assign event12_value = \port$15246$0 [415:384];
-  assign event13_value = \port$15246$0 [447:416];
-  assign event14_value = \port$15246$0 [479:448];
-  assign event15_value = \port$15246$0 [511:480];
+  assign status_dma_load_busy = \port$13841$0 [0];
+  assign status_dma_store_busy = \port$13841$0 [1];
+  assign status_gemm_busy = \port$13841$0 [2];
+  assign status_vec_busy = \port$13841$0 [3];
+  assign status_sfu_busy = \port$13841$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$14280$0  };
+  assign q_status1_prefetched = { 5'h00, \port$14288$0  };
+  assign q_status2_prefetched = { 5'h00, \port$14296$0  };
+  assign q_status3_prefetched = { 5'h00, \port$14304$0  };
+  assign event0_value = \port$16004$0 [31:0];
+  assign event1_value = \port$16004$0 [63:32];
+  assign event2_value = \port$16004$0 [95:64];
+  assign event3_value = \port$16004$0 [127:96];
+  assign event4_value = \port$16004$0 [159:128];
+  assign event5_value = \port$16004$0 [191:160];
+  assign event6_value = \port$16004$0 [223:192];
+  assign event7_value = \port$16004$0 [255:224];
+  assign event8_value = \port$16004$0 [287:256];
+  assign event9_value = \port$16004$0 [319:288];
+  assign event10_value = \port$16004$0 [351:320];
+  assign event11_value = \port$16004$0 [383:352];
+  assign event12_value = \port$16004$0 [415:384];
+  assign event13_value = \port$16004$0 [447:416];
+  assign event14_value = \port$16004$0 [479:448];
+  assign event15_value = \port$16004$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15927,12 +16064,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13161$0 [0] };
+  assign \$440  = { 1'h0, \port$13841$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13161$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13161$0 [2], 2'h0 };
-  assign \$446  = { \port$13161$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13161$0 [4], 4'h0 };
+  assign \$442  = { \port$13841$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13841$0 [2], 2'h0 };
+  assign \$446  = { \port$13841$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13841$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16098,25 +16235,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$13522$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$14280$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$13530$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$14288$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$13538$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$14296$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$13546$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$14304$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16157,37 +16294,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$15246$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$16004$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$15246$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$16004$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$15246$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$16004$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$15246$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$16004$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$15246$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$16004$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$15246$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$16004$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$15246$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$16004$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$15246$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$16004$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$15246$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$16004$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$15246$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$16004$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$15246$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$16004$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$15246$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$16004$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$15246$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$16004$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$15246$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$16004$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$15246$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$16004$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$15246$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$16004$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16231,8 +16368,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13163$0 , retire__0__tag, retire__0__queued, \port$13167$0 , retire__1__tag, retire__1__queued
-, \port$13171$0 , retire__2__tag, retire__2__queued, \port$13175$0 , retire__3__tag, retire__3__queued, \port$13179$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13843$0 , retire__0__tag, retire__0__queued, \port$13847$0 , retire__1__tag, retire__1__queued
+, \port$13851$0 , retire__2__tag, retire__2__queued, \port$13855$0 , retire__3__tag, retire__3__queued, \port$13859$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16358,6 +16495,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_load__payload.desc.opcode ;
   wire [223:0] \dma_load__payload.desc.payload ;
   wire [223:0] \dma_load__payload.desc.payload.dma ;
@@ -16391,6 +16529,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
+  wire [223:0] \dma_load__payload.desc.payload.exec_list ;
+  wire [5:0] \dma_load__payload.desc.payload.exec_list.args ;
+  wire [31:0] \dma_load__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \dma_load__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \dma_load__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
@@ -16483,6 +16627,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] dma_load_error;
   wire [7:0] dma_load_error;
   reg [255:0] dma_load_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -16503,6 +16648,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_load_held.opcode ;
   wire [223:0] \dma_load_held.payload ;
   wire [223:0] \dma_load_held.payload.dma ;
@@ -16536,6 +16682,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \dma_load_held.payload.event.reserved ;
   wire [23:0] \dma_load_held.payload.event.reserved0 ;
   wire [31:0] \dma_load_held.payload.event.value ;
+  wire [223:0] \dma_load_held.payload.exec_list ;
+  wire [5:0] \dma_load_held.payload.exec_list.args ;
+  wire [31:0] \dma_load_held.payload.exec_list.args_addr ;
+  wire [15:0] \dma_load_held.payload.exec_list.entries ;
+  wire [31:0] \dma_load_held.payload.exec_list.list_addr ;
+  wire [137:0] \dma_load_held.payload.exec_list.reserved ;
   wire [223:0] \dma_load_held.payload.gemm ;
   wire [19:0] \dma_load_held.payload.gemm.a_addr ;
   wire [15:0] \dma_load_held.payload.gemm.a_batch_stride ;
@@ -16625,6 +16777,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_store__payload.desc.opcode ;
   wire [223:0] \dma_store__payload.desc.payload ;
   wire [223:0] \dma_store__payload.desc.payload.dma ;
@@ -16658,6 +16811,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
+  wire [223:0] \dma_store__payload.desc.payload.exec_list ;
+  wire [5:0] \dma_store__payload.desc.payload.exec_list.args ;
+  wire [31:0] \dma_store__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \dma_store__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \dma_store__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
@@ -16750,6 +16909,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] dma_store_error;
   wire [7:0] dma_store_error;
   reg [255:0] dma_store_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -16770,6 +16930,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \dma_store_held.opcode ;
   wire [223:0] \dma_store_held.payload ;
   wire [223:0] \dma_store_held.payload.dma ;
@@ -16803,6 +16964,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \dma_store_held.payload.event.reserved ;
   wire [23:0] \dma_store_held.payload.event.reserved0 ;
   wire [31:0] \dma_store_held.payload.event.value ;
+  wire [223:0] \dma_store_held.payload.exec_list ;
+  wire [5:0] \dma_store_held.payload.exec_list.args ;
+  wire [31:0] \dma_store_held.payload.exec_list.args_addr ;
+  wire [15:0] \dma_store_held.payload.exec_list.entries ;
+  wire [31:0] \dma_store_held.payload.exec_list.list_addr ;
+  wire [137:0] \dma_store_held.payload.exec_list.reserved ;
   wire [223:0] \dma_store_held.payload.gemm ;
   wire [19:0] \dma_store_held.payload.gemm.a_addr ;
   wire [15:0] \dma_store_held.payload.gemm.a_batch_stride ;
@@ -16893,6 +17060,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \entry.desc.opcode ;
   wire [223:0] \entry.desc.payload ;
   wire [223:0] \entry.desc.payload.dma ;
@@ -16926,6 +17094,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \entry.desc.payload.event.reserved ;
   wire [23:0] \entry.desc.payload.event.reserved0 ;
   wire [31:0] \entry.desc.payload.event.value ;
+  wire [223:0] \entry.desc.payload.exec_list ;
+  wire [5:0] \entry.desc.payload.exec_list.args ;
+  wire [31:0] \entry.desc.payload.exec_list.args_addr ;
+  wire [15:0] \entry.desc.payload.exec_list.entries ;
+  wire [31:0] \entry.desc.payload.exec_list.list_addr ;
+  wire [137:0] \entry.desc.payload.exec_list.reserved ;
   wire [223:0] \entry.desc.payload.gemm ;
   wire [19:0] \entry.desc.payload.gemm.a_addr ;
   wire [15:0] \entry.desc.payload.gemm.a_batch_stride ;
@@ -17018,6 +17192,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \gemm__payload.desc.opcode ;
   wire [223:0] \gemm__payload.desc.payload ;
   wire [223:0] \gemm__payload.desc.payload.dma ;
@@ -17051,6 +17226,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
+  wire [223:0] \gemm__payload.desc.payload.exec_list ;
+  wire [5:0] \gemm__payload.desc.payload.exec_list.args ;
+  wire [31:0] \gemm__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \gemm__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \gemm__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \gemm__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
@@ -17143,6 +17324,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] gemm_error;
   wire [7:0] gemm_error;
   reg [255:0] gemm_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -17163,6 +17345,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \gemm_held.opcode ;
   wire [223:0] \gemm_held.payload ;
   wire [223:0] \gemm_held.payload.dma ;
@@ -17196,6 +17379,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \gemm_held.payload.event.reserved ;
   wire [23:0] \gemm_held.payload.event.reserved0 ;
   wire [31:0] \gemm_held.payload.event.value ;
+  wire [223:0] \gemm_held.payload.exec_list ;
+  wire [5:0] \gemm_held.payload.exec_list.args ;
+  wire [31:0] \gemm_held.payload.exec_list.args_addr ;
+  wire [15:0] \gemm_held.payload.exec_list.entries ;
+  wire [31:0] \gemm_held.payload.exec_list.list_addr ;
+  wire [137:0] \gemm_held.payload.exec_list.reserved ;
   wire [223:0] \gemm_held.payload.gemm ;
   wire [19:0] \gemm_held.payload.gemm.a_addr ;
   wire [15:0] \gemm_held.payload.gemm.a_batch_stride ;
@@ -17270,16 +17459,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13163$0 ;
-  wire [8:0] \port$13163$0 ;
-  output [8:0] \port$13167$0 ;
-  wire [8:0] \port$13167$0 ;
-  output [8:0] \port$13171$0 ;
-  wire [8:0] \port$13171$0 ;
-  output [8:0] \port$13175$0 ;
-  wire [8:0] \port$13175$0 ;
-  output [8:0] \port$13179$0 ;
-  wire [8:0] \port$13179$0 ;
+  output [8:0] \port$13843$0 ;
+  wire [8:0] \port$13843$0 ;
+  output [8:0] \port$13847$0 ;
+  wire [8:0] \port$13847$0 ;
+  output [8:0] \port$13851$0 ;
+  wire [8:0] \port$13851$0 ;
+  output [8:0] \port$13855$0 ;
+  wire [8:0] \port$13855$0 ;
+  output [8:0] \port$13859$0 ;
+  wire [8:0] \port$13859$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -17322,6 +17511,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] reject__error;
   reg [7:0] reject__error;
   wire reject__irq;
@@ -17339,6 +17529,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] reject__opcode;
   input reject__queued;
   wire reject__queued;
@@ -17363,6 +17554,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] retire__0__error;
   wire [7:0] retire__0__error;
   wire retire__0__irq;
@@ -17380,6 +17572,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__0__opcode;
   output retire__0__queued;
   reg retire__0__queued = 1'h0;
@@ -17405,6 +17598,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] retire__1__error;
   wire [7:0] retire__1__error;
   wire retire__1__irq;
@@ -17422,6 +17616,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__1__opcode;
   output retire__1__queued;
   reg retire__1__queued = 1'h0;
@@ -17447,6 +17642,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] retire__2__error;
   wire [7:0] retire__2__error;
   wire retire__2__irq;
@@ -17464,6 +17660,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__2__opcode;
   output retire__2__queued;
   reg retire__2__queued = 1'h0;
@@ -17489,6 +17686,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] retire__3__error;
   wire [7:0] retire__3__error;
   wire retire__3__irq;
@@ -17506,6 +17704,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__3__opcode;
   output retire__3__queued;
   reg retire__3__queued = 1'h0;
@@ -17531,6 +17730,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] retire__4__error;
   wire [7:0] retire__4__error;
   wire retire__4__irq;
@@ -17548,6 +17748,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] retire__4__opcode;
   output retire__4__queued;
   reg retire__4__queued = 1'h0;
@@ -17575,6 +17776,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \sfu__payload.desc.opcode ;
   wire [223:0] \sfu__payload.desc.payload ;
   wire [223:0] \sfu__payload.desc.payload.dma ;
@@ -17608,6 +17810,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \sfu__payload.desc.payload.event.reserved ;
   wire [23:0] \sfu__payload.desc.payload.event.reserved0 ;
   wire [31:0] \sfu__payload.desc.payload.event.value ;
+  wire [223:0] \sfu__payload.desc.payload.exec_list ;
+  wire [5:0] \sfu__payload.desc.payload.exec_list.args ;
+  wire [31:0] \sfu__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \sfu__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \sfu__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \sfu__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \sfu__payload.desc.payload.gemm ;
   wire [19:0] \sfu__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \sfu__payload.desc.payload.gemm.a_batch_stride ;
@@ -17700,6 +17908,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] sfu_error;
   wire [7:0] sfu_error;
   reg [255:0] sfu_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -17720,6 +17929,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \sfu_held.opcode ;
   wire [223:0] \sfu_held.payload ;
   wire [223:0] \sfu_held.payload.dma ;
@@ -17753,6 +17963,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \sfu_held.payload.event.reserved ;
   wire [23:0] \sfu_held.payload.event.reserved0 ;
   wire [31:0] \sfu_held.payload.event.value ;
+  wire [223:0] \sfu_held.payload.exec_list ;
+  wire [5:0] \sfu_held.payload.exec_list.args ;
+  wire [31:0] \sfu_held.payload.exec_list.args_addr ;
+  wire [15:0] \sfu_held.payload.exec_list.entries ;
+  wire [31:0] \sfu_held.payload.exec_list.list_addr ;
+  wire [137:0] \sfu_held.payload.exec_list.reserved ;
   wire [223:0] \sfu_held.payload.gemm ;
   wire [19:0] \sfu_held.payload.gemm.a_addr ;
   wire [15:0] \sfu_held.payload.gemm.a_batch_stride ;
@@ -17844,6 +18060,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \vec__payload.desc.opcode ;
   wire [223:0] \vec__payload.desc.payload ;
   wire [223:0] \vec__payload.desc.payload.dma ;
@@ -17877,6 +18094,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
+  wire [223:0] \vec__payload.desc.payload.exec_list ;
+  wire [5:0] \vec__payload.desc.payload.exec_list.args ;
+  wire [31:0] \vec__payload.desc.payload.exec_list.args_addr ;
+  wire [15:0] \vec__payload.desc.payload.exec_list.entries ;
+  wire [31:0] \vec__payload.desc.payload.exec_list.list_addr ;
+  wire [137:0] \vec__payload.desc.payload.exec_list.reserved ;
   wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
   wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
@@ -17969,6 +18192,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] vec_error;
   wire [7:0] vec_error;
   reg [255:0] vec_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -17989,6 +18213,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   (* enum_value_00001010 = "RMSNORM" *)
   (* enum_value_00001011 = "LUT" *)
   (* enum_value_00001100 = "EMUL" *)
+  (* enum_value_00001101 = "EXEC_LIST" *)
   wire [7:0] \vec_held.opcode ;
   wire [223:0] \vec_held.payload ;
   wire [223:0] \vec_held.payload.dma ;
@@ -18022,6 +18247,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [159:0] \vec_held.payload.event.reserved ;
   wire [23:0] \vec_held.payload.event.reserved0 ;
   wire [31:0] \vec_held.payload.event.value ;
+  wire [223:0] \vec_held.payload.exec_list ;
+  wire [5:0] \vec_held.payload.exec_list.args ;
+  wire [31:0] \vec_held.payload.exec_list.args_addr ;
+  wire [15:0] \vec_held.payload.exec_list.entries ;
+  wire [31:0] \vec_held.payload.exec_list.list_addr ;
+  wire [137:0] \vec_held.payload.exec_list.reserved ;
   wire [223:0] \vec_held.payload.gemm ;
   wire [19:0] \vec_held.payload.gemm.a_addr ;
   wire [15:0] \vec_held.payload.gemm.a_batch_stride ;
@@ -18237,9 +18468,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$12674$0 (desc),
-    .\port$12676$0 (queue),
-    .\port$12677$0 (reject__queued),
+    .\port$13354$0 (desc),
+    .\port$13356$0 (queue),
+    .\port$13357$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18249,9 +18480,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$12674$0 (desc),
-    .\port$12676$0 (queue),
-    .\port$12677$0 (reject__queued),
+    .\port$13354$0 (desc),
+    .\port$13356$0 (queue),
+    .\port$13357$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18261,9 +18492,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$12674$0 (desc),
-    .\port$12676$0 (queue),
-    .\port$12677$0 (reject__queued),
+    .\port$13354$0 (desc),
+    .\port$13356$0 (queue),
+    .\port$13357$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18273,9 +18504,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$12674$0 (desc),
-    .\port$12676$0 (queue),
-    .\port$12677$0 (reject__queued),
+    .\port$13354$0 (desc),
+    .\port$13356$0 (queue),
+    .\port$13357$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18285,9 +18516,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$12674$0 (desc),
-    .\port$12676$0 (queue),
-    .\port$12677$0 (reject__queued),
+    .\port$13354$0 (desc),
+    .\port$13356$0 (queue),
+    .\port$13357$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18559,15 +18790,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$13163$0  = dma_load_held[8:0];
+  assign \port$13843$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13167$0  = dma_store_held[8:0];
+  assign \port$13847$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13171$0  = gemm_held[8:0];
+  assign \port$13851$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13175$0  = vec_held[8:0];
+  assign \port$13855$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13179$0  = sfu_held[8:0];
+  assign \port$13859$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -18673,6 +18904,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \entry.desc.payload.emul.b_zero_point  = desc[181:174];
   assign \entry.desc.payload.emul.out_zero_point  = desc[189:182];
   assign \entry.desc.payload.emul.reserved  = desc[255:190];
+  assign \entry.desc.payload.exec_list  = desc[255:32];
+  assign \entry.desc.payload.exec_list.list_addr  = desc[63:32];
+  assign \entry.desc.payload.exec_list.entries  = desc[79:64];
+  assign \entry.desc.payload.exec_list.args_addr  = desc[111:80];
+  assign \entry.desc.payload.exec_list.args  = desc[117:112];
+  assign \entry.desc.payload.exec_list.reserved  = desc[255:118];
   assign \entry.queue  = queue;
   assign \entry.windowed  = reject__queued;
   assign \dma_load__payload.desc  = dma_load__payload[255:0];
@@ -18779,6 +19016,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \dma_load__payload.desc.payload.emul.b_zero_point  = dma_load__payload[181:174];
   assign \dma_load__payload.desc.payload.emul.out_zero_point  = dma_load__payload[189:182];
   assign \dma_load__payload.desc.payload.emul.reserved  = dma_load__payload[255:190];
+  assign \dma_load__payload.desc.payload.exec_list  = dma_load__payload[255:32];
+  assign \dma_load__payload.desc.payload.exec_list.list_addr  = dma_load__payload[63:32];
+  assign \dma_load__payload.desc.payload.exec_list.entries  = dma_load__payload[79:64];
+  assign \dma_load__payload.desc.payload.exec_list.args_addr  = dma_load__payload[111:80];
+  assign \dma_load__payload.desc.payload.exec_list.args  = dma_load__payload[117:112];
+  assign \dma_load__payload.desc.payload.exec_list.reserved  = dma_load__payload[255:118];
   assign \dma_load__payload.queue  = dma_load__payload[257:256];
   assign \dma_load__payload.windowed  = dma_load__payload[258];
   assign \dma_load_held.opcode  = dma_load_held[7:0];
@@ -18884,6 +19127,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \dma_load_held.payload.emul.b_zero_point  = dma_load_held[181:174];
   assign \dma_load_held.payload.emul.out_zero_point  = dma_load_held[189:182];
   assign \dma_load_held.payload.emul.reserved  = dma_load_held[255:190];
+  assign \dma_load_held.payload.exec_list  = dma_load_held[255:32];
+  assign \dma_load_held.payload.exec_list.list_addr  = dma_load_held[63:32];
+  assign \dma_load_held.payload.exec_list.entries  = dma_load_held[79:64];
+  assign \dma_load_held.payload.exec_list.args_addr  = dma_load_held[111:80];
+  assign \dma_load_held.payload.exec_list.args  = dma_load_held[117:112];
+  assign \dma_load_held.payload.exec_list.reserved  = dma_load_held[255:118];
   assign \dma_store__payload.desc  = dma_store__payload[255:0];
   assign \dma_store__payload.desc.opcode  = dma_store__payload[7:0];
   assign \dma_store__payload.desc.flags  = dma_store__payload[15:8];
@@ -18988,6 +19237,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \dma_store__payload.desc.payload.emul.b_zero_point  = dma_store__payload[181:174];
   assign \dma_store__payload.desc.payload.emul.out_zero_point  = dma_store__payload[189:182];
   assign \dma_store__payload.desc.payload.emul.reserved  = dma_store__payload[255:190];
+  assign \dma_store__payload.desc.payload.exec_list  = dma_store__payload[255:32];
+  assign \dma_store__payload.desc.payload.exec_list.list_addr  = dma_store__payload[63:32];
+  assign \dma_store__payload.desc.payload.exec_list.entries  = dma_store__payload[79:64];
+  assign \dma_store__payload.desc.payload.exec_list.args_addr  = dma_store__payload[111:80];
+  assign \dma_store__payload.desc.payload.exec_list.args  = dma_store__payload[117:112];
+  assign \dma_store__payload.desc.payload.exec_list.reserved  = dma_store__payload[255:118];
   assign \dma_store__payload.queue  = dma_store__payload[257:256];
   assign \dma_store__payload.windowed  = dma_store__payload[258];
   assign \dma_store_held.opcode  = dma_store_held[7:0];
@@ -19093,6 +19348,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \dma_store_held.payload.emul.b_zero_point  = dma_store_held[181:174];
   assign \dma_store_held.payload.emul.out_zero_point  = dma_store_held[189:182];
   assign \dma_store_held.payload.emul.reserved  = dma_store_held[255:190];
+  assign \dma_store_held.payload.exec_list  = dma_store_held[255:32];
+  assign \dma_store_held.payload.exec_list.list_addr  = dma_store_held[63:32];
+  assign \dma_store_held.payload.exec_list.entries  = dma_store_held[79:64];
+  assign \dma_store_held.payload.exec_list.args_addr  = dma_store_held[111:80];
+  assign \dma_store_held.payload.exec_list.args  = dma_store_held[117:112];
+  assign \dma_store_held.payload.exec_list.reserved  = dma_store_held[255:118];
   assign \gemm__payload.desc  = gemm__payload[255:0];
   assign \gemm__payload.desc.opcode  = gemm__payload[7:0];
   assign \gemm__payload.desc.flags  = gemm__payload[15:8];
@@ -19197,6 +19458,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \gemm__payload.desc.payload.emul.b_zero_point  = gemm__payload[181:174];
   assign \gemm__payload.desc.payload.emul.out_zero_point  = gemm__payload[189:182];
   assign \gemm__payload.desc.payload.emul.reserved  = gemm__payload[255:190];
+  assign \gemm__payload.desc.payload.exec_list  = gemm__payload[255:32];
+  assign \gemm__payload.desc.payload.exec_list.list_addr  = gemm__payload[63:32];
+  assign \gemm__payload.desc.payload.exec_list.entries  = gemm__payload[79:64];
+  assign \gemm__payload.desc.payload.exec_list.args_addr  = gemm__payload[111:80];
+  assign \gemm__payload.desc.payload.exec_list.args  = gemm__payload[117:112];
+  assign \gemm__payload.desc.payload.exec_list.reserved  = gemm__payload[255:118];
   assign \gemm__payload.queue  = gemm__payload[257:256];
   assign \gemm__payload.windowed  = gemm__payload[258];
   assign \gemm_held.opcode  = gemm_held[7:0];
@@ -19302,6 +19569,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \gemm_held.payload.emul.b_zero_point  = gemm_held[181:174];
   assign \gemm_held.payload.emul.out_zero_point  = gemm_held[189:182];
   assign \gemm_held.payload.emul.reserved  = gemm_held[255:190];
+  assign \gemm_held.payload.exec_list  = gemm_held[255:32];
+  assign \gemm_held.payload.exec_list.list_addr  = gemm_held[63:32];
+  assign \gemm_held.payload.exec_list.entries  = gemm_held[79:64];
+  assign \gemm_held.payload.exec_list.args_addr  = gemm_held[111:80];
+  assign \gemm_held.payload.exec_list.args  = gemm_held[117:112];
+  assign \gemm_held.payload.exec_list.reserved  = gemm_held[255:118];
   assign \vec__payload.desc  = vec__payload[255:0];
   assign \vec__payload.desc.opcode  = vec__payload[7:0];
   assign \vec__payload.desc.flags  = vec__payload[15:8];
@@ -19406,6 +19679,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \vec__payload.desc.payload.emul.b_zero_point  = vec__payload[181:174];
   assign \vec__payload.desc.payload.emul.out_zero_point  = vec__payload[189:182];
   assign \vec__payload.desc.payload.emul.reserved  = vec__payload[255:190];
+  assign \vec__payload.desc.payload.exec_list  = vec__payload[255:32];
+  assign \vec__payload.desc.payload.exec_list.list_addr  = vec__payload[63:32];
+  assign \vec__payload.desc.payload.exec_list.entries  = vec__payload[79:64];
+  assign \vec__payload.desc.payload.exec_list.args_addr  = vec__payload[111:80];
+  assign \vec__payload.desc.payload.exec_list.args  = vec__payload[117:112];
+  assign \vec__payload.desc.payload.exec_list.reserved  = vec__payload[255:118];
   assign \vec__payload.queue  = vec__payload[257:256];
   assign \vec__payload.windowed  = vec__payload[258];
   assign \vec_held.opcode  = vec_held[7:0];
@@ -19511,6 +19790,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \vec_held.payload.emul.b_zero_point  = vec_held[181:174];
   assign \vec_held.payload.emul.out_zero_point  = vec_held[189:182];
   assign \vec_held.payload.emul.reserved  = vec_held[255:190];
+  assign \vec_held.payload.exec_list  = vec_held[255:32];
+  assign \vec_held.payload.exec_list.list_addr  = vec_held[63:32];
+  assign \vec_held.payload.exec_list.entries  = vec_held[79:64];
+  assign \vec_held.payload.exec_list.args_addr  = vec_held[111:80];
+  assign \vec_held.payload.exec_list.args  = vec_held[117:112];
+  assign \vec_held.payload.exec_list.reserved  = vec_held[255:118];
   assign \sfu__payload.desc  = sfu__payload[255:0];
   assign \sfu__payload.desc.opcode  = sfu__payload[7:0];
   assign \sfu__payload.desc.flags  = sfu__payload[15:8];
@@ -19615,6 +19900,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \sfu__payload.desc.payload.emul.b_zero_point  = sfu__payload[181:174];
   assign \sfu__payload.desc.payload.emul.out_zero_point  = sfu__payload[189:182];
   assign \sfu__payload.desc.payload.emul.reserved  = sfu__payload[255:190];
+  assign \sfu__payload.desc.payload.exec_list  = sfu__payload[255:32];
+  assign \sfu__payload.desc.payload.exec_list.list_addr  = sfu__payload[63:32];
+  assign \sfu__payload.desc.payload.exec_list.entries  = sfu__payload[79:64];
+  assign \sfu__payload.desc.payload.exec_list.args_addr  = sfu__payload[111:80];
+  assign \sfu__payload.desc.payload.exec_list.args  = sfu__payload[117:112];
+  assign \sfu__payload.desc.payload.exec_list.reserved  = sfu__payload[255:118];
   assign \sfu__payload.queue  = sfu__payload[257:256];
   assign \sfu__payload.windowed  = sfu__payload[258];
   assign \sfu_held.opcode  = sfu_held[7:0];
@@ -19720,6 +20011,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign \sfu_held.payload.emul.b_zero_point  = sfu_held[181:174];
   assign \sfu_held.payload.emul.out_zero_point  = sfu_held[189:182];
   assign \sfu_held.payload.emul.reserved  = sfu_held[255:190];
+  assign \sfu_held.payload.exec_list  = sfu_held[255:32];
+  assign \sfu_held.payload.exec_list.list_addr  = sfu_held[63:32];
+  assign \sfu_held.payload.exec_list.entries  = sfu_held[79:64];
+  assign \sfu_held.payload.exec_list.args_addr  = sfu_held[111:80];
+  assign \sfu_held.payload.exec_list.args  = sfu_held[117:112];
+  assign \sfu_held.payload.exec_list.reserved  = sfu_held[255:118];
   assign full[4] = \$70 ;
   assign full[3] = \$44 ;
   assign full[2] = \$33 ;
@@ -19728,7 +20025,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13354$0 , \port$13356$0 , \port$13357$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19770,12 +20067,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12674$0 ;
-  wire [255:0] \port$12674$0 ;
-  input [1:0] \port$12676$0 ;
-  wire [1:0] \port$12676$0 ;
-  input \port$12677$0 ;
-  wire \port$12677$0 ;
+  input [255:0] \port$13354$0 ;
+  wire [255:0] \port$13354$0 ;
+  input [1:0] \port$13356$0 ;
+  wire [1:0] \port$13356$0 ;
+  input \port$13357$0 ;
+  wire \port$13357$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19807,7 +20104,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+      storage[w_port__addr] <= { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19906,14 +20203,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
-  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_port__data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
+  assign w_data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13354$0 , \port$13356$0 , \port$13357$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19955,12 +20252,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12674$0 ;
-  wire [255:0] \port$12674$0 ;
-  input [1:0] \port$12676$0 ;
-  wire [1:0] \port$12676$0 ;
-  input \port$12677$0 ;
-  wire \port$12677$0 ;
+  input [255:0] \port$13354$0 ;
+  wire [255:0] \port$13354$0 ;
+  input [1:0] \port$13356$0 ;
+  wire [1:0] \port$13356$0 ;
+  input \port$13357$0 ;
+  wire \port$13357$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19992,7 +20289,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+      storage[w_port__addr] <= { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20091,14 +20388,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
-  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_port__data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
+  assign w_data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13354$0 , \port$13356$0 , \port$13357$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20140,12 +20437,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12674$0 ;
-  wire [255:0] \port$12674$0 ;
-  input [1:0] \port$12676$0 ;
-  wire [1:0] \port$12676$0 ;
-  input \port$12677$0 ;
-  wire \port$12677$0 ;
+  input [255:0] \port$13354$0 ;
+  wire [255:0] \port$13354$0 ;
+  input [1:0] \port$13356$0 ;
+  wire [1:0] \port$13356$0 ;
+  input \port$13357$0 ;
+  wire \port$13357$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20177,7 +20474,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+      storage[w_port__addr] <= { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20276,14 +20573,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
-  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_port__data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
+  assign w_data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13354$0 , \port$13356$0 , \port$13357$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20325,12 +20622,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12674$0 ;
-  wire [255:0] \port$12674$0 ;
-  input [1:0] \port$12676$0 ;
-  wire [1:0] \port$12676$0 ;
-  input \port$12677$0 ;
-  wire \port$12677$0 ;
+  input [255:0] \port$13354$0 ;
+  wire [255:0] \port$13354$0 ;
+  input [1:0] \port$13356$0 ;
+  wire [1:0] \port$13356$0 ;
+  input \port$13357$0 ;
+  wire \port$13357$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20362,7 +20659,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+      storage[w_port__addr] <= { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20461,14 +20758,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
-  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_port__data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
+  assign w_data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$12674$0 , \port$12676$0 , \port$12677$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13354$0 , \port$13356$0 , \port$13357$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20510,12 +20807,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$12674$0 ;
-  wire [255:0] \port$12674$0 ;
-  input [1:0] \port$12676$0 ;
-  wire [1:0] \port$12676$0 ;
-  input \port$12677$0 ;
-  wire \port$12677$0 ;
+  input [255:0] \port$13354$0 ;
+  wire [255:0] \port$13354$0 ;
+  input [1:0] \port$13356$0 ;
+  wire [1:0] \port$13356$0 ;
+  input \port$13357$0 ;
+  wire \port$13357$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20547,7 +20844,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+      storage[w_port__addr] <= { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20646,8 +20943,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
-  assign w_data = { \port$12677$0 , \port$12676$0 , \port$12674$0  };
+  assign w_port__data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
+  assign w_data = { \port$13357$0 , \port$13356$0 , \port$13354$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20813,6 +21110,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] load__error;
   wire [7:0] load__error;
   output [7:0] load_bytes;
@@ -20883,6 +21181,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] store__error;
   wire [7:0] store__error;
   output [7:0] store_bytes;
@@ -21393,6 +21692,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   reg [7:0] ld_chk_err;
   reg [223:0] ld_cmd = 224'h00000000000000000000000000000000000000000000000000000000;
   wire \ld_cmd.acc ;
@@ -21426,6 +21726,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   (* init = 8'h00 *)
   wire [7:0] ld_err;
   reg [13:0] ld_ext_laddr = 14'h0000;
@@ -21510,6 +21811,7 @@ module \kaki_soc_8x8.dma.load_channel (up__rresp, up__rlast, clk, rst, load__cmd
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] load__error;
   reg [7:0] load__error = 8'h00;
   output [7:0] load_bytes;
@@ -23722,6 +24024,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   reg [7:0] st_chk_err;
   reg [223:0] st_cmd = 224'h00000000000000000000000000000000000000000000000000000000;
   wire \st_cmd.acc ;
@@ -23755,6 +24058,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   (* init = 8'h00 *)
   wire [7:0] st_err;
   wire st_finished;
@@ -23852,6 +24156,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] store__error;
   reg [7:0] store__error = 8'h00;
   output [7:0] store_bytes;
@@ -25792,8 +26097,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5708$0 (aw_hs_id),
-    .\port$5722$0 (down__awlen),
+    .\port$6123$0 (aw_hs_id),
+    .\port$6137$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26138,7 +26443,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$5722$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6123$0 , w_en, \port$6137$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26166,10 +26471,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5708$0 ;
-  wire [2:0] \port$5708$0 ;
-  input [7:0] \port$5722$0 ;
-  wire [7:0] \port$5722$0 ;
+  input [2:0] \port$6123$0 ;
+  wire [2:0] \port$6123$0 ;
+  input [7:0] \port$6137$0 ;
+  wire [7:0] \port$6137$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26204,7 +26509,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5708$0 , \port$5722$0  };
+      storage[w_port__addr] <= { \port$6123$0 , \port$6137$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26270,16 +26575,16 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5708$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5708$0 , \port$5722$0  };
-  assign w_data = { \port$5708$0 , \port$5722$0  };
+  assign w_port__data = { \port$6123$0 , \port$6137$0  };
+  assign w_data = { \port$6123$0 , \port$6137$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4226$0 , q_head_index1_index, \port$4236$0 , q_head_index2_index, \port$4246$0 , q_head_index3_index, \port$4256$0 , \port$5305$0 , \port$5335$0 , \port$5365$0 , \port$5395$0 , \port$11265$0 , \port$11298$0 , \port$11331$0 , \port$11364$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13135$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$15246$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5717$0 , \port$5747$0 , \port$5777$0 , \port$5807$0 , \port$11706$0 , \port$11749$0 , \port$11792$0 , \port$11835$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13815$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$16004$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26974,34 +27279,34 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$11265$0 ;
-  wire \port$11265$0 ;
-  input \port$11298$0 ;
-  wire \port$11298$0 ;
-  input \port$11331$0 ;
-  wire \port$11331$0 ;
-  input \port$11364$0 ;
-  wire \port$11364$0 ;
-  input [29:0] \port$13135$2 ;
-  wire [29:0] \port$13135$2 ;
-  input [511:0] \port$15246$0 ;
-  wire [511:0] \port$15246$0 ;
-  input \port$4226$0 ;
-  wire \port$4226$0 ;
-  input \port$4236$0 ;
-  wire \port$4236$0 ;
-  input \port$4246$0 ;
-  wire \port$4246$0 ;
-  input \port$4256$0 ;
-  wire \port$4256$0 ;
-  input [255:0] \port$5305$0 ;
-  wire [255:0] \port$5305$0 ;
-  input [255:0] \port$5335$0 ;
-  wire [255:0] \port$5335$0 ;
-  input [255:0] \port$5365$0 ;
-  wire [255:0] \port$5365$0 ;
-  input [255:0] \port$5395$0 ;
-  wire [255:0] \port$5395$0 ;
+  input \port$11706$0 ;
+  wire \port$11706$0 ;
+  input \port$11749$0 ;
+  wire \port$11749$0 ;
+  input \port$11792$0 ;
+  wire \port$11792$0 ;
+  input \port$11835$0 ;
+  wire \port$11835$0 ;
+  input [29:0] \port$13815$2 ;
+  wire [29:0] \port$13815$2 ;
+  input [511:0] \port$16004$0 ;
+  wire [511:0] \port$16004$0 ;
+  input \port$4227$0 ;
+  wire \port$4227$0 ;
+  input \port$4238$0 ;
+  wire \port$4238$0 ;
+  input \port$4249$0 ;
+  wire \port$4249$0 ;
+  input \port$4260$0 ;
+  wire \port$4260$0 ;
+  input [255:0] \port$5717$0 ;
+  wire [255:0] \port$5717$0 ;
+  input [255:0] \port$5747$0 ;
+  wire [255:0] \port$5747$0 ;
+  input [255:0] \port$5777$0 ;
+  wire [255:0] \port$5777$0 ;
+  input [255:0] \port$5807$0 ;
+  wire [255:0] \port$5807$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27139,219 +27444,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13135$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13815$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13135$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13815$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13135$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13815$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13135$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13815$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13135$2 [9:0] == 6'h20;
+  assign \$319  = \port$13815$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13135$2 [9:0] == 6'h21;
+  assign \$325  = \port$13815$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13135$2 [9:0] == 6'h22;
+  assign \$331  = \port$13815$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13135$2 [9:0] == 6'h23;
+  assign \$337  = \port$13815$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13135$2 [9:0] == 6'h24;
+  assign \$343  = \port$13815$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13135$2 [9:0] == 6'h25;
+  assign \$349  = \port$13815$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13135$2 [9:0] == 6'h26;
+  assign \$355  = \port$13815$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13135$2 [9:0] == 6'h27;
+  assign \$361  = \port$13815$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13135$2 [9:0] == 6'h28;
+  assign \$367  = \port$13815$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13135$2 [9:0] == 6'h29;
+  assign \$373  = \port$13815$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13135$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13815$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13135$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13815$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13135$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13815$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13135$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13815$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13135$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13815$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13135$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13815$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13135$2 [9:0] == 6'h30;
+  assign \$415  = \port$13815$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13135$2 [9:0] == 6'h31;
+  assign \$421  = \port$13815$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13135$2 [9:0] == 6'h32;
+  assign \$427  = \port$13815$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13135$2 [9:0] == 6'h33;
+  assign \$433  = \port$13815$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13135$2 [9:0] == 6'h34;
+  assign \$439  = \port$13815$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13135$2 [9:0] == 6'h35;
+  assign \$445  = \port$13815$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13135$2 [9:0] == 6'h36;
+  assign \$451  = \port$13815$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13135$2 [9:0] == 6'h37;
+  assign \$457  = \port$13815$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13135$2 [9:0] == 6'h38;
+  assign \$463  = \port$13815$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13135$2 [9:0] == 6'h39;
+  assign \$469  = \port$13815$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13135$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13815$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13135$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13815$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13135$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13815$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13135$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13815$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13135$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13815$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13135$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13815$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13135$2 [9:0] == 7'h40;
+  assign \$511  = \port$13815$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13135$2 [9:0] == 7'h41;
+  assign \$517  = \port$13815$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13135$2 [9:0] == 7'h42;
+  assign \$523  = \port$13815$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13135$2 [9:0] == 7'h43;
+  assign \$529  = \port$13815$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13135$2 [9:0] == 7'h44;
+  assign \$535  = \port$13815$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13135$2 [9:0] == 7'h45;
+  assign \$541  = \port$13815$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13135$2 [9:0] == 7'h46;
+  assign \$547  = \port$13815$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13135$2 [9:0] == 7'h47;
+  assign \$553  = \port$13815$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13135$2 [9:0] == 7'h48;
+  assign \$559  = \port$13815$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13135$2 [9:0] == 7'h49;
+  assign \$565  = \port$13815$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13135$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13815$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13135$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13815$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13135$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13815$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13135$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13815$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13135$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13815$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13135$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13815$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13135$2 [9:0] == 7'h50;
+  assign \$607  = \port$13815$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13135$2 [9:0] == 7'h51;
+  assign \$613  = \port$13815$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27395,215 +27700,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13135$2 [9:0];
+  assign \$3  = ! \port$13815$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13135$2 [9:0] == 1'h1;
+  assign \$5  = \port$13815$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13135$2 [9:0] == 2'h2;
+  assign \$7  = \port$13815$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13135$2 [9:0] == 2'h3;
+  assign \$9  = \port$13815$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13135$2 [9:0] == 3'h4;
+  assign \$11  = \port$13815$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13135$2 [9:0] == 3'h5;
+  assign \$13  = \port$13815$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13135$2 [9:0] == 3'h6;
+  assign \$15  = \port$13815$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13135$2 [9:0] == 4'h8;
+  assign \$17  = \port$13815$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13135$2 [9:0] == 4'h9;
+  assign \$19  = \port$13815$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13135$2 [9:0] == 4'ha;
+  assign \$21  = \port$13815$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13135$2 [9:0] == 4'hb;
+  assign \$23  = \port$13815$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13135$2 [9:0] == 5'h14;
+  assign \$25  = \port$13815$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13135$2 [9:0] == 5'h15;
+  assign \$27  = \port$13815$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13135$2 [9:0] == 5'h16;
+  assign \$29  = \port$13815$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13135$2 [9:0] == 5'h18;
+  assign \$31  = \port$13815$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13135$2 [9:0] == 5'h19;
+  assign \$33  = \port$13815$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13135$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13815$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13135$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13815$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13135$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13815$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13135$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13815$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13135$2 [9:0] == 6'h20;
+  assign \$43  = \port$13815$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13135$2 [9:0] == 6'h21;
+  assign \$45  = \port$13815$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13135$2 [9:0] == 6'h22;
+  assign \$47  = \port$13815$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13135$2 [9:0] == 6'h23;
+  assign \$49  = \port$13815$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13135$2 [9:0] == 6'h24;
+  assign \$51  = \port$13815$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13135$2 [9:0] == 6'h25;
+  assign \$53  = \port$13815$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13135$2 [9:0] == 6'h26;
+  assign \$55  = \port$13815$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13135$2 [9:0] == 6'h27;
+  assign \$57  = \port$13815$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13135$2 [9:0] == 6'h28;
+  assign \$59  = \port$13815$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13135$2 [9:0] == 6'h29;
+  assign \$61  = \port$13815$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13135$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13815$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13135$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13815$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13135$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13815$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13135$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13815$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13135$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13815$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13135$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13815$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13135$2 [9:0] == 6'h30;
+  assign \$75  = \port$13815$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13135$2 [9:0] == 6'h31;
+  assign \$77  = \port$13815$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13135$2 [9:0] == 6'h32;
+  assign \$79  = \port$13815$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13135$2 [9:0] == 6'h33;
+  assign \$81  = \port$13815$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13135$2 [9:0] == 6'h34;
+  assign \$83  = \port$13815$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13135$2 [9:0] == 6'h35;
+  assign \$85  = \port$13815$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13135$2 [9:0] == 6'h36;
+  assign \$87  = \port$13815$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13135$2 [9:0] == 6'h37;
+  assign \$89  = \port$13815$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13135$2 [9:0] == 6'h38;
+  assign \$91  = \port$13815$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13135$2 [9:0] == 6'h39;
+  assign \$93  = \port$13815$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13135$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13815$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13135$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13815$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13135$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13815$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13135$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13815$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13135$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13815$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13135$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13815$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13135$2 [9:0] == 7'h40;
+  assign \$107  = \port$13815$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13135$2 [9:0] == 7'h41;
+  assign \$109  = \port$13815$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13135$2 [9:0] == 7'h42;
+  assign \$111  = \port$13815$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13135$2 [9:0] == 7'h43;
+  assign \$113  = \port$13815$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13135$2 [9:0] == 7'h44;
+  assign \$115  = \port$13815$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13135$2 [9:0] == 7'h45;
+  assign \$117  = \port$13815$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13135$2 [9:0] == 7'h46;
+  assign \$119  = \port$13815$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13135$2 [9:0] == 7'h47;
+  assign \$121  = \port$13815$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13135$2 [9:0] == 7'h48;
+  assign \$123  = \port$13815$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13135$2 [9:0] == 7'h49;
+  assign \$125  = \port$13815$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13135$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13815$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13135$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13815$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13135$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13815$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13135$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13815$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13135$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13815$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13135$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13815$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13135$2 [9:0] == 7'h50;
+  assign \$139  = \port$13815$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13135$2 [9:0] == 7'h51;
+  assign \$141  = \port$13815$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27652,72 +27957,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13135$2 [9:0];
+  assign \$189  = ! \port$13815$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13135$2 [9:0] == 1'h1;
+  assign \$195  = \port$13815$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13135$2 [9:0] == 2'h2;
+  assign \$201  = \port$13815$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13135$2 [9:0] == 2'h3;
+  assign \$207  = \port$13815$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13135$2 [9:0] == 3'h4;
+  assign \$213  = \port$13815$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13135$2 [9:0] == 3'h5;
+  assign \$219  = \port$13815$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13135$2 [9:0] == 3'h6;
+  assign \$225  = \port$13815$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13135$2 [9:0] == 4'h8;
+  assign \$231  = \port$13815$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13135$2 [9:0] == 4'h9;
+  assign \$243  = \port$13815$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13135$2 [9:0] == 4'ha;
+  assign \$251  = \port$13815$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13135$2 [9:0] == 4'hb;
+  assign \$259  = \port$13815$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13135$2 [9:0] == 5'h14;
+  assign \$265  = \port$13815$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13135$2 [9:0] == 5'h15;
+  assign \$271  = \port$13815$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13135$2 [9:0] == 5'h16;
+  assign \$277  = \port$13815$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13135$2 [9:0] == 5'h18;
+  assign \$283  = \port$13815$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13135$2 [9:0] == 5'h19;
+  assign \$289  = \port$13815$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28589,57 +28894,57 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13135$2 , 2'h0 };
-  assign work_qready = { \port$11364$0 , \port$11331$0 , \port$11298$0 , \port$11265$0  };
-  assign work_qreset = { \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0  };
-  assign q_head0_word = \port$5305$0 [31:0];
-  assign q_head1_word = \port$5305$0 [63:32];
-  assign q_head2_word = \port$5305$0 [95:64];
-  assign q_head3_word = \port$5305$0 [127:96];
-  assign q_head4_word = \port$5305$0 [159:128];
-  assign q_head5_word = \port$5305$0 [191:160];
-  assign q_head6_word = \port$5305$0 [223:192];
-  assign q_head7_word = \port$5305$0 [255:224];
-  assign q_head8_word = \port$5335$0 [31:0];
-  assign q_head9_word = \port$5335$0 [63:32];
-  assign q_head10_word = \port$5335$0 [95:64];
-  assign q_head11_word = \port$5335$0 [127:96];
-  assign q_head12_word = \port$5335$0 [159:128];
-  assign q_head13_word = \port$5335$0 [191:160];
-  assign q_head14_word = \port$5335$0 [223:192];
-  assign q_head15_word = \port$5335$0 [255:224];
-  assign q_head16_word = \port$5365$0 [31:0];
-  assign q_head17_word = \port$5365$0 [63:32];
-  assign q_head18_word = \port$5365$0 [95:64];
-  assign q_head19_word = \port$5365$0 [127:96];
-  assign q_head20_word = \port$5365$0 [159:128];
-  assign q_head21_word = \port$5365$0 [191:160];
-  assign q_head22_word = \port$5365$0 [223:192];
-  assign q_head23_word = \port$5365$0 [255:224];
-  assign q_head24_word = \port$5395$0 [31:0];
-  assign q_head25_word = \port$5395$0 [63:32];
-  assign q_head26_word = \port$5395$0 [95:64];
-  assign q_head27_word = \port$5395$0 [127:96];
-  assign q_head28_word = \port$5395$0 [159:128];
-  assign q_head29_word = \port$5395$0 [191:160];
-  assign q_head30_word = \port$5395$0 [223:192];
-  assign q_head31_word = \port$5395$0 [255:224];
-  assign event0_value = \port$15246$0 [31:0];
-  assign event1_value = \port$15246$0 [63:32];
-  assign event2_value = \port$15246$0 [95:64];
-  assign event3_value = \port$15246$0 [127:96];
-  assign event4_value = \port$15246$0 [159:128];
-  assign event5_value = \port$15246$0 [191:160];
-  assign event6_value = \port$15246$0 [223:192];
-  assign event7_value = \port$15246$0 [255:224];
-  assign event8_value = \port$15246$0 [287:256];
-  assign event9_value = \port$15246$0 [319:288];
-  assign event10_value = \port$15246$0 [351:320];
-  assign event11_value = \port$15246$0 [383:352];
-  assign event12_value = \port$15246$0 [415:384];
-  assign event13_value = \port$15246$0 [447:416];
-  assign event14_value = \port$15246$0 [479:448];
-  assign event15_value = \port$15246$0 [511:480];
+  assign bus__addr = { \port$13815$2 , 2'h0 };
+  assign work_qready = { \port$11835$0 , \port$11792$0 , \port$11749$0 , \port$11706$0  };
+  assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
+  assign q_head0_word = \port$5717$0 [31:0];
+  assign q_head1_word = \port$5717$0 [63:32];
+  assign q_head2_word = \port$5717$0 [95:64];
+  assign q_head3_word = \port$5717$0 [127:96];
+  assign q_head4_word = \port$5717$0 [159:128];
+  assign q_head5_word = \port$5717$0 [191:160];
+  assign q_head6_word = \port$5717$0 [223:192];
+  assign q_head7_word = \port$5717$0 [255:224];
+  assign q_head8_word = \port$5747$0 [31:0];
+  assign q_head9_word = \port$5747$0 [63:32];
+  assign q_head10_word = \port$5747$0 [95:64];
+  assign q_head11_word = \port$5747$0 [127:96];
+  assign q_head12_word = \port$5747$0 [159:128];
+  assign q_head13_word = \port$5747$0 [191:160];
+  assign q_head14_word = \port$5747$0 [223:192];
+  assign q_head15_word = \port$5747$0 [255:224];
+  assign q_head16_word = \port$5777$0 [31:0];
+  assign q_head17_word = \port$5777$0 [63:32];
+  assign q_head18_word = \port$5777$0 [95:64];
+  assign q_head19_word = \port$5777$0 [127:96];
+  assign q_head20_word = \port$5777$0 [159:128];
+  assign q_head21_word = \port$5777$0 [191:160];
+  assign q_head22_word = \port$5777$0 [223:192];
+  assign q_head23_word = \port$5777$0 [255:224];
+  assign q_head24_word = \port$5807$0 [31:0];
+  assign q_head25_word = \port$5807$0 [63:32];
+  assign q_head26_word = \port$5807$0 [95:64];
+  assign q_head27_word = \port$5807$0 [127:96];
+  assign q_head28_word = \port$5807$0 [159:128];
+  assign q_head29_word = \port$5807$0 [191:160];
+  assign q_head30_word = \port$5807$0 [223:192];
+  assign q_head31_word = \port$5807$0 [255:224];
+  assign event0_value = \port$16004$0 [31:0];
+  assign event1_value = \port$16004$0 [63:32];
+  assign event2_value = \port$16004$0 [95:64];
+  assign event3_value = \port$16004$0 [127:96];
+  assign event4_value = \port$16004$0 [159:128];
+  assign event5_value = \port$16004$0 [191:160];
+  assign event6_value = \port$16004$0 [223:192];
+  assign event7_value = \port$16004$0 [255:224];
+  assign event8_value = \port$16004$0 [287:256];
+  assign event9_value = \port$16004$0 [319:288];
+  assign event10_value = \port$16004$0 [351:320];
+  assign event11_value = \port$16004$0 [383:352];
+  assign event12_value = \port$16004$0 [415:384];
+  assign event13_value = \port$16004$0 [447:416];
+  assign event14_value = \port$16004$0 [479:448];
+  assign event15_value = \port$16004$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28654,10 +28959,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$11364$0 , \port$11331$0 , \port$11298$0 , \port$11265$0  };
+  assign \$233  = { 1'h0, \port$11835$0 , \port$11792$0 , \port$11749$0 , \port$11706$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4256$0 , \port$4246$0 , \port$4236$0 , \port$4226$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -28685,101 +28990,101 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5305$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5717$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5305$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5717$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5305$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5717$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5305$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5717$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5305$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5717$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5305$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5717$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5305$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5717$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5305$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5717$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5335$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5747$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5335$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5747$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5335$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5747$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5335$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5747$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5335$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5747$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5335$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5747$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5335$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5747$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5335$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5747$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5365$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5777$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5365$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5777$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5365$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5777$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5365$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5777$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5365$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5777$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5365$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5777$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5365$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5777$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5365$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5777$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5395$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5807$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5395$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5807$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5395$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5807$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5395$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5807$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5395$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5807$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5395$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5807$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5395$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5807$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5395$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5807$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$15246$0 [31:0] };
+  assign \$513  = { 1'h0, \port$16004$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$15246$0 [63:32] };
+  assign \$519  = { 1'h0, \port$16004$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$15246$0 [95:64] };
+  assign \$525  = { 1'h0, \port$16004$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$15246$0 [127:96] };
+  assign \$531  = { 1'h0, \port$16004$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$15246$0 [159:128] };
+  assign \$537  = { 1'h0, \port$16004$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$15246$0 [191:160] };
+  assign \$543  = { 1'h0, \port$16004$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$15246$0 [223:192] };
+  assign \$549  = { 1'h0, \port$16004$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$15246$0 [255:224] };
+  assign \$555  = { 1'h0, \port$16004$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$15246$0 [287:256] };
+  assign \$561  = { 1'h0, \port$16004$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$15246$0 [319:288] };
+  assign \$567  = { 1'h0, \port$16004$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$15246$0 [351:320] };
+  assign \$573  = { 1'h0, \port$16004$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$15246$0 [383:352] };
+  assign \$579  = { 1'h0, \port$16004$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$15246$0 [415:384] };
+  assign \$585  = { 1'h0, \port$16004$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$15246$0 [447:416] };
+  assign \$591  = { 1'h0, \port$16004$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$15246$0 [479:448] };
+  assign \$597  = { 1'h0, \port$16004$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$15246$0 [511:480] };
+  assign \$603  = { 1'h0, \port$16004$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29139,6 +29444,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   (* init = 8'h00 *)
   wire [7:0] ctl__error;
   output done;
@@ -29164,6 +29470,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
   reg [255:0] fwd1_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -29547,7 +29854,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$13903$2 (spad_meta_q3[5:2]),
+    .\port$14661$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30681,7 +30988,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14661$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -32828,8 +33135,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$13903$2 ;
-  wire [3:0] \port$13903$2 ;
+  input [3:0] \port$14661$2 ;
+  wire [3:0] \port$14661$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32929,22 +33236,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$13903$2 [2:0];
+  assign \$3  = ! \port$14661$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$13903$2 [2:0];
+  assign \$6  = ! \port$14661$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$13903$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$14661$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$13903$2 [2:0];
+  assign \$17  = ! \port$14661$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$13903$2 [2:0] == 1'h1;
+  assign \$20  = \port$14661$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32953,10 +33260,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$13903$2 [2:0];
+  assign \$29  = ! \port$14661$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$13903$2 [2:0] == 2'h2;
+  assign \$32  = \port$14661$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32965,10 +33272,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$13903$2 [2:0];
+  assign \$41  = ! \port$14661$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$13903$2 [2:0] == 2'h3;
+  assign \$44  = \port$14661$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32977,10 +33284,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$13903$2 [2:0];
+  assign \$53  = ! \port$14661$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$13903$2 [2:0] == 3'h4;
+  assign \$56  = \port$14661$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -32989,10 +33296,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$13903$2 [2:0];
+  assign \$65  = ! \port$14661$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$13903$2 [2:0] == 3'h5;
+  assign \$68  = \port$14661$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -33001,10 +33308,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$13903$2 [2:0];
+  assign \$77  = ! \port$14661$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$13903$2 [2:0] == 3'h6;
+  assign \$80  = \port$14661$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -33013,10 +33320,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$13903$2 [2:0];
+  assign \$89  = ! \port$14661$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$13903$2 [2:0] == 3'h7;
+  assign \$92  = \port$14661$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -33026,10 +33333,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$13903$2 [2:0] == 1'h1;
+  assign \$102  = \port$14661$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$13903$2 [2:0];
+  assign \$105  = ! \port$14661$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -33039,10 +33346,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$13903$2 [2:0] == 1'h1;
+  assign \$115  = \port$14661$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$13903$2 [2:0] == 1'h1;
+  assign \$118  = \port$14661$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -33050,10 +33357,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$13903$2 [2:0] == 1'h1;
+  assign \$128  = \port$14661$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$13903$2 [2:0] == 2'h2;
+  assign \$131  = \port$14661$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -33063,10 +33370,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$13903$2 [2:0] == 1'h1;
+  assign \$141  = \port$14661$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$13903$2 [2:0] == 2'h3;
+  assign \$144  = \port$14661$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -33076,10 +33383,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$13903$2 [2:0] == 1'h1;
+  assign \$154  = \port$14661$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$13903$2 [2:0] == 3'h4;
+  assign \$157  = \port$14661$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -33089,10 +33396,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$13903$2 [2:0] == 1'h1;
+  assign \$167  = \port$14661$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$13903$2 [2:0] == 3'h5;
+  assign \$170  = \port$14661$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -33102,10 +33409,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$13903$2 [2:0] == 1'h1;
+  assign \$180  = \port$14661$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$13903$2 [2:0] == 3'h6;
+  assign \$183  = \port$14661$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -33115,10 +33422,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$13903$2 [2:0] == 1'h1;
+  assign \$193  = \port$14661$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$13903$2 [2:0] == 3'h7;
+  assign \$196  = \port$14661$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -33129,10 +33436,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$13903$2 [2:0] == 2'h2;
+  assign \$207  = \port$14661$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$13903$2 [2:0];
+  assign \$210  = ! \port$14661$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -33142,10 +33449,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$13903$2 [2:0] == 2'h2;
+  assign \$220  = \port$14661$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$13903$2 [2:0] == 1'h1;
+  assign \$223  = \port$14661$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -33155,10 +33462,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$13903$2 [2:0] == 2'h2;
+  assign \$233  = \port$14661$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$13903$2 [2:0] == 2'h2;
+  assign \$236  = \port$14661$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -33166,10 +33473,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$13903$2 [2:0] == 2'h2;
+  assign \$246  = \port$14661$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$13903$2 [2:0] == 2'h3;
+  assign \$249  = \port$14661$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -33179,10 +33486,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$13903$2 [2:0] == 2'h2;
+  assign \$259  = \port$14661$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$13903$2 [2:0] == 3'h4;
+  assign \$262  = \port$14661$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -33192,10 +33499,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$13903$2 [2:0] == 2'h2;
+  assign \$272  = \port$14661$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$13903$2 [2:0] == 3'h5;
+  assign \$275  = \port$14661$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -33205,10 +33512,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$13903$2 [2:0] == 2'h2;
+  assign \$285  = \port$14661$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$13903$2 [2:0] == 3'h6;
+  assign \$288  = \port$14661$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -33218,10 +33525,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$13903$2 [2:0] == 2'h2;
+  assign \$298  = \port$14661$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$13903$2 [2:0] == 3'h7;
+  assign \$301  = \port$14661$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -33232,10 +33539,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$13903$2 [2:0] == 2'h3;
+  assign \$312  = \port$14661$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$13903$2 [2:0];
+  assign \$315  = ! \port$14661$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -33245,10 +33552,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$13903$2 [2:0] == 2'h3;
+  assign \$325  = \port$14661$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$13903$2 [2:0] == 1'h1;
+  assign \$328  = \port$14661$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -33258,10 +33565,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$13903$2 [2:0] == 2'h3;
+  assign \$338  = \port$14661$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$13903$2 [2:0] == 2'h2;
+  assign \$341  = \port$14661$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -33271,10 +33578,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$13903$2 [2:0] == 2'h3;
+  assign \$351  = \port$14661$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$13903$2 [2:0] == 2'h3;
+  assign \$354  = \port$14661$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -33282,10 +33589,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$13903$2 [2:0] == 2'h3;
+  assign \$364  = \port$14661$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$13903$2 [2:0] == 3'h4;
+  assign \$367  = \port$14661$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -33295,10 +33602,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$13903$2 [2:0] == 2'h3;
+  assign \$377  = \port$14661$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$13903$2 [2:0] == 3'h5;
+  assign \$380  = \port$14661$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -33308,10 +33615,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$13903$2 [2:0] == 2'h3;
+  assign \$390  = \port$14661$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$13903$2 [2:0] == 3'h6;
+  assign \$393  = \port$14661$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -33321,10 +33628,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$13903$2 [2:0] == 2'h3;
+  assign \$403  = \port$14661$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$13903$2 [2:0] == 3'h7;
+  assign \$406  = \port$14661$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -33335,10 +33642,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$13903$2 [2:0] == 3'h4;
+  assign \$417  = \port$14661$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$13903$2 [2:0];
+  assign \$420  = ! \port$14661$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -33348,10 +33655,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$13903$2 [2:0] == 3'h4;
+  assign \$430  = \port$14661$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$13903$2 [2:0] == 1'h1;
+  assign \$433  = \port$14661$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -33361,10 +33668,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$13903$2 [2:0] == 3'h4;
+  assign \$443  = \port$14661$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$13903$2 [2:0] == 2'h2;
+  assign \$446  = \port$14661$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -33374,10 +33681,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$13903$2 [2:0] == 3'h4;
+  assign \$456  = \port$14661$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$13903$2 [2:0] == 2'h3;
+  assign \$459  = \port$14661$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -33387,10 +33694,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$13903$2 [2:0] == 3'h4;
+  assign \$469  = \port$14661$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$13903$2 [2:0] == 3'h4;
+  assign \$472  = \port$14661$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -33398,10 +33705,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$13903$2 [2:0] == 3'h4;
+  assign \$482  = \port$14661$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$13903$2 [2:0] == 3'h5;
+  assign \$485  = \port$14661$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -33411,10 +33718,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$13903$2 [2:0] == 3'h4;
+  assign \$495  = \port$14661$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$13903$2 [2:0] == 3'h6;
+  assign \$498  = \port$14661$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -33424,10 +33731,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$13903$2 [2:0] == 3'h4;
+  assign \$508  = \port$14661$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$13903$2 [2:0] == 3'h7;
+  assign \$511  = \port$14661$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -33438,10 +33745,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$13903$2 [2:0] == 3'h5;
+  assign \$522  = \port$14661$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$13903$2 [2:0];
+  assign \$525  = ! \port$14661$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -33451,10 +33758,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$13903$2 [2:0] == 3'h5;
+  assign \$535  = \port$14661$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$13903$2 [2:0] == 1'h1;
+  assign \$538  = \port$14661$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -33464,10 +33771,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$13903$2 [2:0] == 3'h5;
+  assign \$548  = \port$14661$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$13903$2 [2:0] == 2'h2;
+  assign \$551  = \port$14661$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -33477,10 +33784,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$13903$2 [2:0] == 3'h5;
+  assign \$561  = \port$14661$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$13903$2 [2:0] == 2'h3;
+  assign \$564  = \port$14661$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -33490,10 +33797,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$13903$2 [2:0] == 3'h5;
+  assign \$574  = \port$14661$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$13903$2 [2:0] == 3'h4;
+  assign \$577  = \port$14661$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -33503,10 +33810,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$13903$2 [2:0] == 3'h5;
+  assign \$587  = \port$14661$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$13903$2 [2:0] == 3'h5;
+  assign \$590  = \port$14661$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -33514,10 +33821,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$13903$2 [2:0] == 3'h5;
+  assign \$600  = \port$14661$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$13903$2 [2:0] == 3'h6;
+  assign \$603  = \port$14661$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -33527,10 +33834,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$13903$2 [2:0] == 3'h5;
+  assign \$613  = \port$14661$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$13903$2 [2:0] == 3'h7;
+  assign \$616  = \port$14661$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -33541,10 +33848,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$13903$2 [2:0] == 3'h6;
+  assign \$627  = \port$14661$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$13903$2 [2:0];
+  assign \$630  = ! \port$14661$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -33554,10 +33861,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$13903$2 [2:0] == 3'h6;
+  assign \$640  = \port$14661$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$13903$2 [2:0] == 1'h1;
+  assign \$643  = \port$14661$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -33567,10 +33874,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$13903$2 [2:0] == 3'h6;
+  assign \$653  = \port$14661$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$13903$2 [2:0] == 2'h2;
+  assign \$656  = \port$14661$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -33580,10 +33887,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$13903$2 [2:0] == 3'h6;
+  assign \$666  = \port$14661$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$13903$2 [2:0] == 2'h3;
+  assign \$669  = \port$14661$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -33593,10 +33900,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$13903$2 [2:0] == 3'h6;
+  assign \$679  = \port$14661$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$13903$2 [2:0] == 3'h4;
+  assign \$682  = \port$14661$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -33606,10 +33913,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$13903$2 [2:0] == 3'h6;
+  assign \$692  = \port$14661$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$13903$2 [2:0] == 3'h5;
+  assign \$695  = \port$14661$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -33619,10 +33926,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$13903$2 [2:0] == 3'h6;
+  assign \$705  = \port$14661$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$13903$2 [2:0] == 3'h6;
+  assign \$708  = \port$14661$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -33630,10 +33937,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$13903$2 [2:0] == 3'h6;
+  assign \$718  = \port$14661$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$13903$2 [2:0] == 3'h7;
+  assign \$721  = \port$14661$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -33644,10 +33951,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$13903$2 [2:0] == 3'h7;
+  assign \$732  = \port$14661$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$13903$2 [2:0];
+  assign \$735  = ! \port$14661$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -33657,10 +33964,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$13903$2 [2:0] == 3'h7;
+  assign \$745  = \port$14661$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$13903$2 [2:0] == 1'h1;
+  assign \$748  = \port$14661$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -33670,10 +33977,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$13903$2 [2:0] == 3'h7;
+  assign \$758  = \port$14661$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$13903$2 [2:0] == 2'h2;
+  assign \$761  = \port$14661$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -33683,10 +33990,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$13903$2 [2:0] == 3'h7;
+  assign \$771  = \port$14661$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$13903$2 [2:0] == 2'h3;
+  assign \$774  = \port$14661$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -33696,10 +34003,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$13903$2 [2:0] == 3'h7;
+  assign \$784  = \port$14661$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$13903$2 [2:0] == 3'h4;
+  assign \$787  = \port$14661$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -33709,10 +34016,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$13903$2 [2:0] == 3'h7;
+  assign \$797  = \port$14661$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$13903$2 [2:0] == 3'h5;
+  assign \$800  = \port$14661$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -33722,10 +34029,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$13903$2 [2:0] == 3'h7;
+  assign \$810  = \port$14661$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$13903$2 [2:0] == 3'h6;
+  assign \$813  = \port$14661$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -33735,10 +34042,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$13903$2 [2:0] == 3'h7;
+  assign \$823  = \port$14661$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$13903$2 [2:0] == 3'h7;
+  assign \$826  = \port$14661$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -33746,145 +34053,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$13903$2 [2:0];
+  assign \$836  = ! \port$14661$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$13903$2 [3];
+  assign \$840  = pe0_0_bank == \port$14661$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$13903$2 [3];
+  assign \$842  = pe0_1_bank == \port$14661$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$13903$2 [3];
+  assign \$844  = pe0_2_bank == \port$14661$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$13903$2 [3];
+  assign \$846  = pe0_3_bank == \port$14661$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$13903$2 [3];
+  assign \$848  = pe0_4_bank == \port$14661$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$13903$2 [3];
+  assign \$850  = pe0_5_bank == \port$14661$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$855  = \port$14661$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$861  = \port$14661$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$13903$2 [3];
+  assign \$864  = pe0_0_bank == \port$14661$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$867  = \port$14661$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$13903$2 [3];
+  assign \$870  = pe0_1_bank == \port$14661$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$873  = \port$14661$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$13903$2 [3];
+  assign \$876  = pe0_2_bank == \port$14661$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$879  = \port$14661$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$13903$2 [3];
+  assign \$882  = pe0_3_bank == \port$14661$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$885  = \port$14661$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$13903$2 [3];
+  assign \$888  = pe0_4_bank == \port$14661$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$891  = \port$14661$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$13903$2 [3];
+  assign \$894  = pe0_5_bank == \port$14661$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$13903$2 [2:0] == 1'h1;
+  assign \$898  = \port$14661$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$13903$2 [3];
+  assign \$902  = skew1_0_bank == \port$14661$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$13903$2 [3];
+  assign \$904  = pe1_0_bank == \port$14661$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$13903$2 [3];
+  assign \$906  = pe1_1_bank == \port$14661$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$13903$2 [3];
+  assign \$908  = pe1_2_bank == \port$14661$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$13903$2 [3];
+  assign \$910  = pe1_3_bank == \port$14661$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$13903$2 [3];
+  assign \$912  = pe1_4_bank == \port$14661$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$13903$2 [3];
+  assign \$914  = pe1_5_bank == \port$14661$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$924  = \port$14661$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$13903$2 [3];
+  assign \$927  = skew1_0_bank == \port$14661$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$930  = \port$14661$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$13903$2 [3];
+  assign \$933  = pe1_0_bank == \port$14661$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$936  = \port$14661$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$13903$2 [3];
+  assign \$939  = pe1_1_bank == \port$14661$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$942  = \port$14661$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$13903$2 [3];
+  assign \$945  = pe1_2_bank == \port$14661$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$948  = \port$14661$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$13903$2 [3];
+  assign \$951  = pe1_3_bank == \port$14661$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$954  = \port$14661$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$13903$2 [3];
+  assign \$957  = pe1_4_bank == \port$14661$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$960  = \port$14661$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$13903$2 [3];
+  assign \$963  = pe1_5_bank == \port$14661$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$13903$2 [2:0] == 2'h2;
+  assign \$967  = \port$14661$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$13903$2 [3];
+  assign \$971  = skew2_0_bank == \port$14661$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$13903$2 [3];
+  assign \$973  = skew2_1_bank == \port$14661$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$13903$2 [3];
+  assign \$975  = pe2_0_bank == \port$14661$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$13903$2 [3];
+  assign \$977  = pe2_1_bank == \port$14661$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$13903$2 [3];
+  assign \$979  = pe2_2_bank == \port$14661$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$13903$2 [3];
+  assign \$981  = pe2_3_bank == \port$14661$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$13903$2 [3];
+  assign \$983  = pe2_4_bank == \port$14661$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$13903$2 [3];
+  assign \$985  = pe2_5_bank == \port$14661$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -33892,71 +34199,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$13903$2 [3];
+  assign \$997  = skew2_0_bank == \port$14661$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$13903$2 [3];
+  assign \$1003  = skew2_1_bank == \port$14661$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$13903$2 [3];
+  assign \$1009  = pe2_0_bank == \port$14661$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$13903$2 [3];
+  assign \$1015  = pe2_1_bank == \port$14661$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$13903$2 [3];
+  assign \$1021  = pe2_2_bank == \port$14661$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$13903$2 [3];
+  assign \$1027  = pe2_3_bank == \port$14661$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$13903$2 [3];
+  assign \$1033  = pe2_4_bank == \port$14661$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$13903$2 [3];
+  assign \$1039  = pe2_5_bank == \port$14661$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$13903$2 [2:0] == 2'h3;
+  assign \$1043  = \port$14661$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$13903$2 [3];
+  assign \$1047  = skew3_0_bank == \port$14661$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$13903$2 [3];
+  assign \$1049  = skew3_1_bank == \port$14661$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$13903$2 [3];
+  assign \$1051  = skew3_2_bank == \port$14661$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$13903$2 [3];
+  assign \$1053  = pe3_0_bank == \port$14661$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$13903$2 [3];
+  assign \$1055  = pe3_1_bank == \port$14661$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$13903$2 [3];
+  assign \$1057  = pe3_2_bank == \port$14661$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$13903$2 [3];
+  assign \$1059  = pe3_3_bank == \port$14661$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$13903$2 [3];
+  assign \$1061  = pe3_4_bank == \port$14661$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$13903$2 [3];
+  assign \$1063  = pe3_5_bank == \port$14661$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -33964,77 +34271,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$13903$2 [3];
+  assign \$1075  = skew3_0_bank == \port$14661$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$13903$2 [3];
+  assign \$1080  = skew3_1_bank == \port$14661$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$13903$2 [3];
+  assign \$1086  = skew3_2_bank == \port$14661$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$13903$2 [3];
+  assign \$1092  = pe3_0_bank == \port$14661$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$13903$2 [3];
+  assign \$1098  = pe3_1_bank == \port$14661$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$13903$2 [3];
+  assign \$1104  = pe3_2_bank == \port$14661$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$13903$2 [3];
+  assign \$1110  = pe3_3_bank == \port$14661$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$13903$2 [3];
+  assign \$1116  = pe3_4_bank == \port$14661$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$13903$2 [3];
+  assign \$1122  = pe3_5_bank == \port$14661$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$13903$2 [2:0] == 3'h4;
+  assign \$1126  = \port$14661$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$13903$2 [3];
+  assign \$1130  = skew4_0_bank == \port$14661$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$13903$2 [3];
+  assign \$1132  = skew4_1_bank == \port$14661$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$13903$2 [3];
+  assign \$1134  = skew4_2_bank == \port$14661$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$13903$2 [3];
+  assign \$1136  = skew4_3_bank == \port$14661$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$13903$2 [3];
+  assign \$1138  = pe4_0_bank == \port$14661$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$13903$2 [3];
+  assign \$1140  = pe4_1_bank == \port$14661$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$13903$2 [3];
+  assign \$1142  = pe4_2_bank == \port$14661$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$13903$2 [3];
+  assign \$1144  = pe4_3_bank == \port$14661$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$13903$2 [3];
+  assign \$1146  = pe4_4_bank == \port$14661$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$13903$2 [3];
+  assign \$1148  = pe4_5_bank == \port$14661$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -34042,83 +34349,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$13903$2 [3];
+  assign \$1160  = skew4_0_bank == \port$14661$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$13903$2 [3];
+  assign \$1165  = skew4_1_bank == \port$14661$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$13903$2 [3];
+  assign \$1170  = skew4_2_bank == \port$14661$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$13903$2 [3];
+  assign \$1176  = skew4_3_bank == \port$14661$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$13903$2 [3];
+  assign \$1182  = pe4_0_bank == \port$14661$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$13903$2 [3];
+  assign \$1188  = pe4_1_bank == \port$14661$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$13903$2 [3];
+  assign \$1194  = pe4_2_bank == \port$14661$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$13903$2 [3];
+  assign \$1200  = pe4_3_bank == \port$14661$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$13903$2 [3];
+  assign \$1206  = pe4_4_bank == \port$14661$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$13903$2 [3];
+  assign \$1212  = pe4_5_bank == \port$14661$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$13903$2 [2:0] == 3'h5;
+  assign \$1216  = \port$14661$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$13903$2 [3];
+  assign \$1220  = skew5_0_bank == \port$14661$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$13903$2 [3];
+  assign \$1222  = skew5_1_bank == \port$14661$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$13903$2 [3];
+  assign \$1224  = skew5_2_bank == \port$14661$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$13903$2 [3];
+  assign \$1226  = skew5_3_bank == \port$14661$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$13903$2 [3];
+  assign \$1228  = skew5_4_bank == \port$14661$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$13903$2 [3];
+  assign \$1230  = pe5_0_bank == \port$14661$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$13903$2 [3];
+  assign \$1232  = pe5_1_bank == \port$14661$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$13903$2 [3];
+  assign \$1234  = pe5_2_bank == \port$14661$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$13903$2 [3];
+  assign \$1236  = pe5_3_bank == \port$14661$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$13903$2 [3];
+  assign \$1238  = pe5_4_bank == \port$14661$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$13903$2 [3];
+  assign \$1240  = pe5_5_bank == \port$14661$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -34126,89 +34433,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$13903$2 [3];
+  assign \$1252  = skew5_0_bank == \port$14661$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$13903$2 [3];
+  assign \$1257  = skew5_1_bank == \port$14661$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$13903$2 [3];
+  assign \$1262  = skew5_2_bank == \port$14661$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$13903$2 [3];
+  assign \$1267  = skew5_3_bank == \port$14661$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$13903$2 [3];
+  assign \$1273  = skew5_4_bank == \port$14661$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$13903$2 [3];
+  assign \$1279  = pe5_0_bank == \port$14661$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$13903$2 [3];
+  assign \$1285  = pe5_1_bank == \port$14661$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$13903$2 [3];
+  assign \$1291  = pe5_2_bank == \port$14661$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$13903$2 [3];
+  assign \$1297  = pe5_3_bank == \port$14661$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$13903$2 [3];
+  assign \$1303  = pe5_4_bank == \port$14661$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$13903$2 [3];
+  assign \$1309  = pe5_5_bank == \port$14661$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$13903$2 [2:0] == 3'h6;
+  assign \$1313  = \port$14661$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$13903$2 [3];
+  assign \$1317  = skew6_0_bank == \port$14661$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$13903$2 [3];
+  assign \$1319  = skew6_1_bank == \port$14661$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$13903$2 [3];
+  assign \$1321  = skew6_2_bank == \port$14661$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$13903$2 [3];
+  assign \$1323  = skew6_3_bank == \port$14661$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$13903$2 [3];
+  assign \$1325  = skew6_4_bank == \port$14661$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$13903$2 [3];
+  assign \$1327  = skew6_5_bank == \port$14661$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$13903$2 [3];
+  assign \$1329  = pe6_0_bank == \port$14661$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$13903$2 [3];
+  assign \$1331  = pe6_1_bank == \port$14661$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$13903$2 [3];
+  assign \$1333  = pe6_2_bank == \port$14661$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$13903$2 [3];
+  assign \$1335  = pe6_3_bank == \port$14661$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$13903$2 [3];
+  assign \$1337  = pe6_4_bank == \port$14661$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$13903$2 [3];
+  assign \$1339  = pe6_5_bank == \port$14661$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -34216,95 +34523,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$13903$2 [3];
+  assign \$1351  = skew6_0_bank == \port$14661$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$13903$2 [3];
+  assign \$1356  = skew6_1_bank == \port$14661$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$13903$2 [3];
+  assign \$1361  = skew6_2_bank == \port$14661$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$13903$2 [3];
+  assign \$1366  = skew6_3_bank == \port$14661$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$13903$2 [3];
+  assign \$1371  = skew6_4_bank == \port$14661$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$13903$2 [3];
+  assign \$1377  = skew6_5_bank == \port$14661$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$13903$2 [3];
+  assign \$1383  = pe6_0_bank == \port$14661$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$13903$2 [3];
+  assign \$1389  = pe6_1_bank == \port$14661$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$13903$2 [3];
+  assign \$1395  = pe6_2_bank == \port$14661$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$13903$2 [3];
+  assign \$1401  = pe6_3_bank == \port$14661$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$13903$2 [3];
+  assign \$1407  = pe6_4_bank == \port$14661$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$13903$2 [3];
+  assign \$1413  = pe6_5_bank == \port$14661$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$13903$2 [2:0] == 3'h7;
+  assign \$1417  = \port$14661$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$13903$2 [3];
+  assign \$1421  = skew7_0_bank == \port$14661$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$13903$2 [3];
+  assign \$1423  = skew7_1_bank == \port$14661$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$13903$2 [3];
+  assign \$1425  = skew7_2_bank == \port$14661$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$13903$2 [3];
+  assign \$1427  = skew7_3_bank == \port$14661$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$13903$2 [3];
+  assign \$1429  = skew7_4_bank == \port$14661$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$13903$2 [3];
+  assign \$1431  = skew7_5_bank == \port$14661$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$13903$2 [3];
+  assign \$1433  = skew7_6_bank == \port$14661$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$13903$2 [3];
+  assign \$1435  = pe7_0_bank == \port$14661$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$13903$2 [3];
+  assign \$1437  = pe7_1_bank == \port$14661$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$13903$2 [3];
+  assign \$1439  = pe7_2_bank == \port$14661$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$13903$2 [3];
+  assign \$1441  = pe7_3_bank == \port$14661$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$13903$2 [3];
+  assign \$1443  = pe7_4_bank == \port$14661$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$13903$2 [3];
+  assign \$1445  = pe7_5_bank == \port$14661$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -34312,69 +34619,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$13903$2 [3];
+  assign \$1457  = skew7_0_bank == \port$14661$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$13903$2 [3];
+  assign \$1462  = skew7_1_bank == \port$14661$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$13903$2 [3];
+  assign \$1467  = skew7_2_bank == \port$14661$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$13903$2 [3];
+  assign \$1472  = skew7_3_bank == \port$14661$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$13903$2 [3];
+  assign \$1477  = skew7_4_bank == \port$14661$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$13903$2 [3];
+  assign \$1482  = skew7_5_bank == \port$14661$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$13903$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$14661$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$13903$2 [3];
+  assign \$1488  = skew7_6_bank == \port$14661$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$13903$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$14661$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$13903$2 [3];
+  assign \$1494  = pe7_0_bank == \port$14661$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$13903$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$14661$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$13903$2 [3];
+  assign \$1500  = pe7_1_bank == \port$14661$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$13903$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$14661$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$13903$2 [3];
+  assign \$1506  = pe7_2_bank == \port$14661$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$13903$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$14661$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$13903$2 [3];
+  assign \$1512  = pe7_3_bank == \port$14661$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$13903$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$14661$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$13903$2 [3];
+  assign \$1518  = pe7_4_bank == \port$14661$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$13903$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$14661$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$13903$2 [3];
+  assign \$1524  = pe7_5_bank == \port$14661$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -34388,7 +34695,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$13903$2 [3];
+    pe0_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -34472,7 +34779,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$13903$2 [3];
+    skew1_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -34568,7 +34875,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$13903$2 [3];
+    skew2_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -34670,7 +34977,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$13903$2 [3];
+    skew3_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -34778,7 +35085,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$13903$2 [3];
+    skew4_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -34892,7 +35199,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$13903$2 [3];
+    skew5_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -35012,7 +35319,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$13903$2 [3];
+    skew6_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -35138,7 +35445,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$13903$2 [3];
+    skew7_0_bank <= \port$14661$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -35327,7 +35634,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -35337,7 +35644,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -35357,7 +35664,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -35367,7 +35674,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -35387,7 +35694,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -35397,7 +35704,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -35417,7 +35724,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -35427,7 +35734,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -35447,7 +35754,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -35457,7 +35764,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -35477,7 +35784,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -35487,7 +35794,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -35507,7 +35814,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -35517,7 +35824,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -35537,7 +35844,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -35547,7 +35854,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -35567,7 +35874,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -35577,7 +35884,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -35597,7 +35904,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -35607,7 +35914,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -35627,7 +35934,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -35637,7 +35944,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -35657,7 +35964,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -35667,7 +35974,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -35687,7 +35994,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -35697,7 +36004,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -35717,7 +36024,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -35727,7 +36034,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -35747,7 +36054,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -35757,7 +36064,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -35777,7 +36084,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -35787,7 +36094,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -35817,7 +36124,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -35827,7 +36134,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -35847,7 +36154,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -35857,7 +36164,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -35877,7 +36184,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -35887,7 +36194,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -35907,7 +36214,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -35917,7 +36224,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -35937,7 +36244,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -35947,7 +36254,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -35967,7 +36274,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -35977,7 +36284,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -35997,7 +36304,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -36007,7 +36314,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -36027,7 +36334,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -36037,7 +36344,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -36077,7 +36384,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -36087,7 +36394,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -36107,7 +36414,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -36117,7 +36424,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -36137,7 +36444,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -36147,7 +36454,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -36167,7 +36474,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -36177,7 +36484,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -36197,7 +36504,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -36207,7 +36514,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -36227,7 +36534,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -36237,7 +36544,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -36257,7 +36564,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -36267,7 +36574,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -36287,7 +36594,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -36297,7 +36604,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -36347,7 +36654,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -36357,7 +36664,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -36377,7 +36684,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -36387,7 +36694,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -36407,7 +36714,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -36417,7 +36724,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -36437,7 +36744,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -36447,7 +36754,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -36467,7 +36774,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -36477,7 +36784,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -36497,7 +36804,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -36507,7 +36814,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -36527,7 +36834,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -36537,7 +36844,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -36557,7 +36864,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -36567,7 +36874,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -36627,7 +36934,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -36637,7 +36944,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -36657,7 +36964,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -36667,7 +36974,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -36687,7 +36994,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -36697,7 +37004,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -36717,7 +37024,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -36727,7 +37034,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -36747,7 +37054,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -36757,7 +37064,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -36777,7 +37084,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -36787,7 +37094,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -36807,7 +37114,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -36817,7 +37124,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -36837,7 +37144,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -36847,7 +37154,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -36917,7 +37224,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -36927,7 +37234,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -36947,7 +37254,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -36957,7 +37264,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -36977,7 +37284,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -36987,7 +37294,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -37007,7 +37314,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -37017,7 +37324,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -37037,7 +37344,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -37047,7 +37354,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -37067,7 +37374,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -37077,7 +37384,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -37097,7 +37404,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -37107,7 +37414,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -37127,7 +37434,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -37137,7 +37444,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -37217,7 +37524,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -37227,7 +37534,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -37247,7 +37554,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -37257,7 +37564,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -37277,7 +37584,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -37287,7 +37594,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -37307,7 +37614,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -37317,7 +37624,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -37337,7 +37644,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -37347,7 +37654,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -37367,7 +37674,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -37377,7 +37684,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -37397,7 +37704,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -37407,7 +37714,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -37427,7 +37734,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -37437,7 +37744,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13903$2 [3]) begin
+      if (\port$14661$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -37453,10 +37760,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$13903$2 [2:0];
-  assign w_bank = \port$13903$2 [3];
+  assign w_row = \port$14661$2 [2:0];
+  assign w_bank = \port$14661$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$13903$2 [3];
+  assign a_bank = \port$14661$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -37538,10 +37845,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$13903$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$151 , \w_en$156 , \w_en$161 , \w_en$166 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11403$0 , \port$11409$0 , \port$11410$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog, enable
-, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
+module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$171 , \w_en$176 , \w_en$181 , \w_en$186 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5717$0 , \port$5747$0 , \port$5777$0 , \port$5807$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11874$0 , \port$11880$0 , \port$11881$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37559,8 +37866,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  reg [31:0] \$113 ;
-  wire [32:0] \$114 ;
+  wire \$113 ;
+  wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
@@ -37569,8 +37876,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
+  reg [31:0] \$122 ;
+  wire [32:0] \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -37601,12 +37908,12 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  reg [31:0] \$151 ;
-  wire [32:0] \$152 ;
-  wire [5:0] \$153 ;
-  wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire [5:0] \$156 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
@@ -37614,12 +37921,12 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  reg [31:0] \$163 ;
+  wire [32:0] \$164 ;
+  wire [5:0] \$165 ;
+  wire [5:0] \$166 ;
+  wire [5:0] \$167 ;
+  wire [5:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
@@ -37731,15 +38038,15 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
-  reg [255:0] \$269 ;
+  wire \$269 ;
   wire \$27 ;
-  reg [4:0] \$270 ;
-  reg [255:0] \$271 ;
-  reg \$272 ;
-  reg \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg \$276 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -37756,24 +38063,24 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  reg \$291 ;
+  wire \$291 ;
   wire \$292 ;
-  reg \$293 ;
+  wire \$293 ;
   wire \$294 ;
-  reg \$295 ;
+  wire \$295 ;
   wire \$296 ;
-  reg \$297 ;
-  reg [7:0] \$298 ;
-  reg [7:0] \$299 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [7:0] \$300 ;
-  reg [7:0] \$301 ;
-  reg [7:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [7:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [7:0] \$306 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
@@ -37785,9 +38092,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$314 ;
   wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  reg [255:0] \$317 ;
+  reg [4:0] \$318 ;
+  reg [255:0] \$319 ;
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
@@ -37797,38 +38104,38 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
-  wire [5:0] \$328 ;
+  reg \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire [7:0] \$332 ;
+  wire \$332 ;
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
-  wire [5:0] \$336 ;
-  wire \$337 ;
+  wire \$336 ;
+  reg \$337 ;
   wire \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire [7:0] \$340 ;
+  wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
-  wire [5:0] \$344 ;
+  wire \$344 ;
   wire \$345 ;
-  wire \$346 ;
+  reg \$346 ;
   wire \$347 ;
-  wire [7:0] \$348 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire [5:0] \$352 ;
+  wire \$352 ;
   wire \$353 ;
   wire \$354 ;
-  wire \$355 ;
-  wire [7:0] \$356 ;
+  reg \$355 ;
+  wire \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
@@ -37837,289 +38144,507 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire \$364 ;
-  wire [3:0] \$365 ;
-  wire [3:0] \$366 ;
+  reg \$364 ;
+  wire \$365 ;
+  wire \$366 ;
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  reg [31:0] \$37 ;
+  wire \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
-  wire [3:0] \$373 ;
-  wire [3:0] \$374 ;
+  wire \$373 ;
+  wire \$374 ;
   wire \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [32:0] \$38 ;
+  wire \$38 ;
   wire \$380 ;
-  wire [3:0] \$381 ;
-  wire [3:0] \$382 ;
+  wire \$381 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
   wire \$388 ;
-  wire [3:0] \$389 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [3:0] \$390 ;
+  wire \$390 ;
   wire \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire \$395 ;
+  reg \$395 ;
   wire \$396 ;
-  wire [3:0] \$397 ;
-  wire [3:0] \$398 ;
-  reg [1:0] \$399 ;
+  wire \$397 ;
+  reg \$398 ;
+  wire \$399 ;
   wire \$4 ;
-  wire \$40 ;
+  reg [31:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
-  reg [3:0] \$402 ;
-  wire [4:0] \$403 ;
+  wire \$402 ;
+  reg [7:0] \$403 ;
   wire \$404 ;
-  reg [3:0] \$405 ;
-  reg \$406 ;
+  reg \$405 ;
+  wire \$406 ;
   wire \$407 ;
-  wire \$408 ;
+  reg \$408 ;
   wire \$409 ;
-  wire \$41 ;
-  reg [3:0] \$410 ;
-  reg [7:0] \$411 ;
-  reg [3:0] \$412 ;
+  wire [32:0] \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
   reg [7:0] \$413 ;
   wire \$414 ;
-  reg [1:0] \$415 ;
+  reg \$415 ;
   wire \$416 ;
   wire \$417 ;
-  reg [3:0] \$418 ;
-  wire [4:0] \$419 ;
+  reg \$418 ;
+  wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  reg [3:0] \$421 ;
-  reg \$422 ;
-  wire \$423 ;
+  wire \$421 ;
+  wire \$422 ;
+  reg [7:0] \$423 ;
   wire \$424 ;
-  wire \$425 ;
-  reg [3:0] \$426 ;
-  reg [7:0] \$427 ;
-  reg [3:0] \$428 ;
-  reg [7:0] \$429 ;
+  reg \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  reg \$428 ;
+  wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  reg [1:0] \$431 ;
+  wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  reg [3:0] \$434 ;
-  wire [4:0] \$435 ;
-  wire \$436 ;
-  reg [3:0] \$437 ;
-  reg \$438 ;
+  reg [7:0] \$433 ;
+  reg \$434 ;
+  reg [15:0] \$435 ;
+  reg [7:0] \$436 ;
+  wire \$437 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
-  reg [3:0] \$442 ;
-  reg [7:0] \$443 ;
-  reg [3:0] \$444 ;
-  reg [7:0] \$445 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
   wire \$446 ;
-  reg [1:0] \$447 ;
+  wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  reg [3:0] \$450 ;
-  wire [4:0] \$451 ;
+  wire \$450 ;
+  wire \$451 ;
   wire \$452 ;
-  reg [3:0] \$453 ;
-  reg \$454 ;
+  wire \$453 ;
+  wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  reg [3:0] \$458 ;
-  reg [7:0] \$459 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  reg [3:0] \$460 ;
-  reg [7:0] \$461 ;
+  wire [5:0] \$460 ;
+  wire \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
-  wire [5:0] \$465 ;
-  wire \$466 ;
-  wire [5:0] \$467 ;
+  wire \$465 ;
+  wire [7:0] \$466 ;
+  wire \$467 ;
   wire \$468 ;
-  wire [5:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
   wire \$470 ;
-  wire [5:0] \$471 ;
-  wire \$472 ;
+  wire \$471 ;
+  wire [5:0] \$472 ;
   wire \$473 ;
   wire \$474 ;
   wire \$475 ;
   wire \$476 ;
-  wire [32:0] \$477 ;
-  wire \$478 ;
+  wire \$477 ;
+  wire [7:0] \$478 ;
   wire \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
-  wire [32:0] \$483 ;
-  wire \$484 ;
+  wire \$483 ;
+  wire [5:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire [32:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [7:0] \$490 ;
   wire \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
-  wire [32:0] \$495 ;
-  wire \$496 ;
+  wire \$495 ;
+  wire [5:0] \$496 ;
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [32:0] \$501 ;
-  reg [1:0] \$502 ;
-  reg [511:0] \$503 ;
-  reg [4:0] \$504 ;
-  reg [15:0] \$505 ;
-  reg [7:0] \$506 ;
-  reg [7:0] \$507 ;
-  reg [7:0] \$508 ;
-  reg [7:0] \$509 ;
+  wire \$501 ;
+  wire [7:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  reg [7:0] \$510 ;
-  reg [7:0] \$511 ;
-  reg [7:0] \$512 ;
-  reg [7:0] \$513 ;
-  reg [7:0] \$514 ;
-  reg [7:0] \$515 ;
-  reg [7:0] \$516 ;
-  reg [7:0] \$517 ;
-  reg [7:0] \$518 ;
-  reg [7:0] \$519 ;
+  wire \$510 ;
+  wire [3:0] \$511 ;
+  wire [3:0] \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire [3:0] \$519 ;
   wire \$52 ;
-  reg [7:0] \$520 ;
-  reg [7:0] \$521 ;
-  reg \$522 ;
-  reg [4:0] \$523 ;
-  reg [15:0] \$524 ;
-  reg [7:0] \$525 ;
-  reg [7:0] \$526 ;
-  reg [7:0] \$527 ;
-  reg [7:0] \$528 ;
-  reg [7:0] \$529 ;
+  wire [3:0] \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire [3:0] \$527 ;
+  wire [3:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  reg [7:0] \$530 ;
-  reg [7:0] \$531 ;
-  reg [7:0] \$532 ;
-  reg [7:0] \$533 ;
-  reg [7:0] \$534 ;
-  reg [7:0] \$535 ;
-  reg [7:0] \$536 ;
-  reg [7:0] \$537 ;
-  reg [7:0] \$538 ;
-  reg [7:0] \$539 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire [3:0] \$535 ;
+  wire [3:0] \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  reg [7:0] \$540 ;
-  reg \$541 ;
-  reg [4:0] \$542 ;
-  reg [15:0] \$543 ;
-  reg [7:0] \$544 ;
-  reg [7:0] \$545 ;
-  reg [7:0] \$546 ;
-  reg [7:0] \$547 ;
-  reg [7:0] \$548 ;
-  reg [7:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire [3:0] \$543 ;
+  wire [3:0] \$544 ;
+  reg [1:0] \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  reg [3:0] \$548 ;
+  wire [4:0] \$549 ;
   wire \$55 ;
-  reg [7:0] \$550 ;
-  reg [7:0] \$551 ;
-  reg [7:0] \$552 ;
-  reg [7:0] \$553 ;
-  reg [7:0] \$554 ;
-  reg [7:0] \$555 ;
-  reg [7:0] \$556 ;
+  wire \$550 ;
+  reg [3:0] \$551 ;
+  reg \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  reg [3:0] \$556 ;
   reg [7:0] \$557 ;
-  reg [7:0] \$558 ;
+  reg [3:0] \$558 ;
   reg [7:0] \$559 ;
   wire \$56 ;
-  reg \$560 ;
-  reg [4:0] \$561 ;
-  reg [15:0] \$562 ;
-  reg [7:0] \$563 ;
-  reg [7:0] \$564 ;
-  reg [7:0] \$565 ;
-  reg [7:0] \$566 ;
-  reg [7:0] \$567 ;
-  reg [7:0] \$568 ;
-  reg [7:0] \$569 ;
+  wire \$560 ;
+  reg [1:0] \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  reg [3:0] \$564 ;
+  wire [4:0] \$565 ;
+  wire \$566 ;
+  reg [3:0] \$567 ;
+  reg \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  reg [7:0] \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
+  wire \$570 ;
+  wire \$571 ;
+  reg [3:0] \$572 ;
   reg [7:0] \$573 ;
-  reg [7:0] \$574 ;
+  reg [3:0] \$574 ;
   reg [7:0] \$575 ;
-  reg [7:0] \$576 ;
-  reg [7:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg \$579 ;
+  wire \$576 ;
+  reg [1:0] \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg [2:0] \$580 ;
-  reg [2:0] \$581 ;
-  reg [2:0] \$582 ;
-  reg [2:0] \$583 ;
-  reg [2:0] \$584 ;
-  reg [2:0] \$585 ;
-  reg [1:0] \$586 ;
-  reg [4:0] \$587 ;
-  reg [4:0] \$588 ;
-  reg [4:0] \$589 ;
+  reg [3:0] \$580 ;
+  wire [4:0] \$581 ;
+  wire \$582 ;
+  reg [3:0] \$583 ;
+  reg \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  reg [3:0] \$588 ;
+  reg [7:0] \$589 ;
   wire \$59 ;
-  reg [4:0] \$590 ;
-  reg [31:0] \$591 ;
-  reg [31:0] \$592 ;
-  reg [31:0] \$593 ;
-  reg [31:0] \$594 ;
-  reg [31:0] \$595 ;
+  reg [3:0] \$590 ;
+  reg [7:0] \$591 ;
+  wire \$592 ;
+  reg [1:0] \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  reg [3:0] \$596 ;
+  wire [4:0] \$597 ;
+  wire \$598 ;
+  reg [3:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
+  reg \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  reg [3:0] \$604 ;
+  reg [7:0] \$605 ;
+  reg [3:0] \$606 ;
+  reg [7:0] \$607 ;
+  wire \$608 ;
+  wire [16:0] \$609 ;
   wire \$61 ;
+  reg [7:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  reg [7:0] \$614 ;
+  wire [16:0] \$615 ;
+  wire [16:0] \$616 ;
+  reg [7:0] \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  reg [7:0] \$621 ;
+  wire [16:0] \$622 ;
+  wire [16:0] \$623 ;
+  reg [7:0] \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  reg [7:0] \$628 ;
+  wire [16:0] \$629 ;
   wire \$63 ;
+  wire [16:0] \$630 ;
+  reg [7:0] \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  reg [7:0] \$635 ;
+  wire [16:0] \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire [5:0] \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  reg \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire [5:0] \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  reg \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [5:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  reg \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire [5:0] \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  reg \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire [32:0] \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire [32:0] \$689 ;
   wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire [32:0] \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire [32:0] \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire [32:0] \$707 ;
+  reg [1:0] \$708 ;
+  reg [511:0] \$709 ;
   wire \$71 ;
+  reg [4:0] \$710 ;
+  reg [15:0] \$711 ;
+  reg [7:0] \$712 ;
+  reg [7:0] \$713 ;
+  reg [7:0] \$714 ;
+  reg [7:0] \$715 ;
+  reg [7:0] \$716 ;
+  reg [7:0] \$717 ;
+  reg [7:0] \$718 ;
+  reg [7:0] \$719 ;
   wire \$72 ;
+  reg [7:0] \$720 ;
+  reg [7:0] \$721 ;
+  reg [7:0] \$722 ;
+  reg [7:0] \$723 ;
+  reg [7:0] \$724 ;
+  reg [7:0] \$725 ;
+  reg [7:0] \$726 ;
+  reg [7:0] \$727 ;
+  reg \$728 ;
+  reg [4:0] \$729 ;
   wire \$73 ;
+  reg [15:0] \$730 ;
+  reg [7:0] \$731 ;
+  reg [7:0] \$732 ;
+  reg [7:0] \$733 ;
+  reg [7:0] \$734 ;
+  reg [7:0] \$735 ;
+  reg [7:0] \$736 ;
+  reg [7:0] \$737 ;
+  reg [7:0] \$738 ;
+  reg [7:0] \$739 ;
   wire \$74 ;
-  reg [31:0] \$75 ;
-  wire [32:0] \$76 ;
+  reg [7:0] \$740 ;
+  reg [7:0] \$741 ;
+  reg [7:0] \$742 ;
+  reg [7:0] \$743 ;
+  reg [7:0] \$744 ;
+  reg [7:0] \$745 ;
+  reg [7:0] \$746 ;
+  reg \$747 ;
+  reg [4:0] \$748 ;
+  reg [15:0] \$749 ;
+  wire \$75 ;
+  reg [7:0] \$750 ;
+  reg [7:0] \$751 ;
+  reg [7:0] \$752 ;
+  reg [7:0] \$753 ;
+  reg [7:0] \$754 ;
+  reg [7:0] \$755 ;
+  reg [7:0] \$756 ;
+  reg [7:0] \$757 ;
+  reg [7:0] \$758 ;
+  reg [7:0] \$759 ;
+  wire \$76 ;
+  reg [7:0] \$760 ;
+  reg [7:0] \$761 ;
+  reg [7:0] \$762 ;
+  reg [7:0] \$763 ;
+  reg [7:0] \$764 ;
+  reg [7:0] \$765 ;
+  reg \$766 ;
+  reg [4:0] \$767 ;
+  reg [15:0] \$768 ;
+  reg [7:0] \$769 ;
   wire \$77 ;
+  reg [7:0] \$770 ;
+  reg [7:0] \$771 ;
+  reg [7:0] \$772 ;
+  reg [7:0] \$773 ;
+  reg [7:0] \$774 ;
+  reg [7:0] \$775 ;
+  reg [7:0] \$776 ;
+  reg [7:0] \$777 ;
+  reg [7:0] \$778 ;
+  reg [7:0] \$779 ;
   wire \$78 ;
+  reg [7:0] \$780 ;
+  reg [7:0] \$781 ;
+  reg [7:0] \$782 ;
+  reg [7:0] \$783 ;
+  reg [7:0] \$784 ;
+  reg \$785 ;
+  reg [2:0] \$786 ;
+  reg [2:0] \$787 ;
+  reg [2:0] \$788 ;
+  reg [2:0] \$789 ;
   wire \$79 ;
+  reg [2:0] \$790 ;
+  reg [2:0] \$791 ;
+  reg [15:0] \$792 ;
+  reg [7:0] \$793 ;
+  reg [15:0] \$794 ;
+  reg [15:0] \$795 ;
+  reg [7:0] \$796 ;
+  reg [15:0] \$797 ;
+  reg [15:0] \$798 ;
+  reg [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
+  reg [15:0] \$800 ;
+  reg [15:0] \$801 ;
+  reg [7:0] \$802 ;
+  reg [15:0] \$803 ;
+  reg [1:0] \$804 ;
+  reg [4:0] \$805 ;
+  reg [4:0] \$806 ;
+  reg [4:0] \$807 ;
+  reg [4:0] \$808 ;
+  reg [31:0] \$809 ;
+  reg [31:0] \$81 ;
+  reg [31:0] \$810 ;
+  reg [31:0] \$811 ;
+  reg [31:0] \$812 ;
+  reg [31:0] \$813 ;
+  wire [32:0] \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
@@ -38139,25 +38664,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$98 ;
   wire \$99 ;
   wire [3:0] \$signature__addr ;
-  wire [3:0] \$signature__addr$133 ;
-  wire [3:0] \$signature__addr$138 ;
-  wire [3:0] \$signature__addr$143 ;
-  wire [3:0] \$signature__addr$191 ;
-  wire [3:0] \$signature__addr$194 ;
-  wire [3:0] \$signature__addr$197 ;
-  wire [3:0] \$signature__addr$200 ;
-  wire [31:0] \$signature__data ;
-  wire [31:0] \$signature__data$135 ;
-  wire [31:0] \$signature__data$140 ;
-  wire [31:0] \$signature__data$145 ;
-  wire [31:0] \$signature__data$207 ;
-  wire [31:0] \$signature__data$208 ;
-  wire [31:0] \$signature__data$209 ;
-  wire [31:0] \$signature__data$210 ;
+  wire [3:0] \$signature__addr$153 ;
+  wire [3:0] \$signature__addr$158 ;
+  wire [3:0] \$signature__addr$163 ;
+  wire [3:0] \$signature__addr$209 ;
+  wire [3:0] \$signature__addr$231 ;
+  wire [3:0] \$signature__addr$253 ;
+  wire [3:0] \$signature__addr$275 ;
+  wire [33:0] \$signature__data ;
+  wire [33:0] \$signature__data$155 ;
+  wire [33:0] \$signature__data$160 ;
+  wire [33:0] \$signature__data$165 ;
+  wire [33:0] \$signature__data$212 ;
+  wire [33:0] \$signature__data$234 ;
+  wire [33:0] \$signature__data$256 ;
+  wire [33:0] \$signature__data$278 ;
   wire \$signature__en ;
-  wire \$signature__en$134 ;
-  wire \$signature__en$139 ;
-  wire \$signature__en$144 ;
+  wire \$signature__en$154 ;
+  wire \$signature__en$159 ;
+  wire \$signature__en$164 ;
   input clk;
   wire clk;
   output [7:0] cpl_flags;
@@ -38166,6 +38691,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire cpl_halt;
   output cpl_irq;
   reg cpl_irq;
+  output [15:0] cpl_item;
+  wire [15:0] cpl_item;
   output [7:0] cpl_opcode;
   reg [7:0] cpl_opcode;
   wire [1:0] cpl_queue;
@@ -38226,15 +38753,24 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
-  output [15:0] \port$11403$0 ;
-  wire [15:0] \port$11403$0 ;
-  output [4:0] \port$11409$0 ;
-  wire [4:0] \port$11409$0 ;
-  output [223:0] \port$11410$32 ;
-  wire [223:0] \port$11410$32 ;
+  output [15:0] \port$11874$0 ;
+  wire [15:0] \port$11874$0 ;
+  output [4:0] \port$11880$0 ;
+  wire [4:0] \port$11880$0 ;
+  output [223:0] \port$11881$32 ;
+  wire [223:0] \port$11881$32 ;
+  input [257:0] \port$5717$0 ;
+  wire [257:0] \port$5717$0 ;
+  input [257:0] \port$5747$0 ;
+  wire [257:0] \port$5747$0 ;
+  input [257:0] \port$5777$0 ;
+  wire [257:0] \port$5777$0 ;
+  input [257:0] \port$5807$0 ;
+  wire [257:0] \port$5807$0 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
+  wire [7:0] q0_cpl_status;
   reg [15:0] q0_done = 16'h0000;
   reg q0_failed = 1'h0;
   wire q0_full;
@@ -38243,6 +38779,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q0_head_barrier;
   wire q0_head_dma_load;
   wire q0_head_dma_store;
+  wire q0_head_exec_list;
   wire q0_head_firmware;
   wire q0_head_gemm;
   wire q0_head_nop;
@@ -38251,8 +38788,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q0_head_vec;
   wire q0_head_wait_event;
   wire q0_issue;
+  reg [15:0] q0_list_done = 16'h0000;
+  reg [7:0] q0_list_err = 8'h00;
+  reg [15:0] q0_list_item = 16'h0000;
   wire q0_live;
   reg [4:0] q0_r = 5'h00;
+  wire q0_silent;
+  wire q0_skipping;
   reg [7:0] q0_status0 = 8'h00;
   reg [7:0] q0_status1 = 8'h00;
   reg [7:0] q0_status10 = 8'h00;
@@ -38274,6 +38816,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q1_can_issue;
   wire [4:0] q1_count;
   wire q1_cpl_ready;
+  wire [7:0] q1_cpl_status;
   reg [15:0] q1_done = 16'h0000;
   reg q1_failed = 1'h0;
   wire q1_full;
@@ -38282,6 +38825,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q1_head_barrier;
   wire q1_head_dma_load;
   wire q1_head_dma_store;
+  wire q1_head_exec_list;
   wire q1_head_firmware;
   wire q1_head_gemm;
   wire q1_head_nop;
@@ -38290,8 +38834,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q1_head_vec;
   wire q1_head_wait_event;
   wire q1_issue;
+  reg [15:0] q1_list_done = 16'h0000;
+  reg [7:0] q1_list_err = 8'h00;
+  reg [15:0] q1_list_item = 16'h0000;
   wire q1_live;
   reg [4:0] q1_r = 5'h00;
+  wire q1_silent;
+  wire q1_skipping;
   reg [7:0] q1_status0 = 8'h00;
   reg [7:0] q1_status1 = 8'h00;
   reg [7:0] q1_status10 = 8'h00;
@@ -38313,6 +38862,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q2_can_issue;
   wire [4:0] q2_count;
   wire q2_cpl_ready;
+  wire [7:0] q2_cpl_status;
   reg [15:0] q2_done = 16'h0000;
   reg q2_failed = 1'h0;
   wire q2_full;
@@ -38321,6 +38871,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q2_head_barrier;
   wire q2_head_dma_load;
   wire q2_head_dma_store;
+  wire q2_head_exec_list;
   wire q2_head_firmware;
   wire q2_head_gemm;
   wire q2_head_nop;
@@ -38329,8 +38880,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q2_head_vec;
   wire q2_head_wait_event;
   wire q2_issue;
+  reg [15:0] q2_list_done = 16'h0000;
+  reg [7:0] q2_list_err = 8'h00;
+  reg [15:0] q2_list_item = 16'h0000;
   wire q2_live;
   reg [4:0] q2_r = 5'h00;
+  wire q2_silent;
+  wire q2_skipping;
   reg [7:0] q2_status0 = 8'h00;
   reg [7:0] q2_status1 = 8'h00;
   reg [7:0] q2_status10 = 8'h00;
@@ -38352,6 +38908,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q3_can_issue;
   wire [4:0] q3_count;
   wire q3_cpl_ready;
+  wire [7:0] q3_cpl_status;
   reg [15:0] q3_done = 16'h0000;
   reg q3_failed = 1'h0;
   wire q3_full;
@@ -38360,6 +38917,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q3_head_barrier;
   wire q3_head_dma_load;
   wire q3_head_dma_store;
+  wire q3_head_exec_list;
   wire q3_head_firmware;
   wire q3_head_gemm;
   wire q3_head_nop;
@@ -38368,8 +38926,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q3_head_vec;
   wire q3_head_wait_event;
   wire q3_issue;
+  reg [15:0] q3_list_done = 16'h0000;
+  reg [7:0] q3_list_err = 8'h00;
+  reg [15:0] q3_list_item = 16'h0000;
   wire q3_live;
   reg [4:0] q3_r = 5'h00;
+  wire q3_silent;
+  wire q3_skipping;
   reg [7:0] q3_status0 = 8'h00;
   reg [7:0] q3_status1 = 8'h00;
   reg [7:0] q3_status10 = 8'h00;
@@ -38394,12 +38957,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__0__cleared;
   output q__0__drained;
   wire q__0__drained;
+  wire q__0__end;
   input q__0__fw_pop;
   wire q__0__fw_pop;
   output q__0__fw_ready;
   wire q__0__fw_ready;
-  input [255:0] q__0__head;
   wire [255:0] q__0__head;
+  wire q__0__item;
   output q__0__pop;
   wire q__0__pop;
   input q__0__valid;
@@ -38412,12 +38976,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__1__cleared;
   output q__1__drained;
   wire q__1__drained;
+  wire q__1__end;
   input q__1__fw_pop;
   wire q__1__fw_pop;
   output q__1__fw_ready;
   wire q__1__fw_ready;
-  input [255:0] q__1__head;
   wire [255:0] q__1__head;
+  wire q__1__item;
   output q__1__pop;
   wire q__1__pop;
   input q__1__valid;
@@ -38430,12 +38995,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__2__cleared;
   output q__2__drained;
   wire q__2__drained;
+  wire q__2__end;
   input q__2__fw_pop;
   wire q__2__fw_pop;
   output q__2__fw_ready;
   wire q__2__fw_ready;
-  input [255:0] q__2__head;
   wire [255:0] q__2__head;
+  wire q__2__item;
   output q__2__pop;
   wire q__2__pop;
   input q__2__valid;
@@ -38448,12 +39014,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire q__3__cleared;
   output q__3__drained;
   wire q__3__drained;
+  wire q__3__end;
   input q__3__fw_pop;
   wire q__3__fw_pop;
   output q__3__fw_ready;
   wire q__3__fw_ready;
-  input [255:0] q__3__head;
   wire [255:0] q__3__head;
+  wire q__3__item;
   output q__3__pop;
   wire q__3__pop;
   input q__3__valid;
@@ -38461,20 +39028,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$291 ;
-  wire [23:0] \r_data$292 ;
-  wire [23:0] \r_data$293 ;
-  wire [23:0] \r_data$294 ;
+  wire [23:0] \r_data$324 ;
+  wire [23:0] \r_data$325 ;
+  wire [23:0] \r_data$326 ;
+  wire [23:0] \r_data$327 ;
   wire r_en;
-  wire \r_en$181 ;
-  wire \r_en$183 ;
-  wire \r_en$185 ;
-  wire \r_en$187 ;
+  wire \r_en$201 ;
+  wire \r_en$203 ;
+  wire \r_en$205 ;
+  wire \r_en$207 ;
   wire r_rdy;
-  wire \r_rdy$173 ;
-  wire \r_rdy$174 ;
-  wire \r_rdy$175 ;
-  wire \r_rdy$176 ;
+  wire \r_rdy$193 ;
+  wire \r_rdy$194 ;
+  wire \r_rdy$195 ;
+  wire \r_rdy$196 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -38494,6 +39061,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] retire__0__error;
   wire [7:0] retire__0__error;
   input [15:0] retire__0__tag;
@@ -38517,6 +39085,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] retire__1__error;
   wire [7:0] retire__1__error;
   input [15:0] retire__1__tag;
@@ -38540,6 +39109,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] retire__2__error;
   wire [7:0] retire__2__error;
   input [15:0] retire__2__tag;
@@ -38563,6 +39133,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] retire__3__error;
   wire [7:0] retire__3__error;
   input [15:0] retire__3__tag;
@@ -38586,6 +39157,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   input [7:0] retire__4__error;
   wire [7:0] retire__4__error;
   input [15:0] retire__4__tag;
@@ -38607,851 +39179,1084 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$153 ;
-  wire [23:0] \w_data$158 ;
-  wire [23:0] \w_data$163 ;
-  wire [23:0] \w_data$168 ;
+  wire [23:0] \w_data$173 ;
+  wire [23:0] \w_data$178 ;
+  wire [23:0] \w_data$183 ;
+  wire [23:0] \w_data$188 ;
   input w_en;
   wire w_en;
-  input \w_en$151 ;
-  wire \w_en$151 ;
-  input \w_en$156 ;
-  wire \w_en$156 ;
-  input \w_en$161 ;
-  wire \w_en$161 ;
-  input \w_en$166 ;
-  wire \w_en$166 ;
+  input \w_en$171 ;
+  wire \w_en$171 ;
+  input \w_en$176 ;
+  wire \w_en$176 ;
+  input \w_en$181 ;
+  wire \w_en$181 ;
+  input \w_en$186 ;
+  wire \w_en$186 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
-  reg [31:0] q0_info [15:0];
+  reg [33:0] q0_info [15:0];
   initial begin
-    q0_info[0] = 32'd0;
-    q0_info[1] = 32'd0;
-    q0_info[2] = 32'd0;
-    q0_info[3] = 32'd0;
-    q0_info[4] = 32'd0;
-    q0_info[5] = 32'd0;
-    q0_info[6] = 32'd0;
-    q0_info[7] = 32'd0;
-    q0_info[8] = 32'd0;
-    q0_info[9] = 32'd0;
-    q0_info[10] = 32'd0;
-    q0_info[11] = 32'd0;
-    q0_info[12] = 32'd0;
-    q0_info[13] = 32'd0;
-    q0_info[14] = 32'd0;
-    q0_info[15] = 32'd0;
+    q0_info[0] = 34'h000000000;
+    q0_info[1] = 34'h000000000;
+    q0_info[2] = 34'h000000000;
+    q0_info[3] = 34'h000000000;
+    q0_info[4] = 34'h000000000;
+    q0_info[5] = 34'h000000000;
+    q0_info[6] = 34'h000000000;
+    q0_info[7] = 34'h000000000;
+    q0_info[8] = 34'h000000000;
+    q0_info[9] = 34'h000000000;
+    q0_info[10] = 34'h000000000;
+    q0_info[11] = 34'h000000000;
+    q0_info[12] = 34'h000000000;
+    q0_info[13] = 34'h000000000;
+    q0_info[14] = 34'h000000000;
+    q0_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= q__0__head[31:0];
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5717$0 [256], \port$5717$0 [31:0] };
   end
-  assign \$signature__data$207  = q0_info[q0_r[3:0]];
-  reg [31:0] q1_info [15:0];
+  assign \$signature__data$212  = q0_info[q0_r[3:0]];
+  reg [33:0] q1_info [15:0];
   initial begin
-    q1_info[0] = 32'd0;
-    q1_info[1] = 32'd0;
-    q1_info[2] = 32'd0;
-    q1_info[3] = 32'd0;
-    q1_info[4] = 32'd0;
-    q1_info[5] = 32'd0;
-    q1_info[6] = 32'd0;
-    q1_info[7] = 32'd0;
-    q1_info[8] = 32'd0;
-    q1_info[9] = 32'd0;
-    q1_info[10] = 32'd0;
-    q1_info[11] = 32'd0;
-    q1_info[12] = 32'd0;
-    q1_info[13] = 32'd0;
-    q1_info[14] = 32'd0;
-    q1_info[15] = 32'd0;
+    q1_info[0] = 34'h000000000;
+    q1_info[1] = 34'h000000000;
+    q1_info[2] = 34'h000000000;
+    q1_info[3] = 34'h000000000;
+    q1_info[4] = 34'h000000000;
+    q1_info[5] = 34'h000000000;
+    q1_info[6] = 34'h000000000;
+    q1_info[7] = 34'h000000000;
+    q1_info[8] = 34'h000000000;
+    q1_info[9] = 34'h000000000;
+    q1_info[10] = 34'h000000000;
+    q1_info[11] = 34'h000000000;
+    q1_info[12] = 34'h000000000;
+    q1_info[13] = 34'h000000000;
+    q1_info[14] = 34'h000000000;
+    q1_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$134 )
-      q1_info[q1_h[3:0]] <= q__1__head[31:0];
+    if (\$signature__en$154 )
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5747$0 [256], \port$5747$0 [31:0] };
   end
-  assign \$signature__data$208  = q1_info[q1_r[3:0]];
-  reg [31:0] q2_info [15:0];
+  assign \$signature__data$234  = q1_info[q1_r[3:0]];
+  reg [33:0] q2_info [15:0];
   initial begin
-    q2_info[0] = 32'd0;
-    q2_info[1] = 32'd0;
-    q2_info[2] = 32'd0;
-    q2_info[3] = 32'd0;
-    q2_info[4] = 32'd0;
-    q2_info[5] = 32'd0;
-    q2_info[6] = 32'd0;
-    q2_info[7] = 32'd0;
-    q2_info[8] = 32'd0;
-    q2_info[9] = 32'd0;
-    q2_info[10] = 32'd0;
-    q2_info[11] = 32'd0;
-    q2_info[12] = 32'd0;
-    q2_info[13] = 32'd0;
-    q2_info[14] = 32'd0;
-    q2_info[15] = 32'd0;
+    q2_info[0] = 34'h000000000;
+    q2_info[1] = 34'h000000000;
+    q2_info[2] = 34'h000000000;
+    q2_info[3] = 34'h000000000;
+    q2_info[4] = 34'h000000000;
+    q2_info[5] = 34'h000000000;
+    q2_info[6] = 34'h000000000;
+    q2_info[7] = 34'h000000000;
+    q2_info[8] = 34'h000000000;
+    q2_info[9] = 34'h000000000;
+    q2_info[10] = 34'h000000000;
+    q2_info[11] = 34'h000000000;
+    q2_info[12] = 34'h000000000;
+    q2_info[13] = 34'h000000000;
+    q2_info[14] = 34'h000000000;
+    q2_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$139 )
-      q2_info[q2_h[3:0]] <= q__2__head[31:0];
+    if (\$signature__en$159 )
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5777$0 [256], \port$5777$0 [31:0] };
   end
-  assign \$signature__data$209  = q2_info[q2_r[3:0]];
-  reg [31:0] q3_info [15:0];
+  assign \$signature__data$256  = q2_info[q2_r[3:0]];
+  reg [33:0] q3_info [15:0];
   initial begin
-    q3_info[0] = 32'd0;
-    q3_info[1] = 32'd0;
-    q3_info[2] = 32'd0;
-    q3_info[3] = 32'd0;
-    q3_info[4] = 32'd0;
-    q3_info[5] = 32'd0;
-    q3_info[6] = 32'd0;
-    q3_info[7] = 32'd0;
-    q3_info[8] = 32'd0;
-    q3_info[9] = 32'd0;
-    q3_info[10] = 32'd0;
-    q3_info[11] = 32'd0;
-    q3_info[12] = 32'd0;
-    q3_info[13] = 32'd0;
-    q3_info[14] = 32'd0;
-    q3_info[15] = 32'd0;
+    q3_info[0] = 34'h000000000;
+    q3_info[1] = 34'h000000000;
+    q3_info[2] = 34'h000000000;
+    q3_info[3] = 34'h000000000;
+    q3_info[4] = 34'h000000000;
+    q3_info[5] = 34'h000000000;
+    q3_info[6] = 34'h000000000;
+    q3_info[7] = 34'h000000000;
+    q3_info[8] = 34'h000000000;
+    q3_info[9] = 34'h000000000;
+    q3_info[10] = 34'h000000000;
+    q3_info[11] = 34'h000000000;
+    q3_info[12] = 34'h000000000;
+    q3_info[13] = 34'h000000000;
+    q3_info[14] = 34'h000000000;
+    q3_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$144 )
-      q3_info[q3_h[3:0]] <= q__3__head[31:0];
+    if (\$signature__en$164 )
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5807$0 [256], \port$5807$0 [31:0] };
   end
-  assign \$signature__data$210  = q3_info[q3_r[3:0]];
-  assign cpl_halt = | \$306 ;
-  assign \$307  = ! dma_load_outstanding;
-  assign \$308  = ~ \$307 ;
-  assign \$309  = dma_load_since >= watchdog;
-  assign \$310  = \$308  & \$309 ;
-  assign \$311  = ! dma_store_outstanding;
-  assign \$312  = ~ \$311 ;
-  assign \$313  = dma_store_since >= watchdog;
-  assign \$314  = \$312  & \$313 ;
-  assign \$315  = ! gemm_outstanding;
-  assign \$316  = ~ \$315 ;
-  assign \$317  = gemm_since >= watchdog;
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = ! vec_outstanding;
-  assign \$320  = ~ \$319 ;
-  assign \$321  = vec_since >= watchdog;
-  assign \$322  = \$320  & \$321 ;
-  assign \$323  = ! sfu_outstanding;
-  assign \$324  = ~ \$323 ;
-  assign \$325  = sfu_since >= watchdog;
-  assign \$326  = \$324  & \$325 ;
-  assign \$327  = q0_issue | q0_fw_take;
-  assign \$328  = q0_h + 1'h1;
-  assign \$329  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign \$330  = q0_issue & \$329 ;
-  assign \$331  = ~ \$330 ;
-  assign \$332  = q0_issue ? 8'h00 : fw_status;
-  assign \$333  = | fw_status;
-  assign \$334  = q0_fw_take & \$333 ;
-  assign \$335  = q1_issue | q1_fw_take;
-  assign \$336  = q1_h + 1'h1;
-  assign \$337  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign \$338  = q1_issue & \$337 ;
-  assign \$339  = ~ \$338 ;
-  assign \$340  = q1_issue ? 8'h00 : fw_status;
-  assign \$341  = | fw_status;
-  assign \$342  = q1_fw_take & \$341 ;
-  assign \$343  = q2_issue | q2_fw_take;
-  assign \$344  = q2_h + 1'h1;
-  assign \$345  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign \$346  = q2_issue & \$345 ;
-  assign \$347  = ~ \$346 ;
-  assign \$348  = q2_issue ? 8'h00 : fw_status;
-  assign \$349  = | fw_status;
-  assign \$350  = q2_fw_take & \$349 ;
-  assign \$351  = q3_issue | q3_fw_take;
-  assign \$352  = q3_h + 1'h1;
-  assign \$353  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign \$354  = q3_issue & \$353 ;
-  assign \$355  = ~ \$354 ;
-  assign \$356  = q3_issue ? 8'h00 : fw_status;
-  assign \$357  = | fw_status;
-  assign \$358  = q3_fw_take & \$357 ;
-  assign \$359  = ~ r_en;
-  assign \$360  = dma_load_issued & \$359 ;
-  assign \$361  = ~ dma_load_issued;
-  assign \$362  = r_en & \$361 ;
-  assign \$363  = | dma_load_outstanding;
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = dma_load_outstanding + 1'h1;
-  assign \$366  = dma_load_outstanding - 1'h1;
-  assign \$367  = ~ \r_en$181 ;
-  assign \$368  = dma_store_issued & \$367 ;
-  assign \$369  = ~ dma_store_issued;
-  assign \$370  = \r_en$181  & \$369 ;
-  assign \$371  = | dma_store_outstanding;
-  assign \$372  = \$370  & \$371 ;
-  assign \$373  = dma_store_outstanding + 1'h1;
-  assign \$374  = dma_store_outstanding - 1'h1;
-  assign \$375  = ~ \r_en$183 ;
-  assign \$376  = gemm_issued & \$375 ;
-  assign \$377  = ~ gemm_issued;
-  assign \$378  = \r_en$183  & \$377 ;
-  assign \$379  = | gemm_outstanding;
-  assign \$380  = \$378  & \$379 ;
-  assign \$381  = gemm_outstanding + 1'h1;
-  assign \$382  = gemm_outstanding - 1'h1;
-  assign \$383  = ~ \r_en$185 ;
-  assign \$384  = vec_issued & \$383 ;
-  assign \$385  = ~ vec_issued;
-  assign \$386  = \r_en$185  & \$385 ;
-  assign \$387  = | vec_outstanding;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = vec_outstanding + 1'h1;
-  assign \$390  = vec_outstanding - 1'h1;
-  assign \$391  = ~ \r_en$187 ;
-  assign \$392  = sfu_issued & \$391 ;
-  assign \$393  = ~ sfu_issued;
-  assign \$394  = \r_en$187  & \$393 ;
-  assign \$395  = | sfu_outstanding;
-  assign \$396  = \$394  & \$395 ;
-  assign \$397  = sfu_outstanding + 1'h1;
-  assign \$398  = sfu_outstanding - 1'h1;
-  assign \$400  = ! \$399 ;
-  assign \$401  = retire_rr_any & \$400 ;
-  assign \$403  = \$402  - q0_r[3:0];
-  assign \$404  = \$403 [3:0] < \$153 [4:0];
-  assign \$407  = ~ \$406 ;
-  assign \$408  = \$404  & \$407 ;
-  assign \$409  = \$401  & \$408 ;
-  assign \$414  = | \$413 ;
-  assign \$416  = \$415  == 1'h1;
-  assign \$417  = retire_rr_any & \$416 ;
-  assign \$419  = \$418  - q1_r[3:0];
-  assign \$420  = \$419 [3:0] < \$154 [4:0];
-  assign \$423  = ~ \$422 ;
-  assign \$424  = \$420  & \$423 ;
-  assign \$425  = \$417  & \$424 ;
-  assign \$430  = | \$429 ;
-  assign \$432  = \$431  == 2'h2;
-  assign \$433  = retire_rr_any & \$432 ;
-  assign \$435  = \$434  - q2_r[3:0];
-  assign \$436  = \$435 [3:0] < \$155 [4:0];
-  assign \$439  = ~ \$438 ;
-  assign \$440  = \$436  & \$439 ;
-  assign \$441  = \$433  & \$440 ;
-  assign \$446  = | \$445 ;
-  assign \$448  = \$447  == 2'h3;
-  assign \$449  = retire_rr_any & \$448 ;
-  assign \$451  = \$450  - q3_r[3:0];
-  assign \$452  = \$451 [3:0] < \$156 [4:0];
-  assign \$455  = ~ \$454 ;
-  assign \$456  = \$452  & \$455 ;
-  assign \$457  = \$449  & \$456 ;
-  assign \$462  = | \$461 ;
-  assign \$463  = cpl_rr_any & cpl_ready;
-  assign \$464  = ! cpl_rr_sel;
-  assign \$465  = q0_r + 1'h1;
-  assign \$466  = cpl_rr_sel == 1'h1;
-  assign \$467  = q1_r + 1'h1;
-  assign \$468  = cpl_rr_sel == 2'h2;
-  assign \$469  = q2_r + 1'h1;
-  assign \$470  = cpl_rr_sel == 2'h3;
-  assign \$471  = q3_r + 1'h1;
-  assign \$472  = ! dma_load_outstanding;
-  assign \$473  = \$472  | r_en;
-  assign \$474  = \$473  | engine_reset[0];
-  assign \$475  = & dma_load_since;
-  assign \$476  = ~ \$475 ;
-  assign \$477  = dma_load_since + 1'h1;
-  assign \$478  = ! dma_store_outstanding;
-  assign \$479  = \$478  | \r_en$181 ;
-  assign \$480  = \$479  | engine_reset[1];
-  assign \$481  = & dma_store_since;
-  assign \$482  = ~ \$481 ;
-  assign \$483  = dma_store_since + 1'h1;
-  assign \$484  = ! gemm_outstanding;
-  assign \$485  = \$484  | \r_en$183 ;
-  assign \$486  = \$485  | engine_reset[2];
-  assign \$487  = & gemm_since;
-  assign \$488  = ~ \$487 ;
-  assign \$489  = gemm_since + 1'h1;
-  assign \$490  = ! vec_outstanding;
-  assign \$491  = \$490  | \r_en$185 ;
-  assign \$492  = \$491  | engine_reset[3];
-  assign \$493  = & vec_since;
-  assign \$494  = ~ \$493 ;
-  assign \$495  = vec_since + 1'h1;
-  assign \$496  = ! sfu_outstanding;
-  assign \$497  = \$496  | \r_en$187 ;
-  assign \$498  = \$497  | engine_reset[4];
-  assign \$499  = & sfu_since;
-  assign \$500  = ~ \$499 ;
-  assign \$501  = sfu_since + 1'h1;
-  always @(posedge clk)
-    issue_rr_last <= \$502 ;
-  always @(posedge clk)
-    events <= \$503 ;
-  always @(posedge clk)
-    q0_h <= \$504 ;
-  always @(posedge clk)
-    q0_done <= \$505 ;
-  always @(posedge clk)
-    q0_status0 <= \$506 ;
-  always @(posedge clk)
-    q0_status1 <= \$507 ;
-  always @(posedge clk)
-    q0_status2 <= \$508 ;
-  always @(posedge clk)
-    q0_status3 <= \$509 ;
-  always @(posedge clk)
-    q0_status4 <= \$510 ;
-  always @(posedge clk)
-    q0_status5 <= \$511 ;
-  always @(posedge clk)
-    q0_status6 <= \$512 ;
-  always @(posedge clk)
-    q0_status7 <= \$513 ;
-  always @(posedge clk)
-    q0_status8 <= \$514 ;
-  always @(posedge clk)
-    q0_status9 <= \$515 ;
-  always @(posedge clk)
-    q0_status10 <= \$516 ;
-  always @(posedge clk)
-    q0_status11 <= \$517 ;
-  always @(posedge clk)
-    q0_status12 <= \$518 ;
-  always @(posedge clk)
-    q0_status13 <= \$519 ;
-  always @(posedge clk)
-    q0_status14 <= \$520 ;
-  always @(posedge clk)
-    q0_status15 <= \$521 ;
-  always @(posedge clk)
-    q0_failed <= \$522 ;
-  always @(posedge clk)
-    q1_h <= \$523 ;
-  always @(posedge clk)
-    q1_done <= \$524 ;
-  always @(posedge clk)
-    q1_status0 <= \$525 ;
-  always @(posedge clk)
-    q1_status1 <= \$526 ;
-  always @(posedge clk)
-    q1_status2 <= \$527 ;
-  always @(posedge clk)
-    q1_status3 <= \$528 ;
-  always @(posedge clk)
-    q1_status4 <= \$529 ;
-  always @(posedge clk)
-    q1_status5 <= \$530 ;
-  always @(posedge clk)
-    q1_status6 <= \$531 ;
-  always @(posedge clk)
-    q1_status7 <= \$532 ;
-  always @(posedge clk)
-    q1_status8 <= \$533 ;
-  always @(posedge clk)
-    q1_status9 <= \$534 ;
-  always @(posedge clk)
-    q1_status10 <= \$535 ;
-  always @(posedge clk)
-    q1_status11 <= \$536 ;
-  always @(posedge clk)
-    q1_status12 <= \$537 ;
-  always @(posedge clk)
-    q1_status13 <= \$538 ;
-  always @(posedge clk)
-    q1_status14 <= \$539 ;
-  always @(posedge clk)
-    q1_status15 <= \$540 ;
-  always @(posedge clk)
-    q1_failed <= \$541 ;
-  always @(posedge clk)
-    q2_h <= \$542 ;
-  always @(posedge clk)
-    q2_done <= \$543 ;
-  always @(posedge clk)
-    q2_status0 <= \$544 ;
-  always @(posedge clk)
-    q2_status1 <= \$545 ;
-  always @(posedge clk)
-    q2_status2 <= \$546 ;
-  always @(posedge clk)
-    q2_status3 <= \$547 ;
-  always @(posedge clk)
-    q2_status4 <= \$548 ;
-  always @(posedge clk)
-    q2_status5 <= \$549 ;
-  always @(posedge clk)
-    q2_status6 <= \$550 ;
-  always @(posedge clk)
-    q2_status7 <= \$551 ;
-  always @(posedge clk)
-    q2_status8 <= \$552 ;
-  always @(posedge clk)
-    q2_status9 <= \$553 ;
-  always @(posedge clk)
-    q2_status10 <= \$554 ;
-  always @(posedge clk)
-    q2_status11 <= \$555 ;
-  always @(posedge clk)
-    q2_status12 <= \$556 ;
-  always @(posedge clk)
-    q2_status13 <= \$557 ;
-  always @(posedge clk)
-    q2_status14 <= \$558 ;
-  always @(posedge clk)
-    q2_status15 <= \$559 ;
-  always @(posedge clk)
-    q2_failed <= \$560 ;
-  always @(posedge clk)
-    q3_h <= \$561 ;
-  always @(posedge clk)
-    q3_done <= \$562 ;
-  always @(posedge clk)
-    q3_status0 <= \$563 ;
-  always @(posedge clk)
-    q3_status1 <= \$564 ;
-  always @(posedge clk)
-    q3_status2 <= \$565 ;
-  always @(posedge clk)
-    q3_status3 <= \$566 ;
-  always @(posedge clk)
-    q3_status4 <= \$567 ;
-  always @(posedge clk)
-    q3_status5 <= \$568 ;
-  always @(posedge clk)
-    q3_status6 <= \$569 ;
-  always @(posedge clk)
-    q3_status7 <= \$570 ;
-  always @(posedge clk)
-    q3_status8 <= \$571 ;
-  always @(posedge clk)
-    q3_status9 <= \$572 ;
-  always @(posedge clk)
-    q3_status10 <= \$573 ;
-  always @(posedge clk)
-    q3_status11 <= \$574 ;
-  always @(posedge clk)
-    q3_status12 <= \$575 ;
-  always @(posedge clk)
-    q3_status13 <= \$576 ;
-  always @(posedge clk)
-    q3_status14 <= \$577 ;
-  always @(posedge clk)
-    q3_status15 <= \$578 ;
-  always @(posedge clk)
-    q3_failed <= \$579 ;
-  always @(posedge clk)
-    retire_rr_last <= \$580 ;
-  always @(posedge clk)
-    dma_load_outstanding <= \$581 ;
-  always @(posedge clk)
-    dma_store_outstanding <= \$582 ;
-  always @(posedge clk)
-    gemm_outstanding <= \$583 ;
-  always @(posedge clk)
-    vec_outstanding <= \$584 ;
-  always @(posedge clk)
-    sfu_outstanding <= \$585 ;
-  always @(posedge clk)
-    cpl_rr_last <= \$586 ;
-  always @(posedge clk)
-    q0_r <= \$587 ;
-  always @(posedge clk)
-    q1_r <= \$588 ;
-  always @(posedge clk)
-    q2_r <= \$589 ;
-  always @(posedge clk)
-    q3_r <= \$590 ;
-  always @(posedge clk)
-    dma_load_since <= \$591 ;
-  always @(posedge clk)
-    dma_store_since <= \$592 ;
-  always @(posedge clk)
-    gemm_since <= \$593 ;
-  always @(posedge clk)
-    vec_since <= \$594 ;
-  always @(posedge clk)
-    sfu_since <= \$595 ;
-  assign \$1  = q__0__head[7:0] == 1'h1;
-  assign \$2  = ! q__0__head[15:9];
-  assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = q__0__head[7:0] == 2'h2;
-  assign \$4  = ! q__0__head[15:9];
-  assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = q__0__head[7:0] == 2'h3;
-  assign \$6  = ! q__0__head[15:9];
-  assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = q__0__head[7:0] == 3'h4;
-  assign \$8  = ! q__0__head[15:9];
-  assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = q__0__head[7:0] == 4'h8;
-  assign \$10  = q__0__head[7:0] == 4'h9;
-  assign \$11  = q__0__head[7:0] == 4'ha;
-  assign \$12  = q__0__head[7:0] == 4'hb;
-  assign \$13  = q__0__head[7:0] == 4'hc;
-  assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! q__0__head[15:9];
-  assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! q__0__head[7:0];
-  assign \$17  = ! q__0__head[15:9];
-  assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = q__0__head[7:0] == 3'h7;
-  assign \$19  = ! q__0__head[15:9];
-  assign q0_head_barrier = \$18  & \$19 ;
-  assign \$20  = q__0__head[7:0] == 3'h5;
-  assign \$21  = ! q__0__head[15:9];
-  assign \$22  = \$20  & \$21 ;
-  assign \$23  = ! q__0__head[63:40];
-  assign \$24  = ! q__0__head[255:96];
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = q__0__head[39:32] < 5'h10;
-  assign \$27  = \$25  & \$26 ;
-  assign q0_head_signal_event = \$22  & \$27 ;
-  assign \$28  = q__0__head[7:0] == 3'h6;
-  assign \$29  = ! q__0__head[15:9];
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = ! q__0__head[63:40];
-  assign \$32  = ! q__0__head[255:96];
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = q__0__head[39:32] < 5'h10;
-  assign \$35  = \$33  & \$34 ;
-  assign q0_head_wait_event = \$30  & \$35 ;
-  assign \$36  = | { q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign q0_head_firmware = ~ \$36 ;
-  assign \$38  = \$37  - q__0__head[95:64];
-  assign q0_wait_reached = ~ \$38 [31];
-  assign \$39  = q__1__head[7:0] == 1'h1;
-  assign \$40  = ! q__1__head[15:9];
-  assign q1_head_dma_load = \$39  & \$40 ;
-  assign \$41  = q__1__head[7:0] == 2'h2;
-  assign \$42  = ! q__1__head[15:9];
-  assign q1_head_dma_store = \$41  & \$42 ;
-  assign \$43  = q__1__head[7:0] == 2'h3;
-  assign \$44  = ! q__1__head[15:9];
-  assign q1_head_gemm = \$43  & \$44 ;
-  assign \$45  = q__1__head[7:0] == 3'h4;
-  assign \$46  = ! q__1__head[15:9];
-  assign q1_head_vec = \$45  & \$46 ;
-  assign \$47  = q__1__head[7:0] == 4'h8;
-  assign \$48  = q__1__head[7:0] == 4'h9;
-  assign \$49  = q__1__head[7:0] == 4'ha;
-  assign \$50  = q__1__head[7:0] == 4'hb;
-  assign \$51  = q__1__head[7:0] == 4'hc;
-  assign \$52  = | { \$51 , \$50 , \$49 , \$48 , \$47  };
-  assign \$53  = ! q__1__head[15:9];
-  assign q1_head_sfu = \$52  & \$53 ;
-  assign \$54  = ! q__1__head[7:0];
-  assign \$55  = ! q__1__head[15:9];
-  assign q1_head_nop = \$54  & \$55 ;
-  assign \$56  = q__1__head[7:0] == 3'h7;
-  assign \$57  = ! q__1__head[15:9];
-  assign q1_head_barrier = \$56  & \$57 ;
-  assign \$58  = q__1__head[7:0] == 3'h5;
-  assign \$59  = ! q__1__head[15:9];
-  assign \$60  = \$58  & \$59 ;
-  assign \$61  = ! q__1__head[63:40];
-  assign \$62  = ! q__1__head[255:96];
-  assign \$63  = \$61  & \$62 ;
-  assign \$64  = q__1__head[39:32] < 5'h10;
-  assign \$65  = \$63  & \$64 ;
-  assign q1_head_signal_event = \$60  & \$65 ;
-  assign \$66  = q__1__head[7:0] == 3'h6;
-  assign \$67  = ! q__1__head[15:9];
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = ! q__1__head[63:40];
-  assign \$70  = ! q__1__head[255:96];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = q__1__head[39:32] < 5'h10;
-  assign \$73  = \$71  & \$72 ;
-  assign q1_head_wait_event = \$68  & \$73 ;
-  assign \$74  = | { q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign q1_head_firmware = ~ \$74 ;
-  assign \$76  = \$75  - q__1__head[95:64];
-  assign q1_wait_reached = ~ \$76 [31];
-  assign \$77  = q__2__head[7:0] == 1'h1;
-  assign \$78  = ! q__2__head[15:9];
-  assign q2_head_dma_load = \$77  & \$78 ;
-  assign \$79  = q__2__head[7:0] == 2'h2;
-  assign \$80  = ! q__2__head[15:9];
-  assign q2_head_dma_store = \$79  & \$80 ;
-  assign \$81  = q__2__head[7:0] == 2'h3;
-  assign \$82  = ! q__2__head[15:9];
-  assign q2_head_gemm = \$81  & \$82 ;
-  assign \$83  = q__2__head[7:0] == 3'h4;
-  assign \$84  = ! q__2__head[15:9];
-  assign q2_head_vec = \$83  & \$84 ;
-  assign \$85  = q__2__head[7:0] == 4'h8;
-  assign \$86  = q__2__head[7:0] == 4'h9;
-  assign \$87  = q__2__head[7:0] == 4'ha;
-  assign \$88  = q__2__head[7:0] == 4'hb;
-  assign \$89  = q__2__head[7:0] == 4'hc;
-  assign \$90  = | { \$89 , \$88 , \$87 , \$86 , \$85  };
-  assign \$91  = ! q__2__head[15:9];
-  assign q2_head_sfu = \$90  & \$91 ;
-  assign \$92  = ! q__2__head[7:0];
-  assign \$93  = ! q__2__head[15:9];
-  assign q2_head_nop = \$92  & \$93 ;
-  assign \$94  = q__2__head[7:0] == 3'h7;
-  assign \$95  = ! q__2__head[15:9];
-  assign q2_head_barrier = \$94  & \$95 ;
-  assign \$96  = q__2__head[7:0] == 3'h5;
-  assign \$97  = ! q__2__head[15:9];
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ! q__2__head[63:40];
-  assign \$100  = ! q__2__head[255:96];
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = q__2__head[39:32] < 5'h10;
-  assign \$103  = \$101  & \$102 ;
-  assign q2_head_signal_event = \$98  & \$103 ;
-  assign \$104  = q__2__head[7:0] == 3'h6;
-  assign \$105  = ! q__2__head[15:9];
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = ! q__2__head[63:40];
-  assign \$108  = ! q__2__head[255:96];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = q__2__head[39:32] < 5'h10;
-  assign \$111  = \$109  & \$110 ;
-  assign q2_head_wait_event = \$106  & \$111 ;
-  assign \$112  = | { q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign q2_head_firmware = ~ \$112 ;
-  assign \$114  = \$113  - q__2__head[95:64];
-  assign q2_wait_reached = ~ \$114 [31];
-  assign \$115  = q__3__head[7:0] == 1'h1;
-  assign \$116  = ! q__3__head[15:9];
-  assign q3_head_dma_load = \$115  & \$116 ;
-  assign \$117  = q__3__head[7:0] == 2'h2;
-  assign \$118  = ! q__3__head[15:9];
-  assign q3_head_dma_store = \$117  & \$118 ;
-  assign \$119  = q__3__head[7:0] == 2'h3;
-  assign \$120  = ! q__3__head[15:9];
-  assign q3_head_gemm = \$119  & \$120 ;
-  assign \$121  = q__3__head[7:0] == 3'h4;
-  assign \$122  = ! q__3__head[15:9];
-  assign q3_head_vec = \$121  & \$122 ;
-  assign \$123  = q__3__head[7:0] == 4'h8;
-  assign \$124  = q__3__head[7:0] == 4'h9;
-  assign \$125  = q__3__head[7:0] == 4'ha;
-  assign \$126  = q__3__head[7:0] == 4'hb;
-  assign \$127  = q__3__head[7:0] == 4'hc;
-  assign \$128  = | { \$127 , \$126 , \$125 , \$124 , \$123  };
-  assign \$129  = ! q__3__head[15:9];
-  assign q3_head_sfu = \$128  & \$129 ;
-  assign \$130  = ! q__3__head[7:0];
-  assign \$131  = ! q__3__head[15:9];
-  assign q3_head_nop = \$130  & \$131 ;
-  assign \$132  = q__3__head[7:0] == 3'h7;
-  assign \$133  = ! q__3__head[15:9];
-  assign q3_head_barrier = \$132  & \$133 ;
-  assign \$134  = q__3__head[7:0] == 3'h5;
-  assign \$135  = ! q__3__head[15:9];
-  assign \$136  = \$134  & \$135 ;
-  assign \$137  = ! q__3__head[63:40];
-  assign \$138  = ! q__3__head[255:96];
-  assign \$139  = \$137  & \$138 ;
-  assign \$140  = q__3__head[39:32] < 5'h10;
-  assign \$141  = \$139  & \$140 ;
-  assign q3_head_signal_event = \$136  & \$141 ;
-  assign \$142  = q__3__head[7:0] == 3'h6;
-  assign \$143  = ! q__3__head[15:9];
-  assign \$144  = \$142  & \$143 ;
-  assign \$145  = ! q__3__head[63:40];
-  assign \$146  = ! q__3__head[255:96];
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = q__3__head[39:32] < 5'h10;
-  assign \$149  = \$147  & \$148 ;
-  assign q3_head_wait_event = \$144  & \$149 ;
-  assign \$150  = | { q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign q3_head_firmware = ~ \$150 ;
-  assign \$152  = \$151  - q__3__head[95:64];
-  assign q3_wait_reached = ~ \$152 [31];
-  assign \$153  = q0_h - q0_r;
-  assign q0_full = \$153 [4:0] == 5'h10;
-  assign q__0__drained = ! \$153 [4:0];
-  assign \$154  = q1_h - q1_r;
-  assign q1_full = \$154 [4:0] == 5'h10;
-  assign q__1__drained = ! \$154 [4:0];
-  assign \$155  = q2_h - q2_r;
-  assign q2_full = \$155 [4:0] == 5'h10;
-  assign q__2__drained = ! \$155 [4:0];
-  assign \$156  = q3_h - q3_r;
-  assign q3_full = \$156 [4:0] == 5'h10;
-  assign q__3__drained = ! \$156 [4:0];
-  assign \$157  = enable & q__0__active;
-  assign \$158  = \$157  & q__0__valid;
-  assign \$159  = ~ q0_failed;
-  assign \$160  = \$158  & \$159 ;
-  assign \$161  = ~ q0_full;
-  assign q0_live = \$160  & \$161 ;
-  assign \$162  = dma_load_outstanding < 3'h4;
-  assign \$163  = q0_head_dma_load & \$162 ;
-  assign \$164  = dma_store_outstanding < 3'h4;
-  assign \$165  = q0_head_dma_store & \$164 ;
-  assign \$166  = gemm_outstanding < 3'h4;
-  assign \$167  = q0_head_gemm & \$166 ;
-  assign \$168  = vec_outstanding < 3'h4;
-  assign \$169  = q0_head_vec & \$168 ;
-  assign \$170  = sfu_outstanding < 3'h4;
-  assign \$171  = q0_head_sfu & \$170 ;
-  assign \$172  = | { \$171 , \$169 , \$167 , \$165 , \$163  };
-  assign \$173  = \$172  | q0_head_nop;
-  assign \$174  = q0_head_barrier | q0_head_signal_event;
-  assign \$175  = ! \$153 [4:0];
-  assign \$176  = \$174  & \$175 ;
-  assign \$177  = \$173  | \$176 ;
-  assign \$178  = q0_head_wait_event & q0_wait_reached;
-  assign \$179  = \$177  | \$178 ;
-  assign q0_can_issue = q0_live & \$179 ;
+  assign \$signature__data$278  = q3_info[q3_r[3:0]];
+  assign \$144  = \port$5807$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5807$0 [15:9];
+  assign q3_head_barrier = \$144  & \$145 ;
+  assign \$146  = \port$5807$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5807$0 [15:9];
+  assign \$148  = \$146  & \$147 ;
+  assign \$149  = ! \port$5807$0 [63:40];
+  assign \$150  = ! \port$5807$0 [255:96];
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \port$5807$0 [39:32] < 5'h10;
+  assign \$153  = \$151  & \$152 ;
+  assign q3_head_signal_event = \$148  & \$153 ;
+  assign \$154  = \port$5807$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5807$0 [15:9];
+  assign \$156  = \$154  & \$155 ;
+  assign \$157  = ! \port$5807$0 [63:40];
+  assign \$158  = ! \port$5807$0 [255:96];
+  assign \$159  = \$157  & \$158 ;
+  assign \$160  = \port$5807$0 [39:32] < 5'h10;
+  assign \$161  = \$159  & \$160 ;
+  assign q3_head_wait_event = \$156  & \$161 ;
+  assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign q3_head_firmware = ~ \$162 ;
+  assign \$164  = \$163  - \port$5807$0 [95:64];
+  assign q3_wait_reached = ~ \$164 [31];
+  assign \$165  = q0_h - q0_r;
+  assign q0_full = \$165 [4:0] == 5'h10;
+  assign q__0__drained = ! \$165 [4:0];
+  assign \$166  = q1_h - q1_r;
+  assign q1_full = \$166 [4:0] == 5'h10;
+  assign q__1__drained = ! \$166 [4:0];
+  assign \$167  = q2_h - q2_r;
+  assign q2_full = \$167 [4:0] == 5'h10;
+  assign q__2__drained = ! \$167 [4:0];
+  assign \$168  = q3_h - q3_r;
+  assign q3_full = \$168 [4:0] == 5'h10;
+  assign q__3__drained = ! \$168 [4:0];
+  assign \$169  = enable & q__0__active;
+  assign \$170  = \$169  & q__0__valid;
+  assign \$171  = ~ q0_failed;
+  assign \$172  = \$170  & \$171 ;
+  assign \$173  = ~ q0_full;
+  assign q0_live = \$172  & \$173 ;
+  assign \$174  = enable & q__0__active;
+  assign \$175  = \$174  & q__0__valid;
+  assign \$176  = ~ q0_full;
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = | q0_list_err;
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = \port$5717$0 [256] | q0_head_exec_list;
+  assign q0_skipping = \$179  & \$180 ;
+  assign \$181  = dma_load_outstanding < 3'h4;
+  assign \$182  = q0_head_dma_load & \$181 ;
+  assign \$183  = dma_store_outstanding < 3'h4;
+  assign \$184  = q0_head_dma_store & \$183 ;
+  assign \$185  = gemm_outstanding < 3'h4;
+  assign \$186  = q0_head_gemm & \$185 ;
+  assign \$187  = vec_outstanding < 3'h4;
+  assign \$188  = q0_head_vec & \$187 ;
+  assign \$189  = sfu_outstanding < 3'h4;
+  assign \$190  = q0_head_sfu & \$189 ;
+  assign \$191  = | { \$190 , \$188 , \$186 , \$184 , \$182  };
+  assign \$192  = \$191  | q0_head_nop;
+  assign \$193  = \$192  | q0_head_exec_list;
+  assign \$194  = q0_head_barrier | q0_head_signal_event;
+  assign \$195  = ! \$165 [4:0];
+  assign \$196  = \$194  & \$195 ;
+  assign \$197  = \$193  | \$196 ;
+  assign \$198  = q0_head_wait_event & q0_wait_reached;
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = q0_live & \$199 ;
+  assign q0_can_issue = \$200  | q0_skipping;
   assign q__0__fw_ready = q0_live & q0_head_firmware;
-  assign \$180  = q0_live & q0_head_wait_event;
-  assign q__0__waiting = \$180  & \$181 ;
-  assign \$182  = q__0__fw_pop & q__0__valid;
-  assign \$183  = \$182  & q0_head_firmware;
-  assign \$184  = ~ q0_full;
-  assign q0_fw_take = \$183  & \$184 ;
-  assign \$185  = enable & q__1__active;
-  assign \$186  = \$185  & q__1__valid;
-  assign \$187  = ~ q1_failed;
-  assign \$188  = \$186  & \$187 ;
-  assign \$189  = ~ q1_full;
-  assign q1_live = \$188  & \$189 ;
-  assign \$190  = dma_load_outstanding < 3'h4;
-  assign \$191  = q1_head_dma_load & \$190 ;
-  assign \$192  = dma_store_outstanding < 3'h4;
-  assign \$193  = q1_head_dma_store & \$192 ;
-  assign \$194  = gemm_outstanding < 3'h4;
-  assign \$195  = q1_head_gemm & \$194 ;
-  assign \$196  = vec_outstanding < 3'h4;
-  assign \$197  = q1_head_vec & \$196 ;
-  assign \$198  = sfu_outstanding < 3'h4;
-  assign \$199  = q1_head_sfu & \$198 ;
-  assign \$200  = | { \$199 , \$197 , \$195 , \$193 , \$191  };
-  assign \$201  = \$200  | q1_head_nop;
-  assign \$202  = q1_head_barrier | q1_head_signal_event;
-  assign \$203  = ! \$154 [4:0];
-  assign \$204  = \$202  & \$203 ;
-  assign \$205  = \$201  | \$204 ;
-  assign \$206  = q1_head_wait_event & q1_wait_reached;
-  assign \$207  = \$205  | \$206 ;
-  assign q1_can_issue = q1_live & \$207 ;
-  assign q__1__fw_ready = q1_live & q1_head_firmware;
-  assign \$208  = q1_live & q1_head_wait_event;
-  assign q__1__waiting = \$208  & \$209 ;
-  assign \$210  = q__1__fw_pop & q__1__valid;
-  assign \$211  = \$210  & q1_head_firmware;
-  assign \$212  = ~ q1_full;
-  assign q1_fw_take = \$211  & \$212 ;
-  assign \$213  = enable & q__2__active;
-  assign \$214  = \$213  & q__2__valid;
-  assign \$215  = ~ q2_failed;
+  assign \$201  = q0_live & q0_head_wait_event;
+  assign q__0__waiting = \$201  & \$202 ;
+  assign \$203  = q__0__fw_pop & q__0__valid;
+  assign \$204  = \$203  & q0_head_firmware;
+  assign \$205  = ~ q0_full;
+  assign q0_fw_take = \$204  & \$205 ;
+  assign \$206  = enable & q__1__active;
+  assign \$207  = \$206  & q__1__valid;
+  assign \$208  = ~ q1_failed;
+  assign \$209  = \$207  & \$208 ;
+  assign \$210  = ~ q1_full;
+  assign q1_live = \$209  & \$210 ;
+  assign \$211  = enable & q__1__active;
+  assign \$212  = \$211  & q__1__valid;
+  assign \$213  = ~ q1_full;
+  assign \$214  = \$212  & \$213 ;
+  assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = ~ q2_full;
-  assign q2_live = \$216  & \$217 ;
+  assign \$217  = \port$5747$0 [256] | q1_head_exec_list;
+  assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
-  assign \$219  = q2_head_dma_load & \$218 ;
+  assign \$219  = q1_head_dma_load & \$218 ;
   assign \$220  = dma_store_outstanding < 3'h4;
-  assign \$221  = q2_head_dma_store & \$220 ;
+  assign \$221  = q1_head_dma_store & \$220 ;
   assign \$222  = gemm_outstanding < 3'h4;
-  assign \$223  = q2_head_gemm & \$222 ;
+  assign \$223  = q1_head_gemm & \$222 ;
   assign \$224  = vec_outstanding < 3'h4;
-  assign \$225  = q2_head_vec & \$224 ;
+  assign \$225  = q1_head_vec & \$224 ;
   assign \$226  = sfu_outstanding < 3'h4;
-  assign \$227  = q2_head_sfu & \$226 ;
+  assign \$227  = q1_head_sfu & \$226 ;
   assign \$228  = | { \$227 , \$225 , \$223 , \$221 , \$219  };
-  assign \$229  = \$228  | q2_head_nop;
-  assign \$230  = q2_head_barrier | q2_head_signal_event;
-  assign \$231  = ! \$155 [4:0];
-  assign \$232  = \$230  & \$231 ;
-  assign \$233  = \$229  | \$232 ;
-  assign \$234  = q2_head_wait_event & q2_wait_reached;
-  assign \$235  = \$233  | \$234 ;
-  assign q2_can_issue = q2_live & \$235 ;
+  assign \$229  = \$228  | q1_head_nop;
+  assign \$230  = \$229  | q1_head_exec_list;
+  assign \$231  = q1_head_barrier | q1_head_signal_event;
+  assign \$232  = ! \$166 [4:0];
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = \$230  | \$233 ;
+  assign \$235  = q1_head_wait_event & q1_wait_reached;
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = q1_live & \$236 ;
+  assign q1_can_issue = \$237  | q1_skipping;
+  assign q__1__fw_ready = q1_live & q1_head_firmware;
+  assign \$238  = q1_live & q1_head_wait_event;
+  assign q__1__waiting = \$238  & \$239 ;
+  assign \$240  = q__1__fw_pop & q__1__valid;
+  assign \$241  = \$240  & q1_head_firmware;
+  assign \$242  = ~ q1_full;
+  assign q1_fw_take = \$241  & \$242 ;
+  assign \$243  = enable & q__2__active;
+  assign \$244  = \$243  & q__2__valid;
+  assign \$245  = ~ q2_failed;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = ~ q2_full;
+  assign q2_live = \$246  & \$247 ;
+  assign \$248  = enable & q__2__active;
+  assign \$249  = \$248  & q__2__valid;
+  assign \$250  = ~ q2_full;
+  assign \$251  = \$249  & \$250 ;
+  assign \$252  = | q2_list_err;
+  assign \$253  = \$251  & \$252 ;
+  assign \$254  = \port$5777$0 [256] | q2_head_exec_list;
+  assign q2_skipping = \$253  & \$254 ;
+  assign \$255  = dma_load_outstanding < 3'h4;
+  assign \$256  = q2_head_dma_load & \$255 ;
+  assign \$257  = dma_store_outstanding < 3'h4;
+  assign \$258  = q2_head_dma_store & \$257 ;
+  assign \$259  = gemm_outstanding < 3'h4;
+  assign \$260  = q2_head_gemm & \$259 ;
+  assign \$261  = vec_outstanding < 3'h4;
+  assign \$262  = q2_head_vec & \$261 ;
+  assign \$263  = sfu_outstanding < 3'h4;
+  assign \$264  = q2_head_sfu & \$263 ;
+  assign \$265  = | { \$264 , \$262 , \$260 , \$258 , \$256  };
+  assign \$266  = \$265  | q2_head_nop;
+  assign \$267  = \$266  | q2_head_exec_list;
+  assign \$268  = q2_head_barrier | q2_head_signal_event;
+  assign \$269  = ! \$167 [4:0];
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = \$267  | \$270 ;
+  assign \$272  = q2_head_wait_event & q2_wait_reached;
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = q2_live & \$273 ;
+  assign q2_can_issue = \$274  | q2_skipping;
   assign q__2__fw_ready = q2_live & q2_head_firmware;
-  assign \$236  = q2_live & q2_head_wait_event;
-  assign q__2__waiting = \$236  & \$237 ;
-  assign \$238  = q__2__fw_pop & q__2__valid;
-  assign \$239  = \$238  & q2_head_firmware;
-  assign \$240  = ~ q2_full;
-  assign q2_fw_take = \$239  & \$240 ;
-  assign \$241  = enable & q__3__active;
-  assign \$242  = \$241  & q__3__valid;
-  assign \$243  = ~ q3_failed;
-  assign \$244  = \$242  & \$243 ;
-  assign \$245  = ~ q3_full;
-  assign q3_live = \$244  & \$245 ;
-  assign \$246  = dma_load_outstanding < 3'h4;
-  assign \$247  = q3_head_dma_load & \$246 ;
-  assign \$248  = dma_store_outstanding < 3'h4;
-  assign \$249  = q3_head_dma_store & \$248 ;
-  assign \$250  = gemm_outstanding < 3'h4;
-  assign \$251  = q3_head_gemm & \$250 ;
-  assign \$252  = vec_outstanding < 3'h4;
-  assign \$253  = q3_head_vec & \$252 ;
-  assign \$254  = sfu_outstanding < 3'h4;
-  assign \$255  = q3_head_sfu & \$254 ;
-  assign \$256  = | { \$255 , \$253 , \$251 , \$249 , \$247  };
-  assign \$257  = \$256  | q3_head_nop;
-  assign \$258  = q3_head_barrier | q3_head_signal_event;
-  assign \$259  = ! \$156 [4:0];
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = \$257  | \$260 ;
-  assign \$262  = q3_head_wait_event & q3_wait_reached;
-  assign \$263  = \$261  | \$262 ;
-  assign q3_can_issue = q3_live & \$263 ;
+  assign \$275  = q2_live & q2_head_wait_event;
+  assign q__2__waiting = \$275  & \$276 ;
+  assign \$277  = q__2__fw_pop & q__2__valid;
+  assign \$278  = \$277  & q2_head_firmware;
+  assign \$279  = ~ q2_full;
+  assign q2_fw_take = \$278  & \$279 ;
+  assign \$280  = enable & q__3__active;
+  assign \$281  = \$280  & q__3__valid;
+  assign \$282  = ~ q3_failed;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = ~ q3_full;
+  assign q3_live = \$283  & \$284 ;
+  assign \$285  = enable & q__3__active;
+  assign \$286  = \$285  & q__3__valid;
+  assign \$287  = ~ q3_full;
+  assign \$288  = \$286  & \$287 ;
+  assign \$289  = | q3_list_err;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = \port$5807$0 [256] | q3_head_exec_list;
+  assign q3_skipping = \$290  & \$291 ;
+  assign \$292  = dma_load_outstanding < 3'h4;
+  assign \$293  = q3_head_dma_load & \$292 ;
+  assign \$294  = dma_store_outstanding < 3'h4;
+  assign \$295  = q3_head_dma_store & \$294 ;
+  assign \$296  = gemm_outstanding < 3'h4;
+  assign \$297  = q3_head_gemm & \$296 ;
+  assign \$298  = vec_outstanding < 3'h4;
+  assign \$299  = q3_head_vec & \$298 ;
+  assign \$300  = sfu_outstanding < 3'h4;
+  assign \$301  = q3_head_sfu & \$300 ;
+  assign \$302  = | { \$301 , \$299 , \$297 , \$295 , \$293  };
+  assign \$303  = \$302  | q3_head_nop;
+  assign \$304  = \$303  | q3_head_exec_list;
+  assign \$305  = q3_head_barrier | q3_head_signal_event;
+  assign \$306  = ! \$168 [4:0];
+  assign \$307  = \$305  & \$306 ;
+  assign \$308  = \$304  | \$307 ;
+  assign \$309  = q3_head_wait_event & q3_wait_reached;
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = q3_live & \$310 ;
+  assign q3_can_issue = \$311  | q3_skipping;
   assign q__3__fw_ready = q3_live & q3_head_firmware;
-  assign \$264  = q3_live & q3_head_wait_event;
-  assign q__3__waiting = \$264  & \$265 ;
-  assign \$266  = q__3__fw_pop & q__3__valid;
-  assign \$267  = \$266  & q3_head_firmware;
-  assign \$268  = ~ q3_full;
-  assign q3_fw_take = \$267  & \$268 ;
+  assign \$312  = q3_live & q3_head_wait_event;
+  assign q__3__waiting = \$312  & \$313 ;
+  assign \$314  = q__3__fw_pop & q__3__valid;
+  assign \$315  = \$314  & q3_head_firmware;
+  assign \$316  = ~ q3_full;
+  assign q3_fw_take = \$315  & \$316 ;
   assign issue_rr_any = | { q3_can_issue, q2_can_issue, q1_can_issue, q0_can_issue };
-  assign dma_load_issued = issue_rr_any & \$272 ;
-  assign dma_store_issued = issue_rr_any & \$273 ;
-  assign gemm_issued = issue_rr_any & \$274 ;
-  assign vec_issued = issue_rr_any & \$275 ;
-  assign sfu_issued = issue_rr_any & \$276 ;
-  assign \$277  = ! issue_rr_sel;
-  assign q0_issue = issue_rr_any & \$277 ;
+  assign \$320  = ~ q0_skipping;
+  assign \$321  = q0_head_dma_load & \$320 ;
+  assign \$322  = ~ q1_skipping;
+  assign \$323  = q1_head_dma_load & \$322 ;
+  assign \$324  = ~ q2_skipping;
+  assign \$325  = q2_head_dma_load & \$324 ;
+  assign \$326  = ~ q3_skipping;
+  assign \$327  = q3_head_dma_load & \$326 ;
+  assign dma_load_issued = issue_rr_any & \$328 ;
+  assign \$329  = ~ q0_skipping;
+  assign \$330  = q0_head_dma_store & \$329 ;
+  assign \$331  = ~ q1_skipping;
+  assign \$332  = q1_head_dma_store & \$331 ;
+  assign \$333  = ~ q2_skipping;
+  assign \$334  = q2_head_dma_store & \$333 ;
+  assign \$335  = ~ q3_skipping;
+  assign \$336  = q3_head_dma_store & \$335 ;
+  assign dma_store_issued = issue_rr_any & \$337 ;
+  assign \$338  = ~ q0_skipping;
+  assign \$339  = q0_head_gemm & \$338 ;
+  assign \$340  = ~ q1_skipping;
+  assign \$341  = q1_head_gemm & \$340 ;
+  assign \$342  = ~ q2_skipping;
+  assign \$343  = q2_head_gemm & \$342 ;
+  assign \$344  = ~ q3_skipping;
+  assign \$345  = q3_head_gemm & \$344 ;
+  assign gemm_issued = issue_rr_any & \$346 ;
+  assign \$347  = ~ q0_skipping;
+  assign \$348  = q0_head_vec & \$347 ;
+  assign \$349  = ~ q1_skipping;
+  assign \$350  = q1_head_vec & \$349 ;
+  assign \$351  = ~ q2_skipping;
+  assign \$352  = q2_head_vec & \$351 ;
+  assign \$353  = ~ q3_skipping;
+  assign \$354  = q3_head_vec & \$353 ;
+  assign vec_issued = issue_rr_any & \$355 ;
+  assign \$356  = ~ q0_skipping;
+  assign \$357  = q0_head_sfu & \$356 ;
+  assign \$358  = ~ q1_skipping;
+  assign \$359  = q1_head_sfu & \$358 ;
+  assign \$360  = ~ q2_skipping;
+  assign \$361  = q2_head_sfu & \$360 ;
+  assign \$362  = ~ q3_skipping;
+  assign \$363  = q3_head_sfu & \$362 ;
+  assign sfu_issued = issue_rr_any & \$364 ;
+  assign \$365  = ! issue_rr_sel;
+  assign q0_issue = issue_rr_any & \$365 ;
   assign q__0__pop = q0_issue | q0_fw_take;
   assign \$signature__en  = q0_issue | q0_fw_take;
-  assign \$278  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign \$279  = issue_rr_sel == 1'h1;
-  assign q1_issue = issue_rr_any & \$279 ;
+  assign \$366  = ~ q0_skipping;
+  assign \$367  = q0_issue & \$366 ;
+  assign \$368  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$369  = ~ q0_skipping;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = issue_rr_sel == 1'h1;
+  assign q1_issue = issue_rr_any & \$371 ;
   assign q__1__pop = q1_issue | q1_fw_take;
-  assign \$signature__en$134  = q1_issue | q1_fw_take;
-  assign \$280  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign \$281  = issue_rr_sel == 2'h2;
-  assign q2_issue = issue_rr_any & \$281 ;
+  assign \$signature__en$154  = q1_issue | q1_fw_take;
+  assign \$372  = ~ q1_skipping;
+  assign \$373  = q1_issue & \$372 ;
+  assign \$374  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$375  = ~ q1_skipping;
+  assign \$376  = \$374  & \$375 ;
+  assign \$377  = issue_rr_sel == 2'h2;
+  assign q2_issue = issue_rr_any & \$377 ;
   assign q__2__pop = q2_issue | q2_fw_take;
-  assign \$signature__en$139  = q2_issue | q2_fw_take;
-  assign \$282  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign \$283  = issue_rr_sel == 2'h3;
-  assign q3_issue = issue_rr_any & \$283 ;
+  assign \$signature__en$159  = q2_issue | q2_fw_take;
+  assign \$378  = ~ q2_skipping;
+  assign \$379  = q2_issue & \$378 ;
+  assign \$380  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$381  = ~ q2_skipping;
+  assign \$382  = \$380  & \$381 ;
+  assign \$383  = issue_rr_sel == 2'h3;
+  assign q3_issue = issue_rr_any & \$383 ;
   assign q__3__pop = q3_issue | q3_fw_take;
-  assign \$signature__en$144  = q3_issue | q3_fw_take;
-  assign \$284  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign retire_rr_any = | { \r_rdy$176 , \r_rdy$175 , \r_rdy$174 , \r_rdy$173 , r_rdy };
-  assign \$285  = ! retire_rr_sel;
-  assign r_en = retire_rr_any & \$285 ;
-  assign \$286  = retire_rr_sel == 1'h1;
-  assign \r_en$181  = retire_rr_any & \$286 ;
-  assign \$287  = retire_rr_sel == 2'h2;
-  assign \r_en$183  = retire_rr_any & \$287 ;
-  assign \$288  = retire_rr_sel == 2'h3;
-  assign \r_en$185  = retire_rr_any & \$288 ;
-  assign \$289  = retire_rr_sel == 3'h4;
-  assign \r_en$187  = retire_rr_any & \$289 ;
-  assign \$290  = | \$153 [4:0];
-  assign q0_cpl_ready = \$290  & \$291 ;
-  assign \$292  = | \$154 [4:0];
-  assign q1_cpl_ready = \$292  & \$293 ;
-  assign \$294  = | \$155 [4:0];
-  assign q2_cpl_ready = \$294  & \$295 ;
-  assign \$296  = | \$156 [4:0];
-  assign q3_cpl_ready = \$296  & \$297 ;
+  assign \$signature__en$164  = q3_issue | q3_fw_take;
+  assign \$384  = ~ q3_skipping;
+  assign \$385  = q3_issue & \$384 ;
+  assign \$386  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$387  = ~ q3_skipping;
+  assign \$388  = \$386  & \$387 ;
+  assign retire_rr_any = | { \r_rdy$196 , \r_rdy$195 , \r_rdy$194 , \r_rdy$193 , r_rdy };
+  assign \$389  = ! retire_rr_sel;
+  assign r_en = retire_rr_any & \$389 ;
+  assign \$390  = retire_rr_sel == 1'h1;
+  assign \r_en$201  = retire_rr_any & \$390 ;
+  assign \$391  = retire_rr_sel == 2'h2;
+  assign \r_en$203  = retire_rr_any & \$391 ;
+  assign \$392  = retire_rr_sel == 2'h3;
+  assign \r_en$205  = retire_rr_any & \$392 ;
+  assign \$393  = retire_rr_sel == 3'h4;
+  assign \r_en$207  = retire_rr_any & \$393 ;
+  assign \$394  = | \$165 [4:0];
+  assign \$396  = \$394  & \$395 ;
+  assign q0_silent = \$396  & \$signature__data$212 [32];
+  assign \$397  = | \$165 [4:0];
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = ~ \$signature__data$212 [32];
+  assign q0_cpl_ready = \$399  & \$400 ;
+  assign \$401  = | q0_list_err;
+  assign \$402  = \$signature__data$212 [33] & \$401 ;
+  assign q0_cpl_status = \$402  ? q0_list_err : \$403 ;
+  assign \$404  = | \$166 [4:0];
+  assign \$406  = \$404  & \$405 ;
+  assign q1_silent = \$406  & \$signature__data$234 [32];
+  assign \$407  = | \$166 [4:0];
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = ~ \$signature__data$234 [32];
+  assign q1_cpl_ready = \$409  & \$410 ;
+  assign \$411  = | q1_list_err;
+  assign \$412  = \$signature__data$234 [33] & \$411 ;
+  assign q1_cpl_status = \$412  ? q1_list_err : \$413 ;
+  assign \$414  = | \$167 [4:0];
+  assign \$416  = \$414  & \$415 ;
+  assign q2_silent = \$416  & \$signature__data$256 [32];
+  assign \$417  = | \$167 [4:0];
+  assign \$419  = \$417  & \$418 ;
+  assign \$420  = ~ \$signature__data$256 [32];
+  assign q2_cpl_ready = \$419  & \$420 ;
+  assign \$421  = | q2_list_err;
+  assign \$422  = \$signature__data$256 [33] & \$421 ;
+  assign q2_cpl_status = \$422  ? q2_list_err : \$423 ;
+  assign \$424  = | \$168 [4:0];
+  assign \$426  = \$424  & \$425 ;
+  assign q3_silent = \$426  & \$signature__data$278 [32];
+  assign \$427  = | \$168 [4:0];
+  assign \$429  = \$427  & \$428 ;
+  assign \$430  = ~ \$signature__data$278 [32];
+  assign q3_cpl_ready = \$429  & \$430 ;
+  assign \$431  = | q3_list_err;
+  assign \$432  = \$signature__data$278 [33] & \$431 ;
+  assign q3_cpl_status = \$432  ? q3_list_err : \$433 ;
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
+  assign cpl_item = \$434  ? \$435  : 16'h0000;
+  assign cpl_halt = | \$436 ;
+  assign \$437  = ! dma_load_outstanding;
+  assign \$438  = ~ \$437 ;
+  assign \$439  = dma_load_since >= watchdog;
+  assign \$440  = \$438  & \$439 ;
+  assign \$441  = ! dma_store_outstanding;
+  assign \$442  = ~ \$441 ;
+  assign \$443  = dma_store_since >= watchdog;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = ! gemm_outstanding;
+  assign \$446  = ~ \$445 ;
+  assign \$447  = gemm_since >= watchdog;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ! vec_outstanding;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = vec_since >= watchdog;
+  assign \$452  = \$450  & \$451 ;
+  assign \$453  = ! sfu_outstanding;
+  assign \$454  = ~ \$453 ;
+  assign \$455  = sfu_since >= watchdog;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = ~ q0_skipping;
+  assign \$458  = q0_issue & \$457 ;
+  assign \$459  = q0_issue | q0_fw_take;
+  assign \$460  = q0_h + 1'h1;
+  assign \$461  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$462  = ~ q0_skipping;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = q0_issue & \$463 ;
+  assign \$465  = ~ \$464 ;
+  assign \$466  = q0_issue ? 8'h00 : fw_status;
+  assign \$467  = | fw_status;
+  assign \$468  = q0_fw_take & \$467 ;
+  assign \$469  = ~ q1_skipping;
+  assign \$470  = q1_issue & \$469 ;
+  assign \$471  = q1_issue | q1_fw_take;
+  assign \$472  = q1_h + 1'h1;
+  assign \$473  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$474  = ~ q1_skipping;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = q1_issue & \$475 ;
+  assign \$477  = ~ \$476 ;
+  assign \$478  = q1_issue ? 8'h00 : fw_status;
+  assign \$479  = | fw_status;
+  assign \$480  = q1_fw_take & \$479 ;
+  assign \$481  = ~ q2_skipping;
+  assign \$482  = q2_issue & \$481 ;
+  assign \$483  = q2_issue | q2_fw_take;
+  assign \$484  = q2_h + 1'h1;
+  assign \$485  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$486  = ~ q2_skipping;
+  assign \$487  = \$485  & \$486 ;
+  assign \$488  = q2_issue & \$487 ;
+  assign \$489  = ~ \$488 ;
+  assign \$490  = q2_issue ? 8'h00 : fw_status;
+  assign \$491  = | fw_status;
+  assign \$492  = q2_fw_take & \$491 ;
+  assign \$493  = ~ q3_skipping;
+  assign \$494  = q3_issue & \$493 ;
+  assign \$495  = q3_issue | q3_fw_take;
+  assign \$496  = q3_h + 1'h1;
+  assign \$497  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$498  = ~ q3_skipping;
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = q3_issue & \$499 ;
+  assign \$501  = ~ \$500 ;
+  assign \$502  = q3_issue ? 8'h00 : fw_status;
+  assign \$503  = | fw_status;
+  assign \$504  = q3_fw_take & \$503 ;
+  assign \$505  = ~ r_en;
+  assign \$506  = dma_load_issued & \$505 ;
+  assign \$507  = ~ dma_load_issued;
+  assign \$508  = r_en & \$507 ;
+  assign \$509  = | dma_load_outstanding;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = dma_load_outstanding + 1'h1;
+  assign \$512  = dma_load_outstanding - 1'h1;
+  assign \$513  = ~ \r_en$201 ;
+  assign \$514  = dma_store_issued & \$513 ;
+  assign \$515  = ~ dma_store_issued;
+  assign \$516  = \r_en$201  & \$515 ;
+  assign \$517  = | dma_store_outstanding;
+  assign \$518  = \$516  & \$517 ;
+  assign \$519  = dma_store_outstanding + 1'h1;
+  assign \$520  = dma_store_outstanding - 1'h1;
+  assign \$521  = ~ \r_en$203 ;
+  assign \$522  = gemm_issued & \$521 ;
+  assign \$523  = ~ gemm_issued;
+  assign \$524  = \r_en$203  & \$523 ;
+  assign \$525  = | gemm_outstanding;
+  assign \$526  = \$524  & \$525 ;
+  assign \$527  = gemm_outstanding + 1'h1;
+  assign \$528  = gemm_outstanding - 1'h1;
+  assign \$529  = ~ \r_en$205 ;
+  assign \$530  = vec_issued & \$529 ;
+  assign \$531  = ~ vec_issued;
+  assign \$532  = \r_en$205  & \$531 ;
+  assign \$533  = | vec_outstanding;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = vec_outstanding + 1'h1;
+  assign \$536  = vec_outstanding - 1'h1;
+  assign \$537  = ~ \r_en$207 ;
+  assign \$538  = sfu_issued & \$537 ;
+  assign \$539  = ~ sfu_issued;
+  assign \$540  = \r_en$207  & \$539 ;
+  assign \$541  = | sfu_outstanding;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = sfu_outstanding + 1'h1;
+  assign \$544  = sfu_outstanding - 1'h1;
+  assign \$546  = ! \$545 ;
+  assign \$547  = retire_rr_any & \$546 ;
+  assign \$549  = \$548  - q0_r[3:0];
+  assign \$550  = \$549 [3:0] < \$165 [4:0];
+  assign \$553  = ~ \$552 ;
+  assign \$554  = \$550  & \$553 ;
+  assign \$555  = \$547  & \$554 ;
+  assign \$560  = | \$559 ;
+  assign \$562  = \$561  == 1'h1;
+  assign \$563  = retire_rr_any & \$562 ;
+  assign \$565  = \$564  - q1_r[3:0];
+  assign \$566  = \$565 [3:0] < \$166 [4:0];
+  assign \$569  = ~ \$568 ;
+  assign \$570  = \$566  & \$569 ;
+  assign \$571  = \$563  & \$570 ;
+  assign \$576  = | \$575 ;
+  assign \$578  = \$577  == 2'h2;
+  assign \$579  = retire_rr_any & \$578 ;
+  assign \$581  = \$580  - q2_r[3:0];
+  assign \$582  = \$581 [3:0] < \$167 [4:0];
+  assign \$585  = ~ \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$592  = | \$591 ;
+  assign \$594  = \$593  == 2'h3;
+  assign \$595  = retire_rr_any & \$594 ;
+  assign \$597  = \$596  - q3_r[3:0];
+  assign \$598  = \$597 [3:0] < \$168 [4:0];
+  assign \$601  = ~ \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$608  = | \$607 ;
+  assign \$609  = q0_list_done + 1'h1;
+  assign \$611  = | \$610 ;
+  assign \$612  = ! q0_list_err;
+  assign \$613  = \$611  & \$612 ;
+  assign \$615  = q0_list_done + 1'h1;
+  assign \$616  = q1_list_done + 1'h1;
+  assign \$618  = | \$617 ;
+  assign \$619  = ! q1_list_err;
+  assign \$620  = \$618  & \$619 ;
+  assign \$622  = q1_list_done + 1'h1;
+  assign \$623  = q2_list_done + 1'h1;
+  assign \$625  = | \$624 ;
+  assign \$626  = ! q2_list_err;
+  assign \$627  = \$625  & \$626 ;
+  assign \$629  = q2_list_done + 1'h1;
+  assign \$630  = q3_list_done + 1'h1;
+  assign \$632  = | \$631 ;
+  assign \$633  = ! q3_list_err;
+  assign \$634  = \$632  & \$633 ;
+  assign \$636  = q3_list_done + 1'h1;
+  assign \$637  = cpl_rr_any & cpl_ready;
+  assign \$638  = cpl_rr_any & cpl_ready;
+  assign \$639  = ! cpl_rr_sel;
+  assign \$640  = \$638  & \$639 ;
+  assign \$641  = q0_silent | \$640 ;
+  assign \$642  = q0_r + 1'h1;
+  assign \$643  = cpl_rr_any & cpl_ready;
+  assign \$644  = ! cpl_rr_sel;
+  assign \$645  = \$643  & \$644 ;
+  assign \$647  = \$645  & \$646 ;
+  assign \$648  = cpl_rr_any & cpl_ready;
+  assign \$649  = cpl_rr_sel == 1'h1;
+  assign \$650  = \$648  & \$649 ;
+  assign \$651  = q1_silent | \$650 ;
+  assign \$652  = q1_r + 1'h1;
+  assign \$653  = cpl_rr_any & cpl_ready;
+  assign \$654  = cpl_rr_sel == 1'h1;
+  assign \$655  = \$653  & \$654 ;
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = cpl_rr_any & cpl_ready;
+  assign \$659  = cpl_rr_sel == 2'h2;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = q2_silent | \$660 ;
+  assign \$662  = q2_r + 1'h1;
+  assign \$663  = cpl_rr_any & cpl_ready;
+  assign \$664  = cpl_rr_sel == 2'h2;
+  assign \$665  = \$663  & \$664 ;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = cpl_rr_any & cpl_ready;
+  assign \$669  = cpl_rr_sel == 2'h3;
+  assign \$670  = \$668  & \$669 ;
+  assign \$671  = q3_silent | \$670 ;
+  assign \$672  = q3_r + 1'h1;
+  assign \$673  = cpl_rr_any & cpl_ready;
+  assign \$674  = cpl_rr_sel == 2'h3;
+  assign \$675  = \$673  & \$674 ;
+  assign \$677  = \$675  & \$676 ;
+  assign \$678  = ! dma_load_outstanding;
+  assign \$679  = \$678  | r_en;
+  assign \$680  = \$679  | engine_reset[0];
+  assign \$681  = & dma_load_since;
+  assign \$682  = ~ \$681 ;
+  assign \$683  = dma_load_since + 1'h1;
+  assign \$684  = ! dma_store_outstanding;
+  assign \$685  = \$684  | \r_en$201 ;
+  assign \$686  = \$685  | engine_reset[1];
+  assign \$687  = & dma_store_since;
+  assign \$688  = ~ \$687 ;
+  assign \$689  = dma_store_since + 1'h1;
+  assign \$690  = ! gemm_outstanding;
+  assign \$691  = \$690  | \r_en$203 ;
+  assign \$692  = \$691  | engine_reset[2];
+  assign \$693  = & gemm_since;
+  assign \$694  = ~ \$693 ;
+  assign \$695  = gemm_since + 1'h1;
+  assign \$696  = ! vec_outstanding;
+  assign \$697  = \$696  | \r_en$205 ;
+  assign \$698  = \$697  | engine_reset[3];
+  assign \$699  = & vec_since;
+  assign \$700  = ~ \$699 ;
+  assign \$701  = vec_since + 1'h1;
+  assign \$702  = ! sfu_outstanding;
+  assign \$703  = \$702  | \r_en$207 ;
+  assign \$704  = \$703  | engine_reset[4];
+  assign \$705  = & sfu_since;
+  assign \$706  = ~ \$705 ;
+  assign \$707  = sfu_since + 1'h1;
+  always @(posedge clk)
+    issue_rr_last <= \$708 ;
+  always @(posedge clk)
+    events <= \$709 ;
+  always @(posedge clk)
+    q0_h <= \$710 ;
+  always @(posedge clk)
+    q0_done <= \$711 ;
+  always @(posedge clk)
+    q0_status0 <= \$712 ;
+  always @(posedge clk)
+    q0_status1 <= \$713 ;
+  always @(posedge clk)
+    q0_status2 <= \$714 ;
+  always @(posedge clk)
+    q0_status3 <= \$715 ;
+  always @(posedge clk)
+    q0_status4 <= \$716 ;
+  always @(posedge clk)
+    q0_status5 <= \$717 ;
+  always @(posedge clk)
+    q0_status6 <= \$718 ;
+  always @(posedge clk)
+    q0_status7 <= \$719 ;
+  always @(posedge clk)
+    q0_status8 <= \$720 ;
+  always @(posedge clk)
+    q0_status9 <= \$721 ;
+  always @(posedge clk)
+    q0_status10 <= \$722 ;
+  always @(posedge clk)
+    q0_status11 <= \$723 ;
+  always @(posedge clk)
+    q0_status12 <= \$724 ;
+  always @(posedge clk)
+    q0_status13 <= \$725 ;
+  always @(posedge clk)
+    q0_status14 <= \$726 ;
+  always @(posedge clk)
+    q0_status15 <= \$727 ;
+  always @(posedge clk)
+    q0_failed <= \$728 ;
+  always @(posedge clk)
+    q1_h <= \$729 ;
+  always @(posedge clk)
+    q1_done <= \$730 ;
+  always @(posedge clk)
+    q1_status0 <= \$731 ;
+  always @(posedge clk)
+    q1_status1 <= \$732 ;
+  always @(posedge clk)
+    q1_status2 <= \$733 ;
+  always @(posedge clk)
+    q1_status3 <= \$734 ;
+  always @(posedge clk)
+    q1_status4 <= \$735 ;
+  always @(posedge clk)
+    q1_status5 <= \$736 ;
+  always @(posedge clk)
+    q1_status6 <= \$737 ;
+  always @(posedge clk)
+    q1_status7 <= \$738 ;
+  always @(posedge clk)
+    q1_status8 <= \$739 ;
+  always @(posedge clk)
+    q1_status9 <= \$740 ;
+  always @(posedge clk)
+    q1_status10 <= \$741 ;
+  always @(posedge clk)
+    q1_status11 <= \$742 ;
+  always @(posedge clk)
+    q1_status12 <= \$743 ;
+  always @(posedge clk)
+    q1_status13 <= \$744 ;
+  always @(posedge clk)
+    q1_status14 <= \$745 ;
+  always @(posedge clk)
+    q1_status15 <= \$746 ;
+  always @(posedge clk)
+    q1_failed <= \$747 ;
+  always @(posedge clk)
+    q2_h <= \$748 ;
+  always @(posedge clk)
+    q2_done <= \$749 ;
+  always @(posedge clk)
+    q2_status0 <= \$750 ;
+  always @(posedge clk)
+    q2_status1 <= \$751 ;
+  always @(posedge clk)
+    q2_status2 <= \$752 ;
+  always @(posedge clk)
+    q2_status3 <= \$753 ;
+  always @(posedge clk)
+    q2_status4 <= \$754 ;
+  always @(posedge clk)
+    q2_status5 <= \$755 ;
+  always @(posedge clk)
+    q2_status6 <= \$756 ;
+  always @(posedge clk)
+    q2_status7 <= \$757 ;
+  always @(posedge clk)
+    q2_status8 <= \$758 ;
+  always @(posedge clk)
+    q2_status9 <= \$759 ;
+  always @(posedge clk)
+    q2_status10 <= \$760 ;
+  always @(posedge clk)
+    q2_status11 <= \$761 ;
+  always @(posedge clk)
+    q2_status12 <= \$762 ;
+  always @(posedge clk)
+    q2_status13 <= \$763 ;
+  always @(posedge clk)
+    q2_status14 <= \$764 ;
+  always @(posedge clk)
+    q2_status15 <= \$765 ;
+  always @(posedge clk)
+    q2_failed <= \$766 ;
+  always @(posedge clk)
+    q3_h <= \$767 ;
+  always @(posedge clk)
+    q3_done <= \$768 ;
+  always @(posedge clk)
+    q3_status0 <= \$769 ;
+  always @(posedge clk)
+    q3_status1 <= \$770 ;
+  always @(posedge clk)
+    q3_status2 <= \$771 ;
+  always @(posedge clk)
+    q3_status3 <= \$772 ;
+  always @(posedge clk)
+    q3_status4 <= \$773 ;
+  always @(posedge clk)
+    q3_status5 <= \$774 ;
+  always @(posedge clk)
+    q3_status6 <= \$775 ;
+  always @(posedge clk)
+    q3_status7 <= \$776 ;
+  always @(posedge clk)
+    q3_status8 <= \$777 ;
+  always @(posedge clk)
+    q3_status9 <= \$778 ;
+  always @(posedge clk)
+    q3_status10 <= \$779 ;
+  always @(posedge clk)
+    q3_status11 <= \$780 ;
+  always @(posedge clk)
+    q3_status12 <= \$781 ;
+  always @(posedge clk)
+    q3_status13 <= \$782 ;
+  always @(posedge clk)
+    q3_status14 <= \$783 ;
+  always @(posedge clk)
+    q3_status15 <= \$784 ;
+  always @(posedge clk)
+    q3_failed <= \$785 ;
+  always @(posedge clk)
+    retire_rr_last <= \$786 ;
+  always @(posedge clk)
+    dma_load_outstanding <= \$787 ;
+  always @(posedge clk)
+    dma_store_outstanding <= \$788 ;
+  always @(posedge clk)
+    gemm_outstanding <= \$789 ;
+  always @(posedge clk)
+    vec_outstanding <= \$790 ;
+  always @(posedge clk)
+    sfu_outstanding <= \$791 ;
+  always @(posedge clk)
+    q0_list_done <= \$792 ;
+  always @(posedge clk)
+    q0_list_err <= \$793 ;
+  always @(posedge clk)
+    q0_list_item <= \$794 ;
+  always @(posedge clk)
+    q1_list_done <= \$795 ;
+  always @(posedge clk)
+    q1_list_err <= \$796 ;
+  always @(posedge clk)
+    q1_list_item <= \$797 ;
+  always @(posedge clk)
+    q2_list_done <= \$798 ;
+  always @(posedge clk)
+    q2_list_err <= \$799 ;
+  always @(posedge clk)
+    q2_list_item <= \$800 ;
+  always @(posedge clk)
+    q3_list_done <= \$801 ;
+  always @(posedge clk)
+    q3_list_err <= \$802 ;
+  always @(posedge clk)
+    q3_list_item <= \$803 ;
+  always @(posedge clk)
+    cpl_rr_last <= \$804 ;
+  always @(posedge clk)
+    q0_r <= \$805 ;
+  always @(posedge clk)
+    q1_r <= \$806 ;
+  always @(posedge clk)
+    q2_r <= \$807 ;
+  always @(posedge clk)
+    q3_r <= \$808 ;
+  always @(posedge clk)
+    dma_load_since <= \$809 ;
+  always @(posedge clk)
+    dma_store_since <= \$810 ;
+  always @(posedge clk)
+    gemm_since <= \$811 ;
+  always @(posedge clk)
+    vec_since <= \$812 ;
+  always @(posedge clk)
+    sfu_since <= \$813 ;
+  assign \$1  = \port$5717$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5717$0 [15:9];
+  assign q0_head_dma_load = \$1  & \$2 ;
+  assign \$3  = \port$5717$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5717$0 [15:9];
+  assign q0_head_dma_store = \$3  & \$4 ;
+  assign \$5  = \port$5717$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5717$0 [15:9];
+  assign q0_head_gemm = \$5  & \$6 ;
+  assign \$7  = \port$5717$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5717$0 [15:9];
+  assign q0_head_vec = \$7  & \$8 ;
+  assign \$9  = \port$5717$0 [7:0] == 4'h8;
+  assign \$10  = \port$5717$0 [7:0] == 4'h9;
+  assign \$11  = \port$5717$0 [7:0] == 4'ha;
+  assign \$12  = \port$5717$0 [7:0] == 4'hb;
+  assign \$13  = \port$5717$0 [7:0] == 4'hc;
+  assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
+  assign \$15  = ! \port$5717$0 [15:9];
+  assign q0_head_sfu = \$14  & \$15 ;
+  assign \$16  = ! \port$5717$0 [7:0];
+  assign \$17  = ! \port$5717$0 [15:9];
+  assign q0_head_nop = \$16  & \$17 ;
+  assign \$18  = \port$5717$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5717$0 [257];
+  assign \$20  = ! \port$5717$0 [15:9];
+  assign q0_head_exec_list = \$19  & \$20 ;
+  assign \$21  = \port$5717$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5717$0 [15:9];
+  assign q0_head_barrier = \$21  & \$22 ;
+  assign \$23  = \port$5717$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5717$0 [15:9];
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = ! \port$5717$0 [63:40];
+  assign \$27  = ! \port$5717$0 [255:96];
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = \port$5717$0 [39:32] < 5'h10;
+  assign \$30  = \$28  & \$29 ;
+  assign q0_head_signal_event = \$25  & \$30 ;
+  assign \$31  = \port$5717$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5717$0 [15:9];
+  assign \$33  = \$31  & \$32 ;
+  assign \$34  = ! \port$5717$0 [63:40];
+  assign \$35  = ! \port$5717$0 [255:96];
+  assign \$36  = \$34  & \$35 ;
+  assign \$37  = \port$5717$0 [39:32] < 5'h10;
+  assign \$38  = \$36  & \$37 ;
+  assign q0_head_wait_event = \$33  & \$38 ;
+  assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign q0_head_firmware = ~ \$39 ;
+  assign \$41  = \$40  - \port$5717$0 [95:64];
+  assign q0_wait_reached = ~ \$41 [31];
+  assign \$42  = \port$5747$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5747$0 [15:9];
+  assign q1_head_dma_load = \$42  & \$43 ;
+  assign \$44  = \port$5747$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5747$0 [15:9];
+  assign q1_head_dma_store = \$44  & \$45 ;
+  assign \$46  = \port$5747$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5747$0 [15:9];
+  assign q1_head_gemm = \$46  & \$47 ;
+  assign \$48  = \port$5747$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5747$0 [15:9];
+  assign q1_head_vec = \$48  & \$49 ;
+  assign \$50  = \port$5747$0 [7:0] == 4'h8;
+  assign \$51  = \port$5747$0 [7:0] == 4'h9;
+  assign \$52  = \port$5747$0 [7:0] == 4'ha;
+  assign \$53  = \port$5747$0 [7:0] == 4'hb;
+  assign \$54  = \port$5747$0 [7:0] == 4'hc;
+  assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
+  assign \$56  = ! \port$5747$0 [15:9];
+  assign q1_head_sfu = \$55  & \$56 ;
+  assign \$57  = ! \port$5747$0 [7:0];
+  assign \$58  = ! \port$5747$0 [15:9];
+  assign q1_head_nop = \$57  & \$58 ;
+  assign \$59  = \port$5747$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5747$0 [257];
+  assign \$61  = ! \port$5747$0 [15:9];
+  assign q1_head_exec_list = \$60  & \$61 ;
+  assign \$62  = \port$5747$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5747$0 [15:9];
+  assign q1_head_barrier = \$62  & \$63 ;
+  assign \$64  = \port$5747$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5747$0 [15:9];
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = ! \port$5747$0 [63:40];
+  assign \$68  = ! \port$5747$0 [255:96];
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = \port$5747$0 [39:32] < 5'h10;
+  assign \$71  = \$69  & \$70 ;
+  assign q1_head_signal_event = \$66  & \$71 ;
+  assign \$72  = \port$5747$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5747$0 [15:9];
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = ! \port$5747$0 [63:40];
+  assign \$76  = ! \port$5747$0 [255:96];
+  assign \$77  = \$75  & \$76 ;
+  assign \$78  = \port$5747$0 [39:32] < 5'h10;
+  assign \$79  = \$77  & \$78 ;
+  assign q1_head_wait_event = \$74  & \$79 ;
+  assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign q1_head_firmware = ~ \$80 ;
+  assign \$82  = \$81  - \port$5747$0 [95:64];
+  assign q1_wait_reached = ~ \$82 [31];
+  assign \$83  = \port$5777$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5777$0 [15:9];
+  assign q2_head_dma_load = \$83  & \$84 ;
+  assign \$85  = \port$5777$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5777$0 [15:9];
+  assign q2_head_dma_store = \$85  & \$86 ;
+  assign \$87  = \port$5777$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5777$0 [15:9];
+  assign q2_head_gemm = \$87  & \$88 ;
+  assign \$89  = \port$5777$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5777$0 [15:9];
+  assign q2_head_vec = \$89  & \$90 ;
+  assign \$91  = \port$5777$0 [7:0] == 4'h8;
+  assign \$92  = \port$5777$0 [7:0] == 4'h9;
+  assign \$93  = \port$5777$0 [7:0] == 4'ha;
+  assign \$94  = \port$5777$0 [7:0] == 4'hb;
+  assign \$95  = \port$5777$0 [7:0] == 4'hc;
+  assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
+  assign \$97  = ! \port$5777$0 [15:9];
+  assign q2_head_sfu = \$96  & \$97 ;
+  assign \$98  = ! \port$5777$0 [7:0];
+  assign \$99  = ! \port$5777$0 [15:9];
+  assign q2_head_nop = \$98  & \$99 ;
+  assign \$100  = \port$5777$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5777$0 [257];
+  assign \$102  = ! \port$5777$0 [15:9];
+  assign q2_head_exec_list = \$101  & \$102 ;
+  assign \$103  = \port$5777$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5777$0 [15:9];
+  assign q2_head_barrier = \$103  & \$104 ;
+  assign \$105  = \port$5777$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5777$0 [15:9];
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = ! \port$5777$0 [63:40];
+  assign \$109  = ! \port$5777$0 [255:96];
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = \port$5777$0 [39:32] < 5'h10;
+  assign \$112  = \$110  & \$111 ;
+  assign q2_head_signal_event = \$107  & \$112 ;
+  assign \$113  = \port$5777$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5777$0 [15:9];
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = ! \port$5777$0 [63:40];
+  assign \$117  = ! \port$5777$0 [255:96];
+  assign \$118  = \$116  & \$117 ;
+  assign \$119  = \port$5777$0 [39:32] < 5'h10;
+  assign \$120  = \$118  & \$119 ;
+  assign q2_head_wait_event = \$115  & \$120 ;
+  assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign q2_head_firmware = ~ \$121 ;
+  assign \$123  = \$122  - \port$5777$0 [95:64];
+  assign q2_wait_reached = ~ \$123 [31];
+  assign \$124  = \port$5807$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5807$0 [15:9];
+  assign q3_head_dma_load = \$124  & \$125 ;
+  assign \$126  = \port$5807$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5807$0 [15:9];
+  assign q3_head_dma_store = \$126  & \$127 ;
+  assign \$128  = \port$5807$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5807$0 [15:9];
+  assign q3_head_gemm = \$128  & \$129 ;
+  assign \$130  = \port$5807$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5807$0 [15:9];
+  assign q3_head_vec = \$130  & \$131 ;
+  assign \$132  = \port$5807$0 [7:0] == 4'h8;
+  assign \$133  = \port$5807$0 [7:0] == 4'h9;
+  assign \$134  = \port$5807$0 [7:0] == 4'ha;
+  assign \$135  = \port$5807$0 [7:0] == 4'hb;
+  assign \$136  = \port$5807$0 [7:0] == 4'hc;
+  assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
+  assign \$138  = ! \port$5807$0 [15:9];
+  assign q3_head_sfu = \$137  & \$138 ;
+  assign \$139  = ! \port$5807$0 [7:0];
+  assign \$140  = ! \port$5807$0 [15:9];
+  assign q3_head_nop = \$139  & \$140 ;
+  assign \$141  = \port$5807$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5807$0 [257];
+  assign \$143  = ! \port$5807$0 [15:9];
+  assign q3_head_exec_list = \$142  & \$143 ;
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$13163$16 (retire__0__tag),
+    .\port$13843$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -39461,132 +40266,192 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$13167$16 (retire__1__tag),
+    .\port$13847$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
-    .r_data(\r_data$291 ),
-    .r_en(\r_en$181 ),
-    .r_rdy(\r_rdy$173 ),
+    .r_data(\r_data$324 ),
+    .r_en(\r_en$201 ),
+    .r_rdy(\r_rdy$193 ),
     .rst(rst),
-    .w_en(\w_en$151 )
+    .w_en(\w_en$171 )
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$13171$16 (retire__2__tag),
+    .\port$13851$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
-    .r_data(\r_data$292 ),
-    .r_en(\r_en$183 ),
-    .r_rdy(\r_rdy$174 ),
+    .r_data(\r_data$325 ),
+    .r_en(\r_en$203 ),
+    .r_rdy(\r_rdy$194 ),
     .rst(rst),
-    .w_en(\w_en$156 )
+    .w_en(\w_en$176 )
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$13179$16 (retire__4__tag),
+    .\port$13859$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
-    .r_data(\r_data$294 ),
-    .r_en(\r_en$187 ),
-    .r_rdy(\r_rdy$176 ),
+    .r_data(\r_data$327 ),
+    .r_en(\r_en$207 ),
+    .r_rdy(\r_rdy$196 ),
     .rst(rst),
-    .w_en(\w_en$166 )
+    .w_en(\w_en$186 )
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$13175$16 (retire__3__tag),
+    .\port$13855$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
-    .r_data(\r_data$293 ),
-    .r_en(\r_en$185 ),
-    .r_rdy(\r_rdy$175 ),
+    .r_data(\r_data$326 ),
+    .r_en(\r_en$205 ),
+    .r_rdy(\r_rdy$195 ),
     .rst(rst),
-    .w_en(\w_en$161 )
+    .w_en(\w_en$181 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (q2_r[3:0])
+    casez (\port$5807$0 [35:32])
       4'h0:
-          \$300  = q2_status0;
+          \$163  = events[31:0];
       4'h1:
-          \$300  = q2_status1;
+          \$163  = events[63:32];
       4'h2:
-          \$300  = q2_status2;
+          \$163  = events[95:64];
       4'h3:
-          \$300  = q2_status3;
+          \$163  = events[127:96];
       4'h4:
-          \$300  = q2_status4;
+          \$163  = events[159:128];
       4'h5:
-          \$300  = q2_status5;
+          \$163  = events[191:160];
       4'h6:
-          \$300  = q2_status6;
+          \$163  = events[223:192];
       4'h7:
-          \$300  = q2_status7;
+          \$163  = events[255:224];
       4'h8:
-          \$300  = q2_status8;
+          \$163  = events[287:256];
       4'h9:
-          \$300  = q2_status9;
+          \$163  = events[319:288];
       4'ha:
-          \$300  = q2_status10;
+          \$163  = events[351:320];
       4'hb:
-          \$300  = q2_status11;
+          \$163  = events[383:352];
       4'hc:
-          \$300  = q2_status12;
+          \$163  = events[415:384];
       4'hd:
-          \$300  = q2_status13;
+          \$163  = events[447:416];
       4'he:
-          \$300  = q2_status14;
+          \$163  = events[479:448];
       4'hf:
-          \$300  = q2_status15;
+          \$163  = events[511:480];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (q3_r[3:0])
-      4'h0:
-          \$301  = q3_status0;
-      4'h1:
-          \$301  = q3_status1;
-      4'h2:
-          \$301  = q3_status2;
-      4'h3:
-          \$301  = q3_status3;
-      4'h4:
-          \$301  = q3_status4;
-      4'h5:
-          \$301  = q3_status5;
-      4'h6:
-          \$301  = q3_status6;
-      4'h7:
-          \$301  = q3_status7;
-      4'h8:
-          \$301  = q3_status8;
-      4'h9:
-          \$301  = q3_status9;
-      4'ha:
-          \$301  = q3_status10;
-      4'hb:
-          \$301  = q3_status11;
-      4'hc:
-          \$301  = q3_status12;
-      4'hd:
-          \$301  = q3_status13;
-      4'he:
-          \$301  = q3_status14;
-      4'hf:
-          \$301  = q3_status15;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_rr_sel)
+    casez (issue_rr_sel)
       2'h0:
-          cpl_status = \$298 ;
+          \$317  = \port$5717$0 [255:0];
       2'h1:
-          cpl_status = \$299 ;
+          \$317  = \port$5747$0 [255:0];
       2'h2:
-          cpl_status = \$300 ;
+          \$317  = \port$5777$0 [255:0];
       2'h3:
-          cpl_status = \$301 ;
+          \$317  = \port$5807$0 [255:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$318  = q0_h;
+      2'h1:
+          \$318  = q1_h;
+      2'h2:
+          \$318  = q2_h;
+      2'h3:
+          \$318  = q3_h;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$319  = \port$5717$0 [255:0];
+      2'h1:
+          \$319  = \port$5747$0 [255:0];
+      2'h2:
+          \$319  = \port$5777$0 [255:0];
+      2'h3:
+          \$319  = \port$5807$0 [255:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$328  = \$321 ;
+      2'h1:
+          \$328  = \$323 ;
+      2'h2:
+          \$328  = \$325 ;
+      2'h3:
+          \$328  = \$327 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$337  = \$330 ;
+      2'h1:
+          \$337  = \$332 ;
+      2'h2:
+          \$337  = \$334 ;
+      2'h3:
+          \$337  = \$336 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$346  = \$339 ;
+      2'h1:
+          \$346  = \$341 ;
+      2'h2:
+          \$346  = \$343 ;
+      2'h3:
+          \$346  = \$345 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$355  = \$348 ;
+      2'h1:
+          \$355  = \$350 ;
+      2'h2:
+          \$355  = \$352 ;
+      2'h3:
+          \$355  = \$354 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$364  = \$357 ;
+      2'h1:
+          \$364  = \$359 ;
+      2'h2:
+          \$364  = \$361 ;
+      2'h3:
+          \$364  = \$363 ;
     endcase
   end
   always @* begin
@@ -39594,37 +40459,113 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$302  = q0_status0;
+          \$395  = q0_done[0];
       4'h1:
-          \$302  = q0_status1;
+          \$395  = q0_done[1];
       4'h2:
-          \$302  = q0_status2;
+          \$395  = q0_done[2];
       4'h3:
-          \$302  = q0_status3;
+          \$395  = q0_done[3];
       4'h4:
-          \$302  = q0_status4;
+          \$395  = q0_done[4];
       4'h5:
-          \$302  = q0_status5;
+          \$395  = q0_done[5];
       4'h6:
-          \$302  = q0_status6;
+          \$395  = q0_done[6];
       4'h7:
-          \$302  = q0_status7;
+          \$395  = q0_done[7];
       4'h8:
-          \$302  = q0_status8;
+          \$395  = q0_done[8];
       4'h9:
-          \$302  = q0_status9;
+          \$395  = q0_done[9];
       4'ha:
-          \$302  = q0_status10;
+          \$395  = q0_done[10];
       4'hb:
-          \$302  = q0_status11;
+          \$395  = q0_done[11];
       4'hc:
-          \$302  = q0_status12;
+          \$395  = q0_done[12];
       4'hd:
-          \$302  = q0_status13;
+          \$395  = q0_done[13];
       4'he:
-          \$302  = q0_status14;
+          \$395  = q0_done[14];
       4'hf:
-          \$302  = q0_status15;
+          \$395  = q0_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$398  = q0_done[0];
+      4'h1:
+          \$398  = q0_done[1];
+      4'h2:
+          \$398  = q0_done[2];
+      4'h3:
+          \$398  = q0_done[3];
+      4'h4:
+          \$398  = q0_done[4];
+      4'h5:
+          \$398  = q0_done[5];
+      4'h6:
+          \$398  = q0_done[6];
+      4'h7:
+          \$398  = q0_done[7];
+      4'h8:
+          \$398  = q0_done[8];
+      4'h9:
+          \$398  = q0_done[9];
+      4'ha:
+          \$398  = q0_done[10];
+      4'hb:
+          \$398  = q0_done[11];
+      4'hc:
+          \$398  = q0_done[12];
+      4'hd:
+          \$398  = q0_done[13];
+      4'he:
+          \$398  = q0_done[14];
+      4'hf:
+          \$398  = q0_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$403  = q0_status0;
+      4'h1:
+          \$403  = q0_status1;
+      4'h2:
+          \$403  = q0_status2;
+      4'h3:
+          \$403  = q0_status3;
+      4'h4:
+          \$403  = q0_status4;
+      4'h5:
+          \$403  = q0_status5;
+      4'h6:
+          \$403  = q0_status6;
+      4'h7:
+          \$403  = q0_status7;
+      4'h8:
+          \$403  = q0_status8;
+      4'h9:
+          \$403  = q0_status9;
+      4'ha:
+          \$403  = q0_status10;
+      4'hb:
+          \$403  = q0_status11;
+      4'hc:
+          \$403  = q0_status12;
+      4'hd:
+          \$403  = q0_status13;
+      4'he:
+          \$403  = q0_status14;
+      4'hf:
+          \$403  = q0_status15;
     endcase
   end
   always @* begin
@@ -39632,37 +40573,113 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$303  = q1_status0;
+          \$405  = q1_done[0];
       4'h1:
-          \$303  = q1_status1;
+          \$405  = q1_done[1];
       4'h2:
-          \$303  = q1_status2;
+          \$405  = q1_done[2];
       4'h3:
-          \$303  = q1_status3;
+          \$405  = q1_done[3];
       4'h4:
-          \$303  = q1_status4;
+          \$405  = q1_done[4];
       4'h5:
-          \$303  = q1_status5;
+          \$405  = q1_done[5];
       4'h6:
-          \$303  = q1_status6;
+          \$405  = q1_done[6];
       4'h7:
-          \$303  = q1_status7;
+          \$405  = q1_done[7];
       4'h8:
-          \$303  = q1_status8;
+          \$405  = q1_done[8];
       4'h9:
-          \$303  = q1_status9;
+          \$405  = q1_done[9];
       4'ha:
-          \$303  = q1_status10;
+          \$405  = q1_done[10];
       4'hb:
-          \$303  = q1_status11;
+          \$405  = q1_done[11];
       4'hc:
-          \$303  = q1_status12;
+          \$405  = q1_done[12];
       4'hd:
-          \$303  = q1_status13;
+          \$405  = q1_done[13];
       4'he:
-          \$303  = q1_status14;
+          \$405  = q1_done[14];
       4'hf:
-          \$303  = q1_status15;
+          \$405  = q1_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$408  = q1_done[0];
+      4'h1:
+          \$408  = q1_done[1];
+      4'h2:
+          \$408  = q1_done[2];
+      4'h3:
+          \$408  = q1_done[3];
+      4'h4:
+          \$408  = q1_done[4];
+      4'h5:
+          \$408  = q1_done[5];
+      4'h6:
+          \$408  = q1_done[6];
+      4'h7:
+          \$408  = q1_done[7];
+      4'h8:
+          \$408  = q1_done[8];
+      4'h9:
+          \$408  = q1_done[9];
+      4'ha:
+          \$408  = q1_done[10];
+      4'hb:
+          \$408  = q1_done[11];
+      4'hc:
+          \$408  = q1_done[12];
+      4'hd:
+          \$408  = q1_done[13];
+      4'he:
+          \$408  = q1_done[14];
+      4'hf:
+          \$408  = q1_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$413  = q1_status0;
+      4'h1:
+          \$413  = q1_status1;
+      4'h2:
+          \$413  = q1_status2;
+      4'h3:
+          \$413  = q1_status3;
+      4'h4:
+          \$413  = q1_status4;
+      4'h5:
+          \$413  = q1_status5;
+      4'h6:
+          \$413  = q1_status6;
+      4'h7:
+          \$413  = q1_status7;
+      4'h8:
+          \$413  = q1_status8;
+      4'h9:
+          \$413  = q1_status9;
+      4'ha:
+          \$413  = q1_status10;
+      4'hb:
+          \$413  = q1_status11;
+      4'hc:
+          \$413  = q1_status12;
+      4'hd:
+          \$413  = q1_status13;
+      4'he:
+          \$413  = q1_status14;
+      4'hf:
+          \$413  = q1_status15;
     endcase
   end
   always @* begin
@@ -39670,37 +40687,113 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$304  = q2_status0;
+          \$415  = q2_done[0];
       4'h1:
-          \$304  = q2_status1;
+          \$415  = q2_done[1];
       4'h2:
-          \$304  = q2_status2;
+          \$415  = q2_done[2];
       4'h3:
-          \$304  = q2_status3;
+          \$415  = q2_done[3];
       4'h4:
-          \$304  = q2_status4;
+          \$415  = q2_done[4];
       4'h5:
-          \$304  = q2_status5;
+          \$415  = q2_done[5];
       4'h6:
-          \$304  = q2_status6;
+          \$415  = q2_done[6];
       4'h7:
-          \$304  = q2_status7;
+          \$415  = q2_done[7];
       4'h8:
-          \$304  = q2_status8;
+          \$415  = q2_done[8];
       4'h9:
-          \$304  = q2_status9;
+          \$415  = q2_done[9];
       4'ha:
-          \$304  = q2_status10;
+          \$415  = q2_done[10];
       4'hb:
-          \$304  = q2_status11;
+          \$415  = q2_done[11];
       4'hc:
-          \$304  = q2_status12;
+          \$415  = q2_done[12];
       4'hd:
-          \$304  = q2_status13;
+          \$415  = q2_done[13];
       4'he:
-          \$304  = q2_status14;
+          \$415  = q2_done[14];
       4'hf:
-          \$304  = q2_status15;
+          \$415  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$418  = q2_done[0];
+      4'h1:
+          \$418  = q2_done[1];
+      4'h2:
+          \$418  = q2_done[2];
+      4'h3:
+          \$418  = q2_done[3];
+      4'h4:
+          \$418  = q2_done[4];
+      4'h5:
+          \$418  = q2_done[5];
+      4'h6:
+          \$418  = q2_done[6];
+      4'h7:
+          \$418  = q2_done[7];
+      4'h8:
+          \$418  = q2_done[8];
+      4'h9:
+          \$418  = q2_done[9];
+      4'ha:
+          \$418  = q2_done[10];
+      4'hb:
+          \$418  = q2_done[11];
+      4'hc:
+          \$418  = q2_done[12];
+      4'hd:
+          \$418  = q2_done[13];
+      4'he:
+          \$418  = q2_done[14];
+      4'hf:
+          \$418  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$423  = q2_status0;
+      4'h1:
+          \$423  = q2_status1;
+      4'h2:
+          \$423  = q2_status2;
+      4'h3:
+          \$423  = q2_status3;
+      4'h4:
+          \$423  = q2_status4;
+      4'h5:
+          \$423  = q2_status5;
+      4'h6:
+          \$423  = q2_status6;
+      4'h7:
+          \$423  = q2_status7;
+      4'h8:
+          \$423  = q2_status8;
+      4'h9:
+          \$423  = q2_status9;
+      4'ha:
+          \$423  = q2_status10;
+      4'hb:
+          \$423  = q2_status11;
+      4'hc:
+          \$423  = q2_status12;
+      4'hd:
+          \$423  = q2_status13;
+      4'he:
+          \$423  = q2_status14;
+      4'hf:
+          \$423  = q2_status15;
     endcase
   end
   always @* begin
@@ -39708,37 +40801,113 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$305  = q3_status0;
+          \$425  = q3_done[0];
       4'h1:
-          \$305  = q3_status1;
+          \$425  = q3_done[1];
       4'h2:
-          \$305  = q3_status2;
+          \$425  = q3_done[2];
       4'h3:
-          \$305  = q3_status3;
+          \$425  = q3_done[3];
       4'h4:
-          \$305  = q3_status4;
+          \$425  = q3_done[4];
       4'h5:
-          \$305  = q3_status5;
+          \$425  = q3_done[5];
       4'h6:
-          \$305  = q3_status6;
+          \$425  = q3_done[6];
       4'h7:
-          \$305  = q3_status7;
+          \$425  = q3_done[7];
       4'h8:
-          \$305  = q3_status8;
+          \$425  = q3_done[8];
       4'h9:
-          \$305  = q3_status9;
+          \$425  = q3_done[9];
       4'ha:
-          \$305  = q3_status10;
+          \$425  = q3_done[10];
       4'hb:
-          \$305  = q3_status11;
+          \$425  = q3_done[11];
       4'hc:
-          \$305  = q3_status12;
+          \$425  = q3_done[12];
       4'hd:
-          \$305  = q3_status13;
+          \$425  = q3_done[13];
       4'he:
-          \$305  = q3_status14;
+          \$425  = q3_done[14];
       4'hf:
-          \$305  = q3_status15;
+          \$425  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$428  = q3_done[0];
+      4'h1:
+          \$428  = q3_done[1];
+      4'h2:
+          \$428  = q3_done[2];
+      4'h3:
+          \$428  = q3_done[3];
+      4'h4:
+          \$428  = q3_done[4];
+      4'h5:
+          \$428  = q3_done[5];
+      4'h6:
+          \$428  = q3_done[6];
+      4'h7:
+          \$428  = q3_done[7];
+      4'h8:
+          \$428  = q3_done[8];
+      4'h9:
+          \$428  = q3_done[9];
+      4'ha:
+          \$428  = q3_done[10];
+      4'hb:
+          \$428  = q3_done[11];
+      4'hc:
+          \$428  = q3_done[12];
+      4'hd:
+          \$428  = q3_done[13];
+      4'he:
+          \$428  = q3_done[14];
+      4'hf:
+          \$428  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$433  = q3_status0;
+      4'h1:
+          \$433  = q3_status1;
+      4'h2:
+          \$433  = q3_status2;
+      4'h3:
+          \$433  = q3_status3;
+      4'h4:
+          \$433  = q3_status4;
+      4'h5:
+          \$433  = q3_status5;
+      4'h6:
+          \$433  = q3_status6;
+      4'h7:
+          \$433  = q3_status7;
+      4'h8:
+          \$433  = q3_status8;
+      4'h9:
+          \$433  = q3_status9;
+      4'ha:
+          \$433  = q3_status10;
+      4'hb:
+          \$433  = q3_status11;
+      4'hc:
+          \$433  = q3_status12;
+      4'hd:
+          \$433  = q3_status13;
+      4'he:
+          \$433  = q3_status14;
+      4'hf:
+          \$433  = q3_status15;
     endcase
   end
   always @* begin
@@ -39746,613 +40915,1071 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$306  = \$302 ;
+          \$434  = \$signature__data$212 [33];
       2'h1:
-          \$306  = \$303 ;
+          \$434  = \$signature__data$234 [33];
       2'h2:
-          \$306  = \$304 ;
+          \$434  = \$signature__data$256 [33];
       2'h3:
-          \$306  = \$305 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$399  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$399  = r_data[23:22];
-      3'h1:
-          \$399  = \r_data$291 [23:22];
-      3'h2:
-          \$399  = \r_data$292 [23:22];
-      3'h3:
-          \$399  = \r_data$293 [23:22];
-      3'h4:
-          \$399  = \r_data$294 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$402  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$402  = r_data[11:8];
-      3'h1:
-          \$402  = \r_data$291 [11:8];
-      3'h2:
-          \$402  = \r_data$292 [11:8];
-      3'h3:
-          \$402  = \r_data$293 [11:8];
-      3'h4:
-          \$402  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$405  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$405  = r_data[11:8];
-      3'h1:
-          \$405  = \r_data$291 [11:8];
-      3'h2:
-          \$405  = \r_data$292 [11:8];
-      3'h3:
-          \$405  = \r_data$293 [11:8];
-      3'h4:
-          \$405  = \r_data$294 [11:8];
+          \$434  = \$signature__data$278 [33];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$405 )
-      4'h0:
-          \$406  = q0_done[0];
-      4'h1:
-          \$406  = q0_done[1];
-      4'h2:
-          \$406  = q0_done[2];
-      4'h3:
-          \$406  = q0_done[3];
-      4'h4:
-          \$406  = q0_done[4];
-      4'h5:
-          \$406  = q0_done[5];
-      4'h6:
-          \$406  = q0_done[6];
-      4'h7:
-          \$406  = q0_done[7];
-      4'h8:
-          \$406  = q0_done[8];
-      4'h9:
-          \$406  = q0_done[9];
-      4'ha:
-          \$406  = q0_done[10];
-      4'hb:
-          \$406  = q0_done[11];
-      4'hc:
-          \$406  = q0_done[12];
-      4'hd:
-          \$406  = q0_done[13];
-      4'he:
-          \$406  = q0_done[14];
-      4'hf:
-          \$406  = q0_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$410  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$410  = r_data[11:8];
-      3'h1:
-          \$410  = \r_data$291 [11:8];
-      3'h2:
-          \$410  = \r_data$292 [11:8];
-      3'h3:
-          \$410  = \r_data$293 [11:8];
-      3'h4:
-          \$410  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$411  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$411  = r_data[7:0];
-      3'h1:
-          \$411  = \r_data$291 [7:0];
-      3'h2:
-          \$411  = \r_data$292 [7:0];
-      3'h3:
-          \$411  = \r_data$293 [7:0];
-      3'h4:
-          \$411  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$412  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$412  = r_data[11:8];
-      3'h1:
-          \$412  = \r_data$291 [11:8];
-      3'h2:
-          \$412  = \r_data$292 [11:8];
-      3'h3:
-          \$412  = \r_data$293 [11:8];
-      3'h4:
-          \$412  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$413  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$413  = r_data[7:0];
-      3'h1:
-          \$413  = \r_data$291 [7:0];
-      3'h2:
-          \$413  = \r_data$292 [7:0];
-      3'h3:
-          \$413  = \r_data$293 [7:0];
-      3'h4:
-          \$413  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$415  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$415  = r_data[23:22];
-      3'h1:
-          \$415  = \r_data$291 [23:22];
-      3'h2:
-          \$415  = \r_data$292 [23:22];
-      3'h3:
-          \$415  = \r_data$293 [23:22];
-      3'h4:
-          \$415  = \r_data$294 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$418  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$418  = r_data[11:8];
-      3'h1:
-          \$418  = \r_data$291 [11:8];
-      3'h2:
-          \$418  = \r_data$292 [11:8];
-      3'h3:
-          \$418  = \r_data$293 [11:8];
-      3'h4:
-          \$418  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$421  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$421  = r_data[11:8];
-      3'h1:
-          \$421  = \r_data$291 [11:8];
-      3'h2:
-          \$421  = \r_data$292 [11:8];
-      3'h3:
-          \$421  = \r_data$293 [11:8];
-      3'h4:
-          \$421  = \r_data$294 [11:8];
+    casez (cpl_rr_sel)
+      2'h0:
+          \$435  = q0_list_item;
+      2'h1:
+          \$435  = q1_list_item;
+      2'h2:
+          \$435  = q2_list_item;
+      2'h3:
+          \$435  = q3_list_item;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$421 )
-      4'h0:
-          \$422  = q1_done[0];
-      4'h1:
-          \$422  = q1_done[1];
-      4'h2:
-          \$422  = q1_done[2];
-      4'h3:
-          \$422  = q1_done[3];
-      4'h4:
-          \$422  = q1_done[4];
-      4'h5:
-          \$422  = q1_done[5];
-      4'h6:
-          \$422  = q1_done[6];
-      4'h7:
-          \$422  = q1_done[7];
-      4'h8:
-          \$422  = q1_done[8];
-      4'h9:
-          \$422  = q1_done[9];
-      4'ha:
-          \$422  = q1_done[10];
-      4'hb:
-          \$422  = q1_done[11];
-      4'hc:
-          \$422  = q1_done[12];
-      4'hd:
-          \$422  = q1_done[13];
-      4'he:
-          \$422  = q1_done[14];
-      4'hf:
-          \$422  = q1_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$426  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$426  = r_data[11:8];
-      3'h1:
-          \$426  = \r_data$291 [11:8];
-      3'h2:
-          \$426  = \r_data$292 [11:8];
-      3'h3:
-          \$426  = \r_data$293 [11:8];
-      3'h4:
-          \$426  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$427  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$427  = r_data[7:0];
-      3'h1:
-          \$427  = \r_data$291 [7:0];
-      3'h2:
-          \$427  = \r_data$292 [7:0];
-      3'h3:
-          \$427  = \r_data$293 [7:0];
-      3'h4:
-          \$427  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$428  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$428  = r_data[11:8];
-      3'h1:
-          \$428  = \r_data$291 [11:8];
-      3'h2:
-          \$428  = \r_data$292 [11:8];
-      3'h3:
-          \$428  = \r_data$293 [11:8];
-      3'h4:
-          \$428  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$429  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$429  = r_data[7:0];
-      3'h1:
-          \$429  = \r_data$291 [7:0];
-      3'h2:
-          \$429  = \r_data$292 [7:0];
-      3'h3:
-          \$429  = \r_data$293 [7:0];
-      3'h4:
-          \$429  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$431  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$431  = r_data[23:22];
-      3'h1:
-          \$431  = \r_data$291 [23:22];
-      3'h2:
-          \$431  = \r_data$292 [23:22];
-      3'h3:
-          \$431  = \r_data$293 [23:22];
-      3'h4:
-          \$431  = \r_data$294 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$434  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$434  = r_data[11:8];
-      3'h1:
-          \$434  = \r_data$291 [11:8];
-      3'h2:
-          \$434  = \r_data$292 [11:8];
-      3'h3:
-          \$434  = \r_data$293 [11:8];
-      3'h4:
-          \$434  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$437  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$437  = r_data[11:8];
-      3'h1:
-          \$437  = \r_data$291 [11:8];
-      3'h2:
-          \$437  = \r_data$292 [11:8];
-      3'h3:
-          \$437  = \r_data$293 [11:8];
-      3'h4:
-          \$437  = \r_data$294 [11:8];
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_opcode = \$signature__data$212 [7:0];
+      2'h1:
+          cpl_opcode = \$signature__data$234 [7:0];
+      2'h2:
+          cpl_opcode = \$signature__data$256 [7:0];
+      2'h3:
+          cpl_opcode = \$signature__data$278 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$437 )
-      4'h0:
-          \$438  = q2_done[0];
-      4'h1:
-          \$438  = q2_done[1];
-      4'h2:
-          \$438  = q2_done[2];
-      4'h3:
-          \$438  = q2_done[3];
-      4'h4:
-          \$438  = q2_done[4];
-      4'h5:
-          \$438  = q2_done[5];
-      4'h6:
-          \$438  = q2_done[6];
-      4'h7:
-          \$438  = q2_done[7];
-      4'h8:
-          \$438  = q2_done[8];
-      4'h9:
-          \$438  = q2_done[9];
-      4'ha:
-          \$438  = q2_done[10];
-      4'hb:
-          \$438  = q2_done[11];
-      4'hc:
-          \$438  = q2_done[12];
-      4'hd:
-          \$438  = q2_done[13];
-      4'he:
-          \$438  = q2_done[14];
-      4'hf:
-          \$438  = q2_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$442  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$442  = r_data[11:8];
-      3'h1:
-          \$442  = \r_data$291 [11:8];
-      3'h2:
-          \$442  = \r_data$292 [11:8];
-      3'h3:
-          \$442  = \r_data$293 [11:8];
-      3'h4:
-          \$442  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$443  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$443  = r_data[7:0];
-      3'h1:
-          \$443  = \r_data$291 [7:0];
-      3'h2:
-          \$443  = \r_data$292 [7:0];
-      3'h3:
-          \$443  = \r_data$293 [7:0];
-      3'h4:
-          \$443  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$444  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$444  = r_data[11:8];
-      3'h1:
-          \$444  = \r_data$291 [11:8];
-      3'h2:
-          \$444  = \r_data$292 [11:8];
-      3'h3:
-          \$444  = \r_data$293 [11:8];
-      3'h4:
-          \$444  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$445  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$445  = r_data[7:0];
-      3'h1:
-          \$445  = \r_data$291 [7:0];
-      3'h2:
-          \$445  = \r_data$292 [7:0];
-      3'h3:
-          \$445  = \r_data$293 [7:0];
-      3'h4:
-          \$445  = \r_data$294 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$447  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$447  = r_data[23:22];
-      3'h1:
-          \$447  = \r_data$291 [23:22];
-      3'h2:
-          \$447  = \r_data$292 [23:22];
-      3'h3:
-          \$447  = \r_data$293 [23:22];
-      3'h4:
-          \$447  = \r_data$294 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$450  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$450  = r_data[11:8];
-      3'h1:
-          \$450  = \r_data$291 [11:8];
-      3'h2:
-          \$450  = \r_data$292 [11:8];
-      3'h3:
-          \$450  = \r_data$293 [11:8];
-      3'h4:
-          \$450  = \r_data$294 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$453  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$453  = r_data[11:8];
-      3'h1:
-          \$453  = \r_data$291 [11:8];
-      3'h2:
-          \$453  = \r_data$292 [11:8];
-      3'h3:
-          \$453  = \r_data$293 [11:8];
-      3'h4:
-          \$453  = \r_data$294 [11:8];
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_flags = \$signature__data$212 [15:8];
+      2'h1:
+          cpl_flags = \$signature__data$234 [15:8];
+      2'h2:
+          cpl_flags = \$signature__data$256 [15:8];
+      2'h3:
+          cpl_flags = \$signature__data$278 [15:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$453 )
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_irq = \$signature__data$212 [8];
+      2'h1:
+          cpl_irq = \$signature__data$234 [8];
+      2'h2:
+          cpl_irq = \$signature__data$256 [8];
+      2'h3:
+          cpl_irq = \$signature__data$278 [8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_tag = \$signature__data$212 [31:16];
+      2'h1:
+          cpl_tag = \$signature__data$234 [31:16];
+      2'h2:
+          cpl_tag = \$signature__data$256 [31:16];
+      2'h3:
+          cpl_tag = \$signature__data$278 [31:16];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_status = q0_cpl_status;
+      2'h1:
+          cpl_status = q1_cpl_status;
+      2'h2:
+          cpl_status = q2_cpl_status;
+      2'h3:
+          cpl_status = q3_cpl_status;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$436  = q0_cpl_status;
+      2'h1:
+          \$436  = q1_cpl_status;
+      2'h2:
+          \$436  = q2_cpl_status;
+      2'h3:
+          \$436  = q3_cpl_status;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$545  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$545  = r_data[23:22];
+      3'h1:
+          \$545  = \r_data$324 [23:22];
+      3'h2:
+          \$545  = \r_data$325 [23:22];
+      3'h3:
+          \$545  = \r_data$326 [23:22];
+      3'h4:
+          \$545  = \r_data$327 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$548  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$548  = r_data[11:8];
+      3'h1:
+          \$548  = \r_data$324 [11:8];
+      3'h2:
+          \$548  = \r_data$325 [11:8];
+      3'h3:
+          \$548  = \r_data$326 [11:8];
+      3'h4:
+          \$548  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$551  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$551  = r_data[11:8];
+      3'h1:
+          \$551  = \r_data$324 [11:8];
+      3'h2:
+          \$551  = \r_data$325 [11:8];
+      3'h3:
+          \$551  = \r_data$326 [11:8];
+      3'h4:
+          \$551  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$551 )
       4'h0:
-          \$454  = q3_done[0];
+          \$552  = q0_done[0];
       4'h1:
-          \$454  = q3_done[1];
+          \$552  = q0_done[1];
       4'h2:
-          \$454  = q3_done[2];
+          \$552  = q0_done[2];
       4'h3:
-          \$454  = q3_done[3];
+          \$552  = q0_done[3];
       4'h4:
-          \$454  = q3_done[4];
+          \$552  = q0_done[4];
       4'h5:
-          \$454  = q3_done[5];
+          \$552  = q0_done[5];
       4'h6:
-          \$454  = q3_done[6];
+          \$552  = q0_done[6];
       4'h7:
-          \$454  = q3_done[7];
+          \$552  = q0_done[7];
       4'h8:
-          \$454  = q3_done[8];
+          \$552  = q0_done[8];
       4'h9:
-          \$454  = q3_done[9];
+          \$552  = q0_done[9];
       4'ha:
-          \$454  = q3_done[10];
+          \$552  = q0_done[10];
       4'hb:
-          \$454  = q3_done[11];
+          \$552  = q0_done[11];
       4'hc:
-          \$454  = q3_done[12];
+          \$552  = q0_done[12];
       4'hd:
-          \$454  = q3_done[13];
+          \$552  = q0_done[13];
       4'he:
-          \$454  = q3_done[14];
+          \$552  = q0_done[14];
       4'hf:
-          \$454  = q3_done[15];
+          \$552  = q0_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$458  = 4'h0;
+    \$556  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$458  = r_data[11:8];
+          \$556  = r_data[11:8];
       3'h1:
-          \$458  = \r_data$291 [11:8];
+          \$556  = \r_data$324 [11:8];
       3'h2:
-          \$458  = \r_data$292 [11:8];
+          \$556  = \r_data$325 [11:8];
       3'h3:
-          \$458  = \r_data$293 [11:8];
+          \$556  = \r_data$326 [11:8];
       3'h4:
-          \$458  = \r_data$294 [11:8];
+          \$556  = \r_data$327 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$459  = 8'h00;
+    \$557  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$459  = r_data[7:0];
+          \$557  = r_data[7:0];
       3'h1:
-          \$459  = \r_data$291 [7:0];
+          \$557  = \r_data$324 [7:0];
       3'h2:
-          \$459  = \r_data$292 [7:0];
+          \$557  = \r_data$325 [7:0];
       3'h3:
-          \$459  = \r_data$293 [7:0];
+          \$557  = \r_data$326 [7:0];
       3'h4:
-          \$459  = \r_data$294 [7:0];
+          \$557  = \r_data$327 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$460  = 4'h0;
+    \$558  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$460  = r_data[11:8];
+          \$558  = r_data[11:8];
       3'h1:
-          \$460  = \r_data$291 [11:8];
+          \$558  = \r_data$324 [11:8];
       3'h2:
-          \$460  = \r_data$292 [11:8];
+          \$558  = \r_data$325 [11:8];
       3'h3:
-          \$460  = \r_data$293 [11:8];
+          \$558  = \r_data$326 [11:8];
       3'h4:
-          \$460  = \r_data$294 [11:8];
+          \$558  = \r_data$327 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$461  = 8'h00;
+    \$559  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$461  = r_data[7:0];
+          \$559  = r_data[7:0];
       3'h1:
-          \$461  = \r_data$291 [7:0];
+          \$559  = \r_data$324 [7:0];
       3'h2:
-          \$461  = \r_data$292 [7:0];
+          \$559  = \r_data$325 [7:0];
       3'h3:
-          \$461  = \r_data$293 [7:0];
+          \$559  = \r_data$326 [7:0];
       3'h4:
-          \$461  = \r_data$294 [7:0];
+          \$559  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$561  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$561  = r_data[23:22];
+      3'h1:
+          \$561  = \r_data$324 [23:22];
+      3'h2:
+          \$561  = \r_data$325 [23:22];
+      3'h3:
+          \$561  = \r_data$326 [23:22];
+      3'h4:
+          \$561  = \r_data$327 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$564  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$564  = r_data[11:8];
+      3'h1:
+          \$564  = \r_data$324 [11:8];
+      3'h2:
+          \$564  = \r_data$325 [11:8];
+      3'h3:
+          \$564  = \r_data$326 [11:8];
+      3'h4:
+          \$564  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$567  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$567  = r_data[11:8];
+      3'h1:
+          \$567  = \r_data$324 [11:8];
+      3'h2:
+          \$567  = \r_data$325 [11:8];
+      3'h3:
+          \$567  = \r_data$326 [11:8];
+      3'h4:
+          \$567  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$567 )
+      4'h0:
+          \$568  = q1_done[0];
+      4'h1:
+          \$568  = q1_done[1];
+      4'h2:
+          \$568  = q1_done[2];
+      4'h3:
+          \$568  = q1_done[3];
+      4'h4:
+          \$568  = q1_done[4];
+      4'h5:
+          \$568  = q1_done[5];
+      4'h6:
+          \$568  = q1_done[6];
+      4'h7:
+          \$568  = q1_done[7];
+      4'h8:
+          \$568  = q1_done[8];
+      4'h9:
+          \$568  = q1_done[9];
+      4'ha:
+          \$568  = q1_done[10];
+      4'hb:
+          \$568  = q1_done[11];
+      4'hc:
+          \$568  = q1_done[12];
+      4'hd:
+          \$568  = q1_done[13];
+      4'he:
+          \$568  = q1_done[14];
+      4'hf:
+          \$568  = q1_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$572  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$572  = r_data[11:8];
+      3'h1:
+          \$572  = \r_data$324 [11:8];
+      3'h2:
+          \$572  = \r_data$325 [11:8];
+      3'h3:
+          \$572  = \r_data$326 [11:8];
+      3'h4:
+          \$572  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$573  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$573  = r_data[7:0];
+      3'h1:
+          \$573  = \r_data$324 [7:0];
+      3'h2:
+          \$573  = \r_data$325 [7:0];
+      3'h3:
+          \$573  = \r_data$326 [7:0];
+      3'h4:
+          \$573  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$574  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$574  = r_data[11:8];
+      3'h1:
+          \$574  = \r_data$324 [11:8];
+      3'h2:
+          \$574  = \r_data$325 [11:8];
+      3'h3:
+          \$574  = \r_data$326 [11:8];
+      3'h4:
+          \$574  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$575  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$575  = r_data[7:0];
+      3'h1:
+          \$575  = \r_data$324 [7:0];
+      3'h2:
+          \$575  = \r_data$325 [7:0];
+      3'h3:
+          \$575  = \r_data$326 [7:0];
+      3'h4:
+          \$575  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$577  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$577  = r_data[23:22];
+      3'h1:
+          \$577  = \r_data$324 [23:22];
+      3'h2:
+          \$577  = \r_data$325 [23:22];
+      3'h3:
+          \$577  = \r_data$326 [23:22];
+      3'h4:
+          \$577  = \r_data$327 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$580  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$580  = r_data[11:8];
+      3'h1:
+          \$580  = \r_data$324 [11:8];
+      3'h2:
+          \$580  = \r_data$325 [11:8];
+      3'h3:
+          \$580  = \r_data$326 [11:8];
+      3'h4:
+          \$580  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$583  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$583  = r_data[11:8];
+      3'h1:
+          \$583  = \r_data$324 [11:8];
+      3'h2:
+          \$583  = \r_data$325 [11:8];
+      3'h3:
+          \$583  = \r_data$326 [11:8];
+      3'h4:
+          \$583  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$583 )
+      4'h0:
+          \$584  = q2_done[0];
+      4'h1:
+          \$584  = q2_done[1];
+      4'h2:
+          \$584  = q2_done[2];
+      4'h3:
+          \$584  = q2_done[3];
+      4'h4:
+          \$584  = q2_done[4];
+      4'h5:
+          \$584  = q2_done[5];
+      4'h6:
+          \$584  = q2_done[6];
+      4'h7:
+          \$584  = q2_done[7];
+      4'h8:
+          \$584  = q2_done[8];
+      4'h9:
+          \$584  = q2_done[9];
+      4'ha:
+          \$584  = q2_done[10];
+      4'hb:
+          \$584  = q2_done[11];
+      4'hc:
+          \$584  = q2_done[12];
+      4'hd:
+          \$584  = q2_done[13];
+      4'he:
+          \$584  = q2_done[14];
+      4'hf:
+          \$584  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$588  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$588  = r_data[11:8];
+      3'h1:
+          \$588  = \r_data$324 [11:8];
+      3'h2:
+          \$588  = \r_data$325 [11:8];
+      3'h3:
+          \$588  = \r_data$326 [11:8];
+      3'h4:
+          \$588  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$589  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$589  = r_data[7:0];
+      3'h1:
+          \$589  = \r_data$324 [7:0];
+      3'h2:
+          \$589  = \r_data$325 [7:0];
+      3'h3:
+          \$589  = \r_data$326 [7:0];
+      3'h4:
+          \$589  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$590  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$590  = r_data[11:8];
+      3'h1:
+          \$590  = \r_data$324 [11:8];
+      3'h2:
+          \$590  = \r_data$325 [11:8];
+      3'h3:
+          \$590  = \r_data$326 [11:8];
+      3'h4:
+          \$590  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$591  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$591  = r_data[7:0];
+      3'h1:
+          \$591  = \r_data$324 [7:0];
+      3'h2:
+          \$591  = \r_data$325 [7:0];
+      3'h3:
+          \$591  = \r_data$326 [7:0];
+      3'h4:
+          \$591  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$593  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$593  = r_data[23:22];
+      3'h1:
+          \$593  = \r_data$324 [23:22];
+      3'h2:
+          \$593  = \r_data$325 [23:22];
+      3'h3:
+          \$593  = \r_data$326 [23:22];
+      3'h4:
+          \$593  = \r_data$327 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$596  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$596  = r_data[11:8];
+      3'h1:
+          \$596  = \r_data$324 [11:8];
+      3'h2:
+          \$596  = \r_data$325 [11:8];
+      3'h3:
+          \$596  = \r_data$326 [11:8];
+      3'h4:
+          \$596  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$599  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$599  = r_data[11:8];
+      3'h1:
+          \$599  = \r_data$324 [11:8];
+      3'h2:
+          \$599  = \r_data$325 [11:8];
+      3'h3:
+          \$599  = \r_data$326 [11:8];
+      3'h4:
+          \$599  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$599 )
+      4'h0:
+          \$600  = q3_done[0];
+      4'h1:
+          \$600  = q3_done[1];
+      4'h2:
+          \$600  = q3_done[2];
+      4'h3:
+          \$600  = q3_done[3];
+      4'h4:
+          \$600  = q3_done[4];
+      4'h5:
+          \$600  = q3_done[5];
+      4'h6:
+          \$600  = q3_done[6];
+      4'h7:
+          \$600  = q3_done[7];
+      4'h8:
+          \$600  = q3_done[8];
+      4'h9:
+          \$600  = q3_done[9];
+      4'ha:
+          \$600  = q3_done[10];
+      4'hb:
+          \$600  = q3_done[11];
+      4'hc:
+          \$600  = q3_done[12];
+      4'hd:
+          \$600  = q3_done[13];
+      4'he:
+          \$600  = q3_done[14];
+      4'hf:
+          \$600  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$604  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$604  = r_data[11:8];
+      3'h1:
+          \$604  = \r_data$324 [11:8];
+      3'h2:
+          \$604  = \r_data$325 [11:8];
+      3'h3:
+          \$604  = \r_data$326 [11:8];
+      3'h4:
+          \$604  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$605  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$605  = r_data[7:0];
+      3'h1:
+          \$605  = \r_data$324 [7:0];
+      3'h2:
+          \$605  = \r_data$325 [7:0];
+      3'h3:
+          \$605  = \r_data$326 [7:0];
+      3'h4:
+          \$605  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$606  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$606  = r_data[11:8];
+      3'h1:
+          \$606  = \r_data$324 [11:8];
+      3'h2:
+          \$606  = \r_data$325 [11:8];
+      3'h3:
+          \$606  = \r_data$326 [11:8];
+      3'h4:
+          \$606  = \r_data$327 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$607  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$607  = r_data[7:0];
+      3'h1:
+          \$607  = \r_data$324 [7:0];
+      3'h2:
+          \$607  = \r_data$325 [7:0];
+      3'h3:
+          \$607  = \r_data$326 [7:0];
+      3'h4:
+          \$607  = \r_data$327 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$610  = q0_status0;
+      4'h1:
+          \$610  = q0_status1;
+      4'h2:
+          \$610  = q0_status2;
+      4'h3:
+          \$610  = q0_status3;
+      4'h4:
+          \$610  = q0_status4;
+      4'h5:
+          \$610  = q0_status5;
+      4'h6:
+          \$610  = q0_status6;
+      4'h7:
+          \$610  = q0_status7;
+      4'h8:
+          \$610  = q0_status8;
+      4'h9:
+          \$610  = q0_status9;
+      4'ha:
+          \$610  = q0_status10;
+      4'hb:
+          \$610  = q0_status11;
+      4'hc:
+          \$610  = q0_status12;
+      4'hd:
+          \$610  = q0_status13;
+      4'he:
+          \$610  = q0_status14;
+      4'hf:
+          \$610  = q0_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$614  = q0_status0;
+      4'h1:
+          \$614  = q0_status1;
+      4'h2:
+          \$614  = q0_status2;
+      4'h3:
+          \$614  = q0_status3;
+      4'h4:
+          \$614  = q0_status4;
+      4'h5:
+          \$614  = q0_status5;
+      4'h6:
+          \$614  = q0_status6;
+      4'h7:
+          \$614  = q0_status7;
+      4'h8:
+          \$614  = q0_status8;
+      4'h9:
+          \$614  = q0_status9;
+      4'ha:
+          \$614  = q0_status10;
+      4'hb:
+          \$614  = q0_status11;
+      4'hc:
+          \$614  = q0_status12;
+      4'hd:
+          \$614  = q0_status13;
+      4'he:
+          \$614  = q0_status14;
+      4'hf:
+          \$614  = q0_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$617  = q1_status0;
+      4'h1:
+          \$617  = q1_status1;
+      4'h2:
+          \$617  = q1_status2;
+      4'h3:
+          \$617  = q1_status3;
+      4'h4:
+          \$617  = q1_status4;
+      4'h5:
+          \$617  = q1_status5;
+      4'h6:
+          \$617  = q1_status6;
+      4'h7:
+          \$617  = q1_status7;
+      4'h8:
+          \$617  = q1_status8;
+      4'h9:
+          \$617  = q1_status9;
+      4'ha:
+          \$617  = q1_status10;
+      4'hb:
+          \$617  = q1_status11;
+      4'hc:
+          \$617  = q1_status12;
+      4'hd:
+          \$617  = q1_status13;
+      4'he:
+          \$617  = q1_status14;
+      4'hf:
+          \$617  = q1_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$621  = q1_status0;
+      4'h1:
+          \$621  = q1_status1;
+      4'h2:
+          \$621  = q1_status2;
+      4'h3:
+          \$621  = q1_status3;
+      4'h4:
+          \$621  = q1_status4;
+      4'h5:
+          \$621  = q1_status5;
+      4'h6:
+          \$621  = q1_status6;
+      4'h7:
+          \$621  = q1_status7;
+      4'h8:
+          \$621  = q1_status8;
+      4'h9:
+          \$621  = q1_status9;
+      4'ha:
+          \$621  = q1_status10;
+      4'hb:
+          \$621  = q1_status11;
+      4'hc:
+          \$621  = q1_status12;
+      4'hd:
+          \$621  = q1_status13;
+      4'he:
+          \$621  = q1_status14;
+      4'hf:
+          \$621  = q1_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$624  = q2_status0;
+      4'h1:
+          \$624  = q2_status1;
+      4'h2:
+          \$624  = q2_status2;
+      4'h3:
+          \$624  = q2_status3;
+      4'h4:
+          \$624  = q2_status4;
+      4'h5:
+          \$624  = q2_status5;
+      4'h6:
+          \$624  = q2_status6;
+      4'h7:
+          \$624  = q2_status7;
+      4'h8:
+          \$624  = q2_status8;
+      4'h9:
+          \$624  = q2_status9;
+      4'ha:
+          \$624  = q2_status10;
+      4'hb:
+          \$624  = q2_status11;
+      4'hc:
+          \$624  = q2_status12;
+      4'hd:
+          \$624  = q2_status13;
+      4'he:
+          \$624  = q2_status14;
+      4'hf:
+          \$624  = q2_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$628  = q2_status0;
+      4'h1:
+          \$628  = q2_status1;
+      4'h2:
+          \$628  = q2_status2;
+      4'h3:
+          \$628  = q2_status3;
+      4'h4:
+          \$628  = q2_status4;
+      4'h5:
+          \$628  = q2_status5;
+      4'h6:
+          \$628  = q2_status6;
+      4'h7:
+          \$628  = q2_status7;
+      4'h8:
+          \$628  = q2_status8;
+      4'h9:
+          \$628  = q2_status9;
+      4'ha:
+          \$628  = q2_status10;
+      4'hb:
+          \$628  = q2_status11;
+      4'hc:
+          \$628  = q2_status12;
+      4'hd:
+          \$628  = q2_status13;
+      4'he:
+          \$628  = q2_status14;
+      4'hf:
+          \$628  = q2_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$631  = q3_status0;
+      4'h1:
+          \$631  = q3_status1;
+      4'h2:
+          \$631  = q3_status2;
+      4'h3:
+          \$631  = q3_status3;
+      4'h4:
+          \$631  = q3_status4;
+      4'h5:
+          \$631  = q3_status5;
+      4'h6:
+          \$631  = q3_status6;
+      4'h7:
+          \$631  = q3_status7;
+      4'h8:
+          \$631  = q3_status8;
+      4'h9:
+          \$631  = q3_status9;
+      4'ha:
+          \$631  = q3_status10;
+      4'hb:
+          \$631  = q3_status11;
+      4'hc:
+          \$631  = q3_status12;
+      4'hd:
+          \$631  = q3_status13;
+      4'he:
+          \$631  = q3_status14;
+      4'hf:
+          \$631  = q3_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$635  = q3_status0;
+      4'h1:
+          \$635  = q3_status1;
+      4'h2:
+          \$635  = q3_status2;
+      4'h3:
+          \$635  = q3_status3;
+      4'h4:
+          \$635  = q3_status4;
+      4'h5:
+          \$635  = q3_status5;
+      4'h6:
+          \$635  = q3_status6;
+      4'h7:
+          \$635  = q3_status7;
+      4'h8:
+          \$635  = q3_status8;
+      4'h9:
+          \$635  = q3_status9;
+      4'ha:
+          \$635  = q3_status10;
+      4'hb:
+          \$635  = q3_status11;
+      4'hc:
+          \$635  = q3_status12;
+      4'hd:
+          \$635  = q3_status13;
+      4'he:
+          \$635  = q3_status14;
+      4'hf:
+          \$635  = q3_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$646  = \$signature__data$212 [33];
+      2'h1:
+          \$646  = \$signature__data$234 [33];
+      2'h2:
+          \$646  = \$signature__data$256 [33];
+      2'h3:
+          \$646  = \$signature__data$278 [33];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$656  = \$signature__data$212 [33];
+      2'h1:
+          \$656  = \$signature__data$234 [33];
+      2'h2:
+          \$656  = \$signature__data$256 [33];
+      2'h3:
+          \$656  = \$signature__data$278 [33];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$666  = \$signature__data$212 [33];
+      2'h1:
+          \$666  = \$signature__data$234 [33];
+      2'h2:
+          \$666  = \$signature__data$256 [33];
+      2'h3:
+          \$666  = \$signature__data$278 [33];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$676  = \$signature__data$212 [33];
+      2'h1:
+          \$676  = \$signature__data$234 [33];
+      2'h2:
+          \$676  = \$signature__data$256 [33];
+      2'h3:
+          \$676  = \$signature__data$278 [33];
     endcase
   end
   always @* begin
@@ -40425,17 +42052,17 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     submit = 1'h0;
-    if (q0_issue) begin
-      submit = \$278 ;
+    if (\$367 ) begin
+      submit = \$370 ;
     end
-    if (q1_issue) begin
-      submit = \$280 ;
+    if (\$373 ) begin
+      submit = \$376 ;
     end
-    if (q2_issue) begin
-      submit = \$282 ;
+    if (\$379 ) begin
+      submit = \$382 ;
     end
-    if (q3_issue) begin
-      submit = \$284 ;
+    if (\$385 ) begin
+      submit = \$388 ;
     end
   end
   always @* begin
@@ -40447,85 +42074,85 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$176 ) begin
+          if (\r_rdy$196 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$175 ) begin
+          if (\r_rdy$195 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$174 ) begin
+          if (\r_rdy$194 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$173 ) begin
+          if (\r_rdy$193 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$173 ) begin
+          if (\r_rdy$193 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$176 ) begin
+          if (\r_rdy$196 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$175 ) begin
+          if (\r_rdy$195 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$174 ) begin
+          if (\r_rdy$194 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$174 ) begin
+          if (\r_rdy$194 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$173 ) begin
+          if (\r_rdy$193 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$176 ) begin
+          if (\r_rdy$196 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$175 ) begin
+          if (\r_rdy$195 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$175 ) begin
+          if (\r_rdy$195 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$174 ) begin
+          if (\r_rdy$194 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$173 ) begin
+          if (\r_rdy$193 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$176 ) begin
+          if (\r_rdy$196 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$176 ) begin
+          if (\r_rdy$196 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$175 ) begin
+          if (\r_rdy$195 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$174 ) begin
+          if (\r_rdy$194 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$173 ) begin
+          if (\r_rdy$193 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -40603,1273 +42230,363 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$502  = issue_rr_last;
+    \$708  = issue_rr_last;
     if (issue_rr_any) begin
-      \$502  = issue_rr_sel;
+      \$708  = issue_rr_sel;
     end
     if (rst) begin
-      \$502  = 2'h3;
+      \$708  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$503  = events;
-    if (q0_issue) begin
+    \$709  = events;
+    if (\$458 ) begin
       if (q0_head_signal_event) begin
         (* full_case = 32'd1 *)
-        casez (q__0__head[35:32])
+        casez (\port$5717$0 [35:32])
           4'h0:
-              \$503 [31:0] = q__0__head[95:64];
+              \$709 [31:0] = \port$5717$0 [95:64];
           4'h1:
-              \$503 [63:32] = q__0__head[95:64];
+              \$709 [63:32] = \port$5717$0 [95:64];
           4'h2:
-              \$503 [95:64] = q__0__head[95:64];
+              \$709 [95:64] = \port$5717$0 [95:64];
           4'h3:
-              \$503 [127:96] = q__0__head[95:64];
+              \$709 [127:96] = \port$5717$0 [95:64];
           4'h4:
-              \$503 [159:128] = q__0__head[95:64];
+              \$709 [159:128] = \port$5717$0 [95:64];
           4'h5:
-              \$503 [191:160] = q__0__head[95:64];
+              \$709 [191:160] = \port$5717$0 [95:64];
           4'h6:
-              \$503 [223:192] = q__0__head[95:64];
+              \$709 [223:192] = \port$5717$0 [95:64];
           4'h7:
-              \$503 [255:224] = q__0__head[95:64];
+              \$709 [255:224] = \port$5717$0 [95:64];
           4'h8:
-              \$503 [287:256] = q__0__head[95:64];
+              \$709 [287:256] = \port$5717$0 [95:64];
           4'h9:
-              \$503 [319:288] = q__0__head[95:64];
+              \$709 [319:288] = \port$5717$0 [95:64];
           4'ha:
-              \$503 [351:320] = q__0__head[95:64];
+              \$709 [351:320] = \port$5717$0 [95:64];
           4'hb:
-              \$503 [383:352] = q__0__head[95:64];
+              \$709 [383:352] = \port$5717$0 [95:64];
           4'hc:
-              \$503 [415:384] = q__0__head[95:64];
+              \$709 [415:384] = \port$5717$0 [95:64];
           4'hd:
-              \$503 [447:416] = q__0__head[95:64];
+              \$709 [447:416] = \port$5717$0 [95:64];
           4'he:
-              \$503 [479:448] = q__0__head[95:64];
+              \$709 [479:448] = \port$5717$0 [95:64];
           4'hf:
-              \$503 [511:480] = q__0__head[95:64];
+              \$709 [511:480] = \port$5717$0 [95:64];
         endcase
       end
     end
-    if (q1_issue) begin
+    if (\$470 ) begin
       if (q1_head_signal_event) begin
         (* full_case = 32'd1 *)
-        casez (q__1__head[35:32])
+        casez (\port$5747$0 [35:32])
           4'h0:
-              \$503 [31:0] = q__1__head[95:64];
+              \$709 [31:0] = \port$5747$0 [95:64];
           4'h1:
-              \$503 [63:32] = q__1__head[95:64];
+              \$709 [63:32] = \port$5747$0 [95:64];
           4'h2:
-              \$503 [95:64] = q__1__head[95:64];
+              \$709 [95:64] = \port$5747$0 [95:64];
           4'h3:
-              \$503 [127:96] = q__1__head[95:64];
+              \$709 [127:96] = \port$5747$0 [95:64];
           4'h4:
-              \$503 [159:128] = q__1__head[95:64];
+              \$709 [159:128] = \port$5747$0 [95:64];
           4'h5:
-              \$503 [191:160] = q__1__head[95:64];
+              \$709 [191:160] = \port$5747$0 [95:64];
           4'h6:
-              \$503 [223:192] = q__1__head[95:64];
+              \$709 [223:192] = \port$5747$0 [95:64];
           4'h7:
-              \$503 [255:224] = q__1__head[95:64];
+              \$709 [255:224] = \port$5747$0 [95:64];
           4'h8:
-              \$503 [287:256] = q__1__head[95:64];
+              \$709 [287:256] = \port$5747$0 [95:64];
           4'h9:
-              \$503 [319:288] = q__1__head[95:64];
+              \$709 [319:288] = \port$5747$0 [95:64];
           4'ha:
-              \$503 [351:320] = q__1__head[95:64];
+              \$709 [351:320] = \port$5747$0 [95:64];
           4'hb:
-              \$503 [383:352] = q__1__head[95:64];
+              \$709 [383:352] = \port$5747$0 [95:64];
           4'hc:
-              \$503 [415:384] = q__1__head[95:64];
+              \$709 [415:384] = \port$5747$0 [95:64];
           4'hd:
-              \$503 [447:416] = q__1__head[95:64];
+              \$709 [447:416] = \port$5747$0 [95:64];
           4'he:
-              \$503 [479:448] = q__1__head[95:64];
+              \$709 [479:448] = \port$5747$0 [95:64];
           4'hf:
-              \$503 [511:480] = q__1__head[95:64];
+              \$709 [511:480] = \port$5747$0 [95:64];
         endcase
       end
     end
-    if (q2_issue) begin
+    if (\$482 ) begin
       if (q2_head_signal_event) begin
         (* full_case = 32'd1 *)
-        casez (q__2__head[35:32])
+        casez (\port$5777$0 [35:32])
           4'h0:
-              \$503 [31:0] = q__2__head[95:64];
+              \$709 [31:0] = \port$5777$0 [95:64];
           4'h1:
-              \$503 [63:32] = q__2__head[95:64];
+              \$709 [63:32] = \port$5777$0 [95:64];
           4'h2:
-              \$503 [95:64] = q__2__head[95:64];
+              \$709 [95:64] = \port$5777$0 [95:64];
           4'h3:
-              \$503 [127:96] = q__2__head[95:64];
+              \$709 [127:96] = \port$5777$0 [95:64];
           4'h4:
-              \$503 [159:128] = q__2__head[95:64];
+              \$709 [159:128] = \port$5777$0 [95:64];
           4'h5:
-              \$503 [191:160] = q__2__head[95:64];
+              \$709 [191:160] = \port$5777$0 [95:64];
           4'h6:
-              \$503 [223:192] = q__2__head[95:64];
+              \$709 [223:192] = \port$5777$0 [95:64];
           4'h7:
-              \$503 [255:224] = q__2__head[95:64];
+              \$709 [255:224] = \port$5777$0 [95:64];
           4'h8:
-              \$503 [287:256] = q__2__head[95:64];
+              \$709 [287:256] = \port$5777$0 [95:64];
           4'h9:
-              \$503 [319:288] = q__2__head[95:64];
+              \$709 [319:288] = \port$5777$0 [95:64];
           4'ha:
-              \$503 [351:320] = q__2__head[95:64];
+              \$709 [351:320] = \port$5777$0 [95:64];
           4'hb:
-              \$503 [383:352] = q__2__head[95:64];
+              \$709 [383:352] = \port$5777$0 [95:64];
           4'hc:
-              \$503 [415:384] = q__2__head[95:64];
+              \$709 [415:384] = \port$5777$0 [95:64];
           4'hd:
-              \$503 [447:416] = q__2__head[95:64];
+              \$709 [447:416] = \port$5777$0 [95:64];
           4'he:
-              \$503 [479:448] = q__2__head[95:64];
+              \$709 [479:448] = \port$5777$0 [95:64];
           4'hf:
-              \$503 [511:480] = q__2__head[95:64];
+              \$709 [511:480] = \port$5777$0 [95:64];
         endcase
       end
     end
-    if (q3_issue) begin
+    if (\$494 ) begin
       if (q3_head_signal_event) begin
         (* full_case = 32'd1 *)
-        casez (q__3__head[35:32])
+        casez (\port$5807$0 [35:32])
           4'h0:
-              \$503 [31:0] = q__3__head[95:64];
+              \$709 [31:0] = \port$5807$0 [95:64];
           4'h1:
-              \$503 [63:32] = q__3__head[95:64];
+              \$709 [63:32] = \port$5807$0 [95:64];
           4'h2:
-              \$503 [95:64] = q__3__head[95:64];
+              \$709 [95:64] = \port$5807$0 [95:64];
           4'h3:
-              \$503 [127:96] = q__3__head[95:64];
+              \$709 [127:96] = \port$5807$0 [95:64];
           4'h4:
-              \$503 [159:128] = q__3__head[95:64];
+              \$709 [159:128] = \port$5807$0 [95:64];
           4'h5:
-              \$503 [191:160] = q__3__head[95:64];
+              \$709 [191:160] = \port$5807$0 [95:64];
           4'h6:
-              \$503 [223:192] = q__3__head[95:64];
+              \$709 [223:192] = \port$5807$0 [95:64];
           4'h7:
-              \$503 [255:224] = q__3__head[95:64];
+              \$709 [255:224] = \port$5807$0 [95:64];
           4'h8:
-              \$503 [287:256] = q__3__head[95:64];
+              \$709 [287:256] = \port$5807$0 [95:64];
           4'h9:
-              \$503 [319:288] = q__3__head[95:64];
+              \$709 [319:288] = \port$5807$0 [95:64];
           4'ha:
-              \$503 [351:320] = q__3__head[95:64];
+              \$709 [351:320] = \port$5807$0 [95:64];
           4'hb:
-              \$503 [383:352] = q__3__head[95:64];
+              \$709 [383:352] = \port$5807$0 [95:64];
           4'hc:
-              \$503 [415:384] = q__3__head[95:64];
+              \$709 [415:384] = \port$5807$0 [95:64];
           4'hd:
-              \$503 [447:416] = q__3__head[95:64];
+              \$709 [447:416] = \port$5807$0 [95:64];
           4'he:
-              \$503 [479:448] = q__3__head[95:64];
+              \$709 [479:448] = \port$5807$0 [95:64];
           4'hf:
-              \$503 [511:480] = q__3__head[95:64];
+              \$709 [511:480] = \port$5807$0 [95:64];
         endcase
       end
     end
     if (hold) begin
-      \$503 [31:0] = 32'd0;
-      \$503 [63:32] = 32'd0;
-      \$503 [95:64] = 32'd0;
-      \$503 [127:96] = 32'd0;
-      \$503 [159:128] = 32'd0;
-      \$503 [191:160] = 32'd0;
-      \$503 [223:192] = 32'd0;
-      \$503 [255:224] = 32'd0;
-      \$503 [287:256] = 32'd0;
-      \$503 [319:288] = 32'd0;
-      \$503 [351:320] = 32'd0;
-      \$503 [383:352] = 32'd0;
-      \$503 [415:384] = 32'd0;
-      \$503 [447:416] = 32'd0;
-      \$503 [479:448] = 32'd0;
-      \$503 [511:480] = 32'd0;
+      \$709 [31:0] = 32'd0;
+      \$709 [63:32] = 32'd0;
+      \$709 [95:64] = 32'd0;
+      \$709 [127:96] = 32'd0;
+      \$709 [159:128] = 32'd0;
+      \$709 [191:160] = 32'd0;
+      \$709 [223:192] = 32'd0;
+      \$709 [255:224] = 32'd0;
+      \$709 [287:256] = 32'd0;
+      \$709 [319:288] = 32'd0;
+      \$709 [351:320] = 32'd0;
+      \$709 [383:352] = 32'd0;
+      \$709 [415:384] = 32'd0;
+      \$709 [447:416] = 32'd0;
+      \$709 [479:448] = 32'd0;
+      \$709 [511:480] = 32'd0;
     end
     if (rst) begin
-      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$709  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$504  = q0_h;
-    if (\$327 ) begin
-      \$504  = \$328 [4:0];
-    end
-    if (q__0__cleared) begin
-      \$504  = 5'h00;
-    end
-    if (rst) begin
-      \$504  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$505  = q0_done;
-    if (\$327 ) begin
-      (* full_case = 32'd1 *)
-      casez (q0_h[3:0])
-        4'h0:
-            \$505 [0] = \$331 ;
-        4'h1:
-            \$505 [1] = \$331 ;
-        4'h2:
-            \$505 [2] = \$331 ;
-        4'h3:
-            \$505 [3] = \$331 ;
-        4'h4:
-            \$505 [4] = \$331 ;
-        4'h5:
-            \$505 [5] = \$331 ;
-        4'h6:
-            \$505 [6] = \$331 ;
-        4'h7:
-            \$505 [7] = \$331 ;
-        4'h8:
-            \$505 [8] = \$331 ;
-        4'h9:
-            \$505 [9] = \$331 ;
-        4'ha:
-            \$505 [10] = \$331 ;
-        4'hb:
-            \$505 [11] = \$331 ;
-        4'hc:
-            \$505 [12] = \$331 ;
-        4'hd:
-            \$505 [13] = \$331 ;
-        4'he:
-            \$505 [14] = \$331 ;
-        4'hf:
-            \$505 [15] = \$331 ;
-      endcase
-    end
-    if (\$409 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$410 )
-        4'h0:
-            \$505 [0] = 1'h1;
-        4'h1:
-            \$505 [1] = 1'h1;
-        4'h2:
-            \$505 [2] = 1'h1;
-        4'h3:
-            \$505 [3] = 1'h1;
-        4'h4:
-            \$505 [4] = 1'h1;
-        4'h5:
-            \$505 [5] = 1'h1;
-        4'h6:
-            \$505 [6] = 1'h1;
-        4'h7:
-            \$505 [7] = 1'h1;
-        4'h8:
-            \$505 [8] = 1'h1;
-        4'h9:
-            \$505 [9] = 1'h1;
-        4'ha:
-            \$505 [10] = 1'h1;
-        4'hb:
-            \$505 [11] = 1'h1;
-        4'hc:
-            \$505 [12] = 1'h1;
-        4'hd:
-            \$505 [13] = 1'h1;
-        4'he:
-            \$505 [14] = 1'h1;
-        4'hf:
-            \$505 [15] = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$505  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$506  = q0_status0;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            \$506  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            \$506  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$506  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$507  = q0_status1;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$507  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$507  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$507  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$508  = q0_status2;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$508  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$508  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$508  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$509  = q0_status3;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$509  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$509  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$509  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$510  = q0_status4;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$510  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$510  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$510  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$511  = q0_status5;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$511  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$511  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$511  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$512  = q0_status6;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$512  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$512  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$512  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$513  = q0_status7;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$513  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$513  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$513  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$514  = q0_status8;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$514  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$514  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$514  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$515  = q0_status9;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$515  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$515  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$515  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$516  = q0_status10;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$516  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$516  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$516  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$517  = q0_status11;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$517  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$517  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$517  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$518  = q0_status12;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$518  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$518  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$518  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$519  = q0_status13;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$519  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$519  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$519  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$520  = q0_status14;
-    if (\$327 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$520  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$520  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$520  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$521  = q0_status15;
-    if (\$327 ) begin
-      (* full_case = 32'd1 *)
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$521  = \$332 ;
-      endcase
-    end
-    if (\$409 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$412 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$521  = \$411 ;
-      endcase
-    end
-    if (rst) begin
-      \$521  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$522  = q0_failed;
-    if (\$334 ) begin
-      \$522  = 1'h1;
-    end
-    if (\$409 ) begin
-      if (\$414 ) begin
-        \$522  = 1'h1;
-      end
+    \$710  = q0_h;
+    if (\$459 ) begin
+      \$710  = \$460 [4:0];
     end
     if (q__0__cleared) begin
-      \$522  = 1'h0;
+      \$710  = 5'h00;
     end
     if (rst) begin
-      \$522  = 1'h0;
+      \$710  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$523  = q1_h;
-    if (\$335 ) begin
-      \$523  = \$336 [4:0];
-    end
-    if (q__1__cleared) begin
-      \$523  = 5'h00;
-    end
-    if (rst) begin
-      \$523  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$524  = q1_done;
-    if (\$335 ) begin
+    \$711  = q0_done;
+    if (\$459 ) begin
       (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
+      casez (q0_h[3:0])
         4'h0:
-            \$524 [0] = \$339 ;
+            \$711 [0] = \$465 ;
         4'h1:
-            \$524 [1] = \$339 ;
+            \$711 [1] = \$465 ;
         4'h2:
-            \$524 [2] = \$339 ;
+            \$711 [2] = \$465 ;
         4'h3:
-            \$524 [3] = \$339 ;
+            \$711 [3] = \$465 ;
         4'h4:
-            \$524 [4] = \$339 ;
+            \$711 [4] = \$465 ;
         4'h5:
-            \$524 [5] = \$339 ;
+            \$711 [5] = \$465 ;
         4'h6:
-            \$524 [6] = \$339 ;
+            \$711 [6] = \$465 ;
         4'h7:
-            \$524 [7] = \$339 ;
+            \$711 [7] = \$465 ;
         4'h8:
-            \$524 [8] = \$339 ;
+            \$711 [8] = \$465 ;
         4'h9:
-            \$524 [9] = \$339 ;
+            \$711 [9] = \$465 ;
         4'ha:
-            \$524 [10] = \$339 ;
+            \$711 [10] = \$465 ;
         4'hb:
-            \$524 [11] = \$339 ;
+            \$711 [11] = \$465 ;
         4'hc:
-            \$524 [12] = \$339 ;
+            \$711 [12] = \$465 ;
         4'hd:
-            \$524 [13] = \$339 ;
+            \$711 [13] = \$465 ;
         4'he:
-            \$524 [14] = \$339 ;
+            \$711 [14] = \$465 ;
         4'hf:
-            \$524 [15] = \$339 ;
+            \$711 [15] = \$465 ;
       endcase
     end
-    if (\$425 ) begin
+    if (\$555 ) begin
       (* full_case = 32'd1 *)
-      casez (\$426 )
+      casez (\$556 )
         4'h0:
-            \$524 [0] = 1'h1;
+            \$711 [0] = 1'h1;
         4'h1:
-            \$524 [1] = 1'h1;
+            \$711 [1] = 1'h1;
         4'h2:
-            \$524 [2] = 1'h1;
+            \$711 [2] = 1'h1;
         4'h3:
-            \$524 [3] = 1'h1;
+            \$711 [3] = 1'h1;
         4'h4:
-            \$524 [4] = 1'h1;
+            \$711 [4] = 1'h1;
         4'h5:
-            \$524 [5] = 1'h1;
+            \$711 [5] = 1'h1;
         4'h6:
-            \$524 [6] = 1'h1;
+            \$711 [6] = 1'h1;
         4'h7:
-            \$524 [7] = 1'h1;
+            \$711 [7] = 1'h1;
         4'h8:
-            \$524 [8] = 1'h1;
+            \$711 [8] = 1'h1;
         4'h9:
-            \$524 [9] = 1'h1;
+            \$711 [9] = 1'h1;
         4'ha:
-            \$524 [10] = 1'h1;
+            \$711 [10] = 1'h1;
         4'hb:
-            \$524 [11] = 1'h1;
+            \$711 [11] = 1'h1;
         4'hc:
-            \$524 [12] = 1'h1;
+            \$711 [12] = 1'h1;
         4'hd:
-            \$524 [13] = 1'h1;
+            \$711 [13] = 1'h1;
         4'he:
-            \$524 [14] = 1'h1;
+            \$711 [14] = 1'h1;
         4'hf:
-            \$524 [15] = 1'h1;
+            \$711 [15] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$524  = 16'h0000;
+      \$711  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$525  = q1_status0;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    \$712  = q0_status0;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
-            \$525  = \$340 ;
+            \$712  = \$466 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
-            \$525  = \$427 ;
+            \$712  = \$557 ;
       endcase
     end
     if (rst) begin
-      \$525  = 8'h00;
+      \$712  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$526  = q1_status1;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    \$713  = q0_status1;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$526  = \$340 ;
+            \$713  = \$466 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
-            \$526  = \$427 ;
+            \$713  = \$557 ;
       endcase
     end
     if (rst) begin
-      \$526  = 8'h00;
+      \$713  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$527  = q1_status2;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    \$714  = q0_status2;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$527  = \$340 ;
+            \$714  = \$466 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$527  = \$427 ;
+            \$714  = \$557 ;
       endcase
     end
     if (rst) begin
-      \$527  = 8'h00;
+      \$714  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$528  = q1_status3;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$528  = \$340 ;
-      endcase
-    end
-    if (\$425 ) begin
-      casez (\$428 )
+    \$715  = q0_status3;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -41877,18 +42594,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$528  = \$427 ;
+            \$715  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$528  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$529  = q1_status4;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -41896,13 +42606,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            \$529  = \$340 ;
+            \$715  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$715  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$716  = q0_status4;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -41912,18 +42627,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$529  = \$427 ;
+            \$716  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$529  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$530  = q1_status5;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -41933,13 +42641,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            /* empty */;
-        4'h5:
-            \$530  = \$340 ;
+            \$716  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$716  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$717  = q0_status5;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -41951,18 +42664,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$530  = \$427 ;
+            \$717  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$530  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$531  = q1_status6;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -41974,13 +42680,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h6:
-            \$531  = \$340 ;
+            \$717  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$717  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$718  = q0_status6;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -41994,18 +42705,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$531  = \$427 ;
+            \$718  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$531  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$532  = q1_status7;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42019,13 +42723,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            /* empty */;
-        4'h7:
-            \$532  = \$340 ;
+            \$718  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$718  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$719  = q0_status7;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42041,18 +42750,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$532  = \$427 ;
+            \$719  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$532  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$533  = q1_status8;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42068,13 +42770,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            \$533  = \$340 ;
+            \$719  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$719  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$720  = q0_status8;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42092,18 +42799,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$533  = \$427 ;
+            \$720  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$533  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$534  = q1_status9;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42121,13 +42821,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            \$534  = \$340 ;
+            \$720  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$720  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$721  = q0_status9;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42147,18 +42852,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            \$534  = \$427 ;
+            \$721  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$534  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$535  = q1_status10;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42178,13 +42876,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            /* empty */;
-        4'ha:
-            \$535  = \$340 ;
+            \$721  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$721  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$722  = q0_status10;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42206,18 +42909,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            \$535  = \$427 ;
+            \$722  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$535  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$536  = q1_status11;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42239,13 +42935,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            /* empty */;
-        4'hb:
-            \$536  = \$340 ;
+            \$722  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$722  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$723  = q0_status11;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42269,18 +42970,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            \$536  = \$427 ;
+            \$723  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$536  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$537  = q1_status12;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42304,13 +42998,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            /* empty */;
-        4'hc:
-            \$537  = \$340 ;
+            \$723  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$723  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$724  = q0_status12;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42336,18 +43035,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             /* empty */;
         4'hc:
-            \$537  = \$427 ;
+            \$724  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$537  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$538  = q1_status13;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42373,13 +43065,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             /* empty */;
         4'hc:
-            /* empty */;
-        4'hd:
-            \$538  = \$340 ;
+            \$724  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$724  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$725  = q0_status13;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42407,18 +43104,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             /* empty */;
         4'hd:
-            \$538  = \$427 ;
+            \$725  = \$466 ;
       endcase
     end
-    if (rst) begin
-      \$538  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$539  = q1_status14;
-    if (\$335 ) begin
-      casez (q1_h[3:0])
+    if (\$555 ) begin
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42446,13 +43136,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             /* empty */;
         4'hd:
-            /* empty */;
-        4'he:
-            \$539  = \$340 ;
+            \$725  = \$557 ;
       endcase
     end
-    if (\$425 ) begin
-      casez (\$428 )
+    if (rst) begin
+      \$725  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$726  = q0_status14;
+    if (\$459 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42482,19 +43177,53 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             /* empty */;
         4'he:
-            \$539  = \$427 ;
+            \$726  = \$466 ;
+      endcase
+    end
+    if (\$555 ) begin
+      casez (\$558 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$726  = \$557 ;
       endcase
     end
     if (rst) begin
-      \$539  = 8'h00;
+      \$726  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$540  = q1_status15;
-    if (\$335 ) begin
+    \$727  = q0_status15;
+    if (\$459 ) begin
       (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -42526,12 +43255,12 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             /* empty */;
         4'hf:
-            \$540  = \$340 ;
+            \$727  = \$466 ;
       endcase
     end
-    if (\$425 ) begin
+    if (\$555 ) begin
       (* full_case = 32'd1 *)
-      casez (\$428 )
+      casez (\$558 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42563,2617 +43292,3293 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             /* empty */;
         4'hf:
-            \$540  = \$427 ;
+            \$727  = \$557 ;
       endcase
     end
     if (rst) begin
-      \$540  = 8'h00;
+      \$727  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$541  = q1_failed;
-    if (\$342 ) begin
-      \$541  = 1'h1;
-    end
-    if (\$425 ) begin
-      if (\$430 ) begin
-        \$541  = 1'h1;
-      end
-    end
-    if (q__1__cleared) begin
-      \$541  = 1'h0;
-    end
-    if (rst) begin
-      \$541  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$542  = q2_h;
-    if (\$343 ) begin
-      \$542  = \$344 [4:0];
-    end
-    if (q__2__cleared) begin
-      \$542  = 5'h00;
-    end
-    if (rst) begin
-      \$542  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$543  = q2_done;
-    if (\$343 ) begin
-      (* full_case = 32'd1 *)
-      casez (q2_h[3:0])
-        4'h0:
-            \$543 [0] = \$347 ;
-        4'h1:
-            \$543 [1] = \$347 ;
-        4'h2:
-            \$543 [2] = \$347 ;
-        4'h3:
-            \$543 [3] = \$347 ;
-        4'h4:
-            \$543 [4] = \$347 ;
-        4'h5:
-            \$543 [5] = \$347 ;
-        4'h6:
-            \$543 [6] = \$347 ;
-        4'h7:
-            \$543 [7] = \$347 ;
-        4'h8:
-            \$543 [8] = \$347 ;
-        4'h9:
-            \$543 [9] = \$347 ;
-        4'ha:
-            \$543 [10] = \$347 ;
-        4'hb:
-            \$543 [11] = \$347 ;
-        4'hc:
-            \$543 [12] = \$347 ;
-        4'hd:
-            \$543 [13] = \$347 ;
-        4'he:
-            \$543 [14] = \$347 ;
-        4'hf:
-            \$543 [15] = \$347 ;
-      endcase
-    end
-    if (\$441 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$442 )
-        4'h0:
-            \$543 [0] = 1'h1;
-        4'h1:
-            \$543 [1] = 1'h1;
-        4'h2:
-            \$543 [2] = 1'h1;
-        4'h3:
-            \$543 [3] = 1'h1;
-        4'h4:
-            \$543 [4] = 1'h1;
-        4'h5:
-            \$543 [5] = 1'h1;
-        4'h6:
-            \$543 [6] = 1'h1;
-        4'h7:
-            \$543 [7] = 1'h1;
-        4'h8:
-            \$543 [8] = 1'h1;
-        4'h9:
-            \$543 [9] = 1'h1;
-        4'ha:
-            \$543 [10] = 1'h1;
-        4'hb:
-            \$543 [11] = 1'h1;
-        4'hc:
-            \$543 [12] = 1'h1;
-        4'hd:
-            \$543 [13] = 1'h1;
-        4'he:
-            \$543 [14] = 1'h1;
-        4'hf:
-            \$543 [15] = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$543  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$544  = q2_status0;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            \$544  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            \$544  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$544  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$545  = q2_status1;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$545  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$545  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$545  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$546  = q2_status2;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$546  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$546  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$546  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$547  = q2_status3;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$547  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$547  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$547  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$548  = q2_status4;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$548  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$548  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$548  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$549  = q2_status5;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$549  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$549  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$549  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$550  = q2_status6;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$550  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$550  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$550  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$551  = q2_status7;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$551  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$551  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$551  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$552  = q2_status8;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$552  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$552  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$552  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$553  = q2_status9;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$553  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$553  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$553  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$554  = q2_status10;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$554  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$554  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$554  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$555  = q2_status11;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$555  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$555  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$555  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$556  = q2_status12;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$556  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$556  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$556  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$557  = q2_status13;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$557  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$557  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$557  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$558  = q2_status14;
-    if (\$343 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$558  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$558  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$558  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$559  = q2_status15;
-    if (\$343 ) begin
-      (* full_case = 32'd1 *)
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$559  = \$348 ;
-      endcase
-    end
-    if (\$441 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$444 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$559  = \$443 ;
-      endcase
-    end
-    if (rst) begin
-      \$559  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$560  = q2_failed;
-    if (\$350 ) begin
-      \$560  = 1'h1;
-    end
-    if (\$441 ) begin
-      if (\$446 ) begin
-        \$560  = 1'h1;
-      end
-    end
-    if (q__2__cleared) begin
-      \$560  = 1'h0;
-    end
-    if (rst) begin
-      \$560  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$561  = q3_h;
-    if (\$351 ) begin
-      \$561  = \$352 [4:0];
-    end
-    if (q__3__cleared) begin
-      \$561  = 5'h00;
-    end
-    if (rst) begin
-      \$561  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$562  = q3_done;
-    if (\$351 ) begin
-      (* full_case = 32'd1 *)
-      casez (q3_h[3:0])
-        4'h0:
-            \$562 [0] = \$355 ;
-        4'h1:
-            \$562 [1] = \$355 ;
-        4'h2:
-            \$562 [2] = \$355 ;
-        4'h3:
-            \$562 [3] = \$355 ;
-        4'h4:
-            \$562 [4] = \$355 ;
-        4'h5:
-            \$562 [5] = \$355 ;
-        4'h6:
-            \$562 [6] = \$355 ;
-        4'h7:
-            \$562 [7] = \$355 ;
-        4'h8:
-            \$562 [8] = \$355 ;
-        4'h9:
-            \$562 [9] = \$355 ;
-        4'ha:
-            \$562 [10] = \$355 ;
-        4'hb:
-            \$562 [11] = \$355 ;
-        4'hc:
-            \$562 [12] = \$355 ;
-        4'hd:
-            \$562 [13] = \$355 ;
-        4'he:
-            \$562 [14] = \$355 ;
-        4'hf:
-            \$562 [15] = \$355 ;
-      endcase
-    end
-    if (\$457 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$458 )
-        4'h0:
-            \$562 [0] = 1'h1;
-        4'h1:
-            \$562 [1] = 1'h1;
-        4'h2:
-            \$562 [2] = 1'h1;
-        4'h3:
-            \$562 [3] = 1'h1;
-        4'h4:
-            \$562 [4] = 1'h1;
-        4'h5:
-            \$562 [5] = 1'h1;
-        4'h6:
-            \$562 [6] = 1'h1;
-        4'h7:
-            \$562 [7] = 1'h1;
-        4'h8:
-            \$562 [8] = 1'h1;
-        4'h9:
-            \$562 [9] = 1'h1;
-        4'ha:
-            \$562 [10] = 1'h1;
-        4'hb:
-            \$562 [11] = 1'h1;
-        4'hc:
-            \$562 [12] = 1'h1;
-        4'hd:
-            \$562 [13] = 1'h1;
-        4'he:
-            \$562 [14] = 1'h1;
-        4'hf:
-            \$562 [15] = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$562  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$563  = q3_status0;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            \$563  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            \$563  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$563  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$564  = q3_status1;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$564  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$564  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$564  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$565  = q3_status2;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$565  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$565  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$565  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$566  = q3_status3;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$566  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$566  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$566  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$567  = q3_status4;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$567  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$567  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$567  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$568  = q3_status5;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$568  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$568  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$568  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$569  = q3_status6;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$569  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$569  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$569  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$570  = q3_status7;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$570  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$570  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$570  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$571  = q3_status8;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$571  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$571  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$571  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$572  = q3_status9;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$572  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$572  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$572  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$573  = q3_status10;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$573  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$573  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$573  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$574  = q3_status11;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$574  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$574  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$574  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$575  = q3_status12;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$575  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$575  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$575  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$576  = q3_status13;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$576  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$576  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$576  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$577  = q3_status14;
-    if (\$351 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$577  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$577  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$577  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$578  = q3_status15;
-    if (\$351 ) begin
-      (* full_case = 32'd1 *)
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$578  = \$356 ;
-      endcase
-    end
-    if (\$457 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$460 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$578  = \$459 ;
-      endcase
-    end
-    if (rst) begin
-      \$578  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$579  = q3_failed;
-    if (\$358 ) begin
-      \$579  = 1'h1;
-    end
-    if (\$457 ) begin
-      if (\$462 ) begin
-        \$579  = 1'h1;
-      end
-    end
-    if (q__3__cleared) begin
-      \$579  = 1'h0;
-    end
-    if (rst) begin
-      \$579  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$580  = retire_rr_last;
-    if (retire_rr_any) begin
-      \$580  = retire_rr_sel;
-    end
-    if (rst) begin
-      \$580  = 3'h4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$581  = dma_load_outstanding;
-    if (\$360 ) begin
-      \$581  = \$365 [2:0];
-    end else if (\$364 ) begin
-      \$581  = \$366 [2:0];
-    end
-    if (rst) begin
-      \$581  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$582  = dma_store_outstanding;
-    if (\$368 ) begin
-      \$582  = \$373 [2:0];
-    end else if (\$372 ) begin
-      \$582  = \$374 [2:0];
-    end
-    if (rst) begin
-      \$582  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$583  = gemm_outstanding;
-    if (\$376 ) begin
-      \$583  = \$381 [2:0];
-    end else if (\$380 ) begin
-      \$583  = \$382 [2:0];
-    end
-    if (rst) begin
-      \$583  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$584  = vec_outstanding;
-    if (\$384 ) begin
-      \$584  = \$389 [2:0];
-    end else if (\$388 ) begin
-      \$584  = \$390 [2:0];
-    end
-    if (rst) begin
-      \$584  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$585  = sfu_outstanding;
-    if (\$392 ) begin
-      \$585  = \$397 [2:0];
-    end else if (\$396 ) begin
-      \$585  = \$398 [2:0];
-    end
-    if (rst) begin
-      \$585  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$586  = cpl_rr_last;
-    if (\$463 ) begin
-      \$586  = cpl_rr_sel;
-    end
-    if (rst) begin
-      \$586  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$587  = q0_r;
-    if (\$463 ) begin
-      if (\$464 ) begin
-        \$587  = \$465 [4:0];
+    \$728  = q0_failed;
+    if (\$468 ) begin
+      \$728  = 1'h1;
+    end
+    if (\$555 ) begin
+      if (\$560 ) begin
+        \$728  = 1'h1;
       end
     end
     if (q__0__cleared) begin
-      \$587  = 5'h00;
+      \$728  = 1'h0;
     end
     if (rst) begin
-      \$587  = 5'h00;
+      \$728  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$588  = q1_r;
-    if (\$463 ) begin
-      if (\$466 ) begin
-        \$588  = \$467 [4:0];
-      end
+    \$729  = q1_h;
+    if (\$471 ) begin
+      \$729  = \$472 [4:0];
     end
     if (q__1__cleared) begin
-      \$588  = 5'h00;
+      \$729  = 5'h00;
     end
     if (rst) begin
-      \$588  = 5'h00;
+      \$729  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$589  = q2_r;
-    if (\$463 ) begin
-      if (\$468 ) begin
-        \$589  = \$469 [4:0];
-      end
+    \$730  = q1_done;
+    if (\$471 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            \$730 [0] = \$477 ;
+        4'h1:
+            \$730 [1] = \$477 ;
+        4'h2:
+            \$730 [2] = \$477 ;
+        4'h3:
+            \$730 [3] = \$477 ;
+        4'h4:
+            \$730 [4] = \$477 ;
+        4'h5:
+            \$730 [5] = \$477 ;
+        4'h6:
+            \$730 [6] = \$477 ;
+        4'h7:
+            \$730 [7] = \$477 ;
+        4'h8:
+            \$730 [8] = \$477 ;
+        4'h9:
+            \$730 [9] = \$477 ;
+        4'ha:
+            \$730 [10] = \$477 ;
+        4'hb:
+            \$730 [11] = \$477 ;
+        4'hc:
+            \$730 [12] = \$477 ;
+        4'hd:
+            \$730 [13] = \$477 ;
+        4'he:
+            \$730 [14] = \$477 ;
+        4'hf:
+            \$730 [15] = \$477 ;
+      endcase
     end
-    if (q__2__cleared) begin
-      \$589  = 5'h00;
+    if (\$571 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$572 )
+        4'h0:
+            \$730 [0] = 1'h1;
+        4'h1:
+            \$730 [1] = 1'h1;
+        4'h2:
+            \$730 [2] = 1'h1;
+        4'h3:
+            \$730 [3] = 1'h1;
+        4'h4:
+            \$730 [4] = 1'h1;
+        4'h5:
+            \$730 [5] = 1'h1;
+        4'h6:
+            \$730 [6] = 1'h1;
+        4'h7:
+            \$730 [7] = 1'h1;
+        4'h8:
+            \$730 [8] = 1'h1;
+        4'h9:
+            \$730 [9] = 1'h1;
+        4'ha:
+            \$730 [10] = 1'h1;
+        4'hb:
+            \$730 [11] = 1'h1;
+        4'hc:
+            \$730 [12] = 1'h1;
+        4'hd:
+            \$730 [13] = 1'h1;
+        4'he:
+            \$730 [14] = 1'h1;
+        4'hf:
+            \$730 [15] = 1'h1;
+      endcase
     end
     if (rst) begin
-      \$589  = 5'h00;
+      \$730  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$590  = q3_r;
-    if (\$463 ) begin
-      if (\$470 ) begin
-        \$590  = \$471 [4:0];
-      end
+    \$731  = q1_status0;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            \$731  = \$478 ;
+      endcase
     end
-    if (q__3__cleared) begin
-      \$590  = 5'h00;
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            \$731  = \$573 ;
+      endcase
     end
     if (rst) begin
-      \$590  = 5'h00;
+      \$731  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$591  = dma_load_since;
-    if (\$474 ) begin
-      \$591  = 32'd0;
-    end else if (\$476 ) begin
-      \$591  = \$477 [31:0];
+    \$732  = q1_status1;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$732  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$732  = \$573 ;
+      endcase
     end
     if (rst) begin
-      \$591  = 32'd0;
+      \$732  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$592  = dma_store_since;
+    \$733  = q1_status2;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$733  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$733  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$733  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$734  = q1_status3;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$734  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$734  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$734  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$735  = q1_status4;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$735  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$735  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$735  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$736  = q1_status5;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$736  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$736  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$736  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$737  = q1_status6;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$737  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$737  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$737  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$738  = q1_status7;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$738  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$738  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$738  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$739  = q1_status8;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$739  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$739  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$739  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$740  = q1_status9;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$740  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$740  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$740  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$741  = q1_status10;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$741  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$741  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$741  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$742  = q1_status11;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$742  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$742  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$742  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$743  = q1_status12;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$743  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$743  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$743  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$744  = q1_status13;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$744  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$744  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$744  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$745  = q1_status14;
+    if (\$471 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$745  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$745  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$745  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$746  = q1_status15;
+    if (\$471 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$746  = \$478 ;
+      endcase
+    end
+    if (\$571 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$574 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$746  = \$573 ;
+      endcase
+    end
+    if (rst) begin
+      \$746  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$747  = q1_failed;
     if (\$480 ) begin
-      \$592  = 32'd0;
-    end else if (\$482 ) begin
-      \$592  = \$483 [31:0];
+      \$747  = 1'h1;
+    end
+    if (\$571 ) begin
+      if (\$576 ) begin
+        \$747  = 1'h1;
+      end
+    end
+    if (q__1__cleared) begin
+      \$747  = 1'h0;
     end
     if (rst) begin
-      \$592  = 32'd0;
+      \$747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = gemm_since;
-    if (\$486 ) begin
-      \$593  = 32'd0;
-    end else if (\$488 ) begin
-      \$593  = \$489 [31:0];
+    \$748  = q2_h;
+    if (\$483 ) begin
+      \$748  = \$484 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$748  = 5'h00;
     end
     if (rst) begin
-      \$593  = 32'd0;
+      \$748  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$594  = vec_since;
+    \$749  = q2_done;
+    if (\$483 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
+        4'h0:
+            \$749 [0] = \$489 ;
+        4'h1:
+            \$749 [1] = \$489 ;
+        4'h2:
+            \$749 [2] = \$489 ;
+        4'h3:
+            \$749 [3] = \$489 ;
+        4'h4:
+            \$749 [4] = \$489 ;
+        4'h5:
+            \$749 [5] = \$489 ;
+        4'h6:
+            \$749 [6] = \$489 ;
+        4'h7:
+            \$749 [7] = \$489 ;
+        4'h8:
+            \$749 [8] = \$489 ;
+        4'h9:
+            \$749 [9] = \$489 ;
+        4'ha:
+            \$749 [10] = \$489 ;
+        4'hb:
+            \$749 [11] = \$489 ;
+        4'hc:
+            \$749 [12] = \$489 ;
+        4'hd:
+            \$749 [13] = \$489 ;
+        4'he:
+            \$749 [14] = \$489 ;
+        4'hf:
+            \$749 [15] = \$489 ;
+      endcase
+    end
+    if (\$587 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$588 )
+        4'h0:
+            \$749 [0] = 1'h1;
+        4'h1:
+            \$749 [1] = 1'h1;
+        4'h2:
+            \$749 [2] = 1'h1;
+        4'h3:
+            \$749 [3] = 1'h1;
+        4'h4:
+            \$749 [4] = 1'h1;
+        4'h5:
+            \$749 [5] = 1'h1;
+        4'h6:
+            \$749 [6] = 1'h1;
+        4'h7:
+            \$749 [7] = 1'h1;
+        4'h8:
+            \$749 [8] = 1'h1;
+        4'h9:
+            \$749 [9] = 1'h1;
+        4'ha:
+            \$749 [10] = 1'h1;
+        4'hb:
+            \$749 [11] = 1'h1;
+        4'hc:
+            \$749 [12] = 1'h1;
+        4'hd:
+            \$749 [13] = 1'h1;
+        4'he:
+            \$749 [14] = 1'h1;
+        4'hf:
+            \$749 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$749  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$750  = q2_status0;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            \$750  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            \$750  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$750  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$751  = q2_status1;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$751  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$751  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$751  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$752  = q2_status2;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$752  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$752  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$752  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$753  = q2_status3;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$753  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$753  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$753  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$754  = q2_status4;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$754  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$754  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$754  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$755  = q2_status5;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$755  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$755  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$755  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$756  = q2_status6;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$756  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$756  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$756  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$757  = q2_status7;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$757  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$757  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$757  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$758  = q2_status8;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$758  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$758  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$758  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$759  = q2_status9;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$759  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$759  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$759  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$760  = q2_status10;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$760  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$760  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$760  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$761  = q2_status11;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$761  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$761  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$761  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$762  = q2_status12;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$762  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$762  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$762  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$763  = q2_status13;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$763  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$763  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$763  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$764  = q2_status14;
+    if (\$483 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$764  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$764  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$764  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$765  = q2_status15;
+    if (\$483 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$765  = \$490 ;
+      endcase
+    end
+    if (\$587 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$590 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$765  = \$589 ;
+      endcase
+    end
+    if (rst) begin
+      \$765  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$766  = q2_failed;
     if (\$492 ) begin
-      \$594  = 32'd0;
-    end else if (\$494 ) begin
-      \$594  = \$495 [31:0];
+      \$766  = 1'h1;
+    end
+    if (\$587 ) begin
+      if (\$592 ) begin
+        \$766  = 1'h1;
+      end
+    end
+    if (q__2__cleared) begin
+      \$766  = 1'h0;
     end
     if (rst) begin
-      \$594  = 32'd0;
+      \$766  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$595  = sfu_since;
-    if (\$498 ) begin
-      \$595  = 32'd0;
-    end else if (\$500 ) begin
-      \$595  = \$501 [31:0];
+    \$767  = q3_h;
+    if (\$495 ) begin
+      \$767  = \$496 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$767  = 5'h00;
     end
     if (rst) begin
-      \$595  = 32'd0;
+      \$767  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$768  = q3_done;
+    if (\$495 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
+        4'h0:
+            \$768 [0] = \$501 ;
+        4'h1:
+            \$768 [1] = \$501 ;
+        4'h2:
+            \$768 [2] = \$501 ;
+        4'h3:
+            \$768 [3] = \$501 ;
+        4'h4:
+            \$768 [4] = \$501 ;
+        4'h5:
+            \$768 [5] = \$501 ;
+        4'h6:
+            \$768 [6] = \$501 ;
+        4'h7:
+            \$768 [7] = \$501 ;
+        4'h8:
+            \$768 [8] = \$501 ;
+        4'h9:
+            \$768 [9] = \$501 ;
+        4'ha:
+            \$768 [10] = \$501 ;
+        4'hb:
+            \$768 [11] = \$501 ;
+        4'hc:
+            \$768 [12] = \$501 ;
+        4'hd:
+            \$768 [13] = \$501 ;
+        4'he:
+            \$768 [14] = \$501 ;
+        4'hf:
+            \$768 [15] = \$501 ;
+      endcase
+    end
+    if (\$603 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$604 )
+        4'h0:
+            \$768 [0] = 1'h1;
+        4'h1:
+            \$768 [1] = 1'h1;
+        4'h2:
+            \$768 [2] = 1'h1;
+        4'h3:
+            \$768 [3] = 1'h1;
+        4'h4:
+            \$768 [4] = 1'h1;
+        4'h5:
+            \$768 [5] = 1'h1;
+        4'h6:
+            \$768 [6] = 1'h1;
+        4'h7:
+            \$768 [7] = 1'h1;
+        4'h8:
+            \$768 [8] = 1'h1;
+        4'h9:
+            \$768 [9] = 1'h1;
+        4'ha:
+            \$768 [10] = 1'h1;
+        4'hb:
+            \$768 [11] = 1'h1;
+        4'hc:
+            \$768 [12] = 1'h1;
+        4'hd:
+            \$768 [13] = 1'h1;
+        4'he:
+            \$768 [14] = 1'h1;
+        4'hf:
+            \$768 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$768  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$769  = q3_status0;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            \$769  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            \$769  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$769  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$770  = q3_status1;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$770  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$770  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$770  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$771  = q3_status2;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$771  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$771  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$771  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$772  = q3_status3;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$772  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$772  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$772  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$773  = q3_status4;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$773  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$773  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$773  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$774  = q3_status5;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$774  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$774  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$774  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$775  = q3_status6;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$775  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$775  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$775  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$776  = q3_status7;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$776  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$776  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$776  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$777  = q3_status8;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$777  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$777  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$777  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$778  = q3_status9;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$778  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$778  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$778  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$779  = q3_status10;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$779  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$779  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$779  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$780  = q3_status11;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$780  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$780  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$780  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$781  = q3_status12;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$781  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$781  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$781  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$782  = q3_status13;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$782  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$782  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$782  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$783  = q3_status14;
+    if (\$495 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$783  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$783  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$783  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$784  = q3_status15;
+    if (\$495 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$784  = \$502 ;
+      endcase
+    end
+    if (\$603 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$606 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$784  = \$605 ;
+      endcase
+    end
+    if (rst) begin
+      \$784  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$785  = q3_failed;
+    if (\$504 ) begin
+      \$785  = 1'h1;
+    end
+    if (\$603 ) begin
+      if (\$608 ) begin
+        \$785  = 1'h1;
+      end
+    end
+    if (q__3__cleared) begin
+      \$785  = 1'h0;
+    end
+    if (rst) begin
+      \$785  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$786  = retire_rr_last;
+    if (retire_rr_any) begin
+      \$786  = retire_rr_sel;
+    end
+    if (rst) begin
+      \$786  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$787  = dma_load_outstanding;
+    if (\$506 ) begin
+      \$787  = \$511 [2:0];
+    end else if (\$510 ) begin
+      \$787  = \$512 [2:0];
+    end
+    if (rst) begin
+      \$787  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$788  = dma_store_outstanding;
+    if (\$514 ) begin
+      \$788  = \$519 [2:0];
+    end else if (\$518 ) begin
+      \$788  = \$520 [2:0];
+    end
+    if (rst) begin
+      \$788  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$789  = gemm_outstanding;
+    if (\$522 ) begin
+      \$789  = \$527 [2:0];
+    end else if (\$526 ) begin
+      \$789  = \$528 [2:0];
+    end
+    if (rst) begin
+      \$789  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$790  = vec_outstanding;
+    if (\$530 ) begin
+      \$790  = \$535 [2:0];
+    end else if (\$534 ) begin
+      \$790  = \$536 [2:0];
+    end
+    if (rst) begin
+      \$790  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$791  = sfu_outstanding;
+    if (\$538 ) begin
+      \$791  = \$543 [2:0];
+    end else if (\$542 ) begin
+      \$791  = \$544 [2:0];
+    end
+    if (rst) begin
+      \$791  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$792  = q0_list_done;
+    if (q0_silent) begin
+      \$792  = \$609 [15:0];
+    end
+    if (\$647 ) begin
+      \$792  = 16'h0000;
+    end
+    if (q__0__cleared) begin
+      \$792  = 16'h0000;
+    end
+    if (rst) begin
+      \$792  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$793  = q0_list_err;
+    if (q0_silent) begin
+      if (\$613 ) begin
+        \$793  = \$614 ;
+      end
+    end
+    if (\$647 ) begin
+      \$793  = 8'h00;
+    end
+    if (q__0__cleared) begin
+      \$793  = 8'h00;
+    end
+    if (rst) begin
+      \$793  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$794  = q0_list_item;
+    if (q0_silent) begin
+      if (\$613 ) begin
+        \$794  = \$615 [15:0];
+      end
+    end
+    if (\$647 ) begin
+      \$794  = 16'h0000;
+    end
+    if (q__0__cleared) begin
+      \$794  = 16'h0000;
+    end
+    if (rst) begin
+      \$794  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$795  = q1_list_done;
+    if (q1_silent) begin
+      \$795  = \$616 [15:0];
+    end
+    if (\$657 ) begin
+      \$795  = 16'h0000;
+    end
+    if (q__1__cleared) begin
+      \$795  = 16'h0000;
+    end
+    if (rst) begin
+      \$795  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$796  = q1_list_err;
+    if (q1_silent) begin
+      if (\$620 ) begin
+        \$796  = \$621 ;
+      end
+    end
+    if (\$657 ) begin
+      \$796  = 8'h00;
+    end
+    if (q__1__cleared) begin
+      \$796  = 8'h00;
+    end
+    if (rst) begin
+      \$796  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$797  = q1_list_item;
+    if (q1_silent) begin
+      if (\$620 ) begin
+        \$797  = \$622 [15:0];
+      end
+    end
+    if (\$657 ) begin
+      \$797  = 16'h0000;
+    end
+    if (q__1__cleared) begin
+      \$797  = 16'h0000;
+    end
+    if (rst) begin
+      \$797  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$798  = q2_list_done;
+    if (q2_silent) begin
+      \$798  = \$623 [15:0];
+    end
+    if (\$667 ) begin
+      \$798  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$798  = 16'h0000;
+    end
+    if (rst) begin
+      \$798  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$799  = q2_list_err;
+    if (q2_silent) begin
+      if (\$627 ) begin
+        \$799  = \$628 ;
+      end
+    end
+    if (\$667 ) begin
+      \$799  = 8'h00;
+    end
+    if (q__2__cleared) begin
+      \$799  = 8'h00;
+    end
+    if (rst) begin
+      \$799  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$800  = q2_list_item;
+    if (q2_silent) begin
+      if (\$627 ) begin
+        \$800  = \$629 [15:0];
+      end
+    end
+    if (\$667 ) begin
+      \$800  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$800  = 16'h0000;
+    end
+    if (rst) begin
+      \$800  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$801  = q3_list_done;
+    if (q3_silent) begin
+      \$801  = \$630 [15:0];
+    end
+    if (\$677 ) begin
+      \$801  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$801  = 16'h0000;
+    end
+    if (rst) begin
+      \$801  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$802  = q3_list_err;
+    if (q3_silent) begin
+      if (\$634 ) begin
+        \$802  = \$635 ;
+      end
+    end
+    if (\$677 ) begin
+      \$802  = 8'h00;
+    end
+    if (q__3__cleared) begin
+      \$802  = 8'h00;
+    end
+    if (rst) begin
+      \$802  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$803  = q3_list_item;
+    if (q3_silent) begin
+      if (\$634 ) begin
+        \$803  = \$636 [15:0];
+      end
+    end
+    if (\$677 ) begin
+      \$803  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$803  = 16'h0000;
+    end
+    if (rst) begin
+      \$803  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$804  = cpl_rr_last;
+    if (\$637 ) begin
+      \$804  = cpl_rr_sel;
+    end
+    if (rst) begin
+      \$804  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$805  = q0_r;
+    if (\$641 ) begin
+      \$805  = \$642 [4:0];
+    end
+    if (q__0__cleared) begin
+      \$805  = 5'h00;
+    end
+    if (rst) begin
+      \$805  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$806  = q1_r;
+    if (\$651 ) begin
+      \$806  = \$652 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$806  = 5'h00;
+    end
+    if (rst) begin
+      \$806  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$807  = q2_r;
+    if (\$661 ) begin
+      \$807  = \$662 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$807  = 5'h00;
+    end
+    if (rst) begin
+      \$807  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$808  = q3_r;
+    if (\$671 ) begin
+      \$808  = \$672 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$808  = 5'h00;
+    end
+    if (rst) begin
+      \$808  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$809  = dma_load_since;
+    if (\$680 ) begin
+      \$809  = 32'd0;
+    end else if (\$682 ) begin
+      \$809  = \$683 [31:0];
+    end
+    if (rst) begin
+      \$809  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$810  = dma_store_since;
+    if (\$686 ) begin
+      \$810  = 32'd0;
+    end else if (\$688 ) begin
+      \$810  = \$689 [31:0];
+    end
+    if (rst) begin
+      \$810  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$811  = gemm_since;
+    if (\$692 ) begin
+      \$811  = 32'd0;
+    end else if (\$694 ) begin
+      \$811  = \$695 [31:0];
+    end
+    if (rst) begin
+      \$811  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$812  = vec_since;
+    if (\$698 ) begin
+      \$812  = 32'd0;
+    end else if (\$700 ) begin
+      \$812  = \$701 [31:0];
+    end
+    if (rst) begin
+      \$812  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$813  = sfu_since;
+    if (\$704 ) begin
+      \$813  = 32'd0;
+    end else if (\$706 ) begin
+      \$813  = \$707 [31:0];
+    end
+    if (rst) begin
+      \$813  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (q__0__head[35:32])
+    casez (\port$5717$0 [35:32])
       4'h0:
-          \$37  = events[31:0];
+          \$40  = events[31:0];
       4'h1:
-          \$37  = events[63:32];
+          \$40  = events[63:32];
       4'h2:
-          \$37  = events[95:64];
+          \$40  = events[95:64];
       4'h3:
-          \$37  = events[127:96];
+          \$40  = events[127:96];
       4'h4:
-          \$37  = events[159:128];
+          \$40  = events[159:128];
       4'h5:
-          \$37  = events[191:160];
+          \$40  = events[191:160];
       4'h6:
-          \$37  = events[223:192];
+          \$40  = events[223:192];
       4'h7:
-          \$37  = events[255:224];
+          \$40  = events[255:224];
       4'h8:
-          \$37  = events[287:256];
+          \$40  = events[287:256];
       4'h9:
-          \$37  = events[319:288];
+          \$40  = events[319:288];
       4'ha:
-          \$37  = events[351:320];
+          \$40  = events[351:320];
       4'hb:
-          \$37  = events[383:352];
+          \$40  = events[383:352];
       4'hc:
-          \$37  = events[415:384];
+          \$40  = events[415:384];
       4'hd:
-          \$37  = events[447:416];
+          \$40  = events[447:416];
       4'he:
-          \$37  = events[479:448];
+          \$40  = events[479:448];
       4'hf:
-          \$37  = events[511:480];
+          \$40  = events[511:480];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (q__1__head[35:32])
+    casez (\port$5747$0 [35:32])
       4'h0:
-          \$75  = events[31:0];
+          \$81  = events[31:0];
       4'h1:
-          \$75  = events[63:32];
+          \$81  = events[63:32];
       4'h2:
-          \$75  = events[95:64];
+          \$81  = events[95:64];
       4'h3:
-          \$75  = events[127:96];
+          \$81  = events[127:96];
       4'h4:
-          \$75  = events[159:128];
+          \$81  = events[159:128];
       4'h5:
-          \$75  = events[191:160];
+          \$81  = events[191:160];
       4'h6:
-          \$75  = events[223:192];
+          \$81  = events[223:192];
       4'h7:
-          \$75  = events[255:224];
+          \$81  = events[255:224];
       4'h8:
-          \$75  = events[287:256];
+          \$81  = events[287:256];
       4'h9:
-          \$75  = events[319:288];
+          \$81  = events[319:288];
       4'ha:
-          \$75  = events[351:320];
+          \$81  = events[351:320];
       4'hb:
-          \$75  = events[383:352];
+          \$81  = events[383:352];
       4'hc:
-          \$75  = events[415:384];
+          \$81  = events[415:384];
       4'hd:
-          \$75  = events[447:416];
+          \$81  = events[447:416];
       4'he:
-          \$75  = events[479:448];
+          \$81  = events[479:448];
       4'hf:
-          \$75  = events[511:480];
+          \$81  = events[511:480];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (q__2__head[35:32])
+    casez (\port$5777$0 [35:32])
       4'h0:
-          \$113  = events[31:0];
+          \$122  = events[31:0];
       4'h1:
-          \$113  = events[63:32];
+          \$122  = events[63:32];
       4'h2:
-          \$113  = events[95:64];
+          \$122  = events[95:64];
       4'h3:
-          \$113  = events[127:96];
+          \$122  = events[127:96];
       4'h4:
-          \$113  = events[159:128];
+          \$122  = events[159:128];
       4'h5:
-          \$113  = events[191:160];
+          \$122  = events[191:160];
       4'h6:
-          \$113  = events[223:192];
+          \$122  = events[223:192];
       4'h7:
-          \$113  = events[255:224];
+          \$122  = events[255:224];
       4'h8:
-          \$113  = events[287:256];
+          \$122  = events[287:256];
       4'h9:
-          \$113  = events[319:288];
+          \$122  = events[319:288];
       4'ha:
-          \$113  = events[351:320];
+          \$122  = events[351:320];
       4'hb:
-          \$113  = events[383:352];
+          \$122  = events[383:352];
       4'hc:
-          \$113  = events[415:384];
+          \$122  = events[415:384];
       4'hd:
-          \$113  = events[447:416];
+          \$122  = events[447:416];
       4'he:
-          \$113  = events[479:448];
+          \$122  = events[479:448];
       4'hf:
-          \$113  = events[511:480];
+          \$122  = events[511:480];
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q__3__head[35:32])
-      4'h0:
-          \$151  = events[31:0];
-      4'h1:
-          \$151  = events[63:32];
-      4'h2:
-          \$151  = events[95:64];
-      4'h3:
-          \$151  = events[127:96];
-      4'h4:
-          \$151  = events[159:128];
-      4'h5:
-          \$151  = events[191:160];
-      4'h6:
-          \$151  = events[223:192];
-      4'h7:
-          \$151  = events[255:224];
-      4'h8:
-          \$151  = events[287:256];
-      4'h9:
-          \$151  = events[319:288];
-      4'ha:
-          \$151  = events[351:320];
-      4'hb:
-          \$151  = events[383:352];
-      4'hc:
-          \$151  = events[415:384];
-      4'hd:
-          \$151  = events[447:416];
-      4'he:
-          \$151  = events[479:448];
-      4'hf:
-          \$151  = events[511:480];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$269  = q__0__head;
-      2'h1:
-          \$269  = q__1__head;
-      2'h2:
-          \$269  = q__2__head;
-      2'h3:
-          \$269  = q__3__head;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$270  = q0_h;
-      2'h1:
-          \$270  = q1_h;
-      2'h2:
-          \$270  = q2_h;
-      2'h3:
-          \$270  = q3_h;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$271  = q__0__head;
-      2'h1:
-          \$271  = q__1__head;
-      2'h2:
-          \$271  = q__2__head;
-      2'h3:
-          \$271  = q__3__head;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$272  = q0_head_dma_load;
-      2'h1:
-          \$272  = q1_head_dma_load;
-      2'h2:
-          \$272  = q2_head_dma_load;
-      2'h3:
-          \$272  = q3_head_dma_load;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$273  = q0_head_dma_store;
-      2'h1:
-          \$273  = q1_head_dma_store;
-      2'h2:
-          \$273  = q2_head_dma_store;
-      2'h3:
-          \$273  = q3_head_dma_store;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$274  = q0_head_gemm;
-      2'h1:
-          \$274  = q1_head_gemm;
-      2'h2:
-          \$274  = q2_head_gemm;
-      2'h3:
-          \$274  = q3_head_gemm;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$275  = q0_head_vec;
-      2'h1:
-          \$275  = q1_head_vec;
-      2'h2:
-          \$275  = q2_head_vec;
-      2'h3:
-          \$275  = q3_head_vec;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (issue_rr_sel)
-      2'h0:
-          \$276  = q0_head_sfu;
-      2'h1:
-          \$276  = q1_head_sfu;
-      2'h2:
-          \$276  = q2_head_sfu;
-      2'h3:
-          \$276  = q3_head_sfu;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q0_r[3:0])
-      4'h0:
-          \$291  = q0_done[0];
-      4'h1:
-          \$291  = q0_done[1];
-      4'h2:
-          \$291  = q0_done[2];
-      4'h3:
-          \$291  = q0_done[3];
-      4'h4:
-          \$291  = q0_done[4];
-      4'h5:
-          \$291  = q0_done[5];
-      4'h6:
-          \$291  = q0_done[6];
-      4'h7:
-          \$291  = q0_done[7];
-      4'h8:
-          \$291  = q0_done[8];
-      4'h9:
-          \$291  = q0_done[9];
-      4'ha:
-          \$291  = q0_done[10];
-      4'hb:
-          \$291  = q0_done[11];
-      4'hc:
-          \$291  = q0_done[12];
-      4'hd:
-          \$291  = q0_done[13];
-      4'he:
-          \$291  = q0_done[14];
-      4'hf:
-          \$291  = q0_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q1_r[3:0])
-      4'h0:
-          \$293  = q1_done[0];
-      4'h1:
-          \$293  = q1_done[1];
-      4'h2:
-          \$293  = q1_done[2];
-      4'h3:
-          \$293  = q1_done[3];
-      4'h4:
-          \$293  = q1_done[4];
-      4'h5:
-          \$293  = q1_done[5];
-      4'h6:
-          \$293  = q1_done[6];
-      4'h7:
-          \$293  = q1_done[7];
-      4'h8:
-          \$293  = q1_done[8];
-      4'h9:
-          \$293  = q1_done[9];
-      4'ha:
-          \$293  = q1_done[10];
-      4'hb:
-          \$293  = q1_done[11];
-      4'hc:
-          \$293  = q1_done[12];
-      4'hd:
-          \$293  = q1_done[13];
-      4'he:
-          \$293  = q1_done[14];
-      4'hf:
-          \$293  = q1_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q2_r[3:0])
-      4'h0:
-          \$295  = q2_done[0];
-      4'h1:
-          \$295  = q2_done[1];
-      4'h2:
-          \$295  = q2_done[2];
-      4'h3:
-          \$295  = q2_done[3];
-      4'h4:
-          \$295  = q2_done[4];
-      4'h5:
-          \$295  = q2_done[5];
-      4'h6:
-          \$295  = q2_done[6];
-      4'h7:
-          \$295  = q2_done[7];
-      4'h8:
-          \$295  = q2_done[8];
-      4'h9:
-          \$295  = q2_done[9];
-      4'ha:
-          \$295  = q2_done[10];
-      4'hb:
-          \$295  = q2_done[11];
-      4'hc:
-          \$295  = q2_done[12];
-      4'hd:
-          \$295  = q2_done[13];
-      4'he:
-          \$295  = q2_done[14];
-      4'hf:
-          \$295  = q2_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q3_r[3:0])
-      4'h0:
-          \$297  = q3_done[0];
-      4'h1:
-          \$297  = q3_done[1];
-      4'h2:
-          \$297  = q3_done[2];
-      4'h3:
-          \$297  = q3_done[3];
-      4'h4:
-          \$297  = q3_done[4];
-      4'h5:
-          \$297  = q3_done[5];
-      4'h6:
-          \$297  = q3_done[6];
-      4'h7:
-          \$297  = q3_done[7];
-      4'h8:
-          \$297  = q3_done[8];
-      4'h9:
-          \$297  = q3_done[9];
-      4'ha:
-          \$297  = q3_done[10];
-      4'hb:
-          \$297  = q3_done[11];
-      4'hc:
-          \$297  = q3_done[12];
-      4'hd:
-          \$297  = q3_done[13];
-      4'he:
-          \$297  = q3_done[14];
-      4'hf:
-          \$297  = q3_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_rr_sel)
-      2'h0:
-          cpl_opcode = \$signature__data$207 [7:0];
-      2'h1:
-          cpl_opcode = \$signature__data$208 [7:0];
-      2'h2:
-          cpl_opcode = \$signature__data$209 [7:0];
-      2'h3:
-          cpl_opcode = \$signature__data$210 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_rr_sel)
-      2'h0:
-          cpl_flags = \$signature__data$207 [15:8];
-      2'h1:
-          cpl_flags = \$signature__data$208 [15:8];
-      2'h2:
-          cpl_flags = \$signature__data$209 [15:8];
-      2'h3:
-          cpl_flags = \$signature__data$210 [15:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_rr_sel)
-      2'h0:
-          cpl_irq = \$signature__data$207 [8];
-      2'h1:
-          cpl_irq = \$signature__data$208 [8];
-      2'h2:
-          cpl_irq = \$signature__data$209 [8];
-      2'h3:
-          cpl_irq = \$signature__data$210 [8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_rr_sel)
-      2'h0:
-          cpl_tag = \$signature__data$207 [31:16];
-      2'h1:
-          cpl_tag = \$signature__data$208 [31:16];
-      2'h2:
-          cpl_tag = \$signature__data$209 [31:16];
-      2'h3:
-          cpl_tag = \$signature__data$210 [31:16];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q0_r[3:0])
-      4'h0:
-          \$298  = q0_status0;
-      4'h1:
-          \$298  = q0_status1;
-      4'h2:
-          \$298  = q0_status2;
-      4'h3:
-          \$298  = q0_status3;
-      4'h4:
-          \$298  = q0_status4;
-      4'h5:
-          \$298  = q0_status5;
-      4'h6:
-          \$298  = q0_status6;
-      4'h7:
-          \$298  = q0_status7;
-      4'h8:
-          \$298  = q0_status8;
-      4'h9:
-          \$298  = q0_status9;
-      4'ha:
-          \$298  = q0_status10;
-      4'hb:
-          \$298  = q0_status11;
-      4'hc:
-          \$298  = q0_status12;
-      4'hd:
-          \$298  = q0_status13;
-      4'he:
-          \$298  = q0_status14;
-      4'hf:
-          \$298  = q0_status15;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (q1_r[3:0])
-      4'h0:
-          \$299  = q1_status0;
-      4'h1:
-          \$299  = q1_status1;
-      4'h2:
-          \$299  = q1_status2;
-      4'h3:
-          \$299  = q1_status3;
-      4'h4:
-          \$299  = q1_status4;
-      4'h5:
-          \$299  = q1_status5;
-      4'h6:
-          \$299  = q1_status6;
-      4'h7:
-          \$299  = q1_status7;
-      4'h8:
-          \$299  = q1_status8;
-      4'h9:
-          \$299  = q1_status9;
-      4'ha:
-          \$299  = q1_status10;
-      4'hb:
-          \$299  = q1_status11;
-      4'hc:
-          \$299  = q1_status12;
-      4'hd:
-          \$299  = q1_status13;
-      4'he:
-          \$299  = q1_status14;
-      4'hf:
-          \$299  = q1_status15;
-    endcase
-  end
-  assign q0_wait_diff = \$38 [31:0];
-  assign q1_wait_diff = \$76 [31:0];
-  assign q2_wait_diff = \$114 [31:0];
-  assign q3_wait_diff = \$152 [31:0];
-  assign q0_count = \$153 [4:0];
-  assign q1_count = \$154 [4:0];
-  assign q2_count = \$155 [4:0];
-  assign q3_count = \$156 [4:0];
-  assign desc = { \$271 [255:32], issue_rr_sel, 9'h000, \$270 , \$269 [15:0] };
+  assign q__0__head = \port$5717$0 [255:0];
+  assign q__0__end = \port$5717$0 [257];
+  assign q0_wait_diff = \$41 [31:0];
+  assign q__1__head = \port$5747$0 [255:0];
+  assign q__1__end = \port$5747$0 [257];
+  assign q1_wait_diff = \$82 [31:0];
+  assign q__2__head = \port$5777$0 [255:0];
+  assign q__2__end = \port$5777$0 [257];
+  assign q2_wait_diff = \$123 [31:0];
+  assign q__3__head = \port$5807$0 [255:0];
+  assign q__3__end = \port$5807$0 [257];
+  assign q3_wait_diff = \$164 [31:0];
+  assign q0_count = \$165 [4:0];
+  assign q1_count = \$166 [4:0];
+  assign q2_count = \$167 [4:0];
+  assign q3_count = \$168 [4:0];
+  assign q__0__item = \port$5717$0 [256];
+  assign q__1__item = \port$5747$0 [256];
+  assign q__2__item = \port$5777$0 [256];
+  assign q__3__item = \port$5807$0 [256];
+  assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = q__0__head[31:0];
-  assign \$signature__addr$133  = q1_h[3:0];
-  assign \$signature__data$135  = q__1__head[31:0];
-  assign \$signature__addr$138  = q2_h[3:0];
-  assign \$signature__data$140  = q__2__head[31:0];
-  assign \$signature__addr$143  = q3_h[3:0];
-  assign \$signature__data$145  = q__3__head[31:0];
+  assign \$signature__data  = { q0_head_exec_list, \port$5717$0 [256], \port$5717$0 [31:0] };
+  assign \$signature__addr$153  = q1_h[3:0];
+  assign \$signature__data$155  = { q1_head_exec_list, \port$5747$0 [256], \port$5747$0 [31:0] };
+  assign \$signature__addr$158  = q2_h[3:0];
+  assign \$signature__data$160  = { q2_head_exec_list, \port$5777$0 [256], \port$5777$0 [31:0] };
+  assign \$signature__addr$163  = q3_h[3:0];
+  assign \$signature__data$165  = { q3_head_exec_list, \port$5807$0 [256], \port$5807$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$151 ;
-  assign \w_data$153  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$156 ;
-  assign \w_data$158  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$161 ;
-  assign \w_data$163  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$166 ;
-  assign \w_data$168  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$171 ;
+  assign \w_data$173  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$176 ;
+  assign \w_data$178  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$181 ;
+  assign \w_data$183  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$186 ;
+  assign \w_data$188  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$181 ;
-  assign gemm_retired = \r_en$183 ;
-  assign vec_retired = \r_en$185 ;
-  assign sfu_retired = \r_en$187 ;
-  assign \$signature__addr$191  = q0_r[3:0];
-  assign \$signature__addr$194  = q1_r[3:0];
-  assign \$signature__addr$197  = q2_r[3:0];
-  assign \$signature__addr$200  = q3_r[3:0];
+  assign dma_store_retired = \r_en$201 ;
+  assign gemm_retired = \r_en$203 ;
+  assign vec_retired = \r_en$205 ;
+  assign sfu_retired = \r_en$207 ;
+  assign \$signature__addr$209  = q0_r[3:0];
+  assign \$signature__addr$231  = q1_r[3:0];
+  assign \$signature__addr$253  = q2_r[3:0];
+  assign \$signature__addr$275  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$11403$0  = \$269 [15:0];
-  assign \port$11409$0  = \$270 ;
-  assign \port$11410$32  = \$271 [255:32];
+  assign \port$11874$0  = \$317 [15:0];
+  assign \port$11880$0  = \$318 ;
+  assign \port$11881$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -45190,19 +46595,19 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \events[13]  = events[447:416];
   assign \events[14]  = events[479:448];
   assign \events[15]  = events[511:480];
-  assign hung[4] = \$326 ;
-  assign hung[3] = \$322 ;
-  assign hung[2] = \$318 ;
-  assign hung[1] = \$314 ;
-  assign hung[0] = \$310 ;
-  assign \$181  = \$38 [31];
-  assign \$209  = \$76 [31];
-  assign \$237  = \$114 [31];
-  assign \$265  = \$152 [31];
+  assign hung[4] = \$456 ;
+  assign hung[3] = \$452 ;
+  assign hung[2] = \$448 ;
+  assign hung[1] = \$444 ;
+  assign hung[0] = \$440 ;
+  assign \$202  = \$41 [31];
+  assign \$239  = \$82 [31];
+  assign \$276  = \$123 [31];
+  assign \$313  = \$164 [31];
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13163$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13843$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45244,8 +46649,8 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13163$16 ;
-  wire [15:0] \port$13163$16 ;
+  input [15:0] \port$13843$16 ;
+  wire [15:0] \port$13843$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -45282,7 +46687,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13163$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$13843$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45381,14 +46786,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13163$16 , \port$3838$0  };
-  assign w_data = { \port$13163$16 , \port$3838$0  };
+  assign w_port__data = { \port$13843$16 , \port$3838$0  };
+  assign w_data = { \port$13843$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13167$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13847$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45430,8 +46835,8 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13167$16 ;
-  wire [15:0] \port$13167$16 ;
+  input [15:0] \port$13847$16 ;
+  wire [15:0] \port$13847$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -45468,7 +46873,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13167$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$13847$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45567,14 +46972,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13167$16 , \port$3858$0  };
-  assign w_data = { \port$13167$16 , \port$3858$0  };
+  assign w_port__data = { \port$13847$16 , \port$3858$0  };
+  assign w_data = { \port$13847$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13171$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13851$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45616,8 +47021,8 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13171$16 ;
-  wire [15:0] \port$13171$16 ;
+  input [15:0] \port$13851$16 ;
+  wire [15:0] \port$13851$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -45654,7 +47059,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13171$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$13851$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45753,14 +47158,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13171$16 , \port$3878$0  };
-  assign w_data = { \port$13171$16 , \port$3878$0  };
+  assign w_port__data = { \port$13851$16 , \port$3878$0  };
+  assign w_data = { \port$13851$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13179$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13859$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45802,8 +47207,8 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13179$16 ;
-  wire [15:0] \port$13179$16 ;
+  input [15:0] \port$13859$16 ;
+  wire [15:0] \port$13859$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -45840,7 +47245,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13179$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$13859$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -45939,14 +47344,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13179$16 , \port$3933$0  };
-  assign w_data = { \port$13179$16 , \port$3933$0  };
+  assign w_port__data = { \port$13859$16 , \port$3933$0  };
+  assign w_data = { \port$13859$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13175$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13855$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45988,8 +47393,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13175$16 ;
-  wire [15:0] \port$13175$16 ;
+  input [15:0] \port$13855$16 ;
+  wire [15:0] \port$13855$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -46026,7 +47431,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13175$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$13855$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46125,8 +47530,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13175$16 , \port$3898$0  };
-  assign w_data = { \port$13175$16 , \port$3898$0  };
+  assign w_port__data = { \port$13855$16 , \port$3898$0  };
+  assign w_data = { \port$13855$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46134,44 +47539,58 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$104$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
 , q__2__head_index, q__2__qreset_req, q3_active, q__3__head_index, q__3__qreset_req, cpl_free, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr
-, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, q__0__drained, q__1__drained, q__2__drained, q__3__drained, r_en, \r_en$133 
-, \r_en$167 , \r_en$201 , cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2
-, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted
-, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer
-, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, axi__wvalid, axi__wdata, axi__wstrb, level, \level$119 , \level$153 , \level$187 , cpl_queue, down__bid);
+, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, r_data, \r_data$128 , \r_data$165 , \r_data$202 , down__arready, down__rvalid, down__awready, down__wready, down__bvalid, q__0__drained, q__1__drained, q__2__drained, q__3__drained, r_en, \r_en$139 
+, \r_en$176 , \r_en$213 , cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2
+, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq
+, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting
+, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, axi__wvalid, axi__wdata, axi__wstrb, level, \level$122 , \level$159 , \level$196 , cpl_queue, down__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
+  wire [14:0] \$103 ;
+  wire [21:0] \$104 ;
+  wire [32:0] \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [14:0] \$109 ;
-  wire \$11 ;
-  wire [21:0] \$110 ;
+  wire [31:0] \$107 ;
+  wire [8:0] \$1075 ;
+  wire [8:0] \$1079 ;
+  wire [32:0] \$108 ;
+  wire [8:0] \$1082 ;
+  wire [8:0] \$1085 ;
+  wire [8:0] \$1089 ;
+  wire \$109 ;
+  wire [8:0] \$1099 ;
+  wire [3:0] \$11 ;
+  wire \$110 ;
+  wire [8:0] \$1104 ;
+  wire [8:0] \$1109 ;
   wire [32:0] \$111 ;
+  wire [8:0] \$1115 ;
+  wire [8:0] \$1119 ;
   wire [32:0] \$112 ;
-  wire [32:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [32:0] \$116 ;
-  wire [17:0] \$117 ;
+  wire [8:0] \$1122 ;
+  wire [8:0] \$1125 ;
+  wire [9:0] \$1129 ;
+  wire \$113 ;
+  wire [32:0] \$114 ;
+  wire [17:0] \$115 ;
+  wire \$116 ;
+  wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [15:0] \$12 ;
+  wire [33:0] \$12 ;
   wire \$120 ;
-  wire [31:0] \$121 ;
-  wire [31:0] \$122 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire [7:0] \$1229 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
+  wire [31:0] \$126 ;
+  wire [31:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -46183,69 +47602,69 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [14:0] \$138 ;
-  wire [21:0] \$139 ;
-  wire \$14 ;
-  wire [32:0] \$140 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [15:0] \$14 ;
+  wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [14:0] \$143 ;
+  wire [21:0] \$144 ;
+  wire [32:0] \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
+  wire [31:0] \$147 ;
+  wire [32:0] \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [7:0] \$150 ;
-  wire [7:0] \$151 ;
-  wire \$152 ;
+  wire \$150 ;
+  wire [32:0] \$151 ;
+  wire [32:0] \$152 ;
   wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [32:0] \$154 ;
+  wire [17:0] \$155 ;
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire [32:0] \$16 ;
+  wire \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [2:0] \$166 ;
-  wire \$167 ;
+  wire [31:0] \$166 ;
+  wire [31:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  reg [31:0] \$172 ;
-  wire [31:0] \$173 ;
+  wire \$172 ;
+  wire \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [15:0] \$18 ;
+  wire [3:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [7:0] \$185 ;
+  wire [14:0] \$183 ;
+  wire [21:0] \$184 ;
+  wire [32:0] \$185 ;
   wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
+  wire [31:0] \$187 ;
+  wire [32:0] \$188 ;
   wire \$189 ;
-  wire \$19 ;
+  wire [33:0] \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire [32:0] \$193 ;
-  wire [32:0] \$194 ;
+  wire \$193 ;
+  wire \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
@@ -46258,46 +47677,46 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire \$205 ;
-  wire [7:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [31:0] \$205 ;
+  wire [31:0] \$206 ;
+  wire [31:0] \$207 ;
+  wire [31:0] \$208 ;
   wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [15:0] \$21 ;
+  wire [31:0] \$210 ;
+  wire [8:0] \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire \$214 ;
+  wire [7:0] \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
+  reg [5:0] \$217 ;
+  wire [31:0] \$218 ;
   wire \$219 ;
-  wire [32:0] \$22 ;
+  wire \$22 ;
   wire \$220 ;
-  wire \$221 ;
+  wire [31:0] \$221 ;
   wire \$222 ;
-  wire [32:0] \$223 ;
-  wire [32:0] \$224 ;
+  wire \$223 ;
+  wire [31:0] \$224 ;
   wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [4:0] \$226 ;
+  wire [31:0] \$227 ;
+  wire [5:0] \$228 ;
+  wire [31:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire [7:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
-  wire [15:0] \$24 ;
-  wire \$240 ;
+  wire [31:0] \$230 ;
+  wire [3:0] \$231 ;
+  wire [31:0] \$232 ;
+  wire [191:0] \$233 ;
+  wire [192:0] \$234 ;
+  wire [223:0] \$235 ;
+  wire [63:0] \$236 ;
+  wire [63:0] \$237 ;
+  wire [62:0] \$238 ;
+  wire [64:0] \$239 ;
+  wire \$24 ;
+  wire [63:0] \$240 ;
   wire \$241 ;
   wire \$242 ;
   wire \$243 ;
@@ -46307,25 +47726,25 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire [32:0] \$25 ;
+  wire [3:0] \$25 ;
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
-  wire [32:0] \$253 ;
-  wire [32:0] \$254 ;
+  wire \$253 ;
+  wire \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [32:0] \$26 ;
+  wire [33:0] \$26 ;
   wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire [7:0] \$266 ;
+  wire [7:0] \$261 ;
+  wire [7:0] \$262 ;
+  wire [7:0] \$263 ;
+  wire [4:0] \$264 ;
+  reg [1:0] \$265 ;
+  wire [5:0] \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
@@ -46340,101 +47759,101 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
-  wire \$28 ;
+  wire [15:0] \$28 ;
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire [32:0] \$283 ;
-  wire [32:0] \$284 ;
+  wire \$283 ;
+  wire \$284 ;
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
-  wire [32:0] \$29 ;
+  wire \$29 ;
   wire \$290 ;
   wire \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire [7:0] \$296 ;
+  wire \$296 ;
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
   wire \$3 ;
-  wire [17:0] \$30 ;
+  wire \$30 ;
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
   wire \$305 ;
-  wire \$306 ;
+  wire [2:0] \$306 ;
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
-  wire \$31 ;
+  wire [32:0] \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  reg [31:0] \$312 ;
+  wire [31:0] \$313 ;
   wire \$314 ;
   wire \$315 ;
   wire \$316 ;
-  reg [31:0] \$317 ;
-  reg \$318 ;
+  wire \$317 ;
+  wire \$318 ;
   wire \$319 ;
-  wire \$32 ;
-  wire [2:0] \$320 ;
+  wire [32:0] \$32 ;
+  wire \$320 ;
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
-  wire [7:0] \$324 ;
-  wire [32:0] \$325 ;
-  wire [32:0] \$326 ;
-  wire [32:0] \$327 ;
-  wire [32:0] \$328 ;
+  wire \$324 ;
+  wire [7:0] \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire [1:0] \$331 ;
-  wire [32:0] \$332 ;
-  wire \$333 ;
-  wire \$334 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [32:0] \$333 ;
+  wire [32:0] \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
   wire \$339 ;
-  wire [31:0] \$34 ;
+  wire [32:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire \$346 ;
+  wire [7:0] \$346 ;
   wire \$347 ;
-  wire [14:0] \$348 ;
-  wire [21:0] \$349 ;
-  wire [31:0] \$35 ;
-  wire [33:0] \$350 ;
-  reg \$351 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire [17:0] \$35 ;
+  wire \$350 ;
+  wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire [7:0] \$354 ;
-  wire [32:0] \$355 ;
-  wire [7:0] \$356 ;
-  wire [32:0] \$357 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
-  wire [3:0] \$361 ;
-  wire [4:0] \$362 ;
-  wire \$363 ;
-  wire \$364 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire [32:0] \$363 ;
+  wire [32:0] \$364 ;
   wire \$365 ;
   wire \$366 ;
   wire \$367 ;
@@ -46447,14 +47866,14 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire \$376 ;
-  wire [32:0] \$377 ;
+  wire [7:0] \$376 ;
+  wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire [3:0] \$381 ;
-  wire [4:0] \$382 ;
+  wire \$381 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
@@ -46466,22 +47885,22 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
+  wire [32:0] \$393 ;
+  wire [32:0] \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [32:0] \$397 ;
+  wire \$397 ;
   wire \$398 ;
   wire \$399 ;
-  wire [32:0] \$4 ;
+  wire [3:0] \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire [3:0] \$401 ;
-  wire [4:0] \$402 ;
+  wire \$401 ;
+  wire \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
-  wire \$406 ;
+  wire [7:0] \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
@@ -46493,15 +47912,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire [32:0] \$417 ;
+  wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire [3:0] \$421 ;
-  wire [4:0] \$422 ;
-  wire \$423 ;
-  wire \$424 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire [32:0] \$423 ;
+  wire [32:0] \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
@@ -46514,145 +47933,468 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  wire \$436 ;
-  reg \$437 ;
-  reg [1:0] \$438 ;
-  reg [1:0] \$439 ;
+  wire [7:0] \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  reg \$440 ;
-  reg [31:0] \$441 ;
-  reg [1:0] \$442 ;
-  reg \$443 ;
-  reg [1:0] \$444 ;
-  reg [191:0] \$445 ;
-  reg [7:0] \$446 ;
-  reg [31:0] \$447 ;
-  reg [31:0] \$448 ;
-  reg [31:0] \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  reg [31:0] \$450 ;
-  reg \$451 ;
-  reg \$452 ;
-  reg \$453 ;
-  reg \$454 ;
-  reg [75:0] \$455 ;
-  reg [2:0] \$456 ;
-  reg \$457 ;
-  reg [31:0] \$458 ;
-  reg [31:0] \$459 ;
-  wire \$46 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  reg [1:0] \$459 ;
+  wire [31:0] \$46 ;
   reg [31:0] \$460 ;
-  reg [7:0] \$461 ;
-  reg [127:0] \$462 ;
-  reg [7:0] \$463 ;
-  reg [1:0] \$464 ;
-  reg \$465 ;
-  reg [7:0] \$466 ;
-  reg [31:0] \$467 ;
-  reg \$468 ;
-  reg \$469 ;
-  wire \$47 ;
-  reg [2:0] \$470 ;
-  reg \$471 ;
-  reg [31:0] \$472 ;
-  reg \$473 ;
-  reg [7:0] \$474 ;
-  reg [31:0] \$475 ;
-  reg \$476 ;
-  reg \$477 ;
-  reg \$478 ;
-  reg \$479 ;
+  reg \$461 ;
+  wire \$462 ;
+  wire [2:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [7:0] \$467 ;
+  wire \$468 ;
+  wire \$469 ;
+  wire [31:0] \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [32:0] \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  reg [31:0] \$480 ;
-  reg \$481 ;
-  reg \$482 ;
-  reg [2:0] \$483 ;
-  reg \$484 ;
-  reg [31:0] \$485 ;
-  reg \$486 ;
-  reg [7:0] \$487 ;
-  reg [31:0] \$488 ;
-  reg \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire [3:0] \$488 ;
+  wire [3:0] \$489 ;
   wire \$49 ;
-  reg \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg [31:0] \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg [2:0] \$496 ;
-  reg \$497 ;
-  reg [31:0] \$498 ;
-  reg \$499 ;
-  wire \$5 ;
+  wire \$490 ;
+  wire [3:0] \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire [4:0] \$494 ;
+  wire [32:0] \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
+  wire [33:0] \$5 ;
   wire \$50 ;
-  reg [7:0] \$500 ;
-  reg [31:0] \$501 ;
-  reg \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg [31:0] \$506 ;
-  reg \$507 ;
-  reg \$508 ;
-  reg [2:0] \$509 ;
-  wire [14:0] \$51 ;
-  reg \$510 ;
-  reg [31:0] \$511 ;
-  reg \$512 ;
-  reg [7:0] \$513 ;
-  reg [31:0] \$514 ;
-  reg \$515 ;
-  reg \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  wire [21:0] \$52 ;
-  wire [32:0] \$53 ;
-  wire [32:0] \$54 ;
-  wire [32:0] \$55 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire [1:0] \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire \$510 ;
+  wire [32:0] \$511 ;
+  wire [2:0] \$512 ;
+  wire \$513 ;
+  wire [6:0] \$514 ;
+  wire [6:0] \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire [6:0] \$518 ;
+  wire [32:0] \$519 ;
+  wire \$52 ;
+  wire [16:0] \$520 ;
+  wire \$521 ;
+  wire [3:0] \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire [4:0] \$525 ;
+  wire [32:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
+  wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire [1:0] \$537 ;
+  wire \$538 ;
+  wire \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [32:0] \$542 ;
+  wire [2:0] \$543 ;
+  wire \$544 ;
+  wire [6:0] \$545 ;
+  wire [6:0] \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire [6:0] \$549 ;
+  wire \$55 ;
+  wire [32:0] \$550 ;
+  wire [16:0] \$551 ;
+  wire \$552 ;
+  wire [3:0] \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire [4:0] \$556 ;
+  wire [32:0] \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire [1:0] \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [32:0] \$58 ;
-  wire [17:0] \$59 ;
-  wire [15:0] \$6 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire [32:0] \$573 ;
+  wire [2:0] \$574 ;
+  wire \$575 ;
+  wire [6:0] \$576 ;
+  wire [6:0] \$577 ;
+  wire \$578 ;
+  wire \$579 ;
+  wire \$58 ;
+  wire [6:0] \$580 ;
+  wire [32:0] \$581 ;
+  wire [16:0] \$582 ;
+  wire \$583 ;
+  wire [3:0] \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire [4:0] \$587 ;
+  wire [32:0] \$588 ;
+  wire \$589 ;
+  wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [1:0] \$599 ;
+  wire \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire [32:0] \$604 ;
+  wire [2:0] \$605 ;
+  wire \$606 ;
+  wire [6:0] \$607 ;
+  wire [6:0] \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire [6:0] \$611 ;
+  wire [32:0] \$612 ;
+  wire [16:0] \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire [1:0] \$617 ;
+  wire [32:0] \$618 ;
+  wire \$619 ;
   wire \$62 ;
-  wire [31:0] \$63 ;
-  wire [31:0] \$64 ;
-  wire \$65 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
+  wire [14:0] \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire [14:0] \$634 ;
+  wire [21:0] \$635 ;
+  wire [33:0] \$636 ;
+  reg \$637 ;
+  wire \$638 ;
+  wire \$639 ;
+  wire [21:0] \$64 ;
+  wire [7:0] \$640 ;
+  wire [32:0] \$641 ;
+  wire [7:0] \$642 ;
+  wire [32:0] \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire [3:0] \$647 ;
+  wire [4:0] \$648 ;
+  wire \$649 ;
+  wire [32:0] \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire [32:0] \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire [3:0] \$667 ;
+  wire [4:0] \$668 ;
+  wire \$669 ;
+  wire [31:0] \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire [32:0] \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire [32:0] \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire [3:0] \$687 ;
+  wire [4:0] \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire \$7 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire [15:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [7:0] \$720 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire [32:0] \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire [3:0] \$707 ;
+  wire [4:0] \$708 ;
+  wire \$709 ;
+  wire [32:0] \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire [32:0] \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  reg \$723 ;
+  reg [1:0] \$724 ;
+  reg [1:0] \$725 ;
+  reg \$726 ;
+  reg [1:0] \$727 ;
+  reg \$728 ;
+  reg [31:0] \$729 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  reg [1:0] \$730 ;
+  reg \$731 ;
+  reg [2:0] \$732 ;
+  reg [191:0] \$733 ;
+  reg [7:0] \$734 ;
+  reg [223:0] \$735 ;
+  reg [2:0] \$736 ;
+  reg [255:0] \$737 ;
+  reg [2:0] \$738 ;
+  reg [2:0] \$739 ;
+  wire [32:0] \$74 ;
+  reg [31:0] \$740 ;
+  reg [1:0] \$741 ;
+  reg [31:0] \$742 ;
+  reg [15:0] \$743 ;
+  reg [31:0] \$744 ;
+  reg [5:0] \$745 ;
+  reg [5:0] \$746 ;
+  reg [1:0] \$747 ;
+  reg [2:0] \$748 ;
+  reg [31:0] \$749 ;
+  wire [17:0] \$75 ;
+  reg [1:0] \$750 ;
+  reg [31:0] \$751 ;
+  reg [15:0] \$752 ;
+  reg [31:0] \$753 ;
+  reg [5:0] \$754 ;
+  reg [5:0] \$755 ;
+  reg [1:0] \$756 ;
+  reg [2:0] \$757 ;
+  reg [31:0] \$758 ;
+  reg [1:0] \$759 ;
   wire \$76 ;
+  reg [31:0] \$760 ;
+  reg [15:0] \$761 ;
+  reg [31:0] \$762 ;
+  reg [5:0] \$763 ;
+  reg [5:0] \$764 ;
+  reg [1:0] \$765 ;
+  reg [2:0] \$766 ;
+  reg [31:0] \$767 ;
+  reg [1:0] \$768 ;
+  reg [31:0] \$769 ;
   wire \$77 ;
+  reg [15:0] \$770 ;
+  reg [31:0] \$771 ;
+  reg [5:0] \$772 ;
+  reg [5:0] \$773 ;
+  reg [1:0] \$774 ;
+  reg \$775 ;
+  reg \$776 ;
+  reg \$777 ;
+  reg \$778 ;
+  reg [91:0] \$779 ;
   wire \$78 ;
+  reg [2:0] \$780 ;
+  reg \$781 ;
+  reg [31:0] \$782 ;
+  reg [31:0] \$783 ;
+  reg [31:0] \$784 ;
+  reg [7:0] \$785 ;
+  reg [127:0] \$786 ;
+  reg [7:0] \$787 ;
+  reg [1:0] \$788 ;
+  reg \$789 ;
   wire \$79 ;
+  reg [7:0] \$790 ;
+  reg [31:0] \$791 ;
+  reg \$792 ;
+  reg \$793 ;
+  reg [2:0] \$794 ;
+  reg \$795 ;
+  reg [31:0] \$796 ;
+  reg \$797 ;
+  reg [7:0] \$798 ;
+  reg [31:0] \$799 ;
   wire \$8 ;
-  wire [14:0] \$80 ;
-  wire [21:0] \$81 ;
-  wire [32:0] \$82 ;
-  wire [32:0] \$83 ;
-  wire [32:0] \$84 ;
+  wire \$80 ;
+  reg \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg [31:0] \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg [2:0] \$807 ;
+  reg \$808 ;
+  reg [31:0] \$809 ;
+  wire \$81 ;
+  reg \$810 ;
+  reg [7:0] \$811 ;
+  reg [31:0] \$812 ;
+  reg \$813 ;
+  reg \$814 ;
+  reg \$815 ;
+  reg \$816 ;
+  reg [31:0] \$817 ;
+  reg \$818 ;
+  reg \$819 ;
+  wire \$82 ;
+  reg [2:0] \$820 ;
+  reg \$821 ;
+  reg [31:0] \$822 ;
+  reg \$823 ;
+  reg [7:0] \$824 ;
+  reg [31:0] \$825 ;
+  reg \$826 ;
+  reg \$827 ;
+  reg \$828 ;
+  reg \$829 ;
+  wire \$83 ;
+  reg [31:0] \$830 ;
+  reg \$831 ;
+  reg \$832 ;
+  reg [2:0] \$833 ;
+  reg \$834 ;
+  reg [31:0] \$835 ;
+  reg \$836 ;
+  reg [7:0] \$837 ;
+  reg [31:0] \$838 ;
+  reg \$839 ;
+  wire \$84 ;
+  reg \$840 ;
+  reg \$841 ;
+  reg \$842 ;
   wire \$85 ;
-  wire \$86 ;
-  wire [32:0] \$87 ;
-  wire [17:0] \$88 ;
+  wire [31:0] \$86 ;
+  wire [31:0] \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [31:0] \$92 ;
-  wire [31:0] \$93 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
@@ -46661,6 +48403,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$99 ;
   reg abandon;
   reg \abandon$67 ;
+  wire [3:0] args_r__addr;
+  wire [255:0] args_r__data;
+  wire [3:0] args_w__addr;
+  wire [255:0] args_w__data;
+  wire args_w__en;
   output [31:0] axi__araddr;
   wire [31:0] axi__araddr;
   output [1:0] axi__arburst;
@@ -46739,6 +48486,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg cpl_idx_sent = 1'h0;
   input cpl_irq;
   wire cpl_irq;
+  input [15:0] cpl_item;
+  wire [15:0] cpl_item;
   input [7:0] cpl_opcode;
   wire [7:0] cpl_opcode;
   reg cpl_overflow = 1'h0;
@@ -46748,17 +48497,18 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [127:0] cpl_rec;
   wire [7:0] \cpl_rec.flags ;
   wire [31:0] \cpl_rec.index ;
+  wire [15:0] \cpl_rec.item ;
   wire [7:0] \cpl_rec.opcode ;
   wire [7:0] \cpl_rec.queue ;
-  wire [15:0] \cpl_rec.reserved ;
   wire [7:0] \cpl_rec.status ;
   wire [15:0] \cpl_rec.tag ;
   wire [31:0] \cpl_rec.timestamp ;
   reg [31:0] cpl_rec_index = 32'd0;
-  reg [75:0] cpl_req = 76'h0000000000000000000;
+  reg [91:0] cpl_req = 92'h00000000000000000000000;
   wire [7:0] \cpl_req.flags ;
   wire \cpl_req.halt ;
   wire \cpl_req.irq ;
+  wire [15:0] \cpl_req.item ;
   wire [7:0] \cpl_req.opcode ;
   wire [1:0] \cpl_req.queue ;
   wire [7:0] \cpl_req.status ;
@@ -46839,11 +48589,18 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire fetch_bad;
   wire fetch_beat_bad;
   reg fetch_busy;
+  wire [255:0] fetch_data;
   reg fetch_discard = 1'h0;
   wire fetch_fail;
   wire [7:0] fetch_fail_code;
-  reg [1:0] fetch_fsm_state = 2'h0;
+  reg [2:0] fetch_fsm_state = 3'h0;
+  wire fetch_good;
+  reg fetch_item_push;
   wire fetch_keep;
+  reg [1:0] fetch_kind = 2'h0;
+  reg fetch_list_fail;
+  wire fetch_list_start;
+  reg fetch_patch_rd = 1'h0;
   reg [1:0] fetch_q = 2'h0;
   reg fetch_q_reset;
   reg [1:0] fetch_r_beat = 2'h0;
@@ -46859,21 +48616,37 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire fw_running;
   output [2:0] level;
   wire [2:0] level;
-  output [2:0] \level$119 ;
-  wire [2:0] \level$119 ;
-  output [2:0] \level$153 ;
-  wire [2:0] \level$153 ;
-  output [2:0] \level$187 ;
-  wire [2:0] \level$187 ;
-  wire [2:0] \level$280 ;
+  output [2:0] \level$122 ;
+  wire [2:0] \level$122 ;
+  output [2:0] \level$159 ;
+  wire [2:0] \level$159 ;
+  output [2:0] \level$196 ;
+  wire [2:0] \level$196 ;
+  wire [2:0] \level$340 ;
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
+  reg [255:0] list_desc = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [2:0] list_npatch = 3'h0;
+  reg [223:0] list_patches = 224'h00000000000000000000000000000000000000000000000000000000;
+  reg [2:0] list_pj = 3'h0;
+  wire [31:0] patch_arg;
+  wire patch_bad;
+  wire [63:0] patch_mask;
+  wire [63:0] patch_result;
+  wire [4:0] patch_shift;
+  wire [6:0] patch_width;
+  wire [63:0] patch_window;
+  wire [2:0] patch_word;
   input [3:0] \port$104$0 ;
   wire [3:0] \port$104$0 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
+  reg [5:0] q0_args = 6'h00;
+  reg [5:0] q0_args_left = 6'h00;
+  reg [31:0] q0_args_next = 32'd0;
+  reg [1:0] q0_args_row = 2'h0;
   wire q0_bad_cfg;
   (* init = 32'd0 *)
   wire [31:0] q0_c;
@@ -46898,6 +48671,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q0_halt_index;
   output q0_halted;
   reg q0_halted = 1'h0;
+  wire q0_item_push;
+  reg [2:0] q0_items = 3'h0;
+  reg [15:0] q0_list_left = 16'h0000;
+  reg [1:0] q0_list_mode = 2'h0;
+  reg [31:0] q0_list_next = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] q0_p;
   wire q0_reset_done;
@@ -46908,6 +48686,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg q1_acked = 1'h0;
   output q1_active;
   wire q1_active;
+  reg [5:0] q1_args = 6'h00;
+  reg [5:0] q1_args_left = 6'h00;
+  reg [31:0] q1_args_next = 32'd0;
+  reg [1:0] q1_args_row = 2'h0;
   wire q1_bad_cfg;
   (* init = 32'd0 *)
   wire [31:0] q1_c;
@@ -46932,6 +48714,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q1_halt_index;
   output q1_halted;
   reg q1_halted = 1'h0;
+  wire q1_item_push;
+  reg [2:0] q1_items = 3'h0;
+  reg [15:0] q1_list_left = 16'h0000;
+  reg [1:0] q1_list_mode = 2'h0;
+  reg [31:0] q1_list_next = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] q1_p;
   wire q1_reset_done;
@@ -46942,6 +48729,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg q2_acked = 1'h0;
   output q2_active;
   wire q2_active;
+  reg [5:0] q2_args = 6'h00;
+  reg [5:0] q2_args_left = 6'h00;
+  reg [31:0] q2_args_next = 32'd0;
+  reg [1:0] q2_args_row = 2'h0;
   wire q2_bad_cfg;
   (* init = 32'd0 *)
   wire [31:0] q2_c;
@@ -46966,6 +48757,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q2_halt_index;
   output q2_halted;
   reg q2_halted = 1'h0;
+  wire q2_item_push;
+  reg [2:0] q2_items = 3'h0;
+  reg [15:0] q2_list_left = 16'h0000;
+  reg [1:0] q2_list_mode = 2'h0;
+  reg [31:0] q2_list_next = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] q2_p;
   wire q2_reset_done;
@@ -46976,6 +48772,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg q3_acked = 1'h0;
   output q3_active;
   wire q3_active;
+  reg [5:0] q3_args = 6'h00;
+  reg [5:0] q3_args_left = 6'h00;
+  reg [31:0] q3_args_next = 32'd0;
+  reg [1:0] q3_args_row = 2'h0;
   wire q3_bad_cfg;
   (* init = 32'd0 *)
   wire [31:0] q3_c;
@@ -47000,6 +48800,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q3_halt_index;
   output q3_halted;
   reg q3_halted = 1'h0;
+  wire q3_item_push;
+  reg [2:0] q3_items = 3'h0;
+  reg [15:0] q3_list_left = 16'h0000;
+  reg [1:0] q3_list_mode = 2'h0;
+  reg [31:0] q3_list_next = 32'd0;
   (* init = 32'd0 *)
   wire [31:0] q3_p;
   wire q3_reset_done;
@@ -47034,10 +48839,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q__0__fetch = 32'd0;
   (* init = 1'h0 *)
   wire q__0__halted;
-  output [255:0] q__0__head;
   wire [255:0] q__0__head;
+  wire q__0__head_end;
   output [31:0] q__0__head_index;
   wire [31:0] q__0__head_index;
+  wire q__0__head_item;
   wire q__0__pop;
   wire [7:0] q__0__prefetched;
   reg [31:0] q__0__producer = 32'd0;
@@ -47082,10 +48888,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q__1__fetch = 32'd0;
   (* init = 1'h0 *)
   wire q__1__halted;
-  output [255:0] q__1__head;
   wire [255:0] q__1__head;
+  wire q__1__head_end;
   output [31:0] q__1__head_index;
   wire [31:0] q__1__head_index;
+  wire q__1__head_item;
   wire q__1__pop;
   wire [7:0] q__1__prefetched;
   reg [31:0] q__1__producer = 32'd0;
@@ -47130,10 +48937,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q__2__fetch = 32'd0;
   (* init = 1'h0 *)
   wire q__2__halted;
-  output [255:0] q__2__head;
   wire [255:0] q__2__head;
+  wire q__2__head_end;
   output [31:0] q__2__head_index;
   wire [31:0] q__2__head_index;
+  wire q__2__head_item;
   wire q__2__pop;
   wire [7:0] q__2__prefetched;
   reg [31:0] q__2__producer = 32'd0;
@@ -47178,10 +48986,11 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] q__3__fetch = 32'd0;
   (* init = 1'h0 *)
   wire q__3__halted;
-  output [255:0] q__3__head;
   wire [255:0] q__3__head;
+  wire q__3__head_end;
   output [31:0] q__3__head_index;
   wire [31:0] q__3__head_index;
+  wire q__3__head_item;
   wire q__3__pop;
   wire [7:0] q__3__prefetched;
   reg [31:0] q__3__producer = 32'd0;
@@ -47199,29 +49008,33 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] q__3__ring_base;
   input [3:0] q__3__ring_log2;
   wire [3:0] q__3__ring_log2;
-  wire [255:0] r_data;
-  wire [255:0] \r_data$125 ;
-  wire [255:0] \r_data$159 ;
-  wire [255:0] \r_data$193 ;
-  wire [75:0] \r_data$322 ;
+  output [257:0] r_data;
+  wire [257:0] r_data;
+  output [257:0] \r_data$128 ;
+  wire [257:0] \r_data$128 ;
+  output [257:0] \r_data$165 ;
+  wire [257:0] \r_data$165 ;
+  output [257:0] \r_data$202 ;
+  wire [257:0] \r_data$202 ;
+  wire [91:0] \r_data$382 ;
   input r_en;
   wire r_en;
-  input \r_en$133 ;
-  wire \r_en$133 ;
-  input \r_en$167 ;
-  wire \r_en$167 ;
-  input \r_en$201 ;
-  wire \r_en$201 ;
-  reg \r_en$324 ;
+  input \r_en$139 ;
+  wire \r_en$139 ;
+  input \r_en$176 ;
+  wire \r_en$176 ;
+  input \r_en$213 ;
+  wire \r_en$213 ;
+  reg \r_en$384 ;
   wire r_rdy;
-  wire \r_rdy$128 ;
-  wire \r_rdy$162 ;
-  wire \r_rdy$196 ;
-  wire \r_rdy$321 ;
+  wire \r_rdy$134 ;
+  wire \r_rdy$171 ;
+  wire \r_rdy$208 ;
+  wire \r_rdy$381 ;
   input rst;
   wire rst;
   wire timeout;
-  wire \timeout$325 ;
+  wire \timeout$385 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -47249,675 +49062,1090 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire up__wready;
   reg [7:0] up__wstrb = 8'h00;
   reg up__wvalid = 1'h0;
-  wire [255:0] w_data;
-  wire [255:0] \w_data$259 ;
-  wire [255:0] \w_data$262 ;
-  wire [255:0] \w_data$265 ;
-  wire [75:0] \w_data$266 ;
+  wire [257:0] w_data;
+  wire [257:0] \w_data$316 ;
+  wire [257:0] \w_data$320 ;
+  wire [257:0] \w_data$324 ;
+  wire [91:0] \w_data$325 ;
   wire w_en;
-  wire \w_en$258 ;
-  wire \w_en$261 ;
-  wire \w_en$264 ;
-  wire \w_en$278 ;
+  wire \w_en$315 ;
+  wire \w_en$319 ;
+  wire \w_en$323 ;
+  wire \w_en$338 ;
   wire w_rdy;
-  assign \$410  = ~ q2_resetting;
-  assign \$411  = q__2__reset & \$410 ;
-  assign \$412  = ~ fw_running;
-  assign \$413  = \port$104$0 [2] | \$412 ;
-  assign \$414  = q2_resetting & \$413 ;
-  assign \$415  = cpl_req[1:0] == 2'h2;
-  assign \$416  = \abandon$67  & \$415 ;
-  assign \$417  = q__3__consumer + 1'h1;
-  assign \$418  = q3_cpl_done & cpl_req[2];
-  assign \$419  = cpl_queue == 2'h3;
-  assign \$420  = cpl_push_ok & \$419 ;
-  assign \$421  = q3_cpl_pending + \$420 ;
-  assign \$422  = \$421  - q3_cpl_done;
-  assign \$423  = ~ q3_bad_cfg;
-  assign \$424  = q3_checked | \$423 ;
-  assign \$425  = q3_want & \$424 ;
-  assign \$426  = ~ q3_db_overflow;
-  assign \$427  = q3_db_write & \$426 ;
-  assign \$428  = ~ q3_halted;
-  assign \$429  = q3_halt_any & \$428 ;
-  assign \$430  = ~ q3_resetting;
-  assign \$431  = q__3__reset & \$430 ;
-  assign \$432  = ~ fw_running;
-  assign \$433  = \port$104$0 [3] | \$432 ;
-  assign \$434  = q3_resetting & \$433 ;
-  assign \$435  = cpl_req[1:0] == 2'h3;
-  assign \$436  = \abandon$67  & \$435 ;
-  always @(posedge clk)
-    fetch_discard <= \$437 ;
-  always @(posedge clk)
-    fetch_q <= \$438 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$439 ;
-  always @(posedge clk)
-    up__arvalid <= \$440 ;
-  always @(posedge clk)
-    up__araddr <= \$441 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$442 ;
-  always @(posedge clk)
-    fetch_r_err <= \$443 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$444 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$445 ;
-  always @(posedge clk)
-    fetch_r_code <= \$446 ;
-  always @(posedge clk)
-    q__0__fetch <= \$447 ;
-  always @(posedge clk)
-    q__1__fetch <= \$448 ;
-  always @(posedge clk)
-    q__2__fetch <= \$449 ;
-  always @(posedge clk)
-    q__3__fetch <= \$450 ;
-  always @(posedge clk)
-    cpl_overflow <= \$451 ;
-  always @(posedge clk)
-    up__awvalid <= \$452 ;
-  always @(posedge clk)
-    up__wvalid <= \$453 ;
-  always @(posedge clk)
-    cpl_w_beat <= \$454 ;
-  always @(posedge clk)
-    cpl_req <= \$455 ;
-  always @(posedge clk)
-    cpl_fsm_state <= \$456 ;
-  always @(posedge clk)
-    cpl_idx_sent <= \$457 ;
-  always @(posedge clk)
-    cpl_rec_index <= \$458 ;
-  always @(posedge clk)
-    cpl_cons_addr <= \$459 ;
-  always @(posedge clk)
-    up__awaddr <= \$460 ;
-  always @(posedge clk)
-    up__awlen <= \$461 ;
-  always @(posedge clk)
-    cpl_w_buf <= \$462 ;
-  always @(posedge clk)
-    up__wstrb <= \$463 ;
-  always @(posedge clk)
-    cpl_w_nbeats <= \$464 ;
-  always @(posedge clk)
-    cpl_wr_err <= \$465 ;
-  always @(posedge clk)
-    cpl_wr_code <= \$466 ;
-  always @(posedge clk)
-    q__0__consumer <= \$467 ;
-  always @(posedge clk)
-    q__0__retired <= \$468 ;
-  always @(posedge clk)
-    q__0__cpl_irq <= \$469 ;
-  always @(posedge clk)
-    q0_cpl_pending <= \$470 ;
-  always @(posedge clk)
-    q0_checked <= \$471 ;
-  always @(posedge clk)
-    q__0__producer <= \$472 ;
-  always @(posedge clk)
-    q0_halted <= \$473 ;
-  always @(posedge clk)
-    q__0__error <= \$474 ;
-  always @(posedge clk)
-    q__0__error_index <= \$475 ;
-  always @(posedge clk)
-    q__0__error_irq <= \$476 ;
-  always @(posedge clk)
-    q0_resetting <= \$477 ;
-  always @(posedge clk)
-    q0_acked <= \$478 ;
-  always @(posedge clk)
-    q0_cpl_dead <= \$479 ;
-  always @(posedge clk)
-    q__1__consumer <= \$480 ;
-  always @(posedge clk)
-    q__1__retired <= \$481 ;
-  always @(posedge clk)
-    q__1__cpl_irq <= \$482 ;
-  always @(posedge clk)
-    q1_cpl_pending <= \$483 ;
-  always @(posedge clk)
-    q1_checked <= \$484 ;
-  always @(posedge clk)
-    q__1__producer <= \$485 ;
-  always @(posedge clk)
-    q1_halted <= \$486 ;
-  always @(posedge clk)
-    q__1__error <= \$487 ;
-  always @(posedge clk)
-    q__1__error_index <= \$488 ;
-  always @(posedge clk)
-    q__1__error_irq <= \$489 ;
-  always @(posedge clk)
-    q1_resetting <= \$490 ;
-  always @(posedge clk)
-    q1_acked <= \$491 ;
-  always @(posedge clk)
-    q1_cpl_dead <= \$492 ;
-  always @(posedge clk)
-    q__2__consumer <= \$493 ;
-  always @(posedge clk)
-    q__2__retired <= \$494 ;
-  always @(posedge clk)
-    q__2__cpl_irq <= \$495 ;
-  always @(posedge clk)
-    q2_cpl_pending <= \$496 ;
-  always @(posedge clk)
-    q2_checked <= \$497 ;
-  always @(posedge clk)
-    q__2__producer <= \$498 ;
-  always @(posedge clk)
-    q2_halted <= \$499 ;
-  always @(posedge clk)
-    q__2__error <= \$500 ;
-  always @(posedge clk)
-    q__2__error_index <= \$501 ;
-  always @(posedge clk)
-    q__2__error_irq <= \$502 ;
-  always @(posedge clk)
-    q2_resetting <= \$503 ;
-  always @(posedge clk)
-    q2_acked <= \$504 ;
-  always @(posedge clk)
-    q2_cpl_dead <= \$505 ;
-  always @(posedge clk)
-    q__3__consumer <= \$506 ;
-  always @(posedge clk)
-    q__3__retired <= \$507 ;
-  always @(posedge clk)
-    q__3__cpl_irq <= \$508 ;
-  always @(posedge clk)
-    q3_cpl_pending <= \$509 ;
-  always @(posedge clk)
-    q3_checked <= \$510 ;
-  always @(posedge clk)
-    q__3__producer <= \$511 ;
-  always @(posedge clk)
-    q3_halted <= \$512 ;
-  always @(posedge clk)
-    q__3__error <= \$513 ;
-  always @(posedge clk)
-    q__3__error_index <= \$514 ;
-  always @(posedge clk)
-    q__3__error_irq <= \$515 ;
-  always @(posedge clk)
-    q3_resetting <= \$516 ;
-  always @(posedge clk)
-    q3_acked <= \$517 ;
-  always @(posedge clk)
-    q3_cpl_dead <= \$518 ;
+  reg [255:0] list_args [15:0];
+  initial begin
+    list_args[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[4] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[5] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[6] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[7] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[8] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[9] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[10] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[11] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[12] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[13] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[14] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    list_args[15] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (args_w__en)
+      list_args[\$266 [3:0]] <= { down__rdata, fetch_r_buf };
+  end
+  assign args_r__data = list_args[\$228 [3:0]];
+  assign \$139  = q__2__ring_log2 > 4'hb;
+  assign \$140  = q__2__ring_log2 > 4'hc;
+  assign \$141  = q__2__ring_log2 > 4'hd;
+  assign \$142  = q__2__ring_log2 > 4'he;
+  assign \$143  = q__2__fetch[14:0] & { \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128  };
+  assign \$145  = \$127  + \$144 ;
+  assign \$146  = q2_list_mode == 1'h1;
+  assign \$147  = \$146  ? q2_args_next : q2_list_next;
+  assign \$148  = \$125  ? \$145  : { 1'h0, \$147  };
+  assign \$149  = \level$196  < 3'h4;
+  assign \$150  = q3_active & \$149 ;
+  assign \$151  = q__3__fetch - q__3__consumer;
+  assign \$152  = q__3__producer - q__3__consumer;
+  assign \$153  = \$151 [31:0] < \$152 [31:0];
+  assign \$154  = q__3__producer - q__3__consumer;
+  assign \$155  = \$28  + 1'h1;
+  assign \$156  = \$154 [31:0] <= \$155 ;
+  assign \$157  = \$153  & \$156 ;
+  assign \$158  = ! q3_list_mode;
+  assign \$159  = q3_list_mode == 2'h3;
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = ~ \$160 ;
+  assign \$162  = \$157  | \$161 ;
+  assign q3_fetch_elig = \$150  & \$162 ;
+  assign \$163  = ! q3_list_mode;
+  assign \$164  = q3_list_mode == 2'h3;
+  assign \$165  = \$163  | \$164 ;
+  assign \$168  = q__3__ring_log2 > 1'h0;
+  assign \$169  = q__3__ring_log2 > 1'h1;
+  assign \$170  = q__3__ring_log2 > 2'h2;
+  assign \$171  = q__3__ring_log2 > 2'h3;
+  assign \$172  = q__3__ring_log2 > 3'h4;
+  assign \$173  = q__3__ring_log2 > 3'h5;
+  assign \$174  = q__3__ring_log2 > 3'h6;
+  assign \$175  = q__3__ring_log2 > 3'h7;
+  assign \$176  = q__3__ring_log2 > 4'h8;
+  assign \$177  = q__3__ring_log2 > 4'h9;
+  assign \$178  = q__3__ring_log2 > 4'ha;
+  assign \$179  = q__3__ring_log2 > 4'hb;
+  assign \$180  = q__3__ring_log2 > 4'hc;
+  assign \$181  = q__3__ring_log2 > 4'hd;
+  assign \$182  = q__3__ring_log2 > 4'he;
+  assign \$183  = q__3__fetch[14:0] & { \$182 , \$181 , \$180 , \$179 , \$178 , \$177 , \$176 , \$175 , \$174 , \$173 , \$172 , \$171 , \$170 , \$169 , \$168  };
+  assign \$185  = \$167  + \$184 ;
+  assign \$186  = q3_list_mode == 1'h1;
+  assign \$187  = \$186  ? q3_args_next : q3_list_next;
+  assign \$188  = \$165  ? \$185  : { 1'h0, \$187  };
+  assign fetch_rr_any = | { q3_fetch_elig, q2_fetch_elig, q1_fetch_elig, q0_fetch_elig };
+  assign fetch_r_hs = up__rvalid & up__rready;
+  assign fetch_r_done = fetch_r_hs & down__rlast;
+  assign \$189  = ~ fetch_discard;
+  assign \$190  = fetch_r_done & \$189 ;
+  assign \$191  = ~ fetch_q_reset;
+  assign fetch_keep = \$190  & \$191 ;
+  assign fetch_bad = fetch_r_err | down__rresp[1];
+  assign \$192  = ~ fetch_bad;
+  assign fetch_good = fetch_keep & \$192 ;
+  assign \$193  = fetch_r_buf[7:0] == 4'hd;
+  assign \$194  = ! fetch_r_buf[15:9];
+  assign \$195  = \$193  & \$194 ;
+  assign \$196  = ! { down__rdata, fetch_r_buf[191:118] };
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = | fetch_r_buf[79:64];
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = fetch_r_buf[117:112] <= 6'h20;
+  assign \$201  = \$199  & \$200 ;
+  assign \$202  = ! fetch_r_buf[36:32];
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = ! fetch_r_buf[84:80];
+  assign fetch_list_start = \$203  & \$204 ;
+  assign \$1075  = list_pj * 6'h20;
+  assign \$205  = list_patches >> \$1075 ;
+  assign patch_width = \$205 [13:8] + 1'h1;
+  assign \$1079  = list_pj * 6'h20;
+  assign \$206  = list_patches >> \$1079 ;
+  assign \$1082  = list_pj * 6'h20;
+  assign \$207  = list_patches >> \$1082 ;
+  assign \$1085  = list_pj * 6'h20;
+  assign \$208  = list_patches >> \$1085 ;
+  assign \$209  = \$208 [7:0] < 6'h20;
+  assign \$1089  = list_pj * 6'h20;
+  assign \$210  = list_patches >> \$1089 ;
+  assign \$211  = \$210 [7:0] + patch_width;
+  assign \$212  = \$211  > 9'h100;
+  assign \$213  = \$209  | \$212 ;
+  assign \$214  = \$206 [4:0] + patch_width;
+  assign \$215  = \$214  > 7'h40;
+  assign \$216  = \$213  | \$215 ;
+  assign \$1099  = list_pj * 6'h20;
+  assign \$218  = list_patches >> \$1099 ;
+  assign \$219  = \$217  <= \$218 [20:16];
+  assign \$220  = \$216  | \$219 ;
+  assign \$1104  = list_pj * 6'h20;
+  assign \$221  = list_patches >> \$1104 ;
+  assign \$222  = | \$221 [15:14];
+  assign \$223  = \$220  | \$222 ;
+  assign \$1109  = list_pj * 6'h20;
+  assign \$224  = list_patches >> \$1109 ;
+  assign \$225  = | \$224 [31:21];
+  assign patch_bad = \$223  | \$225 ;
+  assign \$226  = fetch_q * 3'h4;
+  assign \$1115  = list_pj * 6'h20;
+  assign \$227  = list_patches >> \$1115 ;
+  assign \$228  = \$226  + \$227 [20:19];
+  assign \$1119  = list_pj * 6'h20;
+  assign \$229  = list_patches >> \$1119 ;
+  assign \$1122  = \$229 [18:16] * 6'h20;
+  assign patch_arg = args_r__data >> \$1122 ;
+  assign \$1125  = \$207 [7:5] * 6'h20;
+  assign \$230  = list_desc >> \$1125 ;
+  assign \$231  = \$207 [7:5] + 1'h1;
+  assign \$1129  = \$231  * 6'h20;
+  assign \$232  = list_desc >> \$1129 ;
+  assign \$233  = 1'h1 << patch_width;
+  assign \$234  = \$233  - 1'h1;
+  assign \$235  = $signed(\$234 ) << \$206 [4:0];
+  assign \$236  = ~ \$235 [63:0];
+  assign \$237  = { \$232 , \$230  } & \$236 ;
+  assign \$238  = patch_arg << \$206 [4:0];
+  assign \$239  = { \$232 , \$230  } + \$238 ;
+  assign \$240  = \$239 [63:0] & \$235 [63:0];
+  assign patch_result = \$237  | \$240 ;
+  assign \$241  = fetch_kind == 2'h2;
+  assign \$242  = fetch_good & \$241 ;
+  assign \$243  = \$242  & fetch_patch_rd;
+  assign \$244  = fetch_kind == 2'h2;
+  assign \$245  = fetch_good & \$244 ;
+  assign \$246  = fetch_r_buf[7:0] == 4'hd;
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = fetch_kind == 2'h2;
+  assign \$249  = fetch_good & \$248 ;
+  assign \$250  = fetch_discard | fetch_q_reset;
+  assign \$251  = ~ fetch_discard;
+  assign \$252  = ~ fetch_q_reset;
+  assign \$253  = \$251  & \$252 ;
+  assign \$254  = fetch_keep & fetch_bad;
+  assign \$255  = ~ fetch_discard;
+  assign \$256  = abandon & \$255 ;
+  assign \$257  = ~ fetch_q_reset;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$254  | \$258 ;
+  assign fetch_fail = \$259  | fetch_list_fail;
+  assign \$260  = down__rresp == 2'h3;
+  assign \$261  = \$260  ? 8'h07 : 8'h06;
+  assign \$262  = abandon ? 8'h10 : \$261 ;
+  assign \$263  = fetch_r_err ? fetch_r_code : \$262 ;
+  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$263 ;
+  assign \$264  = fetch_q * 3'h4;
+  assign \$266  = \$264  + \$265 ;
+  assign \$267  = fetch_kind == 1'h1;
+  assign args_w__en = fetch_good & \$267 ;
+  assign \$268  = ! fetch_q;
+  assign \$269  = fetch_good & \$268 ;
+  assign \$270  = fetch_kind == 2'h3;
+  assign \$271  = ! fetch_kind;
+  assign \$272  = ~ fetch_list_start;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = \$270  | \$273 ;
+  assign q0_fetch_push = \$269  & \$274 ;
+  assign \$275  = ! fetch_q;
+  assign q0_item_push = fetch_item_push & \$275 ;
+  assign w_en = q0_fetch_push | q0_item_push;
+  assign \$276  = fetch_kind == 2'h3;
+  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$276 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$277  = fetch_q == 1'h1;
+  assign \$278  = fetch_good & \$277 ;
+  assign \$279  = fetch_kind == 2'h3;
+  assign \$280  = ! fetch_kind;
+  assign \$281  = ~ fetch_list_start;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = \$279  | \$282 ;
+  assign q1_fetch_push = \$278  & \$283 ;
+  assign \$284  = fetch_q == 1'h1;
+  assign q1_item_push = fetch_item_push & \$284 ;
+  assign \w_en$315  = q1_fetch_push | q1_item_push;
+  assign \$285  = fetch_kind == 2'h3;
+  assign \w_data$316  = q1_item_push ? { 2'h1, list_desc } : { \$285 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$286  = fetch_q == 2'h2;
+  assign \$287  = fetch_good & \$286 ;
+  assign \$288  = fetch_kind == 2'h3;
+  assign \$289  = ! fetch_kind;
+  assign \$290  = ~ fetch_list_start;
+  assign \$291  = \$289  & \$290 ;
+  assign \$292  = \$288  | \$291 ;
+  assign q2_fetch_push = \$287  & \$292 ;
+  assign \$293  = fetch_q == 2'h2;
+  assign q2_item_push = fetch_item_push & \$293 ;
+  assign \w_en$319  = q2_fetch_push | q2_item_push;
+  assign \$294  = fetch_kind == 2'h3;
+  assign \w_data$320  = q2_item_push ? { 2'h1, list_desc } : { \$294 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$295  = fetch_q == 2'h3;
+  assign \$296  = fetch_good & \$295 ;
+  assign \$297  = fetch_kind == 2'h3;
+  assign \$298  = ! fetch_kind;
+  assign \$299  = ~ fetch_list_start;
+  assign \$300  = \$298  & \$299 ;
+  assign \$301  = \$297  | \$300 ;
+  assign q3_fetch_push = \$296  & \$301 ;
+  assign \$302  = fetch_q == 2'h3;
+  assign q3_item_push = fetch_item_push & \$302 ;
+  assign \w_en$323  = q3_fetch_push | q3_item_push;
+  assign \$303  = fetch_kind == 2'h3;
+  assign \w_data$324  = q3_item_push ? { 2'h1, list_desc } : { \$303 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$304  = cpl_valid & w_rdy;
+  assign \$305  = cpl_queue < 3'h4;
+  assign cpl_push_ok = \$304  & \$305 ;
+  assign cpl_free = 3'h4 - \level$340 ;
+  assign \$306  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$306 ;
+  assign \$1229  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$1229 ;
+  assign cpl_aw_hs = up__awvalid & up__awready;
+  assign cpl_w_hs = up__wvalid & up__wready;
+  assign \$307  = ~ up__awvalid;
+  assign \$308  = \$307  | up__awready;
+  assign \$309  = ~ up__wvalid;
+  assign \$310  = up__wready & cpl_w_last;
+  assign \$311  = \$309  | \$310 ;
+  assign cpl_sent = \$308  & \$311 ;
+  assign cpl_b_hs = up__bvalid & up__bready;
+  assign \$314  = ~ cpl_req[2];
+  assign \$315  = ~ cpl_req[3];
+  assign \$316  = \$314  & \$315 ;
+  assign \$317  = ~ cpl_wr_err;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ down__bresp[1];
+  assign \$320  = \$318  & \$319 ;
+  assign \$321  = \$320  & \r_rdy$381 ;
+  assign \$322  = \r_data$382 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$321  & \$322 ;
+  assign \$323  = cpl_b_hs & cpl_coalesce;
+  assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
+  assign \$324  = down__bresp == 2'h3;
+  assign \$325  = \$324  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$325 ;
+  assign \$326  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$326 ;
+  assign \$327  = | q__0__ring_base[4:0];
+  assign \$328  = | q__0__cpl_base[3:0];
+  assign \$329  = \$327  | \$328 ;
+  assign \$330  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$329  | \$330 ;
+  assign \$331  = ! cpl_req[1:0];
+  assign \$332  = cpl_cons_busy & \$331 ;
+  assign \$333  = q__0__consumer + \$332 ;
+  assign \$334  = q__0__doorbell - \$333 [31:0];
+  assign q0_db_overflow = \$334 [31:0] > \$7 ;
+  assign \$335  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$335 ;
+  assign \$336  = ~ q0_checked;
+  assign \$337  = q0_want & \$336 ;
+  assign \$338  = \$337  & q0_bad_cfg;
+  assign \$339  = q0_db_write & q0_db_overflow;
+  assign \$340  = ! fetch_q;
+  assign \$341  = fetch_fail & \$340 ;
+  assign \$342  = cpl_req[3] | cpl_fin_bad;
+  assign \$343  = q0_cpl_done & \$342 ;
+  assign q0_halt_any = | { \$343 , \$341 , \$339 , \$338  };
+  assign \$344  = cpl_req[3] | cpl_fin_bad;
+  assign \$345  = q0_cpl_done & \$344 ;
+  assign \$346  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$347  = ! fetch_q;
+  assign \$348  = fetch_fail & \$347 ;
+  assign \$349  = q0_db_write & q0_db_overflow;
+  assign \$350  = ~ q0_checked;
+  assign \$351  = q0_want & \$350 ;
+  assign \$352  = \$351  & q0_bad_cfg;
+  assign \$353  = q0_resetting & q0_acked;
+  assign \$354  = ! q0_cpl_pending;
+  assign \$355  = \$353  & \$354 ;
+  assign q__0__cleared = \$355  & q__0__drained;
+  assign \$356  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$356 ;
+  assign \$357  = | q__1__ring_base[4:0];
+  assign \$358  = | q__1__cpl_base[3:0];
+  assign \$359  = \$357  | \$358 ;
+  assign \$360  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$359  | \$360 ;
+  assign \$361  = cpl_req[1:0] == 1'h1;
+  assign \$362  = cpl_cons_busy & \$361 ;
+  assign \$363  = q__1__consumer + \$362 ;
+  assign \$364  = q__1__doorbell - \$363 [31:0];
+  assign q1_db_overflow = \$364 [31:0] > \$14 ;
+  assign \$365  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$365 ;
+  assign \$366  = ~ q1_checked;
+  assign \$367  = q1_want & \$366 ;
+  assign \$368  = \$367  & q1_bad_cfg;
+  assign \$369  = q1_db_write & q1_db_overflow;
+  assign \$370  = fetch_q == 1'h1;
+  assign \$371  = fetch_fail & \$370 ;
+  assign \$372  = cpl_req[3] | cpl_fin_bad;
+  assign \$373  = q1_cpl_done & \$372 ;
+  assign q1_halt_any = | { \$373 , \$371 , \$369 , \$368  };
+  assign \$374  = cpl_req[3] | cpl_fin_bad;
+  assign \$375  = q1_cpl_done & \$374 ;
+  assign \$376  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$377  = fetch_q == 1'h1;
+  assign \$378  = fetch_fail & \$377 ;
+  assign \$379  = q1_db_write & q1_db_overflow;
+  assign \$380  = ~ q1_checked;
+  assign \$381  = q1_want & \$380 ;
+  assign \$382  = \$381  & q1_bad_cfg;
+  assign \$383  = q1_resetting & q1_acked;
+  assign \$384  = ! q1_cpl_pending;
+  assign \$385  = \$383  & \$384 ;
+  assign q__1__cleared = \$385  & q__1__drained;
+  assign \$386  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$386 ;
+  assign \$387  = | q__2__ring_base[4:0];
+  assign \$388  = | q__2__cpl_base[3:0];
+  assign \$389  = \$387  | \$388 ;
+  assign \$390  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$389  | \$390 ;
+  assign \$391  = cpl_req[1:0] == 2'h2;
+  assign \$392  = cpl_cons_busy & \$391 ;
+  assign \$393  = q__2__consumer + \$392 ;
+  assign \$394  = q__2__doorbell - \$393 [31:0];
+  assign q2_db_overflow = \$394 [31:0] > \$21 ;
+  assign \$395  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$395 ;
+  assign \$396  = ~ q2_checked;
+  assign \$397  = q2_want & \$396 ;
+  assign \$398  = \$397  & q2_bad_cfg;
+  assign \$399  = q2_db_write & q2_db_overflow;
+  assign \$400  = fetch_q == 2'h2;
+  assign \$401  = fetch_fail & \$400 ;
+  assign \$402  = cpl_req[3] | cpl_fin_bad;
+  assign \$403  = q2_cpl_done & \$402 ;
+  assign q2_halt_any = | { \$403 , \$401 , \$399 , \$398  };
+  assign \$404  = cpl_req[3] | cpl_fin_bad;
+  assign \$405  = q2_cpl_done & \$404 ;
+  assign \$406  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$407  = fetch_q == 2'h2;
+  assign \$408  = fetch_fail & \$407 ;
+  assign \$409  = q2_db_write & q2_db_overflow;
+  assign \$410  = ~ q2_checked;
+  assign \$411  = q2_want & \$410 ;
+  assign \$412  = \$411  & q2_bad_cfg;
+  assign \$413  = q2_resetting & q2_acked;
+  assign \$414  = ! q2_cpl_pending;
+  assign \$415  = \$413  & \$414 ;
+  assign q__2__cleared = \$415  & q__2__drained;
+  assign \$416  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$416 ;
+  assign \$417  = | q__3__ring_base[4:0];
+  assign \$418  = | q__3__cpl_base[3:0];
+  assign \$419  = \$417  | \$418 ;
+  assign \$420  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$419  | \$420 ;
+  assign \$421  = cpl_req[1:0] == 2'h3;
+  assign \$422  = cpl_cons_busy & \$421 ;
+  assign \$423  = q__3__consumer + \$422 ;
+  assign \$424  = q__3__doorbell - \$423 [31:0];
+  assign q3_db_overflow = \$424 [31:0] > \$28 ;
+  assign \$425  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$425 ;
+  assign \$426  = ~ q3_checked;
+  assign \$427  = q3_want & \$426 ;
+  assign \$428  = \$427  & q3_bad_cfg;
+  assign \$429  = q3_db_write & q3_db_overflow;
+  assign \$430  = fetch_q == 2'h3;
+  assign \$431  = fetch_fail & \$430 ;
+  assign \$432  = cpl_req[3] | cpl_fin_bad;
+  assign \$433  = q3_cpl_done & \$432 ;
+  assign q3_halt_any = | { \$433 , \$431 , \$429 , \$428  };
+  assign \$434  = cpl_req[3] | cpl_fin_bad;
+  assign \$435  = q3_cpl_done & \$434 ;
+  assign \$436  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$437  = fetch_q == 2'h3;
+  assign \$438  = fetch_fail & \$437 ;
+  assign \$439  = q3_db_write & q3_db_overflow;
+  assign \$440  = ~ q3_checked;
+  assign \$441  = q3_want & \$440 ;
+  assign \$442  = \$441  & q3_bad_cfg;
+  assign \$443  = q3_resetting & q3_acked;
+  assign \$444  = ! q3_cpl_pending;
+  assign \$445  = \$443  & \$444 ;
+  assign q__3__cleared = \$445  & q__3__drained;
+  assign \$446  = ! fetch_fsm_state;
+  assign \$447  = fetch_fsm_state == 1'h1;
+  assign \$448  = fetch_fsm_state == 2'h2;
+  assign \$449  = fetch_fsm_state == 2'h3;
+  assign \$450  = fetch_fsm_state == 3'h4;
+  assign \$451  = ! cpl_fsm_state;
+  assign \$452  = cpl_fsm_state == 1'h1;
+  assign \$453  = cpl_fsm_state == 2'h2;
+  assign \$454  = cpl_fsm_state == 2'h3;
+  assign \$455  = cpl_fsm_state == 3'h4;
+  assign \$456  = cpl_fsm_state == 3'h5;
+  assign \$457  = cpl_fsm_state == 3'h6;
+  assign \$458  = fetch_busy & fetch_q_reset;
+  assign \$462  = fetch_r_beat != 2'h3;
+  assign \$463  = fetch_r_beat + 1'h1;
+  assign \$464  = ~ fetch_r_err;
+  assign \$465  = down__rresp[1] & \$464 ;
+  assign \$466  = down__rresp == 2'h3;
+  assign \$467  = \$466  ? 8'h07 : 8'h06;
+  assign \$468  = fetch_kind == 2'h2;
+  assign \$469  = fetch_good & \$468 ;
+  assign \$470  = \$469  & fetch_patch_rd;
+  assign \$471  = fetch_kind == 2'h2;
+  assign \$472  = fetch_good & \$471 ;
+  assign \$473  = fetch_r_buf[7:0] == 4'hd;
+  assign \$474  = \$472  & \$473 ;
+  assign \$475  = fetch_kind == 2'h2;
+  assign \$476  = fetch_good & \$475 ;
+  assign \$477  = | fetch_r_buf[11:9];
+  assign \$478  = up__araddr + 6'h20;
+  assign \$479  = fetch_discard | fetch_q_reset;
+  assign \$480  = ! \$207 [7:5];
+  assign \$481  = \$207 [7:5] == 1'h1;
+  assign \$482  = \$207 [7:5] == 2'h2;
+  assign \$483  = \$207 [7:5] == 2'h3;
+  assign \$484  = \$207 [7:5] == 3'h4;
+  assign \$485  = \$207 [7:5] == 3'h5;
+  assign \$486  = \$207 [7:5] == 3'h6;
+  assign \$487  = \$207 [7:5] == 3'h7;
+  assign \$488  = list_pj + 1'h1;
+  assign \$489  = list_pj + 1'h1;
+  assign \$490  = \$489  == list_npatch;
+  assign \$491  = q0_items + q0_item_push;
+  assign \$492  = r_en & r_rdy;
+  assign \$493  = \$492  & r_data[256];
+  assign \$494  = \$491  - \$493 ;
+  assign \$495  = q__0__fetch + 1'h1;
+  assign \$496  = ! fetch_q;
+  assign \$497  = fetch_good & \$496 ;
+  assign \$498  = fetch_kind == 2'h3;
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = ! fetch_q;
+  assign \$501  = fetch_good & \$500 ;
+  assign \$502  = ! fetch_kind;
+  assign \$503  = \$501  & \$502 ;
+  assign \$504  = \$503  & fetch_list_start;
+  assign \$505  = | fetch_r_buf[117:112];
+  assign \$506  = \$505  ? 2'h1 : 2'h2;
+  assign \$507  = ! fetch_q;
+  assign \$508  = fetch_good & \$507 ;
+  assign \$509  = fetch_kind == 1'h1;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = q0_args_next + 6'h20;
+  assign \$512  = q0_args_row + 1'h1;
+  assign \$513  = q0_args_left > 4'h8;
+  assign \$514  = q0_args_left - 4'h8;
+  assign \$515  = \$513  ? \$514  : 7'h00;
+  assign \$516  = q0_args_left <= 4'h8;
+  assign \$517  = | list_npatch;
+  assign \$518  = \$517  ? 7'h40 : 7'h20;
+  assign \$519  = q0_list_next + \$518 ;
+  assign \$520  = q0_list_left - 1'h1;
+  assign \$521  = q0_list_left == 1'h1;
+  assign \$522  = q1_items + q1_item_push;
+  assign \$523  = \r_en$139  & \r_rdy$134 ;
+  assign \$524  = \$523  & \r_data$128 [256];
+  assign \$525  = \$522  - \$524 ;
+  assign \$526  = q__1__fetch + 1'h1;
+  assign \$527  = fetch_q == 1'h1;
+  assign \$528  = fetch_good & \$527 ;
+  assign \$529  = fetch_kind == 2'h3;
+  assign \$530  = \$528  & \$529 ;
+  assign \$531  = fetch_q == 1'h1;
+  assign \$532  = fetch_good & \$531 ;
+  assign \$533  = ! fetch_kind;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = \$534  & fetch_list_start;
+  assign \$536  = | fetch_r_buf[117:112];
+  assign \$537  = \$536  ? 2'h1 : 2'h2;
+  assign \$538  = fetch_q == 1'h1;
+  assign \$539  = fetch_good & \$538 ;
+  assign \$540  = fetch_kind == 1'h1;
+  assign \$541  = \$539  & \$540 ;
+  assign \$542  = q1_args_next + 6'h20;
+  assign \$543  = q1_args_row + 1'h1;
+  assign \$544  = q1_args_left > 4'h8;
+  assign \$545  = q1_args_left - 4'h8;
+  assign \$546  = \$544  ? \$545  : 7'h00;
+  assign \$547  = q1_args_left <= 4'h8;
+  assign \$548  = | list_npatch;
+  assign \$549  = \$548  ? 7'h40 : 7'h20;
+  assign \$550  = q1_list_next + \$549 ;
+  assign \$551  = q1_list_left - 1'h1;
+  assign \$552  = q1_list_left == 1'h1;
+  assign \$553  = q2_items + q2_item_push;
+  assign \$554  = \r_en$176  & \r_rdy$171 ;
+  assign \$555  = \$554  & \r_data$165 [256];
+  assign \$556  = \$553  - \$555 ;
+  assign \$557  = q__2__fetch + 1'h1;
+  assign \$558  = fetch_q == 2'h2;
+  assign \$559  = fetch_good & \$558 ;
+  assign \$560  = fetch_kind == 2'h3;
+  assign \$561  = \$559  & \$560 ;
+  assign \$562  = fetch_q == 2'h2;
+  assign \$563  = fetch_good & \$562 ;
+  assign \$564  = ! fetch_kind;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = \$565  & fetch_list_start;
+  assign \$567  = | fetch_r_buf[117:112];
+  assign \$568  = \$567  ? 2'h1 : 2'h2;
+  assign \$569  = fetch_q == 2'h2;
+  assign \$570  = fetch_good & \$569 ;
+  assign \$571  = fetch_kind == 1'h1;
+  assign \$572  = \$570  & \$571 ;
+  assign \$573  = q2_args_next + 6'h20;
+  assign \$574  = q2_args_row + 1'h1;
+  assign \$575  = q2_args_left > 4'h8;
+  assign \$576  = q2_args_left - 4'h8;
+  assign \$577  = \$575  ? \$576  : 7'h00;
+  assign \$578  = q2_args_left <= 4'h8;
+  assign \$579  = | list_npatch;
+  assign \$580  = \$579  ? 7'h40 : 7'h20;
+  assign \$581  = q2_list_next + \$580 ;
+  assign \$582  = q2_list_left - 1'h1;
+  assign \$583  = q2_list_left == 1'h1;
+  assign \$584  = q3_items + q3_item_push;
+  assign \$585  = \r_en$213  & \r_rdy$208 ;
+  assign \$586  = \$585  & \r_data$202 [256];
+  assign \$587  = \$584  - \$586 ;
+  assign \$588  = q__3__fetch + 1'h1;
+  assign \$589  = fetch_q == 2'h3;
+  assign \$590  = fetch_good & \$589 ;
+  assign \$591  = fetch_kind == 2'h3;
+  assign \$592  = \$590  & \$591 ;
+  assign \$593  = fetch_q == 2'h3;
+  assign \$594  = fetch_good & \$593 ;
+  assign \$595  = ! fetch_kind;
+  assign \$596  = \$594  & \$595 ;
+  assign \$597  = \$596  & fetch_list_start;
+  assign \$598  = | fetch_r_buf[117:112];
+  assign \$599  = \$598  ? 2'h1 : 2'h2;
+  assign \$600  = fetch_q == 2'h3;
+  assign \$601  = fetch_good & \$600 ;
+  assign \$602  = fetch_kind == 1'h1;
+  assign \$603  = \$601  & \$602 ;
+  assign \$604  = q3_args_next + 6'h20;
+  assign \$605  = q3_args_row + 1'h1;
+  assign \$606  = q3_args_left > 4'h8;
+  assign \$607  = q3_args_left - 4'h8;
+  assign \$608  = \$606  ? \$607  : 7'h00;
+  assign \$609  = q3_args_left <= 4'h8;
+  assign \$610  = | list_npatch;
+  assign \$611  = \$610  ? 7'h40 : 7'h20;
+  assign \$612  = q3_list_next + \$611 ;
+  assign \$613  = q3_list_left - 1'h1;
+  assign \$614  = q3_list_left == 1'h1;
+  assign \$615  = ~ cpl_push_ok;
+  assign \$616  = cpl_valid & \$615 ;
+  assign \$617  = cpl_w_beat + 1'h1;
+  assign \$618  = cpl_sel_base + 5'h10;
+  assign \$619  = cpl_sel_log2 > 1'h0;
+  assign \$620  = cpl_sel_log2 > 1'h1;
+  assign \$621  = cpl_sel_log2 > 2'h2;
+  assign \$622  = cpl_sel_log2 > 2'h3;
+  assign \$623  = cpl_sel_log2 > 3'h4;
+  assign \$624  = cpl_sel_log2 > 3'h5;
+  assign \$625  = cpl_sel_log2 > 3'h6;
+  assign \$626  = cpl_sel_log2 > 3'h7;
+  assign \$627  = cpl_sel_log2 > 4'h8;
+  assign \$628  = cpl_sel_log2 > 4'h9;
+  assign \$629  = cpl_sel_log2 > 4'ha;
+  assign \$630  = cpl_sel_log2 > 4'hb;
+  assign \$631  = cpl_sel_log2 > 4'hc;
+  assign \$632  = cpl_sel_log2 > 4'hd;
+  assign \$633  = cpl_sel_log2 > 4'he;
+  assign \$634  = cpl_sel_c[14:0] & { \$633 , \$632 , \$631 , \$630 , \$629 , \$628 , \$627 , \$626 , \$625 , \$624 , \$623 , \$622 , \$621 , \$620 , \$619  };
+  assign \$636  = \$618  + \$635 ;
+  assign \$638  = cpl_b_hs & cpl_coalesce;
+  assign \$639  = down__bresp == 2'h3;
+  assign \$640  = \$639  ? 8'h07 : 8'h06;
+  assign \$641  = cpl_rec_index + 1'h1;
+  assign \$642  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$643  = q__0__consumer + 1'h1;
+  assign \$644  = q0_cpl_done & cpl_req[2];
+  assign \$645  = ! cpl_queue;
+  assign \$646  = cpl_push_ok & \$645 ;
+  assign \$647  = q0_cpl_pending + \$646 ;
+  assign \$648  = \$647  - q0_cpl_done;
+  assign \$649  = ~ q0_bad_cfg;
+  assign \$650  = q0_checked | \$649 ;
+  assign \$651  = q0_want & \$650 ;
+  assign \$652  = ~ q0_db_overflow;
+  assign \$653  = q0_db_write & \$652 ;
+  assign \$654  = ~ q0_halted;
+  assign \$655  = q0_halt_any & \$654 ;
+  assign \$656  = ~ q0_resetting;
+  assign \$657  = q__0__reset & \$656 ;
+  assign \$658  = ~ fw_running;
+  assign \$659  = \port$104$0 [0] | \$658 ;
+  assign \$660  = q0_resetting & \$659 ;
+  assign \$661  = ! cpl_req[1:0];
+  assign \$662  = \abandon$67  & \$661 ;
+  assign \$663  = q__1__consumer + 1'h1;
+  assign \$664  = q1_cpl_done & cpl_req[2];
+  assign \$665  = cpl_queue == 1'h1;
+  assign \$666  = cpl_push_ok & \$665 ;
+  assign \$667  = q1_cpl_pending + \$666 ;
+  assign \$668  = \$667  - q1_cpl_done;
+  assign \$669  = ~ q1_bad_cfg;
+  assign \$670  = q1_checked | \$669 ;
+  assign \$671  = q1_want & \$670 ;
+  assign \$672  = ~ q1_db_overflow;
+  assign \$673  = q1_db_write & \$672 ;
+  assign \$674  = ~ q1_halted;
+  assign \$675  = q1_halt_any & \$674 ;
+  assign \$676  = ~ q1_resetting;
+  assign \$677  = q__1__reset & \$676 ;
+  assign \$678  = ~ fw_running;
+  assign \$679  = \port$104$0 [1] | \$678 ;
+  assign \$680  = q1_resetting & \$679 ;
+  assign \$681  = cpl_req[1:0] == 1'h1;
+  assign \$682  = \abandon$67  & \$681 ;
+  assign \$683  = q__2__consumer + 1'h1;
+  assign \$684  = q2_cpl_done & cpl_req[2];
+  assign \$685  = cpl_queue == 2'h2;
+  assign \$686  = cpl_push_ok & \$685 ;
+  assign \$687  = q2_cpl_pending + \$686 ;
+  assign \$688  = \$687  - q2_cpl_done;
+  assign \$689  = ~ q2_bad_cfg;
+  assign \$690  = q2_checked | \$689 ;
+  assign \$691  = q2_want & \$690 ;
+  assign \$692  = ~ q2_db_overflow;
+  assign \$693  = q2_db_write & \$692 ;
+  assign \$694  = ~ q2_halted;
+  assign \$695  = q2_halt_any & \$694 ;
+  assign \$696  = ~ q2_resetting;
+  assign \$697  = q__2__reset & \$696 ;
+  assign \$698  = ~ fw_running;
+  assign \$699  = \port$104$0 [2] | \$698 ;
+  assign \$700  = q2_resetting & \$699 ;
+  assign \$701  = cpl_req[1:0] == 2'h2;
+  assign \$702  = \abandon$67  & \$701 ;
+  assign \$703  = q__3__consumer + 1'h1;
+  assign \$704  = q3_cpl_done & cpl_req[2];
+  assign \$705  = cpl_queue == 2'h3;
+  assign \$706  = cpl_push_ok & \$705 ;
+  assign \$707  = q3_cpl_pending + \$706 ;
+  assign \$708  = \$707  - q3_cpl_done;
+  assign \$709  = ~ q3_bad_cfg;
+  assign \$710  = q3_checked | \$709 ;
+  assign \$711  = q3_want & \$710 ;
+  assign \$712  = ~ q3_db_overflow;
+  assign \$713  = q3_db_write & \$712 ;
+  assign \$714  = ~ q3_halted;
+  assign \$715  = q3_halt_any & \$714 ;
+  assign \$716  = ~ q3_resetting;
+  assign \$717  = q__3__reset & \$716 ;
+  assign \$718  = ~ fw_running;
+  assign \$719  = \port$104$0 [3] | \$718 ;
+  assign \$720  = q3_resetting & \$719 ;
+  assign \$721  = cpl_req[1:0] == 2'h3;
+  assign \$722  = \abandon$67  & \$721 ;
+  always @(posedge clk)
+    fetch_discard <= \$723 ;
+  always @(posedge clk)
+    fetch_q <= \$724 ;
+  always @(posedge clk)
+    fetch_rr_last <= \$725 ;
+  always @(posedge clk)
+    up__arvalid <= \$726 ;
+  always @(posedge clk)
+    fetch_kind <= \$727 ;
+  always @(posedge clk)
+    fetch_patch_rd <= \$728 ;
+  always @(posedge clk)
+    up__araddr <= \$729 ;
+  always @(posedge clk)
+    fetch_r_beat <= \$730 ;
+  always @(posedge clk)
+    fetch_r_err <= \$731 ;
+  always @(posedge clk)
+    fetch_fsm_state <= \$732 ;
+  always @(posedge clk)
+    fetch_r_buf <= \$733 ;
+  always @(posedge clk)
+    fetch_r_code <= \$734 ;
+  always @(posedge clk)
+    list_patches <= \$735 ;
+  always @(posedge clk)
+    list_pj <= \$736 ;
+  always @(posedge clk)
+    list_desc <= \$737 ;
+  always @(posedge clk)
+    list_npatch <= \$738 ;
+  always @(posedge clk)
+    q0_items <= \$739 ;
+  always @(posedge clk)
+    q__0__fetch <= \$740 ;
+  always @(posedge clk)
+    q0_list_mode <= \$741 ;
+  always @(posedge clk)
+    q0_list_next <= \$742 ;
+  always @(posedge clk)
+    q0_list_left <= \$743 ;
+  always @(posedge clk)
+    q0_args_next <= \$744 ;
+  always @(posedge clk)
+    q0_args_left <= \$745 ;
+  always @(posedge clk)
+    q0_args <= \$746 ;
+  always @(posedge clk)
+    q0_args_row <= \$747 ;
+  always @(posedge clk)
+    q1_items <= \$748 ;
+  always @(posedge clk)
+    q__1__fetch <= \$749 ;
+  always @(posedge clk)
+    q1_list_mode <= \$750 ;
+  always @(posedge clk)
+    q1_list_next <= \$751 ;
+  always @(posedge clk)
+    q1_list_left <= \$752 ;
+  always @(posedge clk)
+    q1_args_next <= \$753 ;
+  always @(posedge clk)
+    q1_args_left <= \$754 ;
+  always @(posedge clk)
+    q1_args <= \$755 ;
+  always @(posedge clk)
+    q1_args_row <= \$756 ;
+  always @(posedge clk)
+    q2_items <= \$757 ;
+  always @(posedge clk)
+    q__2__fetch <= \$758 ;
+  always @(posedge clk)
+    q2_list_mode <= \$759 ;
+  always @(posedge clk)
+    q2_list_next <= \$760 ;
+  always @(posedge clk)
+    q2_list_left <= \$761 ;
+  always @(posedge clk)
+    q2_args_next <= \$762 ;
+  always @(posedge clk)
+    q2_args_left <= \$763 ;
+  always @(posedge clk)
+    q2_args <= \$764 ;
+  always @(posedge clk)
+    q2_args_row <= \$765 ;
+  always @(posedge clk)
+    q3_items <= \$766 ;
+  always @(posedge clk)
+    q__3__fetch <= \$767 ;
+  always @(posedge clk)
+    q3_list_mode <= \$768 ;
+  always @(posedge clk)
+    q3_list_next <= \$769 ;
+  always @(posedge clk)
+    q3_list_left <= \$770 ;
+  always @(posedge clk)
+    q3_args_next <= \$771 ;
+  always @(posedge clk)
+    q3_args_left <= \$772 ;
+  always @(posedge clk)
+    q3_args <= \$773 ;
+  always @(posedge clk)
+    q3_args_row <= \$774 ;
+  always @(posedge clk)
+    cpl_overflow <= \$775 ;
+  always @(posedge clk)
+    up__awvalid <= \$776 ;
+  always @(posedge clk)
+    up__wvalid <= \$777 ;
+  always @(posedge clk)
+    cpl_w_beat <= \$778 ;
+  always @(posedge clk)
+    cpl_req <= \$779 ;
+  always @(posedge clk)
+    cpl_fsm_state <= \$780 ;
+  always @(posedge clk)
+    cpl_idx_sent <= \$781 ;
+  always @(posedge clk)
+    cpl_rec_index <= \$782 ;
+  always @(posedge clk)
+    cpl_cons_addr <= \$783 ;
+  always @(posedge clk)
+    up__awaddr <= \$784 ;
+  always @(posedge clk)
+    up__awlen <= \$785 ;
+  always @(posedge clk)
+    cpl_w_buf <= \$786 ;
+  always @(posedge clk)
+    up__wstrb <= \$787 ;
+  always @(posedge clk)
+    cpl_w_nbeats <= \$788 ;
+  always @(posedge clk)
+    cpl_wr_err <= \$789 ;
+  always @(posedge clk)
+    cpl_wr_code <= \$790 ;
+  always @(posedge clk)
+    q__0__consumer <= \$791 ;
+  always @(posedge clk)
+    q__0__retired <= \$792 ;
+  always @(posedge clk)
+    q__0__cpl_irq <= \$793 ;
+  always @(posedge clk)
+    q0_cpl_pending <= \$794 ;
+  always @(posedge clk)
+    q0_checked <= \$795 ;
+  always @(posedge clk)
+    q__0__producer <= \$796 ;
+  always @(posedge clk)
+    q0_halted <= \$797 ;
+  always @(posedge clk)
+    q__0__error <= \$798 ;
+  always @(posedge clk)
+    q__0__error_index <= \$799 ;
+  always @(posedge clk)
+    q__0__error_irq <= \$800 ;
+  always @(posedge clk)
+    q0_resetting <= \$801 ;
+  always @(posedge clk)
+    q0_acked <= \$802 ;
+  always @(posedge clk)
+    q0_cpl_dead <= \$803 ;
+  always @(posedge clk)
+    q__1__consumer <= \$804 ;
+  always @(posedge clk)
+    q__1__retired <= \$805 ;
+  always @(posedge clk)
+    q__1__cpl_irq <= \$806 ;
+  always @(posedge clk)
+    q1_cpl_pending <= \$807 ;
+  always @(posedge clk)
+    q1_checked <= \$808 ;
+  always @(posedge clk)
+    q__1__producer <= \$809 ;
+  always @(posedge clk)
+    q1_halted <= \$810 ;
+  always @(posedge clk)
+    q__1__error <= \$811 ;
+  always @(posedge clk)
+    q__1__error_index <= \$812 ;
+  always @(posedge clk)
+    q__1__error_irq <= \$813 ;
+  always @(posedge clk)
+    q1_resetting <= \$814 ;
+  always @(posedge clk)
+    q1_acked <= \$815 ;
+  always @(posedge clk)
+    q1_cpl_dead <= \$816 ;
+  always @(posedge clk)
+    q__2__consumer <= \$817 ;
+  always @(posedge clk)
+    q__2__retired <= \$818 ;
+  always @(posedge clk)
+    q__2__cpl_irq <= \$819 ;
+  always @(posedge clk)
+    q2_cpl_pending <= \$820 ;
+  always @(posedge clk)
+    q2_checked <= \$821 ;
+  always @(posedge clk)
+    q__2__producer <= \$822 ;
+  always @(posedge clk)
+    q2_halted <= \$823 ;
+  always @(posedge clk)
+    q__2__error <= \$824 ;
+  always @(posedge clk)
+    q__2__error_index <= \$825 ;
+  always @(posedge clk)
+    q__2__error_irq <= \$826 ;
+  always @(posedge clk)
+    q2_resetting <= \$827 ;
+  always @(posedge clk)
+    q2_acked <= \$828 ;
+  always @(posedge clk)
+    q2_cpl_dead <= \$829 ;
+  always @(posedge clk)
+    q__3__consumer <= \$830 ;
+  always @(posedge clk)
+    q__3__retired <= \$831 ;
+  always @(posedge clk)
+    q__3__cpl_irq <= \$832 ;
+  always @(posedge clk)
+    q3_cpl_pending <= \$833 ;
+  always @(posedge clk)
+    q3_checked <= \$834 ;
+  always @(posedge clk)
+    q__3__producer <= \$835 ;
+  always @(posedge clk)
+    q3_halted <= \$836 ;
+  always @(posedge clk)
+    q__3__error <= \$837 ;
+  always @(posedge clk)
+    q__3__error_index <= \$838 ;
+  always @(posedge clk)
+    q__3__error_irq <= \$839 ;
+  always @(posedge clk)
+    q3_resetting <= \$840 ;
+  always @(posedge clk)
+    q3_acked <= \$841 ;
+  always @(posedge clk)
+    q3_cpl_dead <= \$842 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
   assign q0_want = \$2  & \$3 ;
   assign q0_active = q0_want & q0_checked;
-  assign \$4  = q__0__fetch - level;
+  assign \$4  = level - q0_items;
+  assign \$5  = $signed({ 1'h0, q__0__fetch }) - $signed(\$4 );
   assign q__0__ready = q0_active & r_rdy;
-  assign \$5  = ~ q0_acked;
-  assign q__0__qreset_req = q0_resetting & \$5 ;
-  assign \$6  = 1'h1 << q__0__ring_log2;
-  assign \$7  = ~ q1_halted;
-  assign \$8  = q__1__enable & \$7 ;
-  assign \$9  = ~ q1_resetting;
-  assign q1_want = \$8  & \$9 ;
+  assign \$6  = ~ q0_acked;
+  assign q__0__qreset_req = q0_resetting & \$6 ;
+  assign \$7  = 1'h1 << q__0__ring_log2;
+  assign \$8  = ~ q1_halted;
+  assign \$9  = q__1__enable & \$8 ;
+  assign \$10  = ~ q1_resetting;
+  assign q1_want = \$9  & \$10 ;
   assign q1_active = q1_want & q1_checked;
-  assign \$10  = q__1__fetch - \level$119 ;
-  assign q__1__ready = q1_active & \r_rdy$128 ;
-  assign \$11  = ~ q1_acked;
-  assign q__1__qreset_req = q1_resetting & \$11 ;
-  assign \$12  = 1'h1 << q__1__ring_log2;
-  assign \$13  = ~ q2_halted;
-  assign \$14  = q__2__enable & \$13 ;
-  assign \$15  = ~ q2_resetting;
-  assign q2_want = \$14  & \$15 ;
+  assign \$11  = \level$122  - q1_items;
+  assign \$12  = $signed({ 1'h0, q__1__fetch }) - $signed(\$11 );
+  assign q__1__ready = q1_active & \r_rdy$134 ;
+  assign \$13  = ~ q1_acked;
+  assign q__1__qreset_req = q1_resetting & \$13 ;
+  assign \$14  = 1'h1 << q__1__ring_log2;
+  assign \$15  = ~ q2_halted;
+  assign \$16  = q__2__enable & \$15 ;
+  assign \$17  = ~ q2_resetting;
+  assign q2_want = \$16  & \$17 ;
   assign q2_active = q2_want & q2_checked;
-  assign \$16  = q__2__fetch - \level$153 ;
-  assign q__2__ready = q2_active & \r_rdy$162 ;
-  assign \$17  = ~ q2_acked;
-  assign q__2__qreset_req = q2_resetting & \$17 ;
-  assign \$18  = 1'h1 << q__2__ring_log2;
-  assign \$19  = ~ q3_halted;
-  assign \$20  = q__3__enable & \$19 ;
-  assign \$21  = ~ q3_resetting;
-  assign q3_want = \$20  & \$21 ;
+  assign \$18  = \level$159  - q2_items;
+  assign \$19  = $signed({ 1'h0, q__2__fetch }) - $signed(\$18 );
+  assign q__2__ready = q2_active & \r_rdy$171 ;
+  assign \$20  = ~ q2_acked;
+  assign q__2__qreset_req = q2_resetting & \$20 ;
+  assign \$21  = 1'h1 << q__2__ring_log2;
+  assign \$22  = ~ q3_halted;
+  assign \$23  = q__3__enable & \$22 ;
+  assign \$24  = ~ q3_resetting;
+  assign q3_want = \$23  & \$24 ;
   assign q3_active = q3_want & q3_checked;
-  assign \$22  = q__3__fetch - \level$187 ;
-  assign q__3__ready = q3_active & \r_rdy$196 ;
-  assign \$23  = ~ q3_acked;
-  assign q__3__qreset_req = q3_resetting & \$23 ;
-  assign \$24  = 1'h1 << q__3__ring_log2;
-  assign \$25  = q__0__fetch - q__0__consumer;
-  assign \$26  = q__0__producer - q__0__consumer;
-  assign \$27  = \$25 [31:0] < \$26 [31:0];
-  assign \$28  = q0_active & \$27 ;
-  assign \$29  = q__0__producer - q__0__consumer;
-  assign \$30  = \$6  + 1'h1;
-  assign \$31  = \$29 [31:0] <= \$30 ;
-  assign \$32  = \$28  & \$31 ;
-  assign \$33  = level < 3'h4;
-  assign q0_fetch_elig = \$32  & \$33 ;
-  assign \$36  = q__0__ring_log2 > 1'h0;
-  assign \$37  = q__0__ring_log2 > 1'h1;
-  assign \$38  = q__0__ring_log2 > 2'h2;
-  assign \$39  = q__0__ring_log2 > 2'h3;
-  assign \$40  = q__0__ring_log2 > 3'h4;
-  assign \$41  = q__0__ring_log2 > 3'h5;
-  assign \$42  = q__0__ring_log2 > 3'h6;
-  assign \$43  = q__0__ring_log2 > 3'h7;
-  assign \$44  = q__0__ring_log2 > 4'h8;
-  assign \$45  = q__0__ring_log2 > 4'h9;
-  assign \$46  = q__0__ring_log2 > 4'ha;
-  assign \$47  = q__0__ring_log2 > 4'hb;
-  assign \$48  = q__0__ring_log2 > 4'hc;
-  assign \$49  = q__0__ring_log2 > 4'hd;
-  assign \$50  = q__0__ring_log2 > 4'he;
-  assign \$51  = q__0__fetch[14:0] & { \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36  };
-  assign \$53  = \$35  + \$52 ;
-  assign \$54  = q__1__fetch - q__1__consumer;
-  assign \$55  = q__1__producer - q__1__consumer;
-  assign \$56  = \$54 [31:0] < \$55 [31:0];
-  assign \$57  = q1_active & \$56 ;
-  assign \$58  = q__1__producer - q__1__consumer;
-  assign \$59  = \$12  + 1'h1;
-  assign \$60  = \$58 [31:0] <= \$59 ;
-  assign \$61  = \$57  & \$60 ;
-  assign \$62  = \level$119  < 3'h4;
-  assign q1_fetch_elig = \$61  & \$62 ;
-  assign \$65  = q__1__ring_log2 > 1'h0;
-  assign \$66  = q__1__ring_log2 > 1'h1;
-  assign \$67  = q__1__ring_log2 > 2'h2;
-  assign \$68  = q__1__ring_log2 > 2'h3;
-  assign \$69  = q__1__ring_log2 > 3'h4;
-  assign \$70  = q__1__ring_log2 > 3'h5;
-  assign \$71  = q__1__ring_log2 > 3'h6;
-  assign \$72  = q__1__ring_log2 > 3'h7;
-  assign \$73  = q__1__ring_log2 > 4'h8;
-  assign \$74  = q__1__ring_log2 > 4'h9;
-  assign \$75  = q__1__ring_log2 > 4'ha;
-  assign \$76  = q__1__ring_log2 > 4'hb;
-  assign \$77  = q__1__ring_log2 > 4'hc;
-  assign \$78  = q__1__ring_log2 > 4'hd;
-  assign \$79  = q__1__ring_log2 > 4'he;
-  assign \$80  = q__1__fetch[14:0] & { \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65  };
-  assign \$82  = \$64  + \$81 ;
-  assign \$83  = q__2__fetch - q__2__consumer;
-  assign \$84  = q__2__producer - q__2__consumer;
-  assign \$85  = \$83 [31:0] < \$84 [31:0];
-  assign \$86  = q2_active & \$85 ;
-  assign \$87  = q__2__producer - q__2__consumer;
-  assign \$88  = \$18  + 1'h1;
-  assign \$89  = \$87 [31:0] <= \$88 ;
-  assign \$90  = \$86  & \$89 ;
-  assign \$91  = \level$153  < 3'h4;
-  assign q2_fetch_elig = \$90  & \$91 ;
-  assign \$94  = q__2__ring_log2 > 1'h0;
-  assign \$95  = q__2__ring_log2 > 1'h1;
-  assign \$96  = q__2__ring_log2 > 2'h2;
-  assign \$97  = q__2__ring_log2 > 2'h3;
-  assign \$98  = q__2__ring_log2 > 3'h4;
-  assign \$99  = q__2__ring_log2 > 3'h5;
-  assign \$100  = q__2__ring_log2 > 3'h6;
-  assign \$101  = q__2__ring_log2 > 3'h7;
-  assign \$102  = q__2__ring_log2 > 4'h8;
-  assign \$103  = q__2__ring_log2 > 4'h9;
-  assign \$104  = q__2__ring_log2 > 4'ha;
-  assign \$105  = q__2__ring_log2 > 4'hb;
-  assign \$106  = q__2__ring_log2 > 4'hc;
-  assign \$107  = q__2__ring_log2 > 4'hd;
-  assign \$108  = q__2__ring_log2 > 4'he;
-  assign \$109  = q__2__fetch[14:0] & { \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94  };
-  assign \$111  = \$93  + \$110 ;
-  assign \$112  = q__3__fetch - q__3__consumer;
-  assign \$113  = q__3__producer - q__3__consumer;
-  assign \$114  = \$112 [31:0] < \$113 [31:0];
-  assign \$115  = q3_active & \$114 ;
-  assign \$116  = q__3__producer - q__3__consumer;
-  assign \$117  = \$24  + 1'h1;
-  assign \$118  = \$116 [31:0] <= \$117 ;
-  assign \$119  = \$115  & \$118 ;
-  assign \$120  = \level$187  < 3'h4;
-  assign q3_fetch_elig = \$119  & \$120 ;
-  assign \$123  = q__3__ring_log2 > 1'h0;
-  assign \$124  = q__3__ring_log2 > 1'h1;
-  assign \$125  = q__3__ring_log2 > 2'h2;
-  assign \$126  = q__3__ring_log2 > 2'h3;
-  assign \$127  = q__3__ring_log2 > 3'h4;
-  assign \$128  = q__3__ring_log2 > 3'h5;
-  assign \$129  = q__3__ring_log2 > 3'h6;
-  assign \$130  = q__3__ring_log2 > 3'h7;
-  assign \$131  = q__3__ring_log2 > 4'h8;
-  assign \$132  = q__3__ring_log2 > 4'h9;
-  assign \$133  = q__3__ring_log2 > 4'ha;
-  assign \$134  = q__3__ring_log2 > 4'hb;
-  assign \$135  = q__3__ring_log2 > 4'hc;
-  assign \$136  = q__3__ring_log2 > 4'hd;
-  assign \$137  = q__3__ring_log2 > 4'he;
-  assign \$138  = q__3__fetch[14:0] & { \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123  };
-  assign \$140  = \$122  + \$139 ;
-  assign fetch_rr_any = | { q3_fetch_elig, q2_fetch_elig, q1_fetch_elig, q0_fetch_elig };
-  assign fetch_r_hs = up__rvalid & up__rready;
-  assign fetch_r_done = fetch_r_hs & down__rlast;
-  assign \$141  = ~ fetch_discard;
-  assign \$142  = fetch_r_done & \$141 ;
-  assign \$143  = ~ fetch_q_reset;
-  assign fetch_keep = \$142  & \$143 ;
-  assign fetch_bad = fetch_r_err | down__rresp[1];
-  assign \$144  = fetch_keep & fetch_bad;
-  assign \$145  = ~ fetch_discard;
-  assign \$146  = abandon & \$145 ;
-  assign \$147  = ~ fetch_q_reset;
-  assign \$148  = \$146  & \$147 ;
-  assign fetch_fail = \$144  | \$148 ;
-  assign \$149  = down__rresp == 2'h3;
-  assign \$150  = \$149  ? 8'h07 : 8'h06;
-  assign \$151  = abandon ? 8'h10 : \$150 ;
-  assign fetch_fail_code = fetch_r_err ? fetch_r_code : \$151 ;
-  assign \$152  = ~ fetch_bad;
-  assign \$153  = fetch_keep & \$152 ;
-  assign \$154  = ! fetch_q;
-  assign q0_fetch_push = \$153  & \$154 ;
-  assign \$155  = ~ fetch_bad;
-  assign \$156  = fetch_keep & \$155 ;
-  assign \$157  = fetch_q == 1'h1;
-  assign q1_fetch_push = \$156  & \$157 ;
-  assign \$158  = ~ fetch_bad;
-  assign \$159  = fetch_keep & \$158 ;
-  assign \$160  = fetch_q == 2'h2;
-  assign q2_fetch_push = \$159  & \$160 ;
-  assign \$161  = ~ fetch_bad;
-  assign \$162  = fetch_keep & \$161 ;
-  assign \$163  = fetch_q == 2'h3;
-  assign q3_fetch_push = \$162  & \$163 ;
-  assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = cpl_queue < 3'h4;
-  assign cpl_push_ok = \$164  & \$165 ;
-  assign cpl_free = 3'h4 - \level$280 ;
-  assign \$166  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$720  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$720 ;
-  assign cpl_aw_hs = up__awvalid & up__awready;
-  assign cpl_w_hs = up__wvalid & up__wready;
-  assign \$167  = ~ up__awvalid;
-  assign \$168  = \$167  | up__awready;
-  assign \$169  = ~ up__wvalid;
-  assign \$170  = up__wready & cpl_w_last;
-  assign \$171  = \$169  | \$170 ;
-  assign cpl_sent = \$168  & \$171 ;
-  assign cpl_b_hs = up__bvalid & up__bready;
-  assign \$174  = ~ cpl_req[2];
-  assign \$175  = ~ cpl_req[3];
-  assign \$176  = \$174  & \$175 ;
-  assign \$177  = ~ cpl_wr_err;
-  assign \$178  = \$176  & \$177 ;
-  assign \$179  = ~ down__bresp[1];
-  assign \$180  = \$178  & \$179 ;
-  assign \$181  = \$180  & \r_rdy$321 ;
-  assign \$182  = \r_data$322 [1:0] == cpl_req[1:0];
-  assign cpl_coalesce = \$181  & \$182 ;
-  assign \$183  = cpl_b_hs & cpl_coalesce;
-  assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$184  = down__bresp == 2'h3;
-  assign \$185  = \$184  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$185 ;
-  assign \$186  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$186 ;
-  assign \$187  = | q__0__ring_base[4:0];
-  assign \$188  = | q__0__cpl_base[3:0];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$189  | \$190 ;
-  assign \$191  = ! cpl_req[1:0];
-  assign \$192  = cpl_cons_busy & \$191 ;
-  assign \$193  = q__0__consumer + \$192 ;
-  assign \$194  = q__0__doorbell - \$193 [31:0];
-  assign q0_db_overflow = \$194 [31:0] > \$6 ;
-  assign \$195  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$195 ;
-  assign \$196  = ~ q0_checked;
-  assign \$197  = q0_want & \$196 ;
-  assign \$198  = \$197  & q0_bad_cfg;
-  assign \$199  = q0_db_write & q0_db_overflow;
-  assign \$200  = ! fetch_q;
-  assign \$201  = fetch_fail & \$200 ;
-  assign \$202  = cpl_req[3] | cpl_fin_bad;
-  assign \$203  = q0_cpl_done & \$202 ;
-  assign q0_halt_any = | { \$203 , \$201 , \$199 , \$198  };
-  assign \$204  = cpl_req[3] | cpl_fin_bad;
-  assign \$205  = q0_cpl_done & \$204 ;
-  assign \$206  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$207  = ! fetch_q;
-  assign \$208  = fetch_fail & \$207 ;
-  assign \$209  = q0_db_write & q0_db_overflow;
-  assign \$210  = ~ q0_checked;
-  assign \$211  = q0_want & \$210 ;
-  assign \$212  = \$211  & q0_bad_cfg;
-  assign \$213  = q0_resetting & q0_acked;
-  assign \$214  = ! q0_cpl_pending;
-  assign \$215  = \$213  & \$214 ;
-  assign q__0__cleared = \$215  & q__0__drained;
-  assign \$216  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$216 ;
-  assign \$217  = | q__1__ring_base[4:0];
-  assign \$218  = | q__1__cpl_base[3:0];
-  assign \$219  = \$217  | \$218 ;
-  assign \$220  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$219  | \$220 ;
-  assign \$221  = cpl_req[1:0] == 1'h1;
-  assign \$222  = cpl_cons_busy & \$221 ;
-  assign \$223  = q__1__consumer + \$222 ;
-  assign \$224  = q__1__doorbell - \$223 [31:0];
-  assign q1_db_overflow = \$224 [31:0] > \$12 ;
-  assign \$225  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$225 ;
-  assign \$226  = ~ q1_checked;
-  assign \$227  = q1_want & \$226 ;
-  assign \$228  = \$227  & q1_bad_cfg;
-  assign \$229  = q1_db_write & q1_db_overflow;
-  assign \$230  = fetch_q == 1'h1;
-  assign \$231  = fetch_fail & \$230 ;
-  assign \$232  = cpl_req[3] | cpl_fin_bad;
-  assign \$233  = q1_cpl_done & \$232 ;
-  assign q1_halt_any = | { \$233 , \$231 , \$229 , \$228  };
-  assign \$234  = cpl_req[3] | cpl_fin_bad;
-  assign \$235  = q1_cpl_done & \$234 ;
-  assign \$236  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$237  = fetch_q == 1'h1;
-  assign \$238  = fetch_fail & \$237 ;
-  assign \$239  = q1_db_write & q1_db_overflow;
-  assign \$240  = ~ q1_checked;
-  assign \$241  = q1_want & \$240 ;
-  assign \$242  = \$241  & q1_bad_cfg;
-  assign \$243  = q1_resetting & q1_acked;
-  assign \$244  = ! q1_cpl_pending;
-  assign \$245  = \$243  & \$244 ;
-  assign q__1__cleared = \$245  & q__1__drained;
-  assign \$246  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$246 ;
-  assign \$247  = | q__2__ring_base[4:0];
-  assign \$248  = | q__2__cpl_base[3:0];
-  assign \$249  = \$247  | \$248 ;
-  assign \$250  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$249  | \$250 ;
-  assign \$251  = cpl_req[1:0] == 2'h2;
-  assign \$252  = cpl_cons_busy & \$251 ;
-  assign \$253  = q__2__consumer + \$252 ;
-  assign \$254  = q__2__doorbell - \$253 [31:0];
-  assign q2_db_overflow = \$254 [31:0] > \$18 ;
-  assign \$255  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$255 ;
-  assign \$256  = ~ q2_checked;
-  assign \$257  = q2_want & \$256 ;
-  assign \$258  = \$257  & q2_bad_cfg;
-  assign \$259  = q2_db_write & q2_db_overflow;
-  assign \$260  = fetch_q == 2'h2;
-  assign \$261  = fetch_fail & \$260 ;
-  assign \$262  = cpl_req[3] | cpl_fin_bad;
-  assign \$263  = q2_cpl_done & \$262 ;
-  assign q2_halt_any = | { \$263 , \$261 , \$259 , \$258  };
-  assign \$264  = cpl_req[3] | cpl_fin_bad;
-  assign \$265  = q2_cpl_done & \$264 ;
-  assign \$266  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$267  = fetch_q == 2'h2;
-  assign \$268  = fetch_fail & \$267 ;
-  assign \$269  = q2_db_write & q2_db_overflow;
-  assign \$270  = ~ q2_checked;
-  assign \$271  = q2_want & \$270 ;
-  assign \$272  = \$271  & q2_bad_cfg;
-  assign \$273  = q2_resetting & q2_acked;
-  assign \$274  = ! q2_cpl_pending;
-  assign \$275  = \$273  & \$274 ;
-  assign q__2__cleared = \$275  & q__2__drained;
-  assign \$276  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$276 ;
-  assign \$277  = | q__3__ring_base[4:0];
-  assign \$278  = | q__3__cpl_base[3:0];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$279  | \$280 ;
-  assign \$281  = cpl_req[1:0] == 2'h3;
-  assign \$282  = cpl_cons_busy & \$281 ;
-  assign \$283  = q__3__consumer + \$282 ;
-  assign \$284  = q__3__doorbell - \$283 [31:0];
-  assign q3_db_overflow = \$284 [31:0] > \$24 ;
-  assign \$285  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$285 ;
-  assign \$286  = ~ q3_checked;
-  assign \$287  = q3_want & \$286 ;
-  assign \$288  = \$287  & q3_bad_cfg;
-  assign \$289  = q3_db_write & q3_db_overflow;
-  assign \$290  = fetch_q == 2'h3;
-  assign \$291  = fetch_fail & \$290 ;
-  assign \$292  = cpl_req[3] | cpl_fin_bad;
-  assign \$293  = q3_cpl_done & \$292 ;
-  assign q3_halt_any = | { \$293 , \$291 , \$289 , \$288  };
-  assign \$294  = cpl_req[3] | cpl_fin_bad;
-  assign \$295  = q3_cpl_done & \$294 ;
-  assign \$296  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$297  = fetch_q == 2'h3;
-  assign \$298  = fetch_fail & \$297 ;
-  assign \$299  = q3_db_write & q3_db_overflow;
-  assign \$300  = ~ q3_checked;
-  assign \$301  = q3_want & \$300 ;
-  assign \$302  = \$301  & q3_bad_cfg;
-  assign \$303  = q3_resetting & q3_acked;
-  assign \$304  = ! q3_cpl_pending;
-  assign \$305  = \$303  & \$304 ;
-  assign q__3__cleared = \$305  & q__3__drained;
-  assign \$306  = ! fetch_fsm_state;
-  assign \$307  = fetch_fsm_state == 1'h1;
-  assign \$308  = fetch_fsm_state == 2'h2;
-  assign \$309  = ! cpl_fsm_state;
-  assign \$310  = cpl_fsm_state == 1'h1;
-  assign \$311  = cpl_fsm_state == 2'h2;
-  assign \$312  = cpl_fsm_state == 2'h3;
-  assign \$313  = cpl_fsm_state == 3'h4;
-  assign \$314  = cpl_fsm_state == 3'h5;
-  assign \$315  = cpl_fsm_state == 3'h6;
-  assign \$316  = fetch_busy & fetch_q_reset;
-  assign \$319  = fetch_r_beat != 2'h3;
-  assign \$320  = fetch_r_beat + 1'h1;
-  assign \$321  = ~ fetch_r_err;
-  assign \$322  = down__rresp[1] & \$321 ;
-  assign \$323  = down__rresp == 2'h3;
-  assign \$324  = \$323  ? 8'h07 : 8'h06;
-  assign \$325  = q__0__fetch + 1'h1;
-  assign \$326  = q__1__fetch + 1'h1;
-  assign \$327  = q__2__fetch + 1'h1;
-  assign \$328  = q__3__fetch + 1'h1;
-  assign \$329  = ~ cpl_push_ok;
-  assign \$330  = cpl_valid & \$329 ;
-  assign \$331  = cpl_w_beat + 1'h1;
-  assign \$332  = cpl_sel_base + 5'h10;
-  assign \$333  = cpl_sel_log2 > 1'h0;
-  assign \$334  = cpl_sel_log2 > 1'h1;
-  assign \$335  = cpl_sel_log2 > 2'h2;
-  assign \$336  = cpl_sel_log2 > 2'h3;
-  assign \$337  = cpl_sel_log2 > 3'h4;
-  assign \$338  = cpl_sel_log2 > 3'h5;
-  assign \$339  = cpl_sel_log2 > 3'h6;
-  assign \$340  = cpl_sel_log2 > 3'h7;
-  assign \$341  = cpl_sel_log2 > 4'h8;
-  assign \$342  = cpl_sel_log2 > 4'h9;
-  assign \$343  = cpl_sel_log2 > 4'ha;
-  assign \$344  = cpl_sel_log2 > 4'hb;
-  assign \$345  = cpl_sel_log2 > 4'hc;
-  assign \$346  = cpl_sel_log2 > 4'hd;
-  assign \$347  = cpl_sel_log2 > 4'he;
-  assign \$348  = cpl_sel_c[14:0] & { \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333  };
-  assign \$350  = \$332  + \$349 ;
-  assign \$352  = cpl_b_hs & cpl_coalesce;
-  assign \$353  = down__bresp == 2'h3;
-  assign \$354  = \$353  ? 8'h07 : 8'h06;
-  assign \$355  = cpl_rec_index + 1'h1;
-  assign \$356  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$357  = q__0__consumer + 1'h1;
-  assign \$358  = q0_cpl_done & cpl_req[2];
-  assign \$359  = ! cpl_queue;
-  assign \$360  = cpl_push_ok & \$359 ;
-  assign \$361  = q0_cpl_pending + \$360 ;
-  assign \$362  = \$361  - q0_cpl_done;
-  assign \$363  = ~ q0_bad_cfg;
-  assign \$364  = q0_checked | \$363 ;
-  assign \$365  = q0_want & \$364 ;
-  assign \$366  = ~ q0_db_overflow;
-  assign \$367  = q0_db_write & \$366 ;
-  assign \$368  = ~ q0_halted;
-  assign \$369  = q0_halt_any & \$368 ;
-  assign \$370  = ~ q0_resetting;
-  assign \$371  = q__0__reset & \$370 ;
-  assign \$372  = ~ fw_running;
-  assign \$373  = \port$104$0 [0] | \$372 ;
-  assign \$374  = q0_resetting & \$373 ;
-  assign \$375  = ! cpl_req[1:0];
-  assign \$376  = \abandon$67  & \$375 ;
-  assign \$377  = q__1__consumer + 1'h1;
-  assign \$378  = q1_cpl_done & cpl_req[2];
-  assign \$379  = cpl_queue == 1'h1;
-  assign \$380  = cpl_push_ok & \$379 ;
-  assign \$381  = q1_cpl_pending + \$380 ;
-  assign \$382  = \$381  - q1_cpl_done;
-  assign \$383  = ~ q1_bad_cfg;
-  assign \$384  = q1_checked | \$383 ;
-  assign \$385  = q1_want & \$384 ;
-  assign \$386  = ~ q1_db_overflow;
-  assign \$387  = q1_db_write & \$386 ;
-  assign \$388  = ~ q1_halted;
-  assign \$389  = q1_halt_any & \$388 ;
-  assign \$390  = ~ q1_resetting;
-  assign \$391  = q__1__reset & \$390 ;
-  assign \$392  = ~ fw_running;
-  assign \$393  = \port$104$0 [1] | \$392 ;
-  assign \$394  = q1_resetting & \$393 ;
-  assign \$395  = cpl_req[1:0] == 1'h1;
-  assign \$396  = \abandon$67  & \$395 ;
-  assign \$397  = q__2__consumer + 1'h1;
-  assign \$398  = q2_cpl_done & cpl_req[2];
-  assign \$399  = cpl_queue == 2'h2;
-  assign \$400  = cpl_push_ok & \$399 ;
-  assign \$401  = q2_cpl_pending + \$400 ;
-  assign \$402  = \$401  - q2_cpl_done;
-  assign \$403  = ~ q2_bad_cfg;
-  assign \$404  = q2_checked | \$403 ;
-  assign \$405  = q2_want & \$404 ;
-  assign \$406  = ~ q2_db_overflow;
-  assign \$407  = q2_db_write & \$406 ;
-  assign \$408  = ~ q2_halted;
-  assign \$409  = q2_halt_any & \$408 ;
+  assign \$25  = \level$196  - q3_items;
+  assign \$26  = $signed({ 1'h0, q__3__fetch }) - $signed(\$25 );
+  assign q__3__ready = q3_active & \r_rdy$208 ;
+  assign \$27  = ~ q3_acked;
+  assign q__3__qreset_req = q3_resetting & \$27 ;
+  assign \$28  = 1'h1 << q__3__ring_log2;
+  assign \$29  = level < 3'h4;
+  assign \$30  = q0_active & \$29 ;
+  assign \$31  = q__0__fetch - q__0__consumer;
+  assign \$32  = q__0__producer - q__0__consumer;
+  assign \$33  = \$31 [31:0] < \$32 [31:0];
+  assign \$34  = q__0__producer - q__0__consumer;
+  assign \$35  = \$7  + 1'h1;
+  assign \$36  = \$34 [31:0] <= \$35 ;
+  assign \$37  = \$33  & \$36 ;
+  assign \$38  = ! q0_list_mode;
+  assign \$39  = q0_list_mode == 2'h3;
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = ~ \$40 ;
+  assign \$42  = \$37  | \$41 ;
+  assign q0_fetch_elig = \$30  & \$42 ;
+  assign \$43  = ! q0_list_mode;
+  assign \$44  = q0_list_mode == 2'h3;
+  assign \$45  = \$43  | \$44 ;
+  assign \$48  = q__0__ring_log2 > 1'h0;
+  assign \$49  = q__0__ring_log2 > 1'h1;
+  assign \$50  = q__0__ring_log2 > 2'h2;
+  assign \$51  = q__0__ring_log2 > 2'h3;
+  assign \$52  = q__0__ring_log2 > 3'h4;
+  assign \$53  = q__0__ring_log2 > 3'h5;
+  assign \$54  = q__0__ring_log2 > 3'h6;
+  assign \$55  = q__0__ring_log2 > 3'h7;
+  assign \$56  = q__0__ring_log2 > 4'h8;
+  assign \$57  = q__0__ring_log2 > 4'h9;
+  assign \$58  = q__0__ring_log2 > 4'ha;
+  assign \$59  = q__0__ring_log2 > 4'hb;
+  assign \$60  = q__0__ring_log2 > 4'hc;
+  assign \$61  = q__0__ring_log2 > 4'hd;
+  assign \$62  = q__0__ring_log2 > 4'he;
+  assign \$63  = q__0__fetch[14:0] & { \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48  };
+  assign \$65  = \$47  + \$64 ;
+  assign \$66  = q0_list_mode == 1'h1;
+  assign \$67  = \$66  ? q0_args_next : q0_list_next;
+  assign \$68  = \$45  ? \$65  : { 1'h0, \$67  };
+  assign \$69  = \level$122  < 3'h4;
+  assign \$70  = q1_active & \$69 ;
+  assign \$71  = q__1__fetch - q__1__consumer;
+  assign \$72  = q__1__producer - q__1__consumer;
+  assign \$73  = \$71 [31:0] < \$72 [31:0];
+  assign \$74  = q__1__producer - q__1__consumer;
+  assign \$75  = \$14  + 1'h1;
+  assign \$76  = \$74 [31:0] <= \$75 ;
+  assign \$77  = \$73  & \$76 ;
+  assign \$78  = ! q1_list_mode;
+  assign \$79  = q1_list_mode == 2'h3;
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = \$77  | \$81 ;
+  assign q1_fetch_elig = \$70  & \$82 ;
+  assign \$83  = ! q1_list_mode;
+  assign \$84  = q1_list_mode == 2'h3;
+  assign \$85  = \$83  | \$84 ;
+  assign \$88  = q__1__ring_log2 > 1'h0;
+  assign \$89  = q__1__ring_log2 > 1'h1;
+  assign \$90  = q__1__ring_log2 > 2'h2;
+  assign \$91  = q__1__ring_log2 > 2'h3;
+  assign \$92  = q__1__ring_log2 > 3'h4;
+  assign \$93  = q__1__ring_log2 > 3'h5;
+  assign \$94  = q__1__ring_log2 > 3'h6;
+  assign \$95  = q__1__ring_log2 > 3'h7;
+  assign \$96  = q__1__ring_log2 > 4'h8;
+  assign \$97  = q__1__ring_log2 > 4'h9;
+  assign \$98  = q__1__ring_log2 > 4'ha;
+  assign \$99  = q__1__ring_log2 > 4'hb;
+  assign \$100  = q__1__ring_log2 > 4'hc;
+  assign \$101  = q__1__ring_log2 > 4'hd;
+  assign \$102  = q__1__ring_log2 > 4'he;
+  assign \$103  = q__1__fetch[14:0] & { \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88  };
+  assign \$105  = \$87  + \$104 ;
+  assign \$106  = q1_list_mode == 1'h1;
+  assign \$107  = \$106  ? q1_args_next : q1_list_next;
+  assign \$108  = \$85  ? \$105  : { 1'h0, \$107  };
+  assign \$109  = \level$159  < 3'h4;
+  assign \$110  = q2_active & \$109 ;
+  assign \$111  = q__2__fetch - q__2__consumer;
+  assign \$112  = q__2__producer - q__2__consumer;
+  assign \$113  = \$111 [31:0] < \$112 [31:0];
+  assign \$114  = q__2__producer - q__2__consumer;
+  assign \$115  = \$21  + 1'h1;
+  assign \$116  = \$114 [31:0] <= \$115 ;
+  assign \$117  = \$113  & \$116 ;
+  assign \$118  = ! q2_list_mode;
+  assign \$119  = q2_list_mode == 2'h3;
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = ~ \$120 ;
+  assign \$122  = \$117  | \$121 ;
+  assign q2_fetch_elig = \$110  & \$122 ;
+  assign \$123  = ! q2_list_mode;
+  assign \$124  = q2_list_mode == 2'h3;
+  assign \$125  = \$123  | \$124 ;
+  assign \$128  = q__2__ring_log2 > 1'h0;
+  assign \$129  = q__2__ring_log2 > 1'h1;
+  assign \$130  = q__2__ring_log2 > 2'h2;
+  assign \$131  = q__2__ring_log2 > 2'h3;
+  assign \$132  = q__2__ring_log2 > 3'h4;
+  assign \$133  = q__2__ring_log2 > 3'h5;
+  assign \$134  = q__2__ring_log2 > 3'h6;
+  assign \$135  = q__2__ring_log2 > 3'h7;
+  assign \$136  = q__2__ring_log2 > 4'h8;
+  assign \$137  = q__2__ring_log2 > 4'h9;
+  assign \$138  = q__2__ring_log2 > 4'ha;
   \kaki_soc_8x8.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$280 ),
-    .r_data(\r_data$322 ),
-    .r_en(\r_en$324 ),
-    .r_rdy(\r_rdy$321 ),
+    .level(\level$340 ),
+    .r_data(\r_data$382 ),
+    .r_en(\r_en$384 ),
+    .r_rdy(\r_rdy$381 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$266 ),
+    .w_port__data(\w_data$325 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_8x8.qc.cpl_guard  cpl_guard (
@@ -47941,7 +50169,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$325 ),
+    .timeout(\timeout$385 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -47983,51 +50211,187 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   \kaki_soc_8x8.qc.q0_fifo  q0_fifo (
     .clk(clk),
     .level(level),
-    .\port$0$87 (down__rdata),
-    .\port$13270$0 (fetch_r_buf),
     .q0_reset_done(q__0__cleared),
-    .r_data(q__0__head),
+    .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
-    .w_en(q0_fetch_push)
+    .w_en(w_en),
+    .w_port__data(w_data)
   );
   \kaki_soc_8x8.qc.q1_fifo  q1_fifo (
     .clk(clk),
-    .level(\level$119 ),
-    .\port$0$87 (down__rdata),
-    .\port$13270$0 (fetch_r_buf),
+    .level(\level$122 ),
     .q1_reset_done(q__1__cleared),
-    .r_data(q__1__head),
-    .r_en(\r_en$133 ),
-    .r_rdy(\r_rdy$128 ),
+    .r_data(\r_data$128 ),
+    .r_en(\r_en$139 ),
+    .r_rdy(\r_rdy$134 ),
     .rst(rst),
-    .w_en(q1_fetch_push)
+    .w_en(\w_en$315 ),
+    .w_port__data(\w_data$316 )
   );
   \kaki_soc_8x8.qc.q2_fifo  q2_fifo (
     .clk(clk),
-    .level(\level$153 ),
-    .\port$0$87 (down__rdata),
-    .\port$13270$0 (fetch_r_buf),
+    .level(\level$159 ),
     .q2_reset_done(q__2__cleared),
-    .r_data(q__2__head),
-    .r_en(\r_en$167 ),
-    .r_rdy(\r_rdy$162 ),
+    .r_data(\r_data$165 ),
+    .r_en(\r_en$176 ),
+    .r_rdy(\r_rdy$171 ),
     .rst(rst),
-    .w_en(q2_fetch_push)
+    .w_en(\w_en$319 ),
+    .w_port__data(\w_data$320 )
   );
   \kaki_soc_8x8.qc.q3_fifo  q3_fifo (
     .clk(clk),
-    .level(\level$187 ),
-    .\port$0$87 (down__rdata),
-    .\port$13270$0 (fetch_r_buf),
+    .level(\level$196 ),
     .q3_reset_done(q__3__cleared),
-    .r_data(q__3__head),
-    .r_en(\r_en$201 ),
-    .r_rdy(\r_rdy$196 ),
+    .r_data(\r_data$202 ),
+    .r_en(\r_en$213 ),
+    .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(q3_fetch_push)
+    .w_en(\w_en$323 ),
+    .w_port__data(\w_data$324 )
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_q)
+      2'h0:
+          fetch_q_reset = q__0__reset;
+      2'h1:
+          fetch_q_reset = q__1__reset;
+      2'h2:
+          fetch_q_reset = q__2__reset;
+      2'h3:
+          fetch_q_reset = q__3__reset;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_q)
+      2'h0:
+          \$217  = q0_args;
+      2'h1:
+          \$217  = q1_args;
+      2'h2:
+          \$217  = q2_args;
+      2'h3:
+          \$217  = q3_args;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_q)
+      2'h0:
+          \$265  = q0_args_row;
+      2'h1:
+          \$265  = q1_args_row;
+      2'h2:
+          \$265  = q2_args_row;
+      2'h3:
+          \$265  = q3_args_row;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          \$312  = q__0__cpl_base;
+      2'h1:
+          \$312  = q__1__cpl_base;
+      2'h2:
+          \$312  = q__2__cpl_base;
+      2'h3:
+          \$312  = q__3__cpl_base;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          cpl_sel_log2 = q__0__ring_log2;
+      2'h1:
+          cpl_sel_log2 = q__1__ring_log2;
+      2'h2:
+          cpl_sel_log2 = q__2__ring_log2;
+      2'h3:
+          cpl_sel_log2 = q__3__ring_log2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          cpl_sel_c = q__0__consumer;
+      2'h1:
+          cpl_sel_c = q__1__consumer;
+      2'h2:
+          cpl_sel_c = q__2__consumer;
+      2'h3:
+          cpl_sel_c = q__3__consumer;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_rr_sel)
+      2'h0:
+          \$459  = q0_list_mode;
+      2'h1:
+          \$459  = q1_list_mode;
+      2'h2:
+          \$459  = q2_list_mode;
+      2'h3:
+          \$459  = q3_list_mode;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_rr_sel)
+      2'h0:
+          \$460  = \$68 [31:0];
+      2'h1:
+          \$460  = \$108 [31:0];
+      2'h2:
+          \$460  = \$148 [31:0];
+      2'h3:
+          \$460  = \$188 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_rr_sel)
+      2'h0:
+          \$461  = q__0__reset;
+      2'h1:
+          \$461  = q__1__reset;
+      2'h2:
+          \$461  = q__2__reset;
+      2'h3:
+          \$461  = q__3__reset;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          \$637  = q0_cpl_dead;
+      2'h1:
+          \$637  = q1_cpl_dead;
+      2'h2:
+          \$637  = q2_cpl_dead;
+      2'h3:
+          \$637  = q3_cpl_dead;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     fetch_rr_sel = 2'h0;
@@ -48099,11 +50463,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     fetch_busy = 1'h0;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           /* empty */;
-      2'h1:
+      3'h1:
           fetch_busy = 1'h1;
-      2'h2:
+      3'h2:
+          fetch_busy = 1'h1;
+      3'h3:
+          fetch_busy = 1'h1;
+      3'h4:
           fetch_busy = 1'h1;
     endcase
   end
@@ -48111,14 +50479,14 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     abandon = 1'h0;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           /* empty */;
-      2'h1:
+      3'h1:
           if (up__arready) begin
           end else if (timeout) begin
             abandon = 1'h1;
           end
-      2'h2:
+      3'h2:
           if (fetch_r_done) begin
           end else if (timeout) begin
             abandon = 1'h1;
@@ -48129,20 +50497,58 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     up__rready = 1'h0;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           /* empty */;
-      2'h1:
+      3'h1:
           /* empty */;
-      2'h2:
+      3'h2:
           up__rready = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$324  = 1'h0;
+    fetch_list_fail = 1'h0;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$243 ) begin
+            end else if (\$247 ) begin
+              fetch_list_fail = 1'h1;
+            end
+          end
+      3'h3:
+          if (\$250 ) begin
+          end else if (patch_bad) begin
+            fetch_list_fail = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    fetch_item_push = 1'h0;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          fetch_item_push = \$253 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \r_en$384  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$324  = 1'h1;
+          \r_en$384  = 1'h1;
     endcase
   end
   always @* begin
@@ -48155,23 +50561,23 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$325 ) begin
+          end else if (\timeout$385 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\$183 ) begin
+          if (\$323 ) begin
           end else if (cpl_b_hs) begin
-          end else if (\timeout$325 ) begin
+          end else if (\timeout$385 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$325 ) begin
+          end else if (\timeout$385 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$325 ) begin
+          end else if (\timeout$385 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -48205,7 +50611,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\$183 ) begin
+          if (\$323 ) begin
             cpl_finish = 1'h1;
           end
       3'h5:
@@ -48241,415 +50647,1078 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$205 ) begin
-      q0_halt_code = \$206 ;
+    if (\$345 ) begin
+      q0_halt_code = \$346 ;
     end
-    if (\$208 ) begin
+    if (\$348 ) begin
       q0_halt_code = fetch_fail_code;
     end
-    if (\$209 ) begin
+    if (\$349 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$212 ) begin
+    if (\$352 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$205 ) begin
+    if (\$345 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$208 ) begin
+    if (\$348 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$209 ) begin
+    if (\$349 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$212 ) begin
+    if (\$352 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$235 ) begin
-      q1_halt_code = \$236 ;
+    if (\$375 ) begin
+      q1_halt_code = \$376 ;
     end
-    if (\$238 ) begin
+    if (\$378 ) begin
       q1_halt_code = fetch_fail_code;
     end
-    if (\$239 ) begin
+    if (\$379 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$242 ) begin
+    if (\$382 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$235 ) begin
+    if (\$375 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$238 ) begin
+    if (\$378 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$239 ) begin
+    if (\$379 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$242 ) begin
+    if (\$382 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$265 ) begin
-      q2_halt_code = \$266 ;
+    if (\$405 ) begin
+      q2_halt_code = \$406 ;
     end
-    if (\$268 ) begin
+    if (\$408 ) begin
       q2_halt_code = fetch_fail_code;
     end
-    if (\$269 ) begin
+    if (\$409 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$272 ) begin
+    if (\$412 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$265 ) begin
+    if (\$405 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$268 ) begin
+    if (\$408 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$269 ) begin
+    if (\$409 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$272 ) begin
+    if (\$412 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$295 ) begin
-      q3_halt_code = \$296 ;
+    if (\$435 ) begin
+      q3_halt_code = \$436 ;
     end
-    if (\$298 ) begin
+    if (\$438 ) begin
       q3_halt_code = fetch_fail_code;
     end
-    if (\$299 ) begin
+    if (\$439 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$302 ) begin
+    if (\$442 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$295 ) begin
+    if (\$435 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$298 ) begin
+    if (\$438 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$299 ) begin
+    if (\$439 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$302 ) begin
+    if (\$442 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$437  = fetch_discard;
-    if (\$316 ) begin
-      \$437  = 1'h1;
+    \$723  = fetch_discard;
+    if (\$458 ) begin
+      \$723  = 1'h1;
     end
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           if (fetch_rr_any) begin
-            \$437  = \$318 ;
+            \$723  = \$461 ;
           end
     endcase
     if (rst) begin
-      \$437  = 1'h0;
+      \$723  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$438  = fetch_q;
+    \$724  = fetch_q;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           if (fetch_rr_any) begin
-            \$438  = fetch_rr_sel;
+            \$724  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$438  = 2'h0;
+      \$724  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$439  = fetch_rr_last;
+    \$725  = fetch_rr_last;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           if (fetch_rr_any) begin
-            \$439  = fetch_rr_sel;
+            \$725  = fetch_rr_sel;
           end
     endcase
     if (rst) begin
-      \$439  = 2'h3;
+      \$725  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$440  = up__arvalid;
+    \$726  = up__arvalid;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           if (fetch_rr_any) begin
-            \$440  = 1'h1;
+            \$726  = 1'h1;
           end
-      2'h1:
+      3'h1:
           if (up__arready) begin
-            \$440  = 1'h0;
+            \$726  = 1'h0;
           end else if (timeout) begin
-            \$440  = 1'h0;
+            \$726  = 1'h0;
           end
-    endcase
-    if (rst) begin
-      \$440  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$441  = up__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$441  = \$317 ;
-          end
-    endcase
-    if (rst) begin
-      \$441  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$442  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$442  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$319 ) begin
-              \$442  = \$320 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$442  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$443  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$443  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$322 ) begin
-              \$443  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$443  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$444  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$444  = 2'h1;
-          end
-      2'h1:
-          if (up__arready) begin
-            \$444  = 2'h2;
-          end else if (timeout) begin
-            \$444  = 2'h0;
-          end
-      2'h2:
+      3'h2:
           if (fetch_r_done) begin
-            \$444  = 2'h0;
-          end else if (timeout) begin
-            \$444  = 2'h0;
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              if (\$477 ) begin
+                \$726  = 1'h1;
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$444  = 2'h0;
+      \$726  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$445  = fetch_r_buf;
+    \$727  = fetch_kind;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
+          if (fetch_rr_any) begin
+            \$727  = \$459 ;
+          end
+    endcase
+    if (rst) begin
+      \$727  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$728  = fetch_patch_rd;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$728  = 1'h0;
+          end
+      3'h1:
           /* empty */;
-      2'h1:
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              if (\$477 ) begin
+                \$728  = 1'h1;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$728  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$729  = up__araddr;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$729  = \$460 ;
+          end
+      3'h1:
           /* empty */;
-      2'h2:
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              if (\$477 ) begin
+                \$729  = \$478 [31:0];
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$729  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$730  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$730  = 2'h0;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+        begin
           if (fetch_r_hs) begin
-            if (\$319 ) begin
+            if (\$462 ) begin
+              \$730  = \$463 [1:0];
+            end
+          end
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              if (\$477 ) begin
+                \$730  = 2'h0;
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$730  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$731  = fetch_r_err;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$731  = 1'h0;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_hs) begin
+            if (\$465 ) begin
+              \$731  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$731  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$732  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$732  = 3'h1;
+          end
+      3'h1:
+          if (up__arready) begin
+            \$732  = 3'h2;
+          end else if (timeout) begin
+            \$732  = 3'h0;
+          end
+      3'h2:
+          if (fetch_r_done) begin
+            \$732  = 3'h0;
+            if (\$470 ) begin
+              \$732  = 3'h3;
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              (* full_case = 32'd1 *)
+              if (\$477 ) begin
+                \$732  = 3'h1;
+              end else begin
+                \$732  = 3'h4;
+              end
+            end
+          end else if (timeout) begin
+            \$732  = 3'h0;
+          end
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$479 ) begin
+            \$732  = 3'h0;
+          end else if (patch_bad) begin
+            \$732  = 3'h0;
+          end else begin
+            if (\$490 ) begin
+              \$732  = 3'h4;
+            end
+          end
+      3'h4:
+          \$732  = 3'h0;
+    endcase
+    if (rst) begin
+      \$732  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$733  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_hs) begin
+            if (\$462 ) begin
               casez (fetch_r_beat)
                 2'h0:
-                    \$445 [63:0] = down__rdata;
+                    \$733 [63:0] = down__rdata;
                 2'h1:
-                    \$445 [127:64] = down__rdata;
+                    \$733 [127:64] = down__rdata;
                 2'h2:
-                    \$445 [191:128] = down__rdata;
+                    \$733 [191:128] = down__rdata;
               endcase
             end
           end
     endcase
     if (rst) begin
-      \$445  = 192'h000000000000000000000000000000000000000000000000;
+      \$733  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$446  = fetch_r_code;
+    \$734  = fetch_r_code;
     casez (fetch_fsm_state)
-      2'h0:
+      3'h0:
           /* empty */;
-      2'h1:
+      3'h1:
           /* empty */;
-      2'h2:
+      3'h2:
           if (fetch_r_hs) begin
-            if (\$322 ) begin
-              \$446  = \$324 ;
+            if (\$465 ) begin
+              \$734  = \$467 ;
             end
           end
     endcase
     if (rst) begin
-      \$446  = 8'h00;
+      \$734  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$447  = q__0__fetch;
+    \$735  = list_patches;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+              \$735  = { down__rdata[31:0], fetch_r_buf };
+            end
+          end
+    endcase
+    if (rst) begin
+      \$735  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$736  = list_pj;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+              \$736  = 3'h0;
+            end
+          end
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$479 ) begin
+          end else if (patch_bad) begin
+          end else begin
+            \$736  = \$488 [2:0];
+          end
+    endcase
+    if (rst) begin
+      \$736  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$737  = list_desc;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              \$737  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
+            end
+          end
+      3'h3:
+          (* full_case = 32'd1 *)
+          if (\$479 ) begin
+          end else if (patch_bad) begin
+          end else begin
+            if (\$480 ) begin
+              \$737 [31:0] = patch_result[31:0];
+              \$737 [63:32] = patch_result[63:32];
+            end
+            if (\$481 ) begin
+              \$737 [63:32] = patch_result[31:0];
+              \$737 [95:64] = patch_result[63:32];
+            end
+            if (\$482 ) begin
+              \$737 [95:64] = patch_result[31:0];
+              \$737 [127:96] = patch_result[63:32];
+            end
+            if (\$483 ) begin
+              \$737 [127:96] = patch_result[31:0];
+              \$737 [159:128] = patch_result[63:32];
+            end
+            if (\$484 ) begin
+              \$737 [159:128] = patch_result[31:0];
+              \$737 [191:160] = patch_result[63:32];
+            end
+            if (\$485 ) begin
+              \$737 [191:160] = patch_result[31:0];
+              \$737 [223:192] = patch_result[63:32];
+            end
+            if (\$486 ) begin
+              \$737 [223:192] = patch_result[31:0];
+              \$737 [255:224] = patch_result[63:32];
+            end
+            if (\$487 ) begin
+              \$737 [255:224] = patch_result[31:0];
+            end
+          end
+    endcase
+    if (rst) begin
+      \$737  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$738  = list_npatch;
+    casez (fetch_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (fetch_r_done) begin
+            if (\$470 ) begin
+            end else if (\$474 ) begin
+            end else if (\$476 ) begin
+              \$738  = fetch_r_buf[11:9];
+            end
+          end
+    endcase
+    if (rst) begin
+      \$738  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$739  = \$494 [2:0];
+    if (q__0__cleared) begin
+      \$739  = 3'h0;
+    end
+    if (rst) begin
+      \$739  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$740  = q__0__fetch;
     if (q0_fetch_push) begin
-      \$447  = \$325 [31:0];
+      \$740  = \$495 [31:0];
     end
     if (q__0__cleared) begin
-      \$447  = 32'd0;
+      \$740  = 32'd0;
     end
     if (rst) begin
-      \$447  = 32'd0;
+      \$740  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$448  = q__1__fetch;
+    \$741  = q0_list_mode;
+    if (\$499 ) begin
+      \$741  = 2'h0;
+    end
+    if (\$504 ) begin
+      \$741  = \$506 ;
+    end
+    if (\$510 ) begin
+      if (\$516 ) begin
+        \$741  = 2'h2;
+      end
+    end
+    if (q0_item_push) begin
+      if (\$521 ) begin
+        \$741  = 2'h3;
+      end
+    end
+    if (q__0__cleared) begin
+      \$741  = 2'h0;
+    end
+    if (rst) begin
+      \$741  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$742  = q0_list_next;
+    if (\$504 ) begin
+      \$742  = fetch_r_buf[63:32];
+    end
+    if (q0_item_push) begin
+      \$742  = \$519 [31:0];
+    end
+    if (rst) begin
+      \$742  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$743  = q0_list_left;
+    if (\$504 ) begin
+      \$743  = fetch_r_buf[79:64];
+    end
+    if (q0_item_push) begin
+      \$743  = \$520 [15:0];
+    end
+    if (rst) begin
+      \$743  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$744  = q0_args_next;
+    if (\$504 ) begin
+      \$744  = fetch_r_buf[111:80];
+    end
+    if (\$510 ) begin
+      \$744  = \$511 [31:0];
+    end
+    if (rst) begin
+      \$744  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$745  = q0_args_left;
+    if (\$504 ) begin
+      \$745  = fetch_r_buf[117:112];
+    end
+    if (\$510 ) begin
+      \$745  = \$515 [5:0];
+    end
+    if (rst) begin
+      \$745  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$746  = q0_args;
+    if (\$504 ) begin
+      \$746  = fetch_r_buf[117:112];
+    end
+    if (rst) begin
+      \$746  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$747  = q0_args_row;
+    if (\$504 ) begin
+      \$747  = 2'h0;
+    end
+    if (\$510 ) begin
+      \$747  = \$512 [1:0];
+    end
+    if (rst) begin
+      \$747  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$748  = \$525 [2:0];
+    if (q__1__cleared) begin
+      \$748  = 3'h0;
+    end
+    if (rst) begin
+      \$748  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$749  = q__1__fetch;
     if (q1_fetch_push) begin
-      \$448  = \$326 [31:0];
+      \$749  = \$526 [31:0];
     end
     if (q__1__cleared) begin
-      \$448  = 32'd0;
+      \$749  = 32'd0;
     end
     if (rst) begin
-      \$448  = 32'd0;
+      \$749  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$449  = q__2__fetch;
+    \$750  = q1_list_mode;
+    if (\$530 ) begin
+      \$750  = 2'h0;
+    end
+    if (\$535 ) begin
+      \$750  = \$537 ;
+    end
+    if (\$541 ) begin
+      if (\$547 ) begin
+        \$750  = 2'h2;
+      end
+    end
+    if (q1_item_push) begin
+      if (\$552 ) begin
+        \$750  = 2'h3;
+      end
+    end
+    if (q__1__cleared) begin
+      \$750  = 2'h0;
+    end
+    if (rst) begin
+      \$750  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$751  = q1_list_next;
+    if (\$535 ) begin
+      \$751  = fetch_r_buf[63:32];
+    end
+    if (q1_item_push) begin
+      \$751  = \$550 [31:0];
+    end
+    if (rst) begin
+      \$751  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$752  = q1_list_left;
+    if (\$535 ) begin
+      \$752  = fetch_r_buf[79:64];
+    end
+    if (q1_item_push) begin
+      \$752  = \$551 [15:0];
+    end
+    if (rst) begin
+      \$752  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$753  = q1_args_next;
+    if (\$535 ) begin
+      \$753  = fetch_r_buf[111:80];
+    end
+    if (\$541 ) begin
+      \$753  = \$542 [31:0];
+    end
+    if (rst) begin
+      \$753  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$754  = q1_args_left;
+    if (\$535 ) begin
+      \$754  = fetch_r_buf[117:112];
+    end
+    if (\$541 ) begin
+      \$754  = \$546 [5:0];
+    end
+    if (rst) begin
+      \$754  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$755  = q1_args;
+    if (\$535 ) begin
+      \$755  = fetch_r_buf[117:112];
+    end
+    if (rst) begin
+      \$755  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$756  = q1_args_row;
+    if (\$535 ) begin
+      \$756  = 2'h0;
+    end
+    if (\$541 ) begin
+      \$756  = \$543 [1:0];
+    end
+    if (rst) begin
+      \$756  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$757  = \$556 [2:0];
+    if (q__2__cleared) begin
+      \$757  = 3'h0;
+    end
+    if (rst) begin
+      \$757  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$758  = q__2__fetch;
     if (q2_fetch_push) begin
-      \$449  = \$327 [31:0];
+      \$758  = \$557 [31:0];
     end
     if (q__2__cleared) begin
-      \$449  = 32'd0;
+      \$758  = 32'd0;
     end
     if (rst) begin
-      \$449  = 32'd0;
+      \$758  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$450  = q__3__fetch;
+    \$759  = q2_list_mode;
+    if (\$561 ) begin
+      \$759  = 2'h0;
+    end
+    if (\$566 ) begin
+      \$759  = \$568 ;
+    end
+    if (\$572 ) begin
+      if (\$578 ) begin
+        \$759  = 2'h2;
+      end
+    end
+    if (q2_item_push) begin
+      if (\$583 ) begin
+        \$759  = 2'h3;
+      end
+    end
+    if (q__2__cleared) begin
+      \$759  = 2'h0;
+    end
+    if (rst) begin
+      \$759  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$760  = q2_list_next;
+    if (\$566 ) begin
+      \$760  = fetch_r_buf[63:32];
+    end
+    if (q2_item_push) begin
+      \$760  = \$581 [31:0];
+    end
+    if (rst) begin
+      \$760  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$761  = q2_list_left;
+    if (\$566 ) begin
+      \$761  = fetch_r_buf[79:64];
+    end
+    if (q2_item_push) begin
+      \$761  = \$582 [15:0];
+    end
+    if (rst) begin
+      \$761  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$762  = q2_args_next;
+    if (\$566 ) begin
+      \$762  = fetch_r_buf[111:80];
+    end
+    if (\$572 ) begin
+      \$762  = \$573 [31:0];
+    end
+    if (rst) begin
+      \$762  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$763  = q2_args_left;
+    if (\$566 ) begin
+      \$763  = fetch_r_buf[117:112];
+    end
+    if (\$572 ) begin
+      \$763  = \$577 [5:0];
+    end
+    if (rst) begin
+      \$763  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$764  = q2_args;
+    if (\$566 ) begin
+      \$764  = fetch_r_buf[117:112];
+    end
+    if (rst) begin
+      \$764  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$765  = q2_args_row;
+    if (\$566 ) begin
+      \$765  = 2'h0;
+    end
+    if (\$572 ) begin
+      \$765  = \$574 [1:0];
+    end
+    if (rst) begin
+      \$765  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$766  = \$587 [2:0];
+    if (q__3__cleared) begin
+      \$766  = 3'h0;
+    end
+    if (rst) begin
+      \$766  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$767  = q__3__fetch;
     if (q3_fetch_push) begin
-      \$450  = \$328 [31:0];
+      \$767  = \$588 [31:0];
     end
     if (q__3__cleared) begin
-      \$450  = 32'd0;
+      \$767  = 32'd0;
     end
     if (rst) begin
-      \$450  = 32'd0;
+      \$767  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$451  = cpl_overflow;
-    if (\$330 ) begin
-      \$451  = 1'h1;
+    \$768  = q3_list_mode;
+    if (\$592 ) begin
+      \$768  = 2'h0;
+    end
+    if (\$597 ) begin
+      \$768  = \$599 ;
+    end
+    if (\$603 ) begin
+      if (\$609 ) begin
+        \$768  = 2'h2;
+      end
+    end
+    if (q3_item_push) begin
+      if (\$614 ) begin
+        \$768  = 2'h3;
+      end
+    end
+    if (q__3__cleared) begin
+      \$768  = 2'h0;
     end
     if (rst) begin
-      \$451  = 1'h0;
+      \$768  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$452  = up__awvalid;
+    \$769  = q3_list_next;
+    if (\$597 ) begin
+      \$769  = fetch_r_buf[63:32];
+    end
+    if (q3_item_push) begin
+      \$769  = \$612 [31:0];
+    end
+    if (rst) begin
+      \$769  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$770  = q3_list_left;
+    if (\$597 ) begin
+      \$770  = fetch_r_buf[79:64];
+    end
+    if (q3_item_push) begin
+      \$770  = \$613 [15:0];
+    end
+    if (rst) begin
+      \$770  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$771  = q3_args_next;
+    if (\$597 ) begin
+      \$771  = fetch_r_buf[111:80];
+    end
+    if (\$603 ) begin
+      \$771  = \$604 [31:0];
+    end
+    if (rst) begin
+      \$771  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$772  = q3_args_left;
+    if (\$597 ) begin
+      \$772  = fetch_r_buf[117:112];
+    end
+    if (\$603 ) begin
+      \$772  = \$608 [5:0];
+    end
+    if (rst) begin
+      \$772  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$773  = q3_args;
+    if (\$597 ) begin
+      \$773  = fetch_r_buf[117:112];
+    end
+    if (rst) begin
+      \$773  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$774  = q3_args_row;
+    if (\$597 ) begin
+      \$774  = 2'h0;
+    end
+    if (\$603 ) begin
+      \$774  = \$605 [1:0];
+    end
+    if (rst) begin
+      \$774  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$775  = cpl_overflow;
+    if (\$616 ) begin
+      \$775  = 1'h1;
+    end
+    if (rst) begin
+      \$775  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$776  = up__awvalid;
     if (cpl_aw_hs) begin
-      \$452  = 1'h0;
+      \$776  = 1'h0;
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$351 ) begin
+          if (\$637 ) begin
           end else begin
-            \$452  = 1'h1;
+            \$776  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$452  = 1'h1;
+            \$776  = 1'h1;
           end
     endcase
     if (\abandon$67 ) begin
-      \$452  = 1'h0;
+      \$776  = 1'h0;
     end
     if (rst) begin
-      \$452  = 1'h0;
+      \$776  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$453  = up__wvalid;
+    \$777  = up__wvalid;
     if (cpl_w_hs) begin
       if (cpl_w_last) begin
-        \$453  = 1'h0;
+        \$777  = 1'h0;
       end
     end
     casez (cpl_fsm_state)
@@ -48657,977 +51726,879 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$351 ) begin
+          if (\$637 ) begin
           end else begin
-            \$453  = 1'h1;
+            \$777  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$453  = 1'h1;
+            \$777  = 1'h1;
           end
     endcase
     if (\abandon$67 ) begin
-      \$453  = 1'h0;
+      \$777  = 1'h0;
     end
     if (rst) begin
-      \$453  = 1'h0;
+      \$777  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$454  = cpl_w_beat;
+    \$778  = cpl_w_beat;
     if (cpl_w_hs) begin
       (* full_case = 32'd1 *)
       if (cpl_w_last) begin
       end else begin
-        \$454  = \$331 [0];
+        \$778  = \$617 [0];
       end
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$454  = 1'h0;
+          \$778  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$454  = 1'h0;
+            \$778  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$454  = 1'h0;
+      \$778  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$455  = cpl_req;
+    \$779  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$321 ) begin
-            \$455  = \r_data$322 ;
+          if (\r_rdy$381 ) begin
+            \$779  = \r_data$382 ;
           end
     endcase
     if (rst) begin
-      \$455  = 76'h0000000000000000000;
+      \$779  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$456  = cpl_fsm_state;
+    \$780  = cpl_fsm_state;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$321 ) begin
-            \$456  = 3'h1;
+          if (\r_rdy$381 ) begin
+            \$780  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$351 ) begin
-            \$456  = 3'h2;
+          if (\$637 ) begin
+            \$780  = 3'h2;
           end else begin
-            \$456  = 3'h3;
+            \$780  = 3'h3;
           end
       3'h3:
           if (cpl_sent) begin
-            \$456  = 3'h4;
-          end else if (\timeout$325 ) begin
-            \$456  = 3'h2;
+            \$780  = 3'h4;
+          end else if (\timeout$385 ) begin
+            \$780  = 3'h2;
           end
       3'h4:
-          if (\$352 ) begin
-            \$456  = 3'h0;
+          if (\$638 ) begin
+            \$780  = 3'h0;
           end else if (cpl_b_hs) begin
-            \$456  = 3'h5;
-          end else if (\timeout$325 ) begin
-            \$456  = 3'h2;
+            \$780  = 3'h5;
+          end else if (\timeout$385 ) begin
+            \$780  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
-            \$456  = 3'h6;
-          end else if (\timeout$325 ) begin
-            \$456  = 3'h2;
+            \$780  = 3'h6;
+          end else if (\timeout$385 ) begin
+            \$780  = 3'h2;
           end
       3'h6:
           if (cpl_b_hs) begin
-            \$456  = 3'h0;
-          end else if (\timeout$325 ) begin
-            \$456  = 3'h2;
+            \$780  = 3'h0;
+          end else if (\timeout$385 ) begin
+            \$780  = 3'h2;
           end
       3'h2:
-          \$456  = 3'h0;
+          \$780  = 3'h0;
     endcase
     if (rst) begin
-      \$456  = 3'h0;
+      \$780  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$457  = cpl_idx_sent;
+    \$781  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$457  = 1'h0;
+          \$781  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$457  = 1'h1;
+            \$781  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$457  = 1'h0;
+      \$781  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$458  = cpl_rec_index;
+    \$782  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$458  = cpl_sel_c;
+          \$782  = cpl_sel_c;
     endcase
     if (rst) begin
-      \$458  = 32'd0;
+      \$782  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$459  = cpl_cons_addr;
+    \$783  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$459  = cpl_sel_base;
+          \$783  = cpl_sel_base;
     endcase
     if (rst) begin
-      \$459  = 32'd0;
+      \$783  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$460  = up__awaddr;
+    \$784  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$460  = \$350 [31:0];
+          \$784  = \$636 [31:0];
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$460  = cpl_cons_addr;
+            \$784  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$460  = 32'd0;
+      \$784  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$461  = up__awlen;
+    \$785  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$461  = 8'h01;
+          \$785  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$461  = 8'h00;
+            \$785  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$461  = 8'h00;
+      \$785  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$462  = cpl_w_buf;
+    \$786  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$462  = cpl_rec;
+          \$786  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$462  = { 95'h000000000000000000000000, \$355  };
+            \$786  = { 95'h000000000000000000000000, \$641  };
           end
     endcase
     if (rst) begin
-      \$462  = 128'h00000000000000000000000000000000;
+      \$786  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$463  = up__wstrb;
+    \$787  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$463  = 8'hff;
+          \$787  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$463  = 8'h0f;
+            \$787  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$463  = 8'h00;
+      \$787  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$464  = cpl_w_nbeats;
+    \$788  = cpl_w_nbeats;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$464  = 2'h2;
+          \$788  = 2'h2;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
-            \$464  = 2'h1;
+            \$788  = 2'h1;
           end
     endcase
     if (rst) begin
-      \$464  = 2'h0;
+      \$788  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$465  = cpl_wr_err;
+    \$789  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$351 ) begin
-            \$465  = 1'h1;
+          if (\$637 ) begin
+            \$789  = 1'h1;
           end else begin
-            \$465  = 1'h0;
+            \$789  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$465  = 1'h1;
+              \$789  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$465  = 1'h1;
+      \$789  = 1'h1;
     end
     if (rst) begin
-      \$465  = 1'h0;
+      \$789  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$466  = cpl_wr_code;
+    \$790  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$351 ) begin
-            \$466  = 8'h10;
+          if (\$637 ) begin
+            \$790  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$352 ) begin
+          if (\$638 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$466  = \$354 ;
+              \$790  = \$640 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$466  = \$356 ;
+      \$790  = \$642 ;
     end
     if (rst) begin
-      \$466  = 8'h00;
+      \$790  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$467  = q__0__consumer;
+    \$791  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$467  = \$357 [31:0];
+      \$791  = \$643 [31:0];
     end
     if (q__0__cleared) begin
-      \$467  = 32'd0;
+      \$791  = 32'd0;
     end
     if (rst) begin
-      \$467  = 32'd0;
+      \$791  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$468  = q0_cpl_done;
+    \$792  = q0_cpl_done;
     if (rst) begin
-      \$468  = 1'h0;
+      \$792  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$469  = \$358 ;
+    \$793  = \$644 ;
     if (rst) begin
-      \$469  = 1'h0;
+      \$793  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$470  = \$362 [2:0];
+    \$794  = \$648 [2:0];
     if (rst) begin
-      \$470  = 3'h0;
+      \$794  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$471  = \$365 ;
+    \$795  = \$651 ;
     if (rst) begin
-      \$471  = 1'h0;
+      \$795  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$472  = q__0__producer;
-    if (\$367 ) begin
-      \$472  = q__0__doorbell;
+    \$796  = q__0__producer;
+    if (\$653 ) begin
+      \$796  = q__0__doorbell;
     end
     if (q__0__cleared) begin
-      \$472  = 32'd0;
+      \$796  = 32'd0;
     end
     if (rst) begin
-      \$472  = 32'd0;
+      \$796  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$473  = q0_halted;
-    if (\$369 ) begin
-      \$473  = 1'h1;
+    \$797  = q0_halted;
+    if (\$655 ) begin
+      \$797  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$473  = 1'h0;
+      \$797  = 1'h0;
     end
     if (rst) begin
-      \$473  = 1'h0;
+      \$797  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$474  = q__0__error;
-    if (\$369 ) begin
-      \$474  = q0_halt_code;
+    \$798  = q__0__error;
+    if (\$655 ) begin
+      \$798  = q0_halt_code;
     end
     if (q__0__cleared) begin
-      \$474  = 8'h00;
+      \$798  = 8'h00;
     end
     if (rst) begin
-      \$474  = 8'h00;
+      \$798  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$475  = q__0__error_index;
-    if (\$369 ) begin
-      \$475  = q0_halt_index;
+    \$799  = q__0__error_index;
+    if (\$655 ) begin
+      \$799  = q0_halt_index;
     end
     if (q__0__cleared) begin
-      \$475  = 32'd0;
+      \$799  = 32'd0;
     end
     if (rst) begin
-      \$475  = 32'd0;
+      \$799  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$476  = q0_halt_any;
+    \$800  = q0_halt_any;
     if (rst) begin
-      \$476  = 1'h0;
+      \$800  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$477  = q0_resetting;
-    if (\$371 ) begin
-      \$477  = 1'h1;
+    \$801  = q0_resetting;
+    if (\$657 ) begin
+      \$801  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$477  = 1'h0;
+      \$801  = 1'h0;
     end
     if (rst) begin
-      \$477  = 1'h0;
+      \$801  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$478  = q0_acked;
-    if (\$371 ) begin
-      \$478  = 1'h0;
-    end else if (\$374 ) begin
-      \$478  = 1'h1;
+    \$802  = q0_acked;
+    if (\$657 ) begin
+      \$802  = 1'h0;
+    end else if (\$660 ) begin
+      \$802  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$478  = 1'h0;
+      \$802  = 1'h0;
     end
     if (rst) begin
-      \$478  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$479  = q0_cpl_dead;
-    if (\$376 ) begin
-      \$479  = 1'h1;
+    \$803  = q0_cpl_dead;
+    if (\$662 ) begin
+      \$803  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$479  = 1'h0;
+      \$803  = 1'h0;
     end
     if (rst) begin
-      \$479  = 1'h0;
+      \$803  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$480  = q__1__consumer;
+    \$804  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$480  = \$377 [31:0];
+      \$804  = \$663 [31:0];
     end
     if (q__1__cleared) begin
-      \$480  = 32'd0;
+      \$804  = 32'd0;
     end
     if (rst) begin
-      \$480  = 32'd0;
+      \$804  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$481  = q1_cpl_done;
+    \$805  = q1_cpl_done;
     if (rst) begin
-      \$481  = 1'h0;
+      \$805  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$482  = \$378 ;
+    \$806  = \$664 ;
     if (rst) begin
-      \$482  = 1'h0;
+      \$806  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$483  = \$382 [2:0];
+    \$807  = \$668 [2:0];
     if (rst) begin
-      \$483  = 3'h0;
+      \$807  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$484  = \$385 ;
+    \$808  = \$671 ;
     if (rst) begin
-      \$484  = 1'h0;
+      \$808  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$485  = q__1__producer;
-    if (\$387 ) begin
-      \$485  = q__1__doorbell;
+    \$809  = q__1__producer;
+    if (\$673 ) begin
+      \$809  = q__1__doorbell;
     end
     if (q__1__cleared) begin
-      \$485  = 32'd0;
+      \$809  = 32'd0;
     end
     if (rst) begin
-      \$485  = 32'd0;
+      \$809  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$486  = q1_halted;
-    if (\$389 ) begin
-      \$486  = 1'h1;
+    \$810  = q1_halted;
+    if (\$675 ) begin
+      \$810  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$486  = 1'h0;
+      \$810  = 1'h0;
     end
     if (rst) begin
-      \$486  = 1'h0;
+      \$810  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$487  = q__1__error;
-    if (\$389 ) begin
-      \$487  = q1_halt_code;
+    \$811  = q__1__error;
+    if (\$675 ) begin
+      \$811  = q1_halt_code;
     end
     if (q__1__cleared) begin
-      \$487  = 8'h00;
+      \$811  = 8'h00;
     end
     if (rst) begin
-      \$487  = 8'h00;
+      \$811  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$488  = q__1__error_index;
-    if (\$389 ) begin
-      \$488  = q1_halt_index;
+    \$812  = q__1__error_index;
+    if (\$675 ) begin
+      \$812  = q1_halt_index;
     end
     if (q__1__cleared) begin
-      \$488  = 32'd0;
+      \$812  = 32'd0;
     end
     if (rst) begin
-      \$488  = 32'd0;
+      \$812  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$489  = q1_halt_any;
+    \$813  = q1_halt_any;
     if (rst) begin
-      \$489  = 1'h0;
+      \$813  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$490  = q1_resetting;
-    if (\$391 ) begin
-      \$490  = 1'h1;
+    \$814  = q1_resetting;
+    if (\$677 ) begin
+      \$814  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$490  = 1'h0;
+      \$814  = 1'h0;
     end
     if (rst) begin
-      \$490  = 1'h0;
+      \$814  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$491  = q1_acked;
-    if (\$391 ) begin
-      \$491  = 1'h0;
-    end else if (\$394 ) begin
-      \$491  = 1'h1;
+    \$815  = q1_acked;
+    if (\$677 ) begin
+      \$815  = 1'h0;
+    end else if (\$680 ) begin
+      \$815  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$491  = 1'h0;
+      \$815  = 1'h0;
     end
     if (rst) begin
-      \$491  = 1'h0;
+      \$815  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$492  = q1_cpl_dead;
-    if (\$396 ) begin
-      \$492  = 1'h1;
+    \$816  = q1_cpl_dead;
+    if (\$682 ) begin
+      \$816  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$492  = 1'h0;
+      \$816  = 1'h0;
     end
     if (rst) begin
-      \$492  = 1'h0;
+      \$816  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$493  = q__2__consumer;
+    \$817  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$493  = \$397 [31:0];
+      \$817  = \$683 [31:0];
     end
     if (q__2__cleared) begin
-      \$493  = 32'd0;
+      \$817  = 32'd0;
     end
     if (rst) begin
-      \$493  = 32'd0;
+      \$817  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$494  = q2_cpl_done;
+    \$818  = q2_cpl_done;
     if (rst) begin
-      \$494  = 1'h0;
+      \$818  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$495  = \$398 ;
+    \$819  = \$684 ;
     if (rst) begin
-      \$495  = 1'h0;
+      \$819  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$496  = \$402 [2:0];
+    \$820  = \$688 [2:0];
     if (rst) begin
-      \$496  = 3'h0;
+      \$820  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$497  = \$405 ;
+    \$821  = \$691 ;
     if (rst) begin
-      \$497  = 1'h0;
+      \$821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$498  = q__2__producer;
-    if (\$407 ) begin
-      \$498  = q__2__doorbell;
+    \$822  = q__2__producer;
+    if (\$693 ) begin
+      \$822  = q__2__doorbell;
     end
     if (q__2__cleared) begin
-      \$498  = 32'd0;
+      \$822  = 32'd0;
     end
     if (rst) begin
-      \$498  = 32'd0;
+      \$822  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$499  = q2_halted;
-    if (\$409 ) begin
-      \$499  = 1'h1;
+    \$823  = q2_halted;
+    if (\$695 ) begin
+      \$823  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$499  = 1'h0;
+      \$823  = 1'h0;
     end
     if (rst) begin
-      \$499  = 1'h0;
+      \$823  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$500  = q__2__error;
-    if (\$409 ) begin
-      \$500  = q2_halt_code;
+    \$824  = q__2__error;
+    if (\$695 ) begin
+      \$824  = q2_halt_code;
     end
     if (q__2__cleared) begin
-      \$500  = 8'h00;
+      \$824  = 8'h00;
     end
     if (rst) begin
-      \$500  = 8'h00;
+      \$824  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$501  = q__2__error_index;
-    if (\$409 ) begin
-      \$501  = q2_halt_index;
+    \$825  = q__2__error_index;
+    if (\$695 ) begin
+      \$825  = q2_halt_index;
     end
     if (q__2__cleared) begin
-      \$501  = 32'd0;
+      \$825  = 32'd0;
     end
     if (rst) begin
-      \$501  = 32'd0;
+      \$825  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$502  = q2_halt_any;
+    \$826  = q2_halt_any;
     if (rst) begin
-      \$502  = 1'h0;
+      \$826  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$503  = q2_resetting;
-    if (\$411 ) begin
-      \$503  = 1'h1;
+    \$827  = q2_resetting;
+    if (\$697 ) begin
+      \$827  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$503  = 1'h0;
+      \$827  = 1'h0;
     end
     if (rst) begin
-      \$503  = 1'h0;
+      \$827  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$504  = q2_acked;
-    if (\$411 ) begin
-      \$504  = 1'h0;
-    end else if (\$414 ) begin
-      \$504  = 1'h1;
+    \$828  = q2_acked;
+    if (\$697 ) begin
+      \$828  = 1'h0;
+    end else if (\$700 ) begin
+      \$828  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$504  = 1'h0;
+      \$828  = 1'h0;
     end
     if (rst) begin
-      \$504  = 1'h0;
+      \$828  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$505  = q2_cpl_dead;
-    if (\$416 ) begin
-      \$505  = 1'h1;
+    \$829  = q2_cpl_dead;
+    if (\$702 ) begin
+      \$829  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$505  = 1'h0;
+      \$829  = 1'h0;
     end
     if (rst) begin
-      \$505  = 1'h0;
+      \$829  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$506  = q__3__consumer;
+    \$830  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$506  = \$417 [31:0];
+      \$830  = \$703 [31:0];
     end
     if (q__3__cleared) begin
-      \$506  = 32'd0;
+      \$830  = 32'd0;
     end
     if (rst) begin
-      \$506  = 32'd0;
+      \$830  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$507  = q3_cpl_done;
+    \$831  = q3_cpl_done;
     if (rst) begin
-      \$507  = 1'h0;
+      \$831  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$508  = \$418 ;
+    \$832  = \$704 ;
     if (rst) begin
-      \$508  = 1'h0;
+      \$832  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$509  = \$422 [2:0];
+    \$833  = \$708 [2:0];
     if (rst) begin
-      \$509  = 3'h0;
+      \$833  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$510  = \$425 ;
+    \$834  = \$711 ;
     if (rst) begin
-      \$510  = 1'h0;
+      \$834  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$511  = q__3__producer;
-    if (\$427 ) begin
-      \$511  = q__3__doorbell;
+    \$835  = q__3__producer;
+    if (\$713 ) begin
+      \$835  = q__3__doorbell;
     end
     if (q__3__cleared) begin
-      \$511  = 32'd0;
+      \$835  = 32'd0;
     end
     if (rst) begin
-      \$511  = 32'd0;
+      \$835  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$512  = q3_halted;
-    if (\$429 ) begin
-      \$512  = 1'h1;
+    \$836  = q3_halted;
+    if (\$715 ) begin
+      \$836  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$512  = 1'h0;
+      \$836  = 1'h0;
     end
     if (rst) begin
-      \$512  = 1'h0;
+      \$836  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$513  = q__3__error;
-    if (\$429 ) begin
-      \$513  = q3_halt_code;
+    \$837  = q__3__error;
+    if (\$715 ) begin
+      \$837  = q3_halt_code;
     end
     if (q__3__cleared) begin
-      \$513  = 8'h00;
+      \$837  = 8'h00;
     end
     if (rst) begin
-      \$513  = 8'h00;
+      \$837  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$514  = q__3__error_index;
-    if (\$429 ) begin
-      \$514  = q3_halt_index;
+    \$838  = q__3__error_index;
+    if (\$715 ) begin
+      \$838  = q3_halt_index;
     end
     if (q__3__cleared) begin
-      \$514  = 32'd0;
+      \$838  = 32'd0;
     end
     if (rst) begin
-      \$514  = 32'd0;
+      \$838  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$515  = q3_halt_any;
+    \$839  = q3_halt_any;
     if (rst) begin
-      \$515  = 1'h0;
+      \$839  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$516  = q3_resetting;
-    if (\$431 ) begin
-      \$516  = 1'h1;
+    \$840  = q3_resetting;
+    if (\$717 ) begin
+      \$840  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$516  = 1'h0;
+      \$840  = 1'h0;
     end
     if (rst) begin
-      \$516  = 1'h0;
+      \$840  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$517  = q3_acked;
-    if (\$431 ) begin
-      \$517  = 1'h0;
-    end else if (\$434 ) begin
-      \$517  = 1'h1;
+    \$841  = q3_acked;
+    if (\$717 ) begin
+      \$841  = 1'h0;
+    end else if (\$720 ) begin
+      \$841  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$517  = 1'h0;
+      \$841  = 1'h0;
     end
     if (rst) begin
-      \$517  = 1'h0;
+      \$841  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$518  = q3_cpl_dead;
-    if (\$436 ) begin
-      \$518  = 1'h1;
+    \$842  = q3_cpl_dead;
+    if (\$722 ) begin
+      \$842  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$518  = 1'h0;
+      \$842  = 1'h0;
     end
     if (rst) begin
-      \$518  = 1'h0;
+      \$842  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_q)
-      2'h0:
-          fetch_q_reset = q__0__reset;
-      2'h1:
-          fetch_q_reset = q__1__reset;
-      2'h2:
-          fetch_q_reset = q__2__reset;
-      2'h3:
-          fetch_q_reset = q__3__reset;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          \$172  = q__0__cpl_base;
-      2'h1:
-          \$172  = q__1__cpl_base;
-      2'h2:
-          \$172  = q__2__cpl_base;
-      2'h3:
-          \$172  = q__3__cpl_base;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          cpl_sel_log2 = q__0__ring_log2;
-      2'h1:
-          cpl_sel_log2 = q__1__ring_log2;
-      2'h2:
-          cpl_sel_log2 = q__2__ring_log2;
-      2'h3:
-          cpl_sel_log2 = q__3__ring_log2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          cpl_sel_c = q__0__consumer;
-      2'h1:
-          cpl_sel_c = q__1__consumer;
-      2'h2:
-          cpl_sel_c = q__2__consumer;
-      2'h3:
-          cpl_sel_c = q__3__consumer;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_rr_sel)
-      2'h0:
-          \$317  = \$53 [31:0];
-      2'h1:
-          \$317  = \$82 [31:0];
-      2'h2:
-          \$317  = \$111 [31:0];
-      2'h3:
-          \$317  = \$140 [31:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_rr_sel)
-      2'h0:
-          \$318  = q__0__reset;
-      2'h1:
-          \$318  = q__1__reset;
-      2'h2:
-          \$318  = q__2__reset;
-      2'h3:
-          \$318  = q__3__reset;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          \$351  = q0_cpl_dead;
-      2'h1:
-          \$351  = q1_cpl_dead;
-      2'h2:
-          \$351  = q2_cpl_dead;
-      2'h3:
-          \$351  = q3_cpl_dead;
-    endcase
   end
   assign axi__arid = { 1'h0, down__arid };
   assign down__araddr = axi__araddr;
@@ -49673,53 +52644,61 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q__0__prefetched = { 5'h00, level };
   assign q0_err = q__0__error;
   assign q0_err_index = q__0__error_index;
-  assign r_data = q__0__head;
+  assign q__0__head = r_data[255:0];
+  assign q__0__head_item = r_data[256];
+  assign q__0__head_end = r_data[257];
   assign q0_reset_done = q__0__cleared;
   assign q__0__pop = r_en;
-  assign q0_ring_size = { 1'h0, \$6  };
+  assign q0_ring_size = { 1'h0, \$7  };
   assign q1_p = q__1__producer;
   assign q1_f = q__1__fetch;
   assign q1_c = q__1__consumer;
   assign q__1__active = q1_active;
   assign q__1__halted = q1_halted;
   assign q__1__resetting = q1_resetting;
-  assign q__1__prefetched = { 5'h00, \level$119  };
+  assign q__1__prefetched = { 5'h00, \level$122  };
   assign q1_err = q__1__error;
   assign q1_err_index = q__1__error_index;
-  assign \r_data$125  = q__1__head;
+  assign q__1__head = \r_data$128 [255:0];
+  assign q__1__head_item = \r_data$128 [256];
+  assign q__1__head_end = \r_data$128 [257];
   assign q1_reset_done = q__1__cleared;
-  assign q__1__pop = \r_en$133 ;
-  assign q1_ring_size = { 1'h0, \$12  };
+  assign q__1__pop = \r_en$139 ;
+  assign q1_ring_size = { 1'h0, \$14  };
   assign q2_p = q__2__producer;
   assign q2_f = q__2__fetch;
   assign q2_c = q__2__consumer;
   assign q__2__active = q2_active;
   assign q__2__halted = q2_halted;
   assign q__2__resetting = q2_resetting;
-  assign q__2__prefetched = { 5'h00, \level$153  };
+  assign q__2__prefetched = { 5'h00, \level$159  };
   assign q2_err = q__2__error;
   assign q2_err_index = q__2__error_index;
-  assign \r_data$159  = q__2__head;
+  assign q__2__head = \r_data$165 [255:0];
+  assign q__2__head_item = \r_data$165 [256];
+  assign q__2__head_end = \r_data$165 [257];
   assign q2_reset_done = q__2__cleared;
-  assign q__2__pop = \r_en$167 ;
-  assign q2_ring_size = { 1'h0, \$18  };
+  assign q__2__pop = \r_en$176 ;
+  assign q2_ring_size = { 1'h0, \$21  };
   assign q3_p = q__3__producer;
   assign q3_f = q__3__fetch;
   assign q3_c = q__3__consumer;
   assign q__3__active = q3_active;
   assign q__3__halted = q3_halted;
   assign q__3__resetting = q3_resetting;
-  assign q__3__prefetched = { 5'h00, \level$187  };
+  assign q__3__prefetched = { 5'h00, \level$196  };
   assign q3_err = q__3__error;
   assign q3_err_index = q__3__error_index;
-  assign \r_data$193  = q__3__head;
+  assign q__3__head = \r_data$202 [255:0];
+  assign q__3__head_item = \r_data$202 [256];
+  assign q__3__head_end = \r_data$202 [257];
   assign q3_reset_done = q__3__cleared;
-  assign q__3__pop = \r_en$201 ;
-  assign q3_ring_size = { 1'h0, \$24  };
-  assign q0_fetch_addr = \$53 [31:0];
-  assign q1_fetch_addr = \$82 [31:0];
-  assign q2_fetch_addr = \$111 [31:0];
-  assign q3_fetch_addr = \$140 [31:0];
+  assign q__3__pop = \r_en$213 ;
+  assign q3_ring_size = { 1'h0, \$28  };
+  assign q0_fetch_addr = \$68 [31:0];
+  assign q1_fetch_addr = \$108 [31:0];
+  assign q2_fetch_addr = \$148 [31:0];
+  assign q3_fetch_addr = \$188 [31:0];
   assign fetch_ar_addr = up__araddr;
   assign up__arlen = 8'h03;
   assign up__arsize = 3'h3;
@@ -49729,16 +52708,16 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign up__rlast = down__rlast;
   assign fetch_beat_bad = down__rresp[1];
   assign up__rresp = down__rresp;
-  assign w_en = q0_fetch_push;
-  assign w_data = { down__rdata, fetch_r_buf };
+  assign fetch_data = { down__rdata, fetch_r_buf };
   assign up__rdata = down__rdata;
-  assign \w_en$258  = q1_fetch_push;
-  assign \w_data$259  = { down__rdata, fetch_r_buf };
-  assign \w_en$261  = q2_fetch_push;
-  assign \w_data$262  = { down__rdata, fetch_r_buf };
-  assign \w_en$264  = q3_fetch_push;
-  assign \w_data$265  = { down__rdata, fetch_r_buf };
-  assign \w_en$278  = cpl_push_ok;
+  assign patch_shift = \$206 [4:0];
+  assign patch_word = \$207 [7:5];
+  assign args_r__addr = \$228 [3:0];
+  assign patch_window = { \$232 , \$230  };
+  assign patch_mask = \$235 [63:0];
+  assign args_w__addr = \$266 [3:0];
+  assign args_w__data = { down__rdata, fetch_r_buf };
+  assign \w_en$338  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
   assign up__awsize = 3'h3;
@@ -49750,18 +52729,18 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$193 [31:0];
-  assign q1_c_seen = \$223 [31:0];
-  assign q2_c_seen = \$253 [31:0];
-  assign q3_c_seen = \$283 [31:0];
+  assign q0_c_seen = \$333 [31:0];
+  assign q1_c_seen = \$363 [31:0];
+  assign q2_c_seen = \$393 [31:0];
+  assign q3_c_seen = \$423 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
   assign q__3__qreset_ack = \port$104$0 [3];
-  assign q__0__head_index = \$4 [31:0];
-  assign q__1__head_index = \$10 [31:0];
-  assign q__2__head_index = \$16 [31:0];
-  assign q__3__head_index = \$22 [31:0];
+  assign q__0__head_index = \$5 [31:0];
+  assign q__1__head_index = \$12 [31:0];
+  assign q__2__head_index = \$19 [31:0];
+  assign q__3__head_index = \$26 [31:0];
   assign \cpl_req.queue  = cpl_req[1:0];
   assign \cpl_req.irq  = cpl_req[2];
   assign \cpl_req.halt  = cpl_req[3];
@@ -49769,51 +52748,53 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \cpl_req.status  = cpl_req[19:12];
   assign \cpl_req.opcode  = cpl_req[27:20];
   assign \cpl_req.tag  = cpl_req[43:28];
-  assign \cpl_req.timestamp  = cpl_req[75:44];
+  assign \cpl_req.item  = cpl_req[59:44];
+  assign \cpl_req.timestamp  = cpl_req[91:60];
   assign \cpl_rec.index  = cpl_rec[31:0];
   assign \cpl_rec.opcode  = cpl_rec[39:32];
   assign \cpl_rec.status  = cpl_rec[47:40];
   assign \cpl_rec.queue  = cpl_rec[55:48];
   assign \cpl_rec.flags  = cpl_rec[63:56];
   assign \cpl_rec.tag  = cpl_rec[79:64];
-  assign \cpl_rec.reserved  = cpl_rec[95:80];
+  assign \cpl_rec.item  = cpl_rec[95:80];
   assign \cpl_rec.timestamp  = cpl_rec[127:96];
-  assign cpl_rec[127:96] = cpl_req[75:44];
-  assign cpl_rec[95:80] = 16'h0000;
+  assign cpl_rec[127:96] = cpl_req[91:60];
+  assign cpl_rec[95:80] = cpl_req[59:44];
   assign cpl_rec[79:64] = cpl_req[43:28];
   assign cpl_rec[63:56] = cpl_req[11:4];
   assign cpl_rec[55:48] = { 6'h00, cpl_req[1:0] };
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$266 [75:44] = cpl_timestamp;
-  assign \w_data$266 [43:28] = cpl_tag;
-  assign \w_data$266 [27:20] = cpl_opcode;
-  assign \w_data$266 [19:12] = cpl_status;
-  assign \w_data$266 [11:4] = cpl_flags;
-  assign \w_data$266 [3] = cpl_halt;
-  assign \w_data$266 [2] = cpl_irq;
-  assign \w_data$266 [1:0] = cpl_queue;
-  assign \$34  = 32'd4294967264;
-  assign \$35 [4:0] = 5'h00;
-  assign \$35 [31:5] = q__0__ring_base[31:5];
-  assign \$52  = { 2'h0, \$51 , 5'h00 };
-  assign \$63  = 32'd4294967264;
-  assign \$64 [4:0] = 5'h00;
-  assign \$64 [31:5] = q__1__ring_base[31:5];
-  assign \$81  = { 2'h0, \$80 , 5'h00 };
-  assign \$92  = 32'd4294967264;
-  assign \$93 [4:0] = 5'h00;
-  assign \$93 [31:5] = q__2__ring_base[31:5];
-  assign \$110  = { 2'h0, \$109 , 5'h00 };
-  assign \$121  = 32'd4294967264;
-  assign \$122 [4:0] = 5'h00;
-  assign \$122 [31:5] = q__3__ring_base[31:5];
-  assign \$139  = { 2'h0, \$138 , 5'h00 };
-  assign \$173  = 32'd4294967280;
+  assign \w_data$325 [91:60] = cpl_timestamp;
+  assign \w_data$325 [59:44] = cpl_item;
+  assign \w_data$325 [43:28] = cpl_tag;
+  assign \w_data$325 [27:20] = cpl_opcode;
+  assign \w_data$325 [19:12] = cpl_status;
+  assign \w_data$325 [11:4] = cpl_flags;
+  assign \w_data$325 [3] = cpl_halt;
+  assign \w_data$325 [2] = cpl_irq;
+  assign \w_data$325 [1:0] = cpl_queue;
+  assign \$46  = 32'd4294967264;
+  assign \$47 [4:0] = 5'h00;
+  assign \$47 [31:5] = q__0__ring_base[31:5];
+  assign \$64  = { 2'h0, \$63 , 5'h00 };
+  assign \$86  = 32'd4294967264;
+  assign \$87 [4:0] = 5'h00;
+  assign \$87 [31:5] = q__1__ring_base[31:5];
+  assign \$104  = { 2'h0, \$103 , 5'h00 };
+  assign \$126  = 32'd4294967264;
+  assign \$127 [4:0] = 5'h00;
+  assign \$127 [31:5] = q__2__ring_base[31:5];
+  assign \$144  = { 2'h0, \$143 , 5'h00 };
+  assign \$166  = 32'd4294967264;
+  assign \$167 [4:0] = 5'h00;
+  assign \$167 [31:5] = q__3__ring_base[31:5];
+  assign \$184  = { 2'h0, \$183 , 5'h00 };
+  assign \$313  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$172 [31:4];
-  assign \$349  = { 3'h0, \$348 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$312 [31:4];
+  assign \$635  = { 3'h0, \$634 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -49844,35 +52825,35 @@ module \kaki_soc_8x8.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
   reg [2:0] level = 3'h0;
   (* init = 2'h0 *)
   wire [1:0] produce;
-  output [75:0] r_data;
-  wire [75:0] r_data;
+  output [91:0] r_data;
+  wire [91:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
   reg [1:0] r_port__addr = 2'h0;
-  wire [75:0] r_port__data;
+  wire [91:0] r_port__data;
   output r_rdy;
   wire r_rdy;
   input rst;
   wire rst;
-  wire [75:0] w_data;
+  wire [91:0] w_data;
   input w_en;
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
   reg [1:0] w_port__addr = 2'h0;
-  input [75:0] w_port__data;
-  wire [75:0] w_port__data;
+  input [91:0] w_port__data;
+  wire [91:0] w_port__data;
   wire w_port__en;
   output w_rdy;
   wire w_rdy;
-  reg [75:0] storage [3:0];
+  reg [91:0] storage [3:0];
   initial begin
-    storage[0] = 76'h0000000000000000000;
-    storage[1] = 76'h0000000000000000000;
-    storage[2] = 76'h0000000000000000000;
-    storage[3] = 76'h0000000000000000000;
+    storage[0] = 92'h00000000000000000000000;
+    storage[1] = 92'h00000000000000000000000;
+    storage[2] = 92'h00000000000000000000000;
+    storage[3] = 92'h00000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -50346,8 +53327,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5097$0 (aw_hs_id),
-    .\port$5111$0 (down__awlen),
+    .\port$5509$0 (aw_hs_id),
+    .\port$5523$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -50690,7 +53671,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5509$0 , w_en, \port$5523$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -50714,10 +53695,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5097$0 ;
-  wire [2:0] \port$5097$0 ;
-  input [7:0] \port$5111$0 ;
-  wire [7:0] \port$5111$0 ;
+  input [2:0] \port$5509$0 ;
+  wire [2:0] \port$5509$0 ;
+  input [7:0] \port$5523$0 ;
+  wire [7:0] \port$5523$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -50749,7 +53730,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5097$0 , \port$5111$0  };
+      storage[w_port__addr] <= { \port$5509$0 , \port$5523$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -50811,8 +53792,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5097$0 , w_en, \port$5111$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5097$0 , \port$5111$0  };
-  assign w_data = { \port$5097$0 , \port$5111$0  };
+  assign w_port__data = { \port$5509$0 , \port$5523$0  };
+  assign w_data = { \port$5509$0 , \port$5523$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -51379,7 +54360,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (rst, w_en, w_port__data, q0_reset_done, r_rdy, r_data, r_en, level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51404,45 +54385,42 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [63:0] \port$0$87 ;
-  wire [63:0] \port$0$87 ;
-  input [191:0] \port$13270$0 ;
-  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
   wire q0_reset_done;
-  output [255:0] r_data;
-  wire [255:0] r_data;
+  output [257:0] r_data;
+  wire [257:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
   reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
+  wire [257:0] r_port__data;
   output r_rdy;
   wire r_rdy;
   input rst;
   wire rst;
-  wire [255:0] w_data;
+  wire [257:0] w_data;
   input w_en;
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
   reg [1:0] w_port__addr = 2'h0;
-  wire [255:0] w_port__data;
+  input [257:0] w_port__data;
+  wire [257:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [255:0] storage [3:0];
+  reg [257:0] storage [3:0];
   initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[0] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[3] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
+      storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51513,14 +54491,13 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13270$0  };
-  assign w_data = { \port$0$87 , \port$13270$0  };
+  assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (rst, w_en, w_port__data, q1_reset_done, r_rdy, r_data, r_en, level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51545,45 +54522,42 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [63:0] \port$0$87 ;
-  wire [63:0] \port$0$87 ;
-  input [191:0] \port$13270$0 ;
-  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
   wire q1_reset_done;
-  output [255:0] r_data;
-  wire [255:0] r_data;
+  output [257:0] r_data;
+  wire [257:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
   reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
+  wire [257:0] r_port__data;
   output r_rdy;
   wire r_rdy;
   input rst;
   wire rst;
-  wire [255:0] w_data;
+  wire [257:0] w_data;
   input w_en;
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
   reg [1:0] w_port__addr = 2'h0;
-  wire [255:0] w_port__data;
+  input [257:0] w_port__data;
+  wire [257:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [255:0] storage [3:0];
+  reg [257:0] storage [3:0];
   initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[0] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[3] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
+      storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51654,14 +54628,13 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13270$0  };
-  assign w_data = { \port$0$87 , \port$13270$0  };
+  assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (rst, w_en, w_port__data, q2_reset_done, r_rdy, r_data, r_en, level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51686,45 +54659,42 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [63:0] \port$0$87 ;
-  wire [63:0] \port$0$87 ;
-  input [191:0] \port$13270$0 ;
-  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
   wire q2_reset_done;
-  output [255:0] r_data;
-  wire [255:0] r_data;
+  output [257:0] r_data;
+  wire [257:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
   reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
+  wire [257:0] r_port__data;
   output r_rdy;
   wire r_rdy;
   input rst;
   wire rst;
-  wire [255:0] w_data;
+  wire [257:0] w_data;
   input w_en;
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
   reg [1:0] w_port__addr = 2'h0;
-  wire [255:0] w_port__data;
+  input [257:0] w_port__data;
+  wire [257:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [255:0] storage [3:0];
+  reg [257:0] storage [3:0];
   initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[0] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[3] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
+      storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51795,14 +54765,13 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13270$0  };
-  assign w_data = { \port$0$87 , \port$13270$0  };
+  assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$13270$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, r_data, r_en, level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -51827,45 +54796,42 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [63:0] \port$0$87 ;
-  wire [63:0] \port$0$87 ;
-  input [191:0] \port$13270$0 ;
-  wire [191:0] \port$13270$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
   wire q3_reset_done;
-  output [255:0] r_data;
-  wire [255:0] r_data;
+  output [257:0] r_data;
+  wire [257:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
   reg [1:0] r_port__addr = 2'h0;
-  wire [255:0] r_port__data;
+  wire [257:0] r_port__data;
   output r_rdy;
   wire r_rdy;
   input rst;
   wire rst;
-  wire [255:0] w_data;
+  wire [257:0] w_data;
   input w_en;
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
   reg [1:0] w_port__addr = 2'h0;
-  wire [255:0] w_port__data;
+  input [257:0] w_port__data;
+  wire [257:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [255:0] storage [3:0];
+  reg [257:0] storage [3:0];
   initial begin
-    storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    storage[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[0] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[3] = 258'h00000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13270$0  };
+      storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -51936,14 +54902,13 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13270$0  };
-  assign w_data = { \port$0$87 , \port$13270$0  };
+  assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$12673$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13353$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -53147,6 +56112,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   (* init = 8'h00 *)
   wire [7:0] ctl__error;
   (* enum_base_type = "Pass" *)
@@ -53262,6 +56228,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   reg [7:0] err = 8'h00;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -53281,6 +56248,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
   reg [3:0] group_gap = 4'h0;
@@ -53333,8 +56301,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$12673$0 ;
-  wire [2:0] \port$12673$0 ;
+  input [2:0] \port$13353$0 ;
+  wire [2:0] \port$13353$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [19:0] pos = 20'h00000;
@@ -54773,15 +57741,15 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10336$0 (\$1023 ),
-    .\port$10338$0 (\$1025 ),
-    .\port$10340$0 (\$1027 ),
-    .\port$10342$0 (\$1029 ),
-    .\port$10344$0 (\$1031 ),
-    .\port$10346$0 (\$1033 ),
-    .\port$10348$0 (\$1035 ),
-    .\port$10350$0 (\$1037 ),
-    .\port$14954$5 (e6_meta[18:5]),
+    .\port$10751$0 (\$1023 ),
+    .\port$10753$0 (\$1025 ),
+    .\port$10755$0 (\$1027 ),
+    .\port$10757$0 (\$1029 ),
+    .\port$10759$0 (\$1031 ),
+    .\port$10761$0 (\$1033 ),
+    .\port$10763$0 (\$1035 ),
+    .\port$10765$0 (\$1037 ),
+    .\port$15712$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -55442,7 +58410,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$12673$0 ;
+            \$1083  = \port$13353$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -57294,7 +60262,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$12673$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$13353$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -57372,7 +60340,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$12673$0 ;
+  assign \ctl__cmd__payload.op  = \port$13353$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
@@ -57385,7 +60353,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10336$0 , \port$10338$0 , \port$10340$0 , \port$10342$0 , \port$10344$0 , \port$10346$0 , \port$10348$0 , \port$10350$0 , w_level, r_data, \port$14954$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10751$0 , \port$10753$0 , \port$10755$0 , \port$10757$0 , \port$10759$0 , \port$10761$0 , \port$10763$0 , \port$10765$0 , w_level, r_data, \port$15712$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57427,24 +60395,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10336$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10336$0 ;
-  wire [7:0] \port$10336$0 ;
-  input [7:0] \port$10338$0 ;
-  wire [7:0] \port$10338$0 ;
-  input [7:0] \port$10340$0 ;
-  wire [7:0] \port$10340$0 ;
-  input [7:0] \port$10342$0 ;
-  wire [7:0] \port$10342$0 ;
-  input [7:0] \port$10344$0 ;
-  wire [7:0] \port$10344$0 ;
-  input [7:0] \port$10346$0 ;
-  wire [7:0] \port$10346$0 ;
-  input [7:0] \port$10348$0 ;
-  wire [7:0] \port$10348$0 ;
-  input [7:0] \port$10350$0 ;
-  wire [7:0] \port$10350$0 ;
-  input [13:0] \port$14954$5 ;
-  wire [13:0] \port$14954$5 ;
+  input [7:0] \port$10751$0 ;
+  wire [7:0] \port$10751$0 ;
+  input [7:0] \port$10753$0 ;
+  wire [7:0] \port$10753$0 ;
+  input [7:0] \port$10755$0 ;
+  wire [7:0] \port$10755$0 ;
+  input [7:0] \port$10757$0 ;
+  wire [7:0] \port$10757$0 ;
+  input [7:0] \port$10759$0 ;
+  wire [7:0] \port$10759$0 ;
+  input [7:0] \port$10761$0 ;
+  wire [7:0] \port$10761$0 ;
+  input [7:0] \port$10763$0 ;
+  wire [7:0] \port$10763$0 ;
+  input [7:0] \port$10765$0 ;
+  wire [7:0] \port$10765$0 ;
+  input [13:0] \port$15712$5 ;
+  wire [13:0] \port$15712$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -57490,7 +60458,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10336$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
+      storage[w_port__addr] <= { \port$10765$0 , \port$10763$0 , \port$10761$0 , \port$10759$0 , \port$10757$0 , \port$10755$0 , \port$10753$0 , \port$10751$0 , \port$15712$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -57601,14 +60569,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10336$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
-  assign w_data = { \port$10350$0 , \port$10348$0 , \port$10346$0 , \port$10344$0 , \port$10342$0 , \port$10340$0 , \port$10338$0 , \port$10336$0 , \port$14954$5  };
+  assign w_port__data = { \port$10765$0 , \port$10763$0 , \port$10761$0 , \port$10759$0 , \port$10757$0 , \port$10755$0 , \port$10753$0 , \port$10751$0 , \port$15712$5  };
+  assign w_data = { \port$10765$0 , \port$10763$0 , \port$10761$0 , \port$10759$0 , \port$10757$0 , \port$10755$0 , \port$10753$0 , \port$10751$0 , \port$15712$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10497$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10912$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -57861,8 +60829,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$10497$0 ;
-  wire [77:0] \port$10497$0 ;
+  input [77:0] \port$10912$0 ;
+  wire [77:0] \port$10912$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -58013,7 +60981,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$10497$0 [13:12];
+  assign \$27  = ! \port$10912$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -58023,7 +60991,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$10497$0 [13:12];
+  assign \$37  = ! \port$10912$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -58058,7 +61026,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$10497$0 [13:12] == 1'h1;
+  assign \$67  = \port$10912$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -58068,7 +61036,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$10497$0 [13:12] == 1'h1;
+  assign \$77  = \port$10912$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -58103,7 +61071,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$10497$0 [13:12] == 2'h2;
+  assign \$107  = \port$10912$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -58113,7 +61081,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$10497$0 [13:12] == 2'h2;
+  assign \$117  = \port$10912$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -58148,7 +61116,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$10497$0 [13:12] == 2'h3;
+  assign \$147  = \port$10912$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -58158,7 +61126,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$10497$0 [13:12] == 2'h3;
+  assign \$157  = \port$10912$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -58313,7 +61281,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$10497$0 [11:0];
+      \bank0_addr$22  = \port$10912$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -58326,7 +61294,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$10497$0 [77:14];
+      bank0_wdata = \port$10912$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -58355,7 +61323,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$10497$0 [11:0];
+      \bank1_addr$45  = \port$10912$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -58368,7 +61336,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$10497$0 [77:14];
+      bank1_wdata = \port$10912$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -58397,7 +61365,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$10497$0 [11:0];
+      \bank2_addr$65  = \port$10912$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -58410,7 +61378,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$10497$0 [77:14];
+      bank2_wdata = \port$10912$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -58439,7 +61407,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$10497$0 [11:0];
+      \bank3_addr$85  = \port$10912$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -58452,7 +61420,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$10497$0 [77:14];
+      bank3_wdata = \port$10912$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -58666,8 +61634,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$10497$0 [13:0];
-  assign wr__1__data = \port$10497$0 [77:14];
+  assign wr__1__addr = \port$10912$0 [13:0];
+  assign wr__1__data = \port$10912$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -59623,6 +62591,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   (* init = 8'h00 *)
   wire [7:0] ctl__error;
   (* enum_base_type = "ErrorCode" *)
@@ -59643,6 +62612,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  (* enum_value_00010001 = "BAD_LIST" *)
   output [7:0] err;
   reg [7:0] err = 8'h00;
   output fire;

@@ -10,6 +10,9 @@ from enum import IntEnum
 DESCRIPTOR_BITS = 256
 DESCRIPTOR_WORDS = 8
 RECORD_BITS = 128
+#: Argument words an EXEC_LIST may load; patch words a list entry may carry.
+LIST_ARGS = 32
+LIST_PATCHES = 7
 
 class Opcode(IntEnum):
     NOP = 0
@@ -25,6 +28,7 @@ class Opcode(IntEnum):
     RMSNORM = 10
     LUT = 11
     EMUL = 12
+    EXEC_LIST = 13
 
 class ErrorCode(IntEnum):
     OK = 0
@@ -44,6 +48,7 @@ class ErrorCode(IntEnum):
     BAD_EVENT = 14
     DIRECT_SUBMIT = 15
     BUS_TIMEOUT = 16
+    BAD_LIST = 17
 
 class Engine(IntEnum):
     DMA_LOAD = 0
@@ -161,6 +166,13 @@ EMUL_FIELDS = {
     "out_zero_point": (182, 8),
     "reserved": (190, 66),
 }
+LIST_FIELDS = {
+    "list_addr": (32, 32),
+    "entries": (64, 16),
+    "args_addr": (80, 32),
+    "args": (112, 6),
+    "reserved": (118, 138),
+}
 CPL_FIELDS = {
     "index": (0, 32),
     "opcode": (32, 8),
@@ -168,8 +180,20 @@ CPL_FIELDS = {
     "queue": (48, 8),
     "flags": (56, 8),
     "tag": (64, 16),
-    "reserved": (80, 16),
+    "item": (80, 16),
     "timestamp": (96, 32),
+}
+LIST_ENTRY_FIELDS = {
+    "irq": (8, 1),
+    "patches": (9, 3),
+    "reserved": (12, 4),
+}
+PATCH_FIELDS = {
+    "pos": (0, 8),
+    "width_m1": (8, 6),
+    "reserved0": (14, 2),
+    "arg": (16, 5),
+    "reserved": (21, 11),
 }
 
 
@@ -196,6 +220,7 @@ COMMANDS = {
     Opcode.RMSNORM: Command(Opcode.RMSNORM, Engine.SFU, NORM_FIELDS, 'RMSNorm of int8 rows with gamma -> int8'),
     Opcode.LUT: Command(Opcode.LUT, Engine.SFU, LUT_FIELDS, 'int8 -> int8 table lookup (GELU, SiLU, ...)'),
     Opcode.EMUL: Command(Opcode.EMUL, Engine.SFU, EMUL_FIELDS, 'elementwise int8 x int8 product, requantized'),
+    Opcode.EXEC_LIST: Command(Opcode.EXEC_LIST, None, LIST_FIELDS, 'run a command list from host memory, patched from an argument table; completes after its entries'),
 }
 #: Opcodes an engine serves, and opcodes the firmware serves itself.
 ENGINE_OPCODES = tuple(op for op, c in COMMANDS.items() if c.engine is not None)

@@ -7,6 +7,8 @@
 #define KAKI_DESC_BITS 256
 #define KAKI_DESC_WORDS 8
 #define KAKI_CPL_BITS 128
+#define KAKI_LIST_ARGS 32
+#define KAKI_LIST_PATCHES 7
 
 #define KAKI_OP_NOP 0
 #define KAKI_OP_DMA_LOAD 1
@@ -21,6 +23,7 @@
 #define KAKI_OP_RMSNORM 10
 #define KAKI_OP_LUT 11
 #define KAKI_OP_EMUL 12
+#define KAKI_OP_EXEC_LIST 13
 
 #define KAKI_ERR_OK 0
 #define KAKI_ERR_BAD_OPCODE 1
@@ -39,6 +42,7 @@
 #define KAKI_ERR_BAD_EVENT 14
 #define KAKI_ERR_DIRECT_SUBMIT 15
 #define KAKI_ERR_BUS_TIMEOUT 16
+#define KAKI_ERR_BAD_LIST 17
 
 #define KAKI_ENGINE_DMA_LOAD 0
 #define KAKI_ENGINE_DMA_STORE 1
@@ -67,6 +71,7 @@ static inline int kaki_op_engine(unsigned opcode)
     case KAKI_OP_RMSNORM: return KAKI_ENGINE_SFU;
     case KAKI_OP_LUT: return KAKI_ENGINE_SFU;
     case KAKI_OP_EMUL: return KAKI_ENGINE_SFU;
+    case KAKI_OP_EXEC_LIST: return KAKI_ENGINE_FIRMWARE;
     default: return KAKI_ENGINE_UNKNOWN;
     }
 }
@@ -262,6 +267,17 @@ static inline int kaki_op_engine(unsigned opcode)
 #define KAKI_EMUL_RESERVED_LSB 190
 #define KAKI_EMUL_RESERVED_W 66
 
+#define KAKI_LIST_LIST_ADDR_LSB 32
+#define KAKI_LIST_LIST_ADDR_W 32
+#define KAKI_LIST_ENTRIES_LSB 64
+#define KAKI_LIST_ENTRIES_W 16
+#define KAKI_LIST_ARGS_ADDR_LSB 80
+#define KAKI_LIST_ARGS_ADDR_W 32
+#define KAKI_LIST_ARGS_LSB 112
+#define KAKI_LIST_ARGS_W 6
+#define KAKI_LIST_RESERVED_LSB 118
+#define KAKI_LIST_RESERVED_W 138
+
 #define KAKI_CPL_INDEX_LSB 0
 #define KAKI_CPL_INDEX_W 32
 #define KAKI_CPL_OPCODE_LSB 32
@@ -274,9 +290,27 @@ static inline int kaki_op_engine(unsigned opcode)
 #define KAKI_CPL_FLAGS_W 8
 #define KAKI_CPL_TAG_LSB 64
 #define KAKI_CPL_TAG_W 16
-#define KAKI_CPL_RESERVED_LSB 80
-#define KAKI_CPL_RESERVED_W 16
+#define KAKI_CPL_ITEM_LSB 80
+#define KAKI_CPL_ITEM_W 16
 #define KAKI_CPL_TIMESTAMP_LSB 96
 #define KAKI_CPL_TIMESTAMP_W 32
+
+#define KAKI_LIST_ENTRY_IRQ_LSB 8
+#define KAKI_LIST_ENTRY_IRQ_W 1
+#define KAKI_LIST_ENTRY_PATCHES_LSB 9
+#define KAKI_LIST_ENTRY_PATCHES_W 3
+#define KAKI_LIST_ENTRY_RESERVED_LSB 12
+#define KAKI_LIST_ENTRY_RESERVED_W 4
+
+#define KAKI_PATCH_POS_LSB 0
+#define KAKI_PATCH_POS_W 8
+#define KAKI_PATCH_WIDTH_M1_LSB 8
+#define KAKI_PATCH_WIDTH_M1_W 6
+#define KAKI_PATCH_RESERVED0_LSB 14
+#define KAKI_PATCH_RESERVED0_W 2
+#define KAKI_PATCH_ARG_LSB 16
+#define KAKI_PATCH_ARG_W 5
+#define KAKI_PATCH_RESERVED_LSB 21
+#define KAKI_PATCH_RESERVED_W 11
 
 #endif /* KAKI_DESC_H */
