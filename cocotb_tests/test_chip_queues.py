@@ -26,7 +26,9 @@ def _run(testcase, tag, dim=8, **env):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("dim", ARRAY_SIZES)
+# the 16x16 chip: make regress (its build takes minutes)
+@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d == 16 else d
+                                 for d in ARRAY_SIZES])
 def test_queue_dag(dim):
     jobs = "120" if os.environ.get("KAKI_REGRESS") else "40"
     _run("queue_dag", f"queue_dag_{dim}", dim=dim, KAKI_DAG_JOBS=jobs)

@@ -131,7 +131,9 @@ def _target(dim):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("dim", ARRAY_SIZES)
+# 16x16: make regress (make test lints it)
+@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d == 16 else d
+                                 for d in ARRAY_SIZES])
 def test_gemm_engine(dim):
     results = simbuild.run(_target(dim), MODULE, extra_env={"KAKI_DIM": str(dim)}, tag=f"gemm_dim{dim}")
     assert [name for name, _ in results] == simbuild.cocotb_tests(MODULE), results
