@@ -143,3 +143,25 @@ def test_plot_writes_png(tmp_path):
     p = tmp_path / "b.png"
     bench.plot(_data(), p)
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_decode_bounds_and_report():
+    """The decode bound is the larger of the weight stream and the array's tile passes; the
+    report names the worst case and its bound."""
+    assert bench.decode_bounds(256, 1, 8, 8) == dict(weights=8192.0, array=32 * 32 * 9)
+    assert bench.decode_bounds(512, 16, 8, 8) == dict(weights=32768.0, array=64 * 64 * 24)
+    assert bench.decode_bounds(20, 4, 8, 8)["array"] == 3 * 3 * 12      # partial tiles count
+    fast = bench.decode_row(256, 16, 8, 8, cycles=10 * 24576)
+    slow = bench.decode_row(256, 1, 8, 8, cycles=10 * 9216 * 1.3)
+    assert fast["ratio"] == 1.0 and fast["bound_by"] == "array"
+    assert abs(slow["ratio"] - 1.3) < 1e-9
+    assert bench.why_decode([fast, slow]).startswith("M=1 K=256: 11981 cycles per layer")
+    data = _data()
+    for r in (fast, slow):
+        r.update(commands=60, predicted=r["run_cycles"], exact=True)
+    data["decode"] = [fast, slow]
+    data["goals"]["decode_ratio"] = slow["ratio"]
+    row = [r for r in bench.goal_rows(data) if r[0].startswith("decode steps")][0]
+    assert row[1] == slow["ratio"] and not row[4]
+    text = bench.format_table(data)
+    assert "M=1 K=256" in text and "1.300" in text and "goal <= 1.15" in text

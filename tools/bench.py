@@ -179,7 +179,39 @@ GOALS = [
     ("sim_speed_ratio", "cocotb cycles/s vs bare Verilator C++ (same RTL, same stream)", 0.8, "x",
      "min"),
     ("golden_speedup", "golden model speed vs RTL (wall, {size}^3 program)", 100.0, "x", "min"),
+    ("decode_ratio", "decode steps (M=1,4,16 x 256^2/512^2, 10 layers, command list): worst "
+     "cycles/layer / bound", 1.15, "x", "max"),
 ]
+
+#: decode-shaped sequences (``decode``): rows M against square K x K weights, DECODE_LAYERS
+#: layers back to back (compiler/models.py ``mlp``), recorded once and launched as command lists
+DECODE_ROWS = (1, 4, 16)
+DECODE_WIDTHS = (256, 512)
+DECODE_LAYERS = 10
+
+
+def decode_bounds(k, m, dim, bus_bytes):
+    """Cycles per layer of an M x K by K x K int8 layer that no schedule beats: the weight
+    stream (K² bytes at ``bus_bytes`` per cycle) and the array (ceil(K/dim)² weight tiles, each
+    ``dim`` cycles to load and ``m`` to stream the rows through)."""
+    tiles = -(-k // dim)
+    return dict(weights=k * k / bus_bytes, array=tiles * tiles * (dim + m))
+
+
+def decode_row(k, m, dim, bus_bytes, cycles, layers=DECODE_LAYERS):
+    """One decode measurement: cycles per layer against the larger bound."""
+    b = decode_bounds(k, m, dim, bus_bytes)
+    bound = max(b.values())
+    per_layer = cycles / layers
+    return dict(k=k, m=m, layers=layers, run_cycles=cycles, per_layer=per_layer,
+                bound=bound, bound_by=max(b, key=b.get), bounds=b, ratio=per_layer / bound)
+
+
+def why_decode(rows):
+    """The worst decode row, said in words."""
+    r = max(rows, key=lambda r: r["ratio"])
+    return (f"M={r['m']} K={r['k']}: {r['per_layer']:.0f} cycles per layer, the {r['bound_by']} "
+            f"bound is {r['bound']:.0f}")
 
 
 def goal_rows(data):
@@ -268,6 +300,19 @@ def format_table(data):
         out.append("  (LayerNorm, Q/K/V projections, 4-head attention, output projection + "
                    "residual; PE utilization of its MACs over the whole run, a causal mask's "
                    "masked pairs not counted)")
+    dec = data.get("decode")
+    if dec:
+        out.append("")
+        out.append(f"  {'decode step':<16}{'cmds':>6}{'cycles/layer':>14}{'weights':>9}{'array':>8}"
+                   f"{'ratio':>8}{'predicted':>11}  bit-exact")
+        for r in dec:
+            what = f"M={r['m']} K={r['k']}"
+            out.append(f"  {what:<16}{r['commands']:>6}"
+                       f"{r['per_layer']:>14.0f}{r['bounds']['weights']:>9.0f}"
+                       f"{r['bounds']['array']:>8.0f}{r['ratio']:>8.3f}"
+                       f"{r['predicted'] / r['layers']:>11.0f}  {'yes' if r['exact'] else 'NO'}")
+        out.append(f"  ({dec[0]['layers']} layers each, one command-list launch per queue; ratio = "
+                   f"cycles per layer / the larger bound; goal <= 1.15)")
     ct = data.get("compile_s")
     if ct:
         out.append("")
@@ -522,6 +567,52 @@ async def mlp_run(dev, caps, tb):
 
 
 @cocotb.test()
+async def decode(dut):
+    """Decode-shaped sequences for ``make bench``: per (M, K) of DECODE_ROWS x DECODE_WIDTHS a
+    DECODE_LAYERS-layer int8 MLP (M x K rows, K x K weights) compiled for the chip, recorded as
+    command lists (``Device.record``) and launched once (``Device.launch``); cycles = TIMESTAMP
+    after minus before the launch, outputs bit-exact against the NumPy interpreter:
+    ``decode_rtl.json``."""
+    from compiler.compile import compile_graph
+    from compiler.graph import interpret
+    from compiler.models import mlp
+    from driver.device import Device
+    from spec import registers as R
+    from verif.chip_tb import ChipTB
+    from verif import model_run as D
+
+    tb = ChipTB(dut)
+    await tb.reset()
+    dev = await Device.open(tb, host_base=D.HOST_BASE, host_bytes=D.HOST_BYTES,
+                            firmware=os.environ["KAKI_FW_ELF"])
+    rows = []
+    for k in DECODE_WIDTHS:
+        for m in DECODE_ROWS:
+            g, feeds = mlp(seed=tb.seed, batch=m, dims=(k,) * (DECODE_LAYERS + 1))
+            cm = compile_graph(g, dev.caps)
+            bufs = await D.upload_buffers(dev, cm, feeds)
+            cl = await dev.record(cm.program)
+            t0 = await tb.read(R.TIMESTAMP)
+            await dev.launch(cl, bufs)
+            t1 = await tb.read(R.TIMESTAMP)
+            outs = await D.read_outputs(cm, bufs)
+            ref = interpret(g, feeds)
+            r = decode_row(k, m, dev.caps.dim, dev.caps.dma_data_bytes, (t1 - t0) & D.M32)
+            r.update(commands=len(cm.program.commands), predicted=cm.report()["bound"],
+                     exact=all(np.array_equal(outs[n], ref[n]) for n in ref))
+            rows.append(r)
+            tb.log.info(f"decode M={m} K={k}: {r['per_layer']:.0f} cycles/layer, bound "
+                        f"{r['bound']:.0f} ({r['bound_by']}), ratio {r['ratio']:.3f}, "
+                        f"bit-exact {r['exact']}")
+            cl.free()
+            for b in bufs.values():
+                b.free()
+            with open("decode_rtl.json", "w") as f:
+                json.dump(dict(dim=dev.caps.dim, seed=tb.seed, rows=rows), f, indent=1)
+    assert all(r["exact"] for r in rows), "RTL output differs from the NumPy interpreter"
+
+
+@cocotb.test()
 async def control(dut):
     """The control path's figures for ``make bench`` (verif.control_path.measure) on the chip
     with the firmware KAKI_FW_ELF and the bench's host memory: ``control_rtl.json``."""
@@ -661,6 +752,8 @@ def main(argv=None):
                     "d_model x sequence ('' for none)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-cpp", action="store_true", help="skip the bare C++ harness")
+    ap.add_argument("--no-decode", dest="decode", action="store_false",
+                    help="skip the decode-shaped command-list sequences")
     args = ap.parse_args(argv)
     t_all = time.monotonic()
     from tools.simbuild import soc_target
@@ -691,6 +784,15 @@ def main(argv=None):
     except AssertionError as e:
         failed = failed or e
     run_dir = simbuild.last_run_dir()
+    if args.decode:
+        try:
+            simbuild.run(target, "tools.bench", testcase="decode", seed=args.seed,
+                         tag="bench_decode", extra_env=env, repro=lambda seed: "make bench")
+        except AssertionError as e:
+            failed = failed or e
+        decode_file = simbuild.last_run_dir() / "decode_rtl.json"
+        if decode_file.exists():
+            data["decode"] = json.loads(decode_file.read_text())["rows"]
     if not (run_dir / "bench_rtl.json").exists():
         print(f"FAILED: the RTL run produced no results: {failed}; log dir {run_dir}", file=sys.stderr)
         return 1
@@ -733,6 +835,9 @@ def main(argv=None):
         goals["doorbell_start"] = control_path.median(fig["doorbell_start"])
         goals["signal_start"] = control_path.median(fig["signal_start"])
         goals["cycles_per_command"] = fig["rates"][control_path.STREAMS[-1]]
+    if data.get("decode"):
+        goals["decode_ratio"] = max(r["ratio"] for r in data["decode"])
+        why["decode_ratio"] = why_decode(data["decode"])
     data["why"] = why
     if not args.no_cpp and (run_dir / "trace.txt").exists():
         print("[bench] bare Verilator C++ harness replay")
@@ -753,7 +858,8 @@ def main(argv=None):
     print(f"\n  written: {out.relative_to(simbuild.REPO)}, {png.relative_to(simbuild.REPO)}; "
           f"{data['wall_s']:.0f} s wall")
     ok = failed is None and all(r["exact"] for r in data["sizes"] + data["attention"]
-                                + ([data["mlp"]] if "mlp" in data else []))
+                                + ([data["mlp"]] if "mlp" in data else [])
+                                + data.get("decode", []))
     if "harness" in data:
         ok = ok and data["harness"]["output_equal"] and not data["harness"]["read_mismatches"]
     if not ok:
