@@ -44,9 +44,12 @@ CPL_WRITE = 16
 
 
 #: measured DMA rates (least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY over the
-#: make sim models at dims 4, 8 and 16, host latency 1; within ~5%): a load costs ~0.43 cycles
-#: per row (one AXI burst each) plus ~0.82 per bus beat; a store max(1.5 per row, 1 per beat)
-DMA_LOAD_ROW, DMA_LOAD_BEAT, DMA_STORE_ROW = 0.43, 0.82, 1.5
+#: make sim models at dims 4, 8 and 16, host latency 1; within ~5%): a load costs ~0.82 cycles
+#: per bus beat plus a per-row part (one AXI burst each), 0.43 with 4 bursts in flight and 0.23
+#: since the load channel keeps 8 (KakiConfig.dma_outstanding; refitted on make bench's 8x8
+#: decode runs: 1.05 cycles per one-beat row at host latency 2); a store max(1.5 per row, 1 per
+#: beat)
+DMA_LOAD_ROW, DMA_LOAD_BEAT, DMA_STORE_ROW = 0.23, 0.82, 1.5
 
 
 def dma_cycles(rows, planes, row_bytes, caps, store=False):

@@ -21,7 +21,7 @@ import numpy as np
 
 from .graph import Graph, check_feeds, im2col, interpret
 
-__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "attention_block", "degenerate",
+__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "decode_stack", "conv", "attention_block", "degenerate",
            "is_user_spec",
            "load_user_model", "display_name", "UserModelError"]
 
@@ -59,6 +59,24 @@ def mlp(seed=0, batch=16, dims=(256, 512, 512, 10)):
         b = g.const(f"b{i}", rng.integers(-4000, 4000, dims[i + 1], dtype=np.int32))
         scale = _calibrated_scale(g, feeds, h, w, b, codes=30)
         h = g.linear(h, w, b, scale=scale, zero_point=0 if last else -20, relu=not last, name=f"fc{i}")
+    g.output(h)
+    return g, feeds
+
+
+def decode_stack(seed=0, batch=1, width=256, layers=10):
+    """A decode step's shape: ``batch`` x ``width`` int8 rows through ``layers`` width x width
+    linear+ReLU layers. The layers share one weight matrix and bias (a 512-wide stack then fits
+    a 1 MiB host memory); each layer still streams the weights, and calibrates its own scale."""
+    rng = np.random.default_rng(seed)
+    g = Graph("decode")
+    x = g.input("x", (batch, width), scale=0.05, zero_point=int(rng.integers(-8, 8)))
+    feeds = {"x": rng.integers(-128, 128, (batch, width), dtype=np.int8)}
+    w = g.const("w", rng.integers(-128, 128, (width, width), dtype=np.int8), scale=0.01)
+    b = g.const("b", rng.integers(-4000, 4000, width, dtype=np.int32))
+    h = x
+    for i in range(layers):
+        scale = _calibrated_scale(g, feeds, h, w, b, codes=30)
+        h = g.linear(h, w, b, scale=scale, zero_point=-20, relu=True, name=f"fc{i}")
     g.output(h)
     return g, feeds
 

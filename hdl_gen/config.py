@@ -22,7 +22,7 @@ class KakiConfig:
     axi_addr_bits: int = 32      # DMA AXI4 master address width (host addresses must fit)
     axi_id_bits: int = 4
     max_burst_beats: int = 16    # AXI INCR burst length limit (never across 4 KiB)
-    dma_outstanding: int = 4     # AXI reads in flight per DMA load channel
+    dma_outstanding: int = 8     # AXI reads in flight per DMA load channel
     queues: int = 4              # hardware command queues (kaki_regs.rdl sizes its Q_* arrays to match)
     events: int = 16             # event counters (kaki_regs.rdl / kaki_mmio.rdl EVENT arrays match)
     fifo_depth: int = 4          # commands each engine's dispatcher FIFO holds (CAP_QUEUES.FIFO_DEPTH)

@@ -5106,7 +5106,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   assign cap_acc_bank_rows = 24'h001000;
   assign cap_dma_data_bytes = 8'h08;
   assign cap_dma_max_burst = 8'h10;
-  assign cap_dma_outstanding = 8'h04;
+  assign cap_dma_outstanding = 8'h08;
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h04;
   assign cap_queues_fifo_depth = 8'h04;
@@ -13992,7 +13992,7 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$353  = \$348  ? 39'h0000100002 : 39'h0000000000;
   assign \$354  = \$347  | { 8'h00, \$353  };
   assign \$355  = read_word == 3'h5;
-  assign \$364  = \$355  ? 39'h0020041008 : 39'h0000000000;
+  assign \$364  = \$355  ? 39'h0020081008 : 39'h0000000000;
   assign \$365  = \$354  | { 8'h00, \$364  };
   assign \$366  = read_word == 3'h6;
   assign \$375  = \$366  ? 39'h0010040404 : 39'h0000000000;
@@ -15989,7 +15989,7 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_acc_bank_rows = 24'h001000;
   assign cap_dma_data_bytes = 8'h08;
   assign cap_dma_max_burst = 8'h10;
-  assign cap_dma_outstanding = 8'h04;
+  assign cap_dma_outstanding = 8'h08;
   assign cap_dma_addr_bits = 8'h20;
   assign cap_queues_queues = 8'h04;
   assign cap_queues_fifo_depth = 8'h04;
@@ -16039,7 +16039,7 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$356  = 9'h008;
   assign \$357  = { 23'h000000, \$356  };
   assign \$358  = 23'h001000;
-  assign \$360  = 39'h0000040000;
+  assign \$360  = 39'h0000080000;
   assign \$362  = 39'h0020000000;
   assign \$367  = 9'h004;
   assign \$368  = { 23'h000000, \$367  };
@@ -16349,8 +16349,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$345  = 39'h0000100004;
   assign \$352  = 39'h0000100002;
   assign \$359  = 32'd4104;
-  assign \$361  = 39'h0000041008;
-  assign \$363  = 39'h0020041008;
+  assign \$361  = 39'h0000081008;
+  assign \$363  = 39'h0020081008;
   assign \$370  = 32'd1028;
   assign \$372  = 39'h0000040404;
   assign \$374  = 39'h0010040404;
@@ -21533,9 +21533,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire [7:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire [3:0] \$193 ;
-  wire [4:0] \$194 ;
-  wire [3:0] \$195 ;
+  wire [4:0] \$193 ;
+  wire [5:0] \$194 ;
+  wire [4:0] \$195 ;
   wire \$196 ;
   wire [16:0] \$197 ;
   wire [16:0] \$198 ;
@@ -21569,7 +21569,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   reg [3:0] \$222 ;
   reg \$223 ;
   reg [7:0] \$224 ;
-  reg [2:0] \$225 ;
+  reg [3:0] \$225 ;
   reg [511:0] \$226 ;
   reg [13:0] \$227 ;
   reg \$228 ;
@@ -21772,7 +21772,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   wire [39:0] ld_last_local;
   reg [35:0] ld_local_plane_stride_x = 36'h000000000;
   reg [31:0] ld_local_row_stride_x = 32'd0;
-  reg [2:0] ld_outstanding = 3'h0;
+  reg [3:0] ld_outstanding = 4'h0;
   wire [6:0] ld_place;
   wire [15:0] ld_planes_m1;
   wire [511:0] ld_raw;
@@ -21930,7 +21930,7 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
   assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
   assign \$42  = ~ ld_drain;
   assign \$43  = ld_run & \$42 ;
-  assign \$44  = ld_outstanding < 3'h4;
+  assign \$44  = ld_outstanding < 4'h8;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$45  & ld_ar_it_active;
   assign \$47  = ~ ld_ar_valid;
@@ -22674,9 +22674,9 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     if (\$192 ) begin
-      \$225  = \$194 [2:0];
+      \$225  = \$194 [3:0];
     end else begin
-      \$225  = \$195 [2:0];
+      \$225  = \$195 [3:0];
     end
     casez (dma_load_fsm_state)
       3'h0:
@@ -22690,14 +22690,14 @@ module \kaki_soc_16x16.dma.load_channel (up__rresp, up__rlast, clk, rst, load__c
       3'h4:
           if (ld_finished) begin
           end else if (timeout) begin
-            \$225  = 3'h0;
+            \$225  = 4'h0;
           end
     endcase
     if (load_reset) begin
-      \$225  = 3'h0;
+      \$225  = 4'h0;
     end
     if (rst) begin
-      \$225  = 3'h0;
+      \$225  = 4'h0;
     end
   end
   always @* begin
@@ -23232,64 +23232,64 @@ module \kaki_soc_16x16.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire [3:0] \$28 ;
+  wire [4:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [4:0] \$31 ;
+  wire [5:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [3:0] \$34 ;
+  wire [4:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [4:0] \$37 ;
+  wire [5:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  reg [2:0] \$4 ;
-  wire [3:0] \$40 ;
+  reg [3:0] \$4 ;
+  wire [4:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [4:0] \$43 ;
+  wire [5:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [4:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [4:0] \$49 ;
+  wire [5:0] \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [4:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [4:0] \$55 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [3:0] \$58 ;
+  wire [4:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire [4:0] \$61 ;
+  wire [5:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire [4:0] \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [4:0] \$67 ;
+  wire [5:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [3:0] \$70 ;
+  wire [4:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [4:0] \$73 ;
-  reg [2:0] \$74 ;
+  wire [5:0] \$73 ;
+  reg [3:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  reg [2:0] \$8 ;
+  reg [3:0] \$8 ;
   wire [3:0] \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -23303,14 +23303,14 @@ module \kaki_soc_16x16.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst
   wire \$9 ;
   reg [1:0] \$90 ;
   reg [2:0] \$91 ;
-  reg [2:0] \$92 ;
-  reg [2:0] \$93 ;
-  reg [2:0] \$94 ;
-  reg [2:0] \$95 ;
-  reg [2:0] \$96 ;
-  reg [2:0] \$97 ;
-  reg [2:0] \$98 ;
-  reg [2:0] \$99 ;
+  reg [3:0] \$92 ;
+  reg [3:0] \$93 ;
+  reg [3:0] \$94 ;
+  reg [3:0] \$95 ;
+  reg [3:0] \$96 ;
+  reg [3:0] \$97 ;
+  reg [3:0] \$98 ;
+  reg [3:0] \$99 ;
   input abandon;
   wire abandon;
   reg [2:0] ar_cur = 3'h0;
@@ -23325,15 +23325,15 @@ module \kaki_soc_16x16.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst
   wire ar_hs;
   output [2:0] ar_hs_id;
   wire [2:0] ar_hs_id;
-  wire [2:0] ar_live_out;
-  reg [2:0] ar_out0 = 3'h0;
-  reg [2:0] ar_out1 = 3'h0;
-  reg [2:0] ar_out2 = 3'h0;
-  reg [2:0] ar_out3 = 3'h0;
-  reg [2:0] ar_out4 = 3'h0;
-  reg [2:0] ar_out5 = 3'h0;
-  reg [2:0] ar_out6 = 3'h0;
-  reg [2:0] ar_out7 = 3'h0;
+  wire [3:0] ar_live_out;
+  reg [3:0] ar_out0 = 4'h0;
+  reg [3:0] ar_out1 = 4'h0;
+  reg [3:0] ar_out2 = 4'h0;
+  reg [3:0] ar_out3 = 4'h0;
+  reg [3:0] ar_out4 = 4'h0;
+  reg [3:0] ar_out5 = 4'h0;
+  reg [3:0] ar_out6 = 4'h0;
+  reg [3:0] ar_out7 = 4'h0;
   wire ar_pass;
   wire ar_stalled;
   reg [31:0] ar_timer = 32'd0;
@@ -23395,14 +23395,14 @@ module \kaki_soc_16x16.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst
   assign \$1  = ~ ar_hold_valid;
   assign \$2  = ~ ar_dirty;
   assign \$3  = \$1  & \$2 ;
-  assign \$5  = \$4  != 3'h4;
+  assign \$5  = \$4  != 4'h8;
   assign \$6  = \$3  & \$5 ;
   assign \$7  = up__arvalid & ar_pass;
   assign down__arvalid = ar_hold_valid | \$7 ;
   assign up__arready = down__arready & ar_pass;
   assign ar_hs_id = ar_hold_valid ? ar_hold_id : ar_cur;
   assign ar_hs = down__arvalid & down__arready;
-  assign ar_live_out = ar_dirty ? 3'h0 : \$8 ;
+  assign ar_live_out = ar_dirty ? 4'h0 : \$8 ;
   assign down__araddr = ar_hold_valid ? ar_hold_addr : up__araddr;
   assign down__arlen = ar_hold_valid ? ar_hold_len : up__arlen;
   assign down__arsize = ar_hold_valid ? ar_hold_size : 3'h3;
@@ -23666,58 +23666,58 @@ module \kaki_soc_16x16.dma.load_guard (up__rdata, up__rresp, up__rlast, clk, rst
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$92  = \$31 [2:0];
+    \$92  = \$31 [3:0];
     if (rst) begin
-      \$92  = 3'h0;
+      \$92  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$93  = \$37 [2:0];
+    \$93  = \$37 [3:0];
     if (rst) begin
-      \$93  = 3'h0;
+      \$93  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$94  = \$43 [2:0];
+    \$94  = \$43 [3:0];
     if (rst) begin
-      \$94  = 3'h0;
+      \$94  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$95  = \$49 [2:0];
+    \$95  = \$49 [3:0];
     if (rst) begin
-      \$95  = 3'h0;
+      \$95  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$96  = \$55 [2:0];
+    \$96  = \$55 [3:0];
     if (rst) begin
-      \$96  = 3'h0;
+      \$96  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$97  = \$61 [2:0];
+    \$97  = \$61 [3:0];
     if (rst) begin
-      \$97  = 3'h0;
+      \$97  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$98  = \$67 [2:0];
+    \$98  = \$67 [3:0];
     if (rst) begin
-      \$98  = 3'h0;
+      \$98  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$99  = \$73 [2:0];
+    \$99  = \$73 [3:0];
     if (rst) begin
-      \$99  = 3'h0;
+      \$99  = 4'h0;
     end
   end
   always @* begin
@@ -23910,13 +23910,13 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$222 ;
   wire [16:0] \$223 ;
   wire [16:0] \$224 ;
-  wire [3:0] \$225 ;
+  wire [4:0] \$225 ;
   wire \$226 ;
-  wire [4:0] \$227 ;
-  wire [3:0] \$228 ;
+  wire [5:0] \$227 ;
+  wire [4:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire [4:0] \$230 ;
+  wire [5:0] \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
@@ -23978,8 +23978,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [15:0] \$284 ;
   reg [11:0] \$285 ;
   reg \$286 ;
-  reg [2:0] \$287 ;
-  reg [2:0] \$288 ;
+  reg [3:0] \$287 ;
+  reg [3:0] \$288 ;
   reg \$289 ;
   wire [32:0] \$29 ;
   reg [7:0] \$290 ;
@@ -24109,7 +24109,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [9:0] st_aw_to4k;
   output st_aw_valid;
   reg st_aw_valid = 1'h0;
-  reg [2:0] st_b_out = 3'h0;
+  reg [3:0] st_b_out = 4'h0;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -24199,7 +24199,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [11:0] st_w_addr12 = 12'h000;
   reg [3:0] st_w_beat = 4'h0;
   reg [3:0] st_w_bib = 4'h0;
-  reg [2:0] st_w_credit = 3'h0;
+  reg [3:0] st_w_credit = 4'h0;
   wire st_w_last;
   reg [3:0] st_w_nbeats = 4'h0;
   wire [11:0] st_w_nxt0;
@@ -24341,7 +24341,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \$41  = \$38  ? { 5'h00, \$40  } : \$35 [9:0];
   assign \$42  = ~ st_drain;
   assign \$43  = st_run & \$42 ;
-  assign \$44  = st_b_out < 3'h4;
+  assign \$44  = st_b_out < 4'h8;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$45  & st_aw_it_active;
   assign \$47  = ~ st_aw_valid;
@@ -25531,7 +25531,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$287  = \$227 [2:0];
+    \$287  = \$227 [3:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -25544,19 +25544,19 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$287  = 3'h0;
+            \$287  = 4'h0;
           end
     endcase
     if (store_reset) begin
-      \$287  = 3'h0;
+      \$287  = 4'h0;
     end
     if (rst) begin
-      \$287  = 3'h0;
+      \$287  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$288  = \$230 [2:0];
+    \$288  = \$230 [3:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -25569,14 +25569,14 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$288  = 3'h0;
+            \$288  = 4'h0;
           end
     endcase
     if (store_reset) begin
-      \$288  = 3'h0;
+      \$288  = 4'h0;
     end
     if (rst) begin
-      \$288  = 3'h0;
+      \$288  = 4'h0;
     end
   end
   always @* begin
@@ -25850,14 +25850,14 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   reg [1:0] \$109 ;
   wire \$11 ;
   reg [2:0] \$110 ;
-  reg [2:0] \$111 ;
-  reg [2:0] \$112 ;
-  reg [2:0] \$113 ;
-  reg [2:0] \$114 ;
-  reg [2:0] \$115 ;
-  reg [2:0] \$116 ;
-  reg [2:0] \$117 ;
-  reg [2:0] \$118 ;
+  reg [3:0] \$111 ;
+  reg [3:0] \$112 ;
+  reg [3:0] \$113 ;
+  reg [3:0] \$114 ;
+  reg [3:0] \$115 ;
+  reg [3:0] \$116 ;
+  reg [3:0] \$117 ;
+  reg [3:0] \$118 ;
   reg \$119 ;
   wire \$12 ;
   reg [2:0] \$120 ;
@@ -25865,7 +25865,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   reg \$122 ;
   reg [63:0] \$123 ;
   reg [7:0] \$124 ;
-  reg [2:0] \$125 ;
+  reg [3:0] \$125 ;
   reg [31:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
@@ -25890,58 +25890,58 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [3:0] \$34 ;
+  wire [4:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [4:0] \$37 ;
+  wire [5:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
-  reg [2:0] \$4 ;
-  wire [3:0] \$40 ;
+  reg [3:0] \$4 ;
+  wire [4:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [4:0] \$43 ;
+  wire [5:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [4:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [4:0] \$49 ;
+  wire [5:0] \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [4:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [4:0] \$55 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [3:0] \$58 ;
+  wire [4:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire [4:0] \$61 ;
+  wire [5:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [3:0] \$64 ;
+  wire [4:0] \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [4:0] \$67 ;
+  wire [5:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [3:0] \$70 ;
+  wire [4:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [4:0] \$73 ;
+  wire [5:0] \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [3:0] \$76 ;
+  wire [4:0] \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [4:0] \$79 ;
-  reg [2:0] \$8 ;
-  reg [2:0] \$80 ;
+  wire [5:0] \$79 ;
+  reg [3:0] \$8 ;
+  reg [3:0] \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
@@ -25957,11 +25957,11 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
+  wire [4:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [4:0] \$99 ;
+  wire [5:0] \$99 ;
   input abandon;
   wire abandon;
   reg [2:0] aw_cur = 3'h0;
@@ -25976,21 +25976,21 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   wire aw_hs;
   output [2:0] aw_hs_id;
   wire [2:0] aw_hs_id;
-  wire [2:0] aw_live_out;
-  reg [2:0] aw_out0 = 3'h0;
-  reg [2:0] aw_out1 = 3'h0;
-  reg [2:0] aw_out2 = 3'h0;
-  reg [2:0] aw_out3 = 3'h0;
-  reg [2:0] aw_out4 = 3'h0;
-  reg [2:0] aw_out5 = 3'h0;
-  reg [2:0] aw_out6 = 3'h0;
-  reg [2:0] aw_out7 = 3'h0;
+  wire [3:0] aw_live_out;
+  reg [3:0] aw_out0 = 4'h0;
+  reg [3:0] aw_out1 = 4'h0;
+  reg [3:0] aw_out2 = 4'h0;
+  reg [3:0] aw_out3 = 4'h0;
+  reg [3:0] aw_out4 = 4'h0;
+  reg [3:0] aw_out5 = 4'h0;
+  reg [3:0] aw_out6 = 4'h0;
+  reg [3:0] aw_out7 = 4'h0;
   wire aw_pass;
   wire aw_stalled;
   reg [31:0] aw_timer = 32'd0;
   wire b_end;
   wire b_live;
-  reg [2:0] b_owed = 3'h0;
+  reg [3:0] b_owed = 4'h0;
   input clk;
   wire clk;
   output [31:0] down__awaddr;
@@ -26070,7 +26070,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   assign \$1  = ~ aw_hold_valid;
   assign \$2  = ~ aw_dirty;
   assign \$3  = \$1  & \$2 ;
-  assign \$5  = \$4  != 3'h4;
+  assign \$5  = \$4  != 4'h8;
   assign \$6  = \$3  & \$5 ;
   assign aw_pass = \$6  & w_rdy;
   assign \$7  = up__awvalid & aw_pass;
@@ -26078,7 +26078,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   assign up__awready = down__awready & aw_pass;
   assign aw_hs_id = aw_hold_valid ? aw_hold_id : aw_cur;
   assign aw_hs = down__awvalid & down__awready;
-  assign aw_live_out = aw_dirty ? 3'h0 : \$8 ;
+  assign aw_live_out = aw_dirty ? 4'h0 : \$8 ;
   assign down__awaddr = aw_hold_valid ? aw_hold_addr : up__awaddr;
   assign down__awlen = aw_hold_valid ? aw_hold_len : up__awlen;
   assign down__awsize = aw_hold_valid ? aw_hold_size : 3'h3;
@@ -26420,58 +26420,58 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$111  = \$37 [2:0];
+    \$111  = \$37 [3:0];
     if (rst) begin
-      \$111  = 3'h0;
+      \$111  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$112  = \$43 [2:0];
+    \$112  = \$43 [3:0];
     if (rst) begin
-      \$112  = 3'h0;
+      \$112  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$113  = \$49 [2:0];
+    \$113  = \$49 [3:0];
     if (rst) begin
-      \$113  = 3'h0;
+      \$113  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$114  = \$55 [2:0];
+    \$114  = \$55 [3:0];
     if (rst) begin
-      \$114  = 3'h0;
+      \$114  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$115  = \$61 [2:0];
+    \$115  = \$61 [3:0];
     if (rst) begin
-      \$115  = 3'h0;
+      \$115  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$116  = \$67 [2:0];
+    \$116  = \$67 [3:0];
     if (rst) begin
-      \$116  = 3'h0;
+      \$116  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$117  = \$73 [2:0];
+    \$117  = \$73 [3:0];
     if (rst) begin
-      \$117  = 3'h0;
+      \$117  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$118  = \$79 [2:0];
+    \$118  = \$79 [3:0];
     if (rst) begin
-      \$118  = 3'h0;
+      \$118  = 4'h0;
     end
   end
   always @* begin
@@ -26550,12 +26550,12 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     (* full_case = 32'd1 *)
     if (abandon) begin
-      \$125  = 3'h0;
+      \$125  = 4'h0;
     end else begin
-      \$125  = \$99 [2:0];
+      \$125  = \$99 [3:0];
     end
     if (rst) begin
-      \$125  = 3'h0;
+      \$125  = 4'h0;
     end
   end
   always @* begin
@@ -26585,41 +26585,41 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6123$0 , w_en, \port$
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [3:0] \$13 ;
+  wire [4:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [3:0] \$18 ;
-  reg [2:0] \$19 ;
+  wire [4:0] \$18 ;
+  reg [3:0] \$19 ;
   wire \$2 ;
-  reg [2:0] \$20 ;
-  reg [2:0] \$21 ;
-  wire [3:0] \$3 ;
-  wire [3:0] \$4 ;
+  reg [3:0] \$20 ;
+  reg [3:0] \$21 ;
+  wire [4:0] \$3 ;
+  wire [4:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire [3:0] \$7 ;
-  wire [3:0] \$8 ;
+  wire [4:0] \$7 ;
+  wire [4:0] \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] level = 3'h0;
+  (* init = 4'h0 *)
+  wire [3:0] consume;
+  reg [3:0] level = 4'h0;
   input [2:0] \port$6123$0 ;
   wire [2:0] \port$6123$0 ;
   input [7:0] \port$6137$0 ;
   wire [7:0] \port$6137$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
+  (* init = 4'h0 *)
+  wire [3:0] produce;
   output [10:0] r_data;
   wire [10:0] r_data;
   input r_en;
   wire r_en;
-  (* init = 3'h0 *)
-  wire [2:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [3:0] r_port__addr = 4'h0;
   wire [10:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -26628,37 +26628,41 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6123$0 , w_en, \port$
   wire [10:0] w_data;
   input w_en;
   wire w_en;
-  (* init = 3'h0 *)
-  wire [2:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [3:0] w_port__addr = 4'h0;
   wire [10:0] w_port__data;
   wire w_port__en;
   output w_rdy;
   wire w_rdy;
-  reg [10:0] storage [4:0];
+  reg [10:0] storage [8:0];
   initial begin
     storage[0] = 11'h000;
     storage[1] = 11'h000;
     storage[2] = 11'h000;
     storage[3] = 11'h000;
     storage[4] = 11'h000;
+    storage[5] = 11'h000;
+    storage[6] = 11'h000;
+    storage[7] = 11'h000;
+    storage[8] = 11'h000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= { \port$6123$0 , \port$6137$0  };
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h5;
+  assign w_rdy = level != 4'h9;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr == 3'h4;
+  assign \$2  = w_port__addr == 4'h8;
   assign \$3  = w_port__addr + 1'h1;
-  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$4  = \$2  ? 5'h00 : \$3 ;
   assign \$5  = r_rdy & r_en;
-  assign \$6  = r_port__addr == 3'h4;
+  assign \$6  = r_port__addr == 4'h8;
   assign \$7  = r_port__addr + 1'h1;
-  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$8  = \$6  ? 5'h00 : \$7 ;
   assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
   assign \$11  = ~ \$10 ;
@@ -26679,33 +26683,33 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6123$0 , w_en, \port$
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
-      \$19  = \$4 [2:0];
+      \$19  = \$4 [3:0];
     end
     if (rst) begin
-      \$19  = 3'h0;
+      \$19  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
-      \$20  = \$8 [2:0];
+      \$20  = \$8 [3:0];
     end
     if (rst) begin
-      \$20  = 3'h0;
+      \$20  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$21  = level;
     if (\$12 ) begin
-      \$21  = \$13 [2:0];
+      \$21  = \$13 [3:0];
     end
     if (\$17 ) begin
-      \$21  = \$18 [2:0];
+      \$21  = \$18 [3:0];
     end
     if (rst) begin
-      \$21  = 3'h0;
+      \$21  = 4'h0;
     end
   end
   assign w_level = level;

@@ -17,7 +17,7 @@ DEFAULTS = {
     "axi_addr_bits": 32,
     "axi_id_bits": 4,
     "max_burst_beats": 16,
-    "dma_outstanding": 4,
+    "dma_outstanding": 8,
     "queues": 4,
     "events": 16,
     "fifo_depth": 4,

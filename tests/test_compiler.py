@@ -647,8 +647,8 @@ def test_cost_model():
     # max(1.5 per row, 1 per beat) (stores)
     small = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=1, row_bytes=8))
     big = ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=8, planes=4, row_bytes=64))
-    assert command_cycles(small, caps) == DMA_SETUP + int(8 * (0.43 + 0.82))
-    assert command_cycles(big, caps) == DMA_SETUP + int(32 * (0.43 + 8 * 0.82))
+    assert command_cycles(small, caps) == DMA_SETUP + int(8 * (0.23 + 0.82))
+    assert command_cycles(big, caps) == DMA_SETUP + int(32 * (0.23 + 8 * 0.82))
     store = ProgramCommand(2, Opcode.DMA_STORE, dict(rows=16, planes=2, row_bytes=8))
     assert command_cycles(store, caps) == DMA_SETUP + 48
     rep = cm.report()

@@ -184,7 +184,8 @@ GOALS = [
 ]
 
 #: decode-shaped sequences (``decode``): rows M against square K x K weights, DECODE_LAYERS
-#: layers back to back (compiler/models.py ``mlp``), recorded once and launched as command lists
+#: layers back to back (compiler/models.py ``decode_stack``), recorded once and launched as
+#: command lists
 DECODE_ROWS = (1, 4, 16)
 DECODE_WIDTHS = (256, 512)
 DECODE_LAYERS = 10
@@ -569,13 +570,14 @@ async def mlp_run(dev, caps, tb):
 @cocotb.test()
 async def decode(dut):
     """Decode-shaped sequences for ``make bench``: per (M, K) of DECODE_ROWS x DECODE_WIDTHS a
-    DECODE_LAYERS-layer int8 MLP (M x K rows, K x K weights) compiled for the chip, recorded as
+    DECODE_LAYERS-layer int8 stack (compiler/models.py ``decode_stack``: M x K rows, K x K
+    weights) compiled for the chip, recorded as
     command lists (``Device.record``) and launched once (``Device.launch``); cycles = TIMESTAMP
     after minus before the launch, outputs bit-exact against the NumPy interpreter:
     ``decode_rtl.json``."""
     from compiler.compile import compile_graph
     from compiler.graph import interpret
-    from compiler.models import mlp
+    from compiler.models import decode_stack
     from driver.device import Device
     from spec import registers as R
     from verif.chip_tb import ChipTB
@@ -588,17 +590,19 @@ async def decode(dut):
     rows = []
     for k in DECODE_WIDTHS:
         for m in DECODE_ROWS:
-            g, feeds = mlp(seed=tb.seed, batch=m, dims=(k,) * (DECODE_LAYERS + 1))
+            g, feeds = decode_stack(seed=tb.seed, batch=m, width=k, layers=DECODE_LAYERS)
             cm = compile_graph(g, dev.caps)
             bufs = await D.upload_buffers(dev, cm, feeds)
             cl = await dev.record(cm.program)
+            await tb.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
             t0 = await tb.read(R.TIMESTAMP)
             await dev.launch(cl, bufs)
             t1 = await tb.read(R.TIMESTAMP)
+            busy = {e: await tb.read(R.REGISTERS[f"PERF_{e}_BUSY"]) for e in ("GEMM", "DMA_LOAD")}
             outs = await D.read_outputs(cm, bufs)
             ref = interpret(g, feeds)
             r = decode_row(k, m, dev.caps.dim, dev.caps.dma_data_bytes, (t1 - t0) & D.M32)
-            r.update(commands=len(cm.program.commands), predicted=cm.report()["bound"],
+            r.update(commands=len(cm.program.commands), predicted=cm.report()["bound"], busy=busy,
                      exact=all(np.array_equal(outs[n], ref[n]) for n in ref))
             rows.append(r)
             tb.log.info(f"decode M={m} K={k}: {r['per_layer']:.0f} cycles/layer, bound "
