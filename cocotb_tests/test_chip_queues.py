@@ -26,8 +26,8 @@ def _run(testcase, tag, dim=8, **env):
 
 
 @pytest.mark.sim
-# the 16x16 chip: make regress (its build takes minutes)
-@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d == 16 else d
+# the 4x4 and 16x16 chips: make regress (their builds take minutes)
+@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d != 8 else d
                                  for d in ARRAY_SIZES])
 def test_queue_dag(dim):
     jobs = "120" if os.environ.get("KAKI_REGRESS") else "40"

@@ -9,6 +9,9 @@ COCOTB_RUNS = {"cocotb_tests.cocotb_csr_block": simbuild.ALL}
 
 
 @pytest.mark.sim
+# the block's own build: make regress (make test proves its AXI4-Lite contract, csr_block, and
+# exercises every register through the chip's tests)
+@pytest.mark.slow
 def test_csr_block():
     target = simbuild.amaranth_target("kaki_tb_csr_block", CsrBlock)
     simbuild.run(target, "cocotb_tests.cocotb_csr_block")

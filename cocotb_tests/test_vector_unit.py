@@ -133,7 +133,7 @@ def _target(dim):
 
 
 @pytest.mark.sim
-# 4x4: make regress (the 4x4 chip's tests run its vector unit in make test); 16x16 too (lint only)
+# 4x4 and 16x16: make regress (make test lints them)
 @pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d in (4, 16) else d
                                  for d in DIMS])
 def test_vector_unit(dim):

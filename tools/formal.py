@@ -261,11 +261,11 @@ PROOFS = {p.name: p for p in [
     Proof("queue_controller", "queue controller: ring arithmetic (fetch only C' <= F < P <= "
           "C' + size, at base + 32*(F mod size); overflow detection; record and consumer "
           "addresses; F - C bookkeeping); prefetch and request FIFOs never overflow",
-          lambda: _self(_qc()), "bmc", 12, 20, _QC_CFG, groups=("ring", "fifo", "list"), cover_depth=24,
+          lambda: _self(_qc()), "bmc", 12, 20, _QC_CFG, groups=("ring", "fifo", "list"), cover_depth=18,
           cut=_QC_GUARDS),
     Proof("queue_controller_axi", "queue controller: AXI4 manager rules at its bus guards (the "
           "port: guard_read, guard_write); the consumer index written is C + 1",
-          lambda: _self(_qc()), "bmc", 16, 22, _QC_CFG, groups=("axi", "handshake", "data"),
+          lambda: _self(_qc()), "bmc", 12, 22, _QC_CFG, groups=("axi", "handshake", "data"),
           cut=_QC_GUARDS),
     Proof("issue_unit", "issue unit: window bound and drain, heads issued only when their "
           "conditions hold (room, empty window for BARRIER/SIGNAL, WAIT reached), engine FIFOs and "
