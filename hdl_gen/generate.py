@@ -289,7 +289,21 @@ def chip_header():
 
 def artifacts():
     """{repo-relative path: text} of every generated file."""
-    out = {
+    out = definitions()
+    for dim in ARRAY_SIZES:
+        out.update(chip_rtl(dim))
+    return out
+
+
+def chip_rtl(dim):
+    """{path: Verilog} of the chip with a ``dim`` x ``dim`` array."""
+    cfg = KakiConfig(dim=dim)
+    return {f"rtl/{soc_top(cfg)}.v": soc_verilog(cfg)}
+
+
+def definitions():
+    """{path: text} of every generated file but the chips' Verilog."""
+    return {
         "rtl/kaki_sram_1r1w.v": sram.VERILOG,
         "spec/registers.py": registers_py(),
         "spec/descriptors.py": descriptors_py(),
@@ -303,10 +317,6 @@ def artifacts():
         "docs/mmio_registers.md": regs_markdown(MMIO_RDL, "Control-core MMIO map (base 0x2000_0000)"),
         "docs/descriptors.md": descriptors_markdown(),
     }
-    for dim in ARRAY_SIZES:
-        cfg = KakiConfig(dim=dim)
-        out[f"rtl/{soc_top(cfg)}.v"] = soc_verilog(cfg)
-    return out
 
 
 def stale(outputs):
