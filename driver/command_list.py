@@ -44,12 +44,6 @@ assert _P_LSB // 32 == (_P_LSB + _P_WIDTH - 1) // 32 and LIST_PATCHES < 1 << _P_
     "the patch count is one field of one word"
 
 
-def _put(layout, name, value):
-    lsb, width = layout[name]
-    assert 0 <= value < 1 << width, (name, value)
-    return value << lsb
-
-
 @dataclass(frozen=True)
 class ArgSlot:
     """One word of a list's argument table: ``kind`` ``"buffer"`` (``name``: the buffer's address),
@@ -144,8 +138,9 @@ def _patch_word(program, queue, i, c, field, width_lsb, arg):
         raise ProgramError(f"program {program.name!r}, queue {queue}, command {i} ({c.note}): field "
                            f"{field!r} (bits {lsb}..{lsb + width - 1}) cannot be patched in a command "
                            f"list (a patch covers at most 64 bits of two adjacent words, not word 0)")
-    return (_put(PATCH_FIELDS, "pos", lsb) | _put(PATCH_FIELDS, "width_m1", width - 1)
-            | _put(PATCH_FIELDS, "arg", arg))
+    word = commands.put_field(0, PATCH_FIELDS, "pos", lsb)
+    word = commands.put_field(word, PATCH_FIELDS, "width_m1", width - 1)
+    return commands.put_field(word, PATCH_FIELDS, "arg", arg)
 
 
 def _slots(program, cmds, queue):

@@ -70,8 +70,11 @@ static uint32_t head_status(unsigned q)
         return KAKI_ERR_RESERVED_BITS;
     if (op == KAKI_OP_SIGNAL_EVENT || op == KAKI_OP_WAIT_EVENT)
         return event_status(q);
-    if (op == KAKI_OP_EXEC_LIST && list_status(q) != KAKI_ERR_OK)
-        return list_status(q);
+    if (op == KAKI_OP_EXEC_LIST) {
+        uint32_t status = list_status(q);
+        if (status != KAKI_ERR_OK)
+            return status;
+    }
     /* A well-formed head the issue unit left here: the hardware and this firmware disagree on
      * the command table, and completing it with any status would hide that. */
     fw_panic(PANIC_HEAD_SERVABLE, w0);

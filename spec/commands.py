@@ -6,10 +6,12 @@ from .descriptors import COMMANDS, DESCRIPTOR_WORDS, ErrorCode, Opcode
 #: Payload field layout of every opcode (from the command table).
 PAYLOAD_FIELDS = {op: c.fields for op, c in COMMANDS.items()}
 
-__all__ = ["encode", "decode", "Opcode", "ErrorCode", "PAYLOAD_FIELDS"]
+__all__ = ["encode", "decode", "put_field", "Opcode", "ErrorCode", "PAYLOAD_FIELDS"]
 
 
-def _put(value, layout, name, v):
+def put_field(value, layout, name, v):
+    """``value`` with field ``name`` of ``layout`` (name -> (lsb, width)) set to ``v``; raises
+    ValueError when ``v`` does not fit."""
     lsb, width = layout[name]
     if not isinstance(v, int) or not 0 <= v < (1 << width):
         raise ValueError(f"descriptor field {name!r} = {v!r} does not fit in {width} unsigned bits")
@@ -24,16 +26,16 @@ def encode(opcode, *, irq=False, tag=0, **fields):
     """
     opcode = Opcode(opcode)
     layout = PAYLOAD_FIELDS[opcode]
-    value = _put(0, _d.DESCRIPTOR_FIELDS, "opcode", int(opcode))
-    value = _put(value, _d.DESCRIPTOR_FIELDS, "flags.irq", int(bool(irq)))
-    value = _put(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
+    value = put_field(0, _d.DESCRIPTOR_FIELDS, "opcode", int(opcode))
+    value = put_field(value, _d.DESCRIPTOR_FIELDS, "flags.irq", int(bool(irq)))
+    value = put_field(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
     for name, v in fields.items():
         if name not in layout:
             raise ValueError(f"{opcode.name} descriptor has no field {name!r}; "
                              f"fields: {sorted(layout)}")
         if name == "zero_point" and isinstance(v, int) and -128 <= v < 0:
             v &= 0xFF
-        value = _put(value, layout, name, v)
+        value = put_field(value, layout, name, v)
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(DESCRIPTOR_WORDS)]
 
 

@@ -30,6 +30,7 @@ from verif.dag_workload import Workload, build_dag
 from verif.error_injection import ERROR_KINDS, RESERVED_FLAG_OPS, blackhole_window, error_queue
 from verif.queue_host import configure, reset_queue
 from verif.ring_layout import Layout, QueueConfig
+from verif.model_time import log_mmio, stepped
 from golden.chip_model import MMIO_BASE, ChipModel, unpack_record
 from hdl_gen.config import KakiConfig
 
@@ -103,30 +104,6 @@ def test_boots_through_core_mem_and_reports(image):
 
 
 # ------------------------------------------------------------------------------------ time
-def _stepped(c):
-    """``c`` made to do every tick in full, skipping nothing: the model as if it took every step
-    in turn, the reference for its event-driven time ("How time advances")."""
-    c._next_event = lambda timer_on: 0
-    return c
-
-
-def _log_mmio(c):
-    """Every firmware MMIO access with its step, as (step, write, address, data)."""
-    log, regs = [], c.regs
-    read, write = regs.read, regs.write
-
-    def logged_read(addr):
-        v = read(addr)
-        log.append((c.now, 0, addr, v))
-        return v
-
-    def logged_write(addr, value, wstrb):
-        log.append((c.now, 1, addr, value))
-        write(addr, value, wstrb)
-    regs.read, regs.write = logged_read, logged_write
-    return log
-
-
 def _count_skipped(c):
     """Steps ``c`` leaves out (skips in one go): a one-element list, updated as it runs."""
     skipped, skip = [0], c._skip
@@ -185,9 +162,9 @@ def test_event_driven_time_equals_stepping(image, kind):
     for fast in (True, False):
         c = chip(image, s)
         if not fast:
-            _stepped(c)
+            stepped(c)
         skipped = _count_skipped(c)
-        log = _log_mmio(c)
+        log = log_mmio(c)
         start = c.now
         result = scenario(c, s)
         runs.append((result, log, _state(c), skipped[0], c.now - start))
@@ -470,7 +447,7 @@ def test_watchdog_reset_retires_the_hung_command_and_runs_the_next(image):
     it) and the two behind it run and get records, though the queue failed; the BARRIER behind
     them is never issued (the queue failed, then halted at the WATCHDOG record)."""
     c = chip(image, engine_delay=50)
-    log = _log_mmio(c)
+    log = log_mmio(c)
     watchdog = 3000
     setup_queue(c, 0, ring=0x1000, log2=3, cpl=0x5000)
     c.write(R.WATCHDOG, watchdog)

@@ -31,6 +31,7 @@ from spec.descriptors import LIST_ARGS, LIST_ENTRY_FIELDS, LIST_PATCHES, PATCH_F
 from spec.firmware_image import FirmwareImage
 from verif import command_lists as S
 from verif.model_run import HOST_BASE, HOST_BYTES
+from verif.model_time import log_mmio, stepped
 
 SEED = int(os.environ.get("SEED") or random.SystemRandom().randrange(1, 2**31))
 
@@ -334,23 +335,6 @@ def test_program_params_bind_and_validate():
 
 
 # ============================================================================ the model's time
-def _mmio_log(chip):
-    """Every firmware MMIO access with its step, as (step, write, address, data)."""
-    log, regs = [], chip.regs
-    read, write = regs.read, regs.write
-
-    def logged_read(addr):
-        v = read(addr)
-        log.append((chip.now, 0, addr, v))
-        return v
-
-    def logged_write(addr, value, wstrb):
-        log.append((chip.now, 1, addr, value))
-        write(addr, value, wstrb)
-    regs.read, regs.write = logged_read, logged_write
-    return log
-
-
 def test_list_time_event_driven_equals_stepping(image):
     """Lists on the model that skips idle steps and on one that does every tick in full (as
     tests/test_chip_model.py checks the rings): the same firmware MMIO accesses at the same steps
@@ -361,10 +345,10 @@ def test_list_time_event_driven_equals_stepping(image):
     for fast in (True, False):
         chip = golden_chip(8, host_bytes=HOST_BASE + HOST_BYTES, seed=s)
         if not fast:
-            chip._next_event = lambda timer_on: 0
+            stepped(chip)
 
         async def body(dev, chip=chip):
-            log = _mmio_log(chip)            # after the boot: the scenarios' accesses
+            log = log_mmio(chip)            # after the boot: the scenarios' accesses
             env = _env(s)
             await S.param_moves_load(dev, env)
             await S.item_failure_halts_one_queue(dev, env)

@@ -14,7 +14,7 @@ from driver.command_list import args_bytes
 from driver.errors import DriverMisuse, QueueError
 from driver.program import BufferSpec, Param, Program, ProgramCommand, Reloc
 from spec import registers as R
-from spec.commands import encode
+from spec.commands import encode, put_field
 from spec.descriptors import GEMM_FIELDS, LIST_ARGS, LIST_ENTRY_FIELDS, PATCH_FIELDS, ErrorCode, Opcode
 
 __all__ = ["ListEnv", "SCENARIOS", "MALFORMED", "model_list_matches_run", "malformed_exec_list",
@@ -58,9 +58,7 @@ def patch_word(pos, width, arg, reserved0=0, reserved=0):
     out = 0
     for name, v in (("pos", pos), ("width_m1", width - 1), ("arg", arg), ("reserved0", reserved0),
                     ("reserved", reserved)):
-        lsb, w = PATCH_FIELDS[name]
-        assert 0 <= v < 1 << w, (name, v)
-        out |= v << lsb
+        out = put_field(out, PATCH_FIELDS, name, v)
     return out
 
 
