@@ -15,6 +15,7 @@ which only mean something in a queue (the firmware runs them; the hardware dispa
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from spec import chip, commands
 from spec.descriptors import COMMANDS, DMA_FIELDS, ErrorCode, Opcode
@@ -33,6 +34,16 @@ class Retired:
 class _Fault(Exception):
     def __init__(self, code):
         self.code = code
+
+
+def _rows(mem, base, counts, strides):
+    """A view of rows ``base + sum(i_j * strides[j])`` of ``mem`` (rows of a 2-D memory) for
+    ``i_j`` in ``range(counts[j])``: shape ``(*counts, row length)``. The caller checked that the
+    rows are inside ``mem``; a view with overlapping rows is only read."""
+    view = mem[base:]
+    rs = view.strides[0]
+    return as_strided(view, shape=(*counts, mem.shape[1]),
+                      strides=(*(s * rs for s in strides), view.strides[1]))
 
 
 def _signed32(row):
@@ -97,9 +108,10 @@ class DeviceModel:
         """``words`` is a DMA command that passes every check and touches the black hole: on the
         chip it waits on the bus (BUS_TIMEOUT once the bus timeout expires, forever if it is off).
         Executes nothing."""
+        if self.blackhole is None:
+            return False
         d = commands.decode(words)
-        if self.blackhole is None or COMMANDS.get(d["opcode"]) is None \
-                or COMMANDS[d["opcode"]].fields is not DMA_FIELDS:
+        if COMMANDS.get(d["opcode"]) is None or COMMANDS[d["opcode"]].fields is not DMA_FIELDS:
             return False
         try:
             self._precheck(d)
@@ -167,22 +179,27 @@ class DeviceModel:
         r = np.arange(d["rows"], dtype=np.int64)[None, :]
         return (d["host_addr"] + p * d["host_plane_stride"] + r * d["host_row_stride"]).ravel().tolist()
 
-    def _dma_fields(self, d):
-        return {k: d[k] for k in ("host_addr", "host_row_stride", "host_plane_stride",
-                                  "row_bytes", "col_offset", "rows", "planes")}
+    @staticmethod
+    def _dma_index(d):
+        """Host byte index of every byte a checked DMA command moves (``ops.dma_load``'s and
+        ``ops.dma_store``'s, without their argument checks: ``_dma_rows`` made the command valid)."""
+        return ops._dma_index(d["host_addr"], d["host_row_stride"], d["host_plane_stride"],
+                              d["row_bytes"], d["rows"], d["planes"])
 
     def _dma_load(self, d):
         view, local, lrb = self._dma_rows(d)
         if d["row_bytes"] == 0:
             view[local] = 0
             return
-        view[local] = ops.dma_load(self.host, local_row_bytes=lrb, **self._dma_fields(d))
+        view[local] = ops._dma_gather(self.host, self._dma_index(d), d["col_offset"], lrb)
 
     def _dma_store(self, d):
         view, local, _ = self._dma_rows(d)
         if d["row_bytes"] == 0:
             return
-        self.host = ops.dma_store(self.host, view[local], **self._dma_fields(d))
+        c = d["col_offset"]
+        # in place: ops.dma_store's result without copying host memory
+        ops._dma_scatter(self.host, self._dma_index(d), view[local][:, c:c + d["row_bytes"]])
 
     # ------------------------------------------------------------------ GEMM
     def _gemm(self, d):
@@ -206,21 +223,27 @@ class DeviceModel:
 
     def _gemm_one(self, d, a_addr, b_addr, c_addr):
         """One batch item: all k-tiles of a C tile in one product, A as (m, K) with K =
-        k_tiles*dim (wrapping after each k-tile or only the total is the same mod 2**32)."""
+        k_tiles*dim (wrapping after each k-tile or only the total is the same mod 2**32); the
+        operands are strided views of the memories (``_gemm`` checked their ranges)."""
         dim, m, kt, nt = self.caps.dim, d["m"], d["k_tiles"], d["n_tiles"]
         k = kt * dim
-        a_rows = a_addr + d["a_kt_stride"] * np.arange(kt)[:, None] + np.arange(m)
-        a = self.spad[a_rows].transpose(1, 0, 2).reshape(m, k)
+        a = _rows(self.spad, a_addr, (kt, m), (d["a_kt_stride"], 1)).transpose(1, 0, 2).reshape(m, k)
         if d["b_transpose"]:      # row b_addr + t*stride + n holds B[t*dim:(t+1)*dim, n]
-            b_rows = b_addr + d["b_nt_stride"] * np.arange(kt)[:, None] + np.arange(nt * dim)
-            b = self.spad[b_rows].transpose(0, 2, 1).reshape(k, nt * dim)
-            tiles = [b[:, n * dim:(n + 1) * dim] for n in range(nt)]
-        else:
-            tiles = [self.spad[b_addr + n * d["b_nt_stride"]:][:k] for n in range(nt)]
-        for n, b_tile in enumerate(tiles):
-            c0 = c_addr + n * d["c_nt_stride"]
-            c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
-            self.acc[c0:c0 + m] = ops.gemm(a, np.ascontiguousarray(b_tile), c_init)
+            b = _rows(self.spad, b_addr, (kt, nt * dim), (d["b_nt_stride"], 1))
+            b = b.transpose(0, 2, 1).reshape(k, nt * dim)
+        else:                     # tile n: rows b_addr + n*stride .. + k
+            b = _rows(self.spad, b_addr, (nt, k), (d["b_nt_stride"], 1))
+            b = b.transpose(1, 0, 2).reshape(k, nt * dim)
+        if nt > 1 and d["c_nt_stride"] < m:        # C tiles overlap: one after the other
+            for n in range(nt):
+                c0 = c_addr + n * d["c_nt_stride"]
+                c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
+                self.acc[c0:c0 + m] = ops._gemm(a, b[:, n * dim:(n + 1) * dim], c_init)
+            return
+        # Disjoint C tiles: all of them in one product, A times B's tiles side by side.
+        c = _rows(self.acc, c_addr, (nt, m), (d["c_nt_stride"], 1))            # (nt, m, dim)
+        c_init = c.transpose(1, 0, 2).reshape(m, nt * dim) if d["accumulate"] else None
+        c[...] = ops._gemm(a, b, c_init).reshape(m, nt, dim).transpose(1, 0, 2)
 
     # ------------------------------------------------------------------ vector unit
     def _vector(self, d):
@@ -243,11 +266,11 @@ class DeviceModel:
         residual = None
         if d["ops.add"]:
             residual = self.spad[d["res_addr"]:d["res_addr"] + rows]
-        y = ops.vector_epilogue(
+        # ops.vector_epilogue without its argument checks (the operands are valid by construction)
+        y = ops._vector_epilogue(
             self.acc[d["src_addr"]:d["src_addr"] + rows],
-            bias=self.acc[d["bias_addr"]] if d["ops.bias"] else None,
-            mult=self.acc[d["mult_addr"]], shift=shift, zero_point=zp,
-            relu=bool(d["ops.relu"]), residual=residual, maxred=bool(d["ops.maxred"]))
+            self.acc[d["bias_addr"]] if d["ops.bias"] else None, self.acc[d["mult_addr"]], shift,
+            zp, bool(d["ops.relu"]), residual, bool(d["ops.maxred"]))
         self.spad[d["dst_addr"]:d["dst_addr"] + out_rows] = y
 
     # ------------------------------------------------------------------ special-function unit

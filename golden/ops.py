@@ -38,6 +38,8 @@ SHIFT_MAX = 63
 
 #: Largest K handled by one float64 BLAS call (see the module docstring): K * 2^14 < 2^53.
 _K_CHUNK = 2**38
+#: Largest product (M * K * N multiply-adds) handed to BLAS in one call (see :func:`_gemm`).
+_BLAS_SERIAL = 2**18
 
 #: Widths of the DMA descriptor fields this model checks (``DmaCmd`` in ``hdl_gen/descriptor.py``).
 DMA_FIELD_BITS = {
@@ -134,7 +136,7 @@ def _shift_row(shift, channels):
 
 def _wrap32(v):
     """int64 array -> the int32 congruent to it mod 2^32 (|v| must be < 2^62)."""
-    return (((v + 2**31) & 0xFFFFFFFF) - 2**31).astype(np.int32)
+    return (v & 0xFFFFFFFF).astype(np.uint32).view(np.int32)   # two's complement of v mod 2^32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,11 +158,26 @@ def gemm(a, b, c_init=None):
         _array_arg("c_init", c_init, np.int32, (2,))
         if c_init.shape != (m, n):
             raise ValueError(f"c_init must have shape {(m, n)}, got {c_init.shape}")
-        acc = c_init.astype(np.int64)
-    else:
-        acc = np.zeros((m, n), dtype=np.int64)
+    return _gemm(a, b, c_init)
+
+
+def _gemm(a, b, c_init=None):
+    """:func:`gemm` without the argument checks (the device model's engines call it with operands
+    their command checks made valid)."""
+    (m, k), n = a.shape, b.shape[1]
+    acc = (c_init.astype(np.int64) if c_init is not None
+           else np.zeros((m, n), dtype=np.int64))
+    # Products of at most _BLAS_SERIAL multiply-adds: OpenBLAS runs larger ones on several
+    # threads, which at these sizes cost more than they bring (and wait for a core on a loaded
+    # machine). Any blocking gives the same exact result (module docstring).
+    cols = max(1, _BLAS_SERIAL // max(1, m * min(k, _K_CHUNK)))
     for k0 in range(0, k, _K_CHUNK):
-        part = a[:, k0:k0 + _K_CHUNK].astype(np.float64) @ b[k0:k0 + _K_CHUNK].astype(np.float64)
+        af = a[:, k0:k0 + _K_CHUNK].astype(np.float64)
+        bf = b[k0:k0 + _K_CHUNK].astype(np.float64)
+        part = af @ bf if cols >= n else np.concatenate(
+            [af @ bf[:, n0:n0 + cols] for n0 in range(0, n, cols)], axis=1)
+        if k <= _K_CHUNK:        # one chunk (every product the chip makes): one wrap at the end
+            return _wrap32(acc + part.astype(np.int64))
         acc = _wrap32(acc + part.astype(np.int64)).astype(np.int64)
     return _wrap32(acc)
 
@@ -173,7 +190,11 @@ def bias_add(acc, bias):
     """``wrap32(acc + bias[c])``; ``acc`` int32 ``(..., C)``, ``bias`` int32 ``(C,)``/``(1, C)``
     or an int32-range scalar."""
     _array_arg("acc", acc, np.int32)
-    b = _channel_row("bias", bias, acc.shape[-1], dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
+    return _bias_add(acc, _channel_row("bias", bias, acc.shape[-1], dtype=np.int32, lo=INT32_MIN,
+                                       hi=INT32_MAX))
+
+
+def _bias_add(acc, b):
     return _wrap32(acc.astype(np.int64) + b.astype(np.int64))
 
 
@@ -197,7 +218,11 @@ def requantize(x, mult, shift, zero_point):
     channels = x.shape[-1]
     zp = _int_arg("zero_point", zero_point, INT8_MIN, INT8_MAX)
     m = _channel_row("mult", mult, channels, dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
-    s = _shift_row(shift, channels)
+    return _requantize(x, m, _shift_row(shift, channels), zp)
+
+
+def _requantize(x, m, s, zp):
+    """:func:`requantize` of checked operands: ``m`` and ``s`` per-channel rows, ``zp`` an int."""
     p = x.astype(np.int64) * m.astype(np.int64)             # |p| <= 2^62: exact
     r = _round_shift(p, s)                                   # |r| <= 2^62: + zp cannot overflow
     return np.clip(r + zp, INT8_MIN, INT8_MAX).astype(np.int8)
@@ -206,7 +231,10 @@ def requantize(x, mult, shift, zero_point):
 def relu_q(y, zero_point):
     """Quantized ReLU: ``max(y, zero_point)`` on int8 ``y``."""
     _array_arg("y", y, np.int8)
-    zp = _int_arg("zero_point", zero_point, INT8_MIN, INT8_MAX)
+    return _relu_q(y, _int_arg("zero_point", zero_point, INT8_MIN, INT8_MAX))
+
+
+def _relu_q(y, zp):
     return np.maximum(y, np.int8(zp))
 
 
@@ -216,6 +244,10 @@ def add_sat(a, b):
     _array_arg("b", b, np.int8)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    return _add_sat(a, b)
+
+
+def _add_sat(a, b):
     return np.clip(a.astype(np.int16) + b.astype(np.int16), INT8_MIN, INT8_MAX).astype(np.int8)
 
 
@@ -241,23 +273,28 @@ def vector_epilogue(acc_rows, *, bias=None, mult, shift, zero_point, relu=False,
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{flag_name} must be a bool, got {flag!r}")
     zp = _int_arg("zero_point", zero_point, INT8_MIN, INT8_MAX)
-    _shift_row(shift, channels)
-    _channel_row("mult", mult, channels, dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
+    shift = _shift_row(shift, channels)
+    mult = _channel_row("mult", mult, channels, dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
     if bias is not None:
-        _channel_row("bias", bias, channels, dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
+        bias = _channel_row("bias", bias, channels, dtype=np.int32, lo=INT32_MIN, hi=INT32_MAX)
     if residual is not None:
         _array_arg("residual", residual, np.int8, (2,))
         if residual.shape != (rows, channels):
             raise ValueError(f"residual must have shape {(rows, channels)}, got {residual.shape}")
+    return _vector_epilogue(acc_rows, bias, mult, shift, zp, relu, residual, maxred)
 
-    x = bias_add(acc_rows, bias) if bias is not None else acc_rows
-    y = requantize(x, mult, shift, zp)
+
+def _vector_epilogue(acc_rows, bias, mult, shift, zp, relu, residual, maxred):
+    """:func:`vector_epilogue` of checked operands (``bias``, ``mult``, ``shift``: per-channel
+    rows, ``shift`` int64 in 0..63; ``zp`` an int; ``residual`` int8 ``(R, C)`` or None)."""
+    x = _bias_add(acc_rows, bias) if bias is not None else acc_rows
+    y = _requantize(x, mult, shift, zp)
     if relu:
-        y = relu_q(y, zp)
+        y = _relu_q(y, zp)
     if residual is not None:
-        y = add_sat(y, residual)
+        y = _add_sat(y, residual)
     if maxred:
-        y = max_reduce(y)
+        y = y.max(axis=0, keepdims=True)
     return y
 
 
@@ -305,10 +342,17 @@ def _dma_host_index(host_len, *, host_addr, host_row_stride, host_plane_stride, 
         raise ValueError(f"host bytes up to address {end - 1} (plane {v['planes'] - 1}, row "
                          f"{v['rows'] - 1}) fall outside the {host_len}-byte host memory "
                          f"(HOST_RANGE)")
-    starts = (v["host_addr"]
-              + np.arange(v["planes"], dtype=np.int64)[:, None] * v["host_plane_stride"]
-              + np.arange(v["rows"], dtype=np.int64)[None, :] * v["host_row_stride"])
-    return starts.reshape(-1, 1) + np.arange(v["row_bytes"], dtype=np.int64)[None, :]
+    return _dma_index(v["host_addr"], v["host_row_stride"], v["host_plane_stride"], v["row_bytes"],
+                      v["rows"], v["planes"])
+
+
+def _dma_index(host_addr, host_row_stride, host_plane_stride, row_bytes, rows, planes):
+    """The host byte index of every copied byte, int64 ``(planes*rows, row_bytes)`` (fields
+    checked)."""
+    starts = (host_addr
+              + np.arange(planes, dtype=np.int64)[:, None] * host_plane_stride
+              + np.arange(rows, dtype=np.int64)[None, :] * host_row_stride)
+    return starts.reshape(-1, 1) + np.arange(row_bytes, dtype=np.int64)[None, :]
 
 
 def dma_load(host, *, host_addr, host_row_stride, host_plane_stride, row_bytes, col_offset, rows,
@@ -329,8 +373,13 @@ def dma_load(host, *, host_addr, host_row_stride, host_plane_stride, row_bytes, 
                           host_plane_stride=host_plane_stride, row_bytes=row_bytes,
                           col_offset=col_offset, rows=rows, planes=planes,
                           local_row_bytes=local_row_bytes)
-    out = np.zeros((idx.shape[0], int(local_row_bytes)), dtype=np.uint8)
-    out[:, int(col_offset):int(col_offset) + int(row_bytes)] = mem[idx]
+    return _dma_gather(mem, idx, int(col_offset), int(local_row_bytes))
+
+
+def _dma_gather(mem, idx, col_offset, local_row_bytes):
+    """:func:`dma_load` of a checked index (:func:`_dma_index`)."""
+    out = np.zeros((idx.shape[0], local_row_bytes), dtype=np.uint8)
+    out[:, col_offset:col_offset + idx.shape[1]] = mem[idx]
     return out
 
 
@@ -357,13 +406,25 @@ def dma_store(host, local_rows, *, host_addr, host_row_stride, host_plane_stride
                          f"got shape {local_rows.shape}")
     data = local_rows[:, int(col_offset):int(col_offset) + int(row_bytes)]
     out = mem.copy()
-    # Fancy assignment does not define which of several writes to one index wins: keep the last
-    # write of each address explicitly (first occurrence in the reversed order).
-    flat_idx, flat_data = idx.ravel()[::-1], data.ravel()[::-1]
-    addrs, first = np.unique(flat_idx, return_index=True)
-    out[addrs] = flat_data[first]
+    _dma_scatter(out, idx, data)
     if isinstance(host, np.ndarray):
         return out
     if isinstance(host, bytes):
         return out.tobytes()
     return bytearray(out.tobytes())
+
+
+def _dma_scatter(mem, idx, data):
+    """Write ``data`` (``(n, row_bytes)``) at the host byte index ``idx`` (:func:`_dma_index`) of
+    ``mem`` in place, the later row winning where rows overlap."""
+    if idx.shape[1] == 0:
+        return
+    starts = np.sort(idx[:, 0])
+    if starts.size < 2 or (np.diff(starts) >= idx.shape[1]).all():
+        mem[idx] = data              # no byte written twice: any order gives the same result
+        return
+    # Fancy assignment does not define which of several writes to one index wins: keep the last
+    # write of each address explicitly (first occurrence in the reversed order).
+    flat_idx, flat_data = idx.ravel()[::-1], data.ravel()[::-1]
+    addrs, first = np.unique(flat_idx, return_index=True)
+    mem[addrs] = flat_data[first]

@@ -39,15 +39,22 @@ def encode(opcode, *, irq=False, tag=0, **fields):
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(DESCRIPTOR_WORDS)]
 
 
+#: (name, lsb, mask) of the word-0 fields and of each opcode's payload fields, for :func:`decode`
+_HEAD = tuple((name, lsb, (1 << width) - 1) for name, (lsb, width) in _d.DESCRIPTOR_FIELDS.items())
+_PAYLOAD = {op: tuple((name, lsb, (1 << width) - 1) for name, (lsb, width) in fields.items())
+            for op, fields in PAYLOAD_FIELDS.items()}
+_OPCODES = {int(op): op for op in Opcode}
+
+
 def decode(words):
     """Field dict of a descriptor given as its 8 words (opcode decoded to :class:`Opcode`)."""
     if len(words) != DESCRIPTOR_WORDS:
         raise ValueError(f"a descriptor is {DESCRIPTOR_WORDS} words, not {len(words)}")
-    value = sum((w & 0xFFFFFFFF) << (32 * i) for i, w in enumerate(words))
-    get = lambda lsb, width: (value >> lsb) & ((1 << width) - 1)
-    out = {name: get(*pos) for name, pos in _d.DESCRIPTOR_FIELDS.items()}
-    opcode = Opcode(out["opcode"]) if out["opcode"] in Opcode._value2member_map_ else out["opcode"]
-    out["opcode"] = opcode
-    for name, pos in PAYLOAD_FIELDS.get(opcode, {}).items():
-        out[name] = get(*pos)
+    value = 0
+    for i, w in enumerate(words):
+        value |= (w & 0xFFFFFFFF) << (32 * i)
+    out = {name: value >> lsb & mask for name, lsb, mask in _HEAD}
+    opcode = out["opcode"] = _OPCODES.get(out["opcode"], out["opcode"])
+    for name, lsb, mask in _PAYLOAD.get(opcode, ()):
+        out[name] = value >> lsb & mask
     return out

@@ -167,3 +167,91 @@ def test_gemm_equals_tile_by_tile_products():
         assert code == ErrorCode.OK
         np.testing.assert_array_equal(dev.acc, want, err_msg=str(d))
         done += 1
+
+
+def _gemm_reference(spad, acc, d, dim):
+    """GEMM through golden.ops.gemm, one C tile after the other, every operand gathered row by row
+    (the device model's strided views and one product for disjoint C tiles must equal it)."""
+    from golden import ops
+    acc = acc.copy()
+    m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
+    for h in range(d.get("batches_m1", 0) + 1):
+        a0, b0 = d["a_addr"] + h * d.get("a_batch_stride", 0), d["b_addr"] + h * d.get("b_batch_stride", 0)
+        c0 = d["c_addr"] + h * d.get("c_batch_stride", 0)
+        a = np.concatenate([spad[a0 + t * d["a_kt_stride"] + np.arange(m)] for t in range(kt)], axis=1)
+        for n in range(nt):
+            if d.get("b_transpose"):
+                b = np.concatenate([spad[b0 + t * d["b_nt_stride"] + n * dim + np.arange(dim)].T
+                                    for t in range(kt)], axis=0)
+            else:
+                b = spad[b0 + n * d["b_nt_stride"] + np.arange(kt * dim)]
+            c = c0 + n * d["c_nt_stride"]
+            acc[c:c + m] = ops.gemm(a, b, acc[c:c + m] if d["accumulate"] else None)
+    return acc
+
+
+def test_gemm_transposed_batched_equals_reference():
+    """Random GEMMs with B transposed or not, batches, zero and overlapping strides."""
+    rng = np.random.default_rng(12)
+    dev = DeviceModel(CAPS, host_bytes=1 << 12)
+    done = 0
+    while done < 150:
+        d = dict(m=int(rng.integers(1, 10)), k_tiles=int(rng.integers(1, 4)),
+                 n_tiles=int(rng.integers(1, 4)), a_addr=int(rng.integers(0, 30)),
+                 b_addr=int(rng.integers(0, 30)), c_addr=int(rng.integers(0, 30)),
+                 a_kt_stride=int(rng.integers(0, 12)), b_nt_stride=int(rng.integers(0, 16)),
+                 c_nt_stride=int(rng.integers(0, 12)), accumulate=int(rng.integers(0, 2)),
+                 b_transpose=int(rng.integers(0, 2)), batches_m1=int(rng.integers(0, 3)),
+                 a_batch_stride=int(rng.integers(0, 10)), b_batch_stride=int(rng.integers(0, 10)),
+                 c_batch_stride=int(rng.integers(0, 20)))
+        dev.spad[:] = rng.integers(-128, 128, dev.spad.shape, dtype=np.int8)
+        dev.acc[:] = rng.integers(-2**31, 2**31, dev.acc.shape, dtype=np.int64).astype(np.int32)
+        want = _gemm_reference(dev.spad, dev.acc, d, CAPS.dim)
+        code = dev.submit(encode(Opcode.GEMM, **d))
+        if code == ErrorCode.LOCAL_RANGE:
+            continue
+        assert code == ErrorCode.OK
+        np.testing.assert_array_equal(dev.acc, want, err_msg=str(d))
+        done += 1
+
+
+def test_dma_equals_reference_functions():
+    """Random DMA loads and stores (zero and overlapping strides, column offsets, both local
+    memories) equal golden.ops.dma_load / dma_store written into the local rows / host memory."""
+    from golden import ops
+    rng = np.random.default_rng(13)
+    dev = DeviceModel(CAPS, host_bytes=1 << 10)
+    done = 0
+    while done < 300:
+        acc = int(rng.integers(0, 2))
+        lrb = CAPS.dim * (4 if acc else 1)
+        rb = int(rng.integers(0, lrb + 1))
+        d = dict(host_addr=int(rng.integers(0, 600)), host_row_stride=int(rng.integers(0, 24)),
+                 host_plane_stride=int(rng.integers(0, 64)), row_bytes=rb,
+                 col_offset=int(rng.integers(0, lrb - rb + 1)), rows=int(rng.integers(1, 6)),
+                 planes=int(rng.integers(1, 4)), local_addr=int(rng.integers(0, 40)),
+                 local_row_stride=int(rng.integers(0, 4)), local_plane_stride=int(rng.integers(0, 12)),
+                 acc=acc)
+        op = (Opcode.DMA_LOAD, Opcode.DMA_STORE)[int(rng.integers(0, 2))]
+        dev.host[:] = rng.integers(0, 256, dev.host.size, dtype=np.uint8)
+        dev.spad[:] = rng.integers(-128, 128, dev.spad.shape, dtype=np.int8)
+        dev.acc[:] = rng.integers(-2**31, 2**31, dev.acc.shape, dtype=np.int64).astype(np.int32)
+        mem = dev.acc if acc else dev.spad
+        view = mem.copy().view(np.uint8).reshape(mem.shape[0], lrb)
+        host = dev.host.copy()
+        local = (d["local_addr"] + np.arange(d["planes"])[:, None] * d["local_plane_stride"]
+                 + np.arange(d["rows"])[None, :] * d["local_row_stride"]).ravel()
+        fields = {k: d[k] for k in ("host_addr", "host_row_stride", "host_plane_stride",
+                                    "row_bytes", "col_offset", "rows", "planes")}
+        code = dev.submit(encode(op, **d))
+        if code in (ErrorCode.LOCAL_RANGE, ErrorCode.AXI_DECERR):
+            continue
+        assert code == ErrorCode.OK, d
+        if op == Opcode.DMA_LOAD:
+            view[local] = ops.dma_load(host, local_row_bytes=lrb, **fields) if rb else 0
+        elif rb:
+            host = ops.dma_store(host, view[local], **fields)
+        np.testing.assert_array_equal(dev.host, host, err_msg=str(d))
+        np.testing.assert_array_equal(mem.view(np.uint8).reshape(mem.shape[0], lrb), view,
+                                      err_msg=str(d))
+        done += 1
