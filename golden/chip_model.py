@@ -143,10 +143,9 @@ import numpy as np
 
 from spec import mmio_registers as M
 from spec import registers as R
-from spec.commands import decode
 from spec.completion import RECORD_BYTES, pack_record, record_offset, unpack_record
 from spec.chip import CPL_DEPTH, EVENTS, INFLIGHT, PREFETCH, QUEUES, RETIRE_DEPTH
-from spec.descriptors import (COMMANDS, DESCRIPTOR_FIELDS, EVENT_FIELDS, LIST_ARGS, LIST_ENTRY_FIELDS,
+from spec.descriptors import (CPL_FIELDS, COMMANDS, DESCRIPTOR_FIELDS, DMA_FIELDS, EVENT_FIELDS, LIST_ARGS, LIST_ENTRY_FIELDS,
                               LIST_FIELDS, PATCH_FIELDS, Engine, ErrorCode, Opcode)
 from spec.firmware_image import DMEM_BASE, DMEM_BYTES, IMEM_BASE, IMEM_BYTES, FirmwareImage, FirmwareState
 
@@ -202,6 +201,15 @@ _PERF_Q_STALL = {a: q for q, a in enumerate(_per_queue("PERF_Q_EVENT_STALL"))}
 _DONE = tuple(_reg(f"DONE_{n}").addr for n in ENGINE_NAMES)
 _IRQ_DONE = tuple(getattr(R.IRQ_STATUS, f"{n}_DONE").mask for n in ENGINE_NAMES)
 _WATCHDOG = R.WATCHDOG.addr
+_Q_CTRL = _Q_CFG["Q_CTRL"]
+_Q_CPL_BASE = _Q_CFG["Q_CPL_BASE"]
+_Q_RING_SIZE = _Q_CFG["Q_RING_SIZE"]
+_LOG2_LSB, _LOG2_MASK = R.Q_RING_SIZE0.LOG2.lsb, (1 << R.Q_RING_SIZE0.LOG2.width) - 1
+_PERF_CTRL = R.PERF_CTRL.addr
+_IRQ_STATUS, _IRQ_ENABLE = R.IRQ_STATUS.addr, R.IRQ_ENABLE.addr
+_QUEUE_CPL_LSB, _QUEUE_ERROR_LSB = R.IRQ_STATUS.QUEUE_CPL.lsb, R.IRQ_STATUS.QUEUE_ERROR.lsb
+_WORK_MASK = M.WORK_MASK.addr
+_TIMER = M.TIMER.addr
 # Fields used every tick or register access, looked up once (a Register searches its fields).
 _QREADY, _HUNG, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "HUNG", "QRESET"))
 _WORK_TIMER = M.WORK.TIMER.mask
@@ -233,6 +241,19 @@ _RING, _ITEM, _END = range(3)
 _PATCHES_LSB, _PATCHES_W = LIST_ENTRY_FIELDS["patches"]
 _PATCHES_MASK = (1 << _PATCHES_W) - 1 << _PATCHES_LSB
 assert _PATCHES_LSB + _PATCHES_W <= 32, "the patch count is in word 0"
+
+
+_RECORD_FIELDS = tuple((CPL_FIELDS[n][0], (1 << CPL_FIELDS[n][1]) - 1) for n in
+                       ("index", "opcode", "status", "queue", "flags", "tag", "timestamp", "item"))
+
+
+def _pack_record(*values):
+    """``pack_record(index=, opcode=, status=, queue=, flags=, tag=, timestamp=, item=)`` with
+    the values in that order (the other record fields 0)."""
+    v = 0
+    for (lsb, mask), x in zip(_RECORD_FIELDS, values):
+        v |= (x & mask) << lsb
+    return v.to_bytes(RECORD_BYTES, "little")
 
 
 def _get(big, layout, name):
@@ -496,7 +517,8 @@ class ChipModel(ControlModel):
     @property
     def irq(self):
         """The chip's interrupt line: ``(IRQ_STATUS & IRQ_ENABLE) != 0``."""
-        return bool(self._host_regs[R.IRQ_STATUS.addr] & self._host_regs[R.IRQ_ENABLE.addr])
+        hr = self._host_regs
+        return bool(hr[_IRQ_STATUS] & hr[_IRQ_ENABLE])
 
     def read(self, reg):
         """Read a host CSR (a ``spec.registers`` Register or its address)."""
@@ -588,11 +610,14 @@ class ChipModel(ControlModel):
                     self._skip(k)
                     n += k
                     continue
-            if self.running:
-                n += iss.burst(max_steps - n, self, self._tick_full)
-            else:
-                self._tick()
+                # The tick is due: one step (the core held or asleep: it only counts the step),
+                # then the full tick, as burst() and _tick() would take it.
+                if self.running:
+                    iss.skip(1)
+                self._tick_full()
                 n += 1
+            else:
+                n += iss.burst(max_steps - n, self, self._tick_full)
             if until is not None and until():
                 break
         return n
@@ -696,7 +721,7 @@ class ChipModel(ControlModel):
             if q.resetting and q.acked and not q.window and not any(r.queue == i for r in self._cpl):
                 self._reset_done(i)
         self.now = now + 1
-        mask = self.regs.values[M.WORK_MASK.addr] & _MASKABLE
+        mask = self.regs.values[_WORK_MASK] & _MASKABLE
         self.iss.set_irq(bool(self._work() & ~mask))
         # Nothing this tick did leaves work for the next one but events and the issue unit's next
         # action (a queue whose reset completed has nothing to fetch or issue: P = F = C = 0).
@@ -712,9 +737,9 @@ class ChipModel(ControlModel):
             t = min(t, self._fetching[2])
         limit = self._host_regs[_WATCHDOG]
         for e in self.engines:
-            if e.current is not None and not e.frozen:
-                t = min(t, e.due)
-            if e.holds():
+            if e.current is not None and not e.frozen and e.due < t:
+                t = e.due
+            if e.issued > 0:          # e.holds()
                 # WORK.HUNG rises when now - since reaches the limit: the tick before sets irq.
                 hung = e.since + limit - 1
                 if hung >= now:
@@ -870,25 +895,35 @@ class ChipModel(ControlModel):
         if not n:
             return
         self._perf_at = self.now
-        if self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
+        if self._host_regs[_PERF_CTRL] & _FREEZE:
             return
         p = self._perf
         p[_PERF_CYCLES] = (p[_PERF_CYCLES] + n) & M32
+        depth = self.fifo_depth
         for e, busy, full in zip(self.engines, _PERF_BUSY, _PERF_FULL):
             if e.current is not None:
                 p[busy] = (p[busy] + n) & M32
-            if len(e.fifo) >= self.fifo_depth:
+            if len(e.fifo) >= depth:
                 p[full] = (p[full] + n) & M32
+        if not self.regs.values[_ISSUE] & _ISSUE_ENABLE:
+            return                    # no queue is waiting
+        hr, events = self._host_regs, self.events
         for i, q in enumerate(self.queues):
-            if self._waiting(i):
-                q.event_stall = (q.event_stall + n) & M32
+            f = q.fifo
+            # _waiting(i), inlined: a WAIT_EVENT head offered (_offered) and its event not reached
+            if f and f[0][2][0] == _WAIT and len(q.window) < INFLIGHT and not q.failed \
+                    and hr[_Q_CTRL[i]] & _ENABLE and not q.halted and not q.resetting:
+                _, event, value = f[0][2]
+                if (events[event] - value) & M32 >= 0x8000_0000:
+                    q.event_stall = (q.event_stall + n) & M32
 
     def _count_dma_bytes(self, e, words):
-        if e not in _PERF_BYTES or self._host_regs[R.PERF_CTRL.addr] & _FREEZE:
+        if e not in _PERF_BYTES or self._host_regs[_PERF_CTRL] & _FREEZE:
             return
-        d = decode(words)
+        big = _big(words)
         a = _PERF_BYTES[e]
-        self._perf[a] = (self._perf[a] + d["row_bytes"] * d["rows"] * d["planes"]) & M32
+        self._perf[a] = (self._perf[a] + _get(big, DMA_FIELDS, "row_bytes") * _get(big, DMA_FIELDS, "rows")
+                         * _get(big, DMA_FIELDS, "planes")) & M32
 
     def _perf_read(self, addr):
         """A PERF_* counter by host CSR address (0 for other addresses), up to this step."""
@@ -904,11 +939,11 @@ class ChipModel(ControlModel):
         return self._host_regs[_Q_CFG[name][q]]
 
     def _log2(self, q):
-        return R.Q_RING_SIZE0.LOG2.get(self._cfg("Q_RING_SIZE", q))
+        return self._host_regs[_Q_RING_SIZE[q]] >> _LOG2_LSB & _LOG2_MASK
 
     def _active(self, q):
         s = self.queues[q]
-        return bool(self._host_regs[_Q_CFG["Q_CTRL"][q]] & _ENABLE) and not s.halted and not s.resetting
+        return bool(self._host_regs[_Q_CTRL[q]] & _ENABLE) and not s.halted and not s.resetting
 
     def _q_status(self, q):
         s = self.queues[q]
@@ -922,7 +957,7 @@ class ChipModel(ControlModel):
         s = self.queues[q]
         if not s.halted:                # the first error is kept
             s.halted, s.error, s.error_index = True, int(code), index & M32
-        self._set_irq(R.IRQ_STATUS.QUEUE_ERROR, 1 << q)
+        self._host_regs[_IRQ_STATUS] |= 1 << (_QUEUE_ERROR_LSB + q)
 
     def _activate(self, q, was_active):
         """Check the configuration when the queue becomes active (docs/queues.md)."""
@@ -956,7 +991,8 @@ class ChipModel(ControlModel):
     def _can_fetch(self, q):
         s = self.queues[q]
         inflight = self._fetching is not None and self._fetching[0] == q
-        if not (len(s.fifo) + inflight < self.prefetch and self._active(q)):
+        if not (len(s.fifo) + inflight < self.prefetch and self._host_regs[_Q_CTRL[q]] & _ENABLE
+                and not s.halted and not s.resetting):
             return False
         if s.list is not None:
             return True             # every burst of a list waits for room, as a ring fetch does
@@ -971,9 +1007,12 @@ class ChipModel(ControlModel):
         return ring if s.list is None else s.list.next_read(ring)
 
     def _fetch_issue(self):
+        queues = self.queues
         for k in range(1, QUEUES + 1):
             q = (self._rr + k) % QUEUES
-            if self._can_fetch(q):
+            s = queues[q]
+            # (the cheap half of _can_fetch first: no fetch is in flight here)
+            if (s.producer != s.fetch or s.list is not None) and self._can_fetch(q):
                 self._rr = q
                 addr = self._read_addr(q)
                 due = self.now + self._delay(self.fetch_latency)
@@ -1066,10 +1105,11 @@ class ChipModel(ControlModel):
             if s.resetting and not s.acked:
                 v |= 1 << (_QRESET + q)
         limit = self._host_regs[_WATCHDOG]
+        now = self.now
         for e, eng in enumerate(self.engines):
-            if eng.holds() and self.now - eng.since >= limit:
+            if eng.issued > 0 and now - eng.since >= limit:       # eng.holds()
                 v |= 1 << (_HUNG + e)
-        if (self.now - self.regs.values[M.TIMER.addr]) & M32 < 0x8000_0000:
+        if (now - self.regs.values[_TIMER]) & M32 < 0x8000_0000:
             v |= _WORK_TIMER
         return v
 
@@ -1091,11 +1131,10 @@ class ChipModel(ControlModel):
     def _write_record(self, r):
         q = r.queue
         s = self.queues[q]
-        base = self._cfg("Q_CPL_BASE", q)
+        base = self._host_regs[_Q_CPL_BASE[q]]
         index = s.consumer
         rec_addr = base + record_offset(index, self._log2(q))
-        record = pack_record(index=index, opcode=r.opcode, status=r.status, queue=q, flags=r.flags,
-                             tag=r.tag, timestamp=r.timestamp, item=r.item)
+        record = _pack_record(index, r.opcode, r.status, q, r.flags, r.tag, r.timestamp, r.item)
         code = ErrorCode.BUS_TIMEOUT if s.cpl_dead else None     # the first failure
         for addr, data in (() if s.cpl_dead else
                            ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little")))):
@@ -1110,13 +1149,14 @@ class ChipModel(ControlModel):
             if addr + len(data) > self.host_bytes:
                 code = code or ErrorCode.AXI_DECERR
             else:
-                self.host_write(addr, data)
+                self.dev.host.data[addr:addr + len(data)] = data      # (host_write, for bytes)
         s.consumer = (index + 1) & M32
-        s.retired = (s.retired + 1) & M32 if not R.PERF_CTRL.FREEZE.get(self._host_regs[R.PERF_CTRL.addr]) else s.retired
+        if not self._host_regs[_PERF_CTRL] & _FREEZE:
+            s.retired = (s.retired + 1) & M32
         if code is not None:
             self._halt(q, code, index)
         if r.irq:
-            self._set_irq(R.IRQ_STATUS.QUEUE_CPL, 1 << q)
+            self._host_regs[_IRQ_STATUS] |= 1 << (_QUEUE_CPL_LSB + q)
         if r.halt:
             self._halt(q, r.status, index)
 
@@ -1152,8 +1192,9 @@ class ChipModel(ControlModel):
         """Queue q's head may act (or wake the firmware): the queue active with a head, ISSUE
         enabled, the queue not failed and room in its window."""
         s = self.queues[q]
-        return (bool(s.fifo) and len(s.window) < INFLIGHT and not s.failed and self._issue_enabled()
-                and self._active(q))
+        return (bool(s.fifo) and len(s.window) < INFLIGHT and not s.failed
+                and bool(self.regs.values[_ISSUE] & _ISSUE_ENABLE)
+                and bool(self._host_regs[_Q_CTRL[q]] & _ENABLE) and not s.halted and not s.resetting)
 
     def _event_reached(self, event, value):
         return (self.events[event] - value) & M32 < 0x8000_0000     # (int32)(EVENT - value) >= 0
@@ -1170,11 +1211,14 @@ class ChipModel(ControlModel):
         """Queue q's head acts if it can (docs/queues.md "Issue unit"); returns whether it can
         (with ``act`` False: only whether it could)."""
         s = self.queues[q]
-        if s.list_fail is not None and s.fifo and s.fifo[0][3] != _RING:
+        fifo = s.fifo
+        if s.list_fail is not None and fifo and fifo[0][3] != _RING:
             return self._drop_failed_list(q, act)
-        if not self._offered(q):
+        if not (fifo and len(s.window) < INFLIGHT and not s.failed         # _offered(q), inlined
+                and self.regs.values[_ISSUE] & _ISSUE_ENABLE
+                and self._host_regs[_Q_CTRL[q]] & _ENABLE and not s.halted and not s.resetting):
             return False
-        index, words, what, mark, pos = s.fifo[0]
+        index, words, what, mark, pos = fifo[0]
         kind = what[0]
         if kind == _FIRMWARE:
             return False
@@ -1201,7 +1245,7 @@ class ChipModel(ControlModel):
             return True
         if kind in (_BARRIER, _SIGNAL) and s.window:
             return False
-        if kind == _WAIT and not self._event_reached(what[1], what[2]):
+        if kind == _WAIT and (self.events[what[1]] - what[2]) & M32 >= 0x8000_0000:  # not reached
             return False
         if act:
             if kind == _SIGNAL:
@@ -1228,11 +1272,12 @@ class ChipModel(ControlModel):
 
     def _issue_one(self):
         """Stage 3: one head acts, round-robin over the queues."""
-        if not self._issue_enabled():
+        if not self.regs.values[_ISSUE] & _ISSUE_ENABLE:
             return False
+        queues = self.queues
         for k in range(1, QUEUES + 1):
             q = (self._rr_issue + k) % QUEUES
-            if self._issue(q):
+            if queues[q].fifo and self._issue(q):      # (no head: nothing to act)
                 self._rr_issue = q
                 return True
         return False

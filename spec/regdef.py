@@ -31,6 +31,13 @@ class Register:
     addr: int
     fields: tuple
 
+    def __post_init__(self):
+        # each field is also a plain attribute (``REG.FIELD``): no search through the fields on
+        # every access (the drivers and models read them in their inner loops)
+        for f in self.fields:
+            if not hasattr(type(self), f.name) and f.name not in ("name", "addr", "fields"):
+                object.__setattr__(self, f.name, f)
+
     def __getattr__(self, name):
         for f in self.fields:
             if f.name == name:
