@@ -57,7 +57,8 @@ def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=No
 
     ``layout`` (a ``passes.LAYOUTS`` name), ``bias_in_c`` (see ``passes.schedule``) and
     ``compute_queues`` (1 or 2, see ``passes.tile``) default to trying every combination (each
-    also with and without the first tile's ramp of short k-steps and the split last tile) and
+    also with and without the first tile's ramp of short k-steps, the split last tile and the
+    tiling that counts the pipeline's fill and drain, ``passes.tile``'s ``ends``) and
     keeping the program the cost model's simulation (``cost.simulate``) predicts fastest;
     ``forward=False`` turns off the on-chip forwarding of a layer's output to the next layer's A
     (see ``passes.schedule``)."""
@@ -69,13 +70,15 @@ def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=No
     verify_fused(fused, graph.inputs, consts)
     dumps["fused"] = dump_fused(name, fused, graph.outputs)
     best, error = None, None
-    shapes = [(lay, ramp, taper, nq) for lay in ([layout] if layout else list(LAYOUTS))
+    shapes = [(lay, ramp, taper, nq, ends) for lay in ([layout] if layout else list(LAYOUTS))
               for ramp in (True, False) for taper in (True, False)
-              for nq in ([compute_queues] if compute_queues else {max_compute_queues(caps), 1})]
+              for nq in ([compute_queues] if compute_queues else {max_compute_queues(caps), 1})
+              for ends in (False, True)]
     seen, tilings = set(), {}
-    for lay, ramp, taper, nq in shapes:
+    for lay, ramp, taper, nq, ends in shapes:
         try:
-            tiled = tile(fused, caps, lay, ramp=ramp, taper=taper, queues=nq, cache=tilings).verify()
+            tiled = tile(fused, caps, lay, ramp=ramp, taper=taper, queues=nq, cache=tilings,
+                         ends=ends).verify()
         except CompileError as e:
             error = error or e
             continue

@@ -242,11 +242,13 @@ def ramp(kc, kt, tm, ng, caps):
     return []
 
 
-def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
+def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False):
     """Predicted cycles of a GEMM tiled as (tm, kc, ng) on ``queues`` compute queues: the busiest
     of load / compute / epilogue+store / issue / completion records (the pipeline overlaps them), used by the
     tiling pass to choose tile sizes. On one compute queue every step leaves the SIGNAL -> WAIT
-    -> GEMM dispatch gap on it; on two the other queue's GEMM covers it."""
+    -> GEMM dispatch gap on it; on two the other queue's GEMM covers it. The program's ``first``
+    GEMM adds the pipeline fill (its first step's loads), the ``last`` the drain (its last tile's
+    epilogue and store); between layers the neighbours' work overlaps them."""
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     mtiles, ngroups, ksteps = ceil_div(m, tm), ceil_div(nt, ng), ceil_div(kt, kc)
@@ -263,4 +265,10 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1):
     per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + DMA_STORE_ROW) + 2 * step_gap
     control = steps * (3 * DISPATCH + 4 * EVENT_ISSUE) + tiles * (3 * DISPATCH + 4 * EVENT_ISSUE)
     records = (steps + tiles) * 7 * CPL_WRITE      # each step and tile: 3 engine commands + 4 events
-    return max(load, compute, tiles * per_tile, control, records) + 0.01 * (load + compute + control)
+    # what the pipeline cannot overlap: the first step's loads before any GEMM (the ramp's
+    # first step) and the last tile's epilogue and store after the last one
+    k1 = (ramp(kc, kt, tm, min(ng, nt), caps) or [min(kc, kt)])[0] if first else 0
+    fill = k1 * (tm + dim * min(ng, nt)) * row + 2 * DMA_SETUP * first
+    drain = last * (per_tile - 2 * step_gap)
+    return (max(load, compute, tiles * per_tile, control, records) + fill + drain
+            + 0.01 * (load + compute + control))

@@ -304,9 +304,6 @@ class Tile:
     n0: int
     n1: int
     steps: list = field(default_factory=list)
-    #: C starts from a DMA (zeros or the bias) and every step accumulates, so the steps may run
-    #: in any order (they alternate between two compute queues)
-    init_c: bool = False
     #: the heads ``[h0, h1)`` of an attention-scores tile (its n range is keys)
     h0: int = 0
     h1: int = 0
@@ -345,7 +342,7 @@ class TiledProgram:
         """Everything the schedule depends on besides the buffers: equal shapes over equal
         buffers schedule to the same program."""
         return (self.compute_queues, tuple(
-            (tg.tm, tg.kc, tg.ng, tuple((t.m0, t.m1, t.n0, t.n1, t.init_c,
+            (tg.tm, tg.kc, tg.ng, tuple((t.m0, t.m1, t.n0, t.n1,
                                          tuple((s.k0, s.k1) for s in t.steps)) for t in tg.tiles))
             for tg in self.gemms))
 
@@ -432,7 +429,7 @@ class TiledProgram:
                     lines.append(op("kaki.tile.load", [a, b], dict(
                         gemm=g.name, step=s.index, m=[t.m0, t.m1], k=[s.k0, s.k1], n=[t.n0, t.n1])))
                     lines.append(op("kaki.tile.gemm", [a, b, f"c{t.buf}"], dict(
-                        gemm=g.name, step=s.index, tile=t.index, accumulate=t.init_c or not s.first)))
+                        gemm=g.name, step=s.index, tile=t.index, accumulate=not s.first)))
                 ins = [f"c{t.buf}", tg.param_buf] + ([f"r{t.buf}"] if g.residual is not None else [])
                 lines.append(op("kaki.tile.epilogue", ins + [f"o{t.buf}"], dict(
                     gemm=g.name, tile=t.index, relu=g.relu, add=g.residual is not None,

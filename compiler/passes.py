@@ -250,7 +250,7 @@ def max_compute_queues(caps):
     return 2 if (caps.queues or 4) >= 4 and caps.acc_banks >= 2 else 1
 
 
-def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq, full_m=False):
+def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq, full_m=False, first=False, last=False):
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     best = None
@@ -259,18 +259,19 @@ def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq, full_m=False):
             tm = min(m, cap_a // kc, cap_o // ng, 0xFFFF)
             if tm < 1 or (full_m and tm < m):
                 continue
-            c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq)
+            c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq, first, last)
             if best is None or c < best[0]:
                 best = (c, tm, kc, ng)
     return best and best[1:]
 
 
-def choose_tiling(g, caps, bufs, nq, cache=None):
-    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost. ``cache``: a
-    dict shared by calls with the same arguments (compile_graph's variants)."""
+def choose_tiling(g, caps, bufs, nq, cache=None, first=False, last=False):
+    """(tm, kc, ng) for a GEMM: the fitting choice with the lowest predicted cost
+    (:func:`cost.tiling_cost`; ``first`` / ``last``: the program's first / last GEMM). ``cache``:
+    a dict shared by calls with the same arguments (compile_graph's variants)."""
     cap_a, cap_b = bufs["a0"].rows, bufs["b0"].rows
     cap_o = min(bufs["o0"].rows, bufs["r0"].rows, bufs["c0"].rows)
-    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq, g.maxred)
+    key = (g.m, g.k, g.n, caps, cap_a, cap_b, cap_o, nq, g.maxred, first, last)
     cache = {} if cache is None else cache
     if key not in cache:
         cache[key] = _best_tiling(*key)
@@ -313,10 +314,12 @@ def _rects(g, tm, ng, dim, taper):
     return rects
 
 
-def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache=None):
+def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache=None, ends=False):
     """Fused graph -> :class:`TiledProgram` (buffers planned, tiles and steps numbered).
     ``ramp``: the program's first tile starts with short, growing steps (:func:`cost.ramp`);
-    ``taper``: its last tile is split in two along N (:func:`_rects`); ``queues``: compute
+    ``taper``: its last tile is split in two along N (:func:`_rects`); ``ends``: the first
+    GEMM's tiling counts the pipeline fill, the last one's the drain (:func:`choose_tiling`);
+    ``queues``: compute
     queues to use (default :func:`max_compute_queues`; one saves the C-initialising DMAs, which
     matters only when the firmware's dispatch work, not the engines, sets the pace); ``cache``:
     see :func:`choose_tiling`."""
@@ -341,7 +344,8 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
             step += sum(len(t.steps) for t in tg.tiles)
             out.append(tg)
             continue
-        tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
+        tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache, first=ends and not out,
+                                   last=ends and g is layers[-1])
         tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base)
         for m0, m1, n0, n1 in _rects(g, tm, ng, dim, taper and g is gemms[-1]):
             t = Tile(tile_no, m0, m1, n0, n1)
@@ -353,8 +357,6 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
             for k0, k1 in zip(bounds, bounds[1:]):
                 t.steps.append(Step(step, k0, k1, k0 == 0, k1 == g.k))
                 step += 1
-            # steps on two queues may reach the GEMM engine in either order
-            t.init_c = nq > 1 and len(t.steps) > 1
             tg.tiles.append(t)
         out.append(tg)
     return TiledProgram(caps, bufs, out, nq)
@@ -409,8 +411,9 @@ def schedule(tiled, name, graph_inputs, graph_outputs, bias_in_c="auto", forward
     ``bias_in_c``: for a GEMM with per-tensor requantization (``mult``/``shift`` the same for
     every channel) and a bias, preload the bias into the C tile with one DMA so that one VECTOR
     covers the whole tile — ``True`` always, ``False`` never (one VECTOR per n-tile), ``"auto"``
-    when the VECTOR dispatches it saves cost more than the extra DMA. A tile whose C must start
-    from a DMA anyway (``Tile.init_c``) otherwise starts from zeros (one row a cycle).
+    when the VECTOR dispatches it saves cost more than the extra DMA. Otherwise a tile's first
+    step overwrites C, and its second step follows it on its compute queue (see
+    ``_Scheduler.pick_queue``), so the first reaches the in-order GEMM engine before every other.
 
     ``forward``: when a single-tile GEMM's A is the output of the single-tile GEMM just before
     it, its GEMMs read A straight from that GEMM's output buffer (the int8 n-tiles, ``mr`` rows
@@ -430,10 +433,6 @@ class _Layer:
         self.w_wait, self.a_wait = w_wait, a_wait   # EV_STORED values to wait for before W / A
         self.bias_c, self.uniform = bias_c, uniform
         self.first_step = tg.tiles[0].steps[0].index
-
-    def init_c(self, t):
-        """The tile's C starts from a DMA: the bias rows when ``bias_c``, else zeros."""
-        return t.init_c or self.bias_c
 
 
 class _Scheduler(SpecialScheduling, AttentionPartScheduling):
@@ -553,7 +552,7 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         if L.w_wait:
             em.wait(LOAD_Q, EV_STORED, L.w_wait, f"{g.name}: W stored")
             L.w_wait = 0
-        if s.first and L.init_c(t):      # before the operand buffers are free: while step s - 2 runs
+        if s.first and L.bias_c:      # before the operand buffers are free: while step s - 2 runs
             self.wait_epilogue(LOAD_Q, t.index - 2, f"{g.name}: c{t.buf} free")
             self.c_init(L, t)
         if s.index >= 2:                 # a{sb}/b{sb} are free once step s - 2 is done
@@ -590,20 +589,13 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
 
     def c_init(self, L, t):
         """C tile = the bias rows (one 3D DMA, ``host_row_stride = 0`` repeats the row over the
-        tile's rows, one plane per n-tile) or zeros: every GEMM step then accumulates."""
+        tile's rows, one plane per n-tile): every GEMM step then accumulates."""
         g, dim, mr = L.g, self.dim, t.rows
-        base = self.bufs[f"c{t.buf}"].base
-        if L.bias_c:
-            for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.params, 4 * t.n0),
-                               host_row_stride=0, rows=mr, cols=t.n1 - t.n0, elem_bytes=4,
-                               local_addr=base, local_plane_stride=mr, local_row_stride=1, dim=dim,
-                               acc=1):
-                self.em.add(LOAD_Q, c, f"{g.name}: bias into C tile {t.index}")
-        else:
-            self.em.add(LOAD_Q, Opcode.DMA_LOAD, f"{g.name}: zero C tile {t.index}", host_addr=0,
-                        host_row_stride=0, host_plane_stride=0, row_bytes=0, rows=mr,
-                        planes=ceil_div(t.n1 - t.n0, dim), local_addr=base, local_row_stride=1,
-                        local_plane_stride=mr, acc=1)
+        for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.params, 4 * t.n0),
+                           host_row_stride=0, rows=mr, cols=t.n1 - t.n0, elem_bytes=4,
+                           local_addr=self.bufs[f"c{t.buf}"].base, local_plane_stride=mr,
+                           local_row_stride=1, dim=dim, acc=1):
+            self.em.add(LOAD_Q, c, f"{g.name}: bias into C tile {t.index}")
 
     def param_load(self, L, j):
         """The layer's [bias; mult; shift] int32 rows (one 3D load: plane = n-tile, its 3 rows)
@@ -624,13 +616,19 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         """The event counting the computed steps of ``step``'s compute queue."""
         return EV_COMPUTED[self.cqs.index(self.queue_of[step])]
 
-    def pick_queue(self, L, s):
+    def pick_queue(self, L, t, s):
         """The other compute queue than step s - 1's, so one queue's SIGNAL never idles the
-        engine — except that a GEMM reading the previous layer's output on chip cannot start
-        before that layer's epilogue anyway: it follows it on the epilogue's queue."""
+        engine — except for a tile's second step when its first overwrites C (no bias in C): on
+        the first step's queue, it reaches the in-order GEMM engine after it (every later step
+        loads into a buffer freed by one of these two, so it does too), at the cost of one
+        SIGNAL -> WAIT -> dispatch gap per tile instead of a DMA zeroing C; and a GEMM reading
+        the previous layer's output on chip cannot start before that layer's epilogue anyway: it
+        follows it on the epilogue's queue."""
         if L.fwd_src is not None and s.index == L.first_step:
             return self.epi_queue[L.fwd_src.index]
         prev = self.queue_of.get(s.index - 1, self.cqs[-1])
+        if not L.bias_c and s.index == t.steps[0].index + 1:
+            return prev
         return self.cqs[(self.cqs.index(prev) + 1) % len(self.cqs)]
 
     def wait_epilogue(self, q, t, what):
@@ -642,8 +640,8 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
 
     def gemm(self, L, t, s):
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
-        q = self.queue_of[s.index] = self.pick_queue(L, s)
-        mr, init = t.rows, L.init_c(t)
+        q = self.queue_of[s.index] = self.pick_queue(L, t, s)
+        mr, init = t.rows, L.bias_c
         if s.first and not init:         # the GEMM overwrites c{tb}: tile t - 2's epilogue read it
             self.wait_epilogue(q, t.index - 2, f"{g.name}: c{t.buf} free")
         a_buf = bufs[f"a{s.buf}"].base

@@ -310,7 +310,7 @@ class SpecialScheduling:
     def special_compute(self, L, t, s):
         from .passes import EV_EPILOGUE, EV_LOADED
         em, g = self.em, L.g
-        q = self.queue_of[s.index] = self.pick_queue(L, s)
+        q = self.queue_of[s.index] = self.pick_queue(L, t, s)
         self.epi_queue[t.index] = q
         if g.kind == "attention":
             self.wait_epilogue(q, t.index - 2, f"{g.name}: c{t.buf} free")

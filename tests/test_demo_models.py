@@ -130,8 +130,8 @@ def test_predicted_serial_includes_dispatch(golden_runs):
     for name, (cm, meas) in golden_runs.items():
         r = S.analyse(cm, meas, 8)
         n_engine = r["engine_commands"]
-        assert r["predicted_serial"] == sum(cm.cycles) + n_engine * (
-            cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT)
+        run = sum(cm.cycles) + n_engine * (cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT)
+        assert run + cost.CPL_WRITE <= r["predicted_serial"] <= run + len(cm.cycles) * cost.CPL_WRITE
         assert r["predicted_serial"] >= r["predicted"], name
         for L in r["layers"]:
             assert L["predicted_serial"] >= L["predicted"], (name, L["layer"])

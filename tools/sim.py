@@ -99,10 +99,16 @@ def _dma_bytes(commands):
 def serial_cycles(commands, cycles):
     """Predicted cycles of ``commands`` run one at a time: engine cycles (``cycles``; an event
     command's are its issue cycles) plus, per engine command, the issue and the issue -> start
-    and done -> completion request latencies. Never below ``cost.simulate``'s overlapped run."""
+    and done -> completion request latencies; each command's completion record then goes
+    through the completion writer (``cost.CPL_WRITE`` cycles each, in order), whose last record
+    ends the run. Never below ``cost.simulate``'s overlapped run."""
     from compiler import cost
-    n_engine = sum(1 for c in commands if c.opcode in ENGINE)
-    return sum(cycles) + n_engine * (cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT)
+    lat = cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT
+    t = end = 0
+    for c, n in zip(commands, cycles):
+        t += n + (lat if c.opcode in ENGINE else 0)
+        end = max(end, t) + cost.CPL_WRITE
+    return end
 
 
 def analyse(cm, meas, dim):
