@@ -21,6 +21,8 @@ when the line is high it reads IRQ_STATUS, acknowledges exactly the bits it read
 them to their queues, so an interrupt for queue 1 wakes a waiter of queue 0 only for one check.
 """
 import contextlib
+import itertools
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,6 +279,9 @@ class Queue:
                                f"(each 8 words of 32 bits), got {type(descriptors).__name__}")
         descs = []
         for k, d in enumerate(descriptors):
+            if type(d) is list and len(d) == 8 and all(type(w) is int and 0 <= w <= M32 for w in d):
+                descs.append(list(d))          # the common case, as the checks below take it
+                continue
             try:
                 words = list(d)
                 if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool)
@@ -310,7 +315,7 @@ class Queue:
         while k < n:                         # contiguous runs of ring slots
             slot = (self.producer + k) % self.entries
             run = min(n - k, self.entries - slot)
-            data = b"".join(w.to_bytes(4, "little") for d in batch[k:k + run] for w in d)
+            data = struct.pack(f"<{8 * run}I", *itertools.chain.from_iterable(batch[k:k + run]))
             await b.host_write(self.ring + DESC_BYTES * slot, data)
             k += run
         self.producer = (self.producer + n) & M32

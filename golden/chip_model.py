@@ -209,6 +209,9 @@ _PERF_CTRL = R.PERF_CTRL.addr
 _IRQ_STATUS, _IRQ_ENABLE = R.IRQ_STATUS.addr, R.IRQ_ENABLE.addr
 _QUEUE_CPL_LSB, _QUEUE_ERROR_LSB = R.IRQ_STATUS.QUEUE_CPL.lsb, R.IRQ_STATUS.QUEUE_ERROR.lsb
 _WORK_MASK = M.WORK_MASK.addr
+#: host CSRs a write acts on (not only const and ro fields) -> the mask of the bits it stores
+_WRITABLE = {r.addr: sum(f.mask for f in r.fields if f.kind in ("rw", "wstrobe"))
+             for r in R.REGISTERS.values() if not {f.kind for f in r.fields} <= {"const", "ro"}}
 _TIMER = M.TIMER.addr
 # Fields used every tick or register access, looked up once (a Register searches its fields).
 _QREADY, _HUNG, _QRESET = (getattr(M.WORK, f).lsb for f in ("QREADY", "HUNG", "QRESET"))
@@ -530,18 +533,14 @@ class ChipModel(ControlModel):
         """Write a host CSR (a ``spec.registers`` Register or its address)."""
         addr = reg if isinstance(reg, int) else reg.addr
         value = int(value) & M32
-        if addr not in self._host_regs:
-            return
-        r = self._regs_by_addr[addr]
-        kinds = {f.kind for f in r.fields}
-        if kinds <= {"const", "ro"}:
+        mask = _WRITABLE.get(addr)
+        if mask is None:                                   # no register, or read-only
             return
         self._changing()
         old = self._host_regs[addr]
-        if addr == R.IRQ_STATUS.addr:                      # W1C
+        if addr == _IRQ_STATUS:                            # W1C
             self._host_regs[addr] &= ~value
         else:                                              # pulse fields are not stored: read 0
-            mask = sum(f.mask for f in r.fields if f.kind in ("rw", "wstrobe"))
             self._host_regs[addr] = (old & ~mask) | (value & mask)
         fn = self._wr.get(addr)
         if fn is not None:
@@ -760,7 +759,6 @@ class ChipModel(ControlModel):
     # ------------------------------------------------------------------ host register map
     def _build_host_map(self):
         c = self.caps
-        self._regs_by_addr = {r.addr: r for r in R.REGISTERS.values()}
         hr = self._host_regs
         hr[R.CAP_ARRAY.addr] = R.CAP_ARRAY.ROWS.put(c.dim) | R.CAP_ARRAY.COLS.put(c.dim)
         hr[R.CAP_SPAD.addr] = R.CAP_SPAD.BANKS.put(c.spad_banks) | R.CAP_SPAD.BANK_ROWS.put(c.spad_bank_rows)

@@ -36,6 +36,10 @@ class _Fault(Exception):
         self.code = code
 
 
+#: engine opcode -> the name of its method (``_dma_load``, ...)
+_HANDLER_NAMES = {op: f"_{op.name.lower()}" for op in Opcode}
+
+
 def _rows(mem, base, counts, strides):
     """A view of rows ``base + sum(i_j * strides[j])`` of ``mem`` (rows of a 2-D memory) for
     ``i_j`` in ``range(counts[j])``: shape ``(*counts, row length)``. The caller checked that the
@@ -131,7 +135,8 @@ class DeviceModel:
 
     def _handler(self, opcode):
         """The method executing an engine opcode: ``_<name in lower case>`` (``_dma_load``, ...)."""
-        handler = getattr(self, f"_{opcode.name.lower()}", None)
+        name = _HANDLER_NAMES.get(opcode) or f"_{opcode.name.lower()}"
+        handler = getattr(self, name, None)
         if handler is None:
             raise NotImplementedError(f"golden.device_model has no _{opcode.name.lower()} for {opcode.name}")
         return handler
@@ -143,6 +148,14 @@ class DeviceModel:
     # ------------------------------------------------------------------ DMA
     def _dma_rows(self, d):
         """Validate a DMA; return (local memory as bytes view, local row indices, row bytes)."""
+        view, row_bytes_local = self._dma_check(d)
+        p = np.arange(d["planes"])[:, None]
+        r = np.arange(d["rows"])[None, :]
+        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
+        return view, local, row_bytes_local
+
+    def _dma_check(self, d):
+        """Validate a DMA; return (local memory as bytes view, row bytes)."""
         acc = bool(d["acc"])
         mem = self.acc if acc else self.spad
         row_bytes_local = self.caps.dim * (4 if acc else 1)
@@ -167,10 +180,7 @@ class DeviceModel:
                 raise _Fault(ErrorCode.BUS_TIMEOUT)
             if last >= self.host_bytes:
                 raise _Fault(ErrorCode.AXI_DECERR)
-        p = np.arange(d["planes"])[:, None]
-        r = np.arange(d["rows"])[None, :]
-        local = (d["local_addr"] + p * d["local_plane_stride"] + r * d["local_row_stride"]).ravel()
-        return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), local, row_bytes_local
+        return mem.view(np.uint8).reshape(mem.shape[0], row_bytes_local), row_bytes_local
 
     @staticmethod
     def _host_rows(d):
@@ -186,20 +196,48 @@ class DeviceModel:
         return ops._dma_index(d["host_addr"], d["host_row_stride"], d["host_plane_stride"],
                               d["row_bytes"], d["rows"], d["planes"])
 
+    def _host_view(self, d):
+        """The host bytes of a checked DMA command, ``(planes, rows, row_bytes)``, as a view."""
+        return as_strided(self.host[d["host_addr"]:], shape=(d["planes"], d["rows"], d["row_bytes"]),
+                          strides=(d["host_plane_stride"], d["host_row_stride"], 1))
+
     def _dma_load(self, d):
-        view, local, lrb = self._dma_rows(d)
-        if d["row_bytes"] == 0:
-            view[local] = 0
+        rows, planes, lrs, lps = d["rows"], d["planes"], d["local_row_stride"], d["local_plane_stride"]
+        if (rows > 1 and not lrs) or (planes > 1 and lps < (rows - 1) * lrs + 1):
+            # local rows written more than once: row by row in (plane, row) order, as the
+            # reference functions go
+            view, local, lrb = self._dma_rows(d)
+            if d["row_bytes"] == 0:
+                view[local] = 0
+                return
+            view[local] = ops._dma_gather(self.host, self._dma_index(d), d["col_offset"], lrb)
             return
-        view[local] = ops._dma_gather(self.host, self._dma_index(d), d["col_offset"], lrb)
+        view, _ = self._dma_check(d)
+        dst = _rows(view, d["local_addr"], (planes, rows), (lps, lrs))    # distinct rows
+        rb, c = d["row_bytes"], d["col_offset"]
+        if rb == 0:
+            dst[...] = 0
+            return
+        dst[..., :c] = 0
+        dst[..., c:c + rb] = self._host_view(d)
+        dst[..., c + rb:] = 0
 
     def _dma_store(self, d):
-        view, local, _ = self._dma_rows(d)
-        if d["row_bytes"] == 0:
+        view, _ = self._dma_check(d)
+        rb, c = d["row_bytes"], d["col_offset"]
+        if rb == 0:
             return
-        c = d["col_offset"]
-        # in place: ops.dma_store's result without copying host memory
-        ops._dma_scatter(self.host, self._dma_index(d), view[local][:, c:c + d["row_bytes"]])
+        rows, planes, hrs, hps = d["rows"], d["planes"], d["host_row_stride"], d["host_plane_stride"]
+        src = _rows(view, d["local_addr"], (planes, rows), (d["local_plane_stride"],
+                                                            d["local_row_stride"]))[..., c:c + rb]
+        disjoint = (rows == 1 or hrs >= rb) and (planes == 1 or hps >= (rows - 1) * hrs + rb)
+        if not disjoint:
+            starts = np.sort((np.arange(planes)[:, None] * hps + np.arange(rows) * hrs).ravel())
+            disjoint = bool((np.diff(starts) >= rb).all())
+        if disjoint:                  # no host byte written twice: in place through a view
+            self._host_view(d)[...] = src
+        else:                         # ops.dma_store's result (the later row wins), in place
+            ops._dma_scatter(self.host, self._dma_index(d), src.reshape(-1, rb))
 
     # ------------------------------------------------------------------ GEMM
     def _gemm(self, d):

@@ -30,12 +30,16 @@ def encode(opcode, *, irq=False, tag=0, **fields):
     value = put_field(value, _d.DESCRIPTOR_FIELDS, "flags.irq", int(bool(irq)))
     value = put_field(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
     for name, v in fields.items():
-        if name not in layout:
+        pos = layout.get(name)
+        if pos is None:
             raise ValueError(f"{opcode.name} descriptor has no field {name!r}; "
                              f"fields: {sorted(layout)}")
         if name == "zero_point" and isinstance(v, int) and -128 <= v < 0:
             v &= 0xFF
-        value = put_field(value, layout, name, v)
+        if isinstance(v, int) and 0 <= v < (1 << pos[1]):
+            value |= v << pos[0]                  # (put_field, without the call)
+        else:
+            value = put_field(value, layout, name, v)         # raises the ValueError
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(DESCRIPTOR_WORDS)]
 
 
