@@ -15,7 +15,6 @@ which only mean something in a queue (the firmware runs them; the hardware dispa
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from spec import chip, commands
 from spec.descriptors import COMMANDS, DMA_FIELDS, ErrorCode, Opcode
@@ -44,10 +43,9 @@ def _rows(mem, base, counts, strides):
     """A view of rows ``base + sum(i_j * strides[j])`` of ``mem`` (rows of a 2-D memory) for
     ``i_j`` in ``range(counts[j])``: shape ``(*counts, row length)``. The caller checked that the
     rows are inside ``mem``; a view with overlapping rows is only read."""
-    view = mem[base:]
-    rs = view.strides[0]
-    return as_strided(view, shape=(*counts, mem.shape[1]),
-                      strides=(*(s * rs for s in strides), view.strides[1]))
+    rs, es = mem.strides
+    return np.ndarray((*counts, mem.shape[1]), mem.dtype, mem, base * rs,
+                      (*(s * rs for s in strides), es))
 
 
 def _signed32(row):
@@ -198,8 +196,8 @@ class DeviceModel:
 
     def _host_view(self, d):
         """The host bytes of a checked DMA command, ``(planes, rows, row_bytes)``, as a view."""
-        return as_strided(self.host[d["host_addr"]:], shape=(d["planes"], d["rows"], d["row_bytes"]),
-                          strides=(d["host_plane_stride"], d["host_row_stride"], 1))
+        return np.ndarray((d["planes"], d["rows"], d["row_bytes"]), np.uint8, self.host,
+                          d["host_addr"], (d["host_plane_stride"], d["host_row_stride"], 1))
 
     def _dma_load(self, d):
         rows, planes, lrs, lps = d["rows"], d["planes"], d["local_row_stride"], d["local_plane_stride"]
