@@ -98,6 +98,21 @@ So step counts, TIMESTAMP reads, record timestamps and every register and memory
 of stepping (tests/test_chip_model.py runs the queue scenarios both ways and compares them, down
 to the step of every firmware MMIO access).
 
+**Where the time goes** (``make bench``'s golden figures, docs/bench.md). With the issue unit
+dispatching engine commands the firmware sleeps through a compiled program (it retires 132
+instructions in the ~1,700 steps of the 256³ GEMM program's ``Device.run``, as many in an
+attention block's), so the ISS costs a few per cent and a faster executor for it
+(a QEMU-based emulator such as ``unicorn``) would gain nothing measurable: the Python ISS stays
+the one executor, also the commit-trace reference. The rest is shared by the full ticks (~600 for
+the 256³ program, ~1,300 for a d_model 128 x seq 128 attention block: one per event or stage
+action, each a few tens of microseconds of Python), the engines' NumPy arithmetic
+(:class:`golden.device_model.DeviceModel` computes on strided views of its memories with the
+:mod:`golden.ops` kernels minus their argument checks: one BLAS product per GEMM command, DMA
+through views, in place) and the driver. What keeps a full tick short: register addresses and
+fields looked up once at import, the issue unit's head tests inlined, a held or sleeping core's due
+tick taken without an ISS burst; ``GoldenBackend`` yields to the event loop only when another
+task is ready.
+
 Model choices where docs/queues.md leaves room (as hdl_gen/queue_controller.py resolves them,
 or, for the issue unit, as hdl_gen/issue_unit.py is expected to):
 
