@@ -735,11 +735,35 @@ class ChipModel(ControlModel):
             if q.resetting and q.acked and not q.window and not any(r.queue == i for r in self._cpl):
                 self._reset_done(i)
         self.now = now + 1
-        mask = self.regs.values[_WORK_MASK] & _MASKABLE
-        self.iss.set_irq(bool(self._work() & ~mask))
+        self._end_tick(acted)
+
+    def _end_tick(self, acted):
+        """The end of a full tick: the core's interrupt input (``_work``, inlined, masked) and the
+        next step whose tick must be a full one: the next step if the issue unit acted, else
+        :meth:`_next_event` (verif/model_time.py's ``stepped`` replaces it)."""
+        now = self.now
+        values, hr = self.regs.values, self._host_regs
+        mask = values[_WORK_MASK] & _MASKABLE
+        v = 0
+        issue_on = values[_ISSUE] & _ISSUE_ENABLE
+        for q, s in enumerate(self.queues):
+            f = s.fifo
+            if (f and f[0][2][0] == _FIRMWARE and issue_on and len(s.window) < INFLIGHT   # _offered
+                    and not s.failed and hr[_Q_CTRL[q]] & _ENABLE and not s.halted
+                    and not s.resetting):
+                v |= 1 << (_QREADY + q)
+            if s.resetting and not s.acked:
+                v |= 1 << (_QRESET + q)
+        limit = hr[_WATCHDOG]
+        for e, eng in enumerate(self.engines):
+            if eng.issued > 0 and now - eng.since >= limit:       # eng.holds()
+                v |= 1 << (_HUNG + e)
+        if (now - values[_TIMER]) & M32 < 0x8000_0000:
+            v |= _WORK_TIMER
+        self.iss.set_irq(bool(v & ~mask))
         # Nothing this tick did leaves work for the next one but events and the issue unit's next
         # action (a queue whose reset completed has nothing to fetch or issue: P = F = C = 0).
-        self.deadline = self.now if acted else self._next_event(not mask & _TIMER_MASKED)
+        self.deadline = now if acted else self._next_event(not mask & _TIMER_MASKED)
 
     def _next_event(self, timer_on):
         """The first step whose tick has something due (_NEVER if none)."""
@@ -1287,10 +1311,22 @@ class ChipModel(ControlModel):
         """Stage 3: one head acts, round-robin over the queues."""
         if not self.regs.values[_ISSUE] & _ISSUE_ENABLE:
             return False
-        queues = self.queues
+        queues, engines, events, depth = self.queues, self.engines, self.events, self.fifo_depth
         for k in range(1, QUEUES + 1):
             q = (self._rr_issue + k) % QUEUES
-            if queues[q].fifo and self._issue(q):      # (no head: nothing to act)
+            s = queues[q]
+            if not s.fifo:
+                continue                               # no head: nothing to act
+            what = s.fifo[0][2]
+            kind = what[0]
+            # Heads that cannot act whether or not the queue is offered (_issue would say no);
+            # a failed list's items and end go through _issue.
+            if s.list_fail is None and (
+                    kind == _FIRMWARE
+                    or kind == _ENGINE and engines[what[1]].issued >= depth
+                    or kind == _WAIT and (events[what[1]] - what[2]) & M32 >= 0x8000_0000):
+                continue
+            if self._issue(q):
                 self._rr_issue = q
                 return True
         return False
