@@ -85,7 +85,17 @@ def regress_enabled():
     return os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 
 
+#: test files whose tests build a simulator, run a solver or synthesize: run first, so the
+#: quick tests fill the end of a parallel run instead of one long test keeping a worker alone
+HEAVY_FILES = ("test_formal.py", "test_synth.py", "test_generated.py", "test_lint.py")
+
+
+def _heavy(item):
+    return item.get_closest_marker("sim") is not None or item.path.name in HEAVY_FILES
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not _heavy(item))        # stable: file order otherwise
     if not regress_enabled():
         slow = pytest.mark.skip(reason="long-running: make regress (KAKI_REGRESS=1) only")
         for item in items:

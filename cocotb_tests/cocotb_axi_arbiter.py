@@ -136,7 +136,7 @@ async def t_random_concurrent(dut):
     await tb.reset()
     rr = tb.start_monitor()
     # make regress: 200 operations per worker
-    ops = 200 if os.environ.get("KAKI_REGRESS", "0") not in ("", "0") else 40
+    ops = 200 if os.environ.get("KAKI_REGRESS", "0") not in ("", "0") else 20
     workers_per_mgr, region = 3, 8192
     init = bytes(rng.getrandbits(8) for _ in range(RAM_SIZE))
     tb.ram.write(0, init)
