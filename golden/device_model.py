@@ -274,12 +274,13 @@ class DeviceModel:
             for n in range(nt):
                 c0 = c_addr + n * d["c_nt_stride"]
                 c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
-                self.acc[c0:c0 + m] = ops._gemm(a, b[:, n * dim:(n + 1) * dim], c_init)
+                self.acc[c0:c0 + m] = ops._gemm(a, b[:, n * dim:(n + 1) * dim], c_init,
+                                                serial=True)
             return
         # Disjoint C tiles: all of them in one product, A times B's tiles side by side.
         c = _rows(self.acc, c_addr, (nt, m), (d["c_nt_stride"], 1))            # (nt, m, dim)
         c_init = c.transpose(1, 0, 2).reshape(m, nt * dim) if d["accumulate"] else None
-        c[...] = ops._gemm(a, b, c_init).reshape(m, nt, dim).transpose(1, 0, 2)
+        c[...] = ops._gemm(a, b, c_init, serial=True).reshape(m, nt, dim).transpose(1, 0, 2)
 
     # ------------------------------------------------------------------ vector unit
     def _vector(self, d):

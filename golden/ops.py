@@ -38,7 +38,8 @@ SHIFT_MAX = 63
 
 #: Largest K handled by one float64 BLAS call (see the module docstring): K * 2^14 < 2^53.
 _K_CHUNK = 2**38
-#: Largest product (M * K * N multiply-adds) handed to BLAS in one call (see :func:`_gemm`).
+#: Largest product (M * K * N multiply-adds) an engine hands to BLAS in one call (``_gemm``'s
+#: ``serial``).
 _BLAS_SERIAL = 2**18
 
 #: Widths of the DMA descriptor fields this model checks (``DmaCmd`` in ``hdl_gen/descriptor.py``).
@@ -167,16 +168,16 @@ def gemm(a, b, c_init=None):
     return _gemm(a, b, c_init)
 
 
-def _gemm(a, b, c_init=None):
+def _gemm(a, b, c_init=None, serial=False):
     """:func:`gemm` without the argument checks (the device model's engines call it with operands
-    their command checks made valid)."""
+    their command checks made valid). ``serial``: B's columns in blocks of products of about
+    _BLAS_SERIAL multiply-adds (at least 8 columns): OpenBLAS runs larger ones on several threads,
+    which at an engine command's sizes cost more than they bring (and wait for a core on a loaded
+    machine). Any blocking gives the same exact result (module docstring)."""
     (m, k), n = a.shape, b.shape[1]
     acc = (c_init.astype(np.int64) if c_init is not None
            else np.zeros((m, n), dtype=np.int64))
-    # Products of at most _BLAS_SERIAL multiply-adds: OpenBLAS runs larger ones on several
-    # threads, which at these sizes cost more than they bring (and wait for a core on a loaded
-    # machine). Any blocking gives the same exact result (module docstring).
-    cols = max(1, _BLAS_SERIAL // max(1, m * min(k, _K_CHUNK)))
+    cols = max(8, _BLAS_SERIAL // max(1, m * min(k, _K_CHUNK))) if serial else n
     for k0 in range(0, k, _K_CHUNK):
         af = a[:, k0:k0 + _K_CHUNK].astype(np.float64)
         bf = b[k0:k0 + _K_CHUNK].astype(np.float64)
