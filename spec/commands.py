@@ -24,11 +24,18 @@ def encode(opcode, *, irq=False, tag=0, **fields):
     Signed fields (``zero_point``) take their two's complement value. Raises ValueError naming
     the field for unknown names or values that do not fit.
     """
-    opcode = Opcode(opcode)
+    try:
+        op = _OPCODES.get(opcode)
+    except TypeError:                             # unhashable: Opcode() says what is wrong
+        op = None
+    opcode = Opcode(opcode) if op is None else op
     layout = PAYLOAD_FIELDS[opcode]
-    value = put_field(0, _d.DESCRIPTOR_FIELDS, "opcode", int(opcode))
-    value = put_field(value, _d.DESCRIPTOR_FIELDS, "flags.irq", int(bool(irq)))
-    value = put_field(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
+    # word 0: the opcode and the irq flag always fit; the tag as put_field takes it
+    value = int(opcode) << _OPCODE_LSB | int(bool(irq)) << _IRQ_LSB
+    if isinstance(tag, int) and 0 <= tag < 1 << _TAG_WIDTH:
+        value |= tag << _TAG_LSB
+    else:
+        value = put_field(value, _d.DESCRIPTOR_FIELDS, "tag", tag)
     for name, v in fields.items():
         pos = layout.get(name)
         if pos is None:
@@ -48,6 +55,9 @@ _HEAD = tuple((name, lsb, (1 << width) - 1) for name, (lsb, width) in _d.DESCRIP
 _PAYLOAD = {op: tuple((name, lsb, (1 << width) - 1) for name, (lsb, width) in fields.items())
             for op, fields in PAYLOAD_FIELDS.items()}
 _OPCODES = {int(op): op for op in Opcode}
+_OPCODE_LSB = _d.DESCRIPTOR_FIELDS["opcode"][0]
+_IRQ_LSB = _d.DESCRIPTOR_FIELDS["flags.irq"][0]
+_TAG_LSB, _TAG_WIDTH = _d.DESCRIPTOR_FIELDS["tag"]
 
 
 def decode(words):
