@@ -1,8 +1,12 @@
 """Cost model: predicted engine cycles per command, from the capabilities.
 
-* DMA (load or store): ``DMA_SETUP`` plus, per row (``planes * rows``), ``DMA_LOAD_ROW`` +
-  ``DMA_LOAD_BEAT`` per bus beat (``ceil(row_bytes / dma_data_bytes)``, at least one) for a
-  load, ``max(DMA_STORE_ROW, beats)`` for a store — calibrated on make sim's PERF counters.
+* DMA (load or store): ``DMA_SETUP`` plus ``DMA_BEAT`` per bus beat: a host row of
+  ``row_bytes`` starting at byte ``a`` touches ``ceil((a % dma_data_bytes + row_bytes) /
+  dma_data_bytes)`` beats (the DMA reads and writes whole beats from the row's address rounded
+  down, hdl_gen/dma_engine.py), so a row that is not beat-aligned costs a beat more
+  (:func:`dma_beats`, from the command's host offset and strides); zero rows (``row_bytes =
+  0``) one cycle each. Fitted on ``make bench``'s cost-model runs (PERF_DMA_*_BUSY of the random
+  graph family of seed ``verif.graph_family.FIT_SEED``).
 * GEMM: ``GEMM_SETUP + batches * n_tiles * k_tiles * (m + dim) + 2 * dim + MEM_READ_LATENCY -
   1`` — per (k, n) tile of every batch item ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
   (docs/architecture.md, "GEMM dataflow"), plus the array fill/drain and the scratchpad's read
@@ -23,15 +27,18 @@ engines, and the completion writer (``CPL_WRITE`` cycles per record, in request 
 :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the busiest engine, the issue
 unit or the completion writer).
 """
+import math
+
 from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LANES,
                        SFU_LUT_ENTRIES, SFU_SQRT_CYCLES, SFU_STAGES, VEC_PIPELINE_LATENCY)
 from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost", "ramp"]
+__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost", "ramp",
+           "dma_beats"]
 
-DMA_SETUP = 17                  # fitted; one more since the DMA checks a command in three cycles
+DMA_SETUP = 17                  # a DMA command's fixed cycles (fitted, with DMA_BEAT below)
 GEMM_SETUP = 2
 VEC_SETUP = 3 + MEM_READ_LATENCY        # accept, check, shift check; the last parameter's read
 VEC_PIPE = VEC_PIPELINE_LATENCY + 1
@@ -43,22 +50,63 @@ EVENT_ISSUE = 1
 CPL_WRITE = 16
 
 
-#: measured DMA rates (least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY over the
-#: make sim models at dims 4, 8 and 16, host latency 1; within ~5%): a load costs ~0.82 cycles
-#: per bus beat plus a per-row part (one AXI burst each), 0.43 with 4 bursts in flight and 0.23
-#: since the load channel keeps 8 (KakiConfig.dma_outstanding; refitted on make bench's 8x8
-#: decode runs: 1.05 cycles per one-beat row at host latency 2); a store max(1.5 per row, 1 per
-#: beat)
-DMA_LOAD_ROW, DMA_LOAD_BEAT, DMA_STORE_ROW = 0.23, 0.82, 1.5
+#: DMA cycles: DMA_SETUP per command and one cycle per bus beat (the R or W channel moves a
+#: beat a cycle). Least-squares fit of PERF_DMA_LOAD_BUSY / PERF_DMA_STORE_BUSY per graph over
+#: make bench's cost-model family of seed verif.graph_family.FIT_SEED (24 graphs, 8x8, host
+#: latency 2, 8 bursts in flight; not the validation family): loads 17.9 + 1.000 per beat,
+#: stores 17.1 + 1.007 per beat, median error 0.3 % and 0.4 % (a few graphs' counters run
+#: higher, up to 3.6x for one conv's stores: not explained yet, and never on the critical path
+#: there); make bench's decode runs (aligned one-beat rows) measure 1.02-1.05 per beat. The
+#: model before (per row 0.23 + 0.82 per ``ceil(row_bytes / bus)`` beats for loads, max(1.5,
+#: beats) for stores) missed the extra beat of an unaligned row -- most rows of a matrix whose
+#: width is not a multiple of 8 -- and predicted the family's DMA busy time 32-41 % low.
+DMA_BEAT = 1.0
 
 
-def dma_cycles(rows, planes, row_bytes, caps, store=False):
-    n, beats = planes * rows, planes * rows * max(1, ceil_div(row_bytes, caps.dma_data_bytes))
+def _residues(start, stride, n, bus):
+    """{r: how many of ``start + i * stride`` (0 <= i < n) are r modulo ``bus``}; the sequence
+    repeats every ``bus / gcd(stride, bus)`` terms."""
+    period = bus // math.gcd(stride % bus, bus)
+    full, rem = divmod(n, period)
+    out = {}
+    for i in range(min(period, n)):
+        r = (start + i * stride) % bus
+        out[r] = out.get(r, 0) + full + (i < rem)
+    return out
+
+
+def dma_beats(rows, planes, row_bytes, caps, offset=0, row_stride=0, plane_stride=0):
+    """Bus beats of a DMA's host rows: row r of plane p starts at byte ``offset + p *
+    plane_stride + r * row_stride`` from a beat-aligned base (every program buffer is) and
+    touches ``ceil((start % bus + row_bytes) / bus)`` beats."""
+    bus = caps.dma_data_bytes
+    if row_bytes <= 0 or rows <= 0 or planes <= 0:
+        return 0
+    whole, part = divmod(row_bytes - 1, bus)       # beats - 1 of an aligned row; its last byte
+    extra = 0                                      # rows whose start pushes the end a beat on
+    for c, np_ in _residues(offset, plane_stride, planes, bus).items():
+        extra += np_ * sum(nr for lo, nr in _residues(c, row_stride, rows, bus).items()
+                           if lo + part >= bus)
+    return rows * planes * (whole + 1) + extra
+
+
+def mean_row_beats(row_bytes, stride, caps):
+    """Bus beats of one ``row_bytes`` row of a matrix with rows ``stride`` bytes apart, averaged
+    over its rows (what the tiling's cost estimate charges per loaded row)."""
+    bus = caps.dma_data_bytes
+    period = bus // math.gcd(stride % bus, bus)
+    return dma_beats(period, 1, row_bytes, caps, 0, stride) / period
+
+
+def dma_cycles(rows, planes, row_bytes, caps, store=False, beats=None):
+    """Cycles of a DMA command; ``beats``: its bus beats (:func:`dma_beats`), default those of
+    beat-aligned rows."""
+    n = planes * rows
     if not row_bytes and not store:         # zero rows: no bus traffic, one local write a cycle
         return DMA_SETUP + n
-    if store:
-        return DMA_SETUP + int(max(DMA_STORE_ROW * n, beats))
-    return DMA_SETUP + int(DMA_LOAD_ROW * n + DMA_LOAD_BEAT * beats)
+    if beats is None:
+        beats = n * max(1, ceil_div(row_bytes, caps.dma_data_bytes))
+    return DMA_SETUP + int(DMA_BEAT * max(beats, n))
 
 
 def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1):
@@ -104,7 +152,13 @@ def command_cycles(cmd, caps):
     if row.engine is None:
         return EVENT_ISSUE
     if row.fields is DMA_FIELDS:
-        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, row.engine == Engine.DMA_STORE)
+        addr = f.get("host_addr", 0)                 # buffer-relative: base + reloc offset
+        offset = (addr if isinstance(addr, int) else 0) + sum(
+            r.offset for r in getattr(cmd, "relocs", ()) if r.field == "host_addr")
+        beats = dma_beats(f["rows"], f["planes"], f["row_bytes"], caps, offset,
+                          f.get("host_row_stride", 0), f.get("host_plane_stride", 0))
+        return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps,
+                          row.engine == Engine.DMA_STORE, beats)
     if row.fields is GEMM_FIELDS:
         return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps, f.get("batches_m1", 0) + 1)
     if row.fields is VEC_FIELDS:
@@ -217,16 +271,18 @@ def summary(program, cycles):
                 bound=predicted, lower_bound=lower, serial=sum(cycles))
 
 
-def ramp(kc, kt, tm, ng, caps):
+def ramp(kc, kt, tm, ng, caps, a_stride=None, w_stride=None):
     """k-tiles of the first steps of the program's first tile (``tm`` rows, ``ng`` n-tiles), up
     to ``kc``: the first load is the pipeline fill nothing overlaps, so it should be short, but
     every next step's load must be done before the GEMM in front of it ends — a load starts once
     its buffer's previous GEMM retired (the first two right away) and its GEMM starts a SIGNAL ->
     WAIT -> dispatch after it. The smallest first step from which the steps can grow to ``kc``
-    (or to the end of K); ``[]`` if none does."""
+    (or to the end of K); ``[]`` if none does. ``a_stride`` / ``w_stride``: the host bytes
+    between A's and W's rows (K and N; default: beat-aligned rows)."""
     dim = caps.dim
-    beat = max(1, ceil_div(dim, caps.dma_data_bytes))
-    load = (tm + dim * ng) * (DMA_LOAD_ROW + DMA_LOAD_BEAT * beat) + DMA_SETUP   # per k-tile
+    a_row, w_row = (DMA_BEAT * mean_row_beats(min(dim, s or dim), s or dim, caps)
+                    for s in (a_stride, w_stride))
+    load = tm * a_row + dim * ng * w_row + DMA_SETUP                  # per k-tile
     gemm = ng * (tm + dim)
     to_gemm = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT       # load done -> GEMM start
     to_load = RETIRE_LAT + 2 * EVENT_ISSUE + 2 * DISPATCH + START_LAT   # GEMM done -> next load
@@ -253,22 +309,24 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False):
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     mtiles, ngroups, ksteps = ceil_div(m, tm), ceil_div(nt, ng), ceil_div(kt, kc)
     steps, tiles = mtiles * ngroups * ksteps, mtiles * ngroups
-    beat = max(1, ceil_div(dim, caps.dma_data_bytes))
-    row = DMA_LOAD_ROW + DMA_LOAD_BEAT * beat
-    load = (ngroups * m * kt * row                    # A, reloaded per n-group
-            + mtiles * kt * dim * nt * row            # W, reloaded per m-tile
+    # a row of A (W, the output) is dim bytes at a stride of K (N) bytes: unaligned rows take
+    # a beat more (dma_beats)
+    a_row = DMA_BEAT * mean_row_beats(min(dim, k), k, caps)
+    w_row = DMA_BEAT * mean_row_beats(min(dim, n), n, caps)
+    load = (ngroups * m * kt * a_row                  # A, reloaded per n-group
+            + mtiles * kt * dim * nt * w_row          # W, reloaded per m-tile
             + steps * 2 * DMA_SETUP)
     step_gap = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT
     compute = (steps * (GEMM_SETUP + 2 * dim) + mtiles * nt * kt * (tm + dim)
                + (steps * step_gap if queues == 1 else 0))
     out_rows = min(m, tm) * min(nt, ng)
-    per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + DMA_STORE_ROW) + 2 * step_gap
+    per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + w_row) + 2 * step_gap
     control = steps * (3 * DISPATCH + 4 * EVENT_ISSUE) + tiles * (3 * DISPATCH + 4 * EVENT_ISSUE)
     records = (steps + tiles) * 7 * CPL_WRITE      # each step and tile: 3 engine commands + 4 events
     # what the pipeline cannot overlap: the first step's loads before any GEMM (the ramp's
     # first step) and the last tile's epilogue and store after the last one
-    k1 = (ramp(kc, kt, tm, min(ng, nt), caps) or [min(kc, kt)])[0] if first else 0
-    fill = k1 * (tm + dim * min(ng, nt)) * row + 2 * DMA_SETUP * first
+    k1 = (ramp(kc, kt, tm, min(ng, nt), caps, k, n) or [min(kc, kt)])[0] if first else 0
+    fill = k1 * (tm * a_row + dim * min(ng, nt) * w_row) + 2 * DMA_SETUP * first
     drain = last * (per_tile - 2 * step_gap)
     return (max(load, compute, tiles * per_tile, control, records) + fill + drain
             + 0.01 * (load + compute + control))

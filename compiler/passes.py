@@ -352,7 +352,8 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
             tile_no += 1
             first = ()
             if ramp and step == 0:
-                first = cost.ramp(kc, ceil_div(g.k, dim), t.rows, ceil_div(n1 - n0, dim), caps)
+                first = cost.ramp(kc, ceil_div(g.k, dim), t.rows, ceil_div(n1 - n0, dim), caps,
+                                  g.k, g.n)
             bounds = k_steps(g.k, kc, dim, first)
             for k0, k1 in zip(bounds, bounds[1:]):
                 t.steps.append(Step(step, k0, k1, k0 == 0, k1 == g.k))
