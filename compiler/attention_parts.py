@@ -212,6 +212,7 @@ class AttentionPartScheduling:
         g, dim, em = L.g, self.dim, self.em
         if s.index >= 2:
             em.wait(LOAD_Q, self.computed(s.index - 2), s.index - 1, f"{g.name}: a{s.buf}/b{s.buf} free")
+        self.a_free(s.buf, s, None, f"{g.name}: a{s.buf} free")
         if L.a_wait:
             em.wait(LOAD_Q, EV_STORED, L.a_wait, f"{g.name}: operands stored")
             L.a_wait = 0

@@ -298,13 +298,14 @@ def ramp(kc, kt, tm, ng, caps, a_stride=None, w_stride=None):
     return []
 
 
-def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False):
+def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False, a_resident=False):
     """Predicted cycles of a GEMM tiled as (tm, kc, ng) on ``queues`` compute queues: the busiest
     of load / compute / epilogue+store / issue / completion records (the pipeline overlaps them), used by the
     tiling pass to choose tile sizes. On one compute queue every step leaves the SIGNAL -> WAIT
     -> GEMM dispatch gap on it; on two the other queue's GEMM covers it. The program's ``first``
     GEMM adds the pipeline fill (its first step's loads), the ``last`` the drain (its last tile's
-    epilogue and store); between layers the neighbours' work overlaps them."""
+    epilogue and store); between layers the neighbours' work overlaps them. ``a_resident``: an
+    M tile's A is loaded once for all its N groups (``TiledGemm.a_resident``)."""
     dim = caps.dim
     kt, nt = ceil_div(k, dim), ceil_div(n, dim)
     mtiles, ngroups, ksteps = ceil_div(m, tm), ceil_div(nt, ng), ceil_div(kt, kc)
@@ -313,7 +314,7 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False):
     # a beat more (dma_beats)
     a_row = DMA_BEAT * mean_row_beats(min(dim, k), k, caps)
     w_row = DMA_BEAT * mean_row_beats(min(dim, n), n, caps)
-    load = (ngroups * m * kt * a_row                  # A, reloaded per n-group
+    load = ((1 if a_resident else ngroups) * m * kt * a_row   # A, or reloaded per n-group
             + mtiles * kt * dim * nt * w_row          # W, reloaded per m-tile
             + steps * 2 * DMA_SETUP)
     step_gap = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT

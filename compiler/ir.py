@@ -326,6 +326,9 @@ class TiledGemm:
     param_buf: str               #: the accumulator buffer holding its (bias, mult, shift) rows
     param_base: int              #: first accumulator row of the (bias, mult, shift) triples
     tiles: list = field(default_factory=list)
+    #: an M tile's whole A (tm rows x every k-tile) fits one A buffer: it is loaded once, by the
+    #: first tile of that M range, into a{M tile % 2}, and the tiles of its other N groups read it
+    a_resident: bool = False
 
 
 @dataclass
@@ -342,7 +345,7 @@ class TiledProgram:
         """Everything the schedule depends on besides the buffers: equal shapes over equal
         buffers schedule to the same program."""
         return (self.compute_queues, tuple(
-            (tg.tm, tg.kc, tg.ng, tuple((t.m0, t.m1, t.n0, t.n1,
+            (tg.tm, tg.kc, tg.ng, tg.a_resident, tuple((t.m0, t.m1, t.n0, t.n1,
                                          tuple((s.k0, s.k1) for s in t.steps)) for t in tg.tiles))
             for tg in self.gemms))
 
@@ -370,7 +373,8 @@ class TiledProgram:
             for lim, v in (("k_tiles", tg.kc), ("n_tiles", tg.ng), ("m", tg.tm)):
                 if v > GEMM_LIMITS[lim]:
                     raise CompileError(where, f"tile {lim}={v} exceeds the GEMM field ({GEMM_LIMITS[lim]})")
-            need = {"a": tg.tm * tg.kc, "b": tg.ng * tg.kc * dim, "o": tg.tm * tg.ng,
+            need = {"a": tg.tm * (ceil_div(g.k, dim) if tg.a_resident else tg.kc),
+                    "b": tg.ng * tg.kc * dim, "o": tg.tm * tg.ng,
                     "r": tg.tm * tg.ng, "c": tg.tm * tg.ng}
             for kind, rows in need.items():
                 if rows > self.buffers[f"{kind}0"].rows:

@@ -214,23 +214,25 @@ def plan_chip_buffers(caps, param_rows, layout="banked", where="buffer planning"
         bufs[name] = Buffer(name, "spad", cur, rows, cur // bank)
         cur += f * unit
     # accumulator: two parameter buffers (layer j uses p{j % 2}, so the next layer's parameters
-    # load while this one's epilogues run), then the two C buffers, one per bank when possible
+    # load while this one's epilogues run) and the two C buffers, one per bank when possible,
+    # the parameters in c1's bank (a program's first tile, in c0, runs while its first layer's
+    # parameters load)
     pr = max(param_rows, 1)
     abank = caps.acc_bank_rows
     if caps.acc_banks >= 2:
         crows = abank - 2 * pr
-        bases = (2 * pr, abank)
+        bases, pbase = (0, abank + 2 * pr), abank
     else:
         crows = (caps.acc_rows - 2 * pr) // 2
-        bases = (2 * pr, 2 * pr + crows)
+        bases, pbase = (2 * pr, 2 * pr + crows), 0
     if crows < 1:
         have = abank if caps.acc_banks >= 2 else caps.acc_rows
         raise CompileError(where, f"buffer planning: its epilogue parameters (bias, mult, shift: 3 "
                                   f"rows per {dim}-channel n-tile) need 2 x {param_rows} accumulator "
                                   f"rows, more than the {have} available, leaving none for the C "
                                   f"tiles")
-    bufs["p0"] = Buffer("p0", "acc", 0, pr, 0)
-    bufs["p1"] = Buffer("p1", "acc", pr, pr, 0)
+    bufs["p0"] = Buffer("p0", "acc", pbase, pr, pbase // abank)
+    bufs["p1"] = Buffer("p1", "acc", pbase + pr, pr, pbase // abank)
     for i, base in enumerate(bases):
         bufs[f"c{i}"] = Buffer(f"c{i}", "acc", base, crows, base // abank)
     return bufs
@@ -259,7 +261,8 @@ def _best_tiling(m, k, n, caps, cap_a, cap_b, cap_o, nq, full_m=False, first=Fal
             tm = min(m, cap_a // kc, cap_o // ng, 0xFFFF)
             if tm < 1 or (full_m and tm < m):
                 continue
-            c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq, first, last)
+            c = cost.tiling_cost(m, k, n, tm, kc, ng, caps, nq, first, last,
+                                 a_resident=tm * kt <= cap_a)
             if best is None or c < best[0]:
                 best = (c, tm, kc, ng)
     return best and best[1:]
@@ -346,7 +349,8 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
             continue
         tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache, first=ends and not out,
                                    last=ends and g is layers[-1])
-        tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base)
+        tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base,
+                       a_resident=tm * ceil_div(g.k, dim) <= bufs["a0"].rows)
         for m0, m1, n0, n1 in _rects(g, tm, ng, dim, taper and g is gemms[-1]):
             t = Tile(tile_no, m0, m1, n0, n1)
             tile_no += 1
@@ -434,6 +438,9 @@ class _Layer:
         self.w_wait, self.a_wait = w_wait, a_wait   # EV_STORED values to wait for before W / A
         self.bias_c, self.uniform = bias_c, uniform
         self.first_step = tg.tiles[0].steps[0].index
+        #: the parameters load right after the first step's operands are signalled (not before
+        #: the first GEMM): needs a second step, whose loaded signal then covers them
+        self.param_late = sum(len(t.steps) for t in tg.tiles) > 1
 
 
 class _Scheduler(SpecialScheduling, AttentionPartScheduling):
@@ -451,6 +458,10 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         self.epi_queue = {}             # tile index -> the compute queue of its epilogue
         self.o_readers = {0: [], 1: []}  # o buffer -> forwarded steps reading it since its epilogue
         self.waited = set()             # (queue, tile): queues that waited for a tile's epilogue
+        # A buffer -> (owner, {queue: latest step}): the resident-A GEMM steps reading it since
+        # its owner (layer, M tile) loaded it; every other step reads a{step % 2}
+        self.a_reads = {0: (None, {}), 1: (None, {})}
+        self.resident_steps = set()
 
     def run(self):
         for j, tg in enumerate(self.tiled.gemms):
@@ -468,7 +479,7 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
             for t in tg.tiles:
                 for s in t.steps:
                     params = s is tg.tiles[0].steps[0]
-                    self.loads(L, j, t, s, params)
+                    self.loads(L, j, t, s, params, late=params and L.param_late)
                     self.gemm(L, t, s)
                 self.epilogue(L, t)
                 self.last_tile[id(L.g.output)] = t.index
@@ -546,7 +557,7 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
                       uniform)
 
     # ---- queue 0: a step's operands into the free half of the double buffer
-    def loads(self, L, j, t, s, params):
+    def loads(self, L, j, t, s, params, late=False):
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
         mr, sb = t.rows, s.buf
         kcs, ngs = ceil_div(s.k1 - s.k0, dim), ceil_div(t.n1 - t.n0, dim)
@@ -566,10 +577,14 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         if L.a_wait:
             em.wait(LOAD_Q, EV_STORED, L.a_wait, f"{g.name}: operands stored")
             L.a_wait = 0
-        if L.fwd_src is None:
+        resident = self.a_resident(L)
+        if L.fwd_src is None and (not resident or t.n0 == 0):    # resident: the M range's first tile
+            buf = self.a_home(L, t) if resident else sb
+            self.a_free(buf, s, (j, t.m0) if resident else None, f"{g.name}: a{buf} free")
+            local = bufs[f"a{buf}"].base + ((s.k0 // dim) * mr if resident else 0)
             for c in tiled_dma(Opcode.DMA_LOAD, host_addr=HostAddr(L.a, t.m0 * g.k + s.k0),
                                host_row_stride=g.k, rows=mr, cols=s.k1 - s.k0, elem_bytes=1,
-                               local_addr=bufs[f"a{sb}"].base, local_plane_stride=mr,
+                               local_addr=local, local_plane_stride=mr,
                                local_row_stride=1, dim=dim):
                 em.add(LOAD_Q, c, f"{g.name}: load A[{t.m0}:{t.m1}, {s.k0}:{s.k1}]")
         if kcs * dim > s.k1 - s.k0:          # W's K edge: zero rows
@@ -584,9 +599,11 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
                                local_addr=bufs[f"r{t.buf}"].base, local_plane_stride=mr,
                                local_row_stride=1, dim=dim):
                 em.add(LOAD_Q, c, f"{g.name}: load residual [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
-        if params:
+        if params and not late:
             self.param_load(L, j)
         em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
+        if late:
+            self.param_load(L, j)
 
     def c_init(self, L, t):
         """C tile = the bias rows (one 3D DMA, ``host_row_stride = 0`` repeats the row over the
@@ -601,8 +618,10 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
     def param_load(self, L, j):
         """The layer's [bias; mult; shift] int32 rows (one 3D load: plane = n-tile, its 3 rows)
         into the parameter buffer the GEMM two layers back used, once its epilogues are done.
-        Loaded with the layer's first step, after its operands: a DMA into an accumulator bank
-        waits while a GEMM accumulates into that bank, and none of this layer's does yet."""
+        Loaded with the layer's first step, after its operands, or (``param_late``) after their
+        loaded signal, so the first GEMM does not wait for them: a DMA into an accumulator bank
+        waits while a GEMM accumulates into that bank, so the parameter buffers share a bank
+        with c1, not with c0, the first tile's (:func:`plan_chip_buffers`)."""
         g, em = L.g, self.em
         if j >= 2:
             self.wait_epilogue(LOAD_Q, self.tiled.gemms[j - 2].tiles[-1].index,
@@ -611,6 +630,36 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
                            rows=3, cols=g.n, elem_bytes=4, local_addr=L.tg.param_base,
                            local_plane_stride=3, local_row_stride=1, dim=self.dim, acc=1):
             em.add(LOAD_Q, c, f"{g.name}: load bias/mult/shift")
+
+    # ---- A buffers
+    @staticmethod
+    def a_resident(L):
+        """The layer keeps each M tile's whole A on chip (``TiledGemm.a_resident``)."""
+        return L.tg.a_resident and L.fwd_src is None
+
+    @staticmethod
+    def a_home(L, t):
+        """The A buffer of a resident layer's tile: by M tile, so the next M tile's A loads
+        while this one's N groups multiply."""
+        return (t.m0 // L.tg.tm) % 2
+
+    def a_free(self, buf, s, owner, what):
+        """Before step s's load into A buffer ``buf`` (for ``owner``, a resident layer's
+        (layer, M tile), else None): the queue waits for the steps still reading it — the
+        resident steps of another owner, and the last non-resident step of its parity (unless
+        step s - 2's wait, just emitted, covers it)."""
+        prev, reads = self.a_reads[buf]
+        need = {} if owner is not None and prev == owner else dict(reads)
+        p = next((i for i in range(s.index - 2 + (s.index - buf) % 2, -1, -2)
+                  if i not in self.resident_steps), None)
+        covered = s.index >= 2 and self.queue_of.get(p) == self.queue_of[s.index - 2] \
+            and p <= s.index - 2
+        if p is not None and not covered:
+            need[self.queue_of[p]] = max(need.get(self.queue_of[p], -1), p)
+        for q, i in sorted(need.items()):
+            self.em.wait(LOAD_Q, EV_COMPUTED[self.cqs.index(q)], i + 1, what)
+        if owner is None or prev != owner:
+            self.a_reads[buf] = (owner, {})
 
     # ---- compute queues: multiply
     def computed(self, step):
@@ -646,6 +695,12 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         if s.first and not init:         # the GEMM overwrites c{tb}: tile t - 2's epilogue read it
             self.wait_epilogue(q, t.index - 2, f"{g.name}: c{t.buf} free")
         a_buf = bufs[f"a{s.buf}"].base
+        if self.a_resident(L):
+            home = self.a_home(L, t)
+            a_buf = bufs[f"a{home}"].base + (s.k0 // dim) * mr
+            reads = self.a_reads[home][1]
+            reads[q] = max(reads.get(q, -1), s.index)
+            self.resident_steps.add(s.index)
         if L.fwd_src is not None:        # A = the previous GEMM's output buffer, once written
             self.wait_epilogue(q, L.fwd_src.index, f"{g.name}: A on chip")
             self.o_readers[L.fwd_src.buf].append(s.index)
@@ -664,6 +719,8 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
         mr, tb = t.rows, t.buf
         q = self.epi_queue[t.index] = self.queue_of[t.steps[-1].index]
+        if L.param_late and t.steps[-1].index == L.first_step:   # no later step's load covers them
+            em.wait(q, EV_LOADED, L.first_step + 2, f"{g.name}: bias/mult/shift loaded")
         self.o_free(q, t, g.name, [s.index for s in t.steps])
         nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
         bias_op = g.bias is not None and not L.bias_c

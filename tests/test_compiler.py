@@ -263,7 +263,7 @@ def test_queues_and_events_order_loads_before_compute():
     # without the wait for the previous layer's stores, a load may read its output too early
     # (one tile per layer, so nothing else orders them)
     g1, feeds1 = mlp(rng_for(601))
-    cm1 = compile_graph(g1, caps_for(8), forward=False)
+    cm1 = compile_graph(g1, caps_for(8), forward=False, compute_queues=2)
     assert all(len(tg.tiles) == 1 for tg in cm1.tiled.gemms)
     bad = _drop(cm1, lambda c: c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
                 and c.fields["event"] == EV_STORED)
@@ -305,6 +305,28 @@ def test_steps_alternate_between_two_compute_queues():
     # one accumulator bank: a C-initialising DMA would wait behind the other tile's GEMMs
     one_bank = dataclasses.replace(caps, acc_banks=1, acc_bank_rows=2 * caps.acc_bank_rows)
     assert compile_graph(g, one_bank).tiled.compute_queues == 1
+
+
+def test_resident_a_loads_once_per_m_tile():
+    """When an M tile's whole A (tm rows x every k-tile) fits an A buffer, the first tile of
+    its M range loads it into a{M tile % 2} and the tiles of its other N groups read it there:
+    A is loaded once, not once per N group; bit-exact in several interleavings, and the loads
+    into a buffer still being read wait (without the load queue's waits for the compute queues
+    an interleaving overwrites A or W under a GEMM)."""
+    g, feeds = mlp(rng_for(640), batch=200, dims=(24, 64))
+    cm = compile_graph(g, caps_for(4, **TINY), compute_queues=2)
+    tg = cm.tiled.gemms[0]
+    m_tiles = sorted({t.m0 for t in tg.tiles})
+    assert tg.a_resident and len(m_tiles) > 2 and len(tg.tiles) > len(m_tiles)
+    a_loads = [c for c in cm.program.commands if c.opcode == Opcode.DMA_LOAD and "load A" in c.note]
+    first_steps = sum(len(t.steps) for t in tg.tiles if t.n0 == 0)
+    assert len(a_loads) == first_steps < sum(len(t.steps) for t in tg.tiles)
+    assert_matches(cm, feeds, seeds=(0, 1, 2))
+    bad = _drop(cm, lambda c: c.queue == LOAD_Q and c.opcode == Opcode.WAIT_EVENT
+                and c.fields["event"] in EV_COMPUTED)
+    with pytest.raises(Hazard):
+        for seed in range(20):
+            execute(bad, cm.caps, cm.pack_inputs(feeds), seed=seed)
 
 
 def test_gemm_engine_never_waits_for_a_signal_in_steady_state():
