@@ -89,6 +89,8 @@ def compile_graph(graph, caps, name=None, queues=None, layout=None, bias_in_c=No
             program = schedule(tiled, name, graph.inputs, graph.outputs, bias_in_c=bic,
                                forward=forward)
             cycles = cost.program_cycles(program, caps)
+            if best is not None and cost.lower_bound(program, cycles) >= best[0]:
+                continue            # its simulated run cannot be shorter than this bound
             t = cost.simulate(program.commands, cycles)
             if best is None or t < best[0]:
                 best = (t, tiled, program, cycles)

@@ -35,7 +35,7 @@ from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engi
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_cost", "ramp",
+__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "lower_bound", "tiling_cost", "ramp",
            "dma_beats"]
 
 DMA_SETUP = 17                  # a DMA command's fixed cycles (fitted, with DMA_BEAT below)
@@ -251,10 +251,8 @@ def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
     return int(end)
 
 
-def summary(program, cycles):
-    """Per-queue and per-engine totals and a lower bound on the run time (the busiest engine,
-    the issue unit's work or the completion writer's, whichever is largest). Engines are keyed by their lower-case
-    :class:`Engine` name (``dma_load``, ``dma_store``, ``gemm``, ``vec``)."""
+def _totals(program, cycles):
+    """(per-engine busy cycles, per-queue cycles, issue-unit cycles) of ``program``."""
     per_engine, per_queue, control = {}, {}, 0
     for c, cy in zip(program.commands, cycles):
         per_queue[c.queue] = per_queue.get(c.queue, 0) + cy
@@ -265,7 +263,22 @@ def summary(program, cycles):
             control += DISPATCH
         else:
             control += EVENT_ISSUE
-    lower = max([control, len(cycles) * CPL_WRITE] + list(per_engine.values()))
+    return per_engine, per_queue, control
+
+
+def lower_bound(program, cycles):
+    """A bound :func:`simulate` never goes below: the busiest engine, the issue unit's work or
+    the completion writer's, whichever is largest."""
+    per_engine, _, control = _totals(program, cycles)
+    return max([control, len(cycles) * CPL_WRITE] + list(per_engine.values()))
+
+
+def summary(program, cycles):
+    """Per-queue and per-engine totals and a lower bound on the run time
+    (:func:`lower_bound`). Engines are keyed by their lower-case :class:`Engine` name
+    (``dma_load``, ``dma_store``, ``gemm``, ``vec``)."""
+    per_engine, per_queue, control = _totals(program, cycles)
+    lower = lower_bound(program, cycles)
     predicted = max(lower, simulate(program.commands, cycles))
     return dict(engines=per_engine, queues=per_queue, control=control, commands=len(cycles),
                 bound=predicted, lower_bound=lower, serial=sum(cycles))
