@@ -179,6 +179,11 @@ def program_cycles(program, caps):
 START_LAT = 3
 RETIRE_LAT = 5
 
+#: what :func:`simulate` does with a command: run it on an engine, wait, signal, drain (BARRIER)
+_ENGINE, _WAIT, _SIGNAL, _BARRIER, _OTHER = range(5)
+_KIND = {Opcode.WAIT_EVENT: _WAIT, Opcode.SIGNAL_EVENT: _SIGNAL, Opcode.BARRIER: _BARRIER}
+
+
 def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
     """Predicted run time (cycles from the first issue to the last completion record written)
     of ``commands`` with per-command engine ``cycles``: a model of the issue unit — visiting the
@@ -192,28 +197,33 @@ def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
     given, receives command index -> (start, end): an engine command's run on its engine, a
     control command's issue."""
     inf = float("inf")
-    queues = {}
-    for i, c in enumerate(commands):
+    queues, top, info = {}, {}, []
+    for i, c in enumerate(commands):            # what the loop needs of each command, once
         queues.setdefault(c.queue, []).append(i)
-    top = {}
-    for c in commands:
-        if c.opcode == Opcode.SIGNAL_EVENT:
-            top[c.fields["event"]] = max(top.get(c.fields["event"], 0), c.fields.get("value", 0))
+        op = Opcode(c.opcode)
+        eng = COMMANDS[op].engine
+        kind = _ENGINE if eng is not None else _KIND.get(op, _OTHER)
+        ev = val = 0
+        if kind in (_WAIT, _SIGNAL):
+            ev, val = c.fields["event"], c.fields.get("value", 0)
+            if kind == _SIGNAL:
+                top[ev] = max(top.get(ev, 0), val)
+        info.append((eng, kind, ev, val))
+    order = sorted(queues)
     head = {q: 0 for q in queues}
     retired = {q: 0 for q in queues}          # when every issued command of q has its request
     requested = {}                            # command index -> its completion request
     eng_free, inflight, events = {}, {}, {}
     fw = end = 0
-    while any(head[q] < len(queues[q]) for q in queues):
+    while any(head[q] < len(queues[q]) for q in order):
         progressed, next_t = False, inf
-        for q in sorted(queues):
-            while head[q] < len(queues[q]):
-                i = queues[q][head[q]]
-                c = commands[i]
-                op = Opcode(c.opcode)
-                eng = COMMANDS[op].engine
-                if eng is not None:
-                    fl = [d for d in inflight.get(eng, []) if d + RETIRE_LAT > fw]
+        for q in order:
+            qi, h = queues[q], head[q]
+            while h < len(qi):
+                i = qi[h]
+                eng, kind, ev, v = info[i]
+                if kind == _ENGINE:
+                    fl = [d for d in inflight.get(eng, ()) if d + RETIRE_LAT > fw]
                     inflight[eng] = fl
                     if len(fl) >= fifo_depth:
                         next_t = min(next_t, min(fl) + RETIRE_LAT)
@@ -222,26 +232,27 @@ def simulate(commands, cycles, fifo_depth=FIFO_DEPTH, timeline=None):
                     start = max(fw + START_LAT, eng_free.get(eng, 0))
                     done = eng_free[eng] = start + cycles[i]
                     fl.append(done)
-                    retired[q] = max(retired[q], done + RETIRE_LAT)
-                elif op == Opcode.WAIT_EVENT:
-                    ev, v = c.fields["event"], c.fields.get("value", 0)
+                    if done + RETIRE_LAT > retired[q]:
+                        retired[q] = done + RETIRE_LAT
+                elif kind == _WAIT:
                     if v <= top.get(ev, 0) and events.get(ev, 0) < v:
                         break
                     fw += EVENT_ISSUE
                 else:
-                    if op in (Opcode.SIGNAL_EVENT, Opcode.BARRIER) and retired[q] > fw:
+                    if kind != _OTHER and retired[q] > fw:      # SIGNAL_EVENT, BARRIER
                         next_t = min(next_t, retired[q])
                         break
                     fw += EVENT_ISSUE
-                    if op == Opcode.SIGNAL_EVENT:
-                        ev = c.fields["event"]
-                        events[ev] = max(events.get(ev, 0), c.fields.get("value", 0))
-                retired[q] = max(retired[q], fw)
+                    if kind == _SIGNAL and v > events.get(ev, 0):
+                        events[ev] = v
+                if fw > retired[q]:
+                    retired[q] = fw
                 requested[i] = retired[q]             # in queue order: behind the earlier ones
                 if timeline is not None:
-                    timeline[i] = (start, done) if eng is not None else (fw - EVENT_ISSUE, fw)
-                head[q] += 1
+                    timeline[i] = (start, done) if kind == _ENGINE else (fw - EVENT_ISSUE, fw)
+                h += 1
                 progressed = True
+            head[q] = h
         if not progressed:
             if next_t == inf:
                 break                             # cannot progress (not schedulable)
