@@ -165,3 +165,49 @@ def test_decode_bounds_and_report():
     assert row[1] == slow["ratio"] and not row[4]
     text = bench.format_table(data)
     assert "M=1 K=256" in text and "1.300" in text and "goal <= 1.15" in text
+
+
+def _costmodel_rows():
+    """Five runs: two small (below 10k cycles, not judged), three judged, one of them 12 % low."""
+    spec = [("0_mlp", 2_000, 2_600), ("1_conv", 9_999, 8_000), ("2_matmul", 10_000, 10_500),
+            ("3_attention", 50_000, 44_000), ("4_heads", 20_000, 19_800)]
+    return [bench.costmodel_row(n, n.split("_")[1], "shape", c, p, commands=5, exact=True)
+            for n, c, p in spec]
+
+
+def test_costmodel_error_distribution():
+    rows = _costmodel_rows()
+    assert [round(r["error"], 4) for r in rows] == [0.3, -0.1999, 0.05, -0.12, -0.01]
+    d = bench.error_distribution(rows)
+    assert d["big"]["n"] == 3 and d["all"]["n"] == 5
+    assert d["big"]["min"] == pytest.approx(0.01) and d["big"]["max"] == pytest.approx(0.12)
+    assert d["big"]["median"] == pytest.approx(0.05)
+    assert d["big"]["p90"] == pytest.approx(0.05 + 0.8 * 0.07)      # interpolated like numpy
+    assert d["big"]["low"] == pytest.approx(-0.12) and d["big"]["high"] == pytest.approx(0.05)
+    assert d["all"]["max"] == pytest.approx(0.3)
+    assert d["within"] == 2 and d["worst"]["name"] == "3_attention"
+    assert bench.error_distribution([])["big"] == dict(n=0)
+    why = bench.why_costmodel(rows)
+    assert why == ("1 of 3 outside 10%; worst 3_attention (shape): 50000 cycles measured, 44000 "
+                   "predicted (-12.0%)")
+    assert bench.why_costmodel(rows[:2]) == "no run of at least 10000 cycles"
+
+
+def test_costmodel_goal_row_and_table():
+    rows = _costmodel_rows()
+    data = _data()
+    data["costmodel"] = dict(seed=1, rows=rows)
+    data["goals"]["costmodel_worst"] = bench.error_distribution(rows)["big"]["max"]
+    data["why"] = {"costmodel_worst": bench.why_costmodel(rows)}
+    (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("cost model")]
+    assert row[0] == "cost model: every model >= 10k cycles within 10 % (worst |error|)"
+    assert row[1] == pytest.approx(0.12) and not row[4] and row[6].startswith("1 of 3 outside")
+    text = bench.format_table(data)
+    assert "3_attention" in text and "-12.0%" in text and "; worst 3_attention (shape)" in text
+    assert "|error| over >= 10k cycles (3): min 1.0%, median 5.0%, p90 10.6%, max 12.0%" in text
+    assert "2 of 3 runs of >= 10000 cycles within 10% (family seed 1, 5 graphs" in text
+    # met: every judged run within 10 %
+    ok = [r for r in rows if r["name"] != "3_attention"]
+    data["goals"]["costmodel_worst"] = bench.error_distribution(ok)["big"]["max"]
+    (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("cost model")]
+    assert row[4] and row[6] == ""

@@ -108,7 +108,7 @@ def test_discovery_reads_decorators_only():
     ''')
     assert simbuild.cocotb_tests_in(src) == ["a", "b", "c"]
     assert "random_gemms" in simbuild.cocotb_tests("cocotb_tests.cocotb_chip")
-    assert simbuild.cocotb_tests("tools.bench") == ["bench", "decode", "control"]
+    assert simbuild.cocotb_tests("tools.bench") == ["bench", "decode", "costmodel", "control"]
 
 
 @pytest.fixture

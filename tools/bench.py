@@ -1,7 +1,7 @@
 """`make bench`: end-to-end benchmark of compiled int8 GEMMs through driver -> firmware -> RTL.
 
     python -m tools.bench [--dim 8] [--sizes 256,32,64,128] [--attention 64x64,...] [--seed 1]
-                          [--no-cpp]
+                          [--no-cpp] [--no-decode] [--no-costmodel] [--costmodel-seed N]
 
 One module, three roles: :func:`main` is the CLI; the same module is the cocotb test module the
 simulator runs (:func:`bench`, a ``@cocotb.test()``; cocotb's simulator-only parts are imported
@@ -31,7 +31,13 @@ Steps (one invocation, every number from this run):
    cycles, bit-exact against the interpreter;
 4. golden device model: the same compiled program, same inputs, through the driver on
    ``GoldenBackend`` (firmware on the RV32 ISS), three runs; speed-up = RTL wall / median golden
-   wall of ``Device.run``, outputs compared with the RTL's.
+   wall of ``Device.run``, outputs compared with the RTL's; the same for each attention block
+   (:func:`golden_attention`; its goal is the worst block's speed-up);
+5. the decode-shaped command lists (:func:`decode`, ``--no-decode`` skips them) and the cost
+   model's validation (:func:`costmodel`, ``--no-costmodel`` skips it): the random graph family
+   of verif/graph_family.py (``--costmodel-seed``, default ``SEED=`` or its validation seed)
+   through ``Device.run`` on the RTL, measured cycles against ``cost.summary``'s prediction, the
+   distribution of the error (:func:`error_distribution`) and its goal row.
 
 Writes build/bench.json and build/bench.png (utilization against GEMM size) and prints a table.
 
@@ -179,8 +185,12 @@ GOALS = [
     ("sim_speed_ratio", "cocotb cycles/s vs bare Verilator C++ (same RTL, same stream)", 0.8, "x",
      "min"),
     ("golden_speedup", "golden model speed vs RTL (wall, {size}^3 program)", 100.0, "x", "min"),
+    ("golden_speedup_attention", "golden model speed vs RTL (wall, attention block, worst size)",
+     100.0, "x", "min"),
     ("decode_ratio", "decode steps (M=1,4,16 x 256^2/512^2, 10 layers, command list): worst "
      "cycles/layer / bound", 1.15, "x", "max"),
+    ("costmodel_worst", "cost model: every model >= 10k cycles within 10 % (worst |error|)", 0.10,
+     "%", "max"),
 ]
 
 #: decode-shaped sequences (``decode``): rows M against square K x K weights, DECODE_LAYERS
@@ -213,6 +223,52 @@ def why_decode(rows):
     r = max(rows, key=lambda r: r["ratio"])
     return (f"M={r['m']} K={r['k']}: {r['per_layer']:.0f} cycles per layer, the {r['bound_by']} "
             f"bound is {r['bound']:.0f}")
+
+
+#: the cost-model validation (``costmodel``): a run of at least COSTMODEL_MIN_CYCLES must be
+#: predicted within COSTMODEL_TOL (relative to the measured cycles)
+COSTMODEL_MIN_CYCLES = 10_000
+COSTMODEL_TOL = 0.10
+
+
+def costmodel_row(name, template, shape, run_cycles, predicted, **extra):
+    """One cost-model measurement: ``error`` = (predicted - measured) / measured (negative: the
+    model is optimistic)."""
+    return dict(name=name, template=template, shape=shape, run_cycles=run_cycles,
+                predicted=predicted, error=(predicted - run_cycles) / run_cycles, **extra)
+
+
+def _quantile(sorted_values, q):
+    """The ``q`` quantile of ``sorted_values`` by linear interpolation (numpy's default)."""
+    return float(np.quantile(np.asarray(sorted_values, np.float64), q))
+
+
+def error_distribution(rows, min_cycles=COSTMODEL_MIN_CYCLES, tol=COSTMODEL_TOL):
+    """The distribution of the relative error of the cost-model rows: over every row and over
+    the rows of at least ``min_cycles`` measured cycles (``big``), min / median / p90 / max of
+    |error|, the signed extremes, how many big rows are within ``tol`` and the worst big row."""
+    def dist(rs):
+        a = sorted(abs(r["error"]) for r in rs)
+        if not a:
+            return dict(n=0)
+        e = [r["error"] for r in rs]
+        return dict(n=len(a), min=a[0], median=_quantile(a, 0.5), p90=_quantile(a, 0.9),
+                    max=a[-1], mean_signed=float(np.mean(e)), low=min(e), high=max(e))
+    big = [r for r in rows if r["run_cycles"] >= min_cycles]
+    worst = max(big, key=lambda r: abs(r["error"])) if big else None
+    return dict(all=dist(rows), big=dist(big), min_cycles=min_cycles, tol=tol,
+                within=sum(abs(r["error"]) <= tol for r in big), worst=worst)
+
+
+def why_costmodel(rows, min_cycles=COSTMODEL_MIN_CYCLES, tol=COSTMODEL_TOL):
+    """The cost model's worst miss among the runs of at least ``min_cycles``, said in words."""
+    d = error_distribution(rows, min_cycles, tol)
+    w = d["worst"]
+    if w is None:
+        return f"no run of at least {min_cycles} cycles"
+    return (f"{d['big']['n'] - d['within']} of {d['big']['n']} outside {tol:.0%}; worst "
+            f"{w['name']} ({w['shape']}): {w['run_cycles']} cycles measured, {w['predicted']} "
+            f"predicted ({w['error']:+.1%})")
 
 
 def goal_rows(data):
@@ -291,12 +347,16 @@ def format_table(data):
     if att:
         out.append("")
         out.append(f"  {'attention block':<22}{'cmds':>6}{'run cycles':>12}{'predicted':>11}"
-                   f"{'PE util':>9}{'GEMM busy':>11}{'VEC busy':>10}{'SFU busy':>10}  bit-exact")
+                   f"{'PE util':>9}{'GEMM busy':>11}{'VEC busy':>10}{'SFU busy':>10}"
+                   f"{'RTL s':>8}{'golden s':>10}{'speed':>8}  bit-exact")
         for r in att:
             what = f"d{r['d_model']} s{r['seq']}{' causal' if r['causal'] else ''}"
             b = r["busy"]
             out.append(f"  {what:<22}{r['commands']:>6}{r['run_cycles']:>12}{r['predicted']:>11}"
                        f"{r['pe_util_run']:>9.1%}{b['GEMM']:>11}{b['VEC']:>10}{b['SFU']:>10}"
+                       f"{r.get('rtl_wall_s', float('nan')):>8.2f}"
+                       f"{r.get('golden_wall_s', float('nan')):>10.3f}"
+                       f"{r.get('golden_speedup', float('nan')):>7.0f}x"
                        f"  {'yes' if r['exact'] else 'NO'}")
         out.append("  (LayerNorm, Q/K/V projections, 4-head attention, output projection + "
                    "residual; PE utilization of its MACs over the whole run, a causal mask's "
@@ -314,12 +374,43 @@ def format_table(data):
                        f"{r['predicted'] / r['layers']:>11.0f}  {'yes' if r['exact'] else 'NO'}")
         out.append(f"  ({dec[0]['layers']} layers each, one command-list launch per queue; ratio = "
                    f"cycles per layer / the larger bound; goal <= 1.15)")
+    cmv = data.get("costmodel")
+    if cmv:
+        out.extend(format_costmodel(cmv))
+    if data.get("loadavg_golden"):
+        out.append("")
+        out.append("  golden model: median of 3 runs of Device.run on GoldenBackend(ChipModel), "
+                   "same program and inputs as the RTL's; load average (1, 5, 15 min) before the "
+                   "RTL runs " + ", ".join(f"{v:.1f}" for v in data.get("loadavg_rtl", ())) +
+                   ", before the golden runs " + ", ".join(f"{v:.1f}" for v in data["loadavg_golden"]))
     ct = data.get("compile_s")
     if ct:
         out.append("")
         out.append("  compile time (median of 3): "
                    + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ct.items()))
     return "\n".join(out)
+
+
+def format_costmodel(cmv):
+    """The cost-model validation's lines of the report: per graph of the family measured and
+    predicted cycles, then the distribution of the error."""
+    rows = cmv["rows"]
+    out = ["", f"  {'cost model, graph':<18}{'cmds':>6}{'run cycles':>12}{'predicted':>11}"
+               f"{'error':>8}  bit-exact  shape"]
+    for r in rows:
+        out.append(f"  {r['name']:<18}{r['commands']:>6}{r['run_cycles']:>12}{r['predicted']:>11}"
+                   f"{r['error']:>+8.1%}  {'yes' if r['exact'] else 'NO':<9}  {r['shape']}")
+    d = error_distribution(rows)
+    for key, what in (("all", "all runs"), ("big", f">= {d['min_cycles'] // 1000}k cycles")):
+        x = d[key]
+        if x["n"]:
+            out.append(f"  |error| over {what} ({x['n']}): min {x['min']:.1%}, median "
+                       f"{x['median']:.1%}, p90 {x['p90']:.1%}, max {x['max']:.1%} (signed "
+                       f"{x['low']:+.1%} .. {x['high']:+.1%}, mean {x['mean_signed']:+.1%})")
+    out.append(f"  {d['within']} of {d['big']['n']} runs of >= {d['min_cycles']} cycles within "
+               f"{d['tol']:.0%} (family seed {cmv['seed']}, {len(rows)} graphs, verif/"
+               f"graph_family.py; error = predicted / measured - 1)")
+    return out
 
 
 def plot(data, path):
@@ -617,6 +708,53 @@ async def decode(dut):
 
 
 @cocotb.test()
+async def costmodel(dut):
+    """The cost model's validation for ``make bench``: the random graph family of
+    verif/graph_family.py (seed KAKI_COSTMODEL_SEED, KAKI_COSTMODEL_COUNT members), each compiled
+    for the chip and run with ``Device.run`` (queues opened before, so every run is the program
+    alone); cycles = TIMESTAMP after minus before the run, beside ``cost.summary``'s prediction;
+    outputs bit-exact against the NumPy interpreter; per-engine busy counters and every
+    command's completion-record timestamp (relative to the start) kept for the analysis:
+    ``costmodel_rtl.json``."""
+    from compiler.compile import compile_graph
+    from compiler.graph import interpret
+    from driver.device import Device
+    from verif.chip_tb import ChipTB
+    from verif import graph_family
+    from verif import model_run as D
+
+    seed = int(os.environ.get("KAKI_COSTMODEL_SEED", graph_family.VALIDATION_SEED))
+    count = int(os.environ.get("KAKI_COSTMODEL_COUNT", graph_family.COUNT))
+    tb = ChipTB(dut)
+    await tb.reset()
+    dev = await Device.open(tb, host_base=D.HOST_BASE, host_bytes=D.HOST_BYTES,
+                            firmware=os.environ["KAKI_FW_ELF"])
+    for q in range(dev.caps.queues or 4):
+        await dev.queue(q)
+    tb.log.info(f"cost model validation: graph family seed {seed}, {count} graphs")
+    rows = []
+    for m in graph_family.family(seed, count):
+        cm = compile_graph(m.graph, dev.caps)
+        outs, meas = await D.run_model(dev, cm, m.feeds)
+        ref = interpret(m.graph, m.feeds)
+        cycles = (meas["t1"] - meas["t0"]) & D.M32
+        perf = meas["perf"]
+        r = costmodel_row(
+            m.name, m.template, m.shape, cycles, cm.report()["bound"],
+            commands=len(cm.program.commands),
+            busy={e: perf[f"PERF_{e}_BUSY"] for e in ("GEMM", "VEC", "SFU", "DMA_LOAD",
+                                                      "DMA_STORE")},
+            records=[(rec["timestamp"] - meas["t0"]) & D.M32 for rec in meas["records"]],
+            exact=all(np.array_equal(outs[k], ref[k]) for k in ref))
+        rows.append(r)
+        tb.log.info(f"{m.name} ({m.shape}): {cycles} cycles, predicted {r['predicted']} "
+                    f"({r['error']:+.1%}), bit-exact {r['exact']}")
+        with open("costmodel_rtl.json", "w") as f:
+            json.dump(dict(dim=dev.caps.dim, seed=seed, count=count, rows=rows), f, indent=1)
+    assert all(r["exact"] for r in rows), "RTL output differs from the NumPy interpreter"
+
+
+@cocotb.test()
 async def control(dut):
     """The control path's figures for ``make bench`` (verif.control_path.measure) on the chip
     with the firmware KAKI_FW_ELF and the bench's host memory: ``control_rtl.json``."""
@@ -697,6 +835,14 @@ def compile_times(dim, repeat=3):
 
 def run_golden(size, seed, caps, firmware):
     """(outputs, meas) of the size³ program through the driver on the golden chip model."""
+    outs, meas = run_golden_graph(*gemm_graph(size, seed=seed), seed, caps, firmware)
+    return next(iter(outs.values())), meas
+
+
+def run_golden_graph(g, feeds, seed, caps, firmware):
+    """({output: array}, meas) of graph ``g`` compiled for ``caps`` and run with ``feeds``
+    through the driver on the golden chip model (``run_program``: meas["wall"] is the wall time
+    of ``Device.run``)."""
     from compiler.compile import compile_graph
     from driver.device import Device
     from golden.backend import GoldenBackend
@@ -704,7 +850,6 @@ def run_golden(size, seed, caps, firmware):
 
     from verif.model_run import HOST_BASE, HOST_BYTES
 
-    g, feeds = gemm_graph(size, seed=seed)
     cm = compile_graph(g, caps)
 
     async def go():
@@ -712,8 +857,28 @@ def run_golden(size, seed, caps, firmware):
         dev = await Device.open(GoldenBackend(chip), host_base=HOST_BASE, host_bytes=HOST_BYTES,
                                 firmware=firmware)
         return await run_program(dev, cm, feeds)
-    outs, meas = asyncio.run(go())
-    return next(iter(outs.values())), meas
+    return asyncio.run(go())
+
+
+def golden_attention(rows, seed, caps, firmware, repeat=3):
+    """The golden model's speed on the attention blocks the RTL ran (``attention_runs`` rows):
+    per row the median wall of ``repeat`` golden runs of the same program and inputs, its
+    speed-up (RTL wall / golden wall) and whether its outputs equal the interpreter's (the RTL's
+    equal them when the row is ``exact``); returns the worst row."""
+    from compiler.graph import interpret
+    from compiler.models import attention_block
+
+    for r in rows:
+        g, feeds = attention_block(seed, d_model=r["d_model"], seq=r["seq"], causal=r["causal"])
+        runs = [run_golden_graph(g, feeds, seed, caps, firmware) for _ in range(repeat)]
+        outs, meas = sorted(runs, key=lambda x: x[1]["wall"])[len(runs) // 2]
+        ref = interpret(g, feeds)
+        r["golden_wall_s"] = meas["wall"]
+        r["golden_wall_runs_s"] = [m["wall"] for _, m in runs]
+        r["golden_equal"] = all(np.array_equal(outs[k], ref[k]) for k in ref)
+        r["exact"] = r["exact"] and r["golden_equal"]
+        r["golden_speedup"] = r["rtl_wall_s"] / meas["wall"]
+    return min(rows, key=lambda r: r["golden_speedup"]) if rows else None
 
 
 def read_hex_words(path):
@@ -758,6 +923,13 @@ def main(argv=None):
     ap.add_argument("--no-cpp", action="store_true", help="skip the bare C++ harness")
     ap.add_argument("--no-decode", dest="decode", action="store_false",
                     help="skip the decode-shaped command-list sequences")
+    ap.add_argument("--no-costmodel", dest="costmodel", action="store_false",
+                    help="skip the cost model's validation on the random graph family")
+    ap.add_argument("--costmodel-seed", type=int, default=None,
+                    help="the graph family's seed (default: SEED= or verif.graph_family."
+                         "VALIDATION_SEED)")
+    ap.add_argument("--costmodel-count", type=int, default=None,
+                    help="graphs in the family (default verif.graph_family.COUNT)")
     args = ap.parse_args(argv)
     t_all = time.monotonic()
     from tools.simbuild import soc_target
@@ -773,6 +945,7 @@ def main(argv=None):
     data["compile_s"] = compile_times(args.dim)
     target = soc_target(args.dim)
     print("[bench] RTL runs (cocotb + Verilator)")
+    data["loadavg_rtl"] = os.getloadavg()
     failed = None
     env = {"KAKI_FW_ELF": str(elf), "KAKI_BENCH_SIZES": args.sizes,
            "KAKI_BENCH_ATTENTION": args.attention, **SIM_ENV}
@@ -797,6 +970,23 @@ def main(argv=None):
         decode_file = simbuild.last_run_dir() / "decode_rtl.json"
         if decode_file.exists():
             data["decode"] = json.loads(decode_file.read_text())["rows"]
+    if args.costmodel:
+        from verif import graph_family
+        cm_seed = (graph_family.family_seed() if args.costmodel_seed is None
+                   else args.costmodel_seed)
+        cm_count = args.costmodel_count or graph_family.COUNT
+        print(f"[bench] cost model validation: graph family seed {cm_seed}, {cm_count} graphs")
+        try:
+            simbuild.run(target, "tools.bench", testcase="costmodel", seed=args.seed,
+                         tag="bench_costmodel", extra_env={
+                             **env, "KAKI_COSTMODEL_SEED": str(cm_seed),
+                             "KAKI_COSTMODEL_COUNT": str(cm_count)},
+                         repro=lambda seed: f"python -m tools.bench --costmodel-seed {cm_seed}")
+        except AssertionError as e:
+            failed = failed or e
+        cm_file = simbuild.last_run_dir() / "costmodel_rtl.json"
+        if cm_file.exists():
+            data["costmodel"] = json.loads(cm_file.read_text())
     if not (run_dir / "bench_rtl.json").exists():
         print(f"FAILED: the RTL run produced no results: {failed}; log dir {run_dir}", file=sys.stderr)
         return 1
@@ -809,6 +999,7 @@ def main(argv=None):
     from hdl_gen.config import KakiConfig
     caps = Capabilities.from_config(KakiConfig(dim=args.dim))
     print("[bench] golden device model runs")
+    data["loadavg_golden"] = os.getloadavg()
     for r in data["sizes"]:
         # Median of 3: a golden run takes tens of ms, where the load of a shared machine shows.
         runs = [run_golden(r["size"], args.seed, caps, elf) for _ in range(3)]
@@ -820,9 +1011,15 @@ def main(argv=None):
         r["golden_equal_rtl"] = bool(np.array_equal(out, rtl_out))
         r["exact"] = r["exact"] and r["golden_equal_rtl"]
         r["golden_speedup"] = r["rtl_wall_s"] / meas["wall"]
+    worst = golden_attention(data["attention"], args.seed, caps, elf)
     traced = data["sizes"][0]
     goals = dict(golden_speedup=traced["golden_speedup"])
     why = {}
+    if worst is not None:
+        goals["golden_speedup_attention"] = worst["golden_speedup"]
+        why["golden_speedup_attention"] = (
+            f"d_model {worst['d_model']} seq {worst['seq']}{' causal' if worst['causal'] else ''}: "
+            f"RTL {worst['rtl_wall_s']:.2f} s, golden {worst['golden_wall_s'] * 1000:.0f} ms")
     for r in data["sizes"]:
         goals[f"pe_util_{r['size']}"] = r["pe_util_run"]
         why[f"pe_util_{r['size']}"] = why_pe_util(r)
@@ -842,6 +1039,12 @@ def main(argv=None):
     if data.get("decode"):
         goals["decode_ratio"] = max(r["ratio"] for r in data["decode"])
         why["decode_ratio"] = why_decode(data["decode"])
+    if data.get("costmodel", {}).get("rows"):
+        dist = error_distribution(data["costmodel"]["rows"])
+        data["costmodel"]["distribution"] = {k: v for k, v in dist.items() if k != "worst"}
+        if dist["big"]["n"]:
+            goals["costmodel_worst"] = dist["big"]["max"]
+        why["costmodel_worst"] = why_costmodel(data["costmodel"]["rows"])
     data["why"] = why
     if not args.no_cpp and (run_dir / "trace.txt").exists():
         print("[bench] bare Verilator C++ harness replay")
@@ -863,7 +1066,8 @@ def main(argv=None):
           f"{data['wall_s']:.0f} s wall")
     ok = failed is None and all(r["exact"] for r in data["sizes"] + data["attention"]
                                 + ([data["mlp"]] if "mlp" in data else [])
-                                + data.get("decode", []))
+                                + data.get("decode", [])
+                                + data.get("costmodel", {}).get("rows", []))
     if "harness" in data:
         ok = ok and data["harness"]["output_equal"] and not data["harness"]["read_mismatches"]
     if not ok:

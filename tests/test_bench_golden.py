@@ -1,0 +1,49 @@
+"""make bench's golden-model speed figures (tools/bench.py ``golden_attention``, the goal rows)."""
+import numpy as np
+import pytest
+
+from hdl_gen.config import KakiConfig
+from spec.capabilities import Capabilities
+from tools import bench
+
+
+@pytest.fixture(scope="module")
+def elf(tmp_path_factory):
+    from firmware import build as fw_build
+    return fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf")
+
+
+def test_golden_attention_speed_rows(elf, monkeypatch):
+    """Each attention row gets the median golden wall of its runs, the speed-up against its RTL
+    wall and the bit-exact check; the worst row is returned (a fake run keeps this test fast)."""
+    from compiler.graph import interpret
+    walls = iter([0.3, 0.1, 0.2, 0.05, 0.5, 0.4])
+
+    def fake(g, feeds, seed, caps, firmware):
+        return interpret(g, feeds), dict(wall=next(walls))
+    monkeypatch.setattr(bench, "run_golden_graph", fake)
+    rows = [dict(d_model=16, seq=8, causal=c, rtl_wall_s=w, exact=True) for c, w in ((False, 2.0), (True, 8.0))]
+    caps = Capabilities.from_config(KakiConfig(dim=8))
+    worst = bench.golden_attention(rows, 1, caps, elf)
+    assert [r["golden_wall_s"] for r in rows] == [0.2, 0.4]
+    assert [r["golden_speedup"] for r in rows] == [10.0, 20.0] and worst is rows[0]
+    assert all(r["golden_equal"] and r["exact"] for r in rows)
+    data = dict(dim=8, seed=1, goals=dict(golden_speedup_attention=10.0), attention=[
+        dict(rows[0], commands=5, run_cycles=100, predicted=90, pe_util_run=0.5,
+             busy=dict(GEMM=1, VEC=2, SFU=3))], loadavg_rtl=(1.0, 2.0, 3.0),
+        loadavg_golden=(1.5, 2.0, 3.0))
+    (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("golden model speed vs RTL (wall, attention")]
+    assert row[1] == 10.0 and not row[4]
+    text = bench.format_table(data)
+    assert "2.00     0.200     10x" in text and "before the golden runs 1.5, 2.0, 3.0" in text
+
+
+def test_golden_attention_block_runs_bit_exact(elf):
+    """A small attention block through the driver on the golden model equals the interpreter."""
+    from compiler.graph import interpret
+    from compiler.models import attention_block
+    caps = Capabilities.from_config(KakiConfig(dim=8))
+    g, feeds = attention_block(1, d_model=32, seq=16, causal=True)
+    outs, meas = bench.run_golden_graph(g, feeds, 1, caps, elf)
+    ref = interpret(g, feeds)
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref) and meas["wall"] > 0
