@@ -393,8 +393,14 @@ class QueueController(wiring.Component):
         pos_w = Signal(3, name="patch_word")
         patch_bad = Signal(name="patch_bad")
         arg_val = Signal(32, name="patch_arg")
-        window = Signal(64, name="patch_window")
+        # a patch takes two cycles (SHIFT, APPLY): the argument read, shifted into place and its
+        # field mask go through registers before the 64-bit add into the descriptor words, so
+        # the argument table's read and the adder are not one path (it limited the block to
+        # ~41 MHz on ECP5)
+        addend = Signal(64, name="patch_addend")
         mask = Signal(64, name="patch_mask")
+        at_w = Signal(3, name="patch_at_word")
+        window = Signal(64, name="patch_window")
         patched = Signal(64, name="patch_result")
         ext = Cat(ldesc, Const(0, 32))
         cur_args = Array(nargs)[fq]
@@ -404,9 +410,8 @@ class QueueController(wiring.Component):
                          | (pw.arg >= cur_args) | (pw.reserved0 != 0) | (pw.reserved != 0)),
             args_r.addr.eq(fq * ARG_ROWS + pw.arg[3:]),
             arg_val.eq(args_r.data.word_select(pw.arg[:3], 32)),
-            window.eq(Cat(ext.word_select(pos_w, 32), ext.word_select(pos_w + 1, 32))),
-            mask.eq((((Const(1, 65) << width) - 1) << pos_lo)[:64]),
-            patched.eq((window & ~mask) | ((window + (arg_val << pos_lo))[:64] & mask)),
+            window.eq(Cat(ext.word_select(at_w, 32), ext.word_select(at_w + 1, 32))),
+            patched.eq((window & ~mask) | ((window + addend)[:64] & mask)),
         ]
 
         list_fail = Signal(name="fetch_list_fail")         # BAD_LIST for the queue of the read
@@ -441,7 +446,7 @@ class QueueController(wiring.Component):
                     m.next = "IDLE"
                     with m.If(good & (kind == ITEMS) & patch_rd):
                         m.d.sync += [pwords.eq(data_in[:len(pwords)]), pj.eq(0)]
-                        m.next = "APPLY"
+                        m.next = "SHIFT"
                     with m.Elif(good & (kind == ITEMS) & (in_desc.opcode == Opcode.EXEC_LIST)):
                         m.d.comb += list_fail.eq(1)            # lists do not nest
                     with m.Elif(good & (kind == ITEMS)):
@@ -456,7 +461,7 @@ class QueueController(wiring.Component):
                 with m.Elif(rg.timeout):               # the guard drops the rest of the burst
                     m.d.comb += fetch_abort.eq(1)
                     m.next = "IDLE"
-            with m.State("APPLY"):                     # one patch per cycle
+            with m.State("SHIFT"):                     # patch pj: check it, place its argument
                 m.d.comb += busy.eq(1)
                 with m.If(discard | fq_reset):
                     m.next = "IDLE"
@@ -464,12 +469,21 @@ class QueueController(wiring.Component):
                     m.d.comb += list_fail.eq(1)
                     m.next = "IDLE"
                 with m.Else():
+                    m.d.sync += [addend.eq(arg_val << pos_lo), at_w.eq(pos_w),
+                                 mask.eq((((Const(1, 65) << width) - 1) << pos_lo)[:64])]
+                    m.next = "APPLY"
+            with m.State("APPLY"):                     # ... and add it into its field
+                m.d.comb += busy.eq(1)
+                with m.If(discard | fq_reset):
+                    m.next = "IDLE"
+                with m.Else():
                     for k in range(DESCRIPTOR_WORDS):
-                        with m.If(pos_w == k):
+                        with m.If(at_w == k):
                             m.d.sync += ldesc.word_select(k, 32).eq(patched[:32])
                             if k + 1 < DESCRIPTOR_WORDS:
                                 m.d.sync += ldesc.word_select(k + 1, 32).eq(patched[32:])
                     m.d.sync += pj.eq(pj + 1)
+                    m.next = "SHIFT"
                     with m.If(pj + 1 == npatch):
                         m.next = "PUSH"
             with m.State("PUSH"):
@@ -755,7 +769,8 @@ class QueueController(wiring.Component):
                 reset_done=reset_done, fetch_issue=fetch_fsm.ongoing("IDLE") & rr_any,
                 fetch_sel=rr_sel, items=items, ring_read=Array(
                     (lm == RING) | (lm == END) for lm in lmode)[rr_sel],
-                fetch_states=[fetch_fsm.ongoing(s) for s in ("IDLE", "AR", "R", "APPLY", "PUSH")],
+                fetch_states=[fetch_fsm.ongoing(s)
+                              for s in ("IDLE", "AR", "R", "SHIFT", "APPLY", "PUSH")],
                 cpl_states=[cpl_fsm.ongoing(s)
                             for s in ("IDLE", "SETUP", "REC", "REC_B", "IDX", "IDX_B", "SKIP")],
                 fetch_keep=busy & ~discard, fetch_q=fq, cons_busy=cons_busy, cpl_queue=wq,
