@@ -16,7 +16,7 @@ from spec.descriptors import ErrorCode, Opcode
 from golden import ops
 from verif.workloads import random_gemm_case
 
-from verif.chip_tb import ChipTB, CommandFailed
+from verif.chip_tb import ChipTB, CommandFailed, CocotbextCsr
 from verif.functional_coverage import observe
 
 
@@ -635,3 +635,72 @@ async def core_mmio_read_only_registers_ignore_writes(dut):
     assert diff == 0, f"writes changed bits {diff:#x} of read-only MMIO registers"
     tb.log.info(f"{checked} read-only MMIO registers ignored the core's writes")
     await tb.write(R.CORE_CTRL, R.CORE_CTRL.RUN.put(0))
+
+
+async def _csr_script(csr, clk):
+    """A fixed mix of CSR accesses through ``csr`` (a CsrMaster or cocotbext-axi behind its
+    interface): back to back, after edge waits, from a timer that expires at a rising edge's
+    time (before that edge is evaluated), and a read overlapping a write. Returns per access
+    (what, cycles from the script's start to the call, cycles the call took, data read; TIMESTAMP
+    reads as the difference from the previous TIMESTAMP read)."""
+    from cocotb.triggers import RisingEdge, Timer
+    from cocotb.utils import get_sim_time
+
+    from verif.soc_target import CLOCK_NS, FIRST_EDGE_NS
+
+    def cycle():
+        t = int(get_sim_time("ns")) - FIRST_EDGE_NS
+        return t // CLOCK_NS - (t % CLOCK_NS == 0 and not int(clk.value))
+
+    out, last_ts = [], [None]
+    await RisingEdge(clk)
+    start = cycle()
+
+    async def access(what, coro):
+        c0 = cycle()
+        value = await coro
+        if what == "ts":
+            value, last_ts[0] = (None if last_ts[0] is None else (value - last_ts[0]) & 0xFFFF_FFFF,
+                                 value)
+        out.append((what, c0 - start, cycle() - c0, value))
+
+    reg = R.BUS_TIMEOUT                 # rw, configures nothing while the engines are idle
+    for k in range(3):
+        await access("ts", csr.read(R.TIMESTAMP.addr))
+    for value in (0x1234, 0xFFFF_0000, 7):
+        await access("w", csr.write(reg.addr, value))
+        await access("r", csr.read(reg.addr))
+        await access("ts", csr.read(R.TIMESTAMP.addr))
+    for n in (1, 2, 5):
+        await ClockCycles(clk, n)
+        await access("ts", csr.read(R.TIMESTAMP.addr))
+        await access("w", csr.write(reg.addr, n))
+    for n in (1, 3):                    # a timer expiring at a rising edge's time, before it
+        await Timer(n * CLOCK_NS, "ns")
+        await access("ts", csr.read(R.TIMESTAMP.addr))
+        await Timer(n * CLOCK_NS, "ns")
+        await access("w", csr.write(reg.addr, n))
+    both = [cocotb.start_soon(access("w", csr.write(reg.addr, 99))),
+            cocotb.start_soon(access("ts", csr.read(R.TIMESTAMP.addr)))]
+    for task in both:
+        await task
+    await access("r", csr.read(reg.addr))
+    return out
+
+
+@cocotb.test()
+async def csr_masters_agree(dut):
+    """verif/csr_master.py's CsrMaster (ChipTB's CSR master) against cocotbext-axi's
+    AxiLiteMaster on the same pins: the same accesses from the same kinds of call points take
+    the same cycles and read the same data, and TIMESTAMP advances by the same amounts between
+    reads (so each access reaches the chip at the same cycle relative to its call)."""
+    tb = ChipTB(dut)
+    assert tb.csr.__class__.__name__ == "CsrMaster"
+    await _reset(tb)
+    lean = await _csr_script(tb.csr, dut.clk)
+    other = CocotbextCsr(dut)          # takes over the pins (its sinks raise READY an edge later)
+    await ClockCycles(dut.clk, 4)
+    theirs = await _csr_script(other, dut.clk)
+    assert lean == theirs, "\n".join(f"{a} != {b}" for a, b in zip(lean, theirs) if a != b)
+    tb.log.info(f"{len(lean)} accesses: same cycles and data with both masters "
+                f"({sum(1 for a in lean if a[0] != 'w')} reads)")

@@ -16,7 +16,7 @@ ERRORS_AND_INTERRUPTS = ("errors_are_precise_and_isolated", "direct_submission_o
                          "interrupt_mask_and_ack", "dma_overlaps_gemm", "dma_bus_timeouts_in_a_row")
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
 COCOTB_RUNS = {MODULE: ("random_gemms", "firmware_boots_faults_and_reloads", "firmware_reads_perf",
-                       "host_registers_hold_what_is_written", *CORE_PROGRAMS,
+                       "host_registers_hold_what_is_written", "csr_masters_agree", *CORE_PROGRAMS,
                        *ERRORS_AND_INTERRUPTS)}
 REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 
@@ -50,6 +50,12 @@ def test_chip_firmware_reads_perf():
 def test_chip_host_registers():
     simbuild.run(soc_target(8), MODULE, testcase="host_registers_hold_what_is_written",
                  tag="host_registers")
+
+
+@pytest.mark.sim
+def test_chip_csr_masters_agree():
+    """ChipTB's lean CSR master keeps cocotbext-axi's pin timing (verif/csr_master.py)."""
+    simbuild.run(soc_target(8), MODULE, testcase="csr_masters_agree", tag="csr_masters")
 
 
 @pytest.mark.sim

@@ -25,6 +25,7 @@ from driver.bringup import load_firmware
 from driver.ops import run_async
 from .workloads import gemm_epilogue_reference, host_tensors, run_on_model
 
+from .csr_master import CsrMaster
 from .host_mem import HostMemory
 from .soc_target import CLOCK_NS, FIRST_EDGE_NS, HOST_WORDS
 
@@ -45,14 +46,35 @@ class CommandFailed(AssertionError):
         self.code, self.opcode, self.tag = code, opcode, tag
 
 
-class ChipTB:
+class CocotbextCsr:
+    """cocotbext-axi's AxiLiteMaster behind :class:`CsrMaster`'s interface."""
+
     def __init__(self, dut):
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"),
+                                  dut.clk, dut.rst)
+        for channel in (self.axil.write_if, self.axil.read_if):
+            channel.log.setLevel(logging.WARNING)
+
+    async def read(self, addr):
+        resp = await self.axil.read(addr, 4)
+        return int.from_bytes(resp.data, "little")
+
+    async def write(self, addr, value):
+        return int((await self.axil.write(addr, int(value).to_bytes(4, "little"))).resp)
+
+
+#: ``KAKI_CSR_MASTER`` / ``ChipTB(csr_master=...)`` values
+CSR_MASTERS = ("lean", "cocotbext-axi")
+
+
+class ChipTB:
+    def __init__(self, dut, csr_master=None):
         self.dut = dut
         self.seed = int(os.environ.get("KAKI_SEED", "1"))
-        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"),
-                                 dut.clk, dut.rst)
-        for channel in (self.csr.write_if, self.csr.read_if):
-            channel.log.setLevel(logging.WARNING)
+        kind = csr_master or os.environ.get("KAKI_CSR_MASTER") or "lean"
+        if kind not in CSR_MASTERS:
+            raise ValueError(f"CSR master {kind!r}: expected one of {CSR_MASTERS}")
+        self.csr = CsrMaster(dut, dut.clk) if kind == "lean" else CocotbextCsr(dut)
         self.host = HostMemory(dut, prefix="host_", words=HOST_WORDS, mem=dut.host.mem)
         self.host.configure(seed=self.seed)
         self.caps = None
@@ -74,8 +96,7 @@ class ChipTB:
 
     # ------------------------------------------------------------------ registers
     async def read(self, reg):
-        resp = await self.csr.read(reg.addr, 4)
-        value = int.from_bytes(resp.data, "little")
+        value = await self.csr.read(reg.addr)
         if self.observer is not None:
             self.observer.on_read(reg, value)
         return value
@@ -83,7 +104,7 @@ class ChipTB:
     async def write(self, reg, value):
         if self.observer is not None:
             self.observer.on_write(reg, int(value))
-        await self.csr.write(reg.addr, int(value).to_bytes(4, "little"))
+        await self.csr.write(reg.addr, int(value))
 
     async def capabilities(self):
         values = {}

@@ -19,7 +19,7 @@ Usage::
 import os
 
 import numpy as np
-from cocotb.handle import Immediate
+from cocotb.handle import _GPISetAction
 from cocotb.triggers import FallingEdge, RisingEdge
 
 __all__ = ["HostMemory"]
@@ -27,6 +27,9 @@ __all__ = ["HostMemory"]
 #: Largest transfer done word by word over VPI (~2-3 µs a word, measured) rather than by one
 #: $readmemh/$writememh file round trip (1-4 ms and 1.5 clock cycles whatever the size).
 VPI_WORDS = 512
+
+#: the GPI action of ``cocotb.handle.Immediate``: the write takes effect at once (vpiNoDelay)
+_NO_DELAY = _GPISetAction.NO_DELAY.value
 
 _PORTS = ("cfg_latency", "cfg_stall", "cfg_seed", "cfg_err_base", "cfg_err_limit", "cfg_err_resp",
           "cfg_max_len", "cfg_bh_base", "cfg_bh_limit", "cfg_bh_mode", "bd_load", "bd_dump",
@@ -66,6 +69,7 @@ class HostMemory:
                  name="kaki_host_mem", fname_bits=1024, mem=None):
         self.clk = dut.clk if clk is None else clk
         self.mem = mem
+        self._raw = {}
         self.data_bytes = data_bytes
         self.words = words
         self.size = words * data_bytes
@@ -200,17 +204,40 @@ class HostMemory:
         be = np.frombuffer(bytes.fromhex("".join(ln.rjust(width, "0") for ln in lines)), np.uint8)
         return be.reshape(-1, self.data_bytes)[:, ::-1].reshape(-1)
 
+    def _word(self, w):
+        """The simulator object of word ``w`` of ``mem`` (cached): its raw GPI handle, read and
+        written below without cocotb's value objects (a driver run reads thousands of words;
+        ``handle.value`` costs several times the VPI access itself)."""
+        h = self._raw.get(w)
+        if h is None:
+            h = self._raw[w] = self.mem[w]._handle
+        return h
+
     def _peek_words(self, w0, w1):
         """Words w0..w1 (inclusive, no wrap) read over VPI, as :meth:`_dump_words` returns them."""
+        word = self._word
+        vals = [word(w).get_signal_val_binstr() for w in range(w0, w1 + 1)]
+        try:
+            ints = [int(v, 2) for v in vals]
+        except ValueError:           # X or Z bits (a 4-state simulator): as cocotb resolves them
+            ints = [self.mem[w].value.to_unsigned() for w in range(w0, w1 + 1)]
         db = self.data_bytes
-        raw = b"".join(self.mem[w].value.to_unsigned().to_bytes(db, "little")
-                       for w in range(w0, w1 + 1))
-        return np.frombuffer(raw, np.uint8)
+        if db in (4, 8):
+            return np.array(ints, dtype=f"<u{db}").view(np.uint8)
+        return np.frombuffer(b"".join(v.to_bytes(db, "little") for v in ints), np.uint8)
 
     def _poke_words(self, w0, data):
-        """Write whole words from w0 (no wrap) over VPI, at once: the next clock edge sees them."""
-        for i, row in enumerate(data.reshape(-1, self.data_bytes)):
-            self.mem[w0 + i].value = Immediate(int.from_bytes(row.tobytes(), "little"))
+        """Write whole words from w0 (no wrap) over VPI, at once: the next clock edge sees them
+        (what ``handle.value = Immediate(v)`` does, without cocotb's value objects)."""
+        db = self.data_bytes
+        fmt = f"0{8 * db}b"
+        data = np.ascontiguousarray(data)
+        if db in (4, 8):
+            values = data.view(f"<u{db}").tolist()
+        else:
+            values = [int.from_bytes(row.tobytes(), "little") for row in data.reshape(-1, db)]
+        for i, v in enumerate(values):
+            self._word(w0 + i).set_signal_val_binstr(_NO_DELAY, format(v, fmt))
 
     def _by_vpi(self, w0, w1):
         return self.mem is not None and w1 - w0 < VPI_WORDS
