@@ -138,6 +138,22 @@ def test_window_main_is_cocotbs_plus_marked_changes():
         "cocotb's verilator.cpp changed: re-copy it to tools/harness/verilator_window.cpp")
 
 
+def test_loop_clock_builds_define_the_clock_for_the_main_loop():
+    """The chip's target has its clock made by the main loop: the Verilog define and the half
+    period in precision units (10 ns clock, 1 ps precision: 5000), and the main toggles ``clk``
+    only when built with that half period; targets without it get no options."""
+    soc = simbuild.soc_target(8)
+    assert soc.loop_clock and soc.clock_ns == 10
+    assert simbuild.loop_clock_args(soc) == ["-DKAKI_LOOP_CLOCK", "-CFLAGS",
+                                             "-DKAKI_LOOP_CLOCK_HALF=5000"]
+    assert simbuild.loop_clock_args(simbuild.SimTarget("t", "t")) == []
+    ours = simbuild.WINDOW_MAIN.read_text()
+    toggle = ours[ours.index("if (main_time == nextClockToggle)"):]
+    assert "top->clk = !top->clk;" in toggle.split("}", 1)[0]
+    assert ours.count("#ifdef KAKI_LOOP_CLOCK_HALF") == 4
+    assert "`elsif KAKI_LOOP_CLOCK" in (simbuild.BUILD / "gen" / f"{soc.toplevel}.v").read_text()
+
+
 COCOTB_MAIN_SHA256 = "95d2661a31cec21f37e82135bbd4f9c809be1e823e36b094064ad271d4850a88"
 
 

@@ -7,6 +7,9 @@
 * :func:`run` runs one cocotb test module in a fresh test directory, honours ``SEED=``, and fails
   when the module executed zero tests or any test failed, printing the one command that reruns it
   with waves on.
+* A target with ``loop_clock`` (the chip's testbench top) gets its ``clk`` input toggled by the
+  simulator's main loop, our copy of cocotb's (tools/harness/verilator_window.cpp), in every
+  build: no Verilator timing scheduler for the clock (verif/soc_target.py).
 * ``KAKI_WAVES=1`` (``make waves``) switches to the traced build and writes ``dump.vcd`` and a
   GTKWave save file ``dump.gtkw`` with the signals grouped by block (tools/waves.py). With
   ``KAKI_WAVES_START``/``KAKI_WAVES_STOP`` (clock cycles of ``SimTarget.clock_ns``) the simulator
@@ -181,9 +184,15 @@ class SimTarget:
     #: here is 10 ns (the chip's tb top and the block tests' cocotb clocks); the waves run warns
     #: when the traced top-level ``clk`` has another period.
     clock_ns: int = 10
+    #: the top's ``clk`` is an input that the simulator's main loop (:data:`WINDOW_MAIN`) inverts
+    #: every ``clock_ns / 2``, first rising edge at ``clock_ns / 2``; Verilog ``KAKI_LOOP_CLOCK``
+    #: is defined (the top then declares ``clk`` an input instead of making it with ``#`` delays)
+    loop_clock: bool = False
 
 
-def _runner(fast):
+def _runner(fast, own_main=False):
+    """The cocotb runner: fast builds without ``--public-flat-rw``; ``own_main``: cocotb's main
+    loop replaced by :data:`WINDOW_MAIN`."""
     from cocotb_tools.runner import Verilator
 
     class KakiVerilator(Verilator):
@@ -191,11 +200,28 @@ def _runner(fast):
             cmds = super()._build_command()
             if fast:
                 cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
-            else:
+            if own_main:
                 cmds[0] = swap_main(cmds[0])
             return cmds
 
     return KakiVerilator()
+
+
+#: simulation precision units per ns (TIMESCALE's precision)
+_PER_NS = {"1ns": 1, "100ps": 10, "10ps": 100, "1ps": 1000, "100fs": 10_000, "10fs": 100_000,
+           "1fs": 1_000_000}
+
+
+def loop_clock_args(target):
+    """Build options of a :attr:`SimTarget.loop_clock` target: the Verilog define and the half
+    period, in precision units, for the main loop."""
+    if not target.loop_clock:
+        return []
+    half = target.clock_ns * _PER_NS[TIMESCALE[1]]
+    if half % 2:
+        raise ValueError(f"{target.name}: clock_ns {target.clock_ns} is not an even number of "
+                         f"{TIMESCALE[1]} steps")
+    return ["-DKAKI_LOOP_CLOCK", "-CFLAGS", f"-DKAKI_LOOP_CLOCK_HALF={half // 2}"]
 
 
 def swap_main(cmd):
@@ -216,11 +242,11 @@ def wants_coverage():
 
 def _stamp(target, waves):
     h = hashlib.sha256()
-    for src in [*target.sources, WAIVERS, *([WINDOW_MAIN] if waves else [])]:
+    for src in [*target.sources, WAIVERS, *([WINDOW_MAIN] if waves or target.loop_clock else [])]:
         h.update(str(src).encode())
         h.update(Path(src).read_bytes())
     h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS,
-                   wants_coverage() and _COVERAGE_ARGS)).encode())
+                   wants_coverage() and _COVERAGE_ARGS, loop_clock_args(target))).encode())
     return h.hexdigest()
 
 
@@ -241,12 +267,12 @@ def build(target, *, waves=None):
         public = write_if_changed(
             bdir.parent / f"{target.name}.public.vlt",
             f'`verilator_config\npublic_flat_rw -module "{target.toplevel}" -var "*"\n')
-        _runner(fast=not waves).build(
+        _runner(fast=not waves, own_main=waves or target.loop_clock).build(
             sources=[WAIVERS, public, *target.sources],
             hdl_toplevel=target.toplevel,
             build_dir=bdir,
             build_args=[*(_DEBUG_ARGS if waves else _FAST_ARGS), *(_COVERAGE_ARGS if cov else []),
-                        *target.build_args],
+                        *target.build_args, *loop_clock_args(target)],
             waves=waves,
             timescale=TIMESCALE,
             always=True,
@@ -458,8 +484,9 @@ def cpp_build(target):
     target's own, e.g. ``--timing``; default C++ optimisation), but no VPI, no cocotb and no public
     signals other than the host-memory array the target makes public (the harness stores the
     trace's backdoor word writes straight into it). The one difference in the Verilog:
-    ``KAKI_EXT_CLOCK`` is defined, so ``clk`` is an input of the testbench top and the harness
-    toggles it (two ``eval()`` per cycle) instead of the top's ``#5`` clock generator. Cached under
+    ``KAKI_EXT_CLOCK`` is defined instead of ``KAKI_LOOP_CLOCK``, so ``clk`` is an input of the
+    testbench top that the harness toggles (two ``eval()`` per cycle, as the cocotb build's main
+    loop does) and the chip's CSR outputs reach the ports without the falling-edge copy. Cached under
     ``build/cpp/<target>``, keyed by a hash of the sources, the options and ``replay.cpp``.
     """
     bdir = BUILD / "cpp" / target.name
@@ -498,7 +525,9 @@ def cpp_replay(binary, trace, workdir, issue_delay=1):
 
 
 def soc_target(dim=8):
-    """The SimTarget of the ``dim``×``dim`` chip with its host memory (verif/soc_target.py)."""
+    """The SimTarget of the ``dim``×``dim`` chip with its host memory (verif/soc_target.py); its
+    clock is made by the simulator's main loop (``loop_clock``; ``--timing`` stays for a build
+    of the top without ``KAKI_LOOP_CLOCK``, which makes the clock with ``#`` delays)."""
     from hdl_gen.config import KakiConfig
     from verif.soc_target import HOST_MEM_PUBLIC, HOST_MEM_V, tb_verilog
 
@@ -509,4 +538,4 @@ def soc_target(dim=8):
     return SimTarget(name=top, toplevel=top,
                      sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v", rtl / f"kaki_soc_{cfg.name}.v",
                               HOST_MEM_V, tb],
-                     build_args=["--timing"])
+                     build_args=["--timing"], loop_clock=True)

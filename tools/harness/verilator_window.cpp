@@ -3,13 +3,21 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
 // Kaki: a copy of cocotb 2.1.0's share/lib/verilator/verilator.cpp (the main loop the cocotb
-// runner compiles into every Verilator simulator), used for the waves build only
-// (tools/simbuild.py swaps it in). The one change, marked "kaki:", traces a time window
-// while simulating instead of the whole run: `--trace-start T` / `--trace-stop T` (simulation
-// time in precision units, e.g. ps). The trace file is opened at the first time step >= T_start
-// (VerilatedVcdC writes every signal's value on the first dump after open, so the file stands on
-// its own) and closed after the first time step >= T_stop. Without them the whole run is
-// traced as before. Everything else is cocotb's code unchanged.
+// runner compiles into every Verilator simulator), used for the waves build and for every build
+// of a target whose clock the loop makes (tools/simbuild.py swaps it in). Two changes, marked
+// "kaki:", everything else is cocotb's code unchanged:
+//
+// * a trace window: `--trace-start T` / `--trace-stop T` (simulation time in precision units,
+//   e.g. ps) trace that window while simulating instead of the whole run. The trace file is
+//   opened at the first time step >= T_start (VerilatedVcdC writes every signal's value on the
+//   first dump after open, so the file stands on its own) and closed after the first time step
+//   >= T_stop. Without them the whole run is traced as before.
+// * a clock made by the loop: compiled with -DKAKI_LOOP_CLOCK_HALF=H (precision units), the
+//   top's `clk` input starts at 0 and is inverted at the start of every time step at a multiple
+//   of H (rising edges at H, 3H, ...), after that step's timed callbacks and before its
+//   evaluation: where `always #H clk = ~clk;` in the top would invert it, without Verilator's
+//   timing scheduler (no `--timing` event queue, no coroutine per half period). The bare C++
+//   harness (replay.cpp) clocks the same model the same way, two evaluations per cycle.
 
 #include <libgen.h>  // basename
 #include <stdio.h>   // stderr, fprintf
@@ -174,6 +182,9 @@ int main(int argc, char **argv) {
     Verilated::debug(99);
 #endif
     std::unique_ptr<Vtop> top(new Vtop(""));
+#ifdef KAKI_LOOP_CLOCK_HALF
+    top->clk = 0;  // kaki: the clock made by the loop starts low
+#endif
     Verilated::fatalOnVpiError(false);  // otherwise it will fail on systemtf
 
 #ifdef VERILATOR_SIM_DEBUG
@@ -198,7 +209,19 @@ int main(int argc, char **argv) {
     VerilatedVpi::callCbs(cbStartOfSimulation);
     settle_value_callbacks();
 
+#ifdef KAKI_LOOP_CLOCK_HALF
+    // kaki: the clock made by this loop (file header); next time step that inverts it
+    const vluint64_t clockHalf = KAKI_LOOP_CLOCK_HALF;
+    vluint64_t nextClockToggle = clockHalf;
+#endif
+
     while (!Verilated::gotFinish()) {
+#ifdef KAKI_LOOP_CLOCK_HALF
+        if (main_time == nextClockToggle) {  // kaki: invert the clock, then evaluate
+            top->clk = !top->clk;
+            nextClockToggle += clockHalf;
+        }
+#endif
         do {
             // We must evaluate whole design until we process all 'events' for
             // this time step
@@ -244,6 +267,9 @@ int main(int argc, char **argv) {
         vluint64_t next_time_timing =
             top->eventsPending() ? top->nextTimeSlot() : NO_TOP_EVENTS_PENDING;
         vluint64_t next_time = std::min(next_time_cocotb, next_time_timing);
+#ifdef KAKI_LOOP_CLOCK_HALF
+        next_time = std::min(next_time, nextClockToggle);  // kaki
+#endif
 
         // If there are no more cbAfterDelay callbacks,
         // the next deadline is max value, so end the simulation now
