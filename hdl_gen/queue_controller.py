@@ -470,7 +470,7 @@ class QueueController(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [addend.eq(arg_val << pos_lo), at_w.eq(pos_w),
-                                 mask.eq((((Const(1, 65) << width) - 1) << pos_lo)[:64])]
+                                 mask.eq(((Const(2**64 - 1, 64) >> (64 - width)[:6]) << pos_lo)[:64])]
                     m.next = "APPLY"
             with m.State("APPLY"):                     # ... and add it into its field
                 m.d.comb += busy.eq(1)

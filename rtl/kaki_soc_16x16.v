@@ -69452,10 +69452,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [32:0] \$475 ;
   wire \$476 ;
   wire [62:0] \$477 ;
-  wire [191:0] \$478 ;
-  wire [192:0] \$479 ;
+  wire [7:0] \$478 ;
+  wire [63:0] \$479 ;
   wire \$48 ;
-  wire [223:0] \$480 ;
+  wire [94:0] \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
@@ -70990,9 +70990,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$475  = up__araddr + 6'h20;
   assign \$476  = fetch_discard | fetch_q_reset;
   assign \$477  = patch_arg << \$206 [4:0];
-  assign \$478  = 1'h1 << patch_width;
-  assign \$479  = \$478  - 1'h1;
-  assign \$480  = $signed(\$479 ) << \$206 [4:0];
+  assign \$478  = 7'h40 - patch_width;
+  assign \$479  = 64'hffffffffffffffff >> \$478 [5:0];
+  assign \$480  = \$479  << \$206 [4:0];
   assign \$481  = fetch_discard | fetch_q_reset;
   assign \$482  = ! patch_at_word;
   assign \$483  = patch_at_word == 1'h1;
