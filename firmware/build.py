@@ -5,6 +5,7 @@
 The firmware version comes from pyproject.toml (one source), passed as KAKI_FW_VERSION.
 """
 import argparse
+import os
 import subprocess
 import sys
 import tomllib
@@ -28,17 +29,22 @@ def version():
 
 def build(out=ELF, sources=None):
     """Compile and link the firmware (or, with ``sources``, a test image from start.S and those C
-    files); return the ELF path. Raises RuntimeError with clang's output."""
+    files); return the ELF path. Raises RuntimeError with clang's output. The ELF is linked
+    beside ``out`` and renamed onto it, so a simulator opening ``out`` (another process, while
+    this one rebuilds it) reads the old image or the new one, never a missing or partial file."""
     out = Path(out)
     sources = SOURCES if sources is None else [FW / "start.S", *sources]
     out.parent.mkdir(parents=True, exist_ok=True)
     _, packed = version()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     cmd = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, f"-DKAKI_FW_VERSION={packed:#x}",
-           f"-I{FW / 'include'}", f"-I{FW}", "-T", str(FW / "link.ld"), "-o", str(out),
+           f"-I{FW / 'include'}", f"-I{FW}", "-T", str(FW / "link.ld"), "-o", str(tmp),
            *map(str, sources)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"firmware build failed:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")
+    os.replace(tmp, out)
     return out
 
 
