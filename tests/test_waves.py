@@ -152,6 +152,9 @@ def test_loop_clock_builds_define_the_clock_for_the_main_loop():
     assert "top->clk = !top->clk;" in toggle.split("}", 1)[0]
     assert ours.count("#ifdef KAKI_LOOP_CLOCK_HALF") == 4
     assert "`elsif KAKI_LOOP_CLOCK" in (simbuild.BUILD / "gen" / f"{soc.toplevel}.v").read_text()
+    # its fast build makes only the top's ports public (not the wires between chip and memory)
+    assert "csr__*" in soc.public and not any(p.startswith(("mem__", "pin_")) or p == "*"
+                                              for p in soc.public)
 
 
 COCOTB_MAIN_SHA256 = "95d2661a31cec21f37e82135bbd4f9c809be1e823e36b094064ad271d4850a88"

@@ -188,6 +188,9 @@ class SimTarget:
     #: every ``clock_ns / 2``, first rising edge at ``clock_ns / 2``; Verilog ``KAKI_LOOP_CLOCK``
     #: is defined (the top then declares ``clk`` an input instead of making it with ``#`` delays)
     loop_clock: bool = False
+    #: signals of the top module Python may touch (Verilator ``public_flat_rw`` name patterns);
+    #: the fast build keeps everything else private, for Verilator to optimise
+    public: tuple = ("*",)
 
 
 def _runner(fast, own_main=False):
@@ -246,7 +249,8 @@ def _stamp(target, waves):
         h.update(str(src).encode())
         h.update(Path(src).read_bytes())
     h.update(repr(("scheme-2", target.toplevel, target.build_args, waves, _FAST_ARGS, _DEBUG_ARGS,
-                   wants_coverage() and _COVERAGE_ARGS, loop_clock_args(target))).encode())
+                   wants_coverage() and _COVERAGE_ARGS, loop_clock_args(target),
+                   *([] if target.public == ("*",) else [target.public]))).encode())
     return h.hexdigest()
 
 
@@ -266,7 +270,8 @@ def build(target, *, waves=None):
         t0 = time.monotonic()
         public = write_if_changed(
             bdir.parent / f"{target.name}.public.vlt",
-            f'`verilator_config\npublic_flat_rw -module "{target.toplevel}" -var "*"\n')
+            "`verilator_config\n" + "".join(f'public_flat_rw -module "{target.toplevel}" -var "{v}"\n'
+                                             for v in target.public))
         _runner(fast=not waves, own_main=waves or target.loop_clock).build(
             sources=[WAIVERS, public, *target.sources],
             hdl_toplevel=target.toplevel,
@@ -529,7 +534,7 @@ def soc_target(dim=8):
     clock is made by the simulator's main loop (``loop_clock``; ``--timing`` stays for a build
     of the top without ``KAKI_LOOP_CLOCK``, which makes the clock with ``#`` delays)."""
     from hdl_gen.config import KakiConfig
-    from verif.soc_target import HOST_MEM_PUBLIC, HOST_MEM_V, tb_verilog
+    from verif.soc_target import HOST_MEM_PUBLIC, HOST_MEM_V, PUBLIC, tb_verilog
 
     cfg = KakiConfig(dim=dim)
     top = f"kaki_tb_soc_{cfg.name}"
@@ -538,4 +543,4 @@ def soc_target(dim=8):
     return SimTarget(name=top, toplevel=top,
                      sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v", rtl / f"kaki_soc_{cfg.name}.v",
                               HOST_MEM_V, tb],
-                     build_args=["--timing"], loop_clock=True)
+                     build_args=["--timing"], loop_clock=True, public=PUBLIC)

@@ -36,7 +36,8 @@ from spec.descriptors import COMMANDS, Engine, ErrorCode
 from . import boundary_monitor as BM
 from .axi_checker import (Axi4Checker, AxiBurstTxn, AxiLiteChecker, CsrTxn, PackedSampler,
                           ProtocolError)
-from .soc_target import CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES, MONITOR_FIELDS
+from .soc_target import (CLOCK_NS, FIRST_EDGE_NS, HANDSHAKES, MONITOR_FIELDS, mem_signature,
+                         signature_widths)
 from .predictor import command_name, store_rows
 
 __all__ = ["BusMismatch", "CsrMatcher", "StoreBytes", "HostShadow", "AxiLiteMonitor", "AxiMonitor",
@@ -192,11 +193,16 @@ class _PinMonitor(uvm_monitor):
         self.dut = ConfigDB().get(self, "", "TB").dut
         self.core = self.make_core(self.ap.write)
         self.sampler = PackedSampler(self.dut, self.BUS, self.core, clock_ns=CLOCK_NS,
-                                     first_edge_ns=FIRST_EDGE_NS, handshakes=HANDSHAKES)
+                                     first_edge_ns=FIRST_EDGE_NS, handshakes=HANDSHAKES,
+                                     widths=self.widths())
         self.error = None
 
     def make_core(self, publish):
         raise NotImplementedError
+
+    def widths(self):
+        """{signature member: width} of the bus (None: read from its pins, ports of the top)."""
+        return None
 
     async def run_phase(self):
         try:
@@ -236,8 +242,11 @@ class AxiMonitor(_PinMonitor):
     BUS = "mem"
 
     def make_core(self, publish):
-        return Axi4Checker(publish, len(self.dut.mem__wdata) // 8, fields=MONITOR_FIELDS["mem"],
+        return Axi4Checker(publish, self.widths()["wdata"] // 8, fields=MONITOR_FIELDS["mem"],
                            full_width=True, aligned=True, max_beats=DEFAULTS["max_burst_beats"])
+
+    def widths(self):
+        return signature_widths(mem_signature(self.dut))     # mem__* wires are not public
 
     def check_phase(self):
         super().check_phase()
@@ -293,7 +302,7 @@ class BusScoreboard(uvm_subscriber):
     def build_phase(self):
         self.tb = ConfigDB().get(self, "", "TB")
         self.csr = CsrMatcher()
-        self.stores = StoreBytes(len(self.tb.dut.mem__wdata) // 8)
+        self.stores = StoreBytes(signature_widths(mem_signature(self.tb.dut))["wdata"] // 8)
         self.shadow = HostShadow(self.stores.data_bytes)
         self.pending = deque()
         self.work = Event()
