@@ -10,9 +10,11 @@
 //   replay <trace.txt> [issue_delay]      (run in a scratch directory: it writes replay_*.hex)
 //
 // Prints one JSON line: cycles, wall seconds of the timed window (trace S..E) and of the whole
-// replay, CSR reads whose data differ from the recording (0 = the replay is cycle-exact as far
-// as the reads can tell).
+// replay, CPU seconds of this process in the window (less sensitive than the wall time to other
+// processes sharing the machine), CSR reads whose data differ from the recording (0 = the replay
+// is cycle-exact as far as the reads can tell).
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +37,12 @@ struct Event {
     uint64_t a = 0, b = 0;
     std::vector<uint64_t> words;
 };
+
+static double cpu_s() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 static double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -107,7 +115,7 @@ int main(int argc, char** argv) {
     uint64_t reads = 0, writes = 0, loads = 0, pokes = 0, mismatches = 0;
     long first_bad = -1;
     uint64_t first_bad_got = 0;
-    double t_start = 0, t_end = 0, t0 = now_s();
+    double t_start = 0, t_end = 0, t0 = now_s(), cpu_start = 0, cpu_end = 0;
     uint64_t c_start = 0, c_end = 0;
     bool done = false;
     uint64_t k = 0;
@@ -141,8 +149,8 @@ int main(int argc, char** argv) {
             Event& e = ev[next];
             if (e.kind == 'S' || e.kind == 'E') {
                 if (e.cycle > k) break;
-                if (e.kind == 'S') t_start = now_s(), c_start = k;
-                else t_end = now_s(), c_end = k;
+                if (e.kind == 'S') t_start = now_s(), cpu_start = cpu_s(), c_start = k;
+                else t_end = now_s(), cpu_end = cpu_s(), c_end = k;
                 next++;
             } else if (e.kind == 'W' || e.kind == 'R') {
                 if (e.cycle + delay > k) break;
@@ -200,10 +208,12 @@ int main(int argc, char** argv) {
     k++;
     double t_total = now_s() - t0;
     top->final();
-    printf("{\"cycles\": %llu, \"window_cycles\": %llu, \"window_wall_s\": %.6f, \"total_wall_s\": %.6f, "
+    printf("{\"cycles\": %llu, \"window_cycles\": %llu, \"window_wall_s\": %.6f, \"window_cpu_s\": %.6f, "
+           "\"total_wall_s\": %.6f, "
            "\"csr_writes\": %llu, \"csr_reads\": %llu, \"read_mismatches\": %llu, \"first_mismatch_event\": %ld, "
            "\"first_mismatch_got\": %llu, \"loads\": %llu, \"pokes\": %llu, \"issue_delay\": %llu}\n",
-           (unsigned long long)k, (unsigned long long)(c_end - c_start), t_end - t_start, t_total,
+           (unsigned long long)k, (unsigned long long)(c_end - c_start), t_end - t_start,
+           cpu_end - cpu_start, t_total,
            (unsigned long long)writes, (unsigned long long)reads, (unsigned long long)mismatches,
            first_bad, (unsigned long long)first_bad_got, (unsigned long long)loads,
            (unsigned long long)pokes, (unsigned long long)delay);
