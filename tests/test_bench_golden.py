@@ -14,28 +14,36 @@ def elf(tmp_path_factory):
 
 
 def test_golden_attention_speed_rows(elf, monkeypatch):
-    """Each attention row gets the median golden wall of its runs, the speed-up against its RTL
-    wall and the bit-exact check; the worst row is returned (a fake run keeps this test fast)."""
+    """Each attention row gets the median golden wall and CPU time of its runs, the speed-ups
+    against its RTL wall and CPU time and the bit-exact check; the worst row by the CPU speed-up
+    is returned and judged (a fake run keeps this test fast)."""
     from compiler.graph import interpret
     walls = iter([0.3, 0.1, 0.2, 0.05, 0.5, 0.4])
+    cpus = iter([0.25, 0.1, 0.2, 0.04, 0.4, 0.2])
 
     def fake(g, feeds, seed, caps, firmware):
-        return interpret(g, feeds), dict(wall=next(walls))
+        return interpret(g, feeds), dict(wall=next(walls), cpu=next(cpus))
     monkeypatch.setattr(bench, "run_golden_graph", fake)
-    rows = [dict(d_model=16, seq=8, causal=c, rtl_wall_s=w, exact=True) for c, w in ((False, 2.0), (True, 8.0))]
+    rows = [dict(d_model=16, seq=8, causal=c, rtl_wall_s=w, rtl_cpu_s=cpu, exact=True)
+            for c, w, cpu in ((False, 2.0, 1.0), (True, 8.0, 8.0))]
     caps = Capabilities.from_config(KakiConfig(dim=8))
     worst = bench.golden_attention(rows, 1, caps, elf)
     assert [r["golden_wall_s"] for r in rows] == [0.2, 0.4]
-    assert [r["golden_speedup"] for r in rows] == [10.0, 20.0] and worst is rows[0]
+    assert [r["golden_cpu_s"] for r in rows] == [0.2, 0.2]
+    assert [r["golden_speedup"] for r in rows] == [10.0, 20.0]
+    assert [r["golden_speedup_cpu"] for r in rows] == [5.0, 40.0] and worst is rows[0]
     assert all(r["golden_equal"] and r["exact"] for r in rows)
-    data = dict(dim=8, seed=1, goals=dict(golden_speedup_attention=10.0), attention=[
+    data = dict(dim=8, seed=1, goals=dict(golden_speedup_attention=5.0), attention=[
         dict(rows[0], commands=5, run_cycles=100, predicted=90, pe_util_run=0.5,
              busy=dict(GEMM=1, VEC=2, SFU=3))], loadavg_rtl=(1.0, 2.0, 3.0),
-        loadavg_golden=(1.5, 2.0, 3.0))
-    (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("golden model speed vs RTL (wall, attention")]
-    assert row[1] == 10.0 and not row[4]
+        loadavg_golden=(1.5, 2.0, 3.0), golden_speedup_wall={"attention worst": 10.0})
+    (row,) = [r for r in bench.goal_rows(data)
+              if r[0].startswith("golden model speed vs RTL (CPU time, attention")]
+    assert row[1] == 5.0 and not row[4]
     text = bench.format_table(data)
-    assert "2.00     0.200     10x" in text and "before the golden runs 1.5, 2.0, 3.0" in text
+    assert "2.00     0.200     10x     1.00     0.200     5x" in text
+    assert "before the golden runs 1.5, 2.0, 3.0" in text
+    assert "judged on CPU seconds" in text and "attention worst 10x" in text
 
 
 def test_golden_attention_block_runs_bit_exact(elf):
