@@ -211,3 +211,30 @@ def test_costmodel_goal_row_and_table():
     data["goals"]["costmodel_worst"] = bench.error_distribution(ok)["big"]["max"]
     (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("cost model")]
     assert row[4] and row[6] == ""
+
+
+def test_speed_ratios_wall_and_cpu():
+    """Both sides' speed on the same window: medians of the C++ replays, ratios by wall and CPU;
+    the goal row takes the CPU ratio and, when missed, says both."""
+    runs = [dict(window_wall_s=w, window_cpu_s=c) for w, c in ((2.0, 1.9), (3.0, 2.0), (2.5, 2.1))]
+    s = bench.speed_ratios(300_000, cocotb_wall=4.0, cocotb_cpu=2.5, cpp_runs=runs)
+    assert s["cpp_wall_s"] == 2.5 and s["cpp_cpu_s"] == 2.0
+    assert s["ratio_wall"] == pytest.approx(2.5 / 4.0) and s["ratio_cpu"] == pytest.approx(0.8)
+    assert s["cocotb_cycles_per_s"] == 75_000 and s["cpp_cycles_per_cpu_s"] == 150_000
+    assert s["cpp_cpu_runs_s"] == [1.9, 2.0, 2.1]
+    old = bench.speed_ratios(300_000, 4.0, None, runs)            # a run without CPU times
+    assert old["ratio_cpu"] is None and old["ratio_wall"] == s["ratio_wall"]
+    assert bench.why_sim_speed(old) == "no CPU times; wall ratio 0.625"
+    assert bench.why_sim_speed(dict(s, ratio_cpu=0.7)) == ("CPU: cocotb 2.50 s vs bare C++ 2.00 s; "
+                                                           "wall ratio 0.625")
+    data = _data()
+    data["harness"].update(s)
+    data["cocotb_idle_clock"]["cpu_s"] = 0.005
+    data["goals"]["sim_speed_ratio"] = s["ratio_cpu"]
+    (row,) = [r for r in bench.goal_rows(data) if r[0].startswith("cocotb cycles/s")]
+    assert row[0].endswith("CPU s)") and row[1] == pytest.approx(0.8) and row[4]
+    text = bench.format_table(data)
+    assert "wall: cocotb 75000 cycles/s, bare C++ 120000 cycles/s: ratio 0.625" in text
+    assert "CPU:  cocotb 120000 cycles/CPU s (2.50 s), bare C++ 150000 cycles/CPU s (2.00 s): " \
+           "ratio 0.800 (the goal's figure)" in text
+    assert "0.83 of bare C++ (wall), 1.33 (CPU)" in text
