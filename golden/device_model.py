@@ -263,24 +263,37 @@ class DeviceModel:
         operands are strided views of the memories (``_gemm`` checked their ranges)."""
         dim, m, kt, nt = self.caps.dim, d["m"], d["k_tiles"], d["n_tiles"]
         k = kt * dim
-        a = _rows(self.spad, a_addr, (kt, m), (d["a_kt_stride"], 1)).transpose(1, 0, 2).reshape(m, k)
+        # K <= ops.F32_EXACT_K (every product the chip's scratchpad holds at dim 8): float32
+        # operands made straight from the strided views, the exact int32 product (ops._gemm_f32),
+        # C added with int32 wrap-around, which is ops._gemm's wrap32(C + A @ B).
+        f32 = k <= ops.F32_EXACT_K
+        dt = np.float32 if f32 else np.int8
+        a = _rows(self.spad, a_addr, (kt, m), (d["a_kt_stride"], 1)).transpose(1, 0, 2)
+        a = a.astype(dt).reshape(m, k)
         if d["b_transpose"]:      # row b_addr + t*stride + n holds B[t*dim:(t+1)*dim, n]
             b = _rows(self.spad, b_addr, (kt, nt * dim), (d["b_nt_stride"], 1))
-            b = b.transpose(0, 2, 1).reshape(k, nt * dim)
+            b = b.transpose(0, 2, 1).astype(dt).reshape(k, nt * dim)
         else:                     # tile n: rows b_addr + n*stride .. + k
             b = _rows(self.spad, b_addr, (nt, k), (d["b_nt_stride"], 1))
-            b = b.transpose(1, 0, 2).reshape(k, nt * dim)
+            b = b.transpose(1, 0, 2).astype(dt).reshape(k, nt * dim)
+
+        def product(b, c_init):
+            if not f32:
+                return ops._gemm(a, b, c_init, serial=True)
+            p = ops._gemm_f32(a, b, serial=True)
+            if c_init is not None:
+                p += c_init                           # int32: wraps modulo 2^32
+            return p
         if nt > 1 and d["c_nt_stride"] < m:        # C tiles overlap: one after the other
             for n in range(nt):
                 c0 = c_addr + n * d["c_nt_stride"]
                 c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
-                self.acc[c0:c0 + m] = ops._gemm(a, b[:, n * dim:(n + 1) * dim], c_init,
-                                                serial=True)
+                self.acc[c0:c0 + m] = product(b[:, n * dim:(n + 1) * dim], c_init)
             return
         # Disjoint C tiles: all of them in one product, A times B's tiles side by side.
         c = _rows(self.acc, c_addr, (nt, m), (d["c_nt_stride"], 1))            # (nt, m, dim)
         c_init = c.transpose(1, 0, 2).reshape(m, nt * dim) if d["accumulate"] else None
-        c[...] = ops._gemm(a, b, c_init, serial=True).reshape(m, nt, dim).transpose(1, 0, 2)
+        c[...] = product(b, c_init).reshape(m, nt, dim).transpose(1, 0, 2)
 
     # ------------------------------------------------------------------ vector unit
     def _vector(self, d):
@@ -298,7 +311,8 @@ class DeviceModel:
             raise _Fault(ErrorCode.LOCAL_RANGE)
         zp = d["zero_point"] - 256 if d["zero_point"] & 0x80 else d["zero_point"]
         shift = self.acc[d["shift_addr"]].astype(np.int64)
-        if shift.min() < 0 or shift.max() > ops.SHIFT_MAX:
+        s = shift.tolist()                  # a few lanes: Python's min and max are cheaper
+        if min(s) < 0 or max(s) > ops.SHIFT_MAX:
             raise _Fault(ErrorCode.BAD_SHIFT)
         residual = None
         if d["ops.add"]:
@@ -326,8 +340,14 @@ class DeviceModel:
                 any(b + segs > self.caps.acc_rows for b in acc_bases):
             raise _Fault(ErrorCode.LOCAL_RANGE)
 
+    def _seg_view(self, base, d):
+        """The scratchpad rows of :meth:`_segments` as a strided view ``(rows, segments, dim)``
+        (``_sfu_check`` checked the range)."""
+        segs = -(-d["length"] // self.caps.dim)
+        return _rows(self.spad, base, (d["rows"], segs), (1, d["seg_stride"]))
+
     def _logical(self, base, d):
-        rows = self.spad[self._segments(base, d)]                 # (rows, segs, dim)
+        rows = self._seg_view(base, d)                           # (rows, segs, dim)
         return rows.reshape(d["rows"], -1)[:, :d["length"]]
 
     def _params(self, base, d):
@@ -336,9 +356,14 @@ class DeviceModel:
 
     def _sfu_write(self, d, y):
         """Result rows at ``dst_addr``, lanes past ``length`` written as 0."""
-        out = np.zeros((d["rows"], self._segments(0, d).shape[1] * self.caps.dim), dtype=np.int8)
+        rows, segs = d["rows"], -(-d["length"] // self.caps.dim)
+        out = np.zeros((rows, segs * self.caps.dim), dtype=np.int8)
         out[:, :d["length"]] = y
-        self.spad[self._segments(d["dst_addr"], d)] = out.reshape(d["rows"], -1, self.caps.dim)
+        out = out.reshape(rows, segs, self.caps.dim)
+        if segs == 1 or d["seg_stride"] >= rows:     # distinct rows: in place through a view
+            self._seg_view(d["dst_addr"], d)[...] = out
+        else:                                         # rows written twice: the later one wins
+            self.spad[self._segments(d["dst_addr"], d)] = out
 
     @staticmethod
     def _i8(v):
@@ -346,20 +371,22 @@ class DeviceModel:
 
     def _softmax(self, d):
         self._sfu_check(d, (d["src_addr"], d["dst_addr"]))
-        self._sfu_write(d, sf.softmax(self._logical(d["src_addr"], d), mult=d["mult"],
-                                      causal=bool(d["causal"]), mask_offset=d["mask_offset"]))
+        x = self._logical(d["src_addr"], d)
+        if d["mask_offset"] > chip.SFU_MAX_LEN:      # sf.softmax refuses it (ValueError)
+            sf.softmax(x, mult=d["mult"], causal=bool(d["causal"]), mask_offset=d["mask_offset"])
+        # sf.softmax without its argument checks (the other fields' widths keep them in range)
+        self._sfu_write(d, sf._softmax(x, d["mult"], bool(d["causal"]), d["mask_offset"]))
 
     def _norm(self, d, rms):
         self._sfu_check(d, (d["src_addr"], d["dst_addr"]),
                         (d["gamma_addr"],) + (() if rms else (d["beta_addr"],)),
                         max_len=chip.SFU_NORM_MAX_LEN)
-        kw = dict(eps=(d["eps_mant"], d["eps_exp"]), shift=d["shift"],
-                  in_zero_point=self._i8(d["in_zero_point"]),
-                  out_zero_point=self._i8(d["out_zero_point"]))
         x, gamma = self._logical(d["src_addr"], d), self._params(d["gamma_addr"], d)
-        y = sf.rms_norm(x, gamma, **kw) if rms else \
-            sf.layer_norm(x, gamma, self._params(d["beta_addr"], d), **kw)
-        self._sfu_write(d, y)
+        # sf.layer_norm / sf.rms_norm without their argument checks
+        self._sfu_write(d, sf._norm_checked(
+            x, gamma, None if rms else self._params(d["beta_addr"], d),
+            (d["eps_mant"], d["eps_exp"]), d["shift"], self._i8(d["in_zero_point"]),
+            self._i8(d["out_zero_point"]), rms))
 
     def _layernorm(self, d):
         self._norm(d, rms=False)

@@ -41,6 +41,10 @@ _K_CHUNK = 2**38
 #: Largest product (M * K * N multiply-adds) an engine hands to BLAS in one call (``_gemm``'s
 #: ``serial``).
 _BLAS_SERIAL = 2**18
+#: Largest K whose int8 products float32 BLAS sums exactly: every partial sum of K products
+#: (each at most 2^14 in magnitude) is an integer of magnitude <= K * 2^14 <= 2^24, which float32
+#: holds exactly, in any order of summation (``_gemm_f32``).
+F32_EXACT_K = 1024
 
 #: Widths of the DMA descriptor fields this model checks (``DmaCmd`` in ``hdl_gen/descriptor.py``).
 DMA_FIELD_BITS = {
@@ -189,6 +193,17 @@ def _gemm(a, b, c_init=None, serial=False):
     return _wrap32(acc)
 
 
+def _gemm_f32(af, bf, serial=False):
+    """``af @ bf`` as int32 for float32 operands holding int8 values, ``K <= F32_EXACT_K``:
+    exact (see F32_EXACT_K), so equal to :func:`_gemm` of the int8 operands without ``c_init``
+    (its magnitude is at most 2^24: no wrap). ``serial`` as :func:`_gemm`'s."""
+    (m, k), n = af.shape, bf.shape[1]
+    cols = max(8, _BLAS_SERIAL // max(1, m * k)) if serial else n
+    part = af @ bf if cols >= n else np.concatenate(
+        [af @ bf[:, n0:n0 + cols] for n0 in range(0, n, cols)], axis=1)
+    return part.astype(np.int32)
+
+
 # --------------------------------------------------------------------------------------------------
 # Vector epilogue stages
 # --------------------------------------------------------------------------------------------------
@@ -294,8 +309,13 @@ def vector_epilogue(acc_rows, *, bias=None, mult, shift, zero_point, relu=False,
 def _vector_epilogue(acc_rows, bias, mult, shift, zp, relu, residual, maxred):
     """:func:`vector_epilogue` of checked operands (``bias``, ``mult``, ``shift``: per-channel
     rows, ``shift`` int64 in 0..63; ``zp`` an int; ``residual`` int8 ``(R, C)`` or None)."""
-    x = _bias_add(acc_rows, bias) if bias is not None else acc_rows
-    y = _requantize(x, mult, shift, zp)
+    # int32 + int32 wraps modulo 2^32: _bias_add's wrap32(acc + bias) in one operation
+    x = acc_rows + bias.astype(np.int32) if bias is not None else acc_rows
+    p = x.astype(np.int64) * mult.astype(np.int64)           # |p| <= 2^62: exact
+    # _round_shift with the per-channel terms computed on the row: the round bit masked by
+    # (s > 0), (p >> s) + ((p >> max(s - 1, 0)) & (s > 0))
+    round_bit = (p >> np.maximum(shift - 1, 0)) & (shift > 0).astype(np.int64)
+    y = _clip8((p >> shift) + round_bit + zp)
     if relu:
         y = _relu_q(y, zp)
     if residual is not None:

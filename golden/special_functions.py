@@ -60,7 +60,8 @@ def exp2_neg(u):
     v = t0 - (((t0 - t1) * w + (1 << (lerp - 1))) >> lerp)
     k = np.minimum(n - (chip.SFU_EXP_SCALE_BITS - chip.SFU_EXP2_ONE_BITS), 17)
     up = v << np.maximum(-k, 0)
-    down = (v + (np.int64(1) << np.clip(k - 1, 0, 16))) >> np.clip(k, 0, 17)
+    # np.clip as np.minimum(np.maximum()): the same values without np.clip's argument handling
+    down = (v + (np.int64(1) << np.minimum(np.maximum(k - 1, 0), 16))) >> np.maximum(k, 0)
     return np.where(k <= 0, up, np.where(k >= 17, 0, down))
 
 
@@ -95,6 +96,43 @@ def softmax(x, *, mult, causal=False, mask_offset=0):
     return y.astype(np.int8)
 
 
+_EXP2_TABLES = {}
+
+
+def _exp2_table(mult):
+    """``exp2_neg(d * mult)`` for ``d`` in 0..255 (read-only; the last few ``mult`` values'
+    tables kept: a model's softmax commands share their scale)."""
+    t = _EXP2_TABLES.get(mult)
+    if t is None:
+        if len(_EXP2_TABLES) >= 64:
+            _EXP2_TABLES.clear()
+        t = _EXP2_TABLES[mult] = exp2_neg(np.arange(256, dtype=np.int64) * mult)
+        t.setflags(write=False)
+    return t
+
+
+def _softmax(x, mult, causal, mask_offset):
+    """:func:`softmax` of checked operands (the device model's SOFTMAX): the same arithmetic with
+    ``exp2_neg`` tabulated once over the 256 values ``d = m - x`` takes (a kept element's ``d``
+    is 0..255), instead of evaluated per element. tests/test_special_functions.py compares it
+    with :func:`softmax`."""
+    rows, length = x.shape
+    xi = x.astype(np.int16)
+    table = _exp2_table(mult)
+    if causal:
+        keep = causal_mask(rows, length, mask_offset)
+        m = np.where(keep, xi, INT8_MIN).max(axis=1, keepdims=True)
+        e = table[m - xi]                     # masked elements (d may be < 0) are zeroed next
+        e[~keep] = 0
+    else:
+        e = table[xi.max(axis=1, keepdims=True) - xi]
+    total = e.sum(axis=1, keepdims=True)           # >= 2^25: the max element's e
+    bits = chip.SFU_SOFTMAX_RECIP_BITS
+    recip = (chip.SFU_SOFTMAX_ONE << bits) // total
+    y = np.minimum(chip.SFU_SOFTMAX_ONE, (e * recip + (1 << (bits - 1))) >> bits)
+    return y.astype(np.int8)
+
+
 def norm_stats(x, *, in_zero_point, rms):
     """``(S1, S2)`` per row (int64 ``(R,)``): the sum and the sum of squares of ``x - in_zero_point``
     (``S1 = 0`` for RMSNorm)."""
@@ -121,6 +159,43 @@ def normalized(x, *, eps, in_zero_point, rms):
         sh = b + chip.SFU_NORM_RECIP_BITS - chip.SFU_NORM_SQRT_FRAC_BITS - chip.SFU_NORM_Z_FRAC_BITS
         z[r] = (c[r] * recip + (1 << (sh - 1))) >> sh
     return z
+
+
+def _normalized(x, eps, in_zero_point, rms):
+    """:func:`normalized` with the per-row scalars (``Q``, ``R``, the shift) in Python integers
+    and ``z`` for all rows in one NumPy expression (``|c * R| < 2^46``, module docstring); the
+    device model's. tests/test_special_functions.py compares it with :func:`normalized`."""
+    length = x.shape[1]
+    eps_fx = eps[0] << eps[1]
+    xs = x.astype(np.int64) - in_zero_point
+    s1 = np.zeros(x.shape[0], dtype=np.int64) if rms else xs.sum(axis=1)
+    s2 = (xs * xs).sum(axis=1)
+    c = length * xs - s1[:, None]
+    recips, shifts = [], []
+    sq, rb = 2 * chip.SFU_NORM_SQRT_FRAC_BITS, chip.SFU_NORM_RECIP_BITS
+    sh0 = chip.SFU_NORM_RECIP_BITS - chip.SFU_NORM_SQRT_FRAC_BITS - chip.SFU_NORM_Z_FRAC_BITS
+    for s1r, s2r in zip(s1.tolist(), s2.tolist()):
+        d = length * s2r - s1r * s1r
+        if d == 0:                                 # every c is 0 too: z = 0 (R = 0, shift 1)
+            recips.append(0)
+            shifts.append(1)
+            continue
+        q = math.isqrt((d << sq) + eps_fx)         # >= 2^16
+        b = q.bit_length()
+        recips.append((1 << (b + rb)) // q)
+        shifts.append(b + sh0)
+    recip = np.array(recips, dtype=np.int64)[:, None]
+    sh = np.array(shifts, dtype=np.int64)[:, None]
+    return (c * recip + (np.int64(1) << (sh - 1))) >> sh
+
+
+def _norm_checked(x, gamma, beta, eps, shift, in_zero_point, out_zero_point, rms):
+    """:func:`layer_norm` / :func:`rms_norm` of checked operands (the device model's), through
+    :func:`_normalized`."""
+    z = _normalized(x, eps, in_zero_point, rms)
+    p = z * gamma.astype(np.int64) + (0 if beta is None else beta.astype(np.int64))
+    v = _round_shift(p, np.int64(shift)) + out_zero_point
+    return np.minimum(np.maximum(v, INT8_MIN), INT8_MAX).astype(np.int8)
 
 
 def _norm(x, gamma, beta, *, eps, shift, in_zero_point, out_zero_point, rms):

@@ -255,3 +255,91 @@ def test_dma_equals_reference_functions():
         np.testing.assert_array_equal(mem.view(np.uint8).reshape(mem.shape[0], lrb), view,
                                       err_msg=str(d))
         done += 1
+
+
+def test_gemm_beyond_float32_exact_k_equals_reference():
+    """K > ops.F32_EXACT_K (k-tiles read again through zero strides) takes the int64 product;
+    K <= it the float32 one: both equal golden.ops.gemm, with all operands -128 (the largest
+    sums) and at random."""
+    from golden import ops
+    rng = np.random.default_rng(14)
+    dev = DeviceModel(CAPS, host_bytes=1 << 12)
+    dim = CAPS.dim
+    for kt in (ops.F32_EXACT_K // dim, ops.F32_EXACT_K // dim + 1, 700):
+        for fill in (None, -128):
+            d = dict(m=3, k_tiles=kt, n_tiles=2, a_addr=0, b_addr=16, c_addr=0, a_kt_stride=0,
+                     b_nt_stride=0, c_nt_stride=3, accumulate=1, b_transpose=1)
+            dev.spad[:] = (rng.integers(-128, 128, dev.spad.shape, dtype=np.int8) if fill is None
+                           else fill)
+            dev.acc[:] = rng.integers(-2**31, 2**31, dev.acc.shape, dtype=np.int64).astype(np.int32)
+            want = _gemm_reference(dev.spad, dev.acc, d, dim)
+            assert dev.submit(encode(Opcode.GEMM, **d)) == ErrorCode.OK
+            np.testing.assert_array_equal(dev.acc, want, err_msg=str((kt, fill)))
+
+
+def _sfu_reference(spad, acc, op, d, dim):
+    """An SFU command through the argument-checking golden.special_functions references, its
+    rows gathered and scattered with index arrays (a later row wins where segments overlap)."""
+    from golden import special_functions as sf
+    spad = spad.copy()
+    rows, length = d["rows"], d["length"]
+    segs = -(-length // dim)
+
+    def idx(base):
+        return base + d["seg_stride"] * np.arange(segs)[None, :] + np.arange(rows)[:, None]
+
+    def logical(base):
+        return spad[idx(base)].reshape(rows, -1)[:, :length]
+
+    def params(base):
+        return acc[base:base + segs].reshape(-1)[:length].astype(np.int32)
+
+    def i8(v):
+        return v - 256 if v & 0x80 else v
+    if op == Opcode.SOFTMAX:
+        y = sf.softmax(logical(d["src_addr"]), mult=d["mult"], causal=bool(d["causal"]),
+                       mask_offset=d["mask_offset"])
+    else:
+        kw = dict(eps=(d["eps_mant"], d["eps_exp"]), shift=d["shift"],
+                  in_zero_point=i8(d["in_zero_point"]), out_zero_point=i8(d["out_zero_point"]))
+        x = logical(d["src_addr"])
+        y = (sf.rms_norm(x, params(d["gamma_addr"]), **kw) if op == Opcode.RMSNORM else
+             sf.layer_norm(x, params(d["gamma_addr"]), params(d["beta_addr"]), **kw))
+    out = np.zeros((rows, segs * dim), np.int8)
+    out[:, :length] = y
+    spad[idx(d["dst_addr"])] = out.reshape(rows, segs, dim)
+    return spad
+
+
+def test_sfu_equals_reference_functions():
+    """Random SOFTMAX, LAYERNORM and RMSNORM commands (segment strides below, at and above the
+    row count: overlapping, in-place and disjoint operands) equal the reference functions: the
+    device model's strided views, tabulated exponential and all-rows normalization."""
+    rng = np.random.default_rng(15)
+    dev = DeviceModel(CAPS, host_bytes=1 << 10)
+    done = 0
+    while done < 300:
+        op = (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.RMSNORM)[int(rng.integers(0, 3))]
+        rows = int(rng.integers(1, 9))
+        d = dict(rows=rows, length=int(rng.integers(1, 23)), seg_stride=int(rng.integers(0, 12)),
+                 src_addr=int(rng.integers(0, 60)), dst_addr=int(rng.integers(0, 60)))
+        if op == Opcode.SOFTMAX:
+            d.update(mult=int(rng.integers(0, 2**16)), causal=int(rng.integers(0, 2)),
+                     mask_offset=int(rng.integers(0, 6)))
+        else:
+            d.update(gamma_addr=int(rng.integers(0, 60)), shift=int(rng.integers(0, 64)),
+                     in_zero_point=int(rng.integers(0, 256)), out_zero_point=int(rng.integers(0, 256)),
+                     eps_mant=int(rng.integers(0, 2**16)), eps_exp=int(rng.integers(0, 64)))
+            if op == Opcode.LAYERNORM:
+                d["beta_addr"] = int(rng.integers(0, 60))
+        dev.spad[:] = rng.integers(-128, 128, dev.spad.shape, dtype=np.int8)
+        if rng.integers(0, 4) == 0:
+            dev.spad[:] = dev.spad[:, :1]           # constant rows: D = 0, equal maxima
+        dev.acc[:] = rng.integers(-2**31, 2**31, dev.acc.shape, dtype=np.int64).astype(np.int32)
+        want = _sfu_reference(dev.spad, dev.acc, op, d, CAPS.dim)
+        code = dev.submit(encode(op, **d))
+        if code == ErrorCode.LOCAL_RANGE:
+            continue
+        assert code == ErrorCode.OK, d
+        np.testing.assert_array_equal(dev.spad, want, err_msg=str((op, d)))
+        done += 1

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from golden import ops
+from golden.ops import F32_EXACT_K, _gemm_f32
 from golden.ops import (BadShiftError, add_sat, bias_add, dma_load, dma_store, gemm, max_reduce,
                         relu_q, requantize, vector_epilogue)
 
@@ -212,6 +213,24 @@ def test_gemm_256_is_fast_and_matches_int64():
     want = (a.astype(np.int64) @ b.astype(np.int64) + c + 2**31) % 2**32 - 2**31
     assert np.array_equal(got, want)
     assert dt < 0.5, f"256x256x256 gemm took {dt * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("k", [1, 8, 64, 1000, F32_EXACT_K])
+def test_gemm_f32_is_exact_up_to_its_k(k):
+    """The engines' float32 product (``_gemm_f32``, K <= F32_EXACT_K) equals the int64 one:
+    random operands and the largest sums (-128 * -128 * K = 2^24 at K = 1024, and -2^24 + ...)."""
+    rng = np.random.default_rng(k)
+    cases = [(rng.integers(-128, 128, (7, k)), rng.integers(-128, 128, (k, 24))),
+             (np.full((2, k), -128), np.full((k, 9), -128)),
+             (np.full((2, k), -128), np.full((k, 9), 127)),
+             (np.full((2, k), 127), np.full((k, 9), 127))]
+    for a, b in cases:
+        a, b = a.astype(np.int8), b.astype(np.int8)
+        want = a.astype(np.int64) @ b.astype(np.int64)
+        for serial in (False, True):
+            got = _gemm_f32(a.astype(np.float32), b.astype(np.float32), serial=serial)
+            assert got.dtype == np.int32 and np.array_equal(got, want)
+        assert np.array_equal(ops._gemm(a, b), want)
 
 
 def test_gemm_validation():

@@ -192,6 +192,55 @@ def test_norm_matches_reference(seed, kind, rows, length, rms, zi, zo, shift, ep
             zi, zo, rms)
 
 
+@prop(60)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(acc.ROW_KINDS),
+       rows=st.integers(1, 40), length=st.integers(1, 300), mult=st.integers(0, 2**16 - 1),
+       causal=st.booleans(), offset=st.integers(0, 300))
+def test_device_softmax_fast_path_equals_reference(seed, kind, rows, length, mult, causal, offset):
+    """The device model's softmax (``sf._softmax``: exp2_neg tabulated over d = 0..255, all rows
+    at once) equals the reference ``sf.softmax`` and the Python-int rows."""
+    x = _rows(seed, kind, rows, length)
+    got = sf._softmax(x, mult, causal, offset)
+    assert got.dtype == np.int8 and np.array_equal(
+        got, sf.softmax(x, mult=mult, causal=causal, mask_offset=offset))
+    keep = sf.causal_mask(rows, length, offset) if causal else np.ones(x.shape, dtype=bool)
+    for r in range(min(rows, 3)):
+        assert got[r].tolist() == ref_softmax_row(x[r].tolist(), mult, keep[r].tolist())
+
+
+def test_device_softmax_fast_path_extremes():
+    for x in (np.full((3, 17), -128, np.int8), np.full((3, 17), 127, np.int8),
+              np.tile(np.array([127, -128], np.int8), (5, 9))):
+        for mult in (0, 1, 2**16 - 1):
+            for causal, offset in ((False, 0), (True, 0), (True, 3)):
+                assert np.array_equal(sf._softmax(x, mult, causal, offset), sf.softmax(
+                    x, mult=mult, causal=causal, mask_offset=offset)), (x[0, :2], mult, causal)
+
+
+@prop(60)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(acc.ROW_KINDS),
+       rows=st.integers(1, 40), length=st.integers(1, 200), rms=st.booleans(),
+       zi=st.integers(-128, 127), zo=st.integers(-128, 127), shift=st.integers(0, 63),
+       eps=st.just((0, 0)) | st.tuples(st.integers(0, 2**16 - 1), st.integers(0, 63)),
+       flat=st.booleans())
+def test_device_norm_fast_path_equals_reference(seed, kind, rows, length, rms, zi, zo, shift,
+                                                eps, flat):
+    """The device model's LayerNorm / RMSNorm (``sf._norm_checked``: per-row scalars in Python,
+    ``z`` of all rows in one expression) equals the references, constant rows (D = 0) too."""
+    rng = np.random.default_rng(seed)
+    x = acc.rows_of(rng, kind, rows, length)
+    if flat:
+        x[::2] = x[::2, :1]                  # every other row constant: D = 0
+    gamma = rng.integers(-2**31, 2**31, length).astype(np.int32)
+    beta = None if rms else rng.integers(-2**31, 2**31, length).astype(np.int32)
+    kw = dict(eps=eps, shift=shift, in_zero_point=zi, out_zero_point=zo)
+    want = sf.rms_norm(x, gamma, **kw) if rms else sf.layer_norm(x, gamma, beta, **kw)
+    assert np.array_equal(sf._normalized(x, eps, zi, rms),
+                          sf.normalized(x, eps=eps, in_zero_point=zi, rms=rms))
+    got = sf._norm_checked(x, gamma, beta, eps, shift, zi, zo, rms)
+    assert got.dtype == np.int8 and np.array_equal(got, want)
+
+
 @prop(80)
 @given(seed=st.integers(0, 2**32 - 1), length=st.sampled_from([1, 2, 3, 8, 31, 64, 128, 768, 4096]),
        rms=st.booleans())
