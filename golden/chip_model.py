@@ -522,6 +522,18 @@ class ChipModel(ControlModel):
         self._host_regs = {r.addr: sum(f.reset << f.lsb for f in r.fields) for r in R.REGISTERS.values()}
         self._build_host_map()
         self.deadline = 0              # first step whose tick must be a full one (see _tick)
+        # What lets a full tick pass over the issue unit's stages that cannot act (module
+        # docstring, "How time advances"): retirements waiting in the engines' retire FIFOs, a
+        # window head that may be done, a head that may act, queues resetting. The two "may"
+        # flags are set by everything that can make a stage act and cleared by a scan of the
+        # stage that found nothing to do; ``_skip_idle`` False keeps them set (every stage runs
+        # its full scan every full tick: the reference tests/test_chip_model.py compares with).
+        self._n_retire = 0
+        self._done_dirty = self._issue_dirty = True
+        self._n_resetting = 0
+        self._skip_idle = True
+        #: (engine, PERF_*_BUSY address, PERF_*_FULL address) per engine, for _perf_flush
+        self._perf_engines = tuple(zip(self.engines, _PERF_BUSY, _PERF_FULL))
         super().__init__(regs=_ChipMMIO(self))
         if firmware is not None:
             self.load_firmware(firmware)
@@ -717,23 +729,32 @@ class ChipModel(ControlModel):
 
     def _tick_full(self):
         now = self.now
-        self._perf_flush()
-        if self._cpl and self._cpl[0].due <= now:
-            self._write_record(self._cpl.popleft())
-        if self._fetching is not None and self._fetching[2] <= now:
+        if now != self._perf_at:
+            self._perf_flush()
+        cpl = self._cpl
+        if cpl and cpl[0].due <= now:
+            self._write_record(cpl.popleft())
+        fetching = self._fetching
+        if fetching is not None and fetching[2] <= now:
             self._fetch_done()
+            self._issue_dirty = True             # a new head (or list burst) may act
         if self._fetching is None:
             self._fetch_issue()
         for i, e in enumerate(self.engines):
             if e.current is not None and not e.frozen and e.due <= now:
                 self._engine_finish(i)
-        # The issue unit, one action per stage (each sees what the stages before it did).
-        acted = self._retire_one()
-        acted |= self._complete_one()
-        acted |= self._issue_one()
-        for i, q in enumerate(self.queues):
-            if q.resetting and q.acked and not q.window and not any(r.queue == i for r in self._cpl):
-                self._reset_done(i)
+        # The issue unit, one action per stage (each sees what the stages before it did); a
+        # stage that cannot act is passed over (see __init__).
+        acted = self._retire_one() if self._n_retire else False
+        if self._done_dirty:
+            acted |= self._complete_one()
+        if self._issue_dirty:
+            acted |= self._issue_one()
+        if self._n_resetting:
+            for i, q in enumerate(self.queues):
+                if (q.resetting and q.acked and not q.window
+                        and not any(r.queue == i for r in self._cpl)):
+                    self._reset_done(i)
         self.now = now + 1
         self._end_tick(acted)
 
@@ -746,14 +767,17 @@ class ChipModel(ControlModel):
         mask = values[_WORK_MASK] & _MASKABLE
         v = 0
         issue_on = values[_ISSUE] & _ISSUE_ENABLE
-        for q, s in enumerate(self.queues):
-            f = s.fifo
-            if (f and f[0][2][0] == _FIRMWARE and issue_on and len(s.window) < INFLIGHT   # _offered
-                    and not s.failed and hr[_Q_CTRL[q]] & _ENABLE and not s.halted
-                    and not s.resetting):
-                v |= 1 << (_QREADY + q)
-            if s.resetting and not s.acked:
-                v |= 1 << (_QRESET + q)
+        if issue_on:
+            for q, s in enumerate(self.queues):
+                f = s.fifo
+                if (f and f[0][2][0] == _FIRMWARE and len(s.window) < INFLIGHT   # _offered
+                        and not s.failed and hr[_Q_CTRL[q]] & _ENABLE and not s.halted
+                        and not s.resetting):
+                    v |= 1 << (_QREADY + q)
+        if self._n_resetting:
+            for q, s in enumerate(self.queues):
+                if s.resetting and not s.acked:
+                    v |= 1 << (_QRESET + q)
         limit = hr[_WATCHDOG]
         for e, eng in enumerate(self.engines):
             if eng.issued > 0 and now - eng.since >= limit:       # eng.holds()
@@ -922,6 +946,7 @@ class ChipModel(ControlModel):
         and the steps counted so far saw the state before the write."""
         self._perf_flush()
         self.deadline = 0
+        self._done_dirty = self._issue_dirty = True
 
     def _perf_flush(self):
         """Count the steps since the last flush, all at once. Every step counts with the state
@@ -937,7 +962,7 @@ class ChipModel(ControlModel):
         p = self._perf
         p[_PERF_CYCLES] = (p[_PERF_CYCLES] + n) & M32
         depth = self.fifo_depth
-        for e, busy, full in zip(self.engines, _PERF_BUSY, _PERF_FULL):
+        for e, busy, full in self._perf_engines:
             if e.current is not None:
                 p[busy] = (p[busy] + n) & M32
             if len(e.fifo) >= depth:
@@ -1010,6 +1035,7 @@ class ChipModel(ControlModel):
         was_active = bool(R.Q_CTRL0.ENABLE.get(old)) and not s.halted and not s.resetting
         if R.Q_CTRL0.RESET.get(value) and not s.resetting:
             s.resetting, s.acked = True, False
+            self._n_resetting += 1
             if self._fetching is not None and self._fetching[0] == q:
                 self._fetching = (q, None, *self._fetching[2:])   # discarded when it returns
             if not self.running:
@@ -1162,6 +1188,7 @@ class ChipModel(ControlModel):
                 continue
             index, words, _, mark, pos = s.fifo.popleft()
             s.window.append(_Slot(index, words[0], True, status, mark, pos))
+            self._done_dirty = True
             if status != ErrorCode.OK:
                 s.failed = True
 
@@ -1213,6 +1240,7 @@ class ChipModel(ControlModel):
         s.producer = s.fetch = s.consumer = 0
         s.halted, s.error, s.error_index, s.cpl_dead = False, 0, 0, False
         s.resetting = s.acked = False
+        self._n_resetting -= 1
         s.rd, s.failed, s.list_fail = 0, False, None
         self._activate(q, was_active=False)
 
@@ -1289,6 +1317,7 @@ class ChipModel(ControlModel):
                 self.events[what[1]] = what[2]
             s.fifo.popleft()
             s.window.append(_Slot(index, words[0], True, ErrorCode.OK, mark, pos))
+            self._done_dirty = True
         return True
 
     def _drop_failed_list(self, q, act):
@@ -1305,6 +1334,7 @@ class ChipModel(ControlModel):
             index, words, _, mark, pos = s.fifo.popleft()
             if end:
                 s.window.append(_Slot(index, words[0], True, ErrorCode.OK, mark, pos))
+                self._done_dirty = True
         return True
 
     def _issue_one(self):
@@ -1329,6 +1359,8 @@ class ChipModel(ControlModel):
             if self._issue(q):
                 self._rr_issue = q
                 return True
+        if self._skip_idle:
+            self._issue_dirty = False    # no head can act until something changes (see __init__)
         return False
 
     def _retire_one(self):
@@ -1341,6 +1373,8 @@ class ChipModel(ControlModel):
                 continue
             self._rr_retire = e
             code, tag = eng.retire.popleft()
+            self._n_retire -= 1
+            self._done_dirty = self._issue_dirty = True   # a done slot; room in the engine
             eng.issued -= 1
             eng.since = self.now
             s = self.queues[tag >> _TAG_Q_SHIFT]
@@ -1358,6 +1392,9 @@ class ChipModel(ControlModel):
         one other queue whose oldest window entry is done gets its completion request (round-robin
         over the queues; a list's end with the list's status); R += 1."""
         silent = 0
+        if self._skip_idle and not any(s.window and s.window[0].done for s in self.queues):
+            self._done_dirty = False     # no window head is done (see __init__)
+            return False
         for q, s in enumerate(self.queues):
             if s.window and s.window[0].done and s.window[0].mark == _ITEM:
                 slot = s.window.popleft()
@@ -1365,6 +1402,8 @@ class ChipModel(ControlModel):
                 silent |= 1 << q
                 if slot.status != ErrorCode.OK and s.list_fail is None:
                     s.list_fail = (slot.status, slot.pos)
+        if silent:
+            self._issue_dirty = True     # room in the window
         if len(self._cpl) >= self.cpl_depth:
             return bool(silent)
         for k in range(1, QUEUES + 1):
@@ -1374,6 +1413,7 @@ class ChipModel(ControlModel):
                 continue
             self._rr_complete = q
             slot = s.window.popleft()
+            self._issue_dirty = True     # room in the window
             s.rd = (s.rd + 1) & M32
             w0, status, item = slot.w0, slot.status, 0
             if slot.mark == _END and s.list_fail is not None:
@@ -1408,6 +1448,7 @@ class ChipModel(ControlModel):
         # It holds at most the engine's issued commands (fewer than caps.fifo_depth < RETIRE_DEPTH).
         assert len(eng.retire) < RETIRE_DEPTH, f"{ENGINE_NAMES[e]} retire FIFO overflow"
         eng.retire.append((int(code), tag))
+        self._n_retire += 1
 
     def _engine_finish(self, e):
         eng = self.engines[e]

@@ -163,6 +163,7 @@ def test_event_driven_time_equals_stepping(image, kind):
         c = chip(image, s)
         if not fast:
             stepped(c)
+            c._skip_idle = False     # and every stage of the issue unit scans in every tick
         skipped = _count_skipped(c)
         log = log_mmio(c)
         start = c.now
