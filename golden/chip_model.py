@@ -218,6 +218,7 @@ _IRQ_DONE = tuple(getattr(R.IRQ_STATUS, f"{n}_DONE").mask for n in ENGINE_NAMES)
 _WATCHDOG = R.WATCHDOG.addr
 _Q_CTRL = _Q_CFG["Q_CTRL"]
 _Q_CPL_BASE = _Q_CFG["Q_CPL_BASE"]
+_Q_WINDOW_BASE, _Q_WINDOW_SIZE = _Q_CFG["Q_WINDOW_BASE"], _Q_CFG["Q_WINDOW_SIZE"]
 _Q_RING_SIZE = _Q_CFG["Q_RING_SIZE"]
 _LOG2_LSB, _LOG2_MASK = R.Q_RING_SIZE0.LOG2.lsb, (1 << R.Q_RING_SIZE0.LOG2.width) - 1
 _PERF_CTRL = R.PERF_CTRL.addr
@@ -237,6 +238,8 @@ _ISSUE = M.ISSUE.addr
 _ISSUE_ENABLE = M.ISSUE.ENABLE.mask
 _POP_QUEUE, _POP_STATUS = M.Q_POP.QUEUE, M.Q_POP.STATUS
 _NEVER = 1 << 62      #: "no event scheduled" (any step count the model reaches is smaller)
+#: round-robin order after queue q was served: q + 1, ..., q (mod QUEUES)
+_RR_ORDER = tuple(tuple((last + k) % QUEUES for k in range(1, QUEUES + 1)) for last in range(QUEUES))
 
 # Descriptor word 0 (opcode, flags, tag), from the descriptor layout.
 _TAG_LSB = DESCRIPTOR_FIELDS["tag"][0]
@@ -277,6 +280,14 @@ def _pack_record(*values):
 def _get(big, layout, name):
     lsb, width = layout[name]
     return big >> lsb & ((1 << width) - 1)
+
+
+#: the descriptor words holding the DMA fields PERF_DMA_*_BYTES multiplies, and each field's
+#: (shift, mask) within them
+_DMA_COUNT_WORDS = (min(DMA_FIELDS[n][0] for n in ("row_bytes", "rows", "planes")) // 32,
+                    max(sum(DMA_FIELDS[n]) - 1 for n in ("row_bytes", "rows", "planes")) // 32)
+_DMA_COUNT_FIELDS = tuple((DMA_FIELDS[n][0] - 32 * _DMA_COUNT_WORDS[0], (1 << DMA_FIELDS[n][1]) - 1)
+                          for n in ("row_bytes", "rows", "planes"))
 
 
 def _event_field(big, name):
@@ -982,10 +993,13 @@ class ChipModel(ControlModel):
     def _count_dma_bytes(self, e, words):
         if e not in _PERF_BYTES or self._host_regs[_PERF_CTRL] & _FREEZE:
             return
-        big = _big(words)
+        lo, hi = _DMA_COUNT_WORDS
+        v = 0
+        for i in range(hi, lo - 1, -1):
+            v = v << 32 | words[i]
+        (s0, m0), (s1, m1), (s2, m2) = _DMA_COUNT_FIELDS
         a = _PERF_BYTES[e]
-        self._perf[a] = (self._perf[a] + _get(big, DMA_FIELDS, "row_bytes") * _get(big, DMA_FIELDS, "rows")
-                         * _get(big, DMA_FIELDS, "planes")) & M32
+        self._perf[a] = (self._perf[a] + (v >> s0 & m0) * (v >> s1 & m1) * (v >> s2 & m2)) & M32
 
     def _perf_read(self, addr):
         """A PERF_* counter by host CSR address (0 for other addresses), up to this step."""
@@ -1199,6 +1213,21 @@ class ChipModel(ControlModel):
         index = s.consumer
         rec_addr = base + record_offset(index, self._log2(q))
         record = _pack_record(index, r.opcode, r.status, q, r.flags, r.tag, r.timestamp, r.item)
+        if (not s.cpl_dead and self.dev.blackhole is None
+                and rec_addr + RECORD_BYTES <= self.host_bytes and base + 4 <= self.host_bytes):
+            # the writes below with nothing failing: the record, then the consumer index
+            host = self.dev.host.data
+            host[rec_addr:rec_addr + RECORD_BYTES] = record
+            host[base:base + 4] = ((index + 1) & M32).to_bytes(4, "little")
+            s.consumer = (index + 1) & M32
+            hr = self._host_regs
+            if not hr[_PERF_CTRL] & _FREEZE:
+                s.retired = (s.retired + 1) & M32
+            if r.irq:
+                hr[_IRQ_STATUS] |= 1 << (_QUEUE_CPL_LSB + q)
+            if r.halt:
+                self._halt(q, r.status, index)
+            return
         code = ErrorCode.BUS_TIMEOUT if s.cpl_dead else None     # the first failure
         for addr, data in (() if s.cpl_dead else
                            ((rec_addr, record), (base, ((index + 1) & M32).to_bytes(4, "little")))):
@@ -1342,8 +1371,7 @@ class ChipModel(ControlModel):
         if not self.regs.values[_ISSUE] & _ISSUE_ENABLE:
             return False
         queues, engines, events, depth = self.queues, self.engines, self.events, self.fifo_depth
-        for k in range(1, QUEUES + 1):
-            q = (self._rr_issue + k) % QUEUES
+        for q in _RR_ORDER[self._rr_issue]:
             s = queues[q]
             if not s.fifo:
                 continue                               # no head: nothing to act
@@ -1431,10 +1459,12 @@ class ChipModel(ControlModel):
     def _engine_start(self, e):
         eng = self.engines[e]
         cmd = eng.fifo.popleft()
-        cmd.window = (self._cfg("Q_WINDOW_BASE", cmd.queue), self._cfg("Q_WINDOW_SIZE", cmd.queue))
+        hr = self._host_regs
+        cmd.window = (hr[_Q_WINDOW_BASE[cmd.queue]], hr[_Q_WINDOW_SIZE[cmd.queue]])
         eng.current = cmd
         eng.due = self.now + max(1, self._delay(self.engine_delay))
-        if e in _DMA and self.dev.reaches_blackhole(cmd.words, cmd.window):
+        if (e in _DMA and self.dev.blackhole is not None
+                and self.dev.reaches_blackhole(cmd.words, cmd.window)):
             if self._bus_limit():
                 eng.due += self._bus_limit()        # then fails with BUS_TIMEOUT
             else:

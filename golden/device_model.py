@@ -228,7 +228,9 @@ class DeviceModel:
         rows, planes, hrs, hps = d["rows"], d["planes"], d["host_row_stride"], d["host_plane_stride"]
         src = _rows(view, d["local_addr"], (planes, rows), (d["local_plane_stride"],
                                                             d["local_row_stride"]))[..., c:c + rb]
-        disjoint = (rows == 1 or hrs >= rb) and (planes == 1 or hps >= (rows - 1) * hrs + rb)
+        disjoint = ((rows == 1 or hrs >= rb) and (planes == 1 or hps >= (rows - 1) * hrs + rb)
+                    # or the planes interleaved inside each row's step (a transposing store)
+                    or (planes == 1 or hps >= rb) and (rows == 1 or hrs >= (planes - 1) * hps + rb))
         if not disjoint:
             starts = np.sort((np.arange(planes)[:, None] * hps + np.arange(rows) * hrs).ravel())
             disjoint = bool((np.diff(starts) >= rb).all())
