@@ -216,9 +216,11 @@ class DeviceModel:
         if rb == 0:
             dst[...] = 0
             return
-        dst[..., :c] = 0
+        if c:                                          # (an empty slice is left alone)
+            dst[..., :c] = 0
         dst[..., c:c + rb] = self._host_view(d)
-        dst[..., c + rb:] = 0
+        if c + rb < dst.shape[-1]:
+            dst[..., c + rb:] = 0
 
     def _dma_store(self, d):
         view, _ = self._dma_check(d)

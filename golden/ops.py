@@ -312,10 +312,14 @@ def _vector_epilogue(acc_rows, bias, mult, shift, zp, relu, residual, maxred):
     # int32 + int32 wraps modulo 2^32: _bias_add's wrap32(acc + bias) in one operation
     x = acc_rows + bias.astype(np.int32) if bias is not None else acc_rows
     p = x.astype(np.int64) * mult.astype(np.int64)           # |p| <= 2^62: exact
-    # _round_shift with the per-channel terms computed on the row: the round bit masked by
-    # (s > 0), (p >> s) + ((p >> max(s - 1, 0)) & (s > 0))
-    round_bit = (p >> np.maximum(shift - 1, 0)) & (shift > 0).astype(np.int64)
-    y = _clip8((p >> shift) + round_bit + zp)
+    s = shift.astype(np.int64)
+    if int(s.max()) <= 62:
+        # _round_shift as floor((p + 2^(s-1)) / 2^s) (0 added for s = 0): p + 2^61 < 2^63 fits
+        r = (p + ((np.int64(1) << s) >> 1)) >> s
+    else:
+        # with the per-channel terms computed on the row: (p >> s) + ((p >> max(s-1, 0)) & (s > 0))
+        r = (p >> s) + ((p >> np.maximum(s - 1, 0)) & (s > 0).astype(np.int64))
+    y = _clip8(r + zp)
     if relu:
         y = _relu_q(y, zp)
     if residual is not None:

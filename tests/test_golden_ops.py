@@ -489,6 +489,25 @@ def test_vector_epilogue_matches_python_ints(data, r, c, use_bias, relu, use_res
     assert got.tolist() == want
 
 
+@pytest.mark.parametrize("top_shift", [62, 63])
+def test_vector_epilogue_rounding_extremes(top_shift):
+    """The epilogue's rounding, floor((p + 2^(s-1)) / 2^s) in one addition while every shift is
+    <= 62 and with the round bit otherwise, at the largest products (+-2^62 and nearby) and every
+    shift 0..top_shift, equals the Python-int reference."""
+    vals = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
+    acc = np.array([[a] * 8 for a in vals], np.int32)
+    for mult_v in (INT32_MIN, INT32_MAX, -1, 1):
+        for s0 in range(0, top_shift + 1, 8):
+            shift = np.array([min(top_shift, s0 + j) for j in range(7)] + [top_shift], np.int32)
+            mult = np.full(8, mult_v, np.int32)
+            for zp in (-128, 0, 127):
+                got = vector_epilogue(acc, mult=mult, shift=shift, zero_point=zp)
+                want = ref_epilogue(acc.tolist(), bias=None, mult=mult.tolist(),
+                                    shift=shift.tolist(), zp=zp, relu=False, residual=None,
+                                    maxred=False)
+                assert got.tolist() == want, (mult_v, shift.tolist(), zp)
+
+
 def test_epilogue_stage_order():
     acc = np.array([[INT32_MAX, -40, 40], [0, 8, -8]], np.int32)
     kw = dict(mult=np.ones(3, np.int32), shift=np.array([0, 2, 2], np.int32))
