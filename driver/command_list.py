@@ -2,7 +2,8 @@
 entries, replayed with one descriptor per queue (docs/queues.md "Command lists", docs/driver.md
 "Command lists").
 
-:func:`record` is pure (no device access): per program queue a :class:`RecordedList` holding the
+:func:`record` is pure (no device access): per program queue a tuple of :class:`RecordedList`
+**segments**, each one ``EXEC_LIST`` (one segment unless the queue is folded, below), holding the
 bytes to put in device-visible memory (each entry a 32-byte descriptor, followed by a 32-byte
 patch block when it has patches), the entry count and the **argument slots**, the words of the
 list's argument table in a fixed order:
@@ -16,9 +17,23 @@ list's argument table in a fixed order:
    field holds the command's value and gets a patch adding the parameter).
 
 The patched descriptors are those :meth:`Program.bind <driver.program.Program.bind>` produces
-for the same bindings, except the tag: item ``i`` of a list (the queue's ``i``-th command) has tag
-``i`` (items write no records; a failed list's record names its failed item by its position,
-``item`` = 1 + ``i``: :meth:`RecordedList.item`).
+for the same bindings, except the tag: entry ``i`` of a list has tag ``i`` (items write no
+records; a failed list's record names its failed item by its run position, ``item`` = 1 + the
+position: :meth:`RecordedList.item`).
+
+**Folding** (``record(program, fold=True)``; the device-side tile loop of Gemmini's ``LOOP_WS``,
+docs/queues.md "Looped lists"): a compiled schedule repeats itself: every M tile, N group or
+layer issues the same commands with host addresses and event values advanced by a constant.
+:func:`find_loop` finds in a queue's commands the run ``start .. start + passes × period`` whose
+commands equal those ``period`` earlier except for relocation offsets and event values that
+advance by the same amount every pass; that run becomes one **looped** segment of ``period``
+entries run ``passes`` times, whose argument slots carry a **stride** (a buffer used with two
+strides gets two slots), and the commands before and after it are folded the same way. A loop is
+taken when it saves at least ``min_saving`` entries (:data:`MIN_LOOP_SAVING`): the engines receive
+exactly the commands of the unfolded list, the device fetches the same 32-byte bursts per item
+plus ``ceil(args / 8)`` fetcher cycles per pass (docs/queues.md), so what folding buys is the
+list's memory and its one-time write, which grow with the model (a decode step of ten layers
+records one layer).
 
 Limits (a :class:`~driver.program.ProgramError` names the program, queue, count and what they
 are): at most ``LIST_ARGS`` argument slots per queue, ``LIST_PATCHES`` patches per command and
@@ -44,20 +59,31 @@ assert _P_LSB // 32 == (_P_LSB + _P_WIDTH - 1) // 32 and LIST_PATCHES < 1 << _P_
     "the patch count is one field of one word"
 
 
+#: the fewest entries a loop must save to be folded (record(fold=True))
+MIN_LOOP_SAVING = 16
+
+
 @dataclass(frozen=True)
 class ArgSlot:
     """One word of a list's argument table: ``kind`` ``"buffer"`` (``name``: the buffer's address),
     ``"event_index"`` / ``"event_base"`` (``name``: the program event; its device event counter,
-    its base value) or ``"param"`` (``name``: the parameter's value)."""
+    its base value), ``"param"`` (``name``: the parameter's value) or ``"walk"`` (0: a looped
+    list's field that advances by ``stride`` per pass); ``stride``: what a looped list adds to
+    the word after each pass (mod 2**32)."""
     kind: str
     name: object
+    stride: int = 0
 
     def __str__(self):
         if self.kind == "buffer":
-            return f"buffer {self.name!r}"
-        if self.kind == "param":
-            return f"param {self.name!r}"
-        return f"event {self.name} {self.kind[len('event_'):]}"
+            what = f"buffer {self.name!r}"
+        elif self.kind == "param":
+            what = f"param {self.name!r}"
+        elif self.kind == "walk":
+            return f"walk stride {self.stride}"
+        else:
+            what = f"event {self.name} {self.kind[len('event_'):]}"
+        return what + (f" stride {self.stride}" if self.stride else "")
 
 
 @dataclass(frozen=True)
@@ -66,14 +92,29 @@ class RecordedList:
     program: str
     queue: int
     data: bytes            #: entries and patch blocks, to write at the list's (32-byte aligned) address
-    entries: int           #: entries in the list (the queue's commands)
+    entries: int           #: entries in the list (a looped list: per pass)
     slots: tuple           #: ArgSlot per argument word, in table order
-    commands: tuple        #: the ProgramCommand of each item
+    commands: tuple        #: the ProgramCommand of each item, every pass
     buffer_align: tuple = ()    #: (buffer name, alignment) of the buffer slots
+    first: int = 0         #: the queue position of the segment's first command
+    passes: int = 1        #: passes over the entries (> 1: a looped list)
 
     @property
     def nargs(self):
         return len(self.slots)
+
+    @property
+    def table_bytes(self):
+        """Bytes of the argument table (a looped list's strides follow the arguments)."""
+        return len(self.table([0] * self.nargs))
+
+    def table(self, words):
+        """The argument table for argument ``words`` (:meth:`args`): the words, and for a looped
+        list the slots' strides, each part padded to whole 32-byte bursts."""
+        out = args_bytes(words)
+        if self.passes > 1:
+            out += args_bytes([s.stride for s in self.slots])
+        return out or bytes(ENTRY_BYTES)
 
     def args(self, addresses, events=None, params=None):
         """The argument words for a launch: ``addresses`` buffer name -> host address, ``events``
@@ -96,6 +137,8 @@ class RecordedList:
                     raise ProgramError(f"{where}: buffer {s.name!r} bound at {a:#x}, not "
                                        f"{align[s.name]}-byte aligned")
                 out.append(a)
+            elif s.kind == "walk":
+                out.append(0)
             elif s.kind == "param":
                 if s.name not in params:
                     raise ProgramError(f"{where}: parameter {s.name!r} is not given")
@@ -111,15 +154,16 @@ class RecordedList:
         """The EXEC_LIST descriptor (8 words) running this list from ``list_addr`` with its
         argument table at ``args_addr``."""
         return commands.encode(Opcode.EXEC_LIST, irq=irq, tag=tag, list_addr=list_addr,
-                               entries=self.entries, args_addr=args_addr, args=self.nargs)
+                               entries=self.entries, args_addr=args_addr, args=self.nargs,
+                               loops_m1=self.passes - 1)
 
     def item(self, pos):
-        """``(pos, ProgramCommand)`` of item ``pos`` (a failed list's record carries ``item`` =
-        1 + pos; the item's own tag is ``pos`` too)."""
-        if not 0 <= pos < self.entries:
+        """``(queue position, ProgramCommand)`` of the item at run position ``pos`` (pass ×
+        entries + entry; a failed list's record carries ``item`` = 1 + pos)."""
+        if not 0 <= pos < len(self.commands):
             raise ProgramError(f"program {self.program!r}, queue {self.queue}: item {pos} is not in "
-                               f"the list of {self.entries}")
-        return pos, self.commands[pos]
+                               f"the list of {len(self.commands)}")
+        return self.first + pos, self.commands[pos]
 
     def describe_slots(self):
         return ", ".join(f"{k}: {s}" for k, s in enumerate(self.slots))
@@ -143,70 +187,217 @@ def _patch_word(program, queue, i, c, field, width_lsb, arg):
     return commands.put_field(word, PATCH_FIELDS, "arg", arg)
 
 
-def _slots(program, cmds, queue):
-    used = {r.buffer for c in cmds for r in c.relocs}
-    slots = [ArgSlot("buffer", name) for name in program.buffers if name in used]
-    for e in sorted({c.fields["event"] for c in cmds if c.opcode in EVENT_OPS}):
-        slots += [ArgSlot("event_index", e), ArgSlot("event_base", e)]
-    slots += [ArgSlot("param", n) for n in sorted({p.name for c in cmds for p in c.params})]
+def _moving(c):
+    """The payload fields of ``c`` a loop may walk (all but an event command's event index)."""
+    return tuple(sorted(k for k in c.fields if not (c.opcode in EVENT_OPS and k == "event")))
+
+
+def _key(c):
+    """What must be equal in two commands of a loop's passes: all but the relocation offsets and
+    the values of the payload fields (those may advance by a constant per pass)."""
+    return (c.opcode, c.irq, c.fields.get("event") if c.opcode in EVENT_OPS else None, _moving(c),
+            tuple((r.field, r.buffer) for r in c.relocs), c.params)
+
+
+def _delta(a, b):
+    """What ``b`` adds to ``a``: per relocation its offset's, then per :func:`_moving` field its
+    value's (an event value's modulo 2**32, as the device's timeline compares)."""
+    d = tuple(rb.offset - ra.offset for ra, rb in zip(a.relocs, b.relocs))
+    return d + tuple((b.fields[k] - a.fields[k]) & M32 if _wraps(a, k) else b.fields[k] - a.fields[k]
+                     for k in _moving(a))
+
+
+def _wraps(c, name):
+    return c.opcode in EVENT_OPS and name == "value"
+
+
+def _scaled(c, delta, t):
+    """``delta`` of command ``c`` after ``t`` passes."""
+    n = len(c.relocs)
+    return tuple(d * t for d in delta[:n]) + tuple(
+        d * t & M32 if _wraps(c, k) else d * t for k, d in zip(_moving(c), delta[n:]))
+
+
+def _strides(body, cmds, passes):
+    """Per body command: the pass-to-pass advance of each relocation offset and payload field
+    (all 0 for a list run once)."""
+    if passes == 1:
+        return [_delta(c, c) for c in body]
+    return [_delta(c, cmds[len(body) + j]) for j, c in enumerate(body)]
+
+
+def _walks(c, ds):
+    """``(field, stride)`` of the payload fields of ``c`` that advance per pass (not an event
+    command's value: its event base slot walks)."""
+    return [(k, d) for k, d in zip(_moving(c), ds[len(c.relocs):]) if d and not _wraps(c, k)]
+
+
+def _slots(program, body, strides, where):
+    used = {(r.buffer, d & M32) for c, ds in zip(body, strides) for r, d in zip(c.relocs, ds)}
+    slots = [ArgSlot("buffer", name, d) for name in program.buffers
+             for d in sorted(d for b, d in used if b == name)]
+    bases = {}
+    for c, ds in zip(body, strides):
+        if c.opcode in EVENT_OPS:
+            bases.setdefault(c.fields["event"], set()).add(ds[len(c.relocs) + _moving(c).index("value")]
+                                                           if "value" in c.fields else 0)
+    for e in sorted(bases):
+        slots += [ArgSlot("event_index", e)] + [ArgSlot("event_base", e, d) for d in sorted(bases[e])]
+    slots += [ArgSlot("param", n) for n in sorted({p.name for c in body for p in c.params})]
+    slots += [ArgSlot("walk", None, d & M32)
+              for d in sorted({d & M32 for c, ds in zip(body, strides) for _, d in _walks(c, ds)})]
     if len(slots) > LIST_ARGS:
         raise ProgramError(
-            f"program {program.name!r}, queue {queue}: {len(slots)} argument slots, more than the "
+            f"{where}: {len(slots)} argument slots, more than the "
             f"{LIST_ARGS} (LIST_ARGS) a command list can load: "
             + ", ".join(map(str, slots)) + " (split the buffers across queues, or merge buffers)")
     return slots
 
 
-def _record_queue(program, queue):
-    cmds = [c for c in program.commands if c.queue == queue]
-    if len(cmds) > MAX_ENTRIES:
-        raise ProgramError(f"program {program.name!r}, queue {queue}: {len(cmds)} commands, more "
-                           f"than the {MAX_ENTRIES} entries of one command list")
-    slots = _slots(program, cmds, queue)
+def _record_segment(program, queue, cmds, first, period, passes):
+    """The segment of queue ``queue``'s commands ``cmds[first:first + period * passes]``: entries
+    ``period`` commands run ``passes`` times."""
+    body, run = cmds[first:first + period], tuple(cmds[first:first + period * passes])
+    where = f"program {program.name!r}, queue {queue}"
+    if passes > 1:
+        where += f", loop of {period} commands x {passes} from command {first}"
+    strides = _strides(body, run, passes)
+    slots = _slots(program, body, strides, where)
     index = {s: k for k, s in enumerate(slots)}
     data = bytearray()
-    for i, c in enumerate(cmds):
+    for i, (c, ds) in enumerate(zip(body, strides)):
         layout = commands.PAYLOAD_FIELDS[Opcode(c.opcode)]
         fields = dict(c.fields)
         patches, what = [], []
         seen = set()
-        for r in c.relocs:
+        for r, d in zip(c.relocs, ds):
             if r.field in seen:
-                raise ProgramError(f"program {program.name!r}, queue {queue}, command {i} ({c.note}): "
+                raise ProgramError(f"{where}, command {first + i} ({c.note}): "
                                    f"two relocations of field {r.field!r}")
             seen.add(r.field)
             fields[r.field] = r.offset
-            patches.append((r.field, index[ArgSlot("buffer", r.buffer)]))
+            patches.append((r.field, index[ArgSlot("buffer", r.buffer, d & M32)]))
             what.append(f"{r.field} += buffer {r.buffer!r}")
         if c.opcode in EVENT_OPS:
             e = c.fields["event"]
             fields["event"] = 0
+            step = ds[len(c.relocs) + _moving(c).index("value")] if "value" in c.fields else 0
             patches += [("event", index[ArgSlot("event_index", e)]),
-                        ("value", index[ArgSlot("event_base", e)])]
+                        ("value", index[ArgSlot("event_base", e, step)])]
             what += [f"event += event {e} index", f"value += event {e} base"]
         for p in c.params:
             patches.append((p.field, index[ArgSlot("param", p.name)]))
             what.append(f"{p.field} += param {p.name!r}")
+        for k, d in _walks(c, ds):
+            patches.append((k, index[ArgSlot("walk", None, d & M32)]))
+            what.append(f"{k} += {d} per pass")
         if len(patches) > LIST_PATCHES:
-            raise ProgramError(f"program {program.name!r}, queue {queue}, command {i} ({c.note}): "
+            raise ProgramError(f"{where}, command {first + i} ({c.note}): "
                                f"{len(patches)} patches, more than the {LIST_PATCHES} (LIST_PATCHES) "
                                f"of a list entry: " + ", ".join(what))
         try:
             words = commands.encode(c.opcode, irq=c.irq, tag=i, **fields)
         except ValueError as e:
-            raise ProgramError(f"program {program.name!r}, queue {queue}, command {i} ({c.note}): {e}") from None
+            raise ProgramError(f"{where}, command {first + i} ({c.note}): {e}") from None
         words[_P_LSB // 32] |= len(patches) << _P_LSB % 32
         data += b"".join(w.to_bytes(4, "little") for w in words)
         if patches:
-            block = [_patch_word(program, queue, i, c, f, layout[f], arg) for f, arg in patches]
+            block = [_patch_word(program, queue, first + i, c, f, layout[f], arg) for f, arg in patches]
             block += [0] * (DESCRIPTOR_WORDS - len(block))
             data += b"".join(w.to_bytes(4, "little") for w in block)
     align = tuple((s.name, program.buffers[s.name].align) for s in slots if s.kind == "buffer")
-    return RecordedList(program.name, queue, bytes(data), len(cmds), tuple(slots), tuple(cmds), align)
+    return RecordedList(program.name, queue, bytes(data), len(body), tuple(slots), run, align,
+                        first, passes)
 
 
-def record(program):
-    """``{program queue: RecordedList}`` for every queue ``program`` uses (see the module
-    docstring). Raises ProgramError for an invalid program or one beyond the limits."""
+def find_loop(cmds, min_saving=MIN_LOOP_SAVING):
+    """``(start, period, passes)`` of the loop in ``cmds`` (ProgramCommands of one queue) that
+    saves the most entries, ``(passes - 1) × period`` ≥ ``min_saving``, or None: commands
+    ``start + t × period + j`` (t < passes) equal command ``start + j`` but for relocation
+    offsets and event values advancing by the same amount every pass (module docstring)."""
+    import numpy as np
+    n = len(cmds)
+    ids = {}
+    keys = np.array([ids.setdefault(_key(c), len(ids)) for c in cmds], dtype=np.int64)
+    runs = []                     # (possible saving, start, period, passes)
+    for period in range(1, n // 2 + 1):
+        eq = np.concatenate(([False], keys[:-period] == keys[period:], [False]))
+        edges = np.flatnonzero(eq[1:] != eq[:-1])
+        for a, b in zip(edges[::2], edges[1::2]):
+            passes = min((b - a) // period + 1, (1 << LIST_FIELDS["loops_m1"][1]),
+                         MAX_ENTRIES // period)
+            if (passes - 1) * period >= min_saving:
+                runs.append(((passes - 1) * period, int(a), period, int(passes)))
+    best = None
+    for saving, start, period, passes in sorted(runs, reverse=True):
+        if best is not None and saving <= best[0]:
+            break
+        body = cmds[start:start + period]
+        step = [_delta(c, cmds[start + period + j]) for j, c in enumerate(body)]
+        ok = 2
+        while ok < passes and all(
+                _scaled(c, step[j], ok) == _delta(c, cmds[start + ok * period + j])
+                for j, c in enumerate(body)):
+            ok += 1
+        if ((ok - 1) * period >= min_saving and (best is None or (ok - 1) * period > best[0])
+                and _loopable(body, step, ok)):
+            best = ((ok - 1) * period, start, period, ok)
+    return best and best[1:]
+
+
+def _loopable(body, step, passes):
+    """Whether the device can walk ``body`` ``passes`` times with these per-pass steps: an
+    argument walks up only (an address is an unsigned 32-bit word; a field of at most 32 bits
+    wraps with it), every walking field can be patched, and the slots and patches fit."""
+    for c, ds in zip(body, step):
+        if any(d < 0 for d in ds[:len(c.relocs)]):
+            return False
+        layout = commands.PAYLOAD_FIELDS[Opcode(c.opcode)]
+        walks = _walks(c, ds)
+        for k, d in walks:
+            lsb, width = layout[k]
+            if lsb < _FIRST_PATCHABLE or lsb % 32 + width > 64:
+                return False
+            if width > 32 and not 0 <= d * (passes - 1) <= M32:
+                return False
+        if (len(c.relocs) + 2 * (c.opcode in EVENT_OPS) + len(c.params) + len(walks)
+                > LIST_PATCHES):
+            return False
+    strides = {(kind, d & M32) for c, ds in zip(body, step) for kind, d in
+               [(("buffer", r.buffer), d) for r, d in zip(c.relocs, ds)]
+               + [(("walk",), d) for _, d in _walks(c, ds)]}
+    events = {(c.fields["event"], ds[len(c.relocs) + _moving(c).index("value")] if "value" in c.fields else 0)
+              for c, ds in zip(body, step) if c.opcode in EVENT_OPS}
+    params = {p.name for c in body for p in c.params}
+    return (len(strides) + len(events) + len({e for e, _ in events}) + len(params)) <= LIST_ARGS
+
+
+def _fold(cmds, lo, hi, min_saving):
+    """Segments ``(first, period, passes)`` covering ``cmds[lo:hi]``."""
+    if hi <= lo:
+        return []
+    loop = find_loop(cmds[lo:hi], min_saving)
+    if loop is None:
+        return [(lo, hi - lo, 1)]
+    start, period, passes = loop
+    start += lo
+    return (_fold(cmds, lo, start, min_saving) + [(start, period, passes)]
+            + _fold(cmds, start + period * passes, hi, min_saving))
+
+
+def _record_queue(program, queue, fold, min_saving):
+    cmds = [c for c in program.commands if c.queue == queue]
+    segments = _fold(cmds, 0, len(cmds), min_saving) if fold else [(0, len(cmds), 1)]
+    for first, period, passes in segments:
+        if period > MAX_ENTRIES:
+            raise ProgramError(f"program {program.name!r}, queue {queue}: {period} commands, more "
+                               f"than the {MAX_ENTRIES} entries of one command list")
+    return tuple(_record_segment(program, queue, cmds, *seg) for seg in segments)
+
+
+def record(program, *, fold=False, min_saving=MIN_LOOP_SAVING):
+    """``{program queue: (RecordedList, ...)}``: the segments of every queue ``program`` uses, in
+    order (one, unless ``fold`` finds loops; see the module docstring). Raises ProgramError for an
+    invalid program or one beyond the limits."""
     program.validate()
-    return {q: _record_queue(program, q) for q in program.queues}
+    return {q: _record_queue(program, q, fold, min_saving) for q in program.queues}

@@ -36,7 +36,7 @@ from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
 from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
 from .forensics import hang_report
 from .ops import run_async
-from .command_list import args_bytes, record as record_lists
+from .command_list import record as record_lists
 from .program import ProgramError, reached
 
 __all__ = ["Device", "Buffer", "Queue", "Submission", "Event", "HostAllocator", "CommandList",
@@ -727,23 +727,29 @@ class Device:
                 b.free()
 
     # ------------------------------------------------------------------ command lists
-    async def record(self, program):
+    async def record(self, program, *, fold=False):
         """Record ``program`` as a :class:`CommandList` (docs/driver.md "Command lists"): per
         program queue its commands as list entries (driver/command_list.py) in device-visible
-        host memory, written once, and an argument table. Raises ProgramError for a program
-        beyond the list limits (argument slots, patches per command, entries)."""
+        host memory, written once, and an argument table; with ``fold`` the repeating runs of a
+        queue's commands become looped lists (one pass recorded, docs/queues.md "Looped lists").
+        Raises ProgramError for a program beyond the list limits (argument slots, patches per
+        command, entries)."""
         if not (hasattr(program, "buffers") and hasattr(program, "commands")):
             raise DriverMisuse(f"record(program={program!r:.60}): expected a driver.program.Program, "
                                f"got {type(program).__name__}")
-        lists = record_lists(program)
+        if not isinstance(fold, bool):
+            raise DriverMisuse(f"record(fold={fold!r}): expected True or False")
+        lists = record_lists(program, fold=fold)
         allocated, mem = [], {}
         try:
-            for pq, rl in lists.items():
-                # the table is read in whole 32-byte bursts
-                allocated += [self.allocator.alloc(len(rl.data), 64),
-                              self.allocator.alloc(len(args_bytes([0] * max(1, rl.nargs))), 64)]
-                mem[pq] = tuple(allocated[-2:])
-                await self.backend.host_write(mem[pq][0], rl.data)
+            for pq, segments in lists.items():
+                mem[pq] = []
+                for rl in segments:
+                    # the table is read in whole 32-byte bursts
+                    allocated += [self.allocator.alloc(len(rl.data), 64),
+                                  self.allocator.alloc(rl.table_bytes, 64)]
+                    mem[pq].append(tuple(allocated[-2:]))
+                    await self.backend.host_write(allocated[-2], rl.data)
         except BaseException:
             for a in allocated:
                 self.allocator.free(a)
@@ -777,23 +783,25 @@ class Device:
         try:
             async with self._bound(program, buffers, queues, "launch") as (addresses, events, qmap):
                 descs = {}
-                for pq, rl in cmd_list.lists.items():
-                    try:
-                        words = rl.args(addresses, events, params)
-                    except ProgramError as e:
-                        raise DriverMisuse(str(e)) from None
-                    entries, table = cmd_list.memory[pq]
-                    await self.backend.host_write(table, args_bytes(words))
-                    descs[qmap[pq]] = [rl.descriptor(entries, table, tag=cmd_list.launches & 0xFFFF)]
+                for pq, segments in cmd_list.lists.items():
+                    descs[qmap[pq]] = []
+                    for rl, (entries, table) in zip(segments, cmd_list.memory[pq]):
+                        try:
+                            words = rl.args(addresses, events, params)
+                        except ProgramError as e:
+                            raise DriverMisuse(str(e)) from None
+                        await self.backend.host_write(table, rl.table(words))
+                        descs[qmap[pq]].append(rl.descriptor(entries, table,
+                                                             tag=cmd_list.launches & 0xFFFF))
                 cmd_list.launches += 1
                 subs = await self._submit_interleaved(descs, timeout_cycles)
                 out = {}
-                for pq, rl in cmd_list.lists.items():
+                for pq, segments in cmd_list.lists.items():
                     sub = subs[qmap[pq]]
                     try:
                         out[pq] = await sub.wait(timeout_cycles)
                     except QueueError as e:
-                        raise _list_error(e, rl, sub.first, cmd_list.memory[pq]) from None
+                        raise _list_error(e, segments, sub.first, cmd_list.memory[pq]) from None
                 return out
         finally:
             cmd_list.launching = False
@@ -823,8 +831,8 @@ class Device:
 # ==================================================================================== command lists
 class CommandList:
     """A program recorded for :meth:`Device.launch` (:meth:`Device.record`): ``lists`` program
-    queue -> :class:`driver.command_list.RecordedList`, ``memory`` program queue -> (entries
-    address, argument table address) in the device's host memory."""
+    queue -> its :class:`driver.command_list.RecordedList` segments, ``memory`` program queue ->
+    per segment (entries address, argument table address) in the device's host memory."""
 
     def __init__(self, device, program, lists, memory):
         self.device, self.program, self.lists, self.memory = device, program, lists, memory
@@ -834,7 +842,7 @@ class CommandList:
 
     def __repr__(self):
         return (f"CommandList({self.program.name!r}, queues {sorted(self.lists)}, entries "
-                f"{ {pq: rl.entries for pq, rl in self.lists.items()} })")
+                f"{ {pq: [(rl.entries, rl.passes) if rl.passes > 1 else rl.entries for rl in segs] for pq, segs in self.lists.items()} })")
 
     def free(self):
         """Free the entries and argument tables (the list must not be running)."""
@@ -843,19 +851,24 @@ class CommandList:
         if self.launching:
             raise DriverMisuse(f"free of the command list of program {self.program.name!r} while it "
                                f"is being launched")
-        for entries, table in self.memory.values():
-            self.device.allocator.free(entries)
-            self.device.allocator.free(table)
+        for segments in self.memory.values():
+            for entries, table in segments:
+                self.device.allocator.free(entries)
+                self.device.allocator.free(table)
         self.freed = True
 
 
-def _list_error(e, rl, index, memory):
+def _list_error(e, segments, first, memory):
     """The QueueError of a launch, naming the list's item that failed (the EXEC_LIST's record
-    carries ``item`` = 1 + its position, docs/queues.md "Command lists") or the list whose
-    expansion failed (no record)."""
-    if e.index != index:
+    carries ``item`` = 1 + its run position, docs/queues.md "Command lists") or the list whose
+    expansion failed (no record). ``first``: the ring index of the queue's first segment."""
+    k = (e.index - first) & 0xFFFF_FFFF
+    if k >= len(segments):
         return e
+    rl, memory = segments[k], memory[k]
     where = f"command list of program {rl.program!r}, program queue {rl.queue}"
+    if len(segments) > 1:
+        where += f", segment {k} of {len(segments)}"
     rec = e.record
     if rec is None:
         detail = (f"{where}: expanding the list (entries at {memory[0]:#x}, argument table at "
@@ -864,9 +877,13 @@ def _list_error(e, rl, index, memory):
         try:
             pos, cmd = rl.item(rec["item"] - 1)
         except ProgramError:
-            detail = f"{where}: item {rec['item'] - 1} failed (the list has {rl.entries} items)"
+            detail = (f"{where}: item {rec['item'] - 1} failed (the list has "
+                      f"{len(rl.commands)} items)")
         else:
-            detail = f"{where}: item {pos} ({Opcode(cmd.opcode).name}, {cmd.note!r}) failed"
+            run = rec["item"] - 1
+            loop = (f", pass {run // rl.entries} entry {run % rl.entries} of the loop"
+                    if rl.passes > 1 else "")
+            detail = f"{where}: item {pos} ({Opcode(cmd.opcode).name}, {cmd.note!r}{loop}) failed"
     else:
         detail = f"{where}: the EXEC_LIST descriptor itself was refused"
     return QueueError(e.queue, e.code, e.index, rec, detail=detail)

@@ -26,7 +26,10 @@ avoids simulating steps in which nothing happens: "How time advances" below):
   with a status other than OK fails the list: the queue issues nothing more (it failed when the
   item retired), the list's remaining items are dropped without running as they reach the head,
   and the end's request (opcode EXEC_LIST, its own flags and tag) carries that status, ``item``
-  = 1 + the failed entry's list position, and halts the queue (index C: the EXEC_LIST's).
+  = 1 + the failed item's run position (pass × entries + entry, mod 2**16), and halts the queue
+  (index C: the EXEC_LIST's). A looped list (``loops_m1`` > 0) also loads its stride words after
+  the arguments, and after each pass's last entry restarts at the first with every argument +=
+  its stride.
 * **Issue unit** (docs/queues.md "Issue unit"): per queue a window of the descriptors popped from
   the prefetch FIFO and without a completion request (indices R..H-1, at most :data:`INFLIGHT`),
   and the event counters :attr:`~ChipModel.events` (the firmware's EVENT and the host's EVENT
@@ -301,8 +304,8 @@ def _big(words):
 def _starts_list(words):
     """A ring descriptor the queue controller expands as a command list: an EXEC_LIST with no
     reserved bit (flags or payload) set, ``entries`` != 0, ``args`` <= LIST_ARGS and both addresses
-    32-byte aligned; returns ``(list_addr, entries, args_addr, args)``, else None (pushed as it is:
-    the firmware fails it)."""
+    32-byte aligned; returns ``(list_addr, entries, args_addr, args, loops_m1)``, else None (pushed
+    as it is: the firmware fails it)."""
     if words[0] & 0xFF != Opcode.EXEC_LIST or words[0] & _RESERVED_FLAGS:
         return None
     big = _big(words)
@@ -310,7 +313,7 @@ def _starts_list(words):
     if (f["reserved"] or not f["entries"] or f["args"] > LIST_ARGS
             or f["list_addr"] % DESC_BYTES or f["args_addr"] % DESC_BYTES):
         return None
-    return f["list_addr"], f["entries"], f["args_addr"], f["args"]
+    return f["list_addr"], f["entries"], f["args_addr"], f["args"], f["loops_m1"]
 
 
 def _patch(words, block, n, args):
@@ -397,15 +400,32 @@ class _List:
     left: int                #: entries not pushed yet
     args_addr: int
     nargs: int
+    loops: int = 0           #: passes over the entries still to run after this one
     args: list = field(default_factory=list)        #: argument words loaded so far
+    strides: list = field(default_factory=list)     #: a looped list's stride words loaded so far
     entry: list = None       #: an entry whose patch block is still to be read
+    pushed: int = 0          #: items pushed, all passes (an item's run position)
+
+    def __post_init__(self):
+        self.base = self.addr
+        # a looped list's strides follow its arguments at the next 32-byte boundary
+        self.nstrides = self.nargs if self.loops else 0
+        self.strides_addr = self.args_addr + DESC_BYTES * -(-self.nargs // 8)
 
     def next_read(self, ring_addr):
-        """Host address of the next 32-byte burst: an argument-table burst, the pending entry's
-        patch block, the next entry, or (all entries pushed) ring slot F again."""
+        """Host address of the next 32-byte burst: an argument-table or stride burst, the pending
+        entry's patch block, the next entry, or (all entries pushed) ring slot F again."""
         if len(self.args) < self.nargs:
             return self.args_addr + 4 * len(self.args)
+        if len(self.strides) < self.nstrides:
+            return self.strides_addr + 4 * len(self.strides)
         return self.addr if self.entry is not None or self.left else ring_addr
+
+    def pass_done(self):
+        """The last entry of a pass was pushed: the next pass starts at the first entry with every
+        argument += its stride (mod 2**32)."""
+        self.addr, self.left, self.loops = self.base, self.entries, self.loops - 1
+        self.args = [(a + d) & M32 for a, d in zip(self.args, self.strides)]
 
 
 @dataclass
@@ -1122,8 +1142,8 @@ class ChipModel(ControlModel):
             return
         shape = _starts_list(words)
         if shape is not None:                        # expand the list in its place; F stays
-            list_addr, entries, args_addr, nargs = shape
-            s.list = _List(index, list_addr, entries, entries, args_addr, nargs)
+            list_addr, entries, args_addr, nargs, loops = shape
+            s.list = _List(index, list_addr, entries, entries, args_addr, nargs, loops)
             return
         s.fifo.append((index, words, _classify(words), _RING, 0))
         s.fetch = (index + 1) & M32
@@ -1135,6 +1155,9 @@ class ChipModel(ControlModel):
         L = s.list
         if len(L.args) < L.nargs:
             L.args += words[:L.nargs - len(L.args)]
+            return
+        if len(L.strides) < L.nstrides:
+            L.strides += words[:L.nstrides - len(L.strides)]
             return
         if L.entry is None and not L.left:           # the end: pushed after every item, F += 1
             s.fifo.append((L.index, words, _classify(words, end=True), _END, 0))
@@ -1156,8 +1179,11 @@ class ChipModel(ControlModel):
                 self._bad_list(q)
                 return
             words[0] &= ~_PATCHES_MASK
-        s.fifo.append((L.index, words, _classify(words), _ITEM, L.entries - L.left))
+        s.fifo.append((L.index, words, _classify(words), _ITEM, L.pushed & 0xFFFF))
+        L.pushed += 1
         L.left -= 1
+        if not L.left and L.loops:
+            L.pass_done()
 
     def _bad_list(self, q):
         s = self.queues[q]
@@ -1446,7 +1472,7 @@ class ChipModel(ControlModel):
             w0, status, item = slot.w0, slot.status, 0
             if slot.mark == _END and s.list_fail is not None:
                 (status, pos), s.list_fail = s.list_fail, None
-                item = pos + 1
+                item = (pos + 1) & 0xFFFF
             self._cpl.append(_CplRequest(
                 queue=q, irq=bool(w0 & _IRQ_FLAG), halt=status != ErrorCode.OK,
                 flags=w0 >> _FLAGS_LSB & 0xFF, status=status, opcode=w0 & 0xFF,

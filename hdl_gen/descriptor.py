@@ -234,12 +234,18 @@ class ListCmd(data.Struct):
     ``patches`` > 0 is followed by a 32-byte block of :class:`PatchWord` (the first ``patches``
     words are used). Entries complete silently; this descriptor's completion record follows
     the last of them (docs/queues.md "Command lists").
+
+    A **looped** list (``loops_m1`` > 0, the device-side tile loop of Gemmini's ``LOOP_WS``) runs
+    its entries ``loops_m1 + 1`` times; its argument table is followed (at the next 32-byte
+    boundary) by ``args`` **stride** words, and after each pass every argument ``+=`` its stride
+    (mod 2**32), so a patched field walks ``base + pass × stride``.
     """
     list_addr: 32       #: host byte address of the first entry (32-byte aligned)
     entries: 16         #: number of entries, 1..65535
     args_addr: 32       #: host byte address of the argument table (32-byte aligned)
     args: 6             #: argument words, 0..LIST_ARGS
-    reserved: 138
+    loops_m1: 16        #: passes over the entries - 1 (0: run them once)
+    reserved: 122
 
 
 class ListEntryFlags(data.Struct):
@@ -393,7 +399,7 @@ class CompletionRecord(data.Struct):
     queue: 8            #: the queue the descriptor came from
     flags: 8            #: the descriptor's flags byte
     tag: 16             #: the descriptor's tag
-    item: 16            #: EXEC_LIST: 1 + the list position of the first entry that failed (0: none)
+    item: 16            #: EXEC_LIST: 1 + the run position (pass × entries + entry, mod 2**16) of the first item that failed (0: none)
     timestamp: 32       #: PERF-independent cycle counter when the record was queued for writing
 
 

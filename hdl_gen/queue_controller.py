@@ -11,7 +11,10 @@ halt/reset state; one AXI4 manager port serves every queue:
   ``ring_base + 32 * (F mod 2**ring_log2)``. It is pushed into the queue's FIFO and F advances
   when all beats are OKAY; a SLVERR/DECERR beat halts the queue (``AXI_SLVERR``/``AXI_DECERR``,
   error index F), drops the descriptor and leaves F. A read in flight when its queue is reset is
-  discarded on return (no push, no error).
+  discarded on return (no push, no error). A well-formed ``EXEC_LIST`` is expanded in its place
+  (docs/queues.md "Command lists"): argument table, then per entry the entry and its patch
+  block (``SHIFT``/``APPLY`` per patch, ``PUSH``); a looped list (``loops_m1``) also loads its
+  strides and, after each pass, adds them to the arguments (``STEP``, one row per cycle).
 * **Completion writer** (``cpl_fsm``): requests (``cpl_valid`` + payload) wait in a FIFO of
   ``cpl_depth`` and are served in order. For a request of queue q with consumer index C it writes
   the 16-byte :class:`~hdl_gen.descriptor.CompletionRecord` of descriptor C to
@@ -317,10 +320,20 @@ class QueueController(wiring.Component):
         aleft = [Signal(6, name=f"q{i}_args_left") for i in range(n)]      # words not loaded
         arow = [Signal(range(ARG_ROWS), name=f"q{i}_args_row") for i in range(n)]
         nargs = [Signal(6, name=f"q{i}_args") for i in range(n)]           # the list's args
+        # a looped list: its first entry and size (each pass restarts there), the passes after
+        # this one, and whether the argument bursts now load the strides
+        lbase = [Signal(32, name=f"q{i}_list_base") for i in range(n)]
+        lsize = [Signal(16, name=f"q{i}_list_entries") for i in range(n)]
+        loops = [Signal(16, name=f"q{i}_list_loops") for i in range(n)]
+        sphase = [Signal(name=f"q{i}_args_strides") for i in range(n)]
         m.submodules.list_args = args_mem = Memory(shape=DESCRIPTOR_BITS, depth=n * ARG_ROWS,
                                                    init=[])
         args_w = args_mem.write_port()
         args_r = args_mem.read_port(domain="comb")
+        m.submodules.list_strides = strides_mem = Memory(shape=DESCRIPTOR_BITS,
+                                                         depth=n * ARG_ROWS, init=[])
+        strides_w = strides_mem.write_port()
+        strides_r = strides_mem.read_port(domain="comb")
         elig = []
         addr = []
         for i in range(n):
@@ -382,6 +395,13 @@ class QueueController(wiring.Component):
                               & (lcmd.args_addr[:5] == 0))
         entry_flags = data.View(ListEntryFlags, in_desc.flags.as_value())
 
+        # a looped list's pass ended: every argument row += its stride row, one row a cycle
+        step = Signal(name="fetch_step")
+        step_row = Signal(range(ARG_ROWS), name="fetch_step_row")
+        stepped = Signal(DESCRIPTOR_BITS, name="fetch_step_sum")
+        m.d.comb += stepped.eq(Cat(*((args_r.data.word_select(k, 32)
+                                      + strides_r.data.word_select(k, 32))[:32] for k in range(8))))
+
         # the list entry being patched, its patch words, and the patch applied this cycle
         ldesc = Signal(DESCRIPTOR_BITS, name="list_desc")
         pwords = Signal(32 * LIST_PATCHES, name="list_patches")
@@ -408,7 +428,8 @@ class QueueController(wiring.Component):
             width.eq(pw.width_m1 + 1), pos_lo.eq(pw.pos[:5]), pos_w.eq(pw.pos[5:]),
             patch_bad.eq((pw.pos < 32) | (pw.pos + width > DESCRIPTOR_BITS) | (pos_lo + width > 64)
                          | (pw.arg >= cur_args) | (pw.reserved0 != 0) | (pw.reserved != 0)),
-            args_r.addr.eq(fq * ARG_ROWS + pw.arg[3:]),
+            args_r.addr.eq(fq * ARG_ROWS + Mux(step, step_row, pw.arg[3:])),
+            strides_r.addr.eq(fq * ARG_ROWS + step_row),
             arg_val.eq(args_r.data.word_select(pw.arg[:3], 32)),
             window.eq(Cat(ext.word_select(at_w, 32), ext.word_select(at_w + 1, 32))),
             patched.eq((window & ~mask) | ((window + addend)[:64] & mask)),
@@ -489,6 +510,14 @@ class QueueController(wiring.Component):
             with m.State("PUSH"):
                 m.d.comb += [busy.eq(1), item_push.eq(~discard & ~fq_reset)]
                 m.next = "IDLE"
+                with m.If((Array(lleft)[fq] == 1) & (Array(loops)[fq] != 0) & (cur_args != 0)):
+                    m.d.sync += step_row.eq(0)
+                    m.next = "STEP"
+            with m.State("STEP"):                      # the next pass's arguments
+                m.d.comb += [busy.eq(1), step.eq(~discard & ~fq_reset)]
+                m.d.sync += step_row.eq(step_row + 1)
+                with m.If(discard | fq_reset | (step_row == (cur_args - 1)[3:])):
+                    m.next = "IDLE"
 
         fetch_causes = []                                  # per queue: (cond, code, index)
         fail = Signal(name="fetch_fail")                   # the queue of the read halts
@@ -497,8 +526,12 @@ class QueueController(wiring.Component):
                      fail_code.eq(Mux(list_fail, ErrorCode.BAD_LIST,
                                       Mux(r_err, r_code, Mux(fetch_abort, ErrorCode.BUS_TIMEOUT,
                                                              _resp_error(axi.rresp)))))]
-        m.d.comb += [args_w.addr.eq(fq * ARG_ROWS + Array(arow)[fq]), args_w.data.eq(data_in),
-                     args_w.en.eq(good & (kind == ARGS))]
+        loading = good & (kind == ARGS)
+        m.d.comb += [args_w.addr.eq(fq * ARG_ROWS + Mux(step, step_row, Array(arow)[fq])),
+                     args_w.data.eq(Mux(step, stepped, data_in)),
+                     args_w.en.eq((loading & ~Array(sphase)[fq]) | step),
+                     strides_w.addr.eq(fq * ARG_ROWS + Array(arow)[fq]), strides_w.data.eq(data_in),
+                     strides_w.en.eq(loading & Array(sphase)[fq])]
         for i in range(n):
             mine = good & (fq == i)
             ring_push = Signal(name=f"q{i}_fetch_push")
@@ -520,17 +553,25 @@ class QueueController(wiring.Component):
             with m.If(mine & (kind == RING) & starts):
                 m.d.sync += [lmode[i].eq(Mux(lcmd.args != 0, ARGS, ITEMS)),
                              lnext[i].eq(lcmd.list_addr), lleft[i].eq(lcmd.entries),
+                             lbase[i].eq(lcmd.list_addr), lsize[i].eq(lcmd.entries),
+                             loops[i].eq(lcmd.loops_m1), sphase[i].eq(0),
                              anext[i].eq(lcmd.args_addr), aleft[i].eq(lcmd.args),
                              nargs[i].eq(lcmd.args), arow[i].eq(0)]
             with m.If(mine & (kind == ARGS)):
                 m.d.sync += [anext[i].eq(anext[i] + 32), arow[i].eq(arow[i] + 1),
                              aleft[i].eq(Mux(aleft[i] > 8, aleft[i] - 8, 0))]
                 with m.If(aleft[i] <= 8):
-                    m.d.sync += lmode[i].eq(ITEMS)
+                    with m.If(~sphase[i] & (loops[i] != 0)):      # a looped list: its strides next
+                        m.d.sync += [sphase[i].eq(1), aleft[i].eq(nargs[i]), arow[i].eq(0)]
+                    with m.Else():
+                        m.d.sync += lmode[i].eq(ITEMS)
             with m.If(push_item):
                 m.d.sync += [lnext[i].eq(lnext[i] + Mux(npatch != 0, 64, 32)),
                              lleft[i].eq(lleft[i] - 1)]
-                with m.If(lleft[i] == 1):
+                with m.If((lleft[i] == 1) & (loops[i] != 0)):      # the next pass
+                    m.d.sync += [lnext[i].eq(lbase[i]), lleft[i].eq(lsize[i]),
+                                 loops[i].eq(loops[i] - 1)]
+                with m.Elif(lleft[i] == 1):
                     m.d.sync += lmode[i].eq(END)
             with m.If(reset_done[i]):                    # after the rest: a reset abandons a list
                 m.d.sync += [lmode[i].eq(RING), items[i].eq(0)]

@@ -171,7 +171,8 @@ LIST_FIELDS = {
     "entries": (64, 16),
     "args_addr": (80, 32),
     "args": (112, 6),
-    "reserved": (118, 138),
+    "loops_m1": (118, 16),
+    "reserved": (134, 122),
 }
 CPL_FIELDS = {
     "index": (0, 32),

@@ -16,7 +16,7 @@ import pytest
 from compiler import models
 from compiler.compile import compile_graph
 from compiler.graph import interpret
-from driver.command_list import ArgSlot, args_bytes, record
+from driver.command_list import ArgSlot, args_bytes, find_loop, record
 from driver.device import Device
 from driver.program import BufferSpec, Param, Program, ProgramCommand, ProgramError, Reloc
 from firmware import build as fw_build
@@ -93,19 +93,25 @@ def _firmware_lacks_list_checks():
     return "KAKI_OP_EXEC_LIST" not in (Path(fw_build.__file__).parent / "queues.c").read_text()
 
 
-@pytest.mark.parametrize("name,queues", [("mlp", None), ("attention", None), ("mlp", 1)])
-def test_compiled_model_as_list(name, queues, image):
+@pytest.mark.parametrize("name,queues,fold", [("mlp", None, False), ("attention", None, False),
+                                              ("mlp", 1, False), ("mlp", None, True),
+                                              ("attention", None, True)])
+def test_compiled_model_as_list(name, queues, fold, image):
     """A compiled model launched as a command list, twice with different inputs and freshly
     bound buffers: outputs bit-identical to Device.run and to the NumPy interpreter (the MLP on
-    three queues with events, and on one compute queue; the attention block on four)."""
+    three queues with events, and on one compute queue; the attention block on four; both
+    with their loops folded, which must find some)."""
     seed = _seed(1)
     caps = Capabilities.from_config(KakiConfig(dim=8))
     g, feeds = models.build(name, seed % 1000)
     cm = compile_graph(g, caps, compute_queues=queues)
     rng = np.random.default_rng(seed)
     feeds2 = {k: rng.integers(-128, 128, v.shape, dtype=v.dtype) for k, v in feeds.items()}
-    outs = _run(image, lambda dev: S.model_list_matches_run(dev, _env(seed), cm, [feeds, feeds2]),
-                seed, caps=cm.caps)
+    if fold:
+        lists = record(cm.program, fold=True)
+        assert any(rl.passes > 1 for segs in lists.values() for rl in segs), lists
+    outs = _run(image, lambda dev: S.model_list_matches_run(dev, _env(seed), cm, [feeds, feeds2],
+                                                            fold=fold), seed, caps=cm.caps)
     for out, f in zip(outs, (feeds, feeds2)):
         ref = interpret(g, f)
         for k in ref:
@@ -178,7 +184,16 @@ def test_model_item_pacing_and_silent_completion(image):
 # ============================================================================ the recorder (pure)
 def _expand(rl, args):
     """The device's expansion of a recorded list (an independent reference of docs/queues.md):
-    the patched descriptors' words."""
+    the patched descriptors' words, every pass of a looped list (each pass's arguments += the
+    slots' strides, mod 2**32)."""
+    out = []
+    for _ in range(rl.passes):
+        out += _expand_once(rl, args)
+        args = [(a + s.stride) & M32 for a, s in zip(args, rl.slots)]
+    return out
+
+
+def _expand_once(rl, args):
     def get(v, layout, name):
         lsb, w = layout[name]
         return v >> lsb & ((1 << w) - 1)
@@ -231,27 +246,81 @@ def _random_program(rng, queues=3, n=40):
     return p
 
 
-@pytest.mark.parametrize("k", range(4))
-def test_record_expands_to_bind(k):
-    """Random programs: every queue's recorded list, expanded with its argument words as the
-    device does, is exactly Program.bind's descriptors with the tag replaced by the position."""
+def _looped_program(rng, queues=3, n=40):
+    """A random program whose commands repeat: a random body of each queue's commands run
+    several times with relocation offsets and event values advancing by a constant per pass,
+    between random prologue and epilogue commands."""
+    base = _random_program(rng, queues, n)
+    p = Program("looped", events=3)
+    for b in base.buffers.values():
+        p.add_buffer(BufferSpec(b.name, 1 << 16, align=b.align, role=b.role))
+    cmds = list(base.commands)
+    body, passes = cmds[5:5 + int(rng.integers(4, 12))], int(rng.integers(3, 9))
+    step = {id(c): int(rng.integers(0, 512)) for c in body}
+    out = cmds[:5]
+    for t in range(passes):
+        for c in body:
+            d = step[id(c)] * t
+            relocs = tuple(Reloc(r.field, r.buffer, r.offset + d) for r in c.relocs)
+            fields = dict(c.fields)
+            if c.opcode in (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT):
+                fields["value"] = (fields["value"] + d) & M32
+            out.append(ProgramCommand(c.queue, c.opcode, fields, relocs, c.irq, c.tag, f"{c.note}.{t}",
+                                      c.params))
+    for c in out + cmds[5 + len(body):]:
+        p.add(c)
+    return p
+
+
+@pytest.mark.parametrize("k,fold", [(k, f) for k in range(4) for f in (False, True)])
+def test_record_expands_to_bind(k, fold):
+    """Random programs (with repeating runs when ``fold``): every queue's recorded segments,
+    expanded with their argument words as the device does, are exactly Program.bind's
+    descriptors with the tag replaced by the entry's position; folding finds the loops."""
     rng = np.random.default_rng(_seed(10 + k))
-    p = _random_program(rng)
+    p = _looped_program(rng) if fold else _random_program(rng)
     addresses = {f"b{j}": int(rng.integers(1, 1 << 20)) * 128 for j in range(4)}
     events = {e: (int(rng.integers(0, 16)), int(rng.integers(0, 1 << 32))) for e in range(3)}
     params = {n: int(rng.integers(0, 1 << 32)) for n in p.params}
     bound = p.bind(addresses, events, params=params)
-    lists = record(p)
+    lists = record(p, fold=fold, min_saving=4)
     assert sorted(lists) == sorted(bound)
-    for q, rl in lists.items():
-        got = _expand(rl, rl.args(addresses, events, params))
-        assert len(got) == len(bound[q]) == rl.entries
+    if fold:
+        assert any(rl.passes > 1 for segs in lists.values() for rl in segs)
+    for q, segments in lists.items():
+        got, tags, cmds = [], [], []
+        for rl in segments:
+            assert rl.first == len(cmds)
+            part = _expand(rl, rl.args(addresses, events, params))
+            assert len(part) == len(rl.commands) == rl.entries * rl.passes
+            got += part
+            tags += list(range(rl.entries)) * rl.passes
+            cmds += rl.commands
+        assert len(got) == len(bound[q])
         for pos, (g, b) in enumerate(zip(got, bound[q])):
             dg, db = decode(g), decode(b)
-            assert dg.pop("tag") == pos
+            assert dg.pop("tag") == tags[pos]
             db.pop("tag")
-            assert dg == db, (q, pos, rl.commands[pos])
-        assert rl.item(3 % rl.entries)[1] is rl.commands[3 % rl.entries]
+            assert dg == db, (q, pos, cmds[pos])
+        rl = segments[-1]
+        j = 3 % len(rl.commands)
+        assert rl.item(j) == (rl.first + j, rl.commands[j])
+
+
+def test_find_loop():
+    """find_loop: the loop saving the most entries; offsets must advance by one constant per
+    pass, upwards only; min_saving."""
+    def load(off, buf="b", rows=1):
+        return ProgramCommand(0, Opcode.DMA_LOAD, dict(rows=rows, row_bytes=8, planes=1),
+                              (Reloc("host_addr", buf, off),))
+    nop = ProgramCommand(0, Opcode.NOP)
+    cmds = [nop, load(0, rows=2)] + [c for t in range(6) for c in (load(64 * t), nop, load(8 * t, "c"))] + [nop]
+    assert find_loop(cmds, 4) == find_loop(cmds, 15) == (2, 3, 6)
+    assert find_loop(cmds, 16) is None
+    bent = cmds[:2 + 3 * 4] + [load(64 * 4 + 1), nop, load(32, "c")] + cmds[2 + 3 * 5:]
+    assert find_loop(bent, 4) == (2, 3, 4)             # pass 4's offset breaks the progression
+    down = [c for t in range(6) for c in (load(640 - 64 * t), nop)]
+    assert find_loop(down, 2) is None
 
 
 def test_record_slots_order_and_descriptor():
@@ -263,7 +332,7 @@ def test_record_slots_order_and_descriptor():
     p.add(ProgramCommand(0, Opcode.WAIT_EVENT, dict(event=1, value=2)))
     p.add(ProgramCommand(0, Opcode.DMA_STORE, dict(rows=1, row_bytes=8, planes=1),
                          (Reloc("host_addr", "z"),), params=(Param("host_addr", "b"),)))
-    rl = record(p)[0]
+    (rl,) = record(p)[0]
     assert [str(s) for s in rl.slots] == ["buffer 'z'", "buffer 'm'", "event 1 index", "event 1 base",
                                           "param 'b'", "param 'n'"]
     assert rl.slots[0] == ArgSlot("buffer", "z")

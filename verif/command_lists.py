@@ -13,6 +13,7 @@ import numpy as np
 from driver.command_list import args_bytes
 from driver.errors import DriverMisuse, QueueError
 from driver.program import BufferSpec, Param, Program, ProgramCommand, Reloc
+from spec import commands
 from spec import registers as R
 from spec.commands import encode, put_field
 from spec.descriptors import GEMM_FIELDS, LIST_ARGS, LIST_ENTRY_FIELDS, PATCH_FIELDS, ErrorCode, Opcode
@@ -78,9 +79,9 @@ def raw_list(entries):
     return bytes(out)
 
 
-def list_descriptor(list_addr, entries, args_addr, args, tag=0, irq=True):
+def list_descriptor(list_addr, entries, args_addr, args, tag=0, irq=True, passes=1):
     return encode(Opcode.EXEC_LIST, irq=irq, tag=tag, list_addr=list_addr, entries=entries,
-                  args_addr=args_addr, args=args)
+                  args_addr=args_addr, args=args, loops_m1=passes - 1)
 
 
 async def put_list(dev, entries, args=()):
@@ -138,12 +139,13 @@ def failing_program(dim):
 
 
 # ============================================================================ scenarios
-async def model_list_matches_run(dev, env, cm, feeds_list):
+async def model_list_matches_run(dev, env, cm, feeds_list, fold=False):
     """A compiled model (``cm``, compiler.compile.CompiledModel) recorded once and launched once
     per feeds of ``feeds_list``, each launch with freshly allocated input, output and scratch
     buffers (rebinding; the constants are uploaded once and shared): outputs bit-identical to
-    ``Device.run`` of the same program; one record (EXEC_LIST, OK) per queue, the consumer index
-    advancing by one. Returns the launches' outputs."""
+    ``Device.run`` of the same program; one record (EXEC_LIST, OK) per queue and list segment
+    (``fold``: loops folded, Device.record), the consumer index advancing by as many. Returns the
+    launches' outputs."""
     from verif.model_run import read_outputs
 
     prog = cm.program
@@ -163,7 +165,7 @@ async def model_list_matches_run(dev, env, cm, feeds_list):
                 held.append(bufs[name])        # held to the end: every launch gets new addresses
         return bufs
 
-    cl = await dev.record(prog)
+    cl = await dev.record(prog, fold=fold)
     outs = []
     try:
         for k, feeds in enumerate(feeds_list):
@@ -175,9 +177,11 @@ async def model_list_matches_run(dev, env, cm, feeds_list):
             recs = await dev.launch(cl, bufs)
             assert sorted(recs) == prog.queues, recs
             for pq, rs in recs.items():
-                assert len(rs) == 1 and rs[0]["opcode"] == Opcode.EXEC_LIST and \
-                    rs[0]["status"] == ErrorCode.OK and rs[0]["index"] == consumer[pq], (pq, rs)
-                assert await (await dev.queue(pq)).consumer() == consumer[pq] + 1, \
+                n = len(cl.lists[pq])
+                assert [(r["opcode"], r["status"], r["index"]) for r in rs] == \
+                    [(Opcode.EXEC_LIST, ErrorCode.OK, (consumer[pq] + k) & 0xFFFF_FFFF)
+                     for k in range(n)], (pq, rs)
+                assert await (await dev.queue(pq)).consumer() == (consumer[pq] + n) & 0xFFFF_FFFF, \
                     f"queue {pq}: items wrote records"
             got = await read_outputs(cm, bufs)
             for name in want:
@@ -332,6 +336,57 @@ async def failed_list_drops_the_rest(dev, env):
         abuf.free()
     await _queue_serves(q)
     dst.free()
+
+
+async def looped_list(dev, env):
+    """A looped list (``loops_m1``, docs/queues.md "Looped lists"): 7 passes of load row t of
+    ``src`` -> scratchpad row t -> store to row 6 - t of ``dst`` (a negative stride, mod 2**32),
+    the arguments in two table rows (the stride table after them at the next 32-byte boundary):
+    ``dst`` is ``src`` with its rows reversed, one record. Then the same body with a GEMM whose
+    ``a_addr`` walks past the scratchpad in pass 2: the record's ``item`` = 1 + the run position
+    (pass × entries + entry), the queue halts and serves again after a reset."""
+    dim, passes = dev.caps.dim, 7
+    spad_rows = dev.caps.spad_banks * dev.caps.spad_bank_rows
+    q = await dev.queue(2)
+    rng = env.rng(21)
+    data = rng.integers(0, 256, passes * dim, dtype=np.uint8)
+    src = await dev.upload(data)
+    dst = await dev.upload(np.zeros(passes * dim, np.uint8))
+    layout = commands.PAYLOAD_FIELDS
+    host = layout[Opcode.DMA_LOAD]["host_addr"][0]
+    local = layout[Opcode.DMA_LOAD]["local_addr"]
+    row = dict(host_row_stride=dim, row_bytes=dim, rows=1, planes=1, local_row_stride=1)
+    body = [(encode(Opcode.DMA_LOAD, **row), [patch_word(host, 32, 0), patch_word(local[0], local[1], 1)]),
+            (encode(Opcode.BARRIER), []),
+            (encode(Opcode.DMA_STORE, **row), [patch_word(host, 32, 9), patch_word(local[0], local[1], 1)])]
+    args = [src.addr, 0] + [0x1000 * k for k in range(2, 9)] + [dst.addr + (passes - 1) * dim]
+    strides = [dim, 1] + [k for k in range(2, 9)] + [-dim & 0xFFFF_FFFF]
+    lbuf = await dev.upload(np.frombuffer(raw_list(body), np.uint8))
+    abuf = await dev.upload(np.frombuffer(args_bytes(args) + args_bytes(strides), np.uint8))
+    first = q.producer
+    recs = await (await q.submit([list_descriptor(lbuf.addr, len(body), abuf.addr, len(args),
+                                                  tag=0x51, passes=passes)])).wait()
+    assert [(r["status"], r["tag"], r["item"]) for r in recs] == [(ErrorCode.OK, 0x51, 0)], recs
+    assert await q.consumer() == first + 1, "items wrote records"
+    got = (await dst.read()).reshape(passes, dim)
+    assert np.array_equal(got, data.reshape(passes, dim)[::-1]), "looped copy"
+    # the GEMM's a_addr advances by 2/3 of the scratchpad per pass: pass 2 lies past it
+    gemm = encode(Opcode.GEMM, m=1, k_tiles=1, n_tiles=1)
+    a_lsb = layout[Opcode.GEMM]["a_addr"]
+    body = [(encode(Opcode.NOP), []), (gemm, [patch_word(a_lsb[0], a_lsb[1], 0)]),
+            (encode(Opcode.NOP), [])]
+    lbuf2 = await dev.upload(np.frombuffer(raw_list(body), np.uint8))
+    abuf2 = await dev.upload(np.frombuffer(args_bytes([0]) + args_bytes([2 * spad_rows // 3]), np.uint8))
+    first = q.producer
+    sub = await q.submit([list_descriptor(lbuf2.addr, 3, abuf2.addr, 1, tag=0x52, passes=5)])
+    e = await expect_queue_error(sub.wait(), ErrorCode.LOCAL_RANGE, first)
+    assert (e.record["tag"], e.record["item"]) == (0x52, 1 + 2 * 3 + 1), e.record
+    await dev.backend.wait(2000)
+    assert await q.consumer() == first + 1
+    await q.reset()
+    await _queue_serves(q)
+    for b in (src, dst, lbuf, abuf, lbuf2, abuf2):
+        b.free()
 
 
 def _with_flag(words, bit):
@@ -532,4 +587,4 @@ async def driver_misuse(dev, env):
 
 
 SCENARIOS = [param_moves_load, item_failure_halts_one_queue, failed_list_drops_the_rest,
-             ring_and_list_mix, bad_lists, unmapped_list, reset_abandons_list, driver_misuse]
+             looped_list, ring_and_list_mix, bad_lists, unmapped_list, reset_abandons_list, driver_misuse]

@@ -275,8 +275,10 @@ static inline int kaki_op_engine(unsigned opcode)
 #define KAKI_LIST_ARGS_ADDR_W 32
 #define KAKI_LIST_ARGS_LSB 112
 #define KAKI_LIST_ARGS_W 6
-#define KAKI_LIST_RESERVED_LSB 118
-#define KAKI_LIST_RESERVED_W 138
+#define KAKI_LIST_LOOPS_M1_LSB 118
+#define KAKI_LIST_LOOPS_M1_W 16
+#define KAKI_LIST_RESERVED_LSB 134
+#define KAKI_LIST_RESERVED_W 122
 
 #define KAKI_CPL_INDEX_LSB 0
 #define KAKI_CPL_INDEX_W 32
