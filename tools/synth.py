@@ -216,15 +216,21 @@ def yosys_script(target, full):
     if cut:
         lines.append("blackbox " + " ".join(cut))
     synth = f"synth_ecp5 -top \\{target.top}"
+    # Full synthesis splits multi-bit wires before LUT mapping: ABC9's reintegration otherwise
+    # can hit Yosys's `count_id(wire->name) == 0` assertion (YosysHQ/yosys#4349; the issue unit
+    # alone did, docs/synthesis.md); splitting changes names only, not logic.
+    upto = stop or "map_luts"
     if target.soft_mul:
         # synth_ecp5 maps every $mul to DSPs and turns what does not fit one back from $__soft_mul
         # into a $mul for LUTs: cells already of that type (set after its hierarchy check, which
         # does not know the type) are left to LUTs.
         lines += [f"{synth} -run begin:coarse"]
         lines += [f"chtype -set $__soft_mul t:$mul \\{module} %i" for module in target.soft_mul]
-        lines += [f"{synth} -run coarse:{stop}"]
+        lines += [f"{synth} -run coarse:{upto}"]
     else:
-        lines += [f"{synth} -run begin:{stop}" if stop else synth]
+        lines += [f"{synth} -run begin:{upto}"]
+    if full:
+        lines += ["splitnets", f"{synth} -run map_luts:"]
     lines.append("check -assert")       # loops and multiple drivers: synth_ecp5 only warns
     if full:
         lines += clock_network(target.top)
