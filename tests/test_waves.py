@@ -130,10 +130,15 @@ def test_window_main_is_cocotbs_plus_marked_changes():
     theirs = cocotb_main.read_text()
     dropped = [ln for ln in theirs.splitlines() if ln not in ours.splitlines()]
     # cocotb's lines that our copy lacks: only the eager open, the old include alignment, the
-    # usage line we extended and the unconditional "if (tfp) {" we split
+    # usage line we extended, the unconditional "if (tfp) {" we split and the four callback
+    # calls of a time step and the value-change passes after two of them made conditional
+    # (call_cbs, the file header)
     assert sorted(ln.strip() for ln in dropped) == sorted([
         "tfp->open(traceFile);", "#include <memory>  // std::unique_ptr",
-        '"[--trace-file TRACEFILE]\\n"', '"default)\\n",', "if (tfp) {"])
+        '"[--trace-file TRACEFILE]\\n"', '"default)\\n",', "if (tfp) {",
+        "VerilatedVpi::callCbs(cbReadWriteSynch);", "VerilatedVpi::callCbs(cbReadOnlySynch);",
+        "VerilatedVpi::callCbs(cbNextSimTime);", "VerilatedVpi::callTimedCbs();",
+        "settle_value_callbacks();", "settle_value_callbacks();"])
     assert hashlib.sha256(theirs.encode()).hexdigest() == COCOTB_MAIN_SHA256, (
         "cocotb's verilator.cpp changed: re-copy it to tools/harness/verilator_window.cpp")
 
