@@ -23,9 +23,10 @@ Steps (one invocation, every number from this run):
 3. the bare Verilator C++ harness (tools/harness/replay.cpp, ``simbuild.cpp_build``: same sources
    and Verilator options, no VPI) replays that trace, checks every CSR read returns the recorded
    data and dumps the driver's host-memory region at the recorded end edge, compared with the
-   cocotb run's; simulation speed = cycles of the ``Device.run`` window / wall seconds of that
-   window, both sides (cocotb: wall of ``Device.run`` itself; C++: wall between the same two
-   cycles);
+   cocotb run's; simulation speed = cycles of the ``Device.run`` window / wall and CPU seconds
+   of that window, both sides (cocotb: ``Device.run`` itself, ``time.process_time`` of the
+   simulator process; C++: between the same two cycles, medians of 5 replays); the goal is the
+   CPU ratio (:func:`speed_ratios`);
    Then the demo MLP at batch 16 (:func:`mlp_run`) and the attention half of a transformer block (:func:`attention_runs`) at each ``--attention``
    size (d_model x sequence), plain and causal: whole-run cycles and PE utilization, engine busy
    cycles, bit-exact against the interpreter;
