@@ -561,6 +561,7 @@ class ChipModel(ControlModel):
         # its full scan every full tick: the reference tests/test_chip_model.py compares with).
         self._n_retire = 0
         self._done_dirty = self._issue_dirty = True
+        self._fetch_dirty = True       # a queue may have a descriptor or list burst to fetch
         self._n_resetting = 0
         self._skip_idle = True
         #: (engine, PERF_*_BUSY address, PERF_*_FULL address) per engine, for _perf_flush
@@ -765,11 +766,12 @@ class ChipModel(ControlModel):
         cpl = self._cpl
         if cpl and cpl[0].due <= now:
             self._write_record(cpl.popleft())
+            self._fetch_dirty = True             # C moved: the ring may have room to fetch
         fetching = self._fetching
         if fetching is not None and fetching[2] <= now:
             self._fetch_done()
-            self._issue_dirty = True             # a new head (or list burst) may act
-        if self._fetching is None:
+            self._issue_dirty = self._fetch_dirty = True   # a new head (or list burst) may act
+        if self._fetching is None and self._fetch_dirty:
             self._fetch_issue()
         for i, e in enumerate(self.engines):
             if e.current is not None and not e.frozen and e.due <= now:
@@ -779,13 +781,14 @@ class ChipModel(ControlModel):
         acted = self._retire_one() if self._n_retire else False
         if self._done_dirty:
             acted |= self._complete_one()
-        if self._issue_dirty:
-            acted |= self._issue_one()
+        if self._issue_dirty and self._issue_one():
+            acted = self._fetch_dirty = True     # a head left its prefetch FIFO: room
         if self._n_resetting:
             for i, q in enumerate(self.queues):
                 if (q.resetting and q.acked and not q.window
                         and not any(r.queue == i for r in self._cpl)):
                     self._reset_done(i)
+                    self._fetch_dirty = True
         self.now = now + 1
         self._end_tick(acted)
 
@@ -977,7 +980,7 @@ class ChipModel(ControlModel):
         and the steps counted so far saw the state before the write."""
         self._perf_flush()
         self.deadline = 0
-        self._done_dirty = self._issue_dirty = True
+        self._done_dirty = self._issue_dirty = self._fetch_dirty = True
 
     def _perf_flush(self):
         """Count the steps since the last flush, all at once. Every step counts with the state
@@ -1117,6 +1120,8 @@ class ChipModel(ControlModel):
                     due = self._bus_wait()
                 self._fetching = (q, self.queues[q].fetch, due, addr)
                 return
+        if self._skip_idle:
+            self._fetch_dirty = False    # nothing to fetch until something changes (see __init__)
 
     def _desc_addr(self, q, index):
         return self._cfg("Q_RING_BASE", q) + DESC_BYTES * (index % (1 << self._log2(q)))
