@@ -91,6 +91,12 @@ instruction, then the hardware's tick); the model only leaves out work that woul
   step. A tick in which no stage acted leaves the issue unit with nothing to do until one of
   these changes: its inputs (heads, windows, retire FIFOs, engine counts, writer room, events,
   ISSUE.ENABLE, queue states) change only there.
+* Within a full tick, a stage of the issue unit and the fetcher's scan of the queues are passed
+  over while they cannot act: a count of the retirements waiting, and flags ("a window head may
+  be done", "a head may act", "a queue may fetch") that whatever can enable the stage sets (register
+  writes, the other stages' actions, a fetch's return, a completion write, a queue reset) and a
+  scan that found nothing clears. ``_skip_idle = False`` keeps every scan in every tick, the
+  reference the tests compare with.
 * The performance counters add up the steps since their last update at once, before anything
   they look at (engines, the waiting queues, PERF_CTRL) changes and whenever they are read.
 * While the core is held, or asleep with nothing to wake it, and no tick has work, :meth:`run`
@@ -99,7 +105,8 @@ instruction, then the hardware's tick); the model only leaves out work that woul
 
 So step counts, TIMESTAMP reads, record timestamps and every register and memory byte are those
 of stepping (tests/test_chip_model.py runs the queue scenarios both ways and compares them, down
-to the step of every firmware MMIO access).
+to the step of every firmware MMIO access; tests/test_bench_golden.py does the same for compiled
+programs through ``Device.run``).
 
 **Where the time goes** (``make bench``'s golden figures, docs/bench.md). With the issue unit
 dispatching engine commands the firmware sleeps through a compiled program (it retires 132
@@ -110,11 +117,13 @@ the one executor, also the commit-trace reference. The rest is shared by the ful
 the 256³ program, ~1,300 for a d_model 128 x seq 128 attention block: one per event or stage
 action, each a few tens of microseconds of Python), the engines' NumPy arithmetic
 (:class:`golden.device_model.DeviceModel` computes on strided views of its memories with the
-:mod:`golden.ops` kernels minus their argument checks: one BLAS product per GEMM command, DMA
-through views, in place) and the driver. What keeps a full tick short: register addresses and
-fields looked up once at import, the issue unit's head tests inlined, a held or sleeping core's due
-tick taken without an ISS burst; ``GoldenBackend`` yields to the event loop only when another
-task is ready.
+:mod:`golden.ops` kernels minus their argument checks: one BLAS product per GEMM command, float32
+while K <= 1024, DMA through views, in place, SOFTMAX's exponential tabulated, the norms over all
+rows at once) and the driver. What keeps a full tick short: register addresses and
+fields looked up once at import, the issue unit's head tests inlined, stages that cannot act
+passed over, a held or sleeping core's due tick taken without an ISS burst, a completion record
+written directly when nothing can fail; ``GoldenBackend`` yields to the event loop only when
+another task is ready.
 
 Model choices where docs/queues.md leaves room (as hdl_gen/queue_controller.py resolves them,
 or, for the issue unit, as hdl_gen/issue_unit.py is expected to):
