@@ -344,7 +344,8 @@ async def looped_list(dev, env):
     the arguments in two table rows (the stride table after them at the next 32-byte boundary):
     ``dst`` is ``src`` with its rows reversed, one record. Then the same body with a GEMM whose
     ``a_addr`` walks past the scratchpad in pass 2: the record's ``item`` = 1 + the run position
-    (pass × entries + entry), the queue halts and serves again after a reset."""
+    (pass × entries + entry), the queue halts and serves again after a reset; and a program
+    folded by the driver failing the same way: the error names the command, pass and entry."""
     dim, passes = dev.caps.dim, 7
     spad_rows = dev.caps.spad_banks * dev.caps.spad_bank_rows
     q = await dev.queue(2)
@@ -385,6 +386,21 @@ async def looped_list(dev, env):
     assert await q.consumer() == first + 1
     await q.reset()
     await _queue_serves(q)
+    # the same failure from a recorded program folded by the driver: the error names the command,
+    # its pass and its entry
+    prog = Program("walk")
+    for t in range(8):
+        prog.add(ProgramCommand(2, Opcode.NOP, note=f"nop {t}"))
+        prog.add(ProgramCommand(2, Opcode.GEMM, dict(a_addr=t * (2 * spad_rows // 3), m=1, k_tiles=1,
+                                                     n_tiles=1), note=f"gemm {t}"))
+        prog.add(ProgramCommand(2, Opcode.NOP, note=f"nop' {t}"))
+    cl = await dev.record(prog, fold=True)
+    assert [(rl.entries, rl.passes) for rl in cl.lists[2]] == [(3, 8)], cl
+    await expect_queue_error(dev.launch(cl, {}), ErrorCode.LOCAL_RANGE, q.producer,
+                             "item 7 (GEMM, 'gemm 2', pass 2 entry 1 of the loop) failed")
+    await q.reset()
+    await _queue_serves(q)
+    cl.free()
     for b in (src, dst, lbuf, abuf, lbuf2, abuf2):
         b.free()
 
