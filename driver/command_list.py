@@ -23,12 +23,13 @@ position: :meth:`RecordedList.item`).
 
 **Folding** (``record(program, fold=True)``; the device-side tile loop of Gemmini's ``LOOP_WS``,
 docs/queues.md "Looped lists"): a compiled schedule repeats itself: every M tile, N group or
-layer issues the same commands with host addresses and event values advanced by a constant.
-:func:`find_loop` finds in a queue's commands the run ``start .. start + passes × period`` whose
-commands equal those ``period`` earlier except for relocation offsets and event values that
-advance by the same amount every pass; that run becomes one **looped** segment of ``period``
-entries run ``passes`` times, whose argument slots carry a **stride** (a buffer used with two
-strides gets two slots), and the commands before and after it are folded the same way. A loop is
+layer issues the same commands with host addresses, scratchpad addresses and event values
+advanced by a constant. :func:`find_loop` finds in a queue's commands the run ``start .. start +
+passes × period`` whose commands equal those ``period`` earlier except for relocation offsets,
+payload fields and event values that advance by the same amount every pass; that run becomes one
+**looped** segment of ``period`` entries run ``passes`` times, whose argument slots carry a
+**stride** (a buffer used with two strides gets two slots; a walking payload field gets a patch
+from a ``walk`` slot of value 0), and the commands before and after it are folded the same way. A loop is
 taken when it saves at least ``min_saving`` entries (:data:`MIN_LOOP_SAVING`): the engines receive
 exactly the commands of the unfolded list, the device fetches the same 32-byte bursts per item
 plus ``ceil(args / 8)`` fetcher cycles per pass (docs/queues.md), so what folding buys is the
@@ -41,6 +42,8 @@ are): at most ``LIST_ARGS`` argument slots per queue, ``LIST_PATCHES`` patches p
 (at most 64 bits within two adjacent words, outside word 0).
 """
 from dataclasses import dataclass
+
+import numpy as np
 
 from spec import commands
 from spec.descriptors import (DESCRIPTOR_BITS, DESCRIPTOR_FIELDS, DESCRIPTOR_WORDS, LIST_ARGS,
@@ -226,6 +229,29 @@ def _strides(body, cmds, passes):
     return [_delta(c, cmds[len(body) + j]) for j, c in enumerate(body)]
 
 
+def _event_step(c, ds):
+    """The per-pass advance of event command ``c``'s value (its event base slot's stride)."""
+    return ds[len(c.relocs) + _moving(c).index("value")] if "value" in c.fields else 0
+
+
+def _slot_sets(body, strides):
+    """The argument slots a segment needs, unordered: ``(buffer, stride)`` pairs, ``{event:
+    {base strides}}``, parameter names and walk strides."""
+    buffers = {(r.buffer, d & M32) for c, ds in zip(body, strides) for r, d in zip(c.relocs, ds)}
+    bases = {}
+    for c, ds in zip(body, strides):
+        if c.opcode in EVENT_OPS:
+            bases.setdefault(c.fields["event"], set()).add(_event_step(c, ds))
+    params = {p.name for c in body for p in c.params}
+    walks = {d & M32 for c, ds in zip(body, strides) for _, d in _walks(c, ds)}
+    return buffers, bases, params, walks
+
+
+def _slot_count(sets):
+    buffers, bases, params, walks = sets
+    return len(buffers) + sum(1 + len(b) for b in bases.values()) + len(params) + len(walks)
+
+
 def _walks(c, ds):
     """``(field, stride)`` of the payload fields of ``c`` that advance per pass (not an event
     command's value: its event base slot walks)."""
@@ -233,19 +259,13 @@ def _walks(c, ds):
 
 
 def _slots(program, body, strides, where):
-    used = {(r.buffer, d & M32) for c, ds in zip(body, strides) for r, d in zip(c.relocs, ds)}
+    buffers, bases, params, walks = _slot_sets(body, strides)
     slots = [ArgSlot("buffer", name, d) for name in program.buffers
-             for d in sorted(d for b, d in used if b == name)]
-    bases = {}
-    for c, ds in zip(body, strides):
-        if c.opcode in EVENT_OPS:
-            bases.setdefault(c.fields["event"], set()).add(ds[len(c.relocs) + _moving(c).index("value")]
-                                                           if "value" in c.fields else 0)
+             for d in sorted(d for b, d in buffers if b == name)]
     for e in sorted(bases):
         slots += [ArgSlot("event_index", e)] + [ArgSlot("event_base", e, d) for d in sorted(bases[e])]
-    slots += [ArgSlot("param", n) for n in sorted({p.name for c in body for p in c.params})]
-    slots += [ArgSlot("walk", None, d & M32)
-              for d in sorted({d & M32 for c, ds in zip(body, strides) for _, d in _walks(c, ds)})]
+    slots += [ArgSlot("param", n) for n in sorted(params)]
+    slots += [ArgSlot("walk", None, d) for d in sorted(walks)]
     if len(slots) > LIST_ARGS:
         raise ProgramError(
             f"{where}: {len(slots)} argument slots, more than the "
@@ -281,9 +301,8 @@ def _record_segment(program, queue, cmds, first, period, passes):
         if c.opcode in EVENT_OPS:
             e = c.fields["event"]
             fields["event"] = 0
-            step = ds[len(c.relocs) + _moving(c).index("value")] if "value" in c.fields else 0
             patches += [("event", index[ArgSlot("event_index", e)]),
-                        ("value", index[ArgSlot("event_base", e, step)])]
+                        ("value", index[ArgSlot("event_base", e, _event_step(c, ds))])]
             what += [f"event += event {e} index", f"value += event {e} base"]
         for p in c.params:
             patches.append((p.field, index[ArgSlot("param", p.name)]))
@@ -314,8 +333,8 @@ def find_loop(cmds, min_saving=MIN_LOOP_SAVING):
     """``(start, period, passes)`` of the loop in ``cmds`` (ProgramCommands of one queue) that
     saves the most entries, ``(passes - 1) × period`` ≥ ``min_saving``, or None: commands
     ``start + t × period + j`` (t < passes) equal command ``start + j`` but for relocation
-    offsets and event values advancing by the same amount every pass (module docstring)."""
-    import numpy as np
+    offsets, payload fields and event values advancing by the same amount every pass (module
+    docstring)."""
     n = len(cmds)
     ids = {}
     keys = np.array([ids.setdefault(_key(c), len(ids)) for c in cmds], dtype=np.int64)
@@ -363,13 +382,7 @@ def _loopable(body, step, passes):
         if (len(c.relocs) + 2 * (c.opcode in EVENT_OPS) + len(c.params) + len(walks)
                 > LIST_PATCHES):
             return False
-    strides = {(kind, d & M32) for c, ds in zip(body, step) for kind, d in
-               [(("buffer", r.buffer), d) for r, d in zip(c.relocs, ds)]
-               + [(("walk",), d) for _, d in _walks(c, ds)]}
-    events = {(c.fields["event"], ds[len(c.relocs) + _moving(c).index("value")] if "value" in c.fields else 0)
-              for c, ds in zip(body, step) if c.opcode in EVENT_OPS}
-    params = {p.name for c in body for p in c.params}
-    return (len(strides) + len(events) + len({e for e, _ in events}) + len(params)) <= LIST_ARGS
+    return _slot_count(_slot_sets(body, step)) <= LIST_ARGS
 
 
 def _fold(cmds, lo, hi, min_saving):
