@@ -22,7 +22,7 @@ from .models import TORCH_MODELS
 from .torch_import import import_exported
 
 __all__ = ["TORCH_MODELS", "ResidualMLP", "ConvNet", "SelfAttention", "EncoderBlock",
-           "DecoderBlock", "swiglu_hidden", "build"]
+           "DecoderBlock", "swiglu_hidden", "CharLMBody", "CharLM", "build"]
 
 CALIBRATION_BATCHES = 8
 
@@ -124,6 +124,42 @@ class DecoderBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         h = self.norm2(x)
         return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class CharLMBody(nn.Module):
+    """The part of :class:`CharLM` the importer takes: summed embedding rows ``[B, S, d_model]``
+    -> ``layers`` :class:`DecoderBlock` -> final RMSNorm -> LM head linear (no bias) -> logits
+    ``[B, S, vocab]``."""
+
+    def __init__(self, vocab, d_model=128, layers=2, heads=4):
+        super().__init__()
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, heads) for _ in range(layers))
+        self.norm = nn.RMSNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+class CharLM(nn.Module):
+    """Decoder-only character language model (compiler/llm_model.py, docs/llm.md): token and
+    LEARNED position embeddings (``nn.Embedding`` tables, looked up outside the imported graph:
+    on the chip each row is a DMA whose address is a launch parameter), added, then
+    :class:`CharLMBody`. ``forward(idx [B, S] int64) -> logits [B, S, vocab]``, S <= context."""
+
+    def __init__(self, vocab, d_model=128, layers=2, heads=4, context=256):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(context, d_model)
+        self.body = CharLMBody(vocab, d_model, layers, heads)
+
+    def embed(self, idx):
+        return self.tok(idx) + self.pos(torch.arange(idx.shape[-1], device=idx.device))
+
+    def forward(self, idx):
+        return self.body(self.embed(idx))
 
 
 def _block_specs():
