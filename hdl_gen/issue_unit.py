@@ -11,7 +11,8 @@ and a status. Each cycle:
   ``fifo_depth`` commands of its engine are issued and not retired (so the engine FIFO never
   overflows and a retire FIFO never fills); NOP completes at once; BARRIER and SIGNAL_EVENT when
   the window is empty (SIGNAL_EVENT then sets its event counter); WAIT_EVENT once its event has
-  reached the value (wrap-safe). Any other head (unknown opcode, reserved flag bits, a malformed
+  reached the value (wrap-safe; the compare is registered, so the head goes a cycle after the
+  event and the head it compared stood still for a cycle). Any other head (unknown opcode, reserved flag bits, a malformed
   event payload) is left to the firmware: ``fw_ready`` (``WORK.QREADY``). A firmware ``fw_pop``
   pops such a head into the window, done with ``fw_status``. The end of a command list
   (``EXEC_LIST`` marked ``end`` by the queue controller) completes at once, like NOP. Once an
@@ -121,9 +122,17 @@ class _Head:
                                            self.wait, self.end).any())
         self.event = ev.event[:max(1, (n_events - 1).bit_length())]
         self.value = ev.value
+        # the compare is registered (the 16-way event select and 32-bit subtract limited the issue
+        # unit to 39.7 MHz routed): ``reached`` is last cycle's compare, used only while the head
+        # and the events are the ones it was made of (IssueUnit.elaborate keeps ``fresh``)
+        self.reached_now = Signal(name=f"q{q}_wait_reached_now")
         self.reached = Signal(name=f"q{q}_wait_reached")
+        self.fresh = Signal(name=f"q{q}_wait_fresh")
+        was = Signal(name=f"q{q}_wait_reached_r")
         diff = Signal(32, name=f"q{q}_wait_diff")
-        m.d.comb += [diff.eq(Array(events)[self.event] - ev.value), self.reached.eq(~diff[31])]
+        m.d.comb += [diff.eq(Array(events)[self.event] - ev.value), self.reached_now.eq(~diff[31]),
+                     self.reached.eq(was & self.fresh)]
+        m.d.sync += was.eq(self.reached_now)
 
 
 class IssueUnit(wiring.Component):
@@ -221,6 +230,7 @@ class IssueUnit(wiring.Component):
                                       sel_head.as_value()[32:])),
                      self.submit_queue.eq(sel)]
         issued_to = [Signal(name=f"{e.name.lower()}_issued") for e in ENGINES]
+        signals = []                # a SIGNAL_EVENT writes an event this cycle
         with m.If(go):
             m.d.sync += rr_last.eq(sel)
         for e in range(len(ENGINES)):
@@ -240,6 +250,7 @@ class IssueUnit(wiring.Component):
                 m.d.comb += self.submit.eq(is_engine)
                 with m.If(h.signal):
                     m.d.sync += Array(events)[h.event].eq(h.value)
+            signals.append(mine & ~skipping[i] & h.signal)
             slot = H[i][:sb]
             with m.If(mine | fw_take[i]):
                 m.d.sync += [H[i].eq(H[i] + 1),
@@ -247,6 +258,13 @@ class IssueUnit(wiring.Component):
                              Array(status[i])[slot].eq(Mux(mine, ErrorCode.OK, self.fw_status))]
             with m.If(fw_take[i] & (self.fw_status != ErrorCode.OK)):
                 m.d.sync += failed[i].eq(1)
+
+        # a head's registered WAIT compare holds next cycle if neither the head nor an event changes
+        ev_write = Signal(name="issue_event_write")
+        m.d.comb += ev_write.eq(Cat(*signals).any() | self.hold)
+        for i, h in enumerate(heads):
+            qp = self.q[i]
+            m.d.sync += h.fresh.eq(qp.valid & ~qp.pop & ~qp.cleared & ~ev_write)
 
         # ---- retire ----------------------------------------------------------------------------
         retire_valid = []
@@ -405,7 +423,8 @@ class IssueUnit(wiring.Component):
                                                   & (~failed[i] | (h.item | h.end))))
             run = hw & ~skipping[i]
             rules.guarantee("issue.order", implies(run & (h.barrier | h.signal), count[i] == 0))
-            rules.guarantee("issue.wait", implies(run & h.wait, h.reached))
+            rules.guarantee("issue.wait", implies(run & h.wait, h.reached_now))
+            rules.guarantee("issue.wait", implies(h.reached, h.reached_now))   # the register is exact
             rules.guarantee("issue.skip", implies(list_err[i] != 0, failed[i]))
             rules.guarantee("issue.firmware", implies(qp.pop & h.firmware & ~skipping[i], qp.fw_pop))
             rules.cover("issue.full", count[i] == W)

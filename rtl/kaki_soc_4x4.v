@@ -3128,7 +3128,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11878$2 (\$299 ),
+    .\port$11920$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11904$0 (inflight),
-    .\port$12180$0 (q__0__cpl_irq),
-    .\port$12194$0 (q__0__error_irq),
-    .\port$12206$0 (q__1__cpl_irq),
-    .\port$12220$0 (q__1__error_irq),
-    .\port$12232$0 (q__2__cpl_irq),
-    .\port$12246$0 (q__2__error_irq),
-    .\port$12258$0 (q__3__cpl_irq),
-    .\port$12272$0 (q__3__error_irq),
-    .\port$12384$0 (\$309 ),
-    .\port$12392$0 (\$310 ),
-    .\port$12400$0 (\$311 ),
-    .\port$12408$0 (\$312 ),
-    .\port$13486$0 (events),
+    .\port$11946$0 (inflight),
+    .\port$12222$0 (q__0__cpl_irq),
+    .\port$12236$0 (q__0__error_irq),
+    .\port$12248$0 (q__1__cpl_irq),
+    .\port$12262$0 (q__1__error_irq),
+    .\port$12274$0 (q__2__cpl_irq),
+    .\port$12288$0 (q__2__error_irq),
+    .\port$12300$0 (q__3__cpl_irq),
+    .\port$12314$0 (q__3__error_irq),
+    .\port$12426$0 (\$309 ),
+    .\port$12434$0 (\$310 ),
+    .\port$12442$0 (\$311 ),
+    .\port$12450$0 (\$312 ),
+    .\port$13536$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11906$0 (\$300 ),
-    .\port$11910$0 (\$301 ),
-    .\port$11914$0 (\$302 ),
-    .\port$11918$0 (\$303 ),
-    .\port$11922$0 (\$304 ),
+    .\port$11948$0 (\$300 ),
+    .\port$11952$0 (\$301 ),
+    .\port$11956$0 (\$302 ),
+    .\port$11960$0 (\$303 ),
+    .\port$11964$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3477,8 +3477,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11878$2 (\$299 ),
-    .\port$13486$0 (events),
+    .\port$11920$2 (\$299 ),
+    .\port$13536$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
@@ -3487,10 +3487,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5859$0 (\$306 [255:0]),
     .\port$5889$0 (\$307 [255:0]),
     .\port$5919$0 (\$308 [255:0]),
-    .\port$9769$0 (q__0__fw_ready),
-    .\port$9812$0 (q__1__fw_ready),
-    .\port$9855$0 (q__2__fw_ready),
-    .\port$9898$0 (q__3__fw_ready),
+    .\port$9773$0 (q__0__fw_ready),
+    .\port$9816$0 (q__1__fw_ready),
+    .\port$9859$0 (q__2__fw_ready),
+    .\port$9902$0 (q__3__fw_ready),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3550,9 +3550,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5859$0 (\$306 ),
     .\port$5889$0 (\$307 ),
     .\port$5919$0 (\$308 ),
-    .\port$9937$0 (\$314 ),
-    .\port$9943$0 (\$315 ),
-    .\port$9944$32 (\$316 ),
+    .\port$9941$0 (\$314 ),
+    .\port$9947$0 (\$315 ),
+    .\port$9948$32 (\$316 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3598,10 +3598,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$171 (retire__1__done),
-    .\w_en$176 (retire__2__done),
-    .\w_en$181 (retire__3__done),
-    .\w_en$186 (retire__4__done),
+    .\w_en$185 (retire__1__done),
+    .\w_en$190 (retire__2__done),
+    .\w_en$195 (retire__3__done),
+    .\w_en$200 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_4x4.qc  qc (
@@ -3761,7 +3761,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$11416$0 (sfu_cmd_op),
+    .\port$11458$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -7427,7 +7427,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11878$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11920$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11878$2 ;
-  wire [29:0] \port$11878$2 ;
+  output [29:0] \port$11920$2 ;
+  wire [29:0] \port$11920$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11878$2 (\$99 ),
+    .\port$11920$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11878$2  = \$99 ;
+  assign \port$11920$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11878$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11920$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11878$2 ;
-  wire [29:0] \port$11878$2 ;
+  output [29:0] \port$11920$2 ;
+  wire [29:0] \port$11920$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11878$2  = ls_addr_r[31:2];
+  assign \port$11920$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11904$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12180$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12194$0 , q_status0_resetting, q_consumer1_index, \port$12206$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$12220$0 , q_status1_resetting, q_consumer2_index, \port$12232$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12246$0 , q_status2_resetting, q_consumer3_index, \port$12258$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12272$0 , q_status3_resetting, \port$12384$0 , \port$12392$0 , \port$12400$0 
-, \port$12408$0 , \port$13486$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11946$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12222$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12236$0 , q_status0_resetting, q_consumer1_index, \port$12248$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$12262$0 , q_status1_resetting, q_consumer2_index, \port$12274$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12288$0 , q_status2_resetting, q_consumer3_index, \port$12300$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12314$0 , q_status3_resetting, \port$12426$0 , \port$12434$0 , \port$12442$0 
+, \port$12450$0 , \port$13536$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$11904$0 ;
-  wire [4:0] \port$11904$0 ;
-  input \port$12180$0 ;
-  wire \port$12180$0 ;
-  input \port$12194$0 ;
-  wire \port$12194$0 ;
-  input \port$12206$0 ;
-  wire \port$12206$0 ;
-  input \port$12220$0 ;
-  wire \port$12220$0 ;
-  input \port$12232$0 ;
-  wire \port$12232$0 ;
-  input \port$12246$0 ;
-  wire \port$12246$0 ;
-  input \port$12258$0 ;
-  wire \port$12258$0 ;
-  input \port$12272$0 ;
-  wire \port$12272$0 ;
-  input [2:0] \port$12384$0 ;
-  wire [2:0] \port$12384$0 ;
-  input [2:0] \port$12392$0 ;
-  wire [2:0] \port$12392$0 ;
-  input [2:0] \port$12400$0 ;
-  wire [2:0] \port$12400$0 ;
-  input [2:0] \port$12408$0 ;
-  wire [2:0] \port$12408$0 ;
-  input [511:0] \port$13486$0 ;
-  wire [511:0] \port$13486$0 ;
+  input [4:0] \port$11946$0 ;
+  wire [4:0] \port$11946$0 ;
+  input \port$12222$0 ;
+  wire \port$12222$0 ;
+  input \port$12236$0 ;
+  wire \port$12236$0 ;
+  input \port$12248$0 ;
+  wire \port$12248$0 ;
+  input \port$12262$0 ;
+  wire \port$12262$0 ;
+  input \port$12274$0 ;
+  wire \port$12274$0 ;
+  input \port$12288$0 ;
+  wire \port$12288$0 ;
+  input \port$12300$0 ;
+  wire \port$12300$0 ;
+  input \port$12314$0 ;
+  wire \port$12314$0 ;
+  input [2:0] \port$12426$0 ;
+  wire [2:0] \port$12426$0 ;
+  input [2:0] \port$12434$0 ;
+  wire [2:0] \port$12434$0 ;
+  input [2:0] \port$12442$0 ;
+  wire [2:0] \port$12442$0 ;
+  input [2:0] \port$12450$0 ;
+  wire [2:0] \port$12450$0 ;
+  input [511:0] \port$13536$0 ;
+  wire [511:0] \port$13536$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$12258$0 , \port$12232$0 , \port$12206$0 , \port$12180$0  };
+  assign \$187  = \$186  | { \port$12300$0 , \port$12274$0 , \port$12248$0 , \port$12222$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$12272$0 , \port$12246$0 , \port$12220$0 , \port$12194$0  };
+  assign \$190  = \$189  | { \port$12314$0 , \port$12288$0 , \port$12262$0 , \port$12236$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12258$0 , \port$12232$0 , \port$12206$0 , \port$12180$0  };
-  assign irq_status_queue_error_set = { \port$12272$0 , \port$12246$0 , \port$12220$0 , \port$12194$0  };
+  assign irq_status_queue_cpl_set = { \port$12300$0 , \port$12274$0 , \port$12248$0 , \port$12222$0  };
+  assign irq_status_queue_error_set = { \port$12314$0 , \port$12288$0 , \port$12262$0 , \port$12236$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11904$0 [0];
-  assign status_dma_store_busy = \port$11904$0 [1];
-  assign status_gemm_busy = \port$11904$0 [2];
-  assign status_vec_busy = \port$11904$0 [3];
-  assign status_sfu_busy = \port$11904$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$12384$0  };
-  assign q_status1_prefetched = { 5'h00, \port$12392$0  };
-  assign q_status2_prefetched = { 5'h00, \port$12400$0  };
-  assign q_status3_prefetched = { 5'h00, \port$12408$0  };
-  assign event0_value = \port$13486$0 [31:0];
-  assign event1_value = \port$13486$0 [63:32];
-  assign event2_value = \port$13486$0 [95:64];
-  assign event3_value = \port$13486$0 [127:96];
-  assign event4_value = \port$13486$0 [159:128];
-  assign event5_value = \port$13486$0 [191:160];
-  assign event6_value = \port$13486$0 [223:192];
-  assign event7_value = \port$13486$0 [255:224];
-  assign event8_value = \port$13486$0 [287:256];
-  assign event9_value = \port$13486$0 [319:288];
-  assign event10_value = \port$13486$0 [351:320];
-  assign event11_value = \port$13486$0 [383:352];
-  assign event12_value = \port$13486$0 [415:384];
-  assign event13_value = \port$13486$0 [447:416];
-  assign event14_value = \port$13486$0 [479:448];
-  assign event15_value = \port$13486$0 [511:480];
+  assign status_dma_load_busy = \port$11946$0 [0];
+  assign status_dma_store_busy = \port$11946$0 [1];
+  assign status_gemm_busy = \port$11946$0 [2];
+  assign status_vec_busy = \port$11946$0 [3];
+  assign status_sfu_busy = \port$11946$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$12426$0  };
+  assign q_status1_prefetched = { 5'h00, \port$12434$0  };
+  assign q_status2_prefetched = { 5'h00, \port$12442$0  };
+  assign q_status3_prefetched = { 5'h00, \port$12450$0  };
+  assign event0_value = \port$13536$0 [31:0];
+  assign event1_value = \port$13536$0 [63:32];
+  assign event2_value = \port$13536$0 [95:64];
+  assign event3_value = \port$13536$0 [127:96];
+  assign event4_value = \port$13536$0 [159:128];
+  assign event5_value = \port$13536$0 [191:160];
+  assign event6_value = \port$13536$0 [223:192];
+  assign event7_value = \port$13536$0 [255:224];
+  assign event8_value = \port$13536$0 [287:256];
+  assign event9_value = \port$13536$0 [319:288];
+  assign event10_value = \port$13536$0 [351:320];
+  assign event11_value = \port$13536$0 [383:352];
+  assign event12_value = \port$13536$0 [415:384];
+  assign event13_value = \port$13536$0 [447:416];
+  assign event14_value = \port$13536$0 [479:448];
+  assign event15_value = \port$13536$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11904$0 [0] };
+  assign \$440  = { 1'h0, \port$11946$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11904$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11904$0 [2], 2'h0 };
-  assign \$446  = { \port$11904$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11904$0 [4], 4'h0 };
+  assign \$442  = { \port$11946$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11946$0 [2], 2'h0 };
+  assign \$446  = { \port$11946$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11946$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$12384$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$12426$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$12392$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$12434$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$12400$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$12442$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$12408$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$12450$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$13486$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$13536$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$13486$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$13536$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$13486$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$13536$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$13486$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$13536$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$13486$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$13536$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$13486$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$13536$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$13486$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$13536$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$13486$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$13536$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$13486$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$13536$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$13486$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$13536$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$13486$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$13536$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$13486$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$13536$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$13486$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$13536$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$13486$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$13536$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$13486$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$13536$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$13486$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$13536$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11906$0 , retire__0__tag, retire__0__queued, \port$11910$0 , retire__1__tag, retire__1__queued
-, \port$11914$0 , retire__2__tag, retire__2__queued, \port$11918$0 , retire__3__tag, retire__3__queued, \port$11922$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11948$0 , retire__0__tag, retire__0__queued, \port$11952$0 , retire__1__tag, retire__1__queued
+, \port$11956$0 , retire__2__tag, retire__2__queued, \port$11960$0 , retire__3__tag, retire__3__queued, \port$11964$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11906$0 ;
-  wire [8:0] \port$11906$0 ;
-  output [8:0] \port$11910$0 ;
-  wire [8:0] \port$11910$0 ;
-  output [8:0] \port$11914$0 ;
-  wire [8:0] \port$11914$0 ;
-  output [8:0] \port$11918$0 ;
-  wire [8:0] \port$11918$0 ;
-  output [8:0] \port$11922$0 ;
-  wire [8:0] \port$11922$0 ;
+  output [8:0] \port$11948$0 ;
+  wire [8:0] \port$11948$0 ;
+  output [8:0] \port$11952$0 ;
+  wire [8:0] \port$11952$0 ;
+  output [8:0] \port$11956$0 ;
+  wire [8:0] \port$11956$0 ;
+  output [8:0] \port$11960$0 ;
+  wire [8:0] \port$11960$0 ;
+  output [8:0] \port$11964$0 ;
+  wire [8:0] \port$11964$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11417$0 (desc),
-    .\port$11419$0 (queue),
-    .\port$11420$0 (reject__queued),
+    .\port$11459$0 (desc),
+    .\port$11461$0 (queue),
+    .\port$11462$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11417$0 (desc),
-    .\port$11419$0 (queue),
-    .\port$11420$0 (reject__queued),
+    .\port$11459$0 (desc),
+    .\port$11461$0 (queue),
+    .\port$11462$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11417$0 (desc),
-    .\port$11419$0 (queue),
-    .\port$11420$0 (reject__queued),
+    .\port$11459$0 (desc),
+    .\port$11461$0 (queue),
+    .\port$11462$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$11417$0 (desc),
-    .\port$11419$0 (queue),
-    .\port$11420$0 (reject__queued),
+    .\port$11459$0 (desc),
+    .\port$11461$0 (queue),
+    .\port$11462$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11417$0 (desc),
-    .\port$11419$0 (queue),
-    .\port$11420$0 (reject__queued),
+    .\port$11459$0 (desc),
+    .\port$11461$0 (queue),
+    .\port$11462$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$11906$0  = dma_load_held[8:0];
+  assign \port$11948$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11910$0  = dma_store_held[8:0];
+  assign \port$11952$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11914$0  = gemm_held[8:0];
+  assign \port$11956$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11918$0  = vec_held[8:0];
+  assign \port$11960$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11922$0  = sfu_held[8:0];
+  assign \port$11964$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11459$0 , \port$11461$0 , \port$11462$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11417$0 ;
-  wire [255:0] \port$11417$0 ;
-  input [1:0] \port$11419$0 ;
-  wire [1:0] \port$11419$0 ;
-  input \port$11420$0 ;
-  wire \port$11420$0 ;
+  input [255:0] \port$11459$0 ;
+  wire [255:0] \port$11459$0 ;
+  input [1:0] \port$11461$0 ;
+  wire [1:0] \port$11461$0 ;
+  input \port$11462$0 ;
+  wire \port$11462$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+      storage[w_port__addr] <= { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
-  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_port__data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
+  assign w_data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11459$0 , \port$11461$0 , \port$11462$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11417$0 ;
-  wire [255:0] \port$11417$0 ;
-  input [1:0] \port$11419$0 ;
-  wire [1:0] \port$11419$0 ;
-  input \port$11420$0 ;
-  wire \port$11420$0 ;
+  input [255:0] \port$11459$0 ;
+  wire [255:0] \port$11459$0 ;
+  input [1:0] \port$11461$0 ;
+  wire [1:0] \port$11461$0 ;
+  input \port$11462$0 ;
+  wire \port$11462$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+      storage[w_port__addr] <= { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
-  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_port__data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
+  assign w_data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11459$0 , \port$11461$0 , \port$11462$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11417$0 ;
-  wire [255:0] \port$11417$0 ;
-  input [1:0] \port$11419$0 ;
-  wire [1:0] \port$11419$0 ;
-  input \port$11420$0 ;
-  wire \port$11420$0 ;
+  input [255:0] \port$11459$0 ;
+  wire [255:0] \port$11459$0 ;
+  input [1:0] \port$11461$0 ;
+  wire [1:0] \port$11461$0 ;
+  input \port$11462$0 ;
+  wire \port$11462$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+      storage[w_port__addr] <= { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
-  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_port__data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
+  assign w_data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11459$0 , \port$11461$0 , \port$11462$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11417$0 ;
-  wire [255:0] \port$11417$0 ;
-  input [1:0] \port$11419$0 ;
-  wire [1:0] \port$11419$0 ;
-  input \port$11420$0 ;
-  wire \port$11420$0 ;
+  input [255:0] \port$11459$0 ;
+  wire [255:0] \port$11459$0 ;
+  input [1:0] \port$11461$0 ;
+  wire [1:0] \port$11461$0 ;
+  input \port$11462$0 ;
+  wire \port$11462$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+      storage[w_port__addr] <= { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
-  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_port__data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
+  assign w_data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11459$0 , \port$11461$0 , \port$11462$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11417$0 ;
-  wire [255:0] \port$11417$0 ;
-  input [1:0] \port$11419$0 ;
-  wire [1:0] \port$11419$0 ;
-  input \port$11420$0 ;
-  wire \port$11420$0 ;
+  input [255:0] \port$11459$0 ;
+  wire [255:0] \port$11459$0 ;
+  input [1:0] \port$11461$0 ;
+  wire [1:0] \port$11461$0 ;
+  input \port$11462$0 ;
+  wire \port$11462$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+      storage[w_port__addr] <= { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
-  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_port__data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
+  assign w_data = { \port$11462$0 , \port$11461$0 , \port$11459$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26550,9 +26550,9 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$9769$0 , \port$9812$0 , \port$9855$0 , \port$9898$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11878$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$13486$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$9773$0 , \port$9816$0 , \port$9859$0 , \port$9902$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11920$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$13536$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27247,10 +27247,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [29:0] \port$11878$2 ;
-  wire [29:0] \port$11878$2 ;
-  input [511:0] \port$13486$0 ;
-  wire [511:0] \port$13486$0 ;
+  input [29:0] \port$11920$2 ;
+  wire [29:0] \port$11920$2 ;
+  input [511:0] \port$13536$0 ;
+  wire [511:0] \port$13536$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27267,14 +27267,14 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5889$0 ;
   input [255:0] \port$5919$0 ;
   wire [255:0] \port$5919$0 ;
-  input \port$9769$0 ;
-  wire \port$9769$0 ;
-  input \port$9812$0 ;
-  wire \port$9812$0 ;
-  input \port$9855$0 ;
-  wire \port$9855$0 ;
-  input \port$9898$0 ;
-  wire \port$9898$0 ;
+  input \port$9773$0 ;
+  wire \port$9773$0 ;
+  input \port$9816$0 ;
+  wire \port$9816$0 ;
+  input \port$9859$0 ;
+  wire \port$9859$0 ;
+  input \port$9902$0 ;
+  wire \port$9902$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27412,219 +27412,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$11878$2 [9:0] == 5'h1a;
+  assign \$295  = \port$11920$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11878$2 [9:0] == 5'h1b;
+  assign \$301  = \port$11920$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$11878$2 [9:0] == 5'h1c;
+  assign \$307  = \port$11920$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$11878$2 [9:0] == 5'h1d;
+  assign \$313  = \port$11920$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$11878$2 [9:0] == 6'h20;
+  assign \$319  = \port$11920$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$11878$2 [9:0] == 6'h21;
+  assign \$325  = \port$11920$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$11878$2 [9:0] == 6'h22;
+  assign \$331  = \port$11920$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$11878$2 [9:0] == 6'h23;
+  assign \$337  = \port$11920$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$11878$2 [9:0] == 6'h24;
+  assign \$343  = \port$11920$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$11878$2 [9:0] == 6'h25;
+  assign \$349  = \port$11920$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$11878$2 [9:0] == 6'h26;
+  assign \$355  = \port$11920$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$11878$2 [9:0] == 6'h27;
+  assign \$361  = \port$11920$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$11878$2 [9:0] == 6'h28;
+  assign \$367  = \port$11920$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$11878$2 [9:0] == 6'h29;
+  assign \$373  = \port$11920$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$11878$2 [9:0] == 6'h2a;
+  assign \$379  = \port$11920$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$11878$2 [9:0] == 6'h2b;
+  assign \$385  = \port$11920$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$11878$2 [9:0] == 6'h2c;
+  assign \$391  = \port$11920$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$11878$2 [9:0] == 6'h2d;
+  assign \$397  = \port$11920$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$11878$2 [9:0] == 6'h2e;
+  assign \$403  = \port$11920$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$11878$2 [9:0] == 6'h2f;
+  assign \$409  = \port$11920$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$11878$2 [9:0] == 6'h30;
+  assign \$415  = \port$11920$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$11878$2 [9:0] == 6'h31;
+  assign \$421  = \port$11920$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$11878$2 [9:0] == 6'h32;
+  assign \$427  = \port$11920$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$11878$2 [9:0] == 6'h33;
+  assign \$433  = \port$11920$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$11878$2 [9:0] == 6'h34;
+  assign \$439  = \port$11920$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$11878$2 [9:0] == 6'h35;
+  assign \$445  = \port$11920$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$11878$2 [9:0] == 6'h36;
+  assign \$451  = \port$11920$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$11878$2 [9:0] == 6'h37;
+  assign \$457  = \port$11920$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$11878$2 [9:0] == 6'h38;
+  assign \$463  = \port$11920$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$11878$2 [9:0] == 6'h39;
+  assign \$469  = \port$11920$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$11878$2 [9:0] == 6'h3a;
+  assign \$475  = \port$11920$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$11878$2 [9:0] == 6'h3b;
+  assign \$481  = \port$11920$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$11878$2 [9:0] == 6'h3c;
+  assign \$487  = \port$11920$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$11878$2 [9:0] == 6'h3d;
+  assign \$493  = \port$11920$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$11878$2 [9:0] == 6'h3e;
+  assign \$499  = \port$11920$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$11878$2 [9:0] == 6'h3f;
+  assign \$505  = \port$11920$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$11878$2 [9:0] == 7'h40;
+  assign \$511  = \port$11920$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$11878$2 [9:0] == 7'h41;
+  assign \$517  = \port$11920$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$11878$2 [9:0] == 7'h42;
+  assign \$523  = \port$11920$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$11878$2 [9:0] == 7'h43;
+  assign \$529  = \port$11920$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$11878$2 [9:0] == 7'h44;
+  assign \$535  = \port$11920$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$11878$2 [9:0] == 7'h45;
+  assign \$541  = \port$11920$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$11878$2 [9:0] == 7'h46;
+  assign \$547  = \port$11920$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$11878$2 [9:0] == 7'h47;
+  assign \$553  = \port$11920$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$11878$2 [9:0] == 7'h48;
+  assign \$559  = \port$11920$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$11878$2 [9:0] == 7'h49;
+  assign \$565  = \port$11920$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$11878$2 [9:0] == 7'h4a;
+  assign \$571  = \port$11920$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$11878$2 [9:0] == 7'h4b;
+  assign \$577  = \port$11920$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$11878$2 [9:0] == 7'h4c;
+  assign \$583  = \port$11920$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$11878$2 [9:0] == 7'h4d;
+  assign \$589  = \port$11920$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$11878$2 [9:0] == 7'h4e;
+  assign \$595  = \port$11920$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$11878$2 [9:0] == 7'h4f;
+  assign \$601  = \port$11920$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$11878$2 [9:0] == 7'h50;
+  assign \$607  = \port$11920$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$11878$2 [9:0] == 7'h51;
+  assign \$613  = \port$11920$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27668,215 +27668,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11878$2 [9:0];
+  assign \$3  = ! \port$11920$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11878$2 [9:0] == 1'h1;
+  assign \$5  = \port$11920$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11878$2 [9:0] == 2'h2;
+  assign \$7  = \port$11920$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11878$2 [9:0] == 2'h3;
+  assign \$9  = \port$11920$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11878$2 [9:0] == 3'h4;
+  assign \$11  = \port$11920$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11878$2 [9:0] == 3'h5;
+  assign \$13  = \port$11920$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11878$2 [9:0] == 3'h6;
+  assign \$15  = \port$11920$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11878$2 [9:0] == 4'h8;
+  assign \$17  = \port$11920$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11878$2 [9:0] == 4'h9;
+  assign \$19  = \port$11920$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11878$2 [9:0] == 4'ha;
+  assign \$21  = \port$11920$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11878$2 [9:0] == 4'hb;
+  assign \$23  = \port$11920$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11878$2 [9:0] == 5'h14;
+  assign \$25  = \port$11920$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11878$2 [9:0] == 5'h15;
+  assign \$27  = \port$11920$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11878$2 [9:0] == 5'h16;
+  assign \$29  = \port$11920$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11878$2 [9:0] == 5'h18;
+  assign \$31  = \port$11920$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11878$2 [9:0] == 5'h19;
+  assign \$33  = \port$11920$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11878$2 [9:0] == 5'h1a;
+  assign \$35  = \port$11920$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11878$2 [9:0] == 5'h1b;
+  assign \$37  = \port$11920$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11878$2 [9:0] == 5'h1c;
+  assign \$39  = \port$11920$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11878$2 [9:0] == 5'h1d;
+  assign \$41  = \port$11920$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11878$2 [9:0] == 6'h20;
+  assign \$43  = \port$11920$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11878$2 [9:0] == 6'h21;
+  assign \$45  = \port$11920$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11878$2 [9:0] == 6'h22;
+  assign \$47  = \port$11920$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11878$2 [9:0] == 6'h23;
+  assign \$49  = \port$11920$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11878$2 [9:0] == 6'h24;
+  assign \$51  = \port$11920$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11878$2 [9:0] == 6'h25;
+  assign \$53  = \port$11920$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11878$2 [9:0] == 6'h26;
+  assign \$55  = \port$11920$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11878$2 [9:0] == 6'h27;
+  assign \$57  = \port$11920$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11878$2 [9:0] == 6'h28;
+  assign \$59  = \port$11920$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11878$2 [9:0] == 6'h29;
+  assign \$61  = \port$11920$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11878$2 [9:0] == 6'h2a;
+  assign \$63  = \port$11920$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11878$2 [9:0] == 6'h2b;
+  assign \$65  = \port$11920$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11878$2 [9:0] == 6'h2c;
+  assign \$67  = \port$11920$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11878$2 [9:0] == 6'h2d;
+  assign \$69  = \port$11920$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11878$2 [9:0] == 6'h2e;
+  assign \$71  = \port$11920$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11878$2 [9:0] == 6'h2f;
+  assign \$73  = \port$11920$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11878$2 [9:0] == 6'h30;
+  assign \$75  = \port$11920$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11878$2 [9:0] == 6'h31;
+  assign \$77  = \port$11920$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11878$2 [9:0] == 6'h32;
+  assign \$79  = \port$11920$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11878$2 [9:0] == 6'h33;
+  assign \$81  = \port$11920$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11878$2 [9:0] == 6'h34;
+  assign \$83  = \port$11920$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11878$2 [9:0] == 6'h35;
+  assign \$85  = \port$11920$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11878$2 [9:0] == 6'h36;
+  assign \$87  = \port$11920$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11878$2 [9:0] == 6'h37;
+  assign \$89  = \port$11920$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11878$2 [9:0] == 6'h38;
+  assign \$91  = \port$11920$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11878$2 [9:0] == 6'h39;
+  assign \$93  = \port$11920$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11878$2 [9:0] == 6'h3a;
+  assign \$95  = \port$11920$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11878$2 [9:0] == 6'h3b;
+  assign \$97  = \port$11920$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11878$2 [9:0] == 6'h3c;
+  assign \$99  = \port$11920$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11878$2 [9:0] == 6'h3d;
+  assign \$101  = \port$11920$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11878$2 [9:0] == 6'h3e;
+  assign \$103  = \port$11920$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11878$2 [9:0] == 6'h3f;
+  assign \$105  = \port$11920$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11878$2 [9:0] == 7'h40;
+  assign \$107  = \port$11920$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11878$2 [9:0] == 7'h41;
+  assign \$109  = \port$11920$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11878$2 [9:0] == 7'h42;
+  assign \$111  = \port$11920$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11878$2 [9:0] == 7'h43;
+  assign \$113  = \port$11920$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11878$2 [9:0] == 7'h44;
+  assign \$115  = \port$11920$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11878$2 [9:0] == 7'h45;
+  assign \$117  = \port$11920$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11878$2 [9:0] == 7'h46;
+  assign \$119  = \port$11920$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11878$2 [9:0] == 7'h47;
+  assign \$121  = \port$11920$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11878$2 [9:0] == 7'h48;
+  assign \$123  = \port$11920$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11878$2 [9:0] == 7'h49;
+  assign \$125  = \port$11920$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11878$2 [9:0] == 7'h4a;
+  assign \$127  = \port$11920$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11878$2 [9:0] == 7'h4b;
+  assign \$129  = \port$11920$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11878$2 [9:0] == 7'h4c;
+  assign \$131  = \port$11920$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11878$2 [9:0] == 7'h4d;
+  assign \$133  = \port$11920$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11878$2 [9:0] == 7'h4e;
+  assign \$135  = \port$11920$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11878$2 [9:0] == 7'h4f;
+  assign \$137  = \port$11920$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11878$2 [9:0] == 7'h50;
+  assign \$139  = \port$11920$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11878$2 [9:0] == 7'h51;
+  assign \$141  = \port$11920$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27925,72 +27925,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$11878$2 [9:0];
+  assign \$189  = ! \port$11920$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$11878$2 [9:0] == 1'h1;
+  assign \$195  = \port$11920$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11878$2 [9:0] == 2'h2;
+  assign \$201  = \port$11920$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$11878$2 [9:0] == 2'h3;
+  assign \$207  = \port$11920$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$11878$2 [9:0] == 3'h4;
+  assign \$213  = \port$11920$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$11878$2 [9:0] == 3'h5;
+  assign \$219  = \port$11920$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$11878$2 [9:0] == 3'h6;
+  assign \$225  = \port$11920$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$11878$2 [9:0] == 4'h8;
+  assign \$231  = \port$11920$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$11878$2 [9:0] == 4'h9;
+  assign \$243  = \port$11920$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11878$2 [9:0] == 4'ha;
+  assign \$251  = \port$11920$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$11878$2 [9:0] == 4'hb;
+  assign \$259  = \port$11920$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$11878$2 [9:0] == 5'h14;
+  assign \$265  = \port$11920$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11878$2 [9:0] == 5'h15;
+  assign \$271  = \port$11920$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$11878$2 [9:0] == 5'h16;
+  assign \$277  = \port$11920$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$11878$2 [9:0] == 5'h18;
+  assign \$283  = \port$11920$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$11878$2 [9:0] == 5'h19;
+  assign \$289  = \port$11920$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28862,8 +28862,8 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11878$2 , 2'h0 };
-  assign work_qready = { \port$9898$0 , \port$9855$0 , \port$9812$0 , \port$9769$0  };
+  assign bus__addr = { \port$11920$2 , 2'h0 };
+  assign work_qready = { \port$9902$0 , \port$9859$0 , \port$9816$0 , \port$9773$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
   assign q_head0_word = \port$5829$0 [31:0];
   assign q_head1_word = \port$5829$0 [63:32];
@@ -28897,22 +28897,22 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5919$0 [191:160];
   assign q_head30_word = \port$5919$0 [223:192];
   assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$13486$0 [31:0];
-  assign event1_value = \port$13486$0 [63:32];
-  assign event2_value = \port$13486$0 [95:64];
-  assign event3_value = \port$13486$0 [127:96];
-  assign event4_value = \port$13486$0 [159:128];
-  assign event5_value = \port$13486$0 [191:160];
-  assign event6_value = \port$13486$0 [223:192];
-  assign event7_value = \port$13486$0 [255:224];
-  assign event8_value = \port$13486$0 [287:256];
-  assign event9_value = \port$13486$0 [319:288];
-  assign event10_value = \port$13486$0 [351:320];
-  assign event11_value = \port$13486$0 [383:352];
-  assign event12_value = \port$13486$0 [415:384];
-  assign event13_value = \port$13486$0 [447:416];
-  assign event14_value = \port$13486$0 [479:448];
-  assign event15_value = \port$13486$0 [511:480];
+  assign event0_value = \port$13536$0 [31:0];
+  assign event1_value = \port$13536$0 [63:32];
+  assign event2_value = \port$13536$0 [95:64];
+  assign event3_value = \port$13536$0 [127:96];
+  assign event4_value = \port$13536$0 [159:128];
+  assign event5_value = \port$13536$0 [191:160];
+  assign event6_value = \port$13536$0 [223:192];
+  assign event7_value = \port$13536$0 [255:224];
+  assign event8_value = \port$13536$0 [287:256];
+  assign event9_value = \port$13536$0 [319:288];
+  assign event10_value = \port$13536$0 [351:320];
+  assign event11_value = \port$13536$0 [383:352];
+  assign event12_value = \port$13536$0 [415:384];
+  assign event13_value = \port$13536$0 [447:416];
+  assign event14_value = \port$13536$0 [479:448];
+  assign event15_value = \port$13536$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28927,7 +28927,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$9898$0 , \port$9855$0 , \port$9812$0 , \port$9769$0  };
+  assign \$233  = { 1'h0, \port$9902$0 , \port$9859$0 , \port$9816$0 , \port$9773$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
@@ -29022,37 +29022,37 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$5919$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$13486$0 [31:0] };
+  assign \$513  = { 1'h0, \port$13536$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$13486$0 [63:32] };
+  assign \$519  = { 1'h0, \port$13536$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$13486$0 [95:64] };
+  assign \$525  = { 1'h0, \port$13536$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$13486$0 [127:96] };
+  assign \$531  = { 1'h0, \port$13536$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$13486$0 [159:128] };
+  assign \$537  = { 1'h0, \port$13536$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$13486$0 [191:160] };
+  assign \$543  = { 1'h0, \port$13536$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$13486$0 [223:192] };
+  assign \$549  = { 1'h0, \port$13536$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$13486$0 [255:224] };
+  assign \$555  = { 1'h0, \port$13536$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$13486$0 [287:256] };
+  assign \$561  = { 1'h0, \port$13536$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$13486$0 [319:288] };
+  assign \$567  = { 1'h0, \port$13536$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$13486$0 [351:320] };
+  assign \$573  = { 1'h0, \port$13536$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$13486$0 [383:352] };
+  assign \$579  = { 1'h0, \port$13536$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$13486$0 [415:384] };
+  assign \$585  = { 1'h0, \port$13536$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$13486$0 [447:416] };
+  assign \$591  = { 1'h0, \port$13536$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$13486$0 [479:448] };
+  assign \$597  = { 1'h0, \port$13536$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$13486$0 [511:480] };
+  assign \$603  = { 1'h0, \port$13536$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29774,7 +29774,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$12765$2 (spad_meta_q3[4:2]),
+    .\port$12807$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30828,7 +30828,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12807$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -31357,8 +31357,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$12765$2 ;
-  wire [2:0] \port$12765$2 ;
+  input [2:0] \port$12807$2 ;
+  wire [2:0] \port$12807$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -31392,22 +31392,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$12765$2 [1:0];
+  assign \$3  = ! \port$12807$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$12765$2 [1:0];
+  assign \$6  = ! \port$12807$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$12765$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$12807$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$12765$2 [1:0];
+  assign \$17  = ! \port$12807$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$12765$2 [1:0] == 1'h1;
+  assign \$20  = \port$12807$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -31416,10 +31416,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$12765$2 [1:0];
+  assign \$29  = ! \port$12807$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$12765$2 [1:0] == 2'h2;
+  assign \$32  = \port$12807$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -31428,10 +31428,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$12765$2 [1:0];
+  assign \$41  = ! \port$12807$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$12765$2 [1:0] == 2'h3;
+  assign \$44  = \port$12807$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -31441,10 +31441,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$12765$2 [1:0] == 1'h1;
+  assign \$54  = \port$12807$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$12765$2 [1:0];
+  assign \$57  = ! \port$12807$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -31454,10 +31454,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$12765$2 [1:0] == 1'h1;
+  assign \$67  = \port$12807$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$12765$2 [1:0] == 1'h1;
+  assign \$70  = \port$12807$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -31465,10 +31465,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$12765$2 [1:0] == 1'h1;
+  assign \$80  = \port$12807$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$12765$2 [1:0] == 2'h2;
+  assign \$83  = \port$12807$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -31478,10 +31478,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$12765$2 [1:0] == 1'h1;
+  assign \$93  = \port$12807$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$12765$2 [1:0] == 2'h3;
+  assign \$96  = \port$12807$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -31492,10 +31492,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$12765$2 [1:0] == 2'h2;
+  assign \$107  = \port$12807$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$12765$2 [1:0];
+  assign \$110  = ! \port$12807$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -31505,10 +31505,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$12765$2 [1:0] == 2'h2;
+  assign \$120  = \port$12807$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$12765$2 [1:0] == 1'h1;
+  assign \$123  = \port$12807$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -31518,10 +31518,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$12765$2 [1:0] == 2'h2;
+  assign \$133  = \port$12807$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$12765$2 [1:0] == 2'h2;
+  assign \$136  = \port$12807$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -31529,10 +31529,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$12765$2 [1:0] == 2'h2;
+  assign \$146  = \port$12807$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$12765$2 [1:0] == 2'h3;
+  assign \$149  = \port$12807$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -31543,10 +31543,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$12765$2 [1:0] == 2'h3;
+  assign \$160  = \port$12807$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$12765$2 [1:0];
+  assign \$163  = ! \port$12807$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -31556,10 +31556,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$12765$2 [1:0] == 2'h3;
+  assign \$173  = \port$12807$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$12765$2 [1:0] == 1'h1;
+  assign \$176  = \port$12807$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -31569,10 +31569,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$12765$2 [1:0] == 2'h3;
+  assign \$186  = \port$12807$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$12765$2 [1:0] == 2'h2;
+  assign \$189  = \port$12807$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -31582,10 +31582,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$12765$2 [1:0] == 2'h3;
+  assign \$199  = \port$12807$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$12765$2 [1:0] == 2'h3;
+  assign \$202  = \port$12807$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -31593,73 +31593,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$12765$2 [1:0];
+  assign \$212  = ! \port$12807$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$12765$2 [2];
+  assign \$216  = pe0_0_bank == \port$12807$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$12765$2 [2];
+  assign \$218  = pe0_1_bank == \port$12807$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$12765$2 [1:0] >= 1'h1;
+  assign \$223  = \port$12807$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$12765$2 [1:0] >= 2'h2;
+  assign \$229  = \port$12807$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$12765$2 [2];
+  assign \$232  = pe0_0_bank == \port$12807$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$12765$2 [1:0] >= 2'h3;
+  assign \$235  = \port$12807$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$12765$2 [2];
+  assign \$238  = pe0_1_bank == \port$12807$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$12765$2 [1:0] == 1'h1;
+  assign \$242  = \port$12807$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$12765$2 [2];
+  assign \$246  = skew1_0_bank == \port$12807$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$12765$2 [2];
+  assign \$248  = pe1_0_bank == \port$12807$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$12765$2 [2];
+  assign \$250  = pe1_1_bank == \port$12807$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$12765$2 [1:0] >= 1'h1;
+  assign \$260  = \port$12807$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$12765$2 [2];
+  assign \$263  = skew1_0_bank == \port$12807$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$12765$2 [1:0] >= 2'h2;
+  assign \$266  = \port$12807$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$12765$2 [2];
+  assign \$269  = pe1_0_bank == \port$12807$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$12765$2 [1:0] >= 2'h3;
+  assign \$272  = \port$12807$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$12765$2 [2];
+  assign \$275  = pe1_1_bank == \port$12807$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$12765$2 [1:0] == 2'h2;
+  assign \$279  = \port$12807$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$12765$2 [2];
+  assign \$283  = skew2_0_bank == \port$12807$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$12765$2 [2];
+  assign \$285  = skew2_1_bank == \port$12807$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$12765$2 [2];
+  assign \$287  = pe2_0_bank == \port$12807$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$12765$2 [2];
+  assign \$289  = pe2_1_bank == \port$12807$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -31667,39 +31667,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$12765$2 [2];
+  assign \$301  = skew2_0_bank == \port$12807$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$12765$2 [1:0] >= 1'h1;
+  assign \$304  = \port$12807$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$12765$2 [2];
+  assign \$307  = skew2_1_bank == \port$12807$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$12765$2 [1:0] >= 2'h2;
+  assign \$310  = \port$12807$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$12765$2 [2];
+  assign \$313  = pe2_0_bank == \port$12807$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$12765$2 [1:0] >= 2'h3;
+  assign \$316  = \port$12807$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$12765$2 [2];
+  assign \$319  = pe2_1_bank == \port$12807$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$12765$2 [1:0] == 2'h3;
+  assign \$323  = \port$12807$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$12765$2 [2];
+  assign \$327  = skew3_0_bank == \port$12807$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$12765$2 [2];
+  assign \$329  = skew3_1_bank == \port$12807$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$12765$2 [2];
+  assign \$331  = skew3_2_bank == \port$12807$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$12765$2 [2];
+  assign \$333  = pe3_0_bank == \port$12807$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$12765$2 [2];
+  assign \$335  = pe3_1_bank == \port$12807$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -31707,29 +31707,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$12765$2 [2];
+  assign \$347  = skew3_0_bank == \port$12807$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$12765$2 [2];
+  assign \$352  = skew3_1_bank == \port$12807$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$12765$2 [1:0] >= 1'h1;
+  assign \$355  = \port$12807$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$12765$2 [2];
+  assign \$358  = skew3_2_bank == \port$12807$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$12765$2 [1:0] >= 2'h2;
+  assign \$361  = \port$12807$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$12765$2 [2];
+  assign \$364  = pe3_0_bank == \port$12807$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$12765$2 [1:0] >= 2'h3;
+  assign \$367  = \port$12807$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$12765$2 [2];
+  assign \$370  = pe3_1_bank == \port$12807$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -31743,7 +31743,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$12765$2 [2];
+    pe0_0_bank <= \port$12807$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -31779,7 +31779,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$12765$2 [2];
+    skew1_0_bank <= \port$12807$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -31827,7 +31827,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$12765$2 [2];
+    skew2_0_bank <= \port$12807$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -31881,7 +31881,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$12765$2 [2];
+    skew3_0_bank <= \port$12807$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -31954,7 +31954,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -31964,7 +31964,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -31984,7 +31984,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -31994,7 +31994,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -32014,7 +32014,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -32024,7 +32024,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -32044,7 +32044,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -32054,7 +32054,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -32074,7 +32074,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -32084,7 +32084,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -32104,7 +32104,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -32114,7 +32114,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -32134,7 +32134,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -32144,7 +32144,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -32164,7 +32164,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -32174,7 +32174,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -32204,7 +32204,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -32214,7 +32214,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -32234,7 +32234,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -32244,7 +32244,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -32264,7 +32264,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -32274,7 +32274,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -32294,7 +32294,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -32304,7 +32304,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -32344,7 +32344,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -32354,7 +32354,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -32374,7 +32374,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -32384,7 +32384,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -32404,7 +32404,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -32414,7 +32414,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -32434,7 +32434,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -32444,7 +32444,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12765$2 [2]) begin
+      if (\port$12807$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -32460,10 +32460,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$12765$2 [1:0];
-  assign w_bank = \port$12765$2 [2];
+  assign w_row = \port$12807$2 [1:0];
+  assign w_bank = \port$12807$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$12765$2 [2];
+  assign a_bank = \port$12807$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -32499,9 +32499,9 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12765$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$171 , \w_en$176 , \w_en$181 , \w_en$186 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$185 , \w_en$190 , \w_en$195 , \w_en$200 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9937$0 , \port$9943$0 , \port$9944$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9941$0 , \port$9947$0 , \port$9948$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -32832,67 +32832,67 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  reg \$395 ;
+  wire \$395 ;
   wire \$396 ;
   wire \$397 ;
-  reg \$398 ;
+  wire \$398 ;
   wire \$399 ;
   wire \$4 ;
   reg [31:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
-  reg [7:0] \$403 ;
+  wire \$403 ;
   wire \$404 ;
-  reg \$405 ;
+  wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   reg \$408 ;
   wire \$409 ;
   wire [32:0] \$41 ;
   wire \$410 ;
-  wire \$411 ;
+  reg \$411 ;
   wire \$412 ;
-  reg [7:0] \$413 ;
+  wire \$413 ;
   wire \$414 ;
-  reg \$415 ;
-  wire \$416 ;
+  wire \$415 ;
+  reg [7:0] \$416 ;
   wire \$417 ;
   reg \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire \$421 ;
+  reg \$421 ;
   wire \$422 ;
-  reg [7:0] \$423 ;
+  wire \$423 ;
   wire \$424 ;
-  reg \$425 ;
-  wire \$426 ;
+  wire \$425 ;
+  reg [7:0] \$426 ;
   wire \$427 ;
   reg \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire \$431 ;
+  reg \$431 ;
   wire \$432 ;
-  reg [7:0] \$433 ;
-  reg \$434 ;
-  reg [15:0] \$435 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
   reg [7:0] \$436 ;
   wire \$437 ;
-  wire \$438 ;
+  reg \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire \$441 ;
+  reg \$441 ;
   wire \$442 ;
   wire \$443 ;
   wire \$444 ;
   wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  reg [7:0] \$446 ;
+  reg \$447 ;
+  reg [15:0] \$448 ;
+  reg [7:0] \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
@@ -32905,82 +32905,82 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
-  wire [5:0] \$460 ;
+  wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire [7:0] \$466 ;
+  wire \$466 ;
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
-  wire [5:0] \$472 ;
-  wire \$473 ;
+  wire \$472 ;
+  wire [5:0] \$473 ;
   wire \$474 ;
   wire \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire [7:0] \$478 ;
-  wire \$479 ;
+  wire \$478 ;
+  wire [7:0] \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire [5:0] \$484 ;
-  wire \$485 ;
+  wire \$484 ;
+  wire [5:0] \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [7:0] \$490 ;
-  wire \$491 ;
+  wire \$490 ;
+  wire [7:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
   wire \$495 ;
-  wire [5:0] \$496 ;
-  wire \$497 ;
+  wire \$496 ;
+  wire [5:0] \$497 ;
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
-  wire [7:0] \$502 ;
-  wire \$503 ;
+  wire \$502 ;
+  wire [7:0] \$503 ;
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [5:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire [3:0] \$511 ;
-  wire [3:0] \$512 ;
+  wire \$511 ;
+  wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire \$515 ;
+  wire [7:0] \$515 ;
   wire \$516 ;
   wire \$517 ;
   wire \$518 ;
-  wire [3:0] \$519 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [3:0] \$520 ;
+  wire \$520 ;
   wire \$521 ;
   wire \$522 ;
   wire \$523 ;
   wire \$524 ;
   wire \$525 ;
   wire \$526 ;
-  wire [3:0] \$527 ;
-  wire [3:0] \$528 ;
+  wire \$527 ;
+  wire \$528 ;
   wire \$529 ;
   wire \$53 ;
   wire \$530 ;
@@ -32988,8 +32988,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$532 ;
   wire \$533 ;
   wire \$534 ;
-  wire [3:0] \$535 ;
-  wire [3:0] \$536 ;
+  wire \$535 ;
+  wire \$536 ;
   wire \$537 ;
   wire \$538 ;
   wire \$539 ;
@@ -32997,239 +32997,239 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$540 ;
   wire \$541 ;
   wire \$542 ;
-  wire [3:0] \$543 ;
-  wire [3:0] \$544 ;
-  reg [1:0] \$545 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  reg [3:0] \$548 ;
-  wire [4:0] \$549 ;
+  wire [3:0] \$548 ;
+  wire [3:0] \$549 ;
   wire \$55 ;
   wire \$550 ;
-  reg [3:0] \$551 ;
-  reg \$552 ;
+  wire \$551 ;
+  wire \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
-  reg [3:0] \$556 ;
-  reg [7:0] \$557 ;
-  reg [3:0] \$558 ;
-  reg [7:0] \$559 ;
+  wire [3:0] \$556 ;
+  wire [3:0] \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  reg [1:0] \$561 ;
+  wire \$561 ;
   wire \$562 ;
   wire \$563 ;
-  reg [3:0] \$564 ;
-  wire [4:0] \$565 ;
+  wire [3:0] \$564 ;
+  wire [3:0] \$565 ;
   wire \$566 ;
-  reg [3:0] \$567 ;
-  reg \$568 ;
+  wire \$567 ;
+  wire \$568 ;
   wire \$569 ;
   wire \$57 ;
   wire \$570 ;
   wire \$571 ;
-  reg [3:0] \$572 ;
-  reg [7:0] \$573 ;
-  reg [3:0] \$574 ;
-  reg [7:0] \$575 ;
+  wire [3:0] \$572 ;
+  wire [3:0] \$573 ;
+  wire \$574 ;
+  wire \$575 ;
   wire \$576 ;
-  reg [1:0] \$577 ;
+  wire \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
-  reg [3:0] \$580 ;
-  wire [4:0] \$581 ;
-  wire \$582 ;
-  reg [3:0] \$583 ;
-  reg \$584 ;
-  wire \$585 ;
-  wire \$586 ;
+  wire [3:0] \$580 ;
+  wire [3:0] \$581 ;
+  reg [1:0] \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  reg [3:0] \$585 ;
+  wire [4:0] \$586 ;
   wire \$587 ;
   reg [3:0] \$588 ;
-  reg [7:0] \$589 ;
+  reg \$589 ;
   wire \$59 ;
-  reg [3:0] \$590 ;
-  reg [7:0] \$591 ;
+  wire \$590 ;
+  wire \$591 ;
   wire \$592 ;
-  reg [1:0] \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  reg [3:0] \$596 ;
-  wire [4:0] \$597 ;
-  wire \$598 ;
-  reg [3:0] \$599 ;
+  reg [3:0] \$593 ;
+  reg [7:0] \$594 ;
+  reg [3:0] \$595 ;
+  reg [7:0] \$596 ;
+  wire \$597 ;
+  reg [1:0] \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg \$600 ;
-  wire \$601 ;
-  wire \$602 ;
+  wire \$600 ;
+  reg [3:0] \$601 ;
+  wire [4:0] \$602 ;
   wire \$603 ;
   reg [3:0] \$604 ;
-  reg [7:0] \$605 ;
-  reg [3:0] \$606 ;
-  reg [7:0] \$607 ;
+  reg \$605 ;
+  wire \$606 ;
+  wire \$607 ;
   wire \$608 ;
-  wire [16:0] \$609 ;
+  reg [3:0] \$609 ;
   wire \$61 ;
   reg [7:0] \$610 ;
-  wire \$611 ;
-  wire \$612 ;
+  reg [3:0] \$611 ;
+  reg [7:0] \$612 ;
   wire \$613 ;
-  reg [7:0] \$614 ;
-  wire [16:0] \$615 ;
-  wire [16:0] \$616 ;
-  reg [7:0] \$617 ;
-  wire \$618 ;
+  reg [1:0] \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  reg [3:0] \$617 ;
+  wire [4:0] \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  reg [7:0] \$621 ;
-  wire [16:0] \$622 ;
-  wire [16:0] \$623 ;
-  reg [7:0] \$624 ;
-  wire \$625 ;
-  wire \$626 ;
-  wire \$627 ;
+  reg [3:0] \$620 ;
+  reg \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  reg [3:0] \$625 ;
+  reg [7:0] \$626 ;
+  reg [3:0] \$627 ;
   reg [7:0] \$628 ;
-  wire [16:0] \$629 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [16:0] \$630 ;
-  reg [7:0] \$631 ;
+  reg [1:0] \$630 ;
+  wire \$631 ;
   wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  reg [7:0] \$635 ;
-  wire [16:0] \$636 ;
-  wire \$637 ;
+  reg [3:0] \$633 ;
+  wire [4:0] \$634 ;
+  wire \$635 ;
+  reg [3:0] \$636 ;
+  reg \$637 ;
   wire \$638 ;
   wire \$639 ;
   wire \$64 ;
   wire \$640 ;
-  wire \$641 ;
-  wire [5:0] \$642 ;
-  wire \$643 ;
-  wire \$644 ;
+  reg [3:0] \$641 ;
+  reg [7:0] \$642 ;
+  reg [3:0] \$643 ;
+  reg [7:0] \$644 ;
   wire \$645 ;
-  reg \$646 ;
-  wire \$647 ;
+  wire [16:0] \$646 ;
+  reg [7:0] \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire \$651 ;
-  wire [5:0] \$652 ;
-  wire \$653 ;
-  wire \$654 ;
+  reg [7:0] \$651 ;
+  wire [16:0] \$652 ;
+  wire [16:0] \$653 ;
+  reg [7:0] \$654 ;
   wire \$655 ;
-  reg \$656 ;
+  wire \$656 ;
   wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
+  reg [7:0] \$658 ;
+  wire [16:0] \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire \$661 ;
-  wire [5:0] \$662 ;
+  wire [16:0] \$660 ;
+  reg [7:0] \$661 ;
+  wire \$662 ;
   wire \$663 ;
   wire \$664 ;
-  wire \$665 ;
-  reg \$666 ;
-  wire \$667 ;
-  wire \$668 ;
+  reg [7:0] \$665 ;
+  wire [16:0] \$666 ;
+  wire [16:0] \$667 ;
+  reg [7:0] \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
-  wire [5:0] \$672 ;
-  wire \$673 ;
+  reg [7:0] \$672 ;
+  wire [16:0] \$673 ;
   wire \$674 ;
   wire \$675 ;
-  reg \$676 ;
+  wire \$676 ;
   wire \$677 ;
   wire \$678 ;
-  wire \$679 ;
+  wire [5:0] \$679 ;
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
-  wire [32:0] \$683 ;
+  reg \$683 ;
   wire \$684 ;
   wire \$685 ;
   wire \$686 ;
   wire \$687 ;
   wire \$688 ;
-  wire [32:0] \$689 ;
+  wire [5:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  wire \$693 ;
+  reg \$693 ;
   wire \$694 ;
-  wire [32:0] \$695 ;
+  wire \$695 ;
   wire \$696 ;
   wire \$697 ;
   wire \$698 ;
-  wire \$699 ;
+  wire [5:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire [32:0] \$701 ;
+  wire \$701 ;
   wire \$702 ;
-  wire \$703 ;
+  reg \$703 ;
   wire \$704 ;
   wire \$705 ;
   wire \$706 ;
-  wire [32:0] \$707 ;
-  reg [1:0] \$708 ;
-  reg [511:0] \$709 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire [5:0] \$709 ;
   wire \$71 ;
-  reg [4:0] \$710 ;
-  reg [15:0] \$711 ;
-  reg [7:0] \$712 ;
-  reg [7:0] \$713 ;
-  reg [7:0] \$714 ;
-  reg [7:0] \$715 ;
-  reg [7:0] \$716 ;
-  reg [7:0] \$717 ;
-  reg [7:0] \$718 ;
-  reg [7:0] \$719 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  reg \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  reg [7:0] \$720 ;
-  reg [7:0] \$721 ;
-  reg [7:0] \$722 ;
-  reg [7:0] \$723 ;
-  reg [7:0] \$724 ;
-  reg [7:0] \$725 ;
-  reg [7:0] \$726 ;
-  reg [7:0] \$727 ;
-  reg \$728 ;
-  reg [4:0] \$729 ;
+  wire [32:0] \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [32:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire \$73 ;
-  reg [15:0] \$730 ;
-  reg [7:0] \$731 ;
-  reg [7:0] \$732 ;
-  reg [7:0] \$733 ;
-  reg [7:0] \$734 ;
-  reg [7:0] \$735 ;
-  reg [7:0] \$736 ;
-  reg [7:0] \$737 ;
-  reg [7:0] \$738 ;
-  reg [7:0] \$739 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire [32:0] \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire [32:0] \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  reg [7:0] \$740 ;
-  reg [7:0] \$741 ;
-  reg [7:0] \$742 ;
-  reg [7:0] \$743 ;
-  reg [7:0] \$744 ;
-  reg [7:0] \$745 ;
-  reg [7:0] \$746 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire [32:0] \$744 ;
+  reg \$745 ;
+  reg \$746 ;
   reg \$747 ;
-  reg [4:0] \$748 ;
-  reg [15:0] \$749 ;
+  reg \$748 ;
+  reg [1:0] \$749 ;
   wire \$75 ;
-  reg [7:0] \$750 ;
-  reg [7:0] \$751 ;
-  reg [7:0] \$752 ;
+  reg [511:0] \$750 ;
+  reg [4:0] \$751 ;
+  reg [15:0] \$752 ;
   reg [7:0] \$753 ;
   reg [7:0] \$754 ;
   reg [7:0] \$755 ;
@@ -33244,13 +33244,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] \$763 ;
   reg [7:0] \$764 ;
   reg [7:0] \$765 ;
-  reg \$766 ;
-  reg [4:0] \$767 ;
-  reg [15:0] \$768 ;
-  reg [7:0] \$769 ;
+  reg [7:0] \$766 ;
+  reg [7:0] \$767 ;
+  reg [7:0] \$768 ;
+  reg \$769 ;
   wire \$77 ;
-  reg [7:0] \$770 ;
-  reg [7:0] \$771 ;
+  reg [4:0] \$770 ;
+  reg [15:0] \$771 ;
   reg [7:0] \$772 ;
   reg [7:0] \$773 ;
   reg [7:0] \$774 ;
@@ -33265,43 +33265,88 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] \$782 ;
   reg [7:0] \$783 ;
   reg [7:0] \$784 ;
-  reg \$785 ;
-  reg [2:0] \$786 ;
-  reg [2:0] \$787 ;
-  reg [2:0] \$788 ;
-  reg [2:0] \$789 ;
+  reg [7:0] \$785 ;
+  reg [7:0] \$786 ;
+  reg [7:0] \$787 ;
+  reg \$788 ;
+  reg [4:0] \$789 ;
   wire \$79 ;
-  reg [2:0] \$790 ;
-  reg [2:0] \$791 ;
-  reg [15:0] \$792 ;
+  reg [15:0] \$790 ;
+  reg [7:0] \$791 ;
+  reg [7:0] \$792 ;
   reg [7:0] \$793 ;
-  reg [15:0] \$794 ;
-  reg [15:0] \$795 ;
+  reg [7:0] \$794 ;
+  reg [7:0] \$795 ;
   reg [7:0] \$796 ;
-  reg [15:0] \$797 ;
-  reg [15:0] \$798 ;
+  reg [7:0] \$797 ;
+  reg [7:0] \$798 ;
   reg [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [15:0] \$800 ;
-  reg [15:0] \$801 ;
+  reg [7:0] \$800 ;
+  reg [7:0] \$801 ;
   reg [7:0] \$802 ;
-  reg [15:0] \$803 ;
-  reg [1:0] \$804 ;
-  reg [4:0] \$805 ;
-  reg [4:0] \$806 ;
-  reg [4:0] \$807 ;
+  reg [7:0] \$803 ;
+  reg [7:0] \$804 ;
+  reg [7:0] \$805 ;
+  reg [7:0] \$806 ;
+  reg \$807 ;
   reg [4:0] \$808 ;
-  reg [31:0] \$809 ;
+  reg [15:0] \$809 ;
   reg [31:0] \$81 ;
-  reg [31:0] \$810 ;
-  reg [31:0] \$811 ;
-  reg [31:0] \$812 ;
-  reg [31:0] \$813 ;
+  reg [7:0] \$810 ;
+  reg [7:0] \$811 ;
+  reg [7:0] \$812 ;
+  reg [7:0] \$813 ;
+  reg [7:0] \$814 ;
+  reg [7:0] \$815 ;
+  reg [7:0] \$816 ;
+  reg [7:0] \$817 ;
+  reg [7:0] \$818 ;
+  reg [7:0] \$819 ;
   wire [32:0] \$82 ;
+  reg [7:0] \$820 ;
+  reg [7:0] \$821 ;
+  reg [7:0] \$822 ;
+  reg [7:0] \$823 ;
+  reg [7:0] \$824 ;
+  reg [7:0] \$825 ;
+  reg \$826 ;
+  reg \$827 ;
+  reg \$828 ;
+  reg \$829 ;
   wire \$83 ;
+  reg \$830 ;
+  reg [2:0] \$831 ;
+  reg [2:0] \$832 ;
+  reg [2:0] \$833 ;
+  reg [2:0] \$834 ;
+  reg [2:0] \$835 ;
+  reg [2:0] \$836 ;
+  reg [15:0] \$837 ;
+  reg [7:0] \$838 ;
+  reg [15:0] \$839 ;
   wire \$84 ;
+  reg [15:0] \$840 ;
+  reg [7:0] \$841 ;
+  reg [15:0] \$842 ;
+  reg [15:0] \$843 ;
+  reg [7:0] \$844 ;
+  reg [15:0] \$845 ;
+  reg [15:0] \$846 ;
+  reg [7:0] \$847 ;
+  reg [15:0] \$848 ;
+  reg [1:0] \$849 ;
   wire \$85 ;
+  reg [4:0] \$850 ;
+  reg [4:0] \$851 ;
+  reg [4:0] \$852 ;
+  reg [4:0] \$853 ;
+  reg [31:0] \$854 ;
+  reg [31:0] \$855 ;
+  reg [31:0] \$856 ;
+  reg [31:0] \$857 ;
+  reg [31:0] \$858 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -33318,25 +33363,25 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$98 ;
   wire \$99 ;
   wire [3:0] \$signature__addr ;
-  wire [3:0] \$signature__addr$153 ;
-  wire [3:0] \$signature__addr$158 ;
-  wire [3:0] \$signature__addr$163 ;
-  wire [3:0] \$signature__addr$209 ;
-  wire [3:0] \$signature__addr$231 ;
-  wire [3:0] \$signature__addr$253 ;
-  wire [3:0] \$signature__addr$275 ;
+  wire [3:0] \$signature__addr$165 ;
+  wire [3:0] \$signature__addr$170 ;
+  wire [3:0] \$signature__addr$175 ;
+  wire [3:0] \$signature__addr$223 ;
+  wire [3:0] \$signature__addr$245 ;
+  wire [3:0] \$signature__addr$267 ;
+  wire [3:0] \$signature__addr$289 ;
   wire [33:0] \$signature__data ;
-  wire [33:0] \$signature__data$155 ;
-  wire [33:0] \$signature__data$160 ;
-  wire [33:0] \$signature__data$165 ;
-  wire [33:0] \$signature__data$212 ;
-  wire [33:0] \$signature__data$234 ;
-  wire [33:0] \$signature__data$256 ;
-  wire [33:0] \$signature__data$278 ;
+  wire [33:0] \$signature__data$167 ;
+  wire [33:0] \$signature__data$172 ;
+  wire [33:0] \$signature__data$177 ;
+  wire [33:0] \$signature__data$226 ;
+  wire [33:0] \$signature__data$248 ;
+  wire [33:0] \$signature__data$270 ;
+  wire [33:0] \$signature__data$292 ;
   wire \$signature__en ;
-  wire \$signature__en$154 ;
-  wire \$signature__en$159 ;
-  wire \$signature__en$164 ;
+  wire \$signature__en$166 ;
+  wire \$signature__en$171 ;
+  wire \$signature__en$176 ;
   input clk;
   wire clk;
   output [7:0] cpl_flags;
@@ -33403,6 +33448,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire hold;
   output [4:0] hung;
   wire [4:0] hung;
+  wire issue_event_write;
   wire issue_rr_any;
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
@@ -33415,12 +33461,12 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire [257:0] \port$5889$0 ;
   input [257:0] \port$5919$0 ;
   wire [257:0] \port$5919$0 ;
-  output [15:0] \port$9937$0 ;
-  wire [15:0] \port$9937$0 ;
-  output [4:0] \port$9943$0 ;
-  wire [4:0] \port$9943$0 ;
-  output [223:0] \port$9944$32 ;
-  wire [223:0] \port$9944$32 ;
+  output [15:0] \port$9941$0 ;
+  wire [15:0] \port$9941$0 ;
+  output [4:0] \port$9947$0 ;
+  wire [4:0] \port$9947$0 ;
+  output [223:0] \port$9948$32 ;
+  wire [223:0] \port$9948$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -33466,7 +33512,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] q0_status8 = 8'h00;
   reg [7:0] q0_status9 = 8'h00;
   wire [31:0] q0_wait_diff;
+  reg q0_wait_fresh = 1'h0;
   wire q0_wait_reached;
+  wire q0_wait_reached_now;
+  reg q0_wait_reached_r = 1'h0;
   wire q1_can_issue;
   wire [4:0] q1_count;
   wire q1_cpl_ready;
@@ -33512,7 +33561,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] q1_status8 = 8'h00;
   reg [7:0] q1_status9 = 8'h00;
   wire [31:0] q1_wait_diff;
+  reg q1_wait_fresh = 1'h0;
   wire q1_wait_reached;
+  wire q1_wait_reached_now;
+  reg q1_wait_reached_r = 1'h0;
   wire q2_can_issue;
   wire [4:0] q2_count;
   wire q2_cpl_ready;
@@ -33558,7 +33610,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] q2_status8 = 8'h00;
   reg [7:0] q2_status9 = 8'h00;
   wire [31:0] q2_wait_diff;
+  reg q2_wait_fresh = 1'h0;
   wire q2_wait_reached;
+  wire q2_wait_reached_now;
+  reg q2_wait_reached_r = 1'h0;
   wire q3_can_issue;
   wire [4:0] q3_count;
   wire q3_cpl_ready;
@@ -33604,7 +33659,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] q3_status8 = 8'h00;
   reg [7:0] q3_status9 = 8'h00;
   wire [31:0] q3_wait_diff;
+  reg q3_wait_fresh = 1'h0;
   wire q3_wait_reached;
+  wire q3_wait_reached_now;
+  reg q3_wait_reached_r = 1'h0;
   input q__0__active;
   wire q__0__active;
   input q__0__cleared;
@@ -33682,20 +33740,20 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$324 ;
-  wire [23:0] \r_data$325 ;
-  wire [23:0] \r_data$326 ;
-  wire [23:0] \r_data$327 ;
+  wire [23:0] \r_data$342 ;
+  wire [23:0] \r_data$343 ;
+  wire [23:0] \r_data$344 ;
+  wire [23:0] \r_data$345 ;
   wire r_en;
-  wire \r_en$201 ;
-  wire \r_en$203 ;
-  wire \r_en$205 ;
-  wire \r_en$207 ;
+  wire \r_en$215 ;
+  wire \r_en$217 ;
+  wire \r_en$219 ;
+  wire \r_en$221 ;
   wire r_rdy;
-  wire \r_rdy$193 ;
-  wire \r_rdy$194 ;
-  wire \r_rdy$195 ;
-  wire \r_rdy$196 ;
+  wire \r_rdy$207 ;
+  wire \r_rdy$208 ;
+  wire \r_rdy$209 ;
+  wire \r_rdy$210 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -33833,20 +33891,20 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$173 ;
-  wire [23:0] \w_data$178 ;
-  wire [23:0] \w_data$183 ;
-  wire [23:0] \w_data$188 ;
+  wire [23:0] \w_data$187 ;
+  wire [23:0] \w_data$192 ;
+  wire [23:0] \w_data$197 ;
+  wire [23:0] \w_data$202 ;
   input w_en;
   wire w_en;
-  input \w_en$171 ;
-  wire \w_en$171 ;
-  input \w_en$176 ;
-  wire \w_en$176 ;
-  input \w_en$181 ;
-  wire \w_en$181 ;
-  input \w_en$186 ;
-  wire \w_en$186 ;
+  input \w_en$185 ;
+  wire \w_en$185 ;
+  input \w_en$190 ;
+  wire \w_en$190 ;
+  input \w_en$195 ;
+  wire \w_en$195 ;
+  input \w_en$200 ;
+  wire \w_en$200 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [33:0] q0_info [15:0];
@@ -33872,7 +33930,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
   end
-  assign \$signature__data$212  = q0_info[q0_r[3:0]];
+  assign \$signature__data$226  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
   initial begin
     q1_info[0] = 34'h000000000;
@@ -33893,10 +33951,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q1_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$154 )
+    if (\$signature__en$166 )
       q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
   end
-  assign \$signature__data$234  = q1_info[q1_r[3:0]];
+  assign \$signature__data$248  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
   initial begin
     q2_info[0] = 34'h000000000;
@@ -33917,10 +33975,10 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q2_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$159 )
+    if (\$signature__en$171 )
       q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
   end
-  assign \$signature__data$256  = q2_info[q2_r[3:0]];
+  assign \$signature__data$270  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
   initial begin
     q3_info[0] = 34'h000000000;
@@ -33941,10 +33999,57 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     q3_info[15] = 34'h000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$164 )
+    if (\$signature__en$176 )
       q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   end
-  assign \$signature__data$278  = q3_info[q3_r[3:0]];
+  assign \$signature__data$292  = q3_info[q3_r[3:0]];
+  assign \$108  = ! \port$5889$0 [63:40];
+  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = \port$5889$0 [39:32] < 5'h10;
+  assign \$112  = \$110  & \$111 ;
+  assign q2_head_signal_event = \$107  & \$112 ;
+  assign \$113  = \port$5889$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5889$0 [15:9];
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = ! \port$5889$0 [63:40];
+  assign \$117  = ! \port$5889$0 [255:96];
+  assign \$118  = \$116  & \$117 ;
+  assign \$119  = \port$5889$0 [39:32] < 5'h10;
+  assign \$120  = \$118  & \$119 ;
+  assign q2_head_wait_event = \$115  & \$120 ;
+  assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign q2_head_firmware = ~ \$121 ;
+  assign \$123  = \$122  - \port$5889$0 [95:64];
+  assign q2_wait_reached_now = ~ \$123 [31];
+  assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
+  assign \$124  = \port$5919$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5919$0 [15:9];
+  assign q3_head_dma_load = \$124  & \$125 ;
+  assign \$126  = \port$5919$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5919$0 [15:9];
+  assign q3_head_dma_store = \$126  & \$127 ;
+  assign \$128  = \port$5919$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5919$0 [15:9];
+  assign q3_head_gemm = \$128  & \$129 ;
+  assign \$130  = \port$5919$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5919$0 [15:9];
+  assign q3_head_vec = \$130  & \$131 ;
+  assign \$132  = \port$5919$0 [7:0] == 4'h8;
+  assign \$133  = \port$5919$0 [7:0] == 4'h9;
+  assign \$134  = \port$5919$0 [7:0] == 4'ha;
+  assign \$135  = \port$5919$0 [7:0] == 4'hb;
+  assign \$136  = \port$5919$0 [7:0] == 4'hc;
+  assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
+  assign \$138  = ! \port$5919$0 [15:9];
+  assign q3_head_sfu = \$137  & \$138 ;
+  assign \$139  = ! \port$5919$0 [7:0];
+  assign \$140  = ! \port$5919$0 [15:9];
+  assign q3_head_nop = \$139  & \$140 ;
+  assign \$141  = \port$5919$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5919$0 [257];
+  assign \$143  = ! \port$5919$0 [15:9];
+  assign q3_head_exec_list = \$142  & \$143 ;
   assign \$144  = \port$5919$0 [7:0] == 3'h7;
   assign \$145  = ! \port$5919$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
@@ -33969,7 +34074,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
   assign \$164  = \$163  - \port$5919$0 [95:64];
-  assign q3_wait_reached = ~ \$164 [31];
+  assign q3_wait_reached_now = ~ \$164 [31];
+  assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
   assign q0_full = \$165 [4:0] == 5'h10;
   assign q__0__drained = ! \$165 [4:0];
@@ -34019,6 +34125,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q0_can_issue = \$200  | q0_skipping;
   assign q__0__fw_ready = q0_live & q0_head_firmware;
   assign \$201  = q0_live & q0_head_wait_event;
+  assign \$202  = ~ q0_wait_reached;
   assign q__0__waiting = \$201  & \$202 ;
   assign \$203  = q__0__fw_pop & q__0__valid;
   assign \$204  = \$203  & q0_head_firmware;
@@ -34061,6 +34168,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q1_can_issue = \$237  | q1_skipping;
   assign q__1__fw_ready = q1_live & q1_head_firmware;
   assign \$238  = q1_live & q1_head_wait_event;
+  assign \$239  = ~ q1_wait_reached;
   assign q__1__waiting = \$238  & \$239 ;
   assign \$240  = q__1__fw_pop & q__1__valid;
   assign \$241  = \$240  & q1_head_firmware;
@@ -34103,6 +34211,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q2_can_issue = \$274  | q2_skipping;
   assign q__2__fw_ready = q2_live & q2_head_firmware;
   assign \$275  = q2_live & q2_head_wait_event;
+  assign \$276  = ~ q2_wait_reached;
   assign q__2__waiting = \$275  & \$276 ;
   assign \$277  = q__2__fw_pop & q__2__valid;
   assign \$278  = \$277  & q2_head_firmware;
@@ -34145,6 +34254,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign q3_can_issue = \$311  | q3_skipping;
   assign q__3__fw_ready = q3_live & q3_head_firmware;
   assign \$312  = q3_live & q3_head_wait_event;
+  assign \$313  = ~ q3_wait_reached;
   assign q__3__waiting = \$312  & \$313 ;
   assign \$314  = q__3__fw_pop & q__3__valid;
   assign \$315  = \$314  & q3_head_firmware;
@@ -34208,7 +34318,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$371  = issue_rr_sel == 1'h1;
   assign q1_issue = issue_rr_any & \$371 ;
   assign q__1__pop = q1_issue | q1_fw_take;
-  assign \$signature__en$154  = q1_issue | q1_fw_take;
+  assign \$signature__en$166  = q1_issue | q1_fw_take;
   assign \$372  = ~ q1_skipping;
   assign \$373  = q1_issue & \$372 ;
   assign \$374  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
@@ -34217,7 +34327,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$377  = issue_rr_sel == 2'h2;
   assign q2_issue = issue_rr_any & \$377 ;
   assign q__2__pop = q2_issue | q2_fw_take;
-  assign \$signature__en$159  = q2_issue | q2_fw_take;
+  assign \$signature__en$171  = q2_issue | q2_fw_take;
   assign \$378  = ~ q2_skipping;
   assign \$379  = q2_issue & \$378 ;
   assign \$380  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
@@ -34226,505 +34336,559 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$383  = issue_rr_sel == 2'h3;
   assign q3_issue = issue_rr_any & \$383 ;
   assign q__3__pop = q3_issue | q3_fw_take;
-  assign \$signature__en$164  = q3_issue | q3_fw_take;
+  assign \$signature__en$176  = q3_issue | q3_fw_take;
   assign \$384  = ~ q3_skipping;
   assign \$385  = q3_issue & \$384 ;
   assign \$386  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign \$387  = ~ q3_skipping;
   assign \$388  = \$386  & \$387 ;
-  assign retire_rr_any = | { \r_rdy$196 , \r_rdy$195 , \r_rdy$194 , \r_rdy$193 , r_rdy };
-  assign \$389  = ! retire_rr_sel;
-  assign r_en = retire_rr_any & \$389 ;
-  assign \$390  = retire_rr_sel == 1'h1;
-  assign \r_en$201  = retire_rr_any & \$390 ;
-  assign \$391  = retire_rr_sel == 2'h2;
-  assign \r_en$203  = retire_rr_any & \$391 ;
-  assign \$392  = retire_rr_sel == 2'h3;
-  assign \r_en$205  = retire_rr_any & \$392 ;
-  assign \$393  = retire_rr_sel == 3'h4;
-  assign \r_en$207  = retire_rr_any & \$393 ;
-  assign \$394  = | \$165 [4:0];
-  assign \$396  = \$394  & \$395 ;
-  assign q0_silent = \$396  & \$signature__data$212 [32];
-  assign \$397  = | \$165 [4:0];
-  assign \$399  = \$397  & \$398 ;
-  assign \$400  = ~ \$signature__data$212 [32];
-  assign q0_cpl_ready = \$399  & \$400 ;
-  assign \$401  = | q0_list_err;
-  assign \$402  = \$signature__data$212 [33] & \$401 ;
-  assign q0_cpl_status = \$402  ? q0_list_err : \$403 ;
-  assign \$404  = | \$166 [4:0];
-  assign \$406  = \$404  & \$405 ;
-  assign q1_silent = \$406  & \$signature__data$234 [32];
-  assign \$407  = | \$166 [4:0];
+  assign \$389  = ~ q0_skipping;
+  assign \$390  = q0_issue & \$389 ;
+  assign \$391  = \$390  & q0_head_signal_event;
+  assign \$392  = ~ q1_skipping;
+  assign \$393  = q1_issue & \$392 ;
+  assign \$394  = \$393  & q1_head_signal_event;
+  assign \$395  = ~ q2_skipping;
+  assign \$396  = q2_issue & \$395 ;
+  assign \$397  = \$396  & q2_head_signal_event;
+  assign \$398  = ~ q3_skipping;
+  assign \$399  = q3_issue & \$398 ;
+  assign \$400  = \$399  & q3_head_signal_event;
+  assign \$401  = | { \$400 , \$397 , \$394 , \$391  };
+  assign issue_event_write = \$401  | hold;
+  assign retire_rr_any = | { \r_rdy$210 , \r_rdy$209 , \r_rdy$208 , \r_rdy$207 , r_rdy };
+  assign \$402  = ! retire_rr_sel;
+  assign r_en = retire_rr_any & \$402 ;
+  assign \$403  = retire_rr_sel == 1'h1;
+  assign \r_en$215  = retire_rr_any & \$403 ;
+  assign \$404  = retire_rr_sel == 2'h2;
+  assign \r_en$217  = retire_rr_any & \$404 ;
+  assign \$405  = retire_rr_sel == 2'h3;
+  assign \r_en$219  = retire_rr_any & \$405 ;
+  assign \$406  = retire_rr_sel == 3'h4;
+  assign \r_en$221  = retire_rr_any & \$406 ;
+  assign \$407  = | \$165 [4:0];
   assign \$409  = \$407  & \$408 ;
-  assign \$410  = ~ \$signature__data$234 [32];
-  assign q1_cpl_ready = \$409  & \$410 ;
-  assign \$411  = | q1_list_err;
-  assign \$412  = \$signature__data$234 [33] & \$411 ;
-  assign q1_cpl_status = \$412  ? q1_list_err : \$413 ;
-  assign \$414  = | \$167 [4:0];
-  assign \$416  = \$414  & \$415 ;
-  assign q2_silent = \$416  & \$signature__data$256 [32];
-  assign \$417  = | \$167 [4:0];
+  assign q0_silent = \$409  & \$signature__data$226 [32];
+  assign \$410  = | \$165 [4:0];
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = ~ \$signature__data$226 [32];
+  assign q0_cpl_ready = \$412  & \$413 ;
+  assign \$414  = | q0_list_err;
+  assign \$415  = \$signature__data$226 [33] & \$414 ;
+  assign q0_cpl_status = \$415  ? q0_list_err : \$416 ;
+  assign \$417  = | \$166 [4:0];
   assign \$419  = \$417  & \$418 ;
-  assign \$420  = ~ \$signature__data$256 [32];
-  assign q2_cpl_ready = \$419  & \$420 ;
-  assign \$421  = | q2_list_err;
-  assign \$422  = \$signature__data$256 [33] & \$421 ;
-  assign q2_cpl_status = \$422  ? q2_list_err : \$423 ;
-  assign \$424  = | \$168 [4:0];
-  assign \$426  = \$424  & \$425 ;
-  assign q3_silent = \$426  & \$signature__data$278 [32];
-  assign \$427  = | \$168 [4:0];
+  assign q1_silent = \$419  & \$signature__data$248 [32];
+  assign \$420  = | \$166 [4:0];
+  assign \$422  = \$420  & \$421 ;
+  assign \$423  = ~ \$signature__data$248 [32];
+  assign q1_cpl_ready = \$422  & \$423 ;
+  assign \$424  = | q1_list_err;
+  assign \$425  = \$signature__data$248 [33] & \$424 ;
+  assign q1_cpl_status = \$425  ? q1_list_err : \$426 ;
+  assign \$427  = | \$167 [4:0];
   assign \$429  = \$427  & \$428 ;
-  assign \$430  = ~ \$signature__data$278 [32];
-  assign q3_cpl_ready = \$429  & \$430 ;
-  assign \$431  = | q3_list_err;
-  assign \$432  = \$signature__data$278 [33] & \$431 ;
-  assign q3_cpl_status = \$432  ? q3_list_err : \$433 ;
+  assign q2_silent = \$429  & \$signature__data$270 [32];
+  assign \$430  = | \$167 [4:0];
+  assign \$432  = \$430  & \$431 ;
+  assign \$433  = ~ \$signature__data$270 [32];
+  assign q2_cpl_ready = \$432  & \$433 ;
+  assign \$434  = | q2_list_err;
+  assign \$435  = \$signature__data$270 [33] & \$434 ;
+  assign q2_cpl_status = \$435  ? q2_list_err : \$436 ;
+  assign \$437  = | \$168 [4:0];
+  assign \$439  = \$437  & \$438 ;
+  assign q3_silent = \$439  & \$signature__data$292 [32];
+  assign \$440  = | \$168 [4:0];
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = ~ \$signature__data$292 [32];
+  assign q3_cpl_ready = \$442  & \$443 ;
+  assign \$444  = | q3_list_err;
+  assign \$445  = \$signature__data$292 [33] & \$444 ;
+  assign q3_cpl_status = \$445  ? q3_list_err : \$446 ;
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
-  assign cpl_item = \$434  ? \$435  : 16'h0000;
-  assign cpl_halt = | \$436 ;
-  assign \$437  = ! dma_load_outstanding;
-  assign \$438  = ~ \$437 ;
-  assign \$439  = dma_load_since >= watchdog;
-  assign \$440  = \$438  & \$439 ;
-  assign \$441  = ! dma_store_outstanding;
-  assign \$442  = ~ \$441 ;
-  assign \$443  = dma_store_since >= watchdog;
-  assign \$444  = \$442  & \$443 ;
-  assign \$445  = ! gemm_outstanding;
-  assign \$446  = ~ \$445 ;
-  assign \$447  = gemm_since >= watchdog;
-  assign \$448  = \$446  & \$447 ;
-  assign \$449  = ! vec_outstanding;
-  assign \$450  = ~ \$449 ;
-  assign \$451  = vec_since >= watchdog;
-  assign \$452  = \$450  & \$451 ;
-  assign \$453  = ! sfu_outstanding;
-  assign \$454  = ~ \$453 ;
-  assign \$455  = sfu_since >= watchdog;
-  assign \$456  = \$454  & \$455 ;
-  assign \$457  = ~ q0_skipping;
-  assign \$458  = q0_issue & \$457 ;
-  assign \$459  = q0_issue | q0_fw_take;
-  assign \$460  = q0_h + 1'h1;
-  assign \$461  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign \$462  = ~ q0_skipping;
-  assign \$463  = \$461  & \$462 ;
-  assign \$464  = q0_issue & \$463 ;
-  assign \$465  = ~ \$464 ;
-  assign \$466  = q0_issue ? 8'h00 : fw_status;
-  assign \$467  = | fw_status;
-  assign \$468  = q0_fw_take & \$467 ;
-  assign \$469  = ~ q1_skipping;
-  assign \$470  = q1_issue & \$469 ;
-  assign \$471  = q1_issue | q1_fw_take;
-  assign \$472  = q1_h + 1'h1;
-  assign \$473  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign \$474  = ~ q1_skipping;
-  assign \$475  = \$473  & \$474 ;
-  assign \$476  = q1_issue & \$475 ;
-  assign \$477  = ~ \$476 ;
-  assign \$478  = q1_issue ? 8'h00 : fw_status;
-  assign \$479  = | fw_status;
-  assign \$480  = q1_fw_take & \$479 ;
-  assign \$481  = ~ q2_skipping;
-  assign \$482  = q2_issue & \$481 ;
-  assign \$483  = q2_issue | q2_fw_take;
-  assign \$484  = q2_h + 1'h1;
-  assign \$485  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign \$486  = ~ q2_skipping;
-  assign \$487  = \$485  & \$486 ;
-  assign \$488  = q2_issue & \$487 ;
-  assign \$489  = ~ \$488 ;
-  assign \$490  = q2_issue ? 8'h00 : fw_status;
-  assign \$491  = | fw_status;
-  assign \$492  = q2_fw_take & \$491 ;
-  assign \$493  = ~ q3_skipping;
-  assign \$494  = q3_issue & \$493 ;
-  assign \$495  = q3_issue | q3_fw_take;
-  assign \$496  = q3_h + 1'h1;
-  assign \$497  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign \$498  = ~ q3_skipping;
-  assign \$499  = \$497  & \$498 ;
-  assign \$500  = q3_issue & \$499 ;
-  assign \$501  = ~ \$500 ;
-  assign \$502  = q3_issue ? 8'h00 : fw_status;
-  assign \$503  = | fw_status;
-  assign \$504  = q3_fw_take & \$503 ;
-  assign \$505  = ~ r_en;
-  assign \$506  = dma_load_issued & \$505 ;
-  assign \$507  = ~ dma_load_issued;
-  assign \$508  = r_en & \$507 ;
-  assign \$509  = | dma_load_outstanding;
-  assign \$510  = \$508  & \$509 ;
-  assign \$511  = dma_load_outstanding + 1'h1;
-  assign \$512  = dma_load_outstanding - 1'h1;
-  assign \$513  = ~ \r_en$201 ;
-  assign \$514  = dma_store_issued & \$513 ;
-  assign \$515  = ~ dma_store_issued;
-  assign \$516  = \r_en$201  & \$515 ;
-  assign \$517  = | dma_store_outstanding;
-  assign \$518  = \$516  & \$517 ;
-  assign \$519  = dma_store_outstanding + 1'h1;
-  assign \$520  = dma_store_outstanding - 1'h1;
-  assign \$521  = ~ \r_en$203 ;
-  assign \$522  = gemm_issued & \$521 ;
-  assign \$523  = ~ gemm_issued;
-  assign \$524  = \r_en$203  & \$523 ;
-  assign \$525  = | gemm_outstanding;
-  assign \$526  = \$524  & \$525 ;
-  assign \$527  = gemm_outstanding + 1'h1;
-  assign \$528  = gemm_outstanding - 1'h1;
-  assign \$529  = ~ \r_en$205 ;
-  assign \$530  = vec_issued & \$529 ;
-  assign \$531  = ~ vec_issued;
-  assign \$532  = \r_en$205  & \$531 ;
-  assign \$533  = | vec_outstanding;
-  assign \$534  = \$532  & \$533 ;
-  assign \$535  = vec_outstanding + 1'h1;
-  assign \$536  = vec_outstanding - 1'h1;
-  assign \$537  = ~ \r_en$207 ;
-  assign \$538  = sfu_issued & \$537 ;
-  assign \$539  = ~ sfu_issued;
-  assign \$540  = \r_en$207  & \$539 ;
-  assign \$541  = | sfu_outstanding;
-  assign \$542  = \$540  & \$541 ;
-  assign \$543  = sfu_outstanding + 1'h1;
-  assign \$544  = sfu_outstanding - 1'h1;
-  assign \$546  = ! \$545 ;
-  assign \$547  = retire_rr_any & \$546 ;
-  assign \$549  = \$548  - q0_r[3:0];
-  assign \$550  = \$549 [3:0] < \$165 [4:0];
-  assign \$553  = ~ \$552 ;
-  assign \$554  = \$550  & \$553 ;
-  assign \$555  = \$547  & \$554 ;
-  assign \$560  = | \$559 ;
-  assign \$562  = \$561  == 1'h1;
-  assign \$563  = retire_rr_any & \$562 ;
-  assign \$565  = \$564  - q1_r[3:0];
-  assign \$566  = \$565 [3:0] < \$166 [4:0];
-  assign \$569  = ~ \$568 ;
-  assign \$570  = \$566  & \$569 ;
-  assign \$571  = \$563  & \$570 ;
-  assign \$576  = | \$575 ;
-  assign \$578  = \$577  == 2'h2;
-  assign \$579  = retire_rr_any & \$578 ;
-  assign \$581  = \$580  - q2_r[3:0];
-  assign \$582  = \$581 [3:0] < \$167 [4:0];
-  assign \$585  = ~ \$584 ;
-  assign \$586  = \$582  & \$585 ;
-  assign \$587  = \$579  & \$586 ;
-  assign \$592  = | \$591 ;
-  assign \$594  = \$593  == 2'h3;
-  assign \$595  = retire_rr_any & \$594 ;
-  assign \$597  = \$596  - q3_r[3:0];
-  assign \$598  = \$597 [3:0] < \$168 [4:0];
-  assign \$601  = ~ \$600 ;
-  assign \$602  = \$598  & \$601 ;
-  assign \$603  = \$595  & \$602 ;
-  assign \$608  = | \$607 ;
-  assign \$609  = q0_list_done + 1'h1;
-  assign \$611  = | \$610 ;
-  assign \$612  = ! q0_list_err;
-  assign \$613  = \$611  & \$612 ;
-  assign \$615  = q0_list_done + 1'h1;
-  assign \$616  = q1_list_done + 1'h1;
-  assign \$618  = | \$617 ;
-  assign \$619  = ! q1_list_err;
-  assign \$620  = \$618  & \$619 ;
-  assign \$622  = q1_list_done + 1'h1;
-  assign \$623  = q2_list_done + 1'h1;
-  assign \$625  = | \$624 ;
-  assign \$626  = ! q2_list_err;
-  assign \$627  = \$625  & \$626 ;
-  assign \$629  = q2_list_done + 1'h1;
-  assign \$630  = q3_list_done + 1'h1;
-  assign \$632  = | \$631 ;
-  assign \$633  = ! q3_list_err;
-  assign \$634  = \$632  & \$633 ;
-  assign \$636  = q3_list_done + 1'h1;
-  assign \$637  = cpl_rr_any & cpl_ready;
-  assign \$638  = cpl_rr_any & cpl_ready;
-  assign \$639  = ! cpl_rr_sel;
-  assign \$640  = \$638  & \$639 ;
-  assign \$641  = q0_silent | \$640 ;
-  assign \$642  = q0_r + 1'h1;
-  assign \$643  = cpl_rr_any & cpl_ready;
-  assign \$644  = ! cpl_rr_sel;
-  assign \$645  = \$643  & \$644 ;
-  assign \$647  = \$645  & \$646 ;
-  assign \$648  = cpl_rr_any & cpl_ready;
-  assign \$649  = cpl_rr_sel == 1'h1;
+  assign cpl_item = \$447  ? \$448  : 16'h0000;
+  assign cpl_halt = | \$449 ;
+  assign \$450  = ! dma_load_outstanding;
+  assign \$451  = ~ \$450 ;
+  assign \$452  = dma_load_since >= watchdog;
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ! dma_store_outstanding;
+  assign \$455  = ~ \$454 ;
+  assign \$456  = dma_store_since >= watchdog;
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = ! gemm_outstanding;
+  assign \$459  = ~ \$458 ;
+  assign \$460  = gemm_since >= watchdog;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = ! vec_outstanding;
+  assign \$463  = ~ \$462 ;
+  assign \$464  = vec_since >= watchdog;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = ! sfu_outstanding;
+  assign \$467  = ~ \$466 ;
+  assign \$468  = sfu_since >= watchdog;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = ~ q0_skipping;
+  assign \$471  = q0_issue & \$470 ;
+  assign \$472  = q0_issue | q0_fw_take;
+  assign \$473  = q0_h + 1'h1;
+  assign \$474  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$475  = ~ q0_skipping;
+  assign \$476  = \$474  & \$475 ;
+  assign \$477  = q0_issue & \$476 ;
+  assign \$478  = ~ \$477 ;
+  assign \$479  = q0_issue ? 8'h00 : fw_status;
+  assign \$480  = | fw_status;
+  assign \$481  = q0_fw_take & \$480 ;
+  assign \$482  = ~ q1_skipping;
+  assign \$483  = q1_issue & \$482 ;
+  assign \$484  = q1_issue | q1_fw_take;
+  assign \$485  = q1_h + 1'h1;
+  assign \$486  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$487  = ~ q1_skipping;
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = q1_issue & \$488 ;
+  assign \$490  = ~ \$489 ;
+  assign \$491  = q1_issue ? 8'h00 : fw_status;
+  assign \$492  = | fw_status;
+  assign \$493  = q1_fw_take & \$492 ;
+  assign \$494  = ~ q2_skipping;
+  assign \$495  = q2_issue & \$494 ;
+  assign \$496  = q2_issue | q2_fw_take;
+  assign \$497  = q2_h + 1'h1;
+  assign \$498  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$499  = ~ q2_skipping;
+  assign \$500  = \$498  & \$499 ;
+  assign \$501  = q2_issue & \$500 ;
+  assign \$502  = ~ \$501 ;
+  assign \$503  = q2_issue ? 8'h00 : fw_status;
+  assign \$504  = | fw_status;
+  assign \$505  = q2_fw_take & \$504 ;
+  assign \$506  = ~ q3_skipping;
+  assign \$507  = q3_issue & \$506 ;
+  assign \$508  = q3_issue | q3_fw_take;
+  assign \$509  = q3_h + 1'h1;
+  assign \$510  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$511  = ~ q3_skipping;
+  assign \$512  = \$510  & \$511 ;
+  assign \$513  = q3_issue & \$512 ;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = q3_issue ? 8'h00 : fw_status;
+  assign \$516  = | fw_status;
+  assign \$517  = q3_fw_take & \$516 ;
+  assign \$518  = ~ q__0__pop;
+  assign \$519  = q__0__valid & \$518 ;
+  assign \$520  = ~ q__0__cleared;
+  assign \$521  = \$519  & \$520 ;
+  assign \$522  = ~ issue_event_write;
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = ~ q__1__pop;
+  assign \$525  = q__1__valid & \$524 ;
+  assign \$526  = ~ q__1__cleared;
+  assign \$527  = \$525  & \$526 ;
+  assign \$528  = ~ issue_event_write;
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ q__2__pop;
+  assign \$531  = q__2__valid & \$530 ;
+  assign \$532  = ~ q__2__cleared;
+  assign \$533  = \$531  & \$532 ;
+  assign \$534  = ~ issue_event_write;
+  assign \$535  = \$533  & \$534 ;
+  assign \$536  = ~ q__3__pop;
+  assign \$537  = q__3__valid & \$536 ;
+  assign \$538  = ~ q__3__cleared;
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = ~ issue_event_write;
+  assign \$541  = \$539  & \$540 ;
+  assign \$542  = ~ r_en;
+  assign \$543  = dma_load_issued & \$542 ;
+  assign \$544  = ~ dma_load_issued;
+  assign \$545  = r_en & \$544 ;
+  assign \$546  = | dma_load_outstanding;
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = dma_load_outstanding + 1'h1;
+  assign \$549  = dma_load_outstanding - 1'h1;
+  assign \$550  = ~ \r_en$215 ;
+  assign \$551  = dma_store_issued & \$550 ;
+  assign \$552  = ~ dma_store_issued;
+  assign \$553  = \r_en$215  & \$552 ;
+  assign \$554  = | dma_store_outstanding;
+  assign \$555  = \$553  & \$554 ;
+  assign \$556  = dma_store_outstanding + 1'h1;
+  assign \$557  = dma_store_outstanding - 1'h1;
+  assign \$558  = ~ \r_en$217 ;
+  assign \$559  = gemm_issued & \$558 ;
+  assign \$560  = ~ gemm_issued;
+  assign \$561  = \r_en$217  & \$560 ;
+  assign \$562  = | gemm_outstanding;
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = gemm_outstanding + 1'h1;
+  assign \$565  = gemm_outstanding - 1'h1;
+  assign \$566  = ~ \r_en$219 ;
+  assign \$567  = vec_issued & \$566 ;
+  assign \$568  = ~ vec_issued;
+  assign \$569  = \r_en$219  & \$568 ;
+  assign \$570  = | vec_outstanding;
+  assign \$571  = \$569  & \$570 ;
+  assign \$572  = vec_outstanding + 1'h1;
+  assign \$573  = vec_outstanding - 1'h1;
+  assign \$574  = ~ \r_en$221 ;
+  assign \$575  = sfu_issued & \$574 ;
+  assign \$576  = ~ sfu_issued;
+  assign \$577  = \r_en$221  & \$576 ;
+  assign \$578  = | sfu_outstanding;
+  assign \$579  = \$577  & \$578 ;
+  assign \$580  = sfu_outstanding + 1'h1;
+  assign \$581  = sfu_outstanding - 1'h1;
+  assign \$583  = ! \$582 ;
+  assign \$584  = retire_rr_any & \$583 ;
+  assign \$586  = \$585  - q0_r[3:0];
+  assign \$587  = \$586 [3:0] < \$165 [4:0];
+  assign \$590  = ~ \$589 ;
+  assign \$591  = \$587  & \$590 ;
+  assign \$592  = \$584  & \$591 ;
+  assign \$597  = | \$596 ;
+  assign \$599  = \$598  == 1'h1;
+  assign \$600  = retire_rr_any & \$599 ;
+  assign \$602  = \$601  - q1_r[3:0];
+  assign \$603  = \$602 [3:0] < \$166 [4:0];
+  assign \$606  = ~ \$605 ;
+  assign \$607  = \$603  & \$606 ;
+  assign \$608  = \$600  & \$607 ;
+  assign \$613  = | \$612 ;
+  assign \$615  = \$614  == 2'h2;
+  assign \$616  = retire_rr_any & \$615 ;
+  assign \$618  = \$617  - q2_r[3:0];
+  assign \$619  = \$618 [3:0] < \$167 [4:0];
+  assign \$622  = ~ \$621 ;
+  assign \$623  = \$619  & \$622 ;
+  assign \$624  = \$616  & \$623 ;
+  assign \$629  = | \$628 ;
+  assign \$631  = \$630  == 2'h3;
+  assign \$632  = retire_rr_any & \$631 ;
+  assign \$634  = \$633  - q3_r[3:0];
+  assign \$635  = \$634 [3:0] < \$168 [4:0];
+  assign \$638  = ~ \$637 ;
+  assign \$639  = \$635  & \$638 ;
+  assign \$640  = \$632  & \$639 ;
+  assign \$645  = | \$644 ;
+  assign \$646  = q0_list_done + 1'h1;
+  assign \$648  = | \$647 ;
+  assign \$649  = ! q0_list_err;
   assign \$650  = \$648  & \$649 ;
-  assign \$651  = q1_silent | \$650 ;
-  assign \$652  = q1_r + 1'h1;
-  assign \$653  = cpl_rr_any & cpl_ready;
-  assign \$654  = cpl_rr_sel == 1'h1;
-  assign \$655  = \$653  & \$654 ;
+  assign \$652  = q0_list_done + 1'h1;
+  assign \$653  = q1_list_done + 1'h1;
+  assign \$655  = | \$654 ;
+  assign \$656  = ! q1_list_err;
   assign \$657  = \$655  & \$656 ;
-  assign \$658  = cpl_rr_any & cpl_ready;
-  assign \$659  = cpl_rr_sel == 2'h2;
-  assign \$660  = \$658  & \$659 ;
-  assign \$661  = q2_silent | \$660 ;
-  assign \$662  = q2_r + 1'h1;
-  assign \$663  = cpl_rr_any & cpl_ready;
-  assign \$664  = cpl_rr_sel == 2'h2;
-  assign \$665  = \$663  & \$664 ;
-  assign \$667  = \$665  & \$666 ;
-  assign \$668  = cpl_rr_any & cpl_ready;
-  assign \$669  = cpl_rr_sel == 2'h3;
-  assign \$670  = \$668  & \$669 ;
-  assign \$671  = q3_silent | \$670 ;
-  assign \$672  = q3_r + 1'h1;
-  assign \$673  = cpl_rr_any & cpl_ready;
-  assign \$674  = cpl_rr_sel == 2'h3;
-  assign \$675  = \$673  & \$674 ;
+  assign \$659  = q1_list_done + 1'h1;
+  assign \$660  = q2_list_done + 1'h1;
+  assign \$662  = | \$661 ;
+  assign \$663  = ! q2_list_err;
+  assign \$664  = \$662  & \$663 ;
+  assign \$666  = q2_list_done + 1'h1;
+  assign \$667  = q3_list_done + 1'h1;
+  assign \$669  = | \$668 ;
+  assign \$670  = ! q3_list_err;
+  assign \$671  = \$669  & \$670 ;
+  assign \$673  = q3_list_done + 1'h1;
+  assign \$674  = cpl_rr_any & cpl_ready;
+  assign \$675  = cpl_rr_any & cpl_ready;
+  assign \$676  = ! cpl_rr_sel;
   assign \$677  = \$675  & \$676 ;
-  assign \$678  = ! dma_load_outstanding;
-  assign \$679  = \$678  | r_en;
-  assign \$680  = \$679  | engine_reset[0];
-  assign \$681  = & dma_load_since;
-  assign \$682  = ~ \$681 ;
-  assign \$683  = dma_load_since + 1'h1;
-  assign \$684  = ! dma_store_outstanding;
-  assign \$685  = \$684  | \r_en$201 ;
-  assign \$686  = \$685  | engine_reset[1];
-  assign \$687  = & dma_store_since;
-  assign \$688  = ~ \$687 ;
-  assign \$689  = dma_store_since + 1'h1;
-  assign \$690  = ! gemm_outstanding;
-  assign \$691  = \$690  | \r_en$203 ;
-  assign \$692  = \$691  | engine_reset[2];
-  assign \$693  = & gemm_since;
-  assign \$694  = ~ \$693 ;
-  assign \$695  = gemm_since + 1'h1;
-  assign \$696  = ! vec_outstanding;
-  assign \$697  = \$696  | \r_en$205 ;
-  assign \$698  = \$697  | engine_reset[3];
-  assign \$699  = & vec_since;
-  assign \$700  = ~ \$699 ;
-  assign \$701  = vec_since + 1'h1;
-  assign \$702  = ! sfu_outstanding;
-  assign \$703  = \$702  | \r_en$207 ;
-  assign \$704  = \$703  | engine_reset[4];
-  assign \$705  = & sfu_since;
-  assign \$706  = ~ \$705 ;
-  assign \$707  = sfu_since + 1'h1;
+  assign \$678  = q0_silent | \$677 ;
+  assign \$679  = q0_r + 1'h1;
+  assign \$680  = cpl_rr_any & cpl_ready;
+  assign \$681  = ! cpl_rr_sel;
+  assign \$682  = \$680  & \$681 ;
+  assign \$684  = \$682  & \$683 ;
+  assign \$685  = cpl_rr_any & cpl_ready;
+  assign \$686  = cpl_rr_sel == 1'h1;
+  assign \$687  = \$685  & \$686 ;
+  assign \$688  = q1_silent | \$687 ;
+  assign \$689  = q1_r + 1'h1;
+  assign \$690  = cpl_rr_any & cpl_ready;
+  assign \$691  = cpl_rr_sel == 1'h1;
+  assign \$692  = \$690  & \$691 ;
+  assign \$694  = \$692  & \$693 ;
+  assign \$695  = cpl_rr_any & cpl_ready;
+  assign \$696  = cpl_rr_sel == 2'h2;
+  assign \$697  = \$695  & \$696 ;
+  assign \$698  = q2_silent | \$697 ;
+  assign \$699  = q2_r + 1'h1;
+  assign \$700  = cpl_rr_any & cpl_ready;
+  assign \$701  = cpl_rr_sel == 2'h2;
+  assign \$702  = \$700  & \$701 ;
+  assign \$704  = \$702  & \$703 ;
+  assign \$705  = cpl_rr_any & cpl_ready;
+  assign \$706  = cpl_rr_sel == 2'h3;
+  assign \$707  = \$705  & \$706 ;
+  assign \$708  = q3_silent | \$707 ;
+  assign \$709  = q3_r + 1'h1;
+  assign \$710  = cpl_rr_any & cpl_ready;
+  assign \$711  = cpl_rr_sel == 2'h3;
+  assign \$712  = \$710  & \$711 ;
+  assign \$714  = \$712  & \$713 ;
+  assign \$715  = ! dma_load_outstanding;
+  assign \$716  = \$715  | r_en;
+  assign \$717  = \$716  | engine_reset[0];
+  assign \$718  = & dma_load_since;
+  assign \$719  = ~ \$718 ;
+  assign \$720  = dma_load_since + 1'h1;
+  assign \$721  = ! dma_store_outstanding;
+  assign \$722  = \$721  | \r_en$215 ;
+  assign \$723  = \$722  | engine_reset[1];
+  assign \$724  = & dma_store_since;
+  assign \$725  = ~ \$724 ;
+  assign \$726  = dma_store_since + 1'h1;
+  assign \$727  = ! gemm_outstanding;
+  assign \$728  = \$727  | \r_en$217 ;
+  assign \$729  = \$728  | engine_reset[2];
+  assign \$730  = & gemm_since;
+  assign \$731  = ~ \$730 ;
+  assign \$732  = gemm_since + 1'h1;
+  assign \$733  = ! vec_outstanding;
+  assign \$734  = \$733  | \r_en$219 ;
+  assign \$735  = \$734  | engine_reset[3];
+  assign \$736  = & vec_since;
+  assign \$737  = ~ \$736 ;
+  assign \$738  = vec_since + 1'h1;
+  assign \$739  = ! sfu_outstanding;
+  assign \$740  = \$739  | \r_en$221 ;
+  assign \$741  = \$740  | engine_reset[4];
+  assign \$742  = & sfu_since;
+  assign \$743  = ~ \$742 ;
+  assign \$744  = sfu_since + 1'h1;
   always @(posedge clk)
-    issue_rr_last <= \$708 ;
+    q0_wait_reached_r <= \$745 ;
   always @(posedge clk)
-    events <= \$709 ;
+    q1_wait_reached_r <= \$746 ;
   always @(posedge clk)
-    q0_h <= \$710 ;
+    q2_wait_reached_r <= \$747 ;
   always @(posedge clk)
-    q0_done <= \$711 ;
+    q3_wait_reached_r <= \$748 ;
   always @(posedge clk)
-    q0_status0 <= \$712 ;
+    issue_rr_last <= \$749 ;
   always @(posedge clk)
-    q0_status1 <= \$713 ;
+    events <= \$750 ;
   always @(posedge clk)
-    q0_status2 <= \$714 ;
+    q0_h <= \$751 ;
   always @(posedge clk)
-    q0_status3 <= \$715 ;
+    q0_done <= \$752 ;
   always @(posedge clk)
-    q0_status4 <= \$716 ;
+    q0_status0 <= \$753 ;
   always @(posedge clk)
-    q0_status5 <= \$717 ;
+    q0_status1 <= \$754 ;
   always @(posedge clk)
-    q0_status6 <= \$718 ;
+    q0_status2 <= \$755 ;
   always @(posedge clk)
-    q0_status7 <= \$719 ;
+    q0_status3 <= \$756 ;
   always @(posedge clk)
-    q0_status8 <= \$720 ;
+    q0_status4 <= \$757 ;
   always @(posedge clk)
-    q0_status9 <= \$721 ;
+    q0_status5 <= \$758 ;
   always @(posedge clk)
-    q0_status10 <= \$722 ;
+    q0_status6 <= \$759 ;
   always @(posedge clk)
-    q0_status11 <= \$723 ;
+    q0_status7 <= \$760 ;
   always @(posedge clk)
-    q0_status12 <= \$724 ;
+    q0_status8 <= \$761 ;
   always @(posedge clk)
-    q0_status13 <= \$725 ;
+    q0_status9 <= \$762 ;
   always @(posedge clk)
-    q0_status14 <= \$726 ;
+    q0_status10 <= \$763 ;
   always @(posedge clk)
-    q0_status15 <= \$727 ;
+    q0_status11 <= \$764 ;
   always @(posedge clk)
-    q0_failed <= \$728 ;
+    q0_status12 <= \$765 ;
   always @(posedge clk)
-    q1_h <= \$729 ;
+    q0_status13 <= \$766 ;
   always @(posedge clk)
-    q1_done <= \$730 ;
+    q0_status14 <= \$767 ;
   always @(posedge clk)
-    q1_status0 <= \$731 ;
+    q0_status15 <= \$768 ;
   always @(posedge clk)
-    q1_status1 <= \$732 ;
+    q0_failed <= \$769 ;
   always @(posedge clk)
-    q1_status2 <= \$733 ;
+    q1_h <= \$770 ;
   always @(posedge clk)
-    q1_status3 <= \$734 ;
+    q1_done <= \$771 ;
   always @(posedge clk)
-    q1_status4 <= \$735 ;
+    q1_status0 <= \$772 ;
   always @(posedge clk)
-    q1_status5 <= \$736 ;
+    q1_status1 <= \$773 ;
   always @(posedge clk)
-    q1_status6 <= \$737 ;
+    q1_status2 <= \$774 ;
   always @(posedge clk)
-    q1_status7 <= \$738 ;
+    q1_status3 <= \$775 ;
   always @(posedge clk)
-    q1_status8 <= \$739 ;
+    q1_status4 <= \$776 ;
   always @(posedge clk)
-    q1_status9 <= \$740 ;
+    q1_status5 <= \$777 ;
   always @(posedge clk)
-    q1_status10 <= \$741 ;
+    q1_status6 <= \$778 ;
   always @(posedge clk)
-    q1_status11 <= \$742 ;
+    q1_status7 <= \$779 ;
   always @(posedge clk)
-    q1_status12 <= \$743 ;
+    q1_status8 <= \$780 ;
   always @(posedge clk)
-    q1_status13 <= \$744 ;
+    q1_status9 <= \$781 ;
   always @(posedge clk)
-    q1_status14 <= \$745 ;
+    q1_status10 <= \$782 ;
   always @(posedge clk)
-    q1_status15 <= \$746 ;
+    q1_status11 <= \$783 ;
   always @(posedge clk)
-    q1_failed <= \$747 ;
+    q1_status12 <= \$784 ;
   always @(posedge clk)
-    q2_h <= \$748 ;
+    q1_status13 <= \$785 ;
   always @(posedge clk)
-    q2_done <= \$749 ;
+    q1_status14 <= \$786 ;
   always @(posedge clk)
-    q2_status0 <= \$750 ;
+    q1_status15 <= \$787 ;
   always @(posedge clk)
-    q2_status1 <= \$751 ;
+    q1_failed <= \$788 ;
   always @(posedge clk)
-    q2_status2 <= \$752 ;
+    q2_h <= \$789 ;
   always @(posedge clk)
-    q2_status3 <= \$753 ;
+    q2_done <= \$790 ;
   always @(posedge clk)
-    q2_status4 <= \$754 ;
+    q2_status0 <= \$791 ;
   always @(posedge clk)
-    q2_status5 <= \$755 ;
+    q2_status1 <= \$792 ;
   always @(posedge clk)
-    q2_status6 <= \$756 ;
+    q2_status2 <= \$793 ;
   always @(posedge clk)
-    q2_status7 <= \$757 ;
+    q2_status3 <= \$794 ;
   always @(posedge clk)
-    q2_status8 <= \$758 ;
+    q2_status4 <= \$795 ;
   always @(posedge clk)
-    q2_status9 <= \$759 ;
+    q2_status5 <= \$796 ;
   always @(posedge clk)
-    q2_status10 <= \$760 ;
+    q2_status6 <= \$797 ;
   always @(posedge clk)
-    q2_status11 <= \$761 ;
+    q2_status7 <= \$798 ;
   always @(posedge clk)
-    q2_status12 <= \$762 ;
+    q2_status8 <= \$799 ;
   always @(posedge clk)
-    q2_status13 <= \$763 ;
+    q2_status9 <= \$800 ;
   always @(posedge clk)
-    q2_status14 <= \$764 ;
+    q2_status10 <= \$801 ;
   always @(posedge clk)
-    q2_status15 <= \$765 ;
+    q2_status11 <= \$802 ;
   always @(posedge clk)
-    q2_failed <= \$766 ;
+    q2_status12 <= \$803 ;
   always @(posedge clk)
-    q3_h <= \$767 ;
+    q2_status13 <= \$804 ;
   always @(posedge clk)
-    q3_done <= \$768 ;
+    q2_status14 <= \$805 ;
   always @(posedge clk)
-    q3_status0 <= \$769 ;
+    q2_status15 <= \$806 ;
   always @(posedge clk)
-    q3_status1 <= \$770 ;
+    q2_failed <= \$807 ;
   always @(posedge clk)
-    q3_status2 <= \$771 ;
+    q3_h <= \$808 ;
   always @(posedge clk)
-    q3_status3 <= \$772 ;
+    q3_done <= \$809 ;
   always @(posedge clk)
-    q3_status4 <= \$773 ;
+    q3_status0 <= \$810 ;
   always @(posedge clk)
-    q3_status5 <= \$774 ;
+    q3_status1 <= \$811 ;
   always @(posedge clk)
-    q3_status6 <= \$775 ;
+    q3_status2 <= \$812 ;
   always @(posedge clk)
-    q3_status7 <= \$776 ;
+    q3_status3 <= \$813 ;
   always @(posedge clk)
-    q3_status8 <= \$777 ;
+    q3_status4 <= \$814 ;
   always @(posedge clk)
-    q3_status9 <= \$778 ;
+    q3_status5 <= \$815 ;
   always @(posedge clk)
-    q3_status10 <= \$779 ;
+    q3_status6 <= \$816 ;
   always @(posedge clk)
-    q3_status11 <= \$780 ;
+    q3_status7 <= \$817 ;
   always @(posedge clk)
-    q3_status12 <= \$781 ;
+    q3_status8 <= \$818 ;
   always @(posedge clk)
-    q3_status13 <= \$782 ;
+    q3_status9 <= \$819 ;
   always @(posedge clk)
-    q3_status14 <= \$783 ;
+    q3_status10 <= \$820 ;
   always @(posedge clk)
-    q3_status15 <= \$784 ;
+    q3_status11 <= \$821 ;
   always @(posedge clk)
-    q3_failed <= \$785 ;
+    q3_status12 <= \$822 ;
   always @(posedge clk)
-    retire_rr_last <= \$786 ;
+    q3_status13 <= \$823 ;
   always @(posedge clk)
-    dma_load_outstanding <= \$787 ;
+    q3_status14 <= \$824 ;
   always @(posedge clk)
-    dma_store_outstanding <= \$788 ;
+    q3_status15 <= \$825 ;
   always @(posedge clk)
-    gemm_outstanding <= \$789 ;
+    q3_failed <= \$826 ;
   always @(posedge clk)
-    vec_outstanding <= \$790 ;
+    q0_wait_fresh <= \$827 ;
   always @(posedge clk)
-    sfu_outstanding <= \$791 ;
+    q1_wait_fresh <= \$828 ;
   always @(posedge clk)
-    q0_list_done <= \$792 ;
+    q2_wait_fresh <= \$829 ;
   always @(posedge clk)
-    q0_list_err <= \$793 ;
+    q3_wait_fresh <= \$830 ;
   always @(posedge clk)
-    q0_list_item <= \$794 ;
+    retire_rr_last <= \$831 ;
   always @(posedge clk)
-    q1_list_done <= \$795 ;
+    dma_load_outstanding <= \$832 ;
   always @(posedge clk)
-    q1_list_err <= \$796 ;
+    dma_store_outstanding <= \$833 ;
   always @(posedge clk)
-    q1_list_item <= \$797 ;
+    gemm_outstanding <= \$834 ;
   always @(posedge clk)
-    q2_list_done <= \$798 ;
+    vec_outstanding <= \$835 ;
   always @(posedge clk)
-    q2_list_err <= \$799 ;
+    sfu_outstanding <= \$836 ;
   always @(posedge clk)
-    q2_list_item <= \$800 ;
+    q0_list_done <= \$837 ;
   always @(posedge clk)
-    q3_list_done <= \$801 ;
+    q0_list_err <= \$838 ;
   always @(posedge clk)
-    q3_list_err <= \$802 ;
+    q0_list_item <= \$839 ;
   always @(posedge clk)
-    q3_list_item <= \$803 ;
+    q1_list_done <= \$840 ;
   always @(posedge clk)
-    cpl_rr_last <= \$804 ;
+    q1_list_err <= \$841 ;
   always @(posedge clk)
-    q0_r <= \$805 ;
+    q1_list_item <= \$842 ;
   always @(posedge clk)
-    q1_r <= \$806 ;
+    q2_list_done <= \$843 ;
   always @(posedge clk)
-    q2_r <= \$807 ;
+    q2_list_err <= \$844 ;
   always @(posedge clk)
-    q3_r <= \$808 ;
+    q2_list_item <= \$845 ;
   always @(posedge clk)
-    dma_load_since <= \$809 ;
+    q3_list_done <= \$846 ;
   always @(posedge clk)
-    dma_store_since <= \$810 ;
+    q3_list_err <= \$847 ;
   always @(posedge clk)
-    gemm_since <= \$811 ;
+    q3_list_item <= \$848 ;
   always @(posedge clk)
-    vec_since <= \$812 ;
+    cpl_rr_last <= \$849 ;
   always @(posedge clk)
-    sfu_since <= \$813 ;
+    q0_r <= \$850 ;
+  always @(posedge clk)
+    q1_r <= \$851 ;
+  always @(posedge clk)
+    q2_r <= \$852 ;
+  always @(posedge clk)
+    q3_r <= \$853 ;
+  always @(posedge clk)
+    dma_load_since <= \$854 ;
+  always @(posedge clk)
+    dma_store_since <= \$855 ;
+  always @(posedge clk)
+    gemm_since <= \$856 ;
+  always @(posedge clk)
+    vec_since <= \$857 ;
+  always @(posedge clk)
+    sfu_since <= \$858 ;
   assign \$1  = \port$5829$0 [7:0] == 1'h1;
   assign \$2  = ! \port$5829$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
@@ -34776,7 +34940,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
   assign \$41  = \$40  - \port$5829$0 [95:64];
-  assign q0_wait_reached = ~ \$41 [31];
+  assign q0_wait_reached_now = ~ \$41 [31];
+  assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
   assign \$42  = \port$5859$0 [7:0] == 1'h1;
   assign \$43  = ! \port$5859$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
@@ -34828,7 +34993,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
   assign \$82  = \$81  - \port$5859$0 [95:64];
-  assign q1_wait_reached = ~ \$82 [31];
+  assign q1_wait_reached_now = ~ \$82 [31];
+  assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
   assign \$83  = \port$5889$0 [7:0] == 1'h1;
   assign \$84  = ! \port$5889$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
@@ -34862,55 +35028,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$105  = \port$5889$0 [7:0] == 3'h5;
   assign \$106  = ! \port$5889$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = \port$5889$0 [39:32] < 5'h10;
-  assign \$112  = \$110  & \$111 ;
-  assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5889$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5889$0 [15:9];
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5889$0 [63:40];
-  assign \$117  = ! \port$5889$0 [255:96];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5889$0 [39:32] < 5'h10;
-  assign \$120  = \$118  & \$119 ;
-  assign q2_head_wait_event = \$115  & \$120 ;
-  assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5889$0 [95:64];
-  assign q2_wait_reached = ~ \$123 [31];
-  assign \$124  = \port$5919$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5919$0 [15:9];
-  assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5919$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5919$0 [15:9];
-  assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5919$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5919$0 [15:9];
-  assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5919$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5919$0 [15:9];
-  assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5919$0 [7:0] == 4'h8;
-  assign \$133  = \port$5919$0 [7:0] == 4'h9;
-  assign \$134  = \port$5919$0 [7:0] == 4'ha;
-  assign \$135  = \port$5919$0 [7:0] == 4'hb;
-  assign \$136  = \port$5919$0 [7:0] == 4'hc;
-  assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5919$0 [15:9];
-  assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5919$0 [7:0];
-  assign \$140  = ! \port$5919$0 [15:9];
-  assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5919$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5919$0 [257];
-  assign \$143  = ! \port$5919$0 [15:9];
-  assign q3_head_exec_list = \$142  & \$143 ;
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$11906$16 (retire__0__tag),
+    .\port$11948$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -34920,44 +35040,82 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$11910$16 (retire__1__tag),
+    .\port$11952$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
-    .r_data(\r_data$324 ),
-    .r_en(\r_en$201 ),
-    .r_rdy(\r_rdy$193 ),
+    .r_data(\r_data$342 ),
+    .r_en(\r_en$215 ),
+    .r_rdy(\r_rdy$207 ),
     .rst(rst),
-    .w_en(\w_en$171 )
+    .w_en(\w_en$185 )
   );
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$11914$16 (retire__2__tag),
+    .\port$11956$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
-    .r_data(\r_data$325 ),
-    .r_en(\r_en$203 ),
-    .r_rdy(\r_rdy$194 ),
+    .r_data(\r_data$343 ),
+    .r_en(\r_en$217 ),
+    .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$176 )
+    .w_en(\w_en$190 )
   );
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$11922$16 (retire__4__tag),
+    .\port$11964$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
-    .r_data(\r_data$327 ),
-    .r_en(\r_en$207 ),
-    .r_rdy(\r_rdy$196 ),
+    .r_data(\r_data$345 ),
+    .r_en(\r_en$221 ),
+    .r_rdy(\r_rdy$210 ),
     .rst(rst),
-    .w_en(\w_en$186 )
+    .w_en(\w_en$200 )
   );
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$11918$16 (retire__3__tag),
+    .\port$11960$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
-    .r_data(\r_data$326 ),
-    .r_en(\r_en$205 ),
-    .r_rdy(\r_rdy$195 ),
+    .r_data(\r_data$344 ),
+    .r_en(\r_en$219 ),
+    .r_rdy(\r_rdy$209 ),
     .rst(rst),
-    .w_en(\w_en$181 )
+    .w_en(\w_en$195 )
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\port$5889$0 [35:32])
+      4'h0:
+          \$122  = events[31:0];
+      4'h1:
+          \$122  = events[63:32];
+      4'h2:
+          \$122  = events[95:64];
+      4'h3:
+          \$122  = events[127:96];
+      4'h4:
+          \$122  = events[159:128];
+      4'h5:
+          \$122  = events[191:160];
+      4'h6:
+          \$122  = events[223:192];
+      4'h7:
+          \$122  = events[255:224];
+      4'h8:
+          \$122  = events[287:256];
+      4'h9:
+          \$122  = events[319:288];
+      4'ha:
+          \$122  = events[351:320];
+      4'hb:
+          \$122  = events[383:352];
+      4'hc:
+          \$122  = events[415:384];
+      4'hd:
+          \$122  = events[447:416];
+      4'he:
+          \$122  = events[479:448];
+      4'hf:
+          \$122  = events[511:480];
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
@@ -35113,37 +35271,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$395  = q0_done[0];
+          \$408  = q0_done[0];
       4'h1:
-          \$395  = q0_done[1];
+          \$408  = q0_done[1];
       4'h2:
-          \$395  = q0_done[2];
+          \$408  = q0_done[2];
       4'h3:
-          \$395  = q0_done[3];
+          \$408  = q0_done[3];
       4'h4:
-          \$395  = q0_done[4];
+          \$408  = q0_done[4];
       4'h5:
-          \$395  = q0_done[5];
+          \$408  = q0_done[5];
       4'h6:
-          \$395  = q0_done[6];
+          \$408  = q0_done[6];
       4'h7:
-          \$395  = q0_done[7];
+          \$408  = q0_done[7];
       4'h8:
-          \$395  = q0_done[8];
+          \$408  = q0_done[8];
       4'h9:
-          \$395  = q0_done[9];
+          \$408  = q0_done[9];
       4'ha:
-          \$395  = q0_done[10];
+          \$408  = q0_done[10];
       4'hb:
-          \$395  = q0_done[11];
+          \$408  = q0_done[11];
       4'hc:
-          \$395  = q0_done[12];
+          \$408  = q0_done[12];
       4'hd:
-          \$395  = q0_done[13];
+          \$408  = q0_done[13];
       4'he:
-          \$395  = q0_done[14];
+          \$408  = q0_done[14];
       4'hf:
-          \$395  = q0_done[15];
+          \$408  = q0_done[15];
     endcase
   end
   always @* begin
@@ -35151,37 +35309,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$398  = q0_done[0];
+          \$411  = q0_done[0];
       4'h1:
-          \$398  = q0_done[1];
+          \$411  = q0_done[1];
       4'h2:
-          \$398  = q0_done[2];
+          \$411  = q0_done[2];
       4'h3:
-          \$398  = q0_done[3];
+          \$411  = q0_done[3];
       4'h4:
-          \$398  = q0_done[4];
+          \$411  = q0_done[4];
       4'h5:
-          \$398  = q0_done[5];
+          \$411  = q0_done[5];
       4'h6:
-          \$398  = q0_done[6];
+          \$411  = q0_done[6];
       4'h7:
-          \$398  = q0_done[7];
+          \$411  = q0_done[7];
       4'h8:
-          \$398  = q0_done[8];
+          \$411  = q0_done[8];
       4'h9:
-          \$398  = q0_done[9];
+          \$411  = q0_done[9];
       4'ha:
-          \$398  = q0_done[10];
+          \$411  = q0_done[10];
       4'hb:
-          \$398  = q0_done[11];
+          \$411  = q0_done[11];
       4'hc:
-          \$398  = q0_done[12];
+          \$411  = q0_done[12];
       4'hd:
-          \$398  = q0_done[13];
+          \$411  = q0_done[13];
       4'he:
-          \$398  = q0_done[14];
+          \$411  = q0_done[14];
       4'hf:
-          \$398  = q0_done[15];
+          \$411  = q0_done[15];
     endcase
   end
   always @* begin
@@ -35189,37 +35347,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$403  = q0_status0;
+          \$416  = q0_status0;
       4'h1:
-          \$403  = q0_status1;
+          \$416  = q0_status1;
       4'h2:
-          \$403  = q0_status2;
+          \$416  = q0_status2;
       4'h3:
-          \$403  = q0_status3;
+          \$416  = q0_status3;
       4'h4:
-          \$403  = q0_status4;
+          \$416  = q0_status4;
       4'h5:
-          \$403  = q0_status5;
+          \$416  = q0_status5;
       4'h6:
-          \$403  = q0_status6;
+          \$416  = q0_status6;
       4'h7:
-          \$403  = q0_status7;
+          \$416  = q0_status7;
       4'h8:
-          \$403  = q0_status8;
+          \$416  = q0_status8;
       4'h9:
-          \$403  = q0_status9;
+          \$416  = q0_status9;
       4'ha:
-          \$403  = q0_status10;
+          \$416  = q0_status10;
       4'hb:
-          \$403  = q0_status11;
+          \$416  = q0_status11;
       4'hc:
-          \$403  = q0_status12;
+          \$416  = q0_status12;
       4'hd:
-          \$403  = q0_status13;
+          \$416  = q0_status13;
       4'he:
-          \$403  = q0_status14;
+          \$416  = q0_status14;
       4'hf:
-          \$403  = q0_status15;
+          \$416  = q0_status15;
     endcase
   end
   always @* begin
@@ -35227,37 +35385,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$405  = q1_done[0];
+          \$418  = q1_done[0];
       4'h1:
-          \$405  = q1_done[1];
+          \$418  = q1_done[1];
       4'h2:
-          \$405  = q1_done[2];
+          \$418  = q1_done[2];
       4'h3:
-          \$405  = q1_done[3];
+          \$418  = q1_done[3];
       4'h4:
-          \$405  = q1_done[4];
+          \$418  = q1_done[4];
       4'h5:
-          \$405  = q1_done[5];
+          \$418  = q1_done[5];
       4'h6:
-          \$405  = q1_done[6];
+          \$418  = q1_done[6];
       4'h7:
-          \$405  = q1_done[7];
+          \$418  = q1_done[7];
       4'h8:
-          \$405  = q1_done[8];
+          \$418  = q1_done[8];
       4'h9:
-          \$405  = q1_done[9];
+          \$418  = q1_done[9];
       4'ha:
-          \$405  = q1_done[10];
+          \$418  = q1_done[10];
       4'hb:
-          \$405  = q1_done[11];
+          \$418  = q1_done[11];
       4'hc:
-          \$405  = q1_done[12];
+          \$418  = q1_done[12];
       4'hd:
-          \$405  = q1_done[13];
+          \$418  = q1_done[13];
       4'he:
-          \$405  = q1_done[14];
+          \$418  = q1_done[14];
       4'hf:
-          \$405  = q1_done[15];
+          \$418  = q1_done[15];
     endcase
   end
   always @* begin
@@ -35265,37 +35423,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$408  = q1_done[0];
+          \$421  = q1_done[0];
       4'h1:
-          \$408  = q1_done[1];
+          \$421  = q1_done[1];
       4'h2:
-          \$408  = q1_done[2];
+          \$421  = q1_done[2];
       4'h3:
-          \$408  = q1_done[3];
+          \$421  = q1_done[3];
       4'h4:
-          \$408  = q1_done[4];
+          \$421  = q1_done[4];
       4'h5:
-          \$408  = q1_done[5];
+          \$421  = q1_done[5];
       4'h6:
-          \$408  = q1_done[6];
+          \$421  = q1_done[6];
       4'h7:
-          \$408  = q1_done[7];
+          \$421  = q1_done[7];
       4'h8:
-          \$408  = q1_done[8];
+          \$421  = q1_done[8];
       4'h9:
-          \$408  = q1_done[9];
+          \$421  = q1_done[9];
       4'ha:
-          \$408  = q1_done[10];
+          \$421  = q1_done[10];
       4'hb:
-          \$408  = q1_done[11];
+          \$421  = q1_done[11];
       4'hc:
-          \$408  = q1_done[12];
+          \$421  = q1_done[12];
       4'hd:
-          \$408  = q1_done[13];
+          \$421  = q1_done[13];
       4'he:
-          \$408  = q1_done[14];
+          \$421  = q1_done[14];
       4'hf:
-          \$408  = q1_done[15];
+          \$421  = q1_done[15];
     endcase
   end
   always @* begin
@@ -35303,37 +35461,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$413  = q1_status0;
+          \$426  = q1_status0;
       4'h1:
-          \$413  = q1_status1;
+          \$426  = q1_status1;
       4'h2:
-          \$413  = q1_status2;
+          \$426  = q1_status2;
       4'h3:
-          \$413  = q1_status3;
+          \$426  = q1_status3;
       4'h4:
-          \$413  = q1_status4;
+          \$426  = q1_status4;
       4'h5:
-          \$413  = q1_status5;
+          \$426  = q1_status5;
       4'h6:
-          \$413  = q1_status6;
+          \$426  = q1_status6;
       4'h7:
-          \$413  = q1_status7;
+          \$426  = q1_status7;
       4'h8:
-          \$413  = q1_status8;
+          \$426  = q1_status8;
       4'h9:
-          \$413  = q1_status9;
+          \$426  = q1_status9;
       4'ha:
-          \$413  = q1_status10;
+          \$426  = q1_status10;
       4'hb:
-          \$413  = q1_status11;
+          \$426  = q1_status11;
       4'hc:
-          \$413  = q1_status12;
+          \$426  = q1_status12;
       4'hd:
-          \$413  = q1_status13;
+          \$426  = q1_status13;
       4'he:
-          \$413  = q1_status14;
+          \$426  = q1_status14;
       4'hf:
-          \$413  = q1_status15;
+          \$426  = q1_status15;
     endcase
   end
   always @* begin
@@ -35341,37 +35499,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$415  = q2_done[0];
+          \$428  = q2_done[0];
       4'h1:
-          \$415  = q2_done[1];
+          \$428  = q2_done[1];
       4'h2:
-          \$415  = q2_done[2];
+          \$428  = q2_done[2];
       4'h3:
-          \$415  = q2_done[3];
+          \$428  = q2_done[3];
       4'h4:
-          \$415  = q2_done[4];
+          \$428  = q2_done[4];
       4'h5:
-          \$415  = q2_done[5];
+          \$428  = q2_done[5];
       4'h6:
-          \$415  = q2_done[6];
+          \$428  = q2_done[6];
       4'h7:
-          \$415  = q2_done[7];
+          \$428  = q2_done[7];
       4'h8:
-          \$415  = q2_done[8];
+          \$428  = q2_done[8];
       4'h9:
-          \$415  = q2_done[9];
+          \$428  = q2_done[9];
       4'ha:
-          \$415  = q2_done[10];
+          \$428  = q2_done[10];
       4'hb:
-          \$415  = q2_done[11];
+          \$428  = q2_done[11];
       4'hc:
-          \$415  = q2_done[12];
+          \$428  = q2_done[12];
       4'hd:
-          \$415  = q2_done[13];
+          \$428  = q2_done[13];
       4'he:
-          \$415  = q2_done[14];
+          \$428  = q2_done[14];
       4'hf:
-          \$415  = q2_done[15];
+          \$428  = q2_done[15];
     endcase
   end
   always @* begin
@@ -35379,37 +35537,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$418  = q2_done[0];
+          \$431  = q2_done[0];
       4'h1:
-          \$418  = q2_done[1];
+          \$431  = q2_done[1];
       4'h2:
-          \$418  = q2_done[2];
+          \$431  = q2_done[2];
       4'h3:
-          \$418  = q2_done[3];
+          \$431  = q2_done[3];
       4'h4:
-          \$418  = q2_done[4];
+          \$431  = q2_done[4];
       4'h5:
-          \$418  = q2_done[5];
+          \$431  = q2_done[5];
       4'h6:
-          \$418  = q2_done[6];
+          \$431  = q2_done[6];
       4'h7:
-          \$418  = q2_done[7];
+          \$431  = q2_done[7];
       4'h8:
-          \$418  = q2_done[8];
+          \$431  = q2_done[8];
       4'h9:
-          \$418  = q2_done[9];
+          \$431  = q2_done[9];
       4'ha:
-          \$418  = q2_done[10];
+          \$431  = q2_done[10];
       4'hb:
-          \$418  = q2_done[11];
+          \$431  = q2_done[11];
       4'hc:
-          \$418  = q2_done[12];
+          \$431  = q2_done[12];
       4'hd:
-          \$418  = q2_done[13];
+          \$431  = q2_done[13];
       4'he:
-          \$418  = q2_done[14];
+          \$431  = q2_done[14];
       4'hf:
-          \$418  = q2_done[15];
+          \$431  = q2_done[15];
     endcase
   end
   always @* begin
@@ -35417,37 +35575,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$423  = q2_status0;
+          \$436  = q2_status0;
       4'h1:
-          \$423  = q2_status1;
+          \$436  = q2_status1;
       4'h2:
-          \$423  = q2_status2;
+          \$436  = q2_status2;
       4'h3:
-          \$423  = q2_status3;
+          \$436  = q2_status3;
       4'h4:
-          \$423  = q2_status4;
+          \$436  = q2_status4;
       4'h5:
-          \$423  = q2_status5;
+          \$436  = q2_status5;
       4'h6:
-          \$423  = q2_status6;
+          \$436  = q2_status6;
       4'h7:
-          \$423  = q2_status7;
+          \$436  = q2_status7;
       4'h8:
-          \$423  = q2_status8;
+          \$436  = q2_status8;
       4'h9:
-          \$423  = q2_status9;
+          \$436  = q2_status9;
       4'ha:
-          \$423  = q2_status10;
+          \$436  = q2_status10;
       4'hb:
-          \$423  = q2_status11;
+          \$436  = q2_status11;
       4'hc:
-          \$423  = q2_status12;
+          \$436  = q2_status12;
       4'hd:
-          \$423  = q2_status13;
+          \$436  = q2_status13;
       4'he:
-          \$423  = q2_status14;
+          \$436  = q2_status14;
       4'hf:
-          \$423  = q2_status15;
+          \$436  = q2_status15;
     endcase
   end
   always @* begin
@@ -35455,37 +35613,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$425  = q3_done[0];
+          \$438  = q3_done[0];
       4'h1:
-          \$425  = q3_done[1];
+          \$438  = q3_done[1];
       4'h2:
-          \$425  = q3_done[2];
+          \$438  = q3_done[2];
       4'h3:
-          \$425  = q3_done[3];
+          \$438  = q3_done[3];
       4'h4:
-          \$425  = q3_done[4];
+          \$438  = q3_done[4];
       4'h5:
-          \$425  = q3_done[5];
+          \$438  = q3_done[5];
       4'h6:
-          \$425  = q3_done[6];
+          \$438  = q3_done[6];
       4'h7:
-          \$425  = q3_done[7];
+          \$438  = q3_done[7];
       4'h8:
-          \$425  = q3_done[8];
+          \$438  = q3_done[8];
       4'h9:
-          \$425  = q3_done[9];
+          \$438  = q3_done[9];
       4'ha:
-          \$425  = q3_done[10];
+          \$438  = q3_done[10];
       4'hb:
-          \$425  = q3_done[11];
+          \$438  = q3_done[11];
       4'hc:
-          \$425  = q3_done[12];
+          \$438  = q3_done[12];
       4'hd:
-          \$425  = q3_done[13];
+          \$438  = q3_done[13];
       4'he:
-          \$425  = q3_done[14];
+          \$438  = q3_done[14];
       4'hf:
-          \$425  = q3_done[15];
+          \$438  = q3_done[15];
     endcase
   end
   always @* begin
@@ -35493,37 +35651,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$428  = q3_done[0];
+          \$441  = q3_done[0];
       4'h1:
-          \$428  = q3_done[1];
+          \$441  = q3_done[1];
       4'h2:
-          \$428  = q3_done[2];
+          \$441  = q3_done[2];
       4'h3:
-          \$428  = q3_done[3];
+          \$441  = q3_done[3];
       4'h4:
-          \$428  = q3_done[4];
+          \$441  = q3_done[4];
       4'h5:
-          \$428  = q3_done[5];
+          \$441  = q3_done[5];
       4'h6:
-          \$428  = q3_done[6];
+          \$441  = q3_done[6];
       4'h7:
-          \$428  = q3_done[7];
+          \$441  = q3_done[7];
       4'h8:
-          \$428  = q3_done[8];
+          \$441  = q3_done[8];
       4'h9:
-          \$428  = q3_done[9];
+          \$441  = q3_done[9];
       4'ha:
-          \$428  = q3_done[10];
+          \$441  = q3_done[10];
       4'hb:
-          \$428  = q3_done[11];
+          \$441  = q3_done[11];
       4'hc:
-          \$428  = q3_done[12];
+          \$441  = q3_done[12];
       4'hd:
-          \$428  = q3_done[13];
+          \$441  = q3_done[13];
       4'he:
-          \$428  = q3_done[14];
+          \$441  = q3_done[14];
       4'hf:
-          \$428  = q3_done[15];
+          \$441  = q3_done[15];
     endcase
   end
   always @* begin
@@ -35531,37 +35689,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$433  = q3_status0;
+          \$446  = q3_status0;
       4'h1:
-          \$433  = q3_status1;
+          \$446  = q3_status1;
       4'h2:
-          \$433  = q3_status2;
+          \$446  = q3_status2;
       4'h3:
-          \$433  = q3_status3;
+          \$446  = q3_status3;
       4'h4:
-          \$433  = q3_status4;
+          \$446  = q3_status4;
       4'h5:
-          \$433  = q3_status5;
+          \$446  = q3_status5;
       4'h6:
-          \$433  = q3_status6;
+          \$446  = q3_status6;
       4'h7:
-          \$433  = q3_status7;
+          \$446  = q3_status7;
       4'h8:
-          \$433  = q3_status8;
+          \$446  = q3_status8;
       4'h9:
-          \$433  = q3_status9;
+          \$446  = q3_status9;
       4'ha:
-          \$433  = q3_status10;
+          \$446  = q3_status10;
       4'hb:
-          \$433  = q3_status11;
+          \$446  = q3_status11;
       4'hc:
-          \$433  = q3_status12;
+          \$446  = q3_status12;
       4'hd:
-          \$433  = q3_status13;
+          \$446  = q3_status13;
       4'he:
-          \$433  = q3_status14;
+          \$446  = q3_status14;
       4'hf:
-          \$433  = q3_status15;
+          \$446  = q3_status15;
     endcase
   end
   always @* begin
@@ -35569,13 +35727,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$434  = \$signature__data$212 [33];
+          \$447  = \$signature__data$226 [33];
       2'h1:
-          \$434  = \$signature__data$234 [33];
+          \$447  = \$signature__data$248 [33];
       2'h2:
-          \$434  = \$signature__data$256 [33];
+          \$447  = \$signature__data$270 [33];
       2'h3:
-          \$434  = \$signature__data$278 [33];
+          \$447  = \$signature__data$292 [33];
     endcase
   end
   always @* begin
@@ -35583,13 +35741,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$435  = q0_list_item;
+          \$448  = q0_list_item;
       2'h1:
-          \$435  = q1_list_item;
+          \$448  = q1_list_item;
       2'h2:
-          \$435  = q2_list_item;
+          \$448  = q2_list_item;
       2'h3:
-          \$435  = q3_list_item;
+          \$448  = q3_list_item;
     endcase
   end
   always @* begin
@@ -35597,13 +35755,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$212 [7:0];
+          cpl_opcode = \$signature__data$226 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$234 [7:0];
+          cpl_opcode = \$signature__data$248 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$256 [7:0];
+          cpl_opcode = \$signature__data$270 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$278 [7:0];
+          cpl_opcode = \$signature__data$292 [7:0];
     endcase
   end
   always @* begin
@@ -35611,13 +35769,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$212 [15:8];
+          cpl_flags = \$signature__data$226 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$234 [15:8];
+          cpl_flags = \$signature__data$248 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$256 [15:8];
+          cpl_flags = \$signature__data$270 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$278 [15:8];
+          cpl_flags = \$signature__data$292 [15:8];
     endcase
   end
   always @* begin
@@ -35625,13 +35783,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$212 [8];
+          cpl_irq = \$signature__data$226 [8];
       2'h1:
-          cpl_irq = \$signature__data$234 [8];
+          cpl_irq = \$signature__data$248 [8];
       2'h2:
-          cpl_irq = \$signature__data$256 [8];
+          cpl_irq = \$signature__data$270 [8];
       2'h3:
-          cpl_irq = \$signature__data$278 [8];
+          cpl_irq = \$signature__data$292 [8];
     endcase
   end
   always @* begin
@@ -35639,13 +35797,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$212 [31:16];
+          cpl_tag = \$signature__data$226 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$234 [31:16];
+          cpl_tag = \$signature__data$248 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$256 [31:16];
+          cpl_tag = \$signature__data$270 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$278 [31:16];
+          cpl_tag = \$signature__data$292 [31:16];
     endcase
   end
   always @* begin
@@ -35667,399 +35825,45 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$436  = q0_cpl_status;
+          \$449  = q0_cpl_status;
       2'h1:
-          \$436  = q1_cpl_status;
+          \$449  = q1_cpl_status;
       2'h2:
-          \$436  = q2_cpl_status;
+          \$449  = q2_cpl_status;
       2'h3:
-          \$436  = q3_cpl_status;
+          \$449  = q3_cpl_status;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$545  = 2'h0;
+    \$582  = 2'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$545  = r_data[23:22];
+          \$582  = r_data[23:22];
       3'h1:
-          \$545  = \r_data$324 [23:22];
+          \$582  = \r_data$342 [23:22];
       3'h2:
-          \$545  = \r_data$325 [23:22];
+          \$582  = \r_data$343 [23:22];
       3'h3:
-          \$545  = \r_data$326 [23:22];
+          \$582  = \r_data$344 [23:22];
       3'h4:
-          \$545  = \r_data$327 [23:22];
+          \$582  = \r_data$345 [23:22];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$548  = 4'h0;
+    \$585  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$548  = r_data[11:8];
+          \$585  = r_data[11:8];
       3'h1:
-          \$548  = \r_data$324 [11:8];
+          \$585  = \r_data$342 [11:8];
       3'h2:
-          \$548  = \r_data$325 [11:8];
+          \$585  = \r_data$343 [11:8];
       3'h3:
-          \$548  = \r_data$326 [11:8];
+          \$585  = \r_data$344 [11:8];
       3'h4:
-          \$548  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$551  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$551  = r_data[11:8];
-      3'h1:
-          \$551  = \r_data$324 [11:8];
-      3'h2:
-          \$551  = \r_data$325 [11:8];
-      3'h3:
-          \$551  = \r_data$326 [11:8];
-      3'h4:
-          \$551  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\$551 )
-      4'h0:
-          \$552  = q0_done[0];
-      4'h1:
-          \$552  = q0_done[1];
-      4'h2:
-          \$552  = q0_done[2];
-      4'h3:
-          \$552  = q0_done[3];
-      4'h4:
-          \$552  = q0_done[4];
-      4'h5:
-          \$552  = q0_done[5];
-      4'h6:
-          \$552  = q0_done[6];
-      4'h7:
-          \$552  = q0_done[7];
-      4'h8:
-          \$552  = q0_done[8];
-      4'h9:
-          \$552  = q0_done[9];
-      4'ha:
-          \$552  = q0_done[10];
-      4'hb:
-          \$552  = q0_done[11];
-      4'hc:
-          \$552  = q0_done[12];
-      4'hd:
-          \$552  = q0_done[13];
-      4'he:
-          \$552  = q0_done[14];
-      4'hf:
-          \$552  = q0_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$556  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$556  = r_data[11:8];
-      3'h1:
-          \$556  = \r_data$324 [11:8];
-      3'h2:
-          \$556  = \r_data$325 [11:8];
-      3'h3:
-          \$556  = \r_data$326 [11:8];
-      3'h4:
-          \$556  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$557  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$557  = r_data[7:0];
-      3'h1:
-          \$557  = \r_data$324 [7:0];
-      3'h2:
-          \$557  = \r_data$325 [7:0];
-      3'h3:
-          \$557  = \r_data$326 [7:0];
-      3'h4:
-          \$557  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$558  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$558  = r_data[11:8];
-      3'h1:
-          \$558  = \r_data$324 [11:8];
-      3'h2:
-          \$558  = \r_data$325 [11:8];
-      3'h3:
-          \$558  = \r_data$326 [11:8];
-      3'h4:
-          \$558  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$559  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$559  = r_data[7:0];
-      3'h1:
-          \$559  = \r_data$324 [7:0];
-      3'h2:
-          \$559  = \r_data$325 [7:0];
-      3'h3:
-          \$559  = \r_data$326 [7:0];
-      3'h4:
-          \$559  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$561  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$561  = r_data[23:22];
-      3'h1:
-          \$561  = \r_data$324 [23:22];
-      3'h2:
-          \$561  = \r_data$325 [23:22];
-      3'h3:
-          \$561  = \r_data$326 [23:22];
-      3'h4:
-          \$561  = \r_data$327 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$564  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$564  = r_data[11:8];
-      3'h1:
-          \$564  = \r_data$324 [11:8];
-      3'h2:
-          \$564  = \r_data$325 [11:8];
-      3'h3:
-          \$564  = \r_data$326 [11:8];
-      3'h4:
-          \$564  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$567  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$567  = r_data[11:8];
-      3'h1:
-          \$567  = \r_data$324 [11:8];
-      3'h2:
-          \$567  = \r_data$325 [11:8];
-      3'h3:
-          \$567  = \r_data$326 [11:8];
-      3'h4:
-          \$567  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\$567 )
-      4'h0:
-          \$568  = q1_done[0];
-      4'h1:
-          \$568  = q1_done[1];
-      4'h2:
-          \$568  = q1_done[2];
-      4'h3:
-          \$568  = q1_done[3];
-      4'h4:
-          \$568  = q1_done[4];
-      4'h5:
-          \$568  = q1_done[5];
-      4'h6:
-          \$568  = q1_done[6];
-      4'h7:
-          \$568  = q1_done[7];
-      4'h8:
-          \$568  = q1_done[8];
-      4'h9:
-          \$568  = q1_done[9];
-      4'ha:
-          \$568  = q1_done[10];
-      4'hb:
-          \$568  = q1_done[11];
-      4'hc:
-          \$568  = q1_done[12];
-      4'hd:
-          \$568  = q1_done[13];
-      4'he:
-          \$568  = q1_done[14];
-      4'hf:
-          \$568  = q1_done[15];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$572  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$572  = r_data[11:8];
-      3'h1:
-          \$572  = \r_data$324 [11:8];
-      3'h2:
-          \$572  = \r_data$325 [11:8];
-      3'h3:
-          \$572  = \r_data$326 [11:8];
-      3'h4:
-          \$572  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$573  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$573  = r_data[7:0];
-      3'h1:
-          \$573  = \r_data$324 [7:0];
-      3'h2:
-          \$573  = \r_data$325 [7:0];
-      3'h3:
-          \$573  = \r_data$326 [7:0];
-      3'h4:
-          \$573  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$574  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$574  = r_data[11:8];
-      3'h1:
-          \$574  = \r_data$324 [11:8];
-      3'h2:
-          \$574  = \r_data$325 [11:8];
-      3'h3:
-          \$574  = \r_data$326 [11:8];
-      3'h4:
-          \$574  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$575  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$575  = r_data[7:0];
-      3'h1:
-          \$575  = \r_data$324 [7:0];
-      3'h2:
-          \$575  = \r_data$325 [7:0];
-      3'h3:
-          \$575  = \r_data$326 [7:0];
-      3'h4:
-          \$575  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$577  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$577  = r_data[23:22];
-      3'h1:
-          \$577  = \r_data$324 [23:22];
-      3'h2:
-          \$577  = \r_data$325 [23:22];
-      3'h3:
-          \$577  = \r_data$326 [23:22];
-      3'h4:
-          \$577  = \r_data$327 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$580  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$580  = r_data[11:8];
-      3'h1:
-          \$580  = \r_data$324 [11:8];
-      3'h2:
-          \$580  = \r_data$325 [11:8];
-      3'h3:
-          \$580  = \r_data$326 [11:8];
-      3'h4:
-          \$580  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$583  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$583  = r_data[11:8];
-      3'h1:
-          \$583  = \r_data$324 [11:8];
-      3'h2:
-          \$583  = \r_data$325 [11:8];
-      3'h3:
-          \$583  = \r_data$326 [11:8];
-      3'h4:
-          \$583  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\$583 )
-      4'h0:
-          \$584  = q2_done[0];
-      4'h1:
-          \$584  = q2_done[1];
-      4'h2:
-          \$584  = q2_done[2];
-      4'h3:
-          \$584  = q2_done[3];
-      4'h4:
-          \$584  = q2_done[4];
-      4'h5:
-          \$584  = q2_done[5];
-      4'h6:
-          \$584  = q2_done[6];
-      4'h7:
-          \$584  = q2_done[7];
-      4'h8:
-          \$584  = q2_done[8];
-      4'h9:
-          \$584  = q2_done[9];
-      4'ha:
-          \$584  = q2_done[10];
-      4'hb:
-          \$584  = q2_done[11];
-      4'hc:
-          \$584  = q2_done[12];
-      4'hd:
-          \$584  = q2_done[13];
-      4'he:
-          \$584  = q2_done[14];
-      4'hf:
-          \$584  = q2_done[15];
+          \$585  = \r_data$345 [11:8];
     endcase
   end
   always @* begin
@@ -36069,147 +35873,147 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$588  = r_data[11:8];
       3'h1:
-          \$588  = \r_data$324 [11:8];
+          \$588  = \r_data$342 [11:8];
       3'h2:
-          \$588  = \r_data$325 [11:8];
+          \$588  = \r_data$343 [11:8];
       3'h3:
-          \$588  = \r_data$326 [11:8];
+          \$588  = \r_data$344 [11:8];
       3'h4:
-          \$588  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$589  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$589  = r_data[7:0];
-      3'h1:
-          \$589  = \r_data$324 [7:0];
-      3'h2:
-          \$589  = \r_data$325 [7:0];
-      3'h3:
-          \$589  = \r_data$326 [7:0];
-      3'h4:
-          \$589  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$590  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$590  = r_data[11:8];
-      3'h1:
-          \$590  = \r_data$324 [11:8];
-      3'h2:
-          \$590  = \r_data$325 [11:8];
-      3'h3:
-          \$590  = \r_data$326 [11:8];
-      3'h4:
-          \$590  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$591  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$591  = r_data[7:0];
-      3'h1:
-          \$591  = \r_data$324 [7:0];
-      3'h2:
-          \$591  = \r_data$325 [7:0];
-      3'h3:
-          \$591  = \r_data$326 [7:0];
-      3'h4:
-          \$591  = \r_data$327 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$593  = r_data[23:22];
-      3'h1:
-          \$593  = \r_data$324 [23:22];
-      3'h2:
-          \$593  = \r_data$325 [23:22];
-      3'h3:
-          \$593  = \r_data$326 [23:22];
-      3'h4:
-          \$593  = \r_data$327 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$596  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$596  = r_data[11:8];
-      3'h1:
-          \$596  = \r_data$324 [11:8];
-      3'h2:
-          \$596  = \r_data$325 [11:8];
-      3'h3:
-          \$596  = \r_data$326 [11:8];
-      3'h4:
-          \$596  = \r_data$327 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$599  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$599  = r_data[11:8];
-      3'h1:
-          \$599  = \r_data$324 [11:8];
-      3'h2:
-          \$599  = \r_data$325 [11:8];
-      3'h3:
-          \$599  = \r_data$326 [11:8];
-      3'h4:
-          \$599  = \r_data$327 [11:8];
+          \$588  = \r_data$345 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$599 )
+    casez (\$588 )
       4'h0:
-          \$600  = q3_done[0];
+          \$589  = q0_done[0];
       4'h1:
-          \$600  = q3_done[1];
+          \$589  = q0_done[1];
       4'h2:
-          \$600  = q3_done[2];
+          \$589  = q0_done[2];
       4'h3:
-          \$600  = q3_done[3];
+          \$589  = q0_done[3];
       4'h4:
-          \$600  = q3_done[4];
+          \$589  = q0_done[4];
       4'h5:
-          \$600  = q3_done[5];
+          \$589  = q0_done[5];
       4'h6:
-          \$600  = q3_done[6];
+          \$589  = q0_done[6];
       4'h7:
-          \$600  = q3_done[7];
+          \$589  = q0_done[7];
       4'h8:
-          \$600  = q3_done[8];
+          \$589  = q0_done[8];
       4'h9:
-          \$600  = q3_done[9];
+          \$589  = q0_done[9];
       4'ha:
-          \$600  = q3_done[10];
+          \$589  = q0_done[10];
       4'hb:
-          \$600  = q3_done[11];
+          \$589  = q0_done[11];
       4'hc:
-          \$600  = q3_done[12];
+          \$589  = q0_done[12];
       4'hd:
-          \$600  = q3_done[13];
+          \$589  = q0_done[13];
       4'he:
-          \$600  = q3_done[14];
+          \$589  = q0_done[14];
       4'hf:
-          \$600  = q3_done[15];
+          \$589  = q0_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$593  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$593  = r_data[11:8];
+      3'h1:
+          \$593  = \r_data$342 [11:8];
+      3'h2:
+          \$593  = \r_data$343 [11:8];
+      3'h3:
+          \$593  = \r_data$344 [11:8];
+      3'h4:
+          \$593  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$594  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$594  = r_data[7:0];
+      3'h1:
+          \$594  = \r_data$342 [7:0];
+      3'h2:
+          \$594  = \r_data$343 [7:0];
+      3'h3:
+          \$594  = \r_data$344 [7:0];
+      3'h4:
+          \$594  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$595  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$595  = r_data[11:8];
+      3'h1:
+          \$595  = \r_data$342 [11:8];
+      3'h2:
+          \$595  = \r_data$343 [11:8];
+      3'h3:
+          \$595  = \r_data$344 [11:8];
+      3'h4:
+          \$595  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$596  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$596  = r_data[7:0];
+      3'h1:
+          \$596  = \r_data$342 [7:0];
+      3'h2:
+          \$596  = \r_data$343 [7:0];
+      3'h3:
+          \$596  = \r_data$344 [7:0];
+      3'h4:
+          \$596  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$598  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$598  = r_data[23:22];
+      3'h1:
+          \$598  = \r_data$342 [23:22];
+      3'h2:
+          \$598  = \r_data$343 [23:22];
+      3'h3:
+          \$598  = \r_data$344 [23:22];
+      3'h4:
+          \$598  = \r_data$345 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$601  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$601  = r_data[11:8];
+      3'h1:
+          \$601  = \r_data$342 [11:8];
+      3'h2:
+          \$601  = \r_data$343 [11:8];
+      3'h3:
+          \$601  = \r_data$344 [11:8];
+      3'h4:
+          \$601  = \r_data$345 [11:8];
     endcase
   end
   always @* begin
@@ -36219,61 +36023,415 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$604  = r_data[11:8];
       3'h1:
-          \$604  = \r_data$324 [11:8];
+          \$604  = \r_data$342 [11:8];
       3'h2:
-          \$604  = \r_data$325 [11:8];
+          \$604  = \r_data$343 [11:8];
       3'h3:
-          \$604  = \r_data$326 [11:8];
+          \$604  = \r_data$344 [11:8];
       3'h4:
-          \$604  = \r_data$327 [11:8];
+          \$604  = \r_data$345 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$605  = 8'h00;
-    casez (retire_rr_sel)
-      3'h0:
-          \$605  = r_data[7:0];
-      3'h1:
-          \$605  = \r_data$324 [7:0];
-      3'h2:
-          \$605  = \r_data$325 [7:0];
-      3'h3:
-          \$605  = \r_data$326 [7:0];
-      3'h4:
-          \$605  = \r_data$327 [7:0];
+    (* full_case = 32'd1 *)
+    casez (\$604 )
+      4'h0:
+          \$605  = q1_done[0];
+      4'h1:
+          \$605  = q1_done[1];
+      4'h2:
+          \$605  = q1_done[2];
+      4'h3:
+          \$605  = q1_done[3];
+      4'h4:
+          \$605  = q1_done[4];
+      4'h5:
+          \$605  = q1_done[5];
+      4'h6:
+          \$605  = q1_done[6];
+      4'h7:
+          \$605  = q1_done[7];
+      4'h8:
+          \$605  = q1_done[8];
+      4'h9:
+          \$605  = q1_done[9];
+      4'ha:
+          \$605  = q1_done[10];
+      4'hb:
+          \$605  = q1_done[11];
+      4'hc:
+          \$605  = q1_done[12];
+      4'hd:
+          \$605  = q1_done[13];
+      4'he:
+          \$605  = q1_done[14];
+      4'hf:
+          \$605  = q1_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$606  = 4'h0;
+    \$609  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$606  = r_data[11:8];
+          \$609  = r_data[11:8];
       3'h1:
-          \$606  = \r_data$324 [11:8];
+          \$609  = \r_data$342 [11:8];
       3'h2:
-          \$606  = \r_data$325 [11:8];
+          \$609  = \r_data$343 [11:8];
       3'h3:
-          \$606  = \r_data$326 [11:8];
+          \$609  = \r_data$344 [11:8];
       3'h4:
-          \$606  = \r_data$327 [11:8];
+          \$609  = \r_data$345 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$607  = 8'h00;
+    \$610  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$607  = r_data[7:0];
+          \$610  = r_data[7:0];
       3'h1:
-          \$607  = \r_data$324 [7:0];
+          \$610  = \r_data$342 [7:0];
       3'h2:
-          \$607  = \r_data$325 [7:0];
+          \$610  = \r_data$343 [7:0];
       3'h3:
-          \$607  = \r_data$326 [7:0];
+          \$610  = \r_data$344 [7:0];
       3'h4:
-          \$607  = \r_data$327 [7:0];
+          \$610  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$611  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$611  = r_data[11:8];
+      3'h1:
+          \$611  = \r_data$342 [11:8];
+      3'h2:
+          \$611  = \r_data$343 [11:8];
+      3'h3:
+          \$611  = \r_data$344 [11:8];
+      3'h4:
+          \$611  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$612  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$612  = r_data[7:0];
+      3'h1:
+          \$612  = \r_data$342 [7:0];
+      3'h2:
+          \$612  = \r_data$343 [7:0];
+      3'h3:
+          \$612  = \r_data$344 [7:0];
+      3'h4:
+          \$612  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$614  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$614  = r_data[23:22];
+      3'h1:
+          \$614  = \r_data$342 [23:22];
+      3'h2:
+          \$614  = \r_data$343 [23:22];
+      3'h3:
+          \$614  = \r_data$344 [23:22];
+      3'h4:
+          \$614  = \r_data$345 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$617  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$617  = r_data[11:8];
+      3'h1:
+          \$617  = \r_data$342 [11:8];
+      3'h2:
+          \$617  = \r_data$343 [11:8];
+      3'h3:
+          \$617  = \r_data$344 [11:8];
+      3'h4:
+          \$617  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$620  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$620  = r_data[11:8];
+      3'h1:
+          \$620  = \r_data$342 [11:8];
+      3'h2:
+          \$620  = \r_data$343 [11:8];
+      3'h3:
+          \$620  = \r_data$344 [11:8];
+      3'h4:
+          \$620  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$620 )
+      4'h0:
+          \$621  = q2_done[0];
+      4'h1:
+          \$621  = q2_done[1];
+      4'h2:
+          \$621  = q2_done[2];
+      4'h3:
+          \$621  = q2_done[3];
+      4'h4:
+          \$621  = q2_done[4];
+      4'h5:
+          \$621  = q2_done[5];
+      4'h6:
+          \$621  = q2_done[6];
+      4'h7:
+          \$621  = q2_done[7];
+      4'h8:
+          \$621  = q2_done[8];
+      4'h9:
+          \$621  = q2_done[9];
+      4'ha:
+          \$621  = q2_done[10];
+      4'hb:
+          \$621  = q2_done[11];
+      4'hc:
+          \$621  = q2_done[12];
+      4'hd:
+          \$621  = q2_done[13];
+      4'he:
+          \$621  = q2_done[14];
+      4'hf:
+          \$621  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$625  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$625  = r_data[11:8];
+      3'h1:
+          \$625  = \r_data$342 [11:8];
+      3'h2:
+          \$625  = \r_data$343 [11:8];
+      3'h3:
+          \$625  = \r_data$344 [11:8];
+      3'h4:
+          \$625  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$626  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$626  = r_data[7:0];
+      3'h1:
+          \$626  = \r_data$342 [7:0];
+      3'h2:
+          \$626  = \r_data$343 [7:0];
+      3'h3:
+          \$626  = \r_data$344 [7:0];
+      3'h4:
+          \$626  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$627  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$627  = r_data[11:8];
+      3'h1:
+          \$627  = \r_data$342 [11:8];
+      3'h2:
+          \$627  = \r_data$343 [11:8];
+      3'h3:
+          \$627  = \r_data$344 [11:8];
+      3'h4:
+          \$627  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$628  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$628  = r_data[7:0];
+      3'h1:
+          \$628  = \r_data$342 [7:0];
+      3'h2:
+          \$628  = \r_data$343 [7:0];
+      3'h3:
+          \$628  = \r_data$344 [7:0];
+      3'h4:
+          \$628  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$630  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$630  = r_data[23:22];
+      3'h1:
+          \$630  = \r_data$342 [23:22];
+      3'h2:
+          \$630  = \r_data$343 [23:22];
+      3'h3:
+          \$630  = \r_data$344 [23:22];
+      3'h4:
+          \$630  = \r_data$345 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$633  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$633  = r_data[11:8];
+      3'h1:
+          \$633  = \r_data$342 [11:8];
+      3'h2:
+          \$633  = \r_data$343 [11:8];
+      3'h3:
+          \$633  = \r_data$344 [11:8];
+      3'h4:
+          \$633  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$636  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$636  = r_data[11:8];
+      3'h1:
+          \$636  = \r_data$342 [11:8];
+      3'h2:
+          \$636  = \r_data$343 [11:8];
+      3'h3:
+          \$636  = \r_data$344 [11:8];
+      3'h4:
+          \$636  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$636 )
+      4'h0:
+          \$637  = q3_done[0];
+      4'h1:
+          \$637  = q3_done[1];
+      4'h2:
+          \$637  = q3_done[2];
+      4'h3:
+          \$637  = q3_done[3];
+      4'h4:
+          \$637  = q3_done[4];
+      4'h5:
+          \$637  = q3_done[5];
+      4'h6:
+          \$637  = q3_done[6];
+      4'h7:
+          \$637  = q3_done[7];
+      4'h8:
+          \$637  = q3_done[8];
+      4'h9:
+          \$637  = q3_done[9];
+      4'ha:
+          \$637  = q3_done[10];
+      4'hb:
+          \$637  = q3_done[11];
+      4'hc:
+          \$637  = q3_done[12];
+      4'hd:
+          \$637  = q3_done[13];
+      4'he:
+          \$637  = q3_done[14];
+      4'hf:
+          \$637  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$641  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$641  = r_data[11:8];
+      3'h1:
+          \$641  = \r_data$342 [11:8];
+      3'h2:
+          \$641  = \r_data$343 [11:8];
+      3'h3:
+          \$641  = \r_data$344 [11:8];
+      3'h4:
+          \$641  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$642  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$642  = r_data[7:0];
+      3'h1:
+          \$642  = \r_data$342 [7:0];
+      3'h2:
+          \$642  = \r_data$343 [7:0];
+      3'h3:
+          \$642  = \r_data$344 [7:0];
+      3'h4:
+          \$642  = \r_data$345 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$643  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$643  = r_data[11:8];
+      3'h1:
+          \$643  = \r_data$342 [11:8];
+      3'h2:
+          \$643  = \r_data$343 [11:8];
+      3'h3:
+          \$643  = \r_data$344 [11:8];
+      3'h4:
+          \$643  = \r_data$345 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$644  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$644  = r_data[7:0];
+      3'h1:
+          \$644  = \r_data$342 [7:0];
+      3'h2:
+          \$644  = \r_data$343 [7:0];
+      3'h3:
+          \$644  = \r_data$344 [7:0];
+      3'h4:
+          \$644  = \r_data$345 [7:0];
     endcase
   end
   always @* begin
@@ -36281,37 +36439,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$610  = q0_status0;
+          \$647  = q0_status0;
       4'h1:
-          \$610  = q0_status1;
+          \$647  = q0_status1;
       4'h2:
-          \$610  = q0_status2;
+          \$647  = q0_status2;
       4'h3:
-          \$610  = q0_status3;
+          \$647  = q0_status3;
       4'h4:
-          \$610  = q0_status4;
+          \$647  = q0_status4;
       4'h5:
-          \$610  = q0_status5;
+          \$647  = q0_status5;
       4'h6:
-          \$610  = q0_status6;
+          \$647  = q0_status6;
       4'h7:
-          \$610  = q0_status7;
+          \$647  = q0_status7;
       4'h8:
-          \$610  = q0_status8;
+          \$647  = q0_status8;
       4'h9:
-          \$610  = q0_status9;
+          \$647  = q0_status9;
       4'ha:
-          \$610  = q0_status10;
+          \$647  = q0_status10;
       4'hb:
-          \$610  = q0_status11;
+          \$647  = q0_status11;
       4'hc:
-          \$610  = q0_status12;
+          \$647  = q0_status12;
       4'hd:
-          \$610  = q0_status13;
+          \$647  = q0_status13;
       4'he:
-          \$610  = q0_status14;
+          \$647  = q0_status14;
       4'hf:
-          \$610  = q0_status15;
+          \$647  = q0_status15;
     endcase
   end
   always @* begin
@@ -36319,37 +36477,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$614  = q0_status0;
+          \$651  = q0_status0;
       4'h1:
-          \$614  = q0_status1;
+          \$651  = q0_status1;
       4'h2:
-          \$614  = q0_status2;
+          \$651  = q0_status2;
       4'h3:
-          \$614  = q0_status3;
+          \$651  = q0_status3;
       4'h4:
-          \$614  = q0_status4;
+          \$651  = q0_status4;
       4'h5:
-          \$614  = q0_status5;
+          \$651  = q0_status5;
       4'h6:
-          \$614  = q0_status6;
+          \$651  = q0_status6;
       4'h7:
-          \$614  = q0_status7;
+          \$651  = q0_status7;
       4'h8:
-          \$614  = q0_status8;
+          \$651  = q0_status8;
       4'h9:
-          \$614  = q0_status9;
+          \$651  = q0_status9;
       4'ha:
-          \$614  = q0_status10;
+          \$651  = q0_status10;
       4'hb:
-          \$614  = q0_status11;
+          \$651  = q0_status11;
       4'hc:
-          \$614  = q0_status12;
+          \$651  = q0_status12;
       4'hd:
-          \$614  = q0_status13;
+          \$651  = q0_status13;
       4'he:
-          \$614  = q0_status14;
+          \$651  = q0_status14;
       4'hf:
-          \$614  = q0_status15;
+          \$651  = q0_status15;
     endcase
   end
   always @* begin
@@ -36357,37 +36515,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$617  = q1_status0;
+          \$654  = q1_status0;
       4'h1:
-          \$617  = q1_status1;
+          \$654  = q1_status1;
       4'h2:
-          \$617  = q1_status2;
+          \$654  = q1_status2;
       4'h3:
-          \$617  = q1_status3;
+          \$654  = q1_status3;
       4'h4:
-          \$617  = q1_status4;
+          \$654  = q1_status4;
       4'h5:
-          \$617  = q1_status5;
+          \$654  = q1_status5;
       4'h6:
-          \$617  = q1_status6;
+          \$654  = q1_status6;
       4'h7:
-          \$617  = q1_status7;
+          \$654  = q1_status7;
       4'h8:
-          \$617  = q1_status8;
+          \$654  = q1_status8;
       4'h9:
-          \$617  = q1_status9;
+          \$654  = q1_status9;
       4'ha:
-          \$617  = q1_status10;
+          \$654  = q1_status10;
       4'hb:
-          \$617  = q1_status11;
+          \$654  = q1_status11;
       4'hc:
-          \$617  = q1_status12;
+          \$654  = q1_status12;
       4'hd:
-          \$617  = q1_status13;
+          \$654  = q1_status13;
       4'he:
-          \$617  = q1_status14;
+          \$654  = q1_status14;
       4'hf:
-          \$617  = q1_status15;
+          \$654  = q1_status15;
     endcase
   end
   always @* begin
@@ -36395,37 +36553,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$621  = q1_status0;
+          \$658  = q1_status0;
       4'h1:
-          \$621  = q1_status1;
+          \$658  = q1_status1;
       4'h2:
-          \$621  = q1_status2;
+          \$658  = q1_status2;
       4'h3:
-          \$621  = q1_status3;
+          \$658  = q1_status3;
       4'h4:
-          \$621  = q1_status4;
+          \$658  = q1_status4;
       4'h5:
-          \$621  = q1_status5;
+          \$658  = q1_status5;
       4'h6:
-          \$621  = q1_status6;
+          \$658  = q1_status6;
       4'h7:
-          \$621  = q1_status7;
+          \$658  = q1_status7;
       4'h8:
-          \$621  = q1_status8;
+          \$658  = q1_status8;
       4'h9:
-          \$621  = q1_status9;
+          \$658  = q1_status9;
       4'ha:
-          \$621  = q1_status10;
+          \$658  = q1_status10;
       4'hb:
-          \$621  = q1_status11;
+          \$658  = q1_status11;
       4'hc:
-          \$621  = q1_status12;
+          \$658  = q1_status12;
       4'hd:
-          \$621  = q1_status13;
+          \$658  = q1_status13;
       4'he:
-          \$621  = q1_status14;
+          \$658  = q1_status14;
       4'hf:
-          \$621  = q1_status15;
+          \$658  = q1_status15;
     endcase
   end
   always @* begin
@@ -36433,37 +36591,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$624  = q2_status0;
+          \$661  = q2_status0;
       4'h1:
-          \$624  = q2_status1;
+          \$661  = q2_status1;
       4'h2:
-          \$624  = q2_status2;
+          \$661  = q2_status2;
       4'h3:
-          \$624  = q2_status3;
+          \$661  = q2_status3;
       4'h4:
-          \$624  = q2_status4;
+          \$661  = q2_status4;
       4'h5:
-          \$624  = q2_status5;
+          \$661  = q2_status5;
       4'h6:
-          \$624  = q2_status6;
+          \$661  = q2_status6;
       4'h7:
-          \$624  = q2_status7;
+          \$661  = q2_status7;
       4'h8:
-          \$624  = q2_status8;
+          \$661  = q2_status8;
       4'h9:
-          \$624  = q2_status9;
+          \$661  = q2_status9;
       4'ha:
-          \$624  = q2_status10;
+          \$661  = q2_status10;
       4'hb:
-          \$624  = q2_status11;
+          \$661  = q2_status11;
       4'hc:
-          \$624  = q2_status12;
+          \$661  = q2_status12;
       4'hd:
-          \$624  = q2_status13;
+          \$661  = q2_status13;
       4'he:
-          \$624  = q2_status14;
+          \$661  = q2_status14;
       4'hf:
-          \$624  = q2_status15;
+          \$661  = q2_status15;
     endcase
   end
   always @* begin
@@ -36471,37 +36629,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$628  = q2_status0;
+          \$665  = q2_status0;
       4'h1:
-          \$628  = q2_status1;
+          \$665  = q2_status1;
       4'h2:
-          \$628  = q2_status2;
+          \$665  = q2_status2;
       4'h3:
-          \$628  = q2_status3;
+          \$665  = q2_status3;
       4'h4:
-          \$628  = q2_status4;
+          \$665  = q2_status4;
       4'h5:
-          \$628  = q2_status5;
+          \$665  = q2_status5;
       4'h6:
-          \$628  = q2_status6;
+          \$665  = q2_status6;
       4'h7:
-          \$628  = q2_status7;
+          \$665  = q2_status7;
       4'h8:
-          \$628  = q2_status8;
+          \$665  = q2_status8;
       4'h9:
-          \$628  = q2_status9;
+          \$665  = q2_status9;
       4'ha:
-          \$628  = q2_status10;
+          \$665  = q2_status10;
       4'hb:
-          \$628  = q2_status11;
+          \$665  = q2_status11;
       4'hc:
-          \$628  = q2_status12;
+          \$665  = q2_status12;
       4'hd:
-          \$628  = q2_status13;
+          \$665  = q2_status13;
       4'he:
-          \$628  = q2_status14;
+          \$665  = q2_status14;
       4'hf:
-          \$628  = q2_status15;
+          \$665  = q2_status15;
     endcase
   end
   always @* begin
@@ -36509,37 +36667,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$631  = q3_status0;
+          \$668  = q3_status0;
       4'h1:
-          \$631  = q3_status1;
+          \$668  = q3_status1;
       4'h2:
-          \$631  = q3_status2;
+          \$668  = q3_status2;
       4'h3:
-          \$631  = q3_status3;
+          \$668  = q3_status3;
       4'h4:
-          \$631  = q3_status4;
+          \$668  = q3_status4;
       4'h5:
-          \$631  = q3_status5;
+          \$668  = q3_status5;
       4'h6:
-          \$631  = q3_status6;
+          \$668  = q3_status6;
       4'h7:
-          \$631  = q3_status7;
+          \$668  = q3_status7;
       4'h8:
-          \$631  = q3_status8;
+          \$668  = q3_status8;
       4'h9:
-          \$631  = q3_status9;
+          \$668  = q3_status9;
       4'ha:
-          \$631  = q3_status10;
+          \$668  = q3_status10;
       4'hb:
-          \$631  = q3_status11;
+          \$668  = q3_status11;
       4'hc:
-          \$631  = q3_status12;
+          \$668  = q3_status12;
       4'hd:
-          \$631  = q3_status13;
+          \$668  = q3_status13;
       4'he:
-          \$631  = q3_status14;
+          \$668  = q3_status14;
       4'hf:
-          \$631  = q3_status15;
+          \$668  = q3_status15;
     endcase
   end
   always @* begin
@@ -36547,37 +36705,37 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$635  = q3_status0;
+          \$672  = q3_status0;
       4'h1:
-          \$635  = q3_status1;
+          \$672  = q3_status1;
       4'h2:
-          \$635  = q3_status2;
+          \$672  = q3_status2;
       4'h3:
-          \$635  = q3_status3;
+          \$672  = q3_status3;
       4'h4:
-          \$635  = q3_status4;
+          \$672  = q3_status4;
       4'h5:
-          \$635  = q3_status5;
+          \$672  = q3_status5;
       4'h6:
-          \$635  = q3_status6;
+          \$672  = q3_status6;
       4'h7:
-          \$635  = q3_status7;
+          \$672  = q3_status7;
       4'h8:
-          \$635  = q3_status8;
+          \$672  = q3_status8;
       4'h9:
-          \$635  = q3_status9;
+          \$672  = q3_status9;
       4'ha:
-          \$635  = q3_status10;
+          \$672  = q3_status10;
       4'hb:
-          \$635  = q3_status11;
+          \$672  = q3_status11;
       4'hc:
-          \$635  = q3_status12;
+          \$672  = q3_status12;
       4'hd:
-          \$635  = q3_status13;
+          \$672  = q3_status13;
       4'he:
-          \$635  = q3_status14;
+          \$672  = q3_status14;
       4'hf:
-          \$635  = q3_status15;
+          \$672  = q3_status15;
     endcase
   end
   always @* begin
@@ -36585,13 +36743,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$646  = \$signature__data$212 [33];
+          \$683  = \$signature__data$226 [33];
       2'h1:
-          \$646  = \$signature__data$234 [33];
+          \$683  = \$signature__data$248 [33];
       2'h2:
-          \$646  = \$signature__data$256 [33];
+          \$683  = \$signature__data$270 [33];
       2'h3:
-          \$646  = \$signature__data$278 [33];
+          \$683  = \$signature__data$292 [33];
     endcase
   end
   always @* begin
@@ -36599,13 +36757,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$656  = \$signature__data$212 [33];
+          \$693  = \$signature__data$226 [33];
       2'h1:
-          \$656  = \$signature__data$234 [33];
+          \$693  = \$signature__data$248 [33];
       2'h2:
-          \$656  = \$signature__data$256 [33];
+          \$693  = \$signature__data$270 [33];
       2'h3:
-          \$656  = \$signature__data$278 [33];
+          \$693  = \$signature__data$292 [33];
     endcase
   end
   always @* begin
@@ -36613,13 +36771,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$666  = \$signature__data$212 [33];
+          \$703  = \$signature__data$226 [33];
       2'h1:
-          \$666  = \$signature__data$234 [33];
+          \$703  = \$signature__data$248 [33];
       2'h2:
-          \$666  = \$signature__data$256 [33];
+          \$703  = \$signature__data$270 [33];
       2'h3:
-          \$666  = \$signature__data$278 [33];
+          \$703  = \$signature__data$292 [33];
     endcase
   end
   always @* begin
@@ -36627,13 +36785,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$676  = \$signature__data$212 [33];
+          \$713  = \$signature__data$226 [33];
       2'h1:
-          \$676  = \$signature__data$234 [33];
+          \$713  = \$signature__data$248 [33];
       2'h2:
-          \$676  = \$signature__data$256 [33];
+          \$713  = \$signature__data$270 [33];
       2'h3:
-          \$676  = \$signature__data$278 [33];
+          \$713  = \$signature__data$292 [33];
     endcase
   end
   always @* begin
@@ -36728,85 +36886,85 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$196 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$195 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$194 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$193 ) begin
+          if (\r_rdy$207 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$193 ) begin
+          if (\r_rdy$207 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$196 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$195 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$194 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$194 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$193 ) begin
+          if (\r_rdy$207 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$196 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$195 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$195 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$194 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$193 ) begin
+          if (\r_rdy$207 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$196 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$196 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$195 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$194 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$193 ) begin
+          if (\r_rdy$207 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -36884,2179 +37042,330 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$708  = issue_rr_last;
-    if (issue_rr_any) begin
-      \$708  = issue_rr_sel;
-    end
+    \$745  = q0_wait_reached_now;
     if (rst) begin
-      \$708  = 2'h3;
+      \$745  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$709  = events;
-    if (\$458 ) begin
+    \$746  = q1_wait_reached_now;
+    if (rst) begin
+      \$746  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$747  = q2_wait_reached_now;
+    if (rst) begin
+      \$747  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$748  = q3_wait_reached_now;
+    if (rst) begin
+      \$748  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$749  = issue_rr_last;
+    if (issue_rr_any) begin
+      \$749  = issue_rr_sel;
+    end
+    if (rst) begin
+      \$749  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$750  = events;
+    if (\$471 ) begin
       if (q0_head_signal_event) begin
         (* full_case = 32'd1 *)
         casez (\port$5829$0 [35:32])
           4'h0:
-              \$709 [31:0] = \port$5829$0 [95:64];
+              \$750 [31:0] = \port$5829$0 [95:64];
           4'h1:
-              \$709 [63:32] = \port$5829$0 [95:64];
+              \$750 [63:32] = \port$5829$0 [95:64];
           4'h2:
-              \$709 [95:64] = \port$5829$0 [95:64];
+              \$750 [95:64] = \port$5829$0 [95:64];
           4'h3:
-              \$709 [127:96] = \port$5829$0 [95:64];
+              \$750 [127:96] = \port$5829$0 [95:64];
           4'h4:
-              \$709 [159:128] = \port$5829$0 [95:64];
+              \$750 [159:128] = \port$5829$0 [95:64];
           4'h5:
-              \$709 [191:160] = \port$5829$0 [95:64];
+              \$750 [191:160] = \port$5829$0 [95:64];
           4'h6:
-              \$709 [223:192] = \port$5829$0 [95:64];
+              \$750 [223:192] = \port$5829$0 [95:64];
           4'h7:
-              \$709 [255:224] = \port$5829$0 [95:64];
+              \$750 [255:224] = \port$5829$0 [95:64];
           4'h8:
-              \$709 [287:256] = \port$5829$0 [95:64];
+              \$750 [287:256] = \port$5829$0 [95:64];
           4'h9:
-              \$709 [319:288] = \port$5829$0 [95:64];
+              \$750 [319:288] = \port$5829$0 [95:64];
           4'ha:
-              \$709 [351:320] = \port$5829$0 [95:64];
+              \$750 [351:320] = \port$5829$0 [95:64];
           4'hb:
-              \$709 [383:352] = \port$5829$0 [95:64];
+              \$750 [383:352] = \port$5829$0 [95:64];
           4'hc:
-              \$709 [415:384] = \port$5829$0 [95:64];
+              \$750 [415:384] = \port$5829$0 [95:64];
           4'hd:
-              \$709 [447:416] = \port$5829$0 [95:64];
+              \$750 [447:416] = \port$5829$0 [95:64];
           4'he:
-              \$709 [479:448] = \port$5829$0 [95:64];
+              \$750 [479:448] = \port$5829$0 [95:64];
           4'hf:
-              \$709 [511:480] = \port$5829$0 [95:64];
+              \$750 [511:480] = \port$5829$0 [95:64];
         endcase
       end
     end
-    if (\$470 ) begin
+    if (\$483 ) begin
       if (q1_head_signal_event) begin
         (* full_case = 32'd1 *)
         casez (\port$5859$0 [35:32])
           4'h0:
-              \$709 [31:0] = \port$5859$0 [95:64];
+              \$750 [31:0] = \port$5859$0 [95:64];
           4'h1:
-              \$709 [63:32] = \port$5859$0 [95:64];
+              \$750 [63:32] = \port$5859$0 [95:64];
           4'h2:
-              \$709 [95:64] = \port$5859$0 [95:64];
+              \$750 [95:64] = \port$5859$0 [95:64];
           4'h3:
-              \$709 [127:96] = \port$5859$0 [95:64];
+              \$750 [127:96] = \port$5859$0 [95:64];
           4'h4:
-              \$709 [159:128] = \port$5859$0 [95:64];
+              \$750 [159:128] = \port$5859$0 [95:64];
           4'h5:
-              \$709 [191:160] = \port$5859$0 [95:64];
+              \$750 [191:160] = \port$5859$0 [95:64];
           4'h6:
-              \$709 [223:192] = \port$5859$0 [95:64];
+              \$750 [223:192] = \port$5859$0 [95:64];
           4'h7:
-              \$709 [255:224] = \port$5859$0 [95:64];
+              \$750 [255:224] = \port$5859$0 [95:64];
           4'h8:
-              \$709 [287:256] = \port$5859$0 [95:64];
+              \$750 [287:256] = \port$5859$0 [95:64];
           4'h9:
-              \$709 [319:288] = \port$5859$0 [95:64];
+              \$750 [319:288] = \port$5859$0 [95:64];
           4'ha:
-              \$709 [351:320] = \port$5859$0 [95:64];
+              \$750 [351:320] = \port$5859$0 [95:64];
           4'hb:
-              \$709 [383:352] = \port$5859$0 [95:64];
+              \$750 [383:352] = \port$5859$0 [95:64];
           4'hc:
-              \$709 [415:384] = \port$5859$0 [95:64];
+              \$750 [415:384] = \port$5859$0 [95:64];
           4'hd:
-              \$709 [447:416] = \port$5859$0 [95:64];
+              \$750 [447:416] = \port$5859$0 [95:64];
           4'he:
-              \$709 [479:448] = \port$5859$0 [95:64];
+              \$750 [479:448] = \port$5859$0 [95:64];
           4'hf:
-              \$709 [511:480] = \port$5859$0 [95:64];
+              \$750 [511:480] = \port$5859$0 [95:64];
         endcase
       end
     end
-    if (\$482 ) begin
+    if (\$495 ) begin
       if (q2_head_signal_event) begin
         (* full_case = 32'd1 *)
         casez (\port$5889$0 [35:32])
           4'h0:
-              \$709 [31:0] = \port$5889$0 [95:64];
+              \$750 [31:0] = \port$5889$0 [95:64];
           4'h1:
-              \$709 [63:32] = \port$5889$0 [95:64];
+              \$750 [63:32] = \port$5889$0 [95:64];
           4'h2:
-              \$709 [95:64] = \port$5889$0 [95:64];
+              \$750 [95:64] = \port$5889$0 [95:64];
           4'h3:
-              \$709 [127:96] = \port$5889$0 [95:64];
+              \$750 [127:96] = \port$5889$0 [95:64];
           4'h4:
-              \$709 [159:128] = \port$5889$0 [95:64];
+              \$750 [159:128] = \port$5889$0 [95:64];
           4'h5:
-              \$709 [191:160] = \port$5889$0 [95:64];
+              \$750 [191:160] = \port$5889$0 [95:64];
           4'h6:
-              \$709 [223:192] = \port$5889$0 [95:64];
+              \$750 [223:192] = \port$5889$0 [95:64];
           4'h7:
-              \$709 [255:224] = \port$5889$0 [95:64];
+              \$750 [255:224] = \port$5889$0 [95:64];
           4'h8:
-              \$709 [287:256] = \port$5889$0 [95:64];
+              \$750 [287:256] = \port$5889$0 [95:64];
           4'h9:
-              \$709 [319:288] = \port$5889$0 [95:64];
+              \$750 [319:288] = \port$5889$0 [95:64];
           4'ha:
-              \$709 [351:320] = \port$5889$0 [95:64];
+              \$750 [351:320] = \port$5889$0 [95:64];
           4'hb:
-              \$709 [383:352] = \port$5889$0 [95:64];
+              \$750 [383:352] = \port$5889$0 [95:64];
           4'hc:
-              \$709 [415:384] = \port$5889$0 [95:64];
+              \$750 [415:384] = \port$5889$0 [95:64];
           4'hd:
-              \$709 [447:416] = \port$5889$0 [95:64];
+              \$750 [447:416] = \port$5889$0 [95:64];
           4'he:
-              \$709 [479:448] = \port$5889$0 [95:64];
+              \$750 [479:448] = \port$5889$0 [95:64];
           4'hf:
-              \$709 [511:480] = \port$5889$0 [95:64];
+              \$750 [511:480] = \port$5889$0 [95:64];
         endcase
       end
     end
-    if (\$494 ) begin
+    if (\$507 ) begin
       if (q3_head_signal_event) begin
         (* full_case = 32'd1 *)
         casez (\port$5919$0 [35:32])
           4'h0:
-              \$709 [31:0] = \port$5919$0 [95:64];
+              \$750 [31:0] = \port$5919$0 [95:64];
           4'h1:
-              \$709 [63:32] = \port$5919$0 [95:64];
+              \$750 [63:32] = \port$5919$0 [95:64];
           4'h2:
-              \$709 [95:64] = \port$5919$0 [95:64];
+              \$750 [95:64] = \port$5919$0 [95:64];
           4'h3:
-              \$709 [127:96] = \port$5919$0 [95:64];
+              \$750 [127:96] = \port$5919$0 [95:64];
           4'h4:
-              \$709 [159:128] = \port$5919$0 [95:64];
+              \$750 [159:128] = \port$5919$0 [95:64];
           4'h5:
-              \$709 [191:160] = \port$5919$0 [95:64];
+              \$750 [191:160] = \port$5919$0 [95:64];
           4'h6:
-              \$709 [223:192] = \port$5919$0 [95:64];
+              \$750 [223:192] = \port$5919$0 [95:64];
           4'h7:
-              \$709 [255:224] = \port$5919$0 [95:64];
+              \$750 [255:224] = \port$5919$0 [95:64];
           4'h8:
-              \$709 [287:256] = \port$5919$0 [95:64];
+              \$750 [287:256] = \port$5919$0 [95:64];
           4'h9:
-              \$709 [319:288] = \port$5919$0 [95:64];
+              \$750 [319:288] = \port$5919$0 [95:64];
           4'ha:
-              \$709 [351:320] = \port$5919$0 [95:64];
+              \$750 [351:320] = \port$5919$0 [95:64];
           4'hb:
-              \$709 [383:352] = \port$5919$0 [95:64];
+              \$750 [383:352] = \port$5919$0 [95:64];
           4'hc:
-              \$709 [415:384] = \port$5919$0 [95:64];
+              \$750 [415:384] = \port$5919$0 [95:64];
           4'hd:
-              \$709 [447:416] = \port$5919$0 [95:64];
+              \$750 [447:416] = \port$5919$0 [95:64];
           4'he:
-              \$709 [479:448] = \port$5919$0 [95:64];
+              \$750 [479:448] = \port$5919$0 [95:64];
           4'hf:
-              \$709 [511:480] = \port$5919$0 [95:64];
+              \$750 [511:480] = \port$5919$0 [95:64];
         endcase
       end
     end
     if (hold) begin
-      \$709 [31:0] = 32'd0;
-      \$709 [63:32] = 32'd0;
-      \$709 [95:64] = 32'd0;
-      \$709 [127:96] = 32'd0;
-      \$709 [159:128] = 32'd0;
-      \$709 [191:160] = 32'd0;
-      \$709 [223:192] = 32'd0;
-      \$709 [255:224] = 32'd0;
-      \$709 [287:256] = 32'd0;
-      \$709 [319:288] = 32'd0;
-      \$709 [351:320] = 32'd0;
-      \$709 [383:352] = 32'd0;
-      \$709 [415:384] = 32'd0;
-      \$709 [447:416] = 32'd0;
-      \$709 [479:448] = 32'd0;
-      \$709 [511:480] = 32'd0;
+      \$750 [31:0] = 32'd0;
+      \$750 [63:32] = 32'd0;
+      \$750 [95:64] = 32'd0;
+      \$750 [127:96] = 32'd0;
+      \$750 [159:128] = 32'd0;
+      \$750 [191:160] = 32'd0;
+      \$750 [223:192] = 32'd0;
+      \$750 [255:224] = 32'd0;
+      \$750 [287:256] = 32'd0;
+      \$750 [319:288] = 32'd0;
+      \$750 [351:320] = 32'd0;
+      \$750 [383:352] = 32'd0;
+      \$750 [415:384] = 32'd0;
+      \$750 [447:416] = 32'd0;
+      \$750 [479:448] = 32'd0;
+      \$750 [511:480] = 32'd0;
     end
     if (rst) begin
-      \$709  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$750  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$710  = q0_h;
-    if (\$459 ) begin
-      \$710  = \$460 [4:0];
+    \$751  = q0_h;
+    if (\$472 ) begin
+      \$751  = \$473 [4:0];
     end
     if (q__0__cleared) begin
-      \$710  = 5'h00;
+      \$751  = 5'h00;
     end
     if (rst) begin
-      \$710  = 5'h00;
+      \$751  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$711  = q0_done;
-    if (\$459 ) begin
+    \$752  = q0_done;
+    if (\$472 ) begin
       (* full_case = 32'd1 *)
       casez (q0_h[3:0])
         4'h0:
-            \$711 [0] = \$465 ;
+            \$752 [0] = \$478 ;
         4'h1:
-            \$711 [1] = \$465 ;
+            \$752 [1] = \$478 ;
         4'h2:
-            \$711 [2] = \$465 ;
+            \$752 [2] = \$478 ;
         4'h3:
-            \$711 [3] = \$465 ;
+            \$752 [3] = \$478 ;
         4'h4:
-            \$711 [4] = \$465 ;
+            \$752 [4] = \$478 ;
         4'h5:
-            \$711 [5] = \$465 ;
+            \$752 [5] = \$478 ;
         4'h6:
-            \$711 [6] = \$465 ;
+            \$752 [6] = \$478 ;
         4'h7:
-            \$711 [7] = \$465 ;
+            \$752 [7] = \$478 ;
         4'h8:
-            \$711 [8] = \$465 ;
+            \$752 [8] = \$478 ;
         4'h9:
-            \$711 [9] = \$465 ;
+            \$752 [9] = \$478 ;
         4'ha:
-            \$711 [10] = \$465 ;
+            \$752 [10] = \$478 ;
         4'hb:
-            \$711 [11] = \$465 ;
+            \$752 [11] = \$478 ;
         4'hc:
-            \$711 [12] = \$465 ;
+            \$752 [12] = \$478 ;
         4'hd:
-            \$711 [13] = \$465 ;
+            \$752 [13] = \$478 ;
         4'he:
-            \$711 [14] = \$465 ;
+            \$752 [14] = \$478 ;
         4'hf:
-            \$711 [15] = \$465 ;
+            \$752 [15] = \$478 ;
       endcase
     end
-    if (\$555 ) begin
+    if (\$592 ) begin
       (* full_case = 32'd1 *)
-      casez (\$556 )
+      casez (\$593 )
         4'h0:
-            \$711 [0] = 1'h1;
+            \$752 [0] = 1'h1;
         4'h1:
-            \$711 [1] = 1'h1;
+            \$752 [1] = 1'h1;
         4'h2:
-            \$711 [2] = 1'h1;
+            \$752 [2] = 1'h1;
         4'h3:
-            \$711 [3] = 1'h1;
+            \$752 [3] = 1'h1;
         4'h4:
-            \$711 [4] = 1'h1;
+            \$752 [4] = 1'h1;
         4'h5:
-            \$711 [5] = 1'h1;
+            \$752 [5] = 1'h1;
         4'h6:
-            \$711 [6] = 1'h1;
+            \$752 [6] = 1'h1;
         4'h7:
-            \$711 [7] = 1'h1;
+            \$752 [7] = 1'h1;
         4'h8:
-            \$711 [8] = 1'h1;
+            \$752 [8] = 1'h1;
         4'h9:
-            \$711 [9] = 1'h1;
+            \$752 [9] = 1'h1;
         4'ha:
-            \$711 [10] = 1'h1;
+            \$752 [10] = 1'h1;
         4'hb:
-            \$711 [11] = 1'h1;
+            \$752 [11] = 1'h1;
         4'hc:
-            \$711 [12] = 1'h1;
+            \$752 [12] = 1'h1;
         4'hd:
-            \$711 [13] = 1'h1;
+            \$752 [13] = 1'h1;
         4'he:
-            \$711 [14] = 1'h1;
+            \$752 [14] = 1'h1;
         4'hf:
-            \$711 [15] = 1'h1;
+            \$752 [15] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$711  = 16'h0000;
+      \$752  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$712  = q0_status0;
-    if (\$459 ) begin
+    \$753  = q0_status0;
+    if (\$472 ) begin
       casez (q0_h[3:0])
         4'h0:
-            \$712  = \$466 ;
+            \$753  = \$479 ;
       endcase
     end
-    if (\$555 ) begin
-      casez (\$558 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
-            \$712  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$712  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$713  = q0_status1;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$713  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$713  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$713  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$714  = q0_status2;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$714  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$714  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$714  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$715  = q0_status3;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$715  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$715  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$715  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$716  = q0_status4;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$716  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$716  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$716  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$717  = q0_status5;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$717  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$717  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$717  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$718  = q0_status6;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$718  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$718  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$718  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$719  = q0_status7;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$719  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$719  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$719  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$720  = q0_status8;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$720  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$720  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$720  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$721  = q0_status9;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$721  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$721  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$721  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$722  = q0_status10;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$722  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$722  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$722  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$723  = q0_status11;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$723  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$723  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$723  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$724  = q0_status12;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$724  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$724  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$724  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$725  = q0_status13;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$725  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$725  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$725  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$726  = q0_status14;
-    if (\$459 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$726  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$726  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$726  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$727  = q0_status15;
-    if (\$459 ) begin
-      (* full_case = 32'd1 *)
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$727  = \$466 ;
-      endcase
-    end
-    if (\$555 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$558 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$727  = \$557 ;
-      endcase
-    end
-    if (rst) begin
-      \$727  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$728  = q0_failed;
-    if (\$468 ) begin
-      \$728  = 1'h1;
-    end
-    if (\$555 ) begin
-      if (\$560 ) begin
-        \$728  = 1'h1;
-      end
-    end
-    if (q__0__cleared) begin
-      \$728  = 1'h0;
-    end
-    if (rst) begin
-      \$728  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$729  = q1_h;
-    if (\$471 ) begin
-      \$729  = \$472 [4:0];
-    end
-    if (q__1__cleared) begin
-      \$729  = 5'h00;
-    end
-    if (rst) begin
-      \$729  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$730  = q1_done;
-    if (\$471 ) begin
-      (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
-        4'h0:
-            \$730 [0] = \$477 ;
-        4'h1:
-            \$730 [1] = \$477 ;
-        4'h2:
-            \$730 [2] = \$477 ;
-        4'h3:
-            \$730 [3] = \$477 ;
-        4'h4:
-            \$730 [4] = \$477 ;
-        4'h5:
-            \$730 [5] = \$477 ;
-        4'h6:
-            \$730 [6] = \$477 ;
-        4'h7:
-            \$730 [7] = \$477 ;
-        4'h8:
-            \$730 [8] = \$477 ;
-        4'h9:
-            \$730 [9] = \$477 ;
-        4'ha:
-            \$730 [10] = \$477 ;
-        4'hb:
-            \$730 [11] = \$477 ;
-        4'hc:
-            \$730 [12] = \$477 ;
-        4'hd:
-            \$730 [13] = \$477 ;
-        4'he:
-            \$730 [14] = \$477 ;
-        4'hf:
-            \$730 [15] = \$477 ;
-      endcase
-    end
-    if (\$571 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$572 )
-        4'h0:
-            \$730 [0] = 1'h1;
-        4'h1:
-            \$730 [1] = 1'h1;
-        4'h2:
-            \$730 [2] = 1'h1;
-        4'h3:
-            \$730 [3] = 1'h1;
-        4'h4:
-            \$730 [4] = 1'h1;
-        4'h5:
-            \$730 [5] = 1'h1;
-        4'h6:
-            \$730 [6] = 1'h1;
-        4'h7:
-            \$730 [7] = 1'h1;
-        4'h8:
-            \$730 [8] = 1'h1;
-        4'h9:
-            \$730 [9] = 1'h1;
-        4'ha:
-            \$730 [10] = 1'h1;
-        4'hb:
-            \$730 [11] = 1'h1;
-        4'hc:
-            \$730 [12] = 1'h1;
-        4'hd:
-            \$730 [13] = 1'h1;
-        4'he:
-            \$730 [14] = 1'h1;
-        4'hf:
-            \$730 [15] = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$730  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$731  = q1_status0;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            \$731  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            \$731  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$731  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$732  = q1_status1;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$732  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$732  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$732  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$733  = q1_status2;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$733  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$733  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$733  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$734  = q1_status3;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$734  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$734  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$734  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$735  = q1_status4;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$735  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$735  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$735  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$736  = q1_status5;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$736  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$736  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$736  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$737  = q1_status6;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$737  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$737  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$737  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$738  = q1_status7;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$738  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$738  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$738  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$739  = q1_status8;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$739  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$739  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$739  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$740  = q1_status9;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$740  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$740  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$740  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$741  = q1_status10;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$741  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$741  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$741  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$742  = q1_status11;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$742  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$742  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$742  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$743  = q1_status12;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$743  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$743  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$743  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$744  = q1_status13;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$744  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$744  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$744  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$745  = q1_status14;
-    if (\$471 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$745  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$745  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$745  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$746  = q1_status15;
-    if (\$471 ) begin
-      (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$746  = \$478 ;
-      endcase
-    end
-    if (\$571 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$574 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$746  = \$573 ;
-      endcase
-    end
-    if (rst) begin
-      \$746  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$747  = q1_failed;
-    if (\$480 ) begin
-      \$747  = 1'h1;
-    end
-    if (\$571 ) begin
-      if (\$576 ) begin
-        \$747  = 1'h1;
-      end
-    end
-    if (q__1__cleared) begin
-      \$747  = 1'h0;
-    end
-    if (rst) begin
-      \$747  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$748  = q2_h;
-    if (\$483 ) begin
-      \$748  = \$484 [4:0];
-    end
-    if (q__2__cleared) begin
-      \$748  = 5'h00;
-    end
-    if (rst) begin
-      \$748  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$749  = q2_done;
-    if (\$483 ) begin
-      (* full_case = 32'd1 *)
-      casez (q2_h[3:0])
-        4'h0:
-            \$749 [0] = \$489 ;
-        4'h1:
-            \$749 [1] = \$489 ;
-        4'h2:
-            \$749 [2] = \$489 ;
-        4'h3:
-            \$749 [3] = \$489 ;
-        4'h4:
-            \$749 [4] = \$489 ;
-        4'h5:
-            \$749 [5] = \$489 ;
-        4'h6:
-            \$749 [6] = \$489 ;
-        4'h7:
-            \$749 [7] = \$489 ;
-        4'h8:
-            \$749 [8] = \$489 ;
-        4'h9:
-            \$749 [9] = \$489 ;
-        4'ha:
-            \$749 [10] = \$489 ;
-        4'hb:
-            \$749 [11] = \$489 ;
-        4'hc:
-            \$749 [12] = \$489 ;
-        4'hd:
-            \$749 [13] = \$489 ;
-        4'he:
-            \$749 [14] = \$489 ;
-        4'hf:
-            \$749 [15] = \$489 ;
-      endcase
-    end
-    if (\$587 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$588 )
-        4'h0:
-            \$749 [0] = 1'h1;
-        4'h1:
-            \$749 [1] = 1'h1;
-        4'h2:
-            \$749 [2] = 1'h1;
-        4'h3:
-            \$749 [3] = 1'h1;
-        4'h4:
-            \$749 [4] = 1'h1;
-        4'h5:
-            \$749 [5] = 1'h1;
-        4'h6:
-            \$749 [6] = 1'h1;
-        4'h7:
-            \$749 [7] = 1'h1;
-        4'h8:
-            \$749 [8] = 1'h1;
-        4'h9:
-            \$749 [9] = 1'h1;
-        4'ha:
-            \$749 [10] = 1'h1;
-        4'hb:
-            \$749 [11] = 1'h1;
-        4'hc:
-            \$749 [12] = 1'h1;
-        4'hd:
-            \$749 [13] = 1'h1;
-        4'he:
-            \$749 [14] = 1'h1;
-        4'hf:
-            \$749 [15] = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$749  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$750  = q2_status0;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            \$750  = \$490 ;
-      endcase
-    end
-    if (\$587 ) begin
-      casez (\$590 )
-        4'h0:
-            \$750  = \$589 ;
-      endcase
-    end
-    if (rst) begin
-      \$750  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$751  = q2_status1;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$751  = \$490 ;
-      endcase
-    end
-    if (\$587 ) begin
-      casez (\$590 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$751  = \$589 ;
-      endcase
-    end
-    if (rst) begin
-      \$751  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$752  = q2_status2;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$752  = \$490 ;
-      endcase
-    end
-    if (\$587 ) begin
-      casez (\$590 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            \$752  = \$589 ;
-      endcase
-    end
-    if (rst) begin
-      \$752  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$753  = q2_status3;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$753  = \$490 ;
-      endcase
-    end
-    if (\$587 ) begin
-      casez (\$590 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            \$753  = \$589 ;
+            \$753  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39065,33 +37374,21 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$754  = q2_status4;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$754  = q0_status1;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$754  = \$490 ;
+            \$754  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            \$754  = \$589 ;
+            \$754  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39100,37 +37397,25 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$755  = q2_status5;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$755  = q0_status2;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$755  = \$490 ;
+            \$755  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            \$755  = \$589 ;
+            \$755  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39139,9 +37424,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$756  = q2_status6;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$756  = q0_status3;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39149,17 +37434,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$756  = \$490 ;
+            \$756  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39167,13 +37446,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            \$756  = \$589 ;
+            \$756  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39182,9 +37455,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$757  = q2_status7;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$757  = q0_status4;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39194,17 +37467,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$757  = \$490 ;
+            \$757  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39214,13 +37481,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            \$757  = \$589 ;
+            \$757  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39229,9 +37490,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$758  = q2_status8;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$758  = q0_status5;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39243,17 +37504,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$758  = \$490 ;
+            \$758  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39265,13 +37520,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            \$758  = \$589 ;
+            \$758  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39280,9 +37529,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$759  = q2_status9;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$759  = q0_status6;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39296,17 +37545,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$759  = \$490 ;
+            \$759  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39320,13 +37563,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$759  = \$589 ;
+            \$759  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39335,9 +37572,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$760  = q2_status10;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$760  = q0_status7;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39353,17 +37590,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$760  = \$490 ;
+            \$760  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39379,13 +37610,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$760  = \$589 ;
+            \$760  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39394,9 +37619,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$761  = q2_status11;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$761  = q0_status8;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39414,17 +37639,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$761  = \$490 ;
+            \$761  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39442,13 +37661,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$761  = \$589 ;
+            \$761  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39457,9 +37670,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$762  = q2_status12;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$762  = q0_status9;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39479,17 +37692,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$762  = \$490 ;
+            \$762  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39509,13 +37716,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$762  = \$589 ;
+            \$762  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39524,9 +37725,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$763  = q2_status13;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$763  = q0_status10;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39548,17 +37749,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$763  = \$490 ;
+            \$763  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39580,13 +37775,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$763  = \$589 ;
+            \$763  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39595,9 +37784,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$764  = q2_status14;
-    if (\$483 ) begin
-      casez (q2_h[3:0])
+    \$764  = q0_status11;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -39621,17 +37810,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$764  = \$490 ;
+            \$764  = \$479 ;
       endcase
     end
-    if (\$587 ) begin
-      casez (\$590 )
+    if (\$592 ) begin
+      casez (\$595 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39655,13 +37838,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$764  = \$589 ;
+            \$764  = \$594 ;
       endcase
     end
     if (rst) begin
@@ -39670,8 +37847,2017 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$765  = q2_status15;
-    if (\$483 ) begin
+    \$765  = q0_status12;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$765  = \$479 ;
+      endcase
+    end
+    if (\$592 ) begin
+      casez (\$595 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$765  = \$594 ;
+      endcase
+    end
+    if (rst) begin
+      \$765  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$766  = q0_status13;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$766  = \$479 ;
+      endcase
+    end
+    if (\$592 ) begin
+      casez (\$595 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$766  = \$594 ;
+      endcase
+    end
+    if (rst) begin
+      \$766  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$767  = q0_status14;
+    if (\$472 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$767  = \$479 ;
+      endcase
+    end
+    if (\$592 ) begin
+      casez (\$595 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$767  = \$594 ;
+      endcase
+    end
+    if (rst) begin
+      \$767  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$768  = q0_status15;
+    if (\$472 ) begin
+      (* full_case = 32'd1 *)
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$768  = \$479 ;
+      endcase
+    end
+    if (\$592 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$595 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$768  = \$594 ;
+      endcase
+    end
+    if (rst) begin
+      \$768  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$769  = q0_failed;
+    if (\$481 ) begin
+      \$769  = 1'h1;
+    end
+    if (\$592 ) begin
+      if (\$597 ) begin
+        \$769  = 1'h1;
+      end
+    end
+    if (q__0__cleared) begin
+      \$769  = 1'h0;
+    end
+    if (rst) begin
+      \$769  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$770  = q1_h;
+    if (\$484 ) begin
+      \$770  = \$485 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$770  = 5'h00;
+    end
+    if (rst) begin
+      \$770  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$771  = q1_done;
+    if (\$484 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            \$771 [0] = \$490 ;
+        4'h1:
+            \$771 [1] = \$490 ;
+        4'h2:
+            \$771 [2] = \$490 ;
+        4'h3:
+            \$771 [3] = \$490 ;
+        4'h4:
+            \$771 [4] = \$490 ;
+        4'h5:
+            \$771 [5] = \$490 ;
+        4'h6:
+            \$771 [6] = \$490 ;
+        4'h7:
+            \$771 [7] = \$490 ;
+        4'h8:
+            \$771 [8] = \$490 ;
+        4'h9:
+            \$771 [9] = \$490 ;
+        4'ha:
+            \$771 [10] = \$490 ;
+        4'hb:
+            \$771 [11] = \$490 ;
+        4'hc:
+            \$771 [12] = \$490 ;
+        4'hd:
+            \$771 [13] = \$490 ;
+        4'he:
+            \$771 [14] = \$490 ;
+        4'hf:
+            \$771 [15] = \$490 ;
+      endcase
+    end
+    if (\$608 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$609 )
+        4'h0:
+            \$771 [0] = 1'h1;
+        4'h1:
+            \$771 [1] = 1'h1;
+        4'h2:
+            \$771 [2] = 1'h1;
+        4'h3:
+            \$771 [3] = 1'h1;
+        4'h4:
+            \$771 [4] = 1'h1;
+        4'h5:
+            \$771 [5] = 1'h1;
+        4'h6:
+            \$771 [6] = 1'h1;
+        4'h7:
+            \$771 [7] = 1'h1;
+        4'h8:
+            \$771 [8] = 1'h1;
+        4'h9:
+            \$771 [9] = 1'h1;
+        4'ha:
+            \$771 [10] = 1'h1;
+        4'hb:
+            \$771 [11] = 1'h1;
+        4'hc:
+            \$771 [12] = 1'h1;
+        4'hd:
+            \$771 [13] = 1'h1;
+        4'he:
+            \$771 [14] = 1'h1;
+        4'hf:
+            \$771 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$771  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$772  = q1_status0;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            \$772  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            \$772  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$772  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$773  = q1_status1;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$773  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$773  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$773  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$774  = q1_status2;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$774  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$774  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$774  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$775  = q1_status3;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$775  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$775  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$775  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$776  = q1_status4;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$776  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$776  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$776  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$777  = q1_status5;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$777  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$777  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$777  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$778  = q1_status6;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$778  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$778  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$778  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$779  = q1_status7;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$779  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$779  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$779  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$780  = q1_status8;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$780  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$780  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$780  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$781  = q1_status9;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$781  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$781  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$781  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$782  = q1_status10;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$782  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$782  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$782  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$783  = q1_status11;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$783  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$783  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$783  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$784  = q1_status12;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$784  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$784  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$784  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$785  = q1_status13;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$785  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$785  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$785  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$786  = q1_status14;
+    if (\$484 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$786  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$786  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$786  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$787  = q1_status15;
+    if (\$484 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$787  = \$491 ;
+      endcase
+    end
+    if (\$608 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$611 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$787  = \$610 ;
+      endcase
+    end
+    if (rst) begin
+      \$787  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$788  = q1_failed;
+    if (\$493 ) begin
+      \$788  = 1'h1;
+    end
+    if (\$608 ) begin
+      if (\$613 ) begin
+        \$788  = 1'h1;
+      end
+    end
+    if (q__1__cleared) begin
+      \$788  = 1'h0;
+    end
+    if (rst) begin
+      \$788  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$789  = q2_h;
+    if (\$496 ) begin
+      \$789  = \$497 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$789  = 5'h00;
+    end
+    if (rst) begin
+      \$789  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$790  = q2_done;
+    if (\$496 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
+        4'h0:
+            \$790 [0] = \$502 ;
+        4'h1:
+            \$790 [1] = \$502 ;
+        4'h2:
+            \$790 [2] = \$502 ;
+        4'h3:
+            \$790 [3] = \$502 ;
+        4'h4:
+            \$790 [4] = \$502 ;
+        4'h5:
+            \$790 [5] = \$502 ;
+        4'h6:
+            \$790 [6] = \$502 ;
+        4'h7:
+            \$790 [7] = \$502 ;
+        4'h8:
+            \$790 [8] = \$502 ;
+        4'h9:
+            \$790 [9] = \$502 ;
+        4'ha:
+            \$790 [10] = \$502 ;
+        4'hb:
+            \$790 [11] = \$502 ;
+        4'hc:
+            \$790 [12] = \$502 ;
+        4'hd:
+            \$790 [13] = \$502 ;
+        4'he:
+            \$790 [14] = \$502 ;
+        4'hf:
+            \$790 [15] = \$502 ;
+      endcase
+    end
+    if (\$624 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$625 )
+        4'h0:
+            \$790 [0] = 1'h1;
+        4'h1:
+            \$790 [1] = 1'h1;
+        4'h2:
+            \$790 [2] = 1'h1;
+        4'h3:
+            \$790 [3] = 1'h1;
+        4'h4:
+            \$790 [4] = 1'h1;
+        4'h5:
+            \$790 [5] = 1'h1;
+        4'h6:
+            \$790 [6] = 1'h1;
+        4'h7:
+            \$790 [7] = 1'h1;
+        4'h8:
+            \$790 [8] = 1'h1;
+        4'h9:
+            \$790 [9] = 1'h1;
+        4'ha:
+            \$790 [10] = 1'h1;
+        4'hb:
+            \$790 [11] = 1'h1;
+        4'hc:
+            \$790 [12] = 1'h1;
+        4'hd:
+            \$790 [13] = 1'h1;
+        4'he:
+            \$790 [14] = 1'h1;
+        4'hf:
+            \$790 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$790  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$791  = q2_status0;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            \$791  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            \$791  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$791  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$792  = q2_status1;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$792  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$792  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$792  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$793  = q2_status2;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$793  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$793  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$793  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$794  = q2_status3;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$794  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$794  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$794  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$795  = q2_status4;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$795  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$795  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$795  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$796  = q2_status5;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$796  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$796  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$796  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$797  = q2_status6;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$797  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$797  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$797  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$798  = q2_status7;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$798  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$798  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$798  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$799  = q2_status8;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$799  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$799  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$799  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$800  = q2_status9;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$800  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$800  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$800  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$801  = q2_status10;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$801  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$801  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$801  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$802  = q2_status11;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$802  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$802  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$802  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$803  = q2_status12;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$803  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$803  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$803  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$804  = q2_status13;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$804  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$804  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$804  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$805  = q2_status14;
+    if (\$496 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$805  = \$503 ;
+      endcase
+    end
+    if (\$624 ) begin
+      casez (\$627 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$805  = \$626 ;
+      endcase
+    end
+    if (rst) begin
+      \$805  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$806  = q2_status15;
+    if (\$496 ) begin
       (* full_case = 32'd1 *)
       casez (q2_h[3:0])
         4'h0:
@@ -39705,12 +39891,12 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             /* empty */;
         4'hf:
-            \$765  = \$490 ;
+            \$806  = \$503 ;
       endcase
     end
-    if (\$587 ) begin
+    if (\$624 ) begin
       (* full_case = 32'd1 *)
-      casez (\$590 )
+      casez (\$627 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39742,229 +39928,198 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             /* empty */;
         4'hf:
-            \$765  = \$589 ;
+            \$806  = \$626 ;
       endcase
     end
     if (rst) begin
-      \$765  = 8'h00;
+      \$806  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$766  = q2_failed;
-    if (\$492 ) begin
-      \$766  = 1'h1;
+    \$807  = q2_failed;
+    if (\$505 ) begin
+      \$807  = 1'h1;
     end
-    if (\$587 ) begin
-      if (\$592 ) begin
-        \$766  = 1'h1;
+    if (\$624 ) begin
+      if (\$629 ) begin
+        \$807  = 1'h1;
       end
     end
     if (q__2__cleared) begin
-      \$766  = 1'h0;
+      \$807  = 1'h0;
     end
     if (rst) begin
-      \$766  = 1'h0;
+      \$807  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$767  = q3_h;
-    if (\$495 ) begin
-      \$767  = \$496 [4:0];
+    \$808  = q3_h;
+    if (\$508 ) begin
+      \$808  = \$509 [4:0];
     end
     if (q__3__cleared) begin
-      \$767  = 5'h00;
+      \$808  = 5'h00;
     end
     if (rst) begin
-      \$767  = 5'h00;
+      \$808  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$768  = q3_done;
-    if (\$495 ) begin
+    \$809  = q3_done;
+    if (\$508 ) begin
       (* full_case = 32'd1 *)
       casez (q3_h[3:0])
         4'h0:
-            \$768 [0] = \$501 ;
+            \$809 [0] = \$514 ;
         4'h1:
-            \$768 [1] = \$501 ;
+            \$809 [1] = \$514 ;
         4'h2:
-            \$768 [2] = \$501 ;
+            \$809 [2] = \$514 ;
         4'h3:
-            \$768 [3] = \$501 ;
+            \$809 [3] = \$514 ;
         4'h4:
-            \$768 [4] = \$501 ;
+            \$809 [4] = \$514 ;
         4'h5:
-            \$768 [5] = \$501 ;
+            \$809 [5] = \$514 ;
         4'h6:
-            \$768 [6] = \$501 ;
+            \$809 [6] = \$514 ;
         4'h7:
-            \$768 [7] = \$501 ;
+            \$809 [7] = \$514 ;
         4'h8:
-            \$768 [8] = \$501 ;
+            \$809 [8] = \$514 ;
         4'h9:
-            \$768 [9] = \$501 ;
+            \$809 [9] = \$514 ;
         4'ha:
-            \$768 [10] = \$501 ;
+            \$809 [10] = \$514 ;
         4'hb:
-            \$768 [11] = \$501 ;
+            \$809 [11] = \$514 ;
         4'hc:
-            \$768 [12] = \$501 ;
+            \$809 [12] = \$514 ;
         4'hd:
-            \$768 [13] = \$501 ;
+            \$809 [13] = \$514 ;
         4'he:
-            \$768 [14] = \$501 ;
+            \$809 [14] = \$514 ;
         4'hf:
-            \$768 [15] = \$501 ;
+            \$809 [15] = \$514 ;
       endcase
     end
-    if (\$603 ) begin
+    if (\$640 ) begin
       (* full_case = 32'd1 *)
-      casez (\$604 )
+      casez (\$641 )
         4'h0:
-            \$768 [0] = 1'h1;
+            \$809 [0] = 1'h1;
         4'h1:
-            \$768 [1] = 1'h1;
+            \$809 [1] = 1'h1;
         4'h2:
-            \$768 [2] = 1'h1;
+            \$809 [2] = 1'h1;
         4'h3:
-            \$768 [3] = 1'h1;
+            \$809 [3] = 1'h1;
         4'h4:
-            \$768 [4] = 1'h1;
+            \$809 [4] = 1'h1;
         4'h5:
-            \$768 [5] = 1'h1;
+            \$809 [5] = 1'h1;
         4'h6:
-            \$768 [6] = 1'h1;
+            \$809 [6] = 1'h1;
         4'h7:
-            \$768 [7] = 1'h1;
+            \$809 [7] = 1'h1;
         4'h8:
-            \$768 [8] = 1'h1;
+            \$809 [8] = 1'h1;
         4'h9:
-            \$768 [9] = 1'h1;
+            \$809 [9] = 1'h1;
         4'ha:
-            \$768 [10] = 1'h1;
+            \$809 [10] = 1'h1;
         4'hb:
-            \$768 [11] = 1'h1;
+            \$809 [11] = 1'h1;
         4'hc:
-            \$768 [12] = 1'h1;
+            \$809 [12] = 1'h1;
         4'hd:
-            \$768 [13] = 1'h1;
+            \$809 [13] = 1'h1;
         4'he:
-            \$768 [14] = 1'h1;
+            \$809 [14] = 1'h1;
         4'hf:
-            \$768 [15] = 1'h1;
+            \$809 [15] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$768  = 16'h0000;
+      \$809  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$769  = q3_status0;
-    if (\$495 ) begin
+    \$810  = q3_status0;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
-            \$769  = \$502 ;
+            \$810  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
-            \$769  = \$605 ;
+            \$810  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$769  = 8'h00;
+      \$810  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$770  = q3_status1;
-    if (\$495 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$770  = \$502 ;
-      endcase
-    end
-    if (\$603 ) begin
-      casez (\$606 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            \$770  = \$605 ;
-      endcase
-    end
-    if (rst) begin
-      \$770  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$771  = q3_status2;
-    if (\$495 ) begin
+    \$811  = q3_status1;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            \$771  = \$502 ;
+            \$811  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            \$771  = \$605 ;
+            \$811  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$771  = 8'h00;
+      \$811  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$772  = q3_status3;
-    if (\$495 ) begin
+    \$812  = q3_status2;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            \$772  = \$502 ;
+            \$812  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            \$772  = \$605 ;
+            \$812  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$772  = 8'h00;
+      \$812  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$773  = q3_status4;
-    if (\$495 ) begin
+    \$813  = q3_status3;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -39973,13 +40128,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            \$773  = \$502 ;
+            \$813  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -39987,19 +40140,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            \$773  = \$605 ;
+            \$813  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$773  = 8'h00;
+      \$813  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$774  = q3_status5;
-    if (\$495 ) begin
+    \$814  = q3_status4;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40010,13 +40161,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            /* empty */;
-        4'h5:
-            \$774  = \$502 ;
+            \$814  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40026,19 +40175,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            /* empty */;
-        4'h5:
-            \$774  = \$605 ;
+            \$814  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$774  = 8'h00;
+      \$814  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$775  = q3_status6;
-    if (\$495 ) begin
+    \$815  = q3_status5;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40051,13 +40198,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h6:
-            \$775  = \$502 ;
+            \$815  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40069,19 +40214,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            /* empty */;
-        4'h6:
-            \$775  = \$605 ;
+            \$815  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$775  = 8'h00;
+      \$815  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$776  = q3_status7;
-    if (\$495 ) begin
+    \$816  = q3_status6;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40096,13 +40239,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            /* empty */;
-        4'h7:
-            \$776  = \$502 ;
+            \$816  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40116,19 +40257,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            /* empty */;
-        4'h7:
-            \$776  = \$605 ;
+            \$816  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$776  = 8'h00;
+      \$816  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$777  = q3_status8;
-    if (\$495 ) begin
+    \$817  = q3_status7;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40145,13 +40284,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            \$777  = \$502 ;
+            \$817  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40167,19 +40304,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            /* empty */;
-        4'h8:
-            \$777  = \$605 ;
+            \$817  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$777  = 8'h00;
+      \$817  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$778  = q3_status9;
-    if (\$495 ) begin
+    \$818  = q3_status8;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40198,13 +40333,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            \$778  = \$502 ;
+            \$818  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40222,19 +40355,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            /* empty */;
-        4'h9:
-            \$778  = \$605 ;
+            \$818  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$778  = 8'h00;
+      \$818  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$779  = q3_status10;
-    if (\$495 ) begin
+    \$819  = q3_status9;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40255,13 +40386,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            /* empty */;
-        4'ha:
-            \$779  = \$502 ;
+            \$819  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40281,19 +40410,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h8:
             /* empty */;
         4'h9:
-            /* empty */;
-        4'ha:
-            \$779  = \$605 ;
+            \$819  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$779  = 8'h00;
+      \$819  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$780  = q3_status11;
-    if (\$495 ) begin
+    \$820  = q3_status10;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40316,13 +40443,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            /* empty */;
-        4'hb:
-            \$780  = \$502 ;
+            \$820  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40344,19 +40469,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h9:
             /* empty */;
         4'ha:
-            /* empty */;
-        4'hb:
-            \$780  = \$605 ;
+            \$820  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$780  = 8'h00;
+      \$820  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$781  = q3_status12;
-    if (\$495 ) begin
+    \$821  = q3_status11;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40381,13 +40504,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            /* empty */;
-        4'hc:
-            \$781  = \$502 ;
+            \$821  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40411,19 +40532,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'ha:
             /* empty */;
         4'hb:
-            /* empty */;
-        4'hc:
-            \$781  = \$605 ;
+            \$821  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$781  = 8'h00;
+      \$821  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$782  = q3_status13;
-    if (\$495 ) begin
+    \$822  = q3_status12;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40450,13 +40569,11 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             /* empty */;
         4'hc:
-            /* empty */;
-        4'hd:
-            \$782  = \$502 ;
+            \$822  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40482,19 +40599,17 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hb:
             /* empty */;
         4'hc:
-            /* empty */;
-        4'hd:
-            \$782  = \$605 ;
+            \$822  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$782  = 8'h00;
+      \$822  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$783  = q3_status14;
-    if (\$495 ) begin
+    \$823  = q3_status13;
+    if (\$508 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -40523,13 +40638,50 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hc:
             /* empty */;
         4'hd:
-            /* empty */;
-        4'he:
-            \$783  = \$502 ;
+            \$823  = \$515 ;
       endcase
     end
-    if (\$603 ) begin
-      casez (\$606 )
+    if (\$640 ) begin
+      casez (\$643 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$823  = \$642 ;
+      endcase
+    end
+    if (rst) begin
+      \$823  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$824  = q3_status14;
+    if (\$508 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -40559,56 +40711,53 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'hd:
             /* empty */;
         4'he:
-            \$783  = \$605 ;
+            \$824  = \$515 ;
+      endcase
+    end
+    if (\$640 ) begin
+      casez (\$643 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$824  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$783  = 8'h00;
+      \$824  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$784  = q3_status15;
-    if (\$495 ) begin
+    \$825  = q3_status15;
+    if (\$508 ) begin
       (* full_case = 32'd1 *)
       casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$784  = \$502 ;
-      endcase
-    end
-    if (\$603 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$606 )
         4'h0:
             /* empty */;
         4'h1:
@@ -40640,429 +40789,494 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'he:
             /* empty */;
         4'hf:
-            \$784  = \$605 ;
+            \$825  = \$515 ;
+      endcase
+    end
+    if (\$640 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$643 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$825  = \$642 ;
       endcase
     end
     if (rst) begin
-      \$784  = 8'h00;
+      \$825  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$785  = q3_failed;
-    if (\$504 ) begin
-      \$785  = 1'h1;
+    \$826  = q3_failed;
+    if (\$517 ) begin
+      \$826  = 1'h1;
     end
-    if (\$603 ) begin
-      if (\$608 ) begin
-        \$785  = 1'h1;
+    if (\$640 ) begin
+      if (\$645 ) begin
+        \$826  = 1'h1;
       end
     end
     if (q__3__cleared) begin
-      \$785  = 1'h0;
+      \$826  = 1'h0;
     end
     if (rst) begin
-      \$785  = 1'h0;
+      \$826  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$786  = retire_rr_last;
+    \$827  = \$523 ;
+    if (rst) begin
+      \$827  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$828  = \$529 ;
+    if (rst) begin
+      \$828  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$829  = \$535 ;
+    if (rst) begin
+      \$829  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$830  = \$541 ;
+    if (rst) begin
+      \$830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$831  = retire_rr_last;
     if (retire_rr_any) begin
-      \$786  = retire_rr_sel;
+      \$831  = retire_rr_sel;
     end
     if (rst) begin
-      \$786  = 3'h4;
+      \$831  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$787  = dma_load_outstanding;
-    if (\$506 ) begin
-      \$787  = \$511 [2:0];
-    end else if (\$510 ) begin
-      \$787  = \$512 [2:0];
+    \$832  = dma_load_outstanding;
+    if (\$543 ) begin
+      \$832  = \$548 [2:0];
+    end else if (\$547 ) begin
+      \$832  = \$549 [2:0];
     end
     if (rst) begin
-      \$787  = 3'h0;
+      \$832  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$788  = dma_store_outstanding;
-    if (\$514 ) begin
-      \$788  = \$519 [2:0];
-    end else if (\$518 ) begin
-      \$788  = \$520 [2:0];
+    \$833  = dma_store_outstanding;
+    if (\$551 ) begin
+      \$833  = \$556 [2:0];
+    end else if (\$555 ) begin
+      \$833  = \$557 [2:0];
     end
     if (rst) begin
-      \$788  = 3'h0;
+      \$833  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$789  = gemm_outstanding;
-    if (\$522 ) begin
-      \$789  = \$527 [2:0];
-    end else if (\$526 ) begin
-      \$789  = \$528 [2:0];
+    \$834  = gemm_outstanding;
+    if (\$559 ) begin
+      \$834  = \$564 [2:0];
+    end else if (\$563 ) begin
+      \$834  = \$565 [2:0];
     end
     if (rst) begin
-      \$789  = 3'h0;
+      \$834  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$790  = vec_outstanding;
-    if (\$530 ) begin
-      \$790  = \$535 [2:0];
-    end else if (\$534 ) begin
-      \$790  = \$536 [2:0];
+    \$835  = vec_outstanding;
+    if (\$567 ) begin
+      \$835  = \$572 [2:0];
+    end else if (\$571 ) begin
+      \$835  = \$573 [2:0];
     end
     if (rst) begin
-      \$790  = 3'h0;
+      \$835  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$791  = sfu_outstanding;
-    if (\$538 ) begin
-      \$791  = \$543 [2:0];
-    end else if (\$542 ) begin
-      \$791  = \$544 [2:0];
+    \$836  = sfu_outstanding;
+    if (\$575 ) begin
+      \$836  = \$580 [2:0];
+    end else if (\$579 ) begin
+      \$836  = \$581 [2:0];
     end
     if (rst) begin
-      \$791  = 3'h0;
+      \$836  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$792  = q0_list_done;
+    \$837  = q0_list_done;
     if (q0_silent) begin
-      \$792  = \$609 [15:0];
+      \$837  = \$646 [15:0];
     end
-    if (\$647 ) begin
-      \$792  = 16'h0000;
+    if (\$684 ) begin
+      \$837  = 16'h0000;
     end
     if (q__0__cleared) begin
-      \$792  = 16'h0000;
+      \$837  = 16'h0000;
     end
     if (rst) begin
-      \$792  = 16'h0000;
+      \$837  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$793  = q0_list_err;
+    \$838  = q0_list_err;
     if (q0_silent) begin
-      if (\$613 ) begin
-        \$793  = \$614 ;
+      if (\$650 ) begin
+        \$838  = \$651 ;
       end
     end
-    if (\$647 ) begin
-      \$793  = 8'h00;
+    if (\$684 ) begin
+      \$838  = 8'h00;
     end
     if (q__0__cleared) begin
-      \$793  = 8'h00;
+      \$838  = 8'h00;
     end
     if (rst) begin
-      \$793  = 8'h00;
+      \$838  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$794  = q0_list_item;
+    \$839  = q0_list_item;
     if (q0_silent) begin
-      if (\$613 ) begin
-        \$794  = \$615 [15:0];
+      if (\$650 ) begin
+        \$839  = \$652 [15:0];
       end
     end
-    if (\$647 ) begin
-      \$794  = 16'h0000;
+    if (\$684 ) begin
+      \$839  = 16'h0000;
     end
     if (q__0__cleared) begin
-      \$794  = 16'h0000;
+      \$839  = 16'h0000;
     end
     if (rst) begin
-      \$794  = 16'h0000;
+      \$839  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$795  = q1_list_done;
+    \$840  = q1_list_done;
     if (q1_silent) begin
-      \$795  = \$616 [15:0];
+      \$840  = \$653 [15:0];
     end
-    if (\$657 ) begin
-      \$795  = 16'h0000;
+    if (\$694 ) begin
+      \$840  = 16'h0000;
     end
     if (q__1__cleared) begin
-      \$795  = 16'h0000;
+      \$840  = 16'h0000;
     end
     if (rst) begin
-      \$795  = 16'h0000;
+      \$840  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$796  = q1_list_err;
+    \$841  = q1_list_err;
     if (q1_silent) begin
-      if (\$620 ) begin
-        \$796  = \$621 ;
+      if (\$657 ) begin
+        \$841  = \$658 ;
       end
     end
-    if (\$657 ) begin
-      \$796  = 8'h00;
+    if (\$694 ) begin
+      \$841  = 8'h00;
     end
     if (q__1__cleared) begin
-      \$796  = 8'h00;
+      \$841  = 8'h00;
     end
     if (rst) begin
-      \$796  = 8'h00;
+      \$841  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$797  = q1_list_item;
+    \$842  = q1_list_item;
     if (q1_silent) begin
-      if (\$620 ) begin
-        \$797  = \$622 [15:0];
+      if (\$657 ) begin
+        \$842  = \$659 [15:0];
       end
     end
-    if (\$657 ) begin
-      \$797  = 16'h0000;
+    if (\$694 ) begin
+      \$842  = 16'h0000;
     end
     if (q__1__cleared) begin
-      \$797  = 16'h0000;
+      \$842  = 16'h0000;
     end
     if (rst) begin
-      \$797  = 16'h0000;
+      \$842  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$798  = q2_list_done;
+    \$843  = q2_list_done;
     if (q2_silent) begin
-      \$798  = \$623 [15:0];
+      \$843  = \$660 [15:0];
     end
-    if (\$667 ) begin
-      \$798  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$798  = 16'h0000;
-    end
-    if (rst) begin
-      \$798  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$799  = q2_list_err;
-    if (q2_silent) begin
-      if (\$627 ) begin
-        \$799  = \$628 ;
-      end
-    end
-    if (\$667 ) begin
-      \$799  = 8'h00;
-    end
-    if (q__2__cleared) begin
-      \$799  = 8'h00;
-    end
-    if (rst) begin
-      \$799  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$800  = q2_list_item;
-    if (q2_silent) begin
-      if (\$627 ) begin
-        \$800  = \$629 [15:0];
-      end
-    end
-    if (\$667 ) begin
-      \$800  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$800  = 16'h0000;
-    end
-    if (rst) begin
-      \$800  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$801  = q3_list_done;
-    if (q3_silent) begin
-      \$801  = \$630 [15:0];
-    end
-    if (\$677 ) begin
-      \$801  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$801  = 16'h0000;
-    end
-    if (rst) begin
-      \$801  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$802  = q3_list_err;
-    if (q3_silent) begin
-      if (\$634 ) begin
-        \$802  = \$635 ;
-      end
-    end
-    if (\$677 ) begin
-      \$802  = 8'h00;
-    end
-    if (q__3__cleared) begin
-      \$802  = 8'h00;
-    end
-    if (rst) begin
-      \$802  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$803  = q3_list_item;
-    if (q3_silent) begin
-      if (\$634 ) begin
-        \$803  = \$636 [15:0];
-      end
-    end
-    if (\$677 ) begin
-      \$803  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$803  = 16'h0000;
-    end
-    if (rst) begin
-      \$803  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$804  = cpl_rr_last;
-    if (\$637 ) begin
-      \$804  = cpl_rr_sel;
-    end
-    if (rst) begin
-      \$804  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$805  = q0_r;
-    if (\$641 ) begin
-      \$805  = \$642 [4:0];
-    end
-    if (q__0__cleared) begin
-      \$805  = 5'h00;
-    end
-    if (rst) begin
-      \$805  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$806  = q1_r;
-    if (\$651 ) begin
-      \$806  = \$652 [4:0];
-    end
-    if (q__1__cleared) begin
-      \$806  = 5'h00;
-    end
-    if (rst) begin
-      \$806  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$807  = q2_r;
-    if (\$661 ) begin
-      \$807  = \$662 [4:0];
-    end
-    if (q__2__cleared) begin
-      \$807  = 5'h00;
-    end
-    if (rst) begin
-      \$807  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$808  = q3_r;
-    if (\$671 ) begin
-      \$808  = \$672 [4:0];
-    end
-    if (q__3__cleared) begin
-      \$808  = 5'h00;
-    end
-    if (rst) begin
-      \$808  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$809  = dma_load_since;
-    if (\$680 ) begin
-      \$809  = 32'd0;
-    end else if (\$682 ) begin
-      \$809  = \$683 [31:0];
-    end
-    if (rst) begin
-      \$809  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$810  = dma_store_since;
-    if (\$686 ) begin
-      \$810  = 32'd0;
-    end else if (\$688 ) begin
-      \$810  = \$689 [31:0];
-    end
-    if (rst) begin
-      \$810  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$811  = gemm_since;
-    if (\$692 ) begin
-      \$811  = 32'd0;
-    end else if (\$694 ) begin
-      \$811  = \$695 [31:0];
-    end
-    if (rst) begin
-      \$811  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$812  = vec_since;
-    if (\$698 ) begin
-      \$812  = 32'd0;
-    end else if (\$700 ) begin
-      \$812  = \$701 [31:0];
-    end
-    if (rst) begin
-      \$812  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$813  = sfu_since;
     if (\$704 ) begin
-      \$813  = 32'd0;
-    end else if (\$706 ) begin
-      \$813  = \$707 [31:0];
+      \$843  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$843  = 16'h0000;
     end
     if (rst) begin
-      \$813  = 32'd0;
+      \$843  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$844  = q2_list_err;
+    if (q2_silent) begin
+      if (\$664 ) begin
+        \$844  = \$665 ;
+      end
+    end
+    if (\$704 ) begin
+      \$844  = 8'h00;
+    end
+    if (q__2__cleared) begin
+      \$844  = 8'h00;
+    end
+    if (rst) begin
+      \$844  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$845  = q2_list_item;
+    if (q2_silent) begin
+      if (\$664 ) begin
+        \$845  = \$666 [15:0];
+      end
+    end
+    if (\$704 ) begin
+      \$845  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$845  = 16'h0000;
+    end
+    if (rst) begin
+      \$845  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$846  = q3_list_done;
+    if (q3_silent) begin
+      \$846  = \$667 [15:0];
+    end
+    if (\$714 ) begin
+      \$846  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$846  = 16'h0000;
+    end
+    if (rst) begin
+      \$846  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$847  = q3_list_err;
+    if (q3_silent) begin
+      if (\$671 ) begin
+        \$847  = \$672 ;
+      end
+    end
+    if (\$714 ) begin
+      \$847  = 8'h00;
+    end
+    if (q__3__cleared) begin
+      \$847  = 8'h00;
+    end
+    if (rst) begin
+      \$847  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$848  = q3_list_item;
+    if (q3_silent) begin
+      if (\$671 ) begin
+        \$848  = \$673 [15:0];
+      end
+    end
+    if (\$714 ) begin
+      \$848  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$848  = 16'h0000;
+    end
+    if (rst) begin
+      \$848  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$849  = cpl_rr_last;
+    if (\$674 ) begin
+      \$849  = cpl_rr_sel;
+    end
+    if (rst) begin
+      \$849  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$850  = q0_r;
+    if (\$678 ) begin
+      \$850  = \$679 [4:0];
+    end
+    if (q__0__cleared) begin
+      \$850  = 5'h00;
+    end
+    if (rst) begin
+      \$850  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$851  = q1_r;
+    if (\$688 ) begin
+      \$851  = \$689 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$851  = 5'h00;
+    end
+    if (rst) begin
+      \$851  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$852  = q2_r;
+    if (\$698 ) begin
+      \$852  = \$699 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$852  = 5'h00;
+    end
+    if (rst) begin
+      \$852  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$853  = q3_r;
+    if (\$708 ) begin
+      \$853  = \$709 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$853  = 5'h00;
+    end
+    if (rst) begin
+      \$853  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$854  = dma_load_since;
+    if (\$717 ) begin
+      \$854  = 32'd0;
+    end else if (\$719 ) begin
+      \$854  = \$720 [31:0];
+    end
+    if (rst) begin
+      \$854  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$855  = dma_store_since;
+    if (\$723 ) begin
+      \$855  = 32'd0;
+    end else if (\$725 ) begin
+      \$855  = \$726 [31:0];
+    end
+    if (rst) begin
+      \$855  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$856  = gemm_since;
+    if (\$729 ) begin
+      \$856  = 32'd0;
+    end else if (\$731 ) begin
+      \$856  = \$732 [31:0];
+    end
+    if (rst) begin
+      \$856  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$857  = vec_since;
+    if (\$735 ) begin
+      \$857  = 32'd0;
+    end else if (\$737 ) begin
+      \$857  = \$738 [31:0];
+    end
+    if (rst) begin
+      \$857  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$858  = sfu_since;
+    if (\$741 ) begin
+      \$858  = 32'd0;
+    end else if (\$743 ) begin
+      \$858  = \$744 [31:0];
+    end
+    if (rst) begin
+      \$858  = 32'd0;
     end
   end
   always @* begin
@@ -41141,44 +41355,6 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           \$81  = events[511:480];
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$5889$0 [35:32])
-      4'h0:
-          \$122  = events[31:0];
-      4'h1:
-          \$122  = events[63:32];
-      4'h2:
-          \$122  = events[95:64];
-      4'h3:
-          \$122  = events[127:96];
-      4'h4:
-          \$122  = events[159:128];
-      4'h5:
-          \$122  = events[191:160];
-      4'h6:
-          \$122  = events[223:192];
-      4'h7:
-          \$122  = events[255:224];
-      4'h8:
-          \$122  = events[287:256];
-      4'h9:
-          \$122  = events[319:288];
-      4'ha:
-          \$122  = events[351:320];
-      4'hb:
-          \$122  = events[383:352];
-      4'hc:
-          \$122  = events[415:384];
-      4'hd:
-          \$122  = events[447:416];
-      4'he:
-          \$122  = events[479:448];
-      4'hf:
-          \$122  = events[511:480];
-    endcase
-  end
   assign q__0__head = \port$5829$0 [255:0];
   assign q__0__end = \port$5829$0 [257];
   assign q0_wait_diff = \$41 [31:0];
@@ -41203,36 +41379,36 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
   assign \$signature__data  = { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
-  assign \$signature__addr$153  = q1_h[3:0];
-  assign \$signature__data$155  = { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
-  assign \$signature__addr$158  = q2_h[3:0];
-  assign \$signature__data$160  = { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
-  assign \$signature__addr$163  = q3_h[3:0];
-  assign \$signature__data$165  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+  assign \$signature__addr$165  = q1_h[3:0];
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+  assign \$signature__addr$170  = q2_h[3:0];
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+  assign \$signature__addr$175  = q3_h[3:0];
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$171 ;
-  assign \w_data$173  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$176 ;
-  assign \w_data$178  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$181 ;
-  assign \w_data$183  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$186 ;
-  assign \w_data$188  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$185 ;
+  assign \w_data$187  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$190 ;
+  assign \w_data$192  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$195 ;
+  assign \w_data$197  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$200 ;
+  assign \w_data$202  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$201 ;
-  assign gemm_retired = \r_en$203 ;
-  assign vec_retired = \r_en$205 ;
-  assign sfu_retired = \r_en$207 ;
-  assign \$signature__addr$209  = q0_r[3:0];
-  assign \$signature__addr$231  = q1_r[3:0];
-  assign \$signature__addr$253  = q2_r[3:0];
-  assign \$signature__addr$275  = q3_r[3:0];
+  assign dma_store_retired = \r_en$215 ;
+  assign gemm_retired = \r_en$217 ;
+  assign vec_retired = \r_en$219 ;
+  assign sfu_retired = \r_en$221 ;
+  assign \$signature__addr$223  = q0_r[3:0];
+  assign \$signature__addr$245  = q1_r[3:0];
+  assign \$signature__addr$267  = q2_r[3:0];
+  assign \$signature__addr$289  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$9937$0  = \$317 [15:0];
-  assign \port$9943$0  = \$318 ;
-  assign \port$9944$32  = \$319 [255:32];
+  assign \port$9941$0  = \$317 [15:0];
+  assign \port$9947$0  = \$318 ;
+  assign \port$9948$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -41249,19 +41425,15 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \events[13]  = events[447:416];
   assign \events[14]  = events[479:448];
   assign \events[15]  = events[511:480];
-  assign hung[4] = \$456 ;
-  assign hung[3] = \$452 ;
-  assign hung[2] = \$448 ;
-  assign hung[1] = \$444 ;
-  assign hung[0] = \$440 ;
-  assign \$202  = \$41 [31];
-  assign \$239  = \$82 [31];
-  assign \$276  = \$123 [31];
-  assign \$313  = \$164 [31];
+  assign hung[4] = \$469 ;
+  assign hung[3] = \$465 ;
+  assign hung[2] = \$461 ;
+  assign hung[1] = \$457 ;
+  assign hung[0] = \$453 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11906$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11948$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41303,8 +41475,8 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11906$16 ;
-  wire [15:0] \port$11906$16 ;
+  input [15:0] \port$11948$16 ;
+  wire [15:0] \port$11948$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -41341,7 +41513,7 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11906$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$11948$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41440,14 +41612,14 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11906$16 , \port$3838$0  };
-  assign w_data = { \port$11906$16 , \port$3838$0  };
+  assign w_port__data = { \port$11948$16 , \port$3838$0  };
+  assign w_data = { \port$11948$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11910$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11952$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41489,8 +41661,8 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11910$16 ;
-  wire [15:0] \port$11910$16 ;
+  input [15:0] \port$11952$16 ;
+  wire [15:0] \port$11952$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -41527,7 +41699,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11910$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$11952$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41626,14 +41798,14 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11910$16 , \port$3858$0  };
-  assign w_data = { \port$11910$16 , \port$3858$0  };
+  assign w_port__data = { \port$11952$16 , \port$3858$0  };
+  assign w_data = { \port$11952$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11914$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11956$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41675,8 +41847,8 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11914$16 ;
-  wire [15:0] \port$11914$16 ;
+  input [15:0] \port$11956$16 ;
+  wire [15:0] \port$11956$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -41713,7 +41885,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11914$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$11956$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41812,14 +41984,14 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11914$16 , \port$3878$0  };
-  assign w_data = { \port$11914$16 , \port$3878$0  };
+  assign w_port__data = { \port$11956$16 , \port$3878$0  };
+  assign w_data = { \port$11956$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11922$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11964$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41861,8 +42033,8 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11922$16 ;
-  wire [15:0] \port$11922$16 ;
+  input [15:0] \port$11964$16 ;
+  wire [15:0] \port$11964$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -41899,7 +42071,7 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11922$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$11964$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41998,14 +42170,14 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11922$16 , \port$3933$0  };
-  assign w_data = { \port$11922$16 , \port$3933$0  };
+  assign w_port__data = { \port$11964$16 , \port$3933$0  };
+  assign w_data = { \port$11964$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11918$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11960$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42047,8 +42219,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11918$16 ;
-  wire [15:0] \port$11918$16 ;
+  input [15:0] \port$11960$16 ;
+  wire [15:0] \port$11960$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -42085,7 +42257,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11918$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$11960$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42184,8 +42356,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11918$16 , \port$3898$0  };
-  assign w_data = { \port$11918$16 , \port$3898$0  };
+  assign w_port__data = { \port$11960$16 , \port$3898$0  };
+  assign w_data = { \port$11960$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -50335,7 +50507,7 @@ module \kaki_soc_4x4.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11416$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11458$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -51316,8 +51488,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$11416$0 ;
-  wire [2:0] \port$11416$0 ;
+  input [2:0] \port$11458$0 ;
+  wire [2:0] \port$11458$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [18:0] pos = 19'h00000;
@@ -52376,7 +52548,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$13194$5 (e6_meta[18:5]),
+    .\port$13236$5 (e6_meta[18:5]),
     .\port$8822$0 (\$619 ),
     .\port$8824$0 (\$621 ),
     .\port$8826$0 (\$623 ),
@@ -52765,7 +52937,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$11416$0 ;
+            \$671  = \port$11458$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -54885,7 +55057,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$11416$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$11458$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -54963,7 +55135,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$11416$0 ;
+  assign \ctl__cmd__payload.op  = \port$11458$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
@@ -54976,7 +55148,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$8824$0 , \port$8826$0 , \port$8828$0 , w_level, r_data, \port$13194$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$8824$0 , \port$8826$0 , \port$8828$0 , w_level, r_data, \port$13236$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55018,8 +55190,8 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$13194$5 ;
-  wire [13:0] \port$13194$5 ;
+  input [13:0] \port$13236$5 ;
+  wire [13:0] \port$13236$5 ;
   input [7:0] \port$8822$0 ;
   wire [7:0] \port$8822$0 ;
   input [7:0] \port$8824$0 ;
@@ -55073,7 +55245,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13194$5  };
+      storage[w_port__addr] <= { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13236$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -55184,8 +55356,8 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13194$5  };
-  assign w_data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13194$5  };
+  assign w_port__data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13236$5  };
+  assign w_data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13236$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
