@@ -283,8 +283,7 @@ def import_char_lm(model, calibration_ids):
         if qp.zero_point != 0:
             raise ValueError(f"graph input zero point {qp.zero_point}: expected the symmetric "
                              f"quantization of a residual stream")
-        tok_q = qp.quantize(model.tok.weight.numpy())
-        pos_q = qp.quantize(model.pos.weight.numpy())
+        tok_q, pos_q = (qp.quantize(t.numpy()) for t in model.tables())
     return imported, tok_q, pos_q, float(qp.scale)
 
 

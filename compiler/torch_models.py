@@ -13,6 +13,8 @@ only when such a model is asked for).
   other than 64/64 (``encoder_d64_s128``, ``encoder_d128_s64``, ``encoder_d128_s128`` and the
   same for ``decoder_block``): the same blocks at other sizes, batch 1, input ``(1, S, D)``.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -154,9 +156,27 @@ class CharLM(nn.Module):
         self.tok = nn.Embedding(vocab, d_model)
         self.pos = nn.Embedding(context, d_model)
         self.body = CharLMBody(vocab, d_model, layers, heads)
+        #: sqrt(d_model), as in "Attention is all you need": the embeddings then keep a range
+        #: close to the residual stream's, whose one int8 scale they share after the import
+        #: (at GPT-2's 0.02 without it, they were quantized to a few codes and the int8 model
+        #: lost the text)
+        self.embed_scale = math.sqrt(d_model)
+        # GPT-2's initialization: N(0, 0.02) matrices and tables, the projections into the
+        # residual stream (attention out, SwiGLU down) at 0.02 / sqrt(2 * layers), norms at 1
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                last = name.endswith(("attn.wo.weight", "w2.weight"))
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * layers) if last else 0.02)
+            else:
+                nn.init.ones_(p)
+
+    def tables(self):
+        """The float token and position tables as added (times :attr:`embed_scale`)."""
+        return self.tok.weight * self.embed_scale, self.pos.weight * self.embed_scale
 
     def embed(self, idx):
-        return self.tok(idx) + self.pos(torch.arange(idx.shape[-1], device=idx.device))
+        return (self.tok(idx) + self.pos(torch.arange(idx.shape[-1], device=idx.device))) \
+            * self.embed_scale
 
     def forward(self, idx):
         return self.body(self.embed(idx))
