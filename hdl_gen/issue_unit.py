@@ -248,8 +248,6 @@ class IssueUnit(wiring.Component):
             is_engine = Cat(*h.engine).any() & ~skipping[i]
             with m.If(mine & ~skipping[i]):
                 m.d.comb += self.submit.eq(is_engine)
-                with m.If(h.signal):
-                    m.d.sync += Array(events)[h.event].eq(h.value)
             signals.append(mine & ~skipping[i] & h.signal)
             slot = H[i][:sb]
             with m.If(mine | fw_take[i]):
@@ -259,9 +257,19 @@ class IssueUnit(wiring.Component):
             with m.If(fw_take[i] & (self.fw_status != ErrorCode.OK)):
                 m.d.sync += failed[i].eq(1)
 
+        # a SIGNAL_EVENT's event is written the cycle after it issues, from a register (the issue
+        # select driving 16 x 32 event registers was the block's critical path, 44.9 MHz routed)
+        sig_pending = Signal(name="issue_signal_pending")
+        sig_event = Signal(len(heads[0].event), name="issue_signal_event")
+        sig_value = Signal(32, name="issue_signal_value")
+        m.d.sync += [sig_pending.eq(Cat(*signals).any()),
+                     sig_event.eq(Array(h.event for h in heads)[sel]),
+                     sig_value.eq(Array(h.value for h in heads)[sel])]
+        with m.If(sig_pending):
+            m.d.sync += Array(events)[sig_event].eq(sig_value)
         # a head's registered WAIT compare holds next cycle if neither the head nor an event changes
         ev_write = Signal(name="issue_event_write")
-        m.d.comb += ev_write.eq(Cat(*signals).any() | self.hold)
+        m.d.comb += ev_write.eq(sig_pending | self.hold)
         for i, h in enumerate(heads):
             qp = self.q[i]
             m.d.sync += h.fresh.eq(qp.valid & ~qp.pop & ~qp.cleared & ~ev_write)

@@ -3128,7 +3128,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$21420$2 (\$299 ),
+    .\port$21359$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$21446$0 (inflight),
-    .\port$21722$0 (q__0__cpl_irq),
-    .\port$21736$0 (q__0__error_irq),
-    .\port$21748$0 (q__1__cpl_irq),
-    .\port$21762$0 (q__1__error_irq),
-    .\port$21774$0 (q__2__cpl_irq),
-    .\port$21788$0 (q__2__error_irq),
-    .\port$21800$0 (q__3__cpl_irq),
-    .\port$21814$0 (q__3__error_irq),
-    .\port$21926$0 (\$309 ),
-    .\port$21934$0 (\$310 ),
-    .\port$21942$0 (\$311 ),
-    .\port$21950$0 (\$312 ),
-    .\port$26006$0 (events),
+    .\port$21385$0 (inflight),
+    .\port$21661$0 (q__0__cpl_irq),
+    .\port$21675$0 (q__0__error_irq),
+    .\port$21687$0 (q__1__cpl_irq),
+    .\port$21701$0 (q__1__error_irq),
+    .\port$21713$0 (q__2__cpl_irq),
+    .\port$21727$0 (q__2__error_irq),
+    .\port$21739$0 (q__3__cpl_irq),
+    .\port$21753$0 (q__3__error_irq),
+    .\port$21865$0 (\$309 ),
+    .\port$21873$0 (\$310 ),
+    .\port$21881$0 (\$311 ),
+    .\port$21889$0 (\$312 ),
+    .\port$26103$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$21448$0 (\$300 ),
-    .\port$21452$0 (\$301 ),
-    .\port$21456$0 (\$302 ),
-    .\port$21460$0 (\$303 ),
-    .\port$21464$0 (\$304 ),
+    .\port$21387$0 (\$300 ),
+    .\port$21391$0 (\$301 ),
+    .\port$21395$0 (\$302 ),
+    .\port$21399$0 (\$303 ),
+    .\port$21403$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3481,8 +3481,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\port$19316$0 (q__1__fw_ready),
     .\port$19359$0 (q__2__fw_ready),
     .\port$19402$0 (q__3__fw_ready),
-    .\port$21420$2 (\$299 ),
-    .\port$26006$0 (events),
+    .\port$21359$2 (\$299 ),
+    .\port$26103$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
@@ -3598,10 +3598,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$185 (retire__1__done),
-    .\w_en$190 (retire__2__done),
-    .\w_en$195 (retire__3__done),
-    .\w_en$200 (retire__4__done),
+    .\w_en$186 (retire__1__done),
+    .\w_en$191 (retire__2__done),
+    .\w_en$196 (retire__3__done),
+    .\w_en$201 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_16x16.qc  qc (
@@ -3761,7 +3761,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$20958$0 (sfu_cmd_op),
+    .\port$20897$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -7427,7 +7427,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$21420$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$21359$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$21420$2 ;
-  wire [29:0] \port$21420$2 ;
+  output [29:0] \port$21359$2 ;
+  wire [29:0] \port$21359$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$21420$2 (\$99 ),
+    .\port$21359$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$21420$2  = \$99 ;
+  assign \port$21359$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$21420$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$21359$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$21420$2 ;
-  wire [29:0] \port$21420$2 ;
+  output [29:0] \port$21359$2 ;
+  wire [29:0] \port$21359$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$21420$2  = ls_addr_r[31:2];
+  assign \port$21359$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$21446$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$21722$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$21736$0 , q_status0_resetting, q_consumer1_index, \port$21748$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$21762$0 , q_status1_resetting, q_consumer2_index, \port$21774$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$21788$0 , q_status2_resetting, q_consumer3_index, \port$21800$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$21814$0 , q_status3_resetting, \port$21926$0 , \port$21934$0 , \port$21942$0 
-, \port$21950$0 , \port$26006$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$21385$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$21661$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$21675$0 , q_status0_resetting, q_consumer1_index, \port$21687$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$21701$0 , q_status1_resetting, q_consumer2_index, \port$21713$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$21727$0 , q_status2_resetting, q_consumer3_index, \port$21739$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$21753$0 , q_status3_resetting, \port$21865$0 , \port$21873$0 , \port$21881$0 
+, \port$21889$0 , \port$26103$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$21446$0 ;
-  wire [4:0] \port$21446$0 ;
-  input \port$21722$0 ;
-  wire \port$21722$0 ;
-  input \port$21736$0 ;
-  wire \port$21736$0 ;
-  input \port$21748$0 ;
-  wire \port$21748$0 ;
-  input \port$21762$0 ;
-  wire \port$21762$0 ;
-  input \port$21774$0 ;
-  wire \port$21774$0 ;
-  input \port$21788$0 ;
-  wire \port$21788$0 ;
-  input \port$21800$0 ;
-  wire \port$21800$0 ;
-  input \port$21814$0 ;
-  wire \port$21814$0 ;
-  input [2:0] \port$21926$0 ;
-  wire [2:0] \port$21926$0 ;
-  input [2:0] \port$21934$0 ;
-  wire [2:0] \port$21934$0 ;
-  input [2:0] \port$21942$0 ;
-  wire [2:0] \port$21942$0 ;
-  input [2:0] \port$21950$0 ;
-  wire [2:0] \port$21950$0 ;
-  input [511:0] \port$26006$0 ;
-  wire [511:0] \port$26006$0 ;
+  input [4:0] \port$21385$0 ;
+  wire [4:0] \port$21385$0 ;
+  input \port$21661$0 ;
+  wire \port$21661$0 ;
+  input \port$21675$0 ;
+  wire \port$21675$0 ;
+  input \port$21687$0 ;
+  wire \port$21687$0 ;
+  input \port$21701$0 ;
+  wire \port$21701$0 ;
+  input \port$21713$0 ;
+  wire \port$21713$0 ;
+  input \port$21727$0 ;
+  wire \port$21727$0 ;
+  input \port$21739$0 ;
+  wire \port$21739$0 ;
+  input \port$21753$0 ;
+  wire \port$21753$0 ;
+  input [2:0] \port$21865$0 ;
+  wire [2:0] \port$21865$0 ;
+  input [2:0] \port$21873$0 ;
+  wire [2:0] \port$21873$0 ;
+  input [2:0] \port$21881$0 ;
+  wire [2:0] \port$21881$0 ;
+  input [2:0] \port$21889$0 ;
+  wire [2:0] \port$21889$0 ;
+  input [511:0] \port$26103$0 ;
+  wire [511:0] \port$26103$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$21800$0 , \port$21774$0 , \port$21748$0 , \port$21722$0  };
+  assign \$187  = \$186  | { \port$21739$0 , \port$21713$0 , \port$21687$0 , \port$21661$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$21814$0 , \port$21788$0 , \port$21762$0 , \port$21736$0  };
+  assign \$190  = \$189  | { \port$21753$0 , \port$21727$0 , \port$21701$0 , \port$21675$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$21800$0 , \port$21774$0 , \port$21748$0 , \port$21722$0  };
-  assign irq_status_queue_error_set = { \port$21814$0 , \port$21788$0 , \port$21762$0 , \port$21736$0  };
+  assign irq_status_queue_cpl_set = { \port$21739$0 , \port$21713$0 , \port$21687$0 , \port$21661$0  };
+  assign irq_status_queue_error_set = { \port$21753$0 , \port$21727$0 , \port$21701$0 , \port$21675$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$21446$0 [0];
-  assign status_dma_store_busy = \port$21446$0 [1];
-  assign status_gemm_busy = \port$21446$0 [2];
-  assign status_vec_busy = \port$21446$0 [3];
-  assign status_sfu_busy = \port$21446$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$21926$0  };
-  assign q_status1_prefetched = { 5'h00, \port$21934$0  };
-  assign q_status2_prefetched = { 5'h00, \port$21942$0  };
-  assign q_status3_prefetched = { 5'h00, \port$21950$0  };
-  assign event0_value = \port$26006$0 [31:0];
-  assign event1_value = \port$26006$0 [63:32];
-  assign event2_value = \port$26006$0 [95:64];
-  assign event3_value = \port$26006$0 [127:96];
-  assign event4_value = \port$26006$0 [159:128];
-  assign event5_value = \port$26006$0 [191:160];
-  assign event6_value = \port$26006$0 [223:192];
-  assign event7_value = \port$26006$0 [255:224];
-  assign event8_value = \port$26006$0 [287:256];
-  assign event9_value = \port$26006$0 [319:288];
-  assign event10_value = \port$26006$0 [351:320];
-  assign event11_value = \port$26006$0 [383:352];
-  assign event12_value = \port$26006$0 [415:384];
-  assign event13_value = \port$26006$0 [447:416];
-  assign event14_value = \port$26006$0 [479:448];
-  assign event15_value = \port$26006$0 [511:480];
+  assign status_dma_load_busy = \port$21385$0 [0];
+  assign status_dma_store_busy = \port$21385$0 [1];
+  assign status_gemm_busy = \port$21385$0 [2];
+  assign status_vec_busy = \port$21385$0 [3];
+  assign status_sfu_busy = \port$21385$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$21865$0  };
+  assign q_status1_prefetched = { 5'h00, \port$21873$0  };
+  assign q_status2_prefetched = { 5'h00, \port$21881$0  };
+  assign q_status3_prefetched = { 5'h00, \port$21889$0  };
+  assign event0_value = \port$26103$0 [31:0];
+  assign event1_value = \port$26103$0 [63:32];
+  assign event2_value = \port$26103$0 [95:64];
+  assign event3_value = \port$26103$0 [127:96];
+  assign event4_value = \port$26103$0 [159:128];
+  assign event5_value = \port$26103$0 [191:160];
+  assign event6_value = \port$26103$0 [223:192];
+  assign event7_value = \port$26103$0 [255:224];
+  assign event8_value = \port$26103$0 [287:256];
+  assign event9_value = \port$26103$0 [319:288];
+  assign event10_value = \port$26103$0 [351:320];
+  assign event11_value = \port$26103$0 [383:352];
+  assign event12_value = \port$26103$0 [415:384];
+  assign event13_value = \port$26103$0 [447:416];
+  assign event14_value = \port$26103$0 [479:448];
+  assign event15_value = \port$26103$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$21446$0 [0] };
+  assign \$440  = { 1'h0, \port$21385$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$21446$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$21446$0 [2], 2'h0 };
-  assign \$446  = { \port$21446$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$21446$0 [4], 4'h0 };
+  assign \$442  = { \port$21385$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$21385$0 [2], 2'h0 };
+  assign \$446  = { \port$21385$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$21385$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$21926$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$21865$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$21934$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$21873$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$21942$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$21881$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$21950$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$21889$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$26006$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$26103$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$26006$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$26103$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$26006$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$26103$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$26006$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$26103$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$26006$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$26103$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$26006$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$26103$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$26006$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$26103$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$26006$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$26103$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$26006$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$26103$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$26006$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$26103$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$26006$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$26103$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$26006$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$26103$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$26006$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$26103$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$26006$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$26103$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$26006$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$26103$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$26006$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$26103$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$21448$0 , retire__0__tag, retire__0__queued, \port$21452$0 , retire__1__tag, retire__1__queued
-, \port$21456$0 , retire__2__tag, retire__2__queued, \port$21460$0 , retire__3__tag, retire__3__queued, \port$21464$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$21387$0 , retire__0__tag, retire__0__queued, \port$21391$0 , retire__1__tag, retire__1__queued
+, \port$21395$0 , retire__2__tag, retire__2__queued, \port$21399$0 , retire__3__tag, retire__3__queued, \port$21403$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$21448$0 ;
-  wire [8:0] \port$21448$0 ;
-  output [8:0] \port$21452$0 ;
-  wire [8:0] \port$21452$0 ;
-  output [8:0] \port$21456$0 ;
-  wire [8:0] \port$21456$0 ;
-  output [8:0] \port$21460$0 ;
-  wire [8:0] \port$21460$0 ;
-  output [8:0] \port$21464$0 ;
-  wire [8:0] \port$21464$0 ;
+  output [8:0] \port$21387$0 ;
+  wire [8:0] \port$21387$0 ;
+  output [8:0] \port$21391$0 ;
+  wire [8:0] \port$21391$0 ;
+  output [8:0] \port$21395$0 ;
+  wire [8:0] \port$21395$0 ;
+  output [8:0] \port$21399$0 ;
+  wire [8:0] \port$21399$0 ;
+  output [8:0] \port$21403$0 ;
+  wire [8:0] \port$21403$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
     retire__4__queued <= \$100 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$20959$0 (desc),
-    .\port$20961$0 (queue),
-    .\port$20962$0 (reject__queued),
+    .\port$20898$0 (desc),
+    .\port$20900$0 (queue),
+    .\port$20901$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$20959$0 (desc),
-    .\port$20961$0 (queue),
-    .\port$20962$0 (reject__queued),
+    .\port$20898$0 (desc),
+    .\port$20900$0 (queue),
+    .\port$20901$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$20959$0 (desc),
-    .\port$20961$0 (queue),
-    .\port$20962$0 (reject__queued),
+    .\port$20898$0 (desc),
+    .\port$20900$0 (queue),
+    .\port$20901$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$20959$0 (desc),
-    .\port$20961$0 (queue),
-    .\port$20962$0 (reject__queued),
+    .\port$20898$0 (desc),
+    .\port$20900$0 (queue),
+    .\port$20901$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$20959$0 (desc),
-    .\port$20961$0 (queue),
-    .\port$20962$0 (reject__queued),
+    .\port$20898$0 (desc),
+    .\port$20900$0 (queue),
+    .\port$20901$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$21448$0  = dma_load_held[8:0];
+  assign \port$21387$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$21452$0  = dma_store_held[8:0];
+  assign \port$21391$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$21456$0  = gemm_held[8:0];
+  assign \port$21395$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$21460$0  = vec_held[8:0];
+  assign \port$21399$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$21464$0  = sfu_held[8:0];
+  assign \port$21403$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20959$0 , \port$20961$0 , \port$20962$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20959$0 ;
-  wire [255:0] \port$20959$0 ;
-  input [1:0] \port$20961$0 ;
-  wire [1:0] \port$20961$0 ;
-  input \port$20962$0 ;
-  wire \port$20962$0 ;
+  input [255:0] \port$20898$0 ;
+  wire [255:0] \port$20898$0 ;
+  input [1:0] \port$20900$0 ;
+  wire [1:0] \port$20900$0 ;
+  input \port$20901$0 ;
+  wire \port$20901$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
-  assign w_data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20959$0 , \port$20961$0 , \port$20962$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20959$0 ;
-  wire [255:0] \port$20959$0 ;
-  input [1:0] \port$20961$0 ;
-  wire [1:0] \port$20961$0 ;
-  input \port$20962$0 ;
-  wire \port$20962$0 ;
+  input [255:0] \port$20898$0 ;
+  wire [255:0] \port$20898$0 ;
+  input [1:0] \port$20900$0 ;
+  wire [1:0] \port$20900$0 ;
+  input \port$20901$0 ;
+  wire \port$20901$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
-  assign w_data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20959$0 , \port$20961$0 , \port$20962$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20959$0 ;
-  wire [255:0] \port$20959$0 ;
-  input [1:0] \port$20961$0 ;
-  wire [1:0] \port$20961$0 ;
-  input \port$20962$0 ;
-  wire \port$20962$0 ;
+  input [255:0] \port$20898$0 ;
+  wire [255:0] \port$20898$0 ;
+  input [1:0] \port$20900$0 ;
+  wire [1:0] \port$20900$0 ;
+  input \port$20901$0 ;
+  wire \port$20901$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
-  assign w_data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20959$0 , \port$20961$0 , \port$20962$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20959$0 ;
-  wire [255:0] \port$20959$0 ;
-  input [1:0] \port$20961$0 ;
-  wire [1:0] \port$20961$0 ;
-  input \port$20962$0 ;
-  wire \port$20962$0 ;
+  input [255:0] \port$20898$0 ;
+  wire [255:0] \port$20898$0 ;
+  input [1:0] \port$20900$0 ;
+  wire [1:0] \port$20900$0 ;
+  input \port$20901$0 ;
+  wire \port$20901$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
-  assign w_data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20959$0 , \port$20961$0 , \port$20962$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20959$0 ;
-  wire [255:0] \port$20959$0 ;
-  input [1:0] \port$20961$0 ;
-  wire [1:0] \port$20961$0 ;
-  input \port$20962$0 ;
-  wire \port$20962$0 ;
+  input [255:0] \port$20898$0 ;
+  wire [255:0] \port$20898$0 ;
+  input [1:0] \port$20900$0 ;
+  wire [1:0] \port$20900$0 ;
+  input \port$20901$0 ;
+  wire \port$20901$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
-  assign w_data = { \port$20962$0 , \port$20961$0 , \port$20959$0  };
+  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26755,8 +26755,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$19273$0 , \port$19316$0 , \port$19359$0 , \port$19402$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$21420$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$26006$0 , clk);
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$21359$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$26103$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27459,10 +27459,10 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire \port$19359$0 ;
   input \port$19402$0 ;
   wire \port$19402$0 ;
-  input [29:0] \port$21420$2 ;
-  wire [29:0] \port$21420$2 ;
-  input [511:0] \port$26006$0 ;
-  wire [511:0] \port$26006$0 ;
+  input [29:0] \port$21359$2 ;
+  wire [29:0] \port$21359$2 ;
+  input [511:0] \port$26103$0 ;
+  wire [511:0] \port$26103$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27616,219 +27616,219 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$21420$2 [9:0] == 5'h1a;
+  assign \$295  = \port$21359$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$21420$2 [9:0] == 5'h1b;
+  assign \$301  = \port$21359$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$21420$2 [9:0] == 5'h1c;
+  assign \$307  = \port$21359$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$21420$2 [9:0] == 5'h1d;
+  assign \$313  = \port$21359$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$21420$2 [9:0] == 6'h20;
+  assign \$319  = \port$21359$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$21420$2 [9:0] == 6'h21;
+  assign \$325  = \port$21359$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$21420$2 [9:0] == 6'h22;
+  assign \$331  = \port$21359$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$21420$2 [9:0] == 6'h23;
+  assign \$337  = \port$21359$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$21420$2 [9:0] == 6'h24;
+  assign \$343  = \port$21359$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$21420$2 [9:0] == 6'h25;
+  assign \$349  = \port$21359$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$21420$2 [9:0] == 6'h26;
+  assign \$355  = \port$21359$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$21420$2 [9:0] == 6'h27;
+  assign \$361  = \port$21359$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$21420$2 [9:0] == 6'h28;
+  assign \$367  = \port$21359$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$21420$2 [9:0] == 6'h29;
+  assign \$373  = \port$21359$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$21420$2 [9:0] == 6'h2a;
+  assign \$379  = \port$21359$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$21420$2 [9:0] == 6'h2b;
+  assign \$385  = \port$21359$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$21420$2 [9:0] == 6'h2c;
+  assign \$391  = \port$21359$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$21420$2 [9:0] == 6'h2d;
+  assign \$397  = \port$21359$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$21420$2 [9:0] == 6'h2e;
+  assign \$403  = \port$21359$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$21420$2 [9:0] == 6'h2f;
+  assign \$409  = \port$21359$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$21420$2 [9:0] == 6'h30;
+  assign \$415  = \port$21359$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$21420$2 [9:0] == 6'h31;
+  assign \$421  = \port$21359$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$21420$2 [9:0] == 6'h32;
+  assign \$427  = \port$21359$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$21420$2 [9:0] == 6'h33;
+  assign \$433  = \port$21359$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$21420$2 [9:0] == 6'h34;
+  assign \$439  = \port$21359$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$21420$2 [9:0] == 6'h35;
+  assign \$445  = \port$21359$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$21420$2 [9:0] == 6'h36;
+  assign \$451  = \port$21359$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$21420$2 [9:0] == 6'h37;
+  assign \$457  = \port$21359$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$21420$2 [9:0] == 6'h38;
+  assign \$463  = \port$21359$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$21420$2 [9:0] == 6'h39;
+  assign \$469  = \port$21359$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$21420$2 [9:0] == 6'h3a;
+  assign \$475  = \port$21359$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$21420$2 [9:0] == 6'h3b;
+  assign \$481  = \port$21359$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$21420$2 [9:0] == 6'h3c;
+  assign \$487  = \port$21359$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$21420$2 [9:0] == 6'h3d;
+  assign \$493  = \port$21359$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$21420$2 [9:0] == 6'h3e;
+  assign \$499  = \port$21359$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$21420$2 [9:0] == 6'h3f;
+  assign \$505  = \port$21359$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$21420$2 [9:0] == 7'h40;
+  assign \$511  = \port$21359$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$21420$2 [9:0] == 7'h41;
+  assign \$517  = \port$21359$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$21420$2 [9:0] == 7'h42;
+  assign \$523  = \port$21359$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$21420$2 [9:0] == 7'h43;
+  assign \$529  = \port$21359$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$21420$2 [9:0] == 7'h44;
+  assign \$535  = \port$21359$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$21420$2 [9:0] == 7'h45;
+  assign \$541  = \port$21359$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$21420$2 [9:0] == 7'h46;
+  assign \$547  = \port$21359$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$21420$2 [9:0] == 7'h47;
+  assign \$553  = \port$21359$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$21420$2 [9:0] == 7'h48;
+  assign \$559  = \port$21359$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$21420$2 [9:0] == 7'h49;
+  assign \$565  = \port$21359$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$21420$2 [9:0] == 7'h4a;
+  assign \$571  = \port$21359$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$21420$2 [9:0] == 7'h4b;
+  assign \$577  = \port$21359$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$21420$2 [9:0] == 7'h4c;
+  assign \$583  = \port$21359$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$21420$2 [9:0] == 7'h4d;
+  assign \$589  = \port$21359$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$21420$2 [9:0] == 7'h4e;
+  assign \$595  = \port$21359$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$21420$2 [9:0] == 7'h4f;
+  assign \$601  = \port$21359$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$21420$2 [9:0] == 7'h50;
+  assign \$607  = \port$21359$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$21420$2 [9:0] == 7'h51;
+  assign \$613  = \port$21359$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27872,215 +27872,215 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$21420$2 [9:0];
+  assign \$3  = ! \port$21359$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$21420$2 [9:0] == 1'h1;
+  assign \$5  = \port$21359$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$21420$2 [9:0] == 2'h2;
+  assign \$7  = \port$21359$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$21420$2 [9:0] == 2'h3;
+  assign \$9  = \port$21359$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$21420$2 [9:0] == 3'h4;
+  assign \$11  = \port$21359$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$21420$2 [9:0] == 3'h5;
+  assign \$13  = \port$21359$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$21420$2 [9:0] == 3'h6;
+  assign \$15  = \port$21359$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$21420$2 [9:0] == 4'h8;
+  assign \$17  = \port$21359$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$21420$2 [9:0] == 4'h9;
+  assign \$19  = \port$21359$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$21420$2 [9:0] == 4'ha;
+  assign \$21  = \port$21359$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$21420$2 [9:0] == 4'hb;
+  assign \$23  = \port$21359$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$21420$2 [9:0] == 5'h14;
+  assign \$25  = \port$21359$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$21420$2 [9:0] == 5'h15;
+  assign \$27  = \port$21359$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$21420$2 [9:0] == 5'h16;
+  assign \$29  = \port$21359$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$21420$2 [9:0] == 5'h18;
+  assign \$31  = \port$21359$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$21420$2 [9:0] == 5'h19;
+  assign \$33  = \port$21359$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$21420$2 [9:0] == 5'h1a;
+  assign \$35  = \port$21359$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$21420$2 [9:0] == 5'h1b;
+  assign \$37  = \port$21359$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$21420$2 [9:0] == 5'h1c;
+  assign \$39  = \port$21359$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$21420$2 [9:0] == 5'h1d;
+  assign \$41  = \port$21359$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$21420$2 [9:0] == 6'h20;
+  assign \$43  = \port$21359$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$21420$2 [9:0] == 6'h21;
+  assign \$45  = \port$21359$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$21420$2 [9:0] == 6'h22;
+  assign \$47  = \port$21359$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$21420$2 [9:0] == 6'h23;
+  assign \$49  = \port$21359$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$21420$2 [9:0] == 6'h24;
+  assign \$51  = \port$21359$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$21420$2 [9:0] == 6'h25;
+  assign \$53  = \port$21359$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$21420$2 [9:0] == 6'h26;
+  assign \$55  = \port$21359$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$21420$2 [9:0] == 6'h27;
+  assign \$57  = \port$21359$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$21420$2 [9:0] == 6'h28;
+  assign \$59  = \port$21359$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$21420$2 [9:0] == 6'h29;
+  assign \$61  = \port$21359$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$21420$2 [9:0] == 6'h2a;
+  assign \$63  = \port$21359$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$21420$2 [9:0] == 6'h2b;
+  assign \$65  = \port$21359$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$21420$2 [9:0] == 6'h2c;
+  assign \$67  = \port$21359$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$21420$2 [9:0] == 6'h2d;
+  assign \$69  = \port$21359$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$21420$2 [9:0] == 6'h2e;
+  assign \$71  = \port$21359$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$21420$2 [9:0] == 6'h2f;
+  assign \$73  = \port$21359$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$21420$2 [9:0] == 6'h30;
+  assign \$75  = \port$21359$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$21420$2 [9:0] == 6'h31;
+  assign \$77  = \port$21359$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$21420$2 [9:0] == 6'h32;
+  assign \$79  = \port$21359$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$21420$2 [9:0] == 6'h33;
+  assign \$81  = \port$21359$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$21420$2 [9:0] == 6'h34;
+  assign \$83  = \port$21359$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$21420$2 [9:0] == 6'h35;
+  assign \$85  = \port$21359$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$21420$2 [9:0] == 6'h36;
+  assign \$87  = \port$21359$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$21420$2 [9:0] == 6'h37;
+  assign \$89  = \port$21359$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$21420$2 [9:0] == 6'h38;
+  assign \$91  = \port$21359$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$21420$2 [9:0] == 6'h39;
+  assign \$93  = \port$21359$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$21420$2 [9:0] == 6'h3a;
+  assign \$95  = \port$21359$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$21420$2 [9:0] == 6'h3b;
+  assign \$97  = \port$21359$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$21420$2 [9:0] == 6'h3c;
+  assign \$99  = \port$21359$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$21420$2 [9:0] == 6'h3d;
+  assign \$101  = \port$21359$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$21420$2 [9:0] == 6'h3e;
+  assign \$103  = \port$21359$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$21420$2 [9:0] == 6'h3f;
+  assign \$105  = \port$21359$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$21420$2 [9:0] == 7'h40;
+  assign \$107  = \port$21359$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$21420$2 [9:0] == 7'h41;
+  assign \$109  = \port$21359$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$21420$2 [9:0] == 7'h42;
+  assign \$111  = \port$21359$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$21420$2 [9:0] == 7'h43;
+  assign \$113  = \port$21359$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$21420$2 [9:0] == 7'h44;
+  assign \$115  = \port$21359$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$21420$2 [9:0] == 7'h45;
+  assign \$117  = \port$21359$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$21420$2 [9:0] == 7'h46;
+  assign \$119  = \port$21359$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$21420$2 [9:0] == 7'h47;
+  assign \$121  = \port$21359$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$21420$2 [9:0] == 7'h48;
+  assign \$123  = \port$21359$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$21420$2 [9:0] == 7'h49;
+  assign \$125  = \port$21359$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$21420$2 [9:0] == 7'h4a;
+  assign \$127  = \port$21359$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$21420$2 [9:0] == 7'h4b;
+  assign \$129  = \port$21359$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$21420$2 [9:0] == 7'h4c;
+  assign \$131  = \port$21359$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$21420$2 [9:0] == 7'h4d;
+  assign \$133  = \port$21359$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$21420$2 [9:0] == 7'h4e;
+  assign \$135  = \port$21359$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$21420$2 [9:0] == 7'h4f;
+  assign \$137  = \port$21359$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$21420$2 [9:0] == 7'h50;
+  assign \$139  = \port$21359$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$21420$2 [9:0] == 7'h51;
+  assign \$141  = \port$21359$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -28129,72 +28129,72 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$21420$2 [9:0];
+  assign \$189  = ! \port$21359$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$21420$2 [9:0] == 1'h1;
+  assign \$195  = \port$21359$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$21420$2 [9:0] == 2'h2;
+  assign \$201  = \port$21359$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$21420$2 [9:0] == 2'h3;
+  assign \$207  = \port$21359$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$21420$2 [9:0] == 3'h4;
+  assign \$213  = \port$21359$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$21420$2 [9:0] == 3'h5;
+  assign \$219  = \port$21359$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$21420$2 [9:0] == 3'h6;
+  assign \$225  = \port$21359$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$21420$2 [9:0] == 4'h8;
+  assign \$231  = \port$21359$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$21420$2 [9:0] == 4'h9;
+  assign \$243  = \port$21359$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$21420$2 [9:0] == 4'ha;
+  assign \$251  = \port$21359$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$21420$2 [9:0] == 4'hb;
+  assign \$259  = \port$21359$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$21420$2 [9:0] == 5'h14;
+  assign \$265  = \port$21359$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$21420$2 [9:0] == 5'h15;
+  assign \$271  = \port$21359$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$21420$2 [9:0] == 5'h16;
+  assign \$277  = \port$21359$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$21420$2 [9:0] == 5'h18;
+  assign \$283  = \port$21359$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$21420$2 [9:0] == 5'h19;
+  assign \$289  = \port$21359$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -29066,7 +29066,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$21420$2 , 2'h0 };
+  assign bus__addr = { \port$21359$2 , 2'h0 };
   assign work_qready = { \port$19402$0 , \port$19359$0 , \port$19316$0 , \port$19273$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
   assign q_head0_word = \port$5829$0 [31:0];
@@ -29101,22 +29101,22 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign q_head29_word = \port$5919$0 [191:160];
   assign q_head30_word = \port$5919$0 [223:192];
   assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$26006$0 [31:0];
-  assign event1_value = \port$26006$0 [63:32];
-  assign event2_value = \port$26006$0 [95:64];
-  assign event3_value = \port$26006$0 [127:96];
-  assign event4_value = \port$26006$0 [159:128];
-  assign event5_value = \port$26006$0 [191:160];
-  assign event6_value = \port$26006$0 [223:192];
-  assign event7_value = \port$26006$0 [255:224];
-  assign event8_value = \port$26006$0 [287:256];
-  assign event9_value = \port$26006$0 [319:288];
-  assign event10_value = \port$26006$0 [351:320];
-  assign event11_value = \port$26006$0 [383:352];
-  assign event12_value = \port$26006$0 [415:384];
-  assign event13_value = \port$26006$0 [447:416];
-  assign event14_value = \port$26006$0 [479:448];
-  assign event15_value = \port$26006$0 [511:480];
+  assign event0_value = \port$26103$0 [31:0];
+  assign event1_value = \port$26103$0 [63:32];
+  assign event2_value = \port$26103$0 [95:64];
+  assign event3_value = \port$26103$0 [127:96];
+  assign event4_value = \port$26103$0 [159:128];
+  assign event5_value = \port$26103$0 [191:160];
+  assign event6_value = \port$26103$0 [223:192];
+  assign event7_value = \port$26103$0 [255:224];
+  assign event8_value = \port$26103$0 [287:256];
+  assign event9_value = \port$26103$0 [319:288];
+  assign event10_value = \port$26103$0 [351:320];
+  assign event11_value = \port$26103$0 [383:352];
+  assign event12_value = \port$26103$0 [415:384];
+  assign event13_value = \port$26103$0 [447:416];
+  assign event14_value = \port$26103$0 [479:448];
+  assign event15_value = \port$26103$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -29226,37 +29226,37 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$5919$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$26006$0 [31:0] };
+  assign \$513  = { 1'h0, \port$26103$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$26006$0 [63:32] };
+  assign \$519  = { 1'h0, \port$26103$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$26006$0 [95:64] };
+  assign \$525  = { 1'h0, \port$26103$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$26006$0 [127:96] };
+  assign \$531  = { 1'h0, \port$26103$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$26006$0 [159:128] };
+  assign \$537  = { 1'h0, \port$26103$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$26006$0 [191:160] };
+  assign \$543  = { 1'h0, \port$26103$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$26006$0 [223:192] };
+  assign \$549  = { 1'h0, \port$26103$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$26006$0 [255:224] };
+  assign \$555  = { 1'h0, \port$26103$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$26006$0 [287:256] };
+  assign \$561  = { 1'h0, \port$26103$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$26006$0 [319:288] };
+  assign \$567  = { 1'h0, \port$26103$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$26006$0 [351:320] };
+  assign \$573  = { 1'h0, \port$26103$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$26006$0 [383:352] };
+  assign \$579  = { 1'h0, \port$26103$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$26006$0 [415:384] };
+  assign \$585  = { 1'h0, \port$26103$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$26006$0 [447:416] };
+  assign \$591  = { 1'h0, \port$26103$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$26006$0 [479:448] };
+  assign \$597  = { 1'h0, \port$26103$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$26006$0 [511:480] };
+  assign \$603  = { 1'h0, \port$26103$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -30122,7 +30122,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
     .deskew9_5(\$272 ),
     .out_valid_q(acc_wr__en),
     .pe15_15_psum(\$262 ),
-    .\port$22307$2 (spad_meta_q3[6:2]),
+    .\port$22246$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31416,7 +31416,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
 , deskew13_1, deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -40112,8 +40112,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [4:0] \port$22307$2 ;
-  wire [4:0] \port$22307$2 ;
+  input [4:0] \port$22246$2 ;
+  wire [4:0] \port$22246$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -40489,7 +40489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   wire w_transpose;
   assign \$2942  = \$2940  & \$2941 ;
   assign \$2943  = w_en & w_transpose;
-  assign \$2944  = \port$22307$2 [3:0] == 2'h2;
+  assign \$2944  = \port$22246$2 [3:0] == 2'h2;
   assign \$2945  = \$2943  & \$2944 ;
   assign \$2946  = \$2942  | \$2945 ;
   assign \$2947  = w_transpose ? w_data[119:112] : w_data[23:16];
@@ -40499,10 +40499,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2951  = $signed(pe13_2_psum) + $signed(\$2950 );
   assign \$2952  = ~ w_transpose;
   assign \$2953  = w_en & \$2952 ;
-  assign \$2954  = \port$22307$2 [3:0] == 4'he;
+  assign \$2954  = \port$22246$2 [3:0] == 4'he;
   assign \$2955  = \$2953  & \$2954 ;
   assign \$2956  = w_en & w_transpose;
-  assign \$2957  = \port$22307$2 [3:0] == 2'h3;
+  assign \$2957  = \port$22246$2 [3:0] == 2'h3;
   assign \$2958  = \$2956  & \$2957 ;
   assign \$2959  = \$2955  | \$2958 ;
   assign \$2960  = w_transpose ? w_data[119:112] : w_data[31:24];
@@ -40512,10 +40512,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2964  = $signed(pe13_3_psum) + $signed(\$2963 );
   assign \$2965  = ~ w_transpose;
   assign \$2966  = w_en & \$2965 ;
-  assign \$2967  = \port$22307$2 [3:0] == 4'he;
+  assign \$2967  = \port$22246$2 [3:0] == 4'he;
   assign \$2968  = \$2966  & \$2967 ;
   assign \$2969  = w_en & w_transpose;
-  assign \$2970  = \port$22307$2 [3:0] == 3'h4;
+  assign \$2970  = \port$22246$2 [3:0] == 3'h4;
   assign \$2971  = \$2969  & \$2970 ;
   assign \$2972  = \$2968  | \$2971 ;
   assign \$2973  = w_transpose ? w_data[119:112] : w_data[39:32];
@@ -40525,10 +40525,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2977  = $signed(pe13_4_psum) + $signed(\$2976 );
   assign \$2978  = ~ w_transpose;
   assign \$2979  = w_en & \$2978 ;
-  assign \$2980  = \port$22307$2 [3:0] == 4'he;
+  assign \$2980  = \port$22246$2 [3:0] == 4'he;
   assign \$2981  = \$2979  & \$2980 ;
   assign \$2982  = w_en & w_transpose;
-  assign \$2983  = \port$22307$2 [3:0] == 3'h5;
+  assign \$2983  = \port$22246$2 [3:0] == 3'h5;
   assign \$2984  = \$2982  & \$2983 ;
   assign \$2985  = \$2981  | \$2984 ;
   assign \$2986  = w_transpose ? w_data[119:112] : w_data[47:40];
@@ -40538,10 +40538,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2990  = $signed(pe13_5_psum) + $signed(\$2989 );
   assign \$2991  = ~ w_transpose;
   assign \$2992  = w_en & \$2991 ;
-  assign \$2993  = \port$22307$2 [3:0] == 4'he;
+  assign \$2993  = \port$22246$2 [3:0] == 4'he;
   assign \$2994  = \$2992  & \$2993 ;
   assign \$2995  = w_en & w_transpose;
-  assign \$2996  = \port$22307$2 [3:0] == 3'h6;
+  assign \$2996  = \port$22246$2 [3:0] == 3'h6;
   assign \$2997  = \$2995  & \$2996 ;
   assign \$2998  = \$2994  | \$2997 ;
   assign \$2999  = w_transpose ? w_data[119:112] : w_data[55:48];
@@ -40551,10 +40551,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3003  = $signed(pe13_6_psum) + $signed(\$3002 );
   assign \$3004  = ~ w_transpose;
   assign \$3005  = w_en & \$3004 ;
-  assign \$3006  = \port$22307$2 [3:0] == 4'he;
+  assign \$3006  = \port$22246$2 [3:0] == 4'he;
   assign \$3007  = \$3005  & \$3006 ;
   assign \$3008  = w_en & w_transpose;
-  assign \$3009  = \port$22307$2 [3:0] == 3'h7;
+  assign \$3009  = \port$22246$2 [3:0] == 3'h7;
   assign \$3010  = \$3008  & \$3009 ;
   assign \$3011  = \$3007  | \$3010 ;
   assign \$3012  = w_transpose ? w_data[119:112] : w_data[63:56];
@@ -40564,10 +40564,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3016  = $signed(pe13_7_psum) + $signed(\$3015 );
   assign \$3017  = ~ w_transpose;
   assign \$3018  = w_en & \$3017 ;
-  assign \$3019  = \port$22307$2 [3:0] == 4'he;
+  assign \$3019  = \port$22246$2 [3:0] == 4'he;
   assign \$3020  = \$3018  & \$3019 ;
   assign \$3021  = w_en & w_transpose;
-  assign \$3022  = \port$22307$2 [3:0] == 4'h8;
+  assign \$3022  = \port$22246$2 [3:0] == 4'h8;
   assign \$3023  = \$3021  & \$3022 ;
   assign \$3024  = \$3020  | \$3023 ;
   assign \$3025  = w_transpose ? w_data[119:112] : w_data[71:64];
@@ -40577,10 +40577,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3029  = $signed(pe13_8_psum) + $signed(\$3028 );
   assign \$3030  = ~ w_transpose;
   assign \$3031  = w_en & \$3030 ;
-  assign \$3032  = \port$22307$2 [3:0] == 4'he;
+  assign \$3032  = \port$22246$2 [3:0] == 4'he;
   assign \$3033  = \$3031  & \$3032 ;
   assign \$3034  = w_en & w_transpose;
-  assign \$3035  = \port$22307$2 [3:0] == 4'h9;
+  assign \$3035  = \port$22246$2 [3:0] == 4'h9;
   assign \$3036  = \$3034  & \$3035 ;
   assign \$3037  = \$3033  | \$3036 ;
   assign \$3038  = w_transpose ? w_data[119:112] : w_data[79:72];
@@ -40590,10 +40590,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3042  = $signed(pe13_9_psum) + $signed(\$3041 );
   assign \$3043  = ~ w_transpose;
   assign \$3044  = w_en & \$3043 ;
-  assign \$3045  = \port$22307$2 [3:0] == 4'he;
+  assign \$3045  = \port$22246$2 [3:0] == 4'he;
   assign \$3046  = \$3044  & \$3045 ;
   assign \$3047  = w_en & w_transpose;
-  assign \$3048  = \port$22307$2 [3:0] == 4'ha;
+  assign \$3048  = \port$22246$2 [3:0] == 4'ha;
   assign \$3049  = \$3047  & \$3048 ;
   assign \$3050  = \$3046  | \$3049 ;
   assign \$3051  = w_transpose ? w_data[119:112] : w_data[87:80];
@@ -40603,10 +40603,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3055  = $signed(pe13_10_psum) + $signed(\$3054 );
   assign \$3056  = ~ w_transpose;
   assign \$3057  = w_en & \$3056 ;
-  assign \$3058  = \port$22307$2 [3:0] == 4'he;
+  assign \$3058  = \port$22246$2 [3:0] == 4'he;
   assign \$3059  = \$3057  & \$3058 ;
   assign \$3060  = w_en & w_transpose;
-  assign \$3061  = \port$22307$2 [3:0] == 4'hb;
+  assign \$3061  = \port$22246$2 [3:0] == 4'hb;
   assign \$3062  = \$3060  & \$3061 ;
   assign \$3063  = \$3059  | \$3062 ;
   assign \$3064  = w_transpose ? w_data[119:112] : w_data[95:88];
@@ -40616,10 +40616,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3068  = $signed(pe13_11_psum) + $signed(\$3067 );
   assign \$3069  = ~ w_transpose;
   assign \$3070  = w_en & \$3069 ;
-  assign \$3071  = \port$22307$2 [3:0] == 4'he;
+  assign \$3071  = \port$22246$2 [3:0] == 4'he;
   assign \$3072  = \$3070  & \$3071 ;
   assign \$3073  = w_en & w_transpose;
-  assign \$3074  = \port$22307$2 [3:0] == 4'hc;
+  assign \$3074  = \port$22246$2 [3:0] == 4'hc;
   assign \$3075  = \$3073  & \$3074 ;
   assign \$3076  = \$3072  | \$3075 ;
   assign \$3077  = w_transpose ? w_data[119:112] : w_data[103:96];
@@ -40629,10 +40629,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3081  = $signed(pe13_12_psum) + $signed(\$3080 );
   assign \$3082  = ~ w_transpose;
   assign \$3083  = w_en & \$3082 ;
-  assign \$3084  = \port$22307$2 [3:0] == 4'he;
+  assign \$3084  = \port$22246$2 [3:0] == 4'he;
   assign \$3085  = \$3083  & \$3084 ;
   assign \$3086  = w_en & w_transpose;
-  assign \$3087  = \port$22307$2 [3:0] == 4'hd;
+  assign \$3087  = \port$22246$2 [3:0] == 4'hd;
   assign \$3088  = \$3086  & \$3087 ;
   assign \$3089  = \$3085  | \$3088 ;
   assign \$3090  = w_transpose ? w_data[119:112] : w_data[111:104];
@@ -40642,10 +40642,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3094  = $signed(pe13_13_psum) + $signed(\$3093 );
   assign \$3095  = ~ w_transpose;
   assign \$3096  = w_en & \$3095 ;
-  assign \$3097  = \port$22307$2 [3:0] == 4'he;
+  assign \$3097  = \port$22246$2 [3:0] == 4'he;
   assign \$3098  = \$3096  & \$3097 ;
   assign \$3099  = w_en & w_transpose;
-  assign \$3100  = \port$22307$2 [3:0] == 4'he;
+  assign \$3100  = \port$22246$2 [3:0] == 4'he;
   assign \$3101  = \$3099  & \$3100 ;
   assign \$3102  = \$3098  | \$3101 ;
   assign \$3105  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
@@ -40653,10 +40653,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3107  = $signed(pe13_14_psum) + $signed(\$3106 );
   assign \$3108  = ~ w_transpose;
   assign \$3109  = w_en & \$3108 ;
-  assign \$3110  = \port$22307$2 [3:0] == 4'he;
+  assign \$3110  = \port$22246$2 [3:0] == 4'he;
   assign \$3111  = \$3109  & \$3110 ;
   assign \$3112  = w_en & w_transpose;
-  assign \$3113  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3113  = \port$22246$2 [3:0] == 4'hf;
   assign \$3114  = \$3112  & \$3113 ;
   assign \$3115  = \$3111  | \$3114 ;
   assign \$3116  = w_transpose ? w_data[119:112] : w_data[127:120];
@@ -40667,10 +40667,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3121  = a_valid ? w_data[127:120] : 8'h00;
   assign \$3122  = ~ w_transpose;
   assign \$3123  = w_en & \$3122 ;
-  assign \$3124  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3124  = \port$22246$2 [3:0] == 4'hf;
   assign \$3125  = \$3123  & \$3124 ;
   assign \$3126  = w_en & w_transpose;
-  assign \$3127  = ! \port$22307$2 [3:0];
+  assign \$3127  = ! \port$22246$2 [3:0];
   assign \$3128  = \$3126  & \$3127 ;
   assign \$3129  = \$3125  | \$3128 ;
   assign \$3130  = w_transpose ? w_data[127:120] : w_data[7:0];
@@ -40680,10 +40680,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3134  = $signed(pe14_0_psum) + $signed(\$3133 );
   assign \$3135  = ~ w_transpose;
   assign \$3136  = w_en & \$3135 ;
-  assign \$3137  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3137  = \port$22246$2 [3:0] == 4'hf;
   assign \$3138  = \$3136  & \$3137 ;
   assign \$3139  = w_en & w_transpose;
-  assign \$3140  = \port$22307$2 [3:0] == 1'h1;
+  assign \$3140  = \port$22246$2 [3:0] == 1'h1;
   assign \$3141  = \$3139  & \$3140 ;
   assign \$3142  = \$3138  | \$3141 ;
   assign \$3143  = w_transpose ? w_data[127:120] : w_data[15:8];
@@ -40693,10 +40693,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3147  = $signed(pe14_1_psum) + $signed(\$3146 );
   assign \$3148  = ~ w_transpose;
   assign \$3149  = w_en & \$3148 ;
-  assign \$3150  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3150  = \port$22246$2 [3:0] == 4'hf;
   assign \$3151  = \$3149  & \$3150 ;
   assign \$3152  = w_en & w_transpose;
-  assign \$3153  = \port$22307$2 [3:0] == 2'h2;
+  assign \$3153  = \port$22246$2 [3:0] == 2'h2;
   assign \$3154  = \$3152  & \$3153 ;
   assign \$3155  = \$3151  | \$3154 ;
   assign \$3156  = w_transpose ? w_data[127:120] : w_data[23:16];
@@ -40706,10 +40706,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3160  = $signed(pe14_2_psum) + $signed(\$3159 );
   assign \$3161  = ~ w_transpose;
   assign \$3162  = w_en & \$3161 ;
-  assign \$3163  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3163  = \port$22246$2 [3:0] == 4'hf;
   assign \$3164  = \$3162  & \$3163 ;
   assign \$3165  = w_en & w_transpose;
-  assign \$3166  = \port$22307$2 [3:0] == 2'h3;
+  assign \$3166  = \port$22246$2 [3:0] == 2'h3;
   assign \$3167  = \$3165  & \$3166 ;
   assign \$3168  = \$3164  | \$3167 ;
   assign \$3169  = w_transpose ? w_data[127:120] : w_data[31:24];
@@ -40719,10 +40719,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3173  = $signed(pe14_3_psum) + $signed(\$3172 );
   assign \$3174  = ~ w_transpose;
   assign \$3175  = w_en & \$3174 ;
-  assign \$3176  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3176  = \port$22246$2 [3:0] == 4'hf;
   assign \$3177  = \$3175  & \$3176 ;
   assign \$3178  = w_en & w_transpose;
-  assign \$3179  = \port$22307$2 [3:0] == 3'h4;
+  assign \$3179  = \port$22246$2 [3:0] == 3'h4;
   assign \$3180  = \$3178  & \$3179 ;
   assign \$3181  = \$3177  | \$3180 ;
   assign \$3182  = w_transpose ? w_data[127:120] : w_data[39:32];
@@ -40732,10 +40732,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3186  = $signed(pe14_4_psum) + $signed(\$3185 );
   assign \$3187  = ~ w_transpose;
   assign \$3188  = w_en & \$3187 ;
-  assign \$3189  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3189  = \port$22246$2 [3:0] == 4'hf;
   assign \$3190  = \$3188  & \$3189 ;
   assign \$3191  = w_en & w_transpose;
-  assign \$3192  = \port$22307$2 [3:0] == 3'h5;
+  assign \$3192  = \port$22246$2 [3:0] == 3'h5;
   assign \$3193  = \$3191  & \$3192 ;
   assign \$3194  = \$3190  | \$3193 ;
   assign \$3195  = w_transpose ? w_data[127:120] : w_data[47:40];
@@ -40745,10 +40745,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3199  = $signed(pe14_5_psum) + $signed(\$3198 );
   assign \$3200  = ~ w_transpose;
   assign \$3201  = w_en & \$3200 ;
-  assign \$3202  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3202  = \port$22246$2 [3:0] == 4'hf;
   assign \$3203  = \$3201  & \$3202 ;
   assign \$3204  = w_en & w_transpose;
-  assign \$3205  = \port$22307$2 [3:0] == 3'h6;
+  assign \$3205  = \port$22246$2 [3:0] == 3'h6;
   assign \$3206  = \$3204  & \$3205 ;
   assign \$3207  = \$3203  | \$3206 ;
   assign \$3208  = w_transpose ? w_data[127:120] : w_data[55:48];
@@ -40758,10 +40758,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3212  = $signed(pe14_6_psum) + $signed(\$3211 );
   assign \$3213  = ~ w_transpose;
   assign \$3214  = w_en & \$3213 ;
-  assign \$3215  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3215  = \port$22246$2 [3:0] == 4'hf;
   assign \$3216  = \$3214  & \$3215 ;
   assign \$3217  = w_en & w_transpose;
-  assign \$3218  = \port$22307$2 [3:0] == 3'h7;
+  assign \$3218  = \port$22246$2 [3:0] == 3'h7;
   assign \$3219  = \$3217  & \$3218 ;
   assign \$3220  = \$3216  | \$3219 ;
   assign \$3221  = w_transpose ? w_data[127:120] : w_data[63:56];
@@ -40771,10 +40771,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3225  = $signed(pe14_7_psum) + $signed(\$3224 );
   assign \$3226  = ~ w_transpose;
   assign \$3227  = w_en & \$3226 ;
-  assign \$3228  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3228  = \port$22246$2 [3:0] == 4'hf;
   assign \$3229  = \$3227  & \$3228 ;
   assign \$3230  = w_en & w_transpose;
-  assign \$3231  = \port$22307$2 [3:0] == 4'h8;
+  assign \$3231  = \port$22246$2 [3:0] == 4'h8;
   assign \$3232  = \$3230  & \$3231 ;
   assign \$3233  = \$3229  | \$3232 ;
   assign \$3234  = w_transpose ? w_data[127:120] : w_data[71:64];
@@ -40784,10 +40784,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3238  = $signed(pe14_8_psum) + $signed(\$3237 );
   assign \$3239  = ~ w_transpose;
   assign \$3240  = w_en & \$3239 ;
-  assign \$3241  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3241  = \port$22246$2 [3:0] == 4'hf;
   assign \$3242  = \$3240  & \$3241 ;
   assign \$3243  = w_en & w_transpose;
-  assign \$3244  = \port$22307$2 [3:0] == 4'h9;
+  assign \$3244  = \port$22246$2 [3:0] == 4'h9;
   assign \$3245  = \$3243  & \$3244 ;
   assign \$3246  = \$3242  | \$3245 ;
   assign \$3247  = w_transpose ? w_data[127:120] : w_data[79:72];
@@ -40797,10 +40797,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3251  = $signed(pe14_9_psum) + $signed(\$3250 );
   assign \$3252  = ~ w_transpose;
   assign \$3253  = w_en & \$3252 ;
-  assign \$3254  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3254  = \port$22246$2 [3:0] == 4'hf;
   assign \$3255  = \$3253  & \$3254 ;
   assign \$3256  = w_en & w_transpose;
-  assign \$3257  = \port$22307$2 [3:0] == 4'ha;
+  assign \$3257  = \port$22246$2 [3:0] == 4'ha;
   assign \$3258  = \$3256  & \$3257 ;
   assign \$3259  = \$3255  | \$3258 ;
   assign \$3260  = w_transpose ? w_data[127:120] : w_data[87:80];
@@ -40810,10 +40810,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3264  = $signed(pe14_10_psum) + $signed(\$3263 );
   assign \$3265  = ~ w_transpose;
   assign \$3266  = w_en & \$3265 ;
-  assign \$3267  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3267  = \port$22246$2 [3:0] == 4'hf;
   assign \$3268  = \$3266  & \$3267 ;
   assign \$3269  = w_en & w_transpose;
-  assign \$3270  = \port$22307$2 [3:0] == 4'hb;
+  assign \$3270  = \port$22246$2 [3:0] == 4'hb;
   assign \$3271  = \$3269  & \$3270 ;
   assign \$3272  = \$3268  | \$3271 ;
   assign \$3273  = w_transpose ? w_data[127:120] : w_data[95:88];
@@ -40823,10 +40823,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3277  = $signed(pe14_11_psum) + $signed(\$3276 );
   assign \$3278  = ~ w_transpose;
   assign \$3279  = w_en & \$3278 ;
-  assign \$3280  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3280  = \port$22246$2 [3:0] == 4'hf;
   assign \$3281  = \$3279  & \$3280 ;
   assign \$3282  = w_en & w_transpose;
-  assign \$3283  = \port$22307$2 [3:0] == 4'hc;
+  assign \$3283  = \port$22246$2 [3:0] == 4'hc;
   assign \$3284  = \$3282  & \$3283 ;
   assign \$3285  = \$3281  | \$3284 ;
   assign \$3286  = w_transpose ? w_data[127:120] : w_data[103:96];
@@ -40836,10 +40836,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3290  = $signed(pe14_12_psum) + $signed(\$3289 );
   assign \$3291  = ~ w_transpose;
   assign \$3292  = w_en & \$3291 ;
-  assign \$3293  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3293  = \port$22246$2 [3:0] == 4'hf;
   assign \$3294  = \$3292  & \$3293 ;
   assign \$3295  = w_en & w_transpose;
-  assign \$3296  = \port$22307$2 [3:0] == 4'hd;
+  assign \$3296  = \port$22246$2 [3:0] == 4'hd;
   assign \$3297  = \$3295  & \$3296 ;
   assign \$3298  = \$3294  | \$3297 ;
   assign \$3299  = w_transpose ? w_data[127:120] : w_data[111:104];
@@ -40849,10 +40849,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3303  = $signed(pe14_13_psum) + $signed(\$3302 );
   assign \$3304  = ~ w_transpose;
   assign \$3305  = w_en & \$3304 ;
-  assign \$3306  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3306  = \port$22246$2 [3:0] == 4'hf;
   assign \$3307  = \$3305  & \$3306 ;
   assign \$3308  = w_en & w_transpose;
-  assign \$3309  = \port$22307$2 [3:0] == 4'he;
+  assign \$3309  = \port$22246$2 [3:0] == 4'he;
   assign \$3310  = \$3308  & \$3309 ;
   assign \$3311  = \$3307  | \$3310 ;
   assign \$3312  = w_transpose ? w_data[127:120] : w_data[119:112];
@@ -40862,10 +40862,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3316  = $signed(pe14_14_psum) + $signed(\$3315 );
   assign \$3317  = ~ w_transpose;
   assign \$3318  = w_en & \$3317 ;
-  assign \$3319  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3319  = \port$22246$2 [3:0] == 4'hf;
   assign \$3320  = \$3318  & \$3319 ;
   assign \$3321  = w_en & w_transpose;
-  assign \$3322  = \port$22307$2 [3:0] == 4'hf;
+  assign \$3322  = \port$22246$2 [3:0] == 4'hf;
   assign \$3323  = \$3321  & \$3322 ;
   assign \$3324  = \$3320  | \$3323 ;
   assign \$3327  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
@@ -40873,289 +40873,289 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3329  = $signed(pe14_15_psum) + $signed(\$3328 );
   assign \$3330  = ~ w_transpose;
   assign \$3331  = w_en & \$3330 ;
-  assign \$3332  = ! \port$22307$2 [3:0];
+  assign \$3332  = ! \port$22246$2 [3:0];
   assign \$3333  = \$3331  & \$3332 ;
-  assign \$3336  = pe0_0_bank == \port$22307$2 [4];
+  assign \$3336  = pe0_0_bank == \port$22246$2 [4];
   assign \$3337  = pe0_0_v & \$3336 ;
-  assign \$3338  = pe0_1_bank == \port$22307$2 [4];
+  assign \$3338  = pe0_1_bank == \port$22246$2 [4];
   assign \$3339  = pe0_1_v & \$3338 ;
-  assign \$3340  = pe0_2_bank == \port$22307$2 [4];
+  assign \$3340  = pe0_2_bank == \port$22246$2 [4];
   assign \$3341  = pe0_2_v & \$3340 ;
-  assign \$3342  = pe0_3_bank == \port$22307$2 [4];
+  assign \$3342  = pe0_3_bank == \port$22246$2 [4];
   assign \$3343  = pe0_3_v & \$3342 ;
-  assign \$3344  = pe0_4_bank == \port$22307$2 [4];
+  assign \$3344  = pe0_4_bank == \port$22246$2 [4];
   assign \$3345  = pe0_4_v & \$3344 ;
-  assign \$3346  = pe0_5_bank == \port$22307$2 [4];
+  assign \$3346  = pe0_5_bank == \port$22246$2 [4];
   assign \$3347  = pe0_5_v & \$3346 ;
-  assign \$3348  = pe0_6_bank == \port$22307$2 [4];
+  assign \$3348  = pe0_6_bank == \port$22246$2 [4];
   assign \$3349  = pe0_6_v & \$3348 ;
-  assign \$3350  = pe0_7_bank == \port$22307$2 [4];
+  assign \$3350  = pe0_7_bank == \port$22246$2 [4];
   assign \$3351  = pe0_7_v & \$3350 ;
-  assign \$3352  = pe0_8_bank == \port$22307$2 [4];
+  assign \$3352  = pe0_8_bank == \port$22246$2 [4];
   assign \$3353  = pe0_8_v & \$3352 ;
-  assign \$3354  = pe0_9_bank == \port$22307$2 [4];
+  assign \$3354  = pe0_9_bank == \port$22246$2 [4];
   assign \$3355  = pe0_9_v & \$3354 ;
-  assign \$3356  = pe0_10_bank == \port$22307$2 [4];
+  assign \$3356  = pe0_10_bank == \port$22246$2 [4];
   assign \$3357  = pe0_10_v & \$3356 ;
-  assign \$3358  = pe0_11_bank == \port$22307$2 [4];
+  assign \$3358  = pe0_11_bank == \port$22246$2 [4];
   assign \$3359  = pe0_11_v & \$3358 ;
-  assign \$3360  = pe0_12_bank == \port$22307$2 [4];
+  assign \$3360  = pe0_12_bank == \port$22246$2 [4];
   assign \$3361  = pe0_12_v & \$3360 ;
-  assign \$3362  = pe0_13_bank == \port$22307$2 [4];
+  assign \$3362  = pe0_13_bank == \port$22246$2 [4];
   assign \$3363  = pe0_13_v & \$3362 ;
   assign \$3364  = | { \$3363 , \$3361 , \$3359 , \$3357 , \$3355 , \$3353 , \$3351 , \$3349 , \$3347 , \$3345 , \$3343 , \$3341 , \$3339 , \$3337 , \$3335  };
   assign \$3365  = \$3333  & \$3364 ;
   assign \$3366  = w_en & w_transpose;
-  assign \$3367  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$3367  = \port$22246$2 [3:0] >= 1'h1;
   assign \$3368  = \$3366  & \$3367 ;
   assign \$3369  = \$3368  & a_valid;
   assign \$3372  = w_en & w_transpose;
-  assign \$3373  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$3373  = \port$22246$2 [3:0] >= 2'h2;
   assign \$3374  = \$3372  & \$3373 ;
   assign \$3375  = \$3374  & pe0_0_v;
-  assign \$3376  = pe0_0_bank == \port$22307$2 [4];
+  assign \$3376  = pe0_0_bank == \port$22246$2 [4];
   assign \$3377  = \$3375  & \$3376 ;
   assign \$3378  = w_en & w_transpose;
-  assign \$3379  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$3379  = \port$22246$2 [3:0] >= 2'h3;
   assign \$3380  = \$3378  & \$3379 ;
   assign \$3381  = \$3380  & pe0_1_v;
-  assign \$3382  = pe0_1_bank == \port$22307$2 [4];
+  assign \$3382  = pe0_1_bank == \port$22246$2 [4];
   assign \$3383  = \$3381  & \$3382 ;
   assign \$3384  = w_en & w_transpose;
-  assign \$3385  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$3385  = \port$22246$2 [3:0] >= 3'h4;
   assign \$3386  = \$3384  & \$3385 ;
   assign \$3387  = \$3386  & pe0_2_v;
-  assign \$3388  = pe0_2_bank == \port$22307$2 [4];
+  assign \$3388  = pe0_2_bank == \port$22246$2 [4];
   assign \$3389  = \$3387  & \$3388 ;
   assign \$3390  = w_en & w_transpose;
-  assign \$3391  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$3391  = \port$22246$2 [3:0] >= 3'h5;
   assign \$3392  = \$3390  & \$3391 ;
   assign \$3393  = \$3392  & pe0_3_v;
-  assign \$3394  = pe0_3_bank == \port$22307$2 [4];
+  assign \$3394  = pe0_3_bank == \port$22246$2 [4];
   assign \$3395  = \$3393  & \$3394 ;
   assign \$3396  = w_en & w_transpose;
-  assign \$3397  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$3397  = \port$22246$2 [3:0] >= 3'h6;
   assign \$3398  = \$3396  & \$3397 ;
   assign \$3399  = \$3398  & pe0_4_v;
-  assign \$3400  = pe0_4_bank == \port$22307$2 [4];
+  assign \$3400  = pe0_4_bank == \port$22246$2 [4];
   assign \$3401  = \$3399  & \$3400 ;
   assign \$3402  = w_en & w_transpose;
-  assign \$3403  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$3403  = \port$22246$2 [3:0] >= 3'h7;
   assign \$3404  = \$3402  & \$3403 ;
   assign \$3405  = \$3404  & pe0_5_v;
-  assign \$3406  = pe0_5_bank == \port$22307$2 [4];
+  assign \$3406  = pe0_5_bank == \port$22246$2 [4];
   assign \$3407  = \$3405  & \$3406 ;
   assign \$3408  = w_en & w_transpose;
-  assign \$3409  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$3409  = \port$22246$2 [3:0] >= 4'h8;
   assign \$3410  = \$3408  & \$3409 ;
   assign \$3411  = \$3410  & pe0_6_v;
-  assign \$3412  = pe0_6_bank == \port$22307$2 [4];
+  assign \$3412  = pe0_6_bank == \port$22246$2 [4];
   assign \$3413  = \$3411  & \$3412 ;
   assign \$3414  = w_en & w_transpose;
-  assign \$3415  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$3415  = \port$22246$2 [3:0] >= 4'h9;
   assign \$3416  = \$3414  & \$3415 ;
   assign \$3417  = \$3416  & pe0_7_v;
-  assign \$3418  = pe0_7_bank == \port$22307$2 [4];
+  assign \$3418  = pe0_7_bank == \port$22246$2 [4];
   assign \$3419  = \$3417  & \$3418 ;
   assign \$3420  = w_en & w_transpose;
-  assign \$3421  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$3421  = \port$22246$2 [3:0] >= 4'ha;
   assign \$3422  = \$3420  & \$3421 ;
   assign \$3423  = \$3422  & pe0_8_v;
-  assign \$3424  = pe0_8_bank == \port$22307$2 [4];
+  assign \$3424  = pe0_8_bank == \port$22246$2 [4];
   assign \$3425  = \$3423  & \$3424 ;
   assign \$3426  = w_en & w_transpose;
-  assign \$3427  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$3427  = \port$22246$2 [3:0] >= 4'hb;
   assign \$3428  = \$3426  & \$3427 ;
   assign \$3429  = \$3428  & pe0_9_v;
-  assign \$3430  = pe0_9_bank == \port$22307$2 [4];
+  assign \$3430  = pe0_9_bank == \port$22246$2 [4];
   assign \$3431  = \$3429  & \$3430 ;
   assign \$3432  = w_en & w_transpose;
-  assign \$3433  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$3433  = \port$22246$2 [3:0] >= 4'hc;
   assign \$3434  = \$3432  & \$3433 ;
   assign \$3435  = \$3434  & pe0_10_v;
-  assign \$3436  = pe0_10_bank == \port$22307$2 [4];
+  assign \$3436  = pe0_10_bank == \port$22246$2 [4];
   assign \$3437  = \$3435  & \$3436 ;
   assign \$3438  = w_en & w_transpose;
-  assign \$3439  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$3439  = \port$22246$2 [3:0] >= 4'hd;
   assign \$3440  = \$3438  & \$3439 ;
   assign \$3441  = \$3440  & pe0_11_v;
-  assign \$3442  = pe0_11_bank == \port$22307$2 [4];
+  assign \$3442  = pe0_11_bank == \port$22246$2 [4];
   assign \$3443  = \$3441  & \$3442 ;
   assign \$3444  = w_en & w_transpose;
-  assign \$3445  = \port$22307$2 [3:0] >= 4'he;
+  assign \$3445  = \port$22246$2 [3:0] >= 4'he;
   assign \$3446  = \$3444  & \$3445 ;
   assign \$3447  = \$3446  & pe0_12_v;
-  assign \$3448  = pe0_12_bank == \port$22307$2 [4];
+  assign \$3448  = pe0_12_bank == \port$22246$2 [4];
   assign \$3449  = \$3447  & \$3448 ;
   assign \$3450  = w_en & w_transpose;
-  assign \$3451  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$3451  = \port$22246$2 [3:0] >= 4'hf;
   assign \$3452  = \$3450  & \$3451 ;
   assign \$3453  = \$3452  & pe0_13_v;
-  assign \$3454  = pe0_13_bank == \port$22307$2 [4];
+  assign \$3454  = pe0_13_bank == \port$22246$2 [4];
   assign \$3455  = \$3453  & \$3454 ;
   assign \$3456  = ~ w_transpose;
   assign \$3457  = w_en & \$3456 ;
-  assign \$3458  = \port$22307$2 [3:0] == 1'h1;
+  assign \$3458  = \port$22246$2 [3:0] == 1'h1;
   assign \$3459  = \$3457  & \$3458 ;
-  assign \$3462  = skew1_0_bank == \port$22307$2 [4];
+  assign \$3462  = skew1_0_bank == \port$22246$2 [4];
   assign \$3463  = skew1_0_v & \$3462 ;
-  assign \$3464  = pe1_0_bank == \port$22307$2 [4];
+  assign \$3464  = pe1_0_bank == \port$22246$2 [4];
   assign \$3465  = pe1_0_v & \$3464 ;
-  assign \$3466  = pe1_1_bank == \port$22307$2 [4];
+  assign \$3466  = pe1_1_bank == \port$22246$2 [4];
   assign \$3467  = pe1_1_v & \$3466 ;
-  assign \$3468  = pe1_2_bank == \port$22307$2 [4];
+  assign \$3468  = pe1_2_bank == \port$22246$2 [4];
   assign \$3469  = pe1_2_v & \$3468 ;
-  assign \$3470  = pe1_3_bank == \port$22307$2 [4];
+  assign \$3470  = pe1_3_bank == \port$22246$2 [4];
   assign \$3471  = pe1_3_v & \$3470 ;
-  assign \$3472  = pe1_4_bank == \port$22307$2 [4];
+  assign \$3472  = pe1_4_bank == \port$22246$2 [4];
   assign \$3473  = pe1_4_v & \$3472 ;
-  assign \$3474  = pe1_5_bank == \port$22307$2 [4];
+  assign \$3474  = pe1_5_bank == \port$22246$2 [4];
   assign \$3475  = pe1_5_v & \$3474 ;
-  assign \$3476  = pe1_6_bank == \port$22307$2 [4];
+  assign \$3476  = pe1_6_bank == \port$22246$2 [4];
   assign \$3477  = pe1_6_v & \$3476 ;
-  assign \$3478  = pe1_7_bank == \port$22307$2 [4];
+  assign \$3478  = pe1_7_bank == \port$22246$2 [4];
   assign \$3479  = pe1_7_v & \$3478 ;
-  assign \$3480  = pe1_8_bank == \port$22307$2 [4];
+  assign \$3480  = pe1_8_bank == \port$22246$2 [4];
   assign \$3481  = pe1_8_v & \$3480 ;
-  assign \$3482  = pe1_9_bank == \port$22307$2 [4];
+  assign \$3482  = pe1_9_bank == \port$22246$2 [4];
   assign \$3483  = pe1_9_v & \$3482 ;
-  assign \$3484  = pe1_10_bank == \port$22307$2 [4];
+  assign \$3484  = pe1_10_bank == \port$22246$2 [4];
   assign \$3485  = pe1_10_v & \$3484 ;
-  assign \$3486  = pe1_11_bank == \port$22307$2 [4];
+  assign \$3486  = pe1_11_bank == \port$22246$2 [4];
   assign \$3487  = pe1_11_v & \$3486 ;
-  assign \$3488  = pe1_12_bank == \port$22307$2 [4];
+  assign \$3488  = pe1_12_bank == \port$22246$2 [4];
   assign \$3489  = pe1_12_v & \$3488 ;
-  assign \$3490  = pe1_13_bank == \port$22307$2 [4];
+  assign \$3490  = pe1_13_bank == \port$22246$2 [4];
   assign \$3491  = pe1_13_v & \$3490 ;
   assign \$3492  = | { \$3491 , \$3489 , \$3487 , \$3485 , \$3483 , \$3481 , \$3479 , \$3477 , \$3475 , \$3473 , \$3471 , \$3469 , \$3467 , \$3465 , \$3463 , \$3461  };
   assign \$3493  = \$3459  & \$3492 ;
   assign \$3494  = w_en & w_transpose;
   assign \$3496  = \$3495  & a_valid;
   assign \$3499  = w_en & w_transpose;
-  assign \$3500  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$3500  = \port$22246$2 [3:0] >= 1'h1;
   assign \$3501  = \$3499  & \$3500 ;
   assign \$3502  = \$3501  & skew1_0_v;
-  assign \$3503  = skew1_0_bank == \port$22307$2 [4];
+  assign \$3503  = skew1_0_bank == \port$22246$2 [4];
   assign \$3504  = \$3502  & \$3503 ;
   assign \$3505  = w_en & w_transpose;
-  assign \$3506  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$3506  = \port$22246$2 [3:0] >= 2'h2;
   assign \$3507  = \$3505  & \$3506 ;
   assign \$3508  = \$3507  & pe1_0_v;
-  assign \$3509  = pe1_0_bank == \port$22307$2 [4];
+  assign \$3509  = pe1_0_bank == \port$22246$2 [4];
   assign \$3510  = \$3508  & \$3509 ;
   assign \$3511  = w_en & w_transpose;
-  assign \$3512  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$3512  = \port$22246$2 [3:0] >= 2'h3;
   assign \$3513  = \$3511  & \$3512 ;
   assign \$3514  = \$3513  & pe1_1_v;
-  assign \$3515  = pe1_1_bank == \port$22307$2 [4];
+  assign \$3515  = pe1_1_bank == \port$22246$2 [4];
   assign \$3516  = \$3514  & \$3515 ;
   assign \$3517  = w_en & w_transpose;
-  assign \$3518  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$3518  = \port$22246$2 [3:0] >= 3'h4;
   assign \$3519  = \$3517  & \$3518 ;
   assign \$3520  = \$3519  & pe1_2_v;
-  assign \$3521  = pe1_2_bank == \port$22307$2 [4];
+  assign \$3521  = pe1_2_bank == \port$22246$2 [4];
   assign \$3522  = \$3520  & \$3521 ;
   assign \$3523  = w_en & w_transpose;
-  assign \$3524  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$3524  = \port$22246$2 [3:0] >= 3'h5;
   assign \$3525  = \$3523  & \$3524 ;
   assign \$3526  = \$3525  & pe1_3_v;
-  assign \$3527  = pe1_3_bank == \port$22307$2 [4];
+  assign \$3527  = pe1_3_bank == \port$22246$2 [4];
   assign \$3528  = \$3526  & \$3527 ;
   assign \$3529  = w_en & w_transpose;
-  assign \$3530  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$3530  = \port$22246$2 [3:0] >= 3'h6;
   assign \$3531  = \$3529  & \$3530 ;
   assign \$3532  = \$3531  & pe1_4_v;
-  assign \$3533  = pe1_4_bank == \port$22307$2 [4];
+  assign \$3533  = pe1_4_bank == \port$22246$2 [4];
   assign \$3534  = \$3532  & \$3533 ;
   assign \$3535  = w_en & w_transpose;
-  assign \$3536  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$3536  = \port$22246$2 [3:0] >= 3'h7;
   assign \$3537  = \$3535  & \$3536 ;
   assign \$3538  = \$3537  & pe1_5_v;
-  assign \$3539  = pe1_5_bank == \port$22307$2 [4];
+  assign \$3539  = pe1_5_bank == \port$22246$2 [4];
   assign \$3540  = \$3538  & \$3539 ;
   assign \$3541  = w_en & w_transpose;
-  assign \$3542  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$3542  = \port$22246$2 [3:0] >= 4'h8;
   assign \$3543  = \$3541  & \$3542 ;
   assign \$3544  = \$3543  & pe1_6_v;
-  assign \$3545  = pe1_6_bank == \port$22307$2 [4];
+  assign \$3545  = pe1_6_bank == \port$22246$2 [4];
   assign \$3546  = \$3544  & \$3545 ;
   assign \$3547  = w_en & w_transpose;
-  assign \$3548  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$3548  = \port$22246$2 [3:0] >= 4'h9;
   assign \$3549  = \$3547  & \$3548 ;
   assign \$3550  = \$3549  & pe1_7_v;
-  assign \$3551  = pe1_7_bank == \port$22307$2 [4];
+  assign \$3551  = pe1_7_bank == \port$22246$2 [4];
   assign \$3552  = \$3550  & \$3551 ;
   assign \$3553  = w_en & w_transpose;
-  assign \$3554  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$3554  = \port$22246$2 [3:0] >= 4'ha;
   assign \$3555  = \$3553  & \$3554 ;
   assign \$3556  = \$3555  & pe1_8_v;
-  assign \$3557  = pe1_8_bank == \port$22307$2 [4];
+  assign \$3557  = pe1_8_bank == \port$22246$2 [4];
   assign \$3558  = \$3556  & \$3557 ;
   assign \$3559  = w_en & w_transpose;
-  assign \$3560  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$3560  = \port$22246$2 [3:0] >= 4'hb;
   assign \$3561  = \$3559  & \$3560 ;
   assign \$3562  = \$3561  & pe1_9_v;
-  assign \$3563  = pe1_9_bank == \port$22307$2 [4];
+  assign \$3563  = pe1_9_bank == \port$22246$2 [4];
   assign \$3564  = \$3562  & \$3563 ;
   assign \$3565  = w_en & w_transpose;
-  assign \$3566  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$3566  = \port$22246$2 [3:0] >= 4'hc;
   assign \$3567  = \$3565  & \$3566 ;
   assign \$3568  = \$3567  & pe1_10_v;
-  assign \$3569  = pe1_10_bank == \port$22307$2 [4];
+  assign \$3569  = pe1_10_bank == \port$22246$2 [4];
   assign \$3570  = \$3568  & \$3569 ;
   assign \$3571  = w_en & w_transpose;
-  assign \$3572  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$3572  = \port$22246$2 [3:0] >= 4'hd;
   assign \$3573  = \$3571  & \$3572 ;
   assign \$3574  = \$3573  & pe1_11_v;
-  assign \$3575  = pe1_11_bank == \port$22307$2 [4];
+  assign \$3575  = pe1_11_bank == \port$22246$2 [4];
   assign \$3576  = \$3574  & \$3575 ;
   assign \$3577  = w_en & w_transpose;
-  assign \$3578  = \port$22307$2 [3:0] >= 4'he;
+  assign \$3578  = \port$22246$2 [3:0] >= 4'he;
   assign \$3579  = \$3577  & \$3578 ;
   assign \$3580  = \$3579  & pe1_12_v;
-  assign \$3581  = pe1_12_bank == \port$22307$2 [4];
+  assign \$3581  = pe1_12_bank == \port$22246$2 [4];
   assign \$3582  = \$3580  & \$3581 ;
   assign \$3583  = w_en & w_transpose;
-  assign \$3584  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$3584  = \port$22246$2 [3:0] >= 4'hf;
   assign \$3585  = \$3583  & \$3584 ;
   assign \$3586  = \$3585  & pe1_13_v;
-  assign \$3587  = pe1_13_bank == \port$22307$2 [4];
+  assign \$3587  = pe1_13_bank == \port$22246$2 [4];
   assign \$3588  = \$3586  & \$3587 ;
   assign \$3589  = ~ w_transpose;
   assign \$3590  = w_en & \$3589 ;
-  assign \$3591  = \port$22307$2 [3:0] == 2'h2;
+  assign \$3591  = \port$22246$2 [3:0] == 2'h2;
   assign \$3592  = \$3590  & \$3591 ;
-  assign \$3595  = skew2_0_bank == \port$22307$2 [4];
+  assign \$3595  = skew2_0_bank == \port$22246$2 [4];
   assign \$3596  = skew2_0_v & \$3595 ;
-  assign \$3597  = skew2_1_bank == \port$22307$2 [4];
+  assign \$3597  = skew2_1_bank == \port$22246$2 [4];
   assign \$3598  = skew2_1_v & \$3597 ;
-  assign \$3599  = pe2_0_bank == \port$22307$2 [4];
+  assign \$3599  = pe2_0_bank == \port$22246$2 [4];
   assign \$3600  = pe2_0_v & \$3599 ;
-  assign \$3601  = pe2_1_bank == \port$22307$2 [4];
+  assign \$3601  = pe2_1_bank == \port$22246$2 [4];
   assign \$3602  = pe2_1_v & \$3601 ;
-  assign \$3603  = pe2_2_bank == \port$22307$2 [4];
+  assign \$3603  = pe2_2_bank == \port$22246$2 [4];
   assign \$3604  = pe2_2_v & \$3603 ;
-  assign \$3605  = pe2_3_bank == \port$22307$2 [4];
+  assign \$3605  = pe2_3_bank == \port$22246$2 [4];
   assign \$3606  = pe2_3_v & \$3605 ;
-  assign \$3607  = pe2_4_bank == \port$22307$2 [4];
+  assign \$3607  = pe2_4_bank == \port$22246$2 [4];
   assign \$3608  = pe2_4_v & \$3607 ;
-  assign \$3609  = pe2_5_bank == \port$22307$2 [4];
+  assign \$3609  = pe2_5_bank == \port$22246$2 [4];
   assign \$3610  = pe2_5_v & \$3609 ;
-  assign \$3611  = pe2_6_bank == \port$22307$2 [4];
+  assign \$3611  = pe2_6_bank == \port$22246$2 [4];
   assign \$3612  = pe2_6_v & \$3611 ;
-  assign \$3613  = pe2_7_bank == \port$22307$2 [4];
+  assign \$3613  = pe2_7_bank == \port$22246$2 [4];
   assign \$3614  = pe2_7_v & \$3613 ;
-  assign \$3615  = pe2_8_bank == \port$22307$2 [4];
+  assign \$3615  = pe2_8_bank == \port$22246$2 [4];
   assign \$3616  = pe2_8_v & \$3615 ;
-  assign \$3617  = pe2_9_bank == \port$22307$2 [4];
+  assign \$3617  = pe2_9_bank == \port$22246$2 [4];
   assign \$3618  = pe2_9_v & \$3617 ;
-  assign \$3619  = pe2_10_bank == \port$22307$2 [4];
+  assign \$3619  = pe2_10_bank == \port$22246$2 [4];
   assign \$3620  = pe2_10_v & \$3619 ;
-  assign \$3621  = pe2_11_bank == \port$22307$2 [4];
+  assign \$3621  = pe2_11_bank == \port$22246$2 [4];
   assign \$3622  = pe2_11_v & \$3621 ;
-  assign \$3623  = pe2_12_bank == \port$22307$2 [4];
+  assign \$3623  = pe2_12_bank == \port$22246$2 [4];
   assign \$3624  = pe2_12_v & \$3623 ;
-  assign \$3625  = pe2_13_bank == \port$22307$2 [4];
+  assign \$3625  = pe2_13_bank == \port$22246$2 [4];
   assign \$3626  = pe2_13_v & \$3625 ;
   assign \$3627  = | { \$3626 , \$3624 , \$3622 , \$3620 , \$3618 , \$3616 , \$3614 , \$3612 , \$3610 , \$3608 , \$3606 , \$3604 , \$3602 , \$3600 , \$3598 , \$3596 , \$3594  };
   assign \$3628  = \$3592  & \$3627 ;
@@ -41163,135 +41163,135 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3631  = \$3630  & a_valid;
   assign \$3634  = w_en & w_transpose;
   assign \$3636  = \$3635  & skew2_0_v;
-  assign \$3637  = skew2_0_bank == \port$22307$2 [4];
+  assign \$3637  = skew2_0_bank == \port$22246$2 [4];
   assign \$3638  = \$3636  & \$3637 ;
   assign \$3639  = w_en & w_transpose;
-  assign \$3640  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$3640  = \port$22246$2 [3:0] >= 1'h1;
   assign \$3641  = \$3639  & \$3640 ;
   assign \$3642  = \$3641  & skew2_1_v;
-  assign \$3643  = skew2_1_bank == \port$22307$2 [4];
+  assign \$3643  = skew2_1_bank == \port$22246$2 [4];
   assign \$3644  = \$3642  & \$3643 ;
   assign \$3645  = w_en & w_transpose;
-  assign \$3646  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$3646  = \port$22246$2 [3:0] >= 2'h2;
   assign \$3647  = \$3645  & \$3646 ;
   assign \$3648  = \$3647  & pe2_0_v;
-  assign \$3649  = pe2_0_bank == \port$22307$2 [4];
+  assign \$3649  = pe2_0_bank == \port$22246$2 [4];
   assign \$3650  = \$3648  & \$3649 ;
   assign \$3651  = w_en & w_transpose;
-  assign \$3652  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$3652  = \port$22246$2 [3:0] >= 2'h3;
   assign \$3653  = \$3651  & \$3652 ;
   assign \$3654  = \$3653  & pe2_1_v;
-  assign \$3655  = pe2_1_bank == \port$22307$2 [4];
+  assign \$3655  = pe2_1_bank == \port$22246$2 [4];
   assign \$3656  = \$3654  & \$3655 ;
   assign \$3657  = w_en & w_transpose;
-  assign \$3658  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$3658  = \port$22246$2 [3:0] >= 3'h4;
   assign \$3659  = \$3657  & \$3658 ;
   assign \$3660  = \$3659  & pe2_2_v;
-  assign \$3661  = pe2_2_bank == \port$22307$2 [4];
+  assign \$3661  = pe2_2_bank == \port$22246$2 [4];
   assign \$3662  = \$3660  & \$3661 ;
   assign \$3663  = w_en & w_transpose;
-  assign \$3664  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$3664  = \port$22246$2 [3:0] >= 3'h5;
   assign \$3665  = \$3663  & \$3664 ;
   assign \$3666  = \$3665  & pe2_3_v;
-  assign \$3667  = pe2_3_bank == \port$22307$2 [4];
+  assign \$3667  = pe2_3_bank == \port$22246$2 [4];
   assign \$3668  = \$3666  & \$3667 ;
   assign \$3669  = w_en & w_transpose;
-  assign \$3670  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$3670  = \port$22246$2 [3:0] >= 3'h6;
   assign \$3671  = \$3669  & \$3670 ;
   assign \$3672  = \$3671  & pe2_4_v;
-  assign \$3673  = pe2_4_bank == \port$22307$2 [4];
+  assign \$3673  = pe2_4_bank == \port$22246$2 [4];
   assign \$3674  = \$3672  & \$3673 ;
   assign \$3675  = w_en & w_transpose;
-  assign \$3676  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$3676  = \port$22246$2 [3:0] >= 3'h7;
   assign \$3677  = \$3675  & \$3676 ;
   assign \$3678  = \$3677  & pe2_5_v;
-  assign \$3679  = pe2_5_bank == \port$22307$2 [4];
+  assign \$3679  = pe2_5_bank == \port$22246$2 [4];
   assign \$3680  = \$3678  & \$3679 ;
   assign \$3681  = w_en & w_transpose;
-  assign \$3682  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$3682  = \port$22246$2 [3:0] >= 4'h8;
   assign \$3683  = \$3681  & \$3682 ;
   assign \$3684  = \$3683  & pe2_6_v;
-  assign \$3685  = pe2_6_bank == \port$22307$2 [4];
+  assign \$3685  = pe2_6_bank == \port$22246$2 [4];
   assign \$3686  = \$3684  & \$3685 ;
   assign \$3687  = w_en & w_transpose;
-  assign \$3688  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$3688  = \port$22246$2 [3:0] >= 4'h9;
   assign \$3689  = \$3687  & \$3688 ;
   assign \$3690  = \$3689  & pe2_7_v;
-  assign \$3691  = pe2_7_bank == \port$22307$2 [4];
+  assign \$3691  = pe2_7_bank == \port$22246$2 [4];
   assign \$3692  = \$3690  & \$3691 ;
   assign \$3693  = w_en & w_transpose;
-  assign \$3694  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$3694  = \port$22246$2 [3:0] >= 4'ha;
   assign \$3695  = \$3693  & \$3694 ;
   assign \$3696  = \$3695  & pe2_8_v;
-  assign \$3697  = pe2_8_bank == \port$22307$2 [4];
+  assign \$3697  = pe2_8_bank == \port$22246$2 [4];
   assign \$3698  = \$3696  & \$3697 ;
   assign \$3699  = w_en & w_transpose;
-  assign \$3700  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$3700  = \port$22246$2 [3:0] >= 4'hb;
   assign \$3701  = \$3699  & \$3700 ;
   assign \$3702  = \$3701  & pe2_9_v;
-  assign \$3703  = pe2_9_bank == \port$22307$2 [4];
+  assign \$3703  = pe2_9_bank == \port$22246$2 [4];
   assign \$3704  = \$3702  & \$3703 ;
   assign \$3705  = w_en & w_transpose;
-  assign \$3706  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$3706  = \port$22246$2 [3:0] >= 4'hc;
   assign \$3707  = \$3705  & \$3706 ;
   assign \$3708  = \$3707  & pe2_10_v;
-  assign \$3709  = pe2_10_bank == \port$22307$2 [4];
+  assign \$3709  = pe2_10_bank == \port$22246$2 [4];
   assign \$3710  = \$3708  & \$3709 ;
   assign \$3711  = w_en & w_transpose;
-  assign \$3712  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$3712  = \port$22246$2 [3:0] >= 4'hd;
   assign \$3713  = \$3711  & \$3712 ;
   assign \$3714  = \$3713  & pe2_11_v;
-  assign \$3715  = pe2_11_bank == \port$22307$2 [4];
+  assign \$3715  = pe2_11_bank == \port$22246$2 [4];
   assign \$3716  = \$3714  & \$3715 ;
   assign \$3717  = w_en & w_transpose;
-  assign \$3718  = \port$22307$2 [3:0] >= 4'he;
+  assign \$3718  = \port$22246$2 [3:0] >= 4'he;
   assign \$3719  = \$3717  & \$3718 ;
   assign \$3720  = \$3719  & pe2_12_v;
-  assign \$3721  = pe2_12_bank == \port$22307$2 [4];
+  assign \$3721  = pe2_12_bank == \port$22246$2 [4];
   assign \$3722  = \$3720  & \$3721 ;
   assign \$3723  = w_en & w_transpose;
-  assign \$3724  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$3724  = \port$22246$2 [3:0] >= 4'hf;
   assign \$3725  = \$3723  & \$3724 ;
   assign \$3726  = \$3725  & pe2_13_v;
-  assign \$3727  = pe2_13_bank == \port$22307$2 [4];
+  assign \$3727  = pe2_13_bank == \port$22246$2 [4];
   assign \$3728  = \$3726  & \$3727 ;
   assign \$3729  = ~ w_transpose;
   assign \$3730  = w_en & \$3729 ;
-  assign \$3731  = \port$22307$2 [3:0] == 2'h3;
+  assign \$3731  = \port$22246$2 [3:0] == 2'h3;
   assign \$3732  = \$3730  & \$3731 ;
-  assign \$3735  = skew3_0_bank == \port$22307$2 [4];
+  assign \$3735  = skew3_0_bank == \port$22246$2 [4];
   assign \$3736  = skew3_0_v & \$3735 ;
-  assign \$3737  = skew3_1_bank == \port$22307$2 [4];
+  assign \$3737  = skew3_1_bank == \port$22246$2 [4];
   assign \$3738  = skew3_1_v & \$3737 ;
-  assign \$3739  = skew3_2_bank == \port$22307$2 [4];
+  assign \$3739  = skew3_2_bank == \port$22246$2 [4];
   assign \$3740  = skew3_2_v & \$3739 ;
-  assign \$3741  = pe3_0_bank == \port$22307$2 [4];
+  assign \$3741  = pe3_0_bank == \port$22246$2 [4];
   assign \$3742  = pe3_0_v & \$3741 ;
-  assign \$3743  = pe3_1_bank == \port$22307$2 [4];
+  assign \$3743  = pe3_1_bank == \port$22246$2 [4];
   assign \$3744  = pe3_1_v & \$3743 ;
-  assign \$3745  = pe3_2_bank == \port$22307$2 [4];
+  assign \$3745  = pe3_2_bank == \port$22246$2 [4];
   assign \$3746  = pe3_2_v & \$3745 ;
-  assign \$3747  = pe3_3_bank == \port$22307$2 [4];
+  assign \$3747  = pe3_3_bank == \port$22246$2 [4];
   assign \$3748  = pe3_3_v & \$3747 ;
-  assign \$3749  = pe3_4_bank == \port$22307$2 [4];
+  assign \$3749  = pe3_4_bank == \port$22246$2 [4];
   assign \$3750  = pe3_4_v & \$3749 ;
-  assign \$3751  = pe3_5_bank == \port$22307$2 [4];
+  assign \$3751  = pe3_5_bank == \port$22246$2 [4];
   assign \$3752  = pe3_5_v & \$3751 ;
-  assign \$3753  = pe3_6_bank == \port$22307$2 [4];
+  assign \$3753  = pe3_6_bank == \port$22246$2 [4];
   assign \$3754  = pe3_6_v & \$3753 ;
-  assign \$3755  = pe3_7_bank == \port$22307$2 [4];
+  assign \$3755  = pe3_7_bank == \port$22246$2 [4];
   assign \$3756  = pe3_7_v & \$3755 ;
-  assign \$3757  = pe3_8_bank == \port$22307$2 [4];
+  assign \$3757  = pe3_8_bank == \port$22246$2 [4];
   assign \$3758  = pe3_8_v & \$3757 ;
-  assign \$3759  = pe3_9_bank == \port$22307$2 [4];
+  assign \$3759  = pe3_9_bank == \port$22246$2 [4];
   assign \$3760  = pe3_9_v & \$3759 ;
-  assign \$3761  = pe3_10_bank == \port$22307$2 [4];
+  assign \$3761  = pe3_10_bank == \port$22246$2 [4];
   assign \$3762  = pe3_10_v & \$3761 ;
-  assign \$3763  = pe3_11_bank == \port$22307$2 [4];
+  assign \$3763  = pe3_11_bank == \port$22246$2 [4];
   assign \$3764  = pe3_11_v & \$3763 ;
-  assign \$3765  = pe3_12_bank == \port$22307$2 [4];
+  assign \$3765  = pe3_12_bank == \port$22246$2 [4];
   assign \$3766  = pe3_12_v & \$3765 ;
-  assign \$3767  = pe3_13_bank == \port$22307$2 [4];
+  assign \$3767  = pe3_13_bank == \port$22246$2 [4];
   assign \$3768  = pe3_13_v & \$3767 ;
   assign \$3769  = | { \$3768 , \$3766 , \$3764 , \$3762 , \$3760 , \$3758 , \$3756 , \$3754 , \$3752 , \$3750 , \$3748 , \$3746 , \$3744 , \$3742 , \$3740 , \$3738 , \$3736 , \$3734  };
   assign \$3770  = \$3732  & \$3769 ;
@@ -41299,141 +41299,141 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3773  = \$3772  & a_valid;
   assign \$3776  = w_en & w_transpose;
   assign \$3778  = \$3777  & skew3_0_v;
-  assign \$3779  = skew3_0_bank == \port$22307$2 [4];
+  assign \$3779  = skew3_0_bank == \port$22246$2 [4];
   assign \$3780  = \$3778  & \$3779 ;
   assign \$3781  = w_en & w_transpose;
   assign \$3783  = \$3782  & skew3_1_v;
-  assign \$3784  = skew3_1_bank == \port$22307$2 [4];
+  assign \$3784  = skew3_1_bank == \port$22246$2 [4];
   assign \$3785  = \$3783  & \$3784 ;
   assign \$3786  = w_en & w_transpose;
-  assign \$3787  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$3787  = \port$22246$2 [3:0] >= 1'h1;
   assign \$3788  = \$3786  & \$3787 ;
   assign \$3789  = \$3788  & skew3_2_v;
-  assign \$3790  = skew3_2_bank == \port$22307$2 [4];
+  assign \$3790  = skew3_2_bank == \port$22246$2 [4];
   assign \$3791  = \$3789  & \$3790 ;
   assign \$3792  = w_en & w_transpose;
-  assign \$3793  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$3793  = \port$22246$2 [3:0] >= 2'h2;
   assign \$3794  = \$3792  & \$3793 ;
   assign \$3795  = \$3794  & pe3_0_v;
-  assign \$3796  = pe3_0_bank == \port$22307$2 [4];
+  assign \$3796  = pe3_0_bank == \port$22246$2 [4];
   assign \$3797  = \$3795  & \$3796 ;
   assign \$3798  = w_en & w_transpose;
-  assign \$3799  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$3799  = \port$22246$2 [3:0] >= 2'h3;
   assign \$3800  = \$3798  & \$3799 ;
   assign \$3801  = \$3800  & pe3_1_v;
-  assign \$3802  = pe3_1_bank == \port$22307$2 [4];
+  assign \$3802  = pe3_1_bank == \port$22246$2 [4];
   assign \$3803  = \$3801  & \$3802 ;
   assign \$3804  = w_en & w_transpose;
-  assign \$3805  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$3805  = \port$22246$2 [3:0] >= 3'h4;
   assign \$3806  = \$3804  & \$3805 ;
   assign \$3807  = \$3806  & pe3_2_v;
-  assign \$3808  = pe3_2_bank == \port$22307$2 [4];
+  assign \$3808  = pe3_2_bank == \port$22246$2 [4];
   assign \$3809  = \$3807  & \$3808 ;
   assign \$3810  = w_en & w_transpose;
-  assign \$3811  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$3811  = \port$22246$2 [3:0] >= 3'h5;
   assign \$3812  = \$3810  & \$3811 ;
   assign \$3813  = \$3812  & pe3_3_v;
-  assign \$3814  = pe3_3_bank == \port$22307$2 [4];
+  assign \$3814  = pe3_3_bank == \port$22246$2 [4];
   assign \$3815  = \$3813  & \$3814 ;
   assign \$3816  = w_en & w_transpose;
-  assign \$3817  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$3817  = \port$22246$2 [3:0] >= 3'h6;
   assign \$3818  = \$3816  & \$3817 ;
   assign \$3819  = \$3818  & pe3_4_v;
-  assign \$3820  = pe3_4_bank == \port$22307$2 [4];
+  assign \$3820  = pe3_4_bank == \port$22246$2 [4];
   assign \$3821  = \$3819  & \$3820 ;
   assign \$3822  = w_en & w_transpose;
-  assign \$3823  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$3823  = \port$22246$2 [3:0] >= 3'h7;
   assign \$3824  = \$3822  & \$3823 ;
   assign \$3825  = \$3824  & pe3_5_v;
-  assign \$3826  = pe3_5_bank == \port$22307$2 [4];
+  assign \$3826  = pe3_5_bank == \port$22246$2 [4];
   assign \$3827  = \$3825  & \$3826 ;
   assign \$3828  = w_en & w_transpose;
-  assign \$3829  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$3829  = \port$22246$2 [3:0] >= 4'h8;
   assign \$3830  = \$3828  & \$3829 ;
   assign \$3831  = \$3830  & pe3_6_v;
-  assign \$3832  = pe3_6_bank == \port$22307$2 [4];
+  assign \$3832  = pe3_6_bank == \port$22246$2 [4];
   assign \$3833  = \$3831  & \$3832 ;
   assign \$3834  = w_en & w_transpose;
-  assign \$3835  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$3835  = \port$22246$2 [3:0] >= 4'h9;
   assign \$3836  = \$3834  & \$3835 ;
   assign \$3837  = \$3836  & pe3_7_v;
-  assign \$3838  = pe3_7_bank == \port$22307$2 [4];
+  assign \$3838  = pe3_7_bank == \port$22246$2 [4];
   assign \$3839  = \$3837  & \$3838 ;
   assign \$3840  = w_en & w_transpose;
-  assign \$3841  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$3841  = \port$22246$2 [3:0] >= 4'ha;
   assign \$3842  = \$3840  & \$3841 ;
   assign \$3843  = \$3842  & pe3_8_v;
-  assign \$3844  = pe3_8_bank == \port$22307$2 [4];
+  assign \$3844  = pe3_8_bank == \port$22246$2 [4];
   assign \$3845  = \$3843  & \$3844 ;
   assign \$3846  = w_en & w_transpose;
-  assign \$3847  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$3847  = \port$22246$2 [3:0] >= 4'hb;
   assign \$3848  = \$3846  & \$3847 ;
   assign \$3849  = \$3848  & pe3_9_v;
-  assign \$3850  = pe3_9_bank == \port$22307$2 [4];
+  assign \$3850  = pe3_9_bank == \port$22246$2 [4];
   assign \$3851  = \$3849  & \$3850 ;
   assign \$3852  = w_en & w_transpose;
-  assign \$3853  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$3853  = \port$22246$2 [3:0] >= 4'hc;
   assign \$3854  = \$3852  & \$3853 ;
   assign \$3855  = \$3854  & pe3_10_v;
-  assign \$3856  = pe3_10_bank == \port$22307$2 [4];
+  assign \$3856  = pe3_10_bank == \port$22246$2 [4];
   assign \$3857  = \$3855  & \$3856 ;
   assign \$3858  = w_en & w_transpose;
-  assign \$3859  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$3859  = \port$22246$2 [3:0] >= 4'hd;
   assign \$3860  = \$3858  & \$3859 ;
   assign \$3861  = \$3860  & pe3_11_v;
-  assign \$3862  = pe3_11_bank == \port$22307$2 [4];
+  assign \$3862  = pe3_11_bank == \port$22246$2 [4];
   assign \$3863  = \$3861  & \$3862 ;
   assign \$3864  = w_en & w_transpose;
-  assign \$3865  = \port$22307$2 [3:0] >= 4'he;
+  assign \$3865  = \port$22246$2 [3:0] >= 4'he;
   assign \$3866  = \$3864  & \$3865 ;
   assign \$3867  = \$3866  & pe3_12_v;
-  assign \$3868  = pe3_12_bank == \port$22307$2 [4];
+  assign \$3868  = pe3_12_bank == \port$22246$2 [4];
   assign \$3869  = \$3867  & \$3868 ;
   assign \$3870  = w_en & w_transpose;
-  assign \$3871  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$3871  = \port$22246$2 [3:0] >= 4'hf;
   assign \$3872  = \$3870  & \$3871 ;
   assign \$3873  = \$3872  & pe3_13_v;
-  assign \$3874  = pe3_13_bank == \port$22307$2 [4];
+  assign \$3874  = pe3_13_bank == \port$22246$2 [4];
   assign \$3875  = \$3873  & \$3874 ;
   assign \$3876  = ~ w_transpose;
   assign \$3877  = w_en & \$3876 ;
-  assign \$3878  = \port$22307$2 [3:0] == 3'h4;
+  assign \$3878  = \port$22246$2 [3:0] == 3'h4;
   assign \$3879  = \$3877  & \$3878 ;
-  assign \$3882  = skew4_0_bank == \port$22307$2 [4];
+  assign \$3882  = skew4_0_bank == \port$22246$2 [4];
   assign \$3883  = skew4_0_v & \$3882 ;
-  assign \$3884  = skew4_1_bank == \port$22307$2 [4];
+  assign \$3884  = skew4_1_bank == \port$22246$2 [4];
   assign \$3885  = skew4_1_v & \$3884 ;
-  assign \$3886  = skew4_2_bank == \port$22307$2 [4];
+  assign \$3886  = skew4_2_bank == \port$22246$2 [4];
   assign \$3887  = skew4_2_v & \$3886 ;
-  assign \$3888  = skew4_3_bank == \port$22307$2 [4];
+  assign \$3888  = skew4_3_bank == \port$22246$2 [4];
   assign \$3889  = skew4_3_v & \$3888 ;
-  assign \$3890  = pe4_0_bank == \port$22307$2 [4];
+  assign \$3890  = pe4_0_bank == \port$22246$2 [4];
   assign \$3891  = pe4_0_v & \$3890 ;
-  assign \$3892  = pe4_1_bank == \port$22307$2 [4];
+  assign \$3892  = pe4_1_bank == \port$22246$2 [4];
   assign \$3893  = pe4_1_v & \$3892 ;
-  assign \$3894  = pe4_2_bank == \port$22307$2 [4];
+  assign \$3894  = pe4_2_bank == \port$22246$2 [4];
   assign \$3895  = pe4_2_v & \$3894 ;
-  assign \$3896  = pe4_3_bank == \port$22307$2 [4];
+  assign \$3896  = pe4_3_bank == \port$22246$2 [4];
   assign \$3897  = pe4_3_v & \$3896 ;
-  assign \$3898  = pe4_4_bank == \port$22307$2 [4];
+  assign \$3898  = pe4_4_bank == \port$22246$2 [4];
   assign \$3899  = pe4_4_v & \$3898 ;
-  assign \$3900  = pe4_5_bank == \port$22307$2 [4];
+  assign \$3900  = pe4_5_bank == \port$22246$2 [4];
   assign \$3901  = pe4_5_v & \$3900 ;
-  assign \$3902  = pe4_6_bank == \port$22307$2 [4];
+  assign \$3902  = pe4_6_bank == \port$22246$2 [4];
   assign \$3903  = pe4_6_v & \$3902 ;
-  assign \$3904  = pe4_7_bank == \port$22307$2 [4];
+  assign \$3904  = pe4_7_bank == \port$22246$2 [4];
   assign \$3905  = pe4_7_v & \$3904 ;
-  assign \$3906  = pe4_8_bank == \port$22307$2 [4];
+  assign \$3906  = pe4_8_bank == \port$22246$2 [4];
   assign \$3907  = pe4_8_v & \$3906 ;
-  assign \$3908  = pe4_9_bank == \port$22307$2 [4];
+  assign \$3908  = pe4_9_bank == \port$22246$2 [4];
   assign \$3909  = pe4_9_v & \$3908 ;
-  assign \$3910  = pe4_10_bank == \port$22307$2 [4];
+  assign \$3910  = pe4_10_bank == \port$22246$2 [4];
   assign \$3911  = pe4_10_v & \$3910 ;
-  assign \$3912  = pe4_11_bank == \port$22307$2 [4];
+  assign \$3912  = pe4_11_bank == \port$22246$2 [4];
   assign \$3913  = pe4_11_v & \$3912 ;
-  assign \$3914  = pe4_12_bank == \port$22307$2 [4];
+  assign \$3914  = pe4_12_bank == \port$22246$2 [4];
   assign \$3915  = pe4_12_v & \$3914 ;
-  assign \$3916  = pe4_13_bank == \port$22307$2 [4];
+  assign \$3916  = pe4_13_bank == \port$22246$2 [4];
   assign \$3917  = pe4_13_v & \$3916 ;
   assign \$3918  = | { \$3917 , \$3915 , \$3913 , \$3911 , \$3909 , \$3907 , \$3905 , \$3903 , \$3901 , \$3899 , \$3897 , \$3895 , \$3893 , \$3891 , \$3889 , \$3887 , \$3885 , \$3883 , \$3881  };
   assign \$3919  = \$3879  & \$3918 ;
@@ -41441,147 +41441,147 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$3922  = \$3921  & a_valid;
   assign \$3925  = w_en & w_transpose;
   assign \$3927  = \$3926  & skew4_0_v;
-  assign \$3928  = skew4_0_bank == \port$22307$2 [4];
+  assign \$3928  = skew4_0_bank == \port$22246$2 [4];
   assign \$3929  = \$3927  & \$3928 ;
   assign \$3930  = w_en & w_transpose;
   assign \$3932  = \$3931  & skew4_1_v;
-  assign \$3933  = skew4_1_bank == \port$22307$2 [4];
+  assign \$3933  = skew4_1_bank == \port$22246$2 [4];
   assign \$3934  = \$3932  & \$3933 ;
   assign \$3935  = w_en & w_transpose;
   assign \$3937  = \$3936  & skew4_2_v;
-  assign \$3938  = skew4_2_bank == \port$22307$2 [4];
+  assign \$3938  = skew4_2_bank == \port$22246$2 [4];
   assign \$3939  = \$3937  & \$3938 ;
   assign \$3940  = w_en & w_transpose;
-  assign \$3941  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$3941  = \port$22246$2 [3:0] >= 1'h1;
   assign \$3942  = \$3940  & \$3941 ;
   assign \$3943  = \$3942  & skew4_3_v;
-  assign \$3944  = skew4_3_bank == \port$22307$2 [4];
+  assign \$3944  = skew4_3_bank == \port$22246$2 [4];
   assign \$3945  = \$3943  & \$3944 ;
   assign \$3946  = w_en & w_transpose;
-  assign \$3947  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$3947  = \port$22246$2 [3:0] >= 2'h2;
   assign \$3948  = \$3946  & \$3947 ;
   assign \$3949  = \$3948  & pe4_0_v;
-  assign \$3950  = pe4_0_bank == \port$22307$2 [4];
+  assign \$3950  = pe4_0_bank == \port$22246$2 [4];
   assign \$3951  = \$3949  & \$3950 ;
   assign \$3952  = w_en & w_transpose;
-  assign \$3953  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$3953  = \port$22246$2 [3:0] >= 2'h3;
   assign \$3954  = \$3952  & \$3953 ;
   assign \$3955  = \$3954  & pe4_1_v;
-  assign \$3956  = pe4_1_bank == \port$22307$2 [4];
+  assign \$3956  = pe4_1_bank == \port$22246$2 [4];
   assign \$3957  = \$3955  & \$3956 ;
   assign \$3958  = w_en & w_transpose;
-  assign \$3959  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$3959  = \port$22246$2 [3:0] >= 3'h4;
   assign \$3960  = \$3958  & \$3959 ;
   assign \$3961  = \$3960  & pe4_2_v;
-  assign \$3962  = pe4_2_bank == \port$22307$2 [4];
+  assign \$3962  = pe4_2_bank == \port$22246$2 [4];
   assign \$3963  = \$3961  & \$3962 ;
   assign \$3964  = w_en & w_transpose;
-  assign \$3965  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$3965  = \port$22246$2 [3:0] >= 3'h5;
   assign \$3966  = \$3964  & \$3965 ;
   assign \$3967  = \$3966  & pe4_3_v;
-  assign \$3968  = pe4_3_bank == \port$22307$2 [4];
+  assign \$3968  = pe4_3_bank == \port$22246$2 [4];
   assign \$3969  = \$3967  & \$3968 ;
   assign \$3970  = w_en & w_transpose;
-  assign \$3971  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$3971  = \port$22246$2 [3:0] >= 3'h6;
   assign \$3972  = \$3970  & \$3971 ;
   assign \$3973  = \$3972  & pe4_4_v;
-  assign \$3974  = pe4_4_bank == \port$22307$2 [4];
+  assign \$3974  = pe4_4_bank == \port$22246$2 [4];
   assign \$3975  = \$3973  & \$3974 ;
   assign \$3976  = w_en & w_transpose;
-  assign \$3977  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$3977  = \port$22246$2 [3:0] >= 3'h7;
   assign \$3978  = \$3976  & \$3977 ;
   assign \$3979  = \$3978  & pe4_5_v;
-  assign \$3980  = pe4_5_bank == \port$22307$2 [4];
+  assign \$3980  = pe4_5_bank == \port$22246$2 [4];
   assign \$3981  = \$3979  & \$3980 ;
   assign \$3982  = w_en & w_transpose;
-  assign \$3983  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$3983  = \port$22246$2 [3:0] >= 4'h8;
   assign \$3984  = \$3982  & \$3983 ;
   assign \$3985  = \$3984  & pe4_6_v;
-  assign \$3986  = pe4_6_bank == \port$22307$2 [4];
+  assign \$3986  = pe4_6_bank == \port$22246$2 [4];
   assign \$3987  = \$3985  & \$3986 ;
   assign \$3988  = w_en & w_transpose;
-  assign \$3989  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$3989  = \port$22246$2 [3:0] >= 4'h9;
   assign \$3990  = \$3988  & \$3989 ;
   assign \$3991  = \$3990  & pe4_7_v;
-  assign \$3992  = pe4_7_bank == \port$22307$2 [4];
+  assign \$3992  = pe4_7_bank == \port$22246$2 [4];
   assign \$3993  = \$3991  & \$3992 ;
   assign \$3994  = w_en & w_transpose;
-  assign \$3995  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$3995  = \port$22246$2 [3:0] >= 4'ha;
   assign \$3996  = \$3994  & \$3995 ;
   assign \$3997  = \$3996  & pe4_8_v;
-  assign \$3998  = pe4_8_bank == \port$22307$2 [4];
+  assign \$3998  = pe4_8_bank == \port$22246$2 [4];
   assign \$3999  = \$3997  & \$3998 ;
   assign \$4000  = w_en & w_transpose;
-  assign \$4001  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4001  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4002  = \$4000  & \$4001 ;
   assign \$4003  = \$4002  & pe4_9_v;
-  assign \$4004  = pe4_9_bank == \port$22307$2 [4];
+  assign \$4004  = pe4_9_bank == \port$22246$2 [4];
   assign \$4005  = \$4003  & \$4004 ;
   assign \$4006  = w_en & w_transpose;
-  assign \$4007  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4007  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4008  = \$4006  & \$4007 ;
   assign \$4009  = \$4008  & pe4_10_v;
-  assign \$4010  = pe4_10_bank == \port$22307$2 [4];
+  assign \$4010  = pe4_10_bank == \port$22246$2 [4];
   assign \$4011  = \$4009  & \$4010 ;
   assign \$4012  = w_en & w_transpose;
-  assign \$4013  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4013  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4014  = \$4012  & \$4013 ;
   assign \$4015  = \$4014  & pe4_11_v;
-  assign \$4016  = pe4_11_bank == \port$22307$2 [4];
+  assign \$4016  = pe4_11_bank == \port$22246$2 [4];
   assign \$4017  = \$4015  & \$4016 ;
   assign \$4018  = w_en & w_transpose;
-  assign \$4019  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4019  = \port$22246$2 [3:0] >= 4'he;
   assign \$4020  = \$4018  & \$4019 ;
   assign \$4021  = \$4020  & pe4_12_v;
-  assign \$4022  = pe4_12_bank == \port$22307$2 [4];
+  assign \$4022  = pe4_12_bank == \port$22246$2 [4];
   assign \$4023  = \$4021  & \$4022 ;
   assign \$4024  = w_en & w_transpose;
-  assign \$4025  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4025  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4026  = \$4024  & \$4025 ;
   assign \$4027  = \$4026  & pe4_13_v;
-  assign \$4028  = pe4_13_bank == \port$22307$2 [4];
+  assign \$4028  = pe4_13_bank == \port$22246$2 [4];
   assign \$4029  = \$4027  & \$4028 ;
   assign \$4030  = ~ w_transpose;
   assign \$4031  = w_en & \$4030 ;
-  assign \$4032  = \port$22307$2 [3:0] == 3'h5;
+  assign \$4032  = \port$22246$2 [3:0] == 3'h5;
   assign \$4033  = \$4031  & \$4032 ;
-  assign \$4036  = skew5_0_bank == \port$22307$2 [4];
+  assign \$4036  = skew5_0_bank == \port$22246$2 [4];
   assign \$4037  = skew5_0_v & \$4036 ;
-  assign \$4038  = skew5_1_bank == \port$22307$2 [4];
+  assign \$4038  = skew5_1_bank == \port$22246$2 [4];
   assign \$4039  = skew5_1_v & \$4038 ;
-  assign \$4040  = skew5_2_bank == \port$22307$2 [4];
+  assign \$4040  = skew5_2_bank == \port$22246$2 [4];
   assign \$4041  = skew5_2_v & \$4040 ;
-  assign \$4042  = skew5_3_bank == \port$22307$2 [4];
+  assign \$4042  = skew5_3_bank == \port$22246$2 [4];
   assign \$4043  = skew5_3_v & \$4042 ;
-  assign \$4044  = skew5_4_bank == \port$22307$2 [4];
+  assign \$4044  = skew5_4_bank == \port$22246$2 [4];
   assign \$4045  = skew5_4_v & \$4044 ;
-  assign \$4046  = pe5_0_bank == \port$22307$2 [4];
+  assign \$4046  = pe5_0_bank == \port$22246$2 [4];
   assign \$4047  = pe5_0_v & \$4046 ;
-  assign \$4048  = pe5_1_bank == \port$22307$2 [4];
+  assign \$4048  = pe5_1_bank == \port$22246$2 [4];
   assign \$4049  = pe5_1_v & \$4048 ;
-  assign \$4050  = pe5_2_bank == \port$22307$2 [4];
+  assign \$4050  = pe5_2_bank == \port$22246$2 [4];
   assign \$4051  = pe5_2_v & \$4050 ;
-  assign \$4052  = pe5_3_bank == \port$22307$2 [4];
+  assign \$4052  = pe5_3_bank == \port$22246$2 [4];
   assign \$4053  = pe5_3_v & \$4052 ;
-  assign \$4054  = pe5_4_bank == \port$22307$2 [4];
+  assign \$4054  = pe5_4_bank == \port$22246$2 [4];
   assign \$4055  = pe5_4_v & \$4054 ;
-  assign \$4056  = pe5_5_bank == \port$22307$2 [4];
+  assign \$4056  = pe5_5_bank == \port$22246$2 [4];
   assign \$4057  = pe5_5_v & \$4056 ;
-  assign \$4058  = pe5_6_bank == \port$22307$2 [4];
+  assign \$4058  = pe5_6_bank == \port$22246$2 [4];
   assign \$4059  = pe5_6_v & \$4058 ;
-  assign \$4060  = pe5_7_bank == \port$22307$2 [4];
+  assign \$4060  = pe5_7_bank == \port$22246$2 [4];
   assign \$4061  = pe5_7_v & \$4060 ;
-  assign \$4062  = pe5_8_bank == \port$22307$2 [4];
+  assign \$4062  = pe5_8_bank == \port$22246$2 [4];
   assign \$4063  = pe5_8_v & \$4062 ;
-  assign \$4064  = pe5_9_bank == \port$22307$2 [4];
+  assign \$4064  = pe5_9_bank == \port$22246$2 [4];
   assign \$4065  = pe5_9_v & \$4064 ;
-  assign \$4066  = pe5_10_bank == \port$22307$2 [4];
+  assign \$4066  = pe5_10_bank == \port$22246$2 [4];
   assign \$4067  = pe5_10_v & \$4066 ;
-  assign \$4068  = pe5_11_bank == \port$22307$2 [4];
+  assign \$4068  = pe5_11_bank == \port$22246$2 [4];
   assign \$4069  = pe5_11_v & \$4068 ;
-  assign \$4070  = pe5_12_bank == \port$22307$2 [4];
+  assign \$4070  = pe5_12_bank == \port$22246$2 [4];
   assign \$4071  = pe5_12_v & \$4070 ;
-  assign \$4072  = pe5_13_bank == \port$22307$2 [4];
+  assign \$4072  = pe5_13_bank == \port$22246$2 [4];
   assign \$4073  = pe5_13_v & \$4072 ;
   assign \$4074  = | { \$4073 , \$4071 , \$4069 , \$4067 , \$4065 , \$4063 , \$4061 , \$4059 , \$4057 , \$4055 , \$4053 , \$4051 , \$4049 , \$4047 , \$4045 , \$4043 , \$4041 , \$4039 , \$4037 , \$4035  };
   assign \$4075  = \$4033  & \$4074 ;
@@ -41589,153 +41589,153 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4078  = \$4077  & a_valid;
   assign \$4081  = w_en & w_transpose;
   assign \$4083  = \$4082  & skew5_0_v;
-  assign \$4084  = skew5_0_bank == \port$22307$2 [4];
+  assign \$4084  = skew5_0_bank == \port$22246$2 [4];
   assign \$4085  = \$4083  & \$4084 ;
   assign \$4086  = w_en & w_transpose;
   assign \$4088  = \$4087  & skew5_1_v;
-  assign \$4089  = skew5_1_bank == \port$22307$2 [4];
+  assign \$4089  = skew5_1_bank == \port$22246$2 [4];
   assign \$4090  = \$4088  & \$4089 ;
   assign \$4091  = w_en & w_transpose;
   assign \$4093  = \$4092  & skew5_2_v;
-  assign \$4094  = skew5_2_bank == \port$22307$2 [4];
+  assign \$4094  = skew5_2_bank == \port$22246$2 [4];
   assign \$4095  = \$4093  & \$4094 ;
   assign \$4096  = w_en & w_transpose;
   assign \$4098  = \$4097  & skew5_3_v;
-  assign \$4099  = skew5_3_bank == \port$22307$2 [4];
+  assign \$4099  = skew5_3_bank == \port$22246$2 [4];
   assign \$4100  = \$4098  & \$4099 ;
   assign \$4101  = w_en & w_transpose;
-  assign \$4102  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$4102  = \port$22246$2 [3:0] >= 1'h1;
   assign \$4103  = \$4101  & \$4102 ;
   assign \$4104  = \$4103  & skew5_4_v;
-  assign \$4105  = skew5_4_bank == \port$22307$2 [4];
+  assign \$4105  = skew5_4_bank == \port$22246$2 [4];
   assign \$4106  = \$4104  & \$4105 ;
   assign \$4107  = w_en & w_transpose;
-  assign \$4108  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$4108  = \port$22246$2 [3:0] >= 2'h2;
   assign \$4109  = \$4107  & \$4108 ;
   assign \$4110  = \$4109  & pe5_0_v;
-  assign \$4111  = pe5_0_bank == \port$22307$2 [4];
+  assign \$4111  = pe5_0_bank == \port$22246$2 [4];
   assign \$4112  = \$4110  & \$4111 ;
   assign \$4113  = w_en & w_transpose;
-  assign \$4114  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$4114  = \port$22246$2 [3:0] >= 2'h3;
   assign \$4115  = \$4113  & \$4114 ;
   assign \$4116  = \$4115  & pe5_1_v;
-  assign \$4117  = pe5_1_bank == \port$22307$2 [4];
+  assign \$4117  = pe5_1_bank == \port$22246$2 [4];
   assign \$4118  = \$4116  & \$4117 ;
   assign \$4119  = w_en & w_transpose;
-  assign \$4120  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$4120  = \port$22246$2 [3:0] >= 3'h4;
   assign \$4121  = \$4119  & \$4120 ;
   assign \$4122  = \$4121  & pe5_2_v;
-  assign \$4123  = pe5_2_bank == \port$22307$2 [4];
+  assign \$4123  = pe5_2_bank == \port$22246$2 [4];
   assign \$4124  = \$4122  & \$4123 ;
   assign \$4125  = w_en & w_transpose;
-  assign \$4126  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$4126  = \port$22246$2 [3:0] >= 3'h5;
   assign \$4127  = \$4125  & \$4126 ;
   assign \$4128  = \$4127  & pe5_3_v;
-  assign \$4129  = pe5_3_bank == \port$22307$2 [4];
+  assign \$4129  = pe5_3_bank == \port$22246$2 [4];
   assign \$4130  = \$4128  & \$4129 ;
   assign \$4131  = w_en & w_transpose;
-  assign \$4132  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$4132  = \port$22246$2 [3:0] >= 3'h6;
   assign \$4133  = \$4131  & \$4132 ;
   assign \$4134  = \$4133  & pe5_4_v;
-  assign \$4135  = pe5_4_bank == \port$22307$2 [4];
+  assign \$4135  = pe5_4_bank == \port$22246$2 [4];
   assign \$4136  = \$4134  & \$4135 ;
   assign \$4137  = w_en & w_transpose;
-  assign \$4138  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$4138  = \port$22246$2 [3:0] >= 3'h7;
   assign \$4139  = \$4137  & \$4138 ;
   assign \$4140  = \$4139  & pe5_5_v;
-  assign \$4141  = pe5_5_bank == \port$22307$2 [4];
+  assign \$4141  = pe5_5_bank == \port$22246$2 [4];
   assign \$4142  = \$4140  & \$4141 ;
   assign \$4143  = w_en & w_transpose;
-  assign \$4144  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$4144  = \port$22246$2 [3:0] >= 4'h8;
   assign \$4145  = \$4143  & \$4144 ;
   assign \$4146  = \$4145  & pe5_6_v;
-  assign \$4147  = pe5_6_bank == \port$22307$2 [4];
+  assign \$4147  = pe5_6_bank == \port$22246$2 [4];
   assign \$4148  = \$4146  & \$4147 ;
   assign \$4149  = w_en & w_transpose;
-  assign \$4150  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$4150  = \port$22246$2 [3:0] >= 4'h9;
   assign \$4151  = \$4149  & \$4150 ;
   assign \$4152  = \$4151  & pe5_7_v;
-  assign \$4153  = pe5_7_bank == \port$22307$2 [4];
+  assign \$4153  = pe5_7_bank == \port$22246$2 [4];
   assign \$4154  = \$4152  & \$4153 ;
   assign \$4155  = w_en & w_transpose;
-  assign \$4156  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$4156  = \port$22246$2 [3:0] >= 4'ha;
   assign \$4157  = \$4155  & \$4156 ;
   assign \$4158  = \$4157  & pe5_8_v;
-  assign \$4159  = pe5_8_bank == \port$22307$2 [4];
+  assign \$4159  = pe5_8_bank == \port$22246$2 [4];
   assign \$4160  = \$4158  & \$4159 ;
   assign \$4161  = w_en & w_transpose;
-  assign \$4162  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4162  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4163  = \$4161  & \$4162 ;
   assign \$4164  = \$4163  & pe5_9_v;
-  assign \$4165  = pe5_9_bank == \port$22307$2 [4];
+  assign \$4165  = pe5_9_bank == \port$22246$2 [4];
   assign \$4166  = \$4164  & \$4165 ;
   assign \$4167  = w_en & w_transpose;
-  assign \$4168  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4168  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4169  = \$4167  & \$4168 ;
   assign \$4170  = \$4169  & pe5_10_v;
-  assign \$4171  = pe5_10_bank == \port$22307$2 [4];
+  assign \$4171  = pe5_10_bank == \port$22246$2 [4];
   assign \$4172  = \$4170  & \$4171 ;
   assign \$4173  = w_en & w_transpose;
-  assign \$4174  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4174  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4175  = \$4173  & \$4174 ;
   assign \$4176  = \$4175  & pe5_11_v;
-  assign \$4177  = pe5_11_bank == \port$22307$2 [4];
+  assign \$4177  = pe5_11_bank == \port$22246$2 [4];
   assign \$4178  = \$4176  & \$4177 ;
   assign \$4179  = w_en & w_transpose;
-  assign \$4180  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4180  = \port$22246$2 [3:0] >= 4'he;
   assign \$4181  = \$4179  & \$4180 ;
   assign \$4182  = \$4181  & pe5_12_v;
-  assign \$4183  = pe5_12_bank == \port$22307$2 [4];
+  assign \$4183  = pe5_12_bank == \port$22246$2 [4];
   assign \$4184  = \$4182  & \$4183 ;
   assign \$4185  = w_en & w_transpose;
-  assign \$4186  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4186  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4187  = \$4185  & \$4186 ;
   assign \$4188  = \$4187  & pe5_13_v;
-  assign \$4189  = pe5_13_bank == \port$22307$2 [4];
+  assign \$4189  = pe5_13_bank == \port$22246$2 [4];
   assign \$4190  = \$4188  & \$4189 ;
   assign \$4191  = ~ w_transpose;
   assign \$4192  = w_en & \$4191 ;
-  assign \$4193  = \port$22307$2 [3:0] == 3'h6;
+  assign \$4193  = \port$22246$2 [3:0] == 3'h6;
   assign \$4194  = \$4192  & \$4193 ;
-  assign \$4197  = skew6_0_bank == \port$22307$2 [4];
+  assign \$4197  = skew6_0_bank == \port$22246$2 [4];
   assign \$4198  = skew6_0_v & \$4197 ;
-  assign \$4199  = skew6_1_bank == \port$22307$2 [4];
+  assign \$4199  = skew6_1_bank == \port$22246$2 [4];
   assign \$4200  = skew6_1_v & \$4199 ;
-  assign \$4201  = skew6_2_bank == \port$22307$2 [4];
+  assign \$4201  = skew6_2_bank == \port$22246$2 [4];
   assign \$4202  = skew6_2_v & \$4201 ;
-  assign \$4203  = skew6_3_bank == \port$22307$2 [4];
+  assign \$4203  = skew6_3_bank == \port$22246$2 [4];
   assign \$4204  = skew6_3_v & \$4203 ;
-  assign \$4205  = skew6_4_bank == \port$22307$2 [4];
+  assign \$4205  = skew6_4_bank == \port$22246$2 [4];
   assign \$4206  = skew6_4_v & \$4205 ;
-  assign \$4207  = skew6_5_bank == \port$22307$2 [4];
+  assign \$4207  = skew6_5_bank == \port$22246$2 [4];
   assign \$4208  = skew6_5_v & \$4207 ;
-  assign \$4209  = pe6_0_bank == \port$22307$2 [4];
+  assign \$4209  = pe6_0_bank == \port$22246$2 [4];
   assign \$4210  = pe6_0_v & \$4209 ;
-  assign \$4211  = pe6_1_bank == \port$22307$2 [4];
+  assign \$4211  = pe6_1_bank == \port$22246$2 [4];
   assign \$4212  = pe6_1_v & \$4211 ;
-  assign \$4213  = pe6_2_bank == \port$22307$2 [4];
+  assign \$4213  = pe6_2_bank == \port$22246$2 [4];
   assign \$4214  = pe6_2_v & \$4213 ;
-  assign \$4215  = pe6_3_bank == \port$22307$2 [4];
+  assign \$4215  = pe6_3_bank == \port$22246$2 [4];
   assign \$4216  = pe6_3_v & \$4215 ;
-  assign \$4217  = pe6_4_bank == \port$22307$2 [4];
+  assign \$4217  = pe6_4_bank == \port$22246$2 [4];
   assign \$4218  = pe6_4_v & \$4217 ;
-  assign \$4219  = pe6_5_bank == \port$22307$2 [4];
+  assign \$4219  = pe6_5_bank == \port$22246$2 [4];
   assign \$4220  = pe6_5_v & \$4219 ;
-  assign \$4221  = pe6_6_bank == \port$22307$2 [4];
+  assign \$4221  = pe6_6_bank == \port$22246$2 [4];
   assign \$4222  = pe6_6_v & \$4221 ;
-  assign \$4223  = pe6_7_bank == \port$22307$2 [4];
+  assign \$4223  = pe6_7_bank == \port$22246$2 [4];
   assign \$4224  = pe6_7_v & \$4223 ;
-  assign \$4225  = pe6_8_bank == \port$22307$2 [4];
+  assign \$4225  = pe6_8_bank == \port$22246$2 [4];
   assign \$4226  = pe6_8_v & \$4225 ;
-  assign \$4227  = pe6_9_bank == \port$22307$2 [4];
+  assign \$4227  = pe6_9_bank == \port$22246$2 [4];
   assign \$4228  = pe6_9_v & \$4227 ;
-  assign \$4229  = pe6_10_bank == \port$22307$2 [4];
+  assign \$4229  = pe6_10_bank == \port$22246$2 [4];
   assign \$4230  = pe6_10_v & \$4229 ;
-  assign \$4231  = pe6_11_bank == \port$22307$2 [4];
+  assign \$4231  = pe6_11_bank == \port$22246$2 [4];
   assign \$4232  = pe6_11_v & \$4231 ;
-  assign \$4233  = pe6_12_bank == \port$22307$2 [4];
+  assign \$4233  = pe6_12_bank == \port$22246$2 [4];
   assign \$4234  = pe6_12_v & \$4233 ;
-  assign \$4235  = pe6_13_bank == \port$22307$2 [4];
+  assign \$4235  = pe6_13_bank == \port$22246$2 [4];
   assign \$4236  = pe6_13_v & \$4235 ;
   assign \$4237  = | { \$4236 , \$4234 , \$4232 , \$4230 , \$4228 , \$4226 , \$4224 , \$4222 , \$4220 , \$4218 , \$4216 , \$4214 , \$4212 , \$4210 , \$4208 , \$4206 , \$4204 , \$4202 , \$4200 , \$4198 , \$4196  };
   assign \$4238  = \$4194  & \$4237 ;
@@ -41743,159 +41743,159 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4241  = \$4240  & a_valid;
   assign \$4244  = w_en & w_transpose;
   assign \$4246  = \$4245  & skew6_0_v;
-  assign \$4247  = skew6_0_bank == \port$22307$2 [4];
+  assign \$4247  = skew6_0_bank == \port$22246$2 [4];
   assign \$4248  = \$4246  & \$4247 ;
   assign \$4249  = w_en & w_transpose;
   assign \$4251  = \$4250  & skew6_1_v;
-  assign \$4252  = skew6_1_bank == \port$22307$2 [4];
+  assign \$4252  = skew6_1_bank == \port$22246$2 [4];
   assign \$4253  = \$4251  & \$4252 ;
   assign \$4254  = w_en & w_transpose;
   assign \$4256  = \$4255  & skew6_2_v;
-  assign \$4257  = skew6_2_bank == \port$22307$2 [4];
+  assign \$4257  = skew6_2_bank == \port$22246$2 [4];
   assign \$4258  = \$4256  & \$4257 ;
   assign \$4259  = w_en & w_transpose;
   assign \$4261  = \$4260  & skew6_3_v;
-  assign \$4262  = skew6_3_bank == \port$22307$2 [4];
+  assign \$4262  = skew6_3_bank == \port$22246$2 [4];
   assign \$4263  = \$4261  & \$4262 ;
   assign \$4264  = w_en & w_transpose;
   assign \$4266  = \$4265  & skew6_4_v;
-  assign \$4267  = skew6_4_bank == \port$22307$2 [4];
+  assign \$4267  = skew6_4_bank == \port$22246$2 [4];
   assign \$4268  = \$4266  & \$4267 ;
   assign \$4269  = w_en & w_transpose;
-  assign \$4270  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$4270  = \port$22246$2 [3:0] >= 1'h1;
   assign \$4271  = \$4269  & \$4270 ;
   assign \$4272  = \$4271  & skew6_5_v;
-  assign \$4273  = skew6_5_bank == \port$22307$2 [4];
+  assign \$4273  = skew6_5_bank == \port$22246$2 [4];
   assign \$4274  = \$4272  & \$4273 ;
   assign \$4275  = w_en & w_transpose;
-  assign \$4276  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$4276  = \port$22246$2 [3:0] >= 2'h2;
   assign \$4277  = \$4275  & \$4276 ;
   assign \$4278  = \$4277  & pe6_0_v;
-  assign \$4279  = pe6_0_bank == \port$22307$2 [4];
+  assign \$4279  = pe6_0_bank == \port$22246$2 [4];
   assign \$4280  = \$4278  & \$4279 ;
   assign \$4281  = w_en & w_transpose;
-  assign \$4282  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$4282  = \port$22246$2 [3:0] >= 2'h3;
   assign \$4283  = \$4281  & \$4282 ;
   assign \$4284  = \$4283  & pe6_1_v;
-  assign \$4285  = pe6_1_bank == \port$22307$2 [4];
+  assign \$4285  = pe6_1_bank == \port$22246$2 [4];
   assign \$4286  = \$4284  & \$4285 ;
   assign \$4287  = w_en & w_transpose;
-  assign \$4288  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$4288  = \port$22246$2 [3:0] >= 3'h4;
   assign \$4289  = \$4287  & \$4288 ;
   assign \$4290  = \$4289  & pe6_2_v;
-  assign \$4291  = pe6_2_bank == \port$22307$2 [4];
+  assign \$4291  = pe6_2_bank == \port$22246$2 [4];
   assign \$4292  = \$4290  & \$4291 ;
   assign \$4293  = w_en & w_transpose;
-  assign \$4294  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$4294  = \port$22246$2 [3:0] >= 3'h5;
   assign \$4295  = \$4293  & \$4294 ;
   assign \$4296  = \$4295  & pe6_3_v;
-  assign \$4297  = pe6_3_bank == \port$22307$2 [4];
+  assign \$4297  = pe6_3_bank == \port$22246$2 [4];
   assign \$4298  = \$4296  & \$4297 ;
   assign \$4299  = w_en & w_transpose;
-  assign \$4300  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$4300  = \port$22246$2 [3:0] >= 3'h6;
   assign \$4301  = \$4299  & \$4300 ;
   assign \$4302  = \$4301  & pe6_4_v;
-  assign \$4303  = pe6_4_bank == \port$22307$2 [4];
+  assign \$4303  = pe6_4_bank == \port$22246$2 [4];
   assign \$4304  = \$4302  & \$4303 ;
   assign \$4305  = w_en & w_transpose;
-  assign \$4306  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$4306  = \port$22246$2 [3:0] >= 3'h7;
   assign \$4307  = \$4305  & \$4306 ;
   assign \$4308  = \$4307  & pe6_5_v;
-  assign \$4309  = pe6_5_bank == \port$22307$2 [4];
+  assign \$4309  = pe6_5_bank == \port$22246$2 [4];
   assign \$4310  = \$4308  & \$4309 ;
   assign \$4311  = w_en & w_transpose;
-  assign \$4312  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$4312  = \port$22246$2 [3:0] >= 4'h8;
   assign \$4313  = \$4311  & \$4312 ;
   assign \$4314  = \$4313  & pe6_6_v;
-  assign \$4315  = pe6_6_bank == \port$22307$2 [4];
+  assign \$4315  = pe6_6_bank == \port$22246$2 [4];
   assign \$4316  = \$4314  & \$4315 ;
   assign \$4317  = w_en & w_transpose;
-  assign \$4318  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$4318  = \port$22246$2 [3:0] >= 4'h9;
   assign \$4319  = \$4317  & \$4318 ;
   assign \$4320  = \$4319  & pe6_7_v;
-  assign \$4321  = pe6_7_bank == \port$22307$2 [4];
+  assign \$4321  = pe6_7_bank == \port$22246$2 [4];
   assign \$4322  = \$4320  & \$4321 ;
   assign \$4323  = w_en & w_transpose;
-  assign \$4324  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$4324  = \port$22246$2 [3:0] >= 4'ha;
   assign \$4325  = \$4323  & \$4324 ;
   assign \$4326  = \$4325  & pe6_8_v;
-  assign \$4327  = pe6_8_bank == \port$22307$2 [4];
+  assign \$4327  = pe6_8_bank == \port$22246$2 [4];
   assign \$4328  = \$4326  & \$4327 ;
   assign \$4329  = w_en & w_transpose;
-  assign \$4330  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4330  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4331  = \$4329  & \$4330 ;
   assign \$4332  = \$4331  & pe6_9_v;
-  assign \$4333  = pe6_9_bank == \port$22307$2 [4];
+  assign \$4333  = pe6_9_bank == \port$22246$2 [4];
   assign \$4334  = \$4332  & \$4333 ;
   assign \$4335  = w_en & w_transpose;
-  assign \$4336  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4336  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4337  = \$4335  & \$4336 ;
   assign \$4338  = \$4337  & pe6_10_v;
-  assign \$4339  = pe6_10_bank == \port$22307$2 [4];
+  assign \$4339  = pe6_10_bank == \port$22246$2 [4];
   assign \$4340  = \$4338  & \$4339 ;
   assign \$4341  = w_en & w_transpose;
-  assign \$4342  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4342  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4343  = \$4341  & \$4342 ;
   assign \$4344  = \$4343  & pe6_11_v;
-  assign \$4345  = pe6_11_bank == \port$22307$2 [4];
+  assign \$4345  = pe6_11_bank == \port$22246$2 [4];
   assign \$4346  = \$4344  & \$4345 ;
   assign \$4347  = w_en & w_transpose;
-  assign \$4348  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4348  = \port$22246$2 [3:0] >= 4'he;
   assign \$4349  = \$4347  & \$4348 ;
   assign \$4350  = \$4349  & pe6_12_v;
-  assign \$4351  = pe6_12_bank == \port$22307$2 [4];
+  assign \$4351  = pe6_12_bank == \port$22246$2 [4];
   assign \$4352  = \$4350  & \$4351 ;
   assign \$4353  = w_en & w_transpose;
-  assign \$4354  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4354  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4355  = \$4353  & \$4354 ;
   assign \$4356  = \$4355  & pe6_13_v;
-  assign \$4357  = pe6_13_bank == \port$22307$2 [4];
+  assign \$4357  = pe6_13_bank == \port$22246$2 [4];
   assign \$4358  = \$4356  & \$4357 ;
   assign \$4359  = ~ w_transpose;
   assign \$4360  = w_en & \$4359 ;
-  assign \$4361  = \port$22307$2 [3:0] == 3'h7;
+  assign \$4361  = \port$22246$2 [3:0] == 3'h7;
   assign \$4362  = \$4360  & \$4361 ;
-  assign \$4365  = skew7_0_bank == \port$22307$2 [4];
+  assign \$4365  = skew7_0_bank == \port$22246$2 [4];
   assign \$4366  = skew7_0_v & \$4365 ;
-  assign \$4367  = skew7_1_bank == \port$22307$2 [4];
+  assign \$4367  = skew7_1_bank == \port$22246$2 [4];
   assign \$4368  = skew7_1_v & \$4367 ;
-  assign \$4369  = skew7_2_bank == \port$22307$2 [4];
+  assign \$4369  = skew7_2_bank == \port$22246$2 [4];
   assign \$4370  = skew7_2_v & \$4369 ;
-  assign \$4371  = skew7_3_bank == \port$22307$2 [4];
+  assign \$4371  = skew7_3_bank == \port$22246$2 [4];
   assign \$4372  = skew7_3_v & \$4371 ;
-  assign \$4373  = skew7_4_bank == \port$22307$2 [4];
+  assign \$4373  = skew7_4_bank == \port$22246$2 [4];
   assign \$4374  = skew7_4_v & \$4373 ;
-  assign \$4375  = skew7_5_bank == \port$22307$2 [4];
+  assign \$4375  = skew7_5_bank == \port$22246$2 [4];
   assign \$4376  = skew7_5_v & \$4375 ;
-  assign \$4377  = skew7_6_bank == \port$22307$2 [4];
+  assign \$4377  = skew7_6_bank == \port$22246$2 [4];
   assign \$4378  = skew7_6_v & \$4377 ;
-  assign \$4379  = pe7_0_bank == \port$22307$2 [4];
+  assign \$4379  = pe7_0_bank == \port$22246$2 [4];
   assign \$4380  = pe7_0_v & \$4379 ;
-  assign \$4381  = pe7_1_bank == \port$22307$2 [4];
+  assign \$4381  = pe7_1_bank == \port$22246$2 [4];
   assign \$4382  = pe7_1_v & \$4381 ;
-  assign \$4383  = pe7_2_bank == \port$22307$2 [4];
+  assign \$4383  = pe7_2_bank == \port$22246$2 [4];
   assign \$4384  = pe7_2_v & \$4383 ;
-  assign \$4385  = pe7_3_bank == \port$22307$2 [4];
+  assign \$4385  = pe7_3_bank == \port$22246$2 [4];
   assign \$4386  = pe7_3_v & \$4385 ;
-  assign \$4387  = pe7_4_bank == \port$22307$2 [4];
+  assign \$4387  = pe7_4_bank == \port$22246$2 [4];
   assign \$4388  = pe7_4_v & \$4387 ;
-  assign \$4389  = pe7_5_bank == \port$22307$2 [4];
+  assign \$4389  = pe7_5_bank == \port$22246$2 [4];
   assign \$4390  = pe7_5_v & \$4389 ;
-  assign \$4391  = pe7_6_bank == \port$22307$2 [4];
+  assign \$4391  = pe7_6_bank == \port$22246$2 [4];
   assign \$4392  = pe7_6_v & \$4391 ;
-  assign \$4393  = pe7_7_bank == \port$22307$2 [4];
+  assign \$4393  = pe7_7_bank == \port$22246$2 [4];
   assign \$4394  = pe7_7_v & \$4393 ;
-  assign \$4395  = pe7_8_bank == \port$22307$2 [4];
+  assign \$4395  = pe7_8_bank == \port$22246$2 [4];
   assign \$4396  = pe7_8_v & \$4395 ;
-  assign \$4397  = pe7_9_bank == \port$22307$2 [4];
+  assign \$4397  = pe7_9_bank == \port$22246$2 [4];
   assign \$4398  = pe7_9_v & \$4397 ;
-  assign \$4399  = pe7_10_bank == \port$22307$2 [4];
+  assign \$4399  = pe7_10_bank == \port$22246$2 [4];
   assign \$4400  = pe7_10_v & \$4399 ;
-  assign \$4401  = pe7_11_bank == \port$22307$2 [4];
+  assign \$4401  = pe7_11_bank == \port$22246$2 [4];
   assign \$4402  = pe7_11_v & \$4401 ;
-  assign \$4403  = pe7_12_bank == \port$22307$2 [4];
+  assign \$4403  = pe7_12_bank == \port$22246$2 [4];
   assign \$4404  = pe7_12_v & \$4403 ;
-  assign \$4405  = pe7_13_bank == \port$22307$2 [4];
+  assign \$4405  = pe7_13_bank == \port$22246$2 [4];
   assign \$4406  = pe7_13_v & \$4405 ;
   assign \$4407  = | { \$4406 , \$4404 , \$4402 , \$4400 , \$4398 , \$4396 , \$4394 , \$4392 , \$4390 , \$4388 , \$4386 , \$4384 , \$4382 , \$4380 , \$4378 , \$4376 , \$4374 , \$4372 , \$4370 , \$4368 , \$4366 , \$4364  };
   assign \$4408  = \$4362  & \$4407 ;
@@ -41903,165 +41903,165 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4411  = \$4410  & a_valid;
   assign \$4414  = w_en & w_transpose;
   assign \$4416  = \$4415  & skew7_0_v;
-  assign \$4417  = skew7_0_bank == \port$22307$2 [4];
+  assign \$4417  = skew7_0_bank == \port$22246$2 [4];
   assign \$4418  = \$4416  & \$4417 ;
   assign \$4419  = w_en & w_transpose;
   assign \$4421  = \$4420  & skew7_1_v;
-  assign \$4422  = skew7_1_bank == \port$22307$2 [4];
+  assign \$4422  = skew7_1_bank == \port$22246$2 [4];
   assign \$4423  = \$4421  & \$4422 ;
   assign \$4424  = w_en & w_transpose;
   assign \$4426  = \$4425  & skew7_2_v;
-  assign \$4427  = skew7_2_bank == \port$22307$2 [4];
+  assign \$4427  = skew7_2_bank == \port$22246$2 [4];
   assign \$4428  = \$4426  & \$4427 ;
   assign \$4429  = w_en & w_transpose;
   assign \$4431  = \$4430  & skew7_3_v;
-  assign \$4432  = skew7_3_bank == \port$22307$2 [4];
+  assign \$4432  = skew7_3_bank == \port$22246$2 [4];
   assign \$4433  = \$4431  & \$4432 ;
   assign \$4434  = w_en & w_transpose;
   assign \$4436  = \$4435  & skew7_4_v;
-  assign \$4437  = skew7_4_bank == \port$22307$2 [4];
+  assign \$4437  = skew7_4_bank == \port$22246$2 [4];
   assign \$4438  = \$4436  & \$4437 ;
   assign \$4439  = w_en & w_transpose;
   assign \$4441  = \$4440  & skew7_5_v;
-  assign \$4442  = skew7_5_bank == \port$22307$2 [4];
+  assign \$4442  = skew7_5_bank == \port$22246$2 [4];
   assign \$4443  = \$4441  & \$4442 ;
   assign \$4444  = w_en & w_transpose;
-  assign \$4445  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$4445  = \port$22246$2 [3:0] >= 1'h1;
   assign \$4446  = \$4444  & \$4445 ;
   assign \$4447  = \$4446  & skew7_6_v;
-  assign \$4448  = skew7_6_bank == \port$22307$2 [4];
+  assign \$4448  = skew7_6_bank == \port$22246$2 [4];
   assign \$4449  = \$4447  & \$4448 ;
   assign \$4450  = w_en & w_transpose;
-  assign \$4451  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$4451  = \port$22246$2 [3:0] >= 2'h2;
   assign \$4452  = \$4450  & \$4451 ;
   assign \$4453  = \$4452  & pe7_0_v;
-  assign \$4454  = pe7_0_bank == \port$22307$2 [4];
+  assign \$4454  = pe7_0_bank == \port$22246$2 [4];
   assign \$4455  = \$4453  & \$4454 ;
   assign \$4456  = w_en & w_transpose;
-  assign \$4457  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$4457  = \port$22246$2 [3:0] >= 2'h3;
   assign \$4458  = \$4456  & \$4457 ;
   assign \$4459  = \$4458  & pe7_1_v;
-  assign \$4460  = pe7_1_bank == \port$22307$2 [4];
+  assign \$4460  = pe7_1_bank == \port$22246$2 [4];
   assign \$4461  = \$4459  & \$4460 ;
   assign \$4462  = w_en & w_transpose;
-  assign \$4463  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$4463  = \port$22246$2 [3:0] >= 3'h4;
   assign \$4464  = \$4462  & \$4463 ;
   assign \$4465  = \$4464  & pe7_2_v;
-  assign \$4466  = pe7_2_bank == \port$22307$2 [4];
+  assign \$4466  = pe7_2_bank == \port$22246$2 [4];
   assign \$4467  = \$4465  & \$4466 ;
   assign \$4468  = w_en & w_transpose;
-  assign \$4469  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$4469  = \port$22246$2 [3:0] >= 3'h5;
   assign \$4470  = \$4468  & \$4469 ;
   assign \$4471  = \$4470  & pe7_3_v;
-  assign \$4472  = pe7_3_bank == \port$22307$2 [4];
+  assign \$4472  = pe7_3_bank == \port$22246$2 [4];
   assign \$4473  = \$4471  & \$4472 ;
   assign \$4474  = w_en & w_transpose;
-  assign \$4475  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$4475  = \port$22246$2 [3:0] >= 3'h6;
   assign \$4476  = \$4474  & \$4475 ;
   assign \$4477  = \$4476  & pe7_4_v;
-  assign \$4478  = pe7_4_bank == \port$22307$2 [4];
+  assign \$4478  = pe7_4_bank == \port$22246$2 [4];
   assign \$4479  = \$4477  & \$4478 ;
   assign \$4480  = w_en & w_transpose;
-  assign \$4481  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$4481  = \port$22246$2 [3:0] >= 3'h7;
   assign \$4482  = \$4480  & \$4481 ;
   assign \$4483  = \$4482  & pe7_5_v;
-  assign \$4484  = pe7_5_bank == \port$22307$2 [4];
+  assign \$4484  = pe7_5_bank == \port$22246$2 [4];
   assign \$4485  = \$4483  & \$4484 ;
   assign \$4486  = w_en & w_transpose;
-  assign \$4487  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$4487  = \port$22246$2 [3:0] >= 4'h8;
   assign \$4488  = \$4486  & \$4487 ;
   assign \$4489  = \$4488  & pe7_6_v;
-  assign \$4490  = pe7_6_bank == \port$22307$2 [4];
+  assign \$4490  = pe7_6_bank == \port$22246$2 [4];
   assign \$4491  = \$4489  & \$4490 ;
   assign \$4492  = w_en & w_transpose;
-  assign \$4493  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$4493  = \port$22246$2 [3:0] >= 4'h9;
   assign \$4494  = \$4492  & \$4493 ;
   assign \$4495  = \$4494  & pe7_7_v;
-  assign \$4496  = pe7_7_bank == \port$22307$2 [4];
+  assign \$4496  = pe7_7_bank == \port$22246$2 [4];
   assign \$4497  = \$4495  & \$4496 ;
   assign \$4498  = w_en & w_transpose;
-  assign \$4499  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$4499  = \port$22246$2 [3:0] >= 4'ha;
   assign \$4500  = \$4498  & \$4499 ;
   assign \$4501  = \$4500  & pe7_8_v;
-  assign \$4502  = pe7_8_bank == \port$22307$2 [4];
+  assign \$4502  = pe7_8_bank == \port$22246$2 [4];
   assign \$4503  = \$4501  & \$4502 ;
   assign \$4504  = w_en & w_transpose;
-  assign \$4505  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4505  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4506  = \$4504  & \$4505 ;
   assign \$4507  = \$4506  & pe7_9_v;
-  assign \$4508  = pe7_9_bank == \port$22307$2 [4];
+  assign \$4508  = pe7_9_bank == \port$22246$2 [4];
   assign \$4509  = \$4507  & \$4508 ;
   assign \$4510  = w_en & w_transpose;
-  assign \$4511  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4511  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4512  = \$4510  & \$4511 ;
   assign \$4513  = \$4512  & pe7_10_v;
-  assign \$4514  = pe7_10_bank == \port$22307$2 [4];
+  assign \$4514  = pe7_10_bank == \port$22246$2 [4];
   assign \$4515  = \$4513  & \$4514 ;
   assign \$4516  = w_en & w_transpose;
-  assign \$4517  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4517  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4518  = \$4516  & \$4517 ;
   assign \$4519  = \$4518  & pe7_11_v;
-  assign \$4520  = pe7_11_bank == \port$22307$2 [4];
+  assign \$4520  = pe7_11_bank == \port$22246$2 [4];
   assign \$4521  = \$4519  & \$4520 ;
   assign \$4522  = w_en & w_transpose;
-  assign \$4523  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4523  = \port$22246$2 [3:0] >= 4'he;
   assign \$4524  = \$4522  & \$4523 ;
   assign \$4525  = \$4524  & pe7_12_v;
-  assign \$4526  = pe7_12_bank == \port$22307$2 [4];
+  assign \$4526  = pe7_12_bank == \port$22246$2 [4];
   assign \$4527  = \$4525  & \$4526 ;
   assign \$4528  = w_en & w_transpose;
-  assign \$4529  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4529  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4530  = \$4528  & \$4529 ;
   assign \$4531  = \$4530  & pe7_13_v;
-  assign \$4532  = pe7_13_bank == \port$22307$2 [4];
+  assign \$4532  = pe7_13_bank == \port$22246$2 [4];
   assign \$4533  = \$4531  & \$4532 ;
   assign \$4534  = ~ w_transpose;
   assign \$4535  = w_en & \$4534 ;
-  assign \$4536  = \port$22307$2 [3:0] == 4'h8;
+  assign \$4536  = \port$22246$2 [3:0] == 4'h8;
   assign \$4537  = \$4535  & \$4536 ;
-  assign \$4540  = skew8_0_bank == \port$22307$2 [4];
+  assign \$4540  = skew8_0_bank == \port$22246$2 [4];
   assign \$4541  = skew8_0_v & \$4540 ;
-  assign \$4542  = skew8_1_bank == \port$22307$2 [4];
+  assign \$4542  = skew8_1_bank == \port$22246$2 [4];
   assign \$4543  = skew8_1_v & \$4542 ;
-  assign \$4544  = skew8_2_bank == \port$22307$2 [4];
+  assign \$4544  = skew8_2_bank == \port$22246$2 [4];
   assign \$4545  = skew8_2_v & \$4544 ;
-  assign \$4546  = skew8_3_bank == \port$22307$2 [4];
+  assign \$4546  = skew8_3_bank == \port$22246$2 [4];
   assign \$4547  = skew8_3_v & \$4546 ;
-  assign \$4548  = skew8_4_bank == \port$22307$2 [4];
+  assign \$4548  = skew8_4_bank == \port$22246$2 [4];
   assign \$4549  = skew8_4_v & \$4548 ;
-  assign \$4550  = skew8_5_bank == \port$22307$2 [4];
+  assign \$4550  = skew8_5_bank == \port$22246$2 [4];
   assign \$4551  = skew8_5_v & \$4550 ;
-  assign \$4552  = skew8_6_bank == \port$22307$2 [4];
+  assign \$4552  = skew8_6_bank == \port$22246$2 [4];
   assign \$4553  = skew8_6_v & \$4552 ;
-  assign \$4554  = skew8_7_bank == \port$22307$2 [4];
+  assign \$4554  = skew8_7_bank == \port$22246$2 [4];
   assign \$4555  = skew8_7_v & \$4554 ;
-  assign \$4556  = pe8_0_bank == \port$22307$2 [4];
+  assign \$4556  = pe8_0_bank == \port$22246$2 [4];
   assign \$4557  = pe8_0_v & \$4556 ;
-  assign \$4558  = pe8_1_bank == \port$22307$2 [4];
+  assign \$4558  = pe8_1_bank == \port$22246$2 [4];
   assign \$4559  = pe8_1_v & \$4558 ;
-  assign \$4560  = pe8_2_bank == \port$22307$2 [4];
+  assign \$4560  = pe8_2_bank == \port$22246$2 [4];
   assign \$4561  = pe8_2_v & \$4560 ;
-  assign \$4562  = pe8_3_bank == \port$22307$2 [4];
+  assign \$4562  = pe8_3_bank == \port$22246$2 [4];
   assign \$4563  = pe8_3_v & \$4562 ;
-  assign \$4564  = pe8_4_bank == \port$22307$2 [4];
+  assign \$4564  = pe8_4_bank == \port$22246$2 [4];
   assign \$4565  = pe8_4_v & \$4564 ;
-  assign \$4566  = pe8_5_bank == \port$22307$2 [4];
+  assign \$4566  = pe8_5_bank == \port$22246$2 [4];
   assign \$4567  = pe8_5_v & \$4566 ;
-  assign \$4568  = pe8_6_bank == \port$22307$2 [4];
+  assign \$4568  = pe8_6_bank == \port$22246$2 [4];
   assign \$4569  = pe8_6_v & \$4568 ;
-  assign \$4570  = pe8_7_bank == \port$22307$2 [4];
+  assign \$4570  = pe8_7_bank == \port$22246$2 [4];
   assign \$4571  = pe8_7_v & \$4570 ;
-  assign \$4572  = pe8_8_bank == \port$22307$2 [4];
+  assign \$4572  = pe8_8_bank == \port$22246$2 [4];
   assign \$4573  = pe8_8_v & \$4572 ;
-  assign \$4574  = pe8_9_bank == \port$22307$2 [4];
+  assign \$4574  = pe8_9_bank == \port$22246$2 [4];
   assign \$4575  = pe8_9_v & \$4574 ;
-  assign \$4576  = pe8_10_bank == \port$22307$2 [4];
+  assign \$4576  = pe8_10_bank == \port$22246$2 [4];
   assign \$4577  = pe8_10_v & \$4576 ;
-  assign \$4578  = pe8_11_bank == \port$22307$2 [4];
+  assign \$4578  = pe8_11_bank == \port$22246$2 [4];
   assign \$4579  = pe8_11_v & \$4578 ;
-  assign \$4580  = pe8_12_bank == \port$22307$2 [4];
+  assign \$4580  = pe8_12_bank == \port$22246$2 [4];
   assign \$4581  = pe8_12_v & \$4580 ;
-  assign \$4582  = pe8_13_bank == \port$22307$2 [4];
+  assign \$4582  = pe8_13_bank == \port$22246$2 [4];
   assign \$4583  = pe8_13_v & \$4582 ;
   assign \$4584  = | { \$4583 , \$4581 , \$4579 , \$4577 , \$4575 , \$4573 , \$4571 , \$4569 , \$4567 , \$4565 , \$4563 , \$4561 , \$4559 , \$4557 , \$4555 , \$4553 , \$4551 , \$4549 , \$4547 , \$4545 , \$4543 , \$4541 , \$4539  };
   assign \$4585  = \$4537  & \$4584 ;
@@ -42069,171 +42069,171 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4588  = \$4587  & a_valid;
   assign \$4591  = w_en & w_transpose;
   assign \$4593  = \$4592  & skew8_0_v;
-  assign \$4594  = skew8_0_bank == \port$22307$2 [4];
+  assign \$4594  = skew8_0_bank == \port$22246$2 [4];
   assign \$4595  = \$4593  & \$4594 ;
   assign \$4596  = w_en & w_transpose;
   assign \$4598  = \$4597  & skew8_1_v;
-  assign \$4599  = skew8_1_bank == \port$22307$2 [4];
+  assign \$4599  = skew8_1_bank == \port$22246$2 [4];
   assign \$4600  = \$4598  & \$4599 ;
   assign \$4601  = w_en & w_transpose;
   assign \$4603  = \$4602  & skew8_2_v;
-  assign \$4604  = skew8_2_bank == \port$22307$2 [4];
+  assign \$4604  = skew8_2_bank == \port$22246$2 [4];
   assign \$4605  = \$4603  & \$4604 ;
   assign \$4606  = w_en & w_transpose;
   assign \$4608  = \$4607  & skew8_3_v;
-  assign \$4609  = skew8_3_bank == \port$22307$2 [4];
+  assign \$4609  = skew8_3_bank == \port$22246$2 [4];
   assign \$4610  = \$4608  & \$4609 ;
   assign \$4611  = w_en & w_transpose;
   assign \$4613  = \$4612  & skew8_4_v;
-  assign \$4614  = skew8_4_bank == \port$22307$2 [4];
+  assign \$4614  = skew8_4_bank == \port$22246$2 [4];
   assign \$4615  = \$4613  & \$4614 ;
   assign \$4616  = w_en & w_transpose;
   assign \$4618  = \$4617  & skew8_5_v;
-  assign \$4619  = skew8_5_bank == \port$22307$2 [4];
+  assign \$4619  = skew8_5_bank == \port$22246$2 [4];
   assign \$4620  = \$4618  & \$4619 ;
   assign \$4621  = w_en & w_transpose;
   assign \$4623  = \$4622  & skew8_6_v;
-  assign \$4624  = skew8_6_bank == \port$22307$2 [4];
+  assign \$4624  = skew8_6_bank == \port$22246$2 [4];
   assign \$4625  = \$4623  & \$4624 ;
   assign \$4626  = w_en & w_transpose;
-  assign \$4627  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$4627  = \port$22246$2 [3:0] >= 1'h1;
   assign \$4628  = \$4626  & \$4627 ;
   assign \$4629  = \$4628  & skew8_7_v;
-  assign \$4630  = skew8_7_bank == \port$22307$2 [4];
+  assign \$4630  = skew8_7_bank == \port$22246$2 [4];
   assign \$4631  = \$4629  & \$4630 ;
   assign \$4632  = w_en & w_transpose;
-  assign \$4633  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$4633  = \port$22246$2 [3:0] >= 2'h2;
   assign \$4634  = \$4632  & \$4633 ;
   assign \$4635  = \$4634  & pe8_0_v;
-  assign \$4636  = pe8_0_bank == \port$22307$2 [4];
+  assign \$4636  = pe8_0_bank == \port$22246$2 [4];
   assign \$4637  = \$4635  & \$4636 ;
   assign \$4638  = w_en & w_transpose;
-  assign \$4639  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$4639  = \port$22246$2 [3:0] >= 2'h3;
   assign \$4640  = \$4638  & \$4639 ;
   assign \$4641  = \$4640  & pe8_1_v;
-  assign \$4642  = pe8_1_bank == \port$22307$2 [4];
+  assign \$4642  = pe8_1_bank == \port$22246$2 [4];
   assign \$4643  = \$4641  & \$4642 ;
   assign \$4644  = w_en & w_transpose;
-  assign \$4645  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$4645  = \port$22246$2 [3:0] >= 3'h4;
   assign \$4646  = \$4644  & \$4645 ;
   assign \$4647  = \$4646  & pe8_2_v;
-  assign \$4648  = pe8_2_bank == \port$22307$2 [4];
+  assign \$4648  = pe8_2_bank == \port$22246$2 [4];
   assign \$4649  = \$4647  & \$4648 ;
   assign \$4650  = w_en & w_transpose;
-  assign \$4651  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$4651  = \port$22246$2 [3:0] >= 3'h5;
   assign \$4652  = \$4650  & \$4651 ;
   assign \$4653  = \$4652  & pe8_3_v;
-  assign \$4654  = pe8_3_bank == \port$22307$2 [4];
+  assign \$4654  = pe8_3_bank == \port$22246$2 [4];
   assign \$4655  = \$4653  & \$4654 ;
   assign \$4656  = w_en & w_transpose;
-  assign \$4657  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$4657  = \port$22246$2 [3:0] >= 3'h6;
   assign \$4658  = \$4656  & \$4657 ;
   assign \$4659  = \$4658  & pe8_4_v;
-  assign \$4660  = pe8_4_bank == \port$22307$2 [4];
+  assign \$4660  = pe8_4_bank == \port$22246$2 [4];
   assign \$4661  = \$4659  & \$4660 ;
   assign \$4662  = w_en & w_transpose;
-  assign \$4663  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$4663  = \port$22246$2 [3:0] >= 3'h7;
   assign \$4664  = \$4662  & \$4663 ;
   assign \$4665  = \$4664  & pe8_5_v;
-  assign \$4666  = pe8_5_bank == \port$22307$2 [4];
+  assign \$4666  = pe8_5_bank == \port$22246$2 [4];
   assign \$4667  = \$4665  & \$4666 ;
   assign \$4668  = w_en & w_transpose;
-  assign \$4669  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$4669  = \port$22246$2 [3:0] >= 4'h8;
   assign \$4670  = \$4668  & \$4669 ;
   assign \$4671  = \$4670  & pe8_6_v;
-  assign \$4672  = pe8_6_bank == \port$22307$2 [4];
+  assign \$4672  = pe8_6_bank == \port$22246$2 [4];
   assign \$4673  = \$4671  & \$4672 ;
   assign \$4674  = w_en & w_transpose;
-  assign \$4675  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$4675  = \port$22246$2 [3:0] >= 4'h9;
   assign \$4676  = \$4674  & \$4675 ;
   assign \$4677  = \$4676  & pe8_7_v;
-  assign \$4678  = pe8_7_bank == \port$22307$2 [4];
+  assign \$4678  = pe8_7_bank == \port$22246$2 [4];
   assign \$4679  = \$4677  & \$4678 ;
   assign \$4680  = w_en & w_transpose;
-  assign \$4681  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$4681  = \port$22246$2 [3:0] >= 4'ha;
   assign \$4682  = \$4680  & \$4681 ;
   assign \$4683  = \$4682  & pe8_8_v;
-  assign \$4684  = pe8_8_bank == \port$22307$2 [4];
+  assign \$4684  = pe8_8_bank == \port$22246$2 [4];
   assign \$4685  = \$4683  & \$4684 ;
   assign \$4686  = w_en & w_transpose;
-  assign \$4687  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4687  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4688  = \$4686  & \$4687 ;
   assign \$4689  = \$4688  & pe8_9_v;
-  assign \$4690  = pe8_9_bank == \port$22307$2 [4];
+  assign \$4690  = pe8_9_bank == \port$22246$2 [4];
   assign \$4691  = \$4689  & \$4690 ;
   assign \$4692  = w_en & w_transpose;
-  assign \$4693  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4693  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4694  = \$4692  & \$4693 ;
   assign \$4695  = \$4694  & pe8_10_v;
-  assign \$4696  = pe8_10_bank == \port$22307$2 [4];
+  assign \$4696  = pe8_10_bank == \port$22246$2 [4];
   assign \$4697  = \$4695  & \$4696 ;
   assign \$4698  = w_en & w_transpose;
-  assign \$4699  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4699  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4700  = \$4698  & \$4699 ;
   assign \$4701  = \$4700  & pe8_11_v;
-  assign \$4702  = pe8_11_bank == \port$22307$2 [4];
+  assign \$4702  = pe8_11_bank == \port$22246$2 [4];
   assign \$4703  = \$4701  & \$4702 ;
   assign \$4704  = w_en & w_transpose;
-  assign \$4705  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4705  = \port$22246$2 [3:0] >= 4'he;
   assign \$4706  = \$4704  & \$4705 ;
   assign \$4707  = \$4706  & pe8_12_v;
-  assign \$4708  = pe8_12_bank == \port$22307$2 [4];
+  assign \$4708  = pe8_12_bank == \port$22246$2 [4];
   assign \$4709  = \$4707  & \$4708 ;
   assign \$4710  = w_en & w_transpose;
-  assign \$4711  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4711  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4712  = \$4710  & \$4711 ;
   assign \$4713  = \$4712  & pe8_13_v;
-  assign \$4714  = pe8_13_bank == \port$22307$2 [4];
+  assign \$4714  = pe8_13_bank == \port$22246$2 [4];
   assign \$4715  = \$4713  & \$4714 ;
   assign \$4716  = ~ w_transpose;
   assign \$4717  = w_en & \$4716 ;
-  assign \$4718  = \port$22307$2 [3:0] == 4'h9;
+  assign \$4718  = \port$22246$2 [3:0] == 4'h9;
   assign \$4719  = \$4717  & \$4718 ;
-  assign \$4722  = skew9_0_bank == \port$22307$2 [4];
+  assign \$4722  = skew9_0_bank == \port$22246$2 [4];
   assign \$4723  = skew9_0_v & \$4722 ;
-  assign \$4724  = skew9_1_bank == \port$22307$2 [4];
+  assign \$4724  = skew9_1_bank == \port$22246$2 [4];
   assign \$4725  = skew9_1_v & \$4724 ;
-  assign \$4726  = skew9_2_bank == \port$22307$2 [4];
+  assign \$4726  = skew9_2_bank == \port$22246$2 [4];
   assign \$4727  = skew9_2_v & \$4726 ;
-  assign \$4728  = skew9_3_bank == \port$22307$2 [4];
+  assign \$4728  = skew9_3_bank == \port$22246$2 [4];
   assign \$4729  = skew9_3_v & \$4728 ;
-  assign \$4730  = skew9_4_bank == \port$22307$2 [4];
+  assign \$4730  = skew9_4_bank == \port$22246$2 [4];
   assign \$4731  = skew9_4_v & \$4730 ;
-  assign \$4732  = skew9_5_bank == \port$22307$2 [4];
+  assign \$4732  = skew9_5_bank == \port$22246$2 [4];
   assign \$4733  = skew9_5_v & \$4732 ;
-  assign \$4734  = skew9_6_bank == \port$22307$2 [4];
+  assign \$4734  = skew9_6_bank == \port$22246$2 [4];
   assign \$4735  = skew9_6_v & \$4734 ;
-  assign \$4736  = skew9_7_bank == \port$22307$2 [4];
+  assign \$4736  = skew9_7_bank == \port$22246$2 [4];
   assign \$4737  = skew9_7_v & \$4736 ;
-  assign \$4738  = skew9_8_bank == \port$22307$2 [4];
+  assign \$4738  = skew9_8_bank == \port$22246$2 [4];
   assign \$4739  = skew9_8_v & \$4738 ;
-  assign \$4740  = pe9_0_bank == \port$22307$2 [4];
+  assign \$4740  = pe9_0_bank == \port$22246$2 [4];
   assign \$4741  = pe9_0_v & \$4740 ;
-  assign \$4742  = pe9_1_bank == \port$22307$2 [4];
+  assign \$4742  = pe9_1_bank == \port$22246$2 [4];
   assign \$4743  = pe9_1_v & \$4742 ;
-  assign \$4744  = pe9_2_bank == \port$22307$2 [4];
+  assign \$4744  = pe9_2_bank == \port$22246$2 [4];
   assign \$4745  = pe9_2_v & \$4744 ;
-  assign \$4746  = pe9_3_bank == \port$22307$2 [4];
+  assign \$4746  = pe9_3_bank == \port$22246$2 [4];
   assign \$4747  = pe9_3_v & \$4746 ;
-  assign \$4748  = pe9_4_bank == \port$22307$2 [4];
+  assign \$4748  = pe9_4_bank == \port$22246$2 [4];
   assign \$4749  = pe9_4_v & \$4748 ;
-  assign \$4750  = pe9_5_bank == \port$22307$2 [4];
+  assign \$4750  = pe9_5_bank == \port$22246$2 [4];
   assign \$4751  = pe9_5_v & \$4750 ;
-  assign \$4752  = pe9_6_bank == \port$22307$2 [4];
+  assign \$4752  = pe9_6_bank == \port$22246$2 [4];
   assign \$4753  = pe9_6_v & \$4752 ;
-  assign \$4754  = pe9_7_bank == \port$22307$2 [4];
+  assign \$4754  = pe9_7_bank == \port$22246$2 [4];
   assign \$4755  = pe9_7_v & \$4754 ;
-  assign \$4756  = pe9_8_bank == \port$22307$2 [4];
+  assign \$4756  = pe9_8_bank == \port$22246$2 [4];
   assign \$4757  = pe9_8_v & \$4756 ;
-  assign \$4758  = pe9_9_bank == \port$22307$2 [4];
+  assign \$4758  = pe9_9_bank == \port$22246$2 [4];
   assign \$4759  = pe9_9_v & \$4758 ;
-  assign \$4760  = pe9_10_bank == \port$22307$2 [4];
+  assign \$4760  = pe9_10_bank == \port$22246$2 [4];
   assign \$4761  = pe9_10_v & \$4760 ;
-  assign \$4762  = pe9_11_bank == \port$22307$2 [4];
+  assign \$4762  = pe9_11_bank == \port$22246$2 [4];
   assign \$4763  = pe9_11_v & \$4762 ;
-  assign \$4764  = pe9_12_bank == \port$22307$2 [4];
+  assign \$4764  = pe9_12_bank == \port$22246$2 [4];
   assign \$4765  = pe9_12_v & \$4764 ;
-  assign \$4766  = pe9_13_bank == \port$22307$2 [4];
+  assign \$4766  = pe9_13_bank == \port$22246$2 [4];
   assign \$4767  = pe9_13_v & \$4766 ;
   assign \$4768  = | { \$4767 , \$4765 , \$4763 , \$4761 , \$4759 , \$4757 , \$4755 , \$4753 , \$4751 , \$4749 , \$4747 , \$4745 , \$4743 , \$4741 , \$4739 , \$4737 , \$4735 , \$4733 , \$4731 , \$4729 , \$4727 , \$4725 , \$4723 , \$4721  };
   assign \$4769  = \$4719  & \$4768 ;
@@ -42241,177 +42241,177 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4772  = \$4771  & a_valid;
   assign \$4775  = w_en & w_transpose;
   assign \$4777  = \$4776  & skew9_0_v;
-  assign \$4778  = skew9_0_bank == \port$22307$2 [4];
+  assign \$4778  = skew9_0_bank == \port$22246$2 [4];
   assign \$4779  = \$4777  & \$4778 ;
   assign \$4780  = w_en & w_transpose;
   assign \$4782  = \$4781  & skew9_1_v;
-  assign \$4783  = skew9_1_bank == \port$22307$2 [4];
+  assign \$4783  = skew9_1_bank == \port$22246$2 [4];
   assign \$4784  = \$4782  & \$4783 ;
   assign \$4785  = w_en & w_transpose;
   assign \$4787  = \$4786  & skew9_2_v;
-  assign \$4788  = skew9_2_bank == \port$22307$2 [4];
+  assign \$4788  = skew9_2_bank == \port$22246$2 [4];
   assign \$4789  = \$4787  & \$4788 ;
   assign \$4790  = w_en & w_transpose;
   assign \$4792  = \$4791  & skew9_3_v;
-  assign \$4793  = skew9_3_bank == \port$22307$2 [4];
+  assign \$4793  = skew9_3_bank == \port$22246$2 [4];
   assign \$4794  = \$4792  & \$4793 ;
   assign \$4795  = w_en & w_transpose;
   assign \$4797  = \$4796  & skew9_4_v;
-  assign \$4798  = skew9_4_bank == \port$22307$2 [4];
+  assign \$4798  = skew9_4_bank == \port$22246$2 [4];
   assign \$4799  = \$4797  & \$4798 ;
   assign \$4800  = w_en & w_transpose;
   assign \$4802  = \$4801  & skew9_5_v;
-  assign \$4803  = skew9_5_bank == \port$22307$2 [4];
+  assign \$4803  = skew9_5_bank == \port$22246$2 [4];
   assign \$4804  = \$4802  & \$4803 ;
   assign \$4805  = w_en & w_transpose;
   assign \$4807  = \$4806  & skew9_6_v;
-  assign \$4808  = skew9_6_bank == \port$22307$2 [4];
+  assign \$4808  = skew9_6_bank == \port$22246$2 [4];
   assign \$4809  = \$4807  & \$4808 ;
   assign \$4810  = w_en & w_transpose;
   assign \$4812  = \$4811  & skew9_7_v;
-  assign \$4813  = skew9_7_bank == \port$22307$2 [4];
+  assign \$4813  = skew9_7_bank == \port$22246$2 [4];
   assign \$4814  = \$4812  & \$4813 ;
   assign \$4815  = w_en & w_transpose;
-  assign \$4816  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$4816  = \port$22246$2 [3:0] >= 1'h1;
   assign \$4817  = \$4815  & \$4816 ;
   assign \$4818  = \$4817  & skew9_8_v;
-  assign \$4819  = skew9_8_bank == \port$22307$2 [4];
+  assign \$4819  = skew9_8_bank == \port$22246$2 [4];
   assign \$4820  = \$4818  & \$4819 ;
   assign \$4821  = w_en & w_transpose;
-  assign \$4822  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$4822  = \port$22246$2 [3:0] >= 2'h2;
   assign \$4823  = \$4821  & \$4822 ;
   assign \$4824  = \$4823  & pe9_0_v;
-  assign \$4825  = pe9_0_bank == \port$22307$2 [4];
+  assign \$4825  = pe9_0_bank == \port$22246$2 [4];
   assign \$4826  = \$4824  & \$4825 ;
   assign \$4827  = w_en & w_transpose;
-  assign \$4828  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$4828  = \port$22246$2 [3:0] >= 2'h3;
   assign \$4829  = \$4827  & \$4828 ;
   assign \$4830  = \$4829  & pe9_1_v;
-  assign \$4831  = pe9_1_bank == \port$22307$2 [4];
+  assign \$4831  = pe9_1_bank == \port$22246$2 [4];
   assign \$4832  = \$4830  & \$4831 ;
   assign \$4833  = w_en & w_transpose;
-  assign \$4834  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$4834  = \port$22246$2 [3:0] >= 3'h4;
   assign \$4835  = \$4833  & \$4834 ;
   assign \$4836  = \$4835  & pe9_2_v;
-  assign \$4837  = pe9_2_bank == \port$22307$2 [4];
+  assign \$4837  = pe9_2_bank == \port$22246$2 [4];
   assign \$4838  = \$4836  & \$4837 ;
   assign \$4839  = w_en & w_transpose;
-  assign \$4840  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$4840  = \port$22246$2 [3:0] >= 3'h5;
   assign \$4841  = \$4839  & \$4840 ;
   assign \$4842  = \$4841  & pe9_3_v;
-  assign \$4843  = pe9_3_bank == \port$22307$2 [4];
+  assign \$4843  = pe9_3_bank == \port$22246$2 [4];
   assign \$4844  = \$4842  & \$4843 ;
   assign \$4845  = w_en & w_transpose;
-  assign \$4846  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$4846  = \port$22246$2 [3:0] >= 3'h6;
   assign \$4847  = \$4845  & \$4846 ;
   assign \$4848  = \$4847  & pe9_4_v;
-  assign \$4849  = pe9_4_bank == \port$22307$2 [4];
+  assign \$4849  = pe9_4_bank == \port$22246$2 [4];
   assign \$4850  = \$4848  & \$4849 ;
   assign \$4851  = w_en & w_transpose;
-  assign \$4852  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$4852  = \port$22246$2 [3:0] >= 3'h7;
   assign \$4853  = \$4851  & \$4852 ;
   assign \$4854  = \$4853  & pe9_5_v;
-  assign \$4855  = pe9_5_bank == \port$22307$2 [4];
+  assign \$4855  = pe9_5_bank == \port$22246$2 [4];
   assign \$4856  = \$4854  & \$4855 ;
   assign \$4857  = w_en & w_transpose;
-  assign \$4858  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$4858  = \port$22246$2 [3:0] >= 4'h8;
   assign \$4859  = \$4857  & \$4858 ;
   assign \$4860  = \$4859  & pe9_6_v;
-  assign \$4861  = pe9_6_bank == \port$22307$2 [4];
+  assign \$4861  = pe9_6_bank == \port$22246$2 [4];
   assign \$4862  = \$4860  & \$4861 ;
   assign \$4863  = w_en & w_transpose;
-  assign \$4864  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$4864  = \port$22246$2 [3:0] >= 4'h9;
   assign \$4865  = \$4863  & \$4864 ;
   assign \$4866  = \$4865  & pe9_7_v;
-  assign \$4867  = pe9_7_bank == \port$22307$2 [4];
+  assign \$4867  = pe9_7_bank == \port$22246$2 [4];
   assign \$4868  = \$4866  & \$4867 ;
   assign \$4869  = w_en & w_transpose;
-  assign \$4870  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$4870  = \port$22246$2 [3:0] >= 4'ha;
   assign \$4871  = \$4869  & \$4870 ;
   assign \$4872  = \$4871  & pe9_8_v;
-  assign \$4873  = pe9_8_bank == \port$22307$2 [4];
+  assign \$4873  = pe9_8_bank == \port$22246$2 [4];
   assign \$4874  = \$4872  & \$4873 ;
   assign \$4875  = w_en & w_transpose;
-  assign \$4876  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$4876  = \port$22246$2 [3:0] >= 4'hb;
   assign \$4877  = \$4875  & \$4876 ;
   assign \$4878  = \$4877  & pe9_9_v;
-  assign \$4879  = pe9_9_bank == \port$22307$2 [4];
+  assign \$4879  = pe9_9_bank == \port$22246$2 [4];
   assign \$4880  = \$4878  & \$4879 ;
   assign \$4881  = w_en & w_transpose;
-  assign \$4882  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$4882  = \port$22246$2 [3:0] >= 4'hc;
   assign \$4883  = \$4881  & \$4882 ;
   assign \$4884  = \$4883  & pe9_10_v;
-  assign \$4885  = pe9_10_bank == \port$22307$2 [4];
+  assign \$4885  = pe9_10_bank == \port$22246$2 [4];
   assign \$4886  = \$4884  & \$4885 ;
   assign \$4887  = w_en & w_transpose;
-  assign \$4888  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$4888  = \port$22246$2 [3:0] >= 4'hd;
   assign \$4889  = \$4887  & \$4888 ;
   assign \$4890  = \$4889  & pe9_11_v;
-  assign \$4891  = pe9_11_bank == \port$22307$2 [4];
+  assign \$4891  = pe9_11_bank == \port$22246$2 [4];
   assign \$4892  = \$4890  & \$4891 ;
   assign \$4893  = w_en & w_transpose;
-  assign \$4894  = \port$22307$2 [3:0] >= 4'he;
+  assign \$4894  = \port$22246$2 [3:0] >= 4'he;
   assign \$4895  = \$4893  & \$4894 ;
   assign \$4896  = \$4895  & pe9_12_v;
-  assign \$4897  = pe9_12_bank == \port$22307$2 [4];
+  assign \$4897  = pe9_12_bank == \port$22246$2 [4];
   assign \$4898  = \$4896  & \$4897 ;
   assign \$4899  = w_en & w_transpose;
-  assign \$4900  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$4900  = \port$22246$2 [3:0] >= 4'hf;
   assign \$4901  = \$4899  & \$4900 ;
   assign \$4902  = \$4901  & pe9_13_v;
-  assign \$4903  = pe9_13_bank == \port$22307$2 [4];
+  assign \$4903  = pe9_13_bank == \port$22246$2 [4];
   assign \$4904  = \$4902  & \$4903 ;
   assign \$4905  = ~ w_transpose;
   assign \$4906  = w_en & \$4905 ;
-  assign \$4907  = \port$22307$2 [3:0] == 4'ha;
+  assign \$4907  = \port$22246$2 [3:0] == 4'ha;
   assign \$4908  = \$4906  & \$4907 ;
-  assign \$4911  = skew10_0_bank == \port$22307$2 [4];
+  assign \$4911  = skew10_0_bank == \port$22246$2 [4];
   assign \$4912  = skew10_0_v & \$4911 ;
-  assign \$4913  = skew10_1_bank == \port$22307$2 [4];
+  assign \$4913  = skew10_1_bank == \port$22246$2 [4];
   assign \$4914  = skew10_1_v & \$4913 ;
-  assign \$4915  = skew10_2_bank == \port$22307$2 [4];
+  assign \$4915  = skew10_2_bank == \port$22246$2 [4];
   assign \$4916  = skew10_2_v & \$4915 ;
-  assign \$4917  = skew10_3_bank == \port$22307$2 [4];
+  assign \$4917  = skew10_3_bank == \port$22246$2 [4];
   assign \$4918  = skew10_3_v & \$4917 ;
-  assign \$4919  = skew10_4_bank == \port$22307$2 [4];
+  assign \$4919  = skew10_4_bank == \port$22246$2 [4];
   assign \$4920  = skew10_4_v & \$4919 ;
-  assign \$4921  = skew10_5_bank == \port$22307$2 [4];
+  assign \$4921  = skew10_5_bank == \port$22246$2 [4];
   assign \$4922  = skew10_5_v & \$4921 ;
-  assign \$4923  = skew10_6_bank == \port$22307$2 [4];
+  assign \$4923  = skew10_6_bank == \port$22246$2 [4];
   assign \$4924  = skew10_6_v & \$4923 ;
-  assign \$4925  = skew10_7_bank == \port$22307$2 [4];
+  assign \$4925  = skew10_7_bank == \port$22246$2 [4];
   assign \$4926  = skew10_7_v & \$4925 ;
-  assign \$4927  = skew10_8_bank == \port$22307$2 [4];
+  assign \$4927  = skew10_8_bank == \port$22246$2 [4];
   assign \$4928  = skew10_8_v & \$4927 ;
-  assign \$4929  = skew10_9_bank == \port$22307$2 [4];
+  assign \$4929  = skew10_9_bank == \port$22246$2 [4];
   assign \$4930  = skew10_9_v & \$4929 ;
-  assign \$4931  = pe10_0_bank == \port$22307$2 [4];
+  assign \$4931  = pe10_0_bank == \port$22246$2 [4];
   assign \$4932  = pe10_0_v & \$4931 ;
-  assign \$4933  = pe10_1_bank == \port$22307$2 [4];
+  assign \$4933  = pe10_1_bank == \port$22246$2 [4];
   assign \$4934  = pe10_1_v & \$4933 ;
-  assign \$4935  = pe10_2_bank == \port$22307$2 [4];
+  assign \$4935  = pe10_2_bank == \port$22246$2 [4];
   assign \$4936  = pe10_2_v & \$4935 ;
-  assign \$4937  = pe10_3_bank == \port$22307$2 [4];
+  assign \$4937  = pe10_3_bank == \port$22246$2 [4];
   assign \$4938  = pe10_3_v & \$4937 ;
-  assign \$4939  = pe10_4_bank == \port$22307$2 [4];
+  assign \$4939  = pe10_4_bank == \port$22246$2 [4];
   assign \$4940  = pe10_4_v & \$4939 ;
-  assign \$4941  = pe10_5_bank == \port$22307$2 [4];
+  assign \$4941  = pe10_5_bank == \port$22246$2 [4];
   assign \$4942  = pe10_5_v & \$4941 ;
-  assign \$4943  = pe10_6_bank == \port$22307$2 [4];
+  assign \$4943  = pe10_6_bank == \port$22246$2 [4];
   assign \$4944  = pe10_6_v & \$4943 ;
-  assign \$4945  = pe10_7_bank == \port$22307$2 [4];
+  assign \$4945  = pe10_7_bank == \port$22246$2 [4];
   assign \$4946  = pe10_7_v & \$4945 ;
-  assign \$4947  = pe10_8_bank == \port$22307$2 [4];
+  assign \$4947  = pe10_8_bank == \port$22246$2 [4];
   assign \$4948  = pe10_8_v & \$4947 ;
-  assign \$4949  = pe10_9_bank == \port$22307$2 [4];
+  assign \$4949  = pe10_9_bank == \port$22246$2 [4];
   assign \$4950  = pe10_9_v & \$4949 ;
-  assign \$4951  = pe10_10_bank == \port$22307$2 [4];
+  assign \$4951  = pe10_10_bank == \port$22246$2 [4];
   assign \$4952  = pe10_10_v & \$4951 ;
-  assign \$4953  = pe10_11_bank == \port$22307$2 [4];
+  assign \$4953  = pe10_11_bank == \port$22246$2 [4];
   assign \$4954  = pe10_11_v & \$4953 ;
-  assign \$4955  = pe10_12_bank == \port$22307$2 [4];
+  assign \$4955  = pe10_12_bank == \port$22246$2 [4];
   assign \$4956  = pe10_12_v & \$4955 ;
-  assign \$4957  = pe10_13_bank == \port$22307$2 [4];
+  assign \$4957  = pe10_13_bank == \port$22246$2 [4];
   assign \$4958  = pe10_13_v & \$4957 ;
   assign \$4959  = | { \$4958 , \$4956 , \$4954 , \$4952 , \$4950 , \$4948 , \$4946 , \$4944 , \$4942 , \$4940 , \$4938 , \$4936 , \$4934 , \$4932 , \$4930 , \$4928 , \$4926 , \$4924 , \$4922 , \$4920 , \$4918 , \$4916 , \$4914 , \$4912 , \$4910  };
   assign \$4960  = \$4908  & \$4959 ;
@@ -42419,183 +42419,183 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$4963  = \$4962  & a_valid;
   assign \$4966  = w_en & w_transpose;
   assign \$4968  = \$4967  & skew10_0_v;
-  assign \$4969  = skew10_0_bank == \port$22307$2 [4];
+  assign \$4969  = skew10_0_bank == \port$22246$2 [4];
   assign \$4970  = \$4968  & \$4969 ;
   assign \$4971  = w_en & w_transpose;
   assign \$4973  = \$4972  & skew10_1_v;
-  assign \$4974  = skew10_1_bank == \port$22307$2 [4];
+  assign \$4974  = skew10_1_bank == \port$22246$2 [4];
   assign \$4975  = \$4973  & \$4974 ;
   assign \$4976  = w_en & w_transpose;
   assign \$4978  = \$4977  & skew10_2_v;
-  assign \$4979  = skew10_2_bank == \port$22307$2 [4];
+  assign \$4979  = skew10_2_bank == \port$22246$2 [4];
   assign \$4980  = \$4978  & \$4979 ;
   assign \$4981  = w_en & w_transpose;
   assign \$4983  = \$4982  & skew10_3_v;
-  assign \$4984  = skew10_3_bank == \port$22307$2 [4];
+  assign \$4984  = skew10_3_bank == \port$22246$2 [4];
   assign \$4985  = \$4983  & \$4984 ;
   assign \$4986  = w_en & w_transpose;
   assign \$4988  = \$4987  & skew10_4_v;
-  assign \$4989  = skew10_4_bank == \port$22307$2 [4];
+  assign \$4989  = skew10_4_bank == \port$22246$2 [4];
   assign \$4990  = \$4988  & \$4989 ;
   assign \$4991  = w_en & w_transpose;
   assign \$4993  = \$4992  & skew10_5_v;
-  assign \$4994  = skew10_5_bank == \port$22307$2 [4];
+  assign \$4994  = skew10_5_bank == \port$22246$2 [4];
   assign \$4995  = \$4993  & \$4994 ;
   assign \$4996  = w_en & w_transpose;
   assign \$4998  = \$4997  & skew10_6_v;
-  assign \$4999  = skew10_6_bank == \port$22307$2 [4];
+  assign \$4999  = skew10_6_bank == \port$22246$2 [4];
   assign \$5000  = \$4998  & \$4999 ;
   assign \$5001  = w_en & w_transpose;
   assign \$5003  = \$5002  & skew10_7_v;
-  assign \$5004  = skew10_7_bank == \port$22307$2 [4];
+  assign \$5004  = skew10_7_bank == \port$22246$2 [4];
   assign \$5005  = \$5003  & \$5004 ;
   assign \$5006  = w_en & w_transpose;
   assign \$5008  = \$5007  & skew10_8_v;
-  assign \$5009  = skew10_8_bank == \port$22307$2 [4];
+  assign \$5009  = skew10_8_bank == \port$22246$2 [4];
   assign \$5010  = \$5008  & \$5009 ;
   assign \$5011  = w_en & w_transpose;
-  assign \$5012  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$5012  = \port$22246$2 [3:0] >= 1'h1;
   assign \$5013  = \$5011  & \$5012 ;
   assign \$5014  = \$5013  & skew10_9_v;
-  assign \$5015  = skew10_9_bank == \port$22307$2 [4];
+  assign \$5015  = skew10_9_bank == \port$22246$2 [4];
   assign \$5016  = \$5014  & \$5015 ;
   assign \$5017  = w_en & w_transpose;
-  assign \$5018  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$5018  = \port$22246$2 [3:0] >= 2'h2;
   assign \$5019  = \$5017  & \$5018 ;
   assign \$5020  = \$5019  & pe10_0_v;
-  assign \$5021  = pe10_0_bank == \port$22307$2 [4];
+  assign \$5021  = pe10_0_bank == \port$22246$2 [4];
   assign \$5022  = \$5020  & \$5021 ;
   assign \$5023  = w_en & w_transpose;
-  assign \$5024  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$5024  = \port$22246$2 [3:0] >= 2'h3;
   assign \$5025  = \$5023  & \$5024 ;
   assign \$5026  = \$5025  & pe10_1_v;
-  assign \$5027  = pe10_1_bank == \port$22307$2 [4];
+  assign \$5027  = pe10_1_bank == \port$22246$2 [4];
   assign \$5028  = \$5026  & \$5027 ;
   assign \$5029  = w_en & w_transpose;
-  assign \$5030  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$5030  = \port$22246$2 [3:0] >= 3'h4;
   assign \$5031  = \$5029  & \$5030 ;
   assign \$5032  = \$5031  & pe10_2_v;
-  assign \$5033  = pe10_2_bank == \port$22307$2 [4];
+  assign \$5033  = pe10_2_bank == \port$22246$2 [4];
   assign \$5034  = \$5032  & \$5033 ;
   assign \$5035  = w_en & w_transpose;
-  assign \$5036  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$5036  = \port$22246$2 [3:0] >= 3'h5;
   assign \$5037  = \$5035  & \$5036 ;
   assign \$5038  = \$5037  & pe10_3_v;
-  assign \$5039  = pe10_3_bank == \port$22307$2 [4];
+  assign \$5039  = pe10_3_bank == \port$22246$2 [4];
   assign \$5040  = \$5038  & \$5039 ;
   assign \$5041  = w_en & w_transpose;
-  assign \$5042  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$5042  = \port$22246$2 [3:0] >= 3'h6;
   assign \$5043  = \$5041  & \$5042 ;
   assign \$5044  = \$5043  & pe10_4_v;
-  assign \$5045  = pe10_4_bank == \port$22307$2 [4];
+  assign \$5045  = pe10_4_bank == \port$22246$2 [4];
   assign \$5046  = \$5044  & \$5045 ;
   assign \$5047  = w_en & w_transpose;
-  assign \$5048  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$5048  = \port$22246$2 [3:0] >= 3'h7;
   assign \$5049  = \$5047  & \$5048 ;
   assign \$5050  = \$5049  & pe10_5_v;
-  assign \$5051  = pe10_5_bank == \port$22307$2 [4];
+  assign \$5051  = pe10_5_bank == \port$22246$2 [4];
   assign \$5052  = \$5050  & \$5051 ;
   assign \$5053  = w_en & w_transpose;
-  assign \$5054  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$5054  = \port$22246$2 [3:0] >= 4'h8;
   assign \$5055  = \$5053  & \$5054 ;
   assign \$5056  = \$5055  & pe10_6_v;
-  assign \$5057  = pe10_6_bank == \port$22307$2 [4];
+  assign \$5057  = pe10_6_bank == \port$22246$2 [4];
   assign \$5058  = \$5056  & \$5057 ;
   assign \$5059  = w_en & w_transpose;
-  assign \$5060  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$5060  = \port$22246$2 [3:0] >= 4'h9;
   assign \$5061  = \$5059  & \$5060 ;
   assign \$5062  = \$5061  & pe10_7_v;
-  assign \$5063  = pe10_7_bank == \port$22307$2 [4];
+  assign \$5063  = pe10_7_bank == \port$22246$2 [4];
   assign \$5064  = \$5062  & \$5063 ;
   assign \$5065  = w_en & w_transpose;
-  assign \$5066  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$5066  = \port$22246$2 [3:0] >= 4'ha;
   assign \$5067  = \$5065  & \$5066 ;
   assign \$5068  = \$5067  & pe10_8_v;
-  assign \$5069  = pe10_8_bank == \port$22307$2 [4];
+  assign \$5069  = pe10_8_bank == \port$22246$2 [4];
   assign \$5070  = \$5068  & \$5069 ;
   assign \$5071  = w_en & w_transpose;
-  assign \$5072  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$5072  = \port$22246$2 [3:0] >= 4'hb;
   assign \$5073  = \$5071  & \$5072 ;
   assign \$5074  = \$5073  & pe10_9_v;
-  assign \$5075  = pe10_9_bank == \port$22307$2 [4];
+  assign \$5075  = pe10_9_bank == \port$22246$2 [4];
   assign \$5076  = \$5074  & \$5075 ;
   assign \$5077  = w_en & w_transpose;
-  assign \$5078  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$5078  = \port$22246$2 [3:0] >= 4'hc;
   assign \$5079  = \$5077  & \$5078 ;
   assign \$5080  = \$5079  & pe10_10_v;
-  assign \$5081  = pe10_10_bank == \port$22307$2 [4];
+  assign \$5081  = pe10_10_bank == \port$22246$2 [4];
   assign \$5082  = \$5080  & \$5081 ;
   assign \$5083  = w_en & w_transpose;
-  assign \$5084  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$5084  = \port$22246$2 [3:0] >= 4'hd;
   assign \$5085  = \$5083  & \$5084 ;
   assign \$5086  = \$5085  & pe10_11_v;
-  assign \$5087  = pe10_11_bank == \port$22307$2 [4];
+  assign \$5087  = pe10_11_bank == \port$22246$2 [4];
   assign \$5088  = \$5086  & \$5087 ;
   assign \$5089  = w_en & w_transpose;
-  assign \$5090  = \port$22307$2 [3:0] >= 4'he;
+  assign \$5090  = \port$22246$2 [3:0] >= 4'he;
   assign \$5091  = \$5089  & \$5090 ;
   assign \$5092  = \$5091  & pe10_12_v;
-  assign \$5093  = pe10_12_bank == \port$22307$2 [4];
+  assign \$5093  = pe10_12_bank == \port$22246$2 [4];
   assign \$5094  = \$5092  & \$5093 ;
   assign \$5095  = w_en & w_transpose;
-  assign \$5096  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$5096  = \port$22246$2 [3:0] >= 4'hf;
   assign \$5097  = \$5095  & \$5096 ;
   assign \$5098  = \$5097  & pe10_13_v;
-  assign \$5099  = pe10_13_bank == \port$22307$2 [4];
+  assign \$5099  = pe10_13_bank == \port$22246$2 [4];
   assign \$5100  = \$5098  & \$5099 ;
   assign \$5101  = ~ w_transpose;
   assign \$5102  = w_en & \$5101 ;
-  assign \$5103  = \port$22307$2 [3:0] == 4'hb;
+  assign \$5103  = \port$22246$2 [3:0] == 4'hb;
   assign \$5104  = \$5102  & \$5103 ;
-  assign \$5107  = skew11_0_bank == \port$22307$2 [4];
+  assign \$5107  = skew11_0_bank == \port$22246$2 [4];
   assign \$5108  = skew11_0_v & \$5107 ;
-  assign \$5109  = skew11_1_bank == \port$22307$2 [4];
+  assign \$5109  = skew11_1_bank == \port$22246$2 [4];
   assign \$5110  = skew11_1_v & \$5109 ;
-  assign \$5111  = skew11_2_bank == \port$22307$2 [4];
+  assign \$5111  = skew11_2_bank == \port$22246$2 [4];
   assign \$5112  = skew11_2_v & \$5111 ;
-  assign \$5113  = skew11_3_bank == \port$22307$2 [4];
+  assign \$5113  = skew11_3_bank == \port$22246$2 [4];
   assign \$5114  = skew11_3_v & \$5113 ;
-  assign \$5115  = skew11_4_bank == \port$22307$2 [4];
+  assign \$5115  = skew11_4_bank == \port$22246$2 [4];
   assign \$5116  = skew11_4_v & \$5115 ;
-  assign \$5117  = skew11_5_bank == \port$22307$2 [4];
+  assign \$5117  = skew11_5_bank == \port$22246$2 [4];
   assign \$5118  = skew11_5_v & \$5117 ;
-  assign \$5119  = skew11_6_bank == \port$22307$2 [4];
+  assign \$5119  = skew11_6_bank == \port$22246$2 [4];
   assign \$5120  = skew11_6_v & \$5119 ;
-  assign \$5121  = skew11_7_bank == \port$22307$2 [4];
+  assign \$5121  = skew11_7_bank == \port$22246$2 [4];
   assign \$5122  = skew11_7_v & \$5121 ;
-  assign \$5123  = skew11_8_bank == \port$22307$2 [4];
+  assign \$5123  = skew11_8_bank == \port$22246$2 [4];
   assign \$5124  = skew11_8_v & \$5123 ;
-  assign \$5125  = skew11_9_bank == \port$22307$2 [4];
+  assign \$5125  = skew11_9_bank == \port$22246$2 [4];
   assign \$5126  = skew11_9_v & \$5125 ;
-  assign \$5127  = skew11_10_bank == \port$22307$2 [4];
+  assign \$5127  = skew11_10_bank == \port$22246$2 [4];
   assign \$5128  = skew11_10_v & \$5127 ;
-  assign \$5129  = pe11_0_bank == \port$22307$2 [4];
+  assign \$5129  = pe11_0_bank == \port$22246$2 [4];
   assign \$5130  = pe11_0_v & \$5129 ;
-  assign \$5131  = pe11_1_bank == \port$22307$2 [4];
+  assign \$5131  = pe11_1_bank == \port$22246$2 [4];
   assign \$5132  = pe11_1_v & \$5131 ;
-  assign \$5133  = pe11_2_bank == \port$22307$2 [4];
+  assign \$5133  = pe11_2_bank == \port$22246$2 [4];
   assign \$5134  = pe11_2_v & \$5133 ;
-  assign \$5135  = pe11_3_bank == \port$22307$2 [4];
+  assign \$5135  = pe11_3_bank == \port$22246$2 [4];
   assign \$5136  = pe11_3_v & \$5135 ;
-  assign \$5137  = pe11_4_bank == \port$22307$2 [4];
+  assign \$5137  = pe11_4_bank == \port$22246$2 [4];
   assign \$5138  = pe11_4_v & \$5137 ;
-  assign \$5139  = pe11_5_bank == \port$22307$2 [4];
+  assign \$5139  = pe11_5_bank == \port$22246$2 [4];
   assign \$5140  = pe11_5_v & \$5139 ;
-  assign \$5141  = pe11_6_bank == \port$22307$2 [4];
+  assign \$5141  = pe11_6_bank == \port$22246$2 [4];
   assign \$5142  = pe11_6_v & \$5141 ;
-  assign \$5143  = pe11_7_bank == \port$22307$2 [4];
+  assign \$5143  = pe11_7_bank == \port$22246$2 [4];
   assign \$5144  = pe11_7_v & \$5143 ;
-  assign \$5145  = pe11_8_bank == \port$22307$2 [4];
+  assign \$5145  = pe11_8_bank == \port$22246$2 [4];
   assign \$5146  = pe11_8_v & \$5145 ;
-  assign \$5147  = pe11_9_bank == \port$22307$2 [4];
+  assign \$5147  = pe11_9_bank == \port$22246$2 [4];
   assign \$5148  = pe11_9_v & \$5147 ;
-  assign \$5149  = pe11_10_bank == \port$22307$2 [4];
+  assign \$5149  = pe11_10_bank == \port$22246$2 [4];
   assign \$5150  = pe11_10_v & \$5149 ;
-  assign \$5151  = pe11_11_bank == \port$22307$2 [4];
+  assign \$5151  = pe11_11_bank == \port$22246$2 [4];
   assign \$5152  = pe11_11_v & \$5151 ;
-  assign \$5153  = pe11_12_bank == \port$22307$2 [4];
+  assign \$5153  = pe11_12_bank == \port$22246$2 [4];
   assign \$5154  = pe11_12_v & \$5153 ;
-  assign \$5155  = pe11_13_bank == \port$22307$2 [4];
+  assign \$5155  = pe11_13_bank == \port$22246$2 [4];
   assign \$5156  = pe11_13_v & \$5155 ;
   assign \$5157  = | { \$5156 , \$5154 , \$5152 , \$5150 , \$5148 , \$5146 , \$5144 , \$5142 , \$5140 , \$5138 , \$5136 , \$5134 , \$5132 , \$5130 , \$5128 , \$5126 , \$5124 , \$5122 , \$5120 , \$5118 , \$5116 , \$5114 , \$5112 , \$5110 , \$5108 , \$5106  };
   assign \$5158  = \$5104  & \$5157 ;
@@ -42603,189 +42603,189 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$5161  = \$5160  & a_valid;
   assign \$5164  = w_en & w_transpose;
   assign \$5166  = \$5165  & skew11_0_v;
-  assign \$5167  = skew11_0_bank == \port$22307$2 [4];
+  assign \$5167  = skew11_0_bank == \port$22246$2 [4];
   assign \$5168  = \$5166  & \$5167 ;
   assign \$5169  = w_en & w_transpose;
   assign \$5171  = \$5170  & skew11_1_v;
-  assign \$5172  = skew11_1_bank == \port$22307$2 [4];
+  assign \$5172  = skew11_1_bank == \port$22246$2 [4];
   assign \$5173  = \$5171  & \$5172 ;
   assign \$5174  = w_en & w_transpose;
   assign \$5176  = \$5175  & skew11_2_v;
-  assign \$5177  = skew11_2_bank == \port$22307$2 [4];
+  assign \$5177  = skew11_2_bank == \port$22246$2 [4];
   assign \$5178  = \$5176  & \$5177 ;
   assign \$5179  = w_en & w_transpose;
   assign \$5181  = \$5180  & skew11_3_v;
-  assign \$5182  = skew11_3_bank == \port$22307$2 [4];
+  assign \$5182  = skew11_3_bank == \port$22246$2 [4];
   assign \$5183  = \$5181  & \$5182 ;
   assign \$5184  = w_en & w_transpose;
   assign \$5186  = \$5185  & skew11_4_v;
-  assign \$5187  = skew11_4_bank == \port$22307$2 [4];
+  assign \$5187  = skew11_4_bank == \port$22246$2 [4];
   assign \$5188  = \$5186  & \$5187 ;
   assign \$5189  = w_en & w_transpose;
   assign \$5191  = \$5190  & skew11_5_v;
-  assign \$5192  = skew11_5_bank == \port$22307$2 [4];
+  assign \$5192  = skew11_5_bank == \port$22246$2 [4];
   assign \$5193  = \$5191  & \$5192 ;
   assign \$5194  = w_en & w_transpose;
   assign \$5196  = \$5195  & skew11_6_v;
-  assign \$5197  = skew11_6_bank == \port$22307$2 [4];
+  assign \$5197  = skew11_6_bank == \port$22246$2 [4];
   assign \$5198  = \$5196  & \$5197 ;
   assign \$5199  = w_en & w_transpose;
   assign \$5201  = \$5200  & skew11_7_v;
-  assign \$5202  = skew11_7_bank == \port$22307$2 [4];
+  assign \$5202  = skew11_7_bank == \port$22246$2 [4];
   assign \$5203  = \$5201  & \$5202 ;
   assign \$5204  = w_en & w_transpose;
   assign \$5206  = \$5205  & skew11_8_v;
-  assign \$5207  = skew11_8_bank == \port$22307$2 [4];
+  assign \$5207  = skew11_8_bank == \port$22246$2 [4];
   assign \$5208  = \$5206  & \$5207 ;
   assign \$5209  = w_en & w_transpose;
   assign \$5211  = \$5210  & skew11_9_v;
-  assign \$5212  = skew11_9_bank == \port$22307$2 [4];
+  assign \$5212  = skew11_9_bank == \port$22246$2 [4];
   assign \$5213  = \$5211  & \$5212 ;
   assign \$5214  = w_en & w_transpose;
-  assign \$5215  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$5215  = \port$22246$2 [3:0] >= 1'h1;
   assign \$5216  = \$5214  & \$5215 ;
   assign \$5217  = \$5216  & skew11_10_v;
-  assign \$5218  = skew11_10_bank == \port$22307$2 [4];
+  assign \$5218  = skew11_10_bank == \port$22246$2 [4];
   assign \$5219  = \$5217  & \$5218 ;
   assign \$5220  = w_en & w_transpose;
-  assign \$5221  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$5221  = \port$22246$2 [3:0] >= 2'h2;
   assign \$5222  = \$5220  & \$5221 ;
   assign \$5223  = \$5222  & pe11_0_v;
-  assign \$5224  = pe11_0_bank == \port$22307$2 [4];
+  assign \$5224  = pe11_0_bank == \port$22246$2 [4];
   assign \$5225  = \$5223  & \$5224 ;
   assign \$5226  = w_en & w_transpose;
-  assign \$5227  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$5227  = \port$22246$2 [3:0] >= 2'h3;
   assign \$5228  = \$5226  & \$5227 ;
   assign \$5229  = \$5228  & pe11_1_v;
-  assign \$5230  = pe11_1_bank == \port$22307$2 [4];
+  assign \$5230  = pe11_1_bank == \port$22246$2 [4];
   assign \$5231  = \$5229  & \$5230 ;
   assign \$5232  = w_en & w_transpose;
-  assign \$5233  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$5233  = \port$22246$2 [3:0] >= 3'h4;
   assign \$5234  = \$5232  & \$5233 ;
   assign \$5235  = \$5234  & pe11_2_v;
-  assign \$5236  = pe11_2_bank == \port$22307$2 [4];
+  assign \$5236  = pe11_2_bank == \port$22246$2 [4];
   assign \$5237  = \$5235  & \$5236 ;
   assign \$5238  = w_en & w_transpose;
-  assign \$5239  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$5239  = \port$22246$2 [3:0] >= 3'h5;
   assign \$5240  = \$5238  & \$5239 ;
   assign \$5241  = \$5240  & pe11_3_v;
-  assign \$5242  = pe11_3_bank == \port$22307$2 [4];
+  assign \$5242  = pe11_3_bank == \port$22246$2 [4];
   assign \$5243  = \$5241  & \$5242 ;
   assign \$5244  = w_en & w_transpose;
-  assign \$5245  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$5245  = \port$22246$2 [3:0] >= 3'h6;
   assign \$5246  = \$5244  & \$5245 ;
   assign \$5247  = \$5246  & pe11_4_v;
-  assign \$5248  = pe11_4_bank == \port$22307$2 [4];
+  assign \$5248  = pe11_4_bank == \port$22246$2 [4];
   assign \$5249  = \$5247  & \$5248 ;
   assign \$5250  = w_en & w_transpose;
-  assign \$5251  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$5251  = \port$22246$2 [3:0] >= 3'h7;
   assign \$5252  = \$5250  & \$5251 ;
   assign \$5253  = \$5252  & pe11_5_v;
-  assign \$5254  = pe11_5_bank == \port$22307$2 [4];
+  assign \$5254  = pe11_5_bank == \port$22246$2 [4];
   assign \$5255  = \$5253  & \$5254 ;
   assign \$5256  = w_en & w_transpose;
-  assign \$5257  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$5257  = \port$22246$2 [3:0] >= 4'h8;
   assign \$5258  = \$5256  & \$5257 ;
   assign \$5259  = \$5258  & pe11_6_v;
-  assign \$5260  = pe11_6_bank == \port$22307$2 [4];
+  assign \$5260  = pe11_6_bank == \port$22246$2 [4];
   assign \$5261  = \$5259  & \$5260 ;
   assign \$5262  = w_en & w_transpose;
-  assign \$5263  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$5263  = \port$22246$2 [3:0] >= 4'h9;
   assign \$5264  = \$5262  & \$5263 ;
   assign \$5265  = \$5264  & pe11_7_v;
-  assign \$5266  = pe11_7_bank == \port$22307$2 [4];
+  assign \$5266  = pe11_7_bank == \port$22246$2 [4];
   assign \$5267  = \$5265  & \$5266 ;
   assign \$5268  = w_en & w_transpose;
-  assign \$5269  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$5269  = \port$22246$2 [3:0] >= 4'ha;
   assign \$5270  = \$5268  & \$5269 ;
   assign \$5271  = \$5270  & pe11_8_v;
-  assign \$5272  = pe11_8_bank == \port$22307$2 [4];
+  assign \$5272  = pe11_8_bank == \port$22246$2 [4];
   assign \$5273  = \$5271  & \$5272 ;
   assign \$5274  = w_en & w_transpose;
-  assign \$5275  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$5275  = \port$22246$2 [3:0] >= 4'hb;
   assign \$5276  = \$5274  & \$5275 ;
   assign \$5277  = \$5276  & pe11_9_v;
-  assign \$5278  = pe11_9_bank == \port$22307$2 [4];
+  assign \$5278  = pe11_9_bank == \port$22246$2 [4];
   assign \$5279  = \$5277  & \$5278 ;
   assign \$5280  = w_en & w_transpose;
-  assign \$5281  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$5281  = \port$22246$2 [3:0] >= 4'hc;
   assign \$5282  = \$5280  & \$5281 ;
   assign \$5283  = \$5282  & pe11_10_v;
-  assign \$5284  = pe11_10_bank == \port$22307$2 [4];
+  assign \$5284  = pe11_10_bank == \port$22246$2 [4];
   assign \$5285  = \$5283  & \$5284 ;
   assign \$5286  = w_en & w_transpose;
-  assign \$5287  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$5287  = \port$22246$2 [3:0] >= 4'hd;
   assign \$5288  = \$5286  & \$5287 ;
   assign \$5289  = \$5288  & pe11_11_v;
-  assign \$5290  = pe11_11_bank == \port$22307$2 [4];
+  assign \$5290  = pe11_11_bank == \port$22246$2 [4];
   assign \$5291  = \$5289  & \$5290 ;
   assign \$5292  = w_en & w_transpose;
-  assign \$5293  = \port$22307$2 [3:0] >= 4'he;
+  assign \$5293  = \port$22246$2 [3:0] >= 4'he;
   assign \$5294  = \$5292  & \$5293 ;
   assign \$5295  = \$5294  & pe11_12_v;
-  assign \$5296  = pe11_12_bank == \port$22307$2 [4];
+  assign \$5296  = pe11_12_bank == \port$22246$2 [4];
   assign \$5297  = \$5295  & \$5296 ;
   assign \$5298  = w_en & w_transpose;
-  assign \$5299  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$5299  = \port$22246$2 [3:0] >= 4'hf;
   assign \$5300  = \$5298  & \$5299 ;
   assign \$5301  = \$5300  & pe11_13_v;
-  assign \$5302  = pe11_13_bank == \port$22307$2 [4];
+  assign \$5302  = pe11_13_bank == \port$22246$2 [4];
   assign \$5303  = \$5301  & \$5302 ;
   assign \$5304  = ~ w_transpose;
   assign \$5305  = w_en & \$5304 ;
-  assign \$5306  = \port$22307$2 [3:0] == 4'hc;
+  assign \$5306  = \port$22246$2 [3:0] == 4'hc;
   assign \$5307  = \$5305  & \$5306 ;
-  assign \$5310  = skew12_0_bank == \port$22307$2 [4];
+  assign \$5310  = skew12_0_bank == \port$22246$2 [4];
   assign \$5311  = skew12_0_v & \$5310 ;
-  assign \$5312  = skew12_1_bank == \port$22307$2 [4];
+  assign \$5312  = skew12_1_bank == \port$22246$2 [4];
   assign \$5313  = skew12_1_v & \$5312 ;
-  assign \$5314  = skew12_2_bank == \port$22307$2 [4];
+  assign \$5314  = skew12_2_bank == \port$22246$2 [4];
   assign \$5315  = skew12_2_v & \$5314 ;
-  assign \$5316  = skew12_3_bank == \port$22307$2 [4];
+  assign \$5316  = skew12_3_bank == \port$22246$2 [4];
   assign \$5317  = skew12_3_v & \$5316 ;
-  assign \$5318  = skew12_4_bank == \port$22307$2 [4];
+  assign \$5318  = skew12_4_bank == \port$22246$2 [4];
   assign \$5319  = skew12_4_v & \$5318 ;
-  assign \$5320  = skew12_5_bank == \port$22307$2 [4];
+  assign \$5320  = skew12_5_bank == \port$22246$2 [4];
   assign \$5321  = skew12_5_v & \$5320 ;
-  assign \$5322  = skew12_6_bank == \port$22307$2 [4];
+  assign \$5322  = skew12_6_bank == \port$22246$2 [4];
   assign \$5323  = skew12_6_v & \$5322 ;
-  assign \$5324  = skew12_7_bank == \port$22307$2 [4];
+  assign \$5324  = skew12_7_bank == \port$22246$2 [4];
   assign \$5325  = skew12_7_v & \$5324 ;
-  assign \$5326  = skew12_8_bank == \port$22307$2 [4];
+  assign \$5326  = skew12_8_bank == \port$22246$2 [4];
   assign \$5327  = skew12_8_v & \$5326 ;
-  assign \$5328  = skew12_9_bank == \port$22307$2 [4];
+  assign \$5328  = skew12_9_bank == \port$22246$2 [4];
   assign \$5329  = skew12_9_v & \$5328 ;
-  assign \$5330  = skew12_10_bank == \port$22307$2 [4];
+  assign \$5330  = skew12_10_bank == \port$22246$2 [4];
   assign \$5331  = skew12_10_v & \$5330 ;
-  assign \$5332  = skew12_11_bank == \port$22307$2 [4];
+  assign \$5332  = skew12_11_bank == \port$22246$2 [4];
   assign \$5333  = skew12_11_v & \$5332 ;
-  assign \$5334  = pe12_0_bank == \port$22307$2 [4];
+  assign \$5334  = pe12_0_bank == \port$22246$2 [4];
   assign \$5335  = pe12_0_v & \$5334 ;
-  assign \$5336  = pe12_1_bank == \port$22307$2 [4];
+  assign \$5336  = pe12_1_bank == \port$22246$2 [4];
   assign \$5337  = pe12_1_v & \$5336 ;
-  assign \$5338  = pe12_2_bank == \port$22307$2 [4];
+  assign \$5338  = pe12_2_bank == \port$22246$2 [4];
   assign \$5339  = pe12_2_v & \$5338 ;
-  assign \$5340  = pe12_3_bank == \port$22307$2 [4];
+  assign \$5340  = pe12_3_bank == \port$22246$2 [4];
   assign \$5341  = pe12_3_v & \$5340 ;
-  assign \$5342  = pe12_4_bank == \port$22307$2 [4];
+  assign \$5342  = pe12_4_bank == \port$22246$2 [4];
   assign \$5343  = pe12_4_v & \$5342 ;
-  assign \$5344  = pe12_5_bank == \port$22307$2 [4];
+  assign \$5344  = pe12_5_bank == \port$22246$2 [4];
   assign \$5345  = pe12_5_v & \$5344 ;
-  assign \$5346  = pe12_6_bank == \port$22307$2 [4];
+  assign \$5346  = pe12_6_bank == \port$22246$2 [4];
   assign \$5347  = pe12_6_v & \$5346 ;
-  assign \$5348  = pe12_7_bank == \port$22307$2 [4];
+  assign \$5348  = pe12_7_bank == \port$22246$2 [4];
   assign \$5349  = pe12_7_v & \$5348 ;
-  assign \$5350  = pe12_8_bank == \port$22307$2 [4];
+  assign \$5350  = pe12_8_bank == \port$22246$2 [4];
   assign \$5351  = pe12_8_v & \$5350 ;
-  assign \$5352  = pe12_9_bank == \port$22307$2 [4];
+  assign \$5352  = pe12_9_bank == \port$22246$2 [4];
   assign \$5353  = pe12_9_v & \$5352 ;
-  assign \$5354  = pe12_10_bank == \port$22307$2 [4];
+  assign \$5354  = pe12_10_bank == \port$22246$2 [4];
   assign \$5355  = pe12_10_v & \$5354 ;
-  assign \$5356  = pe12_11_bank == \port$22307$2 [4];
+  assign \$5356  = pe12_11_bank == \port$22246$2 [4];
   assign \$5357  = pe12_11_v & \$5356 ;
-  assign \$5358  = pe12_12_bank == \port$22307$2 [4];
+  assign \$5358  = pe12_12_bank == \port$22246$2 [4];
   assign \$5359  = pe12_12_v & \$5358 ;
-  assign \$5360  = pe12_13_bank == \port$22307$2 [4];
+  assign \$5360  = pe12_13_bank == \port$22246$2 [4];
   assign \$5361  = pe12_13_v & \$5360 ;
   assign \$5362  = | { \$5361 , \$5359 , \$5357 , \$5355 , \$5353 , \$5351 , \$5349 , \$5347 , \$5345 , \$5343 , \$5341 , \$5339 , \$5337 , \$5335 , \$5333 , \$5331 , \$5329 , \$5327 , \$5325 , \$5323 , \$5321 , \$5319 , \$5317 , \$5315 , \$5313 , \$5311 , \$5309  };
   assign \$5363  = \$5307  & \$5362 ;
@@ -42793,195 +42793,195 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$5366  = \$5365  & a_valid;
   assign \$5369  = w_en & w_transpose;
   assign \$5371  = \$5370  & skew12_0_v;
-  assign \$5372  = skew12_0_bank == \port$22307$2 [4];
+  assign \$5372  = skew12_0_bank == \port$22246$2 [4];
   assign \$5373  = \$5371  & \$5372 ;
   assign \$5374  = w_en & w_transpose;
   assign \$5376  = \$5375  & skew12_1_v;
-  assign \$5377  = skew12_1_bank == \port$22307$2 [4];
+  assign \$5377  = skew12_1_bank == \port$22246$2 [4];
   assign \$5378  = \$5376  & \$5377 ;
   assign \$5379  = w_en & w_transpose;
   assign \$5381  = \$5380  & skew12_2_v;
-  assign \$5382  = skew12_2_bank == \port$22307$2 [4];
+  assign \$5382  = skew12_2_bank == \port$22246$2 [4];
   assign \$5383  = \$5381  & \$5382 ;
   assign \$5384  = w_en & w_transpose;
   assign \$5386  = \$5385  & skew12_3_v;
-  assign \$5387  = skew12_3_bank == \port$22307$2 [4];
+  assign \$5387  = skew12_3_bank == \port$22246$2 [4];
   assign \$5388  = \$5386  & \$5387 ;
   assign \$5389  = w_en & w_transpose;
   assign \$5391  = \$5390  & skew12_4_v;
-  assign \$5392  = skew12_4_bank == \port$22307$2 [4];
+  assign \$5392  = skew12_4_bank == \port$22246$2 [4];
   assign \$5393  = \$5391  & \$5392 ;
   assign \$5394  = w_en & w_transpose;
   assign \$5396  = \$5395  & skew12_5_v;
-  assign \$5397  = skew12_5_bank == \port$22307$2 [4];
+  assign \$5397  = skew12_5_bank == \port$22246$2 [4];
   assign \$5398  = \$5396  & \$5397 ;
   assign \$5399  = w_en & w_transpose;
   assign \$5401  = \$5400  & skew12_6_v;
-  assign \$5402  = skew12_6_bank == \port$22307$2 [4];
+  assign \$5402  = skew12_6_bank == \port$22246$2 [4];
   assign \$5403  = \$5401  & \$5402 ;
   assign \$5404  = w_en & w_transpose;
   assign \$5406  = \$5405  & skew12_7_v;
-  assign \$5407  = skew12_7_bank == \port$22307$2 [4];
+  assign \$5407  = skew12_7_bank == \port$22246$2 [4];
   assign \$5408  = \$5406  & \$5407 ;
   assign \$5409  = w_en & w_transpose;
   assign \$5411  = \$5410  & skew12_8_v;
-  assign \$5412  = skew12_8_bank == \port$22307$2 [4];
+  assign \$5412  = skew12_8_bank == \port$22246$2 [4];
   assign \$5413  = \$5411  & \$5412 ;
   assign \$5414  = w_en & w_transpose;
   assign \$5416  = \$5415  & skew12_9_v;
-  assign \$5417  = skew12_9_bank == \port$22307$2 [4];
+  assign \$5417  = skew12_9_bank == \port$22246$2 [4];
   assign \$5418  = \$5416  & \$5417 ;
   assign \$5419  = w_en & w_transpose;
   assign \$5421  = \$5420  & skew12_10_v;
-  assign \$5422  = skew12_10_bank == \port$22307$2 [4];
+  assign \$5422  = skew12_10_bank == \port$22246$2 [4];
   assign \$5423  = \$5421  & \$5422 ;
   assign \$5424  = w_en & w_transpose;
-  assign \$5425  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$5425  = \port$22246$2 [3:0] >= 1'h1;
   assign \$5426  = \$5424  & \$5425 ;
   assign \$5427  = \$5426  & skew12_11_v;
-  assign \$5428  = skew12_11_bank == \port$22307$2 [4];
+  assign \$5428  = skew12_11_bank == \port$22246$2 [4];
   assign \$5429  = \$5427  & \$5428 ;
   assign \$5430  = w_en & w_transpose;
-  assign \$5431  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$5431  = \port$22246$2 [3:0] >= 2'h2;
   assign \$5432  = \$5430  & \$5431 ;
   assign \$5433  = \$5432  & pe12_0_v;
-  assign \$5434  = pe12_0_bank == \port$22307$2 [4];
+  assign \$5434  = pe12_0_bank == \port$22246$2 [4];
   assign \$5435  = \$5433  & \$5434 ;
   assign \$5436  = w_en & w_transpose;
-  assign \$5437  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$5437  = \port$22246$2 [3:0] >= 2'h3;
   assign \$5438  = \$5436  & \$5437 ;
   assign \$5439  = \$5438  & pe12_1_v;
-  assign \$5440  = pe12_1_bank == \port$22307$2 [4];
+  assign \$5440  = pe12_1_bank == \port$22246$2 [4];
   assign \$5441  = \$5439  & \$5440 ;
   assign \$5442  = w_en & w_transpose;
-  assign \$5443  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$5443  = \port$22246$2 [3:0] >= 3'h4;
   assign \$5444  = \$5442  & \$5443 ;
   assign \$5445  = \$5444  & pe12_2_v;
-  assign \$5446  = pe12_2_bank == \port$22307$2 [4];
+  assign \$5446  = pe12_2_bank == \port$22246$2 [4];
   assign \$5447  = \$5445  & \$5446 ;
   assign \$5448  = w_en & w_transpose;
-  assign \$5449  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$5449  = \port$22246$2 [3:0] >= 3'h5;
   assign \$5450  = \$5448  & \$5449 ;
   assign \$5451  = \$5450  & pe12_3_v;
-  assign \$5452  = pe12_3_bank == \port$22307$2 [4];
+  assign \$5452  = pe12_3_bank == \port$22246$2 [4];
   assign \$5453  = \$5451  & \$5452 ;
   assign \$5454  = w_en & w_transpose;
-  assign \$5455  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$5455  = \port$22246$2 [3:0] >= 3'h6;
   assign \$5456  = \$5454  & \$5455 ;
   assign \$5457  = \$5456  & pe12_4_v;
-  assign \$5458  = pe12_4_bank == \port$22307$2 [4];
+  assign \$5458  = pe12_4_bank == \port$22246$2 [4];
   assign \$5459  = \$5457  & \$5458 ;
   assign \$5460  = w_en & w_transpose;
-  assign \$5461  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$5461  = \port$22246$2 [3:0] >= 3'h7;
   assign \$5462  = \$5460  & \$5461 ;
   assign \$5463  = \$5462  & pe12_5_v;
-  assign \$5464  = pe12_5_bank == \port$22307$2 [4];
+  assign \$5464  = pe12_5_bank == \port$22246$2 [4];
   assign \$5465  = \$5463  & \$5464 ;
   assign \$5466  = w_en & w_transpose;
-  assign \$5467  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$5467  = \port$22246$2 [3:0] >= 4'h8;
   assign \$5468  = \$5466  & \$5467 ;
   assign \$5469  = \$5468  & pe12_6_v;
-  assign \$5470  = pe12_6_bank == \port$22307$2 [4];
+  assign \$5470  = pe12_6_bank == \port$22246$2 [4];
   assign \$5471  = \$5469  & \$5470 ;
   assign \$5472  = w_en & w_transpose;
-  assign \$5473  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$5473  = \port$22246$2 [3:0] >= 4'h9;
   assign \$5474  = \$5472  & \$5473 ;
   assign \$5475  = \$5474  & pe12_7_v;
-  assign \$5476  = pe12_7_bank == \port$22307$2 [4];
+  assign \$5476  = pe12_7_bank == \port$22246$2 [4];
   assign \$5477  = \$5475  & \$5476 ;
   assign \$5478  = w_en & w_transpose;
-  assign \$5479  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$5479  = \port$22246$2 [3:0] >= 4'ha;
   assign \$5480  = \$5478  & \$5479 ;
   assign \$5481  = \$5480  & pe12_8_v;
-  assign \$5482  = pe12_8_bank == \port$22307$2 [4];
+  assign \$5482  = pe12_8_bank == \port$22246$2 [4];
   assign \$5483  = \$5481  & \$5482 ;
   assign \$5484  = w_en & w_transpose;
-  assign \$5485  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$5485  = \port$22246$2 [3:0] >= 4'hb;
   assign \$5486  = \$5484  & \$5485 ;
   assign \$5487  = \$5486  & pe12_9_v;
-  assign \$5488  = pe12_9_bank == \port$22307$2 [4];
+  assign \$5488  = pe12_9_bank == \port$22246$2 [4];
   assign \$5489  = \$5487  & \$5488 ;
   assign \$5490  = w_en & w_transpose;
-  assign \$5491  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$5491  = \port$22246$2 [3:0] >= 4'hc;
   assign \$5492  = \$5490  & \$5491 ;
   assign \$5493  = \$5492  & pe12_10_v;
-  assign \$5494  = pe12_10_bank == \port$22307$2 [4];
+  assign \$5494  = pe12_10_bank == \port$22246$2 [4];
   assign \$5495  = \$5493  & \$5494 ;
   assign \$5496  = w_en & w_transpose;
-  assign \$5497  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$5497  = \port$22246$2 [3:0] >= 4'hd;
   assign \$5498  = \$5496  & \$5497 ;
   assign \$5499  = \$5498  & pe12_11_v;
-  assign \$5500  = pe12_11_bank == \port$22307$2 [4];
+  assign \$5500  = pe12_11_bank == \port$22246$2 [4];
   assign \$5501  = \$5499  & \$5500 ;
   assign \$5502  = w_en & w_transpose;
-  assign \$5503  = \port$22307$2 [3:0] >= 4'he;
+  assign \$5503  = \port$22246$2 [3:0] >= 4'he;
   assign \$5504  = \$5502  & \$5503 ;
   assign \$5505  = \$5504  & pe12_12_v;
-  assign \$5506  = pe12_12_bank == \port$22307$2 [4];
+  assign \$5506  = pe12_12_bank == \port$22246$2 [4];
   assign \$5507  = \$5505  & \$5506 ;
   assign \$5508  = w_en & w_transpose;
-  assign \$5509  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$5509  = \port$22246$2 [3:0] >= 4'hf;
   assign \$5510  = \$5508  & \$5509 ;
   assign \$5511  = \$5510  & pe12_13_v;
-  assign \$5512  = pe12_13_bank == \port$22307$2 [4];
+  assign \$5512  = pe12_13_bank == \port$22246$2 [4];
   assign \$5513  = \$5511  & \$5512 ;
   assign \$5514  = ~ w_transpose;
   assign \$5515  = w_en & \$5514 ;
-  assign \$5516  = \port$22307$2 [3:0] == 4'hd;
+  assign \$5516  = \port$22246$2 [3:0] == 4'hd;
   assign \$5517  = \$5515  & \$5516 ;
-  assign \$5520  = skew13_0_bank == \port$22307$2 [4];
+  assign \$5520  = skew13_0_bank == \port$22246$2 [4];
   assign \$5521  = skew13_0_v & \$5520 ;
-  assign \$5522  = skew13_1_bank == \port$22307$2 [4];
+  assign \$5522  = skew13_1_bank == \port$22246$2 [4];
   assign \$5523  = skew13_1_v & \$5522 ;
-  assign \$5524  = skew13_2_bank == \port$22307$2 [4];
+  assign \$5524  = skew13_2_bank == \port$22246$2 [4];
   assign \$5525  = skew13_2_v & \$5524 ;
-  assign \$5526  = skew13_3_bank == \port$22307$2 [4];
+  assign \$5526  = skew13_3_bank == \port$22246$2 [4];
   assign \$5527  = skew13_3_v & \$5526 ;
-  assign \$5528  = skew13_4_bank == \port$22307$2 [4];
+  assign \$5528  = skew13_4_bank == \port$22246$2 [4];
   assign \$5529  = skew13_4_v & \$5528 ;
-  assign \$5530  = skew13_5_bank == \port$22307$2 [4];
+  assign \$5530  = skew13_5_bank == \port$22246$2 [4];
   assign \$5531  = skew13_5_v & \$5530 ;
-  assign \$5532  = skew13_6_bank == \port$22307$2 [4];
+  assign \$5532  = skew13_6_bank == \port$22246$2 [4];
   assign \$5533  = skew13_6_v & \$5532 ;
-  assign \$5534  = skew13_7_bank == \port$22307$2 [4];
+  assign \$5534  = skew13_7_bank == \port$22246$2 [4];
   assign \$5535  = skew13_7_v & \$5534 ;
-  assign \$5536  = skew13_8_bank == \port$22307$2 [4];
+  assign \$5536  = skew13_8_bank == \port$22246$2 [4];
   assign \$5537  = skew13_8_v & \$5536 ;
-  assign \$5538  = skew13_9_bank == \port$22307$2 [4];
+  assign \$5538  = skew13_9_bank == \port$22246$2 [4];
   assign \$5539  = skew13_9_v & \$5538 ;
-  assign \$5540  = skew13_10_bank == \port$22307$2 [4];
+  assign \$5540  = skew13_10_bank == \port$22246$2 [4];
   assign \$5541  = skew13_10_v & \$5540 ;
-  assign \$5542  = skew13_11_bank == \port$22307$2 [4];
+  assign \$5542  = skew13_11_bank == \port$22246$2 [4];
   assign \$5543  = skew13_11_v & \$5542 ;
-  assign \$5544  = skew13_12_bank == \port$22307$2 [4];
+  assign \$5544  = skew13_12_bank == \port$22246$2 [4];
   assign \$5545  = skew13_12_v & \$5544 ;
-  assign \$5546  = pe13_0_bank == \port$22307$2 [4];
+  assign \$5546  = pe13_0_bank == \port$22246$2 [4];
   assign \$5547  = pe13_0_v & \$5546 ;
-  assign \$5548  = pe13_1_bank == \port$22307$2 [4];
+  assign \$5548  = pe13_1_bank == \port$22246$2 [4];
   assign \$5549  = pe13_1_v & \$5548 ;
-  assign \$5550  = pe13_2_bank == \port$22307$2 [4];
+  assign \$5550  = pe13_2_bank == \port$22246$2 [4];
   assign \$5551  = pe13_2_v & \$5550 ;
-  assign \$5552  = pe13_3_bank == \port$22307$2 [4];
+  assign \$5552  = pe13_3_bank == \port$22246$2 [4];
   assign \$5553  = pe13_3_v & \$5552 ;
-  assign \$5554  = pe13_4_bank == \port$22307$2 [4];
+  assign \$5554  = pe13_4_bank == \port$22246$2 [4];
   assign \$5555  = pe13_4_v & \$5554 ;
-  assign \$5556  = pe13_5_bank == \port$22307$2 [4];
+  assign \$5556  = pe13_5_bank == \port$22246$2 [4];
   assign \$5557  = pe13_5_v & \$5556 ;
-  assign \$5558  = pe13_6_bank == \port$22307$2 [4];
+  assign \$5558  = pe13_6_bank == \port$22246$2 [4];
   assign \$5559  = pe13_6_v & \$5558 ;
-  assign \$5560  = pe13_7_bank == \port$22307$2 [4];
+  assign \$5560  = pe13_7_bank == \port$22246$2 [4];
   assign \$5561  = pe13_7_v & \$5560 ;
-  assign \$5562  = pe13_8_bank == \port$22307$2 [4];
+  assign \$5562  = pe13_8_bank == \port$22246$2 [4];
   assign \$5563  = pe13_8_v & \$5562 ;
-  assign \$5564  = pe13_9_bank == \port$22307$2 [4];
+  assign \$5564  = pe13_9_bank == \port$22246$2 [4];
   assign \$5565  = pe13_9_v & \$5564 ;
-  assign \$5566  = pe13_10_bank == \port$22307$2 [4];
+  assign \$5566  = pe13_10_bank == \port$22246$2 [4];
   assign \$5567  = pe13_10_v & \$5566 ;
-  assign \$5568  = pe13_11_bank == \port$22307$2 [4];
+  assign \$5568  = pe13_11_bank == \port$22246$2 [4];
   assign \$5569  = pe13_11_v & \$5568 ;
-  assign \$5570  = pe13_12_bank == \port$22307$2 [4];
+  assign \$5570  = pe13_12_bank == \port$22246$2 [4];
   assign \$5571  = pe13_12_v & \$5570 ;
-  assign \$5572  = pe13_13_bank == \port$22307$2 [4];
+  assign \$5572  = pe13_13_bank == \port$22246$2 [4];
   assign \$5573  = pe13_13_v & \$5572 ;
   assign \$5574  = | { \$5573 , \$5571 , \$5569 , \$5567 , \$5565 , \$5563 , \$5561 , \$5559 , \$5557 , \$5555 , \$5553 , \$5551 , \$5549 , \$5547 , \$5545 , \$5543 , \$5541 , \$5539 , \$5537 , \$5535 , \$5533 , \$5531 , \$5529 , \$5527 , \$5525 , \$5523 , \$5521 , \$5519  };
   assign \$5575  = \$5517  & \$5574 ;
@@ -42989,201 +42989,201 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$5578  = \$5577  & a_valid;
   assign \$5581  = w_en & w_transpose;
   assign \$5583  = \$5582  & skew13_0_v;
-  assign \$5584  = skew13_0_bank == \port$22307$2 [4];
+  assign \$5584  = skew13_0_bank == \port$22246$2 [4];
   assign \$5585  = \$5583  & \$5584 ;
   assign \$5586  = w_en & w_transpose;
   assign \$5588  = \$5587  & skew13_1_v;
-  assign \$5589  = skew13_1_bank == \port$22307$2 [4];
+  assign \$5589  = skew13_1_bank == \port$22246$2 [4];
   assign \$5590  = \$5588  & \$5589 ;
   assign \$5591  = w_en & w_transpose;
   assign \$5593  = \$5592  & skew13_2_v;
-  assign \$5594  = skew13_2_bank == \port$22307$2 [4];
+  assign \$5594  = skew13_2_bank == \port$22246$2 [4];
   assign \$5595  = \$5593  & \$5594 ;
   assign \$5596  = w_en & w_transpose;
   assign \$5598  = \$5597  & skew13_3_v;
-  assign \$5599  = skew13_3_bank == \port$22307$2 [4];
+  assign \$5599  = skew13_3_bank == \port$22246$2 [4];
   assign \$5600  = \$5598  & \$5599 ;
   assign \$5601  = w_en & w_transpose;
   assign \$5603  = \$5602  & skew13_4_v;
-  assign \$5604  = skew13_4_bank == \port$22307$2 [4];
+  assign \$5604  = skew13_4_bank == \port$22246$2 [4];
   assign \$5605  = \$5603  & \$5604 ;
   assign \$5606  = w_en & w_transpose;
   assign \$5608  = \$5607  & skew13_5_v;
-  assign \$5609  = skew13_5_bank == \port$22307$2 [4];
+  assign \$5609  = skew13_5_bank == \port$22246$2 [4];
   assign \$5610  = \$5608  & \$5609 ;
   assign \$5611  = w_en & w_transpose;
   assign \$5613  = \$5612  & skew13_6_v;
-  assign \$5614  = skew13_6_bank == \port$22307$2 [4];
+  assign \$5614  = skew13_6_bank == \port$22246$2 [4];
   assign \$5615  = \$5613  & \$5614 ;
   assign \$5616  = w_en & w_transpose;
   assign \$5618  = \$5617  & skew13_7_v;
-  assign \$5619  = skew13_7_bank == \port$22307$2 [4];
+  assign \$5619  = skew13_7_bank == \port$22246$2 [4];
   assign \$5620  = \$5618  & \$5619 ;
   assign \$5621  = w_en & w_transpose;
   assign \$5623  = \$5622  & skew13_8_v;
-  assign \$5624  = skew13_8_bank == \port$22307$2 [4];
+  assign \$5624  = skew13_8_bank == \port$22246$2 [4];
   assign \$5625  = \$5623  & \$5624 ;
   assign \$5626  = w_en & w_transpose;
   assign \$5628  = \$5627  & skew13_9_v;
-  assign \$5629  = skew13_9_bank == \port$22307$2 [4];
+  assign \$5629  = skew13_9_bank == \port$22246$2 [4];
   assign \$5630  = \$5628  & \$5629 ;
   assign \$5631  = w_en & w_transpose;
   assign \$5633  = \$5632  & skew13_10_v;
-  assign \$5634  = skew13_10_bank == \port$22307$2 [4];
+  assign \$5634  = skew13_10_bank == \port$22246$2 [4];
   assign \$5635  = \$5633  & \$5634 ;
   assign \$5636  = w_en & w_transpose;
   assign \$5638  = \$5637  & skew13_11_v;
-  assign \$5639  = skew13_11_bank == \port$22307$2 [4];
+  assign \$5639  = skew13_11_bank == \port$22246$2 [4];
   assign \$5640  = \$5638  & \$5639 ;
   assign \$5641  = w_en & w_transpose;
-  assign \$5642  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$5642  = \port$22246$2 [3:0] >= 1'h1;
   assign \$5643  = \$5641  & \$5642 ;
   assign \$5644  = \$5643  & skew13_12_v;
-  assign \$5645  = skew13_12_bank == \port$22307$2 [4];
+  assign \$5645  = skew13_12_bank == \port$22246$2 [4];
   assign \$5646  = \$5644  & \$5645 ;
   assign \$5647  = w_en & w_transpose;
-  assign \$5648  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$5648  = \port$22246$2 [3:0] >= 2'h2;
   assign \$5649  = \$5647  & \$5648 ;
   assign \$5650  = \$5649  & pe13_0_v;
-  assign \$5651  = pe13_0_bank == \port$22307$2 [4];
+  assign \$5651  = pe13_0_bank == \port$22246$2 [4];
   assign \$5652  = \$5650  & \$5651 ;
   assign \$5653  = w_en & w_transpose;
-  assign \$5654  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$5654  = \port$22246$2 [3:0] >= 2'h3;
   assign \$5655  = \$5653  & \$5654 ;
   assign \$5656  = \$5655  & pe13_1_v;
-  assign \$5657  = pe13_1_bank == \port$22307$2 [4];
+  assign \$5657  = pe13_1_bank == \port$22246$2 [4];
   assign \$5658  = \$5656  & \$5657 ;
   assign \$5659  = w_en & w_transpose;
-  assign \$5660  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$5660  = \port$22246$2 [3:0] >= 3'h4;
   assign \$5661  = \$5659  & \$5660 ;
   assign \$5662  = \$5661  & pe13_2_v;
-  assign \$5663  = pe13_2_bank == \port$22307$2 [4];
+  assign \$5663  = pe13_2_bank == \port$22246$2 [4];
   assign \$5664  = \$5662  & \$5663 ;
   assign \$5665  = w_en & w_transpose;
-  assign \$5666  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$5666  = \port$22246$2 [3:0] >= 3'h5;
   assign \$5667  = \$5665  & \$5666 ;
   assign \$5668  = \$5667  & pe13_3_v;
-  assign \$5669  = pe13_3_bank == \port$22307$2 [4];
+  assign \$5669  = pe13_3_bank == \port$22246$2 [4];
   assign \$5670  = \$5668  & \$5669 ;
   assign \$5671  = w_en & w_transpose;
-  assign \$5672  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$5672  = \port$22246$2 [3:0] >= 3'h6;
   assign \$5673  = \$5671  & \$5672 ;
   assign \$5674  = \$5673  & pe13_4_v;
-  assign \$5675  = pe13_4_bank == \port$22307$2 [4];
+  assign \$5675  = pe13_4_bank == \port$22246$2 [4];
   assign \$5676  = \$5674  & \$5675 ;
   assign \$5677  = w_en & w_transpose;
-  assign \$5678  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$5678  = \port$22246$2 [3:0] >= 3'h7;
   assign \$5679  = \$5677  & \$5678 ;
   assign \$5680  = \$5679  & pe13_5_v;
-  assign \$5681  = pe13_5_bank == \port$22307$2 [4];
+  assign \$5681  = pe13_5_bank == \port$22246$2 [4];
   assign \$5682  = \$5680  & \$5681 ;
   assign \$5683  = w_en & w_transpose;
-  assign \$5684  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$5684  = \port$22246$2 [3:0] >= 4'h8;
   assign \$5685  = \$5683  & \$5684 ;
   assign \$5686  = \$5685  & pe13_6_v;
-  assign \$5687  = pe13_6_bank == \port$22307$2 [4];
+  assign \$5687  = pe13_6_bank == \port$22246$2 [4];
   assign \$5688  = \$5686  & \$5687 ;
   assign \$5689  = w_en & w_transpose;
-  assign \$5690  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$5690  = \port$22246$2 [3:0] >= 4'h9;
   assign \$5691  = \$5689  & \$5690 ;
   assign \$5692  = \$5691  & pe13_7_v;
-  assign \$5693  = pe13_7_bank == \port$22307$2 [4];
+  assign \$5693  = pe13_7_bank == \port$22246$2 [4];
   assign \$5694  = \$5692  & \$5693 ;
   assign \$5695  = w_en & w_transpose;
-  assign \$5696  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$5696  = \port$22246$2 [3:0] >= 4'ha;
   assign \$5697  = \$5695  & \$5696 ;
   assign \$5698  = \$5697  & pe13_8_v;
-  assign \$5699  = pe13_8_bank == \port$22307$2 [4];
+  assign \$5699  = pe13_8_bank == \port$22246$2 [4];
   assign \$5700  = \$5698  & \$5699 ;
   assign \$5701  = w_en & w_transpose;
-  assign \$5702  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$5702  = \port$22246$2 [3:0] >= 4'hb;
   assign \$5703  = \$5701  & \$5702 ;
   assign \$5704  = \$5703  & pe13_9_v;
-  assign \$5705  = pe13_9_bank == \port$22307$2 [4];
+  assign \$5705  = pe13_9_bank == \port$22246$2 [4];
   assign \$5706  = \$5704  & \$5705 ;
   assign \$5707  = w_en & w_transpose;
-  assign \$5708  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$5708  = \port$22246$2 [3:0] >= 4'hc;
   assign \$5709  = \$5707  & \$5708 ;
   assign \$5710  = \$5709  & pe13_10_v;
-  assign \$5711  = pe13_10_bank == \port$22307$2 [4];
+  assign \$5711  = pe13_10_bank == \port$22246$2 [4];
   assign \$5712  = \$5710  & \$5711 ;
   assign \$5713  = w_en & w_transpose;
-  assign \$5714  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$5714  = \port$22246$2 [3:0] >= 4'hd;
   assign \$5715  = \$5713  & \$5714 ;
   assign \$5716  = \$5715  & pe13_11_v;
-  assign \$5717  = pe13_11_bank == \port$22307$2 [4];
+  assign \$5717  = pe13_11_bank == \port$22246$2 [4];
   assign \$5718  = \$5716  & \$5717 ;
   assign \$5719  = w_en & w_transpose;
-  assign \$5720  = \port$22307$2 [3:0] >= 4'he;
+  assign \$5720  = \port$22246$2 [3:0] >= 4'he;
   assign \$5721  = \$5719  & \$5720 ;
   assign \$5722  = \$5721  & pe13_12_v;
-  assign \$5723  = pe13_12_bank == \port$22307$2 [4];
+  assign \$5723  = pe13_12_bank == \port$22246$2 [4];
   assign \$5724  = \$5722  & \$5723 ;
   assign \$5725  = w_en & w_transpose;
-  assign \$5726  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$5726  = \port$22246$2 [3:0] >= 4'hf;
   assign \$5727  = \$5725  & \$5726 ;
   assign \$5728  = \$5727  & pe13_13_v;
-  assign \$5729  = pe13_13_bank == \port$22307$2 [4];
+  assign \$5729  = pe13_13_bank == \port$22246$2 [4];
   assign \$5730  = \$5728  & \$5729 ;
   assign \$5731  = ~ w_transpose;
   assign \$5732  = w_en & \$5731 ;
-  assign \$5733  = \port$22307$2 [3:0] == 4'he;
+  assign \$5733  = \port$22246$2 [3:0] == 4'he;
   assign \$5734  = \$5732  & \$5733 ;
-  assign \$5737  = skew14_0_bank == \port$22307$2 [4];
+  assign \$5737  = skew14_0_bank == \port$22246$2 [4];
   assign \$5738  = skew14_0_v & \$5737 ;
-  assign \$5739  = skew14_1_bank == \port$22307$2 [4];
+  assign \$5739  = skew14_1_bank == \port$22246$2 [4];
   assign \$5740  = skew14_1_v & \$5739 ;
-  assign \$5741  = skew14_2_bank == \port$22307$2 [4];
+  assign \$5741  = skew14_2_bank == \port$22246$2 [4];
   assign \$5742  = skew14_2_v & \$5741 ;
-  assign \$5743  = skew14_3_bank == \port$22307$2 [4];
+  assign \$5743  = skew14_3_bank == \port$22246$2 [4];
   assign \$5744  = skew14_3_v & \$5743 ;
-  assign \$5745  = skew14_4_bank == \port$22307$2 [4];
+  assign \$5745  = skew14_4_bank == \port$22246$2 [4];
   assign \$5746  = skew14_4_v & \$5745 ;
-  assign \$5747  = skew14_5_bank == \port$22307$2 [4];
+  assign \$5747  = skew14_5_bank == \port$22246$2 [4];
   assign \$5748  = skew14_5_v & \$5747 ;
-  assign \$5749  = skew14_6_bank == \port$22307$2 [4];
+  assign \$5749  = skew14_6_bank == \port$22246$2 [4];
   assign \$5750  = skew14_6_v & \$5749 ;
-  assign \$5751  = skew14_7_bank == \port$22307$2 [4];
+  assign \$5751  = skew14_7_bank == \port$22246$2 [4];
   assign \$5752  = skew14_7_v & \$5751 ;
-  assign \$5753  = skew14_8_bank == \port$22307$2 [4];
+  assign \$5753  = skew14_8_bank == \port$22246$2 [4];
   assign \$5754  = skew14_8_v & \$5753 ;
-  assign \$5755  = skew14_9_bank == \port$22307$2 [4];
+  assign \$5755  = skew14_9_bank == \port$22246$2 [4];
   assign \$5756  = skew14_9_v & \$5755 ;
-  assign \$5757  = skew14_10_bank == \port$22307$2 [4];
+  assign \$5757  = skew14_10_bank == \port$22246$2 [4];
   assign \$5758  = skew14_10_v & \$5757 ;
-  assign \$5759  = skew14_11_bank == \port$22307$2 [4];
+  assign \$5759  = skew14_11_bank == \port$22246$2 [4];
   assign \$5760  = skew14_11_v & \$5759 ;
-  assign \$5761  = skew14_12_bank == \port$22307$2 [4];
+  assign \$5761  = skew14_12_bank == \port$22246$2 [4];
   assign \$5762  = skew14_12_v & \$5761 ;
-  assign \$5763  = skew14_13_bank == \port$22307$2 [4];
+  assign \$5763  = skew14_13_bank == \port$22246$2 [4];
   assign \$5764  = skew14_13_v & \$5763 ;
-  assign \$5765  = pe14_0_bank == \port$22307$2 [4];
+  assign \$5765  = pe14_0_bank == \port$22246$2 [4];
   assign \$5766  = pe14_0_v & \$5765 ;
-  assign \$5767  = pe14_1_bank == \port$22307$2 [4];
+  assign \$5767  = pe14_1_bank == \port$22246$2 [4];
   assign \$5768  = pe14_1_v & \$5767 ;
-  assign \$5769  = pe14_2_bank == \port$22307$2 [4];
+  assign \$5769  = pe14_2_bank == \port$22246$2 [4];
   assign \$5770  = pe14_2_v & \$5769 ;
-  assign \$5771  = pe14_3_bank == \port$22307$2 [4];
+  assign \$5771  = pe14_3_bank == \port$22246$2 [4];
   assign \$5772  = pe14_3_v & \$5771 ;
-  assign \$5773  = pe14_4_bank == \port$22307$2 [4];
+  assign \$5773  = pe14_4_bank == \port$22246$2 [4];
   assign \$5774  = pe14_4_v & \$5773 ;
-  assign \$5775  = pe14_5_bank == \port$22307$2 [4];
+  assign \$5775  = pe14_5_bank == \port$22246$2 [4];
   assign \$5776  = pe14_5_v & \$5775 ;
-  assign \$5777  = pe14_6_bank == \port$22307$2 [4];
+  assign \$5777  = pe14_6_bank == \port$22246$2 [4];
   assign \$5778  = pe14_6_v & \$5777 ;
-  assign \$5779  = pe14_7_bank == \port$22307$2 [4];
+  assign \$5779  = pe14_7_bank == \port$22246$2 [4];
   assign \$5780  = pe14_7_v & \$5779 ;
-  assign \$5781  = pe14_8_bank == \port$22307$2 [4];
+  assign \$5781  = pe14_8_bank == \port$22246$2 [4];
   assign \$5782  = pe14_8_v & \$5781 ;
-  assign \$5783  = pe14_9_bank == \port$22307$2 [4];
+  assign \$5783  = pe14_9_bank == \port$22246$2 [4];
   assign \$5784  = pe14_9_v & \$5783 ;
-  assign \$5785  = pe14_10_bank == \port$22307$2 [4];
+  assign \$5785  = pe14_10_bank == \port$22246$2 [4];
   assign \$5786  = pe14_10_v & \$5785 ;
-  assign \$5787  = pe14_11_bank == \port$22307$2 [4];
+  assign \$5787  = pe14_11_bank == \port$22246$2 [4];
   assign \$5788  = pe14_11_v & \$5787 ;
-  assign \$5789  = pe14_12_bank == \port$22307$2 [4];
+  assign \$5789  = pe14_12_bank == \port$22246$2 [4];
   assign \$5790  = pe14_12_v & \$5789 ;
-  assign \$5791  = pe14_13_bank == \port$22307$2 [4];
+  assign \$5791  = pe14_13_bank == \port$22246$2 [4];
   assign \$5792  = pe14_13_v & \$5791 ;
   assign \$5793  = | { \$5792 , \$5790 , \$5788 , \$5786 , \$5784 , \$5782 , \$5780 , \$5778 , \$5776 , \$5774 , \$5772 , \$5770 , \$5768 , \$5766 , \$5764 , \$5762 , \$5760 , \$5758 , \$5756 , \$5754 , \$5752 , \$5750 , \$5748 , \$5746 , \$5744 , \$5742 , \$5740 , \$5738 , \$5736  };
   assign \$5794  = \$5734  & \$5793 ;
@@ -43191,207 +43191,207 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$5797  = \$5796  & a_valid;
   assign \$5800  = w_en & w_transpose;
   assign \$5802  = \$5801  & skew14_0_v;
-  assign \$5803  = skew14_0_bank == \port$22307$2 [4];
+  assign \$5803  = skew14_0_bank == \port$22246$2 [4];
   assign \$5804  = \$5802  & \$5803 ;
   assign \$5805  = w_en & w_transpose;
   assign \$5807  = \$5806  & skew14_1_v;
-  assign \$5808  = skew14_1_bank == \port$22307$2 [4];
+  assign \$5808  = skew14_1_bank == \port$22246$2 [4];
   assign \$5809  = \$5807  & \$5808 ;
   assign \$5810  = w_en & w_transpose;
   assign \$5812  = \$5811  & skew14_2_v;
-  assign \$5813  = skew14_2_bank == \port$22307$2 [4];
+  assign \$5813  = skew14_2_bank == \port$22246$2 [4];
   assign \$5814  = \$5812  & \$5813 ;
   assign \$5815  = w_en & w_transpose;
   assign \$5817  = \$5816  & skew14_3_v;
-  assign \$5818  = skew14_3_bank == \port$22307$2 [4];
+  assign \$5818  = skew14_3_bank == \port$22246$2 [4];
   assign \$5819  = \$5817  & \$5818 ;
   assign \$5820  = w_en & w_transpose;
   assign \$5822  = \$5821  & skew14_4_v;
-  assign \$5823  = skew14_4_bank == \port$22307$2 [4];
+  assign \$5823  = skew14_4_bank == \port$22246$2 [4];
   assign \$5824  = \$5822  & \$5823 ;
   assign \$5825  = w_en & w_transpose;
   assign \$5827  = \$5826  & skew14_5_v;
-  assign \$5828  = skew14_5_bank == \port$22307$2 [4];
+  assign \$5828  = skew14_5_bank == \port$22246$2 [4];
   assign \$5829  = \$5827  & \$5828 ;
   assign \$5830  = w_en & w_transpose;
   assign \$5832  = \$5831  & skew14_6_v;
-  assign \$5833  = skew14_6_bank == \port$22307$2 [4];
+  assign \$5833  = skew14_6_bank == \port$22246$2 [4];
   assign \$5834  = \$5832  & \$5833 ;
   assign \$5835  = w_en & w_transpose;
   assign \$5837  = \$5836  & skew14_7_v;
-  assign \$5838  = skew14_7_bank == \port$22307$2 [4];
+  assign \$5838  = skew14_7_bank == \port$22246$2 [4];
   assign \$5839  = \$5837  & \$5838 ;
   assign \$5840  = w_en & w_transpose;
   assign \$5842  = \$5841  & skew14_8_v;
-  assign \$5843  = skew14_8_bank == \port$22307$2 [4];
+  assign \$5843  = skew14_8_bank == \port$22246$2 [4];
   assign \$5844  = \$5842  & \$5843 ;
   assign \$5845  = w_en & w_transpose;
   assign \$5847  = \$5846  & skew14_9_v;
-  assign \$5848  = skew14_9_bank == \port$22307$2 [4];
+  assign \$5848  = skew14_9_bank == \port$22246$2 [4];
   assign \$5849  = \$5847  & \$5848 ;
   assign \$5850  = w_en & w_transpose;
   assign \$5852  = \$5851  & skew14_10_v;
-  assign \$5853  = skew14_10_bank == \port$22307$2 [4];
+  assign \$5853  = skew14_10_bank == \port$22246$2 [4];
   assign \$5854  = \$5852  & \$5853 ;
   assign \$5855  = w_en & w_transpose;
   assign \$5857  = \$5856  & skew14_11_v;
-  assign \$5858  = skew14_11_bank == \port$22307$2 [4];
+  assign \$5858  = skew14_11_bank == \port$22246$2 [4];
   assign \$5859  = \$5857  & \$5858 ;
   assign \$5860  = w_en & w_transpose;
   assign \$5862  = \$5861  & skew14_12_v;
-  assign \$5863  = skew14_12_bank == \port$22307$2 [4];
+  assign \$5863  = skew14_12_bank == \port$22246$2 [4];
   assign \$5864  = \$5862  & \$5863 ;
   assign \$5865  = w_en & w_transpose;
-  assign \$5866  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$5866  = \port$22246$2 [3:0] >= 1'h1;
   assign \$5867  = \$5865  & \$5866 ;
   assign \$5868  = \$5867  & skew14_13_v;
-  assign \$5869  = skew14_13_bank == \port$22307$2 [4];
+  assign \$5869  = skew14_13_bank == \port$22246$2 [4];
   assign \$5870  = \$5868  & \$5869 ;
   assign \$5871  = w_en & w_transpose;
-  assign \$5872  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$5872  = \port$22246$2 [3:0] >= 2'h2;
   assign \$5873  = \$5871  & \$5872 ;
   assign \$5874  = \$5873  & pe14_0_v;
-  assign \$5875  = pe14_0_bank == \port$22307$2 [4];
+  assign \$5875  = pe14_0_bank == \port$22246$2 [4];
   assign \$5876  = \$5874  & \$5875 ;
   assign \$5877  = w_en & w_transpose;
-  assign \$5878  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$5878  = \port$22246$2 [3:0] >= 2'h3;
   assign \$5879  = \$5877  & \$5878 ;
   assign \$5880  = \$5879  & pe14_1_v;
-  assign \$5881  = pe14_1_bank == \port$22307$2 [4];
+  assign \$5881  = pe14_1_bank == \port$22246$2 [4];
   assign \$5882  = \$5880  & \$5881 ;
   assign \$5883  = w_en & w_transpose;
-  assign \$5884  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$5884  = \port$22246$2 [3:0] >= 3'h4;
   assign \$5885  = \$5883  & \$5884 ;
   assign \$5886  = \$5885  & pe14_2_v;
-  assign \$5887  = pe14_2_bank == \port$22307$2 [4];
+  assign \$5887  = pe14_2_bank == \port$22246$2 [4];
   assign \$5888  = \$5886  & \$5887 ;
   assign \$5889  = w_en & w_transpose;
-  assign \$5890  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$5890  = \port$22246$2 [3:0] >= 3'h5;
   assign \$5891  = \$5889  & \$5890 ;
   assign \$5892  = \$5891  & pe14_3_v;
-  assign \$5893  = pe14_3_bank == \port$22307$2 [4];
+  assign \$5893  = pe14_3_bank == \port$22246$2 [4];
   assign \$5894  = \$5892  & \$5893 ;
   assign \$5895  = w_en & w_transpose;
-  assign \$5896  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$5896  = \port$22246$2 [3:0] >= 3'h6;
   assign \$5897  = \$5895  & \$5896 ;
   assign \$5898  = \$5897  & pe14_4_v;
-  assign \$5899  = pe14_4_bank == \port$22307$2 [4];
+  assign \$5899  = pe14_4_bank == \port$22246$2 [4];
   assign \$5900  = \$5898  & \$5899 ;
   assign \$5901  = w_en & w_transpose;
-  assign \$5902  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$5902  = \port$22246$2 [3:0] >= 3'h7;
   assign \$5903  = \$5901  & \$5902 ;
   assign \$5904  = \$5903  & pe14_5_v;
-  assign \$5905  = pe14_5_bank == \port$22307$2 [4];
+  assign \$5905  = pe14_5_bank == \port$22246$2 [4];
   assign \$5906  = \$5904  & \$5905 ;
   assign \$5907  = w_en & w_transpose;
-  assign \$5908  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$5908  = \port$22246$2 [3:0] >= 4'h8;
   assign \$5909  = \$5907  & \$5908 ;
   assign \$5910  = \$5909  & pe14_6_v;
-  assign \$5911  = pe14_6_bank == \port$22307$2 [4];
+  assign \$5911  = pe14_6_bank == \port$22246$2 [4];
   assign \$5912  = \$5910  & \$5911 ;
   assign \$5913  = w_en & w_transpose;
-  assign \$5914  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$5914  = \port$22246$2 [3:0] >= 4'h9;
   assign \$5915  = \$5913  & \$5914 ;
   assign \$5916  = \$5915  & pe14_7_v;
-  assign \$5917  = pe14_7_bank == \port$22307$2 [4];
+  assign \$5917  = pe14_7_bank == \port$22246$2 [4];
   assign \$5918  = \$5916  & \$5917 ;
   assign \$5919  = w_en & w_transpose;
-  assign \$5920  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$5920  = \port$22246$2 [3:0] >= 4'ha;
   assign \$5921  = \$5919  & \$5920 ;
   assign \$5922  = \$5921  & pe14_8_v;
-  assign \$5923  = pe14_8_bank == \port$22307$2 [4];
+  assign \$5923  = pe14_8_bank == \port$22246$2 [4];
   assign \$5924  = \$5922  & \$5923 ;
   assign \$5925  = w_en & w_transpose;
-  assign \$5926  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$5926  = \port$22246$2 [3:0] >= 4'hb;
   assign \$5927  = \$5925  & \$5926 ;
   assign \$5928  = \$5927  & pe14_9_v;
-  assign \$5929  = pe14_9_bank == \port$22307$2 [4];
+  assign \$5929  = pe14_9_bank == \port$22246$2 [4];
   assign \$5930  = \$5928  & \$5929 ;
   assign \$5931  = w_en & w_transpose;
-  assign \$5932  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$5932  = \port$22246$2 [3:0] >= 4'hc;
   assign \$5933  = \$5931  & \$5932 ;
   assign \$5934  = \$5933  & pe14_10_v;
-  assign \$5935  = pe14_10_bank == \port$22307$2 [4];
+  assign \$5935  = pe14_10_bank == \port$22246$2 [4];
   assign \$5936  = \$5934  & \$5935 ;
   assign \$5937  = w_en & w_transpose;
-  assign \$5938  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$5938  = \port$22246$2 [3:0] >= 4'hd;
   assign \$5939  = \$5937  & \$5938 ;
   assign \$5940  = \$5939  & pe14_11_v;
-  assign \$5941  = pe14_11_bank == \port$22307$2 [4];
+  assign \$5941  = pe14_11_bank == \port$22246$2 [4];
   assign \$5942  = \$5940  & \$5941 ;
   assign \$5943  = w_en & w_transpose;
-  assign \$5944  = \port$22307$2 [3:0] >= 4'he;
+  assign \$5944  = \port$22246$2 [3:0] >= 4'he;
   assign \$5945  = \$5943  & \$5944 ;
   assign \$5946  = \$5945  & pe14_12_v;
-  assign \$5947  = pe14_12_bank == \port$22307$2 [4];
+  assign \$5947  = pe14_12_bank == \port$22246$2 [4];
   assign \$5948  = \$5946  & \$5947 ;
   assign \$5949  = w_en & w_transpose;
-  assign \$5950  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$5950  = \port$22246$2 [3:0] >= 4'hf;
   assign \$5951  = \$5949  & \$5950 ;
   assign \$5952  = \$5951  & pe14_13_v;
-  assign \$5953  = pe14_13_bank == \port$22307$2 [4];
+  assign \$5953  = pe14_13_bank == \port$22246$2 [4];
   assign \$5954  = \$5952  & \$5953 ;
   assign \$5955  = ~ w_transpose;
   assign \$5956  = w_en & \$5955 ;
-  assign \$5957  = \port$22307$2 [3:0] == 4'hf;
+  assign \$5957  = \port$22246$2 [3:0] == 4'hf;
   assign \$5958  = \$5956  & \$5957 ;
-  assign \$5961  = skew15_0_bank == \port$22307$2 [4];
+  assign \$5961  = skew15_0_bank == \port$22246$2 [4];
   assign \$5962  = skew15_0_v & \$5961 ;
-  assign \$5963  = skew15_1_bank == \port$22307$2 [4];
+  assign \$5963  = skew15_1_bank == \port$22246$2 [4];
   assign \$5964  = skew15_1_v & \$5963 ;
-  assign \$5965  = skew15_2_bank == \port$22307$2 [4];
+  assign \$5965  = skew15_2_bank == \port$22246$2 [4];
   assign \$5966  = skew15_2_v & \$5965 ;
-  assign \$5967  = skew15_3_bank == \port$22307$2 [4];
+  assign \$5967  = skew15_3_bank == \port$22246$2 [4];
   assign \$5968  = skew15_3_v & \$5967 ;
-  assign \$5969  = skew15_4_bank == \port$22307$2 [4];
+  assign \$5969  = skew15_4_bank == \port$22246$2 [4];
   assign \$5970  = skew15_4_v & \$5969 ;
-  assign \$5971  = skew15_5_bank == \port$22307$2 [4];
+  assign \$5971  = skew15_5_bank == \port$22246$2 [4];
   assign \$5972  = skew15_5_v & \$5971 ;
-  assign \$5973  = skew15_6_bank == \port$22307$2 [4];
+  assign \$5973  = skew15_6_bank == \port$22246$2 [4];
   assign \$5974  = skew15_6_v & \$5973 ;
-  assign \$5975  = skew15_7_bank == \port$22307$2 [4];
+  assign \$5975  = skew15_7_bank == \port$22246$2 [4];
   assign \$5976  = skew15_7_v & \$5975 ;
-  assign \$5977  = skew15_8_bank == \port$22307$2 [4];
+  assign \$5977  = skew15_8_bank == \port$22246$2 [4];
   assign \$5978  = skew15_8_v & \$5977 ;
-  assign \$5979  = skew15_9_bank == \port$22307$2 [4];
+  assign \$5979  = skew15_9_bank == \port$22246$2 [4];
   assign \$5980  = skew15_9_v & \$5979 ;
-  assign \$5981  = skew15_10_bank == \port$22307$2 [4];
+  assign \$5981  = skew15_10_bank == \port$22246$2 [4];
   assign \$5982  = skew15_10_v & \$5981 ;
-  assign \$5983  = skew15_11_bank == \port$22307$2 [4];
+  assign \$5983  = skew15_11_bank == \port$22246$2 [4];
   assign \$5984  = skew15_11_v & \$5983 ;
-  assign \$5985  = skew15_12_bank == \port$22307$2 [4];
+  assign \$5985  = skew15_12_bank == \port$22246$2 [4];
   assign \$5986  = skew15_12_v & \$5985 ;
-  assign \$5987  = skew15_13_bank == \port$22307$2 [4];
+  assign \$5987  = skew15_13_bank == \port$22246$2 [4];
   assign \$5988  = skew15_13_v & \$5987 ;
-  assign \$5989  = skew15_14_bank == \port$22307$2 [4];
+  assign \$5989  = skew15_14_bank == \port$22246$2 [4];
   assign \$5990  = skew15_14_v & \$5989 ;
-  assign \$5991  = pe15_0_bank == \port$22307$2 [4];
+  assign \$5991  = pe15_0_bank == \port$22246$2 [4];
   assign \$5992  = pe15_0_v & \$5991 ;
-  assign \$5993  = pe15_1_bank == \port$22307$2 [4];
+  assign \$5993  = pe15_1_bank == \port$22246$2 [4];
   assign \$5994  = pe15_1_v & \$5993 ;
-  assign \$5995  = pe15_2_bank == \port$22307$2 [4];
+  assign \$5995  = pe15_2_bank == \port$22246$2 [4];
   assign \$5996  = pe15_2_v & \$5995 ;
-  assign \$5997  = pe15_3_bank == \port$22307$2 [4];
+  assign \$5997  = pe15_3_bank == \port$22246$2 [4];
   assign \$5998  = pe15_3_v & \$5997 ;
-  assign \$5999  = pe15_4_bank == \port$22307$2 [4];
+  assign \$5999  = pe15_4_bank == \port$22246$2 [4];
   assign \$6000  = pe15_4_v & \$5999 ;
-  assign \$6001  = pe15_5_bank == \port$22307$2 [4];
+  assign \$6001  = pe15_5_bank == \port$22246$2 [4];
   assign \$6002  = pe15_5_v & \$6001 ;
-  assign \$6003  = pe15_6_bank == \port$22307$2 [4];
+  assign \$6003  = pe15_6_bank == \port$22246$2 [4];
   assign \$6004  = pe15_6_v & \$6003 ;
-  assign \$6005  = pe15_7_bank == \port$22307$2 [4];
+  assign \$6005  = pe15_7_bank == \port$22246$2 [4];
   assign \$6006  = pe15_7_v & \$6005 ;
-  assign \$6007  = pe15_8_bank == \port$22307$2 [4];
+  assign \$6007  = pe15_8_bank == \port$22246$2 [4];
   assign \$6008  = pe15_8_v & \$6007 ;
-  assign \$6009  = pe15_9_bank == \port$22307$2 [4];
+  assign \$6009  = pe15_9_bank == \port$22246$2 [4];
   assign \$6010  = pe15_9_v & \$6009 ;
-  assign \$6011  = pe15_10_bank == \port$22307$2 [4];
+  assign \$6011  = pe15_10_bank == \port$22246$2 [4];
   assign \$6012  = pe15_10_v & \$6011 ;
-  assign \$6013  = pe15_11_bank == \port$22307$2 [4];
+  assign \$6013  = pe15_11_bank == \port$22246$2 [4];
   assign \$6014  = pe15_11_v & \$6013 ;
-  assign \$6015  = pe15_12_bank == \port$22307$2 [4];
+  assign \$6015  = pe15_12_bank == \port$22246$2 [4];
   assign \$6016  = pe15_12_v & \$6015 ;
-  assign \$6017  = pe15_13_bank == \port$22307$2 [4];
+  assign \$6017  = pe15_13_bank == \port$22246$2 [4];
   assign \$6018  = pe15_13_v & \$6017 ;
   assign \$6019  = | { \$6018 , \$6016 , \$6014 , \$6012 , \$6010 , \$6008 , \$6006 , \$6004 , \$6002 , \$6000 , \$5998 , \$5996 , \$5994 , \$5992 , \$5990 , \$5988 , \$5986 , \$5984 , \$5982 , \$5980 , \$5978 , \$5976 , \$5974 , \$5972 , \$5970 , \$5968 , \$5966 , \$5964 , \$5962 , \$5960  };
   assign \$6020  = \$5958  & \$6019 ;
@@ -43399,149 +43399,149 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$6023  = \$6022  & a_valid;
   assign \$6026  = w_en & w_transpose;
   assign \$6028  = \$6027  & skew15_0_v;
-  assign \$6029  = skew15_0_bank == \port$22307$2 [4];
+  assign \$6029  = skew15_0_bank == \port$22246$2 [4];
   assign \$6030  = \$6028  & \$6029 ;
   assign \$6031  = w_en & w_transpose;
   assign \$6033  = \$6032  & skew15_1_v;
-  assign \$6034  = skew15_1_bank == \port$22307$2 [4];
+  assign \$6034  = skew15_1_bank == \port$22246$2 [4];
   assign \$6035  = \$6033  & \$6034 ;
   assign \$6036  = w_en & w_transpose;
   assign \$6038  = \$6037  & skew15_2_v;
-  assign \$6039  = skew15_2_bank == \port$22307$2 [4];
+  assign \$6039  = skew15_2_bank == \port$22246$2 [4];
   assign \$6040  = \$6038  & \$6039 ;
   assign \$6041  = w_en & w_transpose;
   assign \$6043  = \$6042  & skew15_3_v;
-  assign \$6044  = skew15_3_bank == \port$22307$2 [4];
+  assign \$6044  = skew15_3_bank == \port$22246$2 [4];
   assign \$6045  = \$6043  & \$6044 ;
   assign \$6046  = w_en & w_transpose;
   assign \$6048  = \$6047  & skew15_4_v;
-  assign \$6049  = skew15_4_bank == \port$22307$2 [4];
+  assign \$6049  = skew15_4_bank == \port$22246$2 [4];
   assign \$6050  = \$6048  & \$6049 ;
   assign \$6051  = w_en & w_transpose;
   assign \$6053  = \$6052  & skew15_5_v;
-  assign \$6054  = skew15_5_bank == \port$22307$2 [4];
+  assign \$6054  = skew15_5_bank == \port$22246$2 [4];
   assign \$6055  = \$6053  & \$6054 ;
   assign \$6056  = w_en & w_transpose;
   assign \$6058  = \$6057  & skew15_6_v;
-  assign \$6059  = skew15_6_bank == \port$22307$2 [4];
+  assign \$6059  = skew15_6_bank == \port$22246$2 [4];
   assign \$6060  = \$6058  & \$6059 ;
   assign \$6061  = w_en & w_transpose;
   assign \$6063  = \$6062  & skew15_7_v;
-  assign \$6064  = skew15_7_bank == \port$22307$2 [4];
+  assign \$6064  = skew15_7_bank == \port$22246$2 [4];
   assign \$6065  = \$6063  & \$6064 ;
   assign \$6066  = w_en & w_transpose;
   assign \$6068  = \$6067  & skew15_8_v;
-  assign \$6069  = skew15_8_bank == \port$22307$2 [4];
+  assign \$6069  = skew15_8_bank == \port$22246$2 [4];
   assign \$6070  = \$6068  & \$6069 ;
   assign \$6071  = w_en & w_transpose;
   assign \$6073  = \$6072  & skew15_9_v;
-  assign \$6074  = skew15_9_bank == \port$22307$2 [4];
+  assign \$6074  = skew15_9_bank == \port$22246$2 [4];
   assign \$6075  = \$6073  & \$6074 ;
   assign \$6076  = w_en & w_transpose;
   assign \$6078  = \$6077  & skew15_10_v;
-  assign \$6079  = skew15_10_bank == \port$22307$2 [4];
+  assign \$6079  = skew15_10_bank == \port$22246$2 [4];
   assign \$6080  = \$6078  & \$6079 ;
   assign \$6081  = w_en & w_transpose;
   assign \$6083  = \$6082  & skew15_11_v;
-  assign \$6084  = skew15_11_bank == \port$22307$2 [4];
+  assign \$6084  = skew15_11_bank == \port$22246$2 [4];
   assign \$6085  = \$6083  & \$6084 ;
   assign \$6086  = w_en & w_transpose;
   assign \$6088  = \$6087  & skew15_12_v;
-  assign \$6089  = skew15_12_bank == \port$22307$2 [4];
+  assign \$6089  = skew15_12_bank == \port$22246$2 [4];
   assign \$6090  = \$6088  & \$6089 ;
   assign \$6091  = w_en & w_transpose;
   assign \$6093  = \$6092  & skew15_13_v;
-  assign \$6094  = skew15_13_bank == \port$22307$2 [4];
+  assign \$6094  = skew15_13_bank == \port$22246$2 [4];
   assign \$6095  = \$6093  & \$6094 ;
   assign \$6096  = w_en & w_transpose;
-  assign \$6097  = \port$22307$2 [3:0] >= 1'h1;
+  assign \$6097  = \port$22246$2 [3:0] >= 1'h1;
   assign \$6098  = \$6096  & \$6097 ;
   assign \$6099  = \$6098  & skew15_14_v;
-  assign \$6100  = skew15_14_bank == \port$22307$2 [4];
+  assign \$6100  = skew15_14_bank == \port$22246$2 [4];
   assign \$6101  = \$6099  & \$6100 ;
   assign \$6102  = w_en & w_transpose;
-  assign \$6103  = \port$22307$2 [3:0] >= 2'h2;
+  assign \$6103  = \port$22246$2 [3:0] >= 2'h2;
   assign \$6104  = \$6102  & \$6103 ;
   assign \$6105  = \$6104  & pe15_0_v;
-  assign \$6106  = pe15_0_bank == \port$22307$2 [4];
+  assign \$6106  = pe15_0_bank == \port$22246$2 [4];
   assign \$6107  = \$6105  & \$6106 ;
   assign \$6108  = w_en & w_transpose;
-  assign \$6109  = \port$22307$2 [3:0] >= 2'h3;
+  assign \$6109  = \port$22246$2 [3:0] >= 2'h3;
   assign \$6110  = \$6108  & \$6109 ;
   assign \$6111  = \$6110  & pe15_1_v;
-  assign \$6112  = pe15_1_bank == \port$22307$2 [4];
+  assign \$6112  = pe15_1_bank == \port$22246$2 [4];
   assign \$6113  = \$6111  & \$6112 ;
   assign \$6114  = w_en & w_transpose;
-  assign \$6115  = \port$22307$2 [3:0] >= 3'h4;
+  assign \$6115  = \port$22246$2 [3:0] >= 3'h4;
   assign \$6116  = \$6114  & \$6115 ;
   assign \$6117  = \$6116  & pe15_2_v;
-  assign \$6118  = pe15_2_bank == \port$22307$2 [4];
+  assign \$6118  = pe15_2_bank == \port$22246$2 [4];
   assign \$6119  = \$6117  & \$6118 ;
   assign \$6120  = w_en & w_transpose;
-  assign \$6121  = \port$22307$2 [3:0] >= 3'h5;
+  assign \$6121  = \port$22246$2 [3:0] >= 3'h5;
   assign \$6122  = \$6120  & \$6121 ;
   assign \$6123  = \$6122  & pe15_3_v;
-  assign \$6124  = pe15_3_bank == \port$22307$2 [4];
+  assign \$6124  = pe15_3_bank == \port$22246$2 [4];
   assign \$6125  = \$6123  & \$6124 ;
   assign \$6126  = w_en & w_transpose;
-  assign \$6127  = \port$22307$2 [3:0] >= 3'h6;
+  assign \$6127  = \port$22246$2 [3:0] >= 3'h6;
   assign \$6128  = \$6126  & \$6127 ;
   assign \$6129  = \$6128  & pe15_4_v;
-  assign \$6130  = pe15_4_bank == \port$22307$2 [4];
+  assign \$6130  = pe15_4_bank == \port$22246$2 [4];
   assign \$6131  = \$6129  & \$6130 ;
   assign \$6132  = w_en & w_transpose;
-  assign \$6133  = \port$22307$2 [3:0] >= 3'h7;
+  assign \$6133  = \port$22246$2 [3:0] >= 3'h7;
   assign \$6134  = \$6132  & \$6133 ;
   assign \$6135  = \$6134  & pe15_5_v;
-  assign \$6136  = pe15_5_bank == \port$22307$2 [4];
+  assign \$6136  = pe15_5_bank == \port$22246$2 [4];
   assign \$6137  = \$6135  & \$6136 ;
   assign \$6138  = w_en & w_transpose;
-  assign \$6139  = \port$22307$2 [3:0] >= 4'h8;
+  assign \$6139  = \port$22246$2 [3:0] >= 4'h8;
   assign \$6140  = \$6138  & \$6139 ;
   assign \$6141  = \$6140  & pe15_6_v;
-  assign \$6142  = pe15_6_bank == \port$22307$2 [4];
+  assign \$6142  = pe15_6_bank == \port$22246$2 [4];
   assign \$6143  = \$6141  & \$6142 ;
   assign \$6144  = w_en & w_transpose;
-  assign \$6145  = \port$22307$2 [3:0] >= 4'h9;
+  assign \$6145  = \port$22246$2 [3:0] >= 4'h9;
   assign \$6146  = \$6144  & \$6145 ;
   assign \$6147  = \$6146  & pe15_7_v;
-  assign \$6148  = pe15_7_bank == \port$22307$2 [4];
+  assign \$6148  = pe15_7_bank == \port$22246$2 [4];
   assign \$6149  = \$6147  & \$6148 ;
   assign \$6150  = w_en & w_transpose;
-  assign \$6151  = \port$22307$2 [3:0] >= 4'ha;
+  assign \$6151  = \port$22246$2 [3:0] >= 4'ha;
   assign \$6152  = \$6150  & \$6151 ;
   assign \$6153  = \$6152  & pe15_8_v;
-  assign \$6154  = pe15_8_bank == \port$22307$2 [4];
+  assign \$6154  = pe15_8_bank == \port$22246$2 [4];
   assign \$6155  = \$6153  & \$6154 ;
   assign \$6156  = w_en & w_transpose;
-  assign \$6157  = \port$22307$2 [3:0] >= 4'hb;
+  assign \$6157  = \port$22246$2 [3:0] >= 4'hb;
   assign \$6158  = \$6156  & \$6157 ;
   assign \$6159  = \$6158  & pe15_9_v;
-  assign \$6160  = pe15_9_bank == \port$22307$2 [4];
+  assign \$6160  = pe15_9_bank == \port$22246$2 [4];
   assign \$6161  = \$6159  & \$6160 ;
   assign \$6162  = w_en & w_transpose;
-  assign \$6163  = \port$22307$2 [3:0] >= 4'hc;
+  assign \$6163  = \port$22246$2 [3:0] >= 4'hc;
   assign \$6164  = \$6162  & \$6163 ;
   assign \$6165  = \$6164  & pe15_10_v;
-  assign \$6166  = pe15_10_bank == \port$22307$2 [4];
+  assign \$6166  = pe15_10_bank == \port$22246$2 [4];
   assign \$6167  = \$6165  & \$6166 ;
   assign \$6168  = w_en & w_transpose;
-  assign \$6169  = \port$22307$2 [3:0] >= 4'hd;
+  assign \$6169  = \port$22246$2 [3:0] >= 4'hd;
   assign \$6170  = \$6168  & \$6169 ;
   assign \$6171  = \$6170  & pe15_11_v;
-  assign \$6172  = pe15_11_bank == \port$22307$2 [4];
+  assign \$6172  = pe15_11_bank == \port$22246$2 [4];
   assign \$6173  = \$6171  & \$6172 ;
   assign \$6174  = w_en & w_transpose;
-  assign \$6175  = \port$22307$2 [3:0] >= 4'he;
+  assign \$6175  = \port$22246$2 [3:0] >= 4'he;
   assign \$6176  = \$6174  & \$6175 ;
   assign \$6177  = \$6176  & pe15_12_v;
-  assign \$6178  = pe15_12_bank == \port$22307$2 [4];
+  assign \$6178  = pe15_12_bank == \port$22246$2 [4];
   assign \$6179  = \$6177  & \$6178 ;
   assign \$6180  = w_en & w_transpose;
-  assign \$6181  = \port$22307$2 [3:0] >= 4'hf;
+  assign \$6181  = \port$22246$2 [3:0] >= 4'hf;
   assign \$6182  = \$6180  & \$6181 ;
   assign \$6183  = \$6182  & pe15_13_v;
-  assign \$6184  = pe15_13_bank == \port$22307$2 [4];
+  assign \$6184  = pe15_13_bank == \port$22246$2 [4];
   assign \$6185  = \$6183  & \$6184 ;
   assign w_conflict = | { \$6185 , \$6179 , \$6173 , \$6167 , \$6161 , \$6155 , \$6149 , \$6143 , \$6137 , \$6131 , \$6125 , \$6119 , \$6113 , \$6107 , \$6101 , \$6095 , \$6090 , \$6085 , \$6080 , \$6075 , \$6070 , \$6065 , \$6060 , \$6055 , \$6050 , \$6045 , \$6040 , \$6035 , \$6030 , \$6025 , \$6020 , \$5954 , \$5948 , \$5942 , \$5936 , \$5930 , \$5924 , \$5918 , \$5912 , \$5906 , \$5900 , \$5894 , \$5888 , \$5882 , \$5876 , \$5870 , \$5864 , \$5859 , \$5854 , \$5849 , \$5844 , \$5839 , \$5834 , \$5829 , \$5824 , \$5819 , \$5814 , \$5809 , \$5804 , \$5799 , \$5794 , \$5730 , \$5724 , \$5718 , \$5712 , \$5706 , \$5700 , \$5694 , \$5688 , \$5682 , \$5676 , \$5670 , \$5664 , \$5658 , \$5652 , \$5646 , \$5640 , \$5635 , \$5630 , \$5625 , \$5620 , \$5615 , \$5610 , \$5605 , \$5600 , \$5595 , \$5590 , \$5585 , \$5580 , \$5575 , \$5513 , \$5507 , \$5501 , \$5495 , \$5489 , \$5483 , \$5477 , \$5471 , \$5465 , \$5459 , \$5453 , \$5447 , \$5441 , \$5435 , \$5429 , \$5423 , \$5418 , \$5413 , \$5408 , \$5403 , \$5398 , \$5393 , \$5388 , \$5383 , \$5378 , \$5373 , \$5368 , \$5363 , \$5303 , \$5297 , \$5291 , \$5285 , \$5279 , \$5273 , \$5267 , \$5261 , \$5255 , \$5249 , \$5243 , \$5237 , \$5231 , \$5225 , \$5219 , \$5213 , \$5208 , \$5203 , \$5198 , \$5193 , \$5188 , \$5183 , \$5178 , \$5173 , \$5168 , \$5163 , \$5158 , \$5100 , \$5094 , \$5088 , \$5082 , \$5076 , \$5070 , \$5064 , \$5058 , \$5052 , \$5046 , \$5040 , \$5034 , \$5028 , \$5022 , \$5016 , \$5010 , \$5005 , \$5000 , \$4995 , \$4990 , \$4985 , \$4980 , \$4975 , \$4970 , \$4965 , \$4960 , \$4904 , \$4898 , \$4892 , \$4886 , \$4880 , \$4874 , \$4868 , \$4862 , \$4856 , \$4850 , \$4844 , \$4838 , \$4832 , \$4826 , \$4820 , \$4814 , \$4809 , \$4804 , \$4799 , \$4794 , \$4789 , \$4784 , \$4779 , \$4774 , \$4769 , \$4715 , \$4709 , \$4703 , \$4697 , \$4691 , \$4685 , \$4679 , \$4673 , \$4667 , \$4661 , \$4655 , \$4649 , \$4643 , \$4637 , \$4631 , \$4625 , \$4620 , \$4615 , \$4610 , \$4605 , \$4600 , \$4595 , \$4590 , \$4585 , \$4533 , \$4527 , \$4521 , \$4515 , \$4509 , \$4503 , \$4497 , \$4491 , \$4485 , \$4479 , \$4473 , \$4467 , \$4461 , \$4455 , \$4449 , \$4443 , \$4438 , \$4433 , \$4428 , \$4423 , \$4418 , \$4413 , \$4408 , \$4358 , \$4352 , \$4346 , \$4340 , \$4334 , \$4328 , \$4322 , \$4316 , \$4310 , \$4304 , \$4298 , \$4292 , \$4286 , \$4280 , \$4274 , \$4268 , \$4263 , \$4258 , \$4253 , \$4248 , \$4243 , \$4238 , \$4190 , \$4184 , \$4178 , \$4172 , \$4166 , \$4160 , \$4154 , \$4148 , \$4142 , \$4136 , \$4130 , \$4124 , \$4118 , \$4112 , \$4106 , \$4100 , \$4095 , \$4090 , \$4085 , \$4080 , \$4075 , \$4029 , \$4023 , \$4017 , \$4011 , \$4005 , \$3999 , \$3993 , \$3987 , \$3981 , \$3975 , \$3969 , \$3963 , \$3957 , \$3951 , \$3945 , \$3939 , \$3934 , \$3929 , \$3924 , \$3919 , \$3875 , \$3869 , \$3863 , \$3857 , \$3851 , \$3845 , \$3839 , \$3833 , \$3827 , \$3821 , \$3815 , \$3809 , \$3803 , \$3797 , \$3791 , \$3785 , \$3780 , \$3775 , \$3770 , \$3728 , \$3722 , \$3716 , \$3710 , \$3704 , \$3698 , \$3692 , \$3686 , \$3680 , \$3674 , \$3668 , \$3662 , \$3656 , \$3650 , \$3644 , \$3638 , \$3633 , \$3628 , \$3588 , \$3582 , \$3576 , \$3570 , \$3564 , \$3558 , \$3552 , \$3546 , \$3540 , \$3534 , \$3528 , \$3522 , \$3516 , \$3510 , \$3504 , \$3498 , \$3493 , \$3455 , \$3449 , \$3443 , \$3437 , \$3431 , \$3425 , \$3419 , \$3413 , \$3407 , \$3401 , \$3395 , \$3389 , \$3383 , \$3377 , \$3371 , \$3365  };
   always @(posedge clk)
@@ -43555,7 +43555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     pe0_0_v <= \$6188 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$22307$2 [4];
+    pe0_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$6189 ;
   always @(posedge clk)
@@ -43735,7 +43735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew1_0_v <= \$6233 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$22307$2 [4];
+    skew1_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$6234 ;
   always @(posedge clk)
@@ -43927,7 +43927,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew2_0_v <= \$6281 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$22307$2 [4];
+    skew2_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -44125,7 +44125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew3_0_v <= \$6330 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$22307$2 [4];
+    skew3_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -44329,7 +44329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew4_0_v <= \$6380 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$22307$2 [4];
+    skew4_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -44539,7 +44539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew5_0_v <= \$6431 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$22307$2 [4];
+    skew5_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -44755,7 +44755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew6_0_v <= \$6483 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$22307$2 [4];
+    skew6_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -44977,7 +44977,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew7_0_v <= \$6536 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$22307$2 [4];
+    skew7_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -45205,7 +45205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew8_0_v <= \$6590 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$22307$2 [4];
+    skew8_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -45439,7 +45439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew9_0_v <= \$6645 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$22307$2 [4];
+    skew9_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -45679,7 +45679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew10_0_v <= \$6701 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$22307$2 [4];
+    skew10_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -45925,7 +45925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew11_0_v <= \$6758 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$22307$2 [4];
+    skew11_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -46177,7 +46177,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew12_0_v <= \$6816 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$22307$2 [4];
+    skew12_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -46435,7 +46435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew13_0_v <= \$6875 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$22307$2 [4];
+    skew13_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -46699,7 +46699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew14_0_v <= \$6935 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$22307$2 [4];
+    skew14_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -46969,7 +46969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   always @(posedge clk)
     skew15_0_v <= \$6996 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$22307$2 [4];
+    skew15_0_bank <= \port$22246$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -47484,22 +47484,22 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     deskew14_0 <= pe15_14_psum;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$22307$2 [3:0];
+  assign \$3  = ! \port$22246$2 [3:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$22307$2 [3:0];
+  assign \$6  = ! \port$22246$2 [3:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$22307$2 [4] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$22246$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$22307$2 [3:0];
+  assign \$17  = ! \port$22246$2 [3:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$22307$2 [3:0] == 1'h1;
+  assign \$20  = \port$22246$2 [3:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -47508,10 +47508,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$22307$2 [3:0];
+  assign \$29  = ! \port$22246$2 [3:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$22307$2 [3:0] == 2'h2;
+  assign \$32  = \port$22246$2 [3:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -47520,10 +47520,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$22307$2 [3:0];
+  assign \$41  = ! \port$22246$2 [3:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$22307$2 [3:0] == 2'h3;
+  assign \$44  = \port$22246$2 [3:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -47532,10 +47532,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$22307$2 [3:0];
+  assign \$53  = ! \port$22246$2 [3:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$22307$2 [3:0] == 3'h4;
+  assign \$56  = \port$22246$2 [3:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -47544,10 +47544,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$22307$2 [3:0];
+  assign \$65  = ! \port$22246$2 [3:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$22307$2 [3:0] == 3'h5;
+  assign \$68  = \port$22246$2 [3:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -47556,10 +47556,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$22307$2 [3:0];
+  assign \$77  = ! \port$22246$2 [3:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$22307$2 [3:0] == 3'h6;
+  assign \$80  = \port$22246$2 [3:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -47568,10 +47568,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$22307$2 [3:0];
+  assign \$89  = ! \port$22246$2 [3:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$22307$2 [3:0] == 3'h7;
+  assign \$92  = \port$22246$2 [3:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -47580,10 +47580,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
   assign \$99  = ~ w_transpose;
   assign \$100  = w_en & \$99 ;
-  assign \$101  = ! \port$22307$2 [3:0];
+  assign \$101  = ! \port$22246$2 [3:0];
   assign \$102  = \$100  & \$101 ;
   assign \$103  = w_en & w_transpose;
-  assign \$104  = \port$22307$2 [3:0] == 4'h8;
+  assign \$104  = \port$22246$2 [3:0] == 4'h8;
   assign \$105  = \$103  & \$104 ;
   assign \$106  = \$102  | \$105 ;
   assign \$107  = w_transpose ? w_data[7:0] : w_data[71:64];
@@ -47592,10 +47592,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$110  = $signed(pe0_7_a) * $signed(\$109 );
   assign \$111  = ~ w_transpose;
   assign \$112  = w_en & \$111 ;
-  assign \$113  = ! \port$22307$2 [3:0];
+  assign \$113  = ! \port$22246$2 [3:0];
   assign \$114  = \$112  & \$113 ;
   assign \$115  = w_en & w_transpose;
-  assign \$116  = \port$22307$2 [3:0] == 4'h9;
+  assign \$116  = \port$22246$2 [3:0] == 4'h9;
   assign \$117  = \$115  & \$116 ;
   assign \$118  = \$114  | \$117 ;
   assign \$119  = w_transpose ? w_data[7:0] : w_data[79:72];
@@ -47604,10 +47604,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$122  = $signed(pe0_8_a) * $signed(\$121 );
   assign \$123  = ~ w_transpose;
   assign \$124  = w_en & \$123 ;
-  assign \$125  = ! \port$22307$2 [3:0];
+  assign \$125  = ! \port$22246$2 [3:0];
   assign \$126  = \$124  & \$125 ;
   assign \$127  = w_en & w_transpose;
-  assign \$128  = \port$22307$2 [3:0] == 4'ha;
+  assign \$128  = \port$22246$2 [3:0] == 4'ha;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = \$126  | \$129 ;
   assign \$131  = w_transpose ? w_data[7:0] : w_data[87:80];
@@ -47616,10 +47616,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$134  = $signed(pe0_9_a) * $signed(\$133 );
   assign \$135  = ~ w_transpose;
   assign \$136  = w_en & \$135 ;
-  assign \$137  = ! \port$22307$2 [3:0];
+  assign \$137  = ! \port$22246$2 [3:0];
   assign \$138  = \$136  & \$137 ;
   assign \$139  = w_en & w_transpose;
-  assign \$140  = \port$22307$2 [3:0] == 4'hb;
+  assign \$140  = \port$22246$2 [3:0] == 4'hb;
   assign \$141  = \$139  & \$140 ;
   assign \$142  = \$138  | \$141 ;
   assign \$143  = w_transpose ? w_data[7:0] : w_data[95:88];
@@ -47628,10 +47628,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$146  = $signed(pe0_10_a) * $signed(\$145 );
   assign \$147  = ~ w_transpose;
   assign \$148  = w_en & \$147 ;
-  assign \$149  = ! \port$22307$2 [3:0];
+  assign \$149  = ! \port$22246$2 [3:0];
   assign \$150  = \$148  & \$149 ;
   assign \$151  = w_en & w_transpose;
-  assign \$152  = \port$22307$2 [3:0] == 4'hc;
+  assign \$152  = \port$22246$2 [3:0] == 4'hc;
   assign \$153  = \$151  & \$152 ;
   assign \$154  = \$150  | \$153 ;
   assign \$155  = w_transpose ? w_data[7:0] : w_data[103:96];
@@ -47640,10 +47640,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$158  = $signed(pe0_11_a) * $signed(\$157 );
   assign \$159  = ~ w_transpose;
   assign \$160  = w_en & \$159 ;
-  assign \$161  = ! \port$22307$2 [3:0];
+  assign \$161  = ! \port$22246$2 [3:0];
   assign \$162  = \$160  & \$161 ;
   assign \$163  = w_en & w_transpose;
-  assign \$164  = \port$22307$2 [3:0] == 4'hd;
+  assign \$164  = \port$22246$2 [3:0] == 4'hd;
   assign \$165  = \$163  & \$164 ;
   assign \$166  = \$162  | \$165 ;
   assign \$167  = w_transpose ? w_data[7:0] : w_data[111:104];
@@ -47652,10 +47652,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$170  = $signed(pe0_12_a) * $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = ! \port$22307$2 [3:0];
+  assign \$173  = ! \port$22246$2 [3:0];
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$22307$2 [3:0] == 4'he;
+  assign \$176  = \port$22246$2 [3:0] == 4'he;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[7:0] : w_data[119:112];
@@ -47664,10 +47664,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$182  = $signed(pe0_13_a) * $signed(\$181 );
   assign \$183  = ~ w_transpose;
   assign \$184  = w_en & \$183 ;
-  assign \$185  = ! \port$22307$2 [3:0];
+  assign \$185  = ! \port$22246$2 [3:0];
   assign \$186  = \$184  & \$185 ;
   assign \$187  = w_en & w_transpose;
-  assign \$188  = \port$22307$2 [3:0] == 4'hf;
+  assign \$188  = \port$22246$2 [3:0] == 4'hf;
   assign \$189  = \$187  & \$188 ;
   assign \$190  = \$186  | \$189 ;
   assign \$191  = w_transpose ? w_data[7:0] : w_data[127:120];
@@ -47677,10 +47677,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$195  = a_valid ? w_data[15:8] : 8'h00;
   assign \$196  = ~ w_transpose;
   assign \$197  = w_en & \$196 ;
-  assign \$198  = \port$22307$2 [3:0] == 1'h1;
+  assign \$198  = \port$22246$2 [3:0] == 1'h1;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = w_en & w_transpose;
-  assign \$201  = ! \port$22307$2 [3:0];
+  assign \$201  = ! \port$22246$2 [3:0];
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  | \$202 ;
   assign \$204  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -47690,10 +47690,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$208  = $signed(pe0_0_psum) + $signed(\$207 );
   assign \$209  = ~ w_transpose;
   assign \$210  = w_en & \$209 ;
-  assign \$211  = \port$22307$2 [3:0] == 1'h1;
+  assign \$211  = \port$22246$2 [3:0] == 1'h1;
   assign \$212  = \$210  & \$211 ;
   assign \$213  = w_en & w_transpose;
-  assign \$214  = \port$22307$2 [3:0] == 1'h1;
+  assign \$214  = \port$22246$2 [3:0] == 1'h1;
   assign \$215  = \$213  & \$214 ;
   assign \$216  = \$212  | \$215 ;
   assign \$219  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -47701,10 +47701,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$221  = $signed(pe0_1_psum) + $signed(\$220 );
   assign \$222  = ~ w_transpose;
   assign \$223  = w_en & \$222 ;
-  assign \$224  = \port$22307$2 [3:0] == 1'h1;
+  assign \$224  = \port$22246$2 [3:0] == 1'h1;
   assign \$225  = \$223  & \$224 ;
   assign \$226  = w_en & w_transpose;
-  assign \$227  = \port$22307$2 [3:0] == 2'h2;
+  assign \$227  = \port$22246$2 [3:0] == 2'h2;
   assign \$228  = \$226  & \$227 ;
   assign \$229  = \$225  | \$228 ;
   assign \$230  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -47714,10 +47714,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$234  = $signed(pe0_2_psum) + $signed(\$233 );
   assign \$235  = ~ w_transpose;
   assign \$236  = w_en & \$235 ;
-  assign \$237  = \port$22307$2 [3:0] == 1'h1;
+  assign \$237  = \port$22246$2 [3:0] == 1'h1;
   assign \$238  = \$236  & \$237 ;
   assign \$239  = w_en & w_transpose;
-  assign \$240  = \port$22307$2 [3:0] == 2'h3;
+  assign \$240  = \port$22246$2 [3:0] == 2'h3;
   assign \$241  = \$239  & \$240 ;
   assign \$242  = \$238  | \$241 ;
   assign \$243  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -47727,10 +47727,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$247  = $signed(pe0_3_psum) + $signed(\$246 );
   assign \$248  = ~ w_transpose;
   assign \$249  = w_en & \$248 ;
-  assign \$250  = \port$22307$2 [3:0] == 1'h1;
+  assign \$250  = \port$22246$2 [3:0] == 1'h1;
   assign \$251  = \$249  & \$250 ;
   assign \$252  = w_en & w_transpose;
-  assign \$253  = \port$22307$2 [3:0] == 3'h4;
+  assign \$253  = \port$22246$2 [3:0] == 3'h4;
   assign \$254  = \$252  & \$253 ;
   assign \$255  = \$251  | \$254 ;
   assign \$256  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -47740,10 +47740,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$260  = $signed(pe0_4_psum) + $signed(\$259 );
   assign \$261  = ~ w_transpose;
   assign \$262  = w_en & \$261 ;
-  assign \$263  = \port$22307$2 [3:0] == 1'h1;
+  assign \$263  = \port$22246$2 [3:0] == 1'h1;
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$22307$2 [3:0] == 3'h5;
+  assign \$266  = \port$22246$2 [3:0] == 3'h5;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$264  | \$267 ;
   assign \$269  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -47753,10 +47753,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$273  = $signed(pe0_5_psum) + $signed(\$272 );
   assign \$274  = ~ w_transpose;
   assign \$275  = w_en & \$274 ;
-  assign \$276  = \port$22307$2 [3:0] == 1'h1;
+  assign \$276  = \port$22246$2 [3:0] == 1'h1;
   assign \$277  = \$275  & \$276 ;
   assign \$278  = w_en & w_transpose;
-  assign \$279  = \port$22307$2 [3:0] == 3'h6;
+  assign \$279  = \port$22246$2 [3:0] == 3'h6;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = \$277  | \$280 ;
   assign \$282  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -47766,10 +47766,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$286  = $signed(pe0_6_psum) + $signed(\$285 );
   assign \$287  = ~ w_transpose;
   assign \$288  = w_en & \$287 ;
-  assign \$289  = \port$22307$2 [3:0] == 1'h1;
+  assign \$289  = \port$22246$2 [3:0] == 1'h1;
   assign \$290  = \$288  & \$289 ;
   assign \$291  = w_en & w_transpose;
-  assign \$292  = \port$22307$2 [3:0] == 3'h7;
+  assign \$292  = \port$22246$2 [3:0] == 3'h7;
   assign \$293  = \$291  & \$292 ;
   assign \$294  = \$290  | \$293 ;
   assign \$295  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -47779,10 +47779,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$299  = $signed(pe0_7_psum) + $signed(\$298 );
   assign \$300  = ~ w_transpose;
   assign \$301  = w_en & \$300 ;
-  assign \$302  = \port$22307$2 [3:0] == 1'h1;
+  assign \$302  = \port$22246$2 [3:0] == 1'h1;
   assign \$303  = \$301  & \$302 ;
   assign \$304  = w_en & w_transpose;
-  assign \$305  = \port$22307$2 [3:0] == 4'h8;
+  assign \$305  = \port$22246$2 [3:0] == 4'h8;
   assign \$306  = \$304  & \$305 ;
   assign \$307  = \$303  | \$306 ;
   assign \$308  = w_transpose ? w_data[15:8] : w_data[71:64];
@@ -47792,10 +47792,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$312  = $signed(pe0_8_psum) + $signed(\$311 );
   assign \$313  = ~ w_transpose;
   assign \$314  = w_en & \$313 ;
-  assign \$315  = \port$22307$2 [3:0] == 1'h1;
+  assign \$315  = \port$22246$2 [3:0] == 1'h1;
   assign \$316  = \$314  & \$315 ;
   assign \$317  = w_en & w_transpose;
-  assign \$318  = \port$22307$2 [3:0] == 4'h9;
+  assign \$318  = \port$22246$2 [3:0] == 4'h9;
   assign \$319  = \$317  & \$318 ;
   assign \$320  = \$316  | \$319 ;
   assign \$321  = w_transpose ? w_data[15:8] : w_data[79:72];
@@ -47805,10 +47805,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$325  = $signed(pe0_9_psum) + $signed(\$324 );
   assign \$326  = ~ w_transpose;
   assign \$327  = w_en & \$326 ;
-  assign \$328  = \port$22307$2 [3:0] == 1'h1;
+  assign \$328  = \port$22246$2 [3:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = w_en & w_transpose;
-  assign \$331  = \port$22307$2 [3:0] == 4'ha;
+  assign \$331  = \port$22246$2 [3:0] == 4'ha;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  | \$332 ;
   assign \$334  = w_transpose ? w_data[15:8] : w_data[87:80];
@@ -47818,10 +47818,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$338  = $signed(pe0_10_psum) + $signed(\$337 );
   assign \$339  = ~ w_transpose;
   assign \$340  = w_en & \$339 ;
-  assign \$341  = \port$22307$2 [3:0] == 1'h1;
+  assign \$341  = \port$22246$2 [3:0] == 1'h1;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = w_en & w_transpose;
-  assign \$344  = \port$22307$2 [3:0] == 4'hb;
+  assign \$344  = \port$22246$2 [3:0] == 4'hb;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = \$342  | \$345 ;
   assign \$347  = w_transpose ? w_data[15:8] : w_data[95:88];
@@ -47831,10 +47831,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$351  = $signed(pe0_11_psum) + $signed(\$350 );
   assign \$352  = ~ w_transpose;
   assign \$353  = w_en & \$352 ;
-  assign \$354  = \port$22307$2 [3:0] == 1'h1;
+  assign \$354  = \port$22246$2 [3:0] == 1'h1;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = w_en & w_transpose;
-  assign \$357  = \port$22307$2 [3:0] == 4'hc;
+  assign \$357  = \port$22246$2 [3:0] == 4'hc;
   assign \$358  = \$356  & \$357 ;
   assign \$359  = \$355  | \$358 ;
   assign \$360  = w_transpose ? w_data[15:8] : w_data[103:96];
@@ -47844,10 +47844,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$364  = $signed(pe0_12_psum) + $signed(\$363 );
   assign \$365  = ~ w_transpose;
   assign \$366  = w_en & \$365 ;
-  assign \$367  = \port$22307$2 [3:0] == 1'h1;
+  assign \$367  = \port$22246$2 [3:0] == 1'h1;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = w_en & w_transpose;
-  assign \$370  = \port$22307$2 [3:0] == 4'hd;
+  assign \$370  = \port$22246$2 [3:0] == 4'hd;
   assign \$371  = \$369  & \$370 ;
   assign \$372  = \$368  | \$371 ;
   assign \$373  = w_transpose ? w_data[15:8] : w_data[111:104];
@@ -47857,10 +47857,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$377  = $signed(pe0_13_psum) + $signed(\$376 );
   assign \$378  = ~ w_transpose;
   assign \$379  = w_en & \$378 ;
-  assign \$380  = \port$22307$2 [3:0] == 1'h1;
+  assign \$380  = \port$22246$2 [3:0] == 1'h1;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = w_en & w_transpose;
-  assign \$383  = \port$22307$2 [3:0] == 4'he;
+  assign \$383  = \port$22246$2 [3:0] == 4'he;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = \$381  | \$384 ;
   assign \$386  = w_transpose ? w_data[15:8] : w_data[119:112];
@@ -47870,10 +47870,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$390  = $signed(pe0_14_psum) + $signed(\$389 );
   assign \$391  = ~ w_transpose;
   assign \$392  = w_en & \$391 ;
-  assign \$393  = \port$22307$2 [3:0] == 1'h1;
+  assign \$393  = \port$22246$2 [3:0] == 1'h1;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = w_en & w_transpose;
-  assign \$396  = \port$22307$2 [3:0] == 4'hf;
+  assign \$396  = \port$22246$2 [3:0] == 4'hf;
   assign \$397  = \$395  & \$396 ;
   assign \$398  = \$394  | \$397 ;
   assign \$399  = w_transpose ? w_data[15:8] : w_data[127:120];
@@ -47884,10 +47884,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$404  = a_valid ? w_data[23:16] : 8'h00;
   assign \$405  = ~ w_transpose;
   assign \$406  = w_en & \$405 ;
-  assign \$407  = \port$22307$2 [3:0] == 2'h2;
+  assign \$407  = \port$22246$2 [3:0] == 2'h2;
   assign \$408  = \$406  & \$407 ;
   assign \$409  = w_en & w_transpose;
-  assign \$410  = ! \port$22307$2 [3:0];
+  assign \$410  = ! \port$22246$2 [3:0];
   assign \$411  = \$409  & \$410 ;
   assign \$412  = \$408  | \$411 ;
   assign \$413  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -47897,10 +47897,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$417  = $signed(pe1_0_psum) + $signed(\$416 );
   assign \$418  = ~ w_transpose;
   assign \$419  = w_en & \$418 ;
-  assign \$420  = \port$22307$2 [3:0] == 2'h2;
+  assign \$420  = \port$22246$2 [3:0] == 2'h2;
   assign \$421  = \$419  & \$420 ;
   assign \$422  = w_en & w_transpose;
-  assign \$423  = \port$22307$2 [3:0] == 1'h1;
+  assign \$423  = \port$22246$2 [3:0] == 1'h1;
   assign \$424  = \$422  & \$423 ;
   assign \$425  = \$421  | \$424 ;
   assign \$426  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -47910,10 +47910,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$430  = $signed(pe1_1_psum) + $signed(\$429 );
   assign \$431  = ~ w_transpose;
   assign \$432  = w_en & \$431 ;
-  assign \$433  = \port$22307$2 [3:0] == 2'h2;
+  assign \$433  = \port$22246$2 [3:0] == 2'h2;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = w_en & w_transpose;
-  assign \$436  = \port$22307$2 [3:0] == 2'h2;
+  assign \$436  = \port$22246$2 [3:0] == 2'h2;
   assign \$437  = \$435  & \$436 ;
   assign \$438  = \$434  | \$437 ;
   assign \$441  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -47921,10 +47921,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$443  = $signed(pe1_2_psum) + $signed(\$442 );
   assign \$444  = ~ w_transpose;
   assign \$445  = w_en & \$444 ;
-  assign \$446  = \port$22307$2 [3:0] == 2'h2;
+  assign \$446  = \port$22246$2 [3:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = w_en & w_transpose;
-  assign \$449  = \port$22307$2 [3:0] == 2'h3;
+  assign \$449  = \port$22246$2 [3:0] == 2'h3;
   assign \$450  = \$448  & \$449 ;
   assign \$451  = \$447  | \$450 ;
   assign \$452  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -47934,10 +47934,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$456  = $signed(pe1_3_psum) + $signed(\$455 );
   assign \$457  = ~ w_transpose;
   assign \$458  = w_en & \$457 ;
-  assign \$459  = \port$22307$2 [3:0] == 2'h2;
+  assign \$459  = \port$22246$2 [3:0] == 2'h2;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = w_en & w_transpose;
-  assign \$462  = \port$22307$2 [3:0] == 3'h4;
+  assign \$462  = \port$22246$2 [3:0] == 3'h4;
   assign \$463  = \$461  & \$462 ;
   assign \$464  = \$460  | \$463 ;
   assign \$465  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -47947,10 +47947,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$469  = $signed(pe1_4_psum) + $signed(\$468 );
   assign \$470  = ~ w_transpose;
   assign \$471  = w_en & \$470 ;
-  assign \$472  = \port$22307$2 [3:0] == 2'h2;
+  assign \$472  = \port$22246$2 [3:0] == 2'h2;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = w_en & w_transpose;
-  assign \$475  = \port$22307$2 [3:0] == 3'h5;
+  assign \$475  = \port$22246$2 [3:0] == 3'h5;
   assign \$476  = \$474  & \$475 ;
   assign \$477  = \$473  | \$476 ;
   assign \$478  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -47960,10 +47960,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$482  = $signed(pe1_5_psum) + $signed(\$481 );
   assign \$483  = ~ w_transpose;
   assign \$484  = w_en & \$483 ;
-  assign \$485  = \port$22307$2 [3:0] == 2'h2;
+  assign \$485  = \port$22246$2 [3:0] == 2'h2;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = w_en & w_transpose;
-  assign \$488  = \port$22307$2 [3:0] == 3'h6;
+  assign \$488  = \port$22246$2 [3:0] == 3'h6;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = \$486  | \$489 ;
   assign \$491  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -47973,10 +47973,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$495  = $signed(pe1_6_psum) + $signed(\$494 );
   assign \$496  = ~ w_transpose;
   assign \$497  = w_en & \$496 ;
-  assign \$498  = \port$22307$2 [3:0] == 2'h2;
+  assign \$498  = \port$22246$2 [3:0] == 2'h2;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = w_en & w_transpose;
-  assign \$501  = \port$22307$2 [3:0] == 3'h7;
+  assign \$501  = \port$22246$2 [3:0] == 3'h7;
   assign \$502  = \$500  & \$501 ;
   assign \$503  = \$499  | \$502 ;
   assign \$504  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -47986,10 +47986,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$508  = $signed(pe1_7_psum) + $signed(\$507 );
   assign \$509  = ~ w_transpose;
   assign \$510  = w_en & \$509 ;
-  assign \$511  = \port$22307$2 [3:0] == 2'h2;
+  assign \$511  = \port$22246$2 [3:0] == 2'h2;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = w_en & w_transpose;
-  assign \$514  = \port$22307$2 [3:0] == 4'h8;
+  assign \$514  = \port$22246$2 [3:0] == 4'h8;
   assign \$515  = \$513  & \$514 ;
   assign \$516  = \$512  | \$515 ;
   assign \$517  = w_transpose ? w_data[23:16] : w_data[71:64];
@@ -47999,10 +47999,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$521  = $signed(pe1_8_psum) + $signed(\$520 );
   assign \$522  = ~ w_transpose;
   assign \$523  = w_en & \$522 ;
-  assign \$524  = \port$22307$2 [3:0] == 2'h2;
+  assign \$524  = \port$22246$2 [3:0] == 2'h2;
   assign \$525  = \$523  & \$524 ;
   assign \$526  = w_en & w_transpose;
-  assign \$527  = \port$22307$2 [3:0] == 4'h9;
+  assign \$527  = \port$22246$2 [3:0] == 4'h9;
   assign \$528  = \$526  & \$527 ;
   assign \$529  = \$525  | \$528 ;
   assign \$530  = w_transpose ? w_data[23:16] : w_data[79:72];
@@ -48012,10 +48012,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$534  = $signed(pe1_9_psum) + $signed(\$533 );
   assign \$535  = ~ w_transpose;
   assign \$536  = w_en & \$535 ;
-  assign \$537  = \port$22307$2 [3:0] == 2'h2;
+  assign \$537  = \port$22246$2 [3:0] == 2'h2;
   assign \$538  = \$536  & \$537 ;
   assign \$539  = w_en & w_transpose;
-  assign \$540  = \port$22307$2 [3:0] == 4'ha;
+  assign \$540  = \port$22246$2 [3:0] == 4'ha;
   assign \$541  = \$539  & \$540 ;
   assign \$542  = \$538  | \$541 ;
   assign \$543  = w_transpose ? w_data[23:16] : w_data[87:80];
@@ -48025,10 +48025,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$547  = $signed(pe1_10_psum) + $signed(\$546 );
   assign \$548  = ~ w_transpose;
   assign \$549  = w_en & \$548 ;
-  assign \$550  = \port$22307$2 [3:0] == 2'h2;
+  assign \$550  = \port$22246$2 [3:0] == 2'h2;
   assign \$551  = \$549  & \$550 ;
   assign \$552  = w_en & w_transpose;
-  assign \$553  = \port$22307$2 [3:0] == 4'hb;
+  assign \$553  = \port$22246$2 [3:0] == 4'hb;
   assign \$554  = \$552  & \$553 ;
   assign \$555  = \$551  | \$554 ;
   assign \$556  = w_transpose ? w_data[23:16] : w_data[95:88];
@@ -48038,10 +48038,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$560  = $signed(pe1_11_psum) + $signed(\$559 );
   assign \$561  = ~ w_transpose;
   assign \$562  = w_en & \$561 ;
-  assign \$563  = \port$22307$2 [3:0] == 2'h2;
+  assign \$563  = \port$22246$2 [3:0] == 2'h2;
   assign \$564  = \$562  & \$563 ;
   assign \$565  = w_en & w_transpose;
-  assign \$566  = \port$22307$2 [3:0] == 4'hc;
+  assign \$566  = \port$22246$2 [3:0] == 4'hc;
   assign \$567  = \$565  & \$566 ;
   assign \$568  = \$564  | \$567 ;
   assign \$569  = w_transpose ? w_data[23:16] : w_data[103:96];
@@ -48051,10 +48051,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$573  = $signed(pe1_12_psum) + $signed(\$572 );
   assign \$574  = ~ w_transpose;
   assign \$575  = w_en & \$574 ;
-  assign \$576  = \port$22307$2 [3:0] == 2'h2;
+  assign \$576  = \port$22246$2 [3:0] == 2'h2;
   assign \$577  = \$575  & \$576 ;
   assign \$578  = w_en & w_transpose;
-  assign \$579  = \port$22307$2 [3:0] == 4'hd;
+  assign \$579  = \port$22246$2 [3:0] == 4'hd;
   assign \$580  = \$578  & \$579 ;
   assign \$581  = \$577  | \$580 ;
   assign \$582  = w_transpose ? w_data[23:16] : w_data[111:104];
@@ -48064,10 +48064,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$586  = $signed(pe1_13_psum) + $signed(\$585 );
   assign \$587  = ~ w_transpose;
   assign \$588  = w_en & \$587 ;
-  assign \$589  = \port$22307$2 [3:0] == 2'h2;
+  assign \$589  = \port$22246$2 [3:0] == 2'h2;
   assign \$590  = \$588  & \$589 ;
   assign \$591  = w_en & w_transpose;
-  assign \$592  = \port$22307$2 [3:0] == 4'he;
+  assign \$592  = \port$22246$2 [3:0] == 4'he;
   assign \$593  = \$591  & \$592 ;
   assign \$594  = \$590  | \$593 ;
   assign \$595  = w_transpose ? w_data[23:16] : w_data[119:112];
@@ -48077,10 +48077,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$599  = $signed(pe1_14_psum) + $signed(\$598 );
   assign \$600  = ~ w_transpose;
   assign \$601  = w_en & \$600 ;
-  assign \$602  = \port$22307$2 [3:0] == 2'h2;
+  assign \$602  = \port$22246$2 [3:0] == 2'h2;
   assign \$603  = \$601  & \$602 ;
   assign \$604  = w_en & w_transpose;
-  assign \$605  = \port$22307$2 [3:0] == 4'hf;
+  assign \$605  = \port$22246$2 [3:0] == 4'hf;
   assign \$606  = \$604  & \$605 ;
   assign \$607  = \$603  | \$606 ;
   assign \$608  = w_transpose ? w_data[23:16] : w_data[127:120];
@@ -48091,10 +48091,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$613  = a_valid ? w_data[31:24] : 8'h00;
   assign \$614  = ~ w_transpose;
   assign \$615  = w_en & \$614 ;
-  assign \$616  = \port$22307$2 [3:0] == 2'h3;
+  assign \$616  = \port$22246$2 [3:0] == 2'h3;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = w_en & w_transpose;
-  assign \$619  = ! \port$22307$2 [3:0];
+  assign \$619  = ! \port$22246$2 [3:0];
   assign \$620  = \$618  & \$619 ;
   assign \$621  = \$617  | \$620 ;
   assign \$622  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -48104,10 +48104,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$626  = $signed(pe2_0_psum) + $signed(\$625 );
   assign \$627  = ~ w_transpose;
   assign \$628  = w_en & \$627 ;
-  assign \$629  = \port$22307$2 [3:0] == 2'h3;
+  assign \$629  = \port$22246$2 [3:0] == 2'h3;
   assign \$630  = \$628  & \$629 ;
   assign \$631  = w_en & w_transpose;
-  assign \$632  = \port$22307$2 [3:0] == 1'h1;
+  assign \$632  = \port$22246$2 [3:0] == 1'h1;
   assign \$633  = \$631  & \$632 ;
   assign \$634  = \$630  | \$633 ;
   assign \$635  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -48117,10 +48117,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$639  = $signed(pe2_1_psum) + $signed(\$638 );
   assign \$640  = ~ w_transpose;
   assign \$641  = w_en & \$640 ;
-  assign \$642  = \port$22307$2 [3:0] == 2'h3;
+  assign \$642  = \port$22246$2 [3:0] == 2'h3;
   assign \$643  = \$641  & \$642 ;
   assign \$644  = w_en & w_transpose;
-  assign \$645  = \port$22307$2 [3:0] == 2'h2;
+  assign \$645  = \port$22246$2 [3:0] == 2'h2;
   assign \$646  = \$644  & \$645 ;
   assign \$647  = \$643  | \$646 ;
   assign \$648  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -48130,10 +48130,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$652  = $signed(pe2_2_psum) + $signed(\$651 );
   assign \$653  = ~ w_transpose;
   assign \$654  = w_en & \$653 ;
-  assign \$655  = \port$22307$2 [3:0] == 2'h3;
+  assign \$655  = \port$22246$2 [3:0] == 2'h3;
   assign \$656  = \$654  & \$655 ;
   assign \$657  = w_en & w_transpose;
-  assign \$658  = \port$22307$2 [3:0] == 2'h3;
+  assign \$658  = \port$22246$2 [3:0] == 2'h3;
   assign \$659  = \$657  & \$658 ;
   assign \$660  = \$656  | \$659 ;
   assign \$663  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -48141,10 +48141,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$665  = $signed(pe2_3_psum) + $signed(\$664 );
   assign \$666  = ~ w_transpose;
   assign \$667  = w_en & \$666 ;
-  assign \$668  = \port$22307$2 [3:0] == 2'h3;
+  assign \$668  = \port$22246$2 [3:0] == 2'h3;
   assign \$669  = \$667  & \$668 ;
   assign \$670  = w_en & w_transpose;
-  assign \$671  = \port$22307$2 [3:0] == 3'h4;
+  assign \$671  = \port$22246$2 [3:0] == 3'h4;
   assign \$672  = \$670  & \$671 ;
   assign \$673  = \$669  | \$672 ;
   assign \$674  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -48154,10 +48154,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$678  = $signed(pe2_4_psum) + $signed(\$677 );
   assign \$679  = ~ w_transpose;
   assign \$680  = w_en & \$679 ;
-  assign \$681  = \port$22307$2 [3:0] == 2'h3;
+  assign \$681  = \port$22246$2 [3:0] == 2'h3;
   assign \$682  = \$680  & \$681 ;
   assign \$683  = w_en & w_transpose;
-  assign \$684  = \port$22307$2 [3:0] == 3'h5;
+  assign \$684  = \port$22246$2 [3:0] == 3'h5;
   assign \$685  = \$683  & \$684 ;
   assign \$686  = \$682  | \$685 ;
   assign \$687  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -48167,10 +48167,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$691  = $signed(pe2_5_psum) + $signed(\$690 );
   assign \$692  = ~ w_transpose;
   assign \$693  = w_en & \$692 ;
-  assign \$694  = \port$22307$2 [3:0] == 2'h3;
+  assign \$694  = \port$22246$2 [3:0] == 2'h3;
   assign \$695  = \$693  & \$694 ;
   assign \$696  = w_en & w_transpose;
-  assign \$697  = \port$22307$2 [3:0] == 3'h6;
+  assign \$697  = \port$22246$2 [3:0] == 3'h6;
   assign \$698  = \$696  & \$697 ;
   assign \$699  = \$695  | \$698 ;
   assign \$700  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -48180,10 +48180,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$704  = $signed(pe2_6_psum) + $signed(\$703 );
   assign \$705  = ~ w_transpose;
   assign \$706  = w_en & \$705 ;
-  assign \$707  = \port$22307$2 [3:0] == 2'h3;
+  assign \$707  = \port$22246$2 [3:0] == 2'h3;
   assign \$708  = \$706  & \$707 ;
   assign \$709  = w_en & w_transpose;
-  assign \$710  = \port$22307$2 [3:0] == 3'h7;
+  assign \$710  = \port$22246$2 [3:0] == 3'h7;
   assign \$711  = \$709  & \$710 ;
   assign \$712  = \$708  | \$711 ;
   assign \$713  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -48193,10 +48193,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$717  = $signed(pe2_7_psum) + $signed(\$716 );
   assign \$718  = ~ w_transpose;
   assign \$719  = w_en & \$718 ;
-  assign \$720  = \port$22307$2 [3:0] == 2'h3;
+  assign \$720  = \port$22246$2 [3:0] == 2'h3;
   assign \$721  = \$719  & \$720 ;
   assign \$722  = w_en & w_transpose;
-  assign \$723  = \port$22307$2 [3:0] == 4'h8;
+  assign \$723  = \port$22246$2 [3:0] == 4'h8;
   assign \$724  = \$722  & \$723 ;
   assign \$725  = \$721  | \$724 ;
   assign \$726  = w_transpose ? w_data[31:24] : w_data[71:64];
@@ -48206,10 +48206,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$730  = $signed(pe2_8_psum) + $signed(\$729 );
   assign \$731  = ~ w_transpose;
   assign \$732  = w_en & \$731 ;
-  assign \$733  = \port$22307$2 [3:0] == 2'h3;
+  assign \$733  = \port$22246$2 [3:0] == 2'h3;
   assign \$734  = \$732  & \$733 ;
   assign \$735  = w_en & w_transpose;
-  assign \$736  = \port$22307$2 [3:0] == 4'h9;
+  assign \$736  = \port$22246$2 [3:0] == 4'h9;
   assign \$737  = \$735  & \$736 ;
   assign \$738  = \$734  | \$737 ;
   assign \$739  = w_transpose ? w_data[31:24] : w_data[79:72];
@@ -48219,10 +48219,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$743  = $signed(pe2_9_psum) + $signed(\$742 );
   assign \$744  = ~ w_transpose;
   assign \$745  = w_en & \$744 ;
-  assign \$746  = \port$22307$2 [3:0] == 2'h3;
+  assign \$746  = \port$22246$2 [3:0] == 2'h3;
   assign \$747  = \$745  & \$746 ;
   assign \$748  = w_en & w_transpose;
-  assign \$749  = \port$22307$2 [3:0] == 4'ha;
+  assign \$749  = \port$22246$2 [3:0] == 4'ha;
   assign \$750  = \$748  & \$749 ;
   assign \$751  = \$747  | \$750 ;
   assign \$752  = w_transpose ? w_data[31:24] : w_data[87:80];
@@ -48232,10 +48232,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$756  = $signed(pe2_10_psum) + $signed(\$755 );
   assign \$757  = ~ w_transpose;
   assign \$758  = w_en & \$757 ;
-  assign \$759  = \port$22307$2 [3:0] == 2'h3;
+  assign \$759  = \port$22246$2 [3:0] == 2'h3;
   assign \$760  = \$758  & \$759 ;
   assign \$761  = w_en & w_transpose;
-  assign \$762  = \port$22307$2 [3:0] == 4'hb;
+  assign \$762  = \port$22246$2 [3:0] == 4'hb;
   assign \$763  = \$761  & \$762 ;
   assign \$764  = \$760  | \$763 ;
   assign \$765  = w_transpose ? w_data[31:24] : w_data[95:88];
@@ -48245,10 +48245,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$769  = $signed(pe2_11_psum) + $signed(\$768 );
   assign \$770  = ~ w_transpose;
   assign \$771  = w_en & \$770 ;
-  assign \$772  = \port$22307$2 [3:0] == 2'h3;
+  assign \$772  = \port$22246$2 [3:0] == 2'h3;
   assign \$773  = \$771  & \$772 ;
   assign \$774  = w_en & w_transpose;
-  assign \$775  = \port$22307$2 [3:0] == 4'hc;
+  assign \$775  = \port$22246$2 [3:0] == 4'hc;
   assign \$776  = \$774  & \$775 ;
   assign \$777  = \$773  | \$776 ;
   assign \$778  = w_transpose ? w_data[31:24] : w_data[103:96];
@@ -48258,10 +48258,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$782  = $signed(pe2_12_psum) + $signed(\$781 );
   assign \$783  = ~ w_transpose;
   assign \$784  = w_en & \$783 ;
-  assign \$785  = \port$22307$2 [3:0] == 2'h3;
+  assign \$785  = \port$22246$2 [3:0] == 2'h3;
   assign \$786  = \$784  & \$785 ;
   assign \$787  = w_en & w_transpose;
-  assign \$788  = \port$22307$2 [3:0] == 4'hd;
+  assign \$788  = \port$22246$2 [3:0] == 4'hd;
   assign \$789  = \$787  & \$788 ;
   assign \$790  = \$786  | \$789 ;
   assign \$791  = w_transpose ? w_data[31:24] : w_data[111:104];
@@ -48271,10 +48271,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$795  = $signed(pe2_13_psum) + $signed(\$794 );
   assign \$796  = ~ w_transpose;
   assign \$797  = w_en & \$796 ;
-  assign \$798  = \port$22307$2 [3:0] == 2'h3;
+  assign \$798  = \port$22246$2 [3:0] == 2'h3;
   assign \$799  = \$797  & \$798 ;
   assign \$800  = w_en & w_transpose;
-  assign \$801  = \port$22307$2 [3:0] == 4'he;
+  assign \$801  = \port$22246$2 [3:0] == 4'he;
   assign \$802  = \$800  & \$801 ;
   assign \$803  = \$799  | \$802 ;
   assign \$804  = w_transpose ? w_data[31:24] : w_data[119:112];
@@ -48284,10 +48284,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$808  = $signed(pe2_14_psum) + $signed(\$807 );
   assign \$809  = ~ w_transpose;
   assign \$810  = w_en & \$809 ;
-  assign \$811  = \port$22307$2 [3:0] == 2'h3;
+  assign \$811  = \port$22246$2 [3:0] == 2'h3;
   assign \$812  = \$810  & \$811 ;
   assign \$813  = w_en & w_transpose;
-  assign \$814  = \port$22307$2 [3:0] == 4'hf;
+  assign \$814  = \port$22246$2 [3:0] == 4'hf;
   assign \$815  = \$813  & \$814 ;
   assign \$816  = \$812  | \$815 ;
   assign \$817  = w_transpose ? w_data[31:24] : w_data[127:120];
@@ -48298,10 +48298,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$822  = a_valid ? w_data[39:32] : 8'h00;
   assign \$823  = ~ w_transpose;
   assign \$824  = w_en & \$823 ;
-  assign \$825  = \port$22307$2 [3:0] == 3'h4;
+  assign \$825  = \port$22246$2 [3:0] == 3'h4;
   assign \$826  = \$824  & \$825 ;
   assign \$827  = w_en & w_transpose;
-  assign \$828  = ! \port$22307$2 [3:0];
+  assign \$828  = ! \port$22246$2 [3:0];
   assign \$829  = \$827  & \$828 ;
   assign \$830  = \$826  | \$829 ;
   assign \$831  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -48311,10 +48311,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$835  = $signed(pe3_0_psum) + $signed(\$834 );
   assign \$836  = ~ w_transpose;
   assign \$837  = w_en & \$836 ;
-  assign \$838  = \port$22307$2 [3:0] == 3'h4;
+  assign \$838  = \port$22246$2 [3:0] == 3'h4;
   assign \$839  = \$837  & \$838 ;
   assign \$840  = w_en & w_transpose;
-  assign \$841  = \port$22307$2 [3:0] == 1'h1;
+  assign \$841  = \port$22246$2 [3:0] == 1'h1;
   assign \$842  = \$840  & \$841 ;
   assign \$843  = \$839  | \$842 ;
   assign \$844  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -48324,10 +48324,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$848  = $signed(pe3_1_psum) + $signed(\$847 );
   assign \$849  = ~ w_transpose;
   assign \$850  = w_en & \$849 ;
-  assign \$851  = \port$22307$2 [3:0] == 3'h4;
+  assign \$851  = \port$22246$2 [3:0] == 3'h4;
   assign \$852  = \$850  & \$851 ;
   assign \$853  = w_en & w_transpose;
-  assign \$854  = \port$22307$2 [3:0] == 2'h2;
+  assign \$854  = \port$22246$2 [3:0] == 2'h2;
   assign \$855  = \$853  & \$854 ;
   assign \$856  = \$852  | \$855 ;
   assign \$857  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -48337,10 +48337,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$861  = $signed(pe3_2_psum) + $signed(\$860 );
   assign \$862  = ~ w_transpose;
   assign \$863  = w_en & \$862 ;
-  assign \$864  = \port$22307$2 [3:0] == 3'h4;
+  assign \$864  = \port$22246$2 [3:0] == 3'h4;
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$22307$2 [3:0] == 2'h3;
+  assign \$867  = \port$22246$2 [3:0] == 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$865  | \$868 ;
   assign \$870  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -48350,10 +48350,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$874  = $signed(pe3_3_psum) + $signed(\$873 );
   assign \$875  = ~ w_transpose;
   assign \$876  = w_en & \$875 ;
-  assign \$877  = \port$22307$2 [3:0] == 3'h4;
+  assign \$877  = \port$22246$2 [3:0] == 3'h4;
   assign \$878  = \$876  & \$877 ;
   assign \$879  = w_en & w_transpose;
-  assign \$880  = \port$22307$2 [3:0] == 3'h4;
+  assign \$880  = \port$22246$2 [3:0] == 3'h4;
   assign \$881  = \$879  & \$880 ;
   assign \$882  = \$878  | \$881 ;
   assign \$885  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -48361,10 +48361,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$887  = $signed(pe3_4_psum) + $signed(\$886 );
   assign \$888  = ~ w_transpose;
   assign \$889  = w_en & \$888 ;
-  assign \$890  = \port$22307$2 [3:0] == 3'h4;
+  assign \$890  = \port$22246$2 [3:0] == 3'h4;
   assign \$891  = \$889  & \$890 ;
   assign \$892  = w_en & w_transpose;
-  assign \$893  = \port$22307$2 [3:0] == 3'h5;
+  assign \$893  = \port$22246$2 [3:0] == 3'h5;
   assign \$894  = \$892  & \$893 ;
   assign \$895  = \$891  | \$894 ;
   assign \$896  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -48374,10 +48374,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$900  = $signed(pe3_5_psum) + $signed(\$899 );
   assign \$901  = ~ w_transpose;
   assign \$902  = w_en & \$901 ;
-  assign \$903  = \port$22307$2 [3:0] == 3'h4;
+  assign \$903  = \port$22246$2 [3:0] == 3'h4;
   assign \$904  = \$902  & \$903 ;
   assign \$905  = w_en & w_transpose;
-  assign \$906  = \port$22307$2 [3:0] == 3'h6;
+  assign \$906  = \port$22246$2 [3:0] == 3'h6;
   assign \$907  = \$905  & \$906 ;
   assign \$908  = \$904  | \$907 ;
   assign \$909  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -48387,10 +48387,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$913  = $signed(pe3_6_psum) + $signed(\$912 );
   assign \$914  = ~ w_transpose;
   assign \$915  = w_en & \$914 ;
-  assign \$916  = \port$22307$2 [3:0] == 3'h4;
+  assign \$916  = \port$22246$2 [3:0] == 3'h4;
   assign \$917  = \$915  & \$916 ;
   assign \$918  = w_en & w_transpose;
-  assign \$919  = \port$22307$2 [3:0] == 3'h7;
+  assign \$919  = \port$22246$2 [3:0] == 3'h7;
   assign \$920  = \$918  & \$919 ;
   assign \$921  = \$917  | \$920 ;
   assign \$922  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -48400,10 +48400,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$926  = $signed(pe3_7_psum) + $signed(\$925 );
   assign \$927  = ~ w_transpose;
   assign \$928  = w_en & \$927 ;
-  assign \$929  = \port$22307$2 [3:0] == 3'h4;
+  assign \$929  = \port$22246$2 [3:0] == 3'h4;
   assign \$930  = \$928  & \$929 ;
   assign \$931  = w_en & w_transpose;
-  assign \$932  = \port$22307$2 [3:0] == 4'h8;
+  assign \$932  = \port$22246$2 [3:0] == 4'h8;
   assign \$933  = \$931  & \$932 ;
   assign \$934  = \$930  | \$933 ;
   assign \$935  = w_transpose ? w_data[39:32] : w_data[71:64];
@@ -48413,10 +48413,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$939  = $signed(pe3_8_psum) + $signed(\$938 );
   assign \$940  = ~ w_transpose;
   assign \$941  = w_en & \$940 ;
-  assign \$942  = \port$22307$2 [3:0] == 3'h4;
+  assign \$942  = \port$22246$2 [3:0] == 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = w_en & w_transpose;
-  assign \$945  = \port$22307$2 [3:0] == 4'h9;
+  assign \$945  = \port$22246$2 [3:0] == 4'h9;
   assign \$946  = \$944  & \$945 ;
   assign \$947  = \$943  | \$946 ;
   assign \$948  = w_transpose ? w_data[39:32] : w_data[79:72];
@@ -48426,10 +48426,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$952  = $signed(pe3_9_psum) + $signed(\$951 );
   assign \$953  = ~ w_transpose;
   assign \$954  = w_en & \$953 ;
-  assign \$955  = \port$22307$2 [3:0] == 3'h4;
+  assign \$955  = \port$22246$2 [3:0] == 3'h4;
   assign \$956  = \$954  & \$955 ;
   assign \$957  = w_en & w_transpose;
-  assign \$958  = \port$22307$2 [3:0] == 4'ha;
+  assign \$958  = \port$22246$2 [3:0] == 4'ha;
   assign \$959  = \$957  & \$958 ;
   assign \$960  = \$956  | \$959 ;
   assign \$961  = w_transpose ? w_data[39:32] : w_data[87:80];
@@ -48439,10 +48439,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$965  = $signed(pe3_10_psum) + $signed(\$964 );
   assign \$966  = ~ w_transpose;
   assign \$967  = w_en & \$966 ;
-  assign \$968  = \port$22307$2 [3:0] == 3'h4;
+  assign \$968  = \port$22246$2 [3:0] == 3'h4;
   assign \$969  = \$967  & \$968 ;
   assign \$970  = w_en & w_transpose;
-  assign \$971  = \port$22307$2 [3:0] == 4'hb;
+  assign \$971  = \port$22246$2 [3:0] == 4'hb;
   assign \$972  = \$970  & \$971 ;
   assign \$973  = \$969  | \$972 ;
   assign \$974  = w_transpose ? w_data[39:32] : w_data[95:88];
@@ -48452,10 +48452,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$978  = $signed(pe3_11_psum) + $signed(\$977 );
   assign \$979  = ~ w_transpose;
   assign \$980  = w_en & \$979 ;
-  assign \$981  = \port$22307$2 [3:0] == 3'h4;
+  assign \$981  = \port$22246$2 [3:0] == 3'h4;
   assign \$982  = \$980  & \$981 ;
   assign \$983  = w_en & w_transpose;
-  assign \$984  = \port$22307$2 [3:0] == 4'hc;
+  assign \$984  = \port$22246$2 [3:0] == 4'hc;
   assign \$985  = \$983  & \$984 ;
   assign \$986  = \$982  | \$985 ;
   assign \$987  = w_transpose ? w_data[39:32] : w_data[103:96];
@@ -48465,10 +48465,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$991  = $signed(pe3_12_psum) + $signed(\$990 );
   assign \$992  = ~ w_transpose;
   assign \$993  = w_en & \$992 ;
-  assign \$994  = \port$22307$2 [3:0] == 3'h4;
+  assign \$994  = \port$22246$2 [3:0] == 3'h4;
   assign \$995  = \$993  & \$994 ;
   assign \$996  = w_en & w_transpose;
-  assign \$997  = \port$22307$2 [3:0] == 4'hd;
+  assign \$997  = \port$22246$2 [3:0] == 4'hd;
   assign \$998  = \$996  & \$997 ;
   assign \$999  = \$995  | \$998 ;
   assign \$1000  = w_transpose ? w_data[39:32] : w_data[111:104];
@@ -48478,10 +48478,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1004  = $signed(pe3_13_psum) + $signed(\$1003 );
   assign \$1005  = ~ w_transpose;
   assign \$1006  = w_en & \$1005 ;
-  assign \$1007  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1007  = \port$22246$2 [3:0] == 3'h4;
   assign \$1008  = \$1006  & \$1007 ;
   assign \$1009  = w_en & w_transpose;
-  assign \$1010  = \port$22307$2 [3:0] == 4'he;
+  assign \$1010  = \port$22246$2 [3:0] == 4'he;
   assign \$1011  = \$1009  & \$1010 ;
   assign \$1012  = \$1008  | \$1011 ;
   assign \$1013  = w_transpose ? w_data[39:32] : w_data[119:112];
@@ -48491,10 +48491,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1017  = $signed(pe3_14_psum) + $signed(\$1016 );
   assign \$1018  = ~ w_transpose;
   assign \$1019  = w_en & \$1018 ;
-  assign \$1020  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1020  = \port$22246$2 [3:0] == 3'h4;
   assign \$1021  = \$1019  & \$1020 ;
   assign \$1022  = w_en & w_transpose;
-  assign \$1023  = \port$22307$2 [3:0] == 4'hf;
+  assign \$1023  = \port$22246$2 [3:0] == 4'hf;
   assign \$1024  = \$1022  & \$1023 ;
   assign \$1025  = \$1021  | \$1024 ;
   assign \$1026  = w_transpose ? w_data[39:32] : w_data[127:120];
@@ -48505,10 +48505,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1031  = a_valid ? w_data[47:40] : 8'h00;
   assign \$1032  = ~ w_transpose;
   assign \$1033  = w_en & \$1032 ;
-  assign \$1034  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1034  = \port$22246$2 [3:0] == 3'h5;
   assign \$1035  = \$1033  & \$1034 ;
   assign \$1036  = w_en & w_transpose;
-  assign \$1037  = ! \port$22307$2 [3:0];
+  assign \$1037  = ! \port$22246$2 [3:0];
   assign \$1038  = \$1036  & \$1037 ;
   assign \$1039  = \$1035  | \$1038 ;
   assign \$1040  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -48518,10 +48518,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1044  = $signed(pe4_0_psum) + $signed(\$1043 );
   assign \$1045  = ~ w_transpose;
   assign \$1046  = w_en & \$1045 ;
-  assign \$1047  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1047  = \port$22246$2 [3:0] == 3'h5;
   assign \$1048  = \$1046  & \$1047 ;
   assign \$1049  = w_en & w_transpose;
-  assign \$1050  = \port$22307$2 [3:0] == 1'h1;
+  assign \$1050  = \port$22246$2 [3:0] == 1'h1;
   assign \$1051  = \$1049  & \$1050 ;
   assign \$1052  = \$1048  | \$1051 ;
   assign \$1053  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -48531,10 +48531,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1057  = $signed(pe4_1_psum) + $signed(\$1056 );
   assign \$1058  = ~ w_transpose;
   assign \$1059  = w_en & \$1058 ;
-  assign \$1060  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1060  = \port$22246$2 [3:0] == 3'h5;
   assign \$1061  = \$1059  & \$1060 ;
   assign \$1062  = w_en & w_transpose;
-  assign \$1063  = \port$22307$2 [3:0] == 2'h2;
+  assign \$1063  = \port$22246$2 [3:0] == 2'h2;
   assign \$1064  = \$1062  & \$1063 ;
   assign \$1065  = \$1061  | \$1064 ;
   assign \$1066  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -48544,10 +48544,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1070  = $signed(pe4_2_psum) + $signed(\$1069 );
   assign \$1071  = ~ w_transpose;
   assign \$1072  = w_en & \$1071 ;
-  assign \$1073  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1073  = \port$22246$2 [3:0] == 3'h5;
   assign \$1074  = \$1072  & \$1073 ;
   assign \$1075  = w_en & w_transpose;
-  assign \$1076  = \port$22307$2 [3:0] == 2'h3;
+  assign \$1076  = \port$22246$2 [3:0] == 2'h3;
   assign \$1077  = \$1075  & \$1076 ;
   assign \$1078  = \$1074  | \$1077 ;
   assign \$1079  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -48557,10 +48557,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1083  = $signed(pe4_3_psum) + $signed(\$1082 );
   assign \$1084  = ~ w_transpose;
   assign \$1085  = w_en & \$1084 ;
-  assign \$1086  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1086  = \port$22246$2 [3:0] == 3'h5;
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1089  = \port$22246$2 [3:0] == 3'h4;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1087  | \$1090 ;
   assign \$1092  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -48570,10 +48570,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1096  = $signed(pe4_4_psum) + $signed(\$1095 );
   assign \$1097  = ~ w_transpose;
   assign \$1098  = w_en & \$1097 ;
-  assign \$1099  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1099  = \port$22246$2 [3:0] == 3'h5;
   assign \$1100  = \$1098  & \$1099 ;
   assign \$1101  = w_en & w_transpose;
-  assign \$1102  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1102  = \port$22246$2 [3:0] == 3'h5;
   assign \$1103  = \$1101  & \$1102 ;
   assign \$1104  = \$1100  | \$1103 ;
   assign \$1107  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -48581,10 +48581,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1109  = $signed(pe4_5_psum) + $signed(\$1108 );
   assign \$1110  = ~ w_transpose;
   assign \$1111  = w_en & \$1110 ;
-  assign \$1112  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1112  = \port$22246$2 [3:0] == 3'h5;
   assign \$1113  = \$1111  & \$1112 ;
   assign \$1114  = w_en & w_transpose;
-  assign \$1115  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1115  = \port$22246$2 [3:0] == 3'h6;
   assign \$1116  = \$1114  & \$1115 ;
   assign \$1117  = \$1113  | \$1116 ;
   assign \$1118  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -48594,10 +48594,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1122  = $signed(pe4_6_psum) + $signed(\$1121 );
   assign \$1123  = ~ w_transpose;
   assign \$1124  = w_en & \$1123 ;
-  assign \$1125  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1125  = \port$22246$2 [3:0] == 3'h5;
   assign \$1126  = \$1124  & \$1125 ;
   assign \$1127  = w_en & w_transpose;
-  assign \$1128  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1128  = \port$22246$2 [3:0] == 3'h7;
   assign \$1129  = \$1127  & \$1128 ;
   assign \$1130  = \$1126  | \$1129 ;
   assign \$1131  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -48607,10 +48607,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1135  = $signed(pe4_7_psum) + $signed(\$1134 );
   assign \$1136  = ~ w_transpose;
   assign \$1137  = w_en & \$1136 ;
-  assign \$1138  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1138  = \port$22246$2 [3:0] == 3'h5;
   assign \$1139  = \$1137  & \$1138 ;
   assign \$1140  = w_en & w_transpose;
-  assign \$1141  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1141  = \port$22246$2 [3:0] == 4'h8;
   assign \$1142  = \$1140  & \$1141 ;
   assign \$1143  = \$1139  | \$1142 ;
   assign \$1144  = w_transpose ? w_data[47:40] : w_data[71:64];
@@ -48620,10 +48620,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1148  = $signed(pe4_8_psum) + $signed(\$1147 );
   assign \$1149  = ~ w_transpose;
   assign \$1150  = w_en & \$1149 ;
-  assign \$1151  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1151  = \port$22246$2 [3:0] == 3'h5;
   assign \$1152  = \$1150  & \$1151 ;
   assign \$1153  = w_en & w_transpose;
-  assign \$1154  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1154  = \port$22246$2 [3:0] == 4'h9;
   assign \$1155  = \$1153  & \$1154 ;
   assign \$1156  = \$1152  | \$1155 ;
   assign \$1157  = w_transpose ? w_data[47:40] : w_data[79:72];
@@ -48633,10 +48633,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1161  = $signed(pe4_9_psum) + $signed(\$1160 );
   assign \$1162  = ~ w_transpose;
   assign \$1163  = w_en & \$1162 ;
-  assign \$1164  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1164  = \port$22246$2 [3:0] == 3'h5;
   assign \$1165  = \$1163  & \$1164 ;
   assign \$1166  = w_en & w_transpose;
-  assign \$1167  = \port$22307$2 [3:0] == 4'ha;
+  assign \$1167  = \port$22246$2 [3:0] == 4'ha;
   assign \$1168  = \$1166  & \$1167 ;
   assign \$1169  = \$1165  | \$1168 ;
   assign \$1170  = w_transpose ? w_data[47:40] : w_data[87:80];
@@ -48646,10 +48646,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1174  = $signed(pe4_10_psum) + $signed(\$1173 );
   assign \$1175  = ~ w_transpose;
   assign \$1176  = w_en & \$1175 ;
-  assign \$1177  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1177  = \port$22246$2 [3:0] == 3'h5;
   assign \$1178  = \$1176  & \$1177 ;
   assign \$1179  = w_en & w_transpose;
-  assign \$1180  = \port$22307$2 [3:0] == 4'hb;
+  assign \$1180  = \port$22246$2 [3:0] == 4'hb;
   assign \$1181  = \$1179  & \$1180 ;
   assign \$1182  = \$1178  | \$1181 ;
   assign \$1183  = w_transpose ? w_data[47:40] : w_data[95:88];
@@ -48659,10 +48659,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1187  = $signed(pe4_11_psum) + $signed(\$1186 );
   assign \$1188  = ~ w_transpose;
   assign \$1189  = w_en & \$1188 ;
-  assign \$1190  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1190  = \port$22246$2 [3:0] == 3'h5;
   assign \$1191  = \$1189  & \$1190 ;
   assign \$1192  = w_en & w_transpose;
-  assign \$1193  = \port$22307$2 [3:0] == 4'hc;
+  assign \$1193  = \port$22246$2 [3:0] == 4'hc;
   assign \$1194  = \$1192  & \$1193 ;
   assign \$1195  = \$1191  | \$1194 ;
   assign \$1196  = w_transpose ? w_data[47:40] : w_data[103:96];
@@ -48672,10 +48672,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1200  = $signed(pe4_12_psum) + $signed(\$1199 );
   assign \$1201  = ~ w_transpose;
   assign \$1202  = w_en & \$1201 ;
-  assign \$1203  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1203  = \port$22246$2 [3:0] == 3'h5;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = w_en & w_transpose;
-  assign \$1206  = \port$22307$2 [3:0] == 4'hd;
+  assign \$1206  = \port$22246$2 [3:0] == 4'hd;
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = \$1204  | \$1207 ;
   assign \$1209  = w_transpose ? w_data[47:40] : w_data[111:104];
@@ -48685,10 +48685,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1213  = $signed(pe4_13_psum) + $signed(\$1212 );
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1216  = \port$22246$2 [3:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
   assign \$1218  = w_en & w_transpose;
-  assign \$1219  = \port$22307$2 [3:0] == 4'he;
+  assign \$1219  = \port$22246$2 [3:0] == 4'he;
   assign \$1220  = \$1218  & \$1219 ;
   assign \$1221  = \$1217  | \$1220 ;
   assign \$1222  = w_transpose ? w_data[47:40] : w_data[119:112];
@@ -48698,10 +48698,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1226  = $signed(pe4_14_psum) + $signed(\$1225 );
   assign \$1227  = ~ w_transpose;
   assign \$1228  = w_en & \$1227 ;
-  assign \$1229  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1229  = \port$22246$2 [3:0] == 3'h5;
   assign \$1230  = \$1228  & \$1229 ;
   assign \$1231  = w_en & w_transpose;
-  assign \$1232  = \port$22307$2 [3:0] == 4'hf;
+  assign \$1232  = \port$22246$2 [3:0] == 4'hf;
   assign \$1233  = \$1231  & \$1232 ;
   assign \$1234  = \$1230  | \$1233 ;
   assign \$1235  = w_transpose ? w_data[47:40] : w_data[127:120];
@@ -48712,10 +48712,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1240  = a_valid ? w_data[55:48] : 8'h00;
   assign \$1241  = ~ w_transpose;
   assign \$1242  = w_en & \$1241 ;
-  assign \$1243  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1243  = \port$22246$2 [3:0] == 3'h6;
   assign \$1244  = \$1242  & \$1243 ;
   assign \$1245  = w_en & w_transpose;
-  assign \$1246  = ! \port$22307$2 [3:0];
+  assign \$1246  = ! \port$22246$2 [3:0];
   assign \$1247  = \$1245  & \$1246 ;
   assign \$1248  = \$1244  | \$1247 ;
   assign \$1249  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -48725,10 +48725,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1253  = $signed(pe5_0_psum) + $signed(\$1252 );
   assign \$1254  = ~ w_transpose;
   assign \$1255  = w_en & \$1254 ;
-  assign \$1256  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1256  = \port$22246$2 [3:0] == 3'h6;
   assign \$1257  = \$1255  & \$1256 ;
   assign \$1258  = w_en & w_transpose;
-  assign \$1259  = \port$22307$2 [3:0] == 1'h1;
+  assign \$1259  = \port$22246$2 [3:0] == 1'h1;
   assign \$1260  = \$1258  & \$1259 ;
   assign \$1261  = \$1257  | \$1260 ;
   assign \$1262  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -48738,10 +48738,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1266  = $signed(pe5_1_psum) + $signed(\$1265 );
   assign \$1267  = ~ w_transpose;
   assign \$1268  = w_en & \$1267 ;
-  assign \$1269  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1269  = \port$22246$2 [3:0] == 3'h6;
   assign \$1270  = \$1268  & \$1269 ;
   assign \$1271  = w_en & w_transpose;
-  assign \$1272  = \port$22307$2 [3:0] == 2'h2;
+  assign \$1272  = \port$22246$2 [3:0] == 2'h2;
   assign \$1273  = \$1271  & \$1272 ;
   assign \$1274  = \$1270  | \$1273 ;
   assign \$1275  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -48751,10 +48751,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1279  = $signed(pe5_2_psum) + $signed(\$1278 );
   assign \$1280  = ~ w_transpose;
   assign \$1281  = w_en & \$1280 ;
-  assign \$1282  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1282  = \port$22246$2 [3:0] == 3'h6;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = w_en & w_transpose;
-  assign \$1285  = \port$22307$2 [3:0] == 2'h3;
+  assign \$1285  = \port$22246$2 [3:0] == 2'h3;
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = \$1283  | \$1286 ;
   assign \$1288  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -48764,10 +48764,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1292  = $signed(pe5_3_psum) + $signed(\$1291 );
   assign \$1293  = ~ w_transpose;
   assign \$1294  = w_en & \$1293 ;
-  assign \$1295  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1295  = \port$22246$2 [3:0] == 3'h6;
   assign \$1296  = \$1294  & \$1295 ;
   assign \$1297  = w_en & w_transpose;
-  assign \$1298  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1298  = \port$22246$2 [3:0] == 3'h4;
   assign \$1299  = \$1297  & \$1298 ;
   assign \$1300  = \$1296  | \$1299 ;
   assign \$1301  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -48777,10 +48777,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1305  = $signed(pe5_4_psum) + $signed(\$1304 );
   assign \$1306  = ~ w_transpose;
   assign \$1307  = w_en & \$1306 ;
-  assign \$1308  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1308  = \port$22246$2 [3:0] == 3'h6;
   assign \$1309  = \$1307  & \$1308 ;
   assign \$1310  = w_en & w_transpose;
-  assign \$1311  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1311  = \port$22246$2 [3:0] == 3'h5;
   assign \$1312  = \$1310  & \$1311 ;
   assign \$1313  = \$1309  | \$1312 ;
   assign \$1314  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -48790,10 +48790,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1318  = $signed(pe5_5_psum) + $signed(\$1317 );
   assign \$1319  = ~ w_transpose;
   assign \$1320  = w_en & \$1319 ;
-  assign \$1321  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1321  = \port$22246$2 [3:0] == 3'h6;
   assign \$1322  = \$1320  & \$1321 ;
   assign \$1323  = w_en & w_transpose;
-  assign \$1324  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1324  = \port$22246$2 [3:0] == 3'h6;
   assign \$1325  = \$1323  & \$1324 ;
   assign \$1326  = \$1322  | \$1325 ;
   assign \$1329  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -48801,10 +48801,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1331  = $signed(pe5_6_psum) + $signed(\$1330 );
   assign \$1332  = ~ w_transpose;
   assign \$1333  = w_en & \$1332 ;
-  assign \$1334  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1334  = \port$22246$2 [3:0] == 3'h6;
   assign \$1335  = \$1333  & \$1334 ;
   assign \$1336  = w_en & w_transpose;
-  assign \$1337  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1337  = \port$22246$2 [3:0] == 3'h7;
   assign \$1338  = \$1336  & \$1337 ;
   assign \$1339  = \$1335  | \$1338 ;
   assign \$1340  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -48814,10 +48814,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1344  = $signed(pe5_7_psum) + $signed(\$1343 );
   assign \$1345  = ~ w_transpose;
   assign \$1346  = w_en & \$1345 ;
-  assign \$1347  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1347  = \port$22246$2 [3:0] == 3'h6;
   assign \$1348  = \$1346  & \$1347 ;
   assign \$1349  = w_en & w_transpose;
-  assign \$1350  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1350  = \port$22246$2 [3:0] == 4'h8;
   assign \$1351  = \$1349  & \$1350 ;
   assign \$1352  = \$1348  | \$1351 ;
   assign \$1353  = w_transpose ? w_data[55:48] : w_data[71:64];
@@ -48827,10 +48827,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1357  = $signed(pe5_8_psum) + $signed(\$1356 );
   assign \$1358  = ~ w_transpose;
   assign \$1359  = w_en & \$1358 ;
-  assign \$1360  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1360  = \port$22246$2 [3:0] == 3'h6;
   assign \$1361  = \$1359  & \$1360 ;
   assign \$1362  = w_en & w_transpose;
-  assign \$1363  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1363  = \port$22246$2 [3:0] == 4'h9;
   assign \$1364  = \$1362  & \$1363 ;
   assign \$1365  = \$1361  | \$1364 ;
   assign \$1366  = w_transpose ? w_data[55:48] : w_data[79:72];
@@ -48840,10 +48840,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1370  = $signed(pe5_9_psum) + $signed(\$1369 );
   assign \$1371  = ~ w_transpose;
   assign \$1372  = w_en & \$1371 ;
-  assign \$1373  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1373  = \port$22246$2 [3:0] == 3'h6;
   assign \$1374  = \$1372  & \$1373 ;
   assign \$1375  = w_en & w_transpose;
-  assign \$1376  = \port$22307$2 [3:0] == 4'ha;
+  assign \$1376  = \port$22246$2 [3:0] == 4'ha;
   assign \$1377  = \$1375  & \$1376 ;
   assign \$1378  = \$1374  | \$1377 ;
   assign \$1379  = w_transpose ? w_data[55:48] : w_data[87:80];
@@ -48853,10 +48853,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1383  = $signed(pe5_10_psum) + $signed(\$1382 );
   assign \$1384  = ~ w_transpose;
   assign \$1385  = w_en & \$1384 ;
-  assign \$1386  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1386  = \port$22246$2 [3:0] == 3'h6;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = w_en & w_transpose;
-  assign \$1389  = \port$22307$2 [3:0] == 4'hb;
+  assign \$1389  = \port$22246$2 [3:0] == 4'hb;
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = \$1387  | \$1390 ;
   assign \$1392  = w_transpose ? w_data[55:48] : w_data[95:88];
@@ -48866,10 +48866,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1396  = $signed(pe5_11_psum) + $signed(\$1395 );
   assign \$1397  = ~ w_transpose;
   assign \$1398  = w_en & \$1397 ;
-  assign \$1399  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1399  = \port$22246$2 [3:0] == 3'h6;
   assign \$1400  = \$1398  & \$1399 ;
   assign \$1401  = w_en & w_transpose;
-  assign \$1402  = \port$22307$2 [3:0] == 4'hc;
+  assign \$1402  = \port$22246$2 [3:0] == 4'hc;
   assign \$1403  = \$1401  & \$1402 ;
   assign \$1404  = \$1400  | \$1403 ;
   assign \$1405  = w_transpose ? w_data[55:48] : w_data[103:96];
@@ -48879,10 +48879,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1409  = $signed(pe5_12_psum) + $signed(\$1408 );
   assign \$1410  = ~ w_transpose;
   assign \$1411  = w_en & \$1410 ;
-  assign \$1412  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1412  = \port$22246$2 [3:0] == 3'h6;
   assign \$1413  = \$1411  & \$1412 ;
   assign \$1414  = w_en & w_transpose;
-  assign \$1415  = \port$22307$2 [3:0] == 4'hd;
+  assign \$1415  = \port$22246$2 [3:0] == 4'hd;
   assign \$1416  = \$1414  & \$1415 ;
   assign \$1417  = \$1413  | \$1416 ;
   assign \$1418  = w_transpose ? w_data[55:48] : w_data[111:104];
@@ -48892,10 +48892,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1422  = $signed(pe5_13_psum) + $signed(\$1421 );
   assign \$1423  = ~ w_transpose;
   assign \$1424  = w_en & \$1423 ;
-  assign \$1425  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1425  = \port$22246$2 [3:0] == 3'h6;
   assign \$1426  = \$1424  & \$1425 ;
   assign \$1427  = w_en & w_transpose;
-  assign \$1428  = \port$22307$2 [3:0] == 4'he;
+  assign \$1428  = \port$22246$2 [3:0] == 4'he;
   assign \$1429  = \$1427  & \$1428 ;
   assign \$1430  = \$1426  | \$1429 ;
   assign \$1431  = w_transpose ? w_data[55:48] : w_data[119:112];
@@ -48905,10 +48905,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1435  = $signed(pe5_14_psum) + $signed(\$1434 );
   assign \$1436  = ~ w_transpose;
   assign \$1437  = w_en & \$1436 ;
-  assign \$1438  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1438  = \port$22246$2 [3:0] == 3'h6;
   assign \$1439  = \$1437  & \$1438 ;
   assign \$1440  = w_en & w_transpose;
-  assign \$1441  = \port$22307$2 [3:0] == 4'hf;
+  assign \$1441  = \port$22246$2 [3:0] == 4'hf;
   assign \$1442  = \$1440  & \$1441 ;
   assign \$1443  = \$1439  | \$1442 ;
   assign \$1444  = w_transpose ? w_data[55:48] : w_data[127:120];
@@ -48919,10 +48919,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1449  = a_valid ? w_data[63:56] : 8'h00;
   assign \$1450  = ~ w_transpose;
   assign \$1451  = w_en & \$1450 ;
-  assign \$1452  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1452  = \port$22246$2 [3:0] == 3'h7;
   assign \$1453  = \$1451  & \$1452 ;
   assign \$1454  = w_en & w_transpose;
-  assign \$1455  = ! \port$22307$2 [3:0];
+  assign \$1455  = ! \port$22246$2 [3:0];
   assign \$1456  = \$1454  & \$1455 ;
   assign \$1457  = \$1453  | \$1456 ;
   assign \$1458  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -48932,10 +48932,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1462  = $signed(pe6_0_psum) + $signed(\$1461 );
   assign \$1463  = ~ w_transpose;
   assign \$1464  = w_en & \$1463 ;
-  assign \$1465  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1465  = \port$22246$2 [3:0] == 3'h7;
   assign \$1466  = \$1464  & \$1465 ;
   assign \$1467  = w_en & w_transpose;
-  assign \$1468  = \port$22307$2 [3:0] == 1'h1;
+  assign \$1468  = \port$22246$2 [3:0] == 1'h1;
   assign \$1469  = \$1467  & \$1468 ;
   assign \$1470  = \$1466  | \$1469 ;
   assign \$1471  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -48945,10 +48945,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1475  = $signed(pe6_1_psum) + $signed(\$1474 );
   assign \$1476  = ~ w_transpose;
   assign \$1477  = w_en & \$1476 ;
-  assign \$1478  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1478  = \port$22246$2 [3:0] == 3'h7;
   assign \$1479  = \$1477  & \$1478 ;
   assign \$1480  = w_en & w_transpose;
-  assign \$1481  = \port$22307$2 [3:0] == 2'h2;
+  assign \$1481  = \port$22246$2 [3:0] == 2'h2;
   assign \$1482  = \$1480  & \$1481 ;
   assign \$1483  = \$1479  | \$1482 ;
   assign \$1484  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -48958,10 +48958,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1488  = $signed(pe6_2_psum) + $signed(\$1487 );
   assign \$1489  = ~ w_transpose;
   assign \$1490  = w_en & \$1489 ;
-  assign \$1491  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1491  = \port$22246$2 [3:0] == 3'h7;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = w_en & w_transpose;
-  assign \$1494  = \port$22307$2 [3:0] == 2'h3;
+  assign \$1494  = \port$22246$2 [3:0] == 2'h3;
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = \$1492  | \$1495 ;
   assign \$1497  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -48971,10 +48971,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1501  = $signed(pe6_3_psum) + $signed(\$1500 );
   assign \$1502  = ~ w_transpose;
   assign \$1503  = w_en & \$1502 ;
-  assign \$1504  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1504  = \port$22246$2 [3:0] == 3'h7;
   assign \$1505  = \$1503  & \$1504 ;
   assign \$1506  = w_en & w_transpose;
-  assign \$1507  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1507  = \port$22246$2 [3:0] == 3'h4;
   assign \$1508  = \$1506  & \$1507 ;
   assign \$1509  = \$1505  | \$1508 ;
   assign \$1510  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -48984,10 +48984,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1514  = $signed(pe6_4_psum) + $signed(\$1513 );
   assign \$1515  = ~ w_transpose;
   assign \$1516  = w_en & \$1515 ;
-  assign \$1517  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1517  = \port$22246$2 [3:0] == 3'h7;
   assign \$1518  = \$1516  & \$1517 ;
   assign \$1519  = w_en & w_transpose;
-  assign \$1520  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1520  = \port$22246$2 [3:0] == 3'h5;
   assign \$1521  = \$1519  & \$1520 ;
   assign \$1522  = \$1518  | \$1521 ;
   assign \$1523  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -48997,10 +48997,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1527  = $signed(pe6_5_psum) + $signed(\$1526 );
   assign \$1528  = ~ w_transpose;
   assign \$1529  = w_en & \$1528 ;
-  assign \$1530  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1530  = \port$22246$2 [3:0] == 3'h7;
   assign \$1531  = \$1529  & \$1530 ;
   assign \$1532  = w_en & w_transpose;
-  assign \$1533  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1533  = \port$22246$2 [3:0] == 3'h6;
   assign \$1534  = \$1532  & \$1533 ;
   assign \$1535  = \$1531  | \$1534 ;
   assign \$1536  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -49010,10 +49010,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1540  = $signed(pe6_6_psum) + $signed(\$1539 );
   assign \$1541  = ~ w_transpose;
   assign \$1542  = w_en & \$1541 ;
-  assign \$1543  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1543  = \port$22246$2 [3:0] == 3'h7;
   assign \$1544  = \$1542  & \$1543 ;
   assign \$1545  = w_en & w_transpose;
-  assign \$1546  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1546  = \port$22246$2 [3:0] == 3'h7;
   assign \$1547  = \$1545  & \$1546 ;
   assign \$1548  = \$1544  | \$1547 ;
   assign \$1551  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -49021,10 +49021,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1553  = $signed(pe6_7_psum) + $signed(\$1552 );
   assign \$1554  = ~ w_transpose;
   assign \$1555  = w_en & \$1554 ;
-  assign \$1556  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1556  = \port$22246$2 [3:0] == 3'h7;
   assign \$1557  = \$1555  & \$1556 ;
   assign \$1558  = w_en & w_transpose;
-  assign \$1559  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1559  = \port$22246$2 [3:0] == 4'h8;
   assign \$1560  = \$1558  & \$1559 ;
   assign \$1561  = \$1557  | \$1560 ;
   assign \$1562  = w_transpose ? w_data[63:56] : w_data[71:64];
@@ -49034,10 +49034,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1566  = $signed(pe6_8_psum) + $signed(\$1565 );
   assign \$1567  = ~ w_transpose;
   assign \$1568  = w_en & \$1567 ;
-  assign \$1569  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1569  = \port$22246$2 [3:0] == 3'h7;
   assign \$1570  = \$1568  & \$1569 ;
   assign \$1571  = w_en & w_transpose;
-  assign \$1572  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1572  = \port$22246$2 [3:0] == 4'h9;
   assign \$1573  = \$1571  & \$1572 ;
   assign \$1574  = \$1570  | \$1573 ;
   assign \$1575  = w_transpose ? w_data[63:56] : w_data[79:72];
@@ -49047,10 +49047,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1579  = $signed(pe6_9_psum) + $signed(\$1578 );
   assign \$1580  = ~ w_transpose;
   assign \$1581  = w_en & \$1580 ;
-  assign \$1582  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1582  = \port$22246$2 [3:0] == 3'h7;
   assign \$1583  = \$1581  & \$1582 ;
   assign \$1584  = w_en & w_transpose;
-  assign \$1585  = \port$22307$2 [3:0] == 4'ha;
+  assign \$1585  = \port$22246$2 [3:0] == 4'ha;
   assign \$1586  = \$1584  & \$1585 ;
   assign \$1587  = \$1583  | \$1586 ;
   assign \$1588  = w_transpose ? w_data[63:56] : w_data[87:80];
@@ -49060,10 +49060,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1592  = $signed(pe6_10_psum) + $signed(\$1591 );
   assign \$1593  = ~ w_transpose;
   assign \$1594  = w_en & \$1593 ;
-  assign \$1595  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1595  = \port$22246$2 [3:0] == 3'h7;
   assign \$1596  = \$1594  & \$1595 ;
   assign \$1597  = w_en & w_transpose;
-  assign \$1598  = \port$22307$2 [3:0] == 4'hb;
+  assign \$1598  = \port$22246$2 [3:0] == 4'hb;
   assign \$1599  = \$1597  & \$1598 ;
   assign \$1600  = \$1596  | \$1599 ;
   assign \$1601  = w_transpose ? w_data[63:56] : w_data[95:88];
@@ -49073,10 +49073,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1605  = $signed(pe6_11_psum) + $signed(\$1604 );
   assign \$1606  = ~ w_transpose;
   assign \$1607  = w_en & \$1606 ;
-  assign \$1608  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1608  = \port$22246$2 [3:0] == 3'h7;
   assign \$1609  = \$1607  & \$1608 ;
   assign \$1610  = w_en & w_transpose;
-  assign \$1611  = \port$22307$2 [3:0] == 4'hc;
+  assign \$1611  = \port$22246$2 [3:0] == 4'hc;
   assign \$1612  = \$1610  & \$1611 ;
   assign \$1613  = \$1609  | \$1612 ;
   assign \$1614  = w_transpose ? w_data[63:56] : w_data[103:96];
@@ -49086,10 +49086,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1618  = $signed(pe6_12_psum) + $signed(\$1617 );
   assign \$1619  = ~ w_transpose;
   assign \$1620  = w_en & \$1619 ;
-  assign \$1621  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1621  = \port$22246$2 [3:0] == 3'h7;
   assign \$1622  = \$1620  & \$1621 ;
   assign \$1623  = w_en & w_transpose;
-  assign \$1624  = \port$22307$2 [3:0] == 4'hd;
+  assign \$1624  = \port$22246$2 [3:0] == 4'hd;
   assign \$1625  = \$1623  & \$1624 ;
   assign \$1626  = \$1622  | \$1625 ;
   assign \$1627  = w_transpose ? w_data[63:56] : w_data[111:104];
@@ -49099,10 +49099,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1631  = $signed(pe6_13_psum) + $signed(\$1630 );
   assign \$1632  = ~ w_transpose;
   assign \$1633  = w_en & \$1632 ;
-  assign \$1634  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1634  = \port$22246$2 [3:0] == 3'h7;
   assign \$1635  = \$1633  & \$1634 ;
   assign \$1636  = w_en & w_transpose;
-  assign \$1637  = \port$22307$2 [3:0] == 4'he;
+  assign \$1637  = \port$22246$2 [3:0] == 4'he;
   assign \$1638  = \$1636  & \$1637 ;
   assign \$1639  = \$1635  | \$1638 ;
   assign \$1640  = w_transpose ? w_data[63:56] : w_data[119:112];
@@ -49112,10 +49112,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1644  = $signed(pe6_14_psum) + $signed(\$1643 );
   assign \$1645  = ~ w_transpose;
   assign \$1646  = w_en & \$1645 ;
-  assign \$1647  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1647  = \port$22246$2 [3:0] == 3'h7;
   assign \$1648  = \$1646  & \$1647 ;
   assign \$1649  = w_en & w_transpose;
-  assign \$1650  = \port$22307$2 [3:0] == 4'hf;
+  assign \$1650  = \port$22246$2 [3:0] == 4'hf;
   assign \$1651  = \$1649  & \$1650 ;
   assign \$1652  = \$1648  | \$1651 ;
   assign \$1653  = w_transpose ? w_data[63:56] : w_data[127:120];
@@ -49126,10 +49126,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1658  = a_valid ? w_data[71:64] : 8'h00;
   assign \$1659  = ~ w_transpose;
   assign \$1660  = w_en & \$1659 ;
-  assign \$1661  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1661  = \port$22246$2 [3:0] == 4'h8;
   assign \$1662  = \$1660  & \$1661 ;
   assign \$1663  = w_en & w_transpose;
-  assign \$1664  = ! \port$22307$2 [3:0];
+  assign \$1664  = ! \port$22246$2 [3:0];
   assign \$1665  = \$1663  & \$1664 ;
   assign \$1666  = \$1662  | \$1665 ;
   assign \$1667  = w_transpose ? w_data[71:64] : w_data[7:0];
@@ -49139,10 +49139,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1671  = $signed(pe7_0_psum) + $signed(\$1670 );
   assign \$1672  = ~ w_transpose;
   assign \$1673  = w_en & \$1672 ;
-  assign \$1674  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1674  = \port$22246$2 [3:0] == 4'h8;
   assign \$1675  = \$1673  & \$1674 ;
   assign \$1676  = w_en & w_transpose;
-  assign \$1677  = \port$22307$2 [3:0] == 1'h1;
+  assign \$1677  = \port$22246$2 [3:0] == 1'h1;
   assign \$1678  = \$1676  & \$1677 ;
   assign \$1679  = \$1675  | \$1678 ;
   assign \$1680  = w_transpose ? w_data[71:64] : w_data[15:8];
@@ -49152,10 +49152,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1684  = $signed(pe7_1_psum) + $signed(\$1683 );
   assign \$1685  = ~ w_transpose;
   assign \$1686  = w_en & \$1685 ;
-  assign \$1687  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1687  = \port$22246$2 [3:0] == 4'h8;
   assign \$1688  = \$1686  & \$1687 ;
   assign \$1689  = w_en & w_transpose;
-  assign \$1690  = \port$22307$2 [3:0] == 2'h2;
+  assign \$1690  = \port$22246$2 [3:0] == 2'h2;
   assign \$1691  = \$1689  & \$1690 ;
   assign \$1692  = \$1688  | \$1691 ;
   assign \$1693  = w_transpose ? w_data[71:64] : w_data[23:16];
@@ -49165,10 +49165,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1697  = $signed(pe7_2_psum) + $signed(\$1696 );
   assign \$1698  = ~ w_transpose;
   assign \$1699  = w_en & \$1698 ;
-  assign \$1700  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1700  = \port$22246$2 [3:0] == 4'h8;
   assign \$1701  = \$1699  & \$1700 ;
   assign \$1702  = w_en & w_transpose;
-  assign \$1703  = \port$22307$2 [3:0] == 2'h3;
+  assign \$1703  = \port$22246$2 [3:0] == 2'h3;
   assign \$1704  = \$1702  & \$1703 ;
   assign \$1705  = \$1701  | \$1704 ;
   assign \$1706  = w_transpose ? w_data[71:64] : w_data[31:24];
@@ -49178,10 +49178,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1710  = $signed(pe7_3_psum) + $signed(\$1709 );
   assign \$1711  = ~ w_transpose;
   assign \$1712  = w_en & \$1711 ;
-  assign \$1713  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1713  = \port$22246$2 [3:0] == 4'h8;
   assign \$1714  = \$1712  & \$1713 ;
   assign \$1715  = w_en & w_transpose;
-  assign \$1716  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1716  = \port$22246$2 [3:0] == 3'h4;
   assign \$1717  = \$1715  & \$1716 ;
   assign \$1718  = \$1714  | \$1717 ;
   assign \$1719  = w_transpose ? w_data[71:64] : w_data[39:32];
@@ -49191,10 +49191,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1723  = $signed(pe7_4_psum) + $signed(\$1722 );
   assign \$1724  = ~ w_transpose;
   assign \$1725  = w_en & \$1724 ;
-  assign \$1726  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1726  = \port$22246$2 [3:0] == 4'h8;
   assign \$1727  = \$1725  & \$1726 ;
   assign \$1728  = w_en & w_transpose;
-  assign \$1729  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1729  = \port$22246$2 [3:0] == 3'h5;
   assign \$1730  = \$1728  & \$1729 ;
   assign \$1731  = \$1727  | \$1730 ;
   assign \$1732  = w_transpose ? w_data[71:64] : w_data[47:40];
@@ -49204,10 +49204,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1736  = $signed(pe7_5_psum) + $signed(\$1735 );
   assign \$1737  = ~ w_transpose;
   assign \$1738  = w_en & \$1737 ;
-  assign \$1739  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1739  = \port$22246$2 [3:0] == 4'h8;
   assign \$1740  = \$1738  & \$1739 ;
   assign \$1741  = w_en & w_transpose;
-  assign \$1742  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1742  = \port$22246$2 [3:0] == 3'h6;
   assign \$1743  = \$1741  & \$1742 ;
   assign \$1744  = \$1740  | \$1743 ;
   assign \$1745  = w_transpose ? w_data[71:64] : w_data[55:48];
@@ -49217,10 +49217,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1749  = $signed(pe7_6_psum) + $signed(\$1748 );
   assign \$1750  = ~ w_transpose;
   assign \$1751  = w_en & \$1750 ;
-  assign \$1752  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1752  = \port$22246$2 [3:0] == 4'h8;
   assign \$1753  = \$1751  & \$1752 ;
   assign \$1754  = w_en & w_transpose;
-  assign \$1755  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1755  = \port$22246$2 [3:0] == 3'h7;
   assign \$1756  = \$1754  & \$1755 ;
   assign \$1757  = \$1753  | \$1756 ;
   assign \$1758  = w_transpose ? w_data[71:64] : w_data[63:56];
@@ -49230,10 +49230,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1762  = $signed(pe7_7_psum) + $signed(\$1761 );
   assign \$1763  = ~ w_transpose;
   assign \$1764  = w_en & \$1763 ;
-  assign \$1765  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1765  = \port$22246$2 [3:0] == 4'h8;
   assign \$1766  = \$1764  & \$1765 ;
   assign \$1767  = w_en & w_transpose;
-  assign \$1768  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1768  = \port$22246$2 [3:0] == 4'h8;
   assign \$1769  = \$1767  & \$1768 ;
   assign \$1770  = \$1766  | \$1769 ;
   assign \$1773  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
@@ -49241,10 +49241,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1775  = $signed(pe7_8_psum) + $signed(\$1774 );
   assign \$1776  = ~ w_transpose;
   assign \$1777  = w_en & \$1776 ;
-  assign \$1778  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1778  = \port$22246$2 [3:0] == 4'h8;
   assign \$1779  = \$1777  & \$1778 ;
   assign \$1780  = w_en & w_transpose;
-  assign \$1781  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1781  = \port$22246$2 [3:0] == 4'h9;
   assign \$1782  = \$1780  & \$1781 ;
   assign \$1783  = \$1779  | \$1782 ;
   assign \$1784  = w_transpose ? w_data[71:64] : w_data[79:72];
@@ -49254,10 +49254,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1788  = $signed(pe7_9_psum) + $signed(\$1787 );
   assign \$1789  = ~ w_transpose;
   assign \$1790  = w_en & \$1789 ;
-  assign \$1791  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1791  = \port$22246$2 [3:0] == 4'h8;
   assign \$1792  = \$1790  & \$1791 ;
   assign \$1793  = w_en & w_transpose;
-  assign \$1794  = \port$22307$2 [3:0] == 4'ha;
+  assign \$1794  = \port$22246$2 [3:0] == 4'ha;
   assign \$1795  = \$1793  & \$1794 ;
   assign \$1796  = \$1792  | \$1795 ;
   assign \$1797  = w_transpose ? w_data[71:64] : w_data[87:80];
@@ -49267,10 +49267,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1801  = $signed(pe7_10_psum) + $signed(\$1800 );
   assign \$1802  = ~ w_transpose;
   assign \$1803  = w_en & \$1802 ;
-  assign \$1804  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1804  = \port$22246$2 [3:0] == 4'h8;
   assign \$1805  = \$1803  & \$1804 ;
   assign \$1806  = w_en & w_transpose;
-  assign \$1807  = \port$22307$2 [3:0] == 4'hb;
+  assign \$1807  = \port$22246$2 [3:0] == 4'hb;
   assign \$1808  = \$1806  & \$1807 ;
   assign \$1809  = \$1805  | \$1808 ;
   assign \$1810  = w_transpose ? w_data[71:64] : w_data[95:88];
@@ -49280,10 +49280,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1814  = $signed(pe7_11_psum) + $signed(\$1813 );
   assign \$1815  = ~ w_transpose;
   assign \$1816  = w_en & \$1815 ;
-  assign \$1817  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1817  = \port$22246$2 [3:0] == 4'h8;
   assign \$1818  = \$1816  & \$1817 ;
   assign \$1819  = w_en & w_transpose;
-  assign \$1820  = \port$22307$2 [3:0] == 4'hc;
+  assign \$1820  = \port$22246$2 [3:0] == 4'hc;
   assign \$1821  = \$1819  & \$1820 ;
   assign \$1822  = \$1818  | \$1821 ;
   assign \$1823  = w_transpose ? w_data[71:64] : w_data[103:96];
@@ -49293,10 +49293,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1827  = $signed(pe7_12_psum) + $signed(\$1826 );
   assign \$1828  = ~ w_transpose;
   assign \$1829  = w_en & \$1828 ;
-  assign \$1830  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1830  = \port$22246$2 [3:0] == 4'h8;
   assign \$1831  = \$1829  & \$1830 ;
   assign \$1832  = w_en & w_transpose;
-  assign \$1833  = \port$22307$2 [3:0] == 4'hd;
+  assign \$1833  = \port$22246$2 [3:0] == 4'hd;
   assign \$1834  = \$1832  & \$1833 ;
   assign \$1835  = \$1831  | \$1834 ;
   assign \$1836  = w_transpose ? w_data[71:64] : w_data[111:104];
@@ -49306,10 +49306,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1840  = $signed(pe7_13_psum) + $signed(\$1839 );
   assign \$1841  = ~ w_transpose;
   assign \$1842  = w_en & \$1841 ;
-  assign \$1843  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1843  = \port$22246$2 [3:0] == 4'h8;
   assign \$1844  = \$1842  & \$1843 ;
   assign \$1845  = w_en & w_transpose;
-  assign \$1846  = \port$22307$2 [3:0] == 4'he;
+  assign \$1846  = \port$22246$2 [3:0] == 4'he;
   assign \$1847  = \$1845  & \$1846 ;
   assign \$1848  = \$1844  | \$1847 ;
   assign \$1849  = w_transpose ? w_data[71:64] : w_data[119:112];
@@ -49319,10 +49319,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1853  = $signed(pe7_14_psum) + $signed(\$1852 );
   assign \$1854  = ~ w_transpose;
   assign \$1855  = w_en & \$1854 ;
-  assign \$1856  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1856  = \port$22246$2 [3:0] == 4'h8;
   assign \$1857  = \$1855  & \$1856 ;
   assign \$1858  = w_en & w_transpose;
-  assign \$1859  = \port$22307$2 [3:0] == 4'hf;
+  assign \$1859  = \port$22246$2 [3:0] == 4'hf;
   assign \$1860  = \$1858  & \$1859 ;
   assign \$1861  = \$1857  | \$1860 ;
   assign \$1862  = w_transpose ? w_data[71:64] : w_data[127:120];
@@ -49333,10 +49333,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1867  = a_valid ? w_data[79:72] : 8'h00;
   assign \$1868  = ~ w_transpose;
   assign \$1869  = w_en & \$1868 ;
-  assign \$1870  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1870  = \port$22246$2 [3:0] == 4'h9;
   assign \$1871  = \$1869  & \$1870 ;
   assign \$1872  = w_en & w_transpose;
-  assign \$1873  = ! \port$22307$2 [3:0];
+  assign \$1873  = ! \port$22246$2 [3:0];
   assign \$1874  = \$1872  & \$1873 ;
   assign \$1875  = \$1871  | \$1874 ;
   assign \$1876  = w_transpose ? w_data[79:72] : w_data[7:0];
@@ -49346,10 +49346,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1880  = $signed(pe8_0_psum) + $signed(\$1879 );
   assign \$1881  = ~ w_transpose;
   assign \$1882  = w_en & \$1881 ;
-  assign \$1883  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1883  = \port$22246$2 [3:0] == 4'h9;
   assign \$1884  = \$1882  & \$1883 ;
   assign \$1885  = w_en & w_transpose;
-  assign \$1886  = \port$22307$2 [3:0] == 1'h1;
+  assign \$1886  = \port$22246$2 [3:0] == 1'h1;
   assign \$1887  = \$1885  & \$1886 ;
   assign \$1888  = \$1884  | \$1887 ;
   assign \$1889  = w_transpose ? w_data[79:72] : w_data[15:8];
@@ -49359,10 +49359,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1893  = $signed(pe8_1_psum) + $signed(\$1892 );
   assign \$1894  = ~ w_transpose;
   assign \$1895  = w_en & \$1894 ;
-  assign \$1896  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1896  = \port$22246$2 [3:0] == 4'h9;
   assign \$1897  = \$1895  & \$1896 ;
   assign \$1898  = w_en & w_transpose;
-  assign \$1899  = \port$22307$2 [3:0] == 2'h2;
+  assign \$1899  = \port$22246$2 [3:0] == 2'h2;
   assign \$1900  = \$1898  & \$1899 ;
   assign \$1901  = \$1897  | \$1900 ;
   assign \$1902  = w_transpose ? w_data[79:72] : w_data[23:16];
@@ -49372,10 +49372,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1906  = $signed(pe8_2_psum) + $signed(\$1905 );
   assign \$1907  = ~ w_transpose;
   assign \$1908  = w_en & \$1907 ;
-  assign \$1909  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1909  = \port$22246$2 [3:0] == 4'h9;
   assign \$1910  = \$1908  & \$1909 ;
   assign \$1911  = w_en & w_transpose;
-  assign \$1912  = \port$22307$2 [3:0] == 2'h3;
+  assign \$1912  = \port$22246$2 [3:0] == 2'h3;
   assign \$1913  = \$1911  & \$1912 ;
   assign \$1914  = \$1910  | \$1913 ;
   assign \$1915  = w_transpose ? w_data[79:72] : w_data[31:24];
@@ -49385,10 +49385,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1919  = $signed(pe8_3_psum) + $signed(\$1918 );
   assign \$1920  = ~ w_transpose;
   assign \$1921  = w_en & \$1920 ;
-  assign \$1922  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1922  = \port$22246$2 [3:0] == 4'h9;
   assign \$1923  = \$1921  & \$1922 ;
   assign \$1924  = w_en & w_transpose;
-  assign \$1925  = \port$22307$2 [3:0] == 3'h4;
+  assign \$1925  = \port$22246$2 [3:0] == 3'h4;
   assign \$1926  = \$1924  & \$1925 ;
   assign \$1927  = \$1923  | \$1926 ;
   assign \$1928  = w_transpose ? w_data[79:72] : w_data[39:32];
@@ -49398,10 +49398,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1932  = $signed(pe8_4_psum) + $signed(\$1931 );
   assign \$1933  = ~ w_transpose;
   assign \$1934  = w_en & \$1933 ;
-  assign \$1935  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1935  = \port$22246$2 [3:0] == 4'h9;
   assign \$1936  = \$1934  & \$1935 ;
   assign \$1937  = w_en & w_transpose;
-  assign \$1938  = \port$22307$2 [3:0] == 3'h5;
+  assign \$1938  = \port$22246$2 [3:0] == 3'h5;
   assign \$1939  = \$1937  & \$1938 ;
   assign \$1940  = \$1936  | \$1939 ;
   assign \$1941  = w_transpose ? w_data[79:72] : w_data[47:40];
@@ -49411,10 +49411,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1945  = $signed(pe8_5_psum) + $signed(\$1944 );
   assign \$1946  = ~ w_transpose;
   assign \$1947  = w_en & \$1946 ;
-  assign \$1948  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1948  = \port$22246$2 [3:0] == 4'h9;
   assign \$1949  = \$1947  & \$1948 ;
   assign \$1950  = w_en & w_transpose;
-  assign \$1951  = \port$22307$2 [3:0] == 3'h6;
+  assign \$1951  = \port$22246$2 [3:0] == 3'h6;
   assign \$1952  = \$1950  & \$1951 ;
   assign \$1953  = \$1949  | \$1952 ;
   assign \$1954  = w_transpose ? w_data[79:72] : w_data[55:48];
@@ -49424,10 +49424,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1958  = $signed(pe8_6_psum) + $signed(\$1957 );
   assign \$1959  = ~ w_transpose;
   assign \$1960  = w_en & \$1959 ;
-  assign \$1961  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1961  = \port$22246$2 [3:0] == 4'h9;
   assign \$1962  = \$1960  & \$1961 ;
   assign \$1963  = w_en & w_transpose;
-  assign \$1964  = \port$22307$2 [3:0] == 3'h7;
+  assign \$1964  = \port$22246$2 [3:0] == 3'h7;
   assign \$1965  = \$1963  & \$1964 ;
   assign \$1966  = \$1962  | \$1965 ;
   assign \$1967  = w_transpose ? w_data[79:72] : w_data[63:56];
@@ -49437,10 +49437,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1971  = $signed(pe8_7_psum) + $signed(\$1970 );
   assign \$1972  = ~ w_transpose;
   assign \$1973  = w_en & \$1972 ;
-  assign \$1974  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1974  = \port$22246$2 [3:0] == 4'h9;
   assign \$1975  = \$1973  & \$1974 ;
   assign \$1976  = w_en & w_transpose;
-  assign \$1977  = \port$22307$2 [3:0] == 4'h8;
+  assign \$1977  = \port$22246$2 [3:0] == 4'h8;
   assign \$1978  = \$1976  & \$1977 ;
   assign \$1979  = \$1975  | \$1978 ;
   assign \$1980  = w_transpose ? w_data[79:72] : w_data[71:64];
@@ -49450,10 +49450,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1984  = $signed(pe8_8_psum) + $signed(\$1983 );
   assign \$1985  = ~ w_transpose;
   assign \$1986  = w_en & \$1985 ;
-  assign \$1987  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1987  = \port$22246$2 [3:0] == 4'h9;
   assign \$1988  = \$1986  & \$1987 ;
   assign \$1989  = w_en & w_transpose;
-  assign \$1990  = \port$22307$2 [3:0] == 4'h9;
+  assign \$1990  = \port$22246$2 [3:0] == 4'h9;
   assign \$1991  = \$1989  & \$1990 ;
   assign \$1992  = \$1988  | \$1991 ;
   assign \$1995  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
@@ -49461,10 +49461,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$1997  = $signed(pe8_9_psum) + $signed(\$1996 );
   assign \$1998  = ~ w_transpose;
   assign \$1999  = w_en & \$1998 ;
-  assign \$2000  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2000  = \port$22246$2 [3:0] == 4'h9;
   assign \$2001  = \$1999  & \$2000 ;
   assign \$2002  = w_en & w_transpose;
-  assign \$2003  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2003  = \port$22246$2 [3:0] == 4'ha;
   assign \$2004  = \$2002  & \$2003 ;
   assign \$2005  = \$2001  | \$2004 ;
   assign \$2006  = w_transpose ? w_data[79:72] : w_data[87:80];
@@ -49474,10 +49474,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2010  = $signed(pe8_10_psum) + $signed(\$2009 );
   assign \$2011  = ~ w_transpose;
   assign \$2012  = w_en & \$2011 ;
-  assign \$2013  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2013  = \port$22246$2 [3:0] == 4'h9;
   assign \$2014  = \$2012  & \$2013 ;
   assign \$2015  = w_en & w_transpose;
-  assign \$2016  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2016  = \port$22246$2 [3:0] == 4'hb;
   assign \$2017  = \$2015  & \$2016 ;
   assign \$2018  = \$2014  | \$2017 ;
   assign \$2019  = w_transpose ? w_data[79:72] : w_data[95:88];
@@ -49487,10 +49487,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2023  = $signed(pe8_11_psum) + $signed(\$2022 );
   assign \$2024  = ~ w_transpose;
   assign \$2025  = w_en & \$2024 ;
-  assign \$2026  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2026  = \port$22246$2 [3:0] == 4'h9;
   assign \$2027  = \$2025  & \$2026 ;
   assign \$2028  = w_en & w_transpose;
-  assign \$2029  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2029  = \port$22246$2 [3:0] == 4'hc;
   assign \$2030  = \$2028  & \$2029 ;
   assign \$2031  = \$2027  | \$2030 ;
   assign \$2032  = w_transpose ? w_data[79:72] : w_data[103:96];
@@ -49500,10 +49500,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2036  = $signed(pe8_12_psum) + $signed(\$2035 );
   assign \$2037  = ~ w_transpose;
   assign \$2038  = w_en & \$2037 ;
-  assign \$2039  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2039  = \port$22246$2 [3:0] == 4'h9;
   assign \$2040  = \$2038  & \$2039 ;
   assign \$2041  = w_en & w_transpose;
-  assign \$2042  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2042  = \port$22246$2 [3:0] == 4'hd;
   assign \$2043  = \$2041  & \$2042 ;
   assign \$2044  = \$2040  | \$2043 ;
   assign \$2045  = w_transpose ? w_data[79:72] : w_data[111:104];
@@ -49513,10 +49513,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2049  = $signed(pe8_13_psum) + $signed(\$2048 );
   assign \$2050  = ~ w_transpose;
   assign \$2051  = w_en & \$2050 ;
-  assign \$2052  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2052  = \port$22246$2 [3:0] == 4'h9;
   assign \$2053  = \$2051  & \$2052 ;
   assign \$2054  = w_en & w_transpose;
-  assign \$2055  = \port$22307$2 [3:0] == 4'he;
+  assign \$2055  = \port$22246$2 [3:0] == 4'he;
   assign \$2056  = \$2054  & \$2055 ;
   assign \$2057  = \$2053  | \$2056 ;
   assign \$2058  = w_transpose ? w_data[79:72] : w_data[119:112];
@@ -49526,10 +49526,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2062  = $signed(pe8_14_psum) + $signed(\$2061 );
   assign \$2063  = ~ w_transpose;
   assign \$2064  = w_en & \$2063 ;
-  assign \$2065  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2065  = \port$22246$2 [3:0] == 4'h9;
   assign \$2066  = \$2064  & \$2065 ;
   assign \$2067  = w_en & w_transpose;
-  assign \$2068  = \port$22307$2 [3:0] == 4'hf;
+  assign \$2068  = \port$22246$2 [3:0] == 4'hf;
   assign \$2069  = \$2067  & \$2068 ;
   assign \$2070  = \$2066  | \$2069 ;
   assign \$2071  = w_transpose ? w_data[79:72] : w_data[127:120];
@@ -49540,10 +49540,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2076  = a_valid ? w_data[87:80] : 8'h00;
   assign \$2077  = ~ w_transpose;
   assign \$2078  = w_en & \$2077 ;
-  assign \$2079  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2079  = \port$22246$2 [3:0] == 4'ha;
   assign \$2080  = \$2078  & \$2079 ;
   assign \$2081  = w_en & w_transpose;
-  assign \$2082  = ! \port$22307$2 [3:0];
+  assign \$2082  = ! \port$22246$2 [3:0];
   assign \$2083  = \$2081  & \$2082 ;
   assign \$2084  = \$2080  | \$2083 ;
   assign \$2085  = w_transpose ? w_data[87:80] : w_data[7:0];
@@ -49553,10 +49553,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2089  = $signed(pe9_0_psum) + $signed(\$2088 );
   assign \$2090  = ~ w_transpose;
   assign \$2091  = w_en & \$2090 ;
-  assign \$2092  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2092  = \port$22246$2 [3:0] == 4'ha;
   assign \$2093  = \$2091  & \$2092 ;
   assign \$2094  = w_en & w_transpose;
-  assign \$2095  = \port$22307$2 [3:0] == 1'h1;
+  assign \$2095  = \port$22246$2 [3:0] == 1'h1;
   assign \$2096  = \$2094  & \$2095 ;
   assign \$2097  = \$2093  | \$2096 ;
   assign \$2098  = w_transpose ? w_data[87:80] : w_data[15:8];
@@ -49566,10 +49566,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2102  = $signed(pe9_1_psum) + $signed(\$2101 );
   assign \$2103  = ~ w_transpose;
   assign \$2104  = w_en & \$2103 ;
-  assign \$2105  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2105  = \port$22246$2 [3:0] == 4'ha;
   assign \$2106  = \$2104  & \$2105 ;
   assign \$2107  = w_en & w_transpose;
-  assign \$2108  = \port$22307$2 [3:0] == 2'h2;
+  assign \$2108  = \port$22246$2 [3:0] == 2'h2;
   assign \$2109  = \$2107  & \$2108 ;
   assign \$2110  = \$2106  | \$2109 ;
   assign \$2111  = w_transpose ? w_data[87:80] : w_data[23:16];
@@ -49579,10 +49579,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2115  = $signed(pe9_2_psum) + $signed(\$2114 );
   assign \$2116  = ~ w_transpose;
   assign \$2117  = w_en & \$2116 ;
-  assign \$2118  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2118  = \port$22246$2 [3:0] == 4'ha;
   assign \$2119  = \$2117  & \$2118 ;
   assign \$2120  = w_en & w_transpose;
-  assign \$2121  = \port$22307$2 [3:0] == 2'h3;
+  assign \$2121  = \port$22246$2 [3:0] == 2'h3;
   assign \$2122  = \$2120  & \$2121 ;
   assign \$2123  = \$2119  | \$2122 ;
   assign \$2124  = w_transpose ? w_data[87:80] : w_data[31:24];
@@ -49592,10 +49592,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2128  = $signed(pe9_3_psum) + $signed(\$2127 );
   assign \$2129  = ~ w_transpose;
   assign \$2130  = w_en & \$2129 ;
-  assign \$2131  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2131  = \port$22246$2 [3:0] == 4'ha;
   assign \$2132  = \$2130  & \$2131 ;
   assign \$2133  = w_en & w_transpose;
-  assign \$2134  = \port$22307$2 [3:0] == 3'h4;
+  assign \$2134  = \port$22246$2 [3:0] == 3'h4;
   assign \$2135  = \$2133  & \$2134 ;
   assign \$2136  = \$2132  | \$2135 ;
   assign \$2137  = w_transpose ? w_data[87:80] : w_data[39:32];
@@ -49605,10 +49605,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2141  = $signed(pe9_4_psum) + $signed(\$2140 );
   assign \$2142  = ~ w_transpose;
   assign \$2143  = w_en & \$2142 ;
-  assign \$2144  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2144  = \port$22246$2 [3:0] == 4'ha;
   assign \$2145  = \$2143  & \$2144 ;
   assign \$2146  = w_en & w_transpose;
-  assign \$2147  = \port$22307$2 [3:0] == 3'h5;
+  assign \$2147  = \port$22246$2 [3:0] == 3'h5;
   assign \$2148  = \$2146  & \$2147 ;
   assign \$2149  = \$2145  | \$2148 ;
   assign \$2150  = w_transpose ? w_data[87:80] : w_data[47:40];
@@ -49618,10 +49618,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2154  = $signed(pe9_5_psum) + $signed(\$2153 );
   assign \$2155  = ~ w_transpose;
   assign \$2156  = w_en & \$2155 ;
-  assign \$2157  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2157  = \port$22246$2 [3:0] == 4'ha;
   assign \$2158  = \$2156  & \$2157 ;
   assign \$2159  = w_en & w_transpose;
-  assign \$2160  = \port$22307$2 [3:0] == 3'h6;
+  assign \$2160  = \port$22246$2 [3:0] == 3'h6;
   assign \$2161  = \$2159  & \$2160 ;
   assign \$2162  = \$2158  | \$2161 ;
   assign \$2163  = w_transpose ? w_data[87:80] : w_data[55:48];
@@ -49631,10 +49631,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2167  = $signed(pe9_6_psum) + $signed(\$2166 );
   assign \$2168  = ~ w_transpose;
   assign \$2169  = w_en & \$2168 ;
-  assign \$2170  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2170  = \port$22246$2 [3:0] == 4'ha;
   assign \$2171  = \$2169  & \$2170 ;
   assign \$2172  = w_en & w_transpose;
-  assign \$2173  = \port$22307$2 [3:0] == 3'h7;
+  assign \$2173  = \port$22246$2 [3:0] == 3'h7;
   assign \$2174  = \$2172  & \$2173 ;
   assign \$2175  = \$2171  | \$2174 ;
   assign \$2176  = w_transpose ? w_data[87:80] : w_data[63:56];
@@ -49644,10 +49644,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2180  = $signed(pe9_7_psum) + $signed(\$2179 );
   assign \$2181  = ~ w_transpose;
   assign \$2182  = w_en & \$2181 ;
-  assign \$2183  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2183  = \port$22246$2 [3:0] == 4'ha;
   assign \$2184  = \$2182  & \$2183 ;
   assign \$2185  = w_en & w_transpose;
-  assign \$2186  = \port$22307$2 [3:0] == 4'h8;
+  assign \$2186  = \port$22246$2 [3:0] == 4'h8;
   assign \$2187  = \$2185  & \$2186 ;
   assign \$2188  = \$2184  | \$2187 ;
   assign \$2189  = w_transpose ? w_data[87:80] : w_data[71:64];
@@ -49657,10 +49657,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2193  = $signed(pe9_8_psum) + $signed(\$2192 );
   assign \$2194  = ~ w_transpose;
   assign \$2195  = w_en & \$2194 ;
-  assign \$2196  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2196  = \port$22246$2 [3:0] == 4'ha;
   assign \$2197  = \$2195  & \$2196 ;
   assign \$2198  = w_en & w_transpose;
-  assign \$2199  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2199  = \port$22246$2 [3:0] == 4'h9;
   assign \$2200  = \$2198  & \$2199 ;
   assign \$2201  = \$2197  | \$2200 ;
   assign \$2202  = w_transpose ? w_data[87:80] : w_data[79:72];
@@ -49670,10 +49670,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2206  = $signed(pe9_9_psum) + $signed(\$2205 );
   assign \$2207  = ~ w_transpose;
   assign \$2208  = w_en & \$2207 ;
-  assign \$2209  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2209  = \port$22246$2 [3:0] == 4'ha;
   assign \$2210  = \$2208  & \$2209 ;
   assign \$2211  = w_en & w_transpose;
-  assign \$2212  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2212  = \port$22246$2 [3:0] == 4'ha;
   assign \$2213  = \$2211  & \$2212 ;
   assign \$2214  = \$2210  | \$2213 ;
   assign \$2217  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
@@ -49681,10 +49681,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2219  = $signed(pe9_10_psum) + $signed(\$2218 );
   assign \$2220  = ~ w_transpose;
   assign \$2221  = w_en & \$2220 ;
-  assign \$2222  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2222  = \port$22246$2 [3:0] == 4'ha;
   assign \$2223  = \$2221  & \$2222 ;
   assign \$2224  = w_en & w_transpose;
-  assign \$2225  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2225  = \port$22246$2 [3:0] == 4'hb;
   assign \$2226  = \$2224  & \$2225 ;
   assign \$2227  = \$2223  | \$2226 ;
   assign \$2228  = w_transpose ? w_data[87:80] : w_data[95:88];
@@ -49694,10 +49694,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2232  = $signed(pe9_11_psum) + $signed(\$2231 );
   assign \$2233  = ~ w_transpose;
   assign \$2234  = w_en & \$2233 ;
-  assign \$2235  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2235  = \port$22246$2 [3:0] == 4'ha;
   assign \$2236  = \$2234  & \$2235 ;
   assign \$2237  = w_en & w_transpose;
-  assign \$2238  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2238  = \port$22246$2 [3:0] == 4'hc;
   assign \$2239  = \$2237  & \$2238 ;
   assign \$2240  = \$2236  | \$2239 ;
   assign \$2241  = w_transpose ? w_data[87:80] : w_data[103:96];
@@ -49707,10 +49707,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2245  = $signed(pe9_12_psum) + $signed(\$2244 );
   assign \$2246  = ~ w_transpose;
   assign \$2247  = w_en & \$2246 ;
-  assign \$2248  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2248  = \port$22246$2 [3:0] == 4'ha;
   assign \$2249  = \$2247  & \$2248 ;
   assign \$2250  = w_en & w_transpose;
-  assign \$2251  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2251  = \port$22246$2 [3:0] == 4'hd;
   assign \$2252  = \$2250  & \$2251 ;
   assign \$2253  = \$2249  | \$2252 ;
   assign \$2254  = w_transpose ? w_data[87:80] : w_data[111:104];
@@ -49720,10 +49720,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2258  = $signed(pe9_13_psum) + $signed(\$2257 );
   assign \$2259  = ~ w_transpose;
   assign \$2260  = w_en & \$2259 ;
-  assign \$2261  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2261  = \port$22246$2 [3:0] == 4'ha;
   assign \$2262  = \$2260  & \$2261 ;
   assign \$2263  = w_en & w_transpose;
-  assign \$2264  = \port$22307$2 [3:0] == 4'he;
+  assign \$2264  = \port$22246$2 [3:0] == 4'he;
   assign \$2265  = \$2263  & \$2264 ;
   assign \$2266  = \$2262  | \$2265 ;
   assign \$2267  = w_transpose ? w_data[87:80] : w_data[119:112];
@@ -49733,10 +49733,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2271  = $signed(pe9_14_psum) + $signed(\$2270 );
   assign \$2272  = ~ w_transpose;
   assign \$2273  = w_en & \$2272 ;
-  assign \$2274  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2274  = \port$22246$2 [3:0] == 4'ha;
   assign \$2275  = \$2273  & \$2274 ;
   assign \$2276  = w_en & w_transpose;
-  assign \$2277  = \port$22307$2 [3:0] == 4'hf;
+  assign \$2277  = \port$22246$2 [3:0] == 4'hf;
   assign \$2278  = \$2276  & \$2277 ;
   assign \$2279  = \$2275  | \$2278 ;
   assign \$2280  = w_transpose ? w_data[87:80] : w_data[127:120];
@@ -49747,10 +49747,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2285  = a_valid ? w_data[95:88] : 8'h00;
   assign \$2286  = ~ w_transpose;
   assign \$2287  = w_en & \$2286 ;
-  assign \$2288  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2288  = \port$22246$2 [3:0] == 4'hb;
   assign \$2289  = \$2287  & \$2288 ;
   assign \$2290  = w_en & w_transpose;
-  assign \$2291  = ! \port$22307$2 [3:0];
+  assign \$2291  = ! \port$22246$2 [3:0];
   assign \$2292  = \$2290  & \$2291 ;
   assign \$2293  = \$2289  | \$2292 ;
   assign \$2294  = w_transpose ? w_data[95:88] : w_data[7:0];
@@ -49760,10 +49760,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2298  = $signed(pe10_0_psum) + $signed(\$2297 );
   assign \$2299  = ~ w_transpose;
   assign \$2300  = w_en & \$2299 ;
-  assign \$2301  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2301  = \port$22246$2 [3:0] == 4'hb;
   assign \$2302  = \$2300  & \$2301 ;
   assign \$2303  = w_en & w_transpose;
-  assign \$2304  = \port$22307$2 [3:0] == 1'h1;
+  assign \$2304  = \port$22246$2 [3:0] == 1'h1;
   assign \$2305  = \$2303  & \$2304 ;
   assign \$2306  = \$2302  | \$2305 ;
   assign \$2307  = w_transpose ? w_data[95:88] : w_data[15:8];
@@ -49773,10 +49773,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2311  = $signed(pe10_1_psum) + $signed(\$2310 );
   assign \$2312  = ~ w_transpose;
   assign \$2313  = w_en & \$2312 ;
-  assign \$2314  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2314  = \port$22246$2 [3:0] == 4'hb;
   assign \$2315  = \$2313  & \$2314 ;
   assign \$2316  = w_en & w_transpose;
-  assign \$2317  = \port$22307$2 [3:0] == 2'h2;
+  assign \$2317  = \port$22246$2 [3:0] == 2'h2;
   assign \$2318  = \$2316  & \$2317 ;
   assign \$2319  = \$2315  | \$2318 ;
   assign \$2320  = w_transpose ? w_data[95:88] : w_data[23:16];
@@ -49786,10 +49786,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2324  = $signed(pe10_2_psum) + $signed(\$2323 );
   assign \$2325  = ~ w_transpose;
   assign \$2326  = w_en & \$2325 ;
-  assign \$2327  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2327  = \port$22246$2 [3:0] == 4'hb;
   assign \$2328  = \$2326  & \$2327 ;
   assign \$2329  = w_en & w_transpose;
-  assign \$2330  = \port$22307$2 [3:0] == 2'h3;
+  assign \$2330  = \port$22246$2 [3:0] == 2'h3;
   assign \$2331  = \$2329  & \$2330 ;
   assign \$2332  = \$2328  | \$2331 ;
   assign \$2333  = w_transpose ? w_data[95:88] : w_data[31:24];
@@ -49799,10 +49799,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2337  = $signed(pe10_3_psum) + $signed(\$2336 );
   assign \$2338  = ~ w_transpose;
   assign \$2339  = w_en & \$2338 ;
-  assign \$2340  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2340  = \port$22246$2 [3:0] == 4'hb;
   assign \$2341  = \$2339  & \$2340 ;
   assign \$2342  = w_en & w_transpose;
-  assign \$2343  = \port$22307$2 [3:0] == 3'h4;
+  assign \$2343  = \port$22246$2 [3:0] == 3'h4;
   assign \$2344  = \$2342  & \$2343 ;
   assign \$2345  = \$2341  | \$2344 ;
   assign \$2346  = w_transpose ? w_data[95:88] : w_data[39:32];
@@ -49812,10 +49812,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2350  = $signed(pe10_4_psum) + $signed(\$2349 );
   assign \$2351  = ~ w_transpose;
   assign \$2352  = w_en & \$2351 ;
-  assign \$2353  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2353  = \port$22246$2 [3:0] == 4'hb;
   assign \$2354  = \$2352  & \$2353 ;
   assign \$2355  = w_en & w_transpose;
-  assign \$2356  = \port$22307$2 [3:0] == 3'h5;
+  assign \$2356  = \port$22246$2 [3:0] == 3'h5;
   assign \$2357  = \$2355  & \$2356 ;
   assign \$2358  = \$2354  | \$2357 ;
   assign \$2359  = w_transpose ? w_data[95:88] : w_data[47:40];
@@ -49825,10 +49825,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2363  = $signed(pe10_5_psum) + $signed(\$2362 );
   assign \$2364  = ~ w_transpose;
   assign \$2365  = w_en & \$2364 ;
-  assign \$2366  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2366  = \port$22246$2 [3:0] == 4'hb;
   assign \$2367  = \$2365  & \$2366 ;
   assign \$2368  = w_en & w_transpose;
-  assign \$2369  = \port$22307$2 [3:0] == 3'h6;
+  assign \$2369  = \port$22246$2 [3:0] == 3'h6;
   assign \$2370  = \$2368  & \$2369 ;
   assign \$2371  = \$2367  | \$2370 ;
   assign \$2372  = w_transpose ? w_data[95:88] : w_data[55:48];
@@ -49838,10 +49838,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2376  = $signed(pe10_6_psum) + $signed(\$2375 );
   assign \$2377  = ~ w_transpose;
   assign \$2378  = w_en & \$2377 ;
-  assign \$2379  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2379  = \port$22246$2 [3:0] == 4'hb;
   assign \$2380  = \$2378  & \$2379 ;
   assign \$2381  = w_en & w_transpose;
-  assign \$2382  = \port$22307$2 [3:0] == 3'h7;
+  assign \$2382  = \port$22246$2 [3:0] == 3'h7;
   assign \$2383  = \$2381  & \$2382 ;
   assign \$2384  = \$2380  | \$2383 ;
   assign \$2385  = w_transpose ? w_data[95:88] : w_data[63:56];
@@ -49851,10 +49851,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2389  = $signed(pe10_7_psum) + $signed(\$2388 );
   assign \$2390  = ~ w_transpose;
   assign \$2391  = w_en & \$2390 ;
-  assign \$2392  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2392  = \port$22246$2 [3:0] == 4'hb;
   assign \$2393  = \$2391  & \$2392 ;
   assign \$2394  = w_en & w_transpose;
-  assign \$2395  = \port$22307$2 [3:0] == 4'h8;
+  assign \$2395  = \port$22246$2 [3:0] == 4'h8;
   assign \$2396  = \$2394  & \$2395 ;
   assign \$2397  = \$2393  | \$2396 ;
   assign \$2398  = w_transpose ? w_data[95:88] : w_data[71:64];
@@ -49864,10 +49864,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2402  = $signed(pe10_8_psum) + $signed(\$2401 );
   assign \$2403  = ~ w_transpose;
   assign \$2404  = w_en & \$2403 ;
-  assign \$2405  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2405  = \port$22246$2 [3:0] == 4'hb;
   assign \$2406  = \$2404  & \$2405 ;
   assign \$2407  = w_en & w_transpose;
-  assign \$2408  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2408  = \port$22246$2 [3:0] == 4'h9;
   assign \$2409  = \$2407  & \$2408 ;
   assign \$2410  = \$2406  | \$2409 ;
   assign \$2411  = w_transpose ? w_data[95:88] : w_data[79:72];
@@ -49877,10 +49877,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2415  = $signed(pe10_9_psum) + $signed(\$2414 );
   assign \$2416  = ~ w_transpose;
   assign \$2417  = w_en & \$2416 ;
-  assign \$2418  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2418  = \port$22246$2 [3:0] == 4'hb;
   assign \$2419  = \$2417  & \$2418 ;
   assign \$2420  = w_en & w_transpose;
-  assign \$2421  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2421  = \port$22246$2 [3:0] == 4'ha;
   assign \$2422  = \$2420  & \$2421 ;
   assign \$2423  = \$2419  | \$2422 ;
   assign \$2424  = w_transpose ? w_data[95:88] : w_data[87:80];
@@ -49890,10 +49890,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2428  = $signed(pe10_10_psum) + $signed(\$2427 );
   assign \$2429  = ~ w_transpose;
   assign \$2430  = w_en & \$2429 ;
-  assign \$2431  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2431  = \port$22246$2 [3:0] == 4'hb;
   assign \$2432  = \$2430  & \$2431 ;
   assign \$2433  = w_en & w_transpose;
-  assign \$2434  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2434  = \port$22246$2 [3:0] == 4'hb;
   assign \$2435  = \$2433  & \$2434 ;
   assign \$2436  = \$2432  | \$2435 ;
   assign \$2439  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
@@ -49901,10 +49901,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2441  = $signed(pe10_11_psum) + $signed(\$2440 );
   assign \$2442  = ~ w_transpose;
   assign \$2443  = w_en & \$2442 ;
-  assign \$2444  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2444  = \port$22246$2 [3:0] == 4'hb;
   assign \$2445  = \$2443  & \$2444 ;
   assign \$2446  = w_en & w_transpose;
-  assign \$2447  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2447  = \port$22246$2 [3:0] == 4'hc;
   assign \$2448  = \$2446  & \$2447 ;
   assign \$2449  = \$2445  | \$2448 ;
   assign \$2450  = w_transpose ? w_data[95:88] : w_data[103:96];
@@ -49914,10 +49914,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2454  = $signed(pe10_12_psum) + $signed(\$2453 );
   assign \$2455  = ~ w_transpose;
   assign \$2456  = w_en & \$2455 ;
-  assign \$2457  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2457  = \port$22246$2 [3:0] == 4'hb;
   assign \$2458  = \$2456  & \$2457 ;
   assign \$2459  = w_en & w_transpose;
-  assign \$2460  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2460  = \port$22246$2 [3:0] == 4'hd;
   assign \$2461  = \$2459  & \$2460 ;
   assign \$2462  = \$2458  | \$2461 ;
   assign \$2463  = w_transpose ? w_data[95:88] : w_data[111:104];
@@ -49927,10 +49927,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2467  = $signed(pe10_13_psum) + $signed(\$2466 );
   assign \$2468  = ~ w_transpose;
   assign \$2469  = w_en & \$2468 ;
-  assign \$2470  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2470  = \port$22246$2 [3:0] == 4'hb;
   assign \$2471  = \$2469  & \$2470 ;
   assign \$2472  = w_en & w_transpose;
-  assign \$2473  = \port$22307$2 [3:0] == 4'he;
+  assign \$2473  = \port$22246$2 [3:0] == 4'he;
   assign \$2474  = \$2472  & \$2473 ;
   assign \$2475  = \$2471  | \$2474 ;
   assign \$2476  = w_transpose ? w_data[95:88] : w_data[119:112];
@@ -49940,10 +49940,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2480  = $signed(pe10_14_psum) + $signed(\$2479 );
   assign \$2481  = ~ w_transpose;
   assign \$2482  = w_en & \$2481 ;
-  assign \$2483  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2483  = \port$22246$2 [3:0] == 4'hb;
   assign \$2484  = \$2482  & \$2483 ;
   assign \$2485  = w_en & w_transpose;
-  assign \$2486  = \port$22307$2 [3:0] == 4'hf;
+  assign \$2486  = \port$22246$2 [3:0] == 4'hf;
   assign \$2487  = \$2485  & \$2486 ;
   assign \$2488  = \$2484  | \$2487 ;
   assign \$2489  = w_transpose ? w_data[95:88] : w_data[127:120];
@@ -49954,10 +49954,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2494  = a_valid ? w_data[103:96] : 8'h00;
   assign \$2495  = ~ w_transpose;
   assign \$2496  = w_en & \$2495 ;
-  assign \$2497  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2497  = \port$22246$2 [3:0] == 4'hc;
   assign \$2498  = \$2496  & \$2497 ;
   assign \$2499  = w_en & w_transpose;
-  assign \$2500  = ! \port$22307$2 [3:0];
+  assign \$2500  = ! \port$22246$2 [3:0];
   assign \$2501  = \$2499  & \$2500 ;
   assign \$2502  = \$2498  | \$2501 ;
   assign \$2503  = w_transpose ? w_data[103:96] : w_data[7:0];
@@ -49967,10 +49967,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2507  = $signed(pe11_0_psum) + $signed(\$2506 );
   assign \$2508  = ~ w_transpose;
   assign \$2509  = w_en & \$2508 ;
-  assign \$2510  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2510  = \port$22246$2 [3:0] == 4'hc;
   assign \$2511  = \$2509  & \$2510 ;
   assign \$2512  = w_en & w_transpose;
-  assign \$2513  = \port$22307$2 [3:0] == 1'h1;
+  assign \$2513  = \port$22246$2 [3:0] == 1'h1;
   assign \$2514  = \$2512  & \$2513 ;
   assign \$2515  = \$2511  | \$2514 ;
   assign \$2516  = w_transpose ? w_data[103:96] : w_data[15:8];
@@ -49980,10 +49980,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2520  = $signed(pe11_1_psum) + $signed(\$2519 );
   assign \$2521  = ~ w_transpose;
   assign \$2522  = w_en & \$2521 ;
-  assign \$2523  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2523  = \port$22246$2 [3:0] == 4'hc;
   assign \$2524  = \$2522  & \$2523 ;
   assign \$2525  = w_en & w_transpose;
-  assign \$2526  = \port$22307$2 [3:0] == 2'h2;
+  assign \$2526  = \port$22246$2 [3:0] == 2'h2;
   assign \$2527  = \$2525  & \$2526 ;
   assign \$2528  = \$2524  | \$2527 ;
   assign \$2529  = w_transpose ? w_data[103:96] : w_data[23:16];
@@ -49993,10 +49993,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2533  = $signed(pe11_2_psum) + $signed(\$2532 );
   assign \$2534  = ~ w_transpose;
   assign \$2535  = w_en & \$2534 ;
-  assign \$2536  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2536  = \port$22246$2 [3:0] == 4'hc;
   assign \$2537  = \$2535  & \$2536 ;
   assign \$2538  = w_en & w_transpose;
-  assign \$2539  = \port$22307$2 [3:0] == 2'h3;
+  assign \$2539  = \port$22246$2 [3:0] == 2'h3;
   assign \$2540  = \$2538  & \$2539 ;
   assign \$2541  = \$2537  | \$2540 ;
   assign \$2542  = w_transpose ? w_data[103:96] : w_data[31:24];
@@ -50006,10 +50006,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2546  = $signed(pe11_3_psum) + $signed(\$2545 );
   assign \$2547  = ~ w_transpose;
   assign \$2548  = w_en & \$2547 ;
-  assign \$2549  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2549  = \port$22246$2 [3:0] == 4'hc;
   assign \$2550  = \$2548  & \$2549 ;
   assign \$2551  = w_en & w_transpose;
-  assign \$2552  = \port$22307$2 [3:0] == 3'h4;
+  assign \$2552  = \port$22246$2 [3:0] == 3'h4;
   assign \$2553  = \$2551  & \$2552 ;
   assign \$2554  = \$2550  | \$2553 ;
   assign \$2555  = w_transpose ? w_data[103:96] : w_data[39:32];
@@ -50019,10 +50019,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2559  = $signed(pe11_4_psum) + $signed(\$2558 );
   assign \$2560  = ~ w_transpose;
   assign \$2561  = w_en & \$2560 ;
-  assign \$2562  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2562  = \port$22246$2 [3:0] == 4'hc;
   assign \$2563  = \$2561  & \$2562 ;
   assign \$2564  = w_en & w_transpose;
-  assign \$2565  = \port$22307$2 [3:0] == 3'h5;
+  assign \$2565  = \port$22246$2 [3:0] == 3'h5;
   assign \$2566  = \$2564  & \$2565 ;
   assign \$2567  = \$2563  | \$2566 ;
   assign \$2568  = w_transpose ? w_data[103:96] : w_data[47:40];
@@ -50032,10 +50032,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2572  = $signed(pe11_5_psum) + $signed(\$2571 );
   assign \$2573  = ~ w_transpose;
   assign \$2574  = w_en & \$2573 ;
-  assign \$2575  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2575  = \port$22246$2 [3:0] == 4'hc;
   assign \$2576  = \$2574  & \$2575 ;
   assign \$2577  = w_en & w_transpose;
-  assign \$2578  = \port$22307$2 [3:0] == 3'h6;
+  assign \$2578  = \port$22246$2 [3:0] == 3'h6;
   assign \$2579  = \$2577  & \$2578 ;
   assign \$2580  = \$2576  | \$2579 ;
   assign \$2581  = w_transpose ? w_data[103:96] : w_data[55:48];
@@ -50045,10 +50045,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2585  = $signed(pe11_6_psum) + $signed(\$2584 );
   assign \$2586  = ~ w_transpose;
   assign \$2587  = w_en & \$2586 ;
-  assign \$2588  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2588  = \port$22246$2 [3:0] == 4'hc;
   assign \$2589  = \$2587  & \$2588 ;
   assign \$2590  = w_en & w_transpose;
-  assign \$2591  = \port$22307$2 [3:0] == 3'h7;
+  assign \$2591  = \port$22246$2 [3:0] == 3'h7;
   assign \$2592  = \$2590  & \$2591 ;
   assign \$2593  = \$2589  | \$2592 ;
   assign \$2594  = w_transpose ? w_data[103:96] : w_data[63:56];
@@ -50058,10 +50058,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2598  = $signed(pe11_7_psum) + $signed(\$2597 );
   assign \$2599  = ~ w_transpose;
   assign \$2600  = w_en & \$2599 ;
-  assign \$2601  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2601  = \port$22246$2 [3:0] == 4'hc;
   assign \$2602  = \$2600  & \$2601 ;
   assign \$2603  = w_en & w_transpose;
-  assign \$2604  = \port$22307$2 [3:0] == 4'h8;
+  assign \$2604  = \port$22246$2 [3:0] == 4'h8;
   assign \$2605  = \$2603  & \$2604 ;
   assign \$2606  = \$2602  | \$2605 ;
   assign \$2607  = w_transpose ? w_data[103:96] : w_data[71:64];
@@ -50071,10 +50071,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2611  = $signed(pe11_8_psum) + $signed(\$2610 );
   assign \$2612  = ~ w_transpose;
   assign \$2613  = w_en & \$2612 ;
-  assign \$2614  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2614  = \port$22246$2 [3:0] == 4'hc;
   assign \$2615  = \$2613  & \$2614 ;
   assign \$2616  = w_en & w_transpose;
-  assign \$2617  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2617  = \port$22246$2 [3:0] == 4'h9;
   assign \$2618  = \$2616  & \$2617 ;
   assign \$2619  = \$2615  | \$2618 ;
   assign \$2620  = w_transpose ? w_data[103:96] : w_data[79:72];
@@ -50084,10 +50084,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2624  = $signed(pe11_9_psum) + $signed(\$2623 );
   assign \$2625  = ~ w_transpose;
   assign \$2626  = w_en & \$2625 ;
-  assign \$2627  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2627  = \port$22246$2 [3:0] == 4'hc;
   assign \$2628  = \$2626  & \$2627 ;
   assign \$2629  = w_en & w_transpose;
-  assign \$2630  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2630  = \port$22246$2 [3:0] == 4'ha;
   assign \$2631  = \$2629  & \$2630 ;
   assign \$2632  = \$2628  | \$2631 ;
   assign \$2633  = w_transpose ? w_data[103:96] : w_data[87:80];
@@ -50097,10 +50097,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2637  = $signed(pe11_10_psum) + $signed(\$2636 );
   assign \$2638  = ~ w_transpose;
   assign \$2639  = w_en & \$2638 ;
-  assign \$2640  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2640  = \port$22246$2 [3:0] == 4'hc;
   assign \$2641  = \$2639  & \$2640 ;
   assign \$2642  = w_en & w_transpose;
-  assign \$2643  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2643  = \port$22246$2 [3:0] == 4'hb;
   assign \$2644  = \$2642  & \$2643 ;
   assign \$2645  = \$2641  | \$2644 ;
   assign \$2646  = w_transpose ? w_data[103:96] : w_data[95:88];
@@ -50110,10 +50110,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2650  = $signed(pe11_11_psum) + $signed(\$2649 );
   assign \$2651  = ~ w_transpose;
   assign \$2652  = w_en & \$2651 ;
-  assign \$2653  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2653  = \port$22246$2 [3:0] == 4'hc;
   assign \$2654  = \$2652  & \$2653 ;
   assign \$2655  = w_en & w_transpose;
-  assign \$2656  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2656  = \port$22246$2 [3:0] == 4'hc;
   assign \$2657  = \$2655  & \$2656 ;
   assign \$2658  = \$2654  | \$2657 ;
   assign \$2661  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
@@ -50121,10 +50121,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2663  = $signed(pe11_12_psum) + $signed(\$2662 );
   assign \$2664  = ~ w_transpose;
   assign \$2665  = w_en & \$2664 ;
-  assign \$2666  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2666  = \port$22246$2 [3:0] == 4'hc;
   assign \$2667  = \$2665  & \$2666 ;
   assign \$2668  = w_en & w_transpose;
-  assign \$2669  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2669  = \port$22246$2 [3:0] == 4'hd;
   assign \$2670  = \$2668  & \$2669 ;
   assign \$2671  = \$2667  | \$2670 ;
   assign \$2672  = w_transpose ? w_data[103:96] : w_data[111:104];
@@ -50134,10 +50134,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2676  = $signed(pe11_13_psum) + $signed(\$2675 );
   assign \$2677  = ~ w_transpose;
   assign \$2678  = w_en & \$2677 ;
-  assign \$2679  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2679  = \port$22246$2 [3:0] == 4'hc;
   assign \$2680  = \$2678  & \$2679 ;
   assign \$2681  = w_en & w_transpose;
-  assign \$2682  = \port$22307$2 [3:0] == 4'he;
+  assign \$2682  = \port$22246$2 [3:0] == 4'he;
   assign \$2683  = \$2681  & \$2682 ;
   assign \$2684  = \$2680  | \$2683 ;
   assign \$2685  = w_transpose ? w_data[103:96] : w_data[119:112];
@@ -50147,10 +50147,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2689  = $signed(pe11_14_psum) + $signed(\$2688 );
   assign \$2690  = ~ w_transpose;
   assign \$2691  = w_en & \$2690 ;
-  assign \$2692  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2692  = \port$22246$2 [3:0] == 4'hc;
   assign \$2693  = \$2691  & \$2692 ;
   assign \$2694  = w_en & w_transpose;
-  assign \$2695  = \port$22307$2 [3:0] == 4'hf;
+  assign \$2695  = \port$22246$2 [3:0] == 4'hf;
   assign \$2696  = \$2694  & \$2695 ;
   assign \$2697  = \$2693  | \$2696 ;
   assign \$2698  = w_transpose ? w_data[103:96] : w_data[127:120];
@@ -50161,10 +50161,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2703  = a_valid ? w_data[111:104] : 8'h00;
   assign \$2704  = ~ w_transpose;
   assign \$2705  = w_en & \$2704 ;
-  assign \$2706  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2706  = \port$22246$2 [3:0] == 4'hd;
   assign \$2707  = \$2705  & \$2706 ;
   assign \$2708  = w_en & w_transpose;
-  assign \$2709  = ! \port$22307$2 [3:0];
+  assign \$2709  = ! \port$22246$2 [3:0];
   assign \$2710  = \$2708  & \$2709 ;
   assign \$2711  = \$2707  | \$2710 ;
   assign \$2712  = w_transpose ? w_data[111:104] : w_data[7:0];
@@ -50174,10 +50174,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2716  = $signed(pe12_0_psum) + $signed(\$2715 );
   assign \$2717  = ~ w_transpose;
   assign \$2718  = w_en & \$2717 ;
-  assign \$2719  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2719  = \port$22246$2 [3:0] == 4'hd;
   assign \$2720  = \$2718  & \$2719 ;
   assign \$2721  = w_en & w_transpose;
-  assign \$2722  = \port$22307$2 [3:0] == 1'h1;
+  assign \$2722  = \port$22246$2 [3:0] == 1'h1;
   assign \$2723  = \$2721  & \$2722 ;
   assign \$2724  = \$2720  | \$2723 ;
   assign \$2725  = w_transpose ? w_data[111:104] : w_data[15:8];
@@ -50187,10 +50187,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2729  = $signed(pe12_1_psum) + $signed(\$2728 );
   assign \$2730  = ~ w_transpose;
   assign \$2731  = w_en & \$2730 ;
-  assign \$2732  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2732  = \port$22246$2 [3:0] == 4'hd;
   assign \$2733  = \$2731  & \$2732 ;
   assign \$2734  = w_en & w_transpose;
-  assign \$2735  = \port$22307$2 [3:0] == 2'h2;
+  assign \$2735  = \port$22246$2 [3:0] == 2'h2;
   assign \$2736  = \$2734  & \$2735 ;
   assign \$2737  = \$2733  | \$2736 ;
   assign \$2738  = w_transpose ? w_data[111:104] : w_data[23:16];
@@ -50200,10 +50200,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2742  = $signed(pe12_2_psum) + $signed(\$2741 );
   assign \$2743  = ~ w_transpose;
   assign \$2744  = w_en & \$2743 ;
-  assign \$2745  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2745  = \port$22246$2 [3:0] == 4'hd;
   assign \$2746  = \$2744  & \$2745 ;
   assign \$2747  = w_en & w_transpose;
-  assign \$2748  = \port$22307$2 [3:0] == 2'h3;
+  assign \$2748  = \port$22246$2 [3:0] == 2'h3;
   assign \$2749  = \$2747  & \$2748 ;
   assign \$2750  = \$2746  | \$2749 ;
   assign \$2751  = w_transpose ? w_data[111:104] : w_data[31:24];
@@ -50213,10 +50213,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2755  = $signed(pe12_3_psum) + $signed(\$2754 );
   assign \$2756  = ~ w_transpose;
   assign \$2757  = w_en & \$2756 ;
-  assign \$2758  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2758  = \port$22246$2 [3:0] == 4'hd;
   assign \$2759  = \$2757  & \$2758 ;
   assign \$2760  = w_en & w_transpose;
-  assign \$2761  = \port$22307$2 [3:0] == 3'h4;
+  assign \$2761  = \port$22246$2 [3:0] == 3'h4;
   assign \$2762  = \$2760  & \$2761 ;
   assign \$2763  = \$2759  | \$2762 ;
   assign \$2764  = w_transpose ? w_data[111:104] : w_data[39:32];
@@ -50226,10 +50226,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2768  = $signed(pe12_4_psum) + $signed(\$2767 );
   assign \$2769  = ~ w_transpose;
   assign \$2770  = w_en & \$2769 ;
-  assign \$2771  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2771  = \port$22246$2 [3:0] == 4'hd;
   assign \$2772  = \$2770  & \$2771 ;
   assign \$2773  = w_en & w_transpose;
-  assign \$2774  = \port$22307$2 [3:0] == 3'h5;
+  assign \$2774  = \port$22246$2 [3:0] == 3'h5;
   assign \$2775  = \$2773  & \$2774 ;
   assign \$2776  = \$2772  | \$2775 ;
   assign \$2777  = w_transpose ? w_data[111:104] : w_data[47:40];
@@ -50239,10 +50239,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2781  = $signed(pe12_5_psum) + $signed(\$2780 );
   assign \$2782  = ~ w_transpose;
   assign \$2783  = w_en & \$2782 ;
-  assign \$2784  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2784  = \port$22246$2 [3:0] == 4'hd;
   assign \$2785  = \$2783  & \$2784 ;
   assign \$2786  = w_en & w_transpose;
-  assign \$2787  = \port$22307$2 [3:0] == 3'h6;
+  assign \$2787  = \port$22246$2 [3:0] == 3'h6;
   assign \$2788  = \$2786  & \$2787 ;
   assign \$2789  = \$2785  | \$2788 ;
   assign \$2790  = w_transpose ? w_data[111:104] : w_data[55:48];
@@ -50252,10 +50252,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2794  = $signed(pe12_6_psum) + $signed(\$2793 );
   assign \$2795  = ~ w_transpose;
   assign \$2796  = w_en & \$2795 ;
-  assign \$2797  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2797  = \port$22246$2 [3:0] == 4'hd;
   assign \$2798  = \$2796  & \$2797 ;
   assign \$2799  = w_en & w_transpose;
-  assign \$2800  = \port$22307$2 [3:0] == 3'h7;
+  assign \$2800  = \port$22246$2 [3:0] == 3'h7;
   assign \$2801  = \$2799  & \$2800 ;
   assign \$2802  = \$2798  | \$2801 ;
   assign \$2803  = w_transpose ? w_data[111:104] : w_data[63:56];
@@ -50265,10 +50265,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2807  = $signed(pe12_7_psum) + $signed(\$2806 );
   assign \$2808  = ~ w_transpose;
   assign \$2809  = w_en & \$2808 ;
-  assign \$2810  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2810  = \port$22246$2 [3:0] == 4'hd;
   assign \$2811  = \$2809  & \$2810 ;
   assign \$2812  = w_en & w_transpose;
-  assign \$2813  = \port$22307$2 [3:0] == 4'h8;
+  assign \$2813  = \port$22246$2 [3:0] == 4'h8;
   assign \$2814  = \$2812  & \$2813 ;
   assign \$2815  = \$2811  | \$2814 ;
   assign \$2816  = w_transpose ? w_data[111:104] : w_data[71:64];
@@ -50278,10 +50278,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2820  = $signed(pe12_8_psum) + $signed(\$2819 );
   assign \$2821  = ~ w_transpose;
   assign \$2822  = w_en & \$2821 ;
-  assign \$2823  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2823  = \port$22246$2 [3:0] == 4'hd;
   assign \$2824  = \$2822  & \$2823 ;
   assign \$2825  = w_en & w_transpose;
-  assign \$2826  = \port$22307$2 [3:0] == 4'h9;
+  assign \$2826  = \port$22246$2 [3:0] == 4'h9;
   assign \$2827  = \$2825  & \$2826 ;
   assign \$2828  = \$2824  | \$2827 ;
   assign \$2829  = w_transpose ? w_data[111:104] : w_data[79:72];
@@ -50291,10 +50291,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2833  = $signed(pe12_9_psum) + $signed(\$2832 );
   assign \$2834  = ~ w_transpose;
   assign \$2835  = w_en & \$2834 ;
-  assign \$2836  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2836  = \port$22246$2 [3:0] == 4'hd;
   assign \$2837  = \$2835  & \$2836 ;
   assign \$2838  = w_en & w_transpose;
-  assign \$2839  = \port$22307$2 [3:0] == 4'ha;
+  assign \$2839  = \port$22246$2 [3:0] == 4'ha;
   assign \$2840  = \$2838  & \$2839 ;
   assign \$2841  = \$2837  | \$2840 ;
   assign \$2842  = w_transpose ? w_data[111:104] : w_data[87:80];
@@ -50304,10 +50304,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2846  = $signed(pe12_10_psum) + $signed(\$2845 );
   assign \$2847  = ~ w_transpose;
   assign \$2848  = w_en & \$2847 ;
-  assign \$2849  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2849  = \port$22246$2 [3:0] == 4'hd;
   assign \$2850  = \$2848  & \$2849 ;
   assign \$2851  = w_en & w_transpose;
-  assign \$2852  = \port$22307$2 [3:0] == 4'hb;
+  assign \$2852  = \port$22246$2 [3:0] == 4'hb;
   assign \$2853  = \$2851  & \$2852 ;
   assign \$2854  = \$2850  | \$2853 ;
   assign \$2855  = w_transpose ? w_data[111:104] : w_data[95:88];
@@ -50317,10 +50317,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2859  = $signed(pe12_11_psum) + $signed(\$2858 );
   assign \$2860  = ~ w_transpose;
   assign \$2861  = w_en & \$2860 ;
-  assign \$2862  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2862  = \port$22246$2 [3:0] == 4'hd;
   assign \$2863  = \$2861  & \$2862 ;
   assign \$2864  = w_en & w_transpose;
-  assign \$2865  = \port$22307$2 [3:0] == 4'hc;
+  assign \$2865  = \port$22246$2 [3:0] == 4'hc;
   assign \$2866  = \$2864  & \$2865 ;
   assign \$2867  = \$2863  | \$2866 ;
   assign \$2868  = w_transpose ? w_data[111:104] : w_data[103:96];
@@ -50330,10 +50330,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2872  = $signed(pe12_12_psum) + $signed(\$2871 );
   assign \$2873  = ~ w_transpose;
   assign \$2874  = w_en & \$2873 ;
-  assign \$2875  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2875  = \port$22246$2 [3:0] == 4'hd;
   assign \$2876  = \$2874  & \$2875 ;
   assign \$2877  = w_en & w_transpose;
-  assign \$2878  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2878  = \port$22246$2 [3:0] == 4'hd;
   assign \$2879  = \$2877  & \$2878 ;
   assign \$2880  = \$2876  | \$2879 ;
   assign \$2883  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
@@ -50341,10 +50341,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2885  = $signed(pe12_13_psum) + $signed(\$2884 );
   assign \$2886  = ~ w_transpose;
   assign \$2887  = w_en & \$2886 ;
-  assign \$2888  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2888  = \port$22246$2 [3:0] == 4'hd;
   assign \$2889  = \$2887  & \$2888 ;
   assign \$2890  = w_en & w_transpose;
-  assign \$2891  = \port$22307$2 [3:0] == 4'he;
+  assign \$2891  = \port$22246$2 [3:0] == 4'he;
   assign \$2892  = \$2890  & \$2891 ;
   assign \$2893  = \$2889  | \$2892 ;
   assign \$2894  = w_transpose ? w_data[111:104] : w_data[119:112];
@@ -50354,10 +50354,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2898  = $signed(pe12_14_psum) + $signed(\$2897 );
   assign \$2899  = ~ w_transpose;
   assign \$2900  = w_en & \$2899 ;
-  assign \$2901  = \port$22307$2 [3:0] == 4'hd;
+  assign \$2901  = \port$22246$2 [3:0] == 4'hd;
   assign \$2902  = \$2900  & \$2901 ;
   assign \$2903  = w_en & w_transpose;
-  assign \$2904  = \port$22307$2 [3:0] == 4'hf;
+  assign \$2904  = \port$22246$2 [3:0] == 4'hf;
   assign \$2905  = \$2903  & \$2904 ;
   assign \$2906  = \$2902  | \$2905 ;
   assign \$2907  = w_transpose ? w_data[111:104] : w_data[127:120];
@@ -50368,10 +50368,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2912  = a_valid ? w_data[119:112] : 8'h00;
   assign \$2913  = ~ w_transpose;
   assign \$2914  = w_en & \$2913 ;
-  assign \$2915  = \port$22307$2 [3:0] == 4'he;
+  assign \$2915  = \port$22246$2 [3:0] == 4'he;
   assign \$2916  = \$2914  & \$2915 ;
   assign \$2917  = w_en & w_transpose;
-  assign \$2918  = ! \port$22307$2 [3:0];
+  assign \$2918  = ! \port$22246$2 [3:0];
   assign \$2919  = \$2917  & \$2918 ;
   assign \$2920  = \$2916  | \$2919 ;
   assign \$2921  = w_transpose ? w_data[119:112] : w_data[7:0];
@@ -50381,10 +50381,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2925  = $signed(pe13_0_psum) + $signed(\$2924 );
   assign \$2926  = ~ w_transpose;
   assign \$2927  = w_en & \$2926 ;
-  assign \$2928  = \port$22307$2 [3:0] == 4'he;
+  assign \$2928  = \port$22246$2 [3:0] == 4'he;
   assign \$2929  = \$2927  & \$2928 ;
   assign \$2930  = w_en & w_transpose;
-  assign \$2931  = \port$22307$2 [3:0] == 1'h1;
+  assign \$2931  = \port$22246$2 [3:0] == 1'h1;
   assign \$2932  = \$2930  & \$2931 ;
   assign \$2933  = \$2929  | \$2932 ;
   assign \$2934  = w_transpose ? w_data[119:112] : w_data[15:8];
@@ -50394,12 +50394,12 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
   assign \$2938  = $signed(pe13_1_psum) + $signed(\$2937 );
   assign \$2939  = ~ w_transpose;
   assign \$2940  = w_en & \$2939 ;
-  assign \$2941  = \port$22307$2 [3:0] == 4'he;
+  assign \$2941  = \port$22246$2 [3:0] == 4'he;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6186  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6186  = \$9 ;
       end
     end
@@ -50409,7 +50409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6187  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6187  = \$10 ;
       end
@@ -50429,7 +50429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6189  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6189  = \$23 ;
       end
     end
@@ -50439,7 +50439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6190  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6190  = \$24 ;
       end
@@ -50459,7 +50459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6192  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6192  = \$35 ;
       end
     end
@@ -50469,7 +50469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6193  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6193  = \$36 ;
       end
@@ -50489,7 +50489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6195  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6195  = \$47 ;
       end
     end
@@ -50499,7 +50499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6196  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6196  = \$48 ;
       end
@@ -50519,7 +50519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6198  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6198  = \$59 ;
       end
     end
@@ -50529,7 +50529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6199  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6199  = \$60 ;
       end
@@ -50549,7 +50549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6201  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6201  = \$71 ;
       end
     end
@@ -50559,7 +50559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6202  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6202  = \$72 ;
       end
@@ -50579,7 +50579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6204  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6204  = \$83 ;
       end
     end
@@ -50589,7 +50589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6205  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6205  = \$84 ;
       end
@@ -50609,7 +50609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6207  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6207  = \$95 ;
       end
     end
@@ -50619,7 +50619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6208  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6208  = \$96 ;
       end
@@ -50639,7 +50639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6210  = pe0_8_w1;
     if (\$106 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6210  = \$107 ;
       end
     end
@@ -50649,7 +50649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6211  = pe0_8_w0;
     if (\$106 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6211  = \$108 ;
       end
@@ -50669,7 +50669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6213  = pe0_9_w1;
     if (\$118 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6213  = \$119 ;
       end
     end
@@ -50679,7 +50679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6214  = pe0_9_w0;
     if (\$118 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6214  = \$120 ;
       end
@@ -50699,7 +50699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6216  = pe0_10_w1;
     if (\$130 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6216  = \$131 ;
       end
     end
@@ -50709,7 +50709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6217  = pe0_10_w0;
     if (\$130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6217  = \$132 ;
       end
@@ -50729,7 +50729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6219  = pe0_11_w1;
     if (\$142 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6219  = \$143 ;
       end
     end
@@ -50739,7 +50739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6220  = pe0_11_w0;
     if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6220  = \$144 ;
       end
@@ -50759,7 +50759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6222  = pe0_12_w1;
     if (\$154 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6222  = \$155 ;
       end
     end
@@ -50769,7 +50769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6223  = pe0_12_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6223  = \$156 ;
       end
@@ -50789,7 +50789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6225  = pe0_13_w1;
     if (\$166 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6225  = \$167 ;
       end
     end
@@ -50799,7 +50799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6226  = pe0_13_w0;
     if (\$166 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6226  = \$168 ;
       end
@@ -50819,7 +50819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6228  = pe0_14_w1;
     if (\$178 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6228  = \$179 ;
       end
     end
@@ -50829,7 +50829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6229  = pe0_14_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6229  = \$180 ;
       end
@@ -50849,7 +50849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6231  = pe0_15_w1;
     if (\$190 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6231  = \$191 ;
       end
     end
@@ -50859,7 +50859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6232  = pe0_15_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6232  = \$192 ;
       end
@@ -50879,7 +50879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6234  = pe1_0_w1;
     if (\$203 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6234  = \$204 ;
       end
     end
@@ -50889,7 +50889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6235  = pe1_0_w0;
     if (\$203 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6235  = \$205 ;
       end
@@ -50909,7 +50909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6237  = pe1_1_w1;
     if (\$216 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6237  = \$217 ;
       end
     end
@@ -50919,7 +50919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6238  = pe1_1_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6238  = \$218 ;
       end
@@ -50939,7 +50939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6240  = pe1_2_w1;
     if (\$229 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6240  = \$230 ;
       end
     end
@@ -50949,7 +50949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6241  = pe1_2_w0;
     if (\$229 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6241  = \$231 ;
       end
@@ -50969,7 +50969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6243  = pe1_3_w1;
     if (\$242 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6243  = \$243 ;
       end
     end
@@ -50979,7 +50979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6244  = pe1_3_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6244  = \$244 ;
       end
@@ -50999,7 +50999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6246  = pe1_4_w1;
     if (\$255 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6246  = \$256 ;
       end
     end
@@ -51009,7 +51009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6247  = pe1_4_w0;
     if (\$255 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6247  = \$257 ;
       end
@@ -51029,7 +51029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6249  = pe1_5_w1;
     if (\$268 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6249  = \$269 ;
       end
     end
@@ -51039,7 +51039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6250  = pe1_5_w0;
     if (\$268 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6250  = \$270 ;
       end
@@ -51059,7 +51059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6252  = pe1_6_w1;
     if (\$281 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6252  = \$282 ;
       end
     end
@@ -51069,7 +51069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6253  = pe1_6_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6253  = \$283 ;
       end
@@ -51089,7 +51089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6255  = pe1_7_w1;
     if (\$294 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6255  = \$295 ;
       end
     end
@@ -51099,7 +51099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6256  = pe1_7_w0;
     if (\$294 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6256  = \$296 ;
       end
@@ -51119,7 +51119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6258  = pe1_8_w1;
     if (\$307 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6258  = \$308 ;
       end
     end
@@ -51129,7 +51129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6259  = pe1_8_w0;
     if (\$307 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6259  = \$309 ;
       end
@@ -51149,7 +51149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6261  = pe1_9_w1;
     if (\$320 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6261  = \$321 ;
       end
     end
@@ -51159,7 +51159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6262  = pe1_9_w0;
     if (\$320 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6262  = \$322 ;
       end
@@ -51179,7 +51179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6264  = pe1_10_w1;
     if (\$333 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6264  = \$334 ;
       end
     end
@@ -51189,7 +51189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6265  = pe1_10_w0;
     if (\$333 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6265  = \$335 ;
       end
@@ -51209,7 +51209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6267  = pe1_11_w1;
     if (\$346 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6267  = \$347 ;
       end
     end
@@ -51219,7 +51219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6268  = pe1_11_w0;
     if (\$346 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6268  = \$348 ;
       end
@@ -51239,7 +51239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6270  = pe1_12_w1;
     if (\$359 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6270  = \$360 ;
       end
     end
@@ -51249,7 +51249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6271  = pe1_12_w0;
     if (\$359 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6271  = \$361 ;
       end
@@ -51269,7 +51269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6273  = pe1_13_w1;
     if (\$372 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6273  = \$373 ;
       end
     end
@@ -51279,7 +51279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6274  = pe1_13_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6274  = \$374 ;
       end
@@ -51299,7 +51299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6276  = pe1_14_w1;
     if (\$385 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6276  = \$386 ;
       end
     end
@@ -51309,7 +51309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6277  = pe1_14_w0;
     if (\$385 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6277  = \$387 ;
       end
@@ -51329,7 +51329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6279  = pe1_15_w1;
     if (\$398 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6279  = \$399 ;
       end
     end
@@ -51339,7 +51339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6280  = pe1_15_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6280  = \$400 ;
       end
@@ -51369,7 +51369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6283  = pe2_0_w1;
     if (\$412 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6283  = \$413 ;
       end
     end
@@ -51379,7 +51379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6284  = pe2_0_w0;
     if (\$412 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6284  = \$414 ;
       end
@@ -51399,7 +51399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6286  = pe2_1_w1;
     if (\$425 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6286  = \$426 ;
       end
     end
@@ -51409,7 +51409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6287  = pe2_1_w0;
     if (\$425 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6287  = \$427 ;
       end
@@ -51429,7 +51429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6289  = pe2_2_w1;
     if (\$438 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6289  = \$439 ;
       end
     end
@@ -51439,7 +51439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6290  = pe2_2_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6290  = \$440 ;
       end
@@ -51459,7 +51459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6292  = pe2_3_w1;
     if (\$451 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6292  = \$452 ;
       end
     end
@@ -51469,7 +51469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6293  = pe2_3_w0;
     if (\$451 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6293  = \$453 ;
       end
@@ -51489,7 +51489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6295  = pe2_4_w1;
     if (\$464 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6295  = \$465 ;
       end
     end
@@ -51499,7 +51499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6296  = pe2_4_w0;
     if (\$464 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6296  = \$466 ;
       end
@@ -51519,7 +51519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6298  = pe2_5_w1;
     if (\$477 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6298  = \$478 ;
       end
     end
@@ -51529,7 +51529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6299  = pe2_5_w0;
     if (\$477 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6299  = \$479 ;
       end
@@ -51549,7 +51549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6301  = pe2_6_w1;
     if (\$490 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6301  = \$491 ;
       end
     end
@@ -51559,7 +51559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6302  = pe2_6_w0;
     if (\$490 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6302  = \$492 ;
       end
@@ -51579,7 +51579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6304  = pe2_7_w1;
     if (\$503 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6304  = \$504 ;
       end
     end
@@ -51589,7 +51589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6305  = pe2_7_w0;
     if (\$503 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6305  = \$505 ;
       end
@@ -51609,7 +51609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6307  = pe2_8_w1;
     if (\$516 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6307  = \$517 ;
       end
     end
@@ -51619,7 +51619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6308  = pe2_8_w0;
     if (\$516 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6308  = \$518 ;
       end
@@ -51639,7 +51639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6310  = pe2_9_w1;
     if (\$529 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6310  = \$530 ;
       end
     end
@@ -51649,7 +51649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6311  = pe2_9_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6311  = \$531 ;
       end
@@ -51669,7 +51669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6313  = pe2_10_w1;
     if (\$542 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6313  = \$543 ;
       end
     end
@@ -51679,7 +51679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6314  = pe2_10_w0;
     if (\$542 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6314  = \$544 ;
       end
@@ -51699,7 +51699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6316  = pe2_11_w1;
     if (\$555 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6316  = \$556 ;
       end
     end
@@ -51709,7 +51709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6317  = pe2_11_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6317  = \$557 ;
       end
@@ -51729,7 +51729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6319  = pe2_12_w1;
     if (\$568 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6319  = \$569 ;
       end
     end
@@ -51739,7 +51739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6320  = pe2_12_w0;
     if (\$568 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6320  = \$570 ;
       end
@@ -51759,7 +51759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6322  = pe2_13_w1;
     if (\$581 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6322  = \$582 ;
       end
     end
@@ -51769,7 +51769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6323  = pe2_13_w0;
     if (\$581 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6323  = \$583 ;
       end
@@ -51789,7 +51789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6325  = pe2_14_w1;
     if (\$594 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6325  = \$595 ;
       end
     end
@@ -51799,7 +51799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6326  = pe2_14_w0;
     if (\$594 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6326  = \$596 ;
       end
@@ -51819,7 +51819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6328  = pe2_15_w1;
     if (\$607 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6328  = \$608 ;
       end
     end
@@ -51829,7 +51829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6329  = pe2_15_w0;
     if (\$607 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6329  = \$609 ;
       end
@@ -51869,7 +51869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6333  = pe3_0_w1;
     if (\$621 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6333  = \$622 ;
       end
     end
@@ -51879,7 +51879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6334  = pe3_0_w0;
     if (\$621 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6334  = \$623 ;
       end
@@ -51899,7 +51899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6336  = pe3_1_w1;
     if (\$634 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6336  = \$635 ;
       end
     end
@@ -51909,7 +51909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6337  = pe3_1_w0;
     if (\$634 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6337  = \$636 ;
       end
@@ -51929,7 +51929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6339  = pe3_2_w1;
     if (\$647 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6339  = \$648 ;
       end
     end
@@ -51939,7 +51939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6340  = pe3_2_w0;
     if (\$647 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6340  = \$649 ;
       end
@@ -51959,7 +51959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6342  = pe3_3_w1;
     if (\$660 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6342  = \$661 ;
       end
     end
@@ -51969,7 +51969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6343  = pe3_3_w0;
     if (\$660 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6343  = \$662 ;
       end
@@ -51989,7 +51989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6345  = pe3_4_w1;
     if (\$673 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6345  = \$674 ;
       end
     end
@@ -51999,7 +51999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6346  = pe3_4_w0;
     if (\$673 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6346  = \$675 ;
       end
@@ -52019,7 +52019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6348  = pe3_5_w1;
     if (\$686 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6348  = \$687 ;
       end
     end
@@ -52029,7 +52029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6349  = pe3_5_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6349  = \$688 ;
       end
@@ -52049,7 +52049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6351  = pe3_6_w1;
     if (\$699 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6351  = \$700 ;
       end
     end
@@ -52059,7 +52059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6352  = pe3_6_w0;
     if (\$699 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6352  = \$701 ;
       end
@@ -52079,7 +52079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6354  = pe3_7_w1;
     if (\$712 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6354  = \$713 ;
       end
     end
@@ -52089,7 +52089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6355  = pe3_7_w0;
     if (\$712 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6355  = \$714 ;
       end
@@ -52109,7 +52109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6357  = pe3_8_w1;
     if (\$725 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6357  = \$726 ;
       end
     end
@@ -52119,7 +52119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6358  = pe3_8_w0;
     if (\$725 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6358  = \$727 ;
       end
@@ -52139,7 +52139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6360  = pe3_9_w1;
     if (\$738 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6360  = \$739 ;
       end
     end
@@ -52149,7 +52149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6361  = pe3_9_w0;
     if (\$738 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6361  = \$740 ;
       end
@@ -52169,7 +52169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6363  = pe3_10_w1;
     if (\$751 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6363  = \$752 ;
       end
     end
@@ -52179,7 +52179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6364  = pe3_10_w0;
     if (\$751 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6364  = \$753 ;
       end
@@ -52199,7 +52199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6366  = pe3_11_w1;
     if (\$764 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6366  = \$765 ;
       end
     end
@@ -52209,7 +52209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6367  = pe3_11_w0;
     if (\$764 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6367  = \$766 ;
       end
@@ -52229,7 +52229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6369  = pe3_12_w1;
     if (\$777 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6369  = \$778 ;
       end
     end
@@ -52239,7 +52239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6370  = pe3_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6370  = \$779 ;
       end
@@ -52259,7 +52259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6372  = pe3_13_w1;
     if (\$790 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6372  = \$791 ;
       end
     end
@@ -52269,7 +52269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6373  = pe3_13_w0;
     if (\$790 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6373  = \$792 ;
       end
@@ -52289,7 +52289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6375  = pe3_14_w1;
     if (\$803 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6375  = \$804 ;
       end
     end
@@ -52299,7 +52299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6376  = pe3_14_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6376  = \$805 ;
       end
@@ -52319,7 +52319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6378  = pe3_15_w1;
     if (\$816 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6378  = \$817 ;
       end
     end
@@ -52329,7 +52329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6379  = pe3_15_w0;
     if (\$816 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6379  = \$818 ;
       end
@@ -52379,7 +52379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6384  = pe4_0_w1;
     if (\$830 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6384  = \$831 ;
       end
     end
@@ -52389,7 +52389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6385  = pe4_0_w0;
     if (\$830 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6385  = \$832 ;
       end
@@ -52409,7 +52409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6387  = pe4_1_w1;
     if (\$843 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6387  = \$844 ;
       end
     end
@@ -52419,7 +52419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6388  = pe4_1_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6388  = \$845 ;
       end
@@ -52439,7 +52439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6390  = pe4_2_w1;
     if (\$856 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6390  = \$857 ;
       end
     end
@@ -52449,7 +52449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6391  = pe4_2_w0;
     if (\$856 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6391  = \$858 ;
       end
@@ -52469,7 +52469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6393  = pe4_3_w1;
     if (\$869 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6393  = \$870 ;
       end
     end
@@ -52479,7 +52479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6394  = pe4_3_w0;
     if (\$869 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6394  = \$871 ;
       end
@@ -52499,7 +52499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6396  = pe4_4_w1;
     if (\$882 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6396  = \$883 ;
       end
     end
@@ -52509,7 +52509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6397  = pe4_4_w0;
     if (\$882 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6397  = \$884 ;
       end
@@ -52529,7 +52529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6399  = pe4_5_w1;
     if (\$895 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6399  = \$896 ;
       end
     end
@@ -52539,7 +52539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6400  = pe4_5_w0;
     if (\$895 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6400  = \$897 ;
       end
@@ -52559,7 +52559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6402  = pe4_6_w1;
     if (\$908 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6402  = \$909 ;
       end
     end
@@ -52569,7 +52569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6403  = pe4_6_w0;
     if (\$908 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6403  = \$910 ;
       end
@@ -52589,7 +52589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6405  = pe4_7_w1;
     if (\$921 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6405  = \$922 ;
       end
     end
@@ -52599,7 +52599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6406  = pe4_7_w0;
     if (\$921 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6406  = \$923 ;
       end
@@ -52619,7 +52619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6408  = pe4_8_w1;
     if (\$934 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6408  = \$935 ;
       end
     end
@@ -52629,7 +52629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6409  = pe4_8_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6409  = \$936 ;
       end
@@ -52649,7 +52649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6411  = pe4_9_w1;
     if (\$947 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6411  = \$948 ;
       end
     end
@@ -52659,7 +52659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6412  = pe4_9_w0;
     if (\$947 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6412  = \$949 ;
       end
@@ -52679,7 +52679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6414  = pe4_10_w1;
     if (\$960 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6414  = \$961 ;
       end
     end
@@ -52689,7 +52689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6415  = pe4_10_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6415  = \$962 ;
       end
@@ -52709,7 +52709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6417  = pe4_11_w1;
     if (\$973 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6417  = \$974 ;
       end
     end
@@ -52719,7 +52719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6418  = pe4_11_w0;
     if (\$973 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6418  = \$975 ;
       end
@@ -52739,7 +52739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6420  = pe4_12_w1;
     if (\$986 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6420  = \$987 ;
       end
     end
@@ -52749,7 +52749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6421  = pe4_12_w0;
     if (\$986 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6421  = \$988 ;
       end
@@ -52769,7 +52769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6423  = pe4_13_w1;
     if (\$999 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6423  = \$1000 ;
       end
     end
@@ -52779,7 +52779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6424  = pe4_13_w0;
     if (\$999 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6424  = \$1001 ;
       end
@@ -52799,7 +52799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6426  = pe4_14_w1;
     if (\$1012 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6426  = \$1013 ;
       end
     end
@@ -52809,7 +52809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6427  = pe4_14_w0;
     if (\$1012 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6427  = \$1014 ;
       end
@@ -52829,7 +52829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6429  = pe4_15_w1;
     if (\$1025 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6429  = \$1026 ;
       end
     end
@@ -52839,7 +52839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6430  = pe4_15_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6430  = \$1027 ;
       end
@@ -52899,7 +52899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6436  = pe5_0_w1;
     if (\$1039 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6436  = \$1040 ;
       end
     end
@@ -52909,7 +52909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6437  = pe5_0_w0;
     if (\$1039 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6437  = \$1041 ;
       end
@@ -52929,7 +52929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6439  = pe5_1_w1;
     if (\$1052 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6439  = \$1053 ;
       end
     end
@@ -52939,7 +52939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6440  = pe5_1_w0;
     if (\$1052 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6440  = \$1054 ;
       end
@@ -52959,7 +52959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6442  = pe5_2_w1;
     if (\$1065 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6442  = \$1066 ;
       end
     end
@@ -52969,7 +52969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6443  = pe5_2_w0;
     if (\$1065 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6443  = \$1067 ;
       end
@@ -52989,7 +52989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6445  = pe5_3_w1;
     if (\$1078 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6445  = \$1079 ;
       end
     end
@@ -52999,7 +52999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6446  = pe5_3_w0;
     if (\$1078 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6446  = \$1080 ;
       end
@@ -53019,7 +53019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6448  = pe5_4_w1;
     if (\$1091 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6448  = \$1092 ;
       end
     end
@@ -53029,7 +53029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6449  = pe5_4_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6449  = \$1093 ;
       end
@@ -53049,7 +53049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6451  = pe5_5_w1;
     if (\$1104 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6451  = \$1105 ;
       end
     end
@@ -53059,7 +53059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6452  = pe5_5_w0;
     if (\$1104 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6452  = \$1106 ;
       end
@@ -53079,7 +53079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6454  = pe5_6_w1;
     if (\$1117 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6454  = \$1118 ;
       end
     end
@@ -53089,7 +53089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6455  = pe5_6_w0;
     if (\$1117 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6455  = \$1119 ;
       end
@@ -53109,7 +53109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6457  = pe5_7_w1;
     if (\$1130 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6457  = \$1131 ;
       end
     end
@@ -53119,7 +53119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6458  = pe5_7_w0;
     if (\$1130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6458  = \$1132 ;
       end
@@ -53139,7 +53139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6460  = pe5_8_w1;
     if (\$1143 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6460  = \$1144 ;
       end
     end
@@ -53149,7 +53149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6461  = pe5_8_w0;
     if (\$1143 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6461  = \$1145 ;
       end
@@ -53169,7 +53169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6463  = pe5_9_w1;
     if (\$1156 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6463  = \$1157 ;
       end
     end
@@ -53179,7 +53179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6464  = pe5_9_w0;
     if (\$1156 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6464  = \$1158 ;
       end
@@ -53199,7 +53199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6466  = pe5_10_w1;
     if (\$1169 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6466  = \$1170 ;
       end
     end
@@ -53209,7 +53209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6467  = pe5_10_w0;
     if (\$1169 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6467  = \$1171 ;
       end
@@ -53229,7 +53229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6469  = pe5_11_w1;
     if (\$1182 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6469  = \$1183 ;
       end
     end
@@ -53239,7 +53239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6470  = pe5_11_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6470  = \$1184 ;
       end
@@ -53259,7 +53259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6472  = pe5_12_w1;
     if (\$1195 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6472  = \$1196 ;
       end
     end
@@ -53269,7 +53269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6473  = pe5_12_w0;
     if (\$1195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6473  = \$1197 ;
       end
@@ -53289,7 +53289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6475  = pe5_13_w1;
     if (\$1208 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6475  = \$1209 ;
       end
     end
@@ -53299,7 +53299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6476  = pe5_13_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6476  = \$1210 ;
       end
@@ -53319,7 +53319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6478  = pe5_14_w1;
     if (\$1221 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6478  = \$1222 ;
       end
     end
@@ -53329,7 +53329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6479  = pe5_14_w0;
     if (\$1221 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6479  = \$1223 ;
       end
@@ -53349,7 +53349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6481  = pe5_15_w1;
     if (\$1234 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6481  = \$1235 ;
       end
     end
@@ -53359,7 +53359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6482  = pe5_15_w0;
     if (\$1234 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6482  = \$1236 ;
       end
@@ -53429,7 +53429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6489  = pe6_0_w1;
     if (\$1248 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6489  = \$1249 ;
       end
     end
@@ -53439,7 +53439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6490  = pe6_0_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6490  = \$1250 ;
       end
@@ -53459,7 +53459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6492  = pe6_1_w1;
     if (\$1261 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6492  = \$1262 ;
       end
     end
@@ -53469,7 +53469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6493  = pe6_1_w0;
     if (\$1261 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6493  = \$1263 ;
       end
@@ -53489,7 +53489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6495  = pe6_2_w1;
     if (\$1274 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6495  = \$1275 ;
       end
     end
@@ -53499,7 +53499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6496  = pe6_2_w0;
     if (\$1274 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6496  = \$1276 ;
       end
@@ -53519,7 +53519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6498  = pe6_3_w1;
     if (\$1287 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6498  = \$1288 ;
       end
     end
@@ -53529,7 +53529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6499  = pe6_3_w0;
     if (\$1287 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6499  = \$1289 ;
       end
@@ -53549,7 +53549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6501  = pe6_4_w1;
     if (\$1300 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6501  = \$1301 ;
       end
     end
@@ -53559,7 +53559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6502  = pe6_4_w0;
     if (\$1300 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6502  = \$1302 ;
       end
@@ -53579,7 +53579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6504  = pe6_5_w1;
     if (\$1313 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6504  = \$1314 ;
       end
     end
@@ -53589,7 +53589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6505  = pe6_5_w0;
     if (\$1313 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6505  = \$1315 ;
       end
@@ -53609,7 +53609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6507  = pe6_6_w1;
     if (\$1326 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6507  = \$1327 ;
       end
     end
@@ -53619,7 +53619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6508  = pe6_6_w0;
     if (\$1326 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6508  = \$1328 ;
       end
@@ -53639,7 +53639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6510  = pe6_7_w1;
     if (\$1339 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6510  = \$1340 ;
       end
     end
@@ -53649,7 +53649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6511  = pe6_7_w0;
     if (\$1339 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6511  = \$1341 ;
       end
@@ -53669,7 +53669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6513  = pe6_8_w1;
     if (\$1352 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6513  = \$1353 ;
       end
     end
@@ -53679,7 +53679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6514  = pe6_8_w0;
     if (\$1352 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6514  = \$1354 ;
       end
@@ -53699,7 +53699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6516  = pe6_9_w1;
     if (\$1365 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6516  = \$1366 ;
       end
     end
@@ -53709,7 +53709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6517  = pe6_9_w0;
     if (\$1365 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6517  = \$1367 ;
       end
@@ -53729,7 +53729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6519  = pe6_10_w1;
     if (\$1378 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6519  = \$1379 ;
       end
     end
@@ -53739,7 +53739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6520  = pe6_10_w0;
     if (\$1378 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6520  = \$1380 ;
       end
@@ -53759,7 +53759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6522  = pe6_11_w1;
     if (\$1391 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6522  = \$1392 ;
       end
     end
@@ -53769,7 +53769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6523  = pe6_11_w0;
     if (\$1391 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6523  = \$1393 ;
       end
@@ -53789,7 +53789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6525  = pe6_12_w1;
     if (\$1404 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6525  = \$1405 ;
       end
     end
@@ -53799,7 +53799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6526  = pe6_12_w0;
     if (\$1404 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6526  = \$1406 ;
       end
@@ -53819,7 +53819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6528  = pe6_13_w1;
     if (\$1417 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6528  = \$1418 ;
       end
     end
@@ -53829,7 +53829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6529  = pe6_13_w0;
     if (\$1417 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6529  = \$1419 ;
       end
@@ -53849,7 +53849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6531  = pe6_14_w1;
     if (\$1430 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6531  = \$1431 ;
       end
     end
@@ -53859,7 +53859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6532  = pe6_14_w0;
     if (\$1430 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6532  = \$1432 ;
       end
@@ -53879,7 +53879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6534  = pe6_15_w1;
     if (\$1443 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6534  = \$1444 ;
       end
     end
@@ -53889,7 +53889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6535  = pe6_15_w0;
     if (\$1443 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6535  = \$1445 ;
       end
@@ -53969,7 +53969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6543  = pe7_0_w1;
     if (\$1457 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6543  = \$1458 ;
       end
     end
@@ -53979,7 +53979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6544  = pe7_0_w0;
     if (\$1457 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6544  = \$1459 ;
       end
@@ -53999,7 +53999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6546  = pe7_1_w1;
     if (\$1470 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6546  = \$1471 ;
       end
     end
@@ -54009,7 +54009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6547  = pe7_1_w0;
     if (\$1470 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6547  = \$1472 ;
       end
@@ -54029,7 +54029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6549  = pe7_2_w1;
     if (\$1483 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6549  = \$1484 ;
       end
     end
@@ -54039,7 +54039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6550  = pe7_2_w0;
     if (\$1483 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6550  = \$1485 ;
       end
@@ -54059,7 +54059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6552  = pe7_3_w1;
     if (\$1496 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6552  = \$1497 ;
       end
     end
@@ -54069,7 +54069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6553  = pe7_3_w0;
     if (\$1496 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6553  = \$1498 ;
       end
@@ -54089,7 +54089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6555  = pe7_4_w1;
     if (\$1509 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6555  = \$1510 ;
       end
     end
@@ -54099,7 +54099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6556  = pe7_4_w0;
     if (\$1509 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6556  = \$1511 ;
       end
@@ -54119,7 +54119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6558  = pe7_5_w1;
     if (\$1522 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6558  = \$1523 ;
       end
     end
@@ -54129,7 +54129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6559  = pe7_5_w0;
     if (\$1522 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6559  = \$1524 ;
       end
@@ -54149,7 +54149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6561  = pe7_6_w1;
     if (\$1535 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6561  = \$1536 ;
       end
     end
@@ -54159,7 +54159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6562  = pe7_6_w0;
     if (\$1535 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6562  = \$1537 ;
       end
@@ -54179,7 +54179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6564  = pe7_7_w1;
     if (\$1548 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6564  = \$1549 ;
       end
     end
@@ -54189,7 +54189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6565  = pe7_7_w0;
     if (\$1548 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6565  = \$1550 ;
       end
@@ -54209,7 +54209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6567  = pe7_8_w1;
     if (\$1561 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6567  = \$1562 ;
       end
     end
@@ -54219,7 +54219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6568  = pe7_8_w0;
     if (\$1561 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6568  = \$1563 ;
       end
@@ -54239,7 +54239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6570  = pe7_9_w1;
     if (\$1574 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6570  = \$1575 ;
       end
     end
@@ -54249,7 +54249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6571  = pe7_9_w0;
     if (\$1574 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6571  = \$1576 ;
       end
@@ -54269,7 +54269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6573  = pe7_10_w1;
     if (\$1587 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6573  = \$1588 ;
       end
     end
@@ -54279,7 +54279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6574  = pe7_10_w0;
     if (\$1587 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6574  = \$1589 ;
       end
@@ -54299,7 +54299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6576  = pe7_11_w1;
     if (\$1600 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6576  = \$1601 ;
       end
     end
@@ -54309,7 +54309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6577  = pe7_11_w0;
     if (\$1600 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6577  = \$1602 ;
       end
@@ -54329,7 +54329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6579  = pe7_12_w1;
     if (\$1613 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6579  = \$1614 ;
       end
     end
@@ -54339,7 +54339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6580  = pe7_12_w0;
     if (\$1613 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6580  = \$1615 ;
       end
@@ -54359,7 +54359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6582  = pe7_13_w1;
     if (\$1626 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6582  = \$1627 ;
       end
     end
@@ -54369,7 +54369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6583  = pe7_13_w0;
     if (\$1626 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6583  = \$1628 ;
       end
@@ -54389,7 +54389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6585  = pe7_14_w1;
     if (\$1639 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6585  = \$1640 ;
       end
     end
@@ -54399,7 +54399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6586  = pe7_14_w0;
     if (\$1639 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6586  = \$1641 ;
       end
@@ -54419,7 +54419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6588  = pe7_15_w1;
     if (\$1652 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6588  = \$1653 ;
       end
     end
@@ -54429,7 +54429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6589  = pe7_15_w0;
     if (\$1652 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6589  = \$1654 ;
       end
@@ -54519,7 +54519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6598  = pe8_0_w1;
     if (\$1666 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6598  = \$1667 ;
       end
     end
@@ -54529,7 +54529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6599  = pe8_0_w0;
     if (\$1666 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6599  = \$1668 ;
       end
@@ -54549,7 +54549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6601  = pe8_1_w1;
     if (\$1679 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6601  = \$1680 ;
       end
     end
@@ -54559,7 +54559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6602  = pe8_1_w0;
     if (\$1679 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6602  = \$1681 ;
       end
@@ -54579,7 +54579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6604  = pe8_2_w1;
     if (\$1692 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6604  = \$1693 ;
       end
     end
@@ -54589,7 +54589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6605  = pe8_2_w0;
     if (\$1692 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6605  = \$1694 ;
       end
@@ -54609,7 +54609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6607  = pe8_3_w1;
     if (\$1705 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6607  = \$1706 ;
       end
     end
@@ -54619,7 +54619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6608  = pe8_3_w0;
     if (\$1705 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6608  = \$1707 ;
       end
@@ -54639,7 +54639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6610  = pe8_4_w1;
     if (\$1718 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6610  = \$1719 ;
       end
     end
@@ -54649,7 +54649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6611  = pe8_4_w0;
     if (\$1718 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6611  = \$1720 ;
       end
@@ -54669,7 +54669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6613  = pe8_5_w1;
     if (\$1731 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6613  = \$1732 ;
       end
     end
@@ -54679,7 +54679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6614  = pe8_5_w0;
     if (\$1731 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6614  = \$1733 ;
       end
@@ -54699,7 +54699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6616  = pe8_6_w1;
     if (\$1744 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6616  = \$1745 ;
       end
     end
@@ -54709,7 +54709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6617  = pe8_6_w0;
     if (\$1744 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6617  = \$1746 ;
       end
@@ -54729,7 +54729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6619  = pe8_7_w1;
     if (\$1757 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6619  = \$1758 ;
       end
     end
@@ -54739,7 +54739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6620  = pe8_7_w0;
     if (\$1757 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6620  = \$1759 ;
       end
@@ -54759,7 +54759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6622  = pe8_8_w1;
     if (\$1770 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6622  = \$1771 ;
       end
     end
@@ -54769,7 +54769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6623  = pe8_8_w0;
     if (\$1770 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6623  = \$1772 ;
       end
@@ -54789,7 +54789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6625  = pe8_9_w1;
     if (\$1783 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6625  = \$1784 ;
       end
     end
@@ -54799,7 +54799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6626  = pe8_9_w0;
     if (\$1783 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6626  = \$1785 ;
       end
@@ -54819,7 +54819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6628  = pe8_10_w1;
     if (\$1796 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6628  = \$1797 ;
       end
     end
@@ -54829,7 +54829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6629  = pe8_10_w0;
     if (\$1796 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6629  = \$1798 ;
       end
@@ -54849,7 +54849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6631  = pe8_11_w1;
     if (\$1809 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6631  = \$1810 ;
       end
     end
@@ -54859,7 +54859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6632  = pe8_11_w0;
     if (\$1809 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6632  = \$1811 ;
       end
@@ -54879,7 +54879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6634  = pe8_12_w1;
     if (\$1822 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6634  = \$1823 ;
       end
     end
@@ -54889,7 +54889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6635  = pe8_12_w0;
     if (\$1822 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6635  = \$1824 ;
       end
@@ -54909,7 +54909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6637  = pe8_13_w1;
     if (\$1835 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6637  = \$1836 ;
       end
     end
@@ -54919,7 +54919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6638  = pe8_13_w0;
     if (\$1835 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6638  = \$1837 ;
       end
@@ -54939,7 +54939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6640  = pe8_14_w1;
     if (\$1848 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6640  = \$1849 ;
       end
     end
@@ -54949,7 +54949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6641  = pe8_14_w0;
     if (\$1848 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6641  = \$1850 ;
       end
@@ -54969,7 +54969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6643  = pe8_15_w1;
     if (\$1861 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6643  = \$1862 ;
       end
     end
@@ -54979,7 +54979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6644  = pe8_15_w0;
     if (\$1861 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6644  = \$1863 ;
       end
@@ -55079,7 +55079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6654  = pe9_0_w1;
     if (\$1875 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6654  = \$1876 ;
       end
     end
@@ -55089,7 +55089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6655  = pe9_0_w0;
     if (\$1875 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6655  = \$1877 ;
       end
@@ -55109,7 +55109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6657  = pe9_1_w1;
     if (\$1888 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6657  = \$1889 ;
       end
     end
@@ -55119,7 +55119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6658  = pe9_1_w0;
     if (\$1888 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6658  = \$1890 ;
       end
@@ -55139,7 +55139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6660  = pe9_2_w1;
     if (\$1901 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6660  = \$1902 ;
       end
     end
@@ -55149,7 +55149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6661  = pe9_2_w0;
     if (\$1901 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6661  = \$1903 ;
       end
@@ -55169,7 +55169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6663  = pe9_3_w1;
     if (\$1914 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6663  = \$1915 ;
       end
     end
@@ -55179,7 +55179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6664  = pe9_3_w0;
     if (\$1914 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6664  = \$1916 ;
       end
@@ -55199,7 +55199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6666  = pe9_4_w1;
     if (\$1927 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6666  = \$1928 ;
       end
     end
@@ -55209,7 +55209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6667  = pe9_4_w0;
     if (\$1927 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6667  = \$1929 ;
       end
@@ -55229,7 +55229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6669  = pe9_5_w1;
     if (\$1940 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6669  = \$1941 ;
       end
     end
@@ -55239,7 +55239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6670  = pe9_5_w0;
     if (\$1940 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6670  = \$1942 ;
       end
@@ -55259,7 +55259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6672  = pe9_6_w1;
     if (\$1953 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6672  = \$1954 ;
       end
     end
@@ -55269,7 +55269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6673  = pe9_6_w0;
     if (\$1953 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6673  = \$1955 ;
       end
@@ -55289,7 +55289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6675  = pe9_7_w1;
     if (\$1966 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6675  = \$1967 ;
       end
     end
@@ -55299,7 +55299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6676  = pe9_7_w0;
     if (\$1966 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6676  = \$1968 ;
       end
@@ -55319,7 +55319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6678  = pe9_8_w1;
     if (\$1979 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6678  = \$1980 ;
       end
     end
@@ -55329,7 +55329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6679  = pe9_8_w0;
     if (\$1979 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6679  = \$1981 ;
       end
@@ -55349,7 +55349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6681  = pe9_9_w1;
     if (\$1992 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6681  = \$1993 ;
       end
     end
@@ -55359,7 +55359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6682  = pe9_9_w0;
     if (\$1992 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6682  = \$1994 ;
       end
@@ -55379,7 +55379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6684  = pe9_10_w1;
     if (\$2005 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6684  = \$2006 ;
       end
     end
@@ -55389,7 +55389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6685  = pe9_10_w0;
     if (\$2005 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6685  = \$2007 ;
       end
@@ -55409,7 +55409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6687  = pe9_11_w1;
     if (\$2018 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6687  = \$2019 ;
       end
     end
@@ -55419,7 +55419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6688  = pe9_11_w0;
     if (\$2018 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6688  = \$2020 ;
       end
@@ -55439,7 +55439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6690  = pe9_12_w1;
     if (\$2031 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6690  = \$2032 ;
       end
     end
@@ -55449,7 +55449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6691  = pe9_12_w0;
     if (\$2031 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6691  = \$2033 ;
       end
@@ -55469,7 +55469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6693  = pe9_13_w1;
     if (\$2044 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6693  = \$2045 ;
       end
     end
@@ -55479,7 +55479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6694  = pe9_13_w0;
     if (\$2044 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6694  = \$2046 ;
       end
@@ -55499,7 +55499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6696  = pe9_14_w1;
     if (\$2057 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6696  = \$2058 ;
       end
     end
@@ -55509,7 +55509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6697  = pe9_14_w0;
     if (\$2057 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6697  = \$2059 ;
       end
@@ -55529,7 +55529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6699  = pe9_15_w1;
     if (\$2070 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6699  = \$2071 ;
       end
     end
@@ -55539,7 +55539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6700  = pe9_15_w0;
     if (\$2070 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6700  = \$2072 ;
       end
@@ -55649,7 +55649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6711  = pe10_0_w1;
     if (\$2084 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6711  = \$2085 ;
       end
     end
@@ -55659,7 +55659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6712  = pe10_0_w0;
     if (\$2084 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6712  = \$2086 ;
       end
@@ -55679,7 +55679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6714  = pe10_1_w1;
     if (\$2097 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6714  = \$2098 ;
       end
     end
@@ -55689,7 +55689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6715  = pe10_1_w0;
     if (\$2097 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6715  = \$2099 ;
       end
@@ -55709,7 +55709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6717  = pe10_2_w1;
     if (\$2110 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6717  = \$2111 ;
       end
     end
@@ -55719,7 +55719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6718  = pe10_2_w0;
     if (\$2110 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6718  = \$2112 ;
       end
@@ -55739,7 +55739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6720  = pe10_3_w1;
     if (\$2123 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6720  = \$2124 ;
       end
     end
@@ -55749,7 +55749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6721  = pe10_3_w0;
     if (\$2123 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6721  = \$2125 ;
       end
@@ -55769,7 +55769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6723  = pe10_4_w1;
     if (\$2136 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6723  = \$2137 ;
       end
     end
@@ -55779,7 +55779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6724  = pe10_4_w0;
     if (\$2136 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6724  = \$2138 ;
       end
@@ -55799,7 +55799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6726  = pe10_5_w1;
     if (\$2149 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6726  = \$2150 ;
       end
     end
@@ -55809,7 +55809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6727  = pe10_5_w0;
     if (\$2149 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6727  = \$2151 ;
       end
@@ -55829,7 +55829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6729  = pe10_6_w1;
     if (\$2162 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6729  = \$2163 ;
       end
     end
@@ -55839,7 +55839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6730  = pe10_6_w0;
     if (\$2162 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6730  = \$2164 ;
       end
@@ -55859,7 +55859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6732  = pe10_7_w1;
     if (\$2175 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6732  = \$2176 ;
       end
     end
@@ -55869,7 +55869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6733  = pe10_7_w0;
     if (\$2175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6733  = \$2177 ;
       end
@@ -55889,7 +55889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6735  = pe10_8_w1;
     if (\$2188 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6735  = \$2189 ;
       end
     end
@@ -55899,7 +55899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6736  = pe10_8_w0;
     if (\$2188 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6736  = \$2190 ;
       end
@@ -55919,7 +55919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6738  = pe10_9_w1;
     if (\$2201 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6738  = \$2202 ;
       end
     end
@@ -55929,7 +55929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6739  = pe10_9_w0;
     if (\$2201 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6739  = \$2203 ;
       end
@@ -55949,7 +55949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6741  = pe10_10_w1;
     if (\$2214 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6741  = \$2215 ;
       end
     end
@@ -55959,7 +55959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6742  = pe10_10_w0;
     if (\$2214 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6742  = \$2216 ;
       end
@@ -55979,7 +55979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6744  = pe10_11_w1;
     if (\$2227 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6744  = \$2228 ;
       end
     end
@@ -55989,7 +55989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6745  = pe10_11_w0;
     if (\$2227 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6745  = \$2229 ;
       end
@@ -56009,7 +56009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6747  = pe10_12_w1;
     if (\$2240 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6747  = \$2241 ;
       end
     end
@@ -56019,7 +56019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6748  = pe10_12_w0;
     if (\$2240 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6748  = \$2242 ;
       end
@@ -56039,7 +56039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6750  = pe10_13_w1;
     if (\$2253 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6750  = \$2254 ;
       end
     end
@@ -56049,7 +56049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6751  = pe10_13_w0;
     if (\$2253 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6751  = \$2255 ;
       end
@@ -56069,7 +56069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6753  = pe10_14_w1;
     if (\$2266 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6753  = \$2267 ;
       end
     end
@@ -56079,7 +56079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6754  = pe10_14_w0;
     if (\$2266 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6754  = \$2268 ;
       end
@@ -56099,7 +56099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6756  = pe10_15_w1;
     if (\$2279 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6756  = \$2280 ;
       end
     end
@@ -56109,7 +56109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6757  = pe10_15_w0;
     if (\$2279 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6757  = \$2281 ;
       end
@@ -56229,7 +56229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6769  = pe11_0_w1;
     if (\$2293 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6769  = \$2294 ;
       end
     end
@@ -56239,7 +56239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6770  = pe11_0_w0;
     if (\$2293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6770  = \$2295 ;
       end
@@ -56259,7 +56259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6772  = pe11_1_w1;
     if (\$2306 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6772  = \$2307 ;
       end
     end
@@ -56269,7 +56269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6773  = pe11_1_w0;
     if (\$2306 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6773  = \$2308 ;
       end
@@ -56289,7 +56289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6775  = pe11_2_w1;
     if (\$2319 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6775  = \$2320 ;
       end
     end
@@ -56299,7 +56299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6776  = pe11_2_w0;
     if (\$2319 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6776  = \$2321 ;
       end
@@ -56319,7 +56319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6778  = pe11_3_w1;
     if (\$2332 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6778  = \$2333 ;
       end
     end
@@ -56329,7 +56329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6779  = pe11_3_w0;
     if (\$2332 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6779  = \$2334 ;
       end
@@ -56349,7 +56349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6781  = pe11_4_w1;
     if (\$2345 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6781  = \$2346 ;
       end
     end
@@ -56359,7 +56359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6782  = pe11_4_w0;
     if (\$2345 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6782  = \$2347 ;
       end
@@ -56379,7 +56379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6784  = pe11_5_w1;
     if (\$2358 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6784  = \$2359 ;
       end
     end
@@ -56389,7 +56389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6785  = pe11_5_w0;
     if (\$2358 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6785  = \$2360 ;
       end
@@ -56409,7 +56409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6787  = pe11_6_w1;
     if (\$2371 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6787  = \$2372 ;
       end
     end
@@ -56419,7 +56419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6788  = pe11_6_w0;
     if (\$2371 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6788  = \$2373 ;
       end
@@ -56439,7 +56439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6790  = pe11_7_w1;
     if (\$2384 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6790  = \$2385 ;
       end
     end
@@ -56449,7 +56449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6791  = pe11_7_w0;
     if (\$2384 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6791  = \$2386 ;
       end
@@ -56469,7 +56469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6793  = pe11_8_w1;
     if (\$2397 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6793  = \$2398 ;
       end
     end
@@ -56479,7 +56479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6794  = pe11_8_w0;
     if (\$2397 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6794  = \$2399 ;
       end
@@ -56499,7 +56499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6796  = pe11_9_w1;
     if (\$2410 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6796  = \$2411 ;
       end
     end
@@ -56509,7 +56509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6797  = pe11_9_w0;
     if (\$2410 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6797  = \$2412 ;
       end
@@ -56529,7 +56529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6799  = pe11_10_w1;
     if (\$2423 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6799  = \$2424 ;
       end
     end
@@ -56539,7 +56539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6800  = pe11_10_w0;
     if (\$2423 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6800  = \$2425 ;
       end
@@ -56559,7 +56559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6802  = pe11_11_w1;
     if (\$2436 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6802  = \$2437 ;
       end
     end
@@ -56569,7 +56569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6803  = pe11_11_w0;
     if (\$2436 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6803  = \$2438 ;
       end
@@ -56589,7 +56589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6805  = pe11_12_w1;
     if (\$2449 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6805  = \$2450 ;
       end
     end
@@ -56599,7 +56599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6806  = pe11_12_w0;
     if (\$2449 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6806  = \$2451 ;
       end
@@ -56619,7 +56619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6808  = pe11_13_w1;
     if (\$2462 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6808  = \$2463 ;
       end
     end
@@ -56629,7 +56629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6809  = pe11_13_w0;
     if (\$2462 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6809  = \$2464 ;
       end
@@ -56649,7 +56649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6811  = pe11_14_w1;
     if (\$2475 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6811  = \$2476 ;
       end
     end
@@ -56659,7 +56659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6812  = pe11_14_w0;
     if (\$2475 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6812  = \$2477 ;
       end
@@ -56679,7 +56679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6814  = pe11_15_w1;
     if (\$2488 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6814  = \$2489 ;
       end
     end
@@ -56689,7 +56689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6815  = pe11_15_w0;
     if (\$2488 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6815  = \$2490 ;
       end
@@ -56819,7 +56819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6828  = pe12_0_w1;
     if (\$2502 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6828  = \$2503 ;
       end
     end
@@ -56829,7 +56829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6829  = pe12_0_w0;
     if (\$2502 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6829  = \$2504 ;
       end
@@ -56849,7 +56849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6831  = pe12_1_w1;
     if (\$2515 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6831  = \$2516 ;
       end
     end
@@ -56859,7 +56859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6832  = pe12_1_w0;
     if (\$2515 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6832  = \$2517 ;
       end
@@ -56879,7 +56879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6834  = pe12_2_w1;
     if (\$2528 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6834  = \$2529 ;
       end
     end
@@ -56889,7 +56889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6835  = pe12_2_w0;
     if (\$2528 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6835  = \$2530 ;
       end
@@ -56909,7 +56909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6837  = pe12_3_w1;
     if (\$2541 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6837  = \$2542 ;
       end
     end
@@ -56919,7 +56919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6838  = pe12_3_w0;
     if (\$2541 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6838  = \$2543 ;
       end
@@ -56939,7 +56939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6840  = pe12_4_w1;
     if (\$2554 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6840  = \$2555 ;
       end
     end
@@ -56949,7 +56949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6841  = pe12_4_w0;
     if (\$2554 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6841  = \$2556 ;
       end
@@ -56969,7 +56969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6843  = pe12_5_w1;
     if (\$2567 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6843  = \$2568 ;
       end
     end
@@ -56979,7 +56979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6844  = pe12_5_w0;
     if (\$2567 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6844  = \$2569 ;
       end
@@ -56999,7 +56999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6846  = pe12_6_w1;
     if (\$2580 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6846  = \$2581 ;
       end
     end
@@ -57009,7 +57009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6847  = pe12_6_w0;
     if (\$2580 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6847  = \$2582 ;
       end
@@ -57029,7 +57029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6849  = pe12_7_w1;
     if (\$2593 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6849  = \$2594 ;
       end
     end
@@ -57039,7 +57039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6850  = pe12_7_w0;
     if (\$2593 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6850  = \$2595 ;
       end
@@ -57059,7 +57059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6852  = pe12_8_w1;
     if (\$2606 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6852  = \$2607 ;
       end
     end
@@ -57069,7 +57069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6853  = pe12_8_w0;
     if (\$2606 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6853  = \$2608 ;
       end
@@ -57089,7 +57089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6855  = pe12_9_w1;
     if (\$2619 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6855  = \$2620 ;
       end
     end
@@ -57099,7 +57099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6856  = pe12_9_w0;
     if (\$2619 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6856  = \$2621 ;
       end
@@ -57119,7 +57119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6858  = pe12_10_w1;
     if (\$2632 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6858  = \$2633 ;
       end
     end
@@ -57129,7 +57129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6859  = pe12_10_w0;
     if (\$2632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6859  = \$2634 ;
       end
@@ -57149,7 +57149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6861  = pe12_11_w1;
     if (\$2645 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6861  = \$2646 ;
       end
     end
@@ -57159,7 +57159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6862  = pe12_11_w0;
     if (\$2645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6862  = \$2647 ;
       end
@@ -57179,7 +57179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6864  = pe12_12_w1;
     if (\$2658 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6864  = \$2659 ;
       end
     end
@@ -57189,7 +57189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6865  = pe12_12_w0;
     if (\$2658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6865  = \$2660 ;
       end
@@ -57209,7 +57209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6867  = pe12_13_w1;
     if (\$2671 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6867  = \$2672 ;
       end
     end
@@ -57219,7 +57219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6868  = pe12_13_w0;
     if (\$2671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6868  = \$2673 ;
       end
@@ -57239,7 +57239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6870  = pe12_14_w1;
     if (\$2684 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6870  = \$2685 ;
       end
     end
@@ -57249,7 +57249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6871  = pe12_14_w0;
     if (\$2684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6871  = \$2686 ;
       end
@@ -57269,7 +57269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6873  = pe12_15_w1;
     if (\$2697 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6873  = \$2698 ;
       end
     end
@@ -57279,7 +57279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6874  = pe12_15_w0;
     if (\$2697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6874  = \$2699 ;
       end
@@ -57419,7 +57419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6888  = pe13_0_w1;
     if (\$2711 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6888  = \$2712 ;
       end
     end
@@ -57429,7 +57429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6889  = pe13_0_w0;
     if (\$2711 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6889  = \$2713 ;
       end
@@ -57449,7 +57449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6891  = pe13_1_w1;
     if (\$2724 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6891  = \$2725 ;
       end
     end
@@ -57459,7 +57459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6892  = pe13_1_w0;
     if (\$2724 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6892  = \$2726 ;
       end
@@ -57479,7 +57479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6894  = pe13_2_w1;
     if (\$2737 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6894  = \$2738 ;
       end
     end
@@ -57489,7 +57489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6895  = pe13_2_w0;
     if (\$2737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6895  = \$2739 ;
       end
@@ -57509,7 +57509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6897  = pe13_3_w1;
     if (\$2750 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6897  = \$2751 ;
       end
     end
@@ -57519,7 +57519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6898  = pe13_3_w0;
     if (\$2750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6898  = \$2752 ;
       end
@@ -57539,7 +57539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6900  = pe13_4_w1;
     if (\$2763 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6900  = \$2764 ;
       end
     end
@@ -57549,7 +57549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6901  = pe13_4_w0;
     if (\$2763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6901  = \$2765 ;
       end
@@ -57569,7 +57569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6903  = pe13_5_w1;
     if (\$2776 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6903  = \$2777 ;
       end
     end
@@ -57579,7 +57579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6904  = pe13_5_w0;
     if (\$2776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6904  = \$2778 ;
       end
@@ -57599,7 +57599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6906  = pe13_6_w1;
     if (\$2789 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6906  = \$2790 ;
       end
     end
@@ -57609,7 +57609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6907  = pe13_6_w0;
     if (\$2789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6907  = \$2791 ;
       end
@@ -57629,7 +57629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6909  = pe13_7_w1;
     if (\$2802 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6909  = \$2803 ;
       end
     end
@@ -57639,7 +57639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6910  = pe13_7_w0;
     if (\$2802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6910  = \$2804 ;
       end
@@ -57659,7 +57659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6912  = pe13_8_w1;
     if (\$2815 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6912  = \$2816 ;
       end
     end
@@ -57669,7 +57669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6913  = pe13_8_w0;
     if (\$2815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6913  = \$2817 ;
       end
@@ -57689,7 +57689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6915  = pe13_9_w1;
     if (\$2828 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6915  = \$2829 ;
       end
     end
@@ -57699,7 +57699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6916  = pe13_9_w0;
     if (\$2828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6916  = \$2830 ;
       end
@@ -57719,7 +57719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6918  = pe13_10_w1;
     if (\$2841 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6918  = \$2842 ;
       end
     end
@@ -57729,7 +57729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6919  = pe13_10_w0;
     if (\$2841 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6919  = \$2843 ;
       end
@@ -57749,7 +57749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6921  = pe13_11_w1;
     if (\$2854 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6921  = \$2855 ;
       end
     end
@@ -57759,7 +57759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6922  = pe13_11_w0;
     if (\$2854 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6922  = \$2856 ;
       end
@@ -57779,7 +57779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6924  = pe13_12_w1;
     if (\$2867 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6924  = \$2868 ;
       end
     end
@@ -57789,7 +57789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6925  = pe13_12_w0;
     if (\$2867 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6925  = \$2869 ;
       end
@@ -57809,7 +57809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6927  = pe13_13_w1;
     if (\$2880 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6927  = \$2881 ;
       end
     end
@@ -57819,7 +57819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6928  = pe13_13_w0;
     if (\$2880 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6928  = \$2882 ;
       end
@@ -57839,7 +57839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6930  = pe13_14_w1;
     if (\$2893 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6930  = \$2894 ;
       end
     end
@@ -57849,7 +57849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6931  = pe13_14_w0;
     if (\$2893 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6931  = \$2895 ;
       end
@@ -57869,7 +57869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6933  = pe13_15_w1;
     if (\$2906 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6933  = \$2907 ;
       end
     end
@@ -57879,7 +57879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6934  = pe13_15_w0;
     if (\$2906 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6934  = \$2908 ;
       end
@@ -58029,7 +58029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6949  = pe14_0_w1;
     if (\$2920 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6949  = \$2921 ;
       end
     end
@@ -58039,7 +58039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6950  = pe14_0_w0;
     if (\$2920 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6950  = \$2922 ;
       end
@@ -58059,7 +58059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6952  = pe14_1_w1;
     if (\$2933 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6952  = \$2934 ;
       end
     end
@@ -58069,7 +58069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6953  = pe14_1_w0;
     if (\$2933 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6953  = \$2935 ;
       end
@@ -58089,7 +58089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6955  = pe14_2_w1;
     if (\$2946 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6955  = \$2947 ;
       end
     end
@@ -58099,7 +58099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6956  = pe14_2_w0;
     if (\$2946 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6956  = \$2948 ;
       end
@@ -58119,7 +58119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6958  = pe14_3_w1;
     if (\$2959 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6958  = \$2960 ;
       end
     end
@@ -58129,7 +58129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6959  = pe14_3_w0;
     if (\$2959 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6959  = \$2961 ;
       end
@@ -58149,7 +58149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6961  = pe14_4_w1;
     if (\$2972 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6961  = \$2973 ;
       end
     end
@@ -58159,7 +58159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6962  = pe14_4_w0;
     if (\$2972 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6962  = \$2974 ;
       end
@@ -58179,7 +58179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6964  = pe14_5_w1;
     if (\$2985 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6964  = \$2986 ;
       end
     end
@@ -58189,7 +58189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6965  = pe14_5_w0;
     if (\$2985 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6965  = \$2987 ;
       end
@@ -58209,7 +58209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6967  = pe14_6_w1;
     if (\$2998 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6967  = \$2999 ;
       end
     end
@@ -58219,7 +58219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6968  = pe14_6_w0;
     if (\$2998 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6968  = \$3000 ;
       end
@@ -58239,7 +58239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6970  = pe14_7_w1;
     if (\$3011 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6970  = \$3012 ;
       end
     end
@@ -58249,7 +58249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6971  = pe14_7_w0;
     if (\$3011 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6971  = \$3013 ;
       end
@@ -58269,7 +58269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6973  = pe14_8_w1;
     if (\$3024 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6973  = \$3025 ;
       end
     end
@@ -58279,7 +58279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6974  = pe14_8_w0;
     if (\$3024 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6974  = \$3026 ;
       end
@@ -58299,7 +58299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6976  = pe14_9_w1;
     if (\$3037 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6976  = \$3038 ;
       end
     end
@@ -58309,7 +58309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6977  = pe14_9_w0;
     if (\$3037 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6977  = \$3039 ;
       end
@@ -58329,7 +58329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6979  = pe14_10_w1;
     if (\$3050 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6979  = \$3051 ;
       end
     end
@@ -58339,7 +58339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6980  = pe14_10_w0;
     if (\$3050 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6980  = \$3052 ;
       end
@@ -58359,7 +58359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6982  = pe14_11_w1;
     if (\$3063 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6982  = \$3064 ;
       end
     end
@@ -58369,7 +58369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6983  = pe14_11_w0;
     if (\$3063 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6983  = \$3065 ;
       end
@@ -58389,7 +58389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6985  = pe14_12_w1;
     if (\$3076 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6985  = \$3077 ;
       end
     end
@@ -58399,7 +58399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6986  = pe14_12_w0;
     if (\$3076 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6986  = \$3078 ;
       end
@@ -58419,7 +58419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6988  = pe14_13_w1;
     if (\$3089 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6988  = \$3090 ;
       end
     end
@@ -58429,7 +58429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6989  = pe14_13_w0;
     if (\$3089 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6989  = \$3091 ;
       end
@@ -58449,7 +58449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6991  = pe14_14_w1;
     if (\$3102 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6991  = \$3103 ;
       end
     end
@@ -58459,7 +58459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6992  = pe14_14_w0;
     if (\$3102 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6992  = \$3104 ;
       end
@@ -58479,7 +58479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6994  = pe14_15_w1;
     if (\$3115 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$6994  = \$3116 ;
       end
     end
@@ -58489,7 +58489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$6995  = pe14_15_w0;
     if (\$3115 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$6995  = \$3117 ;
       end
@@ -58649,7 +58649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7011  = pe15_0_w1;
     if (\$3129 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7011  = \$3130 ;
       end
     end
@@ -58659,7 +58659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7012  = pe15_0_w0;
     if (\$3129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7012  = \$3131 ;
       end
@@ -58679,7 +58679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7014  = pe15_1_w1;
     if (\$3142 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7014  = \$3143 ;
       end
     end
@@ -58689,7 +58689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7015  = pe15_1_w0;
     if (\$3142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7015  = \$3144 ;
       end
@@ -58709,7 +58709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7017  = pe15_2_w1;
     if (\$3155 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7017  = \$3156 ;
       end
     end
@@ -58719,7 +58719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7018  = pe15_2_w0;
     if (\$3155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7018  = \$3157 ;
       end
@@ -58739,7 +58739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7020  = pe15_3_w1;
     if (\$3168 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7020  = \$3169 ;
       end
     end
@@ -58749,7 +58749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7021  = pe15_3_w0;
     if (\$3168 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7021  = \$3170 ;
       end
@@ -58769,7 +58769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7023  = pe15_4_w1;
     if (\$3181 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7023  = \$3182 ;
       end
     end
@@ -58779,7 +58779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7024  = pe15_4_w0;
     if (\$3181 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7024  = \$3183 ;
       end
@@ -58799,7 +58799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7026  = pe15_5_w1;
     if (\$3194 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7026  = \$3195 ;
       end
     end
@@ -58809,7 +58809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7027  = pe15_5_w0;
     if (\$3194 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7027  = \$3196 ;
       end
@@ -58829,7 +58829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7029  = pe15_6_w1;
     if (\$3207 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7029  = \$3208 ;
       end
     end
@@ -58839,7 +58839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7030  = pe15_6_w0;
     if (\$3207 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7030  = \$3209 ;
       end
@@ -58859,7 +58859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7032  = pe15_7_w1;
     if (\$3220 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7032  = \$3221 ;
       end
     end
@@ -58869,7 +58869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7033  = pe15_7_w0;
     if (\$3220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7033  = \$3222 ;
       end
@@ -58889,7 +58889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7035  = pe15_8_w1;
     if (\$3233 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7035  = \$3234 ;
       end
     end
@@ -58899,7 +58899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7036  = pe15_8_w0;
     if (\$3233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7036  = \$3235 ;
       end
@@ -58919,7 +58919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7038  = pe15_9_w1;
     if (\$3246 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7038  = \$3247 ;
       end
     end
@@ -58929,7 +58929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7039  = pe15_9_w0;
     if (\$3246 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7039  = \$3248 ;
       end
@@ -58949,7 +58949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7041  = pe15_10_w1;
     if (\$3259 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7041  = \$3260 ;
       end
     end
@@ -58959,7 +58959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7042  = pe15_10_w0;
     if (\$3259 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7042  = \$3261 ;
       end
@@ -58979,7 +58979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7044  = pe15_11_w1;
     if (\$3272 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7044  = \$3273 ;
       end
     end
@@ -58989,7 +58989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7045  = pe15_11_w0;
     if (\$3272 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7045  = \$3274 ;
       end
@@ -59009,7 +59009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7047  = pe15_12_w1;
     if (\$3285 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7047  = \$3286 ;
       end
     end
@@ -59019,7 +59019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7048  = pe15_12_w0;
     if (\$3285 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7048  = \$3287 ;
       end
@@ -59039,7 +59039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7050  = pe15_13_w1;
     if (\$3298 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7050  = \$3299 ;
       end
     end
@@ -59049,7 +59049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7051  = pe15_13_w0;
     if (\$3298 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7051  = \$3300 ;
       end
@@ -59069,7 +59069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7053  = pe15_14_w1;
     if (\$3311 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7053  = \$3312 ;
       end
     end
@@ -59079,7 +59079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7054  = pe15_14_w0;
     if (\$3311 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7054  = \$3313 ;
       end
@@ -59099,7 +59099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7056  = pe15_15_w1;
     if (\$3324 ) begin
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
         \$7056  = \$3325 ;
       end
     end
@@ -59109,7 +59109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
     \$7057  = pe15_15_w0;
     if (\$3324 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22307$2 [4]) begin
+      if (\port$22246$2 [4]) begin
       end else begin
         \$7057  = \$3326 ;
       end
@@ -59125,10 +59125,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
       \$7058  = 1'h0;
     end
   end
-  assign w_row = \port$22307$2 [3:0];
-  assign w_bank = \port$22307$2 [4];
+  assign w_row = \port$22246$2 [3:0];
+  assign w_bank = \port$22246$2 [4];
   assign a_data = w_data;
-  assign a_bank = \port$22307$2 [4];
+  assign a_bank = \port$22246$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -59350,7 +59350,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22307$2 , w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$185 , \w_en$190 , \w_en$195 , \w_en$200 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
 , q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$19441$0 , \port$19447$0 , \port$19448$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
@@ -59683,67 +59683,67 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire \$395 ;
+  reg \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire \$398 ;
+  reg \$398 ;
   wire \$399 ;
   wire \$4 ;
   reg [31:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
-  wire \$403 ;
+  reg [7:0] \$403 ;
   wire \$404 ;
-  wire \$405 ;
+  reg \$405 ;
   wire \$406 ;
   wire \$407 ;
   reg \$408 ;
   wire \$409 ;
   wire [32:0] \$41 ;
   wire \$410 ;
-  reg \$411 ;
+  wire \$411 ;
   wire \$412 ;
-  wire \$413 ;
+  reg [7:0] \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  reg [7:0] \$416 ;
+  reg \$415 ;
+  wire \$416 ;
   wire \$417 ;
   reg \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  reg \$421 ;
+  wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
+  reg [7:0] \$423 ;
   wire \$424 ;
-  wire \$425 ;
-  reg [7:0] \$426 ;
+  reg \$425 ;
+  wire \$426 ;
   wire \$427 ;
   reg \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  reg \$431 ;
+  wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  reg [7:0] \$433 ;
+  reg \$434 ;
+  reg [15:0] \$435 ;
   reg [7:0] \$436 ;
   wire \$437 ;
-  reg \$438 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  reg \$441 ;
+  wire \$441 ;
   wire \$442 ;
   wire \$443 ;
   wire \$444 ;
   wire \$445 ;
-  reg [7:0] \$446 ;
-  reg \$447 ;
-  reg [15:0] \$448 ;
-  reg [7:0] \$449 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
@@ -59753,50 +59753,50 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
+  wire [5:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
-  wire \$464 ;
+  wire [7:0] \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
-  wire \$468 ;
+  wire [5:0] \$468 ;
   wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire [5:0] \$473 ;
-  wire \$474 ;
+  wire \$473 ;
+  wire [7:0] \$474 ;
   wire \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire \$478 ;
-  wire [7:0] \$479 ;
+  wire [5:0] \$478 ;
+  wire \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire \$484 ;
-  wire [5:0] \$485 ;
+  wire [7:0] \$484 ;
+  wire \$485 ;
   wire \$486 ;
   wire \$487 ;
-  wire \$488 ;
+  wire [5:0] \$488 ;
   wire \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire [7:0] \$491 ;
+  wire \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
+  wire [7:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire [5:0] \$497 ;
+  wire \$497 ;
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
@@ -59804,20 +59804,20 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
-  wire [7:0] \$503 ;
+  wire \$503 ;
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire [5:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  reg [3:0] \$510 ;
+  reg [31:0] \$511 ;
   wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire [7:0] \$515 ;
+  wire \$515 ;
   wire \$516 ;
   wire \$517 ;
   wire \$518 ;
@@ -59847,198 +59847,198 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire [3:0] \$542 ;
+  wire [3:0] \$543 ;
   wire \$544 ;
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [3:0] \$548 ;
-  wire [3:0] \$549 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
+  wire [3:0] \$550 ;
+  wire [3:0] \$551 ;
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
-  wire [3:0] \$556 ;
-  wire [3:0] \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire [3:0] \$558 ;
+  wire [3:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
   wire \$563 ;
-  wire [3:0] \$564 ;
-  wire [3:0] \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire [3:0] \$566 ;
+  wire [3:0] \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
   wire \$570 ;
   wire \$571 ;
-  wire [3:0] \$572 ;
-  wire [3:0] \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire [3:0] \$574 ;
+  wire [3:0] \$575 ;
+  reg [1:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
-  wire \$579 ;
+  reg [3:0] \$579 ;
   wire \$58 ;
-  wire [3:0] \$580 ;
-  wire [3:0] \$581 ;
-  reg [1:0] \$582 ;
-  wire \$583 ;
+  wire [4:0] \$580 ;
+  wire \$581 ;
+  reg [3:0] \$582 ;
+  reg \$583 ;
   wire \$584 ;
-  reg [3:0] \$585 ;
-  wire [4:0] \$586 ;
-  wire \$587 ;
-  reg [3:0] \$588 ;
-  reg \$589 ;
+  wire \$585 ;
+  wire \$586 ;
+  reg [3:0] \$587 ;
+  reg [7:0] \$588 ;
+  reg [3:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
+  reg [7:0] \$590 ;
   wire \$591 ;
-  wire \$592 ;
-  reg [3:0] \$593 ;
-  reg [7:0] \$594 ;
+  reg [1:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
   reg [3:0] \$595 ;
-  reg [7:0] \$596 ;
+  wire [4:0] \$596 ;
   wire \$597 ;
-  reg [1:0] \$598 ;
-  wire \$599 ;
+  reg [3:0] \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  reg [3:0] \$601 ;
-  wire [4:0] \$602 ;
-  wire \$603 ;
-  reg [3:0] \$604 ;
-  reg \$605 ;
-  wire \$606 ;
+  wire \$601 ;
+  wire \$602 ;
+  reg [3:0] \$603 ;
+  reg [7:0] \$604 ;
+  reg [3:0] \$605 ;
+  reg [7:0] \$606 ;
   wire \$607 ;
-  wire \$608 ;
-  reg [3:0] \$609 ;
+  reg [1:0] \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  reg [7:0] \$610 ;
+  wire \$610 ;
   reg [3:0] \$611 ;
-  reg [7:0] \$612 ;
+  wire [4:0] \$612 ;
   wire \$613 ;
-  reg [1:0] \$614 ;
-  wire \$615 ;
+  reg [3:0] \$614 ;
+  reg \$615 ;
   wire \$616 ;
-  reg [3:0] \$617 ;
-  wire [4:0] \$618 ;
-  wire \$619 ;
+  wire \$617 ;
+  wire \$618 ;
+  reg [3:0] \$619 ;
   wire \$62 ;
-  reg [3:0] \$620 ;
-  reg \$621 ;
-  wire \$622 ;
+  reg [7:0] \$620 ;
+  reg [3:0] \$621 ;
+  reg [7:0] \$622 ;
   wire \$623 ;
-  wire \$624 ;
-  reg [3:0] \$625 ;
-  reg [7:0] \$626 ;
+  reg [1:0] \$624 ;
+  wire \$625 ;
+  wire \$626 ;
   reg [3:0] \$627 ;
-  reg [7:0] \$628 ;
+  wire [4:0] \$628 ;
   wire \$629 ;
   wire \$63 ;
-  reg [1:0] \$630 ;
-  wire \$631 ;
+  reg [3:0] \$630 ;
+  reg \$631 ;
   wire \$632 ;
-  reg [3:0] \$633 ;
-  wire [4:0] \$634 ;
-  wire \$635 ;
-  reg [3:0] \$636 ;
-  reg \$637 ;
-  wire \$638 ;
+  wire \$633 ;
+  wire \$634 ;
+  reg [3:0] \$635 ;
+  reg [7:0] \$636 ;
+  reg [3:0] \$637 ;
+  reg [7:0] \$638 ;
   wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  reg [3:0] \$641 ;
-  reg [7:0] \$642 ;
-  reg [3:0] \$643 ;
-  reg [7:0] \$644 ;
-  wire \$645 ;
+  wire [16:0] \$640 ;
+  reg [7:0] \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  reg [7:0] \$645 ;
   wire [16:0] \$646 ;
-  reg [7:0] \$647 ;
-  wire \$648 ;
+  wire [16:0] \$647 ;
+  reg [7:0] \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  reg [7:0] \$651 ;
-  wire [16:0] \$652 ;
+  wire \$651 ;
+  reg [7:0] \$652 ;
   wire [16:0] \$653 ;
-  reg [7:0] \$654 ;
-  wire \$655 ;
+  wire [16:0] \$654 ;
+  reg [7:0] \$655 ;
   wire \$656 ;
   wire \$657 ;
-  reg [7:0] \$658 ;
-  wire [16:0] \$659 ;
+  wire \$658 ;
+  reg [7:0] \$659 ;
   wire \$66 ;
   wire [16:0] \$660 ;
-  reg [7:0] \$661 ;
-  wire \$662 ;
+  wire [16:0] \$661 ;
+  reg [7:0] \$662 ;
   wire \$663 ;
   wire \$664 ;
-  reg [7:0] \$665 ;
-  wire [16:0] \$666 ;
+  wire \$665 ;
+  reg [7:0] \$666 ;
   wire [16:0] \$667 ;
-  reg [7:0] \$668 ;
+  wire \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
-  reg [7:0] \$672 ;
-  wire [16:0] \$673 ;
+  wire \$672 ;
+  wire [5:0] \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
-  wire \$677 ;
+  reg \$677 ;
   wire \$678 ;
-  wire [5:0] \$679 ;
+  wire \$679 ;
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
-  reg \$683 ;
+  wire [5:0] \$683 ;
   wire \$684 ;
   wire \$685 ;
   wire \$686 ;
-  wire \$687 ;
+  reg \$687 ;
   wire \$688 ;
-  wire [5:0] \$689 ;
+  wire \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  reg \$693 ;
+  wire [5:0] \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
-  wire \$697 ;
+  reg \$697 ;
   wire \$698 ;
-  wire [5:0] \$699 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
-  reg \$703 ;
+  wire [5:0] \$703 ;
   wire \$704 ;
   wire \$705 ;
   wire \$706 ;
-  wire \$707 ;
+  reg \$707 ;
   wire \$708 ;
-  wire [5:0] \$709 ;
+  wire \$709 ;
   wire \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
-  reg \$713 ;
-  wire \$714 ;
+  wire \$713 ;
+  wire [32:0] \$714 ;
   wire \$715 ;
   wire \$716 ;
   wire \$717 ;
@@ -60065,22 +60065,22 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$736 ;
   wire \$737 ;
   wire [32:0] \$738 ;
-  wire \$739 ;
+  reg \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire \$743 ;
-  wire [32:0] \$744 ;
-  reg \$745 ;
-  reg \$746 ;
-  reg \$747 ;
-  reg \$748 ;
-  reg [1:0] \$749 ;
+  reg \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg [1:0] \$743 ;
+  reg [4:0] \$744 ;
+  reg [15:0] \$745 ;
+  reg [7:0] \$746 ;
+  reg [7:0] \$747 ;
+  reg [7:0] \$748 ;
+  reg [7:0] \$749 ;
   wire \$75 ;
-  reg [511:0] \$750 ;
-  reg [4:0] \$751 ;
-  reg [15:0] \$752 ;
+  reg [7:0] \$750 ;
+  reg [7:0] \$751 ;
+  reg [7:0] \$752 ;
   reg [7:0] \$753 ;
   reg [7:0] \$754 ;
   reg [7:0] \$755 ;
@@ -60091,17 +60091,17 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire \$76 ;
   reg [7:0] \$760 ;
   reg [7:0] \$761 ;
-  reg [7:0] \$762 ;
-  reg [7:0] \$763 ;
-  reg [7:0] \$764 ;
+  reg \$762 ;
+  reg [4:0] \$763 ;
+  reg [15:0] \$764 ;
   reg [7:0] \$765 ;
   reg [7:0] \$766 ;
   reg [7:0] \$767 ;
   reg [7:0] \$768 ;
-  reg \$769 ;
+  reg [7:0] \$769 ;
   wire \$77 ;
-  reg [4:0] \$770 ;
-  reg [15:0] \$771 ;
+  reg [7:0] \$770 ;
+  reg [7:0] \$771 ;
   reg [7:0] \$772 ;
   reg [7:0] \$773 ;
   reg [7:0] \$774 ;
@@ -60112,17 +60112,17 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [7:0] \$779 ;
   wire \$78 ;
   reg [7:0] \$780 ;
-  reg [7:0] \$781 ;
-  reg [7:0] \$782 ;
-  reg [7:0] \$783 ;
+  reg \$781 ;
+  reg [4:0] \$782 ;
+  reg [15:0] \$783 ;
   reg [7:0] \$784 ;
   reg [7:0] \$785 ;
   reg [7:0] \$786 ;
   reg [7:0] \$787 ;
-  reg \$788 ;
-  reg [4:0] \$789 ;
+  reg [7:0] \$788 ;
+  reg [7:0] \$789 ;
   wire \$79 ;
-  reg [15:0] \$790 ;
+  reg [7:0] \$790 ;
   reg [7:0] \$791 ;
   reg [7:0] \$792 ;
   reg [7:0] \$793 ;
@@ -60134,16 +60134,16 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [7:0] \$800 ;
-  reg [7:0] \$801 ;
-  reg [7:0] \$802 ;
+  reg \$800 ;
+  reg [4:0] \$801 ;
+  reg [15:0] \$802 ;
   reg [7:0] \$803 ;
   reg [7:0] \$804 ;
   reg [7:0] \$805 ;
   reg [7:0] \$806 ;
-  reg \$807 ;
-  reg [4:0] \$808 ;
-  reg [15:0] \$809 ;
+  reg [7:0] \$807 ;
+  reg [7:0] \$808 ;
+  reg [7:0] \$809 ;
   reg [31:0] \$81 ;
   reg [7:0] \$810 ;
   reg [7:0] \$811 ;
@@ -60154,26 +60154,26 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [7:0] \$816 ;
   reg [7:0] \$817 ;
   reg [7:0] \$818 ;
-  reg [7:0] \$819 ;
+  reg \$819 ;
   wire [32:0] \$82 ;
-  reg [7:0] \$820 ;
-  reg [7:0] \$821 ;
-  reg [7:0] \$822 ;
-  reg [7:0] \$823 ;
-  reg [7:0] \$824 ;
-  reg [7:0] \$825 ;
+  reg \$820 ;
+  reg [3:0] \$821 ;
+  reg [31:0] \$822 ;
+  reg [511:0] \$823 ;
+  reg \$824 ;
+  reg \$825 ;
   reg \$826 ;
   reg \$827 ;
-  reg \$828 ;
-  reg \$829 ;
+  reg [2:0] \$828 ;
+  reg [2:0] \$829 ;
   wire \$83 ;
-  reg \$830 ;
+  reg [2:0] \$830 ;
   reg [2:0] \$831 ;
   reg [2:0] \$832 ;
   reg [2:0] \$833 ;
-  reg [2:0] \$834 ;
-  reg [2:0] \$835 ;
-  reg [2:0] \$836 ;
+  reg [15:0] \$834 ;
+  reg [7:0] \$835 ;
+  reg [15:0] \$836 ;
   reg [15:0] \$837 ;
   reg [7:0] \$838 ;
   reg [15:0] \$839 ;
@@ -60184,20 +60184,17 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [15:0] \$843 ;
   reg [7:0] \$844 ;
   reg [15:0] \$845 ;
-  reg [15:0] \$846 ;
-  reg [7:0] \$847 ;
-  reg [15:0] \$848 ;
-  reg [1:0] \$849 ;
+  reg [1:0] \$846 ;
+  reg [4:0] \$847 ;
+  reg [4:0] \$848 ;
+  reg [4:0] \$849 ;
   wire \$85 ;
   reg [4:0] \$850 ;
-  reg [4:0] \$851 ;
-  reg [4:0] \$852 ;
-  reg [4:0] \$853 ;
+  reg [31:0] \$851 ;
+  reg [31:0] \$852 ;
+  reg [31:0] \$853 ;
   reg [31:0] \$854 ;
   reg [31:0] \$855 ;
-  reg [31:0] \$856 ;
-  reg [31:0] \$857 ;
-  reg [31:0] \$858 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -60217,18 +60214,18 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire [3:0] \$signature__addr$165 ;
   wire [3:0] \$signature__addr$170 ;
   wire [3:0] \$signature__addr$175 ;
-  wire [3:0] \$signature__addr$223 ;
-  wire [3:0] \$signature__addr$245 ;
-  wire [3:0] \$signature__addr$267 ;
-  wire [3:0] \$signature__addr$289 ;
+  wire [3:0] \$signature__addr$224 ;
+  wire [3:0] \$signature__addr$246 ;
+  wire [3:0] \$signature__addr$268 ;
+  wire [3:0] \$signature__addr$290 ;
   wire [33:0] \$signature__data ;
   wire [33:0] \$signature__data$167 ;
   wire [33:0] \$signature__data$172 ;
   wire [33:0] \$signature__data$177 ;
-  wire [33:0] \$signature__data$226 ;
-  wire [33:0] \$signature__data$248 ;
-  wire [33:0] \$signature__data$270 ;
-  wire [33:0] \$signature__data$292 ;
+  wire [33:0] \$signature__data$227 ;
+  wire [33:0] \$signature__data$249 ;
+  wire [33:0] \$signature__data$271 ;
+  wire [33:0] \$signature__data$293 ;
   wire \$signature__en ;
   wire \$signature__en$166 ;
   wire \$signature__en$171 ;
@@ -60304,6 +60301,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
+  reg [3:0] issue_signal_event = 4'h0;
+  reg issue_signal_pending = 1'h0;
+  reg [31:0] issue_signal_value = 32'd0;
   output [15:0] \port$19441$0 ;
   wire [15:0] \port$19441$0 ;
   output [4:0] \port$19447$0 ;
@@ -60591,20 +60591,20 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$342 ;
-  wire [23:0] \r_data$343 ;
-  wire [23:0] \r_data$344 ;
   wire [23:0] \r_data$345 ;
+  wire [23:0] \r_data$346 ;
+  wire [23:0] \r_data$347 ;
+  wire [23:0] \r_data$348 ;
   wire r_en;
-  wire \r_en$215 ;
-  wire \r_en$217 ;
-  wire \r_en$219 ;
-  wire \r_en$221 ;
+  wire \r_en$216 ;
+  wire \r_en$218 ;
+  wire \r_en$220 ;
+  wire \r_en$222 ;
   wire r_rdy;
-  wire \r_rdy$207 ;
   wire \r_rdy$208 ;
   wire \r_rdy$209 ;
   wire \r_rdy$210 ;
+  wire \r_rdy$211 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -60742,20 +60742,20 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$187 ;
-  wire [23:0] \w_data$192 ;
-  wire [23:0] \w_data$197 ;
-  wire [23:0] \w_data$202 ;
+  wire [23:0] \w_data$188 ;
+  wire [23:0] \w_data$193 ;
+  wire [23:0] \w_data$198 ;
+  wire [23:0] \w_data$203 ;
   input w_en;
   wire w_en;
-  input \w_en$185 ;
-  wire \w_en$185 ;
-  input \w_en$190 ;
-  wire \w_en$190 ;
-  input \w_en$195 ;
-  wire \w_en$195 ;
-  input \w_en$200 ;
-  wire \w_en$200 ;
+  input \w_en$186 ;
+  wire \w_en$186 ;
+  input \w_en$191 ;
+  wire \w_en$191 ;
+  input \w_en$196 ;
+  wire \w_en$196 ;
+  input \w_en$201 ;
+  wire \w_en$201 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [33:0] q0_info [15:0];
@@ -60781,7 +60781,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
   end
-  assign \$signature__data$226  = q0_info[q0_r[3:0]];
+  assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
   initial begin
     q1_info[0] = 34'h000000000;
@@ -60805,7 +60805,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (\$signature__en$166 )
       q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
   end
-  assign \$signature__data$248  = q1_info[q1_r[3:0]];
+  assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
   initial begin
     q2_info[0] = 34'h000000000;
@@ -60829,7 +60829,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (\$signature__en$171 )
       q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
   end
-  assign \$signature__data$270  = q2_info[q2_r[3:0]];
+  assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
   initial begin
     q3_info[0] = 34'h000000000;
@@ -60853,10 +60853,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     if (\$signature__en$176 )
       q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   end
-  assign \$signature__data$292  = q3_info[q3_r[3:0]];
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
-  assign \$110  = \$108  & \$109 ;
+  assign \$signature__data$293  = q3_info[q3_r[3:0]];
   assign \$111  = \port$5889$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
@@ -61193,553 +61190,551 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$386  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign \$387  = ~ q3_skipping;
   assign \$388  = \$386  & \$387 ;
-  assign \$389  = ~ q0_skipping;
-  assign \$390  = q0_issue & \$389 ;
-  assign \$391  = \$390  & q0_head_signal_event;
-  assign \$392  = ~ q1_skipping;
-  assign \$393  = q1_issue & \$392 ;
-  assign \$394  = \$393  & q1_head_signal_event;
-  assign \$395  = ~ q2_skipping;
-  assign \$396  = q2_issue & \$395 ;
-  assign \$397  = \$396  & q2_head_signal_event;
-  assign \$398  = ~ q3_skipping;
-  assign \$399  = q3_issue & \$398 ;
-  assign \$400  = \$399  & q3_head_signal_event;
-  assign \$401  = | { \$400 , \$397 , \$394 , \$391  };
-  assign issue_event_write = \$401  | hold;
-  assign retire_rr_any = | { \r_rdy$210 , \r_rdy$209 , \r_rdy$208 , \r_rdy$207 , r_rdy };
-  assign \$402  = ! retire_rr_sel;
-  assign r_en = retire_rr_any & \$402 ;
-  assign \$403  = retire_rr_sel == 1'h1;
-  assign \r_en$215  = retire_rr_any & \$403 ;
-  assign \$404  = retire_rr_sel == 2'h2;
-  assign \r_en$217  = retire_rr_any & \$404 ;
-  assign \$405  = retire_rr_sel == 2'h3;
-  assign \r_en$219  = retire_rr_any & \$405 ;
-  assign \$406  = retire_rr_sel == 3'h4;
-  assign \r_en$221  = retire_rr_any & \$406 ;
-  assign \$407  = | \$165 [4:0];
+  assign issue_event_write = issue_signal_pending | hold;
+  assign retire_rr_any = | { \r_rdy$211 , \r_rdy$210 , \r_rdy$209 , \r_rdy$208 , r_rdy };
+  assign \$389  = ! retire_rr_sel;
+  assign r_en = retire_rr_any & \$389 ;
+  assign \$390  = retire_rr_sel == 1'h1;
+  assign \r_en$216  = retire_rr_any & \$390 ;
+  assign \$391  = retire_rr_sel == 2'h2;
+  assign \r_en$218  = retire_rr_any & \$391 ;
+  assign \$392  = retire_rr_sel == 2'h3;
+  assign \r_en$220  = retire_rr_any & \$392 ;
+  assign \$393  = retire_rr_sel == 3'h4;
+  assign \r_en$222  = retire_rr_any & \$393 ;
+  assign \$394  = | \$165 [4:0];
+  assign \$396  = \$394  & \$395 ;
+  assign q0_silent = \$396  & \$signature__data$227 [32];
+  assign \$397  = | \$165 [4:0];
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = ~ \$signature__data$227 [32];
+  assign q0_cpl_ready = \$399  & \$400 ;
+  assign \$401  = | q0_list_err;
+  assign \$402  = \$signature__data$227 [33] & \$401 ;
+  assign q0_cpl_status = \$402  ? q0_list_err : \$403 ;
+  assign \$404  = | \$166 [4:0];
+  assign \$406  = \$404  & \$405 ;
+  assign q1_silent = \$406  & \$signature__data$249 [32];
+  assign \$407  = | \$166 [4:0];
   assign \$409  = \$407  & \$408 ;
-  assign q0_silent = \$409  & \$signature__data$226 [32];
-  assign \$410  = | \$165 [4:0];
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = ~ \$signature__data$226 [32];
-  assign q0_cpl_ready = \$412  & \$413 ;
-  assign \$414  = | q0_list_err;
-  assign \$415  = \$signature__data$226 [33] & \$414 ;
-  assign q0_cpl_status = \$415  ? q0_list_err : \$416 ;
-  assign \$417  = | \$166 [4:0];
+  assign \$410  = ~ \$signature__data$249 [32];
+  assign q1_cpl_ready = \$409  & \$410 ;
+  assign \$411  = | q1_list_err;
+  assign \$412  = \$signature__data$249 [33] & \$411 ;
+  assign q1_cpl_status = \$412  ? q1_list_err : \$413 ;
+  assign \$414  = | \$167 [4:0];
+  assign \$416  = \$414  & \$415 ;
+  assign q2_silent = \$416  & \$signature__data$271 [32];
+  assign \$417  = | \$167 [4:0];
   assign \$419  = \$417  & \$418 ;
-  assign q1_silent = \$419  & \$signature__data$248 [32];
-  assign \$420  = | \$166 [4:0];
-  assign \$422  = \$420  & \$421 ;
-  assign \$423  = ~ \$signature__data$248 [32];
-  assign q1_cpl_ready = \$422  & \$423 ;
-  assign \$424  = | q1_list_err;
-  assign \$425  = \$signature__data$248 [33] & \$424 ;
-  assign q1_cpl_status = \$425  ? q1_list_err : \$426 ;
-  assign \$427  = | \$167 [4:0];
+  assign \$420  = ~ \$signature__data$271 [32];
+  assign q2_cpl_ready = \$419  & \$420 ;
+  assign \$421  = | q2_list_err;
+  assign \$422  = \$signature__data$271 [33] & \$421 ;
+  assign q2_cpl_status = \$422  ? q2_list_err : \$423 ;
+  assign \$424  = | \$168 [4:0];
+  assign \$426  = \$424  & \$425 ;
+  assign q3_silent = \$426  & \$signature__data$293 [32];
+  assign \$427  = | \$168 [4:0];
   assign \$429  = \$427  & \$428 ;
-  assign q2_silent = \$429  & \$signature__data$270 [32];
-  assign \$430  = | \$167 [4:0];
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = ~ \$signature__data$270 [32];
-  assign q2_cpl_ready = \$432  & \$433 ;
-  assign \$434  = | q2_list_err;
-  assign \$435  = \$signature__data$270 [33] & \$434 ;
-  assign q2_cpl_status = \$435  ? q2_list_err : \$436 ;
-  assign \$437  = | \$168 [4:0];
-  assign \$439  = \$437  & \$438 ;
-  assign q3_silent = \$439  & \$signature__data$292 [32];
-  assign \$440  = | \$168 [4:0];
-  assign \$442  = \$440  & \$441 ;
-  assign \$443  = ~ \$signature__data$292 [32];
-  assign q3_cpl_ready = \$442  & \$443 ;
-  assign \$444  = | q3_list_err;
-  assign \$445  = \$signature__data$292 [33] & \$444 ;
-  assign q3_cpl_status = \$445  ? q3_list_err : \$446 ;
+  assign \$430  = ~ \$signature__data$293 [32];
+  assign q3_cpl_ready = \$429  & \$430 ;
+  assign \$431  = | q3_list_err;
+  assign \$432  = \$signature__data$293 [33] & \$431 ;
+  assign q3_cpl_status = \$432  ? q3_list_err : \$433 ;
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
-  assign cpl_item = \$447  ? \$448  : 16'h0000;
-  assign cpl_halt = | \$449 ;
-  assign \$450  = ! dma_load_outstanding;
-  assign \$451  = ~ \$450 ;
-  assign \$452  = dma_load_since >= watchdog;
-  assign \$453  = \$451  & \$452 ;
-  assign \$454  = ! dma_store_outstanding;
-  assign \$455  = ~ \$454 ;
-  assign \$456  = dma_store_since >= watchdog;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = ! gemm_outstanding;
-  assign \$459  = ~ \$458 ;
-  assign \$460  = gemm_since >= watchdog;
+  assign cpl_item = \$434  ? \$435  : 16'h0000;
+  assign cpl_halt = | \$436 ;
+  assign \$437  = ! dma_load_outstanding;
+  assign \$438  = ~ \$437 ;
+  assign \$439  = dma_load_since >= watchdog;
+  assign \$440  = \$438  & \$439 ;
+  assign \$441  = ! dma_store_outstanding;
+  assign \$442  = ~ \$441 ;
+  assign \$443  = dma_store_since >= watchdog;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = ! gemm_outstanding;
+  assign \$446  = ~ \$445 ;
+  assign \$447  = gemm_since >= watchdog;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ! vec_outstanding;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = vec_since >= watchdog;
+  assign \$452  = \$450  & \$451 ;
+  assign \$453  = ! sfu_outstanding;
+  assign \$454  = ~ \$453 ;
+  assign \$455  = sfu_since >= watchdog;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = q0_issue | q0_fw_take;
+  assign \$458  = q0_h + 1'h1;
+  assign \$459  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$460  = ~ q0_skipping;
   assign \$461  = \$459  & \$460 ;
-  assign \$462  = ! vec_outstanding;
+  assign \$462  = q0_issue & \$461 ;
   assign \$463  = ~ \$462 ;
-  assign \$464  = vec_since >= watchdog;
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = ! sfu_outstanding;
-  assign \$467  = ~ \$466 ;
-  assign \$468  = sfu_since >= watchdog;
-  assign \$469  = \$467  & \$468 ;
-  assign \$470  = ~ q0_skipping;
-  assign \$471  = q0_issue & \$470 ;
-  assign \$472  = q0_issue | q0_fw_take;
-  assign \$473  = q0_h + 1'h1;
-  assign \$474  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign \$475  = ~ q0_skipping;
-  assign \$476  = \$474  & \$475 ;
-  assign \$477  = q0_issue & \$476 ;
-  assign \$478  = ~ \$477 ;
-  assign \$479  = q0_issue ? 8'h00 : fw_status;
-  assign \$480  = | fw_status;
-  assign \$481  = q0_fw_take & \$480 ;
-  assign \$482  = ~ q1_skipping;
-  assign \$483  = q1_issue & \$482 ;
-  assign \$484  = q1_issue | q1_fw_take;
-  assign \$485  = q1_h + 1'h1;
-  assign \$486  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign \$487  = ~ q1_skipping;
-  assign \$488  = \$486  & \$487 ;
-  assign \$489  = q1_issue & \$488 ;
-  assign \$490  = ~ \$489 ;
-  assign \$491  = q1_issue ? 8'h00 : fw_status;
-  assign \$492  = | fw_status;
-  assign \$493  = q1_fw_take & \$492 ;
-  assign \$494  = ~ q2_skipping;
-  assign \$495  = q2_issue & \$494 ;
-  assign \$496  = q2_issue | q2_fw_take;
-  assign \$497  = q2_h + 1'h1;
-  assign \$498  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign \$499  = ~ q2_skipping;
-  assign \$500  = \$498  & \$499 ;
-  assign \$501  = q2_issue & \$500 ;
-  assign \$502  = ~ \$501 ;
-  assign \$503  = q2_issue ? 8'h00 : fw_status;
-  assign \$504  = | fw_status;
-  assign \$505  = q2_fw_take & \$504 ;
+  assign \$464  = q0_issue ? 8'h00 : fw_status;
+  assign \$465  = | fw_status;
+  assign \$466  = q0_fw_take & \$465 ;
+  assign \$467  = q1_issue | q1_fw_take;
+  assign \$468  = q1_h + 1'h1;
+  assign \$469  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$470  = ~ q1_skipping;
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = q1_issue & \$471 ;
+  assign \$473  = ~ \$472 ;
+  assign \$474  = q1_issue ? 8'h00 : fw_status;
+  assign \$475  = | fw_status;
+  assign \$476  = q1_fw_take & \$475 ;
+  assign \$477  = q2_issue | q2_fw_take;
+  assign \$478  = q2_h + 1'h1;
+  assign \$479  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$480  = ~ q2_skipping;
+  assign \$481  = \$479  & \$480 ;
+  assign \$482  = q2_issue & \$481 ;
+  assign \$483  = ~ \$482 ;
+  assign \$484  = q2_issue ? 8'h00 : fw_status;
+  assign \$485  = | fw_status;
+  assign \$486  = q2_fw_take & \$485 ;
+  assign \$487  = q3_issue | q3_fw_take;
+  assign \$488  = q3_h + 1'h1;
+  assign \$489  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$490  = ~ q3_skipping;
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = q3_issue & \$491 ;
+  assign \$493  = ~ \$492 ;
+  assign \$494  = q3_issue ? 8'h00 : fw_status;
+  assign \$495  = | fw_status;
+  assign \$496  = q3_fw_take & \$495 ;
+  assign \$497  = ~ q0_skipping;
+  assign \$498  = q0_issue & \$497 ;
+  assign \$499  = \$498  & q0_head_signal_event;
+  assign \$500  = ~ q1_skipping;
+  assign \$501  = q1_issue & \$500 ;
+  assign \$502  = \$501  & q1_head_signal_event;
+  assign \$503  = ~ q2_skipping;
+  assign \$504  = q2_issue & \$503 ;
+  assign \$505  = \$504  & q2_head_signal_event;
   assign \$506  = ~ q3_skipping;
   assign \$507  = q3_issue & \$506 ;
-  assign \$508  = q3_issue | q3_fw_take;
-  assign \$509  = q3_h + 1'h1;
-  assign \$510  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign \$511  = ~ q3_skipping;
-  assign \$512  = \$510  & \$511 ;
-  assign \$513  = q3_issue & \$512 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = q3_issue ? 8'h00 : fw_status;
-  assign \$516  = | fw_status;
-  assign \$517  = q3_fw_take & \$516 ;
-  assign \$518  = ~ q__0__pop;
-  assign \$519  = q__0__valid & \$518 ;
-  assign \$520  = ~ q__0__cleared;
+  assign \$508  = \$507  & q3_head_signal_event;
+  assign \$509  = | { \$508 , \$505 , \$502 , \$499  };
+  assign \$512  = ~ q__0__pop;
+  assign \$513  = q__0__valid & \$512 ;
+  assign \$514  = ~ q__0__cleared;
+  assign \$515  = \$513  & \$514 ;
+  assign \$516  = ~ issue_event_write;
+  assign \$517  = \$515  & \$516 ;
+  assign \$518  = ~ q__1__pop;
+  assign \$519  = q__1__valid & \$518 ;
+  assign \$520  = ~ q__1__cleared;
   assign \$521  = \$519  & \$520 ;
   assign \$522  = ~ issue_event_write;
   assign \$523  = \$521  & \$522 ;
-  assign \$524  = ~ q__1__pop;
-  assign \$525  = q__1__valid & \$524 ;
-  assign \$526  = ~ q__1__cleared;
+  assign \$524  = ~ q__2__pop;
+  assign \$525  = q__2__valid & \$524 ;
+  assign \$526  = ~ q__2__cleared;
   assign \$527  = \$525  & \$526 ;
   assign \$528  = ~ issue_event_write;
   assign \$529  = \$527  & \$528 ;
-  assign \$530  = ~ q__2__pop;
-  assign \$531  = q__2__valid & \$530 ;
-  assign \$532  = ~ q__2__cleared;
+  assign \$530  = ~ q__3__pop;
+  assign \$531  = q__3__valid & \$530 ;
+  assign \$532  = ~ q__3__cleared;
   assign \$533  = \$531  & \$532 ;
   assign \$534  = ~ issue_event_write;
   assign \$535  = \$533  & \$534 ;
-  assign \$536  = ~ q__3__pop;
-  assign \$537  = q__3__valid & \$536 ;
-  assign \$538  = ~ q__3__cleared;
-  assign \$539  = \$537  & \$538 ;
-  assign \$540  = ~ issue_event_write;
+  assign \$536  = ~ r_en;
+  assign \$537  = dma_load_issued & \$536 ;
+  assign \$538  = ~ dma_load_issued;
+  assign \$539  = r_en & \$538 ;
+  assign \$540  = | dma_load_outstanding;
   assign \$541  = \$539  & \$540 ;
-  assign \$542  = ~ r_en;
-  assign \$543  = dma_load_issued & \$542 ;
-  assign \$544  = ~ dma_load_issued;
-  assign \$545  = r_en & \$544 ;
-  assign \$546  = | dma_load_outstanding;
-  assign \$547  = \$545  & \$546 ;
-  assign \$548  = dma_load_outstanding + 1'h1;
-  assign \$549  = dma_load_outstanding - 1'h1;
-  assign \$550  = ~ \r_en$215 ;
-  assign \$551  = dma_store_issued & \$550 ;
-  assign \$552  = ~ dma_store_issued;
-  assign \$553  = \r_en$215  & \$552 ;
-  assign \$554  = | dma_store_outstanding;
-  assign \$555  = \$553  & \$554 ;
-  assign \$556  = dma_store_outstanding + 1'h1;
-  assign \$557  = dma_store_outstanding - 1'h1;
-  assign \$558  = ~ \r_en$217 ;
-  assign \$559  = gemm_issued & \$558 ;
-  assign \$560  = ~ gemm_issued;
-  assign \$561  = \r_en$217  & \$560 ;
-  assign \$562  = | gemm_outstanding;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = gemm_outstanding + 1'h1;
-  assign \$565  = gemm_outstanding - 1'h1;
-  assign \$566  = ~ \r_en$219 ;
-  assign \$567  = vec_issued & \$566 ;
-  assign \$568  = ~ vec_issued;
-  assign \$569  = \r_en$219  & \$568 ;
-  assign \$570  = | vec_outstanding;
-  assign \$571  = \$569  & \$570 ;
-  assign \$572  = vec_outstanding + 1'h1;
-  assign \$573  = vec_outstanding - 1'h1;
-  assign \$574  = ~ \r_en$221 ;
-  assign \$575  = sfu_issued & \$574 ;
-  assign \$576  = ~ sfu_issued;
-  assign \$577  = \r_en$221  & \$576 ;
-  assign \$578  = | sfu_outstanding;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = sfu_outstanding + 1'h1;
-  assign \$581  = sfu_outstanding - 1'h1;
-  assign \$583  = ! \$582 ;
-  assign \$584  = retire_rr_any & \$583 ;
-  assign \$586  = \$585  - q0_r[3:0];
-  assign \$587  = \$586 [3:0] < \$165 [4:0];
-  assign \$590  = ~ \$589 ;
-  assign \$591  = \$587  & \$590 ;
-  assign \$592  = \$584  & \$591 ;
-  assign \$597  = | \$596 ;
-  assign \$599  = \$598  == 1'h1;
-  assign \$600  = retire_rr_any & \$599 ;
-  assign \$602  = \$601  - q1_r[3:0];
-  assign \$603  = \$602 [3:0] < \$166 [4:0];
-  assign \$606  = ~ \$605 ;
-  assign \$607  = \$603  & \$606 ;
-  assign \$608  = \$600  & \$607 ;
-  assign \$613  = | \$612 ;
-  assign \$615  = \$614  == 2'h2;
-  assign \$616  = retire_rr_any & \$615 ;
-  assign \$618  = \$617  - q2_r[3:0];
-  assign \$619  = \$618 [3:0] < \$167 [4:0];
-  assign \$622  = ~ \$621 ;
-  assign \$623  = \$619  & \$622 ;
-  assign \$624  = \$616  & \$623 ;
-  assign \$629  = | \$628 ;
-  assign \$631  = \$630  == 2'h3;
-  assign \$632  = retire_rr_any & \$631 ;
-  assign \$634  = \$633  - q3_r[3:0];
-  assign \$635  = \$634 [3:0] < \$168 [4:0];
-  assign \$638  = ~ \$637 ;
-  assign \$639  = \$635  & \$638 ;
-  assign \$640  = \$632  & \$639 ;
-  assign \$645  = | \$644 ;
+  assign \$542  = dma_load_outstanding + 1'h1;
+  assign \$543  = dma_load_outstanding - 1'h1;
+  assign \$544  = ~ \r_en$216 ;
+  assign \$545  = dma_store_issued & \$544 ;
+  assign \$546  = ~ dma_store_issued;
+  assign \$547  = \r_en$216  & \$546 ;
+  assign \$548  = | dma_store_outstanding;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = dma_store_outstanding + 1'h1;
+  assign \$551  = dma_store_outstanding - 1'h1;
+  assign \$552  = ~ \r_en$218 ;
+  assign \$553  = gemm_issued & \$552 ;
+  assign \$554  = ~ gemm_issued;
+  assign \$555  = \r_en$218  & \$554 ;
+  assign \$556  = | gemm_outstanding;
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = gemm_outstanding + 1'h1;
+  assign \$559  = gemm_outstanding - 1'h1;
+  assign \$560  = ~ \r_en$220 ;
+  assign \$561  = vec_issued & \$560 ;
+  assign \$562  = ~ vec_issued;
+  assign \$563  = \r_en$220  & \$562 ;
+  assign \$564  = | vec_outstanding;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = vec_outstanding + 1'h1;
+  assign \$567  = vec_outstanding - 1'h1;
+  assign \$568  = ~ \r_en$222 ;
+  assign \$569  = sfu_issued & \$568 ;
+  assign \$570  = ~ sfu_issued;
+  assign \$571  = \r_en$222  & \$570 ;
+  assign \$572  = | sfu_outstanding;
+  assign \$573  = \$571  & \$572 ;
+  assign \$574  = sfu_outstanding + 1'h1;
+  assign \$575  = sfu_outstanding - 1'h1;
+  assign \$577  = ! \$576 ;
+  assign \$578  = retire_rr_any & \$577 ;
+  assign \$580  = \$579  - q0_r[3:0];
+  assign \$581  = \$580 [3:0] < \$165 [4:0];
+  assign \$584  = ~ \$583 ;
+  assign \$585  = \$581  & \$584 ;
+  assign \$586  = \$578  & \$585 ;
+  assign \$591  = | \$590 ;
+  assign \$593  = \$592  == 1'h1;
+  assign \$594  = retire_rr_any & \$593 ;
+  assign \$596  = \$595  - q1_r[3:0];
+  assign \$597  = \$596 [3:0] < \$166 [4:0];
+  assign \$600  = ~ \$599 ;
+  assign \$601  = \$597  & \$600 ;
+  assign \$602  = \$594  & \$601 ;
+  assign \$607  = | \$606 ;
+  assign \$609  = \$608  == 2'h2;
+  assign \$610  = retire_rr_any & \$609 ;
+  assign \$612  = \$611  - q2_r[3:0];
+  assign \$613  = \$612 [3:0] < \$167 [4:0];
+  assign \$616  = ~ \$615 ;
+  assign \$617  = \$613  & \$616 ;
+  assign \$618  = \$610  & \$617 ;
+  assign \$623  = | \$622 ;
+  assign \$625  = \$624  == 2'h3;
+  assign \$626  = retire_rr_any & \$625 ;
+  assign \$628  = \$627  - q3_r[3:0];
+  assign \$629  = \$628 [3:0] < \$168 [4:0];
+  assign \$632  = ~ \$631 ;
+  assign \$633  = \$629  & \$632 ;
+  assign \$634  = \$626  & \$633 ;
+  assign \$639  = | \$638 ;
+  assign \$640  = q0_list_done + 1'h1;
+  assign \$642  = | \$641 ;
+  assign \$643  = ! q0_list_err;
+  assign \$644  = \$642  & \$643 ;
   assign \$646  = q0_list_done + 1'h1;
-  assign \$648  = | \$647 ;
-  assign \$649  = ! q0_list_err;
-  assign \$650  = \$648  & \$649 ;
-  assign \$652  = q0_list_done + 1'h1;
+  assign \$647  = q1_list_done + 1'h1;
+  assign \$649  = | \$648 ;
+  assign \$650  = ! q1_list_err;
+  assign \$651  = \$649  & \$650 ;
   assign \$653  = q1_list_done + 1'h1;
-  assign \$655  = | \$654 ;
-  assign \$656  = ! q1_list_err;
-  assign \$657  = \$655  & \$656 ;
-  assign \$659  = q1_list_done + 1'h1;
+  assign \$654  = q2_list_done + 1'h1;
+  assign \$656  = | \$655 ;
+  assign \$657  = ! q2_list_err;
+  assign \$658  = \$656  & \$657 ;
   assign \$660  = q2_list_done + 1'h1;
-  assign \$662  = | \$661 ;
-  assign \$663  = ! q2_list_err;
-  assign \$664  = \$662  & \$663 ;
-  assign \$666  = q2_list_done + 1'h1;
+  assign \$661  = q3_list_done + 1'h1;
+  assign \$663  = | \$662 ;
+  assign \$664  = ! q3_list_err;
+  assign \$665  = \$663  & \$664 ;
   assign \$667  = q3_list_done + 1'h1;
-  assign \$669  = | \$668 ;
-  assign \$670  = ! q3_list_err;
+  assign \$668  = cpl_rr_any & cpl_ready;
+  assign \$669  = cpl_rr_any & cpl_ready;
+  assign \$670  = ! cpl_rr_sel;
   assign \$671  = \$669  & \$670 ;
-  assign \$673  = q3_list_done + 1'h1;
+  assign \$672  = q0_silent | \$671 ;
+  assign \$673  = q0_r + 1'h1;
   assign \$674  = cpl_rr_any & cpl_ready;
-  assign \$675  = cpl_rr_any & cpl_ready;
-  assign \$676  = ! cpl_rr_sel;
-  assign \$677  = \$675  & \$676 ;
-  assign \$678  = q0_silent | \$677 ;
-  assign \$679  = q0_r + 1'h1;
-  assign \$680  = cpl_rr_any & cpl_ready;
-  assign \$681  = ! cpl_rr_sel;
-  assign \$682  = \$680  & \$681 ;
-  assign \$684  = \$682  & \$683 ;
-  assign \$685  = cpl_rr_any & cpl_ready;
-  assign \$686  = cpl_rr_sel == 1'h1;
-  assign \$687  = \$685  & \$686 ;
-  assign \$688  = q1_silent | \$687 ;
-  assign \$689  = q1_r + 1'h1;
-  assign \$690  = cpl_rr_any & cpl_ready;
-  assign \$691  = cpl_rr_sel == 1'h1;
-  assign \$692  = \$690  & \$691 ;
-  assign \$694  = \$692  & \$693 ;
-  assign \$695  = cpl_rr_any & cpl_ready;
-  assign \$696  = cpl_rr_sel == 2'h2;
-  assign \$697  = \$695  & \$696 ;
-  assign \$698  = q2_silent | \$697 ;
-  assign \$699  = q2_r + 1'h1;
-  assign \$700  = cpl_rr_any & cpl_ready;
-  assign \$701  = cpl_rr_sel == 2'h2;
-  assign \$702  = \$700  & \$701 ;
-  assign \$704  = \$702  & \$703 ;
-  assign \$705  = cpl_rr_any & cpl_ready;
-  assign \$706  = cpl_rr_sel == 2'h3;
-  assign \$707  = \$705  & \$706 ;
-  assign \$708  = q3_silent | \$707 ;
-  assign \$709  = q3_r + 1'h1;
-  assign \$710  = cpl_rr_any & cpl_ready;
-  assign \$711  = cpl_rr_sel == 2'h3;
-  assign \$712  = \$710  & \$711 ;
-  assign \$714  = \$712  & \$713 ;
-  assign \$715  = ! dma_load_outstanding;
-  assign \$716  = \$715  | r_en;
-  assign \$717  = \$716  | engine_reset[0];
-  assign \$718  = & dma_load_since;
+  assign \$675  = ! cpl_rr_sel;
+  assign \$676  = \$674  & \$675 ;
+  assign \$678  = \$676  & \$677 ;
+  assign \$679  = cpl_rr_any & cpl_ready;
+  assign \$680  = cpl_rr_sel == 1'h1;
+  assign \$681  = \$679  & \$680 ;
+  assign \$682  = q1_silent | \$681 ;
+  assign \$683  = q1_r + 1'h1;
+  assign \$684  = cpl_rr_any & cpl_ready;
+  assign \$685  = cpl_rr_sel == 1'h1;
+  assign \$686  = \$684  & \$685 ;
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = cpl_rr_any & cpl_ready;
+  assign \$690  = cpl_rr_sel == 2'h2;
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = q2_silent | \$691 ;
+  assign \$693  = q2_r + 1'h1;
+  assign \$694  = cpl_rr_any & cpl_ready;
+  assign \$695  = cpl_rr_sel == 2'h2;
+  assign \$696  = \$694  & \$695 ;
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = cpl_rr_any & cpl_ready;
+  assign \$700  = cpl_rr_sel == 2'h3;
+  assign \$701  = \$699  & \$700 ;
+  assign \$702  = q3_silent | \$701 ;
+  assign \$703  = q3_r + 1'h1;
+  assign \$704  = cpl_rr_any & cpl_ready;
+  assign \$705  = cpl_rr_sel == 2'h3;
+  assign \$706  = \$704  & \$705 ;
+  assign \$708  = \$706  & \$707 ;
+  assign \$709  = ! dma_load_outstanding;
+  assign \$710  = \$709  | r_en;
+  assign \$711  = \$710  | engine_reset[0];
+  assign \$712  = & dma_load_since;
+  assign \$713  = ~ \$712 ;
+  assign \$714  = dma_load_since + 1'h1;
+  assign \$715  = ! dma_store_outstanding;
+  assign \$716  = \$715  | \r_en$216 ;
+  assign \$717  = \$716  | engine_reset[1];
+  assign \$718  = & dma_store_since;
   assign \$719  = ~ \$718 ;
-  assign \$720  = dma_load_since + 1'h1;
-  assign \$721  = ! dma_store_outstanding;
-  assign \$722  = \$721  | \r_en$215 ;
-  assign \$723  = \$722  | engine_reset[1];
-  assign \$724  = & dma_store_since;
+  assign \$720  = dma_store_since + 1'h1;
+  assign \$721  = ! gemm_outstanding;
+  assign \$722  = \$721  | \r_en$218 ;
+  assign \$723  = \$722  | engine_reset[2];
+  assign \$724  = & gemm_since;
   assign \$725  = ~ \$724 ;
-  assign \$726  = dma_store_since + 1'h1;
-  assign \$727  = ! gemm_outstanding;
-  assign \$728  = \$727  | \r_en$217 ;
-  assign \$729  = \$728  | engine_reset[2];
-  assign \$730  = & gemm_since;
+  assign \$726  = gemm_since + 1'h1;
+  assign \$727  = ! vec_outstanding;
+  assign \$728  = \$727  | \r_en$220 ;
+  assign \$729  = \$728  | engine_reset[3];
+  assign \$730  = & vec_since;
   assign \$731  = ~ \$730 ;
-  assign \$732  = gemm_since + 1'h1;
-  assign \$733  = ! vec_outstanding;
-  assign \$734  = \$733  | \r_en$219 ;
-  assign \$735  = \$734  | engine_reset[3];
-  assign \$736  = & vec_since;
+  assign \$732  = vec_since + 1'h1;
+  assign \$733  = ! sfu_outstanding;
+  assign \$734  = \$733  | \r_en$222 ;
+  assign \$735  = \$734  | engine_reset[4];
+  assign \$736  = & sfu_since;
   assign \$737  = ~ \$736 ;
-  assign \$738  = vec_since + 1'h1;
-  assign \$739  = ! sfu_outstanding;
-  assign \$740  = \$739  | \r_en$221 ;
-  assign \$741  = \$740  | engine_reset[4];
-  assign \$742  = & sfu_since;
-  assign \$743  = ~ \$742 ;
-  assign \$744  = sfu_since + 1'h1;
+  assign \$738  = sfu_since + 1'h1;
   always @(posedge clk)
-    q0_wait_reached_r <= \$745 ;
+    q0_wait_reached_r <= \$739 ;
   always @(posedge clk)
-    q1_wait_reached_r <= \$746 ;
+    q1_wait_reached_r <= \$740 ;
   always @(posedge clk)
-    q2_wait_reached_r <= \$747 ;
+    q2_wait_reached_r <= \$741 ;
   always @(posedge clk)
-    q3_wait_reached_r <= \$748 ;
+    q3_wait_reached_r <= \$742 ;
   always @(posedge clk)
-    issue_rr_last <= \$749 ;
+    issue_rr_last <= \$743 ;
   always @(posedge clk)
-    events <= \$750 ;
+    q0_h <= \$744 ;
   always @(posedge clk)
-    q0_h <= \$751 ;
+    q0_done <= \$745 ;
   always @(posedge clk)
-    q0_done <= \$752 ;
+    q0_status0 <= \$746 ;
   always @(posedge clk)
-    q0_status0 <= \$753 ;
+    q0_status1 <= \$747 ;
   always @(posedge clk)
-    q0_status1 <= \$754 ;
+    q0_status2 <= \$748 ;
   always @(posedge clk)
-    q0_status2 <= \$755 ;
+    q0_status3 <= \$749 ;
   always @(posedge clk)
-    q0_status3 <= \$756 ;
+    q0_status4 <= \$750 ;
   always @(posedge clk)
-    q0_status4 <= \$757 ;
+    q0_status5 <= \$751 ;
   always @(posedge clk)
-    q0_status5 <= \$758 ;
+    q0_status6 <= \$752 ;
   always @(posedge clk)
-    q0_status6 <= \$759 ;
+    q0_status7 <= \$753 ;
   always @(posedge clk)
-    q0_status7 <= \$760 ;
+    q0_status8 <= \$754 ;
   always @(posedge clk)
-    q0_status8 <= \$761 ;
+    q0_status9 <= \$755 ;
   always @(posedge clk)
-    q0_status9 <= \$762 ;
+    q0_status10 <= \$756 ;
   always @(posedge clk)
-    q0_status10 <= \$763 ;
+    q0_status11 <= \$757 ;
   always @(posedge clk)
-    q0_status11 <= \$764 ;
+    q0_status12 <= \$758 ;
   always @(posedge clk)
-    q0_status12 <= \$765 ;
+    q0_status13 <= \$759 ;
   always @(posedge clk)
-    q0_status13 <= \$766 ;
+    q0_status14 <= \$760 ;
   always @(posedge clk)
-    q0_status14 <= \$767 ;
+    q0_status15 <= \$761 ;
   always @(posedge clk)
-    q0_status15 <= \$768 ;
+    q0_failed <= \$762 ;
   always @(posedge clk)
-    q0_failed <= \$769 ;
+    q1_h <= \$763 ;
   always @(posedge clk)
-    q1_h <= \$770 ;
+    q1_done <= \$764 ;
   always @(posedge clk)
-    q1_done <= \$771 ;
+    q1_status0 <= \$765 ;
   always @(posedge clk)
-    q1_status0 <= \$772 ;
+    q1_status1 <= \$766 ;
   always @(posedge clk)
-    q1_status1 <= \$773 ;
+    q1_status2 <= \$767 ;
   always @(posedge clk)
-    q1_status2 <= \$774 ;
+    q1_status3 <= \$768 ;
   always @(posedge clk)
-    q1_status3 <= \$775 ;
+    q1_status4 <= \$769 ;
   always @(posedge clk)
-    q1_status4 <= \$776 ;
+    q1_status5 <= \$770 ;
   always @(posedge clk)
-    q1_status5 <= \$777 ;
+    q1_status6 <= \$771 ;
   always @(posedge clk)
-    q1_status6 <= \$778 ;
+    q1_status7 <= \$772 ;
   always @(posedge clk)
-    q1_status7 <= \$779 ;
+    q1_status8 <= \$773 ;
   always @(posedge clk)
-    q1_status8 <= \$780 ;
+    q1_status9 <= \$774 ;
   always @(posedge clk)
-    q1_status9 <= \$781 ;
+    q1_status10 <= \$775 ;
   always @(posedge clk)
-    q1_status10 <= \$782 ;
+    q1_status11 <= \$776 ;
   always @(posedge clk)
-    q1_status11 <= \$783 ;
+    q1_status12 <= \$777 ;
   always @(posedge clk)
-    q1_status12 <= \$784 ;
+    q1_status13 <= \$778 ;
   always @(posedge clk)
-    q1_status13 <= \$785 ;
+    q1_status14 <= \$779 ;
   always @(posedge clk)
-    q1_status14 <= \$786 ;
+    q1_status15 <= \$780 ;
   always @(posedge clk)
-    q1_status15 <= \$787 ;
+    q1_failed <= \$781 ;
   always @(posedge clk)
-    q1_failed <= \$788 ;
+    q2_h <= \$782 ;
   always @(posedge clk)
-    q2_h <= \$789 ;
+    q2_done <= \$783 ;
   always @(posedge clk)
-    q2_done <= \$790 ;
+    q2_status0 <= \$784 ;
   always @(posedge clk)
-    q2_status0 <= \$791 ;
+    q2_status1 <= \$785 ;
   always @(posedge clk)
-    q2_status1 <= \$792 ;
+    q2_status2 <= \$786 ;
   always @(posedge clk)
-    q2_status2 <= \$793 ;
+    q2_status3 <= \$787 ;
   always @(posedge clk)
-    q2_status3 <= \$794 ;
+    q2_status4 <= \$788 ;
   always @(posedge clk)
-    q2_status4 <= \$795 ;
+    q2_status5 <= \$789 ;
   always @(posedge clk)
-    q2_status5 <= \$796 ;
+    q2_status6 <= \$790 ;
   always @(posedge clk)
-    q2_status6 <= \$797 ;
+    q2_status7 <= \$791 ;
   always @(posedge clk)
-    q2_status7 <= \$798 ;
+    q2_status8 <= \$792 ;
   always @(posedge clk)
-    q2_status8 <= \$799 ;
+    q2_status9 <= \$793 ;
   always @(posedge clk)
-    q2_status9 <= \$800 ;
+    q2_status10 <= \$794 ;
   always @(posedge clk)
-    q2_status10 <= \$801 ;
+    q2_status11 <= \$795 ;
   always @(posedge clk)
-    q2_status11 <= \$802 ;
+    q2_status12 <= \$796 ;
   always @(posedge clk)
-    q2_status12 <= \$803 ;
+    q2_status13 <= \$797 ;
   always @(posedge clk)
-    q2_status13 <= \$804 ;
+    q2_status14 <= \$798 ;
   always @(posedge clk)
-    q2_status14 <= \$805 ;
+    q2_status15 <= \$799 ;
   always @(posedge clk)
-    q2_status15 <= \$806 ;
+    q2_failed <= \$800 ;
   always @(posedge clk)
-    q2_failed <= \$807 ;
+    q3_h <= \$801 ;
   always @(posedge clk)
-    q3_h <= \$808 ;
+    q3_done <= \$802 ;
   always @(posedge clk)
-    q3_done <= \$809 ;
+    q3_status0 <= \$803 ;
   always @(posedge clk)
-    q3_status0 <= \$810 ;
+    q3_status1 <= \$804 ;
   always @(posedge clk)
-    q3_status1 <= \$811 ;
+    q3_status2 <= \$805 ;
   always @(posedge clk)
-    q3_status2 <= \$812 ;
+    q3_status3 <= \$806 ;
   always @(posedge clk)
-    q3_status3 <= \$813 ;
+    q3_status4 <= \$807 ;
   always @(posedge clk)
-    q3_status4 <= \$814 ;
+    q3_status5 <= \$808 ;
   always @(posedge clk)
-    q3_status5 <= \$815 ;
+    q3_status6 <= \$809 ;
   always @(posedge clk)
-    q3_status6 <= \$816 ;
+    q3_status7 <= \$810 ;
   always @(posedge clk)
-    q3_status7 <= \$817 ;
+    q3_status8 <= \$811 ;
   always @(posedge clk)
-    q3_status8 <= \$818 ;
+    q3_status9 <= \$812 ;
   always @(posedge clk)
-    q3_status9 <= \$819 ;
+    q3_status10 <= \$813 ;
   always @(posedge clk)
-    q3_status10 <= \$820 ;
+    q3_status11 <= \$814 ;
   always @(posedge clk)
-    q3_status11 <= \$821 ;
+    q3_status12 <= \$815 ;
   always @(posedge clk)
-    q3_status12 <= \$822 ;
+    q3_status13 <= \$816 ;
   always @(posedge clk)
-    q3_status13 <= \$823 ;
+    q3_status14 <= \$817 ;
   always @(posedge clk)
-    q3_status14 <= \$824 ;
+    q3_status15 <= \$818 ;
   always @(posedge clk)
-    q3_status15 <= \$825 ;
+    q3_failed <= \$819 ;
   always @(posedge clk)
-    q3_failed <= \$826 ;
+    issue_signal_pending <= \$820 ;
   always @(posedge clk)
-    q0_wait_fresh <= \$827 ;
+    issue_signal_event <= \$821 ;
   always @(posedge clk)
-    q1_wait_fresh <= \$828 ;
+    issue_signal_value <= \$822 ;
   always @(posedge clk)
-    q2_wait_fresh <= \$829 ;
+    events <= \$823 ;
   always @(posedge clk)
-    q3_wait_fresh <= \$830 ;
+    q0_wait_fresh <= \$824 ;
   always @(posedge clk)
-    retire_rr_last <= \$831 ;
+    q1_wait_fresh <= \$825 ;
   always @(posedge clk)
-    dma_load_outstanding <= \$832 ;
+    q2_wait_fresh <= \$826 ;
   always @(posedge clk)
-    dma_store_outstanding <= \$833 ;
+    q3_wait_fresh <= \$827 ;
   always @(posedge clk)
-    gemm_outstanding <= \$834 ;
+    retire_rr_last <= \$828 ;
   always @(posedge clk)
-    vec_outstanding <= \$835 ;
+    dma_load_outstanding <= \$829 ;
   always @(posedge clk)
-    sfu_outstanding <= \$836 ;
+    dma_store_outstanding <= \$830 ;
   always @(posedge clk)
-    q0_list_done <= \$837 ;
+    gemm_outstanding <= \$831 ;
   always @(posedge clk)
-    q0_list_err <= \$838 ;
+    vec_outstanding <= \$832 ;
   always @(posedge clk)
-    q0_list_item <= \$839 ;
+    sfu_outstanding <= \$833 ;
   always @(posedge clk)
-    q1_list_done <= \$840 ;
+    q0_list_done <= \$834 ;
   always @(posedge clk)
-    q1_list_err <= \$841 ;
+    q0_list_err <= \$835 ;
   always @(posedge clk)
-    q1_list_item <= \$842 ;
+    q0_list_item <= \$836 ;
   always @(posedge clk)
-    q2_list_done <= \$843 ;
+    q1_list_done <= \$837 ;
   always @(posedge clk)
-    q2_list_err <= \$844 ;
+    q1_list_err <= \$838 ;
   always @(posedge clk)
-    q2_list_item <= \$845 ;
+    q1_list_item <= \$839 ;
   always @(posedge clk)
-    q3_list_done <= \$846 ;
+    q2_list_done <= \$840 ;
   always @(posedge clk)
-    q3_list_err <= \$847 ;
+    q2_list_err <= \$841 ;
   always @(posedge clk)
-    q3_list_item <= \$848 ;
+    q2_list_item <= \$842 ;
   always @(posedge clk)
-    cpl_rr_last <= \$849 ;
+    q3_list_done <= \$843 ;
   always @(posedge clk)
-    q0_r <= \$850 ;
+    q3_list_err <= \$844 ;
   always @(posedge clk)
-    q1_r <= \$851 ;
+    q3_list_item <= \$845 ;
   always @(posedge clk)
-    q2_r <= \$852 ;
+    cpl_rr_last <= \$846 ;
   always @(posedge clk)
-    q3_r <= \$853 ;
+    q0_r <= \$847 ;
   always @(posedge clk)
-    dma_load_since <= \$854 ;
+    q1_r <= \$848 ;
   always @(posedge clk)
-    dma_store_since <= \$855 ;
+    q2_r <= \$849 ;
   always @(posedge clk)
-    gemm_since <= \$856 ;
+    q3_r <= \$850 ;
   always @(posedge clk)
-    vec_since <= \$857 ;
+    dma_load_since <= \$851 ;
   always @(posedge clk)
-    sfu_since <= \$858 ;
+    dma_store_since <= \$852 ;
+  always @(posedge clk)
+    gemm_since <= \$853 ;
+  always @(posedge clk)
+    vec_since <= \$854 ;
+  always @(posedge clk)
+    sfu_since <= \$855 ;
   assign \$1  = \port$5829$0 [7:0] == 1'h1;
   assign \$2  = ! \port$5829$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
@@ -61879,9 +61874,12 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$105  = \port$5889$0 [7:0] == 3'h5;
   assign \$106  = ! \port$5889$0 [15:9];
   assign \$107  = \$105  & \$106 ;
+  assign \$108  = ! \port$5889$0 [63:40];
+  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$110  = \$108  & \$109 ;
   \kaki_soc_16x16.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$21448$16 (retire__0__tag),
+    .\port$21387$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -61891,43 +61889,43 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$21452$16 (retire__1__tag),
+    .\port$21391$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
-    .r_data(\r_data$342 ),
-    .r_en(\r_en$215 ),
-    .r_rdy(\r_rdy$207 ),
+    .r_data(\r_data$345 ),
+    .r_en(\r_en$216 ),
+    .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$185 )
+    .w_en(\w_en$186 )
   );
   \kaki_soc_16x16.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$21456$16 (retire__2__tag),
+    .\port$21395$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
-    .r_data(\r_data$343 ),
-    .r_en(\r_en$217 ),
-    .r_rdy(\r_rdy$208 ),
+    .r_data(\r_data$346 ),
+    .r_en(\r_en$218 ),
+    .r_rdy(\r_rdy$209 ),
     .rst(rst),
-    .w_en(\w_en$190 )
+    .w_en(\w_en$191 )
   );
   \kaki_soc_16x16.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$21464$16 (retire__4__tag),
+    .\port$21403$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
-    .r_data(\r_data$345 ),
-    .r_en(\r_en$221 ),
-    .r_rdy(\r_rdy$210 ),
+    .r_data(\r_data$348 ),
+    .r_en(\r_en$222 ),
+    .r_rdy(\r_rdy$211 ),
     .rst(rst),
-    .w_en(\w_en$200 )
+    .w_en(\w_en$201 )
   );
   \kaki_soc_16x16.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$21460$16 (retire__3__tag),
+    .\port$21399$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
-    .r_data(\r_data$344 ),
-    .r_en(\r_en$219 ),
-    .r_rdy(\r_rdy$209 ),
+    .r_data(\r_data$347 ),
+    .r_en(\r_en$220 ),
+    .r_rdy(\r_rdy$210 ),
     .rst(rst),
-    .w_en(\w_en$195 )
+    .w_en(\w_en$196 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -62122,37 +62120,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$408  = q0_done[0];
+          \$395  = q0_done[0];
       4'h1:
-          \$408  = q0_done[1];
+          \$395  = q0_done[1];
       4'h2:
-          \$408  = q0_done[2];
+          \$395  = q0_done[2];
       4'h3:
-          \$408  = q0_done[3];
+          \$395  = q0_done[3];
       4'h4:
-          \$408  = q0_done[4];
+          \$395  = q0_done[4];
       4'h5:
-          \$408  = q0_done[5];
+          \$395  = q0_done[5];
       4'h6:
-          \$408  = q0_done[6];
+          \$395  = q0_done[6];
       4'h7:
-          \$408  = q0_done[7];
+          \$395  = q0_done[7];
       4'h8:
-          \$408  = q0_done[8];
+          \$395  = q0_done[8];
       4'h9:
-          \$408  = q0_done[9];
+          \$395  = q0_done[9];
       4'ha:
-          \$408  = q0_done[10];
+          \$395  = q0_done[10];
       4'hb:
-          \$408  = q0_done[11];
+          \$395  = q0_done[11];
       4'hc:
-          \$408  = q0_done[12];
+          \$395  = q0_done[12];
       4'hd:
-          \$408  = q0_done[13];
+          \$395  = q0_done[13];
       4'he:
-          \$408  = q0_done[14];
+          \$395  = q0_done[14];
       4'hf:
-          \$408  = q0_done[15];
+          \$395  = q0_done[15];
     endcase
   end
   always @* begin
@@ -62160,37 +62158,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$411  = q0_done[0];
+          \$398  = q0_done[0];
       4'h1:
-          \$411  = q0_done[1];
+          \$398  = q0_done[1];
       4'h2:
-          \$411  = q0_done[2];
+          \$398  = q0_done[2];
       4'h3:
-          \$411  = q0_done[3];
+          \$398  = q0_done[3];
       4'h4:
-          \$411  = q0_done[4];
+          \$398  = q0_done[4];
       4'h5:
-          \$411  = q0_done[5];
+          \$398  = q0_done[5];
       4'h6:
-          \$411  = q0_done[6];
+          \$398  = q0_done[6];
       4'h7:
-          \$411  = q0_done[7];
+          \$398  = q0_done[7];
       4'h8:
-          \$411  = q0_done[8];
+          \$398  = q0_done[8];
       4'h9:
-          \$411  = q0_done[9];
+          \$398  = q0_done[9];
       4'ha:
-          \$411  = q0_done[10];
+          \$398  = q0_done[10];
       4'hb:
-          \$411  = q0_done[11];
+          \$398  = q0_done[11];
       4'hc:
-          \$411  = q0_done[12];
+          \$398  = q0_done[12];
       4'hd:
-          \$411  = q0_done[13];
+          \$398  = q0_done[13];
       4'he:
-          \$411  = q0_done[14];
+          \$398  = q0_done[14];
       4'hf:
-          \$411  = q0_done[15];
+          \$398  = q0_done[15];
     endcase
   end
   always @* begin
@@ -62198,37 +62196,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$416  = q0_status0;
+          \$403  = q0_status0;
       4'h1:
-          \$416  = q0_status1;
+          \$403  = q0_status1;
       4'h2:
-          \$416  = q0_status2;
+          \$403  = q0_status2;
       4'h3:
-          \$416  = q0_status3;
+          \$403  = q0_status3;
       4'h4:
-          \$416  = q0_status4;
+          \$403  = q0_status4;
       4'h5:
-          \$416  = q0_status5;
+          \$403  = q0_status5;
       4'h6:
-          \$416  = q0_status6;
+          \$403  = q0_status6;
       4'h7:
-          \$416  = q0_status7;
+          \$403  = q0_status7;
       4'h8:
-          \$416  = q0_status8;
+          \$403  = q0_status8;
       4'h9:
-          \$416  = q0_status9;
+          \$403  = q0_status9;
       4'ha:
-          \$416  = q0_status10;
+          \$403  = q0_status10;
       4'hb:
-          \$416  = q0_status11;
+          \$403  = q0_status11;
       4'hc:
-          \$416  = q0_status12;
+          \$403  = q0_status12;
       4'hd:
-          \$416  = q0_status13;
+          \$403  = q0_status13;
       4'he:
-          \$416  = q0_status14;
+          \$403  = q0_status14;
       4'hf:
-          \$416  = q0_status15;
+          \$403  = q0_status15;
     endcase
   end
   always @* begin
@@ -62236,37 +62234,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$418  = q1_done[0];
+          \$405  = q1_done[0];
       4'h1:
-          \$418  = q1_done[1];
+          \$405  = q1_done[1];
       4'h2:
-          \$418  = q1_done[2];
+          \$405  = q1_done[2];
       4'h3:
-          \$418  = q1_done[3];
+          \$405  = q1_done[3];
       4'h4:
-          \$418  = q1_done[4];
+          \$405  = q1_done[4];
       4'h5:
-          \$418  = q1_done[5];
+          \$405  = q1_done[5];
       4'h6:
-          \$418  = q1_done[6];
+          \$405  = q1_done[6];
       4'h7:
-          \$418  = q1_done[7];
+          \$405  = q1_done[7];
       4'h8:
-          \$418  = q1_done[8];
+          \$405  = q1_done[8];
       4'h9:
-          \$418  = q1_done[9];
+          \$405  = q1_done[9];
       4'ha:
-          \$418  = q1_done[10];
+          \$405  = q1_done[10];
       4'hb:
-          \$418  = q1_done[11];
+          \$405  = q1_done[11];
       4'hc:
-          \$418  = q1_done[12];
+          \$405  = q1_done[12];
       4'hd:
-          \$418  = q1_done[13];
+          \$405  = q1_done[13];
       4'he:
-          \$418  = q1_done[14];
+          \$405  = q1_done[14];
       4'hf:
-          \$418  = q1_done[15];
+          \$405  = q1_done[15];
     endcase
   end
   always @* begin
@@ -62274,37 +62272,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$421  = q1_done[0];
+          \$408  = q1_done[0];
       4'h1:
-          \$421  = q1_done[1];
+          \$408  = q1_done[1];
       4'h2:
-          \$421  = q1_done[2];
+          \$408  = q1_done[2];
       4'h3:
-          \$421  = q1_done[3];
+          \$408  = q1_done[3];
       4'h4:
-          \$421  = q1_done[4];
+          \$408  = q1_done[4];
       4'h5:
-          \$421  = q1_done[5];
+          \$408  = q1_done[5];
       4'h6:
-          \$421  = q1_done[6];
+          \$408  = q1_done[6];
       4'h7:
-          \$421  = q1_done[7];
+          \$408  = q1_done[7];
       4'h8:
-          \$421  = q1_done[8];
+          \$408  = q1_done[8];
       4'h9:
-          \$421  = q1_done[9];
+          \$408  = q1_done[9];
       4'ha:
-          \$421  = q1_done[10];
+          \$408  = q1_done[10];
       4'hb:
-          \$421  = q1_done[11];
+          \$408  = q1_done[11];
       4'hc:
-          \$421  = q1_done[12];
+          \$408  = q1_done[12];
       4'hd:
-          \$421  = q1_done[13];
+          \$408  = q1_done[13];
       4'he:
-          \$421  = q1_done[14];
+          \$408  = q1_done[14];
       4'hf:
-          \$421  = q1_done[15];
+          \$408  = q1_done[15];
     endcase
   end
   always @* begin
@@ -62312,37 +62310,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$426  = q1_status0;
+          \$413  = q1_status0;
       4'h1:
-          \$426  = q1_status1;
+          \$413  = q1_status1;
       4'h2:
-          \$426  = q1_status2;
+          \$413  = q1_status2;
       4'h3:
-          \$426  = q1_status3;
+          \$413  = q1_status3;
       4'h4:
-          \$426  = q1_status4;
+          \$413  = q1_status4;
       4'h5:
-          \$426  = q1_status5;
+          \$413  = q1_status5;
       4'h6:
-          \$426  = q1_status6;
+          \$413  = q1_status6;
       4'h7:
-          \$426  = q1_status7;
+          \$413  = q1_status7;
       4'h8:
-          \$426  = q1_status8;
+          \$413  = q1_status8;
       4'h9:
-          \$426  = q1_status9;
+          \$413  = q1_status9;
       4'ha:
-          \$426  = q1_status10;
+          \$413  = q1_status10;
       4'hb:
-          \$426  = q1_status11;
+          \$413  = q1_status11;
       4'hc:
-          \$426  = q1_status12;
+          \$413  = q1_status12;
       4'hd:
-          \$426  = q1_status13;
+          \$413  = q1_status13;
       4'he:
-          \$426  = q1_status14;
+          \$413  = q1_status14;
       4'hf:
-          \$426  = q1_status15;
+          \$413  = q1_status15;
     endcase
   end
   always @* begin
@@ -62350,37 +62348,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$428  = q2_done[0];
+          \$415  = q2_done[0];
       4'h1:
-          \$428  = q2_done[1];
+          \$415  = q2_done[1];
       4'h2:
-          \$428  = q2_done[2];
+          \$415  = q2_done[2];
       4'h3:
-          \$428  = q2_done[3];
+          \$415  = q2_done[3];
       4'h4:
-          \$428  = q2_done[4];
+          \$415  = q2_done[4];
       4'h5:
-          \$428  = q2_done[5];
+          \$415  = q2_done[5];
       4'h6:
-          \$428  = q2_done[6];
+          \$415  = q2_done[6];
       4'h7:
-          \$428  = q2_done[7];
+          \$415  = q2_done[7];
       4'h8:
-          \$428  = q2_done[8];
+          \$415  = q2_done[8];
       4'h9:
-          \$428  = q2_done[9];
+          \$415  = q2_done[9];
       4'ha:
-          \$428  = q2_done[10];
+          \$415  = q2_done[10];
       4'hb:
-          \$428  = q2_done[11];
+          \$415  = q2_done[11];
       4'hc:
-          \$428  = q2_done[12];
+          \$415  = q2_done[12];
       4'hd:
-          \$428  = q2_done[13];
+          \$415  = q2_done[13];
       4'he:
-          \$428  = q2_done[14];
+          \$415  = q2_done[14];
       4'hf:
-          \$428  = q2_done[15];
+          \$415  = q2_done[15];
     endcase
   end
   always @* begin
@@ -62388,37 +62386,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$431  = q2_done[0];
+          \$418  = q2_done[0];
       4'h1:
-          \$431  = q2_done[1];
+          \$418  = q2_done[1];
       4'h2:
-          \$431  = q2_done[2];
+          \$418  = q2_done[2];
       4'h3:
-          \$431  = q2_done[3];
+          \$418  = q2_done[3];
       4'h4:
-          \$431  = q2_done[4];
+          \$418  = q2_done[4];
       4'h5:
-          \$431  = q2_done[5];
+          \$418  = q2_done[5];
       4'h6:
-          \$431  = q2_done[6];
+          \$418  = q2_done[6];
       4'h7:
-          \$431  = q2_done[7];
+          \$418  = q2_done[7];
       4'h8:
-          \$431  = q2_done[8];
+          \$418  = q2_done[8];
       4'h9:
-          \$431  = q2_done[9];
+          \$418  = q2_done[9];
       4'ha:
-          \$431  = q2_done[10];
+          \$418  = q2_done[10];
       4'hb:
-          \$431  = q2_done[11];
+          \$418  = q2_done[11];
       4'hc:
-          \$431  = q2_done[12];
+          \$418  = q2_done[12];
       4'hd:
-          \$431  = q2_done[13];
+          \$418  = q2_done[13];
       4'he:
-          \$431  = q2_done[14];
+          \$418  = q2_done[14];
       4'hf:
-          \$431  = q2_done[15];
+          \$418  = q2_done[15];
     endcase
   end
   always @* begin
@@ -62426,37 +62424,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$436  = q2_status0;
+          \$423  = q2_status0;
       4'h1:
-          \$436  = q2_status1;
+          \$423  = q2_status1;
       4'h2:
-          \$436  = q2_status2;
+          \$423  = q2_status2;
       4'h3:
-          \$436  = q2_status3;
+          \$423  = q2_status3;
       4'h4:
-          \$436  = q2_status4;
+          \$423  = q2_status4;
       4'h5:
-          \$436  = q2_status5;
+          \$423  = q2_status5;
       4'h6:
-          \$436  = q2_status6;
+          \$423  = q2_status6;
       4'h7:
-          \$436  = q2_status7;
+          \$423  = q2_status7;
       4'h8:
-          \$436  = q2_status8;
+          \$423  = q2_status8;
       4'h9:
-          \$436  = q2_status9;
+          \$423  = q2_status9;
       4'ha:
-          \$436  = q2_status10;
+          \$423  = q2_status10;
       4'hb:
-          \$436  = q2_status11;
+          \$423  = q2_status11;
       4'hc:
-          \$436  = q2_status12;
+          \$423  = q2_status12;
       4'hd:
-          \$436  = q2_status13;
+          \$423  = q2_status13;
       4'he:
-          \$436  = q2_status14;
+          \$423  = q2_status14;
       4'hf:
-          \$436  = q2_status15;
+          \$423  = q2_status15;
     endcase
   end
   always @* begin
@@ -62464,37 +62462,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$438  = q3_done[0];
+          \$425  = q3_done[0];
       4'h1:
-          \$438  = q3_done[1];
+          \$425  = q3_done[1];
       4'h2:
-          \$438  = q3_done[2];
+          \$425  = q3_done[2];
       4'h3:
-          \$438  = q3_done[3];
+          \$425  = q3_done[3];
       4'h4:
-          \$438  = q3_done[4];
+          \$425  = q3_done[4];
       4'h5:
-          \$438  = q3_done[5];
+          \$425  = q3_done[5];
       4'h6:
-          \$438  = q3_done[6];
+          \$425  = q3_done[6];
       4'h7:
-          \$438  = q3_done[7];
+          \$425  = q3_done[7];
       4'h8:
-          \$438  = q3_done[8];
+          \$425  = q3_done[8];
       4'h9:
-          \$438  = q3_done[9];
+          \$425  = q3_done[9];
       4'ha:
-          \$438  = q3_done[10];
+          \$425  = q3_done[10];
       4'hb:
-          \$438  = q3_done[11];
+          \$425  = q3_done[11];
       4'hc:
-          \$438  = q3_done[12];
+          \$425  = q3_done[12];
       4'hd:
-          \$438  = q3_done[13];
+          \$425  = q3_done[13];
       4'he:
-          \$438  = q3_done[14];
+          \$425  = q3_done[14];
       4'hf:
-          \$438  = q3_done[15];
+          \$425  = q3_done[15];
     endcase
   end
   always @* begin
@@ -62502,37 +62500,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$441  = q3_done[0];
+          \$428  = q3_done[0];
       4'h1:
-          \$441  = q3_done[1];
+          \$428  = q3_done[1];
       4'h2:
-          \$441  = q3_done[2];
+          \$428  = q3_done[2];
       4'h3:
-          \$441  = q3_done[3];
+          \$428  = q3_done[3];
       4'h4:
-          \$441  = q3_done[4];
+          \$428  = q3_done[4];
       4'h5:
-          \$441  = q3_done[5];
+          \$428  = q3_done[5];
       4'h6:
-          \$441  = q3_done[6];
+          \$428  = q3_done[6];
       4'h7:
-          \$441  = q3_done[7];
+          \$428  = q3_done[7];
       4'h8:
-          \$441  = q3_done[8];
+          \$428  = q3_done[8];
       4'h9:
-          \$441  = q3_done[9];
+          \$428  = q3_done[9];
       4'ha:
-          \$441  = q3_done[10];
+          \$428  = q3_done[10];
       4'hb:
-          \$441  = q3_done[11];
+          \$428  = q3_done[11];
       4'hc:
-          \$441  = q3_done[12];
+          \$428  = q3_done[12];
       4'hd:
-          \$441  = q3_done[13];
+          \$428  = q3_done[13];
       4'he:
-          \$441  = q3_done[14];
+          \$428  = q3_done[14];
       4'hf:
-          \$441  = q3_done[15];
+          \$428  = q3_done[15];
     endcase
   end
   always @* begin
@@ -62540,37 +62538,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$446  = q3_status0;
+          \$433  = q3_status0;
       4'h1:
-          \$446  = q3_status1;
+          \$433  = q3_status1;
       4'h2:
-          \$446  = q3_status2;
+          \$433  = q3_status2;
       4'h3:
-          \$446  = q3_status3;
+          \$433  = q3_status3;
       4'h4:
-          \$446  = q3_status4;
+          \$433  = q3_status4;
       4'h5:
-          \$446  = q3_status5;
+          \$433  = q3_status5;
       4'h6:
-          \$446  = q3_status6;
+          \$433  = q3_status6;
       4'h7:
-          \$446  = q3_status7;
+          \$433  = q3_status7;
       4'h8:
-          \$446  = q3_status8;
+          \$433  = q3_status8;
       4'h9:
-          \$446  = q3_status9;
+          \$433  = q3_status9;
       4'ha:
-          \$446  = q3_status10;
+          \$433  = q3_status10;
       4'hb:
-          \$446  = q3_status11;
+          \$433  = q3_status11;
       4'hc:
-          \$446  = q3_status12;
+          \$433  = q3_status12;
       4'hd:
-          \$446  = q3_status13;
+          \$433  = q3_status13;
       4'he:
-          \$446  = q3_status14;
+          \$433  = q3_status14;
       4'hf:
-          \$446  = q3_status15;
+          \$433  = q3_status15;
     endcase
   end
   always @* begin
@@ -62578,13 +62576,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$447  = \$signature__data$226 [33];
+          \$434  = \$signature__data$227 [33];
       2'h1:
-          \$447  = \$signature__data$248 [33];
+          \$434  = \$signature__data$249 [33];
       2'h2:
-          \$447  = \$signature__data$270 [33];
+          \$434  = \$signature__data$271 [33];
       2'h3:
-          \$447  = \$signature__data$292 [33];
+          \$434  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -62592,13 +62590,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$448  = q0_list_item;
+          \$435  = q0_list_item;
       2'h1:
-          \$448  = q1_list_item;
+          \$435  = q1_list_item;
       2'h2:
-          \$448  = q2_list_item;
+          \$435  = q2_list_item;
       2'h3:
-          \$448  = q3_list_item;
+          \$435  = q3_list_item;
     endcase
   end
   always @* begin
@@ -62606,13 +62604,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$226 [7:0];
+          cpl_opcode = \$signature__data$227 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$248 [7:0];
+          cpl_opcode = \$signature__data$249 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$270 [7:0];
+          cpl_opcode = \$signature__data$271 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$292 [7:0];
+          cpl_opcode = \$signature__data$293 [7:0];
     endcase
   end
   always @* begin
@@ -62620,13 +62618,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$226 [15:8];
+          cpl_flags = \$signature__data$227 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$248 [15:8];
+          cpl_flags = \$signature__data$249 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$270 [15:8];
+          cpl_flags = \$signature__data$271 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$292 [15:8];
+          cpl_flags = \$signature__data$293 [15:8];
     endcase
   end
   always @* begin
@@ -62634,13 +62632,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$226 [8];
+          cpl_irq = \$signature__data$227 [8];
       2'h1:
-          cpl_irq = \$signature__data$248 [8];
+          cpl_irq = \$signature__data$249 [8];
       2'h2:
-          cpl_irq = \$signature__data$270 [8];
+          cpl_irq = \$signature__data$271 [8];
       2'h3:
-          cpl_irq = \$signature__data$292 [8];
+          cpl_irq = \$signature__data$293 [8];
     endcase
   end
   always @* begin
@@ -62648,13 +62646,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$226 [31:16];
+          cpl_tag = \$signature__data$227 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$248 [31:16];
+          cpl_tag = \$signature__data$249 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$270 [31:16];
+          cpl_tag = \$signature__data$271 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$292 [31:16];
+          cpl_tag = \$signature__data$293 [31:16];
     endcase
   end
   always @* begin
@@ -62676,131 +62674,207 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$449  = q0_cpl_status;
+          \$436  = q0_cpl_status;
       2'h1:
-          \$449  = q1_cpl_status;
+          \$436  = q1_cpl_status;
       2'h2:
-          \$449  = q2_cpl_status;
+          \$436  = q2_cpl_status;
       2'h3:
-          \$449  = q3_cpl_status;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$582  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$582  = r_data[23:22];
-      3'h1:
-          \$582  = \r_data$342 [23:22];
-      3'h2:
-          \$582  = \r_data$343 [23:22];
-      3'h3:
-          \$582  = \r_data$344 [23:22];
-      3'h4:
-          \$582  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$585  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$585  = r_data[11:8];
-      3'h1:
-          \$585  = \r_data$342 [11:8];
-      3'h2:
-          \$585  = \r_data$343 [11:8];
-      3'h3:
-          \$585  = \r_data$344 [11:8];
-      3'h4:
-          \$585  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$588  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$588  = r_data[11:8];
-      3'h1:
-          \$588  = \r_data$342 [11:8];
-      3'h2:
-          \$588  = \r_data$343 [11:8];
-      3'h3:
-          \$588  = \r_data$344 [11:8];
-      3'h4:
-          \$588  = \r_data$345 [11:8];
+          \$436  = q3_cpl_status;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$588 )
+    casez (issue_rr_sel)
+      2'h0:
+          \$510  = \port$5829$0 [35:32];
+      2'h1:
+          \$510  = \port$5859$0 [35:32];
+      2'h2:
+          \$510  = \port$5889$0 [35:32];
+      2'h3:
+          \$510  = \port$5919$0 [35:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$511  = \port$5829$0 [95:64];
+      2'h1:
+          \$511  = \port$5859$0 [95:64];
+      2'h2:
+          \$511  = \port$5889$0 [95:64];
+      2'h3:
+          \$511  = \port$5919$0 [95:64];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$576  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$576  = r_data[23:22];
+      3'h1:
+          \$576  = \r_data$345 [23:22];
+      3'h2:
+          \$576  = \r_data$346 [23:22];
+      3'h3:
+          \$576  = \r_data$347 [23:22];
+      3'h4:
+          \$576  = \r_data$348 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$579  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$579  = r_data[11:8];
+      3'h1:
+          \$579  = \r_data$345 [11:8];
+      3'h2:
+          \$579  = \r_data$346 [11:8];
+      3'h3:
+          \$579  = \r_data$347 [11:8];
+      3'h4:
+          \$579  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$582  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$582  = r_data[11:8];
+      3'h1:
+          \$582  = \r_data$345 [11:8];
+      3'h2:
+          \$582  = \r_data$346 [11:8];
+      3'h3:
+          \$582  = \r_data$347 [11:8];
+      3'h4:
+          \$582  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$582 )
       4'h0:
-          \$589  = q0_done[0];
+          \$583  = q0_done[0];
       4'h1:
-          \$589  = q0_done[1];
+          \$583  = q0_done[1];
       4'h2:
-          \$589  = q0_done[2];
+          \$583  = q0_done[2];
       4'h3:
-          \$589  = q0_done[3];
+          \$583  = q0_done[3];
       4'h4:
-          \$589  = q0_done[4];
+          \$583  = q0_done[4];
       4'h5:
-          \$589  = q0_done[5];
+          \$583  = q0_done[5];
       4'h6:
-          \$589  = q0_done[6];
+          \$583  = q0_done[6];
       4'h7:
-          \$589  = q0_done[7];
+          \$583  = q0_done[7];
       4'h8:
-          \$589  = q0_done[8];
+          \$583  = q0_done[8];
       4'h9:
-          \$589  = q0_done[9];
+          \$583  = q0_done[9];
       4'ha:
-          \$589  = q0_done[10];
+          \$583  = q0_done[10];
       4'hb:
-          \$589  = q0_done[11];
+          \$583  = q0_done[11];
       4'hc:
-          \$589  = q0_done[12];
+          \$583  = q0_done[12];
       4'hd:
-          \$589  = q0_done[13];
+          \$583  = q0_done[13];
       4'he:
-          \$589  = q0_done[14];
+          \$583  = q0_done[14];
       4'hf:
-          \$589  = q0_done[15];
+          \$583  = q0_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = 4'h0;
+    \$587  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$593  = r_data[11:8];
+          \$587  = r_data[11:8];
       3'h1:
-          \$593  = \r_data$342 [11:8];
+          \$587  = \r_data$345 [11:8];
       3'h2:
-          \$593  = \r_data$343 [11:8];
+          \$587  = \r_data$346 [11:8];
       3'h3:
-          \$593  = \r_data$344 [11:8];
+          \$587  = \r_data$347 [11:8];
       3'h4:
-          \$593  = \r_data$345 [11:8];
+          \$587  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$594  = 8'h00;
+    \$588  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$594  = r_data[7:0];
+          \$588  = r_data[7:0];
       3'h1:
-          \$594  = \r_data$342 [7:0];
+          \$588  = \r_data$345 [7:0];
       3'h2:
-          \$594  = \r_data$343 [7:0];
+          \$588  = \r_data$346 [7:0];
       3'h3:
-          \$594  = \r_data$344 [7:0];
+          \$588  = \r_data$347 [7:0];
       3'h4:
-          \$594  = \r_data$345 [7:0];
+          \$588  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$589  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$589  = r_data[11:8];
+      3'h1:
+          \$589  = \r_data$345 [11:8];
+      3'h2:
+          \$589  = \r_data$346 [11:8];
+      3'h3:
+          \$589  = \r_data$347 [11:8];
+      3'h4:
+          \$589  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$590  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$590  = r_data[7:0];
+      3'h1:
+          \$590  = \r_data$345 [7:0];
+      3'h2:
+          \$590  = \r_data$346 [7:0];
+      3'h3:
+          \$590  = \r_data$347 [7:0];
+      3'h4:
+          \$590  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$592  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$592  = r_data[23:22];
+      3'h1:
+          \$592  = \r_data$345 [23:22];
+      3'h2:
+          \$592  = \r_data$346 [23:22];
+      3'h3:
+          \$592  = \r_data$347 [23:22];
+      3'h4:
+          \$592  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -62810,147 +62884,147 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$595  = r_data[11:8];
       3'h1:
-          \$595  = \r_data$342 [11:8];
-      3'h2:
-          \$595  = \r_data$343 [11:8];
-      3'h3:
-          \$595  = \r_data$344 [11:8];
-      3'h4:
           \$595  = \r_data$345 [11:8];
+      3'h2:
+          \$595  = \r_data$346 [11:8];
+      3'h3:
+          \$595  = \r_data$347 [11:8];
+      3'h4:
+          \$595  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$596  = 8'h00;
+    \$598  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$596  = r_data[7:0];
+          \$598  = r_data[11:8];
       3'h1:
-          \$596  = \r_data$342 [7:0];
+          \$598  = \r_data$345 [11:8];
       3'h2:
-          \$596  = \r_data$343 [7:0];
+          \$598  = \r_data$346 [11:8];
       3'h3:
-          \$596  = \r_data$344 [7:0];
+          \$598  = \r_data$347 [11:8];
       3'h4:
-          \$596  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$598  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$598  = r_data[23:22];
-      3'h1:
-          \$598  = \r_data$342 [23:22];
-      3'h2:
-          \$598  = \r_data$343 [23:22];
-      3'h3:
-          \$598  = \r_data$344 [23:22];
-      3'h4:
-          \$598  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$601  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$601  = r_data[11:8];
-      3'h1:
-          \$601  = \r_data$342 [11:8];
-      3'h2:
-          \$601  = \r_data$343 [11:8];
-      3'h3:
-          \$601  = \r_data$344 [11:8];
-      3'h4:
-          \$601  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$604  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$604  = r_data[11:8];
-      3'h1:
-          \$604  = \r_data$342 [11:8];
-      3'h2:
-          \$604  = \r_data$343 [11:8];
-      3'h3:
-          \$604  = \r_data$344 [11:8];
-      3'h4:
-          \$604  = \r_data$345 [11:8];
+          \$598  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$604 )
+    casez (\$598 )
       4'h0:
-          \$605  = q1_done[0];
+          \$599  = q1_done[0];
       4'h1:
-          \$605  = q1_done[1];
+          \$599  = q1_done[1];
       4'h2:
-          \$605  = q1_done[2];
+          \$599  = q1_done[2];
       4'h3:
-          \$605  = q1_done[3];
+          \$599  = q1_done[3];
       4'h4:
-          \$605  = q1_done[4];
+          \$599  = q1_done[4];
       4'h5:
-          \$605  = q1_done[5];
+          \$599  = q1_done[5];
       4'h6:
-          \$605  = q1_done[6];
+          \$599  = q1_done[6];
       4'h7:
-          \$605  = q1_done[7];
+          \$599  = q1_done[7];
       4'h8:
-          \$605  = q1_done[8];
+          \$599  = q1_done[8];
       4'h9:
-          \$605  = q1_done[9];
+          \$599  = q1_done[9];
       4'ha:
-          \$605  = q1_done[10];
+          \$599  = q1_done[10];
       4'hb:
-          \$605  = q1_done[11];
+          \$599  = q1_done[11];
       4'hc:
-          \$605  = q1_done[12];
+          \$599  = q1_done[12];
       4'hd:
-          \$605  = q1_done[13];
+          \$599  = q1_done[13];
       4'he:
-          \$605  = q1_done[14];
+          \$599  = q1_done[14];
       4'hf:
-          \$605  = q1_done[15];
+          \$599  = q1_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$609  = 4'h0;
+    \$603  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$609  = r_data[11:8];
+          \$603  = r_data[11:8];
       3'h1:
-          \$609  = \r_data$342 [11:8];
+          \$603  = \r_data$345 [11:8];
       3'h2:
-          \$609  = \r_data$343 [11:8];
+          \$603  = \r_data$346 [11:8];
       3'h3:
-          \$609  = \r_data$344 [11:8];
+          \$603  = \r_data$347 [11:8];
       3'h4:
-          \$609  = \r_data$345 [11:8];
+          \$603  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$610  = 8'h00;
+    \$604  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$610  = r_data[7:0];
+          \$604  = r_data[7:0];
       3'h1:
-          \$610  = \r_data$342 [7:0];
+          \$604  = \r_data$345 [7:0];
       3'h2:
-          \$610  = \r_data$343 [7:0];
+          \$604  = \r_data$346 [7:0];
       3'h3:
-          \$610  = \r_data$344 [7:0];
+          \$604  = \r_data$347 [7:0];
       3'h4:
-          \$610  = \r_data$345 [7:0];
+          \$604  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$605  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$605  = r_data[11:8];
+      3'h1:
+          \$605  = \r_data$345 [11:8];
+      3'h2:
+          \$605  = \r_data$346 [11:8];
+      3'h3:
+          \$605  = \r_data$347 [11:8];
+      3'h4:
+          \$605  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$606  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$606  = r_data[7:0];
+      3'h1:
+          \$606  = \r_data$345 [7:0];
+      3'h2:
+          \$606  = \r_data$346 [7:0];
+      3'h3:
+          \$606  = \r_data$347 [7:0];
+      3'h4:
+          \$606  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$608  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$608  = r_data[23:22];
+      3'h1:
+          \$608  = \r_data$345 [23:22];
+      3'h2:
+          \$608  = \r_data$346 [23:22];
+      3'h3:
+          \$608  = \r_data$347 [23:22];
+      3'h4:
+          \$608  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -62960,147 +63034,147 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$611  = r_data[11:8];
       3'h1:
-          \$611  = \r_data$342 [11:8];
-      3'h2:
-          \$611  = \r_data$343 [11:8];
-      3'h3:
-          \$611  = \r_data$344 [11:8];
-      3'h4:
           \$611  = \r_data$345 [11:8];
+      3'h2:
+          \$611  = \r_data$346 [11:8];
+      3'h3:
+          \$611  = \r_data$347 [11:8];
+      3'h4:
+          \$611  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$612  = 8'h00;
+    \$614  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$612  = r_data[7:0];
+          \$614  = r_data[11:8];
       3'h1:
-          \$612  = \r_data$342 [7:0];
+          \$614  = \r_data$345 [11:8];
       3'h2:
-          \$612  = \r_data$343 [7:0];
+          \$614  = \r_data$346 [11:8];
       3'h3:
-          \$612  = \r_data$344 [7:0];
+          \$614  = \r_data$347 [11:8];
       3'h4:
-          \$612  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$614  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$614  = r_data[23:22];
-      3'h1:
-          \$614  = \r_data$342 [23:22];
-      3'h2:
-          \$614  = \r_data$343 [23:22];
-      3'h3:
-          \$614  = \r_data$344 [23:22];
-      3'h4:
-          \$614  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$617  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$617  = r_data[11:8];
-      3'h1:
-          \$617  = \r_data$342 [11:8];
-      3'h2:
-          \$617  = \r_data$343 [11:8];
-      3'h3:
-          \$617  = \r_data$344 [11:8];
-      3'h4:
-          \$617  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$620  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$620  = r_data[11:8];
-      3'h1:
-          \$620  = \r_data$342 [11:8];
-      3'h2:
-          \$620  = \r_data$343 [11:8];
-      3'h3:
-          \$620  = \r_data$344 [11:8];
-      3'h4:
-          \$620  = \r_data$345 [11:8];
+          \$614  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$620 )
+    casez (\$614 )
       4'h0:
-          \$621  = q2_done[0];
+          \$615  = q2_done[0];
       4'h1:
-          \$621  = q2_done[1];
+          \$615  = q2_done[1];
       4'h2:
-          \$621  = q2_done[2];
+          \$615  = q2_done[2];
       4'h3:
-          \$621  = q2_done[3];
+          \$615  = q2_done[3];
       4'h4:
-          \$621  = q2_done[4];
+          \$615  = q2_done[4];
       4'h5:
-          \$621  = q2_done[5];
+          \$615  = q2_done[5];
       4'h6:
-          \$621  = q2_done[6];
+          \$615  = q2_done[6];
       4'h7:
-          \$621  = q2_done[7];
+          \$615  = q2_done[7];
       4'h8:
-          \$621  = q2_done[8];
+          \$615  = q2_done[8];
       4'h9:
-          \$621  = q2_done[9];
+          \$615  = q2_done[9];
       4'ha:
-          \$621  = q2_done[10];
+          \$615  = q2_done[10];
       4'hb:
-          \$621  = q2_done[11];
+          \$615  = q2_done[11];
       4'hc:
-          \$621  = q2_done[12];
+          \$615  = q2_done[12];
       4'hd:
-          \$621  = q2_done[13];
+          \$615  = q2_done[13];
       4'he:
-          \$621  = q2_done[14];
+          \$615  = q2_done[14];
       4'hf:
-          \$621  = q2_done[15];
+          \$615  = q2_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$625  = 4'h0;
+    \$619  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$625  = r_data[11:8];
+          \$619  = r_data[11:8];
       3'h1:
-          \$625  = \r_data$342 [11:8];
+          \$619  = \r_data$345 [11:8];
       3'h2:
-          \$625  = \r_data$343 [11:8];
+          \$619  = \r_data$346 [11:8];
       3'h3:
-          \$625  = \r_data$344 [11:8];
+          \$619  = \r_data$347 [11:8];
       3'h4:
-          \$625  = \r_data$345 [11:8];
+          \$619  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$626  = 8'h00;
+    \$620  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$626  = r_data[7:0];
+          \$620  = r_data[7:0];
       3'h1:
-          \$626  = \r_data$342 [7:0];
+          \$620  = \r_data$345 [7:0];
       3'h2:
-          \$626  = \r_data$343 [7:0];
+          \$620  = \r_data$346 [7:0];
       3'h3:
-          \$626  = \r_data$344 [7:0];
+          \$620  = \r_data$347 [7:0];
       3'h4:
-          \$626  = \r_data$345 [7:0];
+          \$620  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$621  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$621  = r_data[11:8];
+      3'h1:
+          \$621  = \r_data$345 [11:8];
+      3'h2:
+          \$621  = \r_data$346 [11:8];
+      3'h3:
+          \$621  = \r_data$347 [11:8];
+      3'h4:
+          \$621  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$622  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$622  = r_data[7:0];
+      3'h1:
+          \$622  = \r_data$345 [7:0];
+      3'h2:
+          \$622  = \r_data$346 [7:0];
+      3'h3:
+          \$622  = \r_data$347 [7:0];
+      3'h4:
+          \$622  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$624  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$624  = r_data[23:22];
+      3'h1:
+          \$624  = \r_data$345 [23:22];
+      3'h2:
+          \$624  = \r_data$346 [23:22];
+      3'h3:
+          \$624  = \r_data$347 [23:22];
+      3'h4:
+          \$624  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -63110,179 +63184,131 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
       3'h0:
           \$627  = r_data[11:8];
       3'h1:
-          \$627  = \r_data$342 [11:8];
-      3'h2:
-          \$627  = \r_data$343 [11:8];
-      3'h3:
-          \$627  = \r_data$344 [11:8];
-      3'h4:
           \$627  = \r_data$345 [11:8];
+      3'h2:
+          \$627  = \r_data$346 [11:8];
+      3'h3:
+          \$627  = \r_data$347 [11:8];
+      3'h4:
+          \$627  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$628  = 8'h00;
+    \$630  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$628  = r_data[7:0];
+          \$630  = r_data[11:8];
       3'h1:
-          \$628  = \r_data$342 [7:0];
+          \$630  = \r_data$345 [11:8];
       3'h2:
-          \$628  = \r_data$343 [7:0];
+          \$630  = \r_data$346 [11:8];
       3'h3:
-          \$628  = \r_data$344 [7:0];
+          \$630  = \r_data$347 [11:8];
       3'h4:
-          \$628  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$630  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$630  = r_data[23:22];
-      3'h1:
-          \$630  = \r_data$342 [23:22];
-      3'h2:
-          \$630  = \r_data$343 [23:22];
-      3'h3:
-          \$630  = \r_data$344 [23:22];
-      3'h4:
-          \$630  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$633  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$633  = r_data[11:8];
-      3'h1:
-          \$633  = \r_data$342 [11:8];
-      3'h2:
-          \$633  = \r_data$343 [11:8];
-      3'h3:
-          \$633  = \r_data$344 [11:8];
-      3'h4:
-          \$633  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$636  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$636  = r_data[11:8];
-      3'h1:
-          \$636  = \r_data$342 [11:8];
-      3'h2:
-          \$636  = \r_data$343 [11:8];
-      3'h3:
-          \$636  = \r_data$344 [11:8];
-      3'h4:
-          \$636  = \r_data$345 [11:8];
+          \$630  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$636 )
+    casez (\$630 )
       4'h0:
-          \$637  = q3_done[0];
+          \$631  = q3_done[0];
       4'h1:
-          \$637  = q3_done[1];
+          \$631  = q3_done[1];
       4'h2:
-          \$637  = q3_done[2];
+          \$631  = q3_done[2];
       4'h3:
-          \$637  = q3_done[3];
+          \$631  = q3_done[3];
       4'h4:
-          \$637  = q3_done[4];
+          \$631  = q3_done[4];
       4'h5:
-          \$637  = q3_done[5];
+          \$631  = q3_done[5];
       4'h6:
-          \$637  = q3_done[6];
+          \$631  = q3_done[6];
       4'h7:
-          \$637  = q3_done[7];
+          \$631  = q3_done[7];
       4'h8:
-          \$637  = q3_done[8];
+          \$631  = q3_done[8];
       4'h9:
-          \$637  = q3_done[9];
+          \$631  = q3_done[9];
       4'ha:
-          \$637  = q3_done[10];
+          \$631  = q3_done[10];
       4'hb:
-          \$637  = q3_done[11];
+          \$631  = q3_done[11];
       4'hc:
-          \$637  = q3_done[12];
+          \$631  = q3_done[12];
       4'hd:
-          \$637  = q3_done[13];
+          \$631  = q3_done[13];
       4'he:
-          \$637  = q3_done[14];
+          \$631  = q3_done[14];
       4'hf:
-          \$637  = q3_done[15];
+          \$631  = q3_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$641  = 4'h0;
+    \$635  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$641  = r_data[11:8];
+          \$635  = r_data[11:8];
       3'h1:
-          \$641  = \r_data$342 [11:8];
+          \$635  = \r_data$345 [11:8];
       3'h2:
-          \$641  = \r_data$343 [11:8];
+          \$635  = \r_data$346 [11:8];
       3'h3:
-          \$641  = \r_data$344 [11:8];
+          \$635  = \r_data$347 [11:8];
       3'h4:
-          \$641  = \r_data$345 [11:8];
+          \$635  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$642  = 8'h00;
+    \$636  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$642  = r_data[7:0];
+          \$636  = r_data[7:0];
       3'h1:
-          \$642  = \r_data$342 [7:0];
+          \$636  = \r_data$345 [7:0];
       3'h2:
-          \$642  = \r_data$343 [7:0];
+          \$636  = \r_data$346 [7:0];
       3'h3:
-          \$642  = \r_data$344 [7:0];
+          \$636  = \r_data$347 [7:0];
       3'h4:
-          \$642  = \r_data$345 [7:0];
+          \$636  = \r_data$348 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$643  = 4'h0;
+    \$637  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$643  = r_data[11:8];
+          \$637  = r_data[11:8];
       3'h1:
-          \$643  = \r_data$342 [11:8];
+          \$637  = \r_data$345 [11:8];
       3'h2:
-          \$643  = \r_data$343 [11:8];
+          \$637  = \r_data$346 [11:8];
       3'h3:
-          \$643  = \r_data$344 [11:8];
+          \$637  = \r_data$347 [11:8];
       3'h4:
-          \$643  = \r_data$345 [11:8];
+          \$637  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$644  = 8'h00;
+    \$638  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$644  = r_data[7:0];
+          \$638  = r_data[7:0];
       3'h1:
-          \$644  = \r_data$342 [7:0];
+          \$638  = \r_data$345 [7:0];
       3'h2:
-          \$644  = \r_data$343 [7:0];
+          \$638  = \r_data$346 [7:0];
       3'h3:
-          \$644  = \r_data$344 [7:0];
+          \$638  = \r_data$347 [7:0];
       3'h4:
-          \$644  = \r_data$345 [7:0];
+          \$638  = \r_data$348 [7:0];
     endcase
   end
   always @* begin
@@ -63290,37 +63316,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$647  = q0_status0;
+          \$641  = q0_status0;
       4'h1:
-          \$647  = q0_status1;
+          \$641  = q0_status1;
       4'h2:
-          \$647  = q0_status2;
+          \$641  = q0_status2;
       4'h3:
-          \$647  = q0_status3;
+          \$641  = q0_status3;
       4'h4:
-          \$647  = q0_status4;
+          \$641  = q0_status4;
       4'h5:
-          \$647  = q0_status5;
+          \$641  = q0_status5;
       4'h6:
-          \$647  = q0_status6;
+          \$641  = q0_status6;
       4'h7:
-          \$647  = q0_status7;
+          \$641  = q0_status7;
       4'h8:
-          \$647  = q0_status8;
+          \$641  = q0_status8;
       4'h9:
-          \$647  = q0_status9;
+          \$641  = q0_status9;
       4'ha:
-          \$647  = q0_status10;
+          \$641  = q0_status10;
       4'hb:
-          \$647  = q0_status11;
+          \$641  = q0_status11;
       4'hc:
-          \$647  = q0_status12;
+          \$641  = q0_status12;
       4'hd:
-          \$647  = q0_status13;
+          \$641  = q0_status13;
       4'he:
-          \$647  = q0_status14;
+          \$641  = q0_status14;
       4'hf:
-          \$647  = q0_status15;
+          \$641  = q0_status15;
     endcase
   end
   always @* begin
@@ -63328,37 +63354,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$651  = q0_status0;
+          \$645  = q0_status0;
       4'h1:
-          \$651  = q0_status1;
+          \$645  = q0_status1;
       4'h2:
-          \$651  = q0_status2;
+          \$645  = q0_status2;
       4'h3:
-          \$651  = q0_status3;
+          \$645  = q0_status3;
       4'h4:
-          \$651  = q0_status4;
+          \$645  = q0_status4;
       4'h5:
-          \$651  = q0_status5;
+          \$645  = q0_status5;
       4'h6:
-          \$651  = q0_status6;
+          \$645  = q0_status6;
       4'h7:
-          \$651  = q0_status7;
+          \$645  = q0_status7;
       4'h8:
-          \$651  = q0_status8;
+          \$645  = q0_status8;
       4'h9:
-          \$651  = q0_status9;
+          \$645  = q0_status9;
       4'ha:
-          \$651  = q0_status10;
+          \$645  = q0_status10;
       4'hb:
-          \$651  = q0_status11;
+          \$645  = q0_status11;
       4'hc:
-          \$651  = q0_status12;
+          \$645  = q0_status12;
       4'hd:
-          \$651  = q0_status13;
+          \$645  = q0_status13;
       4'he:
-          \$651  = q0_status14;
+          \$645  = q0_status14;
       4'hf:
-          \$651  = q0_status15;
+          \$645  = q0_status15;
     endcase
   end
   always @* begin
@@ -63366,37 +63392,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$654  = q1_status0;
+          \$648  = q1_status0;
       4'h1:
-          \$654  = q1_status1;
+          \$648  = q1_status1;
       4'h2:
-          \$654  = q1_status2;
+          \$648  = q1_status2;
       4'h3:
-          \$654  = q1_status3;
+          \$648  = q1_status3;
       4'h4:
-          \$654  = q1_status4;
+          \$648  = q1_status4;
       4'h5:
-          \$654  = q1_status5;
+          \$648  = q1_status5;
       4'h6:
-          \$654  = q1_status6;
+          \$648  = q1_status6;
       4'h7:
-          \$654  = q1_status7;
+          \$648  = q1_status7;
       4'h8:
-          \$654  = q1_status8;
+          \$648  = q1_status8;
       4'h9:
-          \$654  = q1_status9;
+          \$648  = q1_status9;
       4'ha:
-          \$654  = q1_status10;
+          \$648  = q1_status10;
       4'hb:
-          \$654  = q1_status11;
+          \$648  = q1_status11;
       4'hc:
-          \$654  = q1_status12;
+          \$648  = q1_status12;
       4'hd:
-          \$654  = q1_status13;
+          \$648  = q1_status13;
       4'he:
-          \$654  = q1_status14;
+          \$648  = q1_status14;
       4'hf:
-          \$654  = q1_status15;
+          \$648  = q1_status15;
     endcase
   end
   always @* begin
@@ -63404,37 +63430,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$658  = q1_status0;
+          \$652  = q1_status0;
       4'h1:
-          \$658  = q1_status1;
+          \$652  = q1_status1;
       4'h2:
-          \$658  = q1_status2;
+          \$652  = q1_status2;
       4'h3:
-          \$658  = q1_status3;
+          \$652  = q1_status3;
       4'h4:
-          \$658  = q1_status4;
+          \$652  = q1_status4;
       4'h5:
-          \$658  = q1_status5;
+          \$652  = q1_status5;
       4'h6:
-          \$658  = q1_status6;
+          \$652  = q1_status6;
       4'h7:
-          \$658  = q1_status7;
+          \$652  = q1_status7;
       4'h8:
-          \$658  = q1_status8;
+          \$652  = q1_status8;
       4'h9:
-          \$658  = q1_status9;
+          \$652  = q1_status9;
       4'ha:
-          \$658  = q1_status10;
+          \$652  = q1_status10;
       4'hb:
-          \$658  = q1_status11;
+          \$652  = q1_status11;
       4'hc:
-          \$658  = q1_status12;
+          \$652  = q1_status12;
       4'hd:
-          \$658  = q1_status13;
+          \$652  = q1_status13;
       4'he:
-          \$658  = q1_status14;
+          \$652  = q1_status14;
       4'hf:
-          \$658  = q1_status15;
+          \$652  = q1_status15;
     endcase
   end
   always @* begin
@@ -63442,37 +63468,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$661  = q2_status0;
+          \$655  = q2_status0;
       4'h1:
-          \$661  = q2_status1;
+          \$655  = q2_status1;
       4'h2:
-          \$661  = q2_status2;
+          \$655  = q2_status2;
       4'h3:
-          \$661  = q2_status3;
+          \$655  = q2_status3;
       4'h4:
-          \$661  = q2_status4;
+          \$655  = q2_status4;
       4'h5:
-          \$661  = q2_status5;
+          \$655  = q2_status5;
       4'h6:
-          \$661  = q2_status6;
+          \$655  = q2_status6;
       4'h7:
-          \$661  = q2_status7;
+          \$655  = q2_status7;
       4'h8:
-          \$661  = q2_status8;
+          \$655  = q2_status8;
       4'h9:
-          \$661  = q2_status9;
+          \$655  = q2_status9;
       4'ha:
-          \$661  = q2_status10;
+          \$655  = q2_status10;
       4'hb:
-          \$661  = q2_status11;
+          \$655  = q2_status11;
       4'hc:
-          \$661  = q2_status12;
+          \$655  = q2_status12;
       4'hd:
-          \$661  = q2_status13;
+          \$655  = q2_status13;
       4'he:
-          \$661  = q2_status14;
+          \$655  = q2_status14;
       4'hf:
-          \$661  = q2_status15;
+          \$655  = q2_status15;
     endcase
   end
   always @* begin
@@ -63480,37 +63506,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$665  = q2_status0;
+          \$659  = q2_status0;
       4'h1:
-          \$665  = q2_status1;
+          \$659  = q2_status1;
       4'h2:
-          \$665  = q2_status2;
+          \$659  = q2_status2;
       4'h3:
-          \$665  = q2_status3;
+          \$659  = q2_status3;
       4'h4:
-          \$665  = q2_status4;
+          \$659  = q2_status4;
       4'h5:
-          \$665  = q2_status5;
+          \$659  = q2_status5;
       4'h6:
-          \$665  = q2_status6;
+          \$659  = q2_status6;
       4'h7:
-          \$665  = q2_status7;
+          \$659  = q2_status7;
       4'h8:
-          \$665  = q2_status8;
+          \$659  = q2_status8;
       4'h9:
-          \$665  = q2_status9;
+          \$659  = q2_status9;
       4'ha:
-          \$665  = q2_status10;
+          \$659  = q2_status10;
       4'hb:
-          \$665  = q2_status11;
+          \$659  = q2_status11;
       4'hc:
-          \$665  = q2_status12;
+          \$659  = q2_status12;
       4'hd:
-          \$665  = q2_status13;
+          \$659  = q2_status13;
       4'he:
-          \$665  = q2_status14;
+          \$659  = q2_status14;
       4'hf:
-          \$665  = q2_status15;
+          \$659  = q2_status15;
     endcase
   end
   always @* begin
@@ -63518,37 +63544,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$668  = q3_status0;
+          \$662  = q3_status0;
       4'h1:
-          \$668  = q3_status1;
+          \$662  = q3_status1;
       4'h2:
-          \$668  = q3_status2;
+          \$662  = q3_status2;
       4'h3:
-          \$668  = q3_status3;
+          \$662  = q3_status3;
       4'h4:
-          \$668  = q3_status4;
+          \$662  = q3_status4;
       4'h5:
-          \$668  = q3_status5;
+          \$662  = q3_status5;
       4'h6:
-          \$668  = q3_status6;
+          \$662  = q3_status6;
       4'h7:
-          \$668  = q3_status7;
+          \$662  = q3_status7;
       4'h8:
-          \$668  = q3_status8;
+          \$662  = q3_status8;
       4'h9:
-          \$668  = q3_status9;
+          \$662  = q3_status9;
       4'ha:
-          \$668  = q3_status10;
+          \$662  = q3_status10;
       4'hb:
-          \$668  = q3_status11;
+          \$662  = q3_status11;
       4'hc:
-          \$668  = q3_status12;
+          \$662  = q3_status12;
       4'hd:
-          \$668  = q3_status13;
+          \$662  = q3_status13;
       4'he:
-          \$668  = q3_status14;
+          \$662  = q3_status14;
       4'hf:
-          \$668  = q3_status15;
+          \$662  = q3_status15;
     endcase
   end
   always @* begin
@@ -63556,37 +63582,37 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$672  = q3_status0;
+          \$666  = q3_status0;
       4'h1:
-          \$672  = q3_status1;
+          \$666  = q3_status1;
       4'h2:
-          \$672  = q3_status2;
+          \$666  = q3_status2;
       4'h3:
-          \$672  = q3_status3;
+          \$666  = q3_status3;
       4'h4:
-          \$672  = q3_status4;
+          \$666  = q3_status4;
       4'h5:
-          \$672  = q3_status5;
+          \$666  = q3_status5;
       4'h6:
-          \$672  = q3_status6;
+          \$666  = q3_status6;
       4'h7:
-          \$672  = q3_status7;
+          \$666  = q3_status7;
       4'h8:
-          \$672  = q3_status8;
+          \$666  = q3_status8;
       4'h9:
-          \$672  = q3_status9;
+          \$666  = q3_status9;
       4'ha:
-          \$672  = q3_status10;
+          \$666  = q3_status10;
       4'hb:
-          \$672  = q3_status11;
+          \$666  = q3_status11;
       4'hc:
-          \$672  = q3_status12;
+          \$666  = q3_status12;
       4'hd:
-          \$672  = q3_status13;
+          \$666  = q3_status13;
       4'he:
-          \$672  = q3_status14;
+          \$666  = q3_status14;
       4'hf:
-          \$672  = q3_status15;
+          \$666  = q3_status15;
     endcase
   end
   always @* begin
@@ -63594,13 +63620,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$683  = \$signature__data$226 [33];
+          \$677  = \$signature__data$227 [33];
       2'h1:
-          \$683  = \$signature__data$248 [33];
+          \$677  = \$signature__data$249 [33];
       2'h2:
-          \$683  = \$signature__data$270 [33];
+          \$677  = \$signature__data$271 [33];
       2'h3:
-          \$683  = \$signature__data$292 [33];
+          \$677  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -63608,13 +63634,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$693  = \$signature__data$226 [33];
+          \$687  = \$signature__data$227 [33];
       2'h1:
-          \$693  = \$signature__data$248 [33];
+          \$687  = \$signature__data$249 [33];
       2'h2:
-          \$693  = \$signature__data$270 [33];
+          \$687  = \$signature__data$271 [33];
       2'h3:
-          \$693  = \$signature__data$292 [33];
+          \$687  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -63622,13 +63648,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$703  = \$signature__data$226 [33];
+          \$697  = \$signature__data$227 [33];
       2'h1:
-          \$703  = \$signature__data$248 [33];
+          \$697  = \$signature__data$249 [33];
       2'h2:
-          \$703  = \$signature__data$270 [33];
+          \$697  = \$signature__data$271 [33];
       2'h3:
-          \$703  = \$signature__data$292 [33];
+          \$697  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -63636,13 +63662,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$713  = \$signature__data$226 [33];
+          \$707  = \$signature__data$227 [33];
       2'h1:
-          \$713  = \$signature__data$248 [33];
+          \$707  = \$signature__data$249 [33];
       2'h2:
-          \$713  = \$signature__data$270 [33];
+          \$707  = \$signature__data$271 [33];
       2'h3:
-          \$713  = \$signature__data$292 [33];
+          \$707  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -63737,85 +63763,85 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -63893,330 +63919,394 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$745  = q0_wait_reached_now;
+    \$739  = q0_wait_reached_now;
     if (rst) begin
-      \$745  = 1'h0;
+      \$739  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$746  = q1_wait_reached_now;
+    \$740  = q1_wait_reached_now;
     if (rst) begin
-      \$746  = 1'h0;
+      \$740  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$747  = q2_wait_reached_now;
+    \$741  = q2_wait_reached_now;
     if (rst) begin
-      \$747  = 1'h0;
+      \$741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$748  = q3_wait_reached_now;
+    \$742  = q3_wait_reached_now;
     if (rst) begin
-      \$748  = 1'h0;
+      \$742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$749  = issue_rr_last;
+    \$743  = issue_rr_last;
     if (issue_rr_any) begin
-      \$749  = issue_rr_sel;
+      \$743  = issue_rr_sel;
     end
     if (rst) begin
-      \$749  = 2'h3;
+      \$743  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$750  = events;
-    if (\$471 ) begin
-      if (q0_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5829$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5829$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5829$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5829$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5829$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5829$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5829$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5829$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5829$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5829$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5829$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5829$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5829$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5829$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5829$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5829$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5829$0 [95:64];
-        endcase
-      end
-    end
-    if (\$483 ) begin
-      if (q1_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5859$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5859$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5859$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5859$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5859$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5859$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5859$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5859$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5859$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5859$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5859$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5859$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5859$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5859$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5859$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5859$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5859$0 [95:64];
-        endcase
-      end
-    end
-    if (\$495 ) begin
-      if (q2_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5889$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5889$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5889$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5889$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5889$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5889$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5889$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5889$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5889$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5889$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5889$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5889$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5889$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5889$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5889$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5889$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5889$0 [95:64];
-        endcase
-      end
-    end
-    if (\$507 ) begin
-      if (q3_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5919$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5919$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5919$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5919$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5919$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5919$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5919$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5919$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5919$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5919$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5919$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5919$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5919$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5919$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5919$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5919$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5919$0 [95:64];
-        endcase
-      end
-    end
-    if (hold) begin
-      \$750 [31:0] = 32'd0;
-      \$750 [63:32] = 32'd0;
-      \$750 [95:64] = 32'd0;
-      \$750 [127:96] = 32'd0;
-      \$750 [159:128] = 32'd0;
-      \$750 [191:160] = 32'd0;
-      \$750 [223:192] = 32'd0;
-      \$750 [255:224] = 32'd0;
-      \$750 [287:256] = 32'd0;
-      \$750 [319:288] = 32'd0;
-      \$750 [351:320] = 32'd0;
-      \$750 [383:352] = 32'd0;
-      \$750 [415:384] = 32'd0;
-      \$750 [447:416] = 32'd0;
-      \$750 [479:448] = 32'd0;
-      \$750 [511:480] = 32'd0;
-    end
-    if (rst) begin
-      \$750  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$751  = q0_h;
-    if (\$472 ) begin
-      \$751  = \$473 [4:0];
+    \$744  = q0_h;
+    if (\$457 ) begin
+      \$744  = \$458 [4:0];
     end
     if (q__0__cleared) begin
-      \$751  = 5'h00;
+      \$744  = 5'h00;
     end
     if (rst) begin
-      \$751  = 5'h00;
+      \$744  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$752  = q0_done;
-    if (\$472 ) begin
+    \$745  = q0_done;
+    if (\$457 ) begin
       (* full_case = 32'd1 *)
       casez (q0_h[3:0])
         4'h0:
-            \$752 [0] = \$478 ;
+            \$745 [0] = \$463 ;
         4'h1:
-            \$752 [1] = \$478 ;
+            \$745 [1] = \$463 ;
         4'h2:
-            \$752 [2] = \$478 ;
+            \$745 [2] = \$463 ;
         4'h3:
-            \$752 [3] = \$478 ;
+            \$745 [3] = \$463 ;
         4'h4:
-            \$752 [4] = \$478 ;
+            \$745 [4] = \$463 ;
         4'h5:
-            \$752 [5] = \$478 ;
+            \$745 [5] = \$463 ;
         4'h6:
-            \$752 [6] = \$478 ;
+            \$745 [6] = \$463 ;
         4'h7:
-            \$752 [7] = \$478 ;
+            \$745 [7] = \$463 ;
         4'h8:
-            \$752 [8] = \$478 ;
+            \$745 [8] = \$463 ;
         4'h9:
-            \$752 [9] = \$478 ;
+            \$745 [9] = \$463 ;
         4'ha:
-            \$752 [10] = \$478 ;
+            \$745 [10] = \$463 ;
         4'hb:
-            \$752 [11] = \$478 ;
+            \$745 [11] = \$463 ;
         4'hc:
-            \$752 [12] = \$478 ;
+            \$745 [12] = \$463 ;
         4'hd:
-            \$752 [13] = \$478 ;
+            \$745 [13] = \$463 ;
         4'he:
-            \$752 [14] = \$478 ;
+            \$745 [14] = \$463 ;
         4'hf:
-            \$752 [15] = \$478 ;
+            \$745 [15] = \$463 ;
       endcase
     end
-    if (\$592 ) begin
+    if (\$586 ) begin
       (* full_case = 32'd1 *)
-      casez (\$593 )
+      casez (\$587 )
         4'h0:
-            \$752 [0] = 1'h1;
+            \$745 [0] = 1'h1;
         4'h1:
-            \$752 [1] = 1'h1;
+            \$745 [1] = 1'h1;
         4'h2:
-            \$752 [2] = 1'h1;
+            \$745 [2] = 1'h1;
         4'h3:
-            \$752 [3] = 1'h1;
+            \$745 [3] = 1'h1;
         4'h4:
-            \$752 [4] = 1'h1;
+            \$745 [4] = 1'h1;
         4'h5:
-            \$752 [5] = 1'h1;
+            \$745 [5] = 1'h1;
         4'h6:
-            \$752 [6] = 1'h1;
+            \$745 [6] = 1'h1;
         4'h7:
-            \$752 [7] = 1'h1;
+            \$745 [7] = 1'h1;
         4'h8:
-            \$752 [8] = 1'h1;
+            \$745 [8] = 1'h1;
         4'h9:
-            \$752 [9] = 1'h1;
+            \$745 [9] = 1'h1;
         4'ha:
-            \$752 [10] = 1'h1;
+            \$745 [10] = 1'h1;
         4'hb:
-            \$752 [11] = 1'h1;
+            \$745 [11] = 1'h1;
         4'hc:
-            \$752 [12] = 1'h1;
+            \$745 [12] = 1'h1;
         4'hd:
-            \$752 [13] = 1'h1;
+            \$745 [13] = 1'h1;
         4'he:
-            \$752 [14] = 1'h1;
+            \$745 [14] = 1'h1;
         4'hf:
-            \$752 [15] = 1'h1;
+            \$745 [15] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$752  = 16'h0000;
+      \$745  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$753  = q0_status0;
-    if (\$472 ) begin
+    \$746  = q0_status0;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
-            \$753  = \$479 ;
+            \$746  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
-            \$753  = \$594 ;
+            \$746  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$746  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$747  = q0_status1;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$747  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$747  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$747  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$748  = q0_status2;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$748  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$748  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$748  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$749  = q0_status3;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$749  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$749  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$749  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$750  = q0_status4;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$750  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$750  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$750  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$751  = q0_status5;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$751  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$751  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$751  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$752  = q0_status6;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$752  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$752  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$752  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$753  = q0_status7;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$753  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$753  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64225,21 +64315,49 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$754  = q0_status1;
-    if (\$472 ) begin
+    \$754  = q0_status8;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$754  = \$479 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$754  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
-            \$754  = \$594 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$754  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64248,25 +64366,53 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$755  = q0_status2;
-    if (\$472 ) begin
+    \$755  = q0_status9;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$755  = \$479 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$755  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$755  = \$594 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$755  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64275,8 +64421,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$756  = q0_status3;
-    if (\$472 ) begin
+    \$756  = q0_status10;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64285,11 +64431,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$756  = \$479 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$756  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64297,7 +64457,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$756  = \$594 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$756  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64306,8 +64480,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$757  = q0_status4;
-    if (\$472 ) begin
+    \$757  = q0_status11;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64318,11 +64492,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$757  = \$479 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$757  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64332,7 +64520,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$757  = \$594 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$757  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64341,8 +64543,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$758  = q0_status5;
-    if (\$472 ) begin
+    \$758  = q0_status12;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64355,11 +64557,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$758  = \$479 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$758  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64371,7 +64587,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$758  = \$594 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$758  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64380,8 +64610,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$759  = q0_status6;
-    if (\$472 ) begin
+    \$759  = q0_status13;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64396,11 +64626,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$759  = \$479 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$759  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64414,7 +64658,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$759  = \$594 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$759  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64423,8 +64681,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$760  = q0_status7;
-    if (\$472 ) begin
+    \$760  = q0_status14;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64441,11 +64699,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$760  = \$479 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$760  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64461,7 +64733,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$760  = \$594 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$760  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64470,8 +64756,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$761  = q0_status8;
-    if (\$472 ) begin
+    \$761  = q0_status15;
+    if (\$457 ) begin
+      (* full_case = 32'd1 *)
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -64490,11 +64777,26 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$761  = \$479 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$761  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64512,7 +64814,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$761  = \$594 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$761  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -64521,242 +64837,129 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$762  = q0_status9;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$762  = \$479 ;
-      endcase
+    \$762  = q0_failed;
+    if (\$466 ) begin
+      \$762  = 1'h1;
     end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$762  = \$594 ;
-      endcase
+    if (\$586 ) begin
+      if (\$591 ) begin
+        \$762  = 1'h1;
+      end
+    end
+    if (q__0__cleared) begin
+      \$762  = 1'h0;
     end
     if (rst) begin
-      \$762  = 8'h00;
+      \$762  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$763  = q0_status10;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$763  = \$479 ;
-      endcase
+    \$763  = q1_h;
+    if (\$467 ) begin
+      \$763  = \$468 [4:0];
     end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$763  = \$594 ;
-      endcase
+    if (q__1__cleared) begin
+      \$763  = 5'h00;
     end
     if (rst) begin
-      \$763  = 8'h00;
+      \$763  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$764  = q0_status11;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$764  = q1_done;
+    if (\$467 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
         4'h0:
-            /* empty */;
+            \$764 [0] = \$473 ;
         4'h1:
-            /* empty */;
+            \$764 [1] = \$473 ;
         4'h2:
-            /* empty */;
+            \$764 [2] = \$473 ;
         4'h3:
-            /* empty */;
+            \$764 [3] = \$473 ;
         4'h4:
-            /* empty */;
+            \$764 [4] = \$473 ;
         4'h5:
-            /* empty */;
+            \$764 [5] = \$473 ;
         4'h6:
-            /* empty */;
+            \$764 [6] = \$473 ;
         4'h7:
-            /* empty */;
+            \$764 [7] = \$473 ;
         4'h8:
-            /* empty */;
+            \$764 [8] = \$473 ;
         4'h9:
-            /* empty */;
+            \$764 [9] = \$473 ;
         4'ha:
-            /* empty */;
+            \$764 [10] = \$473 ;
         4'hb:
-            \$764  = \$479 ;
-      endcase
-    end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$764  = \$594 ;
-      endcase
-    end
-    if (rst) begin
-      \$764  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$765  = q0_status12;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$764 [11] = \$473 ;
         4'hc:
-            \$765  = \$479 ;
+            \$764 [12] = \$473 ;
+        4'hd:
+            \$764 [13] = \$473 ;
+        4'he:
+            \$764 [14] = \$473 ;
+        4'hf:
+            \$764 [15] = \$473 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$603 )
         4'h0:
-            /* empty */;
+            \$764 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$764 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$764 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$764 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$764 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$764 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$764 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$764 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$764 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$764 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$764 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$764 [11] = 1'h1;
         4'hc:
-            \$765  = \$594 ;
+            \$764 [12] = 1'h1;
+        4'hd:
+            \$764 [13] = 1'h1;
+        4'he:
+            \$764 [14] = 1'h1;
+        4'hf:
+            \$764 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$764  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$765  = q1_status0;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            \$765  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            \$765  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -64765,69 +64968,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$766  = q0_status13;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$766  = q1_status1;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$766  = \$479 ;
+            \$766  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$766  = \$594 ;
+            \$766  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -64836,73 +64991,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$767  = q0_status14;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$767  = q1_status2;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$767  = \$479 ;
+            \$767  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$767  = \$594 ;
+            \$767  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -64911,10 +65018,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$768  = q0_status15;
-    if (\$472 ) begin
-      (* full_case = 32'd1 *)
-      casez (q0_h[3:0])
+    \$768  = q1_status3;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -64922,36 +65028,11 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$768  = \$479 ;
+            \$768  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -64959,31 +65040,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$768  = \$594 ;
+            \$768  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -64992,129 +65049,162 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$769  = q0_failed;
-    if (\$481 ) begin
-      \$769  = 1'h1;
-    end
-    if (\$592 ) begin
-      if (\$597 ) begin
-        \$769  = 1'h1;
-      end
-    end
-    if (q__0__cleared) begin
-      \$769  = 1'h0;
-    end
-    if (rst) begin
-      \$769  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$770  = q1_h;
-    if (\$484 ) begin
-      \$770  = \$485 [4:0];
-    end
-    if (q__1__cleared) begin
-      \$770  = 5'h00;
-    end
-    if (rst) begin
-      \$770  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$771  = q1_done;
-    if (\$484 ) begin
-      (* full_case = 32'd1 *)
+    \$769  = q1_status4;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
-            \$771 [0] = \$490 ;
+            /* empty */;
         4'h1:
-            \$771 [1] = \$490 ;
+            /* empty */;
         4'h2:
-            \$771 [2] = \$490 ;
+            /* empty */;
         4'h3:
-            \$771 [3] = \$490 ;
+            /* empty */;
         4'h4:
-            \$771 [4] = \$490 ;
-        4'h5:
-            \$771 [5] = \$490 ;
-        4'h6:
-            \$771 [6] = \$490 ;
-        4'h7:
-            \$771 [7] = \$490 ;
-        4'h8:
-            \$771 [8] = \$490 ;
-        4'h9:
-            \$771 [9] = \$490 ;
-        4'ha:
-            \$771 [10] = \$490 ;
-        4'hb:
-            \$771 [11] = \$490 ;
-        4'hc:
-            \$771 [12] = \$490 ;
-        4'hd:
-            \$771 [13] = \$490 ;
-        4'he:
-            \$771 [14] = \$490 ;
-        4'hf:
-            \$771 [15] = \$490 ;
+            \$769  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$609 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
-            \$771 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$771 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$771 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$771 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$771 [4] = 1'h1;
-        4'h5:
-            \$771 [5] = 1'h1;
-        4'h6:
-            \$771 [6] = 1'h1;
-        4'h7:
-            \$771 [7] = 1'h1;
-        4'h8:
-            \$771 [8] = 1'h1;
-        4'h9:
-            \$771 [9] = 1'h1;
-        4'ha:
-            \$771 [10] = 1'h1;
-        4'hb:
-            \$771 [11] = 1'h1;
-        4'hc:
-            \$771 [12] = 1'h1;
-        4'hd:
-            \$771 [13] = 1'h1;
-        4'he:
-            \$771 [14] = 1'h1;
-        4'hf:
-            \$771 [15] = 1'h1;
+            \$769  = \$604 ;
       endcase
     end
     if (rst) begin
-      \$771  = 16'h0000;
+      \$769  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$772  = q1_status0;
-    if (\$484 ) begin
+    \$770  = q1_status5;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
-            \$772  = \$491 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$770  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
-            \$772  = \$610 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$770  = \$604 ;
+      endcase
+    end
+    if (rst) begin
+      \$770  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$771  = q1_status6;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$771  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$771  = \$604 ;
+      endcase
+    end
+    if (rst) begin
+      \$771  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$772  = q1_status7;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$772  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$772  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65123,21 +65213,49 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$773  = q1_status1;
-    if (\$484 ) begin
+    \$773  = q1_status8;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$773  = \$491 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$773  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
-            \$773  = \$610 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$773  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65146,25 +65264,53 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$774  = q1_status2;
-    if (\$484 ) begin
+    \$774  = q1_status9;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$774  = \$491 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$774  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$774  = \$610 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$774  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65173,8 +65319,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$775  = q1_status3;
-    if (\$484 ) begin
+    \$775  = q1_status10;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65183,11 +65329,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$775  = \$491 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$775  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65195,7 +65355,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$775  = \$610 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$775  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65204,8 +65378,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$776  = q1_status4;
-    if (\$484 ) begin
+    \$776  = q1_status11;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65216,11 +65390,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$776  = \$491 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$776  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65230,7 +65418,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$776  = \$610 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$776  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65239,8 +65441,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$777  = q1_status5;
-    if (\$484 ) begin
+    \$777  = q1_status12;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65253,11 +65455,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$777  = \$491 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$777  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65269,7 +65485,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$777  = \$610 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$777  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65278,8 +65508,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$778  = q1_status6;
-    if (\$484 ) begin
+    \$778  = q1_status13;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65294,11 +65524,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$778  = \$491 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$778  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65312,7 +65556,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$778  = \$610 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$778  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65321,8 +65579,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$779  = q1_status7;
-    if (\$484 ) begin
+    \$779  = q1_status14;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65339,11 +65597,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$779  = \$491 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$779  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65359,7 +65631,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$779  = \$610 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$779  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65368,8 +65654,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$780  = q1_status8;
-    if (\$484 ) begin
+    \$780  = q1_status15;
+    if (\$467 ) begin
+      (* full_case = 32'd1 *)
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -65388,11 +65675,26 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$780  = \$491 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$780  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65410,7 +65712,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$780  = \$610 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$780  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -65419,242 +65735,129 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$781  = q1_status9;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$781  = \$491 ;
-      endcase
+    \$781  = q1_failed;
+    if (\$476 ) begin
+      \$781  = 1'h1;
     end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$781  = \$610 ;
-      endcase
+    if (\$602 ) begin
+      if (\$607 ) begin
+        \$781  = 1'h1;
+      end
+    end
+    if (q__1__cleared) begin
+      \$781  = 1'h0;
     end
     if (rst) begin
-      \$781  = 8'h00;
+      \$781  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$782  = q1_status10;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$782  = \$491 ;
-      endcase
+    \$782  = q2_h;
+    if (\$477 ) begin
+      \$782  = \$478 [4:0];
     end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$782  = \$610 ;
-      endcase
+    if (q__2__cleared) begin
+      \$782  = 5'h00;
     end
     if (rst) begin
-      \$782  = 8'h00;
+      \$782  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$783  = q1_status11;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$783  = q2_done;
+    if (\$477 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
         4'h0:
-            /* empty */;
+            \$783 [0] = \$483 ;
         4'h1:
-            /* empty */;
+            \$783 [1] = \$483 ;
         4'h2:
-            /* empty */;
+            \$783 [2] = \$483 ;
         4'h3:
-            /* empty */;
+            \$783 [3] = \$483 ;
         4'h4:
-            /* empty */;
+            \$783 [4] = \$483 ;
         4'h5:
-            /* empty */;
+            \$783 [5] = \$483 ;
         4'h6:
-            /* empty */;
+            \$783 [6] = \$483 ;
         4'h7:
-            /* empty */;
+            \$783 [7] = \$483 ;
         4'h8:
-            /* empty */;
+            \$783 [8] = \$483 ;
         4'h9:
-            /* empty */;
+            \$783 [9] = \$483 ;
         4'ha:
-            /* empty */;
+            \$783 [10] = \$483 ;
         4'hb:
-            \$783  = \$491 ;
-      endcase
-    end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$783  = \$610 ;
-      endcase
-    end
-    if (rst) begin
-      \$783  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$784  = q1_status12;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$783 [11] = \$483 ;
         4'hc:
-            \$784  = \$491 ;
+            \$783 [12] = \$483 ;
+        4'hd:
+            \$783 [13] = \$483 ;
+        4'he:
+            \$783 [14] = \$483 ;
+        4'hf:
+            \$783 [15] = \$483 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$619 )
         4'h0:
-            /* empty */;
+            \$783 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$783 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$783 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$783 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$783 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$783 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$783 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$783 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$783 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$783 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$783 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$783 [11] = 1'h1;
         4'hc:
-            \$784  = \$610 ;
+            \$783 [12] = 1'h1;
+        4'hd:
+            \$783 [13] = 1'h1;
+        4'he:
+            \$783 [14] = 1'h1;
+        4'hf:
+            \$783 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$783  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$784  = q2_status0;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            \$784  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            \$784  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -65663,69 +65866,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$785  = q1_status13;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$785  = q2_status1;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$785  = \$491 ;
+            \$785  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$785  = \$610 ;
+            \$785  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -65734,73 +65889,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$786  = q1_status14;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$786  = q2_status2;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$786  = \$491 ;
+            \$786  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$786  = \$610 ;
+            \$786  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -65809,10 +65916,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$787  = q1_status15;
-    if (\$484 ) begin
-      (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
+    \$787  = q2_status3;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -65820,36 +65926,11 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$787  = \$491 ;
+            \$787  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -65857,31 +65938,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$787  = \$610 ;
+            \$787  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -65890,129 +65947,162 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$788  = q1_failed;
-    if (\$493 ) begin
-      \$788  = 1'h1;
-    end
-    if (\$608 ) begin
-      if (\$613 ) begin
-        \$788  = 1'h1;
-      end
-    end
-    if (q__1__cleared) begin
-      \$788  = 1'h0;
-    end
-    if (rst) begin
-      \$788  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$789  = q2_h;
-    if (\$496 ) begin
-      \$789  = \$497 [4:0];
-    end
-    if (q__2__cleared) begin
-      \$789  = 5'h00;
-    end
-    if (rst) begin
-      \$789  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$790  = q2_done;
-    if (\$496 ) begin
-      (* full_case = 32'd1 *)
+    \$788  = q2_status4;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
-            \$790 [0] = \$502 ;
+            /* empty */;
         4'h1:
-            \$790 [1] = \$502 ;
+            /* empty */;
         4'h2:
-            \$790 [2] = \$502 ;
+            /* empty */;
         4'h3:
-            \$790 [3] = \$502 ;
+            /* empty */;
         4'h4:
-            \$790 [4] = \$502 ;
-        4'h5:
-            \$790 [5] = \$502 ;
-        4'h6:
-            \$790 [6] = \$502 ;
-        4'h7:
-            \$790 [7] = \$502 ;
-        4'h8:
-            \$790 [8] = \$502 ;
-        4'h9:
-            \$790 [9] = \$502 ;
-        4'ha:
-            \$790 [10] = \$502 ;
-        4'hb:
-            \$790 [11] = \$502 ;
-        4'hc:
-            \$790 [12] = \$502 ;
-        4'hd:
-            \$790 [13] = \$502 ;
-        4'he:
-            \$790 [14] = \$502 ;
-        4'hf:
-            \$790 [15] = \$502 ;
+            \$788  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$625 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
-            \$790 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$790 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$790 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$790 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$790 [4] = 1'h1;
-        4'h5:
-            \$790 [5] = 1'h1;
-        4'h6:
-            \$790 [6] = 1'h1;
-        4'h7:
-            \$790 [7] = 1'h1;
-        4'h8:
-            \$790 [8] = 1'h1;
-        4'h9:
-            \$790 [9] = 1'h1;
-        4'ha:
-            \$790 [10] = 1'h1;
-        4'hb:
-            \$790 [11] = 1'h1;
-        4'hc:
-            \$790 [12] = 1'h1;
-        4'hd:
-            \$790 [13] = 1'h1;
-        4'he:
-            \$790 [14] = 1'h1;
-        4'hf:
-            \$790 [15] = 1'h1;
+            \$788  = \$620 ;
       endcase
     end
     if (rst) begin
-      \$790  = 16'h0000;
+      \$788  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$791  = q2_status0;
-    if (\$496 ) begin
+    \$789  = q2_status5;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
-            \$791  = \$503 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$789  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
-            \$791  = \$626 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$789  = \$620 ;
+      endcase
+    end
+    if (rst) begin
+      \$789  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$790  = q2_status6;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$790  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$790  = \$620 ;
+      endcase
+    end
+    if (rst) begin
+      \$790  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$791  = q2_status7;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$791  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$791  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66021,21 +66111,49 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$792  = q2_status1;
-    if (\$496 ) begin
+    \$792  = q2_status8;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$792  = \$503 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$792  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
-            \$792  = \$626 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$792  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66044,25 +66162,53 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$793  = q2_status2;
-    if (\$496 ) begin
+    \$793  = q2_status9;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$793  = \$503 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$793  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$793  = \$626 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$793  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66071,8 +66217,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$794  = q2_status3;
-    if (\$496 ) begin
+    \$794  = q2_status10;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66081,11 +66227,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$794  = \$503 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$794  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66093,7 +66253,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$794  = \$626 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$794  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66102,8 +66276,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$795  = q2_status4;
-    if (\$496 ) begin
+    \$795  = q2_status11;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66114,11 +66288,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$795  = \$503 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$795  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66128,7 +66316,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$795  = \$626 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$795  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66137,8 +66339,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$796  = q2_status5;
-    if (\$496 ) begin
+    \$796  = q2_status12;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66151,11 +66353,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$796  = \$503 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$796  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66167,7 +66383,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$796  = \$626 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$796  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66176,8 +66406,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$797  = q2_status6;
-    if (\$496 ) begin
+    \$797  = q2_status13;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66192,11 +66422,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$797  = \$503 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$797  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66210,7 +66454,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$797  = \$626 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$797  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66219,8 +66477,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$798  = q2_status7;
-    if (\$496 ) begin
+    \$798  = q2_status14;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66237,11 +66495,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$798  = \$503 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$798  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66257,7 +66529,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$798  = \$626 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$798  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66266,8 +66552,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$799  = q2_status8;
-    if (\$496 ) begin
+    \$799  = q2_status15;
+    if (\$477 ) begin
+      (* full_case = 32'd1 *)
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -66286,11 +66573,26 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$799  = \$503 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$799  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66308,7 +66610,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$799  = \$626 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$799  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -66317,242 +66633,129 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$800  = q2_status9;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$800  = \$503 ;
-      endcase
+    \$800  = q2_failed;
+    if (\$486 ) begin
+      \$800  = 1'h1;
     end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$800  = \$626 ;
-      endcase
+    if (\$618 ) begin
+      if (\$623 ) begin
+        \$800  = 1'h1;
+      end
+    end
+    if (q__2__cleared) begin
+      \$800  = 1'h0;
     end
     if (rst) begin
-      \$800  = 8'h00;
+      \$800  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$801  = q2_status10;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$801  = \$503 ;
-      endcase
+    \$801  = q3_h;
+    if (\$487 ) begin
+      \$801  = \$488 [4:0];
     end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$801  = \$626 ;
-      endcase
+    if (q__3__cleared) begin
+      \$801  = 5'h00;
     end
     if (rst) begin
-      \$801  = 8'h00;
+      \$801  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$802  = q2_status11;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$802  = q3_done;
+    if (\$487 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
         4'h0:
-            /* empty */;
+            \$802 [0] = \$493 ;
         4'h1:
-            /* empty */;
+            \$802 [1] = \$493 ;
         4'h2:
-            /* empty */;
+            \$802 [2] = \$493 ;
         4'h3:
-            /* empty */;
+            \$802 [3] = \$493 ;
         4'h4:
-            /* empty */;
+            \$802 [4] = \$493 ;
         4'h5:
-            /* empty */;
+            \$802 [5] = \$493 ;
         4'h6:
-            /* empty */;
+            \$802 [6] = \$493 ;
         4'h7:
-            /* empty */;
+            \$802 [7] = \$493 ;
         4'h8:
-            /* empty */;
+            \$802 [8] = \$493 ;
         4'h9:
-            /* empty */;
+            \$802 [9] = \$493 ;
         4'ha:
-            /* empty */;
+            \$802 [10] = \$493 ;
         4'hb:
-            \$802  = \$503 ;
-      endcase
-    end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$802  = \$626 ;
-      endcase
-    end
-    if (rst) begin
-      \$802  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$803  = q2_status12;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$802 [11] = \$493 ;
         4'hc:
-            \$803  = \$503 ;
+            \$802 [12] = \$493 ;
+        4'hd:
+            \$802 [13] = \$493 ;
+        4'he:
+            \$802 [14] = \$493 ;
+        4'hf:
+            \$802 [15] = \$493 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$635 )
         4'h0:
-            /* empty */;
+            \$802 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$802 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$802 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$802 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$802 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$802 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$802 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$802 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$802 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$802 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$802 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$802 [11] = 1'h1;
         4'hc:
-            \$803  = \$626 ;
+            \$802 [12] = 1'h1;
+        4'hd:
+            \$802 [13] = 1'h1;
+        4'he:
+            \$802 [14] = 1'h1;
+        4'hf:
+            \$802 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$802  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$803  = q3_status0;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            \$803  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            \$803  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66561,69 +66764,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$804  = q2_status13;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$804  = q3_status1;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$804  = \$503 ;
+            \$804  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$804  = \$626 ;
+            \$804  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66632,73 +66787,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$805  = q2_status14;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$805  = q3_status2;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$805  = \$503 ;
+            \$805  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$805  = \$626 ;
+            \$805  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66707,10 +66814,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$806  = q2_status15;
-    if (\$496 ) begin
-      (* full_case = 32'd1 *)
-      casez (q2_h[3:0])
+    \$806  = q3_status3;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -66718,36 +66824,11 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$806  = \$503 ;
+            \$806  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66755,31 +66836,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$806  = \$626 ;
+            \$806  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66788,129 +66845,162 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$807  = q2_failed;
-    if (\$505 ) begin
-      \$807  = 1'h1;
-    end
-    if (\$624 ) begin
-      if (\$629 ) begin
-        \$807  = 1'h1;
-      end
-    end
-    if (q__2__cleared) begin
-      \$807  = 1'h0;
-    end
-    if (rst) begin
-      \$807  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$808  = q3_h;
-    if (\$508 ) begin
-      \$808  = \$509 [4:0];
-    end
-    if (q__3__cleared) begin
-      \$808  = 5'h00;
-    end
-    if (rst) begin
-      \$808  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$809  = q3_done;
-    if (\$508 ) begin
-      (* full_case = 32'd1 *)
+    \$807  = q3_status4;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
-            \$809 [0] = \$514 ;
+            /* empty */;
         4'h1:
-            \$809 [1] = \$514 ;
+            /* empty */;
         4'h2:
-            \$809 [2] = \$514 ;
+            /* empty */;
         4'h3:
-            \$809 [3] = \$514 ;
+            /* empty */;
         4'h4:
-            \$809 [4] = \$514 ;
-        4'h5:
-            \$809 [5] = \$514 ;
-        4'h6:
-            \$809 [6] = \$514 ;
-        4'h7:
-            \$809 [7] = \$514 ;
-        4'h8:
-            \$809 [8] = \$514 ;
-        4'h9:
-            \$809 [9] = \$514 ;
-        4'ha:
-            \$809 [10] = \$514 ;
-        4'hb:
-            \$809 [11] = \$514 ;
-        4'hc:
-            \$809 [12] = \$514 ;
-        4'hd:
-            \$809 [13] = \$514 ;
-        4'he:
-            \$809 [14] = \$514 ;
-        4'hf:
-            \$809 [15] = \$514 ;
+            \$807  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$641 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
-            \$809 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$809 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$809 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$809 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$809 [4] = 1'h1;
-        4'h5:
-            \$809 [5] = 1'h1;
-        4'h6:
-            \$809 [6] = 1'h1;
-        4'h7:
-            \$809 [7] = 1'h1;
-        4'h8:
-            \$809 [8] = 1'h1;
-        4'h9:
-            \$809 [9] = 1'h1;
-        4'ha:
-            \$809 [10] = 1'h1;
-        4'hb:
-            \$809 [11] = 1'h1;
-        4'hc:
-            \$809 [12] = 1'h1;
-        4'hd:
-            \$809 [13] = 1'h1;
-        4'he:
-            \$809 [14] = 1'h1;
-        4'hf:
-            \$809 [15] = 1'h1;
+            \$807  = \$636 ;
       endcase
     end
     if (rst) begin
-      \$809  = 16'h0000;
+      \$807  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$810  = q3_status0;
-    if (\$508 ) begin
+    \$808  = q3_status5;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
-            \$810  = \$515 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$808  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
-            \$810  = \$642 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$808  = \$636 ;
+      endcase
+    end
+    if (rst) begin
+      \$808  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$809  = q3_status6;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$809  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$809  = \$636 ;
+      endcase
+    end
+    if (rst) begin
+      \$809  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$810  = q3_status7;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$810  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$810  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66919,21 +67009,49 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$811  = q3_status1;
-    if (\$508 ) begin
+    \$811  = q3_status8;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$811  = \$515 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$811  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
-            \$811  = \$642 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$811  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66942,25 +67060,53 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$812  = q3_status2;
-    if (\$508 ) begin
+    \$812  = q3_status9;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$812  = \$515 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$812  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$812  = \$642 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$812  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -66969,8 +67115,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$813  = q3_status3;
-    if (\$508 ) begin
+    \$813  = q3_status10;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -66979,11 +67125,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$813  = \$515 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$813  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -66991,7 +67151,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h2:
             /* empty */;
         4'h3:
-            \$813  = \$642 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$813  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67000,8 +67174,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$814  = q3_status4;
-    if (\$508 ) begin
+    \$814  = q3_status11;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -67012,11 +67186,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$814  = \$515 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$814  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -67026,7 +67214,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h3:
             /* empty */;
         4'h4:
-            \$814  = \$642 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$814  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67035,8 +67237,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$815  = q3_status5;
-    if (\$508 ) begin
+    \$815  = q3_status12;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -67049,11 +67251,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$815  = \$515 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$815  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -67065,7 +67281,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h4:
             /* empty */;
         4'h5:
-            \$815  = \$642 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$815  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67074,8 +67304,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$816  = q3_status6;
-    if (\$508 ) begin
+    \$816  = q3_status13;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -67090,11 +67320,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$816  = \$515 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$816  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -67108,7 +67352,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h5:
             /* empty */;
         4'h6:
-            \$816  = \$642 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$816  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67117,8 +67375,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$817  = q3_status7;
-    if (\$508 ) begin
+    \$817  = q3_status14;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -67135,11 +67393,25 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$817  = \$515 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$817  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -67155,7 +67427,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h6:
             /* empty */;
         4'h7:
-            \$817  = \$642 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$817  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67164,8 +67450,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$818  = q3_status8;
-    if (\$508 ) begin
+    \$818  = q3_status15;
+    if (\$487 ) begin
+      (* full_case = 32'd1 *)
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -67184,11 +67471,26 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$818  = \$515 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$818  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -67206,7 +67508,21 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
         4'h7:
             /* empty */;
         4'h8:
-            \$818  = \$642 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$818  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -67215,538 +67531,186 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$819  = q3_status9;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$819  = \$515 ;
-      endcase
+    \$819  = q3_failed;
+    if (\$496 ) begin
+      \$819  = 1'h1;
     end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$819  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$819  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$820  = q3_status10;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$820  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$820  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$820  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$821  = q3_status11;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$821  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$821  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$821  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$822  = q3_status12;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$822  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$822  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$822  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$823  = q3_status13;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$823  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$823  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$823  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$824  = q3_status14;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$824  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$824  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$824  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$825  = q3_status15;
-    if (\$508 ) begin
-      (* full_case = 32'd1 *)
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$825  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$825  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$825  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$826  = q3_failed;
-    if (\$517 ) begin
-      \$826  = 1'h1;
-    end
-    if (\$640 ) begin
-      if (\$645 ) begin
-        \$826  = 1'h1;
+    if (\$634 ) begin
+      if (\$639 ) begin
+        \$819  = 1'h1;
       end
     end
     if (q__3__cleared) begin
-      \$826  = 1'h0;
+      \$819  = 1'h0;
     end
+    if (rst) begin
+      \$819  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$820  = \$509 ;
+    if (rst) begin
+      \$820  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$821  = \$510 ;
+    if (rst) begin
+      \$821  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$822  = \$511 ;
+    if (rst) begin
+      \$822  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$823  = events;
+    if (issue_signal_pending) begin
+      (* full_case = 32'd1 *)
+      casez (issue_signal_event)
+        4'h0:
+            \$823 [31:0] = issue_signal_value;
+        4'h1:
+            \$823 [63:32] = issue_signal_value;
+        4'h2:
+            \$823 [95:64] = issue_signal_value;
+        4'h3:
+            \$823 [127:96] = issue_signal_value;
+        4'h4:
+            \$823 [159:128] = issue_signal_value;
+        4'h5:
+            \$823 [191:160] = issue_signal_value;
+        4'h6:
+            \$823 [223:192] = issue_signal_value;
+        4'h7:
+            \$823 [255:224] = issue_signal_value;
+        4'h8:
+            \$823 [287:256] = issue_signal_value;
+        4'h9:
+            \$823 [319:288] = issue_signal_value;
+        4'ha:
+            \$823 [351:320] = issue_signal_value;
+        4'hb:
+            \$823 [383:352] = issue_signal_value;
+        4'hc:
+            \$823 [415:384] = issue_signal_value;
+        4'hd:
+            \$823 [447:416] = issue_signal_value;
+        4'he:
+            \$823 [479:448] = issue_signal_value;
+        4'hf:
+            \$823 [511:480] = issue_signal_value;
+      endcase
+    end
+    if (hold) begin
+      \$823 [31:0] = 32'd0;
+      \$823 [63:32] = 32'd0;
+      \$823 [95:64] = 32'd0;
+      \$823 [127:96] = 32'd0;
+      \$823 [159:128] = 32'd0;
+      \$823 [191:160] = 32'd0;
+      \$823 [223:192] = 32'd0;
+      \$823 [255:224] = 32'd0;
+      \$823 [287:256] = 32'd0;
+      \$823 [319:288] = 32'd0;
+      \$823 [351:320] = 32'd0;
+      \$823 [383:352] = 32'd0;
+      \$823 [415:384] = 32'd0;
+      \$823 [447:416] = 32'd0;
+      \$823 [479:448] = 32'd0;
+      \$823 [511:480] = 32'd0;
+    end
+    if (rst) begin
+      \$823  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$824  = \$517 ;
+    if (rst) begin
+      \$824  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$825  = \$523 ;
+    if (rst) begin
+      \$825  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$826  = \$529 ;
     if (rst) begin
       \$826  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$827  = \$523 ;
+    \$827  = \$535 ;
     if (rst) begin
       \$827  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$828  = \$529 ;
-    if (rst) begin
-      \$828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$829  = \$535 ;
-    if (rst) begin
-      \$829  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$830  = \$541 ;
-    if (rst) begin
-      \$830  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$831  = retire_rr_last;
+    \$828  = retire_rr_last;
     if (retire_rr_any) begin
-      \$831  = retire_rr_sel;
+      \$828  = retire_rr_sel;
     end
     if (rst) begin
-      \$831  = 3'h4;
+      \$828  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$832  = dma_load_outstanding;
-    if (\$543 ) begin
-      \$832  = \$548 [2:0];
-    end else if (\$547 ) begin
-      \$832  = \$549 [2:0];
+    \$829  = dma_load_outstanding;
+    if (\$537 ) begin
+      \$829  = \$542 [2:0];
+    end else if (\$541 ) begin
+      \$829  = \$543 [2:0];
+    end
+    if (rst) begin
+      \$829  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$830  = dma_store_outstanding;
+    if (\$545 ) begin
+      \$830  = \$550 [2:0];
+    end else if (\$549 ) begin
+      \$830  = \$551 [2:0];
+    end
+    if (rst) begin
+      \$830  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$831  = gemm_outstanding;
+    if (\$553 ) begin
+      \$831  = \$558 [2:0];
+    end else if (\$557 ) begin
+      \$831  = \$559 [2:0];
+    end
+    if (rst) begin
+      \$831  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$832  = vec_outstanding;
+    if (\$561 ) begin
+      \$832  = \$566 [2:0];
+    end else if (\$565 ) begin
+      \$832  = \$567 [2:0];
     end
     if (rst) begin
       \$832  = 3'h0;
@@ -67754,11 +67718,11 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$833  = dma_store_outstanding;
-    if (\$551 ) begin
-      \$833  = \$556 [2:0];
-    end else if (\$555 ) begin
-      \$833  = \$557 [2:0];
+    \$833  = sfu_outstanding;
+    if (\$569 ) begin
+      \$833  = \$574 [2:0];
+    end else if (\$573 ) begin
+      \$833  = \$575 [2:0];
     end
     if (rst) begin
       \$833  = 3'h0;
@@ -67766,317 +67730,317 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$834  = gemm_outstanding;
-    if (\$559 ) begin
-      \$834  = \$564 [2:0];
-    end else if (\$563 ) begin
-      \$834  = \$565 [2:0];
-    end
-    if (rst) begin
-      \$834  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$835  = vec_outstanding;
-    if (\$567 ) begin
-      \$835  = \$572 [2:0];
-    end else if (\$571 ) begin
-      \$835  = \$573 [2:0];
-    end
-    if (rst) begin
-      \$835  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$836  = sfu_outstanding;
-    if (\$575 ) begin
-      \$836  = \$580 [2:0];
-    end else if (\$579 ) begin
-      \$836  = \$581 [2:0];
-    end
-    if (rst) begin
-      \$836  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$837  = q0_list_done;
+    \$834  = q0_list_done;
     if (q0_silent) begin
-      \$837  = \$646 [15:0];
+      \$834  = \$640 [15:0];
     end
-    if (\$684 ) begin
-      \$837  = 16'h0000;
-    end
-    if (q__0__cleared) begin
-      \$837  = 16'h0000;
-    end
-    if (rst) begin
-      \$837  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$838  = q0_list_err;
-    if (q0_silent) begin
-      if (\$650 ) begin
-        \$838  = \$651 ;
-      end
-    end
-    if (\$684 ) begin
-      \$838  = 8'h00;
-    end
-    if (q__0__cleared) begin
-      \$838  = 8'h00;
-    end
-    if (rst) begin
-      \$838  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$839  = q0_list_item;
-    if (q0_silent) begin
-      if (\$650 ) begin
-        \$839  = \$652 [15:0];
-      end
-    end
-    if (\$684 ) begin
-      \$839  = 16'h0000;
-    end
-    if (q__0__cleared) begin
-      \$839  = 16'h0000;
-    end
-    if (rst) begin
-      \$839  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$840  = q1_list_done;
-    if (q1_silent) begin
-      \$840  = \$653 [15:0];
-    end
-    if (\$694 ) begin
-      \$840  = 16'h0000;
-    end
-    if (q__1__cleared) begin
-      \$840  = 16'h0000;
-    end
-    if (rst) begin
-      \$840  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$841  = q1_list_err;
-    if (q1_silent) begin
-      if (\$657 ) begin
-        \$841  = \$658 ;
-      end
-    end
-    if (\$694 ) begin
-      \$841  = 8'h00;
-    end
-    if (q__1__cleared) begin
-      \$841  = 8'h00;
-    end
-    if (rst) begin
-      \$841  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$842  = q1_list_item;
-    if (q1_silent) begin
-      if (\$657 ) begin
-        \$842  = \$659 [15:0];
-      end
-    end
-    if (\$694 ) begin
-      \$842  = 16'h0000;
-    end
-    if (q__1__cleared) begin
-      \$842  = 16'h0000;
-    end
-    if (rst) begin
-      \$842  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$843  = q2_list_done;
-    if (q2_silent) begin
-      \$843  = \$660 [15:0];
-    end
-    if (\$704 ) begin
-      \$843  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$843  = 16'h0000;
-    end
-    if (rst) begin
-      \$843  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$844  = q2_list_err;
-    if (q2_silent) begin
-      if (\$664 ) begin
-        \$844  = \$665 ;
-      end
-    end
-    if (\$704 ) begin
-      \$844  = 8'h00;
-    end
-    if (q__2__cleared) begin
-      \$844  = 8'h00;
-    end
-    if (rst) begin
-      \$844  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$845  = q2_list_item;
-    if (q2_silent) begin
-      if (\$664 ) begin
-        \$845  = \$666 [15:0];
-      end
-    end
-    if (\$704 ) begin
-      \$845  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$845  = 16'h0000;
-    end
-    if (rst) begin
-      \$845  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$846  = q3_list_done;
-    if (q3_silent) begin
-      \$846  = \$667 [15:0];
-    end
-    if (\$714 ) begin
-      \$846  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$846  = 16'h0000;
-    end
-    if (rst) begin
-      \$846  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$847  = q3_list_err;
-    if (q3_silent) begin
-      if (\$671 ) begin
-        \$847  = \$672 ;
-      end
-    end
-    if (\$714 ) begin
-      \$847  = 8'h00;
-    end
-    if (q__3__cleared) begin
-      \$847  = 8'h00;
-    end
-    if (rst) begin
-      \$847  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$848  = q3_list_item;
-    if (q3_silent) begin
-      if (\$671 ) begin
-        \$848  = \$673 [15:0];
-      end
-    end
-    if (\$714 ) begin
-      \$848  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$848  = 16'h0000;
-    end
-    if (rst) begin
-      \$848  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$849  = cpl_rr_last;
-    if (\$674 ) begin
-      \$849  = cpl_rr_sel;
-    end
-    if (rst) begin
-      \$849  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$850  = q0_r;
     if (\$678 ) begin
-      \$850  = \$679 [4:0];
+      \$834  = 16'h0000;
     end
     if (q__0__cleared) begin
-      \$850  = 5'h00;
+      \$834  = 16'h0000;
     end
     if (rst) begin
-      \$850  = 5'h00;
+      \$834  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$851  = q1_r;
+    \$835  = q0_list_err;
+    if (q0_silent) begin
+      if (\$644 ) begin
+        \$835  = \$645 ;
+      end
+    end
+    if (\$678 ) begin
+      \$835  = 8'h00;
+    end
+    if (q__0__cleared) begin
+      \$835  = 8'h00;
+    end
+    if (rst) begin
+      \$835  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$836  = q0_list_item;
+    if (q0_silent) begin
+      if (\$644 ) begin
+        \$836  = \$646 [15:0];
+      end
+    end
+    if (\$678 ) begin
+      \$836  = 16'h0000;
+    end
+    if (q__0__cleared) begin
+      \$836  = 16'h0000;
+    end
+    if (rst) begin
+      \$836  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$837  = q1_list_done;
+    if (q1_silent) begin
+      \$837  = \$647 [15:0];
+    end
     if (\$688 ) begin
-      \$851  = \$689 [4:0];
+      \$837  = 16'h0000;
     end
     if (q__1__cleared) begin
-      \$851  = 5'h00;
+      \$837  = 16'h0000;
     end
     if (rst) begin
-      \$851  = 5'h00;
+      \$837  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$852  = q2_r;
+    \$838  = q1_list_err;
+    if (q1_silent) begin
+      if (\$651 ) begin
+        \$838  = \$652 ;
+      end
+    end
+    if (\$688 ) begin
+      \$838  = 8'h00;
+    end
+    if (q__1__cleared) begin
+      \$838  = 8'h00;
+    end
+    if (rst) begin
+      \$838  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$839  = q1_list_item;
+    if (q1_silent) begin
+      if (\$651 ) begin
+        \$839  = \$653 [15:0];
+      end
+    end
+    if (\$688 ) begin
+      \$839  = 16'h0000;
+    end
+    if (q__1__cleared) begin
+      \$839  = 16'h0000;
+    end
+    if (rst) begin
+      \$839  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$840  = q2_list_done;
+    if (q2_silent) begin
+      \$840  = \$654 [15:0];
+    end
     if (\$698 ) begin
-      \$852  = \$699 [4:0];
+      \$840  = 16'h0000;
     end
     if (q__2__cleared) begin
-      \$852  = 5'h00;
+      \$840  = 16'h0000;
     end
     if (rst) begin
-      \$852  = 5'h00;
+      \$840  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$853  = q3_r;
+    \$841  = q2_list_err;
+    if (q2_silent) begin
+      if (\$658 ) begin
+        \$841  = \$659 ;
+      end
+    end
+    if (\$698 ) begin
+      \$841  = 8'h00;
+    end
+    if (q__2__cleared) begin
+      \$841  = 8'h00;
+    end
+    if (rst) begin
+      \$841  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$842  = q2_list_item;
+    if (q2_silent) begin
+      if (\$658 ) begin
+        \$842  = \$660 [15:0];
+      end
+    end
+    if (\$698 ) begin
+      \$842  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$842  = 16'h0000;
+    end
+    if (rst) begin
+      \$842  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$843  = q3_list_done;
+    if (q3_silent) begin
+      \$843  = \$661 [15:0];
+    end
     if (\$708 ) begin
-      \$853  = \$709 [4:0];
+      \$843  = 16'h0000;
     end
     if (q__3__cleared) begin
-      \$853  = 5'h00;
+      \$843  = 16'h0000;
     end
     if (rst) begin
-      \$853  = 5'h00;
+      \$843  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$854  = dma_load_since;
+    \$844  = q3_list_err;
+    if (q3_silent) begin
+      if (\$665 ) begin
+        \$844  = \$666 ;
+      end
+    end
+    if (\$708 ) begin
+      \$844  = 8'h00;
+    end
+    if (q__3__cleared) begin
+      \$844  = 8'h00;
+    end
+    if (rst) begin
+      \$844  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$845  = q3_list_item;
+    if (q3_silent) begin
+      if (\$665 ) begin
+        \$845  = \$667 [15:0];
+      end
+    end
+    if (\$708 ) begin
+      \$845  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$845  = 16'h0000;
+    end
+    if (rst) begin
+      \$845  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$846  = cpl_rr_last;
+    if (\$668 ) begin
+      \$846  = cpl_rr_sel;
+    end
+    if (rst) begin
+      \$846  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$847  = q0_r;
+    if (\$672 ) begin
+      \$847  = \$673 [4:0];
+    end
+    if (q__0__cleared) begin
+      \$847  = 5'h00;
+    end
+    if (rst) begin
+      \$847  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$848  = q1_r;
+    if (\$682 ) begin
+      \$848  = \$683 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$848  = 5'h00;
+    end
+    if (rst) begin
+      \$848  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$849  = q2_r;
+    if (\$692 ) begin
+      \$849  = \$693 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$849  = 5'h00;
+    end
+    if (rst) begin
+      \$849  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$850  = q3_r;
+    if (\$702 ) begin
+      \$850  = \$703 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$850  = 5'h00;
+    end
+    if (rst) begin
+      \$850  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$851  = dma_load_since;
+    if (\$711 ) begin
+      \$851  = 32'd0;
+    end else if (\$713 ) begin
+      \$851  = \$714 [31:0];
+    end
+    if (rst) begin
+      \$851  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$852  = dma_store_since;
     if (\$717 ) begin
-      \$854  = 32'd0;
+      \$852  = 32'd0;
     end else if (\$719 ) begin
-      \$854  = \$720 [31:0];
+      \$852  = \$720 [31:0];
+    end
+    if (rst) begin
+      \$852  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$853  = gemm_since;
+    if (\$723 ) begin
+      \$853  = 32'd0;
+    end else if (\$725 ) begin
+      \$853  = \$726 [31:0];
+    end
+    if (rst) begin
+      \$853  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$854  = vec_since;
+    if (\$729 ) begin
+      \$854  = 32'd0;
+    end else if (\$731 ) begin
+      \$854  = \$732 [31:0];
     end
     if (rst) begin
       \$854  = 32'd0;
@@ -68084,50 +68048,14 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$855  = dma_store_since;
-    if (\$723 ) begin
-      \$855  = 32'd0;
-    end else if (\$725 ) begin
-      \$855  = \$726 [31:0];
-    end
-    if (rst) begin
-      \$855  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$856  = gemm_since;
-    if (\$729 ) begin
-      \$856  = 32'd0;
-    end else if (\$731 ) begin
-      \$856  = \$732 [31:0];
-    end
-    if (rst) begin
-      \$856  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$857  = vec_since;
+    \$855  = sfu_since;
     if (\$735 ) begin
-      \$857  = 32'd0;
+      \$855  = 32'd0;
     end else if (\$737 ) begin
-      \$857  = \$738 [31:0];
+      \$855  = \$738 [31:0];
     end
     if (rst) begin
-      \$857  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$858  = sfu_since;
-    if (\$741 ) begin
-      \$858  = 32'd0;
-    end else if (\$743 ) begin
-      \$858  = \$744 [31:0];
-    end
-    if (rst) begin
-      \$858  = 32'd0;
+      \$855  = 32'd0;
     end
   end
   always @* begin
@@ -68238,23 +68166,23 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$185 ;
-  assign \w_data$187  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$190 ;
-  assign \w_data$192  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$195 ;
-  assign \w_data$197  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$200 ;
-  assign \w_data$202  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$186 ;
+  assign \w_data$188  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$191 ;
+  assign \w_data$193  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$196 ;
+  assign \w_data$198  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$201 ;
+  assign \w_data$203  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$215 ;
-  assign gemm_retired = \r_en$217 ;
-  assign vec_retired = \r_en$219 ;
-  assign sfu_retired = \r_en$221 ;
-  assign \$signature__addr$223  = q0_r[3:0];
-  assign \$signature__addr$245  = q1_r[3:0];
-  assign \$signature__addr$267  = q2_r[3:0];
-  assign \$signature__addr$289  = q3_r[3:0];
+  assign dma_store_retired = \r_en$216 ;
+  assign gemm_retired = \r_en$218 ;
+  assign vec_retired = \r_en$220 ;
+  assign sfu_retired = \r_en$222 ;
+  assign \$signature__addr$224  = q0_r[3:0];
+  assign \$signature__addr$246  = q1_r[3:0];
+  assign \$signature__addr$268  = q2_r[3:0];
+  assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
   assign \port$19441$0  = \$317 [15:0];
@@ -68276,15 +68204,15 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \events[13]  = events[447:416];
   assign \events[14]  = events[479:448];
   assign \events[15]  = events[511:480];
-  assign hung[4] = \$469 ;
-  assign hung[3] = \$465 ;
-  assign hung[2] = \$461 ;
-  assign hung[1] = \$457 ;
-  assign hung[0] = \$453 ;
+  assign hung[4] = \$456 ;
+  assign hung[3] = \$452 ;
+  assign hung[2] = \$448 ;
+  assign hung[1] = \$444 ;
+  assign hung[0] = \$440 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$21448$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$21387$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68326,8 +68254,8 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21448$16 ;
-  wire [15:0] \port$21448$16 ;
+  input [15:0] \port$21387$16 ;
+  wire [15:0] \port$21387$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -68364,7 +68292,7 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21448$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$21387$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68463,14 +68391,14 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21448$16 , \port$3838$0  };
-  assign w_data = { \port$21448$16 , \port$3838$0  };
+  assign w_port__data = { \port$21387$16 , \port$3838$0  };
+  assign w_data = { \port$21387$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$21452$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$21391$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68512,8 +68440,8 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21452$16 ;
-  wire [15:0] \port$21452$16 ;
+  input [15:0] \port$21391$16 ;
+  wire [15:0] \port$21391$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -68550,7 +68478,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21452$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$21391$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68649,14 +68577,14 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21452$16 , \port$3858$0  };
-  assign w_data = { \port$21452$16 , \port$3858$0  };
+  assign w_port__data = { \port$21391$16 , \port$3858$0  };
+  assign w_data = { \port$21391$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$21456$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$21395$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68698,8 +68626,8 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21456$16 ;
-  wire [15:0] \port$21456$16 ;
+  input [15:0] \port$21395$16 ;
+  wire [15:0] \port$21395$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -68736,7 +68664,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21456$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$21395$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68835,14 +68763,14 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21456$16 , \port$3878$0  };
-  assign w_data = { \port$21456$16 , \port$3878$0  };
+  assign w_port__data = { \port$21395$16 , \port$3878$0  };
+  assign w_data = { \port$21395$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$21464$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$21403$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68884,8 +68812,8 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21464$16 ;
-  wire [15:0] \port$21464$16 ;
+  input [15:0] \port$21403$16 ;
+  wire [15:0] \port$21403$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -68922,7 +68850,7 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21464$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$21403$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -69021,14 +68949,14 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21464$16 , \port$3933$0  };
-  assign w_data = { \port$21464$16 , \port$3933$0  };
+  assign w_port__data = { \port$21403$16 , \port$3933$0  };
+  assign w_data = { \port$21403$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$21460$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$21399$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -69070,8 +68998,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21460$16 ;
-  wire [15:0] \port$21460$16 ;
+  input [15:0] \port$21399$16 ;
+  wire [15:0] \port$21399$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -69108,7 +69036,7 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21460$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$21399$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -69207,8 +69135,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21460$16 , \port$3898$0  };
-  assign w_data = { \port$21460$16 , \port$3898$0  };
+  assign w_port__data = { \port$21399$16 , \port$3898$0  };
+  assign w_data = { \port$21399$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -77358,7 +77286,7 @@ module \kaki_soc_16x16.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20958$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20897$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -80279,8 +80207,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$20958$0 ;
-  wire [2:0] \port$20958$0 ;
+  input [2:0] \port$20897$0 ;
+  wire [2:0] \port$20897$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [20:0] pos = 21'h000000;
@@ -83247,7 +83175,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     .\port$18324$0 (\$2561 ),
     .\port$18326$0 (\$2563 ),
     .\port$18328$0 (\$2565 ),
-    .\port$25706$5 (e6_meta[18:5]),
+    .\port$25645$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -83924,7 +83852,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$2611  = \port$20958$0 ;
+            \$2611  = \port$20897$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -85776,7 +85704,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$20958$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$20897$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -85854,7 +85782,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[22:19];
   assign \e6_meta.last  = e6_meta[23];
-  assign \ctl__cmd__payload.op  = \port$20958$0 ;
+  assign \ctl__cmd__payload.op  = \port$20897$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$314  = { 10'h000, \$313 [19:10] };
   assign \$347  = { 34'h000000000, \$346 [42:34] };
@@ -85868,7 +85796,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \port$18300$0 , \port$18302$0 , \port$18304$0 , \port$18306$0 , \port$18308$0 , \port$18310$0 , \port$18312$0 , \port$18314$0 , \port$18316$0 , \port$18318$0 , \port$18320$0 , \port$18322$0 , \port$18324$0 , \port$18326$0 , \port$18328$0 , w_level
-, r_data, \port$25706$5 , r_rdy, clk);
+, r_data, \port$25645$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -85942,8 +85870,8 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   wire [7:0] \port$18326$0 ;
   input [7:0] \port$18328$0 ;
   wire [7:0] \port$18328$0 ;
-  input [13:0] \port$25706$5 ;
-  wire [13:0] \port$25706$5 ;
+  input [13:0] \port$25645$5 ;
+  wire [13:0] \port$25645$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [141:0] r_data;
@@ -85989,7 +85917,7 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25706$5  };
+      storage[w_port__addr] <= { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
   end
   reg [141:0] _0_;
   always @(posedge clk) begin
@@ -86100,8 +86028,8 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25706$5  };
-  assign w_data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25706$5  };
+  assign w_port__data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
+  assign w_data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

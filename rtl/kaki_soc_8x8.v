@@ -3128,7 +3128,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13972$2 (\$299 ),
+    .\port$13911$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13998$0 (inflight),
-    .\port$14274$0 (q__0__cpl_irq),
-    .\port$14288$0 (q__0__error_irq),
-    .\port$14300$0 (q__1__cpl_irq),
-    .\port$14314$0 (q__1__error_irq),
-    .\port$14326$0 (q__2__cpl_irq),
-    .\port$14340$0 (q__2__error_irq),
-    .\port$14352$0 (q__3__cpl_irq),
-    .\port$14366$0 (q__3__error_irq),
-    .\port$14478$0 (\$309 ),
-    .\port$14486$0 (\$310 ),
-    .\port$14494$0 (\$311 ),
-    .\port$14502$0 (\$312 ),
-    .\port$16210$0 (events),
+    .\port$13937$0 (inflight),
+    .\port$14213$0 (q__0__cpl_irq),
+    .\port$14227$0 (q__0__error_irq),
+    .\port$14239$0 (q__1__cpl_irq),
+    .\port$14253$0 (q__1__error_irq),
+    .\port$14265$0 (q__2__cpl_irq),
+    .\port$14279$0 (q__2__error_irq),
+    .\port$14291$0 (q__3__cpl_irq),
+    .\port$14305$0 (q__3__error_irq),
+    .\port$14417$0 (\$309 ),
+    .\port$14425$0 (\$310 ),
+    .\port$14433$0 (\$311 ),
+    .\port$14441$0 (\$312 ),
+    .\port$16307$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$14000$0 (\$300 ),
-    .\port$14004$0 (\$301 ),
-    .\port$14008$0 (\$302 ),
-    .\port$14012$0 (\$303 ),
-    .\port$14016$0 (\$304 ),
+    .\port$13939$0 (\$300 ),
+    .\port$13943$0 (\$301 ),
+    .\port$13947$0 (\$302 ),
+    .\port$13951$0 (\$303 ),
+    .\port$13955$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3481,8 +3481,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$11868$0 (q__1__fw_ready),
     .\port$11911$0 (q__2__fw_ready),
     .\port$11954$0 (q__3__fw_ready),
-    .\port$13972$2 (\$299 ),
-    .\port$16210$0 (events),
+    .\port$13911$2 (\$299 ),
+    .\port$16307$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
@@ -3598,10 +3598,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst),
     .submit(submit),
     .w_en(retire__0__done),
-    .\w_en$185 (retire__1__done),
-    .\w_en$190 (retire__2__done),
-    .\w_en$195 (retire__3__done),
-    .\w_en$200 (retire__4__done),
+    .\w_en$186 (retire__1__done),
+    .\w_en$191 (retire__2__done),
+    .\w_en$196 (retire__3__done),
+    .\w_en$201 (retire__4__done),
     .watchdog(watchdog_cycles)
   );
   \kaki_soc_8x8.qc  qc (
@@ -3761,7 +3761,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$13510$0 (sfu_cmd_op),
+    .\port$13449$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -7427,7 +7427,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13972$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13911$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13972$2 ;
-  wire [29:0] \port$13972$2 ;
+  output [29:0] \port$13911$2 ;
+  wire [29:0] \port$13911$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13972$2 (\$99 ),
+    .\port$13911$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13972$2  = \$99 ;
+  assign \port$13911$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13972$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13911$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13972$2 ;
-  wire [29:0] \port$13972$2 ;
+  output [29:0] \port$13911$2 ;
+  wire [29:0] \port$13911$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13972$2  = ls_addr_r[31:2];
+  assign \port$13911$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13998$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14274$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14288$0 , q_status0_resetting, q_consumer1_index, \port$14300$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$14314$0 , q_status1_resetting, q_consumer2_index, \port$14326$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14340$0 , q_status2_resetting, q_consumer3_index, \port$14352$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14366$0 , q_status3_resetting, \port$14478$0 , \port$14486$0 , \port$14494$0 
-, \port$14502$0 , \port$16210$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13937$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14213$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14227$0 , q_status0_resetting, q_consumer1_index, \port$14239$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$14253$0 , q_status1_resetting, q_consumer2_index, \port$14265$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14279$0 , q_status2_resetting, q_consumer3_index, \port$14291$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14305$0 , q_status3_resetting, \port$14417$0 , \port$14425$0 , \port$14433$0 
+, \port$14441$0 , \port$16307$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13998$0 ;
-  wire [4:0] \port$13998$0 ;
-  input \port$14274$0 ;
-  wire \port$14274$0 ;
-  input \port$14288$0 ;
-  wire \port$14288$0 ;
-  input \port$14300$0 ;
-  wire \port$14300$0 ;
-  input \port$14314$0 ;
-  wire \port$14314$0 ;
-  input \port$14326$0 ;
-  wire \port$14326$0 ;
-  input \port$14340$0 ;
-  wire \port$14340$0 ;
-  input \port$14352$0 ;
-  wire \port$14352$0 ;
-  input \port$14366$0 ;
-  wire \port$14366$0 ;
-  input [2:0] \port$14478$0 ;
-  wire [2:0] \port$14478$0 ;
-  input [2:0] \port$14486$0 ;
-  wire [2:0] \port$14486$0 ;
-  input [2:0] \port$14494$0 ;
-  wire [2:0] \port$14494$0 ;
-  input [2:0] \port$14502$0 ;
-  wire [2:0] \port$14502$0 ;
-  input [511:0] \port$16210$0 ;
-  wire [511:0] \port$16210$0 ;
+  input [4:0] \port$13937$0 ;
+  wire [4:0] \port$13937$0 ;
+  input \port$14213$0 ;
+  wire \port$14213$0 ;
+  input \port$14227$0 ;
+  wire \port$14227$0 ;
+  input \port$14239$0 ;
+  wire \port$14239$0 ;
+  input \port$14253$0 ;
+  wire \port$14253$0 ;
+  input \port$14265$0 ;
+  wire \port$14265$0 ;
+  input \port$14279$0 ;
+  wire \port$14279$0 ;
+  input \port$14291$0 ;
+  wire \port$14291$0 ;
+  input \port$14305$0 ;
+  wire \port$14305$0 ;
+  input [2:0] \port$14417$0 ;
+  wire [2:0] \port$14417$0 ;
+  input [2:0] \port$14425$0 ;
+  wire [2:0] \port$14425$0 ;
+  input [2:0] \port$14433$0 ;
+  wire [2:0] \port$14433$0 ;
+  input [2:0] \port$14441$0 ;
+  wire [2:0] \port$14441$0 ;
+  input [511:0] \port$16307$0 ;
+  wire [511:0] \port$16307$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$14352$0 , \port$14326$0 , \port$14300$0 , \port$14274$0  };
+  assign \$187  = \$186  | { \port$14291$0 , \port$14265$0 , \port$14239$0 , \port$14213$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$14366$0 , \port$14340$0 , \port$14314$0 , \port$14288$0  };
+  assign \$190  = \$189  | { \port$14305$0 , \port$14279$0 , \port$14253$0 , \port$14227$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$14352$0 , \port$14326$0 , \port$14300$0 , \port$14274$0  };
-  assign irq_status_queue_error_set = { \port$14366$0 , \port$14340$0 , \port$14314$0 , \port$14288$0  };
+  assign irq_status_queue_cpl_set = { \port$14291$0 , \port$14265$0 , \port$14239$0 , \port$14213$0  };
+  assign irq_status_queue_error_set = { \port$14305$0 , \port$14279$0 , \port$14253$0 , \port$14227$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13998$0 [0];
-  assign status_dma_store_busy = \port$13998$0 [1];
-  assign status_gemm_busy = \port$13998$0 [2];
-  assign status_vec_busy = \port$13998$0 [3];
-  assign status_sfu_busy = \port$13998$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$14478$0  };
-  assign q_status1_prefetched = { 5'h00, \port$14486$0  };
-  assign q_status2_prefetched = { 5'h00, \port$14494$0  };
-  assign q_status3_prefetched = { 5'h00, \port$14502$0  };
-  assign event0_value = \port$16210$0 [31:0];
-  assign event1_value = \port$16210$0 [63:32];
-  assign event2_value = \port$16210$0 [95:64];
-  assign event3_value = \port$16210$0 [127:96];
-  assign event4_value = \port$16210$0 [159:128];
-  assign event5_value = \port$16210$0 [191:160];
-  assign event6_value = \port$16210$0 [223:192];
-  assign event7_value = \port$16210$0 [255:224];
-  assign event8_value = \port$16210$0 [287:256];
-  assign event9_value = \port$16210$0 [319:288];
-  assign event10_value = \port$16210$0 [351:320];
-  assign event11_value = \port$16210$0 [383:352];
-  assign event12_value = \port$16210$0 [415:384];
-  assign event13_value = \port$16210$0 [447:416];
-  assign event14_value = \port$16210$0 [479:448];
-  assign event15_value = \port$16210$0 [511:480];
+  assign status_dma_load_busy = \port$13937$0 [0];
+  assign status_dma_store_busy = \port$13937$0 [1];
+  assign status_gemm_busy = \port$13937$0 [2];
+  assign status_vec_busy = \port$13937$0 [3];
+  assign status_sfu_busy = \port$13937$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$14417$0  };
+  assign q_status1_prefetched = { 5'h00, \port$14425$0  };
+  assign q_status2_prefetched = { 5'h00, \port$14433$0  };
+  assign q_status3_prefetched = { 5'h00, \port$14441$0  };
+  assign event0_value = \port$16307$0 [31:0];
+  assign event1_value = \port$16307$0 [63:32];
+  assign event2_value = \port$16307$0 [95:64];
+  assign event3_value = \port$16307$0 [127:96];
+  assign event4_value = \port$16307$0 [159:128];
+  assign event5_value = \port$16307$0 [191:160];
+  assign event6_value = \port$16307$0 [223:192];
+  assign event7_value = \port$16307$0 [255:224];
+  assign event8_value = \port$16307$0 [287:256];
+  assign event9_value = \port$16307$0 [319:288];
+  assign event10_value = \port$16307$0 [351:320];
+  assign event11_value = \port$16307$0 [383:352];
+  assign event12_value = \port$16307$0 [415:384];
+  assign event13_value = \port$16307$0 [447:416];
+  assign event14_value = \port$16307$0 [479:448];
+  assign event15_value = \port$16307$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13998$0 [0] };
+  assign \$440  = { 1'h0, \port$13937$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13998$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13998$0 [2], 2'h0 };
-  assign \$446  = { \port$13998$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13998$0 [4], 4'h0 };
+  assign \$442  = { \port$13937$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13937$0 [2], 2'h0 };
+  assign \$446  = { \port$13937$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13937$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$14478$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$14417$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$14486$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$14425$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$14494$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$14433$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$14502$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$14441$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$16210$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$16307$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$16210$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$16307$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$16210$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$16307$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$16210$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$16307$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$16210$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$16307$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$16210$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$16307$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$16210$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$16307$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$16210$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$16307$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$16210$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$16307$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$16210$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$16307$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$16210$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$16307$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$16210$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$16307$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$16210$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$16307$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$16210$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$16307$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$16210$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$16307$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$16210$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$16307$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$14000$0 , retire__0__tag, retire__0__queued, \port$14004$0 , retire__1__tag, retire__1__queued
-, \port$14008$0 , retire__2__tag, retire__2__queued, \port$14012$0 , retire__3__tag, retire__3__queued, \port$14016$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13939$0 , retire__0__tag, retire__0__queued, \port$13943$0 , retire__1__tag, retire__1__queued
+, \port$13947$0 , retire__2__tag, retire__2__queued, \port$13951$0 , retire__3__tag, retire__3__queued, \port$13955$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$14000$0 ;
-  wire [8:0] \port$14000$0 ;
-  output [8:0] \port$14004$0 ;
-  wire [8:0] \port$14004$0 ;
-  output [8:0] \port$14008$0 ;
-  wire [8:0] \port$14008$0 ;
-  output [8:0] \port$14012$0 ;
-  wire [8:0] \port$14012$0 ;
-  output [8:0] \port$14016$0 ;
-  wire [8:0] \port$14016$0 ;
+  output [8:0] \port$13939$0 ;
+  wire [8:0] \port$13939$0 ;
+  output [8:0] \port$13943$0 ;
+  wire [8:0] \port$13943$0 ;
+  output [8:0] \port$13947$0 ;
+  wire [8:0] \port$13947$0 ;
+  output [8:0] \port$13951$0 ;
+  wire [8:0] \port$13951$0 ;
+  output [8:0] \port$13955$0 ;
+  wire [8:0] \port$13955$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$13511$0 (desc),
-    .\port$13513$0 (queue),
-    .\port$13514$0 (reject__queued),
+    .\port$13450$0 (desc),
+    .\port$13452$0 (queue),
+    .\port$13453$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$13511$0 (desc),
-    .\port$13513$0 (queue),
-    .\port$13514$0 (reject__queued),
+    .\port$13450$0 (desc),
+    .\port$13452$0 (queue),
+    .\port$13453$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$13511$0 (desc),
-    .\port$13513$0 (queue),
-    .\port$13514$0 (reject__queued),
+    .\port$13450$0 (desc),
+    .\port$13452$0 (queue),
+    .\port$13453$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$13511$0 (desc),
-    .\port$13513$0 (queue),
-    .\port$13514$0 (reject__queued),
+    .\port$13450$0 (desc),
+    .\port$13452$0 (queue),
+    .\port$13453$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$13511$0 (desc),
-    .\port$13513$0 (queue),
-    .\port$13514$0 (reject__queued),
+    .\port$13450$0 (desc),
+    .\port$13452$0 (queue),
+    .\port$13453$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$14000$0  = dma_load_held[8:0];
+  assign \port$13939$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$14004$0  = dma_store_held[8:0];
+  assign \port$13943$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$14008$0  = gemm_held[8:0];
+  assign \port$13947$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$14012$0  = vec_held[8:0];
+  assign \port$13951$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$14016$0  = sfu_held[8:0];
+  assign \port$13955$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13511$0 , \port$13513$0 , \port$13514$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13511$0 ;
-  wire [255:0] \port$13511$0 ;
-  input [1:0] \port$13513$0 ;
-  wire [1:0] \port$13513$0 ;
-  input \port$13514$0 ;
-  wire \port$13514$0 ;
+  input [255:0] \port$13450$0 ;
+  wire [255:0] \port$13450$0 ;
+  input [1:0] \port$13452$0 ;
+  wire [1:0] \port$13452$0 ;
+  input \port$13453$0 ;
+  wire \port$13453$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
-  assign w_data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13511$0 , \port$13513$0 , \port$13514$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13511$0 ;
-  wire [255:0] \port$13511$0 ;
-  input [1:0] \port$13513$0 ;
-  wire [1:0] \port$13513$0 ;
-  input \port$13514$0 ;
-  wire \port$13514$0 ;
+  input [255:0] \port$13450$0 ;
+  wire [255:0] \port$13450$0 ;
+  input [1:0] \port$13452$0 ;
+  wire [1:0] \port$13452$0 ;
+  input \port$13453$0 ;
+  wire \port$13453$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
-  assign w_data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13511$0 , \port$13513$0 , \port$13514$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13511$0 ;
-  wire [255:0] \port$13511$0 ;
-  input [1:0] \port$13513$0 ;
-  wire [1:0] \port$13513$0 ;
-  input \port$13514$0 ;
-  wire \port$13514$0 ;
+  input [255:0] \port$13450$0 ;
+  wire [255:0] \port$13450$0 ;
+  input [1:0] \port$13452$0 ;
+  wire [1:0] \port$13452$0 ;
+  input \port$13453$0 ;
+  wire \port$13453$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
-  assign w_data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13511$0 , \port$13513$0 , \port$13514$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13511$0 ;
-  wire [255:0] \port$13511$0 ;
-  input [1:0] \port$13513$0 ;
-  wire [1:0] \port$13513$0 ;
-  input \port$13514$0 ;
-  wire \port$13514$0 ;
+  input [255:0] \port$13450$0 ;
+  wire [255:0] \port$13450$0 ;
+  input [1:0] \port$13452$0 ;
+  wire [1:0] \port$13452$0 ;
+  input \port$13453$0 ;
+  wire \port$13453$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
-  assign w_data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13511$0 , \port$13513$0 , \port$13514$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13511$0 ;
-  wire [255:0] \port$13511$0 ;
-  input [1:0] \port$13513$0 ;
-  wire [1:0] \port$13513$0 ;
-  input \port$13514$0 ;
-  wire \port$13514$0 ;
+  input [255:0] \port$13450$0 ;
+  wire [255:0] \port$13450$0 ;
+  input [1:0] \port$13452$0 ;
+  wire [1:0] \port$13452$0 ;
+  input \port$13453$0 ;
+  wire \port$13453$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
-  assign w_data = { \port$13514$0 , \port$13513$0 , \port$13511$0  };
+  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26619,8 +26619,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$11825$0 , \port$11868$0 , \port$11911$0 , \port$11954$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13972$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$16210$0 , clk);
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13911$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$16307$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27323,10 +27323,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \port$11911$0 ;
   input \port$11954$0 ;
   wire \port$11954$0 ;
-  input [29:0] \port$13972$2 ;
-  wire [29:0] \port$13972$2 ;
-  input [511:0] \port$16210$0 ;
-  wire [511:0] \port$16210$0 ;
+  input [29:0] \port$13911$2 ;
+  wire [29:0] \port$13911$2 ;
+  input [511:0] \port$16307$0 ;
+  wire [511:0] \port$16307$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27480,219 +27480,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13972$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13911$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13972$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13911$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13972$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13911$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13972$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13911$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13972$2 [9:0] == 6'h20;
+  assign \$319  = \port$13911$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13972$2 [9:0] == 6'h21;
+  assign \$325  = \port$13911$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13972$2 [9:0] == 6'h22;
+  assign \$331  = \port$13911$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13972$2 [9:0] == 6'h23;
+  assign \$337  = \port$13911$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13972$2 [9:0] == 6'h24;
+  assign \$343  = \port$13911$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13972$2 [9:0] == 6'h25;
+  assign \$349  = \port$13911$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13972$2 [9:0] == 6'h26;
+  assign \$355  = \port$13911$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13972$2 [9:0] == 6'h27;
+  assign \$361  = \port$13911$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13972$2 [9:0] == 6'h28;
+  assign \$367  = \port$13911$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13972$2 [9:0] == 6'h29;
+  assign \$373  = \port$13911$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13972$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13911$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13972$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13911$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13972$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13911$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13972$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13911$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13972$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13911$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13972$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13911$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13972$2 [9:0] == 6'h30;
+  assign \$415  = \port$13911$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13972$2 [9:0] == 6'h31;
+  assign \$421  = \port$13911$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13972$2 [9:0] == 6'h32;
+  assign \$427  = \port$13911$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13972$2 [9:0] == 6'h33;
+  assign \$433  = \port$13911$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13972$2 [9:0] == 6'h34;
+  assign \$439  = \port$13911$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13972$2 [9:0] == 6'h35;
+  assign \$445  = \port$13911$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13972$2 [9:0] == 6'h36;
+  assign \$451  = \port$13911$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13972$2 [9:0] == 6'h37;
+  assign \$457  = \port$13911$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13972$2 [9:0] == 6'h38;
+  assign \$463  = \port$13911$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13972$2 [9:0] == 6'h39;
+  assign \$469  = \port$13911$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13972$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13911$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13972$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13911$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13972$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13911$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13972$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13911$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13972$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13911$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13972$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13911$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13972$2 [9:0] == 7'h40;
+  assign \$511  = \port$13911$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13972$2 [9:0] == 7'h41;
+  assign \$517  = \port$13911$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13972$2 [9:0] == 7'h42;
+  assign \$523  = \port$13911$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13972$2 [9:0] == 7'h43;
+  assign \$529  = \port$13911$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13972$2 [9:0] == 7'h44;
+  assign \$535  = \port$13911$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13972$2 [9:0] == 7'h45;
+  assign \$541  = \port$13911$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13972$2 [9:0] == 7'h46;
+  assign \$547  = \port$13911$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13972$2 [9:0] == 7'h47;
+  assign \$553  = \port$13911$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13972$2 [9:0] == 7'h48;
+  assign \$559  = \port$13911$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13972$2 [9:0] == 7'h49;
+  assign \$565  = \port$13911$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13972$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13911$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13972$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13911$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13972$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13911$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13972$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13911$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13972$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13911$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13972$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13911$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13972$2 [9:0] == 7'h50;
+  assign \$607  = \port$13911$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13972$2 [9:0] == 7'h51;
+  assign \$613  = \port$13911$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27736,215 +27736,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13972$2 [9:0];
+  assign \$3  = ! \port$13911$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13972$2 [9:0] == 1'h1;
+  assign \$5  = \port$13911$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13972$2 [9:0] == 2'h2;
+  assign \$7  = \port$13911$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13972$2 [9:0] == 2'h3;
+  assign \$9  = \port$13911$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13972$2 [9:0] == 3'h4;
+  assign \$11  = \port$13911$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13972$2 [9:0] == 3'h5;
+  assign \$13  = \port$13911$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13972$2 [9:0] == 3'h6;
+  assign \$15  = \port$13911$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13972$2 [9:0] == 4'h8;
+  assign \$17  = \port$13911$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13972$2 [9:0] == 4'h9;
+  assign \$19  = \port$13911$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13972$2 [9:0] == 4'ha;
+  assign \$21  = \port$13911$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13972$2 [9:0] == 4'hb;
+  assign \$23  = \port$13911$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13972$2 [9:0] == 5'h14;
+  assign \$25  = \port$13911$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13972$2 [9:0] == 5'h15;
+  assign \$27  = \port$13911$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13972$2 [9:0] == 5'h16;
+  assign \$29  = \port$13911$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13972$2 [9:0] == 5'h18;
+  assign \$31  = \port$13911$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13972$2 [9:0] == 5'h19;
+  assign \$33  = \port$13911$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13972$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13911$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13972$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13911$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13972$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13911$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13972$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13911$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13972$2 [9:0] == 6'h20;
+  assign \$43  = \port$13911$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13972$2 [9:0] == 6'h21;
+  assign \$45  = \port$13911$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13972$2 [9:0] == 6'h22;
+  assign \$47  = \port$13911$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13972$2 [9:0] == 6'h23;
+  assign \$49  = \port$13911$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13972$2 [9:0] == 6'h24;
+  assign \$51  = \port$13911$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13972$2 [9:0] == 6'h25;
+  assign \$53  = \port$13911$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13972$2 [9:0] == 6'h26;
+  assign \$55  = \port$13911$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13972$2 [9:0] == 6'h27;
+  assign \$57  = \port$13911$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13972$2 [9:0] == 6'h28;
+  assign \$59  = \port$13911$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13972$2 [9:0] == 6'h29;
+  assign \$61  = \port$13911$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13972$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13911$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13972$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13911$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13972$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13911$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13972$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13911$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13972$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13911$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13972$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13911$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13972$2 [9:0] == 6'h30;
+  assign \$75  = \port$13911$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13972$2 [9:0] == 6'h31;
+  assign \$77  = \port$13911$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13972$2 [9:0] == 6'h32;
+  assign \$79  = \port$13911$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13972$2 [9:0] == 6'h33;
+  assign \$81  = \port$13911$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13972$2 [9:0] == 6'h34;
+  assign \$83  = \port$13911$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13972$2 [9:0] == 6'h35;
+  assign \$85  = \port$13911$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13972$2 [9:0] == 6'h36;
+  assign \$87  = \port$13911$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13972$2 [9:0] == 6'h37;
+  assign \$89  = \port$13911$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13972$2 [9:0] == 6'h38;
+  assign \$91  = \port$13911$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13972$2 [9:0] == 6'h39;
+  assign \$93  = \port$13911$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13972$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13911$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13972$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13911$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13972$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13911$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13972$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13911$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13972$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13911$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13972$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13911$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13972$2 [9:0] == 7'h40;
+  assign \$107  = \port$13911$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13972$2 [9:0] == 7'h41;
+  assign \$109  = \port$13911$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13972$2 [9:0] == 7'h42;
+  assign \$111  = \port$13911$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13972$2 [9:0] == 7'h43;
+  assign \$113  = \port$13911$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13972$2 [9:0] == 7'h44;
+  assign \$115  = \port$13911$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13972$2 [9:0] == 7'h45;
+  assign \$117  = \port$13911$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13972$2 [9:0] == 7'h46;
+  assign \$119  = \port$13911$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13972$2 [9:0] == 7'h47;
+  assign \$121  = \port$13911$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13972$2 [9:0] == 7'h48;
+  assign \$123  = \port$13911$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13972$2 [9:0] == 7'h49;
+  assign \$125  = \port$13911$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13972$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13911$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13972$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13911$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13972$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13911$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13972$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13911$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13972$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13911$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13972$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13911$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13972$2 [9:0] == 7'h50;
+  assign \$139  = \port$13911$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13972$2 [9:0] == 7'h51;
+  assign \$141  = \port$13911$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27993,72 +27993,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13972$2 [9:0];
+  assign \$189  = ! \port$13911$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13972$2 [9:0] == 1'h1;
+  assign \$195  = \port$13911$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13972$2 [9:0] == 2'h2;
+  assign \$201  = \port$13911$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13972$2 [9:0] == 2'h3;
+  assign \$207  = \port$13911$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13972$2 [9:0] == 3'h4;
+  assign \$213  = \port$13911$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13972$2 [9:0] == 3'h5;
+  assign \$219  = \port$13911$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13972$2 [9:0] == 3'h6;
+  assign \$225  = \port$13911$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13972$2 [9:0] == 4'h8;
+  assign \$231  = \port$13911$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13972$2 [9:0] == 4'h9;
+  assign \$243  = \port$13911$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13972$2 [9:0] == 4'ha;
+  assign \$251  = \port$13911$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13972$2 [9:0] == 4'hb;
+  assign \$259  = \port$13911$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13972$2 [9:0] == 5'h14;
+  assign \$265  = \port$13911$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13972$2 [9:0] == 5'h15;
+  assign \$271  = \port$13911$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13972$2 [9:0] == 5'h16;
+  assign \$277  = \port$13911$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13972$2 [9:0] == 5'h18;
+  assign \$283  = \port$13911$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13972$2 [9:0] == 5'h19;
+  assign \$289  = \port$13911$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28930,7 +28930,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13972$2 , 2'h0 };
+  assign bus__addr = { \port$13911$2 , 2'h0 };
   assign work_qready = { \port$11954$0 , \port$11911$0 , \port$11868$0 , \port$11825$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
   assign q_head0_word = \port$5829$0 [31:0];
@@ -28965,22 +28965,22 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5919$0 [191:160];
   assign q_head30_word = \port$5919$0 [223:192];
   assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$16210$0 [31:0];
-  assign event1_value = \port$16210$0 [63:32];
-  assign event2_value = \port$16210$0 [95:64];
-  assign event3_value = \port$16210$0 [127:96];
-  assign event4_value = \port$16210$0 [159:128];
-  assign event5_value = \port$16210$0 [191:160];
-  assign event6_value = \port$16210$0 [223:192];
-  assign event7_value = \port$16210$0 [255:224];
-  assign event8_value = \port$16210$0 [287:256];
-  assign event9_value = \port$16210$0 [319:288];
-  assign event10_value = \port$16210$0 [351:320];
-  assign event11_value = \port$16210$0 [383:352];
-  assign event12_value = \port$16210$0 [415:384];
-  assign event13_value = \port$16210$0 [447:416];
-  assign event14_value = \port$16210$0 [479:448];
-  assign event15_value = \port$16210$0 [511:480];
+  assign event0_value = \port$16307$0 [31:0];
+  assign event1_value = \port$16307$0 [63:32];
+  assign event2_value = \port$16307$0 [95:64];
+  assign event3_value = \port$16307$0 [127:96];
+  assign event4_value = \port$16307$0 [159:128];
+  assign event5_value = \port$16307$0 [191:160];
+  assign event6_value = \port$16307$0 [223:192];
+  assign event7_value = \port$16307$0 [255:224];
+  assign event8_value = \port$16307$0 [287:256];
+  assign event9_value = \port$16307$0 [319:288];
+  assign event10_value = \port$16307$0 [351:320];
+  assign event11_value = \port$16307$0 [383:352];
+  assign event12_value = \port$16307$0 [415:384];
+  assign event13_value = \port$16307$0 [447:416];
+  assign event14_value = \port$16307$0 [479:448];
+  assign event15_value = \port$16307$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -29090,37 +29090,37 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$5919$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$16210$0 [31:0] };
+  assign \$513  = { 1'h0, \port$16307$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$16210$0 [63:32] };
+  assign \$519  = { 1'h0, \port$16307$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$16210$0 [95:64] };
+  assign \$525  = { 1'h0, \port$16307$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$16210$0 [127:96] };
+  assign \$531  = { 1'h0, \port$16307$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$16210$0 [159:128] };
+  assign \$537  = { 1'h0, \port$16307$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$16210$0 [191:160] };
+  assign \$543  = { 1'h0, \port$16307$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$16210$0 [223:192] };
+  assign \$549  = { 1'h0, \port$16307$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$16210$0 [255:224] };
+  assign \$555  = { 1'h0, \port$16307$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$16210$0 [287:256] };
+  assign \$561  = { 1'h0, \port$16307$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$16210$0 [319:288] };
+  assign \$567  = { 1'h0, \port$16307$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$16210$0 [351:320] };
+  assign \$573  = { 1'h0, \port$16307$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$16210$0 [383:352] };
+  assign \$579  = { 1'h0, \port$16307$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$16210$0 [415:384] };
+  assign \$585  = { 1'h0, \port$16307$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$16210$0 [447:416] };
+  assign \$591  = { 1'h0, \port$16307$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$16210$0 [479:448] };
+  assign \$597  = { 1'h0, \port$16307$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$16210$0 [511:480] };
+  assign \$603  = { 1'h0, \port$16307$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29890,7 +29890,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$14859$2 (spad_meta_q3[5:2]),
+    .\port$14798$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31024,7 +31024,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -33171,8 +33171,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$14859$2 ;
-  wire [3:0] \port$14859$2 ;
+  input [3:0] \port$14798$2 ;
+  wire [3:0] \port$14798$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -33272,22 +33272,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$14859$2 [2:0];
+  assign \$3  = ! \port$14798$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$14859$2 [2:0];
+  assign \$6  = ! \port$14798$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$14859$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$14798$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$14859$2 [2:0];
+  assign \$17  = ! \port$14798$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$14859$2 [2:0] == 1'h1;
+  assign \$20  = \port$14798$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -33296,10 +33296,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$14859$2 [2:0];
+  assign \$29  = ! \port$14798$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$14859$2 [2:0] == 2'h2;
+  assign \$32  = \port$14798$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -33308,10 +33308,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$14859$2 [2:0];
+  assign \$41  = ! \port$14798$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$14859$2 [2:0] == 2'h3;
+  assign \$44  = \port$14798$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -33320,10 +33320,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$14859$2 [2:0];
+  assign \$53  = ! \port$14798$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$14859$2 [2:0] == 3'h4;
+  assign \$56  = \port$14798$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -33332,10 +33332,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$14859$2 [2:0];
+  assign \$65  = ! \port$14798$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$14859$2 [2:0] == 3'h5;
+  assign \$68  = \port$14798$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -33344,10 +33344,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$14859$2 [2:0];
+  assign \$77  = ! \port$14798$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$14859$2 [2:0] == 3'h6;
+  assign \$80  = \port$14798$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -33356,10 +33356,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$14859$2 [2:0];
+  assign \$89  = ! \port$14798$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$14859$2 [2:0] == 3'h7;
+  assign \$92  = \port$14798$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -33369,10 +33369,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$14859$2 [2:0] == 1'h1;
+  assign \$102  = \port$14798$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$14859$2 [2:0];
+  assign \$105  = ! \port$14798$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -33382,10 +33382,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$14859$2 [2:0] == 1'h1;
+  assign \$115  = \port$14798$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$14859$2 [2:0] == 1'h1;
+  assign \$118  = \port$14798$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -33393,10 +33393,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$14859$2 [2:0] == 1'h1;
+  assign \$128  = \port$14798$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$14859$2 [2:0] == 2'h2;
+  assign \$131  = \port$14798$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -33406,10 +33406,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$14859$2 [2:0] == 1'h1;
+  assign \$141  = \port$14798$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$14859$2 [2:0] == 2'h3;
+  assign \$144  = \port$14798$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -33419,10 +33419,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$14859$2 [2:0] == 1'h1;
+  assign \$154  = \port$14798$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$14859$2 [2:0] == 3'h4;
+  assign \$157  = \port$14798$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -33432,10 +33432,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$14859$2 [2:0] == 1'h1;
+  assign \$167  = \port$14798$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$14859$2 [2:0] == 3'h5;
+  assign \$170  = \port$14798$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -33445,10 +33445,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$14859$2 [2:0] == 1'h1;
+  assign \$180  = \port$14798$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$14859$2 [2:0] == 3'h6;
+  assign \$183  = \port$14798$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -33458,10 +33458,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$14859$2 [2:0] == 1'h1;
+  assign \$193  = \port$14798$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$14859$2 [2:0] == 3'h7;
+  assign \$196  = \port$14798$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -33472,10 +33472,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$14859$2 [2:0] == 2'h2;
+  assign \$207  = \port$14798$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$14859$2 [2:0];
+  assign \$210  = ! \port$14798$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -33485,10 +33485,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$14859$2 [2:0] == 2'h2;
+  assign \$220  = \port$14798$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$14859$2 [2:0] == 1'h1;
+  assign \$223  = \port$14798$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -33498,10 +33498,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$14859$2 [2:0] == 2'h2;
+  assign \$233  = \port$14798$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$14859$2 [2:0] == 2'h2;
+  assign \$236  = \port$14798$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -33509,10 +33509,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$14859$2 [2:0] == 2'h2;
+  assign \$246  = \port$14798$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$14859$2 [2:0] == 2'h3;
+  assign \$249  = \port$14798$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -33522,10 +33522,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$14859$2 [2:0] == 2'h2;
+  assign \$259  = \port$14798$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$14859$2 [2:0] == 3'h4;
+  assign \$262  = \port$14798$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -33535,10 +33535,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$14859$2 [2:0] == 2'h2;
+  assign \$272  = \port$14798$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$14859$2 [2:0] == 3'h5;
+  assign \$275  = \port$14798$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -33548,10 +33548,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$14859$2 [2:0] == 2'h2;
+  assign \$285  = \port$14798$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$14859$2 [2:0] == 3'h6;
+  assign \$288  = \port$14798$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -33561,10 +33561,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$14859$2 [2:0] == 2'h2;
+  assign \$298  = \port$14798$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$14859$2 [2:0] == 3'h7;
+  assign \$301  = \port$14798$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -33575,10 +33575,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$14859$2 [2:0] == 2'h3;
+  assign \$312  = \port$14798$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$14859$2 [2:0];
+  assign \$315  = ! \port$14798$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -33588,10 +33588,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$14859$2 [2:0] == 2'h3;
+  assign \$325  = \port$14798$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$14859$2 [2:0] == 1'h1;
+  assign \$328  = \port$14798$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -33601,10 +33601,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$14859$2 [2:0] == 2'h3;
+  assign \$338  = \port$14798$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$14859$2 [2:0] == 2'h2;
+  assign \$341  = \port$14798$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -33614,10 +33614,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$14859$2 [2:0] == 2'h3;
+  assign \$351  = \port$14798$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$14859$2 [2:0] == 2'h3;
+  assign \$354  = \port$14798$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -33625,10 +33625,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$14859$2 [2:0] == 2'h3;
+  assign \$364  = \port$14798$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$14859$2 [2:0] == 3'h4;
+  assign \$367  = \port$14798$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -33638,10 +33638,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$14859$2 [2:0] == 2'h3;
+  assign \$377  = \port$14798$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$14859$2 [2:0] == 3'h5;
+  assign \$380  = \port$14798$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -33651,10 +33651,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$14859$2 [2:0] == 2'h3;
+  assign \$390  = \port$14798$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$14859$2 [2:0] == 3'h6;
+  assign \$393  = \port$14798$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -33664,10 +33664,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$14859$2 [2:0] == 2'h3;
+  assign \$403  = \port$14798$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$14859$2 [2:0] == 3'h7;
+  assign \$406  = \port$14798$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -33678,10 +33678,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$14859$2 [2:0] == 3'h4;
+  assign \$417  = \port$14798$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$14859$2 [2:0];
+  assign \$420  = ! \port$14798$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -33691,10 +33691,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$14859$2 [2:0] == 3'h4;
+  assign \$430  = \port$14798$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$14859$2 [2:0] == 1'h1;
+  assign \$433  = \port$14798$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -33704,10 +33704,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$14859$2 [2:0] == 3'h4;
+  assign \$443  = \port$14798$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$14859$2 [2:0] == 2'h2;
+  assign \$446  = \port$14798$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -33717,10 +33717,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$14859$2 [2:0] == 3'h4;
+  assign \$456  = \port$14798$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$14859$2 [2:0] == 2'h3;
+  assign \$459  = \port$14798$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -33730,10 +33730,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$14859$2 [2:0] == 3'h4;
+  assign \$469  = \port$14798$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$14859$2 [2:0] == 3'h4;
+  assign \$472  = \port$14798$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -33741,10 +33741,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$14859$2 [2:0] == 3'h4;
+  assign \$482  = \port$14798$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$14859$2 [2:0] == 3'h5;
+  assign \$485  = \port$14798$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -33754,10 +33754,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$14859$2 [2:0] == 3'h4;
+  assign \$495  = \port$14798$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$14859$2 [2:0] == 3'h6;
+  assign \$498  = \port$14798$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -33767,10 +33767,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$14859$2 [2:0] == 3'h4;
+  assign \$508  = \port$14798$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$14859$2 [2:0] == 3'h7;
+  assign \$511  = \port$14798$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -33781,10 +33781,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$14859$2 [2:0] == 3'h5;
+  assign \$522  = \port$14798$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$14859$2 [2:0];
+  assign \$525  = ! \port$14798$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -33794,10 +33794,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$14859$2 [2:0] == 3'h5;
+  assign \$535  = \port$14798$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$14859$2 [2:0] == 1'h1;
+  assign \$538  = \port$14798$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -33807,10 +33807,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$14859$2 [2:0] == 3'h5;
+  assign \$548  = \port$14798$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$14859$2 [2:0] == 2'h2;
+  assign \$551  = \port$14798$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -33820,10 +33820,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$14859$2 [2:0] == 3'h5;
+  assign \$561  = \port$14798$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$14859$2 [2:0] == 2'h3;
+  assign \$564  = \port$14798$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -33833,10 +33833,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$14859$2 [2:0] == 3'h5;
+  assign \$574  = \port$14798$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$14859$2 [2:0] == 3'h4;
+  assign \$577  = \port$14798$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -33846,10 +33846,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$14859$2 [2:0] == 3'h5;
+  assign \$587  = \port$14798$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$14859$2 [2:0] == 3'h5;
+  assign \$590  = \port$14798$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -33857,10 +33857,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$14859$2 [2:0] == 3'h5;
+  assign \$600  = \port$14798$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$14859$2 [2:0] == 3'h6;
+  assign \$603  = \port$14798$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -33870,10 +33870,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$14859$2 [2:0] == 3'h5;
+  assign \$613  = \port$14798$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$14859$2 [2:0] == 3'h7;
+  assign \$616  = \port$14798$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -33884,10 +33884,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$14859$2 [2:0] == 3'h6;
+  assign \$627  = \port$14798$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$14859$2 [2:0];
+  assign \$630  = ! \port$14798$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -33897,10 +33897,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$14859$2 [2:0] == 3'h6;
+  assign \$640  = \port$14798$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$14859$2 [2:0] == 1'h1;
+  assign \$643  = \port$14798$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -33910,10 +33910,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$14859$2 [2:0] == 3'h6;
+  assign \$653  = \port$14798$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$14859$2 [2:0] == 2'h2;
+  assign \$656  = \port$14798$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -33923,10 +33923,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$14859$2 [2:0] == 3'h6;
+  assign \$666  = \port$14798$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$14859$2 [2:0] == 2'h3;
+  assign \$669  = \port$14798$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -33936,10 +33936,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$14859$2 [2:0] == 3'h6;
+  assign \$679  = \port$14798$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$14859$2 [2:0] == 3'h4;
+  assign \$682  = \port$14798$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -33949,10 +33949,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$14859$2 [2:0] == 3'h6;
+  assign \$692  = \port$14798$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$14859$2 [2:0] == 3'h5;
+  assign \$695  = \port$14798$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -33962,10 +33962,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$14859$2 [2:0] == 3'h6;
+  assign \$705  = \port$14798$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$14859$2 [2:0] == 3'h6;
+  assign \$708  = \port$14798$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -33973,10 +33973,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$14859$2 [2:0] == 3'h6;
+  assign \$718  = \port$14798$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$14859$2 [2:0] == 3'h7;
+  assign \$721  = \port$14798$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -33987,10 +33987,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$14859$2 [2:0] == 3'h7;
+  assign \$732  = \port$14798$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$14859$2 [2:0];
+  assign \$735  = ! \port$14798$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -34000,10 +34000,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$14859$2 [2:0] == 3'h7;
+  assign \$745  = \port$14798$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$14859$2 [2:0] == 1'h1;
+  assign \$748  = \port$14798$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -34013,10 +34013,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$14859$2 [2:0] == 3'h7;
+  assign \$758  = \port$14798$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$14859$2 [2:0] == 2'h2;
+  assign \$761  = \port$14798$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -34026,10 +34026,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$14859$2 [2:0] == 3'h7;
+  assign \$771  = \port$14798$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$14859$2 [2:0] == 2'h3;
+  assign \$774  = \port$14798$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -34039,10 +34039,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$14859$2 [2:0] == 3'h7;
+  assign \$784  = \port$14798$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$14859$2 [2:0] == 3'h4;
+  assign \$787  = \port$14798$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -34052,10 +34052,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$14859$2 [2:0] == 3'h7;
+  assign \$797  = \port$14798$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$14859$2 [2:0] == 3'h5;
+  assign \$800  = \port$14798$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -34065,10 +34065,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$14859$2 [2:0] == 3'h7;
+  assign \$810  = \port$14798$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$14859$2 [2:0] == 3'h6;
+  assign \$813  = \port$14798$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -34078,10 +34078,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$14859$2 [2:0] == 3'h7;
+  assign \$823  = \port$14798$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$14859$2 [2:0] == 3'h7;
+  assign \$826  = \port$14798$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -34089,145 +34089,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$14859$2 [2:0];
+  assign \$836  = ! \port$14798$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$14859$2 [3];
+  assign \$840  = pe0_0_bank == \port$14798$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$14859$2 [3];
+  assign \$842  = pe0_1_bank == \port$14798$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$14859$2 [3];
+  assign \$844  = pe0_2_bank == \port$14798$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$14859$2 [3];
+  assign \$846  = pe0_3_bank == \port$14798$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$14859$2 [3];
+  assign \$848  = pe0_4_bank == \port$14798$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$14859$2 [3];
+  assign \$850  = pe0_5_bank == \port$14798$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$855  = \port$14798$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$861  = \port$14798$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$14859$2 [3];
+  assign \$864  = pe0_0_bank == \port$14798$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$867  = \port$14798$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$14859$2 [3];
+  assign \$870  = pe0_1_bank == \port$14798$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$873  = \port$14798$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$14859$2 [3];
+  assign \$876  = pe0_2_bank == \port$14798$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$879  = \port$14798$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$14859$2 [3];
+  assign \$882  = pe0_3_bank == \port$14798$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$885  = \port$14798$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$14859$2 [3];
+  assign \$888  = pe0_4_bank == \port$14798$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$891  = \port$14798$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$14859$2 [3];
+  assign \$894  = pe0_5_bank == \port$14798$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$14859$2 [2:0] == 1'h1;
+  assign \$898  = \port$14798$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$14859$2 [3];
+  assign \$902  = skew1_0_bank == \port$14798$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$14859$2 [3];
+  assign \$904  = pe1_0_bank == \port$14798$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$14859$2 [3];
+  assign \$906  = pe1_1_bank == \port$14798$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$14859$2 [3];
+  assign \$908  = pe1_2_bank == \port$14798$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$14859$2 [3];
+  assign \$910  = pe1_3_bank == \port$14798$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$14859$2 [3];
+  assign \$912  = pe1_4_bank == \port$14798$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$14859$2 [3];
+  assign \$914  = pe1_5_bank == \port$14798$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$924  = \port$14798$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$14859$2 [3];
+  assign \$927  = skew1_0_bank == \port$14798$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$930  = \port$14798$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$14859$2 [3];
+  assign \$933  = pe1_0_bank == \port$14798$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$936  = \port$14798$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$14859$2 [3];
+  assign \$939  = pe1_1_bank == \port$14798$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$942  = \port$14798$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$14859$2 [3];
+  assign \$945  = pe1_2_bank == \port$14798$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$948  = \port$14798$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$14859$2 [3];
+  assign \$951  = pe1_3_bank == \port$14798$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$954  = \port$14798$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$14859$2 [3];
+  assign \$957  = pe1_4_bank == \port$14798$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$960  = \port$14798$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$14859$2 [3];
+  assign \$963  = pe1_5_bank == \port$14798$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$14859$2 [2:0] == 2'h2;
+  assign \$967  = \port$14798$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$14859$2 [3];
+  assign \$971  = skew2_0_bank == \port$14798$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$14859$2 [3];
+  assign \$973  = skew2_1_bank == \port$14798$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$14859$2 [3];
+  assign \$975  = pe2_0_bank == \port$14798$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$14859$2 [3];
+  assign \$977  = pe2_1_bank == \port$14798$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$14859$2 [3];
+  assign \$979  = pe2_2_bank == \port$14798$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$14859$2 [3];
+  assign \$981  = pe2_3_bank == \port$14798$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$14859$2 [3];
+  assign \$983  = pe2_4_bank == \port$14798$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$14859$2 [3];
+  assign \$985  = pe2_5_bank == \port$14798$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -34235,71 +34235,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$14859$2 [3];
+  assign \$997  = skew2_0_bank == \port$14798$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$14859$2 [3];
+  assign \$1003  = skew2_1_bank == \port$14798$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$14859$2 [3];
+  assign \$1009  = pe2_0_bank == \port$14798$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$14859$2 [3];
+  assign \$1015  = pe2_1_bank == \port$14798$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$14859$2 [3];
+  assign \$1021  = pe2_2_bank == \port$14798$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$14859$2 [3];
+  assign \$1027  = pe2_3_bank == \port$14798$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$14859$2 [3];
+  assign \$1033  = pe2_4_bank == \port$14798$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$14859$2 [3];
+  assign \$1039  = pe2_5_bank == \port$14798$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$14859$2 [2:0] == 2'h3;
+  assign \$1043  = \port$14798$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$14859$2 [3];
+  assign \$1047  = skew3_0_bank == \port$14798$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$14859$2 [3];
+  assign \$1049  = skew3_1_bank == \port$14798$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$14859$2 [3];
+  assign \$1051  = skew3_2_bank == \port$14798$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$14859$2 [3];
+  assign \$1053  = pe3_0_bank == \port$14798$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$14859$2 [3];
+  assign \$1055  = pe3_1_bank == \port$14798$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$14859$2 [3];
+  assign \$1057  = pe3_2_bank == \port$14798$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$14859$2 [3];
+  assign \$1059  = pe3_3_bank == \port$14798$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$14859$2 [3];
+  assign \$1061  = pe3_4_bank == \port$14798$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$14859$2 [3];
+  assign \$1063  = pe3_5_bank == \port$14798$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -34307,77 +34307,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$14859$2 [3];
+  assign \$1075  = skew3_0_bank == \port$14798$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$14859$2 [3];
+  assign \$1080  = skew3_1_bank == \port$14798$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$14859$2 [3];
+  assign \$1086  = skew3_2_bank == \port$14798$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$14859$2 [3];
+  assign \$1092  = pe3_0_bank == \port$14798$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$14859$2 [3];
+  assign \$1098  = pe3_1_bank == \port$14798$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$14859$2 [3];
+  assign \$1104  = pe3_2_bank == \port$14798$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$14859$2 [3];
+  assign \$1110  = pe3_3_bank == \port$14798$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$14859$2 [3];
+  assign \$1116  = pe3_4_bank == \port$14798$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$14859$2 [3];
+  assign \$1122  = pe3_5_bank == \port$14798$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$14859$2 [2:0] == 3'h4;
+  assign \$1126  = \port$14798$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$14859$2 [3];
+  assign \$1130  = skew4_0_bank == \port$14798$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$14859$2 [3];
+  assign \$1132  = skew4_1_bank == \port$14798$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$14859$2 [3];
+  assign \$1134  = skew4_2_bank == \port$14798$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$14859$2 [3];
+  assign \$1136  = skew4_3_bank == \port$14798$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$14859$2 [3];
+  assign \$1138  = pe4_0_bank == \port$14798$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$14859$2 [3];
+  assign \$1140  = pe4_1_bank == \port$14798$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$14859$2 [3];
+  assign \$1142  = pe4_2_bank == \port$14798$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$14859$2 [3];
+  assign \$1144  = pe4_3_bank == \port$14798$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$14859$2 [3];
+  assign \$1146  = pe4_4_bank == \port$14798$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$14859$2 [3];
+  assign \$1148  = pe4_5_bank == \port$14798$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -34385,83 +34385,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$14859$2 [3];
+  assign \$1160  = skew4_0_bank == \port$14798$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$14859$2 [3];
+  assign \$1165  = skew4_1_bank == \port$14798$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$14859$2 [3];
+  assign \$1170  = skew4_2_bank == \port$14798$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$14859$2 [3];
+  assign \$1176  = skew4_3_bank == \port$14798$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$14859$2 [3];
+  assign \$1182  = pe4_0_bank == \port$14798$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$14859$2 [3];
+  assign \$1188  = pe4_1_bank == \port$14798$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$14859$2 [3];
+  assign \$1194  = pe4_2_bank == \port$14798$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$14859$2 [3];
+  assign \$1200  = pe4_3_bank == \port$14798$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$14859$2 [3];
+  assign \$1206  = pe4_4_bank == \port$14798$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$14859$2 [3];
+  assign \$1212  = pe4_5_bank == \port$14798$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$14859$2 [2:0] == 3'h5;
+  assign \$1216  = \port$14798$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$14859$2 [3];
+  assign \$1220  = skew5_0_bank == \port$14798$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$14859$2 [3];
+  assign \$1222  = skew5_1_bank == \port$14798$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$14859$2 [3];
+  assign \$1224  = skew5_2_bank == \port$14798$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$14859$2 [3];
+  assign \$1226  = skew5_3_bank == \port$14798$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$14859$2 [3];
+  assign \$1228  = skew5_4_bank == \port$14798$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$14859$2 [3];
+  assign \$1230  = pe5_0_bank == \port$14798$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$14859$2 [3];
+  assign \$1232  = pe5_1_bank == \port$14798$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$14859$2 [3];
+  assign \$1234  = pe5_2_bank == \port$14798$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$14859$2 [3];
+  assign \$1236  = pe5_3_bank == \port$14798$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$14859$2 [3];
+  assign \$1238  = pe5_4_bank == \port$14798$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$14859$2 [3];
+  assign \$1240  = pe5_5_bank == \port$14798$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -34469,89 +34469,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$14859$2 [3];
+  assign \$1252  = skew5_0_bank == \port$14798$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$14859$2 [3];
+  assign \$1257  = skew5_1_bank == \port$14798$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$14859$2 [3];
+  assign \$1262  = skew5_2_bank == \port$14798$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$14859$2 [3];
+  assign \$1267  = skew5_3_bank == \port$14798$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$14859$2 [3];
+  assign \$1273  = skew5_4_bank == \port$14798$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$14859$2 [3];
+  assign \$1279  = pe5_0_bank == \port$14798$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$14859$2 [3];
+  assign \$1285  = pe5_1_bank == \port$14798$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$14859$2 [3];
+  assign \$1291  = pe5_2_bank == \port$14798$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$14859$2 [3];
+  assign \$1297  = pe5_3_bank == \port$14798$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$14859$2 [3];
+  assign \$1303  = pe5_4_bank == \port$14798$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$14859$2 [3];
+  assign \$1309  = pe5_5_bank == \port$14798$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$14859$2 [2:0] == 3'h6;
+  assign \$1313  = \port$14798$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$14859$2 [3];
+  assign \$1317  = skew6_0_bank == \port$14798$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$14859$2 [3];
+  assign \$1319  = skew6_1_bank == \port$14798$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$14859$2 [3];
+  assign \$1321  = skew6_2_bank == \port$14798$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$14859$2 [3];
+  assign \$1323  = skew6_3_bank == \port$14798$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$14859$2 [3];
+  assign \$1325  = skew6_4_bank == \port$14798$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$14859$2 [3];
+  assign \$1327  = skew6_5_bank == \port$14798$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$14859$2 [3];
+  assign \$1329  = pe6_0_bank == \port$14798$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$14859$2 [3];
+  assign \$1331  = pe6_1_bank == \port$14798$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$14859$2 [3];
+  assign \$1333  = pe6_2_bank == \port$14798$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$14859$2 [3];
+  assign \$1335  = pe6_3_bank == \port$14798$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$14859$2 [3];
+  assign \$1337  = pe6_4_bank == \port$14798$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$14859$2 [3];
+  assign \$1339  = pe6_5_bank == \port$14798$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -34559,95 +34559,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$14859$2 [3];
+  assign \$1351  = skew6_0_bank == \port$14798$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$14859$2 [3];
+  assign \$1356  = skew6_1_bank == \port$14798$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$14859$2 [3];
+  assign \$1361  = skew6_2_bank == \port$14798$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$14859$2 [3];
+  assign \$1366  = skew6_3_bank == \port$14798$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$14859$2 [3];
+  assign \$1371  = skew6_4_bank == \port$14798$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$14859$2 [3];
+  assign \$1377  = skew6_5_bank == \port$14798$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$14859$2 [3];
+  assign \$1383  = pe6_0_bank == \port$14798$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$14859$2 [3];
+  assign \$1389  = pe6_1_bank == \port$14798$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$14859$2 [3];
+  assign \$1395  = pe6_2_bank == \port$14798$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$14859$2 [3];
+  assign \$1401  = pe6_3_bank == \port$14798$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$14859$2 [3];
+  assign \$1407  = pe6_4_bank == \port$14798$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$14859$2 [3];
+  assign \$1413  = pe6_5_bank == \port$14798$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$14859$2 [2:0] == 3'h7;
+  assign \$1417  = \port$14798$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$14859$2 [3];
+  assign \$1421  = skew7_0_bank == \port$14798$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$14859$2 [3];
+  assign \$1423  = skew7_1_bank == \port$14798$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$14859$2 [3];
+  assign \$1425  = skew7_2_bank == \port$14798$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$14859$2 [3];
+  assign \$1427  = skew7_3_bank == \port$14798$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$14859$2 [3];
+  assign \$1429  = skew7_4_bank == \port$14798$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$14859$2 [3];
+  assign \$1431  = skew7_5_bank == \port$14798$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$14859$2 [3];
+  assign \$1433  = skew7_6_bank == \port$14798$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$14859$2 [3];
+  assign \$1435  = pe7_0_bank == \port$14798$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$14859$2 [3];
+  assign \$1437  = pe7_1_bank == \port$14798$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$14859$2 [3];
+  assign \$1439  = pe7_2_bank == \port$14798$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$14859$2 [3];
+  assign \$1441  = pe7_3_bank == \port$14798$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$14859$2 [3];
+  assign \$1443  = pe7_4_bank == \port$14798$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$14859$2 [3];
+  assign \$1445  = pe7_5_bank == \port$14798$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -34655,69 +34655,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$14859$2 [3];
+  assign \$1457  = skew7_0_bank == \port$14798$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$14859$2 [3];
+  assign \$1462  = skew7_1_bank == \port$14798$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$14859$2 [3];
+  assign \$1467  = skew7_2_bank == \port$14798$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$14859$2 [3];
+  assign \$1472  = skew7_3_bank == \port$14798$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$14859$2 [3];
+  assign \$1477  = skew7_4_bank == \port$14798$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$14859$2 [3];
+  assign \$1482  = skew7_5_bank == \port$14798$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$14859$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$14798$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$14859$2 [3];
+  assign \$1488  = skew7_6_bank == \port$14798$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$14859$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$14798$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$14859$2 [3];
+  assign \$1494  = pe7_0_bank == \port$14798$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$14859$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$14798$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$14859$2 [3];
+  assign \$1500  = pe7_1_bank == \port$14798$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$14859$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$14798$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$14859$2 [3];
+  assign \$1506  = pe7_2_bank == \port$14798$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$14859$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$14798$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$14859$2 [3];
+  assign \$1512  = pe7_3_bank == \port$14798$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$14859$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$14798$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$14859$2 [3];
+  assign \$1518  = pe7_4_bank == \port$14798$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$14859$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$14798$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$14859$2 [3];
+  assign \$1524  = pe7_5_bank == \port$14798$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -34731,7 +34731,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$14859$2 [3];
+    pe0_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -34815,7 +34815,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$14859$2 [3];
+    skew1_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -34911,7 +34911,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$14859$2 [3];
+    skew2_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -35013,7 +35013,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$14859$2 [3];
+    skew3_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -35121,7 +35121,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$14859$2 [3];
+    skew4_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -35235,7 +35235,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$14859$2 [3];
+    skew5_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -35355,7 +35355,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$14859$2 [3];
+    skew6_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -35481,7 +35481,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$14859$2 [3];
+    skew7_0_bank <= \port$14798$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -35670,7 +35670,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -35680,7 +35680,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -35700,7 +35700,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -35710,7 +35710,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -35730,7 +35730,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -35740,7 +35740,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -35760,7 +35760,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -35770,7 +35770,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -35790,7 +35790,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -35800,7 +35800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -35820,7 +35820,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -35830,7 +35830,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -35850,7 +35850,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -35860,7 +35860,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -35880,7 +35880,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -35890,7 +35890,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -35910,7 +35910,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -35920,7 +35920,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -35940,7 +35940,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -35950,7 +35950,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -35970,7 +35970,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -35980,7 +35980,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -36000,7 +36000,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -36010,7 +36010,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -36030,7 +36030,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -36040,7 +36040,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -36060,7 +36060,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -36070,7 +36070,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -36090,7 +36090,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -36100,7 +36100,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -36120,7 +36120,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -36130,7 +36130,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -36160,7 +36160,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -36170,7 +36170,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -36190,7 +36190,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -36200,7 +36200,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -36220,7 +36220,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -36230,7 +36230,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -36250,7 +36250,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -36260,7 +36260,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -36280,7 +36280,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -36290,7 +36290,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -36310,7 +36310,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -36320,7 +36320,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -36340,7 +36340,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -36350,7 +36350,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -36370,7 +36370,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -36380,7 +36380,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -36420,7 +36420,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -36430,7 +36430,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -36450,7 +36450,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -36460,7 +36460,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -36480,7 +36480,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -36490,7 +36490,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -36510,7 +36510,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -36520,7 +36520,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -36540,7 +36540,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -36550,7 +36550,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -36570,7 +36570,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -36580,7 +36580,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -36600,7 +36600,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -36610,7 +36610,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -36630,7 +36630,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -36640,7 +36640,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -36690,7 +36690,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -36700,7 +36700,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -36720,7 +36720,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -36730,7 +36730,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -36750,7 +36750,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -36760,7 +36760,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -36780,7 +36780,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -36790,7 +36790,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -36810,7 +36810,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -36820,7 +36820,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -36840,7 +36840,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -36850,7 +36850,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -36870,7 +36870,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -36880,7 +36880,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -36900,7 +36900,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -36910,7 +36910,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -36970,7 +36970,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -36980,7 +36980,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -37000,7 +37000,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -37010,7 +37010,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -37030,7 +37030,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -37040,7 +37040,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -37060,7 +37060,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -37070,7 +37070,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -37090,7 +37090,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -37100,7 +37100,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -37120,7 +37120,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -37130,7 +37130,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -37150,7 +37150,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -37160,7 +37160,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -37180,7 +37180,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -37190,7 +37190,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -37260,7 +37260,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -37270,7 +37270,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -37290,7 +37290,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -37300,7 +37300,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -37320,7 +37320,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -37330,7 +37330,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -37350,7 +37350,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -37360,7 +37360,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -37380,7 +37380,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -37390,7 +37390,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -37410,7 +37410,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -37420,7 +37420,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -37440,7 +37440,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -37450,7 +37450,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -37470,7 +37470,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -37480,7 +37480,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -37560,7 +37560,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -37570,7 +37570,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -37590,7 +37590,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -37600,7 +37600,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -37620,7 +37620,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -37630,7 +37630,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -37650,7 +37650,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -37660,7 +37660,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -37680,7 +37680,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -37690,7 +37690,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -37710,7 +37710,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -37720,7 +37720,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -37740,7 +37740,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -37750,7 +37750,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -37770,7 +37770,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -37780,7 +37780,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14859$2 [3]) begin
+      if (\port$14798$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -37796,10 +37796,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$14859$2 [2:0];
-  assign w_bank = \port$14859$2 [3];
+  assign w_row = \port$14798$2 [2:0];
+  assign w_bank = \port$14798$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$14859$2 [3];
+  assign a_bank = \port$14798$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -37881,7 +37881,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14859$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$185 , \w_en$190 , \w_en$195 , \w_en$200 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
+module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
 , q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11993$0 , \port$11999$0 , \port$12000$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
@@ -38214,67 +38214,67 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire \$395 ;
+  reg \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire \$398 ;
+  reg \$398 ;
   wire \$399 ;
   wire \$4 ;
   reg [31:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
-  wire \$403 ;
+  reg [7:0] \$403 ;
   wire \$404 ;
-  wire \$405 ;
+  reg \$405 ;
   wire \$406 ;
   wire \$407 ;
   reg \$408 ;
   wire \$409 ;
   wire [32:0] \$41 ;
   wire \$410 ;
-  reg \$411 ;
+  wire \$411 ;
   wire \$412 ;
-  wire \$413 ;
+  reg [7:0] \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  reg [7:0] \$416 ;
+  reg \$415 ;
+  wire \$416 ;
   wire \$417 ;
   reg \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  reg \$421 ;
+  wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
+  reg [7:0] \$423 ;
   wire \$424 ;
-  wire \$425 ;
-  reg [7:0] \$426 ;
+  reg \$425 ;
+  wire \$426 ;
   wire \$427 ;
   reg \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  reg \$431 ;
+  wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  reg [7:0] \$433 ;
+  reg \$434 ;
+  reg [15:0] \$435 ;
   reg [7:0] \$436 ;
   wire \$437 ;
-  reg \$438 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  reg \$441 ;
+  wire \$441 ;
   wire \$442 ;
   wire \$443 ;
   wire \$444 ;
   wire \$445 ;
-  reg [7:0] \$446 ;
-  reg \$447 ;
-  reg [15:0] \$448 ;
-  reg [7:0] \$449 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
@@ -38284,50 +38284,50 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
+  wire [5:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
-  wire \$464 ;
+  wire [7:0] \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
-  wire \$468 ;
+  wire [5:0] \$468 ;
   wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire [5:0] \$473 ;
-  wire \$474 ;
+  wire \$473 ;
+  wire [7:0] \$474 ;
   wire \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire \$478 ;
-  wire [7:0] \$479 ;
+  wire [5:0] \$478 ;
+  wire \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire \$484 ;
-  wire [5:0] \$485 ;
+  wire [7:0] \$484 ;
+  wire \$485 ;
   wire \$486 ;
   wire \$487 ;
-  wire \$488 ;
+  wire [5:0] \$488 ;
   wire \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire [7:0] \$491 ;
+  wire \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
+  wire [7:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire [5:0] \$497 ;
+  wire \$497 ;
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
@@ -38335,20 +38335,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
-  wire [7:0] \$503 ;
+  wire \$503 ;
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire [5:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  reg [3:0] \$510 ;
+  reg [31:0] \$511 ;
   wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire [7:0] \$515 ;
+  wire \$515 ;
   wire \$516 ;
   wire \$517 ;
   wire \$518 ;
@@ -38378,198 +38378,198 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire [3:0] \$542 ;
+  wire [3:0] \$543 ;
   wire \$544 ;
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [3:0] \$548 ;
-  wire [3:0] \$549 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
+  wire [3:0] \$550 ;
+  wire [3:0] \$551 ;
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
-  wire [3:0] \$556 ;
-  wire [3:0] \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire [3:0] \$558 ;
+  wire [3:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
   wire \$563 ;
-  wire [3:0] \$564 ;
-  wire [3:0] \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire [3:0] \$566 ;
+  wire [3:0] \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
   wire \$570 ;
   wire \$571 ;
-  wire [3:0] \$572 ;
-  wire [3:0] \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire [3:0] \$574 ;
+  wire [3:0] \$575 ;
+  reg [1:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
-  wire \$579 ;
+  reg [3:0] \$579 ;
   wire \$58 ;
-  wire [3:0] \$580 ;
-  wire [3:0] \$581 ;
-  reg [1:0] \$582 ;
-  wire \$583 ;
+  wire [4:0] \$580 ;
+  wire \$581 ;
+  reg [3:0] \$582 ;
+  reg \$583 ;
   wire \$584 ;
-  reg [3:0] \$585 ;
-  wire [4:0] \$586 ;
-  wire \$587 ;
-  reg [3:0] \$588 ;
-  reg \$589 ;
+  wire \$585 ;
+  wire \$586 ;
+  reg [3:0] \$587 ;
+  reg [7:0] \$588 ;
+  reg [3:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
+  reg [7:0] \$590 ;
   wire \$591 ;
-  wire \$592 ;
-  reg [3:0] \$593 ;
-  reg [7:0] \$594 ;
+  reg [1:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
   reg [3:0] \$595 ;
-  reg [7:0] \$596 ;
+  wire [4:0] \$596 ;
   wire \$597 ;
-  reg [1:0] \$598 ;
-  wire \$599 ;
+  reg [3:0] \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  reg [3:0] \$601 ;
-  wire [4:0] \$602 ;
-  wire \$603 ;
-  reg [3:0] \$604 ;
-  reg \$605 ;
-  wire \$606 ;
+  wire \$601 ;
+  wire \$602 ;
+  reg [3:0] \$603 ;
+  reg [7:0] \$604 ;
+  reg [3:0] \$605 ;
+  reg [7:0] \$606 ;
   wire \$607 ;
-  wire \$608 ;
-  reg [3:0] \$609 ;
+  reg [1:0] \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  reg [7:0] \$610 ;
+  wire \$610 ;
   reg [3:0] \$611 ;
-  reg [7:0] \$612 ;
+  wire [4:0] \$612 ;
   wire \$613 ;
-  reg [1:0] \$614 ;
-  wire \$615 ;
+  reg [3:0] \$614 ;
+  reg \$615 ;
   wire \$616 ;
-  reg [3:0] \$617 ;
-  wire [4:0] \$618 ;
-  wire \$619 ;
+  wire \$617 ;
+  wire \$618 ;
+  reg [3:0] \$619 ;
   wire \$62 ;
-  reg [3:0] \$620 ;
-  reg \$621 ;
-  wire \$622 ;
+  reg [7:0] \$620 ;
+  reg [3:0] \$621 ;
+  reg [7:0] \$622 ;
   wire \$623 ;
-  wire \$624 ;
-  reg [3:0] \$625 ;
-  reg [7:0] \$626 ;
+  reg [1:0] \$624 ;
+  wire \$625 ;
+  wire \$626 ;
   reg [3:0] \$627 ;
-  reg [7:0] \$628 ;
+  wire [4:0] \$628 ;
   wire \$629 ;
   wire \$63 ;
-  reg [1:0] \$630 ;
-  wire \$631 ;
+  reg [3:0] \$630 ;
+  reg \$631 ;
   wire \$632 ;
-  reg [3:0] \$633 ;
-  wire [4:0] \$634 ;
-  wire \$635 ;
-  reg [3:0] \$636 ;
-  reg \$637 ;
-  wire \$638 ;
+  wire \$633 ;
+  wire \$634 ;
+  reg [3:0] \$635 ;
+  reg [7:0] \$636 ;
+  reg [3:0] \$637 ;
+  reg [7:0] \$638 ;
   wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  reg [3:0] \$641 ;
-  reg [7:0] \$642 ;
-  reg [3:0] \$643 ;
-  reg [7:0] \$644 ;
-  wire \$645 ;
+  wire [16:0] \$640 ;
+  reg [7:0] \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  reg [7:0] \$645 ;
   wire [16:0] \$646 ;
-  reg [7:0] \$647 ;
-  wire \$648 ;
+  wire [16:0] \$647 ;
+  reg [7:0] \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  reg [7:0] \$651 ;
-  wire [16:0] \$652 ;
+  wire \$651 ;
+  reg [7:0] \$652 ;
   wire [16:0] \$653 ;
-  reg [7:0] \$654 ;
-  wire \$655 ;
+  wire [16:0] \$654 ;
+  reg [7:0] \$655 ;
   wire \$656 ;
   wire \$657 ;
-  reg [7:0] \$658 ;
-  wire [16:0] \$659 ;
+  wire \$658 ;
+  reg [7:0] \$659 ;
   wire \$66 ;
   wire [16:0] \$660 ;
-  reg [7:0] \$661 ;
-  wire \$662 ;
+  wire [16:0] \$661 ;
+  reg [7:0] \$662 ;
   wire \$663 ;
   wire \$664 ;
-  reg [7:0] \$665 ;
-  wire [16:0] \$666 ;
+  wire \$665 ;
+  reg [7:0] \$666 ;
   wire [16:0] \$667 ;
-  reg [7:0] \$668 ;
+  wire \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
-  reg [7:0] \$672 ;
-  wire [16:0] \$673 ;
+  wire \$672 ;
+  wire [5:0] \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
-  wire \$677 ;
+  reg \$677 ;
   wire \$678 ;
-  wire [5:0] \$679 ;
+  wire \$679 ;
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
-  reg \$683 ;
+  wire [5:0] \$683 ;
   wire \$684 ;
   wire \$685 ;
   wire \$686 ;
-  wire \$687 ;
+  reg \$687 ;
   wire \$688 ;
-  wire [5:0] \$689 ;
+  wire \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  reg \$693 ;
+  wire [5:0] \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
-  wire \$697 ;
+  reg \$697 ;
   wire \$698 ;
-  wire [5:0] \$699 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
-  reg \$703 ;
+  wire [5:0] \$703 ;
   wire \$704 ;
   wire \$705 ;
   wire \$706 ;
-  wire \$707 ;
+  reg \$707 ;
   wire \$708 ;
-  wire [5:0] \$709 ;
+  wire \$709 ;
   wire \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
-  reg \$713 ;
-  wire \$714 ;
+  wire \$713 ;
+  wire [32:0] \$714 ;
   wire \$715 ;
   wire \$716 ;
   wire \$717 ;
@@ -38596,22 +38596,22 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$736 ;
   wire \$737 ;
   wire [32:0] \$738 ;
-  wire \$739 ;
+  reg \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire \$743 ;
-  wire [32:0] \$744 ;
-  reg \$745 ;
-  reg \$746 ;
-  reg \$747 ;
-  reg \$748 ;
-  reg [1:0] \$749 ;
+  reg \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg [1:0] \$743 ;
+  reg [4:0] \$744 ;
+  reg [15:0] \$745 ;
+  reg [7:0] \$746 ;
+  reg [7:0] \$747 ;
+  reg [7:0] \$748 ;
+  reg [7:0] \$749 ;
   wire \$75 ;
-  reg [511:0] \$750 ;
-  reg [4:0] \$751 ;
-  reg [15:0] \$752 ;
+  reg [7:0] \$750 ;
+  reg [7:0] \$751 ;
+  reg [7:0] \$752 ;
   reg [7:0] \$753 ;
   reg [7:0] \$754 ;
   reg [7:0] \$755 ;
@@ -38622,17 +38622,17 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire \$76 ;
   reg [7:0] \$760 ;
   reg [7:0] \$761 ;
-  reg [7:0] \$762 ;
-  reg [7:0] \$763 ;
-  reg [7:0] \$764 ;
+  reg \$762 ;
+  reg [4:0] \$763 ;
+  reg [15:0] \$764 ;
   reg [7:0] \$765 ;
   reg [7:0] \$766 ;
   reg [7:0] \$767 ;
   reg [7:0] \$768 ;
-  reg \$769 ;
+  reg [7:0] \$769 ;
   wire \$77 ;
-  reg [4:0] \$770 ;
-  reg [15:0] \$771 ;
+  reg [7:0] \$770 ;
+  reg [7:0] \$771 ;
   reg [7:0] \$772 ;
   reg [7:0] \$773 ;
   reg [7:0] \$774 ;
@@ -38643,17 +38643,17 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] \$779 ;
   wire \$78 ;
   reg [7:0] \$780 ;
-  reg [7:0] \$781 ;
-  reg [7:0] \$782 ;
-  reg [7:0] \$783 ;
+  reg \$781 ;
+  reg [4:0] \$782 ;
+  reg [15:0] \$783 ;
   reg [7:0] \$784 ;
   reg [7:0] \$785 ;
   reg [7:0] \$786 ;
   reg [7:0] \$787 ;
-  reg \$788 ;
-  reg [4:0] \$789 ;
+  reg [7:0] \$788 ;
+  reg [7:0] \$789 ;
   wire \$79 ;
-  reg [15:0] \$790 ;
+  reg [7:0] \$790 ;
   reg [7:0] \$791 ;
   reg [7:0] \$792 ;
   reg [7:0] \$793 ;
@@ -38665,16 +38665,16 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [7:0] \$800 ;
-  reg [7:0] \$801 ;
-  reg [7:0] \$802 ;
+  reg \$800 ;
+  reg [4:0] \$801 ;
+  reg [15:0] \$802 ;
   reg [7:0] \$803 ;
   reg [7:0] \$804 ;
   reg [7:0] \$805 ;
   reg [7:0] \$806 ;
-  reg \$807 ;
-  reg [4:0] \$808 ;
-  reg [15:0] \$809 ;
+  reg [7:0] \$807 ;
+  reg [7:0] \$808 ;
+  reg [7:0] \$809 ;
   reg [31:0] \$81 ;
   reg [7:0] \$810 ;
   reg [7:0] \$811 ;
@@ -38685,26 +38685,26 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [7:0] \$816 ;
   reg [7:0] \$817 ;
   reg [7:0] \$818 ;
-  reg [7:0] \$819 ;
+  reg \$819 ;
   wire [32:0] \$82 ;
-  reg [7:0] \$820 ;
-  reg [7:0] \$821 ;
-  reg [7:0] \$822 ;
-  reg [7:0] \$823 ;
-  reg [7:0] \$824 ;
-  reg [7:0] \$825 ;
+  reg \$820 ;
+  reg [3:0] \$821 ;
+  reg [31:0] \$822 ;
+  reg [511:0] \$823 ;
+  reg \$824 ;
+  reg \$825 ;
   reg \$826 ;
   reg \$827 ;
-  reg \$828 ;
-  reg \$829 ;
+  reg [2:0] \$828 ;
+  reg [2:0] \$829 ;
   wire \$83 ;
-  reg \$830 ;
+  reg [2:0] \$830 ;
   reg [2:0] \$831 ;
   reg [2:0] \$832 ;
   reg [2:0] \$833 ;
-  reg [2:0] \$834 ;
-  reg [2:0] \$835 ;
-  reg [2:0] \$836 ;
+  reg [15:0] \$834 ;
+  reg [7:0] \$835 ;
+  reg [15:0] \$836 ;
   reg [15:0] \$837 ;
   reg [7:0] \$838 ;
   reg [15:0] \$839 ;
@@ -38715,20 +38715,17 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [15:0] \$843 ;
   reg [7:0] \$844 ;
   reg [15:0] \$845 ;
-  reg [15:0] \$846 ;
-  reg [7:0] \$847 ;
-  reg [15:0] \$848 ;
-  reg [1:0] \$849 ;
+  reg [1:0] \$846 ;
+  reg [4:0] \$847 ;
+  reg [4:0] \$848 ;
+  reg [4:0] \$849 ;
   wire \$85 ;
   reg [4:0] \$850 ;
-  reg [4:0] \$851 ;
-  reg [4:0] \$852 ;
-  reg [4:0] \$853 ;
+  reg [31:0] \$851 ;
+  reg [31:0] \$852 ;
+  reg [31:0] \$853 ;
   reg [31:0] \$854 ;
   reg [31:0] \$855 ;
-  reg [31:0] \$856 ;
-  reg [31:0] \$857 ;
-  reg [31:0] \$858 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -38748,18 +38745,18 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire [3:0] \$signature__addr$165 ;
   wire [3:0] \$signature__addr$170 ;
   wire [3:0] \$signature__addr$175 ;
-  wire [3:0] \$signature__addr$223 ;
-  wire [3:0] \$signature__addr$245 ;
-  wire [3:0] \$signature__addr$267 ;
-  wire [3:0] \$signature__addr$289 ;
+  wire [3:0] \$signature__addr$224 ;
+  wire [3:0] \$signature__addr$246 ;
+  wire [3:0] \$signature__addr$268 ;
+  wire [3:0] \$signature__addr$290 ;
   wire [33:0] \$signature__data ;
   wire [33:0] \$signature__data$167 ;
   wire [33:0] \$signature__data$172 ;
   wire [33:0] \$signature__data$177 ;
-  wire [33:0] \$signature__data$226 ;
-  wire [33:0] \$signature__data$248 ;
-  wire [33:0] \$signature__data$270 ;
-  wire [33:0] \$signature__data$292 ;
+  wire [33:0] \$signature__data$227 ;
+  wire [33:0] \$signature__data$249 ;
+  wire [33:0] \$signature__data$271 ;
+  wire [33:0] \$signature__data$293 ;
   wire \$signature__en ;
   wire \$signature__en$166 ;
   wire \$signature__en$171 ;
@@ -38835,6 +38832,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [1:0] issue_rr_last = 2'h3;
   output [1:0] issue_rr_sel;
   reg [1:0] issue_rr_sel;
+  reg [3:0] issue_signal_event = 4'h0;
+  reg issue_signal_pending = 1'h0;
+  reg [31:0] issue_signal_value = 32'd0;
   output [15:0] \port$11993$0 ;
   wire [15:0] \port$11993$0 ;
   output [4:0] \port$11999$0 ;
@@ -39122,20 +39122,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   output q__3__waiting;
   wire q__3__waiting;
   wire [23:0] r_data;
-  wire [23:0] \r_data$342 ;
-  wire [23:0] \r_data$343 ;
-  wire [23:0] \r_data$344 ;
   wire [23:0] \r_data$345 ;
+  wire [23:0] \r_data$346 ;
+  wire [23:0] \r_data$347 ;
+  wire [23:0] \r_data$348 ;
   wire r_en;
-  wire \r_en$215 ;
-  wire \r_en$217 ;
-  wire \r_en$219 ;
-  wire \r_en$221 ;
+  wire \r_en$216 ;
+  wire \r_en$218 ;
+  wire \r_en$220 ;
+  wire \r_en$222 ;
   wire r_rdy;
-  wire \r_rdy$207 ;
   wire \r_rdy$208 ;
   wire \r_rdy$209 ;
   wire \r_rdy$210 ;
+  wire \r_rdy$211 ;
   wire retire__0__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -39273,20 +39273,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   wire vec_retired;
   reg [31:0] vec_since = 32'd0;
   wire [23:0] w_data;
-  wire [23:0] \w_data$187 ;
-  wire [23:0] \w_data$192 ;
-  wire [23:0] \w_data$197 ;
-  wire [23:0] \w_data$202 ;
+  wire [23:0] \w_data$188 ;
+  wire [23:0] \w_data$193 ;
+  wire [23:0] \w_data$198 ;
+  wire [23:0] \w_data$203 ;
   input w_en;
   wire w_en;
-  input \w_en$185 ;
-  wire \w_en$185 ;
-  input \w_en$190 ;
-  wire \w_en$190 ;
-  input \w_en$195 ;
-  wire \w_en$195 ;
-  input \w_en$200 ;
-  wire \w_en$200 ;
+  input \w_en$186 ;
+  wire \w_en$186 ;
+  input \w_en$191 ;
+  wire \w_en$191 ;
+  input \w_en$196 ;
+  wire \w_en$196 ;
+  input \w_en$201 ;
+  wire \w_en$201 ;
   input [31:0] watchdog;
   wire [31:0] watchdog;
   reg [33:0] q0_info [15:0];
@@ -39312,7 +39312,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en )
       q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
   end
-  assign \$signature__data$226  = q0_info[q0_r[3:0]];
+  assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
   initial begin
     q1_info[0] = 34'h000000000;
@@ -39336,7 +39336,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en$166 )
       q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
   end
-  assign \$signature__data$248  = q1_info[q1_r[3:0]];
+  assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
   initial begin
     q2_info[0] = 34'h000000000;
@@ -39360,7 +39360,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en$171 )
       q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
   end
-  assign \$signature__data$270  = q2_info[q2_r[3:0]];
+  assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
   initial begin
     q3_info[0] = 34'h000000000;
@@ -39384,10 +39384,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     if (\$signature__en$176 )
       q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   end
-  assign \$signature__data$292  = q3_info[q3_r[3:0]];
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
-  assign \$110  = \$108  & \$109 ;
+  assign \$signature__data$293  = q3_info[q3_r[3:0]];
   assign \$111  = \port$5889$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
@@ -39724,553 +39721,551 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$386  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign \$387  = ~ q3_skipping;
   assign \$388  = \$386  & \$387 ;
-  assign \$389  = ~ q0_skipping;
-  assign \$390  = q0_issue & \$389 ;
-  assign \$391  = \$390  & q0_head_signal_event;
-  assign \$392  = ~ q1_skipping;
-  assign \$393  = q1_issue & \$392 ;
-  assign \$394  = \$393  & q1_head_signal_event;
-  assign \$395  = ~ q2_skipping;
-  assign \$396  = q2_issue & \$395 ;
-  assign \$397  = \$396  & q2_head_signal_event;
-  assign \$398  = ~ q3_skipping;
-  assign \$399  = q3_issue & \$398 ;
-  assign \$400  = \$399  & q3_head_signal_event;
-  assign \$401  = | { \$400 , \$397 , \$394 , \$391  };
-  assign issue_event_write = \$401  | hold;
-  assign retire_rr_any = | { \r_rdy$210 , \r_rdy$209 , \r_rdy$208 , \r_rdy$207 , r_rdy };
-  assign \$402  = ! retire_rr_sel;
-  assign r_en = retire_rr_any & \$402 ;
-  assign \$403  = retire_rr_sel == 1'h1;
-  assign \r_en$215  = retire_rr_any & \$403 ;
-  assign \$404  = retire_rr_sel == 2'h2;
-  assign \r_en$217  = retire_rr_any & \$404 ;
-  assign \$405  = retire_rr_sel == 2'h3;
-  assign \r_en$219  = retire_rr_any & \$405 ;
-  assign \$406  = retire_rr_sel == 3'h4;
-  assign \r_en$221  = retire_rr_any & \$406 ;
-  assign \$407  = | \$165 [4:0];
+  assign issue_event_write = issue_signal_pending | hold;
+  assign retire_rr_any = | { \r_rdy$211 , \r_rdy$210 , \r_rdy$209 , \r_rdy$208 , r_rdy };
+  assign \$389  = ! retire_rr_sel;
+  assign r_en = retire_rr_any & \$389 ;
+  assign \$390  = retire_rr_sel == 1'h1;
+  assign \r_en$216  = retire_rr_any & \$390 ;
+  assign \$391  = retire_rr_sel == 2'h2;
+  assign \r_en$218  = retire_rr_any & \$391 ;
+  assign \$392  = retire_rr_sel == 2'h3;
+  assign \r_en$220  = retire_rr_any & \$392 ;
+  assign \$393  = retire_rr_sel == 3'h4;
+  assign \r_en$222  = retire_rr_any & \$393 ;
+  assign \$394  = | \$165 [4:0];
+  assign \$396  = \$394  & \$395 ;
+  assign q0_silent = \$396  & \$signature__data$227 [32];
+  assign \$397  = | \$165 [4:0];
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = ~ \$signature__data$227 [32];
+  assign q0_cpl_ready = \$399  & \$400 ;
+  assign \$401  = | q0_list_err;
+  assign \$402  = \$signature__data$227 [33] & \$401 ;
+  assign q0_cpl_status = \$402  ? q0_list_err : \$403 ;
+  assign \$404  = | \$166 [4:0];
+  assign \$406  = \$404  & \$405 ;
+  assign q1_silent = \$406  & \$signature__data$249 [32];
+  assign \$407  = | \$166 [4:0];
   assign \$409  = \$407  & \$408 ;
-  assign q0_silent = \$409  & \$signature__data$226 [32];
-  assign \$410  = | \$165 [4:0];
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = ~ \$signature__data$226 [32];
-  assign q0_cpl_ready = \$412  & \$413 ;
-  assign \$414  = | q0_list_err;
-  assign \$415  = \$signature__data$226 [33] & \$414 ;
-  assign q0_cpl_status = \$415  ? q0_list_err : \$416 ;
-  assign \$417  = | \$166 [4:0];
+  assign \$410  = ~ \$signature__data$249 [32];
+  assign q1_cpl_ready = \$409  & \$410 ;
+  assign \$411  = | q1_list_err;
+  assign \$412  = \$signature__data$249 [33] & \$411 ;
+  assign q1_cpl_status = \$412  ? q1_list_err : \$413 ;
+  assign \$414  = | \$167 [4:0];
+  assign \$416  = \$414  & \$415 ;
+  assign q2_silent = \$416  & \$signature__data$271 [32];
+  assign \$417  = | \$167 [4:0];
   assign \$419  = \$417  & \$418 ;
-  assign q1_silent = \$419  & \$signature__data$248 [32];
-  assign \$420  = | \$166 [4:0];
-  assign \$422  = \$420  & \$421 ;
-  assign \$423  = ~ \$signature__data$248 [32];
-  assign q1_cpl_ready = \$422  & \$423 ;
-  assign \$424  = | q1_list_err;
-  assign \$425  = \$signature__data$248 [33] & \$424 ;
-  assign q1_cpl_status = \$425  ? q1_list_err : \$426 ;
-  assign \$427  = | \$167 [4:0];
+  assign \$420  = ~ \$signature__data$271 [32];
+  assign q2_cpl_ready = \$419  & \$420 ;
+  assign \$421  = | q2_list_err;
+  assign \$422  = \$signature__data$271 [33] & \$421 ;
+  assign q2_cpl_status = \$422  ? q2_list_err : \$423 ;
+  assign \$424  = | \$168 [4:0];
+  assign \$426  = \$424  & \$425 ;
+  assign q3_silent = \$426  & \$signature__data$293 [32];
+  assign \$427  = | \$168 [4:0];
   assign \$429  = \$427  & \$428 ;
-  assign q2_silent = \$429  & \$signature__data$270 [32];
-  assign \$430  = | \$167 [4:0];
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = ~ \$signature__data$270 [32];
-  assign q2_cpl_ready = \$432  & \$433 ;
-  assign \$434  = | q2_list_err;
-  assign \$435  = \$signature__data$270 [33] & \$434 ;
-  assign q2_cpl_status = \$435  ? q2_list_err : \$436 ;
-  assign \$437  = | \$168 [4:0];
-  assign \$439  = \$437  & \$438 ;
-  assign q3_silent = \$439  & \$signature__data$292 [32];
-  assign \$440  = | \$168 [4:0];
-  assign \$442  = \$440  & \$441 ;
-  assign \$443  = ~ \$signature__data$292 [32];
-  assign q3_cpl_ready = \$442  & \$443 ;
-  assign \$444  = | q3_list_err;
-  assign \$445  = \$signature__data$292 [33] & \$444 ;
-  assign q3_cpl_status = \$445  ? q3_list_err : \$446 ;
+  assign \$430  = ~ \$signature__data$293 [32];
+  assign q3_cpl_ready = \$429  & \$430 ;
+  assign \$431  = | q3_list_err;
+  assign \$432  = \$signature__data$293 [33] & \$431 ;
+  assign q3_cpl_status = \$432  ? q3_list_err : \$433 ;
   assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
-  assign cpl_item = \$447  ? \$448  : 16'h0000;
-  assign cpl_halt = | \$449 ;
-  assign \$450  = ! dma_load_outstanding;
-  assign \$451  = ~ \$450 ;
-  assign \$452  = dma_load_since >= watchdog;
-  assign \$453  = \$451  & \$452 ;
-  assign \$454  = ! dma_store_outstanding;
-  assign \$455  = ~ \$454 ;
-  assign \$456  = dma_store_since >= watchdog;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = ! gemm_outstanding;
-  assign \$459  = ~ \$458 ;
-  assign \$460  = gemm_since >= watchdog;
+  assign cpl_item = \$434  ? \$435  : 16'h0000;
+  assign cpl_halt = | \$436 ;
+  assign \$437  = ! dma_load_outstanding;
+  assign \$438  = ~ \$437 ;
+  assign \$439  = dma_load_since >= watchdog;
+  assign \$440  = \$438  & \$439 ;
+  assign \$441  = ! dma_store_outstanding;
+  assign \$442  = ~ \$441 ;
+  assign \$443  = dma_store_since >= watchdog;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = ! gemm_outstanding;
+  assign \$446  = ~ \$445 ;
+  assign \$447  = gemm_since >= watchdog;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ! vec_outstanding;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = vec_since >= watchdog;
+  assign \$452  = \$450  & \$451 ;
+  assign \$453  = ! sfu_outstanding;
+  assign \$454  = ~ \$453 ;
+  assign \$455  = sfu_since >= watchdog;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = q0_issue | q0_fw_take;
+  assign \$458  = q0_h + 1'h1;
+  assign \$459  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$460  = ~ q0_skipping;
   assign \$461  = \$459  & \$460 ;
-  assign \$462  = ! vec_outstanding;
+  assign \$462  = q0_issue & \$461 ;
   assign \$463  = ~ \$462 ;
-  assign \$464  = vec_since >= watchdog;
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = ! sfu_outstanding;
-  assign \$467  = ~ \$466 ;
-  assign \$468  = sfu_since >= watchdog;
-  assign \$469  = \$467  & \$468 ;
-  assign \$470  = ~ q0_skipping;
-  assign \$471  = q0_issue & \$470 ;
-  assign \$472  = q0_issue | q0_fw_take;
-  assign \$473  = q0_h + 1'h1;
-  assign \$474  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
-  assign \$475  = ~ q0_skipping;
-  assign \$476  = \$474  & \$475 ;
-  assign \$477  = q0_issue & \$476 ;
-  assign \$478  = ~ \$477 ;
-  assign \$479  = q0_issue ? 8'h00 : fw_status;
-  assign \$480  = | fw_status;
-  assign \$481  = q0_fw_take & \$480 ;
-  assign \$482  = ~ q1_skipping;
-  assign \$483  = q1_issue & \$482 ;
-  assign \$484  = q1_issue | q1_fw_take;
-  assign \$485  = q1_h + 1'h1;
-  assign \$486  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
-  assign \$487  = ~ q1_skipping;
-  assign \$488  = \$486  & \$487 ;
-  assign \$489  = q1_issue & \$488 ;
-  assign \$490  = ~ \$489 ;
-  assign \$491  = q1_issue ? 8'h00 : fw_status;
-  assign \$492  = | fw_status;
-  assign \$493  = q1_fw_take & \$492 ;
-  assign \$494  = ~ q2_skipping;
-  assign \$495  = q2_issue & \$494 ;
-  assign \$496  = q2_issue | q2_fw_take;
-  assign \$497  = q2_h + 1'h1;
-  assign \$498  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
-  assign \$499  = ~ q2_skipping;
-  assign \$500  = \$498  & \$499 ;
-  assign \$501  = q2_issue & \$500 ;
-  assign \$502  = ~ \$501 ;
-  assign \$503  = q2_issue ? 8'h00 : fw_status;
-  assign \$504  = | fw_status;
-  assign \$505  = q2_fw_take & \$504 ;
+  assign \$464  = q0_issue ? 8'h00 : fw_status;
+  assign \$465  = | fw_status;
+  assign \$466  = q0_fw_take & \$465 ;
+  assign \$467  = q1_issue | q1_fw_take;
+  assign \$468  = q1_h + 1'h1;
+  assign \$469  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$470  = ~ q1_skipping;
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = q1_issue & \$471 ;
+  assign \$473  = ~ \$472 ;
+  assign \$474  = q1_issue ? 8'h00 : fw_status;
+  assign \$475  = | fw_status;
+  assign \$476  = q1_fw_take & \$475 ;
+  assign \$477  = q2_issue | q2_fw_take;
+  assign \$478  = q2_h + 1'h1;
+  assign \$479  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$480  = ~ q2_skipping;
+  assign \$481  = \$479  & \$480 ;
+  assign \$482  = q2_issue & \$481 ;
+  assign \$483  = ~ \$482 ;
+  assign \$484  = q2_issue ? 8'h00 : fw_status;
+  assign \$485  = | fw_status;
+  assign \$486  = q2_fw_take & \$485 ;
+  assign \$487  = q3_issue | q3_fw_take;
+  assign \$488  = q3_h + 1'h1;
+  assign \$489  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$490  = ~ q3_skipping;
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = q3_issue & \$491 ;
+  assign \$493  = ~ \$492 ;
+  assign \$494  = q3_issue ? 8'h00 : fw_status;
+  assign \$495  = | fw_status;
+  assign \$496  = q3_fw_take & \$495 ;
+  assign \$497  = ~ q0_skipping;
+  assign \$498  = q0_issue & \$497 ;
+  assign \$499  = \$498  & q0_head_signal_event;
+  assign \$500  = ~ q1_skipping;
+  assign \$501  = q1_issue & \$500 ;
+  assign \$502  = \$501  & q1_head_signal_event;
+  assign \$503  = ~ q2_skipping;
+  assign \$504  = q2_issue & \$503 ;
+  assign \$505  = \$504  & q2_head_signal_event;
   assign \$506  = ~ q3_skipping;
   assign \$507  = q3_issue & \$506 ;
-  assign \$508  = q3_issue | q3_fw_take;
-  assign \$509  = q3_h + 1'h1;
-  assign \$510  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
-  assign \$511  = ~ q3_skipping;
-  assign \$512  = \$510  & \$511 ;
-  assign \$513  = q3_issue & \$512 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = q3_issue ? 8'h00 : fw_status;
-  assign \$516  = | fw_status;
-  assign \$517  = q3_fw_take & \$516 ;
-  assign \$518  = ~ q__0__pop;
-  assign \$519  = q__0__valid & \$518 ;
-  assign \$520  = ~ q__0__cleared;
+  assign \$508  = \$507  & q3_head_signal_event;
+  assign \$509  = | { \$508 , \$505 , \$502 , \$499  };
+  assign \$512  = ~ q__0__pop;
+  assign \$513  = q__0__valid & \$512 ;
+  assign \$514  = ~ q__0__cleared;
+  assign \$515  = \$513  & \$514 ;
+  assign \$516  = ~ issue_event_write;
+  assign \$517  = \$515  & \$516 ;
+  assign \$518  = ~ q__1__pop;
+  assign \$519  = q__1__valid & \$518 ;
+  assign \$520  = ~ q__1__cleared;
   assign \$521  = \$519  & \$520 ;
   assign \$522  = ~ issue_event_write;
   assign \$523  = \$521  & \$522 ;
-  assign \$524  = ~ q__1__pop;
-  assign \$525  = q__1__valid & \$524 ;
-  assign \$526  = ~ q__1__cleared;
+  assign \$524  = ~ q__2__pop;
+  assign \$525  = q__2__valid & \$524 ;
+  assign \$526  = ~ q__2__cleared;
   assign \$527  = \$525  & \$526 ;
   assign \$528  = ~ issue_event_write;
   assign \$529  = \$527  & \$528 ;
-  assign \$530  = ~ q__2__pop;
-  assign \$531  = q__2__valid & \$530 ;
-  assign \$532  = ~ q__2__cleared;
+  assign \$530  = ~ q__3__pop;
+  assign \$531  = q__3__valid & \$530 ;
+  assign \$532  = ~ q__3__cleared;
   assign \$533  = \$531  & \$532 ;
   assign \$534  = ~ issue_event_write;
   assign \$535  = \$533  & \$534 ;
-  assign \$536  = ~ q__3__pop;
-  assign \$537  = q__3__valid & \$536 ;
-  assign \$538  = ~ q__3__cleared;
-  assign \$539  = \$537  & \$538 ;
-  assign \$540  = ~ issue_event_write;
+  assign \$536  = ~ r_en;
+  assign \$537  = dma_load_issued & \$536 ;
+  assign \$538  = ~ dma_load_issued;
+  assign \$539  = r_en & \$538 ;
+  assign \$540  = | dma_load_outstanding;
   assign \$541  = \$539  & \$540 ;
-  assign \$542  = ~ r_en;
-  assign \$543  = dma_load_issued & \$542 ;
-  assign \$544  = ~ dma_load_issued;
-  assign \$545  = r_en & \$544 ;
-  assign \$546  = | dma_load_outstanding;
-  assign \$547  = \$545  & \$546 ;
-  assign \$548  = dma_load_outstanding + 1'h1;
-  assign \$549  = dma_load_outstanding - 1'h1;
-  assign \$550  = ~ \r_en$215 ;
-  assign \$551  = dma_store_issued & \$550 ;
-  assign \$552  = ~ dma_store_issued;
-  assign \$553  = \r_en$215  & \$552 ;
-  assign \$554  = | dma_store_outstanding;
-  assign \$555  = \$553  & \$554 ;
-  assign \$556  = dma_store_outstanding + 1'h1;
-  assign \$557  = dma_store_outstanding - 1'h1;
-  assign \$558  = ~ \r_en$217 ;
-  assign \$559  = gemm_issued & \$558 ;
-  assign \$560  = ~ gemm_issued;
-  assign \$561  = \r_en$217  & \$560 ;
-  assign \$562  = | gemm_outstanding;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = gemm_outstanding + 1'h1;
-  assign \$565  = gemm_outstanding - 1'h1;
-  assign \$566  = ~ \r_en$219 ;
-  assign \$567  = vec_issued & \$566 ;
-  assign \$568  = ~ vec_issued;
-  assign \$569  = \r_en$219  & \$568 ;
-  assign \$570  = | vec_outstanding;
-  assign \$571  = \$569  & \$570 ;
-  assign \$572  = vec_outstanding + 1'h1;
-  assign \$573  = vec_outstanding - 1'h1;
-  assign \$574  = ~ \r_en$221 ;
-  assign \$575  = sfu_issued & \$574 ;
-  assign \$576  = ~ sfu_issued;
-  assign \$577  = \r_en$221  & \$576 ;
-  assign \$578  = | sfu_outstanding;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = sfu_outstanding + 1'h1;
-  assign \$581  = sfu_outstanding - 1'h1;
-  assign \$583  = ! \$582 ;
-  assign \$584  = retire_rr_any & \$583 ;
-  assign \$586  = \$585  - q0_r[3:0];
-  assign \$587  = \$586 [3:0] < \$165 [4:0];
-  assign \$590  = ~ \$589 ;
-  assign \$591  = \$587  & \$590 ;
-  assign \$592  = \$584  & \$591 ;
-  assign \$597  = | \$596 ;
-  assign \$599  = \$598  == 1'h1;
-  assign \$600  = retire_rr_any & \$599 ;
-  assign \$602  = \$601  - q1_r[3:0];
-  assign \$603  = \$602 [3:0] < \$166 [4:0];
-  assign \$606  = ~ \$605 ;
-  assign \$607  = \$603  & \$606 ;
-  assign \$608  = \$600  & \$607 ;
-  assign \$613  = | \$612 ;
-  assign \$615  = \$614  == 2'h2;
-  assign \$616  = retire_rr_any & \$615 ;
-  assign \$618  = \$617  - q2_r[3:0];
-  assign \$619  = \$618 [3:0] < \$167 [4:0];
-  assign \$622  = ~ \$621 ;
-  assign \$623  = \$619  & \$622 ;
-  assign \$624  = \$616  & \$623 ;
-  assign \$629  = | \$628 ;
-  assign \$631  = \$630  == 2'h3;
-  assign \$632  = retire_rr_any & \$631 ;
-  assign \$634  = \$633  - q3_r[3:0];
-  assign \$635  = \$634 [3:0] < \$168 [4:0];
-  assign \$638  = ~ \$637 ;
-  assign \$639  = \$635  & \$638 ;
-  assign \$640  = \$632  & \$639 ;
-  assign \$645  = | \$644 ;
+  assign \$542  = dma_load_outstanding + 1'h1;
+  assign \$543  = dma_load_outstanding - 1'h1;
+  assign \$544  = ~ \r_en$216 ;
+  assign \$545  = dma_store_issued & \$544 ;
+  assign \$546  = ~ dma_store_issued;
+  assign \$547  = \r_en$216  & \$546 ;
+  assign \$548  = | dma_store_outstanding;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = dma_store_outstanding + 1'h1;
+  assign \$551  = dma_store_outstanding - 1'h1;
+  assign \$552  = ~ \r_en$218 ;
+  assign \$553  = gemm_issued & \$552 ;
+  assign \$554  = ~ gemm_issued;
+  assign \$555  = \r_en$218  & \$554 ;
+  assign \$556  = | gemm_outstanding;
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = gemm_outstanding + 1'h1;
+  assign \$559  = gemm_outstanding - 1'h1;
+  assign \$560  = ~ \r_en$220 ;
+  assign \$561  = vec_issued & \$560 ;
+  assign \$562  = ~ vec_issued;
+  assign \$563  = \r_en$220  & \$562 ;
+  assign \$564  = | vec_outstanding;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = vec_outstanding + 1'h1;
+  assign \$567  = vec_outstanding - 1'h1;
+  assign \$568  = ~ \r_en$222 ;
+  assign \$569  = sfu_issued & \$568 ;
+  assign \$570  = ~ sfu_issued;
+  assign \$571  = \r_en$222  & \$570 ;
+  assign \$572  = | sfu_outstanding;
+  assign \$573  = \$571  & \$572 ;
+  assign \$574  = sfu_outstanding + 1'h1;
+  assign \$575  = sfu_outstanding - 1'h1;
+  assign \$577  = ! \$576 ;
+  assign \$578  = retire_rr_any & \$577 ;
+  assign \$580  = \$579  - q0_r[3:0];
+  assign \$581  = \$580 [3:0] < \$165 [4:0];
+  assign \$584  = ~ \$583 ;
+  assign \$585  = \$581  & \$584 ;
+  assign \$586  = \$578  & \$585 ;
+  assign \$591  = | \$590 ;
+  assign \$593  = \$592  == 1'h1;
+  assign \$594  = retire_rr_any & \$593 ;
+  assign \$596  = \$595  - q1_r[3:0];
+  assign \$597  = \$596 [3:0] < \$166 [4:0];
+  assign \$600  = ~ \$599 ;
+  assign \$601  = \$597  & \$600 ;
+  assign \$602  = \$594  & \$601 ;
+  assign \$607  = | \$606 ;
+  assign \$609  = \$608  == 2'h2;
+  assign \$610  = retire_rr_any & \$609 ;
+  assign \$612  = \$611  - q2_r[3:0];
+  assign \$613  = \$612 [3:0] < \$167 [4:0];
+  assign \$616  = ~ \$615 ;
+  assign \$617  = \$613  & \$616 ;
+  assign \$618  = \$610  & \$617 ;
+  assign \$623  = | \$622 ;
+  assign \$625  = \$624  == 2'h3;
+  assign \$626  = retire_rr_any & \$625 ;
+  assign \$628  = \$627  - q3_r[3:0];
+  assign \$629  = \$628 [3:0] < \$168 [4:0];
+  assign \$632  = ~ \$631 ;
+  assign \$633  = \$629  & \$632 ;
+  assign \$634  = \$626  & \$633 ;
+  assign \$639  = | \$638 ;
+  assign \$640  = q0_list_done + 1'h1;
+  assign \$642  = | \$641 ;
+  assign \$643  = ! q0_list_err;
+  assign \$644  = \$642  & \$643 ;
   assign \$646  = q0_list_done + 1'h1;
-  assign \$648  = | \$647 ;
-  assign \$649  = ! q0_list_err;
-  assign \$650  = \$648  & \$649 ;
-  assign \$652  = q0_list_done + 1'h1;
+  assign \$647  = q1_list_done + 1'h1;
+  assign \$649  = | \$648 ;
+  assign \$650  = ! q1_list_err;
+  assign \$651  = \$649  & \$650 ;
   assign \$653  = q1_list_done + 1'h1;
-  assign \$655  = | \$654 ;
-  assign \$656  = ! q1_list_err;
-  assign \$657  = \$655  & \$656 ;
-  assign \$659  = q1_list_done + 1'h1;
+  assign \$654  = q2_list_done + 1'h1;
+  assign \$656  = | \$655 ;
+  assign \$657  = ! q2_list_err;
+  assign \$658  = \$656  & \$657 ;
   assign \$660  = q2_list_done + 1'h1;
-  assign \$662  = | \$661 ;
-  assign \$663  = ! q2_list_err;
-  assign \$664  = \$662  & \$663 ;
-  assign \$666  = q2_list_done + 1'h1;
+  assign \$661  = q3_list_done + 1'h1;
+  assign \$663  = | \$662 ;
+  assign \$664  = ! q3_list_err;
+  assign \$665  = \$663  & \$664 ;
   assign \$667  = q3_list_done + 1'h1;
-  assign \$669  = | \$668 ;
-  assign \$670  = ! q3_list_err;
+  assign \$668  = cpl_rr_any & cpl_ready;
+  assign \$669  = cpl_rr_any & cpl_ready;
+  assign \$670  = ! cpl_rr_sel;
   assign \$671  = \$669  & \$670 ;
-  assign \$673  = q3_list_done + 1'h1;
+  assign \$672  = q0_silent | \$671 ;
+  assign \$673  = q0_r + 1'h1;
   assign \$674  = cpl_rr_any & cpl_ready;
-  assign \$675  = cpl_rr_any & cpl_ready;
-  assign \$676  = ! cpl_rr_sel;
-  assign \$677  = \$675  & \$676 ;
-  assign \$678  = q0_silent | \$677 ;
-  assign \$679  = q0_r + 1'h1;
-  assign \$680  = cpl_rr_any & cpl_ready;
-  assign \$681  = ! cpl_rr_sel;
-  assign \$682  = \$680  & \$681 ;
-  assign \$684  = \$682  & \$683 ;
-  assign \$685  = cpl_rr_any & cpl_ready;
-  assign \$686  = cpl_rr_sel == 1'h1;
-  assign \$687  = \$685  & \$686 ;
-  assign \$688  = q1_silent | \$687 ;
-  assign \$689  = q1_r + 1'h1;
-  assign \$690  = cpl_rr_any & cpl_ready;
-  assign \$691  = cpl_rr_sel == 1'h1;
-  assign \$692  = \$690  & \$691 ;
-  assign \$694  = \$692  & \$693 ;
-  assign \$695  = cpl_rr_any & cpl_ready;
-  assign \$696  = cpl_rr_sel == 2'h2;
-  assign \$697  = \$695  & \$696 ;
-  assign \$698  = q2_silent | \$697 ;
-  assign \$699  = q2_r + 1'h1;
-  assign \$700  = cpl_rr_any & cpl_ready;
-  assign \$701  = cpl_rr_sel == 2'h2;
-  assign \$702  = \$700  & \$701 ;
-  assign \$704  = \$702  & \$703 ;
-  assign \$705  = cpl_rr_any & cpl_ready;
-  assign \$706  = cpl_rr_sel == 2'h3;
-  assign \$707  = \$705  & \$706 ;
-  assign \$708  = q3_silent | \$707 ;
-  assign \$709  = q3_r + 1'h1;
-  assign \$710  = cpl_rr_any & cpl_ready;
-  assign \$711  = cpl_rr_sel == 2'h3;
-  assign \$712  = \$710  & \$711 ;
-  assign \$714  = \$712  & \$713 ;
-  assign \$715  = ! dma_load_outstanding;
-  assign \$716  = \$715  | r_en;
-  assign \$717  = \$716  | engine_reset[0];
-  assign \$718  = & dma_load_since;
+  assign \$675  = ! cpl_rr_sel;
+  assign \$676  = \$674  & \$675 ;
+  assign \$678  = \$676  & \$677 ;
+  assign \$679  = cpl_rr_any & cpl_ready;
+  assign \$680  = cpl_rr_sel == 1'h1;
+  assign \$681  = \$679  & \$680 ;
+  assign \$682  = q1_silent | \$681 ;
+  assign \$683  = q1_r + 1'h1;
+  assign \$684  = cpl_rr_any & cpl_ready;
+  assign \$685  = cpl_rr_sel == 1'h1;
+  assign \$686  = \$684  & \$685 ;
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = cpl_rr_any & cpl_ready;
+  assign \$690  = cpl_rr_sel == 2'h2;
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = q2_silent | \$691 ;
+  assign \$693  = q2_r + 1'h1;
+  assign \$694  = cpl_rr_any & cpl_ready;
+  assign \$695  = cpl_rr_sel == 2'h2;
+  assign \$696  = \$694  & \$695 ;
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = cpl_rr_any & cpl_ready;
+  assign \$700  = cpl_rr_sel == 2'h3;
+  assign \$701  = \$699  & \$700 ;
+  assign \$702  = q3_silent | \$701 ;
+  assign \$703  = q3_r + 1'h1;
+  assign \$704  = cpl_rr_any & cpl_ready;
+  assign \$705  = cpl_rr_sel == 2'h3;
+  assign \$706  = \$704  & \$705 ;
+  assign \$708  = \$706  & \$707 ;
+  assign \$709  = ! dma_load_outstanding;
+  assign \$710  = \$709  | r_en;
+  assign \$711  = \$710  | engine_reset[0];
+  assign \$712  = & dma_load_since;
+  assign \$713  = ~ \$712 ;
+  assign \$714  = dma_load_since + 1'h1;
+  assign \$715  = ! dma_store_outstanding;
+  assign \$716  = \$715  | \r_en$216 ;
+  assign \$717  = \$716  | engine_reset[1];
+  assign \$718  = & dma_store_since;
   assign \$719  = ~ \$718 ;
-  assign \$720  = dma_load_since + 1'h1;
-  assign \$721  = ! dma_store_outstanding;
-  assign \$722  = \$721  | \r_en$215 ;
-  assign \$723  = \$722  | engine_reset[1];
-  assign \$724  = & dma_store_since;
+  assign \$720  = dma_store_since + 1'h1;
+  assign \$721  = ! gemm_outstanding;
+  assign \$722  = \$721  | \r_en$218 ;
+  assign \$723  = \$722  | engine_reset[2];
+  assign \$724  = & gemm_since;
   assign \$725  = ~ \$724 ;
-  assign \$726  = dma_store_since + 1'h1;
-  assign \$727  = ! gemm_outstanding;
-  assign \$728  = \$727  | \r_en$217 ;
-  assign \$729  = \$728  | engine_reset[2];
-  assign \$730  = & gemm_since;
+  assign \$726  = gemm_since + 1'h1;
+  assign \$727  = ! vec_outstanding;
+  assign \$728  = \$727  | \r_en$220 ;
+  assign \$729  = \$728  | engine_reset[3];
+  assign \$730  = & vec_since;
   assign \$731  = ~ \$730 ;
-  assign \$732  = gemm_since + 1'h1;
-  assign \$733  = ! vec_outstanding;
-  assign \$734  = \$733  | \r_en$219 ;
-  assign \$735  = \$734  | engine_reset[3];
-  assign \$736  = & vec_since;
+  assign \$732  = vec_since + 1'h1;
+  assign \$733  = ! sfu_outstanding;
+  assign \$734  = \$733  | \r_en$222 ;
+  assign \$735  = \$734  | engine_reset[4];
+  assign \$736  = & sfu_since;
   assign \$737  = ~ \$736 ;
-  assign \$738  = vec_since + 1'h1;
-  assign \$739  = ! sfu_outstanding;
-  assign \$740  = \$739  | \r_en$221 ;
-  assign \$741  = \$740  | engine_reset[4];
-  assign \$742  = & sfu_since;
-  assign \$743  = ~ \$742 ;
-  assign \$744  = sfu_since + 1'h1;
+  assign \$738  = sfu_since + 1'h1;
   always @(posedge clk)
-    q0_wait_reached_r <= \$745 ;
+    q0_wait_reached_r <= \$739 ;
   always @(posedge clk)
-    q1_wait_reached_r <= \$746 ;
+    q1_wait_reached_r <= \$740 ;
   always @(posedge clk)
-    q2_wait_reached_r <= \$747 ;
+    q2_wait_reached_r <= \$741 ;
   always @(posedge clk)
-    q3_wait_reached_r <= \$748 ;
+    q3_wait_reached_r <= \$742 ;
   always @(posedge clk)
-    issue_rr_last <= \$749 ;
+    issue_rr_last <= \$743 ;
   always @(posedge clk)
-    events <= \$750 ;
+    q0_h <= \$744 ;
   always @(posedge clk)
-    q0_h <= \$751 ;
+    q0_done <= \$745 ;
   always @(posedge clk)
-    q0_done <= \$752 ;
+    q0_status0 <= \$746 ;
   always @(posedge clk)
-    q0_status0 <= \$753 ;
+    q0_status1 <= \$747 ;
   always @(posedge clk)
-    q0_status1 <= \$754 ;
+    q0_status2 <= \$748 ;
   always @(posedge clk)
-    q0_status2 <= \$755 ;
+    q0_status3 <= \$749 ;
   always @(posedge clk)
-    q0_status3 <= \$756 ;
+    q0_status4 <= \$750 ;
   always @(posedge clk)
-    q0_status4 <= \$757 ;
+    q0_status5 <= \$751 ;
   always @(posedge clk)
-    q0_status5 <= \$758 ;
+    q0_status6 <= \$752 ;
   always @(posedge clk)
-    q0_status6 <= \$759 ;
+    q0_status7 <= \$753 ;
   always @(posedge clk)
-    q0_status7 <= \$760 ;
+    q0_status8 <= \$754 ;
   always @(posedge clk)
-    q0_status8 <= \$761 ;
+    q0_status9 <= \$755 ;
   always @(posedge clk)
-    q0_status9 <= \$762 ;
+    q0_status10 <= \$756 ;
   always @(posedge clk)
-    q0_status10 <= \$763 ;
+    q0_status11 <= \$757 ;
   always @(posedge clk)
-    q0_status11 <= \$764 ;
+    q0_status12 <= \$758 ;
   always @(posedge clk)
-    q0_status12 <= \$765 ;
+    q0_status13 <= \$759 ;
   always @(posedge clk)
-    q0_status13 <= \$766 ;
+    q0_status14 <= \$760 ;
   always @(posedge clk)
-    q0_status14 <= \$767 ;
+    q0_status15 <= \$761 ;
   always @(posedge clk)
-    q0_status15 <= \$768 ;
+    q0_failed <= \$762 ;
   always @(posedge clk)
-    q0_failed <= \$769 ;
+    q1_h <= \$763 ;
   always @(posedge clk)
-    q1_h <= \$770 ;
+    q1_done <= \$764 ;
   always @(posedge clk)
-    q1_done <= \$771 ;
+    q1_status0 <= \$765 ;
   always @(posedge clk)
-    q1_status0 <= \$772 ;
+    q1_status1 <= \$766 ;
   always @(posedge clk)
-    q1_status1 <= \$773 ;
+    q1_status2 <= \$767 ;
   always @(posedge clk)
-    q1_status2 <= \$774 ;
+    q1_status3 <= \$768 ;
   always @(posedge clk)
-    q1_status3 <= \$775 ;
+    q1_status4 <= \$769 ;
   always @(posedge clk)
-    q1_status4 <= \$776 ;
+    q1_status5 <= \$770 ;
   always @(posedge clk)
-    q1_status5 <= \$777 ;
+    q1_status6 <= \$771 ;
   always @(posedge clk)
-    q1_status6 <= \$778 ;
+    q1_status7 <= \$772 ;
   always @(posedge clk)
-    q1_status7 <= \$779 ;
+    q1_status8 <= \$773 ;
   always @(posedge clk)
-    q1_status8 <= \$780 ;
+    q1_status9 <= \$774 ;
   always @(posedge clk)
-    q1_status9 <= \$781 ;
+    q1_status10 <= \$775 ;
   always @(posedge clk)
-    q1_status10 <= \$782 ;
+    q1_status11 <= \$776 ;
   always @(posedge clk)
-    q1_status11 <= \$783 ;
+    q1_status12 <= \$777 ;
   always @(posedge clk)
-    q1_status12 <= \$784 ;
+    q1_status13 <= \$778 ;
   always @(posedge clk)
-    q1_status13 <= \$785 ;
+    q1_status14 <= \$779 ;
   always @(posedge clk)
-    q1_status14 <= \$786 ;
+    q1_status15 <= \$780 ;
   always @(posedge clk)
-    q1_status15 <= \$787 ;
+    q1_failed <= \$781 ;
   always @(posedge clk)
-    q1_failed <= \$788 ;
+    q2_h <= \$782 ;
   always @(posedge clk)
-    q2_h <= \$789 ;
+    q2_done <= \$783 ;
   always @(posedge clk)
-    q2_done <= \$790 ;
+    q2_status0 <= \$784 ;
   always @(posedge clk)
-    q2_status0 <= \$791 ;
+    q2_status1 <= \$785 ;
   always @(posedge clk)
-    q2_status1 <= \$792 ;
+    q2_status2 <= \$786 ;
   always @(posedge clk)
-    q2_status2 <= \$793 ;
+    q2_status3 <= \$787 ;
   always @(posedge clk)
-    q2_status3 <= \$794 ;
+    q2_status4 <= \$788 ;
   always @(posedge clk)
-    q2_status4 <= \$795 ;
+    q2_status5 <= \$789 ;
   always @(posedge clk)
-    q2_status5 <= \$796 ;
+    q2_status6 <= \$790 ;
   always @(posedge clk)
-    q2_status6 <= \$797 ;
+    q2_status7 <= \$791 ;
   always @(posedge clk)
-    q2_status7 <= \$798 ;
+    q2_status8 <= \$792 ;
   always @(posedge clk)
-    q2_status8 <= \$799 ;
+    q2_status9 <= \$793 ;
   always @(posedge clk)
-    q2_status9 <= \$800 ;
+    q2_status10 <= \$794 ;
   always @(posedge clk)
-    q2_status10 <= \$801 ;
+    q2_status11 <= \$795 ;
   always @(posedge clk)
-    q2_status11 <= \$802 ;
+    q2_status12 <= \$796 ;
   always @(posedge clk)
-    q2_status12 <= \$803 ;
+    q2_status13 <= \$797 ;
   always @(posedge clk)
-    q2_status13 <= \$804 ;
+    q2_status14 <= \$798 ;
   always @(posedge clk)
-    q2_status14 <= \$805 ;
+    q2_status15 <= \$799 ;
   always @(posedge clk)
-    q2_status15 <= \$806 ;
+    q2_failed <= \$800 ;
   always @(posedge clk)
-    q2_failed <= \$807 ;
+    q3_h <= \$801 ;
   always @(posedge clk)
-    q3_h <= \$808 ;
+    q3_done <= \$802 ;
   always @(posedge clk)
-    q3_done <= \$809 ;
+    q3_status0 <= \$803 ;
   always @(posedge clk)
-    q3_status0 <= \$810 ;
+    q3_status1 <= \$804 ;
   always @(posedge clk)
-    q3_status1 <= \$811 ;
+    q3_status2 <= \$805 ;
   always @(posedge clk)
-    q3_status2 <= \$812 ;
+    q3_status3 <= \$806 ;
   always @(posedge clk)
-    q3_status3 <= \$813 ;
+    q3_status4 <= \$807 ;
   always @(posedge clk)
-    q3_status4 <= \$814 ;
+    q3_status5 <= \$808 ;
   always @(posedge clk)
-    q3_status5 <= \$815 ;
+    q3_status6 <= \$809 ;
   always @(posedge clk)
-    q3_status6 <= \$816 ;
+    q3_status7 <= \$810 ;
   always @(posedge clk)
-    q3_status7 <= \$817 ;
+    q3_status8 <= \$811 ;
   always @(posedge clk)
-    q3_status8 <= \$818 ;
+    q3_status9 <= \$812 ;
   always @(posedge clk)
-    q3_status9 <= \$819 ;
+    q3_status10 <= \$813 ;
   always @(posedge clk)
-    q3_status10 <= \$820 ;
+    q3_status11 <= \$814 ;
   always @(posedge clk)
-    q3_status11 <= \$821 ;
+    q3_status12 <= \$815 ;
   always @(posedge clk)
-    q3_status12 <= \$822 ;
+    q3_status13 <= \$816 ;
   always @(posedge clk)
-    q3_status13 <= \$823 ;
+    q3_status14 <= \$817 ;
   always @(posedge clk)
-    q3_status14 <= \$824 ;
+    q3_status15 <= \$818 ;
   always @(posedge clk)
-    q3_status15 <= \$825 ;
+    q3_failed <= \$819 ;
   always @(posedge clk)
-    q3_failed <= \$826 ;
+    issue_signal_pending <= \$820 ;
   always @(posedge clk)
-    q0_wait_fresh <= \$827 ;
+    issue_signal_event <= \$821 ;
   always @(posedge clk)
-    q1_wait_fresh <= \$828 ;
+    issue_signal_value <= \$822 ;
   always @(posedge clk)
-    q2_wait_fresh <= \$829 ;
+    events <= \$823 ;
   always @(posedge clk)
-    q3_wait_fresh <= \$830 ;
+    q0_wait_fresh <= \$824 ;
   always @(posedge clk)
-    retire_rr_last <= \$831 ;
+    q1_wait_fresh <= \$825 ;
   always @(posedge clk)
-    dma_load_outstanding <= \$832 ;
+    q2_wait_fresh <= \$826 ;
   always @(posedge clk)
-    dma_store_outstanding <= \$833 ;
+    q3_wait_fresh <= \$827 ;
   always @(posedge clk)
-    gemm_outstanding <= \$834 ;
+    retire_rr_last <= \$828 ;
   always @(posedge clk)
-    vec_outstanding <= \$835 ;
+    dma_load_outstanding <= \$829 ;
   always @(posedge clk)
-    sfu_outstanding <= \$836 ;
+    dma_store_outstanding <= \$830 ;
   always @(posedge clk)
-    q0_list_done <= \$837 ;
+    gemm_outstanding <= \$831 ;
   always @(posedge clk)
-    q0_list_err <= \$838 ;
+    vec_outstanding <= \$832 ;
   always @(posedge clk)
-    q0_list_item <= \$839 ;
+    sfu_outstanding <= \$833 ;
   always @(posedge clk)
-    q1_list_done <= \$840 ;
+    q0_list_done <= \$834 ;
   always @(posedge clk)
-    q1_list_err <= \$841 ;
+    q0_list_err <= \$835 ;
   always @(posedge clk)
-    q1_list_item <= \$842 ;
+    q0_list_item <= \$836 ;
   always @(posedge clk)
-    q2_list_done <= \$843 ;
+    q1_list_done <= \$837 ;
   always @(posedge clk)
-    q2_list_err <= \$844 ;
+    q1_list_err <= \$838 ;
   always @(posedge clk)
-    q2_list_item <= \$845 ;
+    q1_list_item <= \$839 ;
   always @(posedge clk)
-    q3_list_done <= \$846 ;
+    q2_list_done <= \$840 ;
   always @(posedge clk)
-    q3_list_err <= \$847 ;
+    q2_list_err <= \$841 ;
   always @(posedge clk)
-    q3_list_item <= \$848 ;
+    q2_list_item <= \$842 ;
   always @(posedge clk)
-    cpl_rr_last <= \$849 ;
+    q3_list_done <= \$843 ;
   always @(posedge clk)
-    q0_r <= \$850 ;
+    q3_list_err <= \$844 ;
   always @(posedge clk)
-    q1_r <= \$851 ;
+    q3_list_item <= \$845 ;
   always @(posedge clk)
-    q2_r <= \$852 ;
+    cpl_rr_last <= \$846 ;
   always @(posedge clk)
-    q3_r <= \$853 ;
+    q0_r <= \$847 ;
   always @(posedge clk)
-    dma_load_since <= \$854 ;
+    q1_r <= \$848 ;
   always @(posedge clk)
-    dma_store_since <= \$855 ;
+    q2_r <= \$849 ;
   always @(posedge clk)
-    gemm_since <= \$856 ;
+    q3_r <= \$850 ;
   always @(posedge clk)
-    vec_since <= \$857 ;
+    dma_load_since <= \$851 ;
   always @(posedge clk)
-    sfu_since <= \$858 ;
+    dma_store_since <= \$852 ;
+  always @(posedge clk)
+    gemm_since <= \$853 ;
+  always @(posedge clk)
+    vec_since <= \$854 ;
+  always @(posedge clk)
+    sfu_since <= \$855 ;
   assign \$1  = \port$5829$0 [7:0] == 1'h1;
   assign \$2  = ! \port$5829$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
@@ -40410,9 +40405,12 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$105  = \port$5889$0 [7:0] == 3'h5;
   assign \$106  = ! \port$5889$0 [15:9];
   assign \$107  = \$105  & \$106 ;
+  assign \$108  = ! \port$5889$0 [63:40];
+  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$110  = \$108  & \$109 ;
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$14000$16 (retire__0__tag),
+    .\port$13939$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -40422,43 +40420,43 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$14004$16 (retire__1__tag),
+    .\port$13943$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
-    .r_data(\r_data$342 ),
-    .r_en(\r_en$215 ),
-    .r_rdy(\r_rdy$207 ),
+    .r_data(\r_data$345 ),
+    .r_en(\r_en$216 ),
+    .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$185 )
+    .w_en(\w_en$186 )
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$14008$16 (retire__2__tag),
+    .\port$13947$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
-    .r_data(\r_data$343 ),
-    .r_en(\r_en$217 ),
-    .r_rdy(\r_rdy$208 ),
+    .r_data(\r_data$346 ),
+    .r_en(\r_en$218 ),
+    .r_rdy(\r_rdy$209 ),
     .rst(rst),
-    .w_en(\w_en$190 )
+    .w_en(\w_en$191 )
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$14016$16 (retire__4__tag),
+    .\port$13955$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
-    .r_data(\r_data$345 ),
-    .r_en(\r_en$221 ),
-    .r_rdy(\r_rdy$210 ),
+    .r_data(\r_data$348 ),
+    .r_en(\r_en$222 ),
+    .r_rdy(\r_rdy$211 ),
     .rst(rst),
-    .w_en(\w_en$200 )
+    .w_en(\w_en$201 )
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$14012$16 (retire__3__tag),
+    .\port$13951$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
-    .r_data(\r_data$344 ),
-    .r_en(\r_en$219 ),
-    .r_rdy(\r_rdy$209 ),
+    .r_data(\r_data$347 ),
+    .r_en(\r_en$220 ),
+    .r_rdy(\r_rdy$210 ),
     .rst(rst),
-    .w_en(\w_en$195 )
+    .w_en(\w_en$196 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -40653,37 +40651,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$408  = q0_done[0];
+          \$395  = q0_done[0];
       4'h1:
-          \$408  = q0_done[1];
+          \$395  = q0_done[1];
       4'h2:
-          \$408  = q0_done[2];
+          \$395  = q0_done[2];
       4'h3:
-          \$408  = q0_done[3];
+          \$395  = q0_done[3];
       4'h4:
-          \$408  = q0_done[4];
+          \$395  = q0_done[4];
       4'h5:
-          \$408  = q0_done[5];
+          \$395  = q0_done[5];
       4'h6:
-          \$408  = q0_done[6];
+          \$395  = q0_done[6];
       4'h7:
-          \$408  = q0_done[7];
+          \$395  = q0_done[7];
       4'h8:
-          \$408  = q0_done[8];
+          \$395  = q0_done[8];
       4'h9:
-          \$408  = q0_done[9];
+          \$395  = q0_done[9];
       4'ha:
-          \$408  = q0_done[10];
+          \$395  = q0_done[10];
       4'hb:
-          \$408  = q0_done[11];
+          \$395  = q0_done[11];
       4'hc:
-          \$408  = q0_done[12];
+          \$395  = q0_done[12];
       4'hd:
-          \$408  = q0_done[13];
+          \$395  = q0_done[13];
       4'he:
-          \$408  = q0_done[14];
+          \$395  = q0_done[14];
       4'hf:
-          \$408  = q0_done[15];
+          \$395  = q0_done[15];
     endcase
   end
   always @* begin
@@ -40691,37 +40689,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$411  = q0_done[0];
+          \$398  = q0_done[0];
       4'h1:
-          \$411  = q0_done[1];
+          \$398  = q0_done[1];
       4'h2:
-          \$411  = q0_done[2];
+          \$398  = q0_done[2];
       4'h3:
-          \$411  = q0_done[3];
+          \$398  = q0_done[3];
       4'h4:
-          \$411  = q0_done[4];
+          \$398  = q0_done[4];
       4'h5:
-          \$411  = q0_done[5];
+          \$398  = q0_done[5];
       4'h6:
-          \$411  = q0_done[6];
+          \$398  = q0_done[6];
       4'h7:
-          \$411  = q0_done[7];
+          \$398  = q0_done[7];
       4'h8:
-          \$411  = q0_done[8];
+          \$398  = q0_done[8];
       4'h9:
-          \$411  = q0_done[9];
+          \$398  = q0_done[9];
       4'ha:
-          \$411  = q0_done[10];
+          \$398  = q0_done[10];
       4'hb:
-          \$411  = q0_done[11];
+          \$398  = q0_done[11];
       4'hc:
-          \$411  = q0_done[12];
+          \$398  = q0_done[12];
       4'hd:
-          \$411  = q0_done[13];
+          \$398  = q0_done[13];
       4'he:
-          \$411  = q0_done[14];
+          \$398  = q0_done[14];
       4'hf:
-          \$411  = q0_done[15];
+          \$398  = q0_done[15];
     endcase
   end
   always @* begin
@@ -40729,37 +40727,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$416  = q0_status0;
+          \$403  = q0_status0;
       4'h1:
-          \$416  = q0_status1;
+          \$403  = q0_status1;
       4'h2:
-          \$416  = q0_status2;
+          \$403  = q0_status2;
       4'h3:
-          \$416  = q0_status3;
+          \$403  = q0_status3;
       4'h4:
-          \$416  = q0_status4;
+          \$403  = q0_status4;
       4'h5:
-          \$416  = q0_status5;
+          \$403  = q0_status5;
       4'h6:
-          \$416  = q0_status6;
+          \$403  = q0_status6;
       4'h7:
-          \$416  = q0_status7;
+          \$403  = q0_status7;
       4'h8:
-          \$416  = q0_status8;
+          \$403  = q0_status8;
       4'h9:
-          \$416  = q0_status9;
+          \$403  = q0_status9;
       4'ha:
-          \$416  = q0_status10;
+          \$403  = q0_status10;
       4'hb:
-          \$416  = q0_status11;
+          \$403  = q0_status11;
       4'hc:
-          \$416  = q0_status12;
+          \$403  = q0_status12;
       4'hd:
-          \$416  = q0_status13;
+          \$403  = q0_status13;
       4'he:
-          \$416  = q0_status14;
+          \$403  = q0_status14;
       4'hf:
-          \$416  = q0_status15;
+          \$403  = q0_status15;
     endcase
   end
   always @* begin
@@ -40767,37 +40765,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$418  = q1_done[0];
+          \$405  = q1_done[0];
       4'h1:
-          \$418  = q1_done[1];
+          \$405  = q1_done[1];
       4'h2:
-          \$418  = q1_done[2];
+          \$405  = q1_done[2];
       4'h3:
-          \$418  = q1_done[3];
+          \$405  = q1_done[3];
       4'h4:
-          \$418  = q1_done[4];
+          \$405  = q1_done[4];
       4'h5:
-          \$418  = q1_done[5];
+          \$405  = q1_done[5];
       4'h6:
-          \$418  = q1_done[6];
+          \$405  = q1_done[6];
       4'h7:
-          \$418  = q1_done[7];
+          \$405  = q1_done[7];
       4'h8:
-          \$418  = q1_done[8];
+          \$405  = q1_done[8];
       4'h9:
-          \$418  = q1_done[9];
+          \$405  = q1_done[9];
       4'ha:
-          \$418  = q1_done[10];
+          \$405  = q1_done[10];
       4'hb:
-          \$418  = q1_done[11];
+          \$405  = q1_done[11];
       4'hc:
-          \$418  = q1_done[12];
+          \$405  = q1_done[12];
       4'hd:
-          \$418  = q1_done[13];
+          \$405  = q1_done[13];
       4'he:
-          \$418  = q1_done[14];
+          \$405  = q1_done[14];
       4'hf:
-          \$418  = q1_done[15];
+          \$405  = q1_done[15];
     endcase
   end
   always @* begin
@@ -40805,37 +40803,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$421  = q1_done[0];
+          \$408  = q1_done[0];
       4'h1:
-          \$421  = q1_done[1];
+          \$408  = q1_done[1];
       4'h2:
-          \$421  = q1_done[2];
+          \$408  = q1_done[2];
       4'h3:
-          \$421  = q1_done[3];
+          \$408  = q1_done[3];
       4'h4:
-          \$421  = q1_done[4];
+          \$408  = q1_done[4];
       4'h5:
-          \$421  = q1_done[5];
+          \$408  = q1_done[5];
       4'h6:
-          \$421  = q1_done[6];
+          \$408  = q1_done[6];
       4'h7:
-          \$421  = q1_done[7];
+          \$408  = q1_done[7];
       4'h8:
-          \$421  = q1_done[8];
+          \$408  = q1_done[8];
       4'h9:
-          \$421  = q1_done[9];
+          \$408  = q1_done[9];
       4'ha:
-          \$421  = q1_done[10];
+          \$408  = q1_done[10];
       4'hb:
-          \$421  = q1_done[11];
+          \$408  = q1_done[11];
       4'hc:
-          \$421  = q1_done[12];
+          \$408  = q1_done[12];
       4'hd:
-          \$421  = q1_done[13];
+          \$408  = q1_done[13];
       4'he:
-          \$421  = q1_done[14];
+          \$408  = q1_done[14];
       4'hf:
-          \$421  = q1_done[15];
+          \$408  = q1_done[15];
     endcase
   end
   always @* begin
@@ -40843,37 +40841,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$426  = q1_status0;
+          \$413  = q1_status0;
       4'h1:
-          \$426  = q1_status1;
+          \$413  = q1_status1;
       4'h2:
-          \$426  = q1_status2;
+          \$413  = q1_status2;
       4'h3:
-          \$426  = q1_status3;
+          \$413  = q1_status3;
       4'h4:
-          \$426  = q1_status4;
+          \$413  = q1_status4;
       4'h5:
-          \$426  = q1_status5;
+          \$413  = q1_status5;
       4'h6:
-          \$426  = q1_status6;
+          \$413  = q1_status6;
       4'h7:
-          \$426  = q1_status7;
+          \$413  = q1_status7;
       4'h8:
-          \$426  = q1_status8;
+          \$413  = q1_status8;
       4'h9:
-          \$426  = q1_status9;
+          \$413  = q1_status9;
       4'ha:
-          \$426  = q1_status10;
+          \$413  = q1_status10;
       4'hb:
-          \$426  = q1_status11;
+          \$413  = q1_status11;
       4'hc:
-          \$426  = q1_status12;
+          \$413  = q1_status12;
       4'hd:
-          \$426  = q1_status13;
+          \$413  = q1_status13;
       4'he:
-          \$426  = q1_status14;
+          \$413  = q1_status14;
       4'hf:
-          \$426  = q1_status15;
+          \$413  = q1_status15;
     endcase
   end
   always @* begin
@@ -40881,37 +40879,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$428  = q2_done[0];
+          \$415  = q2_done[0];
       4'h1:
-          \$428  = q2_done[1];
+          \$415  = q2_done[1];
       4'h2:
-          \$428  = q2_done[2];
+          \$415  = q2_done[2];
       4'h3:
-          \$428  = q2_done[3];
+          \$415  = q2_done[3];
       4'h4:
-          \$428  = q2_done[4];
+          \$415  = q2_done[4];
       4'h5:
-          \$428  = q2_done[5];
+          \$415  = q2_done[5];
       4'h6:
-          \$428  = q2_done[6];
+          \$415  = q2_done[6];
       4'h7:
-          \$428  = q2_done[7];
+          \$415  = q2_done[7];
       4'h8:
-          \$428  = q2_done[8];
+          \$415  = q2_done[8];
       4'h9:
-          \$428  = q2_done[9];
+          \$415  = q2_done[9];
       4'ha:
-          \$428  = q2_done[10];
+          \$415  = q2_done[10];
       4'hb:
-          \$428  = q2_done[11];
+          \$415  = q2_done[11];
       4'hc:
-          \$428  = q2_done[12];
+          \$415  = q2_done[12];
       4'hd:
-          \$428  = q2_done[13];
+          \$415  = q2_done[13];
       4'he:
-          \$428  = q2_done[14];
+          \$415  = q2_done[14];
       4'hf:
-          \$428  = q2_done[15];
+          \$415  = q2_done[15];
     endcase
   end
   always @* begin
@@ -40919,37 +40917,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$431  = q2_done[0];
+          \$418  = q2_done[0];
       4'h1:
-          \$431  = q2_done[1];
+          \$418  = q2_done[1];
       4'h2:
-          \$431  = q2_done[2];
+          \$418  = q2_done[2];
       4'h3:
-          \$431  = q2_done[3];
+          \$418  = q2_done[3];
       4'h4:
-          \$431  = q2_done[4];
+          \$418  = q2_done[4];
       4'h5:
-          \$431  = q2_done[5];
+          \$418  = q2_done[5];
       4'h6:
-          \$431  = q2_done[6];
+          \$418  = q2_done[6];
       4'h7:
-          \$431  = q2_done[7];
+          \$418  = q2_done[7];
       4'h8:
-          \$431  = q2_done[8];
+          \$418  = q2_done[8];
       4'h9:
-          \$431  = q2_done[9];
+          \$418  = q2_done[9];
       4'ha:
-          \$431  = q2_done[10];
+          \$418  = q2_done[10];
       4'hb:
-          \$431  = q2_done[11];
+          \$418  = q2_done[11];
       4'hc:
-          \$431  = q2_done[12];
+          \$418  = q2_done[12];
       4'hd:
-          \$431  = q2_done[13];
+          \$418  = q2_done[13];
       4'he:
-          \$431  = q2_done[14];
+          \$418  = q2_done[14];
       4'hf:
-          \$431  = q2_done[15];
+          \$418  = q2_done[15];
     endcase
   end
   always @* begin
@@ -40957,37 +40955,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$436  = q2_status0;
+          \$423  = q2_status0;
       4'h1:
-          \$436  = q2_status1;
+          \$423  = q2_status1;
       4'h2:
-          \$436  = q2_status2;
+          \$423  = q2_status2;
       4'h3:
-          \$436  = q2_status3;
+          \$423  = q2_status3;
       4'h4:
-          \$436  = q2_status4;
+          \$423  = q2_status4;
       4'h5:
-          \$436  = q2_status5;
+          \$423  = q2_status5;
       4'h6:
-          \$436  = q2_status6;
+          \$423  = q2_status6;
       4'h7:
-          \$436  = q2_status7;
+          \$423  = q2_status7;
       4'h8:
-          \$436  = q2_status8;
+          \$423  = q2_status8;
       4'h9:
-          \$436  = q2_status9;
+          \$423  = q2_status9;
       4'ha:
-          \$436  = q2_status10;
+          \$423  = q2_status10;
       4'hb:
-          \$436  = q2_status11;
+          \$423  = q2_status11;
       4'hc:
-          \$436  = q2_status12;
+          \$423  = q2_status12;
       4'hd:
-          \$436  = q2_status13;
+          \$423  = q2_status13;
       4'he:
-          \$436  = q2_status14;
+          \$423  = q2_status14;
       4'hf:
-          \$436  = q2_status15;
+          \$423  = q2_status15;
     endcase
   end
   always @* begin
@@ -40995,37 +40993,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$438  = q3_done[0];
+          \$425  = q3_done[0];
       4'h1:
-          \$438  = q3_done[1];
+          \$425  = q3_done[1];
       4'h2:
-          \$438  = q3_done[2];
+          \$425  = q3_done[2];
       4'h3:
-          \$438  = q3_done[3];
+          \$425  = q3_done[3];
       4'h4:
-          \$438  = q3_done[4];
+          \$425  = q3_done[4];
       4'h5:
-          \$438  = q3_done[5];
+          \$425  = q3_done[5];
       4'h6:
-          \$438  = q3_done[6];
+          \$425  = q3_done[6];
       4'h7:
-          \$438  = q3_done[7];
+          \$425  = q3_done[7];
       4'h8:
-          \$438  = q3_done[8];
+          \$425  = q3_done[8];
       4'h9:
-          \$438  = q3_done[9];
+          \$425  = q3_done[9];
       4'ha:
-          \$438  = q3_done[10];
+          \$425  = q3_done[10];
       4'hb:
-          \$438  = q3_done[11];
+          \$425  = q3_done[11];
       4'hc:
-          \$438  = q3_done[12];
+          \$425  = q3_done[12];
       4'hd:
-          \$438  = q3_done[13];
+          \$425  = q3_done[13];
       4'he:
-          \$438  = q3_done[14];
+          \$425  = q3_done[14];
       4'hf:
-          \$438  = q3_done[15];
+          \$425  = q3_done[15];
     endcase
   end
   always @* begin
@@ -41033,37 +41031,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$441  = q3_done[0];
+          \$428  = q3_done[0];
       4'h1:
-          \$441  = q3_done[1];
+          \$428  = q3_done[1];
       4'h2:
-          \$441  = q3_done[2];
+          \$428  = q3_done[2];
       4'h3:
-          \$441  = q3_done[3];
+          \$428  = q3_done[3];
       4'h4:
-          \$441  = q3_done[4];
+          \$428  = q3_done[4];
       4'h5:
-          \$441  = q3_done[5];
+          \$428  = q3_done[5];
       4'h6:
-          \$441  = q3_done[6];
+          \$428  = q3_done[6];
       4'h7:
-          \$441  = q3_done[7];
+          \$428  = q3_done[7];
       4'h8:
-          \$441  = q3_done[8];
+          \$428  = q3_done[8];
       4'h9:
-          \$441  = q3_done[9];
+          \$428  = q3_done[9];
       4'ha:
-          \$441  = q3_done[10];
+          \$428  = q3_done[10];
       4'hb:
-          \$441  = q3_done[11];
+          \$428  = q3_done[11];
       4'hc:
-          \$441  = q3_done[12];
+          \$428  = q3_done[12];
       4'hd:
-          \$441  = q3_done[13];
+          \$428  = q3_done[13];
       4'he:
-          \$441  = q3_done[14];
+          \$428  = q3_done[14];
       4'hf:
-          \$441  = q3_done[15];
+          \$428  = q3_done[15];
     endcase
   end
   always @* begin
@@ -41071,37 +41069,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$446  = q3_status0;
+          \$433  = q3_status0;
       4'h1:
-          \$446  = q3_status1;
+          \$433  = q3_status1;
       4'h2:
-          \$446  = q3_status2;
+          \$433  = q3_status2;
       4'h3:
-          \$446  = q3_status3;
+          \$433  = q3_status3;
       4'h4:
-          \$446  = q3_status4;
+          \$433  = q3_status4;
       4'h5:
-          \$446  = q3_status5;
+          \$433  = q3_status5;
       4'h6:
-          \$446  = q3_status6;
+          \$433  = q3_status6;
       4'h7:
-          \$446  = q3_status7;
+          \$433  = q3_status7;
       4'h8:
-          \$446  = q3_status8;
+          \$433  = q3_status8;
       4'h9:
-          \$446  = q3_status9;
+          \$433  = q3_status9;
       4'ha:
-          \$446  = q3_status10;
+          \$433  = q3_status10;
       4'hb:
-          \$446  = q3_status11;
+          \$433  = q3_status11;
       4'hc:
-          \$446  = q3_status12;
+          \$433  = q3_status12;
       4'hd:
-          \$446  = q3_status13;
+          \$433  = q3_status13;
       4'he:
-          \$446  = q3_status14;
+          \$433  = q3_status14;
       4'hf:
-          \$446  = q3_status15;
+          \$433  = q3_status15;
     endcase
   end
   always @* begin
@@ -41109,13 +41107,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$447  = \$signature__data$226 [33];
+          \$434  = \$signature__data$227 [33];
       2'h1:
-          \$447  = \$signature__data$248 [33];
+          \$434  = \$signature__data$249 [33];
       2'h2:
-          \$447  = \$signature__data$270 [33];
+          \$434  = \$signature__data$271 [33];
       2'h3:
-          \$447  = \$signature__data$292 [33];
+          \$434  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -41123,13 +41121,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$448  = q0_list_item;
+          \$435  = q0_list_item;
       2'h1:
-          \$448  = q1_list_item;
+          \$435  = q1_list_item;
       2'h2:
-          \$448  = q2_list_item;
+          \$435  = q2_list_item;
       2'h3:
-          \$448  = q3_list_item;
+          \$435  = q3_list_item;
     endcase
   end
   always @* begin
@@ -41137,13 +41135,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_opcode = \$signature__data$226 [7:0];
+          cpl_opcode = \$signature__data$227 [7:0];
       2'h1:
-          cpl_opcode = \$signature__data$248 [7:0];
+          cpl_opcode = \$signature__data$249 [7:0];
       2'h2:
-          cpl_opcode = \$signature__data$270 [7:0];
+          cpl_opcode = \$signature__data$271 [7:0];
       2'h3:
-          cpl_opcode = \$signature__data$292 [7:0];
+          cpl_opcode = \$signature__data$293 [7:0];
     endcase
   end
   always @* begin
@@ -41151,13 +41149,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_flags = \$signature__data$226 [15:8];
+          cpl_flags = \$signature__data$227 [15:8];
       2'h1:
-          cpl_flags = \$signature__data$248 [15:8];
+          cpl_flags = \$signature__data$249 [15:8];
       2'h2:
-          cpl_flags = \$signature__data$270 [15:8];
+          cpl_flags = \$signature__data$271 [15:8];
       2'h3:
-          cpl_flags = \$signature__data$292 [15:8];
+          cpl_flags = \$signature__data$293 [15:8];
     endcase
   end
   always @* begin
@@ -41165,13 +41163,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_irq = \$signature__data$226 [8];
+          cpl_irq = \$signature__data$227 [8];
       2'h1:
-          cpl_irq = \$signature__data$248 [8];
+          cpl_irq = \$signature__data$249 [8];
       2'h2:
-          cpl_irq = \$signature__data$270 [8];
+          cpl_irq = \$signature__data$271 [8];
       2'h3:
-          cpl_irq = \$signature__data$292 [8];
+          cpl_irq = \$signature__data$293 [8];
     endcase
   end
   always @* begin
@@ -41179,13 +41177,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          cpl_tag = \$signature__data$226 [31:16];
+          cpl_tag = \$signature__data$227 [31:16];
       2'h1:
-          cpl_tag = \$signature__data$248 [31:16];
+          cpl_tag = \$signature__data$249 [31:16];
       2'h2:
-          cpl_tag = \$signature__data$270 [31:16];
+          cpl_tag = \$signature__data$271 [31:16];
       2'h3:
-          cpl_tag = \$signature__data$292 [31:16];
+          cpl_tag = \$signature__data$293 [31:16];
     endcase
   end
   always @* begin
@@ -41207,131 +41205,207 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$449  = q0_cpl_status;
+          \$436  = q0_cpl_status;
       2'h1:
-          \$449  = q1_cpl_status;
+          \$436  = q1_cpl_status;
       2'h2:
-          \$449  = q2_cpl_status;
+          \$436  = q2_cpl_status;
       2'h3:
-          \$449  = q3_cpl_status;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$582  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$582  = r_data[23:22];
-      3'h1:
-          \$582  = \r_data$342 [23:22];
-      3'h2:
-          \$582  = \r_data$343 [23:22];
-      3'h3:
-          \$582  = \r_data$344 [23:22];
-      3'h4:
-          \$582  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$585  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$585  = r_data[11:8];
-      3'h1:
-          \$585  = \r_data$342 [11:8];
-      3'h2:
-          \$585  = \r_data$343 [11:8];
-      3'h3:
-          \$585  = \r_data$344 [11:8];
-      3'h4:
-          \$585  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$588  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$588  = r_data[11:8];
-      3'h1:
-          \$588  = \r_data$342 [11:8];
-      3'h2:
-          \$588  = \r_data$343 [11:8];
-      3'h3:
-          \$588  = \r_data$344 [11:8];
-      3'h4:
-          \$588  = \r_data$345 [11:8];
+          \$436  = q3_cpl_status;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$588 )
+    casez (issue_rr_sel)
+      2'h0:
+          \$510  = \port$5829$0 [35:32];
+      2'h1:
+          \$510  = \port$5859$0 [35:32];
+      2'h2:
+          \$510  = \port$5889$0 [35:32];
+      2'h3:
+          \$510  = \port$5919$0 [35:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$511  = \port$5829$0 [95:64];
+      2'h1:
+          \$511  = \port$5859$0 [95:64];
+      2'h2:
+          \$511  = \port$5889$0 [95:64];
+      2'h3:
+          \$511  = \port$5919$0 [95:64];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$576  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$576  = r_data[23:22];
+      3'h1:
+          \$576  = \r_data$345 [23:22];
+      3'h2:
+          \$576  = \r_data$346 [23:22];
+      3'h3:
+          \$576  = \r_data$347 [23:22];
+      3'h4:
+          \$576  = \r_data$348 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$579  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$579  = r_data[11:8];
+      3'h1:
+          \$579  = \r_data$345 [11:8];
+      3'h2:
+          \$579  = \r_data$346 [11:8];
+      3'h3:
+          \$579  = \r_data$347 [11:8];
+      3'h4:
+          \$579  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$582  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$582  = r_data[11:8];
+      3'h1:
+          \$582  = \r_data$345 [11:8];
+      3'h2:
+          \$582  = \r_data$346 [11:8];
+      3'h3:
+          \$582  = \r_data$347 [11:8];
+      3'h4:
+          \$582  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$582 )
       4'h0:
-          \$589  = q0_done[0];
+          \$583  = q0_done[0];
       4'h1:
-          \$589  = q0_done[1];
+          \$583  = q0_done[1];
       4'h2:
-          \$589  = q0_done[2];
+          \$583  = q0_done[2];
       4'h3:
-          \$589  = q0_done[3];
+          \$583  = q0_done[3];
       4'h4:
-          \$589  = q0_done[4];
+          \$583  = q0_done[4];
       4'h5:
-          \$589  = q0_done[5];
+          \$583  = q0_done[5];
       4'h6:
-          \$589  = q0_done[6];
+          \$583  = q0_done[6];
       4'h7:
-          \$589  = q0_done[7];
+          \$583  = q0_done[7];
       4'h8:
-          \$589  = q0_done[8];
+          \$583  = q0_done[8];
       4'h9:
-          \$589  = q0_done[9];
+          \$583  = q0_done[9];
       4'ha:
-          \$589  = q0_done[10];
+          \$583  = q0_done[10];
       4'hb:
-          \$589  = q0_done[11];
+          \$583  = q0_done[11];
       4'hc:
-          \$589  = q0_done[12];
+          \$583  = q0_done[12];
       4'hd:
-          \$589  = q0_done[13];
+          \$583  = q0_done[13];
       4'he:
-          \$589  = q0_done[14];
+          \$583  = q0_done[14];
       4'hf:
-          \$589  = q0_done[15];
+          \$583  = q0_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = 4'h0;
+    \$587  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$593  = r_data[11:8];
+          \$587  = r_data[11:8];
       3'h1:
-          \$593  = \r_data$342 [11:8];
+          \$587  = \r_data$345 [11:8];
       3'h2:
-          \$593  = \r_data$343 [11:8];
+          \$587  = \r_data$346 [11:8];
       3'h3:
-          \$593  = \r_data$344 [11:8];
+          \$587  = \r_data$347 [11:8];
       3'h4:
-          \$593  = \r_data$345 [11:8];
+          \$587  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$594  = 8'h00;
+    \$588  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$594  = r_data[7:0];
+          \$588  = r_data[7:0];
       3'h1:
-          \$594  = \r_data$342 [7:0];
+          \$588  = \r_data$345 [7:0];
       3'h2:
-          \$594  = \r_data$343 [7:0];
+          \$588  = \r_data$346 [7:0];
       3'h3:
-          \$594  = \r_data$344 [7:0];
+          \$588  = \r_data$347 [7:0];
       3'h4:
-          \$594  = \r_data$345 [7:0];
+          \$588  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$589  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$589  = r_data[11:8];
+      3'h1:
+          \$589  = \r_data$345 [11:8];
+      3'h2:
+          \$589  = \r_data$346 [11:8];
+      3'h3:
+          \$589  = \r_data$347 [11:8];
+      3'h4:
+          \$589  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$590  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$590  = r_data[7:0];
+      3'h1:
+          \$590  = \r_data$345 [7:0];
+      3'h2:
+          \$590  = \r_data$346 [7:0];
+      3'h3:
+          \$590  = \r_data$347 [7:0];
+      3'h4:
+          \$590  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$592  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$592  = r_data[23:22];
+      3'h1:
+          \$592  = \r_data$345 [23:22];
+      3'h2:
+          \$592  = \r_data$346 [23:22];
+      3'h3:
+          \$592  = \r_data$347 [23:22];
+      3'h4:
+          \$592  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -41341,147 +41415,147 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$595  = r_data[11:8];
       3'h1:
-          \$595  = \r_data$342 [11:8];
-      3'h2:
-          \$595  = \r_data$343 [11:8];
-      3'h3:
-          \$595  = \r_data$344 [11:8];
-      3'h4:
           \$595  = \r_data$345 [11:8];
+      3'h2:
+          \$595  = \r_data$346 [11:8];
+      3'h3:
+          \$595  = \r_data$347 [11:8];
+      3'h4:
+          \$595  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$596  = 8'h00;
+    \$598  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$596  = r_data[7:0];
+          \$598  = r_data[11:8];
       3'h1:
-          \$596  = \r_data$342 [7:0];
+          \$598  = \r_data$345 [11:8];
       3'h2:
-          \$596  = \r_data$343 [7:0];
+          \$598  = \r_data$346 [11:8];
       3'h3:
-          \$596  = \r_data$344 [7:0];
+          \$598  = \r_data$347 [11:8];
       3'h4:
-          \$596  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$598  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$598  = r_data[23:22];
-      3'h1:
-          \$598  = \r_data$342 [23:22];
-      3'h2:
-          \$598  = \r_data$343 [23:22];
-      3'h3:
-          \$598  = \r_data$344 [23:22];
-      3'h4:
-          \$598  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$601  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$601  = r_data[11:8];
-      3'h1:
-          \$601  = \r_data$342 [11:8];
-      3'h2:
-          \$601  = \r_data$343 [11:8];
-      3'h3:
-          \$601  = \r_data$344 [11:8];
-      3'h4:
-          \$601  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$604  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$604  = r_data[11:8];
-      3'h1:
-          \$604  = \r_data$342 [11:8];
-      3'h2:
-          \$604  = \r_data$343 [11:8];
-      3'h3:
-          \$604  = \r_data$344 [11:8];
-      3'h4:
-          \$604  = \r_data$345 [11:8];
+          \$598  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$604 )
+    casez (\$598 )
       4'h0:
-          \$605  = q1_done[0];
+          \$599  = q1_done[0];
       4'h1:
-          \$605  = q1_done[1];
+          \$599  = q1_done[1];
       4'h2:
-          \$605  = q1_done[2];
+          \$599  = q1_done[2];
       4'h3:
-          \$605  = q1_done[3];
+          \$599  = q1_done[3];
       4'h4:
-          \$605  = q1_done[4];
+          \$599  = q1_done[4];
       4'h5:
-          \$605  = q1_done[5];
+          \$599  = q1_done[5];
       4'h6:
-          \$605  = q1_done[6];
+          \$599  = q1_done[6];
       4'h7:
-          \$605  = q1_done[7];
+          \$599  = q1_done[7];
       4'h8:
-          \$605  = q1_done[8];
+          \$599  = q1_done[8];
       4'h9:
-          \$605  = q1_done[9];
+          \$599  = q1_done[9];
       4'ha:
-          \$605  = q1_done[10];
+          \$599  = q1_done[10];
       4'hb:
-          \$605  = q1_done[11];
+          \$599  = q1_done[11];
       4'hc:
-          \$605  = q1_done[12];
+          \$599  = q1_done[12];
       4'hd:
-          \$605  = q1_done[13];
+          \$599  = q1_done[13];
       4'he:
-          \$605  = q1_done[14];
+          \$599  = q1_done[14];
       4'hf:
-          \$605  = q1_done[15];
+          \$599  = q1_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$609  = 4'h0;
+    \$603  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$609  = r_data[11:8];
+          \$603  = r_data[11:8];
       3'h1:
-          \$609  = \r_data$342 [11:8];
+          \$603  = \r_data$345 [11:8];
       3'h2:
-          \$609  = \r_data$343 [11:8];
+          \$603  = \r_data$346 [11:8];
       3'h3:
-          \$609  = \r_data$344 [11:8];
+          \$603  = \r_data$347 [11:8];
       3'h4:
-          \$609  = \r_data$345 [11:8];
+          \$603  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$610  = 8'h00;
+    \$604  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$610  = r_data[7:0];
+          \$604  = r_data[7:0];
       3'h1:
-          \$610  = \r_data$342 [7:0];
+          \$604  = \r_data$345 [7:0];
       3'h2:
-          \$610  = \r_data$343 [7:0];
+          \$604  = \r_data$346 [7:0];
       3'h3:
-          \$610  = \r_data$344 [7:0];
+          \$604  = \r_data$347 [7:0];
       3'h4:
-          \$610  = \r_data$345 [7:0];
+          \$604  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$605  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$605  = r_data[11:8];
+      3'h1:
+          \$605  = \r_data$345 [11:8];
+      3'h2:
+          \$605  = \r_data$346 [11:8];
+      3'h3:
+          \$605  = \r_data$347 [11:8];
+      3'h4:
+          \$605  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$606  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$606  = r_data[7:0];
+      3'h1:
+          \$606  = \r_data$345 [7:0];
+      3'h2:
+          \$606  = \r_data$346 [7:0];
+      3'h3:
+          \$606  = \r_data$347 [7:0];
+      3'h4:
+          \$606  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$608  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$608  = r_data[23:22];
+      3'h1:
+          \$608  = \r_data$345 [23:22];
+      3'h2:
+          \$608  = \r_data$346 [23:22];
+      3'h3:
+          \$608  = \r_data$347 [23:22];
+      3'h4:
+          \$608  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -41491,147 +41565,147 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$611  = r_data[11:8];
       3'h1:
-          \$611  = \r_data$342 [11:8];
-      3'h2:
-          \$611  = \r_data$343 [11:8];
-      3'h3:
-          \$611  = \r_data$344 [11:8];
-      3'h4:
           \$611  = \r_data$345 [11:8];
+      3'h2:
+          \$611  = \r_data$346 [11:8];
+      3'h3:
+          \$611  = \r_data$347 [11:8];
+      3'h4:
+          \$611  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$612  = 8'h00;
+    \$614  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$612  = r_data[7:0];
+          \$614  = r_data[11:8];
       3'h1:
-          \$612  = \r_data$342 [7:0];
+          \$614  = \r_data$345 [11:8];
       3'h2:
-          \$612  = \r_data$343 [7:0];
+          \$614  = \r_data$346 [11:8];
       3'h3:
-          \$612  = \r_data$344 [7:0];
+          \$614  = \r_data$347 [11:8];
       3'h4:
-          \$612  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$614  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$614  = r_data[23:22];
-      3'h1:
-          \$614  = \r_data$342 [23:22];
-      3'h2:
-          \$614  = \r_data$343 [23:22];
-      3'h3:
-          \$614  = \r_data$344 [23:22];
-      3'h4:
-          \$614  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$617  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$617  = r_data[11:8];
-      3'h1:
-          \$617  = \r_data$342 [11:8];
-      3'h2:
-          \$617  = \r_data$343 [11:8];
-      3'h3:
-          \$617  = \r_data$344 [11:8];
-      3'h4:
-          \$617  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$620  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$620  = r_data[11:8];
-      3'h1:
-          \$620  = \r_data$342 [11:8];
-      3'h2:
-          \$620  = \r_data$343 [11:8];
-      3'h3:
-          \$620  = \r_data$344 [11:8];
-      3'h4:
-          \$620  = \r_data$345 [11:8];
+          \$614  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$620 )
+    casez (\$614 )
       4'h0:
-          \$621  = q2_done[0];
+          \$615  = q2_done[0];
       4'h1:
-          \$621  = q2_done[1];
+          \$615  = q2_done[1];
       4'h2:
-          \$621  = q2_done[2];
+          \$615  = q2_done[2];
       4'h3:
-          \$621  = q2_done[3];
+          \$615  = q2_done[3];
       4'h4:
-          \$621  = q2_done[4];
+          \$615  = q2_done[4];
       4'h5:
-          \$621  = q2_done[5];
+          \$615  = q2_done[5];
       4'h6:
-          \$621  = q2_done[6];
+          \$615  = q2_done[6];
       4'h7:
-          \$621  = q2_done[7];
+          \$615  = q2_done[7];
       4'h8:
-          \$621  = q2_done[8];
+          \$615  = q2_done[8];
       4'h9:
-          \$621  = q2_done[9];
+          \$615  = q2_done[9];
       4'ha:
-          \$621  = q2_done[10];
+          \$615  = q2_done[10];
       4'hb:
-          \$621  = q2_done[11];
+          \$615  = q2_done[11];
       4'hc:
-          \$621  = q2_done[12];
+          \$615  = q2_done[12];
       4'hd:
-          \$621  = q2_done[13];
+          \$615  = q2_done[13];
       4'he:
-          \$621  = q2_done[14];
+          \$615  = q2_done[14];
       4'hf:
-          \$621  = q2_done[15];
+          \$615  = q2_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$625  = 4'h0;
+    \$619  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$625  = r_data[11:8];
+          \$619  = r_data[11:8];
       3'h1:
-          \$625  = \r_data$342 [11:8];
+          \$619  = \r_data$345 [11:8];
       3'h2:
-          \$625  = \r_data$343 [11:8];
+          \$619  = \r_data$346 [11:8];
       3'h3:
-          \$625  = \r_data$344 [11:8];
+          \$619  = \r_data$347 [11:8];
       3'h4:
-          \$625  = \r_data$345 [11:8];
+          \$619  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$626  = 8'h00;
+    \$620  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$626  = r_data[7:0];
+          \$620  = r_data[7:0];
       3'h1:
-          \$626  = \r_data$342 [7:0];
+          \$620  = \r_data$345 [7:0];
       3'h2:
-          \$626  = \r_data$343 [7:0];
+          \$620  = \r_data$346 [7:0];
       3'h3:
-          \$626  = \r_data$344 [7:0];
+          \$620  = \r_data$347 [7:0];
       3'h4:
-          \$626  = \r_data$345 [7:0];
+          \$620  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$621  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$621  = r_data[11:8];
+      3'h1:
+          \$621  = \r_data$345 [11:8];
+      3'h2:
+          \$621  = \r_data$346 [11:8];
+      3'h3:
+          \$621  = \r_data$347 [11:8];
+      3'h4:
+          \$621  = \r_data$348 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$622  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$622  = r_data[7:0];
+      3'h1:
+          \$622  = \r_data$345 [7:0];
+      3'h2:
+          \$622  = \r_data$346 [7:0];
+      3'h3:
+          \$622  = \r_data$347 [7:0];
+      3'h4:
+          \$622  = \r_data$348 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$624  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$624  = r_data[23:22];
+      3'h1:
+          \$624  = \r_data$345 [23:22];
+      3'h2:
+          \$624  = \r_data$346 [23:22];
+      3'h3:
+          \$624  = \r_data$347 [23:22];
+      3'h4:
+          \$624  = \r_data$348 [23:22];
     endcase
   end
   always @* begin
@@ -41641,179 +41715,131 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
       3'h0:
           \$627  = r_data[11:8];
       3'h1:
-          \$627  = \r_data$342 [11:8];
-      3'h2:
-          \$627  = \r_data$343 [11:8];
-      3'h3:
-          \$627  = \r_data$344 [11:8];
-      3'h4:
           \$627  = \r_data$345 [11:8];
+      3'h2:
+          \$627  = \r_data$346 [11:8];
+      3'h3:
+          \$627  = \r_data$347 [11:8];
+      3'h4:
+          \$627  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$628  = 8'h00;
+    \$630  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$628  = r_data[7:0];
+          \$630  = r_data[11:8];
       3'h1:
-          \$628  = \r_data$342 [7:0];
+          \$630  = \r_data$345 [11:8];
       3'h2:
-          \$628  = \r_data$343 [7:0];
+          \$630  = \r_data$346 [11:8];
       3'h3:
-          \$628  = \r_data$344 [7:0];
+          \$630  = \r_data$347 [11:8];
       3'h4:
-          \$628  = \r_data$345 [7:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$630  = 2'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$630  = r_data[23:22];
-      3'h1:
-          \$630  = \r_data$342 [23:22];
-      3'h2:
-          \$630  = \r_data$343 [23:22];
-      3'h3:
-          \$630  = \r_data$344 [23:22];
-      3'h4:
-          \$630  = \r_data$345 [23:22];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$633  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$633  = r_data[11:8];
-      3'h1:
-          \$633  = \r_data$342 [11:8];
-      3'h2:
-          \$633  = \r_data$343 [11:8];
-      3'h3:
-          \$633  = \r_data$344 [11:8];
-      3'h4:
-          \$633  = \r_data$345 [11:8];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$636  = 4'h0;
-    casez (retire_rr_sel)
-      3'h0:
-          \$636  = r_data[11:8];
-      3'h1:
-          \$636  = \r_data$342 [11:8];
-      3'h2:
-          \$636  = \r_data$343 [11:8];
-      3'h3:
-          \$636  = \r_data$344 [11:8];
-      3'h4:
-          \$636  = \r_data$345 [11:8];
+          \$630  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$636 )
+    casez (\$630 )
       4'h0:
-          \$637  = q3_done[0];
+          \$631  = q3_done[0];
       4'h1:
-          \$637  = q3_done[1];
+          \$631  = q3_done[1];
       4'h2:
-          \$637  = q3_done[2];
+          \$631  = q3_done[2];
       4'h3:
-          \$637  = q3_done[3];
+          \$631  = q3_done[3];
       4'h4:
-          \$637  = q3_done[4];
+          \$631  = q3_done[4];
       4'h5:
-          \$637  = q3_done[5];
+          \$631  = q3_done[5];
       4'h6:
-          \$637  = q3_done[6];
+          \$631  = q3_done[6];
       4'h7:
-          \$637  = q3_done[7];
+          \$631  = q3_done[7];
       4'h8:
-          \$637  = q3_done[8];
+          \$631  = q3_done[8];
       4'h9:
-          \$637  = q3_done[9];
+          \$631  = q3_done[9];
       4'ha:
-          \$637  = q3_done[10];
+          \$631  = q3_done[10];
       4'hb:
-          \$637  = q3_done[11];
+          \$631  = q3_done[11];
       4'hc:
-          \$637  = q3_done[12];
+          \$631  = q3_done[12];
       4'hd:
-          \$637  = q3_done[13];
+          \$631  = q3_done[13];
       4'he:
-          \$637  = q3_done[14];
+          \$631  = q3_done[14];
       4'hf:
-          \$637  = q3_done[15];
+          \$631  = q3_done[15];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$641  = 4'h0;
+    \$635  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$641  = r_data[11:8];
+          \$635  = r_data[11:8];
       3'h1:
-          \$641  = \r_data$342 [11:8];
+          \$635  = \r_data$345 [11:8];
       3'h2:
-          \$641  = \r_data$343 [11:8];
+          \$635  = \r_data$346 [11:8];
       3'h3:
-          \$641  = \r_data$344 [11:8];
+          \$635  = \r_data$347 [11:8];
       3'h4:
-          \$641  = \r_data$345 [11:8];
+          \$635  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$642  = 8'h00;
+    \$636  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$642  = r_data[7:0];
+          \$636  = r_data[7:0];
       3'h1:
-          \$642  = \r_data$342 [7:0];
+          \$636  = \r_data$345 [7:0];
       3'h2:
-          \$642  = \r_data$343 [7:0];
+          \$636  = \r_data$346 [7:0];
       3'h3:
-          \$642  = \r_data$344 [7:0];
+          \$636  = \r_data$347 [7:0];
       3'h4:
-          \$642  = \r_data$345 [7:0];
+          \$636  = \r_data$348 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$643  = 4'h0;
+    \$637  = 4'h0;
     casez (retire_rr_sel)
       3'h0:
-          \$643  = r_data[11:8];
+          \$637  = r_data[11:8];
       3'h1:
-          \$643  = \r_data$342 [11:8];
+          \$637  = \r_data$345 [11:8];
       3'h2:
-          \$643  = \r_data$343 [11:8];
+          \$637  = \r_data$346 [11:8];
       3'h3:
-          \$643  = \r_data$344 [11:8];
+          \$637  = \r_data$347 [11:8];
       3'h4:
-          \$643  = \r_data$345 [11:8];
+          \$637  = \r_data$348 [11:8];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$644  = 8'h00;
+    \$638  = 8'h00;
     casez (retire_rr_sel)
       3'h0:
-          \$644  = r_data[7:0];
+          \$638  = r_data[7:0];
       3'h1:
-          \$644  = \r_data$342 [7:0];
+          \$638  = \r_data$345 [7:0];
       3'h2:
-          \$644  = \r_data$343 [7:0];
+          \$638  = \r_data$346 [7:0];
       3'h3:
-          \$644  = \r_data$344 [7:0];
+          \$638  = \r_data$347 [7:0];
       3'h4:
-          \$644  = \r_data$345 [7:0];
+          \$638  = \r_data$348 [7:0];
     endcase
   end
   always @* begin
@@ -41821,37 +41847,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$647  = q0_status0;
+          \$641  = q0_status0;
       4'h1:
-          \$647  = q0_status1;
+          \$641  = q0_status1;
       4'h2:
-          \$647  = q0_status2;
+          \$641  = q0_status2;
       4'h3:
-          \$647  = q0_status3;
+          \$641  = q0_status3;
       4'h4:
-          \$647  = q0_status4;
+          \$641  = q0_status4;
       4'h5:
-          \$647  = q0_status5;
+          \$641  = q0_status5;
       4'h6:
-          \$647  = q0_status6;
+          \$641  = q0_status6;
       4'h7:
-          \$647  = q0_status7;
+          \$641  = q0_status7;
       4'h8:
-          \$647  = q0_status8;
+          \$641  = q0_status8;
       4'h9:
-          \$647  = q0_status9;
+          \$641  = q0_status9;
       4'ha:
-          \$647  = q0_status10;
+          \$641  = q0_status10;
       4'hb:
-          \$647  = q0_status11;
+          \$641  = q0_status11;
       4'hc:
-          \$647  = q0_status12;
+          \$641  = q0_status12;
       4'hd:
-          \$647  = q0_status13;
+          \$641  = q0_status13;
       4'he:
-          \$647  = q0_status14;
+          \$641  = q0_status14;
       4'hf:
-          \$647  = q0_status15;
+          \$641  = q0_status15;
     endcase
   end
   always @* begin
@@ -41859,37 +41885,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q0_r[3:0])
       4'h0:
-          \$651  = q0_status0;
+          \$645  = q0_status0;
       4'h1:
-          \$651  = q0_status1;
+          \$645  = q0_status1;
       4'h2:
-          \$651  = q0_status2;
+          \$645  = q0_status2;
       4'h3:
-          \$651  = q0_status3;
+          \$645  = q0_status3;
       4'h4:
-          \$651  = q0_status4;
+          \$645  = q0_status4;
       4'h5:
-          \$651  = q0_status5;
+          \$645  = q0_status5;
       4'h6:
-          \$651  = q0_status6;
+          \$645  = q0_status6;
       4'h7:
-          \$651  = q0_status7;
+          \$645  = q0_status7;
       4'h8:
-          \$651  = q0_status8;
+          \$645  = q0_status8;
       4'h9:
-          \$651  = q0_status9;
+          \$645  = q0_status9;
       4'ha:
-          \$651  = q0_status10;
+          \$645  = q0_status10;
       4'hb:
-          \$651  = q0_status11;
+          \$645  = q0_status11;
       4'hc:
-          \$651  = q0_status12;
+          \$645  = q0_status12;
       4'hd:
-          \$651  = q0_status13;
+          \$645  = q0_status13;
       4'he:
-          \$651  = q0_status14;
+          \$645  = q0_status14;
       4'hf:
-          \$651  = q0_status15;
+          \$645  = q0_status15;
     endcase
   end
   always @* begin
@@ -41897,37 +41923,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$654  = q1_status0;
+          \$648  = q1_status0;
       4'h1:
-          \$654  = q1_status1;
+          \$648  = q1_status1;
       4'h2:
-          \$654  = q1_status2;
+          \$648  = q1_status2;
       4'h3:
-          \$654  = q1_status3;
+          \$648  = q1_status3;
       4'h4:
-          \$654  = q1_status4;
+          \$648  = q1_status4;
       4'h5:
-          \$654  = q1_status5;
+          \$648  = q1_status5;
       4'h6:
-          \$654  = q1_status6;
+          \$648  = q1_status6;
       4'h7:
-          \$654  = q1_status7;
+          \$648  = q1_status7;
       4'h8:
-          \$654  = q1_status8;
+          \$648  = q1_status8;
       4'h9:
-          \$654  = q1_status9;
+          \$648  = q1_status9;
       4'ha:
-          \$654  = q1_status10;
+          \$648  = q1_status10;
       4'hb:
-          \$654  = q1_status11;
+          \$648  = q1_status11;
       4'hc:
-          \$654  = q1_status12;
+          \$648  = q1_status12;
       4'hd:
-          \$654  = q1_status13;
+          \$648  = q1_status13;
       4'he:
-          \$654  = q1_status14;
+          \$648  = q1_status14;
       4'hf:
-          \$654  = q1_status15;
+          \$648  = q1_status15;
     endcase
   end
   always @* begin
@@ -41935,37 +41961,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q1_r[3:0])
       4'h0:
-          \$658  = q1_status0;
+          \$652  = q1_status0;
       4'h1:
-          \$658  = q1_status1;
+          \$652  = q1_status1;
       4'h2:
-          \$658  = q1_status2;
+          \$652  = q1_status2;
       4'h3:
-          \$658  = q1_status3;
+          \$652  = q1_status3;
       4'h4:
-          \$658  = q1_status4;
+          \$652  = q1_status4;
       4'h5:
-          \$658  = q1_status5;
+          \$652  = q1_status5;
       4'h6:
-          \$658  = q1_status6;
+          \$652  = q1_status6;
       4'h7:
-          \$658  = q1_status7;
+          \$652  = q1_status7;
       4'h8:
-          \$658  = q1_status8;
+          \$652  = q1_status8;
       4'h9:
-          \$658  = q1_status9;
+          \$652  = q1_status9;
       4'ha:
-          \$658  = q1_status10;
+          \$652  = q1_status10;
       4'hb:
-          \$658  = q1_status11;
+          \$652  = q1_status11;
       4'hc:
-          \$658  = q1_status12;
+          \$652  = q1_status12;
       4'hd:
-          \$658  = q1_status13;
+          \$652  = q1_status13;
       4'he:
-          \$658  = q1_status14;
+          \$652  = q1_status14;
       4'hf:
-          \$658  = q1_status15;
+          \$652  = q1_status15;
     endcase
   end
   always @* begin
@@ -41973,37 +41999,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$661  = q2_status0;
+          \$655  = q2_status0;
       4'h1:
-          \$661  = q2_status1;
+          \$655  = q2_status1;
       4'h2:
-          \$661  = q2_status2;
+          \$655  = q2_status2;
       4'h3:
-          \$661  = q2_status3;
+          \$655  = q2_status3;
       4'h4:
-          \$661  = q2_status4;
+          \$655  = q2_status4;
       4'h5:
-          \$661  = q2_status5;
+          \$655  = q2_status5;
       4'h6:
-          \$661  = q2_status6;
+          \$655  = q2_status6;
       4'h7:
-          \$661  = q2_status7;
+          \$655  = q2_status7;
       4'h8:
-          \$661  = q2_status8;
+          \$655  = q2_status8;
       4'h9:
-          \$661  = q2_status9;
+          \$655  = q2_status9;
       4'ha:
-          \$661  = q2_status10;
+          \$655  = q2_status10;
       4'hb:
-          \$661  = q2_status11;
+          \$655  = q2_status11;
       4'hc:
-          \$661  = q2_status12;
+          \$655  = q2_status12;
       4'hd:
-          \$661  = q2_status13;
+          \$655  = q2_status13;
       4'he:
-          \$661  = q2_status14;
+          \$655  = q2_status14;
       4'hf:
-          \$661  = q2_status15;
+          \$655  = q2_status15;
     endcase
   end
   always @* begin
@@ -42011,37 +42037,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q2_r[3:0])
       4'h0:
-          \$665  = q2_status0;
+          \$659  = q2_status0;
       4'h1:
-          \$665  = q2_status1;
+          \$659  = q2_status1;
       4'h2:
-          \$665  = q2_status2;
+          \$659  = q2_status2;
       4'h3:
-          \$665  = q2_status3;
+          \$659  = q2_status3;
       4'h4:
-          \$665  = q2_status4;
+          \$659  = q2_status4;
       4'h5:
-          \$665  = q2_status5;
+          \$659  = q2_status5;
       4'h6:
-          \$665  = q2_status6;
+          \$659  = q2_status6;
       4'h7:
-          \$665  = q2_status7;
+          \$659  = q2_status7;
       4'h8:
-          \$665  = q2_status8;
+          \$659  = q2_status8;
       4'h9:
-          \$665  = q2_status9;
+          \$659  = q2_status9;
       4'ha:
-          \$665  = q2_status10;
+          \$659  = q2_status10;
       4'hb:
-          \$665  = q2_status11;
+          \$659  = q2_status11;
       4'hc:
-          \$665  = q2_status12;
+          \$659  = q2_status12;
       4'hd:
-          \$665  = q2_status13;
+          \$659  = q2_status13;
       4'he:
-          \$665  = q2_status14;
+          \$659  = q2_status14;
       4'hf:
-          \$665  = q2_status15;
+          \$659  = q2_status15;
     endcase
   end
   always @* begin
@@ -42049,37 +42075,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$668  = q3_status0;
+          \$662  = q3_status0;
       4'h1:
-          \$668  = q3_status1;
+          \$662  = q3_status1;
       4'h2:
-          \$668  = q3_status2;
+          \$662  = q3_status2;
       4'h3:
-          \$668  = q3_status3;
+          \$662  = q3_status3;
       4'h4:
-          \$668  = q3_status4;
+          \$662  = q3_status4;
       4'h5:
-          \$668  = q3_status5;
+          \$662  = q3_status5;
       4'h6:
-          \$668  = q3_status6;
+          \$662  = q3_status6;
       4'h7:
-          \$668  = q3_status7;
+          \$662  = q3_status7;
       4'h8:
-          \$668  = q3_status8;
+          \$662  = q3_status8;
       4'h9:
-          \$668  = q3_status9;
+          \$662  = q3_status9;
       4'ha:
-          \$668  = q3_status10;
+          \$662  = q3_status10;
       4'hb:
-          \$668  = q3_status11;
+          \$662  = q3_status11;
       4'hc:
-          \$668  = q3_status12;
+          \$662  = q3_status12;
       4'hd:
-          \$668  = q3_status13;
+          \$662  = q3_status13;
       4'he:
-          \$668  = q3_status14;
+          \$662  = q3_status14;
       4'hf:
-          \$668  = q3_status15;
+          \$662  = q3_status15;
     endcase
   end
   always @* begin
@@ -42087,37 +42113,37 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (q3_r[3:0])
       4'h0:
-          \$672  = q3_status0;
+          \$666  = q3_status0;
       4'h1:
-          \$672  = q3_status1;
+          \$666  = q3_status1;
       4'h2:
-          \$672  = q3_status2;
+          \$666  = q3_status2;
       4'h3:
-          \$672  = q3_status3;
+          \$666  = q3_status3;
       4'h4:
-          \$672  = q3_status4;
+          \$666  = q3_status4;
       4'h5:
-          \$672  = q3_status5;
+          \$666  = q3_status5;
       4'h6:
-          \$672  = q3_status6;
+          \$666  = q3_status6;
       4'h7:
-          \$672  = q3_status7;
+          \$666  = q3_status7;
       4'h8:
-          \$672  = q3_status8;
+          \$666  = q3_status8;
       4'h9:
-          \$672  = q3_status9;
+          \$666  = q3_status9;
       4'ha:
-          \$672  = q3_status10;
+          \$666  = q3_status10;
       4'hb:
-          \$672  = q3_status11;
+          \$666  = q3_status11;
       4'hc:
-          \$672  = q3_status12;
+          \$666  = q3_status12;
       4'hd:
-          \$672  = q3_status13;
+          \$666  = q3_status13;
       4'he:
-          \$672  = q3_status14;
+          \$666  = q3_status14;
       4'hf:
-          \$672  = q3_status15;
+          \$666  = q3_status15;
     endcase
   end
   always @* begin
@@ -42125,13 +42151,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$683  = \$signature__data$226 [33];
+          \$677  = \$signature__data$227 [33];
       2'h1:
-          \$683  = \$signature__data$248 [33];
+          \$677  = \$signature__data$249 [33];
       2'h2:
-          \$683  = \$signature__data$270 [33];
+          \$677  = \$signature__data$271 [33];
       2'h3:
-          \$683  = \$signature__data$292 [33];
+          \$677  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -42139,13 +42165,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$693  = \$signature__data$226 [33];
+          \$687  = \$signature__data$227 [33];
       2'h1:
-          \$693  = \$signature__data$248 [33];
+          \$687  = \$signature__data$249 [33];
       2'h2:
-          \$693  = \$signature__data$270 [33];
+          \$687  = \$signature__data$271 [33];
       2'h3:
-          \$693  = \$signature__data$292 [33];
+          \$687  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -42153,13 +42179,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$703  = \$signature__data$226 [33];
+          \$697  = \$signature__data$227 [33];
       2'h1:
-          \$703  = \$signature__data$248 [33];
+          \$697  = \$signature__data$249 [33];
       2'h2:
-          \$703  = \$signature__data$270 [33];
+          \$697  = \$signature__data$271 [33];
       2'h3:
-          \$703  = \$signature__data$292 [33];
+          \$697  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -42167,13 +42193,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (cpl_rr_sel)
       2'h0:
-          \$713  = \$signature__data$226 [33];
+          \$707  = \$signature__data$227 [33];
       2'h1:
-          \$713  = \$signature__data$248 [33];
+          \$707  = \$signature__data$249 [33];
       2'h2:
-          \$713  = \$signature__data$270 [33];
+          \$707  = \$signature__data$271 [33];
       2'h3:
-          \$713  = \$signature__data$292 [33];
+          \$707  = \$signature__data$293 [33];
     endcase
   end
   always @* begin
@@ -42268,85 +42294,85 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
         end
       3'h1:
         begin
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
         end
       3'h2:
         begin
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
         end
       3'h3:
         begin
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
             retire_rr_sel = 3'h0;
           end
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
         end
       3'h4:
         begin
-          if (\r_rdy$210 ) begin
+          if (\r_rdy$211 ) begin
             retire_rr_sel = 3'h4;
           end
-          if (\r_rdy$209 ) begin
+          if (\r_rdy$210 ) begin
             retire_rr_sel = 3'h3;
           end
-          if (\r_rdy$208 ) begin
+          if (\r_rdy$209 ) begin
             retire_rr_sel = 3'h2;
           end
-          if (\r_rdy$207 ) begin
+          if (\r_rdy$208 ) begin
             retire_rr_sel = 3'h1;
           end
           if (r_rdy) begin
@@ -42424,330 +42450,394 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$745  = q0_wait_reached_now;
+    \$739  = q0_wait_reached_now;
     if (rst) begin
-      \$745  = 1'h0;
+      \$739  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$746  = q1_wait_reached_now;
+    \$740  = q1_wait_reached_now;
     if (rst) begin
-      \$746  = 1'h0;
+      \$740  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$747  = q2_wait_reached_now;
+    \$741  = q2_wait_reached_now;
     if (rst) begin
-      \$747  = 1'h0;
+      \$741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$748  = q3_wait_reached_now;
+    \$742  = q3_wait_reached_now;
     if (rst) begin
-      \$748  = 1'h0;
+      \$742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$749  = issue_rr_last;
+    \$743  = issue_rr_last;
     if (issue_rr_any) begin
-      \$749  = issue_rr_sel;
+      \$743  = issue_rr_sel;
     end
     if (rst) begin
-      \$749  = 2'h3;
+      \$743  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$750  = events;
-    if (\$471 ) begin
-      if (q0_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5829$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5829$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5829$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5829$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5829$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5829$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5829$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5829$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5829$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5829$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5829$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5829$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5829$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5829$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5829$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5829$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5829$0 [95:64];
-        endcase
-      end
-    end
-    if (\$483 ) begin
-      if (q1_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5859$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5859$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5859$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5859$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5859$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5859$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5859$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5859$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5859$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5859$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5859$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5859$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5859$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5859$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5859$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5859$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5859$0 [95:64];
-        endcase
-      end
-    end
-    if (\$495 ) begin
-      if (q2_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5889$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5889$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5889$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5889$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5889$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5889$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5889$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5889$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5889$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5889$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5889$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5889$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5889$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5889$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5889$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5889$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5889$0 [95:64];
-        endcase
-      end
-    end
-    if (\$507 ) begin
-      if (q3_head_signal_event) begin
-        (* full_case = 32'd1 *)
-        casez (\port$5919$0 [35:32])
-          4'h0:
-              \$750 [31:0] = \port$5919$0 [95:64];
-          4'h1:
-              \$750 [63:32] = \port$5919$0 [95:64];
-          4'h2:
-              \$750 [95:64] = \port$5919$0 [95:64];
-          4'h3:
-              \$750 [127:96] = \port$5919$0 [95:64];
-          4'h4:
-              \$750 [159:128] = \port$5919$0 [95:64];
-          4'h5:
-              \$750 [191:160] = \port$5919$0 [95:64];
-          4'h6:
-              \$750 [223:192] = \port$5919$0 [95:64];
-          4'h7:
-              \$750 [255:224] = \port$5919$0 [95:64];
-          4'h8:
-              \$750 [287:256] = \port$5919$0 [95:64];
-          4'h9:
-              \$750 [319:288] = \port$5919$0 [95:64];
-          4'ha:
-              \$750 [351:320] = \port$5919$0 [95:64];
-          4'hb:
-              \$750 [383:352] = \port$5919$0 [95:64];
-          4'hc:
-              \$750 [415:384] = \port$5919$0 [95:64];
-          4'hd:
-              \$750 [447:416] = \port$5919$0 [95:64];
-          4'he:
-              \$750 [479:448] = \port$5919$0 [95:64];
-          4'hf:
-              \$750 [511:480] = \port$5919$0 [95:64];
-        endcase
-      end
-    end
-    if (hold) begin
-      \$750 [31:0] = 32'd0;
-      \$750 [63:32] = 32'd0;
-      \$750 [95:64] = 32'd0;
-      \$750 [127:96] = 32'd0;
-      \$750 [159:128] = 32'd0;
-      \$750 [191:160] = 32'd0;
-      \$750 [223:192] = 32'd0;
-      \$750 [255:224] = 32'd0;
-      \$750 [287:256] = 32'd0;
-      \$750 [319:288] = 32'd0;
-      \$750 [351:320] = 32'd0;
-      \$750 [383:352] = 32'd0;
-      \$750 [415:384] = 32'd0;
-      \$750 [447:416] = 32'd0;
-      \$750 [479:448] = 32'd0;
-      \$750 [511:480] = 32'd0;
-    end
-    if (rst) begin
-      \$750  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$751  = q0_h;
-    if (\$472 ) begin
-      \$751  = \$473 [4:0];
+    \$744  = q0_h;
+    if (\$457 ) begin
+      \$744  = \$458 [4:0];
     end
     if (q__0__cleared) begin
-      \$751  = 5'h00;
+      \$744  = 5'h00;
     end
     if (rst) begin
-      \$751  = 5'h00;
+      \$744  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$752  = q0_done;
-    if (\$472 ) begin
+    \$745  = q0_done;
+    if (\$457 ) begin
       (* full_case = 32'd1 *)
       casez (q0_h[3:0])
         4'h0:
-            \$752 [0] = \$478 ;
+            \$745 [0] = \$463 ;
         4'h1:
-            \$752 [1] = \$478 ;
+            \$745 [1] = \$463 ;
         4'h2:
-            \$752 [2] = \$478 ;
+            \$745 [2] = \$463 ;
         4'h3:
-            \$752 [3] = \$478 ;
+            \$745 [3] = \$463 ;
         4'h4:
-            \$752 [4] = \$478 ;
+            \$745 [4] = \$463 ;
         4'h5:
-            \$752 [5] = \$478 ;
+            \$745 [5] = \$463 ;
         4'h6:
-            \$752 [6] = \$478 ;
+            \$745 [6] = \$463 ;
         4'h7:
-            \$752 [7] = \$478 ;
+            \$745 [7] = \$463 ;
         4'h8:
-            \$752 [8] = \$478 ;
+            \$745 [8] = \$463 ;
         4'h9:
-            \$752 [9] = \$478 ;
+            \$745 [9] = \$463 ;
         4'ha:
-            \$752 [10] = \$478 ;
+            \$745 [10] = \$463 ;
         4'hb:
-            \$752 [11] = \$478 ;
+            \$745 [11] = \$463 ;
         4'hc:
-            \$752 [12] = \$478 ;
+            \$745 [12] = \$463 ;
         4'hd:
-            \$752 [13] = \$478 ;
+            \$745 [13] = \$463 ;
         4'he:
-            \$752 [14] = \$478 ;
+            \$745 [14] = \$463 ;
         4'hf:
-            \$752 [15] = \$478 ;
+            \$745 [15] = \$463 ;
       endcase
     end
-    if (\$592 ) begin
+    if (\$586 ) begin
       (* full_case = 32'd1 *)
-      casez (\$593 )
+      casez (\$587 )
         4'h0:
-            \$752 [0] = 1'h1;
+            \$745 [0] = 1'h1;
         4'h1:
-            \$752 [1] = 1'h1;
+            \$745 [1] = 1'h1;
         4'h2:
-            \$752 [2] = 1'h1;
+            \$745 [2] = 1'h1;
         4'h3:
-            \$752 [3] = 1'h1;
+            \$745 [3] = 1'h1;
         4'h4:
-            \$752 [4] = 1'h1;
+            \$745 [4] = 1'h1;
         4'h5:
-            \$752 [5] = 1'h1;
+            \$745 [5] = 1'h1;
         4'h6:
-            \$752 [6] = 1'h1;
+            \$745 [6] = 1'h1;
         4'h7:
-            \$752 [7] = 1'h1;
+            \$745 [7] = 1'h1;
         4'h8:
-            \$752 [8] = 1'h1;
+            \$745 [8] = 1'h1;
         4'h9:
-            \$752 [9] = 1'h1;
+            \$745 [9] = 1'h1;
         4'ha:
-            \$752 [10] = 1'h1;
+            \$745 [10] = 1'h1;
         4'hb:
-            \$752 [11] = 1'h1;
+            \$745 [11] = 1'h1;
         4'hc:
-            \$752 [12] = 1'h1;
+            \$745 [12] = 1'h1;
         4'hd:
-            \$752 [13] = 1'h1;
+            \$745 [13] = 1'h1;
         4'he:
-            \$752 [14] = 1'h1;
+            \$745 [14] = 1'h1;
         4'hf:
-            \$752 [15] = 1'h1;
+            \$745 [15] = 1'h1;
       endcase
     end
     if (rst) begin
-      \$752  = 16'h0000;
+      \$745  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$753  = q0_status0;
-    if (\$472 ) begin
+    \$746  = q0_status0;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
-            \$753  = \$479 ;
+            \$746  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
-            \$753  = \$594 ;
+            \$746  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$746  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$747  = q0_status1;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$747  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$747  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$747  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$748  = q0_status2;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$748  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$748  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$748  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$749  = q0_status3;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$749  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$749  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$749  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$750  = q0_status4;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$750  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$750  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$750  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$751  = q0_status5;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$751  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$751  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$751  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$752  = q0_status6;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$752  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$752  = \$588 ;
+      endcase
+    end
+    if (rst) begin
+      \$752  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$753  = q0_status7;
+    if (\$457 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$753  = \$464 ;
+      endcase
+    end
+    if (\$586 ) begin
+      casez (\$589 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$753  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42756,21 +42846,49 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$754  = q0_status1;
-    if (\$472 ) begin
+    \$754  = q0_status8;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$754  = \$479 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$754  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
-            \$754  = \$594 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$754  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42779,25 +42897,53 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$755  = q0_status2;
-    if (\$472 ) begin
+    \$755  = q0_status9;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$755  = \$479 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$755  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$755  = \$594 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$755  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42806,8 +42952,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$756  = q0_status3;
-    if (\$472 ) begin
+    \$756  = q0_status10;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -42816,11 +42962,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$756  = \$479 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$756  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42828,7 +42988,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$756  = \$594 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$756  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42837,8 +43011,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$757  = q0_status4;
-    if (\$472 ) begin
+    \$757  = q0_status11;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -42849,11 +43023,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$757  = \$479 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$757  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42863,7 +43051,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$757  = \$594 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$757  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42872,8 +43074,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$758  = q0_status5;
-    if (\$472 ) begin
+    \$758  = q0_status12;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -42886,11 +43088,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$758  = \$479 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$758  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42902,7 +43118,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$758  = \$594 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$758  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42911,8 +43141,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$759  = q0_status6;
-    if (\$472 ) begin
+    \$759  = q0_status13;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -42927,11 +43157,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$759  = \$479 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$759  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42945,7 +43189,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$759  = \$594 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$759  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -42954,8 +43212,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$760  = q0_status7;
-    if (\$472 ) begin
+    \$760  = q0_status14;
+    if (\$457 ) begin
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -42972,11 +43230,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$760  = \$479 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$760  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -42992,7 +43264,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$760  = \$594 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$760  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -43001,8 +43287,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$761  = q0_status8;
-    if (\$472 ) begin
+    \$761  = q0_status15;
+    if (\$457 ) begin
+      (* full_case = 32'd1 *)
       casez (q0_h[3:0])
         4'h0:
             /* empty */;
@@ -43021,11 +43308,26 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$761  = \$479 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$761  = \$464 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$586 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$589 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43043,7 +43345,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$761  = \$594 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$761  = \$588 ;
       endcase
     end
     if (rst) begin
@@ -43052,242 +43368,129 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$762  = q0_status9;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$762  = \$479 ;
-      endcase
+    \$762  = q0_failed;
+    if (\$466 ) begin
+      \$762  = 1'h1;
     end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$762  = \$594 ;
-      endcase
+    if (\$586 ) begin
+      if (\$591 ) begin
+        \$762  = 1'h1;
+      end
+    end
+    if (q__0__cleared) begin
+      \$762  = 1'h0;
     end
     if (rst) begin
-      \$762  = 8'h00;
+      \$762  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$763  = q0_status10;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$763  = \$479 ;
-      endcase
+    \$763  = q1_h;
+    if (\$467 ) begin
+      \$763  = \$468 [4:0];
     end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$763  = \$594 ;
-      endcase
+    if (q__1__cleared) begin
+      \$763  = 5'h00;
     end
     if (rst) begin
-      \$763  = 8'h00;
+      \$763  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$764  = q0_status11;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$764  = q1_done;
+    if (\$467 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
         4'h0:
-            /* empty */;
+            \$764 [0] = \$473 ;
         4'h1:
-            /* empty */;
+            \$764 [1] = \$473 ;
         4'h2:
-            /* empty */;
+            \$764 [2] = \$473 ;
         4'h3:
-            /* empty */;
+            \$764 [3] = \$473 ;
         4'h4:
-            /* empty */;
+            \$764 [4] = \$473 ;
         4'h5:
-            /* empty */;
+            \$764 [5] = \$473 ;
         4'h6:
-            /* empty */;
+            \$764 [6] = \$473 ;
         4'h7:
-            /* empty */;
+            \$764 [7] = \$473 ;
         4'h8:
-            /* empty */;
+            \$764 [8] = \$473 ;
         4'h9:
-            /* empty */;
+            \$764 [9] = \$473 ;
         4'ha:
-            /* empty */;
+            \$764 [10] = \$473 ;
         4'hb:
-            \$764  = \$479 ;
-      endcase
-    end
-    if (\$592 ) begin
-      casez (\$595 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$764  = \$594 ;
-      endcase
-    end
-    if (rst) begin
-      \$764  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$765  = q0_status12;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$764 [11] = \$473 ;
         4'hc:
-            \$765  = \$479 ;
+            \$764 [12] = \$473 ;
+        4'hd:
+            \$764 [13] = \$473 ;
+        4'he:
+            \$764 [14] = \$473 ;
+        4'hf:
+            \$764 [15] = \$473 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$603 )
         4'h0:
-            /* empty */;
+            \$764 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$764 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$764 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$764 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$764 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$764 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$764 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$764 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$764 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$764 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$764 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$764 [11] = 1'h1;
         4'hc:
-            \$765  = \$594 ;
+            \$764 [12] = 1'h1;
+        4'hd:
+            \$764 [13] = 1'h1;
+        4'he:
+            \$764 [14] = 1'h1;
+        4'hf:
+            \$764 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$764  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$765  = q1_status0;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            \$765  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            \$765  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43296,69 +43499,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$766  = q0_status13;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$766  = q1_status1;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$766  = \$479 ;
+            \$766  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$766  = \$594 ;
+            \$766  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43367,73 +43522,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$767  = q0_status14;
-    if (\$472 ) begin
-      casez (q0_h[3:0])
+    \$767  = q1_status2;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$767  = \$479 ;
+            \$767  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$767  = \$594 ;
+            \$767  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43442,10 +43549,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$768  = q0_status15;
-    if (\$472 ) begin
-      (* full_case = 32'd1 *)
-      casez (q0_h[3:0])
+    \$768  = q1_status3;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -43453,36 +43559,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$768  = \$479 ;
+            \$768  = \$474 ;
       endcase
     end
-    if (\$592 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$595 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43490,31 +43571,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$768  = \$594 ;
+            \$768  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43523,129 +43580,162 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$769  = q0_failed;
-    if (\$481 ) begin
-      \$769  = 1'h1;
-    end
-    if (\$592 ) begin
-      if (\$597 ) begin
-        \$769  = 1'h1;
-      end
-    end
-    if (q__0__cleared) begin
-      \$769  = 1'h0;
-    end
-    if (rst) begin
-      \$769  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$770  = q1_h;
-    if (\$484 ) begin
-      \$770  = \$485 [4:0];
-    end
-    if (q__1__cleared) begin
-      \$770  = 5'h00;
-    end
-    if (rst) begin
-      \$770  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$771  = q1_done;
-    if (\$484 ) begin
-      (* full_case = 32'd1 *)
+    \$769  = q1_status4;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
-            \$771 [0] = \$490 ;
+            /* empty */;
         4'h1:
-            \$771 [1] = \$490 ;
+            /* empty */;
         4'h2:
-            \$771 [2] = \$490 ;
+            /* empty */;
         4'h3:
-            \$771 [3] = \$490 ;
+            /* empty */;
         4'h4:
-            \$771 [4] = \$490 ;
-        4'h5:
-            \$771 [5] = \$490 ;
-        4'h6:
-            \$771 [6] = \$490 ;
-        4'h7:
-            \$771 [7] = \$490 ;
-        4'h8:
-            \$771 [8] = \$490 ;
-        4'h9:
-            \$771 [9] = \$490 ;
-        4'ha:
-            \$771 [10] = \$490 ;
-        4'hb:
-            \$771 [11] = \$490 ;
-        4'hc:
-            \$771 [12] = \$490 ;
-        4'hd:
-            \$771 [13] = \$490 ;
-        4'he:
-            \$771 [14] = \$490 ;
-        4'hf:
-            \$771 [15] = \$490 ;
+            \$769  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$609 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
-            \$771 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$771 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$771 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$771 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$771 [4] = 1'h1;
-        4'h5:
-            \$771 [5] = 1'h1;
-        4'h6:
-            \$771 [6] = 1'h1;
-        4'h7:
-            \$771 [7] = 1'h1;
-        4'h8:
-            \$771 [8] = 1'h1;
-        4'h9:
-            \$771 [9] = 1'h1;
-        4'ha:
-            \$771 [10] = 1'h1;
-        4'hb:
-            \$771 [11] = 1'h1;
-        4'hc:
-            \$771 [12] = 1'h1;
-        4'hd:
-            \$771 [13] = 1'h1;
-        4'he:
-            \$771 [14] = 1'h1;
-        4'hf:
-            \$771 [15] = 1'h1;
+            \$769  = \$604 ;
       endcase
     end
     if (rst) begin
-      \$771  = 16'h0000;
+      \$769  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$772  = q1_status0;
-    if (\$484 ) begin
+    \$770  = q1_status5;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
-            \$772  = \$491 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$770  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
-            \$772  = \$610 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$770  = \$604 ;
+      endcase
+    end
+    if (rst) begin
+      \$770  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$771  = q1_status6;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$771  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$771  = \$604 ;
+      endcase
+    end
+    if (rst) begin
+      \$771  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$772  = q1_status7;
+    if (\$467 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$772  = \$474 ;
+      endcase
+    end
+    if (\$602 ) begin
+      casez (\$605 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$772  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43654,21 +43744,49 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$773  = q1_status1;
-    if (\$484 ) begin
+    \$773  = q1_status8;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$773  = \$491 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$773  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
-            \$773  = \$610 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$773  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43677,25 +43795,53 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$774  = q1_status2;
-    if (\$484 ) begin
+    \$774  = q1_status9;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$774  = \$491 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$774  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$774  = \$610 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$774  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43704,8 +43850,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$775  = q1_status3;
-    if (\$484 ) begin
+    \$775  = q1_status10;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43714,11 +43860,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$775  = \$491 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$775  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43726,7 +43886,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$775  = \$610 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$775  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43735,8 +43909,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$776  = q1_status4;
-    if (\$484 ) begin
+    \$776  = q1_status11;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43747,11 +43921,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$776  = \$491 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$776  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43761,7 +43949,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$776  = \$610 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$776  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43770,8 +43972,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$777  = q1_status5;
-    if (\$484 ) begin
+    \$777  = q1_status12;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43784,11 +43986,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$777  = \$491 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$777  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43800,7 +44016,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$777  = \$610 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$777  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43809,8 +44039,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$778  = q1_status6;
-    if (\$484 ) begin
+    \$778  = q1_status13;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43825,11 +44055,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$778  = \$491 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$778  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43843,7 +44087,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$778  = \$610 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$778  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43852,8 +44110,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$779  = q1_status7;
-    if (\$484 ) begin
+    \$779  = q1_status14;
+    if (\$467 ) begin
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43870,11 +44128,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$779  = \$491 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$779  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43890,7 +44162,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$779  = \$610 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$779  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43899,8 +44185,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$780  = q1_status8;
-    if (\$484 ) begin
+    \$780  = q1_status15;
+    if (\$467 ) begin
+      (* full_case = 32'd1 *)
       casez (q1_h[3:0])
         4'h0:
             /* empty */;
@@ -43919,11 +44206,26 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$780  = \$491 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$780  = \$474 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$602 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$605 )
         4'h0:
             /* empty */;
         4'h1:
@@ -43941,7 +44243,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$780  = \$610 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$780  = \$604 ;
       endcase
     end
     if (rst) begin
@@ -43950,242 +44266,129 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$781  = q1_status9;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$781  = \$491 ;
-      endcase
+    \$781  = q1_failed;
+    if (\$476 ) begin
+      \$781  = 1'h1;
     end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$781  = \$610 ;
-      endcase
+    if (\$602 ) begin
+      if (\$607 ) begin
+        \$781  = 1'h1;
+      end
+    end
+    if (q__1__cleared) begin
+      \$781  = 1'h0;
     end
     if (rst) begin
-      \$781  = 8'h00;
+      \$781  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$782  = q1_status10;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$782  = \$491 ;
-      endcase
+    \$782  = q2_h;
+    if (\$477 ) begin
+      \$782  = \$478 [4:0];
     end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$782  = \$610 ;
-      endcase
+    if (q__2__cleared) begin
+      \$782  = 5'h00;
     end
     if (rst) begin
-      \$782  = 8'h00;
+      \$782  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$783  = q1_status11;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$783  = q2_done;
+    if (\$477 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
         4'h0:
-            /* empty */;
+            \$783 [0] = \$483 ;
         4'h1:
-            /* empty */;
+            \$783 [1] = \$483 ;
         4'h2:
-            /* empty */;
+            \$783 [2] = \$483 ;
         4'h3:
-            /* empty */;
+            \$783 [3] = \$483 ;
         4'h4:
-            /* empty */;
+            \$783 [4] = \$483 ;
         4'h5:
-            /* empty */;
+            \$783 [5] = \$483 ;
         4'h6:
-            /* empty */;
+            \$783 [6] = \$483 ;
         4'h7:
-            /* empty */;
+            \$783 [7] = \$483 ;
         4'h8:
-            /* empty */;
+            \$783 [8] = \$483 ;
         4'h9:
-            /* empty */;
+            \$783 [9] = \$483 ;
         4'ha:
-            /* empty */;
+            \$783 [10] = \$483 ;
         4'hb:
-            \$783  = \$491 ;
-      endcase
-    end
-    if (\$608 ) begin
-      casez (\$611 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$783  = \$610 ;
-      endcase
-    end
-    if (rst) begin
-      \$783  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$784  = q1_status12;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$783 [11] = \$483 ;
         4'hc:
-            \$784  = \$491 ;
+            \$783 [12] = \$483 ;
+        4'hd:
+            \$783 [13] = \$483 ;
+        4'he:
+            \$783 [14] = \$483 ;
+        4'hf:
+            \$783 [15] = \$483 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$619 )
         4'h0:
-            /* empty */;
+            \$783 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$783 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$783 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$783 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$783 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$783 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$783 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$783 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$783 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$783 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$783 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$783 [11] = 1'h1;
         4'hc:
-            \$784  = \$610 ;
+            \$783 [12] = 1'h1;
+        4'hd:
+            \$783 [13] = 1'h1;
+        4'he:
+            \$783 [14] = 1'h1;
+        4'hf:
+            \$783 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$783  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$784  = q2_status0;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            \$784  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            \$784  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44194,69 +44397,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$785  = q1_status13;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$785  = q2_status1;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$785  = \$491 ;
+            \$785  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$785  = \$610 ;
+            \$785  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44265,73 +44420,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$786  = q1_status14;
-    if (\$484 ) begin
-      casez (q1_h[3:0])
+    \$786  = q2_status2;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$786  = \$491 ;
+            \$786  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$786  = \$610 ;
+            \$786  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44340,10 +44447,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$787  = q1_status15;
-    if (\$484 ) begin
-      (* full_case = 32'd1 *)
-      casez (q1_h[3:0])
+    \$787  = q2_status3;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -44351,36 +44457,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$787  = \$491 ;
+            \$787  = \$484 ;
       endcase
     end
-    if (\$608 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$611 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44388,31 +44469,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$787  = \$610 ;
+            \$787  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44421,129 +44478,162 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$788  = q1_failed;
-    if (\$493 ) begin
-      \$788  = 1'h1;
-    end
-    if (\$608 ) begin
-      if (\$613 ) begin
-        \$788  = 1'h1;
-      end
-    end
-    if (q__1__cleared) begin
-      \$788  = 1'h0;
-    end
-    if (rst) begin
-      \$788  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$789  = q2_h;
-    if (\$496 ) begin
-      \$789  = \$497 [4:0];
-    end
-    if (q__2__cleared) begin
-      \$789  = 5'h00;
-    end
-    if (rst) begin
-      \$789  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$790  = q2_done;
-    if (\$496 ) begin
-      (* full_case = 32'd1 *)
+    \$788  = q2_status4;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
-            \$790 [0] = \$502 ;
+            /* empty */;
         4'h1:
-            \$790 [1] = \$502 ;
+            /* empty */;
         4'h2:
-            \$790 [2] = \$502 ;
+            /* empty */;
         4'h3:
-            \$790 [3] = \$502 ;
+            /* empty */;
         4'h4:
-            \$790 [4] = \$502 ;
-        4'h5:
-            \$790 [5] = \$502 ;
-        4'h6:
-            \$790 [6] = \$502 ;
-        4'h7:
-            \$790 [7] = \$502 ;
-        4'h8:
-            \$790 [8] = \$502 ;
-        4'h9:
-            \$790 [9] = \$502 ;
-        4'ha:
-            \$790 [10] = \$502 ;
-        4'hb:
-            \$790 [11] = \$502 ;
-        4'hc:
-            \$790 [12] = \$502 ;
-        4'hd:
-            \$790 [13] = \$502 ;
-        4'he:
-            \$790 [14] = \$502 ;
-        4'hf:
-            \$790 [15] = \$502 ;
+            \$788  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$625 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
-            \$790 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$790 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$790 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$790 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$790 [4] = 1'h1;
-        4'h5:
-            \$790 [5] = 1'h1;
-        4'h6:
-            \$790 [6] = 1'h1;
-        4'h7:
-            \$790 [7] = 1'h1;
-        4'h8:
-            \$790 [8] = 1'h1;
-        4'h9:
-            \$790 [9] = 1'h1;
-        4'ha:
-            \$790 [10] = 1'h1;
-        4'hb:
-            \$790 [11] = 1'h1;
-        4'hc:
-            \$790 [12] = 1'h1;
-        4'hd:
-            \$790 [13] = 1'h1;
-        4'he:
-            \$790 [14] = 1'h1;
-        4'hf:
-            \$790 [15] = 1'h1;
+            \$788  = \$620 ;
       endcase
     end
     if (rst) begin
-      \$790  = 16'h0000;
+      \$788  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$791  = q2_status0;
-    if (\$496 ) begin
+    \$789  = q2_status5;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
-            \$791  = \$503 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$789  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
-            \$791  = \$626 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$789  = \$620 ;
+      endcase
+    end
+    if (rst) begin
+      \$789  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$790  = q2_status6;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$790  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$790  = \$620 ;
+      endcase
+    end
+    if (rst) begin
+      \$790  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$791  = q2_status7;
+    if (\$477 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$791  = \$484 ;
+      endcase
+    end
+    if (\$618 ) begin
+      casez (\$621 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$791  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44552,21 +44642,49 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$792  = q2_status1;
-    if (\$496 ) begin
+    \$792  = q2_status8;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$792  = \$503 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$792  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
-            \$792  = \$626 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$792  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44575,25 +44693,53 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$793  = q2_status2;
-    if (\$496 ) begin
+    \$793  = q2_status9;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$793  = \$503 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$793  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$793  = \$626 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$793  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44602,8 +44748,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$794  = q2_status3;
-    if (\$496 ) begin
+    \$794  = q2_status10;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44612,11 +44758,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$794  = \$503 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$794  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44624,7 +44784,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$794  = \$626 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$794  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44633,8 +44807,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$795  = q2_status4;
-    if (\$496 ) begin
+    \$795  = q2_status11;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44645,11 +44819,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$795  = \$503 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$795  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44659,7 +44847,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$795  = \$626 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$795  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44668,8 +44870,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$796  = q2_status5;
-    if (\$496 ) begin
+    \$796  = q2_status12;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44682,11 +44884,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$796  = \$503 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$796  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44698,7 +44914,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$796  = \$626 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$796  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44707,8 +44937,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$797  = q2_status6;
-    if (\$496 ) begin
+    \$797  = q2_status13;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44723,11 +44953,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$797  = \$503 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$797  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44741,7 +44985,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$797  = \$626 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$797  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44750,8 +45008,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$798  = q2_status7;
-    if (\$496 ) begin
+    \$798  = q2_status14;
+    if (\$477 ) begin
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44768,11 +45026,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$798  = \$503 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$798  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44788,7 +45060,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$798  = \$626 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$798  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44797,8 +45083,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$799  = q2_status8;
-    if (\$496 ) begin
+    \$799  = q2_status15;
+    if (\$477 ) begin
+      (* full_case = 32'd1 *)
       casez (q2_h[3:0])
         4'h0:
             /* empty */;
@@ -44817,11 +45104,26 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$799  = \$503 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$799  = \$484 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$618 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$621 )
         4'h0:
             /* empty */;
         4'h1:
@@ -44839,7 +45141,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$799  = \$626 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$799  = \$620 ;
       endcase
     end
     if (rst) begin
@@ -44848,242 +45164,129 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$800  = q2_status9;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$800  = \$503 ;
-      endcase
+    \$800  = q2_failed;
+    if (\$486 ) begin
+      \$800  = 1'h1;
     end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$800  = \$626 ;
-      endcase
+    if (\$618 ) begin
+      if (\$623 ) begin
+        \$800  = 1'h1;
+      end
+    end
+    if (q__2__cleared) begin
+      \$800  = 1'h0;
     end
     if (rst) begin
-      \$800  = 8'h00;
+      \$800  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$801  = q2_status10;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$801  = \$503 ;
-      endcase
+    \$801  = q3_h;
+    if (\$487 ) begin
+      \$801  = \$488 [4:0];
     end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$801  = \$626 ;
-      endcase
+    if (q__3__cleared) begin
+      \$801  = 5'h00;
     end
     if (rst) begin
-      \$801  = 8'h00;
+      \$801  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$802  = q2_status11;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$802  = q3_done;
+    if (\$487 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
         4'h0:
-            /* empty */;
+            \$802 [0] = \$493 ;
         4'h1:
-            /* empty */;
+            \$802 [1] = \$493 ;
         4'h2:
-            /* empty */;
+            \$802 [2] = \$493 ;
         4'h3:
-            /* empty */;
+            \$802 [3] = \$493 ;
         4'h4:
-            /* empty */;
+            \$802 [4] = \$493 ;
         4'h5:
-            /* empty */;
+            \$802 [5] = \$493 ;
         4'h6:
-            /* empty */;
+            \$802 [6] = \$493 ;
         4'h7:
-            /* empty */;
+            \$802 [7] = \$493 ;
         4'h8:
-            /* empty */;
+            \$802 [8] = \$493 ;
         4'h9:
-            /* empty */;
+            \$802 [9] = \$493 ;
         4'ha:
-            /* empty */;
+            \$802 [10] = \$493 ;
         4'hb:
-            \$802  = \$503 ;
-      endcase
-    end
-    if (\$624 ) begin
-      casez (\$627 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$802  = \$626 ;
-      endcase
-    end
-    if (rst) begin
-      \$802  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$803  = q2_status12;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
+            \$802 [11] = \$493 ;
         4'hc:
-            \$803  = \$503 ;
+            \$802 [12] = \$493 ;
+        4'hd:
+            \$802 [13] = \$493 ;
+        4'he:
+            \$802 [14] = \$493 ;
+        4'hf:
+            \$802 [15] = \$493 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$635 )
         4'h0:
-            /* empty */;
+            \$802 [0] = 1'h1;
         4'h1:
-            /* empty */;
+            \$802 [1] = 1'h1;
         4'h2:
-            /* empty */;
+            \$802 [2] = 1'h1;
         4'h3:
-            /* empty */;
+            \$802 [3] = 1'h1;
         4'h4:
-            /* empty */;
+            \$802 [4] = 1'h1;
         4'h5:
-            /* empty */;
+            \$802 [5] = 1'h1;
         4'h6:
-            /* empty */;
+            \$802 [6] = 1'h1;
         4'h7:
-            /* empty */;
+            \$802 [7] = 1'h1;
         4'h8:
-            /* empty */;
+            \$802 [8] = 1'h1;
         4'h9:
-            /* empty */;
+            \$802 [9] = 1'h1;
         4'ha:
-            /* empty */;
+            \$802 [10] = 1'h1;
         4'hb:
-            /* empty */;
+            \$802 [11] = 1'h1;
         4'hc:
-            \$803  = \$626 ;
+            \$802 [12] = 1'h1;
+        4'hd:
+            \$802 [13] = 1'h1;
+        4'he:
+            \$802 [14] = 1'h1;
+        4'hf:
+            \$802 [15] = 1'h1;
+      endcase
+    end
+    if (rst) begin
+      \$802  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$803  = q3_status0;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            \$803  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            \$803  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45092,69 +45295,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$804  = q2_status13;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$804  = q3_status1;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$804  = \$503 ;
+            \$804  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$804  = \$626 ;
+            \$804  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45163,73 +45318,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$805  = q2_status14;
-    if (\$496 ) begin
-      casez (q2_h[3:0])
+    \$805  = q3_status2;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$805  = \$503 ;
+            \$805  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$805  = \$626 ;
+            \$805  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45238,10 +45345,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$806  = q2_status15;
-    if (\$496 ) begin
-      (* full_case = 32'd1 *)
-      casez (q2_h[3:0])
+    \$806  = q3_status3;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
@@ -45249,36 +45355,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$806  = \$503 ;
+            \$806  = \$494 ;
       endcase
     end
-    if (\$624 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$627 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45286,31 +45367,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$806  = \$626 ;
+            \$806  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45319,129 +45376,162 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$807  = q2_failed;
-    if (\$505 ) begin
-      \$807  = 1'h1;
-    end
-    if (\$624 ) begin
-      if (\$629 ) begin
-        \$807  = 1'h1;
-      end
-    end
-    if (q__2__cleared) begin
-      \$807  = 1'h0;
-    end
-    if (rst) begin
-      \$807  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$808  = q3_h;
-    if (\$508 ) begin
-      \$808  = \$509 [4:0];
-    end
-    if (q__3__cleared) begin
-      \$808  = 5'h00;
-    end
-    if (rst) begin
-      \$808  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$809  = q3_done;
-    if (\$508 ) begin
-      (* full_case = 32'd1 *)
+    \$807  = q3_status4;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
-            \$809 [0] = \$514 ;
+            /* empty */;
         4'h1:
-            \$809 [1] = \$514 ;
+            /* empty */;
         4'h2:
-            \$809 [2] = \$514 ;
+            /* empty */;
         4'h3:
-            \$809 [3] = \$514 ;
+            /* empty */;
         4'h4:
-            \$809 [4] = \$514 ;
-        4'h5:
-            \$809 [5] = \$514 ;
-        4'h6:
-            \$809 [6] = \$514 ;
-        4'h7:
-            \$809 [7] = \$514 ;
-        4'h8:
-            \$809 [8] = \$514 ;
-        4'h9:
-            \$809 [9] = \$514 ;
-        4'ha:
-            \$809 [10] = \$514 ;
-        4'hb:
-            \$809 [11] = \$514 ;
-        4'hc:
-            \$809 [12] = \$514 ;
-        4'hd:
-            \$809 [13] = \$514 ;
-        4'he:
-            \$809 [14] = \$514 ;
-        4'hf:
-            \$809 [15] = \$514 ;
+            \$807  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$641 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
-            \$809 [0] = 1'h1;
+            /* empty */;
         4'h1:
-            \$809 [1] = 1'h1;
+            /* empty */;
         4'h2:
-            \$809 [2] = 1'h1;
+            /* empty */;
         4'h3:
-            \$809 [3] = 1'h1;
+            /* empty */;
         4'h4:
-            \$809 [4] = 1'h1;
-        4'h5:
-            \$809 [5] = 1'h1;
-        4'h6:
-            \$809 [6] = 1'h1;
-        4'h7:
-            \$809 [7] = 1'h1;
-        4'h8:
-            \$809 [8] = 1'h1;
-        4'h9:
-            \$809 [9] = 1'h1;
-        4'ha:
-            \$809 [10] = 1'h1;
-        4'hb:
-            \$809 [11] = 1'h1;
-        4'hc:
-            \$809 [12] = 1'h1;
-        4'hd:
-            \$809 [13] = 1'h1;
-        4'he:
-            \$809 [14] = 1'h1;
-        4'hf:
-            \$809 [15] = 1'h1;
+            \$807  = \$636 ;
       endcase
     end
     if (rst) begin
-      \$809  = 16'h0000;
+      \$807  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$810  = q3_status0;
-    if (\$508 ) begin
+    \$808  = q3_status5;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
-            \$810  = \$515 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$808  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
-            \$810  = \$642 ;
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$808  = \$636 ;
+      endcase
+    end
+    if (rst) begin
+      \$808  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$809  = q3_status6;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$809  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$809  = \$636 ;
+      endcase
+    end
+    if (rst) begin
+      \$809  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$810  = q3_status7;
+    if (\$487 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$810  = \$494 ;
+      endcase
+    end
+    if (\$634 ) begin
+      casez (\$637 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$810  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45450,21 +45540,49 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$811  = q3_status1;
-    if (\$508 ) begin
+    \$811  = q3_status8;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
-            \$811  = \$515 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$811  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
-            \$811  = \$642 ;
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$811  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45473,25 +45591,53 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$812  = q3_status2;
-    if (\$508 ) begin
+    \$812  = q3_status9;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$812  = \$515 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$812  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
             /* empty */;
         4'h2:
-            \$812  = \$642 ;
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$812  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45500,8 +45646,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$813  = q3_status3;
-    if (\$508 ) begin
+    \$813  = q3_status10;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45510,11 +45656,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$813  = \$515 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$813  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45522,7 +45682,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h2:
             /* empty */;
         4'h3:
-            \$813  = \$642 ;
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$813  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45531,8 +45705,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$814  = q3_status4;
-    if (\$508 ) begin
+    \$814  = q3_status11;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45543,11 +45717,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$814  = \$515 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$814  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45557,7 +45745,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h3:
             /* empty */;
         4'h4:
-            \$814  = \$642 ;
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$814  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45566,8 +45768,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$815  = q3_status5;
-    if (\$508 ) begin
+    \$815  = q3_status12;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45580,11 +45782,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$815  = \$515 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$815  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45596,7 +45812,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h4:
             /* empty */;
         4'h5:
-            \$815  = \$642 ;
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$815  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45605,8 +45835,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$816  = q3_status6;
-    if (\$508 ) begin
+    \$816  = q3_status13;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45621,11 +45851,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$816  = \$515 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$816  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45639,7 +45883,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h5:
             /* empty */;
         4'h6:
-            \$816  = \$642 ;
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$816  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45648,8 +45906,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$817  = q3_status7;
-    if (\$508 ) begin
+    \$817  = q3_status14;
+    if (\$487 ) begin
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45666,11 +45924,25 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$817  = \$515 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$817  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45686,7 +45958,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h6:
             /* empty */;
         4'h7:
-            \$817  = \$642 ;
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$817  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45695,8 +45981,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$818  = q3_status8;
-    if (\$508 ) begin
+    \$818  = q3_status15;
+    if (\$487 ) begin
+      (* full_case = 32'd1 *)
       casez (q3_h[3:0])
         4'h0:
             /* empty */;
@@ -45715,11 +46002,26 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$818  = \$515 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$818  = \$494 ;
       endcase
     end
-    if (\$640 ) begin
-      casez (\$643 )
+    if (\$634 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$637 )
         4'h0:
             /* empty */;
         4'h1:
@@ -45737,7 +46039,21 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
         4'h7:
             /* empty */;
         4'h8:
-            \$818  = \$642 ;
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$818  = \$636 ;
       endcase
     end
     if (rst) begin
@@ -45746,538 +46062,186 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$819  = q3_status9;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$819  = \$515 ;
-      endcase
+    \$819  = q3_failed;
+    if (\$496 ) begin
+      \$819  = 1'h1;
     end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            \$819  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$819  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$820  = q3_status10;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$820  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            \$820  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$820  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$821  = q3_status11;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$821  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            \$821  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$821  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$822  = q3_status12;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$822  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            \$822  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$822  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$823  = q3_status13;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$823  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            \$823  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$823  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$824  = q3_status14;
-    if (\$508 ) begin
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$824  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            \$824  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$824  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$825  = q3_status15;
-    if (\$508 ) begin
-      (* full_case = 32'd1 *)
-      casez (q3_h[3:0])
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$825  = \$515 ;
-      endcase
-    end
-    if (\$640 ) begin
-      (* full_case = 32'd1 *)
-      casez (\$643 )
-        4'h0:
-            /* empty */;
-        4'h1:
-            /* empty */;
-        4'h2:
-            /* empty */;
-        4'h3:
-            /* empty */;
-        4'h4:
-            /* empty */;
-        4'h5:
-            /* empty */;
-        4'h6:
-            /* empty */;
-        4'h7:
-            /* empty */;
-        4'h8:
-            /* empty */;
-        4'h9:
-            /* empty */;
-        4'ha:
-            /* empty */;
-        4'hb:
-            /* empty */;
-        4'hc:
-            /* empty */;
-        4'hd:
-            /* empty */;
-        4'he:
-            /* empty */;
-        4'hf:
-            \$825  = \$642 ;
-      endcase
-    end
-    if (rst) begin
-      \$825  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$826  = q3_failed;
-    if (\$517 ) begin
-      \$826  = 1'h1;
-    end
-    if (\$640 ) begin
-      if (\$645 ) begin
-        \$826  = 1'h1;
+    if (\$634 ) begin
+      if (\$639 ) begin
+        \$819  = 1'h1;
       end
     end
     if (q__3__cleared) begin
-      \$826  = 1'h0;
+      \$819  = 1'h0;
     end
+    if (rst) begin
+      \$819  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$820  = \$509 ;
+    if (rst) begin
+      \$820  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$821  = \$510 ;
+    if (rst) begin
+      \$821  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$822  = \$511 ;
+    if (rst) begin
+      \$822  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$823  = events;
+    if (issue_signal_pending) begin
+      (* full_case = 32'd1 *)
+      casez (issue_signal_event)
+        4'h0:
+            \$823 [31:0] = issue_signal_value;
+        4'h1:
+            \$823 [63:32] = issue_signal_value;
+        4'h2:
+            \$823 [95:64] = issue_signal_value;
+        4'h3:
+            \$823 [127:96] = issue_signal_value;
+        4'h4:
+            \$823 [159:128] = issue_signal_value;
+        4'h5:
+            \$823 [191:160] = issue_signal_value;
+        4'h6:
+            \$823 [223:192] = issue_signal_value;
+        4'h7:
+            \$823 [255:224] = issue_signal_value;
+        4'h8:
+            \$823 [287:256] = issue_signal_value;
+        4'h9:
+            \$823 [319:288] = issue_signal_value;
+        4'ha:
+            \$823 [351:320] = issue_signal_value;
+        4'hb:
+            \$823 [383:352] = issue_signal_value;
+        4'hc:
+            \$823 [415:384] = issue_signal_value;
+        4'hd:
+            \$823 [447:416] = issue_signal_value;
+        4'he:
+            \$823 [479:448] = issue_signal_value;
+        4'hf:
+            \$823 [511:480] = issue_signal_value;
+      endcase
+    end
+    if (hold) begin
+      \$823 [31:0] = 32'd0;
+      \$823 [63:32] = 32'd0;
+      \$823 [95:64] = 32'd0;
+      \$823 [127:96] = 32'd0;
+      \$823 [159:128] = 32'd0;
+      \$823 [191:160] = 32'd0;
+      \$823 [223:192] = 32'd0;
+      \$823 [255:224] = 32'd0;
+      \$823 [287:256] = 32'd0;
+      \$823 [319:288] = 32'd0;
+      \$823 [351:320] = 32'd0;
+      \$823 [383:352] = 32'd0;
+      \$823 [415:384] = 32'd0;
+      \$823 [447:416] = 32'd0;
+      \$823 [479:448] = 32'd0;
+      \$823 [511:480] = 32'd0;
+    end
+    if (rst) begin
+      \$823  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$824  = \$517 ;
+    if (rst) begin
+      \$824  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$825  = \$523 ;
+    if (rst) begin
+      \$825  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$826  = \$529 ;
     if (rst) begin
       \$826  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$827  = \$523 ;
+    \$827  = \$535 ;
     if (rst) begin
       \$827  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$828  = \$529 ;
-    if (rst) begin
-      \$828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$829  = \$535 ;
-    if (rst) begin
-      \$829  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$830  = \$541 ;
-    if (rst) begin
-      \$830  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$831  = retire_rr_last;
+    \$828  = retire_rr_last;
     if (retire_rr_any) begin
-      \$831  = retire_rr_sel;
+      \$828  = retire_rr_sel;
     end
     if (rst) begin
-      \$831  = 3'h4;
+      \$828  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$832  = dma_load_outstanding;
-    if (\$543 ) begin
-      \$832  = \$548 [2:0];
-    end else if (\$547 ) begin
-      \$832  = \$549 [2:0];
+    \$829  = dma_load_outstanding;
+    if (\$537 ) begin
+      \$829  = \$542 [2:0];
+    end else if (\$541 ) begin
+      \$829  = \$543 [2:0];
+    end
+    if (rst) begin
+      \$829  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$830  = dma_store_outstanding;
+    if (\$545 ) begin
+      \$830  = \$550 [2:0];
+    end else if (\$549 ) begin
+      \$830  = \$551 [2:0];
+    end
+    if (rst) begin
+      \$830  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$831  = gemm_outstanding;
+    if (\$553 ) begin
+      \$831  = \$558 [2:0];
+    end else if (\$557 ) begin
+      \$831  = \$559 [2:0];
+    end
+    if (rst) begin
+      \$831  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$832  = vec_outstanding;
+    if (\$561 ) begin
+      \$832  = \$566 [2:0];
+    end else if (\$565 ) begin
+      \$832  = \$567 [2:0];
     end
     if (rst) begin
       \$832  = 3'h0;
@@ -46285,11 +46249,11 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$833  = dma_store_outstanding;
-    if (\$551 ) begin
-      \$833  = \$556 [2:0];
-    end else if (\$555 ) begin
-      \$833  = \$557 [2:0];
+    \$833  = sfu_outstanding;
+    if (\$569 ) begin
+      \$833  = \$574 [2:0];
+    end else if (\$573 ) begin
+      \$833  = \$575 [2:0];
     end
     if (rst) begin
       \$833  = 3'h0;
@@ -46297,317 +46261,317 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$834  = gemm_outstanding;
-    if (\$559 ) begin
-      \$834  = \$564 [2:0];
-    end else if (\$563 ) begin
-      \$834  = \$565 [2:0];
-    end
-    if (rst) begin
-      \$834  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$835  = vec_outstanding;
-    if (\$567 ) begin
-      \$835  = \$572 [2:0];
-    end else if (\$571 ) begin
-      \$835  = \$573 [2:0];
-    end
-    if (rst) begin
-      \$835  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$836  = sfu_outstanding;
-    if (\$575 ) begin
-      \$836  = \$580 [2:0];
-    end else if (\$579 ) begin
-      \$836  = \$581 [2:0];
-    end
-    if (rst) begin
-      \$836  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$837  = q0_list_done;
+    \$834  = q0_list_done;
     if (q0_silent) begin
-      \$837  = \$646 [15:0];
+      \$834  = \$640 [15:0];
     end
-    if (\$684 ) begin
-      \$837  = 16'h0000;
-    end
-    if (q__0__cleared) begin
-      \$837  = 16'h0000;
-    end
-    if (rst) begin
-      \$837  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$838  = q0_list_err;
-    if (q0_silent) begin
-      if (\$650 ) begin
-        \$838  = \$651 ;
-      end
-    end
-    if (\$684 ) begin
-      \$838  = 8'h00;
-    end
-    if (q__0__cleared) begin
-      \$838  = 8'h00;
-    end
-    if (rst) begin
-      \$838  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$839  = q0_list_item;
-    if (q0_silent) begin
-      if (\$650 ) begin
-        \$839  = \$652 [15:0];
-      end
-    end
-    if (\$684 ) begin
-      \$839  = 16'h0000;
-    end
-    if (q__0__cleared) begin
-      \$839  = 16'h0000;
-    end
-    if (rst) begin
-      \$839  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$840  = q1_list_done;
-    if (q1_silent) begin
-      \$840  = \$653 [15:0];
-    end
-    if (\$694 ) begin
-      \$840  = 16'h0000;
-    end
-    if (q__1__cleared) begin
-      \$840  = 16'h0000;
-    end
-    if (rst) begin
-      \$840  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$841  = q1_list_err;
-    if (q1_silent) begin
-      if (\$657 ) begin
-        \$841  = \$658 ;
-      end
-    end
-    if (\$694 ) begin
-      \$841  = 8'h00;
-    end
-    if (q__1__cleared) begin
-      \$841  = 8'h00;
-    end
-    if (rst) begin
-      \$841  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$842  = q1_list_item;
-    if (q1_silent) begin
-      if (\$657 ) begin
-        \$842  = \$659 [15:0];
-      end
-    end
-    if (\$694 ) begin
-      \$842  = 16'h0000;
-    end
-    if (q__1__cleared) begin
-      \$842  = 16'h0000;
-    end
-    if (rst) begin
-      \$842  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$843  = q2_list_done;
-    if (q2_silent) begin
-      \$843  = \$660 [15:0];
-    end
-    if (\$704 ) begin
-      \$843  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$843  = 16'h0000;
-    end
-    if (rst) begin
-      \$843  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$844  = q2_list_err;
-    if (q2_silent) begin
-      if (\$664 ) begin
-        \$844  = \$665 ;
-      end
-    end
-    if (\$704 ) begin
-      \$844  = 8'h00;
-    end
-    if (q__2__cleared) begin
-      \$844  = 8'h00;
-    end
-    if (rst) begin
-      \$844  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$845  = q2_list_item;
-    if (q2_silent) begin
-      if (\$664 ) begin
-        \$845  = \$666 [15:0];
-      end
-    end
-    if (\$704 ) begin
-      \$845  = 16'h0000;
-    end
-    if (q__2__cleared) begin
-      \$845  = 16'h0000;
-    end
-    if (rst) begin
-      \$845  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$846  = q3_list_done;
-    if (q3_silent) begin
-      \$846  = \$667 [15:0];
-    end
-    if (\$714 ) begin
-      \$846  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$846  = 16'h0000;
-    end
-    if (rst) begin
-      \$846  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$847  = q3_list_err;
-    if (q3_silent) begin
-      if (\$671 ) begin
-        \$847  = \$672 ;
-      end
-    end
-    if (\$714 ) begin
-      \$847  = 8'h00;
-    end
-    if (q__3__cleared) begin
-      \$847  = 8'h00;
-    end
-    if (rst) begin
-      \$847  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$848  = q3_list_item;
-    if (q3_silent) begin
-      if (\$671 ) begin
-        \$848  = \$673 [15:0];
-      end
-    end
-    if (\$714 ) begin
-      \$848  = 16'h0000;
-    end
-    if (q__3__cleared) begin
-      \$848  = 16'h0000;
-    end
-    if (rst) begin
-      \$848  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$849  = cpl_rr_last;
-    if (\$674 ) begin
-      \$849  = cpl_rr_sel;
-    end
-    if (rst) begin
-      \$849  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$850  = q0_r;
     if (\$678 ) begin
-      \$850  = \$679 [4:0];
+      \$834  = 16'h0000;
     end
     if (q__0__cleared) begin
-      \$850  = 5'h00;
+      \$834  = 16'h0000;
     end
     if (rst) begin
-      \$850  = 5'h00;
+      \$834  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$851  = q1_r;
+    \$835  = q0_list_err;
+    if (q0_silent) begin
+      if (\$644 ) begin
+        \$835  = \$645 ;
+      end
+    end
+    if (\$678 ) begin
+      \$835  = 8'h00;
+    end
+    if (q__0__cleared) begin
+      \$835  = 8'h00;
+    end
+    if (rst) begin
+      \$835  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$836  = q0_list_item;
+    if (q0_silent) begin
+      if (\$644 ) begin
+        \$836  = \$646 [15:0];
+      end
+    end
+    if (\$678 ) begin
+      \$836  = 16'h0000;
+    end
+    if (q__0__cleared) begin
+      \$836  = 16'h0000;
+    end
+    if (rst) begin
+      \$836  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$837  = q1_list_done;
+    if (q1_silent) begin
+      \$837  = \$647 [15:0];
+    end
     if (\$688 ) begin
-      \$851  = \$689 [4:0];
+      \$837  = 16'h0000;
     end
     if (q__1__cleared) begin
-      \$851  = 5'h00;
+      \$837  = 16'h0000;
     end
     if (rst) begin
-      \$851  = 5'h00;
+      \$837  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$852  = q2_r;
+    \$838  = q1_list_err;
+    if (q1_silent) begin
+      if (\$651 ) begin
+        \$838  = \$652 ;
+      end
+    end
+    if (\$688 ) begin
+      \$838  = 8'h00;
+    end
+    if (q__1__cleared) begin
+      \$838  = 8'h00;
+    end
+    if (rst) begin
+      \$838  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$839  = q1_list_item;
+    if (q1_silent) begin
+      if (\$651 ) begin
+        \$839  = \$653 [15:0];
+      end
+    end
+    if (\$688 ) begin
+      \$839  = 16'h0000;
+    end
+    if (q__1__cleared) begin
+      \$839  = 16'h0000;
+    end
+    if (rst) begin
+      \$839  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$840  = q2_list_done;
+    if (q2_silent) begin
+      \$840  = \$654 [15:0];
+    end
     if (\$698 ) begin
-      \$852  = \$699 [4:0];
+      \$840  = 16'h0000;
     end
     if (q__2__cleared) begin
-      \$852  = 5'h00;
+      \$840  = 16'h0000;
     end
     if (rst) begin
-      \$852  = 5'h00;
+      \$840  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$853  = q3_r;
+    \$841  = q2_list_err;
+    if (q2_silent) begin
+      if (\$658 ) begin
+        \$841  = \$659 ;
+      end
+    end
+    if (\$698 ) begin
+      \$841  = 8'h00;
+    end
+    if (q__2__cleared) begin
+      \$841  = 8'h00;
+    end
+    if (rst) begin
+      \$841  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$842  = q2_list_item;
+    if (q2_silent) begin
+      if (\$658 ) begin
+        \$842  = \$660 [15:0];
+      end
+    end
+    if (\$698 ) begin
+      \$842  = 16'h0000;
+    end
+    if (q__2__cleared) begin
+      \$842  = 16'h0000;
+    end
+    if (rst) begin
+      \$842  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$843  = q3_list_done;
+    if (q3_silent) begin
+      \$843  = \$661 [15:0];
+    end
     if (\$708 ) begin
-      \$853  = \$709 [4:0];
+      \$843  = 16'h0000;
     end
     if (q__3__cleared) begin
-      \$853  = 5'h00;
+      \$843  = 16'h0000;
     end
     if (rst) begin
-      \$853  = 5'h00;
+      \$843  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$854  = dma_load_since;
+    \$844  = q3_list_err;
+    if (q3_silent) begin
+      if (\$665 ) begin
+        \$844  = \$666 ;
+      end
+    end
+    if (\$708 ) begin
+      \$844  = 8'h00;
+    end
+    if (q__3__cleared) begin
+      \$844  = 8'h00;
+    end
+    if (rst) begin
+      \$844  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$845  = q3_list_item;
+    if (q3_silent) begin
+      if (\$665 ) begin
+        \$845  = \$667 [15:0];
+      end
+    end
+    if (\$708 ) begin
+      \$845  = 16'h0000;
+    end
+    if (q__3__cleared) begin
+      \$845  = 16'h0000;
+    end
+    if (rst) begin
+      \$845  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$846  = cpl_rr_last;
+    if (\$668 ) begin
+      \$846  = cpl_rr_sel;
+    end
+    if (rst) begin
+      \$846  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$847  = q0_r;
+    if (\$672 ) begin
+      \$847  = \$673 [4:0];
+    end
+    if (q__0__cleared) begin
+      \$847  = 5'h00;
+    end
+    if (rst) begin
+      \$847  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$848  = q1_r;
+    if (\$682 ) begin
+      \$848  = \$683 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$848  = 5'h00;
+    end
+    if (rst) begin
+      \$848  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$849  = q2_r;
+    if (\$692 ) begin
+      \$849  = \$693 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$849  = 5'h00;
+    end
+    if (rst) begin
+      \$849  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$850  = q3_r;
+    if (\$702 ) begin
+      \$850  = \$703 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$850  = 5'h00;
+    end
+    if (rst) begin
+      \$850  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$851  = dma_load_since;
+    if (\$711 ) begin
+      \$851  = 32'd0;
+    end else if (\$713 ) begin
+      \$851  = \$714 [31:0];
+    end
+    if (rst) begin
+      \$851  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$852  = dma_store_since;
     if (\$717 ) begin
-      \$854  = 32'd0;
+      \$852  = 32'd0;
     end else if (\$719 ) begin
-      \$854  = \$720 [31:0];
+      \$852  = \$720 [31:0];
+    end
+    if (rst) begin
+      \$852  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$853  = gemm_since;
+    if (\$723 ) begin
+      \$853  = 32'd0;
+    end else if (\$725 ) begin
+      \$853  = \$726 [31:0];
+    end
+    if (rst) begin
+      \$853  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$854  = vec_since;
+    if (\$729 ) begin
+      \$854  = 32'd0;
+    end else if (\$731 ) begin
+      \$854  = \$732 [31:0];
     end
     if (rst) begin
       \$854  = 32'd0;
@@ -46615,50 +46579,14 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$855  = dma_store_since;
-    if (\$723 ) begin
-      \$855  = 32'd0;
-    end else if (\$725 ) begin
-      \$855  = \$726 [31:0];
-    end
-    if (rst) begin
-      \$855  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$856  = gemm_since;
-    if (\$729 ) begin
-      \$856  = 32'd0;
-    end else if (\$731 ) begin
-      \$856  = \$732 [31:0];
-    end
-    if (rst) begin
-      \$856  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$857  = vec_since;
+    \$855  = sfu_since;
     if (\$735 ) begin
-      \$857  = 32'd0;
+      \$855  = 32'd0;
     end else if (\$737 ) begin
-      \$857  = \$738 [31:0];
+      \$855  = \$738 [31:0];
     end
     if (rst) begin
-      \$857  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$858  = sfu_since;
-    if (\$741 ) begin
-      \$858  = 32'd0;
-    end else if (\$743 ) begin
-      \$858  = \$744 [31:0];
-    end
-    if (rst) begin
-      \$858  = 32'd0;
+      \$855  = 32'd0;
     end
   end
   always @* begin
@@ -46769,23 +46697,23 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
-  assign retire__1__done = \w_en$185 ;
-  assign \w_data$187  = { retire__1__tag, retire__1__error };
-  assign retire__2__done = \w_en$190 ;
-  assign \w_data$192  = { retire__2__tag, retire__2__error };
-  assign retire__3__done = \w_en$195 ;
-  assign \w_data$197  = { retire__3__tag, retire__3__error };
-  assign retire__4__done = \w_en$200 ;
-  assign \w_data$202  = { retire__4__tag, retire__4__error };
+  assign retire__1__done = \w_en$186 ;
+  assign \w_data$188  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$191 ;
+  assign \w_data$193  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$196 ;
+  assign \w_data$198  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$201 ;
+  assign \w_data$203  = { retire__4__tag, retire__4__error };
   assign dma_load_retired = r_en;
-  assign dma_store_retired = \r_en$215 ;
-  assign gemm_retired = \r_en$217 ;
-  assign vec_retired = \r_en$219 ;
-  assign sfu_retired = \r_en$221 ;
-  assign \$signature__addr$223  = q0_r[3:0];
-  assign \$signature__addr$245  = q1_r[3:0];
-  assign \$signature__addr$267  = q2_r[3:0];
-  assign \$signature__addr$289  = q3_r[3:0];
+  assign dma_store_retired = \r_en$216 ;
+  assign gemm_retired = \r_en$218 ;
+  assign vec_retired = \r_en$220 ;
+  assign sfu_retired = \r_en$222 ;
+  assign \$signature__addr$224  = q0_r[3:0];
+  assign \$signature__addr$246  = q1_r[3:0];
+  assign \$signature__addr$268  = q2_r[3:0];
+  assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
   assign \port$11993$0  = \$317 [15:0];
@@ -46807,15 +46735,15 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \events[13]  = events[447:416];
   assign \events[14]  = events[479:448];
   assign \events[15]  = events[511:480];
-  assign hung[4] = \$469 ;
-  assign hung[3] = \$465 ;
-  assign hung[2] = \$461 ;
-  assign hung[1] = \$457 ;
-  assign hung[0] = \$453 ;
+  assign hung[4] = \$456 ;
+  assign hung[3] = \$452 ;
+  assign hung[2] = \$448 ;
+  assign hung[1] = \$444 ;
+  assign hung[0] = \$440 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$14000$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13939$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46857,8 +46785,8 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$14000$16 ;
-  wire [15:0] \port$14000$16 ;
+  input [15:0] \port$13939$16 ;
+  wire [15:0] \port$13939$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -46895,7 +46823,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14000$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$13939$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46994,14 +46922,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14000$16 , \port$3838$0  };
-  assign w_data = { \port$14000$16 , \port$3838$0  };
+  assign w_port__data = { \port$13939$16 , \port$3838$0  };
+  assign w_data = { \port$13939$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$14004$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13943$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47043,8 +46971,8 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$14004$16 ;
-  wire [15:0] \port$14004$16 ;
+  input [15:0] \port$13943$16 ;
+  wire [15:0] \port$13943$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -47081,7 +47009,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14004$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$13943$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47180,14 +47108,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14004$16 , \port$3858$0  };
-  assign w_data = { \port$14004$16 , \port$3858$0  };
+  assign w_port__data = { \port$13943$16 , \port$3858$0  };
+  assign w_data = { \port$13943$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$14008$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13947$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47229,8 +47157,8 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$14008$16 ;
-  wire [15:0] \port$14008$16 ;
+  input [15:0] \port$13947$16 ;
+  wire [15:0] \port$13947$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -47267,7 +47195,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14008$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$13947$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47366,14 +47294,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14008$16 , \port$3878$0  };
-  assign w_data = { \port$14008$16 , \port$3878$0  };
+  assign w_port__data = { \port$13947$16 , \port$3878$0  };
+  assign w_data = { \port$13947$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$14016$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13955$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47415,8 +47343,8 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$14016$16 ;
-  wire [15:0] \port$14016$16 ;
+  input [15:0] \port$13955$16 ;
+  wire [15:0] \port$13955$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -47453,7 +47381,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14016$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$13955$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47552,14 +47480,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14016$16 , \port$3933$0  };
-  assign w_data = { \port$14016$16 , \port$3933$0  };
+  assign w_port__data = { \port$13955$16 , \port$3933$0  };
+  assign w_data = { \port$13955$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$14012$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13951$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47601,8 +47529,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$14012$16 ;
-  wire [15:0] \port$14012$16 ;
+  input [15:0] \port$13951$16 ;
+  wire [15:0] \port$13951$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -47639,7 +47567,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14012$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$13951$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47738,8 +47666,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14012$16 , \port$3898$0  };
-  assign w_data = { \port$14012$16 , \port$3898$0  };
+  assign w_port__data = { \port$13951$16 , \port$3898$0  };
+  assign w_data = { \port$13951$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -55889,7 +55817,7 @@ module \kaki_soc_8x8.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13510$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13449$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -57282,8 +57210,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$13510$0 ;
-  wire [2:0] \port$13510$0 ;
+  input [2:0] \port$13449$0 ;
+  wire [2:0] \port$13449$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [19:0] pos = 20'h00000;
@@ -58730,7 +58658,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     .\port$10876$0 (\$1033 ),
     .\port$10878$0 (\$1035 ),
     .\port$10880$0 (\$1037 ),
-    .\port$15910$5 (e6_meta[18:5]),
+    .\port$15849$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -59391,7 +59319,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$13510$0 ;
+            \$1083  = \port$13449$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -61243,7 +61171,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$13510$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$13449$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -61321,7 +61249,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$13510$0 ;
+  assign \ctl__cmd__payload.op  = \port$13449$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
@@ -61334,7 +61262,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port$10868$0 , \port$10870$0 , \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , w_level, r_data, \port$15910$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port$10868$0 , \port$10870$0 , \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , w_level, r_data, \port$15849$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -61392,8 +61320,8 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   wire [7:0] \port$10878$0 ;
   input [7:0] \port$10880$0 ;
   wire [7:0] \port$10880$0 ;
-  input [13:0] \port$15910$5 ;
-  wire [13:0] \port$15910$5 ;
+  input [13:0] \port$15849$5 ;
+  wire [13:0] \port$15849$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -61439,7 +61367,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15910$5  };
+      storage[w_port__addr] <= { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -61550,8 +61478,8 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15910$5  };
-  assign w_data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15910$5  };
+  assign w_port__data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
+  assign w_data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
