@@ -3128,7 +3128,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$21359$2 (\$299 ),
+    .\port$21361$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$21385$0 (inflight),
-    .\port$21661$0 (q__0__cpl_irq),
-    .\port$21675$0 (q__0__error_irq),
-    .\port$21687$0 (q__1__cpl_irq),
-    .\port$21701$0 (q__1__error_irq),
-    .\port$21713$0 (q__2__cpl_irq),
-    .\port$21727$0 (q__2__error_irq),
-    .\port$21739$0 (q__3__cpl_irq),
-    .\port$21753$0 (q__3__error_irq),
-    .\port$21865$0 (\$309 ),
-    .\port$21873$0 (\$310 ),
-    .\port$21881$0 (\$311 ),
-    .\port$21889$0 (\$312 ),
-    .\port$26103$0 (events),
+    .\port$21387$0 (inflight),
+    .\port$21663$0 (q__0__cpl_irq),
+    .\port$21677$0 (q__0__error_irq),
+    .\port$21689$0 (q__1__cpl_irq),
+    .\port$21703$0 (q__1__error_irq),
+    .\port$21715$0 (q__2__cpl_irq),
+    .\port$21729$0 (q__2__error_irq),
+    .\port$21741$0 (q__3__cpl_irq),
+    .\port$21755$0 (q__3__error_irq),
+    .\port$21867$0 (\$309 ),
+    .\port$21875$0 (\$310 ),
+    .\port$21883$0 (\$311 ),
+    .\port$21891$0 (\$312 ),
+    .\port$26105$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$21387$0 (\$300 ),
-    .\port$21391$0 (\$301 ),
-    .\port$21395$0 (\$302 ),
-    .\port$21399$0 (\$303 ),
-    .\port$21403$0 (\$304 ),
+    .\port$21389$0 (\$300 ),
+    .\port$21393$0 (\$301 ),
+    .\port$21397$0 (\$302 ),
+    .\port$21401$0 (\$303 ),
+    .\port$21405$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3477,20 +3477,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$19273$0 (q__0__fw_ready),
-    .\port$19316$0 (q__1__fw_ready),
-    .\port$19359$0 (q__2__fw_ready),
-    .\port$19402$0 (q__3__fw_ready),
-    .\port$21359$2 (\$299 ),
-    .\port$26103$0 (events),
+    .\port$19275$0 (q__0__fw_ready),
+    .\port$19318$0 (q__1__fw_ready),
+    .\port$19361$0 (q__2__fw_ready),
+    .\port$19404$0 (q__3__fw_ready),
+    .\port$21361$2 (\$299 ),
+    .\port$26105$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
     .\port$4260$0 (q__3__qreset_req),
-    .\port$5829$0 (\$305 [255:0]),
-    .\port$5859$0 (\$306 [255:0]),
-    .\port$5889$0 (\$307 [255:0]),
-    .\port$5919$0 (\$308 [255:0]),
+    .\port$5830$0 (\$305 [255:0]),
+    .\port$5860$0 (\$306 [255:0]),
+    .\port$5890$0 (\$307 [255:0]),
+    .\port$5920$0 (\$308 [255:0]),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3546,13 +3546,13 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$19441$0 (\$314 ),
-    .\port$19447$0 (\$315 ),
-    .\port$19448$32 (\$316 ),
-    .\port$5829$0 (\$305 ),
-    .\port$5859$0 (\$306 ),
-    .\port$5889$0 (\$307 ),
-    .\port$5919$0 (\$308 ),
+    .\port$19443$0 (\$314 ),
+    .\port$19449$0 (\$315 ),
+    .\port$19450$32 (\$316 ),
+    .\port$5830$0 (\$305 ),
+    .\port$5860$0 (\$306 ),
+    .\port$5890$0 (\$307 ),
+    .\port$5920$0 (\$308 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3761,7 +3761,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$20897$0 (sfu_cmd_op),
+    .\port$20899$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -3775,7 +3775,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   );
   \kaki_soc_16x16.spad  spad (
     .clk(clk),
-    .\port$18475$0 (\$313 ),
+    .\port$18477$0 (\$313 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -7427,7 +7427,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$21359$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$21361$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$21359$2 ;
-  wire [29:0] \port$21359$2 ;
+  output [29:0] \port$21361$2 ;
+  wire [29:0] \port$21361$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$21359$2 (\$99 ),
+    .\port$21361$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$21359$2  = \$99 ;
+  assign \port$21361$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$21359$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$21361$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$21359$2 ;
-  wire [29:0] \port$21359$2 ;
+  output [29:0] \port$21361$2 ;
+  wire [29:0] \port$21361$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$21359$2  = ls_addr_r[31:2];
+  assign \port$21361$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$21385$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$21661$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$21675$0 , q_status0_resetting, q_consumer1_index, \port$21687$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$21701$0 , q_status1_resetting, q_consumer2_index, \port$21713$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$21727$0 , q_status2_resetting, q_consumer3_index, \port$21739$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$21753$0 , q_status3_resetting, \port$21865$0 , \port$21873$0 , \port$21881$0 
-, \port$21889$0 , \port$26103$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$21387$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$21663$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$21677$0 , q_status0_resetting, q_consumer1_index, \port$21689$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$21703$0 , q_status1_resetting, q_consumer2_index, \port$21715$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$21729$0 , q_status2_resetting, q_consumer3_index, \port$21741$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$21755$0 , q_status3_resetting, \port$21867$0 , \port$21875$0 , \port$21883$0 
+, \port$21891$0 , \port$26105$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$21385$0 ;
-  wire [4:0] \port$21385$0 ;
-  input \port$21661$0 ;
-  wire \port$21661$0 ;
-  input \port$21675$0 ;
-  wire \port$21675$0 ;
-  input \port$21687$0 ;
-  wire \port$21687$0 ;
-  input \port$21701$0 ;
-  wire \port$21701$0 ;
-  input \port$21713$0 ;
-  wire \port$21713$0 ;
-  input \port$21727$0 ;
-  wire \port$21727$0 ;
-  input \port$21739$0 ;
-  wire \port$21739$0 ;
-  input \port$21753$0 ;
-  wire \port$21753$0 ;
-  input [2:0] \port$21865$0 ;
-  wire [2:0] \port$21865$0 ;
-  input [2:0] \port$21873$0 ;
-  wire [2:0] \port$21873$0 ;
-  input [2:0] \port$21881$0 ;
-  wire [2:0] \port$21881$0 ;
-  input [2:0] \port$21889$0 ;
-  wire [2:0] \port$21889$0 ;
-  input [511:0] \port$26103$0 ;
-  wire [511:0] \port$26103$0 ;
+  input [4:0] \port$21387$0 ;
+  wire [4:0] \port$21387$0 ;
+  input \port$21663$0 ;
+  wire \port$21663$0 ;
+  input \port$21677$0 ;
+  wire \port$21677$0 ;
+  input \port$21689$0 ;
+  wire \port$21689$0 ;
+  input \port$21703$0 ;
+  wire \port$21703$0 ;
+  input \port$21715$0 ;
+  wire \port$21715$0 ;
+  input \port$21729$0 ;
+  wire \port$21729$0 ;
+  input \port$21741$0 ;
+  wire \port$21741$0 ;
+  input \port$21755$0 ;
+  wire \port$21755$0 ;
+  input [2:0] \port$21867$0 ;
+  wire [2:0] \port$21867$0 ;
+  input [2:0] \port$21875$0 ;
+  wire [2:0] \port$21875$0 ;
+  input [2:0] \port$21883$0 ;
+  wire [2:0] \port$21883$0 ;
+  input [2:0] \port$21891$0 ;
+  wire [2:0] \port$21891$0 ;
+  input [511:0] \port$26105$0 ;
+  wire [511:0] \port$26105$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$21739$0 , \port$21713$0 , \port$21687$0 , \port$21661$0  };
+  assign \$187  = \$186  | { \port$21741$0 , \port$21715$0 , \port$21689$0 , \port$21663$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$21753$0 , \port$21727$0 , \port$21701$0 , \port$21675$0  };
+  assign \$190  = \$189  | { \port$21755$0 , \port$21729$0 , \port$21703$0 , \port$21677$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$21739$0 , \port$21713$0 , \port$21687$0 , \port$21661$0  };
-  assign irq_status_queue_error_set = { \port$21753$0 , \port$21727$0 , \port$21701$0 , \port$21675$0  };
+  assign irq_status_queue_cpl_set = { \port$21741$0 , \port$21715$0 , \port$21689$0 , \port$21663$0  };
+  assign irq_status_queue_error_set = { \port$21755$0 , \port$21729$0 , \port$21703$0 , \port$21677$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$21385$0 [0];
-  assign status_dma_store_busy = \port$21385$0 [1];
-  assign status_gemm_busy = \port$21385$0 [2];
-  assign status_vec_busy = \port$21385$0 [3];
-  assign status_sfu_busy = \port$21385$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$21865$0  };
-  assign q_status1_prefetched = { 5'h00, \port$21873$0  };
-  assign q_status2_prefetched = { 5'h00, \port$21881$0  };
-  assign q_status3_prefetched = { 5'h00, \port$21889$0  };
-  assign event0_value = \port$26103$0 [31:0];
-  assign event1_value = \port$26103$0 [63:32];
-  assign event2_value = \port$26103$0 [95:64];
-  assign event3_value = \port$26103$0 [127:96];
-  assign event4_value = \port$26103$0 [159:128];
-  assign event5_value = \port$26103$0 [191:160];
-  assign event6_value = \port$26103$0 [223:192];
-  assign event7_value = \port$26103$0 [255:224];
-  assign event8_value = \port$26103$0 [287:256];
-  assign event9_value = \port$26103$0 [319:288];
-  assign event10_value = \port$26103$0 [351:320];
-  assign event11_value = \port$26103$0 [383:352];
-  assign event12_value = \port$26103$0 [415:384];
-  assign event13_value = \port$26103$0 [447:416];
-  assign event14_value = \port$26103$0 [479:448];
-  assign event15_value = \port$26103$0 [511:480];
+  assign status_dma_load_busy = \port$21387$0 [0];
+  assign status_dma_store_busy = \port$21387$0 [1];
+  assign status_gemm_busy = \port$21387$0 [2];
+  assign status_vec_busy = \port$21387$0 [3];
+  assign status_sfu_busy = \port$21387$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$21867$0  };
+  assign q_status1_prefetched = { 5'h00, \port$21875$0  };
+  assign q_status2_prefetched = { 5'h00, \port$21883$0  };
+  assign q_status3_prefetched = { 5'h00, \port$21891$0  };
+  assign event0_value = \port$26105$0 [31:0];
+  assign event1_value = \port$26105$0 [63:32];
+  assign event2_value = \port$26105$0 [95:64];
+  assign event3_value = \port$26105$0 [127:96];
+  assign event4_value = \port$26105$0 [159:128];
+  assign event5_value = \port$26105$0 [191:160];
+  assign event6_value = \port$26105$0 [223:192];
+  assign event7_value = \port$26105$0 [255:224];
+  assign event8_value = \port$26105$0 [287:256];
+  assign event9_value = \port$26105$0 [319:288];
+  assign event10_value = \port$26105$0 [351:320];
+  assign event11_value = \port$26105$0 [383:352];
+  assign event12_value = \port$26105$0 [415:384];
+  assign event13_value = \port$26105$0 [447:416];
+  assign event14_value = \port$26105$0 [479:448];
+  assign event15_value = \port$26105$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$21385$0 [0] };
+  assign \$440  = { 1'h0, \port$21387$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$21385$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$21385$0 [2], 2'h0 };
-  assign \$446  = { \port$21385$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$21385$0 [4], 4'h0 };
+  assign \$442  = { \port$21387$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$21387$0 [2], 2'h0 };
+  assign \$446  = { \port$21387$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$21387$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$21865$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$21867$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$21873$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$21875$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$21881$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$21883$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$21889$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$21891$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$26103$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$26105$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$26103$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$26105$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$26103$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$26105$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$26103$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$26105$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$26103$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$26105$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$26103$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$26105$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$26103$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$26105$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$26103$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$26105$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$26103$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$26105$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$26103$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$26105$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$26103$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$26105$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$26103$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$26105$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$26103$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$26105$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$26103$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$26105$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$26103$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$26105$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$26103$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$26105$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$21387$0 , retire__0__tag, retire__0__queued, \port$21391$0 , retire__1__tag, retire__1__queued
-, \port$21395$0 , retire__2__tag, retire__2__queued, \port$21399$0 , retire__3__tag, retire__3__queued, \port$21403$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$21389$0 , retire__0__tag, retire__0__queued, \port$21393$0 , retire__1__tag, retire__1__queued
+, \port$21397$0 , retire__2__tag, retire__2__queued, \port$21401$0 , retire__3__tag, retire__3__queued, \port$21405$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$21387$0 ;
-  wire [8:0] \port$21387$0 ;
-  output [8:0] \port$21391$0 ;
-  wire [8:0] \port$21391$0 ;
-  output [8:0] \port$21395$0 ;
-  wire [8:0] \port$21395$0 ;
-  output [8:0] \port$21399$0 ;
-  wire [8:0] \port$21399$0 ;
-  output [8:0] \port$21403$0 ;
-  wire [8:0] \port$21403$0 ;
+  output [8:0] \port$21389$0 ;
+  wire [8:0] \port$21389$0 ;
+  output [8:0] \port$21393$0 ;
+  wire [8:0] \port$21393$0 ;
+  output [8:0] \port$21397$0 ;
+  wire [8:0] \port$21397$0 ;
+  output [8:0] \port$21401$0 ;
+  wire [8:0] \port$21401$0 ;
+  output [8:0] \port$21405$0 ;
+  wire [8:0] \port$21405$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
     retire__4__queued <= \$100 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$20898$0 (desc),
-    .\port$20900$0 (queue),
-    .\port$20901$0 (reject__queued),
+    .\port$20900$0 (desc),
+    .\port$20902$0 (queue),
+    .\port$20903$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$20898$0 (desc),
-    .\port$20900$0 (queue),
-    .\port$20901$0 (reject__queued),
+    .\port$20900$0 (desc),
+    .\port$20902$0 (queue),
+    .\port$20903$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$20898$0 (desc),
-    .\port$20900$0 (queue),
-    .\port$20901$0 (reject__queued),
+    .\port$20900$0 (desc),
+    .\port$20902$0 (queue),
+    .\port$20903$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$20898$0 (desc),
-    .\port$20900$0 (queue),
-    .\port$20901$0 (reject__queued),
+    .\port$20900$0 (desc),
+    .\port$20902$0 (queue),
+    .\port$20903$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$20898$0 (desc),
-    .\port$20900$0 (queue),
-    .\port$20901$0 (reject__queued),
+    .\port$20900$0 (desc),
+    .\port$20902$0 (queue),
+    .\port$20903$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$21387$0  = dma_load_held[8:0];
+  assign \port$21389$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$21391$0  = dma_store_held[8:0];
+  assign \port$21393$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$21395$0  = gemm_held[8:0];
+  assign \port$21397$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$21399$0  = vec_held[8:0];
+  assign \port$21401$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$21403$0  = sfu_held[8:0];
+  assign \port$21405$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20900$0 , \port$20902$0 , \port$20903$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20898$0 ;
-  wire [255:0] \port$20898$0 ;
-  input [1:0] \port$20900$0 ;
-  wire [1:0] \port$20900$0 ;
-  input \port$20901$0 ;
-  wire \port$20901$0 ;
+  input [255:0] \port$20900$0 ;
+  wire [255:0] \port$20900$0 ;
+  input [1:0] \port$20902$0 ;
+  wire [1:0] \port$20902$0 ;
+  input \port$20903$0 ;
+  wire \port$20903$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+      storage[w_port__addr] <= { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
-  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_port__data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
+  assign w_data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20900$0 , \port$20902$0 , \port$20903$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20898$0 ;
-  wire [255:0] \port$20898$0 ;
-  input [1:0] \port$20900$0 ;
-  wire [1:0] \port$20900$0 ;
-  input \port$20901$0 ;
-  wire \port$20901$0 ;
+  input [255:0] \port$20900$0 ;
+  wire [255:0] \port$20900$0 ;
+  input [1:0] \port$20902$0 ;
+  wire [1:0] \port$20902$0 ;
+  input \port$20903$0 ;
+  wire \port$20903$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+      storage[w_port__addr] <= { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
-  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_port__data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
+  assign w_data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20900$0 , \port$20902$0 , \port$20903$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20898$0 ;
-  wire [255:0] \port$20898$0 ;
-  input [1:0] \port$20900$0 ;
-  wire [1:0] \port$20900$0 ;
-  input \port$20901$0 ;
-  wire \port$20901$0 ;
+  input [255:0] \port$20900$0 ;
+  wire [255:0] \port$20900$0 ;
+  input [1:0] \port$20902$0 ;
+  wire [1:0] \port$20902$0 ;
+  input \port$20903$0 ;
+  wire \port$20903$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+      storage[w_port__addr] <= { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
-  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_port__data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
+  assign w_data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20900$0 , \port$20902$0 , \port$20903$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20898$0 ;
-  wire [255:0] \port$20898$0 ;
-  input [1:0] \port$20900$0 ;
-  wire [1:0] \port$20900$0 ;
-  input \port$20901$0 ;
-  wire \port$20901$0 ;
+  input [255:0] \port$20900$0 ;
+  wire [255:0] \port$20900$0 ;
+  input [1:0] \port$20902$0 ;
+  wire [1:0] \port$20902$0 ;
+  input \port$20903$0 ;
+  wire \port$20903$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+      storage[w_port__addr] <= { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
-  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_port__data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
+  assign w_data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20898$0 , \port$20900$0 , \port$20901$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$20900$0 , \port$20902$0 , \port$20903$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$20898$0 ;
-  wire [255:0] \port$20898$0 ;
-  input [1:0] \port$20900$0 ;
-  wire [1:0] \port$20900$0 ;
-  input \port$20901$0 ;
-  wire \port$20901$0 ;
+  input [255:0] \port$20900$0 ;
+  wire [255:0] \port$20900$0 ;
+  input [1:0] \port$20902$0 ;
+  wire [1:0] \port$20902$0 ;
+  input \port$20903$0 ;
+  wire \port$20903$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+      storage[w_port__addr] <= { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
-  assign w_data = { \port$20901$0 , \port$20900$0 , \port$20898$0  };
+  assign w_port__data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
+  assign w_data = { \port$20903$0 , \port$20902$0 , \port$20900$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26265,8 +26265,8 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
     aw_timer <= \$126 ;
   \kaki_soc_16x16.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$6238$0 (aw_hs_id),
-    .\port$6252$0 (down__awlen),
+    .\port$6240$0 (aw_hs_id),
+    .\port$6254$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26611,7 +26611,7 @@ module \kaki_soc_16x16.dma.store_guard (up__bresp, clk, rst, down__awready, down
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$6252$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$6254$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26639,10 +26639,10 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$
   (* init = 4'h0 *)
   wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  input [2:0] \port$6238$0 ;
-  wire [2:0] \port$6238$0 ;
-  input [7:0] \port$6252$0 ;
-  wire [7:0] \port$6252$0 ;
+  input [2:0] \port$6240$0 ;
+  wire [2:0] \port$6240$0 ;
+  input [7:0] \port$6254$0 ;
+  wire [7:0] \port$6254$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [10:0] r_data;
@@ -26681,7 +26681,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6238$0 , \port$6252$0  };
+      storage[w_port__addr] <= { \port$6240$0 , \port$6254$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 4'h9;
@@ -26747,16 +26747,16 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6238$0 , \port$6252$0  };
-  assign w_data = { \port$6238$0 , \port$6252$0  };
+  assign w_port__data = { \port$6240$0 , \port$6254$0  };
+  assign w_data = { \port$6240$0 , \port$6254$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$19273$0 , \port$19316$0 , \port$19359$0 , \port$19402$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$21359$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$26103$0 , clk);
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , \port$19275$0 , \port$19318$0 , \port$19361$0 , \port$19404$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$21361$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$26105$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27451,18 +27451,18 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$19273$0 ;
-  wire \port$19273$0 ;
-  input \port$19316$0 ;
-  wire \port$19316$0 ;
-  input \port$19359$0 ;
-  wire \port$19359$0 ;
-  input \port$19402$0 ;
-  wire \port$19402$0 ;
-  input [29:0] \port$21359$2 ;
-  wire [29:0] \port$21359$2 ;
-  input [511:0] \port$26103$0 ;
-  wire [511:0] \port$26103$0 ;
+  input \port$19275$0 ;
+  wire \port$19275$0 ;
+  input \port$19318$0 ;
+  wire \port$19318$0 ;
+  input \port$19361$0 ;
+  wire \port$19361$0 ;
+  input \port$19404$0 ;
+  wire \port$19404$0 ;
+  input [29:0] \port$21361$2 ;
+  wire [29:0] \port$21361$2 ;
+  input [511:0] \port$26105$0 ;
+  wire [511:0] \port$26105$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27471,14 +27471,14 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire \port$4249$0 ;
   input \port$4260$0 ;
   wire \port$4260$0 ;
-  input [255:0] \port$5829$0 ;
-  wire [255:0] \port$5829$0 ;
-  input [255:0] \port$5859$0 ;
-  wire [255:0] \port$5859$0 ;
-  input [255:0] \port$5889$0 ;
-  wire [255:0] \port$5889$0 ;
-  input [255:0] \port$5919$0 ;
-  wire [255:0] \port$5919$0 ;
+  input [255:0] \port$5830$0 ;
+  wire [255:0] \port$5830$0 ;
+  input [255:0] \port$5860$0 ;
+  wire [255:0] \port$5860$0 ;
+  input [255:0] \port$5890$0 ;
+  wire [255:0] \port$5890$0 ;
+  input [255:0] \port$5920$0 ;
+  wire [255:0] \port$5920$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27616,219 +27616,219 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$21359$2 [9:0] == 5'h1a;
+  assign \$295  = \port$21361$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$21359$2 [9:0] == 5'h1b;
+  assign \$301  = \port$21361$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$21359$2 [9:0] == 5'h1c;
+  assign \$307  = \port$21361$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$21359$2 [9:0] == 5'h1d;
+  assign \$313  = \port$21361$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$21359$2 [9:0] == 6'h20;
+  assign \$319  = \port$21361$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$21359$2 [9:0] == 6'h21;
+  assign \$325  = \port$21361$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$21359$2 [9:0] == 6'h22;
+  assign \$331  = \port$21361$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$21359$2 [9:0] == 6'h23;
+  assign \$337  = \port$21361$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$21359$2 [9:0] == 6'h24;
+  assign \$343  = \port$21361$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$21359$2 [9:0] == 6'h25;
+  assign \$349  = \port$21361$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$21359$2 [9:0] == 6'h26;
+  assign \$355  = \port$21361$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$21359$2 [9:0] == 6'h27;
+  assign \$361  = \port$21361$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$21359$2 [9:0] == 6'h28;
+  assign \$367  = \port$21361$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$21359$2 [9:0] == 6'h29;
+  assign \$373  = \port$21361$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$21359$2 [9:0] == 6'h2a;
+  assign \$379  = \port$21361$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$21359$2 [9:0] == 6'h2b;
+  assign \$385  = \port$21361$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$21359$2 [9:0] == 6'h2c;
+  assign \$391  = \port$21361$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$21359$2 [9:0] == 6'h2d;
+  assign \$397  = \port$21361$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$21359$2 [9:0] == 6'h2e;
+  assign \$403  = \port$21361$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$21359$2 [9:0] == 6'h2f;
+  assign \$409  = \port$21361$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$21359$2 [9:0] == 6'h30;
+  assign \$415  = \port$21361$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$21359$2 [9:0] == 6'h31;
+  assign \$421  = \port$21361$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$21359$2 [9:0] == 6'h32;
+  assign \$427  = \port$21361$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$21359$2 [9:0] == 6'h33;
+  assign \$433  = \port$21361$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$21359$2 [9:0] == 6'h34;
+  assign \$439  = \port$21361$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$21359$2 [9:0] == 6'h35;
+  assign \$445  = \port$21361$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$21359$2 [9:0] == 6'h36;
+  assign \$451  = \port$21361$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$21359$2 [9:0] == 6'h37;
+  assign \$457  = \port$21361$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$21359$2 [9:0] == 6'h38;
+  assign \$463  = \port$21361$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$21359$2 [9:0] == 6'h39;
+  assign \$469  = \port$21361$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$21359$2 [9:0] == 6'h3a;
+  assign \$475  = \port$21361$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$21359$2 [9:0] == 6'h3b;
+  assign \$481  = \port$21361$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$21359$2 [9:0] == 6'h3c;
+  assign \$487  = \port$21361$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$21359$2 [9:0] == 6'h3d;
+  assign \$493  = \port$21361$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$21359$2 [9:0] == 6'h3e;
+  assign \$499  = \port$21361$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$21359$2 [9:0] == 6'h3f;
+  assign \$505  = \port$21361$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$21359$2 [9:0] == 7'h40;
+  assign \$511  = \port$21361$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$21359$2 [9:0] == 7'h41;
+  assign \$517  = \port$21361$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$21359$2 [9:0] == 7'h42;
+  assign \$523  = \port$21361$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$21359$2 [9:0] == 7'h43;
+  assign \$529  = \port$21361$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$21359$2 [9:0] == 7'h44;
+  assign \$535  = \port$21361$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$21359$2 [9:0] == 7'h45;
+  assign \$541  = \port$21361$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$21359$2 [9:0] == 7'h46;
+  assign \$547  = \port$21361$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$21359$2 [9:0] == 7'h47;
+  assign \$553  = \port$21361$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$21359$2 [9:0] == 7'h48;
+  assign \$559  = \port$21361$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$21359$2 [9:0] == 7'h49;
+  assign \$565  = \port$21361$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$21359$2 [9:0] == 7'h4a;
+  assign \$571  = \port$21361$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$21359$2 [9:0] == 7'h4b;
+  assign \$577  = \port$21361$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$21359$2 [9:0] == 7'h4c;
+  assign \$583  = \port$21361$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$21359$2 [9:0] == 7'h4d;
+  assign \$589  = \port$21361$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$21359$2 [9:0] == 7'h4e;
+  assign \$595  = \port$21361$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$21359$2 [9:0] == 7'h4f;
+  assign \$601  = \port$21361$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$21359$2 [9:0] == 7'h50;
+  assign \$607  = \port$21361$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$21359$2 [9:0] == 7'h51;
+  assign \$613  = \port$21361$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27872,215 +27872,215 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$21359$2 [9:0];
+  assign \$3  = ! \port$21361$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$21359$2 [9:0] == 1'h1;
+  assign \$5  = \port$21361$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$21359$2 [9:0] == 2'h2;
+  assign \$7  = \port$21361$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$21359$2 [9:0] == 2'h3;
+  assign \$9  = \port$21361$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$21359$2 [9:0] == 3'h4;
+  assign \$11  = \port$21361$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$21359$2 [9:0] == 3'h5;
+  assign \$13  = \port$21361$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$21359$2 [9:0] == 3'h6;
+  assign \$15  = \port$21361$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$21359$2 [9:0] == 4'h8;
+  assign \$17  = \port$21361$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$21359$2 [9:0] == 4'h9;
+  assign \$19  = \port$21361$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$21359$2 [9:0] == 4'ha;
+  assign \$21  = \port$21361$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$21359$2 [9:0] == 4'hb;
+  assign \$23  = \port$21361$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$21359$2 [9:0] == 5'h14;
+  assign \$25  = \port$21361$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$21359$2 [9:0] == 5'h15;
+  assign \$27  = \port$21361$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$21359$2 [9:0] == 5'h16;
+  assign \$29  = \port$21361$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$21359$2 [9:0] == 5'h18;
+  assign \$31  = \port$21361$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$21359$2 [9:0] == 5'h19;
+  assign \$33  = \port$21361$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$21359$2 [9:0] == 5'h1a;
+  assign \$35  = \port$21361$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$21359$2 [9:0] == 5'h1b;
+  assign \$37  = \port$21361$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$21359$2 [9:0] == 5'h1c;
+  assign \$39  = \port$21361$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$21359$2 [9:0] == 5'h1d;
+  assign \$41  = \port$21361$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$21359$2 [9:0] == 6'h20;
+  assign \$43  = \port$21361$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$21359$2 [9:0] == 6'h21;
+  assign \$45  = \port$21361$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$21359$2 [9:0] == 6'h22;
+  assign \$47  = \port$21361$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$21359$2 [9:0] == 6'h23;
+  assign \$49  = \port$21361$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$21359$2 [9:0] == 6'h24;
+  assign \$51  = \port$21361$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$21359$2 [9:0] == 6'h25;
+  assign \$53  = \port$21361$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$21359$2 [9:0] == 6'h26;
+  assign \$55  = \port$21361$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$21359$2 [9:0] == 6'h27;
+  assign \$57  = \port$21361$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$21359$2 [9:0] == 6'h28;
+  assign \$59  = \port$21361$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$21359$2 [9:0] == 6'h29;
+  assign \$61  = \port$21361$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$21359$2 [9:0] == 6'h2a;
+  assign \$63  = \port$21361$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$21359$2 [9:0] == 6'h2b;
+  assign \$65  = \port$21361$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$21359$2 [9:0] == 6'h2c;
+  assign \$67  = \port$21361$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$21359$2 [9:0] == 6'h2d;
+  assign \$69  = \port$21361$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$21359$2 [9:0] == 6'h2e;
+  assign \$71  = \port$21361$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$21359$2 [9:0] == 6'h2f;
+  assign \$73  = \port$21361$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$21359$2 [9:0] == 6'h30;
+  assign \$75  = \port$21361$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$21359$2 [9:0] == 6'h31;
+  assign \$77  = \port$21361$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$21359$2 [9:0] == 6'h32;
+  assign \$79  = \port$21361$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$21359$2 [9:0] == 6'h33;
+  assign \$81  = \port$21361$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$21359$2 [9:0] == 6'h34;
+  assign \$83  = \port$21361$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$21359$2 [9:0] == 6'h35;
+  assign \$85  = \port$21361$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$21359$2 [9:0] == 6'h36;
+  assign \$87  = \port$21361$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$21359$2 [9:0] == 6'h37;
+  assign \$89  = \port$21361$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$21359$2 [9:0] == 6'h38;
+  assign \$91  = \port$21361$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$21359$2 [9:0] == 6'h39;
+  assign \$93  = \port$21361$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$21359$2 [9:0] == 6'h3a;
+  assign \$95  = \port$21361$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$21359$2 [9:0] == 6'h3b;
+  assign \$97  = \port$21361$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$21359$2 [9:0] == 6'h3c;
+  assign \$99  = \port$21361$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$21359$2 [9:0] == 6'h3d;
+  assign \$101  = \port$21361$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$21359$2 [9:0] == 6'h3e;
+  assign \$103  = \port$21361$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$21359$2 [9:0] == 6'h3f;
+  assign \$105  = \port$21361$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$21359$2 [9:0] == 7'h40;
+  assign \$107  = \port$21361$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$21359$2 [9:0] == 7'h41;
+  assign \$109  = \port$21361$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$21359$2 [9:0] == 7'h42;
+  assign \$111  = \port$21361$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$21359$2 [9:0] == 7'h43;
+  assign \$113  = \port$21361$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$21359$2 [9:0] == 7'h44;
+  assign \$115  = \port$21361$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$21359$2 [9:0] == 7'h45;
+  assign \$117  = \port$21361$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$21359$2 [9:0] == 7'h46;
+  assign \$119  = \port$21361$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$21359$2 [9:0] == 7'h47;
+  assign \$121  = \port$21361$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$21359$2 [9:0] == 7'h48;
+  assign \$123  = \port$21361$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$21359$2 [9:0] == 7'h49;
+  assign \$125  = \port$21361$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$21359$2 [9:0] == 7'h4a;
+  assign \$127  = \port$21361$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$21359$2 [9:0] == 7'h4b;
+  assign \$129  = \port$21361$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$21359$2 [9:0] == 7'h4c;
+  assign \$131  = \port$21361$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$21359$2 [9:0] == 7'h4d;
+  assign \$133  = \port$21361$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$21359$2 [9:0] == 7'h4e;
+  assign \$135  = \port$21361$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$21359$2 [9:0] == 7'h4f;
+  assign \$137  = \port$21361$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$21359$2 [9:0] == 7'h50;
+  assign \$139  = \port$21361$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$21359$2 [9:0] == 7'h51;
+  assign \$141  = \port$21361$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -28129,72 +28129,72 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$21359$2 [9:0];
+  assign \$189  = ! \port$21361$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$21359$2 [9:0] == 1'h1;
+  assign \$195  = \port$21361$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$21359$2 [9:0] == 2'h2;
+  assign \$201  = \port$21361$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$21359$2 [9:0] == 2'h3;
+  assign \$207  = \port$21361$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$21359$2 [9:0] == 3'h4;
+  assign \$213  = \port$21361$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$21359$2 [9:0] == 3'h5;
+  assign \$219  = \port$21361$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$21359$2 [9:0] == 3'h6;
+  assign \$225  = \port$21361$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$21359$2 [9:0] == 4'h8;
+  assign \$231  = \port$21361$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$21359$2 [9:0] == 4'h9;
+  assign \$243  = \port$21361$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$21359$2 [9:0] == 4'ha;
+  assign \$251  = \port$21361$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$21359$2 [9:0] == 4'hb;
+  assign \$259  = \port$21361$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$21359$2 [9:0] == 5'h14;
+  assign \$265  = \port$21361$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$21359$2 [9:0] == 5'h15;
+  assign \$271  = \port$21361$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$21359$2 [9:0] == 5'h16;
+  assign \$277  = \port$21361$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$21359$2 [9:0] == 5'h18;
+  assign \$283  = \port$21361$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$21359$2 [9:0] == 5'h19;
+  assign \$289  = \port$21361$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -29066,57 +29066,57 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$21359$2 , 2'h0 };
-  assign work_qready = { \port$19402$0 , \port$19359$0 , \port$19316$0 , \port$19273$0  };
+  assign bus__addr = { \port$21361$2 , 2'h0 };
+  assign work_qready = { \port$19404$0 , \port$19361$0 , \port$19318$0 , \port$19275$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
-  assign q_head0_word = \port$5829$0 [31:0];
-  assign q_head1_word = \port$5829$0 [63:32];
-  assign q_head2_word = \port$5829$0 [95:64];
-  assign q_head3_word = \port$5829$0 [127:96];
-  assign q_head4_word = \port$5829$0 [159:128];
-  assign q_head5_word = \port$5829$0 [191:160];
-  assign q_head6_word = \port$5829$0 [223:192];
-  assign q_head7_word = \port$5829$0 [255:224];
-  assign q_head8_word = \port$5859$0 [31:0];
-  assign q_head9_word = \port$5859$0 [63:32];
-  assign q_head10_word = \port$5859$0 [95:64];
-  assign q_head11_word = \port$5859$0 [127:96];
-  assign q_head12_word = \port$5859$0 [159:128];
-  assign q_head13_word = \port$5859$0 [191:160];
-  assign q_head14_word = \port$5859$0 [223:192];
-  assign q_head15_word = \port$5859$0 [255:224];
-  assign q_head16_word = \port$5889$0 [31:0];
-  assign q_head17_word = \port$5889$0 [63:32];
-  assign q_head18_word = \port$5889$0 [95:64];
-  assign q_head19_word = \port$5889$0 [127:96];
-  assign q_head20_word = \port$5889$0 [159:128];
-  assign q_head21_word = \port$5889$0 [191:160];
-  assign q_head22_word = \port$5889$0 [223:192];
-  assign q_head23_word = \port$5889$0 [255:224];
-  assign q_head24_word = \port$5919$0 [31:0];
-  assign q_head25_word = \port$5919$0 [63:32];
-  assign q_head26_word = \port$5919$0 [95:64];
-  assign q_head27_word = \port$5919$0 [127:96];
-  assign q_head28_word = \port$5919$0 [159:128];
-  assign q_head29_word = \port$5919$0 [191:160];
-  assign q_head30_word = \port$5919$0 [223:192];
-  assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$26103$0 [31:0];
-  assign event1_value = \port$26103$0 [63:32];
-  assign event2_value = \port$26103$0 [95:64];
-  assign event3_value = \port$26103$0 [127:96];
-  assign event4_value = \port$26103$0 [159:128];
-  assign event5_value = \port$26103$0 [191:160];
-  assign event6_value = \port$26103$0 [223:192];
-  assign event7_value = \port$26103$0 [255:224];
-  assign event8_value = \port$26103$0 [287:256];
-  assign event9_value = \port$26103$0 [319:288];
-  assign event10_value = \port$26103$0 [351:320];
-  assign event11_value = \port$26103$0 [383:352];
-  assign event12_value = \port$26103$0 [415:384];
-  assign event13_value = \port$26103$0 [447:416];
-  assign event14_value = \port$26103$0 [479:448];
-  assign event15_value = \port$26103$0 [511:480];
+  assign q_head0_word = \port$5830$0 [31:0];
+  assign q_head1_word = \port$5830$0 [63:32];
+  assign q_head2_word = \port$5830$0 [95:64];
+  assign q_head3_word = \port$5830$0 [127:96];
+  assign q_head4_word = \port$5830$0 [159:128];
+  assign q_head5_word = \port$5830$0 [191:160];
+  assign q_head6_word = \port$5830$0 [223:192];
+  assign q_head7_word = \port$5830$0 [255:224];
+  assign q_head8_word = \port$5860$0 [31:0];
+  assign q_head9_word = \port$5860$0 [63:32];
+  assign q_head10_word = \port$5860$0 [95:64];
+  assign q_head11_word = \port$5860$0 [127:96];
+  assign q_head12_word = \port$5860$0 [159:128];
+  assign q_head13_word = \port$5860$0 [191:160];
+  assign q_head14_word = \port$5860$0 [223:192];
+  assign q_head15_word = \port$5860$0 [255:224];
+  assign q_head16_word = \port$5890$0 [31:0];
+  assign q_head17_word = \port$5890$0 [63:32];
+  assign q_head18_word = \port$5890$0 [95:64];
+  assign q_head19_word = \port$5890$0 [127:96];
+  assign q_head20_word = \port$5890$0 [159:128];
+  assign q_head21_word = \port$5890$0 [191:160];
+  assign q_head22_word = \port$5890$0 [223:192];
+  assign q_head23_word = \port$5890$0 [255:224];
+  assign q_head24_word = \port$5920$0 [31:0];
+  assign q_head25_word = \port$5920$0 [63:32];
+  assign q_head26_word = \port$5920$0 [95:64];
+  assign q_head27_word = \port$5920$0 [127:96];
+  assign q_head28_word = \port$5920$0 [159:128];
+  assign q_head29_word = \port$5920$0 [191:160];
+  assign q_head30_word = \port$5920$0 [223:192];
+  assign q_head31_word = \port$5920$0 [255:224];
+  assign event0_value = \port$26105$0 [31:0];
+  assign event1_value = \port$26105$0 [63:32];
+  assign event2_value = \port$26105$0 [95:64];
+  assign event3_value = \port$26105$0 [127:96];
+  assign event4_value = \port$26105$0 [159:128];
+  assign event5_value = \port$26105$0 [191:160];
+  assign event6_value = \port$26105$0 [223:192];
+  assign event7_value = \port$26105$0 [255:224];
+  assign event8_value = \port$26105$0 [287:256];
+  assign event9_value = \port$26105$0 [319:288];
+  assign event10_value = \port$26105$0 [351:320];
+  assign event11_value = \port$26105$0 [383:352];
+  assign event12_value = \port$26105$0 [415:384];
+  assign event13_value = \port$26105$0 [447:416];
+  assign event14_value = \port$26105$0 [479:448];
+  assign event15_value = \port$26105$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -29131,7 +29131,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$19402$0 , \port$19359$0 , \port$19316$0 , \port$19273$0  };
+  assign \$233  = { 1'h0, \port$19404$0 , \port$19361$0 , \port$19318$0 , \port$19275$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
@@ -29162,101 +29162,101 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5829$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5830$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5829$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5830$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5829$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5830$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5829$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5830$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5829$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5830$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5829$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5830$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5829$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5830$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5829$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5830$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5859$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5860$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5859$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5860$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5859$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5860$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5859$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5860$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5859$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5860$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5859$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5860$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5859$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5860$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5859$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5860$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5889$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5890$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5889$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5890$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5889$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5890$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5889$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5890$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5889$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5890$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5889$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5890$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5889$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5890$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5889$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5890$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5919$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5920$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5919$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5920$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5919$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5920$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5919$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5920$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5919$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5920$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5919$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5920$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5919$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5920$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5919$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5920$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$26103$0 [31:0] };
+  assign \$513  = { 1'h0, \port$26105$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$26103$0 [63:32] };
+  assign \$519  = { 1'h0, \port$26105$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$26103$0 [95:64] };
+  assign \$525  = { 1'h0, \port$26105$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$26103$0 [127:96] };
+  assign \$531  = { 1'h0, \port$26105$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$26103$0 [159:128] };
+  assign \$537  = { 1'h0, \port$26105$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$26103$0 [191:160] };
+  assign \$543  = { 1'h0, \port$26105$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$26103$0 [223:192] };
+  assign \$549  = { 1'h0, \port$26105$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$26103$0 [255:224] };
+  assign \$555  = { 1'h0, \port$26105$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$26103$0 [287:256] };
+  assign \$561  = { 1'h0, \port$26105$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$26103$0 [319:288] };
+  assign \$567  = { 1'h0, \port$26105$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$26103$0 [351:320] };
+  assign \$573  = { 1'h0, \port$26105$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$26103$0 [383:352] };
+  assign \$579  = { 1'h0, \port$26105$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$26103$0 [415:384] };
+  assign \$585  = { 1'h0, \port$26105$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$26103$0 [447:416] };
+  assign \$591  = { 1'h0, \port$26105$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$26103$0 [479:448] };
+  assign \$597  = { 1'h0, \port$26105$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$26103$0 [511:480] };
+  assign \$603  = { 1'h0, \port$26105$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -30122,7 +30122,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
     .deskew9_5(\$272 ),
     .out_valid_q(acc_wr__en),
     .pe15_15_psum(\$262 ),
-    .\port$22246$2 (spad_meta_q3[6:2]),
+    .\port$22248$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31416,7 +31416,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22248$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
 , deskew13_1, deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -40112,8 +40112,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [4:0] \port$22246$2 ;
-  wire [4:0] \port$22246$2 ;
+  input [4:0] \port$22248$2 ;
+  wire [4:0] \port$22248$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -40489,7 +40489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   wire w_transpose;
   assign \$2942  = \$2940  & \$2941 ;
   assign \$2943  = w_en & w_transpose;
-  assign \$2944  = \port$22246$2 [3:0] == 2'h2;
+  assign \$2944  = \port$22248$2 [3:0] == 2'h2;
   assign \$2945  = \$2943  & \$2944 ;
   assign \$2946  = \$2942  | \$2945 ;
   assign \$2947  = w_transpose ? w_data[119:112] : w_data[23:16];
@@ -40499,10 +40499,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2951  = $signed(pe13_2_psum) + $signed(\$2950 );
   assign \$2952  = ~ w_transpose;
   assign \$2953  = w_en & \$2952 ;
-  assign \$2954  = \port$22246$2 [3:0] == 4'he;
+  assign \$2954  = \port$22248$2 [3:0] == 4'he;
   assign \$2955  = \$2953  & \$2954 ;
   assign \$2956  = w_en & w_transpose;
-  assign \$2957  = \port$22246$2 [3:0] == 2'h3;
+  assign \$2957  = \port$22248$2 [3:0] == 2'h3;
   assign \$2958  = \$2956  & \$2957 ;
   assign \$2959  = \$2955  | \$2958 ;
   assign \$2960  = w_transpose ? w_data[119:112] : w_data[31:24];
@@ -40512,10 +40512,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2964  = $signed(pe13_3_psum) + $signed(\$2963 );
   assign \$2965  = ~ w_transpose;
   assign \$2966  = w_en & \$2965 ;
-  assign \$2967  = \port$22246$2 [3:0] == 4'he;
+  assign \$2967  = \port$22248$2 [3:0] == 4'he;
   assign \$2968  = \$2966  & \$2967 ;
   assign \$2969  = w_en & w_transpose;
-  assign \$2970  = \port$22246$2 [3:0] == 3'h4;
+  assign \$2970  = \port$22248$2 [3:0] == 3'h4;
   assign \$2971  = \$2969  & \$2970 ;
   assign \$2972  = \$2968  | \$2971 ;
   assign \$2973  = w_transpose ? w_data[119:112] : w_data[39:32];
@@ -40525,10 +40525,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2977  = $signed(pe13_4_psum) + $signed(\$2976 );
   assign \$2978  = ~ w_transpose;
   assign \$2979  = w_en & \$2978 ;
-  assign \$2980  = \port$22246$2 [3:0] == 4'he;
+  assign \$2980  = \port$22248$2 [3:0] == 4'he;
   assign \$2981  = \$2979  & \$2980 ;
   assign \$2982  = w_en & w_transpose;
-  assign \$2983  = \port$22246$2 [3:0] == 3'h5;
+  assign \$2983  = \port$22248$2 [3:0] == 3'h5;
   assign \$2984  = \$2982  & \$2983 ;
   assign \$2985  = \$2981  | \$2984 ;
   assign \$2986  = w_transpose ? w_data[119:112] : w_data[47:40];
@@ -40538,10 +40538,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2990  = $signed(pe13_5_psum) + $signed(\$2989 );
   assign \$2991  = ~ w_transpose;
   assign \$2992  = w_en & \$2991 ;
-  assign \$2993  = \port$22246$2 [3:0] == 4'he;
+  assign \$2993  = \port$22248$2 [3:0] == 4'he;
   assign \$2994  = \$2992  & \$2993 ;
   assign \$2995  = w_en & w_transpose;
-  assign \$2996  = \port$22246$2 [3:0] == 3'h6;
+  assign \$2996  = \port$22248$2 [3:0] == 3'h6;
   assign \$2997  = \$2995  & \$2996 ;
   assign \$2998  = \$2994  | \$2997 ;
   assign \$2999  = w_transpose ? w_data[119:112] : w_data[55:48];
@@ -40551,10 +40551,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3003  = $signed(pe13_6_psum) + $signed(\$3002 );
   assign \$3004  = ~ w_transpose;
   assign \$3005  = w_en & \$3004 ;
-  assign \$3006  = \port$22246$2 [3:0] == 4'he;
+  assign \$3006  = \port$22248$2 [3:0] == 4'he;
   assign \$3007  = \$3005  & \$3006 ;
   assign \$3008  = w_en & w_transpose;
-  assign \$3009  = \port$22246$2 [3:0] == 3'h7;
+  assign \$3009  = \port$22248$2 [3:0] == 3'h7;
   assign \$3010  = \$3008  & \$3009 ;
   assign \$3011  = \$3007  | \$3010 ;
   assign \$3012  = w_transpose ? w_data[119:112] : w_data[63:56];
@@ -40564,10 +40564,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3016  = $signed(pe13_7_psum) + $signed(\$3015 );
   assign \$3017  = ~ w_transpose;
   assign \$3018  = w_en & \$3017 ;
-  assign \$3019  = \port$22246$2 [3:0] == 4'he;
+  assign \$3019  = \port$22248$2 [3:0] == 4'he;
   assign \$3020  = \$3018  & \$3019 ;
   assign \$3021  = w_en & w_transpose;
-  assign \$3022  = \port$22246$2 [3:0] == 4'h8;
+  assign \$3022  = \port$22248$2 [3:0] == 4'h8;
   assign \$3023  = \$3021  & \$3022 ;
   assign \$3024  = \$3020  | \$3023 ;
   assign \$3025  = w_transpose ? w_data[119:112] : w_data[71:64];
@@ -40577,10 +40577,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3029  = $signed(pe13_8_psum) + $signed(\$3028 );
   assign \$3030  = ~ w_transpose;
   assign \$3031  = w_en & \$3030 ;
-  assign \$3032  = \port$22246$2 [3:0] == 4'he;
+  assign \$3032  = \port$22248$2 [3:0] == 4'he;
   assign \$3033  = \$3031  & \$3032 ;
   assign \$3034  = w_en & w_transpose;
-  assign \$3035  = \port$22246$2 [3:0] == 4'h9;
+  assign \$3035  = \port$22248$2 [3:0] == 4'h9;
   assign \$3036  = \$3034  & \$3035 ;
   assign \$3037  = \$3033  | \$3036 ;
   assign \$3038  = w_transpose ? w_data[119:112] : w_data[79:72];
@@ -40590,10 +40590,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3042  = $signed(pe13_9_psum) + $signed(\$3041 );
   assign \$3043  = ~ w_transpose;
   assign \$3044  = w_en & \$3043 ;
-  assign \$3045  = \port$22246$2 [3:0] == 4'he;
+  assign \$3045  = \port$22248$2 [3:0] == 4'he;
   assign \$3046  = \$3044  & \$3045 ;
   assign \$3047  = w_en & w_transpose;
-  assign \$3048  = \port$22246$2 [3:0] == 4'ha;
+  assign \$3048  = \port$22248$2 [3:0] == 4'ha;
   assign \$3049  = \$3047  & \$3048 ;
   assign \$3050  = \$3046  | \$3049 ;
   assign \$3051  = w_transpose ? w_data[119:112] : w_data[87:80];
@@ -40603,10 +40603,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3055  = $signed(pe13_10_psum) + $signed(\$3054 );
   assign \$3056  = ~ w_transpose;
   assign \$3057  = w_en & \$3056 ;
-  assign \$3058  = \port$22246$2 [3:0] == 4'he;
+  assign \$3058  = \port$22248$2 [3:0] == 4'he;
   assign \$3059  = \$3057  & \$3058 ;
   assign \$3060  = w_en & w_transpose;
-  assign \$3061  = \port$22246$2 [3:0] == 4'hb;
+  assign \$3061  = \port$22248$2 [3:0] == 4'hb;
   assign \$3062  = \$3060  & \$3061 ;
   assign \$3063  = \$3059  | \$3062 ;
   assign \$3064  = w_transpose ? w_data[119:112] : w_data[95:88];
@@ -40616,10 +40616,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3068  = $signed(pe13_11_psum) + $signed(\$3067 );
   assign \$3069  = ~ w_transpose;
   assign \$3070  = w_en & \$3069 ;
-  assign \$3071  = \port$22246$2 [3:0] == 4'he;
+  assign \$3071  = \port$22248$2 [3:0] == 4'he;
   assign \$3072  = \$3070  & \$3071 ;
   assign \$3073  = w_en & w_transpose;
-  assign \$3074  = \port$22246$2 [3:0] == 4'hc;
+  assign \$3074  = \port$22248$2 [3:0] == 4'hc;
   assign \$3075  = \$3073  & \$3074 ;
   assign \$3076  = \$3072  | \$3075 ;
   assign \$3077  = w_transpose ? w_data[119:112] : w_data[103:96];
@@ -40629,10 +40629,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3081  = $signed(pe13_12_psum) + $signed(\$3080 );
   assign \$3082  = ~ w_transpose;
   assign \$3083  = w_en & \$3082 ;
-  assign \$3084  = \port$22246$2 [3:0] == 4'he;
+  assign \$3084  = \port$22248$2 [3:0] == 4'he;
   assign \$3085  = \$3083  & \$3084 ;
   assign \$3086  = w_en & w_transpose;
-  assign \$3087  = \port$22246$2 [3:0] == 4'hd;
+  assign \$3087  = \port$22248$2 [3:0] == 4'hd;
   assign \$3088  = \$3086  & \$3087 ;
   assign \$3089  = \$3085  | \$3088 ;
   assign \$3090  = w_transpose ? w_data[119:112] : w_data[111:104];
@@ -40642,10 +40642,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3094  = $signed(pe13_13_psum) + $signed(\$3093 );
   assign \$3095  = ~ w_transpose;
   assign \$3096  = w_en & \$3095 ;
-  assign \$3097  = \port$22246$2 [3:0] == 4'he;
+  assign \$3097  = \port$22248$2 [3:0] == 4'he;
   assign \$3098  = \$3096  & \$3097 ;
   assign \$3099  = w_en & w_transpose;
-  assign \$3100  = \port$22246$2 [3:0] == 4'he;
+  assign \$3100  = \port$22248$2 [3:0] == 4'he;
   assign \$3101  = \$3099  & \$3100 ;
   assign \$3102  = \$3098  | \$3101 ;
   assign \$3105  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
@@ -40653,10 +40653,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3107  = $signed(pe13_14_psum) + $signed(\$3106 );
   assign \$3108  = ~ w_transpose;
   assign \$3109  = w_en & \$3108 ;
-  assign \$3110  = \port$22246$2 [3:0] == 4'he;
+  assign \$3110  = \port$22248$2 [3:0] == 4'he;
   assign \$3111  = \$3109  & \$3110 ;
   assign \$3112  = w_en & w_transpose;
-  assign \$3113  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3113  = \port$22248$2 [3:0] == 4'hf;
   assign \$3114  = \$3112  & \$3113 ;
   assign \$3115  = \$3111  | \$3114 ;
   assign \$3116  = w_transpose ? w_data[119:112] : w_data[127:120];
@@ -40667,10 +40667,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3121  = a_valid ? w_data[127:120] : 8'h00;
   assign \$3122  = ~ w_transpose;
   assign \$3123  = w_en & \$3122 ;
-  assign \$3124  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3124  = \port$22248$2 [3:0] == 4'hf;
   assign \$3125  = \$3123  & \$3124 ;
   assign \$3126  = w_en & w_transpose;
-  assign \$3127  = ! \port$22246$2 [3:0];
+  assign \$3127  = ! \port$22248$2 [3:0];
   assign \$3128  = \$3126  & \$3127 ;
   assign \$3129  = \$3125  | \$3128 ;
   assign \$3130  = w_transpose ? w_data[127:120] : w_data[7:0];
@@ -40680,10 +40680,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3134  = $signed(pe14_0_psum) + $signed(\$3133 );
   assign \$3135  = ~ w_transpose;
   assign \$3136  = w_en & \$3135 ;
-  assign \$3137  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3137  = \port$22248$2 [3:0] == 4'hf;
   assign \$3138  = \$3136  & \$3137 ;
   assign \$3139  = w_en & w_transpose;
-  assign \$3140  = \port$22246$2 [3:0] == 1'h1;
+  assign \$3140  = \port$22248$2 [3:0] == 1'h1;
   assign \$3141  = \$3139  & \$3140 ;
   assign \$3142  = \$3138  | \$3141 ;
   assign \$3143  = w_transpose ? w_data[127:120] : w_data[15:8];
@@ -40693,10 +40693,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3147  = $signed(pe14_1_psum) + $signed(\$3146 );
   assign \$3148  = ~ w_transpose;
   assign \$3149  = w_en & \$3148 ;
-  assign \$3150  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3150  = \port$22248$2 [3:0] == 4'hf;
   assign \$3151  = \$3149  & \$3150 ;
   assign \$3152  = w_en & w_transpose;
-  assign \$3153  = \port$22246$2 [3:0] == 2'h2;
+  assign \$3153  = \port$22248$2 [3:0] == 2'h2;
   assign \$3154  = \$3152  & \$3153 ;
   assign \$3155  = \$3151  | \$3154 ;
   assign \$3156  = w_transpose ? w_data[127:120] : w_data[23:16];
@@ -40706,10 +40706,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3160  = $signed(pe14_2_psum) + $signed(\$3159 );
   assign \$3161  = ~ w_transpose;
   assign \$3162  = w_en & \$3161 ;
-  assign \$3163  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3163  = \port$22248$2 [3:0] == 4'hf;
   assign \$3164  = \$3162  & \$3163 ;
   assign \$3165  = w_en & w_transpose;
-  assign \$3166  = \port$22246$2 [3:0] == 2'h3;
+  assign \$3166  = \port$22248$2 [3:0] == 2'h3;
   assign \$3167  = \$3165  & \$3166 ;
   assign \$3168  = \$3164  | \$3167 ;
   assign \$3169  = w_transpose ? w_data[127:120] : w_data[31:24];
@@ -40719,10 +40719,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3173  = $signed(pe14_3_psum) + $signed(\$3172 );
   assign \$3174  = ~ w_transpose;
   assign \$3175  = w_en & \$3174 ;
-  assign \$3176  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3176  = \port$22248$2 [3:0] == 4'hf;
   assign \$3177  = \$3175  & \$3176 ;
   assign \$3178  = w_en & w_transpose;
-  assign \$3179  = \port$22246$2 [3:0] == 3'h4;
+  assign \$3179  = \port$22248$2 [3:0] == 3'h4;
   assign \$3180  = \$3178  & \$3179 ;
   assign \$3181  = \$3177  | \$3180 ;
   assign \$3182  = w_transpose ? w_data[127:120] : w_data[39:32];
@@ -40732,10 +40732,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3186  = $signed(pe14_4_psum) + $signed(\$3185 );
   assign \$3187  = ~ w_transpose;
   assign \$3188  = w_en & \$3187 ;
-  assign \$3189  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3189  = \port$22248$2 [3:0] == 4'hf;
   assign \$3190  = \$3188  & \$3189 ;
   assign \$3191  = w_en & w_transpose;
-  assign \$3192  = \port$22246$2 [3:0] == 3'h5;
+  assign \$3192  = \port$22248$2 [3:0] == 3'h5;
   assign \$3193  = \$3191  & \$3192 ;
   assign \$3194  = \$3190  | \$3193 ;
   assign \$3195  = w_transpose ? w_data[127:120] : w_data[47:40];
@@ -40745,10 +40745,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3199  = $signed(pe14_5_psum) + $signed(\$3198 );
   assign \$3200  = ~ w_transpose;
   assign \$3201  = w_en & \$3200 ;
-  assign \$3202  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3202  = \port$22248$2 [3:0] == 4'hf;
   assign \$3203  = \$3201  & \$3202 ;
   assign \$3204  = w_en & w_transpose;
-  assign \$3205  = \port$22246$2 [3:0] == 3'h6;
+  assign \$3205  = \port$22248$2 [3:0] == 3'h6;
   assign \$3206  = \$3204  & \$3205 ;
   assign \$3207  = \$3203  | \$3206 ;
   assign \$3208  = w_transpose ? w_data[127:120] : w_data[55:48];
@@ -40758,10 +40758,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3212  = $signed(pe14_6_psum) + $signed(\$3211 );
   assign \$3213  = ~ w_transpose;
   assign \$3214  = w_en & \$3213 ;
-  assign \$3215  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3215  = \port$22248$2 [3:0] == 4'hf;
   assign \$3216  = \$3214  & \$3215 ;
   assign \$3217  = w_en & w_transpose;
-  assign \$3218  = \port$22246$2 [3:0] == 3'h7;
+  assign \$3218  = \port$22248$2 [3:0] == 3'h7;
   assign \$3219  = \$3217  & \$3218 ;
   assign \$3220  = \$3216  | \$3219 ;
   assign \$3221  = w_transpose ? w_data[127:120] : w_data[63:56];
@@ -40771,10 +40771,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3225  = $signed(pe14_7_psum) + $signed(\$3224 );
   assign \$3226  = ~ w_transpose;
   assign \$3227  = w_en & \$3226 ;
-  assign \$3228  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3228  = \port$22248$2 [3:0] == 4'hf;
   assign \$3229  = \$3227  & \$3228 ;
   assign \$3230  = w_en & w_transpose;
-  assign \$3231  = \port$22246$2 [3:0] == 4'h8;
+  assign \$3231  = \port$22248$2 [3:0] == 4'h8;
   assign \$3232  = \$3230  & \$3231 ;
   assign \$3233  = \$3229  | \$3232 ;
   assign \$3234  = w_transpose ? w_data[127:120] : w_data[71:64];
@@ -40784,10 +40784,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3238  = $signed(pe14_8_psum) + $signed(\$3237 );
   assign \$3239  = ~ w_transpose;
   assign \$3240  = w_en & \$3239 ;
-  assign \$3241  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3241  = \port$22248$2 [3:0] == 4'hf;
   assign \$3242  = \$3240  & \$3241 ;
   assign \$3243  = w_en & w_transpose;
-  assign \$3244  = \port$22246$2 [3:0] == 4'h9;
+  assign \$3244  = \port$22248$2 [3:0] == 4'h9;
   assign \$3245  = \$3243  & \$3244 ;
   assign \$3246  = \$3242  | \$3245 ;
   assign \$3247  = w_transpose ? w_data[127:120] : w_data[79:72];
@@ -40797,10 +40797,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3251  = $signed(pe14_9_psum) + $signed(\$3250 );
   assign \$3252  = ~ w_transpose;
   assign \$3253  = w_en & \$3252 ;
-  assign \$3254  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3254  = \port$22248$2 [3:0] == 4'hf;
   assign \$3255  = \$3253  & \$3254 ;
   assign \$3256  = w_en & w_transpose;
-  assign \$3257  = \port$22246$2 [3:0] == 4'ha;
+  assign \$3257  = \port$22248$2 [3:0] == 4'ha;
   assign \$3258  = \$3256  & \$3257 ;
   assign \$3259  = \$3255  | \$3258 ;
   assign \$3260  = w_transpose ? w_data[127:120] : w_data[87:80];
@@ -40810,10 +40810,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3264  = $signed(pe14_10_psum) + $signed(\$3263 );
   assign \$3265  = ~ w_transpose;
   assign \$3266  = w_en & \$3265 ;
-  assign \$3267  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3267  = \port$22248$2 [3:0] == 4'hf;
   assign \$3268  = \$3266  & \$3267 ;
   assign \$3269  = w_en & w_transpose;
-  assign \$3270  = \port$22246$2 [3:0] == 4'hb;
+  assign \$3270  = \port$22248$2 [3:0] == 4'hb;
   assign \$3271  = \$3269  & \$3270 ;
   assign \$3272  = \$3268  | \$3271 ;
   assign \$3273  = w_transpose ? w_data[127:120] : w_data[95:88];
@@ -40823,10 +40823,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3277  = $signed(pe14_11_psum) + $signed(\$3276 );
   assign \$3278  = ~ w_transpose;
   assign \$3279  = w_en & \$3278 ;
-  assign \$3280  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3280  = \port$22248$2 [3:0] == 4'hf;
   assign \$3281  = \$3279  & \$3280 ;
   assign \$3282  = w_en & w_transpose;
-  assign \$3283  = \port$22246$2 [3:0] == 4'hc;
+  assign \$3283  = \port$22248$2 [3:0] == 4'hc;
   assign \$3284  = \$3282  & \$3283 ;
   assign \$3285  = \$3281  | \$3284 ;
   assign \$3286  = w_transpose ? w_data[127:120] : w_data[103:96];
@@ -40836,10 +40836,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3290  = $signed(pe14_12_psum) + $signed(\$3289 );
   assign \$3291  = ~ w_transpose;
   assign \$3292  = w_en & \$3291 ;
-  assign \$3293  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3293  = \port$22248$2 [3:0] == 4'hf;
   assign \$3294  = \$3292  & \$3293 ;
   assign \$3295  = w_en & w_transpose;
-  assign \$3296  = \port$22246$2 [3:0] == 4'hd;
+  assign \$3296  = \port$22248$2 [3:0] == 4'hd;
   assign \$3297  = \$3295  & \$3296 ;
   assign \$3298  = \$3294  | \$3297 ;
   assign \$3299  = w_transpose ? w_data[127:120] : w_data[111:104];
@@ -40849,10 +40849,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3303  = $signed(pe14_13_psum) + $signed(\$3302 );
   assign \$3304  = ~ w_transpose;
   assign \$3305  = w_en & \$3304 ;
-  assign \$3306  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3306  = \port$22248$2 [3:0] == 4'hf;
   assign \$3307  = \$3305  & \$3306 ;
   assign \$3308  = w_en & w_transpose;
-  assign \$3309  = \port$22246$2 [3:0] == 4'he;
+  assign \$3309  = \port$22248$2 [3:0] == 4'he;
   assign \$3310  = \$3308  & \$3309 ;
   assign \$3311  = \$3307  | \$3310 ;
   assign \$3312  = w_transpose ? w_data[127:120] : w_data[119:112];
@@ -40862,10 +40862,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3316  = $signed(pe14_14_psum) + $signed(\$3315 );
   assign \$3317  = ~ w_transpose;
   assign \$3318  = w_en & \$3317 ;
-  assign \$3319  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3319  = \port$22248$2 [3:0] == 4'hf;
   assign \$3320  = \$3318  & \$3319 ;
   assign \$3321  = w_en & w_transpose;
-  assign \$3322  = \port$22246$2 [3:0] == 4'hf;
+  assign \$3322  = \port$22248$2 [3:0] == 4'hf;
   assign \$3323  = \$3321  & \$3322 ;
   assign \$3324  = \$3320  | \$3323 ;
   assign \$3327  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
@@ -40873,289 +40873,289 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3329  = $signed(pe14_15_psum) + $signed(\$3328 );
   assign \$3330  = ~ w_transpose;
   assign \$3331  = w_en & \$3330 ;
-  assign \$3332  = ! \port$22246$2 [3:0];
+  assign \$3332  = ! \port$22248$2 [3:0];
   assign \$3333  = \$3331  & \$3332 ;
-  assign \$3336  = pe0_0_bank == \port$22246$2 [4];
+  assign \$3336  = pe0_0_bank == \port$22248$2 [4];
   assign \$3337  = pe0_0_v & \$3336 ;
-  assign \$3338  = pe0_1_bank == \port$22246$2 [4];
+  assign \$3338  = pe0_1_bank == \port$22248$2 [4];
   assign \$3339  = pe0_1_v & \$3338 ;
-  assign \$3340  = pe0_2_bank == \port$22246$2 [4];
+  assign \$3340  = pe0_2_bank == \port$22248$2 [4];
   assign \$3341  = pe0_2_v & \$3340 ;
-  assign \$3342  = pe0_3_bank == \port$22246$2 [4];
+  assign \$3342  = pe0_3_bank == \port$22248$2 [4];
   assign \$3343  = pe0_3_v & \$3342 ;
-  assign \$3344  = pe0_4_bank == \port$22246$2 [4];
+  assign \$3344  = pe0_4_bank == \port$22248$2 [4];
   assign \$3345  = pe0_4_v & \$3344 ;
-  assign \$3346  = pe0_5_bank == \port$22246$2 [4];
+  assign \$3346  = pe0_5_bank == \port$22248$2 [4];
   assign \$3347  = pe0_5_v & \$3346 ;
-  assign \$3348  = pe0_6_bank == \port$22246$2 [4];
+  assign \$3348  = pe0_6_bank == \port$22248$2 [4];
   assign \$3349  = pe0_6_v & \$3348 ;
-  assign \$3350  = pe0_7_bank == \port$22246$2 [4];
+  assign \$3350  = pe0_7_bank == \port$22248$2 [4];
   assign \$3351  = pe0_7_v & \$3350 ;
-  assign \$3352  = pe0_8_bank == \port$22246$2 [4];
+  assign \$3352  = pe0_8_bank == \port$22248$2 [4];
   assign \$3353  = pe0_8_v & \$3352 ;
-  assign \$3354  = pe0_9_bank == \port$22246$2 [4];
+  assign \$3354  = pe0_9_bank == \port$22248$2 [4];
   assign \$3355  = pe0_9_v & \$3354 ;
-  assign \$3356  = pe0_10_bank == \port$22246$2 [4];
+  assign \$3356  = pe0_10_bank == \port$22248$2 [4];
   assign \$3357  = pe0_10_v & \$3356 ;
-  assign \$3358  = pe0_11_bank == \port$22246$2 [4];
+  assign \$3358  = pe0_11_bank == \port$22248$2 [4];
   assign \$3359  = pe0_11_v & \$3358 ;
-  assign \$3360  = pe0_12_bank == \port$22246$2 [4];
+  assign \$3360  = pe0_12_bank == \port$22248$2 [4];
   assign \$3361  = pe0_12_v & \$3360 ;
-  assign \$3362  = pe0_13_bank == \port$22246$2 [4];
+  assign \$3362  = pe0_13_bank == \port$22248$2 [4];
   assign \$3363  = pe0_13_v & \$3362 ;
   assign \$3364  = | { \$3363 , \$3361 , \$3359 , \$3357 , \$3355 , \$3353 , \$3351 , \$3349 , \$3347 , \$3345 , \$3343 , \$3341 , \$3339 , \$3337 , \$3335  };
   assign \$3365  = \$3333  & \$3364 ;
   assign \$3366  = w_en & w_transpose;
-  assign \$3367  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$3367  = \port$22248$2 [3:0] >= 1'h1;
   assign \$3368  = \$3366  & \$3367 ;
   assign \$3369  = \$3368  & a_valid;
   assign \$3372  = w_en & w_transpose;
-  assign \$3373  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$3373  = \port$22248$2 [3:0] >= 2'h2;
   assign \$3374  = \$3372  & \$3373 ;
   assign \$3375  = \$3374  & pe0_0_v;
-  assign \$3376  = pe0_0_bank == \port$22246$2 [4];
+  assign \$3376  = pe0_0_bank == \port$22248$2 [4];
   assign \$3377  = \$3375  & \$3376 ;
   assign \$3378  = w_en & w_transpose;
-  assign \$3379  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$3379  = \port$22248$2 [3:0] >= 2'h3;
   assign \$3380  = \$3378  & \$3379 ;
   assign \$3381  = \$3380  & pe0_1_v;
-  assign \$3382  = pe0_1_bank == \port$22246$2 [4];
+  assign \$3382  = pe0_1_bank == \port$22248$2 [4];
   assign \$3383  = \$3381  & \$3382 ;
   assign \$3384  = w_en & w_transpose;
-  assign \$3385  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$3385  = \port$22248$2 [3:0] >= 3'h4;
   assign \$3386  = \$3384  & \$3385 ;
   assign \$3387  = \$3386  & pe0_2_v;
-  assign \$3388  = pe0_2_bank == \port$22246$2 [4];
+  assign \$3388  = pe0_2_bank == \port$22248$2 [4];
   assign \$3389  = \$3387  & \$3388 ;
   assign \$3390  = w_en & w_transpose;
-  assign \$3391  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$3391  = \port$22248$2 [3:0] >= 3'h5;
   assign \$3392  = \$3390  & \$3391 ;
   assign \$3393  = \$3392  & pe0_3_v;
-  assign \$3394  = pe0_3_bank == \port$22246$2 [4];
+  assign \$3394  = pe0_3_bank == \port$22248$2 [4];
   assign \$3395  = \$3393  & \$3394 ;
   assign \$3396  = w_en & w_transpose;
-  assign \$3397  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$3397  = \port$22248$2 [3:0] >= 3'h6;
   assign \$3398  = \$3396  & \$3397 ;
   assign \$3399  = \$3398  & pe0_4_v;
-  assign \$3400  = pe0_4_bank == \port$22246$2 [4];
+  assign \$3400  = pe0_4_bank == \port$22248$2 [4];
   assign \$3401  = \$3399  & \$3400 ;
   assign \$3402  = w_en & w_transpose;
-  assign \$3403  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$3403  = \port$22248$2 [3:0] >= 3'h7;
   assign \$3404  = \$3402  & \$3403 ;
   assign \$3405  = \$3404  & pe0_5_v;
-  assign \$3406  = pe0_5_bank == \port$22246$2 [4];
+  assign \$3406  = pe0_5_bank == \port$22248$2 [4];
   assign \$3407  = \$3405  & \$3406 ;
   assign \$3408  = w_en & w_transpose;
-  assign \$3409  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$3409  = \port$22248$2 [3:0] >= 4'h8;
   assign \$3410  = \$3408  & \$3409 ;
   assign \$3411  = \$3410  & pe0_6_v;
-  assign \$3412  = pe0_6_bank == \port$22246$2 [4];
+  assign \$3412  = pe0_6_bank == \port$22248$2 [4];
   assign \$3413  = \$3411  & \$3412 ;
   assign \$3414  = w_en & w_transpose;
-  assign \$3415  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$3415  = \port$22248$2 [3:0] >= 4'h9;
   assign \$3416  = \$3414  & \$3415 ;
   assign \$3417  = \$3416  & pe0_7_v;
-  assign \$3418  = pe0_7_bank == \port$22246$2 [4];
+  assign \$3418  = pe0_7_bank == \port$22248$2 [4];
   assign \$3419  = \$3417  & \$3418 ;
   assign \$3420  = w_en & w_transpose;
-  assign \$3421  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$3421  = \port$22248$2 [3:0] >= 4'ha;
   assign \$3422  = \$3420  & \$3421 ;
   assign \$3423  = \$3422  & pe0_8_v;
-  assign \$3424  = pe0_8_bank == \port$22246$2 [4];
+  assign \$3424  = pe0_8_bank == \port$22248$2 [4];
   assign \$3425  = \$3423  & \$3424 ;
   assign \$3426  = w_en & w_transpose;
-  assign \$3427  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$3427  = \port$22248$2 [3:0] >= 4'hb;
   assign \$3428  = \$3426  & \$3427 ;
   assign \$3429  = \$3428  & pe0_9_v;
-  assign \$3430  = pe0_9_bank == \port$22246$2 [4];
+  assign \$3430  = pe0_9_bank == \port$22248$2 [4];
   assign \$3431  = \$3429  & \$3430 ;
   assign \$3432  = w_en & w_transpose;
-  assign \$3433  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$3433  = \port$22248$2 [3:0] >= 4'hc;
   assign \$3434  = \$3432  & \$3433 ;
   assign \$3435  = \$3434  & pe0_10_v;
-  assign \$3436  = pe0_10_bank == \port$22246$2 [4];
+  assign \$3436  = pe0_10_bank == \port$22248$2 [4];
   assign \$3437  = \$3435  & \$3436 ;
   assign \$3438  = w_en & w_transpose;
-  assign \$3439  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$3439  = \port$22248$2 [3:0] >= 4'hd;
   assign \$3440  = \$3438  & \$3439 ;
   assign \$3441  = \$3440  & pe0_11_v;
-  assign \$3442  = pe0_11_bank == \port$22246$2 [4];
+  assign \$3442  = pe0_11_bank == \port$22248$2 [4];
   assign \$3443  = \$3441  & \$3442 ;
   assign \$3444  = w_en & w_transpose;
-  assign \$3445  = \port$22246$2 [3:0] >= 4'he;
+  assign \$3445  = \port$22248$2 [3:0] >= 4'he;
   assign \$3446  = \$3444  & \$3445 ;
   assign \$3447  = \$3446  & pe0_12_v;
-  assign \$3448  = pe0_12_bank == \port$22246$2 [4];
+  assign \$3448  = pe0_12_bank == \port$22248$2 [4];
   assign \$3449  = \$3447  & \$3448 ;
   assign \$3450  = w_en & w_transpose;
-  assign \$3451  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$3451  = \port$22248$2 [3:0] >= 4'hf;
   assign \$3452  = \$3450  & \$3451 ;
   assign \$3453  = \$3452  & pe0_13_v;
-  assign \$3454  = pe0_13_bank == \port$22246$2 [4];
+  assign \$3454  = pe0_13_bank == \port$22248$2 [4];
   assign \$3455  = \$3453  & \$3454 ;
   assign \$3456  = ~ w_transpose;
   assign \$3457  = w_en & \$3456 ;
-  assign \$3458  = \port$22246$2 [3:0] == 1'h1;
+  assign \$3458  = \port$22248$2 [3:0] == 1'h1;
   assign \$3459  = \$3457  & \$3458 ;
-  assign \$3462  = skew1_0_bank == \port$22246$2 [4];
+  assign \$3462  = skew1_0_bank == \port$22248$2 [4];
   assign \$3463  = skew1_0_v & \$3462 ;
-  assign \$3464  = pe1_0_bank == \port$22246$2 [4];
+  assign \$3464  = pe1_0_bank == \port$22248$2 [4];
   assign \$3465  = pe1_0_v & \$3464 ;
-  assign \$3466  = pe1_1_bank == \port$22246$2 [4];
+  assign \$3466  = pe1_1_bank == \port$22248$2 [4];
   assign \$3467  = pe1_1_v & \$3466 ;
-  assign \$3468  = pe1_2_bank == \port$22246$2 [4];
+  assign \$3468  = pe1_2_bank == \port$22248$2 [4];
   assign \$3469  = pe1_2_v & \$3468 ;
-  assign \$3470  = pe1_3_bank == \port$22246$2 [4];
+  assign \$3470  = pe1_3_bank == \port$22248$2 [4];
   assign \$3471  = pe1_3_v & \$3470 ;
-  assign \$3472  = pe1_4_bank == \port$22246$2 [4];
+  assign \$3472  = pe1_4_bank == \port$22248$2 [4];
   assign \$3473  = pe1_4_v & \$3472 ;
-  assign \$3474  = pe1_5_bank == \port$22246$2 [4];
+  assign \$3474  = pe1_5_bank == \port$22248$2 [4];
   assign \$3475  = pe1_5_v & \$3474 ;
-  assign \$3476  = pe1_6_bank == \port$22246$2 [4];
+  assign \$3476  = pe1_6_bank == \port$22248$2 [4];
   assign \$3477  = pe1_6_v & \$3476 ;
-  assign \$3478  = pe1_7_bank == \port$22246$2 [4];
+  assign \$3478  = pe1_7_bank == \port$22248$2 [4];
   assign \$3479  = pe1_7_v & \$3478 ;
-  assign \$3480  = pe1_8_bank == \port$22246$2 [4];
+  assign \$3480  = pe1_8_bank == \port$22248$2 [4];
   assign \$3481  = pe1_8_v & \$3480 ;
-  assign \$3482  = pe1_9_bank == \port$22246$2 [4];
+  assign \$3482  = pe1_9_bank == \port$22248$2 [4];
   assign \$3483  = pe1_9_v & \$3482 ;
-  assign \$3484  = pe1_10_bank == \port$22246$2 [4];
+  assign \$3484  = pe1_10_bank == \port$22248$2 [4];
   assign \$3485  = pe1_10_v & \$3484 ;
-  assign \$3486  = pe1_11_bank == \port$22246$2 [4];
+  assign \$3486  = pe1_11_bank == \port$22248$2 [4];
   assign \$3487  = pe1_11_v & \$3486 ;
-  assign \$3488  = pe1_12_bank == \port$22246$2 [4];
+  assign \$3488  = pe1_12_bank == \port$22248$2 [4];
   assign \$3489  = pe1_12_v & \$3488 ;
-  assign \$3490  = pe1_13_bank == \port$22246$2 [4];
+  assign \$3490  = pe1_13_bank == \port$22248$2 [4];
   assign \$3491  = pe1_13_v & \$3490 ;
   assign \$3492  = | { \$3491 , \$3489 , \$3487 , \$3485 , \$3483 , \$3481 , \$3479 , \$3477 , \$3475 , \$3473 , \$3471 , \$3469 , \$3467 , \$3465 , \$3463 , \$3461  };
   assign \$3493  = \$3459  & \$3492 ;
   assign \$3494  = w_en & w_transpose;
   assign \$3496  = \$3495  & a_valid;
   assign \$3499  = w_en & w_transpose;
-  assign \$3500  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$3500  = \port$22248$2 [3:0] >= 1'h1;
   assign \$3501  = \$3499  & \$3500 ;
   assign \$3502  = \$3501  & skew1_0_v;
-  assign \$3503  = skew1_0_bank == \port$22246$2 [4];
+  assign \$3503  = skew1_0_bank == \port$22248$2 [4];
   assign \$3504  = \$3502  & \$3503 ;
   assign \$3505  = w_en & w_transpose;
-  assign \$3506  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$3506  = \port$22248$2 [3:0] >= 2'h2;
   assign \$3507  = \$3505  & \$3506 ;
   assign \$3508  = \$3507  & pe1_0_v;
-  assign \$3509  = pe1_0_bank == \port$22246$2 [4];
+  assign \$3509  = pe1_0_bank == \port$22248$2 [4];
   assign \$3510  = \$3508  & \$3509 ;
   assign \$3511  = w_en & w_transpose;
-  assign \$3512  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$3512  = \port$22248$2 [3:0] >= 2'h3;
   assign \$3513  = \$3511  & \$3512 ;
   assign \$3514  = \$3513  & pe1_1_v;
-  assign \$3515  = pe1_1_bank == \port$22246$2 [4];
+  assign \$3515  = pe1_1_bank == \port$22248$2 [4];
   assign \$3516  = \$3514  & \$3515 ;
   assign \$3517  = w_en & w_transpose;
-  assign \$3518  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$3518  = \port$22248$2 [3:0] >= 3'h4;
   assign \$3519  = \$3517  & \$3518 ;
   assign \$3520  = \$3519  & pe1_2_v;
-  assign \$3521  = pe1_2_bank == \port$22246$2 [4];
+  assign \$3521  = pe1_2_bank == \port$22248$2 [4];
   assign \$3522  = \$3520  & \$3521 ;
   assign \$3523  = w_en & w_transpose;
-  assign \$3524  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$3524  = \port$22248$2 [3:0] >= 3'h5;
   assign \$3525  = \$3523  & \$3524 ;
   assign \$3526  = \$3525  & pe1_3_v;
-  assign \$3527  = pe1_3_bank == \port$22246$2 [4];
+  assign \$3527  = pe1_3_bank == \port$22248$2 [4];
   assign \$3528  = \$3526  & \$3527 ;
   assign \$3529  = w_en & w_transpose;
-  assign \$3530  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$3530  = \port$22248$2 [3:0] >= 3'h6;
   assign \$3531  = \$3529  & \$3530 ;
   assign \$3532  = \$3531  & pe1_4_v;
-  assign \$3533  = pe1_4_bank == \port$22246$2 [4];
+  assign \$3533  = pe1_4_bank == \port$22248$2 [4];
   assign \$3534  = \$3532  & \$3533 ;
   assign \$3535  = w_en & w_transpose;
-  assign \$3536  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$3536  = \port$22248$2 [3:0] >= 3'h7;
   assign \$3537  = \$3535  & \$3536 ;
   assign \$3538  = \$3537  & pe1_5_v;
-  assign \$3539  = pe1_5_bank == \port$22246$2 [4];
+  assign \$3539  = pe1_5_bank == \port$22248$2 [4];
   assign \$3540  = \$3538  & \$3539 ;
   assign \$3541  = w_en & w_transpose;
-  assign \$3542  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$3542  = \port$22248$2 [3:0] >= 4'h8;
   assign \$3543  = \$3541  & \$3542 ;
   assign \$3544  = \$3543  & pe1_6_v;
-  assign \$3545  = pe1_6_bank == \port$22246$2 [4];
+  assign \$3545  = pe1_6_bank == \port$22248$2 [4];
   assign \$3546  = \$3544  & \$3545 ;
   assign \$3547  = w_en & w_transpose;
-  assign \$3548  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$3548  = \port$22248$2 [3:0] >= 4'h9;
   assign \$3549  = \$3547  & \$3548 ;
   assign \$3550  = \$3549  & pe1_7_v;
-  assign \$3551  = pe1_7_bank == \port$22246$2 [4];
+  assign \$3551  = pe1_7_bank == \port$22248$2 [4];
   assign \$3552  = \$3550  & \$3551 ;
   assign \$3553  = w_en & w_transpose;
-  assign \$3554  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$3554  = \port$22248$2 [3:0] >= 4'ha;
   assign \$3555  = \$3553  & \$3554 ;
   assign \$3556  = \$3555  & pe1_8_v;
-  assign \$3557  = pe1_8_bank == \port$22246$2 [4];
+  assign \$3557  = pe1_8_bank == \port$22248$2 [4];
   assign \$3558  = \$3556  & \$3557 ;
   assign \$3559  = w_en & w_transpose;
-  assign \$3560  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$3560  = \port$22248$2 [3:0] >= 4'hb;
   assign \$3561  = \$3559  & \$3560 ;
   assign \$3562  = \$3561  & pe1_9_v;
-  assign \$3563  = pe1_9_bank == \port$22246$2 [4];
+  assign \$3563  = pe1_9_bank == \port$22248$2 [4];
   assign \$3564  = \$3562  & \$3563 ;
   assign \$3565  = w_en & w_transpose;
-  assign \$3566  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$3566  = \port$22248$2 [3:0] >= 4'hc;
   assign \$3567  = \$3565  & \$3566 ;
   assign \$3568  = \$3567  & pe1_10_v;
-  assign \$3569  = pe1_10_bank == \port$22246$2 [4];
+  assign \$3569  = pe1_10_bank == \port$22248$2 [4];
   assign \$3570  = \$3568  & \$3569 ;
   assign \$3571  = w_en & w_transpose;
-  assign \$3572  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$3572  = \port$22248$2 [3:0] >= 4'hd;
   assign \$3573  = \$3571  & \$3572 ;
   assign \$3574  = \$3573  & pe1_11_v;
-  assign \$3575  = pe1_11_bank == \port$22246$2 [4];
+  assign \$3575  = pe1_11_bank == \port$22248$2 [4];
   assign \$3576  = \$3574  & \$3575 ;
   assign \$3577  = w_en & w_transpose;
-  assign \$3578  = \port$22246$2 [3:0] >= 4'he;
+  assign \$3578  = \port$22248$2 [3:0] >= 4'he;
   assign \$3579  = \$3577  & \$3578 ;
   assign \$3580  = \$3579  & pe1_12_v;
-  assign \$3581  = pe1_12_bank == \port$22246$2 [4];
+  assign \$3581  = pe1_12_bank == \port$22248$2 [4];
   assign \$3582  = \$3580  & \$3581 ;
   assign \$3583  = w_en & w_transpose;
-  assign \$3584  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$3584  = \port$22248$2 [3:0] >= 4'hf;
   assign \$3585  = \$3583  & \$3584 ;
   assign \$3586  = \$3585  & pe1_13_v;
-  assign \$3587  = pe1_13_bank == \port$22246$2 [4];
+  assign \$3587  = pe1_13_bank == \port$22248$2 [4];
   assign \$3588  = \$3586  & \$3587 ;
   assign \$3589  = ~ w_transpose;
   assign \$3590  = w_en & \$3589 ;
-  assign \$3591  = \port$22246$2 [3:0] == 2'h2;
+  assign \$3591  = \port$22248$2 [3:0] == 2'h2;
   assign \$3592  = \$3590  & \$3591 ;
-  assign \$3595  = skew2_0_bank == \port$22246$2 [4];
+  assign \$3595  = skew2_0_bank == \port$22248$2 [4];
   assign \$3596  = skew2_0_v & \$3595 ;
-  assign \$3597  = skew2_1_bank == \port$22246$2 [4];
+  assign \$3597  = skew2_1_bank == \port$22248$2 [4];
   assign \$3598  = skew2_1_v & \$3597 ;
-  assign \$3599  = pe2_0_bank == \port$22246$2 [4];
+  assign \$3599  = pe2_0_bank == \port$22248$2 [4];
   assign \$3600  = pe2_0_v & \$3599 ;
-  assign \$3601  = pe2_1_bank == \port$22246$2 [4];
+  assign \$3601  = pe2_1_bank == \port$22248$2 [4];
   assign \$3602  = pe2_1_v & \$3601 ;
-  assign \$3603  = pe2_2_bank == \port$22246$2 [4];
+  assign \$3603  = pe2_2_bank == \port$22248$2 [4];
   assign \$3604  = pe2_2_v & \$3603 ;
-  assign \$3605  = pe2_3_bank == \port$22246$2 [4];
+  assign \$3605  = pe2_3_bank == \port$22248$2 [4];
   assign \$3606  = pe2_3_v & \$3605 ;
-  assign \$3607  = pe2_4_bank == \port$22246$2 [4];
+  assign \$3607  = pe2_4_bank == \port$22248$2 [4];
   assign \$3608  = pe2_4_v & \$3607 ;
-  assign \$3609  = pe2_5_bank == \port$22246$2 [4];
+  assign \$3609  = pe2_5_bank == \port$22248$2 [4];
   assign \$3610  = pe2_5_v & \$3609 ;
-  assign \$3611  = pe2_6_bank == \port$22246$2 [4];
+  assign \$3611  = pe2_6_bank == \port$22248$2 [4];
   assign \$3612  = pe2_6_v & \$3611 ;
-  assign \$3613  = pe2_7_bank == \port$22246$2 [4];
+  assign \$3613  = pe2_7_bank == \port$22248$2 [4];
   assign \$3614  = pe2_7_v & \$3613 ;
-  assign \$3615  = pe2_8_bank == \port$22246$2 [4];
+  assign \$3615  = pe2_8_bank == \port$22248$2 [4];
   assign \$3616  = pe2_8_v & \$3615 ;
-  assign \$3617  = pe2_9_bank == \port$22246$2 [4];
+  assign \$3617  = pe2_9_bank == \port$22248$2 [4];
   assign \$3618  = pe2_9_v & \$3617 ;
-  assign \$3619  = pe2_10_bank == \port$22246$2 [4];
+  assign \$3619  = pe2_10_bank == \port$22248$2 [4];
   assign \$3620  = pe2_10_v & \$3619 ;
-  assign \$3621  = pe2_11_bank == \port$22246$2 [4];
+  assign \$3621  = pe2_11_bank == \port$22248$2 [4];
   assign \$3622  = pe2_11_v & \$3621 ;
-  assign \$3623  = pe2_12_bank == \port$22246$2 [4];
+  assign \$3623  = pe2_12_bank == \port$22248$2 [4];
   assign \$3624  = pe2_12_v & \$3623 ;
-  assign \$3625  = pe2_13_bank == \port$22246$2 [4];
+  assign \$3625  = pe2_13_bank == \port$22248$2 [4];
   assign \$3626  = pe2_13_v & \$3625 ;
   assign \$3627  = | { \$3626 , \$3624 , \$3622 , \$3620 , \$3618 , \$3616 , \$3614 , \$3612 , \$3610 , \$3608 , \$3606 , \$3604 , \$3602 , \$3600 , \$3598 , \$3596 , \$3594  };
   assign \$3628  = \$3592  & \$3627 ;
@@ -41163,135 +41163,135 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3631  = \$3630  & a_valid;
   assign \$3634  = w_en & w_transpose;
   assign \$3636  = \$3635  & skew2_0_v;
-  assign \$3637  = skew2_0_bank == \port$22246$2 [4];
+  assign \$3637  = skew2_0_bank == \port$22248$2 [4];
   assign \$3638  = \$3636  & \$3637 ;
   assign \$3639  = w_en & w_transpose;
-  assign \$3640  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$3640  = \port$22248$2 [3:0] >= 1'h1;
   assign \$3641  = \$3639  & \$3640 ;
   assign \$3642  = \$3641  & skew2_1_v;
-  assign \$3643  = skew2_1_bank == \port$22246$2 [4];
+  assign \$3643  = skew2_1_bank == \port$22248$2 [4];
   assign \$3644  = \$3642  & \$3643 ;
   assign \$3645  = w_en & w_transpose;
-  assign \$3646  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$3646  = \port$22248$2 [3:0] >= 2'h2;
   assign \$3647  = \$3645  & \$3646 ;
   assign \$3648  = \$3647  & pe2_0_v;
-  assign \$3649  = pe2_0_bank == \port$22246$2 [4];
+  assign \$3649  = pe2_0_bank == \port$22248$2 [4];
   assign \$3650  = \$3648  & \$3649 ;
   assign \$3651  = w_en & w_transpose;
-  assign \$3652  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$3652  = \port$22248$2 [3:0] >= 2'h3;
   assign \$3653  = \$3651  & \$3652 ;
   assign \$3654  = \$3653  & pe2_1_v;
-  assign \$3655  = pe2_1_bank == \port$22246$2 [4];
+  assign \$3655  = pe2_1_bank == \port$22248$2 [4];
   assign \$3656  = \$3654  & \$3655 ;
   assign \$3657  = w_en & w_transpose;
-  assign \$3658  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$3658  = \port$22248$2 [3:0] >= 3'h4;
   assign \$3659  = \$3657  & \$3658 ;
   assign \$3660  = \$3659  & pe2_2_v;
-  assign \$3661  = pe2_2_bank == \port$22246$2 [4];
+  assign \$3661  = pe2_2_bank == \port$22248$2 [4];
   assign \$3662  = \$3660  & \$3661 ;
   assign \$3663  = w_en & w_transpose;
-  assign \$3664  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$3664  = \port$22248$2 [3:0] >= 3'h5;
   assign \$3665  = \$3663  & \$3664 ;
   assign \$3666  = \$3665  & pe2_3_v;
-  assign \$3667  = pe2_3_bank == \port$22246$2 [4];
+  assign \$3667  = pe2_3_bank == \port$22248$2 [4];
   assign \$3668  = \$3666  & \$3667 ;
   assign \$3669  = w_en & w_transpose;
-  assign \$3670  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$3670  = \port$22248$2 [3:0] >= 3'h6;
   assign \$3671  = \$3669  & \$3670 ;
   assign \$3672  = \$3671  & pe2_4_v;
-  assign \$3673  = pe2_4_bank == \port$22246$2 [4];
+  assign \$3673  = pe2_4_bank == \port$22248$2 [4];
   assign \$3674  = \$3672  & \$3673 ;
   assign \$3675  = w_en & w_transpose;
-  assign \$3676  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$3676  = \port$22248$2 [3:0] >= 3'h7;
   assign \$3677  = \$3675  & \$3676 ;
   assign \$3678  = \$3677  & pe2_5_v;
-  assign \$3679  = pe2_5_bank == \port$22246$2 [4];
+  assign \$3679  = pe2_5_bank == \port$22248$2 [4];
   assign \$3680  = \$3678  & \$3679 ;
   assign \$3681  = w_en & w_transpose;
-  assign \$3682  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$3682  = \port$22248$2 [3:0] >= 4'h8;
   assign \$3683  = \$3681  & \$3682 ;
   assign \$3684  = \$3683  & pe2_6_v;
-  assign \$3685  = pe2_6_bank == \port$22246$2 [4];
+  assign \$3685  = pe2_6_bank == \port$22248$2 [4];
   assign \$3686  = \$3684  & \$3685 ;
   assign \$3687  = w_en & w_transpose;
-  assign \$3688  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$3688  = \port$22248$2 [3:0] >= 4'h9;
   assign \$3689  = \$3687  & \$3688 ;
   assign \$3690  = \$3689  & pe2_7_v;
-  assign \$3691  = pe2_7_bank == \port$22246$2 [4];
+  assign \$3691  = pe2_7_bank == \port$22248$2 [4];
   assign \$3692  = \$3690  & \$3691 ;
   assign \$3693  = w_en & w_transpose;
-  assign \$3694  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$3694  = \port$22248$2 [3:0] >= 4'ha;
   assign \$3695  = \$3693  & \$3694 ;
   assign \$3696  = \$3695  & pe2_8_v;
-  assign \$3697  = pe2_8_bank == \port$22246$2 [4];
+  assign \$3697  = pe2_8_bank == \port$22248$2 [4];
   assign \$3698  = \$3696  & \$3697 ;
   assign \$3699  = w_en & w_transpose;
-  assign \$3700  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$3700  = \port$22248$2 [3:0] >= 4'hb;
   assign \$3701  = \$3699  & \$3700 ;
   assign \$3702  = \$3701  & pe2_9_v;
-  assign \$3703  = pe2_9_bank == \port$22246$2 [4];
+  assign \$3703  = pe2_9_bank == \port$22248$2 [4];
   assign \$3704  = \$3702  & \$3703 ;
   assign \$3705  = w_en & w_transpose;
-  assign \$3706  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$3706  = \port$22248$2 [3:0] >= 4'hc;
   assign \$3707  = \$3705  & \$3706 ;
   assign \$3708  = \$3707  & pe2_10_v;
-  assign \$3709  = pe2_10_bank == \port$22246$2 [4];
+  assign \$3709  = pe2_10_bank == \port$22248$2 [4];
   assign \$3710  = \$3708  & \$3709 ;
   assign \$3711  = w_en & w_transpose;
-  assign \$3712  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$3712  = \port$22248$2 [3:0] >= 4'hd;
   assign \$3713  = \$3711  & \$3712 ;
   assign \$3714  = \$3713  & pe2_11_v;
-  assign \$3715  = pe2_11_bank == \port$22246$2 [4];
+  assign \$3715  = pe2_11_bank == \port$22248$2 [4];
   assign \$3716  = \$3714  & \$3715 ;
   assign \$3717  = w_en & w_transpose;
-  assign \$3718  = \port$22246$2 [3:0] >= 4'he;
+  assign \$3718  = \port$22248$2 [3:0] >= 4'he;
   assign \$3719  = \$3717  & \$3718 ;
   assign \$3720  = \$3719  & pe2_12_v;
-  assign \$3721  = pe2_12_bank == \port$22246$2 [4];
+  assign \$3721  = pe2_12_bank == \port$22248$2 [4];
   assign \$3722  = \$3720  & \$3721 ;
   assign \$3723  = w_en & w_transpose;
-  assign \$3724  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$3724  = \port$22248$2 [3:0] >= 4'hf;
   assign \$3725  = \$3723  & \$3724 ;
   assign \$3726  = \$3725  & pe2_13_v;
-  assign \$3727  = pe2_13_bank == \port$22246$2 [4];
+  assign \$3727  = pe2_13_bank == \port$22248$2 [4];
   assign \$3728  = \$3726  & \$3727 ;
   assign \$3729  = ~ w_transpose;
   assign \$3730  = w_en & \$3729 ;
-  assign \$3731  = \port$22246$2 [3:0] == 2'h3;
+  assign \$3731  = \port$22248$2 [3:0] == 2'h3;
   assign \$3732  = \$3730  & \$3731 ;
-  assign \$3735  = skew3_0_bank == \port$22246$2 [4];
+  assign \$3735  = skew3_0_bank == \port$22248$2 [4];
   assign \$3736  = skew3_0_v & \$3735 ;
-  assign \$3737  = skew3_1_bank == \port$22246$2 [4];
+  assign \$3737  = skew3_1_bank == \port$22248$2 [4];
   assign \$3738  = skew3_1_v & \$3737 ;
-  assign \$3739  = skew3_2_bank == \port$22246$2 [4];
+  assign \$3739  = skew3_2_bank == \port$22248$2 [4];
   assign \$3740  = skew3_2_v & \$3739 ;
-  assign \$3741  = pe3_0_bank == \port$22246$2 [4];
+  assign \$3741  = pe3_0_bank == \port$22248$2 [4];
   assign \$3742  = pe3_0_v & \$3741 ;
-  assign \$3743  = pe3_1_bank == \port$22246$2 [4];
+  assign \$3743  = pe3_1_bank == \port$22248$2 [4];
   assign \$3744  = pe3_1_v & \$3743 ;
-  assign \$3745  = pe3_2_bank == \port$22246$2 [4];
+  assign \$3745  = pe3_2_bank == \port$22248$2 [4];
   assign \$3746  = pe3_2_v & \$3745 ;
-  assign \$3747  = pe3_3_bank == \port$22246$2 [4];
+  assign \$3747  = pe3_3_bank == \port$22248$2 [4];
   assign \$3748  = pe3_3_v & \$3747 ;
-  assign \$3749  = pe3_4_bank == \port$22246$2 [4];
+  assign \$3749  = pe3_4_bank == \port$22248$2 [4];
   assign \$3750  = pe3_4_v & \$3749 ;
-  assign \$3751  = pe3_5_bank == \port$22246$2 [4];
+  assign \$3751  = pe3_5_bank == \port$22248$2 [4];
   assign \$3752  = pe3_5_v & \$3751 ;
-  assign \$3753  = pe3_6_bank == \port$22246$2 [4];
+  assign \$3753  = pe3_6_bank == \port$22248$2 [4];
   assign \$3754  = pe3_6_v & \$3753 ;
-  assign \$3755  = pe3_7_bank == \port$22246$2 [4];
+  assign \$3755  = pe3_7_bank == \port$22248$2 [4];
   assign \$3756  = pe3_7_v & \$3755 ;
-  assign \$3757  = pe3_8_bank == \port$22246$2 [4];
+  assign \$3757  = pe3_8_bank == \port$22248$2 [4];
   assign \$3758  = pe3_8_v & \$3757 ;
-  assign \$3759  = pe3_9_bank == \port$22246$2 [4];
+  assign \$3759  = pe3_9_bank == \port$22248$2 [4];
   assign \$3760  = pe3_9_v & \$3759 ;
-  assign \$3761  = pe3_10_bank == \port$22246$2 [4];
+  assign \$3761  = pe3_10_bank == \port$22248$2 [4];
   assign \$3762  = pe3_10_v & \$3761 ;
-  assign \$3763  = pe3_11_bank == \port$22246$2 [4];
+  assign \$3763  = pe3_11_bank == \port$22248$2 [4];
   assign \$3764  = pe3_11_v & \$3763 ;
-  assign \$3765  = pe3_12_bank == \port$22246$2 [4];
+  assign \$3765  = pe3_12_bank == \port$22248$2 [4];
   assign \$3766  = pe3_12_v & \$3765 ;
-  assign \$3767  = pe3_13_bank == \port$22246$2 [4];
+  assign \$3767  = pe3_13_bank == \port$22248$2 [4];
   assign \$3768  = pe3_13_v & \$3767 ;
   assign \$3769  = | { \$3768 , \$3766 , \$3764 , \$3762 , \$3760 , \$3758 , \$3756 , \$3754 , \$3752 , \$3750 , \$3748 , \$3746 , \$3744 , \$3742 , \$3740 , \$3738 , \$3736 , \$3734  };
   assign \$3770  = \$3732  & \$3769 ;
@@ -41299,141 +41299,141 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3773  = \$3772  & a_valid;
   assign \$3776  = w_en & w_transpose;
   assign \$3778  = \$3777  & skew3_0_v;
-  assign \$3779  = skew3_0_bank == \port$22246$2 [4];
+  assign \$3779  = skew3_0_bank == \port$22248$2 [4];
   assign \$3780  = \$3778  & \$3779 ;
   assign \$3781  = w_en & w_transpose;
   assign \$3783  = \$3782  & skew3_1_v;
-  assign \$3784  = skew3_1_bank == \port$22246$2 [4];
+  assign \$3784  = skew3_1_bank == \port$22248$2 [4];
   assign \$3785  = \$3783  & \$3784 ;
   assign \$3786  = w_en & w_transpose;
-  assign \$3787  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$3787  = \port$22248$2 [3:0] >= 1'h1;
   assign \$3788  = \$3786  & \$3787 ;
   assign \$3789  = \$3788  & skew3_2_v;
-  assign \$3790  = skew3_2_bank == \port$22246$2 [4];
+  assign \$3790  = skew3_2_bank == \port$22248$2 [4];
   assign \$3791  = \$3789  & \$3790 ;
   assign \$3792  = w_en & w_transpose;
-  assign \$3793  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$3793  = \port$22248$2 [3:0] >= 2'h2;
   assign \$3794  = \$3792  & \$3793 ;
   assign \$3795  = \$3794  & pe3_0_v;
-  assign \$3796  = pe3_0_bank == \port$22246$2 [4];
+  assign \$3796  = pe3_0_bank == \port$22248$2 [4];
   assign \$3797  = \$3795  & \$3796 ;
   assign \$3798  = w_en & w_transpose;
-  assign \$3799  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$3799  = \port$22248$2 [3:0] >= 2'h3;
   assign \$3800  = \$3798  & \$3799 ;
   assign \$3801  = \$3800  & pe3_1_v;
-  assign \$3802  = pe3_1_bank == \port$22246$2 [4];
+  assign \$3802  = pe3_1_bank == \port$22248$2 [4];
   assign \$3803  = \$3801  & \$3802 ;
   assign \$3804  = w_en & w_transpose;
-  assign \$3805  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$3805  = \port$22248$2 [3:0] >= 3'h4;
   assign \$3806  = \$3804  & \$3805 ;
   assign \$3807  = \$3806  & pe3_2_v;
-  assign \$3808  = pe3_2_bank == \port$22246$2 [4];
+  assign \$3808  = pe3_2_bank == \port$22248$2 [4];
   assign \$3809  = \$3807  & \$3808 ;
   assign \$3810  = w_en & w_transpose;
-  assign \$3811  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$3811  = \port$22248$2 [3:0] >= 3'h5;
   assign \$3812  = \$3810  & \$3811 ;
   assign \$3813  = \$3812  & pe3_3_v;
-  assign \$3814  = pe3_3_bank == \port$22246$2 [4];
+  assign \$3814  = pe3_3_bank == \port$22248$2 [4];
   assign \$3815  = \$3813  & \$3814 ;
   assign \$3816  = w_en & w_transpose;
-  assign \$3817  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$3817  = \port$22248$2 [3:0] >= 3'h6;
   assign \$3818  = \$3816  & \$3817 ;
   assign \$3819  = \$3818  & pe3_4_v;
-  assign \$3820  = pe3_4_bank == \port$22246$2 [4];
+  assign \$3820  = pe3_4_bank == \port$22248$2 [4];
   assign \$3821  = \$3819  & \$3820 ;
   assign \$3822  = w_en & w_transpose;
-  assign \$3823  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$3823  = \port$22248$2 [3:0] >= 3'h7;
   assign \$3824  = \$3822  & \$3823 ;
   assign \$3825  = \$3824  & pe3_5_v;
-  assign \$3826  = pe3_5_bank == \port$22246$2 [4];
+  assign \$3826  = pe3_5_bank == \port$22248$2 [4];
   assign \$3827  = \$3825  & \$3826 ;
   assign \$3828  = w_en & w_transpose;
-  assign \$3829  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$3829  = \port$22248$2 [3:0] >= 4'h8;
   assign \$3830  = \$3828  & \$3829 ;
   assign \$3831  = \$3830  & pe3_6_v;
-  assign \$3832  = pe3_6_bank == \port$22246$2 [4];
+  assign \$3832  = pe3_6_bank == \port$22248$2 [4];
   assign \$3833  = \$3831  & \$3832 ;
   assign \$3834  = w_en & w_transpose;
-  assign \$3835  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$3835  = \port$22248$2 [3:0] >= 4'h9;
   assign \$3836  = \$3834  & \$3835 ;
   assign \$3837  = \$3836  & pe3_7_v;
-  assign \$3838  = pe3_7_bank == \port$22246$2 [4];
+  assign \$3838  = pe3_7_bank == \port$22248$2 [4];
   assign \$3839  = \$3837  & \$3838 ;
   assign \$3840  = w_en & w_transpose;
-  assign \$3841  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$3841  = \port$22248$2 [3:0] >= 4'ha;
   assign \$3842  = \$3840  & \$3841 ;
   assign \$3843  = \$3842  & pe3_8_v;
-  assign \$3844  = pe3_8_bank == \port$22246$2 [4];
+  assign \$3844  = pe3_8_bank == \port$22248$2 [4];
   assign \$3845  = \$3843  & \$3844 ;
   assign \$3846  = w_en & w_transpose;
-  assign \$3847  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$3847  = \port$22248$2 [3:0] >= 4'hb;
   assign \$3848  = \$3846  & \$3847 ;
   assign \$3849  = \$3848  & pe3_9_v;
-  assign \$3850  = pe3_9_bank == \port$22246$2 [4];
+  assign \$3850  = pe3_9_bank == \port$22248$2 [4];
   assign \$3851  = \$3849  & \$3850 ;
   assign \$3852  = w_en & w_transpose;
-  assign \$3853  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$3853  = \port$22248$2 [3:0] >= 4'hc;
   assign \$3854  = \$3852  & \$3853 ;
   assign \$3855  = \$3854  & pe3_10_v;
-  assign \$3856  = pe3_10_bank == \port$22246$2 [4];
+  assign \$3856  = pe3_10_bank == \port$22248$2 [4];
   assign \$3857  = \$3855  & \$3856 ;
   assign \$3858  = w_en & w_transpose;
-  assign \$3859  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$3859  = \port$22248$2 [3:0] >= 4'hd;
   assign \$3860  = \$3858  & \$3859 ;
   assign \$3861  = \$3860  & pe3_11_v;
-  assign \$3862  = pe3_11_bank == \port$22246$2 [4];
+  assign \$3862  = pe3_11_bank == \port$22248$2 [4];
   assign \$3863  = \$3861  & \$3862 ;
   assign \$3864  = w_en & w_transpose;
-  assign \$3865  = \port$22246$2 [3:0] >= 4'he;
+  assign \$3865  = \port$22248$2 [3:0] >= 4'he;
   assign \$3866  = \$3864  & \$3865 ;
   assign \$3867  = \$3866  & pe3_12_v;
-  assign \$3868  = pe3_12_bank == \port$22246$2 [4];
+  assign \$3868  = pe3_12_bank == \port$22248$2 [4];
   assign \$3869  = \$3867  & \$3868 ;
   assign \$3870  = w_en & w_transpose;
-  assign \$3871  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$3871  = \port$22248$2 [3:0] >= 4'hf;
   assign \$3872  = \$3870  & \$3871 ;
   assign \$3873  = \$3872  & pe3_13_v;
-  assign \$3874  = pe3_13_bank == \port$22246$2 [4];
+  assign \$3874  = pe3_13_bank == \port$22248$2 [4];
   assign \$3875  = \$3873  & \$3874 ;
   assign \$3876  = ~ w_transpose;
   assign \$3877  = w_en & \$3876 ;
-  assign \$3878  = \port$22246$2 [3:0] == 3'h4;
+  assign \$3878  = \port$22248$2 [3:0] == 3'h4;
   assign \$3879  = \$3877  & \$3878 ;
-  assign \$3882  = skew4_0_bank == \port$22246$2 [4];
+  assign \$3882  = skew4_0_bank == \port$22248$2 [4];
   assign \$3883  = skew4_0_v & \$3882 ;
-  assign \$3884  = skew4_1_bank == \port$22246$2 [4];
+  assign \$3884  = skew4_1_bank == \port$22248$2 [4];
   assign \$3885  = skew4_1_v & \$3884 ;
-  assign \$3886  = skew4_2_bank == \port$22246$2 [4];
+  assign \$3886  = skew4_2_bank == \port$22248$2 [4];
   assign \$3887  = skew4_2_v & \$3886 ;
-  assign \$3888  = skew4_3_bank == \port$22246$2 [4];
+  assign \$3888  = skew4_3_bank == \port$22248$2 [4];
   assign \$3889  = skew4_3_v & \$3888 ;
-  assign \$3890  = pe4_0_bank == \port$22246$2 [4];
+  assign \$3890  = pe4_0_bank == \port$22248$2 [4];
   assign \$3891  = pe4_0_v & \$3890 ;
-  assign \$3892  = pe4_1_bank == \port$22246$2 [4];
+  assign \$3892  = pe4_1_bank == \port$22248$2 [4];
   assign \$3893  = pe4_1_v & \$3892 ;
-  assign \$3894  = pe4_2_bank == \port$22246$2 [4];
+  assign \$3894  = pe4_2_bank == \port$22248$2 [4];
   assign \$3895  = pe4_2_v & \$3894 ;
-  assign \$3896  = pe4_3_bank == \port$22246$2 [4];
+  assign \$3896  = pe4_3_bank == \port$22248$2 [4];
   assign \$3897  = pe4_3_v & \$3896 ;
-  assign \$3898  = pe4_4_bank == \port$22246$2 [4];
+  assign \$3898  = pe4_4_bank == \port$22248$2 [4];
   assign \$3899  = pe4_4_v & \$3898 ;
-  assign \$3900  = pe4_5_bank == \port$22246$2 [4];
+  assign \$3900  = pe4_5_bank == \port$22248$2 [4];
   assign \$3901  = pe4_5_v & \$3900 ;
-  assign \$3902  = pe4_6_bank == \port$22246$2 [4];
+  assign \$3902  = pe4_6_bank == \port$22248$2 [4];
   assign \$3903  = pe4_6_v & \$3902 ;
-  assign \$3904  = pe4_7_bank == \port$22246$2 [4];
+  assign \$3904  = pe4_7_bank == \port$22248$2 [4];
   assign \$3905  = pe4_7_v & \$3904 ;
-  assign \$3906  = pe4_8_bank == \port$22246$2 [4];
+  assign \$3906  = pe4_8_bank == \port$22248$2 [4];
   assign \$3907  = pe4_8_v & \$3906 ;
-  assign \$3908  = pe4_9_bank == \port$22246$2 [4];
+  assign \$3908  = pe4_9_bank == \port$22248$2 [4];
   assign \$3909  = pe4_9_v & \$3908 ;
-  assign \$3910  = pe4_10_bank == \port$22246$2 [4];
+  assign \$3910  = pe4_10_bank == \port$22248$2 [4];
   assign \$3911  = pe4_10_v & \$3910 ;
-  assign \$3912  = pe4_11_bank == \port$22246$2 [4];
+  assign \$3912  = pe4_11_bank == \port$22248$2 [4];
   assign \$3913  = pe4_11_v & \$3912 ;
-  assign \$3914  = pe4_12_bank == \port$22246$2 [4];
+  assign \$3914  = pe4_12_bank == \port$22248$2 [4];
   assign \$3915  = pe4_12_v & \$3914 ;
-  assign \$3916  = pe4_13_bank == \port$22246$2 [4];
+  assign \$3916  = pe4_13_bank == \port$22248$2 [4];
   assign \$3917  = pe4_13_v & \$3916 ;
   assign \$3918  = | { \$3917 , \$3915 , \$3913 , \$3911 , \$3909 , \$3907 , \$3905 , \$3903 , \$3901 , \$3899 , \$3897 , \$3895 , \$3893 , \$3891 , \$3889 , \$3887 , \$3885 , \$3883 , \$3881  };
   assign \$3919  = \$3879  & \$3918 ;
@@ -41441,147 +41441,147 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$3922  = \$3921  & a_valid;
   assign \$3925  = w_en & w_transpose;
   assign \$3927  = \$3926  & skew4_0_v;
-  assign \$3928  = skew4_0_bank == \port$22246$2 [4];
+  assign \$3928  = skew4_0_bank == \port$22248$2 [4];
   assign \$3929  = \$3927  & \$3928 ;
   assign \$3930  = w_en & w_transpose;
   assign \$3932  = \$3931  & skew4_1_v;
-  assign \$3933  = skew4_1_bank == \port$22246$2 [4];
+  assign \$3933  = skew4_1_bank == \port$22248$2 [4];
   assign \$3934  = \$3932  & \$3933 ;
   assign \$3935  = w_en & w_transpose;
   assign \$3937  = \$3936  & skew4_2_v;
-  assign \$3938  = skew4_2_bank == \port$22246$2 [4];
+  assign \$3938  = skew4_2_bank == \port$22248$2 [4];
   assign \$3939  = \$3937  & \$3938 ;
   assign \$3940  = w_en & w_transpose;
-  assign \$3941  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$3941  = \port$22248$2 [3:0] >= 1'h1;
   assign \$3942  = \$3940  & \$3941 ;
   assign \$3943  = \$3942  & skew4_3_v;
-  assign \$3944  = skew4_3_bank == \port$22246$2 [4];
+  assign \$3944  = skew4_3_bank == \port$22248$2 [4];
   assign \$3945  = \$3943  & \$3944 ;
   assign \$3946  = w_en & w_transpose;
-  assign \$3947  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$3947  = \port$22248$2 [3:0] >= 2'h2;
   assign \$3948  = \$3946  & \$3947 ;
   assign \$3949  = \$3948  & pe4_0_v;
-  assign \$3950  = pe4_0_bank == \port$22246$2 [4];
+  assign \$3950  = pe4_0_bank == \port$22248$2 [4];
   assign \$3951  = \$3949  & \$3950 ;
   assign \$3952  = w_en & w_transpose;
-  assign \$3953  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$3953  = \port$22248$2 [3:0] >= 2'h3;
   assign \$3954  = \$3952  & \$3953 ;
   assign \$3955  = \$3954  & pe4_1_v;
-  assign \$3956  = pe4_1_bank == \port$22246$2 [4];
+  assign \$3956  = pe4_1_bank == \port$22248$2 [4];
   assign \$3957  = \$3955  & \$3956 ;
   assign \$3958  = w_en & w_transpose;
-  assign \$3959  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$3959  = \port$22248$2 [3:0] >= 3'h4;
   assign \$3960  = \$3958  & \$3959 ;
   assign \$3961  = \$3960  & pe4_2_v;
-  assign \$3962  = pe4_2_bank == \port$22246$2 [4];
+  assign \$3962  = pe4_2_bank == \port$22248$2 [4];
   assign \$3963  = \$3961  & \$3962 ;
   assign \$3964  = w_en & w_transpose;
-  assign \$3965  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$3965  = \port$22248$2 [3:0] >= 3'h5;
   assign \$3966  = \$3964  & \$3965 ;
   assign \$3967  = \$3966  & pe4_3_v;
-  assign \$3968  = pe4_3_bank == \port$22246$2 [4];
+  assign \$3968  = pe4_3_bank == \port$22248$2 [4];
   assign \$3969  = \$3967  & \$3968 ;
   assign \$3970  = w_en & w_transpose;
-  assign \$3971  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$3971  = \port$22248$2 [3:0] >= 3'h6;
   assign \$3972  = \$3970  & \$3971 ;
   assign \$3973  = \$3972  & pe4_4_v;
-  assign \$3974  = pe4_4_bank == \port$22246$2 [4];
+  assign \$3974  = pe4_4_bank == \port$22248$2 [4];
   assign \$3975  = \$3973  & \$3974 ;
   assign \$3976  = w_en & w_transpose;
-  assign \$3977  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$3977  = \port$22248$2 [3:0] >= 3'h7;
   assign \$3978  = \$3976  & \$3977 ;
   assign \$3979  = \$3978  & pe4_5_v;
-  assign \$3980  = pe4_5_bank == \port$22246$2 [4];
+  assign \$3980  = pe4_5_bank == \port$22248$2 [4];
   assign \$3981  = \$3979  & \$3980 ;
   assign \$3982  = w_en & w_transpose;
-  assign \$3983  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$3983  = \port$22248$2 [3:0] >= 4'h8;
   assign \$3984  = \$3982  & \$3983 ;
   assign \$3985  = \$3984  & pe4_6_v;
-  assign \$3986  = pe4_6_bank == \port$22246$2 [4];
+  assign \$3986  = pe4_6_bank == \port$22248$2 [4];
   assign \$3987  = \$3985  & \$3986 ;
   assign \$3988  = w_en & w_transpose;
-  assign \$3989  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$3989  = \port$22248$2 [3:0] >= 4'h9;
   assign \$3990  = \$3988  & \$3989 ;
   assign \$3991  = \$3990  & pe4_7_v;
-  assign \$3992  = pe4_7_bank == \port$22246$2 [4];
+  assign \$3992  = pe4_7_bank == \port$22248$2 [4];
   assign \$3993  = \$3991  & \$3992 ;
   assign \$3994  = w_en & w_transpose;
-  assign \$3995  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$3995  = \port$22248$2 [3:0] >= 4'ha;
   assign \$3996  = \$3994  & \$3995 ;
   assign \$3997  = \$3996  & pe4_8_v;
-  assign \$3998  = pe4_8_bank == \port$22246$2 [4];
+  assign \$3998  = pe4_8_bank == \port$22248$2 [4];
   assign \$3999  = \$3997  & \$3998 ;
   assign \$4000  = w_en & w_transpose;
-  assign \$4001  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4001  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4002  = \$4000  & \$4001 ;
   assign \$4003  = \$4002  & pe4_9_v;
-  assign \$4004  = pe4_9_bank == \port$22246$2 [4];
+  assign \$4004  = pe4_9_bank == \port$22248$2 [4];
   assign \$4005  = \$4003  & \$4004 ;
   assign \$4006  = w_en & w_transpose;
-  assign \$4007  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4007  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4008  = \$4006  & \$4007 ;
   assign \$4009  = \$4008  & pe4_10_v;
-  assign \$4010  = pe4_10_bank == \port$22246$2 [4];
+  assign \$4010  = pe4_10_bank == \port$22248$2 [4];
   assign \$4011  = \$4009  & \$4010 ;
   assign \$4012  = w_en & w_transpose;
-  assign \$4013  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4013  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4014  = \$4012  & \$4013 ;
   assign \$4015  = \$4014  & pe4_11_v;
-  assign \$4016  = pe4_11_bank == \port$22246$2 [4];
+  assign \$4016  = pe4_11_bank == \port$22248$2 [4];
   assign \$4017  = \$4015  & \$4016 ;
   assign \$4018  = w_en & w_transpose;
-  assign \$4019  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4019  = \port$22248$2 [3:0] >= 4'he;
   assign \$4020  = \$4018  & \$4019 ;
   assign \$4021  = \$4020  & pe4_12_v;
-  assign \$4022  = pe4_12_bank == \port$22246$2 [4];
+  assign \$4022  = pe4_12_bank == \port$22248$2 [4];
   assign \$4023  = \$4021  & \$4022 ;
   assign \$4024  = w_en & w_transpose;
-  assign \$4025  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4025  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4026  = \$4024  & \$4025 ;
   assign \$4027  = \$4026  & pe4_13_v;
-  assign \$4028  = pe4_13_bank == \port$22246$2 [4];
+  assign \$4028  = pe4_13_bank == \port$22248$2 [4];
   assign \$4029  = \$4027  & \$4028 ;
   assign \$4030  = ~ w_transpose;
   assign \$4031  = w_en & \$4030 ;
-  assign \$4032  = \port$22246$2 [3:0] == 3'h5;
+  assign \$4032  = \port$22248$2 [3:0] == 3'h5;
   assign \$4033  = \$4031  & \$4032 ;
-  assign \$4036  = skew5_0_bank == \port$22246$2 [4];
+  assign \$4036  = skew5_0_bank == \port$22248$2 [4];
   assign \$4037  = skew5_0_v & \$4036 ;
-  assign \$4038  = skew5_1_bank == \port$22246$2 [4];
+  assign \$4038  = skew5_1_bank == \port$22248$2 [4];
   assign \$4039  = skew5_1_v & \$4038 ;
-  assign \$4040  = skew5_2_bank == \port$22246$2 [4];
+  assign \$4040  = skew5_2_bank == \port$22248$2 [4];
   assign \$4041  = skew5_2_v & \$4040 ;
-  assign \$4042  = skew5_3_bank == \port$22246$2 [4];
+  assign \$4042  = skew5_3_bank == \port$22248$2 [4];
   assign \$4043  = skew5_3_v & \$4042 ;
-  assign \$4044  = skew5_4_bank == \port$22246$2 [4];
+  assign \$4044  = skew5_4_bank == \port$22248$2 [4];
   assign \$4045  = skew5_4_v & \$4044 ;
-  assign \$4046  = pe5_0_bank == \port$22246$2 [4];
+  assign \$4046  = pe5_0_bank == \port$22248$2 [4];
   assign \$4047  = pe5_0_v & \$4046 ;
-  assign \$4048  = pe5_1_bank == \port$22246$2 [4];
+  assign \$4048  = pe5_1_bank == \port$22248$2 [4];
   assign \$4049  = pe5_1_v & \$4048 ;
-  assign \$4050  = pe5_2_bank == \port$22246$2 [4];
+  assign \$4050  = pe5_2_bank == \port$22248$2 [4];
   assign \$4051  = pe5_2_v & \$4050 ;
-  assign \$4052  = pe5_3_bank == \port$22246$2 [4];
+  assign \$4052  = pe5_3_bank == \port$22248$2 [4];
   assign \$4053  = pe5_3_v & \$4052 ;
-  assign \$4054  = pe5_4_bank == \port$22246$2 [4];
+  assign \$4054  = pe5_4_bank == \port$22248$2 [4];
   assign \$4055  = pe5_4_v & \$4054 ;
-  assign \$4056  = pe5_5_bank == \port$22246$2 [4];
+  assign \$4056  = pe5_5_bank == \port$22248$2 [4];
   assign \$4057  = pe5_5_v & \$4056 ;
-  assign \$4058  = pe5_6_bank == \port$22246$2 [4];
+  assign \$4058  = pe5_6_bank == \port$22248$2 [4];
   assign \$4059  = pe5_6_v & \$4058 ;
-  assign \$4060  = pe5_7_bank == \port$22246$2 [4];
+  assign \$4060  = pe5_7_bank == \port$22248$2 [4];
   assign \$4061  = pe5_7_v & \$4060 ;
-  assign \$4062  = pe5_8_bank == \port$22246$2 [4];
+  assign \$4062  = pe5_8_bank == \port$22248$2 [4];
   assign \$4063  = pe5_8_v & \$4062 ;
-  assign \$4064  = pe5_9_bank == \port$22246$2 [4];
+  assign \$4064  = pe5_9_bank == \port$22248$2 [4];
   assign \$4065  = pe5_9_v & \$4064 ;
-  assign \$4066  = pe5_10_bank == \port$22246$2 [4];
+  assign \$4066  = pe5_10_bank == \port$22248$2 [4];
   assign \$4067  = pe5_10_v & \$4066 ;
-  assign \$4068  = pe5_11_bank == \port$22246$2 [4];
+  assign \$4068  = pe5_11_bank == \port$22248$2 [4];
   assign \$4069  = pe5_11_v & \$4068 ;
-  assign \$4070  = pe5_12_bank == \port$22246$2 [4];
+  assign \$4070  = pe5_12_bank == \port$22248$2 [4];
   assign \$4071  = pe5_12_v & \$4070 ;
-  assign \$4072  = pe5_13_bank == \port$22246$2 [4];
+  assign \$4072  = pe5_13_bank == \port$22248$2 [4];
   assign \$4073  = pe5_13_v & \$4072 ;
   assign \$4074  = | { \$4073 , \$4071 , \$4069 , \$4067 , \$4065 , \$4063 , \$4061 , \$4059 , \$4057 , \$4055 , \$4053 , \$4051 , \$4049 , \$4047 , \$4045 , \$4043 , \$4041 , \$4039 , \$4037 , \$4035  };
   assign \$4075  = \$4033  & \$4074 ;
@@ -41589,153 +41589,153 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4078  = \$4077  & a_valid;
   assign \$4081  = w_en & w_transpose;
   assign \$4083  = \$4082  & skew5_0_v;
-  assign \$4084  = skew5_0_bank == \port$22246$2 [4];
+  assign \$4084  = skew5_0_bank == \port$22248$2 [4];
   assign \$4085  = \$4083  & \$4084 ;
   assign \$4086  = w_en & w_transpose;
   assign \$4088  = \$4087  & skew5_1_v;
-  assign \$4089  = skew5_1_bank == \port$22246$2 [4];
+  assign \$4089  = skew5_1_bank == \port$22248$2 [4];
   assign \$4090  = \$4088  & \$4089 ;
   assign \$4091  = w_en & w_transpose;
   assign \$4093  = \$4092  & skew5_2_v;
-  assign \$4094  = skew5_2_bank == \port$22246$2 [4];
+  assign \$4094  = skew5_2_bank == \port$22248$2 [4];
   assign \$4095  = \$4093  & \$4094 ;
   assign \$4096  = w_en & w_transpose;
   assign \$4098  = \$4097  & skew5_3_v;
-  assign \$4099  = skew5_3_bank == \port$22246$2 [4];
+  assign \$4099  = skew5_3_bank == \port$22248$2 [4];
   assign \$4100  = \$4098  & \$4099 ;
   assign \$4101  = w_en & w_transpose;
-  assign \$4102  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$4102  = \port$22248$2 [3:0] >= 1'h1;
   assign \$4103  = \$4101  & \$4102 ;
   assign \$4104  = \$4103  & skew5_4_v;
-  assign \$4105  = skew5_4_bank == \port$22246$2 [4];
+  assign \$4105  = skew5_4_bank == \port$22248$2 [4];
   assign \$4106  = \$4104  & \$4105 ;
   assign \$4107  = w_en & w_transpose;
-  assign \$4108  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$4108  = \port$22248$2 [3:0] >= 2'h2;
   assign \$4109  = \$4107  & \$4108 ;
   assign \$4110  = \$4109  & pe5_0_v;
-  assign \$4111  = pe5_0_bank == \port$22246$2 [4];
+  assign \$4111  = pe5_0_bank == \port$22248$2 [4];
   assign \$4112  = \$4110  & \$4111 ;
   assign \$4113  = w_en & w_transpose;
-  assign \$4114  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$4114  = \port$22248$2 [3:0] >= 2'h3;
   assign \$4115  = \$4113  & \$4114 ;
   assign \$4116  = \$4115  & pe5_1_v;
-  assign \$4117  = pe5_1_bank == \port$22246$2 [4];
+  assign \$4117  = pe5_1_bank == \port$22248$2 [4];
   assign \$4118  = \$4116  & \$4117 ;
   assign \$4119  = w_en & w_transpose;
-  assign \$4120  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$4120  = \port$22248$2 [3:0] >= 3'h4;
   assign \$4121  = \$4119  & \$4120 ;
   assign \$4122  = \$4121  & pe5_2_v;
-  assign \$4123  = pe5_2_bank == \port$22246$2 [4];
+  assign \$4123  = pe5_2_bank == \port$22248$2 [4];
   assign \$4124  = \$4122  & \$4123 ;
   assign \$4125  = w_en & w_transpose;
-  assign \$4126  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$4126  = \port$22248$2 [3:0] >= 3'h5;
   assign \$4127  = \$4125  & \$4126 ;
   assign \$4128  = \$4127  & pe5_3_v;
-  assign \$4129  = pe5_3_bank == \port$22246$2 [4];
+  assign \$4129  = pe5_3_bank == \port$22248$2 [4];
   assign \$4130  = \$4128  & \$4129 ;
   assign \$4131  = w_en & w_transpose;
-  assign \$4132  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$4132  = \port$22248$2 [3:0] >= 3'h6;
   assign \$4133  = \$4131  & \$4132 ;
   assign \$4134  = \$4133  & pe5_4_v;
-  assign \$4135  = pe5_4_bank == \port$22246$2 [4];
+  assign \$4135  = pe5_4_bank == \port$22248$2 [4];
   assign \$4136  = \$4134  & \$4135 ;
   assign \$4137  = w_en & w_transpose;
-  assign \$4138  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$4138  = \port$22248$2 [3:0] >= 3'h7;
   assign \$4139  = \$4137  & \$4138 ;
   assign \$4140  = \$4139  & pe5_5_v;
-  assign \$4141  = pe5_5_bank == \port$22246$2 [4];
+  assign \$4141  = pe5_5_bank == \port$22248$2 [4];
   assign \$4142  = \$4140  & \$4141 ;
   assign \$4143  = w_en & w_transpose;
-  assign \$4144  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$4144  = \port$22248$2 [3:0] >= 4'h8;
   assign \$4145  = \$4143  & \$4144 ;
   assign \$4146  = \$4145  & pe5_6_v;
-  assign \$4147  = pe5_6_bank == \port$22246$2 [4];
+  assign \$4147  = pe5_6_bank == \port$22248$2 [4];
   assign \$4148  = \$4146  & \$4147 ;
   assign \$4149  = w_en & w_transpose;
-  assign \$4150  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$4150  = \port$22248$2 [3:0] >= 4'h9;
   assign \$4151  = \$4149  & \$4150 ;
   assign \$4152  = \$4151  & pe5_7_v;
-  assign \$4153  = pe5_7_bank == \port$22246$2 [4];
+  assign \$4153  = pe5_7_bank == \port$22248$2 [4];
   assign \$4154  = \$4152  & \$4153 ;
   assign \$4155  = w_en & w_transpose;
-  assign \$4156  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$4156  = \port$22248$2 [3:0] >= 4'ha;
   assign \$4157  = \$4155  & \$4156 ;
   assign \$4158  = \$4157  & pe5_8_v;
-  assign \$4159  = pe5_8_bank == \port$22246$2 [4];
+  assign \$4159  = pe5_8_bank == \port$22248$2 [4];
   assign \$4160  = \$4158  & \$4159 ;
   assign \$4161  = w_en & w_transpose;
-  assign \$4162  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4162  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4163  = \$4161  & \$4162 ;
   assign \$4164  = \$4163  & pe5_9_v;
-  assign \$4165  = pe5_9_bank == \port$22246$2 [4];
+  assign \$4165  = pe5_9_bank == \port$22248$2 [4];
   assign \$4166  = \$4164  & \$4165 ;
   assign \$4167  = w_en & w_transpose;
-  assign \$4168  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4168  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4169  = \$4167  & \$4168 ;
   assign \$4170  = \$4169  & pe5_10_v;
-  assign \$4171  = pe5_10_bank == \port$22246$2 [4];
+  assign \$4171  = pe5_10_bank == \port$22248$2 [4];
   assign \$4172  = \$4170  & \$4171 ;
   assign \$4173  = w_en & w_transpose;
-  assign \$4174  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4174  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4175  = \$4173  & \$4174 ;
   assign \$4176  = \$4175  & pe5_11_v;
-  assign \$4177  = pe5_11_bank == \port$22246$2 [4];
+  assign \$4177  = pe5_11_bank == \port$22248$2 [4];
   assign \$4178  = \$4176  & \$4177 ;
   assign \$4179  = w_en & w_transpose;
-  assign \$4180  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4180  = \port$22248$2 [3:0] >= 4'he;
   assign \$4181  = \$4179  & \$4180 ;
   assign \$4182  = \$4181  & pe5_12_v;
-  assign \$4183  = pe5_12_bank == \port$22246$2 [4];
+  assign \$4183  = pe5_12_bank == \port$22248$2 [4];
   assign \$4184  = \$4182  & \$4183 ;
   assign \$4185  = w_en & w_transpose;
-  assign \$4186  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4186  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4187  = \$4185  & \$4186 ;
   assign \$4188  = \$4187  & pe5_13_v;
-  assign \$4189  = pe5_13_bank == \port$22246$2 [4];
+  assign \$4189  = pe5_13_bank == \port$22248$2 [4];
   assign \$4190  = \$4188  & \$4189 ;
   assign \$4191  = ~ w_transpose;
   assign \$4192  = w_en & \$4191 ;
-  assign \$4193  = \port$22246$2 [3:0] == 3'h6;
+  assign \$4193  = \port$22248$2 [3:0] == 3'h6;
   assign \$4194  = \$4192  & \$4193 ;
-  assign \$4197  = skew6_0_bank == \port$22246$2 [4];
+  assign \$4197  = skew6_0_bank == \port$22248$2 [4];
   assign \$4198  = skew6_0_v & \$4197 ;
-  assign \$4199  = skew6_1_bank == \port$22246$2 [4];
+  assign \$4199  = skew6_1_bank == \port$22248$2 [4];
   assign \$4200  = skew6_1_v & \$4199 ;
-  assign \$4201  = skew6_2_bank == \port$22246$2 [4];
+  assign \$4201  = skew6_2_bank == \port$22248$2 [4];
   assign \$4202  = skew6_2_v & \$4201 ;
-  assign \$4203  = skew6_3_bank == \port$22246$2 [4];
+  assign \$4203  = skew6_3_bank == \port$22248$2 [4];
   assign \$4204  = skew6_3_v & \$4203 ;
-  assign \$4205  = skew6_4_bank == \port$22246$2 [4];
+  assign \$4205  = skew6_4_bank == \port$22248$2 [4];
   assign \$4206  = skew6_4_v & \$4205 ;
-  assign \$4207  = skew6_5_bank == \port$22246$2 [4];
+  assign \$4207  = skew6_5_bank == \port$22248$2 [4];
   assign \$4208  = skew6_5_v & \$4207 ;
-  assign \$4209  = pe6_0_bank == \port$22246$2 [4];
+  assign \$4209  = pe6_0_bank == \port$22248$2 [4];
   assign \$4210  = pe6_0_v & \$4209 ;
-  assign \$4211  = pe6_1_bank == \port$22246$2 [4];
+  assign \$4211  = pe6_1_bank == \port$22248$2 [4];
   assign \$4212  = pe6_1_v & \$4211 ;
-  assign \$4213  = pe6_2_bank == \port$22246$2 [4];
+  assign \$4213  = pe6_2_bank == \port$22248$2 [4];
   assign \$4214  = pe6_2_v & \$4213 ;
-  assign \$4215  = pe6_3_bank == \port$22246$2 [4];
+  assign \$4215  = pe6_3_bank == \port$22248$2 [4];
   assign \$4216  = pe6_3_v & \$4215 ;
-  assign \$4217  = pe6_4_bank == \port$22246$2 [4];
+  assign \$4217  = pe6_4_bank == \port$22248$2 [4];
   assign \$4218  = pe6_4_v & \$4217 ;
-  assign \$4219  = pe6_5_bank == \port$22246$2 [4];
+  assign \$4219  = pe6_5_bank == \port$22248$2 [4];
   assign \$4220  = pe6_5_v & \$4219 ;
-  assign \$4221  = pe6_6_bank == \port$22246$2 [4];
+  assign \$4221  = pe6_6_bank == \port$22248$2 [4];
   assign \$4222  = pe6_6_v & \$4221 ;
-  assign \$4223  = pe6_7_bank == \port$22246$2 [4];
+  assign \$4223  = pe6_7_bank == \port$22248$2 [4];
   assign \$4224  = pe6_7_v & \$4223 ;
-  assign \$4225  = pe6_8_bank == \port$22246$2 [4];
+  assign \$4225  = pe6_8_bank == \port$22248$2 [4];
   assign \$4226  = pe6_8_v & \$4225 ;
-  assign \$4227  = pe6_9_bank == \port$22246$2 [4];
+  assign \$4227  = pe6_9_bank == \port$22248$2 [4];
   assign \$4228  = pe6_9_v & \$4227 ;
-  assign \$4229  = pe6_10_bank == \port$22246$2 [4];
+  assign \$4229  = pe6_10_bank == \port$22248$2 [4];
   assign \$4230  = pe6_10_v & \$4229 ;
-  assign \$4231  = pe6_11_bank == \port$22246$2 [4];
+  assign \$4231  = pe6_11_bank == \port$22248$2 [4];
   assign \$4232  = pe6_11_v & \$4231 ;
-  assign \$4233  = pe6_12_bank == \port$22246$2 [4];
+  assign \$4233  = pe6_12_bank == \port$22248$2 [4];
   assign \$4234  = pe6_12_v & \$4233 ;
-  assign \$4235  = pe6_13_bank == \port$22246$2 [4];
+  assign \$4235  = pe6_13_bank == \port$22248$2 [4];
   assign \$4236  = pe6_13_v & \$4235 ;
   assign \$4237  = | { \$4236 , \$4234 , \$4232 , \$4230 , \$4228 , \$4226 , \$4224 , \$4222 , \$4220 , \$4218 , \$4216 , \$4214 , \$4212 , \$4210 , \$4208 , \$4206 , \$4204 , \$4202 , \$4200 , \$4198 , \$4196  };
   assign \$4238  = \$4194  & \$4237 ;
@@ -41743,159 +41743,159 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4241  = \$4240  & a_valid;
   assign \$4244  = w_en & w_transpose;
   assign \$4246  = \$4245  & skew6_0_v;
-  assign \$4247  = skew6_0_bank == \port$22246$2 [4];
+  assign \$4247  = skew6_0_bank == \port$22248$2 [4];
   assign \$4248  = \$4246  & \$4247 ;
   assign \$4249  = w_en & w_transpose;
   assign \$4251  = \$4250  & skew6_1_v;
-  assign \$4252  = skew6_1_bank == \port$22246$2 [4];
+  assign \$4252  = skew6_1_bank == \port$22248$2 [4];
   assign \$4253  = \$4251  & \$4252 ;
   assign \$4254  = w_en & w_transpose;
   assign \$4256  = \$4255  & skew6_2_v;
-  assign \$4257  = skew6_2_bank == \port$22246$2 [4];
+  assign \$4257  = skew6_2_bank == \port$22248$2 [4];
   assign \$4258  = \$4256  & \$4257 ;
   assign \$4259  = w_en & w_transpose;
   assign \$4261  = \$4260  & skew6_3_v;
-  assign \$4262  = skew6_3_bank == \port$22246$2 [4];
+  assign \$4262  = skew6_3_bank == \port$22248$2 [4];
   assign \$4263  = \$4261  & \$4262 ;
   assign \$4264  = w_en & w_transpose;
   assign \$4266  = \$4265  & skew6_4_v;
-  assign \$4267  = skew6_4_bank == \port$22246$2 [4];
+  assign \$4267  = skew6_4_bank == \port$22248$2 [4];
   assign \$4268  = \$4266  & \$4267 ;
   assign \$4269  = w_en & w_transpose;
-  assign \$4270  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$4270  = \port$22248$2 [3:0] >= 1'h1;
   assign \$4271  = \$4269  & \$4270 ;
   assign \$4272  = \$4271  & skew6_5_v;
-  assign \$4273  = skew6_5_bank == \port$22246$2 [4];
+  assign \$4273  = skew6_5_bank == \port$22248$2 [4];
   assign \$4274  = \$4272  & \$4273 ;
   assign \$4275  = w_en & w_transpose;
-  assign \$4276  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$4276  = \port$22248$2 [3:0] >= 2'h2;
   assign \$4277  = \$4275  & \$4276 ;
   assign \$4278  = \$4277  & pe6_0_v;
-  assign \$4279  = pe6_0_bank == \port$22246$2 [4];
+  assign \$4279  = pe6_0_bank == \port$22248$2 [4];
   assign \$4280  = \$4278  & \$4279 ;
   assign \$4281  = w_en & w_transpose;
-  assign \$4282  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$4282  = \port$22248$2 [3:0] >= 2'h3;
   assign \$4283  = \$4281  & \$4282 ;
   assign \$4284  = \$4283  & pe6_1_v;
-  assign \$4285  = pe6_1_bank == \port$22246$2 [4];
+  assign \$4285  = pe6_1_bank == \port$22248$2 [4];
   assign \$4286  = \$4284  & \$4285 ;
   assign \$4287  = w_en & w_transpose;
-  assign \$4288  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$4288  = \port$22248$2 [3:0] >= 3'h4;
   assign \$4289  = \$4287  & \$4288 ;
   assign \$4290  = \$4289  & pe6_2_v;
-  assign \$4291  = pe6_2_bank == \port$22246$2 [4];
+  assign \$4291  = pe6_2_bank == \port$22248$2 [4];
   assign \$4292  = \$4290  & \$4291 ;
   assign \$4293  = w_en & w_transpose;
-  assign \$4294  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$4294  = \port$22248$2 [3:0] >= 3'h5;
   assign \$4295  = \$4293  & \$4294 ;
   assign \$4296  = \$4295  & pe6_3_v;
-  assign \$4297  = pe6_3_bank == \port$22246$2 [4];
+  assign \$4297  = pe6_3_bank == \port$22248$2 [4];
   assign \$4298  = \$4296  & \$4297 ;
   assign \$4299  = w_en & w_transpose;
-  assign \$4300  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$4300  = \port$22248$2 [3:0] >= 3'h6;
   assign \$4301  = \$4299  & \$4300 ;
   assign \$4302  = \$4301  & pe6_4_v;
-  assign \$4303  = pe6_4_bank == \port$22246$2 [4];
+  assign \$4303  = pe6_4_bank == \port$22248$2 [4];
   assign \$4304  = \$4302  & \$4303 ;
   assign \$4305  = w_en & w_transpose;
-  assign \$4306  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$4306  = \port$22248$2 [3:0] >= 3'h7;
   assign \$4307  = \$4305  & \$4306 ;
   assign \$4308  = \$4307  & pe6_5_v;
-  assign \$4309  = pe6_5_bank == \port$22246$2 [4];
+  assign \$4309  = pe6_5_bank == \port$22248$2 [4];
   assign \$4310  = \$4308  & \$4309 ;
   assign \$4311  = w_en & w_transpose;
-  assign \$4312  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$4312  = \port$22248$2 [3:0] >= 4'h8;
   assign \$4313  = \$4311  & \$4312 ;
   assign \$4314  = \$4313  & pe6_6_v;
-  assign \$4315  = pe6_6_bank == \port$22246$2 [4];
+  assign \$4315  = pe6_6_bank == \port$22248$2 [4];
   assign \$4316  = \$4314  & \$4315 ;
   assign \$4317  = w_en & w_transpose;
-  assign \$4318  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$4318  = \port$22248$2 [3:0] >= 4'h9;
   assign \$4319  = \$4317  & \$4318 ;
   assign \$4320  = \$4319  & pe6_7_v;
-  assign \$4321  = pe6_7_bank == \port$22246$2 [4];
+  assign \$4321  = pe6_7_bank == \port$22248$2 [4];
   assign \$4322  = \$4320  & \$4321 ;
   assign \$4323  = w_en & w_transpose;
-  assign \$4324  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$4324  = \port$22248$2 [3:0] >= 4'ha;
   assign \$4325  = \$4323  & \$4324 ;
   assign \$4326  = \$4325  & pe6_8_v;
-  assign \$4327  = pe6_8_bank == \port$22246$2 [4];
+  assign \$4327  = pe6_8_bank == \port$22248$2 [4];
   assign \$4328  = \$4326  & \$4327 ;
   assign \$4329  = w_en & w_transpose;
-  assign \$4330  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4330  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4331  = \$4329  & \$4330 ;
   assign \$4332  = \$4331  & pe6_9_v;
-  assign \$4333  = pe6_9_bank == \port$22246$2 [4];
+  assign \$4333  = pe6_9_bank == \port$22248$2 [4];
   assign \$4334  = \$4332  & \$4333 ;
   assign \$4335  = w_en & w_transpose;
-  assign \$4336  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4336  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4337  = \$4335  & \$4336 ;
   assign \$4338  = \$4337  & pe6_10_v;
-  assign \$4339  = pe6_10_bank == \port$22246$2 [4];
+  assign \$4339  = pe6_10_bank == \port$22248$2 [4];
   assign \$4340  = \$4338  & \$4339 ;
   assign \$4341  = w_en & w_transpose;
-  assign \$4342  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4342  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4343  = \$4341  & \$4342 ;
   assign \$4344  = \$4343  & pe6_11_v;
-  assign \$4345  = pe6_11_bank == \port$22246$2 [4];
+  assign \$4345  = pe6_11_bank == \port$22248$2 [4];
   assign \$4346  = \$4344  & \$4345 ;
   assign \$4347  = w_en & w_transpose;
-  assign \$4348  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4348  = \port$22248$2 [3:0] >= 4'he;
   assign \$4349  = \$4347  & \$4348 ;
   assign \$4350  = \$4349  & pe6_12_v;
-  assign \$4351  = pe6_12_bank == \port$22246$2 [4];
+  assign \$4351  = pe6_12_bank == \port$22248$2 [4];
   assign \$4352  = \$4350  & \$4351 ;
   assign \$4353  = w_en & w_transpose;
-  assign \$4354  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4354  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4355  = \$4353  & \$4354 ;
   assign \$4356  = \$4355  & pe6_13_v;
-  assign \$4357  = pe6_13_bank == \port$22246$2 [4];
+  assign \$4357  = pe6_13_bank == \port$22248$2 [4];
   assign \$4358  = \$4356  & \$4357 ;
   assign \$4359  = ~ w_transpose;
   assign \$4360  = w_en & \$4359 ;
-  assign \$4361  = \port$22246$2 [3:0] == 3'h7;
+  assign \$4361  = \port$22248$2 [3:0] == 3'h7;
   assign \$4362  = \$4360  & \$4361 ;
-  assign \$4365  = skew7_0_bank == \port$22246$2 [4];
+  assign \$4365  = skew7_0_bank == \port$22248$2 [4];
   assign \$4366  = skew7_0_v & \$4365 ;
-  assign \$4367  = skew7_1_bank == \port$22246$2 [4];
+  assign \$4367  = skew7_1_bank == \port$22248$2 [4];
   assign \$4368  = skew7_1_v & \$4367 ;
-  assign \$4369  = skew7_2_bank == \port$22246$2 [4];
+  assign \$4369  = skew7_2_bank == \port$22248$2 [4];
   assign \$4370  = skew7_2_v & \$4369 ;
-  assign \$4371  = skew7_3_bank == \port$22246$2 [4];
+  assign \$4371  = skew7_3_bank == \port$22248$2 [4];
   assign \$4372  = skew7_3_v & \$4371 ;
-  assign \$4373  = skew7_4_bank == \port$22246$2 [4];
+  assign \$4373  = skew7_4_bank == \port$22248$2 [4];
   assign \$4374  = skew7_4_v & \$4373 ;
-  assign \$4375  = skew7_5_bank == \port$22246$2 [4];
+  assign \$4375  = skew7_5_bank == \port$22248$2 [4];
   assign \$4376  = skew7_5_v & \$4375 ;
-  assign \$4377  = skew7_6_bank == \port$22246$2 [4];
+  assign \$4377  = skew7_6_bank == \port$22248$2 [4];
   assign \$4378  = skew7_6_v & \$4377 ;
-  assign \$4379  = pe7_0_bank == \port$22246$2 [4];
+  assign \$4379  = pe7_0_bank == \port$22248$2 [4];
   assign \$4380  = pe7_0_v & \$4379 ;
-  assign \$4381  = pe7_1_bank == \port$22246$2 [4];
+  assign \$4381  = pe7_1_bank == \port$22248$2 [4];
   assign \$4382  = pe7_1_v & \$4381 ;
-  assign \$4383  = pe7_2_bank == \port$22246$2 [4];
+  assign \$4383  = pe7_2_bank == \port$22248$2 [4];
   assign \$4384  = pe7_2_v & \$4383 ;
-  assign \$4385  = pe7_3_bank == \port$22246$2 [4];
+  assign \$4385  = pe7_3_bank == \port$22248$2 [4];
   assign \$4386  = pe7_3_v & \$4385 ;
-  assign \$4387  = pe7_4_bank == \port$22246$2 [4];
+  assign \$4387  = pe7_4_bank == \port$22248$2 [4];
   assign \$4388  = pe7_4_v & \$4387 ;
-  assign \$4389  = pe7_5_bank == \port$22246$2 [4];
+  assign \$4389  = pe7_5_bank == \port$22248$2 [4];
   assign \$4390  = pe7_5_v & \$4389 ;
-  assign \$4391  = pe7_6_bank == \port$22246$2 [4];
+  assign \$4391  = pe7_6_bank == \port$22248$2 [4];
   assign \$4392  = pe7_6_v & \$4391 ;
-  assign \$4393  = pe7_7_bank == \port$22246$2 [4];
+  assign \$4393  = pe7_7_bank == \port$22248$2 [4];
   assign \$4394  = pe7_7_v & \$4393 ;
-  assign \$4395  = pe7_8_bank == \port$22246$2 [4];
+  assign \$4395  = pe7_8_bank == \port$22248$2 [4];
   assign \$4396  = pe7_8_v & \$4395 ;
-  assign \$4397  = pe7_9_bank == \port$22246$2 [4];
+  assign \$4397  = pe7_9_bank == \port$22248$2 [4];
   assign \$4398  = pe7_9_v & \$4397 ;
-  assign \$4399  = pe7_10_bank == \port$22246$2 [4];
+  assign \$4399  = pe7_10_bank == \port$22248$2 [4];
   assign \$4400  = pe7_10_v & \$4399 ;
-  assign \$4401  = pe7_11_bank == \port$22246$2 [4];
+  assign \$4401  = pe7_11_bank == \port$22248$2 [4];
   assign \$4402  = pe7_11_v & \$4401 ;
-  assign \$4403  = pe7_12_bank == \port$22246$2 [4];
+  assign \$4403  = pe7_12_bank == \port$22248$2 [4];
   assign \$4404  = pe7_12_v & \$4403 ;
-  assign \$4405  = pe7_13_bank == \port$22246$2 [4];
+  assign \$4405  = pe7_13_bank == \port$22248$2 [4];
   assign \$4406  = pe7_13_v & \$4405 ;
   assign \$4407  = | { \$4406 , \$4404 , \$4402 , \$4400 , \$4398 , \$4396 , \$4394 , \$4392 , \$4390 , \$4388 , \$4386 , \$4384 , \$4382 , \$4380 , \$4378 , \$4376 , \$4374 , \$4372 , \$4370 , \$4368 , \$4366 , \$4364  };
   assign \$4408  = \$4362  & \$4407 ;
@@ -41903,165 +41903,165 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4411  = \$4410  & a_valid;
   assign \$4414  = w_en & w_transpose;
   assign \$4416  = \$4415  & skew7_0_v;
-  assign \$4417  = skew7_0_bank == \port$22246$2 [4];
+  assign \$4417  = skew7_0_bank == \port$22248$2 [4];
   assign \$4418  = \$4416  & \$4417 ;
   assign \$4419  = w_en & w_transpose;
   assign \$4421  = \$4420  & skew7_1_v;
-  assign \$4422  = skew7_1_bank == \port$22246$2 [4];
+  assign \$4422  = skew7_1_bank == \port$22248$2 [4];
   assign \$4423  = \$4421  & \$4422 ;
   assign \$4424  = w_en & w_transpose;
   assign \$4426  = \$4425  & skew7_2_v;
-  assign \$4427  = skew7_2_bank == \port$22246$2 [4];
+  assign \$4427  = skew7_2_bank == \port$22248$2 [4];
   assign \$4428  = \$4426  & \$4427 ;
   assign \$4429  = w_en & w_transpose;
   assign \$4431  = \$4430  & skew7_3_v;
-  assign \$4432  = skew7_3_bank == \port$22246$2 [4];
+  assign \$4432  = skew7_3_bank == \port$22248$2 [4];
   assign \$4433  = \$4431  & \$4432 ;
   assign \$4434  = w_en & w_transpose;
   assign \$4436  = \$4435  & skew7_4_v;
-  assign \$4437  = skew7_4_bank == \port$22246$2 [4];
+  assign \$4437  = skew7_4_bank == \port$22248$2 [4];
   assign \$4438  = \$4436  & \$4437 ;
   assign \$4439  = w_en & w_transpose;
   assign \$4441  = \$4440  & skew7_5_v;
-  assign \$4442  = skew7_5_bank == \port$22246$2 [4];
+  assign \$4442  = skew7_5_bank == \port$22248$2 [4];
   assign \$4443  = \$4441  & \$4442 ;
   assign \$4444  = w_en & w_transpose;
-  assign \$4445  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$4445  = \port$22248$2 [3:0] >= 1'h1;
   assign \$4446  = \$4444  & \$4445 ;
   assign \$4447  = \$4446  & skew7_6_v;
-  assign \$4448  = skew7_6_bank == \port$22246$2 [4];
+  assign \$4448  = skew7_6_bank == \port$22248$2 [4];
   assign \$4449  = \$4447  & \$4448 ;
   assign \$4450  = w_en & w_transpose;
-  assign \$4451  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$4451  = \port$22248$2 [3:0] >= 2'h2;
   assign \$4452  = \$4450  & \$4451 ;
   assign \$4453  = \$4452  & pe7_0_v;
-  assign \$4454  = pe7_0_bank == \port$22246$2 [4];
+  assign \$4454  = pe7_0_bank == \port$22248$2 [4];
   assign \$4455  = \$4453  & \$4454 ;
   assign \$4456  = w_en & w_transpose;
-  assign \$4457  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$4457  = \port$22248$2 [3:0] >= 2'h3;
   assign \$4458  = \$4456  & \$4457 ;
   assign \$4459  = \$4458  & pe7_1_v;
-  assign \$4460  = pe7_1_bank == \port$22246$2 [4];
+  assign \$4460  = pe7_1_bank == \port$22248$2 [4];
   assign \$4461  = \$4459  & \$4460 ;
   assign \$4462  = w_en & w_transpose;
-  assign \$4463  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$4463  = \port$22248$2 [3:0] >= 3'h4;
   assign \$4464  = \$4462  & \$4463 ;
   assign \$4465  = \$4464  & pe7_2_v;
-  assign \$4466  = pe7_2_bank == \port$22246$2 [4];
+  assign \$4466  = pe7_2_bank == \port$22248$2 [4];
   assign \$4467  = \$4465  & \$4466 ;
   assign \$4468  = w_en & w_transpose;
-  assign \$4469  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$4469  = \port$22248$2 [3:0] >= 3'h5;
   assign \$4470  = \$4468  & \$4469 ;
   assign \$4471  = \$4470  & pe7_3_v;
-  assign \$4472  = pe7_3_bank == \port$22246$2 [4];
+  assign \$4472  = pe7_3_bank == \port$22248$2 [4];
   assign \$4473  = \$4471  & \$4472 ;
   assign \$4474  = w_en & w_transpose;
-  assign \$4475  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$4475  = \port$22248$2 [3:0] >= 3'h6;
   assign \$4476  = \$4474  & \$4475 ;
   assign \$4477  = \$4476  & pe7_4_v;
-  assign \$4478  = pe7_4_bank == \port$22246$2 [4];
+  assign \$4478  = pe7_4_bank == \port$22248$2 [4];
   assign \$4479  = \$4477  & \$4478 ;
   assign \$4480  = w_en & w_transpose;
-  assign \$4481  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$4481  = \port$22248$2 [3:0] >= 3'h7;
   assign \$4482  = \$4480  & \$4481 ;
   assign \$4483  = \$4482  & pe7_5_v;
-  assign \$4484  = pe7_5_bank == \port$22246$2 [4];
+  assign \$4484  = pe7_5_bank == \port$22248$2 [4];
   assign \$4485  = \$4483  & \$4484 ;
   assign \$4486  = w_en & w_transpose;
-  assign \$4487  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$4487  = \port$22248$2 [3:0] >= 4'h8;
   assign \$4488  = \$4486  & \$4487 ;
   assign \$4489  = \$4488  & pe7_6_v;
-  assign \$4490  = pe7_6_bank == \port$22246$2 [4];
+  assign \$4490  = pe7_6_bank == \port$22248$2 [4];
   assign \$4491  = \$4489  & \$4490 ;
   assign \$4492  = w_en & w_transpose;
-  assign \$4493  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$4493  = \port$22248$2 [3:0] >= 4'h9;
   assign \$4494  = \$4492  & \$4493 ;
   assign \$4495  = \$4494  & pe7_7_v;
-  assign \$4496  = pe7_7_bank == \port$22246$2 [4];
+  assign \$4496  = pe7_7_bank == \port$22248$2 [4];
   assign \$4497  = \$4495  & \$4496 ;
   assign \$4498  = w_en & w_transpose;
-  assign \$4499  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$4499  = \port$22248$2 [3:0] >= 4'ha;
   assign \$4500  = \$4498  & \$4499 ;
   assign \$4501  = \$4500  & pe7_8_v;
-  assign \$4502  = pe7_8_bank == \port$22246$2 [4];
+  assign \$4502  = pe7_8_bank == \port$22248$2 [4];
   assign \$4503  = \$4501  & \$4502 ;
   assign \$4504  = w_en & w_transpose;
-  assign \$4505  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4505  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4506  = \$4504  & \$4505 ;
   assign \$4507  = \$4506  & pe7_9_v;
-  assign \$4508  = pe7_9_bank == \port$22246$2 [4];
+  assign \$4508  = pe7_9_bank == \port$22248$2 [4];
   assign \$4509  = \$4507  & \$4508 ;
   assign \$4510  = w_en & w_transpose;
-  assign \$4511  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4511  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4512  = \$4510  & \$4511 ;
   assign \$4513  = \$4512  & pe7_10_v;
-  assign \$4514  = pe7_10_bank == \port$22246$2 [4];
+  assign \$4514  = pe7_10_bank == \port$22248$2 [4];
   assign \$4515  = \$4513  & \$4514 ;
   assign \$4516  = w_en & w_transpose;
-  assign \$4517  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4517  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4518  = \$4516  & \$4517 ;
   assign \$4519  = \$4518  & pe7_11_v;
-  assign \$4520  = pe7_11_bank == \port$22246$2 [4];
+  assign \$4520  = pe7_11_bank == \port$22248$2 [4];
   assign \$4521  = \$4519  & \$4520 ;
   assign \$4522  = w_en & w_transpose;
-  assign \$4523  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4523  = \port$22248$2 [3:0] >= 4'he;
   assign \$4524  = \$4522  & \$4523 ;
   assign \$4525  = \$4524  & pe7_12_v;
-  assign \$4526  = pe7_12_bank == \port$22246$2 [4];
+  assign \$4526  = pe7_12_bank == \port$22248$2 [4];
   assign \$4527  = \$4525  & \$4526 ;
   assign \$4528  = w_en & w_transpose;
-  assign \$4529  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4529  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4530  = \$4528  & \$4529 ;
   assign \$4531  = \$4530  & pe7_13_v;
-  assign \$4532  = pe7_13_bank == \port$22246$2 [4];
+  assign \$4532  = pe7_13_bank == \port$22248$2 [4];
   assign \$4533  = \$4531  & \$4532 ;
   assign \$4534  = ~ w_transpose;
   assign \$4535  = w_en & \$4534 ;
-  assign \$4536  = \port$22246$2 [3:0] == 4'h8;
+  assign \$4536  = \port$22248$2 [3:0] == 4'h8;
   assign \$4537  = \$4535  & \$4536 ;
-  assign \$4540  = skew8_0_bank == \port$22246$2 [4];
+  assign \$4540  = skew8_0_bank == \port$22248$2 [4];
   assign \$4541  = skew8_0_v & \$4540 ;
-  assign \$4542  = skew8_1_bank == \port$22246$2 [4];
+  assign \$4542  = skew8_1_bank == \port$22248$2 [4];
   assign \$4543  = skew8_1_v & \$4542 ;
-  assign \$4544  = skew8_2_bank == \port$22246$2 [4];
+  assign \$4544  = skew8_2_bank == \port$22248$2 [4];
   assign \$4545  = skew8_2_v & \$4544 ;
-  assign \$4546  = skew8_3_bank == \port$22246$2 [4];
+  assign \$4546  = skew8_3_bank == \port$22248$2 [4];
   assign \$4547  = skew8_3_v & \$4546 ;
-  assign \$4548  = skew8_4_bank == \port$22246$2 [4];
+  assign \$4548  = skew8_4_bank == \port$22248$2 [4];
   assign \$4549  = skew8_4_v & \$4548 ;
-  assign \$4550  = skew8_5_bank == \port$22246$2 [4];
+  assign \$4550  = skew8_5_bank == \port$22248$2 [4];
   assign \$4551  = skew8_5_v & \$4550 ;
-  assign \$4552  = skew8_6_bank == \port$22246$2 [4];
+  assign \$4552  = skew8_6_bank == \port$22248$2 [4];
   assign \$4553  = skew8_6_v & \$4552 ;
-  assign \$4554  = skew8_7_bank == \port$22246$2 [4];
+  assign \$4554  = skew8_7_bank == \port$22248$2 [4];
   assign \$4555  = skew8_7_v & \$4554 ;
-  assign \$4556  = pe8_0_bank == \port$22246$2 [4];
+  assign \$4556  = pe8_0_bank == \port$22248$2 [4];
   assign \$4557  = pe8_0_v & \$4556 ;
-  assign \$4558  = pe8_1_bank == \port$22246$2 [4];
+  assign \$4558  = pe8_1_bank == \port$22248$2 [4];
   assign \$4559  = pe8_1_v & \$4558 ;
-  assign \$4560  = pe8_2_bank == \port$22246$2 [4];
+  assign \$4560  = pe8_2_bank == \port$22248$2 [4];
   assign \$4561  = pe8_2_v & \$4560 ;
-  assign \$4562  = pe8_3_bank == \port$22246$2 [4];
+  assign \$4562  = pe8_3_bank == \port$22248$2 [4];
   assign \$4563  = pe8_3_v & \$4562 ;
-  assign \$4564  = pe8_4_bank == \port$22246$2 [4];
+  assign \$4564  = pe8_4_bank == \port$22248$2 [4];
   assign \$4565  = pe8_4_v & \$4564 ;
-  assign \$4566  = pe8_5_bank == \port$22246$2 [4];
+  assign \$4566  = pe8_5_bank == \port$22248$2 [4];
   assign \$4567  = pe8_5_v & \$4566 ;
-  assign \$4568  = pe8_6_bank == \port$22246$2 [4];
+  assign \$4568  = pe8_6_bank == \port$22248$2 [4];
   assign \$4569  = pe8_6_v & \$4568 ;
-  assign \$4570  = pe8_7_bank == \port$22246$2 [4];
+  assign \$4570  = pe8_7_bank == \port$22248$2 [4];
   assign \$4571  = pe8_7_v & \$4570 ;
-  assign \$4572  = pe8_8_bank == \port$22246$2 [4];
+  assign \$4572  = pe8_8_bank == \port$22248$2 [4];
   assign \$4573  = pe8_8_v & \$4572 ;
-  assign \$4574  = pe8_9_bank == \port$22246$2 [4];
+  assign \$4574  = pe8_9_bank == \port$22248$2 [4];
   assign \$4575  = pe8_9_v & \$4574 ;
-  assign \$4576  = pe8_10_bank == \port$22246$2 [4];
+  assign \$4576  = pe8_10_bank == \port$22248$2 [4];
   assign \$4577  = pe8_10_v & \$4576 ;
-  assign \$4578  = pe8_11_bank == \port$22246$2 [4];
+  assign \$4578  = pe8_11_bank == \port$22248$2 [4];
   assign \$4579  = pe8_11_v & \$4578 ;
-  assign \$4580  = pe8_12_bank == \port$22246$2 [4];
+  assign \$4580  = pe8_12_bank == \port$22248$2 [4];
   assign \$4581  = pe8_12_v & \$4580 ;
-  assign \$4582  = pe8_13_bank == \port$22246$2 [4];
+  assign \$4582  = pe8_13_bank == \port$22248$2 [4];
   assign \$4583  = pe8_13_v & \$4582 ;
   assign \$4584  = | { \$4583 , \$4581 , \$4579 , \$4577 , \$4575 , \$4573 , \$4571 , \$4569 , \$4567 , \$4565 , \$4563 , \$4561 , \$4559 , \$4557 , \$4555 , \$4553 , \$4551 , \$4549 , \$4547 , \$4545 , \$4543 , \$4541 , \$4539  };
   assign \$4585  = \$4537  & \$4584 ;
@@ -42069,171 +42069,171 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4588  = \$4587  & a_valid;
   assign \$4591  = w_en & w_transpose;
   assign \$4593  = \$4592  & skew8_0_v;
-  assign \$4594  = skew8_0_bank == \port$22246$2 [4];
+  assign \$4594  = skew8_0_bank == \port$22248$2 [4];
   assign \$4595  = \$4593  & \$4594 ;
   assign \$4596  = w_en & w_transpose;
   assign \$4598  = \$4597  & skew8_1_v;
-  assign \$4599  = skew8_1_bank == \port$22246$2 [4];
+  assign \$4599  = skew8_1_bank == \port$22248$2 [4];
   assign \$4600  = \$4598  & \$4599 ;
   assign \$4601  = w_en & w_transpose;
   assign \$4603  = \$4602  & skew8_2_v;
-  assign \$4604  = skew8_2_bank == \port$22246$2 [4];
+  assign \$4604  = skew8_2_bank == \port$22248$2 [4];
   assign \$4605  = \$4603  & \$4604 ;
   assign \$4606  = w_en & w_transpose;
   assign \$4608  = \$4607  & skew8_3_v;
-  assign \$4609  = skew8_3_bank == \port$22246$2 [4];
+  assign \$4609  = skew8_3_bank == \port$22248$2 [4];
   assign \$4610  = \$4608  & \$4609 ;
   assign \$4611  = w_en & w_transpose;
   assign \$4613  = \$4612  & skew8_4_v;
-  assign \$4614  = skew8_4_bank == \port$22246$2 [4];
+  assign \$4614  = skew8_4_bank == \port$22248$2 [4];
   assign \$4615  = \$4613  & \$4614 ;
   assign \$4616  = w_en & w_transpose;
   assign \$4618  = \$4617  & skew8_5_v;
-  assign \$4619  = skew8_5_bank == \port$22246$2 [4];
+  assign \$4619  = skew8_5_bank == \port$22248$2 [4];
   assign \$4620  = \$4618  & \$4619 ;
   assign \$4621  = w_en & w_transpose;
   assign \$4623  = \$4622  & skew8_6_v;
-  assign \$4624  = skew8_6_bank == \port$22246$2 [4];
+  assign \$4624  = skew8_6_bank == \port$22248$2 [4];
   assign \$4625  = \$4623  & \$4624 ;
   assign \$4626  = w_en & w_transpose;
-  assign \$4627  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$4627  = \port$22248$2 [3:0] >= 1'h1;
   assign \$4628  = \$4626  & \$4627 ;
   assign \$4629  = \$4628  & skew8_7_v;
-  assign \$4630  = skew8_7_bank == \port$22246$2 [4];
+  assign \$4630  = skew8_7_bank == \port$22248$2 [4];
   assign \$4631  = \$4629  & \$4630 ;
   assign \$4632  = w_en & w_transpose;
-  assign \$4633  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$4633  = \port$22248$2 [3:0] >= 2'h2;
   assign \$4634  = \$4632  & \$4633 ;
   assign \$4635  = \$4634  & pe8_0_v;
-  assign \$4636  = pe8_0_bank == \port$22246$2 [4];
+  assign \$4636  = pe8_0_bank == \port$22248$2 [4];
   assign \$4637  = \$4635  & \$4636 ;
   assign \$4638  = w_en & w_transpose;
-  assign \$4639  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$4639  = \port$22248$2 [3:0] >= 2'h3;
   assign \$4640  = \$4638  & \$4639 ;
   assign \$4641  = \$4640  & pe8_1_v;
-  assign \$4642  = pe8_1_bank == \port$22246$2 [4];
+  assign \$4642  = pe8_1_bank == \port$22248$2 [4];
   assign \$4643  = \$4641  & \$4642 ;
   assign \$4644  = w_en & w_transpose;
-  assign \$4645  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$4645  = \port$22248$2 [3:0] >= 3'h4;
   assign \$4646  = \$4644  & \$4645 ;
   assign \$4647  = \$4646  & pe8_2_v;
-  assign \$4648  = pe8_2_bank == \port$22246$2 [4];
+  assign \$4648  = pe8_2_bank == \port$22248$2 [4];
   assign \$4649  = \$4647  & \$4648 ;
   assign \$4650  = w_en & w_transpose;
-  assign \$4651  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$4651  = \port$22248$2 [3:0] >= 3'h5;
   assign \$4652  = \$4650  & \$4651 ;
   assign \$4653  = \$4652  & pe8_3_v;
-  assign \$4654  = pe8_3_bank == \port$22246$2 [4];
+  assign \$4654  = pe8_3_bank == \port$22248$2 [4];
   assign \$4655  = \$4653  & \$4654 ;
   assign \$4656  = w_en & w_transpose;
-  assign \$4657  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$4657  = \port$22248$2 [3:0] >= 3'h6;
   assign \$4658  = \$4656  & \$4657 ;
   assign \$4659  = \$4658  & pe8_4_v;
-  assign \$4660  = pe8_4_bank == \port$22246$2 [4];
+  assign \$4660  = pe8_4_bank == \port$22248$2 [4];
   assign \$4661  = \$4659  & \$4660 ;
   assign \$4662  = w_en & w_transpose;
-  assign \$4663  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$4663  = \port$22248$2 [3:0] >= 3'h7;
   assign \$4664  = \$4662  & \$4663 ;
   assign \$4665  = \$4664  & pe8_5_v;
-  assign \$4666  = pe8_5_bank == \port$22246$2 [4];
+  assign \$4666  = pe8_5_bank == \port$22248$2 [4];
   assign \$4667  = \$4665  & \$4666 ;
   assign \$4668  = w_en & w_transpose;
-  assign \$4669  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$4669  = \port$22248$2 [3:0] >= 4'h8;
   assign \$4670  = \$4668  & \$4669 ;
   assign \$4671  = \$4670  & pe8_6_v;
-  assign \$4672  = pe8_6_bank == \port$22246$2 [4];
+  assign \$4672  = pe8_6_bank == \port$22248$2 [4];
   assign \$4673  = \$4671  & \$4672 ;
   assign \$4674  = w_en & w_transpose;
-  assign \$4675  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$4675  = \port$22248$2 [3:0] >= 4'h9;
   assign \$4676  = \$4674  & \$4675 ;
   assign \$4677  = \$4676  & pe8_7_v;
-  assign \$4678  = pe8_7_bank == \port$22246$2 [4];
+  assign \$4678  = pe8_7_bank == \port$22248$2 [4];
   assign \$4679  = \$4677  & \$4678 ;
   assign \$4680  = w_en & w_transpose;
-  assign \$4681  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$4681  = \port$22248$2 [3:0] >= 4'ha;
   assign \$4682  = \$4680  & \$4681 ;
   assign \$4683  = \$4682  & pe8_8_v;
-  assign \$4684  = pe8_8_bank == \port$22246$2 [4];
+  assign \$4684  = pe8_8_bank == \port$22248$2 [4];
   assign \$4685  = \$4683  & \$4684 ;
   assign \$4686  = w_en & w_transpose;
-  assign \$4687  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4687  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4688  = \$4686  & \$4687 ;
   assign \$4689  = \$4688  & pe8_9_v;
-  assign \$4690  = pe8_9_bank == \port$22246$2 [4];
+  assign \$4690  = pe8_9_bank == \port$22248$2 [4];
   assign \$4691  = \$4689  & \$4690 ;
   assign \$4692  = w_en & w_transpose;
-  assign \$4693  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4693  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4694  = \$4692  & \$4693 ;
   assign \$4695  = \$4694  & pe8_10_v;
-  assign \$4696  = pe8_10_bank == \port$22246$2 [4];
+  assign \$4696  = pe8_10_bank == \port$22248$2 [4];
   assign \$4697  = \$4695  & \$4696 ;
   assign \$4698  = w_en & w_transpose;
-  assign \$4699  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4699  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4700  = \$4698  & \$4699 ;
   assign \$4701  = \$4700  & pe8_11_v;
-  assign \$4702  = pe8_11_bank == \port$22246$2 [4];
+  assign \$4702  = pe8_11_bank == \port$22248$2 [4];
   assign \$4703  = \$4701  & \$4702 ;
   assign \$4704  = w_en & w_transpose;
-  assign \$4705  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4705  = \port$22248$2 [3:0] >= 4'he;
   assign \$4706  = \$4704  & \$4705 ;
   assign \$4707  = \$4706  & pe8_12_v;
-  assign \$4708  = pe8_12_bank == \port$22246$2 [4];
+  assign \$4708  = pe8_12_bank == \port$22248$2 [4];
   assign \$4709  = \$4707  & \$4708 ;
   assign \$4710  = w_en & w_transpose;
-  assign \$4711  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4711  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4712  = \$4710  & \$4711 ;
   assign \$4713  = \$4712  & pe8_13_v;
-  assign \$4714  = pe8_13_bank == \port$22246$2 [4];
+  assign \$4714  = pe8_13_bank == \port$22248$2 [4];
   assign \$4715  = \$4713  & \$4714 ;
   assign \$4716  = ~ w_transpose;
   assign \$4717  = w_en & \$4716 ;
-  assign \$4718  = \port$22246$2 [3:0] == 4'h9;
+  assign \$4718  = \port$22248$2 [3:0] == 4'h9;
   assign \$4719  = \$4717  & \$4718 ;
-  assign \$4722  = skew9_0_bank == \port$22246$2 [4];
+  assign \$4722  = skew9_0_bank == \port$22248$2 [4];
   assign \$4723  = skew9_0_v & \$4722 ;
-  assign \$4724  = skew9_1_bank == \port$22246$2 [4];
+  assign \$4724  = skew9_1_bank == \port$22248$2 [4];
   assign \$4725  = skew9_1_v & \$4724 ;
-  assign \$4726  = skew9_2_bank == \port$22246$2 [4];
+  assign \$4726  = skew9_2_bank == \port$22248$2 [4];
   assign \$4727  = skew9_2_v & \$4726 ;
-  assign \$4728  = skew9_3_bank == \port$22246$2 [4];
+  assign \$4728  = skew9_3_bank == \port$22248$2 [4];
   assign \$4729  = skew9_3_v & \$4728 ;
-  assign \$4730  = skew9_4_bank == \port$22246$2 [4];
+  assign \$4730  = skew9_4_bank == \port$22248$2 [4];
   assign \$4731  = skew9_4_v & \$4730 ;
-  assign \$4732  = skew9_5_bank == \port$22246$2 [4];
+  assign \$4732  = skew9_5_bank == \port$22248$2 [4];
   assign \$4733  = skew9_5_v & \$4732 ;
-  assign \$4734  = skew9_6_bank == \port$22246$2 [4];
+  assign \$4734  = skew9_6_bank == \port$22248$2 [4];
   assign \$4735  = skew9_6_v & \$4734 ;
-  assign \$4736  = skew9_7_bank == \port$22246$2 [4];
+  assign \$4736  = skew9_7_bank == \port$22248$2 [4];
   assign \$4737  = skew9_7_v & \$4736 ;
-  assign \$4738  = skew9_8_bank == \port$22246$2 [4];
+  assign \$4738  = skew9_8_bank == \port$22248$2 [4];
   assign \$4739  = skew9_8_v & \$4738 ;
-  assign \$4740  = pe9_0_bank == \port$22246$2 [4];
+  assign \$4740  = pe9_0_bank == \port$22248$2 [4];
   assign \$4741  = pe9_0_v & \$4740 ;
-  assign \$4742  = pe9_1_bank == \port$22246$2 [4];
+  assign \$4742  = pe9_1_bank == \port$22248$2 [4];
   assign \$4743  = pe9_1_v & \$4742 ;
-  assign \$4744  = pe9_2_bank == \port$22246$2 [4];
+  assign \$4744  = pe9_2_bank == \port$22248$2 [4];
   assign \$4745  = pe9_2_v & \$4744 ;
-  assign \$4746  = pe9_3_bank == \port$22246$2 [4];
+  assign \$4746  = pe9_3_bank == \port$22248$2 [4];
   assign \$4747  = pe9_3_v & \$4746 ;
-  assign \$4748  = pe9_4_bank == \port$22246$2 [4];
+  assign \$4748  = pe9_4_bank == \port$22248$2 [4];
   assign \$4749  = pe9_4_v & \$4748 ;
-  assign \$4750  = pe9_5_bank == \port$22246$2 [4];
+  assign \$4750  = pe9_5_bank == \port$22248$2 [4];
   assign \$4751  = pe9_5_v & \$4750 ;
-  assign \$4752  = pe9_6_bank == \port$22246$2 [4];
+  assign \$4752  = pe9_6_bank == \port$22248$2 [4];
   assign \$4753  = pe9_6_v & \$4752 ;
-  assign \$4754  = pe9_7_bank == \port$22246$2 [4];
+  assign \$4754  = pe9_7_bank == \port$22248$2 [4];
   assign \$4755  = pe9_7_v & \$4754 ;
-  assign \$4756  = pe9_8_bank == \port$22246$2 [4];
+  assign \$4756  = pe9_8_bank == \port$22248$2 [4];
   assign \$4757  = pe9_8_v & \$4756 ;
-  assign \$4758  = pe9_9_bank == \port$22246$2 [4];
+  assign \$4758  = pe9_9_bank == \port$22248$2 [4];
   assign \$4759  = pe9_9_v & \$4758 ;
-  assign \$4760  = pe9_10_bank == \port$22246$2 [4];
+  assign \$4760  = pe9_10_bank == \port$22248$2 [4];
   assign \$4761  = pe9_10_v & \$4760 ;
-  assign \$4762  = pe9_11_bank == \port$22246$2 [4];
+  assign \$4762  = pe9_11_bank == \port$22248$2 [4];
   assign \$4763  = pe9_11_v & \$4762 ;
-  assign \$4764  = pe9_12_bank == \port$22246$2 [4];
+  assign \$4764  = pe9_12_bank == \port$22248$2 [4];
   assign \$4765  = pe9_12_v & \$4764 ;
-  assign \$4766  = pe9_13_bank == \port$22246$2 [4];
+  assign \$4766  = pe9_13_bank == \port$22248$2 [4];
   assign \$4767  = pe9_13_v & \$4766 ;
   assign \$4768  = | { \$4767 , \$4765 , \$4763 , \$4761 , \$4759 , \$4757 , \$4755 , \$4753 , \$4751 , \$4749 , \$4747 , \$4745 , \$4743 , \$4741 , \$4739 , \$4737 , \$4735 , \$4733 , \$4731 , \$4729 , \$4727 , \$4725 , \$4723 , \$4721  };
   assign \$4769  = \$4719  & \$4768 ;
@@ -42241,177 +42241,177 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4772  = \$4771  & a_valid;
   assign \$4775  = w_en & w_transpose;
   assign \$4777  = \$4776  & skew9_0_v;
-  assign \$4778  = skew9_0_bank == \port$22246$2 [4];
+  assign \$4778  = skew9_0_bank == \port$22248$2 [4];
   assign \$4779  = \$4777  & \$4778 ;
   assign \$4780  = w_en & w_transpose;
   assign \$4782  = \$4781  & skew9_1_v;
-  assign \$4783  = skew9_1_bank == \port$22246$2 [4];
+  assign \$4783  = skew9_1_bank == \port$22248$2 [4];
   assign \$4784  = \$4782  & \$4783 ;
   assign \$4785  = w_en & w_transpose;
   assign \$4787  = \$4786  & skew9_2_v;
-  assign \$4788  = skew9_2_bank == \port$22246$2 [4];
+  assign \$4788  = skew9_2_bank == \port$22248$2 [4];
   assign \$4789  = \$4787  & \$4788 ;
   assign \$4790  = w_en & w_transpose;
   assign \$4792  = \$4791  & skew9_3_v;
-  assign \$4793  = skew9_3_bank == \port$22246$2 [4];
+  assign \$4793  = skew9_3_bank == \port$22248$2 [4];
   assign \$4794  = \$4792  & \$4793 ;
   assign \$4795  = w_en & w_transpose;
   assign \$4797  = \$4796  & skew9_4_v;
-  assign \$4798  = skew9_4_bank == \port$22246$2 [4];
+  assign \$4798  = skew9_4_bank == \port$22248$2 [4];
   assign \$4799  = \$4797  & \$4798 ;
   assign \$4800  = w_en & w_transpose;
   assign \$4802  = \$4801  & skew9_5_v;
-  assign \$4803  = skew9_5_bank == \port$22246$2 [4];
+  assign \$4803  = skew9_5_bank == \port$22248$2 [4];
   assign \$4804  = \$4802  & \$4803 ;
   assign \$4805  = w_en & w_transpose;
   assign \$4807  = \$4806  & skew9_6_v;
-  assign \$4808  = skew9_6_bank == \port$22246$2 [4];
+  assign \$4808  = skew9_6_bank == \port$22248$2 [4];
   assign \$4809  = \$4807  & \$4808 ;
   assign \$4810  = w_en & w_transpose;
   assign \$4812  = \$4811  & skew9_7_v;
-  assign \$4813  = skew9_7_bank == \port$22246$2 [4];
+  assign \$4813  = skew9_7_bank == \port$22248$2 [4];
   assign \$4814  = \$4812  & \$4813 ;
   assign \$4815  = w_en & w_transpose;
-  assign \$4816  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$4816  = \port$22248$2 [3:0] >= 1'h1;
   assign \$4817  = \$4815  & \$4816 ;
   assign \$4818  = \$4817  & skew9_8_v;
-  assign \$4819  = skew9_8_bank == \port$22246$2 [4];
+  assign \$4819  = skew9_8_bank == \port$22248$2 [4];
   assign \$4820  = \$4818  & \$4819 ;
   assign \$4821  = w_en & w_transpose;
-  assign \$4822  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$4822  = \port$22248$2 [3:0] >= 2'h2;
   assign \$4823  = \$4821  & \$4822 ;
   assign \$4824  = \$4823  & pe9_0_v;
-  assign \$4825  = pe9_0_bank == \port$22246$2 [4];
+  assign \$4825  = pe9_0_bank == \port$22248$2 [4];
   assign \$4826  = \$4824  & \$4825 ;
   assign \$4827  = w_en & w_transpose;
-  assign \$4828  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$4828  = \port$22248$2 [3:0] >= 2'h3;
   assign \$4829  = \$4827  & \$4828 ;
   assign \$4830  = \$4829  & pe9_1_v;
-  assign \$4831  = pe9_1_bank == \port$22246$2 [4];
+  assign \$4831  = pe9_1_bank == \port$22248$2 [4];
   assign \$4832  = \$4830  & \$4831 ;
   assign \$4833  = w_en & w_transpose;
-  assign \$4834  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$4834  = \port$22248$2 [3:0] >= 3'h4;
   assign \$4835  = \$4833  & \$4834 ;
   assign \$4836  = \$4835  & pe9_2_v;
-  assign \$4837  = pe9_2_bank == \port$22246$2 [4];
+  assign \$4837  = pe9_2_bank == \port$22248$2 [4];
   assign \$4838  = \$4836  & \$4837 ;
   assign \$4839  = w_en & w_transpose;
-  assign \$4840  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$4840  = \port$22248$2 [3:0] >= 3'h5;
   assign \$4841  = \$4839  & \$4840 ;
   assign \$4842  = \$4841  & pe9_3_v;
-  assign \$4843  = pe9_3_bank == \port$22246$2 [4];
+  assign \$4843  = pe9_3_bank == \port$22248$2 [4];
   assign \$4844  = \$4842  & \$4843 ;
   assign \$4845  = w_en & w_transpose;
-  assign \$4846  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$4846  = \port$22248$2 [3:0] >= 3'h6;
   assign \$4847  = \$4845  & \$4846 ;
   assign \$4848  = \$4847  & pe9_4_v;
-  assign \$4849  = pe9_4_bank == \port$22246$2 [4];
+  assign \$4849  = pe9_4_bank == \port$22248$2 [4];
   assign \$4850  = \$4848  & \$4849 ;
   assign \$4851  = w_en & w_transpose;
-  assign \$4852  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$4852  = \port$22248$2 [3:0] >= 3'h7;
   assign \$4853  = \$4851  & \$4852 ;
   assign \$4854  = \$4853  & pe9_5_v;
-  assign \$4855  = pe9_5_bank == \port$22246$2 [4];
+  assign \$4855  = pe9_5_bank == \port$22248$2 [4];
   assign \$4856  = \$4854  & \$4855 ;
   assign \$4857  = w_en & w_transpose;
-  assign \$4858  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$4858  = \port$22248$2 [3:0] >= 4'h8;
   assign \$4859  = \$4857  & \$4858 ;
   assign \$4860  = \$4859  & pe9_6_v;
-  assign \$4861  = pe9_6_bank == \port$22246$2 [4];
+  assign \$4861  = pe9_6_bank == \port$22248$2 [4];
   assign \$4862  = \$4860  & \$4861 ;
   assign \$4863  = w_en & w_transpose;
-  assign \$4864  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$4864  = \port$22248$2 [3:0] >= 4'h9;
   assign \$4865  = \$4863  & \$4864 ;
   assign \$4866  = \$4865  & pe9_7_v;
-  assign \$4867  = pe9_7_bank == \port$22246$2 [4];
+  assign \$4867  = pe9_7_bank == \port$22248$2 [4];
   assign \$4868  = \$4866  & \$4867 ;
   assign \$4869  = w_en & w_transpose;
-  assign \$4870  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$4870  = \port$22248$2 [3:0] >= 4'ha;
   assign \$4871  = \$4869  & \$4870 ;
   assign \$4872  = \$4871  & pe9_8_v;
-  assign \$4873  = pe9_8_bank == \port$22246$2 [4];
+  assign \$4873  = pe9_8_bank == \port$22248$2 [4];
   assign \$4874  = \$4872  & \$4873 ;
   assign \$4875  = w_en & w_transpose;
-  assign \$4876  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$4876  = \port$22248$2 [3:0] >= 4'hb;
   assign \$4877  = \$4875  & \$4876 ;
   assign \$4878  = \$4877  & pe9_9_v;
-  assign \$4879  = pe9_9_bank == \port$22246$2 [4];
+  assign \$4879  = pe9_9_bank == \port$22248$2 [4];
   assign \$4880  = \$4878  & \$4879 ;
   assign \$4881  = w_en & w_transpose;
-  assign \$4882  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$4882  = \port$22248$2 [3:0] >= 4'hc;
   assign \$4883  = \$4881  & \$4882 ;
   assign \$4884  = \$4883  & pe9_10_v;
-  assign \$4885  = pe9_10_bank == \port$22246$2 [4];
+  assign \$4885  = pe9_10_bank == \port$22248$2 [4];
   assign \$4886  = \$4884  & \$4885 ;
   assign \$4887  = w_en & w_transpose;
-  assign \$4888  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$4888  = \port$22248$2 [3:0] >= 4'hd;
   assign \$4889  = \$4887  & \$4888 ;
   assign \$4890  = \$4889  & pe9_11_v;
-  assign \$4891  = pe9_11_bank == \port$22246$2 [4];
+  assign \$4891  = pe9_11_bank == \port$22248$2 [4];
   assign \$4892  = \$4890  & \$4891 ;
   assign \$4893  = w_en & w_transpose;
-  assign \$4894  = \port$22246$2 [3:0] >= 4'he;
+  assign \$4894  = \port$22248$2 [3:0] >= 4'he;
   assign \$4895  = \$4893  & \$4894 ;
   assign \$4896  = \$4895  & pe9_12_v;
-  assign \$4897  = pe9_12_bank == \port$22246$2 [4];
+  assign \$4897  = pe9_12_bank == \port$22248$2 [4];
   assign \$4898  = \$4896  & \$4897 ;
   assign \$4899  = w_en & w_transpose;
-  assign \$4900  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$4900  = \port$22248$2 [3:0] >= 4'hf;
   assign \$4901  = \$4899  & \$4900 ;
   assign \$4902  = \$4901  & pe9_13_v;
-  assign \$4903  = pe9_13_bank == \port$22246$2 [4];
+  assign \$4903  = pe9_13_bank == \port$22248$2 [4];
   assign \$4904  = \$4902  & \$4903 ;
   assign \$4905  = ~ w_transpose;
   assign \$4906  = w_en & \$4905 ;
-  assign \$4907  = \port$22246$2 [3:0] == 4'ha;
+  assign \$4907  = \port$22248$2 [3:0] == 4'ha;
   assign \$4908  = \$4906  & \$4907 ;
-  assign \$4911  = skew10_0_bank == \port$22246$2 [4];
+  assign \$4911  = skew10_0_bank == \port$22248$2 [4];
   assign \$4912  = skew10_0_v & \$4911 ;
-  assign \$4913  = skew10_1_bank == \port$22246$2 [4];
+  assign \$4913  = skew10_1_bank == \port$22248$2 [4];
   assign \$4914  = skew10_1_v & \$4913 ;
-  assign \$4915  = skew10_2_bank == \port$22246$2 [4];
+  assign \$4915  = skew10_2_bank == \port$22248$2 [4];
   assign \$4916  = skew10_2_v & \$4915 ;
-  assign \$4917  = skew10_3_bank == \port$22246$2 [4];
+  assign \$4917  = skew10_3_bank == \port$22248$2 [4];
   assign \$4918  = skew10_3_v & \$4917 ;
-  assign \$4919  = skew10_4_bank == \port$22246$2 [4];
+  assign \$4919  = skew10_4_bank == \port$22248$2 [4];
   assign \$4920  = skew10_4_v & \$4919 ;
-  assign \$4921  = skew10_5_bank == \port$22246$2 [4];
+  assign \$4921  = skew10_5_bank == \port$22248$2 [4];
   assign \$4922  = skew10_5_v & \$4921 ;
-  assign \$4923  = skew10_6_bank == \port$22246$2 [4];
+  assign \$4923  = skew10_6_bank == \port$22248$2 [4];
   assign \$4924  = skew10_6_v & \$4923 ;
-  assign \$4925  = skew10_7_bank == \port$22246$2 [4];
+  assign \$4925  = skew10_7_bank == \port$22248$2 [4];
   assign \$4926  = skew10_7_v & \$4925 ;
-  assign \$4927  = skew10_8_bank == \port$22246$2 [4];
+  assign \$4927  = skew10_8_bank == \port$22248$2 [4];
   assign \$4928  = skew10_8_v & \$4927 ;
-  assign \$4929  = skew10_9_bank == \port$22246$2 [4];
+  assign \$4929  = skew10_9_bank == \port$22248$2 [4];
   assign \$4930  = skew10_9_v & \$4929 ;
-  assign \$4931  = pe10_0_bank == \port$22246$2 [4];
+  assign \$4931  = pe10_0_bank == \port$22248$2 [4];
   assign \$4932  = pe10_0_v & \$4931 ;
-  assign \$4933  = pe10_1_bank == \port$22246$2 [4];
+  assign \$4933  = pe10_1_bank == \port$22248$2 [4];
   assign \$4934  = pe10_1_v & \$4933 ;
-  assign \$4935  = pe10_2_bank == \port$22246$2 [4];
+  assign \$4935  = pe10_2_bank == \port$22248$2 [4];
   assign \$4936  = pe10_2_v & \$4935 ;
-  assign \$4937  = pe10_3_bank == \port$22246$2 [4];
+  assign \$4937  = pe10_3_bank == \port$22248$2 [4];
   assign \$4938  = pe10_3_v & \$4937 ;
-  assign \$4939  = pe10_4_bank == \port$22246$2 [4];
+  assign \$4939  = pe10_4_bank == \port$22248$2 [4];
   assign \$4940  = pe10_4_v & \$4939 ;
-  assign \$4941  = pe10_5_bank == \port$22246$2 [4];
+  assign \$4941  = pe10_5_bank == \port$22248$2 [4];
   assign \$4942  = pe10_5_v & \$4941 ;
-  assign \$4943  = pe10_6_bank == \port$22246$2 [4];
+  assign \$4943  = pe10_6_bank == \port$22248$2 [4];
   assign \$4944  = pe10_6_v & \$4943 ;
-  assign \$4945  = pe10_7_bank == \port$22246$2 [4];
+  assign \$4945  = pe10_7_bank == \port$22248$2 [4];
   assign \$4946  = pe10_7_v & \$4945 ;
-  assign \$4947  = pe10_8_bank == \port$22246$2 [4];
+  assign \$4947  = pe10_8_bank == \port$22248$2 [4];
   assign \$4948  = pe10_8_v & \$4947 ;
-  assign \$4949  = pe10_9_bank == \port$22246$2 [4];
+  assign \$4949  = pe10_9_bank == \port$22248$2 [4];
   assign \$4950  = pe10_9_v & \$4949 ;
-  assign \$4951  = pe10_10_bank == \port$22246$2 [4];
+  assign \$4951  = pe10_10_bank == \port$22248$2 [4];
   assign \$4952  = pe10_10_v & \$4951 ;
-  assign \$4953  = pe10_11_bank == \port$22246$2 [4];
+  assign \$4953  = pe10_11_bank == \port$22248$2 [4];
   assign \$4954  = pe10_11_v & \$4953 ;
-  assign \$4955  = pe10_12_bank == \port$22246$2 [4];
+  assign \$4955  = pe10_12_bank == \port$22248$2 [4];
   assign \$4956  = pe10_12_v & \$4955 ;
-  assign \$4957  = pe10_13_bank == \port$22246$2 [4];
+  assign \$4957  = pe10_13_bank == \port$22248$2 [4];
   assign \$4958  = pe10_13_v & \$4957 ;
   assign \$4959  = | { \$4958 , \$4956 , \$4954 , \$4952 , \$4950 , \$4948 , \$4946 , \$4944 , \$4942 , \$4940 , \$4938 , \$4936 , \$4934 , \$4932 , \$4930 , \$4928 , \$4926 , \$4924 , \$4922 , \$4920 , \$4918 , \$4916 , \$4914 , \$4912 , \$4910  };
   assign \$4960  = \$4908  & \$4959 ;
@@ -42419,183 +42419,183 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$4963  = \$4962  & a_valid;
   assign \$4966  = w_en & w_transpose;
   assign \$4968  = \$4967  & skew10_0_v;
-  assign \$4969  = skew10_0_bank == \port$22246$2 [4];
+  assign \$4969  = skew10_0_bank == \port$22248$2 [4];
   assign \$4970  = \$4968  & \$4969 ;
   assign \$4971  = w_en & w_transpose;
   assign \$4973  = \$4972  & skew10_1_v;
-  assign \$4974  = skew10_1_bank == \port$22246$2 [4];
+  assign \$4974  = skew10_1_bank == \port$22248$2 [4];
   assign \$4975  = \$4973  & \$4974 ;
   assign \$4976  = w_en & w_transpose;
   assign \$4978  = \$4977  & skew10_2_v;
-  assign \$4979  = skew10_2_bank == \port$22246$2 [4];
+  assign \$4979  = skew10_2_bank == \port$22248$2 [4];
   assign \$4980  = \$4978  & \$4979 ;
   assign \$4981  = w_en & w_transpose;
   assign \$4983  = \$4982  & skew10_3_v;
-  assign \$4984  = skew10_3_bank == \port$22246$2 [4];
+  assign \$4984  = skew10_3_bank == \port$22248$2 [4];
   assign \$4985  = \$4983  & \$4984 ;
   assign \$4986  = w_en & w_transpose;
   assign \$4988  = \$4987  & skew10_4_v;
-  assign \$4989  = skew10_4_bank == \port$22246$2 [4];
+  assign \$4989  = skew10_4_bank == \port$22248$2 [4];
   assign \$4990  = \$4988  & \$4989 ;
   assign \$4991  = w_en & w_transpose;
   assign \$4993  = \$4992  & skew10_5_v;
-  assign \$4994  = skew10_5_bank == \port$22246$2 [4];
+  assign \$4994  = skew10_5_bank == \port$22248$2 [4];
   assign \$4995  = \$4993  & \$4994 ;
   assign \$4996  = w_en & w_transpose;
   assign \$4998  = \$4997  & skew10_6_v;
-  assign \$4999  = skew10_6_bank == \port$22246$2 [4];
+  assign \$4999  = skew10_6_bank == \port$22248$2 [4];
   assign \$5000  = \$4998  & \$4999 ;
   assign \$5001  = w_en & w_transpose;
   assign \$5003  = \$5002  & skew10_7_v;
-  assign \$5004  = skew10_7_bank == \port$22246$2 [4];
+  assign \$5004  = skew10_7_bank == \port$22248$2 [4];
   assign \$5005  = \$5003  & \$5004 ;
   assign \$5006  = w_en & w_transpose;
   assign \$5008  = \$5007  & skew10_8_v;
-  assign \$5009  = skew10_8_bank == \port$22246$2 [4];
+  assign \$5009  = skew10_8_bank == \port$22248$2 [4];
   assign \$5010  = \$5008  & \$5009 ;
   assign \$5011  = w_en & w_transpose;
-  assign \$5012  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$5012  = \port$22248$2 [3:0] >= 1'h1;
   assign \$5013  = \$5011  & \$5012 ;
   assign \$5014  = \$5013  & skew10_9_v;
-  assign \$5015  = skew10_9_bank == \port$22246$2 [4];
+  assign \$5015  = skew10_9_bank == \port$22248$2 [4];
   assign \$5016  = \$5014  & \$5015 ;
   assign \$5017  = w_en & w_transpose;
-  assign \$5018  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$5018  = \port$22248$2 [3:0] >= 2'h2;
   assign \$5019  = \$5017  & \$5018 ;
   assign \$5020  = \$5019  & pe10_0_v;
-  assign \$5021  = pe10_0_bank == \port$22246$2 [4];
+  assign \$5021  = pe10_0_bank == \port$22248$2 [4];
   assign \$5022  = \$5020  & \$5021 ;
   assign \$5023  = w_en & w_transpose;
-  assign \$5024  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$5024  = \port$22248$2 [3:0] >= 2'h3;
   assign \$5025  = \$5023  & \$5024 ;
   assign \$5026  = \$5025  & pe10_1_v;
-  assign \$5027  = pe10_1_bank == \port$22246$2 [4];
+  assign \$5027  = pe10_1_bank == \port$22248$2 [4];
   assign \$5028  = \$5026  & \$5027 ;
   assign \$5029  = w_en & w_transpose;
-  assign \$5030  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$5030  = \port$22248$2 [3:0] >= 3'h4;
   assign \$5031  = \$5029  & \$5030 ;
   assign \$5032  = \$5031  & pe10_2_v;
-  assign \$5033  = pe10_2_bank == \port$22246$2 [4];
+  assign \$5033  = pe10_2_bank == \port$22248$2 [4];
   assign \$5034  = \$5032  & \$5033 ;
   assign \$5035  = w_en & w_transpose;
-  assign \$5036  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$5036  = \port$22248$2 [3:0] >= 3'h5;
   assign \$5037  = \$5035  & \$5036 ;
   assign \$5038  = \$5037  & pe10_3_v;
-  assign \$5039  = pe10_3_bank == \port$22246$2 [4];
+  assign \$5039  = pe10_3_bank == \port$22248$2 [4];
   assign \$5040  = \$5038  & \$5039 ;
   assign \$5041  = w_en & w_transpose;
-  assign \$5042  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$5042  = \port$22248$2 [3:0] >= 3'h6;
   assign \$5043  = \$5041  & \$5042 ;
   assign \$5044  = \$5043  & pe10_4_v;
-  assign \$5045  = pe10_4_bank == \port$22246$2 [4];
+  assign \$5045  = pe10_4_bank == \port$22248$2 [4];
   assign \$5046  = \$5044  & \$5045 ;
   assign \$5047  = w_en & w_transpose;
-  assign \$5048  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$5048  = \port$22248$2 [3:0] >= 3'h7;
   assign \$5049  = \$5047  & \$5048 ;
   assign \$5050  = \$5049  & pe10_5_v;
-  assign \$5051  = pe10_5_bank == \port$22246$2 [4];
+  assign \$5051  = pe10_5_bank == \port$22248$2 [4];
   assign \$5052  = \$5050  & \$5051 ;
   assign \$5053  = w_en & w_transpose;
-  assign \$5054  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$5054  = \port$22248$2 [3:0] >= 4'h8;
   assign \$5055  = \$5053  & \$5054 ;
   assign \$5056  = \$5055  & pe10_6_v;
-  assign \$5057  = pe10_6_bank == \port$22246$2 [4];
+  assign \$5057  = pe10_6_bank == \port$22248$2 [4];
   assign \$5058  = \$5056  & \$5057 ;
   assign \$5059  = w_en & w_transpose;
-  assign \$5060  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$5060  = \port$22248$2 [3:0] >= 4'h9;
   assign \$5061  = \$5059  & \$5060 ;
   assign \$5062  = \$5061  & pe10_7_v;
-  assign \$5063  = pe10_7_bank == \port$22246$2 [4];
+  assign \$5063  = pe10_7_bank == \port$22248$2 [4];
   assign \$5064  = \$5062  & \$5063 ;
   assign \$5065  = w_en & w_transpose;
-  assign \$5066  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$5066  = \port$22248$2 [3:0] >= 4'ha;
   assign \$5067  = \$5065  & \$5066 ;
   assign \$5068  = \$5067  & pe10_8_v;
-  assign \$5069  = pe10_8_bank == \port$22246$2 [4];
+  assign \$5069  = pe10_8_bank == \port$22248$2 [4];
   assign \$5070  = \$5068  & \$5069 ;
   assign \$5071  = w_en & w_transpose;
-  assign \$5072  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$5072  = \port$22248$2 [3:0] >= 4'hb;
   assign \$5073  = \$5071  & \$5072 ;
   assign \$5074  = \$5073  & pe10_9_v;
-  assign \$5075  = pe10_9_bank == \port$22246$2 [4];
+  assign \$5075  = pe10_9_bank == \port$22248$2 [4];
   assign \$5076  = \$5074  & \$5075 ;
   assign \$5077  = w_en & w_transpose;
-  assign \$5078  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$5078  = \port$22248$2 [3:0] >= 4'hc;
   assign \$5079  = \$5077  & \$5078 ;
   assign \$5080  = \$5079  & pe10_10_v;
-  assign \$5081  = pe10_10_bank == \port$22246$2 [4];
+  assign \$5081  = pe10_10_bank == \port$22248$2 [4];
   assign \$5082  = \$5080  & \$5081 ;
   assign \$5083  = w_en & w_transpose;
-  assign \$5084  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$5084  = \port$22248$2 [3:0] >= 4'hd;
   assign \$5085  = \$5083  & \$5084 ;
   assign \$5086  = \$5085  & pe10_11_v;
-  assign \$5087  = pe10_11_bank == \port$22246$2 [4];
+  assign \$5087  = pe10_11_bank == \port$22248$2 [4];
   assign \$5088  = \$5086  & \$5087 ;
   assign \$5089  = w_en & w_transpose;
-  assign \$5090  = \port$22246$2 [3:0] >= 4'he;
+  assign \$5090  = \port$22248$2 [3:0] >= 4'he;
   assign \$5091  = \$5089  & \$5090 ;
   assign \$5092  = \$5091  & pe10_12_v;
-  assign \$5093  = pe10_12_bank == \port$22246$2 [4];
+  assign \$5093  = pe10_12_bank == \port$22248$2 [4];
   assign \$5094  = \$5092  & \$5093 ;
   assign \$5095  = w_en & w_transpose;
-  assign \$5096  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$5096  = \port$22248$2 [3:0] >= 4'hf;
   assign \$5097  = \$5095  & \$5096 ;
   assign \$5098  = \$5097  & pe10_13_v;
-  assign \$5099  = pe10_13_bank == \port$22246$2 [4];
+  assign \$5099  = pe10_13_bank == \port$22248$2 [4];
   assign \$5100  = \$5098  & \$5099 ;
   assign \$5101  = ~ w_transpose;
   assign \$5102  = w_en & \$5101 ;
-  assign \$5103  = \port$22246$2 [3:0] == 4'hb;
+  assign \$5103  = \port$22248$2 [3:0] == 4'hb;
   assign \$5104  = \$5102  & \$5103 ;
-  assign \$5107  = skew11_0_bank == \port$22246$2 [4];
+  assign \$5107  = skew11_0_bank == \port$22248$2 [4];
   assign \$5108  = skew11_0_v & \$5107 ;
-  assign \$5109  = skew11_1_bank == \port$22246$2 [4];
+  assign \$5109  = skew11_1_bank == \port$22248$2 [4];
   assign \$5110  = skew11_1_v & \$5109 ;
-  assign \$5111  = skew11_2_bank == \port$22246$2 [4];
+  assign \$5111  = skew11_2_bank == \port$22248$2 [4];
   assign \$5112  = skew11_2_v & \$5111 ;
-  assign \$5113  = skew11_3_bank == \port$22246$2 [4];
+  assign \$5113  = skew11_3_bank == \port$22248$2 [4];
   assign \$5114  = skew11_3_v & \$5113 ;
-  assign \$5115  = skew11_4_bank == \port$22246$2 [4];
+  assign \$5115  = skew11_4_bank == \port$22248$2 [4];
   assign \$5116  = skew11_4_v & \$5115 ;
-  assign \$5117  = skew11_5_bank == \port$22246$2 [4];
+  assign \$5117  = skew11_5_bank == \port$22248$2 [4];
   assign \$5118  = skew11_5_v & \$5117 ;
-  assign \$5119  = skew11_6_bank == \port$22246$2 [4];
+  assign \$5119  = skew11_6_bank == \port$22248$2 [4];
   assign \$5120  = skew11_6_v & \$5119 ;
-  assign \$5121  = skew11_7_bank == \port$22246$2 [4];
+  assign \$5121  = skew11_7_bank == \port$22248$2 [4];
   assign \$5122  = skew11_7_v & \$5121 ;
-  assign \$5123  = skew11_8_bank == \port$22246$2 [4];
+  assign \$5123  = skew11_8_bank == \port$22248$2 [4];
   assign \$5124  = skew11_8_v & \$5123 ;
-  assign \$5125  = skew11_9_bank == \port$22246$2 [4];
+  assign \$5125  = skew11_9_bank == \port$22248$2 [4];
   assign \$5126  = skew11_9_v & \$5125 ;
-  assign \$5127  = skew11_10_bank == \port$22246$2 [4];
+  assign \$5127  = skew11_10_bank == \port$22248$2 [4];
   assign \$5128  = skew11_10_v & \$5127 ;
-  assign \$5129  = pe11_0_bank == \port$22246$2 [4];
+  assign \$5129  = pe11_0_bank == \port$22248$2 [4];
   assign \$5130  = pe11_0_v & \$5129 ;
-  assign \$5131  = pe11_1_bank == \port$22246$2 [4];
+  assign \$5131  = pe11_1_bank == \port$22248$2 [4];
   assign \$5132  = pe11_1_v & \$5131 ;
-  assign \$5133  = pe11_2_bank == \port$22246$2 [4];
+  assign \$5133  = pe11_2_bank == \port$22248$2 [4];
   assign \$5134  = pe11_2_v & \$5133 ;
-  assign \$5135  = pe11_3_bank == \port$22246$2 [4];
+  assign \$5135  = pe11_3_bank == \port$22248$2 [4];
   assign \$5136  = pe11_3_v & \$5135 ;
-  assign \$5137  = pe11_4_bank == \port$22246$2 [4];
+  assign \$5137  = pe11_4_bank == \port$22248$2 [4];
   assign \$5138  = pe11_4_v & \$5137 ;
-  assign \$5139  = pe11_5_bank == \port$22246$2 [4];
+  assign \$5139  = pe11_5_bank == \port$22248$2 [4];
   assign \$5140  = pe11_5_v & \$5139 ;
-  assign \$5141  = pe11_6_bank == \port$22246$2 [4];
+  assign \$5141  = pe11_6_bank == \port$22248$2 [4];
   assign \$5142  = pe11_6_v & \$5141 ;
-  assign \$5143  = pe11_7_bank == \port$22246$2 [4];
+  assign \$5143  = pe11_7_bank == \port$22248$2 [4];
   assign \$5144  = pe11_7_v & \$5143 ;
-  assign \$5145  = pe11_8_bank == \port$22246$2 [4];
+  assign \$5145  = pe11_8_bank == \port$22248$2 [4];
   assign \$5146  = pe11_8_v & \$5145 ;
-  assign \$5147  = pe11_9_bank == \port$22246$2 [4];
+  assign \$5147  = pe11_9_bank == \port$22248$2 [4];
   assign \$5148  = pe11_9_v & \$5147 ;
-  assign \$5149  = pe11_10_bank == \port$22246$2 [4];
+  assign \$5149  = pe11_10_bank == \port$22248$2 [4];
   assign \$5150  = pe11_10_v & \$5149 ;
-  assign \$5151  = pe11_11_bank == \port$22246$2 [4];
+  assign \$5151  = pe11_11_bank == \port$22248$2 [4];
   assign \$5152  = pe11_11_v & \$5151 ;
-  assign \$5153  = pe11_12_bank == \port$22246$2 [4];
+  assign \$5153  = pe11_12_bank == \port$22248$2 [4];
   assign \$5154  = pe11_12_v & \$5153 ;
-  assign \$5155  = pe11_13_bank == \port$22246$2 [4];
+  assign \$5155  = pe11_13_bank == \port$22248$2 [4];
   assign \$5156  = pe11_13_v & \$5155 ;
   assign \$5157  = | { \$5156 , \$5154 , \$5152 , \$5150 , \$5148 , \$5146 , \$5144 , \$5142 , \$5140 , \$5138 , \$5136 , \$5134 , \$5132 , \$5130 , \$5128 , \$5126 , \$5124 , \$5122 , \$5120 , \$5118 , \$5116 , \$5114 , \$5112 , \$5110 , \$5108 , \$5106  };
   assign \$5158  = \$5104  & \$5157 ;
@@ -42603,189 +42603,189 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$5161  = \$5160  & a_valid;
   assign \$5164  = w_en & w_transpose;
   assign \$5166  = \$5165  & skew11_0_v;
-  assign \$5167  = skew11_0_bank == \port$22246$2 [4];
+  assign \$5167  = skew11_0_bank == \port$22248$2 [4];
   assign \$5168  = \$5166  & \$5167 ;
   assign \$5169  = w_en & w_transpose;
   assign \$5171  = \$5170  & skew11_1_v;
-  assign \$5172  = skew11_1_bank == \port$22246$2 [4];
+  assign \$5172  = skew11_1_bank == \port$22248$2 [4];
   assign \$5173  = \$5171  & \$5172 ;
   assign \$5174  = w_en & w_transpose;
   assign \$5176  = \$5175  & skew11_2_v;
-  assign \$5177  = skew11_2_bank == \port$22246$2 [4];
+  assign \$5177  = skew11_2_bank == \port$22248$2 [4];
   assign \$5178  = \$5176  & \$5177 ;
   assign \$5179  = w_en & w_transpose;
   assign \$5181  = \$5180  & skew11_3_v;
-  assign \$5182  = skew11_3_bank == \port$22246$2 [4];
+  assign \$5182  = skew11_3_bank == \port$22248$2 [4];
   assign \$5183  = \$5181  & \$5182 ;
   assign \$5184  = w_en & w_transpose;
   assign \$5186  = \$5185  & skew11_4_v;
-  assign \$5187  = skew11_4_bank == \port$22246$2 [4];
+  assign \$5187  = skew11_4_bank == \port$22248$2 [4];
   assign \$5188  = \$5186  & \$5187 ;
   assign \$5189  = w_en & w_transpose;
   assign \$5191  = \$5190  & skew11_5_v;
-  assign \$5192  = skew11_5_bank == \port$22246$2 [4];
+  assign \$5192  = skew11_5_bank == \port$22248$2 [4];
   assign \$5193  = \$5191  & \$5192 ;
   assign \$5194  = w_en & w_transpose;
   assign \$5196  = \$5195  & skew11_6_v;
-  assign \$5197  = skew11_6_bank == \port$22246$2 [4];
+  assign \$5197  = skew11_6_bank == \port$22248$2 [4];
   assign \$5198  = \$5196  & \$5197 ;
   assign \$5199  = w_en & w_transpose;
   assign \$5201  = \$5200  & skew11_7_v;
-  assign \$5202  = skew11_7_bank == \port$22246$2 [4];
+  assign \$5202  = skew11_7_bank == \port$22248$2 [4];
   assign \$5203  = \$5201  & \$5202 ;
   assign \$5204  = w_en & w_transpose;
   assign \$5206  = \$5205  & skew11_8_v;
-  assign \$5207  = skew11_8_bank == \port$22246$2 [4];
+  assign \$5207  = skew11_8_bank == \port$22248$2 [4];
   assign \$5208  = \$5206  & \$5207 ;
   assign \$5209  = w_en & w_transpose;
   assign \$5211  = \$5210  & skew11_9_v;
-  assign \$5212  = skew11_9_bank == \port$22246$2 [4];
+  assign \$5212  = skew11_9_bank == \port$22248$2 [4];
   assign \$5213  = \$5211  & \$5212 ;
   assign \$5214  = w_en & w_transpose;
-  assign \$5215  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$5215  = \port$22248$2 [3:0] >= 1'h1;
   assign \$5216  = \$5214  & \$5215 ;
   assign \$5217  = \$5216  & skew11_10_v;
-  assign \$5218  = skew11_10_bank == \port$22246$2 [4];
+  assign \$5218  = skew11_10_bank == \port$22248$2 [4];
   assign \$5219  = \$5217  & \$5218 ;
   assign \$5220  = w_en & w_transpose;
-  assign \$5221  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$5221  = \port$22248$2 [3:0] >= 2'h2;
   assign \$5222  = \$5220  & \$5221 ;
   assign \$5223  = \$5222  & pe11_0_v;
-  assign \$5224  = pe11_0_bank == \port$22246$2 [4];
+  assign \$5224  = pe11_0_bank == \port$22248$2 [4];
   assign \$5225  = \$5223  & \$5224 ;
   assign \$5226  = w_en & w_transpose;
-  assign \$5227  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$5227  = \port$22248$2 [3:0] >= 2'h3;
   assign \$5228  = \$5226  & \$5227 ;
   assign \$5229  = \$5228  & pe11_1_v;
-  assign \$5230  = pe11_1_bank == \port$22246$2 [4];
+  assign \$5230  = pe11_1_bank == \port$22248$2 [4];
   assign \$5231  = \$5229  & \$5230 ;
   assign \$5232  = w_en & w_transpose;
-  assign \$5233  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$5233  = \port$22248$2 [3:0] >= 3'h4;
   assign \$5234  = \$5232  & \$5233 ;
   assign \$5235  = \$5234  & pe11_2_v;
-  assign \$5236  = pe11_2_bank == \port$22246$2 [4];
+  assign \$5236  = pe11_2_bank == \port$22248$2 [4];
   assign \$5237  = \$5235  & \$5236 ;
   assign \$5238  = w_en & w_transpose;
-  assign \$5239  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$5239  = \port$22248$2 [3:0] >= 3'h5;
   assign \$5240  = \$5238  & \$5239 ;
   assign \$5241  = \$5240  & pe11_3_v;
-  assign \$5242  = pe11_3_bank == \port$22246$2 [4];
+  assign \$5242  = pe11_3_bank == \port$22248$2 [4];
   assign \$5243  = \$5241  & \$5242 ;
   assign \$5244  = w_en & w_transpose;
-  assign \$5245  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$5245  = \port$22248$2 [3:0] >= 3'h6;
   assign \$5246  = \$5244  & \$5245 ;
   assign \$5247  = \$5246  & pe11_4_v;
-  assign \$5248  = pe11_4_bank == \port$22246$2 [4];
+  assign \$5248  = pe11_4_bank == \port$22248$2 [4];
   assign \$5249  = \$5247  & \$5248 ;
   assign \$5250  = w_en & w_transpose;
-  assign \$5251  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$5251  = \port$22248$2 [3:0] >= 3'h7;
   assign \$5252  = \$5250  & \$5251 ;
   assign \$5253  = \$5252  & pe11_5_v;
-  assign \$5254  = pe11_5_bank == \port$22246$2 [4];
+  assign \$5254  = pe11_5_bank == \port$22248$2 [4];
   assign \$5255  = \$5253  & \$5254 ;
   assign \$5256  = w_en & w_transpose;
-  assign \$5257  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$5257  = \port$22248$2 [3:0] >= 4'h8;
   assign \$5258  = \$5256  & \$5257 ;
   assign \$5259  = \$5258  & pe11_6_v;
-  assign \$5260  = pe11_6_bank == \port$22246$2 [4];
+  assign \$5260  = pe11_6_bank == \port$22248$2 [4];
   assign \$5261  = \$5259  & \$5260 ;
   assign \$5262  = w_en & w_transpose;
-  assign \$5263  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$5263  = \port$22248$2 [3:0] >= 4'h9;
   assign \$5264  = \$5262  & \$5263 ;
   assign \$5265  = \$5264  & pe11_7_v;
-  assign \$5266  = pe11_7_bank == \port$22246$2 [4];
+  assign \$5266  = pe11_7_bank == \port$22248$2 [4];
   assign \$5267  = \$5265  & \$5266 ;
   assign \$5268  = w_en & w_transpose;
-  assign \$5269  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$5269  = \port$22248$2 [3:0] >= 4'ha;
   assign \$5270  = \$5268  & \$5269 ;
   assign \$5271  = \$5270  & pe11_8_v;
-  assign \$5272  = pe11_8_bank == \port$22246$2 [4];
+  assign \$5272  = pe11_8_bank == \port$22248$2 [4];
   assign \$5273  = \$5271  & \$5272 ;
   assign \$5274  = w_en & w_transpose;
-  assign \$5275  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$5275  = \port$22248$2 [3:0] >= 4'hb;
   assign \$5276  = \$5274  & \$5275 ;
   assign \$5277  = \$5276  & pe11_9_v;
-  assign \$5278  = pe11_9_bank == \port$22246$2 [4];
+  assign \$5278  = pe11_9_bank == \port$22248$2 [4];
   assign \$5279  = \$5277  & \$5278 ;
   assign \$5280  = w_en & w_transpose;
-  assign \$5281  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$5281  = \port$22248$2 [3:0] >= 4'hc;
   assign \$5282  = \$5280  & \$5281 ;
   assign \$5283  = \$5282  & pe11_10_v;
-  assign \$5284  = pe11_10_bank == \port$22246$2 [4];
+  assign \$5284  = pe11_10_bank == \port$22248$2 [4];
   assign \$5285  = \$5283  & \$5284 ;
   assign \$5286  = w_en & w_transpose;
-  assign \$5287  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$5287  = \port$22248$2 [3:0] >= 4'hd;
   assign \$5288  = \$5286  & \$5287 ;
   assign \$5289  = \$5288  & pe11_11_v;
-  assign \$5290  = pe11_11_bank == \port$22246$2 [4];
+  assign \$5290  = pe11_11_bank == \port$22248$2 [4];
   assign \$5291  = \$5289  & \$5290 ;
   assign \$5292  = w_en & w_transpose;
-  assign \$5293  = \port$22246$2 [3:0] >= 4'he;
+  assign \$5293  = \port$22248$2 [3:0] >= 4'he;
   assign \$5294  = \$5292  & \$5293 ;
   assign \$5295  = \$5294  & pe11_12_v;
-  assign \$5296  = pe11_12_bank == \port$22246$2 [4];
+  assign \$5296  = pe11_12_bank == \port$22248$2 [4];
   assign \$5297  = \$5295  & \$5296 ;
   assign \$5298  = w_en & w_transpose;
-  assign \$5299  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$5299  = \port$22248$2 [3:0] >= 4'hf;
   assign \$5300  = \$5298  & \$5299 ;
   assign \$5301  = \$5300  & pe11_13_v;
-  assign \$5302  = pe11_13_bank == \port$22246$2 [4];
+  assign \$5302  = pe11_13_bank == \port$22248$2 [4];
   assign \$5303  = \$5301  & \$5302 ;
   assign \$5304  = ~ w_transpose;
   assign \$5305  = w_en & \$5304 ;
-  assign \$5306  = \port$22246$2 [3:0] == 4'hc;
+  assign \$5306  = \port$22248$2 [3:0] == 4'hc;
   assign \$5307  = \$5305  & \$5306 ;
-  assign \$5310  = skew12_0_bank == \port$22246$2 [4];
+  assign \$5310  = skew12_0_bank == \port$22248$2 [4];
   assign \$5311  = skew12_0_v & \$5310 ;
-  assign \$5312  = skew12_1_bank == \port$22246$2 [4];
+  assign \$5312  = skew12_1_bank == \port$22248$2 [4];
   assign \$5313  = skew12_1_v & \$5312 ;
-  assign \$5314  = skew12_2_bank == \port$22246$2 [4];
+  assign \$5314  = skew12_2_bank == \port$22248$2 [4];
   assign \$5315  = skew12_2_v & \$5314 ;
-  assign \$5316  = skew12_3_bank == \port$22246$2 [4];
+  assign \$5316  = skew12_3_bank == \port$22248$2 [4];
   assign \$5317  = skew12_3_v & \$5316 ;
-  assign \$5318  = skew12_4_bank == \port$22246$2 [4];
+  assign \$5318  = skew12_4_bank == \port$22248$2 [4];
   assign \$5319  = skew12_4_v & \$5318 ;
-  assign \$5320  = skew12_5_bank == \port$22246$2 [4];
+  assign \$5320  = skew12_5_bank == \port$22248$2 [4];
   assign \$5321  = skew12_5_v & \$5320 ;
-  assign \$5322  = skew12_6_bank == \port$22246$2 [4];
+  assign \$5322  = skew12_6_bank == \port$22248$2 [4];
   assign \$5323  = skew12_6_v & \$5322 ;
-  assign \$5324  = skew12_7_bank == \port$22246$2 [4];
+  assign \$5324  = skew12_7_bank == \port$22248$2 [4];
   assign \$5325  = skew12_7_v & \$5324 ;
-  assign \$5326  = skew12_8_bank == \port$22246$2 [4];
+  assign \$5326  = skew12_8_bank == \port$22248$2 [4];
   assign \$5327  = skew12_8_v & \$5326 ;
-  assign \$5328  = skew12_9_bank == \port$22246$2 [4];
+  assign \$5328  = skew12_9_bank == \port$22248$2 [4];
   assign \$5329  = skew12_9_v & \$5328 ;
-  assign \$5330  = skew12_10_bank == \port$22246$2 [4];
+  assign \$5330  = skew12_10_bank == \port$22248$2 [4];
   assign \$5331  = skew12_10_v & \$5330 ;
-  assign \$5332  = skew12_11_bank == \port$22246$2 [4];
+  assign \$5332  = skew12_11_bank == \port$22248$2 [4];
   assign \$5333  = skew12_11_v & \$5332 ;
-  assign \$5334  = pe12_0_bank == \port$22246$2 [4];
+  assign \$5334  = pe12_0_bank == \port$22248$2 [4];
   assign \$5335  = pe12_0_v & \$5334 ;
-  assign \$5336  = pe12_1_bank == \port$22246$2 [4];
+  assign \$5336  = pe12_1_bank == \port$22248$2 [4];
   assign \$5337  = pe12_1_v & \$5336 ;
-  assign \$5338  = pe12_2_bank == \port$22246$2 [4];
+  assign \$5338  = pe12_2_bank == \port$22248$2 [4];
   assign \$5339  = pe12_2_v & \$5338 ;
-  assign \$5340  = pe12_3_bank == \port$22246$2 [4];
+  assign \$5340  = pe12_3_bank == \port$22248$2 [4];
   assign \$5341  = pe12_3_v & \$5340 ;
-  assign \$5342  = pe12_4_bank == \port$22246$2 [4];
+  assign \$5342  = pe12_4_bank == \port$22248$2 [4];
   assign \$5343  = pe12_4_v & \$5342 ;
-  assign \$5344  = pe12_5_bank == \port$22246$2 [4];
+  assign \$5344  = pe12_5_bank == \port$22248$2 [4];
   assign \$5345  = pe12_5_v & \$5344 ;
-  assign \$5346  = pe12_6_bank == \port$22246$2 [4];
+  assign \$5346  = pe12_6_bank == \port$22248$2 [4];
   assign \$5347  = pe12_6_v & \$5346 ;
-  assign \$5348  = pe12_7_bank == \port$22246$2 [4];
+  assign \$5348  = pe12_7_bank == \port$22248$2 [4];
   assign \$5349  = pe12_7_v & \$5348 ;
-  assign \$5350  = pe12_8_bank == \port$22246$2 [4];
+  assign \$5350  = pe12_8_bank == \port$22248$2 [4];
   assign \$5351  = pe12_8_v & \$5350 ;
-  assign \$5352  = pe12_9_bank == \port$22246$2 [4];
+  assign \$5352  = pe12_9_bank == \port$22248$2 [4];
   assign \$5353  = pe12_9_v & \$5352 ;
-  assign \$5354  = pe12_10_bank == \port$22246$2 [4];
+  assign \$5354  = pe12_10_bank == \port$22248$2 [4];
   assign \$5355  = pe12_10_v & \$5354 ;
-  assign \$5356  = pe12_11_bank == \port$22246$2 [4];
+  assign \$5356  = pe12_11_bank == \port$22248$2 [4];
   assign \$5357  = pe12_11_v & \$5356 ;
-  assign \$5358  = pe12_12_bank == \port$22246$2 [4];
+  assign \$5358  = pe12_12_bank == \port$22248$2 [4];
   assign \$5359  = pe12_12_v & \$5358 ;
-  assign \$5360  = pe12_13_bank == \port$22246$2 [4];
+  assign \$5360  = pe12_13_bank == \port$22248$2 [4];
   assign \$5361  = pe12_13_v & \$5360 ;
   assign \$5362  = | { \$5361 , \$5359 , \$5357 , \$5355 , \$5353 , \$5351 , \$5349 , \$5347 , \$5345 , \$5343 , \$5341 , \$5339 , \$5337 , \$5335 , \$5333 , \$5331 , \$5329 , \$5327 , \$5325 , \$5323 , \$5321 , \$5319 , \$5317 , \$5315 , \$5313 , \$5311 , \$5309  };
   assign \$5363  = \$5307  & \$5362 ;
@@ -42793,195 +42793,195 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$5366  = \$5365  & a_valid;
   assign \$5369  = w_en & w_transpose;
   assign \$5371  = \$5370  & skew12_0_v;
-  assign \$5372  = skew12_0_bank == \port$22246$2 [4];
+  assign \$5372  = skew12_0_bank == \port$22248$2 [4];
   assign \$5373  = \$5371  & \$5372 ;
   assign \$5374  = w_en & w_transpose;
   assign \$5376  = \$5375  & skew12_1_v;
-  assign \$5377  = skew12_1_bank == \port$22246$2 [4];
+  assign \$5377  = skew12_1_bank == \port$22248$2 [4];
   assign \$5378  = \$5376  & \$5377 ;
   assign \$5379  = w_en & w_transpose;
   assign \$5381  = \$5380  & skew12_2_v;
-  assign \$5382  = skew12_2_bank == \port$22246$2 [4];
+  assign \$5382  = skew12_2_bank == \port$22248$2 [4];
   assign \$5383  = \$5381  & \$5382 ;
   assign \$5384  = w_en & w_transpose;
   assign \$5386  = \$5385  & skew12_3_v;
-  assign \$5387  = skew12_3_bank == \port$22246$2 [4];
+  assign \$5387  = skew12_3_bank == \port$22248$2 [4];
   assign \$5388  = \$5386  & \$5387 ;
   assign \$5389  = w_en & w_transpose;
   assign \$5391  = \$5390  & skew12_4_v;
-  assign \$5392  = skew12_4_bank == \port$22246$2 [4];
+  assign \$5392  = skew12_4_bank == \port$22248$2 [4];
   assign \$5393  = \$5391  & \$5392 ;
   assign \$5394  = w_en & w_transpose;
   assign \$5396  = \$5395  & skew12_5_v;
-  assign \$5397  = skew12_5_bank == \port$22246$2 [4];
+  assign \$5397  = skew12_5_bank == \port$22248$2 [4];
   assign \$5398  = \$5396  & \$5397 ;
   assign \$5399  = w_en & w_transpose;
   assign \$5401  = \$5400  & skew12_6_v;
-  assign \$5402  = skew12_6_bank == \port$22246$2 [4];
+  assign \$5402  = skew12_6_bank == \port$22248$2 [4];
   assign \$5403  = \$5401  & \$5402 ;
   assign \$5404  = w_en & w_transpose;
   assign \$5406  = \$5405  & skew12_7_v;
-  assign \$5407  = skew12_7_bank == \port$22246$2 [4];
+  assign \$5407  = skew12_7_bank == \port$22248$2 [4];
   assign \$5408  = \$5406  & \$5407 ;
   assign \$5409  = w_en & w_transpose;
   assign \$5411  = \$5410  & skew12_8_v;
-  assign \$5412  = skew12_8_bank == \port$22246$2 [4];
+  assign \$5412  = skew12_8_bank == \port$22248$2 [4];
   assign \$5413  = \$5411  & \$5412 ;
   assign \$5414  = w_en & w_transpose;
   assign \$5416  = \$5415  & skew12_9_v;
-  assign \$5417  = skew12_9_bank == \port$22246$2 [4];
+  assign \$5417  = skew12_9_bank == \port$22248$2 [4];
   assign \$5418  = \$5416  & \$5417 ;
   assign \$5419  = w_en & w_transpose;
   assign \$5421  = \$5420  & skew12_10_v;
-  assign \$5422  = skew12_10_bank == \port$22246$2 [4];
+  assign \$5422  = skew12_10_bank == \port$22248$2 [4];
   assign \$5423  = \$5421  & \$5422 ;
   assign \$5424  = w_en & w_transpose;
-  assign \$5425  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$5425  = \port$22248$2 [3:0] >= 1'h1;
   assign \$5426  = \$5424  & \$5425 ;
   assign \$5427  = \$5426  & skew12_11_v;
-  assign \$5428  = skew12_11_bank == \port$22246$2 [4];
+  assign \$5428  = skew12_11_bank == \port$22248$2 [4];
   assign \$5429  = \$5427  & \$5428 ;
   assign \$5430  = w_en & w_transpose;
-  assign \$5431  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$5431  = \port$22248$2 [3:0] >= 2'h2;
   assign \$5432  = \$5430  & \$5431 ;
   assign \$5433  = \$5432  & pe12_0_v;
-  assign \$5434  = pe12_0_bank == \port$22246$2 [4];
+  assign \$5434  = pe12_0_bank == \port$22248$2 [4];
   assign \$5435  = \$5433  & \$5434 ;
   assign \$5436  = w_en & w_transpose;
-  assign \$5437  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$5437  = \port$22248$2 [3:0] >= 2'h3;
   assign \$5438  = \$5436  & \$5437 ;
   assign \$5439  = \$5438  & pe12_1_v;
-  assign \$5440  = pe12_1_bank == \port$22246$2 [4];
+  assign \$5440  = pe12_1_bank == \port$22248$2 [4];
   assign \$5441  = \$5439  & \$5440 ;
   assign \$5442  = w_en & w_transpose;
-  assign \$5443  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$5443  = \port$22248$2 [3:0] >= 3'h4;
   assign \$5444  = \$5442  & \$5443 ;
   assign \$5445  = \$5444  & pe12_2_v;
-  assign \$5446  = pe12_2_bank == \port$22246$2 [4];
+  assign \$5446  = pe12_2_bank == \port$22248$2 [4];
   assign \$5447  = \$5445  & \$5446 ;
   assign \$5448  = w_en & w_transpose;
-  assign \$5449  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$5449  = \port$22248$2 [3:0] >= 3'h5;
   assign \$5450  = \$5448  & \$5449 ;
   assign \$5451  = \$5450  & pe12_3_v;
-  assign \$5452  = pe12_3_bank == \port$22246$2 [4];
+  assign \$5452  = pe12_3_bank == \port$22248$2 [4];
   assign \$5453  = \$5451  & \$5452 ;
   assign \$5454  = w_en & w_transpose;
-  assign \$5455  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$5455  = \port$22248$2 [3:0] >= 3'h6;
   assign \$5456  = \$5454  & \$5455 ;
   assign \$5457  = \$5456  & pe12_4_v;
-  assign \$5458  = pe12_4_bank == \port$22246$2 [4];
+  assign \$5458  = pe12_4_bank == \port$22248$2 [4];
   assign \$5459  = \$5457  & \$5458 ;
   assign \$5460  = w_en & w_transpose;
-  assign \$5461  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$5461  = \port$22248$2 [3:0] >= 3'h7;
   assign \$5462  = \$5460  & \$5461 ;
   assign \$5463  = \$5462  & pe12_5_v;
-  assign \$5464  = pe12_5_bank == \port$22246$2 [4];
+  assign \$5464  = pe12_5_bank == \port$22248$2 [4];
   assign \$5465  = \$5463  & \$5464 ;
   assign \$5466  = w_en & w_transpose;
-  assign \$5467  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$5467  = \port$22248$2 [3:0] >= 4'h8;
   assign \$5468  = \$5466  & \$5467 ;
   assign \$5469  = \$5468  & pe12_6_v;
-  assign \$5470  = pe12_6_bank == \port$22246$2 [4];
+  assign \$5470  = pe12_6_bank == \port$22248$2 [4];
   assign \$5471  = \$5469  & \$5470 ;
   assign \$5472  = w_en & w_transpose;
-  assign \$5473  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$5473  = \port$22248$2 [3:0] >= 4'h9;
   assign \$5474  = \$5472  & \$5473 ;
   assign \$5475  = \$5474  & pe12_7_v;
-  assign \$5476  = pe12_7_bank == \port$22246$2 [4];
+  assign \$5476  = pe12_7_bank == \port$22248$2 [4];
   assign \$5477  = \$5475  & \$5476 ;
   assign \$5478  = w_en & w_transpose;
-  assign \$5479  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$5479  = \port$22248$2 [3:0] >= 4'ha;
   assign \$5480  = \$5478  & \$5479 ;
   assign \$5481  = \$5480  & pe12_8_v;
-  assign \$5482  = pe12_8_bank == \port$22246$2 [4];
+  assign \$5482  = pe12_8_bank == \port$22248$2 [4];
   assign \$5483  = \$5481  & \$5482 ;
   assign \$5484  = w_en & w_transpose;
-  assign \$5485  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$5485  = \port$22248$2 [3:0] >= 4'hb;
   assign \$5486  = \$5484  & \$5485 ;
   assign \$5487  = \$5486  & pe12_9_v;
-  assign \$5488  = pe12_9_bank == \port$22246$2 [4];
+  assign \$5488  = pe12_9_bank == \port$22248$2 [4];
   assign \$5489  = \$5487  & \$5488 ;
   assign \$5490  = w_en & w_transpose;
-  assign \$5491  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$5491  = \port$22248$2 [3:0] >= 4'hc;
   assign \$5492  = \$5490  & \$5491 ;
   assign \$5493  = \$5492  & pe12_10_v;
-  assign \$5494  = pe12_10_bank == \port$22246$2 [4];
+  assign \$5494  = pe12_10_bank == \port$22248$2 [4];
   assign \$5495  = \$5493  & \$5494 ;
   assign \$5496  = w_en & w_transpose;
-  assign \$5497  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$5497  = \port$22248$2 [3:0] >= 4'hd;
   assign \$5498  = \$5496  & \$5497 ;
   assign \$5499  = \$5498  & pe12_11_v;
-  assign \$5500  = pe12_11_bank == \port$22246$2 [4];
+  assign \$5500  = pe12_11_bank == \port$22248$2 [4];
   assign \$5501  = \$5499  & \$5500 ;
   assign \$5502  = w_en & w_transpose;
-  assign \$5503  = \port$22246$2 [3:0] >= 4'he;
+  assign \$5503  = \port$22248$2 [3:0] >= 4'he;
   assign \$5504  = \$5502  & \$5503 ;
   assign \$5505  = \$5504  & pe12_12_v;
-  assign \$5506  = pe12_12_bank == \port$22246$2 [4];
+  assign \$5506  = pe12_12_bank == \port$22248$2 [4];
   assign \$5507  = \$5505  & \$5506 ;
   assign \$5508  = w_en & w_transpose;
-  assign \$5509  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$5509  = \port$22248$2 [3:0] >= 4'hf;
   assign \$5510  = \$5508  & \$5509 ;
   assign \$5511  = \$5510  & pe12_13_v;
-  assign \$5512  = pe12_13_bank == \port$22246$2 [4];
+  assign \$5512  = pe12_13_bank == \port$22248$2 [4];
   assign \$5513  = \$5511  & \$5512 ;
   assign \$5514  = ~ w_transpose;
   assign \$5515  = w_en & \$5514 ;
-  assign \$5516  = \port$22246$2 [3:0] == 4'hd;
+  assign \$5516  = \port$22248$2 [3:0] == 4'hd;
   assign \$5517  = \$5515  & \$5516 ;
-  assign \$5520  = skew13_0_bank == \port$22246$2 [4];
+  assign \$5520  = skew13_0_bank == \port$22248$2 [4];
   assign \$5521  = skew13_0_v & \$5520 ;
-  assign \$5522  = skew13_1_bank == \port$22246$2 [4];
+  assign \$5522  = skew13_1_bank == \port$22248$2 [4];
   assign \$5523  = skew13_1_v & \$5522 ;
-  assign \$5524  = skew13_2_bank == \port$22246$2 [4];
+  assign \$5524  = skew13_2_bank == \port$22248$2 [4];
   assign \$5525  = skew13_2_v & \$5524 ;
-  assign \$5526  = skew13_3_bank == \port$22246$2 [4];
+  assign \$5526  = skew13_3_bank == \port$22248$2 [4];
   assign \$5527  = skew13_3_v & \$5526 ;
-  assign \$5528  = skew13_4_bank == \port$22246$2 [4];
+  assign \$5528  = skew13_4_bank == \port$22248$2 [4];
   assign \$5529  = skew13_4_v & \$5528 ;
-  assign \$5530  = skew13_5_bank == \port$22246$2 [4];
+  assign \$5530  = skew13_5_bank == \port$22248$2 [4];
   assign \$5531  = skew13_5_v & \$5530 ;
-  assign \$5532  = skew13_6_bank == \port$22246$2 [4];
+  assign \$5532  = skew13_6_bank == \port$22248$2 [4];
   assign \$5533  = skew13_6_v & \$5532 ;
-  assign \$5534  = skew13_7_bank == \port$22246$2 [4];
+  assign \$5534  = skew13_7_bank == \port$22248$2 [4];
   assign \$5535  = skew13_7_v & \$5534 ;
-  assign \$5536  = skew13_8_bank == \port$22246$2 [4];
+  assign \$5536  = skew13_8_bank == \port$22248$2 [4];
   assign \$5537  = skew13_8_v & \$5536 ;
-  assign \$5538  = skew13_9_bank == \port$22246$2 [4];
+  assign \$5538  = skew13_9_bank == \port$22248$2 [4];
   assign \$5539  = skew13_9_v & \$5538 ;
-  assign \$5540  = skew13_10_bank == \port$22246$2 [4];
+  assign \$5540  = skew13_10_bank == \port$22248$2 [4];
   assign \$5541  = skew13_10_v & \$5540 ;
-  assign \$5542  = skew13_11_bank == \port$22246$2 [4];
+  assign \$5542  = skew13_11_bank == \port$22248$2 [4];
   assign \$5543  = skew13_11_v & \$5542 ;
-  assign \$5544  = skew13_12_bank == \port$22246$2 [4];
+  assign \$5544  = skew13_12_bank == \port$22248$2 [4];
   assign \$5545  = skew13_12_v & \$5544 ;
-  assign \$5546  = pe13_0_bank == \port$22246$2 [4];
+  assign \$5546  = pe13_0_bank == \port$22248$2 [4];
   assign \$5547  = pe13_0_v & \$5546 ;
-  assign \$5548  = pe13_1_bank == \port$22246$2 [4];
+  assign \$5548  = pe13_1_bank == \port$22248$2 [4];
   assign \$5549  = pe13_1_v & \$5548 ;
-  assign \$5550  = pe13_2_bank == \port$22246$2 [4];
+  assign \$5550  = pe13_2_bank == \port$22248$2 [4];
   assign \$5551  = pe13_2_v & \$5550 ;
-  assign \$5552  = pe13_3_bank == \port$22246$2 [4];
+  assign \$5552  = pe13_3_bank == \port$22248$2 [4];
   assign \$5553  = pe13_3_v & \$5552 ;
-  assign \$5554  = pe13_4_bank == \port$22246$2 [4];
+  assign \$5554  = pe13_4_bank == \port$22248$2 [4];
   assign \$5555  = pe13_4_v & \$5554 ;
-  assign \$5556  = pe13_5_bank == \port$22246$2 [4];
+  assign \$5556  = pe13_5_bank == \port$22248$2 [4];
   assign \$5557  = pe13_5_v & \$5556 ;
-  assign \$5558  = pe13_6_bank == \port$22246$2 [4];
+  assign \$5558  = pe13_6_bank == \port$22248$2 [4];
   assign \$5559  = pe13_6_v & \$5558 ;
-  assign \$5560  = pe13_7_bank == \port$22246$2 [4];
+  assign \$5560  = pe13_7_bank == \port$22248$2 [4];
   assign \$5561  = pe13_7_v & \$5560 ;
-  assign \$5562  = pe13_8_bank == \port$22246$2 [4];
+  assign \$5562  = pe13_8_bank == \port$22248$2 [4];
   assign \$5563  = pe13_8_v & \$5562 ;
-  assign \$5564  = pe13_9_bank == \port$22246$2 [4];
+  assign \$5564  = pe13_9_bank == \port$22248$2 [4];
   assign \$5565  = pe13_9_v & \$5564 ;
-  assign \$5566  = pe13_10_bank == \port$22246$2 [4];
+  assign \$5566  = pe13_10_bank == \port$22248$2 [4];
   assign \$5567  = pe13_10_v & \$5566 ;
-  assign \$5568  = pe13_11_bank == \port$22246$2 [4];
+  assign \$5568  = pe13_11_bank == \port$22248$2 [4];
   assign \$5569  = pe13_11_v & \$5568 ;
-  assign \$5570  = pe13_12_bank == \port$22246$2 [4];
+  assign \$5570  = pe13_12_bank == \port$22248$2 [4];
   assign \$5571  = pe13_12_v & \$5570 ;
-  assign \$5572  = pe13_13_bank == \port$22246$2 [4];
+  assign \$5572  = pe13_13_bank == \port$22248$2 [4];
   assign \$5573  = pe13_13_v & \$5572 ;
   assign \$5574  = | { \$5573 , \$5571 , \$5569 , \$5567 , \$5565 , \$5563 , \$5561 , \$5559 , \$5557 , \$5555 , \$5553 , \$5551 , \$5549 , \$5547 , \$5545 , \$5543 , \$5541 , \$5539 , \$5537 , \$5535 , \$5533 , \$5531 , \$5529 , \$5527 , \$5525 , \$5523 , \$5521 , \$5519  };
   assign \$5575  = \$5517  & \$5574 ;
@@ -42989,201 +42989,201 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$5578  = \$5577  & a_valid;
   assign \$5581  = w_en & w_transpose;
   assign \$5583  = \$5582  & skew13_0_v;
-  assign \$5584  = skew13_0_bank == \port$22246$2 [4];
+  assign \$5584  = skew13_0_bank == \port$22248$2 [4];
   assign \$5585  = \$5583  & \$5584 ;
   assign \$5586  = w_en & w_transpose;
   assign \$5588  = \$5587  & skew13_1_v;
-  assign \$5589  = skew13_1_bank == \port$22246$2 [4];
+  assign \$5589  = skew13_1_bank == \port$22248$2 [4];
   assign \$5590  = \$5588  & \$5589 ;
   assign \$5591  = w_en & w_transpose;
   assign \$5593  = \$5592  & skew13_2_v;
-  assign \$5594  = skew13_2_bank == \port$22246$2 [4];
+  assign \$5594  = skew13_2_bank == \port$22248$2 [4];
   assign \$5595  = \$5593  & \$5594 ;
   assign \$5596  = w_en & w_transpose;
   assign \$5598  = \$5597  & skew13_3_v;
-  assign \$5599  = skew13_3_bank == \port$22246$2 [4];
+  assign \$5599  = skew13_3_bank == \port$22248$2 [4];
   assign \$5600  = \$5598  & \$5599 ;
   assign \$5601  = w_en & w_transpose;
   assign \$5603  = \$5602  & skew13_4_v;
-  assign \$5604  = skew13_4_bank == \port$22246$2 [4];
+  assign \$5604  = skew13_4_bank == \port$22248$2 [4];
   assign \$5605  = \$5603  & \$5604 ;
   assign \$5606  = w_en & w_transpose;
   assign \$5608  = \$5607  & skew13_5_v;
-  assign \$5609  = skew13_5_bank == \port$22246$2 [4];
+  assign \$5609  = skew13_5_bank == \port$22248$2 [4];
   assign \$5610  = \$5608  & \$5609 ;
   assign \$5611  = w_en & w_transpose;
   assign \$5613  = \$5612  & skew13_6_v;
-  assign \$5614  = skew13_6_bank == \port$22246$2 [4];
+  assign \$5614  = skew13_6_bank == \port$22248$2 [4];
   assign \$5615  = \$5613  & \$5614 ;
   assign \$5616  = w_en & w_transpose;
   assign \$5618  = \$5617  & skew13_7_v;
-  assign \$5619  = skew13_7_bank == \port$22246$2 [4];
+  assign \$5619  = skew13_7_bank == \port$22248$2 [4];
   assign \$5620  = \$5618  & \$5619 ;
   assign \$5621  = w_en & w_transpose;
   assign \$5623  = \$5622  & skew13_8_v;
-  assign \$5624  = skew13_8_bank == \port$22246$2 [4];
+  assign \$5624  = skew13_8_bank == \port$22248$2 [4];
   assign \$5625  = \$5623  & \$5624 ;
   assign \$5626  = w_en & w_transpose;
   assign \$5628  = \$5627  & skew13_9_v;
-  assign \$5629  = skew13_9_bank == \port$22246$2 [4];
+  assign \$5629  = skew13_9_bank == \port$22248$2 [4];
   assign \$5630  = \$5628  & \$5629 ;
   assign \$5631  = w_en & w_transpose;
   assign \$5633  = \$5632  & skew13_10_v;
-  assign \$5634  = skew13_10_bank == \port$22246$2 [4];
+  assign \$5634  = skew13_10_bank == \port$22248$2 [4];
   assign \$5635  = \$5633  & \$5634 ;
   assign \$5636  = w_en & w_transpose;
   assign \$5638  = \$5637  & skew13_11_v;
-  assign \$5639  = skew13_11_bank == \port$22246$2 [4];
+  assign \$5639  = skew13_11_bank == \port$22248$2 [4];
   assign \$5640  = \$5638  & \$5639 ;
   assign \$5641  = w_en & w_transpose;
-  assign \$5642  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$5642  = \port$22248$2 [3:0] >= 1'h1;
   assign \$5643  = \$5641  & \$5642 ;
   assign \$5644  = \$5643  & skew13_12_v;
-  assign \$5645  = skew13_12_bank == \port$22246$2 [4];
+  assign \$5645  = skew13_12_bank == \port$22248$2 [4];
   assign \$5646  = \$5644  & \$5645 ;
   assign \$5647  = w_en & w_transpose;
-  assign \$5648  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$5648  = \port$22248$2 [3:0] >= 2'h2;
   assign \$5649  = \$5647  & \$5648 ;
   assign \$5650  = \$5649  & pe13_0_v;
-  assign \$5651  = pe13_0_bank == \port$22246$2 [4];
+  assign \$5651  = pe13_0_bank == \port$22248$2 [4];
   assign \$5652  = \$5650  & \$5651 ;
   assign \$5653  = w_en & w_transpose;
-  assign \$5654  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$5654  = \port$22248$2 [3:0] >= 2'h3;
   assign \$5655  = \$5653  & \$5654 ;
   assign \$5656  = \$5655  & pe13_1_v;
-  assign \$5657  = pe13_1_bank == \port$22246$2 [4];
+  assign \$5657  = pe13_1_bank == \port$22248$2 [4];
   assign \$5658  = \$5656  & \$5657 ;
   assign \$5659  = w_en & w_transpose;
-  assign \$5660  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$5660  = \port$22248$2 [3:0] >= 3'h4;
   assign \$5661  = \$5659  & \$5660 ;
   assign \$5662  = \$5661  & pe13_2_v;
-  assign \$5663  = pe13_2_bank == \port$22246$2 [4];
+  assign \$5663  = pe13_2_bank == \port$22248$2 [4];
   assign \$5664  = \$5662  & \$5663 ;
   assign \$5665  = w_en & w_transpose;
-  assign \$5666  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$5666  = \port$22248$2 [3:0] >= 3'h5;
   assign \$5667  = \$5665  & \$5666 ;
   assign \$5668  = \$5667  & pe13_3_v;
-  assign \$5669  = pe13_3_bank == \port$22246$2 [4];
+  assign \$5669  = pe13_3_bank == \port$22248$2 [4];
   assign \$5670  = \$5668  & \$5669 ;
   assign \$5671  = w_en & w_transpose;
-  assign \$5672  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$5672  = \port$22248$2 [3:0] >= 3'h6;
   assign \$5673  = \$5671  & \$5672 ;
   assign \$5674  = \$5673  & pe13_4_v;
-  assign \$5675  = pe13_4_bank == \port$22246$2 [4];
+  assign \$5675  = pe13_4_bank == \port$22248$2 [4];
   assign \$5676  = \$5674  & \$5675 ;
   assign \$5677  = w_en & w_transpose;
-  assign \$5678  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$5678  = \port$22248$2 [3:0] >= 3'h7;
   assign \$5679  = \$5677  & \$5678 ;
   assign \$5680  = \$5679  & pe13_5_v;
-  assign \$5681  = pe13_5_bank == \port$22246$2 [4];
+  assign \$5681  = pe13_5_bank == \port$22248$2 [4];
   assign \$5682  = \$5680  & \$5681 ;
   assign \$5683  = w_en & w_transpose;
-  assign \$5684  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$5684  = \port$22248$2 [3:0] >= 4'h8;
   assign \$5685  = \$5683  & \$5684 ;
   assign \$5686  = \$5685  & pe13_6_v;
-  assign \$5687  = pe13_6_bank == \port$22246$2 [4];
+  assign \$5687  = pe13_6_bank == \port$22248$2 [4];
   assign \$5688  = \$5686  & \$5687 ;
   assign \$5689  = w_en & w_transpose;
-  assign \$5690  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$5690  = \port$22248$2 [3:0] >= 4'h9;
   assign \$5691  = \$5689  & \$5690 ;
   assign \$5692  = \$5691  & pe13_7_v;
-  assign \$5693  = pe13_7_bank == \port$22246$2 [4];
+  assign \$5693  = pe13_7_bank == \port$22248$2 [4];
   assign \$5694  = \$5692  & \$5693 ;
   assign \$5695  = w_en & w_transpose;
-  assign \$5696  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$5696  = \port$22248$2 [3:0] >= 4'ha;
   assign \$5697  = \$5695  & \$5696 ;
   assign \$5698  = \$5697  & pe13_8_v;
-  assign \$5699  = pe13_8_bank == \port$22246$2 [4];
+  assign \$5699  = pe13_8_bank == \port$22248$2 [4];
   assign \$5700  = \$5698  & \$5699 ;
   assign \$5701  = w_en & w_transpose;
-  assign \$5702  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$5702  = \port$22248$2 [3:0] >= 4'hb;
   assign \$5703  = \$5701  & \$5702 ;
   assign \$5704  = \$5703  & pe13_9_v;
-  assign \$5705  = pe13_9_bank == \port$22246$2 [4];
+  assign \$5705  = pe13_9_bank == \port$22248$2 [4];
   assign \$5706  = \$5704  & \$5705 ;
   assign \$5707  = w_en & w_transpose;
-  assign \$5708  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$5708  = \port$22248$2 [3:0] >= 4'hc;
   assign \$5709  = \$5707  & \$5708 ;
   assign \$5710  = \$5709  & pe13_10_v;
-  assign \$5711  = pe13_10_bank == \port$22246$2 [4];
+  assign \$5711  = pe13_10_bank == \port$22248$2 [4];
   assign \$5712  = \$5710  & \$5711 ;
   assign \$5713  = w_en & w_transpose;
-  assign \$5714  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$5714  = \port$22248$2 [3:0] >= 4'hd;
   assign \$5715  = \$5713  & \$5714 ;
   assign \$5716  = \$5715  & pe13_11_v;
-  assign \$5717  = pe13_11_bank == \port$22246$2 [4];
+  assign \$5717  = pe13_11_bank == \port$22248$2 [4];
   assign \$5718  = \$5716  & \$5717 ;
   assign \$5719  = w_en & w_transpose;
-  assign \$5720  = \port$22246$2 [3:0] >= 4'he;
+  assign \$5720  = \port$22248$2 [3:0] >= 4'he;
   assign \$5721  = \$5719  & \$5720 ;
   assign \$5722  = \$5721  & pe13_12_v;
-  assign \$5723  = pe13_12_bank == \port$22246$2 [4];
+  assign \$5723  = pe13_12_bank == \port$22248$2 [4];
   assign \$5724  = \$5722  & \$5723 ;
   assign \$5725  = w_en & w_transpose;
-  assign \$5726  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$5726  = \port$22248$2 [3:0] >= 4'hf;
   assign \$5727  = \$5725  & \$5726 ;
   assign \$5728  = \$5727  & pe13_13_v;
-  assign \$5729  = pe13_13_bank == \port$22246$2 [4];
+  assign \$5729  = pe13_13_bank == \port$22248$2 [4];
   assign \$5730  = \$5728  & \$5729 ;
   assign \$5731  = ~ w_transpose;
   assign \$5732  = w_en & \$5731 ;
-  assign \$5733  = \port$22246$2 [3:0] == 4'he;
+  assign \$5733  = \port$22248$2 [3:0] == 4'he;
   assign \$5734  = \$5732  & \$5733 ;
-  assign \$5737  = skew14_0_bank == \port$22246$2 [4];
+  assign \$5737  = skew14_0_bank == \port$22248$2 [4];
   assign \$5738  = skew14_0_v & \$5737 ;
-  assign \$5739  = skew14_1_bank == \port$22246$2 [4];
+  assign \$5739  = skew14_1_bank == \port$22248$2 [4];
   assign \$5740  = skew14_1_v & \$5739 ;
-  assign \$5741  = skew14_2_bank == \port$22246$2 [4];
+  assign \$5741  = skew14_2_bank == \port$22248$2 [4];
   assign \$5742  = skew14_2_v & \$5741 ;
-  assign \$5743  = skew14_3_bank == \port$22246$2 [4];
+  assign \$5743  = skew14_3_bank == \port$22248$2 [4];
   assign \$5744  = skew14_3_v & \$5743 ;
-  assign \$5745  = skew14_4_bank == \port$22246$2 [4];
+  assign \$5745  = skew14_4_bank == \port$22248$2 [4];
   assign \$5746  = skew14_4_v & \$5745 ;
-  assign \$5747  = skew14_5_bank == \port$22246$2 [4];
+  assign \$5747  = skew14_5_bank == \port$22248$2 [4];
   assign \$5748  = skew14_5_v & \$5747 ;
-  assign \$5749  = skew14_6_bank == \port$22246$2 [4];
+  assign \$5749  = skew14_6_bank == \port$22248$2 [4];
   assign \$5750  = skew14_6_v & \$5749 ;
-  assign \$5751  = skew14_7_bank == \port$22246$2 [4];
+  assign \$5751  = skew14_7_bank == \port$22248$2 [4];
   assign \$5752  = skew14_7_v & \$5751 ;
-  assign \$5753  = skew14_8_bank == \port$22246$2 [4];
+  assign \$5753  = skew14_8_bank == \port$22248$2 [4];
   assign \$5754  = skew14_8_v & \$5753 ;
-  assign \$5755  = skew14_9_bank == \port$22246$2 [4];
+  assign \$5755  = skew14_9_bank == \port$22248$2 [4];
   assign \$5756  = skew14_9_v & \$5755 ;
-  assign \$5757  = skew14_10_bank == \port$22246$2 [4];
+  assign \$5757  = skew14_10_bank == \port$22248$2 [4];
   assign \$5758  = skew14_10_v & \$5757 ;
-  assign \$5759  = skew14_11_bank == \port$22246$2 [4];
+  assign \$5759  = skew14_11_bank == \port$22248$2 [4];
   assign \$5760  = skew14_11_v & \$5759 ;
-  assign \$5761  = skew14_12_bank == \port$22246$2 [4];
+  assign \$5761  = skew14_12_bank == \port$22248$2 [4];
   assign \$5762  = skew14_12_v & \$5761 ;
-  assign \$5763  = skew14_13_bank == \port$22246$2 [4];
+  assign \$5763  = skew14_13_bank == \port$22248$2 [4];
   assign \$5764  = skew14_13_v & \$5763 ;
-  assign \$5765  = pe14_0_bank == \port$22246$2 [4];
+  assign \$5765  = pe14_0_bank == \port$22248$2 [4];
   assign \$5766  = pe14_0_v & \$5765 ;
-  assign \$5767  = pe14_1_bank == \port$22246$2 [4];
+  assign \$5767  = pe14_1_bank == \port$22248$2 [4];
   assign \$5768  = pe14_1_v & \$5767 ;
-  assign \$5769  = pe14_2_bank == \port$22246$2 [4];
+  assign \$5769  = pe14_2_bank == \port$22248$2 [4];
   assign \$5770  = pe14_2_v & \$5769 ;
-  assign \$5771  = pe14_3_bank == \port$22246$2 [4];
+  assign \$5771  = pe14_3_bank == \port$22248$2 [4];
   assign \$5772  = pe14_3_v & \$5771 ;
-  assign \$5773  = pe14_4_bank == \port$22246$2 [4];
+  assign \$5773  = pe14_4_bank == \port$22248$2 [4];
   assign \$5774  = pe14_4_v & \$5773 ;
-  assign \$5775  = pe14_5_bank == \port$22246$2 [4];
+  assign \$5775  = pe14_5_bank == \port$22248$2 [4];
   assign \$5776  = pe14_5_v & \$5775 ;
-  assign \$5777  = pe14_6_bank == \port$22246$2 [4];
+  assign \$5777  = pe14_6_bank == \port$22248$2 [4];
   assign \$5778  = pe14_6_v & \$5777 ;
-  assign \$5779  = pe14_7_bank == \port$22246$2 [4];
+  assign \$5779  = pe14_7_bank == \port$22248$2 [4];
   assign \$5780  = pe14_7_v & \$5779 ;
-  assign \$5781  = pe14_8_bank == \port$22246$2 [4];
+  assign \$5781  = pe14_8_bank == \port$22248$2 [4];
   assign \$5782  = pe14_8_v & \$5781 ;
-  assign \$5783  = pe14_9_bank == \port$22246$2 [4];
+  assign \$5783  = pe14_9_bank == \port$22248$2 [4];
   assign \$5784  = pe14_9_v & \$5783 ;
-  assign \$5785  = pe14_10_bank == \port$22246$2 [4];
+  assign \$5785  = pe14_10_bank == \port$22248$2 [4];
   assign \$5786  = pe14_10_v & \$5785 ;
-  assign \$5787  = pe14_11_bank == \port$22246$2 [4];
+  assign \$5787  = pe14_11_bank == \port$22248$2 [4];
   assign \$5788  = pe14_11_v & \$5787 ;
-  assign \$5789  = pe14_12_bank == \port$22246$2 [4];
+  assign \$5789  = pe14_12_bank == \port$22248$2 [4];
   assign \$5790  = pe14_12_v & \$5789 ;
-  assign \$5791  = pe14_13_bank == \port$22246$2 [4];
+  assign \$5791  = pe14_13_bank == \port$22248$2 [4];
   assign \$5792  = pe14_13_v & \$5791 ;
   assign \$5793  = | { \$5792 , \$5790 , \$5788 , \$5786 , \$5784 , \$5782 , \$5780 , \$5778 , \$5776 , \$5774 , \$5772 , \$5770 , \$5768 , \$5766 , \$5764 , \$5762 , \$5760 , \$5758 , \$5756 , \$5754 , \$5752 , \$5750 , \$5748 , \$5746 , \$5744 , \$5742 , \$5740 , \$5738 , \$5736  };
   assign \$5794  = \$5734  & \$5793 ;
@@ -43191,207 +43191,207 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$5797  = \$5796  & a_valid;
   assign \$5800  = w_en & w_transpose;
   assign \$5802  = \$5801  & skew14_0_v;
-  assign \$5803  = skew14_0_bank == \port$22246$2 [4];
+  assign \$5803  = skew14_0_bank == \port$22248$2 [4];
   assign \$5804  = \$5802  & \$5803 ;
   assign \$5805  = w_en & w_transpose;
   assign \$5807  = \$5806  & skew14_1_v;
-  assign \$5808  = skew14_1_bank == \port$22246$2 [4];
+  assign \$5808  = skew14_1_bank == \port$22248$2 [4];
   assign \$5809  = \$5807  & \$5808 ;
   assign \$5810  = w_en & w_transpose;
   assign \$5812  = \$5811  & skew14_2_v;
-  assign \$5813  = skew14_2_bank == \port$22246$2 [4];
+  assign \$5813  = skew14_2_bank == \port$22248$2 [4];
   assign \$5814  = \$5812  & \$5813 ;
   assign \$5815  = w_en & w_transpose;
   assign \$5817  = \$5816  & skew14_3_v;
-  assign \$5818  = skew14_3_bank == \port$22246$2 [4];
+  assign \$5818  = skew14_3_bank == \port$22248$2 [4];
   assign \$5819  = \$5817  & \$5818 ;
   assign \$5820  = w_en & w_transpose;
   assign \$5822  = \$5821  & skew14_4_v;
-  assign \$5823  = skew14_4_bank == \port$22246$2 [4];
+  assign \$5823  = skew14_4_bank == \port$22248$2 [4];
   assign \$5824  = \$5822  & \$5823 ;
   assign \$5825  = w_en & w_transpose;
   assign \$5827  = \$5826  & skew14_5_v;
-  assign \$5828  = skew14_5_bank == \port$22246$2 [4];
+  assign \$5828  = skew14_5_bank == \port$22248$2 [4];
   assign \$5829  = \$5827  & \$5828 ;
   assign \$5830  = w_en & w_transpose;
   assign \$5832  = \$5831  & skew14_6_v;
-  assign \$5833  = skew14_6_bank == \port$22246$2 [4];
+  assign \$5833  = skew14_6_bank == \port$22248$2 [4];
   assign \$5834  = \$5832  & \$5833 ;
   assign \$5835  = w_en & w_transpose;
   assign \$5837  = \$5836  & skew14_7_v;
-  assign \$5838  = skew14_7_bank == \port$22246$2 [4];
+  assign \$5838  = skew14_7_bank == \port$22248$2 [4];
   assign \$5839  = \$5837  & \$5838 ;
   assign \$5840  = w_en & w_transpose;
   assign \$5842  = \$5841  & skew14_8_v;
-  assign \$5843  = skew14_8_bank == \port$22246$2 [4];
+  assign \$5843  = skew14_8_bank == \port$22248$2 [4];
   assign \$5844  = \$5842  & \$5843 ;
   assign \$5845  = w_en & w_transpose;
   assign \$5847  = \$5846  & skew14_9_v;
-  assign \$5848  = skew14_9_bank == \port$22246$2 [4];
+  assign \$5848  = skew14_9_bank == \port$22248$2 [4];
   assign \$5849  = \$5847  & \$5848 ;
   assign \$5850  = w_en & w_transpose;
   assign \$5852  = \$5851  & skew14_10_v;
-  assign \$5853  = skew14_10_bank == \port$22246$2 [4];
+  assign \$5853  = skew14_10_bank == \port$22248$2 [4];
   assign \$5854  = \$5852  & \$5853 ;
   assign \$5855  = w_en & w_transpose;
   assign \$5857  = \$5856  & skew14_11_v;
-  assign \$5858  = skew14_11_bank == \port$22246$2 [4];
+  assign \$5858  = skew14_11_bank == \port$22248$2 [4];
   assign \$5859  = \$5857  & \$5858 ;
   assign \$5860  = w_en & w_transpose;
   assign \$5862  = \$5861  & skew14_12_v;
-  assign \$5863  = skew14_12_bank == \port$22246$2 [4];
+  assign \$5863  = skew14_12_bank == \port$22248$2 [4];
   assign \$5864  = \$5862  & \$5863 ;
   assign \$5865  = w_en & w_transpose;
-  assign \$5866  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$5866  = \port$22248$2 [3:0] >= 1'h1;
   assign \$5867  = \$5865  & \$5866 ;
   assign \$5868  = \$5867  & skew14_13_v;
-  assign \$5869  = skew14_13_bank == \port$22246$2 [4];
+  assign \$5869  = skew14_13_bank == \port$22248$2 [4];
   assign \$5870  = \$5868  & \$5869 ;
   assign \$5871  = w_en & w_transpose;
-  assign \$5872  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$5872  = \port$22248$2 [3:0] >= 2'h2;
   assign \$5873  = \$5871  & \$5872 ;
   assign \$5874  = \$5873  & pe14_0_v;
-  assign \$5875  = pe14_0_bank == \port$22246$2 [4];
+  assign \$5875  = pe14_0_bank == \port$22248$2 [4];
   assign \$5876  = \$5874  & \$5875 ;
   assign \$5877  = w_en & w_transpose;
-  assign \$5878  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$5878  = \port$22248$2 [3:0] >= 2'h3;
   assign \$5879  = \$5877  & \$5878 ;
   assign \$5880  = \$5879  & pe14_1_v;
-  assign \$5881  = pe14_1_bank == \port$22246$2 [4];
+  assign \$5881  = pe14_1_bank == \port$22248$2 [4];
   assign \$5882  = \$5880  & \$5881 ;
   assign \$5883  = w_en & w_transpose;
-  assign \$5884  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$5884  = \port$22248$2 [3:0] >= 3'h4;
   assign \$5885  = \$5883  & \$5884 ;
   assign \$5886  = \$5885  & pe14_2_v;
-  assign \$5887  = pe14_2_bank == \port$22246$2 [4];
+  assign \$5887  = pe14_2_bank == \port$22248$2 [4];
   assign \$5888  = \$5886  & \$5887 ;
   assign \$5889  = w_en & w_transpose;
-  assign \$5890  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$5890  = \port$22248$2 [3:0] >= 3'h5;
   assign \$5891  = \$5889  & \$5890 ;
   assign \$5892  = \$5891  & pe14_3_v;
-  assign \$5893  = pe14_3_bank == \port$22246$2 [4];
+  assign \$5893  = pe14_3_bank == \port$22248$2 [4];
   assign \$5894  = \$5892  & \$5893 ;
   assign \$5895  = w_en & w_transpose;
-  assign \$5896  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$5896  = \port$22248$2 [3:0] >= 3'h6;
   assign \$5897  = \$5895  & \$5896 ;
   assign \$5898  = \$5897  & pe14_4_v;
-  assign \$5899  = pe14_4_bank == \port$22246$2 [4];
+  assign \$5899  = pe14_4_bank == \port$22248$2 [4];
   assign \$5900  = \$5898  & \$5899 ;
   assign \$5901  = w_en & w_transpose;
-  assign \$5902  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$5902  = \port$22248$2 [3:0] >= 3'h7;
   assign \$5903  = \$5901  & \$5902 ;
   assign \$5904  = \$5903  & pe14_5_v;
-  assign \$5905  = pe14_5_bank == \port$22246$2 [4];
+  assign \$5905  = pe14_5_bank == \port$22248$2 [4];
   assign \$5906  = \$5904  & \$5905 ;
   assign \$5907  = w_en & w_transpose;
-  assign \$5908  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$5908  = \port$22248$2 [3:0] >= 4'h8;
   assign \$5909  = \$5907  & \$5908 ;
   assign \$5910  = \$5909  & pe14_6_v;
-  assign \$5911  = pe14_6_bank == \port$22246$2 [4];
+  assign \$5911  = pe14_6_bank == \port$22248$2 [4];
   assign \$5912  = \$5910  & \$5911 ;
   assign \$5913  = w_en & w_transpose;
-  assign \$5914  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$5914  = \port$22248$2 [3:0] >= 4'h9;
   assign \$5915  = \$5913  & \$5914 ;
   assign \$5916  = \$5915  & pe14_7_v;
-  assign \$5917  = pe14_7_bank == \port$22246$2 [4];
+  assign \$5917  = pe14_7_bank == \port$22248$2 [4];
   assign \$5918  = \$5916  & \$5917 ;
   assign \$5919  = w_en & w_transpose;
-  assign \$5920  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$5920  = \port$22248$2 [3:0] >= 4'ha;
   assign \$5921  = \$5919  & \$5920 ;
   assign \$5922  = \$5921  & pe14_8_v;
-  assign \$5923  = pe14_8_bank == \port$22246$2 [4];
+  assign \$5923  = pe14_8_bank == \port$22248$2 [4];
   assign \$5924  = \$5922  & \$5923 ;
   assign \$5925  = w_en & w_transpose;
-  assign \$5926  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$5926  = \port$22248$2 [3:0] >= 4'hb;
   assign \$5927  = \$5925  & \$5926 ;
   assign \$5928  = \$5927  & pe14_9_v;
-  assign \$5929  = pe14_9_bank == \port$22246$2 [4];
+  assign \$5929  = pe14_9_bank == \port$22248$2 [4];
   assign \$5930  = \$5928  & \$5929 ;
   assign \$5931  = w_en & w_transpose;
-  assign \$5932  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$5932  = \port$22248$2 [3:0] >= 4'hc;
   assign \$5933  = \$5931  & \$5932 ;
   assign \$5934  = \$5933  & pe14_10_v;
-  assign \$5935  = pe14_10_bank == \port$22246$2 [4];
+  assign \$5935  = pe14_10_bank == \port$22248$2 [4];
   assign \$5936  = \$5934  & \$5935 ;
   assign \$5937  = w_en & w_transpose;
-  assign \$5938  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$5938  = \port$22248$2 [3:0] >= 4'hd;
   assign \$5939  = \$5937  & \$5938 ;
   assign \$5940  = \$5939  & pe14_11_v;
-  assign \$5941  = pe14_11_bank == \port$22246$2 [4];
+  assign \$5941  = pe14_11_bank == \port$22248$2 [4];
   assign \$5942  = \$5940  & \$5941 ;
   assign \$5943  = w_en & w_transpose;
-  assign \$5944  = \port$22246$2 [3:0] >= 4'he;
+  assign \$5944  = \port$22248$2 [3:0] >= 4'he;
   assign \$5945  = \$5943  & \$5944 ;
   assign \$5946  = \$5945  & pe14_12_v;
-  assign \$5947  = pe14_12_bank == \port$22246$2 [4];
+  assign \$5947  = pe14_12_bank == \port$22248$2 [4];
   assign \$5948  = \$5946  & \$5947 ;
   assign \$5949  = w_en & w_transpose;
-  assign \$5950  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$5950  = \port$22248$2 [3:0] >= 4'hf;
   assign \$5951  = \$5949  & \$5950 ;
   assign \$5952  = \$5951  & pe14_13_v;
-  assign \$5953  = pe14_13_bank == \port$22246$2 [4];
+  assign \$5953  = pe14_13_bank == \port$22248$2 [4];
   assign \$5954  = \$5952  & \$5953 ;
   assign \$5955  = ~ w_transpose;
   assign \$5956  = w_en & \$5955 ;
-  assign \$5957  = \port$22246$2 [3:0] == 4'hf;
+  assign \$5957  = \port$22248$2 [3:0] == 4'hf;
   assign \$5958  = \$5956  & \$5957 ;
-  assign \$5961  = skew15_0_bank == \port$22246$2 [4];
+  assign \$5961  = skew15_0_bank == \port$22248$2 [4];
   assign \$5962  = skew15_0_v & \$5961 ;
-  assign \$5963  = skew15_1_bank == \port$22246$2 [4];
+  assign \$5963  = skew15_1_bank == \port$22248$2 [4];
   assign \$5964  = skew15_1_v & \$5963 ;
-  assign \$5965  = skew15_2_bank == \port$22246$2 [4];
+  assign \$5965  = skew15_2_bank == \port$22248$2 [4];
   assign \$5966  = skew15_2_v & \$5965 ;
-  assign \$5967  = skew15_3_bank == \port$22246$2 [4];
+  assign \$5967  = skew15_3_bank == \port$22248$2 [4];
   assign \$5968  = skew15_3_v & \$5967 ;
-  assign \$5969  = skew15_4_bank == \port$22246$2 [4];
+  assign \$5969  = skew15_4_bank == \port$22248$2 [4];
   assign \$5970  = skew15_4_v & \$5969 ;
-  assign \$5971  = skew15_5_bank == \port$22246$2 [4];
+  assign \$5971  = skew15_5_bank == \port$22248$2 [4];
   assign \$5972  = skew15_5_v & \$5971 ;
-  assign \$5973  = skew15_6_bank == \port$22246$2 [4];
+  assign \$5973  = skew15_6_bank == \port$22248$2 [4];
   assign \$5974  = skew15_6_v & \$5973 ;
-  assign \$5975  = skew15_7_bank == \port$22246$2 [4];
+  assign \$5975  = skew15_7_bank == \port$22248$2 [4];
   assign \$5976  = skew15_7_v & \$5975 ;
-  assign \$5977  = skew15_8_bank == \port$22246$2 [4];
+  assign \$5977  = skew15_8_bank == \port$22248$2 [4];
   assign \$5978  = skew15_8_v & \$5977 ;
-  assign \$5979  = skew15_9_bank == \port$22246$2 [4];
+  assign \$5979  = skew15_9_bank == \port$22248$2 [4];
   assign \$5980  = skew15_9_v & \$5979 ;
-  assign \$5981  = skew15_10_bank == \port$22246$2 [4];
+  assign \$5981  = skew15_10_bank == \port$22248$2 [4];
   assign \$5982  = skew15_10_v & \$5981 ;
-  assign \$5983  = skew15_11_bank == \port$22246$2 [4];
+  assign \$5983  = skew15_11_bank == \port$22248$2 [4];
   assign \$5984  = skew15_11_v & \$5983 ;
-  assign \$5985  = skew15_12_bank == \port$22246$2 [4];
+  assign \$5985  = skew15_12_bank == \port$22248$2 [4];
   assign \$5986  = skew15_12_v & \$5985 ;
-  assign \$5987  = skew15_13_bank == \port$22246$2 [4];
+  assign \$5987  = skew15_13_bank == \port$22248$2 [4];
   assign \$5988  = skew15_13_v & \$5987 ;
-  assign \$5989  = skew15_14_bank == \port$22246$2 [4];
+  assign \$5989  = skew15_14_bank == \port$22248$2 [4];
   assign \$5990  = skew15_14_v & \$5989 ;
-  assign \$5991  = pe15_0_bank == \port$22246$2 [4];
+  assign \$5991  = pe15_0_bank == \port$22248$2 [4];
   assign \$5992  = pe15_0_v & \$5991 ;
-  assign \$5993  = pe15_1_bank == \port$22246$2 [4];
+  assign \$5993  = pe15_1_bank == \port$22248$2 [4];
   assign \$5994  = pe15_1_v & \$5993 ;
-  assign \$5995  = pe15_2_bank == \port$22246$2 [4];
+  assign \$5995  = pe15_2_bank == \port$22248$2 [4];
   assign \$5996  = pe15_2_v & \$5995 ;
-  assign \$5997  = pe15_3_bank == \port$22246$2 [4];
+  assign \$5997  = pe15_3_bank == \port$22248$2 [4];
   assign \$5998  = pe15_3_v & \$5997 ;
-  assign \$5999  = pe15_4_bank == \port$22246$2 [4];
+  assign \$5999  = pe15_4_bank == \port$22248$2 [4];
   assign \$6000  = pe15_4_v & \$5999 ;
-  assign \$6001  = pe15_5_bank == \port$22246$2 [4];
+  assign \$6001  = pe15_5_bank == \port$22248$2 [4];
   assign \$6002  = pe15_5_v & \$6001 ;
-  assign \$6003  = pe15_6_bank == \port$22246$2 [4];
+  assign \$6003  = pe15_6_bank == \port$22248$2 [4];
   assign \$6004  = pe15_6_v & \$6003 ;
-  assign \$6005  = pe15_7_bank == \port$22246$2 [4];
+  assign \$6005  = pe15_7_bank == \port$22248$2 [4];
   assign \$6006  = pe15_7_v & \$6005 ;
-  assign \$6007  = pe15_8_bank == \port$22246$2 [4];
+  assign \$6007  = pe15_8_bank == \port$22248$2 [4];
   assign \$6008  = pe15_8_v & \$6007 ;
-  assign \$6009  = pe15_9_bank == \port$22246$2 [4];
+  assign \$6009  = pe15_9_bank == \port$22248$2 [4];
   assign \$6010  = pe15_9_v & \$6009 ;
-  assign \$6011  = pe15_10_bank == \port$22246$2 [4];
+  assign \$6011  = pe15_10_bank == \port$22248$2 [4];
   assign \$6012  = pe15_10_v & \$6011 ;
-  assign \$6013  = pe15_11_bank == \port$22246$2 [4];
+  assign \$6013  = pe15_11_bank == \port$22248$2 [4];
   assign \$6014  = pe15_11_v & \$6013 ;
-  assign \$6015  = pe15_12_bank == \port$22246$2 [4];
+  assign \$6015  = pe15_12_bank == \port$22248$2 [4];
   assign \$6016  = pe15_12_v & \$6015 ;
-  assign \$6017  = pe15_13_bank == \port$22246$2 [4];
+  assign \$6017  = pe15_13_bank == \port$22248$2 [4];
   assign \$6018  = pe15_13_v & \$6017 ;
   assign \$6019  = | { \$6018 , \$6016 , \$6014 , \$6012 , \$6010 , \$6008 , \$6006 , \$6004 , \$6002 , \$6000 , \$5998 , \$5996 , \$5994 , \$5992 , \$5990 , \$5988 , \$5986 , \$5984 , \$5982 , \$5980 , \$5978 , \$5976 , \$5974 , \$5972 , \$5970 , \$5968 , \$5966 , \$5964 , \$5962 , \$5960  };
   assign \$6020  = \$5958  & \$6019 ;
@@ -43399,149 +43399,149 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$6023  = \$6022  & a_valid;
   assign \$6026  = w_en & w_transpose;
   assign \$6028  = \$6027  & skew15_0_v;
-  assign \$6029  = skew15_0_bank == \port$22246$2 [4];
+  assign \$6029  = skew15_0_bank == \port$22248$2 [4];
   assign \$6030  = \$6028  & \$6029 ;
   assign \$6031  = w_en & w_transpose;
   assign \$6033  = \$6032  & skew15_1_v;
-  assign \$6034  = skew15_1_bank == \port$22246$2 [4];
+  assign \$6034  = skew15_1_bank == \port$22248$2 [4];
   assign \$6035  = \$6033  & \$6034 ;
   assign \$6036  = w_en & w_transpose;
   assign \$6038  = \$6037  & skew15_2_v;
-  assign \$6039  = skew15_2_bank == \port$22246$2 [4];
+  assign \$6039  = skew15_2_bank == \port$22248$2 [4];
   assign \$6040  = \$6038  & \$6039 ;
   assign \$6041  = w_en & w_transpose;
   assign \$6043  = \$6042  & skew15_3_v;
-  assign \$6044  = skew15_3_bank == \port$22246$2 [4];
+  assign \$6044  = skew15_3_bank == \port$22248$2 [4];
   assign \$6045  = \$6043  & \$6044 ;
   assign \$6046  = w_en & w_transpose;
   assign \$6048  = \$6047  & skew15_4_v;
-  assign \$6049  = skew15_4_bank == \port$22246$2 [4];
+  assign \$6049  = skew15_4_bank == \port$22248$2 [4];
   assign \$6050  = \$6048  & \$6049 ;
   assign \$6051  = w_en & w_transpose;
   assign \$6053  = \$6052  & skew15_5_v;
-  assign \$6054  = skew15_5_bank == \port$22246$2 [4];
+  assign \$6054  = skew15_5_bank == \port$22248$2 [4];
   assign \$6055  = \$6053  & \$6054 ;
   assign \$6056  = w_en & w_transpose;
   assign \$6058  = \$6057  & skew15_6_v;
-  assign \$6059  = skew15_6_bank == \port$22246$2 [4];
+  assign \$6059  = skew15_6_bank == \port$22248$2 [4];
   assign \$6060  = \$6058  & \$6059 ;
   assign \$6061  = w_en & w_transpose;
   assign \$6063  = \$6062  & skew15_7_v;
-  assign \$6064  = skew15_7_bank == \port$22246$2 [4];
+  assign \$6064  = skew15_7_bank == \port$22248$2 [4];
   assign \$6065  = \$6063  & \$6064 ;
   assign \$6066  = w_en & w_transpose;
   assign \$6068  = \$6067  & skew15_8_v;
-  assign \$6069  = skew15_8_bank == \port$22246$2 [4];
+  assign \$6069  = skew15_8_bank == \port$22248$2 [4];
   assign \$6070  = \$6068  & \$6069 ;
   assign \$6071  = w_en & w_transpose;
   assign \$6073  = \$6072  & skew15_9_v;
-  assign \$6074  = skew15_9_bank == \port$22246$2 [4];
+  assign \$6074  = skew15_9_bank == \port$22248$2 [4];
   assign \$6075  = \$6073  & \$6074 ;
   assign \$6076  = w_en & w_transpose;
   assign \$6078  = \$6077  & skew15_10_v;
-  assign \$6079  = skew15_10_bank == \port$22246$2 [4];
+  assign \$6079  = skew15_10_bank == \port$22248$2 [4];
   assign \$6080  = \$6078  & \$6079 ;
   assign \$6081  = w_en & w_transpose;
   assign \$6083  = \$6082  & skew15_11_v;
-  assign \$6084  = skew15_11_bank == \port$22246$2 [4];
+  assign \$6084  = skew15_11_bank == \port$22248$2 [4];
   assign \$6085  = \$6083  & \$6084 ;
   assign \$6086  = w_en & w_transpose;
   assign \$6088  = \$6087  & skew15_12_v;
-  assign \$6089  = skew15_12_bank == \port$22246$2 [4];
+  assign \$6089  = skew15_12_bank == \port$22248$2 [4];
   assign \$6090  = \$6088  & \$6089 ;
   assign \$6091  = w_en & w_transpose;
   assign \$6093  = \$6092  & skew15_13_v;
-  assign \$6094  = skew15_13_bank == \port$22246$2 [4];
+  assign \$6094  = skew15_13_bank == \port$22248$2 [4];
   assign \$6095  = \$6093  & \$6094 ;
   assign \$6096  = w_en & w_transpose;
-  assign \$6097  = \port$22246$2 [3:0] >= 1'h1;
+  assign \$6097  = \port$22248$2 [3:0] >= 1'h1;
   assign \$6098  = \$6096  & \$6097 ;
   assign \$6099  = \$6098  & skew15_14_v;
-  assign \$6100  = skew15_14_bank == \port$22246$2 [4];
+  assign \$6100  = skew15_14_bank == \port$22248$2 [4];
   assign \$6101  = \$6099  & \$6100 ;
   assign \$6102  = w_en & w_transpose;
-  assign \$6103  = \port$22246$2 [3:0] >= 2'h2;
+  assign \$6103  = \port$22248$2 [3:0] >= 2'h2;
   assign \$6104  = \$6102  & \$6103 ;
   assign \$6105  = \$6104  & pe15_0_v;
-  assign \$6106  = pe15_0_bank == \port$22246$2 [4];
+  assign \$6106  = pe15_0_bank == \port$22248$2 [4];
   assign \$6107  = \$6105  & \$6106 ;
   assign \$6108  = w_en & w_transpose;
-  assign \$6109  = \port$22246$2 [3:0] >= 2'h3;
+  assign \$6109  = \port$22248$2 [3:0] >= 2'h3;
   assign \$6110  = \$6108  & \$6109 ;
   assign \$6111  = \$6110  & pe15_1_v;
-  assign \$6112  = pe15_1_bank == \port$22246$2 [4];
+  assign \$6112  = pe15_1_bank == \port$22248$2 [4];
   assign \$6113  = \$6111  & \$6112 ;
   assign \$6114  = w_en & w_transpose;
-  assign \$6115  = \port$22246$2 [3:0] >= 3'h4;
+  assign \$6115  = \port$22248$2 [3:0] >= 3'h4;
   assign \$6116  = \$6114  & \$6115 ;
   assign \$6117  = \$6116  & pe15_2_v;
-  assign \$6118  = pe15_2_bank == \port$22246$2 [4];
+  assign \$6118  = pe15_2_bank == \port$22248$2 [4];
   assign \$6119  = \$6117  & \$6118 ;
   assign \$6120  = w_en & w_transpose;
-  assign \$6121  = \port$22246$2 [3:0] >= 3'h5;
+  assign \$6121  = \port$22248$2 [3:0] >= 3'h5;
   assign \$6122  = \$6120  & \$6121 ;
   assign \$6123  = \$6122  & pe15_3_v;
-  assign \$6124  = pe15_3_bank == \port$22246$2 [4];
+  assign \$6124  = pe15_3_bank == \port$22248$2 [4];
   assign \$6125  = \$6123  & \$6124 ;
   assign \$6126  = w_en & w_transpose;
-  assign \$6127  = \port$22246$2 [3:0] >= 3'h6;
+  assign \$6127  = \port$22248$2 [3:0] >= 3'h6;
   assign \$6128  = \$6126  & \$6127 ;
   assign \$6129  = \$6128  & pe15_4_v;
-  assign \$6130  = pe15_4_bank == \port$22246$2 [4];
+  assign \$6130  = pe15_4_bank == \port$22248$2 [4];
   assign \$6131  = \$6129  & \$6130 ;
   assign \$6132  = w_en & w_transpose;
-  assign \$6133  = \port$22246$2 [3:0] >= 3'h7;
+  assign \$6133  = \port$22248$2 [3:0] >= 3'h7;
   assign \$6134  = \$6132  & \$6133 ;
   assign \$6135  = \$6134  & pe15_5_v;
-  assign \$6136  = pe15_5_bank == \port$22246$2 [4];
+  assign \$6136  = pe15_5_bank == \port$22248$2 [4];
   assign \$6137  = \$6135  & \$6136 ;
   assign \$6138  = w_en & w_transpose;
-  assign \$6139  = \port$22246$2 [3:0] >= 4'h8;
+  assign \$6139  = \port$22248$2 [3:0] >= 4'h8;
   assign \$6140  = \$6138  & \$6139 ;
   assign \$6141  = \$6140  & pe15_6_v;
-  assign \$6142  = pe15_6_bank == \port$22246$2 [4];
+  assign \$6142  = pe15_6_bank == \port$22248$2 [4];
   assign \$6143  = \$6141  & \$6142 ;
   assign \$6144  = w_en & w_transpose;
-  assign \$6145  = \port$22246$2 [3:0] >= 4'h9;
+  assign \$6145  = \port$22248$2 [3:0] >= 4'h9;
   assign \$6146  = \$6144  & \$6145 ;
   assign \$6147  = \$6146  & pe15_7_v;
-  assign \$6148  = pe15_7_bank == \port$22246$2 [4];
+  assign \$6148  = pe15_7_bank == \port$22248$2 [4];
   assign \$6149  = \$6147  & \$6148 ;
   assign \$6150  = w_en & w_transpose;
-  assign \$6151  = \port$22246$2 [3:0] >= 4'ha;
+  assign \$6151  = \port$22248$2 [3:0] >= 4'ha;
   assign \$6152  = \$6150  & \$6151 ;
   assign \$6153  = \$6152  & pe15_8_v;
-  assign \$6154  = pe15_8_bank == \port$22246$2 [4];
+  assign \$6154  = pe15_8_bank == \port$22248$2 [4];
   assign \$6155  = \$6153  & \$6154 ;
   assign \$6156  = w_en & w_transpose;
-  assign \$6157  = \port$22246$2 [3:0] >= 4'hb;
+  assign \$6157  = \port$22248$2 [3:0] >= 4'hb;
   assign \$6158  = \$6156  & \$6157 ;
   assign \$6159  = \$6158  & pe15_9_v;
-  assign \$6160  = pe15_9_bank == \port$22246$2 [4];
+  assign \$6160  = pe15_9_bank == \port$22248$2 [4];
   assign \$6161  = \$6159  & \$6160 ;
   assign \$6162  = w_en & w_transpose;
-  assign \$6163  = \port$22246$2 [3:0] >= 4'hc;
+  assign \$6163  = \port$22248$2 [3:0] >= 4'hc;
   assign \$6164  = \$6162  & \$6163 ;
   assign \$6165  = \$6164  & pe15_10_v;
-  assign \$6166  = pe15_10_bank == \port$22246$2 [4];
+  assign \$6166  = pe15_10_bank == \port$22248$2 [4];
   assign \$6167  = \$6165  & \$6166 ;
   assign \$6168  = w_en & w_transpose;
-  assign \$6169  = \port$22246$2 [3:0] >= 4'hd;
+  assign \$6169  = \port$22248$2 [3:0] >= 4'hd;
   assign \$6170  = \$6168  & \$6169 ;
   assign \$6171  = \$6170  & pe15_11_v;
-  assign \$6172  = pe15_11_bank == \port$22246$2 [4];
+  assign \$6172  = pe15_11_bank == \port$22248$2 [4];
   assign \$6173  = \$6171  & \$6172 ;
   assign \$6174  = w_en & w_transpose;
-  assign \$6175  = \port$22246$2 [3:0] >= 4'he;
+  assign \$6175  = \port$22248$2 [3:0] >= 4'he;
   assign \$6176  = \$6174  & \$6175 ;
   assign \$6177  = \$6176  & pe15_12_v;
-  assign \$6178  = pe15_12_bank == \port$22246$2 [4];
+  assign \$6178  = pe15_12_bank == \port$22248$2 [4];
   assign \$6179  = \$6177  & \$6178 ;
   assign \$6180  = w_en & w_transpose;
-  assign \$6181  = \port$22246$2 [3:0] >= 4'hf;
+  assign \$6181  = \port$22248$2 [3:0] >= 4'hf;
   assign \$6182  = \$6180  & \$6181 ;
   assign \$6183  = \$6182  & pe15_13_v;
-  assign \$6184  = pe15_13_bank == \port$22246$2 [4];
+  assign \$6184  = pe15_13_bank == \port$22248$2 [4];
   assign \$6185  = \$6183  & \$6184 ;
   assign w_conflict = | { \$6185 , \$6179 , \$6173 , \$6167 , \$6161 , \$6155 , \$6149 , \$6143 , \$6137 , \$6131 , \$6125 , \$6119 , \$6113 , \$6107 , \$6101 , \$6095 , \$6090 , \$6085 , \$6080 , \$6075 , \$6070 , \$6065 , \$6060 , \$6055 , \$6050 , \$6045 , \$6040 , \$6035 , \$6030 , \$6025 , \$6020 , \$5954 , \$5948 , \$5942 , \$5936 , \$5930 , \$5924 , \$5918 , \$5912 , \$5906 , \$5900 , \$5894 , \$5888 , \$5882 , \$5876 , \$5870 , \$5864 , \$5859 , \$5854 , \$5849 , \$5844 , \$5839 , \$5834 , \$5829 , \$5824 , \$5819 , \$5814 , \$5809 , \$5804 , \$5799 , \$5794 , \$5730 , \$5724 , \$5718 , \$5712 , \$5706 , \$5700 , \$5694 , \$5688 , \$5682 , \$5676 , \$5670 , \$5664 , \$5658 , \$5652 , \$5646 , \$5640 , \$5635 , \$5630 , \$5625 , \$5620 , \$5615 , \$5610 , \$5605 , \$5600 , \$5595 , \$5590 , \$5585 , \$5580 , \$5575 , \$5513 , \$5507 , \$5501 , \$5495 , \$5489 , \$5483 , \$5477 , \$5471 , \$5465 , \$5459 , \$5453 , \$5447 , \$5441 , \$5435 , \$5429 , \$5423 , \$5418 , \$5413 , \$5408 , \$5403 , \$5398 , \$5393 , \$5388 , \$5383 , \$5378 , \$5373 , \$5368 , \$5363 , \$5303 , \$5297 , \$5291 , \$5285 , \$5279 , \$5273 , \$5267 , \$5261 , \$5255 , \$5249 , \$5243 , \$5237 , \$5231 , \$5225 , \$5219 , \$5213 , \$5208 , \$5203 , \$5198 , \$5193 , \$5188 , \$5183 , \$5178 , \$5173 , \$5168 , \$5163 , \$5158 , \$5100 , \$5094 , \$5088 , \$5082 , \$5076 , \$5070 , \$5064 , \$5058 , \$5052 , \$5046 , \$5040 , \$5034 , \$5028 , \$5022 , \$5016 , \$5010 , \$5005 , \$5000 , \$4995 , \$4990 , \$4985 , \$4980 , \$4975 , \$4970 , \$4965 , \$4960 , \$4904 , \$4898 , \$4892 , \$4886 , \$4880 , \$4874 , \$4868 , \$4862 , \$4856 , \$4850 , \$4844 , \$4838 , \$4832 , \$4826 , \$4820 , \$4814 , \$4809 , \$4804 , \$4799 , \$4794 , \$4789 , \$4784 , \$4779 , \$4774 , \$4769 , \$4715 , \$4709 , \$4703 , \$4697 , \$4691 , \$4685 , \$4679 , \$4673 , \$4667 , \$4661 , \$4655 , \$4649 , \$4643 , \$4637 , \$4631 , \$4625 , \$4620 , \$4615 , \$4610 , \$4605 , \$4600 , \$4595 , \$4590 , \$4585 , \$4533 , \$4527 , \$4521 , \$4515 , \$4509 , \$4503 , \$4497 , \$4491 , \$4485 , \$4479 , \$4473 , \$4467 , \$4461 , \$4455 , \$4449 , \$4443 , \$4438 , \$4433 , \$4428 , \$4423 , \$4418 , \$4413 , \$4408 , \$4358 , \$4352 , \$4346 , \$4340 , \$4334 , \$4328 , \$4322 , \$4316 , \$4310 , \$4304 , \$4298 , \$4292 , \$4286 , \$4280 , \$4274 , \$4268 , \$4263 , \$4258 , \$4253 , \$4248 , \$4243 , \$4238 , \$4190 , \$4184 , \$4178 , \$4172 , \$4166 , \$4160 , \$4154 , \$4148 , \$4142 , \$4136 , \$4130 , \$4124 , \$4118 , \$4112 , \$4106 , \$4100 , \$4095 , \$4090 , \$4085 , \$4080 , \$4075 , \$4029 , \$4023 , \$4017 , \$4011 , \$4005 , \$3999 , \$3993 , \$3987 , \$3981 , \$3975 , \$3969 , \$3963 , \$3957 , \$3951 , \$3945 , \$3939 , \$3934 , \$3929 , \$3924 , \$3919 , \$3875 , \$3869 , \$3863 , \$3857 , \$3851 , \$3845 , \$3839 , \$3833 , \$3827 , \$3821 , \$3815 , \$3809 , \$3803 , \$3797 , \$3791 , \$3785 , \$3780 , \$3775 , \$3770 , \$3728 , \$3722 , \$3716 , \$3710 , \$3704 , \$3698 , \$3692 , \$3686 , \$3680 , \$3674 , \$3668 , \$3662 , \$3656 , \$3650 , \$3644 , \$3638 , \$3633 , \$3628 , \$3588 , \$3582 , \$3576 , \$3570 , \$3564 , \$3558 , \$3552 , \$3546 , \$3540 , \$3534 , \$3528 , \$3522 , \$3516 , \$3510 , \$3504 , \$3498 , \$3493 , \$3455 , \$3449 , \$3443 , \$3437 , \$3431 , \$3425 , \$3419 , \$3413 , \$3407 , \$3401 , \$3395 , \$3389 , \$3383 , \$3377 , \$3371 , \$3365  };
   always @(posedge clk)
@@ -43555,7 +43555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     pe0_0_v <= \$6188 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$22246$2 [4];
+    pe0_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$6189 ;
   always @(posedge clk)
@@ -43735,7 +43735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew1_0_v <= \$6233 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$22246$2 [4];
+    skew1_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$6234 ;
   always @(posedge clk)
@@ -43927,7 +43927,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew2_0_v <= \$6281 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$22246$2 [4];
+    skew2_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -44125,7 +44125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew3_0_v <= \$6330 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$22246$2 [4];
+    skew3_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -44329,7 +44329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew4_0_v <= \$6380 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$22246$2 [4];
+    skew4_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -44539,7 +44539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew5_0_v <= \$6431 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$22246$2 [4];
+    skew5_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -44755,7 +44755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew6_0_v <= \$6483 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$22246$2 [4];
+    skew6_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -44977,7 +44977,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew7_0_v <= \$6536 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$22246$2 [4];
+    skew7_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -45205,7 +45205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew8_0_v <= \$6590 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$22246$2 [4];
+    skew8_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -45439,7 +45439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew9_0_v <= \$6645 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$22246$2 [4];
+    skew9_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -45679,7 +45679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew10_0_v <= \$6701 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$22246$2 [4];
+    skew10_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -45925,7 +45925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew11_0_v <= \$6758 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$22246$2 [4];
+    skew11_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -46177,7 +46177,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew12_0_v <= \$6816 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$22246$2 [4];
+    skew12_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -46435,7 +46435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew13_0_v <= \$6875 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$22246$2 [4];
+    skew13_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -46699,7 +46699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew14_0_v <= \$6935 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$22246$2 [4];
+    skew14_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -46969,7 +46969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   always @(posedge clk)
     skew15_0_v <= \$6996 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$22246$2 [4];
+    skew15_0_bank <= \port$22248$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -47484,22 +47484,22 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     deskew14_0 <= pe15_14_psum;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$22246$2 [3:0];
+  assign \$3  = ! \port$22248$2 [3:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$22246$2 [3:0];
+  assign \$6  = ! \port$22248$2 [3:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$22246$2 [4] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$22248$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$22246$2 [3:0];
+  assign \$17  = ! \port$22248$2 [3:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$22246$2 [3:0] == 1'h1;
+  assign \$20  = \port$22248$2 [3:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -47508,10 +47508,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$22246$2 [3:0];
+  assign \$29  = ! \port$22248$2 [3:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$22246$2 [3:0] == 2'h2;
+  assign \$32  = \port$22248$2 [3:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -47520,10 +47520,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$22246$2 [3:0];
+  assign \$41  = ! \port$22248$2 [3:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$22246$2 [3:0] == 2'h3;
+  assign \$44  = \port$22248$2 [3:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -47532,10 +47532,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$22246$2 [3:0];
+  assign \$53  = ! \port$22248$2 [3:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$22246$2 [3:0] == 3'h4;
+  assign \$56  = \port$22248$2 [3:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -47544,10 +47544,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$22246$2 [3:0];
+  assign \$65  = ! \port$22248$2 [3:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$22246$2 [3:0] == 3'h5;
+  assign \$68  = \port$22248$2 [3:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -47556,10 +47556,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$22246$2 [3:0];
+  assign \$77  = ! \port$22248$2 [3:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$22246$2 [3:0] == 3'h6;
+  assign \$80  = \port$22248$2 [3:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -47568,10 +47568,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$22246$2 [3:0];
+  assign \$89  = ! \port$22248$2 [3:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$22246$2 [3:0] == 3'h7;
+  assign \$92  = \port$22248$2 [3:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -47580,10 +47580,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
   assign \$99  = ~ w_transpose;
   assign \$100  = w_en & \$99 ;
-  assign \$101  = ! \port$22246$2 [3:0];
+  assign \$101  = ! \port$22248$2 [3:0];
   assign \$102  = \$100  & \$101 ;
   assign \$103  = w_en & w_transpose;
-  assign \$104  = \port$22246$2 [3:0] == 4'h8;
+  assign \$104  = \port$22248$2 [3:0] == 4'h8;
   assign \$105  = \$103  & \$104 ;
   assign \$106  = \$102  | \$105 ;
   assign \$107  = w_transpose ? w_data[7:0] : w_data[71:64];
@@ -47592,10 +47592,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$110  = $signed(pe0_7_a) * $signed(\$109 );
   assign \$111  = ~ w_transpose;
   assign \$112  = w_en & \$111 ;
-  assign \$113  = ! \port$22246$2 [3:0];
+  assign \$113  = ! \port$22248$2 [3:0];
   assign \$114  = \$112  & \$113 ;
   assign \$115  = w_en & w_transpose;
-  assign \$116  = \port$22246$2 [3:0] == 4'h9;
+  assign \$116  = \port$22248$2 [3:0] == 4'h9;
   assign \$117  = \$115  & \$116 ;
   assign \$118  = \$114  | \$117 ;
   assign \$119  = w_transpose ? w_data[7:0] : w_data[79:72];
@@ -47604,10 +47604,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$122  = $signed(pe0_8_a) * $signed(\$121 );
   assign \$123  = ~ w_transpose;
   assign \$124  = w_en & \$123 ;
-  assign \$125  = ! \port$22246$2 [3:0];
+  assign \$125  = ! \port$22248$2 [3:0];
   assign \$126  = \$124  & \$125 ;
   assign \$127  = w_en & w_transpose;
-  assign \$128  = \port$22246$2 [3:0] == 4'ha;
+  assign \$128  = \port$22248$2 [3:0] == 4'ha;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = \$126  | \$129 ;
   assign \$131  = w_transpose ? w_data[7:0] : w_data[87:80];
@@ -47616,10 +47616,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$134  = $signed(pe0_9_a) * $signed(\$133 );
   assign \$135  = ~ w_transpose;
   assign \$136  = w_en & \$135 ;
-  assign \$137  = ! \port$22246$2 [3:0];
+  assign \$137  = ! \port$22248$2 [3:0];
   assign \$138  = \$136  & \$137 ;
   assign \$139  = w_en & w_transpose;
-  assign \$140  = \port$22246$2 [3:0] == 4'hb;
+  assign \$140  = \port$22248$2 [3:0] == 4'hb;
   assign \$141  = \$139  & \$140 ;
   assign \$142  = \$138  | \$141 ;
   assign \$143  = w_transpose ? w_data[7:0] : w_data[95:88];
@@ -47628,10 +47628,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$146  = $signed(pe0_10_a) * $signed(\$145 );
   assign \$147  = ~ w_transpose;
   assign \$148  = w_en & \$147 ;
-  assign \$149  = ! \port$22246$2 [3:0];
+  assign \$149  = ! \port$22248$2 [3:0];
   assign \$150  = \$148  & \$149 ;
   assign \$151  = w_en & w_transpose;
-  assign \$152  = \port$22246$2 [3:0] == 4'hc;
+  assign \$152  = \port$22248$2 [3:0] == 4'hc;
   assign \$153  = \$151  & \$152 ;
   assign \$154  = \$150  | \$153 ;
   assign \$155  = w_transpose ? w_data[7:0] : w_data[103:96];
@@ -47640,10 +47640,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$158  = $signed(pe0_11_a) * $signed(\$157 );
   assign \$159  = ~ w_transpose;
   assign \$160  = w_en & \$159 ;
-  assign \$161  = ! \port$22246$2 [3:0];
+  assign \$161  = ! \port$22248$2 [3:0];
   assign \$162  = \$160  & \$161 ;
   assign \$163  = w_en & w_transpose;
-  assign \$164  = \port$22246$2 [3:0] == 4'hd;
+  assign \$164  = \port$22248$2 [3:0] == 4'hd;
   assign \$165  = \$163  & \$164 ;
   assign \$166  = \$162  | \$165 ;
   assign \$167  = w_transpose ? w_data[7:0] : w_data[111:104];
@@ -47652,10 +47652,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$170  = $signed(pe0_12_a) * $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = ! \port$22246$2 [3:0];
+  assign \$173  = ! \port$22248$2 [3:0];
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$22246$2 [3:0] == 4'he;
+  assign \$176  = \port$22248$2 [3:0] == 4'he;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[7:0] : w_data[119:112];
@@ -47664,10 +47664,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$182  = $signed(pe0_13_a) * $signed(\$181 );
   assign \$183  = ~ w_transpose;
   assign \$184  = w_en & \$183 ;
-  assign \$185  = ! \port$22246$2 [3:0];
+  assign \$185  = ! \port$22248$2 [3:0];
   assign \$186  = \$184  & \$185 ;
   assign \$187  = w_en & w_transpose;
-  assign \$188  = \port$22246$2 [3:0] == 4'hf;
+  assign \$188  = \port$22248$2 [3:0] == 4'hf;
   assign \$189  = \$187  & \$188 ;
   assign \$190  = \$186  | \$189 ;
   assign \$191  = w_transpose ? w_data[7:0] : w_data[127:120];
@@ -47677,10 +47677,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$195  = a_valid ? w_data[15:8] : 8'h00;
   assign \$196  = ~ w_transpose;
   assign \$197  = w_en & \$196 ;
-  assign \$198  = \port$22246$2 [3:0] == 1'h1;
+  assign \$198  = \port$22248$2 [3:0] == 1'h1;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = w_en & w_transpose;
-  assign \$201  = ! \port$22246$2 [3:0];
+  assign \$201  = ! \port$22248$2 [3:0];
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  | \$202 ;
   assign \$204  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -47690,10 +47690,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$208  = $signed(pe0_0_psum) + $signed(\$207 );
   assign \$209  = ~ w_transpose;
   assign \$210  = w_en & \$209 ;
-  assign \$211  = \port$22246$2 [3:0] == 1'h1;
+  assign \$211  = \port$22248$2 [3:0] == 1'h1;
   assign \$212  = \$210  & \$211 ;
   assign \$213  = w_en & w_transpose;
-  assign \$214  = \port$22246$2 [3:0] == 1'h1;
+  assign \$214  = \port$22248$2 [3:0] == 1'h1;
   assign \$215  = \$213  & \$214 ;
   assign \$216  = \$212  | \$215 ;
   assign \$219  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -47701,10 +47701,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$221  = $signed(pe0_1_psum) + $signed(\$220 );
   assign \$222  = ~ w_transpose;
   assign \$223  = w_en & \$222 ;
-  assign \$224  = \port$22246$2 [3:0] == 1'h1;
+  assign \$224  = \port$22248$2 [3:0] == 1'h1;
   assign \$225  = \$223  & \$224 ;
   assign \$226  = w_en & w_transpose;
-  assign \$227  = \port$22246$2 [3:0] == 2'h2;
+  assign \$227  = \port$22248$2 [3:0] == 2'h2;
   assign \$228  = \$226  & \$227 ;
   assign \$229  = \$225  | \$228 ;
   assign \$230  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -47714,10 +47714,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$234  = $signed(pe0_2_psum) + $signed(\$233 );
   assign \$235  = ~ w_transpose;
   assign \$236  = w_en & \$235 ;
-  assign \$237  = \port$22246$2 [3:0] == 1'h1;
+  assign \$237  = \port$22248$2 [3:0] == 1'h1;
   assign \$238  = \$236  & \$237 ;
   assign \$239  = w_en & w_transpose;
-  assign \$240  = \port$22246$2 [3:0] == 2'h3;
+  assign \$240  = \port$22248$2 [3:0] == 2'h3;
   assign \$241  = \$239  & \$240 ;
   assign \$242  = \$238  | \$241 ;
   assign \$243  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -47727,10 +47727,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$247  = $signed(pe0_3_psum) + $signed(\$246 );
   assign \$248  = ~ w_transpose;
   assign \$249  = w_en & \$248 ;
-  assign \$250  = \port$22246$2 [3:0] == 1'h1;
+  assign \$250  = \port$22248$2 [3:0] == 1'h1;
   assign \$251  = \$249  & \$250 ;
   assign \$252  = w_en & w_transpose;
-  assign \$253  = \port$22246$2 [3:0] == 3'h4;
+  assign \$253  = \port$22248$2 [3:0] == 3'h4;
   assign \$254  = \$252  & \$253 ;
   assign \$255  = \$251  | \$254 ;
   assign \$256  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -47740,10 +47740,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$260  = $signed(pe0_4_psum) + $signed(\$259 );
   assign \$261  = ~ w_transpose;
   assign \$262  = w_en & \$261 ;
-  assign \$263  = \port$22246$2 [3:0] == 1'h1;
+  assign \$263  = \port$22248$2 [3:0] == 1'h1;
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$22246$2 [3:0] == 3'h5;
+  assign \$266  = \port$22248$2 [3:0] == 3'h5;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$264  | \$267 ;
   assign \$269  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -47753,10 +47753,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$273  = $signed(pe0_5_psum) + $signed(\$272 );
   assign \$274  = ~ w_transpose;
   assign \$275  = w_en & \$274 ;
-  assign \$276  = \port$22246$2 [3:0] == 1'h1;
+  assign \$276  = \port$22248$2 [3:0] == 1'h1;
   assign \$277  = \$275  & \$276 ;
   assign \$278  = w_en & w_transpose;
-  assign \$279  = \port$22246$2 [3:0] == 3'h6;
+  assign \$279  = \port$22248$2 [3:0] == 3'h6;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = \$277  | \$280 ;
   assign \$282  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -47766,10 +47766,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$286  = $signed(pe0_6_psum) + $signed(\$285 );
   assign \$287  = ~ w_transpose;
   assign \$288  = w_en & \$287 ;
-  assign \$289  = \port$22246$2 [3:0] == 1'h1;
+  assign \$289  = \port$22248$2 [3:0] == 1'h1;
   assign \$290  = \$288  & \$289 ;
   assign \$291  = w_en & w_transpose;
-  assign \$292  = \port$22246$2 [3:0] == 3'h7;
+  assign \$292  = \port$22248$2 [3:0] == 3'h7;
   assign \$293  = \$291  & \$292 ;
   assign \$294  = \$290  | \$293 ;
   assign \$295  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -47779,10 +47779,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$299  = $signed(pe0_7_psum) + $signed(\$298 );
   assign \$300  = ~ w_transpose;
   assign \$301  = w_en & \$300 ;
-  assign \$302  = \port$22246$2 [3:0] == 1'h1;
+  assign \$302  = \port$22248$2 [3:0] == 1'h1;
   assign \$303  = \$301  & \$302 ;
   assign \$304  = w_en & w_transpose;
-  assign \$305  = \port$22246$2 [3:0] == 4'h8;
+  assign \$305  = \port$22248$2 [3:0] == 4'h8;
   assign \$306  = \$304  & \$305 ;
   assign \$307  = \$303  | \$306 ;
   assign \$308  = w_transpose ? w_data[15:8] : w_data[71:64];
@@ -47792,10 +47792,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$312  = $signed(pe0_8_psum) + $signed(\$311 );
   assign \$313  = ~ w_transpose;
   assign \$314  = w_en & \$313 ;
-  assign \$315  = \port$22246$2 [3:0] == 1'h1;
+  assign \$315  = \port$22248$2 [3:0] == 1'h1;
   assign \$316  = \$314  & \$315 ;
   assign \$317  = w_en & w_transpose;
-  assign \$318  = \port$22246$2 [3:0] == 4'h9;
+  assign \$318  = \port$22248$2 [3:0] == 4'h9;
   assign \$319  = \$317  & \$318 ;
   assign \$320  = \$316  | \$319 ;
   assign \$321  = w_transpose ? w_data[15:8] : w_data[79:72];
@@ -47805,10 +47805,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$325  = $signed(pe0_9_psum) + $signed(\$324 );
   assign \$326  = ~ w_transpose;
   assign \$327  = w_en & \$326 ;
-  assign \$328  = \port$22246$2 [3:0] == 1'h1;
+  assign \$328  = \port$22248$2 [3:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = w_en & w_transpose;
-  assign \$331  = \port$22246$2 [3:0] == 4'ha;
+  assign \$331  = \port$22248$2 [3:0] == 4'ha;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  | \$332 ;
   assign \$334  = w_transpose ? w_data[15:8] : w_data[87:80];
@@ -47818,10 +47818,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$338  = $signed(pe0_10_psum) + $signed(\$337 );
   assign \$339  = ~ w_transpose;
   assign \$340  = w_en & \$339 ;
-  assign \$341  = \port$22246$2 [3:0] == 1'h1;
+  assign \$341  = \port$22248$2 [3:0] == 1'h1;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = w_en & w_transpose;
-  assign \$344  = \port$22246$2 [3:0] == 4'hb;
+  assign \$344  = \port$22248$2 [3:0] == 4'hb;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = \$342  | \$345 ;
   assign \$347  = w_transpose ? w_data[15:8] : w_data[95:88];
@@ -47831,10 +47831,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$351  = $signed(pe0_11_psum) + $signed(\$350 );
   assign \$352  = ~ w_transpose;
   assign \$353  = w_en & \$352 ;
-  assign \$354  = \port$22246$2 [3:0] == 1'h1;
+  assign \$354  = \port$22248$2 [3:0] == 1'h1;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = w_en & w_transpose;
-  assign \$357  = \port$22246$2 [3:0] == 4'hc;
+  assign \$357  = \port$22248$2 [3:0] == 4'hc;
   assign \$358  = \$356  & \$357 ;
   assign \$359  = \$355  | \$358 ;
   assign \$360  = w_transpose ? w_data[15:8] : w_data[103:96];
@@ -47844,10 +47844,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$364  = $signed(pe0_12_psum) + $signed(\$363 );
   assign \$365  = ~ w_transpose;
   assign \$366  = w_en & \$365 ;
-  assign \$367  = \port$22246$2 [3:0] == 1'h1;
+  assign \$367  = \port$22248$2 [3:0] == 1'h1;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = w_en & w_transpose;
-  assign \$370  = \port$22246$2 [3:0] == 4'hd;
+  assign \$370  = \port$22248$2 [3:0] == 4'hd;
   assign \$371  = \$369  & \$370 ;
   assign \$372  = \$368  | \$371 ;
   assign \$373  = w_transpose ? w_data[15:8] : w_data[111:104];
@@ -47857,10 +47857,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$377  = $signed(pe0_13_psum) + $signed(\$376 );
   assign \$378  = ~ w_transpose;
   assign \$379  = w_en & \$378 ;
-  assign \$380  = \port$22246$2 [3:0] == 1'h1;
+  assign \$380  = \port$22248$2 [3:0] == 1'h1;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = w_en & w_transpose;
-  assign \$383  = \port$22246$2 [3:0] == 4'he;
+  assign \$383  = \port$22248$2 [3:0] == 4'he;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = \$381  | \$384 ;
   assign \$386  = w_transpose ? w_data[15:8] : w_data[119:112];
@@ -47870,10 +47870,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$390  = $signed(pe0_14_psum) + $signed(\$389 );
   assign \$391  = ~ w_transpose;
   assign \$392  = w_en & \$391 ;
-  assign \$393  = \port$22246$2 [3:0] == 1'h1;
+  assign \$393  = \port$22248$2 [3:0] == 1'h1;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = w_en & w_transpose;
-  assign \$396  = \port$22246$2 [3:0] == 4'hf;
+  assign \$396  = \port$22248$2 [3:0] == 4'hf;
   assign \$397  = \$395  & \$396 ;
   assign \$398  = \$394  | \$397 ;
   assign \$399  = w_transpose ? w_data[15:8] : w_data[127:120];
@@ -47884,10 +47884,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$404  = a_valid ? w_data[23:16] : 8'h00;
   assign \$405  = ~ w_transpose;
   assign \$406  = w_en & \$405 ;
-  assign \$407  = \port$22246$2 [3:0] == 2'h2;
+  assign \$407  = \port$22248$2 [3:0] == 2'h2;
   assign \$408  = \$406  & \$407 ;
   assign \$409  = w_en & w_transpose;
-  assign \$410  = ! \port$22246$2 [3:0];
+  assign \$410  = ! \port$22248$2 [3:0];
   assign \$411  = \$409  & \$410 ;
   assign \$412  = \$408  | \$411 ;
   assign \$413  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -47897,10 +47897,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$417  = $signed(pe1_0_psum) + $signed(\$416 );
   assign \$418  = ~ w_transpose;
   assign \$419  = w_en & \$418 ;
-  assign \$420  = \port$22246$2 [3:0] == 2'h2;
+  assign \$420  = \port$22248$2 [3:0] == 2'h2;
   assign \$421  = \$419  & \$420 ;
   assign \$422  = w_en & w_transpose;
-  assign \$423  = \port$22246$2 [3:0] == 1'h1;
+  assign \$423  = \port$22248$2 [3:0] == 1'h1;
   assign \$424  = \$422  & \$423 ;
   assign \$425  = \$421  | \$424 ;
   assign \$426  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -47910,10 +47910,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$430  = $signed(pe1_1_psum) + $signed(\$429 );
   assign \$431  = ~ w_transpose;
   assign \$432  = w_en & \$431 ;
-  assign \$433  = \port$22246$2 [3:0] == 2'h2;
+  assign \$433  = \port$22248$2 [3:0] == 2'h2;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = w_en & w_transpose;
-  assign \$436  = \port$22246$2 [3:0] == 2'h2;
+  assign \$436  = \port$22248$2 [3:0] == 2'h2;
   assign \$437  = \$435  & \$436 ;
   assign \$438  = \$434  | \$437 ;
   assign \$441  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -47921,10 +47921,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$443  = $signed(pe1_2_psum) + $signed(\$442 );
   assign \$444  = ~ w_transpose;
   assign \$445  = w_en & \$444 ;
-  assign \$446  = \port$22246$2 [3:0] == 2'h2;
+  assign \$446  = \port$22248$2 [3:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = w_en & w_transpose;
-  assign \$449  = \port$22246$2 [3:0] == 2'h3;
+  assign \$449  = \port$22248$2 [3:0] == 2'h3;
   assign \$450  = \$448  & \$449 ;
   assign \$451  = \$447  | \$450 ;
   assign \$452  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -47934,10 +47934,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$456  = $signed(pe1_3_psum) + $signed(\$455 );
   assign \$457  = ~ w_transpose;
   assign \$458  = w_en & \$457 ;
-  assign \$459  = \port$22246$2 [3:0] == 2'h2;
+  assign \$459  = \port$22248$2 [3:0] == 2'h2;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = w_en & w_transpose;
-  assign \$462  = \port$22246$2 [3:0] == 3'h4;
+  assign \$462  = \port$22248$2 [3:0] == 3'h4;
   assign \$463  = \$461  & \$462 ;
   assign \$464  = \$460  | \$463 ;
   assign \$465  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -47947,10 +47947,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$469  = $signed(pe1_4_psum) + $signed(\$468 );
   assign \$470  = ~ w_transpose;
   assign \$471  = w_en & \$470 ;
-  assign \$472  = \port$22246$2 [3:0] == 2'h2;
+  assign \$472  = \port$22248$2 [3:0] == 2'h2;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = w_en & w_transpose;
-  assign \$475  = \port$22246$2 [3:0] == 3'h5;
+  assign \$475  = \port$22248$2 [3:0] == 3'h5;
   assign \$476  = \$474  & \$475 ;
   assign \$477  = \$473  | \$476 ;
   assign \$478  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -47960,10 +47960,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$482  = $signed(pe1_5_psum) + $signed(\$481 );
   assign \$483  = ~ w_transpose;
   assign \$484  = w_en & \$483 ;
-  assign \$485  = \port$22246$2 [3:0] == 2'h2;
+  assign \$485  = \port$22248$2 [3:0] == 2'h2;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = w_en & w_transpose;
-  assign \$488  = \port$22246$2 [3:0] == 3'h6;
+  assign \$488  = \port$22248$2 [3:0] == 3'h6;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = \$486  | \$489 ;
   assign \$491  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -47973,10 +47973,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$495  = $signed(pe1_6_psum) + $signed(\$494 );
   assign \$496  = ~ w_transpose;
   assign \$497  = w_en & \$496 ;
-  assign \$498  = \port$22246$2 [3:0] == 2'h2;
+  assign \$498  = \port$22248$2 [3:0] == 2'h2;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = w_en & w_transpose;
-  assign \$501  = \port$22246$2 [3:0] == 3'h7;
+  assign \$501  = \port$22248$2 [3:0] == 3'h7;
   assign \$502  = \$500  & \$501 ;
   assign \$503  = \$499  | \$502 ;
   assign \$504  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -47986,10 +47986,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$508  = $signed(pe1_7_psum) + $signed(\$507 );
   assign \$509  = ~ w_transpose;
   assign \$510  = w_en & \$509 ;
-  assign \$511  = \port$22246$2 [3:0] == 2'h2;
+  assign \$511  = \port$22248$2 [3:0] == 2'h2;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = w_en & w_transpose;
-  assign \$514  = \port$22246$2 [3:0] == 4'h8;
+  assign \$514  = \port$22248$2 [3:0] == 4'h8;
   assign \$515  = \$513  & \$514 ;
   assign \$516  = \$512  | \$515 ;
   assign \$517  = w_transpose ? w_data[23:16] : w_data[71:64];
@@ -47999,10 +47999,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$521  = $signed(pe1_8_psum) + $signed(\$520 );
   assign \$522  = ~ w_transpose;
   assign \$523  = w_en & \$522 ;
-  assign \$524  = \port$22246$2 [3:0] == 2'h2;
+  assign \$524  = \port$22248$2 [3:0] == 2'h2;
   assign \$525  = \$523  & \$524 ;
   assign \$526  = w_en & w_transpose;
-  assign \$527  = \port$22246$2 [3:0] == 4'h9;
+  assign \$527  = \port$22248$2 [3:0] == 4'h9;
   assign \$528  = \$526  & \$527 ;
   assign \$529  = \$525  | \$528 ;
   assign \$530  = w_transpose ? w_data[23:16] : w_data[79:72];
@@ -48012,10 +48012,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$534  = $signed(pe1_9_psum) + $signed(\$533 );
   assign \$535  = ~ w_transpose;
   assign \$536  = w_en & \$535 ;
-  assign \$537  = \port$22246$2 [3:0] == 2'h2;
+  assign \$537  = \port$22248$2 [3:0] == 2'h2;
   assign \$538  = \$536  & \$537 ;
   assign \$539  = w_en & w_transpose;
-  assign \$540  = \port$22246$2 [3:0] == 4'ha;
+  assign \$540  = \port$22248$2 [3:0] == 4'ha;
   assign \$541  = \$539  & \$540 ;
   assign \$542  = \$538  | \$541 ;
   assign \$543  = w_transpose ? w_data[23:16] : w_data[87:80];
@@ -48025,10 +48025,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$547  = $signed(pe1_10_psum) + $signed(\$546 );
   assign \$548  = ~ w_transpose;
   assign \$549  = w_en & \$548 ;
-  assign \$550  = \port$22246$2 [3:0] == 2'h2;
+  assign \$550  = \port$22248$2 [3:0] == 2'h2;
   assign \$551  = \$549  & \$550 ;
   assign \$552  = w_en & w_transpose;
-  assign \$553  = \port$22246$2 [3:0] == 4'hb;
+  assign \$553  = \port$22248$2 [3:0] == 4'hb;
   assign \$554  = \$552  & \$553 ;
   assign \$555  = \$551  | \$554 ;
   assign \$556  = w_transpose ? w_data[23:16] : w_data[95:88];
@@ -48038,10 +48038,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$560  = $signed(pe1_11_psum) + $signed(\$559 );
   assign \$561  = ~ w_transpose;
   assign \$562  = w_en & \$561 ;
-  assign \$563  = \port$22246$2 [3:0] == 2'h2;
+  assign \$563  = \port$22248$2 [3:0] == 2'h2;
   assign \$564  = \$562  & \$563 ;
   assign \$565  = w_en & w_transpose;
-  assign \$566  = \port$22246$2 [3:0] == 4'hc;
+  assign \$566  = \port$22248$2 [3:0] == 4'hc;
   assign \$567  = \$565  & \$566 ;
   assign \$568  = \$564  | \$567 ;
   assign \$569  = w_transpose ? w_data[23:16] : w_data[103:96];
@@ -48051,10 +48051,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$573  = $signed(pe1_12_psum) + $signed(\$572 );
   assign \$574  = ~ w_transpose;
   assign \$575  = w_en & \$574 ;
-  assign \$576  = \port$22246$2 [3:0] == 2'h2;
+  assign \$576  = \port$22248$2 [3:0] == 2'h2;
   assign \$577  = \$575  & \$576 ;
   assign \$578  = w_en & w_transpose;
-  assign \$579  = \port$22246$2 [3:0] == 4'hd;
+  assign \$579  = \port$22248$2 [3:0] == 4'hd;
   assign \$580  = \$578  & \$579 ;
   assign \$581  = \$577  | \$580 ;
   assign \$582  = w_transpose ? w_data[23:16] : w_data[111:104];
@@ -48064,10 +48064,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$586  = $signed(pe1_13_psum) + $signed(\$585 );
   assign \$587  = ~ w_transpose;
   assign \$588  = w_en & \$587 ;
-  assign \$589  = \port$22246$2 [3:0] == 2'h2;
+  assign \$589  = \port$22248$2 [3:0] == 2'h2;
   assign \$590  = \$588  & \$589 ;
   assign \$591  = w_en & w_transpose;
-  assign \$592  = \port$22246$2 [3:0] == 4'he;
+  assign \$592  = \port$22248$2 [3:0] == 4'he;
   assign \$593  = \$591  & \$592 ;
   assign \$594  = \$590  | \$593 ;
   assign \$595  = w_transpose ? w_data[23:16] : w_data[119:112];
@@ -48077,10 +48077,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$599  = $signed(pe1_14_psum) + $signed(\$598 );
   assign \$600  = ~ w_transpose;
   assign \$601  = w_en & \$600 ;
-  assign \$602  = \port$22246$2 [3:0] == 2'h2;
+  assign \$602  = \port$22248$2 [3:0] == 2'h2;
   assign \$603  = \$601  & \$602 ;
   assign \$604  = w_en & w_transpose;
-  assign \$605  = \port$22246$2 [3:0] == 4'hf;
+  assign \$605  = \port$22248$2 [3:0] == 4'hf;
   assign \$606  = \$604  & \$605 ;
   assign \$607  = \$603  | \$606 ;
   assign \$608  = w_transpose ? w_data[23:16] : w_data[127:120];
@@ -48091,10 +48091,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$613  = a_valid ? w_data[31:24] : 8'h00;
   assign \$614  = ~ w_transpose;
   assign \$615  = w_en & \$614 ;
-  assign \$616  = \port$22246$2 [3:0] == 2'h3;
+  assign \$616  = \port$22248$2 [3:0] == 2'h3;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = w_en & w_transpose;
-  assign \$619  = ! \port$22246$2 [3:0];
+  assign \$619  = ! \port$22248$2 [3:0];
   assign \$620  = \$618  & \$619 ;
   assign \$621  = \$617  | \$620 ;
   assign \$622  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -48104,10 +48104,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$626  = $signed(pe2_0_psum) + $signed(\$625 );
   assign \$627  = ~ w_transpose;
   assign \$628  = w_en & \$627 ;
-  assign \$629  = \port$22246$2 [3:0] == 2'h3;
+  assign \$629  = \port$22248$2 [3:0] == 2'h3;
   assign \$630  = \$628  & \$629 ;
   assign \$631  = w_en & w_transpose;
-  assign \$632  = \port$22246$2 [3:0] == 1'h1;
+  assign \$632  = \port$22248$2 [3:0] == 1'h1;
   assign \$633  = \$631  & \$632 ;
   assign \$634  = \$630  | \$633 ;
   assign \$635  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -48117,10 +48117,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$639  = $signed(pe2_1_psum) + $signed(\$638 );
   assign \$640  = ~ w_transpose;
   assign \$641  = w_en & \$640 ;
-  assign \$642  = \port$22246$2 [3:0] == 2'h3;
+  assign \$642  = \port$22248$2 [3:0] == 2'h3;
   assign \$643  = \$641  & \$642 ;
   assign \$644  = w_en & w_transpose;
-  assign \$645  = \port$22246$2 [3:0] == 2'h2;
+  assign \$645  = \port$22248$2 [3:0] == 2'h2;
   assign \$646  = \$644  & \$645 ;
   assign \$647  = \$643  | \$646 ;
   assign \$648  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -48130,10 +48130,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$652  = $signed(pe2_2_psum) + $signed(\$651 );
   assign \$653  = ~ w_transpose;
   assign \$654  = w_en & \$653 ;
-  assign \$655  = \port$22246$2 [3:0] == 2'h3;
+  assign \$655  = \port$22248$2 [3:0] == 2'h3;
   assign \$656  = \$654  & \$655 ;
   assign \$657  = w_en & w_transpose;
-  assign \$658  = \port$22246$2 [3:0] == 2'h3;
+  assign \$658  = \port$22248$2 [3:0] == 2'h3;
   assign \$659  = \$657  & \$658 ;
   assign \$660  = \$656  | \$659 ;
   assign \$663  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -48141,10 +48141,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$665  = $signed(pe2_3_psum) + $signed(\$664 );
   assign \$666  = ~ w_transpose;
   assign \$667  = w_en & \$666 ;
-  assign \$668  = \port$22246$2 [3:0] == 2'h3;
+  assign \$668  = \port$22248$2 [3:0] == 2'h3;
   assign \$669  = \$667  & \$668 ;
   assign \$670  = w_en & w_transpose;
-  assign \$671  = \port$22246$2 [3:0] == 3'h4;
+  assign \$671  = \port$22248$2 [3:0] == 3'h4;
   assign \$672  = \$670  & \$671 ;
   assign \$673  = \$669  | \$672 ;
   assign \$674  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -48154,10 +48154,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$678  = $signed(pe2_4_psum) + $signed(\$677 );
   assign \$679  = ~ w_transpose;
   assign \$680  = w_en & \$679 ;
-  assign \$681  = \port$22246$2 [3:0] == 2'h3;
+  assign \$681  = \port$22248$2 [3:0] == 2'h3;
   assign \$682  = \$680  & \$681 ;
   assign \$683  = w_en & w_transpose;
-  assign \$684  = \port$22246$2 [3:0] == 3'h5;
+  assign \$684  = \port$22248$2 [3:0] == 3'h5;
   assign \$685  = \$683  & \$684 ;
   assign \$686  = \$682  | \$685 ;
   assign \$687  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -48167,10 +48167,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$691  = $signed(pe2_5_psum) + $signed(\$690 );
   assign \$692  = ~ w_transpose;
   assign \$693  = w_en & \$692 ;
-  assign \$694  = \port$22246$2 [3:0] == 2'h3;
+  assign \$694  = \port$22248$2 [3:0] == 2'h3;
   assign \$695  = \$693  & \$694 ;
   assign \$696  = w_en & w_transpose;
-  assign \$697  = \port$22246$2 [3:0] == 3'h6;
+  assign \$697  = \port$22248$2 [3:0] == 3'h6;
   assign \$698  = \$696  & \$697 ;
   assign \$699  = \$695  | \$698 ;
   assign \$700  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -48180,10 +48180,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$704  = $signed(pe2_6_psum) + $signed(\$703 );
   assign \$705  = ~ w_transpose;
   assign \$706  = w_en & \$705 ;
-  assign \$707  = \port$22246$2 [3:0] == 2'h3;
+  assign \$707  = \port$22248$2 [3:0] == 2'h3;
   assign \$708  = \$706  & \$707 ;
   assign \$709  = w_en & w_transpose;
-  assign \$710  = \port$22246$2 [3:0] == 3'h7;
+  assign \$710  = \port$22248$2 [3:0] == 3'h7;
   assign \$711  = \$709  & \$710 ;
   assign \$712  = \$708  | \$711 ;
   assign \$713  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -48193,10 +48193,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$717  = $signed(pe2_7_psum) + $signed(\$716 );
   assign \$718  = ~ w_transpose;
   assign \$719  = w_en & \$718 ;
-  assign \$720  = \port$22246$2 [3:0] == 2'h3;
+  assign \$720  = \port$22248$2 [3:0] == 2'h3;
   assign \$721  = \$719  & \$720 ;
   assign \$722  = w_en & w_transpose;
-  assign \$723  = \port$22246$2 [3:0] == 4'h8;
+  assign \$723  = \port$22248$2 [3:0] == 4'h8;
   assign \$724  = \$722  & \$723 ;
   assign \$725  = \$721  | \$724 ;
   assign \$726  = w_transpose ? w_data[31:24] : w_data[71:64];
@@ -48206,10 +48206,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$730  = $signed(pe2_8_psum) + $signed(\$729 );
   assign \$731  = ~ w_transpose;
   assign \$732  = w_en & \$731 ;
-  assign \$733  = \port$22246$2 [3:0] == 2'h3;
+  assign \$733  = \port$22248$2 [3:0] == 2'h3;
   assign \$734  = \$732  & \$733 ;
   assign \$735  = w_en & w_transpose;
-  assign \$736  = \port$22246$2 [3:0] == 4'h9;
+  assign \$736  = \port$22248$2 [3:0] == 4'h9;
   assign \$737  = \$735  & \$736 ;
   assign \$738  = \$734  | \$737 ;
   assign \$739  = w_transpose ? w_data[31:24] : w_data[79:72];
@@ -48219,10 +48219,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$743  = $signed(pe2_9_psum) + $signed(\$742 );
   assign \$744  = ~ w_transpose;
   assign \$745  = w_en & \$744 ;
-  assign \$746  = \port$22246$2 [3:0] == 2'h3;
+  assign \$746  = \port$22248$2 [3:0] == 2'h3;
   assign \$747  = \$745  & \$746 ;
   assign \$748  = w_en & w_transpose;
-  assign \$749  = \port$22246$2 [3:0] == 4'ha;
+  assign \$749  = \port$22248$2 [3:0] == 4'ha;
   assign \$750  = \$748  & \$749 ;
   assign \$751  = \$747  | \$750 ;
   assign \$752  = w_transpose ? w_data[31:24] : w_data[87:80];
@@ -48232,10 +48232,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$756  = $signed(pe2_10_psum) + $signed(\$755 );
   assign \$757  = ~ w_transpose;
   assign \$758  = w_en & \$757 ;
-  assign \$759  = \port$22246$2 [3:0] == 2'h3;
+  assign \$759  = \port$22248$2 [3:0] == 2'h3;
   assign \$760  = \$758  & \$759 ;
   assign \$761  = w_en & w_transpose;
-  assign \$762  = \port$22246$2 [3:0] == 4'hb;
+  assign \$762  = \port$22248$2 [3:0] == 4'hb;
   assign \$763  = \$761  & \$762 ;
   assign \$764  = \$760  | \$763 ;
   assign \$765  = w_transpose ? w_data[31:24] : w_data[95:88];
@@ -48245,10 +48245,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$769  = $signed(pe2_11_psum) + $signed(\$768 );
   assign \$770  = ~ w_transpose;
   assign \$771  = w_en & \$770 ;
-  assign \$772  = \port$22246$2 [3:0] == 2'h3;
+  assign \$772  = \port$22248$2 [3:0] == 2'h3;
   assign \$773  = \$771  & \$772 ;
   assign \$774  = w_en & w_transpose;
-  assign \$775  = \port$22246$2 [3:0] == 4'hc;
+  assign \$775  = \port$22248$2 [3:0] == 4'hc;
   assign \$776  = \$774  & \$775 ;
   assign \$777  = \$773  | \$776 ;
   assign \$778  = w_transpose ? w_data[31:24] : w_data[103:96];
@@ -48258,10 +48258,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$782  = $signed(pe2_12_psum) + $signed(\$781 );
   assign \$783  = ~ w_transpose;
   assign \$784  = w_en & \$783 ;
-  assign \$785  = \port$22246$2 [3:0] == 2'h3;
+  assign \$785  = \port$22248$2 [3:0] == 2'h3;
   assign \$786  = \$784  & \$785 ;
   assign \$787  = w_en & w_transpose;
-  assign \$788  = \port$22246$2 [3:0] == 4'hd;
+  assign \$788  = \port$22248$2 [3:0] == 4'hd;
   assign \$789  = \$787  & \$788 ;
   assign \$790  = \$786  | \$789 ;
   assign \$791  = w_transpose ? w_data[31:24] : w_data[111:104];
@@ -48271,10 +48271,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$795  = $signed(pe2_13_psum) + $signed(\$794 );
   assign \$796  = ~ w_transpose;
   assign \$797  = w_en & \$796 ;
-  assign \$798  = \port$22246$2 [3:0] == 2'h3;
+  assign \$798  = \port$22248$2 [3:0] == 2'h3;
   assign \$799  = \$797  & \$798 ;
   assign \$800  = w_en & w_transpose;
-  assign \$801  = \port$22246$2 [3:0] == 4'he;
+  assign \$801  = \port$22248$2 [3:0] == 4'he;
   assign \$802  = \$800  & \$801 ;
   assign \$803  = \$799  | \$802 ;
   assign \$804  = w_transpose ? w_data[31:24] : w_data[119:112];
@@ -48284,10 +48284,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$808  = $signed(pe2_14_psum) + $signed(\$807 );
   assign \$809  = ~ w_transpose;
   assign \$810  = w_en & \$809 ;
-  assign \$811  = \port$22246$2 [3:0] == 2'h3;
+  assign \$811  = \port$22248$2 [3:0] == 2'h3;
   assign \$812  = \$810  & \$811 ;
   assign \$813  = w_en & w_transpose;
-  assign \$814  = \port$22246$2 [3:0] == 4'hf;
+  assign \$814  = \port$22248$2 [3:0] == 4'hf;
   assign \$815  = \$813  & \$814 ;
   assign \$816  = \$812  | \$815 ;
   assign \$817  = w_transpose ? w_data[31:24] : w_data[127:120];
@@ -48298,10 +48298,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$822  = a_valid ? w_data[39:32] : 8'h00;
   assign \$823  = ~ w_transpose;
   assign \$824  = w_en & \$823 ;
-  assign \$825  = \port$22246$2 [3:0] == 3'h4;
+  assign \$825  = \port$22248$2 [3:0] == 3'h4;
   assign \$826  = \$824  & \$825 ;
   assign \$827  = w_en & w_transpose;
-  assign \$828  = ! \port$22246$2 [3:0];
+  assign \$828  = ! \port$22248$2 [3:0];
   assign \$829  = \$827  & \$828 ;
   assign \$830  = \$826  | \$829 ;
   assign \$831  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -48311,10 +48311,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$835  = $signed(pe3_0_psum) + $signed(\$834 );
   assign \$836  = ~ w_transpose;
   assign \$837  = w_en & \$836 ;
-  assign \$838  = \port$22246$2 [3:0] == 3'h4;
+  assign \$838  = \port$22248$2 [3:0] == 3'h4;
   assign \$839  = \$837  & \$838 ;
   assign \$840  = w_en & w_transpose;
-  assign \$841  = \port$22246$2 [3:0] == 1'h1;
+  assign \$841  = \port$22248$2 [3:0] == 1'h1;
   assign \$842  = \$840  & \$841 ;
   assign \$843  = \$839  | \$842 ;
   assign \$844  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -48324,10 +48324,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$848  = $signed(pe3_1_psum) + $signed(\$847 );
   assign \$849  = ~ w_transpose;
   assign \$850  = w_en & \$849 ;
-  assign \$851  = \port$22246$2 [3:0] == 3'h4;
+  assign \$851  = \port$22248$2 [3:0] == 3'h4;
   assign \$852  = \$850  & \$851 ;
   assign \$853  = w_en & w_transpose;
-  assign \$854  = \port$22246$2 [3:0] == 2'h2;
+  assign \$854  = \port$22248$2 [3:0] == 2'h2;
   assign \$855  = \$853  & \$854 ;
   assign \$856  = \$852  | \$855 ;
   assign \$857  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -48337,10 +48337,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$861  = $signed(pe3_2_psum) + $signed(\$860 );
   assign \$862  = ~ w_transpose;
   assign \$863  = w_en & \$862 ;
-  assign \$864  = \port$22246$2 [3:0] == 3'h4;
+  assign \$864  = \port$22248$2 [3:0] == 3'h4;
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$22246$2 [3:0] == 2'h3;
+  assign \$867  = \port$22248$2 [3:0] == 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$865  | \$868 ;
   assign \$870  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -48350,10 +48350,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$874  = $signed(pe3_3_psum) + $signed(\$873 );
   assign \$875  = ~ w_transpose;
   assign \$876  = w_en & \$875 ;
-  assign \$877  = \port$22246$2 [3:0] == 3'h4;
+  assign \$877  = \port$22248$2 [3:0] == 3'h4;
   assign \$878  = \$876  & \$877 ;
   assign \$879  = w_en & w_transpose;
-  assign \$880  = \port$22246$2 [3:0] == 3'h4;
+  assign \$880  = \port$22248$2 [3:0] == 3'h4;
   assign \$881  = \$879  & \$880 ;
   assign \$882  = \$878  | \$881 ;
   assign \$885  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -48361,10 +48361,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$887  = $signed(pe3_4_psum) + $signed(\$886 );
   assign \$888  = ~ w_transpose;
   assign \$889  = w_en & \$888 ;
-  assign \$890  = \port$22246$2 [3:0] == 3'h4;
+  assign \$890  = \port$22248$2 [3:0] == 3'h4;
   assign \$891  = \$889  & \$890 ;
   assign \$892  = w_en & w_transpose;
-  assign \$893  = \port$22246$2 [3:0] == 3'h5;
+  assign \$893  = \port$22248$2 [3:0] == 3'h5;
   assign \$894  = \$892  & \$893 ;
   assign \$895  = \$891  | \$894 ;
   assign \$896  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -48374,10 +48374,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$900  = $signed(pe3_5_psum) + $signed(\$899 );
   assign \$901  = ~ w_transpose;
   assign \$902  = w_en & \$901 ;
-  assign \$903  = \port$22246$2 [3:0] == 3'h4;
+  assign \$903  = \port$22248$2 [3:0] == 3'h4;
   assign \$904  = \$902  & \$903 ;
   assign \$905  = w_en & w_transpose;
-  assign \$906  = \port$22246$2 [3:0] == 3'h6;
+  assign \$906  = \port$22248$2 [3:0] == 3'h6;
   assign \$907  = \$905  & \$906 ;
   assign \$908  = \$904  | \$907 ;
   assign \$909  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -48387,10 +48387,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$913  = $signed(pe3_6_psum) + $signed(\$912 );
   assign \$914  = ~ w_transpose;
   assign \$915  = w_en & \$914 ;
-  assign \$916  = \port$22246$2 [3:0] == 3'h4;
+  assign \$916  = \port$22248$2 [3:0] == 3'h4;
   assign \$917  = \$915  & \$916 ;
   assign \$918  = w_en & w_transpose;
-  assign \$919  = \port$22246$2 [3:0] == 3'h7;
+  assign \$919  = \port$22248$2 [3:0] == 3'h7;
   assign \$920  = \$918  & \$919 ;
   assign \$921  = \$917  | \$920 ;
   assign \$922  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -48400,10 +48400,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$926  = $signed(pe3_7_psum) + $signed(\$925 );
   assign \$927  = ~ w_transpose;
   assign \$928  = w_en & \$927 ;
-  assign \$929  = \port$22246$2 [3:0] == 3'h4;
+  assign \$929  = \port$22248$2 [3:0] == 3'h4;
   assign \$930  = \$928  & \$929 ;
   assign \$931  = w_en & w_transpose;
-  assign \$932  = \port$22246$2 [3:0] == 4'h8;
+  assign \$932  = \port$22248$2 [3:0] == 4'h8;
   assign \$933  = \$931  & \$932 ;
   assign \$934  = \$930  | \$933 ;
   assign \$935  = w_transpose ? w_data[39:32] : w_data[71:64];
@@ -48413,10 +48413,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$939  = $signed(pe3_8_psum) + $signed(\$938 );
   assign \$940  = ~ w_transpose;
   assign \$941  = w_en & \$940 ;
-  assign \$942  = \port$22246$2 [3:0] == 3'h4;
+  assign \$942  = \port$22248$2 [3:0] == 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = w_en & w_transpose;
-  assign \$945  = \port$22246$2 [3:0] == 4'h9;
+  assign \$945  = \port$22248$2 [3:0] == 4'h9;
   assign \$946  = \$944  & \$945 ;
   assign \$947  = \$943  | \$946 ;
   assign \$948  = w_transpose ? w_data[39:32] : w_data[79:72];
@@ -48426,10 +48426,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$952  = $signed(pe3_9_psum) + $signed(\$951 );
   assign \$953  = ~ w_transpose;
   assign \$954  = w_en & \$953 ;
-  assign \$955  = \port$22246$2 [3:0] == 3'h4;
+  assign \$955  = \port$22248$2 [3:0] == 3'h4;
   assign \$956  = \$954  & \$955 ;
   assign \$957  = w_en & w_transpose;
-  assign \$958  = \port$22246$2 [3:0] == 4'ha;
+  assign \$958  = \port$22248$2 [3:0] == 4'ha;
   assign \$959  = \$957  & \$958 ;
   assign \$960  = \$956  | \$959 ;
   assign \$961  = w_transpose ? w_data[39:32] : w_data[87:80];
@@ -48439,10 +48439,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$965  = $signed(pe3_10_psum) + $signed(\$964 );
   assign \$966  = ~ w_transpose;
   assign \$967  = w_en & \$966 ;
-  assign \$968  = \port$22246$2 [3:0] == 3'h4;
+  assign \$968  = \port$22248$2 [3:0] == 3'h4;
   assign \$969  = \$967  & \$968 ;
   assign \$970  = w_en & w_transpose;
-  assign \$971  = \port$22246$2 [3:0] == 4'hb;
+  assign \$971  = \port$22248$2 [3:0] == 4'hb;
   assign \$972  = \$970  & \$971 ;
   assign \$973  = \$969  | \$972 ;
   assign \$974  = w_transpose ? w_data[39:32] : w_data[95:88];
@@ -48452,10 +48452,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$978  = $signed(pe3_11_psum) + $signed(\$977 );
   assign \$979  = ~ w_transpose;
   assign \$980  = w_en & \$979 ;
-  assign \$981  = \port$22246$2 [3:0] == 3'h4;
+  assign \$981  = \port$22248$2 [3:0] == 3'h4;
   assign \$982  = \$980  & \$981 ;
   assign \$983  = w_en & w_transpose;
-  assign \$984  = \port$22246$2 [3:0] == 4'hc;
+  assign \$984  = \port$22248$2 [3:0] == 4'hc;
   assign \$985  = \$983  & \$984 ;
   assign \$986  = \$982  | \$985 ;
   assign \$987  = w_transpose ? w_data[39:32] : w_data[103:96];
@@ -48465,10 +48465,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$991  = $signed(pe3_12_psum) + $signed(\$990 );
   assign \$992  = ~ w_transpose;
   assign \$993  = w_en & \$992 ;
-  assign \$994  = \port$22246$2 [3:0] == 3'h4;
+  assign \$994  = \port$22248$2 [3:0] == 3'h4;
   assign \$995  = \$993  & \$994 ;
   assign \$996  = w_en & w_transpose;
-  assign \$997  = \port$22246$2 [3:0] == 4'hd;
+  assign \$997  = \port$22248$2 [3:0] == 4'hd;
   assign \$998  = \$996  & \$997 ;
   assign \$999  = \$995  | \$998 ;
   assign \$1000  = w_transpose ? w_data[39:32] : w_data[111:104];
@@ -48478,10 +48478,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1004  = $signed(pe3_13_psum) + $signed(\$1003 );
   assign \$1005  = ~ w_transpose;
   assign \$1006  = w_en & \$1005 ;
-  assign \$1007  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1007  = \port$22248$2 [3:0] == 3'h4;
   assign \$1008  = \$1006  & \$1007 ;
   assign \$1009  = w_en & w_transpose;
-  assign \$1010  = \port$22246$2 [3:0] == 4'he;
+  assign \$1010  = \port$22248$2 [3:0] == 4'he;
   assign \$1011  = \$1009  & \$1010 ;
   assign \$1012  = \$1008  | \$1011 ;
   assign \$1013  = w_transpose ? w_data[39:32] : w_data[119:112];
@@ -48491,10 +48491,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1017  = $signed(pe3_14_psum) + $signed(\$1016 );
   assign \$1018  = ~ w_transpose;
   assign \$1019  = w_en & \$1018 ;
-  assign \$1020  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1020  = \port$22248$2 [3:0] == 3'h4;
   assign \$1021  = \$1019  & \$1020 ;
   assign \$1022  = w_en & w_transpose;
-  assign \$1023  = \port$22246$2 [3:0] == 4'hf;
+  assign \$1023  = \port$22248$2 [3:0] == 4'hf;
   assign \$1024  = \$1022  & \$1023 ;
   assign \$1025  = \$1021  | \$1024 ;
   assign \$1026  = w_transpose ? w_data[39:32] : w_data[127:120];
@@ -48505,10 +48505,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1031  = a_valid ? w_data[47:40] : 8'h00;
   assign \$1032  = ~ w_transpose;
   assign \$1033  = w_en & \$1032 ;
-  assign \$1034  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1034  = \port$22248$2 [3:0] == 3'h5;
   assign \$1035  = \$1033  & \$1034 ;
   assign \$1036  = w_en & w_transpose;
-  assign \$1037  = ! \port$22246$2 [3:0];
+  assign \$1037  = ! \port$22248$2 [3:0];
   assign \$1038  = \$1036  & \$1037 ;
   assign \$1039  = \$1035  | \$1038 ;
   assign \$1040  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -48518,10 +48518,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1044  = $signed(pe4_0_psum) + $signed(\$1043 );
   assign \$1045  = ~ w_transpose;
   assign \$1046  = w_en & \$1045 ;
-  assign \$1047  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1047  = \port$22248$2 [3:0] == 3'h5;
   assign \$1048  = \$1046  & \$1047 ;
   assign \$1049  = w_en & w_transpose;
-  assign \$1050  = \port$22246$2 [3:0] == 1'h1;
+  assign \$1050  = \port$22248$2 [3:0] == 1'h1;
   assign \$1051  = \$1049  & \$1050 ;
   assign \$1052  = \$1048  | \$1051 ;
   assign \$1053  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -48531,10 +48531,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1057  = $signed(pe4_1_psum) + $signed(\$1056 );
   assign \$1058  = ~ w_transpose;
   assign \$1059  = w_en & \$1058 ;
-  assign \$1060  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1060  = \port$22248$2 [3:0] == 3'h5;
   assign \$1061  = \$1059  & \$1060 ;
   assign \$1062  = w_en & w_transpose;
-  assign \$1063  = \port$22246$2 [3:0] == 2'h2;
+  assign \$1063  = \port$22248$2 [3:0] == 2'h2;
   assign \$1064  = \$1062  & \$1063 ;
   assign \$1065  = \$1061  | \$1064 ;
   assign \$1066  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -48544,10 +48544,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1070  = $signed(pe4_2_psum) + $signed(\$1069 );
   assign \$1071  = ~ w_transpose;
   assign \$1072  = w_en & \$1071 ;
-  assign \$1073  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1073  = \port$22248$2 [3:0] == 3'h5;
   assign \$1074  = \$1072  & \$1073 ;
   assign \$1075  = w_en & w_transpose;
-  assign \$1076  = \port$22246$2 [3:0] == 2'h3;
+  assign \$1076  = \port$22248$2 [3:0] == 2'h3;
   assign \$1077  = \$1075  & \$1076 ;
   assign \$1078  = \$1074  | \$1077 ;
   assign \$1079  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -48557,10 +48557,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1083  = $signed(pe4_3_psum) + $signed(\$1082 );
   assign \$1084  = ~ w_transpose;
   assign \$1085  = w_en & \$1084 ;
-  assign \$1086  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1086  = \port$22248$2 [3:0] == 3'h5;
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1089  = \port$22248$2 [3:0] == 3'h4;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1087  | \$1090 ;
   assign \$1092  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -48570,10 +48570,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1096  = $signed(pe4_4_psum) + $signed(\$1095 );
   assign \$1097  = ~ w_transpose;
   assign \$1098  = w_en & \$1097 ;
-  assign \$1099  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1099  = \port$22248$2 [3:0] == 3'h5;
   assign \$1100  = \$1098  & \$1099 ;
   assign \$1101  = w_en & w_transpose;
-  assign \$1102  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1102  = \port$22248$2 [3:0] == 3'h5;
   assign \$1103  = \$1101  & \$1102 ;
   assign \$1104  = \$1100  | \$1103 ;
   assign \$1107  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -48581,10 +48581,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1109  = $signed(pe4_5_psum) + $signed(\$1108 );
   assign \$1110  = ~ w_transpose;
   assign \$1111  = w_en & \$1110 ;
-  assign \$1112  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1112  = \port$22248$2 [3:0] == 3'h5;
   assign \$1113  = \$1111  & \$1112 ;
   assign \$1114  = w_en & w_transpose;
-  assign \$1115  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1115  = \port$22248$2 [3:0] == 3'h6;
   assign \$1116  = \$1114  & \$1115 ;
   assign \$1117  = \$1113  | \$1116 ;
   assign \$1118  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -48594,10 +48594,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1122  = $signed(pe4_6_psum) + $signed(\$1121 );
   assign \$1123  = ~ w_transpose;
   assign \$1124  = w_en & \$1123 ;
-  assign \$1125  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1125  = \port$22248$2 [3:0] == 3'h5;
   assign \$1126  = \$1124  & \$1125 ;
   assign \$1127  = w_en & w_transpose;
-  assign \$1128  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1128  = \port$22248$2 [3:0] == 3'h7;
   assign \$1129  = \$1127  & \$1128 ;
   assign \$1130  = \$1126  | \$1129 ;
   assign \$1131  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -48607,10 +48607,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1135  = $signed(pe4_7_psum) + $signed(\$1134 );
   assign \$1136  = ~ w_transpose;
   assign \$1137  = w_en & \$1136 ;
-  assign \$1138  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1138  = \port$22248$2 [3:0] == 3'h5;
   assign \$1139  = \$1137  & \$1138 ;
   assign \$1140  = w_en & w_transpose;
-  assign \$1141  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1141  = \port$22248$2 [3:0] == 4'h8;
   assign \$1142  = \$1140  & \$1141 ;
   assign \$1143  = \$1139  | \$1142 ;
   assign \$1144  = w_transpose ? w_data[47:40] : w_data[71:64];
@@ -48620,10 +48620,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1148  = $signed(pe4_8_psum) + $signed(\$1147 );
   assign \$1149  = ~ w_transpose;
   assign \$1150  = w_en & \$1149 ;
-  assign \$1151  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1151  = \port$22248$2 [3:0] == 3'h5;
   assign \$1152  = \$1150  & \$1151 ;
   assign \$1153  = w_en & w_transpose;
-  assign \$1154  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1154  = \port$22248$2 [3:0] == 4'h9;
   assign \$1155  = \$1153  & \$1154 ;
   assign \$1156  = \$1152  | \$1155 ;
   assign \$1157  = w_transpose ? w_data[47:40] : w_data[79:72];
@@ -48633,10 +48633,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1161  = $signed(pe4_9_psum) + $signed(\$1160 );
   assign \$1162  = ~ w_transpose;
   assign \$1163  = w_en & \$1162 ;
-  assign \$1164  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1164  = \port$22248$2 [3:0] == 3'h5;
   assign \$1165  = \$1163  & \$1164 ;
   assign \$1166  = w_en & w_transpose;
-  assign \$1167  = \port$22246$2 [3:0] == 4'ha;
+  assign \$1167  = \port$22248$2 [3:0] == 4'ha;
   assign \$1168  = \$1166  & \$1167 ;
   assign \$1169  = \$1165  | \$1168 ;
   assign \$1170  = w_transpose ? w_data[47:40] : w_data[87:80];
@@ -48646,10 +48646,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1174  = $signed(pe4_10_psum) + $signed(\$1173 );
   assign \$1175  = ~ w_transpose;
   assign \$1176  = w_en & \$1175 ;
-  assign \$1177  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1177  = \port$22248$2 [3:0] == 3'h5;
   assign \$1178  = \$1176  & \$1177 ;
   assign \$1179  = w_en & w_transpose;
-  assign \$1180  = \port$22246$2 [3:0] == 4'hb;
+  assign \$1180  = \port$22248$2 [3:0] == 4'hb;
   assign \$1181  = \$1179  & \$1180 ;
   assign \$1182  = \$1178  | \$1181 ;
   assign \$1183  = w_transpose ? w_data[47:40] : w_data[95:88];
@@ -48659,10 +48659,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1187  = $signed(pe4_11_psum) + $signed(\$1186 );
   assign \$1188  = ~ w_transpose;
   assign \$1189  = w_en & \$1188 ;
-  assign \$1190  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1190  = \port$22248$2 [3:0] == 3'h5;
   assign \$1191  = \$1189  & \$1190 ;
   assign \$1192  = w_en & w_transpose;
-  assign \$1193  = \port$22246$2 [3:0] == 4'hc;
+  assign \$1193  = \port$22248$2 [3:0] == 4'hc;
   assign \$1194  = \$1192  & \$1193 ;
   assign \$1195  = \$1191  | \$1194 ;
   assign \$1196  = w_transpose ? w_data[47:40] : w_data[103:96];
@@ -48672,10 +48672,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1200  = $signed(pe4_12_psum) + $signed(\$1199 );
   assign \$1201  = ~ w_transpose;
   assign \$1202  = w_en & \$1201 ;
-  assign \$1203  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1203  = \port$22248$2 [3:0] == 3'h5;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = w_en & w_transpose;
-  assign \$1206  = \port$22246$2 [3:0] == 4'hd;
+  assign \$1206  = \port$22248$2 [3:0] == 4'hd;
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = \$1204  | \$1207 ;
   assign \$1209  = w_transpose ? w_data[47:40] : w_data[111:104];
@@ -48685,10 +48685,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1213  = $signed(pe4_13_psum) + $signed(\$1212 );
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1216  = \port$22248$2 [3:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
   assign \$1218  = w_en & w_transpose;
-  assign \$1219  = \port$22246$2 [3:0] == 4'he;
+  assign \$1219  = \port$22248$2 [3:0] == 4'he;
   assign \$1220  = \$1218  & \$1219 ;
   assign \$1221  = \$1217  | \$1220 ;
   assign \$1222  = w_transpose ? w_data[47:40] : w_data[119:112];
@@ -48698,10 +48698,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1226  = $signed(pe4_14_psum) + $signed(\$1225 );
   assign \$1227  = ~ w_transpose;
   assign \$1228  = w_en & \$1227 ;
-  assign \$1229  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1229  = \port$22248$2 [3:0] == 3'h5;
   assign \$1230  = \$1228  & \$1229 ;
   assign \$1231  = w_en & w_transpose;
-  assign \$1232  = \port$22246$2 [3:0] == 4'hf;
+  assign \$1232  = \port$22248$2 [3:0] == 4'hf;
   assign \$1233  = \$1231  & \$1232 ;
   assign \$1234  = \$1230  | \$1233 ;
   assign \$1235  = w_transpose ? w_data[47:40] : w_data[127:120];
@@ -48712,10 +48712,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1240  = a_valid ? w_data[55:48] : 8'h00;
   assign \$1241  = ~ w_transpose;
   assign \$1242  = w_en & \$1241 ;
-  assign \$1243  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1243  = \port$22248$2 [3:0] == 3'h6;
   assign \$1244  = \$1242  & \$1243 ;
   assign \$1245  = w_en & w_transpose;
-  assign \$1246  = ! \port$22246$2 [3:0];
+  assign \$1246  = ! \port$22248$2 [3:0];
   assign \$1247  = \$1245  & \$1246 ;
   assign \$1248  = \$1244  | \$1247 ;
   assign \$1249  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -48725,10 +48725,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1253  = $signed(pe5_0_psum) + $signed(\$1252 );
   assign \$1254  = ~ w_transpose;
   assign \$1255  = w_en & \$1254 ;
-  assign \$1256  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1256  = \port$22248$2 [3:0] == 3'h6;
   assign \$1257  = \$1255  & \$1256 ;
   assign \$1258  = w_en & w_transpose;
-  assign \$1259  = \port$22246$2 [3:0] == 1'h1;
+  assign \$1259  = \port$22248$2 [3:0] == 1'h1;
   assign \$1260  = \$1258  & \$1259 ;
   assign \$1261  = \$1257  | \$1260 ;
   assign \$1262  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -48738,10 +48738,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1266  = $signed(pe5_1_psum) + $signed(\$1265 );
   assign \$1267  = ~ w_transpose;
   assign \$1268  = w_en & \$1267 ;
-  assign \$1269  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1269  = \port$22248$2 [3:0] == 3'h6;
   assign \$1270  = \$1268  & \$1269 ;
   assign \$1271  = w_en & w_transpose;
-  assign \$1272  = \port$22246$2 [3:0] == 2'h2;
+  assign \$1272  = \port$22248$2 [3:0] == 2'h2;
   assign \$1273  = \$1271  & \$1272 ;
   assign \$1274  = \$1270  | \$1273 ;
   assign \$1275  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -48751,10 +48751,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1279  = $signed(pe5_2_psum) + $signed(\$1278 );
   assign \$1280  = ~ w_transpose;
   assign \$1281  = w_en & \$1280 ;
-  assign \$1282  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1282  = \port$22248$2 [3:0] == 3'h6;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = w_en & w_transpose;
-  assign \$1285  = \port$22246$2 [3:0] == 2'h3;
+  assign \$1285  = \port$22248$2 [3:0] == 2'h3;
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = \$1283  | \$1286 ;
   assign \$1288  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -48764,10 +48764,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1292  = $signed(pe5_3_psum) + $signed(\$1291 );
   assign \$1293  = ~ w_transpose;
   assign \$1294  = w_en & \$1293 ;
-  assign \$1295  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1295  = \port$22248$2 [3:0] == 3'h6;
   assign \$1296  = \$1294  & \$1295 ;
   assign \$1297  = w_en & w_transpose;
-  assign \$1298  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1298  = \port$22248$2 [3:0] == 3'h4;
   assign \$1299  = \$1297  & \$1298 ;
   assign \$1300  = \$1296  | \$1299 ;
   assign \$1301  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -48777,10 +48777,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1305  = $signed(pe5_4_psum) + $signed(\$1304 );
   assign \$1306  = ~ w_transpose;
   assign \$1307  = w_en & \$1306 ;
-  assign \$1308  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1308  = \port$22248$2 [3:0] == 3'h6;
   assign \$1309  = \$1307  & \$1308 ;
   assign \$1310  = w_en & w_transpose;
-  assign \$1311  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1311  = \port$22248$2 [3:0] == 3'h5;
   assign \$1312  = \$1310  & \$1311 ;
   assign \$1313  = \$1309  | \$1312 ;
   assign \$1314  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -48790,10 +48790,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1318  = $signed(pe5_5_psum) + $signed(\$1317 );
   assign \$1319  = ~ w_transpose;
   assign \$1320  = w_en & \$1319 ;
-  assign \$1321  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1321  = \port$22248$2 [3:0] == 3'h6;
   assign \$1322  = \$1320  & \$1321 ;
   assign \$1323  = w_en & w_transpose;
-  assign \$1324  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1324  = \port$22248$2 [3:0] == 3'h6;
   assign \$1325  = \$1323  & \$1324 ;
   assign \$1326  = \$1322  | \$1325 ;
   assign \$1329  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -48801,10 +48801,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1331  = $signed(pe5_6_psum) + $signed(\$1330 );
   assign \$1332  = ~ w_transpose;
   assign \$1333  = w_en & \$1332 ;
-  assign \$1334  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1334  = \port$22248$2 [3:0] == 3'h6;
   assign \$1335  = \$1333  & \$1334 ;
   assign \$1336  = w_en & w_transpose;
-  assign \$1337  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1337  = \port$22248$2 [3:0] == 3'h7;
   assign \$1338  = \$1336  & \$1337 ;
   assign \$1339  = \$1335  | \$1338 ;
   assign \$1340  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -48814,10 +48814,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1344  = $signed(pe5_7_psum) + $signed(\$1343 );
   assign \$1345  = ~ w_transpose;
   assign \$1346  = w_en & \$1345 ;
-  assign \$1347  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1347  = \port$22248$2 [3:0] == 3'h6;
   assign \$1348  = \$1346  & \$1347 ;
   assign \$1349  = w_en & w_transpose;
-  assign \$1350  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1350  = \port$22248$2 [3:0] == 4'h8;
   assign \$1351  = \$1349  & \$1350 ;
   assign \$1352  = \$1348  | \$1351 ;
   assign \$1353  = w_transpose ? w_data[55:48] : w_data[71:64];
@@ -48827,10 +48827,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1357  = $signed(pe5_8_psum) + $signed(\$1356 );
   assign \$1358  = ~ w_transpose;
   assign \$1359  = w_en & \$1358 ;
-  assign \$1360  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1360  = \port$22248$2 [3:0] == 3'h6;
   assign \$1361  = \$1359  & \$1360 ;
   assign \$1362  = w_en & w_transpose;
-  assign \$1363  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1363  = \port$22248$2 [3:0] == 4'h9;
   assign \$1364  = \$1362  & \$1363 ;
   assign \$1365  = \$1361  | \$1364 ;
   assign \$1366  = w_transpose ? w_data[55:48] : w_data[79:72];
@@ -48840,10 +48840,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1370  = $signed(pe5_9_psum) + $signed(\$1369 );
   assign \$1371  = ~ w_transpose;
   assign \$1372  = w_en & \$1371 ;
-  assign \$1373  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1373  = \port$22248$2 [3:0] == 3'h6;
   assign \$1374  = \$1372  & \$1373 ;
   assign \$1375  = w_en & w_transpose;
-  assign \$1376  = \port$22246$2 [3:0] == 4'ha;
+  assign \$1376  = \port$22248$2 [3:0] == 4'ha;
   assign \$1377  = \$1375  & \$1376 ;
   assign \$1378  = \$1374  | \$1377 ;
   assign \$1379  = w_transpose ? w_data[55:48] : w_data[87:80];
@@ -48853,10 +48853,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1383  = $signed(pe5_10_psum) + $signed(\$1382 );
   assign \$1384  = ~ w_transpose;
   assign \$1385  = w_en & \$1384 ;
-  assign \$1386  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1386  = \port$22248$2 [3:0] == 3'h6;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = w_en & w_transpose;
-  assign \$1389  = \port$22246$2 [3:0] == 4'hb;
+  assign \$1389  = \port$22248$2 [3:0] == 4'hb;
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = \$1387  | \$1390 ;
   assign \$1392  = w_transpose ? w_data[55:48] : w_data[95:88];
@@ -48866,10 +48866,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1396  = $signed(pe5_11_psum) + $signed(\$1395 );
   assign \$1397  = ~ w_transpose;
   assign \$1398  = w_en & \$1397 ;
-  assign \$1399  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1399  = \port$22248$2 [3:0] == 3'h6;
   assign \$1400  = \$1398  & \$1399 ;
   assign \$1401  = w_en & w_transpose;
-  assign \$1402  = \port$22246$2 [3:0] == 4'hc;
+  assign \$1402  = \port$22248$2 [3:0] == 4'hc;
   assign \$1403  = \$1401  & \$1402 ;
   assign \$1404  = \$1400  | \$1403 ;
   assign \$1405  = w_transpose ? w_data[55:48] : w_data[103:96];
@@ -48879,10 +48879,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1409  = $signed(pe5_12_psum) + $signed(\$1408 );
   assign \$1410  = ~ w_transpose;
   assign \$1411  = w_en & \$1410 ;
-  assign \$1412  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1412  = \port$22248$2 [3:0] == 3'h6;
   assign \$1413  = \$1411  & \$1412 ;
   assign \$1414  = w_en & w_transpose;
-  assign \$1415  = \port$22246$2 [3:0] == 4'hd;
+  assign \$1415  = \port$22248$2 [3:0] == 4'hd;
   assign \$1416  = \$1414  & \$1415 ;
   assign \$1417  = \$1413  | \$1416 ;
   assign \$1418  = w_transpose ? w_data[55:48] : w_data[111:104];
@@ -48892,10 +48892,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1422  = $signed(pe5_13_psum) + $signed(\$1421 );
   assign \$1423  = ~ w_transpose;
   assign \$1424  = w_en & \$1423 ;
-  assign \$1425  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1425  = \port$22248$2 [3:0] == 3'h6;
   assign \$1426  = \$1424  & \$1425 ;
   assign \$1427  = w_en & w_transpose;
-  assign \$1428  = \port$22246$2 [3:0] == 4'he;
+  assign \$1428  = \port$22248$2 [3:0] == 4'he;
   assign \$1429  = \$1427  & \$1428 ;
   assign \$1430  = \$1426  | \$1429 ;
   assign \$1431  = w_transpose ? w_data[55:48] : w_data[119:112];
@@ -48905,10 +48905,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1435  = $signed(pe5_14_psum) + $signed(\$1434 );
   assign \$1436  = ~ w_transpose;
   assign \$1437  = w_en & \$1436 ;
-  assign \$1438  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1438  = \port$22248$2 [3:0] == 3'h6;
   assign \$1439  = \$1437  & \$1438 ;
   assign \$1440  = w_en & w_transpose;
-  assign \$1441  = \port$22246$2 [3:0] == 4'hf;
+  assign \$1441  = \port$22248$2 [3:0] == 4'hf;
   assign \$1442  = \$1440  & \$1441 ;
   assign \$1443  = \$1439  | \$1442 ;
   assign \$1444  = w_transpose ? w_data[55:48] : w_data[127:120];
@@ -48919,10 +48919,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1449  = a_valid ? w_data[63:56] : 8'h00;
   assign \$1450  = ~ w_transpose;
   assign \$1451  = w_en & \$1450 ;
-  assign \$1452  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1452  = \port$22248$2 [3:0] == 3'h7;
   assign \$1453  = \$1451  & \$1452 ;
   assign \$1454  = w_en & w_transpose;
-  assign \$1455  = ! \port$22246$2 [3:0];
+  assign \$1455  = ! \port$22248$2 [3:0];
   assign \$1456  = \$1454  & \$1455 ;
   assign \$1457  = \$1453  | \$1456 ;
   assign \$1458  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -48932,10 +48932,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1462  = $signed(pe6_0_psum) + $signed(\$1461 );
   assign \$1463  = ~ w_transpose;
   assign \$1464  = w_en & \$1463 ;
-  assign \$1465  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1465  = \port$22248$2 [3:0] == 3'h7;
   assign \$1466  = \$1464  & \$1465 ;
   assign \$1467  = w_en & w_transpose;
-  assign \$1468  = \port$22246$2 [3:0] == 1'h1;
+  assign \$1468  = \port$22248$2 [3:0] == 1'h1;
   assign \$1469  = \$1467  & \$1468 ;
   assign \$1470  = \$1466  | \$1469 ;
   assign \$1471  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -48945,10 +48945,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1475  = $signed(pe6_1_psum) + $signed(\$1474 );
   assign \$1476  = ~ w_transpose;
   assign \$1477  = w_en & \$1476 ;
-  assign \$1478  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1478  = \port$22248$2 [3:0] == 3'h7;
   assign \$1479  = \$1477  & \$1478 ;
   assign \$1480  = w_en & w_transpose;
-  assign \$1481  = \port$22246$2 [3:0] == 2'h2;
+  assign \$1481  = \port$22248$2 [3:0] == 2'h2;
   assign \$1482  = \$1480  & \$1481 ;
   assign \$1483  = \$1479  | \$1482 ;
   assign \$1484  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -48958,10 +48958,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1488  = $signed(pe6_2_psum) + $signed(\$1487 );
   assign \$1489  = ~ w_transpose;
   assign \$1490  = w_en & \$1489 ;
-  assign \$1491  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1491  = \port$22248$2 [3:0] == 3'h7;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = w_en & w_transpose;
-  assign \$1494  = \port$22246$2 [3:0] == 2'h3;
+  assign \$1494  = \port$22248$2 [3:0] == 2'h3;
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = \$1492  | \$1495 ;
   assign \$1497  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -48971,10 +48971,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1501  = $signed(pe6_3_psum) + $signed(\$1500 );
   assign \$1502  = ~ w_transpose;
   assign \$1503  = w_en & \$1502 ;
-  assign \$1504  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1504  = \port$22248$2 [3:0] == 3'h7;
   assign \$1505  = \$1503  & \$1504 ;
   assign \$1506  = w_en & w_transpose;
-  assign \$1507  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1507  = \port$22248$2 [3:0] == 3'h4;
   assign \$1508  = \$1506  & \$1507 ;
   assign \$1509  = \$1505  | \$1508 ;
   assign \$1510  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -48984,10 +48984,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1514  = $signed(pe6_4_psum) + $signed(\$1513 );
   assign \$1515  = ~ w_transpose;
   assign \$1516  = w_en & \$1515 ;
-  assign \$1517  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1517  = \port$22248$2 [3:0] == 3'h7;
   assign \$1518  = \$1516  & \$1517 ;
   assign \$1519  = w_en & w_transpose;
-  assign \$1520  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1520  = \port$22248$2 [3:0] == 3'h5;
   assign \$1521  = \$1519  & \$1520 ;
   assign \$1522  = \$1518  | \$1521 ;
   assign \$1523  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -48997,10 +48997,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1527  = $signed(pe6_5_psum) + $signed(\$1526 );
   assign \$1528  = ~ w_transpose;
   assign \$1529  = w_en & \$1528 ;
-  assign \$1530  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1530  = \port$22248$2 [3:0] == 3'h7;
   assign \$1531  = \$1529  & \$1530 ;
   assign \$1532  = w_en & w_transpose;
-  assign \$1533  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1533  = \port$22248$2 [3:0] == 3'h6;
   assign \$1534  = \$1532  & \$1533 ;
   assign \$1535  = \$1531  | \$1534 ;
   assign \$1536  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -49010,10 +49010,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1540  = $signed(pe6_6_psum) + $signed(\$1539 );
   assign \$1541  = ~ w_transpose;
   assign \$1542  = w_en & \$1541 ;
-  assign \$1543  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1543  = \port$22248$2 [3:0] == 3'h7;
   assign \$1544  = \$1542  & \$1543 ;
   assign \$1545  = w_en & w_transpose;
-  assign \$1546  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1546  = \port$22248$2 [3:0] == 3'h7;
   assign \$1547  = \$1545  & \$1546 ;
   assign \$1548  = \$1544  | \$1547 ;
   assign \$1551  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -49021,10 +49021,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1553  = $signed(pe6_7_psum) + $signed(\$1552 );
   assign \$1554  = ~ w_transpose;
   assign \$1555  = w_en & \$1554 ;
-  assign \$1556  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1556  = \port$22248$2 [3:0] == 3'h7;
   assign \$1557  = \$1555  & \$1556 ;
   assign \$1558  = w_en & w_transpose;
-  assign \$1559  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1559  = \port$22248$2 [3:0] == 4'h8;
   assign \$1560  = \$1558  & \$1559 ;
   assign \$1561  = \$1557  | \$1560 ;
   assign \$1562  = w_transpose ? w_data[63:56] : w_data[71:64];
@@ -49034,10 +49034,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1566  = $signed(pe6_8_psum) + $signed(\$1565 );
   assign \$1567  = ~ w_transpose;
   assign \$1568  = w_en & \$1567 ;
-  assign \$1569  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1569  = \port$22248$2 [3:0] == 3'h7;
   assign \$1570  = \$1568  & \$1569 ;
   assign \$1571  = w_en & w_transpose;
-  assign \$1572  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1572  = \port$22248$2 [3:0] == 4'h9;
   assign \$1573  = \$1571  & \$1572 ;
   assign \$1574  = \$1570  | \$1573 ;
   assign \$1575  = w_transpose ? w_data[63:56] : w_data[79:72];
@@ -49047,10 +49047,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1579  = $signed(pe6_9_psum) + $signed(\$1578 );
   assign \$1580  = ~ w_transpose;
   assign \$1581  = w_en & \$1580 ;
-  assign \$1582  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1582  = \port$22248$2 [3:0] == 3'h7;
   assign \$1583  = \$1581  & \$1582 ;
   assign \$1584  = w_en & w_transpose;
-  assign \$1585  = \port$22246$2 [3:0] == 4'ha;
+  assign \$1585  = \port$22248$2 [3:0] == 4'ha;
   assign \$1586  = \$1584  & \$1585 ;
   assign \$1587  = \$1583  | \$1586 ;
   assign \$1588  = w_transpose ? w_data[63:56] : w_data[87:80];
@@ -49060,10 +49060,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1592  = $signed(pe6_10_psum) + $signed(\$1591 );
   assign \$1593  = ~ w_transpose;
   assign \$1594  = w_en & \$1593 ;
-  assign \$1595  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1595  = \port$22248$2 [3:0] == 3'h7;
   assign \$1596  = \$1594  & \$1595 ;
   assign \$1597  = w_en & w_transpose;
-  assign \$1598  = \port$22246$2 [3:0] == 4'hb;
+  assign \$1598  = \port$22248$2 [3:0] == 4'hb;
   assign \$1599  = \$1597  & \$1598 ;
   assign \$1600  = \$1596  | \$1599 ;
   assign \$1601  = w_transpose ? w_data[63:56] : w_data[95:88];
@@ -49073,10 +49073,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1605  = $signed(pe6_11_psum) + $signed(\$1604 );
   assign \$1606  = ~ w_transpose;
   assign \$1607  = w_en & \$1606 ;
-  assign \$1608  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1608  = \port$22248$2 [3:0] == 3'h7;
   assign \$1609  = \$1607  & \$1608 ;
   assign \$1610  = w_en & w_transpose;
-  assign \$1611  = \port$22246$2 [3:0] == 4'hc;
+  assign \$1611  = \port$22248$2 [3:0] == 4'hc;
   assign \$1612  = \$1610  & \$1611 ;
   assign \$1613  = \$1609  | \$1612 ;
   assign \$1614  = w_transpose ? w_data[63:56] : w_data[103:96];
@@ -49086,10 +49086,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1618  = $signed(pe6_12_psum) + $signed(\$1617 );
   assign \$1619  = ~ w_transpose;
   assign \$1620  = w_en & \$1619 ;
-  assign \$1621  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1621  = \port$22248$2 [3:0] == 3'h7;
   assign \$1622  = \$1620  & \$1621 ;
   assign \$1623  = w_en & w_transpose;
-  assign \$1624  = \port$22246$2 [3:0] == 4'hd;
+  assign \$1624  = \port$22248$2 [3:0] == 4'hd;
   assign \$1625  = \$1623  & \$1624 ;
   assign \$1626  = \$1622  | \$1625 ;
   assign \$1627  = w_transpose ? w_data[63:56] : w_data[111:104];
@@ -49099,10 +49099,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1631  = $signed(pe6_13_psum) + $signed(\$1630 );
   assign \$1632  = ~ w_transpose;
   assign \$1633  = w_en & \$1632 ;
-  assign \$1634  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1634  = \port$22248$2 [3:0] == 3'h7;
   assign \$1635  = \$1633  & \$1634 ;
   assign \$1636  = w_en & w_transpose;
-  assign \$1637  = \port$22246$2 [3:0] == 4'he;
+  assign \$1637  = \port$22248$2 [3:0] == 4'he;
   assign \$1638  = \$1636  & \$1637 ;
   assign \$1639  = \$1635  | \$1638 ;
   assign \$1640  = w_transpose ? w_data[63:56] : w_data[119:112];
@@ -49112,10 +49112,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1644  = $signed(pe6_14_psum) + $signed(\$1643 );
   assign \$1645  = ~ w_transpose;
   assign \$1646  = w_en & \$1645 ;
-  assign \$1647  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1647  = \port$22248$2 [3:0] == 3'h7;
   assign \$1648  = \$1646  & \$1647 ;
   assign \$1649  = w_en & w_transpose;
-  assign \$1650  = \port$22246$2 [3:0] == 4'hf;
+  assign \$1650  = \port$22248$2 [3:0] == 4'hf;
   assign \$1651  = \$1649  & \$1650 ;
   assign \$1652  = \$1648  | \$1651 ;
   assign \$1653  = w_transpose ? w_data[63:56] : w_data[127:120];
@@ -49126,10 +49126,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1658  = a_valid ? w_data[71:64] : 8'h00;
   assign \$1659  = ~ w_transpose;
   assign \$1660  = w_en & \$1659 ;
-  assign \$1661  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1661  = \port$22248$2 [3:0] == 4'h8;
   assign \$1662  = \$1660  & \$1661 ;
   assign \$1663  = w_en & w_transpose;
-  assign \$1664  = ! \port$22246$2 [3:0];
+  assign \$1664  = ! \port$22248$2 [3:0];
   assign \$1665  = \$1663  & \$1664 ;
   assign \$1666  = \$1662  | \$1665 ;
   assign \$1667  = w_transpose ? w_data[71:64] : w_data[7:0];
@@ -49139,10 +49139,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1671  = $signed(pe7_0_psum) + $signed(\$1670 );
   assign \$1672  = ~ w_transpose;
   assign \$1673  = w_en & \$1672 ;
-  assign \$1674  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1674  = \port$22248$2 [3:0] == 4'h8;
   assign \$1675  = \$1673  & \$1674 ;
   assign \$1676  = w_en & w_transpose;
-  assign \$1677  = \port$22246$2 [3:0] == 1'h1;
+  assign \$1677  = \port$22248$2 [3:0] == 1'h1;
   assign \$1678  = \$1676  & \$1677 ;
   assign \$1679  = \$1675  | \$1678 ;
   assign \$1680  = w_transpose ? w_data[71:64] : w_data[15:8];
@@ -49152,10 +49152,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1684  = $signed(pe7_1_psum) + $signed(\$1683 );
   assign \$1685  = ~ w_transpose;
   assign \$1686  = w_en & \$1685 ;
-  assign \$1687  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1687  = \port$22248$2 [3:0] == 4'h8;
   assign \$1688  = \$1686  & \$1687 ;
   assign \$1689  = w_en & w_transpose;
-  assign \$1690  = \port$22246$2 [3:0] == 2'h2;
+  assign \$1690  = \port$22248$2 [3:0] == 2'h2;
   assign \$1691  = \$1689  & \$1690 ;
   assign \$1692  = \$1688  | \$1691 ;
   assign \$1693  = w_transpose ? w_data[71:64] : w_data[23:16];
@@ -49165,10 +49165,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1697  = $signed(pe7_2_psum) + $signed(\$1696 );
   assign \$1698  = ~ w_transpose;
   assign \$1699  = w_en & \$1698 ;
-  assign \$1700  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1700  = \port$22248$2 [3:0] == 4'h8;
   assign \$1701  = \$1699  & \$1700 ;
   assign \$1702  = w_en & w_transpose;
-  assign \$1703  = \port$22246$2 [3:0] == 2'h3;
+  assign \$1703  = \port$22248$2 [3:0] == 2'h3;
   assign \$1704  = \$1702  & \$1703 ;
   assign \$1705  = \$1701  | \$1704 ;
   assign \$1706  = w_transpose ? w_data[71:64] : w_data[31:24];
@@ -49178,10 +49178,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1710  = $signed(pe7_3_psum) + $signed(\$1709 );
   assign \$1711  = ~ w_transpose;
   assign \$1712  = w_en & \$1711 ;
-  assign \$1713  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1713  = \port$22248$2 [3:0] == 4'h8;
   assign \$1714  = \$1712  & \$1713 ;
   assign \$1715  = w_en & w_transpose;
-  assign \$1716  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1716  = \port$22248$2 [3:0] == 3'h4;
   assign \$1717  = \$1715  & \$1716 ;
   assign \$1718  = \$1714  | \$1717 ;
   assign \$1719  = w_transpose ? w_data[71:64] : w_data[39:32];
@@ -49191,10 +49191,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1723  = $signed(pe7_4_psum) + $signed(\$1722 );
   assign \$1724  = ~ w_transpose;
   assign \$1725  = w_en & \$1724 ;
-  assign \$1726  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1726  = \port$22248$2 [3:0] == 4'h8;
   assign \$1727  = \$1725  & \$1726 ;
   assign \$1728  = w_en & w_transpose;
-  assign \$1729  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1729  = \port$22248$2 [3:0] == 3'h5;
   assign \$1730  = \$1728  & \$1729 ;
   assign \$1731  = \$1727  | \$1730 ;
   assign \$1732  = w_transpose ? w_data[71:64] : w_data[47:40];
@@ -49204,10 +49204,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1736  = $signed(pe7_5_psum) + $signed(\$1735 );
   assign \$1737  = ~ w_transpose;
   assign \$1738  = w_en & \$1737 ;
-  assign \$1739  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1739  = \port$22248$2 [3:0] == 4'h8;
   assign \$1740  = \$1738  & \$1739 ;
   assign \$1741  = w_en & w_transpose;
-  assign \$1742  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1742  = \port$22248$2 [3:0] == 3'h6;
   assign \$1743  = \$1741  & \$1742 ;
   assign \$1744  = \$1740  | \$1743 ;
   assign \$1745  = w_transpose ? w_data[71:64] : w_data[55:48];
@@ -49217,10 +49217,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1749  = $signed(pe7_6_psum) + $signed(\$1748 );
   assign \$1750  = ~ w_transpose;
   assign \$1751  = w_en & \$1750 ;
-  assign \$1752  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1752  = \port$22248$2 [3:0] == 4'h8;
   assign \$1753  = \$1751  & \$1752 ;
   assign \$1754  = w_en & w_transpose;
-  assign \$1755  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1755  = \port$22248$2 [3:0] == 3'h7;
   assign \$1756  = \$1754  & \$1755 ;
   assign \$1757  = \$1753  | \$1756 ;
   assign \$1758  = w_transpose ? w_data[71:64] : w_data[63:56];
@@ -49230,10 +49230,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1762  = $signed(pe7_7_psum) + $signed(\$1761 );
   assign \$1763  = ~ w_transpose;
   assign \$1764  = w_en & \$1763 ;
-  assign \$1765  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1765  = \port$22248$2 [3:0] == 4'h8;
   assign \$1766  = \$1764  & \$1765 ;
   assign \$1767  = w_en & w_transpose;
-  assign \$1768  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1768  = \port$22248$2 [3:0] == 4'h8;
   assign \$1769  = \$1767  & \$1768 ;
   assign \$1770  = \$1766  | \$1769 ;
   assign \$1773  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
@@ -49241,10 +49241,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1775  = $signed(pe7_8_psum) + $signed(\$1774 );
   assign \$1776  = ~ w_transpose;
   assign \$1777  = w_en & \$1776 ;
-  assign \$1778  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1778  = \port$22248$2 [3:0] == 4'h8;
   assign \$1779  = \$1777  & \$1778 ;
   assign \$1780  = w_en & w_transpose;
-  assign \$1781  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1781  = \port$22248$2 [3:0] == 4'h9;
   assign \$1782  = \$1780  & \$1781 ;
   assign \$1783  = \$1779  | \$1782 ;
   assign \$1784  = w_transpose ? w_data[71:64] : w_data[79:72];
@@ -49254,10 +49254,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1788  = $signed(pe7_9_psum) + $signed(\$1787 );
   assign \$1789  = ~ w_transpose;
   assign \$1790  = w_en & \$1789 ;
-  assign \$1791  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1791  = \port$22248$2 [3:0] == 4'h8;
   assign \$1792  = \$1790  & \$1791 ;
   assign \$1793  = w_en & w_transpose;
-  assign \$1794  = \port$22246$2 [3:0] == 4'ha;
+  assign \$1794  = \port$22248$2 [3:0] == 4'ha;
   assign \$1795  = \$1793  & \$1794 ;
   assign \$1796  = \$1792  | \$1795 ;
   assign \$1797  = w_transpose ? w_data[71:64] : w_data[87:80];
@@ -49267,10 +49267,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1801  = $signed(pe7_10_psum) + $signed(\$1800 );
   assign \$1802  = ~ w_transpose;
   assign \$1803  = w_en & \$1802 ;
-  assign \$1804  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1804  = \port$22248$2 [3:0] == 4'h8;
   assign \$1805  = \$1803  & \$1804 ;
   assign \$1806  = w_en & w_transpose;
-  assign \$1807  = \port$22246$2 [3:0] == 4'hb;
+  assign \$1807  = \port$22248$2 [3:0] == 4'hb;
   assign \$1808  = \$1806  & \$1807 ;
   assign \$1809  = \$1805  | \$1808 ;
   assign \$1810  = w_transpose ? w_data[71:64] : w_data[95:88];
@@ -49280,10 +49280,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1814  = $signed(pe7_11_psum) + $signed(\$1813 );
   assign \$1815  = ~ w_transpose;
   assign \$1816  = w_en & \$1815 ;
-  assign \$1817  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1817  = \port$22248$2 [3:0] == 4'h8;
   assign \$1818  = \$1816  & \$1817 ;
   assign \$1819  = w_en & w_transpose;
-  assign \$1820  = \port$22246$2 [3:0] == 4'hc;
+  assign \$1820  = \port$22248$2 [3:0] == 4'hc;
   assign \$1821  = \$1819  & \$1820 ;
   assign \$1822  = \$1818  | \$1821 ;
   assign \$1823  = w_transpose ? w_data[71:64] : w_data[103:96];
@@ -49293,10 +49293,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1827  = $signed(pe7_12_psum) + $signed(\$1826 );
   assign \$1828  = ~ w_transpose;
   assign \$1829  = w_en & \$1828 ;
-  assign \$1830  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1830  = \port$22248$2 [3:0] == 4'h8;
   assign \$1831  = \$1829  & \$1830 ;
   assign \$1832  = w_en & w_transpose;
-  assign \$1833  = \port$22246$2 [3:0] == 4'hd;
+  assign \$1833  = \port$22248$2 [3:0] == 4'hd;
   assign \$1834  = \$1832  & \$1833 ;
   assign \$1835  = \$1831  | \$1834 ;
   assign \$1836  = w_transpose ? w_data[71:64] : w_data[111:104];
@@ -49306,10 +49306,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1840  = $signed(pe7_13_psum) + $signed(\$1839 );
   assign \$1841  = ~ w_transpose;
   assign \$1842  = w_en & \$1841 ;
-  assign \$1843  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1843  = \port$22248$2 [3:0] == 4'h8;
   assign \$1844  = \$1842  & \$1843 ;
   assign \$1845  = w_en & w_transpose;
-  assign \$1846  = \port$22246$2 [3:0] == 4'he;
+  assign \$1846  = \port$22248$2 [3:0] == 4'he;
   assign \$1847  = \$1845  & \$1846 ;
   assign \$1848  = \$1844  | \$1847 ;
   assign \$1849  = w_transpose ? w_data[71:64] : w_data[119:112];
@@ -49319,10 +49319,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1853  = $signed(pe7_14_psum) + $signed(\$1852 );
   assign \$1854  = ~ w_transpose;
   assign \$1855  = w_en & \$1854 ;
-  assign \$1856  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1856  = \port$22248$2 [3:0] == 4'h8;
   assign \$1857  = \$1855  & \$1856 ;
   assign \$1858  = w_en & w_transpose;
-  assign \$1859  = \port$22246$2 [3:0] == 4'hf;
+  assign \$1859  = \port$22248$2 [3:0] == 4'hf;
   assign \$1860  = \$1858  & \$1859 ;
   assign \$1861  = \$1857  | \$1860 ;
   assign \$1862  = w_transpose ? w_data[71:64] : w_data[127:120];
@@ -49333,10 +49333,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1867  = a_valid ? w_data[79:72] : 8'h00;
   assign \$1868  = ~ w_transpose;
   assign \$1869  = w_en & \$1868 ;
-  assign \$1870  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1870  = \port$22248$2 [3:0] == 4'h9;
   assign \$1871  = \$1869  & \$1870 ;
   assign \$1872  = w_en & w_transpose;
-  assign \$1873  = ! \port$22246$2 [3:0];
+  assign \$1873  = ! \port$22248$2 [3:0];
   assign \$1874  = \$1872  & \$1873 ;
   assign \$1875  = \$1871  | \$1874 ;
   assign \$1876  = w_transpose ? w_data[79:72] : w_data[7:0];
@@ -49346,10 +49346,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1880  = $signed(pe8_0_psum) + $signed(\$1879 );
   assign \$1881  = ~ w_transpose;
   assign \$1882  = w_en & \$1881 ;
-  assign \$1883  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1883  = \port$22248$2 [3:0] == 4'h9;
   assign \$1884  = \$1882  & \$1883 ;
   assign \$1885  = w_en & w_transpose;
-  assign \$1886  = \port$22246$2 [3:0] == 1'h1;
+  assign \$1886  = \port$22248$2 [3:0] == 1'h1;
   assign \$1887  = \$1885  & \$1886 ;
   assign \$1888  = \$1884  | \$1887 ;
   assign \$1889  = w_transpose ? w_data[79:72] : w_data[15:8];
@@ -49359,10 +49359,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1893  = $signed(pe8_1_psum) + $signed(\$1892 );
   assign \$1894  = ~ w_transpose;
   assign \$1895  = w_en & \$1894 ;
-  assign \$1896  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1896  = \port$22248$2 [3:0] == 4'h9;
   assign \$1897  = \$1895  & \$1896 ;
   assign \$1898  = w_en & w_transpose;
-  assign \$1899  = \port$22246$2 [3:0] == 2'h2;
+  assign \$1899  = \port$22248$2 [3:0] == 2'h2;
   assign \$1900  = \$1898  & \$1899 ;
   assign \$1901  = \$1897  | \$1900 ;
   assign \$1902  = w_transpose ? w_data[79:72] : w_data[23:16];
@@ -49372,10 +49372,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1906  = $signed(pe8_2_psum) + $signed(\$1905 );
   assign \$1907  = ~ w_transpose;
   assign \$1908  = w_en & \$1907 ;
-  assign \$1909  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1909  = \port$22248$2 [3:0] == 4'h9;
   assign \$1910  = \$1908  & \$1909 ;
   assign \$1911  = w_en & w_transpose;
-  assign \$1912  = \port$22246$2 [3:0] == 2'h3;
+  assign \$1912  = \port$22248$2 [3:0] == 2'h3;
   assign \$1913  = \$1911  & \$1912 ;
   assign \$1914  = \$1910  | \$1913 ;
   assign \$1915  = w_transpose ? w_data[79:72] : w_data[31:24];
@@ -49385,10 +49385,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1919  = $signed(pe8_3_psum) + $signed(\$1918 );
   assign \$1920  = ~ w_transpose;
   assign \$1921  = w_en & \$1920 ;
-  assign \$1922  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1922  = \port$22248$2 [3:0] == 4'h9;
   assign \$1923  = \$1921  & \$1922 ;
   assign \$1924  = w_en & w_transpose;
-  assign \$1925  = \port$22246$2 [3:0] == 3'h4;
+  assign \$1925  = \port$22248$2 [3:0] == 3'h4;
   assign \$1926  = \$1924  & \$1925 ;
   assign \$1927  = \$1923  | \$1926 ;
   assign \$1928  = w_transpose ? w_data[79:72] : w_data[39:32];
@@ -49398,10 +49398,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1932  = $signed(pe8_4_psum) + $signed(\$1931 );
   assign \$1933  = ~ w_transpose;
   assign \$1934  = w_en & \$1933 ;
-  assign \$1935  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1935  = \port$22248$2 [3:0] == 4'h9;
   assign \$1936  = \$1934  & \$1935 ;
   assign \$1937  = w_en & w_transpose;
-  assign \$1938  = \port$22246$2 [3:0] == 3'h5;
+  assign \$1938  = \port$22248$2 [3:0] == 3'h5;
   assign \$1939  = \$1937  & \$1938 ;
   assign \$1940  = \$1936  | \$1939 ;
   assign \$1941  = w_transpose ? w_data[79:72] : w_data[47:40];
@@ -49411,10 +49411,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1945  = $signed(pe8_5_psum) + $signed(\$1944 );
   assign \$1946  = ~ w_transpose;
   assign \$1947  = w_en & \$1946 ;
-  assign \$1948  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1948  = \port$22248$2 [3:0] == 4'h9;
   assign \$1949  = \$1947  & \$1948 ;
   assign \$1950  = w_en & w_transpose;
-  assign \$1951  = \port$22246$2 [3:0] == 3'h6;
+  assign \$1951  = \port$22248$2 [3:0] == 3'h6;
   assign \$1952  = \$1950  & \$1951 ;
   assign \$1953  = \$1949  | \$1952 ;
   assign \$1954  = w_transpose ? w_data[79:72] : w_data[55:48];
@@ -49424,10 +49424,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1958  = $signed(pe8_6_psum) + $signed(\$1957 );
   assign \$1959  = ~ w_transpose;
   assign \$1960  = w_en & \$1959 ;
-  assign \$1961  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1961  = \port$22248$2 [3:0] == 4'h9;
   assign \$1962  = \$1960  & \$1961 ;
   assign \$1963  = w_en & w_transpose;
-  assign \$1964  = \port$22246$2 [3:0] == 3'h7;
+  assign \$1964  = \port$22248$2 [3:0] == 3'h7;
   assign \$1965  = \$1963  & \$1964 ;
   assign \$1966  = \$1962  | \$1965 ;
   assign \$1967  = w_transpose ? w_data[79:72] : w_data[63:56];
@@ -49437,10 +49437,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1971  = $signed(pe8_7_psum) + $signed(\$1970 );
   assign \$1972  = ~ w_transpose;
   assign \$1973  = w_en & \$1972 ;
-  assign \$1974  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1974  = \port$22248$2 [3:0] == 4'h9;
   assign \$1975  = \$1973  & \$1974 ;
   assign \$1976  = w_en & w_transpose;
-  assign \$1977  = \port$22246$2 [3:0] == 4'h8;
+  assign \$1977  = \port$22248$2 [3:0] == 4'h8;
   assign \$1978  = \$1976  & \$1977 ;
   assign \$1979  = \$1975  | \$1978 ;
   assign \$1980  = w_transpose ? w_data[79:72] : w_data[71:64];
@@ -49450,10 +49450,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1984  = $signed(pe8_8_psum) + $signed(\$1983 );
   assign \$1985  = ~ w_transpose;
   assign \$1986  = w_en & \$1985 ;
-  assign \$1987  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1987  = \port$22248$2 [3:0] == 4'h9;
   assign \$1988  = \$1986  & \$1987 ;
   assign \$1989  = w_en & w_transpose;
-  assign \$1990  = \port$22246$2 [3:0] == 4'h9;
+  assign \$1990  = \port$22248$2 [3:0] == 4'h9;
   assign \$1991  = \$1989  & \$1990 ;
   assign \$1992  = \$1988  | \$1991 ;
   assign \$1995  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
@@ -49461,10 +49461,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$1997  = $signed(pe8_9_psum) + $signed(\$1996 );
   assign \$1998  = ~ w_transpose;
   assign \$1999  = w_en & \$1998 ;
-  assign \$2000  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2000  = \port$22248$2 [3:0] == 4'h9;
   assign \$2001  = \$1999  & \$2000 ;
   assign \$2002  = w_en & w_transpose;
-  assign \$2003  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2003  = \port$22248$2 [3:0] == 4'ha;
   assign \$2004  = \$2002  & \$2003 ;
   assign \$2005  = \$2001  | \$2004 ;
   assign \$2006  = w_transpose ? w_data[79:72] : w_data[87:80];
@@ -49474,10 +49474,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2010  = $signed(pe8_10_psum) + $signed(\$2009 );
   assign \$2011  = ~ w_transpose;
   assign \$2012  = w_en & \$2011 ;
-  assign \$2013  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2013  = \port$22248$2 [3:0] == 4'h9;
   assign \$2014  = \$2012  & \$2013 ;
   assign \$2015  = w_en & w_transpose;
-  assign \$2016  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2016  = \port$22248$2 [3:0] == 4'hb;
   assign \$2017  = \$2015  & \$2016 ;
   assign \$2018  = \$2014  | \$2017 ;
   assign \$2019  = w_transpose ? w_data[79:72] : w_data[95:88];
@@ -49487,10 +49487,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2023  = $signed(pe8_11_psum) + $signed(\$2022 );
   assign \$2024  = ~ w_transpose;
   assign \$2025  = w_en & \$2024 ;
-  assign \$2026  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2026  = \port$22248$2 [3:0] == 4'h9;
   assign \$2027  = \$2025  & \$2026 ;
   assign \$2028  = w_en & w_transpose;
-  assign \$2029  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2029  = \port$22248$2 [3:0] == 4'hc;
   assign \$2030  = \$2028  & \$2029 ;
   assign \$2031  = \$2027  | \$2030 ;
   assign \$2032  = w_transpose ? w_data[79:72] : w_data[103:96];
@@ -49500,10 +49500,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2036  = $signed(pe8_12_psum) + $signed(\$2035 );
   assign \$2037  = ~ w_transpose;
   assign \$2038  = w_en & \$2037 ;
-  assign \$2039  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2039  = \port$22248$2 [3:0] == 4'h9;
   assign \$2040  = \$2038  & \$2039 ;
   assign \$2041  = w_en & w_transpose;
-  assign \$2042  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2042  = \port$22248$2 [3:0] == 4'hd;
   assign \$2043  = \$2041  & \$2042 ;
   assign \$2044  = \$2040  | \$2043 ;
   assign \$2045  = w_transpose ? w_data[79:72] : w_data[111:104];
@@ -49513,10 +49513,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2049  = $signed(pe8_13_psum) + $signed(\$2048 );
   assign \$2050  = ~ w_transpose;
   assign \$2051  = w_en & \$2050 ;
-  assign \$2052  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2052  = \port$22248$2 [3:0] == 4'h9;
   assign \$2053  = \$2051  & \$2052 ;
   assign \$2054  = w_en & w_transpose;
-  assign \$2055  = \port$22246$2 [3:0] == 4'he;
+  assign \$2055  = \port$22248$2 [3:0] == 4'he;
   assign \$2056  = \$2054  & \$2055 ;
   assign \$2057  = \$2053  | \$2056 ;
   assign \$2058  = w_transpose ? w_data[79:72] : w_data[119:112];
@@ -49526,10 +49526,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2062  = $signed(pe8_14_psum) + $signed(\$2061 );
   assign \$2063  = ~ w_transpose;
   assign \$2064  = w_en & \$2063 ;
-  assign \$2065  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2065  = \port$22248$2 [3:0] == 4'h9;
   assign \$2066  = \$2064  & \$2065 ;
   assign \$2067  = w_en & w_transpose;
-  assign \$2068  = \port$22246$2 [3:0] == 4'hf;
+  assign \$2068  = \port$22248$2 [3:0] == 4'hf;
   assign \$2069  = \$2067  & \$2068 ;
   assign \$2070  = \$2066  | \$2069 ;
   assign \$2071  = w_transpose ? w_data[79:72] : w_data[127:120];
@@ -49540,10 +49540,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2076  = a_valid ? w_data[87:80] : 8'h00;
   assign \$2077  = ~ w_transpose;
   assign \$2078  = w_en & \$2077 ;
-  assign \$2079  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2079  = \port$22248$2 [3:0] == 4'ha;
   assign \$2080  = \$2078  & \$2079 ;
   assign \$2081  = w_en & w_transpose;
-  assign \$2082  = ! \port$22246$2 [3:0];
+  assign \$2082  = ! \port$22248$2 [3:0];
   assign \$2083  = \$2081  & \$2082 ;
   assign \$2084  = \$2080  | \$2083 ;
   assign \$2085  = w_transpose ? w_data[87:80] : w_data[7:0];
@@ -49553,10 +49553,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2089  = $signed(pe9_0_psum) + $signed(\$2088 );
   assign \$2090  = ~ w_transpose;
   assign \$2091  = w_en & \$2090 ;
-  assign \$2092  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2092  = \port$22248$2 [3:0] == 4'ha;
   assign \$2093  = \$2091  & \$2092 ;
   assign \$2094  = w_en & w_transpose;
-  assign \$2095  = \port$22246$2 [3:0] == 1'h1;
+  assign \$2095  = \port$22248$2 [3:0] == 1'h1;
   assign \$2096  = \$2094  & \$2095 ;
   assign \$2097  = \$2093  | \$2096 ;
   assign \$2098  = w_transpose ? w_data[87:80] : w_data[15:8];
@@ -49566,10 +49566,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2102  = $signed(pe9_1_psum) + $signed(\$2101 );
   assign \$2103  = ~ w_transpose;
   assign \$2104  = w_en & \$2103 ;
-  assign \$2105  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2105  = \port$22248$2 [3:0] == 4'ha;
   assign \$2106  = \$2104  & \$2105 ;
   assign \$2107  = w_en & w_transpose;
-  assign \$2108  = \port$22246$2 [3:0] == 2'h2;
+  assign \$2108  = \port$22248$2 [3:0] == 2'h2;
   assign \$2109  = \$2107  & \$2108 ;
   assign \$2110  = \$2106  | \$2109 ;
   assign \$2111  = w_transpose ? w_data[87:80] : w_data[23:16];
@@ -49579,10 +49579,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2115  = $signed(pe9_2_psum) + $signed(\$2114 );
   assign \$2116  = ~ w_transpose;
   assign \$2117  = w_en & \$2116 ;
-  assign \$2118  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2118  = \port$22248$2 [3:0] == 4'ha;
   assign \$2119  = \$2117  & \$2118 ;
   assign \$2120  = w_en & w_transpose;
-  assign \$2121  = \port$22246$2 [3:0] == 2'h3;
+  assign \$2121  = \port$22248$2 [3:0] == 2'h3;
   assign \$2122  = \$2120  & \$2121 ;
   assign \$2123  = \$2119  | \$2122 ;
   assign \$2124  = w_transpose ? w_data[87:80] : w_data[31:24];
@@ -49592,10 +49592,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2128  = $signed(pe9_3_psum) + $signed(\$2127 );
   assign \$2129  = ~ w_transpose;
   assign \$2130  = w_en & \$2129 ;
-  assign \$2131  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2131  = \port$22248$2 [3:0] == 4'ha;
   assign \$2132  = \$2130  & \$2131 ;
   assign \$2133  = w_en & w_transpose;
-  assign \$2134  = \port$22246$2 [3:0] == 3'h4;
+  assign \$2134  = \port$22248$2 [3:0] == 3'h4;
   assign \$2135  = \$2133  & \$2134 ;
   assign \$2136  = \$2132  | \$2135 ;
   assign \$2137  = w_transpose ? w_data[87:80] : w_data[39:32];
@@ -49605,10 +49605,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2141  = $signed(pe9_4_psum) + $signed(\$2140 );
   assign \$2142  = ~ w_transpose;
   assign \$2143  = w_en & \$2142 ;
-  assign \$2144  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2144  = \port$22248$2 [3:0] == 4'ha;
   assign \$2145  = \$2143  & \$2144 ;
   assign \$2146  = w_en & w_transpose;
-  assign \$2147  = \port$22246$2 [3:0] == 3'h5;
+  assign \$2147  = \port$22248$2 [3:0] == 3'h5;
   assign \$2148  = \$2146  & \$2147 ;
   assign \$2149  = \$2145  | \$2148 ;
   assign \$2150  = w_transpose ? w_data[87:80] : w_data[47:40];
@@ -49618,10 +49618,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2154  = $signed(pe9_5_psum) + $signed(\$2153 );
   assign \$2155  = ~ w_transpose;
   assign \$2156  = w_en & \$2155 ;
-  assign \$2157  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2157  = \port$22248$2 [3:0] == 4'ha;
   assign \$2158  = \$2156  & \$2157 ;
   assign \$2159  = w_en & w_transpose;
-  assign \$2160  = \port$22246$2 [3:0] == 3'h6;
+  assign \$2160  = \port$22248$2 [3:0] == 3'h6;
   assign \$2161  = \$2159  & \$2160 ;
   assign \$2162  = \$2158  | \$2161 ;
   assign \$2163  = w_transpose ? w_data[87:80] : w_data[55:48];
@@ -49631,10 +49631,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2167  = $signed(pe9_6_psum) + $signed(\$2166 );
   assign \$2168  = ~ w_transpose;
   assign \$2169  = w_en & \$2168 ;
-  assign \$2170  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2170  = \port$22248$2 [3:0] == 4'ha;
   assign \$2171  = \$2169  & \$2170 ;
   assign \$2172  = w_en & w_transpose;
-  assign \$2173  = \port$22246$2 [3:0] == 3'h7;
+  assign \$2173  = \port$22248$2 [3:0] == 3'h7;
   assign \$2174  = \$2172  & \$2173 ;
   assign \$2175  = \$2171  | \$2174 ;
   assign \$2176  = w_transpose ? w_data[87:80] : w_data[63:56];
@@ -49644,10 +49644,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2180  = $signed(pe9_7_psum) + $signed(\$2179 );
   assign \$2181  = ~ w_transpose;
   assign \$2182  = w_en & \$2181 ;
-  assign \$2183  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2183  = \port$22248$2 [3:0] == 4'ha;
   assign \$2184  = \$2182  & \$2183 ;
   assign \$2185  = w_en & w_transpose;
-  assign \$2186  = \port$22246$2 [3:0] == 4'h8;
+  assign \$2186  = \port$22248$2 [3:0] == 4'h8;
   assign \$2187  = \$2185  & \$2186 ;
   assign \$2188  = \$2184  | \$2187 ;
   assign \$2189  = w_transpose ? w_data[87:80] : w_data[71:64];
@@ -49657,10 +49657,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2193  = $signed(pe9_8_psum) + $signed(\$2192 );
   assign \$2194  = ~ w_transpose;
   assign \$2195  = w_en & \$2194 ;
-  assign \$2196  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2196  = \port$22248$2 [3:0] == 4'ha;
   assign \$2197  = \$2195  & \$2196 ;
   assign \$2198  = w_en & w_transpose;
-  assign \$2199  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2199  = \port$22248$2 [3:0] == 4'h9;
   assign \$2200  = \$2198  & \$2199 ;
   assign \$2201  = \$2197  | \$2200 ;
   assign \$2202  = w_transpose ? w_data[87:80] : w_data[79:72];
@@ -49670,10 +49670,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2206  = $signed(pe9_9_psum) + $signed(\$2205 );
   assign \$2207  = ~ w_transpose;
   assign \$2208  = w_en & \$2207 ;
-  assign \$2209  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2209  = \port$22248$2 [3:0] == 4'ha;
   assign \$2210  = \$2208  & \$2209 ;
   assign \$2211  = w_en & w_transpose;
-  assign \$2212  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2212  = \port$22248$2 [3:0] == 4'ha;
   assign \$2213  = \$2211  & \$2212 ;
   assign \$2214  = \$2210  | \$2213 ;
   assign \$2217  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
@@ -49681,10 +49681,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2219  = $signed(pe9_10_psum) + $signed(\$2218 );
   assign \$2220  = ~ w_transpose;
   assign \$2221  = w_en & \$2220 ;
-  assign \$2222  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2222  = \port$22248$2 [3:0] == 4'ha;
   assign \$2223  = \$2221  & \$2222 ;
   assign \$2224  = w_en & w_transpose;
-  assign \$2225  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2225  = \port$22248$2 [3:0] == 4'hb;
   assign \$2226  = \$2224  & \$2225 ;
   assign \$2227  = \$2223  | \$2226 ;
   assign \$2228  = w_transpose ? w_data[87:80] : w_data[95:88];
@@ -49694,10 +49694,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2232  = $signed(pe9_11_psum) + $signed(\$2231 );
   assign \$2233  = ~ w_transpose;
   assign \$2234  = w_en & \$2233 ;
-  assign \$2235  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2235  = \port$22248$2 [3:0] == 4'ha;
   assign \$2236  = \$2234  & \$2235 ;
   assign \$2237  = w_en & w_transpose;
-  assign \$2238  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2238  = \port$22248$2 [3:0] == 4'hc;
   assign \$2239  = \$2237  & \$2238 ;
   assign \$2240  = \$2236  | \$2239 ;
   assign \$2241  = w_transpose ? w_data[87:80] : w_data[103:96];
@@ -49707,10 +49707,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2245  = $signed(pe9_12_psum) + $signed(\$2244 );
   assign \$2246  = ~ w_transpose;
   assign \$2247  = w_en & \$2246 ;
-  assign \$2248  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2248  = \port$22248$2 [3:0] == 4'ha;
   assign \$2249  = \$2247  & \$2248 ;
   assign \$2250  = w_en & w_transpose;
-  assign \$2251  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2251  = \port$22248$2 [3:0] == 4'hd;
   assign \$2252  = \$2250  & \$2251 ;
   assign \$2253  = \$2249  | \$2252 ;
   assign \$2254  = w_transpose ? w_data[87:80] : w_data[111:104];
@@ -49720,10 +49720,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2258  = $signed(pe9_13_psum) + $signed(\$2257 );
   assign \$2259  = ~ w_transpose;
   assign \$2260  = w_en & \$2259 ;
-  assign \$2261  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2261  = \port$22248$2 [3:0] == 4'ha;
   assign \$2262  = \$2260  & \$2261 ;
   assign \$2263  = w_en & w_transpose;
-  assign \$2264  = \port$22246$2 [3:0] == 4'he;
+  assign \$2264  = \port$22248$2 [3:0] == 4'he;
   assign \$2265  = \$2263  & \$2264 ;
   assign \$2266  = \$2262  | \$2265 ;
   assign \$2267  = w_transpose ? w_data[87:80] : w_data[119:112];
@@ -49733,10 +49733,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2271  = $signed(pe9_14_psum) + $signed(\$2270 );
   assign \$2272  = ~ w_transpose;
   assign \$2273  = w_en & \$2272 ;
-  assign \$2274  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2274  = \port$22248$2 [3:0] == 4'ha;
   assign \$2275  = \$2273  & \$2274 ;
   assign \$2276  = w_en & w_transpose;
-  assign \$2277  = \port$22246$2 [3:0] == 4'hf;
+  assign \$2277  = \port$22248$2 [3:0] == 4'hf;
   assign \$2278  = \$2276  & \$2277 ;
   assign \$2279  = \$2275  | \$2278 ;
   assign \$2280  = w_transpose ? w_data[87:80] : w_data[127:120];
@@ -49747,10 +49747,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2285  = a_valid ? w_data[95:88] : 8'h00;
   assign \$2286  = ~ w_transpose;
   assign \$2287  = w_en & \$2286 ;
-  assign \$2288  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2288  = \port$22248$2 [3:0] == 4'hb;
   assign \$2289  = \$2287  & \$2288 ;
   assign \$2290  = w_en & w_transpose;
-  assign \$2291  = ! \port$22246$2 [3:0];
+  assign \$2291  = ! \port$22248$2 [3:0];
   assign \$2292  = \$2290  & \$2291 ;
   assign \$2293  = \$2289  | \$2292 ;
   assign \$2294  = w_transpose ? w_data[95:88] : w_data[7:0];
@@ -49760,10 +49760,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2298  = $signed(pe10_0_psum) + $signed(\$2297 );
   assign \$2299  = ~ w_transpose;
   assign \$2300  = w_en & \$2299 ;
-  assign \$2301  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2301  = \port$22248$2 [3:0] == 4'hb;
   assign \$2302  = \$2300  & \$2301 ;
   assign \$2303  = w_en & w_transpose;
-  assign \$2304  = \port$22246$2 [3:0] == 1'h1;
+  assign \$2304  = \port$22248$2 [3:0] == 1'h1;
   assign \$2305  = \$2303  & \$2304 ;
   assign \$2306  = \$2302  | \$2305 ;
   assign \$2307  = w_transpose ? w_data[95:88] : w_data[15:8];
@@ -49773,10 +49773,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2311  = $signed(pe10_1_psum) + $signed(\$2310 );
   assign \$2312  = ~ w_transpose;
   assign \$2313  = w_en & \$2312 ;
-  assign \$2314  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2314  = \port$22248$2 [3:0] == 4'hb;
   assign \$2315  = \$2313  & \$2314 ;
   assign \$2316  = w_en & w_transpose;
-  assign \$2317  = \port$22246$2 [3:0] == 2'h2;
+  assign \$2317  = \port$22248$2 [3:0] == 2'h2;
   assign \$2318  = \$2316  & \$2317 ;
   assign \$2319  = \$2315  | \$2318 ;
   assign \$2320  = w_transpose ? w_data[95:88] : w_data[23:16];
@@ -49786,10 +49786,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2324  = $signed(pe10_2_psum) + $signed(\$2323 );
   assign \$2325  = ~ w_transpose;
   assign \$2326  = w_en & \$2325 ;
-  assign \$2327  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2327  = \port$22248$2 [3:0] == 4'hb;
   assign \$2328  = \$2326  & \$2327 ;
   assign \$2329  = w_en & w_transpose;
-  assign \$2330  = \port$22246$2 [3:0] == 2'h3;
+  assign \$2330  = \port$22248$2 [3:0] == 2'h3;
   assign \$2331  = \$2329  & \$2330 ;
   assign \$2332  = \$2328  | \$2331 ;
   assign \$2333  = w_transpose ? w_data[95:88] : w_data[31:24];
@@ -49799,10 +49799,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2337  = $signed(pe10_3_psum) + $signed(\$2336 );
   assign \$2338  = ~ w_transpose;
   assign \$2339  = w_en & \$2338 ;
-  assign \$2340  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2340  = \port$22248$2 [3:0] == 4'hb;
   assign \$2341  = \$2339  & \$2340 ;
   assign \$2342  = w_en & w_transpose;
-  assign \$2343  = \port$22246$2 [3:0] == 3'h4;
+  assign \$2343  = \port$22248$2 [3:0] == 3'h4;
   assign \$2344  = \$2342  & \$2343 ;
   assign \$2345  = \$2341  | \$2344 ;
   assign \$2346  = w_transpose ? w_data[95:88] : w_data[39:32];
@@ -49812,10 +49812,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2350  = $signed(pe10_4_psum) + $signed(\$2349 );
   assign \$2351  = ~ w_transpose;
   assign \$2352  = w_en & \$2351 ;
-  assign \$2353  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2353  = \port$22248$2 [3:0] == 4'hb;
   assign \$2354  = \$2352  & \$2353 ;
   assign \$2355  = w_en & w_transpose;
-  assign \$2356  = \port$22246$2 [3:0] == 3'h5;
+  assign \$2356  = \port$22248$2 [3:0] == 3'h5;
   assign \$2357  = \$2355  & \$2356 ;
   assign \$2358  = \$2354  | \$2357 ;
   assign \$2359  = w_transpose ? w_data[95:88] : w_data[47:40];
@@ -49825,10 +49825,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2363  = $signed(pe10_5_psum) + $signed(\$2362 );
   assign \$2364  = ~ w_transpose;
   assign \$2365  = w_en & \$2364 ;
-  assign \$2366  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2366  = \port$22248$2 [3:0] == 4'hb;
   assign \$2367  = \$2365  & \$2366 ;
   assign \$2368  = w_en & w_transpose;
-  assign \$2369  = \port$22246$2 [3:0] == 3'h6;
+  assign \$2369  = \port$22248$2 [3:0] == 3'h6;
   assign \$2370  = \$2368  & \$2369 ;
   assign \$2371  = \$2367  | \$2370 ;
   assign \$2372  = w_transpose ? w_data[95:88] : w_data[55:48];
@@ -49838,10 +49838,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2376  = $signed(pe10_6_psum) + $signed(\$2375 );
   assign \$2377  = ~ w_transpose;
   assign \$2378  = w_en & \$2377 ;
-  assign \$2379  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2379  = \port$22248$2 [3:0] == 4'hb;
   assign \$2380  = \$2378  & \$2379 ;
   assign \$2381  = w_en & w_transpose;
-  assign \$2382  = \port$22246$2 [3:0] == 3'h7;
+  assign \$2382  = \port$22248$2 [3:0] == 3'h7;
   assign \$2383  = \$2381  & \$2382 ;
   assign \$2384  = \$2380  | \$2383 ;
   assign \$2385  = w_transpose ? w_data[95:88] : w_data[63:56];
@@ -49851,10 +49851,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2389  = $signed(pe10_7_psum) + $signed(\$2388 );
   assign \$2390  = ~ w_transpose;
   assign \$2391  = w_en & \$2390 ;
-  assign \$2392  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2392  = \port$22248$2 [3:0] == 4'hb;
   assign \$2393  = \$2391  & \$2392 ;
   assign \$2394  = w_en & w_transpose;
-  assign \$2395  = \port$22246$2 [3:0] == 4'h8;
+  assign \$2395  = \port$22248$2 [3:0] == 4'h8;
   assign \$2396  = \$2394  & \$2395 ;
   assign \$2397  = \$2393  | \$2396 ;
   assign \$2398  = w_transpose ? w_data[95:88] : w_data[71:64];
@@ -49864,10 +49864,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2402  = $signed(pe10_8_psum) + $signed(\$2401 );
   assign \$2403  = ~ w_transpose;
   assign \$2404  = w_en & \$2403 ;
-  assign \$2405  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2405  = \port$22248$2 [3:0] == 4'hb;
   assign \$2406  = \$2404  & \$2405 ;
   assign \$2407  = w_en & w_transpose;
-  assign \$2408  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2408  = \port$22248$2 [3:0] == 4'h9;
   assign \$2409  = \$2407  & \$2408 ;
   assign \$2410  = \$2406  | \$2409 ;
   assign \$2411  = w_transpose ? w_data[95:88] : w_data[79:72];
@@ -49877,10 +49877,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2415  = $signed(pe10_9_psum) + $signed(\$2414 );
   assign \$2416  = ~ w_transpose;
   assign \$2417  = w_en & \$2416 ;
-  assign \$2418  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2418  = \port$22248$2 [3:0] == 4'hb;
   assign \$2419  = \$2417  & \$2418 ;
   assign \$2420  = w_en & w_transpose;
-  assign \$2421  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2421  = \port$22248$2 [3:0] == 4'ha;
   assign \$2422  = \$2420  & \$2421 ;
   assign \$2423  = \$2419  | \$2422 ;
   assign \$2424  = w_transpose ? w_data[95:88] : w_data[87:80];
@@ -49890,10 +49890,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2428  = $signed(pe10_10_psum) + $signed(\$2427 );
   assign \$2429  = ~ w_transpose;
   assign \$2430  = w_en & \$2429 ;
-  assign \$2431  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2431  = \port$22248$2 [3:0] == 4'hb;
   assign \$2432  = \$2430  & \$2431 ;
   assign \$2433  = w_en & w_transpose;
-  assign \$2434  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2434  = \port$22248$2 [3:0] == 4'hb;
   assign \$2435  = \$2433  & \$2434 ;
   assign \$2436  = \$2432  | \$2435 ;
   assign \$2439  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
@@ -49901,10 +49901,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2441  = $signed(pe10_11_psum) + $signed(\$2440 );
   assign \$2442  = ~ w_transpose;
   assign \$2443  = w_en & \$2442 ;
-  assign \$2444  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2444  = \port$22248$2 [3:0] == 4'hb;
   assign \$2445  = \$2443  & \$2444 ;
   assign \$2446  = w_en & w_transpose;
-  assign \$2447  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2447  = \port$22248$2 [3:0] == 4'hc;
   assign \$2448  = \$2446  & \$2447 ;
   assign \$2449  = \$2445  | \$2448 ;
   assign \$2450  = w_transpose ? w_data[95:88] : w_data[103:96];
@@ -49914,10 +49914,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2454  = $signed(pe10_12_psum) + $signed(\$2453 );
   assign \$2455  = ~ w_transpose;
   assign \$2456  = w_en & \$2455 ;
-  assign \$2457  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2457  = \port$22248$2 [3:0] == 4'hb;
   assign \$2458  = \$2456  & \$2457 ;
   assign \$2459  = w_en & w_transpose;
-  assign \$2460  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2460  = \port$22248$2 [3:0] == 4'hd;
   assign \$2461  = \$2459  & \$2460 ;
   assign \$2462  = \$2458  | \$2461 ;
   assign \$2463  = w_transpose ? w_data[95:88] : w_data[111:104];
@@ -49927,10 +49927,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2467  = $signed(pe10_13_psum) + $signed(\$2466 );
   assign \$2468  = ~ w_transpose;
   assign \$2469  = w_en & \$2468 ;
-  assign \$2470  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2470  = \port$22248$2 [3:0] == 4'hb;
   assign \$2471  = \$2469  & \$2470 ;
   assign \$2472  = w_en & w_transpose;
-  assign \$2473  = \port$22246$2 [3:0] == 4'he;
+  assign \$2473  = \port$22248$2 [3:0] == 4'he;
   assign \$2474  = \$2472  & \$2473 ;
   assign \$2475  = \$2471  | \$2474 ;
   assign \$2476  = w_transpose ? w_data[95:88] : w_data[119:112];
@@ -49940,10 +49940,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2480  = $signed(pe10_14_psum) + $signed(\$2479 );
   assign \$2481  = ~ w_transpose;
   assign \$2482  = w_en & \$2481 ;
-  assign \$2483  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2483  = \port$22248$2 [3:0] == 4'hb;
   assign \$2484  = \$2482  & \$2483 ;
   assign \$2485  = w_en & w_transpose;
-  assign \$2486  = \port$22246$2 [3:0] == 4'hf;
+  assign \$2486  = \port$22248$2 [3:0] == 4'hf;
   assign \$2487  = \$2485  & \$2486 ;
   assign \$2488  = \$2484  | \$2487 ;
   assign \$2489  = w_transpose ? w_data[95:88] : w_data[127:120];
@@ -49954,10 +49954,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2494  = a_valid ? w_data[103:96] : 8'h00;
   assign \$2495  = ~ w_transpose;
   assign \$2496  = w_en & \$2495 ;
-  assign \$2497  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2497  = \port$22248$2 [3:0] == 4'hc;
   assign \$2498  = \$2496  & \$2497 ;
   assign \$2499  = w_en & w_transpose;
-  assign \$2500  = ! \port$22246$2 [3:0];
+  assign \$2500  = ! \port$22248$2 [3:0];
   assign \$2501  = \$2499  & \$2500 ;
   assign \$2502  = \$2498  | \$2501 ;
   assign \$2503  = w_transpose ? w_data[103:96] : w_data[7:0];
@@ -49967,10 +49967,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2507  = $signed(pe11_0_psum) + $signed(\$2506 );
   assign \$2508  = ~ w_transpose;
   assign \$2509  = w_en & \$2508 ;
-  assign \$2510  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2510  = \port$22248$2 [3:0] == 4'hc;
   assign \$2511  = \$2509  & \$2510 ;
   assign \$2512  = w_en & w_transpose;
-  assign \$2513  = \port$22246$2 [3:0] == 1'h1;
+  assign \$2513  = \port$22248$2 [3:0] == 1'h1;
   assign \$2514  = \$2512  & \$2513 ;
   assign \$2515  = \$2511  | \$2514 ;
   assign \$2516  = w_transpose ? w_data[103:96] : w_data[15:8];
@@ -49980,10 +49980,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2520  = $signed(pe11_1_psum) + $signed(\$2519 );
   assign \$2521  = ~ w_transpose;
   assign \$2522  = w_en & \$2521 ;
-  assign \$2523  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2523  = \port$22248$2 [3:0] == 4'hc;
   assign \$2524  = \$2522  & \$2523 ;
   assign \$2525  = w_en & w_transpose;
-  assign \$2526  = \port$22246$2 [3:0] == 2'h2;
+  assign \$2526  = \port$22248$2 [3:0] == 2'h2;
   assign \$2527  = \$2525  & \$2526 ;
   assign \$2528  = \$2524  | \$2527 ;
   assign \$2529  = w_transpose ? w_data[103:96] : w_data[23:16];
@@ -49993,10 +49993,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2533  = $signed(pe11_2_psum) + $signed(\$2532 );
   assign \$2534  = ~ w_transpose;
   assign \$2535  = w_en & \$2534 ;
-  assign \$2536  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2536  = \port$22248$2 [3:0] == 4'hc;
   assign \$2537  = \$2535  & \$2536 ;
   assign \$2538  = w_en & w_transpose;
-  assign \$2539  = \port$22246$2 [3:0] == 2'h3;
+  assign \$2539  = \port$22248$2 [3:0] == 2'h3;
   assign \$2540  = \$2538  & \$2539 ;
   assign \$2541  = \$2537  | \$2540 ;
   assign \$2542  = w_transpose ? w_data[103:96] : w_data[31:24];
@@ -50006,10 +50006,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2546  = $signed(pe11_3_psum) + $signed(\$2545 );
   assign \$2547  = ~ w_transpose;
   assign \$2548  = w_en & \$2547 ;
-  assign \$2549  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2549  = \port$22248$2 [3:0] == 4'hc;
   assign \$2550  = \$2548  & \$2549 ;
   assign \$2551  = w_en & w_transpose;
-  assign \$2552  = \port$22246$2 [3:0] == 3'h4;
+  assign \$2552  = \port$22248$2 [3:0] == 3'h4;
   assign \$2553  = \$2551  & \$2552 ;
   assign \$2554  = \$2550  | \$2553 ;
   assign \$2555  = w_transpose ? w_data[103:96] : w_data[39:32];
@@ -50019,10 +50019,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2559  = $signed(pe11_4_psum) + $signed(\$2558 );
   assign \$2560  = ~ w_transpose;
   assign \$2561  = w_en & \$2560 ;
-  assign \$2562  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2562  = \port$22248$2 [3:0] == 4'hc;
   assign \$2563  = \$2561  & \$2562 ;
   assign \$2564  = w_en & w_transpose;
-  assign \$2565  = \port$22246$2 [3:0] == 3'h5;
+  assign \$2565  = \port$22248$2 [3:0] == 3'h5;
   assign \$2566  = \$2564  & \$2565 ;
   assign \$2567  = \$2563  | \$2566 ;
   assign \$2568  = w_transpose ? w_data[103:96] : w_data[47:40];
@@ -50032,10 +50032,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2572  = $signed(pe11_5_psum) + $signed(\$2571 );
   assign \$2573  = ~ w_transpose;
   assign \$2574  = w_en & \$2573 ;
-  assign \$2575  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2575  = \port$22248$2 [3:0] == 4'hc;
   assign \$2576  = \$2574  & \$2575 ;
   assign \$2577  = w_en & w_transpose;
-  assign \$2578  = \port$22246$2 [3:0] == 3'h6;
+  assign \$2578  = \port$22248$2 [3:0] == 3'h6;
   assign \$2579  = \$2577  & \$2578 ;
   assign \$2580  = \$2576  | \$2579 ;
   assign \$2581  = w_transpose ? w_data[103:96] : w_data[55:48];
@@ -50045,10 +50045,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2585  = $signed(pe11_6_psum) + $signed(\$2584 );
   assign \$2586  = ~ w_transpose;
   assign \$2587  = w_en & \$2586 ;
-  assign \$2588  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2588  = \port$22248$2 [3:0] == 4'hc;
   assign \$2589  = \$2587  & \$2588 ;
   assign \$2590  = w_en & w_transpose;
-  assign \$2591  = \port$22246$2 [3:0] == 3'h7;
+  assign \$2591  = \port$22248$2 [3:0] == 3'h7;
   assign \$2592  = \$2590  & \$2591 ;
   assign \$2593  = \$2589  | \$2592 ;
   assign \$2594  = w_transpose ? w_data[103:96] : w_data[63:56];
@@ -50058,10 +50058,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2598  = $signed(pe11_7_psum) + $signed(\$2597 );
   assign \$2599  = ~ w_transpose;
   assign \$2600  = w_en & \$2599 ;
-  assign \$2601  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2601  = \port$22248$2 [3:0] == 4'hc;
   assign \$2602  = \$2600  & \$2601 ;
   assign \$2603  = w_en & w_transpose;
-  assign \$2604  = \port$22246$2 [3:0] == 4'h8;
+  assign \$2604  = \port$22248$2 [3:0] == 4'h8;
   assign \$2605  = \$2603  & \$2604 ;
   assign \$2606  = \$2602  | \$2605 ;
   assign \$2607  = w_transpose ? w_data[103:96] : w_data[71:64];
@@ -50071,10 +50071,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2611  = $signed(pe11_8_psum) + $signed(\$2610 );
   assign \$2612  = ~ w_transpose;
   assign \$2613  = w_en & \$2612 ;
-  assign \$2614  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2614  = \port$22248$2 [3:0] == 4'hc;
   assign \$2615  = \$2613  & \$2614 ;
   assign \$2616  = w_en & w_transpose;
-  assign \$2617  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2617  = \port$22248$2 [3:0] == 4'h9;
   assign \$2618  = \$2616  & \$2617 ;
   assign \$2619  = \$2615  | \$2618 ;
   assign \$2620  = w_transpose ? w_data[103:96] : w_data[79:72];
@@ -50084,10 +50084,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2624  = $signed(pe11_9_psum) + $signed(\$2623 );
   assign \$2625  = ~ w_transpose;
   assign \$2626  = w_en & \$2625 ;
-  assign \$2627  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2627  = \port$22248$2 [3:0] == 4'hc;
   assign \$2628  = \$2626  & \$2627 ;
   assign \$2629  = w_en & w_transpose;
-  assign \$2630  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2630  = \port$22248$2 [3:0] == 4'ha;
   assign \$2631  = \$2629  & \$2630 ;
   assign \$2632  = \$2628  | \$2631 ;
   assign \$2633  = w_transpose ? w_data[103:96] : w_data[87:80];
@@ -50097,10 +50097,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2637  = $signed(pe11_10_psum) + $signed(\$2636 );
   assign \$2638  = ~ w_transpose;
   assign \$2639  = w_en & \$2638 ;
-  assign \$2640  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2640  = \port$22248$2 [3:0] == 4'hc;
   assign \$2641  = \$2639  & \$2640 ;
   assign \$2642  = w_en & w_transpose;
-  assign \$2643  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2643  = \port$22248$2 [3:0] == 4'hb;
   assign \$2644  = \$2642  & \$2643 ;
   assign \$2645  = \$2641  | \$2644 ;
   assign \$2646  = w_transpose ? w_data[103:96] : w_data[95:88];
@@ -50110,10 +50110,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2650  = $signed(pe11_11_psum) + $signed(\$2649 );
   assign \$2651  = ~ w_transpose;
   assign \$2652  = w_en & \$2651 ;
-  assign \$2653  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2653  = \port$22248$2 [3:0] == 4'hc;
   assign \$2654  = \$2652  & \$2653 ;
   assign \$2655  = w_en & w_transpose;
-  assign \$2656  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2656  = \port$22248$2 [3:0] == 4'hc;
   assign \$2657  = \$2655  & \$2656 ;
   assign \$2658  = \$2654  | \$2657 ;
   assign \$2661  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
@@ -50121,10 +50121,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2663  = $signed(pe11_12_psum) + $signed(\$2662 );
   assign \$2664  = ~ w_transpose;
   assign \$2665  = w_en & \$2664 ;
-  assign \$2666  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2666  = \port$22248$2 [3:0] == 4'hc;
   assign \$2667  = \$2665  & \$2666 ;
   assign \$2668  = w_en & w_transpose;
-  assign \$2669  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2669  = \port$22248$2 [3:0] == 4'hd;
   assign \$2670  = \$2668  & \$2669 ;
   assign \$2671  = \$2667  | \$2670 ;
   assign \$2672  = w_transpose ? w_data[103:96] : w_data[111:104];
@@ -50134,10 +50134,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2676  = $signed(pe11_13_psum) + $signed(\$2675 );
   assign \$2677  = ~ w_transpose;
   assign \$2678  = w_en & \$2677 ;
-  assign \$2679  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2679  = \port$22248$2 [3:0] == 4'hc;
   assign \$2680  = \$2678  & \$2679 ;
   assign \$2681  = w_en & w_transpose;
-  assign \$2682  = \port$22246$2 [3:0] == 4'he;
+  assign \$2682  = \port$22248$2 [3:0] == 4'he;
   assign \$2683  = \$2681  & \$2682 ;
   assign \$2684  = \$2680  | \$2683 ;
   assign \$2685  = w_transpose ? w_data[103:96] : w_data[119:112];
@@ -50147,10 +50147,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2689  = $signed(pe11_14_psum) + $signed(\$2688 );
   assign \$2690  = ~ w_transpose;
   assign \$2691  = w_en & \$2690 ;
-  assign \$2692  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2692  = \port$22248$2 [3:0] == 4'hc;
   assign \$2693  = \$2691  & \$2692 ;
   assign \$2694  = w_en & w_transpose;
-  assign \$2695  = \port$22246$2 [3:0] == 4'hf;
+  assign \$2695  = \port$22248$2 [3:0] == 4'hf;
   assign \$2696  = \$2694  & \$2695 ;
   assign \$2697  = \$2693  | \$2696 ;
   assign \$2698  = w_transpose ? w_data[103:96] : w_data[127:120];
@@ -50161,10 +50161,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2703  = a_valid ? w_data[111:104] : 8'h00;
   assign \$2704  = ~ w_transpose;
   assign \$2705  = w_en & \$2704 ;
-  assign \$2706  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2706  = \port$22248$2 [3:0] == 4'hd;
   assign \$2707  = \$2705  & \$2706 ;
   assign \$2708  = w_en & w_transpose;
-  assign \$2709  = ! \port$22246$2 [3:0];
+  assign \$2709  = ! \port$22248$2 [3:0];
   assign \$2710  = \$2708  & \$2709 ;
   assign \$2711  = \$2707  | \$2710 ;
   assign \$2712  = w_transpose ? w_data[111:104] : w_data[7:0];
@@ -50174,10 +50174,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2716  = $signed(pe12_0_psum) + $signed(\$2715 );
   assign \$2717  = ~ w_transpose;
   assign \$2718  = w_en & \$2717 ;
-  assign \$2719  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2719  = \port$22248$2 [3:0] == 4'hd;
   assign \$2720  = \$2718  & \$2719 ;
   assign \$2721  = w_en & w_transpose;
-  assign \$2722  = \port$22246$2 [3:0] == 1'h1;
+  assign \$2722  = \port$22248$2 [3:0] == 1'h1;
   assign \$2723  = \$2721  & \$2722 ;
   assign \$2724  = \$2720  | \$2723 ;
   assign \$2725  = w_transpose ? w_data[111:104] : w_data[15:8];
@@ -50187,10 +50187,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2729  = $signed(pe12_1_psum) + $signed(\$2728 );
   assign \$2730  = ~ w_transpose;
   assign \$2731  = w_en & \$2730 ;
-  assign \$2732  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2732  = \port$22248$2 [3:0] == 4'hd;
   assign \$2733  = \$2731  & \$2732 ;
   assign \$2734  = w_en & w_transpose;
-  assign \$2735  = \port$22246$2 [3:0] == 2'h2;
+  assign \$2735  = \port$22248$2 [3:0] == 2'h2;
   assign \$2736  = \$2734  & \$2735 ;
   assign \$2737  = \$2733  | \$2736 ;
   assign \$2738  = w_transpose ? w_data[111:104] : w_data[23:16];
@@ -50200,10 +50200,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2742  = $signed(pe12_2_psum) + $signed(\$2741 );
   assign \$2743  = ~ w_transpose;
   assign \$2744  = w_en & \$2743 ;
-  assign \$2745  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2745  = \port$22248$2 [3:0] == 4'hd;
   assign \$2746  = \$2744  & \$2745 ;
   assign \$2747  = w_en & w_transpose;
-  assign \$2748  = \port$22246$2 [3:0] == 2'h3;
+  assign \$2748  = \port$22248$2 [3:0] == 2'h3;
   assign \$2749  = \$2747  & \$2748 ;
   assign \$2750  = \$2746  | \$2749 ;
   assign \$2751  = w_transpose ? w_data[111:104] : w_data[31:24];
@@ -50213,10 +50213,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2755  = $signed(pe12_3_psum) + $signed(\$2754 );
   assign \$2756  = ~ w_transpose;
   assign \$2757  = w_en & \$2756 ;
-  assign \$2758  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2758  = \port$22248$2 [3:0] == 4'hd;
   assign \$2759  = \$2757  & \$2758 ;
   assign \$2760  = w_en & w_transpose;
-  assign \$2761  = \port$22246$2 [3:0] == 3'h4;
+  assign \$2761  = \port$22248$2 [3:0] == 3'h4;
   assign \$2762  = \$2760  & \$2761 ;
   assign \$2763  = \$2759  | \$2762 ;
   assign \$2764  = w_transpose ? w_data[111:104] : w_data[39:32];
@@ -50226,10 +50226,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2768  = $signed(pe12_4_psum) + $signed(\$2767 );
   assign \$2769  = ~ w_transpose;
   assign \$2770  = w_en & \$2769 ;
-  assign \$2771  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2771  = \port$22248$2 [3:0] == 4'hd;
   assign \$2772  = \$2770  & \$2771 ;
   assign \$2773  = w_en & w_transpose;
-  assign \$2774  = \port$22246$2 [3:0] == 3'h5;
+  assign \$2774  = \port$22248$2 [3:0] == 3'h5;
   assign \$2775  = \$2773  & \$2774 ;
   assign \$2776  = \$2772  | \$2775 ;
   assign \$2777  = w_transpose ? w_data[111:104] : w_data[47:40];
@@ -50239,10 +50239,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2781  = $signed(pe12_5_psum) + $signed(\$2780 );
   assign \$2782  = ~ w_transpose;
   assign \$2783  = w_en & \$2782 ;
-  assign \$2784  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2784  = \port$22248$2 [3:0] == 4'hd;
   assign \$2785  = \$2783  & \$2784 ;
   assign \$2786  = w_en & w_transpose;
-  assign \$2787  = \port$22246$2 [3:0] == 3'h6;
+  assign \$2787  = \port$22248$2 [3:0] == 3'h6;
   assign \$2788  = \$2786  & \$2787 ;
   assign \$2789  = \$2785  | \$2788 ;
   assign \$2790  = w_transpose ? w_data[111:104] : w_data[55:48];
@@ -50252,10 +50252,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2794  = $signed(pe12_6_psum) + $signed(\$2793 );
   assign \$2795  = ~ w_transpose;
   assign \$2796  = w_en & \$2795 ;
-  assign \$2797  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2797  = \port$22248$2 [3:0] == 4'hd;
   assign \$2798  = \$2796  & \$2797 ;
   assign \$2799  = w_en & w_transpose;
-  assign \$2800  = \port$22246$2 [3:0] == 3'h7;
+  assign \$2800  = \port$22248$2 [3:0] == 3'h7;
   assign \$2801  = \$2799  & \$2800 ;
   assign \$2802  = \$2798  | \$2801 ;
   assign \$2803  = w_transpose ? w_data[111:104] : w_data[63:56];
@@ -50265,10 +50265,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2807  = $signed(pe12_7_psum) + $signed(\$2806 );
   assign \$2808  = ~ w_transpose;
   assign \$2809  = w_en & \$2808 ;
-  assign \$2810  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2810  = \port$22248$2 [3:0] == 4'hd;
   assign \$2811  = \$2809  & \$2810 ;
   assign \$2812  = w_en & w_transpose;
-  assign \$2813  = \port$22246$2 [3:0] == 4'h8;
+  assign \$2813  = \port$22248$2 [3:0] == 4'h8;
   assign \$2814  = \$2812  & \$2813 ;
   assign \$2815  = \$2811  | \$2814 ;
   assign \$2816  = w_transpose ? w_data[111:104] : w_data[71:64];
@@ -50278,10 +50278,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2820  = $signed(pe12_8_psum) + $signed(\$2819 );
   assign \$2821  = ~ w_transpose;
   assign \$2822  = w_en & \$2821 ;
-  assign \$2823  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2823  = \port$22248$2 [3:0] == 4'hd;
   assign \$2824  = \$2822  & \$2823 ;
   assign \$2825  = w_en & w_transpose;
-  assign \$2826  = \port$22246$2 [3:0] == 4'h9;
+  assign \$2826  = \port$22248$2 [3:0] == 4'h9;
   assign \$2827  = \$2825  & \$2826 ;
   assign \$2828  = \$2824  | \$2827 ;
   assign \$2829  = w_transpose ? w_data[111:104] : w_data[79:72];
@@ -50291,10 +50291,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2833  = $signed(pe12_9_psum) + $signed(\$2832 );
   assign \$2834  = ~ w_transpose;
   assign \$2835  = w_en & \$2834 ;
-  assign \$2836  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2836  = \port$22248$2 [3:0] == 4'hd;
   assign \$2837  = \$2835  & \$2836 ;
   assign \$2838  = w_en & w_transpose;
-  assign \$2839  = \port$22246$2 [3:0] == 4'ha;
+  assign \$2839  = \port$22248$2 [3:0] == 4'ha;
   assign \$2840  = \$2838  & \$2839 ;
   assign \$2841  = \$2837  | \$2840 ;
   assign \$2842  = w_transpose ? w_data[111:104] : w_data[87:80];
@@ -50304,10 +50304,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2846  = $signed(pe12_10_psum) + $signed(\$2845 );
   assign \$2847  = ~ w_transpose;
   assign \$2848  = w_en & \$2847 ;
-  assign \$2849  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2849  = \port$22248$2 [3:0] == 4'hd;
   assign \$2850  = \$2848  & \$2849 ;
   assign \$2851  = w_en & w_transpose;
-  assign \$2852  = \port$22246$2 [3:0] == 4'hb;
+  assign \$2852  = \port$22248$2 [3:0] == 4'hb;
   assign \$2853  = \$2851  & \$2852 ;
   assign \$2854  = \$2850  | \$2853 ;
   assign \$2855  = w_transpose ? w_data[111:104] : w_data[95:88];
@@ -50317,10 +50317,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2859  = $signed(pe12_11_psum) + $signed(\$2858 );
   assign \$2860  = ~ w_transpose;
   assign \$2861  = w_en & \$2860 ;
-  assign \$2862  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2862  = \port$22248$2 [3:0] == 4'hd;
   assign \$2863  = \$2861  & \$2862 ;
   assign \$2864  = w_en & w_transpose;
-  assign \$2865  = \port$22246$2 [3:0] == 4'hc;
+  assign \$2865  = \port$22248$2 [3:0] == 4'hc;
   assign \$2866  = \$2864  & \$2865 ;
   assign \$2867  = \$2863  | \$2866 ;
   assign \$2868  = w_transpose ? w_data[111:104] : w_data[103:96];
@@ -50330,10 +50330,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2872  = $signed(pe12_12_psum) + $signed(\$2871 );
   assign \$2873  = ~ w_transpose;
   assign \$2874  = w_en & \$2873 ;
-  assign \$2875  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2875  = \port$22248$2 [3:0] == 4'hd;
   assign \$2876  = \$2874  & \$2875 ;
   assign \$2877  = w_en & w_transpose;
-  assign \$2878  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2878  = \port$22248$2 [3:0] == 4'hd;
   assign \$2879  = \$2877  & \$2878 ;
   assign \$2880  = \$2876  | \$2879 ;
   assign \$2883  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
@@ -50341,10 +50341,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2885  = $signed(pe12_13_psum) + $signed(\$2884 );
   assign \$2886  = ~ w_transpose;
   assign \$2887  = w_en & \$2886 ;
-  assign \$2888  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2888  = \port$22248$2 [3:0] == 4'hd;
   assign \$2889  = \$2887  & \$2888 ;
   assign \$2890  = w_en & w_transpose;
-  assign \$2891  = \port$22246$2 [3:0] == 4'he;
+  assign \$2891  = \port$22248$2 [3:0] == 4'he;
   assign \$2892  = \$2890  & \$2891 ;
   assign \$2893  = \$2889  | \$2892 ;
   assign \$2894  = w_transpose ? w_data[111:104] : w_data[119:112];
@@ -50354,10 +50354,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2898  = $signed(pe12_14_psum) + $signed(\$2897 );
   assign \$2899  = ~ w_transpose;
   assign \$2900  = w_en & \$2899 ;
-  assign \$2901  = \port$22246$2 [3:0] == 4'hd;
+  assign \$2901  = \port$22248$2 [3:0] == 4'hd;
   assign \$2902  = \$2900  & \$2901 ;
   assign \$2903  = w_en & w_transpose;
-  assign \$2904  = \port$22246$2 [3:0] == 4'hf;
+  assign \$2904  = \port$22248$2 [3:0] == 4'hf;
   assign \$2905  = \$2903  & \$2904 ;
   assign \$2906  = \$2902  | \$2905 ;
   assign \$2907  = w_transpose ? w_data[111:104] : w_data[127:120];
@@ -50368,10 +50368,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2912  = a_valid ? w_data[119:112] : 8'h00;
   assign \$2913  = ~ w_transpose;
   assign \$2914  = w_en & \$2913 ;
-  assign \$2915  = \port$22246$2 [3:0] == 4'he;
+  assign \$2915  = \port$22248$2 [3:0] == 4'he;
   assign \$2916  = \$2914  & \$2915 ;
   assign \$2917  = w_en & w_transpose;
-  assign \$2918  = ! \port$22246$2 [3:0];
+  assign \$2918  = ! \port$22248$2 [3:0];
   assign \$2919  = \$2917  & \$2918 ;
   assign \$2920  = \$2916  | \$2919 ;
   assign \$2921  = w_transpose ? w_data[119:112] : w_data[7:0];
@@ -50381,10 +50381,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2925  = $signed(pe13_0_psum) + $signed(\$2924 );
   assign \$2926  = ~ w_transpose;
   assign \$2927  = w_en & \$2926 ;
-  assign \$2928  = \port$22246$2 [3:0] == 4'he;
+  assign \$2928  = \port$22248$2 [3:0] == 4'he;
   assign \$2929  = \$2927  & \$2928 ;
   assign \$2930  = w_en & w_transpose;
-  assign \$2931  = \port$22246$2 [3:0] == 1'h1;
+  assign \$2931  = \port$22248$2 [3:0] == 1'h1;
   assign \$2932  = \$2930  & \$2931 ;
   assign \$2933  = \$2929  | \$2932 ;
   assign \$2934  = w_transpose ? w_data[119:112] : w_data[15:8];
@@ -50394,12 +50394,12 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
   assign \$2938  = $signed(pe13_1_psum) + $signed(\$2937 );
   assign \$2939  = ~ w_transpose;
   assign \$2940  = w_en & \$2939 ;
-  assign \$2941  = \port$22246$2 [3:0] == 4'he;
+  assign \$2941  = \port$22248$2 [3:0] == 4'he;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6186  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6186  = \$9 ;
       end
     end
@@ -50409,7 +50409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6187  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6187  = \$10 ;
       end
@@ -50429,7 +50429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6189  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6189  = \$23 ;
       end
     end
@@ -50439,7 +50439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6190  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6190  = \$24 ;
       end
@@ -50459,7 +50459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6192  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6192  = \$35 ;
       end
     end
@@ -50469,7 +50469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6193  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6193  = \$36 ;
       end
@@ -50489,7 +50489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6195  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6195  = \$47 ;
       end
     end
@@ -50499,7 +50499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6196  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6196  = \$48 ;
       end
@@ -50519,7 +50519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6198  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6198  = \$59 ;
       end
     end
@@ -50529,7 +50529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6199  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6199  = \$60 ;
       end
@@ -50549,7 +50549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6201  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6201  = \$71 ;
       end
     end
@@ -50559,7 +50559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6202  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6202  = \$72 ;
       end
@@ -50579,7 +50579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6204  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6204  = \$83 ;
       end
     end
@@ -50589,7 +50589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6205  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6205  = \$84 ;
       end
@@ -50609,7 +50609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6207  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6207  = \$95 ;
       end
     end
@@ -50619,7 +50619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6208  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6208  = \$96 ;
       end
@@ -50639,7 +50639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6210  = pe0_8_w1;
     if (\$106 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6210  = \$107 ;
       end
     end
@@ -50649,7 +50649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6211  = pe0_8_w0;
     if (\$106 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6211  = \$108 ;
       end
@@ -50669,7 +50669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6213  = pe0_9_w1;
     if (\$118 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6213  = \$119 ;
       end
     end
@@ -50679,7 +50679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6214  = pe0_9_w0;
     if (\$118 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6214  = \$120 ;
       end
@@ -50699,7 +50699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6216  = pe0_10_w1;
     if (\$130 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6216  = \$131 ;
       end
     end
@@ -50709,7 +50709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6217  = pe0_10_w0;
     if (\$130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6217  = \$132 ;
       end
@@ -50729,7 +50729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6219  = pe0_11_w1;
     if (\$142 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6219  = \$143 ;
       end
     end
@@ -50739,7 +50739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6220  = pe0_11_w0;
     if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6220  = \$144 ;
       end
@@ -50759,7 +50759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6222  = pe0_12_w1;
     if (\$154 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6222  = \$155 ;
       end
     end
@@ -50769,7 +50769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6223  = pe0_12_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6223  = \$156 ;
       end
@@ -50789,7 +50789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6225  = pe0_13_w1;
     if (\$166 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6225  = \$167 ;
       end
     end
@@ -50799,7 +50799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6226  = pe0_13_w0;
     if (\$166 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6226  = \$168 ;
       end
@@ -50819,7 +50819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6228  = pe0_14_w1;
     if (\$178 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6228  = \$179 ;
       end
     end
@@ -50829,7 +50829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6229  = pe0_14_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6229  = \$180 ;
       end
@@ -50849,7 +50849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6231  = pe0_15_w1;
     if (\$190 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6231  = \$191 ;
       end
     end
@@ -50859,7 +50859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6232  = pe0_15_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6232  = \$192 ;
       end
@@ -50879,7 +50879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6234  = pe1_0_w1;
     if (\$203 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6234  = \$204 ;
       end
     end
@@ -50889,7 +50889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6235  = pe1_0_w0;
     if (\$203 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6235  = \$205 ;
       end
@@ -50909,7 +50909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6237  = pe1_1_w1;
     if (\$216 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6237  = \$217 ;
       end
     end
@@ -50919,7 +50919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6238  = pe1_1_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6238  = \$218 ;
       end
@@ -50939,7 +50939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6240  = pe1_2_w1;
     if (\$229 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6240  = \$230 ;
       end
     end
@@ -50949,7 +50949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6241  = pe1_2_w0;
     if (\$229 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6241  = \$231 ;
       end
@@ -50969,7 +50969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6243  = pe1_3_w1;
     if (\$242 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6243  = \$243 ;
       end
     end
@@ -50979,7 +50979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6244  = pe1_3_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6244  = \$244 ;
       end
@@ -50999,7 +50999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6246  = pe1_4_w1;
     if (\$255 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6246  = \$256 ;
       end
     end
@@ -51009,7 +51009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6247  = pe1_4_w0;
     if (\$255 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6247  = \$257 ;
       end
@@ -51029,7 +51029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6249  = pe1_5_w1;
     if (\$268 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6249  = \$269 ;
       end
     end
@@ -51039,7 +51039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6250  = pe1_5_w0;
     if (\$268 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6250  = \$270 ;
       end
@@ -51059,7 +51059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6252  = pe1_6_w1;
     if (\$281 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6252  = \$282 ;
       end
     end
@@ -51069,7 +51069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6253  = pe1_6_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6253  = \$283 ;
       end
@@ -51089,7 +51089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6255  = pe1_7_w1;
     if (\$294 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6255  = \$295 ;
       end
     end
@@ -51099,7 +51099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6256  = pe1_7_w0;
     if (\$294 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6256  = \$296 ;
       end
@@ -51119,7 +51119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6258  = pe1_8_w1;
     if (\$307 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6258  = \$308 ;
       end
     end
@@ -51129,7 +51129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6259  = pe1_8_w0;
     if (\$307 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6259  = \$309 ;
       end
@@ -51149,7 +51149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6261  = pe1_9_w1;
     if (\$320 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6261  = \$321 ;
       end
     end
@@ -51159,7 +51159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6262  = pe1_9_w0;
     if (\$320 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6262  = \$322 ;
       end
@@ -51179,7 +51179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6264  = pe1_10_w1;
     if (\$333 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6264  = \$334 ;
       end
     end
@@ -51189,7 +51189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6265  = pe1_10_w0;
     if (\$333 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6265  = \$335 ;
       end
@@ -51209,7 +51209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6267  = pe1_11_w1;
     if (\$346 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6267  = \$347 ;
       end
     end
@@ -51219,7 +51219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6268  = pe1_11_w0;
     if (\$346 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6268  = \$348 ;
       end
@@ -51239,7 +51239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6270  = pe1_12_w1;
     if (\$359 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6270  = \$360 ;
       end
     end
@@ -51249,7 +51249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6271  = pe1_12_w0;
     if (\$359 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6271  = \$361 ;
       end
@@ -51269,7 +51269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6273  = pe1_13_w1;
     if (\$372 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6273  = \$373 ;
       end
     end
@@ -51279,7 +51279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6274  = pe1_13_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6274  = \$374 ;
       end
@@ -51299,7 +51299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6276  = pe1_14_w1;
     if (\$385 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6276  = \$386 ;
       end
     end
@@ -51309,7 +51309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6277  = pe1_14_w0;
     if (\$385 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6277  = \$387 ;
       end
@@ -51329,7 +51329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6279  = pe1_15_w1;
     if (\$398 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6279  = \$399 ;
       end
     end
@@ -51339,7 +51339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6280  = pe1_15_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6280  = \$400 ;
       end
@@ -51369,7 +51369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6283  = pe2_0_w1;
     if (\$412 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6283  = \$413 ;
       end
     end
@@ -51379,7 +51379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6284  = pe2_0_w0;
     if (\$412 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6284  = \$414 ;
       end
@@ -51399,7 +51399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6286  = pe2_1_w1;
     if (\$425 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6286  = \$426 ;
       end
     end
@@ -51409,7 +51409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6287  = pe2_1_w0;
     if (\$425 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6287  = \$427 ;
       end
@@ -51429,7 +51429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6289  = pe2_2_w1;
     if (\$438 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6289  = \$439 ;
       end
     end
@@ -51439,7 +51439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6290  = pe2_2_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6290  = \$440 ;
       end
@@ -51459,7 +51459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6292  = pe2_3_w1;
     if (\$451 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6292  = \$452 ;
       end
     end
@@ -51469,7 +51469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6293  = pe2_3_w0;
     if (\$451 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6293  = \$453 ;
       end
@@ -51489,7 +51489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6295  = pe2_4_w1;
     if (\$464 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6295  = \$465 ;
       end
     end
@@ -51499,7 +51499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6296  = pe2_4_w0;
     if (\$464 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6296  = \$466 ;
       end
@@ -51519,7 +51519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6298  = pe2_5_w1;
     if (\$477 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6298  = \$478 ;
       end
     end
@@ -51529,7 +51529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6299  = pe2_5_w0;
     if (\$477 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6299  = \$479 ;
       end
@@ -51549,7 +51549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6301  = pe2_6_w1;
     if (\$490 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6301  = \$491 ;
       end
     end
@@ -51559,7 +51559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6302  = pe2_6_w0;
     if (\$490 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6302  = \$492 ;
       end
@@ -51579,7 +51579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6304  = pe2_7_w1;
     if (\$503 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6304  = \$504 ;
       end
     end
@@ -51589,7 +51589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6305  = pe2_7_w0;
     if (\$503 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6305  = \$505 ;
       end
@@ -51609,7 +51609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6307  = pe2_8_w1;
     if (\$516 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6307  = \$517 ;
       end
     end
@@ -51619,7 +51619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6308  = pe2_8_w0;
     if (\$516 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6308  = \$518 ;
       end
@@ -51639,7 +51639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6310  = pe2_9_w1;
     if (\$529 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6310  = \$530 ;
       end
     end
@@ -51649,7 +51649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6311  = pe2_9_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6311  = \$531 ;
       end
@@ -51669,7 +51669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6313  = pe2_10_w1;
     if (\$542 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6313  = \$543 ;
       end
     end
@@ -51679,7 +51679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6314  = pe2_10_w0;
     if (\$542 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6314  = \$544 ;
       end
@@ -51699,7 +51699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6316  = pe2_11_w1;
     if (\$555 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6316  = \$556 ;
       end
     end
@@ -51709,7 +51709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6317  = pe2_11_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6317  = \$557 ;
       end
@@ -51729,7 +51729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6319  = pe2_12_w1;
     if (\$568 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6319  = \$569 ;
       end
     end
@@ -51739,7 +51739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6320  = pe2_12_w0;
     if (\$568 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6320  = \$570 ;
       end
@@ -51759,7 +51759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6322  = pe2_13_w1;
     if (\$581 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6322  = \$582 ;
       end
     end
@@ -51769,7 +51769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6323  = pe2_13_w0;
     if (\$581 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6323  = \$583 ;
       end
@@ -51789,7 +51789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6325  = pe2_14_w1;
     if (\$594 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6325  = \$595 ;
       end
     end
@@ -51799,7 +51799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6326  = pe2_14_w0;
     if (\$594 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6326  = \$596 ;
       end
@@ -51819,7 +51819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6328  = pe2_15_w1;
     if (\$607 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6328  = \$608 ;
       end
     end
@@ -51829,7 +51829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6329  = pe2_15_w0;
     if (\$607 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6329  = \$609 ;
       end
@@ -51869,7 +51869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6333  = pe3_0_w1;
     if (\$621 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6333  = \$622 ;
       end
     end
@@ -51879,7 +51879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6334  = pe3_0_w0;
     if (\$621 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6334  = \$623 ;
       end
@@ -51899,7 +51899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6336  = pe3_1_w1;
     if (\$634 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6336  = \$635 ;
       end
     end
@@ -51909,7 +51909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6337  = pe3_1_w0;
     if (\$634 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6337  = \$636 ;
       end
@@ -51929,7 +51929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6339  = pe3_2_w1;
     if (\$647 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6339  = \$648 ;
       end
     end
@@ -51939,7 +51939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6340  = pe3_2_w0;
     if (\$647 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6340  = \$649 ;
       end
@@ -51959,7 +51959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6342  = pe3_3_w1;
     if (\$660 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6342  = \$661 ;
       end
     end
@@ -51969,7 +51969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6343  = pe3_3_w0;
     if (\$660 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6343  = \$662 ;
       end
@@ -51989,7 +51989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6345  = pe3_4_w1;
     if (\$673 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6345  = \$674 ;
       end
     end
@@ -51999,7 +51999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6346  = pe3_4_w0;
     if (\$673 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6346  = \$675 ;
       end
@@ -52019,7 +52019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6348  = pe3_5_w1;
     if (\$686 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6348  = \$687 ;
       end
     end
@@ -52029,7 +52029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6349  = pe3_5_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6349  = \$688 ;
       end
@@ -52049,7 +52049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6351  = pe3_6_w1;
     if (\$699 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6351  = \$700 ;
       end
     end
@@ -52059,7 +52059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6352  = pe3_6_w0;
     if (\$699 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6352  = \$701 ;
       end
@@ -52079,7 +52079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6354  = pe3_7_w1;
     if (\$712 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6354  = \$713 ;
       end
     end
@@ -52089,7 +52089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6355  = pe3_7_w0;
     if (\$712 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6355  = \$714 ;
       end
@@ -52109,7 +52109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6357  = pe3_8_w1;
     if (\$725 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6357  = \$726 ;
       end
     end
@@ -52119,7 +52119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6358  = pe3_8_w0;
     if (\$725 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6358  = \$727 ;
       end
@@ -52139,7 +52139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6360  = pe3_9_w1;
     if (\$738 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6360  = \$739 ;
       end
     end
@@ -52149,7 +52149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6361  = pe3_9_w0;
     if (\$738 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6361  = \$740 ;
       end
@@ -52169,7 +52169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6363  = pe3_10_w1;
     if (\$751 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6363  = \$752 ;
       end
     end
@@ -52179,7 +52179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6364  = pe3_10_w0;
     if (\$751 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6364  = \$753 ;
       end
@@ -52199,7 +52199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6366  = pe3_11_w1;
     if (\$764 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6366  = \$765 ;
       end
     end
@@ -52209,7 +52209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6367  = pe3_11_w0;
     if (\$764 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6367  = \$766 ;
       end
@@ -52229,7 +52229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6369  = pe3_12_w1;
     if (\$777 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6369  = \$778 ;
       end
     end
@@ -52239,7 +52239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6370  = pe3_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6370  = \$779 ;
       end
@@ -52259,7 +52259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6372  = pe3_13_w1;
     if (\$790 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6372  = \$791 ;
       end
     end
@@ -52269,7 +52269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6373  = pe3_13_w0;
     if (\$790 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6373  = \$792 ;
       end
@@ -52289,7 +52289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6375  = pe3_14_w1;
     if (\$803 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6375  = \$804 ;
       end
     end
@@ -52299,7 +52299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6376  = pe3_14_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6376  = \$805 ;
       end
@@ -52319,7 +52319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6378  = pe3_15_w1;
     if (\$816 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6378  = \$817 ;
       end
     end
@@ -52329,7 +52329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6379  = pe3_15_w0;
     if (\$816 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6379  = \$818 ;
       end
@@ -52379,7 +52379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6384  = pe4_0_w1;
     if (\$830 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6384  = \$831 ;
       end
     end
@@ -52389,7 +52389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6385  = pe4_0_w0;
     if (\$830 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6385  = \$832 ;
       end
@@ -52409,7 +52409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6387  = pe4_1_w1;
     if (\$843 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6387  = \$844 ;
       end
     end
@@ -52419,7 +52419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6388  = pe4_1_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6388  = \$845 ;
       end
@@ -52439,7 +52439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6390  = pe4_2_w1;
     if (\$856 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6390  = \$857 ;
       end
     end
@@ -52449,7 +52449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6391  = pe4_2_w0;
     if (\$856 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6391  = \$858 ;
       end
@@ -52469,7 +52469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6393  = pe4_3_w1;
     if (\$869 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6393  = \$870 ;
       end
     end
@@ -52479,7 +52479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6394  = pe4_3_w0;
     if (\$869 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6394  = \$871 ;
       end
@@ -52499,7 +52499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6396  = pe4_4_w1;
     if (\$882 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6396  = \$883 ;
       end
     end
@@ -52509,7 +52509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6397  = pe4_4_w0;
     if (\$882 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6397  = \$884 ;
       end
@@ -52529,7 +52529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6399  = pe4_5_w1;
     if (\$895 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6399  = \$896 ;
       end
     end
@@ -52539,7 +52539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6400  = pe4_5_w0;
     if (\$895 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6400  = \$897 ;
       end
@@ -52559,7 +52559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6402  = pe4_6_w1;
     if (\$908 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6402  = \$909 ;
       end
     end
@@ -52569,7 +52569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6403  = pe4_6_w0;
     if (\$908 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6403  = \$910 ;
       end
@@ -52589,7 +52589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6405  = pe4_7_w1;
     if (\$921 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6405  = \$922 ;
       end
     end
@@ -52599,7 +52599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6406  = pe4_7_w0;
     if (\$921 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6406  = \$923 ;
       end
@@ -52619,7 +52619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6408  = pe4_8_w1;
     if (\$934 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6408  = \$935 ;
       end
     end
@@ -52629,7 +52629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6409  = pe4_8_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6409  = \$936 ;
       end
@@ -52649,7 +52649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6411  = pe4_9_w1;
     if (\$947 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6411  = \$948 ;
       end
     end
@@ -52659,7 +52659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6412  = pe4_9_w0;
     if (\$947 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6412  = \$949 ;
       end
@@ -52679,7 +52679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6414  = pe4_10_w1;
     if (\$960 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6414  = \$961 ;
       end
     end
@@ -52689,7 +52689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6415  = pe4_10_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6415  = \$962 ;
       end
@@ -52709,7 +52709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6417  = pe4_11_w1;
     if (\$973 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6417  = \$974 ;
       end
     end
@@ -52719,7 +52719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6418  = pe4_11_w0;
     if (\$973 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6418  = \$975 ;
       end
@@ -52739,7 +52739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6420  = pe4_12_w1;
     if (\$986 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6420  = \$987 ;
       end
     end
@@ -52749,7 +52749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6421  = pe4_12_w0;
     if (\$986 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6421  = \$988 ;
       end
@@ -52769,7 +52769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6423  = pe4_13_w1;
     if (\$999 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6423  = \$1000 ;
       end
     end
@@ -52779,7 +52779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6424  = pe4_13_w0;
     if (\$999 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6424  = \$1001 ;
       end
@@ -52799,7 +52799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6426  = pe4_14_w1;
     if (\$1012 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6426  = \$1013 ;
       end
     end
@@ -52809,7 +52809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6427  = pe4_14_w0;
     if (\$1012 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6427  = \$1014 ;
       end
@@ -52829,7 +52829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6429  = pe4_15_w1;
     if (\$1025 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6429  = \$1026 ;
       end
     end
@@ -52839,7 +52839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6430  = pe4_15_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6430  = \$1027 ;
       end
@@ -52899,7 +52899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6436  = pe5_0_w1;
     if (\$1039 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6436  = \$1040 ;
       end
     end
@@ -52909,7 +52909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6437  = pe5_0_w0;
     if (\$1039 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6437  = \$1041 ;
       end
@@ -52929,7 +52929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6439  = pe5_1_w1;
     if (\$1052 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6439  = \$1053 ;
       end
     end
@@ -52939,7 +52939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6440  = pe5_1_w0;
     if (\$1052 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6440  = \$1054 ;
       end
@@ -52959,7 +52959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6442  = pe5_2_w1;
     if (\$1065 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6442  = \$1066 ;
       end
     end
@@ -52969,7 +52969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6443  = pe5_2_w0;
     if (\$1065 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6443  = \$1067 ;
       end
@@ -52989,7 +52989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6445  = pe5_3_w1;
     if (\$1078 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6445  = \$1079 ;
       end
     end
@@ -52999,7 +52999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6446  = pe5_3_w0;
     if (\$1078 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6446  = \$1080 ;
       end
@@ -53019,7 +53019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6448  = pe5_4_w1;
     if (\$1091 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6448  = \$1092 ;
       end
     end
@@ -53029,7 +53029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6449  = pe5_4_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6449  = \$1093 ;
       end
@@ -53049,7 +53049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6451  = pe5_5_w1;
     if (\$1104 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6451  = \$1105 ;
       end
     end
@@ -53059,7 +53059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6452  = pe5_5_w0;
     if (\$1104 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6452  = \$1106 ;
       end
@@ -53079,7 +53079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6454  = pe5_6_w1;
     if (\$1117 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6454  = \$1118 ;
       end
     end
@@ -53089,7 +53089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6455  = pe5_6_w0;
     if (\$1117 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6455  = \$1119 ;
       end
@@ -53109,7 +53109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6457  = pe5_7_w1;
     if (\$1130 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6457  = \$1131 ;
       end
     end
@@ -53119,7 +53119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6458  = pe5_7_w0;
     if (\$1130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6458  = \$1132 ;
       end
@@ -53139,7 +53139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6460  = pe5_8_w1;
     if (\$1143 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6460  = \$1144 ;
       end
     end
@@ -53149,7 +53149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6461  = pe5_8_w0;
     if (\$1143 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6461  = \$1145 ;
       end
@@ -53169,7 +53169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6463  = pe5_9_w1;
     if (\$1156 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6463  = \$1157 ;
       end
     end
@@ -53179,7 +53179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6464  = pe5_9_w0;
     if (\$1156 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6464  = \$1158 ;
       end
@@ -53199,7 +53199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6466  = pe5_10_w1;
     if (\$1169 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6466  = \$1170 ;
       end
     end
@@ -53209,7 +53209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6467  = pe5_10_w0;
     if (\$1169 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6467  = \$1171 ;
       end
@@ -53229,7 +53229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6469  = pe5_11_w1;
     if (\$1182 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6469  = \$1183 ;
       end
     end
@@ -53239,7 +53239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6470  = pe5_11_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6470  = \$1184 ;
       end
@@ -53259,7 +53259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6472  = pe5_12_w1;
     if (\$1195 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6472  = \$1196 ;
       end
     end
@@ -53269,7 +53269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6473  = pe5_12_w0;
     if (\$1195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6473  = \$1197 ;
       end
@@ -53289,7 +53289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6475  = pe5_13_w1;
     if (\$1208 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6475  = \$1209 ;
       end
     end
@@ -53299,7 +53299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6476  = pe5_13_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6476  = \$1210 ;
       end
@@ -53319,7 +53319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6478  = pe5_14_w1;
     if (\$1221 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6478  = \$1222 ;
       end
     end
@@ -53329,7 +53329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6479  = pe5_14_w0;
     if (\$1221 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6479  = \$1223 ;
       end
@@ -53349,7 +53349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6481  = pe5_15_w1;
     if (\$1234 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6481  = \$1235 ;
       end
     end
@@ -53359,7 +53359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6482  = pe5_15_w0;
     if (\$1234 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6482  = \$1236 ;
       end
@@ -53429,7 +53429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6489  = pe6_0_w1;
     if (\$1248 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6489  = \$1249 ;
       end
     end
@@ -53439,7 +53439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6490  = pe6_0_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6490  = \$1250 ;
       end
@@ -53459,7 +53459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6492  = pe6_1_w1;
     if (\$1261 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6492  = \$1262 ;
       end
     end
@@ -53469,7 +53469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6493  = pe6_1_w0;
     if (\$1261 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6493  = \$1263 ;
       end
@@ -53489,7 +53489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6495  = pe6_2_w1;
     if (\$1274 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6495  = \$1275 ;
       end
     end
@@ -53499,7 +53499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6496  = pe6_2_w0;
     if (\$1274 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6496  = \$1276 ;
       end
@@ -53519,7 +53519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6498  = pe6_3_w1;
     if (\$1287 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6498  = \$1288 ;
       end
     end
@@ -53529,7 +53529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6499  = pe6_3_w0;
     if (\$1287 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6499  = \$1289 ;
       end
@@ -53549,7 +53549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6501  = pe6_4_w1;
     if (\$1300 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6501  = \$1301 ;
       end
     end
@@ -53559,7 +53559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6502  = pe6_4_w0;
     if (\$1300 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6502  = \$1302 ;
       end
@@ -53579,7 +53579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6504  = pe6_5_w1;
     if (\$1313 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6504  = \$1314 ;
       end
     end
@@ -53589,7 +53589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6505  = pe6_5_w0;
     if (\$1313 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6505  = \$1315 ;
       end
@@ -53609,7 +53609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6507  = pe6_6_w1;
     if (\$1326 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6507  = \$1327 ;
       end
     end
@@ -53619,7 +53619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6508  = pe6_6_w0;
     if (\$1326 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6508  = \$1328 ;
       end
@@ -53639,7 +53639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6510  = pe6_7_w1;
     if (\$1339 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6510  = \$1340 ;
       end
     end
@@ -53649,7 +53649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6511  = pe6_7_w0;
     if (\$1339 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6511  = \$1341 ;
       end
@@ -53669,7 +53669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6513  = pe6_8_w1;
     if (\$1352 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6513  = \$1353 ;
       end
     end
@@ -53679,7 +53679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6514  = pe6_8_w0;
     if (\$1352 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6514  = \$1354 ;
       end
@@ -53699,7 +53699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6516  = pe6_9_w1;
     if (\$1365 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6516  = \$1366 ;
       end
     end
@@ -53709,7 +53709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6517  = pe6_9_w0;
     if (\$1365 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6517  = \$1367 ;
       end
@@ -53729,7 +53729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6519  = pe6_10_w1;
     if (\$1378 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6519  = \$1379 ;
       end
     end
@@ -53739,7 +53739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6520  = pe6_10_w0;
     if (\$1378 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6520  = \$1380 ;
       end
@@ -53759,7 +53759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6522  = pe6_11_w1;
     if (\$1391 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6522  = \$1392 ;
       end
     end
@@ -53769,7 +53769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6523  = pe6_11_w0;
     if (\$1391 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6523  = \$1393 ;
       end
@@ -53789,7 +53789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6525  = pe6_12_w1;
     if (\$1404 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6525  = \$1405 ;
       end
     end
@@ -53799,7 +53799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6526  = pe6_12_w0;
     if (\$1404 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6526  = \$1406 ;
       end
@@ -53819,7 +53819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6528  = pe6_13_w1;
     if (\$1417 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6528  = \$1418 ;
       end
     end
@@ -53829,7 +53829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6529  = pe6_13_w0;
     if (\$1417 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6529  = \$1419 ;
       end
@@ -53849,7 +53849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6531  = pe6_14_w1;
     if (\$1430 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6531  = \$1431 ;
       end
     end
@@ -53859,7 +53859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6532  = pe6_14_w0;
     if (\$1430 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6532  = \$1432 ;
       end
@@ -53879,7 +53879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6534  = pe6_15_w1;
     if (\$1443 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6534  = \$1444 ;
       end
     end
@@ -53889,7 +53889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6535  = pe6_15_w0;
     if (\$1443 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6535  = \$1445 ;
       end
@@ -53969,7 +53969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6543  = pe7_0_w1;
     if (\$1457 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6543  = \$1458 ;
       end
     end
@@ -53979,7 +53979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6544  = pe7_0_w0;
     if (\$1457 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6544  = \$1459 ;
       end
@@ -53999,7 +53999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6546  = pe7_1_w1;
     if (\$1470 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6546  = \$1471 ;
       end
     end
@@ -54009,7 +54009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6547  = pe7_1_w0;
     if (\$1470 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6547  = \$1472 ;
       end
@@ -54029,7 +54029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6549  = pe7_2_w1;
     if (\$1483 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6549  = \$1484 ;
       end
     end
@@ -54039,7 +54039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6550  = pe7_2_w0;
     if (\$1483 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6550  = \$1485 ;
       end
@@ -54059,7 +54059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6552  = pe7_3_w1;
     if (\$1496 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6552  = \$1497 ;
       end
     end
@@ -54069,7 +54069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6553  = pe7_3_w0;
     if (\$1496 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6553  = \$1498 ;
       end
@@ -54089,7 +54089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6555  = pe7_4_w1;
     if (\$1509 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6555  = \$1510 ;
       end
     end
@@ -54099,7 +54099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6556  = pe7_4_w0;
     if (\$1509 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6556  = \$1511 ;
       end
@@ -54119,7 +54119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6558  = pe7_5_w1;
     if (\$1522 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6558  = \$1523 ;
       end
     end
@@ -54129,7 +54129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6559  = pe7_5_w0;
     if (\$1522 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6559  = \$1524 ;
       end
@@ -54149,7 +54149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6561  = pe7_6_w1;
     if (\$1535 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6561  = \$1536 ;
       end
     end
@@ -54159,7 +54159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6562  = pe7_6_w0;
     if (\$1535 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6562  = \$1537 ;
       end
@@ -54179,7 +54179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6564  = pe7_7_w1;
     if (\$1548 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6564  = \$1549 ;
       end
     end
@@ -54189,7 +54189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6565  = pe7_7_w0;
     if (\$1548 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6565  = \$1550 ;
       end
@@ -54209,7 +54209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6567  = pe7_8_w1;
     if (\$1561 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6567  = \$1562 ;
       end
     end
@@ -54219,7 +54219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6568  = pe7_8_w0;
     if (\$1561 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6568  = \$1563 ;
       end
@@ -54239,7 +54239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6570  = pe7_9_w1;
     if (\$1574 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6570  = \$1575 ;
       end
     end
@@ -54249,7 +54249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6571  = pe7_9_w0;
     if (\$1574 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6571  = \$1576 ;
       end
@@ -54269,7 +54269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6573  = pe7_10_w1;
     if (\$1587 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6573  = \$1588 ;
       end
     end
@@ -54279,7 +54279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6574  = pe7_10_w0;
     if (\$1587 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6574  = \$1589 ;
       end
@@ -54299,7 +54299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6576  = pe7_11_w1;
     if (\$1600 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6576  = \$1601 ;
       end
     end
@@ -54309,7 +54309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6577  = pe7_11_w0;
     if (\$1600 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6577  = \$1602 ;
       end
@@ -54329,7 +54329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6579  = pe7_12_w1;
     if (\$1613 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6579  = \$1614 ;
       end
     end
@@ -54339,7 +54339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6580  = pe7_12_w0;
     if (\$1613 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6580  = \$1615 ;
       end
@@ -54359,7 +54359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6582  = pe7_13_w1;
     if (\$1626 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6582  = \$1627 ;
       end
     end
@@ -54369,7 +54369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6583  = pe7_13_w0;
     if (\$1626 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6583  = \$1628 ;
       end
@@ -54389,7 +54389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6585  = pe7_14_w1;
     if (\$1639 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6585  = \$1640 ;
       end
     end
@@ -54399,7 +54399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6586  = pe7_14_w0;
     if (\$1639 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6586  = \$1641 ;
       end
@@ -54419,7 +54419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6588  = pe7_15_w1;
     if (\$1652 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6588  = \$1653 ;
       end
     end
@@ -54429,7 +54429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6589  = pe7_15_w0;
     if (\$1652 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6589  = \$1654 ;
       end
@@ -54519,7 +54519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6598  = pe8_0_w1;
     if (\$1666 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6598  = \$1667 ;
       end
     end
@@ -54529,7 +54529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6599  = pe8_0_w0;
     if (\$1666 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6599  = \$1668 ;
       end
@@ -54549,7 +54549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6601  = pe8_1_w1;
     if (\$1679 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6601  = \$1680 ;
       end
     end
@@ -54559,7 +54559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6602  = pe8_1_w0;
     if (\$1679 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6602  = \$1681 ;
       end
@@ -54579,7 +54579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6604  = pe8_2_w1;
     if (\$1692 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6604  = \$1693 ;
       end
     end
@@ -54589,7 +54589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6605  = pe8_2_w0;
     if (\$1692 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6605  = \$1694 ;
       end
@@ -54609,7 +54609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6607  = pe8_3_w1;
     if (\$1705 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6607  = \$1706 ;
       end
     end
@@ -54619,7 +54619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6608  = pe8_3_w0;
     if (\$1705 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6608  = \$1707 ;
       end
@@ -54639,7 +54639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6610  = pe8_4_w1;
     if (\$1718 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6610  = \$1719 ;
       end
     end
@@ -54649,7 +54649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6611  = pe8_4_w0;
     if (\$1718 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6611  = \$1720 ;
       end
@@ -54669,7 +54669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6613  = pe8_5_w1;
     if (\$1731 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6613  = \$1732 ;
       end
     end
@@ -54679,7 +54679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6614  = pe8_5_w0;
     if (\$1731 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6614  = \$1733 ;
       end
@@ -54699,7 +54699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6616  = pe8_6_w1;
     if (\$1744 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6616  = \$1745 ;
       end
     end
@@ -54709,7 +54709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6617  = pe8_6_w0;
     if (\$1744 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6617  = \$1746 ;
       end
@@ -54729,7 +54729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6619  = pe8_7_w1;
     if (\$1757 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6619  = \$1758 ;
       end
     end
@@ -54739,7 +54739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6620  = pe8_7_w0;
     if (\$1757 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6620  = \$1759 ;
       end
@@ -54759,7 +54759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6622  = pe8_8_w1;
     if (\$1770 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6622  = \$1771 ;
       end
     end
@@ -54769,7 +54769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6623  = pe8_8_w0;
     if (\$1770 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6623  = \$1772 ;
       end
@@ -54789,7 +54789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6625  = pe8_9_w1;
     if (\$1783 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6625  = \$1784 ;
       end
     end
@@ -54799,7 +54799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6626  = pe8_9_w0;
     if (\$1783 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6626  = \$1785 ;
       end
@@ -54819,7 +54819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6628  = pe8_10_w1;
     if (\$1796 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6628  = \$1797 ;
       end
     end
@@ -54829,7 +54829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6629  = pe8_10_w0;
     if (\$1796 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6629  = \$1798 ;
       end
@@ -54849,7 +54849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6631  = pe8_11_w1;
     if (\$1809 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6631  = \$1810 ;
       end
     end
@@ -54859,7 +54859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6632  = pe8_11_w0;
     if (\$1809 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6632  = \$1811 ;
       end
@@ -54879,7 +54879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6634  = pe8_12_w1;
     if (\$1822 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6634  = \$1823 ;
       end
     end
@@ -54889,7 +54889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6635  = pe8_12_w0;
     if (\$1822 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6635  = \$1824 ;
       end
@@ -54909,7 +54909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6637  = pe8_13_w1;
     if (\$1835 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6637  = \$1836 ;
       end
     end
@@ -54919,7 +54919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6638  = pe8_13_w0;
     if (\$1835 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6638  = \$1837 ;
       end
@@ -54939,7 +54939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6640  = pe8_14_w1;
     if (\$1848 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6640  = \$1849 ;
       end
     end
@@ -54949,7 +54949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6641  = pe8_14_w0;
     if (\$1848 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6641  = \$1850 ;
       end
@@ -54969,7 +54969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6643  = pe8_15_w1;
     if (\$1861 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6643  = \$1862 ;
       end
     end
@@ -54979,7 +54979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6644  = pe8_15_w0;
     if (\$1861 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6644  = \$1863 ;
       end
@@ -55079,7 +55079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6654  = pe9_0_w1;
     if (\$1875 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6654  = \$1876 ;
       end
     end
@@ -55089,7 +55089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6655  = pe9_0_w0;
     if (\$1875 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6655  = \$1877 ;
       end
@@ -55109,7 +55109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6657  = pe9_1_w1;
     if (\$1888 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6657  = \$1889 ;
       end
     end
@@ -55119,7 +55119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6658  = pe9_1_w0;
     if (\$1888 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6658  = \$1890 ;
       end
@@ -55139,7 +55139,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6660  = pe9_2_w1;
     if (\$1901 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6660  = \$1902 ;
       end
     end
@@ -55149,7 +55149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6661  = pe9_2_w0;
     if (\$1901 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6661  = \$1903 ;
       end
@@ -55169,7 +55169,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6663  = pe9_3_w1;
     if (\$1914 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6663  = \$1915 ;
       end
     end
@@ -55179,7 +55179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6664  = pe9_3_w0;
     if (\$1914 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6664  = \$1916 ;
       end
@@ -55199,7 +55199,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6666  = pe9_4_w1;
     if (\$1927 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6666  = \$1928 ;
       end
     end
@@ -55209,7 +55209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6667  = pe9_4_w0;
     if (\$1927 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6667  = \$1929 ;
       end
@@ -55229,7 +55229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6669  = pe9_5_w1;
     if (\$1940 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6669  = \$1941 ;
       end
     end
@@ -55239,7 +55239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6670  = pe9_5_w0;
     if (\$1940 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6670  = \$1942 ;
       end
@@ -55259,7 +55259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6672  = pe9_6_w1;
     if (\$1953 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6672  = \$1954 ;
       end
     end
@@ -55269,7 +55269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6673  = pe9_6_w0;
     if (\$1953 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6673  = \$1955 ;
       end
@@ -55289,7 +55289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6675  = pe9_7_w1;
     if (\$1966 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6675  = \$1967 ;
       end
     end
@@ -55299,7 +55299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6676  = pe9_7_w0;
     if (\$1966 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6676  = \$1968 ;
       end
@@ -55319,7 +55319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6678  = pe9_8_w1;
     if (\$1979 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6678  = \$1980 ;
       end
     end
@@ -55329,7 +55329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6679  = pe9_8_w0;
     if (\$1979 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6679  = \$1981 ;
       end
@@ -55349,7 +55349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6681  = pe9_9_w1;
     if (\$1992 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6681  = \$1993 ;
       end
     end
@@ -55359,7 +55359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6682  = pe9_9_w0;
     if (\$1992 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6682  = \$1994 ;
       end
@@ -55379,7 +55379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6684  = pe9_10_w1;
     if (\$2005 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6684  = \$2006 ;
       end
     end
@@ -55389,7 +55389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6685  = pe9_10_w0;
     if (\$2005 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6685  = \$2007 ;
       end
@@ -55409,7 +55409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6687  = pe9_11_w1;
     if (\$2018 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6687  = \$2019 ;
       end
     end
@@ -55419,7 +55419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6688  = pe9_11_w0;
     if (\$2018 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6688  = \$2020 ;
       end
@@ -55439,7 +55439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6690  = pe9_12_w1;
     if (\$2031 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6690  = \$2032 ;
       end
     end
@@ -55449,7 +55449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6691  = pe9_12_w0;
     if (\$2031 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6691  = \$2033 ;
       end
@@ -55469,7 +55469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6693  = pe9_13_w1;
     if (\$2044 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6693  = \$2045 ;
       end
     end
@@ -55479,7 +55479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6694  = pe9_13_w0;
     if (\$2044 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6694  = \$2046 ;
       end
@@ -55499,7 +55499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6696  = pe9_14_w1;
     if (\$2057 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6696  = \$2058 ;
       end
     end
@@ -55509,7 +55509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6697  = pe9_14_w0;
     if (\$2057 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6697  = \$2059 ;
       end
@@ -55529,7 +55529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6699  = pe9_15_w1;
     if (\$2070 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6699  = \$2071 ;
       end
     end
@@ -55539,7 +55539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6700  = pe9_15_w0;
     if (\$2070 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6700  = \$2072 ;
       end
@@ -55649,7 +55649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6711  = pe10_0_w1;
     if (\$2084 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6711  = \$2085 ;
       end
     end
@@ -55659,7 +55659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6712  = pe10_0_w0;
     if (\$2084 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6712  = \$2086 ;
       end
@@ -55679,7 +55679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6714  = pe10_1_w1;
     if (\$2097 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6714  = \$2098 ;
       end
     end
@@ -55689,7 +55689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6715  = pe10_1_w0;
     if (\$2097 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6715  = \$2099 ;
       end
@@ -55709,7 +55709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6717  = pe10_2_w1;
     if (\$2110 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6717  = \$2111 ;
       end
     end
@@ -55719,7 +55719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6718  = pe10_2_w0;
     if (\$2110 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6718  = \$2112 ;
       end
@@ -55739,7 +55739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6720  = pe10_3_w1;
     if (\$2123 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6720  = \$2124 ;
       end
     end
@@ -55749,7 +55749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6721  = pe10_3_w0;
     if (\$2123 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6721  = \$2125 ;
       end
@@ -55769,7 +55769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6723  = pe10_4_w1;
     if (\$2136 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6723  = \$2137 ;
       end
     end
@@ -55779,7 +55779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6724  = pe10_4_w0;
     if (\$2136 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6724  = \$2138 ;
       end
@@ -55799,7 +55799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6726  = pe10_5_w1;
     if (\$2149 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6726  = \$2150 ;
       end
     end
@@ -55809,7 +55809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6727  = pe10_5_w0;
     if (\$2149 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6727  = \$2151 ;
       end
@@ -55829,7 +55829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6729  = pe10_6_w1;
     if (\$2162 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6729  = \$2163 ;
       end
     end
@@ -55839,7 +55839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6730  = pe10_6_w0;
     if (\$2162 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6730  = \$2164 ;
       end
@@ -55859,7 +55859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6732  = pe10_7_w1;
     if (\$2175 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6732  = \$2176 ;
       end
     end
@@ -55869,7 +55869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6733  = pe10_7_w0;
     if (\$2175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6733  = \$2177 ;
       end
@@ -55889,7 +55889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6735  = pe10_8_w1;
     if (\$2188 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6735  = \$2189 ;
       end
     end
@@ -55899,7 +55899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6736  = pe10_8_w0;
     if (\$2188 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6736  = \$2190 ;
       end
@@ -55919,7 +55919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6738  = pe10_9_w1;
     if (\$2201 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6738  = \$2202 ;
       end
     end
@@ -55929,7 +55929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6739  = pe10_9_w0;
     if (\$2201 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6739  = \$2203 ;
       end
@@ -55949,7 +55949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6741  = pe10_10_w1;
     if (\$2214 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6741  = \$2215 ;
       end
     end
@@ -55959,7 +55959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6742  = pe10_10_w0;
     if (\$2214 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6742  = \$2216 ;
       end
@@ -55979,7 +55979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6744  = pe10_11_w1;
     if (\$2227 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6744  = \$2228 ;
       end
     end
@@ -55989,7 +55989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6745  = pe10_11_w0;
     if (\$2227 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6745  = \$2229 ;
       end
@@ -56009,7 +56009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6747  = pe10_12_w1;
     if (\$2240 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6747  = \$2241 ;
       end
     end
@@ -56019,7 +56019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6748  = pe10_12_w0;
     if (\$2240 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6748  = \$2242 ;
       end
@@ -56039,7 +56039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6750  = pe10_13_w1;
     if (\$2253 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6750  = \$2254 ;
       end
     end
@@ -56049,7 +56049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6751  = pe10_13_w0;
     if (\$2253 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6751  = \$2255 ;
       end
@@ -56069,7 +56069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6753  = pe10_14_w1;
     if (\$2266 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6753  = \$2267 ;
       end
     end
@@ -56079,7 +56079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6754  = pe10_14_w0;
     if (\$2266 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6754  = \$2268 ;
       end
@@ -56099,7 +56099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6756  = pe10_15_w1;
     if (\$2279 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6756  = \$2280 ;
       end
     end
@@ -56109,7 +56109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6757  = pe10_15_w0;
     if (\$2279 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6757  = \$2281 ;
       end
@@ -56229,7 +56229,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6769  = pe11_0_w1;
     if (\$2293 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6769  = \$2294 ;
       end
     end
@@ -56239,7 +56239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6770  = pe11_0_w0;
     if (\$2293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6770  = \$2295 ;
       end
@@ -56259,7 +56259,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6772  = pe11_1_w1;
     if (\$2306 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6772  = \$2307 ;
       end
     end
@@ -56269,7 +56269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6773  = pe11_1_w0;
     if (\$2306 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6773  = \$2308 ;
       end
@@ -56289,7 +56289,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6775  = pe11_2_w1;
     if (\$2319 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6775  = \$2320 ;
       end
     end
@@ -56299,7 +56299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6776  = pe11_2_w0;
     if (\$2319 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6776  = \$2321 ;
       end
@@ -56319,7 +56319,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6778  = pe11_3_w1;
     if (\$2332 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6778  = \$2333 ;
       end
     end
@@ -56329,7 +56329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6779  = pe11_3_w0;
     if (\$2332 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6779  = \$2334 ;
       end
@@ -56349,7 +56349,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6781  = pe11_4_w1;
     if (\$2345 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6781  = \$2346 ;
       end
     end
@@ -56359,7 +56359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6782  = pe11_4_w0;
     if (\$2345 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6782  = \$2347 ;
       end
@@ -56379,7 +56379,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6784  = pe11_5_w1;
     if (\$2358 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6784  = \$2359 ;
       end
     end
@@ -56389,7 +56389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6785  = pe11_5_w0;
     if (\$2358 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6785  = \$2360 ;
       end
@@ -56409,7 +56409,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6787  = pe11_6_w1;
     if (\$2371 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6787  = \$2372 ;
       end
     end
@@ -56419,7 +56419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6788  = pe11_6_w0;
     if (\$2371 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6788  = \$2373 ;
       end
@@ -56439,7 +56439,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6790  = pe11_7_w1;
     if (\$2384 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6790  = \$2385 ;
       end
     end
@@ -56449,7 +56449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6791  = pe11_7_w0;
     if (\$2384 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6791  = \$2386 ;
       end
@@ -56469,7 +56469,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6793  = pe11_8_w1;
     if (\$2397 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6793  = \$2398 ;
       end
     end
@@ -56479,7 +56479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6794  = pe11_8_w0;
     if (\$2397 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6794  = \$2399 ;
       end
@@ -56499,7 +56499,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6796  = pe11_9_w1;
     if (\$2410 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6796  = \$2411 ;
       end
     end
@@ -56509,7 +56509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6797  = pe11_9_w0;
     if (\$2410 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6797  = \$2412 ;
       end
@@ -56529,7 +56529,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6799  = pe11_10_w1;
     if (\$2423 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6799  = \$2424 ;
       end
     end
@@ -56539,7 +56539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6800  = pe11_10_w0;
     if (\$2423 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6800  = \$2425 ;
       end
@@ -56559,7 +56559,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6802  = pe11_11_w1;
     if (\$2436 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6802  = \$2437 ;
       end
     end
@@ -56569,7 +56569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6803  = pe11_11_w0;
     if (\$2436 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6803  = \$2438 ;
       end
@@ -56589,7 +56589,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6805  = pe11_12_w1;
     if (\$2449 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6805  = \$2450 ;
       end
     end
@@ -56599,7 +56599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6806  = pe11_12_w0;
     if (\$2449 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6806  = \$2451 ;
       end
@@ -56619,7 +56619,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6808  = pe11_13_w1;
     if (\$2462 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6808  = \$2463 ;
       end
     end
@@ -56629,7 +56629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6809  = pe11_13_w0;
     if (\$2462 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6809  = \$2464 ;
       end
@@ -56649,7 +56649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6811  = pe11_14_w1;
     if (\$2475 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6811  = \$2476 ;
       end
     end
@@ -56659,7 +56659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6812  = pe11_14_w0;
     if (\$2475 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6812  = \$2477 ;
       end
@@ -56679,7 +56679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6814  = pe11_15_w1;
     if (\$2488 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6814  = \$2489 ;
       end
     end
@@ -56689,7 +56689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6815  = pe11_15_w0;
     if (\$2488 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6815  = \$2490 ;
       end
@@ -56819,7 +56819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6828  = pe12_0_w1;
     if (\$2502 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6828  = \$2503 ;
       end
     end
@@ -56829,7 +56829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6829  = pe12_0_w0;
     if (\$2502 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6829  = \$2504 ;
       end
@@ -56849,7 +56849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6831  = pe12_1_w1;
     if (\$2515 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6831  = \$2516 ;
       end
     end
@@ -56859,7 +56859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6832  = pe12_1_w0;
     if (\$2515 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6832  = \$2517 ;
       end
@@ -56879,7 +56879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6834  = pe12_2_w1;
     if (\$2528 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6834  = \$2529 ;
       end
     end
@@ -56889,7 +56889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6835  = pe12_2_w0;
     if (\$2528 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6835  = \$2530 ;
       end
@@ -56909,7 +56909,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6837  = pe12_3_w1;
     if (\$2541 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6837  = \$2542 ;
       end
     end
@@ -56919,7 +56919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6838  = pe12_3_w0;
     if (\$2541 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6838  = \$2543 ;
       end
@@ -56939,7 +56939,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6840  = pe12_4_w1;
     if (\$2554 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6840  = \$2555 ;
       end
     end
@@ -56949,7 +56949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6841  = pe12_4_w0;
     if (\$2554 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6841  = \$2556 ;
       end
@@ -56969,7 +56969,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6843  = pe12_5_w1;
     if (\$2567 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6843  = \$2568 ;
       end
     end
@@ -56979,7 +56979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6844  = pe12_5_w0;
     if (\$2567 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6844  = \$2569 ;
       end
@@ -56999,7 +56999,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6846  = pe12_6_w1;
     if (\$2580 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6846  = \$2581 ;
       end
     end
@@ -57009,7 +57009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6847  = pe12_6_w0;
     if (\$2580 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6847  = \$2582 ;
       end
@@ -57029,7 +57029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6849  = pe12_7_w1;
     if (\$2593 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6849  = \$2594 ;
       end
     end
@@ -57039,7 +57039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6850  = pe12_7_w0;
     if (\$2593 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6850  = \$2595 ;
       end
@@ -57059,7 +57059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6852  = pe12_8_w1;
     if (\$2606 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6852  = \$2607 ;
       end
     end
@@ -57069,7 +57069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6853  = pe12_8_w0;
     if (\$2606 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6853  = \$2608 ;
       end
@@ -57089,7 +57089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6855  = pe12_9_w1;
     if (\$2619 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6855  = \$2620 ;
       end
     end
@@ -57099,7 +57099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6856  = pe12_9_w0;
     if (\$2619 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6856  = \$2621 ;
       end
@@ -57119,7 +57119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6858  = pe12_10_w1;
     if (\$2632 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6858  = \$2633 ;
       end
     end
@@ -57129,7 +57129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6859  = pe12_10_w0;
     if (\$2632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6859  = \$2634 ;
       end
@@ -57149,7 +57149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6861  = pe12_11_w1;
     if (\$2645 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6861  = \$2646 ;
       end
     end
@@ -57159,7 +57159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6862  = pe12_11_w0;
     if (\$2645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6862  = \$2647 ;
       end
@@ -57179,7 +57179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6864  = pe12_12_w1;
     if (\$2658 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6864  = \$2659 ;
       end
     end
@@ -57189,7 +57189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6865  = pe12_12_w0;
     if (\$2658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6865  = \$2660 ;
       end
@@ -57209,7 +57209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6867  = pe12_13_w1;
     if (\$2671 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6867  = \$2672 ;
       end
     end
@@ -57219,7 +57219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6868  = pe12_13_w0;
     if (\$2671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6868  = \$2673 ;
       end
@@ -57239,7 +57239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6870  = pe12_14_w1;
     if (\$2684 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6870  = \$2685 ;
       end
     end
@@ -57249,7 +57249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6871  = pe12_14_w0;
     if (\$2684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6871  = \$2686 ;
       end
@@ -57269,7 +57269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6873  = pe12_15_w1;
     if (\$2697 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6873  = \$2698 ;
       end
     end
@@ -57279,7 +57279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6874  = pe12_15_w0;
     if (\$2697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6874  = \$2699 ;
       end
@@ -57419,7 +57419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6888  = pe13_0_w1;
     if (\$2711 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6888  = \$2712 ;
       end
     end
@@ -57429,7 +57429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6889  = pe13_0_w0;
     if (\$2711 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6889  = \$2713 ;
       end
@@ -57449,7 +57449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6891  = pe13_1_w1;
     if (\$2724 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6891  = \$2725 ;
       end
     end
@@ -57459,7 +57459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6892  = pe13_1_w0;
     if (\$2724 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6892  = \$2726 ;
       end
@@ -57479,7 +57479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6894  = pe13_2_w1;
     if (\$2737 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6894  = \$2738 ;
       end
     end
@@ -57489,7 +57489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6895  = pe13_2_w0;
     if (\$2737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6895  = \$2739 ;
       end
@@ -57509,7 +57509,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6897  = pe13_3_w1;
     if (\$2750 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6897  = \$2751 ;
       end
     end
@@ -57519,7 +57519,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6898  = pe13_3_w0;
     if (\$2750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6898  = \$2752 ;
       end
@@ -57539,7 +57539,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6900  = pe13_4_w1;
     if (\$2763 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6900  = \$2764 ;
       end
     end
@@ -57549,7 +57549,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6901  = pe13_4_w0;
     if (\$2763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6901  = \$2765 ;
       end
@@ -57569,7 +57569,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6903  = pe13_5_w1;
     if (\$2776 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6903  = \$2777 ;
       end
     end
@@ -57579,7 +57579,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6904  = pe13_5_w0;
     if (\$2776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6904  = \$2778 ;
       end
@@ -57599,7 +57599,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6906  = pe13_6_w1;
     if (\$2789 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6906  = \$2790 ;
       end
     end
@@ -57609,7 +57609,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6907  = pe13_6_w0;
     if (\$2789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6907  = \$2791 ;
       end
@@ -57629,7 +57629,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6909  = pe13_7_w1;
     if (\$2802 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6909  = \$2803 ;
       end
     end
@@ -57639,7 +57639,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6910  = pe13_7_w0;
     if (\$2802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6910  = \$2804 ;
       end
@@ -57659,7 +57659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6912  = pe13_8_w1;
     if (\$2815 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6912  = \$2816 ;
       end
     end
@@ -57669,7 +57669,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6913  = pe13_8_w0;
     if (\$2815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6913  = \$2817 ;
       end
@@ -57689,7 +57689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6915  = pe13_9_w1;
     if (\$2828 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6915  = \$2829 ;
       end
     end
@@ -57699,7 +57699,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6916  = pe13_9_w0;
     if (\$2828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6916  = \$2830 ;
       end
@@ -57719,7 +57719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6918  = pe13_10_w1;
     if (\$2841 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6918  = \$2842 ;
       end
     end
@@ -57729,7 +57729,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6919  = pe13_10_w0;
     if (\$2841 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6919  = \$2843 ;
       end
@@ -57749,7 +57749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6921  = pe13_11_w1;
     if (\$2854 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6921  = \$2855 ;
       end
     end
@@ -57759,7 +57759,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6922  = pe13_11_w0;
     if (\$2854 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6922  = \$2856 ;
       end
@@ -57779,7 +57779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6924  = pe13_12_w1;
     if (\$2867 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6924  = \$2868 ;
       end
     end
@@ -57789,7 +57789,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6925  = pe13_12_w0;
     if (\$2867 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6925  = \$2869 ;
       end
@@ -57809,7 +57809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6927  = pe13_13_w1;
     if (\$2880 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6927  = \$2881 ;
       end
     end
@@ -57819,7 +57819,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6928  = pe13_13_w0;
     if (\$2880 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6928  = \$2882 ;
       end
@@ -57839,7 +57839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6930  = pe13_14_w1;
     if (\$2893 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6930  = \$2894 ;
       end
     end
@@ -57849,7 +57849,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6931  = pe13_14_w0;
     if (\$2893 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6931  = \$2895 ;
       end
@@ -57869,7 +57869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6933  = pe13_15_w1;
     if (\$2906 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6933  = \$2907 ;
       end
     end
@@ -57879,7 +57879,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6934  = pe13_15_w0;
     if (\$2906 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6934  = \$2908 ;
       end
@@ -58029,7 +58029,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6949  = pe14_0_w1;
     if (\$2920 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6949  = \$2921 ;
       end
     end
@@ -58039,7 +58039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6950  = pe14_0_w0;
     if (\$2920 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6950  = \$2922 ;
       end
@@ -58059,7 +58059,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6952  = pe14_1_w1;
     if (\$2933 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6952  = \$2934 ;
       end
     end
@@ -58069,7 +58069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6953  = pe14_1_w0;
     if (\$2933 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6953  = \$2935 ;
       end
@@ -58089,7 +58089,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6955  = pe14_2_w1;
     if (\$2946 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6955  = \$2947 ;
       end
     end
@@ -58099,7 +58099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6956  = pe14_2_w0;
     if (\$2946 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6956  = \$2948 ;
       end
@@ -58119,7 +58119,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6958  = pe14_3_w1;
     if (\$2959 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6958  = \$2960 ;
       end
     end
@@ -58129,7 +58129,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6959  = pe14_3_w0;
     if (\$2959 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6959  = \$2961 ;
       end
@@ -58149,7 +58149,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6961  = pe14_4_w1;
     if (\$2972 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6961  = \$2973 ;
       end
     end
@@ -58159,7 +58159,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6962  = pe14_4_w0;
     if (\$2972 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6962  = \$2974 ;
       end
@@ -58179,7 +58179,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6964  = pe14_5_w1;
     if (\$2985 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6964  = \$2986 ;
       end
     end
@@ -58189,7 +58189,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6965  = pe14_5_w0;
     if (\$2985 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6965  = \$2987 ;
       end
@@ -58209,7 +58209,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6967  = pe14_6_w1;
     if (\$2998 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6967  = \$2999 ;
       end
     end
@@ -58219,7 +58219,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6968  = pe14_6_w0;
     if (\$2998 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6968  = \$3000 ;
       end
@@ -58239,7 +58239,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6970  = pe14_7_w1;
     if (\$3011 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6970  = \$3012 ;
       end
     end
@@ -58249,7 +58249,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6971  = pe14_7_w0;
     if (\$3011 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6971  = \$3013 ;
       end
@@ -58269,7 +58269,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6973  = pe14_8_w1;
     if (\$3024 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6973  = \$3025 ;
       end
     end
@@ -58279,7 +58279,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6974  = pe14_8_w0;
     if (\$3024 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6974  = \$3026 ;
       end
@@ -58299,7 +58299,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6976  = pe14_9_w1;
     if (\$3037 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6976  = \$3038 ;
       end
     end
@@ -58309,7 +58309,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6977  = pe14_9_w0;
     if (\$3037 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6977  = \$3039 ;
       end
@@ -58329,7 +58329,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6979  = pe14_10_w1;
     if (\$3050 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6979  = \$3051 ;
       end
     end
@@ -58339,7 +58339,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6980  = pe14_10_w0;
     if (\$3050 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6980  = \$3052 ;
       end
@@ -58359,7 +58359,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6982  = pe14_11_w1;
     if (\$3063 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6982  = \$3064 ;
       end
     end
@@ -58369,7 +58369,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6983  = pe14_11_w0;
     if (\$3063 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6983  = \$3065 ;
       end
@@ -58389,7 +58389,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6985  = pe14_12_w1;
     if (\$3076 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6985  = \$3077 ;
       end
     end
@@ -58399,7 +58399,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6986  = pe14_12_w0;
     if (\$3076 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6986  = \$3078 ;
       end
@@ -58419,7 +58419,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6988  = pe14_13_w1;
     if (\$3089 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6988  = \$3090 ;
       end
     end
@@ -58429,7 +58429,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6989  = pe14_13_w0;
     if (\$3089 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6989  = \$3091 ;
       end
@@ -58449,7 +58449,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6991  = pe14_14_w1;
     if (\$3102 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6991  = \$3103 ;
       end
     end
@@ -58459,7 +58459,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6992  = pe14_14_w0;
     if (\$3102 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6992  = \$3104 ;
       end
@@ -58479,7 +58479,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$6994  = pe14_15_w1;
     if (\$3115 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$6994  = \$3116 ;
       end
     end
@@ -58489,7 +58489,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$6995  = pe14_15_w0;
     if (\$3115 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$6995  = \$3117 ;
       end
@@ -58649,7 +58649,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7011  = pe15_0_w1;
     if (\$3129 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7011  = \$3130 ;
       end
     end
@@ -58659,7 +58659,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7012  = pe15_0_w0;
     if (\$3129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7012  = \$3131 ;
       end
@@ -58679,7 +58679,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7014  = pe15_1_w1;
     if (\$3142 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7014  = \$3143 ;
       end
     end
@@ -58689,7 +58689,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7015  = pe15_1_w0;
     if (\$3142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7015  = \$3144 ;
       end
@@ -58709,7 +58709,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7017  = pe15_2_w1;
     if (\$3155 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7017  = \$3156 ;
       end
     end
@@ -58719,7 +58719,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7018  = pe15_2_w0;
     if (\$3155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7018  = \$3157 ;
       end
@@ -58739,7 +58739,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7020  = pe15_3_w1;
     if (\$3168 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7020  = \$3169 ;
       end
     end
@@ -58749,7 +58749,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7021  = pe15_3_w0;
     if (\$3168 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7021  = \$3170 ;
       end
@@ -58769,7 +58769,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7023  = pe15_4_w1;
     if (\$3181 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7023  = \$3182 ;
       end
     end
@@ -58779,7 +58779,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7024  = pe15_4_w0;
     if (\$3181 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7024  = \$3183 ;
       end
@@ -58799,7 +58799,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7026  = pe15_5_w1;
     if (\$3194 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7026  = \$3195 ;
       end
     end
@@ -58809,7 +58809,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7027  = pe15_5_w0;
     if (\$3194 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7027  = \$3196 ;
       end
@@ -58829,7 +58829,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7029  = pe15_6_w1;
     if (\$3207 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7029  = \$3208 ;
       end
     end
@@ -58839,7 +58839,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7030  = pe15_6_w0;
     if (\$3207 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7030  = \$3209 ;
       end
@@ -58859,7 +58859,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7032  = pe15_7_w1;
     if (\$3220 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7032  = \$3221 ;
       end
     end
@@ -58869,7 +58869,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7033  = pe15_7_w0;
     if (\$3220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7033  = \$3222 ;
       end
@@ -58889,7 +58889,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7035  = pe15_8_w1;
     if (\$3233 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7035  = \$3234 ;
       end
     end
@@ -58899,7 +58899,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7036  = pe15_8_w0;
     if (\$3233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7036  = \$3235 ;
       end
@@ -58919,7 +58919,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7038  = pe15_9_w1;
     if (\$3246 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7038  = \$3247 ;
       end
     end
@@ -58929,7 +58929,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7039  = pe15_9_w0;
     if (\$3246 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7039  = \$3248 ;
       end
@@ -58949,7 +58949,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7041  = pe15_10_w1;
     if (\$3259 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7041  = \$3260 ;
       end
     end
@@ -58959,7 +58959,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7042  = pe15_10_w0;
     if (\$3259 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7042  = \$3261 ;
       end
@@ -58979,7 +58979,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7044  = pe15_11_w1;
     if (\$3272 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7044  = \$3273 ;
       end
     end
@@ -58989,7 +58989,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7045  = pe15_11_w0;
     if (\$3272 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7045  = \$3274 ;
       end
@@ -59009,7 +59009,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7047  = pe15_12_w1;
     if (\$3285 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7047  = \$3286 ;
       end
     end
@@ -59019,7 +59019,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7048  = pe15_12_w0;
     if (\$3285 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7048  = \$3287 ;
       end
@@ -59039,7 +59039,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7050  = pe15_13_w1;
     if (\$3298 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7050  = \$3299 ;
       end
     end
@@ -59049,7 +59049,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7051  = pe15_13_w0;
     if (\$3298 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7051  = \$3300 ;
       end
@@ -59069,7 +59069,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7053  = pe15_14_w1;
     if (\$3311 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7053  = \$3312 ;
       end
     end
@@ -59079,7 +59079,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7054  = pe15_14_w0;
     if (\$3311 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7054  = \$3313 ;
       end
@@ -59099,7 +59099,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7056  = pe15_15_w1;
     if (\$3324 ) begin
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
         \$7056  = \$3325 ;
       end
     end
@@ -59109,7 +59109,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
     \$7057  = pe15_15_w0;
     if (\$3324 ) begin
       (* full_case = 32'd1 *)
-      if (\port$22246$2 [4]) begin
+      if (\port$22248$2 [4]) begin
       end else begin
         \$7057  = \$3326 ;
       end
@@ -59125,10 +59125,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$22246$2 , w_
       \$7058  = 1'h0;
     end
   end
-  assign w_row = \port$22246$2 [3:0];
-  assign w_bank = \port$22246$2 [4];
+  assign w_row = \port$22248$2 [3:0];
+  assign w_bank = \port$22248$2 [4];
   assign a_data = w_data;
-  assign a_bank = \port$22246$2 [4];
+  assign a_bank = \port$22248$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -59351,8 +59351,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$19441$0 , \port$19447$0 , \port$19448$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$19443$0 , \port$19449$0 , \port$19450$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -60304,20 +60304,20 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$19441$0 ;
-  wire [15:0] \port$19441$0 ;
-  output [4:0] \port$19447$0 ;
-  wire [4:0] \port$19447$0 ;
-  output [223:0] \port$19448$32 ;
-  wire [223:0] \port$19448$32 ;
-  input [257:0] \port$5829$0 ;
-  wire [257:0] \port$5829$0 ;
-  input [257:0] \port$5859$0 ;
-  wire [257:0] \port$5859$0 ;
-  input [257:0] \port$5889$0 ;
-  wire [257:0] \port$5889$0 ;
-  input [257:0] \port$5919$0 ;
-  wire [257:0] \port$5919$0 ;
+  output [15:0] \port$19443$0 ;
+  wire [15:0] \port$19443$0 ;
+  output [4:0] \port$19449$0 ;
+  wire [4:0] \port$19449$0 ;
+  output [223:0] \port$19450$32 ;
+  wire [223:0] \port$19450$32 ;
+  input [257:0] \port$5830$0 ;
+  wire [257:0] \port$5830$0 ;
+  input [257:0] \port$5860$0 ;
+  wire [257:0] \port$5860$0 ;
+  input [257:0] \port$5890$0 ;
+  wire [257:0] \port$5890$0 ;
+  input [257:0] \port$5920$0 ;
+  wire [257:0] \port$5920$0 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -60779,7 +60779,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   end
   assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
@@ -60803,7 +60803,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @(posedge clk) begin
     if (\$signature__en$166 )
-      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   end
   assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
@@ -60827,7 +60827,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @(posedge clk) begin
     if (\$signature__en$171 )
-      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   end
   assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
@@ -60851,77 +60851,77 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   end
   always @(posedge clk) begin
     if (\$signature__en$176 )
-      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   end
   assign \$signature__data$293  = q3_info[q3_r[3:0]];
-  assign \$111  = \port$5889$0 [39:32] < 5'h10;
+  assign \$111  = \port$5890$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5889$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5889$0 [15:9];
+  assign \$113  = \port$5890$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5890$0 [15:9];
   assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5889$0 [63:40];
-  assign \$117  = ! \port$5889$0 [255:96];
+  assign \$116  = ! \port$5890$0 [63:40];
+  assign \$117  = ! \port$5890$0 [255:96];
   assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5889$0 [39:32] < 5'h10;
+  assign \$119  = \port$5890$0 [39:32] < 5'h10;
   assign \$120  = \$118  & \$119 ;
   assign q2_head_wait_event = \$115  & \$120 ;
   assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5889$0 [95:64];
+  assign \$123  = \$122  - \port$5890$0 [95:64];
   assign q2_wait_reached_now = ~ \$123 [31];
   assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
-  assign \$124  = \port$5919$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5919$0 [15:9];
+  assign \$124  = \port$5920$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5920$0 [15:9];
   assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5919$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5919$0 [15:9];
+  assign \$126  = \port$5920$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5920$0 [15:9];
   assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5919$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5919$0 [15:9];
+  assign \$128  = \port$5920$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5920$0 [15:9];
   assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5919$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5919$0 [15:9];
+  assign \$130  = \port$5920$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5920$0 [15:9];
   assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5919$0 [7:0] == 4'h8;
-  assign \$133  = \port$5919$0 [7:0] == 4'h9;
-  assign \$134  = \port$5919$0 [7:0] == 4'ha;
-  assign \$135  = \port$5919$0 [7:0] == 4'hb;
-  assign \$136  = \port$5919$0 [7:0] == 4'hc;
+  assign \$132  = \port$5920$0 [7:0] == 4'h8;
+  assign \$133  = \port$5920$0 [7:0] == 4'h9;
+  assign \$134  = \port$5920$0 [7:0] == 4'ha;
+  assign \$135  = \port$5920$0 [7:0] == 4'hb;
+  assign \$136  = \port$5920$0 [7:0] == 4'hc;
   assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5919$0 [15:9];
+  assign \$138  = ! \port$5920$0 [15:9];
   assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5919$0 [7:0];
-  assign \$140  = ! \port$5919$0 [15:9];
+  assign \$139  = ! \port$5920$0 [7:0];
+  assign \$140  = ! \port$5920$0 [15:9];
   assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5919$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5919$0 [257];
-  assign \$143  = ! \port$5919$0 [15:9];
+  assign \$141  = \port$5920$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5920$0 [257];
+  assign \$143  = ! \port$5920$0 [15:9];
   assign q3_head_exec_list = \$142  & \$143 ;
-  assign \$144  = \port$5919$0 [7:0] == 3'h7;
-  assign \$145  = ! \port$5919$0 [15:9];
+  assign \$144  = \port$5920$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5920$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
-  assign \$146  = \port$5919$0 [7:0] == 3'h5;
-  assign \$147  = ! \port$5919$0 [15:9];
+  assign \$146  = \port$5920$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5920$0 [15:9];
   assign \$148  = \$146  & \$147 ;
-  assign \$149  = ! \port$5919$0 [63:40];
-  assign \$150  = ! \port$5919$0 [255:96];
+  assign \$149  = ! \port$5920$0 [63:40];
+  assign \$150  = ! \port$5920$0 [255:96];
   assign \$151  = \$149  & \$150 ;
-  assign \$152  = \port$5919$0 [39:32] < 5'h10;
+  assign \$152  = \port$5920$0 [39:32] < 5'h10;
   assign \$153  = \$151  & \$152 ;
   assign q3_head_signal_event = \$148  & \$153 ;
-  assign \$154  = \port$5919$0 [7:0] == 3'h6;
-  assign \$155  = ! \port$5919$0 [15:9];
+  assign \$154  = \port$5920$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5920$0 [15:9];
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! \port$5919$0 [63:40];
-  assign \$158  = ! \port$5919$0 [255:96];
+  assign \$157  = ! \port$5920$0 [63:40];
+  assign \$158  = ! \port$5920$0 [255:96];
   assign \$159  = \$157  & \$158 ;
-  assign \$160  = \port$5919$0 [39:32] < 5'h10;
+  assign \$160  = \port$5920$0 [39:32] < 5'h10;
   assign \$161  = \$159  & \$160 ;
   assign q3_head_wait_event = \$156  & \$161 ;
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
-  assign \$164  = \$163  - \port$5919$0 [95:64];
+  assign \$164  = \$163  - \port$5920$0 [95:64];
   assign q3_wait_reached_now = ~ \$164 [31];
   assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
@@ -60948,7 +60948,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$177  = \$175  & \$176 ;
   assign \$178  = | q0_list_err;
   assign \$179  = \$177  & \$178 ;
-  assign \$180  = \port$5829$0 [256] | q0_head_exec_list;
+  assign \$180  = \port$5830$0 [256] | q0_head_exec_list;
   assign q0_skipping = \$179  & \$180 ;
   assign \$181  = dma_load_outstanding < 3'h4;
   assign \$182  = q0_head_dma_load & \$181 ;
@@ -60991,7 +60991,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$214  = \$212  & \$213 ;
   assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = \port$5859$0 [256] | q1_head_exec_list;
+  assign \$217  = \port$5860$0 [256] | q1_head_exec_list;
   assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
   assign \$219  = q1_head_dma_load & \$218 ;
@@ -61034,7 +61034,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$251  = \$249  & \$250 ;
   assign \$252  = | q2_list_err;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = \port$5889$0 [256] | q2_head_exec_list;
+  assign \$254  = \port$5890$0 [256] | q2_head_exec_list;
   assign q2_skipping = \$253  & \$254 ;
   assign \$255  = dma_load_outstanding < 3'h4;
   assign \$256  = q2_head_dma_load & \$255 ;
@@ -61077,7 +61077,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$288  = \$286  & \$287 ;
   assign \$289  = | q3_list_err;
   assign \$290  = \$288  & \$289 ;
-  assign \$291  = \port$5919$0 [256] | q3_head_exec_list;
+  assign \$291  = \port$5920$0 [256] | q3_head_exec_list;
   assign q3_skipping = \$290  & \$291 ;
   assign \$292  = dma_load_outstanding < 3'h4;
   assign \$293  = q3_head_dma_load & \$292 ;
@@ -61735,151 +61735,151 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     vec_since <= \$854 ;
   always @(posedge clk)
     sfu_since <= \$855 ;
-  assign \$1  = \port$5829$0 [7:0] == 1'h1;
-  assign \$2  = ! \port$5829$0 [15:9];
+  assign \$1  = \port$5830$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5830$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = \port$5829$0 [7:0] == 2'h2;
-  assign \$4  = ! \port$5829$0 [15:9];
+  assign \$3  = \port$5830$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5830$0 [15:9];
   assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = \port$5829$0 [7:0] == 2'h3;
-  assign \$6  = ! \port$5829$0 [15:9];
+  assign \$5  = \port$5830$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5830$0 [15:9];
   assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = \port$5829$0 [7:0] == 3'h4;
-  assign \$8  = ! \port$5829$0 [15:9];
+  assign \$7  = \port$5830$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5830$0 [15:9];
   assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = \port$5829$0 [7:0] == 4'h8;
-  assign \$10  = \port$5829$0 [7:0] == 4'h9;
-  assign \$11  = \port$5829$0 [7:0] == 4'ha;
-  assign \$12  = \port$5829$0 [7:0] == 4'hb;
-  assign \$13  = \port$5829$0 [7:0] == 4'hc;
+  assign \$9  = \port$5830$0 [7:0] == 4'h8;
+  assign \$10  = \port$5830$0 [7:0] == 4'h9;
+  assign \$11  = \port$5830$0 [7:0] == 4'ha;
+  assign \$12  = \port$5830$0 [7:0] == 4'hb;
+  assign \$13  = \port$5830$0 [7:0] == 4'hc;
   assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! \port$5829$0 [15:9];
+  assign \$15  = ! \port$5830$0 [15:9];
   assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! \port$5829$0 [7:0];
-  assign \$17  = ! \port$5829$0 [15:9];
+  assign \$16  = ! \port$5830$0 [7:0];
+  assign \$17  = ! \port$5830$0 [15:9];
   assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = \port$5829$0 [7:0] == 4'hd;
-  assign \$19  = \$18  & \port$5829$0 [257];
-  assign \$20  = ! \port$5829$0 [15:9];
+  assign \$18  = \port$5830$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5830$0 [257];
+  assign \$20  = ! \port$5830$0 [15:9];
   assign q0_head_exec_list = \$19  & \$20 ;
-  assign \$21  = \port$5829$0 [7:0] == 3'h7;
-  assign \$22  = ! \port$5829$0 [15:9];
+  assign \$21  = \port$5830$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5830$0 [15:9];
   assign q0_head_barrier = \$21  & \$22 ;
-  assign \$23  = \port$5829$0 [7:0] == 3'h5;
-  assign \$24  = ! \port$5829$0 [15:9];
+  assign \$23  = \port$5830$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5830$0 [15:9];
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = ! \port$5829$0 [63:40];
-  assign \$27  = ! \port$5829$0 [255:96];
+  assign \$26  = ! \port$5830$0 [63:40];
+  assign \$27  = ! \port$5830$0 [255:96];
   assign \$28  = \$26  & \$27 ;
-  assign \$29  = \port$5829$0 [39:32] < 5'h10;
+  assign \$29  = \port$5830$0 [39:32] < 5'h10;
   assign \$30  = \$28  & \$29 ;
   assign q0_head_signal_event = \$25  & \$30 ;
-  assign \$31  = \port$5829$0 [7:0] == 3'h6;
-  assign \$32  = ! \port$5829$0 [15:9];
+  assign \$31  = \port$5830$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5830$0 [15:9];
   assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! \port$5829$0 [63:40];
-  assign \$35  = ! \port$5829$0 [255:96];
+  assign \$34  = ! \port$5830$0 [63:40];
+  assign \$35  = ! \port$5830$0 [255:96];
   assign \$36  = \$34  & \$35 ;
-  assign \$37  = \port$5829$0 [39:32] < 5'h10;
+  assign \$37  = \port$5830$0 [39:32] < 5'h10;
   assign \$38  = \$36  & \$37 ;
   assign q0_head_wait_event = \$33  & \$38 ;
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
-  assign \$41  = \$40  - \port$5829$0 [95:64];
+  assign \$41  = \$40  - \port$5830$0 [95:64];
   assign q0_wait_reached_now = ~ \$41 [31];
   assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
-  assign \$42  = \port$5859$0 [7:0] == 1'h1;
-  assign \$43  = ! \port$5859$0 [15:9];
+  assign \$42  = \port$5860$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5860$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
-  assign \$44  = \port$5859$0 [7:0] == 2'h2;
-  assign \$45  = ! \port$5859$0 [15:9];
+  assign \$44  = \port$5860$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5860$0 [15:9];
   assign q1_head_dma_store = \$44  & \$45 ;
-  assign \$46  = \port$5859$0 [7:0] == 2'h3;
-  assign \$47  = ! \port$5859$0 [15:9];
+  assign \$46  = \port$5860$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5860$0 [15:9];
   assign q1_head_gemm = \$46  & \$47 ;
-  assign \$48  = \port$5859$0 [7:0] == 3'h4;
-  assign \$49  = ! \port$5859$0 [15:9];
+  assign \$48  = \port$5860$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5860$0 [15:9];
   assign q1_head_vec = \$48  & \$49 ;
-  assign \$50  = \port$5859$0 [7:0] == 4'h8;
-  assign \$51  = \port$5859$0 [7:0] == 4'h9;
-  assign \$52  = \port$5859$0 [7:0] == 4'ha;
-  assign \$53  = \port$5859$0 [7:0] == 4'hb;
-  assign \$54  = \port$5859$0 [7:0] == 4'hc;
+  assign \$50  = \port$5860$0 [7:0] == 4'h8;
+  assign \$51  = \port$5860$0 [7:0] == 4'h9;
+  assign \$52  = \port$5860$0 [7:0] == 4'ha;
+  assign \$53  = \port$5860$0 [7:0] == 4'hb;
+  assign \$54  = \port$5860$0 [7:0] == 4'hc;
   assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
-  assign \$56  = ! \port$5859$0 [15:9];
+  assign \$56  = ! \port$5860$0 [15:9];
   assign q1_head_sfu = \$55  & \$56 ;
-  assign \$57  = ! \port$5859$0 [7:0];
-  assign \$58  = ! \port$5859$0 [15:9];
+  assign \$57  = ! \port$5860$0 [7:0];
+  assign \$58  = ! \port$5860$0 [15:9];
   assign q1_head_nop = \$57  & \$58 ;
-  assign \$59  = \port$5859$0 [7:0] == 4'hd;
-  assign \$60  = \$59  & \port$5859$0 [257];
-  assign \$61  = ! \port$5859$0 [15:9];
+  assign \$59  = \port$5860$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5860$0 [257];
+  assign \$61  = ! \port$5860$0 [15:9];
   assign q1_head_exec_list = \$60  & \$61 ;
-  assign \$62  = \port$5859$0 [7:0] == 3'h7;
-  assign \$63  = ! \port$5859$0 [15:9];
+  assign \$62  = \port$5860$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5860$0 [15:9];
   assign q1_head_barrier = \$62  & \$63 ;
-  assign \$64  = \port$5859$0 [7:0] == 3'h5;
-  assign \$65  = ! \port$5859$0 [15:9];
+  assign \$64  = \port$5860$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5860$0 [15:9];
   assign \$66  = \$64  & \$65 ;
-  assign \$67  = ! \port$5859$0 [63:40];
-  assign \$68  = ! \port$5859$0 [255:96];
+  assign \$67  = ! \port$5860$0 [63:40];
+  assign \$68  = ! \port$5860$0 [255:96];
   assign \$69  = \$67  & \$68 ;
-  assign \$70  = \port$5859$0 [39:32] < 5'h10;
+  assign \$70  = \port$5860$0 [39:32] < 5'h10;
   assign \$71  = \$69  & \$70 ;
   assign q1_head_signal_event = \$66  & \$71 ;
-  assign \$72  = \port$5859$0 [7:0] == 3'h6;
-  assign \$73  = ! \port$5859$0 [15:9];
+  assign \$72  = \port$5860$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5860$0 [15:9];
   assign \$74  = \$72  & \$73 ;
-  assign \$75  = ! \port$5859$0 [63:40];
-  assign \$76  = ! \port$5859$0 [255:96];
+  assign \$75  = ! \port$5860$0 [63:40];
+  assign \$76  = ! \port$5860$0 [255:96];
   assign \$77  = \$75  & \$76 ;
-  assign \$78  = \port$5859$0 [39:32] < 5'h10;
+  assign \$78  = \port$5860$0 [39:32] < 5'h10;
   assign \$79  = \$77  & \$78 ;
   assign q1_head_wait_event = \$74  & \$79 ;
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
-  assign \$82  = \$81  - \port$5859$0 [95:64];
+  assign \$82  = \$81  - \port$5860$0 [95:64];
   assign q1_wait_reached_now = ~ \$82 [31];
   assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
-  assign \$83  = \port$5889$0 [7:0] == 1'h1;
-  assign \$84  = ! \port$5889$0 [15:9];
+  assign \$83  = \port$5890$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5890$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
-  assign \$85  = \port$5889$0 [7:0] == 2'h2;
-  assign \$86  = ! \port$5889$0 [15:9];
+  assign \$85  = \port$5890$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5890$0 [15:9];
   assign q2_head_dma_store = \$85  & \$86 ;
-  assign \$87  = \port$5889$0 [7:0] == 2'h3;
-  assign \$88  = ! \port$5889$0 [15:9];
+  assign \$87  = \port$5890$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5890$0 [15:9];
   assign q2_head_gemm = \$87  & \$88 ;
-  assign \$89  = \port$5889$0 [7:0] == 3'h4;
-  assign \$90  = ! \port$5889$0 [15:9];
+  assign \$89  = \port$5890$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5890$0 [15:9];
   assign q2_head_vec = \$89  & \$90 ;
-  assign \$91  = \port$5889$0 [7:0] == 4'h8;
-  assign \$92  = \port$5889$0 [7:0] == 4'h9;
-  assign \$93  = \port$5889$0 [7:0] == 4'ha;
-  assign \$94  = \port$5889$0 [7:0] == 4'hb;
-  assign \$95  = \port$5889$0 [7:0] == 4'hc;
+  assign \$91  = \port$5890$0 [7:0] == 4'h8;
+  assign \$92  = \port$5890$0 [7:0] == 4'h9;
+  assign \$93  = \port$5890$0 [7:0] == 4'ha;
+  assign \$94  = \port$5890$0 [7:0] == 4'hb;
+  assign \$95  = \port$5890$0 [7:0] == 4'hc;
   assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
-  assign \$97  = ! \port$5889$0 [15:9];
+  assign \$97  = ! \port$5890$0 [15:9];
   assign q2_head_sfu = \$96  & \$97 ;
-  assign \$98  = ! \port$5889$0 [7:0];
-  assign \$99  = ! \port$5889$0 [15:9];
+  assign \$98  = ! \port$5890$0 [7:0];
+  assign \$99  = ! \port$5890$0 [15:9];
   assign q2_head_nop = \$98  & \$99 ;
-  assign \$100  = \port$5889$0 [7:0] == 4'hd;
-  assign \$101  = \$100  & \port$5889$0 [257];
-  assign \$102  = ! \port$5889$0 [15:9];
+  assign \$100  = \port$5890$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5890$0 [257];
+  assign \$102  = ! \port$5890$0 [15:9];
   assign q2_head_exec_list = \$101  & \$102 ;
-  assign \$103  = \port$5889$0 [7:0] == 3'h7;
-  assign \$104  = ! \port$5889$0 [15:9];
+  assign \$103  = \port$5890$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5890$0 [15:9];
   assign q2_head_barrier = \$103  & \$104 ;
-  assign \$105  = \port$5889$0 [7:0] == 3'h5;
-  assign \$106  = ! \port$5889$0 [15:9];
+  assign \$105  = \port$5890$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5890$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$108  = ! \port$5890$0 [63:40];
+  assign \$109  = ! \port$5890$0 [255:96];
   assign \$110  = \$108  & \$109 ;
   \kaki_soc_16x16.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$21387$16 (retire__0__tag),
+    .\port$21389$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -61889,7 +61889,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$21391$16 (retire__1__tag),
+    .\port$21393$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
     .r_data(\r_data$345 ),
     .r_en(\r_en$216 ),
@@ -61899,7 +61899,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$21395$16 (retire__2__tag),
+    .\port$21397$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$218 ),
@@ -61909,7 +61909,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$21403$16 (retire__4__tag),
+    .\port$21405$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$222 ),
@@ -61919,7 +61919,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$21399$16 (retire__3__tag),
+    .\port$21401$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$220 ),
@@ -61930,7 +61930,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5889$0 [35:32])
+    casez (\port$5890$0 [35:32])
       4'h0:
           \$122  = events[31:0];
       4'h1:
@@ -61968,7 +61968,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5919$0 [35:32])
+    casez (\port$5920$0 [35:32])
       4'h0:
           \$163  = events[31:0];
       4'h1:
@@ -62008,13 +62008,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$317  = \port$5829$0 [255:0];
+          \$317  = \port$5830$0 [255:0];
       2'h1:
-          \$317  = \port$5859$0 [255:0];
+          \$317  = \port$5860$0 [255:0];
       2'h2:
-          \$317  = \port$5889$0 [255:0];
+          \$317  = \port$5890$0 [255:0];
       2'h3:
-          \$317  = \port$5919$0 [255:0];
+          \$317  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -62036,13 +62036,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$319  = \port$5829$0 [255:0];
+          \$319  = \port$5830$0 [255:0];
       2'h1:
-          \$319  = \port$5859$0 [255:0];
+          \$319  = \port$5860$0 [255:0];
       2'h2:
-          \$319  = \port$5889$0 [255:0];
+          \$319  = \port$5890$0 [255:0];
       2'h3:
-          \$319  = \port$5919$0 [255:0];
+          \$319  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -62688,13 +62688,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$510  = \port$5829$0 [35:32];
+          \$510  = \port$5830$0 [35:32];
       2'h1:
-          \$510  = \port$5859$0 [35:32];
+          \$510  = \port$5860$0 [35:32];
       2'h2:
-          \$510  = \port$5889$0 [35:32];
+          \$510  = \port$5890$0 [35:32];
       2'h3:
-          \$510  = \port$5919$0 [35:32];
+          \$510  = \port$5920$0 [35:32];
     endcase
   end
   always @* begin
@@ -62702,13 +62702,13 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$511  = \port$5829$0 [95:64];
+          \$511  = \port$5830$0 [95:64];
       2'h1:
-          \$511  = \port$5859$0 [95:64];
+          \$511  = \port$5860$0 [95:64];
       2'h2:
-          \$511  = \port$5889$0 [95:64];
+          \$511  = \port$5890$0 [95:64];
       2'h3:
-          \$511  = \port$5919$0 [95:64];
+          \$511  = \port$5920$0 [95:64];
     endcase
   end
   always @* begin
@@ -68061,7 +68061,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5829$0 [35:32])
+    casez (\port$5830$0 [35:32])
       4'h0:
           \$40  = events[31:0];
       4'h1:
@@ -68099,7 +68099,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5859$0 [35:32])
+    casez (\port$5860$0 [35:32])
       4'h0:
           \$81  = events[31:0];
       4'h1:
@@ -68134,36 +68134,36 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
           \$81  = events[511:480];
     endcase
   end
-  assign q__0__head = \port$5829$0 [255:0];
-  assign q__0__end = \port$5829$0 [257];
+  assign q__0__head = \port$5830$0 [255:0];
+  assign q__0__end = \port$5830$0 [257];
   assign q0_wait_diff = \$41 [31:0];
-  assign q__1__head = \port$5859$0 [255:0];
-  assign q__1__end = \port$5859$0 [257];
+  assign q__1__head = \port$5860$0 [255:0];
+  assign q__1__end = \port$5860$0 [257];
   assign q1_wait_diff = \$82 [31:0];
-  assign q__2__head = \port$5889$0 [255:0];
-  assign q__2__end = \port$5889$0 [257];
+  assign q__2__head = \port$5890$0 [255:0];
+  assign q__2__end = \port$5890$0 [257];
   assign q2_wait_diff = \$123 [31:0];
-  assign q__3__head = \port$5919$0 [255:0];
-  assign q__3__end = \port$5919$0 [257];
+  assign q__3__head = \port$5920$0 [255:0];
+  assign q__3__end = \port$5920$0 [257];
   assign q3_wait_diff = \$164 [31:0];
   assign q0_count = \$165 [4:0];
   assign q1_count = \$166 [4:0];
   assign q2_count = \$167 [4:0];
   assign q3_count = \$168 [4:0];
-  assign q__0__item = \port$5829$0 [256];
-  assign q__1__item = \port$5859$0 [256];
-  assign q__2__item = \port$5889$0 [256];
-  assign q__3__item = \port$5919$0 [256];
+  assign q__0__item = \port$5830$0 [256];
+  assign q__1__item = \port$5860$0 [256];
+  assign q__2__item = \port$5890$0 [256];
+  assign q__3__item = \port$5920$0 [256];
   assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+  assign \$signature__data  = { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   assign \$signature__addr$165  = q1_h[3:0];
-  assign \$signature__data$167  = { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   assign \$signature__addr$170  = q2_h[3:0];
-  assign \$signature__data$172  = { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   assign \$signature__addr$175  = q3_h[3:0];
-  assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
   assign retire__1__done = \w_en$186 ;
@@ -68185,9 +68185,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$19441$0  = \$317 [15:0];
-  assign \port$19447$0  = \$318 ;
-  assign \port$19448$32  = \$319 [255:32];
+  assign \port$19443$0  = \$317 [15:0];
+  assign \port$19449$0  = \$318 ;
+  assign \port$19450$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -68212,7 +68212,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$21387$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$21389$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68254,8 +68254,8 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21387$16 ;
-  wire [15:0] \port$21387$16 ;
+  input [15:0] \port$21389$16 ;
+  wire [15:0] \port$21389$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -68292,7 +68292,7 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21387$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$21389$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68391,14 +68391,14 @@ module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21387$16 , \port$3838$0  };
-  assign w_data = { \port$21387$16 , \port$3838$0  };
+  assign w_port__data = { \port$21389$16 , \port$3838$0  };
+  assign w_data = { \port$21389$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$21391$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$21393$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68440,8 +68440,8 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21391$16 ;
-  wire [15:0] \port$21391$16 ;
+  input [15:0] \port$21393$16 ;
+  wire [15:0] \port$21393$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -68478,7 +68478,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21391$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$21393$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68577,14 +68577,14 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21391$16 , \port$3858$0  };
-  assign w_data = { \port$21391$16 , \port$3858$0  };
+  assign w_port__data = { \port$21393$16 , \port$3858$0  };
+  assign w_data = { \port$21393$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$21395$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$21397$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68626,8 +68626,8 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21395$16 ;
-  wire [15:0] \port$21395$16 ;
+  input [15:0] \port$21397$16 ;
+  wire [15:0] \port$21397$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -68664,7 +68664,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21395$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$21397$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68763,14 +68763,14 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21395$16 , \port$3878$0  };
-  assign w_data = { \port$21395$16 , \port$3878$0  };
+  assign w_port__data = { \port$21397$16 , \port$3878$0  };
+  assign w_data = { \port$21397$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$21403$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$21405$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68812,8 +68812,8 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21403$16 ;
-  wire [15:0] \port$21403$16 ;
+  input [15:0] \port$21405$16 ;
+  wire [15:0] \port$21405$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -68850,7 +68850,7 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21403$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$21405$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -68949,14 +68949,14 @@ module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21403$16 , \port$3933$0  };
-  assign w_data = { \port$21403$16 , \port$3933$0  };
+  assign w_port__data = { \port$21405$16 , \port$3933$0  };
+  assign w_data = { \port$21405$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$21399$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$21401$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68998,8 +68998,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$21399$16 ;
-  wire [15:0] \port$21399$16 ;
+  input [15:0] \port$21401$16 ;
+  wire [15:0] \port$21401$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -69036,7 +69036,7 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$21399$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$21401$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -69135,8 +69135,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$21399$16 , \port$3898$0  };
-  assign w_data = { \port$21399$16 , \port$3898$0  };
+  assign w_port__data = { \port$21401$16 , \port$3898$0  };
+  assign w_data = { \port$21401$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -69171,26 +69171,26 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [17:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [8:0] \$1173 ;
-  wire [8:0] \$1177 ;
+  wire [8:0] \$1174 ;
+  wire [8:0] \$1178 ;
   wire \$118 ;
-  wire [8:0] \$1180 ;
-  wire [8:0] \$1183 ;
-  wire [8:0] \$1187 ;
+  wire [8:0] \$1181 ;
+  wire [8:0] \$1184 ;
+  wire [8:0] \$1188 ;
   wire \$119 ;
-  wire [8:0] \$1197 ;
+  wire [8:0] \$1198 ;
   wire [33:0] \$12 ;
   wire \$120 ;
-  wire [8:0] \$1202 ;
-  wire [8:0] \$1207 ;
+  wire [8:0] \$1203 ;
+  wire [8:0] \$1208 ;
   wire \$121 ;
-  wire [8:0] \$1213 ;
+  wire [8:0] \$1214 ;
   wire \$122 ;
-  wire [8:0] \$1220 ;
-  wire [8:0] \$1223 ;
-  wire [8:0] \$1226 ;
+  wire [8:0] \$1222 ;
+  wire [8:0] \$1225 ;
+  wire [8:0] \$1228 ;
   wire \$123 ;
-  wire [9:0] \$1230 ;
+  wire [9:0] \$1232 ;
   wire \$124 ;
   wire \$125 ;
   wire [31:0] \$126 ;
@@ -69203,7 +69203,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [7:0] \$1342 ;
+  wire [7:0] \$1344 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
@@ -69316,20 +69316,20 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$233 ;
   wire [4:0] \$234 ;
   wire [31:0] \$235 ;
-  wire [1:0] \$236 ;
-  wire [5:0] \$237 ;
-  wire [4:0] \$238 ;
-  wire [5:0] \$239 ;
+  wire [5:0] \$236 ;
+  wire [4:0] \$237 ;
+  wire [5:0] \$238 ;
+  wire [4:0] \$239 ;
   wire \$24 ;
-  wire [31:0] \$240 ;
+  wire [5:0] \$240 ;
   wire [31:0] \$241 ;
-  wire [3:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [63:0] \$244 ;
+  wire [31:0] \$242 ;
+  wire [3:0] \$243 ;
+  wire [31:0] \$244 ;
   wire [63:0] \$245 ;
-  wire [64:0] \$246 ;
-  wire [63:0] \$247 ;
-  wire \$248 ;
+  wire [63:0] \$246 ;
+  wire [64:0] \$247 ;
+  wire [63:0] \$248 ;
   wire \$249 ;
   wire [3:0] \$25 ;
   wire \$250 ;
@@ -69355,26 +69355,26 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [7:0] \$271 ;
+  wire \$271 ;
   wire [7:0] \$272 ;
   wire [7:0] \$273 ;
-  wire [4:0] \$274 ;
-  reg [1:0] \$275 ;
-  wire [1:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire \$278 ;
+  wire [7:0] \$274 ;
+  wire [4:0] \$275 ;
+  reg [1:0] \$276 ;
+  wire [1:0] \$277 ;
+  wire [5:0] \$278 ;
   wire \$279 ;
   wire [15:0] \$28 ;
-  reg \$280 ;
-  wire \$281 ;
+  wire \$280 ;
+  reg \$281 ;
   wire \$282 ;
-  wire [4:0] \$283 ;
-  reg [1:0] \$284 ;
-  wire [5:0] \$285 ;
-  wire \$286 ;
+  wire \$283 ;
+  wire [4:0] \$284 ;
+  reg [1:0] \$285 ;
+  wire [5:0] \$286 ;
   wire \$287 ;
-  reg \$288 ;
-  wire \$289 ;
+  wire \$288 ;
+  reg \$289 ;
   wire \$29 ;
   wire \$290 ;
   wire \$291 ;
@@ -69417,16 +69417,16 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire [2:0] \$327 ;
-  wire \$328 ;
+  wire \$327 ;
+  wire [2:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  reg [31:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire \$335 ;
+  wire \$333 ;
+  reg [31:0] \$334 ;
+  wire [31:0] \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
@@ -69438,8 +69438,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire [7:0] \$346 ;
-  wire \$347 ;
+  wire \$346 ;
+  wire [7:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [17:0] \$35 ;
@@ -69447,9 +69447,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire [32:0] \$354 ;
+  wire \$354 ;
   wire [32:0] \$355 ;
-  wire \$356 ;
+  wire [32:0] \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
@@ -69461,8 +69461,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [7:0] \$367 ;
-  wire \$368 ;
+  wire \$367 ;
+  wire [7:0] \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
@@ -69480,9 +69480,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$381 ;
   wire \$382 ;
   wire \$383 ;
-  wire [32:0] \$384 ;
+  wire \$384 ;
   wire [32:0] \$385 ;
-  wire \$386 ;
+  wire [32:0] \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
@@ -69494,8 +69494,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [7:0] \$397 ;
-  wire \$398 ;
+  wire \$397 ;
+  wire [7:0] \$398 ;
   wire \$399 ;
   wire [3:0] \$4 ;
   wire \$40 ;
@@ -69514,9 +69514,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [32:0] \$414 ;
+  wire \$414 ;
   wire [32:0] \$415 ;
-  wire \$416 ;
+  wire [32:0] \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
@@ -69528,8 +69528,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
-  wire [7:0] \$427 ;
-  wire \$428 ;
+  wire \$427 ;
+  wire [7:0] \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
@@ -69547,9 +69547,9 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [32:0] \$444 ;
+  wire \$444 ;
   wire [32:0] \$445 ;
-  wire \$446 ;
+  wire [32:0] \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
@@ -69561,8 +69561,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [7:0] \$457 ;
-  wire \$458 ;
+  wire \$457 ;
+  wire [7:0] \$458 ;
   wire \$459 ;
   wire [31:0] \$46 ;
   wire \$460 ;
@@ -69589,17 +69589,17 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  reg [1:0] \$482 ;
-  reg [31:0] \$483 ;
-  reg \$484 ;
-  wire \$485 ;
-  wire [2:0] \$486 ;
-  wire \$487 ;
+  wire \$482 ;
+  reg [1:0] \$483 ;
+  reg [31:0] \$484 ;
+  reg \$485 ;
+  wire \$486 ;
+  wire [2:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [7:0] \$490 ;
-  wire \$491 ;
+  wire \$490 ;
+  wire [7:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
@@ -69611,13 +69611,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [33:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [32:0] \$501 ;
-  wire \$502 ;
-  wire [62:0] \$503 ;
-  wire [7:0] \$504 ;
-  wire [63:0] \$505 ;
-  wire [94:0] \$506 ;
-  wire \$507 ;
+  wire \$501 ;
+  wire [32:0] \$502 ;
+  wire \$503 ;
+  wire [62:0] \$504 ;
+  wire [7:0] \$505 ;
+  wire [63:0] \$506 ;
+  wire [94:0] \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
@@ -69627,31 +69627,31 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
-  wire [3:0] \$516 ;
+  wire \$516 ;
   wire [3:0] \$517 ;
-  wire \$518 ;
-  reg [15:0] \$519 ;
+  wire [3:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  reg [15:0] \$521 ;
-  wire \$522 ;
+  reg [15:0] \$520 ;
+  wire \$521 ;
+  reg [15:0] \$522 ;
   wire \$523 ;
-  reg [5:0] \$524 ;
-  wire \$525 ;
+  wire \$524 ;
+  reg [5:0] \$525 ;
   wire \$526 ;
-  wire [2:0] \$527 ;
-  wire \$528 ;
-  reg [5:0] \$529 ;
+  wire \$527 ;
+  wire [2:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [6:0] \$530 ;
-  wire \$531 ;
+  reg [5:0] \$530 ;
+  wire [6:0] \$531 ;
   wire \$532 ;
-  wire [3:0] \$533 ;
-  wire \$534 ;
+  wire \$533 ;
+  wire [3:0] \$534 ;
   wire \$535 ;
-  wire [4:0] \$536 ;
-  wire [32:0] \$537 ;
-  wire \$538 ;
+  wire \$536 ;
+  wire [4:0] \$537 ;
+  wire [32:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
   wire \$540 ;
@@ -69662,38 +69662,38 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [1:0] \$548 ;
-  wire \$549 ;
+  wire \$548 ;
+  wire [1:0] \$549 ;
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [32:0] \$553 ;
-  wire [2:0] \$554 ;
-  wire \$555 ;
-  wire [6:0] \$556 ;
+  wire \$553 ;
+  wire [32:0] \$554 ;
+  wire [2:0] \$555 ;
+  wire \$556 ;
   wire [6:0] \$557 ;
-  wire \$558 ;
+  wire [6:0] \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [6:0] \$563 ;
-  wire [32:0] \$564 ;
-  wire [16:0] \$565 ;
-  wire \$566 ;
+  wire \$563 ;
+  wire [6:0] \$564 ;
+  wire [32:0] \$565 ;
+  wire [16:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire [16:0] \$570 ;
-  wire [3:0] \$571 ;
-  wire \$572 ;
+  wire \$570 ;
+  wire [16:0] \$571 ;
+  wire [3:0] \$572 ;
   wire \$573 ;
-  wire [4:0] \$574 ;
-  wire [32:0] \$575 ;
-  wire \$576 ;
+  wire \$574 ;
+  wire [4:0] \$575 ;
+  wire [32:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
@@ -69704,39 +69704,39 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
-  wire [1:0] \$586 ;
-  wire \$587 ;
+  wire \$586 ;
+  wire [1:0] \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [32:0] \$591 ;
-  wire [2:0] \$592 ;
-  wire \$593 ;
-  wire [6:0] \$594 ;
+  wire \$591 ;
+  wire [32:0] \$592 ;
+  wire [2:0] \$593 ;
+  wire \$594 ;
   wire [6:0] \$595 ;
-  wire \$596 ;
+  wire [6:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire [6:0] \$601 ;
-  wire [32:0] \$602 ;
-  wire [16:0] \$603 ;
-  wire \$604 ;
+  wire \$601 ;
+  wire [6:0] \$602 ;
+  wire [32:0] \$603 ;
+  wire [16:0] \$604 ;
   wire \$605 ;
   wire \$606 ;
   wire \$607 ;
-  wire [16:0] \$608 ;
-  wire [3:0] \$609 ;
+  wire \$608 ;
+  wire [16:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
+  wire [3:0] \$610 ;
   wire \$611 ;
-  wire [4:0] \$612 ;
-  wire [32:0] \$613 ;
-  wire \$614 ;
+  wire \$612 ;
+  wire [4:0] \$613 ;
+  wire [32:0] \$614 ;
   wire \$615 ;
   wire \$616 ;
   wire \$617 ;
@@ -69747,38 +69747,38 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire [1:0] \$624 ;
-  wire \$625 ;
+  wire \$624 ;
+  wire [1:0] \$625 ;
   wire \$626 ;
   wire \$627 ;
   wire \$628 ;
-  wire [32:0] \$629 ;
+  wire \$629 ;
   wire [14:0] \$63 ;
-  wire [2:0] \$630 ;
-  wire \$631 ;
-  wire [6:0] \$632 ;
+  wire [32:0] \$630 ;
+  wire [2:0] \$631 ;
+  wire \$632 ;
   wire [6:0] \$633 ;
-  wire \$634 ;
+  wire [6:0] \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire [6:0] \$639 ;
+  wire \$639 ;
   wire [21:0] \$64 ;
-  wire [32:0] \$640 ;
-  wire [16:0] \$641 ;
-  wire \$642 ;
+  wire [6:0] \$640 ;
+  wire [32:0] \$641 ;
+  wire [16:0] \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
-  wire [16:0] \$646 ;
-  wire [3:0] \$647 ;
-  wire \$648 ;
+  wire \$646 ;
+  wire [16:0] \$647 ;
+  wire [3:0] \$648 ;
   wire \$649 ;
   wire [32:0] \$65 ;
-  wire [4:0] \$650 ;
-  wire [32:0] \$651 ;
-  wire \$652 ;
+  wire \$650 ;
+  wire [4:0] \$651 ;
+  wire [32:0] \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
@@ -69789,36 +69789,36 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire [1:0] \$662 ;
-  wire \$663 ;
+  wire \$662 ;
+  wire [1:0] \$663 ;
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire [32:0] \$667 ;
-  wire [2:0] \$668 ;
-  wire \$669 ;
+  wire \$667 ;
+  wire [32:0] \$668 ;
+  wire [2:0] \$669 ;
   wire [31:0] \$67 ;
-  wire [6:0] \$670 ;
+  wire \$670 ;
   wire [6:0] \$671 ;
-  wire \$672 ;
+  wire [6:0] \$672 ;
   wire \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
-  wire [6:0] \$677 ;
-  wire [32:0] \$678 ;
-  wire [16:0] \$679 ;
+  wire \$677 ;
+  wire [6:0] \$678 ;
+  wire [32:0] \$679 ;
   wire [32:0] \$68 ;
-  wire \$680 ;
+  wire [16:0] \$680 ;
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire [16:0] \$684 ;
-  wire \$685 ;
+  wire \$684 ;
+  wire [16:0] \$685 ;
   wire \$686 ;
-  wire [1:0] \$687 ;
-  wire [32:0] \$688 ;
-  wire \$689 ;
+  wire \$687 ;
+  wire [1:0] \$688 ;
+  wire [32:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
@@ -69836,23 +69836,23 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
-  wire [14:0] \$704 ;
-  wire [21:0] \$705 ;
-  wire [33:0] \$706 ;
-  reg \$707 ;
-  wire \$708 ;
+  wire \$704 ;
+  wire [14:0] \$705 ;
+  wire [21:0] \$706 ;
+  wire [33:0] \$707 ;
+  reg \$708 ;
   wire \$709 ;
   wire [32:0] \$71 ;
-  wire [7:0] \$710 ;
-  wire [32:0] \$711 ;
-  wire [7:0] \$712 ;
-  wire [32:0] \$713 ;
-  wire \$714 ;
+  wire \$710 ;
+  wire [7:0] \$711 ;
+  wire [32:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire [32:0] \$714 ;
   wire \$715 ;
   wire \$716 ;
-  wire [3:0] \$717 ;
-  wire [4:0] \$718 ;
-  wire \$719 ;
+  wire \$717 ;
+  wire [3:0] \$718 ;
+  wire [4:0] \$719 ;
   wire [32:0] \$72 ;
   wire \$720 ;
   wire \$721 ;
@@ -69868,13 +69868,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire [32:0] \$733 ;
-  wire \$734 ;
+  wire \$733 ;
+  wire [32:0] \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire [3:0] \$737 ;
-  wire [4:0] \$738 ;
-  wire \$739 ;
+  wire \$737 ;
+  wire [3:0] \$738 ;
+  wire [4:0] \$739 ;
   wire [32:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
@@ -69890,13 +69890,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
-  wire [32:0] \$753 ;
-  wire \$754 ;
+  wire \$753 ;
+  wire [32:0] \$754 ;
   wire \$755 ;
   wire \$756 ;
-  wire [3:0] \$757 ;
-  wire [4:0] \$758 ;
-  wire \$759 ;
+  wire \$757 ;
+  wire [3:0] \$758 ;
+  wire [4:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
@@ -69912,13 +69912,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
-  wire [32:0] \$773 ;
-  wire \$774 ;
+  wire \$773 ;
+  wire [32:0] \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire [3:0] \$777 ;
-  wire [4:0] \$778 ;
-  wire \$779 ;
+  wire \$777 ;
+  wire [3:0] \$778 ;
+  wire [4:0] \$779 ;
   wire \$78 ;
   wire \$780 ;
   wire \$781 ;
@@ -69934,162 +69934,163 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
-  reg \$793 ;
-  reg [1:0] \$794 ;
+  wire \$793 ;
+  reg \$794 ;
   reg [1:0] \$795 ;
-  reg \$796 ;
-  reg [1:0] \$797 ;
-  reg \$798 ;
-  reg [31:0] \$799 ;
+  reg [1:0] \$796 ;
+  reg \$797 ;
+  reg [1:0] \$798 ;
+  reg \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [1:0] \$800 ;
-  reg \$801 ;
-  reg [2:0] \$802 ;
-  reg [191:0] \$803 ;
-  reg [7:0] \$804 ;
-  reg [223:0] \$805 ;
-  reg [2:0] \$806 ;
-  reg [255:0] \$807 ;
-  reg [2:0] \$808 ;
-  reg [63:0] \$809 ;
+  reg [31:0] \$800 ;
+  reg [1:0] \$801 ;
+  reg \$802 ;
+  reg [2:0] \$803 ;
+  reg [191:0] \$804 ;
+  reg [7:0] \$805 ;
+  reg [223:0] \$806 ;
+  reg [2:0] \$807 ;
+  reg [255:0] \$808 ;
+  reg [2:0] \$809 ;
   wire \$81 ;
-  reg [2:0] \$810 ;
-  reg [63:0] \$811 ;
-  reg [1:0] \$812 ;
-  reg [2:0] \$813 ;
-  reg [31:0] \$814 ;
-  reg [1:0] \$815 ;
-  reg [31:0] \$816 ;
-  reg [15:0] \$817 ;
-  reg [31:0] \$818 ;
-  reg [15:0] \$819 ;
+  reg [63:0] \$810 ;
+  reg [2:0] \$811 ;
+  reg [63:0] \$812 ;
+  reg [1:0] \$813 ;
+  reg [2:0] \$814 ;
+  reg [31:0] \$815 ;
+  reg [1:0] \$816 ;
+  reg [31:0] \$817 ;
+  reg [15:0] \$818 ;
+  reg [31:0] \$819 ;
   wire \$82 ;
   reg [15:0] \$820 ;
-  reg \$821 ;
-  reg [31:0] \$822 ;
-  reg [5:0] \$823 ;
+  reg [15:0] \$821 ;
+  reg \$822 ;
+  reg [31:0] \$823 ;
   reg [5:0] \$824 ;
-  reg [1:0] \$825 ;
-  reg [2:0] \$826 ;
-  reg [31:0] \$827 ;
-  reg [1:0] \$828 ;
-  reg [31:0] \$829 ;
+  reg [5:0] \$825 ;
+  reg [1:0] \$826 ;
+  reg [2:0] \$827 ;
+  reg [31:0] \$828 ;
+  reg [1:0] \$829 ;
   wire \$83 ;
-  reg [15:0] \$830 ;
-  reg [31:0] \$831 ;
-  reg [15:0] \$832 ;
+  reg [31:0] \$830 ;
+  reg [15:0] \$831 ;
+  reg [31:0] \$832 ;
   reg [15:0] \$833 ;
-  reg \$834 ;
-  reg [31:0] \$835 ;
-  reg [5:0] \$836 ;
+  reg [15:0] \$834 ;
+  reg \$835 ;
+  reg [31:0] \$836 ;
   reg [5:0] \$837 ;
-  reg [1:0] \$838 ;
-  reg [2:0] \$839 ;
+  reg [5:0] \$838 ;
+  reg [1:0] \$839 ;
   wire \$84 ;
-  reg [31:0] \$840 ;
-  reg [1:0] \$841 ;
-  reg [31:0] \$842 ;
-  reg [15:0] \$843 ;
-  reg [31:0] \$844 ;
-  reg [15:0] \$845 ;
+  reg [2:0] \$840 ;
+  reg [31:0] \$841 ;
+  reg [1:0] \$842 ;
+  reg [31:0] \$843 ;
+  reg [15:0] \$844 ;
+  reg [31:0] \$845 ;
   reg [15:0] \$846 ;
-  reg \$847 ;
-  reg [31:0] \$848 ;
-  reg [5:0] \$849 ;
+  reg [15:0] \$847 ;
+  reg \$848 ;
+  reg [31:0] \$849 ;
   wire \$85 ;
   reg [5:0] \$850 ;
-  reg [1:0] \$851 ;
-  reg [2:0] \$852 ;
-  reg [31:0] \$853 ;
-  reg [1:0] \$854 ;
-  reg [31:0] \$855 ;
-  reg [15:0] \$856 ;
-  reg [31:0] \$857 ;
-  reg [15:0] \$858 ;
+  reg [5:0] \$851 ;
+  reg [1:0] \$852 ;
+  reg [2:0] \$853 ;
+  reg [31:0] \$854 ;
+  reg [1:0] \$855 ;
+  reg [31:0] \$856 ;
+  reg [15:0] \$857 ;
+  reg [31:0] \$858 ;
   reg [15:0] \$859 ;
   wire [31:0] \$86 ;
-  reg \$860 ;
-  reg [31:0] \$861 ;
-  reg [5:0] \$862 ;
+  reg [15:0] \$860 ;
+  reg \$861 ;
+  reg [31:0] \$862 ;
   reg [5:0] \$863 ;
-  reg [1:0] \$864 ;
-  reg \$865 ;
+  reg [5:0] \$864 ;
+  reg [1:0] \$865 ;
   reg \$866 ;
   reg \$867 ;
   reg \$868 ;
-  reg [91:0] \$869 ;
+  reg \$869 ;
   wire [31:0] \$87 ;
-  reg [2:0] \$870 ;
-  reg \$871 ;
-  reg [31:0] \$872 ;
+  reg [91:0] \$870 ;
+  reg [2:0] \$871 ;
+  reg \$872 ;
   reg [31:0] \$873 ;
   reg [31:0] \$874 ;
-  reg [7:0] \$875 ;
-  reg [127:0] \$876 ;
-  reg [7:0] \$877 ;
-  reg [1:0] \$878 ;
-  reg \$879 ;
+  reg [31:0] \$875 ;
+  reg [7:0] \$876 ;
+  reg [127:0] \$877 ;
+  reg [7:0] \$878 ;
+  reg [1:0] \$879 ;
   wire \$88 ;
-  reg [7:0] \$880 ;
-  reg [31:0] \$881 ;
-  reg \$882 ;
+  reg \$880 ;
+  reg [7:0] \$881 ;
+  reg [31:0] \$882 ;
   reg \$883 ;
-  reg [2:0] \$884 ;
-  reg \$885 ;
-  reg [31:0] \$886 ;
-  reg \$887 ;
-  reg [7:0] \$888 ;
-  reg [31:0] \$889 ;
+  reg \$884 ;
+  reg [2:0] \$885 ;
+  reg \$886 ;
+  reg [31:0] \$887 ;
+  reg \$888 ;
+  reg [7:0] \$889 ;
   wire \$89 ;
-  reg \$890 ;
+  reg [31:0] \$890 ;
   reg \$891 ;
   reg \$892 ;
   reg \$893 ;
-  reg [31:0] \$894 ;
-  reg \$895 ;
+  reg \$894 ;
+  reg [31:0] \$895 ;
   reg \$896 ;
-  reg [2:0] \$897 ;
-  reg \$898 ;
-  reg [31:0] \$899 ;
+  reg \$897 ;
+  reg [2:0] \$898 ;
+  reg \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg \$900 ;
-  reg [7:0] \$901 ;
-  reg [31:0] \$902 ;
-  reg \$903 ;
+  reg [31:0] \$900 ;
+  reg \$901 ;
+  reg [7:0] \$902 ;
+  reg [31:0] \$903 ;
   reg \$904 ;
   reg \$905 ;
   reg \$906 ;
-  reg [31:0] \$907 ;
-  reg \$908 ;
+  reg \$907 ;
+  reg [31:0] \$908 ;
   reg \$909 ;
   wire \$91 ;
-  reg [2:0] \$910 ;
-  reg \$911 ;
-  reg [31:0] \$912 ;
-  reg \$913 ;
-  reg [7:0] \$914 ;
-  reg [31:0] \$915 ;
-  reg \$916 ;
+  reg \$910 ;
+  reg [2:0] \$911 ;
+  reg \$912 ;
+  reg [31:0] \$913 ;
+  reg \$914 ;
+  reg [7:0] \$915 ;
+  reg [31:0] \$916 ;
   reg \$917 ;
   reg \$918 ;
   reg \$919 ;
   wire \$92 ;
-  reg [31:0] \$920 ;
-  reg \$921 ;
+  reg \$920 ;
+  reg [31:0] \$921 ;
   reg \$922 ;
-  reg [2:0] \$923 ;
-  reg \$924 ;
-  reg [31:0] \$925 ;
-  reg \$926 ;
-  reg [7:0] \$927 ;
-  reg [31:0] \$928 ;
-  reg \$929 ;
+  reg \$923 ;
+  reg [2:0] \$924 ;
+  reg \$925 ;
+  reg [31:0] \$926 ;
+  reg \$927 ;
+  reg [7:0] \$928 ;
+  reg [31:0] \$929 ;
   wire \$93 ;
   reg \$930 ;
   reg \$931 ;
   reg \$932 ;
+  reg \$933 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
@@ -70100,6 +70101,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   reg \abandon$67 ;
   wire [3:0] args_r__addr;
   wire [255:0] args_r__data;
+  wire [3:0] args_step_r__addr;
+  wire [255:0] args_step_r__data;
   wire [3:0] args_w__addr;
   wire [255:0] args_w__data;
   wire args_w__en;
@@ -70320,7 +70323,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [2:0] \level$159 ;
   output [2:0] \level$196 ;
   wire [2:0] \level$196 ;
-  wire [2:0] \level$354 ;
+  wire [2:0] \level$356 ;
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
@@ -70732,7 +70735,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [257:0] \r_data$165 ;
   output [257:0] \r_data$202 ;
   wire [257:0] \r_data$202 ;
-  wire [91:0] \r_data$396 ;
+  wire [91:0] \r_data$398 ;
   input r_en;
   wire r_en;
   input \r_en$139 ;
@@ -70741,12 +70744,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire \r_en$176 ;
   input \r_en$213 ;
   wire \r_en$213 ;
-  reg \r_en$398 ;
+  reg \r_en$400 ;
   wire r_rdy;
   wire \r_rdy$134 ;
   wire \r_rdy$171 ;
   wire \r_rdy$208 ;
-  wire \r_rdy$395 ;
+  wire \r_rdy$397 ;
   input rst;
   wire rst;
   wire [3:0] strides_r__addr;
@@ -70755,7 +70758,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [255:0] strides_w__data;
   wire strides_w__en;
   wire timeout;
-  wire \timeout$399 ;
+  wire \timeout$401 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -70784,15 +70787,15 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   reg [7:0] up__wstrb = 8'h00;
   reg up__wvalid = 1'h0;
   wire [257:0] w_data;
-  wire [257:0] \w_data$330 ;
-  wire [257:0] \w_data$334 ;
-  wire [257:0] \w_data$338 ;
-  wire [91:0] \w_data$339 ;
+  wire [257:0] \w_data$332 ;
+  wire [257:0] \w_data$336 ;
+  wire [257:0] \w_data$340 ;
+  wire [91:0] \w_data$341 ;
   wire w_en;
-  wire \w_en$329 ;
-  wire \w_en$333 ;
-  wire \w_en$337 ;
-  wire \w_en$352 ;
+  wire \w_en$331 ;
+  wire \w_en$335 ;
+  wire \w_en$339 ;
+  wire \w_en$354 ;
   wire w_rdy;
   reg [255:0] list_args [15:0];
   initial begin
@@ -70815,9 +70818,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @(posedge clk) begin
     if (args_w__en)
-      list_args[\$277 [3:0]] <= args_w__data;
+      list_args[\$278 [3:0]] <= args_w__data;
   end
-  assign args_r__data = list_args[\$237 [3:0]];
+  assign args_step_r__data = list_args[\$238 [3:0]];
+  assign args_r__data = list_args[\$236 [3:0]];
   reg [255:0] list_strides [15:0];
   initial begin
     list_strides[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -70839,9 +70843,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @(posedge clk) begin
     if (strides_w__en)
-      list_strides[\$285 [3:0]] <= { down__rdata, fetch_r_buf };
+      list_strides[\$286 [3:0]] <= { down__rdata, fetch_r_buf };
   end
-  assign strides_r__data = list_strides[\$239 [3:0]];
+  assign strides_r__data = list_strides[\$240 [3:0]];
+  assign \$50  = q__0__ring_log2 > 2'h2;
   assign \$51  = q__0__ring_log2 > 2'h3;
   assign \$52  = q__0__ring_log2 > 3'h4;
   assign \$53  = q__0__ring_log2 > 3'h5;
@@ -70996,932 +71001,933 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$203  = \$201  & \$202 ;
   assign \$204  = ! fetch_r_buf[84:80];
   assign fetch_list_start = \$203  & \$204 ;
-  assign \$205  = args_r__data[31:0] + strides_r__data[31:0];
-  assign \$206  = args_r__data[63:32] + strides_r__data[63:32];
-  assign \$207  = args_r__data[95:64] + strides_r__data[95:64];
-  assign \$208  = args_r__data[127:96] + strides_r__data[127:96];
-  assign \$209  = args_r__data[159:128] + strides_r__data[159:128];
-  assign \$210  = args_r__data[191:160] + strides_r__data[191:160];
-  assign \$211  = args_r__data[223:192] + strides_r__data[223:192];
-  assign \$212  = args_r__data[255:224] + strides_r__data[255:224];
-  assign \$1173  = list_pj * 6'h20;
-  assign \$213  = list_patches >> \$1173 ;
+  assign \$205  = args_step_r__data[31:0] + strides_r__data[31:0];
+  assign \$206  = args_step_r__data[63:32] + strides_r__data[63:32];
+  assign \$207  = args_step_r__data[95:64] + strides_r__data[95:64];
+  assign \$208  = args_step_r__data[127:96] + strides_r__data[127:96];
+  assign \$209  = args_step_r__data[159:128] + strides_r__data[159:128];
+  assign \$210  = args_step_r__data[191:160] + strides_r__data[191:160];
+  assign \$211  = args_step_r__data[223:192] + strides_r__data[223:192];
+  assign \$212  = args_step_r__data[255:224] + strides_r__data[255:224];
+  assign \$1174  = list_pj * 6'h20;
+  assign \$213  = list_patches >> \$1174 ;
   assign patch_width = \$213 [13:8] + 1'h1;
-  assign \$1177  = list_pj * 6'h20;
-  assign \$214  = list_patches >> \$1177 ;
-  assign \$1180  = list_pj * 6'h20;
-  assign \$215  = list_patches >> \$1180 ;
-  assign \$1183  = list_pj * 6'h20;
-  assign \$216  = list_patches >> \$1183 ;
+  assign \$1178  = list_pj * 6'h20;
+  assign \$214  = list_patches >> \$1178 ;
+  assign \$1181  = list_pj * 6'h20;
+  assign \$215  = list_patches >> \$1181 ;
+  assign \$1184  = list_pj * 6'h20;
+  assign \$216  = list_patches >> \$1184 ;
   assign \$217  = \$216 [7:0] < 6'h20;
-  assign \$1187  = list_pj * 6'h20;
-  assign \$218  = list_patches >> \$1187 ;
+  assign \$1188  = list_pj * 6'h20;
+  assign \$218  = list_patches >> \$1188 ;
   assign \$219  = \$218 [7:0] + patch_width;
   assign \$220  = \$219  > 9'h100;
   assign \$221  = \$217  | \$220 ;
   assign \$222  = \$214 [4:0] + patch_width;
   assign \$223  = \$222  > 7'h40;
   assign \$224  = \$221  | \$223 ;
-  assign \$1197  = list_pj * 6'h20;
-  assign \$226  = list_patches >> \$1197 ;
+  assign \$1198  = list_pj * 6'h20;
+  assign \$226  = list_patches >> \$1198 ;
   assign \$227  = \$225  <= \$226 [20:16];
   assign \$228  = \$224  | \$227 ;
-  assign \$1202  = list_pj * 6'h20;
-  assign \$229  = list_patches >> \$1202 ;
+  assign \$1203  = list_pj * 6'h20;
+  assign \$229  = list_patches >> \$1203 ;
   assign \$230  = | \$229 [15:14];
   assign \$231  = \$228  | \$230 ;
-  assign \$1207  = list_pj * 6'h20;
-  assign \$232  = list_patches >> \$1207 ;
+  assign \$1208  = list_pj * 6'h20;
+  assign \$232  = list_patches >> \$1208 ;
   assign \$233  = | \$232 [31:21];
   assign patch_bad = \$231  | \$233 ;
   assign \$234  = fetch_q * 3'h4;
-  assign \$1213  = list_pj * 6'h20;
-  assign \$235  = list_patches >> \$1213 ;
-  assign \$236  = fetch_step ? fetch_step_row : \$235 [20:19];
-  assign \$237  = \$234  + \$236 ;
-  assign \$238  = fetch_q * 3'h4;
-  assign \$239  = \$238  + fetch_step_row;
-  assign \$1220  = list_pj * 6'h20;
-  assign \$240  = list_patches >> \$1220 ;
-  assign \$1223  = \$240 [18:16] * 6'h20;
-  assign patch_arg = args_r__data >> \$1223 ;
-  assign \$1226  = patch_at_word * 6'h20;
-  assign \$241  = list_desc >> \$1226 ;
-  assign \$242  = patch_at_word + 1'h1;
-  assign \$1230  = \$242  * 6'h20;
-  assign \$243  = list_desc >> \$1230 ;
-  assign \$244  = ~ patch_mask;
-  assign \$245  = { \$243 , \$241  } & \$244 ;
-  assign \$246  = { \$243 , \$241  } + patch_addend;
-  assign \$247  = \$246 [63:0] & patch_mask;
-  assign patch_result = \$245  | \$247 ;
-  assign \$248  = fetch_kind == 2'h2;
-  assign \$249  = fetch_good & \$248 ;
-  assign \$250  = \$249  & fetch_patch_rd;
-  assign \$251  = fetch_kind == 2'h2;
-  assign \$252  = fetch_good & \$251 ;
-  assign \$253  = fetch_r_buf[7:0] == 4'hd;
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = fetch_kind == 2'h2;
-  assign \$256  = fetch_good & \$255 ;
-  assign \$257  = fetch_discard | fetch_q_reset;
-  assign \$258  = ~ fetch_discard;
-  assign \$259  = ~ fetch_q_reset;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = ~ fetch_discard;
-  assign \$262  = ~ fetch_q_reset;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = fetch_keep & fetch_bad;
-  assign \$265  = ~ fetch_discard;
-  assign \$266  = abandon & \$265 ;
-  assign \$267  = ~ fetch_q_reset;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = \$264  | \$268 ;
-  assign fetch_fail = \$269  | fetch_list_fail;
-  assign \$270  = down__rresp == 2'h3;
-  assign \$271  = \$270  ? 8'h07 : 8'h06;
-  assign \$272  = abandon ? 8'h10 : \$271 ;
-  assign \$273  = fetch_r_err ? fetch_r_code : \$272 ;
-  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$273 ;
-  assign \$274  = fetch_q * 3'h4;
-  assign \$276  = fetch_step ? fetch_step_row : \$275 ;
-  assign \$277  = \$274  + \$276 ;
+  assign \$1214  = list_pj * 6'h20;
+  assign \$235  = list_patches >> \$1214 ;
+  assign \$236  = \$234  + \$235 [20:19];
+  assign \$237  = fetch_q * 3'h4;
+  assign \$238  = \$237  + fetch_step_row;
+  assign \$239  = fetch_q * 3'h4;
+  assign \$240  = \$239  + fetch_step_row;
+  assign \$1222  = list_pj * 6'h20;
+  assign \$241  = list_patches >> \$1222 ;
+  assign \$1225  = \$241 [18:16] * 6'h20;
+  assign patch_arg = args_r__data >> \$1225 ;
+  assign \$1228  = patch_at_word * 6'h20;
+  assign \$242  = list_desc >> \$1228 ;
+  assign \$243  = patch_at_word + 1'h1;
+  assign \$1232  = \$243  * 6'h20;
+  assign \$244  = list_desc >> \$1232 ;
+  assign \$245  = ~ patch_mask;
+  assign \$246  = { \$244 , \$242  } & \$245 ;
+  assign \$247  = { \$244 , \$242  } + patch_addend;
+  assign \$248  = \$247 [63:0] & patch_mask;
+  assign patch_result = \$246  | \$248 ;
+  assign \$249  = fetch_kind == 2'h2;
+  assign \$250  = fetch_good & \$249 ;
+  assign \$251  = \$250  & fetch_patch_rd;
+  assign \$252  = fetch_kind == 2'h2;
+  assign \$253  = fetch_good & \$252 ;
+  assign \$254  = fetch_r_buf[7:0] == 4'hd;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = fetch_kind == 2'h2;
+  assign \$257  = fetch_good & \$256 ;
+  assign \$258  = fetch_discard | fetch_q_reset;
+  assign \$259  = ~ fetch_discard;
+  assign \$260  = ~ fetch_q_reset;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = ~ fetch_discard;
+  assign \$263  = ~ fetch_q_reset;
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = fetch_keep & fetch_bad;
+  assign \$266  = ~ fetch_discard;
+  assign \$267  = abandon & \$266 ;
+  assign \$268  = ~ fetch_q_reset;
+  assign \$269  = \$267  & \$268 ;
+  assign \$270  = \$265  | \$269 ;
+  assign fetch_fail = \$270  | fetch_list_fail;
+  assign \$271  = down__rresp == 2'h3;
+  assign \$272  = \$271  ? 8'h07 : 8'h06;
+  assign \$273  = abandon ? 8'h10 : \$272 ;
+  assign \$274  = fetch_r_err ? fetch_r_code : \$273 ;
+  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$274 ;
+  assign \$275  = fetch_q * 3'h4;
+  assign \$277  = fetch_step ? fetch_step_row : \$276 ;
+  assign \$278  = \$275  + \$277 ;
   assign args_w__data = fetch_step ? { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] } : { down__rdata, fetch_r_buf };
-  assign \$278  = fetch_kind == 1'h1;
-  assign \$279  = fetch_good & \$278 ;
-  assign \$281  = ~ \$280 ;
-  assign \$282  = \$279  & \$281 ;
-  assign args_w__en = \$282  | fetch_step;
-  assign \$283  = fetch_q * 3'h4;
-  assign \$285  = \$283  + \$284 ;
-  assign \$286  = fetch_kind == 1'h1;
-  assign \$287  = fetch_good & \$286 ;
-  assign strides_w__en = \$287  & \$288 ;
-  assign \$289  = ! fetch_q;
-  assign \$290  = fetch_good & \$289 ;
-  assign \$291  = fetch_kind == 2'h3;
-  assign \$292  = ! fetch_kind;
-  assign \$293  = ~ fetch_list_start;
-  assign \$294  = \$292  & \$293 ;
-  assign \$295  = \$291  | \$294 ;
-  assign q0_fetch_push = \$290  & \$295 ;
-  assign \$296  = ! fetch_q;
-  assign q0_item_push = fetch_item_push & \$296 ;
+  assign \$279  = fetch_kind == 1'h1;
+  assign \$280  = fetch_good & \$279 ;
+  assign \$282  = ~ \$281 ;
+  assign \$283  = \$280  & \$282 ;
+  assign args_w__en = \$283  | fetch_step;
+  assign \$284  = fetch_q * 3'h4;
+  assign \$286  = \$284  + \$285 ;
+  assign \$287  = fetch_kind == 1'h1;
+  assign \$288  = fetch_good & \$287 ;
+  assign strides_w__en = \$288  & \$289 ;
+  assign \$290  = ! fetch_q;
+  assign \$291  = fetch_good & \$290 ;
+  assign \$292  = fetch_kind == 2'h3;
+  assign \$293  = ! fetch_kind;
+  assign \$294  = ~ fetch_list_start;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = \$292  | \$295 ;
+  assign q0_fetch_push = \$291  & \$296 ;
+  assign \$297  = ! fetch_q;
+  assign q0_item_push = fetch_item_push & \$297 ;
   assign w_en = q0_fetch_push | q0_item_push;
-  assign \$297  = fetch_kind == 2'h3;
-  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$297 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$298  = fetch_q == 1'h1;
-  assign \$299  = fetch_good & \$298 ;
-  assign \$300  = fetch_kind == 2'h3;
-  assign \$301  = ! fetch_kind;
-  assign \$302  = ~ fetch_list_start;
-  assign \$303  = \$301  & \$302 ;
-  assign \$304  = \$300  | \$303 ;
-  assign q1_fetch_push = \$299  & \$304 ;
-  assign \$305  = fetch_q == 1'h1;
-  assign q1_item_push = fetch_item_push & \$305 ;
-  assign \w_en$329  = q1_fetch_push | q1_item_push;
-  assign \$306  = fetch_kind == 2'h3;
-  assign \w_data$330  = q1_item_push ? { 2'h1, list_desc } : { \$306 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$307  = fetch_q == 2'h2;
-  assign \$308  = fetch_good & \$307 ;
-  assign \$309  = fetch_kind == 2'h3;
-  assign \$310  = ! fetch_kind;
-  assign \$311  = ~ fetch_list_start;
-  assign \$312  = \$310  & \$311 ;
-  assign \$313  = \$309  | \$312 ;
-  assign q2_fetch_push = \$308  & \$313 ;
-  assign \$314  = fetch_q == 2'h2;
-  assign q2_item_push = fetch_item_push & \$314 ;
-  assign \w_en$333  = q2_fetch_push | q2_item_push;
-  assign \$315  = fetch_kind == 2'h3;
-  assign \w_data$334  = q2_item_push ? { 2'h1, list_desc } : { \$315 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$316  = fetch_q == 2'h3;
-  assign \$317  = fetch_good & \$316 ;
-  assign \$318  = fetch_kind == 2'h3;
-  assign \$319  = ! fetch_kind;
-  assign \$320  = ~ fetch_list_start;
-  assign \$321  = \$319  & \$320 ;
-  assign \$322  = \$318  | \$321 ;
-  assign q3_fetch_push = \$317  & \$322 ;
-  assign \$323  = fetch_q == 2'h3;
-  assign q3_item_push = fetch_item_push & \$323 ;
-  assign \w_en$337  = q3_fetch_push | q3_item_push;
-  assign \$324  = fetch_kind == 2'h3;
-  assign \w_data$338  = q3_item_push ? { 2'h1, list_desc } : { \$324 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$325  = cpl_valid & w_rdy;
-  assign \$326  = cpl_queue < 3'h4;
-  assign cpl_push_ok = \$325  & \$326 ;
-  assign cpl_free = 3'h4 - \level$354 ;
-  assign \$327  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$327 ;
-  assign \$1342  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$1342 ;
+  assign \$298  = fetch_kind == 2'h3;
+  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$298 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$299  = fetch_q == 1'h1;
+  assign \$300  = fetch_good & \$299 ;
+  assign \$301  = fetch_kind == 2'h3;
+  assign \$302  = ! fetch_kind;
+  assign \$303  = ~ fetch_list_start;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = \$301  | \$304 ;
+  assign q1_fetch_push = \$300  & \$305 ;
+  assign \$306  = fetch_q == 1'h1;
+  assign q1_item_push = fetch_item_push & \$306 ;
+  assign \w_en$331  = q1_fetch_push | q1_item_push;
+  assign \$307  = fetch_kind == 2'h3;
+  assign \w_data$332  = q1_item_push ? { 2'h1, list_desc } : { \$307 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$308  = fetch_q == 2'h2;
+  assign \$309  = fetch_good & \$308 ;
+  assign \$310  = fetch_kind == 2'h3;
+  assign \$311  = ! fetch_kind;
+  assign \$312  = ~ fetch_list_start;
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  | \$313 ;
+  assign q2_fetch_push = \$309  & \$314 ;
+  assign \$315  = fetch_q == 2'h2;
+  assign q2_item_push = fetch_item_push & \$315 ;
+  assign \w_en$335  = q2_fetch_push | q2_item_push;
+  assign \$316  = fetch_kind == 2'h3;
+  assign \w_data$336  = q2_item_push ? { 2'h1, list_desc } : { \$316 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$317  = fetch_q == 2'h3;
+  assign \$318  = fetch_good & \$317 ;
+  assign \$319  = fetch_kind == 2'h3;
+  assign \$320  = ! fetch_kind;
+  assign \$321  = ~ fetch_list_start;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = \$319  | \$322 ;
+  assign q3_fetch_push = \$318  & \$323 ;
+  assign \$324  = fetch_q == 2'h3;
+  assign q3_item_push = fetch_item_push & \$324 ;
+  assign \w_en$339  = q3_fetch_push | q3_item_push;
+  assign \$325  = fetch_kind == 2'h3;
+  assign \w_data$340  = q3_item_push ? { 2'h1, list_desc } : { \$325 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$326  = cpl_valid & w_rdy;
+  assign \$327  = cpl_queue < 3'h4;
+  assign cpl_push_ok = \$326  & \$327 ;
+  assign cpl_free = 3'h4 - \level$356 ;
+  assign \$328  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$328 ;
+  assign \$1344  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$1344 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
-  assign \$328  = ~ up__awvalid;
-  assign \$329  = \$328  | up__awready;
-  assign \$330  = ~ up__wvalid;
-  assign \$331  = up__wready & cpl_w_last;
-  assign \$332  = \$330  | \$331 ;
-  assign cpl_sent = \$329  & \$332 ;
+  assign \$329  = ~ up__awvalid;
+  assign \$330  = \$329  | up__awready;
+  assign \$331  = ~ up__wvalid;
+  assign \$332  = up__wready & cpl_w_last;
+  assign \$333  = \$331  | \$332 ;
+  assign cpl_sent = \$330  & \$333 ;
   assign cpl_b_hs = up__bvalid & up__bready;
-  assign \$335  = ~ cpl_req[2];
-  assign \$336  = ~ cpl_req[3];
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = ~ cpl_wr_err;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = ~ down__bresp[1];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = \$341  & \r_rdy$395 ;
-  assign \$343  = \r_data$396 [1:0] == cpl_req[1:0];
-  assign cpl_coalesce = \$342  & \$343 ;
-  assign \$344  = cpl_b_hs & cpl_coalesce;
+  assign \$336  = ~ cpl_req[2];
+  assign \$337  = ~ cpl_req[3];
+  assign \$338  = \$336  & \$337 ;
+  assign \$339  = ~ cpl_wr_err;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = ~ down__bresp[1];
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = \$342  & \r_rdy$397 ;
+  assign \$344  = \r_data$398 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$343  & \$344 ;
+  assign \$345  = cpl_b_hs & cpl_coalesce;
   assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$345  = down__bresp == 2'h3;
-  assign \$346  = \$345  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$346 ;
-  assign \$347  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$347 ;
-  assign \$348  = | q__0__ring_base[4:0];
-  assign \$349  = | q__0__cpl_base[3:0];
-  assign \$350  = \$348  | \$349 ;
-  assign \$351  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$350  | \$351 ;
-  assign \$352  = ! cpl_req[1:0];
-  assign \$353  = cpl_cons_busy & \$352 ;
-  assign \$354  = q__0__consumer + \$353 ;
-  assign \$355  = q__0__doorbell - \$354 [31:0];
-  assign q0_db_overflow = \$355 [31:0] > \$7 ;
-  assign \$356  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$356 ;
-  assign \$357  = ~ q0_checked;
-  assign \$358  = q0_want & \$357 ;
-  assign \$359  = \$358  & q0_bad_cfg;
-  assign \$360  = q0_db_write & q0_db_overflow;
-  assign \$361  = ! fetch_q;
-  assign \$362  = fetch_fail & \$361 ;
-  assign \$363  = cpl_req[3] | cpl_fin_bad;
-  assign \$364  = q0_cpl_done & \$363 ;
-  assign q0_halt_any = | { \$364 , \$362 , \$360 , \$359  };
-  assign \$365  = cpl_req[3] | cpl_fin_bad;
-  assign \$366  = q0_cpl_done & \$365 ;
-  assign \$367  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$368  = ! fetch_q;
-  assign \$369  = fetch_fail & \$368 ;
-  assign \$370  = q0_db_write & q0_db_overflow;
-  assign \$371  = ~ q0_checked;
-  assign \$372  = q0_want & \$371 ;
-  assign \$373  = \$372  & q0_bad_cfg;
-  assign \$374  = q0_resetting & q0_acked;
-  assign \$375  = ! q0_cpl_pending;
-  assign \$376  = \$374  & \$375 ;
-  assign q__0__cleared = \$376  & q__0__drained;
-  assign \$377  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$377 ;
-  assign \$378  = | q__1__ring_base[4:0];
-  assign \$379  = | q__1__cpl_base[3:0];
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$380  | \$381 ;
-  assign \$382  = cpl_req[1:0] == 1'h1;
-  assign \$383  = cpl_cons_busy & \$382 ;
-  assign \$384  = q__1__consumer + \$383 ;
-  assign \$385  = q__1__doorbell - \$384 [31:0];
-  assign q1_db_overflow = \$385 [31:0] > \$14 ;
-  assign \$386  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$386 ;
-  assign \$387  = ~ q1_checked;
-  assign \$388  = q1_want & \$387 ;
-  assign \$389  = \$388  & q1_bad_cfg;
-  assign \$390  = q1_db_write & q1_db_overflow;
-  assign \$391  = fetch_q == 1'h1;
-  assign \$392  = fetch_fail & \$391 ;
-  assign \$393  = cpl_req[3] | cpl_fin_bad;
-  assign \$394  = q1_cpl_done & \$393 ;
-  assign q1_halt_any = | { \$394 , \$392 , \$390 , \$389  };
-  assign \$395  = cpl_req[3] | cpl_fin_bad;
-  assign \$396  = q1_cpl_done & \$395 ;
-  assign \$397  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$398  = fetch_q == 1'h1;
-  assign \$399  = fetch_fail & \$398 ;
-  assign \$400  = q1_db_write & q1_db_overflow;
-  assign \$401  = ~ q1_checked;
-  assign \$402  = q1_want & \$401 ;
-  assign \$403  = \$402  & q1_bad_cfg;
-  assign \$404  = q1_resetting & q1_acked;
-  assign \$405  = ! q1_cpl_pending;
-  assign \$406  = \$404  & \$405 ;
-  assign q__1__cleared = \$406  & q__1__drained;
-  assign \$407  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$407 ;
-  assign \$408  = | q__2__ring_base[4:0];
-  assign \$409  = | q__2__cpl_base[3:0];
-  assign \$410  = \$408  | \$409 ;
-  assign \$411  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$410  | \$411 ;
-  assign \$412  = cpl_req[1:0] == 2'h2;
-  assign \$413  = cpl_cons_busy & \$412 ;
-  assign \$414  = q__2__consumer + \$413 ;
-  assign \$415  = q__2__doorbell - \$414 [31:0];
-  assign q2_db_overflow = \$415 [31:0] > \$21 ;
-  assign \$416  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$416 ;
-  assign \$417  = ~ q2_checked;
-  assign \$418  = q2_want & \$417 ;
-  assign \$419  = \$418  & q2_bad_cfg;
-  assign \$420  = q2_db_write & q2_db_overflow;
-  assign \$421  = fetch_q == 2'h2;
-  assign \$422  = fetch_fail & \$421 ;
-  assign \$423  = cpl_req[3] | cpl_fin_bad;
-  assign \$424  = q2_cpl_done & \$423 ;
-  assign q2_halt_any = | { \$424 , \$422 , \$420 , \$419  };
-  assign \$425  = cpl_req[3] | cpl_fin_bad;
-  assign \$426  = q2_cpl_done & \$425 ;
-  assign \$427  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$428  = fetch_q == 2'h2;
-  assign \$429  = fetch_fail & \$428 ;
-  assign \$430  = q2_db_write & q2_db_overflow;
-  assign \$431  = ~ q2_checked;
-  assign \$432  = q2_want & \$431 ;
-  assign \$433  = \$432  & q2_bad_cfg;
-  assign \$434  = q2_resetting & q2_acked;
-  assign \$435  = ! q2_cpl_pending;
-  assign \$436  = \$434  & \$435 ;
-  assign q__2__cleared = \$436  & q__2__drained;
-  assign \$437  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$437 ;
-  assign \$438  = | q__3__ring_base[4:0];
-  assign \$439  = | q__3__cpl_base[3:0];
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$440  | \$441 ;
-  assign \$442  = cpl_req[1:0] == 2'h3;
-  assign \$443  = cpl_cons_busy & \$442 ;
-  assign \$444  = q__3__consumer + \$443 ;
-  assign \$445  = q__3__doorbell - \$444 [31:0];
-  assign q3_db_overflow = \$445 [31:0] > \$28 ;
-  assign \$446  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$446 ;
-  assign \$447  = ~ q3_checked;
-  assign \$448  = q3_want & \$447 ;
-  assign \$449  = \$448  & q3_bad_cfg;
-  assign \$450  = q3_db_write & q3_db_overflow;
-  assign \$451  = fetch_q == 2'h3;
-  assign \$452  = fetch_fail & \$451 ;
-  assign \$453  = cpl_req[3] | cpl_fin_bad;
-  assign \$454  = q3_cpl_done & \$453 ;
-  assign q3_halt_any = | { \$454 , \$452 , \$450 , \$449  };
-  assign \$455  = cpl_req[3] | cpl_fin_bad;
-  assign \$456  = q3_cpl_done & \$455 ;
-  assign \$457  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$458  = fetch_q == 2'h3;
-  assign \$459  = fetch_fail & \$458 ;
-  assign \$460  = q3_db_write & q3_db_overflow;
-  assign \$461  = ~ q3_checked;
-  assign \$462  = q3_want & \$461 ;
-  assign \$463  = \$462  & q3_bad_cfg;
-  assign \$464  = q3_resetting & q3_acked;
-  assign \$465  = ! q3_cpl_pending;
-  assign \$466  = \$464  & \$465 ;
-  assign q__3__cleared = \$466  & q__3__drained;
-  assign \$467  = ! fetch_fsm_state;
-  assign \$468  = fetch_fsm_state == 1'h1;
-  assign \$469  = fetch_fsm_state == 2'h2;
-  assign \$470  = fetch_fsm_state == 2'h3;
-  assign \$471  = fetch_fsm_state == 3'h4;
-  assign \$472  = fetch_fsm_state == 3'h5;
-  assign \$473  = fetch_fsm_state == 3'h6;
-  assign \$474  = ! cpl_fsm_state;
-  assign \$475  = cpl_fsm_state == 1'h1;
-  assign \$476  = cpl_fsm_state == 2'h2;
-  assign \$477  = cpl_fsm_state == 2'h3;
-  assign \$478  = cpl_fsm_state == 3'h4;
-  assign \$479  = cpl_fsm_state == 3'h5;
-  assign \$480  = cpl_fsm_state == 3'h6;
-  assign \$481  = fetch_busy & fetch_q_reset;
-  assign \$485  = fetch_r_beat != 2'h3;
-  assign \$486  = fetch_r_beat + 1'h1;
-  assign \$487  = ~ fetch_r_err;
-  assign \$488  = down__rresp[1] & \$487 ;
-  assign \$489  = down__rresp == 2'h3;
-  assign \$490  = \$489  ? 8'h07 : 8'h06;
-  assign \$491  = fetch_kind == 2'h2;
-  assign \$492  = fetch_good & \$491 ;
-  assign \$493  = \$492  & fetch_patch_rd;
-  assign \$494  = fetch_kind == 2'h2;
-  assign \$495  = fetch_good & \$494 ;
-  assign \$496  = fetch_r_buf[7:0] == 4'hd;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = fetch_kind == 2'h2;
-  assign \$499  = fetch_good & \$498 ;
-  assign \$500  = | fetch_r_buf[11:9];
-  assign \$501  = up__araddr + 6'h20;
-  assign \$502  = fetch_discard | fetch_q_reset;
-  assign \$503  = patch_arg << \$214 [4:0];
-  assign \$504  = 7'h40 - patch_width;
-  assign \$505  = 64'hffffffffffffffff >> \$504 [5:0];
-  assign \$506  = \$505  << \$214 [4:0];
-  assign \$507  = fetch_discard | fetch_q_reset;
-  assign \$508  = ! patch_at_word;
-  assign \$509  = patch_at_word == 1'h1;
-  assign \$510  = patch_at_word == 2'h2;
-  assign \$511  = patch_at_word == 2'h3;
-  assign \$512  = patch_at_word == 3'h4;
-  assign \$513  = patch_at_word == 3'h5;
-  assign \$514  = patch_at_word == 3'h6;
-  assign \$515  = patch_at_word == 3'h7;
-  assign \$516  = list_pj + 1'h1;
+  assign \$346  = down__bresp == 2'h3;
+  assign \$347  = \$346  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$347 ;
+  assign \$348  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$348 ;
+  assign \$349  = | q__0__ring_base[4:0];
+  assign \$350  = | q__0__cpl_base[3:0];
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$351  | \$352 ;
+  assign \$353  = ! cpl_req[1:0];
+  assign \$354  = cpl_cons_busy & \$353 ;
+  assign \$355  = q__0__consumer + \$354 ;
+  assign \$356  = q__0__doorbell - \$355 [31:0];
+  assign q0_db_overflow = \$356 [31:0] > \$7 ;
+  assign \$357  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$357 ;
+  assign \$358  = ~ q0_checked;
+  assign \$359  = q0_want & \$358 ;
+  assign \$360  = \$359  & q0_bad_cfg;
+  assign \$361  = q0_db_write & q0_db_overflow;
+  assign \$362  = ! fetch_q;
+  assign \$363  = fetch_fail & \$362 ;
+  assign \$364  = cpl_req[3] | cpl_fin_bad;
+  assign \$365  = q0_cpl_done & \$364 ;
+  assign q0_halt_any = | { \$365 , \$363 , \$361 , \$360  };
+  assign \$366  = cpl_req[3] | cpl_fin_bad;
+  assign \$367  = q0_cpl_done & \$366 ;
+  assign \$368  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$369  = ! fetch_q;
+  assign \$370  = fetch_fail & \$369 ;
+  assign \$371  = q0_db_write & q0_db_overflow;
+  assign \$372  = ~ q0_checked;
+  assign \$373  = q0_want & \$372 ;
+  assign \$374  = \$373  & q0_bad_cfg;
+  assign \$375  = q0_resetting & q0_acked;
+  assign \$376  = ! q0_cpl_pending;
+  assign \$377  = \$375  & \$376 ;
+  assign q__0__cleared = \$377  & q__0__drained;
+  assign \$378  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$378 ;
+  assign \$379  = | q__1__ring_base[4:0];
+  assign \$380  = | q__1__cpl_base[3:0];
+  assign \$381  = \$379  | \$380 ;
+  assign \$382  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$381  | \$382 ;
+  assign \$383  = cpl_req[1:0] == 1'h1;
+  assign \$384  = cpl_cons_busy & \$383 ;
+  assign \$385  = q__1__consumer + \$384 ;
+  assign \$386  = q__1__doorbell - \$385 [31:0];
+  assign q1_db_overflow = \$386 [31:0] > \$14 ;
+  assign \$387  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$387 ;
+  assign \$388  = ~ q1_checked;
+  assign \$389  = q1_want & \$388 ;
+  assign \$390  = \$389  & q1_bad_cfg;
+  assign \$391  = q1_db_write & q1_db_overflow;
+  assign \$392  = fetch_q == 1'h1;
+  assign \$393  = fetch_fail & \$392 ;
+  assign \$394  = cpl_req[3] | cpl_fin_bad;
+  assign \$395  = q1_cpl_done & \$394 ;
+  assign q1_halt_any = | { \$395 , \$393 , \$391 , \$390  };
+  assign \$396  = cpl_req[3] | cpl_fin_bad;
+  assign \$397  = q1_cpl_done & \$396 ;
+  assign \$398  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$399  = fetch_q == 1'h1;
+  assign \$400  = fetch_fail & \$399 ;
+  assign \$401  = q1_db_write & q1_db_overflow;
+  assign \$402  = ~ q1_checked;
+  assign \$403  = q1_want & \$402 ;
+  assign \$404  = \$403  & q1_bad_cfg;
+  assign \$405  = q1_resetting & q1_acked;
+  assign \$406  = ! q1_cpl_pending;
+  assign \$407  = \$405  & \$406 ;
+  assign q__1__cleared = \$407  & q__1__drained;
+  assign \$408  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$408 ;
+  assign \$409  = | q__2__ring_base[4:0];
+  assign \$410  = | q__2__cpl_base[3:0];
+  assign \$411  = \$409  | \$410 ;
+  assign \$412  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$411  | \$412 ;
+  assign \$413  = cpl_req[1:0] == 2'h2;
+  assign \$414  = cpl_cons_busy & \$413 ;
+  assign \$415  = q__2__consumer + \$414 ;
+  assign \$416  = q__2__doorbell - \$415 [31:0];
+  assign q2_db_overflow = \$416 [31:0] > \$21 ;
+  assign \$417  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$417 ;
+  assign \$418  = ~ q2_checked;
+  assign \$419  = q2_want & \$418 ;
+  assign \$420  = \$419  & q2_bad_cfg;
+  assign \$421  = q2_db_write & q2_db_overflow;
+  assign \$422  = fetch_q == 2'h2;
+  assign \$423  = fetch_fail & \$422 ;
+  assign \$424  = cpl_req[3] | cpl_fin_bad;
+  assign \$425  = q2_cpl_done & \$424 ;
+  assign q2_halt_any = | { \$425 , \$423 , \$421 , \$420  };
+  assign \$426  = cpl_req[3] | cpl_fin_bad;
+  assign \$427  = q2_cpl_done & \$426 ;
+  assign \$428  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$429  = fetch_q == 2'h2;
+  assign \$430  = fetch_fail & \$429 ;
+  assign \$431  = q2_db_write & q2_db_overflow;
+  assign \$432  = ~ q2_checked;
+  assign \$433  = q2_want & \$432 ;
+  assign \$434  = \$433  & q2_bad_cfg;
+  assign \$435  = q2_resetting & q2_acked;
+  assign \$436  = ! q2_cpl_pending;
+  assign \$437  = \$435  & \$436 ;
+  assign q__2__cleared = \$437  & q__2__drained;
+  assign \$438  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$438 ;
+  assign \$439  = | q__3__ring_base[4:0];
+  assign \$440  = | q__3__cpl_base[3:0];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$441  | \$442 ;
+  assign \$443  = cpl_req[1:0] == 2'h3;
+  assign \$444  = cpl_cons_busy & \$443 ;
+  assign \$445  = q__3__consumer + \$444 ;
+  assign \$446  = q__3__doorbell - \$445 [31:0];
+  assign q3_db_overflow = \$446 [31:0] > \$28 ;
+  assign \$447  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$447 ;
+  assign \$448  = ~ q3_checked;
+  assign \$449  = q3_want & \$448 ;
+  assign \$450  = \$449  & q3_bad_cfg;
+  assign \$451  = q3_db_write & q3_db_overflow;
+  assign \$452  = fetch_q == 2'h3;
+  assign \$453  = fetch_fail & \$452 ;
+  assign \$454  = cpl_req[3] | cpl_fin_bad;
+  assign \$455  = q3_cpl_done & \$454 ;
+  assign q3_halt_any = | { \$455 , \$453 , \$451 , \$450  };
+  assign \$456  = cpl_req[3] | cpl_fin_bad;
+  assign \$457  = q3_cpl_done & \$456 ;
+  assign \$458  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$459  = fetch_q == 2'h3;
+  assign \$460  = fetch_fail & \$459 ;
+  assign \$461  = q3_db_write & q3_db_overflow;
+  assign \$462  = ~ q3_checked;
+  assign \$463  = q3_want & \$462 ;
+  assign \$464  = \$463  & q3_bad_cfg;
+  assign \$465  = q3_resetting & q3_acked;
+  assign \$466  = ! q3_cpl_pending;
+  assign \$467  = \$465  & \$466 ;
+  assign q__3__cleared = \$467  & q__3__drained;
+  assign \$468  = ! fetch_fsm_state;
+  assign \$469  = fetch_fsm_state == 1'h1;
+  assign \$470  = fetch_fsm_state == 2'h2;
+  assign \$471  = fetch_fsm_state == 2'h3;
+  assign \$472  = fetch_fsm_state == 3'h4;
+  assign \$473  = fetch_fsm_state == 3'h5;
+  assign \$474  = fetch_fsm_state == 3'h6;
+  assign \$475  = ! cpl_fsm_state;
+  assign \$476  = cpl_fsm_state == 1'h1;
+  assign \$477  = cpl_fsm_state == 2'h2;
+  assign \$478  = cpl_fsm_state == 2'h3;
+  assign \$479  = cpl_fsm_state == 3'h4;
+  assign \$480  = cpl_fsm_state == 3'h5;
+  assign \$481  = cpl_fsm_state == 3'h6;
+  assign \$482  = fetch_busy & fetch_q_reset;
+  assign \$486  = fetch_r_beat != 2'h3;
+  assign \$487  = fetch_r_beat + 1'h1;
+  assign \$488  = ~ fetch_r_err;
+  assign \$489  = down__rresp[1] & \$488 ;
+  assign \$490  = down__rresp == 2'h3;
+  assign \$491  = \$490  ? 8'h07 : 8'h06;
+  assign \$492  = fetch_kind == 2'h2;
+  assign \$493  = fetch_good & \$492 ;
+  assign \$494  = \$493  & fetch_patch_rd;
+  assign \$495  = fetch_kind == 2'h2;
+  assign \$496  = fetch_good & \$495 ;
+  assign \$497  = fetch_r_buf[7:0] == 4'hd;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = fetch_kind == 2'h2;
+  assign \$500  = fetch_good & \$499 ;
+  assign \$501  = | fetch_r_buf[11:9];
+  assign \$502  = up__araddr + 6'h20;
+  assign \$503  = fetch_discard | fetch_q_reset;
+  assign \$504  = patch_arg << \$214 [4:0];
+  assign \$505  = 7'h40 - patch_width;
+  assign \$506  = 64'hffffffffffffffff >> \$505 [5:0];
+  assign \$507  = \$506  << \$214 [4:0];
+  assign \$508  = fetch_discard | fetch_q_reset;
+  assign \$509  = ! patch_at_word;
+  assign \$510  = patch_at_word == 1'h1;
+  assign \$511  = patch_at_word == 2'h2;
+  assign \$512  = patch_at_word == 2'h3;
+  assign \$513  = patch_at_word == 3'h4;
+  assign \$514  = patch_at_word == 3'h5;
+  assign \$515  = patch_at_word == 3'h6;
+  assign \$516  = patch_at_word == 3'h7;
   assign \$517  = list_pj + 1'h1;
-  assign \$518  = \$517  == list_npatch;
-  assign \$520  = \$519  == 1'h1;
-  assign \$522  = | \$521 ;
-  assign \$523  = \$520  & \$522 ;
-  assign \$525  = | \$524 ;
-  assign \$526  = \$523  & \$525 ;
-  assign \$527  = fetch_step_row + 1'h1;
-  assign \$528  = fetch_discard | fetch_q_reset;
-  assign \$530  = \$529  - 1'h1;
-  assign \$531  = fetch_step_row == \$530 [6:3];
-  assign \$532  = \$528  | \$531 ;
-  assign \$533  = q0_items + q0_item_push;
-  assign \$534  = r_en & r_rdy;
-  assign \$535  = \$534  & r_data[256];
-  assign \$536  = \$533  - \$535 ;
-  assign \$537  = q__0__fetch + 1'h1;
-  assign \$538  = ! fetch_q;
-  assign \$539  = fetch_good & \$538 ;
-  assign \$540  = fetch_kind == 2'h3;
-  assign \$541  = \$539  & \$540 ;
-  assign \$542  = ! fetch_q;
-  assign \$543  = fetch_good & \$542 ;
-  assign \$544  = ! fetch_kind;
-  assign \$545  = \$543  & \$544 ;
-  assign \$546  = \$545  & fetch_list_start;
-  assign \$547  = | fetch_r_buf[117:112];
-  assign \$548  = \$547  ? 2'h1 : 2'h2;
-  assign \$549  = ! fetch_q;
-  assign \$550  = fetch_good & \$549 ;
-  assign \$551  = fetch_kind == 1'h1;
-  assign \$552  = \$550  & \$551 ;
-  assign \$553  = q0_args_next + 6'h20;
-  assign \$554  = q0_args_row + 1'h1;
-  assign \$555  = q0_args_left > 4'h8;
-  assign \$556  = q0_args_left - 4'h8;
-  assign \$557  = \$555  ? \$556  : 7'h00;
-  assign \$558  = q0_args_left <= 4'h8;
-  assign \$559  = ~ q0_args_strides;
-  assign \$560  = | q0_list_loops;
-  assign \$561  = \$559  & \$560 ;
-  assign \$562  = | list_npatch;
-  assign \$563  = \$562  ? 7'h40 : 7'h20;
-  assign \$564  = q0_list_next + \$563 ;
-  assign \$565  = q0_list_left - 1'h1;
-  assign \$566  = q0_list_left == 1'h1;
-  assign \$567  = | q0_list_loops;
-  assign \$568  = \$566  & \$567 ;
-  assign \$569  = q0_list_left == 1'h1;
-  assign \$570  = q0_list_loops - 1'h1;
-  assign \$571  = q1_items + q1_item_push;
-  assign \$572  = \r_en$139  & \r_rdy$134 ;
-  assign \$573  = \$572  & \r_data$128 [256];
-  assign \$574  = \$571  - \$573 ;
-  assign \$575  = q__1__fetch + 1'h1;
-  assign \$576  = fetch_q == 1'h1;
-  assign \$577  = fetch_good & \$576 ;
-  assign \$578  = fetch_kind == 2'h3;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = fetch_q == 1'h1;
-  assign \$581  = fetch_good & \$580 ;
-  assign \$582  = ! fetch_kind;
-  assign \$583  = \$581  & \$582 ;
-  assign \$584  = \$583  & fetch_list_start;
-  assign \$585  = | fetch_r_buf[117:112];
-  assign \$586  = \$585  ? 2'h1 : 2'h2;
-  assign \$587  = fetch_q == 1'h1;
-  assign \$588  = fetch_good & \$587 ;
-  assign \$589  = fetch_kind == 1'h1;
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = q1_args_next + 6'h20;
-  assign \$592  = q1_args_row + 1'h1;
-  assign \$593  = q1_args_left > 4'h8;
-  assign \$594  = q1_args_left - 4'h8;
-  assign \$595  = \$593  ? \$594  : 7'h00;
-  assign \$596  = q1_args_left <= 4'h8;
-  assign \$597  = ~ q1_args_strides;
-  assign \$598  = | q1_list_loops;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = | list_npatch;
-  assign \$601  = \$600  ? 7'h40 : 7'h20;
-  assign \$602  = q1_list_next + \$601 ;
-  assign \$603  = q1_list_left - 1'h1;
-  assign \$604  = q1_list_left == 1'h1;
-  assign \$605  = | q1_list_loops;
-  assign \$606  = \$604  & \$605 ;
-  assign \$607  = q1_list_left == 1'h1;
-  assign \$608  = q1_list_loops - 1'h1;
-  assign \$609  = q2_items + q2_item_push;
-  assign \$610  = \r_en$176  & \r_rdy$171 ;
-  assign \$611  = \$610  & \r_data$165 [256];
-  assign \$612  = \$609  - \$611 ;
-  assign \$613  = q__2__fetch + 1'h1;
-  assign \$614  = fetch_q == 2'h2;
-  assign \$615  = fetch_good & \$614 ;
-  assign \$616  = fetch_kind == 2'h3;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = fetch_q == 2'h2;
-  assign \$619  = fetch_good & \$618 ;
-  assign \$620  = ! fetch_kind;
-  assign \$621  = \$619  & \$620 ;
-  assign \$622  = \$621  & fetch_list_start;
-  assign \$623  = | fetch_r_buf[117:112];
-  assign \$624  = \$623  ? 2'h1 : 2'h2;
-  assign \$625  = fetch_q == 2'h2;
-  assign \$626  = fetch_good & \$625 ;
-  assign \$627  = fetch_kind == 1'h1;
-  assign \$628  = \$626  & \$627 ;
-  assign \$629  = q2_args_next + 6'h20;
-  assign \$630  = q2_args_row + 1'h1;
-  assign \$631  = q2_args_left > 4'h8;
-  assign \$632  = q2_args_left - 4'h8;
-  assign \$633  = \$631  ? \$632  : 7'h00;
-  assign \$634  = q2_args_left <= 4'h8;
-  assign \$635  = ~ q2_args_strides;
-  assign \$636  = | q2_list_loops;
-  assign \$637  = \$635  & \$636 ;
-  assign \$638  = | list_npatch;
-  assign \$639  = \$638  ? 7'h40 : 7'h20;
-  assign \$640  = q2_list_next + \$639 ;
-  assign \$641  = q2_list_left - 1'h1;
-  assign \$642  = q2_list_left == 1'h1;
-  assign \$643  = | q2_list_loops;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = q2_list_left == 1'h1;
-  assign \$646  = q2_list_loops - 1'h1;
-  assign \$647  = q3_items + q3_item_push;
-  assign \$648  = \r_en$213  & \r_rdy$208 ;
-  assign \$649  = \$648  & \r_data$202 [256];
-  assign \$650  = \$647  - \$649 ;
-  assign \$651  = q__3__fetch + 1'h1;
-  assign \$652  = fetch_q == 2'h3;
-  assign \$653  = fetch_good & \$652 ;
-  assign \$654  = fetch_kind == 2'h3;
-  assign \$655  = \$653  & \$654 ;
-  assign \$656  = fetch_q == 2'h3;
-  assign \$657  = fetch_good & \$656 ;
-  assign \$658  = ! fetch_kind;
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$659  & fetch_list_start;
-  assign \$661  = | fetch_r_buf[117:112];
-  assign \$662  = \$661  ? 2'h1 : 2'h2;
-  assign \$663  = fetch_q == 2'h3;
-  assign \$664  = fetch_good & \$663 ;
-  assign \$665  = fetch_kind == 1'h1;
-  assign \$666  = \$664  & \$665 ;
-  assign \$667  = q3_args_next + 6'h20;
-  assign \$668  = q3_args_row + 1'h1;
-  assign \$669  = q3_args_left > 4'h8;
-  assign \$670  = q3_args_left - 4'h8;
-  assign \$671  = \$669  ? \$670  : 7'h00;
-  assign \$672  = q3_args_left <= 4'h8;
-  assign \$673  = ~ q3_args_strides;
-  assign \$674  = | q3_list_loops;
-  assign \$675  = \$673  & \$674 ;
-  assign \$676  = | list_npatch;
-  assign \$677  = \$676  ? 7'h40 : 7'h20;
-  assign \$678  = q3_list_next + \$677 ;
-  assign \$679  = q3_list_left - 1'h1;
-  assign \$680  = q3_list_left == 1'h1;
-  assign \$681  = | q3_list_loops;
-  assign \$682  = \$680  & \$681 ;
-  assign \$683  = q3_list_left == 1'h1;
-  assign \$684  = q3_list_loops - 1'h1;
-  assign \$685  = ~ cpl_push_ok;
-  assign \$686  = cpl_valid & \$685 ;
-  assign \$687  = cpl_w_beat + 1'h1;
-  assign \$688  = cpl_sel_base + 5'h10;
-  assign \$689  = cpl_sel_log2 > 1'h0;
-  assign \$690  = cpl_sel_log2 > 1'h1;
-  assign \$691  = cpl_sel_log2 > 2'h2;
-  assign \$692  = cpl_sel_log2 > 2'h3;
-  assign \$693  = cpl_sel_log2 > 3'h4;
-  assign \$694  = cpl_sel_log2 > 3'h5;
-  assign \$695  = cpl_sel_log2 > 3'h6;
-  assign \$696  = cpl_sel_log2 > 3'h7;
-  assign \$697  = cpl_sel_log2 > 4'h8;
-  assign \$698  = cpl_sel_log2 > 4'h9;
-  assign \$699  = cpl_sel_log2 > 4'ha;
-  assign \$700  = cpl_sel_log2 > 4'hb;
-  assign \$701  = cpl_sel_log2 > 4'hc;
-  assign \$702  = cpl_sel_log2 > 4'hd;
-  assign \$703  = cpl_sel_log2 > 4'he;
-  assign \$704  = cpl_sel_c[14:0] & { \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690 , \$689  };
-  assign \$706  = \$688  + \$705 ;
-  assign \$708  = cpl_b_hs & cpl_coalesce;
-  assign \$709  = down__bresp == 2'h3;
-  assign \$710  = \$709  ? 8'h07 : 8'h06;
-  assign \$711  = cpl_rec_index + 1'h1;
-  assign \$712  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$713  = q__0__consumer + 1'h1;
-  assign \$714  = q0_cpl_done & cpl_req[2];
-  assign \$715  = ! cpl_queue;
-  assign \$716  = cpl_push_ok & \$715 ;
-  assign \$717  = q0_cpl_pending + \$716 ;
-  assign \$718  = \$717  - q0_cpl_done;
-  assign \$719  = ~ q0_bad_cfg;
-  assign \$720  = q0_checked | \$719 ;
-  assign \$721  = q0_want & \$720 ;
-  assign \$722  = ~ q0_db_overflow;
-  assign \$723  = q0_db_write & \$722 ;
-  assign \$724  = ~ q0_halted;
-  assign \$725  = q0_halt_any & \$724 ;
-  assign \$726  = ~ q0_resetting;
-  assign \$727  = q__0__reset & \$726 ;
-  assign \$728  = ~ fw_running;
-  assign \$729  = \port$104$0 [0] | \$728 ;
-  assign \$730  = q0_resetting & \$729 ;
-  assign \$731  = ! cpl_req[1:0];
-  assign \$732  = \abandon$67  & \$731 ;
-  assign \$733  = q__1__consumer + 1'h1;
-  assign \$734  = q1_cpl_done & cpl_req[2];
-  assign \$735  = cpl_queue == 1'h1;
-  assign \$736  = cpl_push_ok & \$735 ;
-  assign \$737  = q1_cpl_pending + \$736 ;
-  assign \$738  = \$737  - q1_cpl_done;
-  assign \$739  = ~ q1_bad_cfg;
-  assign \$740  = q1_checked | \$739 ;
-  assign \$741  = q1_want & \$740 ;
-  assign \$742  = ~ q1_db_overflow;
-  assign \$743  = q1_db_write & \$742 ;
-  assign \$744  = ~ q1_halted;
-  assign \$745  = q1_halt_any & \$744 ;
-  assign \$746  = ~ q1_resetting;
-  assign \$747  = q__1__reset & \$746 ;
-  assign \$748  = ~ fw_running;
-  assign \$749  = \port$104$0 [1] | \$748 ;
-  assign \$750  = q1_resetting & \$749 ;
-  assign \$751  = cpl_req[1:0] == 1'h1;
-  assign \$752  = \abandon$67  & \$751 ;
-  assign \$753  = q__2__consumer + 1'h1;
-  assign \$754  = q2_cpl_done & cpl_req[2];
-  assign \$755  = cpl_queue == 2'h2;
-  assign \$756  = cpl_push_ok & \$755 ;
-  assign \$757  = q2_cpl_pending + \$756 ;
-  assign \$758  = \$757  - q2_cpl_done;
-  assign \$759  = ~ q2_bad_cfg;
-  assign \$760  = q2_checked | \$759 ;
-  assign \$761  = q2_want & \$760 ;
-  assign \$762  = ~ q2_db_overflow;
-  assign \$763  = q2_db_write & \$762 ;
-  assign \$764  = ~ q2_halted;
-  assign \$765  = q2_halt_any & \$764 ;
-  assign \$766  = ~ q2_resetting;
-  assign \$767  = q__2__reset & \$766 ;
-  assign \$768  = ~ fw_running;
-  assign \$769  = \port$104$0 [2] | \$768 ;
-  assign \$770  = q2_resetting & \$769 ;
-  assign \$771  = cpl_req[1:0] == 2'h2;
-  assign \$772  = \abandon$67  & \$771 ;
-  assign \$773  = q__3__consumer + 1'h1;
-  assign \$774  = q3_cpl_done & cpl_req[2];
-  assign \$775  = cpl_queue == 2'h3;
-  assign \$776  = cpl_push_ok & \$775 ;
-  assign \$777  = q3_cpl_pending + \$776 ;
-  assign \$778  = \$777  - q3_cpl_done;
-  assign \$779  = ~ q3_bad_cfg;
-  assign \$780  = q3_checked | \$779 ;
-  assign \$781  = q3_want & \$780 ;
-  assign \$782  = ~ q3_db_overflow;
-  assign \$783  = q3_db_write & \$782 ;
-  assign \$784  = ~ q3_halted;
-  assign \$785  = q3_halt_any & \$784 ;
-  assign \$786  = ~ q3_resetting;
-  assign \$787  = q__3__reset & \$786 ;
-  assign \$788  = ~ fw_running;
-  assign \$789  = \port$104$0 [3] | \$788 ;
-  assign \$790  = q3_resetting & \$789 ;
-  assign \$791  = cpl_req[1:0] == 2'h3;
-  assign \$792  = \abandon$67  & \$791 ;
-  always @(posedge clk)
-    fetch_discard <= \$793 ;
-  always @(posedge clk)
-    fetch_q <= \$794 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$795 ;
-  always @(posedge clk)
-    up__arvalid <= \$796 ;
-  always @(posedge clk)
-    fetch_kind <= \$797 ;
-  always @(posedge clk)
-    fetch_patch_rd <= \$798 ;
-  always @(posedge clk)
-    up__araddr <= \$799 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$800 ;
-  always @(posedge clk)
-    fetch_r_err <= \$801 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$802 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$803 ;
-  always @(posedge clk)
-    fetch_r_code <= \$804 ;
-  always @(posedge clk)
-    list_patches <= \$805 ;
-  always @(posedge clk)
-    list_pj <= \$806 ;
-  always @(posedge clk)
-    list_desc <= \$807 ;
-  always @(posedge clk)
-    list_npatch <= \$808 ;
-  always @(posedge clk)
-    patch_addend <= \$809 ;
-  always @(posedge clk)
-    patch_at_word <= \$810 ;
-  always @(posedge clk)
-    patch_mask <= \$811 ;
-  always @(posedge clk)
-    fetch_step_row <= \$812 ;
-  always @(posedge clk)
-    q0_items <= \$813 ;
-  always @(posedge clk)
-    q__0__fetch <= \$814 ;
-  always @(posedge clk)
-    q0_list_mode <= \$815 ;
-  always @(posedge clk)
-    q0_list_next <= \$816 ;
-  always @(posedge clk)
-    q0_list_left <= \$817 ;
-  always @(posedge clk)
-    q0_list_base <= \$818 ;
-  always @(posedge clk)
-    q0_list_entries <= \$819 ;
-  always @(posedge clk)
-    q0_list_loops <= \$820 ;
-  always @(posedge clk)
-    q0_args_strides <= \$821 ;
-  always @(posedge clk)
-    q0_args_next <= \$822 ;
-  always @(posedge clk)
-    q0_args_left <= \$823 ;
-  always @(posedge clk)
-    q0_args <= \$824 ;
-  always @(posedge clk)
-    q0_args_row <= \$825 ;
-  always @(posedge clk)
-    q1_items <= \$826 ;
-  always @(posedge clk)
-    q__1__fetch <= \$827 ;
+  assign \$518  = list_pj + 1'h1;
+  assign \$519  = \$518  == list_npatch;
+  assign \$521  = \$520  == 1'h1;
+  assign \$523  = | \$522 ;
+  assign \$524  = \$521  & \$523 ;
+  assign \$526  = | \$525 ;
+  assign \$527  = \$524  & \$526 ;
+  assign \$528  = fetch_step_row + 1'h1;
+  assign \$529  = fetch_discard | fetch_q_reset;
+  assign \$531  = \$530  - 1'h1;
+  assign \$532  = fetch_step_row == \$531 [6:3];
+  assign \$533  = \$529  | \$532 ;
+  assign \$534  = q0_items + q0_item_push;
+  assign \$535  = r_en & r_rdy;
+  assign \$536  = \$535  & r_data[256];
+  assign \$537  = \$534  - \$536 ;
+  assign \$538  = q__0__fetch + 1'h1;
+  assign \$539  = ! fetch_q;
+  assign \$540  = fetch_good & \$539 ;
+  assign \$541  = fetch_kind == 2'h3;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = ! fetch_q;
+  assign \$544  = fetch_good & \$543 ;
+  assign \$545  = ! fetch_kind;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = \$546  & fetch_list_start;
+  assign \$548  = | fetch_r_buf[117:112];
+  assign \$549  = \$548  ? 2'h1 : 2'h2;
+  assign \$550  = ! fetch_q;
+  assign \$551  = fetch_good & \$550 ;
+  assign \$552  = fetch_kind == 1'h1;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = q0_args_next + 6'h20;
+  assign \$555  = q0_args_row + 1'h1;
+  assign \$556  = q0_args_left > 4'h8;
+  assign \$557  = q0_args_left - 4'h8;
+  assign \$558  = \$556  ? \$557  : 7'h00;
+  assign \$559  = q0_args_left <= 4'h8;
+  assign \$560  = ~ q0_args_strides;
+  assign \$561  = | q0_list_loops;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = | list_npatch;
+  assign \$564  = \$563  ? 7'h40 : 7'h20;
+  assign \$565  = q0_list_next + \$564 ;
+  assign \$566  = q0_list_left - 1'h1;
+  assign \$567  = q0_list_left == 1'h1;
+  assign \$568  = | q0_list_loops;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = q0_list_left == 1'h1;
+  assign \$571  = q0_list_loops - 1'h1;
+  assign \$572  = q1_items + q1_item_push;
+  assign \$573  = \r_en$139  & \r_rdy$134 ;
+  assign \$574  = \$573  & \r_data$128 [256];
+  assign \$575  = \$572  - \$574 ;
+  assign \$576  = q__1__fetch + 1'h1;
+  assign \$577  = fetch_q == 1'h1;
+  assign \$578  = fetch_good & \$577 ;
+  assign \$579  = fetch_kind == 2'h3;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = fetch_q == 1'h1;
+  assign \$582  = fetch_good & \$581 ;
+  assign \$583  = ! fetch_kind;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$584  & fetch_list_start;
+  assign \$586  = | fetch_r_buf[117:112];
+  assign \$587  = \$586  ? 2'h1 : 2'h2;
+  assign \$588  = fetch_q == 1'h1;
+  assign \$589  = fetch_good & \$588 ;
+  assign \$590  = fetch_kind == 1'h1;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = q1_args_next + 6'h20;
+  assign \$593  = q1_args_row + 1'h1;
+  assign \$594  = q1_args_left > 4'h8;
+  assign \$595  = q1_args_left - 4'h8;
+  assign \$596  = \$594  ? \$595  : 7'h00;
+  assign \$597  = q1_args_left <= 4'h8;
+  assign \$598  = ~ q1_args_strides;
+  assign \$599  = | q1_list_loops;
+  assign \$600  = \$598  & \$599 ;
+  assign \$601  = | list_npatch;
+  assign \$602  = \$601  ? 7'h40 : 7'h20;
+  assign \$603  = q1_list_next + \$602 ;
+  assign \$604  = q1_list_left - 1'h1;
+  assign \$605  = q1_list_left == 1'h1;
+  assign \$606  = | q1_list_loops;
+  assign \$607  = \$605  & \$606 ;
+  assign \$608  = q1_list_left == 1'h1;
+  assign \$609  = q1_list_loops - 1'h1;
+  assign \$610  = q2_items + q2_item_push;
+  assign \$611  = \r_en$176  & \r_rdy$171 ;
+  assign \$612  = \$611  & \r_data$165 [256];
+  assign \$613  = \$610  - \$612 ;
+  assign \$614  = q__2__fetch + 1'h1;
+  assign \$615  = fetch_q == 2'h2;
+  assign \$616  = fetch_good & \$615 ;
+  assign \$617  = fetch_kind == 2'h3;
+  assign \$618  = \$616  & \$617 ;
+  assign \$619  = fetch_q == 2'h2;
+  assign \$620  = fetch_good & \$619 ;
+  assign \$621  = ! fetch_kind;
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = \$622  & fetch_list_start;
+  assign \$624  = | fetch_r_buf[117:112];
+  assign \$625  = \$624  ? 2'h1 : 2'h2;
+  assign \$626  = fetch_q == 2'h2;
+  assign \$627  = fetch_good & \$626 ;
+  assign \$628  = fetch_kind == 1'h1;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = q2_args_next + 6'h20;
+  assign \$631  = q2_args_row + 1'h1;
+  assign \$632  = q2_args_left > 4'h8;
+  assign \$633  = q2_args_left - 4'h8;
+  assign \$634  = \$632  ? \$633  : 7'h00;
+  assign \$635  = q2_args_left <= 4'h8;
+  assign \$636  = ~ q2_args_strides;
+  assign \$637  = | q2_list_loops;
+  assign \$638  = \$636  & \$637 ;
+  assign \$639  = | list_npatch;
+  assign \$640  = \$639  ? 7'h40 : 7'h20;
+  assign \$641  = q2_list_next + \$640 ;
+  assign \$642  = q2_list_left - 1'h1;
+  assign \$643  = q2_list_left == 1'h1;
+  assign \$644  = | q2_list_loops;
+  assign \$645  = \$643  & \$644 ;
+  assign \$646  = q2_list_left == 1'h1;
+  assign \$647  = q2_list_loops - 1'h1;
+  assign \$648  = q3_items + q3_item_push;
+  assign \$649  = \r_en$213  & \r_rdy$208 ;
+  assign \$650  = \$649  & \r_data$202 [256];
+  assign \$651  = \$648  - \$650 ;
+  assign \$652  = q__3__fetch + 1'h1;
+  assign \$653  = fetch_q == 2'h3;
+  assign \$654  = fetch_good & \$653 ;
+  assign \$655  = fetch_kind == 2'h3;
+  assign \$656  = \$654  & \$655 ;
+  assign \$657  = fetch_q == 2'h3;
+  assign \$658  = fetch_good & \$657 ;
+  assign \$659  = ! fetch_kind;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$660  & fetch_list_start;
+  assign \$662  = | fetch_r_buf[117:112];
+  assign \$663  = \$662  ? 2'h1 : 2'h2;
+  assign \$664  = fetch_q == 2'h3;
+  assign \$665  = fetch_good & \$664 ;
+  assign \$666  = fetch_kind == 1'h1;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = q3_args_next + 6'h20;
+  assign \$669  = q3_args_row + 1'h1;
+  assign \$670  = q3_args_left > 4'h8;
+  assign \$671  = q3_args_left - 4'h8;
+  assign \$672  = \$670  ? \$671  : 7'h00;
+  assign \$673  = q3_args_left <= 4'h8;
+  assign \$674  = ~ q3_args_strides;
+  assign \$675  = | q3_list_loops;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = | list_npatch;
+  assign \$678  = \$677  ? 7'h40 : 7'h20;
+  assign \$679  = q3_list_next + \$678 ;
+  assign \$680  = q3_list_left - 1'h1;
+  assign \$681  = q3_list_left == 1'h1;
+  assign \$682  = | q3_list_loops;
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = q3_list_left == 1'h1;
+  assign \$685  = q3_list_loops - 1'h1;
+  assign \$686  = ~ cpl_push_ok;
+  assign \$687  = cpl_valid & \$686 ;
+  assign \$688  = cpl_w_beat + 1'h1;
+  assign \$689  = cpl_sel_base + 5'h10;
+  assign \$690  = cpl_sel_log2 > 1'h0;
+  assign \$691  = cpl_sel_log2 > 1'h1;
+  assign \$692  = cpl_sel_log2 > 2'h2;
+  assign \$693  = cpl_sel_log2 > 2'h3;
+  assign \$694  = cpl_sel_log2 > 3'h4;
+  assign \$695  = cpl_sel_log2 > 3'h5;
+  assign \$696  = cpl_sel_log2 > 3'h6;
+  assign \$697  = cpl_sel_log2 > 3'h7;
+  assign \$698  = cpl_sel_log2 > 4'h8;
+  assign \$699  = cpl_sel_log2 > 4'h9;
+  assign \$700  = cpl_sel_log2 > 4'ha;
+  assign \$701  = cpl_sel_log2 > 4'hb;
+  assign \$702  = cpl_sel_log2 > 4'hc;
+  assign \$703  = cpl_sel_log2 > 4'hd;
+  assign \$704  = cpl_sel_log2 > 4'he;
+  assign \$705  = cpl_sel_c[14:0] & { \$704 , \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690  };
+  assign \$707  = \$689  + \$706 ;
+  assign \$709  = cpl_b_hs & cpl_coalesce;
+  assign \$710  = down__bresp == 2'h3;
+  assign \$711  = \$710  ? 8'h07 : 8'h06;
+  assign \$712  = cpl_rec_index + 1'h1;
+  assign \$713  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$714  = q__0__consumer + 1'h1;
+  assign \$715  = q0_cpl_done & cpl_req[2];
+  assign \$716  = ! cpl_queue;
+  assign \$717  = cpl_push_ok & \$716 ;
+  assign \$718  = q0_cpl_pending + \$717 ;
+  assign \$719  = \$718  - q0_cpl_done;
+  assign \$720  = ~ q0_bad_cfg;
+  assign \$721  = q0_checked | \$720 ;
+  assign \$722  = q0_want & \$721 ;
+  assign \$723  = ~ q0_db_overflow;
+  assign \$724  = q0_db_write & \$723 ;
+  assign \$725  = ~ q0_halted;
+  assign \$726  = q0_halt_any & \$725 ;
+  assign \$727  = ~ q0_resetting;
+  assign \$728  = q__0__reset & \$727 ;
+  assign \$729  = ~ fw_running;
+  assign \$730  = \port$104$0 [0] | \$729 ;
+  assign \$731  = q0_resetting & \$730 ;
+  assign \$732  = ! cpl_req[1:0];
+  assign \$733  = \abandon$67  & \$732 ;
+  assign \$734  = q__1__consumer + 1'h1;
+  assign \$735  = q1_cpl_done & cpl_req[2];
+  assign \$736  = cpl_queue == 1'h1;
+  assign \$737  = cpl_push_ok & \$736 ;
+  assign \$738  = q1_cpl_pending + \$737 ;
+  assign \$739  = \$738  - q1_cpl_done;
+  assign \$740  = ~ q1_bad_cfg;
+  assign \$741  = q1_checked | \$740 ;
+  assign \$742  = q1_want & \$741 ;
+  assign \$743  = ~ q1_db_overflow;
+  assign \$744  = q1_db_write & \$743 ;
+  assign \$745  = ~ q1_halted;
+  assign \$746  = q1_halt_any & \$745 ;
+  assign \$747  = ~ q1_resetting;
+  assign \$748  = q__1__reset & \$747 ;
+  assign \$749  = ~ fw_running;
+  assign \$750  = \port$104$0 [1] | \$749 ;
+  assign \$751  = q1_resetting & \$750 ;
+  assign \$752  = cpl_req[1:0] == 1'h1;
+  assign \$753  = \abandon$67  & \$752 ;
+  assign \$754  = q__2__consumer + 1'h1;
+  assign \$755  = q2_cpl_done & cpl_req[2];
+  assign \$756  = cpl_queue == 2'h2;
+  assign \$757  = cpl_push_ok & \$756 ;
+  assign \$758  = q2_cpl_pending + \$757 ;
+  assign \$759  = \$758  - q2_cpl_done;
+  assign \$760  = ~ q2_bad_cfg;
+  assign \$761  = q2_checked | \$760 ;
+  assign \$762  = q2_want & \$761 ;
+  assign \$763  = ~ q2_db_overflow;
+  assign \$764  = q2_db_write & \$763 ;
+  assign \$765  = ~ q2_halted;
+  assign \$766  = q2_halt_any & \$765 ;
+  assign \$767  = ~ q2_resetting;
+  assign \$768  = q__2__reset & \$767 ;
+  assign \$769  = ~ fw_running;
+  assign \$770  = \port$104$0 [2] | \$769 ;
+  assign \$771  = q2_resetting & \$770 ;
+  assign \$772  = cpl_req[1:0] == 2'h2;
+  assign \$773  = \abandon$67  & \$772 ;
+  assign \$774  = q__3__consumer + 1'h1;
+  assign \$775  = q3_cpl_done & cpl_req[2];
+  assign \$776  = cpl_queue == 2'h3;
+  assign \$777  = cpl_push_ok & \$776 ;
+  assign \$778  = q3_cpl_pending + \$777 ;
+  assign \$779  = \$778  - q3_cpl_done;
+  assign \$780  = ~ q3_bad_cfg;
+  assign \$781  = q3_checked | \$780 ;
+  assign \$782  = q3_want & \$781 ;
+  assign \$783  = ~ q3_db_overflow;
+  assign \$784  = q3_db_write & \$783 ;
+  assign \$785  = ~ q3_halted;
+  assign \$786  = q3_halt_any & \$785 ;
+  assign \$787  = ~ q3_resetting;
+  assign \$788  = q__3__reset & \$787 ;
+  assign \$789  = ~ fw_running;
+  assign \$790  = \port$104$0 [3] | \$789 ;
+  assign \$791  = q3_resetting & \$790 ;
+  assign \$792  = cpl_req[1:0] == 2'h3;
+  assign \$793  = \abandon$67  & \$792 ;
+  always @(posedge clk)
+    fetch_discard <= \$794 ;
+  always @(posedge clk)
+    fetch_q <= \$795 ;
+  always @(posedge clk)
+    fetch_rr_last <= \$796 ;
+  always @(posedge clk)
+    up__arvalid <= \$797 ;
+  always @(posedge clk)
+    fetch_kind <= \$798 ;
+  always @(posedge clk)
+    fetch_patch_rd <= \$799 ;
+  always @(posedge clk)
+    up__araddr <= \$800 ;
+  always @(posedge clk)
+    fetch_r_beat <= \$801 ;
+  always @(posedge clk)
+    fetch_r_err <= \$802 ;
+  always @(posedge clk)
+    fetch_fsm_state <= \$803 ;
+  always @(posedge clk)
+    fetch_r_buf <= \$804 ;
+  always @(posedge clk)
+    fetch_r_code <= \$805 ;
+  always @(posedge clk)
+    list_patches <= \$806 ;
+  always @(posedge clk)
+    list_pj <= \$807 ;
+  always @(posedge clk)
+    list_desc <= \$808 ;
+  always @(posedge clk)
+    list_npatch <= \$809 ;
+  always @(posedge clk)
+    patch_addend <= \$810 ;
+  always @(posedge clk)
+    patch_at_word <= \$811 ;
+  always @(posedge clk)
+    patch_mask <= \$812 ;
+  always @(posedge clk)
+    fetch_step_row <= \$813 ;
+  always @(posedge clk)
+    q0_items <= \$814 ;
+  always @(posedge clk)
+    q__0__fetch <= \$815 ;
+  always @(posedge clk)
+    q0_list_mode <= \$816 ;
+  always @(posedge clk)
+    q0_list_next <= \$817 ;
+  always @(posedge clk)
+    q0_list_left <= \$818 ;
+  always @(posedge clk)
+    q0_list_base <= \$819 ;
+  always @(posedge clk)
+    q0_list_entries <= \$820 ;
+  always @(posedge clk)
+    q0_list_loops <= \$821 ;
+  always @(posedge clk)
+    q0_args_strides <= \$822 ;
+  always @(posedge clk)
+    q0_args_next <= \$823 ;
+  always @(posedge clk)
+    q0_args_left <= \$824 ;
+  always @(posedge clk)
+    q0_args <= \$825 ;
+  always @(posedge clk)
+    q0_args_row <= \$826 ;
+  always @(posedge clk)
+    q1_items <= \$827 ;
+  always @(posedge clk)
+    q__1__fetch <= \$828 ;
   always @(posedge clk)
-    q1_list_mode <= \$828 ;
+    q1_list_mode <= \$829 ;
   always @(posedge clk)
-    q1_list_next <= \$829 ;
+    q1_list_next <= \$830 ;
   always @(posedge clk)
-    q1_list_left <= \$830 ;
+    q1_list_left <= \$831 ;
   always @(posedge clk)
-    q1_list_base <= \$831 ;
+    q1_list_base <= \$832 ;
   always @(posedge clk)
-    q1_list_entries <= \$832 ;
+    q1_list_entries <= \$833 ;
   always @(posedge clk)
-    q1_list_loops <= \$833 ;
+    q1_list_loops <= \$834 ;
   always @(posedge clk)
-    q1_args_strides <= \$834 ;
+    q1_args_strides <= \$835 ;
   always @(posedge clk)
-    q1_args_next <= \$835 ;
+    q1_args_next <= \$836 ;
   always @(posedge clk)
-    q1_args_left <= \$836 ;
+    q1_args_left <= \$837 ;
   always @(posedge clk)
-    q1_args <= \$837 ;
+    q1_args <= \$838 ;
   always @(posedge clk)
-    q1_args_row <= \$838 ;
+    q1_args_row <= \$839 ;
   always @(posedge clk)
-    q2_items <= \$839 ;
+    q2_items <= \$840 ;
   always @(posedge clk)
-    q__2__fetch <= \$840 ;
+    q__2__fetch <= \$841 ;
   always @(posedge clk)
-    q2_list_mode <= \$841 ;
+    q2_list_mode <= \$842 ;
   always @(posedge clk)
-    q2_list_next <= \$842 ;
+    q2_list_next <= \$843 ;
   always @(posedge clk)
-    q2_list_left <= \$843 ;
+    q2_list_left <= \$844 ;
   always @(posedge clk)
-    q2_list_base <= \$844 ;
+    q2_list_base <= \$845 ;
   always @(posedge clk)
-    q2_list_entries <= \$845 ;
+    q2_list_entries <= \$846 ;
   always @(posedge clk)
-    q2_list_loops <= \$846 ;
+    q2_list_loops <= \$847 ;
   always @(posedge clk)
-    q2_args_strides <= \$847 ;
+    q2_args_strides <= \$848 ;
   always @(posedge clk)
-    q2_args_next <= \$848 ;
+    q2_args_next <= \$849 ;
   always @(posedge clk)
-    q2_args_left <= \$849 ;
+    q2_args_left <= \$850 ;
   always @(posedge clk)
-    q2_args <= \$850 ;
+    q2_args <= \$851 ;
   always @(posedge clk)
-    q2_args_row <= \$851 ;
+    q2_args_row <= \$852 ;
   always @(posedge clk)
-    q3_items <= \$852 ;
+    q3_items <= \$853 ;
   always @(posedge clk)
-    q__3__fetch <= \$853 ;
+    q__3__fetch <= \$854 ;
   always @(posedge clk)
-    q3_list_mode <= \$854 ;
+    q3_list_mode <= \$855 ;
   always @(posedge clk)
-    q3_list_next <= \$855 ;
+    q3_list_next <= \$856 ;
   always @(posedge clk)
-    q3_list_left <= \$856 ;
+    q3_list_left <= \$857 ;
   always @(posedge clk)
-    q3_list_base <= \$857 ;
+    q3_list_base <= \$858 ;
   always @(posedge clk)
-    q3_list_entries <= \$858 ;
+    q3_list_entries <= \$859 ;
   always @(posedge clk)
-    q3_list_loops <= \$859 ;
+    q3_list_loops <= \$860 ;
   always @(posedge clk)
-    q3_args_strides <= \$860 ;
+    q3_args_strides <= \$861 ;
   always @(posedge clk)
-    q3_args_next <= \$861 ;
+    q3_args_next <= \$862 ;
   always @(posedge clk)
-    q3_args_left <= \$862 ;
+    q3_args_left <= \$863 ;
   always @(posedge clk)
-    q3_args <= \$863 ;
+    q3_args <= \$864 ;
   always @(posedge clk)
-    q3_args_row <= \$864 ;
+    q3_args_row <= \$865 ;
   always @(posedge clk)
-    cpl_overflow <= \$865 ;
+    cpl_overflow <= \$866 ;
   always @(posedge clk)
-    up__awvalid <= \$866 ;
+    up__awvalid <= \$867 ;
   always @(posedge clk)
-    up__wvalid <= \$867 ;
+    up__wvalid <= \$868 ;
   always @(posedge clk)
-    cpl_w_beat <= \$868 ;
+    cpl_w_beat <= \$869 ;
   always @(posedge clk)
-    cpl_req <= \$869 ;
+    cpl_req <= \$870 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$870 ;
+    cpl_fsm_state <= \$871 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$871 ;
+    cpl_idx_sent <= \$872 ;
   always @(posedge clk)
-    cpl_rec_index <= \$872 ;
+    cpl_rec_index <= \$873 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$873 ;
+    cpl_cons_addr <= \$874 ;
   always @(posedge clk)
-    up__awaddr <= \$874 ;
+    up__awaddr <= \$875 ;
   always @(posedge clk)
-    up__awlen <= \$875 ;
+    up__awlen <= \$876 ;
   always @(posedge clk)
-    cpl_w_buf <= \$876 ;
+    cpl_w_buf <= \$877 ;
   always @(posedge clk)
-    up__wstrb <= \$877 ;
+    up__wstrb <= \$878 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$878 ;
+    cpl_w_nbeats <= \$879 ;
   always @(posedge clk)
-    cpl_wr_err <= \$879 ;
+    cpl_wr_err <= \$880 ;
   always @(posedge clk)
-    cpl_wr_code <= \$880 ;
+    cpl_wr_code <= \$881 ;
   always @(posedge clk)
-    q__0__consumer <= \$881 ;
+    q__0__consumer <= \$882 ;
   always @(posedge clk)
-    q__0__retired <= \$882 ;
+    q__0__retired <= \$883 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$883 ;
+    q__0__cpl_irq <= \$884 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$884 ;
+    q0_cpl_pending <= \$885 ;
   always @(posedge clk)
-    q0_checked <= \$885 ;
+    q0_checked <= \$886 ;
   always @(posedge clk)
-    q__0__producer <= \$886 ;
+    q__0__producer <= \$887 ;
   always @(posedge clk)
-    q0_halted <= \$887 ;
+    q0_halted <= \$888 ;
   always @(posedge clk)
-    q__0__error <= \$888 ;
+    q__0__error <= \$889 ;
   always @(posedge clk)
-    q__0__error_index <= \$889 ;
+    q__0__error_index <= \$890 ;
   always @(posedge clk)
-    q__0__error_irq <= \$890 ;
+    q__0__error_irq <= \$891 ;
   always @(posedge clk)
-    q0_resetting <= \$891 ;
+    q0_resetting <= \$892 ;
   always @(posedge clk)
-    q0_acked <= \$892 ;
+    q0_acked <= \$893 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$893 ;
+    q0_cpl_dead <= \$894 ;
   always @(posedge clk)
-    q__1__consumer <= \$894 ;
+    q__1__consumer <= \$895 ;
   always @(posedge clk)
-    q__1__retired <= \$895 ;
+    q__1__retired <= \$896 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$896 ;
+    q__1__cpl_irq <= \$897 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$897 ;
+    q1_cpl_pending <= \$898 ;
   always @(posedge clk)
-    q1_checked <= \$898 ;
+    q1_checked <= \$899 ;
   always @(posedge clk)
-    q__1__producer <= \$899 ;
+    q__1__producer <= \$900 ;
   always @(posedge clk)
-    q1_halted <= \$900 ;
+    q1_halted <= \$901 ;
   always @(posedge clk)
-    q__1__error <= \$901 ;
+    q__1__error <= \$902 ;
   always @(posedge clk)
-    q__1__error_index <= \$902 ;
+    q__1__error_index <= \$903 ;
   always @(posedge clk)
-    q__1__error_irq <= \$903 ;
+    q__1__error_irq <= \$904 ;
   always @(posedge clk)
-    q1_resetting <= \$904 ;
+    q1_resetting <= \$905 ;
   always @(posedge clk)
-    q1_acked <= \$905 ;
+    q1_acked <= \$906 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$906 ;
+    q1_cpl_dead <= \$907 ;
   always @(posedge clk)
-    q__2__consumer <= \$907 ;
+    q__2__consumer <= \$908 ;
   always @(posedge clk)
-    q__2__retired <= \$908 ;
+    q__2__retired <= \$909 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$909 ;
+    q__2__cpl_irq <= \$910 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$910 ;
+    q2_cpl_pending <= \$911 ;
   always @(posedge clk)
-    q2_checked <= \$911 ;
+    q2_checked <= \$912 ;
   always @(posedge clk)
-    q__2__producer <= \$912 ;
+    q__2__producer <= \$913 ;
   always @(posedge clk)
-    q2_halted <= \$913 ;
+    q2_halted <= \$914 ;
   always @(posedge clk)
-    q__2__error <= \$914 ;
+    q__2__error <= \$915 ;
   always @(posedge clk)
-    q__2__error_index <= \$915 ;
+    q__2__error_index <= \$916 ;
   always @(posedge clk)
-    q__2__error_irq <= \$916 ;
+    q__2__error_irq <= \$917 ;
   always @(posedge clk)
-    q2_resetting <= \$917 ;
+    q2_resetting <= \$918 ;
   always @(posedge clk)
-    q2_acked <= \$918 ;
+    q2_acked <= \$919 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$919 ;
+    q2_cpl_dead <= \$920 ;
   always @(posedge clk)
-    q__3__consumer <= \$920 ;
+    q__3__consumer <= \$921 ;
   always @(posedge clk)
-    q__3__retired <= \$921 ;
+    q__3__retired <= \$922 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$922 ;
+    q__3__cpl_irq <= \$923 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$923 ;
+    q3_cpl_pending <= \$924 ;
   always @(posedge clk)
-    q3_checked <= \$924 ;
+    q3_checked <= \$925 ;
   always @(posedge clk)
-    q__3__producer <= \$925 ;
+    q__3__producer <= \$926 ;
   always @(posedge clk)
-    q3_halted <= \$926 ;
+    q3_halted <= \$927 ;
   always @(posedge clk)
-    q__3__error <= \$927 ;
+    q__3__error <= \$928 ;
   always @(posedge clk)
-    q__3__error_index <= \$928 ;
+    q__3__error_index <= \$929 ;
   always @(posedge clk)
-    q__3__error_irq <= \$929 ;
+    q__3__error_irq <= \$930 ;
   always @(posedge clk)
-    q3_resetting <= \$930 ;
+    q3_resetting <= \$931 ;
   always @(posedge clk)
-    q3_acked <= \$931 ;
+    q3_acked <= \$932 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$932 ;
+    q3_cpl_dead <= \$933 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -71986,16 +71992,15 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$45  = \$43  | \$44 ;
   assign \$48  = q__0__ring_log2 > 1'h0;
   assign \$49  = q__0__ring_log2 > 1'h1;
-  assign \$50  = q__0__ring_log2 > 2'h2;
   \kaki_soc_16x16.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$354 ),
-    .r_data(\r_data$396 ),
-    .r_en(\r_en$398 ),
-    .r_rdy(\r_rdy$395 ),
+    .level(\level$356 ),
+    .r_data(\r_data$398 ),
+    .r_en(\r_en$400 ),
+    .r_rdy(\r_rdy$397 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$339 ),
+    .w_port__data(\w_data$341 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_16x16.qc.cpl_guard  cpl_guard (
@@ -72019,7 +72024,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$399 ),
+    .timeout(\timeout$401 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -72077,8 +72082,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .r_en(\r_en$139 ),
     .r_rdy(\r_rdy$134 ),
     .rst(rst),
-    .w_en(\w_en$329 ),
-    .w_port__data(\w_data$330 )
+    .w_en(\w_en$331 ),
+    .w_port__data(\w_data$332 )
   );
   \kaki_soc_16x16.qc.q2_fifo  q2_fifo (
     .clk(clk),
@@ -72088,8 +72093,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .r_en(\r_en$176 ),
     .r_rdy(\r_rdy$171 ),
     .rst(rst),
-    .w_en(\w_en$333 ),
-    .w_port__data(\w_data$334 )
+    .w_en(\w_en$335 ),
+    .w_port__data(\w_data$336 )
   );
   \kaki_soc_16x16.qc.q3_fifo  q3_fifo (
     .clk(clk),
@@ -72099,8 +72104,8 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .r_en(\r_en$213 ),
     .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$337 ),
-    .w_port__data(\w_data$338 )
+    .w_en(\w_en$339 ),
+    .w_port__data(\w_data$340 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -72135,13 +72140,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$275  = q0_args_row;
+          \$276  = q0_args_row;
       2'h1:
-          \$275  = q1_args_row;
+          \$276  = q1_args_row;
       2'h2:
-          \$275  = q2_args_row;
+          \$276  = q2_args_row;
       2'h3:
-          \$275  = q3_args_row;
+          \$276  = q3_args_row;
     endcase
   end
   always @* begin
@@ -72149,13 +72154,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$280  = q0_args_strides;
+          \$281  = q0_args_strides;
       2'h1:
-          \$280  = q1_args_strides;
+          \$281  = q1_args_strides;
       2'h2:
-          \$280  = q2_args_strides;
+          \$281  = q2_args_strides;
       2'h3:
-          \$280  = q3_args_strides;
+          \$281  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -72163,13 +72168,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$284  = q0_args_row;
+          \$285  = q0_args_row;
       2'h1:
-          \$284  = q1_args_row;
+          \$285  = q1_args_row;
       2'h2:
-          \$284  = q2_args_row;
+          \$285  = q2_args_row;
       2'h3:
-          \$284  = q3_args_row;
+          \$285  = q3_args_row;
     endcase
   end
   always @* begin
@@ -72177,13 +72182,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$288  = q0_args_strides;
+          \$289  = q0_args_strides;
       2'h1:
-          \$288  = q1_args_strides;
+          \$289  = q1_args_strides;
       2'h2:
-          \$288  = q2_args_strides;
+          \$289  = q2_args_strides;
       2'h3:
-          \$288  = q3_args_strides;
+          \$289  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -72191,13 +72196,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$333  = q__0__cpl_base;
+          \$334  = q__0__cpl_base;
       2'h1:
-          \$333  = q__1__cpl_base;
+          \$334  = q__1__cpl_base;
       2'h2:
-          \$333  = q__2__cpl_base;
+          \$334  = q__2__cpl_base;
       2'h3:
-          \$333  = q__3__cpl_base;
+          \$334  = q__3__cpl_base;
     endcase
   end
   always @* begin
@@ -72233,13 +72238,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$482  = q0_list_mode;
+          \$483  = q0_list_mode;
       2'h1:
-          \$482  = q1_list_mode;
+          \$483  = q1_list_mode;
       2'h2:
-          \$482  = q2_list_mode;
+          \$483  = q2_list_mode;
       2'h3:
-          \$482  = q3_list_mode;
+          \$483  = q3_list_mode;
     endcase
   end
   always @* begin
@@ -72247,13 +72252,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$483  = \$68 [31:0];
+          \$484  = \$68 [31:0];
       2'h1:
-          \$483  = \$108 [31:0];
+          \$484  = \$108 [31:0];
       2'h2:
-          \$483  = \$148 [31:0];
+          \$484  = \$148 [31:0];
       2'h3:
-          \$483  = \$188 [31:0];
+          \$484  = \$188 [31:0];
     endcase
   end
   always @* begin
@@ -72261,13 +72266,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$484  = q__0__reset;
+          \$485  = q__0__reset;
       2'h1:
-          \$484  = q__1__reset;
+          \$485  = q__1__reset;
       2'h2:
-          \$484  = q__2__reset;
+          \$485  = q__2__reset;
       2'h3:
-          \$484  = q__3__reset;
+          \$485  = q__3__reset;
     endcase
   end
   always @* begin
@@ -72275,13 +72280,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$519  = q0_list_left;
+          \$520  = q0_list_left;
       2'h1:
-          \$519  = q1_list_left;
+          \$520  = q1_list_left;
       2'h2:
-          \$519  = q2_list_left;
+          \$520  = q2_list_left;
       2'h3:
-          \$519  = q3_list_left;
+          \$520  = q3_list_left;
     endcase
   end
   always @* begin
@@ -72289,13 +72294,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$521  = q0_list_loops;
+          \$522  = q0_list_loops;
       2'h1:
-          \$521  = q1_list_loops;
+          \$522  = q1_list_loops;
       2'h2:
-          \$521  = q2_list_loops;
+          \$522  = q2_list_loops;
       2'h3:
-          \$521  = q3_list_loops;
+          \$522  = q3_list_loops;
     endcase
   end
   always @* begin
@@ -72303,13 +72308,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$524  = q0_args;
+          \$525  = q0_args;
       2'h1:
-          \$524  = q1_args;
+          \$525  = q1_args;
       2'h2:
-          \$524  = q2_args;
+          \$525  = q2_args;
       2'h3:
-          \$524  = q3_args;
+          \$525  = q3_args;
     endcase
   end
   always @* begin
@@ -72317,13 +72322,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$529  = q0_args;
+          \$530  = q0_args;
       2'h1:
-          \$529  = q1_args;
+          \$530  = q1_args;
       2'h2:
-          \$529  = q2_args;
+          \$530  = q2_args;
       2'h3:
-          \$529  = q3_args;
+          \$530  = q3_args;
     endcase
   end
   always @* begin
@@ -72331,13 +72336,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$707  = q0_cpl_dead;
+          \$708  = q0_cpl_dead;
       2'h1:
-          \$707  = q1_cpl_dead;
+          \$708  = q1_cpl_dead;
       2'h2:
-          \$707  = q2_cpl_dead;
+          \$708  = q2_cpl_dead;
       2'h3:
-          \$707  = q3_cpl_dead;
+          \$708  = q3_cpl_dead;
     endcase
   end
   always @* begin
@@ -72467,13 +72472,13 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$250 ) begin
-            end else if (\$254 ) begin
+            if (\$251 ) begin
+            end else if (\$255 ) begin
               fetch_list_fail = 1'h1;
             end
           end
       3'h3:
-          if (\$257 ) begin
+          if (\$258 ) begin
           end else if (patch_bad) begin
             fetch_list_fail = 1'h1;
           end
@@ -72494,7 +72499,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h5:
           /* empty */;
       3'h4:
-          fetch_item_push = \$260 ;
+          fetch_item_push = \$261 ;
     endcase
   end
   always @* begin
@@ -72514,15 +72519,15 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h4:
           /* empty */;
       3'h6:
-          fetch_step = \$263 ;
+          fetch_step = \$264 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$398  = 1'h0;
+    \r_en$400  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$398  = 1'h1;
+          \r_en$400  = 1'h1;
     endcase
   end
   always @* begin
@@ -72535,23 +72540,23 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
           end else if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -72585,7 +72590,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h3:
           /* empty */;
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
             cpl_finish = 1'h1;
           end
       3'h5:
@@ -72621,163 +72626,150 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$366 ) begin
-      q0_halt_code = \$367 ;
-    end
-    if (\$369 ) begin
-      q0_halt_code = fetch_fail_code;
+    if (\$367 ) begin
+      q0_halt_code = \$368 ;
     end
     if (\$370 ) begin
+      q0_halt_code = fetch_fail_code;
+    end
+    if (\$371 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$366 ) begin
+    if (\$367 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$369 ) begin
+    if (\$370 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$370 ) begin
+    if (\$371 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$396 ) begin
-      q1_halt_code = \$397 ;
-    end
-    if (\$399 ) begin
-      q1_halt_code = fetch_fail_code;
+    if (\$397 ) begin
+      q1_halt_code = \$398 ;
     end
     if (\$400 ) begin
+      q1_halt_code = fetch_fail_code;
+    end
+    if (\$401 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$396 ) begin
+    if (\$397 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$399 ) begin
+    if (\$400 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$400 ) begin
+    if (\$401 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$426 ) begin
-      q2_halt_code = \$427 ;
-    end
-    if (\$429 ) begin
-      q2_halt_code = fetch_fail_code;
+    if (\$427 ) begin
+      q2_halt_code = \$428 ;
     end
     if (\$430 ) begin
+      q2_halt_code = fetch_fail_code;
+    end
+    if (\$431 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$426 ) begin
+    if (\$427 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$429 ) begin
+    if (\$430 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$430 ) begin
+    if (\$431 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$456 ) begin
-      q3_halt_code = \$457 ;
-    end
-    if (\$459 ) begin
-      q3_halt_code = fetch_fail_code;
+    if (\$457 ) begin
+      q3_halt_code = \$458 ;
     end
     if (\$460 ) begin
+      q3_halt_code = fetch_fail_code;
+    end
+    if (\$461 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$456 ) begin
+    if (\$457 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$459 ) begin
+    if (\$460 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$460 ) begin
+    if (\$461 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$793  = fetch_discard;
-    if (\$481 ) begin
-      \$793  = 1'h1;
+    \$794  = fetch_discard;
+    if (\$482 ) begin
+      \$794  = 1'h1;
     end
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$793  = \$484 ;
+            \$794  = \$485 ;
           end
     endcase
     if (rst) begin
-      \$793  = 1'h0;
+      \$794  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$794  = fetch_q;
-    casez (fetch_fsm_state)
-      3'h0:
-          if (fetch_rr_any) begin
-            \$794  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$794  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$795  = fetch_rr_last;
+    \$795  = fetch_q;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
@@ -72785,223 +72777,236 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           end
     endcase
     if (rst) begin
-      \$795  = 2'h3;
+      \$795  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$796  = up__arvalid;
+    \$796  = fetch_rr_last;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$796  = 1'h1;
+            \$796  = fetch_rr_sel;
+          end
+    endcase
+    if (rst) begin
+      \$796  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$797  = up__arvalid;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$797  = 1'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end else if (timeout) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$796  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$797  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$796  = 1'h0;
+      \$797  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$797  = fetch_kind;
+    \$798  = fetch_kind;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$797  = \$482 ;
+            \$798  = \$483 ;
           end
     endcase
     if (rst) begin
-      \$797  = 2'h0;
+      \$798  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$798  = fetch_patch_rd;
+    \$799  = fetch_patch_rd;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$798  = 1'h0;
+            \$799  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$798  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$799  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$798  = 1'h0;
+      \$799  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$799  = up__araddr;
+    \$800  = up__araddr;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$799  = \$483 ;
+            \$800  = \$484 ;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$799  = \$501 [31:0];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$800  = \$502 [31:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$799  = 32'd0;
+      \$800  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$800  = fetch_r_beat;
+    \$801  = fetch_r_beat;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$800  = 2'h0;
+            \$801  = 2'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
         begin
           if (fetch_r_hs) begin
-            if (\$485 ) begin
-              \$800  = \$486 [1:0];
+            if (\$486 ) begin
+              \$801  = \$487 [1:0];
             end
           end
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$800  = 2'h0;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$801  = 2'h0;
               end
             end
           end
         end
     endcase
     if (rst) begin
-      \$800  = 2'h0;
+      \$801  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$801  = fetch_r_err;
+    \$802  = fetch_r_err;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$801  = 1'h0;
+            \$802  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$801  = 1'h1;
+            if (\$489 ) begin
+              \$802  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$801  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$802  = fetch_fsm_state;
+    \$803  = fetch_fsm_state;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$802  = 3'h1;
+            \$803  = 3'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$802  = 3'h2;
+            \$803  = 3'h2;
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            \$802  = 3'h0;
-            if (\$493 ) begin
-              \$802  = 3'h3;
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
+            \$803  = 3'h0;
+            if (\$494 ) begin
+              \$803  = 3'h3;
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
               (* full_case = 32'd1 *)
-              if (\$500 ) begin
-                \$802  = 3'h1;
+              if (\$501 ) begin
+                \$803  = 3'h1;
               end else begin
-                \$802  = 3'h4;
+                \$803  = 3'h4;
               end
             end
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
-            \$802  = 3'h0;
+          if (\$503 ) begin
+            \$803  = 3'h0;
           end else if (patch_bad) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h5;
+            \$803  = 3'h5;
           end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
-            \$802  = 3'h0;
+          if (\$508 ) begin
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h3;
-            if (\$518 ) begin
-              \$802  = 3'h4;
+            \$803  = 3'h3;
+            if (\$519 ) begin
+              \$803  = 3'h4;
             end
           end
       3'h4:
         begin
-          \$802  = 3'h0;
-          if (\$526 ) begin
-            \$802  = 3'h6;
+          \$803  = 3'h0;
+          if (\$527 ) begin
+            \$803  = 3'h6;
           end
         end
       3'h6:
-          if (\$532 ) begin
-            \$802  = 3'h0;
+          if (\$533 ) begin
+            \$803  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$802  = 3'h0;
+      \$803  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$803  = fetch_r_buf;
+    \$804  = fetch_r_buf;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73009,25 +73014,25 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$485 ) begin
+            if (\$486 ) begin
               casez (fetch_r_beat)
                 2'h0:
-                    \$803 [63:0] = down__rdata;
+                    \$804 [63:0] = down__rdata;
                 2'h1:
-                    \$803 [127:64] = down__rdata;
+                    \$804 [127:64] = down__rdata;
                 2'h2:
-                    \$803 [191:128] = down__rdata;
+                    \$804 [191:128] = down__rdata;
               endcase
             end
           end
     endcase
     if (rst) begin
-      \$803  = 192'h000000000000000000000000000000000000000000000000;
+      \$804  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$804  = fetch_r_code;
+    \$805  = fetch_r_code;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73035,18 +73040,18 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$804  = \$490 ;
+            if (\$489 ) begin
+              \$805  = \$491 ;
             end
           end
     endcase
     if (rst) begin
-      \$804  = 8'h00;
+      \$805  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$805  = list_patches;
+    \$806  = list_patches;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73054,18 +73059,18 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$805  = { down__rdata[31:0], fetch_r_buf };
+            if (\$494 ) begin
+              \$806  = { down__rdata[31:0], fetch_r_buf };
             end
           end
     endcase
     if (rst) begin
-      \$805  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$806  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$806  = list_pj;
+    \$807  = list_pj;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73073,26 +73078,26 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$806  = 3'h0;
+            if (\$494 ) begin
+              \$807  = 3'h0;
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            \$806  = \$516 [2:0];
+            \$807  = \$517 [2:0];
           end
     endcase
     if (rst) begin
-      \$806  = 3'h0;
+      \$807  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$807  = list_desc;
+    \$808  = list_desc;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73100,58 +73105,58 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$807  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$808  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            if (\$508 ) begin
-              \$807 [31:0] = patch_result[31:0];
-              \$807 [63:32] = patch_result[63:32];
-            end
             if (\$509 ) begin
-              \$807 [63:32] = patch_result[31:0];
-              \$807 [95:64] = patch_result[63:32];
+              \$808 [31:0] = patch_result[31:0];
+              \$808 [63:32] = patch_result[63:32];
             end
             if (\$510 ) begin
-              \$807 [95:64] = patch_result[31:0];
-              \$807 [127:96] = patch_result[63:32];
+              \$808 [63:32] = patch_result[31:0];
+              \$808 [95:64] = patch_result[63:32];
             end
             if (\$511 ) begin
-              \$807 [127:96] = patch_result[31:0];
-              \$807 [159:128] = patch_result[63:32];
+              \$808 [95:64] = patch_result[31:0];
+              \$808 [127:96] = patch_result[63:32];
             end
             if (\$512 ) begin
-              \$807 [159:128] = patch_result[31:0];
-              \$807 [191:160] = patch_result[63:32];
+              \$808 [127:96] = patch_result[31:0];
+              \$808 [159:128] = patch_result[63:32];
             end
             if (\$513 ) begin
-              \$807 [191:160] = patch_result[31:0];
-              \$807 [223:192] = patch_result[63:32];
+              \$808 [159:128] = patch_result[31:0];
+              \$808 [191:160] = patch_result[63:32];
             end
             if (\$514 ) begin
-              \$807 [223:192] = patch_result[31:0];
-              \$807 [255:224] = patch_result[63:32];
+              \$808 [191:160] = patch_result[31:0];
+              \$808 [223:192] = patch_result[63:32];
             end
             if (\$515 ) begin
-              \$807 [255:224] = patch_result[31:0];
+              \$808 [223:192] = patch_result[31:0];
+              \$808 [255:224] = patch_result[63:32];
+            end
+            if (\$516 ) begin
+              \$808 [255:224] = patch_result[31:0];
             end
           end
     endcase
     if (rst) begin
-      \$807  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$808  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$808  = list_npatch;
+    \$809  = list_npatch;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73159,20 +73164,20 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$808  = fetch_r_buf[11:9];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$809  = fetch_r_buf[11:9];
             end
           end
     endcase
     if (rst) begin
-      \$808  = 3'h0;
+      \$809  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$809  = patch_addend;
+    \$810  = patch_addend;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73182,19 +73187,19 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$809  = { 1'h0, \$503  };
+            \$810  = { 1'h0, \$504  };
           end
     endcase
     if (rst) begin
-      \$809  = 64'h0000000000000000;
+      \$810  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$810  = patch_at_word;
+    \$811  = patch_at_word;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73204,19 +73209,19 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$810  = \$215 [7:5];
+            \$811  = \$215 [7:5];
           end
     endcase
     if (rst) begin
-      \$810  = 3'h0;
+      \$811  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$811  = patch_mask;
+    \$812  = patch_mask;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73226,19 +73231,19 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$811  = \$506 [63:0];
+            \$812  = \$507 [63:0];
           end
     endcase
     if (rst) begin
-      \$811  = 64'h0000000000000000;
+      \$812  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$812  = fetch_step_row;
+    \$813  = fetch_step_row;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -73251,132 +73256,117 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
       3'h5:
           /* empty */;
       3'h4:
-          if (\$526 ) begin
-            \$812  = 2'h0;
+          if (\$527 ) begin
+            \$813  = 2'h0;
           end
       3'h6:
-          \$812  = \$527 [1:0];
+          \$813  = \$528 [1:0];
     endcase
     if (rst) begin
-      \$812  = 2'h0;
+      \$813  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$813  = \$536 [2:0];
+    \$814  = \$537 [2:0];
     if (q__0__cleared) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
     if (rst) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$814  = q__0__fetch;
+    \$815  = q__0__fetch;
     if (q0_fetch_push) begin
-      \$814  = \$537 [31:0];
+      \$815  = \$538 [31:0];
     end
     if (q__0__cleared) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
     if (rst) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$815  = q0_list_mode;
-    if (\$541 ) begin
-      \$815  = 2'h0;
+    \$816  = q0_list_mode;
+    if (\$542 ) begin
+      \$816  = 2'h0;
     end
-    if (\$546 ) begin
-      \$815  = \$548 ;
+    if (\$547 ) begin
+      \$816  = \$549 ;
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
+    if (\$553 ) begin
+      if (\$559 ) begin
         (* full_case = 32'd1 *)
-        if (\$561 ) begin
+        if (\$562 ) begin
         end else begin
-          \$815  = 2'h2;
+          \$816  = 2'h2;
         end
       end
     end
     if (q0_item_push) begin
-      if (\$568 ) begin
-      end else if (\$569 ) begin
-        \$815  = 2'h3;
+      if (\$569 ) begin
+      end else if (\$570 ) begin
+        \$816  = 2'h3;
       end
     end
     if (q__0__cleared) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
     if (rst) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$816  = q0_list_next;
-    if (\$546 ) begin
-      \$816  = fetch_r_buf[63:32];
+    \$817  = q0_list_next;
+    if (\$547 ) begin
+      \$817  = fetch_r_buf[63:32];
     end
     if (q0_item_push) begin
-      \$816  = \$564 [31:0];
-      if (\$568 ) begin
-        \$816  = q0_list_base;
+      \$817  = \$565 [31:0];
+      if (\$569 ) begin
+        \$817  = q0_list_base;
       end
     end
     if (rst) begin
-      \$816  = 32'd0;
+      \$817  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$817  = q0_list_left;
-    if (\$546 ) begin
-      \$817  = fetch_r_buf[79:64];
+    \$818  = q0_list_left;
+    if (\$547 ) begin
+      \$818  = fetch_r_buf[79:64];
     end
     if (q0_item_push) begin
-      \$817  = \$565 [15:0];
-      if (\$568 ) begin
-        \$817  = q0_list_entries;
+      \$818  = \$566 [15:0];
+      if (\$569 ) begin
+        \$818  = q0_list_entries;
       end
     end
     if (rst) begin
-      \$817  = 16'h0000;
+      \$818  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$818  = q0_list_base;
-    if (\$546 ) begin
-      \$818  = fetch_r_buf[63:32];
+    \$819  = q0_list_base;
+    if (\$547 ) begin
+      \$819  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$818  = 32'd0;
+      \$819  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$819  = q0_list_entries;
-    if (\$546 ) begin
-      \$819  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$819  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$820  = q0_list_loops;
-    if (\$546 ) begin
-      \$820  = fetch_r_buf[133:118];
-    end
-    if (q0_item_push) begin
-      if (\$568 ) begin
-        \$820  = \$570 [15:0];
-      end
+    \$820  = q0_list_entries;
+    if (\$547 ) begin
+      \$820  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$820  = 16'h0000;
@@ -73384,57 +73374,62 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$821  = q0_args_strides;
-    if (\$546 ) begin
-      \$821  = 1'h0;
+    \$821  = q0_list_loops;
+    if (\$547 ) begin
+      \$821  = fetch_r_buf[133:118];
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$821  = 1'h1;
+    if (q0_item_push) begin
+      if (\$569 ) begin
+        \$821  = \$571 [15:0];
+      end
+    end
+    if (rst) begin
+      \$821  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$822  = q0_args_strides;
+    if (\$547 ) begin
+      \$822  = 1'h0;
+    end
+    if (\$553 ) begin
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$822  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$821  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$822  = q0_args_next;
-    if (\$546 ) begin
-      \$822  = fetch_r_buf[111:80];
+    \$823  = q0_args_next;
+    if (\$547 ) begin
+      \$823  = fetch_r_buf[111:80];
     end
-    if (\$552 ) begin
-      \$822  = \$553 [31:0];
+    if (\$553 ) begin
+      \$823  = \$554 [31:0];
     end
     if (rst) begin
-      \$822  = 32'd0;
+      \$823  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$823  = q0_args_left;
-    if (\$546 ) begin
-      \$823  = fetch_r_buf[117:112];
-    end
-    if (\$552 ) begin
-      \$823  = \$557 [5:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$823  = q0_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$823  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$824  = q0_args;
-    if (\$546 ) begin
+    \$824  = q0_args_left;
+    if (\$547 ) begin
       \$824  = fetch_r_buf[117:112];
+    end
+    if (\$553 ) begin
+      \$824  = \$558 [5:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$824  = q0_args;
+        end
+      end
     end
     if (rst) begin
       \$824  = 6'h00;
@@ -73442,138 +73437,133 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$825  = q0_args_row;
-    if (\$546 ) begin
-      \$825  = 2'h0;
+    \$825  = q0_args;
+    if (\$547 ) begin
+      \$825  = fetch_r_buf[117:112];
     end
-    if (\$552 ) begin
-      \$825  = \$554 [1:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$825  = 2'h0;
+    if (rst) begin
+      \$825  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$826  = q0_args_row;
+    if (\$547 ) begin
+      \$826  = 2'h0;
+    end
+    if (\$553 ) begin
+      \$826  = \$555 [1:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$826  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$825  = 2'h0;
+      \$826  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$826  = \$574 [2:0];
+    \$827  = \$575 [2:0];
     if (q__1__cleared) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
     if (rst) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$827  = q__1__fetch;
+    \$828  = q__1__fetch;
     if (q1_fetch_push) begin
-      \$827  = \$575 [31:0];
+      \$828  = \$576 [31:0];
     end
     if (q__1__cleared) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
     if (rst) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$828  = q1_list_mode;
-    if (\$579 ) begin
-      \$828  = 2'h0;
+    \$829  = q1_list_mode;
+    if (\$580 ) begin
+      \$829  = 2'h0;
     end
-    if (\$584 ) begin
-      \$828  = \$586 ;
+    if (\$585 ) begin
+      \$829  = \$587 ;
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
+    if (\$591 ) begin
+      if (\$597 ) begin
         (* full_case = 32'd1 *)
-        if (\$599 ) begin
+        if (\$600 ) begin
         end else begin
-          \$828  = 2'h2;
+          \$829  = 2'h2;
         end
       end
     end
     if (q1_item_push) begin
-      if (\$606 ) begin
-      end else if (\$607 ) begin
-        \$828  = 2'h3;
+      if (\$607 ) begin
+      end else if (\$608 ) begin
+        \$829  = 2'h3;
       end
     end
     if (q__1__cleared) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
     if (rst) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$829  = q1_list_next;
-    if (\$584 ) begin
-      \$829  = fetch_r_buf[63:32];
+    \$830  = q1_list_next;
+    if (\$585 ) begin
+      \$830  = fetch_r_buf[63:32];
     end
     if (q1_item_push) begin
-      \$829  = \$602 [31:0];
-      if (\$606 ) begin
-        \$829  = q1_list_base;
+      \$830  = \$603 [31:0];
+      if (\$607 ) begin
+        \$830  = q1_list_base;
       end
     end
     if (rst) begin
-      \$829  = 32'd0;
+      \$830  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$830  = q1_list_left;
-    if (\$584 ) begin
-      \$830  = fetch_r_buf[79:64];
+    \$831  = q1_list_left;
+    if (\$585 ) begin
+      \$831  = fetch_r_buf[79:64];
     end
     if (q1_item_push) begin
-      \$830  = \$603 [15:0];
-      if (\$606 ) begin
-        \$830  = q1_list_entries;
+      \$831  = \$604 [15:0];
+      if (\$607 ) begin
+        \$831  = q1_list_entries;
       end
     end
     if (rst) begin
-      \$830  = 16'h0000;
+      \$831  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$831  = q1_list_base;
-    if (\$584 ) begin
-      \$831  = fetch_r_buf[63:32];
+    \$832  = q1_list_base;
+    if (\$585 ) begin
+      \$832  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$831  = 32'd0;
+      \$832  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$832  = q1_list_entries;
-    if (\$584 ) begin
-      \$832  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$832  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$833  = q1_list_loops;
-    if (\$584 ) begin
-      \$833  = fetch_r_buf[133:118];
-    end
-    if (q1_item_push) begin
-      if (\$606 ) begin
-        \$833  = \$608 [15:0];
-      end
+    \$833  = q1_list_entries;
+    if (\$585 ) begin
+      \$833  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$833  = 16'h0000;
@@ -73581,57 +73571,62 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$834  = q1_args_strides;
-    if (\$584 ) begin
-      \$834  = 1'h0;
+    \$834  = q1_list_loops;
+    if (\$585 ) begin
+      \$834  = fetch_r_buf[133:118];
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$834  = 1'h1;
+    if (q1_item_push) begin
+      if (\$607 ) begin
+        \$834  = \$609 [15:0];
+      end
+    end
+    if (rst) begin
+      \$834  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$835  = q1_args_strides;
+    if (\$585 ) begin
+      \$835  = 1'h0;
+    end
+    if (\$591 ) begin
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$835  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$834  = 1'h0;
+      \$835  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$835  = q1_args_next;
-    if (\$584 ) begin
-      \$835  = fetch_r_buf[111:80];
+    \$836  = q1_args_next;
+    if (\$585 ) begin
+      \$836  = fetch_r_buf[111:80];
     end
-    if (\$590 ) begin
-      \$835  = \$591 [31:0];
+    if (\$591 ) begin
+      \$836  = \$592 [31:0];
     end
     if (rst) begin
-      \$835  = 32'd0;
+      \$836  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$836  = q1_args_left;
-    if (\$584 ) begin
-      \$836  = fetch_r_buf[117:112];
-    end
-    if (\$590 ) begin
-      \$836  = \$595 [5:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$836  = q1_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$836  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$837  = q1_args;
-    if (\$584 ) begin
+    \$837  = q1_args_left;
+    if (\$585 ) begin
       \$837  = fetch_r_buf[117:112];
+    end
+    if (\$591 ) begin
+      \$837  = \$596 [5:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$837  = q1_args;
+        end
+      end
     end
     if (rst) begin
       \$837  = 6'h00;
@@ -73639,138 +73634,133 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$838  = q1_args_row;
-    if (\$584 ) begin
-      \$838  = 2'h0;
+    \$838  = q1_args;
+    if (\$585 ) begin
+      \$838  = fetch_r_buf[117:112];
     end
-    if (\$590 ) begin
-      \$838  = \$592 [1:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$838  = 2'h0;
+    if (rst) begin
+      \$838  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$839  = q1_args_row;
+    if (\$585 ) begin
+      \$839  = 2'h0;
+    end
+    if (\$591 ) begin
+      \$839  = \$593 [1:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$839  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$838  = 2'h0;
+      \$839  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$839  = \$612 [2:0];
+    \$840  = \$613 [2:0];
     if (q__2__cleared) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
     if (rst) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$840  = q__2__fetch;
+    \$841  = q__2__fetch;
     if (q2_fetch_push) begin
-      \$840  = \$613 [31:0];
+      \$841  = \$614 [31:0];
     end
     if (q__2__cleared) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
     if (rst) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$841  = q2_list_mode;
-    if (\$617 ) begin
-      \$841  = 2'h0;
+    \$842  = q2_list_mode;
+    if (\$618 ) begin
+      \$842  = 2'h0;
     end
-    if (\$622 ) begin
-      \$841  = \$624 ;
+    if (\$623 ) begin
+      \$842  = \$625 ;
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
+    if (\$629 ) begin
+      if (\$635 ) begin
         (* full_case = 32'd1 *)
-        if (\$637 ) begin
+        if (\$638 ) begin
         end else begin
-          \$841  = 2'h2;
+          \$842  = 2'h2;
         end
       end
     end
     if (q2_item_push) begin
-      if (\$644 ) begin
-      end else if (\$645 ) begin
-        \$841  = 2'h3;
+      if (\$645 ) begin
+      end else if (\$646 ) begin
+        \$842  = 2'h3;
       end
     end
     if (q__2__cleared) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
     if (rst) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$842  = q2_list_next;
-    if (\$622 ) begin
-      \$842  = fetch_r_buf[63:32];
+    \$843  = q2_list_next;
+    if (\$623 ) begin
+      \$843  = fetch_r_buf[63:32];
     end
     if (q2_item_push) begin
-      \$842  = \$640 [31:0];
-      if (\$644 ) begin
-        \$842  = q2_list_base;
+      \$843  = \$641 [31:0];
+      if (\$645 ) begin
+        \$843  = q2_list_base;
       end
     end
     if (rst) begin
-      \$842  = 32'd0;
+      \$843  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$843  = q2_list_left;
-    if (\$622 ) begin
-      \$843  = fetch_r_buf[79:64];
+    \$844  = q2_list_left;
+    if (\$623 ) begin
+      \$844  = fetch_r_buf[79:64];
     end
     if (q2_item_push) begin
-      \$843  = \$641 [15:0];
-      if (\$644 ) begin
-        \$843  = q2_list_entries;
+      \$844  = \$642 [15:0];
+      if (\$645 ) begin
+        \$844  = q2_list_entries;
       end
     end
     if (rst) begin
-      \$843  = 16'h0000;
+      \$844  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$844  = q2_list_base;
-    if (\$622 ) begin
-      \$844  = fetch_r_buf[63:32];
+    \$845  = q2_list_base;
+    if (\$623 ) begin
+      \$845  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$844  = 32'd0;
+      \$845  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$845  = q2_list_entries;
-    if (\$622 ) begin
-      \$845  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$845  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$846  = q2_list_loops;
-    if (\$622 ) begin
-      \$846  = fetch_r_buf[133:118];
-    end
-    if (q2_item_push) begin
-      if (\$644 ) begin
-        \$846  = \$646 [15:0];
-      end
+    \$846  = q2_list_entries;
+    if (\$623 ) begin
+      \$846  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$846  = 16'h0000;
@@ -73778,57 +73768,62 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$847  = q2_args_strides;
-    if (\$622 ) begin
-      \$847  = 1'h0;
+    \$847  = q2_list_loops;
+    if (\$623 ) begin
+      \$847  = fetch_r_buf[133:118];
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$847  = 1'h1;
+    if (q2_item_push) begin
+      if (\$645 ) begin
+        \$847  = \$647 [15:0];
+      end
+    end
+    if (rst) begin
+      \$847  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$848  = q2_args_strides;
+    if (\$623 ) begin
+      \$848  = 1'h0;
+    end
+    if (\$629 ) begin
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$848  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$847  = 1'h0;
+      \$848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$848  = q2_args_next;
-    if (\$622 ) begin
-      \$848  = fetch_r_buf[111:80];
+    \$849  = q2_args_next;
+    if (\$623 ) begin
+      \$849  = fetch_r_buf[111:80];
     end
-    if (\$628 ) begin
-      \$848  = \$629 [31:0];
+    if (\$629 ) begin
+      \$849  = \$630 [31:0];
     end
     if (rst) begin
-      \$848  = 32'd0;
+      \$849  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$849  = q2_args_left;
-    if (\$622 ) begin
-      \$849  = fetch_r_buf[117:112];
-    end
-    if (\$628 ) begin
-      \$849  = \$633 [5:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$849  = q2_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$849  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$850  = q2_args;
-    if (\$622 ) begin
+    \$850  = q2_args_left;
+    if (\$623 ) begin
       \$850  = fetch_r_buf[117:112];
+    end
+    if (\$629 ) begin
+      \$850  = \$634 [5:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$850  = q2_args;
+        end
+      end
     end
     if (rst) begin
       \$850  = 6'h00;
@@ -73836,138 +73831,133 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$851  = q2_args_row;
-    if (\$622 ) begin
-      \$851  = 2'h0;
+    \$851  = q2_args;
+    if (\$623 ) begin
+      \$851  = fetch_r_buf[117:112];
     end
-    if (\$628 ) begin
-      \$851  = \$630 [1:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$851  = 2'h0;
+    if (rst) begin
+      \$851  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$852  = q2_args_row;
+    if (\$623 ) begin
+      \$852  = 2'h0;
+    end
+    if (\$629 ) begin
+      \$852  = \$631 [1:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$852  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$851  = 2'h0;
+      \$852  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$852  = \$650 [2:0];
+    \$853  = \$651 [2:0];
     if (q__3__cleared) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
     if (rst) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$853  = q__3__fetch;
+    \$854  = q__3__fetch;
     if (q3_fetch_push) begin
-      \$853  = \$651 [31:0];
+      \$854  = \$652 [31:0];
     end
     if (q__3__cleared) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
     if (rst) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$854  = q3_list_mode;
-    if (\$655 ) begin
-      \$854  = 2'h0;
+    \$855  = q3_list_mode;
+    if (\$656 ) begin
+      \$855  = 2'h0;
     end
-    if (\$660 ) begin
-      \$854  = \$662 ;
+    if (\$661 ) begin
+      \$855  = \$663 ;
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
+    if (\$667 ) begin
+      if (\$673 ) begin
         (* full_case = 32'd1 *)
-        if (\$675 ) begin
+        if (\$676 ) begin
         end else begin
-          \$854  = 2'h2;
+          \$855  = 2'h2;
         end
       end
     end
     if (q3_item_push) begin
-      if (\$682 ) begin
-      end else if (\$683 ) begin
-        \$854  = 2'h3;
+      if (\$683 ) begin
+      end else if (\$684 ) begin
+        \$855  = 2'h3;
       end
     end
     if (q__3__cleared) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
     if (rst) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$855  = q3_list_next;
-    if (\$660 ) begin
-      \$855  = fetch_r_buf[63:32];
+    \$856  = q3_list_next;
+    if (\$661 ) begin
+      \$856  = fetch_r_buf[63:32];
     end
     if (q3_item_push) begin
-      \$855  = \$678 [31:0];
-      if (\$682 ) begin
-        \$855  = q3_list_base;
+      \$856  = \$679 [31:0];
+      if (\$683 ) begin
+        \$856  = q3_list_base;
       end
     end
     if (rst) begin
-      \$855  = 32'd0;
+      \$856  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$856  = q3_list_left;
-    if (\$660 ) begin
-      \$856  = fetch_r_buf[79:64];
+    \$857  = q3_list_left;
+    if (\$661 ) begin
+      \$857  = fetch_r_buf[79:64];
     end
     if (q3_item_push) begin
-      \$856  = \$679 [15:0];
-      if (\$682 ) begin
-        \$856  = q3_list_entries;
+      \$857  = \$680 [15:0];
+      if (\$683 ) begin
+        \$857  = q3_list_entries;
       end
     end
     if (rst) begin
-      \$856  = 16'h0000;
+      \$857  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$857  = q3_list_base;
-    if (\$660 ) begin
-      \$857  = fetch_r_buf[63:32];
+    \$858  = q3_list_base;
+    if (\$661 ) begin
+      \$858  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$857  = 32'd0;
+      \$858  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$858  = q3_list_entries;
-    if (\$660 ) begin
-      \$858  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$858  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$859  = q3_list_loops;
-    if (\$660 ) begin
-      \$859  = fetch_r_buf[133:118];
-    end
-    if (q3_item_push) begin
-      if (\$682 ) begin
-        \$859  = \$684 [15:0];
-      end
+    \$859  = q3_list_entries;
+    if (\$661 ) begin
+      \$859  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$859  = 16'h0000;
@@ -73975,57 +73965,62 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$860  = q3_args_strides;
-    if (\$660 ) begin
-      \$860  = 1'h0;
+    \$860  = q3_list_loops;
+    if (\$661 ) begin
+      \$860  = fetch_r_buf[133:118];
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$860  = 1'h1;
+    if (q3_item_push) begin
+      if (\$683 ) begin
+        \$860  = \$685 [15:0];
+      end
+    end
+    if (rst) begin
+      \$860  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$861  = q3_args_strides;
+    if (\$661 ) begin
+      \$861  = 1'h0;
+    end
+    if (\$667 ) begin
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$861  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$860  = 1'h0;
+      \$861  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$861  = q3_args_next;
-    if (\$660 ) begin
-      \$861  = fetch_r_buf[111:80];
+    \$862  = q3_args_next;
+    if (\$661 ) begin
+      \$862  = fetch_r_buf[111:80];
     end
-    if (\$666 ) begin
-      \$861  = \$667 [31:0];
+    if (\$667 ) begin
+      \$862  = \$668 [31:0];
     end
     if (rst) begin
-      \$861  = 32'd0;
+      \$862  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$862  = q3_args_left;
-    if (\$660 ) begin
-      \$862  = fetch_r_buf[117:112];
-    end
-    if (\$666 ) begin
-      \$862  = \$671 [5:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$862  = q3_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$862  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$863  = q3_args;
-    if (\$660 ) begin
+    \$863  = q3_args_left;
+    if (\$661 ) begin
       \$863  = fetch_r_buf[117:112];
+    end
+    if (\$667 ) begin
+      \$863  = \$672 [5:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$863  = q3_args;
+        end
+      end
     end
     if (rst) begin
       \$863  = 6'h00;
@@ -74033,83 +74028,61 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$864  = q3_args_row;
-    if (\$660 ) begin
-      \$864  = 2'h0;
+    \$864  = q3_args;
+    if (\$661 ) begin
+      \$864  = fetch_r_buf[117:112];
     end
-    if (\$666 ) begin
-      \$864  = \$668 [1:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$864  = 2'h0;
+    if (rst) begin
+      \$864  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$865  = q3_args_row;
+    if (\$661 ) begin
+      \$865  = 2'h0;
+    end
+    if (\$667 ) begin
+      \$865  = \$669 [1:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$865  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$864  = 2'h0;
+      \$865  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$865  = cpl_overflow;
-    if (\$686 ) begin
-      \$865  = 1'h1;
+    \$866  = cpl_overflow;
+    if (\$687 ) begin
+      \$866  = 1'h1;
     end
     if (rst) begin
-      \$865  = 1'h0;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$866  = up__awvalid;
+    \$867  = up__awvalid;
     if (cpl_aw_hs) begin
-      \$866  = 1'h0;
+      \$867  = 1'h0;
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-          end else begin
-            \$866  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
           if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$866  = 1'h1;
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$866  = 1'h0;
-    end
-    if (rst) begin
-      \$866  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$867  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$867  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$707 ) begin
           end else begin
             \$867  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             \$867  = 1'h1;
           end
@@ -74123,133 +74096,152 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$868  = cpl_w_beat;
+    \$868  = up__wvalid;
     if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
       if (cpl_w_last) begin
-      end else begin
-        \$868  = \$687 [0];
+        \$868  = 1'h0;
       end
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$868  = 1'h0;
+          (* full_case = 32'd1 *)
+          if (\$708 ) begin
+          end else begin
+            \$868  = 1'h1;
+          end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$868  = 1'h0;
+            \$868  = 1'h1;
           end
     endcase
+    if (\abandon$67 ) begin
+      \$868  = 1'h0;
+    end
     if (rst) begin
       \$868  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$869  = cpl_req;
+    \$869  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$869  = \$688 [0];
+      end
+    end
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$869  = \r_data$396 ;
+          /* empty */;
+      3'h1:
+          \$869  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$869  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$869  = 92'h00000000000000000000000;
+      \$869  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$870  = cpl_fsm_state;
+    \$870  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$870  = 3'h1;
+          if (\r_rdy$397 ) begin
+            \$870  = \r_data$398 ;
+          end
+    endcase
+    if (rst) begin
+      \$870  = 92'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$871  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$397 ) begin
+            \$871  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$870  = 3'h2;
+          if (\$708 ) begin
+            \$871  = 3'h2;
           end else begin
-            \$870  = 3'h3;
+            \$871  = 3'h3;
           end
       3'h3:
           if (cpl_sent) begin
-            \$870  = 3'h4;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h4;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h4:
-          if (\$708 ) begin
-            \$870  = 3'h0;
+          if (\$709 ) begin
+            \$871  = 3'h0;
           end else if (cpl_b_hs) begin
-            \$870  = 3'h5;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h5;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
-            \$870  = 3'h6;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h6;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h6:
           if (cpl_b_hs) begin
-            \$870  = 3'h0;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h0;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h2:
-          \$870  = 3'h0;
+          \$871  = 3'h0;
     endcase
     if (rst) begin
-      \$870  = 3'h0;
+      \$871  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$871  = cpl_idx_sent;
+    \$872  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$871  = 1'h0;
+          \$872  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$871  = 1'h1;
+            \$872  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$871  = 1'h0;
+      \$872  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$872  = cpl_rec_index;
+    \$873  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$872  = cpl_sel_c;
-    endcase
-    if (rst) begin
-      \$872  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$873  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$873  = cpl_sel_base;
+          \$873  = cpl_sel_c;
     endcase
     if (rst) begin
       \$873  = 32'd0;
@@ -74257,19 +74249,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$874  = up__awaddr;
+    \$874  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$874  = \$706 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$874  = cpl_cons_addr;
-          end
+          \$874  = cpl_sel_base;
     endcase
     if (rst) begin
       \$874  = 32'd0;
@@ -74277,260 +74262,265 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$875  = up__awlen;
+    \$875  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$875  = 8'h01;
+          \$875  = \$707 [31:0];
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$875  = 8'h00;
+            \$875  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$875  = 8'h00;
+      \$875  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$876  = cpl_w_buf;
+    \$876  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$876  = cpl_rec;
+          \$876  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$876  = { 95'h000000000000000000000000, \$711  };
+            \$876  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$876  = 128'h00000000000000000000000000000000;
+      \$876  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$877  = up__wstrb;
+    \$877  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$877  = 8'hff;
+          \$877  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$877  = 8'h0f;
+            \$877  = { 95'h000000000000000000000000, \$712  };
           end
     endcase
     if (rst) begin
-      \$877  = 8'h00;
+      \$877  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$878  = cpl_w_nbeats;
+    \$878  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$878  = 2'h2;
+          \$878  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$878  = 2'h1;
+            \$878  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$878  = 2'h0;
+      \$878  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$879  = cpl_wr_err;
+    \$879  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$879  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$879  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$879  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$880  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$879  = 1'h1;
+          if (\$708 ) begin
+            \$880  = 1'h1;
           end else begin
-            \$879  = 1'h0;
+            \$880  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$879  = 1'h1;
+              \$880  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$879  = 1'h1;
+      \$880  = 1'h1;
     end
     if (rst) begin
-      \$879  = 1'h0;
+      \$880  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$880  = cpl_wr_code;
+    \$881  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$707 ) begin
-            \$880  = 8'h10;
+          if (\$708 ) begin
+            \$881  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$880  = \$710 ;
+              \$881  = \$711 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$880  = \$712 ;
+      \$881  = \$713 ;
     end
     if (rst) begin
-      \$880  = 8'h00;
+      \$881  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$881  = q__0__consumer;
+    \$882  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$881  = \$713 [31:0];
+      \$882  = \$714 [31:0];
     end
     if (q__0__cleared) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
     if (rst) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$882  = q0_cpl_done;
-    if (rst) begin
-      \$882  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$883  = \$714 ;
+    \$883  = q0_cpl_done;
     if (rst) begin
       \$883  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$884  = \$718 [2:0];
+    \$884  = \$715 ;
     if (rst) begin
-      \$884  = 3'h0;
+      \$884  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$885  = \$721 ;
+    \$885  = \$719 [2:0];
     if (rst) begin
-      \$885  = 1'h0;
+      \$885  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$886  = q__0__producer;
-    if (\$723 ) begin
-      \$886  = q__0__doorbell;
+    \$886  = \$722 ;
+    if (rst) begin
+      \$886  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$887  = q__0__producer;
+    if (\$724 ) begin
+      \$887  = q__0__doorbell;
     end
     if (q__0__cleared) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
     if (rst) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$887  = q0_halted;
-    if (\$725 ) begin
-      \$887  = 1'h1;
+    \$888  = q0_halted;
+    if (\$726 ) begin
+      \$888  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
     if (rst) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$888  = q__0__error;
-    if (\$725 ) begin
-      \$888  = q0_halt_code;
+    \$889  = q__0__error;
+    if (\$726 ) begin
+      \$889  = q0_halt_code;
     end
     if (q__0__cleared) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
     if (rst) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$889  = q__0__error_index;
-    if (\$725 ) begin
-      \$889  = q0_halt_index;
+    \$890  = q__0__error_index;
+    if (\$726 ) begin
+      \$890  = q0_halt_index;
     end
     if (q__0__cleared) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
     if (rst) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$890  = q0_halt_any;
-    if (rst) begin
-      \$890  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$891  = q0_resetting;
-    if (\$727 ) begin
-      \$891  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$891  = 1'h0;
-    end
+    \$891  = q0_halt_any;
     if (rst) begin
       \$891  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$892  = q0_acked;
-    if (\$727 ) begin
-      \$892  = 1'h0;
-    end else if (\$730 ) begin
+    \$892  = q0_resetting;
+    if (\$728 ) begin
       \$892  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -74542,8 +74532,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$893  = q0_cpl_dead;
-    if (\$732 ) begin
+    \$893  = q0_acked;
+    if (\$728 ) begin
+      \$893  = 1'h0;
+    end else if (\$731 ) begin
       \$893  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -74555,123 +74547,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$894  = q__1__consumer;
+    \$894  = q0_cpl_dead;
+    if (\$733 ) begin
+      \$894  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$894  = 1'h0;
+    end
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$895  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$894  = \$733 [31:0];
+      \$895  = \$734 [31:0];
     end
     if (q__1__cleared) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
     if (rst) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$895  = q1_cpl_done;
-    if (rst) begin
-      \$895  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$896  = \$734 ;
+    \$896  = q1_cpl_done;
     if (rst) begin
       \$896  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$897  = \$738 [2:0];
+    \$897  = \$735 ;
     if (rst) begin
-      \$897  = 3'h0;
+      \$897  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$898  = \$741 ;
+    \$898  = \$739 [2:0];
     if (rst) begin
-      \$898  = 1'h0;
+      \$898  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$899  = q__1__producer;
-    if (\$743 ) begin
-      \$899  = q__1__doorbell;
+    \$899  = \$742 ;
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$900  = q__1__producer;
+    if (\$744 ) begin
+      \$900  = q__1__doorbell;
     end
     if (q__1__cleared) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
     if (rst) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$900  = q1_halted;
-    if (\$745 ) begin
-      \$900  = 1'h1;
+    \$901  = q1_halted;
+    if (\$746 ) begin
+      \$901  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
     if (rst) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$901  = q__1__error;
-    if (\$745 ) begin
-      \$901  = q1_halt_code;
+    \$902  = q__1__error;
+    if (\$746 ) begin
+      \$902  = q1_halt_code;
     end
     if (q__1__cleared) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
     if (rst) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$902  = q__1__error_index;
-    if (\$745 ) begin
-      \$902  = q1_halt_index;
+    \$903  = q__1__error_index;
+    if (\$746 ) begin
+      \$903  = q1_halt_index;
     end
     if (q__1__cleared) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
     if (rst) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$903  = q1_halt_any;
-    if (rst) begin
-      \$903  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$904  = q1_resetting;
-    if (\$747 ) begin
-      \$904  = 1'h1;
-    end
-    if (q__1__cleared) begin
-      \$904  = 1'h0;
-    end
+    \$904  = q1_halt_any;
     if (rst) begin
       \$904  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$905  = q1_acked;
-    if (\$747 ) begin
-      \$905  = 1'h0;
-    end else if (\$750 ) begin
+    \$905  = q1_resetting;
+    if (\$748 ) begin
       \$905  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -74683,8 +74673,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$906  = q1_cpl_dead;
-    if (\$752 ) begin
+    \$906  = q1_acked;
+    if (\$748 ) begin
+      \$906  = 1'h0;
+    end else if (\$751 ) begin
       \$906  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -74696,123 +74688,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$907  = q__2__consumer;
+    \$907  = q1_cpl_dead;
+    if (\$753 ) begin
+      \$907  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$907  = 1'h0;
+    end
+    if (rst) begin
+      \$907  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$908  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$907  = \$753 [31:0];
+      \$908  = \$754 [31:0];
     end
     if (q__2__cleared) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
     if (rst) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$908  = q2_cpl_done;
-    if (rst) begin
-      \$908  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$909  = \$754 ;
+    \$909  = q2_cpl_done;
     if (rst) begin
       \$909  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$910  = \$758 [2:0];
+    \$910  = \$755 ;
     if (rst) begin
-      \$910  = 3'h0;
+      \$910  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$911  = \$761 ;
+    \$911  = \$759 [2:0];
     if (rst) begin
-      \$911  = 1'h0;
+      \$911  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$912  = q__2__producer;
-    if (\$763 ) begin
-      \$912  = q__2__doorbell;
+    \$912  = \$762 ;
+    if (rst) begin
+      \$912  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$913  = q__2__producer;
+    if (\$764 ) begin
+      \$913  = q__2__doorbell;
     end
     if (q__2__cleared) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
     if (rst) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$913  = q2_halted;
-    if (\$765 ) begin
-      \$913  = 1'h1;
+    \$914  = q2_halted;
+    if (\$766 ) begin
+      \$914  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
     if (rst) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$914  = q__2__error;
-    if (\$765 ) begin
-      \$914  = q2_halt_code;
+    \$915  = q__2__error;
+    if (\$766 ) begin
+      \$915  = q2_halt_code;
     end
     if (q__2__cleared) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
     if (rst) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$915  = q__2__error_index;
-    if (\$765 ) begin
-      \$915  = q2_halt_index;
+    \$916  = q__2__error_index;
+    if (\$766 ) begin
+      \$916  = q2_halt_index;
     end
     if (q__2__cleared) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
     if (rst) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$916  = q2_halt_any;
-    if (rst) begin
-      \$916  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$917  = q2_resetting;
-    if (\$767 ) begin
-      \$917  = 1'h1;
-    end
-    if (q__2__cleared) begin
-      \$917  = 1'h0;
-    end
+    \$917  = q2_halt_any;
     if (rst) begin
       \$917  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$918  = q2_acked;
-    if (\$767 ) begin
-      \$918  = 1'h0;
-    end else if (\$770 ) begin
+    \$918  = q2_resetting;
+    if (\$768 ) begin
       \$918  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -74824,8 +74814,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$919  = q2_cpl_dead;
-    if (\$772 ) begin
+    \$919  = q2_acked;
+    if (\$768 ) begin
+      \$919  = 1'h0;
+    end else if (\$771 ) begin
       \$919  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -74837,123 +74829,121 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$920  = q__3__consumer;
+    \$920  = q2_cpl_dead;
+    if (\$773 ) begin
+      \$920  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$920  = 1'h0;
+    end
+    if (rst) begin
+      \$920  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$921  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$920  = \$773 [31:0];
+      \$921  = \$774 [31:0];
     end
     if (q__3__cleared) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
     if (rst) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$921  = q3_cpl_done;
-    if (rst) begin
-      \$921  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$922  = \$774 ;
+    \$922  = q3_cpl_done;
     if (rst) begin
       \$922  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$923  = \$778 [2:0];
+    \$923  = \$775 ;
     if (rst) begin
-      \$923  = 3'h0;
+      \$923  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$924  = \$781 ;
+    \$924  = \$779 [2:0];
     if (rst) begin
-      \$924  = 1'h0;
+      \$924  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$925  = q__3__producer;
-    if (\$783 ) begin
-      \$925  = q__3__doorbell;
+    \$925  = \$782 ;
+    if (rst) begin
+      \$925  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$926  = q__3__producer;
+    if (\$784 ) begin
+      \$926  = q__3__doorbell;
     end
     if (q__3__cleared) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
     if (rst) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$926  = q3_halted;
-    if (\$785 ) begin
-      \$926  = 1'h1;
+    \$927  = q3_halted;
+    if (\$786 ) begin
+      \$927  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
     if (rst) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$927  = q__3__error;
-    if (\$785 ) begin
-      \$927  = q3_halt_code;
+    \$928  = q__3__error;
+    if (\$786 ) begin
+      \$928  = q3_halt_code;
     end
     if (q__3__cleared) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
     if (rst) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$928  = q__3__error_index;
-    if (\$785 ) begin
-      \$928  = q3_halt_index;
+    \$929  = q__3__error_index;
+    if (\$786 ) begin
+      \$929  = q3_halt_index;
     end
     if (q__3__cleared) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
     if (rst) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$929  = q3_halt_any;
-    if (rst) begin
-      \$929  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$930  = q3_resetting;
-    if (\$787 ) begin
-      \$930  = 1'h1;
-    end
-    if (q__3__cleared) begin
-      \$930  = 1'h0;
-    end
+    \$930  = q3_halt_any;
     if (rst) begin
       \$930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$931  = q3_acked;
-    if (\$787 ) begin
-      \$931  = 1'h0;
-    end else if (\$790 ) begin
+    \$931  = q3_resetting;
+    if (\$788 ) begin
       \$931  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -74965,8 +74955,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$932  = q3_cpl_dead;
-    if (\$792 ) begin
+    \$932  = q3_acked;
+    if (\$788 ) begin
+      \$932  = 1'h0;
+    end else if (\$791 ) begin
       \$932  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -74974,6 +74966,19 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     end
     if (rst) begin
       \$932  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$933  = q3_cpl_dead;
+    if (\$793 ) begin
+      \$933  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$933  = 1'h0;
+    end
+    if (rst) begin
+      \$933  = 1'h0;
     end
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -75089,13 +75094,14 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign fetch_step_sum = { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] };
   assign patch_shift = \$214 [4:0];
   assign patch_word = \$215 [7:5];
-  assign args_r__addr = \$237 [3:0];
-  assign strides_r__addr = \$239 [3:0];
-  assign patch_window = { \$243 , \$241  };
-  assign args_w__addr = \$277 [3:0];
-  assign strides_w__addr = \$285 [3:0];
+  assign args_r__addr = \$236 [3:0];
+  assign args_step_r__addr = \$238 [3:0];
+  assign strides_r__addr = \$240 [3:0];
+  assign patch_window = { \$244 , \$242  };
+  assign args_w__addr = \$278 [3:0];
+  assign strides_w__addr = \$286 [3:0];
   assign strides_w__data = { down__rdata, fetch_r_buf };
-  assign \w_en$352  = cpl_push_ok;
+  assign \w_en$354  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
   assign up__awsize = 3'h3;
@@ -75107,10 +75113,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$354 [31:0];
-  assign q1_c_seen = \$384 [31:0];
-  assign q2_c_seen = \$414 [31:0];
-  assign q3_c_seen = \$444 [31:0];
+  assign q0_c_seen = \$355 [31:0];
+  assign q1_c_seen = \$385 [31:0];
+  assign q2_c_seen = \$415 [31:0];
+  assign q3_c_seen = \$445 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
@@ -75144,15 +75150,15 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$339 [91:60] = cpl_timestamp;
-  assign \w_data$339 [59:44] = cpl_item;
-  assign \w_data$339 [43:28] = cpl_tag;
-  assign \w_data$339 [27:20] = cpl_opcode;
-  assign \w_data$339 [19:12] = cpl_status;
-  assign \w_data$339 [11:4] = cpl_flags;
-  assign \w_data$339 [3] = cpl_halt;
-  assign \w_data$339 [2] = cpl_irq;
-  assign \w_data$339 [1:0] = cpl_queue;
+  assign \w_data$341 [91:60] = cpl_timestamp;
+  assign \w_data$341 [59:44] = cpl_item;
+  assign \w_data$341 [43:28] = cpl_tag;
+  assign \w_data$341 [27:20] = cpl_opcode;
+  assign \w_data$341 [19:12] = cpl_status;
+  assign \w_data$341 [11:4] = cpl_flags;
+  assign \w_data$341 [3] = cpl_halt;
+  assign \w_data$341 [2] = cpl_irq;
+  assign \w_data$341 [1:0] = cpl_queue;
   assign \$46  = 32'd4294967264;
   assign \$47 [4:0] = 5'h00;
   assign \$47 [31:5] = q__0__ring_base[31:5];
@@ -75169,10 +75175,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$167 [4:0] = 5'h00;
   assign \$167 [31:5] = q__3__ring_base[31:5];
   assign \$184  = { 2'h0, \$183 , 5'h00 };
-  assign \$334  = 32'd4294967280;
+  assign \$335  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$333 [31:4];
-  assign \$705  = { 3'h0, \$704 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$334 [31:4];
+  assign \$706  = { 3'h0, \$705 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -75705,8 +75711,8 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
     aw_timer <= \$126 ;
   \kaki_soc_16x16.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5621$0 (aw_hs_id),
-    .\port$5635$0 (down__awlen),
+    .\port$5622$0 (aw_hs_id),
+    .\port$5636$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -76049,7 +76055,7 @@ module \kaki_soc_16x16.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awval
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -76073,10 +76079,10 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$563
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5621$0 ;
-  wire [2:0] \port$5621$0 ;
-  input [7:0] \port$5635$0 ;
-  wire [7:0] \port$5635$0 ;
+  input [2:0] \port$5622$0 ;
+  wire [2:0] \port$5622$0 ;
+  input [7:0] \port$5636$0 ;
+  wire [7:0] \port$5636$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -76108,7 +76114,7 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$563
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5621$0 , \port$5635$0  };
+      storage[w_port__addr] <= { \port$5622$0 , \port$5636$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -76170,8 +76176,8 @@ module \kaki_soc_16x16.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$563
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5621$0 , \port$5635$0  };
-  assign w_data = { \port$5621$0 , \port$5635$0  };
+  assign w_port__data = { \port$5622$0 , \port$5636$0  };
+  assign w_data = { \port$5622$0 , \port$5636$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -77286,7 +77292,7 @@ module \kaki_soc_16x16.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20897$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$20899$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -80207,8 +80213,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$20897$0 ;
-  wire [2:0] \port$20897$0 ;
+  input [2:0] \port$20899$0 ;
+  wire [2:0] \port$20899$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [20:0] pos = 21'h000000;
@@ -83159,23 +83165,23 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     recip_sm <= \$2658 ;
   \kaki_soc_16x16.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$18298$0 (\$2535 ),
-    .\port$18300$0 (\$2537 ),
-    .\port$18302$0 (\$2539 ),
-    .\port$18304$0 (\$2541 ),
-    .\port$18306$0 (\$2543 ),
-    .\port$18308$0 (\$2545 ),
-    .\port$18310$0 (\$2547 ),
-    .\port$18312$0 (\$2549 ),
-    .\port$18314$0 (\$2551 ),
-    .\port$18316$0 (\$2553 ),
-    .\port$18318$0 (\$2555 ),
-    .\port$18320$0 (\$2557 ),
-    .\port$18322$0 (\$2559 ),
-    .\port$18324$0 (\$2561 ),
-    .\port$18326$0 (\$2563 ),
-    .\port$18328$0 (\$2565 ),
-    .\port$25645$5 (e6_meta[18:5]),
+    .\port$18300$0 (\$2535 ),
+    .\port$18302$0 (\$2537 ),
+    .\port$18304$0 (\$2539 ),
+    .\port$18306$0 (\$2541 ),
+    .\port$18308$0 (\$2543 ),
+    .\port$18310$0 (\$2545 ),
+    .\port$18312$0 (\$2547 ),
+    .\port$18314$0 (\$2549 ),
+    .\port$18316$0 (\$2551 ),
+    .\port$18318$0 (\$2553 ),
+    .\port$18320$0 (\$2555 ),
+    .\port$18322$0 (\$2557 ),
+    .\port$18324$0 (\$2559 ),
+    .\port$18326$0 (\$2561 ),
+    .\port$18328$0 (\$2563 ),
+    .\port$18330$0 (\$2565 ),
+    .\port$25647$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -83852,7 +83858,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$2611  = \port$20897$0 ;
+            \$2611  = \port$20899$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -85704,7 +85710,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$20897$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$20899$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -85782,7 +85788,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[22:19];
   assign \e6_meta.last  = e6_meta[23];
-  assign \ctl__cmd__payload.op  = \port$20897$0 ;
+  assign \ctl__cmd__payload.op  = \port$20899$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$314  = { 10'h000, \$313 [19:10] };
   assign \$347  = { 34'h000000000, \$346 [42:34] };
@@ -85795,8 +85801,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \port$18300$0 , \port$18302$0 , \port$18304$0 , \port$18306$0 , \port$18308$0 , \port$18310$0 , \port$18312$0 , \port$18314$0 , \port$18316$0 , \port$18318$0 , \port$18320$0 , \port$18322$0 , \port$18324$0 , \port$18326$0 , \port$18328$0 , w_level
-, r_data, \port$25645$5 , r_rdy, clk);
+module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18300$0 , \port$18302$0 , \port$18304$0 , \port$18306$0 , \port$18308$0 , \port$18310$0 , \port$18312$0 , \port$18314$0 , \port$18316$0 , \port$18318$0 , \port$18320$0 , \port$18322$0 , \port$18324$0 , \port$18326$0 , \port$18328$0 , \port$18330$0 , w_level
+, r_data, \port$25647$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -85838,8 +85844,6 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$18298$0 ;
-  wire [7:0] \port$18298$0 ;
   input [7:0] \port$18300$0 ;
   wire [7:0] \port$18300$0 ;
   input [7:0] \port$18302$0 ;
@@ -85870,8 +85874,10 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   wire [7:0] \port$18326$0 ;
   input [7:0] \port$18328$0 ;
   wire [7:0] \port$18328$0 ;
-  input [13:0] \port$25645$5 ;
-  wire [13:0] \port$25645$5 ;
+  input [7:0] \port$18330$0 ;
+  wire [7:0] \port$18330$0 ;
+  input [13:0] \port$25647$5 ;
+  wire [13:0] \port$25647$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [141:0] r_data;
@@ -85917,7 +85923,7 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
+      storage[w_port__addr] <= { \port$18330$0 , \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$25647$5  };
   end
   reg [141:0] _0_;
   always @(posedge clk) begin
@@ -86028,14 +86034,14 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18298$0 , \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
-  assign w_data = { \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$18298$0 , \port$25645$5  };
+  assign w_port__data = { \port$18330$0 , \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$25647$5  };
+  assign w_data = { \port$18330$0 , \port$18328$0 , \port$18326$0 , \port$18324$0 , \port$18322$0 , \port$18320$0 , \port$18318$0 , \port$18316$0 , \port$18314$0 , \port$18312$0 , \port$18310$0 , \port$18308$0 , \port$18306$0 , \port$18304$0 , \port$18302$0 , \port$18300$0 , \port$25647$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$18475$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$18477$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -86288,8 +86294,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [141:0] \port$18475$0 ;
-  wire [141:0] \port$18475$0 ;
+  input [141:0] \port$18477$0 ;
+  wire [141:0] \port$18477$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -86440,7 +86446,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$18475$0 [13:12];
+  assign \$27  = ! \port$18477$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -86450,7 +86456,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$18475$0 [13:12];
+  assign \$37  = ! \port$18477$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -86485,7 +86491,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$18475$0 [13:12] == 1'h1;
+  assign \$67  = \port$18477$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -86495,7 +86501,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$18475$0 [13:12] == 1'h1;
+  assign \$77  = \port$18477$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -86530,7 +86536,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$18475$0 [13:12] == 2'h2;
+  assign \$107  = \port$18477$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -86540,7 +86546,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$18475$0 [13:12] == 2'h2;
+  assign \$117  = \port$18477$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -86575,7 +86581,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$18475$0 [13:12] == 2'h3;
+  assign \$147  = \port$18477$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -86585,7 +86591,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$18475$0 [13:12] == 2'h3;
+  assign \$157  = \port$18477$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -86740,7 +86746,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$18475$0 [11:0];
+      \bank0_addr$22  = \port$18477$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -86753,7 +86759,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$18475$0 [141:14];
+      bank0_wdata = \port$18477$0 [141:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -86782,7 +86788,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$18475$0 [11:0];
+      \bank1_addr$45  = \port$18477$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -86795,7 +86801,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$18475$0 [141:14];
+      bank1_wdata = \port$18477$0 [141:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -86824,7 +86830,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$18475$0 [11:0];
+      \bank2_addr$65  = \port$18477$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -86837,7 +86843,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$18475$0 [141:14];
+      bank2_wdata = \port$18477$0 [141:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -86866,7 +86872,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$18475$0 [11:0];
+      \bank3_addr$85  = \port$18477$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -86879,7 +86885,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$18475$0 [141:14];
+      bank3_wdata = \port$18477$0 [141:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -87093,8 +87099,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$18475$0 [13:0];
-  assign wr__1__data = \port$18475$0 [141:14];
+  assign wr__1__addr = \port$18477$0 [13:0];
+  assign wr__1__data = \port$18477$0 [141:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

@@ -3128,7 +3128,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11859$2 (\$299 ),
+    .\port$11861$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11885$0 (inflight),
-    .\port$12161$0 (q__0__cpl_irq),
-    .\port$12175$0 (q__0__error_irq),
-    .\port$12187$0 (q__1__cpl_irq),
-    .\port$12201$0 (q__1__error_irq),
-    .\port$12213$0 (q__2__cpl_irq),
-    .\port$12227$0 (q__2__error_irq),
-    .\port$12239$0 (q__3__cpl_irq),
-    .\port$12253$0 (q__3__error_irq),
-    .\port$12365$0 (\$309 ),
-    .\port$12373$0 (\$310 ),
-    .\port$12381$0 (\$311 ),
-    .\port$12389$0 (\$312 ),
-    .\port$13633$0 (events),
+    .\port$11887$0 (inflight),
+    .\port$12163$0 (q__0__cpl_irq),
+    .\port$12177$0 (q__0__error_irq),
+    .\port$12189$0 (q__1__cpl_irq),
+    .\port$12203$0 (q__1__error_irq),
+    .\port$12215$0 (q__2__cpl_irq),
+    .\port$12229$0 (q__2__error_irq),
+    .\port$12241$0 (q__3__cpl_irq),
+    .\port$12255$0 (q__3__error_irq),
+    .\port$12367$0 (\$309 ),
+    .\port$12375$0 (\$310 ),
+    .\port$12383$0 (\$311 ),
+    .\port$12391$0 (\$312 ),
+    .\port$13635$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11887$0 (\$300 ),
-    .\port$11891$0 (\$301 ),
-    .\port$11895$0 (\$302 ),
-    .\port$11899$0 (\$303 ),
-    .\port$11903$0 (\$304 ),
+    .\port$11889$0 (\$300 ),
+    .\port$11893$0 (\$301 ),
+    .\port$11897$0 (\$302 ),
+    .\port$11901$0 (\$303 ),
+    .\port$11905$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3477,20 +3477,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11859$2 (\$299 ),
-    .\port$13633$0 (events),
+    .\port$11861$2 (\$299 ),
+    .\port$13635$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
     .\port$4260$0 (q__3__qreset_req),
-    .\port$5829$0 (\$305 [255:0]),
-    .\port$5859$0 (\$306 [255:0]),
-    .\port$5889$0 (\$307 [255:0]),
-    .\port$5919$0 (\$308 [255:0]),
-    .\port$9773$0 (q__0__fw_ready),
-    .\port$9816$0 (q__1__fw_ready),
-    .\port$9859$0 (q__2__fw_ready),
-    .\port$9902$0 (q__3__fw_ready),
+    .\port$5830$0 (\$305 [255:0]),
+    .\port$5860$0 (\$306 [255:0]),
+    .\port$5890$0 (\$307 [255:0]),
+    .\port$5920$0 (\$308 [255:0]),
+    .\port$9775$0 (q__0__fw_ready),
+    .\port$9818$0 (q__1__fw_ready),
+    .\port$9861$0 (q__2__fw_ready),
+    .\port$9904$0 (q__3__fw_ready),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3546,13 +3546,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$5829$0 (\$305 ),
-    .\port$5859$0 (\$306 ),
-    .\port$5889$0 (\$307 ),
-    .\port$5919$0 (\$308 ),
-    .\port$9941$0 (\$314 ),
-    .\port$9947$0 (\$315 ),
-    .\port$9948$32 (\$316 ),
+    .\port$5830$0 (\$305 ),
+    .\port$5860$0 (\$306 ),
+    .\port$5890$0 (\$307 ),
+    .\port$5920$0 (\$308 ),
+    .\port$9943$0 (\$314 ),
+    .\port$9949$0 (\$315 ),
+    .\port$9950$32 (\$316 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3761,7 +3761,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$11397$0 (sfu_cmd_op),
+    .\port$11399$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -3775,7 +3775,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8975$0 (\$313 ),
+    .\port$8977$0 (\$313 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -7427,7 +7427,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11859$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11861$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11859$2 ;
-  wire [29:0] \port$11859$2 ;
+  output [29:0] \port$11861$2 ;
+  wire [29:0] \port$11861$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11859$2 (\$99 ),
+    .\port$11861$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11859$2  = \$99 ;
+  assign \port$11861$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11859$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11861$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11859$2 ;
-  wire [29:0] \port$11859$2 ;
+  output [29:0] \port$11861$2 ;
+  wire [29:0] \port$11861$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11859$2  = ls_addr_r[31:2];
+  assign \port$11861$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11885$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12161$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12175$0 , q_status0_resetting, q_consumer1_index, \port$12187$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$12201$0 , q_status1_resetting, q_consumer2_index, \port$12213$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12227$0 , q_status2_resetting, q_consumer3_index, \port$12239$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12253$0 , q_status3_resetting, \port$12365$0 , \port$12373$0 , \port$12381$0 
-, \port$12389$0 , \port$13633$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11887$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12163$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12177$0 , q_status0_resetting, q_consumer1_index, \port$12189$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$12203$0 , q_status1_resetting, q_consumer2_index, \port$12215$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12229$0 , q_status2_resetting, q_consumer3_index, \port$12241$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12255$0 , q_status3_resetting, \port$12367$0 , \port$12375$0 , \port$12383$0 
+, \port$12391$0 , \port$13635$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$11885$0 ;
-  wire [4:0] \port$11885$0 ;
-  input \port$12161$0 ;
-  wire \port$12161$0 ;
-  input \port$12175$0 ;
-  wire \port$12175$0 ;
-  input \port$12187$0 ;
-  wire \port$12187$0 ;
-  input \port$12201$0 ;
-  wire \port$12201$0 ;
-  input \port$12213$0 ;
-  wire \port$12213$0 ;
-  input \port$12227$0 ;
-  wire \port$12227$0 ;
-  input \port$12239$0 ;
-  wire \port$12239$0 ;
-  input \port$12253$0 ;
-  wire \port$12253$0 ;
-  input [2:0] \port$12365$0 ;
-  wire [2:0] \port$12365$0 ;
-  input [2:0] \port$12373$0 ;
-  wire [2:0] \port$12373$0 ;
-  input [2:0] \port$12381$0 ;
-  wire [2:0] \port$12381$0 ;
-  input [2:0] \port$12389$0 ;
-  wire [2:0] \port$12389$0 ;
-  input [511:0] \port$13633$0 ;
-  wire [511:0] \port$13633$0 ;
+  input [4:0] \port$11887$0 ;
+  wire [4:0] \port$11887$0 ;
+  input \port$12163$0 ;
+  wire \port$12163$0 ;
+  input \port$12177$0 ;
+  wire \port$12177$0 ;
+  input \port$12189$0 ;
+  wire \port$12189$0 ;
+  input \port$12203$0 ;
+  wire \port$12203$0 ;
+  input \port$12215$0 ;
+  wire \port$12215$0 ;
+  input \port$12229$0 ;
+  wire \port$12229$0 ;
+  input \port$12241$0 ;
+  wire \port$12241$0 ;
+  input \port$12255$0 ;
+  wire \port$12255$0 ;
+  input [2:0] \port$12367$0 ;
+  wire [2:0] \port$12367$0 ;
+  input [2:0] \port$12375$0 ;
+  wire [2:0] \port$12375$0 ;
+  input [2:0] \port$12383$0 ;
+  wire [2:0] \port$12383$0 ;
+  input [2:0] \port$12391$0 ;
+  wire [2:0] \port$12391$0 ;
+  input [511:0] \port$13635$0 ;
+  wire [511:0] \port$13635$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$12239$0 , \port$12213$0 , \port$12187$0 , \port$12161$0  };
+  assign \$187  = \$186  | { \port$12241$0 , \port$12215$0 , \port$12189$0 , \port$12163$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$12253$0 , \port$12227$0 , \port$12201$0 , \port$12175$0  };
+  assign \$190  = \$189  | { \port$12255$0 , \port$12229$0 , \port$12203$0 , \port$12177$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12239$0 , \port$12213$0 , \port$12187$0 , \port$12161$0  };
-  assign irq_status_queue_error_set = { \port$12253$0 , \port$12227$0 , \port$12201$0 , \port$12175$0  };
+  assign irq_status_queue_cpl_set = { \port$12241$0 , \port$12215$0 , \port$12189$0 , \port$12163$0  };
+  assign irq_status_queue_error_set = { \port$12255$0 , \port$12229$0 , \port$12203$0 , \port$12177$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11885$0 [0];
-  assign status_dma_store_busy = \port$11885$0 [1];
-  assign status_gemm_busy = \port$11885$0 [2];
-  assign status_vec_busy = \port$11885$0 [3];
-  assign status_sfu_busy = \port$11885$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$12365$0  };
-  assign q_status1_prefetched = { 5'h00, \port$12373$0  };
-  assign q_status2_prefetched = { 5'h00, \port$12381$0  };
-  assign q_status3_prefetched = { 5'h00, \port$12389$0  };
-  assign event0_value = \port$13633$0 [31:0];
-  assign event1_value = \port$13633$0 [63:32];
-  assign event2_value = \port$13633$0 [95:64];
-  assign event3_value = \port$13633$0 [127:96];
-  assign event4_value = \port$13633$0 [159:128];
-  assign event5_value = \port$13633$0 [191:160];
-  assign event6_value = \port$13633$0 [223:192];
-  assign event7_value = \port$13633$0 [255:224];
-  assign event8_value = \port$13633$0 [287:256];
-  assign event9_value = \port$13633$0 [319:288];
-  assign event10_value = \port$13633$0 [351:320];
-  assign event11_value = \port$13633$0 [383:352];
-  assign event12_value = \port$13633$0 [415:384];
-  assign event13_value = \port$13633$0 [447:416];
-  assign event14_value = \port$13633$0 [479:448];
-  assign event15_value = \port$13633$0 [511:480];
+  assign status_dma_load_busy = \port$11887$0 [0];
+  assign status_dma_store_busy = \port$11887$0 [1];
+  assign status_gemm_busy = \port$11887$0 [2];
+  assign status_vec_busy = \port$11887$0 [3];
+  assign status_sfu_busy = \port$11887$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$12367$0  };
+  assign q_status1_prefetched = { 5'h00, \port$12375$0  };
+  assign q_status2_prefetched = { 5'h00, \port$12383$0  };
+  assign q_status3_prefetched = { 5'h00, \port$12391$0  };
+  assign event0_value = \port$13635$0 [31:0];
+  assign event1_value = \port$13635$0 [63:32];
+  assign event2_value = \port$13635$0 [95:64];
+  assign event3_value = \port$13635$0 [127:96];
+  assign event4_value = \port$13635$0 [159:128];
+  assign event5_value = \port$13635$0 [191:160];
+  assign event6_value = \port$13635$0 [223:192];
+  assign event7_value = \port$13635$0 [255:224];
+  assign event8_value = \port$13635$0 [287:256];
+  assign event9_value = \port$13635$0 [319:288];
+  assign event10_value = \port$13635$0 [351:320];
+  assign event11_value = \port$13635$0 [383:352];
+  assign event12_value = \port$13635$0 [415:384];
+  assign event13_value = \port$13635$0 [447:416];
+  assign event14_value = \port$13635$0 [479:448];
+  assign event15_value = \port$13635$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11885$0 [0] };
+  assign \$440  = { 1'h0, \port$11887$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11885$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11885$0 [2], 2'h0 };
-  assign \$446  = { \port$11885$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11885$0 [4], 4'h0 };
+  assign \$442  = { \port$11887$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11887$0 [2], 2'h0 };
+  assign \$446  = { \port$11887$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11887$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$12365$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$12367$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$12373$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$12375$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$12381$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$12383$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$12389$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$12391$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$13633$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$13635$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$13633$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$13635$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$13633$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$13635$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$13633$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$13635$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$13633$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$13635$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$13633$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$13635$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$13633$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$13635$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$13633$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$13635$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$13633$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$13635$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$13633$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$13635$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$13633$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$13635$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$13633$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$13635$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$13633$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$13635$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$13633$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$13635$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$13633$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$13635$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$13633$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$13635$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11887$0 , retire__0__tag, retire__0__queued, \port$11891$0 , retire__1__tag, retire__1__queued
-, \port$11895$0 , retire__2__tag, retire__2__queued, \port$11899$0 , retire__3__tag, retire__3__queued, \port$11903$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11889$0 , retire__0__tag, retire__0__queued, \port$11893$0 , retire__1__tag, retire__1__queued
+, \port$11897$0 , retire__2__tag, retire__2__queued, \port$11901$0 , retire__3__tag, retire__3__queued, \port$11905$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11887$0 ;
-  wire [8:0] \port$11887$0 ;
-  output [8:0] \port$11891$0 ;
-  wire [8:0] \port$11891$0 ;
-  output [8:0] \port$11895$0 ;
-  wire [8:0] \port$11895$0 ;
-  output [8:0] \port$11899$0 ;
-  wire [8:0] \port$11899$0 ;
-  output [8:0] \port$11903$0 ;
-  wire [8:0] \port$11903$0 ;
+  output [8:0] \port$11889$0 ;
+  wire [8:0] \port$11889$0 ;
+  output [8:0] \port$11893$0 ;
+  wire [8:0] \port$11893$0 ;
+  output [8:0] \port$11897$0 ;
+  wire [8:0] \port$11897$0 ;
+  output [8:0] \port$11901$0 ;
+  wire [8:0] \port$11901$0 ;
+  output [8:0] \port$11905$0 ;
+  wire [8:0] \port$11905$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11398$0 (desc),
-    .\port$11400$0 (queue),
-    .\port$11401$0 (reject__queued),
+    .\port$11400$0 (desc),
+    .\port$11402$0 (queue),
+    .\port$11403$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11398$0 (desc),
-    .\port$11400$0 (queue),
-    .\port$11401$0 (reject__queued),
+    .\port$11400$0 (desc),
+    .\port$11402$0 (queue),
+    .\port$11403$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11398$0 (desc),
-    .\port$11400$0 (queue),
-    .\port$11401$0 (reject__queued),
+    .\port$11400$0 (desc),
+    .\port$11402$0 (queue),
+    .\port$11403$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$11398$0 (desc),
-    .\port$11400$0 (queue),
-    .\port$11401$0 (reject__queued),
+    .\port$11400$0 (desc),
+    .\port$11402$0 (queue),
+    .\port$11403$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11398$0 (desc),
-    .\port$11400$0 (queue),
-    .\port$11401$0 (reject__queued),
+    .\port$11400$0 (desc),
+    .\port$11402$0 (queue),
+    .\port$11403$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$11887$0  = dma_load_held[8:0];
+  assign \port$11889$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11891$0  = dma_store_held[8:0];
+  assign \port$11893$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11895$0  = gemm_held[8:0];
+  assign \port$11897$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11899$0  = vec_held[8:0];
+  assign \port$11901$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11903$0  = sfu_held[8:0];
+  assign \port$11905$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11398$0 , \port$11400$0 , \port$11401$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11398$0 ;
-  wire [255:0] \port$11398$0 ;
-  input [1:0] \port$11400$0 ;
-  wire [1:0] \port$11400$0 ;
-  input \port$11401$0 ;
-  wire \port$11401$0 ;
+  input [255:0] \port$11400$0 ;
+  wire [255:0] \port$11400$0 ;
+  input [1:0] \port$11402$0 ;
+  wire [1:0] \port$11402$0 ;
+  input \port$11403$0 ;
+  wire \port$11403$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
-  assign w_data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11398$0 , \port$11400$0 , \port$11401$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11398$0 ;
-  wire [255:0] \port$11398$0 ;
-  input [1:0] \port$11400$0 ;
-  wire [1:0] \port$11400$0 ;
-  input \port$11401$0 ;
-  wire \port$11401$0 ;
+  input [255:0] \port$11400$0 ;
+  wire [255:0] \port$11400$0 ;
+  input [1:0] \port$11402$0 ;
+  wire [1:0] \port$11402$0 ;
+  input \port$11403$0 ;
+  wire \port$11403$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
-  assign w_data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11398$0 , \port$11400$0 , \port$11401$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11398$0 ;
-  wire [255:0] \port$11398$0 ;
-  input [1:0] \port$11400$0 ;
-  wire [1:0] \port$11400$0 ;
-  input \port$11401$0 ;
-  wire \port$11401$0 ;
+  input [255:0] \port$11400$0 ;
+  wire [255:0] \port$11400$0 ;
+  input [1:0] \port$11402$0 ;
+  wire [1:0] \port$11402$0 ;
+  input \port$11403$0 ;
+  wire \port$11403$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
-  assign w_data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11398$0 , \port$11400$0 , \port$11401$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11398$0 ;
-  wire [255:0] \port$11398$0 ;
-  input [1:0] \port$11400$0 ;
-  wire [1:0] \port$11400$0 ;
-  input \port$11401$0 ;
-  wire \port$11401$0 ;
+  input [255:0] \port$11400$0 ;
+  wire [255:0] \port$11400$0 ;
+  input [1:0] \port$11402$0 ;
+  wire [1:0] \port$11402$0 ;
+  input \port$11403$0 ;
+  wire \port$11403$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
-  assign w_data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11398$0 , \port$11400$0 , \port$11401$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11398$0 ;
-  wire [255:0] \port$11398$0 ;
-  input [1:0] \port$11400$0 ;
-  wire [1:0] \port$11400$0 ;
-  input \port$11401$0 ;
-  wire \port$11401$0 ;
+  input [255:0] \port$11400$0 ;
+  wire [255:0] \port$11400$0 ;
+  input [1:0] \port$11402$0 ;
+  wire [1:0] \port$11402$0 ;
+  input \port$11403$0 ;
+  wire \port$11403$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
-  assign w_data = { \port$11401$0 , \port$11400$0 , \port$11398$0  };
+  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26061,8 +26061,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$6238$0 (aw_hs_id),
-    .\port$6252$0 (down__awlen),
+    .\port$6240$0 (aw_hs_id),
+    .\port$6254$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26407,7 +26407,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$6252$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$6254$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26435,10 +26435,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   (* init = 4'h0 *)
   wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  input [2:0] \port$6238$0 ;
-  wire [2:0] \port$6238$0 ;
-  input [7:0] \port$6252$0 ;
-  wire [7:0] \port$6252$0 ;
+  input [2:0] \port$6240$0 ;
+  wire [2:0] \port$6240$0 ;
+  input [7:0] \port$6254$0 ;
+  wire [7:0] \port$6254$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [10:0] r_data;
@@ -26477,7 +26477,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6238$0 , \port$6252$0  };
+      storage[w_port__addr] <= { \port$6240$0 , \port$6254$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 4'h9;
@@ -26543,16 +26543,16 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6238$0 , \port$6252$0  };
-  assign w_data = { \port$6238$0 , \port$6252$0  };
+  assign w_port__data = { \port$6240$0 , \port$6254$0  };
+  assign w_data = { \port$6240$0 , \port$6254$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$9773$0 , \port$9816$0 , \port$9859$0 , \port$9902$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11859$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$13633$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , \port$9775$0 , \port$9818$0 , \port$9861$0 , \port$9904$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11861$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$13635$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27247,10 +27247,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [29:0] \port$11859$2 ;
-  wire [29:0] \port$11859$2 ;
-  input [511:0] \port$13633$0 ;
-  wire [511:0] \port$13633$0 ;
+  input [29:0] \port$11861$2 ;
+  wire [29:0] \port$11861$2 ;
+  input [511:0] \port$13635$0 ;
+  wire [511:0] \port$13635$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27259,22 +27259,22 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \port$4249$0 ;
   input \port$4260$0 ;
   wire \port$4260$0 ;
-  input [255:0] \port$5829$0 ;
-  wire [255:0] \port$5829$0 ;
-  input [255:0] \port$5859$0 ;
-  wire [255:0] \port$5859$0 ;
-  input [255:0] \port$5889$0 ;
-  wire [255:0] \port$5889$0 ;
-  input [255:0] \port$5919$0 ;
-  wire [255:0] \port$5919$0 ;
-  input \port$9773$0 ;
-  wire \port$9773$0 ;
-  input \port$9816$0 ;
-  wire \port$9816$0 ;
-  input \port$9859$0 ;
-  wire \port$9859$0 ;
-  input \port$9902$0 ;
-  wire \port$9902$0 ;
+  input [255:0] \port$5830$0 ;
+  wire [255:0] \port$5830$0 ;
+  input [255:0] \port$5860$0 ;
+  wire [255:0] \port$5860$0 ;
+  input [255:0] \port$5890$0 ;
+  wire [255:0] \port$5890$0 ;
+  input [255:0] \port$5920$0 ;
+  wire [255:0] \port$5920$0 ;
+  input \port$9775$0 ;
+  wire \port$9775$0 ;
+  input \port$9818$0 ;
+  wire \port$9818$0 ;
+  input \port$9861$0 ;
+  wire \port$9861$0 ;
+  input \port$9904$0 ;
+  wire \port$9904$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27412,219 +27412,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$11859$2 [9:0] == 5'h1a;
+  assign \$295  = \port$11861$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11859$2 [9:0] == 5'h1b;
+  assign \$301  = \port$11861$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$11859$2 [9:0] == 5'h1c;
+  assign \$307  = \port$11861$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$11859$2 [9:0] == 5'h1d;
+  assign \$313  = \port$11861$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$11859$2 [9:0] == 6'h20;
+  assign \$319  = \port$11861$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$11859$2 [9:0] == 6'h21;
+  assign \$325  = \port$11861$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$11859$2 [9:0] == 6'h22;
+  assign \$331  = \port$11861$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$11859$2 [9:0] == 6'h23;
+  assign \$337  = \port$11861$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$11859$2 [9:0] == 6'h24;
+  assign \$343  = \port$11861$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$11859$2 [9:0] == 6'h25;
+  assign \$349  = \port$11861$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$11859$2 [9:0] == 6'h26;
+  assign \$355  = \port$11861$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$11859$2 [9:0] == 6'h27;
+  assign \$361  = \port$11861$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$11859$2 [9:0] == 6'h28;
+  assign \$367  = \port$11861$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$11859$2 [9:0] == 6'h29;
+  assign \$373  = \port$11861$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$11859$2 [9:0] == 6'h2a;
+  assign \$379  = \port$11861$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$11859$2 [9:0] == 6'h2b;
+  assign \$385  = \port$11861$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$11859$2 [9:0] == 6'h2c;
+  assign \$391  = \port$11861$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$11859$2 [9:0] == 6'h2d;
+  assign \$397  = \port$11861$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$11859$2 [9:0] == 6'h2e;
+  assign \$403  = \port$11861$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$11859$2 [9:0] == 6'h2f;
+  assign \$409  = \port$11861$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$11859$2 [9:0] == 6'h30;
+  assign \$415  = \port$11861$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$11859$2 [9:0] == 6'h31;
+  assign \$421  = \port$11861$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$11859$2 [9:0] == 6'h32;
+  assign \$427  = \port$11861$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$11859$2 [9:0] == 6'h33;
+  assign \$433  = \port$11861$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$11859$2 [9:0] == 6'h34;
+  assign \$439  = \port$11861$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$11859$2 [9:0] == 6'h35;
+  assign \$445  = \port$11861$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$11859$2 [9:0] == 6'h36;
+  assign \$451  = \port$11861$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$11859$2 [9:0] == 6'h37;
+  assign \$457  = \port$11861$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$11859$2 [9:0] == 6'h38;
+  assign \$463  = \port$11861$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$11859$2 [9:0] == 6'h39;
+  assign \$469  = \port$11861$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$11859$2 [9:0] == 6'h3a;
+  assign \$475  = \port$11861$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$11859$2 [9:0] == 6'h3b;
+  assign \$481  = \port$11861$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$11859$2 [9:0] == 6'h3c;
+  assign \$487  = \port$11861$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$11859$2 [9:0] == 6'h3d;
+  assign \$493  = \port$11861$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$11859$2 [9:0] == 6'h3e;
+  assign \$499  = \port$11861$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$11859$2 [9:0] == 6'h3f;
+  assign \$505  = \port$11861$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$11859$2 [9:0] == 7'h40;
+  assign \$511  = \port$11861$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$11859$2 [9:0] == 7'h41;
+  assign \$517  = \port$11861$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$11859$2 [9:0] == 7'h42;
+  assign \$523  = \port$11861$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$11859$2 [9:0] == 7'h43;
+  assign \$529  = \port$11861$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$11859$2 [9:0] == 7'h44;
+  assign \$535  = \port$11861$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$11859$2 [9:0] == 7'h45;
+  assign \$541  = \port$11861$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$11859$2 [9:0] == 7'h46;
+  assign \$547  = \port$11861$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$11859$2 [9:0] == 7'h47;
+  assign \$553  = \port$11861$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$11859$2 [9:0] == 7'h48;
+  assign \$559  = \port$11861$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$11859$2 [9:0] == 7'h49;
+  assign \$565  = \port$11861$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$11859$2 [9:0] == 7'h4a;
+  assign \$571  = \port$11861$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$11859$2 [9:0] == 7'h4b;
+  assign \$577  = \port$11861$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$11859$2 [9:0] == 7'h4c;
+  assign \$583  = \port$11861$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$11859$2 [9:0] == 7'h4d;
+  assign \$589  = \port$11861$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$11859$2 [9:0] == 7'h4e;
+  assign \$595  = \port$11861$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$11859$2 [9:0] == 7'h4f;
+  assign \$601  = \port$11861$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$11859$2 [9:0] == 7'h50;
+  assign \$607  = \port$11861$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$11859$2 [9:0] == 7'h51;
+  assign \$613  = \port$11861$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27668,215 +27668,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11859$2 [9:0];
+  assign \$3  = ! \port$11861$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11859$2 [9:0] == 1'h1;
+  assign \$5  = \port$11861$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11859$2 [9:0] == 2'h2;
+  assign \$7  = \port$11861$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11859$2 [9:0] == 2'h3;
+  assign \$9  = \port$11861$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11859$2 [9:0] == 3'h4;
+  assign \$11  = \port$11861$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11859$2 [9:0] == 3'h5;
+  assign \$13  = \port$11861$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11859$2 [9:0] == 3'h6;
+  assign \$15  = \port$11861$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11859$2 [9:0] == 4'h8;
+  assign \$17  = \port$11861$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11859$2 [9:0] == 4'h9;
+  assign \$19  = \port$11861$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11859$2 [9:0] == 4'ha;
+  assign \$21  = \port$11861$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11859$2 [9:0] == 4'hb;
+  assign \$23  = \port$11861$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11859$2 [9:0] == 5'h14;
+  assign \$25  = \port$11861$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11859$2 [9:0] == 5'h15;
+  assign \$27  = \port$11861$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11859$2 [9:0] == 5'h16;
+  assign \$29  = \port$11861$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11859$2 [9:0] == 5'h18;
+  assign \$31  = \port$11861$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11859$2 [9:0] == 5'h19;
+  assign \$33  = \port$11861$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11859$2 [9:0] == 5'h1a;
+  assign \$35  = \port$11861$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11859$2 [9:0] == 5'h1b;
+  assign \$37  = \port$11861$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11859$2 [9:0] == 5'h1c;
+  assign \$39  = \port$11861$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11859$2 [9:0] == 5'h1d;
+  assign \$41  = \port$11861$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11859$2 [9:0] == 6'h20;
+  assign \$43  = \port$11861$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11859$2 [9:0] == 6'h21;
+  assign \$45  = \port$11861$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11859$2 [9:0] == 6'h22;
+  assign \$47  = \port$11861$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11859$2 [9:0] == 6'h23;
+  assign \$49  = \port$11861$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11859$2 [9:0] == 6'h24;
+  assign \$51  = \port$11861$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11859$2 [9:0] == 6'h25;
+  assign \$53  = \port$11861$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11859$2 [9:0] == 6'h26;
+  assign \$55  = \port$11861$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11859$2 [9:0] == 6'h27;
+  assign \$57  = \port$11861$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11859$2 [9:0] == 6'h28;
+  assign \$59  = \port$11861$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11859$2 [9:0] == 6'h29;
+  assign \$61  = \port$11861$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11859$2 [9:0] == 6'h2a;
+  assign \$63  = \port$11861$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11859$2 [9:0] == 6'h2b;
+  assign \$65  = \port$11861$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11859$2 [9:0] == 6'h2c;
+  assign \$67  = \port$11861$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11859$2 [9:0] == 6'h2d;
+  assign \$69  = \port$11861$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11859$2 [9:0] == 6'h2e;
+  assign \$71  = \port$11861$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11859$2 [9:0] == 6'h2f;
+  assign \$73  = \port$11861$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11859$2 [9:0] == 6'h30;
+  assign \$75  = \port$11861$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11859$2 [9:0] == 6'h31;
+  assign \$77  = \port$11861$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11859$2 [9:0] == 6'h32;
+  assign \$79  = \port$11861$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11859$2 [9:0] == 6'h33;
+  assign \$81  = \port$11861$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11859$2 [9:0] == 6'h34;
+  assign \$83  = \port$11861$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11859$2 [9:0] == 6'h35;
+  assign \$85  = \port$11861$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11859$2 [9:0] == 6'h36;
+  assign \$87  = \port$11861$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11859$2 [9:0] == 6'h37;
+  assign \$89  = \port$11861$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11859$2 [9:0] == 6'h38;
+  assign \$91  = \port$11861$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11859$2 [9:0] == 6'h39;
+  assign \$93  = \port$11861$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11859$2 [9:0] == 6'h3a;
+  assign \$95  = \port$11861$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11859$2 [9:0] == 6'h3b;
+  assign \$97  = \port$11861$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11859$2 [9:0] == 6'h3c;
+  assign \$99  = \port$11861$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11859$2 [9:0] == 6'h3d;
+  assign \$101  = \port$11861$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11859$2 [9:0] == 6'h3e;
+  assign \$103  = \port$11861$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11859$2 [9:0] == 6'h3f;
+  assign \$105  = \port$11861$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11859$2 [9:0] == 7'h40;
+  assign \$107  = \port$11861$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11859$2 [9:0] == 7'h41;
+  assign \$109  = \port$11861$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11859$2 [9:0] == 7'h42;
+  assign \$111  = \port$11861$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11859$2 [9:0] == 7'h43;
+  assign \$113  = \port$11861$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11859$2 [9:0] == 7'h44;
+  assign \$115  = \port$11861$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11859$2 [9:0] == 7'h45;
+  assign \$117  = \port$11861$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11859$2 [9:0] == 7'h46;
+  assign \$119  = \port$11861$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11859$2 [9:0] == 7'h47;
+  assign \$121  = \port$11861$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11859$2 [9:0] == 7'h48;
+  assign \$123  = \port$11861$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11859$2 [9:0] == 7'h49;
+  assign \$125  = \port$11861$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11859$2 [9:0] == 7'h4a;
+  assign \$127  = \port$11861$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11859$2 [9:0] == 7'h4b;
+  assign \$129  = \port$11861$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11859$2 [9:0] == 7'h4c;
+  assign \$131  = \port$11861$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11859$2 [9:0] == 7'h4d;
+  assign \$133  = \port$11861$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11859$2 [9:0] == 7'h4e;
+  assign \$135  = \port$11861$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11859$2 [9:0] == 7'h4f;
+  assign \$137  = \port$11861$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11859$2 [9:0] == 7'h50;
+  assign \$139  = \port$11861$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11859$2 [9:0] == 7'h51;
+  assign \$141  = \port$11861$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27925,72 +27925,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$11859$2 [9:0];
+  assign \$189  = ! \port$11861$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$11859$2 [9:0] == 1'h1;
+  assign \$195  = \port$11861$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11859$2 [9:0] == 2'h2;
+  assign \$201  = \port$11861$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$11859$2 [9:0] == 2'h3;
+  assign \$207  = \port$11861$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$11859$2 [9:0] == 3'h4;
+  assign \$213  = \port$11861$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$11859$2 [9:0] == 3'h5;
+  assign \$219  = \port$11861$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$11859$2 [9:0] == 3'h6;
+  assign \$225  = \port$11861$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$11859$2 [9:0] == 4'h8;
+  assign \$231  = \port$11861$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$11859$2 [9:0] == 4'h9;
+  assign \$243  = \port$11861$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11859$2 [9:0] == 4'ha;
+  assign \$251  = \port$11861$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$11859$2 [9:0] == 4'hb;
+  assign \$259  = \port$11861$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$11859$2 [9:0] == 5'h14;
+  assign \$265  = \port$11861$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11859$2 [9:0] == 5'h15;
+  assign \$271  = \port$11861$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$11859$2 [9:0] == 5'h16;
+  assign \$277  = \port$11861$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$11859$2 [9:0] == 5'h18;
+  assign \$283  = \port$11861$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$11859$2 [9:0] == 5'h19;
+  assign \$289  = \port$11861$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28862,57 +28862,57 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11859$2 , 2'h0 };
-  assign work_qready = { \port$9902$0 , \port$9859$0 , \port$9816$0 , \port$9773$0  };
+  assign bus__addr = { \port$11861$2 , 2'h0 };
+  assign work_qready = { \port$9904$0 , \port$9861$0 , \port$9818$0 , \port$9775$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
-  assign q_head0_word = \port$5829$0 [31:0];
-  assign q_head1_word = \port$5829$0 [63:32];
-  assign q_head2_word = \port$5829$0 [95:64];
-  assign q_head3_word = \port$5829$0 [127:96];
-  assign q_head4_word = \port$5829$0 [159:128];
-  assign q_head5_word = \port$5829$0 [191:160];
-  assign q_head6_word = \port$5829$0 [223:192];
-  assign q_head7_word = \port$5829$0 [255:224];
-  assign q_head8_word = \port$5859$0 [31:0];
-  assign q_head9_word = \port$5859$0 [63:32];
-  assign q_head10_word = \port$5859$0 [95:64];
-  assign q_head11_word = \port$5859$0 [127:96];
-  assign q_head12_word = \port$5859$0 [159:128];
-  assign q_head13_word = \port$5859$0 [191:160];
-  assign q_head14_word = \port$5859$0 [223:192];
-  assign q_head15_word = \port$5859$0 [255:224];
-  assign q_head16_word = \port$5889$0 [31:0];
-  assign q_head17_word = \port$5889$0 [63:32];
-  assign q_head18_word = \port$5889$0 [95:64];
-  assign q_head19_word = \port$5889$0 [127:96];
-  assign q_head20_word = \port$5889$0 [159:128];
-  assign q_head21_word = \port$5889$0 [191:160];
-  assign q_head22_word = \port$5889$0 [223:192];
-  assign q_head23_word = \port$5889$0 [255:224];
-  assign q_head24_word = \port$5919$0 [31:0];
-  assign q_head25_word = \port$5919$0 [63:32];
-  assign q_head26_word = \port$5919$0 [95:64];
-  assign q_head27_word = \port$5919$0 [127:96];
-  assign q_head28_word = \port$5919$0 [159:128];
-  assign q_head29_word = \port$5919$0 [191:160];
-  assign q_head30_word = \port$5919$0 [223:192];
-  assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$13633$0 [31:0];
-  assign event1_value = \port$13633$0 [63:32];
-  assign event2_value = \port$13633$0 [95:64];
-  assign event3_value = \port$13633$0 [127:96];
-  assign event4_value = \port$13633$0 [159:128];
-  assign event5_value = \port$13633$0 [191:160];
-  assign event6_value = \port$13633$0 [223:192];
-  assign event7_value = \port$13633$0 [255:224];
-  assign event8_value = \port$13633$0 [287:256];
-  assign event9_value = \port$13633$0 [319:288];
-  assign event10_value = \port$13633$0 [351:320];
-  assign event11_value = \port$13633$0 [383:352];
-  assign event12_value = \port$13633$0 [415:384];
-  assign event13_value = \port$13633$0 [447:416];
-  assign event14_value = \port$13633$0 [479:448];
-  assign event15_value = \port$13633$0 [511:480];
+  assign q_head0_word = \port$5830$0 [31:0];
+  assign q_head1_word = \port$5830$0 [63:32];
+  assign q_head2_word = \port$5830$0 [95:64];
+  assign q_head3_word = \port$5830$0 [127:96];
+  assign q_head4_word = \port$5830$0 [159:128];
+  assign q_head5_word = \port$5830$0 [191:160];
+  assign q_head6_word = \port$5830$0 [223:192];
+  assign q_head7_word = \port$5830$0 [255:224];
+  assign q_head8_word = \port$5860$0 [31:0];
+  assign q_head9_word = \port$5860$0 [63:32];
+  assign q_head10_word = \port$5860$0 [95:64];
+  assign q_head11_word = \port$5860$0 [127:96];
+  assign q_head12_word = \port$5860$0 [159:128];
+  assign q_head13_word = \port$5860$0 [191:160];
+  assign q_head14_word = \port$5860$0 [223:192];
+  assign q_head15_word = \port$5860$0 [255:224];
+  assign q_head16_word = \port$5890$0 [31:0];
+  assign q_head17_word = \port$5890$0 [63:32];
+  assign q_head18_word = \port$5890$0 [95:64];
+  assign q_head19_word = \port$5890$0 [127:96];
+  assign q_head20_word = \port$5890$0 [159:128];
+  assign q_head21_word = \port$5890$0 [191:160];
+  assign q_head22_word = \port$5890$0 [223:192];
+  assign q_head23_word = \port$5890$0 [255:224];
+  assign q_head24_word = \port$5920$0 [31:0];
+  assign q_head25_word = \port$5920$0 [63:32];
+  assign q_head26_word = \port$5920$0 [95:64];
+  assign q_head27_word = \port$5920$0 [127:96];
+  assign q_head28_word = \port$5920$0 [159:128];
+  assign q_head29_word = \port$5920$0 [191:160];
+  assign q_head30_word = \port$5920$0 [223:192];
+  assign q_head31_word = \port$5920$0 [255:224];
+  assign event0_value = \port$13635$0 [31:0];
+  assign event1_value = \port$13635$0 [63:32];
+  assign event2_value = \port$13635$0 [95:64];
+  assign event3_value = \port$13635$0 [127:96];
+  assign event4_value = \port$13635$0 [159:128];
+  assign event5_value = \port$13635$0 [191:160];
+  assign event6_value = \port$13635$0 [223:192];
+  assign event7_value = \port$13635$0 [255:224];
+  assign event8_value = \port$13635$0 [287:256];
+  assign event9_value = \port$13635$0 [319:288];
+  assign event10_value = \port$13635$0 [351:320];
+  assign event11_value = \port$13635$0 [383:352];
+  assign event12_value = \port$13635$0 [415:384];
+  assign event13_value = \port$13635$0 [447:416];
+  assign event14_value = \port$13635$0 [479:448];
+  assign event15_value = \port$13635$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28927,7 +28927,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$9902$0 , \port$9859$0 , \port$9816$0 , \port$9773$0  };
+  assign \$233  = { 1'h0, \port$9904$0 , \port$9861$0 , \port$9818$0 , \port$9775$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
@@ -28958,101 +28958,101 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5829$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5830$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5829$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5830$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5829$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5830$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5829$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5830$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5829$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5830$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5829$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5830$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5829$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5830$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5829$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5830$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5859$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5860$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5859$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5860$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5859$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5860$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5859$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5860$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5859$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5860$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5859$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5860$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5859$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5860$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5859$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5860$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5889$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5890$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5889$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5890$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5889$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5890$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5889$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5890$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5889$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5890$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5889$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5890$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5889$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5890$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5889$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5890$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5919$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5920$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5919$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5920$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5919$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5920$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5919$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5920$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5919$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5920$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5919$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5920$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5919$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5920$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5919$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5920$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$13633$0 [31:0] };
+  assign \$513  = { 1'h0, \port$13635$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$13633$0 [63:32] };
+  assign \$519  = { 1'h0, \port$13635$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$13633$0 [95:64] };
+  assign \$525  = { 1'h0, \port$13635$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$13633$0 [127:96] };
+  assign \$531  = { 1'h0, \port$13635$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$13633$0 [159:128] };
+  assign \$537  = { 1'h0, \port$13635$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$13633$0 [191:160] };
+  assign \$543  = { 1'h0, \port$13635$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$13633$0 [223:192] };
+  assign \$549  = { 1'h0, \port$13635$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$13633$0 [255:224] };
+  assign \$555  = { 1'h0, \port$13635$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$13633$0 [287:256] };
+  assign \$561  = { 1'h0, \port$13635$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$13633$0 [319:288] };
+  assign \$567  = { 1'h0, \port$13635$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$13633$0 [351:320] };
+  assign \$573  = { 1'h0, \port$13635$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$13633$0 [383:352] };
+  assign \$579  = { 1'h0, \port$13635$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$13633$0 [415:384] };
+  assign \$585  = { 1'h0, \port$13635$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$13633$0 [447:416] };
+  assign \$591  = { 1'h0, \port$13635$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$13633$0 [479:448] };
+  assign \$597  = { 1'h0, \port$13635$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$13633$0 [511:480] };
+  assign \$603  = { 1'h0, \port$13635$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29774,7 +29774,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$12746$2 (spad_meta_q3[4:2]),
+    .\port$12748$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30828,7 +30828,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -31357,8 +31357,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$12746$2 ;
-  wire [2:0] \port$12746$2 ;
+  input [2:0] \port$12748$2 ;
+  wire [2:0] \port$12748$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -31392,22 +31392,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$12746$2 [1:0];
+  assign \$3  = ! \port$12748$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$12746$2 [1:0];
+  assign \$6  = ! \port$12748$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$12746$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$12748$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$12746$2 [1:0];
+  assign \$17  = ! \port$12748$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$12746$2 [1:0] == 1'h1;
+  assign \$20  = \port$12748$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -31416,10 +31416,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$12746$2 [1:0];
+  assign \$29  = ! \port$12748$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$12746$2 [1:0] == 2'h2;
+  assign \$32  = \port$12748$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -31428,10 +31428,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$12746$2 [1:0];
+  assign \$41  = ! \port$12748$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$12746$2 [1:0] == 2'h3;
+  assign \$44  = \port$12748$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -31441,10 +31441,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$12746$2 [1:0] == 1'h1;
+  assign \$54  = \port$12748$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$12746$2 [1:0];
+  assign \$57  = ! \port$12748$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -31454,10 +31454,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$12746$2 [1:0] == 1'h1;
+  assign \$67  = \port$12748$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$12746$2 [1:0] == 1'h1;
+  assign \$70  = \port$12748$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -31465,10 +31465,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$12746$2 [1:0] == 1'h1;
+  assign \$80  = \port$12748$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$12746$2 [1:0] == 2'h2;
+  assign \$83  = \port$12748$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -31478,10 +31478,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$12746$2 [1:0] == 1'h1;
+  assign \$93  = \port$12748$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$12746$2 [1:0] == 2'h3;
+  assign \$96  = \port$12748$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -31492,10 +31492,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$12746$2 [1:0] == 2'h2;
+  assign \$107  = \port$12748$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$12746$2 [1:0];
+  assign \$110  = ! \port$12748$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -31505,10 +31505,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$12746$2 [1:0] == 2'h2;
+  assign \$120  = \port$12748$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$12746$2 [1:0] == 1'h1;
+  assign \$123  = \port$12748$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -31518,10 +31518,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$12746$2 [1:0] == 2'h2;
+  assign \$133  = \port$12748$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$12746$2 [1:0] == 2'h2;
+  assign \$136  = \port$12748$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -31529,10 +31529,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$12746$2 [1:0] == 2'h2;
+  assign \$146  = \port$12748$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$12746$2 [1:0] == 2'h3;
+  assign \$149  = \port$12748$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -31543,10 +31543,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$12746$2 [1:0] == 2'h3;
+  assign \$160  = \port$12748$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$12746$2 [1:0];
+  assign \$163  = ! \port$12748$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -31556,10 +31556,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$12746$2 [1:0] == 2'h3;
+  assign \$173  = \port$12748$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$12746$2 [1:0] == 1'h1;
+  assign \$176  = \port$12748$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -31569,10 +31569,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$12746$2 [1:0] == 2'h3;
+  assign \$186  = \port$12748$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$12746$2 [1:0] == 2'h2;
+  assign \$189  = \port$12748$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -31582,10 +31582,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$12746$2 [1:0] == 2'h3;
+  assign \$199  = \port$12748$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$12746$2 [1:0] == 2'h3;
+  assign \$202  = \port$12748$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -31593,73 +31593,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$12746$2 [1:0];
+  assign \$212  = ! \port$12748$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$12746$2 [2];
+  assign \$216  = pe0_0_bank == \port$12748$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$12746$2 [2];
+  assign \$218  = pe0_1_bank == \port$12748$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$12746$2 [1:0] >= 1'h1;
+  assign \$223  = \port$12748$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$12746$2 [1:0] >= 2'h2;
+  assign \$229  = \port$12748$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$12746$2 [2];
+  assign \$232  = pe0_0_bank == \port$12748$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$12746$2 [1:0] >= 2'h3;
+  assign \$235  = \port$12748$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$12746$2 [2];
+  assign \$238  = pe0_1_bank == \port$12748$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$12746$2 [1:0] == 1'h1;
+  assign \$242  = \port$12748$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$12746$2 [2];
+  assign \$246  = skew1_0_bank == \port$12748$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$12746$2 [2];
+  assign \$248  = pe1_0_bank == \port$12748$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$12746$2 [2];
+  assign \$250  = pe1_1_bank == \port$12748$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$12746$2 [1:0] >= 1'h1;
+  assign \$260  = \port$12748$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$12746$2 [2];
+  assign \$263  = skew1_0_bank == \port$12748$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$12746$2 [1:0] >= 2'h2;
+  assign \$266  = \port$12748$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$12746$2 [2];
+  assign \$269  = pe1_0_bank == \port$12748$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$12746$2 [1:0] >= 2'h3;
+  assign \$272  = \port$12748$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$12746$2 [2];
+  assign \$275  = pe1_1_bank == \port$12748$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$12746$2 [1:0] == 2'h2;
+  assign \$279  = \port$12748$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$12746$2 [2];
+  assign \$283  = skew2_0_bank == \port$12748$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$12746$2 [2];
+  assign \$285  = skew2_1_bank == \port$12748$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$12746$2 [2];
+  assign \$287  = pe2_0_bank == \port$12748$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$12746$2 [2];
+  assign \$289  = pe2_1_bank == \port$12748$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -31667,39 +31667,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$12746$2 [2];
+  assign \$301  = skew2_0_bank == \port$12748$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$12746$2 [1:0] >= 1'h1;
+  assign \$304  = \port$12748$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$12746$2 [2];
+  assign \$307  = skew2_1_bank == \port$12748$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$12746$2 [1:0] >= 2'h2;
+  assign \$310  = \port$12748$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$12746$2 [2];
+  assign \$313  = pe2_0_bank == \port$12748$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$12746$2 [1:0] >= 2'h3;
+  assign \$316  = \port$12748$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$12746$2 [2];
+  assign \$319  = pe2_1_bank == \port$12748$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$12746$2 [1:0] == 2'h3;
+  assign \$323  = \port$12748$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$12746$2 [2];
+  assign \$327  = skew3_0_bank == \port$12748$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$12746$2 [2];
+  assign \$329  = skew3_1_bank == \port$12748$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$12746$2 [2];
+  assign \$331  = skew3_2_bank == \port$12748$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$12746$2 [2];
+  assign \$333  = pe3_0_bank == \port$12748$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$12746$2 [2];
+  assign \$335  = pe3_1_bank == \port$12748$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -31707,29 +31707,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$12746$2 [2];
+  assign \$347  = skew3_0_bank == \port$12748$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$12746$2 [2];
+  assign \$352  = skew3_1_bank == \port$12748$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$12746$2 [1:0] >= 1'h1;
+  assign \$355  = \port$12748$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$12746$2 [2];
+  assign \$358  = skew3_2_bank == \port$12748$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$12746$2 [1:0] >= 2'h2;
+  assign \$361  = \port$12748$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$12746$2 [2];
+  assign \$364  = pe3_0_bank == \port$12748$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$12746$2 [1:0] >= 2'h3;
+  assign \$367  = \port$12748$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$12746$2 [2];
+  assign \$370  = pe3_1_bank == \port$12748$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -31743,7 +31743,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$12746$2 [2];
+    pe0_0_bank <= \port$12748$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -31779,7 +31779,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$12746$2 [2];
+    skew1_0_bank <= \port$12748$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -31827,7 +31827,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$12746$2 [2];
+    skew2_0_bank <= \port$12748$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -31881,7 +31881,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$12746$2 [2];
+    skew3_0_bank <= \port$12748$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -31954,7 +31954,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -31964,7 +31964,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -31984,7 +31984,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -31994,7 +31994,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -32014,7 +32014,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -32024,7 +32024,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -32044,7 +32044,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -32054,7 +32054,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -32074,7 +32074,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -32084,7 +32084,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -32104,7 +32104,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -32114,7 +32114,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -32134,7 +32134,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -32144,7 +32144,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -32164,7 +32164,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -32174,7 +32174,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -32204,7 +32204,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -32214,7 +32214,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -32234,7 +32234,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -32244,7 +32244,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -32264,7 +32264,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -32274,7 +32274,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -32294,7 +32294,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -32304,7 +32304,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -32344,7 +32344,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -32354,7 +32354,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -32374,7 +32374,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -32384,7 +32384,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -32404,7 +32404,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -32414,7 +32414,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -32434,7 +32434,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -32444,7 +32444,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12746$2 [2]) begin
+      if (\port$12748$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -32460,10 +32460,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12746$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$12746$2 [1:0];
-  assign w_bank = \port$12746$2 [2];
+  assign w_row = \port$12748$2 [1:0];
+  assign w_bank = \port$12748$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$12746$2 [2];
+  assign a_bank = \port$12748$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -32500,8 +32500,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9941$0 , \port$9947$0 , \port$9948$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9943$0 , \port$9949$0 , \port$9950$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -33453,20 +33453,20 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  input [257:0] \port$5829$0 ;
-  wire [257:0] \port$5829$0 ;
-  input [257:0] \port$5859$0 ;
-  wire [257:0] \port$5859$0 ;
-  input [257:0] \port$5889$0 ;
-  wire [257:0] \port$5889$0 ;
-  input [257:0] \port$5919$0 ;
-  wire [257:0] \port$5919$0 ;
-  output [15:0] \port$9941$0 ;
-  wire [15:0] \port$9941$0 ;
-  output [4:0] \port$9947$0 ;
-  wire [4:0] \port$9947$0 ;
-  output [223:0] \port$9948$32 ;
-  wire [223:0] \port$9948$32 ;
+  input [257:0] \port$5830$0 ;
+  wire [257:0] \port$5830$0 ;
+  input [257:0] \port$5860$0 ;
+  wire [257:0] \port$5860$0 ;
+  input [257:0] \port$5890$0 ;
+  wire [257:0] \port$5890$0 ;
+  input [257:0] \port$5920$0 ;
+  wire [257:0] \port$5920$0 ;
+  output [15:0] \port$9943$0 ;
+  wire [15:0] \port$9943$0 ;
+  output [4:0] \port$9949$0 ;
+  wire [4:0] \port$9949$0 ;
+  output [223:0] \port$9950$32 ;
+  wire [223:0] \port$9950$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -33928,7 +33928,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   end
   assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
@@ -33952,7 +33952,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$166 )
-      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   end
   assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
@@ -33976,7 +33976,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$171 )
-      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   end
   assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
@@ -34000,77 +34000,77 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$176 )
-      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   end
   assign \$signature__data$293  = q3_info[q3_r[3:0]];
-  assign \$111  = \port$5889$0 [39:32] < 5'h10;
+  assign \$111  = \port$5890$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5889$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5889$0 [15:9];
+  assign \$113  = \port$5890$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5890$0 [15:9];
   assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5889$0 [63:40];
-  assign \$117  = ! \port$5889$0 [255:96];
+  assign \$116  = ! \port$5890$0 [63:40];
+  assign \$117  = ! \port$5890$0 [255:96];
   assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5889$0 [39:32] < 5'h10;
+  assign \$119  = \port$5890$0 [39:32] < 5'h10;
   assign \$120  = \$118  & \$119 ;
   assign q2_head_wait_event = \$115  & \$120 ;
   assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5889$0 [95:64];
+  assign \$123  = \$122  - \port$5890$0 [95:64];
   assign q2_wait_reached_now = ~ \$123 [31];
   assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
-  assign \$124  = \port$5919$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5919$0 [15:9];
+  assign \$124  = \port$5920$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5920$0 [15:9];
   assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5919$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5919$0 [15:9];
+  assign \$126  = \port$5920$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5920$0 [15:9];
   assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5919$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5919$0 [15:9];
+  assign \$128  = \port$5920$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5920$0 [15:9];
   assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5919$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5919$0 [15:9];
+  assign \$130  = \port$5920$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5920$0 [15:9];
   assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5919$0 [7:0] == 4'h8;
-  assign \$133  = \port$5919$0 [7:0] == 4'h9;
-  assign \$134  = \port$5919$0 [7:0] == 4'ha;
-  assign \$135  = \port$5919$0 [7:0] == 4'hb;
-  assign \$136  = \port$5919$0 [7:0] == 4'hc;
+  assign \$132  = \port$5920$0 [7:0] == 4'h8;
+  assign \$133  = \port$5920$0 [7:0] == 4'h9;
+  assign \$134  = \port$5920$0 [7:0] == 4'ha;
+  assign \$135  = \port$5920$0 [7:0] == 4'hb;
+  assign \$136  = \port$5920$0 [7:0] == 4'hc;
   assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5919$0 [15:9];
+  assign \$138  = ! \port$5920$0 [15:9];
   assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5919$0 [7:0];
-  assign \$140  = ! \port$5919$0 [15:9];
+  assign \$139  = ! \port$5920$0 [7:0];
+  assign \$140  = ! \port$5920$0 [15:9];
   assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5919$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5919$0 [257];
-  assign \$143  = ! \port$5919$0 [15:9];
+  assign \$141  = \port$5920$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5920$0 [257];
+  assign \$143  = ! \port$5920$0 [15:9];
   assign q3_head_exec_list = \$142  & \$143 ;
-  assign \$144  = \port$5919$0 [7:0] == 3'h7;
-  assign \$145  = ! \port$5919$0 [15:9];
+  assign \$144  = \port$5920$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5920$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
-  assign \$146  = \port$5919$0 [7:0] == 3'h5;
-  assign \$147  = ! \port$5919$0 [15:9];
+  assign \$146  = \port$5920$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5920$0 [15:9];
   assign \$148  = \$146  & \$147 ;
-  assign \$149  = ! \port$5919$0 [63:40];
-  assign \$150  = ! \port$5919$0 [255:96];
+  assign \$149  = ! \port$5920$0 [63:40];
+  assign \$150  = ! \port$5920$0 [255:96];
   assign \$151  = \$149  & \$150 ;
-  assign \$152  = \port$5919$0 [39:32] < 5'h10;
+  assign \$152  = \port$5920$0 [39:32] < 5'h10;
   assign \$153  = \$151  & \$152 ;
   assign q3_head_signal_event = \$148  & \$153 ;
-  assign \$154  = \port$5919$0 [7:0] == 3'h6;
-  assign \$155  = ! \port$5919$0 [15:9];
+  assign \$154  = \port$5920$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5920$0 [15:9];
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! \port$5919$0 [63:40];
-  assign \$158  = ! \port$5919$0 [255:96];
+  assign \$157  = ! \port$5920$0 [63:40];
+  assign \$158  = ! \port$5920$0 [255:96];
   assign \$159  = \$157  & \$158 ;
-  assign \$160  = \port$5919$0 [39:32] < 5'h10;
+  assign \$160  = \port$5920$0 [39:32] < 5'h10;
   assign \$161  = \$159  & \$160 ;
   assign q3_head_wait_event = \$156  & \$161 ;
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
-  assign \$164  = \$163  - \port$5919$0 [95:64];
+  assign \$164  = \$163  - \port$5920$0 [95:64];
   assign q3_wait_reached_now = ~ \$164 [31];
   assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
@@ -34097,7 +34097,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$177  = \$175  & \$176 ;
   assign \$178  = | q0_list_err;
   assign \$179  = \$177  & \$178 ;
-  assign \$180  = \port$5829$0 [256] | q0_head_exec_list;
+  assign \$180  = \port$5830$0 [256] | q0_head_exec_list;
   assign q0_skipping = \$179  & \$180 ;
   assign \$181  = dma_load_outstanding < 3'h4;
   assign \$182  = q0_head_dma_load & \$181 ;
@@ -34140,7 +34140,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$214  = \$212  & \$213 ;
   assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = \port$5859$0 [256] | q1_head_exec_list;
+  assign \$217  = \port$5860$0 [256] | q1_head_exec_list;
   assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
   assign \$219  = q1_head_dma_load & \$218 ;
@@ -34183,7 +34183,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$251  = \$249  & \$250 ;
   assign \$252  = | q2_list_err;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = \port$5889$0 [256] | q2_head_exec_list;
+  assign \$254  = \port$5890$0 [256] | q2_head_exec_list;
   assign q2_skipping = \$253  & \$254 ;
   assign \$255  = dma_load_outstanding < 3'h4;
   assign \$256  = q2_head_dma_load & \$255 ;
@@ -34226,7 +34226,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$288  = \$286  & \$287 ;
   assign \$289  = | q3_list_err;
   assign \$290  = \$288  & \$289 ;
-  assign \$291  = \port$5919$0 [256] | q3_head_exec_list;
+  assign \$291  = \port$5920$0 [256] | q3_head_exec_list;
   assign q3_skipping = \$290  & \$291 ;
   assign \$292  = dma_load_outstanding < 3'h4;
   assign \$293  = q3_head_dma_load & \$292 ;
@@ -34884,151 +34884,151 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     vec_since <= \$854 ;
   always @(posedge clk)
     sfu_since <= \$855 ;
-  assign \$1  = \port$5829$0 [7:0] == 1'h1;
-  assign \$2  = ! \port$5829$0 [15:9];
+  assign \$1  = \port$5830$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5830$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = \port$5829$0 [7:0] == 2'h2;
-  assign \$4  = ! \port$5829$0 [15:9];
+  assign \$3  = \port$5830$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5830$0 [15:9];
   assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = \port$5829$0 [7:0] == 2'h3;
-  assign \$6  = ! \port$5829$0 [15:9];
+  assign \$5  = \port$5830$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5830$0 [15:9];
   assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = \port$5829$0 [7:0] == 3'h4;
-  assign \$8  = ! \port$5829$0 [15:9];
+  assign \$7  = \port$5830$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5830$0 [15:9];
   assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = \port$5829$0 [7:0] == 4'h8;
-  assign \$10  = \port$5829$0 [7:0] == 4'h9;
-  assign \$11  = \port$5829$0 [7:0] == 4'ha;
-  assign \$12  = \port$5829$0 [7:0] == 4'hb;
-  assign \$13  = \port$5829$0 [7:0] == 4'hc;
+  assign \$9  = \port$5830$0 [7:0] == 4'h8;
+  assign \$10  = \port$5830$0 [7:0] == 4'h9;
+  assign \$11  = \port$5830$0 [7:0] == 4'ha;
+  assign \$12  = \port$5830$0 [7:0] == 4'hb;
+  assign \$13  = \port$5830$0 [7:0] == 4'hc;
   assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! \port$5829$0 [15:9];
+  assign \$15  = ! \port$5830$0 [15:9];
   assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! \port$5829$0 [7:0];
-  assign \$17  = ! \port$5829$0 [15:9];
+  assign \$16  = ! \port$5830$0 [7:0];
+  assign \$17  = ! \port$5830$0 [15:9];
   assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = \port$5829$0 [7:0] == 4'hd;
-  assign \$19  = \$18  & \port$5829$0 [257];
-  assign \$20  = ! \port$5829$0 [15:9];
+  assign \$18  = \port$5830$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5830$0 [257];
+  assign \$20  = ! \port$5830$0 [15:9];
   assign q0_head_exec_list = \$19  & \$20 ;
-  assign \$21  = \port$5829$0 [7:0] == 3'h7;
-  assign \$22  = ! \port$5829$0 [15:9];
+  assign \$21  = \port$5830$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5830$0 [15:9];
   assign q0_head_barrier = \$21  & \$22 ;
-  assign \$23  = \port$5829$0 [7:0] == 3'h5;
-  assign \$24  = ! \port$5829$0 [15:9];
+  assign \$23  = \port$5830$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5830$0 [15:9];
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = ! \port$5829$0 [63:40];
-  assign \$27  = ! \port$5829$0 [255:96];
+  assign \$26  = ! \port$5830$0 [63:40];
+  assign \$27  = ! \port$5830$0 [255:96];
   assign \$28  = \$26  & \$27 ;
-  assign \$29  = \port$5829$0 [39:32] < 5'h10;
+  assign \$29  = \port$5830$0 [39:32] < 5'h10;
   assign \$30  = \$28  & \$29 ;
   assign q0_head_signal_event = \$25  & \$30 ;
-  assign \$31  = \port$5829$0 [7:0] == 3'h6;
-  assign \$32  = ! \port$5829$0 [15:9];
+  assign \$31  = \port$5830$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5830$0 [15:9];
   assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! \port$5829$0 [63:40];
-  assign \$35  = ! \port$5829$0 [255:96];
+  assign \$34  = ! \port$5830$0 [63:40];
+  assign \$35  = ! \port$5830$0 [255:96];
   assign \$36  = \$34  & \$35 ;
-  assign \$37  = \port$5829$0 [39:32] < 5'h10;
+  assign \$37  = \port$5830$0 [39:32] < 5'h10;
   assign \$38  = \$36  & \$37 ;
   assign q0_head_wait_event = \$33  & \$38 ;
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
-  assign \$41  = \$40  - \port$5829$0 [95:64];
+  assign \$41  = \$40  - \port$5830$0 [95:64];
   assign q0_wait_reached_now = ~ \$41 [31];
   assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
-  assign \$42  = \port$5859$0 [7:0] == 1'h1;
-  assign \$43  = ! \port$5859$0 [15:9];
+  assign \$42  = \port$5860$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5860$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
-  assign \$44  = \port$5859$0 [7:0] == 2'h2;
-  assign \$45  = ! \port$5859$0 [15:9];
+  assign \$44  = \port$5860$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5860$0 [15:9];
   assign q1_head_dma_store = \$44  & \$45 ;
-  assign \$46  = \port$5859$0 [7:0] == 2'h3;
-  assign \$47  = ! \port$5859$0 [15:9];
+  assign \$46  = \port$5860$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5860$0 [15:9];
   assign q1_head_gemm = \$46  & \$47 ;
-  assign \$48  = \port$5859$0 [7:0] == 3'h4;
-  assign \$49  = ! \port$5859$0 [15:9];
+  assign \$48  = \port$5860$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5860$0 [15:9];
   assign q1_head_vec = \$48  & \$49 ;
-  assign \$50  = \port$5859$0 [7:0] == 4'h8;
-  assign \$51  = \port$5859$0 [7:0] == 4'h9;
-  assign \$52  = \port$5859$0 [7:0] == 4'ha;
-  assign \$53  = \port$5859$0 [7:0] == 4'hb;
-  assign \$54  = \port$5859$0 [7:0] == 4'hc;
+  assign \$50  = \port$5860$0 [7:0] == 4'h8;
+  assign \$51  = \port$5860$0 [7:0] == 4'h9;
+  assign \$52  = \port$5860$0 [7:0] == 4'ha;
+  assign \$53  = \port$5860$0 [7:0] == 4'hb;
+  assign \$54  = \port$5860$0 [7:0] == 4'hc;
   assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
-  assign \$56  = ! \port$5859$0 [15:9];
+  assign \$56  = ! \port$5860$0 [15:9];
   assign q1_head_sfu = \$55  & \$56 ;
-  assign \$57  = ! \port$5859$0 [7:0];
-  assign \$58  = ! \port$5859$0 [15:9];
+  assign \$57  = ! \port$5860$0 [7:0];
+  assign \$58  = ! \port$5860$0 [15:9];
   assign q1_head_nop = \$57  & \$58 ;
-  assign \$59  = \port$5859$0 [7:0] == 4'hd;
-  assign \$60  = \$59  & \port$5859$0 [257];
-  assign \$61  = ! \port$5859$0 [15:9];
+  assign \$59  = \port$5860$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5860$0 [257];
+  assign \$61  = ! \port$5860$0 [15:9];
   assign q1_head_exec_list = \$60  & \$61 ;
-  assign \$62  = \port$5859$0 [7:0] == 3'h7;
-  assign \$63  = ! \port$5859$0 [15:9];
+  assign \$62  = \port$5860$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5860$0 [15:9];
   assign q1_head_barrier = \$62  & \$63 ;
-  assign \$64  = \port$5859$0 [7:0] == 3'h5;
-  assign \$65  = ! \port$5859$0 [15:9];
+  assign \$64  = \port$5860$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5860$0 [15:9];
   assign \$66  = \$64  & \$65 ;
-  assign \$67  = ! \port$5859$0 [63:40];
-  assign \$68  = ! \port$5859$0 [255:96];
+  assign \$67  = ! \port$5860$0 [63:40];
+  assign \$68  = ! \port$5860$0 [255:96];
   assign \$69  = \$67  & \$68 ;
-  assign \$70  = \port$5859$0 [39:32] < 5'h10;
+  assign \$70  = \port$5860$0 [39:32] < 5'h10;
   assign \$71  = \$69  & \$70 ;
   assign q1_head_signal_event = \$66  & \$71 ;
-  assign \$72  = \port$5859$0 [7:0] == 3'h6;
-  assign \$73  = ! \port$5859$0 [15:9];
+  assign \$72  = \port$5860$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5860$0 [15:9];
   assign \$74  = \$72  & \$73 ;
-  assign \$75  = ! \port$5859$0 [63:40];
-  assign \$76  = ! \port$5859$0 [255:96];
+  assign \$75  = ! \port$5860$0 [63:40];
+  assign \$76  = ! \port$5860$0 [255:96];
   assign \$77  = \$75  & \$76 ;
-  assign \$78  = \port$5859$0 [39:32] < 5'h10;
+  assign \$78  = \port$5860$0 [39:32] < 5'h10;
   assign \$79  = \$77  & \$78 ;
   assign q1_head_wait_event = \$74  & \$79 ;
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
-  assign \$82  = \$81  - \port$5859$0 [95:64];
+  assign \$82  = \$81  - \port$5860$0 [95:64];
   assign q1_wait_reached_now = ~ \$82 [31];
   assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
-  assign \$83  = \port$5889$0 [7:0] == 1'h1;
-  assign \$84  = ! \port$5889$0 [15:9];
+  assign \$83  = \port$5890$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5890$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
-  assign \$85  = \port$5889$0 [7:0] == 2'h2;
-  assign \$86  = ! \port$5889$0 [15:9];
+  assign \$85  = \port$5890$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5890$0 [15:9];
   assign q2_head_dma_store = \$85  & \$86 ;
-  assign \$87  = \port$5889$0 [7:0] == 2'h3;
-  assign \$88  = ! \port$5889$0 [15:9];
+  assign \$87  = \port$5890$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5890$0 [15:9];
   assign q2_head_gemm = \$87  & \$88 ;
-  assign \$89  = \port$5889$0 [7:0] == 3'h4;
-  assign \$90  = ! \port$5889$0 [15:9];
+  assign \$89  = \port$5890$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5890$0 [15:9];
   assign q2_head_vec = \$89  & \$90 ;
-  assign \$91  = \port$5889$0 [7:0] == 4'h8;
-  assign \$92  = \port$5889$0 [7:0] == 4'h9;
-  assign \$93  = \port$5889$0 [7:0] == 4'ha;
-  assign \$94  = \port$5889$0 [7:0] == 4'hb;
-  assign \$95  = \port$5889$0 [7:0] == 4'hc;
+  assign \$91  = \port$5890$0 [7:0] == 4'h8;
+  assign \$92  = \port$5890$0 [7:0] == 4'h9;
+  assign \$93  = \port$5890$0 [7:0] == 4'ha;
+  assign \$94  = \port$5890$0 [7:0] == 4'hb;
+  assign \$95  = \port$5890$0 [7:0] == 4'hc;
   assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
-  assign \$97  = ! \port$5889$0 [15:9];
+  assign \$97  = ! \port$5890$0 [15:9];
   assign q2_head_sfu = \$96  & \$97 ;
-  assign \$98  = ! \port$5889$0 [7:0];
-  assign \$99  = ! \port$5889$0 [15:9];
+  assign \$98  = ! \port$5890$0 [7:0];
+  assign \$99  = ! \port$5890$0 [15:9];
   assign q2_head_nop = \$98  & \$99 ;
-  assign \$100  = \port$5889$0 [7:0] == 4'hd;
-  assign \$101  = \$100  & \port$5889$0 [257];
-  assign \$102  = ! \port$5889$0 [15:9];
+  assign \$100  = \port$5890$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5890$0 [257];
+  assign \$102  = ! \port$5890$0 [15:9];
   assign q2_head_exec_list = \$101  & \$102 ;
-  assign \$103  = \port$5889$0 [7:0] == 3'h7;
-  assign \$104  = ! \port$5889$0 [15:9];
+  assign \$103  = \port$5890$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5890$0 [15:9];
   assign q2_head_barrier = \$103  & \$104 ;
-  assign \$105  = \port$5889$0 [7:0] == 3'h5;
-  assign \$106  = ! \port$5889$0 [15:9];
+  assign \$105  = \port$5890$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5890$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$108  = ! \port$5890$0 [63:40];
+  assign \$109  = ! \port$5890$0 [255:96];
   assign \$110  = \$108  & \$109 ;
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$11887$16 (retire__0__tag),
+    .\port$11889$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -35038,7 +35038,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$11891$16 (retire__1__tag),
+    .\port$11893$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
     .r_data(\r_data$345 ),
     .r_en(\r_en$216 ),
@@ -35048,7 +35048,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$11895$16 (retire__2__tag),
+    .\port$11897$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$218 ),
@@ -35058,7 +35058,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$11903$16 (retire__4__tag),
+    .\port$11905$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$222 ),
@@ -35068,7 +35068,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$11899$16 (retire__3__tag),
+    .\port$11901$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$220 ),
@@ -35079,7 +35079,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5889$0 [35:32])
+    casez (\port$5890$0 [35:32])
       4'h0:
           \$122  = events[31:0];
       4'h1:
@@ -35117,7 +35117,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5919$0 [35:32])
+    casez (\port$5920$0 [35:32])
       4'h0:
           \$163  = events[31:0];
       4'h1:
@@ -35157,13 +35157,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$317  = \port$5829$0 [255:0];
+          \$317  = \port$5830$0 [255:0];
       2'h1:
-          \$317  = \port$5859$0 [255:0];
+          \$317  = \port$5860$0 [255:0];
       2'h2:
-          \$317  = \port$5889$0 [255:0];
+          \$317  = \port$5890$0 [255:0];
       2'h3:
-          \$317  = \port$5919$0 [255:0];
+          \$317  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -35185,13 +35185,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$319  = \port$5829$0 [255:0];
+          \$319  = \port$5830$0 [255:0];
       2'h1:
-          \$319  = \port$5859$0 [255:0];
+          \$319  = \port$5860$0 [255:0];
       2'h2:
-          \$319  = \port$5889$0 [255:0];
+          \$319  = \port$5890$0 [255:0];
       2'h3:
-          \$319  = \port$5919$0 [255:0];
+          \$319  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -35837,13 +35837,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$510  = \port$5829$0 [35:32];
+          \$510  = \port$5830$0 [35:32];
       2'h1:
-          \$510  = \port$5859$0 [35:32];
+          \$510  = \port$5860$0 [35:32];
       2'h2:
-          \$510  = \port$5889$0 [35:32];
+          \$510  = \port$5890$0 [35:32];
       2'h3:
-          \$510  = \port$5919$0 [35:32];
+          \$510  = \port$5920$0 [35:32];
     endcase
   end
   always @* begin
@@ -35851,13 +35851,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$511  = \port$5829$0 [95:64];
+          \$511  = \port$5830$0 [95:64];
       2'h1:
-          \$511  = \port$5859$0 [95:64];
+          \$511  = \port$5860$0 [95:64];
       2'h2:
-          \$511  = \port$5889$0 [95:64];
+          \$511  = \port$5890$0 [95:64];
       2'h3:
-          \$511  = \port$5919$0 [95:64];
+          \$511  = \port$5920$0 [95:64];
     endcase
   end
   always @* begin
@@ -41210,7 +41210,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5829$0 [35:32])
+    casez (\port$5830$0 [35:32])
       4'h0:
           \$40  = events[31:0];
       4'h1:
@@ -41248,7 +41248,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5859$0 [35:32])
+    casez (\port$5860$0 [35:32])
       4'h0:
           \$81  = events[31:0];
       4'h1:
@@ -41283,36 +41283,36 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           \$81  = events[511:480];
     endcase
   end
-  assign q__0__head = \port$5829$0 [255:0];
-  assign q__0__end = \port$5829$0 [257];
+  assign q__0__head = \port$5830$0 [255:0];
+  assign q__0__end = \port$5830$0 [257];
   assign q0_wait_diff = \$41 [31:0];
-  assign q__1__head = \port$5859$0 [255:0];
-  assign q__1__end = \port$5859$0 [257];
+  assign q__1__head = \port$5860$0 [255:0];
+  assign q__1__end = \port$5860$0 [257];
   assign q1_wait_diff = \$82 [31:0];
-  assign q__2__head = \port$5889$0 [255:0];
-  assign q__2__end = \port$5889$0 [257];
+  assign q__2__head = \port$5890$0 [255:0];
+  assign q__2__end = \port$5890$0 [257];
   assign q2_wait_diff = \$123 [31:0];
-  assign q__3__head = \port$5919$0 [255:0];
-  assign q__3__end = \port$5919$0 [257];
+  assign q__3__head = \port$5920$0 [255:0];
+  assign q__3__end = \port$5920$0 [257];
   assign q3_wait_diff = \$164 [31:0];
   assign q0_count = \$165 [4:0];
   assign q1_count = \$166 [4:0];
   assign q2_count = \$167 [4:0];
   assign q3_count = \$168 [4:0];
-  assign q__0__item = \port$5829$0 [256];
-  assign q__1__item = \port$5859$0 [256];
-  assign q__2__item = \port$5889$0 [256];
-  assign q__3__item = \port$5919$0 [256];
+  assign q__0__item = \port$5830$0 [256];
+  assign q__1__item = \port$5860$0 [256];
+  assign q__2__item = \port$5890$0 [256];
+  assign q__3__item = \port$5920$0 [256];
   assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+  assign \$signature__data  = { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   assign \$signature__addr$165  = q1_h[3:0];
-  assign \$signature__data$167  = { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   assign \$signature__addr$170  = q2_h[3:0];
-  assign \$signature__data$172  = { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   assign \$signature__addr$175  = q3_h[3:0];
-  assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
   assign retire__1__done = \w_en$186 ;
@@ -41334,9 +41334,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$9941$0  = \$317 [15:0];
-  assign \port$9947$0  = \$318 ;
-  assign \port$9948$32  = \$319 [255:32];
+  assign \port$9943$0  = \$317 [15:0];
+  assign \port$9949$0  = \$318 ;
+  assign \port$9950$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -41361,7 +41361,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11887$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11889$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41403,8 +41403,8 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11887$16 ;
-  wire [15:0] \port$11887$16 ;
+  input [15:0] \port$11889$16 ;
+  wire [15:0] \port$11889$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -41441,7 +41441,7 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11887$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$11889$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41540,14 +41540,14 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11887$16 , \port$3838$0  };
-  assign w_data = { \port$11887$16 , \port$3838$0  };
+  assign w_port__data = { \port$11889$16 , \port$3838$0  };
+  assign w_data = { \port$11889$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11891$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11893$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41589,8 +41589,8 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11891$16 ;
-  wire [15:0] \port$11891$16 ;
+  input [15:0] \port$11893$16 ;
+  wire [15:0] \port$11893$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -41627,7 +41627,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11891$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$11893$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41726,14 +41726,14 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11891$16 , \port$3858$0  };
-  assign w_data = { \port$11891$16 , \port$3858$0  };
+  assign w_port__data = { \port$11893$16 , \port$3858$0  };
+  assign w_data = { \port$11893$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11895$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11897$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41775,8 +41775,8 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11895$16 ;
-  wire [15:0] \port$11895$16 ;
+  input [15:0] \port$11897$16 ;
+  wire [15:0] \port$11897$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -41813,7 +41813,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11895$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$11897$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41912,14 +41912,14 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11895$16 , \port$3878$0  };
-  assign w_data = { \port$11895$16 , \port$3878$0  };
+  assign w_port__data = { \port$11897$16 , \port$3878$0  };
+  assign w_data = { \port$11897$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11903$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11905$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41961,8 +41961,8 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11903$16 ;
-  wire [15:0] \port$11903$16 ;
+  input [15:0] \port$11905$16 ;
+  wire [15:0] \port$11905$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -41999,7 +41999,7 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11903$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$11905$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42098,14 +42098,14 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11903$16 , \port$3933$0  };
-  assign w_data = { \port$11903$16 , \port$3933$0  };
+  assign w_port__data = { \port$11905$16 , \port$3933$0  };
+  assign w_data = { \port$11905$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11899$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11901$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42147,8 +42147,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11899$16 ;
-  wire [15:0] \port$11899$16 ;
+  input [15:0] \port$11901$16 ;
+  wire [15:0] \port$11901$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -42185,7 +42185,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11899$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$11901$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42284,8 +42284,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11899$16 , \port$3898$0  };
-  assign w_data = { \port$11899$16 , \port$3898$0  };
+  assign w_port__data = { \port$11901$16 , \port$3898$0  };
+  assign w_data = { \port$11901$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -42320,26 +42320,26 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [17:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [8:0] \$1173 ;
-  wire [8:0] \$1177 ;
+  wire [8:0] \$1174 ;
+  wire [8:0] \$1178 ;
   wire \$118 ;
-  wire [8:0] \$1180 ;
-  wire [8:0] \$1183 ;
-  wire [8:0] \$1187 ;
+  wire [8:0] \$1181 ;
+  wire [8:0] \$1184 ;
+  wire [8:0] \$1188 ;
   wire \$119 ;
-  wire [8:0] \$1197 ;
+  wire [8:0] \$1198 ;
   wire [33:0] \$12 ;
   wire \$120 ;
-  wire [8:0] \$1202 ;
-  wire [8:0] \$1207 ;
+  wire [8:0] \$1203 ;
+  wire [8:0] \$1208 ;
   wire \$121 ;
-  wire [8:0] \$1213 ;
+  wire [8:0] \$1214 ;
   wire \$122 ;
-  wire [8:0] \$1220 ;
-  wire [8:0] \$1223 ;
-  wire [8:0] \$1226 ;
+  wire [8:0] \$1222 ;
+  wire [8:0] \$1225 ;
+  wire [8:0] \$1228 ;
   wire \$123 ;
-  wire [9:0] \$1230 ;
+  wire [9:0] \$1232 ;
   wire \$124 ;
   wire \$125 ;
   wire [31:0] \$126 ;
@@ -42352,7 +42352,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [7:0] \$1342 ;
+  wire [7:0] \$1344 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
@@ -42465,20 +42465,20 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$233 ;
   wire [4:0] \$234 ;
   wire [31:0] \$235 ;
-  wire [1:0] \$236 ;
-  wire [5:0] \$237 ;
-  wire [4:0] \$238 ;
-  wire [5:0] \$239 ;
+  wire [5:0] \$236 ;
+  wire [4:0] \$237 ;
+  wire [5:0] \$238 ;
+  wire [4:0] \$239 ;
   wire \$24 ;
-  wire [31:0] \$240 ;
+  wire [5:0] \$240 ;
   wire [31:0] \$241 ;
-  wire [3:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [63:0] \$244 ;
+  wire [31:0] \$242 ;
+  wire [3:0] \$243 ;
+  wire [31:0] \$244 ;
   wire [63:0] \$245 ;
-  wire [64:0] \$246 ;
-  wire [63:0] \$247 ;
-  wire \$248 ;
+  wire [63:0] \$246 ;
+  wire [64:0] \$247 ;
+  wire [63:0] \$248 ;
   wire \$249 ;
   wire [3:0] \$25 ;
   wire \$250 ;
@@ -42504,26 +42504,26 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [7:0] \$271 ;
+  wire \$271 ;
   wire [7:0] \$272 ;
   wire [7:0] \$273 ;
-  wire [4:0] \$274 ;
-  reg [1:0] \$275 ;
-  wire [1:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire \$278 ;
+  wire [7:0] \$274 ;
+  wire [4:0] \$275 ;
+  reg [1:0] \$276 ;
+  wire [1:0] \$277 ;
+  wire [5:0] \$278 ;
   wire \$279 ;
   wire [15:0] \$28 ;
-  reg \$280 ;
-  wire \$281 ;
+  wire \$280 ;
+  reg \$281 ;
   wire \$282 ;
-  wire [4:0] \$283 ;
-  reg [1:0] \$284 ;
-  wire [5:0] \$285 ;
-  wire \$286 ;
+  wire \$283 ;
+  wire [4:0] \$284 ;
+  reg [1:0] \$285 ;
+  wire [5:0] \$286 ;
   wire \$287 ;
-  reg \$288 ;
-  wire \$289 ;
+  wire \$288 ;
+  reg \$289 ;
   wire \$29 ;
   wire \$290 ;
   wire \$291 ;
@@ -42566,16 +42566,16 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire [2:0] \$327 ;
-  wire \$328 ;
+  wire \$327 ;
+  wire [2:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  reg [31:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire \$335 ;
+  wire \$333 ;
+  reg [31:0] \$334 ;
+  wire [31:0] \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
@@ -42587,8 +42587,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire [7:0] \$346 ;
-  wire \$347 ;
+  wire \$346 ;
+  wire [7:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [17:0] \$35 ;
@@ -42596,9 +42596,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire [32:0] \$354 ;
+  wire \$354 ;
   wire [32:0] \$355 ;
-  wire \$356 ;
+  wire [32:0] \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
@@ -42610,8 +42610,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [7:0] \$367 ;
-  wire \$368 ;
+  wire \$367 ;
+  wire [7:0] \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
@@ -42629,9 +42629,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$381 ;
   wire \$382 ;
   wire \$383 ;
-  wire [32:0] \$384 ;
+  wire \$384 ;
   wire [32:0] \$385 ;
-  wire \$386 ;
+  wire [32:0] \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
@@ -42643,8 +42643,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [7:0] \$397 ;
-  wire \$398 ;
+  wire \$397 ;
+  wire [7:0] \$398 ;
   wire \$399 ;
   wire [3:0] \$4 ;
   wire \$40 ;
@@ -42663,9 +42663,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [32:0] \$414 ;
+  wire \$414 ;
   wire [32:0] \$415 ;
-  wire \$416 ;
+  wire [32:0] \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
@@ -42677,8 +42677,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
-  wire [7:0] \$427 ;
-  wire \$428 ;
+  wire \$427 ;
+  wire [7:0] \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
@@ -42696,9 +42696,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [32:0] \$444 ;
+  wire \$444 ;
   wire [32:0] \$445 ;
-  wire \$446 ;
+  wire [32:0] \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
@@ -42710,8 +42710,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [7:0] \$457 ;
-  wire \$458 ;
+  wire \$457 ;
+  wire [7:0] \$458 ;
   wire \$459 ;
   wire [31:0] \$46 ;
   wire \$460 ;
@@ -42738,17 +42738,17 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  reg [1:0] \$482 ;
-  reg [31:0] \$483 ;
-  reg \$484 ;
-  wire \$485 ;
-  wire [2:0] \$486 ;
-  wire \$487 ;
+  wire \$482 ;
+  reg [1:0] \$483 ;
+  reg [31:0] \$484 ;
+  reg \$485 ;
+  wire \$486 ;
+  wire [2:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [7:0] \$490 ;
-  wire \$491 ;
+  wire \$490 ;
+  wire [7:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
@@ -42760,13 +42760,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [33:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [32:0] \$501 ;
-  wire \$502 ;
-  wire [62:0] \$503 ;
-  wire [7:0] \$504 ;
-  wire [63:0] \$505 ;
-  wire [94:0] \$506 ;
-  wire \$507 ;
+  wire \$501 ;
+  wire [32:0] \$502 ;
+  wire \$503 ;
+  wire [62:0] \$504 ;
+  wire [7:0] \$505 ;
+  wire [63:0] \$506 ;
+  wire [94:0] \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
@@ -42776,31 +42776,31 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
-  wire [3:0] \$516 ;
+  wire \$516 ;
   wire [3:0] \$517 ;
-  wire \$518 ;
-  reg [15:0] \$519 ;
+  wire [3:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  reg [15:0] \$521 ;
-  wire \$522 ;
+  reg [15:0] \$520 ;
+  wire \$521 ;
+  reg [15:0] \$522 ;
   wire \$523 ;
-  reg [5:0] \$524 ;
-  wire \$525 ;
+  wire \$524 ;
+  reg [5:0] \$525 ;
   wire \$526 ;
-  wire [2:0] \$527 ;
-  wire \$528 ;
-  reg [5:0] \$529 ;
+  wire \$527 ;
+  wire [2:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [6:0] \$530 ;
-  wire \$531 ;
+  reg [5:0] \$530 ;
+  wire [6:0] \$531 ;
   wire \$532 ;
-  wire [3:0] \$533 ;
-  wire \$534 ;
+  wire \$533 ;
+  wire [3:0] \$534 ;
   wire \$535 ;
-  wire [4:0] \$536 ;
-  wire [32:0] \$537 ;
-  wire \$538 ;
+  wire \$536 ;
+  wire [4:0] \$537 ;
+  wire [32:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
   wire \$540 ;
@@ -42811,38 +42811,38 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [1:0] \$548 ;
-  wire \$549 ;
+  wire \$548 ;
+  wire [1:0] \$549 ;
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [32:0] \$553 ;
-  wire [2:0] \$554 ;
-  wire \$555 ;
-  wire [6:0] \$556 ;
+  wire \$553 ;
+  wire [32:0] \$554 ;
+  wire [2:0] \$555 ;
+  wire \$556 ;
   wire [6:0] \$557 ;
-  wire \$558 ;
+  wire [6:0] \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [6:0] \$563 ;
-  wire [32:0] \$564 ;
-  wire [16:0] \$565 ;
-  wire \$566 ;
+  wire \$563 ;
+  wire [6:0] \$564 ;
+  wire [32:0] \$565 ;
+  wire [16:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire [16:0] \$570 ;
-  wire [3:0] \$571 ;
-  wire \$572 ;
+  wire \$570 ;
+  wire [16:0] \$571 ;
+  wire [3:0] \$572 ;
   wire \$573 ;
-  wire [4:0] \$574 ;
-  wire [32:0] \$575 ;
-  wire \$576 ;
+  wire \$574 ;
+  wire [4:0] \$575 ;
+  wire [32:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
@@ -42853,39 +42853,39 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
-  wire [1:0] \$586 ;
-  wire \$587 ;
+  wire \$586 ;
+  wire [1:0] \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [32:0] \$591 ;
-  wire [2:0] \$592 ;
-  wire \$593 ;
-  wire [6:0] \$594 ;
+  wire \$591 ;
+  wire [32:0] \$592 ;
+  wire [2:0] \$593 ;
+  wire \$594 ;
   wire [6:0] \$595 ;
-  wire \$596 ;
+  wire [6:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire [6:0] \$601 ;
-  wire [32:0] \$602 ;
-  wire [16:0] \$603 ;
-  wire \$604 ;
+  wire \$601 ;
+  wire [6:0] \$602 ;
+  wire [32:0] \$603 ;
+  wire [16:0] \$604 ;
   wire \$605 ;
   wire \$606 ;
   wire \$607 ;
-  wire [16:0] \$608 ;
-  wire [3:0] \$609 ;
+  wire \$608 ;
+  wire [16:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
+  wire [3:0] \$610 ;
   wire \$611 ;
-  wire [4:0] \$612 ;
-  wire [32:0] \$613 ;
-  wire \$614 ;
+  wire \$612 ;
+  wire [4:0] \$613 ;
+  wire [32:0] \$614 ;
   wire \$615 ;
   wire \$616 ;
   wire \$617 ;
@@ -42896,38 +42896,38 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire [1:0] \$624 ;
-  wire \$625 ;
+  wire \$624 ;
+  wire [1:0] \$625 ;
   wire \$626 ;
   wire \$627 ;
   wire \$628 ;
-  wire [32:0] \$629 ;
+  wire \$629 ;
   wire [14:0] \$63 ;
-  wire [2:0] \$630 ;
-  wire \$631 ;
-  wire [6:0] \$632 ;
+  wire [32:0] \$630 ;
+  wire [2:0] \$631 ;
+  wire \$632 ;
   wire [6:0] \$633 ;
-  wire \$634 ;
+  wire [6:0] \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire [6:0] \$639 ;
+  wire \$639 ;
   wire [21:0] \$64 ;
-  wire [32:0] \$640 ;
-  wire [16:0] \$641 ;
-  wire \$642 ;
+  wire [6:0] \$640 ;
+  wire [32:0] \$641 ;
+  wire [16:0] \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
-  wire [16:0] \$646 ;
-  wire [3:0] \$647 ;
-  wire \$648 ;
+  wire \$646 ;
+  wire [16:0] \$647 ;
+  wire [3:0] \$648 ;
   wire \$649 ;
   wire [32:0] \$65 ;
-  wire [4:0] \$650 ;
-  wire [32:0] \$651 ;
-  wire \$652 ;
+  wire \$650 ;
+  wire [4:0] \$651 ;
+  wire [32:0] \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
@@ -42938,36 +42938,36 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire [1:0] \$662 ;
-  wire \$663 ;
+  wire \$662 ;
+  wire [1:0] \$663 ;
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire [32:0] \$667 ;
-  wire [2:0] \$668 ;
-  wire \$669 ;
+  wire \$667 ;
+  wire [32:0] \$668 ;
+  wire [2:0] \$669 ;
   wire [31:0] \$67 ;
-  wire [6:0] \$670 ;
+  wire \$670 ;
   wire [6:0] \$671 ;
-  wire \$672 ;
+  wire [6:0] \$672 ;
   wire \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
-  wire [6:0] \$677 ;
-  wire [32:0] \$678 ;
-  wire [16:0] \$679 ;
+  wire \$677 ;
+  wire [6:0] \$678 ;
+  wire [32:0] \$679 ;
   wire [32:0] \$68 ;
-  wire \$680 ;
+  wire [16:0] \$680 ;
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire [16:0] \$684 ;
-  wire \$685 ;
+  wire \$684 ;
+  wire [16:0] \$685 ;
   wire \$686 ;
-  wire [1:0] \$687 ;
-  wire [32:0] \$688 ;
-  wire \$689 ;
+  wire \$687 ;
+  wire [1:0] \$688 ;
+  wire [32:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
@@ -42985,23 +42985,23 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
-  wire [14:0] \$704 ;
-  wire [21:0] \$705 ;
-  wire [33:0] \$706 ;
-  reg \$707 ;
-  wire \$708 ;
+  wire \$704 ;
+  wire [14:0] \$705 ;
+  wire [21:0] \$706 ;
+  wire [33:0] \$707 ;
+  reg \$708 ;
   wire \$709 ;
   wire [32:0] \$71 ;
-  wire [7:0] \$710 ;
-  wire [32:0] \$711 ;
-  wire [7:0] \$712 ;
-  wire [32:0] \$713 ;
-  wire \$714 ;
+  wire \$710 ;
+  wire [7:0] \$711 ;
+  wire [32:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire [32:0] \$714 ;
   wire \$715 ;
   wire \$716 ;
-  wire [3:0] \$717 ;
-  wire [4:0] \$718 ;
-  wire \$719 ;
+  wire \$717 ;
+  wire [3:0] \$718 ;
+  wire [4:0] \$719 ;
   wire [32:0] \$72 ;
   wire \$720 ;
   wire \$721 ;
@@ -43017,13 +43017,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire [32:0] \$733 ;
-  wire \$734 ;
+  wire \$733 ;
+  wire [32:0] \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire [3:0] \$737 ;
-  wire [4:0] \$738 ;
-  wire \$739 ;
+  wire \$737 ;
+  wire [3:0] \$738 ;
+  wire [4:0] \$739 ;
   wire [32:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
@@ -43039,13 +43039,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
-  wire [32:0] \$753 ;
-  wire \$754 ;
+  wire \$753 ;
+  wire [32:0] \$754 ;
   wire \$755 ;
   wire \$756 ;
-  wire [3:0] \$757 ;
-  wire [4:0] \$758 ;
-  wire \$759 ;
+  wire \$757 ;
+  wire [3:0] \$758 ;
+  wire [4:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
@@ -43061,13 +43061,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
-  wire [32:0] \$773 ;
-  wire \$774 ;
+  wire \$773 ;
+  wire [32:0] \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire [3:0] \$777 ;
-  wire [4:0] \$778 ;
-  wire \$779 ;
+  wire \$777 ;
+  wire [3:0] \$778 ;
+  wire [4:0] \$779 ;
   wire \$78 ;
   wire \$780 ;
   wire \$781 ;
@@ -43083,162 +43083,163 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
-  reg \$793 ;
-  reg [1:0] \$794 ;
+  wire \$793 ;
+  reg \$794 ;
   reg [1:0] \$795 ;
-  reg \$796 ;
-  reg [1:0] \$797 ;
-  reg \$798 ;
-  reg [31:0] \$799 ;
+  reg [1:0] \$796 ;
+  reg \$797 ;
+  reg [1:0] \$798 ;
+  reg \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [1:0] \$800 ;
-  reg \$801 ;
-  reg [2:0] \$802 ;
-  reg [191:0] \$803 ;
-  reg [7:0] \$804 ;
-  reg [223:0] \$805 ;
-  reg [2:0] \$806 ;
-  reg [255:0] \$807 ;
-  reg [2:0] \$808 ;
-  reg [63:0] \$809 ;
+  reg [31:0] \$800 ;
+  reg [1:0] \$801 ;
+  reg \$802 ;
+  reg [2:0] \$803 ;
+  reg [191:0] \$804 ;
+  reg [7:0] \$805 ;
+  reg [223:0] \$806 ;
+  reg [2:0] \$807 ;
+  reg [255:0] \$808 ;
+  reg [2:0] \$809 ;
   wire \$81 ;
-  reg [2:0] \$810 ;
-  reg [63:0] \$811 ;
-  reg [1:0] \$812 ;
-  reg [2:0] \$813 ;
-  reg [31:0] \$814 ;
-  reg [1:0] \$815 ;
-  reg [31:0] \$816 ;
-  reg [15:0] \$817 ;
-  reg [31:0] \$818 ;
-  reg [15:0] \$819 ;
+  reg [63:0] \$810 ;
+  reg [2:0] \$811 ;
+  reg [63:0] \$812 ;
+  reg [1:0] \$813 ;
+  reg [2:0] \$814 ;
+  reg [31:0] \$815 ;
+  reg [1:0] \$816 ;
+  reg [31:0] \$817 ;
+  reg [15:0] \$818 ;
+  reg [31:0] \$819 ;
   wire \$82 ;
   reg [15:0] \$820 ;
-  reg \$821 ;
-  reg [31:0] \$822 ;
-  reg [5:0] \$823 ;
+  reg [15:0] \$821 ;
+  reg \$822 ;
+  reg [31:0] \$823 ;
   reg [5:0] \$824 ;
-  reg [1:0] \$825 ;
-  reg [2:0] \$826 ;
-  reg [31:0] \$827 ;
-  reg [1:0] \$828 ;
-  reg [31:0] \$829 ;
+  reg [5:0] \$825 ;
+  reg [1:0] \$826 ;
+  reg [2:0] \$827 ;
+  reg [31:0] \$828 ;
+  reg [1:0] \$829 ;
   wire \$83 ;
-  reg [15:0] \$830 ;
-  reg [31:0] \$831 ;
-  reg [15:0] \$832 ;
+  reg [31:0] \$830 ;
+  reg [15:0] \$831 ;
+  reg [31:0] \$832 ;
   reg [15:0] \$833 ;
-  reg \$834 ;
-  reg [31:0] \$835 ;
-  reg [5:0] \$836 ;
+  reg [15:0] \$834 ;
+  reg \$835 ;
+  reg [31:0] \$836 ;
   reg [5:0] \$837 ;
-  reg [1:0] \$838 ;
-  reg [2:0] \$839 ;
+  reg [5:0] \$838 ;
+  reg [1:0] \$839 ;
   wire \$84 ;
-  reg [31:0] \$840 ;
-  reg [1:0] \$841 ;
-  reg [31:0] \$842 ;
-  reg [15:0] \$843 ;
-  reg [31:0] \$844 ;
-  reg [15:0] \$845 ;
+  reg [2:0] \$840 ;
+  reg [31:0] \$841 ;
+  reg [1:0] \$842 ;
+  reg [31:0] \$843 ;
+  reg [15:0] \$844 ;
+  reg [31:0] \$845 ;
   reg [15:0] \$846 ;
-  reg \$847 ;
-  reg [31:0] \$848 ;
-  reg [5:0] \$849 ;
+  reg [15:0] \$847 ;
+  reg \$848 ;
+  reg [31:0] \$849 ;
   wire \$85 ;
   reg [5:0] \$850 ;
-  reg [1:0] \$851 ;
-  reg [2:0] \$852 ;
-  reg [31:0] \$853 ;
-  reg [1:0] \$854 ;
-  reg [31:0] \$855 ;
-  reg [15:0] \$856 ;
-  reg [31:0] \$857 ;
-  reg [15:0] \$858 ;
+  reg [5:0] \$851 ;
+  reg [1:0] \$852 ;
+  reg [2:0] \$853 ;
+  reg [31:0] \$854 ;
+  reg [1:0] \$855 ;
+  reg [31:0] \$856 ;
+  reg [15:0] \$857 ;
+  reg [31:0] \$858 ;
   reg [15:0] \$859 ;
   wire [31:0] \$86 ;
-  reg \$860 ;
-  reg [31:0] \$861 ;
-  reg [5:0] \$862 ;
+  reg [15:0] \$860 ;
+  reg \$861 ;
+  reg [31:0] \$862 ;
   reg [5:0] \$863 ;
-  reg [1:0] \$864 ;
-  reg \$865 ;
+  reg [5:0] \$864 ;
+  reg [1:0] \$865 ;
   reg \$866 ;
   reg \$867 ;
   reg \$868 ;
-  reg [91:0] \$869 ;
+  reg \$869 ;
   wire [31:0] \$87 ;
-  reg [2:0] \$870 ;
-  reg \$871 ;
-  reg [31:0] \$872 ;
+  reg [91:0] \$870 ;
+  reg [2:0] \$871 ;
+  reg \$872 ;
   reg [31:0] \$873 ;
   reg [31:0] \$874 ;
-  reg [7:0] \$875 ;
-  reg [127:0] \$876 ;
-  reg [7:0] \$877 ;
-  reg [1:0] \$878 ;
-  reg \$879 ;
+  reg [31:0] \$875 ;
+  reg [7:0] \$876 ;
+  reg [127:0] \$877 ;
+  reg [7:0] \$878 ;
+  reg [1:0] \$879 ;
   wire \$88 ;
-  reg [7:0] \$880 ;
-  reg [31:0] \$881 ;
-  reg \$882 ;
+  reg \$880 ;
+  reg [7:0] \$881 ;
+  reg [31:0] \$882 ;
   reg \$883 ;
-  reg [2:0] \$884 ;
-  reg \$885 ;
-  reg [31:0] \$886 ;
-  reg \$887 ;
-  reg [7:0] \$888 ;
-  reg [31:0] \$889 ;
+  reg \$884 ;
+  reg [2:0] \$885 ;
+  reg \$886 ;
+  reg [31:0] \$887 ;
+  reg \$888 ;
+  reg [7:0] \$889 ;
   wire \$89 ;
-  reg \$890 ;
+  reg [31:0] \$890 ;
   reg \$891 ;
   reg \$892 ;
   reg \$893 ;
-  reg [31:0] \$894 ;
-  reg \$895 ;
+  reg \$894 ;
+  reg [31:0] \$895 ;
   reg \$896 ;
-  reg [2:0] \$897 ;
-  reg \$898 ;
-  reg [31:0] \$899 ;
+  reg \$897 ;
+  reg [2:0] \$898 ;
+  reg \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg \$900 ;
-  reg [7:0] \$901 ;
-  reg [31:0] \$902 ;
-  reg \$903 ;
+  reg [31:0] \$900 ;
+  reg \$901 ;
+  reg [7:0] \$902 ;
+  reg [31:0] \$903 ;
   reg \$904 ;
   reg \$905 ;
   reg \$906 ;
-  reg [31:0] \$907 ;
-  reg \$908 ;
+  reg \$907 ;
+  reg [31:0] \$908 ;
   reg \$909 ;
   wire \$91 ;
-  reg [2:0] \$910 ;
-  reg \$911 ;
-  reg [31:0] \$912 ;
-  reg \$913 ;
-  reg [7:0] \$914 ;
-  reg [31:0] \$915 ;
-  reg \$916 ;
+  reg \$910 ;
+  reg [2:0] \$911 ;
+  reg \$912 ;
+  reg [31:0] \$913 ;
+  reg \$914 ;
+  reg [7:0] \$915 ;
+  reg [31:0] \$916 ;
   reg \$917 ;
   reg \$918 ;
   reg \$919 ;
   wire \$92 ;
-  reg [31:0] \$920 ;
-  reg \$921 ;
+  reg \$920 ;
+  reg [31:0] \$921 ;
   reg \$922 ;
-  reg [2:0] \$923 ;
-  reg \$924 ;
-  reg [31:0] \$925 ;
-  reg \$926 ;
-  reg [7:0] \$927 ;
-  reg [31:0] \$928 ;
-  reg \$929 ;
+  reg \$923 ;
+  reg [2:0] \$924 ;
+  reg \$925 ;
+  reg [31:0] \$926 ;
+  reg \$927 ;
+  reg [7:0] \$928 ;
+  reg [31:0] \$929 ;
   wire \$93 ;
   reg \$930 ;
   reg \$931 ;
   reg \$932 ;
+  reg \$933 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
@@ -43249,6 +43250,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg \abandon$67 ;
   wire [3:0] args_r__addr;
   wire [255:0] args_r__data;
+  wire [3:0] args_step_r__addr;
+  wire [255:0] args_step_r__data;
   wire [3:0] args_w__addr;
   wire [255:0] args_w__data;
   wire args_w__en;
@@ -43469,7 +43472,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [2:0] \level$159 ;
   output [2:0] \level$196 ;
   wire [2:0] \level$196 ;
-  wire [2:0] \level$354 ;
+  wire [2:0] \level$356 ;
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
@@ -43881,7 +43884,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [257:0] \r_data$165 ;
   output [257:0] \r_data$202 ;
   wire [257:0] \r_data$202 ;
-  wire [91:0] \r_data$396 ;
+  wire [91:0] \r_data$398 ;
   input r_en;
   wire r_en;
   input \r_en$139 ;
@@ -43890,12 +43893,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \r_en$176 ;
   input \r_en$213 ;
   wire \r_en$213 ;
-  reg \r_en$398 ;
+  reg \r_en$400 ;
   wire r_rdy;
   wire \r_rdy$134 ;
   wire \r_rdy$171 ;
   wire \r_rdy$208 ;
-  wire \r_rdy$395 ;
+  wire \r_rdy$397 ;
   input rst;
   wire rst;
   wire [3:0] strides_r__addr;
@@ -43904,7 +43907,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [255:0] strides_w__data;
   wire strides_w__en;
   wire timeout;
-  wire \timeout$399 ;
+  wire \timeout$401 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -43933,15 +43936,15 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [7:0] up__wstrb = 8'h00;
   reg up__wvalid = 1'h0;
   wire [257:0] w_data;
-  wire [257:0] \w_data$330 ;
-  wire [257:0] \w_data$334 ;
-  wire [257:0] \w_data$338 ;
-  wire [91:0] \w_data$339 ;
+  wire [257:0] \w_data$332 ;
+  wire [257:0] \w_data$336 ;
+  wire [257:0] \w_data$340 ;
+  wire [91:0] \w_data$341 ;
   wire w_en;
-  wire \w_en$329 ;
-  wire \w_en$333 ;
-  wire \w_en$337 ;
-  wire \w_en$352 ;
+  wire \w_en$331 ;
+  wire \w_en$335 ;
+  wire \w_en$339 ;
+  wire \w_en$354 ;
   wire w_rdy;
   reg [255:0] list_args [15:0];
   initial begin
@@ -43964,9 +43967,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @(posedge clk) begin
     if (args_w__en)
-      list_args[\$277 [3:0]] <= args_w__data;
+      list_args[\$278 [3:0]] <= args_w__data;
   end
-  assign args_r__data = list_args[\$237 [3:0]];
+  assign args_step_r__data = list_args[\$238 [3:0]];
+  assign args_r__data = list_args[\$236 [3:0]];
   reg [255:0] list_strides [15:0];
   initial begin
     list_strides[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -43988,9 +43992,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @(posedge clk) begin
     if (strides_w__en)
-      list_strides[\$285 [3:0]] <= { down__rdata, fetch_r_buf };
+      list_strides[\$286 [3:0]] <= { down__rdata, fetch_r_buf };
   end
-  assign strides_r__data = list_strides[\$239 [3:0]];
+  assign strides_r__data = list_strides[\$240 [3:0]];
+  assign \$50  = q__0__ring_log2 > 2'h2;
   assign \$51  = q__0__ring_log2 > 2'h3;
   assign \$52  = q__0__ring_log2 > 3'h4;
   assign \$53  = q__0__ring_log2 > 3'h5;
@@ -44145,932 +44150,933 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$203  = \$201  & \$202 ;
   assign \$204  = ! fetch_r_buf[84:80];
   assign fetch_list_start = \$203  & \$204 ;
-  assign \$205  = args_r__data[31:0] + strides_r__data[31:0];
-  assign \$206  = args_r__data[63:32] + strides_r__data[63:32];
-  assign \$207  = args_r__data[95:64] + strides_r__data[95:64];
-  assign \$208  = args_r__data[127:96] + strides_r__data[127:96];
-  assign \$209  = args_r__data[159:128] + strides_r__data[159:128];
-  assign \$210  = args_r__data[191:160] + strides_r__data[191:160];
-  assign \$211  = args_r__data[223:192] + strides_r__data[223:192];
-  assign \$212  = args_r__data[255:224] + strides_r__data[255:224];
-  assign \$1173  = list_pj * 6'h20;
-  assign \$213  = list_patches >> \$1173 ;
+  assign \$205  = args_step_r__data[31:0] + strides_r__data[31:0];
+  assign \$206  = args_step_r__data[63:32] + strides_r__data[63:32];
+  assign \$207  = args_step_r__data[95:64] + strides_r__data[95:64];
+  assign \$208  = args_step_r__data[127:96] + strides_r__data[127:96];
+  assign \$209  = args_step_r__data[159:128] + strides_r__data[159:128];
+  assign \$210  = args_step_r__data[191:160] + strides_r__data[191:160];
+  assign \$211  = args_step_r__data[223:192] + strides_r__data[223:192];
+  assign \$212  = args_step_r__data[255:224] + strides_r__data[255:224];
+  assign \$1174  = list_pj * 6'h20;
+  assign \$213  = list_patches >> \$1174 ;
   assign patch_width = \$213 [13:8] + 1'h1;
-  assign \$1177  = list_pj * 6'h20;
-  assign \$214  = list_patches >> \$1177 ;
-  assign \$1180  = list_pj * 6'h20;
-  assign \$215  = list_patches >> \$1180 ;
-  assign \$1183  = list_pj * 6'h20;
-  assign \$216  = list_patches >> \$1183 ;
+  assign \$1178  = list_pj * 6'h20;
+  assign \$214  = list_patches >> \$1178 ;
+  assign \$1181  = list_pj * 6'h20;
+  assign \$215  = list_patches >> \$1181 ;
+  assign \$1184  = list_pj * 6'h20;
+  assign \$216  = list_patches >> \$1184 ;
   assign \$217  = \$216 [7:0] < 6'h20;
-  assign \$1187  = list_pj * 6'h20;
-  assign \$218  = list_patches >> \$1187 ;
+  assign \$1188  = list_pj * 6'h20;
+  assign \$218  = list_patches >> \$1188 ;
   assign \$219  = \$218 [7:0] + patch_width;
   assign \$220  = \$219  > 9'h100;
   assign \$221  = \$217  | \$220 ;
   assign \$222  = \$214 [4:0] + patch_width;
   assign \$223  = \$222  > 7'h40;
   assign \$224  = \$221  | \$223 ;
-  assign \$1197  = list_pj * 6'h20;
-  assign \$226  = list_patches >> \$1197 ;
+  assign \$1198  = list_pj * 6'h20;
+  assign \$226  = list_patches >> \$1198 ;
   assign \$227  = \$225  <= \$226 [20:16];
   assign \$228  = \$224  | \$227 ;
-  assign \$1202  = list_pj * 6'h20;
-  assign \$229  = list_patches >> \$1202 ;
+  assign \$1203  = list_pj * 6'h20;
+  assign \$229  = list_patches >> \$1203 ;
   assign \$230  = | \$229 [15:14];
   assign \$231  = \$228  | \$230 ;
-  assign \$1207  = list_pj * 6'h20;
-  assign \$232  = list_patches >> \$1207 ;
+  assign \$1208  = list_pj * 6'h20;
+  assign \$232  = list_patches >> \$1208 ;
   assign \$233  = | \$232 [31:21];
   assign patch_bad = \$231  | \$233 ;
   assign \$234  = fetch_q * 3'h4;
-  assign \$1213  = list_pj * 6'h20;
-  assign \$235  = list_patches >> \$1213 ;
-  assign \$236  = fetch_step ? fetch_step_row : \$235 [20:19];
-  assign \$237  = \$234  + \$236 ;
-  assign \$238  = fetch_q * 3'h4;
-  assign \$239  = \$238  + fetch_step_row;
-  assign \$1220  = list_pj * 6'h20;
-  assign \$240  = list_patches >> \$1220 ;
-  assign \$1223  = \$240 [18:16] * 6'h20;
-  assign patch_arg = args_r__data >> \$1223 ;
-  assign \$1226  = patch_at_word * 6'h20;
-  assign \$241  = list_desc >> \$1226 ;
-  assign \$242  = patch_at_word + 1'h1;
-  assign \$1230  = \$242  * 6'h20;
-  assign \$243  = list_desc >> \$1230 ;
-  assign \$244  = ~ patch_mask;
-  assign \$245  = { \$243 , \$241  } & \$244 ;
-  assign \$246  = { \$243 , \$241  } + patch_addend;
-  assign \$247  = \$246 [63:0] & patch_mask;
-  assign patch_result = \$245  | \$247 ;
-  assign \$248  = fetch_kind == 2'h2;
-  assign \$249  = fetch_good & \$248 ;
-  assign \$250  = \$249  & fetch_patch_rd;
-  assign \$251  = fetch_kind == 2'h2;
-  assign \$252  = fetch_good & \$251 ;
-  assign \$253  = fetch_r_buf[7:0] == 4'hd;
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = fetch_kind == 2'h2;
-  assign \$256  = fetch_good & \$255 ;
-  assign \$257  = fetch_discard | fetch_q_reset;
-  assign \$258  = ~ fetch_discard;
-  assign \$259  = ~ fetch_q_reset;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = ~ fetch_discard;
-  assign \$262  = ~ fetch_q_reset;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = fetch_keep & fetch_bad;
-  assign \$265  = ~ fetch_discard;
-  assign \$266  = abandon & \$265 ;
-  assign \$267  = ~ fetch_q_reset;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = \$264  | \$268 ;
-  assign fetch_fail = \$269  | fetch_list_fail;
-  assign \$270  = down__rresp == 2'h3;
-  assign \$271  = \$270  ? 8'h07 : 8'h06;
-  assign \$272  = abandon ? 8'h10 : \$271 ;
-  assign \$273  = fetch_r_err ? fetch_r_code : \$272 ;
-  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$273 ;
-  assign \$274  = fetch_q * 3'h4;
-  assign \$276  = fetch_step ? fetch_step_row : \$275 ;
-  assign \$277  = \$274  + \$276 ;
+  assign \$1214  = list_pj * 6'h20;
+  assign \$235  = list_patches >> \$1214 ;
+  assign \$236  = \$234  + \$235 [20:19];
+  assign \$237  = fetch_q * 3'h4;
+  assign \$238  = \$237  + fetch_step_row;
+  assign \$239  = fetch_q * 3'h4;
+  assign \$240  = \$239  + fetch_step_row;
+  assign \$1222  = list_pj * 6'h20;
+  assign \$241  = list_patches >> \$1222 ;
+  assign \$1225  = \$241 [18:16] * 6'h20;
+  assign patch_arg = args_r__data >> \$1225 ;
+  assign \$1228  = patch_at_word * 6'h20;
+  assign \$242  = list_desc >> \$1228 ;
+  assign \$243  = patch_at_word + 1'h1;
+  assign \$1232  = \$243  * 6'h20;
+  assign \$244  = list_desc >> \$1232 ;
+  assign \$245  = ~ patch_mask;
+  assign \$246  = { \$244 , \$242  } & \$245 ;
+  assign \$247  = { \$244 , \$242  } + patch_addend;
+  assign \$248  = \$247 [63:0] & patch_mask;
+  assign patch_result = \$246  | \$248 ;
+  assign \$249  = fetch_kind == 2'h2;
+  assign \$250  = fetch_good & \$249 ;
+  assign \$251  = \$250  & fetch_patch_rd;
+  assign \$252  = fetch_kind == 2'h2;
+  assign \$253  = fetch_good & \$252 ;
+  assign \$254  = fetch_r_buf[7:0] == 4'hd;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = fetch_kind == 2'h2;
+  assign \$257  = fetch_good & \$256 ;
+  assign \$258  = fetch_discard | fetch_q_reset;
+  assign \$259  = ~ fetch_discard;
+  assign \$260  = ~ fetch_q_reset;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = ~ fetch_discard;
+  assign \$263  = ~ fetch_q_reset;
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = fetch_keep & fetch_bad;
+  assign \$266  = ~ fetch_discard;
+  assign \$267  = abandon & \$266 ;
+  assign \$268  = ~ fetch_q_reset;
+  assign \$269  = \$267  & \$268 ;
+  assign \$270  = \$265  | \$269 ;
+  assign fetch_fail = \$270  | fetch_list_fail;
+  assign \$271  = down__rresp == 2'h3;
+  assign \$272  = \$271  ? 8'h07 : 8'h06;
+  assign \$273  = abandon ? 8'h10 : \$272 ;
+  assign \$274  = fetch_r_err ? fetch_r_code : \$273 ;
+  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$274 ;
+  assign \$275  = fetch_q * 3'h4;
+  assign \$277  = fetch_step ? fetch_step_row : \$276 ;
+  assign \$278  = \$275  + \$277 ;
   assign args_w__data = fetch_step ? { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] } : { down__rdata, fetch_r_buf };
-  assign \$278  = fetch_kind == 1'h1;
-  assign \$279  = fetch_good & \$278 ;
-  assign \$281  = ~ \$280 ;
-  assign \$282  = \$279  & \$281 ;
-  assign args_w__en = \$282  | fetch_step;
-  assign \$283  = fetch_q * 3'h4;
-  assign \$285  = \$283  + \$284 ;
-  assign \$286  = fetch_kind == 1'h1;
-  assign \$287  = fetch_good & \$286 ;
-  assign strides_w__en = \$287  & \$288 ;
-  assign \$289  = ! fetch_q;
-  assign \$290  = fetch_good & \$289 ;
-  assign \$291  = fetch_kind == 2'h3;
-  assign \$292  = ! fetch_kind;
-  assign \$293  = ~ fetch_list_start;
-  assign \$294  = \$292  & \$293 ;
-  assign \$295  = \$291  | \$294 ;
-  assign q0_fetch_push = \$290  & \$295 ;
-  assign \$296  = ! fetch_q;
-  assign q0_item_push = fetch_item_push & \$296 ;
+  assign \$279  = fetch_kind == 1'h1;
+  assign \$280  = fetch_good & \$279 ;
+  assign \$282  = ~ \$281 ;
+  assign \$283  = \$280  & \$282 ;
+  assign args_w__en = \$283  | fetch_step;
+  assign \$284  = fetch_q * 3'h4;
+  assign \$286  = \$284  + \$285 ;
+  assign \$287  = fetch_kind == 1'h1;
+  assign \$288  = fetch_good & \$287 ;
+  assign strides_w__en = \$288  & \$289 ;
+  assign \$290  = ! fetch_q;
+  assign \$291  = fetch_good & \$290 ;
+  assign \$292  = fetch_kind == 2'h3;
+  assign \$293  = ! fetch_kind;
+  assign \$294  = ~ fetch_list_start;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = \$292  | \$295 ;
+  assign q0_fetch_push = \$291  & \$296 ;
+  assign \$297  = ! fetch_q;
+  assign q0_item_push = fetch_item_push & \$297 ;
   assign w_en = q0_fetch_push | q0_item_push;
-  assign \$297  = fetch_kind == 2'h3;
-  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$297 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$298  = fetch_q == 1'h1;
-  assign \$299  = fetch_good & \$298 ;
-  assign \$300  = fetch_kind == 2'h3;
-  assign \$301  = ! fetch_kind;
-  assign \$302  = ~ fetch_list_start;
-  assign \$303  = \$301  & \$302 ;
-  assign \$304  = \$300  | \$303 ;
-  assign q1_fetch_push = \$299  & \$304 ;
-  assign \$305  = fetch_q == 1'h1;
-  assign q1_item_push = fetch_item_push & \$305 ;
-  assign \w_en$329  = q1_fetch_push | q1_item_push;
-  assign \$306  = fetch_kind == 2'h3;
-  assign \w_data$330  = q1_item_push ? { 2'h1, list_desc } : { \$306 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$307  = fetch_q == 2'h2;
-  assign \$308  = fetch_good & \$307 ;
-  assign \$309  = fetch_kind == 2'h3;
-  assign \$310  = ! fetch_kind;
-  assign \$311  = ~ fetch_list_start;
-  assign \$312  = \$310  & \$311 ;
-  assign \$313  = \$309  | \$312 ;
-  assign q2_fetch_push = \$308  & \$313 ;
-  assign \$314  = fetch_q == 2'h2;
-  assign q2_item_push = fetch_item_push & \$314 ;
-  assign \w_en$333  = q2_fetch_push | q2_item_push;
-  assign \$315  = fetch_kind == 2'h3;
-  assign \w_data$334  = q2_item_push ? { 2'h1, list_desc } : { \$315 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$316  = fetch_q == 2'h3;
-  assign \$317  = fetch_good & \$316 ;
-  assign \$318  = fetch_kind == 2'h3;
-  assign \$319  = ! fetch_kind;
-  assign \$320  = ~ fetch_list_start;
-  assign \$321  = \$319  & \$320 ;
-  assign \$322  = \$318  | \$321 ;
-  assign q3_fetch_push = \$317  & \$322 ;
-  assign \$323  = fetch_q == 2'h3;
-  assign q3_item_push = fetch_item_push & \$323 ;
-  assign \w_en$337  = q3_fetch_push | q3_item_push;
-  assign \$324  = fetch_kind == 2'h3;
-  assign \w_data$338  = q3_item_push ? { 2'h1, list_desc } : { \$324 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$325  = cpl_valid & w_rdy;
-  assign \$326  = cpl_queue < 3'h4;
-  assign cpl_push_ok = \$325  & \$326 ;
-  assign cpl_free = 3'h4 - \level$354 ;
-  assign \$327  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$327 ;
-  assign \$1342  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$1342 ;
+  assign \$298  = fetch_kind == 2'h3;
+  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$298 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$299  = fetch_q == 1'h1;
+  assign \$300  = fetch_good & \$299 ;
+  assign \$301  = fetch_kind == 2'h3;
+  assign \$302  = ! fetch_kind;
+  assign \$303  = ~ fetch_list_start;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = \$301  | \$304 ;
+  assign q1_fetch_push = \$300  & \$305 ;
+  assign \$306  = fetch_q == 1'h1;
+  assign q1_item_push = fetch_item_push & \$306 ;
+  assign \w_en$331  = q1_fetch_push | q1_item_push;
+  assign \$307  = fetch_kind == 2'h3;
+  assign \w_data$332  = q1_item_push ? { 2'h1, list_desc } : { \$307 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$308  = fetch_q == 2'h2;
+  assign \$309  = fetch_good & \$308 ;
+  assign \$310  = fetch_kind == 2'h3;
+  assign \$311  = ! fetch_kind;
+  assign \$312  = ~ fetch_list_start;
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  | \$313 ;
+  assign q2_fetch_push = \$309  & \$314 ;
+  assign \$315  = fetch_q == 2'h2;
+  assign q2_item_push = fetch_item_push & \$315 ;
+  assign \w_en$335  = q2_fetch_push | q2_item_push;
+  assign \$316  = fetch_kind == 2'h3;
+  assign \w_data$336  = q2_item_push ? { 2'h1, list_desc } : { \$316 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$317  = fetch_q == 2'h3;
+  assign \$318  = fetch_good & \$317 ;
+  assign \$319  = fetch_kind == 2'h3;
+  assign \$320  = ! fetch_kind;
+  assign \$321  = ~ fetch_list_start;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = \$319  | \$322 ;
+  assign q3_fetch_push = \$318  & \$323 ;
+  assign \$324  = fetch_q == 2'h3;
+  assign q3_item_push = fetch_item_push & \$324 ;
+  assign \w_en$339  = q3_fetch_push | q3_item_push;
+  assign \$325  = fetch_kind == 2'h3;
+  assign \w_data$340  = q3_item_push ? { 2'h1, list_desc } : { \$325 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$326  = cpl_valid & w_rdy;
+  assign \$327  = cpl_queue < 3'h4;
+  assign cpl_push_ok = \$326  & \$327 ;
+  assign cpl_free = 3'h4 - \level$356 ;
+  assign \$328  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$328 ;
+  assign \$1344  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$1344 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
-  assign \$328  = ~ up__awvalid;
-  assign \$329  = \$328  | up__awready;
-  assign \$330  = ~ up__wvalid;
-  assign \$331  = up__wready & cpl_w_last;
-  assign \$332  = \$330  | \$331 ;
-  assign cpl_sent = \$329  & \$332 ;
+  assign \$329  = ~ up__awvalid;
+  assign \$330  = \$329  | up__awready;
+  assign \$331  = ~ up__wvalid;
+  assign \$332  = up__wready & cpl_w_last;
+  assign \$333  = \$331  | \$332 ;
+  assign cpl_sent = \$330  & \$333 ;
   assign cpl_b_hs = up__bvalid & up__bready;
-  assign \$335  = ~ cpl_req[2];
-  assign \$336  = ~ cpl_req[3];
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = ~ cpl_wr_err;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = ~ down__bresp[1];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = \$341  & \r_rdy$395 ;
-  assign \$343  = \r_data$396 [1:0] == cpl_req[1:0];
-  assign cpl_coalesce = \$342  & \$343 ;
-  assign \$344  = cpl_b_hs & cpl_coalesce;
+  assign \$336  = ~ cpl_req[2];
+  assign \$337  = ~ cpl_req[3];
+  assign \$338  = \$336  & \$337 ;
+  assign \$339  = ~ cpl_wr_err;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = ~ down__bresp[1];
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = \$342  & \r_rdy$397 ;
+  assign \$344  = \r_data$398 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$343  & \$344 ;
+  assign \$345  = cpl_b_hs & cpl_coalesce;
   assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$345  = down__bresp == 2'h3;
-  assign \$346  = \$345  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$346 ;
-  assign \$347  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$347 ;
-  assign \$348  = | q__0__ring_base[4:0];
-  assign \$349  = | q__0__cpl_base[3:0];
-  assign \$350  = \$348  | \$349 ;
-  assign \$351  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$350  | \$351 ;
-  assign \$352  = ! cpl_req[1:0];
-  assign \$353  = cpl_cons_busy & \$352 ;
-  assign \$354  = q__0__consumer + \$353 ;
-  assign \$355  = q__0__doorbell - \$354 [31:0];
-  assign q0_db_overflow = \$355 [31:0] > \$7 ;
-  assign \$356  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$356 ;
-  assign \$357  = ~ q0_checked;
-  assign \$358  = q0_want & \$357 ;
-  assign \$359  = \$358  & q0_bad_cfg;
-  assign \$360  = q0_db_write & q0_db_overflow;
-  assign \$361  = ! fetch_q;
-  assign \$362  = fetch_fail & \$361 ;
-  assign \$363  = cpl_req[3] | cpl_fin_bad;
-  assign \$364  = q0_cpl_done & \$363 ;
-  assign q0_halt_any = | { \$364 , \$362 , \$360 , \$359  };
-  assign \$365  = cpl_req[3] | cpl_fin_bad;
-  assign \$366  = q0_cpl_done & \$365 ;
-  assign \$367  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$368  = ! fetch_q;
-  assign \$369  = fetch_fail & \$368 ;
-  assign \$370  = q0_db_write & q0_db_overflow;
-  assign \$371  = ~ q0_checked;
-  assign \$372  = q0_want & \$371 ;
-  assign \$373  = \$372  & q0_bad_cfg;
-  assign \$374  = q0_resetting & q0_acked;
-  assign \$375  = ! q0_cpl_pending;
-  assign \$376  = \$374  & \$375 ;
-  assign q__0__cleared = \$376  & q__0__drained;
-  assign \$377  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$377 ;
-  assign \$378  = | q__1__ring_base[4:0];
-  assign \$379  = | q__1__cpl_base[3:0];
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$380  | \$381 ;
-  assign \$382  = cpl_req[1:0] == 1'h1;
-  assign \$383  = cpl_cons_busy & \$382 ;
-  assign \$384  = q__1__consumer + \$383 ;
-  assign \$385  = q__1__doorbell - \$384 [31:0];
-  assign q1_db_overflow = \$385 [31:0] > \$14 ;
-  assign \$386  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$386 ;
-  assign \$387  = ~ q1_checked;
-  assign \$388  = q1_want & \$387 ;
-  assign \$389  = \$388  & q1_bad_cfg;
-  assign \$390  = q1_db_write & q1_db_overflow;
-  assign \$391  = fetch_q == 1'h1;
-  assign \$392  = fetch_fail & \$391 ;
-  assign \$393  = cpl_req[3] | cpl_fin_bad;
-  assign \$394  = q1_cpl_done & \$393 ;
-  assign q1_halt_any = | { \$394 , \$392 , \$390 , \$389  };
-  assign \$395  = cpl_req[3] | cpl_fin_bad;
-  assign \$396  = q1_cpl_done & \$395 ;
-  assign \$397  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$398  = fetch_q == 1'h1;
-  assign \$399  = fetch_fail & \$398 ;
-  assign \$400  = q1_db_write & q1_db_overflow;
-  assign \$401  = ~ q1_checked;
-  assign \$402  = q1_want & \$401 ;
-  assign \$403  = \$402  & q1_bad_cfg;
-  assign \$404  = q1_resetting & q1_acked;
-  assign \$405  = ! q1_cpl_pending;
-  assign \$406  = \$404  & \$405 ;
-  assign q__1__cleared = \$406  & q__1__drained;
-  assign \$407  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$407 ;
-  assign \$408  = | q__2__ring_base[4:0];
-  assign \$409  = | q__2__cpl_base[3:0];
-  assign \$410  = \$408  | \$409 ;
-  assign \$411  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$410  | \$411 ;
-  assign \$412  = cpl_req[1:0] == 2'h2;
-  assign \$413  = cpl_cons_busy & \$412 ;
-  assign \$414  = q__2__consumer + \$413 ;
-  assign \$415  = q__2__doorbell - \$414 [31:0];
-  assign q2_db_overflow = \$415 [31:0] > \$21 ;
-  assign \$416  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$416 ;
-  assign \$417  = ~ q2_checked;
-  assign \$418  = q2_want & \$417 ;
-  assign \$419  = \$418  & q2_bad_cfg;
-  assign \$420  = q2_db_write & q2_db_overflow;
-  assign \$421  = fetch_q == 2'h2;
-  assign \$422  = fetch_fail & \$421 ;
-  assign \$423  = cpl_req[3] | cpl_fin_bad;
-  assign \$424  = q2_cpl_done & \$423 ;
-  assign q2_halt_any = | { \$424 , \$422 , \$420 , \$419  };
-  assign \$425  = cpl_req[3] | cpl_fin_bad;
-  assign \$426  = q2_cpl_done & \$425 ;
-  assign \$427  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$428  = fetch_q == 2'h2;
-  assign \$429  = fetch_fail & \$428 ;
-  assign \$430  = q2_db_write & q2_db_overflow;
-  assign \$431  = ~ q2_checked;
-  assign \$432  = q2_want & \$431 ;
-  assign \$433  = \$432  & q2_bad_cfg;
-  assign \$434  = q2_resetting & q2_acked;
-  assign \$435  = ! q2_cpl_pending;
-  assign \$436  = \$434  & \$435 ;
-  assign q__2__cleared = \$436  & q__2__drained;
-  assign \$437  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$437 ;
-  assign \$438  = | q__3__ring_base[4:0];
-  assign \$439  = | q__3__cpl_base[3:0];
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$440  | \$441 ;
-  assign \$442  = cpl_req[1:0] == 2'h3;
-  assign \$443  = cpl_cons_busy & \$442 ;
-  assign \$444  = q__3__consumer + \$443 ;
-  assign \$445  = q__3__doorbell - \$444 [31:0];
-  assign q3_db_overflow = \$445 [31:0] > \$28 ;
-  assign \$446  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$446 ;
-  assign \$447  = ~ q3_checked;
-  assign \$448  = q3_want & \$447 ;
-  assign \$449  = \$448  & q3_bad_cfg;
-  assign \$450  = q3_db_write & q3_db_overflow;
-  assign \$451  = fetch_q == 2'h3;
-  assign \$452  = fetch_fail & \$451 ;
-  assign \$453  = cpl_req[3] | cpl_fin_bad;
-  assign \$454  = q3_cpl_done & \$453 ;
-  assign q3_halt_any = | { \$454 , \$452 , \$450 , \$449  };
-  assign \$455  = cpl_req[3] | cpl_fin_bad;
-  assign \$456  = q3_cpl_done & \$455 ;
-  assign \$457  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$458  = fetch_q == 2'h3;
-  assign \$459  = fetch_fail & \$458 ;
-  assign \$460  = q3_db_write & q3_db_overflow;
-  assign \$461  = ~ q3_checked;
-  assign \$462  = q3_want & \$461 ;
-  assign \$463  = \$462  & q3_bad_cfg;
-  assign \$464  = q3_resetting & q3_acked;
-  assign \$465  = ! q3_cpl_pending;
-  assign \$466  = \$464  & \$465 ;
-  assign q__3__cleared = \$466  & q__3__drained;
-  assign \$467  = ! fetch_fsm_state;
-  assign \$468  = fetch_fsm_state == 1'h1;
-  assign \$469  = fetch_fsm_state == 2'h2;
-  assign \$470  = fetch_fsm_state == 2'h3;
-  assign \$471  = fetch_fsm_state == 3'h4;
-  assign \$472  = fetch_fsm_state == 3'h5;
-  assign \$473  = fetch_fsm_state == 3'h6;
-  assign \$474  = ! cpl_fsm_state;
-  assign \$475  = cpl_fsm_state == 1'h1;
-  assign \$476  = cpl_fsm_state == 2'h2;
-  assign \$477  = cpl_fsm_state == 2'h3;
-  assign \$478  = cpl_fsm_state == 3'h4;
-  assign \$479  = cpl_fsm_state == 3'h5;
-  assign \$480  = cpl_fsm_state == 3'h6;
-  assign \$481  = fetch_busy & fetch_q_reset;
-  assign \$485  = fetch_r_beat != 2'h3;
-  assign \$486  = fetch_r_beat + 1'h1;
-  assign \$487  = ~ fetch_r_err;
-  assign \$488  = down__rresp[1] & \$487 ;
-  assign \$489  = down__rresp == 2'h3;
-  assign \$490  = \$489  ? 8'h07 : 8'h06;
-  assign \$491  = fetch_kind == 2'h2;
-  assign \$492  = fetch_good & \$491 ;
-  assign \$493  = \$492  & fetch_patch_rd;
-  assign \$494  = fetch_kind == 2'h2;
-  assign \$495  = fetch_good & \$494 ;
-  assign \$496  = fetch_r_buf[7:0] == 4'hd;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = fetch_kind == 2'h2;
-  assign \$499  = fetch_good & \$498 ;
-  assign \$500  = | fetch_r_buf[11:9];
-  assign \$501  = up__araddr + 6'h20;
-  assign \$502  = fetch_discard | fetch_q_reset;
-  assign \$503  = patch_arg << \$214 [4:0];
-  assign \$504  = 7'h40 - patch_width;
-  assign \$505  = 64'hffffffffffffffff >> \$504 [5:0];
-  assign \$506  = \$505  << \$214 [4:0];
-  assign \$507  = fetch_discard | fetch_q_reset;
-  assign \$508  = ! patch_at_word;
-  assign \$509  = patch_at_word == 1'h1;
-  assign \$510  = patch_at_word == 2'h2;
-  assign \$511  = patch_at_word == 2'h3;
-  assign \$512  = patch_at_word == 3'h4;
-  assign \$513  = patch_at_word == 3'h5;
-  assign \$514  = patch_at_word == 3'h6;
-  assign \$515  = patch_at_word == 3'h7;
-  assign \$516  = list_pj + 1'h1;
+  assign \$346  = down__bresp == 2'h3;
+  assign \$347  = \$346  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$347 ;
+  assign \$348  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$348 ;
+  assign \$349  = | q__0__ring_base[4:0];
+  assign \$350  = | q__0__cpl_base[3:0];
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$351  | \$352 ;
+  assign \$353  = ! cpl_req[1:0];
+  assign \$354  = cpl_cons_busy & \$353 ;
+  assign \$355  = q__0__consumer + \$354 ;
+  assign \$356  = q__0__doorbell - \$355 [31:0];
+  assign q0_db_overflow = \$356 [31:0] > \$7 ;
+  assign \$357  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$357 ;
+  assign \$358  = ~ q0_checked;
+  assign \$359  = q0_want & \$358 ;
+  assign \$360  = \$359  & q0_bad_cfg;
+  assign \$361  = q0_db_write & q0_db_overflow;
+  assign \$362  = ! fetch_q;
+  assign \$363  = fetch_fail & \$362 ;
+  assign \$364  = cpl_req[3] | cpl_fin_bad;
+  assign \$365  = q0_cpl_done & \$364 ;
+  assign q0_halt_any = | { \$365 , \$363 , \$361 , \$360  };
+  assign \$366  = cpl_req[3] | cpl_fin_bad;
+  assign \$367  = q0_cpl_done & \$366 ;
+  assign \$368  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$369  = ! fetch_q;
+  assign \$370  = fetch_fail & \$369 ;
+  assign \$371  = q0_db_write & q0_db_overflow;
+  assign \$372  = ~ q0_checked;
+  assign \$373  = q0_want & \$372 ;
+  assign \$374  = \$373  & q0_bad_cfg;
+  assign \$375  = q0_resetting & q0_acked;
+  assign \$376  = ! q0_cpl_pending;
+  assign \$377  = \$375  & \$376 ;
+  assign q__0__cleared = \$377  & q__0__drained;
+  assign \$378  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$378 ;
+  assign \$379  = | q__1__ring_base[4:0];
+  assign \$380  = | q__1__cpl_base[3:0];
+  assign \$381  = \$379  | \$380 ;
+  assign \$382  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$381  | \$382 ;
+  assign \$383  = cpl_req[1:0] == 1'h1;
+  assign \$384  = cpl_cons_busy & \$383 ;
+  assign \$385  = q__1__consumer + \$384 ;
+  assign \$386  = q__1__doorbell - \$385 [31:0];
+  assign q1_db_overflow = \$386 [31:0] > \$14 ;
+  assign \$387  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$387 ;
+  assign \$388  = ~ q1_checked;
+  assign \$389  = q1_want & \$388 ;
+  assign \$390  = \$389  & q1_bad_cfg;
+  assign \$391  = q1_db_write & q1_db_overflow;
+  assign \$392  = fetch_q == 1'h1;
+  assign \$393  = fetch_fail & \$392 ;
+  assign \$394  = cpl_req[3] | cpl_fin_bad;
+  assign \$395  = q1_cpl_done & \$394 ;
+  assign q1_halt_any = | { \$395 , \$393 , \$391 , \$390  };
+  assign \$396  = cpl_req[3] | cpl_fin_bad;
+  assign \$397  = q1_cpl_done & \$396 ;
+  assign \$398  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$399  = fetch_q == 1'h1;
+  assign \$400  = fetch_fail & \$399 ;
+  assign \$401  = q1_db_write & q1_db_overflow;
+  assign \$402  = ~ q1_checked;
+  assign \$403  = q1_want & \$402 ;
+  assign \$404  = \$403  & q1_bad_cfg;
+  assign \$405  = q1_resetting & q1_acked;
+  assign \$406  = ! q1_cpl_pending;
+  assign \$407  = \$405  & \$406 ;
+  assign q__1__cleared = \$407  & q__1__drained;
+  assign \$408  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$408 ;
+  assign \$409  = | q__2__ring_base[4:0];
+  assign \$410  = | q__2__cpl_base[3:0];
+  assign \$411  = \$409  | \$410 ;
+  assign \$412  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$411  | \$412 ;
+  assign \$413  = cpl_req[1:0] == 2'h2;
+  assign \$414  = cpl_cons_busy & \$413 ;
+  assign \$415  = q__2__consumer + \$414 ;
+  assign \$416  = q__2__doorbell - \$415 [31:0];
+  assign q2_db_overflow = \$416 [31:0] > \$21 ;
+  assign \$417  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$417 ;
+  assign \$418  = ~ q2_checked;
+  assign \$419  = q2_want & \$418 ;
+  assign \$420  = \$419  & q2_bad_cfg;
+  assign \$421  = q2_db_write & q2_db_overflow;
+  assign \$422  = fetch_q == 2'h2;
+  assign \$423  = fetch_fail & \$422 ;
+  assign \$424  = cpl_req[3] | cpl_fin_bad;
+  assign \$425  = q2_cpl_done & \$424 ;
+  assign q2_halt_any = | { \$425 , \$423 , \$421 , \$420  };
+  assign \$426  = cpl_req[3] | cpl_fin_bad;
+  assign \$427  = q2_cpl_done & \$426 ;
+  assign \$428  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$429  = fetch_q == 2'h2;
+  assign \$430  = fetch_fail & \$429 ;
+  assign \$431  = q2_db_write & q2_db_overflow;
+  assign \$432  = ~ q2_checked;
+  assign \$433  = q2_want & \$432 ;
+  assign \$434  = \$433  & q2_bad_cfg;
+  assign \$435  = q2_resetting & q2_acked;
+  assign \$436  = ! q2_cpl_pending;
+  assign \$437  = \$435  & \$436 ;
+  assign q__2__cleared = \$437  & q__2__drained;
+  assign \$438  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$438 ;
+  assign \$439  = | q__3__ring_base[4:0];
+  assign \$440  = | q__3__cpl_base[3:0];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$441  | \$442 ;
+  assign \$443  = cpl_req[1:0] == 2'h3;
+  assign \$444  = cpl_cons_busy & \$443 ;
+  assign \$445  = q__3__consumer + \$444 ;
+  assign \$446  = q__3__doorbell - \$445 [31:0];
+  assign q3_db_overflow = \$446 [31:0] > \$28 ;
+  assign \$447  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$447 ;
+  assign \$448  = ~ q3_checked;
+  assign \$449  = q3_want & \$448 ;
+  assign \$450  = \$449  & q3_bad_cfg;
+  assign \$451  = q3_db_write & q3_db_overflow;
+  assign \$452  = fetch_q == 2'h3;
+  assign \$453  = fetch_fail & \$452 ;
+  assign \$454  = cpl_req[3] | cpl_fin_bad;
+  assign \$455  = q3_cpl_done & \$454 ;
+  assign q3_halt_any = | { \$455 , \$453 , \$451 , \$450  };
+  assign \$456  = cpl_req[3] | cpl_fin_bad;
+  assign \$457  = q3_cpl_done & \$456 ;
+  assign \$458  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$459  = fetch_q == 2'h3;
+  assign \$460  = fetch_fail & \$459 ;
+  assign \$461  = q3_db_write & q3_db_overflow;
+  assign \$462  = ~ q3_checked;
+  assign \$463  = q3_want & \$462 ;
+  assign \$464  = \$463  & q3_bad_cfg;
+  assign \$465  = q3_resetting & q3_acked;
+  assign \$466  = ! q3_cpl_pending;
+  assign \$467  = \$465  & \$466 ;
+  assign q__3__cleared = \$467  & q__3__drained;
+  assign \$468  = ! fetch_fsm_state;
+  assign \$469  = fetch_fsm_state == 1'h1;
+  assign \$470  = fetch_fsm_state == 2'h2;
+  assign \$471  = fetch_fsm_state == 2'h3;
+  assign \$472  = fetch_fsm_state == 3'h4;
+  assign \$473  = fetch_fsm_state == 3'h5;
+  assign \$474  = fetch_fsm_state == 3'h6;
+  assign \$475  = ! cpl_fsm_state;
+  assign \$476  = cpl_fsm_state == 1'h1;
+  assign \$477  = cpl_fsm_state == 2'h2;
+  assign \$478  = cpl_fsm_state == 2'h3;
+  assign \$479  = cpl_fsm_state == 3'h4;
+  assign \$480  = cpl_fsm_state == 3'h5;
+  assign \$481  = cpl_fsm_state == 3'h6;
+  assign \$482  = fetch_busy & fetch_q_reset;
+  assign \$486  = fetch_r_beat != 2'h3;
+  assign \$487  = fetch_r_beat + 1'h1;
+  assign \$488  = ~ fetch_r_err;
+  assign \$489  = down__rresp[1] & \$488 ;
+  assign \$490  = down__rresp == 2'h3;
+  assign \$491  = \$490  ? 8'h07 : 8'h06;
+  assign \$492  = fetch_kind == 2'h2;
+  assign \$493  = fetch_good & \$492 ;
+  assign \$494  = \$493  & fetch_patch_rd;
+  assign \$495  = fetch_kind == 2'h2;
+  assign \$496  = fetch_good & \$495 ;
+  assign \$497  = fetch_r_buf[7:0] == 4'hd;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = fetch_kind == 2'h2;
+  assign \$500  = fetch_good & \$499 ;
+  assign \$501  = | fetch_r_buf[11:9];
+  assign \$502  = up__araddr + 6'h20;
+  assign \$503  = fetch_discard | fetch_q_reset;
+  assign \$504  = patch_arg << \$214 [4:0];
+  assign \$505  = 7'h40 - patch_width;
+  assign \$506  = 64'hffffffffffffffff >> \$505 [5:0];
+  assign \$507  = \$506  << \$214 [4:0];
+  assign \$508  = fetch_discard | fetch_q_reset;
+  assign \$509  = ! patch_at_word;
+  assign \$510  = patch_at_word == 1'h1;
+  assign \$511  = patch_at_word == 2'h2;
+  assign \$512  = patch_at_word == 2'h3;
+  assign \$513  = patch_at_word == 3'h4;
+  assign \$514  = patch_at_word == 3'h5;
+  assign \$515  = patch_at_word == 3'h6;
+  assign \$516  = patch_at_word == 3'h7;
   assign \$517  = list_pj + 1'h1;
-  assign \$518  = \$517  == list_npatch;
-  assign \$520  = \$519  == 1'h1;
-  assign \$522  = | \$521 ;
-  assign \$523  = \$520  & \$522 ;
-  assign \$525  = | \$524 ;
-  assign \$526  = \$523  & \$525 ;
-  assign \$527  = fetch_step_row + 1'h1;
-  assign \$528  = fetch_discard | fetch_q_reset;
-  assign \$530  = \$529  - 1'h1;
-  assign \$531  = fetch_step_row == \$530 [6:3];
-  assign \$532  = \$528  | \$531 ;
-  assign \$533  = q0_items + q0_item_push;
-  assign \$534  = r_en & r_rdy;
-  assign \$535  = \$534  & r_data[256];
-  assign \$536  = \$533  - \$535 ;
-  assign \$537  = q__0__fetch + 1'h1;
-  assign \$538  = ! fetch_q;
-  assign \$539  = fetch_good & \$538 ;
-  assign \$540  = fetch_kind == 2'h3;
-  assign \$541  = \$539  & \$540 ;
-  assign \$542  = ! fetch_q;
-  assign \$543  = fetch_good & \$542 ;
-  assign \$544  = ! fetch_kind;
-  assign \$545  = \$543  & \$544 ;
-  assign \$546  = \$545  & fetch_list_start;
-  assign \$547  = | fetch_r_buf[117:112];
-  assign \$548  = \$547  ? 2'h1 : 2'h2;
-  assign \$549  = ! fetch_q;
-  assign \$550  = fetch_good & \$549 ;
-  assign \$551  = fetch_kind == 1'h1;
-  assign \$552  = \$550  & \$551 ;
-  assign \$553  = q0_args_next + 6'h20;
-  assign \$554  = q0_args_row + 1'h1;
-  assign \$555  = q0_args_left > 4'h8;
-  assign \$556  = q0_args_left - 4'h8;
-  assign \$557  = \$555  ? \$556  : 7'h00;
-  assign \$558  = q0_args_left <= 4'h8;
-  assign \$559  = ~ q0_args_strides;
-  assign \$560  = | q0_list_loops;
-  assign \$561  = \$559  & \$560 ;
-  assign \$562  = | list_npatch;
-  assign \$563  = \$562  ? 7'h40 : 7'h20;
-  assign \$564  = q0_list_next + \$563 ;
-  assign \$565  = q0_list_left - 1'h1;
-  assign \$566  = q0_list_left == 1'h1;
-  assign \$567  = | q0_list_loops;
-  assign \$568  = \$566  & \$567 ;
-  assign \$569  = q0_list_left == 1'h1;
-  assign \$570  = q0_list_loops - 1'h1;
-  assign \$571  = q1_items + q1_item_push;
-  assign \$572  = \r_en$139  & \r_rdy$134 ;
-  assign \$573  = \$572  & \r_data$128 [256];
-  assign \$574  = \$571  - \$573 ;
-  assign \$575  = q__1__fetch + 1'h1;
-  assign \$576  = fetch_q == 1'h1;
-  assign \$577  = fetch_good & \$576 ;
-  assign \$578  = fetch_kind == 2'h3;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = fetch_q == 1'h1;
-  assign \$581  = fetch_good & \$580 ;
-  assign \$582  = ! fetch_kind;
-  assign \$583  = \$581  & \$582 ;
-  assign \$584  = \$583  & fetch_list_start;
-  assign \$585  = | fetch_r_buf[117:112];
-  assign \$586  = \$585  ? 2'h1 : 2'h2;
-  assign \$587  = fetch_q == 1'h1;
-  assign \$588  = fetch_good & \$587 ;
-  assign \$589  = fetch_kind == 1'h1;
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = q1_args_next + 6'h20;
-  assign \$592  = q1_args_row + 1'h1;
-  assign \$593  = q1_args_left > 4'h8;
-  assign \$594  = q1_args_left - 4'h8;
-  assign \$595  = \$593  ? \$594  : 7'h00;
-  assign \$596  = q1_args_left <= 4'h8;
-  assign \$597  = ~ q1_args_strides;
-  assign \$598  = | q1_list_loops;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = | list_npatch;
-  assign \$601  = \$600  ? 7'h40 : 7'h20;
-  assign \$602  = q1_list_next + \$601 ;
-  assign \$603  = q1_list_left - 1'h1;
-  assign \$604  = q1_list_left == 1'h1;
-  assign \$605  = | q1_list_loops;
-  assign \$606  = \$604  & \$605 ;
-  assign \$607  = q1_list_left == 1'h1;
-  assign \$608  = q1_list_loops - 1'h1;
-  assign \$609  = q2_items + q2_item_push;
-  assign \$610  = \r_en$176  & \r_rdy$171 ;
-  assign \$611  = \$610  & \r_data$165 [256];
-  assign \$612  = \$609  - \$611 ;
-  assign \$613  = q__2__fetch + 1'h1;
-  assign \$614  = fetch_q == 2'h2;
-  assign \$615  = fetch_good & \$614 ;
-  assign \$616  = fetch_kind == 2'h3;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = fetch_q == 2'h2;
-  assign \$619  = fetch_good & \$618 ;
-  assign \$620  = ! fetch_kind;
-  assign \$621  = \$619  & \$620 ;
-  assign \$622  = \$621  & fetch_list_start;
-  assign \$623  = | fetch_r_buf[117:112];
-  assign \$624  = \$623  ? 2'h1 : 2'h2;
-  assign \$625  = fetch_q == 2'h2;
-  assign \$626  = fetch_good & \$625 ;
-  assign \$627  = fetch_kind == 1'h1;
-  assign \$628  = \$626  & \$627 ;
-  assign \$629  = q2_args_next + 6'h20;
-  assign \$630  = q2_args_row + 1'h1;
-  assign \$631  = q2_args_left > 4'h8;
-  assign \$632  = q2_args_left - 4'h8;
-  assign \$633  = \$631  ? \$632  : 7'h00;
-  assign \$634  = q2_args_left <= 4'h8;
-  assign \$635  = ~ q2_args_strides;
-  assign \$636  = | q2_list_loops;
-  assign \$637  = \$635  & \$636 ;
-  assign \$638  = | list_npatch;
-  assign \$639  = \$638  ? 7'h40 : 7'h20;
-  assign \$640  = q2_list_next + \$639 ;
-  assign \$641  = q2_list_left - 1'h1;
-  assign \$642  = q2_list_left == 1'h1;
-  assign \$643  = | q2_list_loops;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = q2_list_left == 1'h1;
-  assign \$646  = q2_list_loops - 1'h1;
-  assign \$647  = q3_items + q3_item_push;
-  assign \$648  = \r_en$213  & \r_rdy$208 ;
-  assign \$649  = \$648  & \r_data$202 [256];
-  assign \$650  = \$647  - \$649 ;
-  assign \$651  = q__3__fetch + 1'h1;
-  assign \$652  = fetch_q == 2'h3;
-  assign \$653  = fetch_good & \$652 ;
-  assign \$654  = fetch_kind == 2'h3;
-  assign \$655  = \$653  & \$654 ;
-  assign \$656  = fetch_q == 2'h3;
-  assign \$657  = fetch_good & \$656 ;
-  assign \$658  = ! fetch_kind;
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$659  & fetch_list_start;
-  assign \$661  = | fetch_r_buf[117:112];
-  assign \$662  = \$661  ? 2'h1 : 2'h2;
-  assign \$663  = fetch_q == 2'h3;
-  assign \$664  = fetch_good & \$663 ;
-  assign \$665  = fetch_kind == 1'h1;
-  assign \$666  = \$664  & \$665 ;
-  assign \$667  = q3_args_next + 6'h20;
-  assign \$668  = q3_args_row + 1'h1;
-  assign \$669  = q3_args_left > 4'h8;
-  assign \$670  = q3_args_left - 4'h8;
-  assign \$671  = \$669  ? \$670  : 7'h00;
-  assign \$672  = q3_args_left <= 4'h8;
-  assign \$673  = ~ q3_args_strides;
-  assign \$674  = | q3_list_loops;
-  assign \$675  = \$673  & \$674 ;
-  assign \$676  = | list_npatch;
-  assign \$677  = \$676  ? 7'h40 : 7'h20;
-  assign \$678  = q3_list_next + \$677 ;
-  assign \$679  = q3_list_left - 1'h1;
-  assign \$680  = q3_list_left == 1'h1;
-  assign \$681  = | q3_list_loops;
-  assign \$682  = \$680  & \$681 ;
-  assign \$683  = q3_list_left == 1'h1;
-  assign \$684  = q3_list_loops - 1'h1;
-  assign \$685  = ~ cpl_push_ok;
-  assign \$686  = cpl_valid & \$685 ;
-  assign \$687  = cpl_w_beat + 1'h1;
-  assign \$688  = cpl_sel_base + 5'h10;
-  assign \$689  = cpl_sel_log2 > 1'h0;
-  assign \$690  = cpl_sel_log2 > 1'h1;
-  assign \$691  = cpl_sel_log2 > 2'h2;
-  assign \$692  = cpl_sel_log2 > 2'h3;
-  assign \$693  = cpl_sel_log2 > 3'h4;
-  assign \$694  = cpl_sel_log2 > 3'h5;
-  assign \$695  = cpl_sel_log2 > 3'h6;
-  assign \$696  = cpl_sel_log2 > 3'h7;
-  assign \$697  = cpl_sel_log2 > 4'h8;
-  assign \$698  = cpl_sel_log2 > 4'h9;
-  assign \$699  = cpl_sel_log2 > 4'ha;
-  assign \$700  = cpl_sel_log2 > 4'hb;
-  assign \$701  = cpl_sel_log2 > 4'hc;
-  assign \$702  = cpl_sel_log2 > 4'hd;
-  assign \$703  = cpl_sel_log2 > 4'he;
-  assign \$704  = cpl_sel_c[14:0] & { \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690 , \$689  };
-  assign \$706  = \$688  + \$705 ;
-  assign \$708  = cpl_b_hs & cpl_coalesce;
-  assign \$709  = down__bresp == 2'h3;
-  assign \$710  = \$709  ? 8'h07 : 8'h06;
-  assign \$711  = cpl_rec_index + 1'h1;
-  assign \$712  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$713  = q__0__consumer + 1'h1;
-  assign \$714  = q0_cpl_done & cpl_req[2];
-  assign \$715  = ! cpl_queue;
-  assign \$716  = cpl_push_ok & \$715 ;
-  assign \$717  = q0_cpl_pending + \$716 ;
-  assign \$718  = \$717  - q0_cpl_done;
-  assign \$719  = ~ q0_bad_cfg;
-  assign \$720  = q0_checked | \$719 ;
-  assign \$721  = q0_want & \$720 ;
-  assign \$722  = ~ q0_db_overflow;
-  assign \$723  = q0_db_write & \$722 ;
-  assign \$724  = ~ q0_halted;
-  assign \$725  = q0_halt_any & \$724 ;
-  assign \$726  = ~ q0_resetting;
-  assign \$727  = q__0__reset & \$726 ;
-  assign \$728  = ~ fw_running;
-  assign \$729  = \port$104$0 [0] | \$728 ;
-  assign \$730  = q0_resetting & \$729 ;
-  assign \$731  = ! cpl_req[1:0];
-  assign \$732  = \abandon$67  & \$731 ;
-  assign \$733  = q__1__consumer + 1'h1;
-  assign \$734  = q1_cpl_done & cpl_req[2];
-  assign \$735  = cpl_queue == 1'h1;
-  assign \$736  = cpl_push_ok & \$735 ;
-  assign \$737  = q1_cpl_pending + \$736 ;
-  assign \$738  = \$737  - q1_cpl_done;
-  assign \$739  = ~ q1_bad_cfg;
-  assign \$740  = q1_checked | \$739 ;
-  assign \$741  = q1_want & \$740 ;
-  assign \$742  = ~ q1_db_overflow;
-  assign \$743  = q1_db_write & \$742 ;
-  assign \$744  = ~ q1_halted;
-  assign \$745  = q1_halt_any & \$744 ;
-  assign \$746  = ~ q1_resetting;
-  assign \$747  = q__1__reset & \$746 ;
-  assign \$748  = ~ fw_running;
-  assign \$749  = \port$104$0 [1] | \$748 ;
-  assign \$750  = q1_resetting & \$749 ;
-  assign \$751  = cpl_req[1:0] == 1'h1;
-  assign \$752  = \abandon$67  & \$751 ;
-  assign \$753  = q__2__consumer + 1'h1;
-  assign \$754  = q2_cpl_done & cpl_req[2];
-  assign \$755  = cpl_queue == 2'h2;
-  assign \$756  = cpl_push_ok & \$755 ;
-  assign \$757  = q2_cpl_pending + \$756 ;
-  assign \$758  = \$757  - q2_cpl_done;
-  assign \$759  = ~ q2_bad_cfg;
-  assign \$760  = q2_checked | \$759 ;
-  assign \$761  = q2_want & \$760 ;
-  assign \$762  = ~ q2_db_overflow;
-  assign \$763  = q2_db_write & \$762 ;
-  assign \$764  = ~ q2_halted;
-  assign \$765  = q2_halt_any & \$764 ;
-  assign \$766  = ~ q2_resetting;
-  assign \$767  = q__2__reset & \$766 ;
-  assign \$768  = ~ fw_running;
-  assign \$769  = \port$104$0 [2] | \$768 ;
-  assign \$770  = q2_resetting & \$769 ;
-  assign \$771  = cpl_req[1:0] == 2'h2;
-  assign \$772  = \abandon$67  & \$771 ;
-  assign \$773  = q__3__consumer + 1'h1;
-  assign \$774  = q3_cpl_done & cpl_req[2];
-  assign \$775  = cpl_queue == 2'h3;
-  assign \$776  = cpl_push_ok & \$775 ;
-  assign \$777  = q3_cpl_pending + \$776 ;
-  assign \$778  = \$777  - q3_cpl_done;
-  assign \$779  = ~ q3_bad_cfg;
-  assign \$780  = q3_checked | \$779 ;
-  assign \$781  = q3_want & \$780 ;
-  assign \$782  = ~ q3_db_overflow;
-  assign \$783  = q3_db_write & \$782 ;
-  assign \$784  = ~ q3_halted;
-  assign \$785  = q3_halt_any & \$784 ;
-  assign \$786  = ~ q3_resetting;
-  assign \$787  = q__3__reset & \$786 ;
-  assign \$788  = ~ fw_running;
-  assign \$789  = \port$104$0 [3] | \$788 ;
-  assign \$790  = q3_resetting & \$789 ;
-  assign \$791  = cpl_req[1:0] == 2'h3;
-  assign \$792  = \abandon$67  & \$791 ;
-  always @(posedge clk)
-    fetch_discard <= \$793 ;
-  always @(posedge clk)
-    fetch_q <= \$794 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$795 ;
-  always @(posedge clk)
-    up__arvalid <= \$796 ;
-  always @(posedge clk)
-    fetch_kind <= \$797 ;
-  always @(posedge clk)
-    fetch_patch_rd <= \$798 ;
-  always @(posedge clk)
-    up__araddr <= \$799 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$800 ;
-  always @(posedge clk)
-    fetch_r_err <= \$801 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$802 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$803 ;
-  always @(posedge clk)
-    fetch_r_code <= \$804 ;
-  always @(posedge clk)
-    list_patches <= \$805 ;
-  always @(posedge clk)
-    list_pj <= \$806 ;
-  always @(posedge clk)
-    list_desc <= \$807 ;
-  always @(posedge clk)
-    list_npatch <= \$808 ;
-  always @(posedge clk)
-    patch_addend <= \$809 ;
-  always @(posedge clk)
-    patch_at_word <= \$810 ;
-  always @(posedge clk)
-    patch_mask <= \$811 ;
-  always @(posedge clk)
-    fetch_step_row <= \$812 ;
-  always @(posedge clk)
-    q0_items <= \$813 ;
-  always @(posedge clk)
-    q__0__fetch <= \$814 ;
-  always @(posedge clk)
-    q0_list_mode <= \$815 ;
-  always @(posedge clk)
-    q0_list_next <= \$816 ;
-  always @(posedge clk)
-    q0_list_left <= \$817 ;
-  always @(posedge clk)
-    q0_list_base <= \$818 ;
-  always @(posedge clk)
-    q0_list_entries <= \$819 ;
-  always @(posedge clk)
-    q0_list_loops <= \$820 ;
-  always @(posedge clk)
-    q0_args_strides <= \$821 ;
-  always @(posedge clk)
-    q0_args_next <= \$822 ;
-  always @(posedge clk)
-    q0_args_left <= \$823 ;
-  always @(posedge clk)
-    q0_args <= \$824 ;
-  always @(posedge clk)
-    q0_args_row <= \$825 ;
-  always @(posedge clk)
-    q1_items <= \$826 ;
-  always @(posedge clk)
-    q__1__fetch <= \$827 ;
+  assign \$518  = list_pj + 1'h1;
+  assign \$519  = \$518  == list_npatch;
+  assign \$521  = \$520  == 1'h1;
+  assign \$523  = | \$522 ;
+  assign \$524  = \$521  & \$523 ;
+  assign \$526  = | \$525 ;
+  assign \$527  = \$524  & \$526 ;
+  assign \$528  = fetch_step_row + 1'h1;
+  assign \$529  = fetch_discard | fetch_q_reset;
+  assign \$531  = \$530  - 1'h1;
+  assign \$532  = fetch_step_row == \$531 [6:3];
+  assign \$533  = \$529  | \$532 ;
+  assign \$534  = q0_items + q0_item_push;
+  assign \$535  = r_en & r_rdy;
+  assign \$536  = \$535  & r_data[256];
+  assign \$537  = \$534  - \$536 ;
+  assign \$538  = q__0__fetch + 1'h1;
+  assign \$539  = ! fetch_q;
+  assign \$540  = fetch_good & \$539 ;
+  assign \$541  = fetch_kind == 2'h3;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = ! fetch_q;
+  assign \$544  = fetch_good & \$543 ;
+  assign \$545  = ! fetch_kind;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = \$546  & fetch_list_start;
+  assign \$548  = | fetch_r_buf[117:112];
+  assign \$549  = \$548  ? 2'h1 : 2'h2;
+  assign \$550  = ! fetch_q;
+  assign \$551  = fetch_good & \$550 ;
+  assign \$552  = fetch_kind == 1'h1;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = q0_args_next + 6'h20;
+  assign \$555  = q0_args_row + 1'h1;
+  assign \$556  = q0_args_left > 4'h8;
+  assign \$557  = q0_args_left - 4'h8;
+  assign \$558  = \$556  ? \$557  : 7'h00;
+  assign \$559  = q0_args_left <= 4'h8;
+  assign \$560  = ~ q0_args_strides;
+  assign \$561  = | q0_list_loops;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = | list_npatch;
+  assign \$564  = \$563  ? 7'h40 : 7'h20;
+  assign \$565  = q0_list_next + \$564 ;
+  assign \$566  = q0_list_left - 1'h1;
+  assign \$567  = q0_list_left == 1'h1;
+  assign \$568  = | q0_list_loops;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = q0_list_left == 1'h1;
+  assign \$571  = q0_list_loops - 1'h1;
+  assign \$572  = q1_items + q1_item_push;
+  assign \$573  = \r_en$139  & \r_rdy$134 ;
+  assign \$574  = \$573  & \r_data$128 [256];
+  assign \$575  = \$572  - \$574 ;
+  assign \$576  = q__1__fetch + 1'h1;
+  assign \$577  = fetch_q == 1'h1;
+  assign \$578  = fetch_good & \$577 ;
+  assign \$579  = fetch_kind == 2'h3;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = fetch_q == 1'h1;
+  assign \$582  = fetch_good & \$581 ;
+  assign \$583  = ! fetch_kind;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$584  & fetch_list_start;
+  assign \$586  = | fetch_r_buf[117:112];
+  assign \$587  = \$586  ? 2'h1 : 2'h2;
+  assign \$588  = fetch_q == 1'h1;
+  assign \$589  = fetch_good & \$588 ;
+  assign \$590  = fetch_kind == 1'h1;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = q1_args_next + 6'h20;
+  assign \$593  = q1_args_row + 1'h1;
+  assign \$594  = q1_args_left > 4'h8;
+  assign \$595  = q1_args_left - 4'h8;
+  assign \$596  = \$594  ? \$595  : 7'h00;
+  assign \$597  = q1_args_left <= 4'h8;
+  assign \$598  = ~ q1_args_strides;
+  assign \$599  = | q1_list_loops;
+  assign \$600  = \$598  & \$599 ;
+  assign \$601  = | list_npatch;
+  assign \$602  = \$601  ? 7'h40 : 7'h20;
+  assign \$603  = q1_list_next + \$602 ;
+  assign \$604  = q1_list_left - 1'h1;
+  assign \$605  = q1_list_left == 1'h1;
+  assign \$606  = | q1_list_loops;
+  assign \$607  = \$605  & \$606 ;
+  assign \$608  = q1_list_left == 1'h1;
+  assign \$609  = q1_list_loops - 1'h1;
+  assign \$610  = q2_items + q2_item_push;
+  assign \$611  = \r_en$176  & \r_rdy$171 ;
+  assign \$612  = \$611  & \r_data$165 [256];
+  assign \$613  = \$610  - \$612 ;
+  assign \$614  = q__2__fetch + 1'h1;
+  assign \$615  = fetch_q == 2'h2;
+  assign \$616  = fetch_good & \$615 ;
+  assign \$617  = fetch_kind == 2'h3;
+  assign \$618  = \$616  & \$617 ;
+  assign \$619  = fetch_q == 2'h2;
+  assign \$620  = fetch_good & \$619 ;
+  assign \$621  = ! fetch_kind;
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = \$622  & fetch_list_start;
+  assign \$624  = | fetch_r_buf[117:112];
+  assign \$625  = \$624  ? 2'h1 : 2'h2;
+  assign \$626  = fetch_q == 2'h2;
+  assign \$627  = fetch_good & \$626 ;
+  assign \$628  = fetch_kind == 1'h1;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = q2_args_next + 6'h20;
+  assign \$631  = q2_args_row + 1'h1;
+  assign \$632  = q2_args_left > 4'h8;
+  assign \$633  = q2_args_left - 4'h8;
+  assign \$634  = \$632  ? \$633  : 7'h00;
+  assign \$635  = q2_args_left <= 4'h8;
+  assign \$636  = ~ q2_args_strides;
+  assign \$637  = | q2_list_loops;
+  assign \$638  = \$636  & \$637 ;
+  assign \$639  = | list_npatch;
+  assign \$640  = \$639  ? 7'h40 : 7'h20;
+  assign \$641  = q2_list_next + \$640 ;
+  assign \$642  = q2_list_left - 1'h1;
+  assign \$643  = q2_list_left == 1'h1;
+  assign \$644  = | q2_list_loops;
+  assign \$645  = \$643  & \$644 ;
+  assign \$646  = q2_list_left == 1'h1;
+  assign \$647  = q2_list_loops - 1'h1;
+  assign \$648  = q3_items + q3_item_push;
+  assign \$649  = \r_en$213  & \r_rdy$208 ;
+  assign \$650  = \$649  & \r_data$202 [256];
+  assign \$651  = \$648  - \$650 ;
+  assign \$652  = q__3__fetch + 1'h1;
+  assign \$653  = fetch_q == 2'h3;
+  assign \$654  = fetch_good & \$653 ;
+  assign \$655  = fetch_kind == 2'h3;
+  assign \$656  = \$654  & \$655 ;
+  assign \$657  = fetch_q == 2'h3;
+  assign \$658  = fetch_good & \$657 ;
+  assign \$659  = ! fetch_kind;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$660  & fetch_list_start;
+  assign \$662  = | fetch_r_buf[117:112];
+  assign \$663  = \$662  ? 2'h1 : 2'h2;
+  assign \$664  = fetch_q == 2'h3;
+  assign \$665  = fetch_good & \$664 ;
+  assign \$666  = fetch_kind == 1'h1;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = q3_args_next + 6'h20;
+  assign \$669  = q3_args_row + 1'h1;
+  assign \$670  = q3_args_left > 4'h8;
+  assign \$671  = q3_args_left - 4'h8;
+  assign \$672  = \$670  ? \$671  : 7'h00;
+  assign \$673  = q3_args_left <= 4'h8;
+  assign \$674  = ~ q3_args_strides;
+  assign \$675  = | q3_list_loops;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = | list_npatch;
+  assign \$678  = \$677  ? 7'h40 : 7'h20;
+  assign \$679  = q3_list_next + \$678 ;
+  assign \$680  = q3_list_left - 1'h1;
+  assign \$681  = q3_list_left == 1'h1;
+  assign \$682  = | q3_list_loops;
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = q3_list_left == 1'h1;
+  assign \$685  = q3_list_loops - 1'h1;
+  assign \$686  = ~ cpl_push_ok;
+  assign \$687  = cpl_valid & \$686 ;
+  assign \$688  = cpl_w_beat + 1'h1;
+  assign \$689  = cpl_sel_base + 5'h10;
+  assign \$690  = cpl_sel_log2 > 1'h0;
+  assign \$691  = cpl_sel_log2 > 1'h1;
+  assign \$692  = cpl_sel_log2 > 2'h2;
+  assign \$693  = cpl_sel_log2 > 2'h3;
+  assign \$694  = cpl_sel_log2 > 3'h4;
+  assign \$695  = cpl_sel_log2 > 3'h5;
+  assign \$696  = cpl_sel_log2 > 3'h6;
+  assign \$697  = cpl_sel_log2 > 3'h7;
+  assign \$698  = cpl_sel_log2 > 4'h8;
+  assign \$699  = cpl_sel_log2 > 4'h9;
+  assign \$700  = cpl_sel_log2 > 4'ha;
+  assign \$701  = cpl_sel_log2 > 4'hb;
+  assign \$702  = cpl_sel_log2 > 4'hc;
+  assign \$703  = cpl_sel_log2 > 4'hd;
+  assign \$704  = cpl_sel_log2 > 4'he;
+  assign \$705  = cpl_sel_c[14:0] & { \$704 , \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690  };
+  assign \$707  = \$689  + \$706 ;
+  assign \$709  = cpl_b_hs & cpl_coalesce;
+  assign \$710  = down__bresp == 2'h3;
+  assign \$711  = \$710  ? 8'h07 : 8'h06;
+  assign \$712  = cpl_rec_index + 1'h1;
+  assign \$713  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$714  = q__0__consumer + 1'h1;
+  assign \$715  = q0_cpl_done & cpl_req[2];
+  assign \$716  = ! cpl_queue;
+  assign \$717  = cpl_push_ok & \$716 ;
+  assign \$718  = q0_cpl_pending + \$717 ;
+  assign \$719  = \$718  - q0_cpl_done;
+  assign \$720  = ~ q0_bad_cfg;
+  assign \$721  = q0_checked | \$720 ;
+  assign \$722  = q0_want & \$721 ;
+  assign \$723  = ~ q0_db_overflow;
+  assign \$724  = q0_db_write & \$723 ;
+  assign \$725  = ~ q0_halted;
+  assign \$726  = q0_halt_any & \$725 ;
+  assign \$727  = ~ q0_resetting;
+  assign \$728  = q__0__reset & \$727 ;
+  assign \$729  = ~ fw_running;
+  assign \$730  = \port$104$0 [0] | \$729 ;
+  assign \$731  = q0_resetting & \$730 ;
+  assign \$732  = ! cpl_req[1:0];
+  assign \$733  = \abandon$67  & \$732 ;
+  assign \$734  = q__1__consumer + 1'h1;
+  assign \$735  = q1_cpl_done & cpl_req[2];
+  assign \$736  = cpl_queue == 1'h1;
+  assign \$737  = cpl_push_ok & \$736 ;
+  assign \$738  = q1_cpl_pending + \$737 ;
+  assign \$739  = \$738  - q1_cpl_done;
+  assign \$740  = ~ q1_bad_cfg;
+  assign \$741  = q1_checked | \$740 ;
+  assign \$742  = q1_want & \$741 ;
+  assign \$743  = ~ q1_db_overflow;
+  assign \$744  = q1_db_write & \$743 ;
+  assign \$745  = ~ q1_halted;
+  assign \$746  = q1_halt_any & \$745 ;
+  assign \$747  = ~ q1_resetting;
+  assign \$748  = q__1__reset & \$747 ;
+  assign \$749  = ~ fw_running;
+  assign \$750  = \port$104$0 [1] | \$749 ;
+  assign \$751  = q1_resetting & \$750 ;
+  assign \$752  = cpl_req[1:0] == 1'h1;
+  assign \$753  = \abandon$67  & \$752 ;
+  assign \$754  = q__2__consumer + 1'h1;
+  assign \$755  = q2_cpl_done & cpl_req[2];
+  assign \$756  = cpl_queue == 2'h2;
+  assign \$757  = cpl_push_ok & \$756 ;
+  assign \$758  = q2_cpl_pending + \$757 ;
+  assign \$759  = \$758  - q2_cpl_done;
+  assign \$760  = ~ q2_bad_cfg;
+  assign \$761  = q2_checked | \$760 ;
+  assign \$762  = q2_want & \$761 ;
+  assign \$763  = ~ q2_db_overflow;
+  assign \$764  = q2_db_write & \$763 ;
+  assign \$765  = ~ q2_halted;
+  assign \$766  = q2_halt_any & \$765 ;
+  assign \$767  = ~ q2_resetting;
+  assign \$768  = q__2__reset & \$767 ;
+  assign \$769  = ~ fw_running;
+  assign \$770  = \port$104$0 [2] | \$769 ;
+  assign \$771  = q2_resetting & \$770 ;
+  assign \$772  = cpl_req[1:0] == 2'h2;
+  assign \$773  = \abandon$67  & \$772 ;
+  assign \$774  = q__3__consumer + 1'h1;
+  assign \$775  = q3_cpl_done & cpl_req[2];
+  assign \$776  = cpl_queue == 2'h3;
+  assign \$777  = cpl_push_ok & \$776 ;
+  assign \$778  = q3_cpl_pending + \$777 ;
+  assign \$779  = \$778  - q3_cpl_done;
+  assign \$780  = ~ q3_bad_cfg;
+  assign \$781  = q3_checked | \$780 ;
+  assign \$782  = q3_want & \$781 ;
+  assign \$783  = ~ q3_db_overflow;
+  assign \$784  = q3_db_write & \$783 ;
+  assign \$785  = ~ q3_halted;
+  assign \$786  = q3_halt_any & \$785 ;
+  assign \$787  = ~ q3_resetting;
+  assign \$788  = q__3__reset & \$787 ;
+  assign \$789  = ~ fw_running;
+  assign \$790  = \port$104$0 [3] | \$789 ;
+  assign \$791  = q3_resetting & \$790 ;
+  assign \$792  = cpl_req[1:0] == 2'h3;
+  assign \$793  = \abandon$67  & \$792 ;
+  always @(posedge clk)
+    fetch_discard <= \$794 ;
+  always @(posedge clk)
+    fetch_q <= \$795 ;
+  always @(posedge clk)
+    fetch_rr_last <= \$796 ;
+  always @(posedge clk)
+    up__arvalid <= \$797 ;
+  always @(posedge clk)
+    fetch_kind <= \$798 ;
+  always @(posedge clk)
+    fetch_patch_rd <= \$799 ;
+  always @(posedge clk)
+    up__araddr <= \$800 ;
+  always @(posedge clk)
+    fetch_r_beat <= \$801 ;
+  always @(posedge clk)
+    fetch_r_err <= \$802 ;
+  always @(posedge clk)
+    fetch_fsm_state <= \$803 ;
+  always @(posedge clk)
+    fetch_r_buf <= \$804 ;
+  always @(posedge clk)
+    fetch_r_code <= \$805 ;
+  always @(posedge clk)
+    list_patches <= \$806 ;
+  always @(posedge clk)
+    list_pj <= \$807 ;
+  always @(posedge clk)
+    list_desc <= \$808 ;
+  always @(posedge clk)
+    list_npatch <= \$809 ;
+  always @(posedge clk)
+    patch_addend <= \$810 ;
+  always @(posedge clk)
+    patch_at_word <= \$811 ;
+  always @(posedge clk)
+    patch_mask <= \$812 ;
+  always @(posedge clk)
+    fetch_step_row <= \$813 ;
+  always @(posedge clk)
+    q0_items <= \$814 ;
+  always @(posedge clk)
+    q__0__fetch <= \$815 ;
+  always @(posedge clk)
+    q0_list_mode <= \$816 ;
+  always @(posedge clk)
+    q0_list_next <= \$817 ;
+  always @(posedge clk)
+    q0_list_left <= \$818 ;
+  always @(posedge clk)
+    q0_list_base <= \$819 ;
+  always @(posedge clk)
+    q0_list_entries <= \$820 ;
+  always @(posedge clk)
+    q0_list_loops <= \$821 ;
+  always @(posedge clk)
+    q0_args_strides <= \$822 ;
+  always @(posedge clk)
+    q0_args_next <= \$823 ;
+  always @(posedge clk)
+    q0_args_left <= \$824 ;
+  always @(posedge clk)
+    q0_args <= \$825 ;
+  always @(posedge clk)
+    q0_args_row <= \$826 ;
+  always @(posedge clk)
+    q1_items <= \$827 ;
+  always @(posedge clk)
+    q__1__fetch <= \$828 ;
   always @(posedge clk)
-    q1_list_mode <= \$828 ;
+    q1_list_mode <= \$829 ;
   always @(posedge clk)
-    q1_list_next <= \$829 ;
+    q1_list_next <= \$830 ;
   always @(posedge clk)
-    q1_list_left <= \$830 ;
+    q1_list_left <= \$831 ;
   always @(posedge clk)
-    q1_list_base <= \$831 ;
+    q1_list_base <= \$832 ;
   always @(posedge clk)
-    q1_list_entries <= \$832 ;
+    q1_list_entries <= \$833 ;
   always @(posedge clk)
-    q1_list_loops <= \$833 ;
+    q1_list_loops <= \$834 ;
   always @(posedge clk)
-    q1_args_strides <= \$834 ;
+    q1_args_strides <= \$835 ;
   always @(posedge clk)
-    q1_args_next <= \$835 ;
+    q1_args_next <= \$836 ;
   always @(posedge clk)
-    q1_args_left <= \$836 ;
+    q1_args_left <= \$837 ;
   always @(posedge clk)
-    q1_args <= \$837 ;
+    q1_args <= \$838 ;
   always @(posedge clk)
-    q1_args_row <= \$838 ;
+    q1_args_row <= \$839 ;
   always @(posedge clk)
-    q2_items <= \$839 ;
+    q2_items <= \$840 ;
   always @(posedge clk)
-    q__2__fetch <= \$840 ;
+    q__2__fetch <= \$841 ;
   always @(posedge clk)
-    q2_list_mode <= \$841 ;
+    q2_list_mode <= \$842 ;
   always @(posedge clk)
-    q2_list_next <= \$842 ;
+    q2_list_next <= \$843 ;
   always @(posedge clk)
-    q2_list_left <= \$843 ;
+    q2_list_left <= \$844 ;
   always @(posedge clk)
-    q2_list_base <= \$844 ;
+    q2_list_base <= \$845 ;
   always @(posedge clk)
-    q2_list_entries <= \$845 ;
+    q2_list_entries <= \$846 ;
   always @(posedge clk)
-    q2_list_loops <= \$846 ;
+    q2_list_loops <= \$847 ;
   always @(posedge clk)
-    q2_args_strides <= \$847 ;
+    q2_args_strides <= \$848 ;
   always @(posedge clk)
-    q2_args_next <= \$848 ;
+    q2_args_next <= \$849 ;
   always @(posedge clk)
-    q2_args_left <= \$849 ;
+    q2_args_left <= \$850 ;
   always @(posedge clk)
-    q2_args <= \$850 ;
+    q2_args <= \$851 ;
   always @(posedge clk)
-    q2_args_row <= \$851 ;
+    q2_args_row <= \$852 ;
   always @(posedge clk)
-    q3_items <= \$852 ;
+    q3_items <= \$853 ;
   always @(posedge clk)
-    q__3__fetch <= \$853 ;
+    q__3__fetch <= \$854 ;
   always @(posedge clk)
-    q3_list_mode <= \$854 ;
+    q3_list_mode <= \$855 ;
   always @(posedge clk)
-    q3_list_next <= \$855 ;
+    q3_list_next <= \$856 ;
   always @(posedge clk)
-    q3_list_left <= \$856 ;
+    q3_list_left <= \$857 ;
   always @(posedge clk)
-    q3_list_base <= \$857 ;
+    q3_list_base <= \$858 ;
   always @(posedge clk)
-    q3_list_entries <= \$858 ;
+    q3_list_entries <= \$859 ;
   always @(posedge clk)
-    q3_list_loops <= \$859 ;
+    q3_list_loops <= \$860 ;
   always @(posedge clk)
-    q3_args_strides <= \$860 ;
+    q3_args_strides <= \$861 ;
   always @(posedge clk)
-    q3_args_next <= \$861 ;
+    q3_args_next <= \$862 ;
   always @(posedge clk)
-    q3_args_left <= \$862 ;
+    q3_args_left <= \$863 ;
   always @(posedge clk)
-    q3_args <= \$863 ;
+    q3_args <= \$864 ;
   always @(posedge clk)
-    q3_args_row <= \$864 ;
+    q3_args_row <= \$865 ;
   always @(posedge clk)
-    cpl_overflow <= \$865 ;
+    cpl_overflow <= \$866 ;
   always @(posedge clk)
-    up__awvalid <= \$866 ;
+    up__awvalid <= \$867 ;
   always @(posedge clk)
-    up__wvalid <= \$867 ;
+    up__wvalid <= \$868 ;
   always @(posedge clk)
-    cpl_w_beat <= \$868 ;
+    cpl_w_beat <= \$869 ;
   always @(posedge clk)
-    cpl_req <= \$869 ;
+    cpl_req <= \$870 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$870 ;
+    cpl_fsm_state <= \$871 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$871 ;
+    cpl_idx_sent <= \$872 ;
   always @(posedge clk)
-    cpl_rec_index <= \$872 ;
+    cpl_rec_index <= \$873 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$873 ;
+    cpl_cons_addr <= \$874 ;
   always @(posedge clk)
-    up__awaddr <= \$874 ;
+    up__awaddr <= \$875 ;
   always @(posedge clk)
-    up__awlen <= \$875 ;
+    up__awlen <= \$876 ;
   always @(posedge clk)
-    cpl_w_buf <= \$876 ;
+    cpl_w_buf <= \$877 ;
   always @(posedge clk)
-    up__wstrb <= \$877 ;
+    up__wstrb <= \$878 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$878 ;
+    cpl_w_nbeats <= \$879 ;
   always @(posedge clk)
-    cpl_wr_err <= \$879 ;
+    cpl_wr_err <= \$880 ;
   always @(posedge clk)
-    cpl_wr_code <= \$880 ;
+    cpl_wr_code <= \$881 ;
   always @(posedge clk)
-    q__0__consumer <= \$881 ;
+    q__0__consumer <= \$882 ;
   always @(posedge clk)
-    q__0__retired <= \$882 ;
+    q__0__retired <= \$883 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$883 ;
+    q__0__cpl_irq <= \$884 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$884 ;
+    q0_cpl_pending <= \$885 ;
   always @(posedge clk)
-    q0_checked <= \$885 ;
+    q0_checked <= \$886 ;
   always @(posedge clk)
-    q__0__producer <= \$886 ;
+    q__0__producer <= \$887 ;
   always @(posedge clk)
-    q0_halted <= \$887 ;
+    q0_halted <= \$888 ;
   always @(posedge clk)
-    q__0__error <= \$888 ;
+    q__0__error <= \$889 ;
   always @(posedge clk)
-    q__0__error_index <= \$889 ;
+    q__0__error_index <= \$890 ;
   always @(posedge clk)
-    q__0__error_irq <= \$890 ;
+    q__0__error_irq <= \$891 ;
   always @(posedge clk)
-    q0_resetting <= \$891 ;
+    q0_resetting <= \$892 ;
   always @(posedge clk)
-    q0_acked <= \$892 ;
+    q0_acked <= \$893 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$893 ;
+    q0_cpl_dead <= \$894 ;
   always @(posedge clk)
-    q__1__consumer <= \$894 ;
+    q__1__consumer <= \$895 ;
   always @(posedge clk)
-    q__1__retired <= \$895 ;
+    q__1__retired <= \$896 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$896 ;
+    q__1__cpl_irq <= \$897 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$897 ;
+    q1_cpl_pending <= \$898 ;
   always @(posedge clk)
-    q1_checked <= \$898 ;
+    q1_checked <= \$899 ;
   always @(posedge clk)
-    q__1__producer <= \$899 ;
+    q__1__producer <= \$900 ;
   always @(posedge clk)
-    q1_halted <= \$900 ;
+    q1_halted <= \$901 ;
   always @(posedge clk)
-    q__1__error <= \$901 ;
+    q__1__error <= \$902 ;
   always @(posedge clk)
-    q__1__error_index <= \$902 ;
+    q__1__error_index <= \$903 ;
   always @(posedge clk)
-    q__1__error_irq <= \$903 ;
+    q__1__error_irq <= \$904 ;
   always @(posedge clk)
-    q1_resetting <= \$904 ;
+    q1_resetting <= \$905 ;
   always @(posedge clk)
-    q1_acked <= \$905 ;
+    q1_acked <= \$906 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$906 ;
+    q1_cpl_dead <= \$907 ;
   always @(posedge clk)
-    q__2__consumer <= \$907 ;
+    q__2__consumer <= \$908 ;
   always @(posedge clk)
-    q__2__retired <= \$908 ;
+    q__2__retired <= \$909 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$909 ;
+    q__2__cpl_irq <= \$910 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$910 ;
+    q2_cpl_pending <= \$911 ;
   always @(posedge clk)
-    q2_checked <= \$911 ;
+    q2_checked <= \$912 ;
   always @(posedge clk)
-    q__2__producer <= \$912 ;
+    q__2__producer <= \$913 ;
   always @(posedge clk)
-    q2_halted <= \$913 ;
+    q2_halted <= \$914 ;
   always @(posedge clk)
-    q__2__error <= \$914 ;
+    q__2__error <= \$915 ;
   always @(posedge clk)
-    q__2__error_index <= \$915 ;
+    q__2__error_index <= \$916 ;
   always @(posedge clk)
-    q__2__error_irq <= \$916 ;
+    q__2__error_irq <= \$917 ;
   always @(posedge clk)
-    q2_resetting <= \$917 ;
+    q2_resetting <= \$918 ;
   always @(posedge clk)
-    q2_acked <= \$918 ;
+    q2_acked <= \$919 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$919 ;
+    q2_cpl_dead <= \$920 ;
   always @(posedge clk)
-    q__3__consumer <= \$920 ;
+    q__3__consumer <= \$921 ;
   always @(posedge clk)
-    q__3__retired <= \$921 ;
+    q__3__retired <= \$922 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$922 ;
+    q__3__cpl_irq <= \$923 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$923 ;
+    q3_cpl_pending <= \$924 ;
   always @(posedge clk)
-    q3_checked <= \$924 ;
+    q3_checked <= \$925 ;
   always @(posedge clk)
-    q__3__producer <= \$925 ;
+    q__3__producer <= \$926 ;
   always @(posedge clk)
-    q3_halted <= \$926 ;
+    q3_halted <= \$927 ;
   always @(posedge clk)
-    q__3__error <= \$927 ;
+    q__3__error <= \$928 ;
   always @(posedge clk)
-    q__3__error_index <= \$928 ;
+    q__3__error_index <= \$929 ;
   always @(posedge clk)
-    q__3__error_irq <= \$929 ;
+    q__3__error_irq <= \$930 ;
   always @(posedge clk)
-    q3_resetting <= \$930 ;
+    q3_resetting <= \$931 ;
   always @(posedge clk)
-    q3_acked <= \$931 ;
+    q3_acked <= \$932 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$932 ;
+    q3_cpl_dead <= \$933 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -45135,16 +45141,15 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$45  = \$43  | \$44 ;
   assign \$48  = q__0__ring_log2 > 1'h0;
   assign \$49  = q__0__ring_log2 > 1'h1;
-  assign \$50  = q__0__ring_log2 > 2'h2;
   \kaki_soc_4x4.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$354 ),
-    .r_data(\r_data$396 ),
-    .r_en(\r_en$398 ),
-    .r_rdy(\r_rdy$395 ),
+    .level(\level$356 ),
+    .r_data(\r_data$398 ),
+    .r_en(\r_en$400 ),
+    .r_rdy(\r_rdy$397 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$339 ),
+    .w_port__data(\w_data$341 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_4x4.qc.cpl_guard  cpl_guard (
@@ -45168,7 +45173,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$399 ),
+    .timeout(\timeout$401 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -45226,8 +45231,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$139 ),
     .r_rdy(\r_rdy$134 ),
     .rst(rst),
-    .w_en(\w_en$329 ),
-    .w_port__data(\w_data$330 )
+    .w_en(\w_en$331 ),
+    .w_port__data(\w_data$332 )
   );
   \kaki_soc_4x4.qc.q2_fifo  q2_fifo (
     .clk(clk),
@@ -45237,8 +45242,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$176 ),
     .r_rdy(\r_rdy$171 ),
     .rst(rst),
-    .w_en(\w_en$333 ),
-    .w_port__data(\w_data$334 )
+    .w_en(\w_en$335 ),
+    .w_port__data(\w_data$336 )
   );
   \kaki_soc_4x4.qc.q3_fifo  q3_fifo (
     .clk(clk),
@@ -45248,8 +45253,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$213 ),
     .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$337 ),
-    .w_port__data(\w_data$338 )
+    .w_en(\w_en$339 ),
+    .w_port__data(\w_data$340 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -45284,13 +45289,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$275  = q0_args_row;
+          \$276  = q0_args_row;
       2'h1:
-          \$275  = q1_args_row;
+          \$276  = q1_args_row;
       2'h2:
-          \$275  = q2_args_row;
+          \$276  = q2_args_row;
       2'h3:
-          \$275  = q3_args_row;
+          \$276  = q3_args_row;
     endcase
   end
   always @* begin
@@ -45298,13 +45303,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$280  = q0_args_strides;
+          \$281  = q0_args_strides;
       2'h1:
-          \$280  = q1_args_strides;
+          \$281  = q1_args_strides;
       2'h2:
-          \$280  = q2_args_strides;
+          \$281  = q2_args_strides;
       2'h3:
-          \$280  = q3_args_strides;
+          \$281  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -45312,13 +45317,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$284  = q0_args_row;
+          \$285  = q0_args_row;
       2'h1:
-          \$284  = q1_args_row;
+          \$285  = q1_args_row;
       2'h2:
-          \$284  = q2_args_row;
+          \$285  = q2_args_row;
       2'h3:
-          \$284  = q3_args_row;
+          \$285  = q3_args_row;
     endcase
   end
   always @* begin
@@ -45326,13 +45331,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$288  = q0_args_strides;
+          \$289  = q0_args_strides;
       2'h1:
-          \$288  = q1_args_strides;
+          \$289  = q1_args_strides;
       2'h2:
-          \$288  = q2_args_strides;
+          \$289  = q2_args_strides;
       2'h3:
-          \$288  = q3_args_strides;
+          \$289  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -45340,13 +45345,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$333  = q__0__cpl_base;
+          \$334  = q__0__cpl_base;
       2'h1:
-          \$333  = q__1__cpl_base;
+          \$334  = q__1__cpl_base;
       2'h2:
-          \$333  = q__2__cpl_base;
+          \$334  = q__2__cpl_base;
       2'h3:
-          \$333  = q__3__cpl_base;
+          \$334  = q__3__cpl_base;
     endcase
   end
   always @* begin
@@ -45382,13 +45387,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$482  = q0_list_mode;
+          \$483  = q0_list_mode;
       2'h1:
-          \$482  = q1_list_mode;
+          \$483  = q1_list_mode;
       2'h2:
-          \$482  = q2_list_mode;
+          \$483  = q2_list_mode;
       2'h3:
-          \$482  = q3_list_mode;
+          \$483  = q3_list_mode;
     endcase
   end
   always @* begin
@@ -45396,13 +45401,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$483  = \$68 [31:0];
+          \$484  = \$68 [31:0];
       2'h1:
-          \$483  = \$108 [31:0];
+          \$484  = \$108 [31:0];
       2'h2:
-          \$483  = \$148 [31:0];
+          \$484  = \$148 [31:0];
       2'h3:
-          \$483  = \$188 [31:0];
+          \$484  = \$188 [31:0];
     endcase
   end
   always @* begin
@@ -45410,13 +45415,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$484  = q__0__reset;
+          \$485  = q__0__reset;
       2'h1:
-          \$484  = q__1__reset;
+          \$485  = q__1__reset;
       2'h2:
-          \$484  = q__2__reset;
+          \$485  = q__2__reset;
       2'h3:
-          \$484  = q__3__reset;
+          \$485  = q__3__reset;
     endcase
   end
   always @* begin
@@ -45424,13 +45429,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$519  = q0_list_left;
+          \$520  = q0_list_left;
       2'h1:
-          \$519  = q1_list_left;
+          \$520  = q1_list_left;
       2'h2:
-          \$519  = q2_list_left;
+          \$520  = q2_list_left;
       2'h3:
-          \$519  = q3_list_left;
+          \$520  = q3_list_left;
     endcase
   end
   always @* begin
@@ -45438,13 +45443,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$521  = q0_list_loops;
+          \$522  = q0_list_loops;
       2'h1:
-          \$521  = q1_list_loops;
+          \$522  = q1_list_loops;
       2'h2:
-          \$521  = q2_list_loops;
+          \$522  = q2_list_loops;
       2'h3:
-          \$521  = q3_list_loops;
+          \$522  = q3_list_loops;
     endcase
   end
   always @* begin
@@ -45452,13 +45457,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$524  = q0_args;
+          \$525  = q0_args;
       2'h1:
-          \$524  = q1_args;
+          \$525  = q1_args;
       2'h2:
-          \$524  = q2_args;
+          \$525  = q2_args;
       2'h3:
-          \$524  = q3_args;
+          \$525  = q3_args;
     endcase
   end
   always @* begin
@@ -45466,13 +45471,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$529  = q0_args;
+          \$530  = q0_args;
       2'h1:
-          \$529  = q1_args;
+          \$530  = q1_args;
       2'h2:
-          \$529  = q2_args;
+          \$530  = q2_args;
       2'h3:
-          \$529  = q3_args;
+          \$530  = q3_args;
     endcase
   end
   always @* begin
@@ -45480,13 +45485,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$707  = q0_cpl_dead;
+          \$708  = q0_cpl_dead;
       2'h1:
-          \$707  = q1_cpl_dead;
+          \$708  = q1_cpl_dead;
       2'h2:
-          \$707  = q2_cpl_dead;
+          \$708  = q2_cpl_dead;
       2'h3:
-          \$707  = q3_cpl_dead;
+          \$708  = q3_cpl_dead;
     endcase
   end
   always @* begin
@@ -45616,13 +45621,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$250 ) begin
-            end else if (\$254 ) begin
+            if (\$251 ) begin
+            end else if (\$255 ) begin
               fetch_list_fail = 1'h1;
             end
           end
       3'h3:
-          if (\$257 ) begin
+          if (\$258 ) begin
           end else if (patch_bad) begin
             fetch_list_fail = 1'h1;
           end
@@ -45643,7 +45648,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h4:
-          fetch_item_push = \$260 ;
+          fetch_item_push = \$261 ;
     endcase
   end
   always @* begin
@@ -45663,15 +45668,15 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h4:
           /* empty */;
       3'h6:
-          fetch_step = \$263 ;
+          fetch_step = \$264 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$398  = 1'h0;
+    \r_en$400  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$398  = 1'h1;
+          \r_en$400  = 1'h1;
     endcase
   end
   always @* begin
@@ -45684,23 +45689,23 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
           end else if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -45734,7 +45739,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
             cpl_finish = 1'h1;
           end
       3'h5:
@@ -45770,163 +45775,150 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$366 ) begin
-      q0_halt_code = \$367 ;
-    end
-    if (\$369 ) begin
-      q0_halt_code = fetch_fail_code;
+    if (\$367 ) begin
+      q0_halt_code = \$368 ;
     end
     if (\$370 ) begin
+      q0_halt_code = fetch_fail_code;
+    end
+    if (\$371 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$366 ) begin
+    if (\$367 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$369 ) begin
+    if (\$370 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$370 ) begin
+    if (\$371 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$396 ) begin
-      q1_halt_code = \$397 ;
-    end
-    if (\$399 ) begin
-      q1_halt_code = fetch_fail_code;
+    if (\$397 ) begin
+      q1_halt_code = \$398 ;
     end
     if (\$400 ) begin
+      q1_halt_code = fetch_fail_code;
+    end
+    if (\$401 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$396 ) begin
+    if (\$397 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$399 ) begin
+    if (\$400 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$400 ) begin
+    if (\$401 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$426 ) begin
-      q2_halt_code = \$427 ;
-    end
-    if (\$429 ) begin
-      q2_halt_code = fetch_fail_code;
+    if (\$427 ) begin
+      q2_halt_code = \$428 ;
     end
     if (\$430 ) begin
+      q2_halt_code = fetch_fail_code;
+    end
+    if (\$431 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$426 ) begin
+    if (\$427 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$429 ) begin
+    if (\$430 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$430 ) begin
+    if (\$431 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$456 ) begin
-      q3_halt_code = \$457 ;
-    end
-    if (\$459 ) begin
-      q3_halt_code = fetch_fail_code;
+    if (\$457 ) begin
+      q3_halt_code = \$458 ;
     end
     if (\$460 ) begin
+      q3_halt_code = fetch_fail_code;
+    end
+    if (\$461 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$456 ) begin
+    if (\$457 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$459 ) begin
+    if (\$460 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$460 ) begin
+    if (\$461 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$793  = fetch_discard;
-    if (\$481 ) begin
-      \$793  = 1'h1;
+    \$794  = fetch_discard;
+    if (\$482 ) begin
+      \$794  = 1'h1;
     end
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$793  = \$484 ;
+            \$794  = \$485 ;
           end
     endcase
     if (rst) begin
-      \$793  = 1'h0;
+      \$794  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$794  = fetch_q;
-    casez (fetch_fsm_state)
-      3'h0:
-          if (fetch_rr_any) begin
-            \$794  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$794  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$795  = fetch_rr_last;
+    \$795  = fetch_q;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
@@ -45934,223 +45926,236 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           end
     endcase
     if (rst) begin
-      \$795  = 2'h3;
+      \$795  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$796  = up__arvalid;
+    \$796  = fetch_rr_last;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$796  = 1'h1;
+            \$796  = fetch_rr_sel;
+          end
+    endcase
+    if (rst) begin
+      \$796  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$797  = up__arvalid;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$797  = 1'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end else if (timeout) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$796  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$797  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$796  = 1'h0;
+      \$797  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$797  = fetch_kind;
+    \$798  = fetch_kind;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$797  = \$482 ;
+            \$798  = \$483 ;
           end
     endcase
     if (rst) begin
-      \$797  = 2'h0;
+      \$798  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$798  = fetch_patch_rd;
+    \$799  = fetch_patch_rd;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$798  = 1'h0;
+            \$799  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$798  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$799  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$798  = 1'h0;
+      \$799  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$799  = up__araddr;
+    \$800  = up__araddr;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$799  = \$483 ;
+            \$800  = \$484 ;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$799  = \$501 [31:0];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$800  = \$502 [31:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$799  = 32'd0;
+      \$800  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$800  = fetch_r_beat;
+    \$801  = fetch_r_beat;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$800  = 2'h0;
+            \$801  = 2'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
         begin
           if (fetch_r_hs) begin
-            if (\$485 ) begin
-              \$800  = \$486 [1:0];
+            if (\$486 ) begin
+              \$801  = \$487 [1:0];
             end
           end
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$800  = 2'h0;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$801  = 2'h0;
               end
             end
           end
         end
     endcase
     if (rst) begin
-      \$800  = 2'h0;
+      \$801  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$801  = fetch_r_err;
+    \$802  = fetch_r_err;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$801  = 1'h0;
+            \$802  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$801  = 1'h1;
+            if (\$489 ) begin
+              \$802  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$801  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$802  = fetch_fsm_state;
+    \$803  = fetch_fsm_state;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$802  = 3'h1;
+            \$803  = 3'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$802  = 3'h2;
+            \$803  = 3'h2;
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            \$802  = 3'h0;
-            if (\$493 ) begin
-              \$802  = 3'h3;
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
+            \$803  = 3'h0;
+            if (\$494 ) begin
+              \$803  = 3'h3;
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
               (* full_case = 32'd1 *)
-              if (\$500 ) begin
-                \$802  = 3'h1;
+              if (\$501 ) begin
+                \$803  = 3'h1;
               end else begin
-                \$802  = 3'h4;
+                \$803  = 3'h4;
               end
             end
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
-            \$802  = 3'h0;
+          if (\$503 ) begin
+            \$803  = 3'h0;
           end else if (patch_bad) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h5;
+            \$803  = 3'h5;
           end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
-            \$802  = 3'h0;
+          if (\$508 ) begin
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h3;
-            if (\$518 ) begin
-              \$802  = 3'h4;
+            \$803  = 3'h3;
+            if (\$519 ) begin
+              \$803  = 3'h4;
             end
           end
       3'h4:
         begin
-          \$802  = 3'h0;
-          if (\$526 ) begin
-            \$802  = 3'h6;
+          \$803  = 3'h0;
+          if (\$527 ) begin
+            \$803  = 3'h6;
           end
         end
       3'h6:
-          if (\$532 ) begin
-            \$802  = 3'h0;
+          if (\$533 ) begin
+            \$803  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$802  = 3'h0;
+      \$803  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$803  = fetch_r_buf;
+    \$804  = fetch_r_buf;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46158,25 +46163,25 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$485 ) begin
+            if (\$486 ) begin
               casez (fetch_r_beat)
                 2'h0:
-                    \$803 [63:0] = down__rdata;
+                    \$804 [63:0] = down__rdata;
                 2'h1:
-                    \$803 [127:64] = down__rdata;
+                    \$804 [127:64] = down__rdata;
                 2'h2:
-                    \$803 [191:128] = down__rdata;
+                    \$804 [191:128] = down__rdata;
               endcase
             end
           end
     endcase
     if (rst) begin
-      \$803  = 192'h000000000000000000000000000000000000000000000000;
+      \$804  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$804  = fetch_r_code;
+    \$805  = fetch_r_code;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46184,18 +46189,18 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$804  = \$490 ;
+            if (\$489 ) begin
+              \$805  = \$491 ;
             end
           end
     endcase
     if (rst) begin
-      \$804  = 8'h00;
+      \$805  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$805  = list_patches;
+    \$806  = list_patches;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46203,18 +46208,18 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$805  = { down__rdata[31:0], fetch_r_buf };
+            if (\$494 ) begin
+              \$806  = { down__rdata[31:0], fetch_r_buf };
             end
           end
     endcase
     if (rst) begin
-      \$805  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$806  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$806  = list_pj;
+    \$807  = list_pj;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46222,26 +46227,26 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$806  = 3'h0;
+            if (\$494 ) begin
+              \$807  = 3'h0;
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            \$806  = \$516 [2:0];
+            \$807  = \$517 [2:0];
           end
     endcase
     if (rst) begin
-      \$806  = 3'h0;
+      \$807  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$807  = list_desc;
+    \$808  = list_desc;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46249,58 +46254,58 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$807  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$808  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            if (\$508 ) begin
-              \$807 [31:0] = patch_result[31:0];
-              \$807 [63:32] = patch_result[63:32];
-            end
             if (\$509 ) begin
-              \$807 [63:32] = patch_result[31:0];
-              \$807 [95:64] = patch_result[63:32];
+              \$808 [31:0] = patch_result[31:0];
+              \$808 [63:32] = patch_result[63:32];
             end
             if (\$510 ) begin
-              \$807 [95:64] = patch_result[31:0];
-              \$807 [127:96] = patch_result[63:32];
+              \$808 [63:32] = patch_result[31:0];
+              \$808 [95:64] = patch_result[63:32];
             end
             if (\$511 ) begin
-              \$807 [127:96] = patch_result[31:0];
-              \$807 [159:128] = patch_result[63:32];
+              \$808 [95:64] = patch_result[31:0];
+              \$808 [127:96] = patch_result[63:32];
             end
             if (\$512 ) begin
-              \$807 [159:128] = patch_result[31:0];
-              \$807 [191:160] = patch_result[63:32];
+              \$808 [127:96] = patch_result[31:0];
+              \$808 [159:128] = patch_result[63:32];
             end
             if (\$513 ) begin
-              \$807 [191:160] = patch_result[31:0];
-              \$807 [223:192] = patch_result[63:32];
+              \$808 [159:128] = patch_result[31:0];
+              \$808 [191:160] = patch_result[63:32];
             end
             if (\$514 ) begin
-              \$807 [223:192] = patch_result[31:0];
-              \$807 [255:224] = patch_result[63:32];
+              \$808 [191:160] = patch_result[31:0];
+              \$808 [223:192] = patch_result[63:32];
             end
             if (\$515 ) begin
-              \$807 [255:224] = patch_result[31:0];
+              \$808 [223:192] = patch_result[31:0];
+              \$808 [255:224] = patch_result[63:32];
+            end
+            if (\$516 ) begin
+              \$808 [255:224] = patch_result[31:0];
             end
           end
     endcase
     if (rst) begin
-      \$807  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$808  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$808  = list_npatch;
+    \$809  = list_npatch;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46308,20 +46313,20 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$808  = fetch_r_buf[11:9];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$809  = fetch_r_buf[11:9];
             end
           end
     endcase
     if (rst) begin
-      \$808  = 3'h0;
+      \$809  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$809  = patch_addend;
+    \$810  = patch_addend;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46331,19 +46336,19 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$809  = { 1'h0, \$503  };
+            \$810  = { 1'h0, \$504  };
           end
     endcase
     if (rst) begin
-      \$809  = 64'h0000000000000000;
+      \$810  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$810  = patch_at_word;
+    \$811  = patch_at_word;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46353,19 +46358,19 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$810  = \$215 [7:5];
+            \$811  = \$215 [7:5];
           end
     endcase
     if (rst) begin
-      \$810  = 3'h0;
+      \$811  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$811  = patch_mask;
+    \$812  = patch_mask;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46375,19 +46380,19 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$811  = \$506 [63:0];
+            \$812  = \$507 [63:0];
           end
     endcase
     if (rst) begin
-      \$811  = 64'h0000000000000000;
+      \$812  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$812  = fetch_step_row;
+    \$813  = fetch_step_row;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -46400,132 +46405,117 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h4:
-          if (\$526 ) begin
-            \$812  = 2'h0;
+          if (\$527 ) begin
+            \$813  = 2'h0;
           end
       3'h6:
-          \$812  = \$527 [1:0];
+          \$813  = \$528 [1:0];
     endcase
     if (rst) begin
-      \$812  = 2'h0;
+      \$813  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$813  = \$536 [2:0];
+    \$814  = \$537 [2:0];
     if (q__0__cleared) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
     if (rst) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$814  = q__0__fetch;
+    \$815  = q__0__fetch;
     if (q0_fetch_push) begin
-      \$814  = \$537 [31:0];
+      \$815  = \$538 [31:0];
     end
     if (q__0__cleared) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
     if (rst) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$815  = q0_list_mode;
-    if (\$541 ) begin
-      \$815  = 2'h0;
+    \$816  = q0_list_mode;
+    if (\$542 ) begin
+      \$816  = 2'h0;
     end
-    if (\$546 ) begin
-      \$815  = \$548 ;
+    if (\$547 ) begin
+      \$816  = \$549 ;
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
+    if (\$553 ) begin
+      if (\$559 ) begin
         (* full_case = 32'd1 *)
-        if (\$561 ) begin
+        if (\$562 ) begin
         end else begin
-          \$815  = 2'h2;
+          \$816  = 2'h2;
         end
       end
     end
     if (q0_item_push) begin
-      if (\$568 ) begin
-      end else if (\$569 ) begin
-        \$815  = 2'h3;
+      if (\$569 ) begin
+      end else if (\$570 ) begin
+        \$816  = 2'h3;
       end
     end
     if (q__0__cleared) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
     if (rst) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$816  = q0_list_next;
-    if (\$546 ) begin
-      \$816  = fetch_r_buf[63:32];
+    \$817  = q0_list_next;
+    if (\$547 ) begin
+      \$817  = fetch_r_buf[63:32];
     end
     if (q0_item_push) begin
-      \$816  = \$564 [31:0];
-      if (\$568 ) begin
-        \$816  = q0_list_base;
+      \$817  = \$565 [31:0];
+      if (\$569 ) begin
+        \$817  = q0_list_base;
       end
     end
     if (rst) begin
-      \$816  = 32'd0;
+      \$817  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$817  = q0_list_left;
-    if (\$546 ) begin
-      \$817  = fetch_r_buf[79:64];
+    \$818  = q0_list_left;
+    if (\$547 ) begin
+      \$818  = fetch_r_buf[79:64];
     end
     if (q0_item_push) begin
-      \$817  = \$565 [15:0];
-      if (\$568 ) begin
-        \$817  = q0_list_entries;
+      \$818  = \$566 [15:0];
+      if (\$569 ) begin
+        \$818  = q0_list_entries;
       end
     end
     if (rst) begin
-      \$817  = 16'h0000;
+      \$818  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$818  = q0_list_base;
-    if (\$546 ) begin
-      \$818  = fetch_r_buf[63:32];
+    \$819  = q0_list_base;
+    if (\$547 ) begin
+      \$819  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$818  = 32'd0;
+      \$819  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$819  = q0_list_entries;
-    if (\$546 ) begin
-      \$819  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$819  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$820  = q0_list_loops;
-    if (\$546 ) begin
-      \$820  = fetch_r_buf[133:118];
-    end
-    if (q0_item_push) begin
-      if (\$568 ) begin
-        \$820  = \$570 [15:0];
-      end
+    \$820  = q0_list_entries;
+    if (\$547 ) begin
+      \$820  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$820  = 16'h0000;
@@ -46533,57 +46523,62 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$821  = q0_args_strides;
-    if (\$546 ) begin
-      \$821  = 1'h0;
+    \$821  = q0_list_loops;
+    if (\$547 ) begin
+      \$821  = fetch_r_buf[133:118];
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$821  = 1'h1;
+    if (q0_item_push) begin
+      if (\$569 ) begin
+        \$821  = \$571 [15:0];
+      end
+    end
+    if (rst) begin
+      \$821  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$822  = q0_args_strides;
+    if (\$547 ) begin
+      \$822  = 1'h0;
+    end
+    if (\$553 ) begin
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$822  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$821  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$822  = q0_args_next;
-    if (\$546 ) begin
-      \$822  = fetch_r_buf[111:80];
+    \$823  = q0_args_next;
+    if (\$547 ) begin
+      \$823  = fetch_r_buf[111:80];
     end
-    if (\$552 ) begin
-      \$822  = \$553 [31:0];
+    if (\$553 ) begin
+      \$823  = \$554 [31:0];
     end
     if (rst) begin
-      \$822  = 32'd0;
+      \$823  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$823  = q0_args_left;
-    if (\$546 ) begin
-      \$823  = fetch_r_buf[117:112];
-    end
-    if (\$552 ) begin
-      \$823  = \$557 [5:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$823  = q0_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$823  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$824  = q0_args;
-    if (\$546 ) begin
+    \$824  = q0_args_left;
+    if (\$547 ) begin
       \$824  = fetch_r_buf[117:112];
+    end
+    if (\$553 ) begin
+      \$824  = \$558 [5:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$824  = q0_args;
+        end
+      end
     end
     if (rst) begin
       \$824  = 6'h00;
@@ -46591,138 +46586,133 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$825  = q0_args_row;
-    if (\$546 ) begin
-      \$825  = 2'h0;
+    \$825  = q0_args;
+    if (\$547 ) begin
+      \$825  = fetch_r_buf[117:112];
     end
-    if (\$552 ) begin
-      \$825  = \$554 [1:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$825  = 2'h0;
+    if (rst) begin
+      \$825  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$826  = q0_args_row;
+    if (\$547 ) begin
+      \$826  = 2'h0;
+    end
+    if (\$553 ) begin
+      \$826  = \$555 [1:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$826  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$825  = 2'h0;
+      \$826  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$826  = \$574 [2:0];
+    \$827  = \$575 [2:0];
     if (q__1__cleared) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
     if (rst) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$827  = q__1__fetch;
+    \$828  = q__1__fetch;
     if (q1_fetch_push) begin
-      \$827  = \$575 [31:0];
+      \$828  = \$576 [31:0];
     end
     if (q__1__cleared) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
     if (rst) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$828  = q1_list_mode;
-    if (\$579 ) begin
-      \$828  = 2'h0;
+    \$829  = q1_list_mode;
+    if (\$580 ) begin
+      \$829  = 2'h0;
     end
-    if (\$584 ) begin
-      \$828  = \$586 ;
+    if (\$585 ) begin
+      \$829  = \$587 ;
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
+    if (\$591 ) begin
+      if (\$597 ) begin
         (* full_case = 32'd1 *)
-        if (\$599 ) begin
+        if (\$600 ) begin
         end else begin
-          \$828  = 2'h2;
+          \$829  = 2'h2;
         end
       end
     end
     if (q1_item_push) begin
-      if (\$606 ) begin
-      end else if (\$607 ) begin
-        \$828  = 2'h3;
+      if (\$607 ) begin
+      end else if (\$608 ) begin
+        \$829  = 2'h3;
       end
     end
     if (q__1__cleared) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
     if (rst) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$829  = q1_list_next;
-    if (\$584 ) begin
-      \$829  = fetch_r_buf[63:32];
+    \$830  = q1_list_next;
+    if (\$585 ) begin
+      \$830  = fetch_r_buf[63:32];
     end
     if (q1_item_push) begin
-      \$829  = \$602 [31:0];
-      if (\$606 ) begin
-        \$829  = q1_list_base;
+      \$830  = \$603 [31:0];
+      if (\$607 ) begin
+        \$830  = q1_list_base;
       end
     end
     if (rst) begin
-      \$829  = 32'd0;
+      \$830  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$830  = q1_list_left;
-    if (\$584 ) begin
-      \$830  = fetch_r_buf[79:64];
+    \$831  = q1_list_left;
+    if (\$585 ) begin
+      \$831  = fetch_r_buf[79:64];
     end
     if (q1_item_push) begin
-      \$830  = \$603 [15:0];
-      if (\$606 ) begin
-        \$830  = q1_list_entries;
+      \$831  = \$604 [15:0];
+      if (\$607 ) begin
+        \$831  = q1_list_entries;
       end
     end
     if (rst) begin
-      \$830  = 16'h0000;
+      \$831  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$831  = q1_list_base;
-    if (\$584 ) begin
-      \$831  = fetch_r_buf[63:32];
+    \$832  = q1_list_base;
+    if (\$585 ) begin
+      \$832  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$831  = 32'd0;
+      \$832  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$832  = q1_list_entries;
-    if (\$584 ) begin
-      \$832  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$832  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$833  = q1_list_loops;
-    if (\$584 ) begin
-      \$833  = fetch_r_buf[133:118];
-    end
-    if (q1_item_push) begin
-      if (\$606 ) begin
-        \$833  = \$608 [15:0];
-      end
+    \$833  = q1_list_entries;
+    if (\$585 ) begin
+      \$833  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$833  = 16'h0000;
@@ -46730,57 +46720,62 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$834  = q1_args_strides;
-    if (\$584 ) begin
-      \$834  = 1'h0;
+    \$834  = q1_list_loops;
+    if (\$585 ) begin
+      \$834  = fetch_r_buf[133:118];
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$834  = 1'h1;
+    if (q1_item_push) begin
+      if (\$607 ) begin
+        \$834  = \$609 [15:0];
+      end
+    end
+    if (rst) begin
+      \$834  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$835  = q1_args_strides;
+    if (\$585 ) begin
+      \$835  = 1'h0;
+    end
+    if (\$591 ) begin
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$835  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$834  = 1'h0;
+      \$835  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$835  = q1_args_next;
-    if (\$584 ) begin
-      \$835  = fetch_r_buf[111:80];
+    \$836  = q1_args_next;
+    if (\$585 ) begin
+      \$836  = fetch_r_buf[111:80];
     end
-    if (\$590 ) begin
-      \$835  = \$591 [31:0];
+    if (\$591 ) begin
+      \$836  = \$592 [31:0];
     end
     if (rst) begin
-      \$835  = 32'd0;
+      \$836  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$836  = q1_args_left;
-    if (\$584 ) begin
-      \$836  = fetch_r_buf[117:112];
-    end
-    if (\$590 ) begin
-      \$836  = \$595 [5:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$836  = q1_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$836  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$837  = q1_args;
-    if (\$584 ) begin
+    \$837  = q1_args_left;
+    if (\$585 ) begin
       \$837  = fetch_r_buf[117:112];
+    end
+    if (\$591 ) begin
+      \$837  = \$596 [5:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$837  = q1_args;
+        end
+      end
     end
     if (rst) begin
       \$837  = 6'h00;
@@ -46788,138 +46783,133 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$838  = q1_args_row;
-    if (\$584 ) begin
-      \$838  = 2'h0;
+    \$838  = q1_args;
+    if (\$585 ) begin
+      \$838  = fetch_r_buf[117:112];
     end
-    if (\$590 ) begin
-      \$838  = \$592 [1:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$838  = 2'h0;
+    if (rst) begin
+      \$838  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$839  = q1_args_row;
+    if (\$585 ) begin
+      \$839  = 2'h0;
+    end
+    if (\$591 ) begin
+      \$839  = \$593 [1:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$839  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$838  = 2'h0;
+      \$839  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$839  = \$612 [2:0];
+    \$840  = \$613 [2:0];
     if (q__2__cleared) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
     if (rst) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$840  = q__2__fetch;
+    \$841  = q__2__fetch;
     if (q2_fetch_push) begin
-      \$840  = \$613 [31:0];
+      \$841  = \$614 [31:0];
     end
     if (q__2__cleared) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
     if (rst) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$841  = q2_list_mode;
-    if (\$617 ) begin
-      \$841  = 2'h0;
+    \$842  = q2_list_mode;
+    if (\$618 ) begin
+      \$842  = 2'h0;
     end
-    if (\$622 ) begin
-      \$841  = \$624 ;
+    if (\$623 ) begin
+      \$842  = \$625 ;
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
+    if (\$629 ) begin
+      if (\$635 ) begin
         (* full_case = 32'd1 *)
-        if (\$637 ) begin
+        if (\$638 ) begin
         end else begin
-          \$841  = 2'h2;
+          \$842  = 2'h2;
         end
       end
     end
     if (q2_item_push) begin
-      if (\$644 ) begin
-      end else if (\$645 ) begin
-        \$841  = 2'h3;
+      if (\$645 ) begin
+      end else if (\$646 ) begin
+        \$842  = 2'h3;
       end
     end
     if (q__2__cleared) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
     if (rst) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$842  = q2_list_next;
-    if (\$622 ) begin
-      \$842  = fetch_r_buf[63:32];
+    \$843  = q2_list_next;
+    if (\$623 ) begin
+      \$843  = fetch_r_buf[63:32];
     end
     if (q2_item_push) begin
-      \$842  = \$640 [31:0];
-      if (\$644 ) begin
-        \$842  = q2_list_base;
+      \$843  = \$641 [31:0];
+      if (\$645 ) begin
+        \$843  = q2_list_base;
       end
     end
     if (rst) begin
-      \$842  = 32'd0;
+      \$843  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$843  = q2_list_left;
-    if (\$622 ) begin
-      \$843  = fetch_r_buf[79:64];
+    \$844  = q2_list_left;
+    if (\$623 ) begin
+      \$844  = fetch_r_buf[79:64];
     end
     if (q2_item_push) begin
-      \$843  = \$641 [15:0];
-      if (\$644 ) begin
-        \$843  = q2_list_entries;
+      \$844  = \$642 [15:0];
+      if (\$645 ) begin
+        \$844  = q2_list_entries;
       end
     end
     if (rst) begin
-      \$843  = 16'h0000;
+      \$844  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$844  = q2_list_base;
-    if (\$622 ) begin
-      \$844  = fetch_r_buf[63:32];
+    \$845  = q2_list_base;
+    if (\$623 ) begin
+      \$845  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$844  = 32'd0;
+      \$845  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$845  = q2_list_entries;
-    if (\$622 ) begin
-      \$845  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$845  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$846  = q2_list_loops;
-    if (\$622 ) begin
-      \$846  = fetch_r_buf[133:118];
-    end
-    if (q2_item_push) begin
-      if (\$644 ) begin
-        \$846  = \$646 [15:0];
-      end
+    \$846  = q2_list_entries;
+    if (\$623 ) begin
+      \$846  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$846  = 16'h0000;
@@ -46927,57 +46917,62 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$847  = q2_args_strides;
-    if (\$622 ) begin
-      \$847  = 1'h0;
+    \$847  = q2_list_loops;
+    if (\$623 ) begin
+      \$847  = fetch_r_buf[133:118];
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$847  = 1'h1;
+    if (q2_item_push) begin
+      if (\$645 ) begin
+        \$847  = \$647 [15:0];
+      end
+    end
+    if (rst) begin
+      \$847  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$848  = q2_args_strides;
+    if (\$623 ) begin
+      \$848  = 1'h0;
+    end
+    if (\$629 ) begin
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$848  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$847  = 1'h0;
+      \$848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$848  = q2_args_next;
-    if (\$622 ) begin
-      \$848  = fetch_r_buf[111:80];
+    \$849  = q2_args_next;
+    if (\$623 ) begin
+      \$849  = fetch_r_buf[111:80];
     end
-    if (\$628 ) begin
-      \$848  = \$629 [31:0];
+    if (\$629 ) begin
+      \$849  = \$630 [31:0];
     end
     if (rst) begin
-      \$848  = 32'd0;
+      \$849  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$849  = q2_args_left;
-    if (\$622 ) begin
-      \$849  = fetch_r_buf[117:112];
-    end
-    if (\$628 ) begin
-      \$849  = \$633 [5:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$849  = q2_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$849  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$850  = q2_args;
-    if (\$622 ) begin
+    \$850  = q2_args_left;
+    if (\$623 ) begin
       \$850  = fetch_r_buf[117:112];
+    end
+    if (\$629 ) begin
+      \$850  = \$634 [5:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$850  = q2_args;
+        end
+      end
     end
     if (rst) begin
       \$850  = 6'h00;
@@ -46985,138 +46980,133 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$851  = q2_args_row;
-    if (\$622 ) begin
-      \$851  = 2'h0;
+    \$851  = q2_args;
+    if (\$623 ) begin
+      \$851  = fetch_r_buf[117:112];
     end
-    if (\$628 ) begin
-      \$851  = \$630 [1:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$851  = 2'h0;
+    if (rst) begin
+      \$851  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$852  = q2_args_row;
+    if (\$623 ) begin
+      \$852  = 2'h0;
+    end
+    if (\$629 ) begin
+      \$852  = \$631 [1:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$852  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$851  = 2'h0;
+      \$852  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$852  = \$650 [2:0];
+    \$853  = \$651 [2:0];
     if (q__3__cleared) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
     if (rst) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$853  = q__3__fetch;
+    \$854  = q__3__fetch;
     if (q3_fetch_push) begin
-      \$853  = \$651 [31:0];
+      \$854  = \$652 [31:0];
     end
     if (q__3__cleared) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
     if (rst) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$854  = q3_list_mode;
-    if (\$655 ) begin
-      \$854  = 2'h0;
+    \$855  = q3_list_mode;
+    if (\$656 ) begin
+      \$855  = 2'h0;
     end
-    if (\$660 ) begin
-      \$854  = \$662 ;
+    if (\$661 ) begin
+      \$855  = \$663 ;
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
+    if (\$667 ) begin
+      if (\$673 ) begin
         (* full_case = 32'd1 *)
-        if (\$675 ) begin
+        if (\$676 ) begin
         end else begin
-          \$854  = 2'h2;
+          \$855  = 2'h2;
         end
       end
     end
     if (q3_item_push) begin
-      if (\$682 ) begin
-      end else if (\$683 ) begin
-        \$854  = 2'h3;
+      if (\$683 ) begin
+      end else if (\$684 ) begin
+        \$855  = 2'h3;
       end
     end
     if (q__3__cleared) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
     if (rst) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$855  = q3_list_next;
-    if (\$660 ) begin
-      \$855  = fetch_r_buf[63:32];
+    \$856  = q3_list_next;
+    if (\$661 ) begin
+      \$856  = fetch_r_buf[63:32];
     end
     if (q3_item_push) begin
-      \$855  = \$678 [31:0];
-      if (\$682 ) begin
-        \$855  = q3_list_base;
+      \$856  = \$679 [31:0];
+      if (\$683 ) begin
+        \$856  = q3_list_base;
       end
     end
     if (rst) begin
-      \$855  = 32'd0;
+      \$856  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$856  = q3_list_left;
-    if (\$660 ) begin
-      \$856  = fetch_r_buf[79:64];
+    \$857  = q3_list_left;
+    if (\$661 ) begin
+      \$857  = fetch_r_buf[79:64];
     end
     if (q3_item_push) begin
-      \$856  = \$679 [15:0];
-      if (\$682 ) begin
-        \$856  = q3_list_entries;
+      \$857  = \$680 [15:0];
+      if (\$683 ) begin
+        \$857  = q3_list_entries;
       end
     end
     if (rst) begin
-      \$856  = 16'h0000;
+      \$857  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$857  = q3_list_base;
-    if (\$660 ) begin
-      \$857  = fetch_r_buf[63:32];
+    \$858  = q3_list_base;
+    if (\$661 ) begin
+      \$858  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$857  = 32'd0;
+      \$858  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$858  = q3_list_entries;
-    if (\$660 ) begin
-      \$858  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$858  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$859  = q3_list_loops;
-    if (\$660 ) begin
-      \$859  = fetch_r_buf[133:118];
-    end
-    if (q3_item_push) begin
-      if (\$682 ) begin
-        \$859  = \$684 [15:0];
-      end
+    \$859  = q3_list_entries;
+    if (\$661 ) begin
+      \$859  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$859  = 16'h0000;
@@ -47124,57 +47114,62 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$860  = q3_args_strides;
-    if (\$660 ) begin
-      \$860  = 1'h0;
+    \$860  = q3_list_loops;
+    if (\$661 ) begin
+      \$860  = fetch_r_buf[133:118];
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$860  = 1'h1;
+    if (q3_item_push) begin
+      if (\$683 ) begin
+        \$860  = \$685 [15:0];
+      end
+    end
+    if (rst) begin
+      \$860  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$861  = q3_args_strides;
+    if (\$661 ) begin
+      \$861  = 1'h0;
+    end
+    if (\$667 ) begin
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$861  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$860  = 1'h0;
+      \$861  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$861  = q3_args_next;
-    if (\$660 ) begin
-      \$861  = fetch_r_buf[111:80];
+    \$862  = q3_args_next;
+    if (\$661 ) begin
+      \$862  = fetch_r_buf[111:80];
     end
-    if (\$666 ) begin
-      \$861  = \$667 [31:0];
+    if (\$667 ) begin
+      \$862  = \$668 [31:0];
     end
     if (rst) begin
-      \$861  = 32'd0;
+      \$862  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$862  = q3_args_left;
-    if (\$660 ) begin
-      \$862  = fetch_r_buf[117:112];
-    end
-    if (\$666 ) begin
-      \$862  = \$671 [5:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$862  = q3_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$862  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$863  = q3_args;
-    if (\$660 ) begin
+    \$863  = q3_args_left;
+    if (\$661 ) begin
       \$863  = fetch_r_buf[117:112];
+    end
+    if (\$667 ) begin
+      \$863  = \$672 [5:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$863  = q3_args;
+        end
+      end
     end
     if (rst) begin
       \$863  = 6'h00;
@@ -47182,83 +47177,61 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$864  = q3_args_row;
-    if (\$660 ) begin
-      \$864  = 2'h0;
+    \$864  = q3_args;
+    if (\$661 ) begin
+      \$864  = fetch_r_buf[117:112];
     end
-    if (\$666 ) begin
-      \$864  = \$668 [1:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$864  = 2'h0;
+    if (rst) begin
+      \$864  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$865  = q3_args_row;
+    if (\$661 ) begin
+      \$865  = 2'h0;
+    end
+    if (\$667 ) begin
+      \$865  = \$669 [1:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$865  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$864  = 2'h0;
+      \$865  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$865  = cpl_overflow;
-    if (\$686 ) begin
-      \$865  = 1'h1;
+    \$866  = cpl_overflow;
+    if (\$687 ) begin
+      \$866  = 1'h1;
     end
     if (rst) begin
-      \$865  = 1'h0;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$866  = up__awvalid;
+    \$867  = up__awvalid;
     if (cpl_aw_hs) begin
-      \$866  = 1'h0;
+      \$867  = 1'h0;
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-          end else begin
-            \$866  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
           if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$866  = 1'h1;
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$866  = 1'h0;
-    end
-    if (rst) begin
-      \$866  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$867  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$867  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$707 ) begin
           end else begin
             \$867  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             \$867  = 1'h1;
           end
@@ -47272,133 +47245,152 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$868  = cpl_w_beat;
+    \$868  = up__wvalid;
     if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
       if (cpl_w_last) begin
-      end else begin
-        \$868  = \$687 [0];
+        \$868  = 1'h0;
       end
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$868  = 1'h0;
+          (* full_case = 32'd1 *)
+          if (\$708 ) begin
+          end else begin
+            \$868  = 1'h1;
+          end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$868  = 1'h0;
+            \$868  = 1'h1;
           end
     endcase
+    if (\abandon$67 ) begin
+      \$868  = 1'h0;
+    end
     if (rst) begin
       \$868  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$869  = cpl_req;
+    \$869  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$869  = \$688 [0];
+      end
+    end
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$869  = \r_data$396 ;
+          /* empty */;
+      3'h1:
+          \$869  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$869  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$869  = 92'h00000000000000000000000;
+      \$869  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$870  = cpl_fsm_state;
+    \$870  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$870  = 3'h1;
+          if (\r_rdy$397 ) begin
+            \$870  = \r_data$398 ;
+          end
+    endcase
+    if (rst) begin
+      \$870  = 92'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$871  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$397 ) begin
+            \$871  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$870  = 3'h2;
+          if (\$708 ) begin
+            \$871  = 3'h2;
           end else begin
-            \$870  = 3'h3;
+            \$871  = 3'h3;
           end
       3'h3:
           if (cpl_sent) begin
-            \$870  = 3'h4;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h4;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h4:
-          if (\$708 ) begin
-            \$870  = 3'h0;
+          if (\$709 ) begin
+            \$871  = 3'h0;
           end else if (cpl_b_hs) begin
-            \$870  = 3'h5;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h5;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
-            \$870  = 3'h6;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h6;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h6:
           if (cpl_b_hs) begin
-            \$870  = 3'h0;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h0;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h2:
-          \$870  = 3'h0;
+          \$871  = 3'h0;
     endcase
     if (rst) begin
-      \$870  = 3'h0;
+      \$871  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$871  = cpl_idx_sent;
+    \$872  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$871  = 1'h0;
+          \$872  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$871  = 1'h1;
+            \$872  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$871  = 1'h0;
+      \$872  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$872  = cpl_rec_index;
+    \$873  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$872  = cpl_sel_c;
-    endcase
-    if (rst) begin
-      \$872  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$873  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$873  = cpl_sel_base;
+          \$873  = cpl_sel_c;
     endcase
     if (rst) begin
       \$873  = 32'd0;
@@ -47406,19 +47398,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$874  = up__awaddr;
+    \$874  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$874  = \$706 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$874  = cpl_cons_addr;
-          end
+          \$874  = cpl_sel_base;
     endcase
     if (rst) begin
       \$874  = 32'd0;
@@ -47426,260 +47411,265 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$875  = up__awlen;
+    \$875  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$875  = 8'h01;
+          \$875  = \$707 [31:0];
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$875  = 8'h00;
+            \$875  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$875  = 8'h00;
+      \$875  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$876  = cpl_w_buf;
+    \$876  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$876  = cpl_rec;
+          \$876  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$876  = { 95'h000000000000000000000000, \$711  };
+            \$876  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$876  = 128'h00000000000000000000000000000000;
+      \$876  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$877  = up__wstrb;
+    \$877  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$877  = 8'hff;
+          \$877  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$877  = 8'h0f;
+            \$877  = { 95'h000000000000000000000000, \$712  };
           end
     endcase
     if (rst) begin
-      \$877  = 8'h00;
+      \$877  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$878  = cpl_w_nbeats;
+    \$878  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$878  = 2'h2;
+          \$878  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$878  = 2'h1;
+            \$878  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$878  = 2'h0;
+      \$878  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$879  = cpl_wr_err;
+    \$879  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$879  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$879  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$879  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$880  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$879  = 1'h1;
+          if (\$708 ) begin
+            \$880  = 1'h1;
           end else begin
-            \$879  = 1'h0;
+            \$880  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$879  = 1'h1;
+              \$880  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$879  = 1'h1;
+      \$880  = 1'h1;
     end
     if (rst) begin
-      \$879  = 1'h0;
+      \$880  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$880  = cpl_wr_code;
+    \$881  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$707 ) begin
-            \$880  = 8'h10;
+          if (\$708 ) begin
+            \$881  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$880  = \$710 ;
+              \$881  = \$711 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$880  = \$712 ;
+      \$881  = \$713 ;
     end
     if (rst) begin
-      \$880  = 8'h00;
+      \$881  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$881  = q__0__consumer;
+    \$882  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$881  = \$713 [31:0];
+      \$882  = \$714 [31:0];
     end
     if (q__0__cleared) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
     if (rst) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$882  = q0_cpl_done;
-    if (rst) begin
-      \$882  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$883  = \$714 ;
+    \$883  = q0_cpl_done;
     if (rst) begin
       \$883  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$884  = \$718 [2:0];
+    \$884  = \$715 ;
     if (rst) begin
-      \$884  = 3'h0;
+      \$884  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$885  = \$721 ;
+    \$885  = \$719 [2:0];
     if (rst) begin
-      \$885  = 1'h0;
+      \$885  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$886  = q__0__producer;
-    if (\$723 ) begin
-      \$886  = q__0__doorbell;
+    \$886  = \$722 ;
+    if (rst) begin
+      \$886  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$887  = q__0__producer;
+    if (\$724 ) begin
+      \$887  = q__0__doorbell;
     end
     if (q__0__cleared) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
     if (rst) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$887  = q0_halted;
-    if (\$725 ) begin
-      \$887  = 1'h1;
+    \$888  = q0_halted;
+    if (\$726 ) begin
+      \$888  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
     if (rst) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$888  = q__0__error;
-    if (\$725 ) begin
-      \$888  = q0_halt_code;
+    \$889  = q__0__error;
+    if (\$726 ) begin
+      \$889  = q0_halt_code;
     end
     if (q__0__cleared) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
     if (rst) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$889  = q__0__error_index;
-    if (\$725 ) begin
-      \$889  = q0_halt_index;
+    \$890  = q__0__error_index;
+    if (\$726 ) begin
+      \$890  = q0_halt_index;
     end
     if (q__0__cleared) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
     if (rst) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$890  = q0_halt_any;
-    if (rst) begin
-      \$890  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$891  = q0_resetting;
-    if (\$727 ) begin
-      \$891  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$891  = 1'h0;
-    end
+    \$891  = q0_halt_any;
     if (rst) begin
       \$891  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$892  = q0_acked;
-    if (\$727 ) begin
-      \$892  = 1'h0;
-    end else if (\$730 ) begin
+    \$892  = q0_resetting;
+    if (\$728 ) begin
       \$892  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -47691,8 +47681,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$893  = q0_cpl_dead;
-    if (\$732 ) begin
+    \$893  = q0_acked;
+    if (\$728 ) begin
+      \$893  = 1'h0;
+    end else if (\$731 ) begin
       \$893  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -47704,123 +47696,121 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$894  = q__1__consumer;
+    \$894  = q0_cpl_dead;
+    if (\$733 ) begin
+      \$894  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$894  = 1'h0;
+    end
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$895  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$894  = \$733 [31:0];
+      \$895  = \$734 [31:0];
     end
     if (q__1__cleared) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
     if (rst) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$895  = q1_cpl_done;
-    if (rst) begin
-      \$895  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$896  = \$734 ;
+    \$896  = q1_cpl_done;
     if (rst) begin
       \$896  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$897  = \$738 [2:0];
+    \$897  = \$735 ;
     if (rst) begin
-      \$897  = 3'h0;
+      \$897  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$898  = \$741 ;
+    \$898  = \$739 [2:0];
     if (rst) begin
-      \$898  = 1'h0;
+      \$898  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$899  = q__1__producer;
-    if (\$743 ) begin
-      \$899  = q__1__doorbell;
+    \$899  = \$742 ;
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$900  = q__1__producer;
+    if (\$744 ) begin
+      \$900  = q__1__doorbell;
     end
     if (q__1__cleared) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
     if (rst) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$900  = q1_halted;
-    if (\$745 ) begin
-      \$900  = 1'h1;
+    \$901  = q1_halted;
+    if (\$746 ) begin
+      \$901  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
     if (rst) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$901  = q__1__error;
-    if (\$745 ) begin
-      \$901  = q1_halt_code;
+    \$902  = q__1__error;
+    if (\$746 ) begin
+      \$902  = q1_halt_code;
     end
     if (q__1__cleared) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
     if (rst) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$902  = q__1__error_index;
-    if (\$745 ) begin
-      \$902  = q1_halt_index;
+    \$903  = q__1__error_index;
+    if (\$746 ) begin
+      \$903  = q1_halt_index;
     end
     if (q__1__cleared) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
     if (rst) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$903  = q1_halt_any;
-    if (rst) begin
-      \$903  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$904  = q1_resetting;
-    if (\$747 ) begin
-      \$904  = 1'h1;
-    end
-    if (q__1__cleared) begin
-      \$904  = 1'h0;
-    end
+    \$904  = q1_halt_any;
     if (rst) begin
       \$904  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$905  = q1_acked;
-    if (\$747 ) begin
-      \$905  = 1'h0;
-    end else if (\$750 ) begin
+    \$905  = q1_resetting;
+    if (\$748 ) begin
       \$905  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -47832,8 +47822,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$906  = q1_cpl_dead;
-    if (\$752 ) begin
+    \$906  = q1_acked;
+    if (\$748 ) begin
+      \$906  = 1'h0;
+    end else if (\$751 ) begin
       \$906  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -47845,123 +47837,121 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$907  = q__2__consumer;
+    \$907  = q1_cpl_dead;
+    if (\$753 ) begin
+      \$907  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$907  = 1'h0;
+    end
+    if (rst) begin
+      \$907  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$908  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$907  = \$753 [31:0];
+      \$908  = \$754 [31:0];
     end
     if (q__2__cleared) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
     if (rst) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$908  = q2_cpl_done;
-    if (rst) begin
-      \$908  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$909  = \$754 ;
+    \$909  = q2_cpl_done;
     if (rst) begin
       \$909  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$910  = \$758 [2:0];
+    \$910  = \$755 ;
     if (rst) begin
-      \$910  = 3'h0;
+      \$910  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$911  = \$761 ;
+    \$911  = \$759 [2:0];
     if (rst) begin
-      \$911  = 1'h0;
+      \$911  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$912  = q__2__producer;
-    if (\$763 ) begin
-      \$912  = q__2__doorbell;
+    \$912  = \$762 ;
+    if (rst) begin
+      \$912  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$913  = q__2__producer;
+    if (\$764 ) begin
+      \$913  = q__2__doorbell;
     end
     if (q__2__cleared) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
     if (rst) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$913  = q2_halted;
-    if (\$765 ) begin
-      \$913  = 1'h1;
+    \$914  = q2_halted;
+    if (\$766 ) begin
+      \$914  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
     if (rst) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$914  = q__2__error;
-    if (\$765 ) begin
-      \$914  = q2_halt_code;
+    \$915  = q__2__error;
+    if (\$766 ) begin
+      \$915  = q2_halt_code;
     end
     if (q__2__cleared) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
     if (rst) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$915  = q__2__error_index;
-    if (\$765 ) begin
-      \$915  = q2_halt_index;
+    \$916  = q__2__error_index;
+    if (\$766 ) begin
+      \$916  = q2_halt_index;
     end
     if (q__2__cleared) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
     if (rst) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$916  = q2_halt_any;
-    if (rst) begin
-      \$916  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$917  = q2_resetting;
-    if (\$767 ) begin
-      \$917  = 1'h1;
-    end
-    if (q__2__cleared) begin
-      \$917  = 1'h0;
-    end
+    \$917  = q2_halt_any;
     if (rst) begin
       \$917  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$918  = q2_acked;
-    if (\$767 ) begin
-      \$918  = 1'h0;
-    end else if (\$770 ) begin
+    \$918  = q2_resetting;
+    if (\$768 ) begin
       \$918  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -47973,8 +47963,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$919  = q2_cpl_dead;
-    if (\$772 ) begin
+    \$919  = q2_acked;
+    if (\$768 ) begin
+      \$919  = 1'h0;
+    end else if (\$771 ) begin
       \$919  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -47986,123 +47978,121 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$920  = q__3__consumer;
+    \$920  = q2_cpl_dead;
+    if (\$773 ) begin
+      \$920  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$920  = 1'h0;
+    end
+    if (rst) begin
+      \$920  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$921  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$920  = \$773 [31:0];
+      \$921  = \$774 [31:0];
     end
     if (q__3__cleared) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
     if (rst) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$921  = q3_cpl_done;
-    if (rst) begin
-      \$921  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$922  = \$774 ;
+    \$922  = q3_cpl_done;
     if (rst) begin
       \$922  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$923  = \$778 [2:0];
+    \$923  = \$775 ;
     if (rst) begin
-      \$923  = 3'h0;
+      \$923  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$924  = \$781 ;
+    \$924  = \$779 [2:0];
     if (rst) begin
-      \$924  = 1'h0;
+      \$924  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$925  = q__3__producer;
-    if (\$783 ) begin
-      \$925  = q__3__doorbell;
+    \$925  = \$782 ;
+    if (rst) begin
+      \$925  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$926  = q__3__producer;
+    if (\$784 ) begin
+      \$926  = q__3__doorbell;
     end
     if (q__3__cleared) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
     if (rst) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$926  = q3_halted;
-    if (\$785 ) begin
-      \$926  = 1'h1;
+    \$927  = q3_halted;
+    if (\$786 ) begin
+      \$927  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
     if (rst) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$927  = q__3__error;
-    if (\$785 ) begin
-      \$927  = q3_halt_code;
+    \$928  = q__3__error;
+    if (\$786 ) begin
+      \$928  = q3_halt_code;
     end
     if (q__3__cleared) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
     if (rst) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$928  = q__3__error_index;
-    if (\$785 ) begin
-      \$928  = q3_halt_index;
+    \$929  = q__3__error_index;
+    if (\$786 ) begin
+      \$929  = q3_halt_index;
     end
     if (q__3__cleared) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
     if (rst) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$929  = q3_halt_any;
-    if (rst) begin
-      \$929  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$930  = q3_resetting;
-    if (\$787 ) begin
-      \$930  = 1'h1;
-    end
-    if (q__3__cleared) begin
-      \$930  = 1'h0;
-    end
+    \$930  = q3_halt_any;
     if (rst) begin
       \$930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$931  = q3_acked;
-    if (\$787 ) begin
-      \$931  = 1'h0;
-    end else if (\$790 ) begin
+    \$931  = q3_resetting;
+    if (\$788 ) begin
       \$931  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -48114,8 +48104,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$932  = q3_cpl_dead;
-    if (\$792 ) begin
+    \$932  = q3_acked;
+    if (\$788 ) begin
+      \$932  = 1'h0;
+    end else if (\$791 ) begin
       \$932  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -48123,6 +48115,19 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     end
     if (rst) begin
       \$932  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$933  = q3_cpl_dead;
+    if (\$793 ) begin
+      \$933  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$933  = 1'h0;
+    end
+    if (rst) begin
+      \$933  = 1'h0;
     end
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -48238,13 +48243,14 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign fetch_step_sum = { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] };
   assign patch_shift = \$214 [4:0];
   assign patch_word = \$215 [7:5];
-  assign args_r__addr = \$237 [3:0];
-  assign strides_r__addr = \$239 [3:0];
-  assign patch_window = { \$243 , \$241  };
-  assign args_w__addr = \$277 [3:0];
-  assign strides_w__addr = \$285 [3:0];
+  assign args_r__addr = \$236 [3:0];
+  assign args_step_r__addr = \$238 [3:0];
+  assign strides_r__addr = \$240 [3:0];
+  assign patch_window = { \$244 , \$242  };
+  assign args_w__addr = \$278 [3:0];
+  assign strides_w__addr = \$286 [3:0];
   assign strides_w__data = { down__rdata, fetch_r_buf };
-  assign \w_en$352  = cpl_push_ok;
+  assign \w_en$354  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
   assign up__awsize = 3'h3;
@@ -48256,10 +48262,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$354 [31:0];
-  assign q1_c_seen = \$384 [31:0];
-  assign q2_c_seen = \$414 [31:0];
-  assign q3_c_seen = \$444 [31:0];
+  assign q0_c_seen = \$355 [31:0];
+  assign q1_c_seen = \$385 [31:0];
+  assign q2_c_seen = \$415 [31:0];
+  assign q3_c_seen = \$445 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
@@ -48293,15 +48299,15 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$339 [91:60] = cpl_timestamp;
-  assign \w_data$339 [59:44] = cpl_item;
-  assign \w_data$339 [43:28] = cpl_tag;
-  assign \w_data$339 [27:20] = cpl_opcode;
-  assign \w_data$339 [19:12] = cpl_status;
-  assign \w_data$339 [11:4] = cpl_flags;
-  assign \w_data$339 [3] = cpl_halt;
-  assign \w_data$339 [2] = cpl_irq;
-  assign \w_data$339 [1:0] = cpl_queue;
+  assign \w_data$341 [91:60] = cpl_timestamp;
+  assign \w_data$341 [59:44] = cpl_item;
+  assign \w_data$341 [43:28] = cpl_tag;
+  assign \w_data$341 [27:20] = cpl_opcode;
+  assign \w_data$341 [19:12] = cpl_status;
+  assign \w_data$341 [11:4] = cpl_flags;
+  assign \w_data$341 [3] = cpl_halt;
+  assign \w_data$341 [2] = cpl_irq;
+  assign \w_data$341 [1:0] = cpl_queue;
   assign \$46  = 32'd4294967264;
   assign \$47 [4:0] = 5'h00;
   assign \$47 [31:5] = q__0__ring_base[31:5];
@@ -48318,10 +48324,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$167 [4:0] = 5'h00;
   assign \$167 [31:5] = q__3__ring_base[31:5];
   assign \$184  = { 2'h0, \$183 , 5'h00 };
-  assign \$334  = 32'd4294967280;
+  assign \$335  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$333 [31:4];
-  assign \$705  = { 3'h0, \$704 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$334 [31:4];
+  assign \$706  = { 3'h0, \$705 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -48854,8 +48860,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5621$0 (aw_hs_id),
-    .\port$5635$0 (down__awlen),
+    .\port$5622$0 (aw_hs_id),
+    .\port$5636$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -49198,7 +49204,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49222,10 +49228,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5621$0 ;
-  wire [2:0] \port$5621$0 ;
-  input [7:0] \port$5635$0 ;
-  wire [7:0] \port$5635$0 ;
+  input [2:0] \port$5622$0 ;
+  wire [2:0] \port$5622$0 ;
+  input [7:0] \port$5636$0 ;
+  wire [7:0] \port$5636$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -49257,7 +49263,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5621$0 , \port$5635$0  };
+      storage[w_port__addr] <= { \port$5622$0 , \port$5636$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -49319,8 +49325,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5621$0 , \port$5635$0  };
-  assign w_data = { \port$5621$0 , \port$5635$0  };
+  assign w_port__data = { \port$5622$0 , \port$5636$0  };
+  assign w_data = { \port$5622$0 , \port$5636$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -50435,7 +50441,7 @@ module \kaki_soc_4x4.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11397$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11399$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -51416,8 +51422,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$11397$0 ;
-  wire [2:0] \port$11397$0 ;
+  input [2:0] \port$11399$0 ;
+  wire [2:0] \port$11399$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [18:0] pos = 19'h00000;
@@ -52476,11 +52482,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$13175$5 (e6_meta[18:5]),
-    .\port$8822$0 (\$619 ),
-    .\port$8824$0 (\$621 ),
-    .\port$8826$0 (\$623 ),
-    .\port$8828$0 (\$625 ),
+    .\port$13177$5 (e6_meta[18:5]),
+    .\port$8824$0 (\$619 ),
+    .\port$8826$0 (\$621 ),
+    .\port$8828$0 (\$623 ),
+    .\port$8830$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -52865,7 +52871,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$11397$0 ;
+            \$671  = \port$11399$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -54985,7 +54991,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$11397$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$11399$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -55063,7 +55069,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$11397$0 ;
+  assign \ctl__cmd__payload.op  = \port$11399$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
@@ -55076,7 +55082,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$8824$0 , \port$8826$0 , \port$8828$0 , w_level, r_data, \port$13175$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8824$0 , \port$8826$0 , \port$8828$0 , \port$8830$0 , w_level, r_data, \port$13177$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55118,16 +55124,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$13175$5 ;
-  wire [13:0] \port$13175$5 ;
-  input [7:0] \port$8822$0 ;
-  wire [7:0] \port$8822$0 ;
+  input [13:0] \port$13177$5 ;
+  wire [13:0] \port$13177$5 ;
   input [7:0] \port$8824$0 ;
   wire [7:0] \port$8824$0 ;
   input [7:0] \port$8826$0 ;
   wire [7:0] \port$8826$0 ;
   input [7:0] \port$8828$0 ;
   wire [7:0] \port$8828$0 ;
+  input [7:0] \port$8830$0 ;
+  wire [7:0] \port$8830$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -55173,7 +55179,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13175$5  };
+      storage[w_port__addr] <= { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -55284,14 +55290,14 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8822$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13175$5  };
-  assign w_data = { \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$8822$0 , \port$13175$5  };
+  assign w_port__data = { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
+  assign w_data = { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8975$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8977$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -55544,8 +55550,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8975$0 ;
-  wire [45:0] \port$8975$0 ;
+  input [45:0] \port$8977$0 ;
+  wire [45:0] \port$8977$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -55696,7 +55702,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8975$0 [13:12];
+  assign \$27  = ! \port$8977$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -55706,7 +55712,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8975$0 [13:12];
+  assign \$37  = ! \port$8977$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -55741,7 +55747,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8975$0 [13:12] == 1'h1;
+  assign \$67  = \port$8977$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -55751,7 +55757,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8975$0 [13:12] == 1'h1;
+  assign \$77  = \port$8977$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -55786,7 +55792,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8975$0 [13:12] == 2'h2;
+  assign \$107  = \port$8977$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -55796,7 +55802,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8975$0 [13:12] == 2'h2;
+  assign \$117  = \port$8977$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -55831,7 +55837,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8975$0 [13:12] == 2'h3;
+  assign \$147  = \port$8977$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -55841,7 +55847,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8975$0 [13:12] == 2'h3;
+  assign \$157  = \port$8977$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -55996,7 +56002,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8975$0 [11:0];
+      \bank0_addr$22  = \port$8977$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -56009,7 +56015,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$8975$0 [45:14];
+      bank0_wdata = \port$8977$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -56038,7 +56044,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$8975$0 [11:0];
+      \bank1_addr$45  = \port$8977$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -56051,7 +56057,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$8975$0 [45:14];
+      bank1_wdata = \port$8977$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -56080,7 +56086,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$8975$0 [11:0];
+      \bank2_addr$65  = \port$8977$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -56093,7 +56099,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$8975$0 [45:14];
+      bank2_wdata = \port$8977$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -56122,7 +56128,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$8975$0 [11:0];
+      \bank3_addr$85  = \port$8977$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -56135,7 +56141,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$8975$0 [45:14];
+      bank3_wdata = \port$8977$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -56349,8 +56355,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8975$0 [13:0];
-  assign wr__1__data = \port$8975$0 [45:14];
+  assign wr__1__addr = \port$8977$0 [13:0];
+  assign wr__1__data = \port$8977$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;

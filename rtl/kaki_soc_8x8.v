@@ -3128,7 +3128,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13911$2 (\$299 ),
+    .\port$13913$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3239,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13937$0 (inflight),
-    .\port$14213$0 (q__0__cpl_irq),
-    .\port$14227$0 (q__0__error_irq),
-    .\port$14239$0 (q__1__cpl_irq),
-    .\port$14253$0 (q__1__error_irq),
-    .\port$14265$0 (q__2__cpl_irq),
-    .\port$14279$0 (q__2__error_irq),
-    .\port$14291$0 (q__3__cpl_irq),
-    .\port$14305$0 (q__3__error_irq),
-    .\port$14417$0 (\$309 ),
-    .\port$14425$0 (\$310 ),
-    .\port$14433$0 (\$311 ),
-    .\port$14441$0 (\$312 ),
-    .\port$16307$0 (events),
+    .\port$13939$0 (inflight),
+    .\port$14215$0 (q__0__cpl_irq),
+    .\port$14229$0 (q__0__error_irq),
+    .\port$14241$0 (q__1__cpl_irq),
+    .\port$14255$0 (q__1__error_irq),
+    .\port$14267$0 (q__2__cpl_irq),
+    .\port$14281$0 (q__2__error_irq),
+    .\port$14293$0 (q__3__cpl_irq),
+    .\port$14307$0 (q__3__error_irq),
+    .\port$14419$0 (\$309 ),
+    .\port$14427$0 (\$310 ),
+    .\port$14435$0 (\$311 ),
+    .\port$14443$0 (\$312 ),
+    .\port$16309$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3347,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13939$0 (\$300 ),
-    .\port$13943$0 (\$301 ),
-    .\port$13947$0 (\$302 ),
-    .\port$13951$0 (\$303 ),
-    .\port$13955$0 (\$304 ),
+    .\port$13941$0 (\$300 ),
+    .\port$13945$0 (\$301 ),
+    .\port$13949$0 (\$302 ),
+    .\port$13953$0 (\$303 ),
+    .\port$13957$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3477,20 +3477,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11825$0 (q__0__fw_ready),
-    .\port$11868$0 (q__1__fw_ready),
-    .\port$11911$0 (q__2__fw_ready),
-    .\port$11954$0 (q__3__fw_ready),
-    .\port$13911$2 (\$299 ),
-    .\port$16307$0 (events),
+    .\port$11827$0 (q__0__fw_ready),
+    .\port$11870$0 (q__1__fw_ready),
+    .\port$11913$0 (q__2__fw_ready),
+    .\port$11956$0 (q__3__fw_ready),
+    .\port$13913$2 (\$299 ),
+    .\port$16309$0 (events),
     .\port$4227$0 (q__0__qreset_req),
     .\port$4238$0 (q__1__qreset_req),
     .\port$4249$0 (q__2__qreset_req),
     .\port$4260$0 (q__3__qreset_req),
-    .\port$5829$0 (\$305 [255:0]),
-    .\port$5859$0 (\$306 [255:0]),
-    .\port$5889$0 (\$307 [255:0]),
-    .\port$5919$0 (\$308 [255:0]),
+    .\port$5830$0 (\$305 [255:0]),
+    .\port$5860$0 (\$306 [255:0]),
+    .\port$5890$0 (\$307 [255:0]),
+    .\port$5920$0 (\$308 [255:0]),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3546,13 +3546,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$11993$0 (\$314 ),
-    .\port$11999$0 (\$315 ),
-    .\port$12000$32 (\$316 ),
-    .\port$5829$0 (\$305 ),
-    .\port$5859$0 (\$306 ),
-    .\port$5889$0 (\$307 ),
-    .\port$5919$0 (\$308 ),
+    .\port$11995$0 (\$314 ),
+    .\port$12001$0 (\$315 ),
+    .\port$12002$32 (\$316 ),
+    .\port$5830$0 (\$305 ),
+    .\port$5860$0 (\$306 ),
+    .\port$5890$0 (\$307 ),
+    .\port$5920$0 (\$308 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
@@ -3761,7 +3761,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$13449$0 (sfu_cmd_op),
+    .\port$13451$0 (sfu_cmd_op),
     .\port$4217$32 (sfu__payload[255:32]),
     .r_data(\$313 ),
     .r_en(\$37 [0]),
@@ -3775,7 +3775,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$11027$0 (\$313 ),
+    .\port$11029$0 (\$313 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -7427,7 +7427,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13911$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13913$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7571,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13911$2 ;
-  wire [29:0] \port$13911$2 ;
+  output [29:0] \port$13913$2 ;
+  wire [29:0] \port$13913$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7752,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13911$2 (\$99 ),
+    .\port$13913$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7870,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13911$2  = \$99 ;
+  assign \port$13913$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13911$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13913$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8299,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13911$2 ;
-  wire [29:0] \port$13911$2 ;
+  output [29:0] \port$13913$2 ;
+  wire [29:0] \port$13913$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11405,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13911$2  = ls_addr_r[31:2];
+  assign \port$13913$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11580,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13937$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14213$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14227$0 , q_status0_resetting, q_consumer1_index, \port$14239$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$14253$0 , q_status1_resetting, q_consumer2_index, \port$14265$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14279$0 , q_status2_resetting, q_consumer3_index, \port$14291$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14305$0 , q_status3_resetting, \port$14417$0 , \port$14425$0 , \port$14433$0 
-, \port$14441$0 , \port$16307$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13939$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14215$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14229$0 , q_status0_resetting, q_consumer1_index, \port$14241$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$14255$0 , q_status1_resetting, q_consumer2_index, \port$14267$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14281$0 , q_status2_resetting, q_consumer3_index, \port$14293$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14307$0 , q_status3_resetting, \port$14419$0 , \port$14427$0 , \port$14435$0 
+, \port$14443$0 , \port$16309$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13169,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13937$0 ;
-  wire [4:0] \port$13937$0 ;
-  input \port$14213$0 ;
-  wire \port$14213$0 ;
-  input \port$14227$0 ;
-  wire \port$14227$0 ;
-  input \port$14239$0 ;
-  wire \port$14239$0 ;
-  input \port$14253$0 ;
-  wire \port$14253$0 ;
-  input \port$14265$0 ;
-  wire \port$14265$0 ;
-  input \port$14279$0 ;
-  wire \port$14279$0 ;
-  input \port$14291$0 ;
-  wire \port$14291$0 ;
-  input \port$14305$0 ;
-  wire \port$14305$0 ;
-  input [2:0] \port$14417$0 ;
-  wire [2:0] \port$14417$0 ;
-  input [2:0] \port$14425$0 ;
-  wire [2:0] \port$14425$0 ;
-  input [2:0] \port$14433$0 ;
-  wire [2:0] \port$14433$0 ;
-  input [2:0] \port$14441$0 ;
-  wire [2:0] \port$14441$0 ;
-  input [511:0] \port$16307$0 ;
-  wire [511:0] \port$16307$0 ;
+  input [4:0] \port$13939$0 ;
+  wire [4:0] \port$13939$0 ;
+  input \port$14215$0 ;
+  wire \port$14215$0 ;
+  input \port$14229$0 ;
+  wire \port$14229$0 ;
+  input \port$14241$0 ;
+  wire \port$14241$0 ;
+  input \port$14255$0 ;
+  wire \port$14255$0 ;
+  input \port$14267$0 ;
+  wire \port$14267$0 ;
+  input \port$14281$0 ;
+  wire \port$14281$0 ;
+  input \port$14293$0 ;
+  wire \port$14293$0 ;
+  input \port$14307$0 ;
+  wire \port$14307$0 ;
+  input [2:0] \port$14419$0 ;
+  wire [2:0] \port$14419$0 ;
+  input [2:0] \port$14427$0 ;
+  wire [2:0] \port$14427$0 ;
+  input [2:0] \port$14435$0 ;
+  wire [2:0] \port$14435$0 ;
+  input [2:0] \port$14443$0 ;
+  wire [2:0] \port$14443$0 ;
+  input [511:0] \port$16309$0 ;
+  wire [511:0] \port$16309$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13851,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$14291$0 , \port$14265$0 , \port$14239$0 , \port$14213$0  };
+  assign \$187  = \$186  | { \port$14293$0 , \port$14267$0 , \port$14241$0 , \port$14215$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$14305$0 , \port$14279$0 , \port$14253$0 , \port$14227$0  };
+  assign \$190  = \$189  | { \port$14307$0 , \port$14281$0 , \port$14255$0 , \port$14229$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +15989,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$14291$0 , \port$14265$0 , \port$14239$0 , \port$14213$0  };
-  assign irq_status_queue_error_set = { \port$14305$0 , \port$14279$0 , \port$14253$0 , \port$14227$0  };
+  assign irq_status_queue_cpl_set = { \port$14293$0 , \port$14267$0 , \port$14241$0 , \port$14215$0  };
+  assign irq_status_queue_error_set = { \port$14307$0 , \port$14281$0 , \port$14255$0 , \port$14229$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16005,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13937$0 [0];
-  assign status_dma_store_busy = \port$13937$0 [1];
-  assign status_gemm_busy = \port$13937$0 [2];
-  assign status_vec_busy = \port$13937$0 [3];
-  assign status_sfu_busy = \port$13937$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$14417$0  };
-  assign q_status1_prefetched = { 5'h00, \port$14425$0  };
-  assign q_status2_prefetched = { 5'h00, \port$14433$0  };
-  assign q_status3_prefetched = { 5'h00, \port$14441$0  };
-  assign event0_value = \port$16307$0 [31:0];
-  assign event1_value = \port$16307$0 [63:32];
-  assign event2_value = \port$16307$0 [95:64];
-  assign event3_value = \port$16307$0 [127:96];
-  assign event4_value = \port$16307$0 [159:128];
-  assign event5_value = \port$16307$0 [191:160];
-  assign event6_value = \port$16307$0 [223:192];
-  assign event7_value = \port$16307$0 [255:224];
-  assign event8_value = \port$16307$0 [287:256];
-  assign event9_value = \port$16307$0 [319:288];
-  assign event10_value = \port$16307$0 [351:320];
-  assign event11_value = \port$16307$0 [383:352];
-  assign event12_value = \port$16307$0 [415:384];
-  assign event13_value = \port$16307$0 [447:416];
-  assign event14_value = \port$16307$0 [479:448];
-  assign event15_value = \port$16307$0 [511:480];
+  assign status_dma_load_busy = \port$13939$0 [0];
+  assign status_dma_store_busy = \port$13939$0 [1];
+  assign status_gemm_busy = \port$13939$0 [2];
+  assign status_vec_busy = \port$13939$0 [3];
+  assign status_sfu_busy = \port$13939$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$14419$0  };
+  assign q_status1_prefetched = { 5'h00, \port$14427$0  };
+  assign q_status2_prefetched = { 5'h00, \port$14435$0  };
+  assign q_status3_prefetched = { 5'h00, \port$14443$0  };
+  assign event0_value = \port$16309$0 [31:0];
+  assign event1_value = \port$16309$0 [63:32];
+  assign event2_value = \port$16309$0 [95:64];
+  assign event3_value = \port$16309$0 [127:96];
+  assign event4_value = \port$16309$0 [159:128];
+  assign event5_value = \port$16309$0 [191:160];
+  assign event6_value = \port$16309$0 [223:192];
+  assign event7_value = \port$16309$0 [255:224];
+  assign event8_value = \port$16309$0 [287:256];
+  assign event9_value = \port$16309$0 [319:288];
+  assign event10_value = \port$16309$0 [351:320];
+  assign event11_value = \port$16309$0 [383:352];
+  assign event12_value = \port$16309$0 [415:384];
+  assign event13_value = \port$16309$0 [447:416];
+  assign event14_value = \port$16309$0 [479:448];
+  assign event15_value = \port$16309$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16074,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13937$0 [0] };
+  assign \$440  = { 1'h0, \port$13939$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13937$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13937$0 [2], 2'h0 };
-  assign \$446  = { \port$13937$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13937$0 [4], 4'h0 };
+  assign \$442  = { \port$13939$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13939$0 [2], 2'h0 };
+  assign \$446  = { \port$13939$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13939$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16245,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$14417$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$14419$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$14425$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$14427$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$14433$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$14435$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$14441$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$14443$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16304,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$16307$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$16309$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$16307$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$16309$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$16307$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$16309$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$16307$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$16309$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$16307$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$16309$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$16307$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$16309$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$16307$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$16309$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$16307$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$16309$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$16307$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$16309$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$16307$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$16309$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$16307$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$16309$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$16307$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$16309$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$16307$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$16309$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$16307$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$16309$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$16307$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$16309$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$16307$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$16309$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16378,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13939$0 , retire__0__tag, retire__0__queued, \port$13943$0 , retire__1__tag, retire__1__queued
-, \port$13947$0 , retire__2__tag, retire__2__queued, \port$13951$0 , retire__3__tag, retire__3__queued, \port$13955$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13941$0 , retire__0__tag, retire__0__queued, \port$13945$0 , retire__1__tag, retire__1__queued
+, \port$13949$0 , retire__2__tag, retire__2__queued, \port$13953$0 , retire__3__tag, retire__3__queued, \port$13957$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17476,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13939$0 ;
-  wire [8:0] \port$13939$0 ;
-  output [8:0] \port$13943$0 ;
-  wire [8:0] \port$13943$0 ;
-  output [8:0] \port$13947$0 ;
-  wire [8:0] \port$13947$0 ;
-  output [8:0] \port$13951$0 ;
-  wire [8:0] \port$13951$0 ;
-  output [8:0] \port$13955$0 ;
-  wire [8:0] \port$13955$0 ;
+  output [8:0] \port$13941$0 ;
+  wire [8:0] \port$13941$0 ;
+  output [8:0] \port$13945$0 ;
+  wire [8:0] \port$13945$0 ;
+  output [8:0] \port$13949$0 ;
+  wire [8:0] \port$13949$0 ;
+  output [8:0] \port$13953$0 ;
+  wire [8:0] \port$13953$0 ;
+  output [8:0] \port$13957$0 ;
+  wire [8:0] \port$13957$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18489,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$13450$0 (desc),
-    .\port$13452$0 (queue),
-    .\port$13453$0 (reject__queued),
+    .\port$13452$0 (desc),
+    .\port$13454$0 (queue),
+    .\port$13455$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18501,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$13450$0 (desc),
-    .\port$13452$0 (queue),
-    .\port$13453$0 (reject__queued),
+    .\port$13452$0 (desc),
+    .\port$13454$0 (queue),
+    .\port$13455$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18513,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$13450$0 (desc),
-    .\port$13452$0 (queue),
-    .\port$13453$0 (reject__queued),
+    .\port$13452$0 (desc),
+    .\port$13454$0 (queue),
+    .\port$13455$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18525,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$13450$0 (desc),
-    .\port$13452$0 (queue),
-    .\port$13453$0 (reject__queued),
+    .\port$13452$0 (desc),
+    .\port$13454$0 (queue),
+    .\port$13455$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18537,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$13450$0 (desc),
-    .\port$13452$0 (queue),
-    .\port$13453$0 (reject__queued),
+    .\port$13452$0 (desc),
+    .\port$13454$0 (queue),
+    .\port$13455$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18811,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$13939$0  = dma_load_held[8:0];
+  assign \port$13941$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13943$0  = dma_store_held[8:0];
+  assign \port$13945$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13947$0  = gemm_held[8:0];
+  assign \port$13949$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13951$0  = vec_held[8:0];
+  assign \port$13953$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13955$0  = sfu_held[8:0];
+  assign \port$13957$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20057,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20099,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13450$0 ;
-  wire [255:0] \port$13450$0 ;
-  input [1:0] \port$13452$0 ;
-  wire [1:0] \port$13452$0 ;
-  input \port$13453$0 ;
-  wire \port$13453$0 ;
+  input [255:0] \port$13452$0 ;
+  wire [255:0] \port$13452$0 ;
+  input [1:0] \port$13454$0 ;
+  wire [1:0] \port$13454$0 ;
+  input \port$13455$0 ;
+  wire \port$13455$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20136,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20235,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
-  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20284,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13450$0 ;
-  wire [255:0] \port$13450$0 ;
-  input [1:0] \port$13452$0 ;
-  wire [1:0] \port$13452$0 ;
-  input \port$13453$0 ;
-  wire \port$13453$0 ;
+  input [255:0] \port$13452$0 ;
+  wire [255:0] \port$13452$0 ;
+  input [1:0] \port$13454$0 ;
+  wire [1:0] \port$13454$0 ;
+  input \port$13455$0 ;
+  wire \port$13455$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20321,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20420,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
-  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20469,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13450$0 ;
-  wire [255:0] \port$13450$0 ;
-  input [1:0] \port$13452$0 ;
-  wire [1:0] \port$13452$0 ;
-  input \port$13453$0 ;
-  wire \port$13453$0 ;
+  input [255:0] \port$13452$0 ;
+  wire [255:0] \port$13452$0 ;
+  input [1:0] \port$13454$0 ;
+  wire [1:0] \port$13454$0 ;
+  input \port$13455$0 ;
+  wire \port$13455$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20506,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20605,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
-  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20654,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13450$0 ;
-  wire [255:0] \port$13450$0 ;
-  input [1:0] \port$13452$0 ;
-  wire [1:0] \port$13452$0 ;
-  input \port$13453$0 ;
-  wire \port$13453$0 ;
+  input [255:0] \port$13452$0 ;
+  wire [255:0] \port$13452$0 ;
+  input [1:0] \port$13454$0 ;
+  wire [1:0] \port$13454$0 ;
+  input \port$13455$0 ;
+  wire \port$13455$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20691,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20790,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
-  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13450$0 , \port$13452$0 , \port$13453$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20839,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13450$0 ;
-  wire [255:0] \port$13450$0 ;
-  input [1:0] \port$13452$0 ;
-  wire [1:0] \port$13452$0 ;
-  input \port$13453$0 ;
-  wire \port$13453$0 ;
+  input [255:0] \port$13452$0 ;
+  wire [255:0] \port$13452$0 ;
+  input [1:0] \port$13454$0 ;
+  wire [1:0] \port$13454$0 ;
+  input \port$13455$0 ;
+  wire \port$13455$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20876,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,8 +20975,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
-  assign w_data = { \port$13453$0 , \port$13452$0 , \port$13450$0  };
+  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26129,8 +26129,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$6238$0 (aw_hs_id),
-    .\port$6252$0 (down__awlen),
+    .\port$6240$0 (aw_hs_id),
+    .\port$6254$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26475,7 +26475,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$6252$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$6254$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26503,10 +26503,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   (* init = 4'h0 *)
   wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  input [2:0] \port$6238$0 ;
-  wire [2:0] \port$6238$0 ;
-  input [7:0] \port$6252$0 ;
-  wire [7:0] \port$6252$0 ;
+  input [2:0] \port$6240$0 ;
+  wire [2:0] \port$6240$0 ;
+  input [7:0] \port$6254$0 ;
+  wire [7:0] \port$6254$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [10:0] r_data;
@@ -26545,7 +26545,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6238$0 , \port$6252$0  };
+      storage[w_port__addr] <= { \port$6240$0 , \port$6254$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 4'h9;
@@ -26611,16 +26611,16 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6238$0 , w_en, \port$62
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6238$0 , \port$6252$0  };
-  assign w_data = { \port$6238$0 , \port$6252$0  };
+  assign w_port__data = { \port$6240$0 , \port$6254$0  };
+  assign w_data = { \port$6240$0 , \port$6254$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , \port$11825$0 , \port$11868$0 , \port$11911$0 , \port$11954$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13911$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$16307$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , \port$11827$0 , \port$11870$0 , \port$11913$0 , \port$11956$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13913$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$16309$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27315,18 +27315,18 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$11825$0 ;
-  wire \port$11825$0 ;
-  input \port$11868$0 ;
-  wire \port$11868$0 ;
-  input \port$11911$0 ;
-  wire \port$11911$0 ;
-  input \port$11954$0 ;
-  wire \port$11954$0 ;
-  input [29:0] \port$13911$2 ;
-  wire [29:0] \port$13911$2 ;
-  input [511:0] \port$16307$0 ;
-  wire [511:0] \port$16307$0 ;
+  input \port$11827$0 ;
+  wire \port$11827$0 ;
+  input \port$11870$0 ;
+  wire \port$11870$0 ;
+  input \port$11913$0 ;
+  wire \port$11913$0 ;
+  input \port$11956$0 ;
+  wire \port$11956$0 ;
+  input [29:0] \port$13913$2 ;
+  wire [29:0] \port$13913$2 ;
+  input [511:0] \port$16309$0 ;
+  wire [511:0] \port$16309$0 ;
   input \port$4227$0 ;
   wire \port$4227$0 ;
   input \port$4238$0 ;
@@ -27335,14 +27335,14 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \port$4249$0 ;
   input \port$4260$0 ;
   wire \port$4260$0 ;
-  input [255:0] \port$5829$0 ;
-  wire [255:0] \port$5829$0 ;
-  input [255:0] \port$5859$0 ;
-  wire [255:0] \port$5859$0 ;
-  input [255:0] \port$5889$0 ;
-  wire [255:0] \port$5889$0 ;
-  input [255:0] \port$5919$0 ;
-  wire [255:0] \port$5919$0 ;
+  input [255:0] \port$5830$0 ;
+  wire [255:0] \port$5830$0 ;
+  input [255:0] \port$5860$0 ;
+  wire [255:0] \port$5860$0 ;
+  input [255:0] \port$5890$0 ;
+  wire [255:0] \port$5890$0 ;
+  input [255:0] \port$5920$0 ;
+  wire [255:0] \port$5920$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27480,219 +27480,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13911$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13913$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13911$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13913$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13911$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13913$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13911$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13913$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13911$2 [9:0] == 6'h20;
+  assign \$319  = \port$13913$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13911$2 [9:0] == 6'h21;
+  assign \$325  = \port$13913$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13911$2 [9:0] == 6'h22;
+  assign \$331  = \port$13913$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13911$2 [9:0] == 6'h23;
+  assign \$337  = \port$13913$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13911$2 [9:0] == 6'h24;
+  assign \$343  = \port$13913$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13911$2 [9:0] == 6'h25;
+  assign \$349  = \port$13913$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13911$2 [9:0] == 6'h26;
+  assign \$355  = \port$13913$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13911$2 [9:0] == 6'h27;
+  assign \$361  = \port$13913$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13911$2 [9:0] == 6'h28;
+  assign \$367  = \port$13913$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13911$2 [9:0] == 6'h29;
+  assign \$373  = \port$13913$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13911$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13913$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13911$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13913$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13911$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13913$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13911$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13913$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13911$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13913$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13911$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13913$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13911$2 [9:0] == 6'h30;
+  assign \$415  = \port$13913$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13911$2 [9:0] == 6'h31;
+  assign \$421  = \port$13913$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13911$2 [9:0] == 6'h32;
+  assign \$427  = \port$13913$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13911$2 [9:0] == 6'h33;
+  assign \$433  = \port$13913$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13911$2 [9:0] == 6'h34;
+  assign \$439  = \port$13913$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13911$2 [9:0] == 6'h35;
+  assign \$445  = \port$13913$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13911$2 [9:0] == 6'h36;
+  assign \$451  = \port$13913$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13911$2 [9:0] == 6'h37;
+  assign \$457  = \port$13913$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13911$2 [9:0] == 6'h38;
+  assign \$463  = \port$13913$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13911$2 [9:0] == 6'h39;
+  assign \$469  = \port$13913$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13911$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13913$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13911$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13913$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13911$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13913$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13911$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13913$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13911$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13913$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13911$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13913$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13911$2 [9:0] == 7'h40;
+  assign \$511  = \port$13913$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13911$2 [9:0] == 7'h41;
+  assign \$517  = \port$13913$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13911$2 [9:0] == 7'h42;
+  assign \$523  = \port$13913$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13911$2 [9:0] == 7'h43;
+  assign \$529  = \port$13913$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13911$2 [9:0] == 7'h44;
+  assign \$535  = \port$13913$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13911$2 [9:0] == 7'h45;
+  assign \$541  = \port$13913$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13911$2 [9:0] == 7'h46;
+  assign \$547  = \port$13913$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13911$2 [9:0] == 7'h47;
+  assign \$553  = \port$13913$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13911$2 [9:0] == 7'h48;
+  assign \$559  = \port$13913$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13911$2 [9:0] == 7'h49;
+  assign \$565  = \port$13913$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13911$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13913$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13911$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13913$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13911$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13913$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13911$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13913$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13911$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13913$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13911$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13913$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13911$2 [9:0] == 7'h50;
+  assign \$607  = \port$13913$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13911$2 [9:0] == 7'h51;
+  assign \$613  = \port$13913$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27736,215 +27736,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13911$2 [9:0];
+  assign \$3  = ! \port$13913$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13911$2 [9:0] == 1'h1;
+  assign \$5  = \port$13913$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13911$2 [9:0] == 2'h2;
+  assign \$7  = \port$13913$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13911$2 [9:0] == 2'h3;
+  assign \$9  = \port$13913$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13911$2 [9:0] == 3'h4;
+  assign \$11  = \port$13913$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13911$2 [9:0] == 3'h5;
+  assign \$13  = \port$13913$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13911$2 [9:0] == 3'h6;
+  assign \$15  = \port$13913$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13911$2 [9:0] == 4'h8;
+  assign \$17  = \port$13913$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13911$2 [9:0] == 4'h9;
+  assign \$19  = \port$13913$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13911$2 [9:0] == 4'ha;
+  assign \$21  = \port$13913$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13911$2 [9:0] == 4'hb;
+  assign \$23  = \port$13913$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13911$2 [9:0] == 5'h14;
+  assign \$25  = \port$13913$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13911$2 [9:0] == 5'h15;
+  assign \$27  = \port$13913$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13911$2 [9:0] == 5'h16;
+  assign \$29  = \port$13913$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13911$2 [9:0] == 5'h18;
+  assign \$31  = \port$13913$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13911$2 [9:0] == 5'h19;
+  assign \$33  = \port$13913$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13911$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13913$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13911$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13913$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13911$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13913$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13911$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13913$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13911$2 [9:0] == 6'h20;
+  assign \$43  = \port$13913$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13911$2 [9:0] == 6'h21;
+  assign \$45  = \port$13913$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13911$2 [9:0] == 6'h22;
+  assign \$47  = \port$13913$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13911$2 [9:0] == 6'h23;
+  assign \$49  = \port$13913$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13911$2 [9:0] == 6'h24;
+  assign \$51  = \port$13913$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13911$2 [9:0] == 6'h25;
+  assign \$53  = \port$13913$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13911$2 [9:0] == 6'h26;
+  assign \$55  = \port$13913$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13911$2 [9:0] == 6'h27;
+  assign \$57  = \port$13913$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13911$2 [9:0] == 6'h28;
+  assign \$59  = \port$13913$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13911$2 [9:0] == 6'h29;
+  assign \$61  = \port$13913$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13911$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13913$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13911$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13913$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13911$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13913$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13911$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13913$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13911$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13913$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13911$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13913$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13911$2 [9:0] == 6'h30;
+  assign \$75  = \port$13913$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13911$2 [9:0] == 6'h31;
+  assign \$77  = \port$13913$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13911$2 [9:0] == 6'h32;
+  assign \$79  = \port$13913$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13911$2 [9:0] == 6'h33;
+  assign \$81  = \port$13913$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13911$2 [9:0] == 6'h34;
+  assign \$83  = \port$13913$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13911$2 [9:0] == 6'h35;
+  assign \$85  = \port$13913$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13911$2 [9:0] == 6'h36;
+  assign \$87  = \port$13913$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13911$2 [9:0] == 6'h37;
+  assign \$89  = \port$13913$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13911$2 [9:0] == 6'h38;
+  assign \$91  = \port$13913$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13911$2 [9:0] == 6'h39;
+  assign \$93  = \port$13913$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13911$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13913$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13911$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13913$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13911$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13913$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13911$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13913$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13911$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13913$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13911$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13913$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13911$2 [9:0] == 7'h40;
+  assign \$107  = \port$13913$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13911$2 [9:0] == 7'h41;
+  assign \$109  = \port$13913$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13911$2 [9:0] == 7'h42;
+  assign \$111  = \port$13913$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13911$2 [9:0] == 7'h43;
+  assign \$113  = \port$13913$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13911$2 [9:0] == 7'h44;
+  assign \$115  = \port$13913$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13911$2 [9:0] == 7'h45;
+  assign \$117  = \port$13913$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13911$2 [9:0] == 7'h46;
+  assign \$119  = \port$13913$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13911$2 [9:0] == 7'h47;
+  assign \$121  = \port$13913$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13911$2 [9:0] == 7'h48;
+  assign \$123  = \port$13913$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13911$2 [9:0] == 7'h49;
+  assign \$125  = \port$13913$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13911$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13913$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13911$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13913$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13911$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13913$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13911$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13913$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13911$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13913$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13911$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13913$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13911$2 [9:0] == 7'h50;
+  assign \$139  = \port$13913$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13911$2 [9:0] == 7'h51;
+  assign \$141  = \port$13913$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27993,72 +27993,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13911$2 [9:0];
+  assign \$189  = ! \port$13913$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13911$2 [9:0] == 1'h1;
+  assign \$195  = \port$13913$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13911$2 [9:0] == 2'h2;
+  assign \$201  = \port$13913$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13911$2 [9:0] == 2'h3;
+  assign \$207  = \port$13913$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13911$2 [9:0] == 3'h4;
+  assign \$213  = \port$13913$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13911$2 [9:0] == 3'h5;
+  assign \$219  = \port$13913$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13911$2 [9:0] == 3'h6;
+  assign \$225  = \port$13913$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13911$2 [9:0] == 4'h8;
+  assign \$231  = \port$13913$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13911$2 [9:0] == 4'h9;
+  assign \$243  = \port$13913$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13911$2 [9:0] == 4'ha;
+  assign \$251  = \port$13913$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13911$2 [9:0] == 4'hb;
+  assign \$259  = \port$13913$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13911$2 [9:0] == 5'h14;
+  assign \$265  = \port$13913$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13911$2 [9:0] == 5'h15;
+  assign \$271  = \port$13913$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13911$2 [9:0] == 5'h16;
+  assign \$277  = \port$13913$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13911$2 [9:0] == 5'h18;
+  assign \$283  = \port$13913$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13911$2 [9:0] == 5'h19;
+  assign \$289  = \port$13913$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28930,57 +28930,57 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13911$2 , 2'h0 };
-  assign work_qready = { \port$11954$0 , \port$11911$0 , \port$11868$0 , \port$11825$0  };
+  assign bus__addr = { \port$13913$2 , 2'h0 };
+  assign work_qready = { \port$11956$0 , \port$11913$0 , \port$11870$0 , \port$11827$0  };
   assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
-  assign q_head0_word = \port$5829$0 [31:0];
-  assign q_head1_word = \port$5829$0 [63:32];
-  assign q_head2_word = \port$5829$0 [95:64];
-  assign q_head3_word = \port$5829$0 [127:96];
-  assign q_head4_word = \port$5829$0 [159:128];
-  assign q_head5_word = \port$5829$0 [191:160];
-  assign q_head6_word = \port$5829$0 [223:192];
-  assign q_head7_word = \port$5829$0 [255:224];
-  assign q_head8_word = \port$5859$0 [31:0];
-  assign q_head9_word = \port$5859$0 [63:32];
-  assign q_head10_word = \port$5859$0 [95:64];
-  assign q_head11_word = \port$5859$0 [127:96];
-  assign q_head12_word = \port$5859$0 [159:128];
-  assign q_head13_word = \port$5859$0 [191:160];
-  assign q_head14_word = \port$5859$0 [223:192];
-  assign q_head15_word = \port$5859$0 [255:224];
-  assign q_head16_word = \port$5889$0 [31:0];
-  assign q_head17_word = \port$5889$0 [63:32];
-  assign q_head18_word = \port$5889$0 [95:64];
-  assign q_head19_word = \port$5889$0 [127:96];
-  assign q_head20_word = \port$5889$0 [159:128];
-  assign q_head21_word = \port$5889$0 [191:160];
-  assign q_head22_word = \port$5889$0 [223:192];
-  assign q_head23_word = \port$5889$0 [255:224];
-  assign q_head24_word = \port$5919$0 [31:0];
-  assign q_head25_word = \port$5919$0 [63:32];
-  assign q_head26_word = \port$5919$0 [95:64];
-  assign q_head27_word = \port$5919$0 [127:96];
-  assign q_head28_word = \port$5919$0 [159:128];
-  assign q_head29_word = \port$5919$0 [191:160];
-  assign q_head30_word = \port$5919$0 [223:192];
-  assign q_head31_word = \port$5919$0 [255:224];
-  assign event0_value = \port$16307$0 [31:0];
-  assign event1_value = \port$16307$0 [63:32];
-  assign event2_value = \port$16307$0 [95:64];
-  assign event3_value = \port$16307$0 [127:96];
-  assign event4_value = \port$16307$0 [159:128];
-  assign event5_value = \port$16307$0 [191:160];
-  assign event6_value = \port$16307$0 [223:192];
-  assign event7_value = \port$16307$0 [255:224];
-  assign event8_value = \port$16307$0 [287:256];
-  assign event9_value = \port$16307$0 [319:288];
-  assign event10_value = \port$16307$0 [351:320];
-  assign event11_value = \port$16307$0 [383:352];
-  assign event12_value = \port$16307$0 [415:384];
-  assign event13_value = \port$16307$0 [447:416];
-  assign event14_value = \port$16307$0 [479:448];
-  assign event15_value = \port$16307$0 [511:480];
+  assign q_head0_word = \port$5830$0 [31:0];
+  assign q_head1_word = \port$5830$0 [63:32];
+  assign q_head2_word = \port$5830$0 [95:64];
+  assign q_head3_word = \port$5830$0 [127:96];
+  assign q_head4_word = \port$5830$0 [159:128];
+  assign q_head5_word = \port$5830$0 [191:160];
+  assign q_head6_word = \port$5830$0 [223:192];
+  assign q_head7_word = \port$5830$0 [255:224];
+  assign q_head8_word = \port$5860$0 [31:0];
+  assign q_head9_word = \port$5860$0 [63:32];
+  assign q_head10_word = \port$5860$0 [95:64];
+  assign q_head11_word = \port$5860$0 [127:96];
+  assign q_head12_word = \port$5860$0 [159:128];
+  assign q_head13_word = \port$5860$0 [191:160];
+  assign q_head14_word = \port$5860$0 [223:192];
+  assign q_head15_word = \port$5860$0 [255:224];
+  assign q_head16_word = \port$5890$0 [31:0];
+  assign q_head17_word = \port$5890$0 [63:32];
+  assign q_head18_word = \port$5890$0 [95:64];
+  assign q_head19_word = \port$5890$0 [127:96];
+  assign q_head20_word = \port$5890$0 [159:128];
+  assign q_head21_word = \port$5890$0 [191:160];
+  assign q_head22_word = \port$5890$0 [223:192];
+  assign q_head23_word = \port$5890$0 [255:224];
+  assign q_head24_word = \port$5920$0 [31:0];
+  assign q_head25_word = \port$5920$0 [63:32];
+  assign q_head26_word = \port$5920$0 [95:64];
+  assign q_head27_word = \port$5920$0 [127:96];
+  assign q_head28_word = \port$5920$0 [159:128];
+  assign q_head29_word = \port$5920$0 [191:160];
+  assign q_head30_word = \port$5920$0 [223:192];
+  assign q_head31_word = \port$5920$0 [255:224];
+  assign event0_value = \port$16309$0 [31:0];
+  assign event1_value = \port$16309$0 [63:32];
+  assign event2_value = \port$16309$0 [95:64];
+  assign event3_value = \port$16309$0 [127:96];
+  assign event4_value = \port$16309$0 [159:128];
+  assign event5_value = \port$16309$0 [191:160];
+  assign event6_value = \port$16309$0 [223:192];
+  assign event7_value = \port$16309$0 [255:224];
+  assign event8_value = \port$16309$0 [287:256];
+  assign event9_value = \port$16309$0 [319:288];
+  assign event10_value = \port$16309$0 [351:320];
+  assign event11_value = \port$16309$0 [383:352];
+  assign event12_value = \port$16309$0 [415:384];
+  assign event13_value = \port$16309$0 [447:416];
+  assign event14_value = \port$16309$0 [479:448];
+  assign event15_value = \port$16309$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28995,7 +28995,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$11954$0 , \port$11911$0 , \port$11868$0 , \port$11825$0  };
+  assign \$233  = { 1'h0, \port$11956$0 , \port$11913$0 , \port$11870$0 , \port$11827$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
@@ -29026,101 +29026,101 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5829$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5830$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5829$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5830$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5829$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5830$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5829$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5830$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5829$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5830$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5829$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5830$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5829$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5830$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5829$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5830$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5859$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5860$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5859$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5860$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5859$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5860$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5859$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5860$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5859$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5860$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5859$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5860$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5859$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5860$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5859$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5860$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5889$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5890$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5889$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5890$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5889$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5890$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5889$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5890$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5889$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5890$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5889$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5890$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5889$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5890$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5889$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5890$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5919$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5920$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5919$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5920$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5919$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5920$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5919$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5920$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5919$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5920$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5919$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5920$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5919$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5920$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5919$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5920$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$16307$0 [31:0] };
+  assign \$513  = { 1'h0, \port$16309$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$16307$0 [63:32] };
+  assign \$519  = { 1'h0, \port$16309$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$16307$0 [95:64] };
+  assign \$525  = { 1'h0, \port$16309$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$16307$0 [127:96] };
+  assign \$531  = { 1'h0, \port$16309$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$16307$0 [159:128] };
+  assign \$537  = { 1'h0, \port$16309$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$16307$0 [191:160] };
+  assign \$543  = { 1'h0, \port$16309$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$16307$0 [223:192] };
+  assign \$549  = { 1'h0, \port$16309$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$16307$0 [255:224] };
+  assign \$555  = { 1'h0, \port$16309$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$16307$0 [287:256] };
+  assign \$561  = { 1'h0, \port$16309$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$16307$0 [319:288] };
+  assign \$567  = { 1'h0, \port$16309$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$16307$0 [351:320] };
+  assign \$573  = { 1'h0, \port$16309$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$16307$0 [383:352] };
+  assign \$579  = { 1'h0, \port$16309$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$16307$0 [415:384] };
+  assign \$585  = { 1'h0, \port$16309$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$16307$0 [447:416] };
+  assign \$591  = { 1'h0, \port$16309$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$16307$0 [479:448] };
+  assign \$597  = { 1'h0, \port$16309$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$16307$0 [511:480] };
+  assign \$603  = { 1'h0, \port$16309$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29890,7 +29890,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$14798$2 (spad_meta_q3[5:2]),
+    .\port$14800$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31024,7 +31024,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -33171,8 +33171,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$14798$2 ;
-  wire [3:0] \port$14798$2 ;
+  input [3:0] \port$14800$2 ;
+  wire [3:0] \port$14800$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -33272,22 +33272,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$14798$2 [2:0];
+  assign \$3  = ! \port$14800$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$14798$2 [2:0];
+  assign \$6  = ! \port$14800$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$14798$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$14800$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$14798$2 [2:0];
+  assign \$17  = ! \port$14800$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$14798$2 [2:0] == 1'h1;
+  assign \$20  = \port$14800$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -33296,10 +33296,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$14798$2 [2:0];
+  assign \$29  = ! \port$14800$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$14798$2 [2:0] == 2'h2;
+  assign \$32  = \port$14800$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -33308,10 +33308,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$14798$2 [2:0];
+  assign \$41  = ! \port$14800$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$14798$2 [2:0] == 2'h3;
+  assign \$44  = \port$14800$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -33320,10 +33320,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$14798$2 [2:0];
+  assign \$53  = ! \port$14800$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$14798$2 [2:0] == 3'h4;
+  assign \$56  = \port$14800$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -33332,10 +33332,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$14798$2 [2:0];
+  assign \$65  = ! \port$14800$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$14798$2 [2:0] == 3'h5;
+  assign \$68  = \port$14800$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -33344,10 +33344,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$14798$2 [2:0];
+  assign \$77  = ! \port$14800$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$14798$2 [2:0] == 3'h6;
+  assign \$80  = \port$14800$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -33356,10 +33356,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$14798$2 [2:0];
+  assign \$89  = ! \port$14800$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$14798$2 [2:0] == 3'h7;
+  assign \$92  = \port$14800$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -33369,10 +33369,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$14798$2 [2:0] == 1'h1;
+  assign \$102  = \port$14800$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$14798$2 [2:0];
+  assign \$105  = ! \port$14800$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -33382,10 +33382,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$14798$2 [2:0] == 1'h1;
+  assign \$115  = \port$14800$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$14798$2 [2:0] == 1'h1;
+  assign \$118  = \port$14800$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -33393,10 +33393,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$14798$2 [2:0] == 1'h1;
+  assign \$128  = \port$14800$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$14798$2 [2:0] == 2'h2;
+  assign \$131  = \port$14800$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -33406,10 +33406,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$14798$2 [2:0] == 1'h1;
+  assign \$141  = \port$14800$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$14798$2 [2:0] == 2'h3;
+  assign \$144  = \port$14800$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -33419,10 +33419,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$14798$2 [2:0] == 1'h1;
+  assign \$154  = \port$14800$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$14798$2 [2:0] == 3'h4;
+  assign \$157  = \port$14800$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -33432,10 +33432,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$14798$2 [2:0] == 1'h1;
+  assign \$167  = \port$14800$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$14798$2 [2:0] == 3'h5;
+  assign \$170  = \port$14800$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -33445,10 +33445,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$14798$2 [2:0] == 1'h1;
+  assign \$180  = \port$14800$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$14798$2 [2:0] == 3'h6;
+  assign \$183  = \port$14800$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -33458,10 +33458,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$14798$2 [2:0] == 1'h1;
+  assign \$193  = \port$14800$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$14798$2 [2:0] == 3'h7;
+  assign \$196  = \port$14800$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -33472,10 +33472,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$14798$2 [2:0] == 2'h2;
+  assign \$207  = \port$14800$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$14798$2 [2:0];
+  assign \$210  = ! \port$14800$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -33485,10 +33485,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$14798$2 [2:0] == 2'h2;
+  assign \$220  = \port$14800$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$14798$2 [2:0] == 1'h1;
+  assign \$223  = \port$14800$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -33498,10 +33498,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$14798$2 [2:0] == 2'h2;
+  assign \$233  = \port$14800$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$14798$2 [2:0] == 2'h2;
+  assign \$236  = \port$14800$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -33509,10 +33509,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$14798$2 [2:0] == 2'h2;
+  assign \$246  = \port$14800$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$14798$2 [2:0] == 2'h3;
+  assign \$249  = \port$14800$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -33522,10 +33522,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$14798$2 [2:0] == 2'h2;
+  assign \$259  = \port$14800$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$14798$2 [2:0] == 3'h4;
+  assign \$262  = \port$14800$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -33535,10 +33535,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$14798$2 [2:0] == 2'h2;
+  assign \$272  = \port$14800$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$14798$2 [2:0] == 3'h5;
+  assign \$275  = \port$14800$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -33548,10 +33548,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$14798$2 [2:0] == 2'h2;
+  assign \$285  = \port$14800$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$14798$2 [2:0] == 3'h6;
+  assign \$288  = \port$14800$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -33561,10 +33561,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$14798$2 [2:0] == 2'h2;
+  assign \$298  = \port$14800$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$14798$2 [2:0] == 3'h7;
+  assign \$301  = \port$14800$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -33575,10 +33575,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$14798$2 [2:0] == 2'h3;
+  assign \$312  = \port$14800$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$14798$2 [2:0];
+  assign \$315  = ! \port$14800$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -33588,10 +33588,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$14798$2 [2:0] == 2'h3;
+  assign \$325  = \port$14800$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$14798$2 [2:0] == 1'h1;
+  assign \$328  = \port$14800$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -33601,10 +33601,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$14798$2 [2:0] == 2'h3;
+  assign \$338  = \port$14800$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$14798$2 [2:0] == 2'h2;
+  assign \$341  = \port$14800$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -33614,10 +33614,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$14798$2 [2:0] == 2'h3;
+  assign \$351  = \port$14800$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$14798$2 [2:0] == 2'h3;
+  assign \$354  = \port$14800$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -33625,10 +33625,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$14798$2 [2:0] == 2'h3;
+  assign \$364  = \port$14800$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$14798$2 [2:0] == 3'h4;
+  assign \$367  = \port$14800$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -33638,10 +33638,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$14798$2 [2:0] == 2'h3;
+  assign \$377  = \port$14800$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$14798$2 [2:0] == 3'h5;
+  assign \$380  = \port$14800$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -33651,10 +33651,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$14798$2 [2:0] == 2'h3;
+  assign \$390  = \port$14800$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$14798$2 [2:0] == 3'h6;
+  assign \$393  = \port$14800$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -33664,10 +33664,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$14798$2 [2:0] == 2'h3;
+  assign \$403  = \port$14800$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$14798$2 [2:0] == 3'h7;
+  assign \$406  = \port$14800$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -33678,10 +33678,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$14798$2 [2:0] == 3'h4;
+  assign \$417  = \port$14800$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$14798$2 [2:0];
+  assign \$420  = ! \port$14800$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -33691,10 +33691,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$14798$2 [2:0] == 3'h4;
+  assign \$430  = \port$14800$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$14798$2 [2:0] == 1'h1;
+  assign \$433  = \port$14800$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -33704,10 +33704,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$14798$2 [2:0] == 3'h4;
+  assign \$443  = \port$14800$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$14798$2 [2:0] == 2'h2;
+  assign \$446  = \port$14800$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -33717,10 +33717,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$14798$2 [2:0] == 3'h4;
+  assign \$456  = \port$14800$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$14798$2 [2:0] == 2'h3;
+  assign \$459  = \port$14800$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -33730,10 +33730,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$14798$2 [2:0] == 3'h4;
+  assign \$469  = \port$14800$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$14798$2 [2:0] == 3'h4;
+  assign \$472  = \port$14800$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -33741,10 +33741,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$14798$2 [2:0] == 3'h4;
+  assign \$482  = \port$14800$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$14798$2 [2:0] == 3'h5;
+  assign \$485  = \port$14800$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -33754,10 +33754,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$14798$2 [2:0] == 3'h4;
+  assign \$495  = \port$14800$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$14798$2 [2:0] == 3'h6;
+  assign \$498  = \port$14800$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -33767,10 +33767,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$14798$2 [2:0] == 3'h4;
+  assign \$508  = \port$14800$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$14798$2 [2:0] == 3'h7;
+  assign \$511  = \port$14800$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -33781,10 +33781,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$14798$2 [2:0] == 3'h5;
+  assign \$522  = \port$14800$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$14798$2 [2:0];
+  assign \$525  = ! \port$14800$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -33794,10 +33794,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$14798$2 [2:0] == 3'h5;
+  assign \$535  = \port$14800$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$14798$2 [2:0] == 1'h1;
+  assign \$538  = \port$14800$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -33807,10 +33807,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$14798$2 [2:0] == 3'h5;
+  assign \$548  = \port$14800$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$14798$2 [2:0] == 2'h2;
+  assign \$551  = \port$14800$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -33820,10 +33820,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$14798$2 [2:0] == 3'h5;
+  assign \$561  = \port$14800$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$14798$2 [2:0] == 2'h3;
+  assign \$564  = \port$14800$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -33833,10 +33833,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$14798$2 [2:0] == 3'h5;
+  assign \$574  = \port$14800$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$14798$2 [2:0] == 3'h4;
+  assign \$577  = \port$14800$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -33846,10 +33846,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$14798$2 [2:0] == 3'h5;
+  assign \$587  = \port$14800$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$14798$2 [2:0] == 3'h5;
+  assign \$590  = \port$14800$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -33857,10 +33857,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$14798$2 [2:0] == 3'h5;
+  assign \$600  = \port$14800$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$14798$2 [2:0] == 3'h6;
+  assign \$603  = \port$14800$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -33870,10 +33870,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$14798$2 [2:0] == 3'h5;
+  assign \$613  = \port$14800$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$14798$2 [2:0] == 3'h7;
+  assign \$616  = \port$14800$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -33884,10 +33884,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$14798$2 [2:0] == 3'h6;
+  assign \$627  = \port$14800$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$14798$2 [2:0];
+  assign \$630  = ! \port$14800$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -33897,10 +33897,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$14798$2 [2:0] == 3'h6;
+  assign \$640  = \port$14800$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$14798$2 [2:0] == 1'h1;
+  assign \$643  = \port$14800$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -33910,10 +33910,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$14798$2 [2:0] == 3'h6;
+  assign \$653  = \port$14800$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$14798$2 [2:0] == 2'h2;
+  assign \$656  = \port$14800$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -33923,10 +33923,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$14798$2 [2:0] == 3'h6;
+  assign \$666  = \port$14800$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$14798$2 [2:0] == 2'h3;
+  assign \$669  = \port$14800$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -33936,10 +33936,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$14798$2 [2:0] == 3'h6;
+  assign \$679  = \port$14800$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$14798$2 [2:0] == 3'h4;
+  assign \$682  = \port$14800$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -33949,10 +33949,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$14798$2 [2:0] == 3'h6;
+  assign \$692  = \port$14800$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$14798$2 [2:0] == 3'h5;
+  assign \$695  = \port$14800$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -33962,10 +33962,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$14798$2 [2:0] == 3'h6;
+  assign \$705  = \port$14800$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$14798$2 [2:0] == 3'h6;
+  assign \$708  = \port$14800$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -33973,10 +33973,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$14798$2 [2:0] == 3'h6;
+  assign \$718  = \port$14800$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$14798$2 [2:0] == 3'h7;
+  assign \$721  = \port$14800$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -33987,10 +33987,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$14798$2 [2:0] == 3'h7;
+  assign \$732  = \port$14800$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$14798$2 [2:0];
+  assign \$735  = ! \port$14800$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -34000,10 +34000,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$14798$2 [2:0] == 3'h7;
+  assign \$745  = \port$14800$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$14798$2 [2:0] == 1'h1;
+  assign \$748  = \port$14800$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -34013,10 +34013,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$14798$2 [2:0] == 3'h7;
+  assign \$758  = \port$14800$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$14798$2 [2:0] == 2'h2;
+  assign \$761  = \port$14800$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -34026,10 +34026,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$14798$2 [2:0] == 3'h7;
+  assign \$771  = \port$14800$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$14798$2 [2:0] == 2'h3;
+  assign \$774  = \port$14800$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -34039,10 +34039,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$14798$2 [2:0] == 3'h7;
+  assign \$784  = \port$14800$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$14798$2 [2:0] == 3'h4;
+  assign \$787  = \port$14800$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -34052,10 +34052,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$14798$2 [2:0] == 3'h7;
+  assign \$797  = \port$14800$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$14798$2 [2:0] == 3'h5;
+  assign \$800  = \port$14800$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -34065,10 +34065,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$14798$2 [2:0] == 3'h7;
+  assign \$810  = \port$14800$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$14798$2 [2:0] == 3'h6;
+  assign \$813  = \port$14800$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -34078,10 +34078,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$14798$2 [2:0] == 3'h7;
+  assign \$823  = \port$14800$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$14798$2 [2:0] == 3'h7;
+  assign \$826  = \port$14800$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -34089,145 +34089,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$14798$2 [2:0];
+  assign \$836  = ! \port$14800$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$14798$2 [3];
+  assign \$840  = pe0_0_bank == \port$14800$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$14798$2 [3];
+  assign \$842  = pe0_1_bank == \port$14800$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$14798$2 [3];
+  assign \$844  = pe0_2_bank == \port$14800$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$14798$2 [3];
+  assign \$846  = pe0_3_bank == \port$14800$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$14798$2 [3];
+  assign \$848  = pe0_4_bank == \port$14800$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$14798$2 [3];
+  assign \$850  = pe0_5_bank == \port$14800$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$855  = \port$14800$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$861  = \port$14800$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$14798$2 [3];
+  assign \$864  = pe0_0_bank == \port$14800$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$867  = \port$14800$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$14798$2 [3];
+  assign \$870  = pe0_1_bank == \port$14800$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$873  = \port$14800$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$14798$2 [3];
+  assign \$876  = pe0_2_bank == \port$14800$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$879  = \port$14800$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$14798$2 [3];
+  assign \$882  = pe0_3_bank == \port$14800$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$885  = \port$14800$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$14798$2 [3];
+  assign \$888  = pe0_4_bank == \port$14800$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$891  = \port$14800$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$14798$2 [3];
+  assign \$894  = pe0_5_bank == \port$14800$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$14798$2 [2:0] == 1'h1;
+  assign \$898  = \port$14800$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$14798$2 [3];
+  assign \$902  = skew1_0_bank == \port$14800$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$14798$2 [3];
+  assign \$904  = pe1_0_bank == \port$14800$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$14798$2 [3];
+  assign \$906  = pe1_1_bank == \port$14800$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$14798$2 [3];
+  assign \$908  = pe1_2_bank == \port$14800$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$14798$2 [3];
+  assign \$910  = pe1_3_bank == \port$14800$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$14798$2 [3];
+  assign \$912  = pe1_4_bank == \port$14800$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$14798$2 [3];
+  assign \$914  = pe1_5_bank == \port$14800$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$924  = \port$14800$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$14798$2 [3];
+  assign \$927  = skew1_0_bank == \port$14800$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$930  = \port$14800$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$14798$2 [3];
+  assign \$933  = pe1_0_bank == \port$14800$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$936  = \port$14800$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$14798$2 [3];
+  assign \$939  = pe1_1_bank == \port$14800$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$942  = \port$14800$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$14798$2 [3];
+  assign \$945  = pe1_2_bank == \port$14800$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$948  = \port$14800$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$14798$2 [3];
+  assign \$951  = pe1_3_bank == \port$14800$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$954  = \port$14800$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$14798$2 [3];
+  assign \$957  = pe1_4_bank == \port$14800$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$960  = \port$14800$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$14798$2 [3];
+  assign \$963  = pe1_5_bank == \port$14800$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$14798$2 [2:0] == 2'h2;
+  assign \$967  = \port$14800$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$14798$2 [3];
+  assign \$971  = skew2_0_bank == \port$14800$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$14798$2 [3];
+  assign \$973  = skew2_1_bank == \port$14800$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$14798$2 [3];
+  assign \$975  = pe2_0_bank == \port$14800$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$14798$2 [3];
+  assign \$977  = pe2_1_bank == \port$14800$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$14798$2 [3];
+  assign \$979  = pe2_2_bank == \port$14800$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$14798$2 [3];
+  assign \$981  = pe2_3_bank == \port$14800$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$14798$2 [3];
+  assign \$983  = pe2_4_bank == \port$14800$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$14798$2 [3];
+  assign \$985  = pe2_5_bank == \port$14800$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -34235,71 +34235,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$14798$2 [3];
+  assign \$997  = skew2_0_bank == \port$14800$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$14798$2 [3];
+  assign \$1003  = skew2_1_bank == \port$14800$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$14798$2 [3];
+  assign \$1009  = pe2_0_bank == \port$14800$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$14798$2 [3];
+  assign \$1015  = pe2_1_bank == \port$14800$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$14798$2 [3];
+  assign \$1021  = pe2_2_bank == \port$14800$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$14798$2 [3];
+  assign \$1027  = pe2_3_bank == \port$14800$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$14798$2 [3];
+  assign \$1033  = pe2_4_bank == \port$14800$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$14798$2 [3];
+  assign \$1039  = pe2_5_bank == \port$14800$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$14798$2 [2:0] == 2'h3;
+  assign \$1043  = \port$14800$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$14798$2 [3];
+  assign \$1047  = skew3_0_bank == \port$14800$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$14798$2 [3];
+  assign \$1049  = skew3_1_bank == \port$14800$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$14798$2 [3];
+  assign \$1051  = skew3_2_bank == \port$14800$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$14798$2 [3];
+  assign \$1053  = pe3_0_bank == \port$14800$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$14798$2 [3];
+  assign \$1055  = pe3_1_bank == \port$14800$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$14798$2 [3];
+  assign \$1057  = pe3_2_bank == \port$14800$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$14798$2 [3];
+  assign \$1059  = pe3_3_bank == \port$14800$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$14798$2 [3];
+  assign \$1061  = pe3_4_bank == \port$14800$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$14798$2 [3];
+  assign \$1063  = pe3_5_bank == \port$14800$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -34307,77 +34307,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$14798$2 [3];
+  assign \$1075  = skew3_0_bank == \port$14800$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$14798$2 [3];
+  assign \$1080  = skew3_1_bank == \port$14800$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$14798$2 [3];
+  assign \$1086  = skew3_2_bank == \port$14800$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$14798$2 [3];
+  assign \$1092  = pe3_0_bank == \port$14800$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$14798$2 [3];
+  assign \$1098  = pe3_1_bank == \port$14800$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$14798$2 [3];
+  assign \$1104  = pe3_2_bank == \port$14800$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$14798$2 [3];
+  assign \$1110  = pe3_3_bank == \port$14800$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$14798$2 [3];
+  assign \$1116  = pe3_4_bank == \port$14800$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$14798$2 [3];
+  assign \$1122  = pe3_5_bank == \port$14800$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$14798$2 [2:0] == 3'h4;
+  assign \$1126  = \port$14800$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$14798$2 [3];
+  assign \$1130  = skew4_0_bank == \port$14800$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$14798$2 [3];
+  assign \$1132  = skew4_1_bank == \port$14800$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$14798$2 [3];
+  assign \$1134  = skew4_2_bank == \port$14800$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$14798$2 [3];
+  assign \$1136  = skew4_3_bank == \port$14800$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$14798$2 [3];
+  assign \$1138  = pe4_0_bank == \port$14800$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$14798$2 [3];
+  assign \$1140  = pe4_1_bank == \port$14800$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$14798$2 [3];
+  assign \$1142  = pe4_2_bank == \port$14800$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$14798$2 [3];
+  assign \$1144  = pe4_3_bank == \port$14800$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$14798$2 [3];
+  assign \$1146  = pe4_4_bank == \port$14800$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$14798$2 [3];
+  assign \$1148  = pe4_5_bank == \port$14800$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -34385,83 +34385,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$14798$2 [3];
+  assign \$1160  = skew4_0_bank == \port$14800$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$14798$2 [3];
+  assign \$1165  = skew4_1_bank == \port$14800$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$14798$2 [3];
+  assign \$1170  = skew4_2_bank == \port$14800$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$14798$2 [3];
+  assign \$1176  = skew4_3_bank == \port$14800$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$14798$2 [3];
+  assign \$1182  = pe4_0_bank == \port$14800$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$14798$2 [3];
+  assign \$1188  = pe4_1_bank == \port$14800$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$14798$2 [3];
+  assign \$1194  = pe4_2_bank == \port$14800$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$14798$2 [3];
+  assign \$1200  = pe4_3_bank == \port$14800$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$14798$2 [3];
+  assign \$1206  = pe4_4_bank == \port$14800$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$14798$2 [3];
+  assign \$1212  = pe4_5_bank == \port$14800$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$14798$2 [2:0] == 3'h5;
+  assign \$1216  = \port$14800$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$14798$2 [3];
+  assign \$1220  = skew5_0_bank == \port$14800$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$14798$2 [3];
+  assign \$1222  = skew5_1_bank == \port$14800$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$14798$2 [3];
+  assign \$1224  = skew5_2_bank == \port$14800$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$14798$2 [3];
+  assign \$1226  = skew5_3_bank == \port$14800$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$14798$2 [3];
+  assign \$1228  = skew5_4_bank == \port$14800$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$14798$2 [3];
+  assign \$1230  = pe5_0_bank == \port$14800$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$14798$2 [3];
+  assign \$1232  = pe5_1_bank == \port$14800$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$14798$2 [3];
+  assign \$1234  = pe5_2_bank == \port$14800$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$14798$2 [3];
+  assign \$1236  = pe5_3_bank == \port$14800$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$14798$2 [3];
+  assign \$1238  = pe5_4_bank == \port$14800$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$14798$2 [3];
+  assign \$1240  = pe5_5_bank == \port$14800$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -34469,89 +34469,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$14798$2 [3];
+  assign \$1252  = skew5_0_bank == \port$14800$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$14798$2 [3];
+  assign \$1257  = skew5_1_bank == \port$14800$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$14798$2 [3];
+  assign \$1262  = skew5_2_bank == \port$14800$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$14798$2 [3];
+  assign \$1267  = skew5_3_bank == \port$14800$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$14798$2 [3];
+  assign \$1273  = skew5_4_bank == \port$14800$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$14798$2 [3];
+  assign \$1279  = pe5_0_bank == \port$14800$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$14798$2 [3];
+  assign \$1285  = pe5_1_bank == \port$14800$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$14798$2 [3];
+  assign \$1291  = pe5_2_bank == \port$14800$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$14798$2 [3];
+  assign \$1297  = pe5_3_bank == \port$14800$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$14798$2 [3];
+  assign \$1303  = pe5_4_bank == \port$14800$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$14798$2 [3];
+  assign \$1309  = pe5_5_bank == \port$14800$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$14798$2 [2:0] == 3'h6;
+  assign \$1313  = \port$14800$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$14798$2 [3];
+  assign \$1317  = skew6_0_bank == \port$14800$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$14798$2 [3];
+  assign \$1319  = skew6_1_bank == \port$14800$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$14798$2 [3];
+  assign \$1321  = skew6_2_bank == \port$14800$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$14798$2 [3];
+  assign \$1323  = skew6_3_bank == \port$14800$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$14798$2 [3];
+  assign \$1325  = skew6_4_bank == \port$14800$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$14798$2 [3];
+  assign \$1327  = skew6_5_bank == \port$14800$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$14798$2 [3];
+  assign \$1329  = pe6_0_bank == \port$14800$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$14798$2 [3];
+  assign \$1331  = pe6_1_bank == \port$14800$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$14798$2 [3];
+  assign \$1333  = pe6_2_bank == \port$14800$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$14798$2 [3];
+  assign \$1335  = pe6_3_bank == \port$14800$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$14798$2 [3];
+  assign \$1337  = pe6_4_bank == \port$14800$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$14798$2 [3];
+  assign \$1339  = pe6_5_bank == \port$14800$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -34559,95 +34559,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$14798$2 [3];
+  assign \$1351  = skew6_0_bank == \port$14800$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$14798$2 [3];
+  assign \$1356  = skew6_1_bank == \port$14800$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$14798$2 [3];
+  assign \$1361  = skew6_2_bank == \port$14800$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$14798$2 [3];
+  assign \$1366  = skew6_3_bank == \port$14800$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$14798$2 [3];
+  assign \$1371  = skew6_4_bank == \port$14800$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$14798$2 [3];
+  assign \$1377  = skew6_5_bank == \port$14800$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$14798$2 [3];
+  assign \$1383  = pe6_0_bank == \port$14800$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$14798$2 [3];
+  assign \$1389  = pe6_1_bank == \port$14800$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$14798$2 [3];
+  assign \$1395  = pe6_2_bank == \port$14800$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$14798$2 [3];
+  assign \$1401  = pe6_3_bank == \port$14800$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$14798$2 [3];
+  assign \$1407  = pe6_4_bank == \port$14800$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$14798$2 [3];
+  assign \$1413  = pe6_5_bank == \port$14800$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$14798$2 [2:0] == 3'h7;
+  assign \$1417  = \port$14800$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$14798$2 [3];
+  assign \$1421  = skew7_0_bank == \port$14800$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$14798$2 [3];
+  assign \$1423  = skew7_1_bank == \port$14800$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$14798$2 [3];
+  assign \$1425  = skew7_2_bank == \port$14800$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$14798$2 [3];
+  assign \$1427  = skew7_3_bank == \port$14800$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$14798$2 [3];
+  assign \$1429  = skew7_4_bank == \port$14800$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$14798$2 [3];
+  assign \$1431  = skew7_5_bank == \port$14800$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$14798$2 [3];
+  assign \$1433  = skew7_6_bank == \port$14800$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$14798$2 [3];
+  assign \$1435  = pe7_0_bank == \port$14800$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$14798$2 [3];
+  assign \$1437  = pe7_1_bank == \port$14800$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$14798$2 [3];
+  assign \$1439  = pe7_2_bank == \port$14800$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$14798$2 [3];
+  assign \$1441  = pe7_3_bank == \port$14800$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$14798$2 [3];
+  assign \$1443  = pe7_4_bank == \port$14800$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$14798$2 [3];
+  assign \$1445  = pe7_5_bank == \port$14800$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -34655,69 +34655,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$14798$2 [3];
+  assign \$1457  = skew7_0_bank == \port$14800$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$14798$2 [3];
+  assign \$1462  = skew7_1_bank == \port$14800$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$14798$2 [3];
+  assign \$1467  = skew7_2_bank == \port$14800$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$14798$2 [3];
+  assign \$1472  = skew7_3_bank == \port$14800$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$14798$2 [3];
+  assign \$1477  = skew7_4_bank == \port$14800$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$14798$2 [3];
+  assign \$1482  = skew7_5_bank == \port$14800$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$14798$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$14800$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$14798$2 [3];
+  assign \$1488  = skew7_6_bank == \port$14800$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$14798$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$14800$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$14798$2 [3];
+  assign \$1494  = pe7_0_bank == \port$14800$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$14798$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$14800$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$14798$2 [3];
+  assign \$1500  = pe7_1_bank == \port$14800$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$14798$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$14800$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$14798$2 [3];
+  assign \$1506  = pe7_2_bank == \port$14800$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$14798$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$14800$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$14798$2 [3];
+  assign \$1512  = pe7_3_bank == \port$14800$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$14798$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$14800$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$14798$2 [3];
+  assign \$1518  = pe7_4_bank == \port$14800$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$14798$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$14800$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$14798$2 [3];
+  assign \$1524  = pe7_5_bank == \port$14800$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -34731,7 +34731,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$14798$2 [3];
+    pe0_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -34815,7 +34815,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$14798$2 [3];
+    skew1_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -34911,7 +34911,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$14798$2 [3];
+    skew2_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -35013,7 +35013,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$14798$2 [3];
+    skew3_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -35121,7 +35121,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$14798$2 [3];
+    skew4_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -35235,7 +35235,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$14798$2 [3];
+    skew5_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -35355,7 +35355,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$14798$2 [3];
+    skew6_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -35481,7 +35481,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$14798$2 [3];
+    skew7_0_bank <= \port$14800$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -35670,7 +35670,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -35680,7 +35680,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -35700,7 +35700,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -35710,7 +35710,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -35730,7 +35730,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -35740,7 +35740,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -35760,7 +35760,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -35770,7 +35770,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -35790,7 +35790,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -35800,7 +35800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -35820,7 +35820,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -35830,7 +35830,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -35850,7 +35850,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -35860,7 +35860,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -35880,7 +35880,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -35890,7 +35890,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -35910,7 +35910,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -35920,7 +35920,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -35940,7 +35940,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -35950,7 +35950,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -35970,7 +35970,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -35980,7 +35980,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -36000,7 +36000,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -36010,7 +36010,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -36030,7 +36030,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -36040,7 +36040,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -36060,7 +36060,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -36070,7 +36070,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -36090,7 +36090,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -36100,7 +36100,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -36120,7 +36120,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -36130,7 +36130,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -36160,7 +36160,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -36170,7 +36170,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -36190,7 +36190,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -36200,7 +36200,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -36220,7 +36220,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -36230,7 +36230,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -36250,7 +36250,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -36260,7 +36260,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -36280,7 +36280,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -36290,7 +36290,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -36310,7 +36310,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -36320,7 +36320,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -36340,7 +36340,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -36350,7 +36350,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -36370,7 +36370,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -36380,7 +36380,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -36420,7 +36420,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -36430,7 +36430,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -36450,7 +36450,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -36460,7 +36460,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -36480,7 +36480,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -36490,7 +36490,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -36510,7 +36510,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -36520,7 +36520,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -36540,7 +36540,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -36550,7 +36550,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -36570,7 +36570,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -36580,7 +36580,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -36600,7 +36600,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -36610,7 +36610,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -36630,7 +36630,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -36640,7 +36640,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -36690,7 +36690,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -36700,7 +36700,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -36720,7 +36720,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -36730,7 +36730,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -36750,7 +36750,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -36760,7 +36760,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -36780,7 +36780,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -36790,7 +36790,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -36810,7 +36810,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -36820,7 +36820,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -36840,7 +36840,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -36850,7 +36850,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -36870,7 +36870,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -36880,7 +36880,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -36900,7 +36900,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -36910,7 +36910,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -36970,7 +36970,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -36980,7 +36980,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -37000,7 +37000,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -37010,7 +37010,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -37030,7 +37030,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -37040,7 +37040,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -37060,7 +37060,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -37070,7 +37070,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -37090,7 +37090,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -37100,7 +37100,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -37120,7 +37120,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -37130,7 +37130,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -37150,7 +37150,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -37160,7 +37160,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -37180,7 +37180,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -37190,7 +37190,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -37260,7 +37260,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -37270,7 +37270,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -37290,7 +37290,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -37300,7 +37300,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -37320,7 +37320,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -37330,7 +37330,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -37350,7 +37350,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -37360,7 +37360,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -37380,7 +37380,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -37390,7 +37390,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -37410,7 +37410,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -37420,7 +37420,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -37440,7 +37440,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -37450,7 +37450,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -37470,7 +37470,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -37480,7 +37480,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -37560,7 +37560,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -37570,7 +37570,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -37590,7 +37590,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -37600,7 +37600,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -37620,7 +37620,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -37630,7 +37630,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -37650,7 +37650,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -37660,7 +37660,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -37680,7 +37680,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -37690,7 +37690,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -37710,7 +37710,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -37720,7 +37720,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -37740,7 +37740,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -37750,7 +37750,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -37770,7 +37770,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -37780,7 +37780,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14798$2 [3]) begin
+      if (\port$14800$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -37796,10 +37796,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14798$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$14798$2 [2:0];
-  assign w_bank = \port$14798$2 [3];
+  assign w_row = \port$14800$2 [2:0];
+  assign w_bank = \port$14800$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$14798$2 [3];
+  assign a_bank = \port$14800$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -37882,8 +37882,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5829$0 , \port$5859$0 , \port$5889$0 , \port$5919$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11993$0 , \port$11999$0 , \port$12000$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11995$0 , \port$12001$0 , \port$12002$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -38835,20 +38835,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$11993$0 ;
-  wire [15:0] \port$11993$0 ;
-  output [4:0] \port$11999$0 ;
-  wire [4:0] \port$11999$0 ;
-  output [223:0] \port$12000$32 ;
-  wire [223:0] \port$12000$32 ;
-  input [257:0] \port$5829$0 ;
-  wire [257:0] \port$5829$0 ;
-  input [257:0] \port$5859$0 ;
-  wire [257:0] \port$5859$0 ;
-  input [257:0] \port$5889$0 ;
-  wire [257:0] \port$5889$0 ;
-  input [257:0] \port$5919$0 ;
-  wire [257:0] \port$5919$0 ;
+  output [15:0] \port$11995$0 ;
+  wire [15:0] \port$11995$0 ;
+  output [4:0] \port$12001$0 ;
+  wire [4:0] \port$12001$0 ;
+  output [223:0] \port$12002$32 ;
+  wire [223:0] \port$12002$32 ;
+  input [257:0] \port$5830$0 ;
+  wire [257:0] \port$5830$0 ;
+  input [257:0] \port$5860$0 ;
+  wire [257:0] \port$5860$0 ;
+  input [257:0] \port$5890$0 ;
+  wire [257:0] \port$5890$0 ;
+  input [257:0] \port$5920$0 ;
+  wire [257:0] \port$5920$0 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -39310,7 +39310,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   end
   assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
@@ -39334,7 +39334,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$166 )
-      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   end
   assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
@@ -39358,7 +39358,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$171 )
-      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   end
   assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
@@ -39382,77 +39382,77 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$176 )
-      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   end
   assign \$signature__data$293  = q3_info[q3_r[3:0]];
-  assign \$111  = \port$5889$0 [39:32] < 5'h10;
+  assign \$111  = \port$5890$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5889$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5889$0 [15:9];
+  assign \$113  = \port$5890$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5890$0 [15:9];
   assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5889$0 [63:40];
-  assign \$117  = ! \port$5889$0 [255:96];
+  assign \$116  = ! \port$5890$0 [63:40];
+  assign \$117  = ! \port$5890$0 [255:96];
   assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5889$0 [39:32] < 5'h10;
+  assign \$119  = \port$5890$0 [39:32] < 5'h10;
   assign \$120  = \$118  & \$119 ;
   assign q2_head_wait_event = \$115  & \$120 ;
   assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5889$0 [95:64];
+  assign \$123  = \$122  - \port$5890$0 [95:64];
   assign q2_wait_reached_now = ~ \$123 [31];
   assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
-  assign \$124  = \port$5919$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5919$0 [15:9];
+  assign \$124  = \port$5920$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5920$0 [15:9];
   assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5919$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5919$0 [15:9];
+  assign \$126  = \port$5920$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5920$0 [15:9];
   assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5919$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5919$0 [15:9];
+  assign \$128  = \port$5920$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5920$0 [15:9];
   assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5919$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5919$0 [15:9];
+  assign \$130  = \port$5920$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5920$0 [15:9];
   assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5919$0 [7:0] == 4'h8;
-  assign \$133  = \port$5919$0 [7:0] == 4'h9;
-  assign \$134  = \port$5919$0 [7:0] == 4'ha;
-  assign \$135  = \port$5919$0 [7:0] == 4'hb;
-  assign \$136  = \port$5919$0 [7:0] == 4'hc;
+  assign \$132  = \port$5920$0 [7:0] == 4'h8;
+  assign \$133  = \port$5920$0 [7:0] == 4'h9;
+  assign \$134  = \port$5920$0 [7:0] == 4'ha;
+  assign \$135  = \port$5920$0 [7:0] == 4'hb;
+  assign \$136  = \port$5920$0 [7:0] == 4'hc;
   assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5919$0 [15:9];
+  assign \$138  = ! \port$5920$0 [15:9];
   assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5919$0 [7:0];
-  assign \$140  = ! \port$5919$0 [15:9];
+  assign \$139  = ! \port$5920$0 [7:0];
+  assign \$140  = ! \port$5920$0 [15:9];
   assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5919$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5919$0 [257];
-  assign \$143  = ! \port$5919$0 [15:9];
+  assign \$141  = \port$5920$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5920$0 [257];
+  assign \$143  = ! \port$5920$0 [15:9];
   assign q3_head_exec_list = \$142  & \$143 ;
-  assign \$144  = \port$5919$0 [7:0] == 3'h7;
-  assign \$145  = ! \port$5919$0 [15:9];
+  assign \$144  = \port$5920$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5920$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
-  assign \$146  = \port$5919$0 [7:0] == 3'h5;
-  assign \$147  = ! \port$5919$0 [15:9];
+  assign \$146  = \port$5920$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5920$0 [15:9];
   assign \$148  = \$146  & \$147 ;
-  assign \$149  = ! \port$5919$0 [63:40];
-  assign \$150  = ! \port$5919$0 [255:96];
+  assign \$149  = ! \port$5920$0 [63:40];
+  assign \$150  = ! \port$5920$0 [255:96];
   assign \$151  = \$149  & \$150 ;
-  assign \$152  = \port$5919$0 [39:32] < 5'h10;
+  assign \$152  = \port$5920$0 [39:32] < 5'h10;
   assign \$153  = \$151  & \$152 ;
   assign q3_head_signal_event = \$148  & \$153 ;
-  assign \$154  = \port$5919$0 [7:0] == 3'h6;
-  assign \$155  = ! \port$5919$0 [15:9];
+  assign \$154  = \port$5920$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5920$0 [15:9];
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! \port$5919$0 [63:40];
-  assign \$158  = ! \port$5919$0 [255:96];
+  assign \$157  = ! \port$5920$0 [63:40];
+  assign \$158  = ! \port$5920$0 [255:96];
   assign \$159  = \$157  & \$158 ;
-  assign \$160  = \port$5919$0 [39:32] < 5'h10;
+  assign \$160  = \port$5920$0 [39:32] < 5'h10;
   assign \$161  = \$159  & \$160 ;
   assign q3_head_wait_event = \$156  & \$161 ;
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
-  assign \$164  = \$163  - \port$5919$0 [95:64];
+  assign \$164  = \$163  - \port$5920$0 [95:64];
   assign q3_wait_reached_now = ~ \$164 [31];
   assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
@@ -39479,7 +39479,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$177  = \$175  & \$176 ;
   assign \$178  = | q0_list_err;
   assign \$179  = \$177  & \$178 ;
-  assign \$180  = \port$5829$0 [256] | q0_head_exec_list;
+  assign \$180  = \port$5830$0 [256] | q0_head_exec_list;
   assign q0_skipping = \$179  & \$180 ;
   assign \$181  = dma_load_outstanding < 3'h4;
   assign \$182  = q0_head_dma_load & \$181 ;
@@ -39522,7 +39522,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$214  = \$212  & \$213 ;
   assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = \port$5859$0 [256] | q1_head_exec_list;
+  assign \$217  = \port$5860$0 [256] | q1_head_exec_list;
   assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
   assign \$219  = q1_head_dma_load & \$218 ;
@@ -39565,7 +39565,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$251  = \$249  & \$250 ;
   assign \$252  = | q2_list_err;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = \port$5889$0 [256] | q2_head_exec_list;
+  assign \$254  = \port$5890$0 [256] | q2_head_exec_list;
   assign q2_skipping = \$253  & \$254 ;
   assign \$255  = dma_load_outstanding < 3'h4;
   assign \$256  = q2_head_dma_load & \$255 ;
@@ -39608,7 +39608,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$288  = \$286  & \$287 ;
   assign \$289  = | q3_list_err;
   assign \$290  = \$288  & \$289 ;
-  assign \$291  = \port$5919$0 [256] | q3_head_exec_list;
+  assign \$291  = \port$5920$0 [256] | q3_head_exec_list;
   assign q3_skipping = \$290  & \$291 ;
   assign \$292  = dma_load_outstanding < 3'h4;
   assign \$293  = q3_head_dma_load & \$292 ;
@@ -40266,151 +40266,151 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     vec_since <= \$854 ;
   always @(posedge clk)
     sfu_since <= \$855 ;
-  assign \$1  = \port$5829$0 [7:0] == 1'h1;
-  assign \$2  = ! \port$5829$0 [15:9];
+  assign \$1  = \port$5830$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5830$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = \port$5829$0 [7:0] == 2'h2;
-  assign \$4  = ! \port$5829$0 [15:9];
+  assign \$3  = \port$5830$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5830$0 [15:9];
   assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = \port$5829$0 [7:0] == 2'h3;
-  assign \$6  = ! \port$5829$0 [15:9];
+  assign \$5  = \port$5830$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5830$0 [15:9];
   assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = \port$5829$0 [7:0] == 3'h4;
-  assign \$8  = ! \port$5829$0 [15:9];
+  assign \$7  = \port$5830$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5830$0 [15:9];
   assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = \port$5829$0 [7:0] == 4'h8;
-  assign \$10  = \port$5829$0 [7:0] == 4'h9;
-  assign \$11  = \port$5829$0 [7:0] == 4'ha;
-  assign \$12  = \port$5829$0 [7:0] == 4'hb;
-  assign \$13  = \port$5829$0 [7:0] == 4'hc;
+  assign \$9  = \port$5830$0 [7:0] == 4'h8;
+  assign \$10  = \port$5830$0 [7:0] == 4'h9;
+  assign \$11  = \port$5830$0 [7:0] == 4'ha;
+  assign \$12  = \port$5830$0 [7:0] == 4'hb;
+  assign \$13  = \port$5830$0 [7:0] == 4'hc;
   assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! \port$5829$0 [15:9];
+  assign \$15  = ! \port$5830$0 [15:9];
   assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! \port$5829$0 [7:0];
-  assign \$17  = ! \port$5829$0 [15:9];
+  assign \$16  = ! \port$5830$0 [7:0];
+  assign \$17  = ! \port$5830$0 [15:9];
   assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = \port$5829$0 [7:0] == 4'hd;
-  assign \$19  = \$18  & \port$5829$0 [257];
-  assign \$20  = ! \port$5829$0 [15:9];
+  assign \$18  = \port$5830$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5830$0 [257];
+  assign \$20  = ! \port$5830$0 [15:9];
   assign q0_head_exec_list = \$19  & \$20 ;
-  assign \$21  = \port$5829$0 [7:0] == 3'h7;
-  assign \$22  = ! \port$5829$0 [15:9];
+  assign \$21  = \port$5830$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5830$0 [15:9];
   assign q0_head_barrier = \$21  & \$22 ;
-  assign \$23  = \port$5829$0 [7:0] == 3'h5;
-  assign \$24  = ! \port$5829$0 [15:9];
+  assign \$23  = \port$5830$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5830$0 [15:9];
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = ! \port$5829$0 [63:40];
-  assign \$27  = ! \port$5829$0 [255:96];
+  assign \$26  = ! \port$5830$0 [63:40];
+  assign \$27  = ! \port$5830$0 [255:96];
   assign \$28  = \$26  & \$27 ;
-  assign \$29  = \port$5829$0 [39:32] < 5'h10;
+  assign \$29  = \port$5830$0 [39:32] < 5'h10;
   assign \$30  = \$28  & \$29 ;
   assign q0_head_signal_event = \$25  & \$30 ;
-  assign \$31  = \port$5829$0 [7:0] == 3'h6;
-  assign \$32  = ! \port$5829$0 [15:9];
+  assign \$31  = \port$5830$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5830$0 [15:9];
   assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! \port$5829$0 [63:40];
-  assign \$35  = ! \port$5829$0 [255:96];
+  assign \$34  = ! \port$5830$0 [63:40];
+  assign \$35  = ! \port$5830$0 [255:96];
   assign \$36  = \$34  & \$35 ;
-  assign \$37  = \port$5829$0 [39:32] < 5'h10;
+  assign \$37  = \port$5830$0 [39:32] < 5'h10;
   assign \$38  = \$36  & \$37 ;
   assign q0_head_wait_event = \$33  & \$38 ;
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
-  assign \$41  = \$40  - \port$5829$0 [95:64];
+  assign \$41  = \$40  - \port$5830$0 [95:64];
   assign q0_wait_reached_now = ~ \$41 [31];
   assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
-  assign \$42  = \port$5859$0 [7:0] == 1'h1;
-  assign \$43  = ! \port$5859$0 [15:9];
+  assign \$42  = \port$5860$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5860$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
-  assign \$44  = \port$5859$0 [7:0] == 2'h2;
-  assign \$45  = ! \port$5859$0 [15:9];
+  assign \$44  = \port$5860$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5860$0 [15:9];
   assign q1_head_dma_store = \$44  & \$45 ;
-  assign \$46  = \port$5859$0 [7:0] == 2'h3;
-  assign \$47  = ! \port$5859$0 [15:9];
+  assign \$46  = \port$5860$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5860$0 [15:9];
   assign q1_head_gemm = \$46  & \$47 ;
-  assign \$48  = \port$5859$0 [7:0] == 3'h4;
-  assign \$49  = ! \port$5859$0 [15:9];
+  assign \$48  = \port$5860$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5860$0 [15:9];
   assign q1_head_vec = \$48  & \$49 ;
-  assign \$50  = \port$5859$0 [7:0] == 4'h8;
-  assign \$51  = \port$5859$0 [7:0] == 4'h9;
-  assign \$52  = \port$5859$0 [7:0] == 4'ha;
-  assign \$53  = \port$5859$0 [7:0] == 4'hb;
-  assign \$54  = \port$5859$0 [7:0] == 4'hc;
+  assign \$50  = \port$5860$0 [7:0] == 4'h8;
+  assign \$51  = \port$5860$0 [7:0] == 4'h9;
+  assign \$52  = \port$5860$0 [7:0] == 4'ha;
+  assign \$53  = \port$5860$0 [7:0] == 4'hb;
+  assign \$54  = \port$5860$0 [7:0] == 4'hc;
   assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
-  assign \$56  = ! \port$5859$0 [15:9];
+  assign \$56  = ! \port$5860$0 [15:9];
   assign q1_head_sfu = \$55  & \$56 ;
-  assign \$57  = ! \port$5859$0 [7:0];
-  assign \$58  = ! \port$5859$0 [15:9];
+  assign \$57  = ! \port$5860$0 [7:0];
+  assign \$58  = ! \port$5860$0 [15:9];
   assign q1_head_nop = \$57  & \$58 ;
-  assign \$59  = \port$5859$0 [7:0] == 4'hd;
-  assign \$60  = \$59  & \port$5859$0 [257];
-  assign \$61  = ! \port$5859$0 [15:9];
+  assign \$59  = \port$5860$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5860$0 [257];
+  assign \$61  = ! \port$5860$0 [15:9];
   assign q1_head_exec_list = \$60  & \$61 ;
-  assign \$62  = \port$5859$0 [7:0] == 3'h7;
-  assign \$63  = ! \port$5859$0 [15:9];
+  assign \$62  = \port$5860$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5860$0 [15:9];
   assign q1_head_barrier = \$62  & \$63 ;
-  assign \$64  = \port$5859$0 [7:0] == 3'h5;
-  assign \$65  = ! \port$5859$0 [15:9];
+  assign \$64  = \port$5860$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5860$0 [15:9];
   assign \$66  = \$64  & \$65 ;
-  assign \$67  = ! \port$5859$0 [63:40];
-  assign \$68  = ! \port$5859$0 [255:96];
+  assign \$67  = ! \port$5860$0 [63:40];
+  assign \$68  = ! \port$5860$0 [255:96];
   assign \$69  = \$67  & \$68 ;
-  assign \$70  = \port$5859$0 [39:32] < 5'h10;
+  assign \$70  = \port$5860$0 [39:32] < 5'h10;
   assign \$71  = \$69  & \$70 ;
   assign q1_head_signal_event = \$66  & \$71 ;
-  assign \$72  = \port$5859$0 [7:0] == 3'h6;
-  assign \$73  = ! \port$5859$0 [15:9];
+  assign \$72  = \port$5860$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5860$0 [15:9];
   assign \$74  = \$72  & \$73 ;
-  assign \$75  = ! \port$5859$0 [63:40];
-  assign \$76  = ! \port$5859$0 [255:96];
+  assign \$75  = ! \port$5860$0 [63:40];
+  assign \$76  = ! \port$5860$0 [255:96];
   assign \$77  = \$75  & \$76 ;
-  assign \$78  = \port$5859$0 [39:32] < 5'h10;
+  assign \$78  = \port$5860$0 [39:32] < 5'h10;
   assign \$79  = \$77  & \$78 ;
   assign q1_head_wait_event = \$74  & \$79 ;
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
-  assign \$82  = \$81  - \port$5859$0 [95:64];
+  assign \$82  = \$81  - \port$5860$0 [95:64];
   assign q1_wait_reached_now = ~ \$82 [31];
   assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
-  assign \$83  = \port$5889$0 [7:0] == 1'h1;
-  assign \$84  = ! \port$5889$0 [15:9];
+  assign \$83  = \port$5890$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5890$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
-  assign \$85  = \port$5889$0 [7:0] == 2'h2;
-  assign \$86  = ! \port$5889$0 [15:9];
+  assign \$85  = \port$5890$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5890$0 [15:9];
   assign q2_head_dma_store = \$85  & \$86 ;
-  assign \$87  = \port$5889$0 [7:0] == 2'h3;
-  assign \$88  = ! \port$5889$0 [15:9];
+  assign \$87  = \port$5890$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5890$0 [15:9];
   assign q2_head_gemm = \$87  & \$88 ;
-  assign \$89  = \port$5889$0 [7:0] == 3'h4;
-  assign \$90  = ! \port$5889$0 [15:9];
+  assign \$89  = \port$5890$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5890$0 [15:9];
   assign q2_head_vec = \$89  & \$90 ;
-  assign \$91  = \port$5889$0 [7:0] == 4'h8;
-  assign \$92  = \port$5889$0 [7:0] == 4'h9;
-  assign \$93  = \port$5889$0 [7:0] == 4'ha;
-  assign \$94  = \port$5889$0 [7:0] == 4'hb;
-  assign \$95  = \port$5889$0 [7:0] == 4'hc;
+  assign \$91  = \port$5890$0 [7:0] == 4'h8;
+  assign \$92  = \port$5890$0 [7:0] == 4'h9;
+  assign \$93  = \port$5890$0 [7:0] == 4'ha;
+  assign \$94  = \port$5890$0 [7:0] == 4'hb;
+  assign \$95  = \port$5890$0 [7:0] == 4'hc;
   assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
-  assign \$97  = ! \port$5889$0 [15:9];
+  assign \$97  = ! \port$5890$0 [15:9];
   assign q2_head_sfu = \$96  & \$97 ;
-  assign \$98  = ! \port$5889$0 [7:0];
-  assign \$99  = ! \port$5889$0 [15:9];
+  assign \$98  = ! \port$5890$0 [7:0];
+  assign \$99  = ! \port$5890$0 [15:9];
   assign q2_head_nop = \$98  & \$99 ;
-  assign \$100  = \port$5889$0 [7:0] == 4'hd;
-  assign \$101  = \$100  & \port$5889$0 [257];
-  assign \$102  = ! \port$5889$0 [15:9];
+  assign \$100  = \port$5890$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5890$0 [257];
+  assign \$102  = ! \port$5890$0 [15:9];
   assign q2_head_exec_list = \$101  & \$102 ;
-  assign \$103  = \port$5889$0 [7:0] == 3'h7;
-  assign \$104  = ! \port$5889$0 [15:9];
+  assign \$103  = \port$5890$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5890$0 [15:9];
   assign q2_head_barrier = \$103  & \$104 ;
-  assign \$105  = \port$5889$0 [7:0] == 3'h5;
-  assign \$106  = ! \port$5889$0 [15:9];
+  assign \$105  = \port$5890$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5890$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5889$0 [63:40];
-  assign \$109  = ! \port$5889$0 [255:96];
+  assign \$108  = ! \port$5890$0 [63:40];
+  assign \$109  = ! \port$5890$0 [255:96];
   assign \$110  = \$108  & \$109 ;
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$13939$16 (retire__0__tag),
+    .\port$13941$16 (retire__0__tag),
     .\port$3838$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -40420,7 +40420,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$13943$16 (retire__1__tag),
+    .\port$13945$16 (retire__1__tag),
     .\port$3858$0 (retire__1__error),
     .r_data(\r_data$345 ),
     .r_en(\r_en$216 ),
@@ -40430,7 +40430,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$13947$16 (retire__2__tag),
+    .\port$13949$16 (retire__2__tag),
     .\port$3878$0 (retire__2__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$218 ),
@@ -40440,7 +40440,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$13955$16 (retire__4__tag),
+    .\port$13957$16 (retire__4__tag),
     .\port$3933$0 (retire__4__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$222 ),
@@ -40450,7 +40450,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$13951$16 (retire__3__tag),
+    .\port$13953$16 (retire__3__tag),
     .\port$3898$0 (retire__3__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$220 ),
@@ -40461,7 +40461,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5889$0 [35:32])
+    casez (\port$5890$0 [35:32])
       4'h0:
           \$122  = events[31:0];
       4'h1:
@@ -40499,7 +40499,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5919$0 [35:32])
+    casez (\port$5920$0 [35:32])
       4'h0:
           \$163  = events[31:0];
       4'h1:
@@ -40539,13 +40539,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$317  = \port$5829$0 [255:0];
+          \$317  = \port$5830$0 [255:0];
       2'h1:
-          \$317  = \port$5859$0 [255:0];
+          \$317  = \port$5860$0 [255:0];
       2'h2:
-          \$317  = \port$5889$0 [255:0];
+          \$317  = \port$5890$0 [255:0];
       2'h3:
-          \$317  = \port$5919$0 [255:0];
+          \$317  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -40567,13 +40567,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$319  = \port$5829$0 [255:0];
+          \$319  = \port$5830$0 [255:0];
       2'h1:
-          \$319  = \port$5859$0 [255:0];
+          \$319  = \port$5860$0 [255:0];
       2'h2:
-          \$319  = \port$5889$0 [255:0];
+          \$319  = \port$5890$0 [255:0];
       2'h3:
-          \$319  = \port$5919$0 [255:0];
+          \$319  = \port$5920$0 [255:0];
     endcase
   end
   always @* begin
@@ -41219,13 +41219,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$510  = \port$5829$0 [35:32];
+          \$510  = \port$5830$0 [35:32];
       2'h1:
-          \$510  = \port$5859$0 [35:32];
+          \$510  = \port$5860$0 [35:32];
       2'h2:
-          \$510  = \port$5889$0 [35:32];
+          \$510  = \port$5890$0 [35:32];
       2'h3:
-          \$510  = \port$5919$0 [35:32];
+          \$510  = \port$5920$0 [35:32];
     endcase
   end
   always @* begin
@@ -41233,13 +41233,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$511  = \port$5829$0 [95:64];
+          \$511  = \port$5830$0 [95:64];
       2'h1:
-          \$511  = \port$5859$0 [95:64];
+          \$511  = \port$5860$0 [95:64];
       2'h2:
-          \$511  = \port$5889$0 [95:64];
+          \$511  = \port$5890$0 [95:64];
       2'h3:
-          \$511  = \port$5919$0 [95:64];
+          \$511  = \port$5920$0 [95:64];
     endcase
   end
   always @* begin
@@ -46592,7 +46592,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5829$0 [35:32])
+    casez (\port$5830$0 [35:32])
       4'h0:
           \$40  = events[31:0];
       4'h1:
@@ -46630,7 +46630,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5859$0 [35:32])
+    casez (\port$5860$0 [35:32])
       4'h0:
           \$81  = events[31:0];
       4'h1:
@@ -46665,36 +46665,36 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           \$81  = events[511:480];
     endcase
   end
-  assign q__0__head = \port$5829$0 [255:0];
-  assign q__0__end = \port$5829$0 [257];
+  assign q__0__head = \port$5830$0 [255:0];
+  assign q__0__end = \port$5830$0 [257];
   assign q0_wait_diff = \$41 [31:0];
-  assign q__1__head = \port$5859$0 [255:0];
-  assign q__1__end = \port$5859$0 [257];
+  assign q__1__head = \port$5860$0 [255:0];
+  assign q__1__end = \port$5860$0 [257];
   assign q1_wait_diff = \$82 [31:0];
-  assign q__2__head = \port$5889$0 [255:0];
-  assign q__2__end = \port$5889$0 [257];
+  assign q__2__head = \port$5890$0 [255:0];
+  assign q__2__end = \port$5890$0 [257];
   assign q2_wait_diff = \$123 [31:0];
-  assign q__3__head = \port$5919$0 [255:0];
-  assign q__3__end = \port$5919$0 [257];
+  assign q__3__head = \port$5920$0 [255:0];
+  assign q__3__end = \port$5920$0 [257];
   assign q3_wait_diff = \$164 [31:0];
   assign q0_count = \$165 [4:0];
   assign q1_count = \$166 [4:0];
   assign q2_count = \$167 [4:0];
   assign q3_count = \$168 [4:0];
-  assign q__0__item = \port$5829$0 [256];
-  assign q__1__item = \port$5859$0 [256];
-  assign q__2__item = \port$5889$0 [256];
-  assign q__3__item = \port$5919$0 [256];
+  assign q__0__item = \port$5830$0 [256];
+  assign q__1__item = \port$5860$0 [256];
+  assign q__2__item = \port$5890$0 [256];
+  assign q__3__item = \port$5920$0 [256];
   assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = { q0_head_exec_list, \port$5829$0 [256], \port$5829$0 [31:0] };
+  assign \$signature__data  = { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
   assign \$signature__addr$165  = q1_h[3:0];
-  assign \$signature__data$167  = { q1_head_exec_list, \port$5859$0 [256], \port$5859$0 [31:0] };
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
   assign \$signature__addr$170  = q2_h[3:0];
-  assign \$signature__data$172  = { q2_head_exec_list, \port$5889$0 [256], \port$5889$0 [31:0] };
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
   assign \$signature__addr$175  = q3_h[3:0];
-  assign \$signature__data$177  = { q3_head_exec_list, \port$5919$0 [256], \port$5919$0 [31:0] };
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
   assign retire__1__done = \w_en$186 ;
@@ -46716,9 +46716,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$11993$0  = \$317 [15:0];
-  assign \port$11999$0  = \$318 ;
-  assign \port$12000$32  = \$319 [255:32];
+  assign \port$11995$0  = \$317 [15:0];
+  assign \port$12001$0  = \$318 ;
+  assign \port$12002$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -46743,7 +46743,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13939$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13941$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46785,8 +46785,8 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13939$16 ;
-  wire [15:0] \port$13939$16 ;
+  input [15:0] \port$13941$16 ;
+  wire [15:0] \port$13941$16 ;
   input [7:0] \port$3838$0 ;
   wire [7:0] \port$3838$0 ;
   (* init = 3'h0 *)
@@ -46823,7 +46823,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13939$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$13941$16 , \port$3838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46922,14 +46922,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13939$16 , \port$3838$0  };
-  assign w_data = { \port$13939$16 , \port$3838$0  };
+  assign w_port__data = { \port$13941$16 , \port$3838$0  };
+  assign w_data = { \port$13941$16 , \port$3838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13943$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13945$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46971,8 +46971,8 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13943$16 ;
-  wire [15:0] \port$13943$16 ;
+  input [15:0] \port$13945$16 ;
+  wire [15:0] \port$13945$16 ;
   input [7:0] \port$3858$0 ;
   wire [7:0] \port$3858$0 ;
   (* init = 3'h0 *)
@@ -47009,7 +47009,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13943$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$13945$16 , \port$3858$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47108,14 +47108,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13943$16 , \port$3858$0  };
-  assign w_data = { \port$13943$16 , \port$3858$0  };
+  assign w_port__data = { \port$13945$16 , \port$3858$0  };
+  assign w_data = { \port$13945$16 , \port$3858$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13947$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13949$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47157,8 +47157,8 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13947$16 ;
-  wire [15:0] \port$13947$16 ;
+  input [15:0] \port$13949$16 ;
+  wire [15:0] \port$13949$16 ;
   input [7:0] \port$3878$0 ;
   wire [7:0] \port$3878$0 ;
   (* init = 3'h0 *)
@@ -47195,7 +47195,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13947$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$13949$16 , \port$3878$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47294,14 +47294,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13947$16 , \port$3878$0  };
-  assign w_data = { \port$13947$16 , \port$3878$0  };
+  assign w_port__data = { \port$13949$16 , \port$3878$0  };
+  assign w_data = { \port$13949$16 , \port$3878$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13955$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13957$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47343,8 +47343,8 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13955$16 ;
-  wire [15:0] \port$13955$16 ;
+  input [15:0] \port$13957$16 ;
+  wire [15:0] \port$13957$16 ;
   input [7:0] \port$3933$0 ;
   wire [7:0] \port$3933$0 ;
   (* init = 3'h0 *)
@@ -47381,7 +47381,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13955$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$13957$16 , \port$3933$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47480,14 +47480,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13955$16 , \port$3933$0  };
-  assign w_data = { \port$13955$16 , \port$3933$0  };
+  assign w_port__data = { \port$13957$16 , \port$3933$0  };
+  assign w_data = { \port$13957$16 , \port$3933$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13951$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13953$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47529,8 +47529,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13951$16 ;
-  wire [15:0] \port$13951$16 ;
+  input [15:0] \port$13953$16 ;
+  wire [15:0] \port$13953$16 ;
   input [7:0] \port$3898$0 ;
   wire [7:0] \port$3898$0 ;
   (* init = 3'h0 *)
@@ -47567,7 +47567,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13951$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$13953$16 , \port$3898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47666,8 +47666,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13951$16 , \port$3898$0  };
-  assign w_data = { \port$13951$16 , \port$3898$0  };
+  assign w_port__data = { \port$13953$16 , \port$3898$0  };
+  assign w_data = { \port$13953$16 , \port$3898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -47702,26 +47702,26 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [17:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [8:0] \$1173 ;
-  wire [8:0] \$1177 ;
+  wire [8:0] \$1174 ;
+  wire [8:0] \$1178 ;
   wire \$118 ;
-  wire [8:0] \$1180 ;
-  wire [8:0] \$1183 ;
-  wire [8:0] \$1187 ;
+  wire [8:0] \$1181 ;
+  wire [8:0] \$1184 ;
+  wire [8:0] \$1188 ;
   wire \$119 ;
-  wire [8:0] \$1197 ;
+  wire [8:0] \$1198 ;
   wire [33:0] \$12 ;
   wire \$120 ;
-  wire [8:0] \$1202 ;
-  wire [8:0] \$1207 ;
+  wire [8:0] \$1203 ;
+  wire [8:0] \$1208 ;
   wire \$121 ;
-  wire [8:0] \$1213 ;
+  wire [8:0] \$1214 ;
   wire \$122 ;
-  wire [8:0] \$1220 ;
-  wire [8:0] \$1223 ;
-  wire [8:0] \$1226 ;
+  wire [8:0] \$1222 ;
+  wire [8:0] \$1225 ;
+  wire [8:0] \$1228 ;
   wire \$123 ;
-  wire [9:0] \$1230 ;
+  wire [9:0] \$1232 ;
   wire \$124 ;
   wire \$125 ;
   wire [31:0] \$126 ;
@@ -47734,7 +47734,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [7:0] \$1342 ;
+  wire [7:0] \$1344 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
@@ -47847,20 +47847,20 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$233 ;
   wire [4:0] \$234 ;
   wire [31:0] \$235 ;
-  wire [1:0] \$236 ;
-  wire [5:0] \$237 ;
-  wire [4:0] \$238 ;
-  wire [5:0] \$239 ;
+  wire [5:0] \$236 ;
+  wire [4:0] \$237 ;
+  wire [5:0] \$238 ;
+  wire [4:0] \$239 ;
   wire \$24 ;
-  wire [31:0] \$240 ;
+  wire [5:0] \$240 ;
   wire [31:0] \$241 ;
-  wire [3:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [63:0] \$244 ;
+  wire [31:0] \$242 ;
+  wire [3:0] \$243 ;
+  wire [31:0] \$244 ;
   wire [63:0] \$245 ;
-  wire [64:0] \$246 ;
-  wire [63:0] \$247 ;
-  wire \$248 ;
+  wire [63:0] \$246 ;
+  wire [64:0] \$247 ;
+  wire [63:0] \$248 ;
   wire \$249 ;
   wire [3:0] \$25 ;
   wire \$250 ;
@@ -47886,26 +47886,26 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [7:0] \$271 ;
+  wire \$271 ;
   wire [7:0] \$272 ;
   wire [7:0] \$273 ;
-  wire [4:0] \$274 ;
-  reg [1:0] \$275 ;
-  wire [1:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire \$278 ;
+  wire [7:0] \$274 ;
+  wire [4:0] \$275 ;
+  reg [1:0] \$276 ;
+  wire [1:0] \$277 ;
+  wire [5:0] \$278 ;
   wire \$279 ;
   wire [15:0] \$28 ;
-  reg \$280 ;
-  wire \$281 ;
+  wire \$280 ;
+  reg \$281 ;
   wire \$282 ;
-  wire [4:0] \$283 ;
-  reg [1:0] \$284 ;
-  wire [5:0] \$285 ;
-  wire \$286 ;
+  wire \$283 ;
+  wire [4:0] \$284 ;
+  reg [1:0] \$285 ;
+  wire [5:0] \$286 ;
   wire \$287 ;
-  reg \$288 ;
-  wire \$289 ;
+  wire \$288 ;
+  reg \$289 ;
   wire \$29 ;
   wire \$290 ;
   wire \$291 ;
@@ -47948,16 +47948,16 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire [2:0] \$327 ;
-  wire \$328 ;
+  wire \$327 ;
+  wire [2:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  reg [31:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire \$335 ;
+  wire \$333 ;
+  reg [31:0] \$334 ;
+  wire [31:0] \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
@@ -47969,8 +47969,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire [7:0] \$346 ;
-  wire \$347 ;
+  wire \$346 ;
+  wire [7:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [17:0] \$35 ;
@@ -47978,9 +47978,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire [32:0] \$354 ;
+  wire \$354 ;
   wire [32:0] \$355 ;
-  wire \$356 ;
+  wire [32:0] \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
@@ -47992,8 +47992,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [7:0] \$367 ;
-  wire \$368 ;
+  wire \$367 ;
+  wire [7:0] \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
@@ -48011,9 +48011,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$381 ;
   wire \$382 ;
   wire \$383 ;
-  wire [32:0] \$384 ;
+  wire \$384 ;
   wire [32:0] \$385 ;
-  wire \$386 ;
+  wire [32:0] \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
@@ -48025,8 +48025,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [7:0] \$397 ;
-  wire \$398 ;
+  wire \$397 ;
+  wire [7:0] \$398 ;
   wire \$399 ;
   wire [3:0] \$4 ;
   wire \$40 ;
@@ -48045,9 +48045,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [32:0] \$414 ;
+  wire \$414 ;
   wire [32:0] \$415 ;
-  wire \$416 ;
+  wire [32:0] \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
@@ -48059,8 +48059,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
-  wire [7:0] \$427 ;
-  wire \$428 ;
+  wire \$427 ;
+  wire [7:0] \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
@@ -48078,9 +48078,9 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [32:0] \$444 ;
+  wire \$444 ;
   wire [32:0] \$445 ;
-  wire \$446 ;
+  wire [32:0] \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
@@ -48092,8 +48092,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [7:0] \$457 ;
-  wire \$458 ;
+  wire \$457 ;
+  wire [7:0] \$458 ;
   wire \$459 ;
   wire [31:0] \$46 ;
   wire \$460 ;
@@ -48120,17 +48120,17 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  reg [1:0] \$482 ;
-  reg [31:0] \$483 ;
-  reg \$484 ;
-  wire \$485 ;
-  wire [2:0] \$486 ;
-  wire \$487 ;
+  wire \$482 ;
+  reg [1:0] \$483 ;
+  reg [31:0] \$484 ;
+  reg \$485 ;
+  wire \$486 ;
+  wire [2:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire [7:0] \$490 ;
-  wire \$491 ;
+  wire \$490 ;
+  wire [7:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
@@ -48142,13 +48142,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [33:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [32:0] \$501 ;
-  wire \$502 ;
-  wire [62:0] \$503 ;
-  wire [7:0] \$504 ;
-  wire [63:0] \$505 ;
-  wire [94:0] \$506 ;
-  wire \$507 ;
+  wire \$501 ;
+  wire [32:0] \$502 ;
+  wire \$503 ;
+  wire [62:0] \$504 ;
+  wire [7:0] \$505 ;
+  wire [63:0] \$506 ;
+  wire [94:0] \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
@@ -48158,31 +48158,31 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
-  wire [3:0] \$516 ;
+  wire \$516 ;
   wire [3:0] \$517 ;
-  wire \$518 ;
-  reg [15:0] \$519 ;
+  wire [3:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  reg [15:0] \$521 ;
-  wire \$522 ;
+  reg [15:0] \$520 ;
+  wire \$521 ;
+  reg [15:0] \$522 ;
   wire \$523 ;
-  reg [5:0] \$524 ;
-  wire \$525 ;
+  wire \$524 ;
+  reg [5:0] \$525 ;
   wire \$526 ;
-  wire [2:0] \$527 ;
-  wire \$528 ;
-  reg [5:0] \$529 ;
+  wire \$527 ;
+  wire [2:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [6:0] \$530 ;
-  wire \$531 ;
+  reg [5:0] \$530 ;
+  wire [6:0] \$531 ;
   wire \$532 ;
-  wire [3:0] \$533 ;
-  wire \$534 ;
+  wire \$533 ;
+  wire [3:0] \$534 ;
   wire \$535 ;
-  wire [4:0] \$536 ;
-  wire [32:0] \$537 ;
-  wire \$538 ;
+  wire \$536 ;
+  wire [4:0] \$537 ;
+  wire [32:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
   wire \$540 ;
@@ -48193,38 +48193,38 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [1:0] \$548 ;
-  wire \$549 ;
+  wire \$548 ;
+  wire [1:0] \$549 ;
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [32:0] \$553 ;
-  wire [2:0] \$554 ;
-  wire \$555 ;
-  wire [6:0] \$556 ;
+  wire \$553 ;
+  wire [32:0] \$554 ;
+  wire [2:0] \$555 ;
+  wire \$556 ;
   wire [6:0] \$557 ;
-  wire \$558 ;
+  wire [6:0] \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [6:0] \$563 ;
-  wire [32:0] \$564 ;
-  wire [16:0] \$565 ;
-  wire \$566 ;
+  wire \$563 ;
+  wire [6:0] \$564 ;
+  wire [32:0] \$565 ;
+  wire [16:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire [16:0] \$570 ;
-  wire [3:0] \$571 ;
-  wire \$572 ;
+  wire \$570 ;
+  wire [16:0] \$571 ;
+  wire [3:0] \$572 ;
   wire \$573 ;
-  wire [4:0] \$574 ;
-  wire [32:0] \$575 ;
-  wire \$576 ;
+  wire \$574 ;
+  wire [4:0] \$575 ;
+  wire [32:0] \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
@@ -48235,39 +48235,39 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
-  wire [1:0] \$586 ;
-  wire \$587 ;
+  wire \$586 ;
+  wire [1:0] \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [32:0] \$591 ;
-  wire [2:0] \$592 ;
-  wire \$593 ;
-  wire [6:0] \$594 ;
+  wire \$591 ;
+  wire [32:0] \$592 ;
+  wire [2:0] \$593 ;
+  wire \$594 ;
   wire [6:0] \$595 ;
-  wire \$596 ;
+  wire [6:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire [6:0] \$601 ;
-  wire [32:0] \$602 ;
-  wire [16:0] \$603 ;
-  wire \$604 ;
+  wire \$601 ;
+  wire [6:0] \$602 ;
+  wire [32:0] \$603 ;
+  wire [16:0] \$604 ;
   wire \$605 ;
   wire \$606 ;
   wire \$607 ;
-  wire [16:0] \$608 ;
-  wire [3:0] \$609 ;
+  wire \$608 ;
+  wire [16:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
+  wire [3:0] \$610 ;
   wire \$611 ;
-  wire [4:0] \$612 ;
-  wire [32:0] \$613 ;
-  wire \$614 ;
+  wire \$612 ;
+  wire [4:0] \$613 ;
+  wire [32:0] \$614 ;
   wire \$615 ;
   wire \$616 ;
   wire \$617 ;
@@ -48278,38 +48278,38 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire [1:0] \$624 ;
-  wire \$625 ;
+  wire \$624 ;
+  wire [1:0] \$625 ;
   wire \$626 ;
   wire \$627 ;
   wire \$628 ;
-  wire [32:0] \$629 ;
+  wire \$629 ;
   wire [14:0] \$63 ;
-  wire [2:0] \$630 ;
-  wire \$631 ;
-  wire [6:0] \$632 ;
+  wire [32:0] \$630 ;
+  wire [2:0] \$631 ;
+  wire \$632 ;
   wire [6:0] \$633 ;
-  wire \$634 ;
+  wire [6:0] \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire [6:0] \$639 ;
+  wire \$639 ;
   wire [21:0] \$64 ;
-  wire [32:0] \$640 ;
-  wire [16:0] \$641 ;
-  wire \$642 ;
+  wire [6:0] \$640 ;
+  wire [32:0] \$641 ;
+  wire [16:0] \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
-  wire [16:0] \$646 ;
-  wire [3:0] \$647 ;
-  wire \$648 ;
+  wire \$646 ;
+  wire [16:0] \$647 ;
+  wire [3:0] \$648 ;
   wire \$649 ;
   wire [32:0] \$65 ;
-  wire [4:0] \$650 ;
-  wire [32:0] \$651 ;
-  wire \$652 ;
+  wire \$650 ;
+  wire [4:0] \$651 ;
+  wire [32:0] \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
@@ -48320,36 +48320,36 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire [1:0] \$662 ;
-  wire \$663 ;
+  wire \$662 ;
+  wire [1:0] \$663 ;
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire [32:0] \$667 ;
-  wire [2:0] \$668 ;
-  wire \$669 ;
+  wire \$667 ;
+  wire [32:0] \$668 ;
+  wire [2:0] \$669 ;
   wire [31:0] \$67 ;
-  wire [6:0] \$670 ;
+  wire \$670 ;
   wire [6:0] \$671 ;
-  wire \$672 ;
+  wire [6:0] \$672 ;
   wire \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
-  wire [6:0] \$677 ;
-  wire [32:0] \$678 ;
-  wire [16:0] \$679 ;
+  wire \$677 ;
+  wire [6:0] \$678 ;
+  wire [32:0] \$679 ;
   wire [32:0] \$68 ;
-  wire \$680 ;
+  wire [16:0] \$680 ;
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire [16:0] \$684 ;
-  wire \$685 ;
+  wire \$684 ;
+  wire [16:0] \$685 ;
   wire \$686 ;
-  wire [1:0] \$687 ;
-  wire [32:0] \$688 ;
-  wire \$689 ;
+  wire \$687 ;
+  wire [1:0] \$688 ;
+  wire [32:0] \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
@@ -48367,23 +48367,23 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
-  wire [14:0] \$704 ;
-  wire [21:0] \$705 ;
-  wire [33:0] \$706 ;
-  reg \$707 ;
-  wire \$708 ;
+  wire \$704 ;
+  wire [14:0] \$705 ;
+  wire [21:0] \$706 ;
+  wire [33:0] \$707 ;
+  reg \$708 ;
   wire \$709 ;
   wire [32:0] \$71 ;
-  wire [7:0] \$710 ;
-  wire [32:0] \$711 ;
-  wire [7:0] \$712 ;
-  wire [32:0] \$713 ;
-  wire \$714 ;
+  wire \$710 ;
+  wire [7:0] \$711 ;
+  wire [32:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire [32:0] \$714 ;
   wire \$715 ;
   wire \$716 ;
-  wire [3:0] \$717 ;
-  wire [4:0] \$718 ;
-  wire \$719 ;
+  wire \$717 ;
+  wire [3:0] \$718 ;
+  wire [4:0] \$719 ;
   wire [32:0] \$72 ;
   wire \$720 ;
   wire \$721 ;
@@ -48399,13 +48399,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire [32:0] \$733 ;
-  wire \$734 ;
+  wire \$733 ;
+  wire [32:0] \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire [3:0] \$737 ;
-  wire [4:0] \$738 ;
-  wire \$739 ;
+  wire \$737 ;
+  wire [3:0] \$738 ;
+  wire [4:0] \$739 ;
   wire [32:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
@@ -48421,13 +48421,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
-  wire [32:0] \$753 ;
-  wire \$754 ;
+  wire \$753 ;
+  wire [32:0] \$754 ;
   wire \$755 ;
   wire \$756 ;
-  wire [3:0] \$757 ;
-  wire [4:0] \$758 ;
-  wire \$759 ;
+  wire \$757 ;
+  wire [3:0] \$758 ;
+  wire [4:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
   wire \$761 ;
@@ -48443,13 +48443,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
-  wire [32:0] \$773 ;
-  wire \$774 ;
+  wire \$773 ;
+  wire [32:0] \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire [3:0] \$777 ;
-  wire [4:0] \$778 ;
-  wire \$779 ;
+  wire \$777 ;
+  wire [3:0] \$778 ;
+  wire [4:0] \$779 ;
   wire \$78 ;
   wire \$780 ;
   wire \$781 ;
@@ -48465,162 +48465,163 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
-  reg \$793 ;
-  reg [1:0] \$794 ;
+  wire \$793 ;
+  reg \$794 ;
   reg [1:0] \$795 ;
-  reg \$796 ;
-  reg [1:0] \$797 ;
-  reg \$798 ;
-  reg [31:0] \$799 ;
+  reg [1:0] \$796 ;
+  reg \$797 ;
+  reg [1:0] \$798 ;
+  reg \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg [1:0] \$800 ;
-  reg \$801 ;
-  reg [2:0] \$802 ;
-  reg [191:0] \$803 ;
-  reg [7:0] \$804 ;
-  reg [223:0] \$805 ;
-  reg [2:0] \$806 ;
-  reg [255:0] \$807 ;
-  reg [2:0] \$808 ;
-  reg [63:0] \$809 ;
+  reg [31:0] \$800 ;
+  reg [1:0] \$801 ;
+  reg \$802 ;
+  reg [2:0] \$803 ;
+  reg [191:0] \$804 ;
+  reg [7:0] \$805 ;
+  reg [223:0] \$806 ;
+  reg [2:0] \$807 ;
+  reg [255:0] \$808 ;
+  reg [2:0] \$809 ;
   wire \$81 ;
-  reg [2:0] \$810 ;
-  reg [63:0] \$811 ;
-  reg [1:0] \$812 ;
-  reg [2:0] \$813 ;
-  reg [31:0] \$814 ;
-  reg [1:0] \$815 ;
-  reg [31:0] \$816 ;
-  reg [15:0] \$817 ;
-  reg [31:0] \$818 ;
-  reg [15:0] \$819 ;
+  reg [63:0] \$810 ;
+  reg [2:0] \$811 ;
+  reg [63:0] \$812 ;
+  reg [1:0] \$813 ;
+  reg [2:0] \$814 ;
+  reg [31:0] \$815 ;
+  reg [1:0] \$816 ;
+  reg [31:0] \$817 ;
+  reg [15:0] \$818 ;
+  reg [31:0] \$819 ;
   wire \$82 ;
   reg [15:0] \$820 ;
-  reg \$821 ;
-  reg [31:0] \$822 ;
-  reg [5:0] \$823 ;
+  reg [15:0] \$821 ;
+  reg \$822 ;
+  reg [31:0] \$823 ;
   reg [5:0] \$824 ;
-  reg [1:0] \$825 ;
-  reg [2:0] \$826 ;
-  reg [31:0] \$827 ;
-  reg [1:0] \$828 ;
-  reg [31:0] \$829 ;
+  reg [5:0] \$825 ;
+  reg [1:0] \$826 ;
+  reg [2:0] \$827 ;
+  reg [31:0] \$828 ;
+  reg [1:0] \$829 ;
   wire \$83 ;
-  reg [15:0] \$830 ;
-  reg [31:0] \$831 ;
-  reg [15:0] \$832 ;
+  reg [31:0] \$830 ;
+  reg [15:0] \$831 ;
+  reg [31:0] \$832 ;
   reg [15:0] \$833 ;
-  reg \$834 ;
-  reg [31:0] \$835 ;
-  reg [5:0] \$836 ;
+  reg [15:0] \$834 ;
+  reg \$835 ;
+  reg [31:0] \$836 ;
   reg [5:0] \$837 ;
-  reg [1:0] \$838 ;
-  reg [2:0] \$839 ;
+  reg [5:0] \$838 ;
+  reg [1:0] \$839 ;
   wire \$84 ;
-  reg [31:0] \$840 ;
-  reg [1:0] \$841 ;
-  reg [31:0] \$842 ;
-  reg [15:0] \$843 ;
-  reg [31:0] \$844 ;
-  reg [15:0] \$845 ;
+  reg [2:0] \$840 ;
+  reg [31:0] \$841 ;
+  reg [1:0] \$842 ;
+  reg [31:0] \$843 ;
+  reg [15:0] \$844 ;
+  reg [31:0] \$845 ;
   reg [15:0] \$846 ;
-  reg \$847 ;
-  reg [31:0] \$848 ;
-  reg [5:0] \$849 ;
+  reg [15:0] \$847 ;
+  reg \$848 ;
+  reg [31:0] \$849 ;
   wire \$85 ;
   reg [5:0] \$850 ;
-  reg [1:0] \$851 ;
-  reg [2:0] \$852 ;
-  reg [31:0] \$853 ;
-  reg [1:0] \$854 ;
-  reg [31:0] \$855 ;
-  reg [15:0] \$856 ;
-  reg [31:0] \$857 ;
-  reg [15:0] \$858 ;
+  reg [5:0] \$851 ;
+  reg [1:0] \$852 ;
+  reg [2:0] \$853 ;
+  reg [31:0] \$854 ;
+  reg [1:0] \$855 ;
+  reg [31:0] \$856 ;
+  reg [15:0] \$857 ;
+  reg [31:0] \$858 ;
   reg [15:0] \$859 ;
   wire [31:0] \$86 ;
-  reg \$860 ;
-  reg [31:0] \$861 ;
-  reg [5:0] \$862 ;
+  reg [15:0] \$860 ;
+  reg \$861 ;
+  reg [31:0] \$862 ;
   reg [5:0] \$863 ;
-  reg [1:0] \$864 ;
-  reg \$865 ;
+  reg [5:0] \$864 ;
+  reg [1:0] \$865 ;
   reg \$866 ;
   reg \$867 ;
   reg \$868 ;
-  reg [91:0] \$869 ;
+  reg \$869 ;
   wire [31:0] \$87 ;
-  reg [2:0] \$870 ;
-  reg \$871 ;
-  reg [31:0] \$872 ;
+  reg [91:0] \$870 ;
+  reg [2:0] \$871 ;
+  reg \$872 ;
   reg [31:0] \$873 ;
   reg [31:0] \$874 ;
-  reg [7:0] \$875 ;
-  reg [127:0] \$876 ;
-  reg [7:0] \$877 ;
-  reg [1:0] \$878 ;
-  reg \$879 ;
+  reg [31:0] \$875 ;
+  reg [7:0] \$876 ;
+  reg [127:0] \$877 ;
+  reg [7:0] \$878 ;
+  reg [1:0] \$879 ;
   wire \$88 ;
-  reg [7:0] \$880 ;
-  reg [31:0] \$881 ;
-  reg \$882 ;
+  reg \$880 ;
+  reg [7:0] \$881 ;
+  reg [31:0] \$882 ;
   reg \$883 ;
-  reg [2:0] \$884 ;
-  reg \$885 ;
-  reg [31:0] \$886 ;
-  reg \$887 ;
-  reg [7:0] \$888 ;
-  reg [31:0] \$889 ;
+  reg \$884 ;
+  reg [2:0] \$885 ;
+  reg \$886 ;
+  reg [31:0] \$887 ;
+  reg \$888 ;
+  reg [7:0] \$889 ;
   wire \$89 ;
-  reg \$890 ;
+  reg [31:0] \$890 ;
   reg \$891 ;
   reg \$892 ;
   reg \$893 ;
-  reg [31:0] \$894 ;
-  reg \$895 ;
+  reg \$894 ;
+  reg [31:0] \$895 ;
   reg \$896 ;
-  reg [2:0] \$897 ;
-  reg \$898 ;
-  reg [31:0] \$899 ;
+  reg \$897 ;
+  reg [2:0] \$898 ;
+  reg \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg \$900 ;
-  reg [7:0] \$901 ;
-  reg [31:0] \$902 ;
-  reg \$903 ;
+  reg [31:0] \$900 ;
+  reg \$901 ;
+  reg [7:0] \$902 ;
+  reg [31:0] \$903 ;
   reg \$904 ;
   reg \$905 ;
   reg \$906 ;
-  reg [31:0] \$907 ;
-  reg \$908 ;
+  reg \$907 ;
+  reg [31:0] \$908 ;
   reg \$909 ;
   wire \$91 ;
-  reg [2:0] \$910 ;
-  reg \$911 ;
-  reg [31:0] \$912 ;
-  reg \$913 ;
-  reg [7:0] \$914 ;
-  reg [31:0] \$915 ;
-  reg \$916 ;
+  reg \$910 ;
+  reg [2:0] \$911 ;
+  reg \$912 ;
+  reg [31:0] \$913 ;
+  reg \$914 ;
+  reg [7:0] \$915 ;
+  reg [31:0] \$916 ;
   reg \$917 ;
   reg \$918 ;
   reg \$919 ;
   wire \$92 ;
-  reg [31:0] \$920 ;
-  reg \$921 ;
+  reg \$920 ;
+  reg [31:0] \$921 ;
   reg \$922 ;
-  reg [2:0] \$923 ;
-  reg \$924 ;
-  reg [31:0] \$925 ;
-  reg \$926 ;
-  reg [7:0] \$927 ;
-  reg [31:0] \$928 ;
-  reg \$929 ;
+  reg \$923 ;
+  reg [2:0] \$924 ;
+  reg \$925 ;
+  reg [31:0] \$926 ;
+  reg \$927 ;
+  reg [7:0] \$928 ;
+  reg [31:0] \$929 ;
   wire \$93 ;
   reg \$930 ;
   reg \$931 ;
   reg \$932 ;
+  reg \$933 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
@@ -48631,6 +48632,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg \abandon$67 ;
   wire [3:0] args_r__addr;
   wire [255:0] args_r__data;
+  wire [3:0] args_step_r__addr;
+  wire [255:0] args_step_r__data;
   wire [3:0] args_w__addr;
   wire [255:0] args_w__data;
   wire args_w__en;
@@ -48851,7 +48854,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [2:0] \level$159 ;
   output [2:0] \level$196 ;
   wire [2:0] \level$196 ;
-  wire [2:0] \level$354 ;
+  wire [2:0] \level$356 ;
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
@@ -49263,7 +49266,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [257:0] \r_data$165 ;
   output [257:0] \r_data$202 ;
   wire [257:0] \r_data$202 ;
-  wire [91:0] \r_data$396 ;
+  wire [91:0] \r_data$398 ;
   input r_en;
   wire r_en;
   input \r_en$139 ;
@@ -49272,12 +49275,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \r_en$176 ;
   input \r_en$213 ;
   wire \r_en$213 ;
-  reg \r_en$398 ;
+  reg \r_en$400 ;
   wire r_rdy;
   wire \r_rdy$134 ;
   wire \r_rdy$171 ;
   wire \r_rdy$208 ;
-  wire \r_rdy$395 ;
+  wire \r_rdy$397 ;
   input rst;
   wire rst;
   wire [3:0] strides_r__addr;
@@ -49286,7 +49289,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [255:0] strides_w__data;
   wire strides_w__en;
   wire timeout;
-  wire \timeout$399 ;
+  wire \timeout$401 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -49315,15 +49318,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [7:0] up__wstrb = 8'h00;
   reg up__wvalid = 1'h0;
   wire [257:0] w_data;
-  wire [257:0] \w_data$330 ;
-  wire [257:0] \w_data$334 ;
-  wire [257:0] \w_data$338 ;
-  wire [91:0] \w_data$339 ;
+  wire [257:0] \w_data$332 ;
+  wire [257:0] \w_data$336 ;
+  wire [257:0] \w_data$340 ;
+  wire [91:0] \w_data$341 ;
   wire w_en;
-  wire \w_en$329 ;
-  wire \w_en$333 ;
-  wire \w_en$337 ;
-  wire \w_en$352 ;
+  wire \w_en$331 ;
+  wire \w_en$335 ;
+  wire \w_en$339 ;
+  wire \w_en$354 ;
   wire w_rdy;
   reg [255:0] list_args [15:0];
   initial begin
@@ -49346,9 +49349,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @(posedge clk) begin
     if (args_w__en)
-      list_args[\$277 [3:0]] <= args_w__data;
+      list_args[\$278 [3:0]] <= args_w__data;
   end
-  assign args_r__data = list_args[\$237 [3:0]];
+  assign args_step_r__data = list_args[\$238 [3:0]];
+  assign args_r__data = list_args[\$236 [3:0]];
   reg [255:0] list_strides [15:0];
   initial begin
     list_strides[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -49370,9 +49374,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @(posedge clk) begin
     if (strides_w__en)
-      list_strides[\$285 [3:0]] <= { down__rdata, fetch_r_buf };
+      list_strides[\$286 [3:0]] <= { down__rdata, fetch_r_buf };
   end
-  assign strides_r__data = list_strides[\$239 [3:0]];
+  assign strides_r__data = list_strides[\$240 [3:0]];
+  assign \$50  = q__0__ring_log2 > 2'h2;
   assign \$51  = q__0__ring_log2 > 2'h3;
   assign \$52  = q__0__ring_log2 > 3'h4;
   assign \$53  = q__0__ring_log2 > 3'h5;
@@ -49527,932 +49532,933 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$203  = \$201  & \$202 ;
   assign \$204  = ! fetch_r_buf[84:80];
   assign fetch_list_start = \$203  & \$204 ;
-  assign \$205  = args_r__data[31:0] + strides_r__data[31:0];
-  assign \$206  = args_r__data[63:32] + strides_r__data[63:32];
-  assign \$207  = args_r__data[95:64] + strides_r__data[95:64];
-  assign \$208  = args_r__data[127:96] + strides_r__data[127:96];
-  assign \$209  = args_r__data[159:128] + strides_r__data[159:128];
-  assign \$210  = args_r__data[191:160] + strides_r__data[191:160];
-  assign \$211  = args_r__data[223:192] + strides_r__data[223:192];
-  assign \$212  = args_r__data[255:224] + strides_r__data[255:224];
-  assign \$1173  = list_pj * 6'h20;
-  assign \$213  = list_patches >> \$1173 ;
+  assign \$205  = args_step_r__data[31:0] + strides_r__data[31:0];
+  assign \$206  = args_step_r__data[63:32] + strides_r__data[63:32];
+  assign \$207  = args_step_r__data[95:64] + strides_r__data[95:64];
+  assign \$208  = args_step_r__data[127:96] + strides_r__data[127:96];
+  assign \$209  = args_step_r__data[159:128] + strides_r__data[159:128];
+  assign \$210  = args_step_r__data[191:160] + strides_r__data[191:160];
+  assign \$211  = args_step_r__data[223:192] + strides_r__data[223:192];
+  assign \$212  = args_step_r__data[255:224] + strides_r__data[255:224];
+  assign \$1174  = list_pj * 6'h20;
+  assign \$213  = list_patches >> \$1174 ;
   assign patch_width = \$213 [13:8] + 1'h1;
-  assign \$1177  = list_pj * 6'h20;
-  assign \$214  = list_patches >> \$1177 ;
-  assign \$1180  = list_pj * 6'h20;
-  assign \$215  = list_patches >> \$1180 ;
-  assign \$1183  = list_pj * 6'h20;
-  assign \$216  = list_patches >> \$1183 ;
+  assign \$1178  = list_pj * 6'h20;
+  assign \$214  = list_patches >> \$1178 ;
+  assign \$1181  = list_pj * 6'h20;
+  assign \$215  = list_patches >> \$1181 ;
+  assign \$1184  = list_pj * 6'h20;
+  assign \$216  = list_patches >> \$1184 ;
   assign \$217  = \$216 [7:0] < 6'h20;
-  assign \$1187  = list_pj * 6'h20;
-  assign \$218  = list_patches >> \$1187 ;
+  assign \$1188  = list_pj * 6'h20;
+  assign \$218  = list_patches >> \$1188 ;
   assign \$219  = \$218 [7:0] + patch_width;
   assign \$220  = \$219  > 9'h100;
   assign \$221  = \$217  | \$220 ;
   assign \$222  = \$214 [4:0] + patch_width;
   assign \$223  = \$222  > 7'h40;
   assign \$224  = \$221  | \$223 ;
-  assign \$1197  = list_pj * 6'h20;
-  assign \$226  = list_patches >> \$1197 ;
+  assign \$1198  = list_pj * 6'h20;
+  assign \$226  = list_patches >> \$1198 ;
   assign \$227  = \$225  <= \$226 [20:16];
   assign \$228  = \$224  | \$227 ;
-  assign \$1202  = list_pj * 6'h20;
-  assign \$229  = list_patches >> \$1202 ;
+  assign \$1203  = list_pj * 6'h20;
+  assign \$229  = list_patches >> \$1203 ;
   assign \$230  = | \$229 [15:14];
   assign \$231  = \$228  | \$230 ;
-  assign \$1207  = list_pj * 6'h20;
-  assign \$232  = list_patches >> \$1207 ;
+  assign \$1208  = list_pj * 6'h20;
+  assign \$232  = list_patches >> \$1208 ;
   assign \$233  = | \$232 [31:21];
   assign patch_bad = \$231  | \$233 ;
   assign \$234  = fetch_q * 3'h4;
-  assign \$1213  = list_pj * 6'h20;
-  assign \$235  = list_patches >> \$1213 ;
-  assign \$236  = fetch_step ? fetch_step_row : \$235 [20:19];
-  assign \$237  = \$234  + \$236 ;
-  assign \$238  = fetch_q * 3'h4;
-  assign \$239  = \$238  + fetch_step_row;
-  assign \$1220  = list_pj * 6'h20;
-  assign \$240  = list_patches >> \$1220 ;
-  assign \$1223  = \$240 [18:16] * 6'h20;
-  assign patch_arg = args_r__data >> \$1223 ;
-  assign \$1226  = patch_at_word * 6'h20;
-  assign \$241  = list_desc >> \$1226 ;
-  assign \$242  = patch_at_word + 1'h1;
-  assign \$1230  = \$242  * 6'h20;
-  assign \$243  = list_desc >> \$1230 ;
-  assign \$244  = ~ patch_mask;
-  assign \$245  = { \$243 , \$241  } & \$244 ;
-  assign \$246  = { \$243 , \$241  } + patch_addend;
-  assign \$247  = \$246 [63:0] & patch_mask;
-  assign patch_result = \$245  | \$247 ;
-  assign \$248  = fetch_kind == 2'h2;
-  assign \$249  = fetch_good & \$248 ;
-  assign \$250  = \$249  & fetch_patch_rd;
-  assign \$251  = fetch_kind == 2'h2;
-  assign \$252  = fetch_good & \$251 ;
-  assign \$253  = fetch_r_buf[7:0] == 4'hd;
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = fetch_kind == 2'h2;
-  assign \$256  = fetch_good & \$255 ;
-  assign \$257  = fetch_discard | fetch_q_reset;
-  assign \$258  = ~ fetch_discard;
-  assign \$259  = ~ fetch_q_reset;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = ~ fetch_discard;
-  assign \$262  = ~ fetch_q_reset;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = fetch_keep & fetch_bad;
-  assign \$265  = ~ fetch_discard;
-  assign \$266  = abandon & \$265 ;
-  assign \$267  = ~ fetch_q_reset;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = \$264  | \$268 ;
-  assign fetch_fail = \$269  | fetch_list_fail;
-  assign \$270  = down__rresp == 2'h3;
-  assign \$271  = \$270  ? 8'h07 : 8'h06;
-  assign \$272  = abandon ? 8'h10 : \$271 ;
-  assign \$273  = fetch_r_err ? fetch_r_code : \$272 ;
-  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$273 ;
-  assign \$274  = fetch_q * 3'h4;
-  assign \$276  = fetch_step ? fetch_step_row : \$275 ;
-  assign \$277  = \$274  + \$276 ;
+  assign \$1214  = list_pj * 6'h20;
+  assign \$235  = list_patches >> \$1214 ;
+  assign \$236  = \$234  + \$235 [20:19];
+  assign \$237  = fetch_q * 3'h4;
+  assign \$238  = \$237  + fetch_step_row;
+  assign \$239  = fetch_q * 3'h4;
+  assign \$240  = \$239  + fetch_step_row;
+  assign \$1222  = list_pj * 6'h20;
+  assign \$241  = list_patches >> \$1222 ;
+  assign \$1225  = \$241 [18:16] * 6'h20;
+  assign patch_arg = args_r__data >> \$1225 ;
+  assign \$1228  = patch_at_word * 6'h20;
+  assign \$242  = list_desc >> \$1228 ;
+  assign \$243  = patch_at_word + 1'h1;
+  assign \$1232  = \$243  * 6'h20;
+  assign \$244  = list_desc >> \$1232 ;
+  assign \$245  = ~ patch_mask;
+  assign \$246  = { \$244 , \$242  } & \$245 ;
+  assign \$247  = { \$244 , \$242  } + patch_addend;
+  assign \$248  = \$247 [63:0] & patch_mask;
+  assign patch_result = \$246  | \$248 ;
+  assign \$249  = fetch_kind == 2'h2;
+  assign \$250  = fetch_good & \$249 ;
+  assign \$251  = \$250  & fetch_patch_rd;
+  assign \$252  = fetch_kind == 2'h2;
+  assign \$253  = fetch_good & \$252 ;
+  assign \$254  = fetch_r_buf[7:0] == 4'hd;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = fetch_kind == 2'h2;
+  assign \$257  = fetch_good & \$256 ;
+  assign \$258  = fetch_discard | fetch_q_reset;
+  assign \$259  = ~ fetch_discard;
+  assign \$260  = ~ fetch_q_reset;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = ~ fetch_discard;
+  assign \$263  = ~ fetch_q_reset;
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = fetch_keep & fetch_bad;
+  assign \$266  = ~ fetch_discard;
+  assign \$267  = abandon & \$266 ;
+  assign \$268  = ~ fetch_q_reset;
+  assign \$269  = \$267  & \$268 ;
+  assign \$270  = \$265  | \$269 ;
+  assign fetch_fail = \$270  | fetch_list_fail;
+  assign \$271  = down__rresp == 2'h3;
+  assign \$272  = \$271  ? 8'h07 : 8'h06;
+  assign \$273  = abandon ? 8'h10 : \$272 ;
+  assign \$274  = fetch_r_err ? fetch_r_code : \$273 ;
+  assign fetch_fail_code = fetch_list_fail ? 8'h11 : \$274 ;
+  assign \$275  = fetch_q * 3'h4;
+  assign \$277  = fetch_step ? fetch_step_row : \$276 ;
+  assign \$278  = \$275  + \$277 ;
   assign args_w__data = fetch_step ? { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] } : { down__rdata, fetch_r_buf };
-  assign \$278  = fetch_kind == 1'h1;
-  assign \$279  = fetch_good & \$278 ;
-  assign \$281  = ~ \$280 ;
-  assign \$282  = \$279  & \$281 ;
-  assign args_w__en = \$282  | fetch_step;
-  assign \$283  = fetch_q * 3'h4;
-  assign \$285  = \$283  + \$284 ;
-  assign \$286  = fetch_kind == 1'h1;
-  assign \$287  = fetch_good & \$286 ;
-  assign strides_w__en = \$287  & \$288 ;
-  assign \$289  = ! fetch_q;
-  assign \$290  = fetch_good & \$289 ;
-  assign \$291  = fetch_kind == 2'h3;
-  assign \$292  = ! fetch_kind;
-  assign \$293  = ~ fetch_list_start;
-  assign \$294  = \$292  & \$293 ;
-  assign \$295  = \$291  | \$294 ;
-  assign q0_fetch_push = \$290  & \$295 ;
-  assign \$296  = ! fetch_q;
-  assign q0_item_push = fetch_item_push & \$296 ;
+  assign \$279  = fetch_kind == 1'h1;
+  assign \$280  = fetch_good & \$279 ;
+  assign \$282  = ~ \$281 ;
+  assign \$283  = \$280  & \$282 ;
+  assign args_w__en = \$283  | fetch_step;
+  assign \$284  = fetch_q * 3'h4;
+  assign \$286  = \$284  + \$285 ;
+  assign \$287  = fetch_kind == 1'h1;
+  assign \$288  = fetch_good & \$287 ;
+  assign strides_w__en = \$288  & \$289 ;
+  assign \$290  = ! fetch_q;
+  assign \$291  = fetch_good & \$290 ;
+  assign \$292  = fetch_kind == 2'h3;
+  assign \$293  = ! fetch_kind;
+  assign \$294  = ~ fetch_list_start;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = \$292  | \$295 ;
+  assign q0_fetch_push = \$291  & \$296 ;
+  assign \$297  = ! fetch_q;
+  assign q0_item_push = fetch_item_push & \$297 ;
   assign w_en = q0_fetch_push | q0_item_push;
-  assign \$297  = fetch_kind == 2'h3;
-  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$297 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$298  = fetch_q == 1'h1;
-  assign \$299  = fetch_good & \$298 ;
-  assign \$300  = fetch_kind == 2'h3;
-  assign \$301  = ! fetch_kind;
-  assign \$302  = ~ fetch_list_start;
-  assign \$303  = \$301  & \$302 ;
-  assign \$304  = \$300  | \$303 ;
-  assign q1_fetch_push = \$299  & \$304 ;
-  assign \$305  = fetch_q == 1'h1;
-  assign q1_item_push = fetch_item_push & \$305 ;
-  assign \w_en$329  = q1_fetch_push | q1_item_push;
-  assign \$306  = fetch_kind == 2'h3;
-  assign \w_data$330  = q1_item_push ? { 2'h1, list_desc } : { \$306 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$307  = fetch_q == 2'h2;
-  assign \$308  = fetch_good & \$307 ;
-  assign \$309  = fetch_kind == 2'h3;
-  assign \$310  = ! fetch_kind;
-  assign \$311  = ~ fetch_list_start;
-  assign \$312  = \$310  & \$311 ;
-  assign \$313  = \$309  | \$312 ;
-  assign q2_fetch_push = \$308  & \$313 ;
-  assign \$314  = fetch_q == 2'h2;
-  assign q2_item_push = fetch_item_push & \$314 ;
-  assign \w_en$333  = q2_fetch_push | q2_item_push;
-  assign \$315  = fetch_kind == 2'h3;
-  assign \w_data$334  = q2_item_push ? { 2'h1, list_desc } : { \$315 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$316  = fetch_q == 2'h3;
-  assign \$317  = fetch_good & \$316 ;
-  assign \$318  = fetch_kind == 2'h3;
-  assign \$319  = ! fetch_kind;
-  assign \$320  = ~ fetch_list_start;
-  assign \$321  = \$319  & \$320 ;
-  assign \$322  = \$318  | \$321 ;
-  assign q3_fetch_push = \$317  & \$322 ;
-  assign \$323  = fetch_q == 2'h3;
-  assign q3_item_push = fetch_item_push & \$323 ;
-  assign \w_en$337  = q3_fetch_push | q3_item_push;
-  assign \$324  = fetch_kind == 2'h3;
-  assign \w_data$338  = q3_item_push ? { 2'h1, list_desc } : { \$324 , 1'h0, down__rdata, fetch_r_buf };
-  assign \$325  = cpl_valid & w_rdy;
-  assign \$326  = cpl_queue < 3'h4;
-  assign cpl_push_ok = \$325  & \$326 ;
-  assign cpl_free = 3'h4 - \level$354 ;
-  assign \$327  = cpl_w_nbeats - 1'h1;
-  assign cpl_w_last = cpl_w_beat == \$327 ;
-  assign \$1342  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$1342 ;
+  assign \$298  = fetch_kind == 2'h3;
+  assign w_data = q0_item_push ? { 2'h1, list_desc } : { \$298 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$299  = fetch_q == 1'h1;
+  assign \$300  = fetch_good & \$299 ;
+  assign \$301  = fetch_kind == 2'h3;
+  assign \$302  = ! fetch_kind;
+  assign \$303  = ~ fetch_list_start;
+  assign \$304  = \$302  & \$303 ;
+  assign \$305  = \$301  | \$304 ;
+  assign q1_fetch_push = \$300  & \$305 ;
+  assign \$306  = fetch_q == 1'h1;
+  assign q1_item_push = fetch_item_push & \$306 ;
+  assign \w_en$331  = q1_fetch_push | q1_item_push;
+  assign \$307  = fetch_kind == 2'h3;
+  assign \w_data$332  = q1_item_push ? { 2'h1, list_desc } : { \$307 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$308  = fetch_q == 2'h2;
+  assign \$309  = fetch_good & \$308 ;
+  assign \$310  = fetch_kind == 2'h3;
+  assign \$311  = ! fetch_kind;
+  assign \$312  = ~ fetch_list_start;
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  | \$313 ;
+  assign q2_fetch_push = \$309  & \$314 ;
+  assign \$315  = fetch_q == 2'h2;
+  assign q2_item_push = fetch_item_push & \$315 ;
+  assign \w_en$335  = q2_fetch_push | q2_item_push;
+  assign \$316  = fetch_kind == 2'h3;
+  assign \w_data$336  = q2_item_push ? { 2'h1, list_desc } : { \$316 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$317  = fetch_q == 2'h3;
+  assign \$318  = fetch_good & \$317 ;
+  assign \$319  = fetch_kind == 2'h3;
+  assign \$320  = ! fetch_kind;
+  assign \$321  = ~ fetch_list_start;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = \$319  | \$322 ;
+  assign q3_fetch_push = \$318  & \$323 ;
+  assign \$324  = fetch_q == 2'h3;
+  assign q3_item_push = fetch_item_push & \$324 ;
+  assign \w_en$339  = q3_fetch_push | q3_item_push;
+  assign \$325  = fetch_kind == 2'h3;
+  assign \w_data$340  = q3_item_push ? { 2'h1, list_desc } : { \$325 , 1'h0, down__rdata, fetch_r_buf };
+  assign \$326  = cpl_valid & w_rdy;
+  assign \$327  = cpl_queue < 3'h4;
+  assign cpl_push_ok = \$326  & \$327 ;
+  assign cpl_free = 3'h4 - \level$356 ;
+  assign \$328  = cpl_w_nbeats - 1'h1;
+  assign cpl_w_last = cpl_w_beat == \$328 ;
+  assign \$1344  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$1344 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
-  assign \$328  = ~ up__awvalid;
-  assign \$329  = \$328  | up__awready;
-  assign \$330  = ~ up__wvalid;
-  assign \$331  = up__wready & cpl_w_last;
-  assign \$332  = \$330  | \$331 ;
-  assign cpl_sent = \$329  & \$332 ;
+  assign \$329  = ~ up__awvalid;
+  assign \$330  = \$329  | up__awready;
+  assign \$331  = ~ up__wvalid;
+  assign \$332  = up__wready & cpl_w_last;
+  assign \$333  = \$331  | \$332 ;
+  assign cpl_sent = \$330  & \$333 ;
   assign cpl_b_hs = up__bvalid & up__bready;
-  assign \$335  = ~ cpl_req[2];
-  assign \$336  = ~ cpl_req[3];
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = ~ cpl_wr_err;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = ~ down__bresp[1];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = \$341  & \r_rdy$395 ;
-  assign \$343  = \r_data$396 [1:0] == cpl_req[1:0];
-  assign cpl_coalesce = \$342  & \$343 ;
-  assign \$344  = cpl_b_hs & cpl_coalesce;
+  assign \$336  = ~ cpl_req[2];
+  assign \$337  = ~ cpl_req[3];
+  assign \$338  = \$336  & \$337 ;
+  assign \$339  = ~ cpl_wr_err;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = ~ down__bresp[1];
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = \$342  & \r_rdy$397 ;
+  assign \$344  = \r_data$398 [1:0] == cpl_req[1:0];
+  assign cpl_coalesce = \$343  & \$344 ;
+  assign \$345  = cpl_b_hs & cpl_coalesce;
   assign cpl_fin_bad = cpl_wr_err | down__bresp[1];
-  assign \$345  = down__bresp == 2'h3;
-  assign \$346  = \$345  ? 8'h07 : 8'h06;
-  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$346 ;
-  assign \$347  = ! cpl_req[1:0];
-  assign q0_cpl_done = cpl_finish & \$347 ;
-  assign \$348  = | q__0__ring_base[4:0];
-  assign \$349  = | q__0__cpl_base[3:0];
-  assign \$350  = \$348  | \$349 ;
-  assign \$351  = ! q__0__ring_log2;
-  assign q0_bad_cfg = \$350  | \$351 ;
-  assign \$352  = ! cpl_req[1:0];
-  assign \$353  = cpl_cons_busy & \$352 ;
-  assign \$354  = q__0__consumer + \$353 ;
-  assign \$355  = q__0__doorbell - \$354 [31:0];
-  assign q0_db_overflow = \$355 [31:0] > \$7 ;
-  assign \$356  = ~ q0_resetting;
-  assign q0_db_write = q__0__doorbell_we & \$356 ;
-  assign \$357  = ~ q0_checked;
-  assign \$358  = q0_want & \$357 ;
-  assign \$359  = \$358  & q0_bad_cfg;
-  assign \$360  = q0_db_write & q0_db_overflow;
-  assign \$361  = ! fetch_q;
-  assign \$362  = fetch_fail & \$361 ;
-  assign \$363  = cpl_req[3] | cpl_fin_bad;
-  assign \$364  = q0_cpl_done & \$363 ;
-  assign q0_halt_any = | { \$364 , \$362 , \$360 , \$359  };
-  assign \$365  = cpl_req[3] | cpl_fin_bad;
-  assign \$366  = q0_cpl_done & \$365 ;
-  assign \$367  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$368  = ! fetch_q;
-  assign \$369  = fetch_fail & \$368 ;
-  assign \$370  = q0_db_write & q0_db_overflow;
-  assign \$371  = ~ q0_checked;
-  assign \$372  = q0_want & \$371 ;
-  assign \$373  = \$372  & q0_bad_cfg;
-  assign \$374  = q0_resetting & q0_acked;
-  assign \$375  = ! q0_cpl_pending;
-  assign \$376  = \$374  & \$375 ;
-  assign q__0__cleared = \$376  & q__0__drained;
-  assign \$377  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$377 ;
-  assign \$378  = | q__1__ring_base[4:0];
-  assign \$379  = | q__1__cpl_base[3:0];
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$380  | \$381 ;
-  assign \$382  = cpl_req[1:0] == 1'h1;
-  assign \$383  = cpl_cons_busy & \$382 ;
-  assign \$384  = q__1__consumer + \$383 ;
-  assign \$385  = q__1__doorbell - \$384 [31:0];
-  assign q1_db_overflow = \$385 [31:0] > \$14 ;
-  assign \$386  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$386 ;
-  assign \$387  = ~ q1_checked;
-  assign \$388  = q1_want & \$387 ;
-  assign \$389  = \$388  & q1_bad_cfg;
-  assign \$390  = q1_db_write & q1_db_overflow;
-  assign \$391  = fetch_q == 1'h1;
-  assign \$392  = fetch_fail & \$391 ;
-  assign \$393  = cpl_req[3] | cpl_fin_bad;
-  assign \$394  = q1_cpl_done & \$393 ;
-  assign q1_halt_any = | { \$394 , \$392 , \$390 , \$389  };
-  assign \$395  = cpl_req[3] | cpl_fin_bad;
-  assign \$396  = q1_cpl_done & \$395 ;
-  assign \$397  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$398  = fetch_q == 1'h1;
-  assign \$399  = fetch_fail & \$398 ;
-  assign \$400  = q1_db_write & q1_db_overflow;
-  assign \$401  = ~ q1_checked;
-  assign \$402  = q1_want & \$401 ;
-  assign \$403  = \$402  & q1_bad_cfg;
-  assign \$404  = q1_resetting & q1_acked;
-  assign \$405  = ! q1_cpl_pending;
-  assign \$406  = \$404  & \$405 ;
-  assign q__1__cleared = \$406  & q__1__drained;
-  assign \$407  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$407 ;
-  assign \$408  = | q__2__ring_base[4:0];
-  assign \$409  = | q__2__cpl_base[3:0];
-  assign \$410  = \$408  | \$409 ;
-  assign \$411  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$410  | \$411 ;
-  assign \$412  = cpl_req[1:0] == 2'h2;
-  assign \$413  = cpl_cons_busy & \$412 ;
-  assign \$414  = q__2__consumer + \$413 ;
-  assign \$415  = q__2__doorbell - \$414 [31:0];
-  assign q2_db_overflow = \$415 [31:0] > \$21 ;
-  assign \$416  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$416 ;
-  assign \$417  = ~ q2_checked;
-  assign \$418  = q2_want & \$417 ;
-  assign \$419  = \$418  & q2_bad_cfg;
-  assign \$420  = q2_db_write & q2_db_overflow;
-  assign \$421  = fetch_q == 2'h2;
-  assign \$422  = fetch_fail & \$421 ;
-  assign \$423  = cpl_req[3] | cpl_fin_bad;
-  assign \$424  = q2_cpl_done & \$423 ;
-  assign q2_halt_any = | { \$424 , \$422 , \$420 , \$419  };
-  assign \$425  = cpl_req[3] | cpl_fin_bad;
-  assign \$426  = q2_cpl_done & \$425 ;
-  assign \$427  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$428  = fetch_q == 2'h2;
-  assign \$429  = fetch_fail & \$428 ;
-  assign \$430  = q2_db_write & q2_db_overflow;
-  assign \$431  = ~ q2_checked;
-  assign \$432  = q2_want & \$431 ;
-  assign \$433  = \$432  & q2_bad_cfg;
-  assign \$434  = q2_resetting & q2_acked;
-  assign \$435  = ! q2_cpl_pending;
-  assign \$436  = \$434  & \$435 ;
-  assign q__2__cleared = \$436  & q__2__drained;
-  assign \$437  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$437 ;
-  assign \$438  = | q__3__ring_base[4:0];
-  assign \$439  = | q__3__cpl_base[3:0];
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$440  | \$441 ;
-  assign \$442  = cpl_req[1:0] == 2'h3;
-  assign \$443  = cpl_cons_busy & \$442 ;
-  assign \$444  = q__3__consumer + \$443 ;
-  assign \$445  = q__3__doorbell - \$444 [31:0];
-  assign q3_db_overflow = \$445 [31:0] > \$28 ;
-  assign \$446  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$446 ;
-  assign \$447  = ~ q3_checked;
-  assign \$448  = q3_want & \$447 ;
-  assign \$449  = \$448  & q3_bad_cfg;
-  assign \$450  = q3_db_write & q3_db_overflow;
-  assign \$451  = fetch_q == 2'h3;
-  assign \$452  = fetch_fail & \$451 ;
-  assign \$453  = cpl_req[3] | cpl_fin_bad;
-  assign \$454  = q3_cpl_done & \$453 ;
-  assign q3_halt_any = | { \$454 , \$452 , \$450 , \$449  };
-  assign \$455  = cpl_req[3] | cpl_fin_bad;
-  assign \$456  = q3_cpl_done & \$455 ;
-  assign \$457  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$458  = fetch_q == 2'h3;
-  assign \$459  = fetch_fail & \$458 ;
-  assign \$460  = q3_db_write & q3_db_overflow;
-  assign \$461  = ~ q3_checked;
-  assign \$462  = q3_want & \$461 ;
-  assign \$463  = \$462  & q3_bad_cfg;
-  assign \$464  = q3_resetting & q3_acked;
-  assign \$465  = ! q3_cpl_pending;
-  assign \$466  = \$464  & \$465 ;
-  assign q__3__cleared = \$466  & q__3__drained;
-  assign \$467  = ! fetch_fsm_state;
-  assign \$468  = fetch_fsm_state == 1'h1;
-  assign \$469  = fetch_fsm_state == 2'h2;
-  assign \$470  = fetch_fsm_state == 2'h3;
-  assign \$471  = fetch_fsm_state == 3'h4;
-  assign \$472  = fetch_fsm_state == 3'h5;
-  assign \$473  = fetch_fsm_state == 3'h6;
-  assign \$474  = ! cpl_fsm_state;
-  assign \$475  = cpl_fsm_state == 1'h1;
-  assign \$476  = cpl_fsm_state == 2'h2;
-  assign \$477  = cpl_fsm_state == 2'h3;
-  assign \$478  = cpl_fsm_state == 3'h4;
-  assign \$479  = cpl_fsm_state == 3'h5;
-  assign \$480  = cpl_fsm_state == 3'h6;
-  assign \$481  = fetch_busy & fetch_q_reset;
-  assign \$485  = fetch_r_beat != 2'h3;
-  assign \$486  = fetch_r_beat + 1'h1;
-  assign \$487  = ~ fetch_r_err;
-  assign \$488  = down__rresp[1] & \$487 ;
-  assign \$489  = down__rresp == 2'h3;
-  assign \$490  = \$489  ? 8'h07 : 8'h06;
-  assign \$491  = fetch_kind == 2'h2;
-  assign \$492  = fetch_good & \$491 ;
-  assign \$493  = \$492  & fetch_patch_rd;
-  assign \$494  = fetch_kind == 2'h2;
-  assign \$495  = fetch_good & \$494 ;
-  assign \$496  = fetch_r_buf[7:0] == 4'hd;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = fetch_kind == 2'h2;
-  assign \$499  = fetch_good & \$498 ;
-  assign \$500  = | fetch_r_buf[11:9];
-  assign \$501  = up__araddr + 6'h20;
-  assign \$502  = fetch_discard | fetch_q_reset;
-  assign \$503  = patch_arg << \$214 [4:0];
-  assign \$504  = 7'h40 - patch_width;
-  assign \$505  = 64'hffffffffffffffff >> \$504 [5:0];
-  assign \$506  = \$505  << \$214 [4:0];
-  assign \$507  = fetch_discard | fetch_q_reset;
-  assign \$508  = ! patch_at_word;
-  assign \$509  = patch_at_word == 1'h1;
-  assign \$510  = patch_at_word == 2'h2;
-  assign \$511  = patch_at_word == 2'h3;
-  assign \$512  = patch_at_word == 3'h4;
-  assign \$513  = patch_at_word == 3'h5;
-  assign \$514  = patch_at_word == 3'h6;
-  assign \$515  = patch_at_word == 3'h7;
-  assign \$516  = list_pj + 1'h1;
+  assign \$346  = down__bresp == 2'h3;
+  assign \$347  = \$346  ? 8'h07 : 8'h06;
+  assign cpl_fin_code = cpl_wr_err ? cpl_wr_code : \$347 ;
+  assign \$348  = ! cpl_req[1:0];
+  assign q0_cpl_done = cpl_finish & \$348 ;
+  assign \$349  = | q__0__ring_base[4:0];
+  assign \$350  = | q__0__cpl_base[3:0];
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = ! q__0__ring_log2;
+  assign q0_bad_cfg = \$351  | \$352 ;
+  assign \$353  = ! cpl_req[1:0];
+  assign \$354  = cpl_cons_busy & \$353 ;
+  assign \$355  = q__0__consumer + \$354 ;
+  assign \$356  = q__0__doorbell - \$355 [31:0];
+  assign q0_db_overflow = \$356 [31:0] > \$7 ;
+  assign \$357  = ~ q0_resetting;
+  assign q0_db_write = q__0__doorbell_we & \$357 ;
+  assign \$358  = ~ q0_checked;
+  assign \$359  = q0_want & \$358 ;
+  assign \$360  = \$359  & q0_bad_cfg;
+  assign \$361  = q0_db_write & q0_db_overflow;
+  assign \$362  = ! fetch_q;
+  assign \$363  = fetch_fail & \$362 ;
+  assign \$364  = cpl_req[3] | cpl_fin_bad;
+  assign \$365  = q0_cpl_done & \$364 ;
+  assign q0_halt_any = | { \$365 , \$363 , \$361 , \$360  };
+  assign \$366  = cpl_req[3] | cpl_fin_bad;
+  assign \$367  = q0_cpl_done & \$366 ;
+  assign \$368  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$369  = ! fetch_q;
+  assign \$370  = fetch_fail & \$369 ;
+  assign \$371  = q0_db_write & q0_db_overflow;
+  assign \$372  = ~ q0_checked;
+  assign \$373  = q0_want & \$372 ;
+  assign \$374  = \$373  & q0_bad_cfg;
+  assign \$375  = q0_resetting & q0_acked;
+  assign \$376  = ! q0_cpl_pending;
+  assign \$377  = \$375  & \$376 ;
+  assign q__0__cleared = \$377  & q__0__drained;
+  assign \$378  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$378 ;
+  assign \$379  = | q__1__ring_base[4:0];
+  assign \$380  = | q__1__cpl_base[3:0];
+  assign \$381  = \$379  | \$380 ;
+  assign \$382  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$381  | \$382 ;
+  assign \$383  = cpl_req[1:0] == 1'h1;
+  assign \$384  = cpl_cons_busy & \$383 ;
+  assign \$385  = q__1__consumer + \$384 ;
+  assign \$386  = q__1__doorbell - \$385 [31:0];
+  assign q1_db_overflow = \$386 [31:0] > \$14 ;
+  assign \$387  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$387 ;
+  assign \$388  = ~ q1_checked;
+  assign \$389  = q1_want & \$388 ;
+  assign \$390  = \$389  & q1_bad_cfg;
+  assign \$391  = q1_db_write & q1_db_overflow;
+  assign \$392  = fetch_q == 1'h1;
+  assign \$393  = fetch_fail & \$392 ;
+  assign \$394  = cpl_req[3] | cpl_fin_bad;
+  assign \$395  = q1_cpl_done & \$394 ;
+  assign q1_halt_any = | { \$395 , \$393 , \$391 , \$390  };
+  assign \$396  = cpl_req[3] | cpl_fin_bad;
+  assign \$397  = q1_cpl_done & \$396 ;
+  assign \$398  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$399  = fetch_q == 1'h1;
+  assign \$400  = fetch_fail & \$399 ;
+  assign \$401  = q1_db_write & q1_db_overflow;
+  assign \$402  = ~ q1_checked;
+  assign \$403  = q1_want & \$402 ;
+  assign \$404  = \$403  & q1_bad_cfg;
+  assign \$405  = q1_resetting & q1_acked;
+  assign \$406  = ! q1_cpl_pending;
+  assign \$407  = \$405  & \$406 ;
+  assign q__1__cleared = \$407  & q__1__drained;
+  assign \$408  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$408 ;
+  assign \$409  = | q__2__ring_base[4:0];
+  assign \$410  = | q__2__cpl_base[3:0];
+  assign \$411  = \$409  | \$410 ;
+  assign \$412  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$411  | \$412 ;
+  assign \$413  = cpl_req[1:0] == 2'h2;
+  assign \$414  = cpl_cons_busy & \$413 ;
+  assign \$415  = q__2__consumer + \$414 ;
+  assign \$416  = q__2__doorbell - \$415 [31:0];
+  assign q2_db_overflow = \$416 [31:0] > \$21 ;
+  assign \$417  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$417 ;
+  assign \$418  = ~ q2_checked;
+  assign \$419  = q2_want & \$418 ;
+  assign \$420  = \$419  & q2_bad_cfg;
+  assign \$421  = q2_db_write & q2_db_overflow;
+  assign \$422  = fetch_q == 2'h2;
+  assign \$423  = fetch_fail & \$422 ;
+  assign \$424  = cpl_req[3] | cpl_fin_bad;
+  assign \$425  = q2_cpl_done & \$424 ;
+  assign q2_halt_any = | { \$425 , \$423 , \$421 , \$420  };
+  assign \$426  = cpl_req[3] | cpl_fin_bad;
+  assign \$427  = q2_cpl_done & \$426 ;
+  assign \$428  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$429  = fetch_q == 2'h2;
+  assign \$430  = fetch_fail & \$429 ;
+  assign \$431  = q2_db_write & q2_db_overflow;
+  assign \$432  = ~ q2_checked;
+  assign \$433  = q2_want & \$432 ;
+  assign \$434  = \$433  & q2_bad_cfg;
+  assign \$435  = q2_resetting & q2_acked;
+  assign \$436  = ! q2_cpl_pending;
+  assign \$437  = \$435  & \$436 ;
+  assign q__2__cleared = \$437  & q__2__drained;
+  assign \$438  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$438 ;
+  assign \$439  = | q__3__ring_base[4:0];
+  assign \$440  = | q__3__cpl_base[3:0];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$441  | \$442 ;
+  assign \$443  = cpl_req[1:0] == 2'h3;
+  assign \$444  = cpl_cons_busy & \$443 ;
+  assign \$445  = q__3__consumer + \$444 ;
+  assign \$446  = q__3__doorbell - \$445 [31:0];
+  assign q3_db_overflow = \$446 [31:0] > \$28 ;
+  assign \$447  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$447 ;
+  assign \$448  = ~ q3_checked;
+  assign \$449  = q3_want & \$448 ;
+  assign \$450  = \$449  & q3_bad_cfg;
+  assign \$451  = q3_db_write & q3_db_overflow;
+  assign \$452  = fetch_q == 2'h3;
+  assign \$453  = fetch_fail & \$452 ;
+  assign \$454  = cpl_req[3] | cpl_fin_bad;
+  assign \$455  = q3_cpl_done & \$454 ;
+  assign q3_halt_any = | { \$455 , \$453 , \$451 , \$450  };
+  assign \$456  = cpl_req[3] | cpl_fin_bad;
+  assign \$457  = q3_cpl_done & \$456 ;
+  assign \$458  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$459  = fetch_q == 2'h3;
+  assign \$460  = fetch_fail & \$459 ;
+  assign \$461  = q3_db_write & q3_db_overflow;
+  assign \$462  = ~ q3_checked;
+  assign \$463  = q3_want & \$462 ;
+  assign \$464  = \$463  & q3_bad_cfg;
+  assign \$465  = q3_resetting & q3_acked;
+  assign \$466  = ! q3_cpl_pending;
+  assign \$467  = \$465  & \$466 ;
+  assign q__3__cleared = \$467  & q__3__drained;
+  assign \$468  = ! fetch_fsm_state;
+  assign \$469  = fetch_fsm_state == 1'h1;
+  assign \$470  = fetch_fsm_state == 2'h2;
+  assign \$471  = fetch_fsm_state == 2'h3;
+  assign \$472  = fetch_fsm_state == 3'h4;
+  assign \$473  = fetch_fsm_state == 3'h5;
+  assign \$474  = fetch_fsm_state == 3'h6;
+  assign \$475  = ! cpl_fsm_state;
+  assign \$476  = cpl_fsm_state == 1'h1;
+  assign \$477  = cpl_fsm_state == 2'h2;
+  assign \$478  = cpl_fsm_state == 2'h3;
+  assign \$479  = cpl_fsm_state == 3'h4;
+  assign \$480  = cpl_fsm_state == 3'h5;
+  assign \$481  = cpl_fsm_state == 3'h6;
+  assign \$482  = fetch_busy & fetch_q_reset;
+  assign \$486  = fetch_r_beat != 2'h3;
+  assign \$487  = fetch_r_beat + 1'h1;
+  assign \$488  = ~ fetch_r_err;
+  assign \$489  = down__rresp[1] & \$488 ;
+  assign \$490  = down__rresp == 2'h3;
+  assign \$491  = \$490  ? 8'h07 : 8'h06;
+  assign \$492  = fetch_kind == 2'h2;
+  assign \$493  = fetch_good & \$492 ;
+  assign \$494  = \$493  & fetch_patch_rd;
+  assign \$495  = fetch_kind == 2'h2;
+  assign \$496  = fetch_good & \$495 ;
+  assign \$497  = fetch_r_buf[7:0] == 4'hd;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = fetch_kind == 2'h2;
+  assign \$500  = fetch_good & \$499 ;
+  assign \$501  = | fetch_r_buf[11:9];
+  assign \$502  = up__araddr + 6'h20;
+  assign \$503  = fetch_discard | fetch_q_reset;
+  assign \$504  = patch_arg << \$214 [4:0];
+  assign \$505  = 7'h40 - patch_width;
+  assign \$506  = 64'hffffffffffffffff >> \$505 [5:0];
+  assign \$507  = \$506  << \$214 [4:0];
+  assign \$508  = fetch_discard | fetch_q_reset;
+  assign \$509  = ! patch_at_word;
+  assign \$510  = patch_at_word == 1'h1;
+  assign \$511  = patch_at_word == 2'h2;
+  assign \$512  = patch_at_word == 2'h3;
+  assign \$513  = patch_at_word == 3'h4;
+  assign \$514  = patch_at_word == 3'h5;
+  assign \$515  = patch_at_word == 3'h6;
+  assign \$516  = patch_at_word == 3'h7;
   assign \$517  = list_pj + 1'h1;
-  assign \$518  = \$517  == list_npatch;
-  assign \$520  = \$519  == 1'h1;
-  assign \$522  = | \$521 ;
-  assign \$523  = \$520  & \$522 ;
-  assign \$525  = | \$524 ;
-  assign \$526  = \$523  & \$525 ;
-  assign \$527  = fetch_step_row + 1'h1;
-  assign \$528  = fetch_discard | fetch_q_reset;
-  assign \$530  = \$529  - 1'h1;
-  assign \$531  = fetch_step_row == \$530 [6:3];
-  assign \$532  = \$528  | \$531 ;
-  assign \$533  = q0_items + q0_item_push;
-  assign \$534  = r_en & r_rdy;
-  assign \$535  = \$534  & r_data[256];
-  assign \$536  = \$533  - \$535 ;
-  assign \$537  = q__0__fetch + 1'h1;
-  assign \$538  = ! fetch_q;
-  assign \$539  = fetch_good & \$538 ;
-  assign \$540  = fetch_kind == 2'h3;
-  assign \$541  = \$539  & \$540 ;
-  assign \$542  = ! fetch_q;
-  assign \$543  = fetch_good & \$542 ;
-  assign \$544  = ! fetch_kind;
-  assign \$545  = \$543  & \$544 ;
-  assign \$546  = \$545  & fetch_list_start;
-  assign \$547  = | fetch_r_buf[117:112];
-  assign \$548  = \$547  ? 2'h1 : 2'h2;
-  assign \$549  = ! fetch_q;
-  assign \$550  = fetch_good & \$549 ;
-  assign \$551  = fetch_kind == 1'h1;
-  assign \$552  = \$550  & \$551 ;
-  assign \$553  = q0_args_next + 6'h20;
-  assign \$554  = q0_args_row + 1'h1;
-  assign \$555  = q0_args_left > 4'h8;
-  assign \$556  = q0_args_left - 4'h8;
-  assign \$557  = \$555  ? \$556  : 7'h00;
-  assign \$558  = q0_args_left <= 4'h8;
-  assign \$559  = ~ q0_args_strides;
-  assign \$560  = | q0_list_loops;
-  assign \$561  = \$559  & \$560 ;
-  assign \$562  = | list_npatch;
-  assign \$563  = \$562  ? 7'h40 : 7'h20;
-  assign \$564  = q0_list_next + \$563 ;
-  assign \$565  = q0_list_left - 1'h1;
-  assign \$566  = q0_list_left == 1'h1;
-  assign \$567  = | q0_list_loops;
-  assign \$568  = \$566  & \$567 ;
-  assign \$569  = q0_list_left == 1'h1;
-  assign \$570  = q0_list_loops - 1'h1;
-  assign \$571  = q1_items + q1_item_push;
-  assign \$572  = \r_en$139  & \r_rdy$134 ;
-  assign \$573  = \$572  & \r_data$128 [256];
-  assign \$574  = \$571  - \$573 ;
-  assign \$575  = q__1__fetch + 1'h1;
-  assign \$576  = fetch_q == 1'h1;
-  assign \$577  = fetch_good & \$576 ;
-  assign \$578  = fetch_kind == 2'h3;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = fetch_q == 1'h1;
-  assign \$581  = fetch_good & \$580 ;
-  assign \$582  = ! fetch_kind;
-  assign \$583  = \$581  & \$582 ;
-  assign \$584  = \$583  & fetch_list_start;
-  assign \$585  = | fetch_r_buf[117:112];
-  assign \$586  = \$585  ? 2'h1 : 2'h2;
-  assign \$587  = fetch_q == 1'h1;
-  assign \$588  = fetch_good & \$587 ;
-  assign \$589  = fetch_kind == 1'h1;
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = q1_args_next + 6'h20;
-  assign \$592  = q1_args_row + 1'h1;
-  assign \$593  = q1_args_left > 4'h8;
-  assign \$594  = q1_args_left - 4'h8;
-  assign \$595  = \$593  ? \$594  : 7'h00;
-  assign \$596  = q1_args_left <= 4'h8;
-  assign \$597  = ~ q1_args_strides;
-  assign \$598  = | q1_list_loops;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = | list_npatch;
-  assign \$601  = \$600  ? 7'h40 : 7'h20;
-  assign \$602  = q1_list_next + \$601 ;
-  assign \$603  = q1_list_left - 1'h1;
-  assign \$604  = q1_list_left == 1'h1;
-  assign \$605  = | q1_list_loops;
-  assign \$606  = \$604  & \$605 ;
-  assign \$607  = q1_list_left == 1'h1;
-  assign \$608  = q1_list_loops - 1'h1;
-  assign \$609  = q2_items + q2_item_push;
-  assign \$610  = \r_en$176  & \r_rdy$171 ;
-  assign \$611  = \$610  & \r_data$165 [256];
-  assign \$612  = \$609  - \$611 ;
-  assign \$613  = q__2__fetch + 1'h1;
-  assign \$614  = fetch_q == 2'h2;
-  assign \$615  = fetch_good & \$614 ;
-  assign \$616  = fetch_kind == 2'h3;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = fetch_q == 2'h2;
-  assign \$619  = fetch_good & \$618 ;
-  assign \$620  = ! fetch_kind;
-  assign \$621  = \$619  & \$620 ;
-  assign \$622  = \$621  & fetch_list_start;
-  assign \$623  = | fetch_r_buf[117:112];
-  assign \$624  = \$623  ? 2'h1 : 2'h2;
-  assign \$625  = fetch_q == 2'h2;
-  assign \$626  = fetch_good & \$625 ;
-  assign \$627  = fetch_kind == 1'h1;
-  assign \$628  = \$626  & \$627 ;
-  assign \$629  = q2_args_next + 6'h20;
-  assign \$630  = q2_args_row + 1'h1;
-  assign \$631  = q2_args_left > 4'h8;
-  assign \$632  = q2_args_left - 4'h8;
-  assign \$633  = \$631  ? \$632  : 7'h00;
-  assign \$634  = q2_args_left <= 4'h8;
-  assign \$635  = ~ q2_args_strides;
-  assign \$636  = | q2_list_loops;
-  assign \$637  = \$635  & \$636 ;
-  assign \$638  = | list_npatch;
-  assign \$639  = \$638  ? 7'h40 : 7'h20;
-  assign \$640  = q2_list_next + \$639 ;
-  assign \$641  = q2_list_left - 1'h1;
-  assign \$642  = q2_list_left == 1'h1;
-  assign \$643  = | q2_list_loops;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = q2_list_left == 1'h1;
-  assign \$646  = q2_list_loops - 1'h1;
-  assign \$647  = q3_items + q3_item_push;
-  assign \$648  = \r_en$213  & \r_rdy$208 ;
-  assign \$649  = \$648  & \r_data$202 [256];
-  assign \$650  = \$647  - \$649 ;
-  assign \$651  = q__3__fetch + 1'h1;
-  assign \$652  = fetch_q == 2'h3;
-  assign \$653  = fetch_good & \$652 ;
-  assign \$654  = fetch_kind == 2'h3;
-  assign \$655  = \$653  & \$654 ;
-  assign \$656  = fetch_q == 2'h3;
-  assign \$657  = fetch_good & \$656 ;
-  assign \$658  = ! fetch_kind;
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$659  & fetch_list_start;
-  assign \$661  = | fetch_r_buf[117:112];
-  assign \$662  = \$661  ? 2'h1 : 2'h2;
-  assign \$663  = fetch_q == 2'h3;
-  assign \$664  = fetch_good & \$663 ;
-  assign \$665  = fetch_kind == 1'h1;
-  assign \$666  = \$664  & \$665 ;
-  assign \$667  = q3_args_next + 6'h20;
-  assign \$668  = q3_args_row + 1'h1;
-  assign \$669  = q3_args_left > 4'h8;
-  assign \$670  = q3_args_left - 4'h8;
-  assign \$671  = \$669  ? \$670  : 7'h00;
-  assign \$672  = q3_args_left <= 4'h8;
-  assign \$673  = ~ q3_args_strides;
-  assign \$674  = | q3_list_loops;
-  assign \$675  = \$673  & \$674 ;
-  assign \$676  = | list_npatch;
-  assign \$677  = \$676  ? 7'h40 : 7'h20;
-  assign \$678  = q3_list_next + \$677 ;
-  assign \$679  = q3_list_left - 1'h1;
-  assign \$680  = q3_list_left == 1'h1;
-  assign \$681  = | q3_list_loops;
-  assign \$682  = \$680  & \$681 ;
-  assign \$683  = q3_list_left == 1'h1;
-  assign \$684  = q3_list_loops - 1'h1;
-  assign \$685  = ~ cpl_push_ok;
-  assign \$686  = cpl_valid & \$685 ;
-  assign \$687  = cpl_w_beat + 1'h1;
-  assign \$688  = cpl_sel_base + 5'h10;
-  assign \$689  = cpl_sel_log2 > 1'h0;
-  assign \$690  = cpl_sel_log2 > 1'h1;
-  assign \$691  = cpl_sel_log2 > 2'h2;
-  assign \$692  = cpl_sel_log2 > 2'h3;
-  assign \$693  = cpl_sel_log2 > 3'h4;
-  assign \$694  = cpl_sel_log2 > 3'h5;
-  assign \$695  = cpl_sel_log2 > 3'h6;
-  assign \$696  = cpl_sel_log2 > 3'h7;
-  assign \$697  = cpl_sel_log2 > 4'h8;
-  assign \$698  = cpl_sel_log2 > 4'h9;
-  assign \$699  = cpl_sel_log2 > 4'ha;
-  assign \$700  = cpl_sel_log2 > 4'hb;
-  assign \$701  = cpl_sel_log2 > 4'hc;
-  assign \$702  = cpl_sel_log2 > 4'hd;
-  assign \$703  = cpl_sel_log2 > 4'he;
-  assign \$704  = cpl_sel_c[14:0] & { \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690 , \$689  };
-  assign \$706  = \$688  + \$705 ;
-  assign \$708  = cpl_b_hs & cpl_coalesce;
-  assign \$709  = down__bresp == 2'h3;
-  assign \$710  = \$709  ? 8'h07 : 8'h06;
-  assign \$711  = cpl_rec_index + 1'h1;
-  assign \$712  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$713  = q__0__consumer + 1'h1;
-  assign \$714  = q0_cpl_done & cpl_req[2];
-  assign \$715  = ! cpl_queue;
-  assign \$716  = cpl_push_ok & \$715 ;
-  assign \$717  = q0_cpl_pending + \$716 ;
-  assign \$718  = \$717  - q0_cpl_done;
-  assign \$719  = ~ q0_bad_cfg;
-  assign \$720  = q0_checked | \$719 ;
-  assign \$721  = q0_want & \$720 ;
-  assign \$722  = ~ q0_db_overflow;
-  assign \$723  = q0_db_write & \$722 ;
-  assign \$724  = ~ q0_halted;
-  assign \$725  = q0_halt_any & \$724 ;
-  assign \$726  = ~ q0_resetting;
-  assign \$727  = q__0__reset & \$726 ;
-  assign \$728  = ~ fw_running;
-  assign \$729  = \port$104$0 [0] | \$728 ;
-  assign \$730  = q0_resetting & \$729 ;
-  assign \$731  = ! cpl_req[1:0];
-  assign \$732  = \abandon$67  & \$731 ;
-  assign \$733  = q__1__consumer + 1'h1;
-  assign \$734  = q1_cpl_done & cpl_req[2];
-  assign \$735  = cpl_queue == 1'h1;
-  assign \$736  = cpl_push_ok & \$735 ;
-  assign \$737  = q1_cpl_pending + \$736 ;
-  assign \$738  = \$737  - q1_cpl_done;
-  assign \$739  = ~ q1_bad_cfg;
-  assign \$740  = q1_checked | \$739 ;
-  assign \$741  = q1_want & \$740 ;
-  assign \$742  = ~ q1_db_overflow;
-  assign \$743  = q1_db_write & \$742 ;
-  assign \$744  = ~ q1_halted;
-  assign \$745  = q1_halt_any & \$744 ;
-  assign \$746  = ~ q1_resetting;
-  assign \$747  = q__1__reset & \$746 ;
-  assign \$748  = ~ fw_running;
-  assign \$749  = \port$104$0 [1] | \$748 ;
-  assign \$750  = q1_resetting & \$749 ;
-  assign \$751  = cpl_req[1:0] == 1'h1;
-  assign \$752  = \abandon$67  & \$751 ;
-  assign \$753  = q__2__consumer + 1'h1;
-  assign \$754  = q2_cpl_done & cpl_req[2];
-  assign \$755  = cpl_queue == 2'h2;
-  assign \$756  = cpl_push_ok & \$755 ;
-  assign \$757  = q2_cpl_pending + \$756 ;
-  assign \$758  = \$757  - q2_cpl_done;
-  assign \$759  = ~ q2_bad_cfg;
-  assign \$760  = q2_checked | \$759 ;
-  assign \$761  = q2_want & \$760 ;
-  assign \$762  = ~ q2_db_overflow;
-  assign \$763  = q2_db_write & \$762 ;
-  assign \$764  = ~ q2_halted;
-  assign \$765  = q2_halt_any & \$764 ;
-  assign \$766  = ~ q2_resetting;
-  assign \$767  = q__2__reset & \$766 ;
-  assign \$768  = ~ fw_running;
-  assign \$769  = \port$104$0 [2] | \$768 ;
-  assign \$770  = q2_resetting & \$769 ;
-  assign \$771  = cpl_req[1:0] == 2'h2;
-  assign \$772  = \abandon$67  & \$771 ;
-  assign \$773  = q__3__consumer + 1'h1;
-  assign \$774  = q3_cpl_done & cpl_req[2];
-  assign \$775  = cpl_queue == 2'h3;
-  assign \$776  = cpl_push_ok & \$775 ;
-  assign \$777  = q3_cpl_pending + \$776 ;
-  assign \$778  = \$777  - q3_cpl_done;
-  assign \$779  = ~ q3_bad_cfg;
-  assign \$780  = q3_checked | \$779 ;
-  assign \$781  = q3_want & \$780 ;
-  assign \$782  = ~ q3_db_overflow;
-  assign \$783  = q3_db_write & \$782 ;
-  assign \$784  = ~ q3_halted;
-  assign \$785  = q3_halt_any & \$784 ;
-  assign \$786  = ~ q3_resetting;
-  assign \$787  = q__3__reset & \$786 ;
-  assign \$788  = ~ fw_running;
-  assign \$789  = \port$104$0 [3] | \$788 ;
-  assign \$790  = q3_resetting & \$789 ;
-  assign \$791  = cpl_req[1:0] == 2'h3;
-  assign \$792  = \abandon$67  & \$791 ;
-  always @(posedge clk)
-    fetch_discard <= \$793 ;
-  always @(posedge clk)
-    fetch_q <= \$794 ;
-  always @(posedge clk)
-    fetch_rr_last <= \$795 ;
-  always @(posedge clk)
-    up__arvalid <= \$796 ;
-  always @(posedge clk)
-    fetch_kind <= \$797 ;
-  always @(posedge clk)
-    fetch_patch_rd <= \$798 ;
-  always @(posedge clk)
-    up__araddr <= \$799 ;
-  always @(posedge clk)
-    fetch_r_beat <= \$800 ;
-  always @(posedge clk)
-    fetch_r_err <= \$801 ;
-  always @(posedge clk)
-    fetch_fsm_state <= \$802 ;
-  always @(posedge clk)
-    fetch_r_buf <= \$803 ;
-  always @(posedge clk)
-    fetch_r_code <= \$804 ;
-  always @(posedge clk)
-    list_patches <= \$805 ;
-  always @(posedge clk)
-    list_pj <= \$806 ;
-  always @(posedge clk)
-    list_desc <= \$807 ;
-  always @(posedge clk)
-    list_npatch <= \$808 ;
-  always @(posedge clk)
-    patch_addend <= \$809 ;
-  always @(posedge clk)
-    patch_at_word <= \$810 ;
-  always @(posedge clk)
-    patch_mask <= \$811 ;
-  always @(posedge clk)
-    fetch_step_row <= \$812 ;
-  always @(posedge clk)
-    q0_items <= \$813 ;
-  always @(posedge clk)
-    q__0__fetch <= \$814 ;
-  always @(posedge clk)
-    q0_list_mode <= \$815 ;
-  always @(posedge clk)
-    q0_list_next <= \$816 ;
-  always @(posedge clk)
-    q0_list_left <= \$817 ;
-  always @(posedge clk)
-    q0_list_base <= \$818 ;
-  always @(posedge clk)
-    q0_list_entries <= \$819 ;
-  always @(posedge clk)
-    q0_list_loops <= \$820 ;
-  always @(posedge clk)
-    q0_args_strides <= \$821 ;
-  always @(posedge clk)
-    q0_args_next <= \$822 ;
-  always @(posedge clk)
-    q0_args_left <= \$823 ;
-  always @(posedge clk)
-    q0_args <= \$824 ;
-  always @(posedge clk)
-    q0_args_row <= \$825 ;
-  always @(posedge clk)
-    q1_items <= \$826 ;
-  always @(posedge clk)
-    q__1__fetch <= \$827 ;
+  assign \$518  = list_pj + 1'h1;
+  assign \$519  = \$518  == list_npatch;
+  assign \$521  = \$520  == 1'h1;
+  assign \$523  = | \$522 ;
+  assign \$524  = \$521  & \$523 ;
+  assign \$526  = | \$525 ;
+  assign \$527  = \$524  & \$526 ;
+  assign \$528  = fetch_step_row + 1'h1;
+  assign \$529  = fetch_discard | fetch_q_reset;
+  assign \$531  = \$530  - 1'h1;
+  assign \$532  = fetch_step_row == \$531 [6:3];
+  assign \$533  = \$529  | \$532 ;
+  assign \$534  = q0_items + q0_item_push;
+  assign \$535  = r_en & r_rdy;
+  assign \$536  = \$535  & r_data[256];
+  assign \$537  = \$534  - \$536 ;
+  assign \$538  = q__0__fetch + 1'h1;
+  assign \$539  = ! fetch_q;
+  assign \$540  = fetch_good & \$539 ;
+  assign \$541  = fetch_kind == 2'h3;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = ! fetch_q;
+  assign \$544  = fetch_good & \$543 ;
+  assign \$545  = ! fetch_kind;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = \$546  & fetch_list_start;
+  assign \$548  = | fetch_r_buf[117:112];
+  assign \$549  = \$548  ? 2'h1 : 2'h2;
+  assign \$550  = ! fetch_q;
+  assign \$551  = fetch_good & \$550 ;
+  assign \$552  = fetch_kind == 1'h1;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = q0_args_next + 6'h20;
+  assign \$555  = q0_args_row + 1'h1;
+  assign \$556  = q0_args_left > 4'h8;
+  assign \$557  = q0_args_left - 4'h8;
+  assign \$558  = \$556  ? \$557  : 7'h00;
+  assign \$559  = q0_args_left <= 4'h8;
+  assign \$560  = ~ q0_args_strides;
+  assign \$561  = | q0_list_loops;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = | list_npatch;
+  assign \$564  = \$563  ? 7'h40 : 7'h20;
+  assign \$565  = q0_list_next + \$564 ;
+  assign \$566  = q0_list_left - 1'h1;
+  assign \$567  = q0_list_left == 1'h1;
+  assign \$568  = | q0_list_loops;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = q0_list_left == 1'h1;
+  assign \$571  = q0_list_loops - 1'h1;
+  assign \$572  = q1_items + q1_item_push;
+  assign \$573  = \r_en$139  & \r_rdy$134 ;
+  assign \$574  = \$573  & \r_data$128 [256];
+  assign \$575  = \$572  - \$574 ;
+  assign \$576  = q__1__fetch + 1'h1;
+  assign \$577  = fetch_q == 1'h1;
+  assign \$578  = fetch_good & \$577 ;
+  assign \$579  = fetch_kind == 2'h3;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = fetch_q == 1'h1;
+  assign \$582  = fetch_good & \$581 ;
+  assign \$583  = ! fetch_kind;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$584  & fetch_list_start;
+  assign \$586  = | fetch_r_buf[117:112];
+  assign \$587  = \$586  ? 2'h1 : 2'h2;
+  assign \$588  = fetch_q == 1'h1;
+  assign \$589  = fetch_good & \$588 ;
+  assign \$590  = fetch_kind == 1'h1;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = q1_args_next + 6'h20;
+  assign \$593  = q1_args_row + 1'h1;
+  assign \$594  = q1_args_left > 4'h8;
+  assign \$595  = q1_args_left - 4'h8;
+  assign \$596  = \$594  ? \$595  : 7'h00;
+  assign \$597  = q1_args_left <= 4'h8;
+  assign \$598  = ~ q1_args_strides;
+  assign \$599  = | q1_list_loops;
+  assign \$600  = \$598  & \$599 ;
+  assign \$601  = | list_npatch;
+  assign \$602  = \$601  ? 7'h40 : 7'h20;
+  assign \$603  = q1_list_next + \$602 ;
+  assign \$604  = q1_list_left - 1'h1;
+  assign \$605  = q1_list_left == 1'h1;
+  assign \$606  = | q1_list_loops;
+  assign \$607  = \$605  & \$606 ;
+  assign \$608  = q1_list_left == 1'h1;
+  assign \$609  = q1_list_loops - 1'h1;
+  assign \$610  = q2_items + q2_item_push;
+  assign \$611  = \r_en$176  & \r_rdy$171 ;
+  assign \$612  = \$611  & \r_data$165 [256];
+  assign \$613  = \$610  - \$612 ;
+  assign \$614  = q__2__fetch + 1'h1;
+  assign \$615  = fetch_q == 2'h2;
+  assign \$616  = fetch_good & \$615 ;
+  assign \$617  = fetch_kind == 2'h3;
+  assign \$618  = \$616  & \$617 ;
+  assign \$619  = fetch_q == 2'h2;
+  assign \$620  = fetch_good & \$619 ;
+  assign \$621  = ! fetch_kind;
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = \$622  & fetch_list_start;
+  assign \$624  = | fetch_r_buf[117:112];
+  assign \$625  = \$624  ? 2'h1 : 2'h2;
+  assign \$626  = fetch_q == 2'h2;
+  assign \$627  = fetch_good & \$626 ;
+  assign \$628  = fetch_kind == 1'h1;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = q2_args_next + 6'h20;
+  assign \$631  = q2_args_row + 1'h1;
+  assign \$632  = q2_args_left > 4'h8;
+  assign \$633  = q2_args_left - 4'h8;
+  assign \$634  = \$632  ? \$633  : 7'h00;
+  assign \$635  = q2_args_left <= 4'h8;
+  assign \$636  = ~ q2_args_strides;
+  assign \$637  = | q2_list_loops;
+  assign \$638  = \$636  & \$637 ;
+  assign \$639  = | list_npatch;
+  assign \$640  = \$639  ? 7'h40 : 7'h20;
+  assign \$641  = q2_list_next + \$640 ;
+  assign \$642  = q2_list_left - 1'h1;
+  assign \$643  = q2_list_left == 1'h1;
+  assign \$644  = | q2_list_loops;
+  assign \$645  = \$643  & \$644 ;
+  assign \$646  = q2_list_left == 1'h1;
+  assign \$647  = q2_list_loops - 1'h1;
+  assign \$648  = q3_items + q3_item_push;
+  assign \$649  = \r_en$213  & \r_rdy$208 ;
+  assign \$650  = \$649  & \r_data$202 [256];
+  assign \$651  = \$648  - \$650 ;
+  assign \$652  = q__3__fetch + 1'h1;
+  assign \$653  = fetch_q == 2'h3;
+  assign \$654  = fetch_good & \$653 ;
+  assign \$655  = fetch_kind == 2'h3;
+  assign \$656  = \$654  & \$655 ;
+  assign \$657  = fetch_q == 2'h3;
+  assign \$658  = fetch_good & \$657 ;
+  assign \$659  = ! fetch_kind;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$660  & fetch_list_start;
+  assign \$662  = | fetch_r_buf[117:112];
+  assign \$663  = \$662  ? 2'h1 : 2'h2;
+  assign \$664  = fetch_q == 2'h3;
+  assign \$665  = fetch_good & \$664 ;
+  assign \$666  = fetch_kind == 1'h1;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = q3_args_next + 6'h20;
+  assign \$669  = q3_args_row + 1'h1;
+  assign \$670  = q3_args_left > 4'h8;
+  assign \$671  = q3_args_left - 4'h8;
+  assign \$672  = \$670  ? \$671  : 7'h00;
+  assign \$673  = q3_args_left <= 4'h8;
+  assign \$674  = ~ q3_args_strides;
+  assign \$675  = | q3_list_loops;
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = | list_npatch;
+  assign \$678  = \$677  ? 7'h40 : 7'h20;
+  assign \$679  = q3_list_next + \$678 ;
+  assign \$680  = q3_list_left - 1'h1;
+  assign \$681  = q3_list_left == 1'h1;
+  assign \$682  = | q3_list_loops;
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = q3_list_left == 1'h1;
+  assign \$685  = q3_list_loops - 1'h1;
+  assign \$686  = ~ cpl_push_ok;
+  assign \$687  = cpl_valid & \$686 ;
+  assign \$688  = cpl_w_beat + 1'h1;
+  assign \$689  = cpl_sel_base + 5'h10;
+  assign \$690  = cpl_sel_log2 > 1'h0;
+  assign \$691  = cpl_sel_log2 > 1'h1;
+  assign \$692  = cpl_sel_log2 > 2'h2;
+  assign \$693  = cpl_sel_log2 > 2'h3;
+  assign \$694  = cpl_sel_log2 > 3'h4;
+  assign \$695  = cpl_sel_log2 > 3'h5;
+  assign \$696  = cpl_sel_log2 > 3'h6;
+  assign \$697  = cpl_sel_log2 > 3'h7;
+  assign \$698  = cpl_sel_log2 > 4'h8;
+  assign \$699  = cpl_sel_log2 > 4'h9;
+  assign \$700  = cpl_sel_log2 > 4'ha;
+  assign \$701  = cpl_sel_log2 > 4'hb;
+  assign \$702  = cpl_sel_log2 > 4'hc;
+  assign \$703  = cpl_sel_log2 > 4'hd;
+  assign \$704  = cpl_sel_log2 > 4'he;
+  assign \$705  = cpl_sel_c[14:0] & { \$704 , \$703 , \$702 , \$701 , \$700 , \$699 , \$698 , \$697 , \$696 , \$695 , \$694 , \$693 , \$692 , \$691 , \$690  };
+  assign \$707  = \$689  + \$706 ;
+  assign \$709  = cpl_b_hs & cpl_coalesce;
+  assign \$710  = down__bresp == 2'h3;
+  assign \$711  = \$710  ? 8'h07 : 8'h06;
+  assign \$712  = cpl_rec_index + 1'h1;
+  assign \$713  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$714  = q__0__consumer + 1'h1;
+  assign \$715  = q0_cpl_done & cpl_req[2];
+  assign \$716  = ! cpl_queue;
+  assign \$717  = cpl_push_ok & \$716 ;
+  assign \$718  = q0_cpl_pending + \$717 ;
+  assign \$719  = \$718  - q0_cpl_done;
+  assign \$720  = ~ q0_bad_cfg;
+  assign \$721  = q0_checked | \$720 ;
+  assign \$722  = q0_want & \$721 ;
+  assign \$723  = ~ q0_db_overflow;
+  assign \$724  = q0_db_write & \$723 ;
+  assign \$725  = ~ q0_halted;
+  assign \$726  = q0_halt_any & \$725 ;
+  assign \$727  = ~ q0_resetting;
+  assign \$728  = q__0__reset & \$727 ;
+  assign \$729  = ~ fw_running;
+  assign \$730  = \port$104$0 [0] | \$729 ;
+  assign \$731  = q0_resetting & \$730 ;
+  assign \$732  = ! cpl_req[1:0];
+  assign \$733  = \abandon$67  & \$732 ;
+  assign \$734  = q__1__consumer + 1'h1;
+  assign \$735  = q1_cpl_done & cpl_req[2];
+  assign \$736  = cpl_queue == 1'h1;
+  assign \$737  = cpl_push_ok & \$736 ;
+  assign \$738  = q1_cpl_pending + \$737 ;
+  assign \$739  = \$738  - q1_cpl_done;
+  assign \$740  = ~ q1_bad_cfg;
+  assign \$741  = q1_checked | \$740 ;
+  assign \$742  = q1_want & \$741 ;
+  assign \$743  = ~ q1_db_overflow;
+  assign \$744  = q1_db_write & \$743 ;
+  assign \$745  = ~ q1_halted;
+  assign \$746  = q1_halt_any & \$745 ;
+  assign \$747  = ~ q1_resetting;
+  assign \$748  = q__1__reset & \$747 ;
+  assign \$749  = ~ fw_running;
+  assign \$750  = \port$104$0 [1] | \$749 ;
+  assign \$751  = q1_resetting & \$750 ;
+  assign \$752  = cpl_req[1:0] == 1'h1;
+  assign \$753  = \abandon$67  & \$752 ;
+  assign \$754  = q__2__consumer + 1'h1;
+  assign \$755  = q2_cpl_done & cpl_req[2];
+  assign \$756  = cpl_queue == 2'h2;
+  assign \$757  = cpl_push_ok & \$756 ;
+  assign \$758  = q2_cpl_pending + \$757 ;
+  assign \$759  = \$758  - q2_cpl_done;
+  assign \$760  = ~ q2_bad_cfg;
+  assign \$761  = q2_checked | \$760 ;
+  assign \$762  = q2_want & \$761 ;
+  assign \$763  = ~ q2_db_overflow;
+  assign \$764  = q2_db_write & \$763 ;
+  assign \$765  = ~ q2_halted;
+  assign \$766  = q2_halt_any & \$765 ;
+  assign \$767  = ~ q2_resetting;
+  assign \$768  = q__2__reset & \$767 ;
+  assign \$769  = ~ fw_running;
+  assign \$770  = \port$104$0 [2] | \$769 ;
+  assign \$771  = q2_resetting & \$770 ;
+  assign \$772  = cpl_req[1:0] == 2'h2;
+  assign \$773  = \abandon$67  & \$772 ;
+  assign \$774  = q__3__consumer + 1'h1;
+  assign \$775  = q3_cpl_done & cpl_req[2];
+  assign \$776  = cpl_queue == 2'h3;
+  assign \$777  = cpl_push_ok & \$776 ;
+  assign \$778  = q3_cpl_pending + \$777 ;
+  assign \$779  = \$778  - q3_cpl_done;
+  assign \$780  = ~ q3_bad_cfg;
+  assign \$781  = q3_checked | \$780 ;
+  assign \$782  = q3_want & \$781 ;
+  assign \$783  = ~ q3_db_overflow;
+  assign \$784  = q3_db_write & \$783 ;
+  assign \$785  = ~ q3_halted;
+  assign \$786  = q3_halt_any & \$785 ;
+  assign \$787  = ~ q3_resetting;
+  assign \$788  = q__3__reset & \$787 ;
+  assign \$789  = ~ fw_running;
+  assign \$790  = \port$104$0 [3] | \$789 ;
+  assign \$791  = q3_resetting & \$790 ;
+  assign \$792  = cpl_req[1:0] == 2'h3;
+  assign \$793  = \abandon$67  & \$792 ;
+  always @(posedge clk)
+    fetch_discard <= \$794 ;
+  always @(posedge clk)
+    fetch_q <= \$795 ;
+  always @(posedge clk)
+    fetch_rr_last <= \$796 ;
+  always @(posedge clk)
+    up__arvalid <= \$797 ;
+  always @(posedge clk)
+    fetch_kind <= \$798 ;
+  always @(posedge clk)
+    fetch_patch_rd <= \$799 ;
+  always @(posedge clk)
+    up__araddr <= \$800 ;
+  always @(posedge clk)
+    fetch_r_beat <= \$801 ;
+  always @(posedge clk)
+    fetch_r_err <= \$802 ;
+  always @(posedge clk)
+    fetch_fsm_state <= \$803 ;
+  always @(posedge clk)
+    fetch_r_buf <= \$804 ;
+  always @(posedge clk)
+    fetch_r_code <= \$805 ;
+  always @(posedge clk)
+    list_patches <= \$806 ;
+  always @(posedge clk)
+    list_pj <= \$807 ;
+  always @(posedge clk)
+    list_desc <= \$808 ;
+  always @(posedge clk)
+    list_npatch <= \$809 ;
+  always @(posedge clk)
+    patch_addend <= \$810 ;
+  always @(posedge clk)
+    patch_at_word <= \$811 ;
+  always @(posedge clk)
+    patch_mask <= \$812 ;
+  always @(posedge clk)
+    fetch_step_row <= \$813 ;
+  always @(posedge clk)
+    q0_items <= \$814 ;
+  always @(posedge clk)
+    q__0__fetch <= \$815 ;
+  always @(posedge clk)
+    q0_list_mode <= \$816 ;
+  always @(posedge clk)
+    q0_list_next <= \$817 ;
+  always @(posedge clk)
+    q0_list_left <= \$818 ;
+  always @(posedge clk)
+    q0_list_base <= \$819 ;
+  always @(posedge clk)
+    q0_list_entries <= \$820 ;
+  always @(posedge clk)
+    q0_list_loops <= \$821 ;
+  always @(posedge clk)
+    q0_args_strides <= \$822 ;
+  always @(posedge clk)
+    q0_args_next <= \$823 ;
+  always @(posedge clk)
+    q0_args_left <= \$824 ;
+  always @(posedge clk)
+    q0_args <= \$825 ;
+  always @(posedge clk)
+    q0_args_row <= \$826 ;
+  always @(posedge clk)
+    q1_items <= \$827 ;
+  always @(posedge clk)
+    q__1__fetch <= \$828 ;
   always @(posedge clk)
-    q1_list_mode <= \$828 ;
+    q1_list_mode <= \$829 ;
   always @(posedge clk)
-    q1_list_next <= \$829 ;
+    q1_list_next <= \$830 ;
   always @(posedge clk)
-    q1_list_left <= \$830 ;
+    q1_list_left <= \$831 ;
   always @(posedge clk)
-    q1_list_base <= \$831 ;
+    q1_list_base <= \$832 ;
   always @(posedge clk)
-    q1_list_entries <= \$832 ;
+    q1_list_entries <= \$833 ;
   always @(posedge clk)
-    q1_list_loops <= \$833 ;
+    q1_list_loops <= \$834 ;
   always @(posedge clk)
-    q1_args_strides <= \$834 ;
+    q1_args_strides <= \$835 ;
   always @(posedge clk)
-    q1_args_next <= \$835 ;
+    q1_args_next <= \$836 ;
   always @(posedge clk)
-    q1_args_left <= \$836 ;
+    q1_args_left <= \$837 ;
   always @(posedge clk)
-    q1_args <= \$837 ;
+    q1_args <= \$838 ;
   always @(posedge clk)
-    q1_args_row <= \$838 ;
+    q1_args_row <= \$839 ;
   always @(posedge clk)
-    q2_items <= \$839 ;
+    q2_items <= \$840 ;
   always @(posedge clk)
-    q__2__fetch <= \$840 ;
+    q__2__fetch <= \$841 ;
   always @(posedge clk)
-    q2_list_mode <= \$841 ;
+    q2_list_mode <= \$842 ;
   always @(posedge clk)
-    q2_list_next <= \$842 ;
+    q2_list_next <= \$843 ;
   always @(posedge clk)
-    q2_list_left <= \$843 ;
+    q2_list_left <= \$844 ;
   always @(posedge clk)
-    q2_list_base <= \$844 ;
+    q2_list_base <= \$845 ;
   always @(posedge clk)
-    q2_list_entries <= \$845 ;
+    q2_list_entries <= \$846 ;
   always @(posedge clk)
-    q2_list_loops <= \$846 ;
+    q2_list_loops <= \$847 ;
   always @(posedge clk)
-    q2_args_strides <= \$847 ;
+    q2_args_strides <= \$848 ;
   always @(posedge clk)
-    q2_args_next <= \$848 ;
+    q2_args_next <= \$849 ;
   always @(posedge clk)
-    q2_args_left <= \$849 ;
+    q2_args_left <= \$850 ;
   always @(posedge clk)
-    q2_args <= \$850 ;
+    q2_args <= \$851 ;
   always @(posedge clk)
-    q2_args_row <= \$851 ;
+    q2_args_row <= \$852 ;
   always @(posedge clk)
-    q3_items <= \$852 ;
+    q3_items <= \$853 ;
   always @(posedge clk)
-    q__3__fetch <= \$853 ;
+    q__3__fetch <= \$854 ;
   always @(posedge clk)
-    q3_list_mode <= \$854 ;
+    q3_list_mode <= \$855 ;
   always @(posedge clk)
-    q3_list_next <= \$855 ;
+    q3_list_next <= \$856 ;
   always @(posedge clk)
-    q3_list_left <= \$856 ;
+    q3_list_left <= \$857 ;
   always @(posedge clk)
-    q3_list_base <= \$857 ;
+    q3_list_base <= \$858 ;
   always @(posedge clk)
-    q3_list_entries <= \$858 ;
+    q3_list_entries <= \$859 ;
   always @(posedge clk)
-    q3_list_loops <= \$859 ;
+    q3_list_loops <= \$860 ;
   always @(posedge clk)
-    q3_args_strides <= \$860 ;
+    q3_args_strides <= \$861 ;
   always @(posedge clk)
-    q3_args_next <= \$861 ;
+    q3_args_next <= \$862 ;
   always @(posedge clk)
-    q3_args_left <= \$862 ;
+    q3_args_left <= \$863 ;
   always @(posedge clk)
-    q3_args <= \$863 ;
+    q3_args <= \$864 ;
   always @(posedge clk)
-    q3_args_row <= \$864 ;
+    q3_args_row <= \$865 ;
   always @(posedge clk)
-    cpl_overflow <= \$865 ;
+    cpl_overflow <= \$866 ;
   always @(posedge clk)
-    up__awvalid <= \$866 ;
+    up__awvalid <= \$867 ;
   always @(posedge clk)
-    up__wvalid <= \$867 ;
+    up__wvalid <= \$868 ;
   always @(posedge clk)
-    cpl_w_beat <= \$868 ;
+    cpl_w_beat <= \$869 ;
   always @(posedge clk)
-    cpl_req <= \$869 ;
+    cpl_req <= \$870 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$870 ;
+    cpl_fsm_state <= \$871 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$871 ;
+    cpl_idx_sent <= \$872 ;
   always @(posedge clk)
-    cpl_rec_index <= \$872 ;
+    cpl_rec_index <= \$873 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$873 ;
+    cpl_cons_addr <= \$874 ;
   always @(posedge clk)
-    up__awaddr <= \$874 ;
+    up__awaddr <= \$875 ;
   always @(posedge clk)
-    up__awlen <= \$875 ;
+    up__awlen <= \$876 ;
   always @(posedge clk)
-    cpl_w_buf <= \$876 ;
+    cpl_w_buf <= \$877 ;
   always @(posedge clk)
-    up__wstrb <= \$877 ;
+    up__wstrb <= \$878 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$878 ;
+    cpl_w_nbeats <= \$879 ;
   always @(posedge clk)
-    cpl_wr_err <= \$879 ;
+    cpl_wr_err <= \$880 ;
   always @(posedge clk)
-    cpl_wr_code <= \$880 ;
+    cpl_wr_code <= \$881 ;
   always @(posedge clk)
-    q__0__consumer <= \$881 ;
+    q__0__consumer <= \$882 ;
   always @(posedge clk)
-    q__0__retired <= \$882 ;
+    q__0__retired <= \$883 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$883 ;
+    q__0__cpl_irq <= \$884 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$884 ;
+    q0_cpl_pending <= \$885 ;
   always @(posedge clk)
-    q0_checked <= \$885 ;
+    q0_checked <= \$886 ;
   always @(posedge clk)
-    q__0__producer <= \$886 ;
+    q__0__producer <= \$887 ;
   always @(posedge clk)
-    q0_halted <= \$887 ;
+    q0_halted <= \$888 ;
   always @(posedge clk)
-    q__0__error <= \$888 ;
+    q__0__error <= \$889 ;
   always @(posedge clk)
-    q__0__error_index <= \$889 ;
+    q__0__error_index <= \$890 ;
   always @(posedge clk)
-    q__0__error_irq <= \$890 ;
+    q__0__error_irq <= \$891 ;
   always @(posedge clk)
-    q0_resetting <= \$891 ;
+    q0_resetting <= \$892 ;
   always @(posedge clk)
-    q0_acked <= \$892 ;
+    q0_acked <= \$893 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$893 ;
+    q0_cpl_dead <= \$894 ;
   always @(posedge clk)
-    q__1__consumer <= \$894 ;
+    q__1__consumer <= \$895 ;
   always @(posedge clk)
-    q__1__retired <= \$895 ;
+    q__1__retired <= \$896 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$896 ;
+    q__1__cpl_irq <= \$897 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$897 ;
+    q1_cpl_pending <= \$898 ;
   always @(posedge clk)
-    q1_checked <= \$898 ;
+    q1_checked <= \$899 ;
   always @(posedge clk)
-    q__1__producer <= \$899 ;
+    q__1__producer <= \$900 ;
   always @(posedge clk)
-    q1_halted <= \$900 ;
+    q1_halted <= \$901 ;
   always @(posedge clk)
-    q__1__error <= \$901 ;
+    q__1__error <= \$902 ;
   always @(posedge clk)
-    q__1__error_index <= \$902 ;
+    q__1__error_index <= \$903 ;
   always @(posedge clk)
-    q__1__error_irq <= \$903 ;
+    q__1__error_irq <= \$904 ;
   always @(posedge clk)
-    q1_resetting <= \$904 ;
+    q1_resetting <= \$905 ;
   always @(posedge clk)
-    q1_acked <= \$905 ;
+    q1_acked <= \$906 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$906 ;
+    q1_cpl_dead <= \$907 ;
   always @(posedge clk)
-    q__2__consumer <= \$907 ;
+    q__2__consumer <= \$908 ;
   always @(posedge clk)
-    q__2__retired <= \$908 ;
+    q__2__retired <= \$909 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$909 ;
+    q__2__cpl_irq <= \$910 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$910 ;
+    q2_cpl_pending <= \$911 ;
   always @(posedge clk)
-    q2_checked <= \$911 ;
+    q2_checked <= \$912 ;
   always @(posedge clk)
-    q__2__producer <= \$912 ;
+    q__2__producer <= \$913 ;
   always @(posedge clk)
-    q2_halted <= \$913 ;
+    q2_halted <= \$914 ;
   always @(posedge clk)
-    q__2__error <= \$914 ;
+    q__2__error <= \$915 ;
   always @(posedge clk)
-    q__2__error_index <= \$915 ;
+    q__2__error_index <= \$916 ;
   always @(posedge clk)
-    q__2__error_irq <= \$916 ;
+    q__2__error_irq <= \$917 ;
   always @(posedge clk)
-    q2_resetting <= \$917 ;
+    q2_resetting <= \$918 ;
   always @(posedge clk)
-    q2_acked <= \$918 ;
+    q2_acked <= \$919 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$919 ;
+    q2_cpl_dead <= \$920 ;
   always @(posedge clk)
-    q__3__consumer <= \$920 ;
+    q__3__consumer <= \$921 ;
   always @(posedge clk)
-    q__3__retired <= \$921 ;
+    q__3__retired <= \$922 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$922 ;
+    q__3__cpl_irq <= \$923 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$923 ;
+    q3_cpl_pending <= \$924 ;
   always @(posedge clk)
-    q3_checked <= \$924 ;
+    q3_checked <= \$925 ;
   always @(posedge clk)
-    q__3__producer <= \$925 ;
+    q__3__producer <= \$926 ;
   always @(posedge clk)
-    q3_halted <= \$926 ;
+    q3_halted <= \$927 ;
   always @(posedge clk)
-    q__3__error <= \$927 ;
+    q__3__error <= \$928 ;
   always @(posedge clk)
-    q__3__error_index <= \$928 ;
+    q__3__error_index <= \$929 ;
   always @(posedge clk)
-    q__3__error_irq <= \$929 ;
+    q__3__error_irq <= \$930 ;
   always @(posedge clk)
-    q3_resetting <= \$930 ;
+    q3_resetting <= \$931 ;
   always @(posedge clk)
-    q3_acked <= \$931 ;
+    q3_acked <= \$932 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$932 ;
+    q3_cpl_dead <= \$933 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -50517,16 +50523,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$45  = \$43  | \$44 ;
   assign \$48  = q__0__ring_log2 > 1'h0;
   assign \$49  = q__0__ring_log2 > 1'h1;
-  assign \$50  = q__0__ring_log2 > 2'h2;
   \kaki_soc_8x8.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$354 ),
-    .r_data(\r_data$396 ),
-    .r_en(\r_en$398 ),
-    .r_rdy(\r_rdy$395 ),
+    .level(\level$356 ),
+    .r_data(\r_data$398 ),
+    .r_en(\r_en$400 ),
+    .r_rdy(\r_rdy$397 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$339 ),
+    .w_port__data(\w_data$341 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_8x8.qc.cpl_guard  cpl_guard (
@@ -50550,7 +50555,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$399 ),
+    .timeout(\timeout$401 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -50608,8 +50613,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$139 ),
     .r_rdy(\r_rdy$134 ),
     .rst(rst),
-    .w_en(\w_en$329 ),
-    .w_port__data(\w_data$330 )
+    .w_en(\w_en$331 ),
+    .w_port__data(\w_data$332 )
   );
   \kaki_soc_8x8.qc.q2_fifo  q2_fifo (
     .clk(clk),
@@ -50619,8 +50624,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$176 ),
     .r_rdy(\r_rdy$171 ),
     .rst(rst),
-    .w_en(\w_en$333 ),
-    .w_port__data(\w_data$334 )
+    .w_en(\w_en$335 ),
+    .w_port__data(\w_data$336 )
   );
   \kaki_soc_8x8.qc.q3_fifo  q3_fifo (
     .clk(clk),
@@ -50630,8 +50635,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .r_en(\r_en$213 ),
     .r_rdy(\r_rdy$208 ),
     .rst(rst),
-    .w_en(\w_en$337 ),
-    .w_port__data(\w_data$338 )
+    .w_en(\w_en$339 ),
+    .w_port__data(\w_data$340 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -50666,13 +50671,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$275  = q0_args_row;
+          \$276  = q0_args_row;
       2'h1:
-          \$275  = q1_args_row;
+          \$276  = q1_args_row;
       2'h2:
-          \$275  = q2_args_row;
+          \$276  = q2_args_row;
       2'h3:
-          \$275  = q3_args_row;
+          \$276  = q3_args_row;
     endcase
   end
   always @* begin
@@ -50680,13 +50685,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$280  = q0_args_strides;
+          \$281  = q0_args_strides;
       2'h1:
-          \$280  = q1_args_strides;
+          \$281  = q1_args_strides;
       2'h2:
-          \$280  = q2_args_strides;
+          \$281  = q2_args_strides;
       2'h3:
-          \$280  = q3_args_strides;
+          \$281  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -50694,13 +50699,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$284  = q0_args_row;
+          \$285  = q0_args_row;
       2'h1:
-          \$284  = q1_args_row;
+          \$285  = q1_args_row;
       2'h2:
-          \$284  = q2_args_row;
+          \$285  = q2_args_row;
       2'h3:
-          \$284  = q3_args_row;
+          \$285  = q3_args_row;
     endcase
   end
   always @* begin
@@ -50708,13 +50713,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$288  = q0_args_strides;
+          \$289  = q0_args_strides;
       2'h1:
-          \$288  = q1_args_strides;
+          \$289  = q1_args_strides;
       2'h2:
-          \$288  = q2_args_strides;
+          \$289  = q2_args_strides;
       2'h3:
-          \$288  = q3_args_strides;
+          \$289  = q3_args_strides;
     endcase
   end
   always @* begin
@@ -50722,13 +50727,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$333  = q__0__cpl_base;
+          \$334  = q__0__cpl_base;
       2'h1:
-          \$333  = q__1__cpl_base;
+          \$334  = q__1__cpl_base;
       2'h2:
-          \$333  = q__2__cpl_base;
+          \$334  = q__2__cpl_base;
       2'h3:
-          \$333  = q__3__cpl_base;
+          \$334  = q__3__cpl_base;
     endcase
   end
   always @* begin
@@ -50764,13 +50769,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$482  = q0_list_mode;
+          \$483  = q0_list_mode;
       2'h1:
-          \$482  = q1_list_mode;
+          \$483  = q1_list_mode;
       2'h2:
-          \$482  = q2_list_mode;
+          \$483  = q2_list_mode;
       2'h3:
-          \$482  = q3_list_mode;
+          \$483  = q3_list_mode;
     endcase
   end
   always @* begin
@@ -50778,13 +50783,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$483  = \$68 [31:0];
+          \$484  = \$68 [31:0];
       2'h1:
-          \$483  = \$108 [31:0];
+          \$484  = \$108 [31:0];
       2'h2:
-          \$483  = \$148 [31:0];
+          \$484  = \$148 [31:0];
       2'h3:
-          \$483  = \$188 [31:0];
+          \$484  = \$188 [31:0];
     endcase
   end
   always @* begin
@@ -50792,13 +50797,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_rr_sel)
       2'h0:
-          \$484  = q__0__reset;
+          \$485  = q__0__reset;
       2'h1:
-          \$484  = q__1__reset;
+          \$485  = q__1__reset;
       2'h2:
-          \$484  = q__2__reset;
+          \$485  = q__2__reset;
       2'h3:
-          \$484  = q__3__reset;
+          \$485  = q__3__reset;
     endcase
   end
   always @* begin
@@ -50806,13 +50811,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$519  = q0_list_left;
+          \$520  = q0_list_left;
       2'h1:
-          \$519  = q1_list_left;
+          \$520  = q1_list_left;
       2'h2:
-          \$519  = q2_list_left;
+          \$520  = q2_list_left;
       2'h3:
-          \$519  = q3_list_left;
+          \$520  = q3_list_left;
     endcase
   end
   always @* begin
@@ -50820,13 +50825,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$521  = q0_list_loops;
+          \$522  = q0_list_loops;
       2'h1:
-          \$521  = q1_list_loops;
+          \$522  = q1_list_loops;
       2'h2:
-          \$521  = q2_list_loops;
+          \$522  = q2_list_loops;
       2'h3:
-          \$521  = q3_list_loops;
+          \$522  = q3_list_loops;
     endcase
   end
   always @* begin
@@ -50834,13 +50839,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$524  = q0_args;
+          \$525  = q0_args;
       2'h1:
-          \$524  = q1_args;
+          \$525  = q1_args;
       2'h2:
-          \$524  = q2_args;
+          \$525  = q2_args;
       2'h3:
-          \$524  = q3_args;
+          \$525  = q3_args;
     endcase
   end
   always @* begin
@@ -50848,13 +50853,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (fetch_q)
       2'h0:
-          \$529  = q0_args;
+          \$530  = q0_args;
       2'h1:
-          \$529  = q1_args;
+          \$530  = q1_args;
       2'h2:
-          \$529  = q2_args;
+          \$530  = q2_args;
       2'h3:
-          \$529  = q3_args;
+          \$530  = q3_args;
     endcase
   end
   always @* begin
@@ -50862,13 +50867,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     (* full_case = 32'd1 *)
     casez (cpl_req[1:0])
       2'h0:
-          \$707  = q0_cpl_dead;
+          \$708  = q0_cpl_dead;
       2'h1:
-          \$707  = q1_cpl_dead;
+          \$708  = q1_cpl_dead;
       2'h2:
-          \$707  = q2_cpl_dead;
+          \$708  = q2_cpl_dead;
       2'h3:
-          \$707  = q3_cpl_dead;
+          \$708  = q3_cpl_dead;
     endcase
   end
   always @* begin
@@ -50998,13 +51003,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$250 ) begin
-            end else if (\$254 ) begin
+            if (\$251 ) begin
+            end else if (\$255 ) begin
               fetch_list_fail = 1'h1;
             end
           end
       3'h3:
-          if (\$257 ) begin
+          if (\$258 ) begin
           end else if (patch_bad) begin
             fetch_list_fail = 1'h1;
           end
@@ -51025,7 +51030,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h4:
-          fetch_item_push = \$260 ;
+          fetch_item_push = \$261 ;
     endcase
   end
   always @* begin
@@ -51045,15 +51050,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h4:
           /* empty */;
       3'h6:
-          fetch_step = \$263 ;
+          fetch_step = \$264 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$398  = 1'h0;
+    \r_en$400  = 1'h0;
     casez (cpl_fsm_state)
       3'h0:
-          \r_en$398  = 1'h1;
+          \r_en$400  = 1'h1;
     endcase
   end
   always @* begin
@@ -51066,23 +51071,23 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
           end else if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h5:
           if (cpl_sent) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
       3'h6:
           if (cpl_b_hs) begin
-          end else if (\timeout$399 ) begin
+          end else if (\timeout$401 ) begin
             \abandon$67  = 1'h1;
           end
     endcase
@@ -51116,7 +51121,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h3:
           /* empty */;
       3'h4:
-          if (\$344 ) begin
+          if (\$345 ) begin
             cpl_finish = 1'h1;
           end
       3'h5:
@@ -51152,163 +51157,150 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_code = 8'h00;
-    if (\$366 ) begin
-      q0_halt_code = \$367 ;
-    end
-    if (\$369 ) begin
-      q0_halt_code = fetch_fail_code;
+    if (\$367 ) begin
+      q0_halt_code = \$368 ;
     end
     if (\$370 ) begin
+      q0_halt_code = fetch_fail_code;
+    end
+    if (\$371 ) begin
       q0_halt_code = 8'h0c;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q0_halt_index = 32'd0;
-    if (\$366 ) begin
+    if (\$367 ) begin
       q0_halt_index = cpl_rec_index;
     end
-    if (\$369 ) begin
+    if (\$370 ) begin
       q0_halt_index = q__0__fetch;
     end
-    if (\$370 ) begin
+    if (\$371 ) begin
       q0_halt_index = q__0__doorbell;
     end
-    if (\$373 ) begin
+    if (\$374 ) begin
       q0_halt_index = q__0__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_code = 8'h00;
-    if (\$396 ) begin
-      q1_halt_code = \$397 ;
-    end
-    if (\$399 ) begin
-      q1_halt_code = fetch_fail_code;
+    if (\$397 ) begin
+      q1_halt_code = \$398 ;
     end
     if (\$400 ) begin
+      q1_halt_code = fetch_fail_code;
+    end
+    if (\$401 ) begin
       q1_halt_code = 8'h0c;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q1_halt_index = 32'd0;
-    if (\$396 ) begin
+    if (\$397 ) begin
       q1_halt_index = cpl_rec_index;
     end
-    if (\$399 ) begin
+    if (\$400 ) begin
       q1_halt_index = q__1__fetch;
     end
-    if (\$400 ) begin
+    if (\$401 ) begin
       q1_halt_index = q__1__doorbell;
     end
-    if (\$403 ) begin
+    if (\$404 ) begin
       q1_halt_index = q__1__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_code = 8'h00;
-    if (\$426 ) begin
-      q2_halt_code = \$427 ;
-    end
-    if (\$429 ) begin
-      q2_halt_code = fetch_fail_code;
+    if (\$427 ) begin
+      q2_halt_code = \$428 ;
     end
     if (\$430 ) begin
+      q2_halt_code = fetch_fail_code;
+    end
+    if (\$431 ) begin
       q2_halt_code = 8'h0c;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q2_halt_index = 32'd0;
-    if (\$426 ) begin
+    if (\$427 ) begin
       q2_halt_index = cpl_rec_index;
     end
-    if (\$429 ) begin
+    if (\$430 ) begin
       q2_halt_index = q__2__fetch;
     end
-    if (\$430 ) begin
+    if (\$431 ) begin
       q2_halt_index = q__2__doorbell;
     end
-    if (\$433 ) begin
+    if (\$434 ) begin
       q2_halt_index = q__2__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_code = 8'h00;
-    if (\$456 ) begin
-      q3_halt_code = \$457 ;
-    end
-    if (\$459 ) begin
-      q3_halt_code = fetch_fail_code;
+    if (\$457 ) begin
+      q3_halt_code = \$458 ;
     end
     if (\$460 ) begin
+      q3_halt_code = fetch_fail_code;
+    end
+    if (\$461 ) begin
       q3_halt_code = 8'h0c;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_code = 8'h0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     q3_halt_index = 32'd0;
-    if (\$456 ) begin
+    if (\$457 ) begin
       q3_halt_index = cpl_rec_index;
     end
-    if (\$459 ) begin
+    if (\$460 ) begin
       q3_halt_index = q__3__fetch;
     end
-    if (\$460 ) begin
+    if (\$461 ) begin
       q3_halt_index = q__3__doorbell;
     end
-    if (\$463 ) begin
+    if (\$464 ) begin
       q3_halt_index = q__3__consumer;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$793  = fetch_discard;
-    if (\$481 ) begin
-      \$793  = 1'h1;
+    \$794  = fetch_discard;
+    if (\$482 ) begin
+      \$794  = 1'h1;
     end
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$793  = \$484 ;
+            \$794  = \$485 ;
           end
     endcase
     if (rst) begin
-      \$793  = 1'h0;
+      \$794  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$794  = fetch_q;
-    casez (fetch_fsm_state)
-      3'h0:
-          if (fetch_rr_any) begin
-            \$794  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$794  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$795  = fetch_rr_last;
+    \$795  = fetch_q;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
@@ -51316,223 +51308,236 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           end
     endcase
     if (rst) begin
-      \$795  = 2'h3;
+      \$795  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$796  = up__arvalid;
+    \$796  = fetch_rr_last;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$796  = 1'h1;
+            \$796  = fetch_rr_sel;
+          end
+    endcase
+    if (rst) begin
+      \$796  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$797  = up__arvalid;
+    casez (fetch_fsm_state)
+      3'h0:
+          if (fetch_rr_any) begin
+            \$797  = 1'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end else if (timeout) begin
-            \$796  = 1'h0;
+            \$797  = 1'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$796  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$797  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$796  = 1'h0;
+      \$797  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$797  = fetch_kind;
+    \$798  = fetch_kind;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$797  = \$482 ;
+            \$798  = \$483 ;
           end
     endcase
     if (rst) begin
-      \$797  = 2'h0;
+      \$798  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$798  = fetch_patch_rd;
+    \$799  = fetch_patch_rd;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$798  = 1'h0;
+            \$799  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$798  = 1'h1;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$799  = 1'h1;
               end
             end
           end
     endcase
     if (rst) begin
-      \$798  = 1'h0;
+      \$799  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$799  = up__araddr;
+    \$800  = up__araddr;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$799  = \$483 ;
+            \$800  = \$484 ;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$799  = \$501 [31:0];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$800  = \$502 [31:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$799  = 32'd0;
+      \$800  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$800  = fetch_r_beat;
+    \$801  = fetch_r_beat;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$800  = 2'h0;
+            \$801  = 2'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
         begin
           if (fetch_r_hs) begin
-            if (\$485 ) begin
-              \$800  = \$486 [1:0];
+            if (\$486 ) begin
+              \$801  = \$487 [1:0];
             end
           end
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              if (\$500 ) begin
-                \$800  = 2'h0;
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              if (\$501 ) begin
+                \$801  = 2'h0;
               end
             end
           end
         end
     endcase
     if (rst) begin
-      \$800  = 2'h0;
+      \$801  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$801  = fetch_r_err;
+    \$802  = fetch_r_err;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$801  = 1'h0;
+            \$802  = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$801  = 1'h1;
+            if (\$489 ) begin
+              \$802  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$801  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$802  = fetch_fsm_state;
+    \$803  = fetch_fsm_state;
     casez (fetch_fsm_state)
       3'h0:
           if (fetch_rr_any) begin
-            \$802  = 3'h1;
+            \$803  = 3'h1;
           end
       3'h1:
           if (up__arready) begin
-            \$802  = 3'h2;
+            \$803  = 3'h2;
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h2:
           if (fetch_r_done) begin
-            \$802  = 3'h0;
-            if (\$493 ) begin
-              \$802  = 3'h3;
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
+            \$803  = 3'h0;
+            if (\$494 ) begin
+              \$803  = 3'h3;
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
               (* full_case = 32'd1 *)
-              if (\$500 ) begin
-                \$802  = 3'h1;
+              if (\$501 ) begin
+                \$803  = 3'h1;
               end else begin
-                \$802  = 3'h4;
+                \$803  = 3'h4;
               end
             end
           end else if (timeout) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
-            \$802  = 3'h0;
+          if (\$503 ) begin
+            \$803  = 3'h0;
           end else if (patch_bad) begin
-            \$802  = 3'h0;
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h5;
+            \$803  = 3'h5;
           end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
-            \$802  = 3'h0;
+          if (\$508 ) begin
+            \$803  = 3'h0;
           end else begin
-            \$802  = 3'h3;
-            if (\$518 ) begin
-              \$802  = 3'h4;
+            \$803  = 3'h3;
+            if (\$519 ) begin
+              \$803  = 3'h4;
             end
           end
       3'h4:
         begin
-          \$802  = 3'h0;
-          if (\$526 ) begin
-            \$802  = 3'h6;
+          \$803  = 3'h0;
+          if (\$527 ) begin
+            \$803  = 3'h6;
           end
         end
       3'h6:
-          if (\$532 ) begin
-            \$802  = 3'h0;
+          if (\$533 ) begin
+            \$803  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$802  = 3'h0;
+      \$803  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$803  = fetch_r_buf;
+    \$804  = fetch_r_buf;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51540,25 +51545,25 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$485 ) begin
+            if (\$486 ) begin
               casez (fetch_r_beat)
                 2'h0:
-                    \$803 [63:0] = down__rdata;
+                    \$804 [63:0] = down__rdata;
                 2'h1:
-                    \$803 [127:64] = down__rdata;
+                    \$804 [127:64] = down__rdata;
                 2'h2:
-                    \$803 [191:128] = down__rdata;
+                    \$804 [191:128] = down__rdata;
               endcase
             end
           end
     endcase
     if (rst) begin
-      \$803  = 192'h000000000000000000000000000000000000000000000000;
+      \$804  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$804  = fetch_r_code;
+    \$805  = fetch_r_code;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51566,18 +51571,18 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_hs) begin
-            if (\$488 ) begin
-              \$804  = \$490 ;
+            if (\$489 ) begin
+              \$805  = \$491 ;
             end
           end
     endcase
     if (rst) begin
-      \$804  = 8'h00;
+      \$805  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$805  = list_patches;
+    \$806  = list_patches;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51585,18 +51590,18 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$805  = { down__rdata[31:0], fetch_r_buf };
+            if (\$494 ) begin
+              \$806  = { down__rdata[31:0], fetch_r_buf };
             end
           end
     endcase
     if (rst) begin
-      \$805  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$806  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$806  = list_pj;
+    \$807  = list_pj;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51604,26 +51609,26 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-              \$806  = 3'h0;
+            if (\$494 ) begin
+              \$807  = 3'h0;
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            \$806  = \$516 [2:0];
+            \$807  = \$517 [2:0];
           end
     endcase
     if (rst) begin
-      \$806  = 3'h0;
+      \$807  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$807  = list_desc;
+    \$808  = list_desc;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51631,58 +51636,58 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$807  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$808  = { down__rdata, fetch_r_buf[191:12], 3'h0, fetch_r_buf[8:0] };
             end
           end
       3'h3:
           /* empty */;
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$507 ) begin
+          if (\$508 ) begin
           end else begin
-            if (\$508 ) begin
-              \$807 [31:0] = patch_result[31:0];
-              \$807 [63:32] = patch_result[63:32];
-            end
             if (\$509 ) begin
-              \$807 [63:32] = patch_result[31:0];
-              \$807 [95:64] = patch_result[63:32];
+              \$808 [31:0] = patch_result[31:0];
+              \$808 [63:32] = patch_result[63:32];
             end
             if (\$510 ) begin
-              \$807 [95:64] = patch_result[31:0];
-              \$807 [127:96] = patch_result[63:32];
+              \$808 [63:32] = patch_result[31:0];
+              \$808 [95:64] = patch_result[63:32];
             end
             if (\$511 ) begin
-              \$807 [127:96] = patch_result[31:0];
-              \$807 [159:128] = patch_result[63:32];
+              \$808 [95:64] = patch_result[31:0];
+              \$808 [127:96] = patch_result[63:32];
             end
             if (\$512 ) begin
-              \$807 [159:128] = patch_result[31:0];
-              \$807 [191:160] = patch_result[63:32];
+              \$808 [127:96] = patch_result[31:0];
+              \$808 [159:128] = patch_result[63:32];
             end
             if (\$513 ) begin
-              \$807 [191:160] = patch_result[31:0];
-              \$807 [223:192] = patch_result[63:32];
+              \$808 [159:128] = patch_result[31:0];
+              \$808 [191:160] = patch_result[63:32];
             end
             if (\$514 ) begin
-              \$807 [223:192] = patch_result[31:0];
-              \$807 [255:224] = patch_result[63:32];
+              \$808 [191:160] = patch_result[31:0];
+              \$808 [223:192] = patch_result[63:32];
             end
             if (\$515 ) begin
-              \$807 [255:224] = patch_result[31:0];
+              \$808 [223:192] = patch_result[31:0];
+              \$808 [255:224] = patch_result[63:32];
+            end
+            if (\$516 ) begin
+              \$808 [255:224] = patch_result[31:0];
             end
           end
     endcase
     if (rst) begin
-      \$807  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$808  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$808  = list_npatch;
+    \$809  = list_npatch;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51690,20 +51695,20 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h2:
           if (fetch_r_done) begin
-            if (\$493 ) begin
-            end else if (\$497 ) begin
-            end else if (\$499 ) begin
-              \$808  = fetch_r_buf[11:9];
+            if (\$494 ) begin
+            end else if (\$498 ) begin
+            end else if (\$500 ) begin
+              \$809  = fetch_r_buf[11:9];
             end
           end
     endcase
     if (rst) begin
-      \$808  = 3'h0;
+      \$809  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$809  = patch_addend;
+    \$810  = patch_addend;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51713,19 +51718,19 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$809  = { 1'h0, \$503  };
+            \$810  = { 1'h0, \$504  };
           end
     endcase
     if (rst) begin
-      \$809  = 64'h0000000000000000;
+      \$810  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$810  = patch_at_word;
+    \$811  = patch_at_word;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51735,19 +51740,19 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$810  = \$215 [7:5];
+            \$811  = \$215 [7:5];
           end
     endcase
     if (rst) begin
-      \$810  = 3'h0;
+      \$811  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$811  = patch_mask;
+    \$812  = patch_mask;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51757,19 +51762,19 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$502 ) begin
+          if (\$503 ) begin
           end else if (patch_bad) begin
           end else begin
-            \$811  = \$506 [63:0];
+            \$812  = \$507 [63:0];
           end
     endcase
     if (rst) begin
-      \$811  = 64'h0000000000000000;
+      \$812  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$812  = fetch_step_row;
+    \$813  = fetch_step_row;
     casez (fetch_fsm_state)
       3'h0:
           /* empty */;
@@ -51782,132 +51787,117 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
       3'h5:
           /* empty */;
       3'h4:
-          if (\$526 ) begin
-            \$812  = 2'h0;
+          if (\$527 ) begin
+            \$813  = 2'h0;
           end
       3'h6:
-          \$812  = \$527 [1:0];
+          \$813  = \$528 [1:0];
     endcase
     if (rst) begin
-      \$812  = 2'h0;
+      \$813  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$813  = \$536 [2:0];
+    \$814  = \$537 [2:0];
     if (q__0__cleared) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
     if (rst) begin
-      \$813  = 3'h0;
+      \$814  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$814  = q__0__fetch;
+    \$815  = q__0__fetch;
     if (q0_fetch_push) begin
-      \$814  = \$537 [31:0];
+      \$815  = \$538 [31:0];
     end
     if (q__0__cleared) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
     if (rst) begin
-      \$814  = 32'd0;
+      \$815  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$815  = q0_list_mode;
-    if (\$541 ) begin
-      \$815  = 2'h0;
+    \$816  = q0_list_mode;
+    if (\$542 ) begin
+      \$816  = 2'h0;
     end
-    if (\$546 ) begin
-      \$815  = \$548 ;
+    if (\$547 ) begin
+      \$816  = \$549 ;
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
+    if (\$553 ) begin
+      if (\$559 ) begin
         (* full_case = 32'd1 *)
-        if (\$561 ) begin
+        if (\$562 ) begin
         end else begin
-          \$815  = 2'h2;
+          \$816  = 2'h2;
         end
       end
     end
     if (q0_item_push) begin
-      if (\$568 ) begin
-      end else if (\$569 ) begin
-        \$815  = 2'h3;
+      if (\$569 ) begin
+      end else if (\$570 ) begin
+        \$816  = 2'h3;
       end
     end
     if (q__0__cleared) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
     if (rst) begin
-      \$815  = 2'h0;
+      \$816  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$816  = q0_list_next;
-    if (\$546 ) begin
-      \$816  = fetch_r_buf[63:32];
+    \$817  = q0_list_next;
+    if (\$547 ) begin
+      \$817  = fetch_r_buf[63:32];
     end
     if (q0_item_push) begin
-      \$816  = \$564 [31:0];
-      if (\$568 ) begin
-        \$816  = q0_list_base;
+      \$817  = \$565 [31:0];
+      if (\$569 ) begin
+        \$817  = q0_list_base;
       end
     end
     if (rst) begin
-      \$816  = 32'd0;
+      \$817  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$817  = q0_list_left;
-    if (\$546 ) begin
-      \$817  = fetch_r_buf[79:64];
+    \$818  = q0_list_left;
+    if (\$547 ) begin
+      \$818  = fetch_r_buf[79:64];
     end
     if (q0_item_push) begin
-      \$817  = \$565 [15:0];
-      if (\$568 ) begin
-        \$817  = q0_list_entries;
+      \$818  = \$566 [15:0];
+      if (\$569 ) begin
+        \$818  = q0_list_entries;
       end
     end
     if (rst) begin
-      \$817  = 16'h0000;
+      \$818  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$818  = q0_list_base;
-    if (\$546 ) begin
-      \$818  = fetch_r_buf[63:32];
+    \$819  = q0_list_base;
+    if (\$547 ) begin
+      \$819  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$818  = 32'd0;
+      \$819  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$819  = q0_list_entries;
-    if (\$546 ) begin
-      \$819  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$819  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$820  = q0_list_loops;
-    if (\$546 ) begin
-      \$820  = fetch_r_buf[133:118];
-    end
-    if (q0_item_push) begin
-      if (\$568 ) begin
-        \$820  = \$570 [15:0];
-      end
+    \$820  = q0_list_entries;
+    if (\$547 ) begin
+      \$820  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$820  = 16'h0000;
@@ -51915,57 +51905,62 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$821  = q0_args_strides;
-    if (\$546 ) begin
-      \$821  = 1'h0;
+    \$821  = q0_list_loops;
+    if (\$547 ) begin
+      \$821  = fetch_r_buf[133:118];
     end
-    if (\$552 ) begin
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$821  = 1'h1;
+    if (q0_item_push) begin
+      if (\$569 ) begin
+        \$821  = \$571 [15:0];
+      end
+    end
+    if (rst) begin
+      \$821  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$822  = q0_args_strides;
+    if (\$547 ) begin
+      \$822  = 1'h0;
+    end
+    if (\$553 ) begin
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$822  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$821  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$822  = q0_args_next;
-    if (\$546 ) begin
-      \$822  = fetch_r_buf[111:80];
+    \$823  = q0_args_next;
+    if (\$547 ) begin
+      \$823  = fetch_r_buf[111:80];
     end
-    if (\$552 ) begin
-      \$822  = \$553 [31:0];
+    if (\$553 ) begin
+      \$823  = \$554 [31:0];
     end
     if (rst) begin
-      \$822  = 32'd0;
+      \$823  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$823  = q0_args_left;
-    if (\$546 ) begin
-      \$823  = fetch_r_buf[117:112];
-    end
-    if (\$552 ) begin
-      \$823  = \$557 [5:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$823  = q0_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$823  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$824  = q0_args;
-    if (\$546 ) begin
+    \$824  = q0_args_left;
+    if (\$547 ) begin
       \$824  = fetch_r_buf[117:112];
+    end
+    if (\$553 ) begin
+      \$824  = \$558 [5:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$824  = q0_args;
+        end
+      end
     end
     if (rst) begin
       \$824  = 6'h00;
@@ -51973,138 +51968,133 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$825  = q0_args_row;
-    if (\$546 ) begin
-      \$825  = 2'h0;
+    \$825  = q0_args;
+    if (\$547 ) begin
+      \$825  = fetch_r_buf[117:112];
     end
-    if (\$552 ) begin
-      \$825  = \$554 [1:0];
-      if (\$558 ) begin
-        if (\$561 ) begin
-          \$825  = 2'h0;
+    if (rst) begin
+      \$825  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$826  = q0_args_row;
+    if (\$547 ) begin
+      \$826  = 2'h0;
+    end
+    if (\$553 ) begin
+      \$826  = \$555 [1:0];
+      if (\$559 ) begin
+        if (\$562 ) begin
+          \$826  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$825  = 2'h0;
+      \$826  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$826  = \$574 [2:0];
+    \$827  = \$575 [2:0];
     if (q__1__cleared) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
     if (rst) begin
-      \$826  = 3'h0;
+      \$827  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$827  = q__1__fetch;
+    \$828  = q__1__fetch;
     if (q1_fetch_push) begin
-      \$827  = \$575 [31:0];
+      \$828  = \$576 [31:0];
     end
     if (q__1__cleared) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
     if (rst) begin
-      \$827  = 32'd0;
+      \$828  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$828  = q1_list_mode;
-    if (\$579 ) begin
-      \$828  = 2'h0;
+    \$829  = q1_list_mode;
+    if (\$580 ) begin
+      \$829  = 2'h0;
     end
-    if (\$584 ) begin
-      \$828  = \$586 ;
+    if (\$585 ) begin
+      \$829  = \$587 ;
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
+    if (\$591 ) begin
+      if (\$597 ) begin
         (* full_case = 32'd1 *)
-        if (\$599 ) begin
+        if (\$600 ) begin
         end else begin
-          \$828  = 2'h2;
+          \$829  = 2'h2;
         end
       end
     end
     if (q1_item_push) begin
-      if (\$606 ) begin
-      end else if (\$607 ) begin
-        \$828  = 2'h3;
+      if (\$607 ) begin
+      end else if (\$608 ) begin
+        \$829  = 2'h3;
       end
     end
     if (q__1__cleared) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
     if (rst) begin
-      \$828  = 2'h0;
+      \$829  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$829  = q1_list_next;
-    if (\$584 ) begin
-      \$829  = fetch_r_buf[63:32];
+    \$830  = q1_list_next;
+    if (\$585 ) begin
+      \$830  = fetch_r_buf[63:32];
     end
     if (q1_item_push) begin
-      \$829  = \$602 [31:0];
-      if (\$606 ) begin
-        \$829  = q1_list_base;
+      \$830  = \$603 [31:0];
+      if (\$607 ) begin
+        \$830  = q1_list_base;
       end
     end
     if (rst) begin
-      \$829  = 32'd0;
+      \$830  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$830  = q1_list_left;
-    if (\$584 ) begin
-      \$830  = fetch_r_buf[79:64];
+    \$831  = q1_list_left;
+    if (\$585 ) begin
+      \$831  = fetch_r_buf[79:64];
     end
     if (q1_item_push) begin
-      \$830  = \$603 [15:0];
-      if (\$606 ) begin
-        \$830  = q1_list_entries;
+      \$831  = \$604 [15:0];
+      if (\$607 ) begin
+        \$831  = q1_list_entries;
       end
     end
     if (rst) begin
-      \$830  = 16'h0000;
+      \$831  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$831  = q1_list_base;
-    if (\$584 ) begin
-      \$831  = fetch_r_buf[63:32];
+    \$832  = q1_list_base;
+    if (\$585 ) begin
+      \$832  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$831  = 32'd0;
+      \$832  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$832  = q1_list_entries;
-    if (\$584 ) begin
-      \$832  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$832  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$833  = q1_list_loops;
-    if (\$584 ) begin
-      \$833  = fetch_r_buf[133:118];
-    end
-    if (q1_item_push) begin
-      if (\$606 ) begin
-        \$833  = \$608 [15:0];
-      end
+    \$833  = q1_list_entries;
+    if (\$585 ) begin
+      \$833  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$833  = 16'h0000;
@@ -52112,57 +52102,62 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$834  = q1_args_strides;
-    if (\$584 ) begin
-      \$834  = 1'h0;
+    \$834  = q1_list_loops;
+    if (\$585 ) begin
+      \$834  = fetch_r_buf[133:118];
     end
-    if (\$590 ) begin
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$834  = 1'h1;
+    if (q1_item_push) begin
+      if (\$607 ) begin
+        \$834  = \$609 [15:0];
+      end
+    end
+    if (rst) begin
+      \$834  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$835  = q1_args_strides;
+    if (\$585 ) begin
+      \$835  = 1'h0;
+    end
+    if (\$591 ) begin
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$835  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$834  = 1'h0;
+      \$835  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$835  = q1_args_next;
-    if (\$584 ) begin
-      \$835  = fetch_r_buf[111:80];
+    \$836  = q1_args_next;
+    if (\$585 ) begin
+      \$836  = fetch_r_buf[111:80];
     end
-    if (\$590 ) begin
-      \$835  = \$591 [31:0];
+    if (\$591 ) begin
+      \$836  = \$592 [31:0];
     end
     if (rst) begin
-      \$835  = 32'd0;
+      \$836  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$836  = q1_args_left;
-    if (\$584 ) begin
-      \$836  = fetch_r_buf[117:112];
-    end
-    if (\$590 ) begin
-      \$836  = \$595 [5:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$836  = q1_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$836  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$837  = q1_args;
-    if (\$584 ) begin
+    \$837  = q1_args_left;
+    if (\$585 ) begin
       \$837  = fetch_r_buf[117:112];
+    end
+    if (\$591 ) begin
+      \$837  = \$596 [5:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$837  = q1_args;
+        end
+      end
     end
     if (rst) begin
       \$837  = 6'h00;
@@ -52170,138 +52165,133 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$838  = q1_args_row;
-    if (\$584 ) begin
-      \$838  = 2'h0;
+    \$838  = q1_args;
+    if (\$585 ) begin
+      \$838  = fetch_r_buf[117:112];
     end
-    if (\$590 ) begin
-      \$838  = \$592 [1:0];
-      if (\$596 ) begin
-        if (\$599 ) begin
-          \$838  = 2'h0;
+    if (rst) begin
+      \$838  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$839  = q1_args_row;
+    if (\$585 ) begin
+      \$839  = 2'h0;
+    end
+    if (\$591 ) begin
+      \$839  = \$593 [1:0];
+      if (\$597 ) begin
+        if (\$600 ) begin
+          \$839  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$838  = 2'h0;
+      \$839  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$839  = \$612 [2:0];
+    \$840  = \$613 [2:0];
     if (q__2__cleared) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
     if (rst) begin
-      \$839  = 3'h0;
+      \$840  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$840  = q__2__fetch;
+    \$841  = q__2__fetch;
     if (q2_fetch_push) begin
-      \$840  = \$613 [31:0];
+      \$841  = \$614 [31:0];
     end
     if (q__2__cleared) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
     if (rst) begin
-      \$840  = 32'd0;
+      \$841  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$841  = q2_list_mode;
-    if (\$617 ) begin
-      \$841  = 2'h0;
+    \$842  = q2_list_mode;
+    if (\$618 ) begin
+      \$842  = 2'h0;
     end
-    if (\$622 ) begin
-      \$841  = \$624 ;
+    if (\$623 ) begin
+      \$842  = \$625 ;
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
+    if (\$629 ) begin
+      if (\$635 ) begin
         (* full_case = 32'd1 *)
-        if (\$637 ) begin
+        if (\$638 ) begin
         end else begin
-          \$841  = 2'h2;
+          \$842  = 2'h2;
         end
       end
     end
     if (q2_item_push) begin
-      if (\$644 ) begin
-      end else if (\$645 ) begin
-        \$841  = 2'h3;
+      if (\$645 ) begin
+      end else if (\$646 ) begin
+        \$842  = 2'h3;
       end
     end
     if (q__2__cleared) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
     if (rst) begin
-      \$841  = 2'h0;
+      \$842  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$842  = q2_list_next;
-    if (\$622 ) begin
-      \$842  = fetch_r_buf[63:32];
+    \$843  = q2_list_next;
+    if (\$623 ) begin
+      \$843  = fetch_r_buf[63:32];
     end
     if (q2_item_push) begin
-      \$842  = \$640 [31:0];
-      if (\$644 ) begin
-        \$842  = q2_list_base;
+      \$843  = \$641 [31:0];
+      if (\$645 ) begin
+        \$843  = q2_list_base;
       end
     end
     if (rst) begin
-      \$842  = 32'd0;
+      \$843  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$843  = q2_list_left;
-    if (\$622 ) begin
-      \$843  = fetch_r_buf[79:64];
+    \$844  = q2_list_left;
+    if (\$623 ) begin
+      \$844  = fetch_r_buf[79:64];
     end
     if (q2_item_push) begin
-      \$843  = \$641 [15:0];
-      if (\$644 ) begin
-        \$843  = q2_list_entries;
+      \$844  = \$642 [15:0];
+      if (\$645 ) begin
+        \$844  = q2_list_entries;
       end
     end
     if (rst) begin
-      \$843  = 16'h0000;
+      \$844  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$844  = q2_list_base;
-    if (\$622 ) begin
-      \$844  = fetch_r_buf[63:32];
+    \$845  = q2_list_base;
+    if (\$623 ) begin
+      \$845  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$844  = 32'd0;
+      \$845  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$845  = q2_list_entries;
-    if (\$622 ) begin
-      \$845  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$845  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$846  = q2_list_loops;
-    if (\$622 ) begin
-      \$846  = fetch_r_buf[133:118];
-    end
-    if (q2_item_push) begin
-      if (\$644 ) begin
-        \$846  = \$646 [15:0];
-      end
+    \$846  = q2_list_entries;
+    if (\$623 ) begin
+      \$846  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$846  = 16'h0000;
@@ -52309,57 +52299,62 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$847  = q2_args_strides;
-    if (\$622 ) begin
-      \$847  = 1'h0;
+    \$847  = q2_list_loops;
+    if (\$623 ) begin
+      \$847  = fetch_r_buf[133:118];
     end
-    if (\$628 ) begin
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$847  = 1'h1;
+    if (q2_item_push) begin
+      if (\$645 ) begin
+        \$847  = \$647 [15:0];
+      end
+    end
+    if (rst) begin
+      \$847  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$848  = q2_args_strides;
+    if (\$623 ) begin
+      \$848  = 1'h0;
+    end
+    if (\$629 ) begin
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$848  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$847  = 1'h0;
+      \$848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$848  = q2_args_next;
-    if (\$622 ) begin
-      \$848  = fetch_r_buf[111:80];
+    \$849  = q2_args_next;
+    if (\$623 ) begin
+      \$849  = fetch_r_buf[111:80];
     end
-    if (\$628 ) begin
-      \$848  = \$629 [31:0];
+    if (\$629 ) begin
+      \$849  = \$630 [31:0];
     end
     if (rst) begin
-      \$848  = 32'd0;
+      \$849  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$849  = q2_args_left;
-    if (\$622 ) begin
-      \$849  = fetch_r_buf[117:112];
-    end
-    if (\$628 ) begin
-      \$849  = \$633 [5:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$849  = q2_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$849  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$850  = q2_args;
-    if (\$622 ) begin
+    \$850  = q2_args_left;
+    if (\$623 ) begin
       \$850  = fetch_r_buf[117:112];
+    end
+    if (\$629 ) begin
+      \$850  = \$634 [5:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$850  = q2_args;
+        end
+      end
     end
     if (rst) begin
       \$850  = 6'h00;
@@ -52367,138 +52362,133 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$851  = q2_args_row;
-    if (\$622 ) begin
-      \$851  = 2'h0;
+    \$851  = q2_args;
+    if (\$623 ) begin
+      \$851  = fetch_r_buf[117:112];
     end
-    if (\$628 ) begin
-      \$851  = \$630 [1:0];
-      if (\$634 ) begin
-        if (\$637 ) begin
-          \$851  = 2'h0;
+    if (rst) begin
+      \$851  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$852  = q2_args_row;
+    if (\$623 ) begin
+      \$852  = 2'h0;
+    end
+    if (\$629 ) begin
+      \$852  = \$631 [1:0];
+      if (\$635 ) begin
+        if (\$638 ) begin
+          \$852  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$851  = 2'h0;
+      \$852  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$852  = \$650 [2:0];
+    \$853  = \$651 [2:0];
     if (q__3__cleared) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
     if (rst) begin
-      \$852  = 3'h0;
+      \$853  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$853  = q__3__fetch;
+    \$854  = q__3__fetch;
     if (q3_fetch_push) begin
-      \$853  = \$651 [31:0];
+      \$854  = \$652 [31:0];
     end
     if (q__3__cleared) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
     if (rst) begin
-      \$853  = 32'd0;
+      \$854  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$854  = q3_list_mode;
-    if (\$655 ) begin
-      \$854  = 2'h0;
+    \$855  = q3_list_mode;
+    if (\$656 ) begin
+      \$855  = 2'h0;
     end
-    if (\$660 ) begin
-      \$854  = \$662 ;
+    if (\$661 ) begin
+      \$855  = \$663 ;
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
+    if (\$667 ) begin
+      if (\$673 ) begin
         (* full_case = 32'd1 *)
-        if (\$675 ) begin
+        if (\$676 ) begin
         end else begin
-          \$854  = 2'h2;
+          \$855  = 2'h2;
         end
       end
     end
     if (q3_item_push) begin
-      if (\$682 ) begin
-      end else if (\$683 ) begin
-        \$854  = 2'h3;
+      if (\$683 ) begin
+      end else if (\$684 ) begin
+        \$855  = 2'h3;
       end
     end
     if (q__3__cleared) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
     if (rst) begin
-      \$854  = 2'h0;
+      \$855  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$855  = q3_list_next;
-    if (\$660 ) begin
-      \$855  = fetch_r_buf[63:32];
+    \$856  = q3_list_next;
+    if (\$661 ) begin
+      \$856  = fetch_r_buf[63:32];
     end
     if (q3_item_push) begin
-      \$855  = \$678 [31:0];
-      if (\$682 ) begin
-        \$855  = q3_list_base;
+      \$856  = \$679 [31:0];
+      if (\$683 ) begin
+        \$856  = q3_list_base;
       end
     end
     if (rst) begin
-      \$855  = 32'd0;
+      \$856  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$856  = q3_list_left;
-    if (\$660 ) begin
-      \$856  = fetch_r_buf[79:64];
+    \$857  = q3_list_left;
+    if (\$661 ) begin
+      \$857  = fetch_r_buf[79:64];
     end
     if (q3_item_push) begin
-      \$856  = \$679 [15:0];
-      if (\$682 ) begin
-        \$856  = q3_list_entries;
+      \$857  = \$680 [15:0];
+      if (\$683 ) begin
+        \$857  = q3_list_entries;
       end
     end
     if (rst) begin
-      \$856  = 16'h0000;
+      \$857  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$857  = q3_list_base;
-    if (\$660 ) begin
-      \$857  = fetch_r_buf[63:32];
+    \$858  = q3_list_base;
+    if (\$661 ) begin
+      \$858  = fetch_r_buf[63:32];
     end
     if (rst) begin
-      \$857  = 32'd0;
+      \$858  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$858  = q3_list_entries;
-    if (\$660 ) begin
-      \$858  = fetch_r_buf[79:64];
-    end
-    if (rst) begin
-      \$858  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$859  = q3_list_loops;
-    if (\$660 ) begin
-      \$859  = fetch_r_buf[133:118];
-    end
-    if (q3_item_push) begin
-      if (\$682 ) begin
-        \$859  = \$684 [15:0];
-      end
+    \$859  = q3_list_entries;
+    if (\$661 ) begin
+      \$859  = fetch_r_buf[79:64];
     end
     if (rst) begin
       \$859  = 16'h0000;
@@ -52506,57 +52496,62 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$860  = q3_args_strides;
-    if (\$660 ) begin
-      \$860  = 1'h0;
+    \$860  = q3_list_loops;
+    if (\$661 ) begin
+      \$860  = fetch_r_buf[133:118];
     end
-    if (\$666 ) begin
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$860  = 1'h1;
+    if (q3_item_push) begin
+      if (\$683 ) begin
+        \$860  = \$685 [15:0];
+      end
+    end
+    if (rst) begin
+      \$860  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$861  = q3_args_strides;
+    if (\$661 ) begin
+      \$861  = 1'h0;
+    end
+    if (\$667 ) begin
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$861  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$860  = 1'h0;
+      \$861  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$861  = q3_args_next;
-    if (\$660 ) begin
-      \$861  = fetch_r_buf[111:80];
+    \$862  = q3_args_next;
+    if (\$661 ) begin
+      \$862  = fetch_r_buf[111:80];
     end
-    if (\$666 ) begin
-      \$861  = \$667 [31:0];
+    if (\$667 ) begin
+      \$862  = \$668 [31:0];
     end
     if (rst) begin
-      \$861  = 32'd0;
+      \$862  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$862  = q3_args_left;
-    if (\$660 ) begin
-      \$862  = fetch_r_buf[117:112];
-    end
-    if (\$666 ) begin
-      \$862  = \$671 [5:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$862  = q3_args;
-        end
-      end
-    end
-    if (rst) begin
-      \$862  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$863  = q3_args;
-    if (\$660 ) begin
+    \$863  = q3_args_left;
+    if (\$661 ) begin
       \$863  = fetch_r_buf[117:112];
+    end
+    if (\$667 ) begin
+      \$863  = \$672 [5:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$863  = q3_args;
+        end
+      end
     end
     if (rst) begin
       \$863  = 6'h00;
@@ -52564,83 +52559,61 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$864  = q3_args_row;
-    if (\$660 ) begin
-      \$864  = 2'h0;
+    \$864  = q3_args;
+    if (\$661 ) begin
+      \$864  = fetch_r_buf[117:112];
     end
-    if (\$666 ) begin
-      \$864  = \$668 [1:0];
-      if (\$672 ) begin
-        if (\$675 ) begin
-          \$864  = 2'h0;
+    if (rst) begin
+      \$864  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$865  = q3_args_row;
+    if (\$661 ) begin
+      \$865  = 2'h0;
+    end
+    if (\$667 ) begin
+      \$865  = \$669 [1:0];
+      if (\$673 ) begin
+        if (\$676 ) begin
+          \$865  = 2'h0;
         end
       end
     end
     if (rst) begin
-      \$864  = 2'h0;
+      \$865  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$865  = cpl_overflow;
-    if (\$686 ) begin
-      \$865  = 1'h1;
+    \$866  = cpl_overflow;
+    if (\$687 ) begin
+      \$866  = 1'h1;
     end
     if (rst) begin
-      \$865  = 1'h0;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$866  = up__awvalid;
+    \$867  = up__awvalid;
     if (cpl_aw_hs) begin
-      \$866  = 1'h0;
+      \$867  = 1'h0;
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-          end else begin
-            \$866  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
           if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$866  = 1'h1;
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$866  = 1'h0;
-    end
-    if (rst) begin
-      \$866  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$867  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$867  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$707 ) begin
           end else begin
             \$867  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             \$867  = 1'h1;
           end
@@ -52654,133 +52627,152 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$868  = cpl_w_beat;
+    \$868  = up__wvalid;
     if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
       if (cpl_w_last) begin
-      end else begin
-        \$868  = \$687 [0];
+        \$868  = 1'h0;
       end
     end
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$868  = 1'h0;
+          (* full_case = 32'd1 *)
+          if (\$708 ) begin
+          end else begin
+            \$868  = 1'h1;
+          end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$868  = 1'h0;
+            \$868  = 1'h1;
           end
     endcase
+    if (\abandon$67 ) begin
+      \$868  = 1'h0;
+    end
     if (rst) begin
       \$868  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$869  = cpl_req;
+    \$869  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$869  = \$688 [0];
+      end
+    end
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$869  = \r_data$396 ;
+          /* empty */;
+      3'h1:
+          \$869  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$869  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$869  = 92'h00000000000000000000000;
+      \$869  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$870  = cpl_fsm_state;
+    \$870  = cpl_req;
     casez (cpl_fsm_state)
       3'h0:
-          if (\r_rdy$395 ) begin
-            \$870  = 3'h1;
+          if (\r_rdy$397 ) begin
+            \$870  = \r_data$398 ;
+          end
+    endcase
+    if (rst) begin
+      \$870  = 92'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$871  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$397 ) begin
+            \$871  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$870  = 3'h2;
+          if (\$708 ) begin
+            \$871  = 3'h2;
           end else begin
-            \$870  = 3'h3;
+            \$871  = 3'h3;
           end
       3'h3:
           if (cpl_sent) begin
-            \$870  = 3'h4;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h4;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h4:
-          if (\$708 ) begin
-            \$870  = 3'h0;
+          if (\$709 ) begin
+            \$871  = 3'h0;
           end else if (cpl_b_hs) begin
-            \$870  = 3'h5;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h5;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h5:
           if (cpl_sent) begin
-            \$870  = 3'h6;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h6;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h6:
           if (cpl_b_hs) begin
-            \$870  = 3'h0;
-          end else if (\timeout$399 ) begin
-            \$870  = 3'h2;
+            \$871  = 3'h0;
+          end else if (\timeout$401 ) begin
+            \$871  = 3'h2;
           end
       3'h2:
-          \$870  = 3'h0;
+          \$871  = 3'h0;
     endcase
     if (rst) begin
-      \$870  = 3'h0;
+      \$871  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$871  = cpl_idx_sent;
+    \$872  = cpl_idx_sent;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$871  = 1'h0;
+          \$872  = 1'h0;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$871  = 1'h1;
+            \$872  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$871  = 1'h0;
+      \$872  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$872  = cpl_rec_index;
+    \$873  = cpl_rec_index;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$872  = cpl_sel_c;
-    endcase
-    if (rst) begin
-      \$872  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$873  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$873  = cpl_sel_base;
+          \$873  = cpl_sel_c;
     endcase
     if (rst) begin
       \$873  = 32'd0;
@@ -52788,19 +52780,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$874  = up__awaddr;
+    \$874  = cpl_cons_addr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$874  = \$706 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$708 ) begin
-          end else if (cpl_b_hs) begin
-            \$874  = cpl_cons_addr;
-          end
+          \$874  = cpl_sel_base;
     endcase
     if (rst) begin
       \$874  = 32'd0;
@@ -52808,260 +52793,265 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$875  = up__awlen;
+    \$875  = up__awaddr;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$875  = 8'h01;
+          \$875  = \$707 [31:0];
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$875  = 8'h00;
+            \$875  = cpl_cons_addr;
           end
     endcase
     if (rst) begin
-      \$875  = 8'h00;
+      \$875  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$876  = cpl_w_buf;
+    \$876  = up__awlen;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$876  = cpl_rec;
+          \$876  = 8'h01;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$876  = { 95'h000000000000000000000000, \$711  };
+            \$876  = 8'h00;
           end
     endcase
     if (rst) begin
-      \$876  = 128'h00000000000000000000000000000000;
+      \$876  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$877  = up__wstrb;
+    \$877  = cpl_w_buf;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$877  = 8'hff;
+          \$877  = cpl_rec;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$877  = 8'h0f;
+            \$877  = { 95'h000000000000000000000000, \$712  };
           end
     endcase
     if (rst) begin
-      \$877  = 8'h00;
+      \$877  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$878  = cpl_w_nbeats;
+    \$878  = up__wstrb;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$878  = 2'h2;
+          \$878  = 8'hff;
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
-            \$878  = 2'h1;
+            \$878  = 8'h0f;
           end
     endcase
     if (rst) begin
-      \$878  = 2'h0;
+      \$878  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$879  = cpl_wr_err;
+    \$879  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$879  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$709 ) begin
+          end else if (cpl_b_hs) begin
+            \$879  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$879  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$880  = cpl_wr_err;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$707 ) begin
-            \$879  = 1'h1;
+          if (\$708 ) begin
+            \$880  = 1'h1;
           end else begin
-            \$879  = 1'h0;
+            \$880  = 1'h0;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$879  = 1'h1;
+              \$880  = 1'h1;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$879  = 1'h1;
+      \$880  = 1'h1;
     end
     if (rst) begin
-      \$879  = 1'h0;
+      \$880  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$880  = cpl_wr_code;
+    \$881  = cpl_wr_code;
     casez (cpl_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$707 ) begin
-            \$880  = 8'h10;
+          if (\$708 ) begin
+            \$881  = 8'h10;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$708 ) begin
+          if (\$709 ) begin
           end else if (cpl_b_hs) begin
             if (down__bresp[1]) begin
-              \$880  = \$710 ;
+              \$881  = \$711 ;
             end
           end
     endcase
     if (\abandon$67 ) begin
-      \$880  = \$712 ;
+      \$881  = \$713 ;
     end
     if (rst) begin
-      \$880  = 8'h00;
+      \$881  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$881  = q__0__consumer;
+    \$882  = q__0__consumer;
     if (q0_cpl_done) begin
-      \$881  = \$713 [31:0];
+      \$882  = \$714 [31:0];
     end
     if (q__0__cleared) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
     if (rst) begin
-      \$881  = 32'd0;
+      \$882  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$882  = q0_cpl_done;
-    if (rst) begin
-      \$882  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$883  = \$714 ;
+    \$883  = q0_cpl_done;
     if (rst) begin
       \$883  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$884  = \$718 [2:0];
+    \$884  = \$715 ;
     if (rst) begin
-      \$884  = 3'h0;
+      \$884  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$885  = \$721 ;
+    \$885  = \$719 [2:0];
     if (rst) begin
-      \$885  = 1'h0;
+      \$885  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$886  = q__0__producer;
-    if (\$723 ) begin
-      \$886  = q__0__doorbell;
+    \$886  = \$722 ;
+    if (rst) begin
+      \$886  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$887  = q__0__producer;
+    if (\$724 ) begin
+      \$887  = q__0__doorbell;
     end
     if (q__0__cleared) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
     if (rst) begin
-      \$886  = 32'd0;
+      \$887  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$887  = q0_halted;
-    if (\$725 ) begin
-      \$887  = 1'h1;
+    \$888  = q0_halted;
+    if (\$726 ) begin
+      \$888  = 1'h1;
     end
     if (q__0__cleared) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
     if (rst) begin
-      \$887  = 1'h0;
+      \$888  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$888  = q__0__error;
-    if (\$725 ) begin
-      \$888  = q0_halt_code;
+    \$889  = q__0__error;
+    if (\$726 ) begin
+      \$889  = q0_halt_code;
     end
     if (q__0__cleared) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
     if (rst) begin
-      \$888  = 8'h00;
+      \$889  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$889  = q__0__error_index;
-    if (\$725 ) begin
-      \$889  = q0_halt_index;
+    \$890  = q__0__error_index;
+    if (\$726 ) begin
+      \$890  = q0_halt_index;
     end
     if (q__0__cleared) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
     if (rst) begin
-      \$889  = 32'd0;
+      \$890  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$890  = q0_halt_any;
-    if (rst) begin
-      \$890  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$891  = q0_resetting;
-    if (\$727 ) begin
-      \$891  = 1'h1;
-    end
-    if (q__0__cleared) begin
-      \$891  = 1'h0;
-    end
+    \$891  = q0_halt_any;
     if (rst) begin
       \$891  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$892  = q0_acked;
-    if (\$727 ) begin
-      \$892  = 1'h0;
-    end else if (\$730 ) begin
+    \$892  = q0_resetting;
+    if (\$728 ) begin
       \$892  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -53073,8 +53063,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$893  = q0_cpl_dead;
-    if (\$732 ) begin
+    \$893  = q0_acked;
+    if (\$728 ) begin
+      \$893  = 1'h0;
+    end else if (\$731 ) begin
       \$893  = 1'h1;
     end
     if (q__0__cleared) begin
@@ -53086,123 +53078,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$894  = q__1__consumer;
+    \$894  = q0_cpl_dead;
+    if (\$733 ) begin
+      \$894  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$894  = 1'h0;
+    end
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$895  = q__1__consumer;
     if (q1_cpl_done) begin
-      \$894  = \$733 [31:0];
+      \$895  = \$734 [31:0];
     end
     if (q__1__cleared) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
     if (rst) begin
-      \$894  = 32'd0;
+      \$895  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$895  = q1_cpl_done;
-    if (rst) begin
-      \$895  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$896  = \$734 ;
+    \$896  = q1_cpl_done;
     if (rst) begin
       \$896  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$897  = \$738 [2:0];
+    \$897  = \$735 ;
     if (rst) begin
-      \$897  = 3'h0;
+      \$897  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$898  = \$741 ;
+    \$898  = \$739 [2:0];
     if (rst) begin
-      \$898  = 1'h0;
+      \$898  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$899  = q__1__producer;
-    if (\$743 ) begin
-      \$899  = q__1__doorbell;
+    \$899  = \$742 ;
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$900  = q__1__producer;
+    if (\$744 ) begin
+      \$900  = q__1__doorbell;
     end
     if (q__1__cleared) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
     if (rst) begin
-      \$899  = 32'd0;
+      \$900  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$900  = q1_halted;
-    if (\$745 ) begin
-      \$900  = 1'h1;
+    \$901  = q1_halted;
+    if (\$746 ) begin
+      \$901  = 1'h1;
     end
     if (q__1__cleared) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
     if (rst) begin
-      \$900  = 1'h0;
+      \$901  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$901  = q__1__error;
-    if (\$745 ) begin
-      \$901  = q1_halt_code;
+    \$902  = q__1__error;
+    if (\$746 ) begin
+      \$902  = q1_halt_code;
     end
     if (q__1__cleared) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
     if (rst) begin
-      \$901  = 8'h00;
+      \$902  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$902  = q__1__error_index;
-    if (\$745 ) begin
-      \$902  = q1_halt_index;
+    \$903  = q__1__error_index;
+    if (\$746 ) begin
+      \$903  = q1_halt_index;
     end
     if (q__1__cleared) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
     if (rst) begin
-      \$902  = 32'd0;
+      \$903  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$903  = q1_halt_any;
-    if (rst) begin
-      \$903  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$904  = q1_resetting;
-    if (\$747 ) begin
-      \$904  = 1'h1;
-    end
-    if (q__1__cleared) begin
-      \$904  = 1'h0;
-    end
+    \$904  = q1_halt_any;
     if (rst) begin
       \$904  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$905  = q1_acked;
-    if (\$747 ) begin
-      \$905  = 1'h0;
-    end else if (\$750 ) begin
+    \$905  = q1_resetting;
+    if (\$748 ) begin
       \$905  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -53214,8 +53204,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$906  = q1_cpl_dead;
-    if (\$752 ) begin
+    \$906  = q1_acked;
+    if (\$748 ) begin
+      \$906  = 1'h0;
+    end else if (\$751 ) begin
       \$906  = 1'h1;
     end
     if (q__1__cleared) begin
@@ -53227,123 +53219,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$907  = q__2__consumer;
+    \$907  = q1_cpl_dead;
+    if (\$753 ) begin
+      \$907  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$907  = 1'h0;
+    end
+    if (rst) begin
+      \$907  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$908  = q__2__consumer;
     if (q2_cpl_done) begin
-      \$907  = \$753 [31:0];
+      \$908  = \$754 [31:0];
     end
     if (q__2__cleared) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
     if (rst) begin
-      \$907  = 32'd0;
+      \$908  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$908  = q2_cpl_done;
-    if (rst) begin
-      \$908  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$909  = \$754 ;
+    \$909  = q2_cpl_done;
     if (rst) begin
       \$909  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$910  = \$758 [2:0];
+    \$910  = \$755 ;
     if (rst) begin
-      \$910  = 3'h0;
+      \$910  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$911  = \$761 ;
+    \$911  = \$759 [2:0];
     if (rst) begin
-      \$911  = 1'h0;
+      \$911  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$912  = q__2__producer;
-    if (\$763 ) begin
-      \$912  = q__2__doorbell;
+    \$912  = \$762 ;
+    if (rst) begin
+      \$912  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$913  = q__2__producer;
+    if (\$764 ) begin
+      \$913  = q__2__doorbell;
     end
     if (q__2__cleared) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
     if (rst) begin
-      \$912  = 32'd0;
+      \$913  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$913  = q2_halted;
-    if (\$765 ) begin
-      \$913  = 1'h1;
+    \$914  = q2_halted;
+    if (\$766 ) begin
+      \$914  = 1'h1;
     end
     if (q__2__cleared) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
     if (rst) begin
-      \$913  = 1'h0;
+      \$914  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$914  = q__2__error;
-    if (\$765 ) begin
-      \$914  = q2_halt_code;
+    \$915  = q__2__error;
+    if (\$766 ) begin
+      \$915  = q2_halt_code;
     end
     if (q__2__cleared) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
     if (rst) begin
-      \$914  = 8'h00;
+      \$915  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$915  = q__2__error_index;
-    if (\$765 ) begin
-      \$915  = q2_halt_index;
+    \$916  = q__2__error_index;
+    if (\$766 ) begin
+      \$916  = q2_halt_index;
     end
     if (q__2__cleared) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
     if (rst) begin
-      \$915  = 32'd0;
+      \$916  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$916  = q2_halt_any;
-    if (rst) begin
-      \$916  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$917  = q2_resetting;
-    if (\$767 ) begin
-      \$917  = 1'h1;
-    end
-    if (q__2__cleared) begin
-      \$917  = 1'h0;
-    end
+    \$917  = q2_halt_any;
     if (rst) begin
       \$917  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$918  = q2_acked;
-    if (\$767 ) begin
-      \$918  = 1'h0;
-    end else if (\$770 ) begin
+    \$918  = q2_resetting;
+    if (\$768 ) begin
       \$918  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -53355,8 +53345,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$919  = q2_cpl_dead;
-    if (\$772 ) begin
+    \$919  = q2_acked;
+    if (\$768 ) begin
+      \$919  = 1'h0;
+    end else if (\$771 ) begin
       \$919  = 1'h1;
     end
     if (q__2__cleared) begin
@@ -53368,123 +53360,121 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$920  = q__3__consumer;
+    \$920  = q2_cpl_dead;
+    if (\$773 ) begin
+      \$920  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$920  = 1'h0;
+    end
+    if (rst) begin
+      \$920  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$921  = q__3__consumer;
     if (q3_cpl_done) begin
-      \$920  = \$773 [31:0];
+      \$921  = \$774 [31:0];
     end
     if (q__3__cleared) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
     if (rst) begin
-      \$920  = 32'd0;
+      \$921  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$921  = q3_cpl_done;
-    if (rst) begin
-      \$921  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$922  = \$774 ;
+    \$922  = q3_cpl_done;
     if (rst) begin
       \$922  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$923  = \$778 [2:0];
+    \$923  = \$775 ;
     if (rst) begin
-      \$923  = 3'h0;
+      \$923  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$924  = \$781 ;
+    \$924  = \$779 [2:0];
     if (rst) begin
-      \$924  = 1'h0;
+      \$924  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$925  = q__3__producer;
-    if (\$783 ) begin
-      \$925  = q__3__doorbell;
+    \$925  = \$782 ;
+    if (rst) begin
+      \$925  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$926  = q__3__producer;
+    if (\$784 ) begin
+      \$926  = q__3__doorbell;
     end
     if (q__3__cleared) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
     if (rst) begin
-      \$925  = 32'd0;
+      \$926  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$926  = q3_halted;
-    if (\$785 ) begin
-      \$926  = 1'h1;
+    \$927  = q3_halted;
+    if (\$786 ) begin
+      \$927  = 1'h1;
     end
     if (q__3__cleared) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
     if (rst) begin
-      \$926  = 1'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$927  = q__3__error;
-    if (\$785 ) begin
-      \$927  = q3_halt_code;
+    \$928  = q__3__error;
+    if (\$786 ) begin
+      \$928  = q3_halt_code;
     end
     if (q__3__cleared) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
     if (rst) begin
-      \$927  = 8'h00;
+      \$928  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$928  = q__3__error_index;
-    if (\$785 ) begin
-      \$928  = q3_halt_index;
+    \$929  = q__3__error_index;
+    if (\$786 ) begin
+      \$929  = q3_halt_index;
     end
     if (q__3__cleared) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
     if (rst) begin
-      \$928  = 32'd0;
+      \$929  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$929  = q3_halt_any;
-    if (rst) begin
-      \$929  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$930  = q3_resetting;
-    if (\$787 ) begin
-      \$930  = 1'h1;
-    end
-    if (q__3__cleared) begin
-      \$930  = 1'h0;
-    end
+    \$930  = q3_halt_any;
     if (rst) begin
       \$930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$931  = q3_acked;
-    if (\$787 ) begin
-      \$931  = 1'h0;
-    end else if (\$790 ) begin
+    \$931  = q3_resetting;
+    if (\$788 ) begin
       \$931  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -53496,8 +53486,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$932  = q3_cpl_dead;
-    if (\$792 ) begin
+    \$932  = q3_acked;
+    if (\$788 ) begin
+      \$932  = 1'h0;
+    end else if (\$791 ) begin
       \$932  = 1'h1;
     end
     if (q__3__cleared) begin
@@ -53505,6 +53497,19 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     end
     if (rst) begin
       \$932  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$933  = q3_cpl_dead;
+    if (\$793 ) begin
+      \$933  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$933  = 1'h0;
+    end
+    if (rst) begin
+      \$933  = 1'h0;
     end
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -53620,13 +53625,14 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign fetch_step_sum = { \$212 [31:0], \$211 [31:0], \$210 [31:0], \$209 [31:0], \$208 [31:0], \$207 [31:0], \$206 [31:0], \$205 [31:0] };
   assign patch_shift = \$214 [4:0];
   assign patch_word = \$215 [7:5];
-  assign args_r__addr = \$237 [3:0];
-  assign strides_r__addr = \$239 [3:0];
-  assign patch_window = { \$243 , \$241  };
-  assign args_w__addr = \$277 [3:0];
-  assign strides_w__addr = \$285 [3:0];
+  assign args_r__addr = \$236 [3:0];
+  assign args_step_r__addr = \$238 [3:0];
+  assign strides_r__addr = \$240 [3:0];
+  assign patch_window = { \$244 , \$242  };
+  assign args_w__addr = \$278 [3:0];
+  assign strides_w__addr = \$286 [3:0];
   assign strides_w__data = { down__rdata, fetch_r_buf };
-  assign \w_en$352  = cpl_push_ok;
+  assign \w_en$354  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
   assign up__awsize = 3'h3;
@@ -53638,10 +53644,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_w_valid = up__wvalid;
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
-  assign q0_c_seen = \$354 [31:0];
-  assign q1_c_seen = \$384 [31:0];
-  assign q2_c_seen = \$414 [31:0];
-  assign q3_c_seen = \$444 [31:0];
+  assign q0_c_seen = \$355 [31:0];
+  assign q1_c_seen = \$385 [31:0];
+  assign q2_c_seen = \$415 [31:0];
+  assign q3_c_seen = \$445 [31:0];
   assign q__0__qreset_ack = \port$104$0 [0];
   assign q__1__qreset_ack = \port$104$0 [1];
   assign q__2__qreset_ack = \port$104$0 [2];
@@ -53675,15 +53681,15 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$339 [91:60] = cpl_timestamp;
-  assign \w_data$339 [59:44] = cpl_item;
-  assign \w_data$339 [43:28] = cpl_tag;
-  assign \w_data$339 [27:20] = cpl_opcode;
-  assign \w_data$339 [19:12] = cpl_status;
-  assign \w_data$339 [11:4] = cpl_flags;
-  assign \w_data$339 [3] = cpl_halt;
-  assign \w_data$339 [2] = cpl_irq;
-  assign \w_data$339 [1:0] = cpl_queue;
+  assign \w_data$341 [91:60] = cpl_timestamp;
+  assign \w_data$341 [59:44] = cpl_item;
+  assign \w_data$341 [43:28] = cpl_tag;
+  assign \w_data$341 [27:20] = cpl_opcode;
+  assign \w_data$341 [19:12] = cpl_status;
+  assign \w_data$341 [11:4] = cpl_flags;
+  assign \w_data$341 [3] = cpl_halt;
+  assign \w_data$341 [2] = cpl_irq;
+  assign \w_data$341 [1:0] = cpl_queue;
   assign \$46  = 32'd4294967264;
   assign \$47 [4:0] = 5'h00;
   assign \$47 [31:5] = q__0__ring_base[31:5];
@@ -53700,10 +53706,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$167 [4:0] = 5'h00;
   assign \$167 [31:5] = q__3__ring_base[31:5];
   assign \$184  = { 2'h0, \$183 , 5'h00 };
-  assign \$334  = 32'd4294967280;
+  assign \$335  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
-  assign cpl_sel_base[31:4] = \$333 [31:4];
-  assign \$705  = { 3'h0, \$704 , 4'h0 };
+  assign cpl_sel_base[31:4] = \$334 [31:4];
+  assign \$706  = { 3'h0, \$705 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -54236,8 +54242,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5621$0 (aw_hs_id),
-    .\port$5635$0 (down__awlen),
+    .\port$5622$0 (aw_hs_id),
+    .\port$5636$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -54580,7 +54586,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54604,10 +54610,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5621$0 ;
-  wire [2:0] \port$5621$0 ;
-  input [7:0] \port$5635$0 ;
-  wire [7:0] \port$5635$0 ;
+  input [2:0] \port$5622$0 ;
+  wire [2:0] \port$5622$0 ;
+  input [7:0] \port$5636$0 ;
+  wire [7:0] \port$5636$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -54639,7 +54645,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5621$0 , \port$5635$0  };
+      storage[w_port__addr] <= { \port$5622$0 , \port$5636$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -54701,8 +54707,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5621$0 , w_en, \port$5635$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5621$0 , \port$5635$0  };
-  assign w_data = { \port$5621$0 , \port$5635$0  };
+  assign w_port__data = { \port$5622$0 , \port$5636$0  };
+  assign w_data = { \port$5622$0 , \port$5636$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -55817,7 +55823,7 @@ module \kaki_soc_8x8.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13449$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13451$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -57210,8 +57216,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$13449$0 ;
-  wire [2:0] \port$13449$0 ;
+  input [2:0] \port$13451$0 ;
+  wire [2:0] \port$13451$0 ;
   input [223:0] \port$4217$32 ;
   wire [223:0] \port$4217$32 ;
   reg [19:0] pos = 20'h00000;
@@ -58650,15 +58656,15 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10866$0 (\$1023 ),
-    .\port$10868$0 (\$1025 ),
-    .\port$10870$0 (\$1027 ),
-    .\port$10872$0 (\$1029 ),
-    .\port$10874$0 (\$1031 ),
-    .\port$10876$0 (\$1033 ),
-    .\port$10878$0 (\$1035 ),
-    .\port$10880$0 (\$1037 ),
-    .\port$15849$5 (e6_meta[18:5]),
+    .\port$10868$0 (\$1023 ),
+    .\port$10870$0 (\$1025 ),
+    .\port$10872$0 (\$1027 ),
+    .\port$10874$0 (\$1029 ),
+    .\port$10876$0 (\$1031 ),
+    .\port$10878$0 (\$1033 ),
+    .\port$10880$0 (\$1035 ),
+    .\port$10882$0 (\$1037 ),
+    .\port$15851$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -59319,7 +59325,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$13449$0 ;
+            \$1083  = \port$13451$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -61171,7 +61177,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$13449$0  };
+  assign ctl__cmd__payload = { \port$4217$32 , \port$13451$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -61249,7 +61255,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$13449$0 ;
+  assign \ctl__cmd__payload.op  = \port$13451$0 ;
   assign \ctl__cmd__payload.payload  = \port$4217$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
@@ -61262,7 +61268,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port$10868$0 , \port$10870$0 , \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , w_level, r_data, \port$15849$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10868$0 , \port$10870$0 , \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , \port$10882$0 , w_level, r_data, \port$15851$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -61304,8 +61310,6 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10866$0 ;
-  wire [7:0] \port$10866$0 ;
   input [7:0] \port$10868$0 ;
   wire [7:0] \port$10868$0 ;
   input [7:0] \port$10870$0 ;
@@ -61320,8 +61324,10 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   wire [7:0] \port$10878$0 ;
   input [7:0] \port$10880$0 ;
   wire [7:0] \port$10880$0 ;
-  input [13:0] \port$15849$5 ;
-  wire [13:0] \port$15849$5 ;
+  input [7:0] \port$10882$0 ;
+  wire [7:0] \port$10882$0 ;
+  input [13:0] \port$15851$5 ;
+  wire [13:0] \port$15851$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -61367,7 +61373,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
+      storage[w_port__addr] <= { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -61478,14 +61484,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10866$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
-  assign w_data = { \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$10866$0 , \port$15849$5  };
+  assign w_port__data = { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
+  assign w_data = { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$11027$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$11029$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
@@ -61738,8 +61744,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$11027$0 ;
-  wire [77:0] \port$11027$0 ;
+  input [77:0] \port$11029$0 ;
+  wire [77:0] \port$11029$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -61890,7 +61896,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$11027$0 [13:12];
+  assign \$27  = ! \port$11029$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -61900,7 +61906,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$11027$0 [13:12];
+  assign \$37  = ! \port$11029$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -61935,7 +61941,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$11027$0 [13:12] == 1'h1;
+  assign \$67  = \port$11029$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -61945,7 +61951,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$11027$0 [13:12] == 1'h1;
+  assign \$77  = \port$11029$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -61980,7 +61986,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$11027$0 [13:12] == 2'h2;
+  assign \$107  = \port$11029$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -61990,7 +61996,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$11027$0 [13:12] == 2'h2;
+  assign \$117  = \port$11029$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -62025,7 +62031,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$11027$0 [13:12] == 2'h3;
+  assign \$147  = \port$11029$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -62035,7 +62041,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$11027$0 [13:12] == 2'h3;
+  assign \$157  = \port$11029$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -62190,7 +62196,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$11027$0 [11:0];
+      \bank0_addr$22  = \port$11029$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -62203,7 +62209,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$11027$0 [77:14];
+      bank0_wdata = \port$11029$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -62232,7 +62238,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$11027$0 [11:0];
+      \bank1_addr$45  = \port$11029$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -62245,7 +62251,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$11027$0 [77:14];
+      bank1_wdata = \port$11029$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -62274,7 +62280,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$11027$0 [11:0];
+      \bank2_addr$65  = \port$11029$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -62287,7 +62293,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$11027$0 [77:14];
+      bank2_wdata = \port$11029$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -62316,7 +62322,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$11027$0 [11:0];
+      \bank3_addr$85  = \port$11029$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -62329,7 +62335,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$11027$0 [77:14];
+      bank3_wdata = \port$11029$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -62543,8 +62549,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$11027$0 [13:0];
-  assign wr__1__data = \port$11027$0 [77:14];
+  assign wr__1__addr = \port$11029$0 [13:0];
+  assign wr__1__data = \port$11029$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
