@@ -133,7 +133,8 @@ class FusedAttention(_RowLayer):
 
     @property
     def sk(self):
-        return self.k.shape[-2]
+        paged = getattr(self.k, "paged", None)     # the keys of the KV cache's pages
+        return self.k.shape[-2] if paged is None else paged.keys
 
     @property
     def heads(self):

@@ -151,16 +151,16 @@ def graph_to_arrays(graph, prefix="g"):
     return dict(name=graph.name, outputs=[t.name for t in graph.outputs], nodes=nodes), arrays
 
 
-def graph_from_arrays(desc, arrays, seq=None):
+def graph_from_arrays(desc, arrays, seq=None, batch=None):
     """The inverse of :func:`graph_to_arrays`. ``seq``: give every non-constant tensor of shape
     ``[1, S, C]`` sequence length ``seq`` instead (the same computation on fewer or more
     positions: every op of this model acts per position, and the causal attention's query ``i``
-    sees keys ``0..i`` whatever the length)."""
+    sees keys ``0..i`` whatever the length); ``batch``: that many sequences instead of 1."""
     g, tensors = Graph(desc["name"]), {}
     for d in desc["nodes"]:
         shape = tuple(d["shape"])
-        if seq is not None and d["data"] is None and len(shape) == 3:
-            shape = (shape[0], int(seq), shape[2])
+        if (seq is not None or batch is not None) and d["data"] is None and len(shape) == 3:
+            shape = (int(batch or shape[0]), int(seq or shape[1]), shape[2])
         node = Node(d["op"], d["name"], [tensors[x] for x in d["inputs"]],
                     {k: _unpack_value(v, arrays) for k, v in d["attrs"].items()})
         data = None if d["data"] is None else _unpack_value(d["data"], arrays)
@@ -192,13 +192,17 @@ class CharLMPack:
     def context(self):
         return int(self.config["context"])
 
-    def graph(self, seq=None):
-        """The imported graph (a new Graph each call): input ``[1, seq, d_model]`` int8 summed
-        embeddings -> int8 logits ``[1, seq, vocab]``; ``seq`` defaults to the context (256)."""
+    def graph(self, seq=None, batch=None):
+        """The imported graph (a new Graph each call): input ``[batch, seq, d_model]`` int8
+        summed embeddings -> int8 logits ``[batch, seq, vocab]``; ``seq`` defaults to the
+        context (256), ``batch`` to 1."""
         if seq is not None and not 1 <= seq <= self.context:
             raise ValueError(f"seq {seq} outside 1..{self.context}")
+        if batch is not None and not 1 <= batch:
+            raise ValueError(f"batch {batch}: must be at least 1")
         return graph_from_arrays(self.graph_desc, self.arrays,
-                                 None if seq in (None, self.context) else seq)
+                                 None if seq in (None, self.context) else seq,
+                                 None if batch == 1 else batch)
 
     def embed(self, ids, seq=None):
         """int8 graph input ``[1, seq, d_model]`` for token ids at positions 0..len(ids)-1; the

@@ -25,15 +25,18 @@
   layers feeding the next single-tile layer's A from the output buffer on chip
   (docs/compiler.md).
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from spec.descriptors import Opcode
-from driver.program import BufferSpec, Program, ProgramCommand, Reloc
+from driver.program import BufferSpec, Param, Program, ProgramCommand, Reloc
 
 from . import cost
 from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .graph import SPECIAL_OPS
+from .kv_cache import POOL, slot_param
 from .ir import Buffer, FusedAttention, FusedGemm, FusedSpecial, Step, Tile, TiledGemm, TiledProgram
 from .attention_parts import AttentionPartScheduling, decompose, heads_matmul_layer, tile_part
 from .special_layers import (SpecialScheduling, fits_on_chip, param_rows, params_data,
@@ -337,6 +340,10 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
     layers = []
     for g in gemms:      # an attention whose keys do not fit goes through host memory
         fused = g.kind != "attention" or fits_on_chip(g, caps, bufs)
+        if not fused and getattr(g.k, "paged", None) is not None:
+            raise CompileError(g.where, f"paged attention over {g.sk} keys: K and V of one head "
+                                        f"group do not fit on chip (the paged KV cache needs "
+                                        f"the fused attention layer)")
         layers += [g] if fused else decompose(g)
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(layers):
@@ -370,23 +377,38 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
 # --------------------------------------------------------------------------------- scheduling
 
 class HostAddr:
-    """A relocatable host address (buffer + offset) that DMA helpers can offset."""
+    """A relocatable host address (buffer + offset) that DMA helpers can offset; ``param``: a
+    launch parameter added to it (a KV-cache page, compiler/kv_cache.py), or None."""
 
-    def __init__(self, buffer, offset=0):
-        self.buffer, self.offset = buffer, offset
+    def __init__(self, buffer, offset=0, param=None):
+        self.buffer, self.offset, self.param = buffer, offset, param
 
     def __add__(self, k):
-        return HostAddr(self.buffer, self.offset + k)
+        return HostAddr(self.buffer, self.offset + k, self.param)
+
+
+@dataclass(frozen=True)
+class PlusParam:
+    """A payload field's value ``value`` plus launch parameter ``param`` (e.g. a causal mask's
+    offset: the position of a sequence's first new token)."""
+    value: int
+    param: str
 
 
 def _program_command(queue, cmd, note, tag):
-    fields, relocs = {}, []
+    fields, relocs, params = {}, [], []
     for k, v in cmd.fields.items():
         if isinstance(v, HostAddr):
             relocs.append(Reloc(k, v.buffer, v.offset))
+            if v.param is not None:
+                params.append(Param(k, v.param))
+        elif isinstance(v, PlusParam):
+            fields[k] = v.value
+            params.append(Param(k, v.param))
         else:
             fields[k] = v
-    return ProgramCommand(queue, cmd.opcode, fields, tuple(relocs), cmd.irq, tag, note)
+    return ProgramCommand(queue, cmd.opcode, fields, tuple(relocs), cmd.irq, tag, note,
+                          tuple(params))
 
 
 class _Emitter:
@@ -491,6 +513,11 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         return self.p
 
     def host_buffer(self, t):
+        paged = getattr(t, "paged", None)
+        if paged is not None:           # rows of the KV cache (compiler/kv_cache.py)
+            if POOL not in self.p.buffers:
+                self.p.add_buffer(BufferSpec(POOL, paged.layout.pool_bytes, 64, "inout"))
+            return POOL
         if t.name not in self.p.buffers:
             if t.is_const:
                 role, init = "const", np.ascontiguousarray(t.data).tobytes()
@@ -769,10 +796,17 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         orows = t.rows if orows is None else orows
         self.wait_epilogue(STORE_Q, t.index, f"{g.name}: tile {t.index} ready")
         base = self.bufs[f"o{t.buf}"].base
+        paged = getattr(g.output, "paged", None)
         for off, cols, local in parts:
-            for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, off),
-                               host_row_stride=row_stride, rows=orows, cols=cols, elem_bytes=1,
-                               local_addr=base + local, local_plane_stride=orows,
-                               local_row_stride=1, dim=self.dim):
-                em.add(STORE_Q, c, f"{g.name}: store tile {t.index} [{off}+{cols}]")
+            if paged is not None:       # a K/V row goes to its token's slot in the cache
+                col = off - t.m0 * row_stride
+                rows = [(1, HostAddr(POOL, paged.region + col, slot_param(*divmod(r, paged.tokens))),
+                         local + r - t.m0) for r in range(t.m0, t.m1)]
+            else:
+                rows = [(orows, HostAddr(L.o, off), local)]
+            for n, host, first in rows:
+                for c in tiled_dma(Opcode.DMA_STORE, host_addr=host, host_row_stride=row_stride,
+                                   rows=n, cols=cols, elem_bytes=1, local_addr=base + first,
+                                   local_plane_stride=orows, local_row_stride=1, dim=self.dim):
+                    em.add(STORE_Q, c, f"{g.name}: store tile {t.index} [{off}+{cols}]")
         em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")

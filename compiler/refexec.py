@@ -246,15 +246,19 @@ def _simulate(queues, caps, rng, model=None, check=True):
             order.append((q, i))
 
 
-def _decoded(program, addresses, events):
-    bound = program.bind(addresses, events)
+def _decoded(program, addresses, events, params=None):
+    """Per queue the decoded descriptors; parameters default to 0 (an ordering check does not
+    depend on them)."""
+    bound = program.bind(addresses, events,
+                         params=params if params is not None else dict.fromkeys(program.params, 0))
     return {q: [commands.decode(w) for w in words] for q, words in sorted(bound.items())}
 
 
-def execute(program, caps, inputs, *, seed=0, check=True):
+def execute(program, caps, inputs, *, seed=0, check=True, params=None):
     """Run ``program`` on a DeviceModel: ``inputs`` maps buffer names to bytes (const buffers with
-    ``init`` are filled automatically). Returns ``(model, addresses)``; raises :class:`Hazard` on an
-    unordered conflict, RuntimeError on a deadlock or a failing command."""
+    ``init`` are filled automatically), ``params`` its launch parameters (default 0). Returns
+    ``(model, addresses)``; raises :class:`Hazard` on an unordered conflict, RuntimeError on a
+    deadlock or a failing command."""
     addresses, end = layout_buffers(program)
     model = DeviceModel(caps, host_bytes=end)
     for name, spec in program.buffers.items():
@@ -262,7 +266,7 @@ def execute(program, caps, inputs, *, seed=0, check=True):
         if data is not None:
             raw = np.frombuffer(bytes(data), np.uint8)
             model.host[addresses[name]:addresses[name] + raw.size] = raw
-    queues = _decoded(program, addresses, {e: (e, 0) for e in range(program.events)})
+    queues = _decoded(program, addresses, {e: (e, 0) for e in range(program.events)}, params)
     _simulate(queues, caps, np.random.default_rng(seed), model, check)
     return model, addresses
 

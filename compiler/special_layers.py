@@ -33,6 +33,7 @@ from . import attention_parts
 from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .ir import Step, Tile, TiledGemm
+from .kv_cache import PAGE_TOKENS, page_param, pos_param
 
 __all__ = ["param_rows", "needs", "tile_special", "tile_attention", "fits_on_chip", "params_data",
            "verify_layer", "SpecialScheduling"]
@@ -287,10 +288,10 @@ class SpecialScheduling:
             cols, off = f"{c0}:{c1}", h * kth
             self.rows_load(HostAddr(L.q, t.m0 * d + c0), d, t.rows, c1 - c0, a + off * t.rows,
                            t.rows, f"{g.name}: load Q[{t.m0}:{t.m1}, {cols}]")
-            self.rows_load(HostAddr(L.k, key0 * d + c0), d, keys, c1 - c0, b + off * span, span,
-                           f"{g.name}: load K[{key0}:{key0 + keys}, {cols}]")
-            self.rows_load(HostAddr(L.v, key0 * d + c0), d, keys, c1 - c0, v + off * span, span,
-                           f"{g.name}: load V[{key0}:{key0 + keys}, {cols}]")
+            for what, tensor, host, local in (("K", g.k, L.k, b), ("V", g.v, L.v, v)):
+                for k0, n, addr in _key_runs(g, tensor, host, t, key0, keys, c0):
+                    self.rows_load(addr, d, n, c1 - c0, local + off * span + k0, span,
+                                   f"{g.name}: load {what}[{key0 + k0}:{key0 + k0 + n}, {cols}]")
         pad = _segs(keys, dim) * dim - keys
         for base, what in ((b, "K"), (v, "V")):
             self.zero_rows(base + keys, pad, hg * kth, span, f"{g.name}: zero {what} past key {keys}")
@@ -387,7 +388,7 @@ class SpecialScheduling:
             em.add(q, Opcode.SOFTMAX, f"{g.name}: softmax head {t.n0 // g.dh + h}",
                    src_addr=o + h * kts * mr, dst_addr=o + h * kts * mr, rows=mr, length=keys,
                    seg_stride=mr, mult=a["softmax_mult"], causal=int(a["causal"]),
-                   mask_offset=pos + a["mask_offset"] if a["causal"] else 0)
+                   mask_offset=_mask_offset(g, t, pos))
         em.add(q, Opcode.BARRIER, f"{g.name}: probabilities done")
         em.add(q, Opcode.GEMM, f"{g.name}: P·V tile {t.index} {heads}", a_addr=o, b_addr=va,
                c_addr=c, m=mr, k_tiles=kts, n_tiles=kth, a_kt_stride=mr, b_nt_stride=span,
@@ -405,13 +406,38 @@ class SpecialScheduling:
                     **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
 
 
+def _key_runs(g, tensor, host, t, key0, keys, c0):
+    """``(first key, keys, host address)`` of the DMAs loading keys ``0 .. keys - 1`` of tile
+    ``t``'s batch item from ``tensor`` (in host buffer ``host``): one run, or from the KV cache
+    one per page at the address its block's launch parameter gives (compiler/kv_cache.py)."""
+    from .passes import HostAddr
+    paged = getattr(tensor, "paged", None)
+    if paged is None:
+        return [(0, keys, HostAddr(host, key0 * g.n + c0))]
+    b = t.m0 // g.sq
+    return [(k0, min(PAGE_TOKENS, keys - k0),
+             HostAddr(host, paged.region + c0, page_param(b, k0 // PAGE_TOKENS)))
+            for k0 in range(0, keys, PAGE_TOKENS)]
+
+
 def _tile_keys(g, t):
     """Keys an attention tile uses: all ``Sk``, or with a causal mask those up to its last query's
     diagonal (the later ones would be masked in every row: not loaded, multiplied or
-    normalized)."""
-    if not g.attrs["causal"]:
+    normalized). A paged attention's mask offset is a launch parameter: all its keys."""
+    if not g.attrs["causal"] or getattr(g.k, "paged", None) is not None:
         return g.sk
     return min(g.sk, (t.m1 - 1) % g.sq + g.attrs["mask_offset"] + 1)
+
+
+def _mask_offset(g, t, pos):
+    """The SOFTMAX ``mask_offset`` of tile ``t`` (first query row ``pos`` of its item): a paged
+    attention adds the item's first new position, a launch parameter."""
+    if not g.attrs["causal"]:
+        return 0
+    if getattr(g.k, "paged", None) is None:
+        return pos + g.attrs["mask_offset"]
+    from .passes import PlusParam
+    return PlusParam(pos, pos_param(t.m0 // g.sq))
 
 
 def _head_chunks(g, t, dim):
