@@ -36,10 +36,16 @@ plus ``ceil(args / 8)`` fetcher cycles per pass (docs/queues.md), so what foldin
 list's memory and its one-time write, which grow with the model (a decode step of ten layers
 records one layer).
 
+**Splitting**: one list's argument table holds ``LIST_ARGS`` words and one list ``MAX_ENTRIES``
+entries; a run of a queue's commands recorded once that needs more is cut into consecutive
+segments, each ending before the command that would overflow its table (greedy; a compiled
+model's load queue touches every weight buffer, a KV-cache step every page of its batch). Each
+segment is one more ``EXEC_LIST`` (a ring slot, one argument-table burst per 8 words).
+
 Limits (a :class:`~driver.program.ProgramError` names the program, queue, count and what they
-are): at most ``LIST_ARGS`` argument slots per queue, ``LIST_PATCHES`` patches per command and
-65535 commands per queue; a relocated or parametrized field must be one a patch can reach
-(at most 64 bits within two adjacent words, outside word 0).
+are): ``LIST_PATCHES`` patches per command, a looped segment's slots within one table; a
+relocated or parametrized field must be one a patch can reach (at most 64 bits within two
+adjacent words, outside word 0).
 """
 from dataclasses import dataclass
 
@@ -398,9 +404,44 @@ def _fold(cmds, lo, hi, min_saving):
             + _fold(cmds, start + period * passes, hi, min_saving))
 
 
+def _split(cmds, first, count):
+    """Segments ``(first, period, 1)`` covering ``cmds[first:first + count]`` in order, each as
+    long as its argument slots fit the LIST_ARGS words of one table (greedy) and its entries one
+    list. A single command needing more slots than a table holds is left to ``_slots``'s error."""
+    out, start, used = [], first, _SlotUse()
+    for i in range(first, first + count):
+        if not used.add(cmds[i]) or i - start >= MAX_ENTRIES:
+            if i > start:
+                out.append((start, i - start, 1))
+            start, used = i, _SlotUse()
+            used.add(cmds[i])
+    out.append((start, first + count - start, 1))
+    return out
+
+
+class _SlotUse:
+    """The argument slots of a run of commands recorded once (no strides), counted as they are
+    added (``_slot_sets`` of the run, incrementally)."""
+
+    def __init__(self):
+        self.buffers, self.events, self.params = set(), set(), set()
+
+    def add(self, c):
+        """Add command ``c``; False (and nothing added) when its slots would exceed LIST_ARGS."""
+        buffers = self.buffers | {r.buffer for r in c.relocs}
+        events = self.events | ({c.fields["event"]} if c.opcode in EVENT_OPS else set())
+        params = self.params | {p.name for p in c.params}
+        if len(buffers) + 2 * len(events) + len(params) > LIST_ARGS and self.buffers | self.events | self.params:
+            return False
+        self.buffers, self.events, self.params = buffers, events, params
+        return True
+
+
 def _record_queue(program, queue, fold, min_saving):
     cmds = [c for c in program.commands if c.queue == queue]
-    segments = _fold(cmds, 0, len(cmds), min_saving) if fold else [(0, len(cmds), 1)]
+    folded = _fold(cmds, 0, len(cmds), min_saving) if fold else [(0, len(cmds), 1)]
+    segments = [seg for first, period, passes in folded
+                for seg in ([(first, period, passes)] if passes > 1 else _split(cmds, first, period))]
     for first, period, passes in segments:
         if period > MAX_ENTRIES:
             raise ProgramError(f"program {program.name!r}, queue {queue}: {period} commands, more "

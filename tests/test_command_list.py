@@ -282,15 +282,21 @@ def test_record_expands_to_bind(k, fold):
     addresses = {f"b{j}": int(rng.integers(1, 1 << 20)) * 128 for j in range(4)}
     events = {e: (int(rng.integers(0, 16)), int(rng.integers(0, 1 << 32))) for e in range(3)}
     params = {n: int(rng.integers(0, 1 << 32)) for n in p.params}
-    bound = p.bind(addresses, events, params=params)
     lists = record(p, fold=fold, min_saving=4)
-    assert sorted(lists) == sorted(bound)
     if fold:
         assert any(rl.passes > 1 for segs in lists.values() for rl in segs)
+    _check_expansion(p, lists, addresses, events, params)
+
+
+def _check_expansion(p, lists, addresses, events, params):
+    """Every queue's segments, expanded as the device does, are Program.bind's descriptors (tags:
+    the entry positions); the segments are consecutive and each fits one argument table."""
+    bound = p.bind(addresses, events, params=params)
+    assert sorted(lists) == sorted(bound)
     for q, segments in lists.items():
         got, tags, cmds = [], [], []
         for rl in segments:
-            assert rl.first == len(cmds)
+            assert rl.first == len(cmds) and rl.nargs <= LIST_ARGS
             part = _expand(rl, rl.args(addresses, events, params))
             assert len(part) == len(rl.commands) == rl.entries * rl.passes
             got += part
@@ -354,15 +360,27 @@ def test_record_slots_order_and_descriptor():
             rl.args(addresses, events, params)
 
 
-def test_record_limits_name_the_culprit():
+def test_record_splits_a_queue_at_the_argument_table_size():
+    """A queue whose commands use more argument words than one table holds is recorded as
+    consecutive segments, each cut before the command that would overflow its table (greedy),
+    which expand to Program.bind's descriptors."""
     p = Program("wide", events=LIST_ARGS)
     p.add_buffer(BufferSpec("buf", 64, role="input"))
     p.add(ProgramCommand(2, Opcode.DMA_LOAD, dict(rows=1, row_bytes=1, planes=1), (Reloc("host_addr", "buf"),)))
     for e in range(LIST_ARGS // 2):
         p.add(ProgramCommand(2, Opcode.SIGNAL_EVENT, dict(event=e, value=1)))
-    with pytest.raises(ProgramError, match=r"program 'wide', queue 2: 33 argument slots, more than "
-                                           r"the 32 \(LIST_ARGS\).*buffer 'buf', event 0 index, event 0 base"):
-        record(p)
+    for k in range(3 * LIST_ARGS):        # one parameter each: three more tables
+        p.add(ProgramCommand(2, Opcode.DMA_LOAD, dict(rows=1, row_bytes=1, planes=1),
+                             (Reloc("host_addr", "buf"),), params=(Param("rows", f"p{k:03}"),)))
+    segments = record(p)[2]
+    assert [(rl.first, rl.entries, rl.nargs) for rl in segments] == [
+        (0, 16, 31), (16, 30, 32), (46, 31, 32), (77, 31, 32), (108, 5, 6)]
+    _check_expansion(p, {2: segments}, {"buf": 0x400},
+                     {e: (e, 7 * e) for e in range(LIST_ARGS)},
+                     {f"p{k:03}": k for k in range(3 * LIST_ARGS)})
+
+
+def test_record_limits_name_the_culprit():
     p = Program("patchy")
     p.add_buffer(BufferSpec("buf", 64, role="input"))
     names = "abcdefg"
