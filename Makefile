@@ -100,7 +100,7 @@ synth: $(STAMP) ## synthesize, place and route each chip for an ECP5 FPGA (Yosys
 
 coverage: $(STAMP) $(TORCH_STAMP) firmware ## the suite with functional, Verilator line/toggle and Python coverage: build/coverage/{functional.md,rtl/index.html,python/index.html}
 	rm -rf build/coverage/functional build/coverage/python build/coverage/verilator build/coverage/rtl
-	COVERAGE=1 KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=spec --cov=driver --cov=compiler --cov=golden \
+	COVERAGE=1 KAKI_FUNCOV=1 $(PY) -m pytest -n $(JOBS) --cov=spec --cov=driver --cov=compiler --cov=serving --cov=golden \
 		--cov=firmware --cov-report=term --cov-report=html:build/coverage/python \
 		--cov-report=json:build/coverage/python.json $(PYTEST_ARGS); status=$$?; \
 	$(PY) -m tools.coverage all && exit $$status

@@ -1,0 +1,1 @@
+"""The serving runtime (issue 15 item 3, docs/serving.md)."""
