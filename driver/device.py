@@ -33,7 +33,7 @@ from spec.capabilities import Capabilities, DeviceIdError
 from spec.commands import encode
 from spec.completion import RECORD_BYTES, unpack_record
 from spec.descriptors import DESCRIPTOR_FIELDS, ErrorCode, Opcode
-from .errors import DeviceError, DeviceTimeout, DriverMisuse, QueueError
+from .errors import DeviceError, DeviceTimeout, DriverMisuse, OutOfMemory, QueueError
 from .forensics import hang_report
 from .ops import run_async
 from .command_list import record as record_lists
@@ -77,7 +77,7 @@ class HostAllocator:
                 self._free[i:i + 1] = [p for p in pieces if p[1] > 0]
                 self._used[start] = nbytes
                 return start
-        raise DriverMisuse(f"out of host memory: no {nbytes} bytes aligned to {align} free in "
+        raise OutOfMemory(f"out of host memory: no {nbytes} bytes aligned to {align} free in "
                            f"[{self.base:#x}, {self.base + self.size:#x}) ({self.free_bytes} bytes free "
                            f"in {len(self._free)} pieces)")
 

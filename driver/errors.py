@@ -1,7 +1,7 @@
 """Typed exceptions of the host driver API (driver/device.py). Every message names the offending
 value (a register value, address, size, index or error code)."""
 
-__all__ = ["DeviceError", "DeviceTimeout", "QueueError", "DriverMisuse"]
+__all__ = ["DeviceError", "DeviceTimeout", "QueueError", "DriverMisuse", "OutOfMemory"]
 
 
 class DeviceError(RuntimeError):
@@ -45,3 +45,8 @@ class QueueError(DeviceError):
 class DriverMisuse(ValueError):
     """The caller used the API wrongly (bad size, alignment, out-of-bounds access, double free,
     missing buffer binding, resource exhausted, ...)."""
+
+
+class OutOfMemory(DriverMisuse):
+    """No free host memory region of the requested size and alignment (a caller may free
+    something and retry)."""

@@ -1,0 +1,114 @@
+"""The chip executor (serving/chip_executor.py) through the driver, the firmware (on the RV32
+ISS) and the golden chip model: step programs recorded as command lists over the paged KV cache,
+every returned logit row equal to the whole-window integer graph's. No simulator."""
+import asyncio
+import functools
+import os
+
+import numpy as np
+import pytest
+
+from compiler import llm_model
+from driver.device import Device
+from firmware import build as fw_build
+from golden.backend import GoldenBackend
+from golden.chip_model import ChipModel
+from serving.chip_executor import ChipExecutor
+from serving.executor import SeqWork
+from spec import registers as R
+from spec.capabilities import Capabilities
+from spec.firmware_image import FirmwareImage
+
+SEED = int(os.environ.get("SEED", "3"))
+HOST_BASE = 0x1000
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return FirmwareImage.from_elf(fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf"))
+
+
+@functools.lru_cache(maxsize=None)
+def _pack():
+    return llm_model.load()
+
+
+def _run(image, body, host_bytes=0xF0000, **kw):
+    async def go():
+        chip = ChipModel(Capabilities.default(8), host_bytes=HOST_BASE + host_bytes, seed=SEED,
+                         engine_delay=(1, 40))
+        backend = GoldenBackend(chip)
+        dev = await Device.open(backend, host_base=HOST_BASE, host_bytes=host_bytes,
+                                firmware=image)
+        ex = await ChipExecutor.open(dev, _pack(), timestamp=lambda: backend.read(R.TIMESTAMP),
+                                     **kw)
+        return await body(ex)
+    return asyncio.run(go())
+
+
+def _reference(ids):
+    return _pack().logits(_pack().graph(len(ids)), ids)
+
+
+def test_mixed_steps_match_the_whole_window_graph(image):
+    """Two prompts prefilled in chunks (one crossing a page boundary, padded to a power of two)
+    in the same steps as the other's decodes, block tables scattered over the cache."""
+    print(f"SEED={SEED}")
+    pack = _pack()
+    a = list(pack.vocab.encode("The queue controller fetches"))          # 28 tokens
+    b = list(pack.vocab.encode("Every wait"))
+    ra, rb = _reference(a), _reference(b)
+    rng = np.random.default_rng(SEED)
+    blocks = [int(x) for x in rng.permutation(10)]
+    ta, tb = tuple(blocks[:2]), tuple(blocks[2:3])
+
+    async def body(ex):
+        got = await ex.step([SeqWork(0, np.array(a[:12]), 0, ta[:1], False),
+                             SeqWork(1, np.array(b[:9]), 0, tb, True)])
+        assert got[0] is None and np.array_equal(got[1], rb[8])
+        got = await ex.step([SeqWork(1, np.array(b[9:10]), 9, tb, True),
+                             SeqWork(0, np.array(a[12:20]), 12, ta, True)])
+        assert np.array_equal(got[0], rb[9]) and np.array_equal(got[1], ra[19])
+        for p in range(20, len(a)):
+            got, = await ex.step([SeqWork(0, np.array(a[p:p + 1]), p, ta, True)])
+            assert np.array_equal(got, ra[p]), f"position {p}"
+        kinds = [(s.kind, s.items, s.tokens, s.pages) for s in ex.launches]
+        assert kinds[:4] == [("prefill", 1, 16, 1), ("prefill", 1, 16, 1), ("decode", 1, 1, 1),
+                             ("prefill", 1, 8, 2)]
+        assert all(s.cycles > 0 for s in ex.launches)
+    _run(image, body, num_blocks=10)
+
+
+def test_shapes_evicted_when_memory_runs_short_and_poison_is_harmless(image):
+    """A device memory that holds the weights, the cache and about two program shapes: shapes
+    are freed least recently used first and recorded again, and a poisoned unused block changes
+    nothing."""
+    pack = _pack()
+    seqs = [list(pack.vocab.encode(t)) for t in ("Kaki runs", "The driver writes", "A")]
+    refs = [_reference(s) for s in seqs]
+
+    async def body(ex):
+        for k, s in enumerate(seqs):           # three shapes: prefill 16/1, 32/2 and 1/1
+            n = len(s) - 1 or 1
+            table = (2 * k, 2 * k + 1)
+            if len(s) > 1:
+                got, = await ex.step([SeqWork(k, np.array(s[:n]), 0, table, True)])
+                assert np.array_equal(got, refs[k][n - 1])
+            await ex.poison([7])
+            got, = await ex.step([SeqWork(k, np.array(s[n:n + 1] if len(s) > 1 else s),
+                                          n if len(s) > 1 else 0, table, True)])
+            assert np.array_equal(got, refs[k][len(s) - 1])
+        assert len(ex._shapes) < len({(s.items, s.tokens, s.pages) for s in ex.launches})
+    _run(image, body, host_bytes=0xB0000, num_blocks=8)
+
+
+def test_bad_work_is_refused_before_anything_runs(image):
+    async def body(ex):
+        with pytest.raises(ValueError, match="outside the cache's blocks"):
+            await ex.step([SeqWork(0, np.array([1]), 0, (9,), True)])
+        with pytest.raises(ValueError, match="chunks of at most 64"):
+            await ex.step([SeqWork(0, np.arange(65) % 50, 0, tuple(range(5)), True)])
+        with pytest.raises(ValueError, match="poison of block 8"):
+            await ex.poison([8])
+        assert ex.launches == []
+    _run(image, body, num_blocks=8, max_step_tokens=128)
