@@ -103,7 +103,8 @@ def check_engine(engine):
 
 
 def check_stream(stream):
-    """A stream that ended delivered exactly its request's generated tokens, in order, once."""
+    """A stream that ended and was read to its end delivered exactly its request's generated
+    tokens, in order, once."""
     req = stream.request
     if not stream.closed:
         raise InvariantError(f"request {req.rid}: stream has not ended")
