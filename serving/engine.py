@@ -23,7 +23,7 @@ import numpy as np
 
 from . import invariants
 from .executor import SeqWork
-from .kv_blocks import BlockManager, blocks_for
+from .kv_blocks import BlockManager, InvariantError, blocks_for
 from .scheduler import Request, RequestState, SamplingParams, Scheduler
 
 __all__ = ["Engine", "RequestStream", "RequestFailed", "ContextLimitError", "StepStats", "sample"]
@@ -90,6 +90,7 @@ class RequestStream:
         self.finish_reason = None
         self.error = None
         self.closed = False          #: the engine has ended the request (its last token is queued)
+        self._drained = False
 
     @property
     def request_id(self):
@@ -112,12 +113,38 @@ class RequestStream:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)              # stays ended
+            self._drained = True
             if self.error is not None:
                 raise RequestFailed(f"request {self._req.rid} failed: {self.error}") \
                     from self.error
             raise StopAsyncIteration
         self.tokens.append(item)
         return item
+
+    def poll(self):
+        """The tokens delivered since the last read, without waiting (for a caller that steps
+        the engine itself, or runs under another scheduler than asyncio's, e.g. cocotb's).
+        ``done`` tells when the stream has ended and every token was read; reaching the end of
+        a failed request raises :class:`RequestFailed`."""
+        out = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _END:
+                self._queue.put_nowait(_END)
+                self._drained = True
+                if self.error is not None:
+                    self.tokens.extend(out)
+                    raise RequestFailed(f"request {self._req.rid} failed: {self.error}") \
+                        from self.error
+                break
+            out.append(item)
+        self.tokens.extend(out)
+        return out
+
+    @property
+    def done(self):
+        """The stream has ended and its consumer has read every token."""
+        return self.closed and (self._drained or self._queue.qsize() == 1)
 
     async def collect(self):
         """Every remaining token, until the stream ends."""
@@ -139,7 +166,8 @@ class Engine:
     """The serving runtime over ``executor`` (module docstring).
 
     ``max_batch`` / ``max_step_tokens``: the scheduler's limits (default and at most the
-    executor's). ``vocab``: a ``compiler.llm_model.Vocab`` to accept text prompts and decode.
+    executor's); ``max_chunk``: the longest prefill chunk (default the executor's ``max_chunk``
+    attribute when it has one, else the budget). ``vocab``: a ``compiler.llm_model.Vocab`` to accept text prompts and decode.
     ``prefix_caching``: share full blocks of equal prefixes. ``check_invariants``: run
     :mod:`serving.invariants` before and after every step (tests). ``on_step(engine, stats)``:
     called after every step. ``seed``: seeds the generators of sampling requests that give none.
@@ -147,7 +175,7 @@ class Engine:
 
     def __init__(self, executor, *, max_batch=None, max_step_tokens=None, vocab=None,
                  prefix_caching=True, check_invariants=False, on_step=None, seed=0,
-                 logit_scale=None):
+                 logit_scale=None, max_chunk=None):
         self.executor = executor
         self.vocab = vocab
         self.blocks = BlockManager(executor.num_blocks, executor.page_tokens,
@@ -155,8 +183,10 @@ class Engine:
         self.max_batch = min(int(max_batch or executor.max_batch), executor.max_batch)
         self.max_step_tokens = min(int(max_step_tokens or executor.max_step_tokens),
                                    executor.max_step_tokens)
+        self.max_chunk = max_chunk if max_chunk is not None else getattr(executor, "max_chunk",
+                                                                         None)
         self.scheduler = Scheduler(self.blocks, max_batch=self.max_batch,
-                                   token_budget=self.max_step_tokens)
+                                   token_budget=self.max_step_tokens, max_chunk=self.max_chunk)
         self.check_invariants = check_invariants
         self.on_step = on_step
         self.seed = int(seed)
@@ -284,6 +314,9 @@ class Engine:
             if len(results) != len(work):
                 raise RuntimeError(f"executor returned {len(results)} results for "
                                    f"{len(work)} items")
+        except InvariantError:      # the runtime's own bookkeeping is wrong: not a device error
+            self._in_step = False
+            raise
         except Exception as e:      # the executor failed: end this step's requests with it
             self._in_step = False
             for it in items:

@@ -30,7 +30,7 @@ def check_before_step(engine, work):
     * each item starts where its sequence's computed positions end, with its own tokens;
     * every position it writes falls in a block only it holds (reference count 1): a shared
       (prefix-cached) block is never written;
-    * at most ``max_batch`` items and ``max_step_tokens`` tokens.
+    * at most ``max_batch`` items and ``max_step_tokens`` tokens, no chunk above ``max_chunk``.
     """
     bm = engine.blocks
     pending = bm.pending_poison()
@@ -44,6 +44,9 @@ def check_before_step(engine, work):
     for w in work:
         req = engine.requests[w.seq_id]
         end = w.start + len(w.tokens)
+        if engine.max_chunk is not None and len(w.tokens) > engine.max_chunk:
+            raise InvariantError(f"request {w.seq_id}: chunk of {len(w.tokens)} tokens exceeds "
+                                 f"max_chunk {engine.max_chunk}")
         if req.state is not RequestState.RUNNING:
             raise InvariantError(f"request {w.seq_id} is {req.state.value} but scheduled")
         if tuple(w.block_table) != bm.table(w.seq_id):

@@ -14,7 +14,7 @@ tokens and ``max_batch`` sequences per step), in three passes:
    blocks of its prefix (``BlockManager.lookup``) and starts computing after them.
 
 **Chunk rule.** A sequence at position ``c`` with ``r`` tokens left to compute and ``b`` tokens of
-budget left gets ``r`` tokens when ``r <= b`` (its final chunk, whose last token's logits are
+budget left (at most ``max_chunk``, when the executor limits its chunks) gets ``r`` tokens when ``r <= b`` (its final chunk, whose last token's logits are
 sampled); otherwise its chunk ends on the last 16-token boundary at or before ``c + b``, so the
 next chunk starts on a fresh block; when no boundary lies in ``(c, c + b]`` it takes the whole
 ``b``. (:func:`chunk_len`.)
@@ -121,12 +121,14 @@ class Scheduler:
     """The waiting queue, the running set and the per-step batch (module docstring) over a
     ``serving.kv_blocks.BlockManager``."""
 
-    def __init__(self, blocks, *, max_batch, token_budget):
-        if max_batch < 1 or token_budget < 1:
-            raise ValueError(f"max_batch {max_batch} and token_budget {token_budget} must be >= 1")
+    def __init__(self, blocks, *, max_batch, token_budget, max_chunk=None):
+        if max_batch < 1 or token_budget < 1 or (max_chunk is not None and max_chunk < 1):
+            raise ValueError(f"max_batch {max_batch}, token_budget {token_budget} and max_chunk "
+                             f"{max_chunk} must be >= 1")
         self.blocks = blocks
         self.max_batch = int(max_batch)
         self.token_budget = int(token_budget)
+        self.max_chunk = None if max_chunk is None else int(max_chunk)
         self.waiting = deque()
         self.running = []            # sorted by arrival (priority)
         self.preemptions = 0
@@ -164,7 +166,8 @@ class Scheduler:
                 break
             if req.state is not RequestState.RUNNING or req.rid in scheduled or req.decoding:
                 continue
-            n = chunk_len(req.num_computed, req.remaining, budget, self.blocks.page_tokens)
+            n = chunk_len(req.num_computed, req.remaining, self._cap(budget),
+                          self.blocks.page_tokens)
             if self._grow(req, n, scheduled, preempted):
                 items.append(self._item(req, n))
                 scheduled.add(req.rid)
@@ -173,7 +176,8 @@ class Scheduler:
             req = self.waiting[0]
             shared = self.blocks.lookup(req.tokens)
             cached = len(shared) * self.blocks.page_tokens
-            n = chunk_len(cached, len(req.tokens) - cached, budget, self.blocks.page_tokens)
+            n = chunk_len(cached, len(req.tokens) - cached, self._cap(budget),
+                          self.blocks.page_tokens)
             if not self.blocks.allocate(req.rid, cached + n, shared):
                 break
             self.waiting.popleft()
@@ -183,6 +187,10 @@ class Scheduler:
             scheduled.add(req.rid)
             budget -= n
         return SchedulerOutput(items, preempted)
+
+    def _cap(self, budget):
+        """The tokens a prefill chunk may take: the budget left, at most ``max_chunk``."""
+        return budget if self.max_chunk is None else min(budget, self.max_chunk)
 
     def _item(self, req, n):
         start = req.num_computed

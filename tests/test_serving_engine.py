@@ -160,17 +160,19 @@ def test_chunked_prefill_equals_unchunked_and_follows_the_rule(pack, corpus, alo
     prompt = corpus[:70]
     want = alone(prompt, 6)
     firsts = {}
-    for budget in (256, 33, 16, 7):
+    for budget, max_chunk in ((256, None), (33, None), (16, None), (7, None), (256, 20)):
         rec = Recorder(ReferenceExecutor(pack, 8))
-        eng = Engine(rec, max_step_tokens=budget, check_invariants=True)
+        eng = Engine(rec, max_step_tokens=budget, check_invariants=True, max_chunk=max_chunk)
         s = eng.submit(prompt, 6)
         _run(eng.run_until_idle())
         assert _run(s.collect()) == want, f"budget {budget}"
-        firsts[budget] = [st[0][1:3] for st in rec.steps]
+        firsts[budget, max_chunk] = [st[0][1:3] for st in rec.steps]
+    firsts = {b: v for (b, c), v in firsts.items() if c is None} | {"chunk20": firsts[256, 20]}
     assert firsts[256][0] == (0, 70)
     assert firsts[33][:3] == [(0, 32), (32, 32), (64, 6)]   # ends on 16-token boundaries
     assert firsts[16][:5] == [(0, 16), (16, 16), (32, 16), (48, 16), (64, 6)]
     assert firsts[7][:4] == [(0, 7), (7, 7), (14, 2), (16, 7)]
+    assert firsts["chunk20"][:5] == [(0, 16), (16, 16), (32, 16), (48, 16), (64, 6)]
     assert [chunk_len(c, r, b) for c, r, b in
             ((0, 5, 8), (0, 40, 20), (10, 40, 20), (10, 40, 5), (17, 100, 15))] == \
         [5, 16, 6, 5, 15]
@@ -408,3 +410,33 @@ def test_check_before_step_catches_unpoisoned_reuse(pack, corpus):
     assert eng.blocks.pending_poison()
     with pytest.raises(InvariantError, match="without poison"):
         invariants.check_before_step(eng, work)
+
+
+def test_a_broken_invariant_stops_the_run_and_ends_every_stream(pack, corpus):
+    """A runtime bug (here: a reference count corrupted after a step) is not an executor error:
+    run_until_idle raises the InvariantError and every live stream ends with it."""
+    def corrupt(eng, st):
+        if st.step == 1:
+            eng.blocks._ref[eng.blocks.table(0)[0]] += 1
+    eng = _engine(pack, 8, on_step=corrupt)
+    streams = [eng.submit(corpus[i * 10:i * 10 + 12], 5) for i in range(3)]
+    with pytest.raises(InvariantError, match="reference count"):
+        _run(eng.run_until_idle())
+    for s in streams:
+        assert s.closed and s.finish_reason == "error"
+        with pytest.raises(RequestFailed):
+            _run(s.collect())
+
+
+def test_poll_reads_a_stream_without_waiting(pack, corpus, alone):
+    """A caller stepping the engine itself reads each step's tokens with poll()."""
+    eng = _engine(pack, 8, max_step_tokens=8)
+    s = eng.submit(corpus[:20], 5)
+    got = []
+    assert s.poll() == [] and not s.done
+    while eng.has_work():
+        _run(eng.step())
+        new = s.poll()
+        assert len(new) <= 1
+        got += new
+    assert s.done and s.poll() == [] and got == s.tokens == alone(corpus[:20], 5)
