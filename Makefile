@@ -58,7 +58,7 @@ help: ## list the targets
 	@echo "  options: DIM=4|8|16 (array size for sim/waves), SEED=n, TEST=<pytest id>, WAVES=1, JOBS=n, SEEDS=n SHARD=i/n (regress), DIMS=4,8,16 BUDGET=minutes BLOCK=name KEEP=a,b (synth), PYTEST_ARGS=..."
 	@echo "  make formal [PROOFS=\"name ...\"] [DEPTH=n] [REGRESS=1]   (python -m tools.formal --list names the proofs)"
 	@echo "  make mutate [MUTANTS=10] [BLOCK=dma_engine,gemm_engine,...] [SEED=n] [SCOPE=all|bench (block benches only)] [JOBS=2]  (docs/mutate.md)"
-	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|attention|attention_causal|all|torch_mlp|torch_conv|encoder|decoder_block|encoder_d128_s128|decoder_block_d128_s128|...|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
+	@echo "  make sim [DIM=4|8|16] [MODEL=mlp|conv|attention|attention_causal|all|llm (the character LM served to 4 requests)|torch_mlp|torch_conv|encoder|decoder_block|encoder_d128_s128|decoder_block_d128_s128|...|path/to/file.py:function (your own model, README.md)] [SEED=n >= 0] [WAVES=0|1 (VCD in the run dir; large: use MODEL=conv)] [TRACE=build/trace.json (Perfetto/Chrome trace)]"
 
 venv: $(STAMP) ## create .venv from the pinned packages in pyproject.toml
 

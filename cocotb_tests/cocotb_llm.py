@@ -9,19 +9,17 @@ default 32). Writes ``report.json`` (tokens, text, per-step cycles and work, the
 """
 import json
 import os
-import sys
 import time
 
 import cocotb
 
 from compiler import llm_model
 from driver.device import Device
-from serving.chip_executor import ChipExecutor
-from spec import registers as R
+from serving.chip_executor import ChipExecutor, PerfProbe
 from spec.firmware_image import FirmwareImage
 from verif import llm_serving as LS
 from verif.chip_tb import ChipTB
-from verif.model_run import HOST_BASE, HOST_BYTES
+from verif.model_run import HOST_BASE, HOST_BYTES, PERF
 
 
 @cocotb.test()
@@ -35,14 +33,12 @@ async def llm_serving(dut):
     cfg = LS.ServeConfig(max_tokens=int(os.environ.get("KAKI_LLM_TOKENS", "32")))
     ex = await ChipExecutor.open(dev, pack, num_blocks=cfg.num_blocks, max_batch=cfg.max_batch,
                                  max_step_tokens=cfg.max_step_tokens, max_chunk=cfg.max_chunk,
-                                 timestamp=lambda: tb.read(R.TIMESTAMP))
+                                 probe=PerfProbe(tb, PERF))
     streamed = [[] for _ in prompts]
 
-    def on_token(i, tok):
+    def on_token(i, tok):            # each token as it streams: the request's text so far
         streamed[i].append(tok)
-        text = pack.vocab.decode([tok]).replace("\n", "\\n")
-        print(f"[request {i}] {text}", flush=True)
-        sys.stdout.flush()
+        print(f"[request {i}] {prompts[i] + pack.vocab.decode(streamed[i])!r}", flush=True)
 
     t0 = time.monotonic()
     rtl = await LS.serve(ex, pack, prompts, cfg, on_token=on_token)
@@ -52,15 +48,7 @@ async def llm_serving(dut):
     golden = LS.golden_serve(pack, prompts, cfg, image, host_base=HOST_BASE,
                              host_bytes=HOST_BYTES, seed=tb.seed)
     problems = LS.check(rtl, reference, golden)
-    report = dict(prompts=list(prompts), config=cfg.__dict__, wall=wall,
-                  tokens=rtl.tokens, text=[pack.vocab.decode(t) for t in rtl.tokens],
-                  streamed_in_order=streamed == rtl.tokens, problems=problems,
-                  launches=[l.__dict__ for l in ex.launches],
-                  steps=[s.__dict__ for s in rtl.engine.stats],
-                  weight_bytes=sum(b.nbytes for b in ex.compiled(1, 1, 1).program.buffers.values()
-                                   if b.role == "const"),
-                  layout=dict(layers=ex.layout.layers, d_model=ex.layout.d_model,
-                              page_bytes=ex.layout.page_bytes))
+    report = LS.report(ex, rtl, prompts, cfg, problems, streamed, wall=wall, seed=tb.seed)
     with open("report.json", "w") as f:
         json.dump(report, f, indent=1)
     assert streamed == rtl.tokens, "the streams did not deliver the tokens in order exactly once"

@@ -32,7 +32,7 @@ from golden import ops
 
 from .executor import check_work
 
-__all__ = ["ChipExecutor", "StepLaunch"]
+__all__ = ["ChipExecutor", "StepLaunch", "PerfProbe"]
 
 #: the device queues a compiled step program uses
 PROGRAM_QUEUES = sorted({LOAD_Q, STORE_Q, *COMPUTE_QS})
@@ -53,14 +53,44 @@ class _Shape:
 
 @dataclass(frozen=True)
 class StepLaunch:
-    """One launch of a step: its program shape, items' new tokens and the device cycles
-    between the launch and its completion (TIMESTAMP)."""
+    """One launch of a step: its program shape, its items (sequence, first position, new
+    tokens) and what the executor's ``probe`` measured around it (``{}`` without one; with
+    :class:`PerfProbe`: ``t0``, ``cycles`` and the performance counters)."""
     items: int
     tokens: int
     pages: int
-    new_tokens: int
-    cycles: int
+    work: tuple              #: (seq_id, start, new tokens) per item
     kind: str                #: "decode" or "prefill"
+    perf: dict
+
+    @property
+    def new_tokens(self):
+        return sum(n for _, _, n in self.work)
+
+    @property
+    def cycles(self):
+        return self.perf.get("cycles", 0)
+
+
+class PerfProbe:
+    """Measures a launch through the chip's CSR port: the TIMESTAMP before and after, and the
+    performance counters (cleared before, read after; docs/registers.md)."""
+
+    def __init__(self, backend, counters=()):
+        self.backend, self.counters = backend, tuple(counters)
+
+    async def start(self):
+        from spec import registers as R
+        await self.backend.write(R.PERF_CTRL, R.PERF_CTRL.CLEAR.put(1))
+        return await self.backend.read(R.TIMESTAMP)
+
+    async def stop(self, t0):
+        from spec import registers as R
+        t1 = await self.backend.read(R.TIMESTAMP)
+        out = dict(t0=t0, cycles=(t1 - t0) & 0xFFFFFFFF)
+        for name in self.counters:
+            out[name] = await self.backend.read(R.REGISTERS[name])
+        return out
 
 
 class ChipExecutor:
@@ -71,7 +101,7 @@ class ChipExecutor:
     page_tokens = kc.PAGE_TOKENS
 
     def __init__(self, device, pack, *, num_blocks, max_batch=8, max_step_tokens=64,
-                 max_chunk=64, poison_byte=0x5A, timestamp=None):
+                 max_chunk=64, poison_byte=0x5A, probe=None):
         self.device, self.pack = device, pack
         self.num_blocks, self.max_batch = int(num_blocks), int(max_batch)
         self.max_step_tokens, self.max_chunk = int(max_step_tokens), int(max_chunk)
@@ -80,7 +110,7 @@ class ChipExecutor:
         self.poison_byte = int(poison_byte)
         self.layout = kc.KvLayout(int(pack.config["layers"]), int(pack.config["d_model"]),
                                   self.num_blocks)
-        self._timestamp = timestamp           #: async () -> device cycle counter, or None
+        self.probe = probe                    #: a PerfProbe (or None: nothing measured)
         self._shapes = OrderedDict()          #: key -> _Shape, least recently launched first
         self._compiled = {}                   #: key -> CompiledModel (kept when a shape is evicted)
         self._consts = {}                     #: name -> (Buffer, sha256 of its bytes)
@@ -150,13 +180,13 @@ class ChipExecutor:
         params = kc.step_params(self.layout, [(w.start, len(w.tokens), w.block_table)
                                               for w in items],
                                 items=len(items), tokens=tokens, pages=pages)
-        t0 = await self._timestamp() if self._timestamp else 0
+        mark = await self.probe.start() if self.probe else None
         await self.device.launch(shape.cmd_list, shape.buffers, params=params,
                                  queues={q: self.queues[q] for q in cm.program.queues})
-        t1 = await self._timestamp() if self._timestamp else 0
+        perf = await self.probe.stop(mark) if self.probe else {}
         self.launches.append(StepLaunch(len(items), tokens, pages,
-                                        sum(len(w.tokens) for w in items), t1 - t0,
-                                        "decode" if tokens == 1 else "prefill"))
+                                        tuple((w.seq_id, w.start, len(w.tokens)) for w in items),
+                                        "decode" if tokens == 1 else "prefill", perf))
         out, = [t for t in cm.graph.outputs]
         logits = await shape.buffers[out.name].read(np.int8, out.shape)
         return [logits[i, len(w.tokens) - 1].copy() for i, w in enumerate(items)]

@@ -13,9 +13,8 @@ from driver.device import Device
 from firmware import build as fw_build
 from golden.backend import GoldenBackend
 from golden.chip_model import ChipModel
-from serving.chip_executor import ChipExecutor
+from serving.chip_executor import ChipExecutor, PerfProbe
 from serving.executor import SeqWork
-from spec import registers as R
 from spec.capabilities import Capabilities
 from spec.firmware_image import FirmwareImage
 
@@ -40,7 +39,7 @@ def _run(image, body, host_bytes=0xF0000, **kw):
         backend = GoldenBackend(chip)
         dev = await Device.open(backend, host_base=HOST_BASE, host_bytes=host_bytes,
                                 firmware=image)
-        ex = await ChipExecutor.open(dev, _pack(), timestamp=lambda: backend.read(R.TIMESTAMP),
+        ex = await ChipExecutor.open(dev, _pack(), probe=PerfProbe(backend),
                                      **kw)
         return await body(ex)
     return asyncio.run(go())

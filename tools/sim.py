@@ -448,7 +448,7 @@ def model_arg(text):
     """MODEL: all, a built-in model name or path/to/file.py:function (file and function exist;
     what the function returns is checked once the arguments are parsed)."""
     from compiler import models
-    known = models.MODELS + models.TORCH_MODELS + ("all",)
+    known = models.MODELS + models.TORCH_MODELS + ("all", "llm")
     if text in known:
         return text
     if not models.is_user_spec(text):
@@ -468,7 +468,8 @@ def parse_args(argv=None):
     ap = _Parser(prog="sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dim", type=dim_arg, default=8, help="array size: 4, 8 or 16 (DIM)")
     ap.add_argument("--model", type=model_arg, default="all",
-                    help="all = mlp, conv; torch_mlp / torch_conv (the torch extra); or "
+                    help="all = mlp, conv; torch_mlp / torch_conv (the torch extra); llm (the "
+                         "character LM served to 4 concurrent requests, tools/sim_llm.py); or "
                          "path/to/file.py:function returning (Graph, feeds) or "
                          "(torch.nn.Module, example inputs) (MODEL)")
     ap.add_argument("--seed", type=seed_arg, default=None, help="weights and inputs (SEED)")
@@ -505,6 +506,9 @@ def main(argv=None):
     from . import simbuild
 
     seed = simbuild.test_seed() if args.seed is None else args.seed
+    if args.model == "llm":               # the LM served to concurrent requests (tools/sim_llm.py)
+        from tools import sim_llm
+        return sim_llm.run(args.dim, seed, args.waves, args.trace)
     if models.is_user_spec(args.model):
         why = check_user_model(args.model, args.dim, seed)
         if why:

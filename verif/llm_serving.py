@@ -21,7 +21,7 @@ from serving.engine import Engine
 from serving.executor import ReferenceExecutor
 
 __all__ = ["PROMPTS", "ServeConfig", "Served", "serve", "reference_tokens", "check",
-           "golden_serve"]
+           "golden_serve", "shape_stats", "report"]
 
 #: four prompts of different lengths (docs-like text: the model was trained on the docs)
 PROMPTS = ("The compiler", "Every wait has a timeout that says", "A command list",
@@ -149,3 +149,31 @@ def check(served, reference=None, golden=None):
                     problems.append(f"step {s}, sequence {seq}: logits differ from the golden "
                                     f"chip model's")
     return problems
+
+
+def shape_stats(cm):
+    """Static figures of a compiled step program: bytes its DMA loads read from constant buffers,
+    and the MACs of its linear layers per token row (identity GEMMs excluded)."""
+    from spec.descriptors import Opcode
+    consts = {n for n, b in cm.program.buffers.items() if b.role == "const"}
+    const_bytes = sum(c.fields["rows"] * c.fields["planes"] * c.fields["row_bytes"]
+                      for c in cm.program.commands if c.opcode == Opcode.DMA_LOAD
+                      and any(r.buffer in consts for r in c.relocs))
+    per_row = sum(g.a.cols * g.w.cols for g in (tg.gemm for tg in cm.tiled.gemms)
+                  if g.kind == "gemm" and not getattr(g.w, "identity", False))
+    return dict(const_load_bytes=const_bytes, macs_per_row=per_row)
+
+
+def report(ex, served, prompts, cfg, problems, streamed, *, wall, seed):
+    """The ``report.json`` of a serving run on ``ex`` (a ChipExecutor with a PerfProbe):
+    tools/sim_llm.py formats it."""
+    pack = ex.pack
+    return dict(prompts=list(prompts), config=cfg.__dict__, wall=wall, seed=seed,
+                tokens=served.tokens, text=[pack.vocab.decode(t) for t in served.tokens],
+                streamed_in_order=streamed == served.tokens, problems=problems,
+                launches=[dict(x.__dict__, new_tokens=x.new_tokens) for x in ex.launches],
+                steps=[s.__dict__ for s in served.engine.stats],
+                shapes=[dict(key=list(k), **shape_stats(ex.compiled(*k)))
+                        for k in sorted({(x.items, x.tokens, x.pages) for x in ex.launches})],
+                layout=dict(layers=ex.layout.layers, d_model=ex.layout.d_model,
+                            page_bytes=ex.layout.page_bytes))
