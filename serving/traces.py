@@ -47,15 +47,18 @@ def random_trace(rng, corpus_ids, *, requests=6, max_prompt=48, max_tokens=16, s
     return sorted(out, key=lambda r: r.arrival)
 
 
-async def run_trace(engine, trace, *, max_steps=100_000):
+async def run_trace(engine, trace, *, on_submit=None, max_steps=100_000):
     """Serve ``trace`` on ``engine`` (stepping it by hand): returns the streams in trace order.
-    Every stream has ended when it returns."""
+    Every stream has ended when it returns. ``on_submit(index, stream)`` is called after each
+    submission."""
     streams, pending, step = [None] * len(trace), list(range(len(trace))), 0
     while pending or engine.has_work():
         for i in [i for i in pending if trace[i].arrival <= step]:
             t = trace[i]
             streams[i] = engine.submit(np.asarray(t.prompt, np.int64), t.max_tokens, t.eos)
             pending.remove(i)
+            if on_submit is not None:
+                on_submit(i, streams[i])
         for i, t in enumerate(trace):
             if t.cancel_at == step and streams[i] is not None:
                 streams[i].cancel()

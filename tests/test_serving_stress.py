@@ -19,7 +19,7 @@ from serving import invariants
 from serving.engine import Engine
 from serving.executor import check_work
 from serving.kv_blocks import blocks_for
-from serving.traces import TraceRequest
+from serving.traces import TraceRequest, run_trace
 
 SEED = int(os.environ.get("SEED") or random.SystemRandom().randrange(1, 2**31))
 VOCAB, POISON = 12, -1
@@ -114,7 +114,6 @@ def _trace(rng, n, max_prompt, max_tokens, steps):
 
 
 async def _serve(rng, trace, num_blocks, batch, budget, fail_rate, prefix_caching):
-    streams = [None] * len(trace)
     cancel_during = {}
 
     def during(work):                                  # some clients cancel mid-step
@@ -123,20 +122,11 @@ async def _serve(rng, trace, num_blocks, batch, budget, fail_rate, prefix_cachin
                 eng.streams[w.seq_id].cancel()
     ex = TokenExecutor(num_blocks, batch, budget, fail_rate, rng, during)
     eng = Engine(ex, check_invariants=True, prefix_caching=prefix_caching)
-    step, pending = 0, list(range(len(trace)))
-    while pending or eng.has_work():
-        for i in [i for i in pending if trace[i].arrival <= step]:
-            t = trace[i]
-            streams[i] = eng.submit(np.asarray(t.prompt), t.max_tokens, t.eos)
-            if rng.random() < 0.1:
-                cancel_during[streams[i].request_id] = ex.steps + int(rng.integers(1, 10))
-            pending.remove(i)
-        for i, t in enumerate(trace):
-            if t.cancel_at == step and streams[i] is not None:
-                streams[i].cancel()
-        await eng.step()
-        step += 1
-        assert step < 5000, "no progress"
+
+    def on_submit(i, stream):
+        if rng.random() < 0.1:
+            cancel_during[stream.request_id] = ex.steps + int(rng.integers(1, 10))
+    streams = await run_trace(eng, trace, on_submit=on_submit, max_steps=5000)
     results = []
     for s in streams:
         try:
