@@ -40,11 +40,13 @@ from collections import OrderedDict
 
 import numpy as np
 
+from compiler import kv_cache
+
 __all__ = ["PAGE_TOKENS", "BlockError", "DoubleFreeError", "InvariantError", "BlockManager",
            "blocks_for", "prefix_hashes"]
 
-#: token positions per KV block (page)
-PAGE_TOKENS = 16
+#: token positions per KV block (page): the compiled step programs' page size
+PAGE_TOKENS = kv_cache.PAGE_TOKENS
 
 
 class BlockError(RuntimeError):

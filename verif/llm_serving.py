@@ -76,23 +76,19 @@ async def serve(executor, pack, prompts, cfg, *, on_token=None, on_step=None):
     streams = [engine.submit(p, cfg.max_tokens) for p in prompts]
     got = [[] for _ in prompts]
 
-    async def drain():
-        # only what a step delivered: an empty stream would wait on the event loop, and the
-        # RTL runs under cocotb's scheduler, not asyncio's
+    def drain():
+        # what the step delivered, without awaiting: the RTL runs under cocotb's scheduler
         for i, stream in enumerate(streams):
-            while stream._queue.qsize():
-                try:
-                    tok = await stream.__anext__()
-                except StopAsyncIteration:
-                    break
+            for tok in stream.poll():
                 got[i].append(int(tok))
                 if on_token is not None:
                     on_token(i, int(tok))
 
     while engine.has_work():
         await engine.step()
-        await drain()
-    await drain()
+        drain()
+    drain()
+    assert all(s.done for s in streams), "a stream did not end"
     return Served(got, steps, engine)
 
 
