@@ -73,10 +73,22 @@ def needs(tg, dim):
         b = tm * segs if g.op == "mul" else (chip.SFU_LUT_ENTRIES // dim if g.op == "lut" else 0)
         return {"a": tm * segs, "b": b, "o": tm * segs}
     kth, sks = _attention_shape(g, dim)
-    hg = tg.kc
-    keys = hg * kth * sks * dim
-    return {"a": tm * hg * kth + keys, "b": keys, "c": max(hg * sks, hg * kth) * tm,
-            "o": max(hg * sks, hg * kth) * tm}
+    ni, mr = _items_rows(g, tm)
+    pairs = ni * tg.kc               # (item, head) pairs of the batched GEMMs
+    keys = pairs * kth * sks * dim
+    return {"a": pairs * kth * mr + keys, "b": keys, "c": pairs * max(sks, kth) * mr,
+            "o": pairs * max(sks, kth) * mr}
+
+
+def _items_rows(g, rows):
+    """(batch items, query rows per item) of an attention tile of ``rows`` rows: whole items
+    when ``rows >= Sq``, else rows of one item."""
+    return (rows // g.sq, g.sq) if rows >= g.sq else (1, rows)
+
+
+def _tile_items(g, t):
+    """(first batch item, items, query rows per item) of attention tile ``t``."""
+    return (t.m0 // g.sq,) + _items_rows(g, t.rows)
 
 
 def _fits(tg, bufs, dim):
@@ -130,9 +142,20 @@ def fits_on_chip(g, caps, bufs):
     return True
 
 
+#: how :func:`tile_attention` picks the items per tile: ``"estimate"`` (the least
+#: :func:`_pipeline_estimate`, then the fewest tiles) or ``"fewest"`` (as many as fit)
+ATTENTION_TILING = "estimate"
+
+
 def tile_attention(g, caps, bufs, param_buf, param_base, first_tile, first_step):
-    """An attention layer -> TiledGemm (``kc`` = heads per group): the fewest tiles (query rows
-    x head groups) that fit, the larger head group on a tie; tiles never span batch items."""
+    """An attention layer -> TiledGemm (``kc`` = heads per group, ``tm`` = rows per tile). A tile
+    is a group of ``kc`` heads x either ``tm < Sq`` query rows of one batch item or ``tm // Sq``
+    WHOLE items (``tm`` a multiple of ``Sq``, the items spread evenly over the tiles). The head
+    group and the rows of one item: the fewest tiles per item that fit, the larger group on a
+    tie (fewer K/V DMAs: one per item and key run covers the group's columns). When a whole
+    item fits, the items per tile: by :data:`ATTENTION_TILING`, by default the least
+    :func:`_pipeline_estimate` (more items per tile save per-tile fixed work, fewer keep a
+    tile's loads overlapping the previous tile's compute), the fewest tiles on a tie."""
     dim = caps.dim
     _check_length(g, g.sk, chip.SFU_MAX_LEN, "a key sequence")
     kth, sks = _attention_shape(g, dim)
@@ -142,24 +165,75 @@ def tile_attention(g, caps, bufs, param_buf, param_base, first_tile, first_step)
             continue
         make = lambda tm, hg=hg: TiledGemm(g, tm, hg, hg * kth, param_buf, param_base)  # noqa: E731
         tm = _largest_tm(make, min(g.sq, 0xFFFF), bufs, dim)
-        strides = (kth * tm, kth * sks * dim, sks * tm)
-        if tm < 1 or max(strides) > 0xFFFF:
+        if tm < 1 or max(kth * tm, kth * sks * dim, sks * tm) > 0xFFFF:
             continue
         tiles = ceil_div(g.sq, tm) * (g.heads // hg)
         if best is None or tiles < best[0]:
-            best = (tiles, make(tm))
+            best = (tiles, hg, tm, make)
     if best is None:
         raise CompileError(g.where, f"no tile of one query row and one head fits the buffers: "
                                     f"K and V of {g.sk} keys x {g.dh} channels need "
                                     f"{needs(TiledGemm(g, 1, 1, kth, '', 0), dim)} rows, the "
                                     f"buffers have a {bufs['a0'].rows}, b {bufs['b0'].rows}, c "
                                     f"{bufs['c0'].rows}, o {bufs['o0'].rows}")
-    tg = best[1]
-    hg, tm = tg.kc, tg.tm
-    rects = [(b * g.sq + i, b * g.sq + min(g.sq, i + tm), h0 * g.dh, (h0 + hg) * g.dh)
-             for b in range(g.batches) for i in range(0, g.sq, tm) for h0 in range(0, g.heads, hg)]
+    _, hg, tm, make = best
+    if tm == g.sq and g.batches > 1:            # whole items: up to as many as fit (<= 256 pairs)
+        most = _largest_tm(lambda n: make(n * g.sq), min(g.batches, 256 // hg, 0xFFFF // g.sq),
+                           bufs, dim)
+        counts = sorted({ceil_div(g.batches, ceil_div(g.batches, n)) for n in range(1, most + 1)})
+        if ATTENTION_TILING == "estimate":
+            tm = g.sq * min(counts, key=lambda n: (
+                _pipeline_estimate(g, caps, hg, _attention_rows(g, n * g.sq)), -n))
+        else:
+            tm = g.sq * counts[-1]
+    tg = make(tm)
+    rects = [(m0, m1, h0 * g.dh, (h0 + hg) * g.dh) for m0, m1 in _attention_rows(g, tm)
+             for h0 in range(0, g.heads, hg)]
     _add_tiles(tg, rects, first_tile, first_step, g.n)
     return tg
+
+
+def _attention_rows(g, tm):
+    """The row ranges of an attention's tiles of ``tm`` rows (whole items when ``tm >= Sq``)."""
+    if tm >= g.sq:
+        ni = tm // g.sq
+        return [(b * g.sq, min(g.batches, b + ni) * g.sq) for b in range(0, g.batches, ni)]
+    return [(b * g.sq + i, b * g.sq + min(g.sq, i + tm))
+            for b in range(g.batches) for i in range(0, g.sq, tm)]
+
+
+def _pipeline_estimate(g, caps, hg, rows):
+    """Cycles of the attention's tiles (``rows`` ranges x head groups of ``hg``) as a two-stage
+    pipeline, from ``compiler.cost``'s command cycles: the first tile's loads, then per tile
+    the longer of its compute and the next tile's loads, then the last compute. A tile's
+    compute is its chain of engine commands, each also paying the issue and retire latencies
+    (the BARRIERs between them); its loads, one DMA per item, head chunk and key run."""
+    from . import cost
+    dim = caps.dim
+    kth, sks = _attention_shape(g, dim)
+    lat = cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT
+    vec = lambda n: cost.VEC_SETUP + n + cost.VEC_PIPE + lat     # noqa: E731
+    paged = getattr(g.k, "paged", None) is not None
+    stages = []
+    for m0, m1 in rows:
+        t = Tile(0, m0, m1, 0, hg * g.dh)
+        _, ni, mr = _tile_items(g, t)
+        keys, pairs = _tile_keys(g, t), ni * hg
+        kts = _segs(keys, dim)
+        runs = [min(PAGE_TOKENS, keys - k) for k in range(0, keys, PAGE_TOKENS)] if paged else [keys]
+        load = 0
+        for c0, c1, _ in _head_chunks(g, t, dim):
+            planes = _segs(c1 - c0, dim)
+            load += ni * (cost.dma_cycles(mr, planes, dim, caps) + 2 * sum(
+                cost.dma_cycles(n, planes, dim, caps) for n in runs) + (2 * len(runs) + 1) * lat)
+        compute = (cost.gemm_cycles(mr, kth, kts, caps, pairs) + cost.gemm_cycles(mr, kts, kth, caps, pairs)
+                   + 2 * lat + vec(pairs * kts * mr) + vec(pairs * kth * mr)
+                   + pairs * (cost.sfu_cycles(Opcode.SOFTMAX, mr, keys, caps) + lat))
+        stages += [(load, compute)] * (g.heads // hg)
+    total = stages[0][0] + stages[-1][1]
+    for (_, c), (ld, _) in zip(stages, stages[1:]):
+        total += max(c, ld)
+    return total
 
 
 def _add_tiles(tg, rects, first_tile, first_step, k):
@@ -173,7 +247,7 @@ def verify_layer(tg, buffers, dim, tile_no, step_no):
     """TiledProgram.verify for a special-function or attention layer: tiles and steps numbered
     in order from ``tile_no`` / ``step_no`` (returned advanced), every tile fitting the buffers
     and the parameters their buffer, the tiles covering the output once (an attention tile within
-    one batch item and whole heads). Raises CompileError naming the layer."""
+    one batch item or whole items, and whole heads). Raises CompileError naming the layer."""
     g, where = tg.gemm, tg.gemm.where
     pb = buffers[tg.param_buf]
     if not (pb.base <= tg.param_base and tg.param_base + param_rows(g, dim) <= pb.base + pb.rows):
@@ -197,10 +271,12 @@ def verify_layer(tg, buffers, dim, tile_no, step_no):
         if not (0 <= t.m0 < t.m1 <= g.m and 0 <= t.n0 < t.n1 <= g.n) or t.rows > tg.tm \
                 or t.n0 % unit or t.n1 % unit:
             raise CompileError(where, f"tile [{t.m0}:{t.m1}, {t.n0}:{t.n1}] is malformed")
-        if g.kind == "attention" and (t.m0 // g.sq != (t.m1 - 1) // g.sq
-                                      or (t.n1 - t.n0) // unit != tg.kc):
-            raise CompileError(where, f"tile [{t.m0}:{t.m1}, {t.n0}:{t.n1}] spans batch items or "
-                                      f"is not one group of {tg.kc} heads")
+        if g.kind == "attention" and (
+                (t.m0 // g.sq != (t.m1 - 1) // g.sq and (t.m0 % g.sq or t.m1 % g.sq))
+                or t.rows // g.sq * tg.kc > 256 or (t.n1 - t.n0) // unit != tg.kc):
+            raise CompileError(where, f"tile [{t.m0}:{t.m1}, {t.n0}:{t.n1}] is neither rows of "
+                                      f"one batch item nor whole items (at most 256 (item, "
+                                      f"head) pairs), or not one group of {tg.kc} heads")
         cover[t.m0:t.m1, t.n0 // unit:t.n1 // unit] += 1
     if cover.min() != 1 or cover.max() != 1:
         raise CompileError(where, "tiles do not cover the output exactly once")
@@ -276,25 +352,31 @@ class SpecialScheduling:
                         local_addr=local, local_row_stride=1, local_plane_stride=stride)
 
     def attention_loads(self, L, t, a, b):
+        """Per item of the tile: its Q rows, its K and V (one DMA per page of a paged cache),
+        into the slots of its (item, head) pairs; then the K/V rows past the keys zeroed."""
         from .passes import HostAddr
         g, dim = L.g, self.dim
         kth, sks = _attention_shape(g, dim)
         hg = (t.n1 - t.n0) // g.dh
-        d, key0 = g.n, (t.m0 // g.sq) * g.sk
-        span = sks * dim                 # rows of one K k-tile / one V n-tile
-        v = a + t.rows * hg * kth
+        b0, ni, mr = _tile_items(g, t)
+        d, span = g.n, sks * dim         # span: rows of one K k-tile / one V n-tile
+        v = a + ni * hg * kth * mr
         keys = _tile_keys(g, t)
-        for c0, c1, h in _head_chunks(g, t, dim):
-            cols, off = f"{c0}:{c1}", h * kth
-            self.rows_load(HostAddr(L.q, t.m0 * d + c0), d, t.rows, c1 - c0, a + off * t.rows,
-                           t.rows, f"{g.name}: load Q[{t.m0}:{t.m1}, {cols}]")
-            for what, tensor, host, local in (("K", g.k, L.k, b), ("V", g.v, L.v, v)):
-                for k0, n, addr in _key_runs(g, tensor, host, t, key0, keys, c0):
-                    self.rows_load(addr, d, n, c1 - c0, local + off * span + k0, span,
-                                   f"{g.name}: load {what}[{key0 + k0}:{key0 + k0 + n}, {cols}]")
+        for i in range(ni):
+            m0 = t.m0 + i * mr
+            for c0, c1, h in _head_chunks(g, t, dim):
+                cols, off = f"{c0}:{c1}", (i * hg + h) * kth
+                self.rows_load(HostAddr(L.q, m0 * d + c0), d, mr, c1 - c0, a + off * mr, mr,
+                               f"{g.name}: load Q[{m0}:{m0 + mr}, {cols}]")
+                for what, tensor, host, local in (("K", g.k, L.k, b), ("V", g.v, L.v, v)):
+                    for k0, n, addr in _key_runs(g, tensor, host, b0 + i, keys, c0):
+                        self.rows_load(addr, d, n, c1 - c0, local + off * span + k0, span,
+                                       f"{g.name}: load {what} item {b0 + i} [{k0}:{k0 + n}, "
+                                       f"{cols}]")
         pad = _segs(keys, dim) * dim - keys
         for base, what in ((b, "K"), (v, "V")):
-            self.zero_rows(base + keys, pad, hg * kth, span, f"{g.name}: zero {what} past key {keys}")
+            self.zero_rows(base + keys, pad, ni * hg * kth, span,
+                           f"{g.name}: zero {what} past key {keys}")
 
     def special_param_load(self, L, j):
         from .passes import LOAD_Q, HostAddr
@@ -326,10 +408,12 @@ class SpecialScheduling:
         if g.kind == "attention":
             self.attention_epilogue(L, t, q)
         em.signal(q, EV_EPILOGUE[self.cqs.index(q)], t.index + 1, f"{g.name}: tile {t.index} done")
-        if g.kind == "attention":
+        if g.kind == "attention":     # per item, its rows of the group's head columns
             kth = _attention_shape(g, self.dim)[0]
-            self.store(L, t, parts=[(c0, c1, h * kth * t.rows)
-                                    for c0, c1, h in _head_chunks(g, t, self.dim)])
+            hg, (_, ni, mr) = (t.n1 - t.n0) // g.dh, _tile_items(g, t)
+            self.store_parts(L, t, [((t.m0 + i * mr) * g.n + c0, c1 - c0, (i * hg + h) * kth * mr)
+                                    for i in range(ni)
+                                    for c0, c1, h in _head_chunks(g, t, self.dim)], g.n, mr)
         else:
             self.store(L, t)
 
@@ -363,36 +447,45 @@ class SpecialScheduling:
                         **common)
 
     def attention_commands(self, L, t, s, q):
+        """The batched GEMMs run over the tile's (item, head) pairs, pair ``p = i * hg + h``
+        ``kth * mr`` rows apart in Q and the output, ``kth * span`` in K and V; one SOFTMAX per
+        pair, with its item's mask offset."""
         g, a, em, dim = L.g, L.g.attrs, self.em, self.dim
         kth, sks = _attention_shape(g, dim)
-        hg, mr = (t.n1 - t.n0) // g.dh, t.rows
+        hg = (t.n1 - t.n0) // g.dh
+        b0, ni, mr = _tile_items(g, t)
+        pairs = ni * hg
         keys = _tile_keys(g, t)
         kts = _segs(keys, dim)           # key tiles this tile uses (fewer below a causal diagonal)
         qa, kb = self.bufs[f"a{s.buf}"].base, self.bufs[f"b{s.buf}"].base
-        va = qa + mr * hg * kth
+        va = qa + pairs * kth * mr
         c, o, p = self.bufs[f"c{t.buf}"].base, self.bufs[f"o{t.buf}"].base, L.tg.param_base
         span = sks * dim
-        heads = f"heads {t.n0 // g.dh}..{t.n1 // g.dh - 1}"
+        heads = f"heads {t.n0 // g.dh}..{t.n1 // g.dh - 1}" + (
+            f" items {b0}..{b0 + ni - 1}" if ni > 1 else "")
         em.add(q, Opcode.GEMM, f"{g.name}: scores Q·Kᵀ tile {t.index} {heads}", a_addr=qa,
                b_addr=kb, c_addr=c, m=mr, k_tiles=kth, n_tiles=kts, a_kt_stride=mr,
                b_nt_stride=span, c_nt_stride=mr, accumulate=0, b_transpose=1,
-               batches_m1=hg - 1, a_batch_stride=kth * mr, b_batch_stride=kth * span,
+               batches_m1=pairs - 1, a_batch_stride=kth * mr, b_batch_stride=kth * span,
                c_batch_stride=kts * mr)
         em.add(q, Opcode.BARRIER, f"{g.name}: scores done")
         em.add(q, Opcode.VECTOR, f"{g.name}: scores to int8", src_addr=c, dst_addr=o,
-               rows=hg * kts * mr, bias_addr=p, mult_addr=p + 1, shift_addr=p + 2, res_addr=0,
+               rows=pairs * kts * mr, bias_addr=p, mult_addr=p + 1, shift_addr=p + 2, res_addr=0,
                zero_point=0, **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
         em.add(q, Opcode.BARRIER, f"{g.name}: int8 scores done")
         pos = t.m0 % g.sq
-        for h in range(hg):
-            em.add(q, Opcode.SOFTMAX, f"{g.name}: softmax head {t.n0 // g.dh + h}",
-                   src_addr=o + h * kts * mr, dst_addr=o + h * kts * mr, rows=mr, length=keys,
-                   seg_stride=mr, mult=a["softmax_mult"], causal=int(a["causal"]),
-                   mask_offset=_mask_offset(g, t, pos))
+        for i in range(ni):
+            for h in range(hg):
+                x = o + (i * hg + h) * kts * mr
+                item = f"item {b0 + i} " if ni > 1 else ""
+                em.add(q, Opcode.SOFTMAX, f"{g.name}: softmax {item}head {t.n0 // g.dh + h}",
+                       src_addr=x, dst_addr=x, rows=mr, length=keys, seg_stride=mr,
+                       mult=a["softmax_mult"], causal=int(a["causal"]),
+                       mask_offset=_mask_offset(g, b0 + i, pos))
         em.add(q, Opcode.BARRIER, f"{g.name}: probabilities done")
         em.add(q, Opcode.GEMM, f"{g.name}: P·V tile {t.index} {heads}", a_addr=o, b_addr=va,
                c_addr=c, m=mr, k_tiles=kts, n_tiles=kth, a_kt_stride=mr, b_nt_stride=span,
-               c_nt_stride=mr, accumulate=0, b_transpose=0, batches_m1=hg - 1,
+               c_nt_stride=mr, accumulate=0, b_transpose=0, batches_m1=pairs - 1,
                a_batch_stride=kts * mr, b_batch_stride=kth * span, c_batch_stride=kth * mr)
 
     def attention_epilogue(self, L, t, q):
@@ -406,38 +499,38 @@ class SpecialScheduling:
                     **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
 
 
-def _key_runs(g, tensor, host, t, key0, keys, c0):
-    """``(first key, keys, host address)`` of the DMAs loading keys ``0 .. keys - 1`` of tile
-    ``t``'s batch item from ``tensor`` (in host buffer ``host``): one run, or from the KV cache
-    one per page at the address its block's launch parameter gives (compiler/kv_cache.py)."""
+def _key_runs(g, tensor, host, item, keys, c0):
+    """``(first key, keys, host address)`` of the DMAs loading keys ``0 .. keys - 1`` of batch
+    item ``item`` from ``tensor`` (in host buffer ``host``): one run, or from the KV cache one
+    per page at the address its block's launch parameter gives (compiler/kv_cache.py)."""
     from .passes import HostAddr
     paged = getattr(tensor, "paged", None)
     if paged is None:
-        return [(0, keys, HostAddr(host, key0 * g.n + c0))]
-    b = t.m0 // g.sq
+        return [(0, keys, HostAddr(host, item * g.sk * g.n + c0))]
     return [(k0, min(PAGE_TOKENS, keys - k0),
-             HostAddr(host, paged.region + c0, page_param(b, k0 // PAGE_TOKENS)))
+             HostAddr(host, paged.region + c0, page_param(item, k0 // PAGE_TOKENS)))
             for k0 in range(0, keys, PAGE_TOKENS)]
 
 
 def _tile_keys(g, t):
     """Keys an attention tile uses: all ``Sk``, or with a causal mask those up to its last query's
     diagonal (the later ones would be masked in every row: not loaded, multiplied or
-    normalized). A paged attention's mask offset is a launch parameter: all its keys."""
+    normalized; a tile of whole items takes its items' last rows' diagonal, the same for each).
+    A paged attention's mask offset is a launch parameter: all its keys."""
     if not g.attrs["causal"] or getattr(g.k, "paged", None) is not None:
         return g.sk
     return min(g.sk, (t.m1 - 1) % g.sq + g.attrs["mask_offset"] + 1)
 
 
-def _mask_offset(g, t, pos):
-    """The SOFTMAX ``mask_offset`` of tile ``t`` (first query row ``pos`` of its item): a paged
+def _mask_offset(g, item, pos):
+    """The SOFTMAX ``mask_offset`` of batch item ``item``'s query rows from ``pos``: a paged
     attention adds the item's first new position, a launch parameter."""
     if not g.attrs["causal"]:
         return 0
     if getattr(g.k, "paged", None) is None:
         return pos + g.attrs["mask_offset"]
     from .passes import PlusParam
-    return PlusParam(pos, pos_param(t.m0 // g.sq))
+    return PlusParam(pos, pos_param(item))
 
 
 def _head_chunks(g, t, dim):
