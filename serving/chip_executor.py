@@ -62,6 +62,7 @@ class StepLaunch:
     work: tuple              #: (seq_id, start, new tokens) per item
     kind: str                #: "decode" or "prefill"
     perf: dict
+    step: int = 0            #: the executor step (0, 1, ...) that made the launch
 
     @property
     def new_tokens(self):
@@ -117,6 +118,7 @@ class ChipExecutor:
         self.pool = None
         self.queues = {}
         self.launches = []                    #: StepLaunch per launch, in order
+        self.steps = 0                        #: steps run
 
     @classmethod
     async def open(cls, device, pack, **kw):
@@ -164,6 +166,7 @@ class ChipExecutor:
             items = [work[i] for i in group]
             for i, logits in zip(group, await self._launch(items)):
                 out[i] = logits if work[i].want_logits else None
+        self.steps += 1
         return out
 
     # ------------------------------------------------------------------ launches
@@ -186,7 +189,8 @@ class ChipExecutor:
         perf = await self.probe.stop(mark) if self.probe else {}
         self.launches.append(StepLaunch(len(items), tokens, pages,
                                         tuple((w.seq_id, w.start, len(w.tokens)) for w in items),
-                                        "decode" if tokens == 1 else "prefill", perf))
+                                        "decode" if tokens == 1 else "prefill", perf,
+                                        self.steps))
         out, = [t for t in cm.graph.outputs]
         logits = await shape.buffers[out.name].read(np.int8, out.shape)
         return [logits[i, len(w.tokens) - 1].copy() for i, w in enumerate(items)]

@@ -74,13 +74,13 @@ from cocotb.utils import get_sim_time
 
 from verif.soc_target import CLOCK_NS, FIRST_EDGE_NS
 
-from . import simbuild
+from . import bench_llm, simbuild
 
 __all__ = ["gemm_graph", "Trace", "parse_trace", "format_table", "goal_rows", "plot",
            "run_program", "bench", "main"]
 
 #: ``make bench`` runs this module's one cocotb test, :func:`bench` (tests/test_cocotb_inventory.py).
-COCOTB_RUNS = {"tools.bench": simbuild.ALL}
+COCOTB_RUNS = {"tools.bench": simbuild.ALL, "tools.bench_llm": ("llm_bench",)}
 SIM_ENV = {"PYTHONHASHSEED": "0"}        # the driver's set/dict orders: same run every time
 
 # ------------------------------------------------------------------------------ workload
@@ -194,6 +194,7 @@ GOALS = [
      "cycles/layer / bound", 1.15, "x", "max"),
     ("costmodel_worst", "cost model: every model >= 10k cycles within 10 % (worst |error|)", 0.10,
      "%", "max"),
+    *bench_llm.GOALS,
 ]
 
 #: decode-shaped sequences (``decode``): rows M against square K x K weights, DECODE_LAYERS
@@ -862,6 +863,31 @@ async def attention_runs(dev, caps, tb, gemm_results):
 
 
 # ------------------------------------------------------------------------------ CLI (the host side)
+def llm_figures(target, seed, firmware, env):
+    """The LLM serving figures (tools/bench_llm.py): the trace on the golden backend here, then
+    the RTL test with its sample; ``{"goals", "why", "summary"}`` or ``{"failed": error}``."""
+    from tools.sim_llm import clock_hz
+    from verif import model_run as D
+    print(f"[bench] LLM serving: a trace of {bench_llm.TRACE_REQUESTS} requests on the golden "
+          f"backend")
+    golden = bench_llm.golden_trace(seed, firmware, D.HOST_BASE, D.HOST_BYTES)
+    sample = simbuild.BUILD / "bench_llm_sample.json"
+    sample.write_text(json.dumps(golden.pop("sample")))
+    print("[bench] LLM serving on the RTL: decode batches, time to first token, the trace sample")
+    try:
+        simbuild.run(target, "tools.bench_llm", testcase="llm_bench", seed=seed, tag="bench_llm",
+                     extra_env={**env, "KAKI_LLM_SAMPLE": str(sample)},
+                     repro=lambda s: "make bench")
+    except AssertionError as e:
+        return dict(failed=str(e), golden=golden)
+    rtl = json.loads((simbuild.last_run_dir() / "llm_rtl.json").read_text())
+    goals, why, summary = bench_llm.figures(rtl, golden, clock_hz())
+    if golden["wrong_requests"]:
+        return dict(failed=f"trace requests {golden['wrong_requests']} differ from the NumPy "
+                           f"reference", goals=goals, why=why, summary=summary)
+    return dict(goals=goals, why=why, summary=summary)
+
+
 def compile_times(dim, repeat=3):
     from compiler import models
     from compiler.compile import compile_graph
@@ -1008,6 +1034,8 @@ def main(argv=None):
                     help="skip the decode-shaped command-list sequences")
     ap.add_argument("--no-costmodel", dest="costmodel", action="store_false",
                     help="skip the cost model's validation on the random graph family")
+    ap.add_argument("--no-llm", dest="llm", action="store_false",
+                    help="skip the LLM serving figures (tools/bench_llm.py)")
     ap.add_argument("--costmodel-seed", type=int, default=None,
                     help="the graph family's seed (default: SEED= or verif.graph_family."
                          "VALIDATION_SEED)")
@@ -1053,6 +1081,10 @@ def main(argv=None):
         decode_file = simbuild.last_run_dir() / "decode_rtl.json"
         if decode_file.exists():
             data["decode"] = json.loads(decode_file.read_text())["rows"]
+    if args.llm:
+        data["llm"] = llm_figures(target, args.seed, elf, env)
+        if data["llm"].get("failed"):
+            failed = failed or AssertionError(data["llm"]["failed"])
     if args.costmodel:
         from verif import graph_family
         cm_seed = (graph_family.family_seed() if args.costmodel_seed is None
@@ -1126,6 +1158,9 @@ def main(argv=None):
     if data.get("decode"):
         goals["decode_ratio"] = max(r["ratio"] for r in data["decode"])
         why["decode_ratio"] = why_decode(data["decode"])
+    if data.get("llm", {}).get("goals"):
+        goals.update(data["llm"]["goals"])
+        why.update(data["llm"]["why"])
     if data.get("costmodel", {}).get("rows"):
         dist = error_distribution(data["costmodel"]["rows"])
         data["costmodel"]["distribution"] = {k: v for k, v in dist.items() if k != "worst"}
@@ -1148,6 +1183,8 @@ def main(argv=None):
     plot(data, png)
     print()
     print(format_table(data))
+    if data.get("llm", {}).get("summary"):
+        print("\n".join(bench_llm.format_lines(data["llm"]["summary"])))
     from tools.synth import load_report, summary
     print(summary(load_report()))
     print(f"\n  written: {out.relative_to(simbuild.REPO)}, {png.relative_to(simbuild.REPO)}; "

@@ -59,7 +59,7 @@ def clock_hz():
         if r.get("config") == "8x8" and not r.get("variant") and r.get("timing") == "routed" \
                 and r.get("fmax_mhz"):
             return r["fmax_mhz"] * 1e6, f"make synth's routed 8x8 Fmax ({rep.get('commit')})"
-    return DEFAULT_CLOCK_HZ, "500 MHz: no routed 8x8 figure from make synth yet"
+    return DEFAULT_CLOCK_HZ, "no routed 8x8 figure from make synth yet: the issue's default"
 
 
 def _per_token(launches, kind):

@@ -20,7 +20,7 @@ import numpy as np
 from serving.engine import Engine
 from serving.executor import ReferenceExecutor
 
-__all__ = ["PROMPTS", "ServeConfig", "Served", "serve", "reference_tokens", "check",
+__all__ = ["PROMPTS", "ServeConfig", "Served", "Recording", "serve", "reference_tokens", "check",
            "golden_serve", "shape_stats", "report"]
 
 #: four prompts of different lengths (docs-like text: the model was trained on the docs)
@@ -42,12 +42,12 @@ class ServeConfig:
 class Served:
     """One serving run: per request its tokens; per step the executor's work and logits."""
     tokens: list
-    steps: list = field(default_factory=list)     #: (seq ids, logits list) per executor step
+    steps: list = field(default_factory=list)     #: (SeqWork list, logits list) per executor step
     engine: object = None
 
 
-class _Recording:
-    """Wraps an executor: records each step's sequence ids and logits."""
+class Recording:
+    """Wraps an executor: records each step's work and logits in ``steps``."""
 
     def __init__(self, inner, steps):
         self._inner, self._steps = inner, steps
@@ -57,8 +57,7 @@ class _Recording:
 
     async def step(self, work):
         out = await self._inner.step(work)
-        self._steps.append(([w.seq_id for w in work], [None if x is None else x.copy()
-                                                       for x in out]))
+        self._steps.append((list(work), [None if x is None else x.copy() for x in out]))
         return out
 
     async def poison(self, blocks):
@@ -70,7 +69,7 @@ async def serve(executor, pack, prompts, cfg, *, on_token=None, on_step=None):
     ``on_token(request index, token id)`` as each token streams, ``on_step(engine, stats)``
     after each step."""
     steps = []
-    engine = Engine(_Recording(executor, steps), vocab=pack.vocab, check_invariants=True,
+    engine = Engine(Recording(executor, steps), vocab=pack.vocab, check_invariants=True,
                     max_batch=cfg.max_batch, max_step_tokens=cfg.max_step_tokens,
                     on_step=on_step)
     streams = [engine.submit(p, cfg.max_tokens) for p in prompts]
@@ -136,7 +135,8 @@ def check(served, reference=None, golden=None):
     if golden is not None:
         if len(served.steps) != len(golden.steps):
             problems.append(f"{len(served.steps)} steps, the golden run {len(golden.steps)}")
-        for s, ((ids, out), (gids, gout)) in enumerate(zip(served.steps, golden.steps)):
+        for s, ((work, out), (gwork, gout)) in enumerate(zip(served.steps, golden.steps)):
+            ids, gids = [w.seq_id for w in work], [w.seq_id for w in gwork]
             if ids != gids:
                 problems.append(f"step {s}: sequences {ids}, the golden run {gids}")
                 break
