@@ -111,9 +111,10 @@ class FusedSpecial(_RowLayer):
 
 @dataclass(eq=False)
 class FusedAttention(_RowLayer):
-    """A graph ``attention`` node: per batch item, query tile and group of heads, the batched
-    Q·Kᵀ GEMM (K read transposed as stored), the scores' VECTOR requantization, one SOFTMAX per
-    head and the batched P·V GEMM with its VECTOR requantization (docs/compiler.md)."""
+    """A graph ``attention`` node: per tile (query rows of one batch item, or several whole
+    items) and group of heads, the Q·Kᵀ GEMM batched over the (item, head) pairs (K read
+    transposed as stored), the scores' VECTOR requantization, one SOFTMAX per pair and the
+    batched P·V GEMM with its VECTOR requantization (docs/compiler.md)."""
     name: str
     nodes: list
     q: object                    #: int8 [..., Sq, D]
@@ -447,8 +448,11 @@ class TiledProgram:
     def _dump_layer(tg, op):
         g = tg.gemm
         what = g.op if g.kind == "sfu" else g.kind
-        lines = [op("kaki.tiling", [], dict(layer=g.name, kind=g.kind, op=what, m=g.m, n=g.n,
-                                            tm=tg.tm, params=tg.param_buf))]
+        attrs = dict(layer=g.name, kind=g.kind, op=what, m=g.m, n=g.n, tm=tg.tm,
+                     params=tg.param_buf)
+        if g.kind == "attention":       # heads per group, whole batch items per tile (0: rows of one)
+            attrs.update(heads=tg.kc, items=tg.tm // g.sq if tg.tm >= g.sq else 0)
+        lines = [op("kaki.tiling", [], attrs)]
         for t in tg.tiles:
             s = t.steps[0]
             lines.append(op("kaki.tile.load", [f"a{s.buf}", f"b{s.buf}"], dict(

@@ -13,12 +13,14 @@ across layers of any kind.
   of a ``lut`` in ``b``; LayerNorm/RMSNorm's gamma (and beta) rows in the layer's parameter
   buffer; the SFU writes ``o``. A causal softmax's rows are split at the ``[Sq, Sk]`` blocks so
   each command's mask offset is the block position of its first row.
-* **attention tile**: ``tm`` query rows of one batch item and a group of ``hg`` heads (output
-  columns ``h0*dh .. (h0+hg)*dh``). ``a`` holds Q (A layout) and V (B layout), ``b`` holds K in
-  the A layout, read transposed. On the compute queue: the batched Q·Kᵀ GEMM into ``c``, a
-  BARRIER, one VECTOR requantizing all the group's scores into ``o`` (int8), a BARRIER, one
-  SOFTMAX per head in place, a BARRIER, the batched P·V GEMM into ``c`` (heads merge into the
-  output's column layout), then the epilogue VECTOR into ``o``. K and V rows past ``Sk`` are
+* **attention tile**: a group of ``hg`` heads (output columns ``h0*dh .. (h0+hg)*dh``) x ``tm``
+  query rows of one batch item, or ``ni`` whole items (``tm = ni * Sq``). ``a`` holds Q (A
+  layout) and V (B layout), ``b`` holds K in the A layout, read transposed, one slot per (item,
+  head) pair. On the compute queue: the Q·Kᵀ GEMM batched over the pairs into ``c``, a
+  BARRIER, one VECTOR requantizing all the pairs' scores into ``o`` (int8), a BARRIER, one
+  SOFTMAX per pair in place (its item's mask offset), a BARRIER, the batched P·V GEMM into
+  ``c`` (heads merge into the output's column layout), then the epilogue VECTOR into ``o``; per
+  item its Q, K, V loads and its store. K and V rows past ``Sk`` are
   zeroed (the SOFTMAX writes the probabilities there as 0); with a causal mask a tile takes only
   the keys up to its last query's diagonal. A head starts on a k-tile: when
   ``dh`` is not a multiple of ``dim``, Q, K, V are loaded and the output stored head by head,
@@ -154,8 +156,8 @@ def tile_attention(g, caps, bufs, param_buf, param_base, first_tile, first_step)
     group and the rows of one item: the fewest tiles per item that fit, the larger group on a
     tie (fewer K/V DMAs: one per item and key run covers the group's columns). When a whole
     item fits, the items per tile: by :data:`ATTENTION_TILING`, by default the least
-    :func:`_pipeline_estimate` (more items per tile save per-tile fixed work, fewer keep a
-    tile's loads overlapping the previous tile's compute), the fewest tiles on a tie."""
+    :func:`_pipeline_estimate` (more items per tile save per-tile commands, fewer keep the next
+    tile's loads overlapping this tile's compute), the fewest tiles on a tie."""
     dim = caps.dim
     _check_length(g, g.sk, chip.SFU_MAX_LEN, "a key sequence")
     kth, sks = _attention_shape(g, dim)
@@ -203,16 +205,17 @@ def _attention_rows(g, tm):
 
 
 def _pipeline_estimate(g, caps, hg, rows):
-    """Cycles of the attention's tiles (``rows`` ranges x head groups of ``hg``) as a two-stage
-    pipeline, from ``compiler.cost``'s command cycles: the first tile's loads, then per tile
-    the longer of its compute and the next tile's loads, then the last compute. A tile's
-    compute is its chain of engine commands, each also paying the issue and retire latencies
-    (the BARRIERs between them); its loads, one DMA per item, head chunk and key run."""
+    """Cycles of the attention's tiles (``rows`` ranges x head groups of ``hg``) from
+    ``compiler.cost``'s command cycles, as a pipeline: the first tile's loads, then per tile the
+    longer of its busiest compute engine (consecutive tiles alternate compute queues, so one
+    tile's dependent chain overlaps the next one's commands on the other engines) and the next
+    tile's loads, then the last tile's whole chain (its commands one after the other, each with
+    the issue and retire latencies of the BARRIERs between them). Loads: one DMA per item, head
+    chunk and key run."""
     from . import cost
     dim = caps.dim
-    kth, sks = _attention_shape(g, dim)
+    kth, _ = _attention_shape(g, dim)
     lat = cost.DISPATCH + cost.START_LAT + cost.RETIRE_LAT
-    vec = lambda n: cost.VEC_SETUP + n + cost.VEC_PIPE + lat     # noqa: E731
     paged = getattr(g.k, "paged", None) is not None
     stages = []
     for m0, m1 in rows:
@@ -226,13 +229,15 @@ def _pipeline_estimate(g, caps, hg, rows):
             planes = _segs(c1 - c0, dim)
             load += ni * (cost.dma_cycles(mr, planes, dim, caps) + 2 * sum(
                 cost.dma_cycles(n, planes, dim, caps) for n in runs) + (2 * len(runs) + 1) * lat)
-        compute = (cost.gemm_cycles(mr, kth, kts, caps, pairs) + cost.gemm_cycles(mr, kts, kth, caps, pairs)
-                   + 2 * lat + vec(pairs * kts * mr) + vec(pairs * kth * mr)
-                   + pairs * (cost.sfu_cycles(Opcode.SOFTMAX, mr, keys, caps) + lat))
-        stages += [(load, compute)] * (g.heads // hg)
-    total = stages[0][0] + stages[-1][1]
-    for (_, c), (ld, _) in zip(stages, stages[1:]):
-        total += max(c, ld)
+        gemm = (cost.gemm_cycles(mr, kth, kts, caps, pairs)
+                + cost.gemm_cycles(mr, kts, kth, caps, pairs))
+        vec = 2 * (cost.VEC_SETUP + cost.VEC_PIPE) + pairs * (kts + kth) * mr
+        sfu = pairs * cost.sfu_cycles(Opcode.SOFTMAX, mr, keys, caps)
+        stages += [(load, max(gemm, vec, sfu), gemm + vec + sfu + (4 + pairs) * lat)] \
+            * (g.heads // hg)
+    total = stages[0][0] + stages[-1][2]
+    for (_, busy, _), (ld, _, _) in zip(stages, stages[1:]):
+        total += max(busy, ld)
     return total
 
 
