@@ -7,8 +7,8 @@ device (``driver.device.Device`` on the golden backend or on RTL), running the s
 * **A step** runs its decode items (one token each) as one decode program of as many items, and
   each prefill chunk as a program of its own (one item). A program's shape is ``(items, tokens,
   pages)``: ``tokens`` the chunk length rounded up to a power of two (the padding rows repeat
-  the last row and write the sink page), ``pages`` the pages the longest item reaches, rounded
-  up to a power of two (keys past an item's position are masked). Each shape is compiled and
+  the last row and write the sink page), ``pages`` the pages the longest item reaches (at least
+  the padded chunk's; keys past an item's position are masked). Each shape is compiled and
   recorded once (``Device.record``) and launched with the step's launch parameters: the block
   tables, slots and positions (``compiler.kv_cache.step_params``).
 * **Weights** and the other constant buffers are uploaded once, shared by every shape (the same
@@ -173,7 +173,10 @@ class ChipExecutor:
     async def _launch(self, items):
         n_max = max(len(w.tokens) for w in items)
         tokens = 1 if n_max == 1 else _pow2(n_max)
-        pages = _pow2(max(-(-(w.start + len(w.tokens)) // self.page_tokens) for w in items))
+        # the pages the longest item reaches (attention work grows with them), and at least the
+        # padded chunk's rows (a program's keys include its own new rows)
+        pages = max(max(-(-(w.start + len(w.tokens)) // self.page_tokens) for w in items),
+                    -(-tokens // self.page_tokens))
         shape = await self._shape(len(items), tokens, pages)
         cm = shape.cm
         rows = [kc.pad_rows(self.embed_rows(w.tokens, w.start), tokens) for w in items]
