@@ -25,7 +25,7 @@ from serving.engine import ContextLimitError, Engine, RequestFailed, sample
 from serving.executor import ReferenceExecutor
 from serving.kv_blocks import InvariantError, blocks_for
 from serving.scheduler import SamplingParams, chunk_len
-from serving.traces import random_trace, run_trace, serve_alone
+from serving.traces import TraceRequest, random_trace, run_trace, serve_alone
 
 SEED = int(os.environ.get("SEED") or random.SystemRandom().randrange(1, 2**31))
 TEXT = ("Kaki is an open spatial AI accelerator together with the stack that drives it and the "
@@ -144,16 +144,20 @@ def test_random_traces_equal_each_request_alone(pack, corpus, alone):
         assert eng.blocks.num_used == 0, where
         preemptions += eng.summary()["preemptions"]
         print(where, eng.report().replace("\n", "; "))
-    # a tight trace makes sure preemption is exercised whatever the seed
-    trace = random_trace(rng, corpus, requests=5, max_prompt=40, max_tokens=MAX_NEW, steps=2,
-                         cancel=0.0, shared_prefix=0.0)
+    # a tight trace makes sure preemption is exercised whatever the seed: two 32-token prompts
+    # first (each needs a third block at its first decode, the cache has one left, so the newer
+    # is preempted), then random ones
+    trace = [TraceRequest(0, tuple(int(t) for t in corpus[k:k + 32]), 4) for k in (0, 7)] + \
+        random_trace(rng, corpus, requests=3, max_prompt=40, max_tokens=MAX_NEW, steps=2,
+                     cancel=0.0, shared_prefix=0.0)
     need = max(blocks_for(len(t.prompt) + t.max_tokens - 1) for t in trace)
-    eng = _engine(pack, need + 1, max_step_tokens=32)
+    eng = _engine(pack, max(need, 5), max_step_tokens=32, prefix_caching=False)
     streams = _run(run_trace(eng, trace))
     for t, s in zip(trace, streams):
         invariants.check_same_tokens(_run(s.collect()), alone(t.prompt, t.max_tokens),
                                      "tight trace: ")
-    assert preemptions + eng.summary()["preemptions"] > 0
+    assert eng.summary()["preemptions"] > 0, "the tight trace did not preempt"
+    print(f"preemptions: {preemptions} in the random traces")
 
 
 def test_chunked_prefill_equals_unchunked_and_follows_the_rule(pack, corpus, alone):
