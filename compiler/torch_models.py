@@ -54,10 +54,24 @@ class ConvNet(nn.Module):
         return self.head(torch.relu(self.conv(x)))
 
 
+def _tap(module, point, x):
+    """``x`` itself, unless ``module.act_quant`` is set: then ``module.act_quant(module, point,
+    x)``. The points are the activations the importer quantizes per tensor (a norm's, a linear's,
+    the SiLU's, the SwiGLU product's, the merged attention output, an add's result); with
+    ``act_quant`` set, :class:`SelfAttention` also calls ``act_quant.attention(module, q, k, v,
+    causal)`` instead of ``F.scaled_dot_product_attention``. Training-time only (the
+    quantization-aware training of tools/train_lm.py: observers and fake quantizers): it is
+    ``None`` (a class attribute) for export and inference, where the taps are plain Python and
+    add no op to the exported graph, and it is neither a parameter nor a buffer."""
+    return x if module.act_quant is None else module.act_quant(module, point, x)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention, the standard way: separate q/k/v/o projections, the head split
     ``view(B, S, H, D/H).transpose(1, 2)``, ``F.scaled_dot_product_attention``, the merge
     ``transpose(1, 2).reshape(B, S, D)``, the output projection."""
+
+    act_quant = None        #: see :func:`_tap`
 
     def __init__(self, d_model, heads=4, causal=False, bias=True):
         super().__init__()
@@ -67,10 +81,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         b, s, d = x.shape
-        q, k, v = (w(x).view(b, s, self.heads, d // self.heads).transpose(1, 2)
-                   for w in (self.wq, self.wk, self.wv))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.wo(o.transpose(1, 2).reshape(b, s, d))
+        q, k, v = (_tap(self, p, w(x)).view(b, s, self.heads, d // self.heads).transpose(1, 2)
+                   for p, w in (("q", self.wq), ("k", self.wk), ("v", self.wv)))
+        if self.act_quant is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            o = self.act_quant.attention(self, q, k, v, self.causal)
+        return _tap(self, "out", self.wo(_tap(self, "merged", o.transpose(1, 2).reshape(b, s, d))))
 
 
 def _perturb_norm(norm):
@@ -122,10 +139,14 @@ class DecoderBlock(nn.Module):
         for norm in (self.norm1, self.norm2):
             _perturb_norm(norm)
 
+    act_quant = None        #: see :func:`_tap`
+
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        h = self.norm2(x)
-        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+        x = _tap(self, "add1", x + self.attn(_tap(self, "norm1", self.norm1(x))))
+        h = _tap(self, "norm2", self.norm2(x))
+        g = _tap(self, "silu", F.silu(_tap(self, "w1", self.w1(h))))
+        m = _tap(self, "mul", g * _tap(self, "w3", self.w3(h)))
+        return _tap(self, "add2", x + _tap(self, "w2", self.w2(m)))
 
 
 class CharLMBody(nn.Module):
@@ -139,10 +160,13 @@ class CharLMBody(nn.Module):
         self.norm = nn.RMSNorm(d_model)
         self.head = nn.Linear(d_model, vocab, bias=False)
 
+    act_quant = None        #: see :func:`_tap`
+
     def forward(self, x):
+        x = _tap(self, "input", x)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x))
+        return _tap(self, "logits", self.head(_tap(self, "norm", self.norm(x))))
 
 
 class CharLM(nn.Module):

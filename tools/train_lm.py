@@ -1,7 +1,7 @@
 """Train the character-level language model of issue 15 and commit it as int8
 (docs/llm.md; the model and file format: compiler/llm_model.py, compiler/torch_models.CharLM).
 
-    .venv/bin/python -m tools.train_lm [--steps N] [--out compiler/data/char_lm.npz]
+    .venv/bin/python -m tools.train_lm [--steps N] [--qat-steps N] [--out compiler/data/char_lm.npz]
                                        [--checkpoint build/char_lm_float.pt] [--from-checkpoint]
 
 ``make`` never runs this: the committed ``compiler/data/char_lm.npz`` is its output.
@@ -15,29 +15,51 @@ Steps (one invocation, one CPU thread, ``torch.manual_seed(SEED)``):
    validation loss, the rest is trained on;
 2. training: :class:`compiler.torch_models.CharLM` (d_model 128, 2 layers, 4 heads, SwiGLU 352,
    learned positions, context 256), AdamW (betas 0.9/0.95, weight decay 0.1 on matrices only),
-   ``STEPS`` steps of ``BATCH`` random windows of 257 characters (inputs 256, targets shifted by
-   one), learning rate ``LR`` with ``WARMUP`` linear warm-up steps then cosine decay to
-   ``LR/10``, gradients clipped at norm 1; the float weights go to ``--checkpoint``
-   (``build/``, not committed); ``--from-checkpoint`` skips training and reuses them;
+   ``STEPS`` float steps of ``BATCH`` random windows of 257 characters (inputs 256, targets
+   shifted by one), learning rate ``LR`` with ``WARMUP`` linear warm-up steps then cosine decay
+   to ``LR/10``, gradients clipped at norm 1; then ``QAT_STEPS`` quantization-aware steps
+   (:func:`qat_forward`: the forward pass as the int8 graph computes it, fake-quantized with
+   straight-through gradients: per-channel int8 weights, both embedding rows at the residual
+   stream's scale, every activation the importer quantizes per tensor at scales from a running
+   average of the batches' ranges, the attention's int8 scores and 1/127 probabilities;
+   :class:`ActQuant`), learning rate ``QAT_LR`` cosine to ``QAT_LR/10``. In all steps a range
+   penalty (``PENALTY``, ``LIMITS``) keeps the residual stream and the SwiGLU product within
+   about +-8: the importer gives the whole residual stream ONE symmetric int8 scale set by its
+   largest value, and without the penalty a few outliers (up to ~23 after block 2, ~37 in the
+   SwiGLU product) made that step 0.19 against typical values of 1-2. The float weights go to
+   ``--checkpoint`` (``build/``, not committed); ``--from-checkpoint`` skips training and
+   reuses them. The model's structure and exported graph are those of plain float training:
+   the quantizers hang on :func:`compiler.torch_models._tap`, which is ``None`` outside
+   training;
 3. import: ``CALIBRATION`` windows of 256 training characters (seeded positions) are embedded
    and calibrate the body's int8 import (:func:`compiler.llm_model.import_char_lm`, i.e.
    ``torch.export`` + :func:`compiler.torch_import.import_exported`); the token and position
    tables are quantized at the graph input's scale (zero point 0);
 4. the file: graph, vocabulary, tables, scales and the record below
-   (:func:`compiler.llm_model.save`), then greedy samples of the float model and of the int8
-   graph on the interpreter (:meth:`compiler.llm_model.CharLMPack.greedy`) from ``PROMPT``, and the
-   regression pin of tests/test_llm_model.py (``PIN_*``: the int8 greedy continuation computed
-   here, stored in the file's ``train`` record; the test recomputes it).
+   (:func:`compiler.llm_model.save`); then the measurements stored in the record: teacher-forced
+   next-character accuracy and cross-entropy of the float model and of the int8 graph on the
+   interpreter, and how often their predictions agree (:func:`compare`, ``EVAL_WINDOWS``
+   training and held-out windows), greedy samples of both from ``PROMPTS``
+   (:meth:`compiler.llm_model.CharLMPack.greedy`), and the regression pin of
+   tests/test_llm_model.py (``PIN_*``: the int8 greedy continuation computed here, stored in the
+   file's ``train`` record; the test recomputes it).
 
 How the committed weights were made (this script with its defaults, at the commit that added
 them; the text's SHA-256 and the commit of the text are in the file's ``train`` record):
 
-* data: 415,082 characters (394,327 trained on, 20,755 held out), vocabulary 96 symbols
-  (2,423 characters map to '?');
-* seed 0, 1400 steps x 16 windows x 256 characters (5.7 M characters, ~15 passes), lr 3e-3;
-* loss (cross-entropy, nats/character): train 1.23 (mean of the last 50 steps), held-out 1.65;
-  next-character accuracy on a training window: float 57.6 %, int8 graph 51.0 %;
-* wall time: training 557 s on one thread of a shared 2-core machine; import + samples 17 s.
+* data: 444,719 characters (422,483 trained on, 22,236 held out), vocabulary 96 symbols
+  (2,490 characters map to '?');
+* seed 0, 1400 float steps + 400 quantization-aware steps, x 16 windows x 256 characters
+  (7.4 M characters, ~17 passes), lr 3e-3 then 1e-3; range penalty 1.0 above +-8 on the
+  residual stream and the SwiGLU product;
+* loss (cross-entropy, nats/character): train 1.27 after the float steps, 1.20 (fake-quantized)
+  after the quantization-aware ones (means of the last 50 steps); held-out (float) 1.60;
+* teacher-forced on 16 training / 16 held-out windows (``eval`` in the record): accuracy float
+  65.0 % / 55.1 %, int8 graph 64.2 % / 54.4 %, the two agree on 91.5 % / 89.9 % of positions;
+  cross-entropy float 1.22 / 1.58, int8 1.27 / 1.61; residual stream scale 0.066 (it was 0.185
+  without the penalty and the quantization-aware steps, docs/llm.md);
+* wall time: training 1,177 s (738 s float, 439 s quantization-aware) on one thread of a shared
+  2-core machine (load ~3); import, measurements and samples 20 s.
 
 Reproducing: the same text (``git show <commit>:docs/...``; the record holds its SHA-256) and
 this script give the same float weights on the same torch build and CPU (torch's CPU kernels
@@ -61,10 +83,20 @@ from compiler.torch_models import CharLM
 
 SEED = 0
 STEPS, BATCH, LR, WARMUP = 1400, 16, 3e-3, 50
+#: quantization-aware steps after the STEPS float steps (learning rate QAT_LR, cosine to /10)
+QAT_STEPS, QAT_LR = 400, 1e-3
+#: range penalty: PENALTY * sum over the elements of (|a| - LIMITS[point])^2 where |a| exceeds
+#: the limit, per position, added to the loss at every step (float and QAT): keeps the outliers
+#: that set the importer's per-tensor max scales small
+LIMITS = dict(residual=8.0, mul=8.0)
+PENALTY = 1.0
+QAT_MOMENTUM = 0.9          #: running average of the batch ranges that set the QAT scales
 WEIGHT_DECAY = 0.1
 VAL_FRACTION = 0.05
 CALIBRATION = 16
+EVAL_WINDOWS = 16           #: teacher-forced windows per split for the float/int8 comparison
 PROMPT, SAMPLE_CHARS = "The compiler", 64
+PROMPTS = (PROMPT, "The queue controller", "Each PE")
 #: the regression pin of tests/test_llm_model.py: the int8 graph at sequence length PIN_SEQ
 PIN_PROMPT, PIN_CHARS, PIN_SEQ = "The compiler", 32, 48
 CHECKPOINT = os.path.join("build", "char_lm_float.pt")
@@ -103,31 +135,162 @@ def evaluate(model, data, windows=32):
     return loss
 
 
-def train(model, train_data, val_data, steps, log=print):
+#: the taps (compiler.torch_models._tap) of the residual stream: the graph input, the adds and the
+#: projections into them share ONE symmetric int8 scale after the import (torch_import's
+#: plan_adds); the attention operands are symmetric (zero point 0), the rest asymmetric
+RESIDUAL = ("input", "add1", "add2", "out", "w2")
+SYMMETRIC = ("q", "k", "v")
+
+
+class ActQuant:
+    """The training-time ``act_quant`` of :class:`compiler.torch_models.CharLMBody`'s modules
+    (:func:`compiler.torch_models._tap`): the range penalty (:data:`LIMITS`) always, and with
+    :attr:`quantize` the importer's per-tensor int8 quantization simulated at every tap
+    (fake quantization, straight-through gradients): one symmetric scale for the whole residual
+    stream, symmetric q/k/v, asymmetric ranges widened to 0 elsewhere, each from a running
+    average of the batches' ranges; inside the attention the int8 scores (symmetric, from their
+    range) and the probabilities at 1/127, as the graph's ``attention`` computes them."""
+
+    def __init__(self, model, limits=LIMITS, momentum=QAT_MOMENTUM):
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.modules = [m for m in model.modules() if hasattr(type(m), "act_quant")]
+        self.limits, self.momentum = dict(limits), momentum
+        self.ranges = {}                    #: tap key -> [lo, hi]
+        self.quantize = False
+        self.penalty = 0.0
+
+    def install(self, on=True):
+        for m in self.modules:
+            m.act_quant = self if on else None
+
+    def key(self, module, point):
+        return "residual" if point in RESIDUAL else f"{self.names[id(module)]}.{point}"
+
+    def qparams(self, key):
+        lo, hi = self.ranges[key]
+        if key == "residual" or key.rsplit(".", 1)[-1] in SYMMETRIC + ("scores",):
+            return max(abs(lo), abs(hi)) / 127 or 1.0, 0
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        scale = (hi - lo) / 255 or 1.0
+        return scale, int(np.clip(round(-128 - lo / scale), -128, 127))
+
+    def observe(self, key, x):
+        lo, hi = float(x.detach().min()), float(x.detach().max())
+        r = self.ranges.setdefault(key, [lo, hi])
+        m = self.momentum
+        r[0], r[1] = m * r[0] + (1 - m) * lo, m * r[1] + (1 - m) * hi
+
+    def fake_quant(self, key, x):
+        scale, zp = self.qparams(key)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127)
+
+    def limit(self, what, x, weight=None):
+        t = self.limits.get(what)
+        if t is not None:
+            over = (x.abs() - t).relu().pow(2)
+            self.penalty = self.penalty + (over if weight is None else over * weight).sum() \
+                / (x.shape[0] * x.shape[-2])
+
+    def take_penalty(self):
+        p, self.penalty = self.penalty, 0.0
+        return p
+
+    def __call__(self, module, point, x):
+        key = self.key(module, point)
+        self.limit("residual" if key == "residual" else point, x)
+        if not self.quantize:
+            return x
+        self.observe(key, x)
+        return self.fake_quant(key, x)
+
+    def attention(self, module, q, k, v, causal):
+        if not (self.quantize or "scores" in self.limits):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        key = f"{self.names[id(module)]}.scores"
+        s = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        keep = torch.ones(s.shape[-2:], dtype=torch.bool)
+        keep = keep.tril() if causal else keep
+        self.limit("scores", s, keep)
+        if self.quantize:
+            self.observe(key, s.masked_fill(~keep, 0.0))
+            s = self.fake_quant(key, s)
+        p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1)
+        if self.quantize:
+            p = torch.fake_quantize_per_tensor_affine(p, 1 / 127, 0, 0, 127)
+        return p @ v
+
+
+def weight_fake_quant(w):
+    """A linear's weight ``[out, in]`` at the importer's per-output-channel symmetric int8
+    (straight-through gradient)."""
+    scale = w.detach().abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
+    return w + (torch.clamp(torch.round(w / scale), -127, 127) * scale - w).detach()
+
+
+def qat_forward(model, aq, idx):
+    """``model(idx)`` as the int8 graph computes it (``aq.quantize`` on): the body's linear
+    weights per-channel int8, both embedding rows quantized at the residual stream's scale before
+    they are added (the file's ``tok_q``/``pos_q``), every tap fake-quantized by ``aq``."""
+    params = dict(model.named_parameters())
+    body = {k[len("body."):]: weight_fake_quant(v) if v.dim() == 2 else v
+            for k, v in params.items() if k.startswith("body.")}
+    tok = params["tok.weight"][idx] * model.embed_scale
+    pos = params["pos.weight"][:idx.shape[-1]] * model.embed_scale
+    if "residual" in aq.ranges:
+        scale, _ = aq.qparams("residual")
+        tok, pos = (torch.fake_quantize_per_tensor_affine(t, scale, 0, -128, 127)
+                    for t in (tok, pos))
+    return torch.func.functional_call(model.body, body, (tok + pos,))
+
+
+def qat_lr_at(step):
+    return QAT_LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, QAT_STEPS))))
+
+
+def train(model, train_data, val_data, steps, qat_steps, log=print):
+    """``steps`` float steps then ``qat_steps`` quantization-aware ones, the range penalty in
+    both (:class:`ActQuant`); one optimizer throughout."""
     embeds = {id(model.tok.weight), id(model.pos.weight)}
     decay = [p for p in model.parameters() if p.dim() == 2 and id(p) not in embeds]
     other = [p for p in model.parameters() if not (p.dim() == 2 and id(p) not in embeds)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=WEIGHT_DECAY),
                              dict(params=other, weight_decay=0.0)], lr=LR, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(SEED)
+    aq = ActQuant(model)
+    aq.install()
     model.train()
-    losses, t0 = [], time.time()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        x, y = batches(train_data, gen, BATCH)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == steps - 1:
-            log(f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  "
-                f"{time.time() - t0:6.0f} s")
-    wall = time.time() - t0
-    return dict(train_loss=float(np.mean(losses[-50:])), val_loss=evaluate(model, val_data),
-                train_wall_s=round(wall, 1))
+    losses, t0, record = [], time.time(), {}
+    try:
+        for step in range(steps + qat_steps):
+            qat = step >= steps
+            if qat and not aq.quantize:
+                record.update(float_train_loss=float(np.mean(losses[-50:])),
+                              float_wall_s=round(time.time() - t0, 1))
+                aq.quantize = True
+            lr = qat_lr_at(step - steps) if qat else lr_at(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = batches(train_data, gen, BATCH)
+            logits = qat_forward(model, aq, x) if qat else model(x)
+            ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            penalty = aq.take_penalty()
+            loss = ce + PENALTY * penalty
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(ce.item())
+            if step % 100 == 0 or step == steps + qat_steps - 1:
+                res = aq.ranges.get("residual", [0.0, 0.0])
+                pen = float(torch.as_tensor(penalty).detach())
+                log(f"step {step:5d}  {'qat ' if qat else ''}loss {ce.item():.4f}  penalty "
+                    f"{pen:.4f}  lr {lr:.2e}  residual {res[0]:.2f}..{res[1]:.2f}  "
+                    f"{time.time() - t0:6.0f} s")
+    finally:
+        aq.install(False)
+    record.update(train_loss=float(np.mean(losses[-50:])), val_loss=evaluate(model, val_data),
+                  train_wall_s=round(time.time() - t0, 1))
+    return record
 
 
 @torch.no_grad()
@@ -141,9 +304,43 @@ def float_greedy(model, vocab, prompt, n):
     return vocab.decode(ids)
 
 
+def eval_windows(train_data, val_data, n=EVAL_WINDOWS):
+    """``n`` training windows at seeded positions and ``n`` evenly spaced held-out windows of
+    CONTEXT + 1 characters (inputs and the next characters)."""
+    gen = np.random.default_rng(SEED + 1)
+    tr = [train_data[s:s + CONTEXT + 1].numpy()
+          for s in gen.integers(0, len(train_data) - CONTEXT - 1, n)]
+    va = [val_data[s:s + CONTEXT + 1].numpy()
+          for s in np.linspace(0, len(val_data) - CONTEXT - 2, n).astype(int)]
+    return dict(train=tr, held_out=va)
+
+
+@torch.no_grad()
+def compare(model, pack, windows):
+    """Teacher-forced next-character prediction of the float model and of the int8 graph (the
+    integer interpreter; its logits dequantized) on ``windows``: accuracy of each, how often
+    their argmaxes agree, cross-entropy of each (nats/character)."""
+    model.eval()
+    graph = pack.graph()
+    out = dict(windows=len(windows), positions=len(windows) * CONTEXT)
+    fl, ql, ys = [], [], []
+    for w in windows:
+        fl.append(model(torch.as_tensor(w[:-1])[None])[0].double())
+        q = pack.logits(graph, w[:-1]).astype(np.float64)
+        ql.append(torch.as_tensor((q - pack.output["zero_point"]) * pack.output["scale"]))
+        ys.append(torch.as_tensor(w[1:]))
+    f, q, y = torch.cat(fl), torch.cat(ql), torch.cat(ys)
+    fa, qa = f.argmax(-1), q.argmax(-1)
+    rate = lambda hit: float(hit.double().mean())       # noqa: E731
+    out.update(float_acc=rate(fa == y), int8_acc=rate(qa == y), agree=rate(fa == qa),
+               float_loss=float(F.cross_entropy(f, y)), int8_loss=float(F.cross_entropy(q, y)))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--qat-steps", type=int, default=QAT_STEPS)
     ap.add_argument("--out", default=llm_model.DATA_FILE)
     ap.add_argument("--checkpoint", default=CHECKPOINT)
     ap.add_argument("--from-checkpoint", action="store_true",
@@ -170,10 +367,12 @@ def main(argv=None):
         model.load_state_dict(state["model"])
         record = state["record"]
     else:
-        record = train(model, train_data, val_data, args.steps)
+        record = train(model, train_data, val_data, args.steps, args.qat_steps)
         record.update(seed=SEED, steps=args.steps, batch=BATCH, lr=LR, warmup=WARMUP,
                       weight_decay=WEIGHT_DECAY, schedule="linear warm-up, cosine to lr/10",
                       optimizer="AdamW betas (0.9, 0.95), grad clip 1.0",
+                      qat_steps=args.qat_steps, qat_lr=QAT_LR, qat_schedule="cosine to lr/10",
+                      qat_momentum=QAT_MOMENTUM, range_limits=LIMITS, range_penalty=PENALTY,
                       torch=str(torch.__version__))
         os.makedirs(os.path.dirname(os.path.abspath(args.checkpoint)), exist_ok=True)
         torch.save(dict(model=model.state_dict(), record=record), args.checkpoint)
@@ -200,10 +399,14 @@ def main(argv=None):
                    tok_q=tok_q, pos_q=pos_q, embedding_scale=scale)
     llm_model.save(args.out, train=record, **save_kw)
     pack = llm_model.load(args.out)
-    sample_f = float_greedy(model, vocab, PROMPT, SAMPLE_CHARS)
-    sample_q = pack.greedy(PROMPT, SAMPLE_CHARS)
+    windows = eval_windows(train_data, val_data)
+    record["eval"] = {split: compare(model, pack, w) for split, w in windows.items()}
+    samples = [dict(prompt=p, float=float_greedy(model, vocab, p, SAMPLE_CHARS),
+                    int8=pack.greedy(p, SAMPLE_CHARS)) for p in PROMPTS]
+    sample_f, sample_q = samples[0]["float"], samples[0]["int8"]
     pin = pack.greedy(PIN_PROMPT, PIN_CHARS, seq=PIN_SEQ)
     record.update(sample_prompt=PROMPT, sample_float=sample_f, sample_int8=sample_q,
+                  samples=samples[1:],
                   pin=dict(prompt=PIN_PROMPT, chars=PIN_CHARS, seq=PIN_SEQ, text=pin),
                   import_wall_s=round(time.time() - t0, 1))
     llm_model.save(args.out, train=record, **save_kw)
@@ -211,8 +414,13 @@ def main(argv=None):
           f"pos {clipped[1]:.4f}")
     print(f"logits: scale {out_qp.scale:.5g}, zero point {out_qp.zero_point}")
     print(f"wrote {args.out}: {os.path.getsize(args.out)} bytes")
-    print(f"float greedy: {sample_f!r}")
-    print(f"int8  greedy: {sample_q!r}")
+    for split, e in record["eval"].items():
+        print(f"teacher-forced, {e['windows']} {split} windows: accuracy float "
+              f"{e['float_acc']:.1%} int8 {e['int8_acc']:.1%}, agree {e['agree']:.1%}; loss "
+              f"float {e['float_loss']:.3f} int8 {e['int8_loss']:.3f}")
+    for smp in samples:
+        print(f"float greedy: {smp['float']!r}")
+        print(f"int8  greedy: {smp['int8']!r}")
     print(f"pin (seq {PIN_SEQ}): {pin!r}")
     print(json.dumps(record, indent=1))
     return 0
