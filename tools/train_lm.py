@@ -349,7 +349,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
 
-    text = llm_model.corpus_text()
+    text, text_commit = llm_model.corpus_text(), git_commit()     # the commit the text is read at
     vocab = Vocab.build(text)
     data = torch.as_tensor(vocab.encode(text))
     split = int(len(data) * (1 - VAL_FRACTION))
@@ -388,7 +388,7 @@ def main(argv=None):
     (in_name, in_qp, _), = imported.inputs
     record.update(data="README.md + docs/*.md sorted by path, concatenated",
                   characters=len(text), text_sha256=llm_model.text_sha256(text),
-                  text_commit=git_commit(), val_fraction=VAL_FRACTION,
+                  text_commit=text_commit, val_fraction=VAL_FRACTION,
                   calibration_windows=CALIBRATION, embedding_clipped=clipped)
     config = dict(d_model=D_MODEL, layers=LAYERS, heads=HEADS, context=CONTEXT,
                   vocab=len(vocab))
