@@ -110,10 +110,11 @@ def git_commit():
         return "unknown"
 
 
-def lr_at(step):
+def lr_at(step, steps=STEPS):
+    """Float steps: ``WARMUP`` linear warm-up steps, then cosine from LR to LR/10 at ``steps``."""
     if step < WARMUP:
         return LR * (step + 1) / WARMUP
-    t = (step - WARMUP) / max(1, STEPS - WARMUP)
+    t = (step - WARMUP) / max(1, steps - WARMUP)
     return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -243,8 +244,8 @@ def qat_forward(model, aq, idx):
     return torch.func.functional_call(model.body, body, (tok + pos,))
 
 
-def qat_lr_at(step):
-    return QAT_LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, QAT_STEPS))))
+def qat_lr_at(step, steps=QAT_STEPS):
+    return QAT_LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
 
 
 def train(model, train_data, val_data, steps, qat_steps, log=print):
@@ -267,7 +268,7 @@ def train(model, train_data, val_data, steps, qat_steps, log=print):
                 record.update(float_train_loss=float(np.mean(losses[-50:])),
                               float_wall_s=round(time.time() - t0, 1))
                 aq.quantize = True
-            lr = qat_lr_at(step - steps) if qat else lr_at(step)
+            lr = qat_lr_at(step - steps, qat_steps) if qat else lr_at(step, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = batches(train_data, gen, BATCH)
