@@ -55,9 +55,9 @@ def _reference(ids):
 
 
 def test_prefill_chunks_then_decode_across_pages():
-    """A 13-token chunk (padded to 16: its padding rows write the sink page), a 7-token chunk
-    crossing a page boundary, then decode steps into the third page: every row the logits of the
-    whole-window graph."""
+    """A 13-token chunk (padded to 16: its padding rows write the sink page), a 17-token chunk
+    crossing a page boundary (padded to 32), then decode steps into the third page: every row
+    the logits of the whole-window graph."""
     print(f"SEED={SEED}")
     rng = np.random.default_rng(SEED)
     pack = _pack()
@@ -68,9 +68,9 @@ def test_prefill_chunks_then_decode_across_pages():
     table = [int(b) for b in rng.permutation(8)[:3]]
     out = cache.step([(0, 13, table)], [emb[:13]], 16, 1)
     assert np.array_equal(out[0, :13], ref[:13])
-    out = cache.step([(13, 7, table)], [emb[13:20]], 8, 2)
-    assert np.array_equal(out[0, :7], ref[13:20])
-    for p in range(20, len(ids)):
+    out = cache.step([(13, 17, table)], [emb[13:30]], 32, 2)
+    assert np.array_equal(out[0, :17], ref[13:30])
+    for p in range(30, len(ids)):
         out = cache.step([(p, 1, table)], [emb[p:p + 1]], 1, 4)
         assert np.array_equal(out[0, 0], ref[p]), f"position {p}"
 
