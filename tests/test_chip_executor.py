@@ -128,7 +128,7 @@ def test_random_trace_on_the_golden_chip_equals_each_request_alone(image):
     rng = np.random.default_rng(SEED)
     corpus = pack.vocab.encode("The driver writes descriptors into a ring in host memory and "
                                "rings the doorbell; the queue controller fetches them.")
-    trace = traces.random_trace(rng, corpus, requests=3, max_prompt=40, max_tokens=5, steps=1,
+    trace = traces.random_trace(rng, corpus, requests=3, max_prompt=40, max_tokens=3, steps=1,
                                 cancel=0.3, shared_prefix=0.5)
     # and two 32-token prompts arriving first: each needs a third block at its first decode,
     # the cache has one left, so the newer one is preempted whatever the seed

@@ -21,7 +21,7 @@ from verif.model_run import HOST_BASE, HOST_BYTES, PERF
 def report(tmp_path_factory):
     image = FirmwareImage.from_elf(fw_build.build(tmp_path_factory.mktemp("fw") / "kaki_fw.elf"))
     pack = llm_model.load()
-    prompts, cfg = LS.PROMPTS[:2], LS.ServeConfig(max_tokens=3)
+    prompts, cfg = LS.PROMPTS[:2], LS.ServeConfig(max_tokens=2)
 
     async def go():
         chip = ChipModel(Capabilities.default(8), host_bytes=HOST_BASE + HOST_BYTES, seed=1,
