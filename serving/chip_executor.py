@@ -45,7 +45,6 @@ def _pow2(n):
 @dataclass
 class _Shape:
     """One compiled and recorded program shape and its private buffers."""
-    key: tuple
     cm: object
     cmd_list: object
     buffers: dict            #: input, output and scratch buffers of this shape
@@ -221,7 +220,7 @@ class ChipExecutor:
         cm = self.compiled(items, tokens, pages)
         while True:
             try:
-                shape = await self._make_shape(key, cm)
+                shape = await self._make_shape(cm)
                 break
             except OutOfMemory:                       # device memory full: free the oldest
                 if not self._shapes:
@@ -230,7 +229,7 @@ class ChipExecutor:
         self._shapes[key] = shape
         return shape
 
-    async def _make_shape(self, key, cm):
+    async def _make_shape(self, cm):
         buffers, made = {kc.POOL: self.pool}, []
         try:
             for name, spec in cm.program.buffers.items():
@@ -246,7 +245,7 @@ class ChipExecutor:
             for b in made:
                 b.free()
             raise
-        return _Shape(key, cm, cmd_list, buffers)
+        return _Shape(cm, cmd_list, buffers)
 
     async def _const(self, name, data):
         digest = hashlib.sha256(data).hexdigest()

@@ -246,16 +246,14 @@ async def _copy_cache(ex, ref, blocks):
 # ------------------------------------------------------------------------------ figures
 def figures(rtl, golden, clock):
     """``(goals, why, summary)`` from the RTL json, the golden trace dict and ``(Hz, source)``."""
-    d, layers = rtl["layout"]["d_model"], rtl["layout"]["layers"]
-
-    def mbu(r):
-        kv = sum(2 * layers * d * (start + n) for _, start, n in r["work"])
-        return (r["const_load_bytes"] + kv) / (r["cycles"] * 8)
+    from tools.sim_llm import mbu
     b1 = [r for r in rtl["decode"] if r["batch"] == 1]
     b8 = [r for r in rtl["decode"] if r["batch"] == BATCH]
     t1 = statistics.mean(r["cycles"] for r in b1)
     t8 = statistics.mean(r["cycles"] for r in b8)
-    goals = dict(llm_mbu_b1=statistics.mean(mbu(r) for r in b1), llm_batch8=BATCH * t1 / t8)
+    goals = dict(llm_mbu_b1=statistics.mean(
+        mbu(r["const_load_bytes"], r["work"], r["cycles"], rtl["layout"])[0] for r in b1),
+        llm_batch8=BATCH * t1 / t8)
     busiest = max(v for k, v in b1[0]["perf"].items() if k.endswith("_BUSY"))
     why = dict(llm_mbu_b1=f"batch-1 decode {t1:,.0f} cycles for {b1[0]['const_load_bytes']:,} "
                           f"weight bytes; busiest engine {busiest:,} cycles",

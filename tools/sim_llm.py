@@ -31,10 +31,18 @@ from pathlib import Path
 
 from spec.descriptors import Engine
 
-__all__ = ["launch_metrics", "format_report", "trace", "clock_hz", "run"]
+__all__ = ["mbu", "launch_metrics", "format_report", "trace", "clock_hz", "run"]
 
 BYTES_PER_CYCLE = 8
 DEFAULT_CLOCK_HZ = 500e6
+
+
+def mbu(const_bytes, work, cycles, layout):
+    """Model bandwidth utilization of a launch: (``const_bytes`` loaded + the K and V bytes its
+    ``work`` items ((seq, start, new tokens)) attend to) / (``cycles`` x 8 bytes per cycle), with
+    ``layout`` {layers, d_model}; also returns the KV bytes."""
+    kv = sum(2 * layout["layers"] * layout["d_model"] * (start + n) for _, start, n in work)
+    return (const_bytes + kv) / (max(cycles, 1) * BYTES_PER_CYCLE), kv
 
 
 def launch_metrics(launch, stats, layout, dim):
@@ -43,11 +51,10 @@ def launch_metrics(launch, stats, layout, dim):
     d, layers = layout["d_model"], layout["layers"]
     cycles = max(launch["perf"].get("cycles", 0), 1)
     keys = sum(start + i + 1 for _, start, n in launch["work"] for i in range(n))
-    kv_bytes = sum(2 * layers * d * (start + n) for _, start, n in launch["work"])
+    util, kv_bytes = mbu(stats["const_load_bytes"], launch["work"], cycles, layout)
     macs = launch["new_tokens"] * stats["macs_per_row"] + 2 * layers * d * keys
     busiest = max(launch["perf"].get(f"PERF_{e.name}_BUSY", 0) for e in Engine)
-    return dict(cycles=cycles, kv_bytes=kv_bytes,
-                mbu=(stats["const_load_bytes"] + kv_bytes) / (cycles * BYTES_PER_CYCLE),
+    return dict(cycles=cycles, kv_bytes=kv_bytes, mbu=util,
                 pe_util=macs / (dim * dim * cycles), dispatch_share=(cycles - busiest) / cycles)
 
 
