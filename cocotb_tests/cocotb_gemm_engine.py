@@ -21,7 +21,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, 
 from cocotb.utils import get_sim_time
 
 from amaranth.lib import data
-from compiler.cost import gemm_cycles
+from compiler.cost import gemm_banks_shared, gemm_cycles
 from hdl_gen.descriptor import ErrorCode, GemmCmd
 from spec.capabilities import Capabilities
 from cocotb_tests.test_gemm_engine import harness_config
@@ -283,7 +283,8 @@ class Tb:
             assert delta["acc_rd"] == hs * m * (kts - (0 if c["accumulate"] else 1)) * nts, \
                 (what, delta)
             if not deny and background is None:     # no stalls: the cost model's cycles exactly
-                model = gemm_cycles(m, kts, nts, CAPS, batches=hs)
+                model = gemm_cycles(m, kts, nts, CAPS, batches=hs, b_transpose=c["b_transpose"],
+                                    shared_bank=gemm_banks_shared(c, CAPS))
                 assert delta["busy"] == model, (f"{what}: {delta['busy']} busy cycles, the cost "
                                                 f"model (compiler/cost.py) says {model} for {c}")
             self.total_busy += delta["busy"]
@@ -340,10 +341,10 @@ class Tb:
         return self.rng.randrange(lo, hi - size + 1)
 
 
-def random_cmd(tb, m=None, min_tiles=1, transpose=False, batches=1):
-    """A random, valid command: A in scratchpad bank 0, B in bank 1, C in accumulator bank 0.
-    ``batches`` items share their A or B (batch stride 0) or lie side by side; their C never
-    overlap."""
+def random_cmd(tb, m=None, min_tiles=1, transpose=False, batches=1, same_bank=False):
+    """A random, valid command: A in scratchpad bank 0, B in bank 1 (``same_bank``: bank 0 too,
+    the engine's two read ports then take turns), C in accumulator bank 0. ``batches`` items
+    share their A or B (batch stride 0) or lie side by side; their C never overlap."""
     rng = tb.rng
     if m is None:
         m = rng.choice([1, 2, DIM - 1, DIM, DIM + 1, rng.randint(1, 3 * DIM)])
@@ -360,7 +361,8 @@ def random_cmd(tb, m=None, min_tiles=1, transpose=False, batches=1):
     c_bs = c_span + rng.randint(0, 5)
     total = lambda span, stride: (batches - 1) * stride + span
     return cmd(a_addr=tb.place(0, SB, total(a_span, a_bs)),
-               b_addr=tb.place(SB, 2 * SB, total(b_span, b_bs)),
+               b_addr=tb.place(0, SB, total(b_span, b_bs)) if same_bank
+               else tb.place(SB, 2 * SB, total(b_span, b_bs)),
                c_addr=tb.place(0, AB, total(c_span, c_bs)), m=m, k_tiles=kts, n_tiles=nts,
                a_kt_stride=a_stride, b_nt_stride=b_stride, c_nt_stride=c_stride,
                accumulate=rng.randint(0, 1), b_transpose=int(transpose), batches_m1=batches - 1,
@@ -376,7 +378,7 @@ async def random_commands(dut):
     await tb.start()
     n = 24
     for k in range(n):
-        c = random_cmd(tb, m=1 if k == 0 else None)
+        c = random_cmd(tb, m=1 if k == 0 else None, transpose=k % 5 == 3, same_bank=k % 4 == 2)
         deny = tb.rng.choice([0, 0, 1, 2, 3])
         await ClockCycles(dut.clk, tb.rng.choice([0, 0, 1, 3, 17]))
         await tb.gemm(c, what=f"random #{k} deny={deny}", deny=deny)

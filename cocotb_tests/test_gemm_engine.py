@@ -1,8 +1,10 @@
 """GEMM engine + PE array: bit-exact against a NumPy matmul at dims 4, 8 and 16, errors, utilization.
 
 The harness is the engine between a banked scratchpad and a banked accumulator, as in the SoC
-(engine on port 0 of each memory), with a test backdoor on port 1 of each. Test-only extras:
-``deny_mode`` makes an LFSR deny the engine's scratchpad reads (exercises its retry/bubble path);
+(engine on ports 0 and 1 of the scratchpad, port 0 of the accumulator), with a test backdoor on
+the next port of each. Test-only extras:
+``deny_mode`` makes an LFSR deny the engine's scratchpad reads on both ports, independently
+(exercises its retry/bubble paths);
 hardware counters of busy/active/stall cycles and of the engine's memory accesses; and sticky
 monitors for weight-bank hazards and memory accesses while the engine is idle.
 """
@@ -54,7 +56,7 @@ class GemmHarness(wiring.Component):
             "perf_busy": Out(32),
             "perf_active": Out(32),
             "perf_stall": Out(32),
-            "perf_spad_rd": Out(32),     # granted engine scratchpad reads
+            "perf_spad_rd": Out(32),     # granted engine scratchpad reads (both ports)
             "perf_acc_rd": Out(32),
             "perf_acc_wr": Out(32),
             "hazard_seen": Out(1),       # sticky: PEArray.w_conflict
@@ -66,52 +68,56 @@ class GemmHarness(wiring.Component):
         m = Module()
         m.submodules.gemm = eng = GemmEngine(cfg)
         m.submodules.spad = spad = chip_memory(cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
-                                               width=cfg.dim * 8, n_read=2, n_write=1)
+                                               width=cfg.dim * 8, n_read=3, n_write=1)
         m.submodules.acc = acc = chip_memory(cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
                                              width=cfg.dim * 32, n_read=2, n_write=2)
         wiring.connect(m, wiring.flipped(self.ctl), eng.ctl)
         wiring.connect(m, eng.acc_rd, acc.rd[0])
         wiring.connect(m, eng.acc_wr, acc.wr[0])
-        wiring.connect(m, wiring.flipped(self.spad_bd_rd), spad.rd[1])
+        wiring.connect(m, wiring.flipped(self.spad_bd_rd), spad.rd[2])
         wiring.connect(m, wiring.flipped(self.spad_bd_wr), spad.wr[0])
         wiring.connect(m, wiring.flipped(self.acc_bd_rd), acc.rd[1])
         wiring.connect(m, wiring.flipped(self.acc_bd_wr), acc.wr[1])
         m.d.comb += [self.active.eq(eng.active), self.stall.eq(eng.stall)]
 
-        # Engine scratchpad port through a grant-denial injector.
+        # Engine scratchpad ports through grant-denial injectors (independent LFSR bits).
         lfsr = Signal(16, init=0xACE1)
         m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
-        deny = Signal()
-        with m.Switch(self.deny_mode):
-            with m.Case(1):
-                m.d.comb += deny.eq(lfsr[0] & lfsr[7])
-            with m.Case(2):
-                m.d.comb += deny.eq(lfsr[0])
-            with m.Case(3):
-                m.d.comb += deny.eq(lfsr[0] | lfsr[7])
-        m.d.comb += [
-            spad.rd[0].en.eq(eng.spad_rd.en & ~deny),
-            spad.rd[0].addr.eq(eng.spad_rd.addr),
-            eng.spad_rd.gnt.eq(spad.rd[0].gnt & ~deny),
-            eng.spad_rd.data.eq(spad.rd[0].data),
-        ]
+        for port, eng_port, (x, y) in ((spad.rd[0], eng.spad_rd, (0, 7)),
+                                       (spad.rd[1], eng.spad_rd_b, (3, 11))):
+            deny = Signal()
+            with m.Switch(self.deny_mode):
+                with m.Case(1):
+                    m.d.comb += deny.eq(lfsr[x] & lfsr[y])
+                with m.Case(2):
+                    m.d.comb += deny.eq(lfsr[x])
+                with m.Case(3):
+                    m.d.comb += deny.eq(lfsr[x] | lfsr[y])
+            m.d.comb += [
+                port.en.eq(eng_port.en & ~deny),
+                port.addr.eq(eng_port.addr),
+                eng_port.gnt.eq(port.gnt & ~deny),
+                eng_port.data.eq(port.data),
+            ]
 
         counters = [
             (self.perf_busy, eng.ctl.busy),
             (self.perf_active, eng.active),
             (self.perf_stall, eng.stall),
-            (self.perf_spad_rd, eng.spad_rd.en & eng.spad_rd.gnt),
+            (self.perf_spad_rd, (eng.spad_rd.en & eng.spad_rd.gnt)
+             + (eng.spad_rd_b.en & eng.spad_rd_b.gnt)),
             (self.perf_acc_rd, eng.acc_rd.en),
             (self.perf_acc_wr, eng.acc_wr.en),
         ]
         for cnt, inc in counters:
             with m.If(self.perf_clear):
                 m.d.sync += cnt.eq(0)
-            with m.Elif(inc):
-                m.d.sync += cnt.eq(cnt + 1)
+            with m.Else():
+                m.d.sync += cnt.eq(cnt + inc)
         with m.If(eng.array.w_conflict):
             m.d.sync += self.hazard_seen.eq(1)
-        with m.If(~eng.ctl.busy & (eng.spad_rd.en | eng.acc_rd.en | eng.acc_wr.en)):
+        with m.If(~eng.ctl.busy & (eng.spad_rd.en | eng.spad_rd_b.en | eng.acc_rd.en
+                                   | eng.acc_wr.en)):
             m.d.sync += self.idle_access_seen.eq(1)
         return m
 
@@ -155,7 +161,8 @@ def test_gemm_engine_rejects_non_config():
 def test_gemm_engine_signature():
     cfg = KakiConfig()
     eng = GemmEngine(cfg)
-    assert set(eng.signature.members.keys()) == {"ctl", "spad_rd", "acc_rd", "acc_wr", "active", "stall"}
+    assert set(eng.signature.members.keys()) == {"ctl", "spad_rd", "spad_rd_b", "acc_rd", "acc_wr",
+                                                  "active", "stall"}
     assert eng.spad_rd.addr.shape().width == cfg.spad_addr_bits
     assert eng.spad_rd.data.shape().width == cfg.dim * 8
     assert eng.acc_wr.data.shape().width == cfg.dim * 32

@@ -7,12 +7,13 @@
   (:func:`dma_beats`, from the command's host offset and strides); zero rows (``row_bytes =
   0``) one cycle each. Fitted on ``make bench``'s cost-model runs (PERF_DMA_*_BUSY of the random
   graph family of seed ``verif.graph_family.FIT_SEED``).
-* GEMM: ``GEMM_SETUP + batches * n_tiles * k_tiles * (m + dim) + 2 * dim + MEM_READ_LATENCY -
-  1`` — per (k, n) tile of every batch item ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
-  (docs/architecture.md, "GEMM dataflow"), plus the array fill/drain and the scratchpad's read
-  latency beyond one cycle. Calibrated on the RTL: ``make bench`` (dim 8) measures
-  660 busy cycles for a 32×32×32 GEMM and 4628 for 64×64×64 with the chip's three-cycle
-  read (658 and 4626 with a one-cycle read), exactly this formula.
+* GEMM: ``GEMM_SETUP`` + the two streams (:func:`gemm_stream_cycles`: from the first B row read
+  to the last A row read; the B stream loads tile ``t+1``'s ``dim`` weight rows while the A
+  stream streams tile ``t``'s ``m`` rows, so ``dim + (tiles - 1) * max(m, dim) + m`` with a
+  row-major B in another scratchpad bank than A; ``tiles * (m + dim)`` when they share a bank)
+  ``+ 2 * dim + MEM_READ_LATENCY - 1`` (the array's fill/drain and the scratchpad's read latency
+  beyond one cycle); docs/architecture.md, "GEMM dataflow". Cycle-exact on the GEMM engine's
+  block bench (every command without denied reads is checked against it).
 * VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SOFTMAX, LAYERNORM, RMSNORM, LUT, EMUL: :func:`sfu_cycles` -- per row its passes over the
@@ -27,6 +28,7 @@ engines, and the completion writer (``CPL_WRITE`` cycles per record, in request 
 :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the busiest engine, the issue
 unit or the completion writer).
 """
+import functools
 import math
 
 from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LANES,
@@ -35,7 +37,7 @@ from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engi
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "program_cycles", "simulate", "summary", "lower_bound", "tiling_cost", "ramp",
+__all__ = ["command_cycles", "gemm_cycles", "gemm_stream_cycles", "gemm_banks_shared", "program_cycles", "simulate", "summary", "lower_bound", "tiling_cost", "ramp",
            "dma_beats"]
 
 DMA_SETUP = 17                  # a DMA command's fixed cycles (fitted, with DMA_BEAT below)
@@ -109,9 +111,52 @@ def dma_cycles(rows, planes, row_bytes, caps, store=False, beats=None):
     return DMA_SETUP + int(DMA_BEAT * max(beats, n))
 
 
-def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1):
-    return (GEMM_SETUP + batches * n_tiles * k_tiles * (m + caps.dim) + 2 * caps.dim
-            + MEM_READ_LATENCY - 1)
+def gemm_stream_cycles(m, tiles, dim, b_transpose=False, shared_bank=False):
+    """Cycles from a GEMM's first B row read to the cycle after its last A row read
+    (hdl_gen/gemm_engine.py). Tile ``t``'s B rows start at ``B[t]``, its A rows at ``A[t]``:
+    A waits for its tile's last B row (``A[t] >= B[t] + dim``) and the tile before
+    (``A[t] >= A[t-1] + m``); B for the tile before (``B[t] >= B[t-1] + dim``) and for the A
+    stream to leave the weight bank it loads (``B[t] >= A[t-2] + m``, and with a transposed B
+    ``A[t-2] + m + dim - 2``: a column write reaches every row at once)."""
+    if shared_bank:                     # the ports take turns, A first
+        return tiles * (m + dim)
+    if not b_transpose:
+        return dim + (tiles - 1) * max(m, dim) + m
+    return _transposed_stream(m, tiles, dim)
+
+
+@functools.lru_cache(maxsize=4096)
+def _transposed_stream(m, tiles, dim):
+    b, a, a_prev = 0, dim, None         # this tile's B and A starts, the tile before's A
+    for _ in range(tiles - 1):
+        b_next = b + dim if a_prev is None else max(b + dim, a_prev + m + dim - 2)
+        a_prev, b = a, b_next
+        a = max(b + dim, a + m)
+    return a + m
+
+
+def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1, b_transpose=False, shared_bank=False):
+    """Busy cycles of a GEMM command: its checks, the streams (:func:`gemm_stream_cycles`), the
+    array's drain."""
+    return (GEMM_SETUP + gemm_stream_cycles(m, batches * n_tiles * k_tiles, caps.dim,
+                                            bool(b_transpose), shared_bank)
+            + 2 * caps.dim + MEM_READ_LATENCY - 1)
+
+
+def gemm_banks_shared(f, caps):
+    """Whether a GEMM command's A rows and B rows touch a common scratchpad bank (its fields
+    ``f``; then the two read ports take turns)."""
+    dim, rows = caps.dim, caps.spad_bank_rows
+    bm1 = f.get("batches_m1", 0)
+    a_end = f["a_addr"] + (f["k_tiles"] - 1) * f.get("a_kt_stride", 0) \
+        + bm1 * f.get("a_batch_stride", 0) + f["m"] - 1
+    steps, lin = ((f["k_tiles"], f["n_tiles"]) if f.get("b_transpose")
+                  else (f["n_tiles"], f["k_tiles"]))
+    b_end = f["b_addr"] + (steps - 1) * f.get("b_nt_stride", 0) \
+        + bm1 * f.get("b_batch_stride", 0) + lin * dim - 1
+    a_banks = range(f["a_addr"] // rows, a_end // rows + 1)
+    b_banks = range(f["b_addr"] // rows, b_end // rows + 1)
+    return max(a_banks.start, b_banks.start) < min(a_banks.stop, b_banks.stop)
 
 
 SFU_SETUP = 7                   # accept, decode, three check cycles, the end's write-back
@@ -160,7 +205,8 @@ def command_cycles(cmd, caps):
         return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps,
                           row.engine == Engine.DMA_STORE, beats)
     if row.fields is GEMM_FIELDS:
-        return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps, f.get("batches_m1", 0) + 1)
+        return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps, f.get("batches_m1", 0) + 1,
+                           f.get("b_transpose", 0), gemm_banks_shared(f, caps))
     if row.fields is VEC_FIELDS:
         return VEC_SETUP + f["rows"] + VEC_PIPE
     if row.engine == Engine.SFU:
@@ -342,7 +388,8 @@ def tiling_cost(m, k, n, tm, kc, ng, caps, queues=1, first=False, last=False, a_
             + mtiles * kt * dim * nt * w_row          # W, reloaded per m-tile
             + steps * 2 * DMA_SETUP)
     step_gap = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT
-    compute = (steps * (GEMM_SETUP + 2 * dim) + mtiles * nt * kt * (tm + dim)
+    compute = (steps * (GEMM_SETUP + 2 * dim + dim - max(tm, dim) + tm)
+               + mtiles * nt * kt * max(tm, dim)
                + (steps * step_gap if queues == 1 else 0))
     out_rows = min(m, tm) * min(nt, ng)
     per_tile = VEC_SETUP + VEC_PIPE + out_rows * (1 + w_row) + 2 * step_gap

@@ -229,7 +229,7 @@ def _pipeline_estimate(g, caps, hg, rows):
             planes = _segs(c1 - c0, dim)
             load += ni * (cost.dma_cycles(mr, planes, dim, caps) + 2 * sum(
                 cost.dma_cycles(n, planes, dim, caps) for n in runs) + (2 * len(runs) + 1) * lat)
-        gemm = (cost.gemm_cycles(mr, kth, kts, caps, pairs)
+        gemm = (cost.gemm_cycles(mr, kth, kts, caps, pairs, b_transpose=True)
                 + cost.gemm_cycles(mr, kts, kth, caps, pairs))
         vec = 2 * (cost.VEC_SETUP + cost.VEC_PIPE) + pairs * (kts + kth) * mr
         sfu = pairs * cost.sfu_cycles(Opcode.SOFTMAX, mr, keys, caps)

@@ -13,14 +13,18 @@ from .pe_array import PEArray
 class GemmEngine(wiring.Component):
     """Executes :class:`~hdl_gen.descriptor.GemmCmd` commands on a :class:`PEArray`.
 
-    For every batch item, n-tile ``nt`` and k-tile ``kt`` (innermost) the sequencer reads the
-    ``dim`` rows of B tile ``(kt, nt)`` into the idle weight bank of the array (one broadcast row
-    write per scratchpad read; with ``b_transpose`` each scratchpad row is a B column and is
-    written into a column of PEs), then streams the ``m`` A rows of k-tile ``kt`` through the array
-    with the bank bit of that tile, one scratchpad read per cycle. Tiles alternate weight banks, so
-    the next tile's weights load while the current tile's rows are still in the array; only one
-    scratchpad read port exists, so a tile takes ``dim + m`` read cycles (A-row utilization
-    ``m / (m + dim)``). Result row ``i`` goes to accumulator row ``c_addr + nt*c_nt_stride + i``:
+    For every batch item, n-tile ``nt`` and k-tile ``kt`` (innermost) two streams run side by
+    side, each on its own scratchpad read port. The B stream reads the ``dim`` rows of B tile
+    ``(kt, nt)`` on ``spad_rd_b`` into a weight bank of the array (one row write per read; with
+    ``b_transpose`` each scratchpad row is a B column and is written into a column of PEs); the A
+    stream reads the ``m`` A rows of k-tile ``kt`` on ``spad_rd``, one a cycle, through the array
+    with the bank bit of that tile. Tiles alternate the two weight banks: the B stream reads tile
+    ``t+1`` while the A stream streams tile ``t``, so a tile takes ``max(m, dim)`` cycles in steady
+    state (``m`` A rows, or ``dim`` B rows), ``(m + 2*dim - 2) / 2`` at least with a transposed
+    B. An A row of a tile is read only after all its B rows (the cycle after the last); a B row
+    only while at most one loaded tile waits for (or is in) the A stream. When A and B lie in the
+    same scratchpad bank the two ports take turns (the A port has priority), about ``m + dim``
+    cycles a tile. Result row ``i`` goes to accumulator row ``c_addr + nt*c_nt_stride + i``:
     written when ``kt == 0`` and ``accumulate == 0``, else read-modify-write added (wrapping int32).
 
     Validation, before any memory access, in this priority: a nonzero ``reserved`` field →
@@ -37,40 +41,39 @@ class GemmEngine(wiring.Component):
     the array, and registered: the adder sits between registers, not between block RAMs). Rows
     are written in issue order; a write to the same row between its read and its write that the
     memory's read does not see is forwarded, so even back-to-back RMW of one row would be
-    hazard-free whatever the SRAM's read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1``
-    cycles later, e.g. the next k-tile with ``m = 1``, so the forward is a safeguard that does not
-    fire.) ``done`` pulses
+    hazard-free whatever the SRAM's read-during-write behaviour. (With today's issue order a C
+    row recurs at least ``dim`` cycles later, e.g. the next k-tile with ``m = 1``, so the
+    forward is a safeguard that does not fire.) ``done`` pulses
     the cycle after the last accumulator write, with ``busy`` already low, so the next command can
     be accepted in the ``done`` cycle. In steady state one A row (one MAC per PE) enters per cycle.
 
-    Weight-bank hazards. A B-row write into bank ``b`` must not reach a PE row that an in-flight A
-    row of bank ``b`` (the tile before last) still has to pass. A per-bank down-counter is loaded with
-    ``2*dim-2`` whenever an A row of that bank enters the array; B row ``kk`` is issued only when
-    ``counter[b] + kk <= dim + 1`` and no row of bank ``b`` enters in the same cycle (row ``kk`` of an
-    entering row is last read ``kk + dim - 1`` cycles later). The check is made a cycle ahead and
-    registered, with ``kk`` bounded by one more than the row index then (so no path runs from the
-    counters into the scratchpad's address multiplexer); after a cycle without a B read the bound
-    is one too high and a B row can wait one cycle longer than needed. With the one-port issue order (all
-    ``dim`` B reads of tile ``t+1`` and at least one A read of it lie between tile ``t-1``'s last
-    A row and tile ``t+1``'s B rows) that condition always holds, so it never stalls today; it keeps
-    the array safe if the issue order changes. ``array.w_conflict`` independently flags a violation.
+    Weight-bank hazards. The array's row writes follow an A row's skew (``PEArray``): B row
+    ``kk`` may go into bank ``b`` once the last A row of bank ``b`` (of the tile before last) was
+    read ``kk`` cycles earlier or more (a column, ``dim - 1``); a saturating counter per bank
+    counts the cycles since that read. The comparison is registered (for the three rows the
+    next cycle can hold), so no path runs from the counters into the scratchpad's address
+    multiplexer. In steady state the condition already holds when the B stream reaches the
+    bank with a row-major B; it costs cycles only with a transposed B and ``m`` near ``dim``.
+    ``array.w_conflict`` independently flags a violation.
 
-    Memory ports. In the SoC this engine has priority 0 on all three ports, so it assumes ``gnt``
-    is always 1 on ``acc_rd`` and ``acc_wr`` (they are not retried). A denied scratchpad read is
-    handled: the row is simply re-requested next cycle and a bubble enters the array.
+    Memory ports. In the SoC this engine has priority 0 on the accumulator ports and 0 and 1 on
+    the scratchpad's, so it assumes ``gnt`` is always 1 on ``acc_rd`` and ``acc_wr`` (they are
+    not retried). A denied scratchpad read is handled on either port: the row is simply
+    re-requested next cycle (a bubble enters the array, or the weight load waits).
 
     Ports
     -----
     ctl     : Out(EngineSignature(GemmCmd)) — in: ``cmd.valid`` (1), ``cmd.payload`` (GemmCmd, 176
               bits); out: ``cmd.ready`` (1, = idle), ``done`` (1), ``error`` (ErrorCode, 8), ``busy`` (1).
-    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — A and B rows (out: ``addr``, ``en``;
+    spad_rd : Out(ReadPortSignature(spad_addr_bits, dim*8)) — A rows (out: ``addr``, ``en``;
               in: ``gnt``, ``data``).
+    spad_rd_b : Out(ReadPortSignature(spad_addr_bits, dim*8)) — B rows (the weights).
     acc_rd  : Out(ReadPortSignature(acc_addr_bits, dim*32)) — old C rows for accumulation.
     acc_wr  : Out(WritePortSignature(acc_addr_bits, dim*32)) — C rows (out: ``addr``, ``en``,
               ``data``; in: ``gnt``, ignored).
     active  : Out(1) — a (non-bubble) A row enters the array this cycle (MAC cycles).
-    stall   : Out(1) — busy and no A row entered this cycle (checks, weight loads, denied reads,
-              drain).
+    stall   : Out(1) — busy and no A row entered this cycle (checks, the first weight load, waits
+              for weights, denied reads, drain).
 
     ``array`` (the :class:`PEArray` submodule) is an attribute so test harnesses can observe
     ``array.w_conflict``.
@@ -84,6 +87,7 @@ class GemmEngine(wiring.Component):
         super().__init__({
             "ctl": Out(EngineSignature(GemmCmd)),
             "spad_rd": Out(ReadPortSignature(config.spad_addr_bits, config.dim * 8)),
+            "spad_rd_b": Out(ReadPortSignature(config.spad_addr_bits, config.dim * 8)),
             "acc_rd": Out(ReadPortSignature(config.acc_addr_bits, config.dim * 32)),
             "acc_wr": Out(WritePortSignature(config.acc_addr_bits, config.dim * 32)),
             "active": Out(1),
@@ -130,83 +134,128 @@ class GemmEngine(wiring.Component):
         m.d.sync += done.eq(0)
         m.d.comb += [self.ctl.done.eq(done), self.ctl.error.eq(error), self.ctl.busy.eq(busy)]
 
-        # ---- loop state --------------------------------------------------------------------------
-        batch = Signal(8)
-        nt = Signal(12)
-        kt = Signal(12)
-        idx = Signal(16)          # B row kk while loading weights, else A row i
-        load_b = Signal()
-        bank = Signal()           # weight bank of the current tile
-        a_bbase = Signal(sa)      # a_addr + batch*a_batch_stride
-        a_base = Signal(sa)       # a_bbase + kt*a_kt_stride
-        a_ptr = Signal(sa)
+        # ---- the two streams: B rows into the weight banks, A rows through the array -----------
+        # Each walks the tiles in the same order (batch, n-tile, k-tile innermost). ``loaded``
+        # counts the tiles whose B rows have all been read and whose A rows have not: with two
+        # weight banks, B may read while it is at most 1 (the tile it reads goes into the bank
+        # the A stream left), A while it is at least 1.
+        loaded = Signal(range(3))
+        b_run, a_run = Signal(), Signal()
+        kk = Signal(kb)           # B row of the tile being read
+        b_bank = Signal()
+        b_walk = _TileWalk(m, "b")
         b_bbase = Signal(sa)      # b_addr + batch*b_batch_stride
         b_nbase = Signal(sa)      # b_bbase + nt*b_n_step
         b_tbase = Signal(sa)      # b_nbase + kt*b_k_step: the tile's first row
         b_ptr = Signal(sa)        # b_tbase + kk
+        idx = Signal(16)          # A row of the tile being streamed
+        a_bank = Signal()
+        a_walk = _TileWalk(m, "a")
+        a_bbase = Signal(sa)      # a_addr + batch*a_batch_stride
+        a_base = Signal(sa)       # a_bbase + kt*a_kt_stride
+        a_ptr = Signal(sa)
         c_bbase = Signal(ca)      # c_addr + batch*c_batch_stride
         c_base = Signal(ca)       # c_bbase + nt*c_nt_stride
         c_ptr = Signal(ca)
         b_k_step = Mux(cmd.b_transpose, cmd.b_nt_stride, d)
         b_n_step = Mux(cmd.b_transpose, d, cmd.b_nt_stride)
         bm1 = cmd.batches_m1
+        limits = (kt_m1, nt_m1, bm1)
 
         # ---- stage 1: scratchpad data arrives and enters the array --------------------------------
-        # A row's metadata waits mem_read_latency cycles for its data (registers q1, q2, ...);
-        # the array takes it from the last. The hazard tracker counts from q1 (a row fired last
-        # cycle): a fixed shift from the array entry, so its arithmetic is the same.
-        row_meta = data.StructLayout({"valid": 1, "is_a": 1, "row": kb, "bank": 1, "caddr": ca,
-                                      "accum": 1, "last": 1})
-        meta_q = [Signal(row_meta, name=f"spad_meta_q{k}") for k in range(1, lat_mem + 1)]
-        q1, s1 = meta_q[0], meta_q[-1]
-        s1_valid, s1_is_a, s1_row, s1_bank = s1.valid, s1.is_a, s1.row, s1.bank
+        # A row's metadata waits mem_read_latency cycles for its data (registers q1, q2, ...),
+        # and so does a B row's; the array takes them from the last.
+        a_meta = data.StructLayout({"valid": 1, "bank": 1, "caddr": ca, "accum": 1, "last": 1})
+        b_meta = data.StructLayout({"valid": 1, "row": kb, "bank": 1})
+        a_q = [Signal(a_meta, name=f"a_meta_q{k}") for k in range(1, lat_mem + 1)]
+        b_q = [Signal(b_meta, name=f"b_meta_q{k}") for k in range(1, lat_mem + 1)]
+        s1 = a_q[-1]
         s1_caddr, s1_accum, s1_last = s1.caddr, s1.accum, s1.last
-        a_enter = s1_valid & s1_is_a
-        a_fired = q1.valid & q1.is_a
+        a_enter = s1.valid
 
         # ---- stage 0: scratchpad read issue ---------------------------------------------------------
-        issuing = Signal()
+        running = Signal()
+        a_rd, b_rd = self.spad_rd, self.spad_rd_b
+        a_fire = a_rd.en & a_rd.gnt
+        b_fire = b_rd.en & b_rd.gnt
+        b_tile_end = b_fire & (kk == d - 1)
+        a_tile_end = a_fire & (idx == m_m1)
 
-        # Weight-bank hazard tracking (see class docstring). The check is registered: in each
-        # cycle, per bank, whether a B row issued into it in the next cycle is safe, from the
-        # counter's next value, an A row of that bank issued now (it enters next cycle) and an
-        # upper bound of the next B row index (idx + 1 while loading, 0 when loading starts).
-        # The bound only exceeds the real index after a cycle without a B read, so the
-        # registered check can hold a B row one cycle longer than the exact one, never shorter.
-        bank_cnt = [Signal(range(2 * d - 1), name=f"bank{b}_busy_cnt") for b in range(2)]
-        b_ok = Signal(2, name="bank_b_ok")
-        kk_next = Mux(load_b, idx[:kb] + 1, 0)
+        # Weight-bank hazard (see class docstring): B row kk may go into bank b once the last A
+        # row of bank b was read at least kk cycles before (a B column: dim - 1), the skewed
+        # write then following that row through the array. ``since[b]``: cycles since that
+        # read, saturating. The comparison is registered, for the three rows the next cycle can
+        # hold (this row again, the next one, row 0 of a new tile), so no path runs from the
+        # counters into the scratchpad's address multiplexer.
+        since = [Signal(range(d), init=d - 1, name=f"bank{b}_since_a") for b in range(2)]
+        ok = {key: Signal(2, name=f"bank_b_ok_{key}") for key in ("same", "next", "first")}
+        b_stepped, b_wrapped = Signal(), Signal()
         for b in range(2):
-            cnt_next = Mux(a_fired & (q1.bank == b), 2 * d - 2,
-                           Mux(bank_cnt[b] != 0, bank_cnt[b] - 1, 0))
-            m.d.sync += [
-                bank_cnt[b].eq(cnt_next),
-                b_ok[b].eq(~(issuing & ~load_b & (bank == b)) & (cnt_next + kk_next <= d + 1)),
-            ]
-        b_safe = b_ok.bit_select(bank, 1)
+            since_next = Mux(a_fire & (a_bank == b), 1,
+                             Mux(since[b] == d - 1, d - 1, since[b] + 1))
+            need = {"same": kk, "next": kk + 1, "first": 0}
+            m.d.sync += since[b].eq(since_next)
+            m.d.sync += [ok[key][b].eq(since_next >= Mux(cmd.b_transpose, d - 1, row))
+                         for key, row in need.items()]
+        m.d.sync += [b_stepped.eq(b_fire), b_wrapped.eq(b_tile_end)]
+        b_safe = Mux(b_wrapped, ok["first"], Mux(b_stepped, ok["next"], ok["same"])).bit_select(
+            b_bank, 1)
 
-        spad_rd = self.spad_rd
         m.d.comb += [
-            spad_rd.en.eq(issuing & (~load_b | b_safe)),
-            spad_rd.addr.eq(Mux(load_b, b_ptr, a_ptr)),
+            b_rd.en.eq(running & b_run & (loaded != 2) & b_safe),
+            b_rd.addr.eq(b_ptr),
+            a_rd.en.eq(running & a_run & (loaded != 0)),
+            a_rd.addr.eq(a_ptr),
         ]
-        fire = spad_rd.en & spad_rd.gnt
-        m.d.sync += [q1.valid.eq(fire), q1.is_a.eq(~load_b), q1.row.eq(idx[:kb]), q1.bank.eq(bank),
-                     q1.caddr.eq(c_ptr), q1.accum.eq(cmd.accumulate | (kt != 0)),
-                     q1.last.eq((batch == bm1) & (nt == nt_m1) & (kt == kt_m1) & (idx == m_m1))]
-        m.d.sync += [meta_q[k].eq(meta_q[k - 1]) for k in range(1, lat_mem)]
+        m.d.sync += loaded.eq(loaded + b_tile_end - a_tile_end)
+        m.d.sync += [a_q[0].valid.eq(a_fire), a_q[0].bank.eq(a_bank), a_q[0].caddr.eq(c_ptr),
+                     a_q[0].accum.eq(cmd.accumulate | (a_walk.kt != 0)),
+                     a_q[0].last.eq(a_walk.at_end(limits) & (idx == m_m1)),
+                     b_q[0].valid.eq(b_fire), b_q[0].row.eq(kk), b_q[0].bank.eq(b_bank)]
+        m.d.sync += [q[k].eq(q[k - 1]) for q in (a_q, b_q) for k in range(1, lat_mem)]
         m.d.comb += [
-            arr.a_data.eq(spad_rd.data),
+            arr.a_data.eq(a_rd.data),
             arr.a_valid.eq(a_enter),
-            arr.a_bank.eq(s1_bank),
-            arr.w_en.eq(s1_valid & ~s1_is_a),
-            arr.w_row.eq(s1_row),
+            arr.a_bank.eq(s1.bank),
+            arr.w_en.eq(b_q[-1].valid),
+            arr.w_row.eq(b_q[-1].row),
             arr.w_transpose.eq(cmd.b_transpose),
-            arr.w_bank.eq(s1_bank),
-            arr.w_data.eq(spad_rd.data),
+            arr.w_bank.eq(b_q[-1].bank),
+            arr.w_data.eq(b_rd.data),
             self.active.eq(a_enter),
             self.stall.eq(busy & ~a_enter),
         ]
+
+        # ---- the streams' pointers -----------------------------------------------------------------
+        def b_start(base):
+            return [b_nbase.eq(base), b_tbase.eq(base), b_ptr.eq(base)]
+
+        def a_start(a, c):
+            return [a_base.eq(a), a_ptr.eq(a), c_base.eq(c), c_ptr.eq(c)]
+
+        with m.If(b_fire):
+            m.d.sync += [b_ptr.eq(b_ptr + 1), kk.eq(kk + 1)]
+            with m.If(kk == d - 1):
+                m.d.sync += b_bank.eq(~b_bank)
+                b_walk.step(limits, kt=[b_tbase.eq(b_tbase + b_k_step),
+                                        b_ptr.eq(b_tbase + b_k_step)],
+                            nt=[b_nbase.eq(b_nbase + b_n_step),
+                                b_tbase.eq(b_nbase + b_n_step), b_ptr.eq(b_nbase + b_n_step)],
+                            batch=[b_bbase.eq(b_bbase + cmd.b_batch_stride),
+                                   *b_start(b_bbase + cmd.b_batch_stride)],
+                            end=[b_run.eq(0)])
+        with m.If(a_fire):
+            m.d.sync += [a_ptr.eq(a_ptr + 1), c_ptr.eq(c_ptr + 1), idx.eq(idx + 1)]
+            with m.If(idx == m_m1):
+                m.d.sync += [idx.eq(0), a_bank.eq(~a_bank)]
+                a_walk.step(limits, kt=[a_base.eq(a_base + cmd.a_kt_stride),
+                                        a_ptr.eq(a_base + cmd.a_kt_stride), c_ptr.eq(c_base)],
+                            nt=[*a_start(a_bbase, c_base + cmd.c_nt_stride)],
+                            batch=[a_bbase.eq(a_bbase + cmd.a_batch_stride),
+                                   c_bbase.eq(c_bbase + cmd.c_batch_stride),
+                                   *a_start(a_bbase + cmd.a_batch_stride,
+                                            c_bbase + cmd.c_batch_stride)],
+                            end=[a_run.eq(0)])
 
         # ---- accumulator side: row metadata travels next to the array --------------------------
         meta = Cat(a_enter, s1_caddr, s1_accum, s1_last)
@@ -285,57 +334,18 @@ class GemmEngine(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [
-                        batch.eq(0), nt.eq(0), kt.eq(0), idx.eq(0), load_b.eq(1),
-                        a_bbase.eq(cmd.a_addr), a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
-                        b_bbase.eq(cmd.b_addr), b_nbase.eq(cmd.b_addr), b_tbase.eq(cmd.b_addr),
-                        b_ptr.eq(cmd.b_addr),
-                        c_bbase.eq(cmd.c_addr), c_base.eq(cmd.c_addr), c_ptr.eq(cmd.c_addr),
+                        loaded.eq(0), b_run.eq(1), a_run.eq(1), kk.eq(0), idx.eq(0),
+                        b_bank.eq(0), a_bank.eq(0), *b_walk.reset(), *a_walk.reset(),
+                        b_bbase.eq(cmd.b_addr), *b_start(cmd.b_addr),
+                        a_bbase.eq(cmd.a_addr), c_bbase.eq(cmd.c_addr),
+                        *a_start(cmd.a_addr, cmd.c_addr),
                     ]
                     m.next = "RUN"
 
             with m.State("RUN"):
-                m.d.comb += issuing.eq(1)
-                with m.If(fire & load_b):
-                    m.d.sync += [b_ptr.eq(b_ptr + 1), idx.eq(idx + 1)]
-                    with m.If(idx[:kb] == d - 1):
-                        m.d.sync += [load_b.eq(0), idx.eq(0)]
-                with m.If(fire & ~load_b):
-                    m.d.sync += [a_ptr.eq(a_ptr + 1), c_ptr.eq(c_ptr + 1), idx.eq(idx + 1)]
-                    with m.If(idx == m_m1):
-                        # Tile done: the next one loads its weights into the other bank.
-                        m.d.sync += [load_b.eq(1), idx.eq(0), bank.eq(~bank)]
-                        with m.If(kt != kt_m1):
-                            m.d.sync += [
-                                kt.eq(kt + 1),
-                                a_base.eq(a_base + cmd.a_kt_stride),
-                                a_ptr.eq(a_base + cmd.a_kt_stride),
-                                b_tbase.eq(b_tbase + b_k_step),
-                                b_ptr.eq(b_tbase + b_k_step),
-                                c_ptr.eq(c_base),
-                            ]
-                        with m.Elif(nt != nt_m1):
-                            m.d.sync += [
-                                nt.eq(nt + 1), kt.eq(0),
-                                a_base.eq(a_bbase), a_ptr.eq(a_bbase),
-                                b_nbase.eq(b_nbase + b_n_step),
-                                b_tbase.eq(b_nbase + b_n_step),
-                                b_ptr.eq(b_nbase + b_n_step),
-                                c_base.eq(c_base + cmd.c_nt_stride),
-                                c_ptr.eq(c_base + cmd.c_nt_stride),
-                            ]
-                        with m.Elif(batch != bm1):
-                            a_next = a_bbase + cmd.a_batch_stride
-                            b_next = b_bbase + cmd.b_batch_stride
-                            c_next = c_bbase + cmd.c_batch_stride
-                            m.d.sync += [
-                                batch.eq(batch + 1), nt.eq(0), kt.eq(0),
-                                a_bbase.eq(a_next), a_base.eq(a_next), a_ptr.eq(a_next),
-                                b_bbase.eq(b_next), b_nbase.eq(b_next), b_tbase.eq(b_next),
-                                b_ptr.eq(b_next),
-                                c_bbase.eq(c_next), c_base.eq(c_next), c_ptr.eq(c_next),
-                            ]
-                        with m.Else():
-                            m.next = "DRAIN"
+                m.d.comb += running.eq(1)
+                with m.If(a_fire & a_walk.at_end(limits) & (idx == m_m1)):
+                    m.next = "DRAIN"
 
             with m.State("DRAIN"):
                 # Wait for the last row's accumulator write; done follows it by one cycle.
@@ -345,3 +355,35 @@ class GemmEngine(wiring.Component):
 
         m.d.comb += busy.eq(~fsm.ongoing("IDLE"))
         return m
+
+
+class _TileWalk:
+    """A stream's tile counters (batch item, n-tile, k-tile innermost) and the statements that
+    advance them past the stream's last row of a tile."""
+
+    def __init__(self, m, name):
+        self.m = m
+        self.batch = Signal(8, name=f"{name}_batch")
+        self.nt = Signal(12, name=f"{name}_nt")
+        self.kt = Signal(12, name=f"{name}_kt")
+
+    def reset(self):
+        return [self.batch.eq(0), self.nt.eq(0), self.kt.eq(0)]
+
+    def at_end(self, limits):
+        kt_m1, nt_m1, bm1 = limits
+        return (self.kt == kt_m1) & (self.nt == nt_m1) & (self.batch == bm1)
+
+    def step(self, limits, *, kt, nt, batch, end):
+        """Next k-tile, else the next n-tile, else the next batch item, else ``end``; each with
+        the stream's pointer updates."""
+        kt_m1, nt_m1, bm1 = limits
+        m = self.m
+        with m.If(self.kt != kt_m1):
+            m.d.sync += [self.kt.eq(self.kt + 1), *kt]
+        with m.Elif(self.nt != nt_m1):
+            m.d.sync += [self.nt.eq(self.nt + 1), self.kt.eq(0), *nt]
+        with m.Elif(self.batch != bm1):
+            m.d.sync += [self.batch.eq(self.batch + 1), self.nt.eq(0), self.kt.eq(0), *batch]
+        with m.Else():
+            m.d.sync += end

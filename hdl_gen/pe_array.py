@@ -1,6 +1,6 @@
 """Weight-stationary systolic array of int8 multiply-accumulate cells (Gemmini's WS dataflow)."""
-from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 MAX_DIM = 64
@@ -26,22 +26,30 @@ class PEArray(wiring.Component):
     Latency: an A row presented in cycle ``t`` leaves on ``out_*`` in cycle ``t + latency``,
     ``latency = 2*dim - 1``. One row per cycle, no stalls.
 
-    Weight loads are broadcast row writes: ``w_en`` writes ``w_data`` into PE row ``w_row`` of bank
-    ``w_bank`` at the end of the cycle; elements reaching that row's PEs from the next cycle on use
-    the new weights. With ``w_transpose`` the same write goes into PE *column* ``w_row`` instead
-    (element ``k`` of ``w_data`` into PE ``(k, w_row)``): a B tile stored transposed loads column by
-    column. An element presented in cycle ``t`` reads PE ``(r, j)`` in cycle ``t + r + j``, so
-    writing row (or column) ``k`` of bank ``b`` in cycle ``c`` is safe only if every in-flight
-    element of bank ``b`` has ``t + k + dim - 1 <= c`` -- the same rule for both. The caller
-    guarantees it; ``w_conflict`` flags a violation (a simulation monitor computed from the
-    in-flight valid/bank bits, not needed for operation).
+    Weight loads are row writes that travel across the array like an A row: ``w_en`` writes
+    ``w_data`` into PE row ``w_row`` of bank ``w_bank``, PE ``(w_row, j)`` at the end of cycle
+    ``w + j`` for a write presented in cycle ``w`` (a register chain carries the write one column
+    per cycle). With ``w_transpose`` the same write goes into PE *column* ``w_row`` instead
+    (element ``k`` of ``w_data`` into PE ``(k, w_row)``, all of them in cycle ``w + w_row``): a B
+    tile stored transposed loads column by column. An element presented in cycle ``t`` reads PE
+    ``(r, j)`` in cycle ``t + r + j``. So, for an element of bank ``b`` presented in cycle ``t``:
+
+    * it is safe to write row ``k`` of bank ``b`` in cycle ``w`` iff ``t + k <= w`` (a column
+      write: iff ``t + dim - 1 <= w``) -- the write skew follows the element, so a tile's rows
+      can replace the weights of the rows just behind the last element of the tile before;
+    * it sees the new weights of row ``k`` written in cycle ``w`` iff ``t >= w + 1 - k`` (of a
+      column written in cycle ``w``: iff ``t >= w + 1``); rows written in order, one a cycle or
+      slower, are all seen by an element presented the cycle after the last one.
+
+    The caller guarantees both; ``w_conflict`` flags a violation of the first (a simulation
+    monitor computed from the in-flight valid/bank bits, not needed for operation).
 
     Ports
     -----
     a_data     : In(dim*8)   — one A row, element ``k`` is int8 bits ``[8k, 8k+8)``.
     a_valid    : In(1)       — ``a_data`` is a real row (else a bubble).
     a_bank     : In(1)       — weight bank this row multiplies with.
-    w_en       : In(1)       — write one weight row this cycle.
+    w_en       : In(1)       — write one weight row (or column), skewed as above.
     w_row      : In(range(dim)) — log2(dim) bits: PE row ``k`` written (B row ``k`` of the tile),
                                or PE column ``k`` with ``w_transpose``.
     w_transpose: In(1)       — write a column (B column ``k``) instead of a row.
@@ -49,8 +57,8 @@ class PEArray(wiring.Component):
     w_data     : In(dim*8)   — the weights, element ``n`` is int8 bits ``[8n, 8n+8)``.
     out_data   : Out(dim*32) — result row, element ``n`` is int32 bits ``[32n, 32n+32)`` (registered).
     out_valid  : Out(1)      — ``out_data`` holds the result of a valid A row (registered).
-    w_conflict : Out(1)      — this cycle's weight write hits a row still needed by an in-flight
-                               A element of the same bank (a hazard; monitor only).
+    w_conflict : Out(1)      — a weight write reaching its PEs this cycle hits a PE still needed
+                               by an in-flight A element of the same bank (a hazard; monitor only).
     """
 
     def __init__(self, dim):
@@ -82,10 +90,22 @@ class PEArray(wiring.Component):
         d = self.dim
 
         # Elements that will still read PE row i's weights after this cycle, as (valid, bank,
-        # first column still to read) triples: the array input, the skew registers of row i and
-        # the elements now between PEs (i, j) and (i, j+1) for j+1 <= dim-2 (an element at the
-        # input of the last PE reads only now).
-        pending = [[(self.a_valid, self.a_bank, 0 if i else 1)] for i in range(d)]
+        # column p read now) triples, p < 0 while in the input skew: the array input (p = -i),
+        # the skew registers of row i and the elements now between PEs (i, j) and (i, j+1) for
+        # j+1 <= dim-2 (an element at the input of the last PE reads only now).
+        pending = [[(self.a_valid, self.a_bank, -i)] for i in range(d)]
+
+        # The weight write of column j is the input's, j cycles late (a chain of registers).
+        wr_layout = data.StructLayout({"en": 1, "row": range(d), "transpose": 1, "bank": 1,
+                                       "data": d * 8})
+        wcol = [Signal(wr_layout, name="wcol0")]
+        m.d.comb += wcol[0].eq(Cat(self.w_en, self.w_row, self.w_transpose, self.w_bank,
+                                   self.w_data))
+        for j in range(1, d):
+            q = Signal(wr_layout, name=f"wcol{j}")
+            m.d.sync += q.eq(wcol[-1])
+            wcol.append(q)
+        written = [[None] * d for _ in range(d)]
 
         psum_above = [None] * d          # psum_above[j]: partial sum entering row i of column j
         bottom_valid = None
@@ -99,17 +119,17 @@ class PEArray(wiring.Component):
                 b_q = Signal(name=f"skew{i}_{s}_bank", reset_less=True)
                 m.d.sync += [a_q.eq(a), v_q.eq(v), b_q.eq(b)]
                 a, v, b = a_q, v_q, b_q
-                pending[i].append((v_q, b_q, 1 if s == i - 1 else 0))
+                pending[i].append((v_q, b_q, s + 1 - i))
 
-            row_sel = self.w_en & ~self.w_transpose & (self.w_row == i)
             for j in range(d):
+                wr = wcol[j]
                 w0 = Signal(signed(8), name=f"pe{i}_{j}_w0", reset_less=True)
                 w1 = Signal(signed(8), name=f"pe{i}_{j}_w1", reset_less=True)
-                w_sel = row_sel | (self.w_en & self.w_transpose & (self.w_row == j))
-                w_new = Mux(self.w_transpose, self.w_data[8 * i:8 * i + 8],
-                            self.w_data[8 * j:8 * j + 8])
+                w_sel = wr.en & Mux(wr.transpose, wr.row == j, wr.row == i)
+                w_new = Mux(wr.transpose, wr.data[8 * i:8 * i + 8], wr.data[8 * j:8 * j + 8])
+                written[i][j] = w_sel
                 with m.If(w_sel):
-                    with m.If(self.w_bank):
+                    with m.If(wr.bank):
                         m.d.sync += w1.eq(w_new)
                     with m.Else():
                         m.d.sync += w0.eq(w_new)
@@ -123,7 +143,7 @@ class PEArray(wiring.Component):
                     b_q = Signal(name=f"pe{i}_{j}_bank", reset_less=True)
                     m.d.sync += [a_q.eq(a), v_q.eq(v), b_q.eq(b)]
                     if j + 1 <= d - 2:
-                        pending[i].append((v_q, b_q, j + 2))
+                        pending[i].append((v_q, b_q, j + 1))
                     a, v, b = a_q, v_q, b_q
                 elif i == d - 1:
                     # The valid bit of the bottom-right PE's sum: the last column needs no de-skew.
@@ -141,14 +161,15 @@ class PEArray(wiring.Component):
             cols.append(x)
         m.d.comb += [self.out_data.eq(Cat(*cols)), self.out_valid.eq(bottom_valid)]
 
-        # Hazard monitor: a row write hits any pending element of its row; a column write k hits
-        # an element of any row that still has column k (or one left of it) to read.
+        # Hazard monitor. A write presented in cycle w reaches PE (i, j) in cycle c = w + j; an
+        # element reading column p of row i now was presented in c - i - p. It should see the old
+        # weights iff it was presented by w (p >= j - i) and it reads them too late iff it still
+        # has column j to reach (p < j).
         hits = []
         for i in range(d):
-            busy = Cat(*[pv & (pb == self.w_bank) for pv, pb, _ in pending[i]]).any()
-            hits.append(self.w_en & ~self.w_transpose & (self.w_row == i) & busy)
-            for pv, pb, col in pending[i]:
-                reaches = (self.w_row >= col) if col else Const(1)
-                hits.append(self.w_en & self.w_transpose & reaches & pv & (pb == self.w_bank))
+            for j in range(d):
+                older = [pv & (pb == wcol[j].bank) for pv, pb, p in pending[i] if j - i <= p < j]
+                if older:
+                    hits.append(written[i][j] & Cat(*older).any())
         m.d.comb += self.w_conflict.eq(Cat(*hits).any())
         return m

@@ -197,17 +197,18 @@ class KakiSoc(wiring.Component):
     def _memories(self, m, dma, gemm, vec, sfu, frozen):
         cfg = self.config
         # Ports registered at the banks (chip_memory); the engines are built for the latency.
-        # Priorities: the engines that cannot be denied first (GEMM; the vector unit's write),
-        # then the vector unit, the SFU and the DMA, which retry.
+        # Priorities: the engines that cannot be denied first (GEMM's A rows, then its B rows; the
+        # vector unit's write), then the vector unit, the SFU and the DMA, which retry.
         m.submodules.spad = spad = chip_memory(
             cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
-            n_read=4, n_write=3)
+            n_read=5, n_write=3)
         m.submodules.acc = acc = chip_memory(
             cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
             n_read=4, n_write=2)
         for port, requester, gate in (
-                (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], vec.spad_rd, frozen["vec"]),
-                (spad.rd[2], sfu.spad_rd, 0), (spad.rd[3], dma.spad_rd, 0),
+                (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], gemm.spad_rd_b, frozen["gemm"]),
+                (spad.rd[2], vec.spad_rd, frozen["vec"]), (spad.rd[3], sfu.spad_rd, 0),
+                (spad.rd[4], dma.spad_rd, 0),
                 (spad.wr[0], vec.spad_wr, frozen["vec"]), (spad.wr[1], sfu.spad_wr, 0),
                 (spad.wr[2], dma.spad_wr, 0), (acc.rd[0], gemm.acc_rd, frozen["gemm"]),
                 (acc.rd[1], vec.acc_rd, frozen["vec"]), (acc.rd[2], sfu.acc_rd, 0),

@@ -24,11 +24,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [3:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
   wire [3:0] \$117 ;
   wire \$118 ;
-  wire \$119 ;
+  wire [3:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -38,10 +38,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [32:0] \$128 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [32:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
@@ -50,11 +50,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [3:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [3:0] \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire \$140 ;
+  wire [3:0] \$141 ;
+  wire [3:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
@@ -64,43 +64,43 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
+  wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire [32:0] \$154 ;
+  wire [32:0] \$153 ;
+  wire \$154 ;
   wire \$155 ;
-  wire \$156 ;
-  wire [32:0] \$157 ;
+  wire [32:0] \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire \$159 ;
+  wire [32:0] \$159 ;
   wire \$16 ;
-  wire [32:0] \$160 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [32:0] \$163 ;
+  wire [32:0] \$162 ;
+  wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
+  wire [32:0] \$165 ;
   wire \$166 ;
-  wire [32:0] \$167 ;
+  wire \$167 ;
   wire \$168 ;
-  wire \$169 ;
+  wire [32:0] \$169 ;
   wire \$17 ;
-  wire [32:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
+  wire [32:0] \$172 ;
   wire \$173 ;
-  wire [32:0] \$174 ;
+  wire \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire [32:0] \$177 ;
+  wire [32:0] \$176 ;
+  wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [32:0] \$179 ;
   wire \$18 ;
-  wire [32:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
+  wire [32:0] \$182 ;
   wire \$183 ;
-  wire [32:0] \$184 ;
+  wire \$184 ;
   wire \$185 ;
   wire [32:0] \$186 ;
   wire \$187 ;
@@ -111,33 +111,33 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$191 ;
   wire [32:0] \$192 ;
   wire \$193 ;
-  wire \$194 ;
+  wire [32:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire [32:0] \$197 ;
+  wire \$197 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [32:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire [32:0] \$202 ;
+  wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
+  wire [32:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire [32:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
   wire \$210 ;
   wire [32:0] \$211 ;
   wire \$212 ;
   wire [32:0] \$213 ;
   wire \$214 ;
-  wire \$215 ;
+  wire [32:0] \$215 ;
   wire \$216 ;
-  wire [32:0] \$217 ;
+  wire \$217 ;
   wire \$218 ;
   wire [32:0] \$219 ;
   wire \$22 ;
@@ -167,37 +167,37 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [32:0] \$241 ;
   wire \$242 ;
   wire [32:0] \$243 ;
-  reg \$244 ;
-  reg \$245 ;
+  wire \$244 ;
+  wire [32:0] \$245 ;
   reg \$246 ;
   reg \$247 ;
-  reg [31:0] \$248 ;
+  reg \$248 ;
   reg \$249 ;
   wire [1:0] \$25 ;
   reg [31:0] \$250 ;
-  reg [31:0] \$251 ;
-  reg \$252 ;
+  reg \$251 ;
+  reg [31:0] \$252 ;
   reg [31:0] \$253 ;
   reg \$254 ;
-  reg \$255 ;
+  reg [31:0] \$255 ;
   reg \$256 ;
   reg \$257 ;
   reg \$258 ;
-  reg [31:0] \$259 ;
+  reg \$259 ;
   wire \$26 ;
   reg \$260 ;
   reg [31:0] \$261 ;
-  reg [31:0] \$262 ;
+  reg \$262 ;
   reg [31:0] \$263 ;
   reg [31:0] \$264 ;
   reg [31:0] \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
-  reg [15:0] \$268 ;
-  reg \$269 ;
+  reg [31:0] \$266 ;
+  reg [31:0] \$267 ;
+  reg [7:0] \$268 ;
+  reg [7:0] \$269 ;
   wire \$27 ;
-  reg [31:0] \$270 ;
-  reg [31:0] \$271 ;
+  reg [15:0] \$270 ;
+  reg \$271 ;
   reg [31:0] \$272 ;
   reg [31:0] \$273 ;
   reg [31:0] \$274 ;
@@ -227,59 +227,61 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [31:0] \$296 ;
   reg [31:0] \$297 ;
   reg [31:0] \$298 ;
-  wire [29:0] \$299 ;
+  reg [31:0] \$299 ;
   wire \$3 ;
-  wire [1:0] \$30 ;
-  wire [8:0] \$300 ;
-  wire [8:0] \$301 ;
+  wire \$30 ;
+  reg [31:0] \$300 ;
+  wire [29:0] \$301 ;
   wire [8:0] \$302 ;
   wire [8:0] \$303 ;
   wire [8:0] \$304 ;
-  wire [257:0] \$305 ;
-  wire [257:0] \$306 ;
+  wire [8:0] \$305 ;
+  wire [8:0] \$306 ;
   wire [257:0] \$307 ;
   wire [257:0] \$308 ;
-  wire [2:0] \$309 ;
-  wire [1:0] \$31 ;
-  wire [2:0] \$310 ;
+  wire [257:0] \$309 ;
+  wire \$31 ;
+  wire [257:0] \$310 ;
   wire [2:0] \$311 ;
   wire [2:0] \$312 ;
-  wire [45:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire [4:0] \$315 ;
-  wire [223:0] \$316 ;
+  wire [2:0] \$313 ;
+  wire [2:0] \$314 ;
+  wire [45:0] \$315 ;
+  wire [15:0] \$316 ;
+  wire [4:0] \$317 ;
+  wire [223:0] \$318 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire [1:0] \$36 ;
-  wire [1:0] \$37 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
   wire [1:0] \$38 ;
   wire [1:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [1:0] \$40 ;
+  wire [1:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
+  wire \$44 ;
+  wire \$45 ;
   wire [1:0] \$46 ;
   wire [1:0] \$47 ;
-  wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$48 ;
+  wire [1:0] \$49 ;
   wire [1:0] \$5 ;
-  wire [1:0] \$50 ;
-  wire [1:0] \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
-  wire [3:0] \$54 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [1:0] \$52 ;
+  wire [1:0] \$53 ;
+  wire \$54 ;
   wire [3:0] \$55 ;
   wire [3:0] \$56 ;
-  wire \$57 ;
-  wire [32:0] \$58 ;
+  wire [3:0] \$57 ;
+  wire [3:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [32:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -323,96 +325,96 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$860 ;
+  reg [7:0] \$signal$868 ;
   wire [12:0] acc_rd__addr;
-  wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
   wire [12:0] \acc_rd__addr$228 ;
+  wire [12:0] \acc_rd__addr$236 ;
   wire [127:0] acc_rd__data;
-  wire [127:0] \acc_rd__data$217 ;
   wire [127:0] \acc_rd__data$225 ;
   wire [127:0] \acc_rd__data$233 ;
+  wire [127:0] \acc_rd__data$241 ;
   wire acc_rd__en;
-  wire \acc_rd__en$214 ;
   wire \acc_rd__en$222 ;
   wire \acc_rd__en$230 ;
+  wire \acc_rd__en$238 ;
   wire acc_rd__gnt;
-  wire \acc_rd__gnt$215 ;
   wire \acc_rd__gnt$223 ;
   wire \acc_rd__gnt$231 ;
+  wire \acc_rd__gnt$239 ;
   wire [12:0] acc_wr__addr;
-  wire [12:0] \acc_wr__addr$244 ;
+  wire [12:0] \acc_wr__addr$252 ;
   wire [127:0] acc_wr__data;
-  wire [127:0] \acc_wr__data$250 ;
+  wire [127:0] \acc_wr__data$258 ;
   wire acc_wr__en;
-  wire \acc_wr__en$246 ;
+  wire \acc_wr__en$254 ;
   wire acc_wr__gnt;
-  wire \acc_wr__gnt$247 ;
+  wire \acc_wr__gnt$255 ;
   wire active;
-  wire \active$984 ;
-  wire \active$990 ;
+  wire \active$992 ;
+  wire \active$998 ;
   wire [31:0] axi__araddr;
-  wire [31:0] \axi__araddr$350 ;
+  wire [31:0] \axi__araddr$358 ;
   wire [1:0] axi__arburst;
-  wire [1:0] \axi__arburst$356 ;
+  wire [1:0] \axi__arburst$364 ;
   wire [3:0] axi__arid;
-  wire [3:0] \axi__arid$348 ;
+  wire [3:0] \axi__arid$356 ;
   wire [7:0] axi__arlen;
-  wire [7:0] \axi__arlen$352 ;
+  wire [7:0] \axi__arlen$360 ;
   wire [2:0] axi__arprot;
-  wire [2:0] \axi__arprot$358 ;
+  wire [2:0] \axi__arprot$366 ;
   wire axi__arready;
-  wire \axi__arready$361 ;
+  wire \axi__arready$369 ;
   wire [2:0] axi__arsize;
-  wire [2:0] \axi__arsize$354 ;
+  wire [2:0] \axi__arsize$362 ;
   wire axi__arvalid;
-  wire \axi__arvalid$360 ;
+  wire \axi__arvalid$368 ;
   wire [31:0] axi__awaddr;
-  wire [31:0] \axi__awaddr$316 ;
+  wire [31:0] \axi__awaddr$324 ;
   wire [1:0] axi__awburst;
-  wire [1:0] \axi__awburst$322 ;
+  wire [1:0] \axi__awburst$330 ;
   wire [3:0] axi__awid;
-  wire [3:0] \axi__awid$314 ;
+  wire [3:0] \axi__awid$322 ;
   wire [7:0] axi__awlen;
-  wire [7:0] \axi__awlen$318 ;
+  wire [7:0] \axi__awlen$326 ;
   wire [2:0] axi__awprot;
-  wire [2:0] \axi__awprot$324 ;
+  wire [2:0] \axi__awprot$332 ;
   wire axi__awready;
-  wire \axi__awready$327 ;
+  wire \axi__awready$335 ;
   wire [2:0] axi__awsize;
-  wire [2:0] \axi__awsize$320 ;
+  wire [2:0] \axi__awsize$328 ;
   wire axi__awvalid;
-  wire \axi__awvalid$326 ;
+  wire \axi__awvalid$334 ;
   wire [3:0] axi__bid;
-  wire [3:0] \axi__bid$339 ;
+  wire [3:0] \axi__bid$347 ;
   wire axi__bready;
-  wire \axi__bready$346 ;
+  wire \axi__bready$354 ;
   wire [1:0] axi__bresp;
-  wire [1:0] \axi__bresp$341 ;
+  wire [1:0] \axi__bresp$349 ;
   wire axi__bvalid;
-  wire \axi__bvalid$343 ;
+  wire \axi__bvalid$351 ;
   wire [63:0] axi__rdata;
-  wire [63:0] \axi__rdata$365 ;
+  wire [63:0] \axi__rdata$373 ;
   wire [3:0] axi__rid;
-  wire [3:0] \axi__rid$363 ;
+  wire [3:0] \axi__rid$371 ;
   wire axi__rlast;
-  wire \axi__rlast$369 ;
+  wire \axi__rlast$377 ;
   wire axi__rready;
-  wire \axi__rready$374 ;
+  wire \axi__rready$382 ;
   wire [1:0] axi__rresp;
-  wire [1:0] \axi__rresp$367 ;
+  wire [1:0] \axi__rresp$375 ;
   wire axi__rvalid;
-  wire \axi__rvalid$371 ;
+  wire \axi__rvalid$379 ;
   wire [63:0] axi__wdata;
-  wire [63:0] \axi__wdata$330 ;
+  wire [63:0] \axi__wdata$338 ;
   wire axi__wlast;
-  wire \axi__wlast$334 ;
+  wire \axi__wlast$342 ;
   wire axi__wready;
-  wire \axi__wready$337 ;
+  wire \axi__wready$345 ;
   wire [7:0] axi__wstrb;
-  wire [7:0] \axi__wstrb$332 ;
+  wire [7:0] \axi__wstrb$340 ;
   wire axi__wvalid;
-  wire \axi__wvalid$336 ;
+  wire \axi__wvalid$344 ;
   wire bus__ack;
   wire [31:0] bus__addr;
   wire [11:0] bus__araddr;
@@ -440,7 +442,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$732 ;
+  wire [31:0] \bus_timeout$740 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -474,27 +476,27 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$744 ;
+  wire [7:0] \cpl_flags$752 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$742 ;
+  wire \cpl_halt$750 ;
   wire cpl_irq;
-  wire \cpl_irq$740 ;
+  wire \cpl_irq$748 ;
   wire [15:0] cpl_item;
-  wire [15:0] \cpl_item$752 ;
+  wire [15:0] \cpl_item$760 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$748 ;
+  wire [7:0] \cpl_opcode$756 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$738 ;
+  wire [1:0] \cpl_queue$746 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$746 ;
+  wire [7:0] \cpl_status$754 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$750 ;
+  wire [15:0] \cpl_tag$758 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$736 ;
+  wire \cpl_valid$744 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -534,8 +536,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$967 ;
-  wire \ctl__busy$989 ;
+  wire \ctl__busy$975 ;
+  wire \ctl__busy$997 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -650,7 +652,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
-  wire [255:0] \desc$433 ;
+  wire [255:0] \desc$441 ;
   wire direct_busy;
   wire [258:0] dma_load__payload;
   wire [255:0] \dma_load__payload.desc ;
@@ -981,42 +983,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$776 ;
+  wire [4:0] \engine_reset$784 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$700 ;
+  wire [31:0] \event0_value$708 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$720 ;
+  wire [31:0] \event10_value$728 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$722 ;
+  wire [31:0] \event11_value$730 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$724 ;
+  wire [31:0] \event12_value$732 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$726 ;
+  wire [31:0] \event13_value$734 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$728 ;
+  wire [31:0] \event14_value$736 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$730 ;
+  wire [31:0] \event15_value$738 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$702 ;
+  wire [31:0] \event1_value$710 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$704 ;
+  wire [31:0] \event2_value$712 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$706 ;
+  wire [31:0] \event3_value$714 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$708 ;
+  wire [31:0] \event4_value$716 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$710 ;
+  wire [31:0] \event5_value$718 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$712 ;
+  wire [31:0] \event6_value$720 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$714 ;
+  wire [31:0] \event7_value$722 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$716 ;
+  wire [31:0] \event8_value$724 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$718 ;
+  wire [31:0] \event9_value$726 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1046,16 +1048,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$970 ;
+  wire [31:0] \fw_msg_value$978 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
-  wire [7:0] \fw_status_state$418 ;
+  wire [7:0] \fw_status_state$426 ;
   wire [31:0] fw_timer_diff;
   wire fw_timer_due;
   wire [31:0] fw_version_version;
-  wire [31:0] \fw_version_version$416 ;
+  wire [31:0] \fw_version_version$424 ;
   reg fw_write_engine_reset = 1'h0;
   wire [4:0] fw_write_engine_reset_engine;
   reg [31:0] fw_write_engine_reset_word = 32'd0;
@@ -1225,7 +1227,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$778  = 1'h0;
+  reg \irq$786  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1526,16 +1528,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] perf_vec_stall;
   reg [31:0] perf_vec_stall_count = 32'd0;
   wire q__0__active;
-  wire \q__0__active$462 ;
+  wire \q__0__active$470 ;
   wire q__0__cleared;
-  wire \q__0__cleared$464 ;
+  wire \q__0__cleared$472 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$466 ;
+  wire \q__0__drained$474 ;
   wire q__0__enable;
   wire q__0__end;
   wire [7:0] q__0__error;
@@ -1546,13 +1548,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__fw_ready;
   wire q__0__halted;
   wire [255:0] q__0__head;
-  wire [255:0] \q__0__head$454 ;
+  wire [255:0] \q__0__head$462 ;
   wire q__0__head_end;
   wire [31:0] q__0__head_index;
   wire q__0__head_item;
   wire q__0__item;
   wire q__0__pop;
-  wire \q__0__pop$450 ;
+  wire \q__0__pop$458 ;
   wire [7:0] q__0__prefetched;
   wire q__0__qreset_ack;
   wire q__0__qreset_req;
@@ -1564,16 +1566,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$479 ;
+  wire \q__1__active$487 ;
   wire q__1__cleared;
-  wire \q__1__cleared$481 ;
+  wire \q__1__cleared$489 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$483 ;
+  wire \q__1__drained$491 ;
   wire q__1__enable;
   wire q__1__end;
   wire [7:0] q__1__error;
@@ -1584,13 +1586,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$471 ;
+  wire [255:0] \q__1__head$479 ;
   wire q__1__head_end;
   wire [31:0] q__1__head_index;
   wire q__1__head_item;
   wire q__1__item;
   wire q__1__pop;
-  wire \q__1__pop$468 ;
+  wire \q__1__pop$476 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1602,16 +1604,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$496 ;
+  wire \q__2__active$504 ;
   wire q__2__cleared;
-  wire \q__2__cleared$498 ;
+  wire \q__2__cleared$506 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$500 ;
+  wire \q__2__drained$508 ;
   wire q__2__enable;
   wire q__2__end;
   wire [7:0] q__2__error;
@@ -1622,13 +1624,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$488 ;
+  wire [255:0] \q__2__head$496 ;
   wire q__2__head_end;
   wire [31:0] q__2__head_index;
   wire q__2__head_item;
   wire q__2__item;
   wire q__2__pop;
-  wire \q__2__pop$485 ;
+  wire \q__2__pop$493 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1640,16 +1642,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$513 ;
+  wire \q__3__active$521 ;
   wire q__3__cleared;
-  wire \q__3__cleared$515 ;
+  wire \q__3__cleared$523 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$517 ;
+  wire \q__3__drained$525 ;
   wire q__3__enable;
   wire q__3__end;
   wire [7:0] q__3__error;
@@ -1660,13 +1662,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$505 ;
+  wire [255:0] \q__3__head$513 ;
   wire q__3__head_end;
   wire [31:0] q__3__head_index;
   wire q__3__head_item;
   wire q__3__item;
   wire q__3__pop;
-  wire \q__3__pop$502 ;
+  wire \q__3__pop$510 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1787,37 +1789,41 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] q_window_size3_bytes;
   reg [1:0] queue;
   wire [13:0] rd__0__addr;
-  wire [12:0] \rd__0__addr$203 ;
+  wire [12:0] \rd__0__addr$211 ;
   wire [31:0] rd__0__data;
-  wire [127:0] \rd__0__data$210 ;
+  wire [127:0] \rd__0__data$218 ;
   wire rd__0__en;
-  wire \rd__0__en$205 ;
+  wire \rd__0__en$213 ;
   wire rd__0__gnt;
-  wire \rd__0__gnt$208 ;
+  wire \rd__0__gnt$216 ;
   wire [13:0] rd__1__addr;
-  wire [12:0] \rd__1__addr$211 ;
+  wire [12:0] \rd__1__addr$219 ;
   wire [31:0] rd__1__data;
-  wire [127:0] \rd__1__data$218 ;
+  wire [127:0] \rd__1__data$226 ;
   wire rd__1__en;
-  wire \rd__1__en$213 ;
+  wire \rd__1__en$221 ;
   wire rd__1__gnt;
-  wire \rd__1__gnt$216 ;
+  wire \rd__1__gnt$224 ;
   wire [13:0] rd__2__addr;
-  wire [12:0] \rd__2__addr$219 ;
+  wire [12:0] \rd__2__addr$227 ;
   wire [31:0] rd__2__data;
-  wire [127:0] \rd__2__data$226 ;
+  wire [127:0] \rd__2__data$234 ;
   wire rd__2__en;
-  wire \rd__2__en$221 ;
+  wire \rd__2__en$229 ;
   wire rd__2__gnt;
-  wire \rd__2__gnt$224 ;
+  wire \rd__2__gnt$232 ;
   wire [13:0] rd__3__addr;
-  wire [12:0] \rd__3__addr$227 ;
+  wire [12:0] \rd__3__addr$235 ;
   wire [31:0] rd__3__data;
-  wire [127:0] \rd__3__data$234 ;
+  wire [127:0] \rd__3__data$242 ;
   wire rd__3__en;
-  wire \rd__3__en$229 ;
+  wire \rd__3__en$237 ;
   wire rd__3__gnt;
-  wire \rd__3__gnt$232 ;
+  wire \rd__3__gnt$240 ;
+  wire [13:0] rd__4__addr;
+  wire [31:0] rd__4__data;
+  wire rd__4__en;
+  wire rd__4__gnt;
   wire reject__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1858,7 +1864,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$781 ;
+  wire \retire__0__done$789 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1898,7 +1904,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__0__error$784 ;
+  wire [7:0] \retire__0__error$792 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1918,9 +1924,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__0__opcode;
   wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$786 ;
+  wire [15:0] \retire__0__tag$794 ;
   wire retire__1__done;
-  wire \retire__1__done$788 ;
+  wire \retire__1__done$796 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1960,7 +1966,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__1__error$791 ;
+  wire [7:0] \retire__1__error$799 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1980,9 +1986,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__1__opcode;
   wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$793 ;
+  wire [15:0] \retire__1__tag$801 ;
   wire retire__2__done;
-  wire \retire__2__done$795 ;
+  wire \retire__2__done$803 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2022,7 +2028,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__2__error$798 ;
+  wire [7:0] \retire__2__error$806 ;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2042,9 +2048,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__2__opcode;
   wire retire__2__queued;
   wire [15:0] retire__2__tag;
-  wire [15:0] \retire__2__tag$800 ;
+  wire [15:0] \retire__2__tag$808 ;
   wire retire__3__done;
-  wire \retire__3__done$802 ;
+  wire \retire__3__done$810 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2084,7 +2090,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__3__error$805 ;
+  wire [7:0] \retire__3__error$813 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2104,9 +2110,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__3__opcode;
   wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$807 ;
+  wire [15:0] \retire__3__tag$815 ;
   wire retire__4__done;
-  wire \retire__4__done$809 ;
+  wire \retire__4__done$817 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2146,7 +2152,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__4__error$812 ;
+  wire [7:0] \retire__4__error$820 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2166,7 +2172,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__4__opcode;
   wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$814 ;
+  wire [15:0] \retire__4__tag$822 ;
   input rst;
   wire rst;
   wire run;
@@ -2362,33 +2368,37 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] sfu_error;
   wire sleeping;
   wire [13:0] spad_rd__addr;
-  wire [13:0] \spad_rd__addr$156 ;
   wire [13:0] \spad_rd__addr$164 ;
   wire [13:0] \spad_rd__addr$172 ;
+  wire [13:0] \spad_rd__addr$180 ;
   wire [31:0] spad_rd__data;
-  wire [31:0] \spad_rd__data$161 ;
   wire [31:0] \spad_rd__data$169 ;
   wire [31:0] \spad_rd__data$177 ;
+  wire [31:0] \spad_rd__data$185 ;
   wire spad_rd__en;
-  wire \spad_rd__en$158 ;
   wire \spad_rd__en$166 ;
   wire \spad_rd__en$174 ;
+  wire \spad_rd__en$182 ;
   wire spad_rd__gnt;
-  wire \spad_rd__gnt$159 ;
   wire \spad_rd__gnt$167 ;
   wire \spad_rd__gnt$175 ;
+  wire \spad_rd__gnt$183 ;
+  wire [13:0] spad_rd_b__addr;
+  wire [31:0] spad_rd_b__data;
+  wire spad_rd_b__en;
+  wire spad_rd_b__gnt;
   wire [13:0] spad_wr__addr;
-  wire [13:0] \spad_wr__addr$188 ;
   wire [13:0] \spad_wr__addr$196 ;
+  wire [13:0] \spad_wr__addr$204 ;
   wire [31:0] spad_wr__data;
-  wire [31:0] \spad_wr__data$194 ;
   wire [31:0] \spad_wr__data$202 ;
+  wire [31:0] \spad_wr__data$210 ;
   wire spad_wr__en;
-  wire \spad_wr__en$190 ;
   wire \spad_wr__en$198 ;
+  wire \spad_wr__en$206 ;
   wire spad_wr__gnt;
-  wire \spad_wr__gnt$191 ;
   wire \spad_wr__gnt$199 ;
+  wire \spad_wr__gnt$207 ;
   wire stall;
   wire status_dma_load_busy;
   wire status_dma_store_busy;
@@ -2440,7 +2450,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \store_window.check ;
   wire [31:0] \store_window.size ;
   wire submit;
-  reg \submit$434 ;
+  reg \submit$442 ;
   wire [1:0] submit_queue;
   reg [15:0] tag;
   wire [31:0] timer_cycles;
@@ -2448,7 +2458,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$530 ;
+  wire [31:0] \timestamp_cycles$538 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2605,7 +2615,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg vec_hang_armed = 1'h0;
   wire [31:0] watchdog;
   wire [31:0] watchdog_cycles;
-  wire [31:0] \watchdog_cycles$430 ;
+  wire [31:0] \watchdog_cycles$438 ;
   reg windowed;
   wire [4:0] work_hung;
   wire [3:0] work_mask_qready;
@@ -2614,21 +2624,21 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] work_qreset;
   wire work_timer;
   wire [13:0] wr__0__addr;
-  wire [12:0] \wr__0__addr$235 ;
+  wire [12:0] \wr__0__addr$243 ;
   wire [31:0] wr__0__data;
-  wire [127:0] \wr__0__data$241 ;
+  wire [127:0] \wr__0__data$249 ;
   wire wr__0__en;
-  wire \wr__0__en$237 ;
+  wire \wr__0__en$245 ;
   wire wr__0__gnt;
-  wire \wr__0__gnt$240 ;
+  wire \wr__0__gnt$248 ;
   wire [13:0] wr__1__addr;
-  wire [12:0] \wr__1__addr$243 ;
+  wire [12:0] \wr__1__addr$251 ;
   wire [31:0] wr__1__data;
-  wire [127:0] \wr__1__data$249 ;
+  wire [127:0] \wr__1__data$257 ;
   wire wr__1__en;
-  wire \wr__1__en$245 ;
+  wire \wr__1__en$253 ;
   wire wr__1__gnt;
-  wire \wr__1__gnt$248 ;
+  wire \wr__1__gnt$256 ;
   wire [13:0] wr__2__addr;
   wire [31:0] wr__2__data;
   wire wr__2__en;
@@ -2666,369 +2676,373 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign rd__0__en = spad_rd__en & \$26 ;
   assign \$27  = ~ gemm_frozen;
   assign spad_rd__gnt = rd__0__gnt & \$27 ;
-  assign \$28  = ~ vec_frozen;
-  assign rd__1__en = \spad_rd__en$158  & \$28 ;
-  assign \$29  = ~ vec_frozen;
-  assign \spad_rd__gnt$159  = rd__1__gnt & \$29 ;
-  assign \$34  = ~ vec_frozen;
-  assign wr__0__en = spad_wr__en & \$34 ;
-  assign \$35  = ~ vec_frozen;
-  assign spad_wr__gnt = wr__0__gnt & \$35 ;
-  assign \$40  = ~ gemm_frozen;
-  assign \rd__0__en$205  = acc_rd__en & \$40 ;
-  assign \$41  = ~ gemm_frozen;
-  assign acc_rd__gnt = \rd__0__gnt$208  & \$41 ;
-  assign \$42  = ~ vec_frozen;
-  assign \rd__1__en$213  = \acc_rd__en$214  & \$42 ;
-  assign \$43  = ~ vec_frozen;
-  assign \acc_rd__gnt$215  = \rd__1__gnt$216  & \$43 ;
-  assign \$48  = ~ gemm_frozen;
-  assign \wr__0__en$237  = acc_wr__en & \$48 ;
-  assign \$49  = ~ gemm_frozen;
-  assign acc_wr__gnt = \wr__0__gnt$240  & \$49 ;
-  assign \$52  = cmd_submit_go & held;
-  assign \$53  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__0__valid = | \$309 ;
-  assign \$54  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__1__valid = | \$310 ;
+  assign \$28  = ~ gemm_frozen;
+  assign rd__1__en = spad_rd_b__en & \$28 ;
+  assign \$29  = ~ gemm_frozen;
+  assign spad_rd_b__gnt = rd__1__gnt & \$29 ;
+  assign \$30  = ~ vec_frozen;
+  assign rd__2__en = \spad_rd__en$166  & \$30 ;
+  assign \$31  = ~ vec_frozen;
+  assign \spad_rd__gnt$167  = rd__2__gnt & \$31 ;
+  assign \$36  = ~ vec_frozen;
+  assign wr__0__en = spad_wr__en & \$36 ;
+  assign \$37  = ~ vec_frozen;
+  assign spad_wr__gnt = wr__0__gnt & \$37 ;
+  assign \$42  = ~ gemm_frozen;
+  assign \rd__0__en$213  = acc_rd__en & \$42 ;
+  assign \$43  = ~ gemm_frozen;
+  assign acc_rd__gnt = \rd__0__gnt$216  & \$43 ;
+  assign \$44  = ~ vec_frozen;
+  assign \rd__1__en$221  = \acc_rd__en$222  & \$44 ;
+  assign \$45  = ~ vec_frozen;
+  assign \acc_rd__gnt$223  = \rd__1__gnt$224  & \$45 ;
+  assign \$50  = ~ gemm_frozen;
+  assign \wr__0__en$245  = acc_wr__en & \$50 ;
+  assign \$51  = ~ gemm_frozen;
+  assign acc_wr__gnt = \wr__0__gnt$248  & \$51 ;
+  assign \$54  = cmd_submit_go & held;
   assign \$55  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__2__valid = | \$311 ;
+  assign q__0__valid = | \$311 ;
   assign \$56  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__3__valid = | \$312 ;
+  assign q__1__valid = | \$312 ;
+  assign \$57  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__2__valid = | \$313 ;
+  assign \$58  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__3__valid = | \$314 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
-  assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$736  & \$57 ;
+  assign \$59  = | cpl_free;
+  assign cpl_valid = \cpl_valid$744  & \$59 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$58  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$58 [31];
-  assign retire__0__done = \retire__0__done$781  & retire__0__queued;
-  assign retire__1__done = \retire__1__done$788  & retire__1__queued;
-  assign retire__2__done = \retire__2__done$795  & retire__2__queued;
-  assign retire__3__done = \retire__3__done$802  & retire__3__queued;
-  assign retire__4__done = \retire__4__done$809  & retire__4__queued;
-  assign \$59  = \retire__0__done$781  & \$300 [8];
-  assign \$60  = ! retire__0__error;
-  assign \$61  = \$59  & \$60 ;
-  assign \$62  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = \retire__1__done$788  & \$301 [8];
-  assign \$64  = ! retire__1__error;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = \retire__2__done$795  & \$302 [8];
-  assign \$68  = ! retire__2__error;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = \retire__3__done$802  & \$303 [8];
-  assign \$72  = ! retire__3__error;
-  assign \$73  = \$71  & \$72 ;
-  assign \$74  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = \retire__4__done$809  & \$304 [8];
-  assign \$76  = ! retire__4__error;
-  assign \$77  = \$75  & \$76 ;
-  assign \$78  = ~ core_ctrl_run;
-  assign irq_status_sfu_done_set = \$77  & \$78 ;
+  assign \$60  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$60 [31];
+  assign retire__0__done = \retire__0__done$789  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$796  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$803  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$810  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$817  & retire__4__queued;
+  assign \$61  = \retire__0__done$789  & \$302 [8];
+  assign \$62  = ! retire__0__error;
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$63  & \$64 ;
+  assign \$65  = \retire__1__done$796  & \$303 [8];
+  assign \$66  = ! retire__1__error;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$67  & \$68 ;
+  assign \$69  = \retire__2__done$803  & \$304 [8];
+  assign \$70  = ! retire__2__error;
+  assign \$71  = \$69  & \$70 ;
+  assign \$72  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$71  & \$72 ;
+  assign \$73  = \retire__3__done$810  & \$305 [8];
+  assign \$74  = ! retire__3__error;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$75  & \$76 ;
+  assign \$77  = \retire__4__done$817  & \$306 [8];
+  assign \$78  = ! retire__4__error;
+  assign \$79  = \$77  & \$78 ;
+  assign \$80  = ~ core_ctrl_run;
+  assign irq_status_sfu_done_set = \$79  & \$80 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$79  = | retire__4__error;
-  assign \$80  = \retire__4__done$809  & \$79 ;
-  assign \$81  = ~ core_ctrl_run;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = | retire__3__error;
-  assign \$84  = \retire__3__done$802  & \$83 ;
-  assign \$85  = ~ core_ctrl_run;
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = | retire__2__error;
-  assign \$88  = \retire__2__done$795  & \$87 ;
-  assign \$89  = ~ core_ctrl_run;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = | retire__1__error;
-  assign \$92  = \retire__1__done$788  & \$91 ;
-  assign \$93  = ~ core_ctrl_run;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = | retire__0__error;
-  assign \$96  = \retire__0__done$781  & \$95 ;
-  assign \$97  = ~ core_ctrl_run;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = | reject__error;
-  assign \$100  = reject__done & \$99 ;
-  assign \$101  = ~ core_ctrl_run;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$105  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$107  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$109  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$111  = irq_status_sfu_done & irq_enable_sfu_done;
-  assign \$113  = irq_status_error & irq_enable_error;
-  assign \$115  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$116  = | \$115 ;
-  assign \$117  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$81  = | retire__4__error;
+  assign \$82  = \retire__4__done$817  & \$81 ;
+  assign \$83  = ~ core_ctrl_run;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = | retire__3__error;
+  assign \$86  = \retire__3__done$810  & \$85 ;
+  assign \$87  = ~ core_ctrl_run;
+  assign \$88  = \$86  & \$87 ;
+  assign \$89  = | retire__2__error;
+  assign \$90  = \retire__2__done$803  & \$89 ;
+  assign \$91  = ~ core_ctrl_run;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = | retire__1__error;
+  assign \$94  = \retire__1__done$796  & \$93 ;
+  assign \$95  = ~ core_ctrl_run;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = | retire__0__error;
+  assign \$98  = \retire__0__done$789  & \$97 ;
+  assign \$99  = ~ core_ctrl_run;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = | reject__error;
+  assign \$102  = reject__done & \$101 ;
+  assign \$103  = ~ core_ctrl_run;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$107  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$109  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$111  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$113  = irq_status_sfu_done & irq_enable_sfu_done;
+  assign \$115  = irq_status_error & irq_enable_error;
+  assign \$117  = irq_status_queue_cpl & irq_enable_queue_cpl;
   assign \$118  = | \$117 ;
-  assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
-  assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$967 ;
-  assign \$123  = ~ mmio__ack;
-  assign \$124  = bus__en & \$123 ;
-  assign \$125  = \$124  & bus__we;
-  assign \$126  = \$299 [9:0] == 4'ha;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = timestamp_cycles + 1'h1;
-  assign \$129  = ~ mmio__ack;
-  assign \$130  = bus__en & \$129 ;
-  assign \$131  = \$130  & bus__we;
-  assign \$132  = \$299 [9:0] == 5'h14;
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = ~ mmio__ack;
-  assign \$135  = bus__en & \$134 ;
-  assign \$136  = \$135  & bus__we;
-  assign \$137  = \$299 [9:0] == 5'h15;
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = ~ work_mask_qready;
-  assign \$140  = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready } & \$139 ;
-  assign \$141  = | \$140 ;
-  assign \$142  = | work_hung;
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$119  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$120  = | \$119 ;
+  assign \$121  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$122 , \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106  };
+  assign \$123  = gemm_hang_armed & ctl__busy;
+  assign \$124  = vec_hang_armed & \ctl__busy$975 ;
+  assign \$125  = ~ mmio__ack;
+  assign \$126  = bus__en & \$125 ;
+  assign \$127  = \$126  & bus__we;
+  assign \$128  = \$301 [9:0] == 4'ha;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = timestamp_cycles + 1'h1;
+  assign \$131  = ~ mmio__ack;
+  assign \$132  = bus__en & \$131 ;
+  assign \$133  = \$132  & bus__we;
+  assign \$134  = \$301 [9:0] == 5'h14;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = ~ mmio__ack;
+  assign \$137  = bus__en & \$136 ;
+  assign \$138  = \$137  & bus__we;
+  assign \$139  = \$301 [9:0] == 5'h15;
+  assign \$140  = \$138  & \$139 ;
+  assign \$141  = ~ work_mask_qready;
+  assign \$142  = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready } & \$141 ;
+  assign \$143  = | \$142 ;
+  assign \$144  = | work_hung;
   assign \$145  = \$143  | \$144 ;
-  assign \$146  = ~ work_mask_timer;
-  assign \$147  = fw_timer_due & \$146 ;
-  assign \$148  = \$145  | \$147 ;
-  assign \$149  = ~ reset[0];
-  assign \$150  = \retire__0__done$781  & \$149 ;
-  assign \$151  = done_dma_load_count + 1'h1;
-  assign \$152  = ~ reset[1];
-  assign \$153  = \retire__1__done$788  & \$152 ;
-  assign \$154  = done_dma_store_count + 1'h1;
-  assign \$155  = ~ reset[2];
-  assign \$156  = \retire__2__done$795  & \$155 ;
-  assign \$157  = done_gemm_count + 1'h1;
-  assign \$158  = ~ reset[3];
-  assign \$159  = \retire__3__done$802  & \$158 ;
-  assign \$160  = done_vec_count + 1'h1;
-  assign \$161  = ~ reset[4];
-  assign \$162  = \retire__4__done$809  & \$161 ;
-  assign \$163  = done_sfu_count + 1'h1;
-  assign \$164  = ~ irq_status_error;
-  assign \$165  = failing & \$164 ;
-  assign \$166  = ~ perf_ctrl_freeze;
-  assign \$167  = perf_cycles_count + 1'h1;
+  assign \$146  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = ~ work_mask_timer;
+  assign \$149  = fw_timer_due & \$148 ;
+  assign \$150  = \$147  | \$149 ;
+  assign \$151  = ~ reset[0];
+  assign \$152  = \retire__0__done$789  & \$151 ;
+  assign \$153  = done_dma_load_count + 1'h1;
+  assign \$154  = ~ reset[1];
+  assign \$155  = \retire__1__done$796  & \$154 ;
+  assign \$156  = done_dma_store_count + 1'h1;
+  assign \$157  = ~ reset[2];
+  assign \$158  = \retire__2__done$803  & \$157 ;
+  assign \$159  = done_gemm_count + 1'h1;
+  assign \$160  = ~ reset[3];
+  assign \$161  = \retire__3__done$810  & \$160 ;
+  assign \$162  = done_vec_count + 1'h1;
+  assign \$163  = ~ reset[4];
+  assign \$164  = \retire__4__done$817  & \$163 ;
+  assign \$165  = done_sfu_count + 1'h1;
+  assign \$166  = ~ irq_status_error;
+  assign \$167  = failing & \$166 ;
   assign \$168  = ~ perf_ctrl_freeze;
-  assign \$169  = ctl__busy | gemm_frozen;
-  assign \$170  = perf_gemm_busy_count + \$169 ;
-  assign \$171  = ~ perf_ctrl_freeze;
-  assign \$172  = ~ gemm_frozen;
-  assign \$173  = active & \$172 ;
-  assign \$174  = perf_gemm_active_count + \$173 ;
-  assign \$175  = ~ perf_ctrl_freeze;
-  assign \$176  = stall | gemm_frozen;
-  assign \$177  = perf_gemm_stall_count + \$176 ;
-  assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$967  | vec_frozen;
-  assign \$180  = perf_vec_busy_count + \$179 ;
-  assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$984  & \$182 ;
-  assign \$184  = perf_vec_active_count + \$183 ;
-  assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_dma_load_busy_count + load__busy;
+  assign \$169  = perf_cycles_count + 1'h1;
+  assign \$170  = ~ perf_ctrl_freeze;
+  assign \$171  = ctl__busy | gemm_frozen;
+  assign \$172  = perf_gemm_busy_count + \$171 ;
+  assign \$173  = ~ perf_ctrl_freeze;
+  assign \$174  = ~ gemm_frozen;
+  assign \$175  = active & \$174 ;
+  assign \$176  = perf_gemm_active_count + \$175 ;
+  assign \$177  = ~ perf_ctrl_freeze;
+  assign \$178  = stall | gemm_frozen;
+  assign \$179  = perf_gemm_stall_count + \$178 ;
+  assign \$180  = ~ perf_ctrl_freeze;
+  assign \$181  = \ctl__busy$975  | vec_frozen;
+  assign \$182  = perf_vec_busy_count + \$181 ;
+  assign \$183  = ~ perf_ctrl_freeze;
+  assign \$184  = ~ vec_frozen;
+  assign \$185  = \active$992  & \$184 ;
+  assign \$186  = perf_vec_active_count + \$185 ;
   assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = perf_dma_store_busy_count + store__busy;
+  assign \$188  = perf_dma_load_busy_count + load__busy;
   assign \$189  = ~ perf_ctrl_freeze;
-  assign \$190  = perf_dma_load_bytes_count + load_bytes;
+  assign \$190  = perf_dma_store_busy_count + store__busy;
   assign \$191  = ~ perf_ctrl_freeze;
-  assign \$192  = perf_dma_store_bytes_count + store_bytes;
+  assign \$192  = perf_dma_load_bytes_count + load_bytes;
   assign \$193  = ~ perf_ctrl_freeze;
-  assign \$194  = axi__rvalid & m__0__rready;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = load__busy & \$195 ;
-  assign \$197  = perf_dma_load_stall_count + \$196 ;
-  assign \$198  = ~ perf_ctrl_freeze;
-  assign \$199  = m__0__wvalid & axi__wready;
-  assign \$200  = ~ \$199 ;
-  assign \$201  = store__busy & \$200 ;
-  assign \$202  = perf_dma_store_stall_count + \$201 ;
-  assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$967  | vec_frozen;
-  assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$984  & \$205 ;
-  assign \$207  = ~ \$206 ;
-  assign \$208  = \$204  & \$207 ;
-  assign \$209  = perf_vec_stall_count + \$208 ;
-  assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$989 ;
+  assign \$194  = perf_dma_store_bytes_count + store_bytes;
+  assign \$195  = ~ perf_ctrl_freeze;
+  assign \$196  = axi__rvalid & m__0__rready;
+  assign \$197  = ~ \$196 ;
+  assign \$198  = load__busy & \$197 ;
+  assign \$199  = perf_dma_load_stall_count + \$198 ;
+  assign \$200  = ~ perf_ctrl_freeze;
+  assign \$201  = m__0__wvalid & axi__wready;
+  assign \$202  = ~ \$201 ;
+  assign \$203  = store__busy & \$202 ;
+  assign \$204  = perf_dma_store_stall_count + \$203 ;
+  assign \$205  = ~ perf_ctrl_freeze;
+  assign \$206  = \ctl__busy$975  | vec_frozen;
+  assign \$207  = ~ vec_frozen;
+  assign \$208  = \active$992  & \$207 ;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = \$206  & \$209 ;
+  assign \$211  = perf_vec_stall_count + \$210 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$990 ;
+  assign \$213  = perf_sfu_busy_count + \ctl__busy$997 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$990 ;
-  assign \$216  = \ctl__busy$989  & \$215 ;
-  assign \$217  = perf_sfu_stall_count + \$216 ;
-  assign \$218  = ~ perf_ctrl_freeze;
-  assign \$219  = perf_dma_load_full_count + full[0];
+  assign \$215  = perf_sfu_active_count + \active$998 ;
+  assign \$216  = ~ perf_ctrl_freeze;
+  assign \$217  = ~ \active$998 ;
+  assign \$218  = \ctl__busy$997  & \$217 ;
+  assign \$219  = perf_sfu_stall_count + \$218 ;
   assign \$220  = ~ perf_ctrl_freeze;
-  assign \$221  = perf_dma_store_full_count + full[1];
+  assign \$221  = perf_dma_load_full_count + full[0];
   assign \$222  = ~ perf_ctrl_freeze;
-  assign \$223  = perf_gemm_full_count + full[2];
+  assign \$223  = perf_dma_store_full_count + full[1];
   assign \$224  = ~ perf_ctrl_freeze;
-  assign \$225  = perf_vec_full_count + full[3];
+  assign \$225  = perf_gemm_full_count + full[2];
   assign \$226  = ~ perf_ctrl_freeze;
-  assign \$227  = perf_sfu_full_count + full[4];
+  assign \$227  = perf_vec_full_count + full[3];
   assign \$228  = ~ perf_ctrl_freeze;
-  assign \$229  = perf_q_retired0_count + q__0__retired;
+  assign \$229  = perf_sfu_full_count + full[4];
   assign \$230  = ~ perf_ctrl_freeze;
-  assign \$231  = perf_q_event_stall0_count + q_status0_waiting;
+  assign \$231  = perf_q_retired0_count + q__0__retired;
   assign \$232  = ~ perf_ctrl_freeze;
-  assign \$233  = perf_q_retired1_count + q__1__retired;
+  assign \$233  = perf_q_event_stall0_count + q_status0_waiting;
   assign \$234  = ~ perf_ctrl_freeze;
-  assign \$235  = perf_q_event_stall1_count + q_status1_waiting;
+  assign \$235  = perf_q_retired1_count + q__1__retired;
   assign \$236  = ~ perf_ctrl_freeze;
-  assign \$237  = perf_q_retired2_count + q__2__retired;
+  assign \$237  = perf_q_event_stall1_count + q_status1_waiting;
   assign \$238  = ~ perf_ctrl_freeze;
-  assign \$239  = perf_q_event_stall2_count + q_status2_waiting;
+  assign \$239  = perf_q_retired2_count + q__2__retired;
   assign \$240  = ~ perf_ctrl_freeze;
-  assign \$241  = perf_q_retired3_count + q__3__retired;
+  assign \$241  = perf_q_event_stall2_count + q_status2_waiting;
   assign \$242  = ~ perf_ctrl_freeze;
-  assign \$243  = perf_q_event_stall3_count + q_status3_waiting;
+  assign \$243  = perf_q_retired3_count + q__3__retired;
+  assign \$244  = ~ perf_ctrl_freeze;
+  assign \$245  = perf_q_event_stall3_count + q_status3_waiting;
   always @(posedge clk)
-    gemm_hang_armed <= \$244 ;
+    gemm_hang_armed <= \$246 ;
   always @(posedge clk)
-    gemm_frozen <= \$245 ;
+    gemm_frozen <= \$247 ;
   always @(posedge clk)
-    vec_hang_armed <= \$246 ;
+    vec_hang_armed <= \$248 ;
   always @(posedge clk)
-    vec_frozen <= \$247 ;
+    vec_frozen <= \$249 ;
   always @(posedge clk)
-    fw_msg_value <= \$248 ;
+    fw_msg_value <= \$250 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$249 ;
+    fw_write_q_pop <= \$251 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$250 ;
+    fw_write_q_pop_word <= \$252 ;
   always @(posedge clk)
-    timestamp_cycles <= \$251 ;
+    timestamp_cycles <= \$253 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$252 ;
+    fw_write_qreset_ack <= \$254 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$253 ;
+    fw_write_qreset_ack_word <= \$255 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$254 ;
+    q__0__doorbell_we <= \$256 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$255 ;
+    q__1__doorbell_we <= \$257 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$256 ;
+    q__2__doorbell_we <= \$258 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$257 ;
+    q__3__doorbell_we <= \$259 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$258 ;
+    fw_write_engine_reset <= \$260 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$259 ;
+    fw_write_engine_reset_word <= \$261 ;
   always @(posedge clk)
-    \irq$778  <= \$260 ;
+    \irq$786  <= \$262 ;
   always @(posedge clk)
-    done_dma_load_count <= \$261 ;
+    done_dma_load_count <= \$263 ;
   always @(posedge clk)
-    done_dma_store_count <= \$262 ;
+    done_dma_store_count <= \$264 ;
   always @(posedge clk)
-    done_gemm_count <= \$263 ;
+    done_gemm_count <= \$265 ;
   always @(posedge clk)
-    done_vec_count <= \$264 ;
+    done_vec_count <= \$266 ;
   always @(posedge clk)
-    done_sfu_count <= \$265 ;
+    done_sfu_count <= \$267 ;
   always @(posedge clk)
-    error_info_code <= \$266 ;
+    error_info_code <= \$268 ;
   always @(posedge clk)
-    error_info_opcode <= \$267 ;
+    error_info_opcode <= \$269 ;
   always @(posedge clk)
-    error_info_tag <= \$268 ;
+    error_info_tag <= \$270 ;
   always @(posedge clk)
-    irq <= \$269 ;
+    irq <= \$271 ;
   always @(posedge clk)
-    perf_cycles_count <= \$270 ;
+    perf_cycles_count <= \$272 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$271 ;
+    perf_gemm_busy_count <= \$273 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$272 ;
+    perf_gemm_active_count <= \$274 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$273 ;
+    perf_gemm_stall_count <= \$275 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$274 ;
+    perf_vec_busy_count <= \$276 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$275 ;
+    perf_vec_active_count <= \$277 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$276 ;
+    perf_dma_load_busy_count <= \$278 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$277 ;
+    perf_dma_store_busy_count <= \$279 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$278 ;
+    perf_dma_load_bytes_count <= \$280 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$279 ;
+    perf_dma_store_bytes_count <= \$281 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$280 ;
+    perf_dma_load_stall_count <= \$282 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$281 ;
+    perf_dma_store_stall_count <= \$283 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$282 ;
+    perf_vec_stall_count <= \$284 ;
   always @(posedge clk)
-    perf_sfu_busy_count <= \$283 ;
+    perf_sfu_busy_count <= \$285 ;
   always @(posedge clk)
-    perf_sfu_active_count <= \$284 ;
+    perf_sfu_active_count <= \$286 ;
   always @(posedge clk)
-    perf_sfu_stall_count <= \$285 ;
+    perf_sfu_stall_count <= \$287 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$286 ;
+    perf_dma_load_full_count <= \$288 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$287 ;
+    perf_dma_store_full_count <= \$289 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$288 ;
+    perf_gemm_full_count <= \$290 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$289 ;
+    perf_vec_full_count <= \$291 ;
   always @(posedge clk)
-    perf_sfu_full_count <= \$290 ;
+    perf_sfu_full_count <= \$292 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$291 ;
+    perf_q_retired0_count <= \$293 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$292 ;
+    perf_q_event_stall0_count <= \$294 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$293 ;
+    perf_q_retired1_count <= \$295 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$294 ;
+    perf_q_event_stall1_count <= \$296 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$295 ;
+    perf_q_retired2_count <= \$297 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$296 ;
+    perf_q_event_stall2_count <= \$298 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$297 ;
+    perf_q_retired3_count <= \$299 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$298 ;
+    perf_q_event_stall3_count <= \$300 ;
   \kaki_soc_4x4.acc  acc (
     .clk(clk),
-    .rd__0__addr(\rd__0__addr$203 ),
+    .rd__0__addr(\rd__0__addr$211 ),
     .rd__0__data(acc_rd__data),
-    .rd__0__en(\rd__0__en$205 ),
-    .rd__0__gnt(\rd__0__gnt$208 ),
-    .rd__1__addr(\rd__1__addr$211 ),
-    .rd__1__data(\acc_rd__data$217 ),
-    .rd__1__en(\rd__1__en$213 ),
-    .rd__1__gnt(\rd__1__gnt$216 ),
-    .rd__2__addr(\rd__2__addr$219 ),
-    .rd__2__data(\acc_rd__data$225 ),
-    .rd__2__en(\$44 [0]),
-    .rd__2__gnt(\rd__2__gnt$224 ),
-    .rd__3__addr(rd__3__addr[12:0]),
-    .rd__3__data(\acc_rd__data$233 ),
-    .rd__3__en(\$46 [0]),
-    .rd__3__gnt(\rd__3__gnt$232 ),
+    .rd__0__en(\rd__0__en$213 ),
+    .rd__0__gnt(\rd__0__gnt$216 ),
+    .rd__1__addr(\rd__1__addr$219 ),
+    .rd__1__data(\acc_rd__data$225 ),
+    .rd__1__en(\rd__1__en$221 ),
+    .rd__1__gnt(\rd__1__gnt$224 ),
+    .rd__2__addr(\rd__2__addr$227 ),
+    .rd__2__data(\acc_rd__data$233 ),
+    .rd__2__en(\$46 [0]),
+    .rd__2__gnt(\rd__2__gnt$232 ),
+    .rd__3__addr(rd__4__addr[12:0]),
+    .rd__3__data(\acc_rd__data$241 ),
+    .rd__3__en(\$48 [0]),
+    .rd__3__gnt(\rd__3__gnt$240 ),
     .rst(rst),
-    .wr__0__addr(\wr__0__addr$235 ),
-    .wr__0__data(\wr__0__data$241 ),
-    .wr__0__en(\wr__0__en$237 ),
-    .wr__0__gnt(\wr__0__gnt$240 ),
+    .wr__0__addr(\wr__0__addr$243 ),
+    .wr__0__data(\wr__0__data$249 ),
+    .wr__0__en(\wr__0__en$245 ),
+    .wr__0__gnt(\wr__0__gnt$248 ),
     .wr__1__addr(wr__2__addr[12:0]),
-    .wr__1__data(\wr__1__data$249 ),
-    .wr__1__en(\$50 [0]),
-    .wr__1__gnt(\wr__1__gnt$248 )
+    .wr__1__data(\wr__1__data$257 ),
+    .wr__1__en(\$52 [0]),
+    .wr__1__gnt(\wr__1__gnt$256 )
   );
   \kaki_soc_4x4.arb  arb (
     .b_route_ready(mem__bready),
@@ -3067,7 +3081,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .m__1__arid(m__1__arid),
     .m__1__arlen(m__1__arlen),
     .m__1__arprot(m__1__arprot),
-    .m__1__arready(\axi__arready$361 ),
+    .m__1__arready(\axi__arready$369 ),
     .m__1__arsize(m__1__arsize),
     .m__1__arvalid(m__1__arvalid),
     .m__1__awaddr(m__1__awaddr),
@@ -3075,16 +3089,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .m__1__awid(m__1__awid),
     .m__1__awlen(m__1__awlen),
     .m__1__awprot(m__1__awprot),
-    .m__1__awready(\axi__awready$327 ),
+    .m__1__awready(\axi__awready$335 ),
     .m__1__awsize(m__1__awsize),
     .m__1__awvalid(m__1__awvalid),
     .m__1__bready(m__1__bready),
-    .m__1__bvalid(\axi__bvalid$343 ),
+    .m__1__bvalid(\axi__bvalid$351 ),
     .m__1__rready(m__1__rready),
-    .m__1__rvalid(\axi__rvalid$371 ),
+    .m__1__rvalid(\axi__rvalid$379 ),
     .m__1__wdata(m__1__wdata),
     .m__1__wlast(m__1__wlast),
-    .m__1__wready(\axi__wready$337 ),
+    .m__1__wready(\axi__wready$345 ),
     .m__1__wstrb(m__1__wstrb),
     .m__1__wvalid(m__1__wvalid),
     .r_route_ready(mem__rready),
@@ -3117,7 +3131,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.control  control (
     .clk(clk),
-    .irq(\irq$778 ),
+    .irq(\irq$786 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3128,7 +3142,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11861$2 (\$299 ),
+    .\port$11889$2 (\$301 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3253,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11887$0 (inflight),
-    .\port$12163$0 (q__0__cpl_irq),
-    .\port$12177$0 (q__0__error_irq),
-    .\port$12189$0 (q__1__cpl_irq),
-    .\port$12203$0 (q__1__error_irq),
-    .\port$12215$0 (q__2__cpl_irq),
-    .\port$12229$0 (q__2__error_irq),
-    .\port$12241$0 (q__3__cpl_irq),
-    .\port$12255$0 (q__3__error_irq),
-    .\port$12367$0 (\$309 ),
-    .\port$12375$0 (\$310 ),
-    .\port$12383$0 (\$311 ),
-    .\port$12391$0 (\$312 ),
-    .\port$13635$0 (events),
+    .\port$11915$0 (inflight),
+    .\port$12191$0 (q__0__cpl_irq),
+    .\port$12205$0 (q__0__error_irq),
+    .\port$12217$0 (q__1__cpl_irq),
+    .\port$12231$0 (q__1__error_irq),
+    .\port$12243$0 (q__2__cpl_irq),
+    .\port$12257$0 (q__2__error_irq),
+    .\port$12269$0 (q__3__cpl_irq),
+    .\port$12283$0 (q__3__error_irq),
+    .\port$12395$0 (\$311 ),
+    .\port$12403$0 (\$312 ),
+    .\port$12411$0 (\$313 ),
+    .\port$12419$0 (\$314 ),
+    .\port$13704$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3361,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11889$0 (\$300 ),
-    .\port$11893$0 (\$301 ),
-    .\port$11897$0 (\$302 ),
-    .\port$11901$0 (\$303 ),
-    .\port$11905$0 (\$304 ),
+    .\port$11917$0 (\$302 ),
+    .\port$11921$0 (\$303 ),
+    .\port$11925$0 (\$304 ),
+    .\port$11929$0 (\$305 ),
+    .\port$11933$0 (\$306 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3361,23 +3375,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .reject__done(reject__done),
     .reject__error(reject__error),
     .reject__queued(windowed),
-    .retire__0__done(\retire__0__done$781 ),
+    .retire__0__done(\retire__0__done$789 ),
     .retire__0__error(retire__0__error),
     .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(\retire__1__done$788 ),
+    .retire__1__done(\retire__1__done$796 ),
     .retire__1__error(retire__1__error),
     .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(\retire__2__done$795 ),
+    .retire__2__done(\retire__2__done$803 ),
     .retire__2__error(retire__2__error),
     .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(\retire__3__done$802 ),
+    .retire__3__done(\retire__3__done$810 ),
     .retire__3__error(retire__3__error),
     .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(\retire__4__done$809 ),
+    .retire__4__done(\retire__4__done$817 ),
     .retire__4__error(retire__4__error),
     .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
@@ -3386,19 +3400,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .sfu__valid(sfu__valid),
     .sfu_done(\$25 [0]),
     .sfu_error(sfu_error),
-    .submit(\submit$434 ),
+    .submit(\submit$442 ),
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
     .vec_error(vec_error)
   );
   \kaki_soc_4x4.dma  dma (
-    .acc_rd__data(\acc_rd__data$233 ),
-    .acc_rd__en(\acc_rd__en$230 ),
-    .acc_rd__gnt(\$47 [0]),
-    .acc_wr__data(\wr__1__data$249 ),
-    .acc_wr__en(\acc_wr__en$246 ),
-    .acc_wr__gnt(\$51 [0]),
+    .acc_rd__data(\acc_rd__data$241 ),
+    .acc_rd__en(\acc_rd__en$238 ),
+    .acc_rd__gnt(\$49 [0]),
+    .acc_wr__data(\wr__1__data$257 ),
+    .acc_wr__en(\acc_wr__en$254 ),
+    .acc_wr__gnt(\$53 [0]),
     .axi__araddr(m__0__araddr),
     .axi__arburst(m__0__arburst),
     .axi__arlen(m__0__arlen),
@@ -3440,15 +3454,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .\port$109$0 (reset[1:0]),
+    .\port$113$0 (reset[1:0]),
     .rst(rst),
-    .spad_rd__addr(rd__3__addr),
-    .spad_rd__data(\spad_rd__data$177 ),
-    .spad_rd__en(\spad_rd__en$174 ),
-    .spad_rd__gnt(\$33 [0]),
+    .spad_rd__addr(rd__4__addr),
+    .spad_rd__data(\spad_rd__data$185 ),
+    .spad_rd__en(\spad_rd__en$182 ),
+    .spad_rd__gnt(\$35 [0]),
     .spad_wr__addr(wr__2__addr),
-    .spad_wr__en(\spad_wr__en$198 ),
-    .spad_wr__gnt(\$39 [0]),
+    .spad_wr__en(\spad_wr__en$206 ),
+    .spad_wr__gnt(\$41 [0]),
     .store__busy(store__busy),
     .store__cmd__payload(dma_store__payload[255:32]),
     .store__cmd__ready(store__cmd__ready),
@@ -3470,27 +3484,27 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$970 ),
+    .fw_msg_value(\fw_msg_value$978 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11861$2 (\$299 ),
-    .\port$13635$0 (events),
-    .\port$4227$0 (q__0__qreset_req),
-    .\port$4238$0 (q__1__qreset_req),
-    .\port$4249$0 (q__2__qreset_req),
-    .\port$4260$0 (q__3__qreset_req),
-    .\port$5830$0 (\$305 [255:0]),
-    .\port$5860$0 (\$306 [255:0]),
-    .\port$5890$0 (\$307 [255:0]),
-    .\port$5920$0 (\$308 [255:0]),
-    .\port$9775$0 (q__0__fw_ready),
-    .\port$9818$0 (q__1__fw_ready),
-    .\port$9861$0 (q__2__fw_ready),
-    .\port$9904$0 (q__3__fw_ready),
+    .\port$11889$2 (\$301 ),
+    .\port$13704$0 (events),
+    .\port$4231$0 (q__0__qreset_req),
+    .\port$4242$0 (q__1__qreset_req),
+    .\port$4253$0 (q__2__qreset_req),
+    .\port$4264$0 (q__3__qreset_req),
+    .\port$5834$0 (\$307 [255:0]),
+    .\port$5864$0 (\$308 [255:0]),
+    .\port$5894$0 (\$309 [255:0]),
+    .\port$5924$0 (\$310 [255:0]),
+    .\port$9803$0 (q__0__fw_ready),
+    .\port$9846$0 (q__1__fw_ready),
+    .\port$9889$0 (q__2__fw_ready),
+    .\port$9932$0 (q__3__fw_ready),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3506,13 +3520,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.gemm  gemm (
     .a_data(spad_rd__data),
-    .acc_rd__addr(\rd__0__addr$203 ),
+    .a_ptr(rd__0__addr),
+    .a_valid(active),
+    .acc_rd__addr(\rd__0__addr$211 ),
     .acc_rd__data(acc_rd__data),
     .acc_rd__en(acc_rd__en),
-    .acc_wr__addr(\wr__0__addr$235 ),
-    .acc_wr__data(\wr__0__data$241 ),
+    .acc_wr__addr(\wr__0__addr$243 ),
+    .acc_wr__data(\wr__0__data$249 ),
     .acc_wr__en(acc_wr__en),
-    .active(active),
+    .b_ptr(rd__1__addr),
     .clk(clk),
     .ctl__busy(ctl__busy),
     .ctl__cmd__payload(gemm__payload[255:32]),
@@ -3522,10 +3538,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .error(gemm_error),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__0__addr),
     .spad_rd__en(spad_rd__en),
     .spad_rd__gnt(spad_rd__gnt),
-    .stall(stall)
+    .spad_rd_b__en(spad_rd_b__en),
+    .spad_rd_b__gnt(spad_rd_b__gnt),
+    .stall(stall),
+    .w_data(spad_rd_b__data)
   );
   \kaki_soc_4x4.issue  issue (
     .clk(clk),
@@ -3535,7 +3553,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_item(cpl_item),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$736 ),
+    .cpl_rr_any(\cpl_valid$744 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3546,17 +3564,17 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$5830$0 (\$305 ),
-    .\port$5860$0 (\$306 ),
-    .\port$5890$0 (\$307 ),
-    .\port$5920$0 (\$308 ),
-    .\port$9943$0 (\$314 ),
-    .\port$9949$0 (\$315 ),
-    .\port$9950$32 (\$316 ),
+    .\port$5834$0 (\$307 ),
+    .\port$5864$0 (\$308 ),
+    .\port$5894$0 (\$309 ),
+    .\port$5924$0 (\$310 ),
+    .\port$9971$0 (\$316 ),
+    .\port$9977$0 (\$317 ),
+    .\port$9978$32 (\$318 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
-    .q__0__fw_pop(\$53 [0]),
+    .q__0__fw_pop(\$55 [0]),
     .q__0__fw_ready(q__0__fw_ready),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
@@ -3564,7 +3582,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__active(q__1__active),
     .q__1__cleared(q__1__cleared),
     .q__1__drained(q__1__drained),
-    .q__1__fw_pop(\$54 [1]),
+    .q__1__fw_pop(\$56 [1]),
     .q__1__fw_ready(q__1__fw_ready),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
@@ -3572,7 +3590,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__active(q__2__active),
     .q__2__cleared(q__2__cleared),
     .q__2__drained(q__2__drained),
-    .q__2__fw_pop(\$55 [2]),
+    .q__2__fw_pop(\$57 [2]),
     .q__2__fw_ready(q__2__fw_ready),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
@@ -3580,7 +3598,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__active(q__3__active),
     .q__3__cleared(q__3__cleared),
     .q__3__drained(q__3__drained),
-    .q__3__fw_pop(\$56 [3]),
+    .q__3__fw_pop(\$58 [3]),
     .q__3__fw_ready(q__3__fw_ready),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
@@ -3636,25 +3654,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_timestamp(timestamp_cycles),
     .cpl_valid(cpl_valid),
     .down__arid(m__1__arid),
-    .down__arready(\axi__arready$361 ),
+    .down__arready(\axi__arready$369 ),
     .down__awid(m__1__awid),
-    .down__awready(\axi__awready$327 ),
+    .down__awready(\axi__awready$335 ),
     .down__bid(mem__bid[2:0]),
     .down__bresp(mem__bresp),
-    .down__bvalid(\axi__bvalid$343 ),
+    .down__bvalid(\axi__bvalid$351 ),
     .down__rdata(mem__rdata),
     .down__rid(mem__rid[2:0]),
     .down__rlast(mem__rlast),
     .down__rresp(mem__rresp),
-    .down__rvalid(\axi__rvalid$371 ),
-    .down__wready(\axi__wready$337 ),
+    .down__rvalid(\axi__rvalid$379 ),
+    .down__wready(\axi__wready$345 ),
     .fw_running(fw_running),
-    .level(\$309 ),
-    .\level$122 (\$310 ),
-    .\level$159 (\$311 ),
-    .\level$196 (\$312 ),
+    .level(\$311 ),
+    .\level$122 (\$312 ),
+    .\level$159 (\$313 ),
+    .\level$196 (\$314 ),
     .limit(bus_timeout),
-    .\port$104$0 (fw_write_qreset_ack_queue),
+    .\port$108$0 (fw_write_qreset_ack_queue),
     .q0_active(q__0__active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3739,10 +3757,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__retired(q__3__retired),
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
-    .r_data(\$305 ),
-    .\r_data$128 (\$306 ),
-    .\r_data$165 (\$307 ),
-    .\r_data$202 (\$308 ),
+    .r_data(\$307 ),
+    .\r_data$128 (\$308 ),
+    .\r_data$165 (\$309 ),
+    .\r_data$202 (\$310 ),
     .r_en(q__0__pop),
     .\r_en$139 (q__1__pop),
     .\r_en$176 (q__2__pop),
@@ -3750,79 +3768,83 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst)
   );
   \kaki_soc_4x4.sfu  sfu (
-    .acc_rd__addr(\rd__2__addr$219 ),
-    .acc_rd__data(\acc_rd__data$225 ),
-    .acc_rd__en(\acc_rd__en$222 ),
-    .acc_rd__gnt(\$45 [0]),
-    .active(\active$990 ),
+    .acc_rd__addr(\rd__2__addr$227 ),
+    .acc_rd__data(\acc_rd__data$233 ),
+    .acc_rd__en(\acc_rd__en$230 ),
+    .acc_rd__gnt(\$47 [0]),
+    .active(\active$998 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$989 ),
+    .ctl__busy(\ctl__busy$997 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$11399$0 (sfu_cmd_op),
-    .\port$4217$32 (sfu__payload[255:32]),
-    .r_data(\$313 ),
-    .r_en(\$37 [0]),
-    .r_rdy(\spad_wr__en$190 ),
+    .\port$11427$0 (sfu_cmd_op),
+    .\port$4221$32 (sfu__payload[255:32]),
+    .r_data(\$315 ),
+    .r_en(\$39 [0]),
+    .r_rdy(\spad_wr__en$198 ),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__2__addr),
-    .spad_rd__data(\spad_rd__data$169 ),
-    .spad_rd__en(\spad_rd__en$166 ),
-    .spad_rd__gnt(\$31 [0])
+    .spad_rd__addr(rd__3__addr),
+    .spad_rd__data(\spad_rd__data$177 ),
+    .spad_rd__en(\spad_rd__en$174 ),
+    .spad_rd__gnt(\$33 [0])
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8977$0 (\$313 ),
+    .\port$8936$0 (\$315 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
     .rd__0__gnt(rd__0__gnt),
     .rd__1__addr(rd__1__addr),
-    .rd__1__data(\spad_rd__data$161 ),
+    .rd__1__data(spad_rd_b__data),
     .rd__1__en(rd__1__en),
     .rd__1__gnt(rd__1__gnt),
     .rd__2__addr(rd__2__addr),
     .rd__2__data(\spad_rd__data$169 ),
-    .rd__2__en(\$30 [0]),
+    .rd__2__en(rd__2__en),
     .rd__2__gnt(rd__2__gnt),
     .rd__3__addr(rd__3__addr),
     .rd__3__data(\spad_rd__data$177 ),
     .rd__3__en(\$32 [0]),
     .rd__3__gnt(rd__3__gnt),
+    .rd__4__addr(rd__4__addr),
+    .rd__4__data(\spad_rd__data$185 ),
+    .rd__4__en(\$34 [0]),
+    .rd__4__gnt(rd__4__gnt),
     .rst(rst),
     .wr__0__addr(wr__0__addr),
     .wr__0__data(wr__0__data),
     .wr__0__en(wr__0__en),
     .wr__0__gnt(wr__0__gnt),
-    .wr__1__en(\$36 [0]),
+    .wr__1__en(\$38 [0]),
     .wr__1__gnt(wr__1__gnt),
     .wr__2__addr(wr__2__addr),
-    .wr__2__data(\wr__1__data$249 [31:0]),
-    .wr__2__en(\$38 [0]),
+    .wr__2__data(\wr__1__data$257 [31:0]),
+    .wr__2__en(\$40 [0]),
     .wr__2__gnt(wr__2__gnt)
   );
   \kaki_soc_4x4.vec  vec (
-    .acc_ptr(\rd__1__addr$211 ),
-    .acc_rd__data(\acc_rd__data$217 ),
-    .acc_rd__en(\acc_rd__en$214 ),
-    .acc_rd__gnt(\acc_rd__gnt$215 ),
+    .acc_ptr(\rd__1__addr$219 ),
+    .acc_rd__data(\acc_rd__data$225 ),
+    .acc_rd__en(\acc_rd__en$222 ),
+    .acc_rd__gnt(\acc_rd__gnt$223 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$967 ),
+    .ctl__busy(\ctl__busy$975 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$984 ),
-    .res_ptr(rd__1__addr),
+    .fire(\active$992 ),
+    .res_ptr(rd__2__addr),
     .reset(reset),
     .rst(rst),
-    .spad_rd__data(\spad_rd__data$161 ),
-    .spad_rd__en(\spad_rd__en$158 ),
-    .spad_rd__gnt(\spad_rd__gnt$159 ),
+    .spad_rd__data(\spad_rd__data$169 ),
+    .spad_rd__en(\spad_rd__en$166 ),
+    .spad_rd__gnt(\spad_rd__gnt$167 ),
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
     .wr_en(spad_wr__en)
@@ -3847,7 +3869,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
+      desc = { \$318 , submit_queue, 9'h000, \$317 , \$316  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3856,9 +3878,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      \submit$434  = 1'h1;
+      \submit$442  = 1'h1;
     end else begin
-      \submit$434  = \$52 ;
+      \submit$442  = \$54 ;
     end
   end
   always @* begin
@@ -3936,22 +3958,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$82 ) begin
+    if (\$84 ) begin
       failing = 1'h1;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       failing = 1'h1;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       failing = 1'h1;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       failing = 1'h1;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       failing = 1'h1;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3961,22 +3983,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$82 ) begin
+    if (\$84 ) begin
       \$signal  = retire__4__error;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       \$signal  = retire__3__error;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       \$signal  = retire__2__error;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       \$signal  = retire__1__error;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       \$signal  = retire__0__error;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3985,48 +4007,48 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$860  = 8'h00;
-    if (\$82 ) begin
-      \$signal$860  = \$304 [7:0];
+    \$signal$868  = 8'h00;
+    if (\$84 ) begin
+      \$signal$868  = \$306 [7:0];
     end
-    if (\$86 ) begin
-      \$signal$860  = \$303 [7:0];
+    if (\$88 ) begin
+      \$signal$868  = \$305 [7:0];
     end
-    if (\$90 ) begin
-      \$signal$860  = \$302 [7:0];
+    if (\$92 ) begin
+      \$signal$868  = \$304 [7:0];
     end
-    if (\$94 ) begin
-      \$signal$860  = \$301 [7:0];
+    if (\$96 ) begin
+      \$signal$868  = \$303 [7:0];
     end
-    if (\$98 ) begin
-      \$signal$860  = \$300 [7:0];
+    if (\$100 ) begin
+      \$signal$868  = \$302 [7:0];
     end
-    if (\$102 ) begin
-      \$signal$860  = desc[7:0];
+    if (\$104 ) begin
+      \$signal$868  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$860  = cmd0_word[7:0];
+      \$signal$868  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$82 ) begin
+    if (\$84 ) begin
       tag = retire__4__tag;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       tag = retire__3__tag;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       tag = retire__2__tag;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       tag = retire__1__tag;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       tag = retire__0__tag;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -4099,38 +4121,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = gemm_hang_armed;
+    \$246  = gemm_hang_armed;
     if (reset[2]) begin
-      \$244  = 1'h0;
-    end else if (\$121 ) begin
-      \$244  = 1'h0;
+      \$246  = 1'h0;
+    end else if (\$123 ) begin
+      \$246  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$244  = 1'h1;
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = gemm_frozen;
-    if (reset[2]) begin
-      \$245  = 1'h0;
-    end else if (\$121 ) begin
-      \$245  = 1'h1;
-    end
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = vec_hang_armed;
-    if (reset[3]) begin
-      \$246  = 1'h0;
-    end else if (\$122 ) begin
-      \$246  = 1'h0;
-    end else if (debug_hang_vec) begin
       \$246  = 1'h1;
     end
     if (rst) begin
@@ -4139,10 +4135,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = vec_frozen;
-    if (reset[3]) begin
+    \$247  = gemm_frozen;
+    if (reset[2]) begin
       \$247  = 1'h0;
-    end else if (\$122 ) begin
+    end else if (\$123 ) begin
       \$247  = 1'h1;
     end
     if (rst) begin
@@ -4151,123 +4147,129 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$970 ;
+    \$248  = vec_hang_armed;
+    if (reset[3]) begin
+      \$248  = 1'h0;
+    end else if (\$124 ) begin
+      \$248  = 1'h0;
+    end else if (debug_hang_vec) begin
+      \$248  = 1'h1;
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = \$127 ;
+    \$249  = vec_frozen;
+    if (reset[3]) begin
+      \$249  = 1'h0;
+    end else if (\$124 ) begin
+      \$249  = 1'h1;
+    end
     if (rst) begin
       \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = bus__wdata;
+    \$250  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$250  = \fw_msg_value$978 ;
+    end
     if (rst) begin
       \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = \$128 [31:0];
+    \$251  = \$129 ;
     if (rst) begin
-      \$251  = 32'd0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = \$133 ;
+    \$252  = bus__wdata;
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = bus__wdata;
+    \$253  = \$130 [31:0];
     if (rst) begin
       \$253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = q_doorbell0_producer_swmod;
+    \$254  = \$135 ;
     if (rst) begin
       \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = q_doorbell1_producer_swmod;
+    \$255  = bus__wdata;
     if (rst) begin
-      \$255  = 1'h0;
+      \$255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = q_doorbell2_producer_swmod;
+    \$256  = q_doorbell0_producer_swmod;
     if (rst) begin
       \$256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = q_doorbell3_producer_swmod;
+    \$257  = q_doorbell1_producer_swmod;
     if (rst) begin
       \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = \$138 ;
+    \$258  = q_doorbell2_producer_swmod;
     if (rst) begin
       \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = bus__wdata;
+    \$259  = q_doorbell3_producer_swmod;
     if (rst) begin
-      \$259  = 32'd0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = \$148 ;
+    \$260  = \$140 ;
     if (rst) begin
       \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = done_dma_load_count;
-    if (\$150 ) begin
-      \$261  = \$151 [31:0];
-    end
+    \$261  = bus__wdata;
     if (rst) begin
       \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = done_dma_store_count;
-    if (\$153 ) begin
-      \$262  = \$154 [31:0];
-    end
+    \$262  = \$150 ;
     if (rst) begin
-      \$262  = 32'd0;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = done_gemm_count;
-    if (\$156 ) begin
-      \$263  = \$157 [31:0];
+    \$263  = done_dma_load_count;
+    if (\$152 ) begin
+      \$263  = \$153 [31:0];
     end
     if (rst) begin
       \$263  = 32'd0;
@@ -4275,9 +4277,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = done_vec_count;
-    if (\$159 ) begin
-      \$264  = \$160 [31:0];
+    \$264  = done_dma_store_count;
+    if (\$155 ) begin
+      \$264  = \$156 [31:0];
     end
     if (rst) begin
       \$264  = 32'd0;
@@ -4285,9 +4287,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = done_sfu_count;
-    if (\$162 ) begin
-      \$265  = \$163 [31:0];
+    \$265  = done_gemm_count;
+    if (\$158 ) begin
+      \$265  = \$159 [31:0];
     end
     if (rst) begin
       \$265  = 32'd0;
@@ -4295,72 +4297,68 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = error_info_code;
-    if (\$165 ) begin
-      \$266  = \$signal ;
+    \$266  = done_vec_count;
+    if (\$161 ) begin
+      \$266  = \$162 [31:0];
     end
     if (rst) begin
-      \$266  = 8'h00;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = error_info_opcode;
-    if (\$165 ) begin
-      \$267  = \$signal$860 ;
+    \$267  = done_sfu_count;
+    if (\$164 ) begin
+      \$267  = \$165 [31:0];
     end
     if (rst) begin
-      \$267  = 8'h00;
+      \$267  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = error_info_tag;
-    if (\$165 ) begin
-      \$268  = tag;
+    \$268  = error_info_code;
+    if (\$167 ) begin
+      \$268  = \$signal ;
     end
     if (rst) begin
-      \$268  = 16'h0000;
+      \$268  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = pending;
+    \$269  = error_info_opcode;
+    if (\$167 ) begin
+      \$269  = \$signal$868 ;
+    end
     if (rst) begin
-      \$269  = 1'h0;
+      \$269  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = perf_cycles_count;
+    \$270  = error_info_tag;
+    if (\$167 ) begin
+      \$270  = tag;
+    end
+    if (rst) begin
+      \$270  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$271  = pending;
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$272  = perf_cycles_count;
     if (perf_ctrl_clear) begin
-      \$270  = 32'd0;
-    end else if (\$166 ) begin
-      \$270  = \$167 [31:0];
-    end
-    if (rst) begin
-      \$270  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$271  = 32'd0;
+      \$272  = 32'd0;
     end else if (\$168 ) begin
-      \$271  = \$170 [31:0];
-    end
-    if (rst) begin
-      \$271  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$272  = 32'd0;
-    end else if (\$171 ) begin
-      \$272  = \$174 [31:0];
+      \$272  = \$169 [31:0];
     end
     if (rst) begin
       \$272  = 32'd0;
@@ -4368,11 +4366,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = perf_gemm_stall_count;
+    \$273  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
       \$273  = 32'd0;
-    end else if (\$175 ) begin
-      \$273  = \$177 [31:0];
+    end else if (\$170 ) begin
+      \$273  = \$172 [31:0];
     end
     if (rst) begin
       \$273  = 32'd0;
@@ -4380,11 +4378,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = perf_vec_busy_count;
+    \$274  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
       \$274  = 32'd0;
-    end else if (\$178 ) begin
-      \$274  = \$180 [31:0];
+    end else if (\$173 ) begin
+      \$274  = \$176 [31:0];
     end
     if (rst) begin
       \$274  = 32'd0;
@@ -4392,11 +4390,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = perf_vec_active_count;
+    \$275  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
       \$275  = 32'd0;
-    end else if (\$181 ) begin
-      \$275  = \$184 [31:0];
+    end else if (\$177 ) begin
+      \$275  = \$179 [31:0];
     end
     if (rst) begin
       \$275  = 32'd0;
@@ -4404,11 +4402,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = perf_dma_load_busy_count;
+    \$276  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
       \$276  = 32'd0;
-    end else if (\$185 ) begin
-      \$276  = \$186 [31:0];
+    end else if (\$180 ) begin
+      \$276  = \$182 [31:0];
     end
     if (rst) begin
       \$276  = 32'd0;
@@ -4416,59 +4414,59 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = perf_dma_store_busy_count;
+    \$277  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
       \$277  = 32'd0;
+    end else if (\$183 ) begin
+      \$277  = \$186 [31:0];
+    end
+    if (rst) begin
+      \$277  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$278  = perf_dma_load_busy_count;
+    if (perf_ctrl_clear) begin
+      \$278  = 32'd0;
     end else if (\$187 ) begin
-      \$277  = \$188 [31:0];
+      \$278  = \$188 [31:0];
     end
     if (rst) begin
-      \$277  = 32'd0;
+      \$278  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = perf_dma_load_bytes_count;
+    \$279  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
-      \$278  = 32'd0;
+      \$279  = 32'd0;
     end else if (\$189 ) begin
-      \$278  = \$190 [31:0];
+      \$279  = \$190 [31:0];
     end
     if (rst) begin
-      \$278  = 32'd0;
+      \$279  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = perf_dma_store_bytes_count;
+    \$280  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
-      \$279  = 32'd0;
+      \$280  = 32'd0;
     end else if (\$191 ) begin
-      \$279  = \$192 [31:0];
+      \$280  = \$192 [31:0];
     end
     if (rst) begin
-      \$279  = 32'd0;
+      \$280  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = perf_dma_load_stall_count;
+    \$281  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
-      \$280  = 32'd0;
+      \$281  = 32'd0;
     end else if (\$193 ) begin
-      \$280  = \$197 [31:0];
-    end
-    if (rst) begin
-      \$280  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$281  = 32'd0;
-    end else if (\$198 ) begin
-      \$281  = \$202 [31:0];
+      \$281  = \$194 [31:0];
     end
     if (rst) begin
       \$281  = 32'd0;
@@ -4476,11 +4474,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = perf_vec_stall_count;
+    \$282  = perf_dma_load_stall_count;
     if (perf_ctrl_clear) begin
       \$282  = 32'd0;
-    end else if (\$203 ) begin
-      \$282  = \$209 [31:0];
+    end else if (\$195 ) begin
+      \$282  = \$199 [31:0];
     end
     if (rst) begin
       \$282  = 32'd0;
@@ -4488,11 +4486,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = perf_sfu_busy_count;
+    \$283  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
       \$283  = 32'd0;
-    end else if (\$210 ) begin
-      \$283  = \$211 [31:0];
+    end else if (\$200 ) begin
+      \$283  = \$204 [31:0];
     end
     if (rst) begin
       \$283  = 32'd0;
@@ -4500,35 +4498,35 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = perf_sfu_active_count;
+    \$284  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
       \$284  = 32'd0;
+    end else if (\$205 ) begin
+      \$284  = \$211 [31:0];
+    end
+    if (rst) begin
+      \$284  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$285  = perf_sfu_busy_count;
+    if (perf_ctrl_clear) begin
+      \$285  = 32'd0;
     end else if (\$212 ) begin
-      \$284  = \$213 [31:0];
+      \$285  = \$213 [31:0];
     end
     if (rst) begin
-      \$284  = 32'd0;
+      \$285  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = perf_sfu_stall_count;
+    \$286  = perf_sfu_active_count;
     if (perf_ctrl_clear) begin
-      \$285  = 32'd0;
+      \$286  = 32'd0;
     end else if (\$214 ) begin
-      \$285  = \$217 [31:0];
-    end
-    if (rst) begin
-      \$285  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = perf_dma_load_full_count;
-    if (perf_ctrl_clear) begin
-      \$286  = 32'd0;
-    end else if (\$218 ) begin
-      \$286  = \$219 [31:0];
+      \$286  = \$215 [31:0];
     end
     if (rst) begin
       \$286  = 32'd0;
@@ -4536,151 +4534,175 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = perf_dma_store_full_count;
+    \$287  = perf_sfu_stall_count;
     if (perf_ctrl_clear) begin
       \$287  = 32'd0;
+    end else if (\$216 ) begin
+      \$287  = \$219 [31:0];
+    end
+    if (rst) begin
+      \$287  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$288  = perf_dma_load_full_count;
+    if (perf_ctrl_clear) begin
+      \$288  = 32'd0;
     end else if (\$220 ) begin
-      \$287  = \$221 [31:0];
+      \$288  = \$221 [31:0];
     end
     if (rst) begin
-      \$287  = 32'd0;
+      \$288  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = perf_gemm_full_count;
+    \$289  = perf_dma_store_full_count;
     if (perf_ctrl_clear) begin
-      \$288  = 32'd0;
+      \$289  = 32'd0;
     end else if (\$222 ) begin
-      \$288  = \$223 [31:0];
+      \$289  = \$223 [31:0];
     end
     if (rst) begin
-      \$288  = 32'd0;
+      \$289  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = perf_vec_full_count;
+    \$290  = perf_gemm_full_count;
     if (perf_ctrl_clear) begin
-      \$289  = 32'd0;
+      \$290  = 32'd0;
     end else if (\$224 ) begin
-      \$289  = \$225 [31:0];
+      \$290  = \$225 [31:0];
     end
     if (rst) begin
-      \$289  = 32'd0;
+      \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = perf_sfu_full_count;
+    \$291  = perf_vec_full_count;
     if (perf_ctrl_clear) begin
-      \$290  = 32'd0;
+      \$291  = 32'd0;
     end else if (\$226 ) begin
-      \$290  = \$227 [31:0];
+      \$291  = \$227 [31:0];
     end
     if (rst) begin
-      \$290  = 32'd0;
+      \$291  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = perf_q_retired0_count;
+    \$292  = perf_sfu_full_count;
     if (perf_ctrl_clear) begin
-      \$291  = 32'd0;
+      \$292  = 32'd0;
     end else if (\$228 ) begin
-      \$291  = \$229 [31:0];
+      \$292  = \$229 [31:0];
     end
     if (rst) begin
-      \$291  = 32'd0;
+      \$292  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = perf_q_event_stall0_count;
+    \$293  = perf_q_retired0_count;
     if (perf_ctrl_clear) begin
-      \$292  = 32'd0;
+      \$293  = 32'd0;
     end else if (\$230 ) begin
-      \$292  = \$231 [31:0];
+      \$293  = \$231 [31:0];
     end
     if (rst) begin
-      \$292  = 32'd0;
+      \$293  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = perf_q_retired1_count;
+    \$294  = perf_q_event_stall0_count;
     if (perf_ctrl_clear) begin
-      \$293  = 32'd0;
+      \$294  = 32'd0;
     end else if (\$232 ) begin
-      \$293  = \$233 [31:0];
+      \$294  = \$233 [31:0];
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$294  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = perf_q_event_stall1_count;
+    \$295  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
-      \$294  = 32'd0;
+      \$295  = 32'd0;
     end else if (\$234 ) begin
-      \$294  = \$235 [31:0];
+      \$295  = \$235 [31:0];
     end
     if (rst) begin
-      \$294  = 32'd0;
+      \$295  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = perf_q_retired2_count;
+    \$296  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
-      \$295  = 32'd0;
+      \$296  = 32'd0;
     end else if (\$236 ) begin
-      \$295  = \$237 [31:0];
+      \$296  = \$237 [31:0];
     end
     if (rst) begin
-      \$295  = 32'd0;
+      \$296  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = perf_q_event_stall2_count;
+    \$297  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
-      \$296  = 32'd0;
+      \$297  = 32'd0;
     end else if (\$238 ) begin
-      \$296  = \$239 [31:0];
+      \$297  = \$239 [31:0];
     end
     if (rst) begin
-      \$296  = 32'd0;
+      \$297  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = perf_q_retired3_count;
+    \$298  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
-      \$297  = 32'd0;
+      \$298  = 32'd0;
     end else if (\$240 ) begin
-      \$297  = \$241 [31:0];
+      \$298  = \$241 [31:0];
     end
     if (rst) begin
-      \$297  = 32'd0;
+      \$298  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = perf_q_event_stall3_count;
+    \$299  = perf_q_retired3_count;
     if (perf_ctrl_clear) begin
-      \$298  = 32'd0;
+      \$299  = 32'd0;
     end else if (\$242 ) begin
-      \$298  = \$243 [31:0];
+      \$299  = \$243 [31:0];
     end
     if (rst) begin
-      \$298  = 32'd0;
+      \$299  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$300  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$300  = 32'd0;
+    end else if (\$244 ) begin
+      \$300  = \$245 [31:0];
+    end
+    if (rst) begin
+      \$300  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$299 , 2'h0 };
-  assign mmio__addr = { \$299 , 2'h0 };
+  assign bus__addr = { \$301 , 2'h0 };
+  assign mmio__addr = { \$301 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -4723,49 +4745,51 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \ctl__error$146  = sfu_error;
   assign spad_rd__addr = rd__0__addr;
   assign rd__0__data = spad_rd__data;
-  assign \spad_rd__addr$156  = rd__1__addr;
-  assign rd__1__data = \spad_rd__data$161 ;
+  assign spad_rd_b__addr = rd__1__addr;
+  assign rd__1__data = spad_rd_b__data;
   assign \spad_rd__addr$164  = rd__2__addr;
-  assign rd__2__en = \$30 [0];
-  assign \spad_rd__gnt$167  = \$31 [0];
   assign rd__2__data = \spad_rd__data$169 ;
   assign \spad_rd__addr$172  = rd__3__addr;
   assign rd__3__en = \$32 [0];
   assign \spad_rd__gnt$175  = \$33 [0];
   assign rd__3__data = \spad_rd__data$177 ;
+  assign \spad_rd__addr$180  = rd__4__addr;
+  assign rd__4__en = \$34 [0];
+  assign \spad_rd__gnt$183  = \$35 [0];
+  assign rd__4__data = \spad_rd__data$185 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
-  assign wr__1__addr = \$313 [13:0];
-  assign \spad_wr__addr$188  = \$313 [13:0];
-  assign wr__1__en = \$36 [0];
-  assign \spad_wr__gnt$191  = \$37 [0];
-  assign wr__1__data = \$313 [45:14];
-  assign \spad_wr__data$194  = \$313 [45:14];
-  assign \spad_wr__addr$196  = wr__2__addr;
-  assign wr__2__en = \$38 [0];
+  assign wr__1__addr = \$315 [13:0];
+  assign \spad_wr__addr$196  = \$315 [13:0];
+  assign wr__1__en = \$38 [0];
   assign \spad_wr__gnt$199  = \$39 [0];
-  assign wr__2__data = \wr__1__data$249 [31:0];
-  assign \spad_wr__data$202  = \wr__1__data$249 [31:0];
-  assign acc_rd__addr = \rd__0__addr$203 ;
-  assign \rd__0__data$210  = acc_rd__data;
-  assign \acc_rd__addr$212  = \rd__1__addr$211 ;
-  assign \rd__1__data$218  = \acc_rd__data$217 ;
-  assign \acc_rd__addr$220  = \rd__2__addr$219 ;
-  assign \rd__2__en$221  = \$44 [0];
-  assign \acc_rd__gnt$223  = \$45 [0];
-  assign \rd__2__data$226  = \acc_rd__data$225 ;
-  assign \rd__3__addr$227  = rd__3__addr[12:0];
-  assign \acc_rd__addr$228  = rd__3__addr[12:0];
-  assign \rd__3__en$229  = \$46 [0];
+  assign wr__1__data = \$315 [45:14];
+  assign \spad_wr__data$202  = \$315 [45:14];
+  assign \spad_wr__addr$204  = wr__2__addr;
+  assign wr__2__en = \$40 [0];
+  assign \spad_wr__gnt$207  = \$41 [0];
+  assign wr__2__data = \wr__1__data$257 [31:0];
+  assign \spad_wr__data$210  = \wr__1__data$257 [31:0];
+  assign acc_rd__addr = \rd__0__addr$211 ;
+  assign \rd__0__data$218  = acc_rd__data;
+  assign \acc_rd__addr$220  = \rd__1__addr$219 ;
+  assign \rd__1__data$226  = \acc_rd__data$225 ;
+  assign \acc_rd__addr$228  = \rd__2__addr$227 ;
+  assign \rd__2__en$229  = \$46 [0];
   assign \acc_rd__gnt$231  = \$47 [0];
-  assign \rd__3__data$234  = \acc_rd__data$233 ;
-  assign acc_wr__addr = \wr__0__addr$235 ;
-  assign acc_wr__data = \wr__0__data$241 ;
-  assign \wr__1__addr$243  = wr__2__addr[12:0];
-  assign \acc_wr__addr$244  = wr__2__addr[12:0];
-  assign \wr__1__en$245  = \$50 [0];
-  assign \acc_wr__gnt$247  = \$51 [0];
-  assign \acc_wr__data$250  = \wr__1__data$249 ;
+  assign \rd__2__data$234  = \acc_rd__data$233 ;
+  assign \rd__3__addr$235  = rd__4__addr[12:0];
+  assign \acc_rd__addr$236  = rd__4__addr[12:0];
+  assign \rd__3__en$237  = \$48 [0];
+  assign \acc_rd__gnt$239  = \$49 [0];
+  assign \rd__3__data$242  = \acc_rd__data$241 ;
+  assign acc_wr__addr = \wr__0__addr$243 ;
+  assign acc_wr__data = \wr__0__data$249 ;
+  assign \wr__1__addr$251  = wr__2__addr[12:0];
+  assign \acc_wr__addr$252  = wr__2__addr[12:0];
+  assign \wr__1__en$253  = \$52 [0];
+  assign \acc_wr__gnt$255  = \$53 [0];
+  assign \acc_wr__data$258  = \wr__1__data$257 ;
   assign axi__awid = { 1'h0, m__0__awid };
   assign axi__awaddr = m__0__awaddr;
   assign axi__awlen = m__0__awlen;
@@ -4803,43 +4827,43 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign m__0__rlast = mem__rlast;
   assign m__0__rvalid = axi__rvalid;
   assign axi__rready = m__0__rready;
-  assign \axi__awid$314  = { 1'h0, m__1__awid };
-  assign \axi__awaddr$316  = m__1__awaddr;
-  assign \axi__awlen$318  = m__1__awlen;
-  assign \axi__awsize$320  = m__1__awsize;
-  assign \axi__awburst$322  = m__1__awburst;
-  assign \axi__awprot$324  = m__1__awprot;
-  assign \axi__awvalid$326  = m__1__awvalid;
-  assign m__1__awready = \axi__awready$327 ;
-  assign \axi__wdata$330  = m__1__wdata;
-  assign \axi__wstrb$332  = m__1__wstrb;
-  assign \axi__wlast$334  = m__1__wlast;
-  assign \axi__wvalid$336  = m__1__wvalid;
-  assign m__1__wready = \axi__wready$337 ;
-  assign \axi__bid$339  = { 1'h0, mem__bid[2:0] };
+  assign \axi__awid$322  = { 1'h0, m__1__awid };
+  assign \axi__awaddr$324  = m__1__awaddr;
+  assign \axi__awlen$326  = m__1__awlen;
+  assign \axi__awsize$328  = m__1__awsize;
+  assign \axi__awburst$330  = m__1__awburst;
+  assign \axi__awprot$332  = m__1__awprot;
+  assign \axi__awvalid$334  = m__1__awvalid;
+  assign m__1__awready = \axi__awready$335 ;
+  assign \axi__wdata$338  = m__1__wdata;
+  assign \axi__wstrb$340  = m__1__wstrb;
+  assign \axi__wlast$342  = m__1__wlast;
+  assign \axi__wvalid$344  = m__1__wvalid;
+  assign m__1__wready = \axi__wready$345 ;
+  assign \axi__bid$347  = { 1'h0, mem__bid[2:0] };
   assign m__1__bid = mem__bid[2:0];
-  assign \axi__bresp$341  = mem__bresp;
+  assign \axi__bresp$349  = mem__bresp;
   assign m__1__bresp = mem__bresp;
-  assign m__1__bvalid = \axi__bvalid$343 ;
-  assign \axi__bready$346  = m__1__bready;
-  assign \axi__arid$348  = { 1'h0, m__1__arid };
-  assign \axi__araddr$350  = m__1__araddr;
-  assign \axi__arlen$352  = m__1__arlen;
-  assign \axi__arsize$354  = m__1__arsize;
-  assign \axi__arburst$356  = m__1__arburst;
-  assign \axi__arprot$358  = m__1__arprot;
-  assign \axi__arvalid$360  = m__1__arvalid;
-  assign m__1__arready = \axi__arready$361 ;
-  assign \axi__rid$363  = { 1'h0, mem__rid[2:0] };
+  assign m__1__bvalid = \axi__bvalid$351 ;
+  assign \axi__bready$354  = m__1__bready;
+  assign \axi__arid$356  = { 1'h0, m__1__arid };
+  assign \axi__araddr$358  = m__1__araddr;
+  assign \axi__arlen$360  = m__1__arlen;
+  assign \axi__arsize$362  = m__1__arsize;
+  assign \axi__arburst$364  = m__1__arburst;
+  assign \axi__arprot$366  = m__1__arprot;
+  assign \axi__arvalid$368  = m__1__arvalid;
+  assign m__1__arready = \axi__arready$369 ;
+  assign \axi__rid$371  = { 1'h0, mem__rid[2:0] };
   assign m__1__rid = mem__rid[2:0];
-  assign \axi__rdata$365  = mem__rdata;
+  assign \axi__rdata$373  = mem__rdata;
   assign m__1__rdata = mem__rdata;
-  assign \axi__rresp$367  = mem__rresp;
+  assign \axi__rresp$375  = mem__rresp;
   assign m__1__rresp = mem__rresp;
-  assign \axi__rlast$369  = mem__rlast;
+  assign \axi__rlast$377  = mem__rlast;
   assign m__1__rlast = mem__rlast;
-  assign m__1__rvalid = \axi__rvalid$371 ;
-  assign \axi__rready$374  = m__1__rready;
+  assign m__1__rvalid = \axi__rvalid$379 ;
+  assign \axi__rready$382  = m__1__rready;
   assign s__araddr = mem__araddr;
   assign s__arburst = mem__arburst;
   assign s__arid = mem__arid;
@@ -4876,66 +4900,66 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign core_mem_addr_addr_swmod = load_addr_we;
   assign core_mem_data_data = load_data;
   assign core_mem_data_data_swmod = load_data_we;
-  assign \fw_version_version$416  = fw_version_version;
-  assign \fw_status_state$418  = fw_status_state;
+  assign \fw_version_version$424  = fw_version_version;
+  assign \fw_status_state$426  = fw_status_state;
   assign sleeping = fw_status_sleeping;
   assign pc = core_pc_pc;
   assign fw_fault_pc_pc = fw_fault_pc_value;
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
-  assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
+  assign \watchdog_cycles$438  = watchdog_cycles;
+  assign \desc$441  = { \$318 , submit_queue, 9'h000, \$317 , \$316  };
   assign fw_status = fw_write_q_pop_word[15:8];
-  assign \q__0__pop$450  = q__0__pop;
-  assign q__0__fw_pop = \$53 [0];
-  assign q__0__head = \$305 [255:0];
-  assign \q__0__head$454  = \$305 [255:0];
-  assign q__0__prefetched = { 5'h00, \$309  };
-  assign q__0__item = \$305 [256];
-  assign q__0__head_item = \$305 [256];
-  assign q__0__end = \$305 [257];
-  assign q__0__head_end = \$305 [257];
-  assign \q__0__active$462  = q__0__active;
-  assign \q__0__cleared$464  = q__0__cleared;
-  assign \q__0__drained$466  = q__0__drained;
-  assign \q__1__pop$468  = q__1__pop;
-  assign q__1__fw_pop = \$54 [1];
-  assign q__1__head = \$306 [255:0];
-  assign \q__1__head$471  = \$306 [255:0];
-  assign q__1__prefetched = { 5'h00, \$310  };
-  assign q__1__item = \$306 [256];
-  assign q__1__head_item = \$306 [256];
-  assign q__1__end = \$306 [257];
-  assign q__1__head_end = \$306 [257];
-  assign \q__1__active$479  = q__1__active;
-  assign \q__1__cleared$481  = q__1__cleared;
-  assign \q__1__drained$483  = q__1__drained;
-  assign \q__2__pop$485  = q__2__pop;
-  assign q__2__fw_pop = \$55 [2];
-  assign q__2__head = \$307 [255:0];
-  assign \q__2__head$488  = \$307 [255:0];
-  assign q__2__prefetched = { 5'h00, \$311  };
-  assign q__2__item = \$307 [256];
-  assign q__2__head_item = \$307 [256];
-  assign q__2__end = \$307 [257];
-  assign q__2__head_end = \$307 [257];
-  assign \q__2__active$496  = q__2__active;
-  assign \q__2__cleared$498  = q__2__cleared;
-  assign \q__2__drained$500  = q__2__drained;
-  assign \q__3__pop$502  = q__3__pop;
-  assign q__3__fw_pop = \$56 [3];
-  assign q__3__head = \$308 [255:0];
-  assign \q__3__head$505  = \$308 [255:0];
-  assign q__3__prefetched = { 5'h00, \$312  };
-  assign q__3__item = \$308 [256];
-  assign q__3__head_item = \$308 [256];
-  assign q__3__end = \$308 [257];
-  assign q__3__head_end = \$308 [257];
-  assign \q__3__active$513  = q__3__active;
-  assign \q__3__cleared$515  = q__3__cleared;
-  assign \q__3__drained$517  = q__3__drained;
+  assign \q__0__pop$458  = q__0__pop;
+  assign q__0__fw_pop = \$55 [0];
+  assign q__0__head = \$307 [255:0];
+  assign \q__0__head$462  = \$307 [255:0];
+  assign q__0__prefetched = { 5'h00, \$311  };
+  assign q__0__item = \$307 [256];
+  assign q__0__head_item = \$307 [256];
+  assign q__0__end = \$307 [257];
+  assign q__0__head_end = \$307 [257];
+  assign \q__0__active$470  = q__0__active;
+  assign \q__0__cleared$472  = q__0__cleared;
+  assign \q__0__drained$474  = q__0__drained;
+  assign \q__1__pop$476  = q__1__pop;
+  assign q__1__fw_pop = \$56 [1];
+  assign q__1__head = \$308 [255:0];
+  assign \q__1__head$479  = \$308 [255:0];
+  assign q__1__prefetched = { 5'h00, \$312  };
+  assign q__1__item = \$308 [256];
+  assign q__1__head_item = \$308 [256];
+  assign q__1__end = \$308 [257];
+  assign q__1__head_end = \$308 [257];
+  assign \q__1__active$487  = q__1__active;
+  assign \q__1__cleared$489  = q__1__cleared;
+  assign \q__1__drained$491  = q__1__drained;
+  assign \q__2__pop$493  = q__2__pop;
+  assign q__2__fw_pop = \$57 [2];
+  assign q__2__head = \$309 [255:0];
+  assign \q__2__head$496  = \$309 [255:0];
+  assign q__2__prefetched = { 5'h00, \$313  };
+  assign q__2__item = \$309 [256];
+  assign q__2__head_item = \$309 [256];
+  assign q__2__end = \$309 [257];
+  assign q__2__head_end = \$309 [257];
+  assign \q__2__active$504  = q__2__active;
+  assign \q__2__cleared$506  = q__2__cleared;
+  assign \q__2__drained$508  = q__2__drained;
+  assign \q__3__pop$510  = q__3__pop;
+  assign q__3__fw_pop = \$58 [3];
+  assign q__3__head = \$310 [255:0];
+  assign \q__3__head$513  = \$310 [255:0];
+  assign q__3__prefetched = { 5'h00, \$314  };
+  assign q__3__item = \$310 [256];
+  assign q__3__head_item = \$310 [256];
+  assign q__3__end = \$310 [257];
+  assign q__3__head_end = \$310 [257];
+  assign \q__3__active$521  = q__3__active;
+  assign \q__3__cleared$523  = q__3__cleared;
+  assign \q__3__drained$525  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$530  = timestamp_cycles;
+  assign \timestamp_cycles$538  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4950,18 +4974,18 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q__0__waiting = q_status0_waiting;
-  assign q_status0_prefetched = { 5'h00, \$309  };
+  assign q_status0_prefetched = { 5'h00, \$311  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
-  assign q_head0_word = \$305 [31:0];
-  assign q_head1_word = \$305 [63:32];
-  assign q_head2_word = \$305 [95:64];
-  assign q_head3_word = \$305 [127:96];
-  assign q_head4_word = \$305 [159:128];
-  assign q_head5_word = \$305 [191:160];
-  assign q_head6_word = \$305 [223:192];
-  assign q_head7_word = \$305 [255:224];
+  assign q_head0_word = \$307 [31:0];
+  assign q_head1_word = \$307 [63:32];
+  assign q_head2_word = \$307 [95:64];
+  assign q_head3_word = \$307 [127:96];
+  assign q_head4_word = \$307 [159:128];
+  assign q_head5_word = \$307 [191:160];
+  assign q_head6_word = \$307 [223:192];
+  assign q_head7_word = \$307 [255:224];
   assign q_ring_base1_addr = q__1__ring_base;
   assign q_ring_size1_log2 = q__1__ring_log2;
   assign q_cpl_base1_addr = q__1__cpl_base;
@@ -4976,18 +5000,18 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q__1__waiting = q_status1_waiting;
-  assign q_status1_prefetched = { 5'h00, \$310  };
+  assign q_status1_prefetched = { 5'h00, \$312  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
-  assign q_head8_word = \$306 [31:0];
-  assign q_head9_word = \$306 [63:32];
-  assign q_head10_word = \$306 [95:64];
-  assign q_head11_word = \$306 [127:96];
-  assign q_head12_word = \$306 [159:128];
-  assign q_head13_word = \$306 [191:160];
-  assign q_head14_word = \$306 [223:192];
-  assign q_head15_word = \$306 [255:224];
+  assign q_head8_word = \$308 [31:0];
+  assign q_head9_word = \$308 [63:32];
+  assign q_head10_word = \$308 [95:64];
+  assign q_head11_word = \$308 [127:96];
+  assign q_head12_word = \$308 [159:128];
+  assign q_head13_word = \$308 [191:160];
+  assign q_head14_word = \$308 [223:192];
+  assign q_head15_word = \$308 [255:224];
   assign q_ring_base2_addr = q__2__ring_base;
   assign q_ring_size2_log2 = q__2__ring_log2;
   assign q_cpl_base2_addr = q__2__cpl_base;
@@ -5002,18 +5026,18 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q__2__waiting = q_status2_waiting;
-  assign q_status2_prefetched = { 5'h00, \$311  };
+  assign q_status2_prefetched = { 5'h00, \$313  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
-  assign q_head16_word = \$307 [31:0];
-  assign q_head17_word = \$307 [63:32];
-  assign q_head18_word = \$307 [95:64];
-  assign q_head19_word = \$307 [127:96];
-  assign q_head20_word = \$307 [159:128];
-  assign q_head21_word = \$307 [191:160];
-  assign q_head22_word = \$307 [223:192];
-  assign q_head23_word = \$307 [255:224];
+  assign q_head16_word = \$309 [31:0];
+  assign q_head17_word = \$309 [63:32];
+  assign q_head18_word = \$309 [95:64];
+  assign q_head19_word = \$309 [127:96];
+  assign q_head20_word = \$309 [159:128];
+  assign q_head21_word = \$309 [191:160];
+  assign q_head22_word = \$309 [223:192];
+  assign q_head23_word = \$309 [255:224];
   assign q_ring_base3_addr = q__3__ring_base;
   assign q_ring_size3_log2 = q__3__ring_log2;
   assign q_cpl_base3_addr = q__3__cpl_base;
@@ -5028,81 +5052,81 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q__3__waiting = q_status3_waiting;
-  assign q_status3_prefetched = { 5'h00, \$312  };
+  assign q_status3_prefetched = { 5'h00, \$314  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
-  assign q_head24_word = \$308 [31:0];
-  assign q_head25_word = \$308 [63:32];
-  assign q_head26_word = \$308 [95:64];
-  assign q_head27_word = \$308 [127:96];
-  assign q_head28_word = \$308 [159:128];
-  assign q_head29_word = \$308 [191:160];
-  assign q_head30_word = \$308 [223:192];
-  assign q_head31_word = \$308 [255:224];
+  assign q_head24_word = \$310 [31:0];
+  assign q_head25_word = \$310 [63:32];
+  assign q_head26_word = \$310 [95:64];
+  assign q_head27_word = \$310 [127:96];
+  assign q_head28_word = \$310 [159:128];
+  assign q_head29_word = \$310 [191:160];
+  assign q_head30_word = \$310 [223:192];
+  assign q_head31_word = \$310 [255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$700  = events[31:0];
+  assign \event0_value$708  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$702  = events[63:32];
+  assign \event1_value$710  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$704  = events[95:64];
+  assign \event2_value$712  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$706  = events[127:96];
+  assign \event3_value$714  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$708  = events[159:128];
+  assign \event4_value$716  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$710  = events[191:160];
+  assign \event5_value$718  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$712  = events[223:192];
+  assign \event6_value$720  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$714  = events[255:224];
+  assign \event7_value$722  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$716  = events[287:256];
+  assign \event8_value$724  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$718  = events[319:288];
+  assign \event9_value$726  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$720  = events[351:320];
+  assign \event10_value$728  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$722  = events[383:352];
+  assign \event11_value$730  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$724  = events[415:384];
+  assign \event12_value$732  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$726  = events[447:416];
+  assign \event13_value$734  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$728  = events[479:448];
+  assign \event14_value$736  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$730  = events[511:480];
-  assign \bus_timeout$732  = bus_timeout;
-  assign \cpl_queue$738  = cpl_queue;
-  assign \cpl_irq$740  = cpl_irq;
-  assign \cpl_halt$742  = cpl_halt;
-  assign \cpl_flags$744  = cpl_flags;
-  assign \cpl_status$746  = cpl_status;
-  assign \cpl_opcode$748  = cpl_opcode;
-  assign \cpl_tag$750  = cpl_tag;
-  assign \cpl_item$752  = cpl_item;
+  assign \event15_value$738  = events[511:480];
+  assign \bus_timeout$740  = bus_timeout;
+  assign \cpl_queue$746  = cpl_queue;
+  assign \cpl_irq$748  = cpl_irq;
+  assign \cpl_halt$750  = cpl_halt;
+  assign \cpl_flags$752  = cpl_flags;
+  assign \cpl_status$754  = cpl_status;
+  assign \cpl_opcode$756  = cpl_opcode;
+  assign \cpl_tag$758  = cpl_tag;
+  assign \cpl_item$760  = cpl_item;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$58 [31:0];
+  assign fw_timer_diff = \$60 [31:0];
   assign work_qready = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready };
   assign hung = work_hung;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$776  = reset;
+  assign \engine_reset$784  = reset;
   assign hold = held;
-  assign fw_irq = \irq$778 ;
-  assign \retire__0__error$784  = retire__0__error;
-  assign \retire__0__tag$786  = retire__0__tag;
-  assign \retire__1__error$791  = retire__1__error;
-  assign \retire__1__tag$793  = retire__1__tag;
-  assign \retire__2__error$798  = retire__2__error;
-  assign \retire__2__tag$800  = retire__2__tag;
-  assign \retire__3__error$805  = retire__3__error;
-  assign \retire__3__tag$807  = retire__3__tag;
-  assign \retire__4__error$812  = retire__4__error;
-  assign \retire__4__tag$814  = retire__4__tag;
+  assign fw_irq = \irq$786 ;
+  assign \retire__0__error$792  = retire__0__error;
+  assign \retire__0__tag$794  = retire__0__tag;
+  assign \retire__1__error$799  = retire__1__error;
+  assign \retire__1__tag$801  = retire__1__tag;
+  assign \retire__2__error$806  = retire__2__error;
+  assign \retire__2__tag$808  = retire__2__tag;
+  assign \retire__3__error$813  = retire__3__error;
+  assign \retire__3__tag$815  = retire__3__tag;
+  assign \retire__4__error$820  = retire__4__error;
+  assign \retire__4__tag$822  = retire__4__tag;
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -5128,16 +5152,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
   assign done_count_sfu = done_sfu_count;
-  assign retire__0__irq = \$300 [8];
-  assign retire__1__irq = \$301 [8];
-  assign retire__2__irq = \$302 [8];
-  assign retire__3__irq = \$303 [8];
-  assign retire__4__irq = \$304 [8];
-  assign retire__4__opcode = \$304 [7:0];
-  assign retire__3__opcode = \$303 [7:0];
-  assign retire__2__opcode = \$302 [7:0];
-  assign retire__1__opcode = \$301 [7:0];
-  assign retire__0__opcode = \$300 [7:0];
+  assign retire__0__irq = \$302 [8];
+  assign retire__1__irq = \$303 [8];
+  assign retire__2__irq = \$304 [8];
+  assign retire__3__irq = \$305 [8];
+  assign retire__4__irq = \$306 [8];
+  assign retire__4__opcode = \$306 [7:0];
+  assign retire__3__opcode = \$305 [7:0];
+  assign retire__2__opcode = \$304 [7:0];
+  assign retire__1__opcode = \$303 [7:0];
+  assign retire__0__opcode = \$302 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -5832,28 +5856,28 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$21  = reset[4];
   assign \$23  = reset[4];
   assign \$25  = { 1'h0, \ctl__done$144  };
-  assign \$30  = { 1'h0, \spad_rd__en$166  };
-  assign \$31  = { 1'h0, rd__2__gnt };
   assign \$32  = { 1'h0, \spad_rd__en$174  };
   assign \$33  = { 1'h0, rd__3__gnt };
-  assign \$36  = { 1'h0, \spad_wr__en$190  };
-  assign \$37  = { 1'h0, wr__1__gnt };
+  assign \$34  = { 1'h0, \spad_rd__en$182  };
+  assign \$35  = { 1'h0, rd__4__gnt };
   assign \$38  = { 1'h0, \spad_wr__en$198  };
-  assign \$39  = { 1'h0, wr__2__gnt };
-  assign \$44  = { 1'h0, \acc_rd__en$222  };
-  assign \$45  = { 1'h0, \rd__2__gnt$224  };
+  assign \$39  = { 1'h0, wr__1__gnt };
+  assign \$40  = { 1'h0, \spad_wr__en$206  };
+  assign \$41  = { 1'h0, wr__2__gnt };
   assign \$46  = { 1'h0, \acc_rd__en$230  };
-  assign \$47  = { 1'h0, \rd__3__gnt$232  };
-  assign \$50  = { 1'h0, \acc_wr__en$246  };
-  assign \$51  = { 1'h0, \wr__1__gnt$248  };
+  assign \$47  = { 1'h0, \rd__2__gnt$232  };
+  assign \$48  = { 1'h0, \acc_rd__en$238  };
+  assign \$49  = { 1'h0, \rd__3__gnt$240  };
+  assign \$52  = { 1'h0, \acc_wr__en$254  };
+  assign \$53  = { 1'h0, \wr__1__gnt$256  };
   assign fw_running = core_ctrl_run;
-  assign \$104  = \$103 ;
   assign \$106  = \$105 ;
   assign \$108  = \$107 ;
   assign \$110  = \$109 ;
   assign \$112  = \$111 ;
   assign \$114  = \$113 ;
-  assign \$120  = \$119 ;
+  assign \$116  = \$115 ;
+  assign \$122  = \$121 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7427,7 +7451,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11861$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11889$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7595,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11861$2 ;
-  wire [29:0] \port$11861$2 ;
+  output [29:0] \port$11889$2 ;
+  wire [29:0] \port$11889$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7776,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11861$2 (\$99 ),
+    .\port$11889$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7894,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11861$2  = \$99 ;
+  assign \port$11889$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11861$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11889$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8323,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11861$2 ;
-  wire [29:0] \port$11861$2 ;
+  output [29:0] \port$11889$2 ;
+  wire [29:0] \port$11889$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11429,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11861$2  = ls_addr_r[31:2];
+  assign \port$11889$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11604,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11887$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12163$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12177$0 , q_status0_resetting, q_consumer1_index, \port$12189$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$12203$0 , q_status1_resetting, q_consumer2_index, \port$12215$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12229$0 , q_status2_resetting, q_consumer3_index, \port$12241$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12255$0 , q_status3_resetting, \port$12367$0 , \port$12375$0 , \port$12383$0 
-, \port$12391$0 , \port$13635$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11915$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12191$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12205$0 , q_status0_resetting, q_consumer1_index, \port$12217$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$12231$0 , q_status1_resetting, q_consumer2_index, \port$12243$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12257$0 , q_status2_resetting, q_consumer3_index, \port$12269$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12283$0 , q_status3_resetting, \port$12395$0 , \port$12403$0 , \port$12411$0 
+, \port$12419$0 , \port$13704$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,34 +13193,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$11887$0 ;
-  wire [4:0] \port$11887$0 ;
-  input \port$12163$0 ;
-  wire \port$12163$0 ;
-  input \port$12177$0 ;
-  wire \port$12177$0 ;
-  input \port$12189$0 ;
-  wire \port$12189$0 ;
-  input \port$12203$0 ;
-  wire \port$12203$0 ;
-  input \port$12215$0 ;
-  wire \port$12215$0 ;
-  input \port$12229$0 ;
-  wire \port$12229$0 ;
-  input \port$12241$0 ;
-  wire \port$12241$0 ;
-  input \port$12255$0 ;
-  wire \port$12255$0 ;
-  input [2:0] \port$12367$0 ;
-  wire [2:0] \port$12367$0 ;
-  input [2:0] \port$12375$0 ;
-  wire [2:0] \port$12375$0 ;
-  input [2:0] \port$12383$0 ;
-  wire [2:0] \port$12383$0 ;
-  input [2:0] \port$12391$0 ;
-  wire [2:0] \port$12391$0 ;
-  input [511:0] \port$13635$0 ;
-  wire [511:0] \port$13635$0 ;
+  input [4:0] \port$11915$0 ;
+  wire [4:0] \port$11915$0 ;
+  input \port$12191$0 ;
+  wire \port$12191$0 ;
+  input \port$12205$0 ;
+  wire \port$12205$0 ;
+  input \port$12217$0 ;
+  wire \port$12217$0 ;
+  input \port$12231$0 ;
+  wire \port$12231$0 ;
+  input \port$12243$0 ;
+  wire \port$12243$0 ;
+  input \port$12257$0 ;
+  wire \port$12257$0 ;
+  input \port$12269$0 ;
+  wire \port$12269$0 ;
+  input \port$12283$0 ;
+  wire \port$12283$0 ;
+  input [2:0] \port$12395$0 ;
+  wire [2:0] \port$12395$0 ;
+  input [2:0] \port$12403$0 ;
+  wire [2:0] \port$12403$0 ;
+  input [2:0] \port$12411$0 ;
+  wire [2:0] \port$12411$0 ;
+  input [2:0] \port$12419$0 ;
+  wire [2:0] \port$12419$0 ;
+  input [511:0] \port$13704$0 ;
+  wire [511:0] \port$13704$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13875,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$12241$0 , \port$12215$0 , \port$12189$0 , \port$12163$0  };
+  assign \$187  = \$186  | { \port$12269$0 , \port$12243$0 , \port$12217$0 , \port$12191$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$12255$0 , \port$12229$0 , \port$12203$0 , \port$12177$0  };
+  assign \$190  = \$189  | { \port$12283$0 , \port$12257$0 , \port$12231$0 , \port$12205$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +16013,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12241$0 , \port$12215$0 , \port$12189$0 , \port$12163$0  };
-  assign irq_status_queue_error_set = { \port$12255$0 , \port$12229$0 , \port$12203$0 , \port$12177$0  };
+  assign irq_status_queue_cpl_set = { \port$12269$0 , \port$12243$0 , \port$12217$0 , \port$12191$0  };
+  assign irq_status_queue_error_set = { \port$12283$0 , \port$12257$0 , \port$12231$0 , \port$12205$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16029,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11887$0 [0];
-  assign status_dma_store_busy = \port$11887$0 [1];
-  assign status_gemm_busy = \port$11887$0 [2];
-  assign status_vec_busy = \port$11887$0 [3];
-  assign status_sfu_busy = \port$11887$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$12367$0  };
-  assign q_status1_prefetched = { 5'h00, \port$12375$0  };
-  assign q_status2_prefetched = { 5'h00, \port$12383$0  };
-  assign q_status3_prefetched = { 5'h00, \port$12391$0  };
-  assign event0_value = \port$13635$0 [31:0];
-  assign event1_value = \port$13635$0 [63:32];
-  assign event2_value = \port$13635$0 [95:64];
-  assign event3_value = \port$13635$0 [127:96];
-  assign event4_value = \port$13635$0 [159:128];
-  assign event5_value = \port$13635$0 [191:160];
-  assign event6_value = \port$13635$0 [223:192];
-  assign event7_value = \port$13635$0 [255:224];
-  assign event8_value = \port$13635$0 [287:256];
-  assign event9_value = \port$13635$0 [319:288];
-  assign event10_value = \port$13635$0 [351:320];
-  assign event11_value = \port$13635$0 [383:352];
-  assign event12_value = \port$13635$0 [415:384];
-  assign event13_value = \port$13635$0 [447:416];
-  assign event14_value = \port$13635$0 [479:448];
-  assign event15_value = \port$13635$0 [511:480];
+  assign status_dma_load_busy = \port$11915$0 [0];
+  assign status_dma_store_busy = \port$11915$0 [1];
+  assign status_gemm_busy = \port$11915$0 [2];
+  assign status_vec_busy = \port$11915$0 [3];
+  assign status_sfu_busy = \port$11915$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$12395$0  };
+  assign q_status1_prefetched = { 5'h00, \port$12403$0  };
+  assign q_status2_prefetched = { 5'h00, \port$12411$0  };
+  assign q_status3_prefetched = { 5'h00, \port$12419$0  };
+  assign event0_value = \port$13704$0 [31:0];
+  assign event1_value = \port$13704$0 [63:32];
+  assign event2_value = \port$13704$0 [95:64];
+  assign event3_value = \port$13704$0 [127:96];
+  assign event4_value = \port$13704$0 [159:128];
+  assign event5_value = \port$13704$0 [191:160];
+  assign event6_value = \port$13704$0 [223:192];
+  assign event7_value = \port$13704$0 [255:224];
+  assign event8_value = \port$13704$0 [287:256];
+  assign event9_value = \port$13704$0 [319:288];
+  assign event10_value = \port$13704$0 [351:320];
+  assign event11_value = \port$13704$0 [383:352];
+  assign event12_value = \port$13704$0 [415:384];
+  assign event13_value = \port$13704$0 [447:416];
+  assign event14_value = \port$13704$0 [479:448];
+  assign event15_value = \port$13704$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16098,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11887$0 [0] };
+  assign \$440  = { 1'h0, \port$11915$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11887$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11887$0 [2], 2'h0 };
-  assign \$446  = { \port$11887$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11887$0 [4], 4'h0 };
+  assign \$442  = { \port$11915$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11915$0 [2], 2'h0 };
+  assign \$446  = { \port$11915$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11915$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16269,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$12367$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$12395$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$12375$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$12403$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$12383$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$12411$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$12391$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$12419$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16328,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$13635$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$13704$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$13635$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$13704$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$13635$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$13704$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$13635$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$13704$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$13635$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$13704$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$13635$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$13704$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$13635$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$13704$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$13635$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$13704$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$13635$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$13704$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$13635$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$13704$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$13635$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$13704$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$13635$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$13704$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$13635$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$13704$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$13635$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$13704$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$13635$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$13704$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$13635$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$13704$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16402,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11889$0 , retire__0__tag, retire__0__queued, \port$11893$0 , retire__1__tag, retire__1__queued
-, \port$11897$0 , retire__2__tag, retire__2__queued, \port$11901$0 , retire__3__tag, retire__3__queued, \port$11905$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$11917$0 , retire__0__tag, retire__0__queued, \port$11921$0 , retire__1__tag, retire__1__queued
+, \port$11925$0 , retire__2__tag, retire__2__queued, \port$11929$0 , retire__3__tag, retire__3__queued, \port$11933$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17500,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11889$0 ;
-  wire [8:0] \port$11889$0 ;
-  output [8:0] \port$11893$0 ;
-  wire [8:0] \port$11893$0 ;
-  output [8:0] \port$11897$0 ;
-  wire [8:0] \port$11897$0 ;
-  output [8:0] \port$11901$0 ;
-  wire [8:0] \port$11901$0 ;
-  output [8:0] \port$11905$0 ;
-  wire [8:0] \port$11905$0 ;
+  output [8:0] \port$11917$0 ;
+  wire [8:0] \port$11917$0 ;
+  output [8:0] \port$11921$0 ;
+  wire [8:0] \port$11921$0 ;
+  output [8:0] \port$11925$0 ;
+  wire [8:0] \port$11925$0 ;
+  output [8:0] \port$11929$0 ;
+  wire [8:0] \port$11929$0 ;
+  output [8:0] \port$11933$0 ;
+  wire [8:0] \port$11933$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18513,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11400$0 (desc),
-    .\port$11402$0 (queue),
-    .\port$11403$0 (reject__queued),
+    .\port$11428$0 (desc),
+    .\port$11430$0 (queue),
+    .\port$11431$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18525,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11400$0 (desc),
-    .\port$11402$0 (queue),
-    .\port$11403$0 (reject__queued),
+    .\port$11428$0 (desc),
+    .\port$11430$0 (queue),
+    .\port$11431$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18537,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11400$0 (desc),
-    .\port$11402$0 (queue),
-    .\port$11403$0 (reject__queued),
+    .\port$11428$0 (desc),
+    .\port$11430$0 (queue),
+    .\port$11431$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18549,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$11400$0 (desc),
-    .\port$11402$0 (queue),
-    .\port$11403$0 (reject__queued),
+    .\port$11428$0 (desc),
+    .\port$11430$0 (queue),
+    .\port$11431$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18561,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11400$0 (desc),
-    .\port$11402$0 (queue),
-    .\port$11403$0 (reject__queued),
+    .\port$11428$0 (desc),
+    .\port$11430$0 (queue),
+    .\port$11431$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18835,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$11889$0  = dma_load_held[8:0];
+  assign \port$11917$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11893$0  = dma_store_held[8:0];
+  assign \port$11921$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11897$0  = gemm_held[8:0];
+  assign \port$11925$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11901$0  = vec_held[8:0];
+  assign \port$11929$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11905$0  = sfu_held[8:0];
+  assign \port$11933$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20081,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11428$0 , \port$11430$0 , \port$11431$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20123,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11400$0 ;
-  wire [255:0] \port$11400$0 ;
-  input [1:0] \port$11402$0 ;
-  wire [1:0] \port$11402$0 ;
-  input \port$11403$0 ;
-  wire \port$11403$0 ;
+  input [255:0] \port$11428$0 ;
+  wire [255:0] \port$11428$0 ;
+  input [1:0] \port$11430$0 ;
+  wire [1:0] \port$11430$0 ;
+  input \port$11431$0 ;
+  wire \port$11431$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20160,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+      storage[w_port__addr] <= { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20259,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
-  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_port__data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
+  assign w_data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11428$0 , \port$11430$0 , \port$11431$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20308,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11400$0 ;
-  wire [255:0] \port$11400$0 ;
-  input [1:0] \port$11402$0 ;
-  wire [1:0] \port$11402$0 ;
-  input \port$11403$0 ;
-  wire \port$11403$0 ;
+  input [255:0] \port$11428$0 ;
+  wire [255:0] \port$11428$0 ;
+  input [1:0] \port$11430$0 ;
+  wire [1:0] \port$11430$0 ;
+  input \port$11431$0 ;
+  wire \port$11431$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20345,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+      storage[w_port__addr] <= { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20444,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
-  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_port__data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
+  assign w_data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11428$0 , \port$11430$0 , \port$11431$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20493,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11400$0 ;
-  wire [255:0] \port$11400$0 ;
-  input [1:0] \port$11402$0 ;
-  wire [1:0] \port$11402$0 ;
-  input \port$11403$0 ;
-  wire \port$11403$0 ;
+  input [255:0] \port$11428$0 ;
+  wire [255:0] \port$11428$0 ;
+  input [1:0] \port$11430$0 ;
+  wire [1:0] \port$11430$0 ;
+  input \port$11431$0 ;
+  wire \port$11431$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20530,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+      storage[w_port__addr] <= { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20629,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
-  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_port__data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
+  assign w_data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11428$0 , \port$11430$0 , \port$11431$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20678,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11400$0 ;
-  wire [255:0] \port$11400$0 ;
-  input [1:0] \port$11402$0 ;
-  wire [1:0] \port$11402$0 ;
-  input \port$11403$0 ;
-  wire \port$11403$0 ;
+  input [255:0] \port$11428$0 ;
+  wire [255:0] \port$11428$0 ;
+  input [1:0] \port$11430$0 ;
+  wire [1:0] \port$11430$0 ;
+  input \port$11431$0 ;
+  wire \port$11431$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20715,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+      storage[w_port__addr] <= { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20814,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
-  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_port__data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
+  assign w_data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11400$0 , \port$11402$0 , \port$11403$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11428$0 , \port$11430$0 , \port$11431$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20863,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11400$0 ;
-  wire [255:0] \port$11400$0 ;
-  input [1:0] \port$11402$0 ;
-  wire [1:0] \port$11402$0 ;
-  input \port$11403$0 ;
-  wire \port$11403$0 ;
+  input [255:0] \port$11428$0 ;
+  wire [255:0] \port$11428$0 ;
+  input [1:0] \port$11430$0 ;
+  wire [1:0] \port$11430$0 ;
+  input \port$11431$0 ;
+  wire \port$11431$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20900,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+      storage[w_port__addr] <= { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,14 +20999,14 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
-  assign w_data = { \port$11403$0 , \port$11402$0 , \port$11400$0  };
+  assign w_port__data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
+  assign w_data = { \port$11431$0 , \port$11430$0 , \port$11428$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$109$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$113$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
 , axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
 , acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
 , down__bid);
@@ -21153,8 +21177,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [1:0] \port$109$0 ;
-  wire [1:0] \port$109$0 ;
+  input [1:0] \port$113$0 ;
+  wire [1:0] \port$113$0 ;
   input rst;
   wire rst;
   output [13:0] spad_rd__addr;
@@ -21252,8 +21276,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire up__wready;
   wire [7:0] up__wstrb;
   wire up__wvalid;
-  assign abandon = \port$109$0 [0] | ld_abort;
-  assign \abandon$68  = \port$109$0 [1] | st_abort;
+  assign abandon = \port$113$0 [0] | ld_abort;
+  assign \abandon$68  = \port$113$0 [1] | st_abort;
   \kaki_soc_4x4.dma.load_channel  load_channel (
     .acc_wr__en(acc_wr__en),
     .acc_wr__gnt(acc_wr__gnt),
@@ -21268,7 +21292,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .load__done(load__done),
     .load__error(load__error),
     .load_bytes(load_bytes),
-    .load_reset(\port$109$0 [0]),
+    .load_reset(\port$113$0 [0]),
     .load_window(load_window),
     .rst(rst),
     .spad_wr__addr(spad_wr__addr),
@@ -21331,7 +21355,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .store__done(store__done),
     .store__error(store__error),
     .store_bytes(store_bytes),
-    .store_reset(\port$109$0 [1]),
+    .store_reset(\port$113$0 [1]),
     .store_window(store_window),
     .timeout(\timeout$122 ),
     .up__awaddr(up__awaddr),
@@ -21391,7 +21415,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__rvalid = down__rvalid;
   assign down__rready = axi__rready;
   assign bus_timeout = limit;
-  assign load_reset = \port$109$0 [0];
+  assign load_reset = \port$113$0 [0];
   assign axi__awid = { 1'h0, down__awid };
   assign down__awaddr = axi__awaddr;
   assign down__awlen = axi__awlen;
@@ -21410,7 +21434,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__bvalid = down__bvalid;
   assign down__bready = axi__bready;
   assign \limit$67  = limit;
-  assign store_reset = \port$109$0 [1];
+  assign store_reset = \port$113$0 [1];
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
@@ -26061,8 +26085,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$6240$0 (aw_hs_id),
-    .\port$6254$0 (down__awlen),
+    .\port$6244$0 (aw_hs_id),
+    .\port$6258$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26407,7 +26431,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$6254$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6244$0 , w_en, \port$6258$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26435,10 +26459,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   (* init = 4'h0 *)
   wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  input [2:0] \port$6240$0 ;
-  wire [2:0] \port$6240$0 ;
-  input [7:0] \port$6254$0 ;
-  wire [7:0] \port$6254$0 ;
+  input [2:0] \port$6244$0 ;
+  wire [2:0] \port$6244$0 ;
+  input [7:0] \port$6258$0 ;
+  wire [7:0] \port$6258$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [10:0] r_data;
@@ -26477,7 +26501,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6240$0 , \port$6254$0  };
+      storage[w_port__addr] <= { \port$6244$0 , \port$6258$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 4'h9;
@@ -26543,16 +26567,16 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6240$0 , \port$6254$0  };
-  assign w_data = { \port$6240$0 , \port$6254$0  };
+  assign w_port__data = { \port$6244$0 , \port$6258$0  };
+  assign w_data = { \port$6244$0 , \port$6258$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , \port$9775$0 , \port$9818$0 , \port$9861$0 , \port$9904$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11861$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$13635$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4231$0 , q_head_index1_index, \port$4242$0 , q_head_index2_index, \port$4253$0 , q_head_index3_index, \port$4264$0 , \port$5834$0 , \port$5864$0 , \port$5894$0 , \port$5924$0 , \port$9803$0 , \port$9846$0 , \port$9889$0 , \port$9932$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11889$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$13704$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27247,34 +27271,34 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [29:0] \port$11861$2 ;
-  wire [29:0] \port$11861$2 ;
-  input [511:0] \port$13635$0 ;
-  wire [511:0] \port$13635$0 ;
-  input \port$4227$0 ;
-  wire \port$4227$0 ;
-  input \port$4238$0 ;
-  wire \port$4238$0 ;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
-  input \port$4260$0 ;
-  wire \port$4260$0 ;
-  input [255:0] \port$5830$0 ;
-  wire [255:0] \port$5830$0 ;
-  input [255:0] \port$5860$0 ;
-  wire [255:0] \port$5860$0 ;
-  input [255:0] \port$5890$0 ;
-  wire [255:0] \port$5890$0 ;
-  input [255:0] \port$5920$0 ;
-  wire [255:0] \port$5920$0 ;
-  input \port$9775$0 ;
-  wire \port$9775$0 ;
-  input \port$9818$0 ;
-  wire \port$9818$0 ;
-  input \port$9861$0 ;
-  wire \port$9861$0 ;
-  input \port$9904$0 ;
-  wire \port$9904$0 ;
+  input [29:0] \port$11889$2 ;
+  wire [29:0] \port$11889$2 ;
+  input [511:0] \port$13704$0 ;
+  wire [511:0] \port$13704$0 ;
+  input \port$4231$0 ;
+  wire \port$4231$0 ;
+  input \port$4242$0 ;
+  wire \port$4242$0 ;
+  input \port$4253$0 ;
+  wire \port$4253$0 ;
+  input \port$4264$0 ;
+  wire \port$4264$0 ;
+  input [255:0] \port$5834$0 ;
+  wire [255:0] \port$5834$0 ;
+  input [255:0] \port$5864$0 ;
+  wire [255:0] \port$5864$0 ;
+  input [255:0] \port$5894$0 ;
+  wire [255:0] \port$5894$0 ;
+  input [255:0] \port$5924$0 ;
+  wire [255:0] \port$5924$0 ;
+  input \port$9803$0 ;
+  wire \port$9803$0 ;
+  input \port$9846$0 ;
+  wire \port$9846$0 ;
+  input \port$9889$0 ;
+  wire \port$9889$0 ;
+  input \port$9932$0 ;
+  wire \port$9932$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27412,219 +27436,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$11861$2 [9:0] == 5'h1a;
+  assign \$295  = \port$11889$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$11861$2 [9:0] == 5'h1b;
+  assign \$301  = \port$11889$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$11861$2 [9:0] == 5'h1c;
+  assign \$307  = \port$11889$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$11861$2 [9:0] == 5'h1d;
+  assign \$313  = \port$11889$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$11861$2 [9:0] == 6'h20;
+  assign \$319  = \port$11889$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$11861$2 [9:0] == 6'h21;
+  assign \$325  = \port$11889$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$11861$2 [9:0] == 6'h22;
+  assign \$331  = \port$11889$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$11861$2 [9:0] == 6'h23;
+  assign \$337  = \port$11889$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$11861$2 [9:0] == 6'h24;
+  assign \$343  = \port$11889$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$11861$2 [9:0] == 6'h25;
+  assign \$349  = \port$11889$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$11861$2 [9:0] == 6'h26;
+  assign \$355  = \port$11889$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$11861$2 [9:0] == 6'h27;
+  assign \$361  = \port$11889$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$11861$2 [9:0] == 6'h28;
+  assign \$367  = \port$11889$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$11861$2 [9:0] == 6'h29;
+  assign \$373  = \port$11889$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$11861$2 [9:0] == 6'h2a;
+  assign \$379  = \port$11889$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$11861$2 [9:0] == 6'h2b;
+  assign \$385  = \port$11889$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$11861$2 [9:0] == 6'h2c;
+  assign \$391  = \port$11889$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$11861$2 [9:0] == 6'h2d;
+  assign \$397  = \port$11889$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$11861$2 [9:0] == 6'h2e;
+  assign \$403  = \port$11889$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$11861$2 [9:0] == 6'h2f;
+  assign \$409  = \port$11889$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$11861$2 [9:0] == 6'h30;
+  assign \$415  = \port$11889$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$11861$2 [9:0] == 6'h31;
+  assign \$421  = \port$11889$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$11861$2 [9:0] == 6'h32;
+  assign \$427  = \port$11889$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$11861$2 [9:0] == 6'h33;
+  assign \$433  = \port$11889$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$11861$2 [9:0] == 6'h34;
+  assign \$439  = \port$11889$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$11861$2 [9:0] == 6'h35;
+  assign \$445  = \port$11889$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$11861$2 [9:0] == 6'h36;
+  assign \$451  = \port$11889$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$11861$2 [9:0] == 6'h37;
+  assign \$457  = \port$11889$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$11861$2 [9:0] == 6'h38;
+  assign \$463  = \port$11889$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$11861$2 [9:0] == 6'h39;
+  assign \$469  = \port$11889$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$11861$2 [9:0] == 6'h3a;
+  assign \$475  = \port$11889$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$11861$2 [9:0] == 6'h3b;
+  assign \$481  = \port$11889$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$11861$2 [9:0] == 6'h3c;
+  assign \$487  = \port$11889$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$11861$2 [9:0] == 6'h3d;
+  assign \$493  = \port$11889$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$11861$2 [9:0] == 6'h3e;
+  assign \$499  = \port$11889$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$11861$2 [9:0] == 6'h3f;
+  assign \$505  = \port$11889$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$11861$2 [9:0] == 7'h40;
+  assign \$511  = \port$11889$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$11861$2 [9:0] == 7'h41;
+  assign \$517  = \port$11889$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$11861$2 [9:0] == 7'h42;
+  assign \$523  = \port$11889$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$11861$2 [9:0] == 7'h43;
+  assign \$529  = \port$11889$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$11861$2 [9:0] == 7'h44;
+  assign \$535  = \port$11889$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$11861$2 [9:0] == 7'h45;
+  assign \$541  = \port$11889$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$11861$2 [9:0] == 7'h46;
+  assign \$547  = \port$11889$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$11861$2 [9:0] == 7'h47;
+  assign \$553  = \port$11889$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$11861$2 [9:0] == 7'h48;
+  assign \$559  = \port$11889$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$11861$2 [9:0] == 7'h49;
+  assign \$565  = \port$11889$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$11861$2 [9:0] == 7'h4a;
+  assign \$571  = \port$11889$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$11861$2 [9:0] == 7'h4b;
+  assign \$577  = \port$11889$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$11861$2 [9:0] == 7'h4c;
+  assign \$583  = \port$11889$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$11861$2 [9:0] == 7'h4d;
+  assign \$589  = \port$11889$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$11861$2 [9:0] == 7'h4e;
+  assign \$595  = \port$11889$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$11861$2 [9:0] == 7'h4f;
+  assign \$601  = \port$11889$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$11861$2 [9:0] == 7'h50;
+  assign \$607  = \port$11889$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$11861$2 [9:0] == 7'h51;
+  assign \$613  = \port$11889$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27668,215 +27692,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11861$2 [9:0];
+  assign \$3  = ! \port$11889$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11861$2 [9:0] == 1'h1;
+  assign \$5  = \port$11889$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11861$2 [9:0] == 2'h2;
+  assign \$7  = \port$11889$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11861$2 [9:0] == 2'h3;
+  assign \$9  = \port$11889$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11861$2 [9:0] == 3'h4;
+  assign \$11  = \port$11889$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11861$2 [9:0] == 3'h5;
+  assign \$13  = \port$11889$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11861$2 [9:0] == 3'h6;
+  assign \$15  = \port$11889$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11861$2 [9:0] == 4'h8;
+  assign \$17  = \port$11889$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11861$2 [9:0] == 4'h9;
+  assign \$19  = \port$11889$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11861$2 [9:0] == 4'ha;
+  assign \$21  = \port$11889$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11861$2 [9:0] == 4'hb;
+  assign \$23  = \port$11889$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11861$2 [9:0] == 5'h14;
+  assign \$25  = \port$11889$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11861$2 [9:0] == 5'h15;
+  assign \$27  = \port$11889$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11861$2 [9:0] == 5'h16;
+  assign \$29  = \port$11889$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11861$2 [9:0] == 5'h18;
+  assign \$31  = \port$11889$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11861$2 [9:0] == 5'h19;
+  assign \$33  = \port$11889$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11861$2 [9:0] == 5'h1a;
+  assign \$35  = \port$11889$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11861$2 [9:0] == 5'h1b;
+  assign \$37  = \port$11889$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11861$2 [9:0] == 5'h1c;
+  assign \$39  = \port$11889$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11861$2 [9:0] == 5'h1d;
+  assign \$41  = \port$11889$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11861$2 [9:0] == 6'h20;
+  assign \$43  = \port$11889$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11861$2 [9:0] == 6'h21;
+  assign \$45  = \port$11889$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11861$2 [9:0] == 6'h22;
+  assign \$47  = \port$11889$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11861$2 [9:0] == 6'h23;
+  assign \$49  = \port$11889$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11861$2 [9:0] == 6'h24;
+  assign \$51  = \port$11889$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11861$2 [9:0] == 6'h25;
+  assign \$53  = \port$11889$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11861$2 [9:0] == 6'h26;
+  assign \$55  = \port$11889$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11861$2 [9:0] == 6'h27;
+  assign \$57  = \port$11889$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11861$2 [9:0] == 6'h28;
+  assign \$59  = \port$11889$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11861$2 [9:0] == 6'h29;
+  assign \$61  = \port$11889$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11861$2 [9:0] == 6'h2a;
+  assign \$63  = \port$11889$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11861$2 [9:0] == 6'h2b;
+  assign \$65  = \port$11889$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11861$2 [9:0] == 6'h2c;
+  assign \$67  = \port$11889$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11861$2 [9:0] == 6'h2d;
+  assign \$69  = \port$11889$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11861$2 [9:0] == 6'h2e;
+  assign \$71  = \port$11889$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11861$2 [9:0] == 6'h2f;
+  assign \$73  = \port$11889$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11861$2 [9:0] == 6'h30;
+  assign \$75  = \port$11889$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11861$2 [9:0] == 6'h31;
+  assign \$77  = \port$11889$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11861$2 [9:0] == 6'h32;
+  assign \$79  = \port$11889$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11861$2 [9:0] == 6'h33;
+  assign \$81  = \port$11889$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11861$2 [9:0] == 6'h34;
+  assign \$83  = \port$11889$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11861$2 [9:0] == 6'h35;
+  assign \$85  = \port$11889$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11861$2 [9:0] == 6'h36;
+  assign \$87  = \port$11889$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11861$2 [9:0] == 6'h37;
+  assign \$89  = \port$11889$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11861$2 [9:0] == 6'h38;
+  assign \$91  = \port$11889$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11861$2 [9:0] == 6'h39;
+  assign \$93  = \port$11889$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11861$2 [9:0] == 6'h3a;
+  assign \$95  = \port$11889$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11861$2 [9:0] == 6'h3b;
+  assign \$97  = \port$11889$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11861$2 [9:0] == 6'h3c;
+  assign \$99  = \port$11889$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11861$2 [9:0] == 6'h3d;
+  assign \$101  = \port$11889$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11861$2 [9:0] == 6'h3e;
+  assign \$103  = \port$11889$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11861$2 [9:0] == 6'h3f;
+  assign \$105  = \port$11889$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11861$2 [9:0] == 7'h40;
+  assign \$107  = \port$11889$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11861$2 [9:0] == 7'h41;
+  assign \$109  = \port$11889$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11861$2 [9:0] == 7'h42;
+  assign \$111  = \port$11889$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11861$2 [9:0] == 7'h43;
+  assign \$113  = \port$11889$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11861$2 [9:0] == 7'h44;
+  assign \$115  = \port$11889$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11861$2 [9:0] == 7'h45;
+  assign \$117  = \port$11889$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11861$2 [9:0] == 7'h46;
+  assign \$119  = \port$11889$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11861$2 [9:0] == 7'h47;
+  assign \$121  = \port$11889$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11861$2 [9:0] == 7'h48;
+  assign \$123  = \port$11889$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11861$2 [9:0] == 7'h49;
+  assign \$125  = \port$11889$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11861$2 [9:0] == 7'h4a;
+  assign \$127  = \port$11889$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11861$2 [9:0] == 7'h4b;
+  assign \$129  = \port$11889$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11861$2 [9:0] == 7'h4c;
+  assign \$131  = \port$11889$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11861$2 [9:0] == 7'h4d;
+  assign \$133  = \port$11889$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11861$2 [9:0] == 7'h4e;
+  assign \$135  = \port$11889$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11861$2 [9:0] == 7'h4f;
+  assign \$137  = \port$11889$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11861$2 [9:0] == 7'h50;
+  assign \$139  = \port$11889$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11861$2 [9:0] == 7'h51;
+  assign \$141  = \port$11889$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27925,72 +27949,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$11861$2 [9:0];
+  assign \$189  = ! \port$11889$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$11861$2 [9:0] == 1'h1;
+  assign \$195  = \port$11889$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$11861$2 [9:0] == 2'h2;
+  assign \$201  = \port$11889$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$11861$2 [9:0] == 2'h3;
+  assign \$207  = \port$11889$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$11861$2 [9:0] == 3'h4;
+  assign \$213  = \port$11889$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$11861$2 [9:0] == 3'h5;
+  assign \$219  = \port$11889$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$11861$2 [9:0] == 3'h6;
+  assign \$225  = \port$11889$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$11861$2 [9:0] == 4'h8;
+  assign \$231  = \port$11889$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$11861$2 [9:0] == 4'h9;
+  assign \$243  = \port$11889$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$11861$2 [9:0] == 4'ha;
+  assign \$251  = \port$11889$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$11861$2 [9:0] == 4'hb;
+  assign \$259  = \port$11889$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$11861$2 [9:0] == 5'h14;
+  assign \$265  = \port$11889$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$11861$2 [9:0] == 5'h15;
+  assign \$271  = \port$11889$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$11861$2 [9:0] == 5'h16;
+  assign \$277  = \port$11889$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$11861$2 [9:0] == 5'h18;
+  assign \$283  = \port$11889$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$11861$2 [9:0] == 5'h19;
+  assign \$289  = \port$11889$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28862,57 +28886,57 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11861$2 , 2'h0 };
-  assign work_qready = { \port$9904$0 , \port$9861$0 , \port$9818$0 , \port$9775$0  };
-  assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
-  assign q_head0_word = \port$5830$0 [31:0];
-  assign q_head1_word = \port$5830$0 [63:32];
-  assign q_head2_word = \port$5830$0 [95:64];
-  assign q_head3_word = \port$5830$0 [127:96];
-  assign q_head4_word = \port$5830$0 [159:128];
-  assign q_head5_word = \port$5830$0 [191:160];
-  assign q_head6_word = \port$5830$0 [223:192];
-  assign q_head7_word = \port$5830$0 [255:224];
-  assign q_head8_word = \port$5860$0 [31:0];
-  assign q_head9_word = \port$5860$0 [63:32];
-  assign q_head10_word = \port$5860$0 [95:64];
-  assign q_head11_word = \port$5860$0 [127:96];
-  assign q_head12_word = \port$5860$0 [159:128];
-  assign q_head13_word = \port$5860$0 [191:160];
-  assign q_head14_word = \port$5860$0 [223:192];
-  assign q_head15_word = \port$5860$0 [255:224];
-  assign q_head16_word = \port$5890$0 [31:0];
-  assign q_head17_word = \port$5890$0 [63:32];
-  assign q_head18_word = \port$5890$0 [95:64];
-  assign q_head19_word = \port$5890$0 [127:96];
-  assign q_head20_word = \port$5890$0 [159:128];
-  assign q_head21_word = \port$5890$0 [191:160];
-  assign q_head22_word = \port$5890$0 [223:192];
-  assign q_head23_word = \port$5890$0 [255:224];
-  assign q_head24_word = \port$5920$0 [31:0];
-  assign q_head25_word = \port$5920$0 [63:32];
-  assign q_head26_word = \port$5920$0 [95:64];
-  assign q_head27_word = \port$5920$0 [127:96];
-  assign q_head28_word = \port$5920$0 [159:128];
-  assign q_head29_word = \port$5920$0 [191:160];
-  assign q_head30_word = \port$5920$0 [223:192];
-  assign q_head31_word = \port$5920$0 [255:224];
-  assign event0_value = \port$13635$0 [31:0];
-  assign event1_value = \port$13635$0 [63:32];
-  assign event2_value = \port$13635$0 [95:64];
-  assign event3_value = \port$13635$0 [127:96];
-  assign event4_value = \port$13635$0 [159:128];
-  assign event5_value = \port$13635$0 [191:160];
-  assign event6_value = \port$13635$0 [223:192];
-  assign event7_value = \port$13635$0 [255:224];
-  assign event8_value = \port$13635$0 [287:256];
-  assign event9_value = \port$13635$0 [319:288];
-  assign event10_value = \port$13635$0 [351:320];
-  assign event11_value = \port$13635$0 [383:352];
-  assign event12_value = \port$13635$0 [415:384];
-  assign event13_value = \port$13635$0 [447:416];
-  assign event14_value = \port$13635$0 [479:448];
-  assign event15_value = \port$13635$0 [511:480];
+  assign bus__addr = { \port$11889$2 , 2'h0 };
+  assign work_qready = { \port$9932$0 , \port$9889$0 , \port$9846$0 , \port$9803$0  };
+  assign work_qreset = { \port$4264$0 , \port$4253$0 , \port$4242$0 , \port$4231$0  };
+  assign q_head0_word = \port$5834$0 [31:0];
+  assign q_head1_word = \port$5834$0 [63:32];
+  assign q_head2_word = \port$5834$0 [95:64];
+  assign q_head3_word = \port$5834$0 [127:96];
+  assign q_head4_word = \port$5834$0 [159:128];
+  assign q_head5_word = \port$5834$0 [191:160];
+  assign q_head6_word = \port$5834$0 [223:192];
+  assign q_head7_word = \port$5834$0 [255:224];
+  assign q_head8_word = \port$5864$0 [31:0];
+  assign q_head9_word = \port$5864$0 [63:32];
+  assign q_head10_word = \port$5864$0 [95:64];
+  assign q_head11_word = \port$5864$0 [127:96];
+  assign q_head12_word = \port$5864$0 [159:128];
+  assign q_head13_word = \port$5864$0 [191:160];
+  assign q_head14_word = \port$5864$0 [223:192];
+  assign q_head15_word = \port$5864$0 [255:224];
+  assign q_head16_word = \port$5894$0 [31:0];
+  assign q_head17_word = \port$5894$0 [63:32];
+  assign q_head18_word = \port$5894$0 [95:64];
+  assign q_head19_word = \port$5894$0 [127:96];
+  assign q_head20_word = \port$5894$0 [159:128];
+  assign q_head21_word = \port$5894$0 [191:160];
+  assign q_head22_word = \port$5894$0 [223:192];
+  assign q_head23_word = \port$5894$0 [255:224];
+  assign q_head24_word = \port$5924$0 [31:0];
+  assign q_head25_word = \port$5924$0 [63:32];
+  assign q_head26_word = \port$5924$0 [95:64];
+  assign q_head27_word = \port$5924$0 [127:96];
+  assign q_head28_word = \port$5924$0 [159:128];
+  assign q_head29_word = \port$5924$0 [191:160];
+  assign q_head30_word = \port$5924$0 [223:192];
+  assign q_head31_word = \port$5924$0 [255:224];
+  assign event0_value = \port$13704$0 [31:0];
+  assign event1_value = \port$13704$0 [63:32];
+  assign event2_value = \port$13704$0 [95:64];
+  assign event3_value = \port$13704$0 [127:96];
+  assign event4_value = \port$13704$0 [159:128];
+  assign event5_value = \port$13704$0 [191:160];
+  assign event6_value = \port$13704$0 [223:192];
+  assign event7_value = \port$13704$0 [255:224];
+  assign event8_value = \port$13704$0 [287:256];
+  assign event9_value = \port$13704$0 [319:288];
+  assign event10_value = \port$13704$0 [351:320];
+  assign event11_value = \port$13704$0 [383:352];
+  assign event12_value = \port$13704$0 [415:384];
+  assign event13_value = \port$13704$0 [447:416];
+  assign event14_value = \port$13704$0 [479:448];
+  assign event15_value = \port$13704$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28927,10 +28951,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$9904$0 , \port$9861$0 , \port$9818$0 , \port$9775$0  };
+  assign \$233  = { 1'h0, \port$9932$0 , \port$9889$0 , \port$9846$0 , \port$9803$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4264$0 , \port$4253$0 , \port$4242$0 , \port$4231$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -28958,101 +28982,101 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5830$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5834$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5830$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5834$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5830$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5834$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5830$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5834$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5830$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5834$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5830$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5834$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5830$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5834$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5830$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5834$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5860$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5864$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5860$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5864$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5860$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5864$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5860$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5864$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5860$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5864$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5860$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5864$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5860$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5864$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5860$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5864$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5890$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5894$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5890$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5894$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5890$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5894$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5890$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5894$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5890$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5894$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5890$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5894$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5890$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5894$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5890$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5894$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5920$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5924$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5920$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5924$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5920$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5924$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5920$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5924$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5920$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5924$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5920$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5924$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5920$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5924$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5920$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5924$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$13635$0 [31:0] };
+  assign \$513  = { 1'h0, \port$13704$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$13635$0 [63:32] };
+  assign \$519  = { 1'h0, \port$13704$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$13635$0 [95:64] };
+  assign \$525  = { 1'h0, \port$13704$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$13635$0 [127:96] };
+  assign \$531  = { 1'h0, \port$13704$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$13635$0 [159:128] };
+  assign \$537  = { 1'h0, \port$13704$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$13635$0 [191:160] };
+  assign \$543  = { 1'h0, \port$13704$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$13635$0 [223:192] };
+  assign \$549  = { 1'h0, \port$13704$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$13635$0 [255:224] };
+  assign \$555  = { 1'h0, \port$13704$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$13635$0 [287:256] };
+  assign \$561  = { 1'h0, \port$13704$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$13635$0 [319:288] };
+  assign \$567  = { 1'h0, \port$13704$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$13635$0 [351:320] };
+  assign \$573  = { 1'h0, \port$13704$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$13635$0 [383:352] };
+  assign \$579  = { 1'h0, \port$13704$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$13635$0 [415:384] };
+  assign \$585  = { 1'h0, \port$13704$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$13635$0 [447:416] };
+  assign \$591  = { 1'h0, \port$13704$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$13635$0 [479:448] };
+  assign \$597  = { 1'h0, \port$13704$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$13635$0 [511:480] };
+  assign \$603  = { 1'h0, \port$13704$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29061,246 +29085,342 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk
-);
+module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, reset, ctl__cmd__payload, spad_rd_b__en, spad_rd__en, stall, acc_rd__en, acc_wr__data, ctl__busy, done, a_valid, b_ptr, a_ptr, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en
+, a_data, w_data, acc_rd__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [34:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
-  wire [32:0] \$102 ;
-  wire [33:0] \$103 ;
-  wire [12:0] \$104 ;
+  wire \$102 ;
+  wire [12:0] \$103 ;
+  wire \$104 ;
   wire [12:0] \$105 ;
-  wire [11:0] \$106 ;
-  wire [14:0] \$107 ;
-  wire [34:0] \$108 ;
-  wire [35:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire [12:0] \$108 ;
+  wire [19:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [32:0] \$112 ;
-  wire [33:0] \$113 ;
-  wire [16:0] \$114 ;
-  wire [34:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [14:0] \$122 ;
+  wire [20:0] \$110 ;
+  wire [19:0] \$111 ;
+  wire [20:0] \$112 ;
+  wire [12:0] \$113 ;
+  wire [19:0] \$114 ;
+  wire [20:0] \$115 ;
+  wire [19:0] \$116 ;
+  wire [20:0] \$117 ;
+  wire [19:0] \$118 ;
+  wire [20:0] \$119 ;
+  wire [2:0] \$12 ;
+  wire [8:0] \$120 ;
+  wire [16:0] \$121 ;
+  wire [16:0] \$122 ;
   wire [16:0] \$123 ;
-  wire \$124 ;
+  wire [16:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [14:0] \$128 ;
-  wire [13:0] \$129 ;
-  wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [16:0] \$131 ;
-  wire \$132 ;
+  wire [14:0] \$126 ;
+  wire [13:0] \$127 ;
+  wire [16:0] \$128 ;
+  wire [16:0] \$129 ;
+  wire [2:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [12:0] \$132 ;
   wire \$133 ;
   wire [12:0] \$134 ;
   wire \$135 ;
-  wire [12:0] \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire [12:0] \$139 ;
-  wire \$14 ;
-  wire [20:0] \$140 ;
+  wire \$136 ;
+  wire [12:0] \$137 ;
+  wire [20:0] \$138 ;
+  wire [20:0] \$139 ;
+  wire [2:0] \$14 ;
+  wire [12:0] \$140 ;
   wire [20:0] \$141 ;
-  wire [19:0] \$142 ;
-  wire [20:0] \$143 ;
-  wire [19:0] \$144 ;
-  wire [20:0] \$145 ;
-  wire [12:0] \$146 ;
-  wire [19:0] \$147 ;
-  wire [20:0] \$148 ;
-  wire [19:0] \$149 ;
-  wire \$15 ;
-  wire [20:0] \$150 ;
-  wire [19:0] \$151 ;
-  wire [20:0] \$152 ;
-  wire [20:0] \$153 ;
-  wire [20:0] \$154 ;
-  wire [8:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [16:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [16:0] \$159 ;
+  wire [20:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire [16:0] \$144 ;
+  wire [16:0] \$145 ;
+  wire [16:0] \$146 ;
+  wire [16:0] \$147 ;
+  wire [16:0] \$148 ;
+  wire [16:0] \$149 ;
+  wire [1:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire [127:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [16:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [16:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [16:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire [3:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [32:0] \$173 ;
-  wire [32:0] \$174 ;
-  wire [32:0] \$175 ;
-  wire [32:0] \$176 ;
+  wire \$160 ;
+  wire [127:0] \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire [127:0] \$164 ;
+  wire [127:0] \$165 ;
+  wire [12:0] \$166 ;
+  wire [31:0] \$167 ;
+  wire [12:0] \$168 ;
+  wire [12:0] \$169 ;
+  wire \$17 ;
+  wire [11:0] \$170 ;
+  wire [31:0] \$171 ;
+  wire [12:0] \$172 ;
+  wire [31:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire [23:0] \$175 ;
+  wire [23:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [3:0] \$18 ;
+  wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  reg \$182 ;
-  reg [2:0] \$183 ;
-  reg [1:0] \$184 ;
-  reg [2:0] \$185 ;
-  reg [19:0] \$186 ;
-  reg [19:0] \$187 ;
-  reg [19:0] \$188 ;
-  reg [15:0] \$189 ;
-  wire [3:0] \$19 ;
-  reg [15:0] \$190 ;
-  reg [15:0] \$191 ;
-  reg [15:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [15:0] \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg [223:0] \$198 ;
-  reg [31:0] \$199 ;
+  wire \$182 ;
+  wire [32:0] \$183 ;
+  wire [33:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire [34:0] \$186 ;
+  wire \$187 ;
+  wire [32:0] \$188 ;
+  wire [33:0] \$189 ;
+  wire \$19 ;
+  wire [12:0] \$190 ;
+  wire [12:0] \$191 ;
+  wire [11:0] \$192 ;
+  wire [14:0] \$193 ;
+  wire [34:0] \$194 ;
+  wire [35:0] \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire [32:0] \$198 ;
+  wire [33:0] \$199 ;
   wire \$2 ;
-  wire [2:0] \$20 ;
-  reg [31:0] \$200 ;
-  reg [31:0] \$201 ;
-  reg [23:0] \$202 ;
-  reg [23:0] \$203 ;
-  reg [23:0] \$204 ;
-  reg [2:0] \$205 ;
-  reg \$206 ;
-  reg \$207 ;
-  reg \$208 ;
-  reg [7:0] \$209 ;
+  wire \$20 ;
+  wire [16:0] \$200 ;
+  wire [34:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [12:0] \$207 ;
+  wire \$208 ;
+  wire [12:0] \$209 ;
   wire [2:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [11:0] \$211 ;
-  reg [11:0] \$212 ;
-  reg [15:0] \$213 ;
-  reg \$214 ;
-  reg [13:0] \$215 ;
-  reg [13:0] \$216 ;
-  reg [13:0] \$217 ;
-  reg [13:0] \$218 ;
-  reg [13:0] \$219 ;
-  wire [4:0] \$22 ;
-  reg [13:0] \$220 ;
-  reg [13:0] \$221 ;
-  reg [12:0] \$222 ;
-  reg [12:0] \$223 ;
-  reg [12:0] \$224 ;
-  reg \$225 ;
-  wire [31:0] \$226 ;
-  wire [31:0] \$227 ;
-  wire [31:0] \$228 ;
-  wire [31:0] \$229 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [16:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [2:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [1:0] \$222 ;
+  wire [1:0] \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire [32:0] \$228 ;
+  wire [32:0] \$229 ;
+  wire [2:0] \$23 ;
+  wire [32:0] \$230 ;
+  wire [32:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  reg \$237 ;
+  reg [1:0] \$238 ;
+  reg [1:0] \$239 ;
+  wire [2:0] \$24 ;
+  reg [1:0] \$240 ;
+  reg [1:0] \$241 ;
+  reg [1:0] \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg [1:0] \$245 ;
+  reg [16:0] \$246 ;
+  reg [3:0] \$247 ;
+  reg [16:0] \$248 ;
+  reg [16:0] \$249 ;
+  wire [2:0] \$25 ;
+  reg [3:0] \$250 ;
+  reg [3:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg [1:0] \$253 ;
+  reg \$254 ;
+  reg [11:0] \$255 ;
+  reg [13:0] \$256 ;
+  reg [11:0] \$257 ;
+  reg [13:0] \$258 ;
+  reg [7:0] \$259 ;
   wire \$26 ;
+  reg [13:0] \$260 ;
+  reg \$261 ;
+  reg [13:0] \$262 ;
+  reg [12:0] \$263 ;
+  reg [15:0] \$264 ;
+  reg \$265 ;
+  reg [11:0] \$266 ;
+  reg [13:0] \$267 ;
+  reg [11:0] \$268 ;
+  reg [12:0] \$269 ;
   wire \$27 ;
+  reg [7:0] \$270 ;
+  reg [13:0] \$271 ;
+  reg [12:0] \$272 ;
+  reg \$273 ;
+  reg [15:0] \$274 ;
+  reg [15:0] \$275 ;
+  reg [15:0] \$276 ;
+  reg [15:0] \$277 ;
+  reg [15:0] \$278 ;
+  reg [15:0] \$279 ;
   wire \$28 ;
-  wire [3:0] \$29 ;
+  reg [15:0] \$280 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg [223:0] \$283 ;
+  reg [31:0] \$284 ;
+  reg [31:0] \$285 ;
+  reg [31:0] \$286 ;
+  reg [23:0] \$287 ;
+  reg [23:0] \$288 ;
+  reg [23:0] \$289 ;
+  wire \$29 ;
+  reg [2:0] \$290 ;
+  reg \$291 ;
+  reg \$292 ;
+  reg \$293 ;
+  reg [7:0] \$294 ;
+  wire [31:0] \$295 ;
+  wire [31:0] \$296 ;
+  wire [31:0] \$297 ;
+  wire [31:0] \$298 ;
   wire \$3 ;
-  wire [3:0] \$30 ;
-  wire [3:0] \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire \$30 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [1:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [3:0] \$41 ;
-  wire [3:0] \$42 ;
-  wire [3:0] \$43 ;
-  wire [2:0] \$44 ;
-  wire [2:0] \$45 ;
-  wire [4:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [3:0] \$5 ;
-  wire \$50 ;
+  wire [2:0] \$40 ;
+  wire [2:0] \$41 ;
+  wire [2:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [2:0] \$47 ;
+  wire [2:0] \$48 ;
+  wire [2:0] \$49 ;
+  wire [2:0] \$5 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire [12:0] \$54 ;
+  wire \$54 ;
   wire \$55 ;
-  wire \$56 ;
-  wire [12:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [3:0] \$6 ;
-  wire [16:0] \$60 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [2:0] \$58 ;
+  wire [2:0] \$59 ;
+  wire [2:0] \$6 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [127:0] \$69 ;
-  wire [3:0] \$7 ;
+  wire [2:0] \$66 ;
+  wire [2:0] \$67 ;
+  wire [2:0] \$68 ;
+  wire [1:0] \$69 ;
+  wire [2:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [127:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [127:0] \$78 ;
-  wire [127:0] \$79 ;
+  wire [2:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [31:0] \$81 ;
-  wire [12:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire [11:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [12:0] \$86 ;
-  wire [31:0] \$87 ;
-  wire [23:0] \$88 ;
-  wire [23:0] \$89 ;
+  wire [16:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [3:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [12:0] \$87 ;
+  wire \$88 ;
+  wire [12:0] \$89 ;
   wire \$9 ;
-  wire [23:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire \$94 ;
+  wire [16:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
-  wire [33:0] \$98 ;
-  wire [16:0] \$99 ;
-  wire a_bank;
+  wire \$97 ;
+  wire \$98 ;
+  wire [14:0] \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg a_bank = 1'h0;
+  wire \a_bank$85 ;
   reg [13:0] a_base = 14'h0000;
+  reg [7:0] a_batch = 8'h00;
   reg [23:0] a_batch_span = 24'h000000;
   reg [13:0] a_bbase = 14'h0000;
   input [31:0] a_data;
   wire [31:0] a_data;
+  reg [11:0] a_kt = 12'h000;
+  reg [16:0] a_meta_q1 = 17'h00000;
+  wire \a_meta_q1.accum ;
+  wire \a_meta_q1.bank ;
+  wire [12:0] \a_meta_q1.caddr ;
+  wire \a_meta_q1.last ;
+  wire \a_meta_q1.valid ;
+  reg [16:0] a_meta_q2 = 17'h00000;
+  wire \a_meta_q2.accum ;
+  wire \a_meta_q2.bank ;
+  wire [12:0] \a_meta_q2.caddr ;
+  wire \a_meta_q2.last ;
+  wire \a_meta_q2.valid ;
+  reg [16:0] a_meta_q3 = 17'h00000;
+  wire \a_meta_q3.accum ;
+  wire \a_meta_q3.bank ;
+  wire [12:0] \a_meta_q3.caddr ;
+  wire \a_meta_q3.last ;
+  wire \a_meta_q3.valid ;
+  reg [11:0] a_nt = 12'h000;
+  output [13:0] a_ptr;
   reg [13:0] a_ptr = 14'h0000;
+  reg a_run = 1'h0;
   reg [31:0] a_span = 32'd0;
+  output a_valid;
   wire a_valid;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
@@ -29314,19 +29434,36 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [127:0] acc_wr__data;
   output acc_wr__en;
   wire acc_wr__en;
-  output active;
   wire active;
+  reg b_bank = 1'h0;
+  reg [7:0] b_batch = 8'h00;
   reg [23:0] b_batch_span = 24'h000000;
   reg [13:0] b_bbase = 14'h0000;
+  reg [11:0] b_kt = 12'h000;
+  reg [3:0] b_meta_q1 = 4'h0;
+  wire \b_meta_q1.bank ;
+  wire [1:0] \b_meta_q1.row ;
+  wire \b_meta_q1.valid ;
+  reg [3:0] b_meta_q2 = 4'h0;
+  wire \b_meta_q2.bank ;
+  wire [1:0] \b_meta_q2.row ;
+  wire \b_meta_q2.valid ;
+  reg [3:0] b_meta_q3 = 4'h0;
+  wire \b_meta_q3.bank ;
+  wire [1:0] \b_meta_q3.row ;
+  wire \b_meta_q3.valid ;
   reg [13:0] b_nbase = 14'h0000;
+  reg [11:0] b_nt = 12'h000;
+  output [13:0] b_ptr;
   reg [13:0] b_ptr = 14'h0000;
   reg [31:0] b_span = 32'd0;
   reg [13:0] b_tbase = 14'h0000;
-  reg bank = 1'h0;
-  reg [2:0] bank0_busy_cnt = 3'h0;
-  reg [2:0] bank1_busy_cnt = 3'h0;
-  reg [1:0] bank_b_ok = 2'h0;
-  reg [7:0] batch = 8'h00;
+  reg b_wrapped = 1'h0;
+  reg [1:0] bank0_since_a = 2'h3;
+  reg [1:0] bank1_since_a = 2'h3;
+  reg [1:0] bank_b_ok_first = 2'h0;
+  reg [1:0] bank_b_ok_next = 2'h0;
+  reg [1:0] bank_b_ok_same = 2'h0;
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [23:0] c_batch_span = 24'h000000;
@@ -29431,9 +29568,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg fwd2_hit = 1'h0;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
-  reg issuing;
-  reg [11:0] kt = 12'h000;
-  reg load_b = 1'h0;
+  reg [1:0] kk = 2'h0;
+  reg [1:0] loaded = 2'h0;
   reg [15:0] meta1 = 16'h0000;
   reg [15:0] meta2 = 16'h0000;
   reg [15:0] meta3 = 16'h0000;
@@ -29441,7 +29577,6 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] meta5 = 16'h0000;
   reg [15:0] meta6 = 16'h0000;
   reg [15:0] meta7 = 16'h0000;
-  reg [11:0] nt = 12'h000;
   reg [127:0] old = 128'h00000000000000000000000000000000;
   wire [127:0] out_data;
   wire out_valid;
@@ -29449,1287 +29584,1593 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [4:0] reset;
   input rst;
   wire rst;
-  reg [19:0] spad_meta_q1 = 20'h00000;
-  wire \spad_meta_q1.accum ;
-  wire \spad_meta_q1.bank ;
-  wire [12:0] \spad_meta_q1.caddr ;
-  wire \spad_meta_q1.is_a ;
-  wire \spad_meta_q1.last ;
-  wire [1:0] \spad_meta_q1.row ;
-  wire \spad_meta_q1.valid ;
-  reg [19:0] spad_meta_q2 = 20'h00000;
-  wire \spad_meta_q2.accum ;
-  wire \spad_meta_q2.bank ;
-  wire [12:0] \spad_meta_q2.caddr ;
-  wire \spad_meta_q2.is_a ;
-  wire \spad_meta_q2.last ;
-  wire [1:0] \spad_meta_q2.row ;
-  wire \spad_meta_q2.valid ;
-  reg [19:0] spad_meta_q3 = 20'h00000;
-  wire \spad_meta_q3.accum ;
-  wire \spad_meta_q3.bank ;
-  wire [12:0] \spad_meta_q3.caddr ;
-  wire \spad_meta_q3.is_a ;
-  wire \spad_meta_q3.last ;
-  wire [1:0] \spad_meta_q3.row ;
-  wire \spad_meta_q3.valid ;
-  output [13:0] spad_rd__addr;
+  reg running;
+  (* init = 14'h0000 *)
   wire [13:0] spad_rd__addr;
   wire [31:0] spad_rd__data;
   output spad_rd__en;
   wire spad_rd__en;
   input spad_rd__gnt;
   wire spad_rd__gnt;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd_b__addr;
+  wire [31:0] spad_rd_b__data;
+  output spad_rd_b__en;
+  wire spad_rd_b__en;
+  input spad_rd_b__gnt;
+  wire spad_rd_b__gnt;
   output stall;
   wire stall;
   wire w_bank;
+  input [31:0] w_data;
   wire [31:0] w_data;
   wire w_en;
   wire [1:0] w_row;
   wire w_transpose;
-  assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$2  = ! spad_meta_q1[4];
+  assign \$1  = spad_rd__en & spad_rd__gnt;
+  assign \$2  = ! a_bank;
   assign \$3  = \$1  & \$2 ;
-  assign \$4  = | bank0_busy_cnt;
-  assign \$5  = bank0_busy_cnt - 1'h1;
-  assign \$6  = \$4  ? \$5  : 4'h0;
-  assign \$7  = \$3  ? 4'h6 : \$6 ;
-  assign \$8  = ~ load_b;
-  assign \$9  = issuing & \$8 ;
-  assign \$10  = ! bank;
-  assign \$11  = \$9  & \$10 ;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$14  = ! spad_meta_q1[4];
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | bank0_busy_cnt;
-  assign \$17  = bank0_busy_cnt - 1'h1;
-  assign \$18  = \$16  ? \$17  : 4'h0;
-  assign \$19  = \$15  ? 4'h6 : \$18 ;
-  assign \$20  = idx[1:0] + 1'h1;
-  assign \$21  = load_b ? \$20  : 3'h0;
-  assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
-  assign \$23  = $signed(\$22 ) <= $signed(4'h5);
-  assign \$24  = \$12  & \$23 ;
-  assign \$25  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = | bank1_busy_cnt;
-  assign \$29  = bank1_busy_cnt - 1'h1;
-  assign \$30  = \$28  ? \$29  : 4'h0;
-  assign \$31  = \$27  ? 4'h6 : \$30 ;
-  assign \$32  = ~ load_b;
-  assign \$33  = issuing & \$32 ;
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ \$35 ;
-  assign \$37  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = | bank1_busy_cnt;
-  assign \$41  = bank1_busy_cnt - 1'h1;
-  assign \$42  = \$40  ? \$41  : 4'h0;
-  assign \$43  = \$39  ? 4'h6 : \$42 ;
-  assign \$44  = idx[1:0] + 1'h1;
-  assign \$45  = load_b ? \$44  : 3'h0;
-  assign \$46  = $signed(\$43 ) + $signed({ 1'h0, \$45  });
-  assign \$47  = $signed(\$46 ) <= $signed(4'h5);
-  assign \$48  = \$36  & \$47 ;
-  assign \$49  = spad_rd__en & spad_rd__gnt;
-  assign \$50  = ~ load_b;
-  assign \$51  = | kt;
-  assign \$52  = cmd[160] | \$51 ;
-  assign \$53  = batch == cmd[169:162];
-  assign \$54  = cmd[99:88] - 1'h1;
-  assign \$55  = nt == \$54 [11:0];
-  assign \$56  = \$53  & \$55 ;
-  assign \$57  = cmd[87:76] - 1'h1;
-  assign \$58  = kt == \$57 [11:0];
-  assign \$59  = \$56  & \$58 ;
-  assign \$60  = cmd[75:60] - 1'h1;
-  assign \$61  = idx == \$60 [15:0];
-  assign \$62  = \$59  & \$61 ;
-  assign \$63  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$64  = meta7[13:1] == meta4[13:1];
-  assign \$65  = acc_wr__en & \$64 ;
-  assign \$67  = meta7[13:1] == meta4[13:1];
-  assign \$68  = acc_wr__en & \$67 ;
-  assign \$70  = meta7[13:1] == meta5[13:1];
-  assign \$71  = acc_wr__en & \$70 ;
-  assign \$72  = \$71  | fwd2_hit;
-  assign \$73  = meta7[13:1] == meta5[13:1];
-  assign \$74  = acc_wr__en & \$73 ;
-  assign \$75  = \$74  ? acc_wr__data : fwd2_data;
-  assign \$76  = meta7[13:1] == meta6[13:1];
-  assign \$77  = acc_wr__en & \$76 ;
-  assign \$78  = fwd1_hit ? fwd1_data : acc_rd__data;
-  assign \$79  = \$77  ? acc_wr__data : \$78 ;
-  assign \$80  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$81  = \$80 [11:0] * ctl__cmd__payload[119:100];
-  assign \$82  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$83  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$84  = ctl__cmd__payload[161] ? \$82 [11:0] : \$83 [11:0];
-  assign \$85  = \$84  * ctl__cmd__payload[139:120];
-  assign \$86  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$87  = \$86 [11:0] * ctl__cmd__payload[159:140];
-  assign \$88  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
-  assign \$89  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
-  assign \$90  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
-  assign \$91  = | cmd[223:218];
-  assign \$92  = ! cmd[75:60];
-  assign \$93  = ! cmd[87:76];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = ! cmd[99:88];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = cmd[19:0] + a_span;
-  assign \$98  = \$97  + a_batch_span;
-  assign \$99  = cmd[75:60] - 1'h1;
-  assign \$100  = \$98  + \$99 [15:0];
-  assign \$101  = \$100  >= 15'h4000;
-  assign \$102  = cmd[39:20] + b_span;
-  assign \$103  = \$102  + b_batch_span;
-  assign \$104  = cmd[99:88] - 1'h1;
-  assign \$105  = cmd[87:76] - 1'h1;
-  assign \$106  = cmd[161] ? \$104 [11:0] : \$105 [11:0];
-  assign \$107  = \$106  * 3'h4;
-  assign \$108  = \$103  + \$107 ;
-  assign \$109  = \$108  + 2'h3;
-  assign \$110  = \$109  >= 15'h4000;
-  assign \$111  = \$101  | \$110 ;
-  assign \$112  = cmd[59:40] + c_span;
-  assign \$113  = \$112  + c_batch_span;
-  assign \$114  = cmd[75:60] - 1'h1;
-  assign \$115  = \$113  + \$114 [15:0];
-  assign \$116  = \$115  >= 14'h2000;
-  assign \$117  = \$111  | \$116 ;
-  assign \$118  = err_reserved | err_shape;
-  assign \$119  = \$118  | err_range;
-  assign \$120  = spad_rd__en & spad_rd__gnt;
-  assign \$121  = \$120  & load_b;
-  assign \$122  = b_ptr + 1'h1;
-  assign \$123  = idx + 1'h1;
-  assign \$124  = idx[1:0] == 2'h3;
+  assign \$4  = bank0_since_a == 2'h3;
+  assign \$5  = bank0_since_a + 1'h1;
+  assign \$6  = \$4  ? 3'h3 : \$5 ;
+  assign \$7  = \$3  ? 3'h1 : \$6 ;
+  assign \$8  = spad_rd__en & spad_rd__gnt;
+  assign \$9  = ! a_bank;
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = bank0_since_a == 2'h3;
+  assign \$12  = bank0_since_a + 1'h1;
+  assign \$13  = \$11  ? 3'h3 : \$12 ;
+  assign \$14  = \$10  ? 3'h1 : \$13 ;
+  assign \$15  = cmd[161] ? 2'h3 : kk;
+  assign \$16  = \$14  >= \$15 ;
+  assign \$17  = spad_rd__en & spad_rd__gnt;
+  assign \$18  = ! a_bank;
+  assign \$19  = \$17  & \$18 ;
+  assign \$20  = bank0_since_a == 2'h3;
+  assign \$21  = bank0_since_a + 1'h1;
+  assign \$22  = \$20  ? 3'h3 : \$21 ;
+  assign \$23  = \$19  ? 3'h1 : \$22 ;
+  assign \$24  = kk + 1'h1;
+  assign \$25  = cmd[161] ? 3'h3 : \$24 ;
+  assign \$26  = \$23  >= \$25 ;
+  assign \$27  = spad_rd__en & spad_rd__gnt;
+  assign \$28  = ! a_bank;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = bank0_since_a == 2'h3;
+  assign \$31  = bank0_since_a + 1'h1;
+  assign \$32  = \$30  ? 3'h3 : \$31 ;
+  assign \$33  = \$29  ? 3'h1 : \$32 ;
+  assign \$34  = cmd[161] ? 2'h3 : 2'h0;
+  assign \$35  = \$33  >= \$34 ;
+  assign \$36  = spad_rd__en & spad_rd__gnt;
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = bank1_since_a == 2'h3;
+  assign \$40  = bank1_since_a + 1'h1;
+  assign \$41  = \$39  ? 3'h3 : \$40 ;
+  assign \$42  = \$38  ? 3'h1 : \$41 ;
+  assign \$43  = spad_rd__en & spad_rd__gnt;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = bank1_since_a == 2'h3;
+  assign \$47  = bank1_since_a + 1'h1;
+  assign \$48  = \$46  ? 3'h3 : \$47 ;
+  assign \$49  = \$45  ? 3'h1 : \$48 ;
+  assign \$50  = cmd[161] ? 2'h3 : kk;
+  assign \$51  = \$49  >= \$50 ;
+  assign \$52  = spad_rd__en & spad_rd__gnt;
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = bank1_since_a == 2'h3;
+  assign \$56  = bank1_since_a + 1'h1;
+  assign \$57  = \$55  ? 3'h3 : \$56 ;
+  assign \$58  = \$54  ? 3'h1 : \$57 ;
+  assign \$59  = kk + 1'h1;
+  assign \$60  = cmd[161] ? 3'h3 : \$59 ;
+  assign \$61  = \$58  >= \$60 ;
+  assign \$62  = spad_rd__en & spad_rd__gnt;
+  assign \$64  = \$62  & \$63 ;
+  assign \$65  = bank1_since_a == 2'h3;
+  assign \$66  = bank1_since_a + 1'h1;
+  assign \$67  = \$65  ? 3'h3 : \$66 ;
+  assign \$68  = \$64  ? 3'h1 : \$67 ;
+  assign \$69  = cmd[161] ? 2'h3 : 2'h0;
+  assign \$70  = \$68  >= \$69 ;
+  assign \$71  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$72  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$73  = kk == 2'h3;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$76  = kk == 2'h3;
+  assign \$77  = \$75  & \$76 ;
+  assign \$78  = loaded + \$77 ;
+  assign \$79  = spad_rd__en & spad_rd__gnt;
+  assign \$80  = cmd[75:60] - 1'h1;
+  assign \$81  = idx == \$80 [15:0];
+  assign \$82  = \$79  & \$81 ;
+  assign \$83  = \$78  - \$82 ;
+  assign \$84  = spad_rd__en & spad_rd__gnt;
+  assign \$85  = | a_kt;
+  assign \$86  = cmd[160] | \$85 ;
+  assign \$87  = cmd[87:76] - 1'h1;
+  assign \$88  = a_kt == \$87 [11:0];
+  assign \$89  = cmd[99:88] - 1'h1;
+  assign \$90  = a_nt == \$89 [11:0];
+  assign \$91  = \$88  & \$90 ;
+  assign \$92  = a_batch == cmd[169:162];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = cmd[75:60] - 1'h1;
+  assign \$95  = idx == \$94 [15:0];
+  assign \$96  = \$93  & \$95 ;
+  assign \$97  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$98  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$99  = b_ptr + 1'h1;
+  assign \$100  = kk + 1'h1;
+  assign \$101  = kk == 2'h3;
+  assign \$102  = ~ b_bank;
+  assign \$103  = cmd[87:76] - 1'h1;
+  assign \$104  = b_kt != \$103 [11:0];
+  assign \$105  = cmd[99:88] - 1'h1;
+  assign \$106  = b_nt != \$105 [11:0];
+  assign \$107  = b_batch != cmd[169:162];
+  assign \$108  = b_kt + 1'h1;
+  assign \$109  = cmd[161] ? cmd[139:120] : 20'h00004;
+  assign \$110  = b_tbase + \$109 ;
+  assign \$111  = cmd[161] ? cmd[139:120] : 20'h00004;
+  assign \$112  = b_tbase + \$111 ;
+  assign \$113  = b_nt + 1'h1;
+  assign \$114  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$115  = b_nbase + \$114 ;
+  assign \$116  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$117  = b_nbase + \$116 ;
+  assign \$118  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$119  = b_nbase + \$118 ;
+  assign \$120  = b_batch + 1'h1;
+  assign \$121  = b_bbase + cmd[201:186];
+  assign \$122  = b_bbase + cmd[201:186];
+  assign \$123  = b_bbase + cmd[201:186];
+  assign \$124  = b_bbase + cmd[201:186];
   assign \$125  = spad_rd__en & spad_rd__gnt;
-  assign \$126  = ~ load_b;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = a_ptr + 1'h1;
-  assign \$129  = c_ptr + 1'h1;
-  assign \$130  = idx + 1'h1;
-  assign \$131  = cmd[75:60] - 1'h1;
-  assign \$132  = idx == \$131 [15:0];
-  assign \$133  = ~ bank;
-  assign \$134  = cmd[87:76] - 1'h1;
-  assign \$135  = kt != \$134 [11:0];
-  assign \$136  = cmd[99:88] - 1'h1;
-  assign \$137  = nt != \$136 [11:0];
-  assign \$138  = batch != cmd[169:162];
-  assign \$139  = kt + 1'h1;
-  assign \$140  = a_base + cmd[119:100];
-  assign \$141  = a_base + cmd[119:100];
-  assign \$142  = cmd[161] ? cmd[139:120] : 20'h00004;
-  assign \$143  = b_tbase + \$142 ;
-  assign \$144  = cmd[161] ? cmd[139:120] : 20'h00004;
-  assign \$145  = b_tbase + \$144 ;
-  assign \$146  = nt + 1'h1;
-  assign \$147  = cmd[161] ? 20'h00004 : cmd[139:120];
-  assign \$148  = b_nbase + \$147 ;
-  assign \$149  = cmd[161] ? 20'h00004 : cmd[139:120];
-  assign \$150  = b_nbase + \$149 ;
-  assign \$151  = cmd[161] ? 20'h00004 : cmd[139:120];
-  assign \$152  = b_nbase + \$151 ;
-  assign \$153  = c_base + cmd[159:140];
-  assign \$154  = c_base + cmd[159:140];
-  assign \$155  = batch + 1'h1;
-  assign \$156  = a_bbase + cmd[185:170];
-  assign \$157  = a_bbase + cmd[185:170];
-  assign \$158  = a_bbase + cmd[185:170];
-  assign \$159  = b_bbase + cmd[201:186];
-  assign \$160  = b_bbase + cmd[201:186];
-  assign \$161  = b_bbase + cmd[201:186];
-  assign \$162  = b_bbase + cmd[201:186];
-  assign \$163  = c_bbase + cmd[217:202];
-  assign \$164  = c_bbase + cmd[217:202];
-  assign \$165  = c_bbase + cmd[217:202];
-  assign \$166  = acc_wr__en & meta7[15];
-  assign \$167  = ~ load_b;
-  assign \$168  = bank_b_ok >> bank;
-  assign \$169  = \$167  | \$168 ;
-  assign spad_rd__en = issuing & \$169 ;
-  assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$170  = ~ spad_meta_q3[1];
-  assign w_en = spad_meta_q3[0] & \$170 ;
-  assign active = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$171  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$172  = ~ \$171 ;
-  assign stall = ctl__busy & \$172 ;
+  assign \$126  = a_ptr + 1'h1;
+  assign \$127  = c_ptr + 1'h1;
+  assign \$128  = idx + 1'h1;
+  assign \$129  = cmd[75:60] - 1'h1;
+  assign \$130  = idx == \$129 [15:0];
+  assign \$131  = ~ a_bank;
+  assign \$132  = cmd[87:76] - 1'h1;
+  assign \$133  = a_kt != \$132 [11:0];
+  assign \$134  = cmd[99:88] - 1'h1;
+  assign \$135  = a_nt != \$134 [11:0];
+  assign \$136  = a_batch != cmd[169:162];
+  assign \$137  = a_kt + 1'h1;
+  assign \$138  = a_base + cmd[119:100];
+  assign \$139  = a_base + cmd[119:100];
+  assign \$140  = a_nt + 1'h1;
+  assign \$141  = c_base + cmd[159:140];
+  assign \$142  = c_base + cmd[159:140];
+  assign \$143  = a_batch + 1'h1;
+  assign \$144  = a_bbase + cmd[185:170];
+  assign \$145  = c_bbase + cmd[217:202];
+  assign \$146  = a_bbase + cmd[185:170];
+  assign \$147  = a_bbase + cmd[185:170];
+  assign \$148  = c_bbase + cmd[217:202];
+  assign \$149  = c_bbase + cmd[217:202];
+  assign \$150  = meta7[13:1] == meta4[13:1];
+  assign \$151  = acc_wr__en & \$150 ;
+  assign \$153  = meta7[13:1] == meta4[13:1];
+  assign \$154  = acc_wr__en & \$153 ;
+  assign \$156  = meta7[13:1] == meta5[13:1];
+  assign \$157  = acc_wr__en & \$156 ;
+  assign \$158  = \$157  | fwd2_hit;
+  assign \$159  = meta7[13:1] == meta5[13:1];
+  assign \$160  = acc_wr__en & \$159 ;
+  assign \$161  = \$160  ? acc_wr__data : fwd2_data;
+  assign \$162  = meta7[13:1] == meta6[13:1];
+  assign \$163  = acc_wr__en & \$162 ;
+  assign \$164  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$165  = \$163  ? acc_wr__data : \$164 ;
+  assign \$166  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$167  = \$166 [11:0] * ctl__cmd__payload[119:100];
+  assign \$168  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$169  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$170  = ctl__cmd__payload[161] ? \$168 [11:0] : \$169 [11:0];
+  assign \$171  = \$170  * ctl__cmd__payload[139:120];
+  assign \$172  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$173  = \$172 [11:0] * ctl__cmd__payload[159:140];
+  assign \$174  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
+  assign \$175  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
+  assign \$176  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
+  assign \$177  = | cmd[223:218];
+  assign \$178  = ! cmd[75:60];
+  assign \$179  = ! cmd[87:76];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = ! cmd[99:88];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = cmd[19:0] + a_span;
+  assign \$184  = \$183  + a_batch_span;
+  assign \$185  = cmd[75:60] - 1'h1;
+  assign \$186  = \$184  + \$185 [15:0];
+  assign \$187  = \$186  >= 15'h4000;
+  assign \$188  = cmd[39:20] + b_span;
+  assign \$189  = \$188  + b_batch_span;
+  assign \$190  = cmd[99:88] - 1'h1;
+  assign \$191  = cmd[87:76] - 1'h1;
+  assign \$192  = cmd[161] ? \$190 [11:0] : \$191 [11:0];
+  assign \$193  = \$192  * 3'h4;
+  assign \$194  = \$189  + \$193 ;
+  assign \$195  = \$194  + 2'h3;
+  assign \$196  = \$195  >= 15'h4000;
+  assign \$197  = \$187  | \$196 ;
+  assign \$198  = cmd[59:40] + c_span;
+  assign \$199  = \$198  + c_batch_span;
+  assign \$200  = cmd[75:60] - 1'h1;
+  assign \$201  = \$199  + \$200 [15:0];
+  assign \$202  = \$201  >= 14'h2000;
+  assign \$203  = \$197  | \$202 ;
+  assign \$204  = err_reserved | err_shape;
+  assign \$205  = \$204  | err_range;
+  assign \$206  = spad_rd__en & spad_rd__gnt;
+  assign \$207  = cmd[87:76] - 1'h1;
+  assign \$208  = a_kt == \$207 [11:0];
+  assign \$209  = cmd[99:88] - 1'h1;
+  assign \$210  = a_nt == \$209 [11:0];
+  assign \$211  = \$208  & \$210 ;
+  assign \$212  = a_batch == cmd[169:162];
+  assign \$213  = \$211  & \$212 ;
+  assign \$214  = \$206  & \$213 ;
+  assign \$215  = cmd[75:60] - 1'h1;
+  assign \$216  = idx == \$215 [15:0];
+  assign \$217  = \$214  & \$216 ;
+  assign \$218  = acc_wr__en & meta7[15];
+  assign \$219  = running & \$signal$37 ;
+  assign \$220  = loaded != 2'h2;
+  assign \$221  = \$219  & \$220 ;
+  assign \$222  = \$signal  ? bank_b_ok_next : bank_b_ok_same;
+  assign \$223  = b_wrapped ? bank_b_ok_first : \$222 ;
+  assign \$224  = \$223  >> b_bank;
+  assign spad_rd_b__en = \$221  & \$224 ;
+  assign \$225  = running & a_run;
+  assign \$226  = | loaded;
+  assign spad_rd__en = \$225  & \$226 ;
+  assign \$227  = ~ a_meta_q3[0];
+  assign stall = ctl__busy & \$227 ;
   assign acc_rd__en = meta3[0] & meta3[14];
-  assign \$173  = old[31:0] + \$227 ;
-  assign \$174  = old[63:32] + \$228 ;
-  assign \$175  = old[95:64] + \$229 ;
-  assign \$176  = old[127:96] + \$226 ;
-  assign acc_wr__data = meta7[14] ? { \$176 [31:0], \$175 [31:0], \$174 [31:0], \$173 [31:0] } : { \$226 , \$229 , \$228 , \$227  };
-  assign ctl__busy = ~ \$177 ;
-  assign \$177  = ! gemm_fsm_state;
-  assign \$178  = gemm_fsm_state == 1'h1;
-  assign \$179  = gemm_fsm_state == 2'h2;
-  assign \$180  = gemm_fsm_state == 2'h3;
-  assign \$181  = gemm_fsm_state == 3'h4;
+  assign \$228  = old[31:0] + \$296 ;
+  assign \$229  = old[63:32] + \$297 ;
+  assign \$230  = old[95:64] + \$298 ;
+  assign \$231  = old[127:96] + \$295 ;
+  assign acc_wr__data = meta7[14] ? { \$231 [31:0], \$230 [31:0], \$229 [31:0], \$228 [31:0] } : { \$295 , \$298 , \$297 , \$296  };
+  assign ctl__busy = ~ \$232 ;
+  assign \$232  = ! gemm_fsm_state;
+  assign \$233  = gemm_fsm_state == 1'h1;
+  assign \$234  = gemm_fsm_state == 2'h2;
+  assign \$235  = gemm_fsm_state == 2'h3;
+  assign \$236  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$182 ;
+    done <= \$237 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$183 ;
+    bank0_since_a <= \$238 ;
   always @(posedge clk)
-    bank_b_ok <= \$184 ;
+    bank_b_ok_same <= \$239 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$185 ;
+    bank_b_ok_next <= \$240 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$186 ;
+    bank_b_ok_first <= \$241 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$187 ;
+    bank1_since_a <= \$242 ;
   always @(posedge clk)
-    spad_meta_q3 <= \$188 ;
+    \$signal  <= \$243 ;
   always @(posedge clk)
-    meta1 <= \$189 ;
+    b_wrapped <= \$244 ;
   always @(posedge clk)
-    meta2 <= \$190 ;
+    loaded <= \$245 ;
   always @(posedge clk)
-    meta3 <= \$191 ;
+    a_meta_q1 <= \$246 ;
   always @(posedge clk)
-    meta4 <= \$192 ;
+    b_meta_q1 <= \$247 ;
   always @(posedge clk)
-    meta5 <= \$193 ;
+    a_meta_q2 <= \$248 ;
   always @(posedge clk)
-    meta6 <= \$194 ;
+    a_meta_q3 <= \$249 ;
   always @(posedge clk)
-    meta7 <= \$195 ;
+    b_meta_q2 <= \$250 ;
   always @(posedge clk)
-    fwd2_hit <= \$196 ;
+    b_meta_q3 <= \$251 ;
   always @(posedge clk)
-    fwd2_data <= \$69 ;
+    b_ptr <= \$252 ;
   always @(posedge clk)
-    fwd1_hit <= \$197 ;
+    kk <= \$253 ;
   always @(posedge clk)
-    fwd1_data <= \$75 ;
+    b_bank <= \$254 ;
   always @(posedge clk)
-    old <= \$79 ;
+    b_kt <= \$255 ;
   always @(posedge clk)
-    cmd <= \$198 ;
+    b_tbase <= \$256 ;
   always @(posedge clk)
-    a_span <= \$199 ;
+    b_nt <= \$257 ;
   always @(posedge clk)
-    b_span <= \$200 ;
+    b_nbase <= \$258 ;
   always @(posedge clk)
-    c_span <= \$201 ;
+    b_batch <= \$259 ;
   always @(posedge clk)
-    a_batch_span <= \$202 ;
+    b_bbase <= \$260 ;
   always @(posedge clk)
-    b_batch_span <= \$203 ;
+    \$signal$37  <= \$261 ;
   always @(posedge clk)
-    c_batch_span <= \$204 ;
+    a_ptr <= \$262 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$205 ;
+    c_ptr <= \$263 ;
   always @(posedge clk)
-    err_reserved <= \$206 ;
+    idx <= \$264 ;
   always @(posedge clk)
-    err_shape <= \$207 ;
+    a_bank <= \$265 ;
   always @(posedge clk)
-    err_range <= \$208 ;
+    a_kt <= \$266 ;
   always @(posedge clk)
-    error <= \$209 ;
+    a_base <= \$267 ;
   always @(posedge clk)
-    batch <= \$210 ;
+    a_nt <= \$268 ;
   always @(posedge clk)
-    nt <= \$211 ;
+    c_base <= \$269 ;
   always @(posedge clk)
-    kt <= \$212 ;
+    a_batch <= \$270 ;
   always @(posedge clk)
-    idx <= \$213 ;
+    a_bbase <= \$271 ;
   always @(posedge clk)
-    load_b <= \$214 ;
+    c_bbase <= \$272 ;
   always @(posedge clk)
-    a_bbase <= \$215 ;
+    a_run <= \$273 ;
   always @(posedge clk)
-    a_base <= \$216 ;
+    meta1 <= \$274 ;
   always @(posedge clk)
-    a_ptr <= \$217 ;
+    meta2 <= \$275 ;
   always @(posedge clk)
-    b_bbase <= \$218 ;
+    meta3 <= \$276 ;
   always @(posedge clk)
-    b_nbase <= \$219 ;
+    meta4 <= \$277 ;
   always @(posedge clk)
-    b_tbase <= \$220 ;
+    meta5 <= \$278 ;
   always @(posedge clk)
-    b_ptr <= \$221 ;
+    meta6 <= \$279 ;
   always @(posedge clk)
-    c_bbase <= \$222 ;
+    meta7 <= \$280 ;
   always @(posedge clk)
-    c_base <= \$223 ;
+    fwd2_hit <= \$281 ;
   always @(posedge clk)
-    c_ptr <= \$224 ;
+    fwd2_data <= \$155 ;
   always @(posedge clk)
-    bank <= \$225 ;
+    fwd1_hit <= \$282 ;
+  always @(posedge clk)
+    fwd1_data <= \$161 ;
+  always @(posedge clk)
+    old <= \$165 ;
+  always @(posedge clk)
+    cmd <= \$283 ;
+  always @(posedge clk)
+    a_span <= \$284 ;
+  always @(posedge clk)
+    b_span <= \$285 ;
+  always @(posedge clk)
+    c_span <= \$286 ;
+  always @(posedge clk)
+    a_batch_span <= \$287 ;
+  always @(posedge clk)
+    b_batch_span <= \$288 ;
+  always @(posedge clk)
+    c_batch_span <= \$289 ;
+  always @(posedge clk)
+    gemm_fsm_state <= \$290 ;
+  always @(posedge clk)
+    err_reserved <= \$291 ;
+  always @(posedge clk)
+    err_shape <= \$292 ;
+  always @(posedge clk)
+    err_range <= \$293 ;
+  always @(posedge clk)
+    error <= \$294 ;
   \kaki_soc_4x4.gemm.array  array (
-    .a_valid(a_valid),
+    .a_data(a_data),
     .clk(clk),
-    .deskew0_2(\$227 ),
-    .deskew1_1(\$228 ),
-    .deskew2_0(\$229 ),
-    .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$226 ),
-    .\port$12748$2 (spad_meta_q3[4:2]),
+    .deskew0_2(\$296 ),
+    .deskew1_1(\$297 ),
+    .deskew2_0(\$298 ),
+    .out_valid(acc_wr__en),
+    .pe3_3_psum(\$295 ),
+    .\port$12788$0 (a_meta_q3[1:0]),
+    .\port$12792$0 (b_meta_q3),
     .reset(reset),
     .rst(rst),
-    .w_data(a_data),
-    .w_en(w_en),
+    .w_data(w_data),
     .w_transpose(cmd[161])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$182  = 1'h0;
+    \$237  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$119 ) begin
-            \$182  = 1'h1;
+          if (\$205 ) begin
+            \$237  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$166 ) begin
-            \$182  = 1'h1;
+          if (\$218 ) begin
+            \$237  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$182  = 1'h0;
+      \$237  = 1'h0;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$183  = \$7 [2:0];
+    \$238  = \$7 [1:0];
     if (reset[2]) begin
-      \$183  = 3'h0;
+      \$238  = 2'h3;
     end
     if (rst) begin
-      \$183  = 3'h0;
+      \$238  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$184 [0] = \$24 ;
-    \$184 [1] = \$48 ;
+    \$239 [0] = \$16 ;
+    \$239 [1] = \$51 ;
     if (reset[2]) begin
-      \$184  = 2'h0;
+      \$239  = 2'h0;
     end
     if (rst) begin
-      \$184  = 2'h0;
+      \$239  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$185  = \$31 [2:0];
+    \$240 [0] = \$26 ;
+    \$240 [1] = \$61 ;
     if (reset[2]) begin
-      \$185  = 3'h0;
+      \$240  = 2'h0;
     end
     if (rst) begin
-      \$185  = 3'h0;
+      \$240  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$186 [0] = \$49 ;
-    \$186 [1] = \$50 ;
-    \$186 [3:2] = idx[1:0];
-    \$186 [4] = bank;
-    \$186 [17:5] = c_ptr;
-    \$186 [18] = \$52 ;
-    \$186 [19] = \$62 ;
+    \$241 [0] = \$35 ;
+    \$241 [1] = \$70 ;
     if (reset[2]) begin
-      \$186  = 20'h00000;
+      \$241  = 2'h0;
     end
     if (rst) begin
-      \$186  = 20'h00000;
+      \$241  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$187  = spad_meta_q1;
+    \$242  = \$42 [1:0];
     if (reset[2]) begin
-      \$187  = 20'h00000;
+      \$242  = 2'h3;
     end
     if (rst) begin
-      \$187  = 20'h00000;
+      \$242  = 2'h3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$188  = spad_meta_q2;
+    \$243  = \$71 ;
     if (reset[2]) begin
-      \$188  = 20'h00000;
+      \$243  = 1'h0;
     end
     if (rst) begin
-      \$188  = 20'h00000;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$189  = { spad_meta_q3[19:5], \$63  };
+    \$244  = \$74 ;
     if (reset[2]) begin
-      \$189  = 16'h0000;
+      \$244  = 1'h0;
     end
     if (rst) begin
-      \$189  = 16'h0000;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$190  = meta1;
-    if (reset[2]) begin
-      \$190  = 16'h0000;
-    end
-    if (rst) begin
-      \$190  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$191  = meta2;
-    if (reset[2]) begin
-      \$191  = 16'h0000;
-    end
-    if (rst) begin
-      \$191  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = meta3;
-    if (reset[2]) begin
-      \$192  = 16'h0000;
-    end
-    if (rst) begin
-      \$192  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = meta4;
-    if (reset[2]) begin
-      \$193  = 16'h0000;
-    end
-    if (rst) begin
-      \$193  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = meta5;
-    if (reset[2]) begin
-      \$194  = 16'h0000;
-    end
-    if (rst) begin
-      \$194  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = meta6;
-    if (reset[2]) begin
-      \$195  = 16'h0000;
-    end
-    if (rst) begin
-      \$195  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = \$66 ;
-    if (reset[2]) begin
-      \$196  = 1'h0;
-    end
-    if (rst) begin
-      \$196  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = \$72 ;
-    if (reset[2]) begin
-      \$197  = 1'h0;
-    end
-    if (rst) begin
-      \$197  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = cmd;
+    \$245  = \$83 [1:0];
     casez (gemm_fsm_state)
       3'h0:
-          if (ctl__cmd__valid) begin
-            \$198  = ctl__cmd__payload;
-          end
-    endcase
-    if (reset[2]) begin
-      \$198  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$198  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = a_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$199  = \$81 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$199  = 32'd0;
-    end
-    if (rst) begin
-      \$199  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = b_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$200  = \$85 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$200  = 32'd0;
-    end
-    if (rst) begin
-      \$200  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = c_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$201  = \$87 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$201  = 32'd0;
-    end
-    if (rst) begin
-      \$201  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = a_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$202  = \$88 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$202  = 24'h000000;
-    end
-    if (rst) begin
-      \$202  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = b_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$203  = \$89 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$203  = 24'h000000;
-    end
-    if (rst) begin
-      \$203  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$204  = c_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$204  = \$90 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$204  = 24'h000000;
-    end
-    if (rst) begin
-      \$204  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$205  = gemm_fsm_state;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$205  = 3'h1;
-          end
+          /* empty */;
       3'h1:
-          \$205  = 3'h2;
+          /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$119 ) begin
-            \$205  = 3'h0;
+          if (\$205 ) begin
           end else begin
-            \$205  = 3'h3;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              (* full_case = 32'd1 *)
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-              end else begin
-                \$205  = 3'h4;
-              end
-            end
-          end
-      3'h4:
-          if (\$166 ) begin
-            \$205  = 3'h0;
+            \$245  = 2'h0;
           end
     endcase
     if (reset[2]) begin
-      \$205  = 3'h0;
+      \$245  = 2'h0;
     end
     if (rst) begin
-      \$205  = 3'h0;
+      \$245  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$206  = err_reserved;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$206  = \$91 ;
-    endcase
+    \$246 [0] = \$84 ;
+    \$246 [1] = a_bank;
+    \$246 [14:2] = c_ptr;
+    \$246 [15] = \$86 ;
+    \$246 [16] = \$96 ;
     if (reset[2]) begin
-      \$206  = 1'h0;
+      \$246  = 17'h00000;
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$246  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$207  = err_shape;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$207  = \$96 ;
-    endcase
+    \$247 [0] = \$97 ;
+    \$247 [2:1] = kk;
+    \$247 [3] = b_bank;
     if (reset[2]) begin
-      \$207  = 1'h0;
+      \$247  = 4'h0;
     end
     if (rst) begin
-      \$207  = 1'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = err_range;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$208  = \$117 ;
-    endcase
+    \$248  = a_meta_q1;
     if (reset[2]) begin
-      \$208  = 1'h0;
+      \$248  = 17'h00000;
     end
     if (rst) begin
-      \$208  = 1'h0;
+      \$248  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$209  = error;
+    \$249  = a_meta_q2;
+    if (reset[2]) begin
+      \$249  = 17'h00000;
+    end
+    if (rst) begin
+      \$249  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$250  = b_meta_q1;
+    if (reset[2]) begin
+      \$250  = 4'h0;
+    end
+    if (rst) begin
+      \$250  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$251  = b_meta_q2;
+    if (reset[2]) begin
+      \$251  = 4'h0;
+    end
+    if (rst) begin
+      \$251  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$252  = b_ptr;
+    if (\$98 ) begin
+      \$252  = \$99 [13:0];
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$252  = \$112 [13:0];
+        end else if (\$106 ) begin
+          \$252  = \$119 [13:0];
+        end else if (\$107 ) begin
+          \$252  = \$124 [13:0];
+        end
+      end
+    end
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$119 ) begin
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$252  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$252  = 14'h0000;
+    end
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$253  = kk;
+    if (\$98 ) begin
+      \$253  = \$100 [1:0];
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$253  = 2'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$253  = 2'h0;
+    end
+    if (rst) begin
+      \$253  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$254  = b_bank;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        \$254  = \$102 ;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$254  = 1'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$254  = 1'h0;
+    end
+    if (rst) begin
+      \$254  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$255  = b_kt;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$255  = \$108 [11:0];
+        end else if (\$106 ) begin
+          \$255  = 12'h000;
+        end else if (\$107 ) begin
+          \$255  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$255  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$255  = 12'h000;
+    end
+    if (rst) begin
+      \$255  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$256  = b_tbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$256  = \$110 [13:0];
+        end else if (\$106 ) begin
+          \$256  = \$117 [13:0];
+        end else if (\$107 ) begin
+          \$256  = \$123 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$256  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$256  = 14'h0000;
+    end
+    if (rst) begin
+      \$256  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$257  = b_nt;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+          \$257  = \$113 [11:0];
+        end else if (\$107 ) begin
+          \$257  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$257  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$257  = 12'h000;
+    end
+    if (rst) begin
+      \$257  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$258  = b_nbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+          \$258  = \$115 [13:0];
+        end else if (\$107 ) begin
+          \$258  = \$122 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$258  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$258  = 14'h0000;
+    end
+    if (rst) begin
+      \$258  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$259  = b_batch;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+          \$259  = \$120 [7:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$259  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$259  = 8'h00;
+    end
+    if (rst) begin
+      \$259  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$260  = b_bbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+          \$260  = \$121 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$260  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$260  = 14'h0000;
+    end
+    if (rst) begin
+      \$260  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$261  = \$signal$37 ;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        (* full_case = 32'd1 *)
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+        end else begin
+          \$261  = 1'h0;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$261  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$261  = 1'h0;
+    end
+    if (rst) begin
+      \$261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$262  = a_ptr;
+    if (\$125 ) begin
+      \$262  = \$126 [13:0];
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$262  = \$139 [13:0];
+        end else if (\$135 ) begin
+          \$262  = a_bbase;
+        end else if (\$136 ) begin
+          \$262  = \$147 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$262  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$262  = 14'h0000;
+    end
+    if (rst) begin
+      \$262  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$263  = c_ptr;
+    if (\$125 ) begin
+      \$263  = \$127 [12:0];
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$263  = c_base;
+        end else if (\$135 ) begin
+          \$263  = \$142 [12:0];
+        end else if (\$136 ) begin
+          \$263  = \$149 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$263  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$263  = 13'h0000;
+    end
+    if (rst) begin
+      \$263  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$264  = idx;
+    if (\$125 ) begin
+      \$264  = \$128 [15:0];
+      if (\$130 ) begin
+        \$264  = 16'h0000;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$264  = 16'h0000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$264  = 16'h0000;
+    end
+    if (rst) begin
+      \$264  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$265  = a_bank;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        \$265  = \$131 ;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$265  = 1'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$266  = a_kt;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$266  = \$137 [11:0];
+        end else if (\$135 ) begin
+          \$266  = 12'h000;
+        end else if (\$136 ) begin
+          \$266  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$266  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$266  = 12'h000;
+    end
+    if (rst) begin
+      \$266  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$267  = a_base;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$267  = \$138 [13:0];
+        end else if (\$135 ) begin
+          \$267  = a_bbase;
+        end else if (\$136 ) begin
+          \$267  = \$146 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$267  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$267  = 14'h0000;
+    end
+    if (rst) begin
+      \$267  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$268  = a_nt;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+          \$268  = \$140 [11:0];
+        end else if (\$136 ) begin
+          \$268  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$268  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$268  = 12'h000;
+    end
+    if (rst) begin
+      \$268  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$269  = c_base;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+          \$269  = \$141 [12:0];
+        end else if (\$136 ) begin
+          \$269  = \$148 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$269  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$269  = 13'h0000;
+    end
+    if (rst) begin
+      \$269  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$270  = a_batch;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$270  = \$143 [7:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$270  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$270  = 8'h00;
+    end
+    if (rst) begin
+      \$270  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$271  = a_bbase;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$271  = \$144 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$271  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$271  = 14'h0000;
+    end
+    if (rst) begin
+      \$271  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$272  = c_bbase;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$272  = \$145 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$272  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$272  = 13'h0000;
+    end
+    if (rst) begin
+      \$272  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$273  = a_run;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        (* full_case = 32'd1 *)
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+        end else begin
+          \$273  = 1'h0;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$273  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$273  = 1'h0;
+    end
+    if (rst) begin
+      \$273  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$274  = { a_meta_q3[16:2], a_meta_q3[0] };
+    if (reset[2]) begin
+      \$274  = 16'h0000;
+    end
+    if (rst) begin
+      \$274  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$275  = meta1;
+    if (reset[2]) begin
+      \$275  = 16'h0000;
+    end
+    if (rst) begin
+      \$275  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$276  = meta2;
+    if (reset[2]) begin
+      \$276  = 16'h0000;
+    end
+    if (rst) begin
+      \$276  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$277  = meta3;
+    if (reset[2]) begin
+      \$277  = 16'h0000;
+    end
+    if (rst) begin
+      \$277  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$278  = meta4;
+    if (reset[2]) begin
+      \$278  = 16'h0000;
+    end
+    if (rst) begin
+      \$278  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$279  = meta5;
+    if (reset[2]) begin
+      \$279  = 16'h0000;
+    end
+    if (rst) begin
+      \$279  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$280  = meta6;
+    if (reset[2]) begin
+      \$280  = 16'h0000;
+    end
+    if (rst) begin
+      \$280  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$281  = \$152 ;
+    if (reset[2]) begin
+      \$281  = 1'h0;
+    end
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$282  = \$158 ;
+    if (reset[2]) begin
+      \$282  = 1'h0;
+    end
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$283  = cmd;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$283  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[2]) begin
+      \$283  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$283  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$284  = a_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$284  = \$167 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$284  = 32'd0;
+    end
+    if (rst) begin
+      \$284  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$285  = b_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$285  = \$171 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$285  = 32'd0;
+    end
+    if (rst) begin
+      \$285  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$286  = c_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$286  = \$173 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$286  = 32'd0;
+    end
+    if (rst) begin
+      \$286  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$287  = a_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$287  = \$174 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$287  = 24'h000000;
+    end
+    if (rst) begin
+      \$287  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$288  = b_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$288  = \$175 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$288  = 24'h000000;
+    end
+    if (rst) begin
+      \$288  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$289  = c_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$289  = \$176 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$289  = 24'h000000;
+    end
+    if (rst) begin
+      \$289  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$290  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$290  = 3'h1;
+          end
+      3'h1:
+          \$290  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+            \$290  = 3'h0;
+          end else begin
+            \$290  = 3'h3;
+          end
+      3'h3:
+          if (\$217 ) begin
+            \$290  = 3'h4;
+          end
+      3'h4:
+          if (\$218 ) begin
+            \$290  = 3'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$290  = 3'h0;
+    end
+    if (rst) begin
+      \$290  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$291  = err_reserved;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$291  = \$177 ;
+    endcase
+    if (reset[2]) begin
+      \$291  = 1'h0;
+    end
+    if (rst) begin
+      \$291  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$292  = err_shape;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$292  = \$182 ;
+    endcase
+    if (reset[2]) begin
+      \$292  = 1'h0;
+    end
+    if (rst) begin
+      \$292  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$293  = err_range;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$293  = \$203 ;
+    endcase
+    if (reset[2]) begin
+      \$293  = 1'h0;
+    end
+    if (rst) begin
+      \$293  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$294  = error;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$205 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$209  = 8'h02;
+              \$294  = 8'h02;
             end else if (err_shape) begin
-              \$209  = 8'h03;
+              \$294  = 8'h03;
             end else begin
-              \$209  = 8'h04;
+              \$294  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$166 ) begin
-            \$209  = 8'h00;
+          if (\$218 ) begin
+            \$294  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$209  = 8'h00;
+      \$294  = 8'h00;
     end
     if (rst) begin
-      \$209  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$210  = batch;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$210  = 8'h00;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$210  = \$155 [7:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$210  = 8'h00;
-    end
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$211  = nt;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$211  = 12'h000;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$211  = \$146 [11:0];
-              end else if (\$138 ) begin
-                \$211  = 12'h000;
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$211  = 12'h000;
-    end
-    if (rst) begin
-      \$211  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$212  = kt;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$212  = 12'h000;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$212  = \$139 [11:0];
-              end else if (\$137 ) begin
-                \$212  = 12'h000;
-              end else if (\$138 ) begin
-                \$212  = 12'h000;
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$212  = 12'h000;
-    end
-    if (rst) begin
-      \$212  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$213  = idx;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$213  = 16'h0000;
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            \$213  = \$123 [15:0];
-            if (\$124 ) begin
-              \$213  = 16'h0000;
-            end
-          end
-          if (\$127 ) begin
-            \$213  = \$130 [15:0];
-            if (\$132 ) begin
-              \$213  = 16'h0000;
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$213  = 16'h0000;
-    end
-    if (rst) begin
-      \$213  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$214  = load_b;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$214  = 1'h1;
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            if (\$124 ) begin
-              \$214  = 1'h0;
-            end
-          end
-          if (\$127 ) begin
-            if (\$132 ) begin
-              \$214  = 1'h1;
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$214  = 1'h0;
-    end
-    if (rst) begin
-      \$214  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$215  = a_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$215  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$215  = \$156 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$215  = 14'h0000;
-    end
-    if (rst) begin
-      \$215  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$216  = a_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$216  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$216  = \$140 [13:0];
-              end else if (\$137 ) begin
-                \$216  = a_bbase;
-              end else if (\$138 ) begin
-                \$216  = \$157 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$216  = 14'h0000;
-    end
-    if (rst) begin
-      \$216  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$217  = a_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$217  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            \$217  = \$128 [13:0];
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$217  = \$141 [13:0];
-              end else if (\$137 ) begin
-                \$217  = a_bbase;
-              end else if (\$138 ) begin
-                \$217  = \$158 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$217  = 14'h0000;
-    end
-    if (rst) begin
-      \$217  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$218  = b_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$218  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$218  = \$159 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$218  = 14'h0000;
-    end
-    if (rst) begin
-      \$218  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$219  = b_nbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$219  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$219  = \$148 [13:0];
-              end else if (\$138 ) begin
-                \$219  = \$160 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$219  = 14'h0000;
-    end
-    if (rst) begin
-      \$219  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$220  = b_tbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$220  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$220  = \$143 [13:0];
-              end else if (\$137 ) begin
-                \$220  = \$150 [13:0];
-              end else if (\$138 ) begin
-                \$220  = \$161 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$220  = 14'h0000;
-    end
-    if (rst) begin
-      \$220  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$221  = b_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$221  = cmd[33:20];
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            \$221  = \$122 [13:0];
-          end
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$221  = \$145 [13:0];
-              end else if (\$137 ) begin
-                \$221  = \$152 [13:0];
-              end else if (\$138 ) begin
-                \$221  = \$162 [13:0];
-              end
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$221  = 14'h0000;
-    end
-    if (rst) begin
-      \$221  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$222  = c_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$222  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$222  = \$163 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$222  = 13'h0000;
-    end
-    if (rst) begin
-      \$222  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$223  = c_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$223  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$223  = \$153 [12:0];
-              end else if (\$138 ) begin
-                \$223  = \$164 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$223  = 13'h0000;
-    end
-    if (rst) begin
-      \$223  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$224  = c_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$224  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            \$224  = \$129 [12:0];
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$224  = c_base;
-              end else if (\$137 ) begin
-                \$224  = \$154 [12:0];
-              end else if (\$138 ) begin
-                \$224  = \$165 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$224  = 13'h0000;
-    end
-    if (rst) begin
-      \$224  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$225  = bank;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              \$225  = \$133 ;
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$225  = 1'h0;
-    end
-    if (rst) begin
-      \$225  = 1'h0;
+      \$294  = 8'h00;
     end
   end
   always @* begin
@@ -30742,7 +31183,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    issuing = 1'h0;
+    running = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -30751,29 +31192,27 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          issuing = 1'h1;
+          running = 1'h1;
     endcase
   end
   assign out_valid = acc_wr__en;
   assign ctl__done = done;
   assign ctl__error = error;
   assign busy = ctl__busy;
+  assign spad_rd_b__addr = b_ptr;
+  assign spad_rd__addr = a_ptr;
   assign spad_rd__data = a_data;
-  assign a_bank = spad_meta_q3[4];
-  assign w_row = spad_meta_q3[3:2];
+  assign \a_bank$85  = a_meta_q3[1];
+  assign w_en = b_meta_q3[0];
+  assign w_row = b_meta_q3[2:1];
   assign w_transpose = cmd[161];
-  assign w_bank = spad_meta_q3[4];
-  assign w_data = a_data;
-  assign out_data = { \$226 , \$229 , \$228 , \$227  };
+  assign w_bank = b_meta_q3[3];
+  assign spad_rd_b__data = w_data;
+  assign active = a_meta_q3[0];
+  assign out_data = { \$295 , \$298 , \$297 , \$296  };
+  assign a_valid = a_meta_q3[0];
   assign acc_rd__addr = meta3[13:1];
   assign acc_wr__addr = meta7[13:1];
-  assign \spad_meta_q1.valid  = spad_meta_q1[0];
-  assign \spad_meta_q1.is_a  = spad_meta_q1[1];
-  assign \spad_meta_q1.row  = spad_meta_q1[3:2];
-  assign \spad_meta_q1.bank  = spad_meta_q1[4];
-  assign \spad_meta_q1.caddr  = spad_meta_q1[17:5];
-  assign \spad_meta_q1.accum  = spad_meta_q1[18];
-  assign \spad_meta_q1.last  = spad_meta_q1[19];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
   assign \cmd.c_addr  = cmd[59:40];
@@ -30790,20 +31229,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.b_batch_stride  = cmd[201:186];
   assign \cmd.c_batch_stride  = cmd[217:202];
   assign \cmd.reserved  = cmd[223:218];
-  assign \spad_meta_q2.valid  = spad_meta_q2[0];
-  assign \spad_meta_q2.is_a  = spad_meta_q2[1];
-  assign \spad_meta_q2.row  = spad_meta_q2[3:2];
-  assign \spad_meta_q2.bank  = spad_meta_q2[4];
-  assign \spad_meta_q2.caddr  = spad_meta_q2[17:5];
-  assign \spad_meta_q2.accum  = spad_meta_q2[18];
-  assign \spad_meta_q2.last  = spad_meta_q2[19];
-  assign \spad_meta_q3.valid  = spad_meta_q3[0];
-  assign \spad_meta_q3.is_a  = spad_meta_q3[1];
-  assign \spad_meta_q3.row  = spad_meta_q3[3:2];
-  assign \spad_meta_q3.bank  = spad_meta_q3[4];
-  assign \spad_meta_q3.caddr  = spad_meta_q3[17:5];
-  assign \spad_meta_q3.accum  = spad_meta_q3[18];
-  assign \spad_meta_q3.last  = spad_meta_q3[19];
+  assign \a_meta_q1.valid  = a_meta_q1[0];
+  assign \a_meta_q1.bank  = a_meta_q1[1];
+  assign \a_meta_q1.caddr  = a_meta_q1[14:2];
+  assign \a_meta_q1.accum  = a_meta_q1[15];
+  assign \a_meta_q1.last  = a_meta_q1[16];
+  assign \b_meta_q1.valid  = b_meta_q1[0];
+  assign \b_meta_q1.row  = b_meta_q1[2:1];
+  assign \b_meta_q1.bank  = b_meta_q1[3];
+  assign \a_meta_q2.valid  = a_meta_q2[0];
+  assign \a_meta_q2.bank  = a_meta_q2[1];
+  assign \a_meta_q2.caddr  = a_meta_q2[14:2];
+  assign \a_meta_q2.accum  = a_meta_q2[15];
+  assign \a_meta_q2.last  = a_meta_q2[16];
+  assign \a_meta_q3.valid  = a_meta_q3[0];
+  assign \a_meta_q3.bank  = a_meta_q3[1];
+  assign \a_meta_q3.caddr  = a_meta_q3[14:2];
+  assign \a_meta_q3.accum  = a_meta_q3[15];
+  assign \a_meta_q3.last  = a_meta_q3[16];
+  assign \b_meta_q2.valid  = b_meta_q2[0];
+  assign \b_meta_q2.row  = b_meta_q2[2:1];
+  assign \b_meta_q2.bank  = b_meta_q2[3];
+  assign \b_meta_q3.valid  = b_meta_q3[0];
+  assign \b_meta_q3.row  = b_meta_q3[2:1];
+  assign \b_meta_q3.bank  = b_meta_q3[3];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
@@ -30820,386 +31269,284 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.b_batch_stride  = ctl__cmd__payload[201:186];
   assign \ctl__cmd__payload.c_batch_stride  = ctl__cmd__payload[217:202];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[223:218];
-  assign \$26  = spad_meta_q1[4];
-  assign \$34  = bank;
-  assign \$38  = spad_meta_q1[4];
-  assign \$66  = \$65 ;
-  assign \$69  = acc_wr__data;
+  assign \$37  = a_bank;
+  assign \$44  = a_bank;
+  assign \$53  = a_bank;
+  assign \$63  = a_bank;
+  assign \$152  = \$151 ;
+  assign \$155  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, \port$12788$0 , \port$12792$0 , w_transpose, pe3_3_psum, out_valid, deskew0_2, deskew1_1, deskew2_0, a_data, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire [7:0] \$10 ;
-  wire [7:0] \$100 ;
-  wire [7:0] \$101 ;
-  wire [15:0] \$102 ;
-  wire [32:0] \$103 ;
-  wire [7:0] \$104 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [7:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [7:0] \$113 ;
-  wire [7:0] \$114 ;
-  wire [7:0] \$115 ;
-  wire [15:0] \$116 ;
-  wire [32:0] \$117 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [7:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire \$125 ;
+  wire [7:0] \$125 ;
   wire [7:0] \$126 ;
   wire [7:0] \$127 ;
   wire [7:0] \$128 ;
   wire [15:0] \$129 ;
-  wire [15:0] \$13 ;
-  wire [32:0] \$130 ;
+  wire \$13 ;
+  wire [7:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire [7:0] \$139 ;
-  wire [7:0] \$14 ;
-  wire [7:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [15:0] \$142 ;
-  wire [32:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
+  wire [7:0] \$135 ;
+  wire [7:0] \$136 ;
+  wire [7:0] \$137 ;
+  wire [15:0] \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [7:0] \$143 ;
+  wire [7:0] \$144 ;
+  wire [7:0] \$145 ;
+  wire [15:0] \$146 ;
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire \$151 ;
+  wire [7:0] \$151 ;
   wire [7:0] \$152 ;
   wire [7:0] \$153 ;
-  wire [7:0] \$154 ;
-  wire [15:0] \$155 ;
-  wire [32:0] \$156 ;
-  wire [7:0] \$157 ;
+  wire [15:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
+  wire [7:0] \$160 ;
+  wire [7:0] \$161 ;
+  wire [7:0] \$162 ;
+  wire [15:0] \$163 ;
+  wire [32:0] \$164 ;
   wire \$165 ;
-  wire [7:0] \$166 ;
-  wire [7:0] \$167 ;
-  wire [7:0] \$168 ;
-  wire [15:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire [7:0] \$169 ;
   wire \$17 ;
-  wire [32:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  wire [7:0] \$170 ;
+  wire [7:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire [32:0] \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire \$178 ;
+  wire [7:0] \$178 ;
   wire [7:0] \$179 ;
   wire \$18 ;
   wire [7:0] \$180 ;
-  wire [7:0] \$181 ;
-  wire [15:0] \$182 ;
-  wire [32:0] \$183 ;
+  wire [15:0] \$181 ;
+  wire [32:0] \$182 ;
+  wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [7:0] \$187 ;
+  wire [7:0] \$188 ;
+  wire [7:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
+  wire [15:0] \$190 ;
+  wire [32:0] \$191 ;
   wire [7:0] \$192 ;
-  wire [7:0] \$193 ;
-  wire [7:0] \$194 ;
-  wire [15:0] \$195 ;
-  wire [32:0] \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [7:0] \$197 ;
+  wire [7:0] \$198 ;
+  wire [7:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [15:0] \$200 ;
+  wire [32:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire [7:0] \$205 ;
+  wire \$205 ;
   wire [7:0] \$206 ;
   wire [7:0] \$207 ;
-  wire [15:0] \$208 ;
-  wire [32:0] \$209 ;
+  wire [7:0] \$208 ;
+  wire [15:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [32:0] \$210 ;
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [7:0] \$215 ;
+  wire [7:0] \$216 ;
+  wire [7:0] \$217 ;
+  wire [15:0] \$218 ;
+  wire [32:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire [7:0] \$23 ;
+  wire [7:0] \$224 ;
+  wire [7:0] \$225 ;
+  wire [7:0] \$226 ;
+  wire [15:0] \$227 ;
+  wire [32:0] \$228 ;
+  wire [7:0] \$229 ;
+  wire \$23 ;
   wire \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
+  wire [7:0] \$234 ;
+  wire [7:0] \$235 ;
+  wire [7:0] \$236 ;
+  wire [15:0] \$237 ;
+  wire [32:0] \$238 ;
   wire \$239 ;
-  wire [7:0] \$24 ;
+  wire \$24 ;
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
+  wire [7:0] \$243 ;
+  wire [7:0] \$244 ;
+  wire [7:0] \$245 ;
+  wire [15:0] \$246 ;
+  wire [32:0] \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire [7:0] \$25 ;
+  wire \$25 ;
   wire \$250 ;
   wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
+  wire [7:0] \$252 ;
+  wire [7:0] \$253 ;
+  wire [7:0] \$254 ;
+  wire [15:0] \$255 ;
+  wire [32:0] \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [15:0] \$26 ;
+  wire \$26 ;
   wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [7:0] \$261 ;
+  wire [7:0] \$262 ;
+  wire [7:0] \$263 ;
+  wire [15:0] \$264 ;
+  wire [32:0] \$265 ;
+  reg [36:0] \$266 ;
+  reg [36:0] \$267 ;
+  reg [36:0] \$268 ;
+  reg [7:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  reg [7:0] \$270 ;
+  reg \$271 ;
+  reg [7:0] \$272 ;
+  reg [7:0] \$273 ;
+  reg \$274 ;
+  reg [7:0] \$275 ;
+  reg [7:0] \$276 ;
+  reg \$277 ;
+  reg [7:0] \$278 ;
+  reg [7:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
+  reg \$280 ;
+  reg [7:0] \$281 ;
+  reg [7:0] \$282 ;
+  reg \$283 ;
+  reg [7:0] \$284 ;
+  reg [7:0] \$285 ;
+  reg \$286 ;
+  reg [7:0] \$287 ;
+  reg [7:0] \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  reg [7:0] \$290 ;
+  reg [7:0] \$291 ;
+  reg \$292 ;
+  reg \$293 ;
+  reg [7:0] \$294 ;
+  reg [7:0] \$295 ;
+  reg \$296 ;
+  reg [7:0] \$297 ;
+  reg [7:0] \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  reg [7:0] \$300 ;
+  reg [7:0] \$301 ;
+  reg \$302 ;
+  reg [7:0] \$303 ;
+  reg [7:0] \$304 ;
+  reg \$305 ;
+  reg \$306 ;
+  reg \$307 ;
+  reg [7:0] \$308 ;
+  reg [7:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  reg \$310 ;
+  reg [7:0] \$311 ;
+  reg [7:0] \$312 ;
+  reg \$313 ;
+  reg [7:0] \$314 ;
+  reg [7:0] \$315 ;
+  reg \$316 ;
+  reg [7:0] \$317 ;
+  reg [7:0] \$318 ;
+  reg \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
-  wire [7:0] \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire [7:0] \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
-  wire [7:0] \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  reg [7:0] \$372 ;
-  reg [7:0] \$373 ;
-  reg \$374 ;
-  reg [7:0] \$375 ;
-  reg [7:0] \$376 ;
-  reg \$377 ;
-  reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
-  wire [15:0] \$38 ;
-  reg \$380 ;
-  reg [7:0] \$381 ;
-  reg [7:0] \$382 ;
-  reg \$383 ;
-  reg [7:0] \$384 ;
-  reg [7:0] \$385 ;
-  reg \$386 ;
-  reg [7:0] \$387 ;
-  reg [7:0] \$388 ;
-  reg \$389 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
-  reg [7:0] \$390 ;
-  reg [7:0] \$391 ;
-  reg \$392 ;
-  reg [7:0] \$393 ;
-  reg [7:0] \$394 ;
-  reg \$395 ;
-  reg \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [7:0] \$400 ;
-  reg [7:0] \$401 ;
-  reg \$402 ;
-  reg [7:0] \$403 ;
-  reg [7:0] \$404 ;
-  reg \$405 ;
-  reg [7:0] \$406 ;
-  reg [7:0] \$407 ;
-  reg \$408 ;
-  reg \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg [7:0] \$411 ;
-  reg [7:0] \$412 ;
-  reg \$413 ;
-  reg [7:0] \$414 ;
-  reg [7:0] \$415 ;
-  reg \$416 ;
-  reg [7:0] \$417 ;
-  reg [7:0] \$418 ;
-  reg \$419 ;
   wire \$42 ;
-  reg [7:0] \$420 ;
-  reg [7:0] \$421 ;
-  reg \$422 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire [7:0] \$47 ;
-  wire [7:0] \$48 ;
-  wire [7:0] \$49 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [15:0] \$50 ;
-  wire [7:0] \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -31209,11 +31556,11 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [7:0] \$60 ;
-  wire [7:0] \$61 ;
-  wire [7:0] \$62 ;
-  wire [15:0] \$63 ;
-  wire [32:0] \$64 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
@@ -31223,11 +31570,11 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [7:0] \$73 ;
-  wire [7:0] \$74 ;
-  wire [7:0] \$75 ;
-  wire [15:0] \$76 ;
-  wire [32:0] \$77 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -31237,12 +31584,12 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [7:0] \$87 ;
-  wire [7:0] \$88 ;
-  wire [15:0] \$89 ;
-  wire [7:0] \$9 ;
-  wire [32:0] \$90 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
@@ -31251,10 +31598,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [7:0] \$99 ;
+  wire \$99 ;
   wire a_bank;
+  input [31:0] a_data;
   wire [31:0] a_data;
-  input a_valid;
   wire a_valid;
   input clk;
   wire clk;
@@ -31268,10 +31615,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   output [31:0] deskew2_0;
   reg [31:0] deskew2_0 = 32'd0;
   wire [127:0] out_data;
+  output out_valid;
+  reg out_valid = 1'h0;
   (* init = 1'h0 *)
-  wire out_valid;
-  output out_valid_q;
-  reg out_valid_q = 1'h0;
+  wire out_valid_q;
   reg [7:0] pe0_0_a = 8'h00;
   reg pe0_0_bank = 1'h0;
   reg [31:0] pe0_0_psum = 32'd0;
@@ -31357,8 +31704,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$12748$2 ;
-  wire [2:0] \port$12748$2 ;
+  input [1:0] \port$12788$0 ;
+  wire [1:0] \port$12788$0 ;
+  input [3:0] \port$12792$0 ;
+  wire [3:0] \port$12792$0 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -31385,559 +31734,500 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
   wire w_conflict;
   input [31:0] w_data;
   wire [31:0] w_data;
-  input w_en;
   wire w_en;
   wire [1:0] w_row;
   input w_transpose;
   wire w_transpose;
-  assign \$1  = ~ w_transpose;
-  assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$12748$2 [1:0];
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$12748$2 [1:0];
-  assign \$7  = \$5  & \$6 ;
-  assign \$8  = \$4  | \$7 ;
-  assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$12748$2 [2] ? pe0_0_w1 : pe0_0_w0;
-  assign \$13  = $signed(\$11 ) * $signed(\$12 );
-  assign \$14  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$15  = ~ w_transpose;
-  assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$12748$2 [1:0];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$12748$2 [1:0] == 1'h1;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
-  assign \$24  = w_transpose ? w_data[7:0] : w_data[15:8];
-  assign \$25  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
-  assign \$27  = ~ w_transpose;
-  assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$12748$2 [1:0];
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$12748$2 [1:0] == 2'h2;
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = \$30  | \$33 ;
-  assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
-  assign \$36  = w_transpose ? w_data[7:0] : w_data[23:16];
-  assign \$37  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
-  assign \$39  = ~ w_transpose;
-  assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$12748$2 [1:0];
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$12748$2 [1:0] == 2'h3;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = \$42  | \$45 ;
-  assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
-  assign \$48  = w_transpose ? w_data[7:0] : w_data[31:24];
-  assign \$49  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
-  assign \$51  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$52  = ~ w_transpose;
-  assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$12748$2 [1:0] == 1'h1;
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$12748$2 [1:0];
-  assign \$58  = \$56  & \$57 ;
-  assign \$59  = \$55  | \$58 ;
-  assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
-  assign \$61  = w_transpose ? w_data[15:8] : w_data[7:0];
-  assign \$62  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$63  = $signed(skew1_0_a) * $signed(\$62 );
-  assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
-  assign \$65  = ~ w_transpose;
-  assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$12748$2 [1:0] == 1'h1;
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$12748$2 [1:0] == 1'h1;
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = \$68  | \$71 ;
-  assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$76  = $signed(pe1_0_a) * $signed(\$75 );
-  assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
-  assign \$78  = ~ w_transpose;
-  assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$12748$2 [1:0] == 1'h1;
-  assign \$81  = \$79  & \$80 ;
-  assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$12748$2 [1:0] == 2'h2;
-  assign \$84  = \$82  & \$83 ;
-  assign \$85  = \$81  | \$84 ;
-  assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
-  assign \$87  = w_transpose ? w_data[15:8] : w_data[23:16];
-  assign \$88  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$89  = $signed(pe1_1_a) * $signed(\$88 );
-  assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
-  assign \$91  = ~ w_transpose;
-  assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$12748$2 [1:0] == 1'h1;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$12748$2 [1:0] == 2'h3;
-  assign \$97  = \$95  & \$96 ;
-  assign \$98  = \$94  | \$97 ;
-  assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
-  assign \$100  = w_transpose ? w_data[15:8] : w_data[31:24];
-  assign \$101  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$102  = $signed(pe1_2_a) * $signed(\$101 );
-  assign \$103  = $signed(pe0_3_psum) + $signed(\$102 );
-  assign \$104  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$105  = ~ w_transpose;
-  assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$12748$2 [1:0] == 2'h2;
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$12748$2 [1:0];
-  assign \$111  = \$109  & \$110 ;
-  assign \$112  = \$108  | \$111 ;
-  assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
-  assign \$114  = w_transpose ? w_data[23:16] : w_data[7:0];
-  assign \$115  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$116  = $signed(skew2_1_a) * $signed(\$115 );
-  assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
-  assign \$118  = ~ w_transpose;
-  assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$12748$2 [1:0] == 2'h2;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$12748$2 [1:0] == 1'h1;
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = \$121  | \$124 ;
-  assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
-  assign \$127  = w_transpose ? w_data[23:16] : w_data[15:8];
-  assign \$128  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$129  = $signed(pe2_0_a) * $signed(\$128 );
-  assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
-  assign \$131  = ~ w_transpose;
-  assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$12748$2 [1:0] == 2'h2;
-  assign \$134  = \$132  & \$133 ;
-  assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$12748$2 [1:0] == 2'h2;
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = \$134  | \$137 ;
-  assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$142  = $signed(pe2_1_a) * $signed(\$141 );
-  assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
-  assign \$144  = ~ w_transpose;
-  assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$12748$2 [1:0] == 2'h2;
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$12748$2 [1:0] == 2'h3;
-  assign \$150  = \$148  & \$149 ;
-  assign \$151  = \$147  | \$150 ;
-  assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
-  assign \$153  = w_transpose ? w_data[23:16] : w_data[31:24];
-  assign \$154  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$155  = $signed(pe2_2_a) * $signed(\$154 );
-  assign \$156  = $signed(pe1_3_psum) + $signed(\$155 );
-  assign \$157  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$158  = ~ w_transpose;
-  assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$12748$2 [1:0] == 2'h3;
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$12748$2 [1:0];
-  assign \$164  = \$162  & \$163 ;
-  assign \$165  = \$161  | \$164 ;
-  assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
-  assign \$167  = w_transpose ? w_data[31:24] : w_data[7:0];
-  assign \$168  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$169  = $signed(skew3_2_a) * $signed(\$168 );
-  assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
-  assign \$171  = ~ w_transpose;
-  assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$12748$2 [1:0] == 2'h3;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$12748$2 [1:0] == 1'h1;
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = \$174  | \$177 ;
-  assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
-  assign \$180  = w_transpose ? w_data[31:24] : w_data[15:8];
-  assign \$181  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$182  = $signed(pe3_0_a) * $signed(\$181 );
-  assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
-  assign \$184  = ~ w_transpose;
-  assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$12748$2 [1:0] == 2'h3;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$12748$2 [1:0] == 2'h2;
-  assign \$190  = \$188  & \$189 ;
-  assign \$191  = \$187  | \$190 ;
-  assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
-  assign \$193  = w_transpose ? w_data[31:24] : w_data[23:16];
-  assign \$194  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$195  = $signed(pe3_1_a) * $signed(\$194 );
-  assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
-  assign \$197  = ~ w_transpose;
-  assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$12748$2 [1:0] == 2'h3;
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$12748$2 [1:0] == 2'h3;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = \$200  | \$203 ;
-  assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$208  = $signed(pe3_2_a) * $signed(\$207 );
-  assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
-  assign \$210  = ~ w_transpose;
-  assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$12748$2 [1:0];
-  assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$12748$2 [2];
-  assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$12748$2 [2];
-  assign \$219  = pe0_1_v & \$218 ;
-  assign \$220  = | { \$219 , \$217 , \$215  };
-  assign \$221  = \$213  & \$220 ;
-  assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$12748$2 [1:0] >= 1'h1;
-  assign \$224  = \$222  & \$223 ;
-  assign \$225  = \$224  & a_valid;
-  assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$12748$2 [1:0] >= 2'h2;
-  assign \$230  = \$228  & \$229 ;
-  assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$12748$2 [2];
-  assign \$233  = \$231  & \$232 ;
-  assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$12748$2 [1:0] >= 2'h3;
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$12748$2 [2];
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = ~ w_transpose;
-  assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$12748$2 [1:0] == 1'h1;
-  assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$12748$2 [2];
-  assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$12748$2 [2];
-  assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$12748$2 [2];
-  assign \$251  = pe1_1_v & \$250 ;
-  assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
-  assign \$253  = \$243  & \$252 ;
-  assign \$254  = w_en & w_transpose;
-  assign \$256  = \$255  & a_valid;
-  assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$12748$2 [1:0] >= 1'h1;
-  assign \$261  = \$259  & \$260 ;
-  assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$12748$2 [2];
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$12748$2 [1:0] >= 2'h2;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$12748$2 [2];
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$12748$2 [1:0] >= 2'h3;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$12748$2 [2];
-  assign \$276  = \$274  & \$275 ;
-  assign \$277  = ~ w_transpose;
-  assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$12748$2 [1:0] == 2'h2;
-  assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$12748$2 [2];
-  assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$12748$2 [2];
-  assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$12748$2 [2];
-  assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$12748$2 [2];
-  assign \$290  = pe2_1_v & \$289 ;
-  assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
-  assign \$292  = \$280  & \$291 ;
-  assign \$293  = w_en & w_transpose;
-  assign \$295  = \$294  & a_valid;
-  assign \$298  = w_en & w_transpose;
-  assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$12748$2 [2];
-  assign \$302  = \$300  & \$301 ;
-  assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$12748$2 [1:0] >= 1'h1;
-  assign \$305  = \$303  & \$304 ;
-  assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$12748$2 [2];
-  assign \$308  = \$306  & \$307 ;
-  assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$12748$2 [1:0] >= 2'h2;
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$12748$2 [2];
-  assign \$314  = \$312  & \$313 ;
-  assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$12748$2 [1:0] >= 2'h3;
-  assign \$317  = \$315  & \$316 ;
-  assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$12748$2 [2];
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = ~ w_transpose;
-  assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$12748$2 [1:0] == 2'h3;
-  assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$12748$2 [2];
-  assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$12748$2 [2];
-  assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$12748$2 [2];
-  assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$12748$2 [2];
-  assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$12748$2 [2];
-  assign \$336  = pe3_1_v & \$335 ;
-  assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
-  assign \$338  = \$324  & \$337 ;
-  assign \$339  = w_en & w_transpose;
-  assign \$341  = \$340  & a_valid;
-  assign \$344  = w_en & w_transpose;
-  assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$12748$2 [2];
-  assign \$348  = \$346  & \$347 ;
-  assign \$349  = w_en & w_transpose;
-  assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$12748$2 [2];
-  assign \$353  = \$351  & \$352 ;
-  assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$12748$2 [1:0] >= 1'h1;
-  assign \$356  = \$354  & \$355 ;
-  assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$12748$2 [2];
-  assign \$359  = \$357  & \$358 ;
-  assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$12748$2 [1:0] >= 2'h2;
-  assign \$362  = \$360  & \$361 ;
-  assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$12748$2 [2];
-  assign \$365  = \$363  & \$364 ;
-  assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$12748$2 [1:0] >= 2'h3;
-  assign \$368  = \$366  & \$367 ;
-  assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$12748$2 [2];
-  assign \$371  = \$369  & \$370 ;
-  assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
+  wire [36:0] wcol0;
+  wire \wcol0.bank ;
+  wire [31:0] \wcol0.data ;
+  wire \wcol0.en ;
+  wire [1:0] \wcol0.row ;
+  wire \wcol0.transpose ;
+  reg [36:0] wcol1 = 37'h0000000000;
+  wire \wcol1.bank ;
+  wire [31:0] \wcol1.data ;
+  wire \wcol1.en ;
+  wire [1:0] \wcol1.row ;
+  wire \wcol1.transpose ;
+  reg [36:0] wcol2 = 37'h0000000000;
+  wire \wcol2.bank ;
+  wire [31:0] \wcol2.data ;
+  wire \wcol2.en ;
+  wire [1:0] \wcol2.row ;
+  wire \wcol2.transpose ;
+  reg [36:0] wcol3 = 37'h0000000000;
+  wire \wcol3.bank ;
+  wire [31:0] \wcol3.data ;
+  wire \wcol3.en ;
+  wire [1:0] \wcol3.row ;
+  wire \wcol3.transpose ;
+  assign \$1  = ! \port$12792$0 [2:1];
+  assign \$2  = \port$12792$0 [2:1] == 1'h1;
+  assign \$3  = w_transpose ? \$1  : \$2 ;
+  assign \$4  = \port$12792$0 [0] & \$3 ;
+  assign \$5  = \port$12788$0 [1] == \port$12792$0 [3];
+  assign \$6  = \port$12788$0 [0] & \$5 ;
+  assign \$8  = \$4  & \$7 ;
+  assign \$9  = wcol1[2:1] == 1'h1;
+  assign \$10  = wcol1[2:1] == 1'h1;
+  assign \$11  = wcol1[3] ? \$9  : \$10 ;
+  assign \$12  = wcol1[0] & \$11 ;
+  assign \$13  = skew1_0_bank == wcol1[4];
+  assign \$14  = skew1_0_v & \$13 ;
+  assign \$16  = \$12  & \$15 ;
+  assign \$17  = wcol2[2:1] == 2'h2;
+  assign \$18  = wcol2[2:1] == 1'h1;
+  assign \$19  = wcol2[3] ? \$17  : \$18 ;
+  assign \$20  = wcol2[0] & \$19 ;
+  assign \$21  = pe1_0_bank == wcol2[4];
+  assign \$22  = pe1_0_v & \$21 ;
+  assign \$24  = \$20  & \$23 ;
+  assign \$25  = wcol3[2:1] == 2'h3;
+  assign \$26  = wcol3[2:1] == 1'h1;
+  assign \$27  = wcol3[3] ? \$25  : \$26 ;
+  assign \$28  = wcol3[0] & \$27 ;
+  assign \$29  = pe1_1_bank == wcol3[4];
+  assign \$30  = pe1_1_v & \$29 ;
+  assign \$32  = \$28  & \$31 ;
+  assign \$33  = ! \port$12792$0 [2:1];
+  assign \$34  = \port$12792$0 [2:1] == 2'h2;
+  assign \$35  = w_transpose ? \$33  : \$34 ;
+  assign \$36  = \port$12792$0 [0] & \$35 ;
+  assign \$37  = \port$12788$0 [1] == \port$12792$0 [3];
+  assign \$38  = \port$12788$0 [0] & \$37 ;
+  assign \$39  = skew2_0_bank == \port$12792$0 [3];
+  assign \$40  = skew2_0_v & \$39 ;
+  assign \$41  = | { \$40 , \$38  };
+  assign \$42  = \$36  & \$41 ;
+  assign \$43  = wcol1[2:1] == 1'h1;
+  assign \$44  = wcol1[2:1] == 2'h2;
+  assign \$45  = wcol1[3] ? \$43  : \$44 ;
+  assign \$46  = wcol1[0] & \$45 ;
+  assign \$47  = skew2_0_bank == wcol1[4];
+  assign \$48  = skew2_0_v & \$47 ;
+  assign \$49  = skew2_1_bank == wcol1[4];
+  assign \$50  = skew2_1_v & \$49 ;
+  assign \$51  = | { \$50 , \$48  };
+  assign \$52  = \$46  & \$51 ;
+  assign \$53  = wcol2[2:1] == 2'h2;
+  assign \$54  = wcol2[2:1] == 2'h2;
+  assign \$55  = wcol2[3] ? \$53  : \$54 ;
+  assign \$56  = wcol2[0] & \$55 ;
+  assign \$57  = skew2_1_bank == wcol2[4];
+  assign \$58  = skew2_1_v & \$57 ;
+  assign \$59  = pe2_0_bank == wcol2[4];
+  assign \$60  = pe2_0_v & \$59 ;
+  assign \$61  = | { \$60 , \$58  };
+  assign \$62  = \$56  & \$61 ;
+  assign \$63  = wcol3[2:1] == 2'h3;
+  assign \$64  = wcol3[2:1] == 2'h2;
+  assign \$65  = wcol3[3] ? \$63  : \$64 ;
+  assign \$66  = wcol3[0] & \$65 ;
+  assign \$67  = pe2_0_bank == wcol3[4];
+  assign \$68  = pe2_0_v & \$67 ;
+  assign \$69  = pe2_1_bank == wcol3[4];
+  assign \$70  = pe2_1_v & \$69 ;
+  assign \$71  = | { \$70 , \$68  };
+  assign \$72  = \$66  & \$71 ;
+  assign \$73  = ! \port$12792$0 [2:1];
+  assign \$74  = \port$12792$0 [2:1] == 2'h3;
+  assign \$75  = w_transpose ? \$73  : \$74 ;
+  assign \$76  = \port$12792$0 [0] & \$75 ;
+  assign \$77  = \port$12788$0 [1] == \port$12792$0 [3];
+  assign \$78  = \port$12788$0 [0] & \$77 ;
+  assign \$79  = skew3_0_bank == \port$12792$0 [3];
+  assign \$80  = skew3_0_v & \$79 ;
+  assign \$81  = skew3_1_bank == \port$12792$0 [3];
+  assign \$82  = skew3_1_v & \$81 ;
+  assign \$83  = | { \$82 , \$80 , \$78  };
+  assign \$84  = \$76  & \$83 ;
+  assign \$85  = wcol1[2:1] == 1'h1;
+  assign \$86  = wcol1[2:1] == 2'h3;
+  assign \$87  = wcol1[3] ? \$85  : \$86 ;
+  assign \$88  = wcol1[0] & \$87 ;
+  assign \$89  = skew3_0_bank == wcol1[4];
+  assign \$90  = skew3_0_v & \$89 ;
+  assign \$91  = skew3_1_bank == wcol1[4];
+  assign \$92  = skew3_1_v & \$91 ;
+  assign \$93  = skew3_2_bank == wcol1[4];
+  assign \$94  = skew3_2_v & \$93 ;
+  assign \$95  = | { \$94 , \$92 , \$90  };
+  assign \$96  = \$88  & \$95 ;
+  assign \$97  = wcol2[2:1] == 2'h2;
+  assign \$98  = wcol2[2:1] == 2'h3;
+  assign \$99  = wcol2[3] ? \$97  : \$98 ;
+  assign \$100  = wcol2[0] & \$99 ;
+  assign \$101  = skew3_1_bank == wcol2[4];
+  assign \$102  = skew3_1_v & \$101 ;
+  assign \$103  = skew3_2_bank == wcol2[4];
+  assign \$104  = skew3_2_v & \$103 ;
+  assign \$105  = pe3_0_bank == wcol2[4];
+  assign \$106  = pe3_0_v & \$105 ;
+  assign \$107  = | { \$106 , \$104 , \$102  };
+  assign \$108  = \$100  & \$107 ;
+  assign \$109  = wcol3[2:1] == 2'h3;
+  assign \$110  = wcol3[2:1] == 2'h3;
+  assign \$111  = wcol3[3] ? \$109  : \$110 ;
+  assign \$112  = wcol3[0] & \$111 ;
+  assign \$113  = skew3_2_bank == wcol3[4];
+  assign \$114  = skew3_2_v & \$113 ;
+  assign \$115  = pe3_0_bank == wcol3[4];
+  assign \$116  = pe3_0_v & \$115 ;
+  assign \$117  = pe3_1_bank == wcol3[4];
+  assign \$118  = pe3_1_v & \$117 ;
+  assign \$119  = | { \$118 , \$116 , \$114  };
+  assign \$120  = \$112  & \$119 ;
+  assign w_conflict = | { \$120 , \$108 , \$96 , \$84 , \$72 , \$62 , \$52 , \$42 , \$32 , \$24 , \$16 , \$8  };
+  assign \$121  = ! \port$12792$0 [2:1];
+  assign \$122  = ! \port$12792$0 [2:1];
+  assign \$123  = w_transpose ? \$121  : \$122 ;
+  assign \$124  = \port$12792$0 [0] & \$123 ;
+  assign \$127  = \port$12788$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$128  = \port$12788$0 [1] ? pe0_0_w1 : pe0_0_w0;
+  assign \$129  = $signed(\$127 ) * $signed(\$128 );
+  assign \$130  = \port$12788$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$131  = wcol1[2:1] == 1'h1;
+  assign \$132  = ! wcol1[2:1];
+  assign \$133  = wcol1[3] ? \$131  : \$132 ;
+  assign \$134  = wcol1[0] & \$133 ;
+  assign \$135  = wcol1[3] ? wcol1[12:5] : wcol1[20:13];
+  assign \$136  = wcol1[3] ? wcol1[12:5] : wcol1[20:13];
+  assign \$137  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$138  = $signed(pe0_0_a) * $signed(\$137 );
+  assign \$139  = wcol2[2:1] == 2'h2;
+  assign \$140  = ! wcol2[2:1];
+  assign \$141  = wcol2[3] ? \$139  : \$140 ;
+  assign \$142  = wcol2[0] & \$141 ;
+  assign \$143  = wcol2[3] ? wcol2[12:5] : wcol2[28:21];
+  assign \$144  = wcol2[3] ? wcol2[12:5] : wcol2[28:21];
+  assign \$145  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$146  = $signed(pe0_1_a) * $signed(\$145 );
+  assign \$147  = wcol3[2:1] == 2'h3;
+  assign \$148  = ! wcol3[2:1];
+  assign \$149  = wcol3[3] ? \$147  : \$148 ;
+  assign \$150  = wcol3[0] & \$149 ;
+  assign \$151  = wcol3[3] ? wcol3[12:5] : wcol3[36:29];
+  assign \$152  = wcol3[3] ? wcol3[12:5] : wcol3[36:29];
+  assign \$153  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$154  = $signed(pe0_2_a) * $signed(\$153 );
+  assign \$155  = \port$12788$0 [0] ? a_data[15:8] : 8'h00;
+  assign \$156  = ! \port$12792$0 [2:1];
+  assign \$157  = \port$12792$0 [2:1] == 1'h1;
+  assign \$158  = w_transpose ? \$156  : \$157 ;
+  assign \$159  = \port$12792$0 [0] & \$158 ;
+  assign \$160  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$161  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$162  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$163  = $signed(skew1_0_a) * $signed(\$162 );
+  assign \$164  = $signed(pe0_0_psum) + $signed(\$163 );
+  assign \$165  = wcol1[2:1] == 1'h1;
+  assign \$166  = wcol1[2:1] == 1'h1;
+  assign \$167  = wcol1[3] ? \$165  : \$166 ;
+  assign \$168  = wcol1[0] & \$167 ;
+  assign \$171  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$172  = $signed(pe1_0_a) * $signed(\$171 );
+  assign \$173  = $signed(pe0_1_psum) + $signed(\$172 );
+  assign \$174  = wcol2[2:1] == 2'h2;
+  assign \$175  = wcol2[2:1] == 1'h1;
+  assign \$176  = wcol2[3] ? \$174  : \$175 ;
+  assign \$177  = wcol2[0] & \$176 ;
+  assign \$178  = wcol2[3] ? wcol2[20:13] : wcol2[28:21];
+  assign \$179  = wcol2[3] ? wcol2[20:13] : wcol2[28:21];
+  assign \$180  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$181  = $signed(pe1_1_a) * $signed(\$180 );
+  assign \$182  = $signed(pe0_2_psum) + $signed(\$181 );
+  assign \$183  = wcol3[2:1] == 2'h3;
+  assign \$184  = wcol3[2:1] == 1'h1;
+  assign \$185  = wcol3[3] ? \$183  : \$184 ;
+  assign \$186  = wcol3[0] & \$185 ;
+  assign \$187  = wcol3[3] ? wcol3[20:13] : wcol3[36:29];
+  assign \$188  = wcol3[3] ? wcol3[20:13] : wcol3[36:29];
+  assign \$189  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$190  = $signed(pe1_2_a) * $signed(\$189 );
+  assign \$191  = $signed(pe0_3_psum) + $signed(\$190 );
+  assign \$192  = \port$12788$0 [0] ? a_data[23:16] : 8'h00;
+  assign \$193  = ! \port$12792$0 [2:1];
+  assign \$194  = \port$12792$0 [2:1] == 2'h2;
+  assign \$195  = w_transpose ? \$193  : \$194 ;
+  assign \$196  = \port$12792$0 [0] & \$195 ;
+  assign \$197  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$198  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$199  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$200  = $signed(skew2_1_a) * $signed(\$199 );
+  assign \$201  = $signed(pe1_0_psum) + $signed(\$200 );
+  assign \$202  = wcol1[2:1] == 1'h1;
+  assign \$203  = wcol1[2:1] == 2'h2;
+  assign \$204  = wcol1[3] ? \$202  : \$203 ;
+  assign \$205  = wcol1[0] & \$204 ;
+  assign \$206  = wcol1[3] ? wcol1[28:21] : wcol1[20:13];
+  assign \$207  = wcol1[3] ? wcol1[28:21] : wcol1[20:13];
+  assign \$208  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$209  = $signed(pe2_0_a) * $signed(\$208 );
+  assign \$210  = $signed(pe1_1_psum) + $signed(\$209 );
+  assign \$211  = wcol2[2:1] == 2'h2;
+  assign \$212  = wcol2[2:1] == 2'h2;
+  assign \$213  = wcol2[3] ? \$211  : \$212 ;
+  assign \$214  = wcol2[0] & \$213 ;
+  assign \$217  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$218  = $signed(pe2_1_a) * $signed(\$217 );
+  assign \$219  = $signed(pe1_2_psum) + $signed(\$218 );
+  assign \$220  = wcol3[2:1] == 2'h3;
+  assign \$221  = wcol3[2:1] == 2'h2;
+  assign \$222  = wcol3[3] ? \$220  : \$221 ;
+  assign \$223  = wcol3[0] & \$222 ;
+  assign \$224  = wcol3[3] ? wcol3[28:21] : wcol3[36:29];
+  assign \$225  = wcol3[3] ? wcol3[28:21] : wcol3[36:29];
+  assign \$226  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$227  = $signed(pe2_2_a) * $signed(\$226 );
+  assign \$228  = $signed(pe1_3_psum) + $signed(\$227 );
+  assign \$229  = \port$12788$0 [0] ? a_data[31:24] : 8'h00;
+  assign \$230  = ! \port$12792$0 [2:1];
+  assign \$231  = \port$12792$0 [2:1] == 2'h3;
+  assign \$232  = w_transpose ? \$230  : \$231 ;
+  assign \$233  = \port$12792$0 [0] & \$232 ;
+  assign \$234  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$235  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$236  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$237  = $signed(skew3_2_a) * $signed(\$236 );
+  assign \$238  = $signed(pe2_0_psum) + $signed(\$237 );
+  assign \$239  = wcol1[2:1] == 1'h1;
+  assign \$240  = wcol1[2:1] == 2'h3;
+  assign \$241  = wcol1[3] ? \$239  : \$240 ;
+  assign \$242  = wcol1[0] & \$241 ;
+  assign \$243  = wcol1[3] ? wcol1[36:29] : wcol1[20:13];
+  assign \$244  = wcol1[3] ? wcol1[36:29] : wcol1[20:13];
+  assign \$245  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$246  = $signed(pe3_0_a) * $signed(\$245 );
+  assign \$247  = $signed(pe2_1_psum) + $signed(\$246 );
+  assign \$248  = wcol2[2:1] == 2'h2;
+  assign \$249  = wcol2[2:1] == 2'h3;
+  assign \$250  = wcol2[3] ? \$248  : \$249 ;
+  assign \$251  = wcol2[0] & \$250 ;
+  assign \$252  = wcol2[3] ? wcol2[36:29] : wcol2[28:21];
+  assign \$253  = wcol2[3] ? wcol2[36:29] : wcol2[28:21];
+  assign \$254  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$255  = $signed(pe3_1_a) * $signed(\$254 );
+  assign \$256  = $signed(pe2_2_psum) + $signed(\$255 );
+  assign \$257  = wcol3[2:1] == 2'h3;
+  assign \$258  = wcol3[2:1] == 2'h3;
+  assign \$259  = wcol3[3] ? \$257  : \$258 ;
+  assign \$260  = wcol3[0] & \$259 ;
+  assign \$263  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$264  = $signed(pe3_2_a) * $signed(\$263 );
+  assign \$265  = $signed(pe2_3_psum) + $signed(\$264 );
   always @(posedge clk)
-    pe0_0_w1 <= \$372 ;
+    wcol1 <= \$266 ;
   always @(posedge clk)
-    pe0_0_w0 <= \$373 ;
+    wcol2 <= \$267 ;
   always @(posedge clk)
-    pe0_0_psum <= { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
+    wcol3 <= \$268 ;
   always @(posedge clk)
-    pe0_0_a <= \$14 ;
+    pe0_0_w1 <= \$269 ;
   always @(posedge clk)
-    pe0_0_v <= \$374 ;
+    pe0_0_w0 <= \$270 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$12748$2 [2];
+    pe0_0_psum <= { \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129 [15], \$129  };
   always @(posedge clk)
-    pe0_1_w1 <= \$375 ;
+    pe0_0_a <= \$130 ;
   always @(posedge clk)
-    pe0_1_w0 <= \$376 ;
+    pe0_0_v <= \$271 ;
   always @(posedge clk)
-    pe0_1_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
+    pe0_0_bank <= \port$12788$0 [1];
+  always @(posedge clk)
+    pe0_1_w1 <= \$272 ;
+  always @(posedge clk)
+    pe0_1_w0 <= \$273 ;
+  always @(posedge clk)
+    pe0_1_psum <= { \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138 [15], \$138  };
   always @(posedge clk)
     pe0_1_a <= pe0_0_a;
   always @(posedge clk)
-    pe0_1_v <= \$377 ;
+    pe0_1_v <= \$274 ;
   always @(posedge clk)
     pe0_1_bank <= pe0_0_bank;
   always @(posedge clk)
-    pe0_2_w1 <= \$378 ;
+    pe0_2_w1 <= \$275 ;
   always @(posedge clk)
-    pe0_2_w0 <= \$379 ;
+    pe0_2_w0 <= \$276 ;
   always @(posedge clk)
-    pe0_2_psum <= { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
+    pe0_2_psum <= { \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146 [15], \$146  };
   always @(posedge clk)
     pe0_2_a <= pe0_1_a;
   always @(posedge clk)
-    pe0_2_v <= \$380 ;
+    pe0_2_v <= \$277 ;
   always @(posedge clk)
     pe0_2_bank <= pe0_1_bank;
   always @(posedge clk)
-    pe0_3_w1 <= \$381 ;
+    pe0_3_w1 <= \$278 ;
   always @(posedge clk)
-    pe0_3_w0 <= \$382 ;
+    pe0_3_w0 <= \$279 ;
   always @(posedge clk)
-    pe0_3_psum <= { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
+    pe0_3_psum <= { \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154 [15], \$154  };
   always @(posedge clk)
-    skew1_0_a <= \$51 ;
+    skew1_0_a <= \$155 ;
   always @(posedge clk)
-    skew1_0_v <= \$383 ;
+    skew1_0_v <= \$280 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$12748$2 [2];
+    skew1_0_bank <= \port$12788$0 [1];
   always @(posedge clk)
-    pe1_0_w1 <= \$384 ;
+    pe1_0_w1 <= \$281 ;
   always @(posedge clk)
-    pe1_0_w0 <= \$385 ;
+    pe1_0_w0 <= \$282 ;
   always @(posedge clk)
-    pe1_0_psum <= \$64 [31:0];
+    pe1_0_psum <= \$164 [31:0];
   always @(posedge clk)
     pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe1_0_v <= \$386 ;
+    pe1_0_v <= \$283 ;
   always @(posedge clk)
     pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe1_1_w1 <= \$387 ;
+    pe1_1_w1 <= \$284 ;
   always @(posedge clk)
-    pe1_1_w0 <= \$388 ;
+    pe1_1_w0 <= \$285 ;
   always @(posedge clk)
-    pe1_1_psum <= \$77 [31:0];
+    pe1_1_psum <= \$173 [31:0];
   always @(posedge clk)
     pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe1_1_v <= \$389 ;
+    pe1_1_v <= \$286 ;
   always @(posedge clk)
     pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe1_2_w1 <= \$390 ;
+    pe1_2_w1 <= \$287 ;
   always @(posedge clk)
-    pe1_2_w0 <= \$391 ;
+    pe1_2_w0 <= \$288 ;
   always @(posedge clk)
-    pe1_2_psum <= \$90 [31:0];
+    pe1_2_psum <= \$182 [31:0];
   always @(posedge clk)
     pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe1_2_v <= \$392 ;
+    pe1_2_v <= \$289 ;
   always @(posedge clk)
     pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    pe1_3_w1 <= \$393 ;
+    pe1_3_w1 <= \$290 ;
   always @(posedge clk)
-    pe1_3_w0 <= \$394 ;
+    pe1_3_w0 <= \$291 ;
   always @(posedge clk)
-    pe1_3_psum <= \$103 [31:0];
+    pe1_3_psum <= \$191 [31:0];
   always @(posedge clk)
-    skew2_0_a <= \$104 ;
+    skew2_0_a <= \$192 ;
   always @(posedge clk)
-    skew2_0_v <= \$395 ;
+    skew2_0_v <= \$292 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$12748$2 [2];
+    skew2_0_bank <= \port$12788$0 [1];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    skew2_1_v <= \$396 ;
+    skew2_1_v <= \$293 ;
   always @(posedge clk)
     skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe2_0_w1 <= \$397 ;
+    pe2_0_w1 <= \$294 ;
   always @(posedge clk)
-    pe2_0_w0 <= \$398 ;
+    pe2_0_w0 <= \$295 ;
   always @(posedge clk)
-    pe2_0_psum <= \$117 [31:0];
+    pe2_0_psum <= \$201 [31:0];
   always @(posedge clk)
     pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe2_0_v <= \$399 ;
+    pe2_0_v <= \$296 ;
   always @(posedge clk)
     pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe2_1_w1 <= \$400 ;
+    pe2_1_w1 <= \$297 ;
   always @(posedge clk)
-    pe2_1_w0 <= \$401 ;
+    pe2_1_w0 <= \$298 ;
   always @(posedge clk)
-    pe2_1_psum <= \$130 [31:0];
+    pe2_1_psum <= \$210 [31:0];
   always @(posedge clk)
     pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe2_1_v <= \$402 ;
+    pe2_1_v <= \$299 ;
   always @(posedge clk)
     pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe2_2_w1 <= \$403 ;
+    pe2_2_w1 <= \$300 ;
   always @(posedge clk)
-    pe2_2_w0 <= \$404 ;
+    pe2_2_w0 <= \$301 ;
   always @(posedge clk)
-    pe2_2_psum <= \$143 [31:0];
+    pe2_2_psum <= \$219 [31:0];
   always @(posedge clk)
     pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe2_2_v <= \$405 ;
+    pe2_2_v <= \$302 ;
   always @(posedge clk)
     pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe2_3_w1 <= \$406 ;
+    pe2_3_w1 <= \$303 ;
   always @(posedge clk)
-    pe2_3_w0 <= \$407 ;
+    pe2_3_w0 <= \$304 ;
   always @(posedge clk)
-    pe2_3_psum <= \$156 [31:0];
+    pe2_3_psum <= \$228 [31:0];
   always @(posedge clk)
-    skew3_0_a <= \$157 ;
+    skew3_0_a <= \$229 ;
   always @(posedge clk)
-    skew3_0_v <= \$408 ;
+    skew3_0_v <= \$305 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$12748$2 [2];
+    skew3_0_bank <= \port$12788$0 [1];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    skew3_1_v <= \$409 ;
+    skew3_1_v <= \$306 ;
   always @(posedge clk)
     skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
     skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    skew3_2_v <= \$410 ;
+    skew3_2_v <= \$307 ;
   always @(posedge clk)
     skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe3_0_w1 <= \$411 ;
+    pe3_0_w1 <= \$308 ;
   always @(posedge clk)
-    pe3_0_w0 <= \$412 ;
+    pe3_0_w0 <= \$309 ;
   always @(posedge clk)
-    pe3_0_psum <= \$170 [31:0];
+    pe3_0_psum <= \$238 [31:0];
   always @(posedge clk)
     pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe3_0_v <= \$413 ;
+    pe3_0_v <= \$310 ;
   always @(posedge clk)
     pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe3_1_w1 <= \$414 ;
+    pe3_1_w1 <= \$311 ;
   always @(posedge clk)
-    pe3_1_w0 <= \$415 ;
+    pe3_1_w0 <= \$312 ;
   always @(posedge clk)
-    pe3_1_psum <= \$183 [31:0];
+    pe3_1_psum <= \$247 [31:0];
   always @(posedge clk)
     pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe3_1_v <= \$416 ;
+    pe3_1_v <= \$313 ;
   always @(posedge clk)
     pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe3_2_w1 <= \$417 ;
+    pe3_2_w1 <= \$314 ;
   always @(posedge clk)
-    pe3_2_w0 <= \$418 ;
+    pe3_2_w0 <= \$315 ;
   always @(posedge clk)
-    pe3_2_psum <= \$196 [31:0];
+    pe3_2_psum <= \$256 [31:0];
   always @(posedge clk)
     pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe3_2_v <= \$419 ;
+    pe3_2_v <= \$316 ;
   always @(posedge clk)
     pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe3_3_w1 <= \$420 ;
+    pe3_3_w1 <= \$317 ;
   always @(posedge clk)
-    pe3_3_w0 <= \$421 ;
+    pe3_3_w0 <= \$318 ;
   always @(posedge clk)
-    pe3_3_psum <= \$209 [31:0];
+    pe3_3_psum <= \$265 [31:0];
   always @(posedge clk)
-    out_valid_q <= \$422 ;
+    out_valid <= \$319 ;
   always @(posedge clk)
     deskew0_0 <= pe3_0_psum;
   always @(posedge clk)
@@ -31952,556 +32242,590 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$12748$2 , w_tr
     deskew2_0 <= pe3_2_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$372  = pe0_0_w1;
-    if (\$8 ) begin
-      if (\port$12748$2 [2]) begin
-        \$372  = \$9 ;
+    \$266  = { w_data, \port$12792$0 [3], w_transpose, \port$12792$0 [2:0] };
+    if (reset[2]) begin
+      \$266  = 37'h0000000000;
+    end
+    if (rst) begin
+      \$266  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$267  = wcol1;
+    if (reset[2]) begin
+      \$267  = 37'h0000000000;
+    end
+    if (rst) begin
+      \$267  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$268  = wcol2;
+    if (reset[2]) begin
+      \$268  = 37'h0000000000;
+    end
+    if (rst) begin
+      \$268  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$269  = pe0_0_w1;
+    if (\$124 ) begin
+      if (\port$12792$0 [3]) begin
+        \$269  = \$125 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$373  = pe0_0_w0;
-    if (\$8 ) begin
+    \$270  = pe0_0_w0;
+    if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (\port$12792$0 [3]) begin
       end else begin
-        \$373  = \$10 ;
+        \$270  = \$126 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$374  = a_valid;
+    \$271  = \port$12788$0 [0];
     if (reset[2]) begin
-      \$374  = 1'h0;
+      \$271  = 1'h0;
     end
     if (rst) begin
-      \$374  = 1'h0;
+      \$271  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$375  = pe0_1_w1;
-    if (\$22 ) begin
-      if (\port$12748$2 [2]) begin
-        \$375  = \$23 ;
+    \$272  = pe0_1_w1;
+    if (\$134 ) begin
+      if (wcol1[4]) begin
+        \$272  = \$135 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$376  = pe0_1_w0;
-    if (\$22 ) begin
+    \$273  = pe0_1_w0;
+    if (\$134 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol1[4]) begin
       end else begin
-        \$376  = \$24 ;
+        \$273  = \$136 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$377  = pe0_0_v;
+    \$274  = pe0_0_v;
     if (reset[2]) begin
-      \$377  = 1'h0;
+      \$274  = 1'h0;
     end
     if (rst) begin
-      \$377  = 1'h0;
+      \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$378  = pe0_2_w1;
-    if (\$34 ) begin
-      if (\port$12748$2 [2]) begin
-        \$378  = \$35 ;
+    \$275  = pe0_2_w1;
+    if (\$142 ) begin
+      if (wcol2[4]) begin
+        \$275  = \$143 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$379  = pe0_2_w0;
-    if (\$34 ) begin
+    \$276  = pe0_2_w0;
+    if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol2[4]) begin
       end else begin
-        \$379  = \$36 ;
+        \$276  = \$144 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$380  = pe0_1_v;
+    \$277  = pe0_1_v;
     if (reset[2]) begin
-      \$380  = 1'h0;
+      \$277  = 1'h0;
     end
     if (rst) begin
-      \$380  = 1'h0;
+      \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$381  = pe0_3_w1;
-    if (\$46 ) begin
-      if (\port$12748$2 [2]) begin
-        \$381  = \$47 ;
+    \$278  = pe0_3_w1;
+    if (\$150 ) begin
+      if (wcol3[4]) begin
+        \$278  = \$151 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$382  = pe0_3_w0;
-    if (\$46 ) begin
+    \$279  = pe0_3_w0;
+    if (\$150 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol3[4]) begin
       end else begin
-        \$382  = \$48 ;
+        \$279  = \$152 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$383  = a_valid;
+    \$280  = \port$12788$0 [0];
     if (reset[2]) begin
-      \$383  = 1'h0;
+      \$280  = 1'h0;
     end
     if (rst) begin
-      \$383  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$384  = pe1_0_w1;
-    if (\$59 ) begin
-      if (\port$12748$2 [2]) begin
-        \$384  = \$60 ;
+    \$281  = pe1_0_w1;
+    if (\$159 ) begin
+      if (\port$12792$0 [3]) begin
+        \$281  = \$160 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$385  = pe1_0_w0;
-    if (\$59 ) begin
+    \$282  = pe1_0_w0;
+    if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (\port$12792$0 [3]) begin
       end else begin
-        \$385  = \$61 ;
+        \$282  = \$161 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$386  = skew1_0_v;
+    \$283  = skew1_0_v;
     if (reset[2]) begin
-      \$386  = 1'h0;
+      \$283  = 1'h0;
     end
     if (rst) begin
-      \$386  = 1'h0;
+      \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$387  = pe1_1_w1;
-    if (\$72 ) begin
-      if (\port$12748$2 [2]) begin
-        \$387  = \$73 ;
+    \$284  = pe1_1_w1;
+    if (\$168 ) begin
+      if (wcol1[4]) begin
+        \$284  = \$169 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$388  = pe1_1_w0;
-    if (\$72 ) begin
+    \$285  = pe1_1_w0;
+    if (\$168 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol1[4]) begin
       end else begin
-        \$388  = \$74 ;
+        \$285  = \$170 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$389  = pe1_0_v;
+    \$286  = pe1_0_v;
     if (reset[2]) begin
-      \$389  = 1'h0;
+      \$286  = 1'h0;
     end
     if (rst) begin
-      \$389  = 1'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$390  = pe1_2_w1;
-    if (\$85 ) begin
-      if (\port$12748$2 [2]) begin
-        \$390  = \$86 ;
+    \$287  = pe1_2_w1;
+    if (\$177 ) begin
+      if (wcol2[4]) begin
+        \$287  = \$178 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$391  = pe1_2_w0;
-    if (\$85 ) begin
+    \$288  = pe1_2_w0;
+    if (\$177 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol2[4]) begin
       end else begin
-        \$391  = \$87 ;
+        \$288  = \$179 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$392  = pe1_1_v;
+    \$289  = pe1_1_v;
     if (reset[2]) begin
-      \$392  = 1'h0;
+      \$289  = 1'h0;
     end
     if (rst) begin
-      \$392  = 1'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$393  = pe1_3_w1;
-    if (\$98 ) begin
-      if (\port$12748$2 [2]) begin
-        \$393  = \$99 ;
+    \$290  = pe1_3_w1;
+    if (\$186 ) begin
+      if (wcol3[4]) begin
+        \$290  = \$187 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$394  = pe1_3_w0;
-    if (\$98 ) begin
+    \$291  = pe1_3_w0;
+    if (\$186 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol3[4]) begin
       end else begin
-        \$394  = \$100 ;
+        \$291  = \$188 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$395  = a_valid;
+    \$292  = \port$12788$0 [0];
     if (reset[2]) begin
-      \$395  = 1'h0;
+      \$292  = 1'h0;
     end
     if (rst) begin
-      \$395  = 1'h0;
+      \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$396  = skew2_0_v;
+    \$293  = skew2_0_v;
     if (reset[2]) begin
-      \$396  = 1'h0;
+      \$293  = 1'h0;
     end
     if (rst) begin
-      \$396  = 1'h0;
+      \$293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$397  = pe2_0_w1;
-    if (\$112 ) begin
-      if (\port$12748$2 [2]) begin
-        \$397  = \$113 ;
+    \$294  = pe2_0_w1;
+    if (\$196 ) begin
+      if (\port$12792$0 [3]) begin
+        \$294  = \$197 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$398  = pe2_0_w0;
-    if (\$112 ) begin
+    \$295  = pe2_0_w0;
+    if (\$196 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (\port$12792$0 [3]) begin
       end else begin
-        \$398  = \$114 ;
+        \$295  = \$198 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$399  = skew2_1_v;
+    \$296  = skew2_1_v;
     if (reset[2]) begin
-      \$399  = 1'h0;
+      \$296  = 1'h0;
     end
     if (rst) begin
-      \$399  = 1'h0;
+      \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$400  = pe2_1_w1;
-    if (\$125 ) begin
-      if (\port$12748$2 [2]) begin
-        \$400  = \$126 ;
+    \$297  = pe2_1_w1;
+    if (\$205 ) begin
+      if (wcol1[4]) begin
+        \$297  = \$206 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$401  = pe2_1_w0;
-    if (\$125 ) begin
+    \$298  = pe2_1_w0;
+    if (\$205 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol1[4]) begin
       end else begin
-        \$401  = \$127 ;
+        \$298  = \$207 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$402  = pe2_0_v;
+    \$299  = pe2_0_v;
     if (reset[2]) begin
-      \$402  = 1'h0;
+      \$299  = 1'h0;
     end
     if (rst) begin
-      \$402  = 1'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$403  = pe2_2_w1;
-    if (\$138 ) begin
-      if (\port$12748$2 [2]) begin
-        \$403  = \$139 ;
+    \$300  = pe2_2_w1;
+    if (\$214 ) begin
+      if (wcol2[4]) begin
+        \$300  = \$215 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$404  = pe2_2_w0;
-    if (\$138 ) begin
+    \$301  = pe2_2_w0;
+    if (\$214 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol2[4]) begin
       end else begin
-        \$404  = \$140 ;
+        \$301  = \$216 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$405  = pe2_1_v;
+    \$302  = pe2_1_v;
     if (reset[2]) begin
-      \$405  = 1'h0;
+      \$302  = 1'h0;
     end
     if (rst) begin
-      \$405  = 1'h0;
+      \$302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$406  = pe2_3_w1;
-    if (\$151 ) begin
-      if (\port$12748$2 [2]) begin
-        \$406  = \$152 ;
+    \$303  = pe2_3_w1;
+    if (\$223 ) begin
+      if (wcol3[4]) begin
+        \$303  = \$224 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$407  = pe2_3_w0;
-    if (\$151 ) begin
+    \$304  = pe2_3_w0;
+    if (\$223 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol3[4]) begin
       end else begin
-        \$407  = \$153 ;
+        \$304  = \$225 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$408  = a_valid;
+    \$305  = \port$12788$0 [0];
     if (reset[2]) begin
-      \$408  = 1'h0;
+      \$305  = 1'h0;
     end
     if (rst) begin
-      \$408  = 1'h0;
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$409  = skew3_0_v;
+    \$306  = skew3_0_v;
     if (reset[2]) begin
-      \$409  = 1'h0;
+      \$306  = 1'h0;
     end
     if (rst) begin
-      \$409  = 1'h0;
+      \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$410  = skew3_1_v;
+    \$307  = skew3_1_v;
     if (reset[2]) begin
-      \$410  = 1'h0;
+      \$307  = 1'h0;
     end
     if (rst) begin
-      \$410  = 1'h0;
+      \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$411  = pe3_0_w1;
-    if (\$165 ) begin
-      if (\port$12748$2 [2]) begin
-        \$411  = \$166 ;
+    \$308  = pe3_0_w1;
+    if (\$233 ) begin
+      if (\port$12792$0 [3]) begin
+        \$308  = \$234 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$412  = pe3_0_w0;
-    if (\$165 ) begin
+    \$309  = pe3_0_w0;
+    if (\$233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (\port$12792$0 [3]) begin
       end else begin
-        \$412  = \$167 ;
+        \$309  = \$235 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$413  = skew3_2_v;
+    \$310  = skew3_2_v;
     if (reset[2]) begin
-      \$413  = 1'h0;
+      \$310  = 1'h0;
     end
     if (rst) begin
-      \$413  = 1'h0;
+      \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$414  = pe3_1_w1;
-    if (\$178 ) begin
-      if (\port$12748$2 [2]) begin
-        \$414  = \$179 ;
+    \$311  = pe3_1_w1;
+    if (\$242 ) begin
+      if (wcol1[4]) begin
+        \$311  = \$243 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$415  = pe3_1_w0;
-    if (\$178 ) begin
+    \$312  = pe3_1_w0;
+    if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol1[4]) begin
       end else begin
-        \$415  = \$180 ;
+        \$312  = \$244 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$416  = pe3_0_v;
+    \$313  = pe3_0_v;
     if (reset[2]) begin
-      \$416  = 1'h0;
+      \$313  = 1'h0;
     end
     if (rst) begin
-      \$416  = 1'h0;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$417  = pe3_2_w1;
-    if (\$191 ) begin
-      if (\port$12748$2 [2]) begin
-        \$417  = \$192 ;
+    \$314  = pe3_2_w1;
+    if (\$251 ) begin
+      if (wcol2[4]) begin
+        \$314  = \$252 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$418  = pe3_2_w0;
-    if (\$191 ) begin
+    \$315  = pe3_2_w0;
+    if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol2[4]) begin
       end else begin
-        \$418  = \$193 ;
+        \$315  = \$253 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$419  = pe3_1_v;
+    \$316  = pe3_1_v;
     if (reset[2]) begin
-      \$419  = 1'h0;
+      \$316  = 1'h0;
     end
     if (rst) begin
-      \$419  = 1'h0;
+      \$316  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$420  = pe3_3_w1;
-    if (\$204 ) begin
-      if (\port$12748$2 [2]) begin
-        \$420  = \$205 ;
+    \$317  = pe3_3_w1;
+    if (\$260 ) begin
+      if (wcol3[4]) begin
+        \$317  = \$261 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$421  = pe3_3_w0;
-    if (\$204 ) begin
+    \$318  = pe3_3_w0;
+    if (\$260 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12748$2 [2]) begin
+      if (wcol3[4]) begin
       end else begin
-        \$421  = \$206 ;
+        \$318  = \$262 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$422  = pe3_2_v;
+    \$319  = pe3_2_v;
     if (reset[2]) begin
-      \$422  = 1'h0;
+      \$319  = 1'h0;
     end
     if (rst) begin
-      \$422  = 1'h0;
+      \$319  = 1'h0;
     end
   end
-  assign w_row = \port$12748$2 [1:0];
-  assign w_bank = \port$12748$2 [2];
-  assign a_data = w_data;
-  assign a_bank = \port$12748$2 [2];
+  assign wcol0 = { w_data, \port$12792$0 [3], w_transpose, \port$12792$0 [2:0] };
+  assign w_en = \port$12792$0 [0];
+  assign w_row = \port$12792$0 [2:1];
+  assign w_bank = \port$12792$0 [3];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
-  assign out_valid = out_valid_q;
-  assign \$9  = w_data[7:0];
-  assign \$10  = w_data[7:0];
-  assign \$73  = w_data[15:8];
-  assign \$74  = w_data[15:8];
-  assign \$139  = w_data[23:16];
-  assign \$140  = w_data[23:16];
-  assign \$205  = w_data[31:24];
-  assign \$206  = w_data[31:24];
-  assign \$214  = 1'h1;
-  assign \$215  = a_valid;
-  assign \$226  = 1'h1;
-  assign \$227  = \$225 ;
-  assign \$244  = 1'h1;
-  assign \$245  = a_valid;
-  assign \$255  = \$254 ;
-  assign \$257  = 1'h1;
-  assign \$258  = \$256 ;
-  assign \$281  = 1'h1;
-  assign \$282  = a_valid;
-  assign \$294  = \$293 ;
-  assign \$296  = 1'h1;
-  assign \$297  = \$295 ;
-  assign \$299  = \$298 ;
-  assign \$325  = 1'h1;
-  assign \$326  = a_valid;
-  assign \$340  = \$339 ;
-  assign \$342  = 1'h1;
-  assign \$343  = \$341 ;
-  assign \$345  = \$344 ;
-  assign \$350  = \$349 ;
+  assign out_valid_q = out_valid;
+  assign a_valid = \port$12788$0 [0];
+  assign a_bank = \port$12788$0 [1];
+  assign \wcol0.en  = \port$12792$0 [0];
+  assign \wcol0.row  = \port$12792$0 [2:1];
+  assign \wcol0.transpose  = w_transpose;
+  assign \wcol0.bank  = \port$12792$0 [3];
+  assign \wcol0.data  = w_data;
+  assign \wcol1.en  = wcol1[0];
+  assign \wcol1.row  = wcol1[2:1];
+  assign \wcol1.transpose  = wcol1[3];
+  assign \wcol1.bank  = wcol1[4];
+  assign \wcol1.data  = wcol1[36:5];
+  assign \wcol2.en  = wcol2[0];
+  assign \wcol2.row  = wcol2[2:1];
+  assign \wcol2.transpose  = wcol2[3];
+  assign \wcol2.bank  = wcol2[4];
+  assign \wcol2.data  = wcol2[36:5];
+  assign \wcol3.en  = wcol3[0];
+  assign \wcol3.row  = wcol3[2:1];
+  assign \wcol3.transpose  = wcol3[3];
+  assign \wcol3.bank  = wcol3[4];
+  assign \wcol3.data  = wcol3[36:5];
+  assign \$7  = \$6 ;
+  assign \$15  = \$14 ;
+  assign \$23  = \$22 ;
+  assign \$31  = \$30 ;
+  assign \$125  = w_data[7:0];
+  assign \$126  = w_data[7:0];
+  assign \$169  = wcol1[20:13];
+  assign \$170  = wcol1[20:13];
+  assign \$215  = wcol2[28:21];
+  assign \$216  = wcol2[28:21];
+  assign \$261  = wcol3[36:29];
+  assign \$262  = wcol3[36:29];
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9943$0 , \port$9949$0 , \port$9950$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5834$0 , \port$5864$0 , \port$5894$0 , \port$5924$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9971$0 , \port$9977$0 , \port$9978$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -33453,20 +33777,20 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  input [257:0] \port$5830$0 ;
-  wire [257:0] \port$5830$0 ;
-  input [257:0] \port$5860$0 ;
-  wire [257:0] \port$5860$0 ;
-  input [257:0] \port$5890$0 ;
-  wire [257:0] \port$5890$0 ;
-  input [257:0] \port$5920$0 ;
-  wire [257:0] \port$5920$0 ;
-  output [15:0] \port$9943$0 ;
-  wire [15:0] \port$9943$0 ;
-  output [4:0] \port$9949$0 ;
-  wire [4:0] \port$9949$0 ;
-  output [223:0] \port$9950$32 ;
-  wire [223:0] \port$9950$32 ;
+  input [257:0] \port$5834$0 ;
+  wire [257:0] \port$5834$0 ;
+  input [257:0] \port$5864$0 ;
+  wire [257:0] \port$5864$0 ;
+  input [257:0] \port$5894$0 ;
+  wire [257:0] \port$5894$0 ;
+  input [257:0] \port$5924$0 ;
+  wire [257:0] \port$5924$0 ;
+  output [15:0] \port$9971$0 ;
+  wire [15:0] \port$9971$0 ;
+  output [4:0] \port$9977$0 ;
+  wire [4:0] \port$9977$0 ;
+  output [223:0] \port$9978$32 ;
+  wire [223:0] \port$9978$32 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -33928,7 +34252,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5834$0 [256], \port$5834$0 [31:0] };
   end
   assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
@@ -33952,7 +34276,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$166 )
-      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5864$0 [256], \port$5864$0 [31:0] };
   end
   assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
@@ -33976,7 +34300,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$171 )
-      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5894$0 [256], \port$5894$0 [31:0] };
   end
   assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
@@ -34000,77 +34324,77 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$176 )
-      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5924$0 [256], \port$5924$0 [31:0] };
   end
   assign \$signature__data$293  = q3_info[q3_r[3:0]];
-  assign \$111  = \port$5890$0 [39:32] < 5'h10;
+  assign \$111  = \port$5894$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5890$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5890$0 [15:9];
+  assign \$113  = \port$5894$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5894$0 [15:9];
   assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5890$0 [63:40];
-  assign \$117  = ! \port$5890$0 [255:96];
+  assign \$116  = ! \port$5894$0 [63:40];
+  assign \$117  = ! \port$5894$0 [255:96];
   assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5890$0 [39:32] < 5'h10;
+  assign \$119  = \port$5894$0 [39:32] < 5'h10;
   assign \$120  = \$118  & \$119 ;
   assign q2_head_wait_event = \$115  & \$120 ;
   assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5890$0 [95:64];
+  assign \$123  = \$122  - \port$5894$0 [95:64];
   assign q2_wait_reached_now = ~ \$123 [31];
   assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
-  assign \$124  = \port$5920$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5920$0 [15:9];
+  assign \$124  = \port$5924$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5924$0 [15:9];
   assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5920$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5920$0 [15:9];
+  assign \$126  = \port$5924$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5924$0 [15:9];
   assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5920$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5920$0 [15:9];
+  assign \$128  = \port$5924$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5924$0 [15:9];
   assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5920$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5920$0 [15:9];
+  assign \$130  = \port$5924$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5924$0 [15:9];
   assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5920$0 [7:0] == 4'h8;
-  assign \$133  = \port$5920$0 [7:0] == 4'h9;
-  assign \$134  = \port$5920$0 [7:0] == 4'ha;
-  assign \$135  = \port$5920$0 [7:0] == 4'hb;
-  assign \$136  = \port$5920$0 [7:0] == 4'hc;
+  assign \$132  = \port$5924$0 [7:0] == 4'h8;
+  assign \$133  = \port$5924$0 [7:0] == 4'h9;
+  assign \$134  = \port$5924$0 [7:0] == 4'ha;
+  assign \$135  = \port$5924$0 [7:0] == 4'hb;
+  assign \$136  = \port$5924$0 [7:0] == 4'hc;
   assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5920$0 [15:9];
+  assign \$138  = ! \port$5924$0 [15:9];
   assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5920$0 [7:0];
-  assign \$140  = ! \port$5920$0 [15:9];
+  assign \$139  = ! \port$5924$0 [7:0];
+  assign \$140  = ! \port$5924$0 [15:9];
   assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5920$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5920$0 [257];
-  assign \$143  = ! \port$5920$0 [15:9];
+  assign \$141  = \port$5924$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5924$0 [257];
+  assign \$143  = ! \port$5924$0 [15:9];
   assign q3_head_exec_list = \$142  & \$143 ;
-  assign \$144  = \port$5920$0 [7:0] == 3'h7;
-  assign \$145  = ! \port$5920$0 [15:9];
+  assign \$144  = \port$5924$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5924$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
-  assign \$146  = \port$5920$0 [7:0] == 3'h5;
-  assign \$147  = ! \port$5920$0 [15:9];
+  assign \$146  = \port$5924$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5924$0 [15:9];
   assign \$148  = \$146  & \$147 ;
-  assign \$149  = ! \port$5920$0 [63:40];
-  assign \$150  = ! \port$5920$0 [255:96];
+  assign \$149  = ! \port$5924$0 [63:40];
+  assign \$150  = ! \port$5924$0 [255:96];
   assign \$151  = \$149  & \$150 ;
-  assign \$152  = \port$5920$0 [39:32] < 5'h10;
+  assign \$152  = \port$5924$0 [39:32] < 5'h10;
   assign \$153  = \$151  & \$152 ;
   assign q3_head_signal_event = \$148  & \$153 ;
-  assign \$154  = \port$5920$0 [7:0] == 3'h6;
-  assign \$155  = ! \port$5920$0 [15:9];
+  assign \$154  = \port$5924$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5924$0 [15:9];
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! \port$5920$0 [63:40];
-  assign \$158  = ! \port$5920$0 [255:96];
+  assign \$157  = ! \port$5924$0 [63:40];
+  assign \$158  = ! \port$5924$0 [255:96];
   assign \$159  = \$157  & \$158 ;
-  assign \$160  = \port$5920$0 [39:32] < 5'h10;
+  assign \$160  = \port$5924$0 [39:32] < 5'h10;
   assign \$161  = \$159  & \$160 ;
   assign q3_head_wait_event = \$156  & \$161 ;
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
-  assign \$164  = \$163  - \port$5920$0 [95:64];
+  assign \$164  = \$163  - \port$5924$0 [95:64];
   assign q3_wait_reached_now = ~ \$164 [31];
   assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
@@ -34097,7 +34421,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$177  = \$175  & \$176 ;
   assign \$178  = | q0_list_err;
   assign \$179  = \$177  & \$178 ;
-  assign \$180  = \port$5830$0 [256] | q0_head_exec_list;
+  assign \$180  = \port$5834$0 [256] | q0_head_exec_list;
   assign q0_skipping = \$179  & \$180 ;
   assign \$181  = dma_load_outstanding < 3'h4;
   assign \$182  = q0_head_dma_load & \$181 ;
@@ -34140,7 +34464,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$214  = \$212  & \$213 ;
   assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = \port$5860$0 [256] | q1_head_exec_list;
+  assign \$217  = \port$5864$0 [256] | q1_head_exec_list;
   assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
   assign \$219  = q1_head_dma_load & \$218 ;
@@ -34183,7 +34507,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$251  = \$249  & \$250 ;
   assign \$252  = | q2_list_err;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = \port$5890$0 [256] | q2_head_exec_list;
+  assign \$254  = \port$5894$0 [256] | q2_head_exec_list;
   assign q2_skipping = \$253  & \$254 ;
   assign \$255  = dma_load_outstanding < 3'h4;
   assign \$256  = q2_head_dma_load & \$255 ;
@@ -34226,7 +34550,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$288  = \$286  & \$287 ;
   assign \$289  = | q3_list_err;
   assign \$290  = \$288  & \$289 ;
-  assign \$291  = \port$5920$0 [256] | q3_head_exec_list;
+  assign \$291  = \port$5924$0 [256] | q3_head_exec_list;
   assign q3_skipping = \$290  & \$291 ;
   assign \$292  = dma_load_outstanding < 3'h4;
   assign \$293  = q3_head_dma_load & \$292 ;
@@ -34884,152 +35208,152 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     vec_since <= \$854 ;
   always @(posedge clk)
     sfu_since <= \$855 ;
-  assign \$1  = \port$5830$0 [7:0] == 1'h1;
-  assign \$2  = ! \port$5830$0 [15:9];
+  assign \$1  = \port$5834$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5834$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = \port$5830$0 [7:0] == 2'h2;
-  assign \$4  = ! \port$5830$0 [15:9];
+  assign \$3  = \port$5834$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5834$0 [15:9];
   assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = \port$5830$0 [7:0] == 2'h3;
-  assign \$6  = ! \port$5830$0 [15:9];
+  assign \$5  = \port$5834$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5834$0 [15:9];
   assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = \port$5830$0 [7:0] == 3'h4;
-  assign \$8  = ! \port$5830$0 [15:9];
+  assign \$7  = \port$5834$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5834$0 [15:9];
   assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = \port$5830$0 [7:0] == 4'h8;
-  assign \$10  = \port$5830$0 [7:0] == 4'h9;
-  assign \$11  = \port$5830$0 [7:0] == 4'ha;
-  assign \$12  = \port$5830$0 [7:0] == 4'hb;
-  assign \$13  = \port$5830$0 [7:0] == 4'hc;
+  assign \$9  = \port$5834$0 [7:0] == 4'h8;
+  assign \$10  = \port$5834$0 [7:0] == 4'h9;
+  assign \$11  = \port$5834$0 [7:0] == 4'ha;
+  assign \$12  = \port$5834$0 [7:0] == 4'hb;
+  assign \$13  = \port$5834$0 [7:0] == 4'hc;
   assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! \port$5830$0 [15:9];
+  assign \$15  = ! \port$5834$0 [15:9];
   assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! \port$5830$0 [7:0];
-  assign \$17  = ! \port$5830$0 [15:9];
+  assign \$16  = ! \port$5834$0 [7:0];
+  assign \$17  = ! \port$5834$0 [15:9];
   assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = \port$5830$0 [7:0] == 4'hd;
-  assign \$19  = \$18  & \port$5830$0 [257];
-  assign \$20  = ! \port$5830$0 [15:9];
+  assign \$18  = \port$5834$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5834$0 [257];
+  assign \$20  = ! \port$5834$0 [15:9];
   assign q0_head_exec_list = \$19  & \$20 ;
-  assign \$21  = \port$5830$0 [7:0] == 3'h7;
-  assign \$22  = ! \port$5830$0 [15:9];
+  assign \$21  = \port$5834$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5834$0 [15:9];
   assign q0_head_barrier = \$21  & \$22 ;
-  assign \$23  = \port$5830$0 [7:0] == 3'h5;
-  assign \$24  = ! \port$5830$0 [15:9];
+  assign \$23  = \port$5834$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5834$0 [15:9];
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = ! \port$5830$0 [63:40];
-  assign \$27  = ! \port$5830$0 [255:96];
+  assign \$26  = ! \port$5834$0 [63:40];
+  assign \$27  = ! \port$5834$0 [255:96];
   assign \$28  = \$26  & \$27 ;
-  assign \$29  = \port$5830$0 [39:32] < 5'h10;
+  assign \$29  = \port$5834$0 [39:32] < 5'h10;
   assign \$30  = \$28  & \$29 ;
   assign q0_head_signal_event = \$25  & \$30 ;
-  assign \$31  = \port$5830$0 [7:0] == 3'h6;
-  assign \$32  = ! \port$5830$0 [15:9];
+  assign \$31  = \port$5834$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5834$0 [15:9];
   assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! \port$5830$0 [63:40];
-  assign \$35  = ! \port$5830$0 [255:96];
+  assign \$34  = ! \port$5834$0 [63:40];
+  assign \$35  = ! \port$5834$0 [255:96];
   assign \$36  = \$34  & \$35 ;
-  assign \$37  = \port$5830$0 [39:32] < 5'h10;
+  assign \$37  = \port$5834$0 [39:32] < 5'h10;
   assign \$38  = \$36  & \$37 ;
   assign q0_head_wait_event = \$33  & \$38 ;
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
-  assign \$41  = \$40  - \port$5830$0 [95:64];
+  assign \$41  = \$40  - \port$5834$0 [95:64];
   assign q0_wait_reached_now = ~ \$41 [31];
   assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
-  assign \$42  = \port$5860$0 [7:0] == 1'h1;
-  assign \$43  = ! \port$5860$0 [15:9];
+  assign \$42  = \port$5864$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5864$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
-  assign \$44  = \port$5860$0 [7:0] == 2'h2;
-  assign \$45  = ! \port$5860$0 [15:9];
+  assign \$44  = \port$5864$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5864$0 [15:9];
   assign q1_head_dma_store = \$44  & \$45 ;
-  assign \$46  = \port$5860$0 [7:0] == 2'h3;
-  assign \$47  = ! \port$5860$0 [15:9];
+  assign \$46  = \port$5864$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5864$0 [15:9];
   assign q1_head_gemm = \$46  & \$47 ;
-  assign \$48  = \port$5860$0 [7:0] == 3'h4;
-  assign \$49  = ! \port$5860$0 [15:9];
+  assign \$48  = \port$5864$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5864$0 [15:9];
   assign q1_head_vec = \$48  & \$49 ;
-  assign \$50  = \port$5860$0 [7:0] == 4'h8;
-  assign \$51  = \port$5860$0 [7:0] == 4'h9;
-  assign \$52  = \port$5860$0 [7:0] == 4'ha;
-  assign \$53  = \port$5860$0 [7:0] == 4'hb;
-  assign \$54  = \port$5860$0 [7:0] == 4'hc;
+  assign \$50  = \port$5864$0 [7:0] == 4'h8;
+  assign \$51  = \port$5864$0 [7:0] == 4'h9;
+  assign \$52  = \port$5864$0 [7:0] == 4'ha;
+  assign \$53  = \port$5864$0 [7:0] == 4'hb;
+  assign \$54  = \port$5864$0 [7:0] == 4'hc;
   assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
-  assign \$56  = ! \port$5860$0 [15:9];
+  assign \$56  = ! \port$5864$0 [15:9];
   assign q1_head_sfu = \$55  & \$56 ;
-  assign \$57  = ! \port$5860$0 [7:0];
-  assign \$58  = ! \port$5860$0 [15:9];
+  assign \$57  = ! \port$5864$0 [7:0];
+  assign \$58  = ! \port$5864$0 [15:9];
   assign q1_head_nop = \$57  & \$58 ;
-  assign \$59  = \port$5860$0 [7:0] == 4'hd;
-  assign \$60  = \$59  & \port$5860$0 [257];
-  assign \$61  = ! \port$5860$0 [15:9];
+  assign \$59  = \port$5864$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5864$0 [257];
+  assign \$61  = ! \port$5864$0 [15:9];
   assign q1_head_exec_list = \$60  & \$61 ;
-  assign \$62  = \port$5860$0 [7:0] == 3'h7;
-  assign \$63  = ! \port$5860$0 [15:9];
+  assign \$62  = \port$5864$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5864$0 [15:9];
   assign q1_head_barrier = \$62  & \$63 ;
-  assign \$64  = \port$5860$0 [7:0] == 3'h5;
-  assign \$65  = ! \port$5860$0 [15:9];
+  assign \$64  = \port$5864$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5864$0 [15:9];
   assign \$66  = \$64  & \$65 ;
-  assign \$67  = ! \port$5860$0 [63:40];
-  assign \$68  = ! \port$5860$0 [255:96];
+  assign \$67  = ! \port$5864$0 [63:40];
+  assign \$68  = ! \port$5864$0 [255:96];
   assign \$69  = \$67  & \$68 ;
-  assign \$70  = \port$5860$0 [39:32] < 5'h10;
+  assign \$70  = \port$5864$0 [39:32] < 5'h10;
   assign \$71  = \$69  & \$70 ;
   assign q1_head_signal_event = \$66  & \$71 ;
-  assign \$72  = \port$5860$0 [7:0] == 3'h6;
-  assign \$73  = ! \port$5860$0 [15:9];
+  assign \$72  = \port$5864$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5864$0 [15:9];
   assign \$74  = \$72  & \$73 ;
-  assign \$75  = ! \port$5860$0 [63:40];
-  assign \$76  = ! \port$5860$0 [255:96];
+  assign \$75  = ! \port$5864$0 [63:40];
+  assign \$76  = ! \port$5864$0 [255:96];
   assign \$77  = \$75  & \$76 ;
-  assign \$78  = \port$5860$0 [39:32] < 5'h10;
+  assign \$78  = \port$5864$0 [39:32] < 5'h10;
   assign \$79  = \$77  & \$78 ;
   assign q1_head_wait_event = \$74  & \$79 ;
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
-  assign \$82  = \$81  - \port$5860$0 [95:64];
+  assign \$82  = \$81  - \port$5864$0 [95:64];
   assign q1_wait_reached_now = ~ \$82 [31];
   assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
-  assign \$83  = \port$5890$0 [7:0] == 1'h1;
-  assign \$84  = ! \port$5890$0 [15:9];
+  assign \$83  = \port$5894$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5894$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
-  assign \$85  = \port$5890$0 [7:0] == 2'h2;
-  assign \$86  = ! \port$5890$0 [15:9];
+  assign \$85  = \port$5894$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5894$0 [15:9];
   assign q2_head_dma_store = \$85  & \$86 ;
-  assign \$87  = \port$5890$0 [7:0] == 2'h3;
-  assign \$88  = ! \port$5890$0 [15:9];
+  assign \$87  = \port$5894$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5894$0 [15:9];
   assign q2_head_gemm = \$87  & \$88 ;
-  assign \$89  = \port$5890$0 [7:0] == 3'h4;
-  assign \$90  = ! \port$5890$0 [15:9];
+  assign \$89  = \port$5894$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5894$0 [15:9];
   assign q2_head_vec = \$89  & \$90 ;
-  assign \$91  = \port$5890$0 [7:0] == 4'h8;
-  assign \$92  = \port$5890$0 [7:0] == 4'h9;
-  assign \$93  = \port$5890$0 [7:0] == 4'ha;
-  assign \$94  = \port$5890$0 [7:0] == 4'hb;
-  assign \$95  = \port$5890$0 [7:0] == 4'hc;
+  assign \$91  = \port$5894$0 [7:0] == 4'h8;
+  assign \$92  = \port$5894$0 [7:0] == 4'h9;
+  assign \$93  = \port$5894$0 [7:0] == 4'ha;
+  assign \$94  = \port$5894$0 [7:0] == 4'hb;
+  assign \$95  = \port$5894$0 [7:0] == 4'hc;
   assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
-  assign \$97  = ! \port$5890$0 [15:9];
+  assign \$97  = ! \port$5894$0 [15:9];
   assign q2_head_sfu = \$96  & \$97 ;
-  assign \$98  = ! \port$5890$0 [7:0];
-  assign \$99  = ! \port$5890$0 [15:9];
+  assign \$98  = ! \port$5894$0 [7:0];
+  assign \$99  = ! \port$5894$0 [15:9];
   assign q2_head_nop = \$98  & \$99 ;
-  assign \$100  = \port$5890$0 [7:0] == 4'hd;
-  assign \$101  = \$100  & \port$5890$0 [257];
-  assign \$102  = ! \port$5890$0 [15:9];
+  assign \$100  = \port$5894$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5894$0 [257];
+  assign \$102  = ! \port$5894$0 [15:9];
   assign q2_head_exec_list = \$101  & \$102 ;
-  assign \$103  = \port$5890$0 [7:0] == 3'h7;
-  assign \$104  = ! \port$5890$0 [15:9];
+  assign \$103  = \port$5894$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5894$0 [15:9];
   assign q2_head_barrier = \$103  & \$104 ;
-  assign \$105  = \port$5890$0 [7:0] == 3'h5;
-  assign \$106  = ! \port$5890$0 [15:9];
+  assign \$105  = \port$5894$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5894$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5890$0 [63:40];
-  assign \$109  = ! \port$5890$0 [255:96];
+  assign \$108  = ! \port$5894$0 [63:40];
+  assign \$109  = ! \port$5894$0 [255:96];
   assign \$110  = \$108  & \$109 ;
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$11889$16 (retire__0__tag),
-    .\port$3838$0 (retire__0__error),
+    .\port$11917$16 (retire__0__tag),
+    .\port$3842$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -35038,8 +35362,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$11893$16 (retire__1__tag),
-    .\port$3858$0 (retire__1__error),
+    .\port$11921$16 (retire__1__tag),
+    .\port$3862$0 (retire__1__error),
     .r_data(\r_data$345 ),
     .r_en(\r_en$216 ),
     .r_rdy(\r_rdy$208 ),
@@ -35048,8 +35372,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$11897$16 (retire__2__tag),
-    .\port$3878$0 (retire__2__error),
+    .\port$11925$16 (retire__2__tag),
+    .\port$3882$0 (retire__2__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$218 ),
     .r_rdy(\r_rdy$209 ),
@@ -35058,8 +35382,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$11905$16 (retire__4__tag),
-    .\port$3933$0 (retire__4__error),
+    .\port$11933$16 (retire__4__tag),
+    .\port$3937$0 (retire__4__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$222 ),
     .r_rdy(\r_rdy$211 ),
@@ -35068,8 +35392,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$11901$16 (retire__3__tag),
-    .\port$3898$0 (retire__3__error),
+    .\port$11929$16 (retire__3__tag),
+    .\port$3902$0 (retire__3__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$220 ),
     .r_rdy(\r_rdy$210 ),
@@ -35079,7 +35403,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5890$0 [35:32])
+    casez (\port$5894$0 [35:32])
       4'h0:
           \$122  = events[31:0];
       4'h1:
@@ -35117,7 +35441,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5920$0 [35:32])
+    casez (\port$5924$0 [35:32])
       4'h0:
           \$163  = events[31:0];
       4'h1:
@@ -35157,13 +35481,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$317  = \port$5830$0 [255:0];
+          \$317  = \port$5834$0 [255:0];
       2'h1:
-          \$317  = \port$5860$0 [255:0];
+          \$317  = \port$5864$0 [255:0];
       2'h2:
-          \$317  = \port$5890$0 [255:0];
+          \$317  = \port$5894$0 [255:0];
       2'h3:
-          \$317  = \port$5920$0 [255:0];
+          \$317  = \port$5924$0 [255:0];
     endcase
   end
   always @* begin
@@ -35185,13 +35509,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$319  = \port$5830$0 [255:0];
+          \$319  = \port$5834$0 [255:0];
       2'h1:
-          \$319  = \port$5860$0 [255:0];
+          \$319  = \port$5864$0 [255:0];
       2'h2:
-          \$319  = \port$5890$0 [255:0];
+          \$319  = \port$5894$0 [255:0];
       2'h3:
-          \$319  = \port$5920$0 [255:0];
+          \$319  = \port$5924$0 [255:0];
     endcase
   end
   always @* begin
@@ -35837,13 +36161,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$510  = \port$5830$0 [35:32];
+          \$510  = \port$5834$0 [35:32];
       2'h1:
-          \$510  = \port$5860$0 [35:32];
+          \$510  = \port$5864$0 [35:32];
       2'h2:
-          \$510  = \port$5890$0 [35:32];
+          \$510  = \port$5894$0 [35:32];
       2'h3:
-          \$510  = \port$5920$0 [35:32];
+          \$510  = \port$5924$0 [35:32];
     endcase
   end
   always @* begin
@@ -35851,13 +36175,13 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$511  = \port$5830$0 [95:64];
+          \$511  = \port$5834$0 [95:64];
       2'h1:
-          \$511  = \port$5860$0 [95:64];
+          \$511  = \port$5864$0 [95:64];
       2'h2:
-          \$511  = \port$5890$0 [95:64];
+          \$511  = \port$5894$0 [95:64];
       2'h3:
-          \$511  = \port$5920$0 [95:64];
+          \$511  = \port$5924$0 [95:64];
     endcase
   end
   always @* begin
@@ -41210,7 +41534,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5830$0 [35:32])
+    casez (\port$5834$0 [35:32])
       4'h0:
           \$40  = events[31:0];
       4'h1:
@@ -41248,7 +41572,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5860$0 [35:32])
+    casez (\port$5864$0 [35:32])
       4'h0:
           \$81  = events[31:0];
       4'h1:
@@ -41283,36 +41607,36 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           \$81  = events[511:480];
     endcase
   end
-  assign q__0__head = \port$5830$0 [255:0];
-  assign q__0__end = \port$5830$0 [257];
+  assign q__0__head = \port$5834$0 [255:0];
+  assign q__0__end = \port$5834$0 [257];
   assign q0_wait_diff = \$41 [31:0];
-  assign q__1__head = \port$5860$0 [255:0];
-  assign q__1__end = \port$5860$0 [257];
+  assign q__1__head = \port$5864$0 [255:0];
+  assign q__1__end = \port$5864$0 [257];
   assign q1_wait_diff = \$82 [31:0];
-  assign q__2__head = \port$5890$0 [255:0];
-  assign q__2__end = \port$5890$0 [257];
+  assign q__2__head = \port$5894$0 [255:0];
+  assign q__2__end = \port$5894$0 [257];
   assign q2_wait_diff = \$123 [31:0];
-  assign q__3__head = \port$5920$0 [255:0];
-  assign q__3__end = \port$5920$0 [257];
+  assign q__3__head = \port$5924$0 [255:0];
+  assign q__3__end = \port$5924$0 [257];
   assign q3_wait_diff = \$164 [31:0];
   assign q0_count = \$165 [4:0];
   assign q1_count = \$166 [4:0];
   assign q2_count = \$167 [4:0];
   assign q3_count = \$168 [4:0];
-  assign q__0__item = \port$5830$0 [256];
-  assign q__1__item = \port$5860$0 [256];
-  assign q__2__item = \port$5890$0 [256];
-  assign q__3__item = \port$5920$0 [256];
+  assign q__0__item = \port$5834$0 [256];
+  assign q__1__item = \port$5864$0 [256];
+  assign q__2__item = \port$5894$0 [256];
+  assign q__3__item = \port$5924$0 [256];
   assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
+  assign \$signature__data  = { q0_head_exec_list, \port$5834$0 [256], \port$5834$0 [31:0] };
   assign \$signature__addr$165  = q1_h[3:0];
-  assign \$signature__data$167  = { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5864$0 [256], \port$5864$0 [31:0] };
   assign \$signature__addr$170  = q2_h[3:0];
-  assign \$signature__data$172  = { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5894$0 [256], \port$5894$0 [31:0] };
   assign \$signature__addr$175  = q3_h[3:0];
-  assign \$signature__data$177  = { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5924$0 [256], \port$5924$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
   assign retire__1__done = \w_en$186 ;
@@ -41334,9 +41658,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$9943$0  = \$317 [15:0];
-  assign \port$9949$0  = \$318 ;
-  assign \port$9950$32  = \$319 [255:32];
+  assign \port$9971$0  = \$317 [15:0];
+  assign \port$9977$0  = \$318 ;
+  assign \port$9978$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -41361,7 +41685,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$11889$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3842$0 , r_en, r_data, \port$11917$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41403,10 +41727,10 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11889$16 ;
-  wire [15:0] \port$11889$16 ;
-  input [7:0] \port$3838$0 ;
-  wire [7:0] \port$3838$0 ;
+  input [15:0] \port$11917$16 ;
+  wire [15:0] \port$11917$16 ;
+  input [7:0] \port$3842$0 ;
+  wire [7:0] \port$3842$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41441,7 +41765,7 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11889$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$11917$16 , \port$3842$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41540,14 +41864,14 @@ module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11889$16 , \port$3838$0  };
-  assign w_data = { \port$11889$16 , \port$3838$0  };
+  assign w_port__data = { \port$11917$16 , \port$3842$0  };
+  assign w_data = { \port$11917$16 , \port$3842$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$11893$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3862$0 , r_en, r_data, \port$11921$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41589,10 +41913,10 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11893$16 ;
-  wire [15:0] \port$11893$16 ;
-  input [7:0] \port$3858$0 ;
-  wire [7:0] \port$3858$0 ;
+  input [15:0] \port$11921$16 ;
+  wire [15:0] \port$11921$16 ;
+  input [7:0] \port$3862$0 ;
+  wire [7:0] \port$3862$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41627,7 +41951,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11893$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$11921$16 , \port$3862$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41726,14 +42050,14 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11893$16 , \port$3858$0  };
-  assign w_data = { \port$11893$16 , \port$3858$0  };
+  assign w_port__data = { \port$11921$16 , \port$3862$0  };
+  assign w_data = { \port$11921$16 , \port$3862$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$11897$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3882$0 , r_en, r_data, \port$11925$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41775,10 +42099,10 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11897$16 ;
-  wire [15:0] \port$11897$16 ;
-  input [7:0] \port$3878$0 ;
-  wire [7:0] \port$3878$0 ;
+  input [15:0] \port$11925$16 ;
+  wire [15:0] \port$11925$16 ;
+  input [7:0] \port$3882$0 ;
+  wire [7:0] \port$3882$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41813,7 +42137,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11897$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$11925$16 , \port$3882$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -41912,14 +42236,14 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11897$16 , \port$3878$0  };
-  assign w_data = { \port$11897$16 , \port$3878$0  };
+  assign w_port__data = { \port$11925$16 , \port$3882$0  };
+  assign w_data = { \port$11925$16 , \port$3882$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$11905$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3937$0 , r_en, r_data, \port$11933$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41961,10 +42285,10 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11905$16 ;
-  wire [15:0] \port$11905$16 ;
-  input [7:0] \port$3933$0 ;
-  wire [7:0] \port$3933$0 ;
+  input [15:0] \port$11933$16 ;
+  wire [15:0] \port$11933$16 ;
+  input [7:0] \port$3937$0 ;
+  wire [7:0] \port$3937$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -41999,7 +42323,7 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11905$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$11933$16 , \port$3937$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42098,14 +42422,14 @@ module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11905$16 , \port$3933$0  };
-  assign w_data = { \port$11905$16 , \port$3933$0  };
+  assign w_port__data = { \port$11933$16 , \port$3937$0  };
+  assign w_data = { \port$11933$16 , \port$3937$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$11901$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3902$0 , r_en, r_data, \port$11929$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42147,10 +42471,10 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11901$16 ;
-  wire [15:0] \port$11901$16 ;
-  input [7:0] \port$3898$0 ;
-  wire [7:0] \port$3898$0 ;
+  input [15:0] \port$11929$16 ;
+  wire [15:0] \port$11929$16 ;
+  input [7:0] \port$3902$0 ;
+  wire [7:0] \port$3902$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42185,7 +42509,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11901$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$11929$16 , \port$3902$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42284,14 +42608,14 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11901$16 , \port$3898$0  };
-  assign w_data = { \port$11901$16 , \port$3898$0  };
+  assign w_port__data = { \port$11929$16 , \port$3902$0  };
+  assign w_data = { \port$11929$16 , \port$3902$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$104$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
+module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$108$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
 , q__2__head_index, q__2__qreset_req, q3_active, q__3__head_index, q__3__qreset_req, cpl_free, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr
 , axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, r_data, \r_data$128 , \r_data$165 , \r_data$202 , down__arready, down__rvalid, down__awready, down__wready, down__bvalid, q__0__drained, q__1__drained, q__2__drained, q__3__drained, r_en, \r_en$139 
 , \r_en$176 , \r_en$213 , cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2
@@ -43490,8 +43814,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [6:0] patch_width;
   wire [63:0] patch_window;
   wire [2:0] patch_word;
-  input [3:0] \port$104$0 ;
-  wire [3:0] \port$104$0 ;
+  input [3:0] \port$108$0 ;
+  wire [3:0] \port$108$0 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -44733,7 +45057,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$727  = ~ q0_resetting;
   assign \$728  = q__0__reset & \$727 ;
   assign \$729  = ~ fw_running;
-  assign \$730  = \port$104$0 [0] | \$729 ;
+  assign \$730  = \port$108$0 [0] | \$729 ;
   assign \$731  = q0_resetting & \$730 ;
   assign \$732  = ! cpl_req[1:0];
   assign \$733  = \abandon$67  & \$732 ;
@@ -44753,7 +45077,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$747  = ~ q1_resetting;
   assign \$748  = q__1__reset & \$747 ;
   assign \$749  = ~ fw_running;
-  assign \$750  = \port$104$0 [1] | \$749 ;
+  assign \$750  = \port$108$0 [1] | \$749 ;
   assign \$751  = q1_resetting & \$750 ;
   assign \$752  = cpl_req[1:0] == 1'h1;
   assign \$753  = \abandon$67  & \$752 ;
@@ -44773,7 +45097,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$767  = ~ q2_resetting;
   assign \$768  = q__2__reset & \$767 ;
   assign \$769  = ~ fw_running;
-  assign \$770  = \port$104$0 [2] | \$769 ;
+  assign \$770  = \port$108$0 [2] | \$769 ;
   assign \$771  = q2_resetting & \$770 ;
   assign \$772  = cpl_req[1:0] == 2'h2;
   assign \$773  = \abandon$67  & \$772 ;
@@ -44793,7 +45117,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$787  = ~ q3_resetting;
   assign \$788  = q__3__reset & \$787 ;
   assign \$789  = ~ fw_running;
-  assign \$790  = \port$104$0 [3] | \$789 ;
+  assign \$790  = \port$108$0 [3] | \$789 ;
   assign \$791  = q3_resetting & \$790 ;
   assign \$792  = cpl_req[1:0] == 2'h3;
   assign \$793  = \abandon$67  & \$792 ;
@@ -48266,10 +48590,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q1_c_seen = \$385 [31:0];
   assign q2_c_seen = \$415 [31:0];
   assign q3_c_seen = \$445 [31:0];
-  assign q__0__qreset_ack = \port$104$0 [0];
-  assign q__1__qreset_ack = \port$104$0 [1];
-  assign q__2__qreset_ack = \port$104$0 [2];
-  assign q__3__qreset_ack = \port$104$0 [3];
+  assign q__0__qreset_ack = \port$108$0 [0];
+  assign q__1__qreset_ack = \port$108$0 [1];
+  assign q__2__qreset_ack = \port$108$0 [2];
+  assign q__3__qreset_ack = \port$108$0 [3];
   assign q__0__head_index = \$5 [31:0];
   assign q__1__head_index = \$12 [31:0];
   assign q__2__head_index = \$19 [31:0];
@@ -48860,8 +49184,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5622$0 (aw_hs_id),
-    .\port$5636$0 (down__awlen),
+    .\port$5626$0 (aw_hs_id),
+    .\port$5640$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -49204,7 +49528,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5626$0 , w_en, \port$5640$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49228,10 +49552,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5622$0 ;
-  wire [2:0] \port$5622$0 ;
-  input [7:0] \port$5636$0 ;
-  wire [7:0] \port$5636$0 ;
+  input [2:0] \port$5626$0 ;
+  wire [2:0] \port$5626$0 ;
+  input [7:0] \port$5640$0 ;
+  wire [7:0] \port$5640$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -49263,7 +49587,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5622$0 , \port$5636$0  };
+      storage[w_port__addr] <= { \port$5626$0 , \port$5640$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -49325,8 +49649,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5622$0 , \port$5636$0  };
-  assign w_data = { \port$5622$0 , \port$5636$0  };
+  assign w_port__data = { \port$5626$0 , \port$5640$0  };
+  assign w_data = { \port$5626$0 , \port$5640$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -50441,7 +50765,7 @@ module \kaki_soc_4x4.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11399$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4221$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11427$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -51422,10 +51746,10 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$11399$0 ;
-  wire [2:0] \port$11399$0 ;
-  input [223:0] \port$4217$32 ;
-  wire [223:0] \port$4217$32 ;
+  input [2:0] \port$11427$0 ;
+  wire [2:0] \port$11427$0 ;
+  input [223:0] \port$4221$32 ;
+  wire [223:0] \port$4221$32 ;
   reg [18:0] pos = 19'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -52482,11 +52806,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$13177$5 (e6_meta[18:5]),
-    .\port$8824$0 (\$619 ),
-    .\port$8826$0 (\$621 ),
-    .\port$8828$0 (\$623 ),
-    .\port$8830$0 (\$625 ),
+    .\port$13239$5 (e6_meta[18:5]),
+    .\port$8783$0 (\$619 ),
+    .\port$8785$0 (\$621 ),
+    .\port$8787$0 (\$623 ),
+    .\port$8789$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -52871,7 +53195,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$11399$0 ;
+            \$671  = \port$11427$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -52887,7 +53211,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$672  = \port$4217$32 ;
+            \$672  = \port$4221$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -54991,7 +55315,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$11399$0  };
+  assign ctl__cmd__payload = { \port$4221$32 , \port$11427$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -55069,8 +55393,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$11399$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4217$32 ;
+  assign \ctl__cmd__payload.op  = \port$11427$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4221$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
   assign \$194  = { 34'h000000000, \$193 [42:34] };
@@ -55082,7 +55406,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8824$0 , \port$8826$0 , \port$8828$0 , \port$8830$0 , w_level, r_data, \port$13177$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8783$0 , \port$8785$0 , \port$8787$0 , \port$8789$0 , w_level, r_data, \port$13239$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55124,16 +55448,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8824$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$13177$5 ;
-  wire [13:0] \port$13177$5 ;
-  input [7:0] \port$8824$0 ;
-  wire [7:0] \port$8824$0 ;
-  input [7:0] \port$8826$0 ;
-  wire [7:0] \port$8826$0 ;
-  input [7:0] \port$8828$0 ;
-  wire [7:0] \port$8828$0 ;
-  input [7:0] \port$8830$0 ;
-  wire [7:0] \port$8830$0 ;
+  input [13:0] \port$13239$5 ;
+  wire [13:0] \port$13239$5 ;
+  input [7:0] \port$8783$0 ;
+  wire [7:0] \port$8783$0 ;
+  input [7:0] \port$8785$0 ;
+  wire [7:0] \port$8785$0 ;
+  input [7:0] \port$8787$0 ;
+  wire [7:0] \port$8787$0 ;
+  input [7:0] \port$8789$0 ;
+  wire [7:0] \port$8789$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -55179,7 +55503,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8824$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
+      storage[w_port__addr] <= { \port$8789$0 , \port$8787$0 , \port$8785$0 , \port$8783$0 , \port$13239$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -55290,15 +55614,15 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8824$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
-  assign w_data = { \port$8830$0 , \port$8828$0 , \port$8826$0 , \port$8824$0 , \port$13177$5  };
+  assign w_port__data = { \port$8789$0 , \port$8787$0 , \port$8785$0 , \port$8783$0 , \port$13239$5  };
+  assign w_data = { \port$8789$0 , \port$8787$0 , \port$8785$0 , \port$8783$0 , \port$13239$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8977$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
-, rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, rd__4__en, wr__0__en, wr__1__en, wr__2__en, rd__3__addr, \port$8936$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, rd__4__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr
+, rd__4__addr, rd__1__addr, rd__0__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, rd__4__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55382,34 +55706,86 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
-  reg \$173 ;
-  reg \$174 ;
-  reg \$175 ;
-  reg \$176 ;
-  reg \$177 ;
-  reg \$178 ;
-  reg \$179 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg [1:0] \$181 ;
-  reg [1:0] \$182 ;
-  reg [1:0] \$183 ;
-  reg [1:0] \$184 ;
-  reg [1:0] \$185 ;
-  reg [1:0] \$186 ;
-  reg [1:0] \$187 ;
-  reg [1:0] \$188 ;
-  reg [1:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  reg [1:0] \$190 ;
-  reg [1:0] \$191 ;
-  reg [1:0] \$192 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
   wire \$23 ;
+  reg [1:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg [1:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg [1:0] \$234 ;
+  reg [1:0] \$235 ;
+  reg [1:0] \$236 ;
+  reg [1:0] \$237 ;
+  reg [1:0] \$238 ;
+  reg [1:0] \$239 ;
   wire \$24 ;
+  reg [1:0] \$240 ;
+  reg [1:0] \$241 ;
+  reg [1:0] \$242 ;
+  reg [1:0] \$243 ;
+  reg [1:0] \$244 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -55493,7 +55869,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire \$98 ;
   wire \$99 ;
   reg [11:0] bank0_addr;
-  reg [11:0] \bank0_addr$22 ;
+  reg [11:0] \bank0_addr$25 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
   reg [31:0] bank0_rdata_q = 32'd0;
@@ -55507,7 +55883,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$45 ;
+  reg [11:0] \bank1_addr$49 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
   reg [31:0] bank1_rdata_q = 32'd0;
@@ -55521,7 +55897,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$65 ;
+  reg [11:0] \bank2_addr$70 ;
   (* init = 12'h000 *)
   wire [11:0] bank2_raddr_q;
   reg [31:0] bank2_rdata_q = 32'd0;
@@ -55535,7 +55911,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$85 ;
+  reg [11:0] \bank3_addr$91 ;
   (* init = 12'h000 *)
   wire [11:0] bank3_raddr_q;
   reg [31:0] bank3_rdata_q = 32'd0;
@@ -55550,12 +55926,12 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8977$0 ;
-  wire [45:0] \port$8977$0 ;
+  input [45:0] \port$8936$0 ;
+  wire [45:0] \port$8936$0 ;
   reg [11:0] raddr = 12'h000;
-  reg [11:0] \raddr$49  = 12'h000;
-  reg [11:0] \raddr$69  = 12'h000;
-  reg [11:0] \raddr$89  = 12'h000;
+  reg [11:0] \raddr$53  = 12'h000;
+  reg [11:0] \raddr$74  = 12'h000;
+  reg [11:0] \raddr$95  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd0_bank_q2 = 2'h0;
   reg [1:0] rd0_bank_q3 = 2'h0;
@@ -55568,6 +55944,9 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   reg [1:0] rd3_bank_q = 2'h0;
   reg [1:0] rd3_bank_q2 = 2'h0;
   reg [1:0] rd3_bank_q3 = 2'h0;
+  reg [1:0] rd4_bank_q = 2'h0;
+  reg [1:0] rd4_bank_q2 = 2'h0;
+  reg [1:0] rd4_bank_q3 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [31:0] rd__0__data;
@@ -55600,56 +55979,68 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire rd__3__en;
   output rd__3__gnt;
   wire rd__3__gnt;
+  input [13:0] rd__4__addr;
+  wire [13:0] rd__4__addr;
+  output [31:0] rd__4__data;
+  reg [31:0] rd__4__data;
+  input rd__4__en;
+  wire rd__4__en;
+  output rd__4__gnt;
+  wire rd__4__gnt;
   wire [31:0] rdata;
-  wire [31:0] \rdata$119 ;
-  wire [31:0] \rdata$120 ;
-  wire [31:0] \rdata$121 ;
+  wire [31:0] \rdata$128 ;
+  wire [31:0] \rdata$129 ;
+  wire [31:0] \rdata$130 ;
   reg ren = 1'h0;
-  reg \ren$47  = 1'h0;
-  reg \ren$67  = 1'h0;
-  reg \ren$87  = 1'h0;
+  reg \ren$51  = 1'h0;
+  reg \ren$72  = 1'h0;
+  reg \ren$93  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$53  = 12'h000;
-  reg [11:0] \waddr$73  = 12'h000;
-  reg [11:0] \waddr$93  = 12'h000;
+  reg [11:0] \waddr$57  = 12'h000;
+  reg [11:0] \waddr$78  = 12'h000;
+  reg [11:0] \waddr$99  = 12'h000;
   reg [31:0] wdata = 32'd0;
-  reg [31:0] \wdata$55  = 32'd0;
-  reg [31:0] \wdata$75  = 32'd0;
-  reg [31:0] \wdata$95  = 32'd0;
+  reg [31:0] \wdata$101  = 32'd0;
+  reg [31:0] \wdata$59  = 32'd0;
+  reg [31:0] \wdata$80  = 32'd0;
   reg wen = 1'h0;
-  reg \wen$51  = 1'h0;
-  reg \wen$71  = 1'h0;
-  reg \wen$91  = 1'h0;
+  reg \wen$55  = 1'h0;
+  reg \wen$76  = 1'h0;
+  reg \wen$97  = 1'h0;
   wire win;
-  wire \win$13 ;
+  wire \win$12 ;
   wire \win$16 ;
   wire \win$19 ;
+  wire \win$22 ;
   wire \win$3 ;
-  wire \win$37 ;
-  wire \win$38 ;
-  wire \win$39 ;
   wire \win$40 ;
+  wire \win$41 ;
   wire \win$42 ;
   wire \win$43 ;
   wire \win$44 ;
-  wire \win$57 ;
-  wire \win$58 ;
-  wire \win$59 ;
+  wire \win$46 ;
+  wire \win$47 ;
+  wire \win$48 ;
   wire \win$6 ;
-  wire \win$60 ;
+  wire \win$61 ;
   wire \win$62 ;
   wire \win$63 ;
   wire \win$64 ;
-  wire \win$77 ;
-  wire \win$78 ;
-  wire \win$79 ;
-  wire \win$80 ;
+  wire \win$65 ;
+  wire \win$67 ;
+  wire \win$68 ;
+  wire \win$69 ;
   wire \win$82 ;
   wire \win$83 ;
   wire \win$84 ;
+  wire \win$85 ;
+  wire \win$86 ;
+  wire \win$88 ;
+  wire \win$89 ;
   wire \win$9 ;
+  wire \win$90 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [31:0] wr__0__data;
@@ -55700,249 +56091,309 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$24  = | { \$23 , \$21 , \$19  };
   assign \$25  = ~ \$24 ;
   assign \win$9  = \$17  & \$25 ;
-  assign \$26  = ! wr__0__addr[13:12];
-  assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8977$0 [13:12];
-  assign \$28  = wr__1__en & \$27 ;
-  assign \$29  = ! wr__0__addr[13:12];
-  assign \$30  = wr__0__en & \$29 ;
-  assign \$32  = ~ \$31 ;
-  assign \win$16  = \$28  & \$32 ;
-  assign \$33  = ! wr__2__addr[13:12];
-  assign \$34  = wr__2__en & \$33 ;
-  assign \$35  = ! wr__0__addr[13:12];
-  assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8977$0 [13:12];
-  assign \$38  = wr__1__en & \$37 ;
-  assign \$39  = | { \$38 , \$36  };
-  assign \$40  = ~ \$39 ;
-  assign \win$19  = \$34  & \$40 ;
-  assign \$41  = rd__0__addr[13:12] == 1'h1;
-  assign \win$37  = rd__0__en & \$41 ;
-  assign \$42  = rd__1__addr[13:12] == 1'h1;
-  assign \$43  = rd__1__en & \$42 ;
-  assign \$44  = rd__0__addr[13:12] == 1'h1;
-  assign \$45  = rd__0__en & \$44 ;
-  assign \$47  = ~ \$46 ;
-  assign \win$38  = \$43  & \$47 ;
-  assign \$48  = rd__2__addr[13:12] == 1'h1;
-  assign \$49  = rd__2__en & \$48 ;
-  assign \$50  = rd__0__addr[13:12] == 1'h1;
-  assign \$51  = rd__0__en & \$50 ;
-  assign \$52  = rd__1__addr[13:12] == 1'h1;
-  assign \$53  = rd__1__en & \$52 ;
-  assign \$54  = | { \$53 , \$51  };
-  assign \$55  = ~ \$54 ;
-  assign \win$39  = \$49  & \$55 ;
-  assign \$56  = rd__3__addr[13:12] == 1'h1;
-  assign \$57  = rd__3__en & \$56 ;
-  assign \$58  = rd__0__addr[13:12] == 1'h1;
-  assign \$59  = rd__0__en & \$58 ;
-  assign \$60  = rd__1__addr[13:12] == 1'h1;
-  assign \$61  = rd__1__en & \$60 ;
-  assign \$62  = rd__2__addr[13:12] == 1'h1;
-  assign \$63  = rd__2__en & \$62 ;
-  assign \$64  = | { \$63 , \$61 , \$59  };
-  assign \$65  = ~ \$64 ;
-  assign \win$40  = \$57  & \$65 ;
-  assign \$66  = wr__0__addr[13:12] == 1'h1;
-  assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8977$0 [13:12] == 1'h1;
-  assign \$68  = wr__1__en & \$67 ;
-  assign \$69  = wr__0__addr[13:12] == 1'h1;
-  assign \$70  = wr__0__en & \$69 ;
-  assign \$72  = ~ \$71 ;
-  assign \win$43  = \$68  & \$72 ;
-  assign \$73  = wr__2__addr[13:12] == 1'h1;
-  assign \$74  = wr__2__en & \$73 ;
-  assign \$75  = wr__0__addr[13:12] == 1'h1;
-  assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8977$0 [13:12] == 1'h1;
-  assign \$78  = wr__1__en & \$77 ;
-  assign \$79  = | { \$78 , \$76  };
-  assign \$80  = ~ \$79 ;
-  assign \win$44  = \$74  & \$80 ;
-  assign \$81  = rd__0__addr[13:12] == 2'h2;
-  assign \win$57  = rd__0__en & \$81 ;
-  assign \$82  = rd__1__addr[13:12] == 2'h2;
+  assign \$26  = ! rd__4__addr[13:12];
+  assign \$27  = rd__4__en & \$26 ;
+  assign \$28  = ! rd__0__addr[13:12];
+  assign \$29  = rd__0__en & \$28 ;
+  assign \$30  = ! rd__1__addr[13:12];
+  assign \$31  = rd__1__en & \$30 ;
+  assign \$32  = ! rd__2__addr[13:12];
+  assign \$33  = rd__2__en & \$32 ;
+  assign \$34  = ! rd__3__addr[13:12];
+  assign \$35  = rd__3__en & \$34 ;
+  assign \$36  = | { \$35 , \$33 , \$31 , \$29  };
+  assign \$37  = ~ \$36 ;
+  assign \win$12  = \$27  & \$37 ;
+  assign \$38  = ! wr__0__addr[13:12];
+  assign \win$16  = wr__0__en & \$38 ;
+  assign \$39  = ! \port$8936$0 [13:12];
+  assign \$40  = wr__1__en & \$39 ;
+  assign \$41  = ! wr__0__addr[13:12];
+  assign \$42  = wr__0__en & \$41 ;
+  assign \$44  = ~ \$43 ;
+  assign \win$19  = \$40  & \$44 ;
+  assign \$45  = ! wr__2__addr[13:12];
+  assign \$46  = wr__2__en & \$45 ;
+  assign \$47  = ! wr__0__addr[13:12];
+  assign \$48  = wr__0__en & \$47 ;
+  assign \$49  = ! \port$8936$0 [13:12];
+  assign \$50  = wr__1__en & \$49 ;
+  assign \$51  = | { \$50 , \$48  };
+  assign \$52  = ~ \$51 ;
+  assign \win$22  = \$46  & \$52 ;
+  assign \$53  = rd__0__addr[13:12] == 1'h1;
+  assign \win$40  = rd__0__en & \$53 ;
+  assign \$54  = rd__1__addr[13:12] == 1'h1;
+  assign \$55  = rd__1__en & \$54 ;
+  assign \$56  = rd__0__addr[13:12] == 1'h1;
+  assign \$57  = rd__0__en & \$56 ;
+  assign \$59  = ~ \$58 ;
+  assign \win$41  = \$55  & \$59 ;
+  assign \$60  = rd__2__addr[13:12] == 1'h1;
+  assign \$61  = rd__2__en & \$60 ;
+  assign \$62  = rd__0__addr[13:12] == 1'h1;
+  assign \$63  = rd__0__en & \$62 ;
+  assign \$64  = rd__1__addr[13:12] == 1'h1;
+  assign \$65  = rd__1__en & \$64 ;
+  assign \$66  = | { \$65 , \$63  };
+  assign \$67  = ~ \$66 ;
+  assign \win$42  = \$61  & \$67 ;
+  assign \$68  = rd__3__addr[13:12] == 1'h1;
+  assign \$69  = rd__3__en & \$68 ;
+  assign \$70  = rd__0__addr[13:12] == 1'h1;
+  assign \$71  = rd__0__en & \$70 ;
+  assign \$72  = rd__1__addr[13:12] == 1'h1;
+  assign \$73  = rd__1__en & \$72 ;
+  assign \$74  = rd__2__addr[13:12] == 1'h1;
+  assign \$75  = rd__2__en & \$74 ;
+  assign \$76  = | { \$75 , \$73 , \$71  };
+  assign \$77  = ~ \$76 ;
+  assign \win$43  = \$69  & \$77 ;
+  assign \$78  = rd__4__addr[13:12] == 1'h1;
+  assign \$79  = rd__4__en & \$78 ;
+  assign \$80  = rd__0__addr[13:12] == 1'h1;
+  assign \$81  = rd__0__en & \$80 ;
+  assign \$82  = rd__1__addr[13:12] == 1'h1;
   assign \$83  = rd__1__en & \$82 ;
-  assign \$84  = rd__0__addr[13:12] == 2'h2;
-  assign \$85  = rd__0__en & \$84 ;
-  assign \$87  = ~ \$86 ;
-  assign \win$58  = \$83  & \$87 ;
-  assign \$88  = rd__2__addr[13:12] == 2'h2;
-  assign \$89  = rd__2__en & \$88 ;
-  assign \$90  = rd__0__addr[13:12] == 2'h2;
-  assign \$91  = rd__0__en & \$90 ;
-  assign \$92  = rd__1__addr[13:12] == 2'h2;
-  assign \$93  = rd__1__en & \$92 ;
-  assign \$94  = | { \$93 , \$91  };
-  assign \$95  = ~ \$94 ;
-  assign \win$59  = \$89  & \$95 ;
-  assign \$96  = rd__3__addr[13:12] == 2'h2;
-  assign \$97  = rd__3__en & \$96 ;
-  assign \$98  = rd__0__addr[13:12] == 2'h2;
-  assign \$99  = rd__0__en & \$98 ;
-  assign \$100  = rd__1__addr[13:12] == 2'h2;
-  assign \$101  = rd__1__en & \$100 ;
-  assign \$102  = rd__2__addr[13:12] == 2'h2;
-  assign \$103  = rd__2__en & \$102 ;
-  assign \$104  = | { \$103 , \$101 , \$99  };
-  assign \$105  = ~ \$104 ;
-  assign \win$60  = \$97  & \$105 ;
-  assign \$106  = wr__0__addr[13:12] == 2'h2;
-  assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8977$0 [13:12] == 2'h2;
-  assign \$108  = wr__1__en & \$107 ;
-  assign \$109  = wr__0__addr[13:12] == 2'h2;
-  assign \$110  = wr__0__en & \$109 ;
-  assign \$112  = ~ \$111 ;
-  assign \win$63  = \$108  & \$112 ;
-  assign \$113  = wr__2__addr[13:12] == 2'h2;
-  assign \$114  = wr__2__en & \$113 ;
-  assign \$115  = wr__0__addr[13:12] == 2'h2;
-  assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8977$0 [13:12] == 2'h2;
-  assign \$118  = wr__1__en & \$117 ;
-  assign \$119  = | { \$118 , \$116  };
-  assign \$120  = ~ \$119 ;
-  assign \win$64  = \$114  & \$120 ;
-  assign \$121  = rd__0__addr[13:12] == 2'h3;
-  assign \win$77  = rd__0__en & \$121 ;
-  assign \$122  = rd__1__addr[13:12] == 2'h3;
-  assign \$123  = rd__1__en & \$122 ;
-  assign \$124  = rd__0__addr[13:12] == 2'h3;
-  assign \$125  = rd__0__en & \$124 ;
-  assign \$127  = ~ \$126 ;
-  assign \win$78  = \$123  & \$127 ;
-  assign \$128  = rd__2__addr[13:12] == 2'h3;
-  assign \$129  = rd__2__en & \$128 ;
-  assign \$130  = rd__0__addr[13:12] == 2'h3;
-  assign \$131  = rd__0__en & \$130 ;
-  assign \$132  = rd__1__addr[13:12] == 2'h3;
-  assign \$133  = rd__1__en & \$132 ;
-  assign \$134  = | { \$133 , \$131  };
-  assign \$135  = ~ \$134 ;
-  assign \win$79  = \$129  & \$135 ;
-  assign \$136  = rd__3__addr[13:12] == 2'h3;
-  assign \$137  = rd__3__en & \$136 ;
-  assign \$138  = rd__0__addr[13:12] == 2'h3;
-  assign \$139  = rd__0__en & \$138 ;
-  assign \$140  = rd__1__addr[13:12] == 2'h3;
-  assign \$141  = rd__1__en & \$140 ;
-  assign \$142  = rd__2__addr[13:12] == 2'h3;
-  assign \$143  = rd__2__en & \$142 ;
-  assign \$144  = | { \$143 , \$141 , \$139  };
-  assign \$145  = ~ \$144 ;
-  assign \win$80  = \$137  & \$145 ;
-  assign \$146  = wr__0__addr[13:12] == 2'h3;
-  assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8977$0 [13:12] == 2'h3;
-  assign \$148  = wr__1__en & \$147 ;
-  assign \$149  = wr__0__addr[13:12] == 2'h3;
-  assign \$150  = wr__0__en & \$149 ;
-  assign \$152  = ~ \$151 ;
-  assign \win$83  = \$148  & \$152 ;
-  assign \$153  = wr__2__addr[13:12] == 2'h3;
-  assign \$154  = wr__2__en & \$153 ;
-  assign \$155  = wr__0__addr[13:12] == 2'h3;
-  assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8977$0 [13:12] == 2'h3;
-  assign \$158  = wr__1__en & \$157 ;
-  assign \$159  = | { \$158 , \$156  };
-  assign \$160  = ~ \$159 ;
-  assign \win$84  = \$154  & \$160 ;
-  assign rd__0__gnt = | { \win$77 , \win$57 , \win$37 , win };
-  assign rd__1__gnt = | { \win$78 , \win$58 , \win$38 , \win$3  };
-  assign rd__2__gnt = | { \win$79 , \win$59 , \win$39 , \win$6  };
-  assign rd__3__gnt = | { \win$80 , \win$60 , \win$40 , \win$9  };
-  assign wr__0__gnt = | { \win$82 , \win$62 , \win$42 , \win$13  };
-  assign wr__1__gnt = | { \win$83 , \win$63 , \win$43 , \win$16  };
-  assign wr__2__gnt = | { \win$84 , \win$64 , \win$44 , \win$19  };
-  assign \$161  = | { \win$19 , \win$16 , \win$13  };
-  assign \$162  = | { \win$9 , \win$6 , \win$3 , win };
-  assign \$163  = | { \win$44 , \win$43 , \win$42  };
-  assign \$164  = | { \win$40 , \win$39 , \win$38 , \win$37  };
-  assign \$165  = | { \win$64 , \win$63 , \win$62  };
-  assign \$166  = | { \win$60 , \win$59 , \win$58 , \win$57  };
-  assign \$167  = | { \win$84 , \win$83 , \win$82  };
-  assign \$168  = | { \win$80 , \win$79 , \win$78 , \win$77  };
-  assign \$169  = rd__0__en & rd__0__gnt;
-  assign \$170  = rd__1__en & rd__1__gnt;
-  assign \$171  = rd__2__en & rd__2__gnt;
-  assign \$172  = rd__3__en & rd__3__gnt;
+  assign \$84  = rd__2__addr[13:12] == 1'h1;
+  assign \$85  = rd__2__en & \$84 ;
+  assign \$86  = rd__3__addr[13:12] == 1'h1;
+  assign \$87  = rd__3__en & \$86 ;
+  assign \$88  = | { \$87 , \$85 , \$83 , \$81  };
+  assign \$89  = ~ \$88 ;
+  assign \win$44  = \$79  & \$89 ;
+  assign \$90  = wr__0__addr[13:12] == 1'h1;
+  assign \win$46  = wr__0__en & \$90 ;
+  assign \$91  = \port$8936$0 [13:12] == 1'h1;
+  assign \$92  = wr__1__en & \$91 ;
+  assign \$93  = wr__0__addr[13:12] == 1'h1;
+  assign \$94  = wr__0__en & \$93 ;
+  assign \$96  = ~ \$95 ;
+  assign \win$47  = \$92  & \$96 ;
+  assign \$97  = wr__2__addr[13:12] == 1'h1;
+  assign \$98  = wr__2__en & \$97 ;
+  assign \$99  = wr__0__addr[13:12] == 1'h1;
+  assign \$100  = wr__0__en & \$99 ;
+  assign \$101  = \port$8936$0 [13:12] == 1'h1;
+  assign \$102  = wr__1__en & \$101 ;
+  assign \$103  = | { \$102 , \$100  };
+  assign \$104  = ~ \$103 ;
+  assign \win$48  = \$98  & \$104 ;
+  assign \$105  = rd__0__addr[13:12] == 2'h2;
+  assign \win$61  = rd__0__en & \$105 ;
+  assign \$106  = rd__1__addr[13:12] == 2'h2;
+  assign \$107  = rd__1__en & \$106 ;
+  assign \$108  = rd__0__addr[13:12] == 2'h2;
+  assign \$109  = rd__0__en & \$108 ;
+  assign \$111  = ~ \$110 ;
+  assign \win$62  = \$107  & \$111 ;
+  assign \$112  = rd__2__addr[13:12] == 2'h2;
+  assign \$113  = rd__2__en & \$112 ;
+  assign \$114  = rd__0__addr[13:12] == 2'h2;
+  assign \$115  = rd__0__en & \$114 ;
+  assign \$116  = rd__1__addr[13:12] == 2'h2;
+  assign \$117  = rd__1__en & \$116 ;
+  assign \$118  = | { \$117 , \$115  };
+  assign \$119  = ~ \$118 ;
+  assign \win$63  = \$113  & \$119 ;
+  assign \$120  = rd__3__addr[13:12] == 2'h2;
+  assign \$121  = rd__3__en & \$120 ;
+  assign \$122  = rd__0__addr[13:12] == 2'h2;
+  assign \$123  = rd__0__en & \$122 ;
+  assign \$124  = rd__1__addr[13:12] == 2'h2;
+  assign \$125  = rd__1__en & \$124 ;
+  assign \$126  = rd__2__addr[13:12] == 2'h2;
+  assign \$127  = rd__2__en & \$126 ;
+  assign \$128  = | { \$127 , \$125 , \$123  };
+  assign \$129  = ~ \$128 ;
+  assign \win$64  = \$121  & \$129 ;
+  assign \$130  = rd__4__addr[13:12] == 2'h2;
+  assign \$131  = rd__4__en & \$130 ;
+  assign \$132  = rd__0__addr[13:12] == 2'h2;
+  assign \$133  = rd__0__en & \$132 ;
+  assign \$134  = rd__1__addr[13:12] == 2'h2;
+  assign \$135  = rd__1__en & \$134 ;
+  assign \$136  = rd__2__addr[13:12] == 2'h2;
+  assign \$137  = rd__2__en & \$136 ;
+  assign \$138  = rd__3__addr[13:12] == 2'h2;
+  assign \$139  = rd__3__en & \$138 ;
+  assign \$140  = | { \$139 , \$137 , \$135 , \$133  };
+  assign \$141  = ~ \$140 ;
+  assign \win$65  = \$131  & \$141 ;
+  assign \$142  = wr__0__addr[13:12] == 2'h2;
+  assign \win$67  = wr__0__en & \$142 ;
+  assign \$143  = \port$8936$0 [13:12] == 2'h2;
+  assign \$144  = wr__1__en & \$143 ;
+  assign \$145  = wr__0__addr[13:12] == 2'h2;
+  assign \$146  = wr__0__en & \$145 ;
+  assign \$148  = ~ \$147 ;
+  assign \win$68  = \$144  & \$148 ;
+  assign \$149  = wr__2__addr[13:12] == 2'h2;
+  assign \$150  = wr__2__en & \$149 ;
+  assign \$151  = wr__0__addr[13:12] == 2'h2;
+  assign \$152  = wr__0__en & \$151 ;
+  assign \$153  = \port$8936$0 [13:12] == 2'h2;
+  assign \$154  = wr__1__en & \$153 ;
+  assign \$155  = | { \$154 , \$152  };
+  assign \$156  = ~ \$155 ;
+  assign \win$69  = \$150  & \$156 ;
+  assign \$157  = rd__0__addr[13:12] == 2'h3;
+  assign \win$82  = rd__0__en & \$157 ;
+  assign \$158  = rd__1__addr[13:12] == 2'h3;
+  assign \$159  = rd__1__en & \$158 ;
+  assign \$160  = rd__0__addr[13:12] == 2'h3;
+  assign \$161  = rd__0__en & \$160 ;
+  assign \$163  = ~ \$162 ;
+  assign \win$83  = \$159  & \$163 ;
+  assign \$164  = rd__2__addr[13:12] == 2'h3;
+  assign \$165  = rd__2__en & \$164 ;
+  assign \$166  = rd__0__addr[13:12] == 2'h3;
+  assign \$167  = rd__0__en & \$166 ;
+  assign \$168  = rd__1__addr[13:12] == 2'h3;
+  assign \$169  = rd__1__en & \$168 ;
+  assign \$170  = | { \$169 , \$167  };
+  assign \$171  = ~ \$170 ;
+  assign \win$84  = \$165  & \$171 ;
+  assign \$172  = rd__3__addr[13:12] == 2'h3;
+  assign \$173  = rd__3__en & \$172 ;
+  assign \$174  = rd__0__addr[13:12] == 2'h3;
+  assign \$175  = rd__0__en & \$174 ;
+  assign \$176  = rd__1__addr[13:12] == 2'h3;
+  assign \$177  = rd__1__en & \$176 ;
+  assign \$178  = rd__2__addr[13:12] == 2'h3;
+  assign \$179  = rd__2__en & \$178 ;
+  assign \$180  = | { \$179 , \$177 , \$175  };
+  assign \$181  = ~ \$180 ;
+  assign \win$85  = \$173  & \$181 ;
+  assign \$182  = rd__4__addr[13:12] == 2'h3;
+  assign \$183  = rd__4__en & \$182 ;
+  assign \$184  = rd__0__addr[13:12] == 2'h3;
+  assign \$185  = rd__0__en & \$184 ;
+  assign \$186  = rd__1__addr[13:12] == 2'h3;
+  assign \$187  = rd__1__en & \$186 ;
+  assign \$188  = rd__2__addr[13:12] == 2'h3;
+  assign \$189  = rd__2__en & \$188 ;
+  assign \$190  = rd__3__addr[13:12] == 2'h3;
+  assign \$191  = rd__3__en & \$190 ;
+  assign \$192  = | { \$191 , \$189 , \$187 , \$185  };
+  assign \$193  = ~ \$192 ;
+  assign \win$86  = \$183  & \$193 ;
+  assign \$194  = wr__0__addr[13:12] == 2'h3;
+  assign \win$88  = wr__0__en & \$194 ;
+  assign \$195  = \port$8936$0 [13:12] == 2'h3;
+  assign \$196  = wr__1__en & \$195 ;
+  assign \$197  = wr__0__addr[13:12] == 2'h3;
+  assign \$198  = wr__0__en & \$197 ;
+  assign \$200  = ~ \$199 ;
+  assign \win$89  = \$196  & \$200 ;
+  assign \$201  = wr__2__addr[13:12] == 2'h3;
+  assign \$202  = wr__2__en & \$201 ;
+  assign \$203  = wr__0__addr[13:12] == 2'h3;
+  assign \$204  = wr__0__en & \$203 ;
+  assign \$205  = \port$8936$0 [13:12] == 2'h3;
+  assign \$206  = wr__1__en & \$205 ;
+  assign \$207  = | { \$206 , \$204  };
+  assign \$208  = ~ \$207 ;
+  assign \win$90  = \$202  & \$208 ;
+  assign rd__0__gnt = | { \win$82 , \win$61 , \win$40 , win };
+  assign rd__1__gnt = | { \win$83 , \win$62 , \win$41 , \win$3  };
+  assign rd__2__gnt = | { \win$84 , \win$63 , \win$42 , \win$6  };
+  assign rd__3__gnt = | { \win$85 , \win$64 , \win$43 , \win$9  };
+  assign rd__4__gnt = | { \win$86 , \win$65 , \win$44 , \win$12  };
+  assign wr__0__gnt = | { \win$88 , \win$67 , \win$46 , \win$16  };
+  assign wr__1__gnt = | { \win$89 , \win$68 , \win$47 , \win$19  };
+  assign wr__2__gnt = | { \win$90 , \win$69 , \win$48 , \win$22  };
+  assign \$209  = | { \win$22 , \win$19 , \win$16  };
+  assign \$210  = | { \win$12 , \win$9 , \win$6 , \win$3 , win };
+  assign \$211  = | { \win$48 , \win$47 , \win$46  };
+  assign \$212  = | { \win$44 , \win$43 , \win$42 , \win$41 , \win$40  };
+  assign \$213  = | { \win$69 , \win$68 , \win$67  };
+  assign \$214  = | { \win$65 , \win$64 , \win$63 , \win$62 , \win$61  };
+  assign \$215  = | { \win$90 , \win$89 , \win$88  };
+  assign \$216  = | { \win$86 , \win$85 , \win$84 , \win$83 , \win$82  };
+  assign \$217  = rd__0__en & rd__0__gnt;
+  assign \$218  = rd__1__en & rd__1__gnt;
+  assign \$219  = rd__2__en & rd__2__gnt;
+  assign \$220  = rd__3__en & rd__3__gnt;
+  assign \$221  = rd__4__en & rd__4__gnt;
   always @(posedge clk)
-    wen <= \$173 ;
+    wen <= \$222 ;
   always @(posedge clk)
-    waddr <= \bank0_addr$22 ;
+    waddr <= \bank0_addr$25 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    ren <= \$174 ;
+    ren <= \$223 ;
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
     bank0_rdata_q <= rdata;
   always @(posedge clk)
-    \wen$51  <= \$175 ;
+    \wen$55  <= \$224 ;
   always @(posedge clk)
-    \waddr$53  <= \bank1_addr$45 ;
+    \waddr$57  <= \bank1_addr$49 ;
   always @(posedge clk)
-    \wdata$55  <= bank1_wdata;
+    \wdata$59  <= bank1_wdata;
   always @(posedge clk)
-    \ren$47  <= \$176 ;
+    \ren$51  <= \$225 ;
   always @(posedge clk)
-    \raddr$49  <= bank1_addr;
+    \raddr$53  <= bank1_addr;
   always @(posedge clk)
-    bank1_rdata_q <= \rdata$119 ;
+    bank1_rdata_q <= \rdata$128 ;
   always @(posedge clk)
-    \wen$71  <= \$177 ;
+    \wen$76  <= \$226 ;
   always @(posedge clk)
-    \waddr$73  <= \bank2_addr$65 ;
+    \waddr$78  <= \bank2_addr$70 ;
   always @(posedge clk)
-    \wdata$75  <= bank2_wdata;
+    \wdata$80  <= bank2_wdata;
   always @(posedge clk)
-    \ren$67  <= \$178 ;
+    \ren$72  <= \$227 ;
   always @(posedge clk)
-    \raddr$69  <= bank2_addr;
+    \raddr$74  <= bank2_addr;
   always @(posedge clk)
-    bank2_rdata_q <= \rdata$120 ;
+    bank2_rdata_q <= \rdata$129 ;
   always @(posedge clk)
-    \wen$91  <= \$179 ;
+    \wen$97  <= \$228 ;
   always @(posedge clk)
-    \waddr$93  <= \bank3_addr$85 ;
+    \waddr$99  <= \bank3_addr$91 ;
   always @(posedge clk)
-    \wdata$95  <= bank3_wdata;
+    \wdata$101  <= bank3_wdata;
   always @(posedge clk)
-    \ren$87  <= \$180 ;
+    \ren$93  <= \$229 ;
   always @(posedge clk)
-    \raddr$89  <= bank3_addr;
+    \raddr$95  <= bank3_addr;
   always @(posedge clk)
-    bank3_rdata_q <= \rdata$121 ;
+    bank3_rdata_q <= \rdata$130 ;
   always @(posedge clk)
-    rd0_bank_q <= \$181 ;
+    rd0_bank_q <= \$230 ;
   always @(posedge clk)
-    rd0_bank_q2 <= \$182 ;
+    rd0_bank_q2 <= \$231 ;
   always @(posedge clk)
-    rd0_bank_q3 <= \$183 ;
+    rd0_bank_q3 <= \$232 ;
   always @(posedge clk)
-    rd1_bank_q <= \$184 ;
+    rd1_bank_q <= \$233 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$185 ;
+    rd1_bank_q2 <= \$234 ;
   always @(posedge clk)
-    rd1_bank_q3 <= \$186 ;
+    rd1_bank_q3 <= \$235 ;
   always @(posedge clk)
-    rd2_bank_q <= \$187 ;
+    rd2_bank_q <= \$236 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$188 ;
+    rd2_bank_q2 <= \$237 ;
   always @(posedge clk)
-    rd2_bank_q3 <= \$189 ;
+    rd2_bank_q3 <= \$238 ;
   always @(posedge clk)
-    rd3_bank_q <= \$190 ;
+    rd3_bank_q <= \$239 ;
   always @(posedge clk)
-    rd3_bank_q2 <= \$191 ;
+    rd3_bank_q2 <= \$240 ;
   always @(posedge clk)
-    rd3_bank_q3 <= \$192 ;
+    rd3_bank_q3 <= \$241 ;
+  always @(posedge clk)
+    rd4_bank_q <= \$242 ;
+  always @(posedge clk)
+    rd4_bank_q2 <= \$243 ;
+  always @(posedge clk)
+    rd4_bank_q3 <= \$244 ;
   \kaki_soc_4x4.spad.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -55954,30 +56405,30 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   );
   \kaki_soc_4x4.spad.bank1  bank1 (
     .clk(clk),
-    .raddr(\raddr$49 ),
-    .rdata(\rdata$119 ),
-    .ren(\ren$47 ),
-    .waddr(\waddr$53 ),
-    .wdata(\wdata$55 ),
-    .wen(\wen$51 )
+    .raddr(\raddr$53 ),
+    .rdata(\rdata$128 ),
+    .ren(\ren$51 ),
+    .waddr(\waddr$57 ),
+    .wdata(\wdata$59 ),
+    .wen(\wen$55 )
   );
   \kaki_soc_4x4.spad.bank2  bank2 (
     .clk(clk),
-    .raddr(\raddr$69 ),
-    .rdata(\rdata$120 ),
-    .ren(\ren$67 ),
-    .waddr(\waddr$73 ),
-    .wdata(\wdata$75 ),
-    .wen(\wen$71 )
+    .raddr(\raddr$74 ),
+    .rdata(\rdata$129 ),
+    .ren(\ren$72 ),
+    .waddr(\waddr$78 ),
+    .wdata(\wdata$80 ),
+    .wen(\wen$76 )
   );
   \kaki_soc_4x4.spad.bank3  bank3 (
     .clk(clk),
-    .raddr(\raddr$89 ),
-    .rdata(\rdata$121 ),
-    .ren(\ren$87 ),
-    .waddr(\waddr$93 ),
-    .wdata(\wdata$95 ),
-    .wen(\wen$91 )
+    .raddr(\raddr$95 ),
+    .rdata(\rdata$130 ),
+    .ren(\ren$93 ),
+    .waddr(\waddr$99 ),
+    .wdata(\wdata$101 ),
+    .wen(\wen$97 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
@@ -55994,156 +56445,168 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     if (\win$9 ) begin
       bank0_addr = rd__3__addr[11:0];
     end
+    if (\win$12 ) begin
+      bank0_addr = rd__4__addr[11:0];
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank0_addr$22  = 12'h000;
-    if (\win$13 ) begin
-      \bank0_addr$22  = wr__0__addr[11:0];
-    end
+    \bank0_addr$25  = 12'h000;
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8977$0 [11:0];
+      \bank0_addr$25  = wr__0__addr[11:0];
     end
     if (\win$19 ) begin
-      \bank0_addr$22  = wr__2__addr[11:0];
+      \bank0_addr$25  = \port$8936$0 [11:0];
+    end
+    if (\win$22 ) begin
+      \bank0_addr$25  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank0_wdata = 32'd0;
-    if (\win$13 ) begin
+    if (\win$16 ) begin
       bank0_wdata = wr__0__data;
     end
-    if (\win$16 ) begin
-      bank0_wdata = \port$8977$0 [45:14];
-    end
     if (\win$19 ) begin
+      bank0_wdata = \port$8936$0 [45:14];
+    end
+    if (\win$22 ) begin
       bank0_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_addr = 12'h000;
-    if (\win$37 ) begin
+    if (\win$40 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$38 ) begin
+    if (\win$41 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$39 ) begin
+    if (\win$42 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
-    if (\win$40 ) begin
+    if (\win$43 ) begin
       bank1_addr = rd__3__addr[11:0];
+    end
+    if (\win$44 ) begin
+      bank1_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank1_addr$45  = 12'h000;
-    if (\win$42 ) begin
-      \bank1_addr$45  = wr__0__addr[11:0];
+    \bank1_addr$49  = 12'h000;
+    if (\win$46 ) begin
+      \bank1_addr$49  = wr__0__addr[11:0];
     end
-    if (\win$43 ) begin
-      \bank1_addr$45  = \port$8977$0 [11:0];
+    if (\win$47 ) begin
+      \bank1_addr$49  = \port$8936$0 [11:0];
     end
-    if (\win$44 ) begin
-      \bank1_addr$45  = wr__2__addr[11:0];
+    if (\win$48 ) begin
+      \bank1_addr$49  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_wdata = 32'd0;
-    if (\win$42 ) begin
+    if (\win$46 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$43 ) begin
-      bank1_wdata = \port$8977$0 [45:14];
+    if (\win$47 ) begin
+      bank1_wdata = \port$8936$0 [45:14];
     end
-    if (\win$44 ) begin
+    if (\win$48 ) begin
       bank1_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_addr = 12'h000;
-    if (\win$57 ) begin
+    if (\win$61 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$58 ) begin
+    if (\win$62 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$59 ) begin
+    if (\win$63 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
-    if (\win$60 ) begin
+    if (\win$64 ) begin
       bank2_addr = rd__3__addr[11:0];
+    end
+    if (\win$65 ) begin
+      bank2_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank2_addr$65  = 12'h000;
-    if (\win$62 ) begin
-      \bank2_addr$65  = wr__0__addr[11:0];
+    \bank2_addr$70  = 12'h000;
+    if (\win$67 ) begin
+      \bank2_addr$70  = wr__0__addr[11:0];
     end
-    if (\win$63 ) begin
-      \bank2_addr$65  = \port$8977$0 [11:0];
+    if (\win$68 ) begin
+      \bank2_addr$70  = \port$8936$0 [11:0];
     end
-    if (\win$64 ) begin
-      \bank2_addr$65  = wr__2__addr[11:0];
+    if (\win$69 ) begin
+      \bank2_addr$70  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_wdata = 32'd0;
-    if (\win$62 ) begin
+    if (\win$67 ) begin
       bank2_wdata = wr__0__data;
     end
-    if (\win$63 ) begin
-      bank2_wdata = \port$8977$0 [45:14];
+    if (\win$68 ) begin
+      bank2_wdata = \port$8936$0 [45:14];
     end
-    if (\win$64 ) begin
+    if (\win$69 ) begin
       bank2_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_addr = 12'h000;
-    if (\win$77 ) begin
+    if (\win$82 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$78 ) begin
+    if (\win$83 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$79 ) begin
+    if (\win$84 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
-    if (\win$80 ) begin
+    if (\win$85 ) begin
       bank3_addr = rd__3__addr[11:0];
+    end
+    if (\win$86 ) begin
+      bank3_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank3_addr$85  = 12'h000;
-    if (\win$82 ) begin
-      \bank3_addr$85  = wr__0__addr[11:0];
+    \bank3_addr$91  = 12'h000;
+    if (\win$88 ) begin
+      \bank3_addr$91  = wr__0__addr[11:0];
     end
-    if (\win$83 ) begin
-      \bank3_addr$85  = \port$8977$0 [11:0];
+    if (\win$89 ) begin
+      \bank3_addr$91  = \port$8936$0 [11:0];
     end
-    if (\win$84 ) begin
-      \bank3_addr$85  = wr__2__addr[11:0];
+    if (\win$90 ) begin
+      \bank3_addr$91  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_wdata = 32'd0;
-    if (\win$82 ) begin
+    if (\win$88 ) begin
       bank3_wdata = wr__0__data;
     end
-    if (\win$83 ) begin
-      bank3_wdata = \port$8977$0 [45:14];
+    if (\win$89 ) begin
+      bank3_wdata = \port$8936$0 [45:14];
     end
-    if (\win$84 ) begin
+    if (\win$90 ) begin
       bank3_wdata = wr__2__data;
     end
   end
@@ -56205,186 +56668,224 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$173  = \$161 ;
+    (* full_case = 32'd1 *)
+    casez (rd4_bank_q3)
+      2'h0:
+          rd__4__data = bank0_rdata_q;
+      2'h1:
+          rd__4__data = bank1_rdata_q;
+      2'h2:
+          rd__4__data = bank2_rdata_q;
+      2'h3:
+          rd__4__data = bank3_rdata_q;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$222  = \$209 ;
     if (rst) begin
-      \$173  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$174  = \$162 ;
+    \$223  = \$210 ;
     if (rst) begin
-      \$174  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$175  = \$163 ;
+    \$224  = \$211 ;
     if (rst) begin
-      \$175  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$176  = \$164 ;
+    \$225  = \$212 ;
     if (rst) begin
-      \$176  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$177  = \$165 ;
+    \$226  = \$213 ;
     if (rst) begin
-      \$177  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$178  = \$166 ;
+    \$227  = \$214 ;
     if (rst) begin
-      \$178  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$179  = \$167 ;
+    \$228  = \$215 ;
     if (rst) begin
-      \$179  = 1'h0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$180  = \$168 ;
+    \$229  = \$216 ;
     if (rst) begin
-      \$180  = 1'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$181  = rd0_bank_q;
-    if (\$169 ) begin
-      \$181  = rd__0__addr[13:12];
+    \$230  = rd0_bank_q;
+    if (\$217 ) begin
+      \$230  = rd__0__addr[13:12];
     end
     if (rst) begin
-      \$181  = 2'h0;
+      \$230  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$182  = rd0_bank_q;
+    \$231  = rd0_bank_q;
     if (rst) begin
-      \$182  = 2'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$183  = rd0_bank_q2;
+    \$232  = rd0_bank_q2;
     if (rst) begin
-      \$183  = 2'h0;
+      \$232  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$184  = rd1_bank_q;
-    if (\$170 ) begin
-      \$184  = rd__1__addr[13:12];
+    \$233  = rd1_bank_q;
+    if (\$218 ) begin
+      \$233  = rd__1__addr[13:12];
     end
     if (rst) begin
-      \$184  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$185  = rd1_bank_q;
+    \$234  = rd1_bank_q;
     if (rst) begin
-      \$185  = 2'h0;
+      \$234  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$186  = rd1_bank_q2;
+    \$235  = rd1_bank_q2;
     if (rst) begin
-      \$186  = 2'h0;
+      \$235  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$187  = rd2_bank_q;
-    if (\$171 ) begin
-      \$187  = rd__2__addr[13:12];
+    \$236  = rd2_bank_q;
+    if (\$219 ) begin
+      \$236  = rd__2__addr[13:12];
     end
     if (rst) begin
-      \$187  = 2'h0;
+      \$236  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$188  = rd2_bank_q;
+    \$237  = rd2_bank_q;
     if (rst) begin
-      \$188  = 2'h0;
+      \$237  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$189  = rd2_bank_q2;
+    \$238  = rd2_bank_q2;
     if (rst) begin
-      \$189  = 2'h0;
+      \$238  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$190  = rd3_bank_q;
-    if (\$172 ) begin
-      \$190  = rd__3__addr[13:12];
+    \$239  = rd3_bank_q;
+    if (\$220 ) begin
+      \$239  = rd__3__addr[13:12];
     end
     if (rst) begin
-      \$190  = 2'h0;
+      \$239  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$191  = rd3_bank_q;
+    \$240  = rd3_bank_q;
     if (rst) begin
-      \$191  = 2'h0;
+      \$240  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$192  = rd3_bank_q2;
+    \$241  = rd3_bank_q2;
     if (rst) begin
-      \$192  = 2'h0;
+      \$241  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8977$0 [13:0];
-  assign wr__1__data = \port$8977$0 [45:14];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$242  = rd4_bank_q;
+    if (\$221 ) begin
+      \$242  = rd__4__addr[13:12];
+    end
+    if (rst) begin
+      \$242  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$243  = rd4_bank_q;
+    if (rst) begin
+      \$243  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$244  = rd4_bank_q2;
+    if (rst) begin
+      \$244  = 2'h0;
+    end
+  end
+  assign wr__1__addr = \port$8936$0 [13:0];
+  assign wr__1__data = \port$8936$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign bank1_ren_q = \ren$47 ;
-  assign bank1_raddr_q = \raddr$49 ;
-  assign bank1_wen_q = \wen$51 ;
-  assign bank1_waddr_q = \waddr$53 ;
-  assign bank1_wdata_q = \wdata$55 ;
-  assign bank2_ren_q = \ren$67 ;
-  assign bank2_raddr_q = \raddr$69 ;
-  assign bank2_wen_q = \wen$71 ;
-  assign bank2_waddr_q = \waddr$73 ;
-  assign bank2_wdata_q = \wdata$75 ;
-  assign bank3_ren_q = \ren$87 ;
-  assign bank3_raddr_q = \raddr$89 ;
-  assign bank3_wen_q = \wen$91 ;
-  assign bank3_waddr_q = \waddr$93 ;
-  assign bank3_wdata_q = \wdata$95 ;
+  assign bank1_ren_q = \ren$51 ;
+  assign bank1_raddr_q = \raddr$53 ;
+  assign bank1_wen_q = \wen$55 ;
+  assign bank1_waddr_q = \waddr$57 ;
+  assign bank1_wdata_q = \wdata$59 ;
+  assign bank2_ren_q = \ren$72 ;
+  assign bank2_raddr_q = \raddr$74 ;
+  assign bank2_wen_q = \wen$76 ;
+  assign bank2_waddr_q = \waddr$78 ;
+  assign bank2_wdata_q = \wdata$80 ;
+  assign bank3_ren_q = \ren$93 ;
+  assign bank3_raddr_q = \raddr$95 ;
+  assign bank3_wen_q = \wen$97 ;
+  assign bank3_waddr_q = \waddr$99 ;
+  assign bank3_wdata_q = \wdata$101 ;
   assign \$6  = \$5 ;
-  assign \$31  = \$30 ;
-  assign \$46  = \$45 ;
-  assign \$71  = \$70 ;
-  assign \$86  = \$85 ;
-  assign \$111  = \$110 ;
-  assign \$126  = \$125 ;
-  assign \$151  = \$150 ;
+  assign \$43  = \$42 ;
+  assign \$58  = \$57 ;
+  assign \$95  = \$94 ;
+  assign \$110  = \$109 ;
+  assign \$147  = \$146 ;
+  assign \$162  = \$161 ;
+  assign \$199  = \$198 ;
 endmodule
 
 (* generator = "Amaranth" *)

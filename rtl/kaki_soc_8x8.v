@@ -24,11 +24,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [3:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
   wire [3:0] \$117 ;
   wire \$118 ;
-  wire \$119 ;
+  wire [3:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -38,10 +38,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [32:0] \$128 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [32:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
@@ -50,11 +50,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [3:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [3:0] \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire \$140 ;
+  wire [3:0] \$141 ;
+  wire [3:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
@@ -64,43 +64,43 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
+  wire \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire [32:0] \$154 ;
+  wire [32:0] \$153 ;
+  wire \$154 ;
   wire \$155 ;
-  wire \$156 ;
-  wire [32:0] \$157 ;
+  wire [32:0] \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire \$159 ;
+  wire [32:0] \$159 ;
   wire \$16 ;
-  wire [32:0] \$160 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [32:0] \$163 ;
+  wire [32:0] \$162 ;
+  wire \$163 ;
   wire \$164 ;
-  wire \$165 ;
+  wire [32:0] \$165 ;
   wire \$166 ;
-  wire [32:0] \$167 ;
+  wire \$167 ;
   wire \$168 ;
-  wire \$169 ;
+  wire [32:0] \$169 ;
   wire \$17 ;
-  wire [32:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
+  wire [32:0] \$172 ;
   wire \$173 ;
-  wire [32:0] \$174 ;
+  wire \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire [32:0] \$177 ;
+  wire [32:0] \$176 ;
+  wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [32:0] \$179 ;
   wire \$18 ;
-  wire [32:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
+  wire [32:0] \$182 ;
   wire \$183 ;
-  wire [32:0] \$184 ;
+  wire \$184 ;
   wire \$185 ;
   wire [32:0] \$186 ;
   wire \$187 ;
@@ -111,33 +111,33 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$191 ;
   wire [32:0] \$192 ;
   wire \$193 ;
-  wire \$194 ;
+  wire [32:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire [32:0] \$197 ;
+  wire \$197 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [32:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire [32:0] \$202 ;
+  wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
+  wire [32:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire [32:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
   wire \$210 ;
   wire [32:0] \$211 ;
   wire \$212 ;
   wire [32:0] \$213 ;
   wire \$214 ;
-  wire \$215 ;
+  wire [32:0] \$215 ;
   wire \$216 ;
-  wire [32:0] \$217 ;
+  wire \$217 ;
   wire \$218 ;
   wire [32:0] \$219 ;
   wire \$22 ;
@@ -167,37 +167,37 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [32:0] \$241 ;
   wire \$242 ;
   wire [32:0] \$243 ;
-  reg \$244 ;
-  reg \$245 ;
+  wire \$244 ;
+  wire [32:0] \$245 ;
   reg \$246 ;
   reg \$247 ;
-  reg [31:0] \$248 ;
+  reg \$248 ;
   reg \$249 ;
   wire [1:0] \$25 ;
   reg [31:0] \$250 ;
-  reg [31:0] \$251 ;
-  reg \$252 ;
+  reg \$251 ;
+  reg [31:0] \$252 ;
   reg [31:0] \$253 ;
   reg \$254 ;
-  reg \$255 ;
+  reg [31:0] \$255 ;
   reg \$256 ;
   reg \$257 ;
   reg \$258 ;
-  reg [31:0] \$259 ;
+  reg \$259 ;
   wire \$26 ;
   reg \$260 ;
   reg [31:0] \$261 ;
-  reg [31:0] \$262 ;
+  reg \$262 ;
   reg [31:0] \$263 ;
   reg [31:0] \$264 ;
   reg [31:0] \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
-  reg [15:0] \$268 ;
-  reg \$269 ;
+  reg [31:0] \$266 ;
+  reg [31:0] \$267 ;
+  reg [7:0] \$268 ;
+  reg [7:0] \$269 ;
   wire \$27 ;
-  reg [31:0] \$270 ;
-  reg [31:0] \$271 ;
+  reg [15:0] \$270 ;
+  reg \$271 ;
   reg [31:0] \$272 ;
   reg [31:0] \$273 ;
   reg [31:0] \$274 ;
@@ -227,59 +227,61 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg [31:0] \$296 ;
   reg [31:0] \$297 ;
   reg [31:0] \$298 ;
-  wire [29:0] \$299 ;
+  reg [31:0] \$299 ;
   wire \$3 ;
-  wire [1:0] \$30 ;
-  wire [8:0] \$300 ;
-  wire [8:0] \$301 ;
+  wire \$30 ;
+  reg [31:0] \$300 ;
+  wire [29:0] \$301 ;
   wire [8:0] \$302 ;
   wire [8:0] \$303 ;
   wire [8:0] \$304 ;
-  wire [257:0] \$305 ;
-  wire [257:0] \$306 ;
+  wire [8:0] \$305 ;
+  wire [8:0] \$306 ;
   wire [257:0] \$307 ;
   wire [257:0] \$308 ;
-  wire [2:0] \$309 ;
-  wire [1:0] \$31 ;
-  wire [2:0] \$310 ;
+  wire [257:0] \$309 ;
+  wire \$31 ;
+  wire [257:0] \$310 ;
   wire [2:0] \$311 ;
   wire [2:0] \$312 ;
-  wire [77:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire [4:0] \$315 ;
-  wire [223:0] \$316 ;
+  wire [2:0] \$313 ;
+  wire [2:0] \$314 ;
+  wire [77:0] \$315 ;
+  wire [15:0] \$316 ;
+  wire [4:0] \$317 ;
+  wire [223:0] \$318 ;
   wire [1:0] \$32 ;
   wire [1:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire [1:0] \$36 ;
-  wire [1:0] \$37 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
   wire [1:0] \$38 ;
   wire [1:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [1:0] \$40 ;
+  wire [1:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
+  wire \$44 ;
+  wire \$45 ;
   wire [1:0] \$46 ;
   wire [1:0] \$47 ;
-  wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$48 ;
+  wire [1:0] \$49 ;
   wire [1:0] \$5 ;
-  wire [1:0] \$50 ;
-  wire [1:0] \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
-  wire [3:0] \$54 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [1:0] \$52 ;
+  wire [1:0] \$53 ;
+  wire \$54 ;
   wire [3:0] \$55 ;
   wire [3:0] \$56 ;
-  wire \$57 ;
-  wire [32:0] \$58 ;
+  wire [3:0] \$57 ;
+  wire [3:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [32:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -323,96 +325,96 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$860 ;
+  reg [7:0] \$signal$868 ;
   wire [12:0] acc_rd__addr;
-  wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
   wire [12:0] \acc_rd__addr$228 ;
+  wire [12:0] \acc_rd__addr$236 ;
   wire [255:0] acc_rd__data;
-  wire [255:0] \acc_rd__data$217 ;
   wire [255:0] \acc_rd__data$225 ;
   wire [255:0] \acc_rd__data$233 ;
+  wire [255:0] \acc_rd__data$241 ;
   wire acc_rd__en;
-  wire \acc_rd__en$214 ;
   wire \acc_rd__en$222 ;
   wire \acc_rd__en$230 ;
+  wire \acc_rd__en$238 ;
   wire acc_rd__gnt;
-  wire \acc_rd__gnt$215 ;
   wire \acc_rd__gnt$223 ;
   wire \acc_rd__gnt$231 ;
+  wire \acc_rd__gnt$239 ;
   wire [12:0] acc_wr__addr;
-  wire [12:0] \acc_wr__addr$244 ;
+  wire [12:0] \acc_wr__addr$252 ;
   wire [255:0] acc_wr__data;
-  wire [255:0] \acc_wr__data$250 ;
+  wire [255:0] \acc_wr__data$258 ;
   wire acc_wr__en;
-  wire \acc_wr__en$246 ;
+  wire \acc_wr__en$254 ;
   wire acc_wr__gnt;
-  wire \acc_wr__gnt$247 ;
+  wire \acc_wr__gnt$255 ;
   wire active;
-  wire \active$984 ;
-  wire \active$990 ;
+  wire \active$992 ;
+  wire \active$998 ;
   wire [31:0] axi__araddr;
-  wire [31:0] \axi__araddr$350 ;
+  wire [31:0] \axi__araddr$358 ;
   wire [1:0] axi__arburst;
-  wire [1:0] \axi__arburst$356 ;
+  wire [1:0] \axi__arburst$364 ;
   wire [3:0] axi__arid;
-  wire [3:0] \axi__arid$348 ;
+  wire [3:0] \axi__arid$356 ;
   wire [7:0] axi__arlen;
-  wire [7:0] \axi__arlen$352 ;
+  wire [7:0] \axi__arlen$360 ;
   wire [2:0] axi__arprot;
-  wire [2:0] \axi__arprot$358 ;
+  wire [2:0] \axi__arprot$366 ;
   wire axi__arready;
-  wire \axi__arready$361 ;
+  wire \axi__arready$369 ;
   wire [2:0] axi__arsize;
-  wire [2:0] \axi__arsize$354 ;
+  wire [2:0] \axi__arsize$362 ;
   wire axi__arvalid;
-  wire \axi__arvalid$360 ;
+  wire \axi__arvalid$368 ;
   wire [31:0] axi__awaddr;
-  wire [31:0] \axi__awaddr$316 ;
+  wire [31:0] \axi__awaddr$324 ;
   wire [1:0] axi__awburst;
-  wire [1:0] \axi__awburst$322 ;
+  wire [1:0] \axi__awburst$330 ;
   wire [3:0] axi__awid;
-  wire [3:0] \axi__awid$314 ;
+  wire [3:0] \axi__awid$322 ;
   wire [7:0] axi__awlen;
-  wire [7:0] \axi__awlen$318 ;
+  wire [7:0] \axi__awlen$326 ;
   wire [2:0] axi__awprot;
-  wire [2:0] \axi__awprot$324 ;
+  wire [2:0] \axi__awprot$332 ;
   wire axi__awready;
-  wire \axi__awready$327 ;
+  wire \axi__awready$335 ;
   wire [2:0] axi__awsize;
-  wire [2:0] \axi__awsize$320 ;
+  wire [2:0] \axi__awsize$328 ;
   wire axi__awvalid;
-  wire \axi__awvalid$326 ;
+  wire \axi__awvalid$334 ;
   wire [3:0] axi__bid;
-  wire [3:0] \axi__bid$339 ;
+  wire [3:0] \axi__bid$347 ;
   wire axi__bready;
-  wire \axi__bready$346 ;
+  wire \axi__bready$354 ;
   wire [1:0] axi__bresp;
-  wire [1:0] \axi__bresp$341 ;
+  wire [1:0] \axi__bresp$349 ;
   wire axi__bvalid;
-  wire \axi__bvalid$343 ;
+  wire \axi__bvalid$351 ;
   wire [63:0] axi__rdata;
-  wire [63:0] \axi__rdata$365 ;
+  wire [63:0] \axi__rdata$373 ;
   wire [3:0] axi__rid;
-  wire [3:0] \axi__rid$363 ;
+  wire [3:0] \axi__rid$371 ;
   wire axi__rlast;
-  wire \axi__rlast$369 ;
+  wire \axi__rlast$377 ;
   wire axi__rready;
-  wire \axi__rready$374 ;
+  wire \axi__rready$382 ;
   wire [1:0] axi__rresp;
-  wire [1:0] \axi__rresp$367 ;
+  wire [1:0] \axi__rresp$375 ;
   wire axi__rvalid;
-  wire \axi__rvalid$371 ;
+  wire \axi__rvalid$379 ;
   wire [63:0] axi__wdata;
-  wire [63:0] \axi__wdata$330 ;
+  wire [63:0] \axi__wdata$338 ;
   wire axi__wlast;
-  wire \axi__wlast$334 ;
+  wire \axi__wlast$342 ;
   wire axi__wready;
-  wire \axi__wready$337 ;
+  wire \axi__wready$345 ;
   wire [7:0] axi__wstrb;
-  wire [7:0] \axi__wstrb$332 ;
+  wire [7:0] \axi__wstrb$340 ;
   wire axi__wvalid;
-  wire \axi__wvalid$336 ;
+  wire \axi__wvalid$344 ;
   wire bus__ack;
   wire [31:0] bus__addr;
   wire [11:0] bus__araddr;
@@ -440,7 +442,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$732 ;
+  wire [31:0] \bus_timeout$740 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -474,27 +476,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
-  wire [7:0] \cpl_flags$744 ;
+  wire [7:0] \cpl_flags$752 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
-  wire \cpl_halt$742 ;
+  wire \cpl_halt$750 ;
   wire cpl_irq;
-  wire \cpl_irq$740 ;
+  wire \cpl_irq$748 ;
   wire [15:0] cpl_item;
-  wire [15:0] \cpl_item$752 ;
+  wire [15:0] \cpl_item$760 ;
   wire [7:0] cpl_opcode;
-  wire [7:0] \cpl_opcode$748 ;
+  wire [7:0] \cpl_opcode$756 ;
   wire [1:0] cpl_queue;
-  wire [1:0] \cpl_queue$738 ;
+  wire [1:0] \cpl_queue$746 ;
   wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [7:0] \cpl_status$746 ;
+  wire [7:0] \cpl_status$754 ;
   wire [15:0] cpl_tag;
-  wire [15:0] \cpl_tag$750 ;
+  wire [15:0] \cpl_tag$758 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
   wire cpl_valid;
-  wire \cpl_valid$736 ;
+  wire \cpl_valid$744 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -534,8 +536,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$967 ;
-  wire \ctl__busy$989 ;
+  wire \ctl__busy$975 ;
+  wire \ctl__busy$997 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -650,7 +652,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
-  wire [255:0] \desc$433 ;
+  wire [255:0] \desc$441 ;
   wire direct_busy;
   wire [258:0] dma_load__payload;
   wire [255:0] \dma_load__payload.desc ;
@@ -981,42 +983,42 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell3_written;
   wire enable;
   wire [4:0] engine_reset;
-  wire [4:0] \engine_reset$776 ;
+  wire [4:0] \engine_reset$784 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$700 ;
+  wire [31:0] \event0_value$708 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$720 ;
+  wire [31:0] \event10_value$728 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$722 ;
+  wire [31:0] \event11_value$730 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$724 ;
+  wire [31:0] \event12_value$732 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$726 ;
+  wire [31:0] \event13_value$734 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$728 ;
+  wire [31:0] \event14_value$736 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$730 ;
+  wire [31:0] \event15_value$738 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$702 ;
+  wire [31:0] \event1_value$710 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$704 ;
+  wire [31:0] \event2_value$712 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$706 ;
+  wire [31:0] \event3_value$714 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$708 ;
+  wire [31:0] \event4_value$716 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$710 ;
+  wire [31:0] \event5_value$718 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$712 ;
+  wire [31:0] \event6_value$720 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$714 ;
+  wire [31:0] \event7_value$722 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$716 ;
+  wire [31:0] \event8_value$724 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$718 ;
+  wire [31:0] \event9_value$726 ;
   wire [511:0] events;
   wire [31:0] \events[0] ;
   wire [31:0] \events[10] ;
@@ -1046,16 +1048,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$970 ;
+  wire [31:0] \fw_msg_value$978 ;
   wire fw_running;
   wire [7:0] fw_status;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
-  wire [7:0] \fw_status_state$418 ;
+  wire [7:0] \fw_status_state$426 ;
   wire [31:0] fw_timer_diff;
   wire fw_timer_due;
   wire [31:0] fw_version_version;
-  wire [31:0] \fw_version_version$416 ;
+  wire [31:0] \fw_version_version$424 ;
   reg fw_write_engine_reset = 1'h0;
   wire [4:0] fw_write_engine_reset_engine;
   reg [31:0] fw_write_engine_reset_word = 32'd0;
@@ -1225,7 +1227,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$778  = 1'h0;
+  reg \irq$786  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1526,16 +1528,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] perf_vec_stall;
   reg [31:0] perf_vec_stall_count = 32'd0;
   wire q__0__active;
-  wire \q__0__active$462 ;
+  wire \q__0__active$470 ;
   wire q__0__cleared;
-  wire \q__0__cleared$464 ;
+  wire \q__0__cleared$472 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
   wire q__0__drained;
-  wire \q__0__drained$466 ;
+  wire \q__0__drained$474 ;
   wire q__0__enable;
   wire q__0__end;
   wire [7:0] q__0__error;
@@ -1546,13 +1548,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__fw_ready;
   wire q__0__halted;
   wire [255:0] q__0__head;
-  wire [255:0] \q__0__head$454 ;
+  wire [255:0] \q__0__head$462 ;
   wire q__0__head_end;
   wire [31:0] q__0__head_index;
   wire q__0__head_item;
   wire q__0__item;
   wire q__0__pop;
-  wire \q__0__pop$450 ;
+  wire \q__0__pop$458 ;
   wire [7:0] q__0__prefetched;
   wire q__0__qreset_ack;
   wire q__0__qreset_req;
@@ -1564,16 +1566,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__0__valid;
   wire q__0__waiting;
   wire q__1__active;
-  wire \q__1__active$479 ;
+  wire \q__1__active$487 ;
   wire q__1__cleared;
-  wire \q__1__cleared$481 ;
+  wire \q__1__cleared$489 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
   wire q__1__drained;
-  wire \q__1__drained$483 ;
+  wire \q__1__drained$491 ;
   wire q__1__enable;
   wire q__1__end;
   wire [7:0] q__1__error;
@@ -1584,13 +1586,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
-  wire [255:0] \q__1__head$471 ;
+  wire [255:0] \q__1__head$479 ;
   wire q__1__head_end;
   wire [31:0] q__1__head_index;
   wire q__1__head_item;
   wire q__1__item;
   wire q__1__pop;
-  wire \q__1__pop$468 ;
+  wire \q__1__pop$476 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
@@ -1602,16 +1604,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__1__valid;
   wire q__1__waiting;
   wire q__2__active;
-  wire \q__2__active$496 ;
+  wire \q__2__active$504 ;
   wire q__2__cleared;
-  wire \q__2__cleared$498 ;
+  wire \q__2__cleared$506 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
   wire q__2__drained;
-  wire \q__2__drained$500 ;
+  wire \q__2__drained$508 ;
   wire q__2__enable;
   wire q__2__end;
   wire [7:0] q__2__error;
@@ -1622,13 +1624,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
-  wire [255:0] \q__2__head$488 ;
+  wire [255:0] \q__2__head$496 ;
   wire q__2__head_end;
   wire [31:0] q__2__head_index;
   wire q__2__head_item;
   wire q__2__item;
   wire q__2__pop;
-  wire \q__2__pop$485 ;
+  wire \q__2__pop$493 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
@@ -1640,16 +1642,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__2__valid;
   wire q__2__waiting;
   wire q__3__active;
-  wire \q__3__active$513 ;
+  wire \q__3__active$521 ;
   wire q__3__cleared;
-  wire \q__3__cleared$515 ;
+  wire \q__3__cleared$523 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
   wire q__3__drained;
-  wire \q__3__drained$517 ;
+  wire \q__3__drained$525 ;
   wire q__3__enable;
   wire q__3__end;
   wire [7:0] q__3__error;
@@ -1660,13 +1662,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
-  wire [255:0] \q__3__head$505 ;
+  wire [255:0] \q__3__head$513 ;
   wire q__3__head_end;
   wire [31:0] q__3__head_index;
   wire q__3__head_item;
   wire q__3__item;
   wire q__3__pop;
-  wire \q__3__pop$502 ;
+  wire \q__3__pop$510 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
@@ -1787,37 +1789,41 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] q_window_size3_bytes;
   reg [1:0] queue;
   wire [13:0] rd__0__addr;
-  wire [12:0] \rd__0__addr$203 ;
+  wire [12:0] \rd__0__addr$211 ;
   wire [63:0] rd__0__data;
-  wire [255:0] \rd__0__data$210 ;
+  wire [255:0] \rd__0__data$218 ;
   wire rd__0__en;
-  wire \rd__0__en$205 ;
+  wire \rd__0__en$213 ;
   wire rd__0__gnt;
-  wire \rd__0__gnt$208 ;
+  wire \rd__0__gnt$216 ;
   wire [13:0] rd__1__addr;
-  wire [12:0] \rd__1__addr$211 ;
+  wire [12:0] \rd__1__addr$219 ;
   wire [63:0] rd__1__data;
-  wire [255:0] \rd__1__data$218 ;
+  wire [255:0] \rd__1__data$226 ;
   wire rd__1__en;
-  wire \rd__1__en$213 ;
+  wire \rd__1__en$221 ;
   wire rd__1__gnt;
-  wire \rd__1__gnt$216 ;
+  wire \rd__1__gnt$224 ;
   wire [13:0] rd__2__addr;
-  wire [12:0] \rd__2__addr$219 ;
+  wire [12:0] \rd__2__addr$227 ;
   wire [63:0] rd__2__data;
-  wire [255:0] \rd__2__data$226 ;
+  wire [255:0] \rd__2__data$234 ;
   wire rd__2__en;
-  wire \rd__2__en$221 ;
+  wire \rd__2__en$229 ;
   wire rd__2__gnt;
-  wire \rd__2__gnt$224 ;
+  wire \rd__2__gnt$232 ;
   wire [13:0] rd__3__addr;
-  wire [12:0] \rd__3__addr$227 ;
+  wire [12:0] \rd__3__addr$235 ;
   wire [63:0] rd__3__data;
-  wire [255:0] \rd__3__data$234 ;
+  wire [255:0] \rd__3__data$242 ;
   wire rd__3__en;
-  wire \rd__3__en$229 ;
+  wire \rd__3__en$237 ;
   wire rd__3__gnt;
-  wire \rd__3__gnt$232 ;
+  wire \rd__3__gnt$240 ;
+  wire [13:0] rd__4__addr;
+  wire [63:0] rd__4__data;
+  wire rd__4__en;
+  wire rd__4__gnt;
   wire reject__done;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
@@ -1858,7 +1864,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [15:0] reject__tag;
   wire [4:0] reset;
   wire retire__0__done;
-  wire \retire__0__done$781 ;
+  wire \retire__0__done$789 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1898,7 +1904,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__0__error$784 ;
+  wire [7:0] \retire__0__error$792 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1918,9 +1924,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__0__opcode;
   wire retire__0__queued;
   wire [15:0] retire__0__tag;
-  wire [15:0] \retire__0__tag$786 ;
+  wire [15:0] \retire__0__tag$794 ;
   wire retire__1__done;
-  wire \retire__1__done$788 ;
+  wire \retire__1__done$796 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1960,7 +1966,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__1__error$791 ;
+  wire [7:0] \retire__1__error$799 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1980,9 +1986,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__1__opcode;
   wire retire__1__queued;
   wire [15:0] retire__1__tag;
-  wire [15:0] \retire__1__tag$793 ;
+  wire [15:0] \retire__1__tag$801 ;
   wire retire__2__done;
-  wire \retire__2__done$795 ;
+  wire \retire__2__done$803 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2022,7 +2028,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__2__error$798 ;
+  wire [7:0] \retire__2__error$806 ;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2042,9 +2048,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__2__opcode;
   wire retire__2__queued;
   wire [15:0] retire__2__tag;
-  wire [15:0] \retire__2__tag$800 ;
+  wire [15:0] \retire__2__tag$808 ;
   wire retire__3__done;
-  wire \retire__3__done$802 ;
+  wire \retire__3__done$810 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2084,7 +2090,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__3__error$805 ;
+  wire [7:0] \retire__3__error$813 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2104,9 +2110,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__3__opcode;
   wire retire__3__queued;
   wire [15:0] retire__3__tag;
-  wire [15:0] \retire__3__tag$807 ;
+  wire [15:0] \retire__3__tag$815 ;
   wire retire__4__done;
-  wire \retire__4__done$809 ;
+  wire \retire__4__done$817 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -2146,7 +2152,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   (* enum_value_00010001 = "BAD_LIST" *)
-  wire [7:0] \retire__4__error$812 ;
+  wire [7:0] \retire__4__error$820 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -2166,7 +2172,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] retire__4__opcode;
   wire retire__4__queued;
   wire [15:0] retire__4__tag;
-  wire [15:0] \retire__4__tag$814 ;
+  wire [15:0] \retire__4__tag$822 ;
   input rst;
   wire rst;
   wire run;
@@ -2362,33 +2368,37 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] sfu_error;
   wire sleeping;
   wire [13:0] spad_rd__addr;
-  wire [13:0] \spad_rd__addr$156 ;
   wire [13:0] \spad_rd__addr$164 ;
   wire [13:0] \spad_rd__addr$172 ;
+  wire [13:0] \spad_rd__addr$180 ;
   wire [63:0] spad_rd__data;
-  wire [63:0] \spad_rd__data$161 ;
   wire [63:0] \spad_rd__data$169 ;
   wire [63:0] \spad_rd__data$177 ;
+  wire [63:0] \spad_rd__data$185 ;
   wire spad_rd__en;
-  wire \spad_rd__en$158 ;
   wire \spad_rd__en$166 ;
   wire \spad_rd__en$174 ;
+  wire \spad_rd__en$182 ;
   wire spad_rd__gnt;
-  wire \spad_rd__gnt$159 ;
   wire \spad_rd__gnt$167 ;
   wire \spad_rd__gnt$175 ;
+  wire \spad_rd__gnt$183 ;
+  wire [13:0] spad_rd_b__addr;
+  wire [63:0] spad_rd_b__data;
+  wire spad_rd_b__en;
+  wire spad_rd_b__gnt;
   wire [13:0] spad_wr__addr;
-  wire [13:0] \spad_wr__addr$188 ;
   wire [13:0] \spad_wr__addr$196 ;
+  wire [13:0] \spad_wr__addr$204 ;
   wire [63:0] spad_wr__data;
-  wire [63:0] \spad_wr__data$194 ;
   wire [63:0] \spad_wr__data$202 ;
+  wire [63:0] \spad_wr__data$210 ;
   wire spad_wr__en;
-  wire \spad_wr__en$190 ;
   wire \spad_wr__en$198 ;
+  wire \spad_wr__en$206 ;
   wire spad_wr__gnt;
-  wire \spad_wr__gnt$191 ;
   wire \spad_wr__gnt$199 ;
+  wire \spad_wr__gnt$207 ;
   wire stall;
   wire status_dma_load_busy;
   wire status_dma_store_busy;
@@ -2440,7 +2450,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \store_window.check ;
   wire [31:0] \store_window.size ;
   wire submit;
-  reg \submit$434 ;
+  reg \submit$442 ;
   wire [1:0] submit_queue;
   reg [15:0] tag;
   wire [31:0] timer_cycles;
@@ -2448,7 +2458,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$530 ;
+  wire [31:0] \timestamp_cycles$538 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2605,7 +2615,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg vec_hang_armed = 1'h0;
   wire [31:0] watchdog;
   wire [31:0] watchdog_cycles;
-  wire [31:0] \watchdog_cycles$430 ;
+  wire [31:0] \watchdog_cycles$438 ;
   reg windowed;
   wire [4:0] work_hung;
   wire [3:0] work_mask_qready;
@@ -2614,21 +2624,21 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] work_qreset;
   wire work_timer;
   wire [13:0] wr__0__addr;
-  wire [12:0] \wr__0__addr$235 ;
+  wire [12:0] \wr__0__addr$243 ;
   wire [63:0] wr__0__data;
-  wire [255:0] \wr__0__data$241 ;
+  wire [255:0] \wr__0__data$249 ;
   wire wr__0__en;
-  wire \wr__0__en$237 ;
+  wire \wr__0__en$245 ;
   wire wr__0__gnt;
-  wire \wr__0__gnt$240 ;
+  wire \wr__0__gnt$248 ;
   wire [13:0] wr__1__addr;
-  wire [12:0] \wr__1__addr$243 ;
+  wire [12:0] \wr__1__addr$251 ;
   wire [63:0] wr__1__data;
-  wire [255:0] \wr__1__data$249 ;
+  wire [255:0] \wr__1__data$257 ;
   wire wr__1__en;
-  wire \wr__1__en$245 ;
+  wire \wr__1__en$253 ;
   wire wr__1__gnt;
-  wire \wr__1__gnt$248 ;
+  wire \wr__1__gnt$256 ;
   wire [13:0] wr__2__addr;
   wire [63:0] wr__2__data;
   wire wr__2__en;
@@ -2666,369 +2676,373 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign rd__0__en = spad_rd__en & \$26 ;
   assign \$27  = ~ gemm_frozen;
   assign spad_rd__gnt = rd__0__gnt & \$27 ;
-  assign \$28  = ~ vec_frozen;
-  assign rd__1__en = \spad_rd__en$158  & \$28 ;
-  assign \$29  = ~ vec_frozen;
-  assign \spad_rd__gnt$159  = rd__1__gnt & \$29 ;
-  assign \$34  = ~ vec_frozen;
-  assign wr__0__en = spad_wr__en & \$34 ;
-  assign \$35  = ~ vec_frozen;
-  assign spad_wr__gnt = wr__0__gnt & \$35 ;
-  assign \$40  = ~ gemm_frozen;
-  assign \rd__0__en$205  = acc_rd__en & \$40 ;
-  assign \$41  = ~ gemm_frozen;
-  assign acc_rd__gnt = \rd__0__gnt$208  & \$41 ;
-  assign \$42  = ~ vec_frozen;
-  assign \rd__1__en$213  = \acc_rd__en$214  & \$42 ;
-  assign \$43  = ~ vec_frozen;
-  assign \acc_rd__gnt$215  = \rd__1__gnt$216  & \$43 ;
-  assign \$48  = ~ gemm_frozen;
-  assign \wr__0__en$237  = acc_wr__en & \$48 ;
-  assign \$49  = ~ gemm_frozen;
-  assign acc_wr__gnt = \wr__0__gnt$240  & \$49 ;
-  assign \$52  = cmd_submit_go & held;
-  assign \$53  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__0__valid = | \$309 ;
-  assign \$54  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__1__valid = | \$310 ;
+  assign \$28  = ~ gemm_frozen;
+  assign rd__1__en = spad_rd_b__en & \$28 ;
+  assign \$29  = ~ gemm_frozen;
+  assign spad_rd_b__gnt = rd__1__gnt & \$29 ;
+  assign \$30  = ~ vec_frozen;
+  assign rd__2__en = \spad_rd__en$166  & \$30 ;
+  assign \$31  = ~ vec_frozen;
+  assign \spad_rd__gnt$167  = rd__2__gnt & \$31 ;
+  assign \$36  = ~ vec_frozen;
+  assign wr__0__en = spad_wr__en & \$36 ;
+  assign \$37  = ~ vec_frozen;
+  assign spad_wr__gnt = wr__0__gnt & \$37 ;
+  assign \$42  = ~ gemm_frozen;
+  assign \rd__0__en$213  = acc_rd__en & \$42 ;
+  assign \$43  = ~ gemm_frozen;
+  assign acc_rd__gnt = \rd__0__gnt$216  & \$43 ;
+  assign \$44  = ~ vec_frozen;
+  assign \rd__1__en$221  = \acc_rd__en$222  & \$44 ;
+  assign \$45  = ~ vec_frozen;
+  assign \acc_rd__gnt$223  = \rd__1__gnt$224  & \$45 ;
+  assign \$50  = ~ gemm_frozen;
+  assign \wr__0__en$245  = acc_wr__en & \$50 ;
+  assign \$51  = ~ gemm_frozen;
+  assign acc_wr__gnt = \wr__0__gnt$248  & \$51 ;
+  assign \$54  = cmd_submit_go & held;
   assign \$55  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__2__valid = | \$311 ;
+  assign q__0__valid = | \$311 ;
   assign \$56  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign q__3__valid = | \$312 ;
+  assign q__1__valid = | \$312 ;
+  assign \$57  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__2__valid = | \$313 ;
+  assign \$58  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__3__valid = | \$314 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign cpl_ready = | cpl_free;
-  assign \$57  = | cpl_free;
-  assign cpl_valid = \cpl_valid$736  & \$57 ;
+  assign \$59  = | cpl_free;
+  assign cpl_valid = \cpl_valid$744  & \$59 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$58  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$58 [31];
-  assign retire__0__done = \retire__0__done$781  & retire__0__queued;
-  assign retire__1__done = \retire__1__done$788  & retire__1__queued;
-  assign retire__2__done = \retire__2__done$795  & retire__2__queued;
-  assign retire__3__done = \retire__3__done$802  & retire__3__queued;
-  assign retire__4__done = \retire__4__done$809  & retire__4__queued;
-  assign \$59  = \retire__0__done$781  & \$300 [8];
-  assign \$60  = ! retire__0__error;
-  assign \$61  = \$59  & \$60 ;
-  assign \$62  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$61  & \$62 ;
-  assign \$63  = \retire__1__done$788  & \$301 [8];
-  assign \$64  = ! retire__1__error;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$65  & \$66 ;
-  assign \$67  = \retire__2__done$795  & \$302 [8];
-  assign \$68  = ! retire__2__error;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$69  & \$70 ;
-  assign \$71  = \retire__3__done$802  & \$303 [8];
-  assign \$72  = ! retire__3__error;
-  assign \$73  = \$71  & \$72 ;
-  assign \$74  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$73  & \$74 ;
-  assign \$75  = \retire__4__done$809  & \$304 [8];
-  assign \$76  = ! retire__4__error;
-  assign \$77  = \$75  & \$76 ;
-  assign \$78  = ~ core_ctrl_run;
-  assign irq_status_sfu_done_set = \$77  & \$78 ;
+  assign \$60  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$60 [31];
+  assign retire__0__done = \retire__0__done$789  & retire__0__queued;
+  assign retire__1__done = \retire__1__done$796  & retire__1__queued;
+  assign retire__2__done = \retire__2__done$803  & retire__2__queued;
+  assign retire__3__done = \retire__3__done$810  & retire__3__queued;
+  assign retire__4__done = \retire__4__done$817  & retire__4__queued;
+  assign \$61  = \retire__0__done$789  & \$302 [8];
+  assign \$62  = ! retire__0__error;
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$63  & \$64 ;
+  assign \$65  = \retire__1__done$796  & \$303 [8];
+  assign \$66  = ! retire__1__error;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$67  & \$68 ;
+  assign \$69  = \retire__2__done$803  & \$304 [8];
+  assign \$70  = ! retire__2__error;
+  assign \$71  = \$69  & \$70 ;
+  assign \$72  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$71  & \$72 ;
+  assign \$73  = \retire__3__done$810  & \$305 [8];
+  assign \$74  = ! retire__3__error;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$75  & \$76 ;
+  assign \$77  = \retire__4__done$817  & \$306 [8];
+  assign \$78  = ! retire__4__error;
+  assign \$79  = \$77  & \$78 ;
+  assign \$80  = ~ core_ctrl_run;
+  assign irq_status_sfu_done_set = \$79  & \$80 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$79  = | retire__4__error;
-  assign \$80  = \retire__4__done$809  & \$79 ;
-  assign \$81  = ~ core_ctrl_run;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = | retire__3__error;
-  assign \$84  = \retire__3__done$802  & \$83 ;
-  assign \$85  = ~ core_ctrl_run;
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = | retire__2__error;
-  assign \$88  = \retire__2__done$795  & \$87 ;
-  assign \$89  = ~ core_ctrl_run;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = | retire__1__error;
-  assign \$92  = \retire__1__done$788  & \$91 ;
-  assign \$93  = ~ core_ctrl_run;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = | retire__0__error;
-  assign \$96  = \retire__0__done$781  & \$95 ;
-  assign \$97  = ~ core_ctrl_run;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = | reject__error;
-  assign \$100  = reject__done & \$99 ;
-  assign \$101  = ~ core_ctrl_run;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$105  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$107  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$109  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$111  = irq_status_sfu_done & irq_enable_sfu_done;
-  assign \$113  = irq_status_error & irq_enable_error;
-  assign \$115  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$116  = | \$115 ;
-  assign \$117  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$81  = | retire__4__error;
+  assign \$82  = \retire__4__done$817  & \$81 ;
+  assign \$83  = ~ core_ctrl_run;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = | retire__3__error;
+  assign \$86  = \retire__3__done$810  & \$85 ;
+  assign \$87  = ~ core_ctrl_run;
+  assign \$88  = \$86  & \$87 ;
+  assign \$89  = | retire__2__error;
+  assign \$90  = \retire__2__done$803  & \$89 ;
+  assign \$91  = ~ core_ctrl_run;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = | retire__1__error;
+  assign \$94  = \retire__1__done$796  & \$93 ;
+  assign \$95  = ~ core_ctrl_run;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = | retire__0__error;
+  assign \$98  = \retire__0__done$789  & \$97 ;
+  assign \$99  = ~ core_ctrl_run;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = | reject__error;
+  assign \$102  = reject__done & \$101 ;
+  assign \$103  = ~ core_ctrl_run;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$107  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$109  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$111  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$113  = irq_status_sfu_done & irq_enable_sfu_done;
+  assign \$115  = irq_status_error & irq_enable_error;
+  assign \$117  = irq_status_queue_cpl & irq_enable_queue_cpl;
   assign \$118  = | \$117 ;
-  assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
-  assign \$121  = gemm_hang_armed & ctl__busy;
-  assign \$122  = vec_hang_armed & \ctl__busy$967 ;
-  assign \$123  = ~ mmio__ack;
-  assign \$124  = bus__en & \$123 ;
-  assign \$125  = \$124  & bus__we;
-  assign \$126  = \$299 [9:0] == 4'ha;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = timestamp_cycles + 1'h1;
-  assign \$129  = ~ mmio__ack;
-  assign \$130  = bus__en & \$129 ;
-  assign \$131  = \$130  & bus__we;
-  assign \$132  = \$299 [9:0] == 5'h14;
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = ~ mmio__ack;
-  assign \$135  = bus__en & \$134 ;
-  assign \$136  = \$135  & bus__we;
-  assign \$137  = \$299 [9:0] == 5'h15;
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = ~ work_mask_qready;
-  assign \$140  = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready } & \$139 ;
-  assign \$141  = | \$140 ;
-  assign \$142  = | work_hung;
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$119  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$120  = | \$119 ;
+  assign \$121  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$122 , \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106  };
+  assign \$123  = gemm_hang_armed & ctl__busy;
+  assign \$124  = vec_hang_armed & \ctl__busy$975 ;
+  assign \$125  = ~ mmio__ack;
+  assign \$126  = bus__en & \$125 ;
+  assign \$127  = \$126  & bus__we;
+  assign \$128  = \$301 [9:0] == 4'ha;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = timestamp_cycles + 1'h1;
+  assign \$131  = ~ mmio__ack;
+  assign \$132  = bus__en & \$131 ;
+  assign \$133  = \$132  & bus__we;
+  assign \$134  = \$301 [9:0] == 5'h14;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = ~ mmio__ack;
+  assign \$137  = bus__en & \$136 ;
+  assign \$138  = \$137  & bus__we;
+  assign \$139  = \$301 [9:0] == 5'h15;
+  assign \$140  = \$138  & \$139 ;
+  assign \$141  = ~ work_mask_qready;
+  assign \$142  = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready } & \$141 ;
+  assign \$143  = | \$142 ;
+  assign \$144  = | work_hung;
   assign \$145  = \$143  | \$144 ;
-  assign \$146  = ~ work_mask_timer;
-  assign \$147  = fw_timer_due & \$146 ;
-  assign \$148  = \$145  | \$147 ;
-  assign \$149  = ~ reset[0];
-  assign \$150  = \retire__0__done$781  & \$149 ;
-  assign \$151  = done_dma_load_count + 1'h1;
-  assign \$152  = ~ reset[1];
-  assign \$153  = \retire__1__done$788  & \$152 ;
-  assign \$154  = done_dma_store_count + 1'h1;
-  assign \$155  = ~ reset[2];
-  assign \$156  = \retire__2__done$795  & \$155 ;
-  assign \$157  = done_gemm_count + 1'h1;
-  assign \$158  = ~ reset[3];
-  assign \$159  = \retire__3__done$802  & \$158 ;
-  assign \$160  = done_vec_count + 1'h1;
-  assign \$161  = ~ reset[4];
-  assign \$162  = \retire__4__done$809  & \$161 ;
-  assign \$163  = done_sfu_count + 1'h1;
-  assign \$164  = ~ irq_status_error;
-  assign \$165  = failing & \$164 ;
-  assign \$166  = ~ perf_ctrl_freeze;
-  assign \$167  = perf_cycles_count + 1'h1;
+  assign \$146  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = ~ work_mask_timer;
+  assign \$149  = fw_timer_due & \$148 ;
+  assign \$150  = \$147  | \$149 ;
+  assign \$151  = ~ reset[0];
+  assign \$152  = \retire__0__done$789  & \$151 ;
+  assign \$153  = done_dma_load_count + 1'h1;
+  assign \$154  = ~ reset[1];
+  assign \$155  = \retire__1__done$796  & \$154 ;
+  assign \$156  = done_dma_store_count + 1'h1;
+  assign \$157  = ~ reset[2];
+  assign \$158  = \retire__2__done$803  & \$157 ;
+  assign \$159  = done_gemm_count + 1'h1;
+  assign \$160  = ~ reset[3];
+  assign \$161  = \retire__3__done$810  & \$160 ;
+  assign \$162  = done_vec_count + 1'h1;
+  assign \$163  = ~ reset[4];
+  assign \$164  = \retire__4__done$817  & \$163 ;
+  assign \$165  = done_sfu_count + 1'h1;
+  assign \$166  = ~ irq_status_error;
+  assign \$167  = failing & \$166 ;
   assign \$168  = ~ perf_ctrl_freeze;
-  assign \$169  = ctl__busy | gemm_frozen;
-  assign \$170  = perf_gemm_busy_count + \$169 ;
-  assign \$171  = ~ perf_ctrl_freeze;
-  assign \$172  = ~ gemm_frozen;
-  assign \$173  = active & \$172 ;
-  assign \$174  = perf_gemm_active_count + \$173 ;
-  assign \$175  = ~ perf_ctrl_freeze;
-  assign \$176  = stall | gemm_frozen;
-  assign \$177  = perf_gemm_stall_count + \$176 ;
-  assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = \ctl__busy$967  | vec_frozen;
-  assign \$180  = perf_vec_busy_count + \$179 ;
-  assign \$181  = ~ perf_ctrl_freeze;
-  assign \$182  = ~ vec_frozen;
-  assign \$183  = \active$984  & \$182 ;
-  assign \$184  = perf_vec_active_count + \$183 ;
-  assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = perf_dma_load_busy_count + load__busy;
+  assign \$169  = perf_cycles_count + 1'h1;
+  assign \$170  = ~ perf_ctrl_freeze;
+  assign \$171  = ctl__busy | gemm_frozen;
+  assign \$172  = perf_gemm_busy_count + \$171 ;
+  assign \$173  = ~ perf_ctrl_freeze;
+  assign \$174  = ~ gemm_frozen;
+  assign \$175  = active & \$174 ;
+  assign \$176  = perf_gemm_active_count + \$175 ;
+  assign \$177  = ~ perf_ctrl_freeze;
+  assign \$178  = stall | gemm_frozen;
+  assign \$179  = perf_gemm_stall_count + \$178 ;
+  assign \$180  = ~ perf_ctrl_freeze;
+  assign \$181  = \ctl__busy$975  | vec_frozen;
+  assign \$182  = perf_vec_busy_count + \$181 ;
+  assign \$183  = ~ perf_ctrl_freeze;
+  assign \$184  = ~ vec_frozen;
+  assign \$185  = \active$992  & \$184 ;
+  assign \$186  = perf_vec_active_count + \$185 ;
   assign \$187  = ~ perf_ctrl_freeze;
-  assign \$188  = perf_dma_store_busy_count + store__busy;
+  assign \$188  = perf_dma_load_busy_count + load__busy;
   assign \$189  = ~ perf_ctrl_freeze;
-  assign \$190  = perf_dma_load_bytes_count + load_bytes;
+  assign \$190  = perf_dma_store_busy_count + store__busy;
   assign \$191  = ~ perf_ctrl_freeze;
-  assign \$192  = perf_dma_store_bytes_count + store_bytes;
+  assign \$192  = perf_dma_load_bytes_count + load_bytes;
   assign \$193  = ~ perf_ctrl_freeze;
-  assign \$194  = axi__rvalid & m__0__rready;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = load__busy & \$195 ;
-  assign \$197  = perf_dma_load_stall_count + \$196 ;
-  assign \$198  = ~ perf_ctrl_freeze;
-  assign \$199  = m__0__wvalid & axi__wready;
-  assign \$200  = ~ \$199 ;
-  assign \$201  = store__busy & \$200 ;
-  assign \$202  = perf_dma_store_stall_count + \$201 ;
-  assign \$203  = ~ perf_ctrl_freeze;
-  assign \$204  = \ctl__busy$967  | vec_frozen;
-  assign \$205  = ~ vec_frozen;
-  assign \$206  = \active$984  & \$205 ;
-  assign \$207  = ~ \$206 ;
-  assign \$208  = \$204  & \$207 ;
-  assign \$209  = perf_vec_stall_count + \$208 ;
-  assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = perf_sfu_busy_count + \ctl__busy$989 ;
+  assign \$194  = perf_dma_store_bytes_count + store_bytes;
+  assign \$195  = ~ perf_ctrl_freeze;
+  assign \$196  = axi__rvalid & m__0__rready;
+  assign \$197  = ~ \$196 ;
+  assign \$198  = load__busy & \$197 ;
+  assign \$199  = perf_dma_load_stall_count + \$198 ;
+  assign \$200  = ~ perf_ctrl_freeze;
+  assign \$201  = m__0__wvalid & axi__wready;
+  assign \$202  = ~ \$201 ;
+  assign \$203  = store__busy & \$202 ;
+  assign \$204  = perf_dma_store_stall_count + \$203 ;
+  assign \$205  = ~ perf_ctrl_freeze;
+  assign \$206  = \ctl__busy$975  | vec_frozen;
+  assign \$207  = ~ vec_frozen;
+  assign \$208  = \active$992  & \$207 ;
+  assign \$209  = ~ \$208 ;
+  assign \$210  = \$206  & \$209 ;
+  assign \$211  = perf_vec_stall_count + \$210 ;
   assign \$212  = ~ perf_ctrl_freeze;
-  assign \$213  = perf_sfu_active_count + \active$990 ;
+  assign \$213  = perf_sfu_busy_count + \ctl__busy$997 ;
   assign \$214  = ~ perf_ctrl_freeze;
-  assign \$215  = ~ \active$990 ;
-  assign \$216  = \ctl__busy$989  & \$215 ;
-  assign \$217  = perf_sfu_stall_count + \$216 ;
-  assign \$218  = ~ perf_ctrl_freeze;
-  assign \$219  = perf_dma_load_full_count + full[0];
+  assign \$215  = perf_sfu_active_count + \active$998 ;
+  assign \$216  = ~ perf_ctrl_freeze;
+  assign \$217  = ~ \active$998 ;
+  assign \$218  = \ctl__busy$997  & \$217 ;
+  assign \$219  = perf_sfu_stall_count + \$218 ;
   assign \$220  = ~ perf_ctrl_freeze;
-  assign \$221  = perf_dma_store_full_count + full[1];
+  assign \$221  = perf_dma_load_full_count + full[0];
   assign \$222  = ~ perf_ctrl_freeze;
-  assign \$223  = perf_gemm_full_count + full[2];
+  assign \$223  = perf_dma_store_full_count + full[1];
   assign \$224  = ~ perf_ctrl_freeze;
-  assign \$225  = perf_vec_full_count + full[3];
+  assign \$225  = perf_gemm_full_count + full[2];
   assign \$226  = ~ perf_ctrl_freeze;
-  assign \$227  = perf_sfu_full_count + full[4];
+  assign \$227  = perf_vec_full_count + full[3];
   assign \$228  = ~ perf_ctrl_freeze;
-  assign \$229  = perf_q_retired0_count + q__0__retired;
+  assign \$229  = perf_sfu_full_count + full[4];
   assign \$230  = ~ perf_ctrl_freeze;
-  assign \$231  = perf_q_event_stall0_count + q_status0_waiting;
+  assign \$231  = perf_q_retired0_count + q__0__retired;
   assign \$232  = ~ perf_ctrl_freeze;
-  assign \$233  = perf_q_retired1_count + q__1__retired;
+  assign \$233  = perf_q_event_stall0_count + q_status0_waiting;
   assign \$234  = ~ perf_ctrl_freeze;
-  assign \$235  = perf_q_event_stall1_count + q_status1_waiting;
+  assign \$235  = perf_q_retired1_count + q__1__retired;
   assign \$236  = ~ perf_ctrl_freeze;
-  assign \$237  = perf_q_retired2_count + q__2__retired;
+  assign \$237  = perf_q_event_stall1_count + q_status1_waiting;
   assign \$238  = ~ perf_ctrl_freeze;
-  assign \$239  = perf_q_event_stall2_count + q_status2_waiting;
+  assign \$239  = perf_q_retired2_count + q__2__retired;
   assign \$240  = ~ perf_ctrl_freeze;
-  assign \$241  = perf_q_retired3_count + q__3__retired;
+  assign \$241  = perf_q_event_stall2_count + q_status2_waiting;
   assign \$242  = ~ perf_ctrl_freeze;
-  assign \$243  = perf_q_event_stall3_count + q_status3_waiting;
+  assign \$243  = perf_q_retired3_count + q__3__retired;
+  assign \$244  = ~ perf_ctrl_freeze;
+  assign \$245  = perf_q_event_stall3_count + q_status3_waiting;
   always @(posedge clk)
-    gemm_hang_armed <= \$244 ;
+    gemm_hang_armed <= \$246 ;
   always @(posedge clk)
-    gemm_frozen <= \$245 ;
+    gemm_frozen <= \$247 ;
   always @(posedge clk)
-    vec_hang_armed <= \$246 ;
+    vec_hang_armed <= \$248 ;
   always @(posedge clk)
-    vec_frozen <= \$247 ;
+    vec_frozen <= \$249 ;
   always @(posedge clk)
-    fw_msg_value <= \$248 ;
+    fw_msg_value <= \$250 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$249 ;
+    fw_write_q_pop <= \$251 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$250 ;
+    fw_write_q_pop_word <= \$252 ;
   always @(posedge clk)
-    timestamp_cycles <= \$251 ;
+    timestamp_cycles <= \$253 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$252 ;
+    fw_write_qreset_ack <= \$254 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$253 ;
+    fw_write_qreset_ack_word <= \$255 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$254 ;
+    q__0__doorbell_we <= \$256 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$255 ;
+    q__1__doorbell_we <= \$257 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$256 ;
+    q__2__doorbell_we <= \$258 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$257 ;
+    q__3__doorbell_we <= \$259 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$258 ;
+    fw_write_engine_reset <= \$260 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$259 ;
+    fw_write_engine_reset_word <= \$261 ;
   always @(posedge clk)
-    \irq$778  <= \$260 ;
+    \irq$786  <= \$262 ;
   always @(posedge clk)
-    done_dma_load_count <= \$261 ;
+    done_dma_load_count <= \$263 ;
   always @(posedge clk)
-    done_dma_store_count <= \$262 ;
+    done_dma_store_count <= \$264 ;
   always @(posedge clk)
-    done_gemm_count <= \$263 ;
+    done_gemm_count <= \$265 ;
   always @(posedge clk)
-    done_vec_count <= \$264 ;
+    done_vec_count <= \$266 ;
   always @(posedge clk)
-    done_sfu_count <= \$265 ;
+    done_sfu_count <= \$267 ;
   always @(posedge clk)
-    error_info_code <= \$266 ;
+    error_info_code <= \$268 ;
   always @(posedge clk)
-    error_info_opcode <= \$267 ;
+    error_info_opcode <= \$269 ;
   always @(posedge clk)
-    error_info_tag <= \$268 ;
+    error_info_tag <= \$270 ;
   always @(posedge clk)
-    irq <= \$269 ;
+    irq <= \$271 ;
   always @(posedge clk)
-    perf_cycles_count <= \$270 ;
+    perf_cycles_count <= \$272 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$271 ;
+    perf_gemm_busy_count <= \$273 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$272 ;
+    perf_gemm_active_count <= \$274 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$273 ;
+    perf_gemm_stall_count <= \$275 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$274 ;
+    perf_vec_busy_count <= \$276 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$275 ;
+    perf_vec_active_count <= \$277 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$276 ;
+    perf_dma_load_busy_count <= \$278 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$277 ;
+    perf_dma_store_busy_count <= \$279 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$278 ;
+    perf_dma_load_bytes_count <= \$280 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$279 ;
+    perf_dma_store_bytes_count <= \$281 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$280 ;
+    perf_dma_load_stall_count <= \$282 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$281 ;
+    perf_dma_store_stall_count <= \$283 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$282 ;
+    perf_vec_stall_count <= \$284 ;
   always @(posedge clk)
-    perf_sfu_busy_count <= \$283 ;
+    perf_sfu_busy_count <= \$285 ;
   always @(posedge clk)
-    perf_sfu_active_count <= \$284 ;
+    perf_sfu_active_count <= \$286 ;
   always @(posedge clk)
-    perf_sfu_stall_count <= \$285 ;
+    perf_sfu_stall_count <= \$287 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$286 ;
+    perf_dma_load_full_count <= \$288 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$287 ;
+    perf_dma_store_full_count <= \$289 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$288 ;
+    perf_gemm_full_count <= \$290 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$289 ;
+    perf_vec_full_count <= \$291 ;
   always @(posedge clk)
-    perf_sfu_full_count <= \$290 ;
+    perf_sfu_full_count <= \$292 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$291 ;
+    perf_q_retired0_count <= \$293 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$292 ;
+    perf_q_event_stall0_count <= \$294 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$293 ;
+    perf_q_retired1_count <= \$295 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$294 ;
+    perf_q_event_stall1_count <= \$296 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$295 ;
+    perf_q_retired2_count <= \$297 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$296 ;
+    perf_q_event_stall2_count <= \$298 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$297 ;
+    perf_q_retired3_count <= \$299 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$298 ;
+    perf_q_event_stall3_count <= \$300 ;
   \kaki_soc_8x8.acc  acc (
     .clk(clk),
-    .rd__0__addr(\rd__0__addr$203 ),
+    .rd__0__addr(\rd__0__addr$211 ),
     .rd__0__data(acc_rd__data),
-    .rd__0__en(\rd__0__en$205 ),
-    .rd__0__gnt(\rd__0__gnt$208 ),
-    .rd__1__addr(\rd__1__addr$211 ),
-    .rd__1__data(\acc_rd__data$217 ),
-    .rd__1__en(\rd__1__en$213 ),
-    .rd__1__gnt(\rd__1__gnt$216 ),
-    .rd__2__addr(\rd__2__addr$219 ),
-    .rd__2__data(\acc_rd__data$225 ),
-    .rd__2__en(\$44 [0]),
-    .rd__2__gnt(\rd__2__gnt$224 ),
-    .rd__3__addr(rd__3__addr[12:0]),
-    .rd__3__data(\acc_rd__data$233 ),
-    .rd__3__en(\$46 [0]),
-    .rd__3__gnt(\rd__3__gnt$232 ),
+    .rd__0__en(\rd__0__en$213 ),
+    .rd__0__gnt(\rd__0__gnt$216 ),
+    .rd__1__addr(\rd__1__addr$219 ),
+    .rd__1__data(\acc_rd__data$225 ),
+    .rd__1__en(\rd__1__en$221 ),
+    .rd__1__gnt(\rd__1__gnt$224 ),
+    .rd__2__addr(\rd__2__addr$227 ),
+    .rd__2__data(\acc_rd__data$233 ),
+    .rd__2__en(\$46 [0]),
+    .rd__2__gnt(\rd__2__gnt$232 ),
+    .rd__3__addr(rd__4__addr[12:0]),
+    .rd__3__data(\acc_rd__data$241 ),
+    .rd__3__en(\$48 [0]),
+    .rd__3__gnt(\rd__3__gnt$240 ),
     .rst(rst),
-    .wr__0__addr(\wr__0__addr$235 ),
-    .wr__0__data(\wr__0__data$241 ),
-    .wr__0__en(\wr__0__en$237 ),
-    .wr__0__gnt(\wr__0__gnt$240 ),
+    .wr__0__addr(\wr__0__addr$243 ),
+    .wr__0__data(\wr__0__data$249 ),
+    .wr__0__en(\wr__0__en$245 ),
+    .wr__0__gnt(\wr__0__gnt$248 ),
     .wr__1__addr(wr__2__addr[12:0]),
-    .wr__1__data(\wr__1__data$249 ),
-    .wr__1__en(\$50 [0]),
-    .wr__1__gnt(\wr__1__gnt$248 )
+    .wr__1__data(\wr__1__data$257 ),
+    .wr__1__en(\$52 [0]),
+    .wr__1__gnt(\wr__1__gnt$256 )
   );
   \kaki_soc_8x8.arb  arb (
     .b_route_ready(mem__bready),
@@ -3067,7 +3081,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .m__1__arid(m__1__arid),
     .m__1__arlen(m__1__arlen),
     .m__1__arprot(m__1__arprot),
-    .m__1__arready(\axi__arready$361 ),
+    .m__1__arready(\axi__arready$369 ),
     .m__1__arsize(m__1__arsize),
     .m__1__arvalid(m__1__arvalid),
     .m__1__awaddr(m__1__awaddr),
@@ -3075,16 +3089,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .m__1__awid(m__1__awid),
     .m__1__awlen(m__1__awlen),
     .m__1__awprot(m__1__awprot),
-    .m__1__awready(\axi__awready$327 ),
+    .m__1__awready(\axi__awready$335 ),
     .m__1__awsize(m__1__awsize),
     .m__1__awvalid(m__1__awvalid),
     .m__1__bready(m__1__bready),
-    .m__1__bvalid(\axi__bvalid$343 ),
+    .m__1__bvalid(\axi__bvalid$351 ),
     .m__1__rready(m__1__rready),
-    .m__1__rvalid(\axi__rvalid$371 ),
+    .m__1__rvalid(\axi__rvalid$379 ),
     .m__1__wdata(m__1__wdata),
     .m__1__wlast(m__1__wlast),
-    .m__1__wready(\axi__wready$337 ),
+    .m__1__wready(\axi__wready$345 ),
     .m__1__wstrb(m__1__wstrb),
     .m__1__wvalid(m__1__wvalid),
     .r_route_ready(mem__rready),
@@ -3117,7 +3131,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.control  control (
     .clk(clk),
-    .irq(\irq$778 ),
+    .irq(\irq$786 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -3128,7 +3142,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13913$2 (\$299 ),
+    .\port$13887$2 (\$301 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3239,20 +3253,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13939$0 (inflight),
-    .\port$14215$0 (q__0__cpl_irq),
-    .\port$14229$0 (q__0__error_irq),
-    .\port$14241$0 (q__1__cpl_irq),
-    .\port$14255$0 (q__1__error_irq),
-    .\port$14267$0 (q__2__cpl_irq),
-    .\port$14281$0 (q__2__error_irq),
-    .\port$14293$0 (q__3__cpl_irq),
-    .\port$14307$0 (q__3__error_irq),
-    .\port$14419$0 (\$309 ),
-    .\port$14427$0 (\$310 ),
-    .\port$14435$0 (\$311 ),
-    .\port$14443$0 (\$312 ),
-    .\port$16309$0 (events),
+    .\port$13913$0 (inflight),
+    .\port$14189$0 (q__0__cpl_irq),
+    .\port$14203$0 (q__0__error_irq),
+    .\port$14215$0 (q__1__cpl_irq),
+    .\port$14229$0 (q__1__error_irq),
+    .\port$14241$0 (q__2__cpl_irq),
+    .\port$14255$0 (q__2__error_irq),
+    .\port$14267$0 (q__3__cpl_irq),
+    .\port$14281$0 (q__3__error_irq),
+    .\port$14393$0 (\$311 ),
+    .\port$14401$0 (\$312 ),
+    .\port$14409$0 (\$313 ),
+    .\port$14417$0 (\$314 ),
+    .\port$16332$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3347,11 +3361,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13941$0 (\$300 ),
-    .\port$13945$0 (\$301 ),
-    .\port$13949$0 (\$302 ),
-    .\port$13953$0 (\$303 ),
-    .\port$13957$0 (\$304 ),
+    .\port$13915$0 (\$302 ),
+    .\port$13919$0 (\$303 ),
+    .\port$13923$0 (\$304 ),
+    .\port$13927$0 (\$305 ),
+    .\port$13931$0 (\$306 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3361,23 +3375,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .reject__done(reject__done),
     .reject__error(reject__error),
     .reject__queued(windowed),
-    .retire__0__done(\retire__0__done$781 ),
+    .retire__0__done(\retire__0__done$789 ),
     .retire__0__error(retire__0__error),
     .retire__0__queued(retire__0__queued),
     .retire__0__tag(retire__0__tag),
-    .retire__1__done(\retire__1__done$788 ),
+    .retire__1__done(\retire__1__done$796 ),
     .retire__1__error(retire__1__error),
     .retire__1__queued(retire__1__queued),
     .retire__1__tag(retire__1__tag),
-    .retire__2__done(\retire__2__done$795 ),
+    .retire__2__done(\retire__2__done$803 ),
     .retire__2__error(retire__2__error),
     .retire__2__queued(retire__2__queued),
     .retire__2__tag(retire__2__tag),
-    .retire__3__done(\retire__3__done$802 ),
+    .retire__3__done(\retire__3__done$810 ),
     .retire__3__error(retire__3__error),
     .retire__3__queued(retire__3__queued),
     .retire__3__tag(retire__3__tag),
-    .retire__4__done(\retire__4__done$809 ),
+    .retire__4__done(\retire__4__done$817 ),
     .retire__4__error(retire__4__error),
     .retire__4__queued(retire__4__queued),
     .retire__4__tag(retire__4__tag),
@@ -3386,19 +3400,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .sfu__valid(sfu__valid),
     .sfu_done(\$25 [0]),
     .sfu_error(sfu_error),
-    .submit(\submit$434 ),
+    .submit(\submit$442 ),
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
     .vec_error(vec_error)
   );
   \kaki_soc_8x8.dma  dma (
-    .acc_rd__data(\acc_rd__data$233 ),
-    .acc_rd__en(\acc_rd__en$230 ),
-    .acc_rd__gnt(\$47 [0]),
-    .acc_wr__data(\wr__1__data$249 ),
-    .acc_wr__en(\acc_wr__en$246 ),
-    .acc_wr__gnt(\$51 [0]),
+    .acc_rd__data(\acc_rd__data$241 ),
+    .acc_rd__en(\acc_rd__en$238 ),
+    .acc_rd__gnt(\$49 [0]),
+    .acc_wr__data(\wr__1__data$257 ),
+    .acc_wr__en(\acc_wr__en$254 ),
+    .acc_wr__gnt(\$53 [0]),
     .axi__araddr(m__0__araddr),
     .axi__arburst(m__0__arburst),
     .axi__arlen(m__0__arlen),
@@ -3440,15 +3454,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .\port$109$0 (reset[1:0]),
+    .\port$113$0 (reset[1:0]),
     .rst(rst),
-    .spad_rd__addr(rd__3__addr),
-    .spad_rd__data(\spad_rd__data$177 ),
-    .spad_rd__en(\spad_rd__en$174 ),
-    .spad_rd__gnt(\$33 [0]),
+    .spad_rd__addr(rd__4__addr),
+    .spad_rd__data(\spad_rd__data$185 ),
+    .spad_rd__en(\spad_rd__en$182 ),
+    .spad_rd__gnt(\$35 [0]),
     .spad_wr__addr(wr__2__addr),
-    .spad_wr__en(\spad_wr__en$198 ),
-    .spad_wr__gnt(\$39 [0]),
+    .spad_wr__en(\spad_wr__en$206 ),
+    .spad_wr__gnt(\$41 [0]),
     .store__busy(store__busy),
     .store__cmd__payload(dma_store__payload[255:32]),
     .store__cmd__ready(store__cmd__ready),
@@ -3470,27 +3484,27 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$970 ),
+    .fw_msg_value(\fw_msg_value$978 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11827$0 (q__0__fw_ready),
-    .\port$11870$0 (q__1__fw_ready),
-    .\port$11913$0 (q__2__fw_ready),
-    .\port$11956$0 (q__3__fw_ready),
-    .\port$13913$2 (\$299 ),
-    .\port$16309$0 (events),
-    .\port$4227$0 (q__0__qreset_req),
-    .\port$4238$0 (q__1__qreset_req),
-    .\port$4249$0 (q__2__qreset_req),
-    .\port$4260$0 (q__3__qreset_req),
-    .\port$5830$0 (\$305 [255:0]),
-    .\port$5860$0 (\$306 [255:0]),
-    .\port$5890$0 (\$307 [255:0]),
-    .\port$5920$0 (\$308 [255:0]),
+    .\port$11801$0 (q__0__fw_ready),
+    .\port$11844$0 (q__1__fw_ready),
+    .\port$11887$0 (q__2__fw_ready),
+    .\port$11930$0 (q__3__fw_ready),
+    .\port$13887$2 (\$301 ),
+    .\port$16332$0 (events),
+    .\port$4231$0 (q__0__qreset_req),
+    .\port$4242$0 (q__1__qreset_req),
+    .\port$4253$0 (q__2__qreset_req),
+    .\port$4264$0 (q__3__qreset_req),
+    .\port$5834$0 (\$307 [255:0]),
+    .\port$5864$0 (\$308 [255:0]),
+    .\port$5894$0 (\$309 [255:0]),
+    .\port$5924$0 (\$310 [255:0]),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3506,13 +3520,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.gemm  gemm (
     .a_data(spad_rd__data),
-    .acc_rd__addr(\rd__0__addr$203 ),
+    .a_ptr(rd__0__addr),
+    .a_valid(active),
+    .acc_rd__addr(\rd__0__addr$211 ),
     .acc_rd__data(acc_rd__data),
     .acc_rd__en(acc_rd__en),
-    .acc_wr__addr(\wr__0__addr$235 ),
-    .acc_wr__data(\wr__0__data$241 ),
+    .acc_wr__addr(\wr__0__addr$243 ),
+    .acc_wr__data(\wr__0__data$249 ),
     .acc_wr__en(acc_wr__en),
-    .active(active),
+    .b_ptr(rd__1__addr),
     .clk(clk),
     .ctl__busy(ctl__busy),
     .ctl__cmd__payload(gemm__payload[255:32]),
@@ -3522,10 +3538,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .error(gemm_error),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__0__addr),
     .spad_rd__en(spad_rd__en),
     .spad_rd__gnt(spad_rd__gnt),
-    .stall(stall)
+    .spad_rd_b__en(spad_rd_b__en),
+    .spad_rd_b__gnt(spad_rd_b__gnt),
+    .stall(stall),
+    .w_data(spad_rd_b__data)
   );
   \kaki_soc_8x8.issue  issue (
     .clk(clk),
@@ -3535,7 +3553,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_item(cpl_item),
     .cpl_opcode(cpl_opcode),
     .cpl_ready(cpl_ready),
-    .cpl_rr_any(\cpl_valid$736 ),
+    .cpl_rr_any(\cpl_valid$744 ),
     .cpl_rr_sel(cpl_queue),
     .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
@@ -3546,17 +3564,17 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$11995$0 (\$314 ),
-    .\port$12001$0 (\$315 ),
-    .\port$12002$32 (\$316 ),
-    .\port$5830$0 (\$305 ),
-    .\port$5860$0 (\$306 ),
-    .\port$5890$0 (\$307 ),
-    .\port$5920$0 (\$308 ),
+    .\port$11969$0 (\$316 ),
+    .\port$11975$0 (\$317 ),
+    .\port$11976$32 (\$318 ),
+    .\port$5834$0 (\$307 ),
+    .\port$5864$0 (\$308 ),
+    .\port$5894$0 (\$309 ),
+    .\port$5924$0 (\$310 ),
     .q__0__active(q__0__active),
     .q__0__cleared(q__0__cleared),
     .q__0__drained(q__0__drained),
-    .q__0__fw_pop(\$53 [0]),
+    .q__0__fw_pop(\$55 [0]),
     .q__0__fw_ready(q__0__fw_ready),
     .q__0__pop(q__0__pop),
     .q__0__valid(q__0__valid),
@@ -3564,7 +3582,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__1__active(q__1__active),
     .q__1__cleared(q__1__cleared),
     .q__1__drained(q__1__drained),
-    .q__1__fw_pop(\$54 [1]),
+    .q__1__fw_pop(\$56 [1]),
     .q__1__fw_ready(q__1__fw_ready),
     .q__1__pop(q__1__pop),
     .q__1__valid(q__1__valid),
@@ -3572,7 +3590,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__2__active(q__2__active),
     .q__2__cleared(q__2__cleared),
     .q__2__drained(q__2__drained),
-    .q__2__fw_pop(\$55 [2]),
+    .q__2__fw_pop(\$57 [2]),
     .q__2__fw_ready(q__2__fw_ready),
     .q__2__pop(q__2__pop),
     .q__2__valid(q__2__valid),
@@ -3580,7 +3598,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__active(q__3__active),
     .q__3__cleared(q__3__cleared),
     .q__3__drained(q__3__drained),
-    .q__3__fw_pop(\$56 [3]),
+    .q__3__fw_pop(\$58 [3]),
     .q__3__fw_ready(q__3__fw_ready),
     .q__3__pop(q__3__pop),
     .q__3__valid(q__3__valid),
@@ -3636,25 +3654,25 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .cpl_timestamp(timestamp_cycles),
     .cpl_valid(cpl_valid),
     .down__arid(m__1__arid),
-    .down__arready(\axi__arready$361 ),
+    .down__arready(\axi__arready$369 ),
     .down__awid(m__1__awid),
-    .down__awready(\axi__awready$327 ),
+    .down__awready(\axi__awready$335 ),
     .down__bid(mem__bid[2:0]),
     .down__bresp(mem__bresp),
-    .down__bvalid(\axi__bvalid$343 ),
+    .down__bvalid(\axi__bvalid$351 ),
     .down__rdata(mem__rdata),
     .down__rid(mem__rid[2:0]),
     .down__rlast(mem__rlast),
     .down__rresp(mem__rresp),
-    .down__rvalid(\axi__rvalid$371 ),
-    .down__wready(\axi__wready$337 ),
+    .down__rvalid(\axi__rvalid$379 ),
+    .down__wready(\axi__wready$345 ),
     .fw_running(fw_running),
-    .level(\$309 ),
-    .\level$122 (\$310 ),
-    .\level$159 (\$311 ),
-    .\level$196 (\$312 ),
+    .level(\$311 ),
+    .\level$122 (\$312 ),
+    .\level$159 (\$313 ),
+    .\level$196 (\$314 ),
     .limit(bus_timeout),
-    .\port$104$0 (fw_write_qreset_ack_queue),
+    .\port$108$0 (fw_write_qreset_ack_queue),
     .q0_active(q__0__active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3739,10 +3757,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q__3__retired(q__3__retired),
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
-    .r_data(\$305 ),
-    .\r_data$128 (\$306 ),
-    .\r_data$165 (\$307 ),
-    .\r_data$202 (\$308 ),
+    .r_data(\$307 ),
+    .\r_data$128 (\$308 ),
+    .\r_data$165 (\$309 ),
+    .\r_data$202 (\$310 ),
     .r_en(q__0__pop),
     .\r_en$139 (q__1__pop),
     .\r_en$176 (q__2__pop),
@@ -3750,79 +3768,83 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rst(rst)
   );
   \kaki_soc_8x8.sfu  sfu (
-    .acc_rd__addr(\rd__2__addr$219 ),
-    .acc_rd__data(\acc_rd__data$225 ),
-    .acc_rd__en(\acc_rd__en$222 ),
-    .acc_rd__gnt(\$45 [0]),
-    .active(\active$990 ),
+    .acc_rd__addr(\rd__2__addr$227 ),
+    .acc_rd__data(\acc_rd__data$233 ),
+    .acc_rd__en(\acc_rd__en$230 ),
+    .acc_rd__gnt(\$47 [0]),
+    .active(\active$998 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$989 ),
+    .ctl__busy(\ctl__busy$997 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$13451$0 (sfu_cmd_op),
-    .\port$4217$32 (sfu__payload[255:32]),
-    .r_data(\$313 ),
-    .r_en(\$37 [0]),
-    .r_rdy(\spad_wr__en$190 ),
+    .\port$13425$0 (sfu_cmd_op),
+    .\port$4221$32 (sfu__payload[255:32]),
+    .r_data(\$315 ),
+    .r_en(\$39 [0]),
+    .r_rdy(\spad_wr__en$198 ),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__2__addr),
-    .spad_rd__data(\spad_rd__data$169 ),
-    .spad_rd__en(\spad_rd__en$166 ),
-    .spad_rd__gnt(\$31 [0])
+    .spad_rd__addr(rd__3__addr),
+    .spad_rd__data(\spad_rd__data$177 ),
+    .spad_rd__en(\spad_rd__en$174 ),
+    .spad_rd__gnt(\$33 [0])
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$11029$0 (\$313 ),
+    .\port$10934$0 (\$315 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
     .rd__0__gnt(rd__0__gnt),
     .rd__1__addr(rd__1__addr),
-    .rd__1__data(\spad_rd__data$161 ),
+    .rd__1__data(spad_rd_b__data),
     .rd__1__en(rd__1__en),
     .rd__1__gnt(rd__1__gnt),
     .rd__2__addr(rd__2__addr),
     .rd__2__data(\spad_rd__data$169 ),
-    .rd__2__en(\$30 [0]),
+    .rd__2__en(rd__2__en),
     .rd__2__gnt(rd__2__gnt),
     .rd__3__addr(rd__3__addr),
     .rd__3__data(\spad_rd__data$177 ),
     .rd__3__en(\$32 [0]),
     .rd__3__gnt(rd__3__gnt),
+    .rd__4__addr(rd__4__addr),
+    .rd__4__data(\spad_rd__data$185 ),
+    .rd__4__en(\$34 [0]),
+    .rd__4__gnt(rd__4__gnt),
     .rst(rst),
     .wr__0__addr(wr__0__addr),
     .wr__0__data(wr__0__data),
     .wr__0__en(wr__0__en),
     .wr__0__gnt(wr__0__gnt),
-    .wr__1__en(\$36 [0]),
+    .wr__1__en(\$38 [0]),
     .wr__1__gnt(wr__1__gnt),
     .wr__2__addr(wr__2__addr),
-    .wr__2__data(\wr__1__data$249 [63:0]),
-    .wr__2__en(\$38 [0]),
+    .wr__2__data(\wr__1__data$257 [63:0]),
+    .wr__2__en(\$40 [0]),
     .wr__2__gnt(wr__2__gnt)
   );
   \kaki_soc_8x8.vec  vec (
-    .acc_ptr(\rd__1__addr$211 ),
-    .acc_rd__data(\acc_rd__data$217 ),
-    .acc_rd__en(\acc_rd__en$214 ),
-    .acc_rd__gnt(\acc_rd__gnt$215 ),
+    .acc_ptr(\rd__1__addr$219 ),
+    .acc_rd__data(\acc_rd__data$225 ),
+    .acc_rd__en(\acc_rd__en$222 ),
+    .acc_rd__gnt(\acc_rd__gnt$223 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$967 ),
+    .ctl__busy(\ctl__busy$975 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$984 ),
-    .res_ptr(rd__1__addr),
+    .fire(\active$992 ),
+    .res_ptr(rd__2__addr),
     .reset(reset),
     .rst(rst),
-    .spad_rd__data(\spad_rd__data$161 ),
-    .spad_rd__en(\spad_rd__en$158 ),
-    .spad_rd__gnt(\spad_rd__gnt$159 ),
+    .spad_rd__data(\spad_rd__data$169 ),
+    .spad_rd__en(\spad_rd__en$166 ),
+    .spad_rd__gnt(\spad_rd__gnt$167 ),
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
     .wr_en(spad_wr__en)
@@ -3847,7 +3869,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      desc = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
+      desc = { \$318 , submit_queue, 9'h000, \$317 , \$316  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3856,9 +3878,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (submit) begin
-      \submit$434  = 1'h1;
+      \submit$442  = 1'h1;
     end else begin
-      \submit$434  = \$52 ;
+      \submit$442  = \$54 ;
     end
   end
   always @* begin
@@ -3936,22 +3958,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$82 ) begin
+    if (\$84 ) begin
       failing = 1'h1;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       failing = 1'h1;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       failing = 1'h1;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       failing = 1'h1;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       failing = 1'h1;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3961,22 +3983,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$82 ) begin
+    if (\$84 ) begin
       \$signal  = retire__4__error;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       \$signal  = retire__3__error;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       \$signal  = retire__2__error;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       \$signal  = retire__1__error;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       \$signal  = retire__0__error;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3985,48 +4007,48 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$860  = 8'h00;
-    if (\$82 ) begin
-      \$signal$860  = \$304 [7:0];
+    \$signal$868  = 8'h00;
+    if (\$84 ) begin
+      \$signal$868  = \$306 [7:0];
     end
-    if (\$86 ) begin
-      \$signal$860  = \$303 [7:0];
+    if (\$88 ) begin
+      \$signal$868  = \$305 [7:0];
     end
-    if (\$90 ) begin
-      \$signal$860  = \$302 [7:0];
+    if (\$92 ) begin
+      \$signal$868  = \$304 [7:0];
     end
-    if (\$94 ) begin
-      \$signal$860  = \$301 [7:0];
+    if (\$96 ) begin
+      \$signal$868  = \$303 [7:0];
     end
-    if (\$98 ) begin
-      \$signal$860  = \$300 [7:0];
+    if (\$100 ) begin
+      \$signal$868  = \$302 [7:0];
     end
-    if (\$102 ) begin
-      \$signal$860  = desc[7:0];
+    if (\$104 ) begin
+      \$signal$868  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$860  = cmd0_word[7:0];
+      \$signal$868  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$82 ) begin
+    if (\$84 ) begin
       tag = retire__4__tag;
     end
-    if (\$86 ) begin
+    if (\$88 ) begin
       tag = retire__3__tag;
     end
-    if (\$90 ) begin
+    if (\$92 ) begin
       tag = retire__2__tag;
     end
-    if (\$94 ) begin
+    if (\$96 ) begin
       tag = retire__1__tag;
     end
-    if (\$98 ) begin
+    if (\$100 ) begin
       tag = retire__0__tag;
     end
-    if (\$102 ) begin
+    if (\$104 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -4099,38 +4121,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = gemm_hang_armed;
+    \$246  = gemm_hang_armed;
     if (reset[2]) begin
-      \$244  = 1'h0;
-    end else if (\$121 ) begin
-      \$244  = 1'h0;
+      \$246  = 1'h0;
+    end else if (\$123 ) begin
+      \$246  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$244  = 1'h1;
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = gemm_frozen;
-    if (reset[2]) begin
-      \$245  = 1'h0;
-    end else if (\$121 ) begin
-      \$245  = 1'h1;
-    end
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = vec_hang_armed;
-    if (reset[3]) begin
-      \$246  = 1'h0;
-    end else if (\$122 ) begin
-      \$246  = 1'h0;
-    end else if (debug_hang_vec) begin
       \$246  = 1'h1;
     end
     if (rst) begin
@@ -4139,10 +4135,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = vec_frozen;
-    if (reset[3]) begin
+    \$247  = gemm_frozen;
+    if (reset[2]) begin
       \$247  = 1'h0;
-    end else if (\$122 ) begin
+    end else if (\$123 ) begin
       \$247  = 1'h1;
     end
     if (rst) begin
@@ -4151,123 +4147,129 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$248  = \fw_msg_value$970 ;
+    \$248  = vec_hang_armed;
+    if (reset[3]) begin
+      \$248  = 1'h0;
+    end else if (\$124 ) begin
+      \$248  = 1'h0;
+    end else if (debug_hang_vec) begin
+      \$248  = 1'h1;
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = \$127 ;
+    \$249  = vec_frozen;
+    if (reset[3]) begin
+      \$249  = 1'h0;
+    end else if (\$124 ) begin
+      \$249  = 1'h1;
+    end
     if (rst) begin
       \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = bus__wdata;
+    \$250  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$250  = \fw_msg_value$978 ;
+    end
     if (rst) begin
       \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = \$128 [31:0];
+    \$251  = \$129 ;
     if (rst) begin
-      \$251  = 32'd0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = \$133 ;
+    \$252  = bus__wdata;
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = bus__wdata;
+    \$253  = \$130 [31:0];
     if (rst) begin
       \$253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = q_doorbell0_producer_swmod;
+    \$254  = \$135 ;
     if (rst) begin
       \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = q_doorbell1_producer_swmod;
+    \$255  = bus__wdata;
     if (rst) begin
-      \$255  = 1'h0;
+      \$255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = q_doorbell2_producer_swmod;
+    \$256  = q_doorbell0_producer_swmod;
     if (rst) begin
       \$256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = q_doorbell3_producer_swmod;
+    \$257  = q_doorbell1_producer_swmod;
     if (rst) begin
       \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = \$138 ;
+    \$258  = q_doorbell2_producer_swmod;
     if (rst) begin
       \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = bus__wdata;
+    \$259  = q_doorbell3_producer_swmod;
     if (rst) begin
-      \$259  = 32'd0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = \$148 ;
+    \$260  = \$140 ;
     if (rst) begin
       \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = done_dma_load_count;
-    if (\$150 ) begin
-      \$261  = \$151 [31:0];
-    end
+    \$261  = bus__wdata;
     if (rst) begin
       \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = done_dma_store_count;
-    if (\$153 ) begin
-      \$262  = \$154 [31:0];
-    end
+    \$262  = \$150 ;
     if (rst) begin
-      \$262  = 32'd0;
+      \$262  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = done_gemm_count;
-    if (\$156 ) begin
-      \$263  = \$157 [31:0];
+    \$263  = done_dma_load_count;
+    if (\$152 ) begin
+      \$263  = \$153 [31:0];
     end
     if (rst) begin
       \$263  = 32'd0;
@@ -4275,9 +4277,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = done_vec_count;
-    if (\$159 ) begin
-      \$264  = \$160 [31:0];
+    \$264  = done_dma_store_count;
+    if (\$155 ) begin
+      \$264  = \$156 [31:0];
     end
     if (rst) begin
       \$264  = 32'd0;
@@ -4285,9 +4287,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = done_sfu_count;
-    if (\$162 ) begin
-      \$265  = \$163 [31:0];
+    \$265  = done_gemm_count;
+    if (\$158 ) begin
+      \$265  = \$159 [31:0];
     end
     if (rst) begin
       \$265  = 32'd0;
@@ -4295,72 +4297,68 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = error_info_code;
-    if (\$165 ) begin
-      \$266  = \$signal ;
+    \$266  = done_vec_count;
+    if (\$161 ) begin
+      \$266  = \$162 [31:0];
     end
     if (rst) begin
-      \$266  = 8'h00;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = error_info_opcode;
-    if (\$165 ) begin
-      \$267  = \$signal$860 ;
+    \$267  = done_sfu_count;
+    if (\$164 ) begin
+      \$267  = \$165 [31:0];
     end
     if (rst) begin
-      \$267  = 8'h00;
+      \$267  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = error_info_tag;
-    if (\$165 ) begin
-      \$268  = tag;
+    \$268  = error_info_code;
+    if (\$167 ) begin
+      \$268  = \$signal ;
     end
     if (rst) begin
-      \$268  = 16'h0000;
+      \$268  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = pending;
+    \$269  = error_info_opcode;
+    if (\$167 ) begin
+      \$269  = \$signal$868 ;
+    end
     if (rst) begin
-      \$269  = 1'h0;
+      \$269  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = perf_cycles_count;
+    \$270  = error_info_tag;
+    if (\$167 ) begin
+      \$270  = tag;
+    end
+    if (rst) begin
+      \$270  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$271  = pending;
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$272  = perf_cycles_count;
     if (perf_ctrl_clear) begin
-      \$270  = 32'd0;
-    end else if (\$166 ) begin
-      \$270  = \$167 [31:0];
-    end
-    if (rst) begin
-      \$270  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$271  = 32'd0;
+      \$272  = 32'd0;
     end else if (\$168 ) begin
-      \$271  = \$170 [31:0];
-    end
-    if (rst) begin
-      \$271  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$272  = 32'd0;
-    end else if (\$171 ) begin
-      \$272  = \$174 [31:0];
+      \$272  = \$169 [31:0];
     end
     if (rst) begin
       \$272  = 32'd0;
@@ -4368,11 +4366,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = perf_gemm_stall_count;
+    \$273  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
       \$273  = 32'd0;
-    end else if (\$175 ) begin
-      \$273  = \$177 [31:0];
+    end else if (\$170 ) begin
+      \$273  = \$172 [31:0];
     end
     if (rst) begin
       \$273  = 32'd0;
@@ -4380,11 +4378,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = perf_vec_busy_count;
+    \$274  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
       \$274  = 32'd0;
-    end else if (\$178 ) begin
-      \$274  = \$180 [31:0];
+    end else if (\$173 ) begin
+      \$274  = \$176 [31:0];
     end
     if (rst) begin
       \$274  = 32'd0;
@@ -4392,11 +4390,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = perf_vec_active_count;
+    \$275  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
       \$275  = 32'd0;
-    end else if (\$181 ) begin
-      \$275  = \$184 [31:0];
+    end else if (\$177 ) begin
+      \$275  = \$179 [31:0];
     end
     if (rst) begin
       \$275  = 32'd0;
@@ -4404,11 +4402,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = perf_dma_load_busy_count;
+    \$276  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
       \$276  = 32'd0;
-    end else if (\$185 ) begin
-      \$276  = \$186 [31:0];
+    end else if (\$180 ) begin
+      \$276  = \$182 [31:0];
     end
     if (rst) begin
       \$276  = 32'd0;
@@ -4416,59 +4414,59 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = perf_dma_store_busy_count;
+    \$277  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
       \$277  = 32'd0;
+    end else if (\$183 ) begin
+      \$277  = \$186 [31:0];
+    end
+    if (rst) begin
+      \$277  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$278  = perf_dma_load_busy_count;
+    if (perf_ctrl_clear) begin
+      \$278  = 32'd0;
     end else if (\$187 ) begin
-      \$277  = \$188 [31:0];
+      \$278  = \$188 [31:0];
     end
     if (rst) begin
-      \$277  = 32'd0;
+      \$278  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = perf_dma_load_bytes_count;
+    \$279  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
-      \$278  = 32'd0;
+      \$279  = 32'd0;
     end else if (\$189 ) begin
-      \$278  = \$190 [31:0];
+      \$279  = \$190 [31:0];
     end
     if (rst) begin
-      \$278  = 32'd0;
+      \$279  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = perf_dma_store_bytes_count;
+    \$280  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
-      \$279  = 32'd0;
+      \$280  = 32'd0;
     end else if (\$191 ) begin
-      \$279  = \$192 [31:0];
+      \$280  = \$192 [31:0];
     end
     if (rst) begin
-      \$279  = 32'd0;
+      \$280  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = perf_dma_load_stall_count;
+    \$281  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
-      \$280  = 32'd0;
+      \$281  = 32'd0;
     end else if (\$193 ) begin
-      \$280  = \$197 [31:0];
-    end
-    if (rst) begin
-      \$280  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$281  = 32'd0;
-    end else if (\$198 ) begin
-      \$281  = \$202 [31:0];
+      \$281  = \$194 [31:0];
     end
     if (rst) begin
       \$281  = 32'd0;
@@ -4476,11 +4474,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = perf_vec_stall_count;
+    \$282  = perf_dma_load_stall_count;
     if (perf_ctrl_clear) begin
       \$282  = 32'd0;
-    end else if (\$203 ) begin
-      \$282  = \$209 [31:0];
+    end else if (\$195 ) begin
+      \$282  = \$199 [31:0];
     end
     if (rst) begin
       \$282  = 32'd0;
@@ -4488,11 +4486,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = perf_sfu_busy_count;
+    \$283  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
       \$283  = 32'd0;
-    end else if (\$210 ) begin
-      \$283  = \$211 [31:0];
+    end else if (\$200 ) begin
+      \$283  = \$204 [31:0];
     end
     if (rst) begin
       \$283  = 32'd0;
@@ -4500,35 +4498,35 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = perf_sfu_active_count;
+    \$284  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
       \$284  = 32'd0;
+    end else if (\$205 ) begin
+      \$284  = \$211 [31:0];
+    end
+    if (rst) begin
+      \$284  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$285  = perf_sfu_busy_count;
+    if (perf_ctrl_clear) begin
+      \$285  = 32'd0;
     end else if (\$212 ) begin
-      \$284  = \$213 [31:0];
+      \$285  = \$213 [31:0];
     end
     if (rst) begin
-      \$284  = 32'd0;
+      \$285  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = perf_sfu_stall_count;
+    \$286  = perf_sfu_active_count;
     if (perf_ctrl_clear) begin
-      \$285  = 32'd0;
+      \$286  = 32'd0;
     end else if (\$214 ) begin
-      \$285  = \$217 [31:0];
-    end
-    if (rst) begin
-      \$285  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = perf_dma_load_full_count;
-    if (perf_ctrl_clear) begin
-      \$286  = 32'd0;
-    end else if (\$218 ) begin
-      \$286  = \$219 [31:0];
+      \$286  = \$215 [31:0];
     end
     if (rst) begin
       \$286  = 32'd0;
@@ -4536,151 +4534,175 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = perf_dma_store_full_count;
+    \$287  = perf_sfu_stall_count;
     if (perf_ctrl_clear) begin
       \$287  = 32'd0;
+    end else if (\$216 ) begin
+      \$287  = \$219 [31:0];
+    end
+    if (rst) begin
+      \$287  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$288  = perf_dma_load_full_count;
+    if (perf_ctrl_clear) begin
+      \$288  = 32'd0;
     end else if (\$220 ) begin
-      \$287  = \$221 [31:0];
+      \$288  = \$221 [31:0];
     end
     if (rst) begin
-      \$287  = 32'd0;
+      \$288  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = perf_gemm_full_count;
+    \$289  = perf_dma_store_full_count;
     if (perf_ctrl_clear) begin
-      \$288  = 32'd0;
+      \$289  = 32'd0;
     end else if (\$222 ) begin
-      \$288  = \$223 [31:0];
+      \$289  = \$223 [31:0];
     end
     if (rst) begin
-      \$288  = 32'd0;
+      \$289  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = perf_vec_full_count;
+    \$290  = perf_gemm_full_count;
     if (perf_ctrl_clear) begin
-      \$289  = 32'd0;
+      \$290  = 32'd0;
     end else if (\$224 ) begin
-      \$289  = \$225 [31:0];
+      \$290  = \$225 [31:0];
     end
     if (rst) begin
-      \$289  = 32'd0;
+      \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = perf_sfu_full_count;
+    \$291  = perf_vec_full_count;
     if (perf_ctrl_clear) begin
-      \$290  = 32'd0;
+      \$291  = 32'd0;
     end else if (\$226 ) begin
-      \$290  = \$227 [31:0];
+      \$291  = \$227 [31:0];
     end
     if (rst) begin
-      \$290  = 32'd0;
+      \$291  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = perf_q_retired0_count;
+    \$292  = perf_sfu_full_count;
     if (perf_ctrl_clear) begin
-      \$291  = 32'd0;
+      \$292  = 32'd0;
     end else if (\$228 ) begin
-      \$291  = \$229 [31:0];
+      \$292  = \$229 [31:0];
     end
     if (rst) begin
-      \$291  = 32'd0;
+      \$292  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = perf_q_event_stall0_count;
+    \$293  = perf_q_retired0_count;
     if (perf_ctrl_clear) begin
-      \$292  = 32'd0;
+      \$293  = 32'd0;
     end else if (\$230 ) begin
-      \$292  = \$231 [31:0];
+      \$293  = \$231 [31:0];
     end
     if (rst) begin
-      \$292  = 32'd0;
+      \$293  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = perf_q_retired1_count;
+    \$294  = perf_q_event_stall0_count;
     if (perf_ctrl_clear) begin
-      \$293  = 32'd0;
+      \$294  = 32'd0;
     end else if (\$232 ) begin
-      \$293  = \$233 [31:0];
+      \$294  = \$233 [31:0];
     end
     if (rst) begin
-      \$293  = 32'd0;
+      \$294  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = perf_q_event_stall1_count;
+    \$295  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
-      \$294  = 32'd0;
+      \$295  = 32'd0;
     end else if (\$234 ) begin
-      \$294  = \$235 [31:0];
+      \$295  = \$235 [31:0];
     end
     if (rst) begin
-      \$294  = 32'd0;
+      \$295  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = perf_q_retired2_count;
+    \$296  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
-      \$295  = 32'd0;
+      \$296  = 32'd0;
     end else if (\$236 ) begin
-      \$295  = \$237 [31:0];
+      \$296  = \$237 [31:0];
     end
     if (rst) begin
-      \$295  = 32'd0;
+      \$296  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = perf_q_event_stall2_count;
+    \$297  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
-      \$296  = 32'd0;
+      \$297  = 32'd0;
     end else if (\$238 ) begin
-      \$296  = \$239 [31:0];
+      \$297  = \$239 [31:0];
     end
     if (rst) begin
-      \$296  = 32'd0;
+      \$297  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = perf_q_retired3_count;
+    \$298  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
-      \$297  = 32'd0;
+      \$298  = 32'd0;
     end else if (\$240 ) begin
-      \$297  = \$241 [31:0];
+      \$298  = \$241 [31:0];
     end
     if (rst) begin
-      \$297  = 32'd0;
+      \$298  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = perf_q_event_stall3_count;
+    \$299  = perf_q_retired3_count;
     if (perf_ctrl_clear) begin
-      \$298  = 32'd0;
+      \$299  = 32'd0;
     end else if (\$242 ) begin
-      \$298  = \$243 [31:0];
+      \$299  = \$243 [31:0];
     end
     if (rst) begin
-      \$298  = 32'd0;
+      \$299  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$300  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$300  = 32'd0;
+    end else if (\$244 ) begin
+      \$300  = \$245 [31:0];
+    end
+    if (rst) begin
+      \$300  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$299 , 2'h0 };
-  assign mmio__addr = { \$299 , 2'h0 };
+  assign bus__addr = { \$301 , 2'h0 };
+  assign mmio__addr = { \$301 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -4723,49 +4745,51 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \ctl__error$146  = sfu_error;
   assign spad_rd__addr = rd__0__addr;
   assign rd__0__data = spad_rd__data;
-  assign \spad_rd__addr$156  = rd__1__addr;
-  assign rd__1__data = \spad_rd__data$161 ;
+  assign spad_rd_b__addr = rd__1__addr;
+  assign rd__1__data = spad_rd_b__data;
   assign \spad_rd__addr$164  = rd__2__addr;
-  assign rd__2__en = \$30 [0];
-  assign \spad_rd__gnt$167  = \$31 [0];
   assign rd__2__data = \spad_rd__data$169 ;
   assign \spad_rd__addr$172  = rd__3__addr;
   assign rd__3__en = \$32 [0];
   assign \spad_rd__gnt$175  = \$33 [0];
   assign rd__3__data = \spad_rd__data$177 ;
+  assign \spad_rd__addr$180  = rd__4__addr;
+  assign rd__4__en = \$34 [0];
+  assign \spad_rd__gnt$183  = \$35 [0];
+  assign rd__4__data = \spad_rd__data$185 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
-  assign wr__1__addr = \$313 [13:0];
-  assign \spad_wr__addr$188  = \$313 [13:0];
-  assign wr__1__en = \$36 [0];
-  assign \spad_wr__gnt$191  = \$37 [0];
-  assign wr__1__data = \$313 [77:14];
-  assign \spad_wr__data$194  = \$313 [77:14];
-  assign \spad_wr__addr$196  = wr__2__addr;
-  assign wr__2__en = \$38 [0];
+  assign wr__1__addr = \$315 [13:0];
+  assign \spad_wr__addr$196  = \$315 [13:0];
+  assign wr__1__en = \$38 [0];
   assign \spad_wr__gnt$199  = \$39 [0];
-  assign wr__2__data = \wr__1__data$249 [63:0];
-  assign \spad_wr__data$202  = \wr__1__data$249 [63:0];
-  assign acc_rd__addr = \rd__0__addr$203 ;
-  assign \rd__0__data$210  = acc_rd__data;
-  assign \acc_rd__addr$212  = \rd__1__addr$211 ;
-  assign \rd__1__data$218  = \acc_rd__data$217 ;
-  assign \acc_rd__addr$220  = \rd__2__addr$219 ;
-  assign \rd__2__en$221  = \$44 [0];
-  assign \acc_rd__gnt$223  = \$45 [0];
-  assign \rd__2__data$226  = \acc_rd__data$225 ;
-  assign \rd__3__addr$227  = rd__3__addr[12:0];
-  assign \acc_rd__addr$228  = rd__3__addr[12:0];
-  assign \rd__3__en$229  = \$46 [0];
+  assign wr__1__data = \$315 [77:14];
+  assign \spad_wr__data$202  = \$315 [77:14];
+  assign \spad_wr__addr$204  = wr__2__addr;
+  assign wr__2__en = \$40 [0];
+  assign \spad_wr__gnt$207  = \$41 [0];
+  assign wr__2__data = \wr__1__data$257 [63:0];
+  assign \spad_wr__data$210  = \wr__1__data$257 [63:0];
+  assign acc_rd__addr = \rd__0__addr$211 ;
+  assign \rd__0__data$218  = acc_rd__data;
+  assign \acc_rd__addr$220  = \rd__1__addr$219 ;
+  assign \rd__1__data$226  = \acc_rd__data$225 ;
+  assign \acc_rd__addr$228  = \rd__2__addr$227 ;
+  assign \rd__2__en$229  = \$46 [0];
   assign \acc_rd__gnt$231  = \$47 [0];
-  assign \rd__3__data$234  = \acc_rd__data$233 ;
-  assign acc_wr__addr = \wr__0__addr$235 ;
-  assign acc_wr__data = \wr__0__data$241 ;
-  assign \wr__1__addr$243  = wr__2__addr[12:0];
-  assign \acc_wr__addr$244  = wr__2__addr[12:0];
-  assign \wr__1__en$245  = \$50 [0];
-  assign \acc_wr__gnt$247  = \$51 [0];
-  assign \acc_wr__data$250  = \wr__1__data$249 ;
+  assign \rd__2__data$234  = \acc_rd__data$233 ;
+  assign \rd__3__addr$235  = rd__4__addr[12:0];
+  assign \acc_rd__addr$236  = rd__4__addr[12:0];
+  assign \rd__3__en$237  = \$48 [0];
+  assign \acc_rd__gnt$239  = \$49 [0];
+  assign \rd__3__data$242  = \acc_rd__data$241 ;
+  assign acc_wr__addr = \wr__0__addr$243 ;
+  assign acc_wr__data = \wr__0__data$249 ;
+  assign \wr__1__addr$251  = wr__2__addr[12:0];
+  assign \acc_wr__addr$252  = wr__2__addr[12:0];
+  assign \wr__1__en$253  = \$52 [0];
+  assign \acc_wr__gnt$255  = \$53 [0];
+  assign \acc_wr__data$258  = \wr__1__data$257 ;
   assign axi__awid = { 1'h0, m__0__awid };
   assign axi__awaddr = m__0__awaddr;
   assign axi__awlen = m__0__awlen;
@@ -4803,43 +4827,43 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign m__0__rlast = mem__rlast;
   assign m__0__rvalid = axi__rvalid;
   assign axi__rready = m__0__rready;
-  assign \axi__awid$314  = { 1'h0, m__1__awid };
-  assign \axi__awaddr$316  = m__1__awaddr;
-  assign \axi__awlen$318  = m__1__awlen;
-  assign \axi__awsize$320  = m__1__awsize;
-  assign \axi__awburst$322  = m__1__awburst;
-  assign \axi__awprot$324  = m__1__awprot;
-  assign \axi__awvalid$326  = m__1__awvalid;
-  assign m__1__awready = \axi__awready$327 ;
-  assign \axi__wdata$330  = m__1__wdata;
-  assign \axi__wstrb$332  = m__1__wstrb;
-  assign \axi__wlast$334  = m__1__wlast;
-  assign \axi__wvalid$336  = m__1__wvalid;
-  assign m__1__wready = \axi__wready$337 ;
-  assign \axi__bid$339  = { 1'h0, mem__bid[2:0] };
+  assign \axi__awid$322  = { 1'h0, m__1__awid };
+  assign \axi__awaddr$324  = m__1__awaddr;
+  assign \axi__awlen$326  = m__1__awlen;
+  assign \axi__awsize$328  = m__1__awsize;
+  assign \axi__awburst$330  = m__1__awburst;
+  assign \axi__awprot$332  = m__1__awprot;
+  assign \axi__awvalid$334  = m__1__awvalid;
+  assign m__1__awready = \axi__awready$335 ;
+  assign \axi__wdata$338  = m__1__wdata;
+  assign \axi__wstrb$340  = m__1__wstrb;
+  assign \axi__wlast$342  = m__1__wlast;
+  assign \axi__wvalid$344  = m__1__wvalid;
+  assign m__1__wready = \axi__wready$345 ;
+  assign \axi__bid$347  = { 1'h0, mem__bid[2:0] };
   assign m__1__bid = mem__bid[2:0];
-  assign \axi__bresp$341  = mem__bresp;
+  assign \axi__bresp$349  = mem__bresp;
   assign m__1__bresp = mem__bresp;
-  assign m__1__bvalid = \axi__bvalid$343 ;
-  assign \axi__bready$346  = m__1__bready;
-  assign \axi__arid$348  = { 1'h0, m__1__arid };
-  assign \axi__araddr$350  = m__1__araddr;
-  assign \axi__arlen$352  = m__1__arlen;
-  assign \axi__arsize$354  = m__1__arsize;
-  assign \axi__arburst$356  = m__1__arburst;
-  assign \axi__arprot$358  = m__1__arprot;
-  assign \axi__arvalid$360  = m__1__arvalid;
-  assign m__1__arready = \axi__arready$361 ;
-  assign \axi__rid$363  = { 1'h0, mem__rid[2:0] };
+  assign m__1__bvalid = \axi__bvalid$351 ;
+  assign \axi__bready$354  = m__1__bready;
+  assign \axi__arid$356  = { 1'h0, m__1__arid };
+  assign \axi__araddr$358  = m__1__araddr;
+  assign \axi__arlen$360  = m__1__arlen;
+  assign \axi__arsize$362  = m__1__arsize;
+  assign \axi__arburst$364  = m__1__arburst;
+  assign \axi__arprot$366  = m__1__arprot;
+  assign \axi__arvalid$368  = m__1__arvalid;
+  assign m__1__arready = \axi__arready$369 ;
+  assign \axi__rid$371  = { 1'h0, mem__rid[2:0] };
   assign m__1__rid = mem__rid[2:0];
-  assign \axi__rdata$365  = mem__rdata;
+  assign \axi__rdata$373  = mem__rdata;
   assign m__1__rdata = mem__rdata;
-  assign \axi__rresp$367  = mem__rresp;
+  assign \axi__rresp$375  = mem__rresp;
   assign m__1__rresp = mem__rresp;
-  assign \axi__rlast$369  = mem__rlast;
+  assign \axi__rlast$377  = mem__rlast;
   assign m__1__rlast = mem__rlast;
-  assign m__1__rvalid = \axi__rvalid$371 ;
-  assign \axi__rready$374  = m__1__rready;
+  assign m__1__rvalid = \axi__rvalid$379 ;
+  assign \axi__rready$382  = m__1__rready;
   assign s__araddr = mem__araddr;
   assign s__arburst = mem__arburst;
   assign s__arid = mem__arid;
@@ -4876,66 +4900,66 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign core_mem_addr_addr_swmod = load_addr_we;
   assign core_mem_data_data = load_data;
   assign core_mem_data_data_swmod = load_data_we;
-  assign \fw_version_version$416  = fw_version_version;
-  assign \fw_status_state$418  = fw_status_state;
+  assign \fw_version_version$424  = fw_version_version;
+  assign \fw_status_state$426  = fw_status_state;
   assign sleeping = fw_status_sleeping;
   assign pc = core_pc_pc;
   assign fw_fault_pc_pc = fw_fault_pc_value;
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
-  assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \desc$433  = { \$316 , submit_queue, 9'h000, \$315 , \$314  };
+  assign \watchdog_cycles$438  = watchdog_cycles;
+  assign \desc$441  = { \$318 , submit_queue, 9'h000, \$317 , \$316  };
   assign fw_status = fw_write_q_pop_word[15:8];
-  assign \q__0__pop$450  = q__0__pop;
-  assign q__0__fw_pop = \$53 [0];
-  assign q__0__head = \$305 [255:0];
-  assign \q__0__head$454  = \$305 [255:0];
-  assign q__0__prefetched = { 5'h00, \$309  };
-  assign q__0__item = \$305 [256];
-  assign q__0__head_item = \$305 [256];
-  assign q__0__end = \$305 [257];
-  assign q__0__head_end = \$305 [257];
-  assign \q__0__active$462  = q__0__active;
-  assign \q__0__cleared$464  = q__0__cleared;
-  assign \q__0__drained$466  = q__0__drained;
-  assign \q__1__pop$468  = q__1__pop;
-  assign q__1__fw_pop = \$54 [1];
-  assign q__1__head = \$306 [255:0];
-  assign \q__1__head$471  = \$306 [255:0];
-  assign q__1__prefetched = { 5'h00, \$310  };
-  assign q__1__item = \$306 [256];
-  assign q__1__head_item = \$306 [256];
-  assign q__1__end = \$306 [257];
-  assign q__1__head_end = \$306 [257];
-  assign \q__1__active$479  = q__1__active;
-  assign \q__1__cleared$481  = q__1__cleared;
-  assign \q__1__drained$483  = q__1__drained;
-  assign \q__2__pop$485  = q__2__pop;
-  assign q__2__fw_pop = \$55 [2];
-  assign q__2__head = \$307 [255:0];
-  assign \q__2__head$488  = \$307 [255:0];
-  assign q__2__prefetched = { 5'h00, \$311  };
-  assign q__2__item = \$307 [256];
-  assign q__2__head_item = \$307 [256];
-  assign q__2__end = \$307 [257];
-  assign q__2__head_end = \$307 [257];
-  assign \q__2__active$496  = q__2__active;
-  assign \q__2__cleared$498  = q__2__cleared;
-  assign \q__2__drained$500  = q__2__drained;
-  assign \q__3__pop$502  = q__3__pop;
-  assign q__3__fw_pop = \$56 [3];
-  assign q__3__head = \$308 [255:0];
-  assign \q__3__head$505  = \$308 [255:0];
-  assign q__3__prefetched = { 5'h00, \$312  };
-  assign q__3__item = \$308 [256];
-  assign q__3__head_item = \$308 [256];
-  assign q__3__end = \$308 [257];
-  assign q__3__head_end = \$308 [257];
-  assign \q__3__active$513  = q__3__active;
-  assign \q__3__cleared$515  = q__3__cleared;
-  assign \q__3__drained$517  = q__3__drained;
+  assign \q__0__pop$458  = q__0__pop;
+  assign q__0__fw_pop = \$55 [0];
+  assign q__0__head = \$307 [255:0];
+  assign \q__0__head$462  = \$307 [255:0];
+  assign q__0__prefetched = { 5'h00, \$311  };
+  assign q__0__item = \$307 [256];
+  assign q__0__head_item = \$307 [256];
+  assign q__0__end = \$307 [257];
+  assign q__0__head_end = \$307 [257];
+  assign \q__0__active$470  = q__0__active;
+  assign \q__0__cleared$472  = q__0__cleared;
+  assign \q__0__drained$474  = q__0__drained;
+  assign \q__1__pop$476  = q__1__pop;
+  assign q__1__fw_pop = \$56 [1];
+  assign q__1__head = \$308 [255:0];
+  assign \q__1__head$479  = \$308 [255:0];
+  assign q__1__prefetched = { 5'h00, \$312  };
+  assign q__1__item = \$308 [256];
+  assign q__1__head_item = \$308 [256];
+  assign q__1__end = \$308 [257];
+  assign q__1__head_end = \$308 [257];
+  assign \q__1__active$487  = q__1__active;
+  assign \q__1__cleared$489  = q__1__cleared;
+  assign \q__1__drained$491  = q__1__drained;
+  assign \q__2__pop$493  = q__2__pop;
+  assign q__2__fw_pop = \$57 [2];
+  assign q__2__head = \$309 [255:0];
+  assign \q__2__head$496  = \$309 [255:0];
+  assign q__2__prefetched = { 5'h00, \$313  };
+  assign q__2__item = \$309 [256];
+  assign q__2__head_item = \$309 [256];
+  assign q__2__end = \$309 [257];
+  assign q__2__head_end = \$309 [257];
+  assign \q__2__active$504  = q__2__active;
+  assign \q__2__cleared$506  = q__2__cleared;
+  assign \q__2__drained$508  = q__2__drained;
+  assign \q__3__pop$510  = q__3__pop;
+  assign q__3__fw_pop = \$58 [3];
+  assign q__3__head = \$310 [255:0];
+  assign \q__3__head$513  = \$310 [255:0];
+  assign q__3__prefetched = { 5'h00, \$314  };
+  assign q__3__item = \$310 [256];
+  assign q__3__head_item = \$310 [256];
+  assign q__3__end = \$310 [257];
+  assign q__3__head_end = \$310 [257];
+  assign \q__3__active$521  = q__3__active;
+  assign \q__3__cleared$523  = q__3__cleared;
+  assign \q__3__drained$525  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$530  = timestamp_cycles;
+  assign \timestamp_cycles$538  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4950,18 +4974,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q__0__waiting = q_status0_waiting;
-  assign q_status0_prefetched = { 5'h00, \$309  };
+  assign q_status0_prefetched = { 5'h00, \$311  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
-  assign q_head0_word = \$305 [31:0];
-  assign q_head1_word = \$305 [63:32];
-  assign q_head2_word = \$305 [95:64];
-  assign q_head3_word = \$305 [127:96];
-  assign q_head4_word = \$305 [159:128];
-  assign q_head5_word = \$305 [191:160];
-  assign q_head6_word = \$305 [223:192];
-  assign q_head7_word = \$305 [255:224];
+  assign q_head0_word = \$307 [31:0];
+  assign q_head1_word = \$307 [63:32];
+  assign q_head2_word = \$307 [95:64];
+  assign q_head3_word = \$307 [127:96];
+  assign q_head4_word = \$307 [159:128];
+  assign q_head5_word = \$307 [191:160];
+  assign q_head6_word = \$307 [223:192];
+  assign q_head7_word = \$307 [255:224];
   assign q_ring_base1_addr = q__1__ring_base;
   assign q_ring_size1_log2 = q__1__ring_log2;
   assign q_cpl_base1_addr = q__1__cpl_base;
@@ -4976,18 +5000,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q__1__waiting = q_status1_waiting;
-  assign q_status1_prefetched = { 5'h00, \$310  };
+  assign q_status1_prefetched = { 5'h00, \$312  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
-  assign q_head8_word = \$306 [31:0];
-  assign q_head9_word = \$306 [63:32];
-  assign q_head10_word = \$306 [95:64];
-  assign q_head11_word = \$306 [127:96];
-  assign q_head12_word = \$306 [159:128];
-  assign q_head13_word = \$306 [191:160];
-  assign q_head14_word = \$306 [223:192];
-  assign q_head15_word = \$306 [255:224];
+  assign q_head8_word = \$308 [31:0];
+  assign q_head9_word = \$308 [63:32];
+  assign q_head10_word = \$308 [95:64];
+  assign q_head11_word = \$308 [127:96];
+  assign q_head12_word = \$308 [159:128];
+  assign q_head13_word = \$308 [191:160];
+  assign q_head14_word = \$308 [223:192];
+  assign q_head15_word = \$308 [255:224];
   assign q_ring_base2_addr = q__2__ring_base;
   assign q_ring_size2_log2 = q__2__ring_log2;
   assign q_cpl_base2_addr = q__2__cpl_base;
@@ -5002,18 +5026,18 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q__2__waiting = q_status2_waiting;
-  assign q_status2_prefetched = { 5'h00, \$311  };
+  assign q_status2_prefetched = { 5'h00, \$313  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
-  assign q_head16_word = \$307 [31:0];
-  assign q_head17_word = \$307 [63:32];
-  assign q_head18_word = \$307 [95:64];
-  assign q_head19_word = \$307 [127:96];
-  assign q_head20_word = \$307 [159:128];
-  assign q_head21_word = \$307 [191:160];
-  assign q_head22_word = \$307 [223:192];
-  assign q_head23_word = \$307 [255:224];
+  assign q_head16_word = \$309 [31:0];
+  assign q_head17_word = \$309 [63:32];
+  assign q_head18_word = \$309 [95:64];
+  assign q_head19_word = \$309 [127:96];
+  assign q_head20_word = \$309 [159:128];
+  assign q_head21_word = \$309 [191:160];
+  assign q_head22_word = \$309 [223:192];
+  assign q_head23_word = \$309 [255:224];
   assign q_ring_base3_addr = q__3__ring_base;
   assign q_ring_size3_log2 = q__3__ring_log2;
   assign q_cpl_base3_addr = q__3__cpl_base;
@@ -5028,81 +5052,81 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q__3__waiting = q_status3_waiting;
-  assign q_status3_prefetched = { 5'h00, \$312  };
+  assign q_status3_prefetched = { 5'h00, \$314  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
-  assign q_head24_word = \$308 [31:0];
-  assign q_head25_word = \$308 [63:32];
-  assign q_head26_word = \$308 [95:64];
-  assign q_head27_word = \$308 [127:96];
-  assign q_head28_word = \$308 [159:128];
-  assign q_head29_word = \$308 [191:160];
-  assign q_head30_word = \$308 [223:192];
-  assign q_head31_word = \$308 [255:224];
+  assign q_head24_word = \$310 [31:0];
+  assign q_head25_word = \$310 [63:32];
+  assign q_head26_word = \$310 [95:64];
+  assign q_head27_word = \$310 [127:96];
+  assign q_head28_word = \$310 [159:128];
+  assign q_head29_word = \$310 [191:160];
+  assign q_head30_word = \$310 [223:192];
+  assign q_head31_word = \$310 [255:224];
   assign event0_value = events[31:0];
-  assign \event0_value$700  = events[31:0];
+  assign \event0_value$708  = events[31:0];
   assign event1_value = events[63:32];
-  assign \event1_value$702  = events[63:32];
+  assign \event1_value$710  = events[63:32];
   assign event2_value = events[95:64];
-  assign \event2_value$704  = events[95:64];
+  assign \event2_value$712  = events[95:64];
   assign event3_value = events[127:96];
-  assign \event3_value$706  = events[127:96];
+  assign \event3_value$714  = events[127:96];
   assign event4_value = events[159:128];
-  assign \event4_value$708  = events[159:128];
+  assign \event4_value$716  = events[159:128];
   assign event5_value = events[191:160];
-  assign \event5_value$710  = events[191:160];
+  assign \event5_value$718  = events[191:160];
   assign event6_value = events[223:192];
-  assign \event6_value$712  = events[223:192];
+  assign \event6_value$720  = events[223:192];
   assign event7_value = events[255:224];
-  assign \event7_value$714  = events[255:224];
+  assign \event7_value$722  = events[255:224];
   assign event8_value = events[287:256];
-  assign \event8_value$716  = events[287:256];
+  assign \event8_value$724  = events[287:256];
   assign event9_value = events[319:288];
-  assign \event9_value$718  = events[319:288];
+  assign \event9_value$726  = events[319:288];
   assign event10_value = events[351:320];
-  assign \event10_value$720  = events[351:320];
+  assign \event10_value$728  = events[351:320];
   assign event11_value = events[383:352];
-  assign \event11_value$722  = events[383:352];
+  assign \event11_value$730  = events[383:352];
   assign event12_value = events[415:384];
-  assign \event12_value$724  = events[415:384];
+  assign \event12_value$732  = events[415:384];
   assign event13_value = events[447:416];
-  assign \event13_value$726  = events[447:416];
+  assign \event13_value$734  = events[447:416];
   assign event14_value = events[479:448];
-  assign \event14_value$728  = events[479:448];
+  assign \event14_value$736  = events[479:448];
   assign event15_value = events[511:480];
-  assign \event15_value$730  = events[511:480];
-  assign \bus_timeout$732  = bus_timeout;
-  assign \cpl_queue$738  = cpl_queue;
-  assign \cpl_irq$740  = cpl_irq;
-  assign \cpl_halt$742  = cpl_halt;
-  assign \cpl_flags$744  = cpl_flags;
-  assign \cpl_status$746  = cpl_status;
-  assign \cpl_opcode$748  = cpl_opcode;
-  assign \cpl_tag$750  = cpl_tag;
-  assign \cpl_item$752  = cpl_item;
+  assign \event15_value$738  = events[511:480];
+  assign \bus_timeout$740  = bus_timeout;
+  assign \cpl_queue$746  = cpl_queue;
+  assign \cpl_irq$748  = cpl_irq;
+  assign \cpl_halt$750  = cpl_halt;
+  assign \cpl_flags$752  = cpl_flags;
+  assign \cpl_status$754  = cpl_status;
+  assign \cpl_opcode$756  = cpl_opcode;
+  assign \cpl_tag$758  = cpl_tag;
+  assign \cpl_item$760  = cpl_item;
   assign cpl_timestamp = timestamp_cycles;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$58 [31:0];
+  assign fw_timer_diff = \$60 [31:0];
   assign work_qready = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready };
   assign hung = work_hung;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
   assign work_timer = fw_timer_due;
   assign issue_enable = enable;
   assign watchdog = watchdog_cycles;
-  assign \engine_reset$776  = reset;
+  assign \engine_reset$784  = reset;
   assign hold = held;
-  assign fw_irq = \irq$778 ;
-  assign \retire__0__error$784  = retire__0__error;
-  assign \retire__0__tag$786  = retire__0__tag;
-  assign \retire__1__error$791  = retire__1__error;
-  assign \retire__1__tag$793  = retire__1__tag;
-  assign \retire__2__error$798  = retire__2__error;
-  assign \retire__2__tag$800  = retire__2__tag;
-  assign \retire__3__error$805  = retire__3__error;
-  assign \retire__3__tag$807  = retire__3__tag;
-  assign \retire__4__error$812  = retire__4__error;
-  assign \retire__4__tag$814  = retire__4__tag;
+  assign fw_irq = \irq$786 ;
+  assign \retire__0__error$792  = retire__0__error;
+  assign \retire__0__tag$794  = retire__0__tag;
+  assign \retire__1__error$799  = retire__1__error;
+  assign \retire__1__tag$801  = retire__1__tag;
+  assign \retire__2__error$806  = retire__2__error;
+  assign \retire__2__tag$808  = retire__2__tag;
+  assign \retire__3__error$813  = retire__3__error;
+  assign \retire__3__tag$815  = retire__3__tag;
+  assign \retire__4__error$820  = retire__4__error;
+  assign \retire__4__tag$822  = retire__4__tag;
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -5128,16 +5152,16 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
   assign done_count_sfu = done_sfu_count;
-  assign retire__0__irq = \$300 [8];
-  assign retire__1__irq = \$301 [8];
-  assign retire__2__irq = \$302 [8];
-  assign retire__3__irq = \$303 [8];
-  assign retire__4__irq = \$304 [8];
-  assign retire__4__opcode = \$304 [7:0];
-  assign retire__3__opcode = \$303 [7:0];
-  assign retire__2__opcode = \$302 [7:0];
-  assign retire__1__opcode = \$301 [7:0];
-  assign retire__0__opcode = \$300 [7:0];
+  assign retire__0__irq = \$302 [8];
+  assign retire__1__irq = \$303 [8];
+  assign retire__2__irq = \$304 [8];
+  assign retire__3__irq = \$305 [8];
+  assign retire__4__irq = \$306 [8];
+  assign retire__4__opcode = \$306 [7:0];
+  assign retire__3__opcode = \$305 [7:0];
+  assign retire__2__opcode = \$304 [7:0];
+  assign retire__1__opcode = \$303 [7:0];
+  assign retire__0__opcode = \$302 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -5832,28 +5856,28 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$21  = reset[4];
   assign \$23  = reset[4];
   assign \$25  = { 1'h0, \ctl__done$144  };
-  assign \$30  = { 1'h0, \spad_rd__en$166  };
-  assign \$31  = { 1'h0, rd__2__gnt };
   assign \$32  = { 1'h0, \spad_rd__en$174  };
   assign \$33  = { 1'h0, rd__3__gnt };
-  assign \$36  = { 1'h0, \spad_wr__en$190  };
-  assign \$37  = { 1'h0, wr__1__gnt };
+  assign \$34  = { 1'h0, \spad_rd__en$182  };
+  assign \$35  = { 1'h0, rd__4__gnt };
   assign \$38  = { 1'h0, \spad_wr__en$198  };
-  assign \$39  = { 1'h0, wr__2__gnt };
-  assign \$44  = { 1'h0, \acc_rd__en$222  };
-  assign \$45  = { 1'h0, \rd__2__gnt$224  };
+  assign \$39  = { 1'h0, wr__1__gnt };
+  assign \$40  = { 1'h0, \spad_wr__en$206  };
+  assign \$41  = { 1'h0, wr__2__gnt };
   assign \$46  = { 1'h0, \acc_rd__en$230  };
-  assign \$47  = { 1'h0, \rd__3__gnt$232  };
-  assign \$50  = { 1'h0, \acc_wr__en$246  };
-  assign \$51  = { 1'h0, \wr__1__gnt$248  };
+  assign \$47  = { 1'h0, \rd__2__gnt$232  };
+  assign \$48  = { 1'h0, \acc_rd__en$238  };
+  assign \$49  = { 1'h0, \rd__3__gnt$240  };
+  assign \$52  = { 1'h0, \acc_wr__en$254  };
+  assign \$53  = { 1'h0, \wr__1__gnt$256  };
   assign fw_running = core_ctrl_run;
-  assign \$104  = \$103 ;
   assign \$106  = \$105 ;
   assign \$108  = \$107 ;
   assign \$110  = \$109 ;
   assign \$112  = \$111 ;
   assign \$114  = \$113 ;
-  assign \$120  = \$119 ;
+  assign \$116  = \$115 ;
+  assign \$122  = \$121 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7427,7 +7451,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13913$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13887$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7571,8 +7595,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13913$2 ;
-  wire [29:0] \port$13913$2 ;
+  output [29:0] \port$13887$2 ;
+  wire [29:0] \port$13887$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7752,7 +7776,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13913$2 (\$99 ),
+    .\port$13887$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7870,11 +7894,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13913$2  = \$99 ;
+  assign \port$13887$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13913$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13887$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8299,8 +8323,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13913$2 ;
-  wire [29:0] \port$13913$2 ;
+  output [29:0] \port$13887$2 ;
+  wire [29:0] \port$13887$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11405,7 +11429,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13913$2  = ls_addr_r[31:2];
+  assign \port$13887$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11580,9 +11604,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13939$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14215$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14229$0 , q_status0_resetting, q_consumer1_index, \port$14241$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$14255$0 , q_status1_resetting, q_consumer2_index, \port$14267$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14281$0 , q_status2_resetting, q_consumer3_index, \port$14293$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14307$0 , q_status3_resetting, \port$14419$0 , \port$14427$0 , \port$14435$0 
-, \port$14443$0 , \port$16309$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$13913$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14189$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14203$0 , q_status0_resetting, q_consumer1_index, \port$14215$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$14229$0 , q_status1_resetting, q_consumer2_index, \port$14241$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14255$0 , q_status2_resetting, q_consumer3_index, \port$14267$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14281$0 , q_status3_resetting, \port$14393$0 , \port$14401$0 , \port$14409$0 
+, \port$14417$0 , \port$16332$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13169,8 +13193,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$13939$0 ;
-  wire [4:0] \port$13939$0 ;
+  input [4:0] \port$13913$0 ;
+  wire [4:0] \port$13913$0 ;
+  input \port$14189$0 ;
+  wire \port$14189$0 ;
+  input \port$14203$0 ;
+  wire \port$14203$0 ;
   input \port$14215$0 ;
   wire \port$14215$0 ;
   input \port$14229$0 ;
@@ -13183,20 +13211,16 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire \port$14267$0 ;
   input \port$14281$0 ;
   wire \port$14281$0 ;
-  input \port$14293$0 ;
-  wire \port$14293$0 ;
-  input \port$14307$0 ;
-  wire \port$14307$0 ;
-  input [2:0] \port$14419$0 ;
-  wire [2:0] \port$14419$0 ;
-  input [2:0] \port$14427$0 ;
-  wire [2:0] \port$14427$0 ;
-  input [2:0] \port$14435$0 ;
-  wire [2:0] \port$14435$0 ;
-  input [2:0] \port$14443$0 ;
-  wire [2:0] \port$14443$0 ;
-  input [511:0] \port$16309$0 ;
-  wire [511:0] \port$16309$0 ;
+  input [2:0] \port$14393$0 ;
+  wire [2:0] \port$14393$0 ;
+  input [2:0] \port$14401$0 ;
+  wire [2:0] \port$14401$0 ;
+  input [2:0] \port$14409$0 ;
+  wire [2:0] \port$14409$0 ;
+  input [2:0] \port$14417$0 ;
+  wire [2:0] \port$14417$0 ;
+  input [511:0] \port$16332$0 ;
+  wire [511:0] \port$16332$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13851,10 +13875,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$14293$0 , \port$14267$0 , \port$14241$0 , \port$14215$0  };
+  assign \$187  = \$186  | { \port$14267$0 , \port$14241$0 , \port$14215$0 , \port$14189$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$14307$0 , \port$14281$0 , \port$14255$0 , \port$14229$0  };
+  assign \$190  = \$189  | { \port$14281$0 , \port$14255$0 , \port$14229$0 , \port$14203$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15989,8 +16013,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$14293$0 , \port$14267$0 , \port$14241$0 , \port$14215$0  };
-  assign irq_status_queue_error_set = { \port$14307$0 , \port$14281$0 , \port$14255$0 , \port$14229$0  };
+  assign irq_status_queue_cpl_set = { \port$14267$0 , \port$14241$0 , \port$14215$0 , \port$14189$0  };
+  assign irq_status_queue_error_set = { \port$14281$0 , \port$14255$0 , \port$14229$0 , \port$14203$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -16005,31 +16029,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13939$0 [0];
-  assign status_dma_store_busy = \port$13939$0 [1];
-  assign status_gemm_busy = \port$13939$0 [2];
-  assign status_vec_busy = \port$13939$0 [3];
-  assign status_sfu_busy = \port$13939$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$14419$0  };
-  assign q_status1_prefetched = { 5'h00, \port$14427$0  };
-  assign q_status2_prefetched = { 5'h00, \port$14435$0  };
-  assign q_status3_prefetched = { 5'h00, \port$14443$0  };
-  assign event0_value = \port$16309$0 [31:0];
-  assign event1_value = \port$16309$0 [63:32];
-  assign event2_value = \port$16309$0 [95:64];
-  assign event3_value = \port$16309$0 [127:96];
-  assign event4_value = \port$16309$0 [159:128];
-  assign event5_value = \port$16309$0 [191:160];
-  assign event6_value = \port$16309$0 [223:192];
-  assign event7_value = \port$16309$0 [255:224];
-  assign event8_value = \port$16309$0 [287:256];
-  assign event9_value = \port$16309$0 [319:288];
-  assign event10_value = \port$16309$0 [351:320];
-  assign event11_value = \port$16309$0 [383:352];
-  assign event12_value = \port$16309$0 [415:384];
-  assign event13_value = \port$16309$0 [447:416];
-  assign event14_value = \port$16309$0 [479:448];
-  assign event15_value = \port$16309$0 [511:480];
+  assign status_dma_load_busy = \port$13913$0 [0];
+  assign status_dma_store_busy = \port$13913$0 [1];
+  assign status_gemm_busy = \port$13913$0 [2];
+  assign status_vec_busy = \port$13913$0 [3];
+  assign status_sfu_busy = \port$13913$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$14393$0  };
+  assign q_status1_prefetched = { 5'h00, \port$14401$0  };
+  assign q_status2_prefetched = { 5'h00, \port$14409$0  };
+  assign q_status3_prefetched = { 5'h00, \port$14417$0  };
+  assign event0_value = \port$16332$0 [31:0];
+  assign event1_value = \port$16332$0 [63:32];
+  assign event2_value = \port$16332$0 [95:64];
+  assign event3_value = \port$16332$0 [127:96];
+  assign event4_value = \port$16332$0 [159:128];
+  assign event5_value = \port$16332$0 [191:160];
+  assign event6_value = \port$16332$0 [223:192];
+  assign event7_value = \port$16332$0 [255:224];
+  assign event8_value = \port$16332$0 [287:256];
+  assign event9_value = \port$16332$0 [319:288];
+  assign event10_value = \port$16332$0 [351:320];
+  assign event11_value = \port$16332$0 [383:352];
+  assign event12_value = \port$16332$0 [415:384];
+  assign event13_value = \port$16332$0 [447:416];
+  assign event14_value = \port$16332$0 [479:448];
+  assign event15_value = \port$16332$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -16074,12 +16098,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13939$0 [0] };
+  assign \$440  = { 1'h0, \port$13913$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13939$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13939$0 [2], 2'h0 };
-  assign \$446  = { \port$13939$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13939$0 [4], 4'h0 };
+  assign \$442  = { \port$13913$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$13913$0 [2], 2'h0 };
+  assign \$446  = { \port$13913$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$13913$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16245,25 +16269,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$909  = { q_status0_waiting, 3'h0 };
-  assign \$911  = { 12'h000, \port$14419$0 , 8'h00 };
+  assign \$911  = { 12'h000, \port$14393$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$922  = { q_status1_waiting, 3'h0 };
-  assign \$924  = { 12'h000, \port$14427$0 , 8'h00 };
+  assign \$924  = { 12'h000, \port$14401$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$935  = { q_status2_waiting, 3'h0 };
-  assign \$937  = { 12'h000, \port$14435$0 , 8'h00 };
+  assign \$937  = { 12'h000, \port$14409$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$948  = { q_status3_waiting, 3'h0 };
-  assign \$950  = { 12'h000, \port$14443$0 , 8'h00 };
+  assign \$950  = { 12'h000, \port$14417$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16304,37 +16328,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, \port$16309$0 [31:0] };
+  assign \$1071  = { 1'h0, \port$16332$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, \port$16309$0 [63:32] };
+  assign \$1076  = { 1'h0, \port$16332$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, \port$16309$0 [95:64] };
+  assign \$1081  = { 1'h0, \port$16332$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, \port$16309$0 [127:96] };
+  assign \$1086  = { 1'h0, \port$16332$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, \port$16309$0 [159:128] };
+  assign \$1108  = { 1'h0, \port$16332$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, \port$16309$0 [191:160] };
+  assign \$1112  = { 1'h0, \port$16332$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, \port$16309$0 [223:192] };
+  assign \$1117  = { 1'h0, \port$16332$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, \port$16309$0 [255:224] };
+  assign \$1122  = { 1'h0, \port$16332$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, \port$16309$0 [287:256] };
+  assign \$1127  = { 1'h0, \port$16332$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, \port$16309$0 [319:288] };
+  assign \$1132  = { 1'h0, \port$16332$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, \port$16309$0 [351:320] };
+  assign \$1137  = { 1'h0, \port$16332$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, \port$16309$0 [383:352] };
+  assign \$1142  = { 1'h0, \port$16332$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, \port$16309$0 [415:384] };
+  assign \$1147  = { 1'h0, \port$16332$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, \port$16309$0 [447:416] };
+  assign \$1152  = { 1'h0, \port$16332$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, \port$16309$0 [479:448] };
+  assign \$1157  = { 1'h0, \port$16332$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, \port$16309$0 [511:480] };
+  assign \$1162  = { 1'h0, \port$16332$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16378,8 +16402,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
-, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13941$0 , retire__0__tag, retire__0__queued, \port$13945$0 , retire__1__tag, retire__1__queued
-, \port$13949$0 , retire__2__tag, retire__2__queued, \port$13953$0 , retire__3__tag, retire__3__queued, \port$13957$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$13915$0 , retire__0__tag, retire__0__queued, \port$13919$0 , retire__1__tag, retire__1__queued
+, \port$13923$0 , retire__2__tag, retire__2__queued, \port$13927$0 , retire__3__tag, retire__3__queued, \port$13931$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17476,16 +17500,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13941$0 ;
-  wire [8:0] \port$13941$0 ;
-  output [8:0] \port$13945$0 ;
-  wire [8:0] \port$13945$0 ;
-  output [8:0] \port$13949$0 ;
-  wire [8:0] \port$13949$0 ;
-  output [8:0] \port$13953$0 ;
-  wire [8:0] \port$13953$0 ;
-  output [8:0] \port$13957$0 ;
-  wire [8:0] \port$13957$0 ;
+  output [8:0] \port$13915$0 ;
+  wire [8:0] \port$13915$0 ;
+  output [8:0] \port$13919$0 ;
+  wire [8:0] \port$13919$0 ;
+  output [8:0] \port$13923$0 ;
+  wire [8:0] \port$13923$0 ;
+  output [8:0] \port$13927$0 ;
+  wire [8:0] \port$13927$0 ;
+  output [8:0] \port$13931$0 ;
+  wire [8:0] \port$13931$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18489,9 +18513,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$13452$0 (desc),
-    .\port$13454$0 (queue),
-    .\port$13455$0 (reject__queued),
+    .\port$13426$0 (desc),
+    .\port$13428$0 (queue),
+    .\port$13429$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18501,9 +18525,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$13452$0 (desc),
-    .\port$13454$0 (queue),
-    .\port$13455$0 (reject__queued),
+    .\port$13426$0 (desc),
+    .\port$13428$0 (queue),
+    .\port$13429$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -18513,9 +18537,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$13452$0 (desc),
-    .\port$13454$0 (queue),
-    .\port$13455$0 (reject__queued),
+    .\port$13426$0 (desc),
+    .\port$13428$0 (queue),
+    .\port$13429$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -18525,9 +18549,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$13452$0 (desc),
-    .\port$13454$0 (queue),
-    .\port$13455$0 (reject__queued),
+    .\port$13426$0 (desc),
+    .\port$13428$0 (queue),
+    .\port$13429$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -18537,9 +18561,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$13452$0 (desc),
-    .\port$13454$0 (queue),
-    .\port$13455$0 (reject__queued),
+    .\port$13426$0 (desc),
+    .\port$13428$0 (queue),
+    .\port$13429$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -18811,15 +18835,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$13941$0  = dma_load_held[8:0];
+  assign \port$13915$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13945$0  = dma_store_held[8:0];
+  assign \port$13919$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13949$0  = gemm_held[8:0];
+  assign \port$13923$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13953$0  = vec_held[8:0];
+  assign \port$13927$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13957$0  = sfu_held[8:0];
+  assign \port$13931$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20057,7 +20081,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13426$0 , \port$13428$0 , \port$13429$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20099,12 +20123,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13452$0 ;
-  wire [255:0] \port$13452$0 ;
-  input [1:0] \port$13454$0 ;
-  wire [1:0] \port$13454$0 ;
-  input \port$13455$0 ;
-  wire \port$13455$0 ;
+  input [255:0] \port$13426$0 ;
+  wire [255:0] \port$13426$0 ;
+  input [1:0] \port$13428$0 ;
+  wire [1:0] \port$13428$0 ;
+  input \port$13429$0 ;
+  wire \port$13429$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20136,7 +20160,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+      storage[w_port__addr] <= { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20235,14 +20259,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
-  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_port__data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
+  assign w_data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13426$0 , \port$13428$0 , \port$13429$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20284,12 +20308,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13452$0 ;
-  wire [255:0] \port$13452$0 ;
-  input [1:0] \port$13454$0 ;
-  wire [1:0] \port$13454$0 ;
-  input \port$13455$0 ;
-  wire \port$13455$0 ;
+  input [255:0] \port$13426$0 ;
+  wire [255:0] \port$13426$0 ;
+  input [1:0] \port$13428$0 ;
+  wire [1:0] \port$13428$0 ;
+  input \port$13429$0 ;
+  wire \port$13429$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20321,7 +20345,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+      storage[w_port__addr] <= { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20420,14 +20444,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
-  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_port__data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
+  assign w_data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13426$0 , \port$13428$0 , \port$13429$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20469,12 +20493,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13452$0 ;
-  wire [255:0] \port$13452$0 ;
-  input [1:0] \port$13454$0 ;
-  wire [1:0] \port$13454$0 ;
-  input \port$13455$0 ;
-  wire \port$13455$0 ;
+  input [255:0] \port$13426$0 ;
+  wire [255:0] \port$13426$0 ;
+  input [1:0] \port$13428$0 ;
+  wire [1:0] \port$13428$0 ;
+  input \port$13429$0 ;
+  wire \port$13429$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20506,7 +20530,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+      storage[w_port__addr] <= { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20605,14 +20629,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
-  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_port__data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
+  assign w_data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13426$0 , \port$13428$0 , \port$13429$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20654,12 +20678,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13452$0 ;
-  wire [255:0] \port$13452$0 ;
-  input [1:0] \port$13454$0 ;
-  wire [1:0] \port$13454$0 ;
-  input \port$13455$0 ;
-  wire \port$13455$0 ;
+  input [255:0] \port$13426$0 ;
+  wire [255:0] \port$13426$0 ;
+  input [1:0] \port$13428$0 ;
+  wire [1:0] \port$13428$0 ;
+  input \port$13429$0 ;
+  wire \port$13429$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20691,7 +20715,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+      storage[w_port__addr] <= { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20790,14 +20814,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
-  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_port__data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
+  assign w_data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13452$0 , \port$13454$0 , \port$13455$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13426$0 , \port$13428$0 , \port$13429$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20839,12 +20863,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13452$0 ;
-  wire [255:0] \port$13452$0 ;
-  input [1:0] \port$13454$0 ;
-  wire [1:0] \port$13454$0 ;
-  input \port$13455$0 ;
-  wire \port$13455$0 ;
+  input [255:0] \port$13426$0 ;
+  wire [255:0] \port$13426$0 ;
+  input [1:0] \port$13428$0 ;
+  wire [1:0] \port$13428$0 ;
+  input \port$13429$0 ;
+  wire \port$13429$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20876,7 +20900,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+      storage[w_port__addr] <= { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20975,14 +20999,14 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
-  assign w_data = { \port$13455$0 , \port$13454$0 , \port$13452$0  };
+  assign w_port__data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
+  assign w_data = { \port$13429$0 , \port$13428$0 , \port$13426$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$109$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$113$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
 , axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
 , acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
 , down__bid);
@@ -21153,8 +21177,8 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [1:0] \port$109$0 ;
-  wire [1:0] \port$109$0 ;
+  input [1:0] \port$113$0 ;
+  wire [1:0] \port$113$0 ;
   input rst;
   wire rst;
   output [13:0] spad_rd__addr;
@@ -21252,8 +21276,8 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire up__wready;
   wire [7:0] up__wstrb;
   wire up__wvalid;
-  assign abandon = \port$109$0 [0] | ld_abort;
-  assign \abandon$68  = \port$109$0 [1] | st_abort;
+  assign abandon = \port$113$0 [0] | ld_abort;
+  assign \abandon$68  = \port$113$0 [1] | st_abort;
   \kaki_soc_8x8.dma.load_channel  load_channel (
     .acc_wr__en(acc_wr__en),
     .acc_wr__gnt(acc_wr__gnt),
@@ -21268,7 +21292,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .load__done(load__done),
     .load__error(load__error),
     .load_bytes(load_bytes),
-    .load_reset(\port$109$0 [0]),
+    .load_reset(\port$113$0 [0]),
     .load_window(load_window),
     .rst(rst),
     .spad_wr__addr(spad_wr__addr),
@@ -21331,7 +21355,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .store__done(store__done),
     .store__error(store__error),
     .store_bytes(store_bytes),
-    .store_reset(\port$109$0 [1]),
+    .store_reset(\port$113$0 [1]),
     .store_window(store_window),
     .timeout(\timeout$122 ),
     .up__awaddr(up__awaddr),
@@ -21391,7 +21415,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__rvalid = down__rvalid;
   assign down__rready = axi__rready;
   assign bus_timeout = limit;
-  assign load_reset = \port$109$0 [0];
+  assign load_reset = \port$113$0 [0];
   assign axi__awid = { 1'h0, down__awid };
   assign down__awaddr = axi__awaddr;
   assign down__awlen = axi__awlen;
@@ -21410,7 +21434,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__bvalid = down__bvalid;
   assign down__bready = axi__bready;
   assign \limit$67  = limit;
-  assign store_reset = \port$109$0 [1];
+  assign store_reset = \port$113$0 [1];
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
@@ -26129,8 +26153,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$6240$0 (aw_hs_id),
-    .\port$6254$0 (down__awlen),
+    .\port$6244$0 (aw_hs_id),
+    .\port$6258$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -26475,7 +26499,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$6254$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6244$0 , w_en, \port$6258$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26503,10 +26527,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   (* init = 4'h0 *)
   wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  input [2:0] \port$6240$0 ;
-  wire [2:0] \port$6240$0 ;
-  input [7:0] \port$6254$0 ;
-  wire [7:0] \port$6254$0 ;
+  input [2:0] \port$6244$0 ;
+  wire [2:0] \port$6244$0 ;
+  input [7:0] \port$6258$0 ;
+  wire [7:0] \port$6258$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [10:0] r_data;
@@ -26545,7 +26569,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$6240$0 , \port$6254$0  };
+      storage[w_port__addr] <= { \port$6244$0 , \port$6258$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 4'h9;
@@ -26611,16 +26635,16 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6240$0 , w_en, \port$62
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$6240$0 , \port$6254$0  };
-  assign w_data = { \port$6240$0 , \port$6254$0  };
+  assign w_port__data = { \port$6244$0 , \port$6258$0  };
+  assign w_data = { \port$6244$0 , \port$6258$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4227$0 , q_head_index1_index, \port$4238$0 , q_head_index2_index, \port$4249$0 , q_head_index3_index, \port$4260$0 , \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , \port$11827$0 , \port$11870$0 , \port$11913$0 , \port$11956$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13913$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$16309$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4231$0 , q_head_index1_index, \port$4242$0 , q_head_index2_index, \port$4253$0 , q_head_index3_index, \port$4264$0 , \port$5834$0 , \port$5864$0 , \port$5894$0 , \port$5924$0 , \port$11801$0 , \port$11844$0 , \port$11887$0 , \port$11930$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$13887$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$16332$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27315,34 +27339,34 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$11827$0 ;
-  wire \port$11827$0 ;
-  input \port$11870$0 ;
-  wire \port$11870$0 ;
-  input \port$11913$0 ;
-  wire \port$11913$0 ;
-  input \port$11956$0 ;
-  wire \port$11956$0 ;
-  input [29:0] \port$13913$2 ;
-  wire [29:0] \port$13913$2 ;
-  input [511:0] \port$16309$0 ;
-  wire [511:0] \port$16309$0 ;
-  input \port$4227$0 ;
-  wire \port$4227$0 ;
-  input \port$4238$0 ;
-  wire \port$4238$0 ;
-  input \port$4249$0 ;
-  wire \port$4249$0 ;
-  input \port$4260$0 ;
-  wire \port$4260$0 ;
-  input [255:0] \port$5830$0 ;
-  wire [255:0] \port$5830$0 ;
-  input [255:0] \port$5860$0 ;
-  wire [255:0] \port$5860$0 ;
-  input [255:0] \port$5890$0 ;
-  wire [255:0] \port$5890$0 ;
-  input [255:0] \port$5920$0 ;
-  wire [255:0] \port$5920$0 ;
+  input \port$11801$0 ;
+  wire \port$11801$0 ;
+  input \port$11844$0 ;
+  wire \port$11844$0 ;
+  input \port$11887$0 ;
+  wire \port$11887$0 ;
+  input \port$11930$0 ;
+  wire \port$11930$0 ;
+  input [29:0] \port$13887$2 ;
+  wire [29:0] \port$13887$2 ;
+  input [511:0] \port$16332$0 ;
+  wire [511:0] \port$16332$0 ;
+  input \port$4231$0 ;
+  wire \port$4231$0 ;
+  input \port$4242$0 ;
+  wire \port$4242$0 ;
+  input \port$4253$0 ;
+  wire \port$4253$0 ;
+  input \port$4264$0 ;
+  wire \port$4264$0 ;
+  input [255:0] \port$5834$0 ;
+  wire [255:0] \port$5834$0 ;
+  input [255:0] \port$5864$0 ;
+  wire [255:0] \port$5864$0 ;
+  input [255:0] \port$5894$0 ;
+  wire [255:0] \port$5894$0 ;
+  input [255:0] \port$5924$0 ;
+  wire [255:0] \port$5924$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27480,219 +27504,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$13913$2 [9:0] == 5'h1a;
+  assign \$295  = \port$13887$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$13913$2 [9:0] == 5'h1b;
+  assign \$301  = \port$13887$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$13913$2 [9:0] == 5'h1c;
+  assign \$307  = \port$13887$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$13913$2 [9:0] == 5'h1d;
+  assign \$313  = \port$13887$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$13913$2 [9:0] == 6'h20;
+  assign \$319  = \port$13887$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$13913$2 [9:0] == 6'h21;
+  assign \$325  = \port$13887$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$13913$2 [9:0] == 6'h22;
+  assign \$331  = \port$13887$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$13913$2 [9:0] == 6'h23;
+  assign \$337  = \port$13887$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$13913$2 [9:0] == 6'h24;
+  assign \$343  = \port$13887$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$13913$2 [9:0] == 6'h25;
+  assign \$349  = \port$13887$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$13913$2 [9:0] == 6'h26;
+  assign \$355  = \port$13887$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$13913$2 [9:0] == 6'h27;
+  assign \$361  = \port$13887$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$13913$2 [9:0] == 6'h28;
+  assign \$367  = \port$13887$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$13913$2 [9:0] == 6'h29;
+  assign \$373  = \port$13887$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$13913$2 [9:0] == 6'h2a;
+  assign \$379  = \port$13887$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$13913$2 [9:0] == 6'h2b;
+  assign \$385  = \port$13887$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$13913$2 [9:0] == 6'h2c;
+  assign \$391  = \port$13887$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$13913$2 [9:0] == 6'h2d;
+  assign \$397  = \port$13887$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$13913$2 [9:0] == 6'h2e;
+  assign \$403  = \port$13887$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$13913$2 [9:0] == 6'h2f;
+  assign \$409  = \port$13887$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$13913$2 [9:0] == 6'h30;
+  assign \$415  = \port$13887$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$13913$2 [9:0] == 6'h31;
+  assign \$421  = \port$13887$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$13913$2 [9:0] == 6'h32;
+  assign \$427  = \port$13887$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$13913$2 [9:0] == 6'h33;
+  assign \$433  = \port$13887$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$13913$2 [9:0] == 6'h34;
+  assign \$439  = \port$13887$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$13913$2 [9:0] == 6'h35;
+  assign \$445  = \port$13887$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$13913$2 [9:0] == 6'h36;
+  assign \$451  = \port$13887$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$13913$2 [9:0] == 6'h37;
+  assign \$457  = \port$13887$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$13913$2 [9:0] == 6'h38;
+  assign \$463  = \port$13887$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$13913$2 [9:0] == 6'h39;
+  assign \$469  = \port$13887$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$13913$2 [9:0] == 6'h3a;
+  assign \$475  = \port$13887$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$13913$2 [9:0] == 6'h3b;
+  assign \$481  = \port$13887$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$13913$2 [9:0] == 6'h3c;
+  assign \$487  = \port$13887$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$13913$2 [9:0] == 6'h3d;
+  assign \$493  = \port$13887$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$13913$2 [9:0] == 6'h3e;
+  assign \$499  = \port$13887$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$13913$2 [9:0] == 6'h3f;
+  assign \$505  = \port$13887$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$13913$2 [9:0] == 7'h40;
+  assign \$511  = \port$13887$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$13913$2 [9:0] == 7'h41;
+  assign \$517  = \port$13887$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$13913$2 [9:0] == 7'h42;
+  assign \$523  = \port$13887$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$13913$2 [9:0] == 7'h43;
+  assign \$529  = \port$13887$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$13913$2 [9:0] == 7'h44;
+  assign \$535  = \port$13887$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$13913$2 [9:0] == 7'h45;
+  assign \$541  = \port$13887$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$13913$2 [9:0] == 7'h46;
+  assign \$547  = \port$13887$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$13913$2 [9:0] == 7'h47;
+  assign \$553  = \port$13887$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$13913$2 [9:0] == 7'h48;
+  assign \$559  = \port$13887$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$13913$2 [9:0] == 7'h49;
+  assign \$565  = \port$13887$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$13913$2 [9:0] == 7'h4a;
+  assign \$571  = \port$13887$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$13913$2 [9:0] == 7'h4b;
+  assign \$577  = \port$13887$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$13913$2 [9:0] == 7'h4c;
+  assign \$583  = \port$13887$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$13913$2 [9:0] == 7'h4d;
+  assign \$589  = \port$13887$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$13913$2 [9:0] == 7'h4e;
+  assign \$595  = \port$13887$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$13913$2 [9:0] == 7'h4f;
+  assign \$601  = \port$13887$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$13913$2 [9:0] == 7'h50;
+  assign \$607  = \port$13887$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$13913$2 [9:0] == 7'h51;
+  assign \$613  = \port$13887$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -27736,215 +27760,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13913$2 [9:0];
+  assign \$3  = ! \port$13887$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13913$2 [9:0] == 1'h1;
+  assign \$5  = \port$13887$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13913$2 [9:0] == 2'h2;
+  assign \$7  = \port$13887$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13913$2 [9:0] == 2'h3;
+  assign \$9  = \port$13887$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13913$2 [9:0] == 3'h4;
+  assign \$11  = \port$13887$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13913$2 [9:0] == 3'h5;
+  assign \$13  = \port$13887$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13913$2 [9:0] == 3'h6;
+  assign \$15  = \port$13887$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13913$2 [9:0] == 4'h8;
+  assign \$17  = \port$13887$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13913$2 [9:0] == 4'h9;
+  assign \$19  = \port$13887$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13913$2 [9:0] == 4'ha;
+  assign \$21  = \port$13887$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13913$2 [9:0] == 4'hb;
+  assign \$23  = \port$13887$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13913$2 [9:0] == 5'h14;
+  assign \$25  = \port$13887$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13913$2 [9:0] == 5'h15;
+  assign \$27  = \port$13887$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13913$2 [9:0] == 5'h16;
+  assign \$29  = \port$13887$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13913$2 [9:0] == 5'h18;
+  assign \$31  = \port$13887$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13913$2 [9:0] == 5'h19;
+  assign \$33  = \port$13887$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13913$2 [9:0] == 5'h1a;
+  assign \$35  = \port$13887$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13913$2 [9:0] == 5'h1b;
+  assign \$37  = \port$13887$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13913$2 [9:0] == 5'h1c;
+  assign \$39  = \port$13887$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13913$2 [9:0] == 5'h1d;
+  assign \$41  = \port$13887$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13913$2 [9:0] == 6'h20;
+  assign \$43  = \port$13887$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13913$2 [9:0] == 6'h21;
+  assign \$45  = \port$13887$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13913$2 [9:0] == 6'h22;
+  assign \$47  = \port$13887$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13913$2 [9:0] == 6'h23;
+  assign \$49  = \port$13887$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13913$2 [9:0] == 6'h24;
+  assign \$51  = \port$13887$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13913$2 [9:0] == 6'h25;
+  assign \$53  = \port$13887$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13913$2 [9:0] == 6'h26;
+  assign \$55  = \port$13887$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13913$2 [9:0] == 6'h27;
+  assign \$57  = \port$13887$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13913$2 [9:0] == 6'h28;
+  assign \$59  = \port$13887$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13913$2 [9:0] == 6'h29;
+  assign \$61  = \port$13887$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13913$2 [9:0] == 6'h2a;
+  assign \$63  = \port$13887$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13913$2 [9:0] == 6'h2b;
+  assign \$65  = \port$13887$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13913$2 [9:0] == 6'h2c;
+  assign \$67  = \port$13887$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13913$2 [9:0] == 6'h2d;
+  assign \$69  = \port$13887$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13913$2 [9:0] == 6'h2e;
+  assign \$71  = \port$13887$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13913$2 [9:0] == 6'h2f;
+  assign \$73  = \port$13887$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13913$2 [9:0] == 6'h30;
+  assign \$75  = \port$13887$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13913$2 [9:0] == 6'h31;
+  assign \$77  = \port$13887$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13913$2 [9:0] == 6'h32;
+  assign \$79  = \port$13887$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13913$2 [9:0] == 6'h33;
+  assign \$81  = \port$13887$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13913$2 [9:0] == 6'h34;
+  assign \$83  = \port$13887$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13913$2 [9:0] == 6'h35;
+  assign \$85  = \port$13887$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13913$2 [9:0] == 6'h36;
+  assign \$87  = \port$13887$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13913$2 [9:0] == 6'h37;
+  assign \$89  = \port$13887$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13913$2 [9:0] == 6'h38;
+  assign \$91  = \port$13887$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13913$2 [9:0] == 6'h39;
+  assign \$93  = \port$13887$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13913$2 [9:0] == 6'h3a;
+  assign \$95  = \port$13887$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13913$2 [9:0] == 6'h3b;
+  assign \$97  = \port$13887$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13913$2 [9:0] == 6'h3c;
+  assign \$99  = \port$13887$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13913$2 [9:0] == 6'h3d;
+  assign \$101  = \port$13887$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13913$2 [9:0] == 6'h3e;
+  assign \$103  = \port$13887$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13913$2 [9:0] == 6'h3f;
+  assign \$105  = \port$13887$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13913$2 [9:0] == 7'h40;
+  assign \$107  = \port$13887$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13913$2 [9:0] == 7'h41;
+  assign \$109  = \port$13887$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13913$2 [9:0] == 7'h42;
+  assign \$111  = \port$13887$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13913$2 [9:0] == 7'h43;
+  assign \$113  = \port$13887$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13913$2 [9:0] == 7'h44;
+  assign \$115  = \port$13887$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13913$2 [9:0] == 7'h45;
+  assign \$117  = \port$13887$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13913$2 [9:0] == 7'h46;
+  assign \$119  = \port$13887$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13913$2 [9:0] == 7'h47;
+  assign \$121  = \port$13887$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13913$2 [9:0] == 7'h48;
+  assign \$123  = \port$13887$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13913$2 [9:0] == 7'h49;
+  assign \$125  = \port$13887$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13913$2 [9:0] == 7'h4a;
+  assign \$127  = \port$13887$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13913$2 [9:0] == 7'h4b;
+  assign \$129  = \port$13887$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13913$2 [9:0] == 7'h4c;
+  assign \$131  = \port$13887$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13913$2 [9:0] == 7'h4d;
+  assign \$133  = \port$13887$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13913$2 [9:0] == 7'h4e;
+  assign \$135  = \port$13887$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13913$2 [9:0] == 7'h4f;
+  assign \$137  = \port$13887$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13913$2 [9:0] == 7'h50;
+  assign \$139  = \port$13887$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13913$2 [9:0] == 7'h51;
+  assign \$141  = \port$13887$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -27993,72 +28017,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$13913$2 [9:0];
+  assign \$189  = ! \port$13887$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$13913$2 [9:0] == 1'h1;
+  assign \$195  = \port$13887$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$13913$2 [9:0] == 2'h2;
+  assign \$201  = \port$13887$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$13913$2 [9:0] == 2'h3;
+  assign \$207  = \port$13887$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$13913$2 [9:0] == 3'h4;
+  assign \$213  = \port$13887$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$13913$2 [9:0] == 3'h5;
+  assign \$219  = \port$13887$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$13913$2 [9:0] == 3'h6;
+  assign \$225  = \port$13887$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$13913$2 [9:0] == 4'h8;
+  assign \$231  = \port$13887$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$13913$2 [9:0] == 4'h9;
+  assign \$243  = \port$13887$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$13913$2 [9:0] == 4'ha;
+  assign \$251  = \port$13887$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$13913$2 [9:0] == 4'hb;
+  assign \$259  = \port$13887$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$13913$2 [9:0] == 5'h14;
+  assign \$265  = \port$13887$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$13913$2 [9:0] == 5'h15;
+  assign \$271  = \port$13887$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$13913$2 [9:0] == 5'h16;
+  assign \$277  = \port$13887$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$13913$2 [9:0] == 5'h18;
+  assign \$283  = \port$13887$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$13913$2 [9:0] == 5'h19;
+  assign \$289  = \port$13887$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -28930,57 +28954,57 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13913$2 , 2'h0 };
-  assign work_qready = { \port$11956$0 , \port$11913$0 , \port$11870$0 , \port$11827$0  };
-  assign work_qreset = { \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0  };
-  assign q_head0_word = \port$5830$0 [31:0];
-  assign q_head1_word = \port$5830$0 [63:32];
-  assign q_head2_word = \port$5830$0 [95:64];
-  assign q_head3_word = \port$5830$0 [127:96];
-  assign q_head4_word = \port$5830$0 [159:128];
-  assign q_head5_word = \port$5830$0 [191:160];
-  assign q_head6_word = \port$5830$0 [223:192];
-  assign q_head7_word = \port$5830$0 [255:224];
-  assign q_head8_word = \port$5860$0 [31:0];
-  assign q_head9_word = \port$5860$0 [63:32];
-  assign q_head10_word = \port$5860$0 [95:64];
-  assign q_head11_word = \port$5860$0 [127:96];
-  assign q_head12_word = \port$5860$0 [159:128];
-  assign q_head13_word = \port$5860$0 [191:160];
-  assign q_head14_word = \port$5860$0 [223:192];
-  assign q_head15_word = \port$5860$0 [255:224];
-  assign q_head16_word = \port$5890$0 [31:0];
-  assign q_head17_word = \port$5890$0 [63:32];
-  assign q_head18_word = \port$5890$0 [95:64];
-  assign q_head19_word = \port$5890$0 [127:96];
-  assign q_head20_word = \port$5890$0 [159:128];
-  assign q_head21_word = \port$5890$0 [191:160];
-  assign q_head22_word = \port$5890$0 [223:192];
-  assign q_head23_word = \port$5890$0 [255:224];
-  assign q_head24_word = \port$5920$0 [31:0];
-  assign q_head25_word = \port$5920$0 [63:32];
-  assign q_head26_word = \port$5920$0 [95:64];
-  assign q_head27_word = \port$5920$0 [127:96];
-  assign q_head28_word = \port$5920$0 [159:128];
-  assign q_head29_word = \port$5920$0 [191:160];
-  assign q_head30_word = \port$5920$0 [223:192];
-  assign q_head31_word = \port$5920$0 [255:224];
-  assign event0_value = \port$16309$0 [31:0];
-  assign event1_value = \port$16309$0 [63:32];
-  assign event2_value = \port$16309$0 [95:64];
-  assign event3_value = \port$16309$0 [127:96];
-  assign event4_value = \port$16309$0 [159:128];
-  assign event5_value = \port$16309$0 [191:160];
-  assign event6_value = \port$16309$0 [223:192];
-  assign event7_value = \port$16309$0 [255:224];
-  assign event8_value = \port$16309$0 [287:256];
-  assign event9_value = \port$16309$0 [319:288];
-  assign event10_value = \port$16309$0 [351:320];
-  assign event11_value = \port$16309$0 [383:352];
-  assign event12_value = \port$16309$0 [415:384];
-  assign event13_value = \port$16309$0 [447:416];
-  assign event14_value = \port$16309$0 [479:448];
-  assign event15_value = \port$16309$0 [511:480];
+  assign bus__addr = { \port$13887$2 , 2'h0 };
+  assign work_qready = { \port$11930$0 , \port$11887$0 , \port$11844$0 , \port$11801$0  };
+  assign work_qreset = { \port$4264$0 , \port$4253$0 , \port$4242$0 , \port$4231$0  };
+  assign q_head0_word = \port$5834$0 [31:0];
+  assign q_head1_word = \port$5834$0 [63:32];
+  assign q_head2_word = \port$5834$0 [95:64];
+  assign q_head3_word = \port$5834$0 [127:96];
+  assign q_head4_word = \port$5834$0 [159:128];
+  assign q_head5_word = \port$5834$0 [191:160];
+  assign q_head6_word = \port$5834$0 [223:192];
+  assign q_head7_word = \port$5834$0 [255:224];
+  assign q_head8_word = \port$5864$0 [31:0];
+  assign q_head9_word = \port$5864$0 [63:32];
+  assign q_head10_word = \port$5864$0 [95:64];
+  assign q_head11_word = \port$5864$0 [127:96];
+  assign q_head12_word = \port$5864$0 [159:128];
+  assign q_head13_word = \port$5864$0 [191:160];
+  assign q_head14_word = \port$5864$0 [223:192];
+  assign q_head15_word = \port$5864$0 [255:224];
+  assign q_head16_word = \port$5894$0 [31:0];
+  assign q_head17_word = \port$5894$0 [63:32];
+  assign q_head18_word = \port$5894$0 [95:64];
+  assign q_head19_word = \port$5894$0 [127:96];
+  assign q_head20_word = \port$5894$0 [159:128];
+  assign q_head21_word = \port$5894$0 [191:160];
+  assign q_head22_word = \port$5894$0 [223:192];
+  assign q_head23_word = \port$5894$0 [255:224];
+  assign q_head24_word = \port$5924$0 [31:0];
+  assign q_head25_word = \port$5924$0 [63:32];
+  assign q_head26_word = \port$5924$0 [95:64];
+  assign q_head27_word = \port$5924$0 [127:96];
+  assign q_head28_word = \port$5924$0 [159:128];
+  assign q_head29_word = \port$5924$0 [191:160];
+  assign q_head30_word = \port$5924$0 [223:192];
+  assign q_head31_word = \port$5924$0 [255:224];
+  assign event0_value = \port$16332$0 [31:0];
+  assign event1_value = \port$16332$0 [63:32];
+  assign event2_value = \port$16332$0 [95:64];
+  assign event3_value = \port$16332$0 [127:96];
+  assign event4_value = \port$16332$0 [159:128];
+  assign event5_value = \port$16332$0 [191:160];
+  assign event6_value = \port$16332$0 [223:192];
+  assign event7_value = \port$16332$0 [255:224];
+  assign event8_value = \port$16332$0 [287:256];
+  assign event9_value = \port$16332$0 [319:288];
+  assign event10_value = \port$16332$0 [351:320];
+  assign event11_value = \port$16332$0 [383:352];
+  assign event12_value = \port$16332$0 [415:384];
+  assign event13_value = \port$16332$0 [447:416];
+  assign event14_value = \port$16332$0 [479:448];
+  assign event15_value = \port$16332$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -28995,10 +29019,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$11956$0 , \port$11913$0 , \port$11870$0 , \port$11827$0  };
+  assign \$233  = { 1'h0, \port$11930$0 , \port$11887$0 , \port$11844$0 , \port$11801$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
-  assign \$237  = { 15'h0000, \port$4260$0 , \port$4249$0 , \port$4238$0 , \port$4227$0 , 16'h0000 };
+  assign \$237  = { 15'h0000, \port$4264$0 , \port$4253$0 , \port$4242$0 , \port$4231$0 , 16'h0000 };
   assign \$239  = { 7'h00, work_timer, 24'h000000 };
   assign \$245  = { 1'h0, work_mask_qready };
   assign \$246  = { 27'h0000000, \$245  };
@@ -29026,101 +29050,101 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$310  = \$309 ;
   assign \$315  = { 1'h0, timer_cycles };
   assign \$316  = \$315 ;
-  assign \$321  = { 1'h0, \port$5830$0 [31:0] };
+  assign \$321  = { 1'h0, \port$5834$0 [31:0] };
   assign \$322  = \$321 ;
-  assign \$327  = { 1'h0, \port$5830$0 [63:32] };
+  assign \$327  = { 1'h0, \port$5834$0 [63:32] };
   assign \$328  = \$327 ;
-  assign \$333  = { 1'h0, \port$5830$0 [95:64] };
+  assign \$333  = { 1'h0, \port$5834$0 [95:64] };
   assign \$334  = \$333 ;
-  assign \$339  = { 1'h0, \port$5830$0 [127:96] };
+  assign \$339  = { 1'h0, \port$5834$0 [127:96] };
   assign \$340  = \$339 ;
-  assign \$345  = { 1'h0, \port$5830$0 [159:128] };
+  assign \$345  = { 1'h0, \port$5834$0 [159:128] };
   assign \$346  = \$345 ;
-  assign \$351  = { 1'h0, \port$5830$0 [191:160] };
+  assign \$351  = { 1'h0, \port$5834$0 [191:160] };
   assign \$352  = \$351 ;
-  assign \$357  = { 1'h0, \port$5830$0 [223:192] };
+  assign \$357  = { 1'h0, \port$5834$0 [223:192] };
   assign \$358  = \$357 ;
-  assign \$363  = { 1'h0, \port$5830$0 [255:224] };
+  assign \$363  = { 1'h0, \port$5834$0 [255:224] };
   assign \$364  = \$363 ;
-  assign \$369  = { 1'h0, \port$5860$0 [31:0] };
+  assign \$369  = { 1'h0, \port$5864$0 [31:0] };
   assign \$370  = \$369 ;
-  assign \$375  = { 1'h0, \port$5860$0 [63:32] };
+  assign \$375  = { 1'h0, \port$5864$0 [63:32] };
   assign \$376  = \$375 ;
-  assign \$381  = { 1'h0, \port$5860$0 [95:64] };
+  assign \$381  = { 1'h0, \port$5864$0 [95:64] };
   assign \$382  = \$381 ;
-  assign \$387  = { 1'h0, \port$5860$0 [127:96] };
+  assign \$387  = { 1'h0, \port$5864$0 [127:96] };
   assign \$388  = \$387 ;
-  assign \$393  = { 1'h0, \port$5860$0 [159:128] };
+  assign \$393  = { 1'h0, \port$5864$0 [159:128] };
   assign \$394  = \$393 ;
-  assign \$399  = { 1'h0, \port$5860$0 [191:160] };
+  assign \$399  = { 1'h0, \port$5864$0 [191:160] };
   assign \$400  = \$399 ;
-  assign \$405  = { 1'h0, \port$5860$0 [223:192] };
+  assign \$405  = { 1'h0, \port$5864$0 [223:192] };
   assign \$406  = \$405 ;
-  assign \$411  = { 1'h0, \port$5860$0 [255:224] };
+  assign \$411  = { 1'h0, \port$5864$0 [255:224] };
   assign \$412  = \$411 ;
-  assign \$417  = { 1'h0, \port$5890$0 [31:0] };
+  assign \$417  = { 1'h0, \port$5894$0 [31:0] };
   assign \$418  = \$417 ;
-  assign \$423  = { 1'h0, \port$5890$0 [63:32] };
+  assign \$423  = { 1'h0, \port$5894$0 [63:32] };
   assign \$424  = \$423 ;
-  assign \$429  = { 1'h0, \port$5890$0 [95:64] };
+  assign \$429  = { 1'h0, \port$5894$0 [95:64] };
   assign \$430  = \$429 ;
-  assign \$435  = { 1'h0, \port$5890$0 [127:96] };
+  assign \$435  = { 1'h0, \port$5894$0 [127:96] };
   assign \$436  = \$435 ;
-  assign \$441  = { 1'h0, \port$5890$0 [159:128] };
+  assign \$441  = { 1'h0, \port$5894$0 [159:128] };
   assign \$442  = \$441 ;
-  assign \$447  = { 1'h0, \port$5890$0 [191:160] };
+  assign \$447  = { 1'h0, \port$5894$0 [191:160] };
   assign \$448  = \$447 ;
-  assign \$453  = { 1'h0, \port$5890$0 [223:192] };
+  assign \$453  = { 1'h0, \port$5894$0 [223:192] };
   assign \$454  = \$453 ;
-  assign \$459  = { 1'h0, \port$5890$0 [255:224] };
+  assign \$459  = { 1'h0, \port$5894$0 [255:224] };
   assign \$460  = \$459 ;
-  assign \$465  = { 1'h0, \port$5920$0 [31:0] };
+  assign \$465  = { 1'h0, \port$5924$0 [31:0] };
   assign \$466  = \$465 ;
-  assign \$471  = { 1'h0, \port$5920$0 [63:32] };
+  assign \$471  = { 1'h0, \port$5924$0 [63:32] };
   assign \$472  = \$471 ;
-  assign \$477  = { 1'h0, \port$5920$0 [95:64] };
+  assign \$477  = { 1'h0, \port$5924$0 [95:64] };
   assign \$478  = \$477 ;
-  assign \$483  = { 1'h0, \port$5920$0 [127:96] };
+  assign \$483  = { 1'h0, \port$5924$0 [127:96] };
   assign \$484  = \$483 ;
-  assign \$489  = { 1'h0, \port$5920$0 [159:128] };
+  assign \$489  = { 1'h0, \port$5924$0 [159:128] };
   assign \$490  = \$489 ;
-  assign \$495  = { 1'h0, \port$5920$0 [191:160] };
+  assign \$495  = { 1'h0, \port$5924$0 [191:160] };
   assign \$496  = \$495 ;
-  assign \$501  = { 1'h0, \port$5920$0 [223:192] };
+  assign \$501  = { 1'h0, \port$5924$0 [223:192] };
   assign \$502  = \$501 ;
-  assign \$507  = { 1'h0, \port$5920$0 [255:224] };
+  assign \$507  = { 1'h0, \port$5924$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$16309$0 [31:0] };
+  assign \$513  = { 1'h0, \port$16332$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$16309$0 [63:32] };
+  assign \$519  = { 1'h0, \port$16332$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$16309$0 [95:64] };
+  assign \$525  = { 1'h0, \port$16332$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$16309$0 [127:96] };
+  assign \$531  = { 1'h0, \port$16332$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$16309$0 [159:128] };
+  assign \$537  = { 1'h0, \port$16332$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$16309$0 [191:160] };
+  assign \$543  = { 1'h0, \port$16332$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$16309$0 [223:192] };
+  assign \$549  = { 1'h0, \port$16332$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$16309$0 [255:224] };
+  assign \$555  = { 1'h0, \port$16332$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$16309$0 [287:256] };
+  assign \$561  = { 1'h0, \port$16332$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$16309$0 [319:288] };
+  assign \$567  = { 1'h0, \port$16332$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$16309$0 [351:320] };
+  assign \$573  = { 1'h0, \port$16332$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$16309$0 [383:352] };
+  assign \$579  = { 1'h0, \port$16332$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$16309$0 [415:384] };
+  assign \$585  = { 1'h0, \port$16332$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$16309$0 [447:416] };
+  assign \$591  = { 1'h0, \port$16332$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$16309$0 [479:448] };
+  assign \$597  = { 1'h0, \port$16332$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$16309$0 [511:480] };
+  assign \$603  = { 1'h0, \port$16332$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -29129,262 +29153,358 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk
-);
+module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, reset, ctl__cmd__payload, spad_rd_b__en, spad_rd__en, stall, acc_rd__en, acc_wr__data, ctl__busy, done, a_valid, b_ptr, a_ptr, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en
+, a_data, w_data, acc_rd__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [34:0] \$100 ;
+  wire [3:0] \$100 ;
   wire \$101 ;
-  wire [32:0] \$102 ;
-  wire [33:0] \$103 ;
-  wire [12:0] \$104 ;
+  wire \$102 ;
+  wire [12:0] \$103 ;
+  wire \$104 ;
   wire [12:0] \$105 ;
-  wire [11:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [34:0] \$108 ;
-  wire [35:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire [12:0] \$108 ;
+  wire [19:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [32:0] \$112 ;
-  wire [33:0] \$113 ;
-  wire [16:0] \$114 ;
-  wire [34:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [14:0] \$122 ;
+  wire [20:0] \$110 ;
+  wire [19:0] \$111 ;
+  wire [20:0] \$112 ;
+  wire [12:0] \$113 ;
+  wire [19:0] \$114 ;
+  wire [20:0] \$115 ;
+  wire [19:0] \$116 ;
+  wire [20:0] \$117 ;
+  wire [19:0] \$118 ;
+  wire [20:0] \$119 ;
+  wire [3:0] \$12 ;
+  wire [8:0] \$120 ;
+  wire [16:0] \$121 ;
+  wire [16:0] \$122 ;
   wire [16:0] \$123 ;
-  wire \$124 ;
+  wire [16:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [14:0] \$128 ;
-  wire [13:0] \$129 ;
-  wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [16:0] \$131 ;
-  wire \$132 ;
+  wire [14:0] \$126 ;
+  wire [13:0] \$127 ;
+  wire [16:0] \$128 ;
+  wire [16:0] \$129 ;
+  wire [3:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [12:0] \$132 ;
   wire \$133 ;
   wire [12:0] \$134 ;
   wire \$135 ;
-  wire [12:0] \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire [12:0] \$139 ;
-  wire \$14 ;
-  wire [20:0] \$140 ;
+  wire \$136 ;
+  wire [12:0] \$137 ;
+  wire [20:0] \$138 ;
+  wire [20:0] \$139 ;
+  wire [3:0] \$14 ;
+  wire [12:0] \$140 ;
   wire [20:0] \$141 ;
-  wire [19:0] \$142 ;
-  wire [20:0] \$143 ;
-  wire [19:0] \$144 ;
-  wire [20:0] \$145 ;
-  wire [12:0] \$146 ;
-  wire [19:0] \$147 ;
-  wire [20:0] \$148 ;
-  wire [19:0] \$149 ;
-  wire \$15 ;
-  wire [20:0] \$150 ;
-  wire [19:0] \$151 ;
-  wire [20:0] \$152 ;
-  wire [20:0] \$153 ;
-  wire [20:0] \$154 ;
-  wire [8:0] \$155 ;
-  wire [16:0] \$156 ;
-  wire [16:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [16:0] \$159 ;
+  wire [20:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire [16:0] \$144 ;
+  wire [16:0] \$145 ;
+  wire [16:0] \$146 ;
+  wire [16:0] \$147 ;
+  wire [16:0] \$148 ;
+  wire [16:0] \$149 ;
+  wire [2:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire [255:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [16:0] \$160 ;
-  wire [16:0] \$161 ;
-  wire [16:0] \$162 ;
-  wire [16:0] \$163 ;
-  wire [16:0] \$164 ;
-  wire [16:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire [4:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [32:0] \$173 ;
-  wire [32:0] \$174 ;
-  wire [32:0] \$175 ;
-  wire [32:0] \$176 ;
-  wire [32:0] \$177 ;
-  wire [32:0] \$178 ;
-  wire [32:0] \$179 ;
-  wire [4:0] \$18 ;
-  wire [32:0] \$180 ;
+  wire \$160 ;
+  wire [255:0] \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire [255:0] \$164 ;
+  wire [255:0] \$165 ;
+  wire [12:0] \$166 ;
+  wire [31:0] \$167 ;
+  wire [12:0] \$168 ;
+  wire [12:0] \$169 ;
+  wire \$17 ;
+  wire [11:0] \$170 ;
+  wire [31:0] \$171 ;
+  wire [12:0] \$172 ;
+  wire [31:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire [23:0] \$175 ;
+  wire [23:0] \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  reg \$186 ;
-  reg [3:0] \$187 ;
-  reg [1:0] \$188 ;
-  reg [3:0] \$189 ;
-  wire [4:0] \$19 ;
-  reg [20:0] \$190 ;
-  reg [20:0] \$191 ;
-  reg [20:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [15:0] \$195 ;
-  reg [15:0] \$196 ;
-  reg [15:0] \$197 ;
-  reg [15:0] \$198 ;
-  reg [15:0] \$199 ;
+  wire [32:0] \$183 ;
+  wire [33:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire [34:0] \$186 ;
+  wire \$187 ;
+  wire [32:0] \$188 ;
+  wire [33:0] \$189 ;
+  wire \$19 ;
+  wire [12:0] \$190 ;
+  wire [12:0] \$191 ;
+  wire [11:0] \$192 ;
+  wire [15:0] \$193 ;
+  wire [34:0] \$194 ;
+  wire [35:0] \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire [32:0] \$198 ;
+  wire [33:0] \$199 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
-  reg [15:0] \$200 ;
-  reg [15:0] \$201 ;
-  reg [15:0] \$202 ;
-  reg [15:0] \$203 ;
-  reg [15:0] \$204 ;
-  reg [15:0] \$205 ;
-  reg [15:0] \$206 ;
-  reg [15:0] \$207 ;
-  reg \$208 ;
-  reg \$209 ;
+  wire \$20 ;
+  wire [16:0] \$200 ;
+  wire [34:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [12:0] \$207 ;
+  wire \$208 ;
+  wire [12:0] \$209 ;
   wire [3:0] \$21 ;
-  reg [223:0] \$210 ;
-  reg [31:0] \$211 ;
-  reg [31:0] \$212 ;
-  reg [31:0] \$213 ;
-  reg [23:0] \$214 ;
-  reg [23:0] \$215 ;
-  reg [23:0] \$216 ;
-  reg [2:0] \$217 ;
-  reg \$218 ;
-  reg \$219 ;
-  wire [5:0] \$22 ;
-  reg \$220 ;
-  reg [7:0] \$221 ;
-  reg [7:0] \$222 ;
-  reg [11:0] \$223 ;
-  reg [11:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg \$226 ;
-  reg [13:0] \$227 ;
-  reg [13:0] \$228 ;
-  reg [13:0] \$229 ;
-  wire \$23 ;
-  reg [13:0] \$230 ;
-  reg [13:0] \$231 ;
-  reg [13:0] \$232 ;
-  reg [13:0] \$233 ;
-  reg [12:0] \$234 ;
-  reg [12:0] \$235 ;
-  reg [12:0] \$236 ;
-  reg \$237 ;
-  wire [31:0] \$238 ;
-  wire [31:0] \$239 ;
-  wire \$24 ;
-  wire [31:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [31:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [31:0] \$244 ;
-  wire [31:0] \$245 ;
-  wire \$25 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [16:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [3:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [1:0] \$222 ;
+  wire [1:0] \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire [32:0] \$228 ;
+  wire [32:0] \$229 ;
+  wire [3:0] \$23 ;
+  wire [32:0] \$230 ;
+  wire [32:0] \$231 ;
+  wire [32:0] \$232 ;
+  wire [32:0] \$233 ;
+  wire [32:0] \$234 ;
+  wire [32:0] \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [3:0] \$24 ;
+  wire \$240 ;
+  reg \$241 ;
+  reg [2:0] \$242 ;
+  reg [1:0] \$243 ;
+  reg [1:0] \$244 ;
+  reg [1:0] \$245 ;
+  reg [2:0] \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg [1:0] \$249 ;
+  wire [3:0] \$25 ;
+  reg [16:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg [16:0] \$252 ;
+  reg [16:0] \$253 ;
+  reg [4:0] \$254 ;
+  reg [4:0] \$255 ;
+  reg [13:0] \$256 ;
+  reg [2:0] \$257 ;
+  reg \$258 ;
+  reg [11:0] \$259 ;
   wire \$26 ;
+  reg [13:0] \$260 ;
+  reg [11:0] \$261 ;
+  reg [13:0] \$262 ;
+  reg [7:0] \$263 ;
+  reg [13:0] \$264 ;
+  reg \$265 ;
+  reg [13:0] \$266 ;
+  reg [12:0] \$267 ;
+  reg [15:0] \$268 ;
+  reg \$269 ;
   wire \$27 ;
+  reg [11:0] \$270 ;
+  reg [13:0] \$271 ;
+  reg [11:0] \$272 ;
+  reg [12:0] \$273 ;
+  reg [7:0] \$274 ;
+  reg [13:0] \$275 ;
+  reg [12:0] \$276 ;
+  reg \$277 ;
+  reg [15:0] \$278 ;
+  reg [15:0] \$279 ;
   wire \$28 ;
-  wire [4:0] \$29 ;
+  reg [15:0] \$280 ;
+  reg [15:0] \$281 ;
+  reg [15:0] \$282 ;
+  reg [15:0] \$283 ;
+  reg [15:0] \$284 ;
+  reg [15:0] \$285 ;
+  reg [15:0] \$286 ;
+  reg [15:0] \$287 ;
+  reg [15:0] \$288 ;
+  reg [15:0] \$289 ;
+  wire \$29 ;
+  reg [15:0] \$290 ;
+  reg [15:0] \$291 ;
+  reg [15:0] \$292 ;
+  reg \$293 ;
+  reg \$294 ;
+  reg [223:0] \$295 ;
+  reg [31:0] \$296 ;
+  reg [31:0] \$297 ;
+  reg [31:0] \$298 ;
+  reg [23:0] \$299 ;
   wire \$3 ;
-  wire [4:0] \$30 ;
-  wire [4:0] \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire \$30 ;
+  reg [23:0] \$300 ;
+  reg [23:0] \$301 ;
+  reg [2:0] \$302 ;
+  reg \$303 ;
+  reg \$304 ;
+  reg \$305 ;
+  reg [7:0] \$306 ;
+  wire [31:0] \$307 ;
+  wire [31:0] \$308 ;
+  wire [31:0] \$309 ;
+  wire [3:0] \$31 ;
+  wire [31:0] \$310 ;
+  wire [31:0] \$311 ;
+  wire [31:0] \$312 ;
+  wire [31:0] \$313 ;
+  wire [31:0] \$314 ;
+  wire [3:0] \$32 ;
+  wire [3:0] \$33 ;
+  wire [2:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [4:0] \$41 ;
-  wire [4:0] \$42 ;
-  wire [4:0] \$43 ;
-  wire [3:0] \$44 ;
-  wire [3:0] \$45 ;
-  wire [5:0] \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [4:0] \$5 ;
-  wire \$50 ;
+  wire [3:0] \$40 ;
+  wire [3:0] \$41 ;
+  wire [3:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [3:0] \$47 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
+  wire [3:0] \$5 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire [12:0] \$54 ;
+  wire \$54 ;
   wire \$55 ;
-  wire \$56 ;
-  wire [12:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [4:0] \$6 ;
-  wire [16:0] \$60 ;
+  wire [3:0] \$56 ;
+  wire [3:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [3:0] \$59 ;
+  wire [3:0] \$6 ;
+  wire [3:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [255:0] \$69 ;
-  wire [4:0] \$7 ;
+  wire [3:0] \$66 ;
+  wire [3:0] \$67 ;
+  wire [3:0] \$68 ;
+  wire [2:0] \$69 ;
+  wire [3:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [255:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [255:0] \$78 ;
-  wire [255:0] \$79 ;
+  wire [2:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [31:0] \$81 ;
-  wire [12:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire [11:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [12:0] \$86 ;
-  wire [31:0] \$87 ;
-  wire [23:0] \$88 ;
-  wire [23:0] \$89 ;
+  wire [16:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [3:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [12:0] \$87 ;
+  wire \$88 ;
+  wire [12:0] \$89 ;
   wire \$9 ;
-  wire [23:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire \$94 ;
+  wire [16:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [32:0] \$97 ;
-  wire [33:0] \$98 ;
-  wire [16:0] \$99 ;
-  wire a_bank;
+  wire \$97 ;
+  wire \$98 ;
+  wire [14:0] \$99 ;
+  reg \$signal  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg a_bank = 1'h0;
+  wire \a_bank$93 ;
   reg [13:0] a_base = 14'h0000;
+  reg [7:0] a_batch = 8'h00;
   reg [23:0] a_batch_span = 24'h000000;
   reg [13:0] a_bbase = 14'h0000;
   input [63:0] a_data;
   wire [63:0] a_data;
+  reg [11:0] a_kt = 12'h000;
+  reg [16:0] a_meta_q1 = 17'h00000;
+  wire \a_meta_q1.accum ;
+  wire \a_meta_q1.bank ;
+  wire [12:0] \a_meta_q1.caddr ;
+  wire \a_meta_q1.last ;
+  wire \a_meta_q1.valid ;
+  reg [16:0] a_meta_q2 = 17'h00000;
+  wire \a_meta_q2.accum ;
+  wire \a_meta_q2.bank ;
+  wire [12:0] \a_meta_q2.caddr ;
+  wire \a_meta_q2.last ;
+  wire \a_meta_q2.valid ;
+  reg [16:0] a_meta_q3 = 17'h00000;
+  wire \a_meta_q3.accum ;
+  wire \a_meta_q3.bank ;
+  wire [12:0] \a_meta_q3.caddr ;
+  wire \a_meta_q3.last ;
+  wire \a_meta_q3.valid ;
+  reg [11:0] a_nt = 12'h000;
+  output [13:0] a_ptr;
   reg [13:0] a_ptr = 14'h0000;
+  reg a_run = 1'h0;
   reg [31:0] a_span = 32'd0;
+  output a_valid;
   wire a_valid;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
@@ -29398,19 +29518,36 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [255:0] acc_wr__data;
   output acc_wr__en;
   wire acc_wr__en;
-  output active;
   wire active;
+  reg b_bank = 1'h0;
+  reg [7:0] b_batch = 8'h00;
   reg [23:0] b_batch_span = 24'h000000;
   reg [13:0] b_bbase = 14'h0000;
+  reg [11:0] b_kt = 12'h000;
+  reg [4:0] b_meta_q1 = 5'h00;
+  wire \b_meta_q1.bank ;
+  wire [2:0] \b_meta_q1.row ;
+  wire \b_meta_q1.valid ;
+  reg [4:0] b_meta_q2 = 5'h00;
+  wire \b_meta_q2.bank ;
+  wire [2:0] \b_meta_q2.row ;
+  wire \b_meta_q2.valid ;
+  reg [4:0] b_meta_q3 = 5'h00;
+  wire \b_meta_q3.bank ;
+  wire [2:0] \b_meta_q3.row ;
+  wire \b_meta_q3.valid ;
   reg [13:0] b_nbase = 14'h0000;
+  reg [11:0] b_nt = 12'h000;
+  output [13:0] b_ptr;
   reg [13:0] b_ptr = 14'h0000;
   reg [31:0] b_span = 32'd0;
   reg [13:0] b_tbase = 14'h0000;
-  reg bank = 1'h0;
-  reg [3:0] bank0_busy_cnt = 4'h0;
-  reg [3:0] bank1_busy_cnt = 4'h0;
-  reg [1:0] bank_b_ok = 2'h0;
-  reg [7:0] batch = 8'h00;
+  reg b_wrapped = 1'h0;
+  reg [2:0] bank0_since_a = 3'h7;
+  reg [2:0] bank1_since_a = 3'h7;
+  reg [1:0] bank_b_ok_first = 2'h0;
+  reg [1:0] bank_b_ok_next = 2'h0;
+  reg [1:0] bank_b_ok_same = 2'h0;
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [23:0] c_batch_span = 24'h000000;
@@ -29515,9 +29652,8 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg fwd2_hit = 1'h0;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
-  reg issuing;
-  reg [11:0] kt = 12'h000;
-  reg load_b = 1'h0;
+  reg [2:0] kk = 3'h0;
+  reg [1:0] loaded = 2'h0;
   reg [15:0] meta1 = 16'h0000;
   reg [15:0] meta10 = 16'h0000;
   reg [15:0] meta11 = 16'h0000;
@@ -29533,7 +29669,6 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] meta7 = 16'h0000;
   reg [15:0] meta8 = 16'h0000;
   reg [15:0] meta9 = 16'h0000;
-  reg [11:0] nt = 12'h000;
   reg [255:0] old = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] out_data;
   wire out_valid;
@@ -29541,1391 +29676,1697 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [4:0] reset;
   input rst;
   wire rst;
-  reg [20:0] spad_meta_q1 = 21'h000000;
-  wire \spad_meta_q1.accum ;
-  wire \spad_meta_q1.bank ;
-  wire [12:0] \spad_meta_q1.caddr ;
-  wire \spad_meta_q1.is_a ;
-  wire \spad_meta_q1.last ;
-  wire [2:0] \spad_meta_q1.row ;
-  wire \spad_meta_q1.valid ;
-  reg [20:0] spad_meta_q2 = 21'h000000;
-  wire \spad_meta_q2.accum ;
-  wire \spad_meta_q2.bank ;
-  wire [12:0] \spad_meta_q2.caddr ;
-  wire \spad_meta_q2.is_a ;
-  wire \spad_meta_q2.last ;
-  wire [2:0] \spad_meta_q2.row ;
-  wire \spad_meta_q2.valid ;
-  reg [20:0] spad_meta_q3 = 21'h000000;
-  wire \spad_meta_q3.accum ;
-  wire \spad_meta_q3.bank ;
-  wire [12:0] \spad_meta_q3.caddr ;
-  wire \spad_meta_q3.is_a ;
-  wire \spad_meta_q3.last ;
-  wire [2:0] \spad_meta_q3.row ;
-  wire \spad_meta_q3.valid ;
-  output [13:0] spad_rd__addr;
+  reg running;
+  (* init = 14'h0000 *)
   wire [13:0] spad_rd__addr;
   wire [63:0] spad_rd__data;
   output spad_rd__en;
   wire spad_rd__en;
   input spad_rd__gnt;
   wire spad_rd__gnt;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd_b__addr;
+  wire [63:0] spad_rd_b__data;
+  output spad_rd_b__en;
+  wire spad_rd_b__en;
+  input spad_rd_b__gnt;
+  wire spad_rd_b__gnt;
   output stall;
   wire stall;
   wire w_bank;
+  input [63:0] w_data;
   wire [63:0] w_data;
   wire w_en;
   wire [2:0] w_row;
   wire w_transpose;
-  assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$2  = ! spad_meta_q1[5];
+  assign \$1  = spad_rd__en & spad_rd__gnt;
+  assign \$2  = ! a_bank;
   assign \$3  = \$1  & \$2 ;
-  assign \$4  = | bank0_busy_cnt;
-  assign \$5  = bank0_busy_cnt - 1'h1;
-  assign \$6  = \$4  ? \$5  : 5'h00;
-  assign \$7  = \$3  ? 5'h0e : \$6 ;
-  assign \$8  = ~ load_b;
-  assign \$9  = issuing & \$8 ;
-  assign \$10  = ! bank;
-  assign \$11  = \$9  & \$10 ;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$14  = ! spad_meta_q1[5];
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = | bank0_busy_cnt;
-  assign \$17  = bank0_busy_cnt - 1'h1;
-  assign \$18  = \$16  ? \$17  : 5'h00;
-  assign \$19  = \$15  ? 5'h0e : \$18 ;
-  assign \$20  = idx[2:0] + 1'h1;
-  assign \$21  = load_b ? \$20  : 4'h0;
-  assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
-  assign \$23  = $signed(\$22 ) <= $signed(5'h09);
-  assign \$24  = \$12  & \$23 ;
-  assign \$25  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = | bank1_busy_cnt;
-  assign \$29  = bank1_busy_cnt - 1'h1;
-  assign \$30  = \$28  ? \$29  : 5'h00;
-  assign \$31  = \$27  ? 5'h0e : \$30 ;
-  assign \$32  = ~ load_b;
-  assign \$33  = issuing & \$32 ;
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ \$35 ;
-  assign \$37  = spad_meta_q1[0] & spad_meta_q1[1];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = | bank1_busy_cnt;
-  assign \$41  = bank1_busy_cnt - 1'h1;
-  assign \$42  = \$40  ? \$41  : 5'h00;
-  assign \$43  = \$39  ? 5'h0e : \$42 ;
-  assign \$44  = idx[2:0] + 1'h1;
-  assign \$45  = load_b ? \$44  : 4'h0;
-  assign \$46  = $signed(\$43 ) + $signed({ 1'h0, \$45  });
-  assign \$47  = $signed(\$46 ) <= $signed(5'h09);
-  assign \$48  = \$36  & \$47 ;
-  assign \$49  = spad_rd__en & spad_rd__gnt;
-  assign \$50  = ~ load_b;
-  assign \$51  = | kt;
-  assign \$52  = cmd[160] | \$51 ;
-  assign \$53  = batch == cmd[169:162];
-  assign \$54  = cmd[99:88] - 1'h1;
-  assign \$55  = nt == \$54 [11:0];
-  assign \$56  = \$53  & \$55 ;
-  assign \$57  = cmd[87:76] - 1'h1;
-  assign \$58  = kt == \$57 [11:0];
-  assign \$59  = \$56  & \$58 ;
-  assign \$60  = cmd[75:60] - 1'h1;
-  assign \$61  = idx == \$60 [15:0];
-  assign \$62  = \$59  & \$61 ;
-  assign \$63  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$64  = meta15[13:1] == meta12[13:1];
-  assign \$65  = acc_wr__en & \$64 ;
-  assign \$67  = meta15[13:1] == meta12[13:1];
-  assign \$68  = acc_wr__en & \$67 ;
-  assign \$70  = meta15[13:1] == meta13[13:1];
-  assign \$71  = acc_wr__en & \$70 ;
-  assign \$72  = \$71  | fwd2_hit;
-  assign \$73  = meta15[13:1] == meta13[13:1];
-  assign \$74  = acc_wr__en & \$73 ;
-  assign \$75  = \$74  ? acc_wr__data : fwd2_data;
-  assign \$76  = meta15[13:1] == meta14[13:1];
-  assign \$77  = acc_wr__en & \$76 ;
-  assign \$78  = fwd1_hit ? fwd1_data : acc_rd__data;
-  assign \$79  = \$77  ? acc_wr__data : \$78 ;
-  assign \$80  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$81  = \$80 [11:0] * ctl__cmd__payload[119:100];
-  assign \$82  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$83  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$84  = ctl__cmd__payload[161] ? \$82 [11:0] : \$83 [11:0];
-  assign \$85  = \$84  * ctl__cmd__payload[139:120];
-  assign \$86  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$87  = \$86 [11:0] * ctl__cmd__payload[159:140];
-  assign \$88  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
-  assign \$89  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
-  assign \$90  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
-  assign \$91  = | cmd[223:218];
-  assign \$92  = ! cmd[75:60];
-  assign \$93  = ! cmd[87:76];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = ! cmd[99:88];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = cmd[19:0] + a_span;
-  assign \$98  = \$97  + a_batch_span;
-  assign \$99  = cmd[75:60] - 1'h1;
-  assign \$100  = \$98  + \$99 [15:0];
-  assign \$101  = \$100  >= 15'h4000;
-  assign \$102  = cmd[39:20] + b_span;
-  assign \$103  = \$102  + b_batch_span;
-  assign \$104  = cmd[99:88] - 1'h1;
-  assign \$105  = cmd[87:76] - 1'h1;
-  assign \$106  = cmd[161] ? \$104 [11:0] : \$105 [11:0];
-  assign \$107  = \$106  * 4'h8;
-  assign \$108  = \$103  + \$107 ;
-  assign \$109  = \$108  + 3'h7;
-  assign \$110  = \$109  >= 15'h4000;
-  assign \$111  = \$101  | \$110 ;
-  assign \$112  = cmd[59:40] + c_span;
-  assign \$113  = \$112  + c_batch_span;
-  assign \$114  = cmd[75:60] - 1'h1;
-  assign \$115  = \$113  + \$114 [15:0];
-  assign \$116  = \$115  >= 14'h2000;
-  assign \$117  = \$111  | \$116 ;
-  assign \$118  = err_reserved | err_shape;
-  assign \$119  = \$118  | err_range;
-  assign \$120  = spad_rd__en & spad_rd__gnt;
-  assign \$121  = \$120  & load_b;
-  assign \$122  = b_ptr + 1'h1;
-  assign \$123  = idx + 1'h1;
-  assign \$124  = idx[2:0] == 3'h7;
+  assign \$4  = bank0_since_a == 3'h7;
+  assign \$5  = bank0_since_a + 1'h1;
+  assign \$6  = \$4  ? 4'h7 : \$5 ;
+  assign \$7  = \$3  ? 4'h1 : \$6 ;
+  assign \$8  = spad_rd__en & spad_rd__gnt;
+  assign \$9  = ! a_bank;
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = bank0_since_a == 3'h7;
+  assign \$12  = bank0_since_a + 1'h1;
+  assign \$13  = \$11  ? 4'h7 : \$12 ;
+  assign \$14  = \$10  ? 4'h1 : \$13 ;
+  assign \$15  = cmd[161] ? 3'h7 : kk;
+  assign \$16  = \$14  >= \$15 ;
+  assign \$17  = spad_rd__en & spad_rd__gnt;
+  assign \$18  = ! a_bank;
+  assign \$19  = \$17  & \$18 ;
+  assign \$20  = bank0_since_a == 3'h7;
+  assign \$21  = bank0_since_a + 1'h1;
+  assign \$22  = \$20  ? 4'h7 : \$21 ;
+  assign \$23  = \$19  ? 4'h1 : \$22 ;
+  assign \$24  = kk + 1'h1;
+  assign \$25  = cmd[161] ? 4'h7 : \$24 ;
+  assign \$26  = \$23  >= \$25 ;
+  assign \$27  = spad_rd__en & spad_rd__gnt;
+  assign \$28  = ! a_bank;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = bank0_since_a == 3'h7;
+  assign \$31  = bank0_since_a + 1'h1;
+  assign \$32  = \$30  ? 4'h7 : \$31 ;
+  assign \$33  = \$29  ? 4'h1 : \$32 ;
+  assign \$34  = cmd[161] ? 3'h7 : 3'h0;
+  assign \$35  = \$33  >= \$34 ;
+  assign \$36  = spad_rd__en & spad_rd__gnt;
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = bank1_since_a == 3'h7;
+  assign \$40  = bank1_since_a + 1'h1;
+  assign \$41  = \$39  ? 4'h7 : \$40 ;
+  assign \$42  = \$38  ? 4'h1 : \$41 ;
+  assign \$43  = spad_rd__en & spad_rd__gnt;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = bank1_since_a == 3'h7;
+  assign \$47  = bank1_since_a + 1'h1;
+  assign \$48  = \$46  ? 4'h7 : \$47 ;
+  assign \$49  = \$45  ? 4'h1 : \$48 ;
+  assign \$50  = cmd[161] ? 3'h7 : kk;
+  assign \$51  = \$49  >= \$50 ;
+  assign \$52  = spad_rd__en & spad_rd__gnt;
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = bank1_since_a == 3'h7;
+  assign \$56  = bank1_since_a + 1'h1;
+  assign \$57  = \$55  ? 4'h7 : \$56 ;
+  assign \$58  = \$54  ? 4'h1 : \$57 ;
+  assign \$59  = kk + 1'h1;
+  assign \$60  = cmd[161] ? 4'h7 : \$59 ;
+  assign \$61  = \$58  >= \$60 ;
+  assign \$62  = spad_rd__en & spad_rd__gnt;
+  assign \$64  = \$62  & \$63 ;
+  assign \$65  = bank1_since_a == 3'h7;
+  assign \$66  = bank1_since_a + 1'h1;
+  assign \$67  = \$65  ? 4'h7 : \$66 ;
+  assign \$68  = \$64  ? 4'h1 : \$67 ;
+  assign \$69  = cmd[161] ? 3'h7 : 3'h0;
+  assign \$70  = \$68  >= \$69 ;
+  assign \$71  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$72  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$73  = kk == 3'h7;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$76  = kk == 3'h7;
+  assign \$77  = \$75  & \$76 ;
+  assign \$78  = loaded + \$77 ;
+  assign \$79  = spad_rd__en & spad_rd__gnt;
+  assign \$80  = cmd[75:60] - 1'h1;
+  assign \$81  = idx == \$80 [15:0];
+  assign \$82  = \$79  & \$81 ;
+  assign \$83  = \$78  - \$82 ;
+  assign \$84  = spad_rd__en & spad_rd__gnt;
+  assign \$85  = | a_kt;
+  assign \$86  = cmd[160] | \$85 ;
+  assign \$87  = cmd[87:76] - 1'h1;
+  assign \$88  = a_kt == \$87 [11:0];
+  assign \$89  = cmd[99:88] - 1'h1;
+  assign \$90  = a_nt == \$89 [11:0];
+  assign \$91  = \$88  & \$90 ;
+  assign \$92  = a_batch == cmd[169:162];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = cmd[75:60] - 1'h1;
+  assign \$95  = idx == \$94 [15:0];
+  assign \$96  = \$93  & \$95 ;
+  assign \$97  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$98  = spad_rd_b__en & spad_rd_b__gnt;
+  assign \$99  = b_ptr + 1'h1;
+  assign \$100  = kk + 1'h1;
+  assign \$101  = kk == 3'h7;
+  assign \$102  = ~ b_bank;
+  assign \$103  = cmd[87:76] - 1'h1;
+  assign \$104  = b_kt != \$103 [11:0];
+  assign \$105  = cmd[99:88] - 1'h1;
+  assign \$106  = b_nt != \$105 [11:0];
+  assign \$107  = b_batch != cmd[169:162];
+  assign \$108  = b_kt + 1'h1;
+  assign \$109  = cmd[161] ? cmd[139:120] : 20'h00008;
+  assign \$110  = b_tbase + \$109 ;
+  assign \$111  = cmd[161] ? cmd[139:120] : 20'h00008;
+  assign \$112  = b_tbase + \$111 ;
+  assign \$113  = b_nt + 1'h1;
+  assign \$114  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$115  = b_nbase + \$114 ;
+  assign \$116  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$117  = b_nbase + \$116 ;
+  assign \$118  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$119  = b_nbase + \$118 ;
+  assign \$120  = b_batch + 1'h1;
+  assign \$121  = b_bbase + cmd[201:186];
+  assign \$122  = b_bbase + cmd[201:186];
+  assign \$123  = b_bbase + cmd[201:186];
+  assign \$124  = b_bbase + cmd[201:186];
   assign \$125  = spad_rd__en & spad_rd__gnt;
-  assign \$126  = ~ load_b;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = a_ptr + 1'h1;
-  assign \$129  = c_ptr + 1'h1;
-  assign \$130  = idx + 1'h1;
-  assign \$131  = cmd[75:60] - 1'h1;
-  assign \$132  = idx == \$131 [15:0];
-  assign \$133  = ~ bank;
-  assign \$134  = cmd[87:76] - 1'h1;
-  assign \$135  = kt != \$134 [11:0];
-  assign \$136  = cmd[99:88] - 1'h1;
-  assign \$137  = nt != \$136 [11:0];
-  assign \$138  = batch != cmd[169:162];
-  assign \$139  = kt + 1'h1;
-  assign \$140  = a_base + cmd[119:100];
-  assign \$141  = a_base + cmd[119:100];
-  assign \$142  = cmd[161] ? cmd[139:120] : 20'h00008;
-  assign \$143  = b_tbase + \$142 ;
-  assign \$144  = cmd[161] ? cmd[139:120] : 20'h00008;
-  assign \$145  = b_tbase + \$144 ;
-  assign \$146  = nt + 1'h1;
-  assign \$147  = cmd[161] ? 20'h00008 : cmd[139:120];
-  assign \$148  = b_nbase + \$147 ;
-  assign \$149  = cmd[161] ? 20'h00008 : cmd[139:120];
-  assign \$150  = b_nbase + \$149 ;
-  assign \$151  = cmd[161] ? 20'h00008 : cmd[139:120];
-  assign \$152  = b_nbase + \$151 ;
-  assign \$153  = c_base + cmd[159:140];
-  assign \$154  = c_base + cmd[159:140];
-  assign \$155  = batch + 1'h1;
-  assign \$156  = a_bbase + cmd[185:170];
-  assign \$157  = a_bbase + cmd[185:170];
-  assign \$158  = a_bbase + cmd[185:170];
-  assign \$159  = b_bbase + cmd[201:186];
-  assign \$160  = b_bbase + cmd[201:186];
-  assign \$161  = b_bbase + cmd[201:186];
-  assign \$162  = b_bbase + cmd[201:186];
-  assign \$163  = c_bbase + cmd[217:202];
-  assign \$164  = c_bbase + cmd[217:202];
-  assign \$165  = c_bbase + cmd[217:202];
-  assign \$166  = acc_wr__en & meta15[15];
-  assign \$167  = ~ load_b;
-  assign \$168  = bank_b_ok >> bank;
-  assign \$169  = \$167  | \$168 ;
-  assign spad_rd__en = issuing & \$169 ;
-  assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$170  = ~ spad_meta_q3[1];
-  assign w_en = spad_meta_q3[0] & \$170 ;
-  assign active = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$171  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$172  = ~ \$171 ;
-  assign stall = ctl__busy & \$172 ;
+  assign \$126  = a_ptr + 1'h1;
+  assign \$127  = c_ptr + 1'h1;
+  assign \$128  = idx + 1'h1;
+  assign \$129  = cmd[75:60] - 1'h1;
+  assign \$130  = idx == \$129 [15:0];
+  assign \$131  = ~ a_bank;
+  assign \$132  = cmd[87:76] - 1'h1;
+  assign \$133  = a_kt != \$132 [11:0];
+  assign \$134  = cmd[99:88] - 1'h1;
+  assign \$135  = a_nt != \$134 [11:0];
+  assign \$136  = a_batch != cmd[169:162];
+  assign \$137  = a_kt + 1'h1;
+  assign \$138  = a_base + cmd[119:100];
+  assign \$139  = a_base + cmd[119:100];
+  assign \$140  = a_nt + 1'h1;
+  assign \$141  = c_base + cmd[159:140];
+  assign \$142  = c_base + cmd[159:140];
+  assign \$143  = a_batch + 1'h1;
+  assign \$144  = a_bbase + cmd[185:170];
+  assign \$145  = c_bbase + cmd[217:202];
+  assign \$146  = a_bbase + cmd[185:170];
+  assign \$147  = a_bbase + cmd[185:170];
+  assign \$148  = c_bbase + cmd[217:202];
+  assign \$149  = c_bbase + cmd[217:202];
+  assign \$150  = meta15[13:1] == meta12[13:1];
+  assign \$151  = acc_wr__en & \$150 ;
+  assign \$153  = meta15[13:1] == meta12[13:1];
+  assign \$154  = acc_wr__en & \$153 ;
+  assign \$156  = meta15[13:1] == meta13[13:1];
+  assign \$157  = acc_wr__en & \$156 ;
+  assign \$158  = \$157  | fwd2_hit;
+  assign \$159  = meta15[13:1] == meta13[13:1];
+  assign \$160  = acc_wr__en & \$159 ;
+  assign \$161  = \$160  ? acc_wr__data : fwd2_data;
+  assign \$162  = meta15[13:1] == meta14[13:1];
+  assign \$163  = acc_wr__en & \$162 ;
+  assign \$164  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$165  = \$163  ? acc_wr__data : \$164 ;
+  assign \$166  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$167  = \$166 [11:0] * ctl__cmd__payload[119:100];
+  assign \$168  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$169  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$170  = ctl__cmd__payload[161] ? \$168 [11:0] : \$169 [11:0];
+  assign \$171  = \$170  * ctl__cmd__payload[139:120];
+  assign \$172  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$173  = \$172 [11:0] * ctl__cmd__payload[159:140];
+  assign \$174  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
+  assign \$175  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
+  assign \$176  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
+  assign \$177  = | cmd[223:218];
+  assign \$178  = ! cmd[75:60];
+  assign \$179  = ! cmd[87:76];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = ! cmd[99:88];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = cmd[19:0] + a_span;
+  assign \$184  = \$183  + a_batch_span;
+  assign \$185  = cmd[75:60] - 1'h1;
+  assign \$186  = \$184  + \$185 [15:0];
+  assign \$187  = \$186  >= 15'h4000;
+  assign \$188  = cmd[39:20] + b_span;
+  assign \$189  = \$188  + b_batch_span;
+  assign \$190  = cmd[99:88] - 1'h1;
+  assign \$191  = cmd[87:76] - 1'h1;
+  assign \$192  = cmd[161] ? \$190 [11:0] : \$191 [11:0];
+  assign \$193  = \$192  * 4'h8;
+  assign \$194  = \$189  + \$193 ;
+  assign \$195  = \$194  + 3'h7;
+  assign \$196  = \$195  >= 15'h4000;
+  assign \$197  = \$187  | \$196 ;
+  assign \$198  = cmd[59:40] + c_span;
+  assign \$199  = \$198  + c_batch_span;
+  assign \$200  = cmd[75:60] - 1'h1;
+  assign \$201  = \$199  + \$200 [15:0];
+  assign \$202  = \$201  >= 14'h2000;
+  assign \$203  = \$197  | \$202 ;
+  assign \$204  = err_reserved | err_shape;
+  assign \$205  = \$204  | err_range;
+  assign \$206  = spad_rd__en & spad_rd__gnt;
+  assign \$207  = cmd[87:76] - 1'h1;
+  assign \$208  = a_kt == \$207 [11:0];
+  assign \$209  = cmd[99:88] - 1'h1;
+  assign \$210  = a_nt == \$209 [11:0];
+  assign \$211  = \$208  & \$210 ;
+  assign \$212  = a_batch == cmd[169:162];
+  assign \$213  = \$211  & \$212 ;
+  assign \$214  = \$206  & \$213 ;
+  assign \$215  = cmd[75:60] - 1'h1;
+  assign \$216  = idx == \$215 [15:0];
+  assign \$217  = \$214  & \$216 ;
+  assign \$218  = acc_wr__en & meta15[15];
+  assign \$219  = running & \$signal$37 ;
+  assign \$220  = loaded != 2'h2;
+  assign \$221  = \$219  & \$220 ;
+  assign \$222  = \$signal  ? bank_b_ok_next : bank_b_ok_same;
+  assign \$223  = b_wrapped ? bank_b_ok_first : \$222 ;
+  assign \$224  = \$223  >> b_bank;
+  assign spad_rd_b__en = \$221  & \$224 ;
+  assign \$225  = running & a_run;
+  assign \$226  = | loaded;
+  assign spad_rd__en = \$225  & \$226 ;
+  assign \$227  = ~ a_meta_q3[0];
+  assign stall = ctl__busy & \$227 ;
   assign acc_rd__en = meta11[0] & meta11[14];
-  assign \$173  = old[31:0] + \$239 ;
-  assign \$174  = old[63:32] + \$240 ;
-  assign \$175  = old[95:64] + \$241 ;
-  assign \$176  = old[127:96] + \$242 ;
-  assign \$177  = old[159:128] + \$243 ;
-  assign \$178  = old[191:160] + \$244 ;
-  assign \$179  = old[223:192] + \$245 ;
-  assign \$180  = old[255:224] + \$238 ;
-  assign acc_wr__data = meta15[14] ? { \$180 [31:0], \$179 [31:0], \$178 [31:0], \$177 [31:0], \$176 [31:0], \$175 [31:0], \$174 [31:0], \$173 [31:0] } : { \$238 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239  };
-  assign ctl__busy = ~ \$181 ;
-  assign \$181  = ! gemm_fsm_state;
-  assign \$182  = gemm_fsm_state == 1'h1;
-  assign \$183  = gemm_fsm_state == 2'h2;
-  assign \$184  = gemm_fsm_state == 2'h3;
-  assign \$185  = gemm_fsm_state == 3'h4;
+  assign \$228  = old[31:0] + \$308 ;
+  assign \$229  = old[63:32] + \$309 ;
+  assign \$230  = old[95:64] + \$310 ;
+  assign \$231  = old[127:96] + \$311 ;
+  assign \$232  = old[159:128] + \$312 ;
+  assign \$233  = old[191:160] + \$313 ;
+  assign \$234  = old[223:192] + \$314 ;
+  assign \$235  = old[255:224] + \$307 ;
+  assign acc_wr__data = meta15[14] ? { \$235 [31:0], \$234 [31:0], \$233 [31:0], \$232 [31:0], \$231 [31:0], \$230 [31:0], \$229 [31:0], \$228 [31:0] } : { \$307 , \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308  };
+  assign ctl__busy = ~ \$236 ;
+  assign \$236  = ! gemm_fsm_state;
+  assign \$237  = gemm_fsm_state == 1'h1;
+  assign \$238  = gemm_fsm_state == 2'h2;
+  assign \$239  = gemm_fsm_state == 2'h3;
+  assign \$240  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$186 ;
+    done <= \$241 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$187 ;
+    bank0_since_a <= \$242 ;
   always @(posedge clk)
-    bank_b_ok <= \$188 ;
+    bank_b_ok_same <= \$243 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$189 ;
+    bank_b_ok_next <= \$244 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$190 ;
+    bank_b_ok_first <= \$245 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$191 ;
+    bank1_since_a <= \$246 ;
   always @(posedge clk)
-    spad_meta_q3 <= \$192 ;
+    \$signal  <= \$247 ;
   always @(posedge clk)
-    meta1 <= \$193 ;
+    b_wrapped <= \$248 ;
   always @(posedge clk)
-    meta2 <= \$194 ;
+    loaded <= \$249 ;
   always @(posedge clk)
-    meta3 <= \$195 ;
+    a_meta_q1 <= \$250 ;
   always @(posedge clk)
-    meta4 <= \$196 ;
+    b_meta_q1 <= \$251 ;
   always @(posedge clk)
-    meta5 <= \$197 ;
+    a_meta_q2 <= \$252 ;
   always @(posedge clk)
-    meta6 <= \$198 ;
+    a_meta_q3 <= \$253 ;
   always @(posedge clk)
-    meta7 <= \$199 ;
+    b_meta_q2 <= \$254 ;
   always @(posedge clk)
-    meta8 <= \$200 ;
+    b_meta_q3 <= \$255 ;
   always @(posedge clk)
-    meta9 <= \$201 ;
+    b_ptr <= \$256 ;
   always @(posedge clk)
-    meta10 <= \$202 ;
+    kk <= \$257 ;
   always @(posedge clk)
-    meta11 <= \$203 ;
+    b_bank <= \$258 ;
   always @(posedge clk)
-    meta12 <= \$204 ;
+    b_kt <= \$259 ;
   always @(posedge clk)
-    meta13 <= \$205 ;
+    b_tbase <= \$260 ;
   always @(posedge clk)
-    meta14 <= \$206 ;
+    b_nt <= \$261 ;
   always @(posedge clk)
-    meta15 <= \$207 ;
+    b_nbase <= \$262 ;
   always @(posedge clk)
-    fwd2_hit <= \$208 ;
+    b_batch <= \$263 ;
   always @(posedge clk)
-    fwd2_data <= \$69 ;
+    b_bbase <= \$264 ;
   always @(posedge clk)
-    fwd1_hit <= \$209 ;
+    \$signal$37  <= \$265 ;
   always @(posedge clk)
-    fwd1_data <= \$75 ;
+    a_ptr <= \$266 ;
   always @(posedge clk)
-    old <= \$79 ;
+    c_ptr <= \$267 ;
   always @(posedge clk)
-    cmd <= \$210 ;
+    idx <= \$268 ;
   always @(posedge clk)
-    a_span <= \$211 ;
+    a_bank <= \$269 ;
   always @(posedge clk)
-    b_span <= \$212 ;
+    a_kt <= \$270 ;
   always @(posedge clk)
-    c_span <= \$213 ;
+    a_base <= \$271 ;
   always @(posedge clk)
-    a_batch_span <= \$214 ;
+    a_nt <= \$272 ;
   always @(posedge clk)
-    b_batch_span <= \$215 ;
+    c_base <= \$273 ;
   always @(posedge clk)
-    c_batch_span <= \$216 ;
+    a_batch <= \$274 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$217 ;
+    a_bbase <= \$275 ;
   always @(posedge clk)
-    err_reserved <= \$218 ;
+    c_bbase <= \$276 ;
   always @(posedge clk)
-    err_shape <= \$219 ;
+    a_run <= \$277 ;
   always @(posedge clk)
-    err_range <= \$220 ;
+    meta1 <= \$278 ;
   always @(posedge clk)
-    error <= \$221 ;
+    meta2 <= \$279 ;
   always @(posedge clk)
-    batch <= \$222 ;
+    meta3 <= \$280 ;
   always @(posedge clk)
-    nt <= \$223 ;
+    meta4 <= \$281 ;
   always @(posedge clk)
-    kt <= \$224 ;
+    meta5 <= \$282 ;
   always @(posedge clk)
-    idx <= \$225 ;
+    meta6 <= \$283 ;
   always @(posedge clk)
-    load_b <= \$226 ;
+    meta7 <= \$284 ;
   always @(posedge clk)
-    a_bbase <= \$227 ;
+    meta8 <= \$285 ;
   always @(posedge clk)
-    a_base <= \$228 ;
+    meta9 <= \$286 ;
   always @(posedge clk)
-    a_ptr <= \$229 ;
+    meta10 <= \$287 ;
   always @(posedge clk)
-    b_bbase <= \$230 ;
+    meta11 <= \$288 ;
   always @(posedge clk)
-    b_nbase <= \$231 ;
+    meta12 <= \$289 ;
   always @(posedge clk)
-    b_tbase <= \$232 ;
+    meta13 <= \$290 ;
   always @(posedge clk)
-    b_ptr <= \$233 ;
+    meta14 <= \$291 ;
   always @(posedge clk)
-    c_bbase <= \$234 ;
+    meta15 <= \$292 ;
   always @(posedge clk)
-    c_base <= \$235 ;
+    fwd2_hit <= \$293 ;
   always @(posedge clk)
-    c_ptr <= \$236 ;
+    fwd2_data <= \$155 ;
   always @(posedge clk)
-    bank <= \$237 ;
+    fwd1_hit <= \$294 ;
+  always @(posedge clk)
+    fwd1_data <= \$161 ;
+  always @(posedge clk)
+    old <= \$165 ;
+  always @(posedge clk)
+    cmd <= \$295 ;
+  always @(posedge clk)
+    a_span <= \$296 ;
+  always @(posedge clk)
+    b_span <= \$297 ;
+  always @(posedge clk)
+    c_span <= \$298 ;
+  always @(posedge clk)
+    a_batch_span <= \$299 ;
+  always @(posedge clk)
+    b_batch_span <= \$300 ;
+  always @(posedge clk)
+    c_batch_span <= \$301 ;
+  always @(posedge clk)
+    gemm_fsm_state <= \$302 ;
+  always @(posedge clk)
+    err_reserved <= \$303 ;
+  always @(posedge clk)
+    err_shape <= \$304 ;
+  always @(posedge clk)
+    err_range <= \$305 ;
+  always @(posedge clk)
+    error <= \$306 ;
   \kaki_soc_8x8.gemm.array  array (
-    .a_valid(a_valid),
+    .a_data(a_data),
     .clk(clk),
-    .deskew0_6(\$239 ),
-    .deskew1_5(\$240 ),
-    .deskew2_4(\$241 ),
-    .deskew3_3(\$242 ),
-    .deskew4_2(\$243 ),
-    .deskew5_1(\$244 ),
-    .deskew6_0(\$245 ),
-    .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$238 ),
-    .\port$14800$2 (spad_meta_q3[5:2]),
+    .deskew0_6(\$308 ),
+    .deskew1_5(\$309 ),
+    .deskew2_4(\$310 ),
+    .deskew3_3(\$311 ),
+    .deskew4_2(\$312 ),
+    .deskew5_1(\$313 ),
+    .deskew6_0(\$314 ),
+    .out_valid(acc_wr__en),
+    .pe7_7_psum(\$307 ),
+    .\port$14786$0 (a_meta_q3[1:0]),
+    .\port$14790$0 (b_meta_q3),
     .reset(reset),
     .rst(rst),
-    .w_data(a_data),
-    .w_en(w_en),
+    .w_data(w_data),
     .w_transpose(cmd[161])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$186  = 1'h0;
+    \$241  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$119 ) begin
-            \$186  = 1'h1;
+          if (\$205 ) begin
+            \$241  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$166 ) begin
-            \$186  = 1'h1;
+          if (\$218 ) begin
+            \$241  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$186  = 1'h0;
+      \$241  = 1'h0;
     end
     if (rst) begin
-      \$186  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$187  = \$7 [3:0];
+    \$242  = \$7 [2:0];
     if (reset[2]) begin
-      \$187  = 4'h0;
+      \$242  = 3'h7;
     end
     if (rst) begin
-      \$187  = 4'h0;
+      \$242  = 3'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$188 [0] = \$24 ;
-    \$188 [1] = \$48 ;
+    \$243 [0] = \$16 ;
+    \$243 [1] = \$51 ;
     if (reset[2]) begin
-      \$188  = 2'h0;
+      \$243  = 2'h0;
     end
     if (rst) begin
-      \$188  = 2'h0;
+      \$243  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$189  = \$31 [3:0];
+    \$244 [0] = \$26 ;
+    \$244 [1] = \$61 ;
     if (reset[2]) begin
-      \$189  = 4'h0;
+      \$244  = 2'h0;
     end
     if (rst) begin
-      \$189  = 4'h0;
+      \$244  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$190 [0] = \$49 ;
-    \$190 [1] = \$50 ;
-    \$190 [4:2] = idx[2:0];
-    \$190 [5] = bank;
-    \$190 [18:6] = c_ptr;
-    \$190 [19] = \$52 ;
-    \$190 [20] = \$62 ;
+    \$245 [0] = \$35 ;
+    \$245 [1] = \$70 ;
     if (reset[2]) begin
-      \$190  = 21'h000000;
+      \$245  = 2'h0;
     end
     if (rst) begin
-      \$190  = 21'h000000;
+      \$245  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$191  = spad_meta_q1;
+    \$246  = \$42 [2:0];
     if (reset[2]) begin
-      \$191  = 21'h000000;
+      \$246  = 3'h7;
     end
     if (rst) begin
-      \$191  = 21'h000000;
+      \$246  = 3'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$192  = spad_meta_q2;
+    \$247  = \$71 ;
     if (reset[2]) begin
-      \$192  = 21'h000000;
+      \$247  = 1'h0;
     end
     if (rst) begin
-      \$192  = 21'h000000;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$193  = { spad_meta_q3[20:6], \$63  };
+    \$248  = \$74 ;
     if (reset[2]) begin
-      \$193  = 16'h0000;
+      \$248  = 1'h0;
     end
     if (rst) begin
-      \$193  = 16'h0000;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$194  = meta1;
-    if (reset[2]) begin
-      \$194  = 16'h0000;
-    end
-    if (rst) begin
-      \$194  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$195  = meta2;
-    if (reset[2]) begin
-      \$195  = 16'h0000;
-    end
-    if (rst) begin
-      \$195  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$196  = meta3;
-    if (reset[2]) begin
-      \$196  = 16'h0000;
-    end
-    if (rst) begin
-      \$196  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$197  = meta4;
-    if (reset[2]) begin
-      \$197  = 16'h0000;
-    end
-    if (rst) begin
-      \$197  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$198  = meta5;
-    if (reset[2]) begin
-      \$198  = 16'h0000;
-    end
-    if (rst) begin
-      \$198  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$199  = meta6;
-    if (reset[2]) begin
-      \$199  = 16'h0000;
-    end
-    if (rst) begin
-      \$199  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$200  = meta7;
-    if (reset[2]) begin
-      \$200  = 16'h0000;
-    end
-    if (rst) begin
-      \$200  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$201  = meta8;
-    if (reset[2]) begin
-      \$201  = 16'h0000;
-    end
-    if (rst) begin
-      \$201  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$202  = meta9;
-    if (reset[2]) begin
-      \$202  = 16'h0000;
-    end
-    if (rst) begin
-      \$202  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$203  = meta10;
-    if (reset[2]) begin
-      \$203  = 16'h0000;
-    end
-    if (rst) begin
-      \$203  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$204  = meta11;
-    if (reset[2]) begin
-      \$204  = 16'h0000;
-    end
-    if (rst) begin
-      \$204  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$205  = meta12;
-    if (reset[2]) begin
-      \$205  = 16'h0000;
-    end
-    if (rst) begin
-      \$205  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$206  = meta13;
-    if (reset[2]) begin
-      \$206  = 16'h0000;
-    end
-    if (rst) begin
-      \$206  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$207  = meta14;
-    if (reset[2]) begin
-      \$207  = 16'h0000;
-    end
-    if (rst) begin
-      \$207  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$208  = \$66 ;
-    if (reset[2]) begin
-      \$208  = 1'h0;
-    end
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$209  = \$72 ;
-    if (reset[2]) begin
-      \$209  = 1'h0;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$210  = cmd;
+    \$249  = \$83 [1:0];
     casez (gemm_fsm_state)
       3'h0:
-          if (ctl__cmd__valid) begin
-            \$210  = ctl__cmd__payload;
-          end
-    endcase
-    if (reset[2]) begin
-      \$210  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$210  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$211  = a_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$211  = \$81 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$211  = 32'd0;
-    end
-    if (rst) begin
-      \$211  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$212  = b_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$212  = \$85 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$212  = 32'd0;
-    end
-    if (rst) begin
-      \$212  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$213  = c_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$213  = \$87 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$213  = 32'd0;
-    end
-    if (rst) begin
-      \$213  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$214  = a_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$214  = \$88 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$214  = 24'h000000;
-    end
-    if (rst) begin
-      \$214  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$215  = b_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$215  = \$89 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$215  = 24'h000000;
-    end
-    if (rst) begin
-      \$215  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$216  = c_batch_span;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$216  = \$90 ;
-          end
-    endcase
-    if (reset[2]) begin
-      \$216  = 24'h000000;
-    end
-    if (rst) begin
-      \$216  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$217  = gemm_fsm_state;
-    casez (gemm_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$217  = 3'h1;
-          end
+          /* empty */;
       3'h1:
-          \$217  = 3'h2;
+          /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$119 ) begin
-            \$217  = 3'h0;
+          if (\$205 ) begin
           end else begin
-            \$217  = 3'h3;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              (* full_case = 32'd1 *)
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-              end else begin
-                \$217  = 3'h4;
-              end
-            end
-          end
-      3'h4:
-          if (\$166 ) begin
-            \$217  = 3'h0;
+            \$249  = 2'h0;
           end
     endcase
     if (reset[2]) begin
-      \$217  = 3'h0;
+      \$249  = 2'h0;
     end
     if (rst) begin
-      \$217  = 3'h0;
+      \$249  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$218  = err_reserved;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$218  = \$91 ;
-    endcase
+    \$250 [0] = \$84 ;
+    \$250 [1] = a_bank;
+    \$250 [14:2] = c_ptr;
+    \$250 [15] = \$86 ;
+    \$250 [16] = \$96 ;
     if (reset[2]) begin
-      \$218  = 1'h0;
+      \$250  = 17'h00000;
     end
     if (rst) begin
-      \$218  = 1'h0;
+      \$250  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$219  = err_shape;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$219  = \$96 ;
-    endcase
+    \$251 [0] = \$97 ;
+    \$251 [3:1] = kk;
+    \$251 [4] = b_bank;
     if (reset[2]) begin
-      \$219  = 1'h0;
+      \$251  = 5'h00;
     end
     if (rst) begin
-      \$219  = 1'h0;
+      \$251  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$220  = err_range;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$220  = \$117 ;
-    endcase
+    \$252  = a_meta_q1;
     if (reset[2]) begin
-      \$220  = 1'h0;
+      \$252  = 17'h00000;
     end
     if (rst) begin
-      \$220  = 1'h0;
+      \$252  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$221  = error;
+    \$253  = a_meta_q2;
+    if (reset[2]) begin
+      \$253  = 17'h00000;
+    end
+    if (rst) begin
+      \$253  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$254  = b_meta_q1;
+    if (reset[2]) begin
+      \$254  = 5'h00;
+    end
+    if (rst) begin
+      \$254  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$255  = b_meta_q2;
+    if (reset[2]) begin
+      \$255  = 5'h00;
+    end
+    if (rst) begin
+      \$255  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$256  = b_ptr;
+    if (\$98 ) begin
+      \$256  = \$99 [13:0];
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$256  = \$112 [13:0];
+        end else if (\$106 ) begin
+          \$256  = \$119 [13:0];
+        end else if (\$107 ) begin
+          \$256  = \$124 [13:0];
+        end
+      end
+    end
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$119 ) begin
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$256  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$256  = 14'h0000;
+    end
+    if (rst) begin
+      \$256  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$257  = kk;
+    if (\$98 ) begin
+      \$257  = \$100 [2:0];
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$257  = 3'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$257  = 3'h0;
+    end
+    if (rst) begin
+      \$257  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$258  = b_bank;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        \$258  = \$102 ;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$258  = 1'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$258  = 1'h0;
+    end
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$259  = b_kt;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$259  = \$108 [11:0];
+        end else if (\$106 ) begin
+          \$259  = 12'h000;
+        end else if (\$107 ) begin
+          \$259  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$259  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$259  = 12'h000;
+    end
+    if (rst) begin
+      \$259  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$260  = b_tbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+          \$260  = \$110 [13:0];
+        end else if (\$106 ) begin
+          \$260  = \$117 [13:0];
+        end else if (\$107 ) begin
+          \$260  = \$123 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$260  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$260  = 14'h0000;
+    end
+    if (rst) begin
+      \$260  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$261  = b_nt;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+          \$261  = \$113 [11:0];
+        end else if (\$107 ) begin
+          \$261  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$261  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$261  = 12'h000;
+    end
+    if (rst) begin
+      \$261  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$262  = b_nbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+          \$262  = \$115 [13:0];
+        end else if (\$107 ) begin
+          \$262  = \$122 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$262  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$262  = 14'h0000;
+    end
+    if (rst) begin
+      \$262  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$263  = b_batch;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+          \$263  = \$120 [7:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$263  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$263  = 8'h00;
+    end
+    if (rst) begin
+      \$263  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$264  = b_bbase;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+          \$264  = \$121 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$264  = cmd[33:20];
+          end
+    endcase
+    if (reset[2]) begin
+      \$264  = 14'h0000;
+    end
+    if (rst) begin
+      \$264  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$265  = \$signal$37 ;
+    if (\$98 ) begin
+      if (\$101 ) begin
+        (* full_case = 32'd1 *)
+        if (\$104 ) begin
+        end else if (\$106 ) begin
+        end else if (\$107 ) begin
+        end else begin
+          \$265  = 1'h0;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$265  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$266  = a_ptr;
+    if (\$125 ) begin
+      \$266  = \$126 [13:0];
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$266  = \$139 [13:0];
+        end else if (\$135 ) begin
+          \$266  = a_bbase;
+        end else if (\$136 ) begin
+          \$266  = \$147 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$266  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$266  = 14'h0000;
+    end
+    if (rst) begin
+      \$266  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$267  = c_ptr;
+    if (\$125 ) begin
+      \$267  = \$127 [12:0];
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$267  = c_base;
+        end else if (\$135 ) begin
+          \$267  = \$142 [12:0];
+        end else if (\$136 ) begin
+          \$267  = \$149 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$267  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$267  = 13'h0000;
+    end
+    if (rst) begin
+      \$267  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$268  = idx;
+    if (\$125 ) begin
+      \$268  = \$128 [15:0];
+      if (\$130 ) begin
+        \$268  = 16'h0000;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$268  = 16'h0000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$268  = 16'h0000;
+    end
+    if (rst) begin
+      \$268  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$269  = a_bank;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        \$269  = \$131 ;
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$269  = 1'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$269  = 1'h0;
+    end
+    if (rst) begin
+      \$269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$270  = a_kt;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$270  = \$137 [11:0];
+        end else if (\$135 ) begin
+          \$270  = 12'h000;
+        end else if (\$136 ) begin
+          \$270  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$270  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$270  = 12'h000;
+    end
+    if (rst) begin
+      \$270  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$271  = a_base;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+          \$271  = \$138 [13:0];
+        end else if (\$135 ) begin
+          \$271  = a_bbase;
+        end else if (\$136 ) begin
+          \$271  = \$146 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$271  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$271  = 14'h0000;
+    end
+    if (rst) begin
+      \$271  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$272  = a_nt;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+          \$272  = \$140 [11:0];
+        end else if (\$136 ) begin
+          \$272  = 12'h000;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$272  = 12'h000;
+          end
+    endcase
+    if (reset[2]) begin
+      \$272  = 12'h000;
+    end
+    if (rst) begin
+      \$272  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$273  = c_base;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+          \$273  = \$141 [12:0];
+        end else if (\$136 ) begin
+          \$273  = \$148 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$273  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$273  = 13'h0000;
+    end
+    if (rst) begin
+      \$273  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$274  = a_batch;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$274  = \$143 [7:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$274  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$274  = 8'h00;
+    end
+    if (rst) begin
+      \$274  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$275  = a_bbase;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$275  = \$144 [13:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$275  = cmd[13:0];
+          end
+    endcase
+    if (reset[2]) begin
+      \$275  = 14'h0000;
+    end
+    if (rst) begin
+      \$275  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$276  = c_bbase;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+          \$276  = \$145 [12:0];
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$276  = cmd[52:40];
+          end
+    endcase
+    if (reset[2]) begin
+      \$276  = 13'h0000;
+    end
+    if (rst) begin
+      \$276  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$277  = a_run;
+    if (\$125 ) begin
+      if (\$130 ) begin
+        (* full_case = 32'd1 *)
+        if (\$133 ) begin
+        end else if (\$135 ) begin
+        end else if (\$136 ) begin
+        end else begin
+          \$277  = 1'h0;
+        end
+      end
+    end
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+          end else begin
+            \$277  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$277  = 1'h0;
+    end
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$278  = { a_meta_q3[16:2], a_meta_q3[0] };
+    if (reset[2]) begin
+      \$278  = 16'h0000;
+    end
+    if (rst) begin
+      \$278  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$279  = meta1;
+    if (reset[2]) begin
+      \$279  = 16'h0000;
+    end
+    if (rst) begin
+      \$279  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$280  = meta2;
+    if (reset[2]) begin
+      \$280  = 16'h0000;
+    end
+    if (rst) begin
+      \$280  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$281  = meta3;
+    if (reset[2]) begin
+      \$281  = 16'h0000;
+    end
+    if (rst) begin
+      \$281  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$282  = meta4;
+    if (reset[2]) begin
+      \$282  = 16'h0000;
+    end
+    if (rst) begin
+      \$282  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$283  = meta5;
+    if (reset[2]) begin
+      \$283  = 16'h0000;
+    end
+    if (rst) begin
+      \$283  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$284  = meta6;
+    if (reset[2]) begin
+      \$284  = 16'h0000;
+    end
+    if (rst) begin
+      \$284  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$285  = meta7;
+    if (reset[2]) begin
+      \$285  = 16'h0000;
+    end
+    if (rst) begin
+      \$285  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$286  = meta8;
+    if (reset[2]) begin
+      \$286  = 16'h0000;
+    end
+    if (rst) begin
+      \$286  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$287  = meta9;
+    if (reset[2]) begin
+      \$287  = 16'h0000;
+    end
+    if (rst) begin
+      \$287  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$288  = meta10;
+    if (reset[2]) begin
+      \$288  = 16'h0000;
+    end
+    if (rst) begin
+      \$288  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$289  = meta11;
+    if (reset[2]) begin
+      \$289  = 16'h0000;
+    end
+    if (rst) begin
+      \$289  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$290  = meta12;
+    if (reset[2]) begin
+      \$290  = 16'h0000;
+    end
+    if (rst) begin
+      \$290  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$291  = meta13;
+    if (reset[2]) begin
+      \$291  = 16'h0000;
+    end
+    if (rst) begin
+      \$291  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$292  = meta14;
+    if (reset[2]) begin
+      \$292  = 16'h0000;
+    end
+    if (rst) begin
+      \$292  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$293  = \$152 ;
+    if (reset[2]) begin
+      \$293  = 1'h0;
+    end
+    if (rst) begin
+      \$293  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$294  = \$158 ;
+    if (reset[2]) begin
+      \$294  = 1'h0;
+    end
+    if (rst) begin
+      \$294  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$295  = cmd;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$295  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[2]) begin
+      \$295  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$295  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$296  = a_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$296  = \$167 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$296  = 32'd0;
+    end
+    if (rst) begin
+      \$296  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$297  = b_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$297  = \$171 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$297  = 32'd0;
+    end
+    if (rst) begin
+      \$297  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$298  = c_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$298  = \$173 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$298  = 32'd0;
+    end
+    if (rst) begin
+      \$298  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$299  = a_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$299  = \$174 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$299  = 24'h000000;
+    end
+    if (rst) begin
+      \$299  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$300  = b_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$300  = \$175 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$300  = 24'h000000;
+    end
+    if (rst) begin
+      \$300  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$301  = c_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$301  = \$176 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$301  = 24'h000000;
+    end
+    if (rst) begin
+      \$301  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$302  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$302  = 3'h1;
+          end
+      3'h1:
+          \$302  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$205 ) begin
+            \$302  = 3'h0;
+          end else begin
+            \$302  = 3'h3;
+          end
+      3'h3:
+          if (\$217 ) begin
+            \$302  = 3'h4;
+          end
+      3'h4:
+          if (\$218 ) begin
+            \$302  = 3'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$302  = 3'h0;
+    end
+    if (rst) begin
+      \$302  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$303  = err_reserved;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$303  = \$177 ;
+    endcase
+    if (reset[2]) begin
+      \$303  = 1'h0;
+    end
+    if (rst) begin
+      \$303  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$304  = err_shape;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$304  = \$182 ;
+    endcase
+    if (reset[2]) begin
+      \$304  = 1'h0;
+    end
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$305  = err_range;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$305  = \$203 ;
+    endcase
+    if (reset[2]) begin
+      \$305  = 1'h0;
+    end
+    if (rst) begin
+      \$305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$306  = error;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$205 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$221  = 8'h02;
+              \$306  = 8'h02;
             end else if (err_shape) begin
-              \$221  = 8'h03;
+              \$306  = 8'h03;
             end else begin
-              \$221  = 8'h04;
+              \$306  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$166 ) begin
-            \$221  = 8'h00;
+          if (\$218 ) begin
+            \$306  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$221  = 8'h00;
+      \$306  = 8'h00;
     end
     if (rst) begin
-      \$221  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$222  = batch;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$222  = 8'h00;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$222  = \$155 [7:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$222  = 8'h00;
-    end
-    if (rst) begin
-      \$222  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$223  = nt;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$223  = 12'h000;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$223  = \$146 [11:0];
-              end else if (\$138 ) begin
-                \$223  = 12'h000;
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$223  = 12'h000;
-    end
-    if (rst) begin
-      \$223  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$224  = kt;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$224  = 12'h000;
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$224  = \$139 [11:0];
-              end else if (\$137 ) begin
-                \$224  = 12'h000;
-              end else if (\$138 ) begin
-                \$224  = 12'h000;
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$224  = 12'h000;
-    end
-    if (rst) begin
-      \$224  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$225  = idx;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$225  = 16'h0000;
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            \$225  = \$123 [15:0];
-            if (\$124 ) begin
-              \$225  = 16'h0000;
-            end
-          end
-          if (\$127 ) begin
-            \$225  = \$130 [15:0];
-            if (\$132 ) begin
-              \$225  = 16'h0000;
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$225  = 16'h0000;
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$226  = load_b;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$226  = 1'h1;
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            if (\$124 ) begin
-              \$226  = 1'h0;
-            end
-          end
-          if (\$127 ) begin
-            if (\$132 ) begin
-              \$226  = 1'h1;
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$226  = 1'h0;
-    end
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$227  = a_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$227  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$227  = \$156 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$227  = 14'h0000;
-    end
-    if (rst) begin
-      \$227  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$228  = a_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$228  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$228  = \$140 [13:0];
-              end else if (\$137 ) begin
-                \$228  = a_bbase;
-              end else if (\$138 ) begin
-                \$228  = \$157 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$228  = 14'h0000;
-    end
-    if (rst) begin
-      \$228  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$229  = a_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$229  = cmd[13:0];
-          end
-      3'h3:
-          if (\$127 ) begin
-            \$229  = \$128 [13:0];
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$229  = \$141 [13:0];
-              end else if (\$137 ) begin
-                \$229  = a_bbase;
-              end else if (\$138 ) begin
-                \$229  = \$158 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$229  = 14'h0000;
-    end
-    if (rst) begin
-      \$229  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$230  = b_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$230  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$230  = \$159 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$230  = 14'h0000;
-    end
-    if (rst) begin
-      \$230  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$231  = b_nbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$231  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$231  = \$148 [13:0];
-              end else if (\$138 ) begin
-                \$231  = \$160 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$231  = 14'h0000;
-    end
-    if (rst) begin
-      \$231  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$232  = b_tbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$232  = cmd[33:20];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$232  = \$143 [13:0];
-              end else if (\$137 ) begin
-                \$232  = \$150 [13:0];
-              end else if (\$138 ) begin
-                \$232  = \$161 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$232  = 14'h0000;
-    end
-    if (rst) begin
-      \$232  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$233  = b_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$233  = cmd[33:20];
-          end
-      3'h3:
-        begin
-          if (\$121 ) begin
-            \$233  = \$122 [13:0];
-          end
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$233  = \$145 [13:0];
-              end else if (\$137 ) begin
-                \$233  = \$152 [13:0];
-              end else if (\$138 ) begin
-                \$233  = \$162 [13:0];
-              end
-            end
-          end
-        end
-    endcase
-    if (reset[2]) begin
-      \$233  = 14'h0000;
-    end
-    if (rst) begin
-      \$233  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$234  = c_bbase;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$234  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-              end else if (\$138 ) begin
-                \$234  = \$163 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$234  = 13'h0000;
-    end
-    if (rst) begin
-      \$234  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$235  = c_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$235  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              if (\$135 ) begin
-              end else if (\$137 ) begin
-                \$235  = \$153 [12:0];
-              end else if (\$138 ) begin
-                \$235  = \$164 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$235  = 13'h0000;
-    end
-    if (rst) begin
-      \$235  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$236  = c_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$236  = cmd[52:40];
-          end
-      3'h3:
-          if (\$127 ) begin
-            \$236  = \$129 [12:0];
-            if (\$132 ) begin
-              if (\$135 ) begin
-                \$236  = c_base;
-              end else if (\$137 ) begin
-                \$236  = \$154 [12:0];
-              end else if (\$138 ) begin
-                \$236  = \$165 [12:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$236  = 13'h0000;
-    end
-    if (rst) begin
-      \$236  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$237  = bank;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$127 ) begin
-            if (\$132 ) begin
-              \$237  = \$133 ;
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$237  = 1'h0;
-    end
-    if (rst) begin
-      \$237  = 1'h0;
+      \$306  = 8'h00;
     end
   end
   always @* begin
@@ -30938,7 +31379,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    issuing = 1'h0;
+    running = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -30947,29 +31388,27 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          issuing = 1'h1;
+          running = 1'h1;
     endcase
   end
   assign out_valid = acc_wr__en;
   assign ctl__done = done;
   assign ctl__error = error;
   assign busy = ctl__busy;
+  assign spad_rd_b__addr = b_ptr;
+  assign spad_rd__addr = a_ptr;
   assign spad_rd__data = a_data;
-  assign a_bank = spad_meta_q3[5];
-  assign w_row = spad_meta_q3[4:2];
+  assign \a_bank$93  = a_meta_q3[1];
+  assign w_en = b_meta_q3[0];
+  assign w_row = b_meta_q3[3:1];
   assign w_transpose = cmd[161];
-  assign w_bank = spad_meta_q3[5];
-  assign w_data = a_data;
-  assign out_data = { \$238 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239  };
+  assign w_bank = b_meta_q3[4];
+  assign spad_rd_b__data = w_data;
+  assign active = a_meta_q3[0];
+  assign out_data = { \$307 , \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308  };
+  assign a_valid = a_meta_q3[0];
   assign acc_rd__addr = meta11[13:1];
   assign acc_wr__addr = meta15[13:1];
-  assign \spad_meta_q1.valid  = spad_meta_q1[0];
-  assign \spad_meta_q1.is_a  = spad_meta_q1[1];
-  assign \spad_meta_q1.row  = spad_meta_q1[4:2];
-  assign \spad_meta_q1.bank  = spad_meta_q1[5];
-  assign \spad_meta_q1.caddr  = spad_meta_q1[18:6];
-  assign \spad_meta_q1.accum  = spad_meta_q1[19];
-  assign \spad_meta_q1.last  = spad_meta_q1[20];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
   assign \cmd.c_addr  = cmd[59:40];
@@ -30986,20 +31425,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.b_batch_stride  = cmd[201:186];
   assign \cmd.c_batch_stride  = cmd[217:202];
   assign \cmd.reserved  = cmd[223:218];
-  assign \spad_meta_q2.valid  = spad_meta_q2[0];
-  assign \spad_meta_q2.is_a  = spad_meta_q2[1];
-  assign \spad_meta_q2.row  = spad_meta_q2[4:2];
-  assign \spad_meta_q2.bank  = spad_meta_q2[5];
-  assign \spad_meta_q2.caddr  = spad_meta_q2[18:6];
-  assign \spad_meta_q2.accum  = spad_meta_q2[19];
-  assign \spad_meta_q2.last  = spad_meta_q2[20];
-  assign \spad_meta_q3.valid  = spad_meta_q3[0];
-  assign \spad_meta_q3.is_a  = spad_meta_q3[1];
-  assign \spad_meta_q3.row  = spad_meta_q3[4:2];
-  assign \spad_meta_q3.bank  = spad_meta_q3[5];
-  assign \spad_meta_q3.caddr  = spad_meta_q3[18:6];
-  assign \spad_meta_q3.accum  = spad_meta_q3[19];
-  assign \spad_meta_q3.last  = spad_meta_q3[20];
+  assign \a_meta_q1.valid  = a_meta_q1[0];
+  assign \a_meta_q1.bank  = a_meta_q1[1];
+  assign \a_meta_q1.caddr  = a_meta_q1[14:2];
+  assign \a_meta_q1.accum  = a_meta_q1[15];
+  assign \a_meta_q1.last  = a_meta_q1[16];
+  assign \b_meta_q1.valid  = b_meta_q1[0];
+  assign \b_meta_q1.row  = b_meta_q1[3:1];
+  assign \b_meta_q1.bank  = b_meta_q1[4];
+  assign \a_meta_q2.valid  = a_meta_q2[0];
+  assign \a_meta_q2.bank  = a_meta_q2[1];
+  assign \a_meta_q2.caddr  = a_meta_q2[14:2];
+  assign \a_meta_q2.accum  = a_meta_q2[15];
+  assign \a_meta_q2.last  = a_meta_q2[16];
+  assign \a_meta_q3.valid  = a_meta_q3[0];
+  assign \a_meta_q3.bank  = a_meta_q3[1];
+  assign \a_meta_q3.caddr  = a_meta_q3[14:2];
+  assign \a_meta_q3.accum  = a_meta_q3[15];
+  assign \a_meta_q3.last  = a_meta_q3[16];
+  assign \b_meta_q2.valid  = b_meta_q2[0];
+  assign \b_meta_q2.row  = b_meta_q2[3:1];
+  assign \b_meta_q2.bank  = b_meta_q2[4];
+  assign \b_meta_q3.valid  = b_meta_q3[0];
+  assign \b_meta_q3.row  = b_meta_q3[3:1];
+  assign \b_meta_q3.bank  = b_meta_q3[4];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
@@ -31016,842 +31465,686 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.b_batch_stride  = ctl__cmd__payload[201:186];
   assign \ctl__cmd__payload.c_batch_stride  = ctl__cmd__payload[217:202];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[223:218];
-  assign \$26  = spad_meta_q1[5];
-  assign \$34  = bank;
-  assign \$38  = spad_meta_q1[5];
-  assign \$66  = \$65 ;
-  assign \$69  = acc_wr__data;
+  assign \$37  = a_bank;
+  assign \$44  = a_bank;
+  assign \$53  = a_bank;
+  assign \$63  = a_bank;
+  assign \$152  = \$151 ;
+  assign \$155  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, \port$14786$0 , \port$14790$0 , w_transpose, pe7_7_psum, out_valid, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, a_data, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire [7:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$1000 ;
   wire \$1001 ;
-  wire \$1002 ;
-  wire \$1003 ;
-  wire \$1004 ;
-  wire \$1005 ;
-  wire \$1006 ;
+  wire [7:0] \$1002 ;
+  wire [7:0] \$1003 ;
+  wire [7:0] \$1004 ;
+  wire [15:0] \$1005 ;
+  wire [32:0] \$1006 ;
   wire \$1007 ;
   wire \$1008 ;
   wire \$1009 ;
   wire \$101 ;
   wire \$1010 ;
-  wire \$1011 ;
-  wire \$1012 ;
-  wire \$1013 ;
-  wire \$1014 ;
-  wire \$1015 ;
+  wire [7:0] \$1011 ;
+  wire [7:0] \$1012 ;
+  wire [7:0] \$1013 ;
+  wire [15:0] \$1014 ;
+  wire [32:0] \$1015 ;
   wire \$1016 ;
   wire \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
   wire \$102 ;
-  wire \$1020 ;
-  wire \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
-  wire \$1024 ;
+  wire [7:0] \$1020 ;
+  wire [7:0] \$1021 ;
+  wire [7:0] \$1022 ;
+  wire [15:0] \$1023 ;
+  wire [32:0] \$1024 ;
   wire \$1025 ;
   wire \$1026 ;
   wire \$1027 ;
   wire \$1028 ;
-  wire \$1029 ;
+  wire [7:0] \$1029 ;
   wire \$103 ;
-  wire \$1030 ;
-  wire \$1031 ;
-  wire \$1032 ;
-  wire \$1033 ;
+  wire [7:0] \$1030 ;
+  wire [7:0] \$1031 ;
+  wire [15:0] \$1032 ;
+  wire [32:0] \$1033 ;
   wire \$1034 ;
   wire \$1035 ;
   wire \$1036 ;
   wire \$1037 ;
-  wire \$1038 ;
-  wire \$1039 ;
+  wire [7:0] \$1038 ;
+  wire [7:0] \$1039 ;
   wire \$104 ;
-  wire \$1040 ;
-  wire \$1041 ;
-  wire \$1042 ;
+  wire [7:0] \$1040 ;
+  wire [15:0] \$1041 ;
+  wire [32:0] \$1042 ;
   wire \$1043 ;
   wire \$1044 ;
   wire \$1045 ;
   wire \$1046 ;
-  wire \$1047 ;
-  wire \$1048 ;
-  wire \$1049 ;
+  wire [7:0] \$1047 ;
+  wire [7:0] \$1048 ;
+  wire [7:0] \$1049 ;
   wire \$105 ;
-  wire \$1050 ;
-  wire \$1051 ;
+  wire [15:0] \$1050 ;
+  wire [32:0] \$1051 ;
   wire \$1052 ;
   wire \$1053 ;
   wire \$1054 ;
   wire \$1055 ;
-  wire \$1056 ;
-  wire \$1057 ;
-  wire \$1058 ;
-  wire \$1059 ;
+  wire [7:0] \$1056 ;
+  wire [7:0] \$1057 ;
+  wire [7:0] \$1058 ;
+  wire [15:0] \$1059 ;
   wire \$106 ;
-  wire \$1060 ;
+  wire [32:0] \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
   wire \$1063 ;
   wire \$1064 ;
-  wire \$1065 ;
-  wire \$1066 ;
-  wire \$1067 ;
-  wire \$1068 ;
-  wire \$1069 ;
+  wire [7:0] \$1065 ;
+  wire [7:0] \$1066 ;
+  wire [7:0] \$1067 ;
+  wire [15:0] \$1068 ;
+  wire [32:0] \$1069 ;
   wire \$107 ;
-  wire \$1070 ;
+  wire [7:0] \$1070 ;
   wire \$1071 ;
   wire \$1072 ;
   wire \$1073 ;
   wire \$1074 ;
-  wire \$1075 ;
-  wire \$1076 ;
-  wire \$1077 ;
-  wire \$1078 ;
-  wire \$1079 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$1075 ;
+  wire [7:0] \$1076 ;
+  wire [7:0] \$1077 ;
+  wire [15:0] \$1078 ;
+  wire [32:0] \$1079 ;
+  wire \$108 ;
   wire \$1080 ;
   wire \$1081 ;
   wire \$1082 ;
   wire \$1083 ;
-  wire \$1084 ;
-  wire \$1085 ;
-  wire \$1086 ;
-  wire \$1087 ;
-  wire \$1088 ;
+  wire [7:0] \$1084 ;
+  wire [7:0] \$1085 ;
+  wire [7:0] \$1086 ;
+  wire [15:0] \$1087 ;
+  wire [32:0] \$1088 ;
   wire \$1089 ;
-  wire [7:0] \$109 ;
+  wire \$109 ;
   wire \$1090 ;
   wire \$1091 ;
   wire \$1092 ;
-  wire \$1093 ;
-  wire \$1094 ;
-  wire \$1095 ;
-  wire \$1096 ;
-  wire \$1097 ;
+  wire [7:0] \$1093 ;
+  wire [7:0] \$1094 ;
+  wire [7:0] \$1095 ;
+  wire [15:0] \$1096 ;
+  wire [32:0] \$1097 ;
   wire \$1098 ;
   wire \$1099 ;
-  wire [7:0] \$11 ;
-  wire [7:0] \$110 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$1100 ;
   wire \$1101 ;
-  wire \$1102 ;
-  wire \$1103 ;
-  wire \$1104 ;
-  wire \$1105 ;
-  wire \$1106 ;
+  wire [7:0] \$1102 ;
+  wire [7:0] \$1103 ;
+  wire [7:0] \$1104 ;
+  wire [15:0] \$1105 ;
+  wire [32:0] \$1106 ;
   wire \$1107 ;
   wire \$1108 ;
   wire \$1109 ;
-  wire [15:0] \$111 ;
+  wire \$111 ;
   wire \$1110 ;
-  wire \$1111 ;
-  wire \$1112 ;
-  wire \$1113 ;
-  wire \$1114 ;
-  wire \$1115 ;
+  wire [7:0] \$1111 ;
+  wire [7:0] \$1112 ;
+  wire [7:0] \$1113 ;
+  wire [15:0] \$1114 ;
+  wire [32:0] \$1115 ;
   wire \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
-  wire [32:0] \$112 ;
-  wire \$1120 ;
-  wire \$1121 ;
-  wire \$1122 ;
-  wire \$1123 ;
-  wire \$1124 ;
+  wire \$112 ;
+  wire [7:0] \$1120 ;
+  wire [7:0] \$1121 ;
+  wire [7:0] \$1122 ;
+  wire [15:0] \$1123 ;
+  wire [32:0] \$1124 ;
   wire \$1125 ;
   wire \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
-  wire \$1129 ;
+  wire [7:0] \$1129 ;
   wire \$113 ;
-  wire \$1130 ;
-  wire \$1131 ;
-  wire \$1132 ;
-  wire \$1133 ;
+  wire [7:0] \$1130 ;
+  wire [7:0] \$1131 ;
+  wire [15:0] \$1132 ;
+  wire [32:0] \$1133 ;
   wire \$1134 ;
   wire \$1135 ;
   wire \$1136 ;
   wire \$1137 ;
-  wire \$1138 ;
-  wire \$1139 ;
+  wire [7:0] \$1138 ;
+  wire [7:0] \$1139 ;
   wire \$114 ;
-  wire \$1140 ;
-  wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
+  wire [7:0] \$1140 ;
+  wire [15:0] \$1141 ;
+  wire [32:0] \$1142 ;
+  wire [7:0] \$1143 ;
   wire \$1144 ;
   wire \$1145 ;
   wire \$1146 ;
   wire \$1147 ;
-  wire \$1148 ;
-  wire \$1149 ;
+  wire [7:0] \$1148 ;
+  wire [7:0] \$1149 ;
   wire \$115 ;
-  wire \$1150 ;
-  wire \$1151 ;
-  wire \$1152 ;
+  wire [7:0] \$1150 ;
+  wire [15:0] \$1151 ;
+  wire [32:0] \$1152 ;
   wire \$1153 ;
   wire \$1154 ;
   wire \$1155 ;
   wire \$1156 ;
-  wire \$1157 ;
-  wire \$1158 ;
-  wire \$1159 ;
+  wire [7:0] \$1157 ;
+  wire [7:0] \$1158 ;
+  wire [7:0] \$1159 ;
   wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
+  wire [15:0] \$1160 ;
+  wire [32:0] \$1161 ;
   wire \$1162 ;
   wire \$1163 ;
   wire \$1164 ;
   wire \$1165 ;
-  wire \$1166 ;
-  wire \$1167 ;
-  wire \$1168 ;
-  wire \$1169 ;
+  wire [7:0] \$1166 ;
+  wire [7:0] \$1167 ;
+  wire [7:0] \$1168 ;
+  wire [15:0] \$1169 ;
   wire \$117 ;
-  wire \$1170 ;
+  wire [32:0] \$1170 ;
   wire \$1171 ;
   wire \$1172 ;
   wire \$1173 ;
   wire \$1174 ;
-  wire \$1175 ;
-  wire \$1176 ;
-  wire \$1177 ;
-  wire \$1178 ;
-  wire \$1179 ;
+  wire [7:0] \$1175 ;
+  wire [7:0] \$1176 ;
+  wire [7:0] \$1177 ;
+  wire [15:0] \$1178 ;
+  wire [32:0] \$1179 ;
   wire \$118 ;
   wire \$1180 ;
   wire \$1181 ;
   wire \$1182 ;
   wire \$1183 ;
-  wire \$1184 ;
-  wire \$1185 ;
-  wire \$1186 ;
-  wire \$1187 ;
-  wire \$1188 ;
+  wire [7:0] \$1184 ;
+  wire [7:0] \$1185 ;
+  wire [7:0] \$1186 ;
+  wire [15:0] \$1187 ;
+  wire [32:0] \$1188 ;
   wire \$1189 ;
   wire \$119 ;
   wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
-  wire \$1193 ;
-  wire \$1194 ;
-  wire \$1195 ;
-  wire \$1196 ;
-  wire \$1197 ;
+  wire [7:0] \$1193 ;
+  wire [7:0] \$1194 ;
+  wire [7:0] \$1195 ;
+  wire [15:0] \$1196 ;
+  wire [32:0] \$1197 ;
   wire \$1198 ;
   wire \$1199 ;
-  wire [7:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$1200 ;
   wire \$1201 ;
-  wire \$1202 ;
-  wire \$1203 ;
-  wire \$1204 ;
-  wire \$1205 ;
-  wire \$1206 ;
+  wire [7:0] \$1202 ;
+  wire [7:0] \$1203 ;
+  wire [7:0] \$1204 ;
+  wire [15:0] \$1205 ;
+  wire [32:0] \$1206 ;
   wire \$1207 ;
   wire \$1208 ;
   wire \$1209 ;
-  wire [7:0] \$121 ;
+  wire \$121 ;
   wire \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
-  wire \$1213 ;
-  wire \$1214 ;
-  wire \$1215 ;
-  wire \$1216 ;
+  wire [7:0] \$1211 ;
+  wire [7:0] \$1212 ;
+  wire [7:0] \$1213 ;
+  wire [15:0] \$1214 ;
+  wire [32:0] \$1215 ;
+  wire [7:0] \$1216 ;
   wire \$1217 ;
   wire \$1218 ;
   wire \$1219 ;
-  wire [7:0] \$122 ;
+  wire \$122 ;
   wire \$1220 ;
-  wire \$1221 ;
-  wire \$1222 ;
-  wire \$1223 ;
-  wire \$1224 ;
-  wire \$1225 ;
+  wire [7:0] \$1221 ;
+  wire [7:0] \$1222 ;
+  wire [7:0] \$1223 ;
+  wire [15:0] \$1224 ;
+  wire [32:0] \$1225 ;
   wire \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
-  wire [7:0] \$123 ;
-  wire \$1230 ;
-  wire \$1231 ;
-  wire \$1232 ;
-  wire \$1233 ;
-  wire \$1234 ;
+  wire \$123 ;
+  wire [7:0] \$1230 ;
+  wire [7:0] \$1231 ;
+  wire [7:0] \$1232 ;
+  wire [15:0] \$1233 ;
+  wire [32:0] \$1234 ;
   wire \$1235 ;
   wire \$1236 ;
   wire \$1237 ;
   wire \$1238 ;
-  wire \$1239 ;
-  wire [15:0] \$124 ;
-  wire \$1240 ;
-  wire \$1241 ;
-  wire \$1242 ;
-  wire \$1243 ;
+  wire [7:0] \$1239 ;
+  wire \$124 ;
+  wire [7:0] \$1240 ;
+  wire [7:0] \$1241 ;
+  wire [15:0] \$1242 ;
+  wire [32:0] \$1243 ;
   wire \$1244 ;
   wire \$1245 ;
   wire \$1246 ;
   wire \$1247 ;
-  wire \$1248 ;
-  wire \$1249 ;
-  wire [32:0] \$125 ;
-  wire \$1250 ;
-  wire \$1251 ;
-  wire \$1252 ;
+  wire [7:0] \$1248 ;
+  wire [7:0] \$1249 ;
+  wire \$125 ;
+  wire [7:0] \$1250 ;
+  wire [15:0] \$1251 ;
+  wire [32:0] \$1252 ;
   wire \$1253 ;
   wire \$1254 ;
   wire \$1255 ;
   wire \$1256 ;
-  wire \$1257 ;
-  wire \$1258 ;
-  wire \$1259 ;
+  wire [7:0] \$1257 ;
+  wire [7:0] \$1258 ;
+  wire [7:0] \$1259 ;
   wire \$126 ;
-  wire \$1260 ;
-  wire \$1261 ;
+  wire [15:0] \$1260 ;
+  wire [32:0] \$1261 ;
   wire \$1262 ;
   wire \$1263 ;
   wire \$1264 ;
   wire \$1265 ;
-  wire \$1266 ;
-  wire \$1267 ;
-  wire \$1268 ;
-  wire \$1269 ;
+  wire [7:0] \$1266 ;
+  wire [7:0] \$1267 ;
+  wire [7:0] \$1268 ;
+  wire [15:0] \$1269 ;
   wire \$127 ;
-  wire \$1270 ;
+  wire [32:0] \$1270 ;
   wire \$1271 ;
   wire \$1272 ;
   wire \$1273 ;
   wire \$1274 ;
-  wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
-  wire \$1279 ;
+  wire [7:0] \$1275 ;
+  wire [7:0] \$1276 ;
+  wire [7:0] \$1277 ;
+  wire [15:0] \$1278 ;
+  wire [32:0] \$1279 ;
   wire \$128 ;
   wire \$1280 ;
   wire \$1281 ;
   wire \$1282 ;
   wire \$1283 ;
-  wire \$1284 ;
-  wire \$1285 ;
-  wire \$1286 ;
-  wire \$1287 ;
-  wire \$1288 ;
-  wire \$1289 ;
+  wire [7:0] \$1284 ;
+  wire [7:0] \$1285 ;
+  wire [7:0] \$1286 ;
+  wire [15:0] \$1287 ;
+  wire [32:0] \$1288 ;
+  wire [7:0] \$1289 ;
   wire \$129 ;
   wire \$1290 ;
   wire \$1291 ;
   wire \$1292 ;
   wire \$1293 ;
-  wire \$1294 ;
-  wire \$1295 ;
-  wire \$1296 ;
-  wire \$1297 ;
-  wire \$1298 ;
+  wire [7:0] \$1294 ;
+  wire [7:0] \$1295 ;
+  wire [7:0] \$1296 ;
+  wire [15:0] \$1297 ;
+  wire [32:0] \$1298 ;
   wire \$1299 ;
-  wire [15:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$1300 ;
   wire \$1301 ;
   wire \$1302 ;
-  wire \$1303 ;
-  wire \$1304 ;
-  wire \$1305 ;
-  wire \$1306 ;
-  wire \$1307 ;
+  wire [7:0] \$1303 ;
+  wire [7:0] \$1304 ;
+  wire [7:0] \$1305 ;
+  wire [15:0] \$1306 ;
+  wire [32:0] \$1307 ;
   wire \$1308 ;
   wire \$1309 ;
   wire \$131 ;
   wire \$1310 ;
   wire \$1311 ;
-  wire \$1312 ;
-  wire \$1313 ;
-  wire \$1314 ;
-  wire \$1315 ;
-  wire \$1316 ;
+  wire [7:0] \$1312 ;
+  wire [7:0] \$1313 ;
+  wire [7:0] \$1314 ;
+  wire [15:0] \$1315 ;
+  wire [32:0] \$1316 ;
   wire \$1317 ;
   wire \$1318 ;
   wire \$1319 ;
   wire \$132 ;
   wire \$1320 ;
-  wire \$1321 ;
-  wire \$1322 ;
-  wire \$1323 ;
-  wire \$1324 ;
-  wire \$1325 ;
+  wire [7:0] \$1321 ;
+  wire [7:0] \$1322 ;
+  wire [7:0] \$1323 ;
+  wire [15:0] \$1324 ;
+  wire [32:0] \$1325 ;
   wire \$1326 ;
   wire \$1327 ;
   wire \$1328 ;
   wire \$1329 ;
   wire \$133 ;
-  wire \$1330 ;
-  wire \$1331 ;
-  wire \$1332 ;
-  wire \$1333 ;
-  wire \$1334 ;
+  wire [7:0] \$1330 ;
+  wire [7:0] \$1331 ;
+  wire [7:0] \$1332 ;
+  wire [15:0] \$1333 ;
+  wire [32:0] \$1334 ;
   wire \$1335 ;
   wire \$1336 ;
   wire \$1337 ;
   wire \$1338 ;
-  wire \$1339 ;
-  wire [7:0] \$134 ;
-  wire \$1340 ;
-  wire \$1341 ;
-  wire \$1342 ;
-  wire \$1343 ;
+  wire [7:0] \$1339 ;
+  wire \$134 ;
+  wire [7:0] \$1340 ;
+  wire [7:0] \$1341 ;
+  wire [15:0] \$1342 ;
+  wire [32:0] \$1343 ;
   wire \$1344 ;
   wire \$1345 ;
   wire \$1346 ;
   wire \$1347 ;
-  wire \$1348 ;
-  wire \$1349 ;
-  wire [7:0] \$135 ;
-  wire \$1350 ;
-  wire \$1351 ;
-  wire \$1352 ;
+  wire [7:0] \$1348 ;
+  wire [7:0] \$1349 ;
+  wire \$135 ;
+  wire [7:0] \$1350 ;
+  wire [15:0] \$1351 ;
+  wire [32:0] \$1352 ;
   wire \$1353 ;
   wire \$1354 ;
   wire \$1355 ;
   wire \$1356 ;
-  wire \$1357 ;
-  wire \$1358 ;
-  wire \$1359 ;
-  wire [7:0] \$136 ;
-  wire \$1360 ;
-  wire \$1361 ;
-  wire \$1362 ;
-  wire \$1363 ;
-  wire \$1364 ;
-  wire \$1365 ;
-  wire \$1366 ;
-  wire \$1367 ;
-  wire \$1368 ;
-  wire \$1369 ;
-  wire [15:0] \$137 ;
-  wire \$1370 ;
-  wire \$1371 ;
-  wire \$1372 ;
-  wire \$1373 ;
-  wire \$1374 ;
-  wire \$1375 ;
-  wire \$1376 ;
-  wire \$1377 ;
-  wire \$1378 ;
-  wire \$1379 ;
-  wire [32:0] \$138 ;
-  wire \$1380 ;
-  wire \$1381 ;
-  wire \$1382 ;
-  wire \$1383 ;
-  wire \$1384 ;
-  wire \$1385 ;
-  wire \$1386 ;
-  wire \$1387 ;
-  wire \$1388 ;
-  wire \$1389 ;
+  wire [7:0] \$1357 ;
+  wire [7:0] \$1358 ;
+  wire [7:0] \$1359 ;
+  wire \$136 ;
+  wire [15:0] \$1360 ;
+  wire [32:0] \$1361 ;
+  reg [69:0] \$1362 ;
+  reg [69:0] \$1363 ;
+  reg [69:0] \$1364 ;
+  reg [69:0] \$1365 ;
+  reg [69:0] \$1366 ;
+  reg [69:0] \$1367 ;
+  reg [69:0] \$1368 ;
+  reg [7:0] \$1369 ;
+  wire \$137 ;
+  reg [7:0] \$1370 ;
+  reg \$1371 ;
+  reg [7:0] \$1372 ;
+  reg [7:0] \$1373 ;
+  reg \$1374 ;
+  reg [7:0] \$1375 ;
+  reg [7:0] \$1376 ;
+  reg \$1377 ;
+  reg [7:0] \$1378 ;
+  reg [7:0] \$1379 ;
+  wire \$138 ;
+  reg \$1380 ;
+  reg [7:0] \$1381 ;
+  reg [7:0] \$1382 ;
+  reg \$1383 ;
+  reg [7:0] \$1384 ;
+  reg [7:0] \$1385 ;
+  reg \$1386 ;
+  reg [7:0] \$1387 ;
+  reg [7:0] \$1388 ;
+  reg \$1389 ;
   wire \$139 ;
-  wire \$1390 ;
-  wire \$1391 ;
-  wire \$1392 ;
-  wire \$1393 ;
-  wire \$1394 ;
-  wire \$1395 ;
-  wire \$1396 ;
-  wire \$1397 ;
-  wire \$1398 ;
-  wire \$1399 ;
-  wire [7:0] \$14 ;
+  reg [7:0] \$1390 ;
+  reg [7:0] \$1391 ;
+  reg \$1392 ;
+  reg [7:0] \$1393 ;
+  reg [7:0] \$1394 ;
+  reg \$1395 ;
+  reg [7:0] \$1396 ;
+  reg [7:0] \$1397 ;
+  reg \$1398 ;
+  reg [7:0] \$1399 ;
+  wire \$14 ;
   wire \$140 ;
-  wire \$1400 ;
-  wire \$1401 ;
-  wire \$1402 ;
-  wire \$1403 ;
-  wire \$1404 ;
-  wire \$1405 ;
-  wire \$1406 ;
-  wire \$1407 ;
-  wire \$1408 ;
-  wire \$1409 ;
+  reg [7:0] \$1400 ;
+  reg \$1401 ;
+  reg [7:0] \$1402 ;
+  reg [7:0] \$1403 ;
+  reg \$1404 ;
+  reg [7:0] \$1405 ;
+  reg [7:0] \$1406 ;
+  reg \$1407 ;
+  reg [7:0] \$1408 ;
+  reg [7:0] \$1409 ;
   wire \$141 ;
-  wire \$1410 ;
-  wire \$1411 ;
-  wire \$1412 ;
-  wire \$1413 ;
-  wire \$1414 ;
-  wire \$1415 ;
-  wire \$1416 ;
-  wire \$1417 ;
-  wire \$1418 ;
-  wire \$1419 ;
+  reg \$1410 ;
+  reg [7:0] \$1411 ;
+  reg [7:0] \$1412 ;
+  reg \$1413 ;
+  reg [7:0] \$1414 ;
+  reg [7:0] \$1415 ;
+  reg \$1416 ;
+  reg \$1417 ;
+  reg [7:0] \$1418 ;
+  reg [7:0] \$1419 ;
   wire \$142 ;
-  wire \$1420 ;
-  wire \$1421 ;
-  wire \$1422 ;
-  wire \$1423 ;
-  wire \$1424 ;
-  wire \$1425 ;
-  wire \$1426 ;
-  wire \$1427 ;
-  wire \$1428 ;
-  wire \$1429 ;
+  reg \$1420 ;
+  reg [7:0] \$1421 ;
+  reg [7:0] \$1422 ;
+  reg \$1423 ;
+  reg [7:0] \$1424 ;
+  reg [7:0] \$1425 ;
+  reg \$1426 ;
+  reg [7:0] \$1427 ;
+  reg [7:0] \$1428 ;
+  reg \$1429 ;
   wire \$143 ;
-  wire \$1430 ;
-  wire \$1431 ;
-  wire \$1432 ;
-  wire \$1433 ;
-  wire \$1434 ;
-  wire \$1435 ;
-  wire \$1436 ;
-  wire \$1437 ;
-  wire \$1438 ;
-  wire \$1439 ;
+  reg [7:0] \$1430 ;
+  reg [7:0] \$1431 ;
+  reg \$1432 ;
+  reg [7:0] \$1433 ;
+  reg [7:0] \$1434 ;
+  reg \$1435 ;
+  reg [7:0] \$1436 ;
+  reg [7:0] \$1437 ;
+  reg \$1438 ;
+  reg [7:0] \$1439 ;
   wire \$144 ;
-  wire \$1440 ;
-  wire \$1441 ;
-  wire \$1442 ;
-  wire \$1443 ;
-  wire \$1444 ;
-  wire \$1445 ;
-  wire \$1446 ;
-  wire \$1447 ;
-  wire \$1448 ;
-  wire \$1449 ;
+  reg [7:0] \$1440 ;
+  reg \$1441 ;
+  reg \$1442 ;
+  reg \$1443 ;
+  reg [7:0] \$1444 ;
+  reg [7:0] \$1445 ;
+  reg \$1446 ;
+  reg [7:0] \$1447 ;
+  reg [7:0] \$1448 ;
+  reg \$1449 ;
   wire \$145 ;
-  wire \$1450 ;
-  wire \$1451 ;
-  wire \$1452 ;
-  wire \$1453 ;
-  wire \$1454 ;
-  wire \$1455 ;
-  wire \$1456 ;
-  wire \$1457 ;
-  wire \$1458 ;
-  wire \$1459 ;
+  reg [7:0] \$1450 ;
+  reg [7:0] \$1451 ;
+  reg \$1452 ;
+  reg [7:0] \$1453 ;
+  reg [7:0] \$1454 ;
+  reg \$1455 ;
+  reg [7:0] \$1456 ;
+  reg [7:0] \$1457 ;
+  reg \$1458 ;
+  reg [7:0] \$1459 ;
   wire \$146 ;
-  wire \$1460 ;
-  wire \$1461 ;
-  wire \$1462 ;
-  wire \$1463 ;
-  wire \$1464 ;
-  wire \$1465 ;
-  wire \$1466 ;
-  wire \$1467 ;
-  wire \$1468 ;
-  wire \$1469 ;
-  wire [7:0] \$147 ;
-  wire \$1470 ;
-  wire \$1471 ;
-  wire \$1472 ;
-  wire \$1473 ;
-  wire \$1474 ;
-  wire \$1475 ;
-  wire \$1476 ;
-  wire \$1477 ;
-  wire \$1478 ;
-  wire \$1479 ;
-  wire [7:0] \$148 ;
-  wire \$1480 ;
-  wire \$1481 ;
-  wire \$1482 ;
-  wire \$1483 ;
-  wire \$1484 ;
-  wire \$1485 ;
-  wire \$1486 ;
-  wire \$1487 ;
-  wire \$1488 ;
-  wire \$1489 ;
-  wire [7:0] \$149 ;
-  wire \$1490 ;
-  wire \$1491 ;
-  wire \$1492 ;
-  wire \$1493 ;
-  wire \$1494 ;
-  wire \$1495 ;
-  wire \$1496 ;
-  wire \$1497 ;
-  wire \$1498 ;
-  wire \$1499 ;
+  reg [7:0] \$1460 ;
+  reg \$1461 ;
+  reg [7:0] \$1462 ;
+  reg [7:0] \$1463 ;
+  reg \$1464 ;
+  reg [7:0] \$1465 ;
+  reg [7:0] \$1466 ;
+  reg \$1467 ;
+  reg \$1468 ;
+  reg \$1469 ;
+  wire \$147 ;
+  reg \$1470 ;
+  reg [7:0] \$1471 ;
+  reg [7:0] \$1472 ;
+  reg \$1473 ;
+  reg [7:0] \$1474 ;
+  reg [7:0] \$1475 ;
+  reg \$1476 ;
+  reg [7:0] \$1477 ;
+  reg [7:0] \$1478 ;
+  reg \$1479 ;
+  wire \$148 ;
+  reg [7:0] \$1480 ;
+  reg [7:0] \$1481 ;
+  reg \$1482 ;
+  reg [7:0] \$1483 ;
+  reg [7:0] \$1484 ;
+  reg \$1485 ;
+  reg [7:0] \$1486 ;
+  reg [7:0] \$1487 ;
+  reg \$1488 ;
+  reg [7:0] \$1489 ;
+  wire \$149 ;
+  reg [7:0] \$1490 ;
+  reg \$1491 ;
+  reg [7:0] \$1492 ;
+  reg [7:0] \$1493 ;
+  reg \$1494 ;
+  reg \$1495 ;
+  reg \$1496 ;
+  reg \$1497 ;
+  reg \$1498 ;
+  reg [7:0] \$1499 ;
   wire \$15 ;
-  wire [15:0] \$150 ;
-  wire \$1500 ;
-  wire \$1501 ;
-  wire \$1502 ;
-  wire \$1503 ;
-  wire \$1504 ;
-  wire \$1505 ;
-  wire \$1506 ;
-  wire \$1507 ;
-  wire \$1508 ;
-  wire \$1509 ;
-  wire [32:0] \$151 ;
-  wire \$1510 ;
-  wire \$1511 ;
-  wire \$1512 ;
-  wire \$1513 ;
-  wire \$1514 ;
-  wire \$1515 ;
-  wire \$1516 ;
-  wire \$1517 ;
-  wire \$1518 ;
-  wire \$1519 ;
+  wire \$150 ;
+  reg [7:0] \$1500 ;
+  reg \$1501 ;
+  reg [7:0] \$1502 ;
+  reg [7:0] \$1503 ;
+  reg \$1504 ;
+  reg [7:0] \$1505 ;
+  reg [7:0] \$1506 ;
+  reg \$1507 ;
+  reg [7:0] \$1508 ;
+  reg [7:0] \$1509 ;
+  wire \$151 ;
+  reg \$1510 ;
+  reg [7:0] \$1511 ;
+  reg [7:0] \$1512 ;
+  reg \$1513 ;
+  reg [7:0] \$1514 ;
+  reg [7:0] \$1515 ;
+  reg \$1516 ;
+  reg [7:0] \$1517 ;
+  reg [7:0] \$1518 ;
+  reg \$1519 ;
   wire \$152 ;
-  wire \$1520 ;
-  wire \$1521 ;
-  wire \$1522 ;
-  wire \$1523 ;
-  wire \$1524 ;
-  wire \$1525 ;
-  reg [7:0] \$1526 ;
-  reg [7:0] \$1527 ;
-  reg \$1528 ;
+  reg [7:0] \$1520 ;
+  reg [7:0] \$1521 ;
+  reg \$1522 ;
+  reg \$1523 ;
+  reg \$1524 ;
+  reg \$1525 ;
+  reg \$1526 ;
+  reg \$1527 ;
+  reg [7:0] \$1528 ;
   reg [7:0] \$1529 ;
   wire \$153 ;
-  reg [7:0] \$1530 ;
-  reg \$1531 ;
+  reg \$1530 ;
+  reg [7:0] \$1531 ;
   reg [7:0] \$1532 ;
-  reg [7:0] \$1533 ;
-  reg \$1534 ;
+  reg \$1533 ;
+  reg [7:0] \$1534 ;
   reg [7:0] \$1535 ;
-  reg [7:0] \$1536 ;
-  reg \$1537 ;
+  reg \$1536 ;
+  reg [7:0] \$1537 ;
   reg [7:0] \$1538 ;
-  reg [7:0] \$1539 ;
+  reg \$1539 ;
   wire \$154 ;
-  reg \$1540 ;
+  reg [7:0] \$1540 ;
   reg [7:0] \$1541 ;
-  reg [7:0] \$1542 ;
-  reg \$1543 ;
+  reg \$1542 ;
+  reg [7:0] \$1543 ;
   reg [7:0] \$1544 ;
-  reg [7:0] \$1545 ;
-  reg \$1546 ;
+  reg \$1545 ;
+  reg [7:0] \$1546 ;
   reg [7:0] \$1547 ;
-  reg [7:0] \$1548 ;
-  reg \$1549 ;
+  reg \$1548 ;
+  reg [7:0] \$1549 ;
   wire \$155 ;
   reg [7:0] \$1550 ;
-  reg [7:0] \$1551 ;
+  reg \$1551 ;
   reg \$1552 ;
-  reg [7:0] \$1553 ;
-  reg [7:0] \$1554 ;
+  reg \$1553 ;
+  reg \$1554 ;
   reg \$1555 ;
-  reg [7:0] \$1556 ;
-  reg [7:0] \$1557 ;
-  reg \$1558 ;
+  reg \$1556 ;
+  reg \$1557 ;
+  reg [7:0] \$1558 ;
   reg [7:0] \$1559 ;
   wire \$156 ;
-  reg [7:0] \$1560 ;
-  reg \$1561 ;
+  reg \$1560 ;
+  reg [7:0] \$1561 ;
   reg [7:0] \$1562 ;
-  reg [7:0] \$1563 ;
-  reg \$1564 ;
+  reg \$1563 ;
+  reg [7:0] \$1564 ;
   reg [7:0] \$1565 ;
-  reg [7:0] \$1566 ;
-  reg \$1567 ;
+  reg \$1566 ;
+  reg [7:0] \$1567 ;
   reg [7:0] \$1568 ;
-  reg [7:0] \$1569 ;
+  reg \$1569 ;
   wire \$157 ;
-  reg \$1570 ;
+  reg [7:0] \$1570 ;
   reg [7:0] \$1571 ;
-  reg [7:0] \$1572 ;
-  reg \$1573 ;
-  reg \$1574 ;
-  reg [7:0] \$1575 ;
+  reg \$1572 ;
+  reg [7:0] \$1573 ;
+  reg [7:0] \$1574 ;
+  reg \$1575 ;
   reg [7:0] \$1576 ;
-  reg \$1577 ;
-  reg [7:0] \$1578 ;
+  reg [7:0] \$1577 ;
+  reg \$1578 ;
   reg [7:0] \$1579 ;
   wire \$158 ;
-  reg \$1580 ;
-  reg [7:0] \$1581 ;
-  reg [7:0] \$1582 ;
-  reg \$1583 ;
-  reg [7:0] \$1584 ;
-  reg [7:0] \$1585 ;
-  reg \$1586 ;
-  reg [7:0] \$1587 ;
-  reg [7:0] \$1588 ;
-  reg \$1589 ;
+  reg [7:0] \$1580 ;
+  reg \$1581 ;
   wire \$159 ;
-  reg [7:0] \$1590 ;
-  reg [7:0] \$1591 ;
-  reg \$1592 ;
-  reg [7:0] \$1593 ;
-  reg [7:0] \$1594 ;
-  reg \$1595 ;
-  reg [7:0] \$1596 ;
-  reg [7:0] \$1597 ;
-  reg \$1598 ;
-  reg \$1599 ;
   wire \$16 ;
-  wire [7:0] \$160 ;
-  reg \$1600 ;
-  reg [7:0] \$1601 ;
-  reg [7:0] \$1602 ;
-  reg \$1603 ;
-  reg [7:0] \$1604 ;
-  reg [7:0] \$1605 ;
-  reg \$1606 ;
-  reg [7:0] \$1607 ;
-  reg [7:0] \$1608 ;
-  reg \$1609 ;
-  wire [7:0] \$161 ;
-  reg [7:0] \$1610 ;
-  reg [7:0] \$1611 ;
-  reg \$1612 ;
-  reg [7:0] \$1613 ;
-  reg [7:0] \$1614 ;
-  reg \$1615 ;
-  reg [7:0] \$1616 ;
-  reg [7:0] \$1617 ;
-  reg \$1618 ;
-  reg [7:0] \$1619 ;
-  wire [7:0] \$162 ;
-  reg [7:0] \$1620 ;
-  reg \$1621 ;
-  reg [7:0] \$1622 ;
-  reg [7:0] \$1623 ;
-  reg \$1624 ;
-  reg \$1625 ;
-  reg \$1626 ;
-  reg \$1627 ;
-  reg [7:0] \$1628 ;
-  reg [7:0] \$1629 ;
-  wire [15:0] \$163 ;
-  reg \$1630 ;
-  reg [7:0] \$1631 ;
-  reg [7:0] \$1632 ;
-  reg \$1633 ;
-  reg [7:0] \$1634 ;
-  reg [7:0] \$1635 ;
-  reg \$1636 ;
-  reg [7:0] \$1637 ;
-  reg [7:0] \$1638 ;
-  reg \$1639 ;
-  wire [32:0] \$164 ;
-  reg [7:0] \$1640 ;
-  reg [7:0] \$1641 ;
-  reg \$1642 ;
-  reg [7:0] \$1643 ;
-  reg [7:0] \$1644 ;
-  reg \$1645 ;
-  reg [7:0] \$1646 ;
-  reg [7:0] \$1647 ;
-  reg \$1648 ;
-  reg [7:0] \$1649 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire \$165 ;
-  reg [7:0] \$1650 ;
-  reg \$1651 ;
-  reg \$1652 ;
-  reg \$1653 ;
-  reg \$1654 ;
-  reg \$1655 ;
-  reg [7:0] \$1656 ;
-  reg [7:0] \$1657 ;
-  reg \$1658 ;
-  reg [7:0] \$1659 ;
   wire \$166 ;
-  reg [7:0] \$1660 ;
-  reg \$1661 ;
-  reg [7:0] \$1662 ;
-  reg [7:0] \$1663 ;
-  reg \$1664 ;
-  reg [7:0] \$1665 ;
-  reg [7:0] \$1666 ;
-  reg \$1667 ;
-  reg [7:0] \$1668 ;
-  reg [7:0] \$1669 ;
   wire \$167 ;
-  reg \$1670 ;
-  reg [7:0] \$1671 ;
-  reg [7:0] \$1672 ;
-  reg \$1673 ;
-  reg [7:0] \$1674 ;
-  reg [7:0] \$1675 ;
-  reg \$1676 ;
-  reg [7:0] \$1677 ;
-  reg [7:0] \$1678 ;
-  reg \$1679 ;
   wire \$168 ;
-  reg \$1680 ;
-  reg \$1681 ;
-  reg \$1682 ;
-  reg \$1683 ;
-  reg \$1684 ;
-  reg [7:0] \$1685 ;
-  reg [7:0] \$1686 ;
-  reg \$1687 ;
-  reg [7:0] \$1688 ;
-  reg [7:0] \$1689 ;
   wire \$169 ;
-  reg \$1690 ;
-  reg [7:0] \$1691 ;
-  reg [7:0] \$1692 ;
-  reg \$1693 ;
-  reg [7:0] \$1694 ;
-  reg [7:0] \$1695 ;
-  reg \$1696 ;
-  reg [7:0] \$1697 ;
-  reg [7:0] \$1698 ;
-  reg \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  reg [7:0] \$1700 ;
-  reg [7:0] \$1701 ;
-  reg \$1702 ;
-  reg [7:0] \$1703 ;
-  reg [7:0] \$1704 ;
-  reg \$1705 ;
-  reg [7:0] \$1706 ;
-  reg [7:0] \$1707 ;
-  reg \$1708 ;
-  reg \$1709 ;
   wire \$171 ;
-  reg \$1710 ;
-  reg \$1711 ;
-  reg \$1712 ;
-  reg \$1713 ;
-  reg \$1714 ;
-  reg [7:0] \$1715 ;
-  reg [7:0] \$1716 ;
-  reg \$1717 ;
-  reg [7:0] \$1718 ;
-  reg [7:0] \$1719 ;
   wire \$172 ;
-  reg \$1720 ;
-  reg [7:0] \$1721 ;
-  reg [7:0] \$1722 ;
-  reg \$1723 ;
-  reg [7:0] \$1724 ;
-  reg [7:0] \$1725 ;
-  reg \$1726 ;
-  reg [7:0] \$1727 ;
-  reg [7:0] \$1728 ;
-  reg \$1729 ;
-  wire [7:0] \$173 ;
-  reg [7:0] \$1730 ;
-  reg [7:0] \$1731 ;
-  reg \$1732 ;
-  reg [7:0] \$1733 ;
-  reg [7:0] \$1734 ;
-  reg \$1735 ;
-  reg [7:0] \$1736 ;
-  reg [7:0] \$1737 ;
-  reg \$1738 ;
-  wire [7:0] \$174 ;
-  wire [7:0] \$175 ;
-  wire [15:0] \$176 ;
-  wire [32:0] \$177 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -31861,12 +32154,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire [7:0] \$186 ;
-  wire [7:0] \$187 ;
-  wire [7:0] \$188 ;
-  wire [15:0] \$189 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [32:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
@@ -31875,14 +32168,14 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [7:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [7:0] \$200 ;
-  wire [7:0] \$201 ;
-  wire [15:0] \$202 ;
-  wire [32:0] \$203 ;
-  wire [7:0] \$204 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
@@ -31892,11 +32185,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [7:0] \$213 ;
-  wire [7:0] \$214 ;
-  wire [7:0] \$215 ;
-  wire [15:0] \$216 ;
-  wire [32:0] \$217 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
@@ -31906,12 +32199,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$223 ;
   wire \$224 ;
   wire \$225 ;
-  wire [7:0] \$226 ;
-  wire [7:0] \$227 ;
-  wire [7:0] \$228 ;
-  wire [15:0] \$229 ;
-  wire [7:0] \$23 ;
-  wire [32:0] \$230 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
@@ -31920,40 +32213,40 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire [7:0] \$239 ;
-  wire [7:0] \$24 ;
-  wire [7:0] \$240 ;
-  wire [7:0] \$241 ;
-  wire [15:0] \$242 ;
-  wire [32:0] \$243 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
   wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire [7:0] \$25 ;
+  wire \$25 ;
   wire \$250 ;
   wire \$251 ;
-  wire [7:0] \$252 ;
-  wire [7:0] \$253 ;
-  wire [7:0] \$254 ;
-  wire [15:0] \$255 ;
-  wire [32:0] \$256 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [15:0] \$26 ;
+  wire \$26 ;
   wire \$260 ;
   wire \$261 ;
   wire \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire [7:0] \$265 ;
-  wire [7:0] \$266 ;
-  wire [7:0] \$267 ;
-  wire [15:0] \$268 ;
-  wire [32:0] \$269 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire \$271 ;
@@ -31963,12 +32256,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
-  wire [7:0] \$278 ;
-  wire [7:0] \$279 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [7:0] \$280 ;
-  wire [15:0] \$281 ;
-  wire [32:0] \$282 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
   wire \$283 ;
   wire \$284 ;
   wire \$285 ;
@@ -31978,11 +32271,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [7:0] \$291 ;
-  wire [7:0] \$292 ;
-  wire [7:0] \$293 ;
-  wire [15:0] \$294 ;
-  wire [32:0] \$295 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -31993,12 +32286,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$301 ;
   wire \$302 ;
   wire \$303 ;
-  wire [7:0] \$304 ;
-  wire [7:0] \$305 ;
-  wire [7:0] \$306 ;
-  wire [15:0] \$307 ;
-  wire [32:0] \$308 ;
-  wire [7:0] \$309 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
@@ -32008,12 +32301,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$315 ;
   wire \$316 ;
   wire \$317 ;
-  wire [7:0] \$318 ;
-  wire [7:0] \$319 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [7:0] \$320 ;
-  wire [15:0] \$321 ;
-  wire [32:0] \$322 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -32023,11 +32316,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire [7:0] \$331 ;
-  wire [7:0] \$332 ;
-  wire [7:0] \$333 ;
-  wire [15:0] \$334 ;
-  wire [32:0] \$335 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
@@ -32037,13 +32330,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
-  wire [7:0] \$344 ;
-  wire [7:0] \$345 ;
-  wire [7:0] \$346 ;
-  wire [15:0] \$347 ;
-  wire [32:0] \$348 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
   wire \$349 ;
-  wire [7:0] \$35 ;
+  wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
@@ -32051,12 +32344,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire [7:0] \$357 ;
-  wire [7:0] \$358 ;
-  wire [7:0] \$359 ;
-  wire [7:0] \$36 ;
-  wire [15:0] \$360 ;
-  wire [32:0] \$361 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
@@ -32065,26 +32358,26 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  wire [7:0] \$37 ;
-  wire [7:0] \$370 ;
-  wire [7:0] \$371 ;
-  wire [7:0] \$372 ;
-  wire [15:0] \$373 ;
-  wire [32:0] \$374 ;
+  wire \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
   wire \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [15:0] \$38 ;
+  wire \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
-  wire [7:0] \$383 ;
-  wire [7:0] \$384 ;
-  wire [7:0] \$385 ;
-  wire [15:0] \$386 ;
-  wire [32:0] \$387 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
@@ -32094,13 +32387,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$393 ;
   wire \$394 ;
   wire \$395 ;
-  wire [7:0] \$396 ;
-  wire [7:0] \$397 ;
-  wire [7:0] \$398 ;
-  wire [15:0] \$399 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [32:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
@@ -32109,13 +32402,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire [7:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [7:0] \$410 ;
-  wire [7:0] \$411 ;
-  wire [15:0] \$412 ;
-  wire [32:0] \$413 ;
-  wire [7:0] \$414 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
   wire \$415 ;
   wire \$416 ;
   wire \$417 ;
@@ -32125,11 +32418,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire [7:0] \$423 ;
-  wire [7:0] \$424 ;
-  wire [7:0] \$425 ;
-  wire [15:0] \$426 ;
-  wire [32:0] \$427 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
@@ -32139,12 +32432,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  wire [7:0] \$436 ;
-  wire [7:0] \$437 ;
-  wire [7:0] \$438 ;
-  wire [15:0] \$439 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [32:0] \$440 ;
+  wire \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
@@ -32153,12 +32446,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
-  wire [7:0] \$449 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [7:0] \$450 ;
-  wire [7:0] \$451 ;
-  wire [15:0] \$452 ;
-  wire [32:0] \$453 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
@@ -32168,26 +32461,26 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
-  wire [7:0] \$462 ;
-  wire [7:0] \$463 ;
-  wire [7:0] \$464 ;
-  wire [15:0] \$465 ;
-  wire [32:0] \$466 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire [7:0] \$47 ;
+  wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
   wire \$473 ;
   wire \$474 ;
-  wire [7:0] \$475 ;
-  wire [7:0] \$476 ;
-  wire [7:0] \$477 ;
-  wire [15:0] \$478 ;
-  wire [32:0] \$479 ;
-  wire [7:0] \$48 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
@@ -32196,12 +32489,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
-  wire [7:0] \$488 ;
-  wire [7:0] \$489 ;
-  wire [7:0] \$49 ;
-  wire [7:0] \$490 ;
-  wire [15:0] \$491 ;
-  wire [32:0] \$492 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
   wire \$493 ;
   wire \$494 ;
   wire \$495 ;
@@ -32210,13 +32503,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
-  wire [15:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
-  wire [7:0] \$501 ;
-  wire [7:0] \$502 ;
-  wire [7:0] \$503 ;
-  wire [15:0] \$504 ;
-  wire [32:0] \$505 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
@@ -32226,12 +32519,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$511 ;
   wire \$512 ;
   wire \$513 ;
-  wire [7:0] \$514 ;
-  wire [7:0] \$515 ;
-  wire [7:0] \$516 ;
-  wire [15:0] \$517 ;
-  wire [32:0] \$518 ;
-  wire [7:0] \$519 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
   wire \$520 ;
   wire \$521 ;
@@ -32241,12 +32534,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
-  wire [7:0] \$528 ;
-  wire [7:0] \$529 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [7:0] \$530 ;
-  wire [15:0] \$531 ;
-  wire [32:0] \$532 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
@@ -32256,11 +32549,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$539 ;
   wire \$54 ;
   wire \$540 ;
-  wire [7:0] \$541 ;
-  wire [7:0] \$542 ;
-  wire [7:0] \$543 ;
-  wire [15:0] \$544 ;
-  wire [32:0] \$545 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
   wire \$546 ;
   wire \$547 ;
   wire \$548 ;
@@ -32270,11 +32563,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire [7:0] \$554 ;
-  wire [7:0] \$555 ;
-  wire [7:0] \$556 ;
-  wire [15:0] \$557 ;
-  wire [32:0] \$558 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
@@ -32284,12 +32577,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$564 ;
   wire \$565 ;
   wire \$566 ;
-  wire [7:0] \$567 ;
-  wire [7:0] \$568 ;
-  wire [7:0] \$569 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [15:0] \$570 ;
-  wire [32:0] \$571 ;
+  wire \$570 ;
+  wire \$571 ;
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
@@ -32299,41 +32592,41 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
-  wire [7:0] \$580 ;
-  wire [7:0] \$581 ;
-  wire [7:0] \$582 ;
-  wire [15:0] \$583 ;
-  wire [32:0] \$584 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
   wire \$585 ;
   wire \$586 ;
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
-  wire [7:0] \$59 ;
+  wire \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
-  wire [7:0] \$593 ;
-  wire [7:0] \$594 ;
-  wire [7:0] \$595 ;
-  wire [15:0] \$596 ;
-  wire [32:0] \$597 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
-  wire [7:0] \$60 ;
+  wire \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
   wire \$603 ;
   wire \$604 ;
   wire \$605 ;
-  wire [7:0] \$606 ;
-  wire [7:0] \$607 ;
-  wire [7:0] \$608 ;
-  wire [15:0] \$609 ;
-  wire [7:0] \$61 ;
-  wire [32:0] \$610 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
+  wire \$61 ;
+  wire \$610 ;
   wire \$611 ;
   wire \$612 ;
   wire \$613 ;
@@ -32342,13 +32635,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$616 ;
   wire \$617 ;
   wire \$618 ;
-  wire [7:0] \$619 ;
-  wire [15:0] \$62 ;
-  wire [7:0] \$620 ;
-  wire [7:0] \$621 ;
-  wire [15:0] \$622 ;
-  wire [32:0] \$623 ;
-  wire [7:0] \$624 ;
+  wire \$619 ;
+  wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
   wire \$625 ;
   wire \$626 ;
   wire \$627 ;
@@ -32358,11 +32651,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
-  wire [7:0] \$633 ;
-  wire [7:0] \$634 ;
-  wire [7:0] \$635 ;
-  wire [15:0] \$636 ;
-  wire [32:0] \$637 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
   wire \$638 ;
   wire \$639 ;
   wire \$64 ;
@@ -32372,12 +32665,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
-  wire [7:0] \$646 ;
-  wire [7:0] \$647 ;
-  wire [7:0] \$648 ;
-  wire [15:0] \$649 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
-  wire [32:0] \$650 ;
+  wire \$650 ;
   wire \$651 ;
   wire \$652 ;
   wire \$653 ;
@@ -32386,12 +32679,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$656 ;
   wire \$657 ;
   wire \$658 ;
-  wire [7:0] \$659 ;
+  wire \$659 ;
   wire \$66 ;
-  wire [7:0] \$660 ;
-  wire [7:0] \$661 ;
-  wire [15:0] \$662 ;
-  wire [32:0] \$663 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
@@ -32401,11 +32694,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
-  wire [7:0] \$672 ;
-  wire [7:0] \$673 ;
-  wire [7:0] \$674 ;
-  wire [15:0] \$675 ;
-  wire [32:0] \$676 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
   wire \$677 ;
   wire \$678 ;
   wire \$679 ;
@@ -32415,11 +32708,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$682 ;
   wire \$683 ;
   wire \$684 ;
-  wire [7:0] \$685 ;
-  wire [7:0] \$686 ;
-  wire [7:0] \$687 ;
-  wire [15:0] \$688 ;
-  wire [32:0] \$689 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
   wire \$690 ;
   wire \$691 ;
@@ -32429,13 +32722,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$695 ;
   wire \$696 ;
   wire \$697 ;
-  wire [7:0] \$698 ;
-  wire [7:0] \$699 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$700 ;
-  wire [15:0] \$701 ;
-  wire [32:0] \$702 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
   wire \$703 ;
   wire \$704 ;
   wire \$705 ;
@@ -32443,29 +32736,29 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
-  wire [7:0] \$71 ;
+  wire \$71 ;
   wire \$710 ;
-  wire [7:0] \$711 ;
-  wire [7:0] \$712 ;
-  wire [7:0] \$713 ;
-  wire [15:0] \$714 ;
-  wire [32:0] \$715 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
-  wire [7:0] \$72 ;
+  wire \$72 ;
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
   wire \$723 ;
-  wire [7:0] \$724 ;
-  wire [7:0] \$725 ;
-  wire [7:0] \$726 ;
-  wire [15:0] \$727 ;
-  wire [32:0] \$728 ;
-  wire [7:0] \$729 ;
-  wire [7:0] \$73 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
@@ -32474,12 +32767,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$735 ;
   wire \$736 ;
   wire \$737 ;
-  wire [7:0] \$738 ;
-  wire [7:0] \$739 ;
-  wire [15:0] \$74 ;
-  wire [7:0] \$740 ;
-  wire [15:0] \$741 ;
-  wire [32:0] \$742 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
   wire \$743 ;
   wire \$744 ;
   wire \$745 ;
@@ -32489,11 +32782,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$749 ;
   wire \$75 ;
   wire \$750 ;
-  wire [7:0] \$751 ;
-  wire [7:0] \$752 ;
-  wire [7:0] \$753 ;
-  wire [15:0] \$754 ;
-  wire [32:0] \$755 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
   wire \$756 ;
   wire \$757 ;
   wire \$758 ;
@@ -32503,11 +32796,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$761 ;
   wire \$762 ;
   wire \$763 ;
-  wire [7:0] \$764 ;
-  wire [7:0] \$765 ;
-  wire [7:0] \$766 ;
-  wire [15:0] \$767 ;
-  wire [32:0] \$768 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
   wire \$769 ;
   wire \$77 ;
   wire \$770 ;
@@ -32517,12 +32810,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire [7:0] \$777 ;
-  wire [7:0] \$778 ;
-  wire [7:0] \$779 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
-  wire [15:0] \$780 ;
-  wire [32:0] \$781 ;
+  wire \$780 ;
+  wire \$781 ;
   wire \$782 ;
   wire \$783 ;
   wire \$784 ;
@@ -32530,243 +32823,243 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire \$786 ;
   wire \$787 ;
   wire \$788 ;
-  wire \$789 ;
+  wire [7:0] \$789 ;
   wire \$79 ;
   wire [7:0] \$790 ;
   wire [7:0] \$791 ;
   wire [7:0] \$792 ;
   wire [15:0] \$793 ;
-  wire [32:0] \$794 ;
+  wire [7:0] \$794 ;
   wire \$795 ;
   wire \$796 ;
   wire \$797 ;
   wire \$798 ;
-  wire \$799 ;
+  wire [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
-  wire \$801 ;
-  wire \$802 ;
-  wire [7:0] \$803 ;
-  wire [7:0] \$804 ;
-  wire [7:0] \$805 ;
-  wire [15:0] \$806 ;
-  wire [32:0] \$807 ;
-  wire \$808 ;
-  wire \$809 ;
+  wire [7:0] \$800 ;
+  wire [7:0] \$801 ;
+  wire [15:0] \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire [7:0] \$807 ;
+  wire [7:0] \$808 ;
+  wire [7:0] \$809 ;
   wire \$81 ;
-  wire \$810 ;
+  wire [15:0] \$810 ;
   wire \$811 ;
   wire \$812 ;
   wire \$813 ;
   wire \$814 ;
-  wire \$815 ;
+  wire [7:0] \$815 ;
   wire [7:0] \$816 ;
   wire [7:0] \$817 ;
-  wire [7:0] \$818 ;
-  wire [15:0] \$819 ;
+  wire [15:0] \$818 ;
+  wire \$819 ;
   wire \$82 ;
-  wire [32:0] \$820 ;
+  wire \$820 ;
   wire \$821 ;
   wire \$822 ;
-  wire \$823 ;
-  wire \$824 ;
-  wire \$825 ;
-  wire \$826 ;
+  wire [7:0] \$823 ;
+  wire [7:0] \$824 ;
+  wire [7:0] \$825 ;
+  wire [15:0] \$826 ;
   wire \$827 ;
   wire \$828 ;
-  wire [7:0] \$829 ;
-  wire [7:0] \$83 ;
-  wire [7:0] \$830 ;
+  wire \$829 ;
+  wire \$83 ;
+  wire \$830 ;
   wire [7:0] \$831 ;
-  wire [15:0] \$832 ;
-  wire [32:0] \$833 ;
-  wire \$834 ;
+  wire [7:0] \$832 ;
+  wire [7:0] \$833 ;
+  wire [15:0] \$834 ;
   wire \$835 ;
   wire \$836 ;
   wire \$837 ;
   wire \$838 ;
-  wire \$839 ;
-  wire [7:0] \$84 ;
-  wire \$840 ;
-  wire \$841 ;
-  wire \$842 ;
+  wire [7:0] \$839 ;
+  wire \$84 ;
+  wire [7:0] \$840 ;
+  wire [7:0] \$841 ;
+  wire [15:0] \$842 ;
   wire \$843 ;
   wire \$844 ;
   wire \$845 ;
   wire \$846 ;
-  wire \$847 ;
-  wire \$848 ;
-  wire \$849 ;
-  wire [7:0] \$85 ;
-  wire \$850 ;
-  wire \$851 ;
+  wire [7:0] \$847 ;
+  wire [7:0] \$848 ;
+  wire [7:0] \$849 ;
+  wire \$85 ;
+  wire [15:0] \$850 ;
+  wire [7:0] \$851 ;
   wire \$852 ;
   wire \$853 ;
   wire \$854 ;
   wire \$855 ;
-  wire \$856 ;
-  wire \$857 ;
-  wire \$858 ;
-  wire \$859 ;
-  wire [15:0] \$86 ;
-  wire \$860 ;
+  wire [7:0] \$856 ;
+  wire [7:0] \$857 ;
+  wire [7:0] \$858 ;
+  wire [15:0] \$859 ;
+  wire \$86 ;
+  wire [32:0] \$860 ;
   wire \$861 ;
   wire \$862 ;
   wire \$863 ;
   wire \$864 ;
-  wire \$865 ;
-  wire \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire \$869 ;
+  wire [7:0] \$865 ;
+  wire [7:0] \$866 ;
+  wire [7:0] \$867 ;
+  wire [15:0] \$868 ;
+  wire [32:0] \$869 ;
   wire \$87 ;
   wire \$870 ;
   wire \$871 ;
   wire \$872 ;
   wire \$873 ;
-  wire \$874 ;
-  wire \$875 ;
-  wire \$876 ;
-  wire \$877 ;
-  wire \$878 ;
+  wire [7:0] \$874 ;
+  wire [7:0] \$875 ;
+  wire [7:0] \$876 ;
+  wire [15:0] \$877 ;
+  wire [32:0] \$878 ;
   wire \$879 ;
   wire \$88 ;
   wire \$880 ;
   wire \$881 ;
   wire \$882 ;
-  wire \$883 ;
-  wire \$884 ;
-  wire \$885 ;
-  wire \$886 ;
-  wire \$887 ;
+  wire [7:0] \$883 ;
+  wire [7:0] \$884 ;
+  wire [7:0] \$885 ;
+  wire [15:0] \$886 ;
+  wire [32:0] \$887 ;
   wire \$888 ;
   wire \$889 ;
   wire \$89 ;
   wire \$890 ;
   wire \$891 ;
-  wire \$892 ;
-  wire \$893 ;
-  wire \$894 ;
-  wire \$895 ;
-  wire \$896 ;
+  wire [7:0] \$892 ;
+  wire [7:0] \$893 ;
+  wire [7:0] \$894 ;
+  wire [15:0] \$895 ;
+  wire [32:0] \$896 ;
   wire \$897 ;
   wire \$898 ;
   wire \$899 ;
-  wire [7:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$900 ;
-  wire \$901 ;
-  wire \$902 ;
-  wire \$903 ;
-  wire \$904 ;
-  wire \$905 ;
+  wire [7:0] \$901 ;
+  wire [7:0] \$902 ;
+  wire [7:0] \$903 ;
+  wire [15:0] \$904 ;
+  wire [32:0] \$905 ;
   wire \$906 ;
   wire \$907 ;
   wire \$908 ;
   wire \$909 ;
   wire \$91 ;
-  wire \$910 ;
-  wire \$911 ;
-  wire \$912 ;
-  wire \$913 ;
-  wire \$914 ;
+  wire [7:0] \$910 ;
+  wire [7:0] \$911 ;
+  wire [7:0] \$912 ;
+  wire [15:0] \$913 ;
+  wire [32:0] \$914 ;
   wire \$915 ;
   wire \$916 ;
   wire \$917 ;
   wire \$918 ;
-  wire \$919 ;
+  wire [7:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire \$921 ;
-  wire \$922 ;
-  wire \$923 ;
-  wire \$924 ;
+  wire [7:0] \$920 ;
+  wire [7:0] \$921 ;
+  wire [15:0] \$922 ;
+  wire [32:0] \$923 ;
+  wire [7:0] \$924 ;
   wire \$925 ;
   wire \$926 ;
   wire \$927 ;
   wire \$928 ;
-  wire \$929 ;
+  wire [7:0] \$929 ;
   wire \$93 ;
-  wire \$930 ;
-  wire \$931 ;
-  wire \$932 ;
-  wire \$933 ;
+  wire [7:0] \$930 ;
+  wire [7:0] \$931 ;
+  wire [15:0] \$932 ;
+  wire [32:0] \$933 ;
   wire \$934 ;
   wire \$935 ;
   wire \$936 ;
   wire \$937 ;
-  wire \$938 ;
-  wire \$939 ;
+  wire [7:0] \$938 ;
+  wire [7:0] \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  wire \$942 ;
+  wire [7:0] \$940 ;
+  wire [15:0] \$941 ;
+  wire [32:0] \$942 ;
   wire \$943 ;
   wire \$944 ;
   wire \$945 ;
   wire \$946 ;
-  wire \$947 ;
-  wire \$948 ;
-  wire \$949 ;
-  wire [7:0] \$95 ;
-  wire \$950 ;
-  wire \$951 ;
+  wire [7:0] \$947 ;
+  wire [7:0] \$948 ;
+  wire [7:0] \$949 ;
+  wire \$95 ;
+  wire [15:0] \$950 ;
+  wire [32:0] \$951 ;
   wire \$952 ;
   wire \$953 ;
   wire \$954 ;
   wire \$955 ;
-  wire \$956 ;
-  wire \$957 ;
-  wire \$958 ;
-  wire \$959 ;
-  wire [7:0] \$96 ;
-  wire \$960 ;
+  wire [7:0] \$956 ;
+  wire [7:0] \$957 ;
+  wire [7:0] \$958 ;
+  wire [15:0] \$959 ;
+  wire \$96 ;
+  wire [32:0] \$960 ;
   wire \$961 ;
   wire \$962 ;
   wire \$963 ;
   wire \$964 ;
-  wire \$965 ;
-  wire \$966 ;
-  wire \$967 ;
-  wire \$968 ;
-  wire \$969 ;
-  wire [7:0] \$97 ;
+  wire [7:0] \$965 ;
+  wire [7:0] \$966 ;
+  wire [7:0] \$967 ;
+  wire [15:0] \$968 ;
+  wire [32:0] \$969 ;
+  wire \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
   wire \$973 ;
-  wire \$974 ;
-  wire \$975 ;
-  wire \$976 ;
-  wire \$977 ;
-  wire \$978 ;
+  wire [7:0] \$974 ;
+  wire [7:0] \$975 ;
+  wire [7:0] \$976 ;
+  wire [15:0] \$977 ;
+  wire [32:0] \$978 ;
   wire \$979 ;
-  wire [15:0] \$98 ;
+  wire \$98 ;
   wire \$980 ;
   wire \$981 ;
   wire \$982 ;
-  wire \$983 ;
-  wire \$984 ;
-  wire \$985 ;
-  wire \$986 ;
-  wire \$987 ;
+  wire [7:0] \$983 ;
+  wire [7:0] \$984 ;
+  wire [7:0] \$985 ;
+  wire [15:0] \$986 ;
+  wire [32:0] \$987 ;
   wire \$988 ;
   wire \$989 ;
-  wire [7:0] \$99 ;
+  wire \$99 ;
   wire \$990 ;
   wire \$991 ;
-  wire \$992 ;
-  wire \$993 ;
-  wire \$994 ;
-  wire \$995 ;
-  wire \$996 ;
-  wire \$997 ;
+  wire [7:0] \$992 ;
+  wire [7:0] \$993 ;
+  wire [7:0] \$994 ;
+  wire [15:0] \$995 ;
+  wire [32:0] \$996 ;
+  wire [7:0] \$997 ;
   wire \$998 ;
   wire \$999 ;
   wire a_bank;
+  input [63:0] a_data;
   wire [63:0] a_data;
-  input a_valid;
   wire a_valid;
   input clk;
   wire clk;
@@ -32806,10 +33099,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   output [31:0] deskew6_0;
   reg [31:0] deskew6_0 = 32'd0;
   wire [255:0] out_data;
+  output out_valid;
+  reg out_valid = 1'h0;
   (* init = 1'h0 *)
-  wire out_valid;
-  output out_valid_q;
-  reg out_valid_q = 1'h0;
+  wire out_valid_q;
   reg [7:0] pe0_0_a = 8'h00;
   reg pe0_0_bank = 1'h0;
   reg [31:0] pe0_0_psum = 32'd0;
@@ -33171,8 +33464,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$14800$2 ;
-  wire [3:0] \port$14800$2 ;
+  input [1:0] \port$14786$0 ;
+  wire [1:0] \port$14786$0 ;
+  input [4:0] \port$14790$0 ;
+  wire [4:0] \port$14790$0 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -33265,2351 +33560,2300 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   wire w_conflict;
   input [63:0] w_data;
   wire [63:0] w_data;
-  input w_en;
   wire w_en;
   wire [2:0] w_row;
   input w_transpose;
   wire w_transpose;
-  assign \$1  = ~ w_transpose;
-  assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$14800$2 [2:0];
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$14800$2 [2:0];
-  assign \$7  = \$5  & \$6 ;
-  assign \$8  = \$4  | \$7 ;
-  assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$14800$2 [3] ? pe0_0_w1 : pe0_0_w0;
-  assign \$13  = $signed(\$11 ) * $signed(\$12 );
-  assign \$14  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$15  = ~ w_transpose;
-  assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$14800$2 [2:0];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$14800$2 [2:0] == 1'h1;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
-  assign \$24  = w_transpose ? w_data[7:0] : w_data[15:8];
-  assign \$25  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
-  assign \$27  = ~ w_transpose;
-  assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$14800$2 [2:0];
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$14800$2 [2:0] == 2'h2;
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = \$30  | \$33 ;
-  assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
-  assign \$36  = w_transpose ? w_data[7:0] : w_data[23:16];
-  assign \$37  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
-  assign \$39  = ~ w_transpose;
-  assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$14800$2 [2:0];
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$14800$2 [2:0] == 2'h3;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = \$42  | \$45 ;
-  assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
-  assign \$48  = w_transpose ? w_data[7:0] : w_data[31:24];
-  assign \$49  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
-  assign \$51  = ~ w_transpose;
-  assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$14800$2 [2:0];
-  assign \$54  = \$52  & \$53 ;
-  assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$14800$2 [2:0] == 3'h4;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = \$54  | \$57 ;
-  assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
-  assign \$60  = w_transpose ? w_data[7:0] : w_data[39:32];
-  assign \$61  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
-  assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
-  assign \$63  = ~ w_transpose;
-  assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$14800$2 [2:0];
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$14800$2 [2:0] == 3'h5;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = \$66  | \$69 ;
-  assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
-  assign \$72  = w_transpose ? w_data[7:0] : w_data[47:40];
-  assign \$73  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
-  assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
-  assign \$75  = ~ w_transpose;
-  assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$14800$2 [2:0];
-  assign \$78  = \$76  & \$77 ;
-  assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$14800$2 [2:0] == 3'h6;
-  assign \$81  = \$79  & \$80 ;
-  assign \$82  = \$78  | \$81 ;
-  assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
-  assign \$84  = w_transpose ? w_data[7:0] : w_data[55:48];
-  assign \$85  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
-  assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
-  assign \$87  = ~ w_transpose;
-  assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$14800$2 [2:0];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$14800$2 [2:0] == 3'h7;
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = \$90  | \$93 ;
-  assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
-  assign \$96  = w_transpose ? w_data[7:0] : w_data[63:56];
-  assign \$97  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
-  assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
-  assign \$99  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$100  = ~ w_transpose;
-  assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$14800$2 [2:0] == 1'h1;
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$14800$2 [2:0];
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = \$103  | \$106 ;
-  assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
-  assign \$109  = w_transpose ? w_data[15:8] : w_data[7:0];
-  assign \$110  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$111  = $signed(skew1_0_a) * $signed(\$110 );
-  assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
-  assign \$113  = ~ w_transpose;
-  assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$14800$2 [2:0] == 1'h1;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$14800$2 [2:0] == 1'h1;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = \$116  | \$119 ;
-  assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$124  = $signed(pe1_0_a) * $signed(\$123 );
-  assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
-  assign \$126  = ~ w_transpose;
-  assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$14800$2 [2:0] == 1'h1;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$14800$2 [2:0] == 2'h2;
-  assign \$132  = \$130  & \$131 ;
-  assign \$133  = \$129  | \$132 ;
-  assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
-  assign \$135  = w_transpose ? w_data[15:8] : w_data[23:16];
-  assign \$136  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$137  = $signed(pe1_1_a) * $signed(\$136 );
-  assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
-  assign \$139  = ~ w_transpose;
-  assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$14800$2 [2:0] == 1'h1;
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$14800$2 [2:0] == 2'h3;
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = \$142  | \$145 ;
-  assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
-  assign \$148  = w_transpose ? w_data[15:8] : w_data[31:24];
-  assign \$149  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$150  = $signed(pe1_2_a) * $signed(\$149 );
-  assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
-  assign \$152  = ~ w_transpose;
-  assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$14800$2 [2:0] == 1'h1;
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$14800$2 [2:0] == 3'h4;
-  assign \$158  = \$156  & \$157 ;
-  assign \$159  = \$155  | \$158 ;
-  assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
-  assign \$161  = w_transpose ? w_data[15:8] : w_data[39:32];
-  assign \$162  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
-  assign \$163  = $signed(pe1_3_a) * $signed(\$162 );
-  assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
-  assign \$165  = ~ w_transpose;
-  assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$14800$2 [2:0] == 1'h1;
-  assign \$168  = \$166  & \$167 ;
-  assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$14800$2 [2:0] == 3'h5;
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = \$168  | \$171 ;
-  assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
-  assign \$174  = w_transpose ? w_data[15:8] : w_data[47:40];
-  assign \$175  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
-  assign \$176  = $signed(pe1_4_a) * $signed(\$175 );
-  assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
-  assign \$178  = ~ w_transpose;
-  assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$14800$2 [2:0] == 1'h1;
-  assign \$181  = \$179  & \$180 ;
-  assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$14800$2 [2:0] == 3'h6;
-  assign \$184  = \$182  & \$183 ;
-  assign \$185  = \$181  | \$184 ;
-  assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
-  assign \$187  = w_transpose ? w_data[15:8] : w_data[55:48];
-  assign \$188  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
-  assign \$189  = $signed(pe1_5_a) * $signed(\$188 );
-  assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
-  assign \$191  = ~ w_transpose;
-  assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$14800$2 [2:0] == 1'h1;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$14800$2 [2:0] == 3'h7;
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = \$194  | \$197 ;
-  assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
-  assign \$200  = w_transpose ? w_data[15:8] : w_data[63:56];
-  assign \$201  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
-  assign \$202  = $signed(pe1_6_a) * $signed(\$201 );
-  assign \$203  = $signed(pe0_7_psum) + $signed(\$202 );
-  assign \$204  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$205  = ~ w_transpose;
-  assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$14800$2 [2:0] == 2'h2;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$14800$2 [2:0];
-  assign \$211  = \$209  & \$210 ;
-  assign \$212  = \$208  | \$211 ;
-  assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
-  assign \$214  = w_transpose ? w_data[23:16] : w_data[7:0];
-  assign \$215  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$216  = $signed(skew2_1_a) * $signed(\$215 );
-  assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
-  assign \$218  = ~ w_transpose;
-  assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$14800$2 [2:0] == 2'h2;
-  assign \$221  = \$219  & \$220 ;
-  assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$14800$2 [2:0] == 1'h1;
-  assign \$224  = \$222  & \$223 ;
-  assign \$225  = \$221  | \$224 ;
-  assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
-  assign \$227  = w_transpose ? w_data[23:16] : w_data[15:8];
-  assign \$228  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$229  = $signed(pe2_0_a) * $signed(\$228 );
-  assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
-  assign \$231  = ~ w_transpose;
-  assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$14800$2 [2:0] == 2'h2;
-  assign \$234  = \$232  & \$233 ;
-  assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$14800$2 [2:0] == 2'h2;
-  assign \$237  = \$235  & \$236 ;
-  assign \$238  = \$234  | \$237 ;
-  assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$242  = $signed(pe2_1_a) * $signed(\$241 );
-  assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
-  assign \$244  = ~ w_transpose;
-  assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$14800$2 [2:0] == 2'h2;
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$14800$2 [2:0] == 2'h3;
-  assign \$250  = \$248  & \$249 ;
-  assign \$251  = \$247  | \$250 ;
-  assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
-  assign \$253  = w_transpose ? w_data[23:16] : w_data[31:24];
-  assign \$254  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$255  = $signed(pe2_2_a) * $signed(\$254 );
-  assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
-  assign \$257  = ~ w_transpose;
-  assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$14800$2 [2:0] == 2'h2;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$14800$2 [2:0] == 3'h4;
-  assign \$263  = \$261  & \$262 ;
-  assign \$264  = \$260  | \$263 ;
-  assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
-  assign \$266  = w_transpose ? w_data[23:16] : w_data[39:32];
-  assign \$267  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
-  assign \$268  = $signed(pe2_3_a) * $signed(\$267 );
-  assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
-  assign \$270  = ~ w_transpose;
-  assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$14800$2 [2:0] == 2'h2;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$14800$2 [2:0] == 3'h5;
-  assign \$276  = \$274  & \$275 ;
-  assign \$277  = \$273  | \$276 ;
-  assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
-  assign \$279  = w_transpose ? w_data[23:16] : w_data[47:40];
-  assign \$280  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
-  assign \$281  = $signed(pe2_4_a) * $signed(\$280 );
-  assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
-  assign \$283  = ~ w_transpose;
-  assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$14800$2 [2:0] == 2'h2;
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$14800$2 [2:0] == 3'h6;
-  assign \$289  = \$287  & \$288 ;
-  assign \$290  = \$286  | \$289 ;
-  assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
-  assign \$292  = w_transpose ? w_data[23:16] : w_data[55:48];
-  assign \$293  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
-  assign \$294  = $signed(pe2_5_a) * $signed(\$293 );
-  assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
-  assign \$296  = ~ w_transpose;
-  assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$14800$2 [2:0] == 2'h2;
-  assign \$299  = \$297  & \$298 ;
-  assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$14800$2 [2:0] == 3'h7;
-  assign \$302  = \$300  & \$301 ;
-  assign \$303  = \$299  | \$302 ;
-  assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
-  assign \$305  = w_transpose ? w_data[23:16] : w_data[63:56];
-  assign \$306  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
-  assign \$307  = $signed(pe2_6_a) * $signed(\$306 );
-  assign \$308  = $signed(pe1_7_psum) + $signed(\$307 );
-  assign \$309  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$310  = ~ w_transpose;
-  assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$14800$2 [2:0] == 2'h3;
-  assign \$313  = \$311  & \$312 ;
-  assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$14800$2 [2:0];
-  assign \$316  = \$314  & \$315 ;
-  assign \$317  = \$313  | \$316 ;
-  assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
-  assign \$319  = w_transpose ? w_data[31:24] : w_data[7:0];
-  assign \$320  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$321  = $signed(skew3_2_a) * $signed(\$320 );
-  assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
-  assign \$323  = ~ w_transpose;
-  assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$14800$2 [2:0] == 2'h3;
-  assign \$326  = \$324  & \$325 ;
-  assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$14800$2 [2:0] == 1'h1;
-  assign \$329  = \$327  & \$328 ;
-  assign \$330  = \$326  | \$329 ;
-  assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
-  assign \$332  = w_transpose ? w_data[31:24] : w_data[15:8];
-  assign \$333  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$334  = $signed(pe3_0_a) * $signed(\$333 );
-  assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
-  assign \$336  = ~ w_transpose;
-  assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$14800$2 [2:0] == 2'h3;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$14800$2 [2:0] == 2'h2;
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = \$339  | \$342 ;
-  assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
-  assign \$345  = w_transpose ? w_data[31:24] : w_data[23:16];
-  assign \$346  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$347  = $signed(pe3_1_a) * $signed(\$346 );
-  assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
-  assign \$349  = ~ w_transpose;
-  assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$14800$2 [2:0] == 2'h3;
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$14800$2 [2:0] == 2'h3;
-  assign \$355  = \$353  & \$354 ;
-  assign \$356  = \$352  | \$355 ;
-  assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$360  = $signed(pe3_2_a) * $signed(\$359 );
-  assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
-  assign \$362  = ~ w_transpose;
-  assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$14800$2 [2:0] == 2'h3;
-  assign \$365  = \$363  & \$364 ;
-  assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$14800$2 [2:0] == 3'h4;
-  assign \$368  = \$366  & \$367 ;
-  assign \$369  = \$365  | \$368 ;
-  assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
-  assign \$371  = w_transpose ? w_data[31:24] : w_data[39:32];
-  assign \$372  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
-  assign \$373  = $signed(pe3_3_a) * $signed(\$372 );
-  assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
-  assign \$375  = ~ w_transpose;
-  assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$14800$2 [2:0] == 2'h3;
-  assign \$378  = \$376  & \$377 ;
-  assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$14800$2 [2:0] == 3'h5;
-  assign \$381  = \$379  & \$380 ;
-  assign \$382  = \$378  | \$381 ;
-  assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
-  assign \$384  = w_transpose ? w_data[31:24] : w_data[47:40];
-  assign \$385  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
-  assign \$386  = $signed(pe3_4_a) * $signed(\$385 );
-  assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
-  assign \$388  = ~ w_transpose;
-  assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$14800$2 [2:0] == 2'h3;
-  assign \$391  = \$389  & \$390 ;
-  assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$14800$2 [2:0] == 3'h6;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = \$391  | \$394 ;
-  assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
-  assign \$397  = w_transpose ? w_data[31:24] : w_data[55:48];
-  assign \$398  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
-  assign \$399  = $signed(pe3_5_a) * $signed(\$398 );
-  assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
-  assign \$401  = ~ w_transpose;
-  assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$14800$2 [2:0] == 2'h3;
-  assign \$404  = \$402  & \$403 ;
-  assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$14800$2 [2:0] == 3'h7;
-  assign \$407  = \$405  & \$406 ;
-  assign \$408  = \$404  | \$407 ;
-  assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
-  assign \$410  = w_transpose ? w_data[31:24] : w_data[63:56];
-  assign \$411  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
-  assign \$412  = $signed(pe3_6_a) * $signed(\$411 );
-  assign \$413  = $signed(pe2_7_psum) + $signed(\$412 );
-  assign \$414  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$415  = ~ w_transpose;
-  assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$14800$2 [2:0] == 3'h4;
-  assign \$418  = \$416  & \$417 ;
-  assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$14800$2 [2:0];
-  assign \$421  = \$419  & \$420 ;
-  assign \$422  = \$418  | \$421 ;
-  assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
-  assign \$424  = w_transpose ? w_data[39:32] : w_data[7:0];
-  assign \$425  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
-  assign \$426  = $signed(skew4_3_a) * $signed(\$425 );
-  assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
-  assign \$428  = ~ w_transpose;
-  assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$14800$2 [2:0] == 3'h4;
-  assign \$431  = \$429  & \$430 ;
-  assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$14800$2 [2:0] == 1'h1;
-  assign \$434  = \$432  & \$433 ;
-  assign \$435  = \$431  | \$434 ;
-  assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
-  assign \$437  = w_transpose ? w_data[39:32] : w_data[15:8];
-  assign \$438  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
-  assign \$439  = $signed(pe4_0_a) * $signed(\$438 );
-  assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
-  assign \$441  = ~ w_transpose;
-  assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$14800$2 [2:0] == 3'h4;
-  assign \$444  = \$442  & \$443 ;
-  assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$14800$2 [2:0] == 2'h2;
-  assign \$447  = \$445  & \$446 ;
-  assign \$448  = \$444  | \$447 ;
-  assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
-  assign \$450  = w_transpose ? w_data[39:32] : w_data[23:16];
-  assign \$451  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
-  assign \$452  = $signed(pe4_1_a) * $signed(\$451 );
-  assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
-  assign \$454  = ~ w_transpose;
-  assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$14800$2 [2:0] == 3'h4;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$14800$2 [2:0] == 2'h3;
-  assign \$460  = \$458  & \$459 ;
-  assign \$461  = \$457  | \$460 ;
-  assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
-  assign \$463  = w_transpose ? w_data[39:32] : w_data[31:24];
-  assign \$464  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
-  assign \$465  = $signed(pe4_2_a) * $signed(\$464 );
-  assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
-  assign \$467  = ~ w_transpose;
-  assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$14800$2 [2:0] == 3'h4;
-  assign \$470  = \$468  & \$469 ;
-  assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$14800$2 [2:0] == 3'h4;
-  assign \$473  = \$471  & \$472 ;
-  assign \$474  = \$470  | \$473 ;
-  assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
-  assign \$478  = $signed(pe4_3_a) * $signed(\$477 );
-  assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
-  assign \$480  = ~ w_transpose;
-  assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$14800$2 [2:0] == 3'h4;
-  assign \$483  = \$481  & \$482 ;
-  assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$14800$2 [2:0] == 3'h5;
-  assign \$486  = \$484  & \$485 ;
-  assign \$487  = \$483  | \$486 ;
-  assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
-  assign \$489  = w_transpose ? w_data[39:32] : w_data[47:40];
-  assign \$490  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
-  assign \$491  = $signed(pe4_4_a) * $signed(\$490 );
-  assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
-  assign \$493  = ~ w_transpose;
-  assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$14800$2 [2:0] == 3'h4;
-  assign \$496  = \$494  & \$495 ;
-  assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$14800$2 [2:0] == 3'h6;
-  assign \$499  = \$497  & \$498 ;
-  assign \$500  = \$496  | \$499 ;
-  assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
-  assign \$502  = w_transpose ? w_data[39:32] : w_data[55:48];
-  assign \$503  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
-  assign \$504  = $signed(pe4_5_a) * $signed(\$503 );
-  assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
-  assign \$506  = ~ w_transpose;
-  assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$14800$2 [2:0] == 3'h4;
-  assign \$509  = \$507  & \$508 ;
-  assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$14800$2 [2:0] == 3'h7;
-  assign \$512  = \$510  & \$511 ;
-  assign \$513  = \$509  | \$512 ;
-  assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
-  assign \$515  = w_transpose ? w_data[39:32] : w_data[63:56];
-  assign \$516  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
-  assign \$517  = $signed(pe4_6_a) * $signed(\$516 );
-  assign \$518  = $signed(pe3_7_psum) + $signed(\$517 );
-  assign \$519  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$520  = ~ w_transpose;
-  assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$14800$2 [2:0] == 3'h5;
-  assign \$523  = \$521  & \$522 ;
-  assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$14800$2 [2:0];
-  assign \$526  = \$524  & \$525 ;
-  assign \$527  = \$523  | \$526 ;
-  assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
-  assign \$529  = w_transpose ? w_data[47:40] : w_data[7:0];
-  assign \$530  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
-  assign \$531  = $signed(skew5_4_a) * $signed(\$530 );
-  assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
-  assign \$533  = ~ w_transpose;
-  assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$14800$2 [2:0] == 3'h5;
-  assign \$536  = \$534  & \$535 ;
-  assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$14800$2 [2:0] == 1'h1;
-  assign \$539  = \$537  & \$538 ;
-  assign \$540  = \$536  | \$539 ;
-  assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
-  assign \$542  = w_transpose ? w_data[47:40] : w_data[15:8];
-  assign \$543  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
-  assign \$544  = $signed(pe5_0_a) * $signed(\$543 );
-  assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
-  assign \$546  = ~ w_transpose;
-  assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$14800$2 [2:0] == 3'h5;
-  assign \$549  = \$547  & \$548 ;
-  assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$14800$2 [2:0] == 2'h2;
-  assign \$552  = \$550  & \$551 ;
-  assign \$553  = \$549  | \$552 ;
-  assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
-  assign \$555  = w_transpose ? w_data[47:40] : w_data[23:16];
-  assign \$556  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
-  assign \$557  = $signed(pe5_1_a) * $signed(\$556 );
-  assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
-  assign \$559  = ~ w_transpose;
-  assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$14800$2 [2:0] == 3'h5;
-  assign \$562  = \$560  & \$561 ;
-  assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$14800$2 [2:0] == 2'h3;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = \$562  | \$565 ;
-  assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
-  assign \$568  = w_transpose ? w_data[47:40] : w_data[31:24];
-  assign \$569  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
-  assign \$570  = $signed(pe5_2_a) * $signed(\$569 );
-  assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
-  assign \$572  = ~ w_transpose;
-  assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$14800$2 [2:0] == 3'h5;
-  assign \$575  = \$573  & \$574 ;
-  assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$14800$2 [2:0] == 3'h4;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = \$575  | \$578 ;
-  assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
-  assign \$581  = w_transpose ? w_data[47:40] : w_data[39:32];
-  assign \$582  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
-  assign \$583  = $signed(pe5_3_a) * $signed(\$582 );
-  assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
-  assign \$585  = ~ w_transpose;
-  assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$14800$2 [2:0] == 3'h5;
-  assign \$588  = \$586  & \$587 ;
-  assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$14800$2 [2:0] == 3'h5;
-  assign \$591  = \$589  & \$590 ;
-  assign \$592  = \$588  | \$591 ;
-  assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
-  assign \$596  = $signed(pe5_4_a) * $signed(\$595 );
-  assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
-  assign \$598  = ~ w_transpose;
-  assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$14800$2 [2:0] == 3'h5;
-  assign \$601  = \$599  & \$600 ;
-  assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$14800$2 [2:0] == 3'h6;
-  assign \$604  = \$602  & \$603 ;
-  assign \$605  = \$601  | \$604 ;
-  assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
-  assign \$607  = w_transpose ? w_data[47:40] : w_data[55:48];
-  assign \$608  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
-  assign \$609  = $signed(pe5_5_a) * $signed(\$608 );
-  assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
-  assign \$611  = ~ w_transpose;
-  assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$14800$2 [2:0] == 3'h5;
-  assign \$614  = \$612  & \$613 ;
-  assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$14800$2 [2:0] == 3'h7;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = \$614  | \$617 ;
-  assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
-  assign \$620  = w_transpose ? w_data[47:40] : w_data[63:56];
-  assign \$621  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
-  assign \$622  = $signed(pe5_6_a) * $signed(\$621 );
-  assign \$623  = $signed(pe4_7_psum) + $signed(\$622 );
-  assign \$624  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$625  = ~ w_transpose;
-  assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$14800$2 [2:0] == 3'h6;
-  assign \$628  = \$626  & \$627 ;
-  assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$14800$2 [2:0];
-  assign \$631  = \$629  & \$630 ;
-  assign \$632  = \$628  | \$631 ;
-  assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
-  assign \$634  = w_transpose ? w_data[55:48] : w_data[7:0];
-  assign \$635  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
-  assign \$636  = $signed(skew6_5_a) * $signed(\$635 );
-  assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
-  assign \$638  = ~ w_transpose;
-  assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$14800$2 [2:0] == 3'h6;
-  assign \$641  = \$639  & \$640 ;
-  assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$14800$2 [2:0] == 1'h1;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = \$641  | \$644 ;
-  assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
-  assign \$647  = w_transpose ? w_data[55:48] : w_data[15:8];
-  assign \$648  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
-  assign \$649  = $signed(pe6_0_a) * $signed(\$648 );
-  assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
-  assign \$651  = ~ w_transpose;
-  assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$14800$2 [2:0] == 3'h6;
-  assign \$654  = \$652  & \$653 ;
-  assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$14800$2 [2:0] == 2'h2;
-  assign \$657  = \$655  & \$656 ;
-  assign \$658  = \$654  | \$657 ;
-  assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
-  assign \$660  = w_transpose ? w_data[55:48] : w_data[23:16];
-  assign \$661  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
-  assign \$662  = $signed(pe6_1_a) * $signed(\$661 );
-  assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
-  assign \$664  = ~ w_transpose;
-  assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$14800$2 [2:0] == 3'h6;
-  assign \$667  = \$665  & \$666 ;
-  assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$14800$2 [2:0] == 2'h3;
-  assign \$670  = \$668  & \$669 ;
-  assign \$671  = \$667  | \$670 ;
-  assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
-  assign \$673  = w_transpose ? w_data[55:48] : w_data[31:24];
-  assign \$674  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
-  assign \$675  = $signed(pe6_2_a) * $signed(\$674 );
-  assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
-  assign \$677  = ~ w_transpose;
-  assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$14800$2 [2:0] == 3'h6;
-  assign \$680  = \$678  & \$679 ;
-  assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$14800$2 [2:0] == 3'h4;
-  assign \$683  = \$681  & \$682 ;
-  assign \$684  = \$680  | \$683 ;
-  assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
-  assign \$686  = w_transpose ? w_data[55:48] : w_data[39:32];
-  assign \$687  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
-  assign \$688  = $signed(pe6_3_a) * $signed(\$687 );
-  assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
-  assign \$690  = ~ w_transpose;
-  assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$14800$2 [2:0] == 3'h6;
-  assign \$693  = \$691  & \$692 ;
-  assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$14800$2 [2:0] == 3'h5;
-  assign \$696  = \$694  & \$695 ;
-  assign \$697  = \$693  | \$696 ;
-  assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
-  assign \$699  = w_transpose ? w_data[55:48] : w_data[47:40];
-  assign \$700  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
-  assign \$701  = $signed(pe6_4_a) * $signed(\$700 );
-  assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
-  assign \$703  = ~ w_transpose;
-  assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$14800$2 [2:0] == 3'h6;
-  assign \$706  = \$704  & \$705 ;
-  assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$14800$2 [2:0] == 3'h6;
-  assign \$709  = \$707  & \$708 ;
-  assign \$710  = \$706  | \$709 ;
-  assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
-  assign \$714  = $signed(pe6_5_a) * $signed(\$713 );
-  assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
-  assign \$716  = ~ w_transpose;
-  assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$14800$2 [2:0] == 3'h6;
-  assign \$719  = \$717  & \$718 ;
-  assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$14800$2 [2:0] == 3'h7;
-  assign \$722  = \$720  & \$721 ;
-  assign \$723  = \$719  | \$722 ;
-  assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
-  assign \$725  = w_transpose ? w_data[55:48] : w_data[63:56];
-  assign \$726  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
-  assign \$727  = $signed(pe6_6_a) * $signed(\$726 );
-  assign \$728  = $signed(pe5_7_psum) + $signed(\$727 );
-  assign \$729  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$730  = ~ w_transpose;
-  assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$14800$2 [2:0] == 3'h7;
-  assign \$733  = \$731  & \$732 ;
-  assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$14800$2 [2:0];
-  assign \$736  = \$734  & \$735 ;
-  assign \$737  = \$733  | \$736 ;
-  assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
-  assign \$739  = w_transpose ? w_data[63:56] : w_data[7:0];
-  assign \$740  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
-  assign \$741  = $signed(skew7_6_a) * $signed(\$740 );
-  assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
-  assign \$743  = ~ w_transpose;
-  assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$14800$2 [2:0] == 3'h7;
-  assign \$746  = \$744  & \$745 ;
-  assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$14800$2 [2:0] == 1'h1;
-  assign \$749  = \$747  & \$748 ;
-  assign \$750  = \$746  | \$749 ;
-  assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
-  assign \$752  = w_transpose ? w_data[63:56] : w_data[15:8];
-  assign \$753  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
-  assign \$754  = $signed(pe7_0_a) * $signed(\$753 );
-  assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
-  assign \$756  = ~ w_transpose;
-  assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$14800$2 [2:0] == 3'h7;
-  assign \$759  = \$757  & \$758 ;
-  assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$14800$2 [2:0] == 2'h2;
-  assign \$762  = \$760  & \$761 ;
-  assign \$763  = \$759  | \$762 ;
-  assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
-  assign \$765  = w_transpose ? w_data[63:56] : w_data[23:16];
-  assign \$766  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
-  assign \$767  = $signed(pe7_1_a) * $signed(\$766 );
-  assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
-  assign \$769  = ~ w_transpose;
-  assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$14800$2 [2:0] == 3'h7;
-  assign \$772  = \$770  & \$771 ;
-  assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$14800$2 [2:0] == 2'h3;
-  assign \$775  = \$773  & \$774 ;
-  assign \$776  = \$772  | \$775 ;
-  assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
-  assign \$778  = w_transpose ? w_data[63:56] : w_data[31:24];
-  assign \$779  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
-  assign \$780  = $signed(pe7_2_a) * $signed(\$779 );
-  assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
-  assign \$782  = ~ w_transpose;
-  assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$14800$2 [2:0] == 3'h7;
-  assign \$785  = \$783  & \$784 ;
-  assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$14800$2 [2:0] == 3'h4;
-  assign \$788  = \$786  & \$787 ;
-  assign \$789  = \$785  | \$788 ;
-  assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
-  assign \$791  = w_transpose ? w_data[63:56] : w_data[39:32];
-  assign \$792  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
-  assign \$793  = $signed(pe7_3_a) * $signed(\$792 );
-  assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
-  assign \$795  = ~ w_transpose;
-  assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$14800$2 [2:0] == 3'h7;
-  assign \$798  = \$796  & \$797 ;
-  assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$14800$2 [2:0] == 3'h5;
-  assign \$801  = \$799  & \$800 ;
-  assign \$802  = \$798  | \$801 ;
-  assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
-  assign \$804  = w_transpose ? w_data[63:56] : w_data[47:40];
-  assign \$805  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
-  assign \$806  = $signed(pe7_4_a) * $signed(\$805 );
-  assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
-  assign \$808  = ~ w_transpose;
-  assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$14800$2 [2:0] == 3'h7;
-  assign \$811  = \$809  & \$810 ;
-  assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$14800$2 [2:0] == 3'h6;
-  assign \$814  = \$812  & \$813 ;
-  assign \$815  = \$811  | \$814 ;
-  assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
-  assign \$817  = w_transpose ? w_data[63:56] : w_data[55:48];
-  assign \$818  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
-  assign \$819  = $signed(pe7_5_a) * $signed(\$818 );
-  assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
-  assign \$821  = ~ w_transpose;
-  assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$14800$2 [2:0] == 3'h7;
-  assign \$824  = \$822  & \$823 ;
-  assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$14800$2 [2:0] == 3'h7;
-  assign \$827  = \$825  & \$826 ;
-  assign \$828  = \$824  | \$827 ;
-  assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
-  assign \$832  = $signed(pe7_6_a) * $signed(\$831 );
-  assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
-  assign \$834  = ~ w_transpose;
-  assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$14800$2 [2:0];
-  assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$14800$2 [3];
-  assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$14800$2 [3];
-  assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$14800$2 [3];
-  assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$14800$2 [3];
-  assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$14800$2 [3];
-  assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$14800$2 [3];
-  assign \$851  = pe0_5_v & \$850 ;
-  assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
-  assign \$853  = \$837  & \$852 ;
-  assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$856  = \$854  & \$855 ;
-  assign \$857  = \$856  & a_valid;
-  assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$862  = \$860  & \$861 ;
-  assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$14800$2 [3];
-  assign \$865  = \$863  & \$864 ;
-  assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$868  = \$866  & \$867 ;
-  assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$14800$2 [3];
-  assign \$871  = \$869  & \$870 ;
-  assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$874  = \$872  & \$873 ;
-  assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$14800$2 [3];
-  assign \$877  = \$875  & \$876 ;
-  assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$880  = \$878  & \$879 ;
-  assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$14800$2 [3];
-  assign \$883  = \$881  & \$882 ;
-  assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$886  = \$884  & \$885 ;
-  assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$14800$2 [3];
-  assign \$889  = \$887  & \$888 ;
-  assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$892  = \$890  & \$891 ;
-  assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$14800$2 [3];
-  assign \$895  = \$893  & \$894 ;
-  assign \$896  = ~ w_transpose;
-  assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$14800$2 [2:0] == 1'h1;
-  assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$14800$2 [3];
-  assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$14800$2 [3];
-  assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$14800$2 [3];
-  assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$14800$2 [3];
-  assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$14800$2 [3];
-  assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$14800$2 [3];
-  assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$14800$2 [3];
-  assign \$915  = pe1_5_v & \$914 ;
-  assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
-  assign \$917  = \$899  & \$916 ;
-  assign \$918  = w_en & w_transpose;
-  assign \$920  = \$919  & a_valid;
-  assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$925  = \$923  & \$924 ;
-  assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$14800$2 [3];
-  assign \$928  = \$926  & \$927 ;
-  assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$931  = \$929  & \$930 ;
-  assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$14800$2 [3];
-  assign \$934  = \$932  & \$933 ;
-  assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$937  = \$935  & \$936 ;
-  assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$14800$2 [3];
-  assign \$940  = \$938  & \$939 ;
-  assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$943  = \$941  & \$942 ;
-  assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$14800$2 [3];
-  assign \$946  = \$944  & \$945 ;
-  assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$949  = \$947  & \$948 ;
-  assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$14800$2 [3];
-  assign \$952  = \$950  & \$951 ;
-  assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$955  = \$953  & \$954 ;
-  assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$14800$2 [3];
-  assign \$958  = \$956  & \$957 ;
-  assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$961  = \$959  & \$960 ;
-  assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$14800$2 [3];
-  assign \$964  = \$962  & \$963 ;
-  assign \$965  = ~ w_transpose;
-  assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$14800$2 [2:0] == 2'h2;
-  assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$14800$2 [3];
-  assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$14800$2 [3];
-  assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$14800$2 [3];
-  assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$14800$2 [3];
-  assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$14800$2 [3];
-  assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$14800$2 [3];
-  assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$14800$2 [3];
-  assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$14800$2 [3];
-  assign \$986  = pe2_5_v & \$985 ;
-  assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
-  assign \$988  = \$968  & \$987 ;
-  assign \$989  = w_en & w_transpose;
-  assign \$991  = \$990  & a_valid;
-  assign \$994  = w_en & w_transpose;
-  assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$14800$2 [3];
-  assign \$998  = \$996  & \$997 ;
-  assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1001  = \$999  & \$1000 ;
-  assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$14800$2 [3];
-  assign \$1004  = \$1002  & \$1003 ;
-  assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1007  = \$1005  & \$1006 ;
-  assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$14800$2 [3];
-  assign \$1010  = \$1008  & \$1009 ;
-  assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1013  = \$1011  & \$1012 ;
-  assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$14800$2 [3];
-  assign \$1016  = \$1014  & \$1015 ;
-  assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1019  = \$1017  & \$1018 ;
-  assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$14800$2 [3];
-  assign \$1022  = \$1020  & \$1021 ;
-  assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1025  = \$1023  & \$1024 ;
-  assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$14800$2 [3];
-  assign \$1028  = \$1026  & \$1027 ;
-  assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1031  = \$1029  & \$1030 ;
-  assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$14800$2 [3];
-  assign \$1034  = \$1032  & \$1033 ;
-  assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1037  = \$1035  & \$1036 ;
-  assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$14800$2 [3];
-  assign \$1040  = \$1038  & \$1039 ;
-  assign \$1041  = ~ w_transpose;
-  assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$14800$2 [2:0] == 2'h3;
-  assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$14800$2 [3];
-  assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$14800$2 [3];
-  assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$14800$2 [3];
-  assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$14800$2 [3];
-  assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$14800$2 [3];
-  assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$14800$2 [3];
-  assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$14800$2 [3];
-  assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$14800$2 [3];
-  assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$14800$2 [3];
-  assign \$1064  = pe3_5_v & \$1063 ;
-  assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
-  assign \$1066  = \$1044  & \$1065 ;
-  assign \$1067  = w_en & w_transpose;
-  assign \$1069  = \$1068  & a_valid;
-  assign \$1072  = w_en & w_transpose;
-  assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$14800$2 [3];
-  assign \$1076  = \$1074  & \$1075 ;
-  assign \$1077  = w_en & w_transpose;
-  assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$14800$2 [3];
-  assign \$1081  = \$1079  & \$1080 ;
-  assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1084  = \$1082  & \$1083 ;
-  assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$14800$2 [3];
-  assign \$1087  = \$1085  & \$1086 ;
-  assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1090  = \$1088  & \$1089 ;
-  assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$14800$2 [3];
-  assign \$1093  = \$1091  & \$1092 ;
-  assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1096  = \$1094  & \$1095 ;
-  assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$14800$2 [3];
-  assign \$1099  = \$1097  & \$1098 ;
-  assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1102  = \$1100  & \$1101 ;
-  assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$14800$2 [3];
-  assign \$1105  = \$1103  & \$1104 ;
-  assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1108  = \$1106  & \$1107 ;
-  assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$14800$2 [3];
-  assign \$1111  = \$1109  & \$1110 ;
-  assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1114  = \$1112  & \$1113 ;
-  assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$14800$2 [3];
-  assign \$1117  = \$1115  & \$1116 ;
-  assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1120  = \$1118  & \$1119 ;
-  assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$14800$2 [3];
-  assign \$1123  = \$1121  & \$1122 ;
-  assign \$1124  = ~ w_transpose;
-  assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$14800$2 [2:0] == 3'h4;
-  assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$14800$2 [3];
-  assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$14800$2 [3];
-  assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$14800$2 [3];
-  assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$14800$2 [3];
-  assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$14800$2 [3];
-  assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$14800$2 [3];
-  assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$14800$2 [3];
-  assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$14800$2 [3];
-  assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$14800$2 [3];
-  assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$14800$2 [3];
-  assign \$1149  = pe4_5_v & \$1148 ;
-  assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
-  assign \$1151  = \$1127  & \$1150 ;
-  assign \$1152  = w_en & w_transpose;
-  assign \$1154  = \$1153  & a_valid;
-  assign \$1157  = w_en & w_transpose;
-  assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$14800$2 [3];
-  assign \$1161  = \$1159  & \$1160 ;
-  assign \$1162  = w_en & w_transpose;
-  assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$14800$2 [3];
-  assign \$1166  = \$1164  & \$1165 ;
-  assign \$1167  = w_en & w_transpose;
-  assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$14800$2 [3];
-  assign \$1171  = \$1169  & \$1170 ;
-  assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1174  = \$1172  & \$1173 ;
-  assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$14800$2 [3];
-  assign \$1177  = \$1175  & \$1176 ;
-  assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1180  = \$1178  & \$1179 ;
-  assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$14800$2 [3];
-  assign \$1183  = \$1181  & \$1182 ;
-  assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1186  = \$1184  & \$1185 ;
-  assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$14800$2 [3];
-  assign \$1189  = \$1187  & \$1188 ;
-  assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1192  = \$1190  & \$1191 ;
-  assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$14800$2 [3];
-  assign \$1195  = \$1193  & \$1194 ;
-  assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1198  = \$1196  & \$1197 ;
-  assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$14800$2 [3];
-  assign \$1201  = \$1199  & \$1200 ;
-  assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1204  = \$1202  & \$1203 ;
-  assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$14800$2 [3];
-  assign \$1207  = \$1205  & \$1206 ;
-  assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1210  = \$1208  & \$1209 ;
-  assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$14800$2 [3];
-  assign \$1213  = \$1211  & \$1212 ;
-  assign \$1214  = ~ w_transpose;
-  assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$14800$2 [2:0] == 3'h5;
-  assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$14800$2 [3];
-  assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$14800$2 [3];
-  assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$14800$2 [3];
-  assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$14800$2 [3];
-  assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$14800$2 [3];
-  assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$14800$2 [3];
-  assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$14800$2 [3];
-  assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$14800$2 [3];
-  assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$14800$2 [3];
-  assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$14800$2 [3];
-  assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$14800$2 [3];
-  assign \$1241  = pe5_5_v & \$1240 ;
-  assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
-  assign \$1243  = \$1217  & \$1242 ;
-  assign \$1244  = w_en & w_transpose;
-  assign \$1246  = \$1245  & a_valid;
-  assign \$1249  = w_en & w_transpose;
-  assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$14800$2 [3];
-  assign \$1253  = \$1251  & \$1252 ;
-  assign \$1254  = w_en & w_transpose;
-  assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$14800$2 [3];
-  assign \$1258  = \$1256  & \$1257 ;
-  assign \$1259  = w_en & w_transpose;
-  assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$14800$2 [3];
-  assign \$1263  = \$1261  & \$1262 ;
-  assign \$1264  = w_en & w_transpose;
-  assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$14800$2 [3];
-  assign \$1268  = \$1266  & \$1267 ;
-  assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1271  = \$1269  & \$1270 ;
-  assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$14800$2 [3];
-  assign \$1274  = \$1272  & \$1273 ;
-  assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1277  = \$1275  & \$1276 ;
-  assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$14800$2 [3];
-  assign \$1280  = \$1278  & \$1279 ;
-  assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1283  = \$1281  & \$1282 ;
-  assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$14800$2 [3];
-  assign \$1286  = \$1284  & \$1285 ;
-  assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1289  = \$1287  & \$1288 ;
-  assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$14800$2 [3];
-  assign \$1292  = \$1290  & \$1291 ;
-  assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1295  = \$1293  & \$1294 ;
-  assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$14800$2 [3];
-  assign \$1298  = \$1296  & \$1297 ;
-  assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1301  = \$1299  & \$1300 ;
-  assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$14800$2 [3];
-  assign \$1304  = \$1302  & \$1303 ;
-  assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1307  = \$1305  & \$1306 ;
-  assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$14800$2 [3];
-  assign \$1310  = \$1308  & \$1309 ;
-  assign \$1311  = ~ w_transpose;
-  assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$14800$2 [2:0] == 3'h6;
-  assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$14800$2 [3];
-  assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$14800$2 [3];
-  assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$14800$2 [3];
-  assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$14800$2 [3];
-  assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$14800$2 [3];
-  assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$14800$2 [3];
-  assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$14800$2 [3];
-  assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$14800$2 [3];
-  assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$14800$2 [3];
-  assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$14800$2 [3];
-  assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$14800$2 [3];
-  assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$14800$2 [3];
-  assign \$1340  = pe6_5_v & \$1339 ;
-  assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
-  assign \$1342  = \$1314  & \$1341 ;
-  assign \$1343  = w_en & w_transpose;
-  assign \$1345  = \$1344  & a_valid;
-  assign \$1348  = w_en & w_transpose;
-  assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$14800$2 [3];
-  assign \$1352  = \$1350  & \$1351 ;
-  assign \$1353  = w_en & w_transpose;
-  assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$14800$2 [3];
-  assign \$1357  = \$1355  & \$1356 ;
-  assign \$1358  = w_en & w_transpose;
-  assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$14800$2 [3];
-  assign \$1362  = \$1360  & \$1361 ;
-  assign \$1363  = w_en & w_transpose;
-  assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$14800$2 [3];
-  assign \$1367  = \$1365  & \$1366 ;
-  assign \$1368  = w_en & w_transpose;
-  assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$14800$2 [3];
-  assign \$1372  = \$1370  & \$1371 ;
-  assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1375  = \$1373  & \$1374 ;
-  assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$14800$2 [3];
-  assign \$1378  = \$1376  & \$1377 ;
-  assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1381  = \$1379  & \$1380 ;
-  assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$14800$2 [3];
-  assign \$1384  = \$1382  & \$1383 ;
-  assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1387  = \$1385  & \$1386 ;
-  assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$14800$2 [3];
-  assign \$1390  = \$1388  & \$1389 ;
-  assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1393  = \$1391  & \$1392 ;
-  assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$14800$2 [3];
-  assign \$1396  = \$1394  & \$1395 ;
-  assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1399  = \$1397  & \$1398 ;
-  assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$14800$2 [3];
-  assign \$1402  = \$1400  & \$1401 ;
-  assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1405  = \$1403  & \$1404 ;
-  assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$14800$2 [3];
-  assign \$1408  = \$1406  & \$1407 ;
-  assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1411  = \$1409  & \$1410 ;
-  assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$14800$2 [3];
-  assign \$1414  = \$1412  & \$1413 ;
-  assign \$1415  = ~ w_transpose;
-  assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$14800$2 [2:0] == 3'h7;
-  assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$14800$2 [3];
-  assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$14800$2 [3];
-  assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$14800$2 [3];
-  assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$14800$2 [3];
-  assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$14800$2 [3];
-  assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$14800$2 [3];
-  assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$14800$2 [3];
-  assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$14800$2 [3];
-  assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$14800$2 [3];
-  assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$14800$2 [3];
-  assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$14800$2 [3];
-  assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$14800$2 [3];
-  assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$14800$2 [3];
-  assign \$1446  = pe7_5_v & \$1445 ;
-  assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
-  assign \$1448  = \$1418  & \$1447 ;
-  assign \$1449  = w_en & w_transpose;
-  assign \$1451  = \$1450  & a_valid;
-  assign \$1454  = w_en & w_transpose;
-  assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$14800$2 [3];
-  assign \$1458  = \$1456  & \$1457 ;
-  assign \$1459  = w_en & w_transpose;
-  assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$14800$2 [3];
-  assign \$1463  = \$1461  & \$1462 ;
-  assign \$1464  = w_en & w_transpose;
-  assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$14800$2 [3];
-  assign \$1468  = \$1466  & \$1467 ;
-  assign \$1469  = w_en & w_transpose;
-  assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$14800$2 [3];
-  assign \$1473  = \$1471  & \$1472 ;
-  assign \$1474  = w_en & w_transpose;
-  assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$14800$2 [3];
-  assign \$1478  = \$1476  & \$1477 ;
-  assign \$1479  = w_en & w_transpose;
-  assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$14800$2 [3];
-  assign \$1483  = \$1481  & \$1482 ;
-  assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$14800$2 [2:0] >= 1'h1;
-  assign \$1486  = \$1484  & \$1485 ;
-  assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$14800$2 [3];
-  assign \$1489  = \$1487  & \$1488 ;
-  assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$14800$2 [2:0] >= 2'h2;
-  assign \$1492  = \$1490  & \$1491 ;
-  assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$14800$2 [3];
-  assign \$1495  = \$1493  & \$1494 ;
-  assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$14800$2 [2:0] >= 2'h3;
-  assign \$1498  = \$1496  & \$1497 ;
-  assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$14800$2 [3];
-  assign \$1501  = \$1499  & \$1500 ;
-  assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$14800$2 [2:0] >= 3'h4;
-  assign \$1504  = \$1502  & \$1503 ;
-  assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$14800$2 [3];
-  assign \$1507  = \$1505  & \$1506 ;
-  assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$14800$2 [2:0] >= 3'h5;
-  assign \$1510  = \$1508  & \$1509 ;
-  assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$14800$2 [3];
-  assign \$1513  = \$1511  & \$1512 ;
-  assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$14800$2 [2:0] >= 3'h6;
-  assign \$1516  = \$1514  & \$1515 ;
-  assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$14800$2 [3];
-  assign \$1519  = \$1517  & \$1518 ;
-  assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$14800$2 [2:0] >= 3'h7;
-  assign \$1522  = \$1520  & \$1521 ;
-  assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$14800$2 [3];
-  assign \$1525  = \$1523  & \$1524 ;
-  assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
+  wire [69:0] wcol0;
+  wire \wcol0.bank ;
+  wire [63:0] \wcol0.data ;
+  wire \wcol0.en ;
+  wire [2:0] \wcol0.row ;
+  wire \wcol0.transpose ;
+  reg [69:0] wcol1 = 70'h000000000000000000;
+  wire \wcol1.bank ;
+  wire [63:0] \wcol1.data ;
+  wire \wcol1.en ;
+  wire [2:0] \wcol1.row ;
+  wire \wcol1.transpose ;
+  reg [69:0] wcol2 = 70'h000000000000000000;
+  wire \wcol2.bank ;
+  wire [63:0] \wcol2.data ;
+  wire \wcol2.en ;
+  wire [2:0] \wcol2.row ;
+  wire \wcol2.transpose ;
+  reg [69:0] wcol3 = 70'h000000000000000000;
+  wire \wcol3.bank ;
+  wire [63:0] \wcol3.data ;
+  wire \wcol3.en ;
+  wire [2:0] \wcol3.row ;
+  wire \wcol3.transpose ;
+  reg [69:0] wcol4 = 70'h000000000000000000;
+  wire \wcol4.bank ;
+  wire [63:0] \wcol4.data ;
+  wire \wcol4.en ;
+  wire [2:0] \wcol4.row ;
+  wire \wcol4.transpose ;
+  reg [69:0] wcol5 = 70'h000000000000000000;
+  wire \wcol5.bank ;
+  wire [63:0] \wcol5.data ;
+  wire \wcol5.en ;
+  wire [2:0] \wcol5.row ;
+  wire \wcol5.transpose ;
+  reg [69:0] wcol6 = 70'h000000000000000000;
+  wire \wcol6.bank ;
+  wire [63:0] \wcol6.data ;
+  wire \wcol6.en ;
+  wire [2:0] \wcol6.row ;
+  wire \wcol6.transpose ;
+  reg [69:0] wcol7 = 70'h000000000000000000;
+  wire \wcol7.bank ;
+  wire [63:0] \wcol7.data ;
+  wire \wcol7.en ;
+  wire [2:0] \wcol7.row ;
+  wire \wcol7.transpose ;
+  assign \$1  = ! \port$14790$0 [3:1];
+  assign \$2  = \port$14790$0 [3:1] == 1'h1;
+  assign \$3  = w_transpose ? \$1  : \$2 ;
+  assign \$4  = \port$14790$0 [0] & \$3 ;
+  assign \$5  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$6  = \port$14786$0 [0] & \$5 ;
+  assign \$8  = \$4  & \$7 ;
+  assign \$9  = wcol1[3:1] == 1'h1;
+  assign \$10  = wcol1[3:1] == 1'h1;
+  assign \$11  = wcol1[4] ? \$9  : \$10 ;
+  assign \$12  = wcol1[0] & \$11 ;
+  assign \$13  = skew1_0_bank == wcol1[5];
+  assign \$14  = skew1_0_v & \$13 ;
+  assign \$16  = \$12  & \$15 ;
+  assign \$17  = wcol2[3:1] == 2'h2;
+  assign \$18  = wcol2[3:1] == 1'h1;
+  assign \$19  = wcol2[4] ? \$17  : \$18 ;
+  assign \$20  = wcol2[0] & \$19 ;
+  assign \$21  = pe1_0_bank == wcol2[5];
+  assign \$22  = pe1_0_v & \$21 ;
+  assign \$24  = \$20  & \$23 ;
+  assign \$25  = wcol3[3:1] == 2'h3;
+  assign \$26  = wcol3[3:1] == 1'h1;
+  assign \$27  = wcol3[4] ? \$25  : \$26 ;
+  assign \$28  = wcol3[0] & \$27 ;
+  assign \$29  = pe1_1_bank == wcol3[5];
+  assign \$30  = pe1_1_v & \$29 ;
+  assign \$32  = \$28  & \$31 ;
+  assign \$33  = wcol4[3:1] == 3'h4;
+  assign \$34  = wcol4[3:1] == 1'h1;
+  assign \$35  = wcol4[4] ? \$33  : \$34 ;
+  assign \$36  = wcol4[0] & \$35 ;
+  assign \$37  = pe1_2_bank == wcol4[5];
+  assign \$38  = pe1_2_v & \$37 ;
+  assign \$40  = \$36  & \$39 ;
+  assign \$41  = wcol5[3:1] == 3'h5;
+  assign \$42  = wcol5[3:1] == 1'h1;
+  assign \$43  = wcol5[4] ? \$41  : \$42 ;
+  assign \$44  = wcol5[0] & \$43 ;
+  assign \$45  = pe1_3_bank == wcol5[5];
+  assign \$46  = pe1_3_v & \$45 ;
+  assign \$48  = \$44  & \$47 ;
+  assign \$49  = wcol6[3:1] == 3'h6;
+  assign \$50  = wcol6[3:1] == 1'h1;
+  assign \$51  = wcol6[4] ? \$49  : \$50 ;
+  assign \$52  = wcol6[0] & \$51 ;
+  assign \$53  = pe1_4_bank == wcol6[5];
+  assign \$54  = pe1_4_v & \$53 ;
+  assign \$56  = \$52  & \$55 ;
+  assign \$57  = wcol7[3:1] == 3'h7;
+  assign \$58  = wcol7[3:1] == 1'h1;
+  assign \$59  = wcol7[4] ? \$57  : \$58 ;
+  assign \$60  = wcol7[0] & \$59 ;
+  assign \$61  = pe1_5_bank == wcol7[5];
+  assign \$62  = pe1_5_v & \$61 ;
+  assign \$64  = \$60  & \$63 ;
+  assign \$65  = ! \port$14790$0 [3:1];
+  assign \$66  = \port$14790$0 [3:1] == 2'h2;
+  assign \$67  = w_transpose ? \$65  : \$66 ;
+  assign \$68  = \port$14790$0 [0] & \$67 ;
+  assign \$69  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$70  = \port$14786$0 [0] & \$69 ;
+  assign \$71  = skew2_0_bank == \port$14790$0 [4];
+  assign \$72  = skew2_0_v & \$71 ;
+  assign \$73  = | { \$72 , \$70  };
+  assign \$74  = \$68  & \$73 ;
+  assign \$75  = wcol1[3:1] == 1'h1;
+  assign \$76  = wcol1[3:1] == 2'h2;
+  assign \$77  = wcol1[4] ? \$75  : \$76 ;
+  assign \$78  = wcol1[0] & \$77 ;
+  assign \$79  = skew2_0_bank == wcol1[5];
+  assign \$80  = skew2_0_v & \$79 ;
+  assign \$81  = skew2_1_bank == wcol1[5];
+  assign \$82  = skew2_1_v & \$81 ;
+  assign \$83  = | { \$82 , \$80  };
+  assign \$84  = \$78  & \$83 ;
+  assign \$85  = wcol2[3:1] == 2'h2;
+  assign \$86  = wcol2[3:1] == 2'h2;
+  assign \$87  = wcol2[4] ? \$85  : \$86 ;
+  assign \$88  = wcol2[0] & \$87 ;
+  assign \$89  = skew2_1_bank == wcol2[5];
+  assign \$90  = skew2_1_v & \$89 ;
+  assign \$91  = pe2_0_bank == wcol2[5];
+  assign \$92  = pe2_0_v & \$91 ;
+  assign \$93  = | { \$92 , \$90  };
+  assign \$94  = \$88  & \$93 ;
+  assign \$95  = wcol3[3:1] == 2'h3;
+  assign \$96  = wcol3[3:1] == 2'h2;
+  assign \$97  = wcol3[4] ? \$95  : \$96 ;
+  assign \$98  = wcol3[0] & \$97 ;
+  assign \$99  = pe2_0_bank == wcol3[5];
+  assign \$100  = pe2_0_v & \$99 ;
+  assign \$101  = pe2_1_bank == wcol3[5];
+  assign \$102  = pe2_1_v & \$101 ;
+  assign \$103  = | { \$102 , \$100  };
+  assign \$104  = \$98  & \$103 ;
+  assign \$105  = wcol4[3:1] == 3'h4;
+  assign \$106  = wcol4[3:1] == 2'h2;
+  assign \$107  = wcol4[4] ? \$105  : \$106 ;
+  assign \$108  = wcol4[0] & \$107 ;
+  assign \$109  = pe2_1_bank == wcol4[5];
+  assign \$110  = pe2_1_v & \$109 ;
+  assign \$111  = pe2_2_bank == wcol4[5];
+  assign \$112  = pe2_2_v & \$111 ;
+  assign \$113  = | { \$112 , \$110  };
+  assign \$114  = \$108  & \$113 ;
+  assign \$115  = wcol5[3:1] == 3'h5;
+  assign \$116  = wcol5[3:1] == 2'h2;
+  assign \$117  = wcol5[4] ? \$115  : \$116 ;
+  assign \$118  = wcol5[0] & \$117 ;
+  assign \$119  = pe2_2_bank == wcol5[5];
+  assign \$120  = pe2_2_v & \$119 ;
+  assign \$121  = pe2_3_bank == wcol5[5];
+  assign \$122  = pe2_3_v & \$121 ;
+  assign \$123  = | { \$122 , \$120  };
+  assign \$124  = \$118  & \$123 ;
+  assign \$125  = wcol6[3:1] == 3'h6;
+  assign \$126  = wcol6[3:1] == 2'h2;
+  assign \$127  = wcol6[4] ? \$125  : \$126 ;
+  assign \$128  = wcol6[0] & \$127 ;
+  assign \$129  = pe2_3_bank == wcol6[5];
+  assign \$130  = pe2_3_v & \$129 ;
+  assign \$131  = pe2_4_bank == wcol6[5];
+  assign \$132  = pe2_4_v & \$131 ;
+  assign \$133  = | { \$132 , \$130  };
+  assign \$134  = \$128  & \$133 ;
+  assign \$135  = wcol7[3:1] == 3'h7;
+  assign \$136  = wcol7[3:1] == 2'h2;
+  assign \$137  = wcol7[4] ? \$135  : \$136 ;
+  assign \$138  = wcol7[0] & \$137 ;
+  assign \$139  = pe2_4_bank == wcol7[5];
+  assign \$140  = pe2_4_v & \$139 ;
+  assign \$141  = pe2_5_bank == wcol7[5];
+  assign \$142  = pe2_5_v & \$141 ;
+  assign \$143  = | { \$142 , \$140  };
+  assign \$144  = \$138  & \$143 ;
+  assign \$145  = ! \port$14790$0 [3:1];
+  assign \$146  = \port$14790$0 [3:1] == 2'h3;
+  assign \$147  = w_transpose ? \$145  : \$146 ;
+  assign \$148  = \port$14790$0 [0] & \$147 ;
+  assign \$149  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$150  = \port$14786$0 [0] & \$149 ;
+  assign \$151  = skew3_0_bank == \port$14790$0 [4];
+  assign \$152  = skew3_0_v & \$151 ;
+  assign \$153  = skew3_1_bank == \port$14790$0 [4];
+  assign \$154  = skew3_1_v & \$153 ;
+  assign \$155  = | { \$154 , \$152 , \$150  };
+  assign \$156  = \$148  & \$155 ;
+  assign \$157  = wcol1[3:1] == 1'h1;
+  assign \$158  = wcol1[3:1] == 2'h3;
+  assign \$159  = wcol1[4] ? \$157  : \$158 ;
+  assign \$160  = wcol1[0] & \$159 ;
+  assign \$161  = skew3_0_bank == wcol1[5];
+  assign \$162  = skew3_0_v & \$161 ;
+  assign \$163  = skew3_1_bank == wcol1[5];
+  assign \$164  = skew3_1_v & \$163 ;
+  assign \$165  = skew3_2_bank == wcol1[5];
+  assign \$166  = skew3_2_v & \$165 ;
+  assign \$167  = | { \$166 , \$164 , \$162  };
+  assign \$168  = \$160  & \$167 ;
+  assign \$169  = wcol2[3:1] == 2'h2;
+  assign \$170  = wcol2[3:1] == 2'h3;
+  assign \$171  = wcol2[4] ? \$169  : \$170 ;
+  assign \$172  = wcol2[0] & \$171 ;
+  assign \$173  = skew3_1_bank == wcol2[5];
+  assign \$174  = skew3_1_v & \$173 ;
+  assign \$175  = skew3_2_bank == wcol2[5];
+  assign \$176  = skew3_2_v & \$175 ;
+  assign \$177  = pe3_0_bank == wcol2[5];
+  assign \$178  = pe3_0_v & \$177 ;
+  assign \$179  = | { \$178 , \$176 , \$174  };
+  assign \$180  = \$172  & \$179 ;
+  assign \$181  = wcol3[3:1] == 2'h3;
+  assign \$182  = wcol3[3:1] == 2'h3;
+  assign \$183  = wcol3[4] ? \$181  : \$182 ;
+  assign \$184  = wcol3[0] & \$183 ;
+  assign \$185  = skew3_2_bank == wcol3[5];
+  assign \$186  = skew3_2_v & \$185 ;
+  assign \$187  = pe3_0_bank == wcol3[5];
+  assign \$188  = pe3_0_v & \$187 ;
+  assign \$189  = pe3_1_bank == wcol3[5];
+  assign \$190  = pe3_1_v & \$189 ;
+  assign \$191  = | { \$190 , \$188 , \$186  };
+  assign \$192  = \$184  & \$191 ;
+  assign \$193  = wcol4[3:1] == 3'h4;
+  assign \$194  = wcol4[3:1] == 2'h3;
+  assign \$195  = wcol4[4] ? \$193  : \$194 ;
+  assign \$196  = wcol4[0] & \$195 ;
+  assign \$197  = pe3_0_bank == wcol4[5];
+  assign \$198  = pe3_0_v & \$197 ;
+  assign \$199  = pe3_1_bank == wcol4[5];
+  assign \$200  = pe3_1_v & \$199 ;
+  assign \$201  = pe3_2_bank == wcol4[5];
+  assign \$202  = pe3_2_v & \$201 ;
+  assign \$203  = | { \$202 , \$200 , \$198  };
+  assign \$204  = \$196  & \$203 ;
+  assign \$205  = wcol5[3:1] == 3'h5;
+  assign \$206  = wcol5[3:1] == 2'h3;
+  assign \$207  = wcol5[4] ? \$205  : \$206 ;
+  assign \$208  = wcol5[0] & \$207 ;
+  assign \$209  = pe3_1_bank == wcol5[5];
+  assign \$210  = pe3_1_v & \$209 ;
+  assign \$211  = pe3_2_bank == wcol5[5];
+  assign \$212  = pe3_2_v & \$211 ;
+  assign \$213  = pe3_3_bank == wcol5[5];
+  assign \$214  = pe3_3_v & \$213 ;
+  assign \$215  = | { \$214 , \$212 , \$210  };
+  assign \$216  = \$208  & \$215 ;
+  assign \$217  = wcol6[3:1] == 3'h6;
+  assign \$218  = wcol6[3:1] == 2'h3;
+  assign \$219  = wcol6[4] ? \$217  : \$218 ;
+  assign \$220  = wcol6[0] & \$219 ;
+  assign \$221  = pe3_2_bank == wcol6[5];
+  assign \$222  = pe3_2_v & \$221 ;
+  assign \$223  = pe3_3_bank == wcol6[5];
+  assign \$224  = pe3_3_v & \$223 ;
+  assign \$225  = pe3_4_bank == wcol6[5];
+  assign \$226  = pe3_4_v & \$225 ;
+  assign \$227  = | { \$226 , \$224 , \$222  };
+  assign \$228  = \$220  & \$227 ;
+  assign \$229  = wcol7[3:1] == 3'h7;
+  assign \$230  = wcol7[3:1] == 2'h3;
+  assign \$231  = wcol7[4] ? \$229  : \$230 ;
+  assign \$232  = wcol7[0] & \$231 ;
+  assign \$233  = pe3_3_bank == wcol7[5];
+  assign \$234  = pe3_3_v & \$233 ;
+  assign \$235  = pe3_4_bank == wcol7[5];
+  assign \$236  = pe3_4_v & \$235 ;
+  assign \$237  = pe3_5_bank == wcol7[5];
+  assign \$238  = pe3_5_v & \$237 ;
+  assign \$239  = | { \$238 , \$236 , \$234  };
+  assign \$240  = \$232  & \$239 ;
+  assign \$241  = ! \port$14790$0 [3:1];
+  assign \$242  = \port$14790$0 [3:1] == 3'h4;
+  assign \$243  = w_transpose ? \$241  : \$242 ;
+  assign \$244  = \port$14790$0 [0] & \$243 ;
+  assign \$245  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$246  = \port$14786$0 [0] & \$245 ;
+  assign \$247  = skew4_0_bank == \port$14790$0 [4];
+  assign \$248  = skew4_0_v & \$247 ;
+  assign \$249  = skew4_1_bank == \port$14790$0 [4];
+  assign \$250  = skew4_1_v & \$249 ;
+  assign \$251  = skew4_2_bank == \port$14790$0 [4];
+  assign \$252  = skew4_2_v & \$251 ;
+  assign \$253  = | { \$252 , \$250 , \$248 , \$246  };
+  assign \$254  = \$244  & \$253 ;
+  assign \$255  = wcol1[3:1] == 1'h1;
+  assign \$256  = wcol1[3:1] == 3'h4;
+  assign \$257  = wcol1[4] ? \$255  : \$256 ;
+  assign \$258  = wcol1[0] & \$257 ;
+  assign \$259  = skew4_0_bank == wcol1[5];
+  assign \$260  = skew4_0_v & \$259 ;
+  assign \$261  = skew4_1_bank == wcol1[5];
+  assign \$262  = skew4_1_v & \$261 ;
+  assign \$263  = skew4_2_bank == wcol1[5];
+  assign \$264  = skew4_2_v & \$263 ;
+  assign \$265  = skew4_3_bank == wcol1[5];
+  assign \$266  = skew4_3_v & \$265 ;
+  assign \$267  = | { \$266 , \$264 , \$262 , \$260  };
+  assign \$268  = \$258  & \$267 ;
+  assign \$269  = wcol2[3:1] == 2'h2;
+  assign \$270  = wcol2[3:1] == 3'h4;
+  assign \$271  = wcol2[4] ? \$269  : \$270 ;
+  assign \$272  = wcol2[0] & \$271 ;
+  assign \$273  = skew4_1_bank == wcol2[5];
+  assign \$274  = skew4_1_v & \$273 ;
+  assign \$275  = skew4_2_bank == wcol2[5];
+  assign \$276  = skew4_2_v & \$275 ;
+  assign \$277  = skew4_3_bank == wcol2[5];
+  assign \$278  = skew4_3_v & \$277 ;
+  assign \$279  = pe4_0_bank == wcol2[5];
+  assign \$280  = pe4_0_v & \$279 ;
+  assign \$281  = | { \$280 , \$278 , \$276 , \$274  };
+  assign \$282  = \$272  & \$281 ;
+  assign \$283  = wcol3[3:1] == 2'h3;
+  assign \$284  = wcol3[3:1] == 3'h4;
+  assign \$285  = wcol3[4] ? \$283  : \$284 ;
+  assign \$286  = wcol3[0] & \$285 ;
+  assign \$287  = skew4_2_bank == wcol3[5];
+  assign \$288  = skew4_2_v & \$287 ;
+  assign \$289  = skew4_3_bank == wcol3[5];
+  assign \$290  = skew4_3_v & \$289 ;
+  assign \$291  = pe4_0_bank == wcol3[5];
+  assign \$292  = pe4_0_v & \$291 ;
+  assign \$293  = pe4_1_bank == wcol3[5];
+  assign \$294  = pe4_1_v & \$293 ;
+  assign \$295  = | { \$294 , \$292 , \$290 , \$288  };
+  assign \$296  = \$286  & \$295 ;
+  assign \$297  = wcol4[3:1] == 3'h4;
+  assign \$298  = wcol4[3:1] == 3'h4;
+  assign \$299  = wcol4[4] ? \$297  : \$298 ;
+  assign \$300  = wcol4[0] & \$299 ;
+  assign \$301  = skew4_3_bank == wcol4[5];
+  assign \$302  = skew4_3_v & \$301 ;
+  assign \$303  = pe4_0_bank == wcol4[5];
+  assign \$304  = pe4_0_v & \$303 ;
+  assign \$305  = pe4_1_bank == wcol4[5];
+  assign \$306  = pe4_1_v & \$305 ;
+  assign \$307  = pe4_2_bank == wcol4[5];
+  assign \$308  = pe4_2_v & \$307 ;
+  assign \$309  = | { \$308 , \$306 , \$304 , \$302  };
+  assign \$310  = \$300  & \$309 ;
+  assign \$311  = wcol5[3:1] == 3'h5;
+  assign \$312  = wcol5[3:1] == 3'h4;
+  assign \$313  = wcol5[4] ? \$311  : \$312 ;
+  assign \$314  = wcol5[0] & \$313 ;
+  assign \$315  = pe4_0_bank == wcol5[5];
+  assign \$316  = pe4_0_v & \$315 ;
+  assign \$317  = pe4_1_bank == wcol5[5];
+  assign \$318  = pe4_1_v & \$317 ;
+  assign \$319  = pe4_2_bank == wcol5[5];
+  assign \$320  = pe4_2_v & \$319 ;
+  assign \$321  = pe4_3_bank == wcol5[5];
+  assign \$322  = pe4_3_v & \$321 ;
+  assign \$323  = | { \$322 , \$320 , \$318 , \$316  };
+  assign \$324  = \$314  & \$323 ;
+  assign \$325  = wcol6[3:1] == 3'h6;
+  assign \$326  = wcol6[3:1] == 3'h4;
+  assign \$327  = wcol6[4] ? \$325  : \$326 ;
+  assign \$328  = wcol6[0] & \$327 ;
+  assign \$329  = pe4_1_bank == wcol6[5];
+  assign \$330  = pe4_1_v & \$329 ;
+  assign \$331  = pe4_2_bank == wcol6[5];
+  assign \$332  = pe4_2_v & \$331 ;
+  assign \$333  = pe4_3_bank == wcol6[5];
+  assign \$334  = pe4_3_v & \$333 ;
+  assign \$335  = pe4_4_bank == wcol6[5];
+  assign \$336  = pe4_4_v & \$335 ;
+  assign \$337  = | { \$336 , \$334 , \$332 , \$330  };
+  assign \$338  = \$328  & \$337 ;
+  assign \$339  = wcol7[3:1] == 3'h7;
+  assign \$340  = wcol7[3:1] == 3'h4;
+  assign \$341  = wcol7[4] ? \$339  : \$340 ;
+  assign \$342  = wcol7[0] & \$341 ;
+  assign \$343  = pe4_2_bank == wcol7[5];
+  assign \$344  = pe4_2_v & \$343 ;
+  assign \$345  = pe4_3_bank == wcol7[5];
+  assign \$346  = pe4_3_v & \$345 ;
+  assign \$347  = pe4_4_bank == wcol7[5];
+  assign \$348  = pe4_4_v & \$347 ;
+  assign \$349  = pe4_5_bank == wcol7[5];
+  assign \$350  = pe4_5_v & \$349 ;
+  assign \$351  = | { \$350 , \$348 , \$346 , \$344  };
+  assign \$352  = \$342  & \$351 ;
+  assign \$353  = ! \port$14790$0 [3:1];
+  assign \$354  = \port$14790$0 [3:1] == 3'h5;
+  assign \$355  = w_transpose ? \$353  : \$354 ;
+  assign \$356  = \port$14790$0 [0] & \$355 ;
+  assign \$357  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$358  = \port$14786$0 [0] & \$357 ;
+  assign \$359  = skew5_0_bank == \port$14790$0 [4];
+  assign \$360  = skew5_0_v & \$359 ;
+  assign \$361  = skew5_1_bank == \port$14790$0 [4];
+  assign \$362  = skew5_1_v & \$361 ;
+  assign \$363  = skew5_2_bank == \port$14790$0 [4];
+  assign \$364  = skew5_2_v & \$363 ;
+  assign \$365  = skew5_3_bank == \port$14790$0 [4];
+  assign \$366  = skew5_3_v & \$365 ;
+  assign \$367  = | { \$366 , \$364 , \$362 , \$360 , \$358  };
+  assign \$368  = \$356  & \$367 ;
+  assign \$369  = wcol1[3:1] == 1'h1;
+  assign \$370  = wcol1[3:1] == 3'h5;
+  assign \$371  = wcol1[4] ? \$369  : \$370 ;
+  assign \$372  = wcol1[0] & \$371 ;
+  assign \$373  = skew5_0_bank == wcol1[5];
+  assign \$374  = skew5_0_v & \$373 ;
+  assign \$375  = skew5_1_bank == wcol1[5];
+  assign \$376  = skew5_1_v & \$375 ;
+  assign \$377  = skew5_2_bank == wcol1[5];
+  assign \$378  = skew5_2_v & \$377 ;
+  assign \$379  = skew5_3_bank == wcol1[5];
+  assign \$380  = skew5_3_v & \$379 ;
+  assign \$381  = skew5_4_bank == wcol1[5];
+  assign \$382  = skew5_4_v & \$381 ;
+  assign \$383  = | { \$382 , \$380 , \$378 , \$376 , \$374  };
+  assign \$384  = \$372  & \$383 ;
+  assign \$385  = wcol2[3:1] == 2'h2;
+  assign \$386  = wcol2[3:1] == 3'h5;
+  assign \$387  = wcol2[4] ? \$385  : \$386 ;
+  assign \$388  = wcol2[0] & \$387 ;
+  assign \$389  = skew5_1_bank == wcol2[5];
+  assign \$390  = skew5_1_v & \$389 ;
+  assign \$391  = skew5_2_bank == wcol2[5];
+  assign \$392  = skew5_2_v & \$391 ;
+  assign \$393  = skew5_3_bank == wcol2[5];
+  assign \$394  = skew5_3_v & \$393 ;
+  assign \$395  = skew5_4_bank == wcol2[5];
+  assign \$396  = skew5_4_v & \$395 ;
+  assign \$397  = pe5_0_bank == wcol2[5];
+  assign \$398  = pe5_0_v & \$397 ;
+  assign \$399  = | { \$398 , \$396 , \$394 , \$392 , \$390  };
+  assign \$400  = \$388  & \$399 ;
+  assign \$401  = wcol3[3:1] == 2'h3;
+  assign \$402  = wcol3[3:1] == 3'h5;
+  assign \$403  = wcol3[4] ? \$401  : \$402 ;
+  assign \$404  = wcol3[0] & \$403 ;
+  assign \$405  = skew5_2_bank == wcol3[5];
+  assign \$406  = skew5_2_v & \$405 ;
+  assign \$407  = skew5_3_bank == wcol3[5];
+  assign \$408  = skew5_3_v & \$407 ;
+  assign \$409  = skew5_4_bank == wcol3[5];
+  assign \$410  = skew5_4_v & \$409 ;
+  assign \$411  = pe5_0_bank == wcol3[5];
+  assign \$412  = pe5_0_v & \$411 ;
+  assign \$413  = pe5_1_bank == wcol3[5];
+  assign \$414  = pe5_1_v & \$413 ;
+  assign \$415  = | { \$414 , \$412 , \$410 , \$408 , \$406  };
+  assign \$416  = \$404  & \$415 ;
+  assign \$417  = wcol4[3:1] == 3'h4;
+  assign \$418  = wcol4[3:1] == 3'h5;
+  assign \$419  = wcol4[4] ? \$417  : \$418 ;
+  assign \$420  = wcol4[0] & \$419 ;
+  assign \$421  = skew5_3_bank == wcol4[5];
+  assign \$422  = skew5_3_v & \$421 ;
+  assign \$423  = skew5_4_bank == wcol4[5];
+  assign \$424  = skew5_4_v & \$423 ;
+  assign \$425  = pe5_0_bank == wcol4[5];
+  assign \$426  = pe5_0_v & \$425 ;
+  assign \$427  = pe5_1_bank == wcol4[5];
+  assign \$428  = pe5_1_v & \$427 ;
+  assign \$429  = pe5_2_bank == wcol4[5];
+  assign \$430  = pe5_2_v & \$429 ;
+  assign \$431  = | { \$430 , \$428 , \$426 , \$424 , \$422  };
+  assign \$432  = \$420  & \$431 ;
+  assign \$433  = wcol5[3:1] == 3'h5;
+  assign \$434  = wcol5[3:1] == 3'h5;
+  assign \$435  = wcol5[4] ? \$433  : \$434 ;
+  assign \$436  = wcol5[0] & \$435 ;
+  assign \$437  = skew5_4_bank == wcol5[5];
+  assign \$438  = skew5_4_v & \$437 ;
+  assign \$439  = pe5_0_bank == wcol5[5];
+  assign \$440  = pe5_0_v & \$439 ;
+  assign \$441  = pe5_1_bank == wcol5[5];
+  assign \$442  = pe5_1_v & \$441 ;
+  assign \$443  = pe5_2_bank == wcol5[5];
+  assign \$444  = pe5_2_v & \$443 ;
+  assign \$445  = pe5_3_bank == wcol5[5];
+  assign \$446  = pe5_3_v & \$445 ;
+  assign \$447  = | { \$446 , \$444 , \$442 , \$440 , \$438  };
+  assign \$448  = \$436  & \$447 ;
+  assign \$449  = wcol6[3:1] == 3'h6;
+  assign \$450  = wcol6[3:1] == 3'h5;
+  assign \$451  = wcol6[4] ? \$449  : \$450 ;
+  assign \$452  = wcol6[0] & \$451 ;
+  assign \$453  = pe5_0_bank == wcol6[5];
+  assign \$454  = pe5_0_v & \$453 ;
+  assign \$455  = pe5_1_bank == wcol6[5];
+  assign \$456  = pe5_1_v & \$455 ;
+  assign \$457  = pe5_2_bank == wcol6[5];
+  assign \$458  = pe5_2_v & \$457 ;
+  assign \$459  = pe5_3_bank == wcol6[5];
+  assign \$460  = pe5_3_v & \$459 ;
+  assign \$461  = pe5_4_bank == wcol6[5];
+  assign \$462  = pe5_4_v & \$461 ;
+  assign \$463  = | { \$462 , \$460 , \$458 , \$456 , \$454  };
+  assign \$464  = \$452  & \$463 ;
+  assign \$465  = wcol7[3:1] == 3'h7;
+  assign \$466  = wcol7[3:1] == 3'h5;
+  assign \$467  = wcol7[4] ? \$465  : \$466 ;
+  assign \$468  = wcol7[0] & \$467 ;
+  assign \$469  = pe5_1_bank == wcol7[5];
+  assign \$470  = pe5_1_v & \$469 ;
+  assign \$471  = pe5_2_bank == wcol7[5];
+  assign \$472  = pe5_2_v & \$471 ;
+  assign \$473  = pe5_3_bank == wcol7[5];
+  assign \$474  = pe5_3_v & \$473 ;
+  assign \$475  = pe5_4_bank == wcol7[5];
+  assign \$476  = pe5_4_v & \$475 ;
+  assign \$477  = pe5_5_bank == wcol7[5];
+  assign \$478  = pe5_5_v & \$477 ;
+  assign \$479  = | { \$478 , \$476 , \$474 , \$472 , \$470  };
+  assign \$480  = \$468  & \$479 ;
+  assign \$481  = ! \port$14790$0 [3:1];
+  assign \$482  = \port$14790$0 [3:1] == 3'h6;
+  assign \$483  = w_transpose ? \$481  : \$482 ;
+  assign \$484  = \port$14790$0 [0] & \$483 ;
+  assign \$485  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$486  = \port$14786$0 [0] & \$485 ;
+  assign \$487  = skew6_0_bank == \port$14790$0 [4];
+  assign \$488  = skew6_0_v & \$487 ;
+  assign \$489  = skew6_1_bank == \port$14790$0 [4];
+  assign \$490  = skew6_1_v & \$489 ;
+  assign \$491  = skew6_2_bank == \port$14790$0 [4];
+  assign \$492  = skew6_2_v & \$491 ;
+  assign \$493  = skew6_3_bank == \port$14790$0 [4];
+  assign \$494  = skew6_3_v & \$493 ;
+  assign \$495  = skew6_4_bank == \port$14790$0 [4];
+  assign \$496  = skew6_4_v & \$495 ;
+  assign \$497  = | { \$496 , \$494 , \$492 , \$490 , \$488 , \$486  };
+  assign \$498  = \$484  & \$497 ;
+  assign \$499  = wcol1[3:1] == 1'h1;
+  assign \$500  = wcol1[3:1] == 3'h6;
+  assign \$501  = wcol1[4] ? \$499  : \$500 ;
+  assign \$502  = wcol1[0] & \$501 ;
+  assign \$503  = skew6_0_bank == wcol1[5];
+  assign \$504  = skew6_0_v & \$503 ;
+  assign \$505  = skew6_1_bank == wcol1[5];
+  assign \$506  = skew6_1_v & \$505 ;
+  assign \$507  = skew6_2_bank == wcol1[5];
+  assign \$508  = skew6_2_v & \$507 ;
+  assign \$509  = skew6_3_bank == wcol1[5];
+  assign \$510  = skew6_3_v & \$509 ;
+  assign \$511  = skew6_4_bank == wcol1[5];
+  assign \$512  = skew6_4_v & \$511 ;
+  assign \$513  = skew6_5_bank == wcol1[5];
+  assign \$514  = skew6_5_v & \$513 ;
+  assign \$515  = | { \$514 , \$512 , \$510 , \$508 , \$506 , \$504  };
+  assign \$516  = \$502  & \$515 ;
+  assign \$517  = wcol2[3:1] == 2'h2;
+  assign \$518  = wcol2[3:1] == 3'h6;
+  assign \$519  = wcol2[4] ? \$517  : \$518 ;
+  assign \$520  = wcol2[0] & \$519 ;
+  assign \$521  = skew6_1_bank == wcol2[5];
+  assign \$522  = skew6_1_v & \$521 ;
+  assign \$523  = skew6_2_bank == wcol2[5];
+  assign \$524  = skew6_2_v & \$523 ;
+  assign \$525  = skew6_3_bank == wcol2[5];
+  assign \$526  = skew6_3_v & \$525 ;
+  assign \$527  = skew6_4_bank == wcol2[5];
+  assign \$528  = skew6_4_v & \$527 ;
+  assign \$529  = skew6_5_bank == wcol2[5];
+  assign \$530  = skew6_5_v & \$529 ;
+  assign \$531  = pe6_0_bank == wcol2[5];
+  assign \$532  = pe6_0_v & \$531 ;
+  assign \$533  = | { \$532 , \$530 , \$528 , \$526 , \$524 , \$522  };
+  assign \$534  = \$520  & \$533 ;
+  assign \$535  = wcol3[3:1] == 2'h3;
+  assign \$536  = wcol3[3:1] == 3'h6;
+  assign \$537  = wcol3[4] ? \$535  : \$536 ;
+  assign \$538  = wcol3[0] & \$537 ;
+  assign \$539  = skew6_2_bank == wcol3[5];
+  assign \$540  = skew6_2_v & \$539 ;
+  assign \$541  = skew6_3_bank == wcol3[5];
+  assign \$542  = skew6_3_v & \$541 ;
+  assign \$543  = skew6_4_bank == wcol3[5];
+  assign \$544  = skew6_4_v & \$543 ;
+  assign \$545  = skew6_5_bank == wcol3[5];
+  assign \$546  = skew6_5_v & \$545 ;
+  assign \$547  = pe6_0_bank == wcol3[5];
+  assign \$548  = pe6_0_v & \$547 ;
+  assign \$549  = pe6_1_bank == wcol3[5];
+  assign \$550  = pe6_1_v & \$549 ;
+  assign \$551  = | { \$550 , \$548 , \$546 , \$544 , \$542 , \$540  };
+  assign \$552  = \$538  & \$551 ;
+  assign \$553  = wcol4[3:1] == 3'h4;
+  assign \$554  = wcol4[3:1] == 3'h6;
+  assign \$555  = wcol4[4] ? \$553  : \$554 ;
+  assign \$556  = wcol4[0] & \$555 ;
+  assign \$557  = skew6_3_bank == wcol4[5];
+  assign \$558  = skew6_3_v & \$557 ;
+  assign \$559  = skew6_4_bank == wcol4[5];
+  assign \$560  = skew6_4_v & \$559 ;
+  assign \$561  = skew6_5_bank == wcol4[5];
+  assign \$562  = skew6_5_v & \$561 ;
+  assign \$563  = pe6_0_bank == wcol4[5];
+  assign \$564  = pe6_0_v & \$563 ;
+  assign \$565  = pe6_1_bank == wcol4[5];
+  assign \$566  = pe6_1_v & \$565 ;
+  assign \$567  = pe6_2_bank == wcol4[5];
+  assign \$568  = pe6_2_v & \$567 ;
+  assign \$569  = | { \$568 , \$566 , \$564 , \$562 , \$560 , \$558  };
+  assign \$570  = \$556  & \$569 ;
+  assign \$571  = wcol5[3:1] == 3'h5;
+  assign \$572  = wcol5[3:1] == 3'h6;
+  assign \$573  = wcol5[4] ? \$571  : \$572 ;
+  assign \$574  = wcol5[0] & \$573 ;
+  assign \$575  = skew6_4_bank == wcol5[5];
+  assign \$576  = skew6_4_v & \$575 ;
+  assign \$577  = skew6_5_bank == wcol5[5];
+  assign \$578  = skew6_5_v & \$577 ;
+  assign \$579  = pe6_0_bank == wcol5[5];
+  assign \$580  = pe6_0_v & \$579 ;
+  assign \$581  = pe6_1_bank == wcol5[5];
+  assign \$582  = pe6_1_v & \$581 ;
+  assign \$583  = pe6_2_bank == wcol5[5];
+  assign \$584  = pe6_2_v & \$583 ;
+  assign \$585  = pe6_3_bank == wcol5[5];
+  assign \$586  = pe6_3_v & \$585 ;
+  assign \$587  = | { \$586 , \$584 , \$582 , \$580 , \$578 , \$576  };
+  assign \$588  = \$574  & \$587 ;
+  assign \$589  = wcol6[3:1] == 3'h6;
+  assign \$590  = wcol6[3:1] == 3'h6;
+  assign \$591  = wcol6[4] ? \$589  : \$590 ;
+  assign \$592  = wcol6[0] & \$591 ;
+  assign \$593  = skew6_5_bank == wcol6[5];
+  assign \$594  = skew6_5_v & \$593 ;
+  assign \$595  = pe6_0_bank == wcol6[5];
+  assign \$596  = pe6_0_v & \$595 ;
+  assign \$597  = pe6_1_bank == wcol6[5];
+  assign \$598  = pe6_1_v & \$597 ;
+  assign \$599  = pe6_2_bank == wcol6[5];
+  assign \$600  = pe6_2_v & \$599 ;
+  assign \$601  = pe6_3_bank == wcol6[5];
+  assign \$602  = pe6_3_v & \$601 ;
+  assign \$603  = pe6_4_bank == wcol6[5];
+  assign \$604  = pe6_4_v & \$603 ;
+  assign \$605  = | { \$604 , \$602 , \$600 , \$598 , \$596 , \$594  };
+  assign \$606  = \$592  & \$605 ;
+  assign \$607  = wcol7[3:1] == 3'h7;
+  assign \$608  = wcol7[3:1] == 3'h6;
+  assign \$609  = wcol7[4] ? \$607  : \$608 ;
+  assign \$610  = wcol7[0] & \$609 ;
+  assign \$611  = pe6_0_bank == wcol7[5];
+  assign \$612  = pe6_0_v & \$611 ;
+  assign \$613  = pe6_1_bank == wcol7[5];
+  assign \$614  = pe6_1_v & \$613 ;
+  assign \$615  = pe6_2_bank == wcol7[5];
+  assign \$616  = pe6_2_v & \$615 ;
+  assign \$617  = pe6_3_bank == wcol7[5];
+  assign \$618  = pe6_3_v & \$617 ;
+  assign \$619  = pe6_4_bank == wcol7[5];
+  assign \$620  = pe6_4_v & \$619 ;
+  assign \$621  = pe6_5_bank == wcol7[5];
+  assign \$622  = pe6_5_v & \$621 ;
+  assign \$623  = | { \$622 , \$620 , \$618 , \$616 , \$614 , \$612  };
+  assign \$624  = \$610  & \$623 ;
+  assign \$625  = ! \port$14790$0 [3:1];
+  assign \$626  = \port$14790$0 [3:1] == 3'h7;
+  assign \$627  = w_transpose ? \$625  : \$626 ;
+  assign \$628  = \port$14790$0 [0] & \$627 ;
+  assign \$629  = \port$14786$0 [1] == \port$14790$0 [4];
+  assign \$630  = \port$14786$0 [0] & \$629 ;
+  assign \$631  = skew7_0_bank == \port$14790$0 [4];
+  assign \$632  = skew7_0_v & \$631 ;
+  assign \$633  = skew7_1_bank == \port$14790$0 [4];
+  assign \$634  = skew7_1_v & \$633 ;
+  assign \$635  = skew7_2_bank == \port$14790$0 [4];
+  assign \$636  = skew7_2_v & \$635 ;
+  assign \$637  = skew7_3_bank == \port$14790$0 [4];
+  assign \$638  = skew7_3_v & \$637 ;
+  assign \$639  = skew7_4_bank == \port$14790$0 [4];
+  assign \$640  = skew7_4_v & \$639 ;
+  assign \$641  = skew7_5_bank == \port$14790$0 [4];
+  assign \$642  = skew7_5_v & \$641 ;
+  assign \$643  = | { \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630  };
+  assign \$644  = \$628  & \$643 ;
+  assign \$645  = wcol1[3:1] == 1'h1;
+  assign \$646  = wcol1[3:1] == 3'h7;
+  assign \$647  = wcol1[4] ? \$645  : \$646 ;
+  assign \$648  = wcol1[0] & \$647 ;
+  assign \$649  = skew7_0_bank == wcol1[5];
+  assign \$650  = skew7_0_v & \$649 ;
+  assign \$651  = skew7_1_bank == wcol1[5];
+  assign \$652  = skew7_1_v & \$651 ;
+  assign \$653  = skew7_2_bank == wcol1[5];
+  assign \$654  = skew7_2_v & \$653 ;
+  assign \$655  = skew7_3_bank == wcol1[5];
+  assign \$656  = skew7_3_v & \$655 ;
+  assign \$657  = skew7_4_bank == wcol1[5];
+  assign \$658  = skew7_4_v & \$657 ;
+  assign \$659  = skew7_5_bank == wcol1[5];
+  assign \$660  = skew7_5_v & \$659 ;
+  assign \$661  = skew7_6_bank == wcol1[5];
+  assign \$662  = skew7_6_v & \$661 ;
+  assign \$663  = | { \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650  };
+  assign \$664  = \$648  & \$663 ;
+  assign \$665  = wcol2[3:1] == 2'h2;
+  assign \$666  = wcol2[3:1] == 3'h7;
+  assign \$667  = wcol2[4] ? \$665  : \$666 ;
+  assign \$668  = wcol2[0] & \$667 ;
+  assign \$669  = skew7_1_bank == wcol2[5];
+  assign \$670  = skew7_1_v & \$669 ;
+  assign \$671  = skew7_2_bank == wcol2[5];
+  assign \$672  = skew7_2_v & \$671 ;
+  assign \$673  = skew7_3_bank == wcol2[5];
+  assign \$674  = skew7_3_v & \$673 ;
+  assign \$675  = skew7_4_bank == wcol2[5];
+  assign \$676  = skew7_4_v & \$675 ;
+  assign \$677  = skew7_5_bank == wcol2[5];
+  assign \$678  = skew7_5_v & \$677 ;
+  assign \$679  = skew7_6_bank == wcol2[5];
+  assign \$680  = skew7_6_v & \$679 ;
+  assign \$681  = pe7_0_bank == wcol2[5];
+  assign \$682  = pe7_0_v & \$681 ;
+  assign \$683  = | { \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670  };
+  assign \$684  = \$668  & \$683 ;
+  assign \$685  = wcol3[3:1] == 2'h3;
+  assign \$686  = wcol3[3:1] == 3'h7;
+  assign \$687  = wcol3[4] ? \$685  : \$686 ;
+  assign \$688  = wcol3[0] & \$687 ;
+  assign \$689  = skew7_2_bank == wcol3[5];
+  assign \$690  = skew7_2_v & \$689 ;
+  assign \$691  = skew7_3_bank == wcol3[5];
+  assign \$692  = skew7_3_v & \$691 ;
+  assign \$693  = skew7_4_bank == wcol3[5];
+  assign \$694  = skew7_4_v & \$693 ;
+  assign \$695  = skew7_5_bank == wcol3[5];
+  assign \$696  = skew7_5_v & \$695 ;
+  assign \$697  = skew7_6_bank == wcol3[5];
+  assign \$698  = skew7_6_v & \$697 ;
+  assign \$699  = pe7_0_bank == wcol3[5];
+  assign \$700  = pe7_0_v & \$699 ;
+  assign \$701  = pe7_1_bank == wcol3[5];
+  assign \$702  = pe7_1_v & \$701 ;
+  assign \$703  = | { \$702 , \$700 , \$698 , \$696 , \$694 , \$692 , \$690  };
+  assign \$704  = \$688  & \$703 ;
+  assign \$705  = wcol4[3:1] == 3'h4;
+  assign \$706  = wcol4[3:1] == 3'h7;
+  assign \$707  = wcol4[4] ? \$705  : \$706 ;
+  assign \$708  = wcol4[0] & \$707 ;
+  assign \$709  = skew7_3_bank == wcol4[5];
+  assign \$710  = skew7_3_v & \$709 ;
+  assign \$711  = skew7_4_bank == wcol4[5];
+  assign \$712  = skew7_4_v & \$711 ;
+  assign \$713  = skew7_5_bank == wcol4[5];
+  assign \$714  = skew7_5_v & \$713 ;
+  assign \$715  = skew7_6_bank == wcol4[5];
+  assign \$716  = skew7_6_v & \$715 ;
+  assign \$717  = pe7_0_bank == wcol4[5];
+  assign \$718  = pe7_0_v & \$717 ;
+  assign \$719  = pe7_1_bank == wcol4[5];
+  assign \$720  = pe7_1_v & \$719 ;
+  assign \$721  = pe7_2_bank == wcol4[5];
+  assign \$722  = pe7_2_v & \$721 ;
+  assign \$723  = | { \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710  };
+  assign \$724  = \$708  & \$723 ;
+  assign \$725  = wcol5[3:1] == 3'h5;
+  assign \$726  = wcol5[3:1] == 3'h7;
+  assign \$727  = wcol5[4] ? \$725  : \$726 ;
+  assign \$728  = wcol5[0] & \$727 ;
+  assign \$729  = skew7_4_bank == wcol5[5];
+  assign \$730  = skew7_4_v & \$729 ;
+  assign \$731  = skew7_5_bank == wcol5[5];
+  assign \$732  = skew7_5_v & \$731 ;
+  assign \$733  = skew7_6_bank == wcol5[5];
+  assign \$734  = skew7_6_v & \$733 ;
+  assign \$735  = pe7_0_bank == wcol5[5];
+  assign \$736  = pe7_0_v & \$735 ;
+  assign \$737  = pe7_1_bank == wcol5[5];
+  assign \$738  = pe7_1_v & \$737 ;
+  assign \$739  = pe7_2_bank == wcol5[5];
+  assign \$740  = pe7_2_v & \$739 ;
+  assign \$741  = pe7_3_bank == wcol5[5];
+  assign \$742  = pe7_3_v & \$741 ;
+  assign \$743  = | { \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730  };
+  assign \$744  = \$728  & \$743 ;
+  assign \$745  = wcol6[3:1] == 3'h6;
+  assign \$746  = wcol6[3:1] == 3'h7;
+  assign \$747  = wcol6[4] ? \$745  : \$746 ;
+  assign \$748  = wcol6[0] & \$747 ;
+  assign \$749  = skew7_5_bank == wcol6[5];
+  assign \$750  = skew7_5_v & \$749 ;
+  assign \$751  = skew7_6_bank == wcol6[5];
+  assign \$752  = skew7_6_v & \$751 ;
+  assign \$753  = pe7_0_bank == wcol6[5];
+  assign \$754  = pe7_0_v & \$753 ;
+  assign \$755  = pe7_1_bank == wcol6[5];
+  assign \$756  = pe7_1_v & \$755 ;
+  assign \$757  = pe7_2_bank == wcol6[5];
+  assign \$758  = pe7_2_v & \$757 ;
+  assign \$759  = pe7_3_bank == wcol6[5];
+  assign \$760  = pe7_3_v & \$759 ;
+  assign \$761  = pe7_4_bank == wcol6[5];
+  assign \$762  = pe7_4_v & \$761 ;
+  assign \$763  = | { \$762 , \$760 , \$758 , \$756 , \$754 , \$752 , \$750  };
+  assign \$764  = \$748  & \$763 ;
+  assign \$765  = wcol7[3:1] == 3'h7;
+  assign \$766  = wcol7[3:1] == 3'h7;
+  assign \$767  = wcol7[4] ? \$765  : \$766 ;
+  assign \$768  = wcol7[0] & \$767 ;
+  assign \$769  = skew7_6_bank == wcol7[5];
+  assign \$770  = skew7_6_v & \$769 ;
+  assign \$771  = pe7_0_bank == wcol7[5];
+  assign \$772  = pe7_0_v & \$771 ;
+  assign \$773  = pe7_1_bank == wcol7[5];
+  assign \$774  = pe7_1_v & \$773 ;
+  assign \$775  = pe7_2_bank == wcol7[5];
+  assign \$776  = pe7_2_v & \$775 ;
+  assign \$777  = pe7_3_bank == wcol7[5];
+  assign \$778  = pe7_3_v & \$777 ;
+  assign \$779  = pe7_4_bank == wcol7[5];
+  assign \$780  = pe7_4_v & \$779 ;
+  assign \$781  = pe7_5_bank == wcol7[5];
+  assign \$782  = pe7_5_v & \$781 ;
+  assign \$783  = | { \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770  };
+  assign \$784  = \$768  & \$783 ;
+  assign w_conflict = | { \$784 , \$764 , \$744 , \$724 , \$704 , \$684 , \$664 , \$644 , \$624 , \$606 , \$588 , \$570 , \$552 , \$534 , \$516 , \$498 , \$480 , \$464 , \$448 , \$432 , \$416 , \$400 , \$384 , \$368 , \$352 , \$338 , \$324 , \$310 , \$296 , \$282 , \$268 , \$254 , \$240 , \$228 , \$216 , \$204 , \$192 , \$180 , \$168 , \$156 , \$144 , \$134 , \$124 , \$114 , \$104 , \$94 , \$84 , \$74 , \$64 , \$56 , \$48 , \$40 , \$32 , \$24 , \$16 , \$8  };
+  assign \$785  = ! \port$14790$0 [3:1];
+  assign \$786  = ! \port$14790$0 [3:1];
+  assign \$787  = w_transpose ? \$785  : \$786 ;
+  assign \$788  = \port$14790$0 [0] & \$787 ;
+  assign \$791  = \port$14786$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$792  = \port$14786$0 [1] ? pe0_0_w1 : pe0_0_w0;
+  assign \$793  = $signed(\$791 ) * $signed(\$792 );
+  assign \$794  = \port$14786$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$795  = wcol1[3:1] == 1'h1;
+  assign \$796  = ! wcol1[3:1];
+  assign \$797  = wcol1[4] ? \$795  : \$796 ;
+  assign \$798  = wcol1[0] & \$797 ;
+  assign \$799  = wcol1[4] ? wcol1[13:6] : wcol1[21:14];
+  assign \$800  = wcol1[4] ? wcol1[13:6] : wcol1[21:14];
+  assign \$801  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$802  = $signed(pe0_0_a) * $signed(\$801 );
+  assign \$803  = wcol2[3:1] == 2'h2;
+  assign \$804  = ! wcol2[3:1];
+  assign \$805  = wcol2[4] ? \$803  : \$804 ;
+  assign \$806  = wcol2[0] & \$805 ;
+  assign \$807  = wcol2[4] ? wcol2[13:6] : wcol2[29:22];
+  assign \$808  = wcol2[4] ? wcol2[13:6] : wcol2[29:22];
+  assign \$809  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$810  = $signed(pe0_1_a) * $signed(\$809 );
+  assign \$811  = wcol3[3:1] == 2'h3;
+  assign \$812  = ! wcol3[3:1];
+  assign \$813  = wcol3[4] ? \$811  : \$812 ;
+  assign \$814  = wcol3[0] & \$813 ;
+  assign \$815  = wcol3[4] ? wcol3[13:6] : wcol3[37:30];
+  assign \$816  = wcol3[4] ? wcol3[13:6] : wcol3[37:30];
+  assign \$817  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$818  = $signed(pe0_2_a) * $signed(\$817 );
+  assign \$819  = wcol4[3:1] == 3'h4;
+  assign \$820  = ! wcol4[3:1];
+  assign \$821  = wcol4[4] ? \$819  : \$820 ;
+  assign \$822  = wcol4[0] & \$821 ;
+  assign \$823  = wcol4[4] ? wcol4[13:6] : wcol4[45:38];
+  assign \$824  = wcol4[4] ? wcol4[13:6] : wcol4[45:38];
+  assign \$825  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
+  assign \$826  = $signed(pe0_3_a) * $signed(\$825 );
+  assign \$827  = wcol5[3:1] == 3'h5;
+  assign \$828  = ! wcol5[3:1];
+  assign \$829  = wcol5[4] ? \$827  : \$828 ;
+  assign \$830  = wcol5[0] & \$829 ;
+  assign \$831  = wcol5[4] ? wcol5[13:6] : wcol5[53:46];
+  assign \$832  = wcol5[4] ? wcol5[13:6] : wcol5[53:46];
+  assign \$833  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
+  assign \$834  = $signed(pe0_4_a) * $signed(\$833 );
+  assign \$835  = wcol6[3:1] == 3'h6;
+  assign \$836  = ! wcol6[3:1];
+  assign \$837  = wcol6[4] ? \$835  : \$836 ;
+  assign \$838  = wcol6[0] & \$837 ;
+  assign \$839  = wcol6[4] ? wcol6[13:6] : wcol6[61:54];
+  assign \$840  = wcol6[4] ? wcol6[13:6] : wcol6[61:54];
+  assign \$841  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
+  assign \$842  = $signed(pe0_5_a) * $signed(\$841 );
+  assign \$843  = wcol7[3:1] == 3'h7;
+  assign \$844  = ! wcol7[3:1];
+  assign \$845  = wcol7[4] ? \$843  : \$844 ;
+  assign \$846  = wcol7[0] & \$845 ;
+  assign \$847  = wcol7[4] ? wcol7[13:6] : wcol7[69:62];
+  assign \$848  = wcol7[4] ? wcol7[13:6] : wcol7[69:62];
+  assign \$849  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
+  assign \$850  = $signed(pe0_6_a) * $signed(\$849 );
+  assign \$851  = \port$14786$0 [0] ? a_data[15:8] : 8'h00;
+  assign \$852  = ! \port$14790$0 [3:1];
+  assign \$853  = \port$14790$0 [3:1] == 1'h1;
+  assign \$854  = w_transpose ? \$852  : \$853 ;
+  assign \$855  = \port$14790$0 [0] & \$854 ;
+  assign \$856  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$857  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$858  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$859  = $signed(skew1_0_a) * $signed(\$858 );
+  assign \$860  = $signed(pe0_0_psum) + $signed(\$859 );
+  assign \$861  = wcol1[3:1] == 1'h1;
+  assign \$862  = wcol1[3:1] == 1'h1;
+  assign \$863  = wcol1[4] ? \$861  : \$862 ;
+  assign \$864  = wcol1[0] & \$863 ;
+  assign \$867  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$868  = $signed(pe1_0_a) * $signed(\$867 );
+  assign \$869  = $signed(pe0_1_psum) + $signed(\$868 );
+  assign \$870  = wcol2[3:1] == 2'h2;
+  assign \$871  = wcol2[3:1] == 1'h1;
+  assign \$872  = wcol2[4] ? \$870  : \$871 ;
+  assign \$873  = wcol2[0] & \$872 ;
+  assign \$874  = wcol2[4] ? wcol2[21:14] : wcol2[29:22];
+  assign \$875  = wcol2[4] ? wcol2[21:14] : wcol2[29:22];
+  assign \$876  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$877  = $signed(pe1_1_a) * $signed(\$876 );
+  assign \$878  = $signed(pe0_2_psum) + $signed(\$877 );
+  assign \$879  = wcol3[3:1] == 2'h3;
+  assign \$880  = wcol3[3:1] == 1'h1;
+  assign \$881  = wcol3[4] ? \$879  : \$880 ;
+  assign \$882  = wcol3[0] & \$881 ;
+  assign \$883  = wcol3[4] ? wcol3[21:14] : wcol3[37:30];
+  assign \$884  = wcol3[4] ? wcol3[21:14] : wcol3[37:30];
+  assign \$885  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$886  = $signed(pe1_2_a) * $signed(\$885 );
+  assign \$887  = $signed(pe0_3_psum) + $signed(\$886 );
+  assign \$888  = wcol4[3:1] == 3'h4;
+  assign \$889  = wcol4[3:1] == 1'h1;
+  assign \$890  = wcol4[4] ? \$888  : \$889 ;
+  assign \$891  = wcol4[0] & \$890 ;
+  assign \$892  = wcol4[4] ? wcol4[21:14] : wcol4[45:38];
+  assign \$893  = wcol4[4] ? wcol4[21:14] : wcol4[45:38];
+  assign \$894  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
+  assign \$895  = $signed(pe1_3_a) * $signed(\$894 );
+  assign \$896  = $signed(pe0_4_psum) + $signed(\$895 );
+  assign \$897  = wcol5[3:1] == 3'h5;
+  assign \$898  = wcol5[3:1] == 1'h1;
+  assign \$899  = wcol5[4] ? \$897  : \$898 ;
+  assign \$900  = wcol5[0] & \$899 ;
+  assign \$901  = wcol5[4] ? wcol5[21:14] : wcol5[53:46];
+  assign \$902  = wcol5[4] ? wcol5[21:14] : wcol5[53:46];
+  assign \$903  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
+  assign \$904  = $signed(pe1_4_a) * $signed(\$903 );
+  assign \$905  = $signed(pe0_5_psum) + $signed(\$904 );
+  assign \$906  = wcol6[3:1] == 3'h6;
+  assign \$907  = wcol6[3:1] == 1'h1;
+  assign \$908  = wcol6[4] ? \$906  : \$907 ;
+  assign \$909  = wcol6[0] & \$908 ;
+  assign \$910  = wcol6[4] ? wcol6[21:14] : wcol6[61:54];
+  assign \$911  = wcol6[4] ? wcol6[21:14] : wcol6[61:54];
+  assign \$912  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
+  assign \$913  = $signed(pe1_5_a) * $signed(\$912 );
+  assign \$914  = $signed(pe0_6_psum) + $signed(\$913 );
+  assign \$915  = wcol7[3:1] == 3'h7;
+  assign \$916  = wcol7[3:1] == 1'h1;
+  assign \$917  = wcol7[4] ? \$915  : \$916 ;
+  assign \$918  = wcol7[0] & \$917 ;
+  assign \$919  = wcol7[4] ? wcol7[21:14] : wcol7[69:62];
+  assign \$920  = wcol7[4] ? wcol7[21:14] : wcol7[69:62];
+  assign \$921  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
+  assign \$922  = $signed(pe1_6_a) * $signed(\$921 );
+  assign \$923  = $signed(pe0_7_psum) + $signed(\$922 );
+  assign \$924  = \port$14786$0 [0] ? a_data[23:16] : 8'h00;
+  assign \$925  = ! \port$14790$0 [3:1];
+  assign \$926  = \port$14790$0 [3:1] == 2'h2;
+  assign \$927  = w_transpose ? \$925  : \$926 ;
+  assign \$928  = \port$14790$0 [0] & \$927 ;
+  assign \$929  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$930  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$931  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$932  = $signed(skew2_1_a) * $signed(\$931 );
+  assign \$933  = $signed(pe1_0_psum) + $signed(\$932 );
+  assign \$934  = wcol1[3:1] == 1'h1;
+  assign \$935  = wcol1[3:1] == 2'h2;
+  assign \$936  = wcol1[4] ? \$934  : \$935 ;
+  assign \$937  = wcol1[0] & \$936 ;
+  assign \$938  = wcol1[4] ? wcol1[29:22] : wcol1[21:14];
+  assign \$939  = wcol1[4] ? wcol1[29:22] : wcol1[21:14];
+  assign \$940  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$941  = $signed(pe2_0_a) * $signed(\$940 );
+  assign \$942  = $signed(pe1_1_psum) + $signed(\$941 );
+  assign \$943  = wcol2[3:1] == 2'h2;
+  assign \$944  = wcol2[3:1] == 2'h2;
+  assign \$945  = wcol2[4] ? \$943  : \$944 ;
+  assign \$946  = wcol2[0] & \$945 ;
+  assign \$949  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$950  = $signed(pe2_1_a) * $signed(\$949 );
+  assign \$951  = $signed(pe1_2_psum) + $signed(\$950 );
+  assign \$952  = wcol3[3:1] == 2'h3;
+  assign \$953  = wcol3[3:1] == 2'h2;
+  assign \$954  = wcol3[4] ? \$952  : \$953 ;
+  assign \$955  = wcol3[0] & \$954 ;
+  assign \$956  = wcol3[4] ? wcol3[29:22] : wcol3[37:30];
+  assign \$957  = wcol3[4] ? wcol3[29:22] : wcol3[37:30];
+  assign \$958  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$959  = $signed(pe2_2_a) * $signed(\$958 );
+  assign \$960  = $signed(pe1_3_psum) + $signed(\$959 );
+  assign \$961  = wcol4[3:1] == 3'h4;
+  assign \$962  = wcol4[3:1] == 2'h2;
+  assign \$963  = wcol4[4] ? \$961  : \$962 ;
+  assign \$964  = wcol4[0] & \$963 ;
+  assign \$965  = wcol4[4] ? wcol4[29:22] : wcol4[45:38];
+  assign \$966  = wcol4[4] ? wcol4[29:22] : wcol4[45:38];
+  assign \$967  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
+  assign \$968  = $signed(pe2_3_a) * $signed(\$967 );
+  assign \$969  = $signed(pe1_4_psum) + $signed(\$968 );
+  assign \$970  = wcol5[3:1] == 3'h5;
+  assign \$971  = wcol5[3:1] == 2'h2;
+  assign \$972  = wcol5[4] ? \$970  : \$971 ;
+  assign \$973  = wcol5[0] & \$972 ;
+  assign \$974  = wcol5[4] ? wcol5[29:22] : wcol5[53:46];
+  assign \$975  = wcol5[4] ? wcol5[29:22] : wcol5[53:46];
+  assign \$976  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
+  assign \$977  = $signed(pe2_4_a) * $signed(\$976 );
+  assign \$978  = $signed(pe1_5_psum) + $signed(\$977 );
+  assign \$979  = wcol6[3:1] == 3'h6;
+  assign \$980  = wcol6[3:1] == 2'h2;
+  assign \$981  = wcol6[4] ? \$979  : \$980 ;
+  assign \$982  = wcol6[0] & \$981 ;
+  assign \$983  = wcol6[4] ? wcol6[29:22] : wcol6[61:54];
+  assign \$984  = wcol6[4] ? wcol6[29:22] : wcol6[61:54];
+  assign \$985  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
+  assign \$986  = $signed(pe2_5_a) * $signed(\$985 );
+  assign \$987  = $signed(pe1_6_psum) + $signed(\$986 );
+  assign \$988  = wcol7[3:1] == 3'h7;
+  assign \$989  = wcol7[3:1] == 2'h2;
+  assign \$990  = wcol7[4] ? \$988  : \$989 ;
+  assign \$991  = wcol7[0] & \$990 ;
+  assign \$992  = wcol7[4] ? wcol7[29:22] : wcol7[69:62];
+  assign \$993  = wcol7[4] ? wcol7[29:22] : wcol7[69:62];
+  assign \$994  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
+  assign \$995  = $signed(pe2_6_a) * $signed(\$994 );
+  assign \$996  = $signed(pe1_7_psum) + $signed(\$995 );
+  assign \$997  = \port$14786$0 [0] ? a_data[31:24] : 8'h00;
+  assign \$998  = ! \port$14790$0 [3:1];
+  assign \$999  = \port$14790$0 [3:1] == 2'h3;
+  assign \$1000  = w_transpose ? \$998  : \$999 ;
+  assign \$1001  = \port$14790$0 [0] & \$1000 ;
+  assign \$1002  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$1003  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$1004  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$1005  = $signed(skew3_2_a) * $signed(\$1004 );
+  assign \$1006  = $signed(pe2_0_psum) + $signed(\$1005 );
+  assign \$1007  = wcol1[3:1] == 1'h1;
+  assign \$1008  = wcol1[3:1] == 2'h3;
+  assign \$1009  = wcol1[4] ? \$1007  : \$1008 ;
+  assign \$1010  = wcol1[0] & \$1009 ;
+  assign \$1011  = wcol1[4] ? wcol1[37:30] : wcol1[21:14];
+  assign \$1012  = wcol1[4] ? wcol1[37:30] : wcol1[21:14];
+  assign \$1013  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$1014  = $signed(pe3_0_a) * $signed(\$1013 );
+  assign \$1015  = $signed(pe2_1_psum) + $signed(\$1014 );
+  assign \$1016  = wcol2[3:1] == 2'h2;
+  assign \$1017  = wcol2[3:1] == 2'h3;
+  assign \$1018  = wcol2[4] ? \$1016  : \$1017 ;
+  assign \$1019  = wcol2[0] & \$1018 ;
+  assign \$1020  = wcol2[4] ? wcol2[37:30] : wcol2[29:22];
+  assign \$1021  = wcol2[4] ? wcol2[37:30] : wcol2[29:22];
+  assign \$1022  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$1023  = $signed(pe3_1_a) * $signed(\$1022 );
+  assign \$1024  = $signed(pe2_2_psum) + $signed(\$1023 );
+  assign \$1025  = wcol3[3:1] == 2'h3;
+  assign \$1026  = wcol3[3:1] == 2'h3;
+  assign \$1027  = wcol3[4] ? \$1025  : \$1026 ;
+  assign \$1028  = wcol3[0] & \$1027 ;
+  assign \$1031  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$1032  = $signed(pe3_2_a) * $signed(\$1031 );
+  assign \$1033  = $signed(pe2_3_psum) + $signed(\$1032 );
+  assign \$1034  = wcol4[3:1] == 3'h4;
+  assign \$1035  = wcol4[3:1] == 2'h3;
+  assign \$1036  = wcol4[4] ? \$1034  : \$1035 ;
+  assign \$1037  = wcol4[0] & \$1036 ;
+  assign \$1038  = wcol4[4] ? wcol4[37:30] : wcol4[45:38];
+  assign \$1039  = wcol4[4] ? wcol4[37:30] : wcol4[45:38];
+  assign \$1040  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
+  assign \$1041  = $signed(pe3_3_a) * $signed(\$1040 );
+  assign \$1042  = $signed(pe2_4_psum) + $signed(\$1041 );
+  assign \$1043  = wcol5[3:1] == 3'h5;
+  assign \$1044  = wcol5[3:1] == 2'h3;
+  assign \$1045  = wcol5[4] ? \$1043  : \$1044 ;
+  assign \$1046  = wcol5[0] & \$1045 ;
+  assign \$1047  = wcol5[4] ? wcol5[37:30] : wcol5[53:46];
+  assign \$1048  = wcol5[4] ? wcol5[37:30] : wcol5[53:46];
+  assign \$1049  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
+  assign \$1050  = $signed(pe3_4_a) * $signed(\$1049 );
+  assign \$1051  = $signed(pe2_5_psum) + $signed(\$1050 );
+  assign \$1052  = wcol6[3:1] == 3'h6;
+  assign \$1053  = wcol6[3:1] == 2'h3;
+  assign \$1054  = wcol6[4] ? \$1052  : \$1053 ;
+  assign \$1055  = wcol6[0] & \$1054 ;
+  assign \$1056  = wcol6[4] ? wcol6[37:30] : wcol6[61:54];
+  assign \$1057  = wcol6[4] ? wcol6[37:30] : wcol6[61:54];
+  assign \$1058  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
+  assign \$1059  = $signed(pe3_5_a) * $signed(\$1058 );
+  assign \$1060  = $signed(pe2_6_psum) + $signed(\$1059 );
+  assign \$1061  = wcol7[3:1] == 3'h7;
+  assign \$1062  = wcol7[3:1] == 2'h3;
+  assign \$1063  = wcol7[4] ? \$1061  : \$1062 ;
+  assign \$1064  = wcol7[0] & \$1063 ;
+  assign \$1065  = wcol7[4] ? wcol7[37:30] : wcol7[69:62];
+  assign \$1066  = wcol7[4] ? wcol7[37:30] : wcol7[69:62];
+  assign \$1067  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
+  assign \$1068  = $signed(pe3_6_a) * $signed(\$1067 );
+  assign \$1069  = $signed(pe2_7_psum) + $signed(\$1068 );
+  assign \$1070  = \port$14786$0 [0] ? a_data[39:32] : 8'h00;
+  assign \$1071  = ! \port$14790$0 [3:1];
+  assign \$1072  = \port$14790$0 [3:1] == 3'h4;
+  assign \$1073  = w_transpose ? \$1071  : \$1072 ;
+  assign \$1074  = \port$14790$0 [0] & \$1073 ;
+  assign \$1075  = w_transpose ? w_data[39:32] : w_data[7:0];
+  assign \$1076  = w_transpose ? w_data[39:32] : w_data[7:0];
+  assign \$1077  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
+  assign \$1078  = $signed(skew4_3_a) * $signed(\$1077 );
+  assign \$1079  = $signed(pe3_0_psum) + $signed(\$1078 );
+  assign \$1080  = wcol1[3:1] == 1'h1;
+  assign \$1081  = wcol1[3:1] == 3'h4;
+  assign \$1082  = wcol1[4] ? \$1080  : \$1081 ;
+  assign \$1083  = wcol1[0] & \$1082 ;
+  assign \$1084  = wcol1[4] ? wcol1[45:38] : wcol1[21:14];
+  assign \$1085  = wcol1[4] ? wcol1[45:38] : wcol1[21:14];
+  assign \$1086  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
+  assign \$1087  = $signed(pe4_0_a) * $signed(\$1086 );
+  assign \$1088  = $signed(pe3_1_psum) + $signed(\$1087 );
+  assign \$1089  = wcol2[3:1] == 2'h2;
+  assign \$1090  = wcol2[3:1] == 3'h4;
+  assign \$1091  = wcol2[4] ? \$1089  : \$1090 ;
+  assign \$1092  = wcol2[0] & \$1091 ;
+  assign \$1093  = wcol2[4] ? wcol2[45:38] : wcol2[29:22];
+  assign \$1094  = wcol2[4] ? wcol2[45:38] : wcol2[29:22];
+  assign \$1095  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
+  assign \$1096  = $signed(pe4_1_a) * $signed(\$1095 );
+  assign \$1097  = $signed(pe3_2_psum) + $signed(\$1096 );
+  assign \$1098  = wcol3[3:1] == 2'h3;
+  assign \$1099  = wcol3[3:1] == 3'h4;
+  assign \$1100  = wcol3[4] ? \$1098  : \$1099 ;
+  assign \$1101  = wcol3[0] & \$1100 ;
+  assign \$1102  = wcol3[4] ? wcol3[45:38] : wcol3[37:30];
+  assign \$1103  = wcol3[4] ? wcol3[45:38] : wcol3[37:30];
+  assign \$1104  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
+  assign \$1105  = $signed(pe4_2_a) * $signed(\$1104 );
+  assign \$1106  = $signed(pe3_3_psum) + $signed(\$1105 );
+  assign \$1107  = wcol4[3:1] == 3'h4;
+  assign \$1108  = wcol4[3:1] == 3'h4;
+  assign \$1109  = wcol4[4] ? \$1107  : \$1108 ;
+  assign \$1110  = wcol4[0] & \$1109 ;
+  assign \$1113  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
+  assign \$1114  = $signed(pe4_3_a) * $signed(\$1113 );
+  assign \$1115  = $signed(pe3_4_psum) + $signed(\$1114 );
+  assign \$1116  = wcol5[3:1] == 3'h5;
+  assign \$1117  = wcol5[3:1] == 3'h4;
+  assign \$1118  = wcol5[4] ? \$1116  : \$1117 ;
+  assign \$1119  = wcol5[0] & \$1118 ;
+  assign \$1120  = wcol5[4] ? wcol5[45:38] : wcol5[53:46];
+  assign \$1121  = wcol5[4] ? wcol5[45:38] : wcol5[53:46];
+  assign \$1122  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
+  assign \$1123  = $signed(pe4_4_a) * $signed(\$1122 );
+  assign \$1124  = $signed(pe3_5_psum) + $signed(\$1123 );
+  assign \$1125  = wcol6[3:1] == 3'h6;
+  assign \$1126  = wcol6[3:1] == 3'h4;
+  assign \$1127  = wcol6[4] ? \$1125  : \$1126 ;
+  assign \$1128  = wcol6[0] & \$1127 ;
+  assign \$1129  = wcol6[4] ? wcol6[45:38] : wcol6[61:54];
+  assign \$1130  = wcol6[4] ? wcol6[45:38] : wcol6[61:54];
+  assign \$1131  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
+  assign \$1132  = $signed(pe4_5_a) * $signed(\$1131 );
+  assign \$1133  = $signed(pe3_6_psum) + $signed(\$1132 );
+  assign \$1134  = wcol7[3:1] == 3'h7;
+  assign \$1135  = wcol7[3:1] == 3'h4;
+  assign \$1136  = wcol7[4] ? \$1134  : \$1135 ;
+  assign \$1137  = wcol7[0] & \$1136 ;
+  assign \$1138  = wcol7[4] ? wcol7[45:38] : wcol7[69:62];
+  assign \$1139  = wcol7[4] ? wcol7[45:38] : wcol7[69:62];
+  assign \$1140  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
+  assign \$1141  = $signed(pe4_6_a) * $signed(\$1140 );
+  assign \$1142  = $signed(pe3_7_psum) + $signed(\$1141 );
+  assign \$1143  = \port$14786$0 [0] ? a_data[47:40] : 8'h00;
+  assign \$1144  = ! \port$14790$0 [3:1];
+  assign \$1145  = \port$14790$0 [3:1] == 3'h5;
+  assign \$1146  = w_transpose ? \$1144  : \$1145 ;
+  assign \$1147  = \port$14790$0 [0] & \$1146 ;
+  assign \$1148  = w_transpose ? w_data[47:40] : w_data[7:0];
+  assign \$1149  = w_transpose ? w_data[47:40] : w_data[7:0];
+  assign \$1150  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
+  assign \$1151  = $signed(skew5_4_a) * $signed(\$1150 );
+  assign \$1152  = $signed(pe4_0_psum) + $signed(\$1151 );
+  assign \$1153  = wcol1[3:1] == 1'h1;
+  assign \$1154  = wcol1[3:1] == 3'h5;
+  assign \$1155  = wcol1[4] ? \$1153  : \$1154 ;
+  assign \$1156  = wcol1[0] & \$1155 ;
+  assign \$1157  = wcol1[4] ? wcol1[53:46] : wcol1[21:14];
+  assign \$1158  = wcol1[4] ? wcol1[53:46] : wcol1[21:14];
+  assign \$1159  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
+  assign \$1160  = $signed(pe5_0_a) * $signed(\$1159 );
+  assign \$1161  = $signed(pe4_1_psum) + $signed(\$1160 );
+  assign \$1162  = wcol2[3:1] == 2'h2;
+  assign \$1163  = wcol2[3:1] == 3'h5;
+  assign \$1164  = wcol2[4] ? \$1162  : \$1163 ;
+  assign \$1165  = wcol2[0] & \$1164 ;
+  assign \$1166  = wcol2[4] ? wcol2[53:46] : wcol2[29:22];
+  assign \$1167  = wcol2[4] ? wcol2[53:46] : wcol2[29:22];
+  assign \$1168  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
+  assign \$1169  = $signed(pe5_1_a) * $signed(\$1168 );
+  assign \$1170  = $signed(pe4_2_psum) + $signed(\$1169 );
+  assign \$1171  = wcol3[3:1] == 2'h3;
+  assign \$1172  = wcol3[3:1] == 3'h5;
+  assign \$1173  = wcol3[4] ? \$1171  : \$1172 ;
+  assign \$1174  = wcol3[0] & \$1173 ;
+  assign \$1175  = wcol3[4] ? wcol3[53:46] : wcol3[37:30];
+  assign \$1176  = wcol3[4] ? wcol3[53:46] : wcol3[37:30];
+  assign \$1177  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
+  assign \$1178  = $signed(pe5_2_a) * $signed(\$1177 );
+  assign \$1179  = $signed(pe4_3_psum) + $signed(\$1178 );
+  assign \$1180  = wcol4[3:1] == 3'h4;
+  assign \$1181  = wcol4[3:1] == 3'h5;
+  assign \$1182  = wcol4[4] ? \$1180  : \$1181 ;
+  assign \$1183  = wcol4[0] & \$1182 ;
+  assign \$1184  = wcol4[4] ? wcol4[53:46] : wcol4[45:38];
+  assign \$1185  = wcol4[4] ? wcol4[53:46] : wcol4[45:38];
+  assign \$1186  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
+  assign \$1187  = $signed(pe5_3_a) * $signed(\$1186 );
+  assign \$1188  = $signed(pe4_4_psum) + $signed(\$1187 );
+  assign \$1189  = wcol5[3:1] == 3'h5;
+  assign \$1190  = wcol5[3:1] == 3'h5;
+  assign \$1191  = wcol5[4] ? \$1189  : \$1190 ;
+  assign \$1192  = wcol5[0] & \$1191 ;
+  assign \$1195  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
+  assign \$1196  = $signed(pe5_4_a) * $signed(\$1195 );
+  assign \$1197  = $signed(pe4_5_psum) + $signed(\$1196 );
+  assign \$1198  = wcol6[3:1] == 3'h6;
+  assign \$1199  = wcol6[3:1] == 3'h5;
+  assign \$1200  = wcol6[4] ? \$1198  : \$1199 ;
+  assign \$1201  = wcol6[0] & \$1200 ;
+  assign \$1202  = wcol6[4] ? wcol6[53:46] : wcol6[61:54];
+  assign \$1203  = wcol6[4] ? wcol6[53:46] : wcol6[61:54];
+  assign \$1204  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
+  assign \$1205  = $signed(pe5_5_a) * $signed(\$1204 );
+  assign \$1206  = $signed(pe4_6_psum) + $signed(\$1205 );
+  assign \$1207  = wcol7[3:1] == 3'h7;
+  assign \$1208  = wcol7[3:1] == 3'h5;
+  assign \$1209  = wcol7[4] ? \$1207  : \$1208 ;
+  assign \$1210  = wcol7[0] & \$1209 ;
+  assign \$1211  = wcol7[4] ? wcol7[53:46] : wcol7[69:62];
+  assign \$1212  = wcol7[4] ? wcol7[53:46] : wcol7[69:62];
+  assign \$1213  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
+  assign \$1214  = $signed(pe5_6_a) * $signed(\$1213 );
+  assign \$1215  = $signed(pe4_7_psum) + $signed(\$1214 );
+  assign \$1216  = \port$14786$0 [0] ? a_data[55:48] : 8'h00;
+  assign \$1217  = ! \port$14790$0 [3:1];
+  assign \$1218  = \port$14790$0 [3:1] == 3'h6;
+  assign \$1219  = w_transpose ? \$1217  : \$1218 ;
+  assign \$1220  = \port$14790$0 [0] & \$1219 ;
+  assign \$1221  = w_transpose ? w_data[55:48] : w_data[7:0];
+  assign \$1222  = w_transpose ? w_data[55:48] : w_data[7:0];
+  assign \$1223  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
+  assign \$1224  = $signed(skew6_5_a) * $signed(\$1223 );
+  assign \$1225  = $signed(pe5_0_psum) + $signed(\$1224 );
+  assign \$1226  = wcol1[3:1] == 1'h1;
+  assign \$1227  = wcol1[3:1] == 3'h6;
+  assign \$1228  = wcol1[4] ? \$1226  : \$1227 ;
+  assign \$1229  = wcol1[0] & \$1228 ;
+  assign \$1230  = wcol1[4] ? wcol1[61:54] : wcol1[21:14];
+  assign \$1231  = wcol1[4] ? wcol1[61:54] : wcol1[21:14];
+  assign \$1232  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
+  assign \$1233  = $signed(pe6_0_a) * $signed(\$1232 );
+  assign \$1234  = $signed(pe5_1_psum) + $signed(\$1233 );
+  assign \$1235  = wcol2[3:1] == 2'h2;
+  assign \$1236  = wcol2[3:1] == 3'h6;
+  assign \$1237  = wcol2[4] ? \$1235  : \$1236 ;
+  assign \$1238  = wcol2[0] & \$1237 ;
+  assign \$1239  = wcol2[4] ? wcol2[61:54] : wcol2[29:22];
+  assign \$1240  = wcol2[4] ? wcol2[61:54] : wcol2[29:22];
+  assign \$1241  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
+  assign \$1242  = $signed(pe6_1_a) * $signed(\$1241 );
+  assign \$1243  = $signed(pe5_2_psum) + $signed(\$1242 );
+  assign \$1244  = wcol3[3:1] == 2'h3;
+  assign \$1245  = wcol3[3:1] == 3'h6;
+  assign \$1246  = wcol3[4] ? \$1244  : \$1245 ;
+  assign \$1247  = wcol3[0] & \$1246 ;
+  assign \$1248  = wcol3[4] ? wcol3[61:54] : wcol3[37:30];
+  assign \$1249  = wcol3[4] ? wcol3[61:54] : wcol3[37:30];
+  assign \$1250  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
+  assign \$1251  = $signed(pe6_2_a) * $signed(\$1250 );
+  assign \$1252  = $signed(pe5_3_psum) + $signed(\$1251 );
+  assign \$1253  = wcol4[3:1] == 3'h4;
+  assign \$1254  = wcol4[3:1] == 3'h6;
+  assign \$1255  = wcol4[4] ? \$1253  : \$1254 ;
+  assign \$1256  = wcol4[0] & \$1255 ;
+  assign \$1257  = wcol4[4] ? wcol4[61:54] : wcol4[45:38];
+  assign \$1258  = wcol4[4] ? wcol4[61:54] : wcol4[45:38];
+  assign \$1259  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
+  assign \$1260  = $signed(pe6_3_a) * $signed(\$1259 );
+  assign \$1261  = $signed(pe5_4_psum) + $signed(\$1260 );
+  assign \$1262  = wcol5[3:1] == 3'h5;
+  assign \$1263  = wcol5[3:1] == 3'h6;
+  assign \$1264  = wcol5[4] ? \$1262  : \$1263 ;
+  assign \$1265  = wcol5[0] & \$1264 ;
+  assign \$1266  = wcol5[4] ? wcol5[61:54] : wcol5[53:46];
+  assign \$1267  = wcol5[4] ? wcol5[61:54] : wcol5[53:46];
+  assign \$1268  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
+  assign \$1269  = $signed(pe6_4_a) * $signed(\$1268 );
+  assign \$1270  = $signed(pe5_5_psum) + $signed(\$1269 );
+  assign \$1271  = wcol6[3:1] == 3'h6;
+  assign \$1272  = wcol6[3:1] == 3'h6;
+  assign \$1273  = wcol6[4] ? \$1271  : \$1272 ;
+  assign \$1274  = wcol6[0] & \$1273 ;
+  assign \$1277  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
+  assign \$1278  = $signed(pe6_5_a) * $signed(\$1277 );
+  assign \$1279  = $signed(pe5_6_psum) + $signed(\$1278 );
+  assign \$1280  = wcol7[3:1] == 3'h7;
+  assign \$1281  = wcol7[3:1] == 3'h6;
+  assign \$1282  = wcol7[4] ? \$1280  : \$1281 ;
+  assign \$1283  = wcol7[0] & \$1282 ;
+  assign \$1284  = wcol7[4] ? wcol7[61:54] : wcol7[69:62];
+  assign \$1285  = wcol7[4] ? wcol7[61:54] : wcol7[69:62];
+  assign \$1286  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
+  assign \$1287  = $signed(pe6_6_a) * $signed(\$1286 );
+  assign \$1288  = $signed(pe5_7_psum) + $signed(\$1287 );
+  assign \$1289  = \port$14786$0 [0] ? a_data[63:56] : 8'h00;
+  assign \$1290  = ! \port$14790$0 [3:1];
+  assign \$1291  = \port$14790$0 [3:1] == 3'h7;
+  assign \$1292  = w_transpose ? \$1290  : \$1291 ;
+  assign \$1293  = \port$14790$0 [0] & \$1292 ;
+  assign \$1294  = w_transpose ? w_data[63:56] : w_data[7:0];
+  assign \$1295  = w_transpose ? w_data[63:56] : w_data[7:0];
+  assign \$1296  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
+  assign \$1297  = $signed(skew7_6_a) * $signed(\$1296 );
+  assign \$1298  = $signed(pe6_0_psum) + $signed(\$1297 );
+  assign \$1299  = wcol1[3:1] == 1'h1;
+  assign \$1300  = wcol1[3:1] == 3'h7;
+  assign \$1301  = wcol1[4] ? \$1299  : \$1300 ;
+  assign \$1302  = wcol1[0] & \$1301 ;
+  assign \$1303  = wcol1[4] ? wcol1[69:62] : wcol1[21:14];
+  assign \$1304  = wcol1[4] ? wcol1[69:62] : wcol1[21:14];
+  assign \$1305  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
+  assign \$1306  = $signed(pe7_0_a) * $signed(\$1305 );
+  assign \$1307  = $signed(pe6_1_psum) + $signed(\$1306 );
+  assign \$1308  = wcol2[3:1] == 2'h2;
+  assign \$1309  = wcol2[3:1] == 3'h7;
+  assign \$1310  = wcol2[4] ? \$1308  : \$1309 ;
+  assign \$1311  = wcol2[0] & \$1310 ;
+  assign \$1312  = wcol2[4] ? wcol2[69:62] : wcol2[29:22];
+  assign \$1313  = wcol2[4] ? wcol2[69:62] : wcol2[29:22];
+  assign \$1314  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
+  assign \$1315  = $signed(pe7_1_a) * $signed(\$1314 );
+  assign \$1316  = $signed(pe6_2_psum) + $signed(\$1315 );
+  assign \$1317  = wcol3[3:1] == 2'h3;
+  assign \$1318  = wcol3[3:1] == 3'h7;
+  assign \$1319  = wcol3[4] ? \$1317  : \$1318 ;
+  assign \$1320  = wcol3[0] & \$1319 ;
+  assign \$1321  = wcol3[4] ? wcol3[69:62] : wcol3[37:30];
+  assign \$1322  = wcol3[4] ? wcol3[69:62] : wcol3[37:30];
+  assign \$1323  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
+  assign \$1324  = $signed(pe7_2_a) * $signed(\$1323 );
+  assign \$1325  = $signed(pe6_3_psum) + $signed(\$1324 );
+  assign \$1326  = wcol4[3:1] == 3'h4;
+  assign \$1327  = wcol4[3:1] == 3'h7;
+  assign \$1328  = wcol4[4] ? \$1326  : \$1327 ;
+  assign \$1329  = wcol4[0] & \$1328 ;
+  assign \$1330  = wcol4[4] ? wcol4[69:62] : wcol4[45:38];
+  assign \$1331  = wcol4[4] ? wcol4[69:62] : wcol4[45:38];
+  assign \$1332  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
+  assign \$1333  = $signed(pe7_3_a) * $signed(\$1332 );
+  assign \$1334  = $signed(pe6_4_psum) + $signed(\$1333 );
+  assign \$1335  = wcol5[3:1] == 3'h5;
+  assign \$1336  = wcol5[3:1] == 3'h7;
+  assign \$1337  = wcol5[4] ? \$1335  : \$1336 ;
+  assign \$1338  = wcol5[0] & \$1337 ;
+  assign \$1339  = wcol5[4] ? wcol5[69:62] : wcol5[53:46];
+  assign \$1340  = wcol5[4] ? wcol5[69:62] : wcol5[53:46];
+  assign \$1341  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
+  assign \$1342  = $signed(pe7_4_a) * $signed(\$1341 );
+  assign \$1343  = $signed(pe6_5_psum) + $signed(\$1342 );
+  assign \$1344  = wcol6[3:1] == 3'h6;
+  assign \$1345  = wcol6[3:1] == 3'h7;
+  assign \$1346  = wcol6[4] ? \$1344  : \$1345 ;
+  assign \$1347  = wcol6[0] & \$1346 ;
+  assign \$1348  = wcol6[4] ? wcol6[69:62] : wcol6[61:54];
+  assign \$1349  = wcol6[4] ? wcol6[69:62] : wcol6[61:54];
+  assign \$1350  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
+  assign \$1351  = $signed(pe7_5_a) * $signed(\$1350 );
+  assign \$1352  = $signed(pe6_6_psum) + $signed(\$1351 );
+  assign \$1353  = wcol7[3:1] == 3'h7;
+  assign \$1354  = wcol7[3:1] == 3'h7;
+  assign \$1355  = wcol7[4] ? \$1353  : \$1354 ;
+  assign \$1356  = wcol7[0] & \$1355 ;
+  assign \$1359  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
+  assign \$1360  = $signed(pe7_6_a) * $signed(\$1359 );
+  assign \$1361  = $signed(pe6_7_psum) + $signed(\$1360 );
   always @(posedge clk)
-    pe0_0_w1 <= \$1526 ;
+    wcol1 <= \$1362 ;
   always @(posedge clk)
-    pe0_0_w0 <= \$1527 ;
+    wcol2 <= \$1363 ;
   always @(posedge clk)
-    pe0_0_psum <= { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
+    wcol3 <= \$1364 ;
   always @(posedge clk)
-    pe0_0_a <= \$14 ;
+    wcol4 <= \$1365 ;
   always @(posedge clk)
-    pe0_0_v <= \$1528 ;
+    wcol5 <= \$1366 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$14800$2 [3];
+    wcol6 <= \$1367 ;
   always @(posedge clk)
-    pe0_1_w1 <= \$1529 ;
+    wcol7 <= \$1368 ;
   always @(posedge clk)
-    pe0_1_w0 <= \$1530 ;
+    pe0_0_w1 <= \$1369 ;
   always @(posedge clk)
-    pe0_1_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
+    pe0_0_w0 <= \$1370 ;
+  always @(posedge clk)
+    pe0_0_psum <= { \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793 [15], \$793  };
+  always @(posedge clk)
+    pe0_0_a <= \$794 ;
+  always @(posedge clk)
+    pe0_0_v <= \$1371 ;
+  always @(posedge clk)
+    pe0_0_bank <= \port$14786$0 [1];
+  always @(posedge clk)
+    pe0_1_w1 <= \$1372 ;
+  always @(posedge clk)
+    pe0_1_w0 <= \$1373 ;
+  always @(posedge clk)
+    pe0_1_psum <= { \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802 [15], \$802  };
   always @(posedge clk)
     pe0_1_a <= pe0_0_a;
   always @(posedge clk)
-    pe0_1_v <= \$1531 ;
+    pe0_1_v <= \$1374 ;
   always @(posedge clk)
     pe0_1_bank <= pe0_0_bank;
   always @(posedge clk)
-    pe0_2_w1 <= \$1532 ;
+    pe0_2_w1 <= \$1375 ;
   always @(posedge clk)
-    pe0_2_w0 <= \$1533 ;
+    pe0_2_w0 <= \$1376 ;
   always @(posedge clk)
-    pe0_2_psum <= { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
+    pe0_2_psum <= { \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810 [15], \$810  };
   always @(posedge clk)
     pe0_2_a <= pe0_1_a;
   always @(posedge clk)
-    pe0_2_v <= \$1534 ;
+    pe0_2_v <= \$1377 ;
   always @(posedge clk)
     pe0_2_bank <= pe0_1_bank;
   always @(posedge clk)
-    pe0_3_w1 <= \$1535 ;
+    pe0_3_w1 <= \$1378 ;
   always @(posedge clk)
-    pe0_3_w0 <= \$1536 ;
+    pe0_3_w0 <= \$1379 ;
   always @(posedge clk)
-    pe0_3_psum <= { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
+    pe0_3_psum <= { \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818 [15], \$818  };
   always @(posedge clk)
     pe0_3_a <= pe0_2_a;
   always @(posedge clk)
-    pe0_3_v <= \$1537 ;
+    pe0_3_v <= \$1380 ;
   always @(posedge clk)
     pe0_3_bank <= pe0_2_bank;
   always @(posedge clk)
-    pe0_4_w1 <= \$1538 ;
+    pe0_4_w1 <= \$1381 ;
   always @(posedge clk)
-    pe0_4_w0 <= \$1539 ;
+    pe0_4_w0 <= \$1382 ;
   always @(posedge clk)
-    pe0_4_psum <= { \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62  };
+    pe0_4_psum <= { \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826 [15], \$826  };
   always @(posedge clk)
     pe0_4_a <= pe0_3_a;
   always @(posedge clk)
-    pe0_4_v <= \$1540 ;
+    pe0_4_v <= \$1383 ;
   always @(posedge clk)
     pe0_4_bank <= pe0_3_bank;
   always @(posedge clk)
-    pe0_5_w1 <= \$1541 ;
+    pe0_5_w1 <= \$1384 ;
   always @(posedge clk)
-    pe0_5_w0 <= \$1542 ;
+    pe0_5_w0 <= \$1385 ;
   always @(posedge clk)
-    pe0_5_psum <= { \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74  };
+    pe0_5_psum <= { \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834 [15], \$834  };
   always @(posedge clk)
     pe0_5_a <= pe0_4_a;
   always @(posedge clk)
-    pe0_5_v <= \$1543 ;
+    pe0_5_v <= \$1386 ;
   always @(posedge clk)
     pe0_5_bank <= pe0_4_bank;
   always @(posedge clk)
-    pe0_6_w1 <= \$1544 ;
+    pe0_6_w1 <= \$1387 ;
   always @(posedge clk)
-    pe0_6_w0 <= \$1545 ;
+    pe0_6_w0 <= \$1388 ;
   always @(posedge clk)
-    pe0_6_psum <= { \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86  };
+    pe0_6_psum <= { \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842 [15], \$842  };
   always @(posedge clk)
     pe0_6_a <= pe0_5_a;
   always @(posedge clk)
-    pe0_6_v <= \$1546 ;
+    pe0_6_v <= \$1389 ;
   always @(posedge clk)
     pe0_6_bank <= pe0_5_bank;
   always @(posedge clk)
-    pe0_7_w1 <= \$1547 ;
+    pe0_7_w1 <= \$1390 ;
   always @(posedge clk)
-    pe0_7_w0 <= \$1548 ;
+    pe0_7_w0 <= \$1391 ;
   always @(posedge clk)
-    pe0_7_psum <= { \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98  };
+    pe0_7_psum <= { \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850 [15], \$850  };
   always @(posedge clk)
-    skew1_0_a <= \$99 ;
+    skew1_0_a <= \$851 ;
   always @(posedge clk)
-    skew1_0_v <= \$1549 ;
+    skew1_0_v <= \$1392 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$14800$2 [3];
+    skew1_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
-    pe1_0_w1 <= \$1550 ;
+    pe1_0_w1 <= \$1393 ;
   always @(posedge clk)
-    pe1_0_w0 <= \$1551 ;
+    pe1_0_w0 <= \$1394 ;
   always @(posedge clk)
-    pe1_0_psum <= \$112 [31:0];
+    pe1_0_psum <= \$860 [31:0];
   always @(posedge clk)
     pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe1_0_v <= \$1552 ;
+    pe1_0_v <= \$1395 ;
   always @(posedge clk)
     pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe1_1_w1 <= \$1553 ;
+    pe1_1_w1 <= \$1396 ;
   always @(posedge clk)
-    pe1_1_w0 <= \$1554 ;
+    pe1_1_w0 <= \$1397 ;
   always @(posedge clk)
-    pe1_1_psum <= \$125 [31:0];
+    pe1_1_psum <= \$869 [31:0];
   always @(posedge clk)
     pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe1_1_v <= \$1555 ;
+    pe1_1_v <= \$1398 ;
   always @(posedge clk)
     pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe1_2_w1 <= \$1556 ;
+    pe1_2_w1 <= \$1399 ;
   always @(posedge clk)
-    pe1_2_w0 <= \$1557 ;
+    pe1_2_w0 <= \$1400 ;
   always @(posedge clk)
-    pe1_2_psum <= \$138 [31:0];
+    pe1_2_psum <= \$878 [31:0];
   always @(posedge clk)
     pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe1_2_v <= \$1558 ;
+    pe1_2_v <= \$1401 ;
   always @(posedge clk)
     pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    pe1_3_w1 <= \$1559 ;
+    pe1_3_w1 <= \$1402 ;
   always @(posedge clk)
-    pe1_3_w0 <= \$1560 ;
+    pe1_3_w0 <= \$1403 ;
   always @(posedge clk)
-    pe1_3_psum <= \$151 [31:0];
+    pe1_3_psum <= \$887 [31:0];
   always @(posedge clk)
     pe1_3_a <= pe1_2_a;
   always @(posedge clk)
-    pe1_3_v <= \$1561 ;
+    pe1_3_v <= \$1404 ;
   always @(posedge clk)
     pe1_3_bank <= pe1_2_bank;
   always @(posedge clk)
-    pe1_4_w1 <= \$1562 ;
+    pe1_4_w1 <= \$1405 ;
   always @(posedge clk)
-    pe1_4_w0 <= \$1563 ;
+    pe1_4_w0 <= \$1406 ;
   always @(posedge clk)
-    pe1_4_psum <= \$164 [31:0];
+    pe1_4_psum <= \$896 [31:0];
   always @(posedge clk)
     pe1_4_a <= pe1_3_a;
   always @(posedge clk)
-    pe1_4_v <= \$1564 ;
+    pe1_4_v <= \$1407 ;
   always @(posedge clk)
     pe1_4_bank <= pe1_3_bank;
   always @(posedge clk)
-    pe1_5_w1 <= \$1565 ;
+    pe1_5_w1 <= \$1408 ;
   always @(posedge clk)
-    pe1_5_w0 <= \$1566 ;
+    pe1_5_w0 <= \$1409 ;
   always @(posedge clk)
-    pe1_5_psum <= \$177 [31:0];
+    pe1_5_psum <= \$905 [31:0];
   always @(posedge clk)
     pe1_5_a <= pe1_4_a;
   always @(posedge clk)
-    pe1_5_v <= \$1567 ;
+    pe1_5_v <= \$1410 ;
   always @(posedge clk)
     pe1_5_bank <= pe1_4_bank;
   always @(posedge clk)
-    pe1_6_w1 <= \$1568 ;
+    pe1_6_w1 <= \$1411 ;
   always @(posedge clk)
-    pe1_6_w0 <= \$1569 ;
+    pe1_6_w0 <= \$1412 ;
   always @(posedge clk)
-    pe1_6_psum <= \$190 [31:0];
+    pe1_6_psum <= \$914 [31:0];
   always @(posedge clk)
     pe1_6_a <= pe1_5_a;
   always @(posedge clk)
-    pe1_6_v <= \$1570 ;
+    pe1_6_v <= \$1413 ;
   always @(posedge clk)
     pe1_6_bank <= pe1_5_bank;
   always @(posedge clk)
-    pe1_7_w1 <= \$1571 ;
+    pe1_7_w1 <= \$1414 ;
   always @(posedge clk)
-    pe1_7_w0 <= \$1572 ;
+    pe1_7_w0 <= \$1415 ;
   always @(posedge clk)
-    pe1_7_psum <= \$203 [31:0];
+    pe1_7_psum <= \$923 [31:0];
   always @(posedge clk)
-    skew2_0_a <= \$204 ;
+    skew2_0_a <= \$924 ;
   always @(posedge clk)
-    skew2_0_v <= \$1573 ;
+    skew2_0_v <= \$1416 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$14800$2 [3];
+    skew2_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    skew2_1_v <= \$1574 ;
+    skew2_1_v <= \$1417 ;
   always @(posedge clk)
     skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe2_0_w1 <= \$1575 ;
+    pe2_0_w1 <= \$1418 ;
   always @(posedge clk)
-    pe2_0_w0 <= \$1576 ;
+    pe2_0_w0 <= \$1419 ;
   always @(posedge clk)
-    pe2_0_psum <= \$217 [31:0];
+    pe2_0_psum <= \$933 [31:0];
   always @(posedge clk)
     pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe2_0_v <= \$1577 ;
+    pe2_0_v <= \$1420 ;
   always @(posedge clk)
     pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe2_1_w1 <= \$1578 ;
+    pe2_1_w1 <= \$1421 ;
   always @(posedge clk)
-    pe2_1_w0 <= \$1579 ;
+    pe2_1_w0 <= \$1422 ;
   always @(posedge clk)
-    pe2_1_psum <= \$230 [31:0];
+    pe2_1_psum <= \$942 [31:0];
   always @(posedge clk)
     pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe2_1_v <= \$1580 ;
+    pe2_1_v <= \$1423 ;
   always @(posedge clk)
     pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe2_2_w1 <= \$1581 ;
+    pe2_2_w1 <= \$1424 ;
   always @(posedge clk)
-    pe2_2_w0 <= \$1582 ;
+    pe2_2_w0 <= \$1425 ;
   always @(posedge clk)
-    pe2_2_psum <= \$243 [31:0];
+    pe2_2_psum <= \$951 [31:0];
   always @(posedge clk)
     pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe2_2_v <= \$1583 ;
+    pe2_2_v <= \$1426 ;
   always @(posedge clk)
     pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe2_3_w1 <= \$1584 ;
+    pe2_3_w1 <= \$1427 ;
   always @(posedge clk)
-    pe2_3_w0 <= \$1585 ;
+    pe2_3_w0 <= \$1428 ;
   always @(posedge clk)
-    pe2_3_psum <= \$256 [31:0];
+    pe2_3_psum <= \$960 [31:0];
   always @(posedge clk)
     pe2_3_a <= pe2_2_a;
   always @(posedge clk)
-    pe2_3_v <= \$1586 ;
+    pe2_3_v <= \$1429 ;
   always @(posedge clk)
     pe2_3_bank <= pe2_2_bank;
   always @(posedge clk)
-    pe2_4_w1 <= \$1587 ;
+    pe2_4_w1 <= \$1430 ;
   always @(posedge clk)
-    pe2_4_w0 <= \$1588 ;
+    pe2_4_w0 <= \$1431 ;
   always @(posedge clk)
-    pe2_4_psum <= \$269 [31:0];
+    pe2_4_psum <= \$969 [31:0];
   always @(posedge clk)
     pe2_4_a <= pe2_3_a;
   always @(posedge clk)
-    pe2_4_v <= \$1589 ;
+    pe2_4_v <= \$1432 ;
   always @(posedge clk)
     pe2_4_bank <= pe2_3_bank;
   always @(posedge clk)
-    pe2_5_w1 <= \$1590 ;
+    pe2_5_w1 <= \$1433 ;
   always @(posedge clk)
-    pe2_5_w0 <= \$1591 ;
+    pe2_5_w0 <= \$1434 ;
   always @(posedge clk)
-    pe2_5_psum <= \$282 [31:0];
+    pe2_5_psum <= \$978 [31:0];
   always @(posedge clk)
     pe2_5_a <= pe2_4_a;
   always @(posedge clk)
-    pe2_5_v <= \$1592 ;
+    pe2_5_v <= \$1435 ;
   always @(posedge clk)
     pe2_5_bank <= pe2_4_bank;
   always @(posedge clk)
-    pe2_6_w1 <= \$1593 ;
+    pe2_6_w1 <= \$1436 ;
   always @(posedge clk)
-    pe2_6_w0 <= \$1594 ;
+    pe2_6_w0 <= \$1437 ;
   always @(posedge clk)
-    pe2_6_psum <= \$295 [31:0];
+    pe2_6_psum <= \$987 [31:0];
   always @(posedge clk)
     pe2_6_a <= pe2_5_a;
   always @(posedge clk)
-    pe2_6_v <= \$1595 ;
+    pe2_6_v <= \$1438 ;
   always @(posedge clk)
     pe2_6_bank <= pe2_5_bank;
   always @(posedge clk)
-    pe2_7_w1 <= \$1596 ;
+    pe2_7_w1 <= \$1439 ;
   always @(posedge clk)
-    pe2_7_w0 <= \$1597 ;
+    pe2_7_w0 <= \$1440 ;
   always @(posedge clk)
-    pe2_7_psum <= \$308 [31:0];
+    pe2_7_psum <= \$996 [31:0];
   always @(posedge clk)
-    skew3_0_a <= \$309 ;
+    skew3_0_a <= \$997 ;
   always @(posedge clk)
-    skew3_0_v <= \$1598 ;
+    skew3_0_v <= \$1441 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$14800$2 [3];
+    skew3_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    skew3_1_v <= \$1599 ;
+    skew3_1_v <= \$1442 ;
   always @(posedge clk)
     skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
     skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    skew3_2_v <= \$1600 ;
+    skew3_2_v <= \$1443 ;
   always @(posedge clk)
     skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe3_0_w1 <= \$1601 ;
+    pe3_0_w1 <= \$1444 ;
   always @(posedge clk)
-    pe3_0_w0 <= \$1602 ;
+    pe3_0_w0 <= \$1445 ;
   always @(posedge clk)
-    pe3_0_psum <= \$322 [31:0];
+    pe3_0_psum <= \$1006 [31:0];
   always @(posedge clk)
     pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe3_0_v <= \$1603 ;
+    pe3_0_v <= \$1446 ;
   always @(posedge clk)
     pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe3_1_w1 <= \$1604 ;
+    pe3_1_w1 <= \$1447 ;
   always @(posedge clk)
-    pe3_1_w0 <= \$1605 ;
+    pe3_1_w0 <= \$1448 ;
   always @(posedge clk)
-    pe3_1_psum <= \$335 [31:0];
+    pe3_1_psum <= \$1015 [31:0];
   always @(posedge clk)
     pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe3_1_v <= \$1606 ;
+    pe3_1_v <= \$1449 ;
   always @(posedge clk)
     pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe3_2_w1 <= \$1607 ;
+    pe3_2_w1 <= \$1450 ;
   always @(posedge clk)
-    pe3_2_w0 <= \$1608 ;
+    pe3_2_w0 <= \$1451 ;
   always @(posedge clk)
-    pe3_2_psum <= \$348 [31:0];
+    pe3_2_psum <= \$1024 [31:0];
   always @(posedge clk)
     pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe3_2_v <= \$1609 ;
+    pe3_2_v <= \$1452 ;
   always @(posedge clk)
     pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe3_3_w1 <= \$1610 ;
+    pe3_3_w1 <= \$1453 ;
   always @(posedge clk)
-    pe3_3_w0 <= \$1611 ;
+    pe3_3_w0 <= \$1454 ;
   always @(posedge clk)
-    pe3_3_psum <= \$361 [31:0];
+    pe3_3_psum <= \$1033 [31:0];
   always @(posedge clk)
     pe3_3_a <= pe3_2_a;
   always @(posedge clk)
-    pe3_3_v <= \$1612 ;
+    pe3_3_v <= \$1455 ;
   always @(posedge clk)
     pe3_3_bank <= pe3_2_bank;
   always @(posedge clk)
-    pe3_4_w1 <= \$1613 ;
+    pe3_4_w1 <= \$1456 ;
   always @(posedge clk)
-    pe3_4_w0 <= \$1614 ;
+    pe3_4_w0 <= \$1457 ;
   always @(posedge clk)
-    pe3_4_psum <= \$374 [31:0];
+    pe3_4_psum <= \$1042 [31:0];
   always @(posedge clk)
     pe3_4_a <= pe3_3_a;
   always @(posedge clk)
-    pe3_4_v <= \$1615 ;
+    pe3_4_v <= \$1458 ;
   always @(posedge clk)
     pe3_4_bank <= pe3_3_bank;
   always @(posedge clk)
-    pe3_5_w1 <= \$1616 ;
+    pe3_5_w1 <= \$1459 ;
   always @(posedge clk)
-    pe3_5_w0 <= \$1617 ;
+    pe3_5_w0 <= \$1460 ;
   always @(posedge clk)
-    pe3_5_psum <= \$387 [31:0];
+    pe3_5_psum <= \$1051 [31:0];
   always @(posedge clk)
     pe3_5_a <= pe3_4_a;
   always @(posedge clk)
-    pe3_5_v <= \$1618 ;
+    pe3_5_v <= \$1461 ;
   always @(posedge clk)
     pe3_5_bank <= pe3_4_bank;
   always @(posedge clk)
-    pe3_6_w1 <= \$1619 ;
+    pe3_6_w1 <= \$1462 ;
   always @(posedge clk)
-    pe3_6_w0 <= \$1620 ;
+    pe3_6_w0 <= \$1463 ;
   always @(posedge clk)
-    pe3_6_psum <= \$400 [31:0];
+    pe3_6_psum <= \$1060 [31:0];
   always @(posedge clk)
     pe3_6_a <= pe3_5_a;
   always @(posedge clk)
-    pe3_6_v <= \$1621 ;
+    pe3_6_v <= \$1464 ;
   always @(posedge clk)
     pe3_6_bank <= pe3_5_bank;
   always @(posedge clk)
-    pe3_7_w1 <= \$1622 ;
+    pe3_7_w1 <= \$1465 ;
   always @(posedge clk)
-    pe3_7_w0 <= \$1623 ;
+    pe3_7_w0 <= \$1466 ;
   always @(posedge clk)
-    pe3_7_psum <= \$413 [31:0];
+    pe3_7_psum <= \$1069 [31:0];
   always @(posedge clk)
-    skew4_0_a <= \$414 ;
+    skew4_0_a <= \$1070 ;
   always @(posedge clk)
-    skew4_0_v <= \$1624 ;
+    skew4_0_v <= \$1467 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$14800$2 [3];
+    skew4_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
-    skew4_1_v <= \$1625 ;
+    skew4_1_v <= \$1468 ;
   always @(posedge clk)
     skew4_1_bank <= skew4_0_bank;
   always @(posedge clk)
     skew4_2_a <= skew4_1_a;
   always @(posedge clk)
-    skew4_2_v <= \$1626 ;
+    skew4_2_v <= \$1469 ;
   always @(posedge clk)
     skew4_2_bank <= skew4_1_bank;
   always @(posedge clk)
     skew4_3_a <= skew4_2_a;
   always @(posedge clk)
-    skew4_3_v <= \$1627 ;
+    skew4_3_v <= \$1470 ;
   always @(posedge clk)
     skew4_3_bank <= skew4_2_bank;
   always @(posedge clk)
-    pe4_0_w1 <= \$1628 ;
+    pe4_0_w1 <= \$1471 ;
   always @(posedge clk)
-    pe4_0_w0 <= \$1629 ;
+    pe4_0_w0 <= \$1472 ;
   always @(posedge clk)
-    pe4_0_psum <= \$427 [31:0];
+    pe4_0_psum <= \$1079 [31:0];
   always @(posedge clk)
     pe4_0_a <= skew4_3_a;
   always @(posedge clk)
-    pe4_0_v <= \$1630 ;
+    pe4_0_v <= \$1473 ;
   always @(posedge clk)
     pe4_0_bank <= skew4_3_bank;
   always @(posedge clk)
-    pe4_1_w1 <= \$1631 ;
+    pe4_1_w1 <= \$1474 ;
   always @(posedge clk)
-    pe4_1_w0 <= \$1632 ;
+    pe4_1_w0 <= \$1475 ;
   always @(posedge clk)
-    pe4_1_psum <= \$440 [31:0];
+    pe4_1_psum <= \$1088 [31:0];
   always @(posedge clk)
     pe4_1_a <= pe4_0_a;
   always @(posedge clk)
-    pe4_1_v <= \$1633 ;
+    pe4_1_v <= \$1476 ;
   always @(posedge clk)
     pe4_1_bank <= pe4_0_bank;
   always @(posedge clk)
-    pe4_2_w1 <= \$1634 ;
+    pe4_2_w1 <= \$1477 ;
   always @(posedge clk)
-    pe4_2_w0 <= \$1635 ;
+    pe4_2_w0 <= \$1478 ;
   always @(posedge clk)
-    pe4_2_psum <= \$453 [31:0];
+    pe4_2_psum <= \$1097 [31:0];
   always @(posedge clk)
     pe4_2_a <= pe4_1_a;
   always @(posedge clk)
-    pe4_2_v <= \$1636 ;
+    pe4_2_v <= \$1479 ;
   always @(posedge clk)
     pe4_2_bank <= pe4_1_bank;
   always @(posedge clk)
-    pe4_3_w1 <= \$1637 ;
+    pe4_3_w1 <= \$1480 ;
   always @(posedge clk)
-    pe4_3_w0 <= \$1638 ;
+    pe4_3_w0 <= \$1481 ;
   always @(posedge clk)
-    pe4_3_psum <= \$466 [31:0];
+    pe4_3_psum <= \$1106 [31:0];
   always @(posedge clk)
     pe4_3_a <= pe4_2_a;
   always @(posedge clk)
-    pe4_3_v <= \$1639 ;
+    pe4_3_v <= \$1482 ;
   always @(posedge clk)
     pe4_3_bank <= pe4_2_bank;
   always @(posedge clk)
-    pe4_4_w1 <= \$1640 ;
+    pe4_4_w1 <= \$1483 ;
   always @(posedge clk)
-    pe4_4_w0 <= \$1641 ;
+    pe4_4_w0 <= \$1484 ;
   always @(posedge clk)
-    pe4_4_psum <= \$479 [31:0];
+    pe4_4_psum <= \$1115 [31:0];
   always @(posedge clk)
     pe4_4_a <= pe4_3_a;
   always @(posedge clk)
-    pe4_4_v <= \$1642 ;
+    pe4_4_v <= \$1485 ;
   always @(posedge clk)
     pe4_4_bank <= pe4_3_bank;
   always @(posedge clk)
-    pe4_5_w1 <= \$1643 ;
+    pe4_5_w1 <= \$1486 ;
   always @(posedge clk)
-    pe4_5_w0 <= \$1644 ;
+    pe4_5_w0 <= \$1487 ;
   always @(posedge clk)
-    pe4_5_psum <= \$492 [31:0];
+    pe4_5_psum <= \$1124 [31:0];
   always @(posedge clk)
     pe4_5_a <= pe4_4_a;
   always @(posedge clk)
-    pe4_5_v <= \$1645 ;
+    pe4_5_v <= \$1488 ;
   always @(posedge clk)
     pe4_5_bank <= pe4_4_bank;
   always @(posedge clk)
-    pe4_6_w1 <= \$1646 ;
+    pe4_6_w1 <= \$1489 ;
   always @(posedge clk)
-    pe4_6_w0 <= \$1647 ;
+    pe4_6_w0 <= \$1490 ;
   always @(posedge clk)
-    pe4_6_psum <= \$505 [31:0];
+    pe4_6_psum <= \$1133 [31:0];
   always @(posedge clk)
     pe4_6_a <= pe4_5_a;
   always @(posedge clk)
-    pe4_6_v <= \$1648 ;
+    pe4_6_v <= \$1491 ;
   always @(posedge clk)
     pe4_6_bank <= pe4_5_bank;
   always @(posedge clk)
-    pe4_7_w1 <= \$1649 ;
+    pe4_7_w1 <= \$1492 ;
   always @(posedge clk)
-    pe4_7_w0 <= \$1650 ;
+    pe4_7_w0 <= \$1493 ;
   always @(posedge clk)
-    pe4_7_psum <= \$518 [31:0];
+    pe4_7_psum <= \$1142 [31:0];
   always @(posedge clk)
-    skew5_0_a <= \$519 ;
+    skew5_0_a <= \$1143 ;
   always @(posedge clk)
-    skew5_0_v <= \$1651 ;
+    skew5_0_v <= \$1494 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$14800$2 [3];
+    skew5_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
-    skew5_1_v <= \$1652 ;
+    skew5_1_v <= \$1495 ;
   always @(posedge clk)
     skew5_1_bank <= skew5_0_bank;
   always @(posedge clk)
     skew5_2_a <= skew5_1_a;
   always @(posedge clk)
-    skew5_2_v <= \$1653 ;
+    skew5_2_v <= \$1496 ;
   always @(posedge clk)
     skew5_2_bank <= skew5_1_bank;
   always @(posedge clk)
     skew5_3_a <= skew5_2_a;
   always @(posedge clk)
-    skew5_3_v <= \$1654 ;
+    skew5_3_v <= \$1497 ;
   always @(posedge clk)
     skew5_3_bank <= skew5_2_bank;
   always @(posedge clk)
     skew5_4_a <= skew5_3_a;
   always @(posedge clk)
-    skew5_4_v <= \$1655 ;
+    skew5_4_v <= \$1498 ;
   always @(posedge clk)
     skew5_4_bank <= skew5_3_bank;
   always @(posedge clk)
-    pe5_0_w1 <= \$1656 ;
+    pe5_0_w1 <= \$1499 ;
   always @(posedge clk)
-    pe5_0_w0 <= \$1657 ;
+    pe5_0_w0 <= \$1500 ;
   always @(posedge clk)
-    pe5_0_psum <= \$532 [31:0];
+    pe5_0_psum <= \$1152 [31:0];
   always @(posedge clk)
     pe5_0_a <= skew5_4_a;
   always @(posedge clk)
-    pe5_0_v <= \$1658 ;
+    pe5_0_v <= \$1501 ;
   always @(posedge clk)
     pe5_0_bank <= skew5_4_bank;
   always @(posedge clk)
-    pe5_1_w1 <= \$1659 ;
+    pe5_1_w1 <= \$1502 ;
   always @(posedge clk)
-    pe5_1_w0 <= \$1660 ;
+    pe5_1_w0 <= \$1503 ;
   always @(posedge clk)
-    pe5_1_psum <= \$545 [31:0];
+    pe5_1_psum <= \$1161 [31:0];
   always @(posedge clk)
     pe5_1_a <= pe5_0_a;
   always @(posedge clk)
-    pe5_1_v <= \$1661 ;
+    pe5_1_v <= \$1504 ;
   always @(posedge clk)
     pe5_1_bank <= pe5_0_bank;
   always @(posedge clk)
-    pe5_2_w1 <= \$1662 ;
+    pe5_2_w1 <= \$1505 ;
   always @(posedge clk)
-    pe5_2_w0 <= \$1663 ;
+    pe5_2_w0 <= \$1506 ;
   always @(posedge clk)
-    pe5_2_psum <= \$558 [31:0];
+    pe5_2_psum <= \$1170 [31:0];
   always @(posedge clk)
     pe5_2_a <= pe5_1_a;
   always @(posedge clk)
-    pe5_2_v <= \$1664 ;
+    pe5_2_v <= \$1507 ;
   always @(posedge clk)
     pe5_2_bank <= pe5_1_bank;
   always @(posedge clk)
-    pe5_3_w1 <= \$1665 ;
+    pe5_3_w1 <= \$1508 ;
   always @(posedge clk)
-    pe5_3_w0 <= \$1666 ;
+    pe5_3_w0 <= \$1509 ;
   always @(posedge clk)
-    pe5_3_psum <= \$571 [31:0];
+    pe5_3_psum <= \$1179 [31:0];
   always @(posedge clk)
     pe5_3_a <= pe5_2_a;
   always @(posedge clk)
-    pe5_3_v <= \$1667 ;
+    pe5_3_v <= \$1510 ;
   always @(posedge clk)
     pe5_3_bank <= pe5_2_bank;
   always @(posedge clk)
-    pe5_4_w1 <= \$1668 ;
+    pe5_4_w1 <= \$1511 ;
   always @(posedge clk)
-    pe5_4_w0 <= \$1669 ;
+    pe5_4_w0 <= \$1512 ;
   always @(posedge clk)
-    pe5_4_psum <= \$584 [31:0];
+    pe5_4_psum <= \$1188 [31:0];
   always @(posedge clk)
     pe5_4_a <= pe5_3_a;
   always @(posedge clk)
-    pe5_4_v <= \$1670 ;
+    pe5_4_v <= \$1513 ;
   always @(posedge clk)
     pe5_4_bank <= pe5_3_bank;
   always @(posedge clk)
-    pe5_5_w1 <= \$1671 ;
+    pe5_5_w1 <= \$1514 ;
   always @(posedge clk)
-    pe5_5_w0 <= \$1672 ;
+    pe5_5_w0 <= \$1515 ;
   always @(posedge clk)
-    pe5_5_psum <= \$597 [31:0];
+    pe5_5_psum <= \$1197 [31:0];
   always @(posedge clk)
     pe5_5_a <= pe5_4_a;
   always @(posedge clk)
-    pe5_5_v <= \$1673 ;
+    pe5_5_v <= \$1516 ;
   always @(posedge clk)
     pe5_5_bank <= pe5_4_bank;
   always @(posedge clk)
-    pe5_6_w1 <= \$1674 ;
+    pe5_6_w1 <= \$1517 ;
   always @(posedge clk)
-    pe5_6_w0 <= \$1675 ;
+    pe5_6_w0 <= \$1518 ;
   always @(posedge clk)
-    pe5_6_psum <= \$610 [31:0];
+    pe5_6_psum <= \$1206 [31:0];
   always @(posedge clk)
     pe5_6_a <= pe5_5_a;
   always @(posedge clk)
-    pe5_6_v <= \$1676 ;
+    pe5_6_v <= \$1519 ;
   always @(posedge clk)
     pe5_6_bank <= pe5_5_bank;
   always @(posedge clk)
-    pe5_7_w1 <= \$1677 ;
+    pe5_7_w1 <= \$1520 ;
   always @(posedge clk)
-    pe5_7_w0 <= \$1678 ;
+    pe5_7_w0 <= \$1521 ;
   always @(posedge clk)
-    pe5_7_psum <= \$623 [31:0];
+    pe5_7_psum <= \$1215 [31:0];
   always @(posedge clk)
-    skew6_0_a <= \$624 ;
+    skew6_0_a <= \$1216 ;
   always @(posedge clk)
-    skew6_0_v <= \$1679 ;
+    skew6_0_v <= \$1522 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$14800$2 [3];
+    skew6_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
-    skew6_1_v <= \$1680 ;
+    skew6_1_v <= \$1523 ;
   always @(posedge clk)
     skew6_1_bank <= skew6_0_bank;
   always @(posedge clk)
     skew6_2_a <= skew6_1_a;
   always @(posedge clk)
-    skew6_2_v <= \$1681 ;
+    skew6_2_v <= \$1524 ;
   always @(posedge clk)
     skew6_2_bank <= skew6_1_bank;
   always @(posedge clk)
     skew6_3_a <= skew6_2_a;
   always @(posedge clk)
-    skew6_3_v <= \$1682 ;
+    skew6_3_v <= \$1525 ;
   always @(posedge clk)
     skew6_3_bank <= skew6_2_bank;
   always @(posedge clk)
     skew6_4_a <= skew6_3_a;
   always @(posedge clk)
-    skew6_4_v <= \$1683 ;
+    skew6_4_v <= \$1526 ;
   always @(posedge clk)
     skew6_4_bank <= skew6_3_bank;
   always @(posedge clk)
     skew6_5_a <= skew6_4_a;
   always @(posedge clk)
-    skew6_5_v <= \$1684 ;
+    skew6_5_v <= \$1527 ;
   always @(posedge clk)
     skew6_5_bank <= skew6_4_bank;
   always @(posedge clk)
-    pe6_0_w1 <= \$1685 ;
+    pe6_0_w1 <= \$1528 ;
   always @(posedge clk)
-    pe6_0_w0 <= \$1686 ;
+    pe6_0_w0 <= \$1529 ;
   always @(posedge clk)
-    pe6_0_psum <= \$637 [31:0];
+    pe6_0_psum <= \$1225 [31:0];
   always @(posedge clk)
     pe6_0_a <= skew6_5_a;
   always @(posedge clk)
-    pe6_0_v <= \$1687 ;
+    pe6_0_v <= \$1530 ;
   always @(posedge clk)
     pe6_0_bank <= skew6_5_bank;
   always @(posedge clk)
-    pe6_1_w1 <= \$1688 ;
+    pe6_1_w1 <= \$1531 ;
   always @(posedge clk)
-    pe6_1_w0 <= \$1689 ;
+    pe6_1_w0 <= \$1532 ;
   always @(posedge clk)
-    pe6_1_psum <= \$650 [31:0];
+    pe6_1_psum <= \$1234 [31:0];
   always @(posedge clk)
     pe6_1_a <= pe6_0_a;
   always @(posedge clk)
-    pe6_1_v <= \$1690 ;
+    pe6_1_v <= \$1533 ;
   always @(posedge clk)
     pe6_1_bank <= pe6_0_bank;
   always @(posedge clk)
-    pe6_2_w1 <= \$1691 ;
+    pe6_2_w1 <= \$1534 ;
   always @(posedge clk)
-    pe6_2_w0 <= \$1692 ;
+    pe6_2_w0 <= \$1535 ;
   always @(posedge clk)
-    pe6_2_psum <= \$663 [31:0];
+    pe6_2_psum <= \$1243 [31:0];
   always @(posedge clk)
     pe6_2_a <= pe6_1_a;
   always @(posedge clk)
-    pe6_2_v <= \$1693 ;
+    pe6_2_v <= \$1536 ;
   always @(posedge clk)
     pe6_2_bank <= pe6_1_bank;
   always @(posedge clk)
-    pe6_3_w1 <= \$1694 ;
+    pe6_3_w1 <= \$1537 ;
   always @(posedge clk)
-    pe6_3_w0 <= \$1695 ;
+    pe6_3_w0 <= \$1538 ;
   always @(posedge clk)
-    pe6_3_psum <= \$676 [31:0];
+    pe6_3_psum <= \$1252 [31:0];
   always @(posedge clk)
     pe6_3_a <= pe6_2_a;
   always @(posedge clk)
-    pe6_3_v <= \$1696 ;
+    pe6_3_v <= \$1539 ;
   always @(posedge clk)
     pe6_3_bank <= pe6_2_bank;
   always @(posedge clk)
-    pe6_4_w1 <= \$1697 ;
+    pe6_4_w1 <= \$1540 ;
   always @(posedge clk)
-    pe6_4_w0 <= \$1698 ;
+    pe6_4_w0 <= \$1541 ;
   always @(posedge clk)
-    pe6_4_psum <= \$689 [31:0];
+    pe6_4_psum <= \$1261 [31:0];
   always @(posedge clk)
     pe6_4_a <= pe6_3_a;
   always @(posedge clk)
-    pe6_4_v <= \$1699 ;
+    pe6_4_v <= \$1542 ;
   always @(posedge clk)
     pe6_4_bank <= pe6_3_bank;
   always @(posedge clk)
-    pe6_5_w1 <= \$1700 ;
+    pe6_5_w1 <= \$1543 ;
   always @(posedge clk)
-    pe6_5_w0 <= \$1701 ;
+    pe6_5_w0 <= \$1544 ;
   always @(posedge clk)
-    pe6_5_psum <= \$702 [31:0];
+    pe6_5_psum <= \$1270 [31:0];
   always @(posedge clk)
     pe6_5_a <= pe6_4_a;
   always @(posedge clk)
-    pe6_5_v <= \$1702 ;
+    pe6_5_v <= \$1545 ;
   always @(posedge clk)
     pe6_5_bank <= pe6_4_bank;
   always @(posedge clk)
-    pe6_6_w1 <= \$1703 ;
+    pe6_6_w1 <= \$1546 ;
   always @(posedge clk)
-    pe6_6_w0 <= \$1704 ;
+    pe6_6_w0 <= \$1547 ;
   always @(posedge clk)
-    pe6_6_psum <= \$715 [31:0];
+    pe6_6_psum <= \$1279 [31:0];
   always @(posedge clk)
     pe6_6_a <= pe6_5_a;
   always @(posedge clk)
-    pe6_6_v <= \$1705 ;
+    pe6_6_v <= \$1548 ;
   always @(posedge clk)
     pe6_6_bank <= pe6_5_bank;
   always @(posedge clk)
-    pe6_7_w1 <= \$1706 ;
+    pe6_7_w1 <= \$1549 ;
   always @(posedge clk)
-    pe6_7_w0 <= \$1707 ;
+    pe6_7_w0 <= \$1550 ;
   always @(posedge clk)
-    pe6_7_psum <= \$728 [31:0];
+    pe6_7_psum <= \$1288 [31:0];
   always @(posedge clk)
-    skew7_0_a <= \$729 ;
+    skew7_0_a <= \$1289 ;
   always @(posedge clk)
-    skew7_0_v <= \$1708 ;
+    skew7_0_v <= \$1551 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$14800$2 [3];
+    skew7_0_bank <= \port$14786$0 [1];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
-    skew7_1_v <= \$1709 ;
+    skew7_1_v <= \$1552 ;
   always @(posedge clk)
     skew7_1_bank <= skew7_0_bank;
   always @(posedge clk)
     skew7_2_a <= skew7_1_a;
   always @(posedge clk)
-    skew7_2_v <= \$1710 ;
+    skew7_2_v <= \$1553 ;
   always @(posedge clk)
     skew7_2_bank <= skew7_1_bank;
   always @(posedge clk)
     skew7_3_a <= skew7_2_a;
   always @(posedge clk)
-    skew7_3_v <= \$1711 ;
+    skew7_3_v <= \$1554 ;
   always @(posedge clk)
     skew7_3_bank <= skew7_2_bank;
   always @(posedge clk)
     skew7_4_a <= skew7_3_a;
   always @(posedge clk)
-    skew7_4_v <= \$1712 ;
+    skew7_4_v <= \$1555 ;
   always @(posedge clk)
     skew7_4_bank <= skew7_3_bank;
   always @(posedge clk)
     skew7_5_a <= skew7_4_a;
   always @(posedge clk)
-    skew7_5_v <= \$1713 ;
+    skew7_5_v <= \$1556 ;
   always @(posedge clk)
     skew7_5_bank <= skew7_4_bank;
   always @(posedge clk)
     skew7_6_a <= skew7_5_a;
   always @(posedge clk)
-    skew7_6_v <= \$1714 ;
+    skew7_6_v <= \$1557 ;
   always @(posedge clk)
     skew7_6_bank <= skew7_5_bank;
   always @(posedge clk)
-    pe7_0_w1 <= \$1715 ;
+    pe7_0_w1 <= \$1558 ;
   always @(posedge clk)
-    pe7_0_w0 <= \$1716 ;
+    pe7_0_w0 <= \$1559 ;
   always @(posedge clk)
-    pe7_0_psum <= \$742 [31:0];
+    pe7_0_psum <= \$1298 [31:0];
   always @(posedge clk)
     pe7_0_a <= skew7_6_a;
   always @(posedge clk)
-    pe7_0_v <= \$1717 ;
+    pe7_0_v <= \$1560 ;
   always @(posedge clk)
     pe7_0_bank <= skew7_6_bank;
   always @(posedge clk)
-    pe7_1_w1 <= \$1718 ;
+    pe7_1_w1 <= \$1561 ;
   always @(posedge clk)
-    pe7_1_w0 <= \$1719 ;
+    pe7_1_w0 <= \$1562 ;
   always @(posedge clk)
-    pe7_1_psum <= \$755 [31:0];
+    pe7_1_psum <= \$1307 [31:0];
   always @(posedge clk)
     pe7_1_a <= pe7_0_a;
   always @(posedge clk)
-    pe7_1_v <= \$1720 ;
+    pe7_1_v <= \$1563 ;
   always @(posedge clk)
     pe7_1_bank <= pe7_0_bank;
   always @(posedge clk)
-    pe7_2_w1 <= \$1721 ;
+    pe7_2_w1 <= \$1564 ;
   always @(posedge clk)
-    pe7_2_w0 <= \$1722 ;
+    pe7_2_w0 <= \$1565 ;
   always @(posedge clk)
-    pe7_2_psum <= \$768 [31:0];
+    pe7_2_psum <= \$1316 [31:0];
   always @(posedge clk)
     pe7_2_a <= pe7_1_a;
   always @(posedge clk)
-    pe7_2_v <= \$1723 ;
+    pe7_2_v <= \$1566 ;
   always @(posedge clk)
     pe7_2_bank <= pe7_1_bank;
   always @(posedge clk)
-    pe7_3_w1 <= \$1724 ;
+    pe7_3_w1 <= \$1567 ;
   always @(posedge clk)
-    pe7_3_w0 <= \$1725 ;
+    pe7_3_w0 <= \$1568 ;
   always @(posedge clk)
-    pe7_3_psum <= \$781 [31:0];
+    pe7_3_psum <= \$1325 [31:0];
   always @(posedge clk)
     pe7_3_a <= pe7_2_a;
   always @(posedge clk)
-    pe7_3_v <= \$1726 ;
+    pe7_3_v <= \$1569 ;
   always @(posedge clk)
     pe7_3_bank <= pe7_2_bank;
   always @(posedge clk)
-    pe7_4_w1 <= \$1727 ;
+    pe7_4_w1 <= \$1570 ;
   always @(posedge clk)
-    pe7_4_w0 <= \$1728 ;
+    pe7_4_w0 <= \$1571 ;
   always @(posedge clk)
-    pe7_4_psum <= \$794 [31:0];
+    pe7_4_psum <= \$1334 [31:0];
   always @(posedge clk)
     pe7_4_a <= pe7_3_a;
   always @(posedge clk)
-    pe7_4_v <= \$1729 ;
+    pe7_4_v <= \$1572 ;
   always @(posedge clk)
     pe7_4_bank <= pe7_3_bank;
   always @(posedge clk)
-    pe7_5_w1 <= \$1730 ;
+    pe7_5_w1 <= \$1573 ;
   always @(posedge clk)
-    pe7_5_w0 <= \$1731 ;
+    pe7_5_w0 <= \$1574 ;
   always @(posedge clk)
-    pe7_5_psum <= \$807 [31:0];
+    pe7_5_psum <= \$1343 [31:0];
   always @(posedge clk)
     pe7_5_a <= pe7_4_a;
   always @(posedge clk)
-    pe7_5_v <= \$1732 ;
+    pe7_5_v <= \$1575 ;
   always @(posedge clk)
     pe7_5_bank <= pe7_4_bank;
   always @(posedge clk)
-    pe7_6_w1 <= \$1733 ;
+    pe7_6_w1 <= \$1576 ;
   always @(posedge clk)
-    pe7_6_w0 <= \$1734 ;
+    pe7_6_w0 <= \$1577 ;
   always @(posedge clk)
-    pe7_6_psum <= \$820 [31:0];
+    pe7_6_psum <= \$1352 [31:0];
   always @(posedge clk)
     pe7_6_a <= pe7_5_a;
   always @(posedge clk)
-    pe7_6_v <= \$1735 ;
+    pe7_6_v <= \$1578 ;
   always @(posedge clk)
     pe7_6_bank <= pe7_5_bank;
   always @(posedge clk)
-    pe7_7_w1 <= \$1736 ;
+    pe7_7_w1 <= \$1579 ;
   always @(posedge clk)
-    pe7_7_w0 <= \$1737 ;
+    pe7_7_w0 <= \$1580 ;
   always @(posedge clk)
-    pe7_7_psum <= \$833 [31:0];
+    pe7_7_psum <= \$1361 [31:0];
   always @(posedge clk)
-    out_valid_q <= \$1738 ;
+    out_valid <= \$1581 ;
   always @(posedge clk)
     deskew0_0 <= pe7_0_psum;
   always @(posedge clk)
@@ -35668,267 +35912,1907 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
     deskew6_0 <= pe7_6_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1526  = pe0_0_w1;
-    if (\$8 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1526  = \$9 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1527  = pe0_0_w0;
-    if (\$8 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1527  = \$10 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1528  = a_valid;
+    \$1362  = { w_data, \port$14790$0 [4], w_transpose, \port$14790$0 [3:0] };
     if (reset[2]) begin
-      \$1528  = 1'h0;
+      \$1362  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1528  = 1'h0;
+      \$1362  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1529  = pe0_1_w1;
-    if (\$22 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1529  = \$23 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1530  = pe0_1_w0;
-    if (\$22 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1530  = \$24 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1531  = pe0_0_v;
+    \$1363  = wcol1;
     if (reset[2]) begin
-      \$1531  = 1'h0;
+      \$1363  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1531  = 1'h0;
+      \$1363  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1532  = pe0_2_w1;
-    if (\$34 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1532  = \$35 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1533  = pe0_2_w0;
-    if (\$34 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1533  = \$36 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1534  = pe0_1_v;
+    \$1364  = wcol2;
     if (reset[2]) begin
-      \$1534  = 1'h0;
+      \$1364  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1534  = 1'h0;
+      \$1364  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1535  = pe0_3_w1;
-    if (\$46 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1535  = \$47 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1536  = pe0_3_w0;
-    if (\$46 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1536  = \$48 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1537  = pe0_2_v;
+    \$1365  = wcol3;
     if (reset[2]) begin
-      \$1537  = 1'h0;
+      \$1365  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1537  = 1'h0;
+      \$1365  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1538  = pe0_4_w1;
-    if (\$58 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1538  = \$59 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1539  = pe0_4_w0;
-    if (\$58 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1539  = \$60 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1540  = pe0_3_v;
+    \$1366  = wcol4;
     if (reset[2]) begin
-      \$1540  = 1'h0;
+      \$1366  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1540  = 1'h0;
+      \$1366  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1541  = pe0_5_w1;
-    if (\$70 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1541  = \$71 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1542  = pe0_5_w0;
-    if (\$70 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1542  = \$72 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1543  = pe0_4_v;
+    \$1367  = wcol5;
     if (reset[2]) begin
-      \$1543  = 1'h0;
+      \$1367  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1543  = 1'h0;
+      \$1367  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1544  = pe0_6_w1;
-    if (\$82 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1544  = \$83 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1545  = pe0_6_w0;
-    if (\$82 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1545  = \$84 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1546  = pe0_5_v;
+    \$1368  = wcol6;
     if (reset[2]) begin
-      \$1546  = 1'h0;
+      \$1368  = 70'h000000000000000000;
     end
     if (rst) begin
-      \$1546  = 1'h0;
+      \$1368  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1547  = pe0_7_w1;
-    if (\$94 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1547  = \$95 ;
+    \$1369  = pe0_0_w1;
+    if (\$788 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1369  = \$789 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1548  = pe0_7_w0;
-    if (\$94 ) begin
+    \$1370  = pe0_0_w0;
+    if (\$788 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (\port$14790$0 [4]) begin
       end else begin
-        \$1548  = \$96 ;
+        \$1370  = \$790 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1549  = a_valid;
+    \$1371  = \port$14786$0 [0];
     if (reset[2]) begin
-      \$1549  = 1'h0;
+      \$1371  = 1'h0;
     end
     if (rst) begin
-      \$1549  = 1'h0;
+      \$1371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1550  = pe1_0_w1;
-    if (\$107 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1550  = \$108 ;
+    \$1372  = pe0_1_w1;
+    if (\$798 ) begin
+      if (wcol1[5]) begin
+        \$1372  = \$799 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1551  = pe1_0_w0;
-    if (\$107 ) begin
+    \$1373  = pe0_1_w0;
+    if (\$798 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol1[5]) begin
       end else begin
-        \$1551  = \$109 ;
+        \$1373  = \$800 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1552  = skew1_0_v;
+    \$1374  = pe0_0_v;
+    if (reset[2]) begin
+      \$1374  = 1'h0;
+    end
+    if (rst) begin
+      \$1374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1375  = pe0_2_w1;
+    if (\$806 ) begin
+      if (wcol2[5]) begin
+        \$1375  = \$807 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1376  = pe0_2_w0;
+    if (\$806 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1376  = \$808 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1377  = pe0_1_v;
+    if (reset[2]) begin
+      \$1377  = 1'h0;
+    end
+    if (rst) begin
+      \$1377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1378  = pe0_3_w1;
+    if (\$814 ) begin
+      if (wcol3[5]) begin
+        \$1378  = \$815 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1379  = pe0_3_w0;
+    if (\$814 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1379  = \$816 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1380  = pe0_2_v;
+    if (reset[2]) begin
+      \$1380  = 1'h0;
+    end
+    if (rst) begin
+      \$1380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1381  = pe0_4_w1;
+    if (\$822 ) begin
+      if (wcol4[5]) begin
+        \$1381  = \$823 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1382  = pe0_4_w0;
+    if (\$822 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1382  = \$824 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1383  = pe0_3_v;
+    if (reset[2]) begin
+      \$1383  = 1'h0;
+    end
+    if (rst) begin
+      \$1383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1384  = pe0_5_w1;
+    if (\$830 ) begin
+      if (wcol5[5]) begin
+        \$1384  = \$831 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1385  = pe0_5_w0;
+    if (\$830 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1385  = \$832 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1386  = pe0_4_v;
+    if (reset[2]) begin
+      \$1386  = 1'h0;
+    end
+    if (rst) begin
+      \$1386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1387  = pe0_6_w1;
+    if (\$838 ) begin
+      if (wcol6[5]) begin
+        \$1387  = \$839 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1388  = pe0_6_w0;
+    if (\$838 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1388  = \$840 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1389  = pe0_5_v;
+    if (reset[2]) begin
+      \$1389  = 1'h0;
+    end
+    if (rst) begin
+      \$1389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1390  = pe0_7_w1;
+    if (\$846 ) begin
+      if (wcol7[5]) begin
+        \$1390  = \$847 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1391  = pe0_7_w0;
+    if (\$846 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1391  = \$848 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1392  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1392  = 1'h0;
+    end
+    if (rst) begin
+      \$1392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1393  = pe1_0_w1;
+    if (\$855 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1393  = \$856 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1394  = pe1_0_w0;
+    if (\$855 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1394  = \$857 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1395  = skew1_0_v;
+    if (reset[2]) begin
+      \$1395  = 1'h0;
+    end
+    if (rst) begin
+      \$1395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1396  = pe1_1_w1;
+    if (\$864 ) begin
+      if (wcol1[5]) begin
+        \$1396  = \$865 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1397  = pe1_1_w0;
+    if (\$864 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1397  = \$866 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1398  = pe1_0_v;
+    if (reset[2]) begin
+      \$1398  = 1'h0;
+    end
+    if (rst) begin
+      \$1398  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1399  = pe1_2_w1;
+    if (\$873 ) begin
+      if (wcol2[5]) begin
+        \$1399  = \$874 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1400  = pe1_2_w0;
+    if (\$873 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1400  = \$875 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1401  = pe1_1_v;
+    if (reset[2]) begin
+      \$1401  = 1'h0;
+    end
+    if (rst) begin
+      \$1401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1402  = pe1_3_w1;
+    if (\$882 ) begin
+      if (wcol3[5]) begin
+        \$1402  = \$883 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1403  = pe1_3_w0;
+    if (\$882 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1403  = \$884 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1404  = pe1_2_v;
+    if (reset[2]) begin
+      \$1404  = 1'h0;
+    end
+    if (rst) begin
+      \$1404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1405  = pe1_4_w1;
+    if (\$891 ) begin
+      if (wcol4[5]) begin
+        \$1405  = \$892 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1406  = pe1_4_w0;
+    if (\$891 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1406  = \$893 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1407  = pe1_3_v;
+    if (reset[2]) begin
+      \$1407  = 1'h0;
+    end
+    if (rst) begin
+      \$1407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1408  = pe1_5_w1;
+    if (\$900 ) begin
+      if (wcol5[5]) begin
+        \$1408  = \$901 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1409  = pe1_5_w0;
+    if (\$900 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1409  = \$902 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1410  = pe1_4_v;
+    if (reset[2]) begin
+      \$1410  = 1'h0;
+    end
+    if (rst) begin
+      \$1410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1411  = pe1_6_w1;
+    if (\$909 ) begin
+      if (wcol6[5]) begin
+        \$1411  = \$910 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1412  = pe1_6_w0;
+    if (\$909 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1412  = \$911 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1413  = pe1_5_v;
+    if (reset[2]) begin
+      \$1413  = 1'h0;
+    end
+    if (rst) begin
+      \$1413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1414  = pe1_7_w1;
+    if (\$918 ) begin
+      if (wcol7[5]) begin
+        \$1414  = \$919 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1415  = pe1_7_w0;
+    if (\$918 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1415  = \$920 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1416  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1416  = 1'h0;
+    end
+    if (rst) begin
+      \$1416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1417  = skew2_0_v;
+    if (reset[2]) begin
+      \$1417  = 1'h0;
+    end
+    if (rst) begin
+      \$1417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1418  = pe2_0_w1;
+    if (\$928 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1418  = \$929 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1419  = pe2_0_w0;
+    if (\$928 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1419  = \$930 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1420  = skew2_1_v;
+    if (reset[2]) begin
+      \$1420  = 1'h0;
+    end
+    if (rst) begin
+      \$1420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1421  = pe2_1_w1;
+    if (\$937 ) begin
+      if (wcol1[5]) begin
+        \$1421  = \$938 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1422  = pe2_1_w0;
+    if (\$937 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1422  = \$939 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1423  = pe2_0_v;
+    if (reset[2]) begin
+      \$1423  = 1'h0;
+    end
+    if (rst) begin
+      \$1423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1424  = pe2_2_w1;
+    if (\$946 ) begin
+      if (wcol2[5]) begin
+        \$1424  = \$947 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1425  = pe2_2_w0;
+    if (\$946 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1425  = \$948 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1426  = pe2_1_v;
+    if (reset[2]) begin
+      \$1426  = 1'h0;
+    end
+    if (rst) begin
+      \$1426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1427  = pe2_3_w1;
+    if (\$955 ) begin
+      if (wcol3[5]) begin
+        \$1427  = \$956 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1428  = pe2_3_w0;
+    if (\$955 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1428  = \$957 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1429  = pe2_2_v;
+    if (reset[2]) begin
+      \$1429  = 1'h0;
+    end
+    if (rst) begin
+      \$1429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1430  = pe2_4_w1;
+    if (\$964 ) begin
+      if (wcol4[5]) begin
+        \$1430  = \$965 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1431  = pe2_4_w0;
+    if (\$964 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1431  = \$966 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1432  = pe2_3_v;
+    if (reset[2]) begin
+      \$1432  = 1'h0;
+    end
+    if (rst) begin
+      \$1432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1433  = pe2_5_w1;
+    if (\$973 ) begin
+      if (wcol5[5]) begin
+        \$1433  = \$974 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1434  = pe2_5_w0;
+    if (\$973 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1434  = \$975 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1435  = pe2_4_v;
+    if (reset[2]) begin
+      \$1435  = 1'h0;
+    end
+    if (rst) begin
+      \$1435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1436  = pe2_6_w1;
+    if (\$982 ) begin
+      if (wcol6[5]) begin
+        \$1436  = \$983 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1437  = pe2_6_w0;
+    if (\$982 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1437  = \$984 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1438  = pe2_5_v;
+    if (reset[2]) begin
+      \$1438  = 1'h0;
+    end
+    if (rst) begin
+      \$1438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1439  = pe2_7_w1;
+    if (\$991 ) begin
+      if (wcol7[5]) begin
+        \$1439  = \$992 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1440  = pe2_7_w0;
+    if (\$991 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1440  = \$993 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1441  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1441  = 1'h0;
+    end
+    if (rst) begin
+      \$1441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1442  = skew3_0_v;
+    if (reset[2]) begin
+      \$1442  = 1'h0;
+    end
+    if (rst) begin
+      \$1442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1443  = skew3_1_v;
+    if (reset[2]) begin
+      \$1443  = 1'h0;
+    end
+    if (rst) begin
+      \$1443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1444  = pe3_0_w1;
+    if (\$1001 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1444  = \$1002 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1445  = pe3_0_w0;
+    if (\$1001 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1445  = \$1003 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1446  = skew3_2_v;
+    if (reset[2]) begin
+      \$1446  = 1'h0;
+    end
+    if (rst) begin
+      \$1446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1447  = pe3_1_w1;
+    if (\$1010 ) begin
+      if (wcol1[5]) begin
+        \$1447  = \$1011 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1448  = pe3_1_w0;
+    if (\$1010 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1448  = \$1012 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1449  = pe3_0_v;
+    if (reset[2]) begin
+      \$1449  = 1'h0;
+    end
+    if (rst) begin
+      \$1449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1450  = pe3_2_w1;
+    if (\$1019 ) begin
+      if (wcol2[5]) begin
+        \$1450  = \$1020 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1451  = pe3_2_w0;
+    if (\$1019 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1451  = \$1021 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1452  = pe3_1_v;
+    if (reset[2]) begin
+      \$1452  = 1'h0;
+    end
+    if (rst) begin
+      \$1452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1453  = pe3_3_w1;
+    if (\$1028 ) begin
+      if (wcol3[5]) begin
+        \$1453  = \$1029 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1454  = pe3_3_w0;
+    if (\$1028 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1454  = \$1030 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1455  = pe3_2_v;
+    if (reset[2]) begin
+      \$1455  = 1'h0;
+    end
+    if (rst) begin
+      \$1455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1456  = pe3_4_w1;
+    if (\$1037 ) begin
+      if (wcol4[5]) begin
+        \$1456  = \$1038 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1457  = pe3_4_w0;
+    if (\$1037 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1457  = \$1039 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1458  = pe3_3_v;
+    if (reset[2]) begin
+      \$1458  = 1'h0;
+    end
+    if (rst) begin
+      \$1458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1459  = pe3_5_w1;
+    if (\$1046 ) begin
+      if (wcol5[5]) begin
+        \$1459  = \$1047 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1460  = pe3_5_w0;
+    if (\$1046 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1460  = \$1048 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1461  = pe3_4_v;
+    if (reset[2]) begin
+      \$1461  = 1'h0;
+    end
+    if (rst) begin
+      \$1461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1462  = pe3_6_w1;
+    if (\$1055 ) begin
+      if (wcol6[5]) begin
+        \$1462  = \$1056 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1463  = pe3_6_w0;
+    if (\$1055 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1463  = \$1057 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1464  = pe3_5_v;
+    if (reset[2]) begin
+      \$1464  = 1'h0;
+    end
+    if (rst) begin
+      \$1464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1465  = pe3_7_w1;
+    if (\$1064 ) begin
+      if (wcol7[5]) begin
+        \$1465  = \$1065 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1466  = pe3_7_w0;
+    if (\$1064 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1466  = \$1066 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1467  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1467  = 1'h0;
+    end
+    if (rst) begin
+      \$1467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1468  = skew4_0_v;
+    if (reset[2]) begin
+      \$1468  = 1'h0;
+    end
+    if (rst) begin
+      \$1468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1469  = skew4_1_v;
+    if (reset[2]) begin
+      \$1469  = 1'h0;
+    end
+    if (rst) begin
+      \$1469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1470  = skew4_2_v;
+    if (reset[2]) begin
+      \$1470  = 1'h0;
+    end
+    if (rst) begin
+      \$1470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1471  = pe4_0_w1;
+    if (\$1074 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1471  = \$1075 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1472  = pe4_0_w0;
+    if (\$1074 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1472  = \$1076 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1473  = skew4_3_v;
+    if (reset[2]) begin
+      \$1473  = 1'h0;
+    end
+    if (rst) begin
+      \$1473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1474  = pe4_1_w1;
+    if (\$1083 ) begin
+      if (wcol1[5]) begin
+        \$1474  = \$1084 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1475  = pe4_1_w0;
+    if (\$1083 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1475  = \$1085 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1476  = pe4_0_v;
+    if (reset[2]) begin
+      \$1476  = 1'h0;
+    end
+    if (rst) begin
+      \$1476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1477  = pe4_2_w1;
+    if (\$1092 ) begin
+      if (wcol2[5]) begin
+        \$1477  = \$1093 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1478  = pe4_2_w0;
+    if (\$1092 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1478  = \$1094 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1479  = pe4_1_v;
+    if (reset[2]) begin
+      \$1479  = 1'h0;
+    end
+    if (rst) begin
+      \$1479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1480  = pe4_3_w1;
+    if (\$1101 ) begin
+      if (wcol3[5]) begin
+        \$1480  = \$1102 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1481  = pe4_3_w0;
+    if (\$1101 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1481  = \$1103 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1482  = pe4_2_v;
+    if (reset[2]) begin
+      \$1482  = 1'h0;
+    end
+    if (rst) begin
+      \$1482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1483  = pe4_4_w1;
+    if (\$1110 ) begin
+      if (wcol4[5]) begin
+        \$1483  = \$1111 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1484  = pe4_4_w0;
+    if (\$1110 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1484  = \$1112 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1485  = pe4_3_v;
+    if (reset[2]) begin
+      \$1485  = 1'h0;
+    end
+    if (rst) begin
+      \$1485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1486  = pe4_5_w1;
+    if (\$1119 ) begin
+      if (wcol5[5]) begin
+        \$1486  = \$1120 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1487  = pe4_5_w0;
+    if (\$1119 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1487  = \$1121 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1488  = pe4_4_v;
+    if (reset[2]) begin
+      \$1488  = 1'h0;
+    end
+    if (rst) begin
+      \$1488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1489  = pe4_6_w1;
+    if (\$1128 ) begin
+      if (wcol6[5]) begin
+        \$1489  = \$1129 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1490  = pe4_6_w0;
+    if (\$1128 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1490  = \$1130 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1491  = pe4_5_v;
+    if (reset[2]) begin
+      \$1491  = 1'h0;
+    end
+    if (rst) begin
+      \$1491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1492  = pe4_7_w1;
+    if (\$1137 ) begin
+      if (wcol7[5]) begin
+        \$1492  = \$1138 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1493  = pe4_7_w0;
+    if (\$1137 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1493  = \$1139 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1494  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1494  = 1'h0;
+    end
+    if (rst) begin
+      \$1494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1495  = skew5_0_v;
+    if (reset[2]) begin
+      \$1495  = 1'h0;
+    end
+    if (rst) begin
+      \$1495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1496  = skew5_1_v;
+    if (reset[2]) begin
+      \$1496  = 1'h0;
+    end
+    if (rst) begin
+      \$1496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1497  = skew5_2_v;
+    if (reset[2]) begin
+      \$1497  = 1'h0;
+    end
+    if (rst) begin
+      \$1497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1498  = skew5_3_v;
+    if (reset[2]) begin
+      \$1498  = 1'h0;
+    end
+    if (rst) begin
+      \$1498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1499  = pe5_0_w1;
+    if (\$1147 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1499  = \$1148 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1500  = pe5_0_w0;
+    if (\$1147 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1500  = \$1149 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1501  = skew5_4_v;
+    if (reset[2]) begin
+      \$1501  = 1'h0;
+    end
+    if (rst) begin
+      \$1501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1502  = pe5_1_w1;
+    if (\$1156 ) begin
+      if (wcol1[5]) begin
+        \$1502  = \$1157 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1503  = pe5_1_w0;
+    if (\$1156 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1503  = \$1158 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1504  = pe5_0_v;
+    if (reset[2]) begin
+      \$1504  = 1'h0;
+    end
+    if (rst) begin
+      \$1504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1505  = pe5_2_w1;
+    if (\$1165 ) begin
+      if (wcol2[5]) begin
+        \$1505  = \$1166 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1506  = pe5_2_w0;
+    if (\$1165 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1506  = \$1167 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1507  = pe5_1_v;
+    if (reset[2]) begin
+      \$1507  = 1'h0;
+    end
+    if (rst) begin
+      \$1507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1508  = pe5_3_w1;
+    if (\$1174 ) begin
+      if (wcol3[5]) begin
+        \$1508  = \$1175 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1509  = pe5_3_w0;
+    if (\$1174 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1509  = \$1176 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1510  = pe5_2_v;
+    if (reset[2]) begin
+      \$1510  = 1'h0;
+    end
+    if (rst) begin
+      \$1510  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1511  = pe5_4_w1;
+    if (\$1183 ) begin
+      if (wcol4[5]) begin
+        \$1511  = \$1184 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1512  = pe5_4_w0;
+    if (\$1183 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1512  = \$1185 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1513  = pe5_3_v;
+    if (reset[2]) begin
+      \$1513  = 1'h0;
+    end
+    if (rst) begin
+      \$1513  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1514  = pe5_5_w1;
+    if (\$1192 ) begin
+      if (wcol5[5]) begin
+        \$1514  = \$1193 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1515  = pe5_5_w0;
+    if (\$1192 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1515  = \$1194 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1516  = pe5_4_v;
+    if (reset[2]) begin
+      \$1516  = 1'h0;
+    end
+    if (rst) begin
+      \$1516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1517  = pe5_6_w1;
+    if (\$1201 ) begin
+      if (wcol6[5]) begin
+        \$1517  = \$1202 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1518  = pe5_6_w0;
+    if (\$1201 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1518  = \$1203 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1519  = pe5_5_v;
+    if (reset[2]) begin
+      \$1519  = 1'h0;
+    end
+    if (rst) begin
+      \$1519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1520  = pe5_7_w1;
+    if (\$1210 ) begin
+      if (wcol7[5]) begin
+        \$1520  = \$1211 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1521  = pe5_7_w0;
+    if (\$1210 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1521  = \$1212 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1522  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1522  = 1'h0;
+    end
+    if (rst) begin
+      \$1522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1523  = skew6_0_v;
+    if (reset[2]) begin
+      \$1523  = 1'h0;
+    end
+    if (rst) begin
+      \$1523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1524  = skew6_1_v;
+    if (reset[2]) begin
+      \$1524  = 1'h0;
+    end
+    if (rst) begin
+      \$1524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1525  = skew6_2_v;
+    if (reset[2]) begin
+      \$1525  = 1'h0;
+    end
+    if (rst) begin
+      \$1525  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1526  = skew6_3_v;
+    if (reset[2]) begin
+      \$1526  = 1'h0;
+    end
+    if (rst) begin
+      \$1526  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1527  = skew6_4_v;
+    if (reset[2]) begin
+      \$1527  = 1'h0;
+    end
+    if (rst) begin
+      \$1527  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1528  = pe6_0_w1;
+    if (\$1220 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1528  = \$1221 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1529  = pe6_0_w0;
+    if (\$1220 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$14790$0 [4]) begin
+      end else begin
+        \$1529  = \$1222 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1530  = skew6_5_v;
+    if (reset[2]) begin
+      \$1530  = 1'h0;
+    end
+    if (rst) begin
+      \$1530  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1531  = pe6_1_w1;
+    if (\$1229 ) begin
+      if (wcol1[5]) begin
+        \$1531  = \$1230 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1532  = pe6_1_w0;
+    if (\$1229 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol1[5]) begin
+      end else begin
+        \$1532  = \$1231 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1533  = pe6_0_v;
+    if (reset[2]) begin
+      \$1533  = 1'h0;
+    end
+    if (rst) begin
+      \$1533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1534  = pe6_2_w1;
+    if (\$1238 ) begin
+      if (wcol2[5]) begin
+        \$1534  = \$1239 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1535  = pe6_2_w0;
+    if (\$1238 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol2[5]) begin
+      end else begin
+        \$1535  = \$1240 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1536  = pe6_1_v;
+    if (reset[2]) begin
+      \$1536  = 1'h0;
+    end
+    if (rst) begin
+      \$1536  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1537  = pe6_3_w1;
+    if (\$1247 ) begin
+      if (wcol3[5]) begin
+        \$1537  = \$1248 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1538  = pe6_3_w0;
+    if (\$1247 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol3[5]) begin
+      end else begin
+        \$1538  = \$1249 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1539  = pe6_2_v;
+    if (reset[2]) begin
+      \$1539  = 1'h0;
+    end
+    if (rst) begin
+      \$1539  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1540  = pe6_4_w1;
+    if (\$1256 ) begin
+      if (wcol4[5]) begin
+        \$1540  = \$1257 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1541  = pe6_4_w0;
+    if (\$1256 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol4[5]) begin
+      end else begin
+        \$1541  = \$1258 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1542  = pe6_3_v;
+    if (reset[2]) begin
+      \$1542  = 1'h0;
+    end
+    if (rst) begin
+      \$1542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1543  = pe6_5_w1;
+    if (\$1265 ) begin
+      if (wcol5[5]) begin
+        \$1543  = \$1266 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1544  = pe6_5_w0;
+    if (\$1265 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol5[5]) begin
+      end else begin
+        \$1544  = \$1267 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1545  = pe6_4_v;
+    if (reset[2]) begin
+      \$1545  = 1'h0;
+    end
+    if (rst) begin
+      \$1545  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1546  = pe6_6_w1;
+    if (\$1274 ) begin
+      if (wcol6[5]) begin
+        \$1546  = \$1275 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1547  = pe6_6_w0;
+    if (\$1274 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol6[5]) begin
+      end else begin
+        \$1547  = \$1276 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1548  = pe6_5_v;
+    if (reset[2]) begin
+      \$1548  = 1'h0;
+    end
+    if (rst) begin
+      \$1548  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1549  = pe6_7_w1;
+    if (\$1283 ) begin
+      if (wcol7[5]) begin
+        \$1549  = \$1284 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1550  = pe6_7_w0;
+    if (\$1283 ) begin
+      (* full_case = 32'd1 *)
+      if (wcol7[5]) begin
+      end else begin
+        \$1550  = \$1285 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1551  = \port$14786$0 [0];
+    if (reset[2]) begin
+      \$1551  = 1'h0;
+    end
+    if (rst) begin
+      \$1551  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1552  = skew7_0_v;
     if (reset[2]) begin
       \$1552  = 1'h0;
     end
@@ -35938,27 +37822,27 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1553  = pe1_1_w1;
-    if (\$120 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1553  = \$121 ;
-      end
+    \$1553  = skew7_1_v;
+    if (reset[2]) begin
+      \$1553  = 1'h0;
+    end
+    if (rst) begin
+      \$1553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1554  = pe1_1_w0;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1554  = \$122 ;
-      end
+    \$1554  = skew7_2_v;
+    if (reset[2]) begin
+      \$1554  = 1'h0;
+    end
+    if (rst) begin
+      \$1554  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1555  = pe1_0_v;
+    \$1555  = skew7_3_v;
     if (reset[2]) begin
       \$1555  = 1'h0;
     end
@@ -35968,1922 +37852,342 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14800$2 , w_tr
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1556  = pe1_2_w1;
-    if (\$133 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1556  = \$134 ;
+    \$1556  = skew7_4_v;
+    if (reset[2]) begin
+      \$1556  = 1'h0;
+    end
+    if (rst) begin
+      \$1556  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1557  = skew7_5_v;
+    if (reset[2]) begin
+      \$1557  = 1'h0;
+    end
+    if (rst) begin
+      \$1557  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$1558  = pe7_0_w1;
+    if (\$1293 ) begin
+      if (\port$14790$0 [4]) begin
+        \$1558  = \$1294 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1557  = pe1_2_w0;
-    if (\$133 ) begin
+    \$1559  = pe7_0_w0;
+    if (\$1293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (\port$14790$0 [4]) begin
       end else begin
-        \$1557  = \$135 ;
+        \$1559  = \$1295 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1558  = pe1_1_v;
+    \$1560  = skew7_6_v;
     if (reset[2]) begin
-      \$1558  = 1'h0;
+      \$1560  = 1'h0;
     end
     if (rst) begin
-      \$1558  = 1'h0;
+      \$1560  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1559  = pe1_3_w1;
-    if (\$146 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1559  = \$147 ;
+    \$1561  = pe7_1_w1;
+    if (\$1302 ) begin
+      if (wcol1[5]) begin
+        \$1561  = \$1303 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1560  = pe1_3_w0;
-    if (\$146 ) begin
+    \$1562  = pe7_1_w0;
+    if (\$1302 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol1[5]) begin
       end else begin
-        \$1560  = \$148 ;
+        \$1562  = \$1304 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1561  = pe1_2_v;
+    \$1563  = pe7_0_v;
     if (reset[2]) begin
-      \$1561  = 1'h0;
+      \$1563  = 1'h0;
     end
     if (rst) begin
-      \$1561  = 1'h0;
+      \$1563  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1562  = pe1_4_w1;
-    if (\$159 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1562  = \$160 ;
+    \$1564  = pe7_2_w1;
+    if (\$1311 ) begin
+      if (wcol2[5]) begin
+        \$1564  = \$1312 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1563  = pe1_4_w0;
-    if (\$159 ) begin
+    \$1565  = pe7_2_w0;
+    if (\$1311 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol2[5]) begin
       end else begin
-        \$1563  = \$161 ;
+        \$1565  = \$1313 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1564  = pe1_3_v;
+    \$1566  = pe7_1_v;
     if (reset[2]) begin
-      \$1564  = 1'h0;
+      \$1566  = 1'h0;
     end
     if (rst) begin
-      \$1564  = 1'h0;
+      \$1566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1565  = pe1_5_w1;
-    if (\$172 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1565  = \$173 ;
+    \$1567  = pe7_3_w1;
+    if (\$1320 ) begin
+      if (wcol3[5]) begin
+        \$1567  = \$1321 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1566  = pe1_5_w0;
-    if (\$172 ) begin
+    \$1568  = pe7_3_w0;
+    if (\$1320 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol3[5]) begin
       end else begin
-        \$1566  = \$174 ;
+        \$1568  = \$1322 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1567  = pe1_4_v;
+    \$1569  = pe7_2_v;
     if (reset[2]) begin
-      \$1567  = 1'h0;
+      \$1569  = 1'h0;
     end
     if (rst) begin
-      \$1567  = 1'h0;
+      \$1569  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1568  = pe1_6_w1;
-    if (\$185 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1568  = \$186 ;
+    \$1570  = pe7_4_w1;
+    if (\$1329 ) begin
+      if (wcol4[5]) begin
+        \$1570  = \$1330 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1569  = pe1_6_w0;
-    if (\$185 ) begin
+    \$1571  = pe7_4_w0;
+    if (\$1329 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol4[5]) begin
       end else begin
-        \$1569  = \$187 ;
+        \$1571  = \$1331 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1570  = pe1_5_v;
+    \$1572  = pe7_3_v;
     if (reset[2]) begin
-      \$1570  = 1'h0;
+      \$1572  = 1'h0;
     end
     if (rst) begin
-      \$1570  = 1'h0;
+      \$1572  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1571  = pe1_7_w1;
-    if (\$198 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1571  = \$199 ;
+    \$1573  = pe7_5_w1;
+    if (\$1338 ) begin
+      if (wcol5[5]) begin
+        \$1573  = \$1339 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1572  = pe1_7_w0;
-    if (\$198 ) begin
+    \$1574  = pe7_5_w0;
+    if (\$1338 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol5[5]) begin
       end else begin
-        \$1572  = \$200 ;
+        \$1574  = \$1340 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1573  = a_valid;
+    \$1575  = pe7_4_v;
     if (reset[2]) begin
-      \$1573  = 1'h0;
+      \$1575  = 1'h0;
     end
     if (rst) begin
-      \$1573  = 1'h0;
+      \$1575  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1574  = skew2_0_v;
-    if (reset[2]) begin
-      \$1574  = 1'h0;
-    end
-    if (rst) begin
-      \$1574  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1575  = pe2_0_w1;
-    if (\$212 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1575  = \$213 ;
+    \$1576  = pe7_6_w1;
+    if (\$1347 ) begin
+      if (wcol6[5]) begin
+        \$1576  = \$1348 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1576  = pe2_0_w0;
-    if (\$212 ) begin
+    \$1577  = pe7_6_w0;
+    if (\$1347 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol6[5]) begin
       end else begin
-        \$1576  = \$214 ;
+        \$1577  = \$1349 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1577  = skew2_1_v;
+    \$1578  = pe7_5_v;
     if (reset[2]) begin
-      \$1577  = 1'h0;
+      \$1578  = 1'h0;
     end
     if (rst) begin
-      \$1577  = 1'h0;
+      \$1578  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1578  = pe2_1_w1;
-    if (\$225 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1578  = \$226 ;
+    \$1579  = pe7_7_w1;
+    if (\$1356 ) begin
+      if (wcol7[5]) begin
+        \$1579  = \$1357 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1579  = pe2_1_w0;
-    if (\$225 ) begin
+    \$1580  = pe7_7_w0;
+    if (\$1356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
+      if (wcol7[5]) begin
       end else begin
-        \$1579  = \$227 ;
+        \$1580  = \$1358 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1580  = pe2_0_v;
+    \$1581  = pe7_6_v;
     if (reset[2]) begin
-      \$1580  = 1'h0;
+      \$1581  = 1'h0;
     end
     if (rst) begin
-      \$1580  = 1'h0;
+      \$1581  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1581  = pe2_2_w1;
-    if (\$238 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1581  = \$239 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1582  = pe2_2_w0;
-    if (\$238 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1582  = \$240 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1583  = pe2_1_v;
-    if (reset[2]) begin
-      \$1583  = 1'h0;
-    end
-    if (rst) begin
-      \$1583  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1584  = pe2_3_w1;
-    if (\$251 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1584  = \$252 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1585  = pe2_3_w0;
-    if (\$251 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1585  = \$253 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1586  = pe2_2_v;
-    if (reset[2]) begin
-      \$1586  = 1'h0;
-    end
-    if (rst) begin
-      \$1586  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1587  = pe2_4_w1;
-    if (\$264 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1587  = \$265 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1588  = pe2_4_w0;
-    if (\$264 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1588  = \$266 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1589  = pe2_3_v;
-    if (reset[2]) begin
-      \$1589  = 1'h0;
-    end
-    if (rst) begin
-      \$1589  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1590  = pe2_5_w1;
-    if (\$277 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1590  = \$278 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1591  = pe2_5_w0;
-    if (\$277 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1591  = \$279 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1592  = pe2_4_v;
-    if (reset[2]) begin
-      \$1592  = 1'h0;
-    end
-    if (rst) begin
-      \$1592  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1593  = pe2_6_w1;
-    if (\$290 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1593  = \$291 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1594  = pe2_6_w0;
-    if (\$290 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1594  = \$292 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1595  = pe2_5_v;
-    if (reset[2]) begin
-      \$1595  = 1'h0;
-    end
-    if (rst) begin
-      \$1595  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1596  = pe2_7_w1;
-    if (\$303 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1596  = \$304 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1597  = pe2_7_w0;
-    if (\$303 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1597  = \$305 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1598  = a_valid;
-    if (reset[2]) begin
-      \$1598  = 1'h0;
-    end
-    if (rst) begin
-      \$1598  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1599  = skew3_0_v;
-    if (reset[2]) begin
-      \$1599  = 1'h0;
-    end
-    if (rst) begin
-      \$1599  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1600  = skew3_1_v;
-    if (reset[2]) begin
-      \$1600  = 1'h0;
-    end
-    if (rst) begin
-      \$1600  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1601  = pe3_0_w1;
-    if (\$317 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1601  = \$318 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1602  = pe3_0_w0;
-    if (\$317 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1602  = \$319 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1603  = skew3_2_v;
-    if (reset[2]) begin
-      \$1603  = 1'h0;
-    end
-    if (rst) begin
-      \$1603  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1604  = pe3_1_w1;
-    if (\$330 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1604  = \$331 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1605  = pe3_1_w0;
-    if (\$330 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1605  = \$332 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1606  = pe3_0_v;
-    if (reset[2]) begin
-      \$1606  = 1'h0;
-    end
-    if (rst) begin
-      \$1606  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1607  = pe3_2_w1;
-    if (\$343 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1607  = \$344 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1608  = pe3_2_w0;
-    if (\$343 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1608  = \$345 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1609  = pe3_1_v;
-    if (reset[2]) begin
-      \$1609  = 1'h0;
-    end
-    if (rst) begin
-      \$1609  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1610  = pe3_3_w1;
-    if (\$356 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1610  = \$357 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1611  = pe3_3_w0;
-    if (\$356 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1611  = \$358 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1612  = pe3_2_v;
-    if (reset[2]) begin
-      \$1612  = 1'h0;
-    end
-    if (rst) begin
-      \$1612  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1613  = pe3_4_w1;
-    if (\$369 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1613  = \$370 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1614  = pe3_4_w0;
-    if (\$369 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1614  = \$371 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1615  = pe3_3_v;
-    if (reset[2]) begin
-      \$1615  = 1'h0;
-    end
-    if (rst) begin
-      \$1615  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1616  = pe3_5_w1;
-    if (\$382 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1616  = \$383 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1617  = pe3_5_w0;
-    if (\$382 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1617  = \$384 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1618  = pe3_4_v;
-    if (reset[2]) begin
-      \$1618  = 1'h0;
-    end
-    if (rst) begin
-      \$1618  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1619  = pe3_6_w1;
-    if (\$395 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1619  = \$396 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1620  = pe3_6_w0;
-    if (\$395 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1620  = \$397 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1621  = pe3_5_v;
-    if (reset[2]) begin
-      \$1621  = 1'h0;
-    end
-    if (rst) begin
-      \$1621  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1622  = pe3_7_w1;
-    if (\$408 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1622  = \$409 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1623  = pe3_7_w0;
-    if (\$408 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1623  = \$410 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1624  = a_valid;
-    if (reset[2]) begin
-      \$1624  = 1'h0;
-    end
-    if (rst) begin
-      \$1624  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1625  = skew4_0_v;
-    if (reset[2]) begin
-      \$1625  = 1'h0;
-    end
-    if (rst) begin
-      \$1625  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1626  = skew4_1_v;
-    if (reset[2]) begin
-      \$1626  = 1'h0;
-    end
-    if (rst) begin
-      \$1626  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1627  = skew4_2_v;
-    if (reset[2]) begin
-      \$1627  = 1'h0;
-    end
-    if (rst) begin
-      \$1627  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1628  = pe4_0_w1;
-    if (\$422 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1628  = \$423 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1629  = pe4_0_w0;
-    if (\$422 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1629  = \$424 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1630  = skew4_3_v;
-    if (reset[2]) begin
-      \$1630  = 1'h0;
-    end
-    if (rst) begin
-      \$1630  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1631  = pe4_1_w1;
-    if (\$435 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1631  = \$436 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1632  = pe4_1_w0;
-    if (\$435 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1632  = \$437 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1633  = pe4_0_v;
-    if (reset[2]) begin
-      \$1633  = 1'h0;
-    end
-    if (rst) begin
-      \$1633  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1634  = pe4_2_w1;
-    if (\$448 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1634  = \$449 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1635  = pe4_2_w0;
-    if (\$448 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1635  = \$450 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1636  = pe4_1_v;
-    if (reset[2]) begin
-      \$1636  = 1'h0;
-    end
-    if (rst) begin
-      \$1636  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1637  = pe4_3_w1;
-    if (\$461 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1637  = \$462 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1638  = pe4_3_w0;
-    if (\$461 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1638  = \$463 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1639  = pe4_2_v;
-    if (reset[2]) begin
-      \$1639  = 1'h0;
-    end
-    if (rst) begin
-      \$1639  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1640  = pe4_4_w1;
-    if (\$474 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1640  = \$475 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1641  = pe4_4_w0;
-    if (\$474 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1641  = \$476 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1642  = pe4_3_v;
-    if (reset[2]) begin
-      \$1642  = 1'h0;
-    end
-    if (rst) begin
-      \$1642  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1643  = pe4_5_w1;
-    if (\$487 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1643  = \$488 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1644  = pe4_5_w0;
-    if (\$487 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1644  = \$489 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1645  = pe4_4_v;
-    if (reset[2]) begin
-      \$1645  = 1'h0;
-    end
-    if (rst) begin
-      \$1645  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1646  = pe4_6_w1;
-    if (\$500 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1646  = \$501 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1647  = pe4_6_w0;
-    if (\$500 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1647  = \$502 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1648  = pe4_5_v;
-    if (reset[2]) begin
-      \$1648  = 1'h0;
-    end
-    if (rst) begin
-      \$1648  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1649  = pe4_7_w1;
-    if (\$513 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1649  = \$514 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1650  = pe4_7_w0;
-    if (\$513 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1650  = \$515 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1651  = a_valid;
-    if (reset[2]) begin
-      \$1651  = 1'h0;
-    end
-    if (rst) begin
-      \$1651  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1652  = skew5_0_v;
-    if (reset[2]) begin
-      \$1652  = 1'h0;
-    end
-    if (rst) begin
-      \$1652  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1653  = skew5_1_v;
-    if (reset[2]) begin
-      \$1653  = 1'h0;
-    end
-    if (rst) begin
-      \$1653  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1654  = skew5_2_v;
-    if (reset[2]) begin
-      \$1654  = 1'h0;
-    end
-    if (rst) begin
-      \$1654  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1655  = skew5_3_v;
-    if (reset[2]) begin
-      \$1655  = 1'h0;
-    end
-    if (rst) begin
-      \$1655  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1656  = pe5_0_w1;
-    if (\$527 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1656  = \$528 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1657  = pe5_0_w0;
-    if (\$527 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1657  = \$529 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1658  = skew5_4_v;
-    if (reset[2]) begin
-      \$1658  = 1'h0;
-    end
-    if (rst) begin
-      \$1658  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1659  = pe5_1_w1;
-    if (\$540 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1659  = \$541 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1660  = pe5_1_w0;
-    if (\$540 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1660  = \$542 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1661  = pe5_0_v;
-    if (reset[2]) begin
-      \$1661  = 1'h0;
-    end
-    if (rst) begin
-      \$1661  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1662  = pe5_2_w1;
-    if (\$553 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1662  = \$554 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1663  = pe5_2_w0;
-    if (\$553 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1663  = \$555 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1664  = pe5_1_v;
-    if (reset[2]) begin
-      \$1664  = 1'h0;
-    end
-    if (rst) begin
-      \$1664  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1665  = pe5_3_w1;
-    if (\$566 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1665  = \$567 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1666  = pe5_3_w0;
-    if (\$566 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1666  = \$568 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1667  = pe5_2_v;
-    if (reset[2]) begin
-      \$1667  = 1'h0;
-    end
-    if (rst) begin
-      \$1667  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1668  = pe5_4_w1;
-    if (\$579 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1668  = \$580 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1669  = pe5_4_w0;
-    if (\$579 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1669  = \$581 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1670  = pe5_3_v;
-    if (reset[2]) begin
-      \$1670  = 1'h0;
-    end
-    if (rst) begin
-      \$1670  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1671  = pe5_5_w1;
-    if (\$592 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1671  = \$593 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1672  = pe5_5_w0;
-    if (\$592 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1672  = \$594 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1673  = pe5_4_v;
-    if (reset[2]) begin
-      \$1673  = 1'h0;
-    end
-    if (rst) begin
-      \$1673  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1674  = pe5_6_w1;
-    if (\$605 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1674  = \$606 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1675  = pe5_6_w0;
-    if (\$605 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1675  = \$607 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1676  = pe5_5_v;
-    if (reset[2]) begin
-      \$1676  = 1'h0;
-    end
-    if (rst) begin
-      \$1676  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1677  = pe5_7_w1;
-    if (\$618 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1677  = \$619 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1678  = pe5_7_w0;
-    if (\$618 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1678  = \$620 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1679  = a_valid;
-    if (reset[2]) begin
-      \$1679  = 1'h0;
-    end
-    if (rst) begin
-      \$1679  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1680  = skew6_0_v;
-    if (reset[2]) begin
-      \$1680  = 1'h0;
-    end
-    if (rst) begin
-      \$1680  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1681  = skew6_1_v;
-    if (reset[2]) begin
-      \$1681  = 1'h0;
-    end
-    if (rst) begin
-      \$1681  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1682  = skew6_2_v;
-    if (reset[2]) begin
-      \$1682  = 1'h0;
-    end
-    if (rst) begin
-      \$1682  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1683  = skew6_3_v;
-    if (reset[2]) begin
-      \$1683  = 1'h0;
-    end
-    if (rst) begin
-      \$1683  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1684  = skew6_4_v;
-    if (reset[2]) begin
-      \$1684  = 1'h0;
-    end
-    if (rst) begin
-      \$1684  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1685  = pe6_0_w1;
-    if (\$632 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1685  = \$633 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1686  = pe6_0_w0;
-    if (\$632 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1686  = \$634 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1687  = skew6_5_v;
-    if (reset[2]) begin
-      \$1687  = 1'h0;
-    end
-    if (rst) begin
-      \$1687  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1688  = pe6_1_w1;
-    if (\$645 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1688  = \$646 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1689  = pe6_1_w0;
-    if (\$645 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1689  = \$647 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1690  = pe6_0_v;
-    if (reset[2]) begin
-      \$1690  = 1'h0;
-    end
-    if (rst) begin
-      \$1690  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1691  = pe6_2_w1;
-    if (\$658 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1691  = \$659 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1692  = pe6_2_w0;
-    if (\$658 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1692  = \$660 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1693  = pe6_1_v;
-    if (reset[2]) begin
-      \$1693  = 1'h0;
-    end
-    if (rst) begin
-      \$1693  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1694  = pe6_3_w1;
-    if (\$671 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1694  = \$672 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1695  = pe6_3_w0;
-    if (\$671 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1695  = \$673 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1696  = pe6_2_v;
-    if (reset[2]) begin
-      \$1696  = 1'h0;
-    end
-    if (rst) begin
-      \$1696  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1697  = pe6_4_w1;
-    if (\$684 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1697  = \$685 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1698  = pe6_4_w0;
-    if (\$684 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1698  = \$686 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1699  = pe6_3_v;
-    if (reset[2]) begin
-      \$1699  = 1'h0;
-    end
-    if (rst) begin
-      \$1699  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1700  = pe6_5_w1;
-    if (\$697 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1700  = \$698 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1701  = pe6_5_w0;
-    if (\$697 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1701  = \$699 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1702  = pe6_4_v;
-    if (reset[2]) begin
-      \$1702  = 1'h0;
-    end
-    if (rst) begin
-      \$1702  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1703  = pe6_6_w1;
-    if (\$710 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1703  = \$711 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1704  = pe6_6_w0;
-    if (\$710 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1704  = \$712 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1705  = pe6_5_v;
-    if (reset[2]) begin
-      \$1705  = 1'h0;
-    end
-    if (rst) begin
-      \$1705  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1706  = pe6_7_w1;
-    if (\$723 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1706  = \$724 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1707  = pe6_7_w0;
-    if (\$723 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1707  = \$725 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1708  = a_valid;
-    if (reset[2]) begin
-      \$1708  = 1'h0;
-    end
-    if (rst) begin
-      \$1708  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1709  = skew7_0_v;
-    if (reset[2]) begin
-      \$1709  = 1'h0;
-    end
-    if (rst) begin
-      \$1709  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1710  = skew7_1_v;
-    if (reset[2]) begin
-      \$1710  = 1'h0;
-    end
-    if (rst) begin
-      \$1710  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1711  = skew7_2_v;
-    if (reset[2]) begin
-      \$1711  = 1'h0;
-    end
-    if (rst) begin
-      \$1711  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1712  = skew7_3_v;
-    if (reset[2]) begin
-      \$1712  = 1'h0;
-    end
-    if (rst) begin
-      \$1712  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1713  = skew7_4_v;
-    if (reset[2]) begin
-      \$1713  = 1'h0;
-    end
-    if (rst) begin
-      \$1713  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1714  = skew7_5_v;
-    if (reset[2]) begin
-      \$1714  = 1'h0;
-    end
-    if (rst) begin
-      \$1714  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1715  = pe7_0_w1;
-    if (\$737 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1715  = \$738 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1716  = pe7_0_w0;
-    if (\$737 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1716  = \$739 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1717  = skew7_6_v;
-    if (reset[2]) begin
-      \$1717  = 1'h0;
-    end
-    if (rst) begin
-      \$1717  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1718  = pe7_1_w1;
-    if (\$750 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1718  = \$751 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1719  = pe7_1_w0;
-    if (\$750 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1719  = \$752 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1720  = pe7_0_v;
-    if (reset[2]) begin
-      \$1720  = 1'h0;
-    end
-    if (rst) begin
-      \$1720  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1721  = pe7_2_w1;
-    if (\$763 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1721  = \$764 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1722  = pe7_2_w0;
-    if (\$763 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1722  = \$765 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1723  = pe7_1_v;
-    if (reset[2]) begin
-      \$1723  = 1'h0;
-    end
-    if (rst) begin
-      \$1723  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1724  = pe7_3_w1;
-    if (\$776 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1724  = \$777 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1725  = pe7_3_w0;
-    if (\$776 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1725  = \$778 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1726  = pe7_2_v;
-    if (reset[2]) begin
-      \$1726  = 1'h0;
-    end
-    if (rst) begin
-      \$1726  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1727  = pe7_4_w1;
-    if (\$789 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1727  = \$790 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1728  = pe7_4_w0;
-    if (\$789 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1728  = \$791 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1729  = pe7_3_v;
-    if (reset[2]) begin
-      \$1729  = 1'h0;
-    end
-    if (rst) begin
-      \$1729  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1730  = pe7_5_w1;
-    if (\$802 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1730  = \$803 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1731  = pe7_5_w0;
-    if (\$802 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1731  = \$804 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1732  = pe7_4_v;
-    if (reset[2]) begin
-      \$1732  = 1'h0;
-    end
-    if (rst) begin
-      \$1732  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1733  = pe7_6_w1;
-    if (\$815 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1733  = \$816 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1734  = pe7_6_w0;
-    if (\$815 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1734  = \$817 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1735  = pe7_5_v;
-    if (reset[2]) begin
-      \$1735  = 1'h0;
-    end
-    if (rst) begin
-      \$1735  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1736  = pe7_7_w1;
-    if (\$828 ) begin
-      if (\port$14800$2 [3]) begin
-        \$1736  = \$829 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1737  = pe7_7_w0;
-    if (\$828 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$14800$2 [3]) begin
-      end else begin
-        \$1737  = \$830 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1738  = pe7_6_v;
-    if (reset[2]) begin
-      \$1738  = 1'h0;
-    end
-    if (rst) begin
-      \$1738  = 1'h0;
-    end
-  end
-  assign w_row = \port$14800$2 [2:0];
-  assign w_bank = \port$14800$2 [3];
-  assign a_data = w_data;
-  assign a_bank = \port$14800$2 [3];
+  assign wcol0 = { w_data, \port$14790$0 [4], w_transpose, \port$14790$0 [3:0] };
+  assign w_en = \port$14790$0 [0];
+  assign w_row = \port$14790$0 [3:1];
+  assign w_bank = \port$14790$0 [4];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
-  assign out_valid = out_valid_q;
-  assign \$9  = w_data[7:0];
-  assign \$10  = w_data[7:0];
-  assign \$121  = w_data[15:8];
-  assign \$122  = w_data[15:8];
-  assign \$239  = w_data[23:16];
-  assign \$240  = w_data[23:16];
-  assign \$357  = w_data[31:24];
-  assign \$358  = w_data[31:24];
-  assign \$475  = w_data[39:32];
-  assign \$476  = w_data[39:32];
-  assign \$593  = w_data[47:40];
-  assign \$594  = w_data[47:40];
-  assign \$711  = w_data[55:48];
-  assign \$712  = w_data[55:48];
-  assign \$829  = w_data[63:56];
-  assign \$830  = w_data[63:56];
-  assign \$838  = 1'h1;
-  assign \$839  = a_valid;
-  assign \$858  = 1'h1;
-  assign \$859  = \$857 ;
-  assign \$900  = 1'h1;
-  assign \$901  = a_valid;
-  assign \$919  = \$918 ;
-  assign \$921  = 1'h1;
-  assign \$922  = \$920 ;
-  assign \$969  = 1'h1;
-  assign \$970  = a_valid;
-  assign \$990  = \$989 ;
-  assign \$992  = 1'h1;
-  assign \$993  = \$991 ;
-  assign \$995  = \$994 ;
-  assign \$1045  = 1'h1;
-  assign \$1046  = a_valid;
-  assign \$1068  = \$1067 ;
-  assign \$1070  = 1'h1;
-  assign \$1071  = \$1069 ;
-  assign \$1073  = \$1072 ;
-  assign \$1078  = \$1077 ;
-  assign \$1128  = 1'h1;
-  assign \$1129  = a_valid;
-  assign \$1153  = \$1152 ;
-  assign \$1155  = 1'h1;
-  assign \$1156  = \$1154 ;
-  assign \$1158  = \$1157 ;
-  assign \$1163  = \$1162 ;
-  assign \$1168  = \$1167 ;
-  assign \$1218  = 1'h1;
-  assign \$1219  = a_valid;
-  assign \$1245  = \$1244 ;
-  assign \$1247  = 1'h1;
-  assign \$1248  = \$1246 ;
-  assign \$1250  = \$1249 ;
-  assign \$1255  = \$1254 ;
-  assign \$1260  = \$1259 ;
-  assign \$1265  = \$1264 ;
-  assign \$1315  = 1'h1;
-  assign \$1316  = a_valid;
-  assign \$1344  = \$1343 ;
-  assign \$1346  = 1'h1;
-  assign \$1347  = \$1345 ;
-  assign \$1349  = \$1348 ;
-  assign \$1354  = \$1353 ;
-  assign \$1359  = \$1358 ;
-  assign \$1364  = \$1363 ;
-  assign \$1369  = \$1368 ;
-  assign \$1419  = 1'h1;
-  assign \$1420  = a_valid;
-  assign \$1450  = \$1449 ;
-  assign \$1452  = 1'h1;
-  assign \$1453  = \$1451 ;
-  assign \$1455  = \$1454 ;
-  assign \$1460  = \$1459 ;
-  assign \$1465  = \$1464 ;
-  assign \$1470  = \$1469 ;
-  assign \$1475  = \$1474 ;
-  assign \$1480  = \$1479 ;
+  assign out_valid_q = out_valid;
+  assign a_valid = \port$14786$0 [0];
+  assign a_bank = \port$14786$0 [1];
+  assign \wcol0.en  = \port$14790$0 [0];
+  assign \wcol0.row  = \port$14790$0 [3:1];
+  assign \wcol0.transpose  = w_transpose;
+  assign \wcol0.bank  = \port$14790$0 [4];
+  assign \wcol0.data  = w_data;
+  assign \wcol1.en  = wcol1[0];
+  assign \wcol1.row  = wcol1[3:1];
+  assign \wcol1.transpose  = wcol1[4];
+  assign \wcol1.bank  = wcol1[5];
+  assign \wcol1.data  = wcol1[69:6];
+  assign \wcol2.en  = wcol2[0];
+  assign \wcol2.row  = wcol2[3:1];
+  assign \wcol2.transpose  = wcol2[4];
+  assign \wcol2.bank  = wcol2[5];
+  assign \wcol2.data  = wcol2[69:6];
+  assign \wcol3.en  = wcol3[0];
+  assign \wcol3.row  = wcol3[3:1];
+  assign \wcol3.transpose  = wcol3[4];
+  assign \wcol3.bank  = wcol3[5];
+  assign \wcol3.data  = wcol3[69:6];
+  assign \wcol4.en  = wcol4[0];
+  assign \wcol4.row  = wcol4[3:1];
+  assign \wcol4.transpose  = wcol4[4];
+  assign \wcol4.bank  = wcol4[5];
+  assign \wcol4.data  = wcol4[69:6];
+  assign \wcol5.en  = wcol5[0];
+  assign \wcol5.row  = wcol5[3:1];
+  assign \wcol5.transpose  = wcol5[4];
+  assign \wcol5.bank  = wcol5[5];
+  assign \wcol5.data  = wcol5[69:6];
+  assign \wcol6.en  = wcol6[0];
+  assign \wcol6.row  = wcol6[3:1];
+  assign \wcol6.transpose  = wcol6[4];
+  assign \wcol6.bank  = wcol6[5];
+  assign \wcol6.data  = wcol6[69:6];
+  assign \wcol7.en  = wcol7[0];
+  assign \wcol7.row  = wcol7[3:1];
+  assign \wcol7.transpose  = wcol7[4];
+  assign \wcol7.bank  = wcol7[5];
+  assign \wcol7.data  = wcol7[69:6];
+  assign \$7  = \$6 ;
+  assign \$15  = \$14 ;
+  assign \$23  = \$22 ;
+  assign \$31  = \$30 ;
+  assign \$39  = \$38 ;
+  assign \$47  = \$46 ;
+  assign \$55  = \$54 ;
+  assign \$63  = \$62 ;
+  assign \$789  = w_data[7:0];
+  assign \$790  = w_data[7:0];
+  assign \$865  = wcol1[21:14];
+  assign \$866  = wcol1[21:14];
+  assign \$947  = wcol2[29:22];
+  assign \$948  = wcol2[29:22];
+  assign \$1029  = wcol3[37:30];
+  assign \$1030  = wcol3[37:30];
+  assign \$1111  = wcol4[45:38];
+  assign \$1112  = wcol4[45:38];
+  assign \$1193  = wcol5[53:46];
+  assign \$1194  = wcol5[53:46];
+  assign \$1275  = wcol6[61:54];
+  assign \$1276  = wcol6[61:54];
+  assign \$1357  = wcol7[69:62];
+  assign \$1358  = wcol7[69:62];
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$186 , \w_en$191 , \w_en$196 , \w_en$201 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
-, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5830$0 , \port$5860$0 , \port$5890$0 , \port$5920$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11995$0 , \port$12001$0 , \port$12002$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5834$0 , \port$5864$0 , \port$5894$0 , \port$5924$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$11969$0 , \port$11975$0 , \port$11976$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -38835,20 +39139,20 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$11995$0 ;
-  wire [15:0] \port$11995$0 ;
-  output [4:0] \port$12001$0 ;
-  wire [4:0] \port$12001$0 ;
-  output [223:0] \port$12002$32 ;
-  wire [223:0] \port$12002$32 ;
-  input [257:0] \port$5830$0 ;
-  wire [257:0] \port$5830$0 ;
-  input [257:0] \port$5860$0 ;
-  wire [257:0] \port$5860$0 ;
-  input [257:0] \port$5890$0 ;
-  wire [257:0] \port$5890$0 ;
-  input [257:0] \port$5920$0 ;
-  wire [257:0] \port$5920$0 ;
+  output [15:0] \port$11969$0 ;
+  wire [15:0] \port$11969$0 ;
+  output [4:0] \port$11975$0 ;
+  wire [4:0] \port$11975$0 ;
+  output [223:0] \port$11976$32 ;
+  wire [223:0] \port$11976$32 ;
+  input [257:0] \port$5834$0 ;
+  wire [257:0] \port$5834$0 ;
+  input [257:0] \port$5864$0 ;
+  wire [257:0] \port$5864$0 ;
+  input [257:0] \port$5894$0 ;
+  wire [257:0] \port$5894$0 ;
+  input [257:0] \port$5924$0 ;
+  wire [257:0] \port$5924$0 ;
   wire q0_can_issue;
   wire [4:0] q0_count;
   wire q0_cpl_ready;
@@ -39310,7 +39614,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
+      q0_info[q0_h[3:0]] <= { q0_head_exec_list, \port$5834$0 [256], \port$5834$0 [31:0] };
   end
   assign \$signature__data$227  = q0_info[q0_r[3:0]];
   reg [33:0] q1_info [15:0];
@@ -39334,7 +39638,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$166 )
-      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
+      q1_info[q1_h[3:0]] <= { q1_head_exec_list, \port$5864$0 [256], \port$5864$0 [31:0] };
   end
   assign \$signature__data$249  = q1_info[q1_r[3:0]];
   reg [33:0] q2_info [15:0];
@@ -39358,7 +39662,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$171 )
-      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
+      q2_info[q2_h[3:0]] <= { q2_head_exec_list, \port$5894$0 [256], \port$5894$0 [31:0] };
   end
   assign \$signature__data$271  = q2_info[q2_r[3:0]];
   reg [33:0] q3_info [15:0];
@@ -39382,77 +39686,77 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   end
   always @(posedge clk) begin
     if (\$signature__en$176 )
-      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
+      q3_info[q3_h[3:0]] <= { q3_head_exec_list, \port$5924$0 [256], \port$5924$0 [31:0] };
   end
   assign \$signature__data$293  = q3_info[q3_r[3:0]];
-  assign \$111  = \port$5890$0 [39:32] < 5'h10;
+  assign \$111  = \port$5894$0 [39:32] < 5'h10;
   assign \$112  = \$110  & \$111 ;
   assign q2_head_signal_event = \$107  & \$112 ;
-  assign \$113  = \port$5890$0 [7:0] == 3'h6;
-  assign \$114  = ! \port$5890$0 [15:9];
+  assign \$113  = \port$5894$0 [7:0] == 3'h6;
+  assign \$114  = ! \port$5894$0 [15:9];
   assign \$115  = \$113  & \$114 ;
-  assign \$116  = ! \port$5890$0 [63:40];
-  assign \$117  = ! \port$5890$0 [255:96];
+  assign \$116  = ! \port$5894$0 [63:40];
+  assign \$117  = ! \port$5894$0 [255:96];
   assign \$118  = \$116  & \$117 ;
-  assign \$119  = \port$5890$0 [39:32] < 5'h10;
+  assign \$119  = \port$5894$0 [39:32] < 5'h10;
   assign \$120  = \$118  & \$119 ;
   assign q2_head_wait_event = \$115  & \$120 ;
   assign \$121  = | { q2_head_exec_list, q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
   assign q2_head_firmware = ~ \$121 ;
-  assign \$123  = \$122  - \port$5890$0 [95:64];
+  assign \$123  = \$122  - \port$5894$0 [95:64];
   assign q2_wait_reached_now = ~ \$123 [31];
   assign q2_wait_reached = q2_wait_reached_r & q2_wait_fresh;
-  assign \$124  = \port$5920$0 [7:0] == 1'h1;
-  assign \$125  = ! \port$5920$0 [15:9];
+  assign \$124  = \port$5924$0 [7:0] == 1'h1;
+  assign \$125  = ! \port$5924$0 [15:9];
   assign q3_head_dma_load = \$124  & \$125 ;
-  assign \$126  = \port$5920$0 [7:0] == 2'h2;
-  assign \$127  = ! \port$5920$0 [15:9];
+  assign \$126  = \port$5924$0 [7:0] == 2'h2;
+  assign \$127  = ! \port$5924$0 [15:9];
   assign q3_head_dma_store = \$126  & \$127 ;
-  assign \$128  = \port$5920$0 [7:0] == 2'h3;
-  assign \$129  = ! \port$5920$0 [15:9];
+  assign \$128  = \port$5924$0 [7:0] == 2'h3;
+  assign \$129  = ! \port$5924$0 [15:9];
   assign q3_head_gemm = \$128  & \$129 ;
-  assign \$130  = \port$5920$0 [7:0] == 3'h4;
-  assign \$131  = ! \port$5920$0 [15:9];
+  assign \$130  = \port$5924$0 [7:0] == 3'h4;
+  assign \$131  = ! \port$5924$0 [15:9];
   assign q3_head_vec = \$130  & \$131 ;
-  assign \$132  = \port$5920$0 [7:0] == 4'h8;
-  assign \$133  = \port$5920$0 [7:0] == 4'h9;
-  assign \$134  = \port$5920$0 [7:0] == 4'ha;
-  assign \$135  = \port$5920$0 [7:0] == 4'hb;
-  assign \$136  = \port$5920$0 [7:0] == 4'hc;
+  assign \$132  = \port$5924$0 [7:0] == 4'h8;
+  assign \$133  = \port$5924$0 [7:0] == 4'h9;
+  assign \$134  = \port$5924$0 [7:0] == 4'ha;
+  assign \$135  = \port$5924$0 [7:0] == 4'hb;
+  assign \$136  = \port$5924$0 [7:0] == 4'hc;
   assign \$137  = | { \$136 , \$135 , \$134 , \$133 , \$132  };
-  assign \$138  = ! \port$5920$0 [15:9];
+  assign \$138  = ! \port$5924$0 [15:9];
   assign q3_head_sfu = \$137  & \$138 ;
-  assign \$139  = ! \port$5920$0 [7:0];
-  assign \$140  = ! \port$5920$0 [15:9];
+  assign \$139  = ! \port$5924$0 [7:0];
+  assign \$140  = ! \port$5924$0 [15:9];
   assign q3_head_nop = \$139  & \$140 ;
-  assign \$141  = \port$5920$0 [7:0] == 4'hd;
-  assign \$142  = \$141  & \port$5920$0 [257];
-  assign \$143  = ! \port$5920$0 [15:9];
+  assign \$141  = \port$5924$0 [7:0] == 4'hd;
+  assign \$142  = \$141  & \port$5924$0 [257];
+  assign \$143  = ! \port$5924$0 [15:9];
   assign q3_head_exec_list = \$142  & \$143 ;
-  assign \$144  = \port$5920$0 [7:0] == 3'h7;
-  assign \$145  = ! \port$5920$0 [15:9];
+  assign \$144  = \port$5924$0 [7:0] == 3'h7;
+  assign \$145  = ! \port$5924$0 [15:9];
   assign q3_head_barrier = \$144  & \$145 ;
-  assign \$146  = \port$5920$0 [7:0] == 3'h5;
-  assign \$147  = ! \port$5920$0 [15:9];
+  assign \$146  = \port$5924$0 [7:0] == 3'h5;
+  assign \$147  = ! \port$5924$0 [15:9];
   assign \$148  = \$146  & \$147 ;
-  assign \$149  = ! \port$5920$0 [63:40];
-  assign \$150  = ! \port$5920$0 [255:96];
+  assign \$149  = ! \port$5924$0 [63:40];
+  assign \$150  = ! \port$5924$0 [255:96];
   assign \$151  = \$149  & \$150 ;
-  assign \$152  = \port$5920$0 [39:32] < 5'h10;
+  assign \$152  = \port$5924$0 [39:32] < 5'h10;
   assign \$153  = \$151  & \$152 ;
   assign q3_head_signal_event = \$148  & \$153 ;
-  assign \$154  = \port$5920$0 [7:0] == 3'h6;
-  assign \$155  = ! \port$5920$0 [15:9];
+  assign \$154  = \port$5924$0 [7:0] == 3'h6;
+  assign \$155  = ! \port$5924$0 [15:9];
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! \port$5920$0 [63:40];
-  assign \$158  = ! \port$5920$0 [255:96];
+  assign \$157  = ! \port$5924$0 [63:40];
+  assign \$158  = ! \port$5924$0 [255:96];
   assign \$159  = \$157  & \$158 ;
-  assign \$160  = \port$5920$0 [39:32] < 5'h10;
+  assign \$160  = \port$5924$0 [39:32] < 5'h10;
   assign \$161  = \$159  & \$160 ;
   assign q3_head_wait_event = \$156  & \$161 ;
   assign \$162  = | { q3_head_exec_list, q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
   assign q3_head_firmware = ~ \$162 ;
-  assign \$164  = \$163  - \port$5920$0 [95:64];
+  assign \$164  = \$163  - \port$5924$0 [95:64];
   assign q3_wait_reached_now = ~ \$164 [31];
   assign q3_wait_reached = q3_wait_reached_r & q3_wait_fresh;
   assign \$165  = q0_h - q0_r;
@@ -39479,7 +39783,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$177  = \$175  & \$176 ;
   assign \$178  = | q0_list_err;
   assign \$179  = \$177  & \$178 ;
-  assign \$180  = \port$5830$0 [256] | q0_head_exec_list;
+  assign \$180  = \port$5834$0 [256] | q0_head_exec_list;
   assign q0_skipping = \$179  & \$180 ;
   assign \$181  = dma_load_outstanding < 3'h4;
   assign \$182  = q0_head_dma_load & \$181 ;
@@ -39522,7 +39826,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$214  = \$212  & \$213 ;
   assign \$215  = | q1_list_err;
   assign \$216  = \$214  & \$215 ;
-  assign \$217  = \port$5860$0 [256] | q1_head_exec_list;
+  assign \$217  = \port$5864$0 [256] | q1_head_exec_list;
   assign q1_skipping = \$216  & \$217 ;
   assign \$218  = dma_load_outstanding < 3'h4;
   assign \$219  = q1_head_dma_load & \$218 ;
@@ -39565,7 +39869,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$251  = \$249  & \$250 ;
   assign \$252  = | q2_list_err;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = \port$5890$0 [256] | q2_head_exec_list;
+  assign \$254  = \port$5894$0 [256] | q2_head_exec_list;
   assign q2_skipping = \$253  & \$254 ;
   assign \$255  = dma_load_outstanding < 3'h4;
   assign \$256  = q2_head_dma_load & \$255 ;
@@ -39608,7 +39912,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$288  = \$286  & \$287 ;
   assign \$289  = | q3_list_err;
   assign \$290  = \$288  & \$289 ;
-  assign \$291  = \port$5920$0 [256] | q3_head_exec_list;
+  assign \$291  = \port$5924$0 [256] | q3_head_exec_list;
   assign q3_skipping = \$290  & \$291 ;
   assign \$292  = dma_load_outstanding < 3'h4;
   assign \$293  = q3_head_dma_load & \$292 ;
@@ -40266,152 +40570,152 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     vec_since <= \$854 ;
   always @(posedge clk)
     sfu_since <= \$855 ;
-  assign \$1  = \port$5830$0 [7:0] == 1'h1;
-  assign \$2  = ! \port$5830$0 [15:9];
+  assign \$1  = \port$5834$0 [7:0] == 1'h1;
+  assign \$2  = ! \port$5834$0 [15:9];
   assign q0_head_dma_load = \$1  & \$2 ;
-  assign \$3  = \port$5830$0 [7:0] == 2'h2;
-  assign \$4  = ! \port$5830$0 [15:9];
+  assign \$3  = \port$5834$0 [7:0] == 2'h2;
+  assign \$4  = ! \port$5834$0 [15:9];
   assign q0_head_dma_store = \$3  & \$4 ;
-  assign \$5  = \port$5830$0 [7:0] == 2'h3;
-  assign \$6  = ! \port$5830$0 [15:9];
+  assign \$5  = \port$5834$0 [7:0] == 2'h3;
+  assign \$6  = ! \port$5834$0 [15:9];
   assign q0_head_gemm = \$5  & \$6 ;
-  assign \$7  = \port$5830$0 [7:0] == 3'h4;
-  assign \$8  = ! \port$5830$0 [15:9];
+  assign \$7  = \port$5834$0 [7:0] == 3'h4;
+  assign \$8  = ! \port$5834$0 [15:9];
   assign q0_head_vec = \$7  & \$8 ;
-  assign \$9  = \port$5830$0 [7:0] == 4'h8;
-  assign \$10  = \port$5830$0 [7:0] == 4'h9;
-  assign \$11  = \port$5830$0 [7:0] == 4'ha;
-  assign \$12  = \port$5830$0 [7:0] == 4'hb;
-  assign \$13  = \port$5830$0 [7:0] == 4'hc;
+  assign \$9  = \port$5834$0 [7:0] == 4'h8;
+  assign \$10  = \port$5834$0 [7:0] == 4'h9;
+  assign \$11  = \port$5834$0 [7:0] == 4'ha;
+  assign \$12  = \port$5834$0 [7:0] == 4'hb;
+  assign \$13  = \port$5834$0 [7:0] == 4'hc;
   assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
-  assign \$15  = ! \port$5830$0 [15:9];
+  assign \$15  = ! \port$5834$0 [15:9];
   assign q0_head_sfu = \$14  & \$15 ;
-  assign \$16  = ! \port$5830$0 [7:0];
-  assign \$17  = ! \port$5830$0 [15:9];
+  assign \$16  = ! \port$5834$0 [7:0];
+  assign \$17  = ! \port$5834$0 [15:9];
   assign q0_head_nop = \$16  & \$17 ;
-  assign \$18  = \port$5830$0 [7:0] == 4'hd;
-  assign \$19  = \$18  & \port$5830$0 [257];
-  assign \$20  = ! \port$5830$0 [15:9];
+  assign \$18  = \port$5834$0 [7:0] == 4'hd;
+  assign \$19  = \$18  & \port$5834$0 [257];
+  assign \$20  = ! \port$5834$0 [15:9];
   assign q0_head_exec_list = \$19  & \$20 ;
-  assign \$21  = \port$5830$0 [7:0] == 3'h7;
-  assign \$22  = ! \port$5830$0 [15:9];
+  assign \$21  = \port$5834$0 [7:0] == 3'h7;
+  assign \$22  = ! \port$5834$0 [15:9];
   assign q0_head_barrier = \$21  & \$22 ;
-  assign \$23  = \port$5830$0 [7:0] == 3'h5;
-  assign \$24  = ! \port$5830$0 [15:9];
+  assign \$23  = \port$5834$0 [7:0] == 3'h5;
+  assign \$24  = ! \port$5834$0 [15:9];
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = ! \port$5830$0 [63:40];
-  assign \$27  = ! \port$5830$0 [255:96];
+  assign \$26  = ! \port$5834$0 [63:40];
+  assign \$27  = ! \port$5834$0 [255:96];
   assign \$28  = \$26  & \$27 ;
-  assign \$29  = \port$5830$0 [39:32] < 5'h10;
+  assign \$29  = \port$5834$0 [39:32] < 5'h10;
   assign \$30  = \$28  & \$29 ;
   assign q0_head_signal_event = \$25  & \$30 ;
-  assign \$31  = \port$5830$0 [7:0] == 3'h6;
-  assign \$32  = ! \port$5830$0 [15:9];
+  assign \$31  = \port$5834$0 [7:0] == 3'h6;
+  assign \$32  = ! \port$5834$0 [15:9];
   assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! \port$5830$0 [63:40];
-  assign \$35  = ! \port$5830$0 [255:96];
+  assign \$34  = ! \port$5834$0 [63:40];
+  assign \$35  = ! \port$5834$0 [255:96];
   assign \$36  = \$34  & \$35 ;
-  assign \$37  = \port$5830$0 [39:32] < 5'h10;
+  assign \$37  = \port$5834$0 [39:32] < 5'h10;
   assign \$38  = \$36  & \$37 ;
   assign q0_head_wait_event = \$33  & \$38 ;
   assign \$39  = | { q0_head_exec_list, q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
   assign q0_head_firmware = ~ \$39 ;
-  assign \$41  = \$40  - \port$5830$0 [95:64];
+  assign \$41  = \$40  - \port$5834$0 [95:64];
   assign q0_wait_reached_now = ~ \$41 [31];
   assign q0_wait_reached = q0_wait_reached_r & q0_wait_fresh;
-  assign \$42  = \port$5860$0 [7:0] == 1'h1;
-  assign \$43  = ! \port$5860$0 [15:9];
+  assign \$42  = \port$5864$0 [7:0] == 1'h1;
+  assign \$43  = ! \port$5864$0 [15:9];
   assign q1_head_dma_load = \$42  & \$43 ;
-  assign \$44  = \port$5860$0 [7:0] == 2'h2;
-  assign \$45  = ! \port$5860$0 [15:9];
+  assign \$44  = \port$5864$0 [7:0] == 2'h2;
+  assign \$45  = ! \port$5864$0 [15:9];
   assign q1_head_dma_store = \$44  & \$45 ;
-  assign \$46  = \port$5860$0 [7:0] == 2'h3;
-  assign \$47  = ! \port$5860$0 [15:9];
+  assign \$46  = \port$5864$0 [7:0] == 2'h3;
+  assign \$47  = ! \port$5864$0 [15:9];
   assign q1_head_gemm = \$46  & \$47 ;
-  assign \$48  = \port$5860$0 [7:0] == 3'h4;
-  assign \$49  = ! \port$5860$0 [15:9];
+  assign \$48  = \port$5864$0 [7:0] == 3'h4;
+  assign \$49  = ! \port$5864$0 [15:9];
   assign q1_head_vec = \$48  & \$49 ;
-  assign \$50  = \port$5860$0 [7:0] == 4'h8;
-  assign \$51  = \port$5860$0 [7:0] == 4'h9;
-  assign \$52  = \port$5860$0 [7:0] == 4'ha;
-  assign \$53  = \port$5860$0 [7:0] == 4'hb;
-  assign \$54  = \port$5860$0 [7:0] == 4'hc;
+  assign \$50  = \port$5864$0 [7:0] == 4'h8;
+  assign \$51  = \port$5864$0 [7:0] == 4'h9;
+  assign \$52  = \port$5864$0 [7:0] == 4'ha;
+  assign \$53  = \port$5864$0 [7:0] == 4'hb;
+  assign \$54  = \port$5864$0 [7:0] == 4'hc;
   assign \$55  = | { \$54 , \$53 , \$52 , \$51 , \$50  };
-  assign \$56  = ! \port$5860$0 [15:9];
+  assign \$56  = ! \port$5864$0 [15:9];
   assign q1_head_sfu = \$55  & \$56 ;
-  assign \$57  = ! \port$5860$0 [7:0];
-  assign \$58  = ! \port$5860$0 [15:9];
+  assign \$57  = ! \port$5864$0 [7:0];
+  assign \$58  = ! \port$5864$0 [15:9];
   assign q1_head_nop = \$57  & \$58 ;
-  assign \$59  = \port$5860$0 [7:0] == 4'hd;
-  assign \$60  = \$59  & \port$5860$0 [257];
-  assign \$61  = ! \port$5860$0 [15:9];
+  assign \$59  = \port$5864$0 [7:0] == 4'hd;
+  assign \$60  = \$59  & \port$5864$0 [257];
+  assign \$61  = ! \port$5864$0 [15:9];
   assign q1_head_exec_list = \$60  & \$61 ;
-  assign \$62  = \port$5860$0 [7:0] == 3'h7;
-  assign \$63  = ! \port$5860$0 [15:9];
+  assign \$62  = \port$5864$0 [7:0] == 3'h7;
+  assign \$63  = ! \port$5864$0 [15:9];
   assign q1_head_barrier = \$62  & \$63 ;
-  assign \$64  = \port$5860$0 [7:0] == 3'h5;
-  assign \$65  = ! \port$5860$0 [15:9];
+  assign \$64  = \port$5864$0 [7:0] == 3'h5;
+  assign \$65  = ! \port$5864$0 [15:9];
   assign \$66  = \$64  & \$65 ;
-  assign \$67  = ! \port$5860$0 [63:40];
-  assign \$68  = ! \port$5860$0 [255:96];
+  assign \$67  = ! \port$5864$0 [63:40];
+  assign \$68  = ! \port$5864$0 [255:96];
   assign \$69  = \$67  & \$68 ;
-  assign \$70  = \port$5860$0 [39:32] < 5'h10;
+  assign \$70  = \port$5864$0 [39:32] < 5'h10;
   assign \$71  = \$69  & \$70 ;
   assign q1_head_signal_event = \$66  & \$71 ;
-  assign \$72  = \port$5860$0 [7:0] == 3'h6;
-  assign \$73  = ! \port$5860$0 [15:9];
+  assign \$72  = \port$5864$0 [7:0] == 3'h6;
+  assign \$73  = ! \port$5864$0 [15:9];
   assign \$74  = \$72  & \$73 ;
-  assign \$75  = ! \port$5860$0 [63:40];
-  assign \$76  = ! \port$5860$0 [255:96];
+  assign \$75  = ! \port$5864$0 [63:40];
+  assign \$76  = ! \port$5864$0 [255:96];
   assign \$77  = \$75  & \$76 ;
-  assign \$78  = \port$5860$0 [39:32] < 5'h10;
+  assign \$78  = \port$5864$0 [39:32] < 5'h10;
   assign \$79  = \$77  & \$78 ;
   assign q1_head_wait_event = \$74  & \$79 ;
   assign \$80  = | { q1_head_exec_list, q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
   assign q1_head_firmware = ~ \$80 ;
-  assign \$82  = \$81  - \port$5860$0 [95:64];
+  assign \$82  = \$81  - \port$5864$0 [95:64];
   assign q1_wait_reached_now = ~ \$82 [31];
   assign q1_wait_reached = q1_wait_reached_r & q1_wait_fresh;
-  assign \$83  = \port$5890$0 [7:0] == 1'h1;
-  assign \$84  = ! \port$5890$0 [15:9];
+  assign \$83  = \port$5894$0 [7:0] == 1'h1;
+  assign \$84  = ! \port$5894$0 [15:9];
   assign q2_head_dma_load = \$83  & \$84 ;
-  assign \$85  = \port$5890$0 [7:0] == 2'h2;
-  assign \$86  = ! \port$5890$0 [15:9];
+  assign \$85  = \port$5894$0 [7:0] == 2'h2;
+  assign \$86  = ! \port$5894$0 [15:9];
   assign q2_head_dma_store = \$85  & \$86 ;
-  assign \$87  = \port$5890$0 [7:0] == 2'h3;
-  assign \$88  = ! \port$5890$0 [15:9];
+  assign \$87  = \port$5894$0 [7:0] == 2'h3;
+  assign \$88  = ! \port$5894$0 [15:9];
   assign q2_head_gemm = \$87  & \$88 ;
-  assign \$89  = \port$5890$0 [7:0] == 3'h4;
-  assign \$90  = ! \port$5890$0 [15:9];
+  assign \$89  = \port$5894$0 [7:0] == 3'h4;
+  assign \$90  = ! \port$5894$0 [15:9];
   assign q2_head_vec = \$89  & \$90 ;
-  assign \$91  = \port$5890$0 [7:0] == 4'h8;
-  assign \$92  = \port$5890$0 [7:0] == 4'h9;
-  assign \$93  = \port$5890$0 [7:0] == 4'ha;
-  assign \$94  = \port$5890$0 [7:0] == 4'hb;
-  assign \$95  = \port$5890$0 [7:0] == 4'hc;
+  assign \$91  = \port$5894$0 [7:0] == 4'h8;
+  assign \$92  = \port$5894$0 [7:0] == 4'h9;
+  assign \$93  = \port$5894$0 [7:0] == 4'ha;
+  assign \$94  = \port$5894$0 [7:0] == 4'hb;
+  assign \$95  = \port$5894$0 [7:0] == 4'hc;
   assign \$96  = | { \$95 , \$94 , \$93 , \$92 , \$91  };
-  assign \$97  = ! \port$5890$0 [15:9];
+  assign \$97  = ! \port$5894$0 [15:9];
   assign q2_head_sfu = \$96  & \$97 ;
-  assign \$98  = ! \port$5890$0 [7:0];
-  assign \$99  = ! \port$5890$0 [15:9];
+  assign \$98  = ! \port$5894$0 [7:0];
+  assign \$99  = ! \port$5894$0 [15:9];
   assign q2_head_nop = \$98  & \$99 ;
-  assign \$100  = \port$5890$0 [7:0] == 4'hd;
-  assign \$101  = \$100  & \port$5890$0 [257];
-  assign \$102  = ! \port$5890$0 [15:9];
+  assign \$100  = \port$5894$0 [7:0] == 4'hd;
+  assign \$101  = \$100  & \port$5894$0 [257];
+  assign \$102  = ! \port$5894$0 [15:9];
   assign q2_head_exec_list = \$101  & \$102 ;
-  assign \$103  = \port$5890$0 [7:0] == 3'h7;
-  assign \$104  = ! \port$5890$0 [15:9];
+  assign \$103  = \port$5894$0 [7:0] == 3'h7;
+  assign \$104  = ! \port$5894$0 [15:9];
   assign q2_head_barrier = \$103  & \$104 ;
-  assign \$105  = \port$5890$0 [7:0] == 3'h5;
-  assign \$106  = ! \port$5890$0 [15:9];
+  assign \$105  = \port$5894$0 [7:0] == 3'h5;
+  assign \$106  = ! \port$5894$0 [15:9];
   assign \$107  = \$105  & \$106 ;
-  assign \$108  = ! \port$5890$0 [63:40];
-  assign \$109  = ! \port$5890$0 [255:96];
+  assign \$108  = ! \port$5894$0 [63:40];
+  assign \$109  = ! \port$5894$0 [255:96];
   assign \$110  = \$108  & \$109 ;
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$13941$16 (retire__0__tag),
-    .\port$3838$0 (retire__0__error),
+    .\port$13915$16 (retire__0__tag),
+    .\port$3842$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -40420,8 +40724,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$13945$16 (retire__1__tag),
-    .\port$3858$0 (retire__1__error),
+    .\port$13919$16 (retire__1__tag),
+    .\port$3862$0 (retire__1__error),
     .r_data(\r_data$345 ),
     .r_en(\r_en$216 ),
     .r_rdy(\r_rdy$208 ),
@@ -40430,8 +40734,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$13949$16 (retire__2__tag),
-    .\port$3878$0 (retire__2__error),
+    .\port$13923$16 (retire__2__tag),
+    .\port$3882$0 (retire__2__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$218 ),
     .r_rdy(\r_rdy$209 ),
@@ -40440,8 +40744,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$13957$16 (retire__4__tag),
-    .\port$3933$0 (retire__4__error),
+    .\port$13931$16 (retire__4__tag),
+    .\port$3937$0 (retire__4__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$222 ),
     .r_rdy(\r_rdy$211 ),
@@ -40450,8 +40754,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$13953$16 (retire__3__tag),
-    .\port$3898$0 (retire__3__error),
+    .\port$13927$16 (retire__3__tag),
+    .\port$3902$0 (retire__3__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$220 ),
     .r_rdy(\r_rdy$210 ),
@@ -40461,7 +40765,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5890$0 [35:32])
+    casez (\port$5894$0 [35:32])
       4'h0:
           \$122  = events[31:0];
       4'h1:
@@ -40499,7 +40803,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5920$0 [35:32])
+    casez (\port$5924$0 [35:32])
       4'h0:
           \$163  = events[31:0];
       4'h1:
@@ -40539,13 +40843,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$317  = \port$5830$0 [255:0];
+          \$317  = \port$5834$0 [255:0];
       2'h1:
-          \$317  = \port$5860$0 [255:0];
+          \$317  = \port$5864$0 [255:0];
       2'h2:
-          \$317  = \port$5890$0 [255:0];
+          \$317  = \port$5894$0 [255:0];
       2'h3:
-          \$317  = \port$5920$0 [255:0];
+          \$317  = \port$5924$0 [255:0];
     endcase
   end
   always @* begin
@@ -40567,13 +40871,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$319  = \port$5830$0 [255:0];
+          \$319  = \port$5834$0 [255:0];
       2'h1:
-          \$319  = \port$5860$0 [255:0];
+          \$319  = \port$5864$0 [255:0];
       2'h2:
-          \$319  = \port$5890$0 [255:0];
+          \$319  = \port$5894$0 [255:0];
       2'h3:
-          \$319  = \port$5920$0 [255:0];
+          \$319  = \port$5924$0 [255:0];
     endcase
   end
   always @* begin
@@ -41219,13 +41523,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$510  = \port$5830$0 [35:32];
+          \$510  = \port$5834$0 [35:32];
       2'h1:
-          \$510  = \port$5860$0 [35:32];
+          \$510  = \port$5864$0 [35:32];
       2'h2:
-          \$510  = \port$5890$0 [35:32];
+          \$510  = \port$5894$0 [35:32];
       2'h3:
-          \$510  = \port$5920$0 [35:32];
+          \$510  = \port$5924$0 [35:32];
     endcase
   end
   always @* begin
@@ -41233,13 +41537,13 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
     (* full_case = 32'd1 *)
     casez (issue_rr_sel)
       2'h0:
-          \$511  = \port$5830$0 [95:64];
+          \$511  = \port$5834$0 [95:64];
       2'h1:
-          \$511  = \port$5860$0 [95:64];
+          \$511  = \port$5864$0 [95:64];
       2'h2:
-          \$511  = \port$5890$0 [95:64];
+          \$511  = \port$5894$0 [95:64];
       2'h3:
-          \$511  = \port$5920$0 [95:64];
+          \$511  = \port$5924$0 [95:64];
     endcase
   end
   always @* begin
@@ -46592,7 +46896,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5830$0 [35:32])
+    casez (\port$5834$0 [35:32])
       4'h0:
           \$40  = events[31:0];
       4'h1:
@@ -46630,7 +46934,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     (* full_case = 32'd1 *)
-    casez (\port$5860$0 [35:32])
+    casez (\port$5864$0 [35:32])
       4'h0:
           \$81  = events[31:0];
       4'h1:
@@ -46665,36 +46969,36 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
           \$81  = events[511:480];
     endcase
   end
-  assign q__0__head = \port$5830$0 [255:0];
-  assign q__0__end = \port$5830$0 [257];
+  assign q__0__head = \port$5834$0 [255:0];
+  assign q__0__end = \port$5834$0 [257];
   assign q0_wait_diff = \$41 [31:0];
-  assign q__1__head = \port$5860$0 [255:0];
-  assign q__1__end = \port$5860$0 [257];
+  assign q__1__head = \port$5864$0 [255:0];
+  assign q__1__end = \port$5864$0 [257];
   assign q1_wait_diff = \$82 [31:0];
-  assign q__2__head = \port$5890$0 [255:0];
-  assign q__2__end = \port$5890$0 [257];
+  assign q__2__head = \port$5894$0 [255:0];
+  assign q__2__end = \port$5894$0 [257];
   assign q2_wait_diff = \$123 [31:0];
-  assign q__3__head = \port$5920$0 [255:0];
-  assign q__3__end = \port$5920$0 [257];
+  assign q__3__head = \port$5924$0 [255:0];
+  assign q__3__end = \port$5924$0 [257];
   assign q3_wait_diff = \$164 [31:0];
   assign q0_count = \$165 [4:0];
   assign q1_count = \$166 [4:0];
   assign q2_count = \$167 [4:0];
   assign q3_count = \$168 [4:0];
-  assign q__0__item = \port$5830$0 [256];
-  assign q__1__item = \port$5860$0 [256];
-  assign q__2__item = \port$5890$0 [256];
-  assign q__3__item = \port$5920$0 [256];
+  assign q__0__item = \port$5834$0 [256];
+  assign q__1__item = \port$5864$0 [256];
+  assign q__2__item = \port$5894$0 [256];
+  assign q__3__item = \port$5924$0 [256];
   assign desc = { \$319 [255:32], issue_rr_sel, 9'h000, \$318 , \$317 [15:0] };
   assign submit_queue = issue_rr_sel;
   assign \$signature__addr  = q0_h[3:0];
-  assign \$signature__data  = { q0_head_exec_list, \port$5830$0 [256], \port$5830$0 [31:0] };
+  assign \$signature__data  = { q0_head_exec_list, \port$5834$0 [256], \port$5834$0 [31:0] };
   assign \$signature__addr$165  = q1_h[3:0];
-  assign \$signature__data$167  = { q1_head_exec_list, \port$5860$0 [256], \port$5860$0 [31:0] };
+  assign \$signature__data$167  = { q1_head_exec_list, \port$5864$0 [256], \port$5864$0 [31:0] };
   assign \$signature__addr$170  = q2_h[3:0];
-  assign \$signature__data$172  = { q2_head_exec_list, \port$5890$0 [256], \port$5890$0 [31:0] };
+  assign \$signature__data$172  = { q2_head_exec_list, \port$5894$0 [256], \port$5894$0 [31:0] };
   assign \$signature__addr$175  = q3_h[3:0];
-  assign \$signature__data$177  = { q3_head_exec_list, \port$5920$0 [256], \port$5920$0 [31:0] };
+  assign \$signature__data$177  = { q3_head_exec_list, \port$5924$0 [256], \port$5924$0 [31:0] };
   assign retire__0__done = w_en;
   assign w_data = { retire__0__tag, retire__0__error };
   assign retire__1__done = \w_en$186 ;
@@ -46716,9 +47020,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$290  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$11995$0  = \$317 [15:0];
-  assign \port$12001$0  = \$318 ;
-  assign \port$12002$32  = \$319 [255:32];
+  assign \port$11969$0  = \$317 [15:0];
+  assign \port$11975$0  = \$318 ;
+  assign \port$11976$32  = \$319 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -46743,7 +47047,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_data, \port$13941$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3842$0 , r_en, r_data, \port$13915$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46785,10 +47089,10 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13941$16 ;
-  wire [15:0] \port$13941$16 ;
-  input [7:0] \port$3838$0 ;
-  wire [7:0] \port$3838$0 ;
+  input [15:0] \port$13915$16 ;
+  wire [15:0] \port$13915$16 ;
+  input [7:0] \port$3842$0 ;
+  wire [7:0] \port$3842$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46823,7 +47127,7 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13941$16 , \port$3838$0  };
+      storage[w_port__addr] <= { \port$13915$16 , \port$3842$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46922,14 +47226,14 @@ module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3838$0 , r_en, r_da
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13941$16 , \port$3838$0  };
-  assign w_data = { \port$13941$16 , \port$3838$0  };
+  assign w_port__data = { \port$13915$16 , \port$3842$0  };
+  assign w_data = { \port$13915$16 , \port$3842$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_data, \port$13945$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3862$0 , r_en, r_data, \port$13919$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46971,10 +47275,10 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13945$16 ;
-  wire [15:0] \port$13945$16 ;
-  input [7:0] \port$3858$0 ;
-  wire [7:0] \port$3858$0 ;
+  input [15:0] \port$13919$16 ;
+  wire [15:0] \port$13919$16 ;
+  input [7:0] \port$3862$0 ;
+  wire [7:0] \port$3862$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -47009,7 +47313,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13945$16 , \port$3858$0  };
+      storage[w_port__addr] <= { \port$13919$16 , \port$3862$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47108,14 +47412,14 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3858$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13945$16 , \port$3858$0  };
-  assign w_data = { \port$13945$16 , \port$3858$0  };
+  assign w_port__data = { \port$13919$16 , \port$3862$0  };
+  assign w_data = { \port$13919$16 , \port$3862$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, \port$13949$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3882$0 , r_en, r_data, \port$13923$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47157,10 +47461,10 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13949$16 ;
-  wire [15:0] \port$13949$16 ;
-  input [7:0] \port$3878$0 ;
-  wire [7:0] \port$3878$0 ;
+  input [15:0] \port$13923$16 ;
+  wire [15:0] \port$13923$16 ;
+  input [7:0] \port$3882$0 ;
+  wire [7:0] \port$3882$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -47195,7 +47499,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13949$16 , \port$3878$0  };
+      storage[w_port__addr] <= { \port$13923$16 , \port$3882$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47294,14 +47598,14 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3878$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13949$16 , \port$3878$0  };
-  assign w_data = { \port$13949$16 , \port$3878$0  };
+  assign w_port__data = { \port$13923$16 , \port$3882$0  };
+  assign w_data = { \port$13923$16 , \port$3882$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \port$13957$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3937$0 , r_en, r_data, \port$13931$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47343,10 +47647,10 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13957$16 ;
-  wire [15:0] \port$13957$16 ;
-  input [7:0] \port$3933$0 ;
-  wire [7:0] \port$3933$0 ;
+  input [15:0] \port$13931$16 ;
+  wire [15:0] \port$13931$16 ;
+  input [7:0] \port$3937$0 ;
+  wire [7:0] \port$3937$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -47381,7 +47685,7 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13957$16 , \port$3933$0  };
+      storage[w_port__addr] <= { \port$13931$16 , \port$3937$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47480,14 +47784,14 @@ module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$3933$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13957$16 , \port$3933$0  };
-  assign w_data = { \port$13957$16 , \port$3933$0  };
+  assign w_port__data = { \port$13931$16 , \port$3937$0  };
+  assign w_data = { \port$13931$16 , \port$3937$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \port$13953$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3902$0 , r_en, r_data, \port$13927$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47529,10 +47833,10 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13953$16 ;
-  wire [15:0] \port$13953$16 ;
-  input [7:0] \port$3898$0 ;
-  wire [7:0] \port$3898$0 ;
+  input [15:0] \port$13927$16 ;
+  wire [15:0] \port$13927$16 ;
+  input [7:0] \port$3902$0 ;
+  wire [7:0] \port$3902$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -47567,7 +47871,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13953$16 , \port$3898$0  };
+      storage[w_port__addr] <= { \port$13927$16 , \port$3902$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47666,14 +47970,14 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$3898$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13953$16 , \port$3898$0  };
-  assign w_data = { \port$13953$16 , \port$3898$0  };
+  assign w_port__data = { \port$13927$16 , \port$3902$0  };
+  assign w_data = { \port$13927$16 , \port$3902$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$104$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
+module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$108$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
 , q__2__head_index, q__2__qreset_req, q3_active, q__3__head_index, q__3__qreset_req, cpl_free, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr
 , axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, r_data, \r_data$128 , \r_data$165 , \r_data$202 , down__arready, down__rvalid, down__awready, down__wready, down__bvalid, q__0__drained, q__1__drained, q__2__drained, q__3__drained, r_en, \r_en$139 
 , \r_en$176 , \r_en$213 , cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2
@@ -48872,8 +49176,8 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [6:0] patch_width;
   wire [63:0] patch_window;
   wire [2:0] patch_word;
-  input [3:0] \port$104$0 ;
-  wire [3:0] \port$104$0 ;
+  input [3:0] \port$108$0 ;
+  wire [3:0] \port$108$0 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -50115,7 +50419,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$727  = ~ q0_resetting;
   assign \$728  = q__0__reset & \$727 ;
   assign \$729  = ~ fw_running;
-  assign \$730  = \port$104$0 [0] | \$729 ;
+  assign \$730  = \port$108$0 [0] | \$729 ;
   assign \$731  = q0_resetting & \$730 ;
   assign \$732  = ! cpl_req[1:0];
   assign \$733  = \abandon$67  & \$732 ;
@@ -50135,7 +50439,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$747  = ~ q1_resetting;
   assign \$748  = q__1__reset & \$747 ;
   assign \$749  = ~ fw_running;
-  assign \$750  = \port$104$0 [1] | \$749 ;
+  assign \$750  = \port$108$0 [1] | \$749 ;
   assign \$751  = q1_resetting & \$750 ;
   assign \$752  = cpl_req[1:0] == 1'h1;
   assign \$753  = \abandon$67  & \$752 ;
@@ -50155,7 +50459,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$767  = ~ q2_resetting;
   assign \$768  = q__2__reset & \$767 ;
   assign \$769  = ~ fw_running;
-  assign \$770  = \port$104$0 [2] | \$769 ;
+  assign \$770  = \port$108$0 [2] | \$769 ;
   assign \$771  = q2_resetting & \$770 ;
   assign \$772  = cpl_req[1:0] == 2'h2;
   assign \$773  = \abandon$67  & \$772 ;
@@ -50175,7 +50479,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$787  = ~ q3_resetting;
   assign \$788  = q__3__reset & \$787 ;
   assign \$789  = ~ fw_running;
-  assign \$790  = \port$104$0 [3] | \$789 ;
+  assign \$790  = \port$108$0 [3] | \$789 ;
   assign \$791  = q3_resetting & \$790 ;
   assign \$792  = cpl_req[1:0] == 2'h3;
   assign \$793  = \abandon$67  & \$792 ;
@@ -53648,10 +53952,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q1_c_seen = \$385 [31:0];
   assign q2_c_seen = \$415 [31:0];
   assign q3_c_seen = \$445 [31:0];
-  assign q__0__qreset_ack = \port$104$0 [0];
-  assign q__1__qreset_ack = \port$104$0 [1];
-  assign q__2__qreset_ack = \port$104$0 [2];
-  assign q__3__qreset_ack = \port$104$0 [3];
+  assign q__0__qreset_ack = \port$108$0 [0];
+  assign q__1__qreset_ack = \port$108$0 [1];
+  assign q__2__qreset_ack = \port$108$0 [2];
+  assign q__3__qreset_ack = \port$108$0 [3];
   assign q__0__head_index = \$5 [31:0];
   assign q__1__head_index = \$12 [31:0];
   assign q__2__head_index = \$19 [31:0];
@@ -54242,8 +54546,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5622$0 (aw_hs_id),
-    .\port$5636$0 (down__awlen),
+    .\port$5626$0 (aw_hs_id),
+    .\port$5640$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -54586,7 +54890,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5626$0 , w_en, \port$5640$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54610,10 +54914,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5622$0 ;
-  wire [2:0] \port$5622$0 ;
-  input [7:0] \port$5636$0 ;
-  wire [7:0] \port$5636$0 ;
+  input [2:0] \port$5626$0 ;
+  wire [2:0] \port$5626$0 ;
+  input [7:0] \port$5640$0 ;
+  wire [7:0] \port$5640$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -54645,7 +54949,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5622$0 , \port$5636$0  };
+      storage[w_port__addr] <= { \port$5626$0 , \port$5640$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -54707,8 +55011,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5622$0 , w_en, \port$5636$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5622$0 , \port$5636$0  };
-  assign w_data = { \port$5622$0 , \port$5636$0  };
+  assign w_port__data = { \port$5626$0 , \port$5640$0  };
+  assign w_data = { \port$5626$0 , \port$5640$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -55823,7 +56127,7 @@ module \kaki_soc_8x8.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4217$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13451$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4221$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13425$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -57216,10 +57520,10 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$13451$0 ;
-  wire [2:0] \port$13451$0 ;
-  input [223:0] \port$4217$32 ;
-  wire [223:0] \port$4217$32 ;
+  input [2:0] \port$13425$0 ;
+  wire [2:0] \port$13425$0 ;
+  input [223:0] \port$4221$32 ;
+  wire [223:0] \port$4221$32 ;
   reg [19:0] pos = 20'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -58656,15 +58960,15 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10868$0 (\$1023 ),
-    .\port$10870$0 (\$1025 ),
-    .\port$10872$0 (\$1027 ),
-    .\port$10874$0 (\$1029 ),
-    .\port$10876$0 (\$1031 ),
-    .\port$10878$0 (\$1033 ),
-    .\port$10880$0 (\$1035 ),
-    .\port$10882$0 (\$1037 ),
-    .\port$15851$5 (e6_meta[18:5]),
+    .\port$10773$0 (\$1023 ),
+    .\port$10775$0 (\$1025 ),
+    .\port$10777$0 (\$1027 ),
+    .\port$10779$0 (\$1029 ),
+    .\port$10781$0 (\$1031 ),
+    .\port$10783$0 (\$1033 ),
+    .\port$10785$0 (\$1035 ),
+    .\port$10787$0 (\$1037 ),
+    .\port$15867$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -59325,7 +59629,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$13451$0 ;
+            \$1083  = \port$13425$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -59341,7 +59645,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1084  = \port$4217$32 ;
+            \$1084  = \port$4221$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -61177,7 +61481,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4217$32 , \port$13451$0  };
+  assign ctl__cmd__payload = { \port$4221$32 , \port$13425$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -61255,8 +61559,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$13451$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4217$32 ;
+  assign \ctl__cmd__payload.op  = \port$13425$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4221$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
   assign \$246  = { 34'h000000000, \$245 [42:34] };
@@ -61268,7 +61572,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10868$0 , \port$10870$0 , \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , \port$10882$0 , w_level, r_data, \port$15851$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10773$0 , \port$10775$0 , \port$10777$0 , \port$10779$0 , \port$10781$0 , \port$10783$0 , \port$10785$0 , \port$10787$0 , w_level, r_data, \port$15867$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -61310,24 +61614,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10868$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10868$0 ;
-  wire [7:0] \port$10868$0 ;
-  input [7:0] \port$10870$0 ;
-  wire [7:0] \port$10870$0 ;
-  input [7:0] \port$10872$0 ;
-  wire [7:0] \port$10872$0 ;
-  input [7:0] \port$10874$0 ;
-  wire [7:0] \port$10874$0 ;
-  input [7:0] \port$10876$0 ;
-  wire [7:0] \port$10876$0 ;
-  input [7:0] \port$10878$0 ;
-  wire [7:0] \port$10878$0 ;
-  input [7:0] \port$10880$0 ;
-  wire [7:0] \port$10880$0 ;
-  input [7:0] \port$10882$0 ;
-  wire [7:0] \port$10882$0 ;
-  input [13:0] \port$15851$5 ;
-  wire [13:0] \port$15851$5 ;
+  input [7:0] \port$10773$0 ;
+  wire [7:0] \port$10773$0 ;
+  input [7:0] \port$10775$0 ;
+  wire [7:0] \port$10775$0 ;
+  input [7:0] \port$10777$0 ;
+  wire [7:0] \port$10777$0 ;
+  input [7:0] \port$10779$0 ;
+  wire [7:0] \port$10779$0 ;
+  input [7:0] \port$10781$0 ;
+  wire [7:0] \port$10781$0 ;
+  input [7:0] \port$10783$0 ;
+  wire [7:0] \port$10783$0 ;
+  input [7:0] \port$10785$0 ;
+  wire [7:0] \port$10785$0 ;
+  input [7:0] \port$10787$0 ;
+  wire [7:0] \port$10787$0 ;
+  input [13:0] \port$15867$5 ;
+  wire [13:0] \port$15867$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -61373,7 +61677,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10868$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
+      storage[w_port__addr] <= { \port$10787$0 , \port$10785$0 , \port$10783$0 , \port$10781$0 , \port$10779$0 , \port$10777$0 , \port$10775$0 , \port$10773$0 , \port$15867$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -61484,15 +61788,15 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10868$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
-  assign w_data = { \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$10870$0 , \port$10868$0 , \port$15851$5  };
+  assign w_port__data = { \port$10787$0 , \port$10785$0 , \port$10783$0 , \port$10781$0 , \port$10779$0 , \port$10777$0 , \port$10775$0 , \port$10773$0 , \port$15867$5  };
+  assign w_data = { \port$10787$0 , \port$10785$0 , \port$10783$0 , \port$10781$0 , \port$10779$0 , \port$10777$0 , \port$10775$0 , \port$10773$0 , \port$15867$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$11029$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
-, rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, rd__4__en, wr__0__en, wr__1__en, wr__2__en, rd__3__addr, \port$10934$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, rd__4__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr
+, rd__4__addr, rd__1__addr, rd__0__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, rd__4__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -61576,34 +61880,86 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
-  reg \$173 ;
-  reg \$174 ;
-  reg \$175 ;
-  reg \$176 ;
-  reg \$177 ;
-  reg \$178 ;
-  reg \$179 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg [1:0] \$181 ;
-  reg [1:0] \$182 ;
-  reg [1:0] \$183 ;
-  reg [1:0] \$184 ;
-  reg [1:0] \$185 ;
-  reg [1:0] \$186 ;
-  reg [1:0] \$187 ;
-  reg [1:0] \$188 ;
-  reg [1:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  reg [1:0] \$190 ;
-  reg [1:0] \$191 ;
-  reg [1:0] \$192 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
   wire \$23 ;
+  reg [1:0] \$230 ;
+  reg [1:0] \$231 ;
+  reg [1:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg [1:0] \$234 ;
+  reg [1:0] \$235 ;
+  reg [1:0] \$236 ;
+  reg [1:0] \$237 ;
+  reg [1:0] \$238 ;
+  reg [1:0] \$239 ;
   wire \$24 ;
+  reg [1:0] \$240 ;
+  reg [1:0] \$241 ;
+  reg [1:0] \$242 ;
+  reg [1:0] \$243 ;
+  reg [1:0] \$244 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -61687,7 +62043,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire \$98 ;
   wire \$99 ;
   reg [11:0] bank0_addr;
-  reg [11:0] \bank0_addr$22 ;
+  reg [11:0] \bank0_addr$25 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
   reg [63:0] bank0_rdata_q = 64'h0000000000000000;
@@ -61701,7 +62057,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$45 ;
+  reg [11:0] \bank1_addr$49 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
   reg [63:0] bank1_rdata_q = 64'h0000000000000000;
@@ -61715,7 +62071,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$65 ;
+  reg [11:0] \bank2_addr$70 ;
   (* init = 12'h000 *)
   wire [11:0] bank2_raddr_q;
   reg [63:0] bank2_rdata_q = 64'h0000000000000000;
@@ -61729,7 +62085,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   (* init = 1'h0 *)
   wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$85 ;
+  reg [11:0] \bank3_addr$91 ;
   (* init = 12'h000 *)
   wire [11:0] bank3_raddr_q;
   reg [63:0] bank3_rdata_q = 64'h0000000000000000;
@@ -61744,12 +62100,12 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$11029$0 ;
-  wire [77:0] \port$11029$0 ;
+  input [77:0] \port$10934$0 ;
+  wire [77:0] \port$10934$0 ;
   reg [11:0] raddr = 12'h000;
-  reg [11:0] \raddr$49  = 12'h000;
-  reg [11:0] \raddr$69  = 12'h000;
-  reg [11:0] \raddr$89  = 12'h000;
+  reg [11:0] \raddr$53  = 12'h000;
+  reg [11:0] \raddr$74  = 12'h000;
+  reg [11:0] \raddr$95  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd0_bank_q2 = 2'h0;
   reg [1:0] rd0_bank_q3 = 2'h0;
@@ -61762,6 +62118,9 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   reg [1:0] rd3_bank_q = 2'h0;
   reg [1:0] rd3_bank_q2 = 2'h0;
   reg [1:0] rd3_bank_q3 = 2'h0;
+  reg [1:0] rd4_bank_q = 2'h0;
+  reg [1:0] rd4_bank_q2 = 2'h0;
+  reg [1:0] rd4_bank_q3 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [63:0] rd__0__data;
@@ -61794,56 +62153,68 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire rd__3__en;
   output rd__3__gnt;
   wire rd__3__gnt;
+  input [13:0] rd__4__addr;
+  wire [13:0] rd__4__addr;
+  output [63:0] rd__4__data;
+  reg [63:0] rd__4__data;
+  input rd__4__en;
+  wire rd__4__en;
+  output rd__4__gnt;
+  wire rd__4__gnt;
   wire [63:0] rdata;
-  wire [63:0] \rdata$119 ;
-  wire [63:0] \rdata$120 ;
-  wire [63:0] \rdata$121 ;
+  wire [63:0] \rdata$128 ;
+  wire [63:0] \rdata$129 ;
+  wire [63:0] \rdata$130 ;
   reg ren = 1'h0;
-  reg \ren$47  = 1'h0;
-  reg \ren$67  = 1'h0;
-  reg \ren$87  = 1'h0;
+  reg \ren$51  = 1'h0;
+  reg \ren$72  = 1'h0;
+  reg \ren$93  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$53  = 12'h000;
-  reg [11:0] \waddr$73  = 12'h000;
-  reg [11:0] \waddr$93  = 12'h000;
+  reg [11:0] \waddr$57  = 12'h000;
+  reg [11:0] \waddr$78  = 12'h000;
+  reg [11:0] \waddr$99  = 12'h000;
   reg [63:0] wdata = 64'h0000000000000000;
-  reg [63:0] \wdata$55  = 64'h0000000000000000;
-  reg [63:0] \wdata$75  = 64'h0000000000000000;
-  reg [63:0] \wdata$95  = 64'h0000000000000000;
+  reg [63:0] \wdata$101  = 64'h0000000000000000;
+  reg [63:0] \wdata$59  = 64'h0000000000000000;
+  reg [63:0] \wdata$80  = 64'h0000000000000000;
   reg wen = 1'h0;
-  reg \wen$51  = 1'h0;
-  reg \wen$71  = 1'h0;
-  reg \wen$91  = 1'h0;
+  reg \wen$55  = 1'h0;
+  reg \wen$76  = 1'h0;
+  reg \wen$97  = 1'h0;
   wire win;
-  wire \win$13 ;
+  wire \win$12 ;
   wire \win$16 ;
   wire \win$19 ;
+  wire \win$22 ;
   wire \win$3 ;
-  wire \win$37 ;
-  wire \win$38 ;
-  wire \win$39 ;
   wire \win$40 ;
+  wire \win$41 ;
   wire \win$42 ;
   wire \win$43 ;
   wire \win$44 ;
-  wire \win$57 ;
-  wire \win$58 ;
-  wire \win$59 ;
+  wire \win$46 ;
+  wire \win$47 ;
+  wire \win$48 ;
   wire \win$6 ;
-  wire \win$60 ;
+  wire \win$61 ;
   wire \win$62 ;
   wire \win$63 ;
   wire \win$64 ;
-  wire \win$77 ;
-  wire \win$78 ;
-  wire \win$79 ;
-  wire \win$80 ;
+  wire \win$65 ;
+  wire \win$67 ;
+  wire \win$68 ;
+  wire \win$69 ;
   wire \win$82 ;
   wire \win$83 ;
   wire \win$84 ;
+  wire \win$85 ;
+  wire \win$86 ;
+  wire \win$88 ;
+  wire \win$89 ;
   wire \win$9 ;
+  wire \win$90 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [63:0] wr__0__data;
@@ -61894,249 +62265,309 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$24  = | { \$23 , \$21 , \$19  };
   assign \$25  = ~ \$24 ;
   assign \win$9  = \$17  & \$25 ;
-  assign \$26  = ! wr__0__addr[13:12];
-  assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$11029$0 [13:12];
-  assign \$28  = wr__1__en & \$27 ;
-  assign \$29  = ! wr__0__addr[13:12];
-  assign \$30  = wr__0__en & \$29 ;
-  assign \$32  = ~ \$31 ;
-  assign \win$16  = \$28  & \$32 ;
-  assign \$33  = ! wr__2__addr[13:12];
-  assign \$34  = wr__2__en & \$33 ;
-  assign \$35  = ! wr__0__addr[13:12];
-  assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$11029$0 [13:12];
-  assign \$38  = wr__1__en & \$37 ;
-  assign \$39  = | { \$38 , \$36  };
-  assign \$40  = ~ \$39 ;
-  assign \win$19  = \$34  & \$40 ;
-  assign \$41  = rd__0__addr[13:12] == 1'h1;
-  assign \win$37  = rd__0__en & \$41 ;
-  assign \$42  = rd__1__addr[13:12] == 1'h1;
-  assign \$43  = rd__1__en & \$42 ;
-  assign \$44  = rd__0__addr[13:12] == 1'h1;
-  assign \$45  = rd__0__en & \$44 ;
-  assign \$47  = ~ \$46 ;
-  assign \win$38  = \$43  & \$47 ;
-  assign \$48  = rd__2__addr[13:12] == 1'h1;
-  assign \$49  = rd__2__en & \$48 ;
-  assign \$50  = rd__0__addr[13:12] == 1'h1;
-  assign \$51  = rd__0__en & \$50 ;
-  assign \$52  = rd__1__addr[13:12] == 1'h1;
-  assign \$53  = rd__1__en & \$52 ;
-  assign \$54  = | { \$53 , \$51  };
-  assign \$55  = ~ \$54 ;
-  assign \win$39  = \$49  & \$55 ;
-  assign \$56  = rd__3__addr[13:12] == 1'h1;
-  assign \$57  = rd__3__en & \$56 ;
-  assign \$58  = rd__0__addr[13:12] == 1'h1;
-  assign \$59  = rd__0__en & \$58 ;
-  assign \$60  = rd__1__addr[13:12] == 1'h1;
-  assign \$61  = rd__1__en & \$60 ;
-  assign \$62  = rd__2__addr[13:12] == 1'h1;
-  assign \$63  = rd__2__en & \$62 ;
-  assign \$64  = | { \$63 , \$61 , \$59  };
-  assign \$65  = ~ \$64 ;
-  assign \win$40  = \$57  & \$65 ;
-  assign \$66  = wr__0__addr[13:12] == 1'h1;
-  assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$11029$0 [13:12] == 1'h1;
-  assign \$68  = wr__1__en & \$67 ;
-  assign \$69  = wr__0__addr[13:12] == 1'h1;
-  assign \$70  = wr__0__en & \$69 ;
-  assign \$72  = ~ \$71 ;
-  assign \win$43  = \$68  & \$72 ;
-  assign \$73  = wr__2__addr[13:12] == 1'h1;
-  assign \$74  = wr__2__en & \$73 ;
-  assign \$75  = wr__0__addr[13:12] == 1'h1;
-  assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$11029$0 [13:12] == 1'h1;
-  assign \$78  = wr__1__en & \$77 ;
-  assign \$79  = | { \$78 , \$76  };
-  assign \$80  = ~ \$79 ;
-  assign \win$44  = \$74  & \$80 ;
-  assign \$81  = rd__0__addr[13:12] == 2'h2;
-  assign \win$57  = rd__0__en & \$81 ;
-  assign \$82  = rd__1__addr[13:12] == 2'h2;
+  assign \$26  = ! rd__4__addr[13:12];
+  assign \$27  = rd__4__en & \$26 ;
+  assign \$28  = ! rd__0__addr[13:12];
+  assign \$29  = rd__0__en & \$28 ;
+  assign \$30  = ! rd__1__addr[13:12];
+  assign \$31  = rd__1__en & \$30 ;
+  assign \$32  = ! rd__2__addr[13:12];
+  assign \$33  = rd__2__en & \$32 ;
+  assign \$34  = ! rd__3__addr[13:12];
+  assign \$35  = rd__3__en & \$34 ;
+  assign \$36  = | { \$35 , \$33 , \$31 , \$29  };
+  assign \$37  = ~ \$36 ;
+  assign \win$12  = \$27  & \$37 ;
+  assign \$38  = ! wr__0__addr[13:12];
+  assign \win$16  = wr__0__en & \$38 ;
+  assign \$39  = ! \port$10934$0 [13:12];
+  assign \$40  = wr__1__en & \$39 ;
+  assign \$41  = ! wr__0__addr[13:12];
+  assign \$42  = wr__0__en & \$41 ;
+  assign \$44  = ~ \$43 ;
+  assign \win$19  = \$40  & \$44 ;
+  assign \$45  = ! wr__2__addr[13:12];
+  assign \$46  = wr__2__en & \$45 ;
+  assign \$47  = ! wr__0__addr[13:12];
+  assign \$48  = wr__0__en & \$47 ;
+  assign \$49  = ! \port$10934$0 [13:12];
+  assign \$50  = wr__1__en & \$49 ;
+  assign \$51  = | { \$50 , \$48  };
+  assign \$52  = ~ \$51 ;
+  assign \win$22  = \$46  & \$52 ;
+  assign \$53  = rd__0__addr[13:12] == 1'h1;
+  assign \win$40  = rd__0__en & \$53 ;
+  assign \$54  = rd__1__addr[13:12] == 1'h1;
+  assign \$55  = rd__1__en & \$54 ;
+  assign \$56  = rd__0__addr[13:12] == 1'h1;
+  assign \$57  = rd__0__en & \$56 ;
+  assign \$59  = ~ \$58 ;
+  assign \win$41  = \$55  & \$59 ;
+  assign \$60  = rd__2__addr[13:12] == 1'h1;
+  assign \$61  = rd__2__en & \$60 ;
+  assign \$62  = rd__0__addr[13:12] == 1'h1;
+  assign \$63  = rd__0__en & \$62 ;
+  assign \$64  = rd__1__addr[13:12] == 1'h1;
+  assign \$65  = rd__1__en & \$64 ;
+  assign \$66  = | { \$65 , \$63  };
+  assign \$67  = ~ \$66 ;
+  assign \win$42  = \$61  & \$67 ;
+  assign \$68  = rd__3__addr[13:12] == 1'h1;
+  assign \$69  = rd__3__en & \$68 ;
+  assign \$70  = rd__0__addr[13:12] == 1'h1;
+  assign \$71  = rd__0__en & \$70 ;
+  assign \$72  = rd__1__addr[13:12] == 1'h1;
+  assign \$73  = rd__1__en & \$72 ;
+  assign \$74  = rd__2__addr[13:12] == 1'h1;
+  assign \$75  = rd__2__en & \$74 ;
+  assign \$76  = | { \$75 , \$73 , \$71  };
+  assign \$77  = ~ \$76 ;
+  assign \win$43  = \$69  & \$77 ;
+  assign \$78  = rd__4__addr[13:12] == 1'h1;
+  assign \$79  = rd__4__en & \$78 ;
+  assign \$80  = rd__0__addr[13:12] == 1'h1;
+  assign \$81  = rd__0__en & \$80 ;
+  assign \$82  = rd__1__addr[13:12] == 1'h1;
   assign \$83  = rd__1__en & \$82 ;
-  assign \$84  = rd__0__addr[13:12] == 2'h2;
-  assign \$85  = rd__0__en & \$84 ;
-  assign \$87  = ~ \$86 ;
-  assign \win$58  = \$83  & \$87 ;
-  assign \$88  = rd__2__addr[13:12] == 2'h2;
-  assign \$89  = rd__2__en & \$88 ;
-  assign \$90  = rd__0__addr[13:12] == 2'h2;
-  assign \$91  = rd__0__en & \$90 ;
-  assign \$92  = rd__1__addr[13:12] == 2'h2;
-  assign \$93  = rd__1__en & \$92 ;
-  assign \$94  = | { \$93 , \$91  };
-  assign \$95  = ~ \$94 ;
-  assign \win$59  = \$89  & \$95 ;
-  assign \$96  = rd__3__addr[13:12] == 2'h2;
-  assign \$97  = rd__3__en & \$96 ;
-  assign \$98  = rd__0__addr[13:12] == 2'h2;
-  assign \$99  = rd__0__en & \$98 ;
-  assign \$100  = rd__1__addr[13:12] == 2'h2;
-  assign \$101  = rd__1__en & \$100 ;
-  assign \$102  = rd__2__addr[13:12] == 2'h2;
-  assign \$103  = rd__2__en & \$102 ;
-  assign \$104  = | { \$103 , \$101 , \$99  };
-  assign \$105  = ~ \$104 ;
-  assign \win$60  = \$97  & \$105 ;
-  assign \$106  = wr__0__addr[13:12] == 2'h2;
-  assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$11029$0 [13:12] == 2'h2;
-  assign \$108  = wr__1__en & \$107 ;
-  assign \$109  = wr__0__addr[13:12] == 2'h2;
-  assign \$110  = wr__0__en & \$109 ;
-  assign \$112  = ~ \$111 ;
-  assign \win$63  = \$108  & \$112 ;
-  assign \$113  = wr__2__addr[13:12] == 2'h2;
-  assign \$114  = wr__2__en & \$113 ;
-  assign \$115  = wr__0__addr[13:12] == 2'h2;
-  assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$11029$0 [13:12] == 2'h2;
-  assign \$118  = wr__1__en & \$117 ;
-  assign \$119  = | { \$118 , \$116  };
-  assign \$120  = ~ \$119 ;
-  assign \win$64  = \$114  & \$120 ;
-  assign \$121  = rd__0__addr[13:12] == 2'h3;
-  assign \win$77  = rd__0__en & \$121 ;
-  assign \$122  = rd__1__addr[13:12] == 2'h3;
-  assign \$123  = rd__1__en & \$122 ;
-  assign \$124  = rd__0__addr[13:12] == 2'h3;
-  assign \$125  = rd__0__en & \$124 ;
-  assign \$127  = ~ \$126 ;
-  assign \win$78  = \$123  & \$127 ;
-  assign \$128  = rd__2__addr[13:12] == 2'h3;
-  assign \$129  = rd__2__en & \$128 ;
-  assign \$130  = rd__0__addr[13:12] == 2'h3;
-  assign \$131  = rd__0__en & \$130 ;
-  assign \$132  = rd__1__addr[13:12] == 2'h3;
-  assign \$133  = rd__1__en & \$132 ;
-  assign \$134  = | { \$133 , \$131  };
-  assign \$135  = ~ \$134 ;
-  assign \win$79  = \$129  & \$135 ;
-  assign \$136  = rd__3__addr[13:12] == 2'h3;
-  assign \$137  = rd__3__en & \$136 ;
-  assign \$138  = rd__0__addr[13:12] == 2'h3;
-  assign \$139  = rd__0__en & \$138 ;
-  assign \$140  = rd__1__addr[13:12] == 2'h3;
-  assign \$141  = rd__1__en & \$140 ;
-  assign \$142  = rd__2__addr[13:12] == 2'h3;
-  assign \$143  = rd__2__en & \$142 ;
-  assign \$144  = | { \$143 , \$141 , \$139  };
-  assign \$145  = ~ \$144 ;
-  assign \win$80  = \$137  & \$145 ;
-  assign \$146  = wr__0__addr[13:12] == 2'h3;
-  assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$11029$0 [13:12] == 2'h3;
-  assign \$148  = wr__1__en & \$147 ;
-  assign \$149  = wr__0__addr[13:12] == 2'h3;
-  assign \$150  = wr__0__en & \$149 ;
-  assign \$152  = ~ \$151 ;
-  assign \win$83  = \$148  & \$152 ;
-  assign \$153  = wr__2__addr[13:12] == 2'h3;
-  assign \$154  = wr__2__en & \$153 ;
-  assign \$155  = wr__0__addr[13:12] == 2'h3;
-  assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$11029$0 [13:12] == 2'h3;
-  assign \$158  = wr__1__en & \$157 ;
-  assign \$159  = | { \$158 , \$156  };
-  assign \$160  = ~ \$159 ;
-  assign \win$84  = \$154  & \$160 ;
-  assign rd__0__gnt = | { \win$77 , \win$57 , \win$37 , win };
-  assign rd__1__gnt = | { \win$78 , \win$58 , \win$38 , \win$3  };
-  assign rd__2__gnt = | { \win$79 , \win$59 , \win$39 , \win$6  };
-  assign rd__3__gnt = | { \win$80 , \win$60 , \win$40 , \win$9  };
-  assign wr__0__gnt = | { \win$82 , \win$62 , \win$42 , \win$13  };
-  assign wr__1__gnt = | { \win$83 , \win$63 , \win$43 , \win$16  };
-  assign wr__2__gnt = | { \win$84 , \win$64 , \win$44 , \win$19  };
-  assign \$161  = | { \win$19 , \win$16 , \win$13  };
-  assign \$162  = | { \win$9 , \win$6 , \win$3 , win };
-  assign \$163  = | { \win$44 , \win$43 , \win$42  };
-  assign \$164  = | { \win$40 , \win$39 , \win$38 , \win$37  };
-  assign \$165  = | { \win$64 , \win$63 , \win$62  };
-  assign \$166  = | { \win$60 , \win$59 , \win$58 , \win$57  };
-  assign \$167  = | { \win$84 , \win$83 , \win$82  };
-  assign \$168  = | { \win$80 , \win$79 , \win$78 , \win$77  };
-  assign \$169  = rd__0__en & rd__0__gnt;
-  assign \$170  = rd__1__en & rd__1__gnt;
-  assign \$171  = rd__2__en & rd__2__gnt;
-  assign \$172  = rd__3__en & rd__3__gnt;
+  assign \$84  = rd__2__addr[13:12] == 1'h1;
+  assign \$85  = rd__2__en & \$84 ;
+  assign \$86  = rd__3__addr[13:12] == 1'h1;
+  assign \$87  = rd__3__en & \$86 ;
+  assign \$88  = | { \$87 , \$85 , \$83 , \$81  };
+  assign \$89  = ~ \$88 ;
+  assign \win$44  = \$79  & \$89 ;
+  assign \$90  = wr__0__addr[13:12] == 1'h1;
+  assign \win$46  = wr__0__en & \$90 ;
+  assign \$91  = \port$10934$0 [13:12] == 1'h1;
+  assign \$92  = wr__1__en & \$91 ;
+  assign \$93  = wr__0__addr[13:12] == 1'h1;
+  assign \$94  = wr__0__en & \$93 ;
+  assign \$96  = ~ \$95 ;
+  assign \win$47  = \$92  & \$96 ;
+  assign \$97  = wr__2__addr[13:12] == 1'h1;
+  assign \$98  = wr__2__en & \$97 ;
+  assign \$99  = wr__0__addr[13:12] == 1'h1;
+  assign \$100  = wr__0__en & \$99 ;
+  assign \$101  = \port$10934$0 [13:12] == 1'h1;
+  assign \$102  = wr__1__en & \$101 ;
+  assign \$103  = | { \$102 , \$100  };
+  assign \$104  = ~ \$103 ;
+  assign \win$48  = \$98  & \$104 ;
+  assign \$105  = rd__0__addr[13:12] == 2'h2;
+  assign \win$61  = rd__0__en & \$105 ;
+  assign \$106  = rd__1__addr[13:12] == 2'h2;
+  assign \$107  = rd__1__en & \$106 ;
+  assign \$108  = rd__0__addr[13:12] == 2'h2;
+  assign \$109  = rd__0__en & \$108 ;
+  assign \$111  = ~ \$110 ;
+  assign \win$62  = \$107  & \$111 ;
+  assign \$112  = rd__2__addr[13:12] == 2'h2;
+  assign \$113  = rd__2__en & \$112 ;
+  assign \$114  = rd__0__addr[13:12] == 2'h2;
+  assign \$115  = rd__0__en & \$114 ;
+  assign \$116  = rd__1__addr[13:12] == 2'h2;
+  assign \$117  = rd__1__en & \$116 ;
+  assign \$118  = | { \$117 , \$115  };
+  assign \$119  = ~ \$118 ;
+  assign \win$63  = \$113  & \$119 ;
+  assign \$120  = rd__3__addr[13:12] == 2'h2;
+  assign \$121  = rd__3__en & \$120 ;
+  assign \$122  = rd__0__addr[13:12] == 2'h2;
+  assign \$123  = rd__0__en & \$122 ;
+  assign \$124  = rd__1__addr[13:12] == 2'h2;
+  assign \$125  = rd__1__en & \$124 ;
+  assign \$126  = rd__2__addr[13:12] == 2'h2;
+  assign \$127  = rd__2__en & \$126 ;
+  assign \$128  = | { \$127 , \$125 , \$123  };
+  assign \$129  = ~ \$128 ;
+  assign \win$64  = \$121  & \$129 ;
+  assign \$130  = rd__4__addr[13:12] == 2'h2;
+  assign \$131  = rd__4__en & \$130 ;
+  assign \$132  = rd__0__addr[13:12] == 2'h2;
+  assign \$133  = rd__0__en & \$132 ;
+  assign \$134  = rd__1__addr[13:12] == 2'h2;
+  assign \$135  = rd__1__en & \$134 ;
+  assign \$136  = rd__2__addr[13:12] == 2'h2;
+  assign \$137  = rd__2__en & \$136 ;
+  assign \$138  = rd__3__addr[13:12] == 2'h2;
+  assign \$139  = rd__3__en & \$138 ;
+  assign \$140  = | { \$139 , \$137 , \$135 , \$133  };
+  assign \$141  = ~ \$140 ;
+  assign \win$65  = \$131  & \$141 ;
+  assign \$142  = wr__0__addr[13:12] == 2'h2;
+  assign \win$67  = wr__0__en & \$142 ;
+  assign \$143  = \port$10934$0 [13:12] == 2'h2;
+  assign \$144  = wr__1__en & \$143 ;
+  assign \$145  = wr__0__addr[13:12] == 2'h2;
+  assign \$146  = wr__0__en & \$145 ;
+  assign \$148  = ~ \$147 ;
+  assign \win$68  = \$144  & \$148 ;
+  assign \$149  = wr__2__addr[13:12] == 2'h2;
+  assign \$150  = wr__2__en & \$149 ;
+  assign \$151  = wr__0__addr[13:12] == 2'h2;
+  assign \$152  = wr__0__en & \$151 ;
+  assign \$153  = \port$10934$0 [13:12] == 2'h2;
+  assign \$154  = wr__1__en & \$153 ;
+  assign \$155  = | { \$154 , \$152  };
+  assign \$156  = ~ \$155 ;
+  assign \win$69  = \$150  & \$156 ;
+  assign \$157  = rd__0__addr[13:12] == 2'h3;
+  assign \win$82  = rd__0__en & \$157 ;
+  assign \$158  = rd__1__addr[13:12] == 2'h3;
+  assign \$159  = rd__1__en & \$158 ;
+  assign \$160  = rd__0__addr[13:12] == 2'h3;
+  assign \$161  = rd__0__en & \$160 ;
+  assign \$163  = ~ \$162 ;
+  assign \win$83  = \$159  & \$163 ;
+  assign \$164  = rd__2__addr[13:12] == 2'h3;
+  assign \$165  = rd__2__en & \$164 ;
+  assign \$166  = rd__0__addr[13:12] == 2'h3;
+  assign \$167  = rd__0__en & \$166 ;
+  assign \$168  = rd__1__addr[13:12] == 2'h3;
+  assign \$169  = rd__1__en & \$168 ;
+  assign \$170  = | { \$169 , \$167  };
+  assign \$171  = ~ \$170 ;
+  assign \win$84  = \$165  & \$171 ;
+  assign \$172  = rd__3__addr[13:12] == 2'h3;
+  assign \$173  = rd__3__en & \$172 ;
+  assign \$174  = rd__0__addr[13:12] == 2'h3;
+  assign \$175  = rd__0__en & \$174 ;
+  assign \$176  = rd__1__addr[13:12] == 2'h3;
+  assign \$177  = rd__1__en & \$176 ;
+  assign \$178  = rd__2__addr[13:12] == 2'h3;
+  assign \$179  = rd__2__en & \$178 ;
+  assign \$180  = | { \$179 , \$177 , \$175  };
+  assign \$181  = ~ \$180 ;
+  assign \win$85  = \$173  & \$181 ;
+  assign \$182  = rd__4__addr[13:12] == 2'h3;
+  assign \$183  = rd__4__en & \$182 ;
+  assign \$184  = rd__0__addr[13:12] == 2'h3;
+  assign \$185  = rd__0__en & \$184 ;
+  assign \$186  = rd__1__addr[13:12] == 2'h3;
+  assign \$187  = rd__1__en & \$186 ;
+  assign \$188  = rd__2__addr[13:12] == 2'h3;
+  assign \$189  = rd__2__en & \$188 ;
+  assign \$190  = rd__3__addr[13:12] == 2'h3;
+  assign \$191  = rd__3__en & \$190 ;
+  assign \$192  = | { \$191 , \$189 , \$187 , \$185  };
+  assign \$193  = ~ \$192 ;
+  assign \win$86  = \$183  & \$193 ;
+  assign \$194  = wr__0__addr[13:12] == 2'h3;
+  assign \win$88  = wr__0__en & \$194 ;
+  assign \$195  = \port$10934$0 [13:12] == 2'h3;
+  assign \$196  = wr__1__en & \$195 ;
+  assign \$197  = wr__0__addr[13:12] == 2'h3;
+  assign \$198  = wr__0__en & \$197 ;
+  assign \$200  = ~ \$199 ;
+  assign \win$89  = \$196  & \$200 ;
+  assign \$201  = wr__2__addr[13:12] == 2'h3;
+  assign \$202  = wr__2__en & \$201 ;
+  assign \$203  = wr__0__addr[13:12] == 2'h3;
+  assign \$204  = wr__0__en & \$203 ;
+  assign \$205  = \port$10934$0 [13:12] == 2'h3;
+  assign \$206  = wr__1__en & \$205 ;
+  assign \$207  = | { \$206 , \$204  };
+  assign \$208  = ~ \$207 ;
+  assign \win$90  = \$202  & \$208 ;
+  assign rd__0__gnt = | { \win$82 , \win$61 , \win$40 , win };
+  assign rd__1__gnt = | { \win$83 , \win$62 , \win$41 , \win$3  };
+  assign rd__2__gnt = | { \win$84 , \win$63 , \win$42 , \win$6  };
+  assign rd__3__gnt = | { \win$85 , \win$64 , \win$43 , \win$9  };
+  assign rd__4__gnt = | { \win$86 , \win$65 , \win$44 , \win$12  };
+  assign wr__0__gnt = | { \win$88 , \win$67 , \win$46 , \win$16  };
+  assign wr__1__gnt = | { \win$89 , \win$68 , \win$47 , \win$19  };
+  assign wr__2__gnt = | { \win$90 , \win$69 , \win$48 , \win$22  };
+  assign \$209  = | { \win$22 , \win$19 , \win$16  };
+  assign \$210  = | { \win$12 , \win$9 , \win$6 , \win$3 , win };
+  assign \$211  = | { \win$48 , \win$47 , \win$46  };
+  assign \$212  = | { \win$44 , \win$43 , \win$42 , \win$41 , \win$40  };
+  assign \$213  = | { \win$69 , \win$68 , \win$67  };
+  assign \$214  = | { \win$65 , \win$64 , \win$63 , \win$62 , \win$61  };
+  assign \$215  = | { \win$90 , \win$89 , \win$88  };
+  assign \$216  = | { \win$86 , \win$85 , \win$84 , \win$83 , \win$82  };
+  assign \$217  = rd__0__en & rd__0__gnt;
+  assign \$218  = rd__1__en & rd__1__gnt;
+  assign \$219  = rd__2__en & rd__2__gnt;
+  assign \$220  = rd__3__en & rd__3__gnt;
+  assign \$221  = rd__4__en & rd__4__gnt;
   always @(posedge clk)
-    wen <= \$173 ;
+    wen <= \$222 ;
   always @(posedge clk)
-    waddr <= \bank0_addr$22 ;
+    waddr <= \bank0_addr$25 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    ren <= \$174 ;
+    ren <= \$223 ;
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
     bank0_rdata_q <= rdata;
   always @(posedge clk)
-    \wen$51  <= \$175 ;
+    \wen$55  <= \$224 ;
   always @(posedge clk)
-    \waddr$53  <= \bank1_addr$45 ;
+    \waddr$57  <= \bank1_addr$49 ;
   always @(posedge clk)
-    \wdata$55  <= bank1_wdata;
+    \wdata$59  <= bank1_wdata;
   always @(posedge clk)
-    \ren$47  <= \$176 ;
+    \ren$51  <= \$225 ;
   always @(posedge clk)
-    \raddr$49  <= bank1_addr;
+    \raddr$53  <= bank1_addr;
   always @(posedge clk)
-    bank1_rdata_q <= \rdata$119 ;
+    bank1_rdata_q <= \rdata$128 ;
   always @(posedge clk)
-    \wen$71  <= \$177 ;
+    \wen$76  <= \$226 ;
   always @(posedge clk)
-    \waddr$73  <= \bank2_addr$65 ;
+    \waddr$78  <= \bank2_addr$70 ;
   always @(posedge clk)
-    \wdata$75  <= bank2_wdata;
+    \wdata$80  <= bank2_wdata;
   always @(posedge clk)
-    \ren$67  <= \$178 ;
+    \ren$72  <= \$227 ;
   always @(posedge clk)
-    \raddr$69  <= bank2_addr;
+    \raddr$74  <= bank2_addr;
   always @(posedge clk)
-    bank2_rdata_q <= \rdata$120 ;
+    bank2_rdata_q <= \rdata$129 ;
   always @(posedge clk)
-    \wen$91  <= \$179 ;
+    \wen$97  <= \$228 ;
   always @(posedge clk)
-    \waddr$93  <= \bank3_addr$85 ;
+    \waddr$99  <= \bank3_addr$91 ;
   always @(posedge clk)
-    \wdata$95  <= bank3_wdata;
+    \wdata$101  <= bank3_wdata;
   always @(posedge clk)
-    \ren$87  <= \$180 ;
+    \ren$93  <= \$229 ;
   always @(posedge clk)
-    \raddr$89  <= bank3_addr;
+    \raddr$95  <= bank3_addr;
   always @(posedge clk)
-    bank3_rdata_q <= \rdata$121 ;
+    bank3_rdata_q <= \rdata$130 ;
   always @(posedge clk)
-    rd0_bank_q <= \$181 ;
+    rd0_bank_q <= \$230 ;
   always @(posedge clk)
-    rd0_bank_q2 <= \$182 ;
+    rd0_bank_q2 <= \$231 ;
   always @(posedge clk)
-    rd0_bank_q3 <= \$183 ;
+    rd0_bank_q3 <= \$232 ;
   always @(posedge clk)
-    rd1_bank_q <= \$184 ;
+    rd1_bank_q <= \$233 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$185 ;
+    rd1_bank_q2 <= \$234 ;
   always @(posedge clk)
-    rd1_bank_q3 <= \$186 ;
+    rd1_bank_q3 <= \$235 ;
   always @(posedge clk)
-    rd2_bank_q <= \$187 ;
+    rd2_bank_q <= \$236 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$188 ;
+    rd2_bank_q2 <= \$237 ;
   always @(posedge clk)
-    rd2_bank_q3 <= \$189 ;
+    rd2_bank_q3 <= \$238 ;
   always @(posedge clk)
-    rd3_bank_q <= \$190 ;
+    rd3_bank_q <= \$239 ;
   always @(posedge clk)
-    rd3_bank_q2 <= \$191 ;
+    rd3_bank_q2 <= \$240 ;
   always @(posedge clk)
-    rd3_bank_q3 <= \$192 ;
+    rd3_bank_q3 <= \$241 ;
+  always @(posedge clk)
+    rd4_bank_q <= \$242 ;
+  always @(posedge clk)
+    rd4_bank_q2 <= \$243 ;
+  always @(posedge clk)
+    rd4_bank_q3 <= \$244 ;
   \kaki_soc_8x8.spad.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -62148,30 +62579,30 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   );
   \kaki_soc_8x8.spad.bank1  bank1 (
     .clk(clk),
-    .raddr(\raddr$49 ),
-    .rdata(\rdata$119 ),
-    .ren(\ren$47 ),
-    .waddr(\waddr$53 ),
-    .wdata(\wdata$55 ),
-    .wen(\wen$51 )
+    .raddr(\raddr$53 ),
+    .rdata(\rdata$128 ),
+    .ren(\ren$51 ),
+    .waddr(\waddr$57 ),
+    .wdata(\wdata$59 ),
+    .wen(\wen$55 )
   );
   \kaki_soc_8x8.spad.bank2  bank2 (
     .clk(clk),
-    .raddr(\raddr$69 ),
-    .rdata(\rdata$120 ),
-    .ren(\ren$67 ),
-    .waddr(\waddr$73 ),
-    .wdata(\wdata$75 ),
-    .wen(\wen$71 )
+    .raddr(\raddr$74 ),
+    .rdata(\rdata$129 ),
+    .ren(\ren$72 ),
+    .waddr(\waddr$78 ),
+    .wdata(\wdata$80 ),
+    .wen(\wen$76 )
   );
   \kaki_soc_8x8.spad.bank3  bank3 (
     .clk(clk),
-    .raddr(\raddr$89 ),
-    .rdata(\rdata$121 ),
-    .ren(\ren$87 ),
-    .waddr(\waddr$93 ),
-    .wdata(\wdata$95 ),
-    .wen(\wen$91 )
+    .raddr(\raddr$95 ),
+    .rdata(\rdata$130 ),
+    .ren(\ren$93 ),
+    .waddr(\waddr$99 ),
+    .wdata(\wdata$101 ),
+    .wen(\wen$97 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
@@ -62188,156 +62619,168 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     if (\win$9 ) begin
       bank0_addr = rd__3__addr[11:0];
     end
+    if (\win$12 ) begin
+      bank0_addr = rd__4__addr[11:0];
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank0_addr$22  = 12'h000;
-    if (\win$13 ) begin
-      \bank0_addr$22  = wr__0__addr[11:0];
-    end
+    \bank0_addr$25  = 12'h000;
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$11029$0 [11:0];
+      \bank0_addr$25  = wr__0__addr[11:0];
     end
     if (\win$19 ) begin
-      \bank0_addr$22  = wr__2__addr[11:0];
+      \bank0_addr$25  = \port$10934$0 [11:0];
+    end
+    if (\win$22 ) begin
+      \bank0_addr$25  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank0_wdata = 64'h0000000000000000;
-    if (\win$13 ) begin
+    if (\win$16 ) begin
       bank0_wdata = wr__0__data;
     end
-    if (\win$16 ) begin
-      bank0_wdata = \port$11029$0 [77:14];
-    end
     if (\win$19 ) begin
+      bank0_wdata = \port$10934$0 [77:14];
+    end
+    if (\win$22 ) begin
       bank0_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_addr = 12'h000;
-    if (\win$37 ) begin
+    if (\win$40 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$38 ) begin
+    if (\win$41 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$39 ) begin
+    if (\win$42 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
-    if (\win$40 ) begin
+    if (\win$43 ) begin
       bank1_addr = rd__3__addr[11:0];
+    end
+    if (\win$44 ) begin
+      bank1_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank1_addr$45  = 12'h000;
-    if (\win$42 ) begin
-      \bank1_addr$45  = wr__0__addr[11:0];
+    \bank1_addr$49  = 12'h000;
+    if (\win$46 ) begin
+      \bank1_addr$49  = wr__0__addr[11:0];
     end
-    if (\win$43 ) begin
-      \bank1_addr$45  = \port$11029$0 [11:0];
+    if (\win$47 ) begin
+      \bank1_addr$49  = \port$10934$0 [11:0];
     end
-    if (\win$44 ) begin
-      \bank1_addr$45  = wr__2__addr[11:0];
+    if (\win$48 ) begin
+      \bank1_addr$49  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_wdata = 64'h0000000000000000;
-    if (\win$42 ) begin
+    if (\win$46 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$43 ) begin
-      bank1_wdata = \port$11029$0 [77:14];
+    if (\win$47 ) begin
+      bank1_wdata = \port$10934$0 [77:14];
     end
-    if (\win$44 ) begin
+    if (\win$48 ) begin
       bank1_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_addr = 12'h000;
-    if (\win$57 ) begin
+    if (\win$61 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$58 ) begin
+    if (\win$62 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$59 ) begin
+    if (\win$63 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
-    if (\win$60 ) begin
+    if (\win$64 ) begin
       bank2_addr = rd__3__addr[11:0];
+    end
+    if (\win$65 ) begin
+      bank2_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank2_addr$65  = 12'h000;
-    if (\win$62 ) begin
-      \bank2_addr$65  = wr__0__addr[11:0];
+    \bank2_addr$70  = 12'h000;
+    if (\win$67 ) begin
+      \bank2_addr$70  = wr__0__addr[11:0];
     end
-    if (\win$63 ) begin
-      \bank2_addr$65  = \port$11029$0 [11:0];
+    if (\win$68 ) begin
+      \bank2_addr$70  = \port$10934$0 [11:0];
     end
-    if (\win$64 ) begin
-      \bank2_addr$65  = wr__2__addr[11:0];
+    if (\win$69 ) begin
+      \bank2_addr$70  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_wdata = 64'h0000000000000000;
-    if (\win$62 ) begin
+    if (\win$67 ) begin
       bank2_wdata = wr__0__data;
     end
-    if (\win$63 ) begin
-      bank2_wdata = \port$11029$0 [77:14];
+    if (\win$68 ) begin
+      bank2_wdata = \port$10934$0 [77:14];
     end
-    if (\win$64 ) begin
+    if (\win$69 ) begin
       bank2_wdata = wr__2__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_addr = 12'h000;
-    if (\win$77 ) begin
+    if (\win$82 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$78 ) begin
+    if (\win$83 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$79 ) begin
+    if (\win$84 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
-    if (\win$80 ) begin
+    if (\win$85 ) begin
       bank3_addr = rd__3__addr[11:0];
+    end
+    if (\win$86 ) begin
+      bank3_addr = rd__4__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \bank3_addr$85  = 12'h000;
-    if (\win$82 ) begin
-      \bank3_addr$85  = wr__0__addr[11:0];
+    \bank3_addr$91  = 12'h000;
+    if (\win$88 ) begin
+      \bank3_addr$91  = wr__0__addr[11:0];
     end
-    if (\win$83 ) begin
-      \bank3_addr$85  = \port$11029$0 [11:0];
+    if (\win$89 ) begin
+      \bank3_addr$91  = \port$10934$0 [11:0];
     end
-    if (\win$84 ) begin
-      \bank3_addr$85  = wr__2__addr[11:0];
+    if (\win$90 ) begin
+      \bank3_addr$91  = wr__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_wdata = 64'h0000000000000000;
-    if (\win$82 ) begin
+    if (\win$88 ) begin
       bank3_wdata = wr__0__data;
     end
-    if (\win$83 ) begin
-      bank3_wdata = \port$11029$0 [77:14];
+    if (\win$89 ) begin
+      bank3_wdata = \port$10934$0 [77:14];
     end
-    if (\win$84 ) begin
+    if (\win$90 ) begin
       bank3_wdata = wr__2__data;
     end
   end
@@ -62399,186 +62842,224 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$173  = \$161 ;
+    (* full_case = 32'd1 *)
+    casez (rd4_bank_q3)
+      2'h0:
+          rd__4__data = bank0_rdata_q;
+      2'h1:
+          rd__4__data = bank1_rdata_q;
+      2'h2:
+          rd__4__data = bank2_rdata_q;
+      2'h3:
+          rd__4__data = bank3_rdata_q;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$222  = \$209 ;
     if (rst) begin
-      \$173  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$174  = \$162 ;
+    \$223  = \$210 ;
     if (rst) begin
-      \$174  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$175  = \$163 ;
+    \$224  = \$211 ;
     if (rst) begin
-      \$175  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$176  = \$164 ;
+    \$225  = \$212 ;
     if (rst) begin
-      \$176  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$177  = \$165 ;
+    \$226  = \$213 ;
     if (rst) begin
-      \$177  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$178  = \$166 ;
+    \$227  = \$214 ;
     if (rst) begin
-      \$178  = 1'h0;
+      \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$179  = \$167 ;
+    \$228  = \$215 ;
     if (rst) begin
-      \$179  = 1'h0;
+      \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$180  = \$168 ;
+    \$229  = \$216 ;
     if (rst) begin
-      \$180  = 1'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$181  = rd0_bank_q;
-    if (\$169 ) begin
-      \$181  = rd__0__addr[13:12];
+    \$230  = rd0_bank_q;
+    if (\$217 ) begin
+      \$230  = rd__0__addr[13:12];
     end
     if (rst) begin
-      \$181  = 2'h0;
+      \$230  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$182  = rd0_bank_q;
+    \$231  = rd0_bank_q;
     if (rst) begin
-      \$182  = 2'h0;
+      \$231  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$183  = rd0_bank_q2;
+    \$232  = rd0_bank_q2;
     if (rst) begin
-      \$183  = 2'h0;
+      \$232  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$184  = rd1_bank_q;
-    if (\$170 ) begin
-      \$184  = rd__1__addr[13:12];
+    \$233  = rd1_bank_q;
+    if (\$218 ) begin
+      \$233  = rd__1__addr[13:12];
     end
     if (rst) begin
-      \$184  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$185  = rd1_bank_q;
+    \$234  = rd1_bank_q;
     if (rst) begin
-      \$185  = 2'h0;
+      \$234  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$186  = rd1_bank_q2;
+    \$235  = rd1_bank_q2;
     if (rst) begin
-      \$186  = 2'h0;
+      \$235  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$187  = rd2_bank_q;
-    if (\$171 ) begin
-      \$187  = rd__2__addr[13:12];
+    \$236  = rd2_bank_q;
+    if (\$219 ) begin
+      \$236  = rd__2__addr[13:12];
     end
     if (rst) begin
-      \$187  = 2'h0;
+      \$236  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$188  = rd2_bank_q;
+    \$237  = rd2_bank_q;
     if (rst) begin
-      \$188  = 2'h0;
+      \$237  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$189  = rd2_bank_q2;
+    \$238  = rd2_bank_q2;
     if (rst) begin
-      \$189  = 2'h0;
+      \$238  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$190  = rd3_bank_q;
-    if (\$172 ) begin
-      \$190  = rd__3__addr[13:12];
+    \$239  = rd3_bank_q;
+    if (\$220 ) begin
+      \$239  = rd__3__addr[13:12];
     end
     if (rst) begin
-      \$190  = 2'h0;
+      \$239  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$191  = rd3_bank_q;
+    \$240  = rd3_bank_q;
     if (rst) begin
-      \$191  = 2'h0;
+      \$240  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$192  = rd3_bank_q2;
+    \$241  = rd3_bank_q2;
     if (rst) begin
-      \$192  = 2'h0;
+      \$241  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$11029$0 [13:0];
-  assign wr__1__data = \port$11029$0 [77:14];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$242  = rd4_bank_q;
+    if (\$221 ) begin
+      \$242  = rd__4__addr[13:12];
+    end
+    if (rst) begin
+      \$242  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$243  = rd4_bank_q;
+    if (rst) begin
+      \$243  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$244  = rd4_bank_q2;
+    if (rst) begin
+      \$244  = 2'h0;
+    end
+  end
+  assign wr__1__addr = \port$10934$0 [13:0];
+  assign wr__1__data = \port$10934$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign bank1_ren_q = \ren$47 ;
-  assign bank1_raddr_q = \raddr$49 ;
-  assign bank1_wen_q = \wen$51 ;
-  assign bank1_waddr_q = \waddr$53 ;
-  assign bank1_wdata_q = \wdata$55 ;
-  assign bank2_ren_q = \ren$67 ;
-  assign bank2_raddr_q = \raddr$69 ;
-  assign bank2_wen_q = \wen$71 ;
-  assign bank2_waddr_q = \waddr$73 ;
-  assign bank2_wdata_q = \wdata$75 ;
-  assign bank3_ren_q = \ren$87 ;
-  assign bank3_raddr_q = \raddr$89 ;
-  assign bank3_wen_q = \wen$91 ;
-  assign bank3_waddr_q = \waddr$93 ;
-  assign bank3_wdata_q = \wdata$95 ;
+  assign bank1_ren_q = \ren$51 ;
+  assign bank1_raddr_q = \raddr$53 ;
+  assign bank1_wen_q = \wen$55 ;
+  assign bank1_waddr_q = \waddr$57 ;
+  assign bank1_wdata_q = \wdata$59 ;
+  assign bank2_ren_q = \ren$72 ;
+  assign bank2_raddr_q = \raddr$74 ;
+  assign bank2_wen_q = \wen$76 ;
+  assign bank2_waddr_q = \waddr$78 ;
+  assign bank2_wdata_q = \wdata$80 ;
+  assign bank3_ren_q = \ren$93 ;
+  assign bank3_raddr_q = \raddr$95 ;
+  assign bank3_wen_q = \wen$97 ;
+  assign bank3_waddr_q = \waddr$99 ;
+  assign bank3_wdata_q = \wdata$101 ;
   assign \$6  = \$5 ;
-  assign \$31  = \$30 ;
-  assign \$46  = \$45 ;
-  assign \$71  = \$70 ;
-  assign \$86  = \$85 ;
-  assign \$111  = \$110 ;
-  assign \$126  = \$125 ;
-  assign \$151  = \$150 ;
+  assign \$43  = \$42 ;
+  assign \$58  = \$57 ;
+  assign \$95  = \$94 ;
+  assign \$110  = \$109 ;
+  assign \$147  = \$146 ;
+  assign \$162  = \$161 ;
+  assign \$199  = \$198 ;
 endmodule
 
 (* generator = "Amaranth" *)
