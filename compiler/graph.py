@@ -22,8 +22,8 @@ program compute the same bits; the arithmetic is :mod:`golden.ops`):
   (``CompiledModel.pack_inputs`` applies :func:`im2col`), so a conv's input must be a graph input.
 * ``add(a, b)``: saturating int8 ``clamp(a + b)`` (the vector unit's residual add); ``a`` and
   ``b`` must have the same scale; the result has zero point ``a.zp + b.zp``.
-* ``relu(x)``: ``max(x, x.zp)``. ``requantize(x, scale, zero_point)``: int32 -> int8, or int8 ->
-  int8 (``requant(x - x.zp)``).
+* ``relu(x)``: ``max(x, x.zp)``. ``requantize(x, scale, zero_point, bias=None)``: int32 -> int8
+  (``requant(x + bias)``), or int8 -> int8 (``requant(x - x.zp)``).
 * ``maxred(x)``: int8 ``[R, C]`` (any rank, seen as rows x channels) -> ``[1, C]``, the elementwise
   max over all rows (:func:`golden.ops.max_reduce`, the vector unit's ``ops.maxred``; e.g. a global
   max-pool of an NHWC feature map); same scale and zero point.
@@ -31,6 +31,11 @@ program compute the same bits; the arithmetic is :mod:`golden.ops`):
   ``rms_norm``, ``lut`` / ``gelu`` / ``silu``, ``mul``, ``attention`` (multi-head scaled
   dot-product, optional causal mask) and ``heads_matmul`` (a batched matmul over heads, with B
   transposed or the heads merged).
+* collectives over a group of chips (SPMD per-chip graphs, compiler/sharding.py): ``collective(op,
+  x, grid=, grid_shape=, grid_axes=, axis=)`` with ``op`` in :data:`GRID_OPS` -- ``all_reduce``
+  (int32 wrapping sum), ``reduce_scatter`` (int32, along ``axis``), ``all_gather`` and the local
+  ``all_slice`` (along ``axis``). :func:`interpret` runs them over a group of one chip;
+  :func:`run_nodes` hands them to a driver that runs the group (``sharding.interpret_spmd``).
 
 Feeds (``interpret`` and ``CompiledModel.pack_inputs``) are checked by :func:`check_feeds`: one
 NumPy array per graph input, exactly its shape and dtype, no other names; nothing is converted.
@@ -40,22 +45,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden import ops
+from golden import collectives, ops
 from golden import special_functions as ops_sf
 from spec import chip
 
 from . import mlir, special_params
 from .errors import CompileError
 
-__all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "check_feeds",
-           "FeedError", "DTYPES"]
+__all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "run_nodes",
+           "check_feeds", "FeedError", "DTYPES", "GRID_OPS"]
 
 DTYPES = {"int8": np.int8, "int32": np.int32}
 #: The special-function unit's ops (docs/numerics.md "Special functions").
 SPECIAL_OPS = ("softmax", "layer_norm", "rms_norm", "lut", "mul")
 #: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
+#: Collectives over a group of chips (MLIR ``shard`` dialect semantics, golden/collectives.py).
+GRID_OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_slice")
 KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize",
-             "maxred", "attention", "heads_matmul") + SPECIAL_OPS
+             "maxred", "attention", "heads_matmul") + SPECIAL_OPS + GRID_OPS
 
 
 class FeedError(CompileError):
@@ -325,7 +332,11 @@ class Graph:
         self._need(f"relu {name!r}", x, "int8", "input")
         return self._add("relu", name, [x], {}, x.shape, "int8", x.scale, x.zero_point)
 
-    def requantize(self, x, *, scale, zero_point=0, name=None):
+    def requantize(self, x, *, scale, zero_point=0, bias=None, name=None):
+        """``x`` int32 -> int8 ``requant(x + bias)`` (``bias`` a constant int32 [C] at ``x``'s
+        scale, or None), or int8 -> int8 ``requant(x - x.zp)``. A bias takes an int32 that is not a
+        matmul result (e.g. an all_reduce of partial matmuls): a matmul's bias belongs in
+        ``linear``, whose epilogue adds it."""
         name = self._unique(name, "requantize")
         where = f"requantize {name!r}"
         if not isinstance(x, Tensor) or x.dtype not in DTYPES:
@@ -334,9 +345,18 @@ class Graph:
         mult, shift = quantize_multiplier(sc / scale, where)
         if len(mult) == 1:
             mult, shift = np.repeat(mult, x.cols), np.repeat(shift, x.cols)
-        bias = np.full(x.cols, -x.zero_point if x.dtype == "int8" else 0, np.int32)
-        return self._add("requantize", name, [x], dict(mult=mult, shift=shift, bias=bias,
-                                                      zero_point=int(zero_point)),
+        add = np.full(x.cols, -x.zero_point if x.dtype == "int8" else 0, np.int32)
+        ins = [x]
+        if bias is not None:
+            self._need(where, bias, "int32", "bias")
+            if x.dtype != "int32" or (x.producer is not None and x.producer.op == "matmul"):
+                raise CompileError(where, "a bias needs an int32 input that is not a matmul result "
+                                          "(use linear for a matmul with a bias)")
+            if not bias.is_const or bias.shape != (x.cols,):
+                raise CompileError(where, f"bias must be a constant int32 [{x.cols}]")
+            add, ins = bias.data.astype(np.int32), [x, bias]
+        return self._add("requantize", name, ins, dict(mult=mult, shift=shift, bias=add,
+                                                       zero_point=int(zero_point)),
                          x.shape, "int8", scale, zero_point)
 
     def maxred(self, x, *, name=None):
@@ -493,6 +513,43 @@ class Graph:
                      shift=int(shift[0]), zero_point=int(zero_point))
         return self._add("heads_matmul", name, [a, b], attrs, shape, "int8", scale, zero_point)
 
+    def collective(self, op, x, *, grid, grid_shape, grid_axes, axis=None, name=None):
+        """A collective ``op`` (:data:`GRID_OPS`) of ``x`` over the chips of grid ``grid`` (shape
+        ``grid_shape``) that differ only along ``grid_axes``: ``all_reduce`` (int32 sum, same
+        shape), ``reduce_scatter`` (int32 sum, this chip's part along ``axis``), ``all_gather``
+        (the group's parts concatenated along ``axis``), ``all_slice`` (this chip's part along
+        ``axis``, no communication). Parts are equal: ``axis`` must split evenly."""
+        name = self._unique(name, op)
+        where = f"{op} {name!r}"
+        if op not in GRID_OPS:
+            raise CompileError(where, f"unknown collective (one of {', '.join(GRID_OPS)})")
+        if not isinstance(x, Tensor):
+            raise CompileError(where, "input is not a Tensor")
+        axes = tuple(int(a) for a in grid_axes)
+        if not axes or len(set(axes)) != len(axes) or not all(0 <= a < len(grid_shape) for a in axes):
+            raise CompileError(where, f"grid_axes {grid_axes!r} must be distinct axes of the "
+                                      f"{len(grid_shape)}-axis grid {grid!r}")
+        group = int(np.prod([grid_shape[a] for a in axes]))
+        attrs = dict(grid=str(grid), grid_shape=tuple(int(d) for d in grid_shape),
+                     grid_axes=axes, group_size=group)
+        shape = x.shape
+        if op in ("all_reduce", "reduce_scatter"):
+            self._need(where, x, "int32", "input")
+        if op != "all_reduce":
+            if axis is None or not -len(shape) <= axis < len(shape):
+                raise CompileError(where, f"axis {axis!r} is not a dimension of {shape}")
+            axis = int(axis) % len(shape)
+            if axis == len(shape) - 1 and np.ndim(x.scale):
+                raise CompileError(where, "a per-channel scale cannot follow a collective along "
+                                          "the channel axis")
+            if op != "all_gather" and shape[axis] % group:
+                raise CompileError(where, f"dimension {axis} of size {shape[axis]} does not split "
+                                          f"into {group} equal parts")
+            size = shape[axis] * group if op == "all_gather" else shape[axis] // group
+            shape = shape[:axis] + (size,) + shape[axis + 1:]
+            attrs["axis"] = axis
+        return self._add(op, name, [x], attrs, shape, x.dtype, x.scale, x.zero_point)
+
     def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
         """A node of an op the compiler may not know (an importer's escape hatch)."""
         return self._add(op, name, list(inputs), attrs, shape, dtype)
@@ -571,52 +628,87 @@ def interpret(graph, feeds):
 
     Bit-exact with the device by construction: every op is the :mod:`golden.ops` arithmetic the
     vector unit and the PE array implement, with the integer parameters fixed at graph build time.
+    Collectives run over a group of one chip (:mod:`golden.collectives`); a graph whose
+    collectives span more chips is one chip's part of an SPMD program: run the group together
+    (``compiler.sharding.interpret_spmd``).
     """
+    steps = run_nodes(graph, feeds)
+    try:
+        node, x = next(steps)
+        while True:
+            node, x = steps.send(_one_chip_collective(node, x))
+    except StopIteration as done:
+        return done.value
+
+
+def _one_chip_collective(node, x):
+    size = node.attrs["group_size"]
+    if size != 1:
+        raise CompileError(node.where, f"a collective over {size} chips: this graph is one chip's "
+                                       f"part of an SPMD program (run the chips together with "
+                                       f"compiler.sharding.interpret_spmd)")
+    if node.op == "all_reduce":
+        return collectives.all_reduce([x])[0]
+    if node.op == "reduce_scatter":
+        return collectives.reduce_scatter([x], axis=node.attrs["axis"])[0]
+    if node.op == "all_gather":
+        return collectives.all_gather([x], axis=node.attrs["axis"])[0]
+    return x                                               # all_slice of a group of one
+
+
+def run_nodes(graph, feeds):
+    """:func:`interpret` as a generator for a driver that runs collectives: at every collective
+    node (:data:`GRID_OPS`) it yields ``(node, input array)`` and continues with the array sent
+    back (this chip's result); it returns ``{output name: array}``."""
     feeds = check_feeds(graph, feeds)
     env = {}
     for n in graph.nodes:
-        t = n.output
-        a = n.attrs
-        if n.op == "input":
-            env[id(t)] = feeds[n.name]
-            continue
-        if n.op == "const":
-            env[id(t)] = n.output.data
-            continue
         ins = [env[id(i)] for i in n.inputs]
-        if n.op in ("linear", "conv2d", "matmul"):
-            x = ins[0]
-            if n.op == "conv2d":
-                kh, kw = a["kernel"]
-                x2 = im2col(x, kh, kw, a["stride"], a["padding"], n.inputs[0].zero_point)
-                w2 = a["weight2d"]
-            else:
-                x2, w2 = _2d(x, n.inputs[0].cols), ins[1]
-            acc = ops.gemm(np.ascontiguousarray(x2), np.ascontiguousarray(w2))
-            if n.op == "matmul":
-                y = ops.bias_add(acc, a["bias"])
-            else:
-                y = ops.vector_epilogue(acc, bias=a["bias"], mult=a["mult"], shift=a["shift"],
-                                        zero_point=a["zero_point"], relu=a["relu"])
-        elif n.op == "requantize":
-            x = _2d(ins[0], t.cols).astype(np.int32)
-            y = ops.requantize(ops.bias_add(x, a["bias"]), a["mult"], a["shift"], a["zero_point"])
-        elif n.op == "relu":
-            y = ops.relu_q(ins[0], n.inputs[0].zero_point)
-        elif n.op == "add":
-            y = ops.add_sat(ins[0], ins[1])
-        elif n.op == "maxred":
-            y = ops.max_reduce(np.ascontiguousarray(_2d(ins[0], n.inputs[0].cols)))
-        elif n.op in SPECIAL_OPS:
-            y = _special(n, ins)
-        elif n.op == "attention":
-            y = _attention(n, ins)
-        elif n.op == "heads_matmul":
-            y = _heads_matmul(n, ins)
+        if n.op in GRID_OPS:
+            y = yield n, ins[0]
         else:
-            raise CompileError(n.where, f"unsupported op {n.op!r}")
-        env[id(t)] = y.reshape(t.shape)
+            y = _eval_node(n, ins, feeds)
+        env[id(n.output)] = y if n.op in ("input", "const") else y.reshape(n.output.shape)
     return {t.name: env[id(t)] for t in graph.outputs}
+
+
+def _eval_node(n, ins, feeds):
+    """One node's result from its operands' arrays ``ins`` (``feeds`` for graph inputs)."""
+    t = n.output
+    a = n.attrs
+    if n.op == "input":
+        return feeds[n.name]
+    if n.op == "const":
+        return n.output.data
+    if n.op in ("linear", "conv2d", "matmul"):
+        x = ins[0]
+        if n.op == "conv2d":
+            kh, kw = a["kernel"]
+            x2 = im2col(x, kh, kw, a["stride"], a["padding"], n.inputs[0].zero_point)
+            w2 = a["weight2d"]
+        else:
+            x2, w2 = _2d(x, n.inputs[0].cols), ins[1]
+        acc = ops.gemm(np.ascontiguousarray(x2), np.ascontiguousarray(w2))
+        if n.op == "matmul":
+            return ops.bias_add(acc, a["bias"])
+        return ops.vector_epilogue(acc, bias=a["bias"], mult=a["mult"], shift=a["shift"],
+                                   zero_point=a["zero_point"], relu=a["relu"])
+    if n.op == "requantize":
+        x = _2d(ins[0], t.cols).astype(np.int32)
+        return ops.requantize(ops.bias_add(x, a["bias"]), a["mult"], a["shift"], a["zero_point"])
+    if n.op == "relu":
+        return ops.relu_q(ins[0], n.inputs[0].zero_point)
+    if n.op == "add":
+        return ops.add_sat(ins[0], ins[1])
+    if n.op == "maxred":
+        return ops.max_reduce(np.ascontiguousarray(_2d(ins[0], n.inputs[0].cols)))
+    if n.op in SPECIAL_OPS:
+        return _special(n, ins)
+    if n.op == "attention":
+        return _attention(n, ins)
+    if n.op == "heads_matmul":
+        return _heads_matmul(n, ins)
+    raise CompileError(n.where, f"unsupported op {n.op!r}")
 
 
 def _special(n, ins):
