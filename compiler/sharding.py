@@ -211,7 +211,7 @@ class _Partitioner:
         self.out = ShardedGraph(graph, grid, [Graph(f"{graph.name}.chip{c}") for c in range(grid.size)])
         self.names = {n.name: n.output for n in graph.nodes}
         self.notes = self._check_annotations(annotations or {})
-        self.vals, self.consts, self.taken = {}, {}, set()
+        self.vals, self.consts, self.resharded, self.taken = {}, {}, {}, set()
 
     def _check_annotations(self, annotations):
         out = {}
@@ -257,7 +257,10 @@ class _Partitioner:
         """``t``'s parts under ``target``: constants sliced at compile time, values resharded."""
         if t.is_const:
             return self.const(t, target).parts
-        return self.reshard(self.vals[id(t)], target, t.name).parts
+        key = (id(t), target)                  # one collective however many users need it
+        if key not in self.resharded:
+            self.resharded[key] = self.reshard(self.vals[id(t)], target, t.name).parts
+        return self.resharded[key]
 
     def const(self, t, s):
         key = (id(t), s)
@@ -315,10 +318,10 @@ class _Partitioner:
                 v = self.reshard(v, self.notes[n.name], n.name)
             self.vals[id(n.output)] = v
         for t in self.graph.outputs:
-            v = self.reshard(self.vals[id(t)], self.replicated(t), t.name)
-            for g, part in zip(self.out.chips, v.parts):
+            parts = self.operand(t, self.replicated(t))    # every chip holds each whole output
+            for g, part in zip(self.out.chips, parts):
                 g.output(part)
-            self.out.outputs[t.name] = v.parts[0].name
+            self.out.outputs[t.name] = parts[0].name
         for g in self.out.chips:
             g.verify()
         return self.out

@@ -67,7 +67,7 @@ def test_chunks_cover_the_buffer_once_with_sizes_within_one(n):
 
 # ---------------------------------------------------------------------------------- the schedule
 
-def _simulate_ownership(schedule, n, size, start):
+def _simulate_ownership(schedule, start):
     """Which chips' contributions each chip's units hold after the schedule, as sets (an
     abstract run of the schedule: a copy replaces the set, an add unions disjoint sets)."""
     held = [[set(s) for s in row] for row in start]
@@ -108,7 +108,7 @@ def test_schedule_is_a_ring_with_independent_transfers_per_step(op, n):
 def test_all_reduce_schedule_gives_every_chip_every_contribution_once(n):
     for size in (1, n - 1, n, 3 * n + 2):
         start = [[{c} for _ in range(size)] for c in range(n)]
-        held = _simulate_ownership(col.ring_schedule("all_reduce", n, size), n, size, start)
+        held = _simulate_ownership(col.ring_schedule("all_reduce", n, size), start)
         assert all(u == set(range(n)) for chip in held for u in chip)
         # bandwidth-optimal: each chip sends everything but one chunk twice (RS then AG)
         bounds = col.chunks(size, n)
@@ -127,7 +127,7 @@ def test_all_reduce_schedule_gives_every_chip_every_contribution_once(n):
 def test_reduce_scatter_schedule_leaves_chunk_c_complete_on_chip_c(n):
     for size in (1, n - 1, n, 3 * n + 2):
         start = [[{c} for _ in range(size)] for c in range(n)]
-        held = _simulate_ownership(col.ring_schedule("reduce_scatter", n, size), n, size, start)
+        held = _simulate_ownership(col.ring_schedule("reduce_scatter", n, size), start)
         for c, (a, b) in enumerate(col.chunks(size, n)):
             assert all(held[c][u] == set(range(n)) for u in range(a, b))
 

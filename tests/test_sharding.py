@@ -233,9 +233,11 @@ def test_norm_on_column_split_input_gathers_first():
     x = g.input("x", (6, 32), scale=0.05)
     feeds = {"x": rng.integers(-128, 128, (6, 32), dtype=np.int8)}
     h = g.rms_norm(x, rng.uniform(0.5, 1.5, 32), scale=0.03, name="n")
-    g.output(g.gelu(h, scale=0.02, name="act"))
+    h2 = g.layer_norm(x, rng.uniform(0.5, 1.5, 32), rng.normal(0, 0.2, 32), scale=0.03, name="n2")
+    g.output(g.add(g.gelu(h, scale=0.03, name="act"), h2, name="sum"))
     grid = tp_grid(2)
     s = sh.shard(g, grid, {"x": sh.Sharding(grid, ((), (0,)))})
+    # both norms need x's channels whole: one all_gather serves them
     assert [o for o in ops_of(s.chips[0]) if o in sh.GRID_OPS] == ["all_gather"]
     assert_bit_exact(g, s, feeds)
 
@@ -317,6 +319,9 @@ def test_bad_annotations_and_shardings():
     with pytest.raises(CompileError, match=r"weight 'w0' is split on both K \[0\] and N \[1\]"):
         g2 = sh.Grid("tp", (2, 2))
         sh.shard(g, g2, {"w0": sh.Sharding(g2, ((0,), (1,)))})
+    with pytest.raises(CompileError, match=r"linear 'fc0': input rows split along \[\(0,\)\] clash "
+                                           r"with the weight's split"):
+        sh.shard(g, grid, {"x": sh.Sharding(grid, ((0,),)), "w0": sh.Sharding(grid, ((), (0,)))})
     with pytest.raises(CompileError, match="grid axis out of range"):
         sh.Sharding(grid, ((1,),))
     with pytest.raises(CompileError, match="a grid axis is used twice"):
