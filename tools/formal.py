@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from hdl_gen.axi_arbiter import Axi4Arbiter
 from hdl_gen.axi_guard import AxiReadGuard, AxiWriteGuard
 from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.chip_link import ChipLink
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
 from hdl_gen.dma_engine import DmaEngine
@@ -170,6 +171,11 @@ _DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumul
              .format(**_DMA_OPT["command_bounds"]))
 
 
+_LINK_CFG = ("latency 2, 2-byte beats, buffer of 5 beats (= the round trip: full rate), 4-bit "
+             "timeout; free beats, consumer backpressure, retrain, link down, one flipped bit per "
+             "beat, any constant timeout")
+
+
 _ISSUE_CFG = ("2 queues, window of 4, 2 events, engine FIFOs of 2, retire FIFOs of 4; free heads "
               "(held until popped), retirements only of issued commands, any completion backpressure")
 
@@ -272,6 +278,13 @@ PROOFS = {p.name: p for p in [
           "retire FIFOs never overflow, completion requests in order with each descriptor's own "
           "opcode, flags and tag",
           lambda: _self(_issue()), "bmc", 10, 16, _ISSUE_CFG, cover_depth=12),
+    Proof("chip_link", "chip-to-chip link: credits never negative nor above the buffer depth "
+          "(conserved with what a down wire loses), the buffer never overflows, every beat that "
+          "enters the wire leaves once, in order, with its data, flagged corrupt exactly when a "
+          "bit was flipped; the sender never waits more than the timeout, fails only after it "
+          "and then discards",
+          lambda: _self(ChipLink(latency=2, nbytes=2, depth=5, timeout_bits=4)), "prove", 6, 10,
+          _LINK_CFG, cover_depth=16),
     Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
           "(plane, row) order; a load writes exactly its command's local rows in the chosen "
           "memory; local requests held until granted",
