@@ -470,7 +470,12 @@ class _Scheduler(SpecialScheduling, AttentionPartScheduling):
         self.tiled, self.bufs, self.dim = tiled, tiled.buffers, tiled.caps.dim
         self.cqs = COMPUTE_QS[:tiled.compute_queues]
         n = len(self.cqs)
-        self.p = Program(name, events=1 + max((EV_LOADED, EV_STORED) + EV_COMPUTED[:n] + EV_EPILOGUE[:n]))
+        events = 1 + max((EV_LOADED, EV_STORED) + EV_COMPUTED[:n] + EV_EPILOGUE[:n])
+        # per compute queue, in programs with attention: its steps whose scores Q·Kᵀ are done
+        # (their K buffer is free before the step is)
+        if any(tg.gemm.kind == "attention" for tg in tiled.gemms):
+            self.ev_scored, events = tuple(range(events, events + n)), events + n
+        self.p = Program(name, events=events)
         self.em = _Emitter(self.p)
         self.outs = {id(t) for t in graph_outputs}
         self.ins = {id(t) for t in graph_inputs}

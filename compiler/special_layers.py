@@ -315,18 +315,25 @@ class SpecialScheduling:
 
     # ---- load queue
     def special_loads(self, L, j, t, s, params):
-        from .passes import EV_LOADED, LOAD_Q, EV_STORED, HostAddr
+        from .passes import EV_LOADED, LOAD_Q, HostAddr
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
-        if s.index >= 2:                 # a{sb}/b{sb} are free once step s - 2 is done
-            em.wait(LOAD_Q, self.computed(s.index - 2), s.index - 1, f"{g.name}: a{s.buf}/b{s.buf} free")
-        self.a_free(s.buf, s, None, f"{g.name}: a{s.buf} free")
-        if L.a_wait:
-            em.wait(LOAD_Q, EV_STORED, L.a_wait, f"{g.name}: operands stored")
-            L.a_wait = 0
         a, b = bufs[f"a{s.buf}"].base, bufs[f"b{s.buf}"].base
-        if g.kind == "attention":
-            self.attention_loads(L, t, a, b)
+        if g.kind == "attention" and s.index - 2 >= L.first_step:
+            # K (in b) is free once step s - 2's scores are: its loads run during that step's
+            # softmax and P·V; Q and V (in a) wait for the step
+            self.operands_stored(L)
+            em.wait(LOAD_Q, self.ev_scored[self.cqs.index(self.queue_of[s.index - 2])], s.index - 1,
+                    f"{g.name}: b{s.buf} free")
+            self.attention_loads(L, t, a, b, "K")
+            self.step_free(L, s)
+            self.attention_loads(L, t, a, b, "QV")
+        elif g.kind == "attention":
+            self.step_free(L, s)
+            self.operands_stored(L)
+            self.attention_loads(L, t, a, b, "QKV")
         else:
+            self.step_free(L, s)
+            self.operands_stored(L)
             for host, local, what in [(L.a, a, "x")] + ([(L.w, b, "y")] if g.op == "mul" else []):
                 self.rows_load(HostAddr(host, t.m0 * g.k), g.k, t.rows, g.k, local, t.rows,
                                f"{g.name}: load {what}[{t.m0}:{t.m1}]")
@@ -340,6 +347,21 @@ class SpecialScheduling:
         if params and L.params is not None:
             self.special_param_load(L, j)
         em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
+
+    def step_free(self, L, s):
+        """Wait on the load queue until a{sb}/b{sb} are free: step s - 2 is done."""
+        from .passes import LOAD_Q
+        if s.index >= 2:
+            self.em.wait(LOAD_Q, self.computed(s.index - 2), s.index - 1,
+                         f"{L.g.name}: a{s.buf}/b{s.buf} free")
+        self.a_free(s.buf, s, None, f"{L.g.name}: a{s.buf} free")
+
+    def operands_stored(self, L):
+        """Wait on the load queue for the layer's inputs from host memory, once."""
+        from .passes import EV_STORED, LOAD_Q
+        if L.a_wait:
+            self.em.wait(LOAD_Q, EV_STORED, L.a_wait, f"{L.g.name}: operands stored")
+            L.a_wait = 0
 
     def rows_load(self, host, stride, rows, cols, local, plane_stride, note):
         """``rows`` x ``cols`` int8 from host (``stride`` bytes per row) in the A layout."""
@@ -356,9 +378,10 @@ class SpecialScheduling:
                         host_plane_stride=0, row_bytes=0, rows=rows, planes=planes,
                         local_addr=local, local_row_stride=1, local_plane_stride=stride)
 
-    def attention_loads(self, L, t, a, b):
-        """Per item of the tile: its Q rows, its K and V (one DMA per page of a paged cache),
-        into the slots of its (item, head) pairs; then the K/V rows past the keys zeroed."""
+    def attention_loads(self, L, t, a, b, parts):
+        """Per item of the tile: of ``parts`` ("Q", "K", "V"), its Q rows and its K and V (one DMA
+        per page of a paged cache) into the slots of its (item, head) pairs; then the K/V rows
+        past the keys zeroed."""
         from .passes import HostAddr
         g, dim = L.g, self.dim
         kth, sks = _attention_shape(g, dim)
@@ -371,17 +394,21 @@ class SpecialScheduling:
             m0 = t.m0 + i * mr
             for c0, c1, h in _head_chunks(g, t, dim):
                 cols, off = f"{c0}:{c1}", (i * hg + h) * kth
-                self.rows_load(HostAddr(L.q, m0 * d + c0), d, mr, c1 - c0, a + off * mr, mr,
-                               f"{g.name}: load Q[{m0}:{m0 + mr}, {cols}]")
+                if "Q" in parts:
+                    self.rows_load(HostAddr(L.q, m0 * d + c0), d, mr, c1 - c0, a + off * mr, mr,
+                                   f"{g.name}: load Q[{m0}:{m0 + mr}, {cols}]")
                 for what, tensor, host, local in (("K", g.k, L.k, b), ("V", g.v, L.v, v)):
+                    if what not in parts:
+                        continue
                     for k0, n, addr in _key_runs(g, tensor, host, b0 + i, keys, c0):
                         self.rows_load(addr, d, n, c1 - c0, local + off * span + k0, span,
                                        f"{g.name}: load {what} item {b0 + i} [{k0}:{k0 + n}, "
                                        f"{cols}]")
         pad = _segs(keys, dim) * dim - keys
         for base, what in ((b, "K"), (v, "V")):
-            self.zero_rows(base + keys, pad, ni * hg * kth, span,
-                           f"{g.name}: zero {what} past key {keys}")
+            if what in parts:
+                self.zero_rows(base + keys, pad, ni * hg * kth, span,
+                               f"{g.name}: zero {what} past key {keys}")
 
     def special_param_load(self, L, j):
         from .passes import LOAD_Q, HostAddr
@@ -454,7 +481,7 @@ class SpecialScheduling:
     def attention_commands(self, L, t, s, q):
         """The batched GEMMs run over the tile's (item, head) pairs, pair ``p = i * hg + h``
         ``kth * mr`` rows apart in Q and the output, ``kth * span`` in K and V; one SOFTMAX per
-        pair, with its item's mask offset."""
+        pair, with its item's mask offset. The scores' SIGNAL frees K's buffer."""
         g, a, em, dim = L.g, L.g.attrs, self.em, self.dim
         kth, sks = _attention_shape(g, dim)
         hg = (t.n1 - t.n0) // g.dh
@@ -473,6 +500,9 @@ class SpecialScheduling:
                b_nt_stride=span, c_nt_stride=mr, accumulate=0, b_transpose=1,
                batches_m1=pairs - 1, a_batch_stride=kth * mr, b_batch_stride=kth * span,
                c_batch_stride=kts * mr)
+        if s.index + 2 <= L.tg.tiles[-1].steps[-1].index:      # step s + 2's K loads wait on it
+            em.signal(q, self.ev_scored[self.cqs.index(q)], s.index + 1,
+                      f"{g.name}: step {s.index} scored")
         em.add(q, Opcode.BARRIER, f"{g.name}: scores done")
         em.add(q, Opcode.VECTOR, f"{g.name}: scores to int8", src_addr=c, dst_addr=o,
                rows=pairs * kts * mr, bias_addr=p, mult_addr=p + 1, shift_addr=p + 2, res_addr=0,
