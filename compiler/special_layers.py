@@ -317,16 +317,22 @@ class SpecialScheduling:
     def special_loads(self, L, j, t, s, params):
         from .passes import EV_LOADED, LOAD_Q, HostAddr
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
-        a, b = bufs[f"a{s.buf}"].base, bufs[f"b{s.buf}"].base
-        if g.kind == "attention" and s.index - 2 >= L.first_step:
-            # K (in b) is free once step s - 2's scores are: its loads run during that step's
-            # softmax and P·V; Q and V (in a) wait for the step
+        a, b = (self.slot_base(L, s, kind) for kind in "ab")
+        back = s.index - self.attention_slots(L) if g.kind == "attention" else -1
+        if back >= L.first_step:
+            # the slot's last step is this layer's: K (in b) is free once its scores are, so
+            # the loads run during that step's softmax and P·V; Q and V (in a) wait for the step
             self.operands_stored(L)
-            em.wait(LOAD_Q, self.ev_scored[self.cqs.index(self.queue_of[s.index - 2])], s.index - 1,
-                    f"{g.name}: b{s.buf} free")
+            em.wait(LOAD_Q, self.ev_scored[self.cqs.index(self.queue_of[back])], back + 1,
+                    f"{g.name}: K slot of step {back} free")
             self.attention_loads(L, t, a, b, "K")
-            self.step_free(L, s)
+            em.wait(LOAD_Q, self.computed(back), back + 1, f"{g.name}: slot of step {back} free")
             self.attention_loads(L, t, a, b, "QV")
+        elif g.kind == "attention" and s.index >= L.first_step + 2:
+            # a second-half slot's first use: step s - 2's load, earlier on this queue, waited
+            # for what used the buffer before the layer
+            self.operands_stored(L)
+            self.attention_loads(L, t, a, b, "QKV")
         elif g.kind == "attention":
             self.step_free(L, s)
             self.operands_stored(L)
@@ -347,6 +353,25 @@ class SpecialScheduling:
         if params and L.params is not None:
             self.special_param_load(L, j)
         em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
+
+    def attention_slots(self, L):
+        """Steps of an attention layer whose operands the a/b double buffers hold at once: 4
+        (each buffer halved) when a tile fits half a buffer, so the loads run two items ahead;
+        else 2."""
+        if L.g.kind != "attention":
+            return 2
+        need, bufs = needs(L.tg, self.dim), self.bufs
+        half = all(need.get(k, 0) <= bufs[f"{k}0"].rows // 2 for k in "ab")
+        return 4 if half else 2
+
+    def slot_base(self, L, s, kind):
+        """The first row of step s's operand slot in buffer ``kind`` ("a" or "b"): the buffer
+        of its parity, its second half for every other pair of an attention layer's steps
+        (:meth:`attention_slots`)."""
+        buf = self.bufs[f"{kind}{s.buf}"]
+        if self.attention_slots(L) == 2:
+            return buf.base
+        return buf.base + (buf.rows // 2) * (((s.index - L.first_step) // 2) % 2)
 
     def step_free(self, L, s):
         """Wait on the load queue until a{sb}/b{sb} are free: step s - 2 is done."""
@@ -489,7 +514,7 @@ class SpecialScheduling:
         pairs = ni * hg
         keys = _tile_keys(g, t)
         kts = _segs(keys, dim)           # key tiles this tile uses (fewer below a causal diagonal)
-        qa, kb = self.bufs[f"a{s.buf}"].base, self.bufs[f"b{s.buf}"].base
+        qa, kb = self.slot_base(L, s, "a"), self.slot_base(L, s, "b")
         va = qa + pairs * kth * mr
         c, o, p = self.bufs[f"c{t.buf}"].base, self.bufs[f"o{t.buf}"].base, L.tg.param_base
         span = sks * dim
@@ -500,7 +525,8 @@ class SpecialScheduling:
                b_nt_stride=span, c_nt_stride=mr, accumulate=0, b_transpose=1,
                batches_m1=pairs - 1, a_batch_stride=kth * mr, b_batch_stride=kth * span,
                c_batch_stride=kts * mr)
-        if s.index + 2 <= L.tg.tiles[-1].steps[-1].index:      # step s + 2's K loads wait on it
+        # the step reusing this one's slot loads its K once this is scored
+        if s.index + self.attention_slots(L) <= L.tg.tiles[-1].steps[-1].index:
             em.signal(q, self.ev_scored[self.cqs.index(q)], s.index + 1,
                       f"{g.name}: step {s.index} scored")
         em.add(q, Opcode.BARRIER, f"{g.name}: scores done")

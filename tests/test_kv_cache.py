@@ -76,12 +76,15 @@ def test_prefill_chunks_then_decode_across_pages():
 
 
 def test_decode_batch_of_sequences_at_different_positions():
-    """Three sequences of different lengths decode together (one program, each item its own
-    block table and mask offset); a fourth item pads the batch with a sequence of its own."""
+    """Five sequences of different lengths decode together (one program, each item its own
+    block table and mask offset); a sixth item pads the batch with a sequence of its own. Six
+    attention tiles a layer: the later ones load into operand slots of the layer's earlier
+    steps (their K as soon as that step's scores are done), checked by the hazard checker."""
     print(f"SEED={SEED}")
     rng = np.random.default_rng(SEED + 1)
     pack = _pack()
-    texts = ["Kaki runs int8", "The driver", "Every wait has a timeout", "A"]
+    texts = ["Kaki runs int8", "The driver", "Every wait has a timeout", "Q", "Pages of sixteen",
+             "A"]
     seqs = [list(pack.vocab.encode(t)) for t in texts]
     refs = [_reference(s) for s in seqs]
     cache = _Cache(12, rng)
@@ -94,6 +97,8 @@ def test_decode_batch_of_sequences_at_different_positions():
             assert np.array_equal(out[0, :n], _reference(s)[:n])
     work = [(n, 1, t) for n, t in zip(lengths, tables)]
     rows = [pack.embed(s)[0, n:n + 1] for s, n in zip(seqs, lengths)]
+    notes = [c.note for c in _compiled(len(work), 1, 2, 12).program.commands]
+    assert any("K slot of step" in n for n in notes)
     out = cache.step(work, rows, 1, 2)
     for i, (r, n) in enumerate(zip(refs, lengths)):
         assert np.array_equal(out[i, 0], r[n]), f"item {i}"
