@@ -353,7 +353,7 @@ def ramp(kc, kt, tm, ng, caps, a_stride=None, w_stride=None):
     a_row, w_row = (DMA_BEAT * mean_row_beats(min(dim, s or dim), s or dim, caps)
                     for s in (a_stride, w_stride))
     load = tm * a_row + dim * ng * w_row + DMA_SETUP                  # per k-tile
-    gemm = ng * (tm + dim)
+    gemm = ng * max(tm, dim)
     to_gemm = RETIRE_LAT + 2 * EVENT_ISSUE + DISPATCH + START_LAT       # load done -> GEMM start
     to_load = RETIRE_LAT + 2 * EVENT_ISSUE + 2 * DISPATCH + START_LAT   # GEMM done -> next load
     for first in range(1, kc):

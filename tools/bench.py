@@ -302,7 +302,8 @@ def why_pe_util(r):
         return (f"GEMM engine busy only {r['gemm_busy']} of {r['run_cycles']} cycles: loads, "
                 f"stores and the pipeline fill leave it idle")
     return (f"GEMM busy {busy:.0%} of the run but at {r['pe_util_gemm']:.0%} of peak while busy: "
-            f"each B tile costs dim cycles per m rows (utilization m / (m + dim))")
+            f"a tile costs max(m, dim) cycles (its weights load while the tile before "
+            f"streams): utilization m / max(m, dim), less the first tile's weight load")
 
 
 def _fmt(v, unit):
