@@ -154,6 +154,9 @@ def test_decode_bounds_and_report():
     fast = bench.decode_row(256, 16, 8, 8, cycles=10 * 24576)
     slow = bench.decode_row(256, 1, 8, 8, cycles=10 * 9216 * 1.3)
     assert fast["ratio"] == 1.0 and fast["bound_by"] == "array"
+    # today's engine: the first tile's load, then max(dim, M) a tile (or the weight stream)
+    assert fast["engine_bound"] == 8 + 32 * 32 * 16 and slow["engine_bound"] == 8 + 32 * 32 * 8
+    assert bench.engine_bound(512, 1, 8, 8) == 8 + 64 * 64 * 8 and bench.engine_bound(512, 1, 8, 4) == 65536.0
     assert abs(slow["ratio"] - 1.3) < 1e-9
     assert bench.why_decode([fast, slow]).startswith("M=1 K=256: 11981 cycles per layer")
     data = _data()
