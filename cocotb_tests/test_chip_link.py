@@ -122,6 +122,21 @@ def test_chip_link_rejects_bad_args():
         gc.collect()
 
 
+def test_chip_link_contracts_only_in_proofs():
+    """The link's and the receiver's contracts reach their own proofs only (docs/formal.md)."""
+    from amaranth.back import rtlil
+    from hdl_gen.formal import FormalPlatform
+
+    for block in (lambda: ChipLink(2, 2, 5), lambda: LinkRx(4, ((6, 8), (3, 40)), 2)):
+        assert "$check" not in rtlil.convert(block(), emit_src=False)
+        own = block()
+        assert "$check" in rtlil.convert(own, platform=FormalPlatform(target=own), emit_src=False)
+    # (ChipLink's buffer is a lib.fifo, which adds its own pointer asserts to any formal build)
+    other = rtlil.convert(LinkRx(4, ((6, 8),), 2), platform=FormalPlatform(target=object()),
+                          emit_src=False)
+    assert "$check" not in other
+
+
 @pytest.mark.parametrize("latency,nbytes,depth", [(1, 1, 2), (2, 8, 5), (5, 16, 11)])
 def test_chip_link_lints(latency, nbytes, depth, tmp_path):
     """Link, packet sender and receiver clean under verilator --lint-only -Wall with only the

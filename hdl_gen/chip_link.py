@@ -699,4 +699,71 @@ class LinkRx(wiring.Component):
                         m.d.sync += [state.eq(HEADER), hbeat.eq(0)]
                 with m.Else():                  # the previous row still waits for its grant
                     m.d.comb += ready.eq(0)
+        if contract_for(platform, self):
+            rules = Rules(m, platform, "link_rx")
+            rules.guarantee("rx.state", state <= DROP)
+            self._formal_contract(m, rules, in_payload=state == PAYLOAD, mem=mem, addr=addr,
+                                  rows_left=rows_left, wp_valid=wp_valid, wp_mem=wp_mem,
+                                  wp_addr=wp_addr, granted=granted, signal=signal,
+                                  ev_index=ev_index, wp_signal=wp_signal, wp_index=wp_index,
+                                  h=h)
         return m
+
+    def _formal_contract(self, m, rules, *, in_payload, mem, addr, rows_left, wp_valid,
+                         wp_mem, wp_addr, granted, signal, ev_index, wp_signal, wp_index, h):
+        """The receiver's contract (docs/formal.md), for any beats (a stream: valid held with its
+        payload until ready), any grants and a fixed ``chip_id``:
+
+        * ``rx.accept``: a payload is taken only after a well-formed header (stated here apart
+          from :meth:`check`: kind, dest, memory, length, range, event, reserved bits), for the
+          memory, rows and first row that header names: no row of a malformed packet is written;
+        * ``wr.range``: a write never leaves its memory; ``rx.inside``: the pending row and the
+          rest of the packet lie inside the packet's memory (the invariant that makes it
+          inductive);
+        * ``wr.hold``: a write request is held, address and data unchanged, until granted;
+          ``wr.one``: one memory written at a time;
+        * ``event.after_write``: an event pulses only in the cycle after a granted write, for an
+          event counter the chip has (``BAD_EVENT`` checked); ``rx.event``: so do the pending
+          row's and the packet's (invariant).
+        """
+        link, n = self.link, len(self.mems)
+        waiting = past(m, link.valid & ~link.ready, "formal_link_waiting")
+        held = past(m, link.payload.as_value(), "formal_link_held")
+        rules.rely("link.hold", implies(waiting, link.valid & (link.payload.as_value() == held)))
+        started = past(m, Const(1), "formal_started")
+        rules.rely("chip_id.stable", implies(started, self.chip_id == past(m, self.chip_id,
+                                                                           "formal_chip_id")))
+        mem_rows = Array(Const(r, 21) for r, _ in self.mems)
+        is_signal = h.kind == LinkKind.WRITE_SIGNAL.value
+        h_rows = Mux(h.mem < n, mem_rows[h.mem], 0)
+        well_formed = ((is_signal | (h.kind == LinkKind.WRITE.value)) & (h.dest == self.chip_id)
+                       & (h.mem < n) & (h.rows > 0) & (h.addr + h.rows <= h_rows)
+                       & (~is_signal | (h.event < self.events))
+                       & (h.reserved0 == 0) & (h.reserved1 == 0))
+        rose = in_payload & ~past(m, in_payload, "formal_in_payload")
+        ok = past(m, well_formed, "formal_well_formed")
+        for name, reg, field in (("mem", mem, h.mem), ("addr", addr, h.addr),
+                                 ("rows", rows_left, h.rows), ("signal", signal, is_signal),
+                                 ("event", ev_index, h.event)):
+            was = past(m, field, f"formal_header_{name}")
+            rules.guarantee("rx.accept", implies(rose, ok & (reg == was)))
+        for i, (p, (rows, _)) in enumerate(zip(self.wr, self.mems)):
+            rules.guarantee("wr.range", implies(p.en, p.addr < rows))
+            was = past(m, p.en & ~p.gnt, f"formal_wr{i}_waiting")
+            before = past(m, Cat(p.addr, p.data), f"formal_wr{i}_held")
+            rules.guarantee("wr.hold", implies(was, p.en & (Cat(p.addr, p.data) == before)))
+            rules.cover("wr.granted", p.en & p.gnt & past(m, p.en & ~p.gnt, f"formal_wr{i}_denied"))
+        rules.guarantee("wr.one", sum(p.en for p in self.wr) <= 1)
+        rules.guarantee("rx.inside", implies(wp_valid, (wp_mem < n)
+                                             & (wp_addr < mem_rows[wp_mem])))
+        rules.guarantee("rx.inside", implies(in_payload, (mem < n) & (rows_left != 0)
+                                             & (addr + rows_left <= mem_rows[mem])))
+        rules.guarantee("rx.event", implies(wp_valid & wp_signal, wp_index < self.events)
+                        & implies(in_payload & signal, ev_index < self.events))
+        rules.guarantee("event.after_write", implies(self.event.valid, past(m, granted,
+                                                                            "formal_granted")
+                                                     & (self.event.index < self.events)))
+        rules.cover("event.signalled", self.event.valid)
+        for err in (LinkError.RANGE, LinkError.FRAMING, LinkError.CORRUPT):
+            rules.cover(f"error.{err.name.lower()}", self.error.valid
+                        & (self.error.code.as_value() == err.value))

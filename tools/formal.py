@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from hdl_gen.axi_arbiter import Axi4Arbiter
 from hdl_gen.axi_guard import AxiReadGuard, AxiWriteGuard
 from hdl_gen.banked_memory import BankedMemory
-from hdl_gen.chip_link import ChipLink
+from hdl_gen.chip_link import ChipLink, LinkRx
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
 from hdl_gen.dma_engine import DmaEngine
@@ -176,6 +176,10 @@ _LINK_CFG = ("latency 2, 2-byte beats, buffer of 5 beats (= the round trip: full
              "beat, any constant timeout")
 
 
+_LINK_RX_CFG = ("4-byte beats (3-beat header), memories of 6 rows x 8 bits and 3 rows x 40 bits "
+                "(2 beats a row), 2 events; any beats as a stream, any grants, fixed chip index")
+
+
 _ISSUE_CFG = ("2 queues, window of 4, 2 events, engine FIFOs of 2, retire FIFOs of 4; free heads "
               "(held until popped), retirements only of issued commands, any completion backpressure")
 
@@ -285,6 +289,12 @@ PROOFS = {p.name: p for p in [
           "and then discards",
           lambda: _self(ChipLink(latency=2, nbytes=2, depth=5, timeout_bits=4)), "prove", 6, 10,
           _LINK_CFG, cover_depth=16),
+    Proof("link_rx", "link packet receiver: a payload is taken only after a well-formed header "
+          "(kind, dest, memory, length, range, event, reserved bits), for the rows it names; no "
+          "write leaves its memory; writes held until granted, one memory at a time; events only "
+          "after a granted write, for an existing counter",
+          lambda: _self(LinkRx(nbytes=4, mems=((6, 8), (3, 40)), events=2)), "prove", 6, 10,
+          _LINK_RX_CFG, cover_depth=14),
     Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
           "(plane, row) order; a load writes exactly its command's local rows in the chosen "
           "memory; local requests held until granted",
