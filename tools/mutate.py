@@ -114,6 +114,13 @@ def _sfu(dim):
                                     acc_bank_rows=1024))
 
 
+def _link_part(part):
+    """The parts of the link bench's third lane (cocotb_tests/test_chip_link.py "fast")."""
+    from hdl_gen import chip_link as cl
+    return {"tx": lambda: cl.LinkTx(16, [64, 256]), "link": lambda: cl.ChipLink(2, 16, 6),
+            "rx": lambda: cl.LinkRx(16, [(48, 64), (24, 256)])}[part]()
+
+
 def _rv32():
     from hdl_gen.rv32_core import RV32Core
     return RV32Core()
@@ -235,6 +242,10 @@ BLOCKS = {b.name: b for b in (
     # no bench of its own: its formal contract (make formal issue_unit) and the chip tiers
     Block("issue_unit", ("issue_unit.py",), {"issue_unit": _issue_unit}, CHIP_TIERS),
     Block("soc", ("soc.py", "axi.py"), {"soc_4x4": lambda: _soc(4)}, CHIP_TIERS),
+    # not in the chip yet (docs/cluster_link.md): its block bench only
+    Block("chip_link", ("chip_link.py",),
+          {f"link_{p}": (lambda p=p: _link_part(p)) for p in ("tx", "link", "rx")},
+          (_sim("test_chip_link.py"),)),
 )}
 #: The ``hdl_gen`` files no block mutates, and why (tests/test_mutate.py checks that every file
 #: with mutation sites is in a block or here).
