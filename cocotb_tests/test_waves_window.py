@@ -42,6 +42,7 @@ def _run(monkeypatch, start="", stop=""):
 
 
 @pytest.mark.sim
+@pytest.mark.slow          # ~35 s (a waves build and three runs): make regress; make test's budget
 def test_waves_window_is_traced_while_simulating(monkeypatch):
     full = _run(monkeypatch)
     cut = _run(monkeypatch, str(START), str(STOP))
