@@ -169,7 +169,9 @@ def test_gemm_engine_signature():
     assert eng.array.latency == 2 * cfg.dim - 1
 
 
-@pytest.mark.parametrize("dim", ARRAY_SIZES)
+# 4x4 and 16x16: make regress (tests/test_lint.py lints every chip, this engine inside it)
+@pytest.mark.parametrize("dim", [pytest.param(d, marks=pytest.mark.slow) if d != 8 else d
+                                 for d in ARRAY_SIZES])
 def test_gemm_engine_lint(tmp_path, dim):
     """The engine with full-size memories converts and is clean under verilator -Wall + the waivers."""
     rtl = tmp_path / "rtl"
