@@ -105,7 +105,7 @@ def regs_markdown(rdl=regmap.RDL, title="Register map"):
 STRUCTS = (("DESCRIPTOR", D.Descriptor), ("DMA", D.DmaCmd), ("GEMM", D.GemmCmd),
            ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("SOFTMAX", D.SoftmaxCmd),
            ("NORM", D.NormCmd), ("LUT", D.LutCmd), ("EMUL", D.EmulCmd),
-           ("LIST", D.ListCmd), ("CPL", D.CompletionRecord), ("LIST_ENTRY", D.ListEntryFlags),
+           ("LIST", D.ListCmd), ("PEER", D.PeerCmd), ("CPL", D.CompletionRecord), ("LIST_ENTRY", D.ListEntryFlags),
            ("PATCH", D.PatchWord))
 #: Structs that are not descriptor payloads, and the bit their offsets start at (a list entry's
 #: flags byte is the descriptor's).
