@@ -25,7 +25,7 @@ class ErrorCode(enum.Enum, shape=8):
     OK = 0
     BAD_OPCODE = 1        #: opcode not implemented
     RESERVED_BITS = 2     #: a reserved descriptor bit is set
-    BAD_SHAPE = 3         #: a size field is zero or inconsistent (e.g. row_bytes+col_offset > row)
+    BAD_SHAPE = 3         #: a size field is zero or inconsistent (e.g. row_bytes+col_offset > row, DMA_PEER add without acc)
     LOCAL_RANGE = 4       #: a scratchpad/accumulator row address falls outside the memory
     HOST_RANGE = 5        #: a host address falls outside the AXI address space
     AXI_SLVERR = 6        #: the host memory answered SLVERR
@@ -231,7 +231,9 @@ class PeerCmd(data.Struct):
 
     Local rows ``local_addr .. local_addr + rows - 1`` of the scratchpad (or the accumulator with
     ``acc``) are written, in order, to rows ``peer_addr ..`` of the same memory of chip ``dest``
-    (the chip at the other end of this chip's link: the receiver refuses any other index). With
+    (the chip at the other end of this chip's link: the receiver refuses any other index), or
+    with ``add`` (accumulator only) added into them, lane by lane, wrapping int32 (the receiver
+    reads, adds and writes each row: a ring all-reduce's reduce step). With
     ``signal`` the peer's event counter ``event`` is set to ``value`` after its last row is
     written (a WAIT_EVENT on the peer orders its work after the data, as SIGNAL_EVENT does for
     local work). The command completes when its last beat has entered the link; it fails with
@@ -242,9 +244,10 @@ class PeerCmd(data.Struct):
     peer_addr: 20       #: first row written in the peer's memory
     rows: 16            #: rows, >= 1 (one link packet)
     acc: 1              #: both memories are the accumulator (else the scratchpad)
+    add: 1              #: add the rows into the peer's accumulator rows (wrapping int32; needs ``acc``)
     signal: 1           #: set the peer's event counter ``event`` to ``value`` after the last row
     dest: 4             #: the peer's chip index (its CHIP_ID strap)
-    reserved0: 2
+    reserved0: 1
     event: 8            #: the peer's event counter (< CAP_QUEUES.EVENTS), with ``signal``
     value: 32           #: the value it is set to, with ``signal``
     reserved: 120
@@ -365,7 +368,7 @@ COMMANDS = (
     Command("EXEC_LIST", 13, None, "exec_list",
             "run a command list from host memory, patched from an argument table; completes after its entries"),
     Command("DMA_PEER", 14, Engine.DMA_STORE, "peer",
-            "scratchpad/accumulator rows -> the next chip's memory over the link (+ its event)"),
+            "scratchpad/accumulator rows -> the next chip's memory over the link, written or added (+ its event)"),
 )
 
 

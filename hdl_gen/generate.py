@@ -312,7 +312,10 @@ def chip_py():
     lines += ["#: The special-function unit's numeric constants (hdl_gen/sfu_numerics.py; "
               "docs/numerics.md uses them)."]
     lines += [f"SFU_{n} = {getattr(sfu_numerics, n)!r}" for n in sfu_numerics.CONSTANTS]
-    lines += [""]
+    lines += ["", "#: The chip-to-chip link receiver's error codes (hdl_gen/chip_link.py LinkError; "
+              "LINK_STATUS.RX_ERROR, docs/cluster_link.md).", "LINK_ERRORS = {"]
+    lines += [f"    {e.name!r}: {e.value}," for e in CL.LinkError]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ when the link keeps up) and hands them to a :class:`~hdl_gen.chip_link.LinkTx`, 
 packet: the header (``WRITE`` or ``WRITE_SIGNAL``), then the rows beat by beat, without a copy.
 docs/cluster_hw.md describes the command, the ring and the errors.
 """
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,9 +17,23 @@ from .chip_link import LinkHeader, LinkKind, LinkTx, beat_layout
 from .config import KakiConfig
 from .descriptor import ErrorCode, PeerCmd
 from .engine import EngineSignature
-from .mem_port import ReadPortSignature
+from .mem_port import ReadPortSignature, WritePortSignature
 
-__all__ = ["PeerEngine"]
+__all__ = ["RxMem", "MEM_WIDTHS", "PeerEngine", "AccAdder"]
+
+
+class RxMem:
+    """A chip's memories as its link receiver numbers them (:attr:`LinkHeader.mem`): the
+    scratchpad, the accumulator, and the accumulator again, whose rows are *added* (the SoC puts
+    a read-modify-write in front of it): LinkRx itself only writes, so the add needs no new
+    packet kind."""
+    SPAD, ACC, ACC_ADD = 0, 1, 2
+
+
+def MEM_WIDTHS(cfg):
+    """Row bits of the memories :class:`RxMem` numbers, for LinkTx and LinkRx."""
+    return (cfg.dim * 8, cfg.dim * 32, cfg.dim * 32)
+
 
 
 class PeerEngine(wiring.Component):
@@ -35,7 +49,7 @@ class PeerEngine(wiring.Component):
     active  : Out(1) — a beat leaves this cycle (utilization).
 
     Errors (each ends the command, nothing is sent for the first four): ``RESERVED_BITS``,
-    ``BAD_SHAPE`` (``rows`` 0), ``LOCAL_RANGE`` (local or peer rows outside the memory),
+    ``BAD_SHAPE`` (``rows`` 0, ``add`` without ``acc``), ``LOCAL_RANGE`` (local or peer rows outside the memory),
     ``BAD_EVENT`` (``signal`` with an event the chips do not have), ``LINK_TIMEOUT`` (the link
     failed before the command, or while it sent: the rest of its beats were discarded).
     """
@@ -55,7 +69,7 @@ class PeerEngine(wiring.Component):
         cfg = self.config
         m = Module()
         acc_w = cfg.dim * 32
-        m.submodules.tx = tx = LinkTx(self.nbytes, (cfg.dim * 8, acc_w))
+        m.submodules.tx = tx = LinkTx(self.nbytes, MEM_WIDTHS(cfg))
         wiring.connect(m, tx.link, wiring.flipped(self.link))
         m.d.comb += self.active.eq(self.link.valid & self.link.ready)
 
@@ -71,7 +85,7 @@ class PeerEngine(wiring.Component):
         code = Signal(ErrorCode, name="peer_check")
         with m.If((c.reserved0 != 0) | (c.reserved != 0)):
             m.d.comb += code.eq(ErrorCode.RESERVED_BITS)
-        with m.Elif(c.rows == 0):
+        with m.Elif((c.rows == 0) | (c.add & ~c.acc)):
             m.d.comb += code.eq(ErrorCode.BAD_SHAPE)
         with m.Elif((c.local_addr + c.rows > limit) | (c.peer_addr + c.rows > limit)):
             m.d.comb += code.eq(ErrorCode.LOCAL_RANGE)
@@ -86,7 +100,8 @@ class PeerEngine(wiring.Component):
         m.d.comb += [
             tx.cmd.valid.eq(hdr_valid),
             h.kind.eq(Mux(cmd.signal, LinkKind.WRITE_SIGNAL.value, LinkKind.WRITE.value)),
-            h.dest.eq(cmd.dest), h.mem.eq(cmd.acc), h.rows.eq(cmd.rows), h.addr.eq(cmd.peer_addr),
+            h.dest.eq(cmd.dest), h.mem.eq(Mux(cmd.add, RxMem.ACC_ADD, Mux(cmd.acc, RxMem.ACC, RxMem.SPAD))),
+            h.rows.eq(cmd.rows), h.addr.eq(cmd.peer_addr),
             h.event.eq(Mux(cmd.signal, cmd.event, 0)), h.value.eq(Mux(cmd.signal, cmd.value, 0)),
         ]
         with m.If(tx.cmd.valid & tx.cmd.ready):
@@ -133,4 +148,54 @@ class PeerEngine(wiring.Component):
                          ctl.error.eq(Mux(self.failed, ErrorCode.LINK_TIMEOUT, ErrorCode.OK))]
         with m.If(ctl.cmd.valid & ~busy & (code != ErrorCode.OK)):
             m.d.sync += ctl.done.eq(1)
+        return m
+
+
+class AccAdder(wiring.Component):
+    """The receiver's add: LinkRx's row writes to :attr:`RxMem.ACC_ADD` become read, add (lane by
+    lane, wrapping int32), write of the accumulator row.
+
+    Ports
+    -----
+    req : In(WritePortSignature) — LinkRx's write port (held until ``gnt``); ``gnt`` is given in
+          the cycle the sum's write is granted, so LinkRx's event follows the last row's sum.
+    rd  : Out(ReadPortSignature) — the accumulator row read.
+    wr  : Out(WritePortSignature) — the sum written back.
+
+    A row costs the read's grant, ``mem_read_latency`` cycles and the write's grant (5 cycles at
+    latency 3 without contention). The receiving chip's own engines must leave the rows alone
+    while a transfer adds into them (it waits on the transfer's event anyway): a write between
+    the read and the write back would be lost.
+    """
+
+    def __init__(self, config=KakiConfig()):
+        self.config = config
+        ab, w = config.acc_addr_bits, config.dim * 32
+        super().__init__({"req": In(WritePortSignature(ab, w)),
+                          "rd": Out(ReadPortSignature(ab, w)), "wr": Out(WritePortSignature(ab, w))})
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        lat = cfg.mem_read_latency
+        req, rd, wr = self.req, self.rd, self.wr
+        inflight = [Signal(name=f"add_rd_inflight{k}") for k in range(1, lat + 1)]
+        total = Signal(cfg.dim * 32, name="add_sum")
+        m.d.comb += [rd.addr.eq(req.addr), wr.addr.eq(req.addr), wr.data.eq(total)]
+        m.d.sync += [inflight[0].eq(rd.en & rd.gnt),
+                     *[inflight[k].eq(inflight[k - 1]) for k in range(1, lat)]]
+        with m.FSM(init="READ", name="acc_add_fsm"):
+            with m.State("READ"):
+                m.d.comb += rd.en.eq(req.en)
+                with m.If(rd.en & rd.gnt):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(inflight[-1]):
+                    m.d.sync += total.eq(Cat(*[(rd.data.word_select(i, 32) + req.data.word_select(i, 32))[:32]
+                                               for i in range(cfg.dim)]))
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [wr.en.eq(1), req.gnt.eq(wr.gnt)]
+                with m.If(wr.gnt):
+                    m.next = "READ"
         return m

@@ -19,7 +19,7 @@ from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
 from .issue_unit import IssueUnit
 from .mem_port import WritePortSignature
-from .peer_engine import PeerEngine
+from .peer_engine import MEM_WIDTHS, AccAdder, PeerEngine
 from .queue_controller import QueueController
 from .special_function import SFU_OPCODES, SfuOp, SpecialFunctionUnit
 from .vector_unit import VectorUnit
@@ -134,8 +134,8 @@ class KakiSoc(wiring.Component):
         reset = Signal(len(ENGINES))
         peer = PeerEngine(cfg, self.link.nbytes if self.link else 8)
         frozen = self._engines(m, csr, disp, dma, gemm, vec, sfu, reset, peer)
-        rx = self._link(m, csr, peer)
-        self._memories(m, dma, gemm, vec, sfu, frozen, peer, rx)
+        rx, adder = self._link(m, csr, peer)
+        self._memories(m, dma, gemm, vec, sfu, frozen, peer, rx, adder)
         connect_axi(m, dma.axi, arb.m[0])
         connect_axi(m, qc.axi, arb.m[1])
         wiring.connect(m, arb.s, wiring.flipped(self.mem))
@@ -178,22 +178,27 @@ class KakiSoc(wiring.Component):
         return m
 
     def _link(self, m, csr, peer):
-        """The link's sender (fed by the peer channel) and, on the incoming lane, its receiver and
-        packet receiver (:class:`LinkRx`); returns the LinkRx (None without a link)."""
+        """The link's sender (fed by the peer channel) and, on the incoming lane, its receiver,
+        packet receiver (:class:`LinkRx`) and accumulator adder (:class:`AccAdder`); returns the
+        last two (None, None without a link)."""
         cfg, lk = self.config, self.link
         m.d.comb += csr.link_status_present.eq(lk is not None)
         if lk is None:
             # no link: DMA_PEER fails at once (its checks see ``failed``), nothing is sent
-            m.d.comb += [peer.failed.eq(1), peer.link.ready.eq(1), csr.link_status_failed.eq(1)]
-            return None
+            m.d.comb += [peer.failed.eq(1), peer.link.ready.eq(1)]
+            return None, None
         snd = LinkSender(lk.nbytes, lk.depth, lk.timeout_bits)
         rcv = LinkReceiver(lk.nbytes, lk.depth)
-        rx = LinkRx(lk.nbytes, [(cfg.spad_rows, cfg.dim * 8), (cfg.acc_rows, cfg.dim * 32)],
+        rx = LinkRx(lk.nbytes, list(zip((cfg.spad_rows, cfg.acc_rows, cfg.acc_rows), MEM_WIDTHS(cfg))),
                     events=cfg.events)
+        # RxMem.ACC_ADD: the accumulator through a read-modify-write (hdl_gen/peer_engine.py)
+        adder = AccAdder(cfg)
         retrain_in = self.link_retrain_in
         m.submodules.link_sender = ResetInserter({"sync": self.link_retrain})(snd)
         m.submodules.link_receiver = ResetInserter({"sync": retrain_in})(rcv)
         m.submodules.link_rx = ResetInserter({"sync": retrain_in})(rx)
+        m.submodules.link_add = ResetInserter({"sync": retrain_in})(adder)
+        wiring.connect(m, rx.wr2, adder.req)
         wiring.connect(m, peer.link, snd.tx)
         wiring.connect(m, snd.lane, wiring.flipped(self.link_out))
         wiring.connect(m, wiring.flipped(self.link_in), rcv.lane)
@@ -214,7 +219,7 @@ class KakiSoc(wiring.Component):
             m.d.sync += [c.eq(c + incs[name]) for name, c in counts.items()]
         m.d.comb += [csr.link_status_rx_error.eq(rx_error),
                      *[getattr(csr, f"link_rx_{name}_count").eq(c) for name, c in counts.items()]]
-        return rx
+        return rx, adder
 
     # ---------------------------------------------------------------- engines and memories
 
@@ -289,7 +294,7 @@ class KakiSoc(wiring.Component):
                     m.d.comb += op.eq(sfu_op)
         return Cat(op, desc.payload.raw)
 
-    def _memories(self, m, dma, gemm, vec, sfu, frozen, peer, rx):
+    def _memories(self, m, dma, gemm, vec, sfu, frozen, peer, rx, adder):
         cfg = self.config
         # Ports registered at the banks (chip_memory); the engines are built for the latency.
         # Priorities: the engines that cannot be denied first (GEMM's A rows, then its B rows; the
@@ -301,9 +306,9 @@ class KakiSoc(wiring.Component):
         spad_wr = [(vec.spad_wr, frozen["vec"]), (sfu.spad_wr, 0),
                    *([(rx.wr0, 0)] if rx is not None else []), (dma.spad_wr, 0)]
         acc_rd = [(gemm.acc_rd, frozen["gemm"]), (vec.acc_rd, frozen["vec"]), (sfu.acc_rd, 0),
-                  (dma.acc_rd, 0), (peer.acc_rd, 0)]
-        acc_wr = [(gemm.acc_wr, frozen["gemm"]), *([(rx.wr1, 0)] if rx is not None else []),
-                  (dma.acc_wr, 0)]
+                  *([(adder.rd, 0)] if rx is not None else []), (dma.acc_rd, 0), (peer.acc_rd, 0)]
+        acc_wr = [(gemm.acc_wr, frozen["gemm"]),
+                  *([(rx.wr1, 0), (adder.wr, 0)] if rx is not None else []), (dma.acc_wr, 0)]
         m.submodules.spad = spad = chip_memory(
             cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
             n_read=len(spad_rd), n_write=len(spad_wr))
