@@ -200,7 +200,7 @@ LINK_BYTES = 8
 def peer_cycles(rows, acc, caps, nbytes=LINK_BYTES):
     """DMA_PEER at the link's rate (a credit loop that keeps up: depth >= 2 x latency + 1): the
     96-bit header, then each row in ``ceil(row bits / beat bits)`` beats (docs/cluster_hw.md).
-    The receiver's add (``add``) is slower than the link (about 5 cycles a row); not modelled."""
+    The receiver's add (``add``) is slower than the link (about 6 cycles a row); not modelled."""
     beat = 8 * nbytes
     row_bits = caps.dim * (32 if acc else 8)
     return PEER_SETUP + -(-96 // beat) + rows * -(-row_bits // beat)

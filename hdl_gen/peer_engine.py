@@ -3,7 +3,7 @@
 Served on the DMA store channel (``Engine.DMA_STORE``): the SoC hands a DMA_STORE-channel command
 either to the DMA's store channel or to this block by its opcode, one at a time, so the channel
 keeps its order. The block reads the rows through its own scratchpad and accumulator read ports
-(the DMA store's pattern: a FIFO of ``mem_read_latency + 1`` rows whose room is reserved before
+(the DMA store's pattern: a FIFO of ``mem_read_latency + 3`` rows whose room is reserved before
 a read is issued, so a denied read or a stalled link loses nothing and a row a cycle goes out
 when the link keeps up) and hands them to a :class:`~hdl_gen.chip_link.LinkTx`, which sends one
 packet: the header (``WRITE`` or ``WRITE_SIGNAL``), then the rows beat by beat, without a copy.
@@ -109,15 +109,17 @@ class PeerEngine(wiring.Component):
 
         # ---- row reads into a FIFO whose room is reserved before a read is issued
         lat = cfg.mem_read_latency
-        m.submodules.rowq = q = fifo.SyncFIFOBuffered(width=acc_w, depth=lat + 2)
+        # lat + 3 entries: the reads in flight, the FIFO's own cycle (buffered output) and the row
+        # LinkTx is sending keep one row a cycle going (measured: tests/test_peer_path.py, rate)
+        m.submodules.rowq = q = fifo.SyncFIFOBuffered(width=acc_w, depth=lat + 3)
         inflight = [Signal(name=f"peer_rd_inflight{k}") for k in range(1, lat + 1)]
         to_read = Signal(16, name="peer_to_read")
         to_send = Signal(16, name="peer_to_send")
         rd_addr = Signal(20, name="peer_rd_addr")
         rd_en = Signal(name="peer_rd_en")
-        room = Signal(range(lat + 4), name="peer_room_used")
+        room = Signal(range(2 * lat + 5), name="peer_room_used")
         m.d.comb += [room.eq(q.level + sum(inflight)),
-                     rd_en.eq(busy & (to_read != 0) & (room < lat + 2))]
+                     rd_en.eq(busy & (to_read != 0) & (room < lat + 3))]
         for port in (self.spad_rd, self.acc_rd):
             m.d.comb += port.addr.eq(rd_addr)
         m.d.comb += [self.spad_rd.en.eq(rd_en & ~cmd.acc), self.acc_rd.en.eq(rd_en & cmd.acc)]

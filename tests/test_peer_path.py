@@ -179,3 +179,63 @@ def test_peer_path_random():
     assert np.array_equal(mem1["acc"], b.acc), f"SEED={seed}: chip 1's accumulator differs"
     assert events == want_events, f"SEED={seed}: events {events}, golden {want_events}"
     assert errors == [], f"SEED={seed}: receiver errors {errors}"
+
+
+def test_peer_path_rate():
+    """Cycles of a DMA_PEER from its command to its done, nothing denied, against the cost model
+    (compiler/cost.py peer_cycles): the link carries a beat a cycle (depth 5 >= round trip 5);
+    adds take the receiver's read-modify-write time per row (the sender finishes first: the
+    rows wait in the link's buffer, holding credits)."""
+    from compiler.cost import peer_cycles
+    dut = PeerPath(CFG)
+    layout = data.Layout.cast(PeerCmd)
+    lat = CFG.mem_read_latency
+    cases = [dict(rows=48, dest=1), dict(rows=24, acc=1, dest=1), dict(rows=8, acc=1, add=1, dest=1)]
+    took, events = [], []
+
+    async def memories(ctx):
+        pending, cycle = [], 0
+        ports = [dut.spad_rd, dut.acc_rd, dut.add_rd]
+        for p in [*ports, dut.wr0, dut.wr1, dut.add_wr]:
+            ctx.set(p.gnt, 1)
+        while True:
+            for due, sig in [p for p in pending if p[0] == cycle]:
+                ctx.set(sig, 0)
+            pending = [p for p in pending if p[0] > cycle]
+            for p in ports:
+                if ctx.get(p.en):
+                    pending.append((cycle + lat, p.data))
+            await ctx.tick()
+            cycle += 1
+
+    async def commands(ctx):
+        ctx.set(dut.timeout, 1000)
+        for f in cases:
+            ctx.set(dut.ctl.cmd.payload.as_value(), layout.const({**f, "signal": 1}).as_value().value)
+            ctx.set(dut.ctl.cmd.valid, 1)
+            await ctx.tick().until(dut.ctl.cmd.ready)
+            ctx.set(dut.ctl.cmd.valid, 0)
+            n = 0
+            while not ctx.get(dut.ctl.done):
+                await ctx.tick()
+                n += 1
+            took.append(n)
+            m = 0
+            while not ctx.get(dut.event_valid):         # the receiver's last row, then its event
+                await ctx.tick()
+                m += 1
+            events.append(m)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(memories, background=True)
+    sim.add_testbench(commands)
+    sim.run()
+    caps = CAPS
+    for f, n, m in zip(cases, took, events):
+        model = peer_cycles(f["rows"], f.get("acc", 0), caps)
+        print(f"DMA_PEER {f}: {n} cycles to done (model {model}), event {m} cycles later")
+        if not f.get("add"):
+            assert abs(n - model) <= 2, (f, n, model)
+    # the add: about one row per read-modify-write at the receiver
+    assert events[2] <= 8 * (lat + 3) + 2 * 5 + 10, events
