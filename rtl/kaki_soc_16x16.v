@@ -3328,7 +3328,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$23350$2 (\$316 ),
+    .\port$23354$2 (\$316 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3439,20 +3439,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$23376$0 (inflight),
-    .\port$23652$0 (q__0__cpl_irq),
-    .\port$23666$0 (q__0__error_irq),
-    .\port$23678$0 (q__1__cpl_irq),
-    .\port$23692$0 (q__1__error_irq),
-    .\port$23704$0 (q__2__cpl_irq),
-    .\port$23718$0 (q__2__error_irq),
-    .\port$23730$0 (q__3__cpl_irq),
-    .\port$23744$0 (q__3__error_irq),
-    .\port$23856$0 (\$326 ),
-    .\port$23864$0 (\$327 ),
-    .\port$23872$0 (\$328 ),
-    .\port$23880$0 (\$329 ),
-    .\port$28229$0 (events),
+    .\port$23380$0 (inflight),
+    .\port$23656$0 (q__0__cpl_irq),
+    .\port$23670$0 (q__0__error_irq),
+    .\port$23682$0 (q__1__cpl_irq),
+    .\port$23696$0 (q__1__error_irq),
+    .\port$23708$0 (q__2__cpl_irq),
+    .\port$23722$0 (q__2__error_irq),
+    .\port$23734$0 (q__3__cpl_irq),
+    .\port$23748$0 (q__3__error_irq),
+    .\port$23860$0 (\$326 ),
+    .\port$23868$0 (\$327 ),
+    .\port$23876$0 (\$328 ),
+    .\port$23884$0 (\$329 ),
+    .\port$28233$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3547,11 +3547,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$23378$0 (\$317 ),
-    .\port$23382$0 (\$318 ),
-    .\port$23386$0 (\$319 ),
-    .\port$23390$0 (\$320 ),
-    .\port$23394$0 (\$321 ),
+    .\port$23382$0 (\$317 ),
+    .\port$23386$0 (\$318 ),
+    .\port$23390$0 (\$319 ),
+    .\port$23394$0 (\$320 ),
+    .\port$23398$0 (\$321 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3677,12 +3677,12 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$21240$0 (q__0__fw_ready),
-    .\port$21283$0 (q__1__fw_ready),
-    .\port$21326$0 (q__2__fw_ready),
-    .\port$21369$0 (q__3__fw_ready),
-    .\port$23350$2 (\$316 ),
-    .\port$28229$0 (events),
+    .\port$21244$0 (q__0__fw_ready),
+    .\port$21287$0 (q__1__fw_ready),
+    .\port$21330$0 (q__2__fw_ready),
+    .\port$21373$0 (q__3__fw_ready),
+    .\port$23354$2 (\$316 ),
+    .\port$28233$0 (events),
     .\port$4330$0 (q__0__qreset_req),
     .\port$4341$0 (q__1__qreset_req),
     .\port$4352$0 (q__2__qreset_req),
@@ -3750,9 +3750,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$21408$0 (\$331 ),
-    .\port$21414$0 (\$332 ),
-    .\port$21415$32 (\$333 ),
+    .\port$21412$0 (\$331 ),
+    .\port$21418$0 (\$332 ),
+    .\port$21419$32 (\$333 ),
     .\port$5933$0 (\$322 ),
     .\port$5963$0 (\$323 ),
     .\port$5993$0 (\$324 ),
@@ -3983,7 +3983,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .ctl__cmd__valid(\ctl__cmd__valid$146 ),
     .done(\ctl__done$152 ),
     .error(sfu_error),
-    .\port$22886$0 (sfu_cmd_op),
+    .\port$22890$0 (sfu_cmd_op),
     .\port$4320$32 (sfu__payload[255:32]),
     .r_data(\$330 ),
     .r_en(\$51 [0]),
@@ -7857,7 +7857,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$23350$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$23354$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -8001,8 +8001,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$23350$2 ;
-  wire [29:0] \port$23350$2 ;
+  output [29:0] \port$23354$2 ;
+  wire [29:0] \port$23354$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -8182,7 +8182,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$23350$2 (\$99 ),
+    .\port$23354$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -8300,11 +8300,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$23350$2  = \$99 ;
+  assign \port$23354$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$23350$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$23354$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8729,8 +8729,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$23350$2 ;
-  wire [29:0] \port$23350$2 ;
+  output [29:0] \port$23354$2 ;
+  wire [29:0] \port$23354$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11835,7 +11835,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$23350$2  = ls_addr_r[31:2];
+  assign \port$23354$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -12010,9 +12010,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$23376$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$23652$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$23666$0 , q_status0_resetting, q_consumer1_index, \port$23678$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$23692$0 , q_status1_resetting, q_consumer2_index, \port$23704$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$23718$0 , q_status2_resetting, q_consumer3_index, \port$23730$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$23744$0 , q_status3_resetting, \port$23856$0 , \port$23864$0 , \port$23872$0 
-, \port$23880$0 , \port$28229$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$23380$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$23656$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$23670$0 , q_status0_resetting, q_consumer1_index, \port$23682$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$23696$0 , q_status1_resetting, q_consumer2_index, \port$23708$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$23722$0 , q_status2_resetting, q_consumer3_index, \port$23734$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$23748$0 , q_status3_resetting, \port$23860$0 , \port$23868$0 , \port$23876$0 
+, \port$23884$0 , \port$28233$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13663,34 +13663,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$23376$0 ;
-  wire [4:0] \port$23376$0 ;
-  input \port$23652$0 ;
-  wire \port$23652$0 ;
-  input \port$23666$0 ;
-  wire \port$23666$0 ;
-  input \port$23678$0 ;
-  wire \port$23678$0 ;
-  input \port$23692$0 ;
-  wire \port$23692$0 ;
-  input \port$23704$0 ;
-  wire \port$23704$0 ;
-  input \port$23718$0 ;
-  wire \port$23718$0 ;
-  input \port$23730$0 ;
-  wire \port$23730$0 ;
-  input \port$23744$0 ;
-  wire \port$23744$0 ;
-  input [2:0] \port$23856$0 ;
-  wire [2:0] \port$23856$0 ;
-  input [2:0] \port$23864$0 ;
-  wire [2:0] \port$23864$0 ;
-  input [2:0] \port$23872$0 ;
-  wire [2:0] \port$23872$0 ;
-  input [2:0] \port$23880$0 ;
-  wire [2:0] \port$23880$0 ;
-  input [511:0] \port$28229$0 ;
-  wire [511:0] \port$28229$0 ;
+  input [4:0] \port$23380$0 ;
+  wire [4:0] \port$23380$0 ;
+  input \port$23656$0 ;
+  wire \port$23656$0 ;
+  input \port$23670$0 ;
+  wire \port$23670$0 ;
+  input \port$23682$0 ;
+  wire \port$23682$0 ;
+  input \port$23696$0 ;
+  wire \port$23696$0 ;
+  input \port$23708$0 ;
+  wire \port$23708$0 ;
+  input \port$23722$0 ;
+  wire \port$23722$0 ;
+  input \port$23734$0 ;
+  wire \port$23734$0 ;
+  input \port$23748$0 ;
+  wire \port$23748$0 ;
+  input [2:0] \port$23860$0 ;
+  wire [2:0] \port$23860$0 ;
+  input [2:0] \port$23868$0 ;
+  wire [2:0] \port$23868$0 ;
+  input [2:0] \port$23876$0 ;
+  wire [2:0] \port$23876$0 ;
+  input [2:0] \port$23884$0 ;
+  wire [2:0] \port$23884$0 ;
+  input [511:0] \port$28233$0 ;
+  wire [511:0] \port$28233$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -14364,10 +14364,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$190  = \$189  | irq_status_error_set;
   assign \$191  = ~ clr_irq_status_queue_cpl;
   assign \$192  = irq_status_queue_cpl & \$191 ;
-  assign \$193  = \$192  | { \port$23730$0 , \port$23704$0 , \port$23678$0 , \port$23652$0  };
+  assign \$193  = \$192  | { \port$23734$0 , \port$23708$0 , \port$23682$0 , \port$23656$0  };
   assign \$194  = ~ clr_irq_status_queue_error;
   assign \$195  = irq_status_queue_error & \$194 ;
-  assign \$196  = \$195  | { \port$23744$0 , \port$23718$0 , \port$23692$0 , \port$23666$0  };
+  assign \$196  = \$195  | { \port$23748$0 , \port$23722$0 , \port$23696$0 , \port$23670$0  };
   assign \$197  = ~ clr_irq_status_fw_msg;
   assign \$198  = irq_status_fw_msg & \$197 ;
   assign \$199  = \$198  | irq_status_fw_msg_set;
@@ -16549,8 +16549,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$23730$0 , \port$23704$0 , \port$23678$0 , \port$23652$0  };
-  assign irq_status_queue_error_set = { \port$23744$0 , \port$23718$0 , \port$23692$0 , \port$23666$0  };
+  assign irq_status_queue_cpl_set = { \port$23734$0 , \port$23708$0 , \port$23682$0 , \port$23656$0  };
+  assign irq_status_queue_error_set = { \port$23748$0 , \port$23722$0 , \port$23696$0 , \port$23670$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -16565,31 +16565,31 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$23376$0 [0];
-  assign status_dma_store_busy = \port$23376$0 [1];
-  assign status_gemm_busy = \port$23376$0 [2];
-  assign status_vec_busy = \port$23376$0 [3];
-  assign status_sfu_busy = \port$23376$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$23856$0  };
-  assign q_status1_prefetched = { 5'h00, \port$23864$0  };
-  assign q_status2_prefetched = { 5'h00, \port$23872$0  };
-  assign q_status3_prefetched = { 5'h00, \port$23880$0  };
-  assign event0_value = \port$28229$0 [31:0];
-  assign event1_value = \port$28229$0 [63:32];
-  assign event2_value = \port$28229$0 [95:64];
-  assign event3_value = \port$28229$0 [127:96];
-  assign event4_value = \port$28229$0 [159:128];
-  assign event5_value = \port$28229$0 [191:160];
-  assign event6_value = \port$28229$0 [223:192];
-  assign event7_value = \port$28229$0 [255:224];
-  assign event8_value = \port$28229$0 [287:256];
-  assign event9_value = \port$28229$0 [319:288];
-  assign event10_value = \port$28229$0 [351:320];
-  assign event11_value = \port$28229$0 [383:352];
-  assign event12_value = \port$28229$0 [415:384];
-  assign event13_value = \port$28229$0 [447:416];
-  assign event14_value = \port$28229$0 [479:448];
-  assign event15_value = \port$28229$0 [511:480];
+  assign status_dma_load_busy = \port$23380$0 [0];
+  assign status_dma_store_busy = \port$23380$0 [1];
+  assign status_gemm_busy = \port$23380$0 [2];
+  assign status_vec_busy = \port$23380$0 [3];
+  assign status_sfu_busy = \port$23380$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$23860$0  };
+  assign q_status1_prefetched = { 5'h00, \port$23868$0  };
+  assign q_status2_prefetched = { 5'h00, \port$23876$0  };
+  assign q_status3_prefetched = { 5'h00, \port$23884$0  };
+  assign event0_value = \port$28233$0 [31:0];
+  assign event1_value = \port$28233$0 [63:32];
+  assign event2_value = \port$28233$0 [95:64];
+  assign event3_value = \port$28233$0 [127:96];
+  assign event4_value = \port$28233$0 [159:128];
+  assign event5_value = \port$28233$0 [191:160];
+  assign event6_value = \port$28233$0 [223:192];
+  assign event7_value = \port$28233$0 [255:224];
+  assign event8_value = \port$28233$0 [287:256];
+  assign event9_value = \port$28233$0 [319:288];
+  assign event10_value = \port$28233$0 [351:320];
+  assign event11_value = \port$28233$0 [383:352];
+  assign event12_value = \port$28233$0 [415:384];
+  assign event13_value = \port$28233$0 [447:416];
+  assign event14_value = \port$28233$0 [479:448];
+  assign event15_value = \port$28233$0 [511:480];
   assign link_status_present = 1'h0;
   assign link_status_failed = 1'h0;
   assign link_status_chip_id = 4'h0;
@@ -16642,12 +16642,12 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$423  = \$422 ;
   assign \$427  = 2'h0;
   assign \$428  = { 30'h00000000, \$427  };
-  assign \$449  = { 1'h0, \port$23376$0 [0] };
+  assign \$449  = { 1'h0, \port$23380$0 [0] };
   assign \$450  = { 30'h00000000, \$449  };
-  assign \$451  = { \port$23376$0 [1], 1'h0 };
-  assign \$453  = { 1'h0, \port$23376$0 [2], 2'h0 };
-  assign \$455  = { \port$23376$0 [3], 3'h0 };
-  assign \$457  = { 3'h0, \port$23376$0 [4], 4'h0 };
+  assign \$451  = { \port$23380$0 [1], 1'h0 };
+  assign \$453  = { 1'h0, \port$23380$0 [2], 2'h0 };
+  assign \$455  = { \port$23380$0 [3], 3'h0 };
+  assign \$457  = { 3'h0, \port$23380$0 [4], 4'h0 };
   assign \$459  = { 2'h0, status_idle, 5'h00 };
   assign \$463  = { 1'h0, irq_status_dma_load_done };
   assign \$464  = { 30'h00000000, \$463  };
@@ -16813,25 +16813,25 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$914  = { q_status0_halted, 1'h0 };
   assign \$916  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$918  = { q_status0_waiting, 3'h0 };
-  assign \$920  = { 12'h000, \port$23856$0 , 8'h00 };
+  assign \$920  = { 12'h000, \port$23860$0 , 8'h00 };
   assign \$925  = { 1'h0, q_status1_active };
   assign \$926  = { 30'h00000000, \$925  };
   assign \$927  = { q_status1_halted, 1'h0 };
   assign \$929  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$931  = { q_status1_waiting, 3'h0 };
-  assign \$933  = { 12'h000, \port$23864$0 , 8'h00 };
+  assign \$933  = { 12'h000, \port$23868$0 , 8'h00 };
   assign \$938  = { 1'h0, q_status2_active };
   assign \$939  = { 30'h00000000, \$938  };
   assign \$940  = { q_status2_halted, 1'h0 };
   assign \$942  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$944  = { q_status2_waiting, 3'h0 };
-  assign \$946  = { 12'h000, \port$23872$0 , 8'h00 };
+  assign \$946  = { 12'h000, \port$23876$0 , 8'h00 };
   assign \$951  = { 1'h0, q_status3_active };
   assign \$952  = { 30'h00000000, \$951  };
   assign \$953  = { q_status3_halted, 1'h0 };
   assign \$955  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$957  = { q_status3_waiting, 3'h0 };
-  assign \$959  = { 12'h000, \port$23880$0 , 8'h00 };
+  assign \$959  = { 12'h000, \port$23884$0 , 8'h00 };
   assign \$964  = { 1'h0, q_error0_code };
   assign \$965  = { 23'h000000, \$964  };
   assign \$969  = { 1'h0, q_error1_code };
@@ -16872,37 +16872,37 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$1071  = \$1070 ;
   assign \$1075  = { 1'h0, perf_q_event_stall3_count };
   assign \$1076  = \$1075 ;
-  assign \$1080  = { 1'h0, \port$28229$0 [31:0] };
+  assign \$1080  = { 1'h0, \port$28233$0 [31:0] };
   assign \$1081  = \$1080 ;
-  assign \$1085  = { 1'h0, \port$28229$0 [63:32] };
+  assign \$1085  = { 1'h0, \port$28233$0 [63:32] };
   assign \$1086  = \$1085 ;
-  assign \$1090  = { 1'h0, \port$28229$0 [95:64] };
+  assign \$1090  = { 1'h0, \port$28233$0 [95:64] };
   assign \$1091  = \$1090 ;
-  assign \$1095  = { 1'h0, \port$28229$0 [127:96] };
+  assign \$1095  = { 1'h0, \port$28233$0 [127:96] };
   assign \$1096  = \$1095 ;
-  assign \$1117  = { 1'h0, \port$28229$0 [159:128] };
+  assign \$1117  = { 1'h0, \port$28233$0 [159:128] };
   assign \$1118  = \$1117 ;
-  assign \$1121  = { 1'h0, \port$28229$0 [191:160] };
+  assign \$1121  = { 1'h0, \port$28233$0 [191:160] };
   assign \$1122  = \$1121 ;
-  assign \$1126  = { 1'h0, \port$28229$0 [223:192] };
+  assign \$1126  = { 1'h0, \port$28233$0 [223:192] };
   assign \$1127  = \$1126 ;
-  assign \$1131  = { 1'h0, \port$28229$0 [255:224] };
+  assign \$1131  = { 1'h0, \port$28233$0 [255:224] };
   assign \$1132  = \$1131 ;
-  assign \$1136  = { 1'h0, \port$28229$0 [287:256] };
+  assign \$1136  = { 1'h0, \port$28233$0 [287:256] };
   assign \$1137  = \$1136 ;
-  assign \$1141  = { 1'h0, \port$28229$0 [319:288] };
+  assign \$1141  = { 1'h0, \port$28233$0 [319:288] };
   assign \$1142  = \$1141 ;
-  assign \$1146  = { 1'h0, \port$28229$0 [351:320] };
+  assign \$1146  = { 1'h0, \port$28233$0 [351:320] };
   assign \$1147  = \$1146 ;
-  assign \$1151  = { 1'h0, \port$28229$0 [383:352] };
+  assign \$1151  = { 1'h0, \port$28233$0 [383:352] };
   assign \$1152  = \$1151 ;
-  assign \$1156  = { 1'h0, \port$28229$0 [415:384] };
+  assign \$1156  = { 1'h0, \port$28233$0 [415:384] };
   assign \$1157  = \$1156 ;
-  assign \$1161  = { 1'h0, \port$28229$0 [447:416] };
+  assign \$1161  = { 1'h0, \port$28233$0 [447:416] };
   assign \$1162  = \$1161 ;
-  assign \$1166  = { 1'h0, \port$28229$0 [479:448] };
+  assign \$1166  = { 1'h0, \port$28233$0 [479:448] };
   assign \$1167  = \$1166 ;
-  assign \$1171  = { 1'h0, \port$28229$0 [511:480] };
+  assign \$1171  = { 1'h0, \port$28233$0 [511:480] };
   assign \$1172  = \$1171 ;
   assign \$1176  = { 1'h0, perf_dma_load_stall_count };
   assign \$1177  = \$1176 ;
@@ -16976,8 +16976,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, dma_store_error, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done
-, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$23378$0 , retire__0__tag, retire__0__queued, \port$23382$0 , retire__1__tag
-, retire__1__queued, \port$23386$0 , retire__2__tag, retire__2__queued, \port$23390$0 , retire__3__tag, retire__3__queued, \port$23394$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
+, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$23382$0 , retire__0__tag, retire__0__queued, \port$23386$0 , retire__1__tag
+, retire__1__queued, \port$23390$0 , retire__2__tag, retire__2__queued, \port$23394$0 , retire__3__tag, retire__3__queued, \port$23398$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18174,8 +18174,6 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$23378$0 ;
-  wire [8:0] \port$23378$0 ;
   output [8:0] \port$23382$0 ;
   wire [8:0] \port$23382$0 ;
   output [8:0] \port$23386$0 ;
@@ -18184,6 +18182,8 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   wire [8:0] \port$23390$0 ;
   output [8:0] \port$23394$0 ;
   wire [8:0] \port$23394$0 ;
+  output [8:0] \port$23398$0 ;
+  wire [8:0] \port$23398$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -19259,9 +19259,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
     retire__4__queued <= \$106 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$22887$0 (desc),
-    .\port$22889$0 (queue),
-    .\port$22890$0 (reject__queued),
+    .\port$22891$0 (desc),
+    .\port$22893$0 (queue),
+    .\port$22894$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -19271,9 +19271,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$22887$0 (desc),
-    .\port$22889$0 (queue),
-    .\port$22890$0 (reject__queued),
+    .\port$22891$0 (desc),
+    .\port$22893$0 (queue),
+    .\port$22894$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -19283,9 +19283,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$22887$0 (desc),
-    .\port$22889$0 (queue),
-    .\port$22890$0 (reject__queued),
+    .\port$22891$0 (desc),
+    .\port$22893$0 (queue),
+    .\port$22894$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -19295,9 +19295,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$22887$0 (desc),
-    .\port$22889$0 (queue),
-    .\port$22890$0 (reject__queued),
+    .\port$22891$0 (desc),
+    .\port$22893$0 (queue),
+    .\port$22894$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -19307,9 +19307,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$22887$0 (desc),
-    .\port$22889$0 (queue),
-    .\port$22890$0 (reject__queued),
+    .\port$22891$0 (desc),
+    .\port$22893$0 (queue),
+    .\port$22894$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -19581,15 +19581,15 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$23378$0  = dma_load_held[8:0];
+  assign \port$23382$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$23382$0  = dma_store_held[8:0];
+  assign \port$23386$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$23386$0  = gemm_held[8:0];
+  assign \port$23390$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$23390$0  = vec_held[8:0];
+  assign \port$23394$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$23394$0  = sfu_held[8:0];
+  assign \port$23398$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20959,7 +20959,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22887$0 , \port$22889$0 , \port$22890$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22891$0 , \port$22893$0 , \port$22894$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21001,12 +21001,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$22887$0 ;
-  wire [255:0] \port$22887$0 ;
-  input [1:0] \port$22889$0 ;
-  wire [1:0] \port$22889$0 ;
-  input \port$22890$0 ;
-  wire \port$22890$0 ;
+  input [255:0] \port$22891$0 ;
+  wire [255:0] \port$22891$0 ;
+  input [1:0] \port$22893$0 ;
+  wire [1:0] \port$22893$0 ;
+  input \port$22894$0 ;
+  wire \port$22894$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21038,7 +21038,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+      storage[w_port__addr] <= { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21137,14 +21137,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
-  assign w_data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+  assign w_port__data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
+  assign w_data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22887$0 , \port$22889$0 , \port$22890$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22891$0 , \port$22893$0 , \port$22894$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21186,12 +21186,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$22887$0 ;
-  wire [255:0] \port$22887$0 ;
-  input [1:0] \port$22889$0 ;
-  wire [1:0] \port$22889$0 ;
-  input \port$22890$0 ;
-  wire \port$22890$0 ;
+  input [255:0] \port$22891$0 ;
+  wire [255:0] \port$22891$0 ;
+  input [1:0] \port$22893$0 ;
+  wire [1:0] \port$22893$0 ;
+  input \port$22894$0 ;
+  wire \port$22894$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21223,7 +21223,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+      storage[w_port__addr] <= { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21322,14 +21322,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
-  assign w_data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+  assign w_port__data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
+  assign w_data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22887$0 , \port$22889$0 , \port$22890$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22891$0 , \port$22893$0 , \port$22894$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21371,12 +21371,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$22887$0 ;
-  wire [255:0] \port$22887$0 ;
-  input [1:0] \port$22889$0 ;
-  wire [1:0] \port$22889$0 ;
-  input \port$22890$0 ;
-  wire \port$22890$0 ;
+  input [255:0] \port$22891$0 ;
+  wire [255:0] \port$22891$0 ;
+  input [1:0] \port$22893$0 ;
+  wire [1:0] \port$22893$0 ;
+  input \port$22894$0 ;
+  wire \port$22894$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21408,7 +21408,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+      storage[w_port__addr] <= { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21507,14 +21507,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
-  assign w_data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+  assign w_port__data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
+  assign w_data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22887$0 , \port$22889$0 , \port$22890$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22891$0 , \port$22893$0 , \port$22894$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21556,12 +21556,12 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$22887$0 ;
-  wire [255:0] \port$22887$0 ;
-  input [1:0] \port$22889$0 ;
-  wire [1:0] \port$22889$0 ;
-  input \port$22890$0 ;
-  wire \port$22890$0 ;
+  input [255:0] \port$22891$0 ;
+  wire [255:0] \port$22891$0 ;
+  input [1:0] \port$22893$0 ;
+  wire [1:0] \port$22893$0 ;
+  input \port$22894$0 ;
+  wire \port$22894$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21593,7 +21593,7 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+      storage[w_port__addr] <= { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21692,14 +21692,14 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
-  assign w_data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+  assign w_port__data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
+  assign w_data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22887$0 , \port$22889$0 , \port$22890$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$22891$0 , \port$22893$0 , \port$22894$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21741,12 +21741,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$22887$0 ;
-  wire [255:0] \port$22887$0 ;
-  input [1:0] \port$22889$0 ;
-  wire [1:0] \port$22889$0 ;
-  input \port$22890$0 ;
-  wire \port$22890$0 ;
+  input [255:0] \port$22891$0 ;
+  wire [255:0] \port$22891$0 ;
+  input [1:0] \port$22893$0 ;
+  wire [1:0] \port$22893$0 ;
+  input \port$22894$0 ;
+  wire \port$22894$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21778,7 +21778,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+      storage[w_port__addr] <= { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21877,8 +21877,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
-  assign w_data = { \port$22890$0 , \port$22889$0 , \port$22887$0  };
+  assign w_port__data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
+  assign w_data = { \port$22894$0 , \port$22893$0 , \port$22891$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -27664,9 +27664,9 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$6343$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$21240$0 , \port$21283$0 , \port$21326$0 , \port$21369$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$23350$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$28229$0 , clk);
+module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$21244$0 , \port$21287$0 , \port$21330$0 , \port$21373$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$23354$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$28233$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28361,18 +28361,18 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$21240$0 ;
-  wire \port$21240$0 ;
-  input \port$21283$0 ;
-  wire \port$21283$0 ;
-  input \port$21326$0 ;
-  wire \port$21326$0 ;
-  input \port$21369$0 ;
-  wire \port$21369$0 ;
-  input [29:0] \port$23350$2 ;
-  wire [29:0] \port$23350$2 ;
-  input [511:0] \port$28229$0 ;
-  wire [511:0] \port$28229$0 ;
+  input \port$21244$0 ;
+  wire \port$21244$0 ;
+  input \port$21287$0 ;
+  wire \port$21287$0 ;
+  input \port$21330$0 ;
+  wire \port$21330$0 ;
+  input \port$21373$0 ;
+  wire \port$21373$0 ;
+  input [29:0] \port$23354$2 ;
+  wire [29:0] \port$23354$2 ;
+  input [511:0] \port$28233$0 ;
+  wire [511:0] \port$28233$0 ;
   input \port$4330$0 ;
   wire \port$4330$0 ;
   input \port$4341$0 ;
@@ -28526,219 +28526,219 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$23350$2 [9:0] == 5'h1a;
+  assign \$295  = \port$23354$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$23350$2 [9:0] == 5'h1b;
+  assign \$301  = \port$23354$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$23350$2 [9:0] == 5'h1c;
+  assign \$307  = \port$23354$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$23350$2 [9:0] == 5'h1d;
+  assign \$313  = \port$23354$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$23350$2 [9:0] == 6'h20;
+  assign \$319  = \port$23354$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$23350$2 [9:0] == 6'h21;
+  assign \$325  = \port$23354$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$23350$2 [9:0] == 6'h22;
+  assign \$331  = \port$23354$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$23350$2 [9:0] == 6'h23;
+  assign \$337  = \port$23354$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$23350$2 [9:0] == 6'h24;
+  assign \$343  = \port$23354$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$23350$2 [9:0] == 6'h25;
+  assign \$349  = \port$23354$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$23350$2 [9:0] == 6'h26;
+  assign \$355  = \port$23354$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$23350$2 [9:0] == 6'h27;
+  assign \$361  = \port$23354$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$23350$2 [9:0] == 6'h28;
+  assign \$367  = \port$23354$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$23350$2 [9:0] == 6'h29;
+  assign \$373  = \port$23354$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$23350$2 [9:0] == 6'h2a;
+  assign \$379  = \port$23354$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$23350$2 [9:0] == 6'h2b;
+  assign \$385  = \port$23354$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$23350$2 [9:0] == 6'h2c;
+  assign \$391  = \port$23354$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$23350$2 [9:0] == 6'h2d;
+  assign \$397  = \port$23354$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$23350$2 [9:0] == 6'h2e;
+  assign \$403  = \port$23354$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$23350$2 [9:0] == 6'h2f;
+  assign \$409  = \port$23354$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$23350$2 [9:0] == 6'h30;
+  assign \$415  = \port$23354$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$23350$2 [9:0] == 6'h31;
+  assign \$421  = \port$23354$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$23350$2 [9:0] == 6'h32;
+  assign \$427  = \port$23354$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$23350$2 [9:0] == 6'h33;
+  assign \$433  = \port$23354$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$23350$2 [9:0] == 6'h34;
+  assign \$439  = \port$23354$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$23350$2 [9:0] == 6'h35;
+  assign \$445  = \port$23354$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$23350$2 [9:0] == 6'h36;
+  assign \$451  = \port$23354$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$23350$2 [9:0] == 6'h37;
+  assign \$457  = \port$23354$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$23350$2 [9:0] == 6'h38;
+  assign \$463  = \port$23354$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$23350$2 [9:0] == 6'h39;
+  assign \$469  = \port$23354$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$23350$2 [9:0] == 6'h3a;
+  assign \$475  = \port$23354$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$23350$2 [9:0] == 6'h3b;
+  assign \$481  = \port$23354$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$23350$2 [9:0] == 6'h3c;
+  assign \$487  = \port$23354$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$23350$2 [9:0] == 6'h3d;
+  assign \$493  = \port$23354$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$23350$2 [9:0] == 6'h3e;
+  assign \$499  = \port$23354$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$23350$2 [9:0] == 6'h3f;
+  assign \$505  = \port$23354$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$23350$2 [9:0] == 7'h40;
+  assign \$511  = \port$23354$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$23350$2 [9:0] == 7'h41;
+  assign \$517  = \port$23354$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$23350$2 [9:0] == 7'h42;
+  assign \$523  = \port$23354$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$23350$2 [9:0] == 7'h43;
+  assign \$529  = \port$23354$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$23350$2 [9:0] == 7'h44;
+  assign \$535  = \port$23354$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$23350$2 [9:0] == 7'h45;
+  assign \$541  = \port$23354$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$23350$2 [9:0] == 7'h46;
+  assign \$547  = \port$23354$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$23350$2 [9:0] == 7'h47;
+  assign \$553  = \port$23354$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$23350$2 [9:0] == 7'h48;
+  assign \$559  = \port$23354$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$23350$2 [9:0] == 7'h49;
+  assign \$565  = \port$23354$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$23350$2 [9:0] == 7'h4a;
+  assign \$571  = \port$23354$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$23350$2 [9:0] == 7'h4b;
+  assign \$577  = \port$23354$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$23350$2 [9:0] == 7'h4c;
+  assign \$583  = \port$23354$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$23350$2 [9:0] == 7'h4d;
+  assign \$589  = \port$23354$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$23350$2 [9:0] == 7'h4e;
+  assign \$595  = \port$23354$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$23350$2 [9:0] == 7'h4f;
+  assign \$601  = \port$23354$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$23350$2 [9:0] == 7'h50;
+  assign \$607  = \port$23354$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$23350$2 [9:0] == 7'h51;
+  assign \$613  = \port$23354$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -28782,215 +28782,215 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$23350$2 [9:0];
+  assign \$3  = ! \port$23354$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$23350$2 [9:0] == 1'h1;
+  assign \$5  = \port$23354$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$23350$2 [9:0] == 2'h2;
+  assign \$7  = \port$23354$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$23350$2 [9:0] == 2'h3;
+  assign \$9  = \port$23354$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$23350$2 [9:0] == 3'h4;
+  assign \$11  = \port$23354$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$23350$2 [9:0] == 3'h5;
+  assign \$13  = \port$23354$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$23350$2 [9:0] == 3'h6;
+  assign \$15  = \port$23354$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$23350$2 [9:0] == 4'h8;
+  assign \$17  = \port$23354$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$23350$2 [9:0] == 4'h9;
+  assign \$19  = \port$23354$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$23350$2 [9:0] == 4'ha;
+  assign \$21  = \port$23354$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$23350$2 [9:0] == 4'hb;
+  assign \$23  = \port$23354$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$23350$2 [9:0] == 5'h14;
+  assign \$25  = \port$23354$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$23350$2 [9:0] == 5'h15;
+  assign \$27  = \port$23354$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$23350$2 [9:0] == 5'h16;
+  assign \$29  = \port$23354$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$23350$2 [9:0] == 5'h18;
+  assign \$31  = \port$23354$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$23350$2 [9:0] == 5'h19;
+  assign \$33  = \port$23354$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$23350$2 [9:0] == 5'h1a;
+  assign \$35  = \port$23354$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$23350$2 [9:0] == 5'h1b;
+  assign \$37  = \port$23354$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$23350$2 [9:0] == 5'h1c;
+  assign \$39  = \port$23354$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$23350$2 [9:0] == 5'h1d;
+  assign \$41  = \port$23354$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$23350$2 [9:0] == 6'h20;
+  assign \$43  = \port$23354$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$23350$2 [9:0] == 6'h21;
+  assign \$45  = \port$23354$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$23350$2 [9:0] == 6'h22;
+  assign \$47  = \port$23354$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$23350$2 [9:0] == 6'h23;
+  assign \$49  = \port$23354$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$23350$2 [9:0] == 6'h24;
+  assign \$51  = \port$23354$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$23350$2 [9:0] == 6'h25;
+  assign \$53  = \port$23354$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$23350$2 [9:0] == 6'h26;
+  assign \$55  = \port$23354$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$23350$2 [9:0] == 6'h27;
+  assign \$57  = \port$23354$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$23350$2 [9:0] == 6'h28;
+  assign \$59  = \port$23354$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$23350$2 [9:0] == 6'h29;
+  assign \$61  = \port$23354$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$23350$2 [9:0] == 6'h2a;
+  assign \$63  = \port$23354$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$23350$2 [9:0] == 6'h2b;
+  assign \$65  = \port$23354$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$23350$2 [9:0] == 6'h2c;
+  assign \$67  = \port$23354$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$23350$2 [9:0] == 6'h2d;
+  assign \$69  = \port$23354$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$23350$2 [9:0] == 6'h2e;
+  assign \$71  = \port$23354$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$23350$2 [9:0] == 6'h2f;
+  assign \$73  = \port$23354$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$23350$2 [9:0] == 6'h30;
+  assign \$75  = \port$23354$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$23350$2 [9:0] == 6'h31;
+  assign \$77  = \port$23354$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$23350$2 [9:0] == 6'h32;
+  assign \$79  = \port$23354$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$23350$2 [9:0] == 6'h33;
+  assign \$81  = \port$23354$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$23350$2 [9:0] == 6'h34;
+  assign \$83  = \port$23354$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$23350$2 [9:0] == 6'h35;
+  assign \$85  = \port$23354$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$23350$2 [9:0] == 6'h36;
+  assign \$87  = \port$23354$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$23350$2 [9:0] == 6'h37;
+  assign \$89  = \port$23354$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$23350$2 [9:0] == 6'h38;
+  assign \$91  = \port$23354$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$23350$2 [9:0] == 6'h39;
+  assign \$93  = \port$23354$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$23350$2 [9:0] == 6'h3a;
+  assign \$95  = \port$23354$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$23350$2 [9:0] == 6'h3b;
+  assign \$97  = \port$23354$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$23350$2 [9:0] == 6'h3c;
+  assign \$99  = \port$23354$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$23350$2 [9:0] == 6'h3d;
+  assign \$101  = \port$23354$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$23350$2 [9:0] == 6'h3e;
+  assign \$103  = \port$23354$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$23350$2 [9:0] == 6'h3f;
+  assign \$105  = \port$23354$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$23350$2 [9:0] == 7'h40;
+  assign \$107  = \port$23354$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$23350$2 [9:0] == 7'h41;
+  assign \$109  = \port$23354$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$23350$2 [9:0] == 7'h42;
+  assign \$111  = \port$23354$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$23350$2 [9:0] == 7'h43;
+  assign \$113  = \port$23354$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$23350$2 [9:0] == 7'h44;
+  assign \$115  = \port$23354$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$23350$2 [9:0] == 7'h45;
+  assign \$117  = \port$23354$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$23350$2 [9:0] == 7'h46;
+  assign \$119  = \port$23354$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$23350$2 [9:0] == 7'h47;
+  assign \$121  = \port$23354$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$23350$2 [9:0] == 7'h48;
+  assign \$123  = \port$23354$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$23350$2 [9:0] == 7'h49;
+  assign \$125  = \port$23354$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$23350$2 [9:0] == 7'h4a;
+  assign \$127  = \port$23354$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$23350$2 [9:0] == 7'h4b;
+  assign \$129  = \port$23354$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$23350$2 [9:0] == 7'h4c;
+  assign \$131  = \port$23354$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$23350$2 [9:0] == 7'h4d;
+  assign \$133  = \port$23354$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$23350$2 [9:0] == 7'h4e;
+  assign \$135  = \port$23354$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$23350$2 [9:0] == 7'h4f;
+  assign \$137  = \port$23354$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$23350$2 [9:0] == 7'h50;
+  assign \$139  = \port$23354$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$23350$2 [9:0] == 7'h51;
+  assign \$141  = \port$23354$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -29039,72 +29039,72 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$23350$2 [9:0];
+  assign \$189  = ! \port$23354$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$23350$2 [9:0] == 1'h1;
+  assign \$195  = \port$23354$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$23350$2 [9:0] == 2'h2;
+  assign \$201  = \port$23354$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$23350$2 [9:0] == 2'h3;
+  assign \$207  = \port$23354$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$23350$2 [9:0] == 3'h4;
+  assign \$213  = \port$23354$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$23350$2 [9:0] == 3'h5;
+  assign \$219  = \port$23354$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$23350$2 [9:0] == 3'h6;
+  assign \$225  = \port$23354$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$23350$2 [9:0] == 4'h8;
+  assign \$231  = \port$23354$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$23350$2 [9:0] == 4'h9;
+  assign \$243  = \port$23354$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$23350$2 [9:0] == 4'ha;
+  assign \$251  = \port$23354$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$23350$2 [9:0] == 4'hb;
+  assign \$259  = \port$23354$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$23350$2 [9:0] == 5'h14;
+  assign \$265  = \port$23354$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$23350$2 [9:0] == 5'h15;
+  assign \$271  = \port$23354$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$23350$2 [9:0] == 5'h16;
+  assign \$277  = \port$23354$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$23350$2 [9:0] == 5'h18;
+  assign \$283  = \port$23354$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$23350$2 [9:0] == 5'h19;
+  assign \$289  = \port$23354$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -29976,8 +29976,8 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$23350$2 , 2'h0 };
-  assign work_qready = { \port$21369$0 , \port$21326$0 , \port$21283$0 , \port$21240$0  };
+  assign bus__addr = { \port$23354$2 , 2'h0 };
+  assign work_qready = { \port$21373$0 , \port$21330$0 , \port$21287$0 , \port$21244$0  };
   assign work_qreset = { \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0  };
   assign q_head0_word = \port$5933$0 [31:0];
   assign q_head1_word = \port$5933$0 [63:32];
@@ -30011,22 +30011,22 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign q_head29_word = \port$6023$0 [191:160];
   assign q_head30_word = \port$6023$0 [223:192];
   assign q_head31_word = \port$6023$0 [255:224];
-  assign event0_value = \port$28229$0 [31:0];
-  assign event1_value = \port$28229$0 [63:32];
-  assign event2_value = \port$28229$0 [95:64];
-  assign event3_value = \port$28229$0 [127:96];
-  assign event4_value = \port$28229$0 [159:128];
-  assign event5_value = \port$28229$0 [191:160];
-  assign event6_value = \port$28229$0 [223:192];
-  assign event7_value = \port$28229$0 [255:224];
-  assign event8_value = \port$28229$0 [287:256];
-  assign event9_value = \port$28229$0 [319:288];
-  assign event10_value = \port$28229$0 [351:320];
-  assign event11_value = \port$28229$0 [383:352];
-  assign event12_value = \port$28229$0 [415:384];
-  assign event13_value = \port$28229$0 [447:416];
-  assign event14_value = \port$28229$0 [479:448];
-  assign event15_value = \port$28229$0 [511:480];
+  assign event0_value = \port$28233$0 [31:0];
+  assign event1_value = \port$28233$0 [63:32];
+  assign event2_value = \port$28233$0 [95:64];
+  assign event3_value = \port$28233$0 [127:96];
+  assign event4_value = \port$28233$0 [159:128];
+  assign event5_value = \port$28233$0 [191:160];
+  assign event6_value = \port$28233$0 [223:192];
+  assign event7_value = \port$28233$0 [255:224];
+  assign event8_value = \port$28233$0 [287:256];
+  assign event9_value = \port$28233$0 [319:288];
+  assign event10_value = \port$28233$0 [351:320];
+  assign event11_value = \port$28233$0 [383:352];
+  assign event12_value = \port$28233$0 [415:384];
+  assign event13_value = \port$28233$0 [447:416];
+  assign event14_value = \port$28233$0 [479:448];
+  assign event15_value = \port$28233$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -30041,7 +30041,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$21369$0 , \port$21326$0 , \port$21283$0 , \port$21240$0  };
+  assign \$233  = { 1'h0, \port$21373$0 , \port$21330$0 , \port$21287$0 , \port$21244$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0 , 16'h0000 };
@@ -30136,37 +30136,37 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$6023$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$28229$0 [31:0] };
+  assign \$513  = { 1'h0, \port$28233$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$28229$0 [63:32] };
+  assign \$519  = { 1'h0, \port$28233$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$28229$0 [95:64] };
+  assign \$525  = { 1'h0, \port$28233$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$28229$0 [127:96] };
+  assign \$531  = { 1'h0, \port$28233$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$28229$0 [159:128] };
+  assign \$537  = { 1'h0, \port$28233$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$28229$0 [191:160] };
+  assign \$543  = { 1'h0, \port$28233$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$28229$0 [223:192] };
+  assign \$549  = { 1'h0, \port$28233$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$28229$0 [255:224] };
+  assign \$555  = { 1'h0, \port$28233$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$28229$0 [287:256] };
+  assign \$561  = { 1'h0, \port$28233$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$28229$0 [319:288] };
+  assign \$567  = { 1'h0, \port$28233$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$28229$0 [351:320] };
+  assign \$573  = { 1'h0, \port$28233$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$28229$0 [383:352] };
+  assign \$579  = { 1'h0, \port$28233$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$28229$0 [415:384] };
+  assign \$585  = { 1'h0, \port$28233$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$28229$0 [447:416] };
+  assign \$591  = { 1'h0, \port$28233$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$28229$0 [479:448] };
+  assign \$597  = { 1'h0, \port$28233$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$28229$0 [511:480] };
+  assign \$603  = { 1'h0, \port$28233$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -31209,8 +31209,8 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt,
     .deskew9_5(\$341 ),
     .out_valid(acc_wr__en),
     .pe15_15_psum(\$331 ),
-    .\port$24249$0 (a_meta_q3[1:0]),
-    .\port$24253$0 (b_meta_q3),
+    .\port$24253$0 (a_meta_q3[1:0]),
+    .\port$24257$0 (b_meta_q3),
     .reset(reset),
     .rst(rst),
     .w_data(w_data),
@@ -32754,7 +32754,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w_transpose, pe15_15_psum, out_valid, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
+module \kaki_soc_16x16.gemm.array (rst, reset, \port$24253$0 , \port$24257$0 , w_transpose, pe15_15_psum, out_valid, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
 , deskew14_0, a_data, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -42865,10 +42865,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [1:0] \port$24249$0 ;
-  wire [1:0] \port$24249$0 ;
-  input [5:0] \port$24253$0 ;
-  wire [5:0] \port$24253$0 ;
+  input [1:0] \port$24253$0 ;
+  wire [1:0] \port$24253$0 ;
+  input [5:0] \port$24257$0 ;
+  wire [5:0] \port$24257$0 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -43379,25 +43379,25 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$1566  = pe7_13_v & \$1565 ;
   assign \$1567  = | { \$1566 , \$1564 , \$1562 , \$1560 , \$1558 , \$1556 , \$1554  };
   assign \$1568  = \$1552  & \$1567 ;
-  assign \$1569  = ! \port$24253$0 [4:1];
-  assign \$1570  = \port$24253$0 [4:1] == 4'h8;
+  assign \$1569  = ! \port$24257$0 [4:1];
+  assign \$1570  = \port$24257$0 [4:1] == 4'h8;
   assign \$1571  = w_transpose ? \$1569  : \$1570 ;
-  assign \$1572  = \port$24253$0 [0] & \$1571 ;
-  assign \$1573  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$1574  = \port$24249$0 [0] & \$1573 ;
-  assign \$1575  = skew8_0_bank == \port$24253$0 [5];
+  assign \$1572  = \port$24257$0 [0] & \$1571 ;
+  assign \$1573  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$1574  = \port$24253$0 [0] & \$1573 ;
+  assign \$1575  = skew8_0_bank == \port$24257$0 [5];
   assign \$1576  = skew8_0_v & \$1575 ;
-  assign \$1577  = skew8_1_bank == \port$24253$0 [5];
+  assign \$1577  = skew8_1_bank == \port$24257$0 [5];
   assign \$1578  = skew8_1_v & \$1577 ;
-  assign \$1579  = skew8_2_bank == \port$24253$0 [5];
+  assign \$1579  = skew8_2_bank == \port$24257$0 [5];
   assign \$1580  = skew8_2_v & \$1579 ;
-  assign \$1581  = skew8_3_bank == \port$24253$0 [5];
+  assign \$1581  = skew8_3_bank == \port$24257$0 [5];
   assign \$1582  = skew8_3_v & \$1581 ;
-  assign \$1583  = skew8_4_bank == \port$24253$0 [5];
+  assign \$1583  = skew8_4_bank == \port$24257$0 [5];
   assign \$1584  = skew8_4_v & \$1583 ;
-  assign \$1585  = skew8_5_bank == \port$24253$0 [5];
+  assign \$1585  = skew8_5_bank == \port$24257$0 [5];
   assign \$1586  = skew8_5_v & \$1585 ;
-  assign \$1587  = skew8_6_bank == \port$24253$0 [5];
+  assign \$1587  = skew8_6_bank == \port$24257$0 [5];
   assign \$1588  = skew8_6_v & \$1587 ;
   assign \$1589  = | { \$1588 , \$1586 , \$1584 , \$1582 , \$1580 , \$1578 , \$1576 , \$1574  };
   assign \$1590  = \$1572  & \$1589 ;
@@ -43731,27 +43731,27 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$1918  = pe8_13_v & \$1917 ;
   assign \$1919  = | { \$1918 , \$1916 , \$1914 , \$1912 , \$1910 , \$1908 , \$1906 , \$1904  };
   assign \$1920  = \$1902  & \$1919 ;
-  assign \$1921  = ! \port$24253$0 [4:1];
-  assign \$1922  = \port$24253$0 [4:1] == 4'h9;
+  assign \$1921  = ! \port$24257$0 [4:1];
+  assign \$1922  = \port$24257$0 [4:1] == 4'h9;
   assign \$1923  = w_transpose ? \$1921  : \$1922 ;
-  assign \$1924  = \port$24253$0 [0] & \$1923 ;
-  assign \$1925  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$1926  = \port$24249$0 [0] & \$1925 ;
-  assign \$1927  = skew9_0_bank == \port$24253$0 [5];
+  assign \$1924  = \port$24257$0 [0] & \$1923 ;
+  assign \$1925  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$1926  = \port$24253$0 [0] & \$1925 ;
+  assign \$1927  = skew9_0_bank == \port$24257$0 [5];
   assign \$1928  = skew9_0_v & \$1927 ;
-  assign \$1929  = skew9_1_bank == \port$24253$0 [5];
+  assign \$1929  = skew9_1_bank == \port$24257$0 [5];
   assign \$1930  = skew9_1_v & \$1929 ;
-  assign \$1931  = skew9_2_bank == \port$24253$0 [5];
+  assign \$1931  = skew9_2_bank == \port$24257$0 [5];
   assign \$1932  = skew9_2_v & \$1931 ;
-  assign \$1933  = skew9_3_bank == \port$24253$0 [5];
+  assign \$1933  = skew9_3_bank == \port$24257$0 [5];
   assign \$1934  = skew9_3_v & \$1933 ;
-  assign \$1935  = skew9_4_bank == \port$24253$0 [5];
+  assign \$1935  = skew9_4_bank == \port$24257$0 [5];
   assign \$1936  = skew9_4_v & \$1935 ;
-  assign \$1937  = skew9_5_bank == \port$24253$0 [5];
+  assign \$1937  = skew9_5_bank == \port$24257$0 [5];
   assign \$1938  = skew9_5_v & \$1937 ;
-  assign \$1939  = skew9_6_bank == \port$24253$0 [5];
+  assign \$1939  = skew9_6_bank == \port$24257$0 [5];
   assign \$1940  = skew9_6_v & \$1939 ;
-  assign \$1941  = skew9_7_bank == \port$24253$0 [5];
+  assign \$1941  = skew9_7_bank == \port$24257$0 [5];
   assign \$1942  = skew9_7_v & \$1941 ;
   assign \$1943  = | { \$1942 , \$1940 , \$1938 , \$1936 , \$1934 , \$1932 , \$1930 , \$1928 , \$1926  };
   assign \$1944  = \$1924  & \$1943 ;
@@ -44115,29 +44115,29 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$2302  = pe9_13_v & \$2301 ;
   assign \$2303  = | { \$2302 , \$2300 , \$2298 , \$2296 , \$2294 , \$2292 , \$2290 , \$2288 , \$2286  };
   assign \$2304  = \$2284  & \$2303 ;
-  assign \$2305  = ! \port$24253$0 [4:1];
-  assign \$2306  = \port$24253$0 [4:1] == 4'ha;
+  assign \$2305  = ! \port$24257$0 [4:1];
+  assign \$2306  = \port$24257$0 [4:1] == 4'ha;
   assign \$2307  = w_transpose ? \$2305  : \$2306 ;
-  assign \$2308  = \port$24253$0 [0] & \$2307 ;
-  assign \$2309  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$2310  = \port$24249$0 [0] & \$2309 ;
-  assign \$2311  = skew10_0_bank == \port$24253$0 [5];
+  assign \$2308  = \port$24257$0 [0] & \$2307 ;
+  assign \$2309  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$2310  = \port$24253$0 [0] & \$2309 ;
+  assign \$2311  = skew10_0_bank == \port$24257$0 [5];
   assign \$2312  = skew10_0_v & \$2311 ;
-  assign \$2313  = skew10_1_bank == \port$24253$0 [5];
+  assign \$2313  = skew10_1_bank == \port$24257$0 [5];
   assign \$2314  = skew10_1_v & \$2313 ;
-  assign \$2315  = skew10_2_bank == \port$24253$0 [5];
+  assign \$2315  = skew10_2_bank == \port$24257$0 [5];
   assign \$2316  = skew10_2_v & \$2315 ;
-  assign \$2317  = skew10_3_bank == \port$24253$0 [5];
+  assign \$2317  = skew10_3_bank == \port$24257$0 [5];
   assign \$2318  = skew10_3_v & \$2317 ;
-  assign \$2319  = skew10_4_bank == \port$24253$0 [5];
+  assign \$2319  = skew10_4_bank == \port$24257$0 [5];
   assign \$2320  = skew10_4_v & \$2319 ;
-  assign \$2321  = skew10_5_bank == \port$24253$0 [5];
+  assign \$2321  = skew10_5_bank == \port$24257$0 [5];
   assign \$2322  = skew10_5_v & \$2321 ;
-  assign \$2323  = skew10_6_bank == \port$24253$0 [5];
+  assign \$2323  = skew10_6_bank == \port$24257$0 [5];
   assign \$2324  = skew10_6_v & \$2323 ;
-  assign \$2325  = skew10_7_bank == \port$24253$0 [5];
+  assign \$2325  = skew10_7_bank == \port$24257$0 [5];
   assign \$2326  = skew10_7_v & \$2325 ;
-  assign \$2327  = skew10_8_bank == \port$24253$0 [5];
+  assign \$2327  = skew10_8_bank == \port$24257$0 [5];
   assign \$2328  = skew10_8_v & \$2327 ;
   assign \$2329  = | { \$2328 , \$2326 , \$2324 , \$2322 , \$2320 , \$2318 , \$2316 , \$2314 , \$2312 , \$2310  };
   assign \$2330  = \$2308  & \$2329 ;
@@ -44531,31 +44531,31 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$2718  = pe10_13_v & \$2717 ;
   assign \$2719  = | { \$2718 , \$2716 , \$2714 , \$2712 , \$2710 , \$2708 , \$2706 , \$2704 , \$2702 , \$2700  };
   assign \$2720  = \$2698  & \$2719 ;
-  assign \$2721  = ! \port$24253$0 [4:1];
-  assign \$2722  = \port$24253$0 [4:1] == 4'hb;
+  assign \$2721  = ! \port$24257$0 [4:1];
+  assign \$2722  = \port$24257$0 [4:1] == 4'hb;
   assign \$2723  = w_transpose ? \$2721  : \$2722 ;
-  assign \$2724  = \port$24253$0 [0] & \$2723 ;
-  assign \$2725  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$2726  = \port$24249$0 [0] & \$2725 ;
-  assign \$2727  = skew11_0_bank == \port$24253$0 [5];
+  assign \$2724  = \port$24257$0 [0] & \$2723 ;
+  assign \$2725  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$2726  = \port$24253$0 [0] & \$2725 ;
+  assign \$2727  = skew11_0_bank == \port$24257$0 [5];
   assign \$2728  = skew11_0_v & \$2727 ;
-  assign \$2729  = skew11_1_bank == \port$24253$0 [5];
+  assign \$2729  = skew11_1_bank == \port$24257$0 [5];
   assign \$2730  = skew11_1_v & \$2729 ;
-  assign \$2731  = skew11_2_bank == \port$24253$0 [5];
+  assign \$2731  = skew11_2_bank == \port$24257$0 [5];
   assign \$2732  = skew11_2_v & \$2731 ;
-  assign \$2733  = skew11_3_bank == \port$24253$0 [5];
+  assign \$2733  = skew11_3_bank == \port$24257$0 [5];
   assign \$2734  = skew11_3_v & \$2733 ;
-  assign \$2735  = skew11_4_bank == \port$24253$0 [5];
+  assign \$2735  = skew11_4_bank == \port$24257$0 [5];
   assign \$2736  = skew11_4_v & \$2735 ;
-  assign \$2737  = skew11_5_bank == \port$24253$0 [5];
+  assign \$2737  = skew11_5_bank == \port$24257$0 [5];
   assign \$2738  = skew11_5_v & \$2737 ;
-  assign \$2739  = skew11_6_bank == \port$24253$0 [5];
+  assign \$2739  = skew11_6_bank == \port$24257$0 [5];
   assign \$2740  = skew11_6_v & \$2739 ;
-  assign \$2741  = skew11_7_bank == \port$24253$0 [5];
+  assign \$2741  = skew11_7_bank == \port$24257$0 [5];
   assign \$2742  = skew11_7_v & \$2741 ;
-  assign \$2743  = skew11_8_bank == \port$24253$0 [5];
+  assign \$2743  = skew11_8_bank == \port$24257$0 [5];
   assign \$2744  = skew11_8_v & \$2743 ;
-  assign \$2745  = skew11_9_bank == \port$24253$0 [5];
+  assign \$2745  = skew11_9_bank == \port$24257$0 [5];
   assign \$2746  = skew11_9_v & \$2745 ;
   assign \$2747  = | { \$2746 , \$2744 , \$2742 , \$2740 , \$2738 , \$2736 , \$2734 , \$2732 , \$2730 , \$2728 , \$2726  };
   assign \$2748  = \$2724  & \$2747 ;
@@ -44979,33 +44979,33 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$3166  = pe11_13_v & \$3165 ;
   assign \$3167  = | { \$3166 , \$3164 , \$3162 , \$3160 , \$3158 , \$3156 , \$3154 , \$3152 , \$3150 , \$3148 , \$3146  };
   assign \$3168  = \$3144  & \$3167 ;
-  assign \$3169  = ! \port$24253$0 [4:1];
-  assign \$3170  = \port$24253$0 [4:1] == 4'hc;
+  assign \$3169  = ! \port$24257$0 [4:1];
+  assign \$3170  = \port$24257$0 [4:1] == 4'hc;
   assign \$3171  = w_transpose ? \$3169  : \$3170 ;
-  assign \$3172  = \port$24253$0 [0] & \$3171 ;
-  assign \$3173  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$3174  = \port$24249$0 [0] & \$3173 ;
-  assign \$3175  = skew12_0_bank == \port$24253$0 [5];
+  assign \$3172  = \port$24257$0 [0] & \$3171 ;
+  assign \$3173  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$3174  = \port$24253$0 [0] & \$3173 ;
+  assign \$3175  = skew12_0_bank == \port$24257$0 [5];
   assign \$3176  = skew12_0_v & \$3175 ;
-  assign \$3177  = skew12_1_bank == \port$24253$0 [5];
+  assign \$3177  = skew12_1_bank == \port$24257$0 [5];
   assign \$3178  = skew12_1_v & \$3177 ;
-  assign \$3179  = skew12_2_bank == \port$24253$0 [5];
+  assign \$3179  = skew12_2_bank == \port$24257$0 [5];
   assign \$3180  = skew12_2_v & \$3179 ;
-  assign \$3181  = skew12_3_bank == \port$24253$0 [5];
+  assign \$3181  = skew12_3_bank == \port$24257$0 [5];
   assign \$3182  = skew12_3_v & \$3181 ;
-  assign \$3183  = skew12_4_bank == \port$24253$0 [5];
+  assign \$3183  = skew12_4_bank == \port$24257$0 [5];
   assign \$3184  = skew12_4_v & \$3183 ;
-  assign \$3185  = skew12_5_bank == \port$24253$0 [5];
+  assign \$3185  = skew12_5_bank == \port$24257$0 [5];
   assign \$3186  = skew12_5_v & \$3185 ;
-  assign \$3187  = skew12_6_bank == \port$24253$0 [5];
+  assign \$3187  = skew12_6_bank == \port$24257$0 [5];
   assign \$3188  = skew12_6_v & \$3187 ;
-  assign \$3189  = skew12_7_bank == \port$24253$0 [5];
+  assign \$3189  = skew12_7_bank == \port$24257$0 [5];
   assign \$3190  = skew12_7_v & \$3189 ;
-  assign \$3191  = skew12_8_bank == \port$24253$0 [5];
+  assign \$3191  = skew12_8_bank == \port$24257$0 [5];
   assign \$3192  = skew12_8_v & \$3191 ;
-  assign \$3193  = skew12_9_bank == \port$24253$0 [5];
+  assign \$3193  = skew12_9_bank == \port$24257$0 [5];
   assign \$3194  = skew12_9_v & \$3193 ;
-  assign \$3195  = skew12_10_bank == \port$24253$0 [5];
+  assign \$3195  = skew12_10_bank == \port$24257$0 [5];
   assign \$3196  = skew12_10_v & \$3195 ;
   assign \$3197  = | { \$3196 , \$3194 , \$3192 , \$3190 , \$3188 , \$3186 , \$3184 , \$3182 , \$3180 , \$3178 , \$3176 , \$3174  };
   assign \$3198  = \$3172  & \$3197 ;
@@ -45459,35 +45459,35 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$3646  = pe12_13_v & \$3645 ;
   assign \$3647  = | { \$3646 , \$3644 , \$3642 , \$3640 , \$3638 , \$3636 , \$3634 , \$3632 , \$3630 , \$3628 , \$3626 , \$3624  };
   assign \$3648  = \$3622  & \$3647 ;
-  assign \$3649  = ! \port$24253$0 [4:1];
-  assign \$3650  = \port$24253$0 [4:1] == 4'hd;
+  assign \$3649  = ! \port$24257$0 [4:1];
+  assign \$3650  = \port$24257$0 [4:1] == 4'hd;
   assign \$3651  = w_transpose ? \$3649  : \$3650 ;
-  assign \$3652  = \port$24253$0 [0] & \$3651 ;
-  assign \$3653  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$3654  = \port$24249$0 [0] & \$3653 ;
-  assign \$3655  = skew13_0_bank == \port$24253$0 [5];
+  assign \$3652  = \port$24257$0 [0] & \$3651 ;
+  assign \$3653  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$3654  = \port$24253$0 [0] & \$3653 ;
+  assign \$3655  = skew13_0_bank == \port$24257$0 [5];
   assign \$3656  = skew13_0_v & \$3655 ;
-  assign \$3657  = skew13_1_bank == \port$24253$0 [5];
+  assign \$3657  = skew13_1_bank == \port$24257$0 [5];
   assign \$3658  = skew13_1_v & \$3657 ;
-  assign \$3659  = skew13_2_bank == \port$24253$0 [5];
+  assign \$3659  = skew13_2_bank == \port$24257$0 [5];
   assign \$3660  = skew13_2_v & \$3659 ;
-  assign \$3661  = skew13_3_bank == \port$24253$0 [5];
+  assign \$3661  = skew13_3_bank == \port$24257$0 [5];
   assign \$3662  = skew13_3_v & \$3661 ;
-  assign \$3663  = skew13_4_bank == \port$24253$0 [5];
+  assign \$3663  = skew13_4_bank == \port$24257$0 [5];
   assign \$3664  = skew13_4_v & \$3663 ;
-  assign \$3665  = skew13_5_bank == \port$24253$0 [5];
+  assign \$3665  = skew13_5_bank == \port$24257$0 [5];
   assign \$3666  = skew13_5_v & \$3665 ;
-  assign \$3667  = skew13_6_bank == \port$24253$0 [5];
+  assign \$3667  = skew13_6_bank == \port$24257$0 [5];
   assign \$3668  = skew13_6_v & \$3667 ;
-  assign \$3669  = skew13_7_bank == \port$24253$0 [5];
+  assign \$3669  = skew13_7_bank == \port$24257$0 [5];
   assign \$3670  = skew13_7_v & \$3669 ;
-  assign \$3671  = skew13_8_bank == \port$24253$0 [5];
+  assign \$3671  = skew13_8_bank == \port$24257$0 [5];
   assign \$3672  = skew13_8_v & \$3671 ;
-  assign \$3673  = skew13_9_bank == \port$24253$0 [5];
+  assign \$3673  = skew13_9_bank == \port$24257$0 [5];
   assign \$3674  = skew13_9_v & \$3673 ;
-  assign \$3675  = skew13_10_bank == \port$24253$0 [5];
+  assign \$3675  = skew13_10_bank == \port$24257$0 [5];
   assign \$3676  = skew13_10_v & \$3675 ;
-  assign \$3677  = skew13_11_bank == \port$24253$0 [5];
+  assign \$3677  = skew13_11_bank == \port$24257$0 [5];
   assign \$3678  = skew13_11_v & \$3677 ;
   assign \$3679  = | { \$3678 , \$3676 , \$3674 , \$3672 , \$3670 , \$3668 , \$3666 , \$3664 , \$3662 , \$3660 , \$3658 , \$3656 , \$3654  };
   assign \$3680  = \$3652  & \$3679 ;
@@ -45971,37 +45971,37 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$4158  = pe13_13_v & \$4157 ;
   assign \$4159  = | { \$4158 , \$4156 , \$4154 , \$4152 , \$4150 , \$4148 , \$4146 , \$4144 , \$4142 , \$4140 , \$4138 , \$4136 , \$4134  };
   assign \$4160  = \$4132  & \$4159 ;
-  assign \$4161  = ! \port$24253$0 [4:1];
-  assign \$4162  = \port$24253$0 [4:1] == 4'he;
+  assign \$4161  = ! \port$24257$0 [4:1];
+  assign \$4162  = \port$24257$0 [4:1] == 4'he;
   assign \$4163  = w_transpose ? \$4161  : \$4162 ;
-  assign \$4164  = \port$24253$0 [0] & \$4163 ;
-  assign \$4165  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$4166  = \port$24249$0 [0] & \$4165 ;
-  assign \$4167  = skew14_0_bank == \port$24253$0 [5];
+  assign \$4164  = \port$24257$0 [0] & \$4163 ;
+  assign \$4165  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$4166  = \port$24253$0 [0] & \$4165 ;
+  assign \$4167  = skew14_0_bank == \port$24257$0 [5];
   assign \$4168  = skew14_0_v & \$4167 ;
-  assign \$4169  = skew14_1_bank == \port$24253$0 [5];
+  assign \$4169  = skew14_1_bank == \port$24257$0 [5];
   assign \$4170  = skew14_1_v & \$4169 ;
-  assign \$4171  = skew14_2_bank == \port$24253$0 [5];
+  assign \$4171  = skew14_2_bank == \port$24257$0 [5];
   assign \$4172  = skew14_2_v & \$4171 ;
-  assign \$4173  = skew14_3_bank == \port$24253$0 [5];
+  assign \$4173  = skew14_3_bank == \port$24257$0 [5];
   assign \$4174  = skew14_3_v & \$4173 ;
-  assign \$4175  = skew14_4_bank == \port$24253$0 [5];
+  assign \$4175  = skew14_4_bank == \port$24257$0 [5];
   assign \$4176  = skew14_4_v & \$4175 ;
-  assign \$4177  = skew14_5_bank == \port$24253$0 [5];
+  assign \$4177  = skew14_5_bank == \port$24257$0 [5];
   assign \$4178  = skew14_5_v & \$4177 ;
-  assign \$4179  = skew14_6_bank == \port$24253$0 [5];
+  assign \$4179  = skew14_6_bank == \port$24257$0 [5];
   assign \$4180  = skew14_6_v & \$4179 ;
-  assign \$4181  = skew14_7_bank == \port$24253$0 [5];
+  assign \$4181  = skew14_7_bank == \port$24257$0 [5];
   assign \$4182  = skew14_7_v & \$4181 ;
-  assign \$4183  = skew14_8_bank == \port$24253$0 [5];
+  assign \$4183  = skew14_8_bank == \port$24257$0 [5];
   assign \$4184  = skew14_8_v & \$4183 ;
-  assign \$4185  = skew14_9_bank == \port$24253$0 [5];
+  assign \$4185  = skew14_9_bank == \port$24257$0 [5];
   assign \$4186  = skew14_9_v & \$4185 ;
-  assign \$4187  = skew14_10_bank == \port$24253$0 [5];
+  assign \$4187  = skew14_10_bank == \port$24257$0 [5];
   assign \$4188  = skew14_10_v & \$4187 ;
-  assign \$4189  = skew14_11_bank == \port$24253$0 [5];
+  assign \$4189  = skew14_11_bank == \port$24257$0 [5];
   assign \$4190  = skew14_11_v & \$4189 ;
-  assign \$4191  = skew14_12_bank == \port$24253$0 [5];
+  assign \$4191  = skew14_12_bank == \port$24257$0 [5];
   assign \$4192  = skew14_12_v & \$4191 ;
   assign \$4193  = | { \$4192 , \$4190 , \$4188 , \$4186 , \$4184 , \$4182 , \$4180 , \$4178 , \$4176 , \$4174 , \$4172 , \$4170 , \$4168 , \$4166  };
   assign \$4194  = \$4164  & \$4193 ;
@@ -46515,39 +46515,39 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$4702  = pe14_13_v & \$4701 ;
   assign \$4703  = | { \$4702 , \$4700 , \$4698 , \$4696 , \$4694 , \$4692 , \$4690 , \$4688 , \$4686 , \$4684 , \$4682 , \$4680 , \$4678 , \$4676  };
   assign \$4704  = \$4674  & \$4703 ;
-  assign \$4705  = ! \port$24253$0 [4:1];
-  assign \$4706  = \port$24253$0 [4:1] == 4'hf;
+  assign \$4705  = ! \port$24257$0 [4:1];
+  assign \$4706  = \port$24257$0 [4:1] == 4'hf;
   assign \$4707  = w_transpose ? \$4705  : \$4706 ;
-  assign \$4708  = \port$24253$0 [0] & \$4707 ;
-  assign \$4709  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$4710  = \port$24249$0 [0] & \$4709 ;
-  assign \$4711  = skew15_0_bank == \port$24253$0 [5];
+  assign \$4708  = \port$24257$0 [0] & \$4707 ;
+  assign \$4709  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$4710  = \port$24253$0 [0] & \$4709 ;
+  assign \$4711  = skew15_0_bank == \port$24257$0 [5];
   assign \$4712  = skew15_0_v & \$4711 ;
-  assign \$4713  = skew15_1_bank == \port$24253$0 [5];
+  assign \$4713  = skew15_1_bank == \port$24257$0 [5];
   assign \$4714  = skew15_1_v & \$4713 ;
-  assign \$4715  = skew15_2_bank == \port$24253$0 [5];
+  assign \$4715  = skew15_2_bank == \port$24257$0 [5];
   assign \$4716  = skew15_2_v & \$4715 ;
-  assign \$4717  = skew15_3_bank == \port$24253$0 [5];
+  assign \$4717  = skew15_3_bank == \port$24257$0 [5];
   assign \$4718  = skew15_3_v & \$4717 ;
-  assign \$4719  = skew15_4_bank == \port$24253$0 [5];
+  assign \$4719  = skew15_4_bank == \port$24257$0 [5];
   assign \$4720  = skew15_4_v & \$4719 ;
-  assign \$4721  = skew15_5_bank == \port$24253$0 [5];
+  assign \$4721  = skew15_5_bank == \port$24257$0 [5];
   assign \$4722  = skew15_5_v & \$4721 ;
-  assign \$4723  = skew15_6_bank == \port$24253$0 [5];
+  assign \$4723  = skew15_6_bank == \port$24257$0 [5];
   assign \$4724  = skew15_6_v & \$4723 ;
-  assign \$4725  = skew15_7_bank == \port$24253$0 [5];
+  assign \$4725  = skew15_7_bank == \port$24257$0 [5];
   assign \$4726  = skew15_7_v & \$4725 ;
-  assign \$4727  = skew15_8_bank == \port$24253$0 [5];
+  assign \$4727  = skew15_8_bank == \port$24257$0 [5];
   assign \$4728  = skew15_8_v & \$4727 ;
-  assign \$4729  = skew15_9_bank == \port$24253$0 [5];
+  assign \$4729  = skew15_9_bank == \port$24257$0 [5];
   assign \$4730  = skew15_9_v & \$4729 ;
-  assign \$4731  = skew15_10_bank == \port$24253$0 [5];
+  assign \$4731  = skew15_10_bank == \port$24257$0 [5];
   assign \$4732  = skew15_10_v & \$4731 ;
-  assign \$4733  = skew15_11_bank == \port$24253$0 [5];
+  assign \$4733  = skew15_11_bank == \port$24257$0 [5];
   assign \$4734  = skew15_11_v & \$4733 ;
-  assign \$4735  = skew15_12_bank == \port$24253$0 [5];
+  assign \$4735  = skew15_12_bank == \port$24257$0 [5];
   assign \$4736  = skew15_12_v & \$4735 ;
-  assign \$4737  = skew15_13_bank == \port$24253$0 [5];
+  assign \$4737  = skew15_13_bank == \port$24257$0 [5];
   assign \$4738  = skew15_13_v & \$4737 ;
   assign \$4739  = | { \$4738 , \$4736 , \$4734 , \$4732 , \$4730 , \$4728 , \$4726 , \$4724 , \$4722 , \$4720 , \$4718 , \$4716 , \$4714 , \$4712 , \$4710  };
   assign \$4740  = \$4708  & \$4739 ;
@@ -47092,14 +47092,14 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5279  = | { \$5278 , \$5276 , \$5274 , \$5272 , \$5270 , \$5268 , \$5266 , \$5264 , \$5262 , \$5260 , \$5258 , \$5256 , \$5254 , \$5252 , \$5250  };
   assign \$5280  = \$5248  & \$5279 ;
   assign w_conflict = | { \$5280 , \$5244 , \$5208 , \$5172 , \$5136 , \$5100 , \$5064 , \$5028 , \$4992 , \$4956 , \$4920 , \$4884 , \$4848 , \$4812 , \$4776 , \$4740 , \$4704 , \$4670 , \$4636 , \$4602 , \$4568 , \$4534 , \$4500 , \$4466 , \$4432 , \$4398 , \$4364 , \$4330 , \$4296 , \$4262 , \$4228 , \$4194 , \$4160 , \$4128 , \$4096 , \$4064 , \$4032 , \$4000 , \$3968 , \$3936 , \$3904 , \$3872 , \$3840 , \$3808 , \$3776 , \$3744 , \$3712 , \$3680 , \$3648 , \$3618 , \$3588 , \$3558 , \$3528 , \$3498 , \$3468 , \$3438 , \$3408 , \$3378 , \$3348 , \$3318 , \$3288 , \$3258 , \$3228 , \$3198 , \$3168 , \$3140 , \$3112 , \$3084 , \$3056 , \$3028 , \$3000 , \$2972 , \$2944 , \$2916 , \$2888 , \$2860 , \$2832 , \$2804 , \$2776 , \$2748 , \$2720 , \$2694 , \$2668 , \$2642 , \$2616 , \$2590 , \$2564 , \$2538 , \$2512 , \$2486 , \$2460 , \$2434 , \$2408 , \$2382 , \$2356 , \$2330 , \$2304 , \$2280 , \$2256 , \$2232 , \$2208 , \$2184 , \$2160 , \$2136 , \$2112 , \$2088 , \$2064 , \$2040 , \$2016 , \$1992 , \$1968 , \$1944 , \$1920 , \$1898 , \$1876 , \$1854 , \$1832 , \$1810 , \$1788 , \$1766 , \$1744 , \$1722 , \$1700 , \$1678 , \$1656 , \$1634 , \$1612 , \$1590 , \$1568 , \$1548 , \$1528 , \$1508 , \$1488 , \$1468 , \$1448 , \$1428 , \$1408 , \$1388 , \$1368 , \$1348 , \$1328 , \$1308 , \$1288 , \$1268 , \$1248 , \$1230 , \$1212 , \$1194 , \$1176 , \$1158 , \$1140 , \$1122 , \$1104 , \$1086 , \$1068 , \$1050 , \$1032 , \$1014 , \$996 , \$978 , \$960 , \$944 , \$928 , \$912 , \$896 , \$880 , \$864 , \$848 , \$832 , \$816 , \$800 , \$784 , \$768 , \$752 , \$736 , \$720 , \$704 , \$690 , \$676 , \$662 , \$648 , \$634 , \$620 , \$606 , \$592 , \$578 , \$564 , \$550 , \$536 , \$522 , \$508 , \$494 , \$480 , \$468 , \$456 , \$444 , \$432 , \$420 , \$408 , \$396 , \$384 , \$372 , \$360 , \$348 , \$336 , \$324 , \$312 , \$300 , \$288 , \$278 , \$268 , \$258 , \$248 , \$238 , \$228 , \$218 , \$208 , \$198 , \$188 , \$178 , \$168 , \$158 , \$148 , \$138 , \$128 , \$120 , \$112 , \$104 , \$96 , \$88 , \$80 , \$72 , \$64 , \$56 , \$48 , \$40 , \$32 , \$24 , \$16 , \$8  };
-  assign \$5281  = ! \port$24253$0 [4:1];
-  assign \$5282  = ! \port$24253$0 [4:1];
+  assign \$5281  = ! \port$24257$0 [4:1];
+  assign \$5282  = ! \port$24257$0 [4:1];
   assign \$5283  = w_transpose ? \$5281  : \$5282 ;
-  assign \$5284  = \port$24253$0 [0] & \$5283 ;
-  assign \$5287  = \port$24249$0 [0] ? a_data[7:0] : 8'h00;
-  assign \$5288  = \port$24249$0 [1] ? pe0_0_w1 : pe0_0_w0;
+  assign \$5284  = \port$24257$0 [0] & \$5283 ;
+  assign \$5287  = \port$24253$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$5288  = \port$24253$0 [1] ? pe0_0_w1 : pe0_0_w0;
   assign \$5289  = $signed(\$5287 ) * $signed(\$5288 );
-  assign \$5290  = \port$24249$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$5290  = \port$24253$0 [0] ? a_data[7:0] : 8'h00;
   assign \$5291  = wcol1[4:1] == 1'h1;
   assign \$5292  = ! wcol1[4:1];
   assign \$5293  = wcol1[5] ? \$5291  : \$5292 ;
@@ -47220,11 +47220,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5408  = wcol15[5] ? wcol15[14:7] : wcol15[134:127];
   assign \$5409  = pe0_14_bank ? pe0_15_w1 : pe0_15_w0;
   assign \$5410  = $signed(pe0_14_a) * $signed(\$5409 );
-  assign \$5411  = \port$24249$0 [0] ? a_data[15:8] : 8'h00;
-  assign \$5412  = ! \port$24253$0 [4:1];
-  assign \$5413  = \port$24253$0 [4:1] == 1'h1;
+  assign \$5411  = \port$24253$0 [0] ? a_data[15:8] : 8'h00;
+  assign \$5412  = ! \port$24257$0 [4:1];
+  assign \$5413  = \port$24257$0 [4:1] == 1'h1;
   assign \$5414  = w_transpose ? \$5412  : \$5413 ;
-  assign \$5415  = \port$24253$0 [0] & \$5414 ;
+  assign \$5415  = \port$24257$0 [0] & \$5414 ;
   assign \$5416  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$5417  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$5418  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
@@ -47363,11 +47363,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5553  = pe1_14_bank ? pe1_15_w1 : pe1_15_w0;
   assign \$5554  = $signed(pe1_14_a) * $signed(\$5553 );
   assign \$5555  = $signed(pe0_15_psum) + $signed(\$5554 );
-  assign \$5556  = \port$24249$0 [0] ? a_data[23:16] : 8'h00;
-  assign \$5557  = ! \port$24253$0 [4:1];
-  assign \$5558  = \port$24253$0 [4:1] == 2'h2;
+  assign \$5556  = \port$24253$0 [0] ? a_data[23:16] : 8'h00;
+  assign \$5557  = ! \port$24257$0 [4:1];
+  assign \$5558  = \port$24257$0 [4:1] == 2'h2;
   assign \$5559  = w_transpose ? \$5557  : \$5558 ;
-  assign \$5560  = \port$24253$0 [0] & \$5559 ;
+  assign \$5560  = \port$24257$0 [0] & \$5559 ;
   assign \$5561  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$5562  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$5563  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
@@ -47506,11 +47506,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5698  = pe2_14_bank ? pe2_15_w1 : pe2_15_w0;
   assign \$5699  = $signed(pe2_14_a) * $signed(\$5698 );
   assign \$5700  = $signed(pe1_15_psum) + $signed(\$5699 );
-  assign \$5701  = \port$24249$0 [0] ? a_data[31:24] : 8'h00;
-  assign \$5702  = ! \port$24253$0 [4:1];
-  assign \$5703  = \port$24253$0 [4:1] == 2'h3;
+  assign \$5701  = \port$24253$0 [0] ? a_data[31:24] : 8'h00;
+  assign \$5702  = ! \port$24257$0 [4:1];
+  assign \$5703  = \port$24257$0 [4:1] == 2'h3;
   assign \$5704  = w_transpose ? \$5702  : \$5703 ;
-  assign \$5705  = \port$24253$0 [0] & \$5704 ;
+  assign \$5705  = \port$24257$0 [0] & \$5704 ;
   assign \$5706  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$5707  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$5708  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
@@ -47649,11 +47649,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5843  = pe3_14_bank ? pe3_15_w1 : pe3_15_w0;
   assign \$5844  = $signed(pe3_14_a) * $signed(\$5843 );
   assign \$5845  = $signed(pe2_15_psum) + $signed(\$5844 );
-  assign \$5846  = \port$24249$0 [0] ? a_data[39:32] : 8'h00;
-  assign \$5847  = ! \port$24253$0 [4:1];
-  assign \$5848  = \port$24253$0 [4:1] == 3'h4;
+  assign \$5846  = \port$24253$0 [0] ? a_data[39:32] : 8'h00;
+  assign \$5847  = ! \port$24257$0 [4:1];
+  assign \$5848  = \port$24257$0 [4:1] == 3'h4;
   assign \$5849  = w_transpose ? \$5847  : \$5848 ;
-  assign \$5850  = \port$24253$0 [0] & \$5849 ;
+  assign \$5850  = \port$24257$0 [0] & \$5849 ;
   assign \$5851  = w_transpose ? w_data[39:32] : w_data[7:0];
   assign \$5852  = w_transpose ? w_data[39:32] : w_data[7:0];
   assign \$5853  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
@@ -47792,11 +47792,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$5988  = pe4_14_bank ? pe4_15_w1 : pe4_15_w0;
   assign \$5989  = $signed(pe4_14_a) * $signed(\$5988 );
   assign \$5990  = $signed(pe3_15_psum) + $signed(\$5989 );
-  assign \$5991  = \port$24249$0 [0] ? a_data[47:40] : 8'h00;
-  assign \$5992  = ! \port$24253$0 [4:1];
-  assign \$5993  = \port$24253$0 [4:1] == 3'h5;
+  assign \$5991  = \port$24253$0 [0] ? a_data[47:40] : 8'h00;
+  assign \$5992  = ! \port$24257$0 [4:1];
+  assign \$5993  = \port$24257$0 [4:1] == 3'h5;
   assign \$5994  = w_transpose ? \$5992  : \$5993 ;
-  assign \$5995  = \port$24253$0 [0] & \$5994 ;
+  assign \$5995  = \port$24257$0 [0] & \$5994 ;
   assign \$5996  = w_transpose ? w_data[47:40] : w_data[7:0];
   assign \$5997  = w_transpose ? w_data[47:40] : w_data[7:0];
   assign \$5998  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
@@ -47935,11 +47935,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6133  = pe5_14_bank ? pe5_15_w1 : pe5_15_w0;
   assign \$6134  = $signed(pe5_14_a) * $signed(\$6133 );
   assign \$6135  = $signed(pe4_15_psum) + $signed(\$6134 );
-  assign \$6136  = \port$24249$0 [0] ? a_data[55:48] : 8'h00;
-  assign \$6137  = ! \port$24253$0 [4:1];
-  assign \$6138  = \port$24253$0 [4:1] == 3'h6;
+  assign \$6136  = \port$24253$0 [0] ? a_data[55:48] : 8'h00;
+  assign \$6137  = ! \port$24257$0 [4:1];
+  assign \$6138  = \port$24257$0 [4:1] == 3'h6;
   assign \$6139  = w_transpose ? \$6137  : \$6138 ;
-  assign \$6140  = \port$24253$0 [0] & \$6139 ;
+  assign \$6140  = \port$24257$0 [0] & \$6139 ;
   assign \$6141  = w_transpose ? w_data[55:48] : w_data[7:0];
   assign \$6142  = w_transpose ? w_data[55:48] : w_data[7:0];
   assign \$6143  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
@@ -48078,11 +48078,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6278  = pe6_14_bank ? pe6_15_w1 : pe6_15_w0;
   assign \$6279  = $signed(pe6_14_a) * $signed(\$6278 );
   assign \$6280  = $signed(pe5_15_psum) + $signed(\$6279 );
-  assign \$6281  = \port$24249$0 [0] ? a_data[63:56] : 8'h00;
-  assign \$6282  = ! \port$24253$0 [4:1];
-  assign \$6283  = \port$24253$0 [4:1] == 3'h7;
+  assign \$6281  = \port$24253$0 [0] ? a_data[63:56] : 8'h00;
+  assign \$6282  = ! \port$24257$0 [4:1];
+  assign \$6283  = \port$24257$0 [4:1] == 3'h7;
   assign \$6284  = w_transpose ? \$6282  : \$6283 ;
-  assign \$6285  = \port$24253$0 [0] & \$6284 ;
+  assign \$6285  = \port$24257$0 [0] & \$6284 ;
   assign \$6286  = w_transpose ? w_data[63:56] : w_data[7:0];
   assign \$6287  = w_transpose ? w_data[63:56] : w_data[7:0];
   assign \$6288  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
@@ -48221,11 +48221,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6423  = pe7_14_bank ? pe7_15_w1 : pe7_15_w0;
   assign \$6424  = $signed(pe7_14_a) * $signed(\$6423 );
   assign \$6425  = $signed(pe6_15_psum) + $signed(\$6424 );
-  assign \$6426  = \port$24249$0 [0] ? a_data[71:64] : 8'h00;
-  assign \$6427  = ! \port$24253$0 [4:1];
-  assign \$6428  = \port$24253$0 [4:1] == 4'h8;
+  assign \$6426  = \port$24253$0 [0] ? a_data[71:64] : 8'h00;
+  assign \$6427  = ! \port$24257$0 [4:1];
+  assign \$6428  = \port$24257$0 [4:1] == 4'h8;
   assign \$6429  = w_transpose ? \$6427  : \$6428 ;
-  assign \$6430  = \port$24253$0 [0] & \$6429 ;
+  assign \$6430  = \port$24257$0 [0] & \$6429 ;
   assign \$6431  = w_transpose ? w_data[71:64] : w_data[7:0];
   assign \$6432  = w_transpose ? w_data[71:64] : w_data[7:0];
   assign \$6433  = skew8_7_bank ? pe8_0_w1 : pe8_0_w0;
@@ -48364,11 +48364,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6568  = pe8_14_bank ? pe8_15_w1 : pe8_15_w0;
   assign \$6569  = $signed(pe8_14_a) * $signed(\$6568 );
   assign \$6570  = $signed(pe7_15_psum) + $signed(\$6569 );
-  assign \$6571  = \port$24249$0 [0] ? a_data[79:72] : 8'h00;
-  assign \$6572  = ! \port$24253$0 [4:1];
-  assign \$6573  = \port$24253$0 [4:1] == 4'h9;
+  assign \$6571  = \port$24253$0 [0] ? a_data[79:72] : 8'h00;
+  assign \$6572  = ! \port$24257$0 [4:1];
+  assign \$6573  = \port$24257$0 [4:1] == 4'h9;
   assign \$6574  = w_transpose ? \$6572  : \$6573 ;
-  assign \$6575  = \port$24253$0 [0] & \$6574 ;
+  assign \$6575  = \port$24257$0 [0] & \$6574 ;
   assign \$6576  = w_transpose ? w_data[79:72] : w_data[7:0];
   assign \$6577  = w_transpose ? w_data[79:72] : w_data[7:0];
   assign \$6578  = skew9_8_bank ? pe9_0_w1 : pe9_0_w0;
@@ -48507,11 +48507,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6713  = pe9_14_bank ? pe9_15_w1 : pe9_15_w0;
   assign \$6714  = $signed(pe9_14_a) * $signed(\$6713 );
   assign \$6715  = $signed(pe8_15_psum) + $signed(\$6714 );
-  assign \$6716  = \port$24249$0 [0] ? a_data[87:80] : 8'h00;
-  assign \$6717  = ! \port$24253$0 [4:1];
-  assign \$6718  = \port$24253$0 [4:1] == 4'ha;
+  assign \$6716  = \port$24253$0 [0] ? a_data[87:80] : 8'h00;
+  assign \$6717  = ! \port$24257$0 [4:1];
+  assign \$6718  = \port$24257$0 [4:1] == 4'ha;
   assign \$6719  = w_transpose ? \$6717  : \$6718 ;
-  assign \$6720  = \port$24253$0 [0] & \$6719 ;
+  assign \$6720  = \port$24257$0 [0] & \$6719 ;
   assign \$6721  = w_transpose ? w_data[87:80] : w_data[7:0];
   assign \$6722  = w_transpose ? w_data[87:80] : w_data[7:0];
   assign \$6723  = skew10_9_bank ? pe10_0_w1 : pe10_0_w0;
@@ -48650,11 +48650,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$6858  = pe10_14_bank ? pe10_15_w1 : pe10_15_w0;
   assign \$6859  = $signed(pe10_14_a) * $signed(\$6858 );
   assign \$6860  = $signed(pe9_15_psum) + $signed(\$6859 );
-  assign \$6861  = \port$24249$0 [0] ? a_data[95:88] : 8'h00;
-  assign \$6862  = ! \port$24253$0 [4:1];
-  assign \$6863  = \port$24253$0 [4:1] == 4'hb;
+  assign \$6861  = \port$24253$0 [0] ? a_data[95:88] : 8'h00;
+  assign \$6862  = ! \port$24257$0 [4:1];
+  assign \$6863  = \port$24257$0 [4:1] == 4'hb;
   assign \$6864  = w_transpose ? \$6862  : \$6863 ;
-  assign \$6865  = \port$24253$0 [0] & \$6864 ;
+  assign \$6865  = \port$24257$0 [0] & \$6864 ;
   assign \$6866  = w_transpose ? w_data[95:88] : w_data[7:0];
   assign \$6867  = w_transpose ? w_data[95:88] : w_data[7:0];
   assign \$6868  = skew11_10_bank ? pe11_0_w1 : pe11_0_w0;
@@ -48793,11 +48793,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$7003  = pe11_14_bank ? pe11_15_w1 : pe11_15_w0;
   assign \$7004  = $signed(pe11_14_a) * $signed(\$7003 );
   assign \$7005  = $signed(pe10_15_psum) + $signed(\$7004 );
-  assign \$7006  = \port$24249$0 [0] ? a_data[103:96] : 8'h00;
-  assign \$7007  = ! \port$24253$0 [4:1];
-  assign \$7008  = \port$24253$0 [4:1] == 4'hc;
+  assign \$7006  = \port$24253$0 [0] ? a_data[103:96] : 8'h00;
+  assign \$7007  = ! \port$24257$0 [4:1];
+  assign \$7008  = \port$24257$0 [4:1] == 4'hc;
   assign \$7009  = w_transpose ? \$7007  : \$7008 ;
-  assign \$7010  = \port$24253$0 [0] & \$7009 ;
+  assign \$7010  = \port$24257$0 [0] & \$7009 ;
   assign \$7011  = w_transpose ? w_data[103:96] : w_data[7:0];
   assign \$7012  = w_transpose ? w_data[103:96] : w_data[7:0];
   assign \$7013  = skew12_11_bank ? pe12_0_w1 : pe12_0_w0;
@@ -48936,11 +48936,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$7148  = pe12_14_bank ? pe12_15_w1 : pe12_15_w0;
   assign \$7149  = $signed(pe12_14_a) * $signed(\$7148 );
   assign \$7150  = $signed(pe11_15_psum) + $signed(\$7149 );
-  assign \$7151  = \port$24249$0 [0] ? a_data[111:104] : 8'h00;
-  assign \$7152  = ! \port$24253$0 [4:1];
-  assign \$7153  = \port$24253$0 [4:1] == 4'hd;
+  assign \$7151  = \port$24253$0 [0] ? a_data[111:104] : 8'h00;
+  assign \$7152  = ! \port$24257$0 [4:1];
+  assign \$7153  = \port$24257$0 [4:1] == 4'hd;
   assign \$7154  = w_transpose ? \$7152  : \$7153 ;
-  assign \$7155  = \port$24253$0 [0] & \$7154 ;
+  assign \$7155  = \port$24257$0 [0] & \$7154 ;
   assign \$7156  = w_transpose ? w_data[111:104] : w_data[7:0];
   assign \$7157  = w_transpose ? w_data[111:104] : w_data[7:0];
   assign \$7158  = skew13_12_bank ? pe13_0_w1 : pe13_0_w0;
@@ -49079,11 +49079,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$7293  = pe13_14_bank ? pe13_15_w1 : pe13_15_w0;
   assign \$7294  = $signed(pe13_14_a) * $signed(\$7293 );
   assign \$7295  = $signed(pe12_15_psum) + $signed(\$7294 );
-  assign \$7296  = \port$24249$0 [0] ? a_data[119:112] : 8'h00;
-  assign \$7297  = ! \port$24253$0 [4:1];
-  assign \$7298  = \port$24253$0 [4:1] == 4'he;
+  assign \$7296  = \port$24253$0 [0] ? a_data[119:112] : 8'h00;
+  assign \$7297  = ! \port$24257$0 [4:1];
+  assign \$7298  = \port$24257$0 [4:1] == 4'he;
   assign \$7299  = w_transpose ? \$7297  : \$7298 ;
-  assign \$7300  = \port$24253$0 [0] & \$7299 ;
+  assign \$7300  = \port$24257$0 [0] & \$7299 ;
   assign \$7301  = w_transpose ? w_data[119:112] : w_data[7:0];
   assign \$7302  = w_transpose ? w_data[119:112] : w_data[7:0];
   assign \$7303  = skew14_13_bank ? pe14_0_w1 : pe14_0_w0;
@@ -49222,11 +49222,11 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$7438  = pe14_14_bank ? pe14_15_w1 : pe14_15_w0;
   assign \$7439  = $signed(pe14_14_a) * $signed(\$7438 );
   assign \$7440  = $signed(pe13_15_psum) + $signed(\$7439 );
-  assign \$7441  = \port$24249$0 [0] ? a_data[127:120] : 8'h00;
-  assign \$7442  = ! \port$24253$0 [4:1];
-  assign \$7443  = \port$24253$0 [4:1] == 4'hf;
+  assign \$7441  = \port$24253$0 [0] ? a_data[127:120] : 8'h00;
+  assign \$7442  = ! \port$24257$0 [4:1];
+  assign \$7443  = \port$24257$0 [4:1] == 4'hf;
   assign \$7444  = w_transpose ? \$7442  : \$7443 ;
-  assign \$7445  = \port$24253$0 [0] & \$7444 ;
+  assign \$7445  = \port$24257$0 [0] & \$7444 ;
   assign \$7446  = w_transpose ? w_data[127:120] : w_data[7:0];
   assign \$7447  = w_transpose ? w_data[127:120] : w_data[7:0];
   assign \$7448  = skew15_14_bank ? pe15_0_w1 : pe15_0_w0;
@@ -49406,7 +49406,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     pe0_0_v <= \$7603 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$24249$0 [1];
+    pe0_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     pe0_1_w1 <= \$7604 ;
   always @(posedge clk)
@@ -49586,7 +49586,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew1_0_v <= \$7648 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$24249$0 [1];
+    skew1_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     pe1_0_w1 <= \$7649 ;
   always @(posedge clk)
@@ -49778,7 +49778,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew2_0_v <= \$7696 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$24249$0 [1];
+    skew2_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -49976,7 +49976,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew3_0_v <= \$7745 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$24249$0 [1];
+    skew3_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -50180,7 +50180,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew4_0_v <= \$7795 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$24249$0 [1];
+    skew4_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -50390,7 +50390,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew5_0_v <= \$7846 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$24249$0 [1];
+    skew5_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -50606,7 +50606,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew6_0_v <= \$7898 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$24249$0 [1];
+    skew6_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -50828,7 +50828,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew7_0_v <= \$7951 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$24249$0 [1];
+    skew7_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -51056,7 +51056,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew8_0_v <= \$8005 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$24249$0 [1];
+    skew8_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -51290,7 +51290,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew9_0_v <= \$8060 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$24249$0 [1];
+    skew9_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -51530,7 +51530,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew10_0_v <= \$8116 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$24249$0 [1];
+    skew10_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -51776,7 +51776,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew11_0_v <= \$8173 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$24249$0 [1];
+    skew11_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -52028,7 +52028,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew12_0_v <= \$8231 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$24249$0 [1];
+    skew12_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -52286,7 +52286,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew13_0_v <= \$8290 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$24249$0 [1];
+    skew13_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -52550,7 +52550,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew14_0_v <= \$8350 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$24249$0 [1];
+    skew14_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -52820,7 +52820,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   always @(posedge clk)
     skew15_0_v <= \$8411 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$24249$0 [1];
+    skew15_0_bank <= \port$24253$0 [1];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -53333,12 +53333,12 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     deskew13_1 <= deskew13_0;
   always @(posedge clk)
     deskew14_0 <= pe15_14_psum;
-  assign \$1  = ! \port$24253$0 [4:1];
-  assign \$2  = \port$24253$0 [4:1] == 1'h1;
+  assign \$1  = ! \port$24257$0 [4:1];
+  assign \$2  = \port$24257$0 [4:1] == 1'h1;
   assign \$3  = w_transpose ? \$1  : \$2 ;
-  assign \$4  = \port$24253$0 [0] & \$3 ;
-  assign \$5  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$6  = \port$24249$0 [0] & \$5 ;
+  assign \$4  = \port$24257$0 [0] & \$3 ;
+  assign \$5  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$6  = \port$24253$0 [0] & \$5 ;
   assign \$8  = \$4  & \$7 ;
   assign \$9  = wcol1[4:1] == 1'h1;
   assign \$10  = wcol1[4:1] == 1'h1;
@@ -53445,13 +53445,13 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$125  = pe1_13_bank == wcol15[6];
   assign \$126  = pe1_13_v & \$125 ;
   assign \$128  = \$124  & \$127 ;
-  assign \$129  = ! \port$24253$0 [4:1];
-  assign \$130  = \port$24253$0 [4:1] == 2'h2;
+  assign \$129  = ! \port$24257$0 [4:1];
+  assign \$130  = \port$24257$0 [4:1] == 2'h2;
   assign \$131  = w_transpose ? \$129  : \$130 ;
-  assign \$132  = \port$24253$0 [0] & \$131 ;
-  assign \$133  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$134  = \port$24249$0 [0] & \$133 ;
-  assign \$135  = skew2_0_bank == \port$24253$0 [5];
+  assign \$132  = \port$24257$0 [0] & \$131 ;
+  assign \$133  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$134  = \port$24253$0 [0] & \$133 ;
+  assign \$135  = skew2_0_bank == \port$24257$0 [5];
   assign \$136  = skew2_0_v & \$135 ;
   assign \$137  = | { \$136 , \$134  };
   assign \$138  = \$132  & \$137 ;
@@ -53605,15 +53605,15 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$286  = pe2_13_v & \$285 ;
   assign \$287  = | { \$286 , \$284  };
   assign \$288  = \$282  & \$287 ;
-  assign \$289  = ! \port$24253$0 [4:1];
-  assign \$290  = \port$24253$0 [4:1] == 2'h3;
+  assign \$289  = ! \port$24257$0 [4:1];
+  assign \$290  = \port$24257$0 [4:1] == 2'h3;
   assign \$291  = w_transpose ? \$289  : \$290 ;
-  assign \$292  = \port$24253$0 [0] & \$291 ;
-  assign \$293  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$294  = \port$24249$0 [0] & \$293 ;
-  assign \$295  = skew3_0_bank == \port$24253$0 [5];
+  assign \$292  = \port$24257$0 [0] & \$291 ;
+  assign \$293  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$294  = \port$24253$0 [0] & \$293 ;
+  assign \$295  = skew3_0_bank == \port$24257$0 [5];
   assign \$296  = skew3_0_v & \$295 ;
-  assign \$297  = skew3_1_bank == \port$24253$0 [5];
+  assign \$297  = skew3_1_bank == \port$24257$0 [5];
   assign \$298  = skew3_1_v & \$297 ;
   assign \$299  = | { \$298 , \$296 , \$294  };
   assign \$300  = \$292  & \$299 ;
@@ -53797,17 +53797,17 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$478  = pe3_13_v & \$477 ;
   assign \$479  = | { \$478 , \$476 , \$474  };
   assign \$480  = \$472  & \$479 ;
-  assign \$481  = ! \port$24253$0 [4:1];
-  assign \$482  = \port$24253$0 [4:1] == 3'h4;
+  assign \$481  = ! \port$24257$0 [4:1];
+  assign \$482  = \port$24257$0 [4:1] == 3'h4;
   assign \$483  = w_transpose ? \$481  : \$482 ;
-  assign \$484  = \port$24253$0 [0] & \$483 ;
-  assign \$485  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$486  = \port$24249$0 [0] & \$485 ;
-  assign \$487  = skew4_0_bank == \port$24253$0 [5];
+  assign \$484  = \port$24257$0 [0] & \$483 ;
+  assign \$485  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$486  = \port$24253$0 [0] & \$485 ;
+  assign \$487  = skew4_0_bank == \port$24257$0 [5];
   assign \$488  = skew4_0_v & \$487 ;
-  assign \$489  = skew4_1_bank == \port$24253$0 [5];
+  assign \$489  = skew4_1_bank == \port$24257$0 [5];
   assign \$490  = skew4_1_v & \$489 ;
-  assign \$491  = skew4_2_bank == \port$24253$0 [5];
+  assign \$491  = skew4_2_bank == \port$24257$0 [5];
   assign \$492  = skew4_2_v & \$491 ;
   assign \$493  = | { \$492 , \$490 , \$488 , \$486  };
   assign \$494  = \$484  & \$493 ;
@@ -54021,19 +54021,19 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$702  = pe4_13_v & \$701 ;
   assign \$703  = | { \$702 , \$700 , \$698 , \$696  };
   assign \$704  = \$694  & \$703 ;
-  assign \$705  = ! \port$24253$0 [4:1];
-  assign \$706  = \port$24253$0 [4:1] == 3'h5;
+  assign \$705  = ! \port$24257$0 [4:1];
+  assign \$706  = \port$24257$0 [4:1] == 3'h5;
   assign \$707  = w_transpose ? \$705  : \$706 ;
-  assign \$708  = \port$24253$0 [0] & \$707 ;
-  assign \$709  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$710  = \port$24249$0 [0] & \$709 ;
-  assign \$711  = skew5_0_bank == \port$24253$0 [5];
+  assign \$708  = \port$24257$0 [0] & \$707 ;
+  assign \$709  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$710  = \port$24253$0 [0] & \$709 ;
+  assign \$711  = skew5_0_bank == \port$24257$0 [5];
   assign \$712  = skew5_0_v & \$711 ;
-  assign \$713  = skew5_1_bank == \port$24253$0 [5];
+  assign \$713  = skew5_1_bank == \port$24257$0 [5];
   assign \$714  = skew5_1_v & \$713 ;
-  assign \$715  = skew5_2_bank == \port$24253$0 [5];
+  assign \$715  = skew5_2_bank == \port$24257$0 [5];
   assign \$716  = skew5_2_v & \$715 ;
-  assign \$717  = skew5_3_bank == \port$24253$0 [5];
+  assign \$717  = skew5_3_bank == \port$24257$0 [5];
   assign \$718  = skew5_3_v & \$717 ;
   assign \$719  = | { \$718 , \$716 , \$714 , \$712 , \$710  };
   assign \$720  = \$708  & \$719 ;
@@ -54277,21 +54277,21 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$958  = pe5_13_v & \$957 ;
   assign \$959  = | { \$958 , \$956 , \$954 , \$952 , \$950  };
   assign \$960  = \$948  & \$959 ;
-  assign \$961  = ! \port$24253$0 [4:1];
-  assign \$962  = \port$24253$0 [4:1] == 3'h6;
+  assign \$961  = ! \port$24257$0 [4:1];
+  assign \$962  = \port$24257$0 [4:1] == 3'h6;
   assign \$963  = w_transpose ? \$961  : \$962 ;
-  assign \$964  = \port$24253$0 [0] & \$963 ;
-  assign \$965  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$966  = \port$24249$0 [0] & \$965 ;
-  assign \$967  = skew6_0_bank == \port$24253$0 [5];
+  assign \$964  = \port$24257$0 [0] & \$963 ;
+  assign \$965  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$966  = \port$24253$0 [0] & \$965 ;
+  assign \$967  = skew6_0_bank == \port$24257$0 [5];
   assign \$968  = skew6_0_v & \$967 ;
-  assign \$969  = skew6_1_bank == \port$24253$0 [5];
+  assign \$969  = skew6_1_bank == \port$24257$0 [5];
   assign \$970  = skew6_1_v & \$969 ;
-  assign \$971  = skew6_2_bank == \port$24253$0 [5];
+  assign \$971  = skew6_2_bank == \port$24257$0 [5];
   assign \$972  = skew6_2_v & \$971 ;
-  assign \$973  = skew6_3_bank == \port$24253$0 [5];
+  assign \$973  = skew6_3_bank == \port$24257$0 [5];
   assign \$974  = skew6_3_v & \$973 ;
-  assign \$975  = skew6_4_bank == \port$24253$0 [5];
+  assign \$975  = skew6_4_bank == \port$24257$0 [5];
   assign \$976  = skew6_4_v & \$975 ;
   assign \$977  = | { \$976 , \$974 , \$972 , \$970 , \$968 , \$966  };
   assign \$978  = \$964  & \$977 ;
@@ -54565,23 +54565,23 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$1246  = pe6_13_v & \$1245 ;
   assign \$1247  = | { \$1246 , \$1244 , \$1242 , \$1240 , \$1238 , \$1236  };
   assign \$1248  = \$1234  & \$1247 ;
-  assign \$1249  = ! \port$24253$0 [4:1];
-  assign \$1250  = \port$24253$0 [4:1] == 3'h7;
+  assign \$1249  = ! \port$24257$0 [4:1];
+  assign \$1250  = \port$24257$0 [4:1] == 3'h7;
   assign \$1251  = w_transpose ? \$1249  : \$1250 ;
-  assign \$1252  = \port$24253$0 [0] & \$1251 ;
-  assign \$1253  = \port$24249$0 [1] == \port$24253$0 [5];
-  assign \$1254  = \port$24249$0 [0] & \$1253 ;
-  assign \$1255  = skew7_0_bank == \port$24253$0 [5];
+  assign \$1252  = \port$24257$0 [0] & \$1251 ;
+  assign \$1253  = \port$24253$0 [1] == \port$24257$0 [5];
+  assign \$1254  = \port$24253$0 [0] & \$1253 ;
+  assign \$1255  = skew7_0_bank == \port$24257$0 [5];
   assign \$1256  = skew7_0_v & \$1255 ;
-  assign \$1257  = skew7_1_bank == \port$24253$0 [5];
+  assign \$1257  = skew7_1_bank == \port$24257$0 [5];
   assign \$1258  = skew7_1_v & \$1257 ;
-  assign \$1259  = skew7_2_bank == \port$24253$0 [5];
+  assign \$1259  = skew7_2_bank == \port$24257$0 [5];
   assign \$1260  = skew7_2_v & \$1259 ;
-  assign \$1261  = skew7_3_bank == \port$24253$0 [5];
+  assign \$1261  = skew7_3_bank == \port$24257$0 [5];
   assign \$1262  = skew7_3_v & \$1261 ;
-  assign \$1263  = skew7_4_bank == \port$24253$0 [5];
+  assign \$1263  = skew7_4_bank == \port$24257$0 [5];
   assign \$1264  = skew7_4_v & \$1263 ;
-  assign \$1265  = skew7_5_bank == \port$24253$0 [5];
+  assign \$1265  = skew7_5_bank == \port$24257$0 [5];
   assign \$1266  = skew7_5_v & \$1265 ;
   assign \$1267  = | { \$1266 , \$1264 , \$1262 , \$1260 , \$1258 , \$1256 , \$1254  };
   assign \$1268  = \$1252  & \$1267 ;
@@ -54845,7 +54845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   assign \$1526  = pe7_11_v & \$1525 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7586  = { w_data, \port$24253$0 [5], w_transpose, \port$24253$0 [4:0] };
+    \$7586  = { w_data, \port$24257$0 [5], w_transpose, \port$24257$0 [4:0] };
     if (reset[2]) begin
       \$7586  = 135'h0000000000000000000000000000000000;
     end
@@ -54997,7 +54997,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7601  = pe0_0_w1;
     if (\$5284 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7601  = \$5285 ;
       end
     end
@@ -55007,7 +55007,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7602  = pe0_0_w0;
     if (\$5284 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7602  = \$5286 ;
       end
@@ -55015,7 +55015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7603  = \port$24249$0 [0];
+    \$7603  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7603  = 1'h0;
     end
@@ -55465,7 +55465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7648  = \port$24249$0 [0];
+    \$7648  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7648  = 1'h0;
     end
@@ -55477,7 +55477,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7649  = pe1_0_w1;
     if (\$5415 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7649  = \$5416 ;
       end
     end
@@ -55487,7 +55487,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7650  = pe1_0_w0;
     if (\$5415 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7650  = \$5417 ;
       end
@@ -55945,7 +55945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7696  = \port$24249$0 [0];
+    \$7696  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7696  = 1'h0;
     end
@@ -55967,7 +55967,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7698  = pe2_0_w1;
     if (\$5560 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7698  = \$5561 ;
       end
     end
@@ -55977,7 +55977,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7699  = pe2_0_w0;
     if (\$5560 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7699  = \$5562 ;
       end
@@ -56435,7 +56435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7745  = \port$24249$0 [0];
+    \$7745  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7745  = 1'h0;
     end
@@ -56467,7 +56467,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7748  = pe3_0_w1;
     if (\$5705 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7748  = \$5706 ;
       end
     end
@@ -56477,7 +56477,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7749  = pe3_0_w0;
     if (\$5705 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7749  = \$5707 ;
       end
@@ -56935,7 +56935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7795  = \port$24249$0 [0];
+    \$7795  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7795  = 1'h0;
     end
@@ -56977,7 +56977,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7799  = pe4_0_w1;
     if (\$5850 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7799  = \$5851 ;
       end
     end
@@ -56987,7 +56987,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7800  = pe4_0_w0;
     if (\$5850 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7800  = \$5852 ;
       end
@@ -57445,7 +57445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7846  = \port$24249$0 [0];
+    \$7846  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7846  = 1'h0;
     end
@@ -57497,7 +57497,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7851  = pe5_0_w1;
     if (\$5995 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7851  = \$5996 ;
       end
     end
@@ -57507,7 +57507,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7852  = pe5_0_w0;
     if (\$5995 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7852  = \$5997 ;
       end
@@ -57965,7 +57965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7898  = \port$24249$0 [0];
+    \$7898  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7898  = 1'h0;
     end
@@ -58027,7 +58027,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7904  = pe6_0_w1;
     if (\$6140 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7904  = \$6141 ;
       end
     end
@@ -58037,7 +58037,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7905  = pe6_0_w0;
     if (\$6140 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7905  = \$6142 ;
       end
@@ -58495,7 +58495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7951  = \port$24249$0 [0];
+    \$7951  = \port$24253$0 [0];
     if (reset[2]) begin
       \$7951  = 1'h0;
     end
@@ -58567,7 +58567,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7958  = pe7_0_w1;
     if (\$6285 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$7958  = \$6286 ;
       end
     end
@@ -58577,7 +58577,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$7959  = pe7_0_w0;
     if (\$6285 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$7959  = \$6287 ;
       end
@@ -59035,7 +59035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8005  = \port$24249$0 [0];
+    \$8005  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8005  = 1'h0;
     end
@@ -59117,7 +59117,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8013  = pe8_0_w1;
     if (\$6430 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8013  = \$6431 ;
       end
     end
@@ -59127,7 +59127,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8014  = pe8_0_w0;
     if (\$6430 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8014  = \$6432 ;
       end
@@ -59585,7 +59585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8060  = \port$24249$0 [0];
+    \$8060  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8060  = 1'h0;
     end
@@ -59677,7 +59677,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8069  = pe9_0_w1;
     if (\$6575 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8069  = \$6576 ;
       end
     end
@@ -59687,7 +59687,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8070  = pe9_0_w0;
     if (\$6575 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8070  = \$6577 ;
       end
@@ -60145,7 +60145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8116  = \port$24249$0 [0];
+    \$8116  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8116  = 1'h0;
     end
@@ -60247,7 +60247,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8126  = pe10_0_w1;
     if (\$6720 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8126  = \$6721 ;
       end
     end
@@ -60257,7 +60257,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8127  = pe10_0_w0;
     if (\$6720 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8127  = \$6722 ;
       end
@@ -60715,7 +60715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8173  = \port$24249$0 [0];
+    \$8173  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8173  = 1'h0;
     end
@@ -60827,7 +60827,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8184  = pe11_0_w1;
     if (\$6865 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8184  = \$6866 ;
       end
     end
@@ -60837,7 +60837,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8185  = pe11_0_w0;
     if (\$6865 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8185  = \$6867 ;
       end
@@ -61295,7 +61295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8231  = \port$24249$0 [0];
+    \$8231  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8231  = 1'h0;
     end
@@ -61417,7 +61417,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8243  = pe12_0_w1;
     if (\$7010 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8243  = \$7011 ;
       end
     end
@@ -61427,7 +61427,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8244  = pe12_0_w0;
     if (\$7010 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8244  = \$7012 ;
       end
@@ -61885,7 +61885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8290  = \port$24249$0 [0];
+    \$8290  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8290  = 1'h0;
     end
@@ -62017,7 +62017,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8303  = pe13_0_w1;
     if (\$7155 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8303  = \$7156 ;
       end
     end
@@ -62027,7 +62027,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8304  = pe13_0_w0;
     if (\$7155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8304  = \$7157 ;
       end
@@ -62485,7 +62485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8350  = \port$24249$0 [0];
+    \$8350  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8350  = 1'h0;
     end
@@ -62627,7 +62627,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8364  = pe14_0_w1;
     if (\$7300 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8364  = \$7301 ;
       end
     end
@@ -62637,7 +62637,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8365  = pe14_0_w0;
     if (\$7300 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8365  = \$7302 ;
       end
@@ -63095,7 +63095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8411  = \port$24249$0 [0];
+    \$8411  = \port$24253$0 [0];
     if (reset[2]) begin
       \$8411  = 1'h0;
     end
@@ -63247,7 +63247,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8426  = pe15_0_w1;
     if (\$7445 ) begin
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
         \$8426  = \$7446 ;
       end
     end
@@ -63257,7 +63257,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
     \$8427  = pe15_0_w0;
     if (\$7445 ) begin
       (* full_case = 32'd1 *)
-      if (\port$24253$0 [5]) begin
+      if (\port$24257$0 [5]) begin
       end else begin
         \$8427  = \$7447 ;
       end
@@ -63723,18 +63723,18 @@ module \kaki_soc_16x16.gemm.array (rst, reset, \port$24249$0 , \port$24253$0 , w
       \$8473  = 1'h0;
     end
   end
-  assign wcol0 = { w_data, \port$24253$0 [5], w_transpose, \port$24253$0 [4:0] };
-  assign w_en = \port$24253$0 [0];
-  assign w_row = \port$24253$0 [4:1];
-  assign w_bank = \port$24253$0 [5];
+  assign wcol0 = { w_data, \port$24257$0 [5], w_transpose, \port$24257$0 [4:0] };
+  assign w_en = \port$24257$0 [0];
+  assign w_row = \port$24257$0 [4:1];
+  assign w_bank = \port$24257$0 [5];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid_q = out_valid;
-  assign a_valid = \port$24249$0 [0];
-  assign a_bank = \port$24249$0 [1];
-  assign \wcol0.en  = \port$24253$0 [0];
-  assign \wcol0.row  = \port$24253$0 [4:1];
+  assign a_valid = \port$24253$0 [0];
+  assign a_bank = \port$24253$0 [1];
+  assign \wcol0.en  = \port$24257$0 [0];
+  assign \wcol0.row  = \port$24257$0 [4:1];
   assign \wcol0.transpose  = w_transpose;
-  assign \wcol0.bank  = \port$24253$0 [5];
+  assign \wcol0.bank  = \port$24257$0 [5];
   assign \wcol0.data  = w_data;
   assign \wcol1.en  = wcol1[0];
   assign \wcol1.row  = wcol1[4:1];
@@ -63864,7 +63864,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$187 , \w_en$192 , \w_en$197 , \w_en$202 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$21408$0 , \port$21414$0 , \port$21415$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$21412$0 , \port$21418$0 , \port$21419$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -64831,12 +64831,12 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$21408$0 ;
-  wire [15:0] \port$21408$0 ;
-  output [4:0] \port$21414$0 ;
-  wire [4:0] \port$21414$0 ;
-  output [223:0] \port$21415$32 ;
-  wire [223:0] \port$21415$32 ;
+  output [15:0] \port$21412$0 ;
+  wire [15:0] \port$21412$0 ;
+  output [4:0] \port$21418$0 ;
+  wire [4:0] \port$21418$0 ;
+  output [223:0] \port$21419$32 ;
+  wire [223:0] \port$21419$32 ;
   input [257:0] \port$5933$0 ;
   wire [257:0] \port$5933$0 ;
   input [257:0] \port$5963$0 ;
@@ -66419,7 +66419,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$103  = ! \port$5993$0 [15:9];
   \kaki_soc_16x16.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$23378$16 (retire__0__tag),
+    .\port$23382$16 (retire__0__tag),
     .\port$3935$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -66429,7 +66429,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$23382$16 (retire__1__tag),
+    .\port$23386$16 (retire__1__tag),
     .\port$3961$0 (retire__1__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$217 ),
@@ -66439,7 +66439,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$23386$16 (retire__2__tag),
+    .\port$23390$16 (retire__2__tag),
     .\port$3981$0 (retire__2__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$219 ),
@@ -66449,7 +66449,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$23394$16 (retire__4__tag),
+    .\port$23398$16 (retire__4__tag),
     .\port$4036$0 (retire__4__error),
     .r_data(\r_data$349 ),
     .r_en(\r_en$223 ),
@@ -66459,7 +66459,7 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   );
   \kaki_soc_16x16.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$23390$16 (retire__3__tag),
+    .\port$23394$16 (retire__3__tag),
     .\port$4001$0 (retire__3__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$221 ),
@@ -72729,9 +72729,9 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
   assign \$signature__addr$291  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$21408$0  = \$325 [15:0];
-  assign \port$21414$0  = \$326 ;
-  assign \port$21415$32  = \$327 [255:32];
+  assign \port$21412$0  = \$325 [15:0];
+  assign \port$21418$0  = \$326 ;
+  assign \port$21419$32  = \$327 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -72762,194 +72762,8 @@ module \kaki_soc_16x16.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$23378$16 , r_rdy, clk);
+module \kaki_soc_16x16.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$23382$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$23378$16 ;
-  wire [15:0] \port$23378$16 ;
-  input [7:0] \port$3935$0 ;
-  wire [7:0] \port$3935$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$23378$16 , \port$3935$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$23378$16 , \port$3935$0  };
-  assign w_data = { \port$23378$16 , \port$3935$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$23382$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -72992,8 +72806,8 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
   wire [3:0] level;
   input [15:0] \port$23382$16 ;
   wire [15:0] \port$23382$16 ;
-  input [7:0] \port$3961$0 ;
-  wire [7:0] \port$3961$0 ;
+  input [7:0] \port$3935$0 ;
+  wire [7:0] \port$3935$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73028,7 +72842,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$23382$16 , \port$3961$0  };
+      storage[w_port__addr] <= { \port$23382$16 , \port$3935$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73080,7 +72894,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -73090,7 +72904,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -73100,7 +72914,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -73113,7 +72927,7 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -73127,15 +72941,15 @@ module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$23382$16 , \port$3961$0  };
-  assign w_data = { \port$23382$16 , \port$3961$0  };
+  assign w_port__data = { \port$23382$16 , \port$3935$0  };
+  assign w_data = { \port$23382$16 , \port$3935$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$23386$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \kaki_soc_16x16.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$23386$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -73178,8 +72992,8 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
   wire [3:0] level;
   input [15:0] \port$23386$16 ;
   wire [15:0] \port$23386$16 ;
-  input [7:0] \port$3981$0 ;
-  wire [7:0] \port$3981$0 ;
+  input [7:0] \port$3961$0 ;
+  wire [7:0] \port$3961$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -73214,7 +73028,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$23386$16 , \port$3981$0  };
+      storage[w_port__addr] <= { \port$23386$16 , \port$3961$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73266,7 +73080,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -73276,7 +73090,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -73286,7 +73100,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -73299,7 +73113,7 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -73313,201 +73127,15 @@ module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$23386$16 , \port$3981$0  };
-  assign w_data = { \port$23386$16 , \port$3981$0  };
+  assign w_port__data = { \port$23386$16 , \port$3961$0  };
+  assign w_data = { \port$23386$16 , \port$3961$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$23394$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$23394$16 ;
-  wire [15:0] \port$23394$16 ;
-  input [7:0] \port$4036$0 ;
-  wire [7:0] \port$4036$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$23394$16 , \port$4036$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$23394$16 , \port$4036$0  };
-  assign w_data = { \port$23394$16 , \port$4036$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$23390$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+module \kaki_soc_16x16.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$23390$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -73550,6 +73178,378 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data,
   wire [3:0] level;
   input [15:0] \port$23390$16 ;
   wire [15:0] \port$23390$16 ;
+  input [7:0] \port$3981$0 ;
+  wire [7:0] \port$3981$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$23390$16 , \port$3981$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$23390$16 , \port$3981$0  };
+  assign w_data = { \port$23390$16 , \port$3981$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$23398$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$23398$16 ;
+  wire [15:0] \port$23398$16 ;
+  input [7:0] \port$4036$0 ;
+  wire [7:0] \port$4036$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$23398$16 , \port$4036$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$23398$16 , \port$4036$0  };
+  assign w_data = { \port$23398$16 , \port$4036$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$23394$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$23394$16 ;
+  wire [15:0] \port$23394$16 ;
   input [7:0] \port$4001$0 ;
   wire [7:0] \port$4001$0 ;
   (* init = 3'h0 *)
@@ -73586,7 +73586,7 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$23390$16 , \port$4001$0  };
+      storage[w_port__addr] <= { \port$23394$16 , \port$4001$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -73685,8 +73685,8 @@ module \kaki_soc_16x16.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$23390$16 , \port$4001$0  };
-  assign w_data = { \port$23390$16 , \port$4001$0  };
+  assign w_port__data = { \port$23394$16 , \port$4001$0  };
+  assign w_data = { \port$23394$16 , \port$4001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -73877,7 +73877,7 @@ module \kaki_soc_16x16.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, re
   reg peer_rd_inflight1 = 1'h0;
   reg peer_rd_inflight2 = 1'h0;
   reg peer_rd_inflight3 = 1'h0;
-  wire [2:0] peer_room_used;
+  wire [3:0] peer_room_used;
   reg [15:0] peer_to_read = 16'h0000;
   reg [15:0] peer_to_send = 16'h0000;
   wire [511:0] r_data;
@@ -73970,7 +73970,7 @@ module \kaki_soc_16x16.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, re
   assign \$25  = level + \$24 ;
   assign \$26  = | peer_to_read;
   assign \$27  = ctl__busy & \$26 ;
-  assign \$28  = \$25 [2:0] < 3'h5;
+  assign \$28  = \$25 [3:0] < 3'h6;
   assign peer_rd_en = \$27  & \$28 ;
   assign \$29  = ~ peer_cmd[56];
   assign spad_rd__en = peer_rd_en & \$29 ;
@@ -74206,7 +74206,7 @@ module \kaki_soc_16x16.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, re
   assign peer_busy = ctl__busy;
   assign failed = 1'h1;
   assign peer_hdr_valid = cmd__valid;
-  assign peer_room_used = \$25 [2:0];
+  assign peer_room_used = \$25 [3:0];
   assign acc_rd__addr = peer_rd_addr[12:0];
   assign w_en = peer_rd_inflight3;
   assign r_rdy = rows__valid;
@@ -74267,48 +74267,52 @@ module \kaki_soc_16x16.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_e
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
+  wire [3:0] \$12 ;
+  wire [3:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [3:0] \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire [3:0] \$23 ;
+  wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  reg [1:0] \$27 ;
-  reg [1:0] \$28 ;
-  reg [2:0] \$29 ;
+  wire [3:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire [3:0] \$3 ;
-  reg \$30 ;
+  wire \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg [2:0] \$33 ;
+  reg \$34 ;
   wire \$4 ;
-  wire [2:0] \$5 ;
-  wire \$6 ;
-  wire \$7 ;
+  wire \$5 ;
+  wire [3:0] \$6 ;
+  wire [3:0] \$7 ;
   wire \$8 ;
-  wire [2:0] \$9 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [511:0] r_data;
   wire [511:0] r_data;
   input r_en;
   wire r_en;
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [511:0] r_port__data;
   wire r_port__en;
   output r_rdy;
@@ -74322,17 +74326,18 @@ module \kaki_soc_16x16.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_e
   wire w_en;
   output [2:0] w_level;
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [511:0] w_port__data;
   wire [511:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [511:0] storage [3:0];
+  reg [511:0] storage [4:0];
   initial begin
     storage[0] = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     storage[1] = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     storage[2] = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     storage[3] = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    storage[4] = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -74345,7 +74350,7 @@ module \kaki_soc_16x16.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_e
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h4;
+  assign w_rdy = inner_level != 3'h5;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -74353,91 +74358,95 @@ module \kaki_soc_16x16.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_e
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = ~ r_rdy;
-  assign \$7  = \$6  | r_en;
-  assign \$8  = inner_r_rdy & \$7 ;
-  assign \$9  = r_port__addr + 1'h1;
-  assign \$10  = w_rdy & w_en;
-  assign \$11  = ~ r_rdy;
-  assign \$12  = \$11  | r_en;
-  assign \$13  = inner_r_rdy & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$15  = \$10  & \$14 ;
-  assign \$16  = inner_level + 1'h1;
-  assign \$17  = ~ r_rdy;
-  assign \$18  = \$17  | r_en;
-  assign \$19  = inner_r_rdy & \$18 ;
-  assign \$20  = w_rdy & w_en;
-  assign \$21  = ~ \$20 ;
-  assign \$22  = \$19  & \$21 ;
-  assign \$23  = inner_level - 1'h1;
-  assign \$24  = ~ r_rdy;
-  assign \$25  = \$24  | r_en;
-  assign \$26  = inner_r_rdy & \$25 ;
+  assign \$5  = w_port__addr == 3'h4;
+  assign \$6  = w_port__addr + 1'h1;
+  assign \$7  = \$5  ? 4'h0 : \$6 ;
+  assign \$8  = ~ r_rdy;
+  assign \$9  = \$8  | r_en;
+  assign \$10  = inner_r_rdy & \$9 ;
+  assign \$11  = r_port__addr == 3'h4;
+  assign \$12  = r_port__addr + 1'h1;
+  assign \$13  = \$11  ? 4'h0 : \$12 ;
+  assign \$14  = w_rdy & w_en;
+  assign \$15  = ~ r_rdy;
+  assign \$16  = \$15  | r_en;
+  assign \$17  = inner_r_rdy & \$16 ;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = \$14  & \$18 ;
+  assign \$20  = inner_level + 1'h1;
+  assign \$21  = ~ r_rdy;
+  assign \$22  = \$21  | r_en;
+  assign \$23  = inner_r_rdy & \$22 ;
+  assign \$24  = w_rdy & w_en;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = inner_level - 1'h1;
+  assign \$28  = ~ r_rdy;
+  assign \$29  = \$28  | r_en;
+  assign \$30  = inner_r_rdy & \$29 ;
   always @(posedge clk)
-    w_port__addr <= \$27 ;
+    w_port__addr <= \$31 ;
   always @(posedge clk)
-    r_port__addr <= \$28 ;
+    r_port__addr <= \$32 ;
   always @(posedge clk)
-    inner_level <= \$29 ;
+    inner_level <= \$33 ;
   always @(posedge clk)
-    r_rdy <= \$30 ;
+    r_rdy <= \$34 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$27  = w_port__addr;
+    \$31  = w_port__addr;
     if (\$4 ) begin
-      \$27  = \$5 [1:0];
+      \$31  = \$7 [2:0];
     end
     if (reset[1]) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
     if (rst) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$28  = r_port__addr;
-    if (\$8 ) begin
-      \$28  = \$9 [1:0];
+    \$32  = r_port__addr;
+    if (\$10 ) begin
+      \$32  = \$13 [2:0];
     end
     if (reset[1]) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
     if (rst) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$29  = inner_level;
-    if (\$15 ) begin
-      \$29  = \$16 [2:0];
+    \$33  = inner_level;
+    if (\$19 ) begin
+      \$33  = \$20 [2:0];
     end
-    if (\$22 ) begin
-      \$29  = \$23 [2:0];
-    end
-    if (reset[1]) begin
-      \$29  = 3'h0;
-    end
-    if (rst) begin
-      \$29  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$30  = r_rdy;
     if (\$26 ) begin
-      \$30  = 1'h1;
-    end else if (r_en) begin
-      \$30  = 1'h0;
+      \$33  = \$27 [2:0];
     end
     if (reset[1]) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$34  = r_rdy;
+    if (\$30 ) begin
+      \$34  = 1'h1;
+    end else if (r_en) begin
+      \$34  = 1'h0;
+    end
+    if (reset[1]) begin
+      \$34  = 1'h0;
+    end
+    if (rst) begin
+      \$34  = 1'h0;
     end
   end
   assign level = \$3 [2:0];
@@ -82956,7 +82965,7 @@ module \kaki_soc_16x16.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$22886$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$22890$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
@@ -85880,8 +85889,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$22886$0 ;
-  wire [2:0] \port$22886$0 ;
+  input [2:0] \port$22890$0 ;
+  wire [2:0] \port$22890$0 ;
   input [223:0] \port$4320$32 ;
   wire [223:0] \port$4320$32 ;
   reg [20:0] pos = 21'h000000;
@@ -88848,7 +88857,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     .\port$19902$0 (\$2561 ),
     .\port$19904$0 (\$2563 ),
     .\port$19906$0 (\$2565 ),
-    .\port$27694$5 (e6_meta[18:5]),
+    .\port$27698$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -89525,7 +89534,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$2611  = \port$22886$0 ;
+            \$2611  = \port$22890$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -91377,7 +91386,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4320$32 , \port$22886$0  };
+  assign ctl__cmd__payload = { \port$4320$32 , \port$22890$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -91455,7 +91464,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[22:19];
   assign \e6_meta.last  = e6_meta[23];
-  assign \ctl__cmd__payload.op  = \port$22886$0 ;
+  assign \ctl__cmd__payload.op  = \port$22890$0 ;
   assign \ctl__cmd__payload.payload  = \port$4320$32 ;
   assign \$314  = { 10'h000, \$313 [19:10] };
   assign \$347  = { 34'h000000000, \$346 [42:34] };
@@ -91469,7 +91478,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$19876$0 , \port$19878$0 , \port$19880$0 , \port$19882$0 , \port$19884$0 , \port$19886$0 , \port$19888$0 , \port$19890$0 , \port$19892$0 , \port$19894$0 , \port$19896$0 , \port$19898$0 , \port$19900$0 , \port$19902$0 , \port$19904$0 , \port$19906$0 , w_level
-, r_data, \port$27694$5 , r_rdy, clk);
+, r_data, \port$27698$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -91543,8 +91552,8 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$19876$0 , \po
   wire [7:0] \port$19904$0 ;
   input [7:0] \port$19906$0 ;
   wire [7:0] \port$19906$0 ;
-  input [13:0] \port$27694$5 ;
-  wire [13:0] \port$27694$5 ;
+  input [13:0] \port$27698$5 ;
+  wire [13:0] \port$27698$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [141:0] r_data;
@@ -91590,7 +91599,7 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$19876$0 , \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27694$5  };
+      storage[w_port__addr] <= { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27698$5  };
   end
   reg [141:0] _0_;
   always @(posedge clk) begin
@@ -91701,8 +91710,8 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$19876$0 , \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27694$5  };
-  assign w_data = { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27694$5  };
+  assign w_port__data = { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27698$5  };
+  assign w_data = { \port$19906$0 , \port$19904$0 , \port$19902$0 , \port$19900$0 , \port$19898$0 , \port$19896$0 , \port$19894$0 , \port$19892$0 , \port$19890$0 , \port$19888$0 , \port$19886$0 , \port$19884$0 , \port$19882$0 , \port$19880$0 , \port$19878$0 , \port$19876$0 , \port$27698$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

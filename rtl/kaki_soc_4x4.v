@@ -3328,7 +3328,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$12332$2 (\$316 ),
+    .\port$12336$2 (\$316 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3439,20 +3439,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$12358$0 (inflight),
-    .\port$12634$0 (q__0__cpl_irq),
-    .\port$12648$0 (q__0__error_irq),
-    .\port$12660$0 (q__1__cpl_irq),
-    .\port$12674$0 (q__1__error_irq),
-    .\port$12686$0 (q__2__cpl_irq),
-    .\port$12700$0 (q__2__error_irq),
-    .\port$12712$0 (q__3__cpl_irq),
-    .\port$12726$0 (q__3__error_irq),
-    .\port$12838$0 (\$326 ),
-    .\port$12846$0 (\$327 ),
-    .\port$12854$0 (\$328 ),
-    .\port$12862$0 (\$329 ),
-    .\port$14217$0 (events),
+    .\port$12362$0 (inflight),
+    .\port$12638$0 (q__0__cpl_irq),
+    .\port$12652$0 (q__0__error_irq),
+    .\port$12664$0 (q__1__cpl_irq),
+    .\port$12678$0 (q__1__error_irq),
+    .\port$12690$0 (q__2__cpl_irq),
+    .\port$12704$0 (q__2__error_irq),
+    .\port$12716$0 (q__3__cpl_irq),
+    .\port$12730$0 (q__3__error_irq),
+    .\port$12842$0 (\$326 ),
+    .\port$12850$0 (\$327 ),
+    .\port$12858$0 (\$328 ),
+    .\port$12866$0 (\$329 ),
+    .\port$14221$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3547,11 +3547,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$12360$0 (\$317 ),
-    .\port$12364$0 (\$318 ),
-    .\port$12368$0 (\$319 ),
-    .\port$12372$0 (\$320 ),
-    .\port$12376$0 (\$321 ),
+    .\port$12364$0 (\$317 ),
+    .\port$12368$0 (\$318 ),
+    .\port$12372$0 (\$319 ),
+    .\port$12376$0 (\$320 ),
+    .\port$12380$0 (\$321 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3677,12 +3677,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10222$0 (q__0__fw_ready),
-    .\port$10265$0 (q__1__fw_ready),
-    .\port$10308$0 (q__2__fw_ready),
-    .\port$10351$0 (q__3__fw_ready),
-    .\port$12332$2 (\$316 ),
-    .\port$14217$0 (events),
+    .\port$10226$0 (q__0__fw_ready),
+    .\port$10269$0 (q__1__fw_ready),
+    .\port$10312$0 (q__2__fw_ready),
+    .\port$10355$0 (q__3__fw_ready),
+    .\port$12336$2 (\$316 ),
+    .\port$14221$0 (events),
     .\port$4330$0 (q__0__qreset_req),
     .\port$4341$0 (q__1__qreset_req),
     .\port$4352$0 (q__2__qreset_req),
@@ -3750,9 +3750,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$10390$0 (\$331 ),
-    .\port$10396$0 (\$332 ),
-    .\port$10397$32 (\$333 ),
+    .\port$10394$0 (\$331 ),
+    .\port$10400$0 (\$332 ),
+    .\port$10401$32 (\$333 ),
     .\port$5933$0 (\$322 ),
     .\port$5963$0 (\$323 ),
     .\port$5993$0 (\$324 ),
@@ -3983,7 +3983,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$146 ),
     .done(\ctl__done$152 ),
     .error(sfu_error),
-    .\port$11868$0 (sfu_cmd_op),
+    .\port$11872$0 (sfu_cmd_op),
     .\port$4320$32 (sfu__payload[255:32]),
     .r_data(\$330 ),
     .r_en(\$51 [0]),
@@ -7857,7 +7857,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$12332$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$12336$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -8001,8 +8001,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$12332$2 ;
-  wire [29:0] \port$12332$2 ;
+  output [29:0] \port$12336$2 ;
+  wire [29:0] \port$12336$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -8182,7 +8182,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$12332$2 (\$99 ),
+    .\port$12336$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -8300,11 +8300,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$12332$2  = \$99 ;
+  assign \port$12336$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$12332$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$12336$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8729,8 +8729,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$12332$2 ;
-  wire [29:0] \port$12332$2 ;
+  output [29:0] \port$12336$2 ;
+  wire [29:0] \port$12336$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11835,7 +11835,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$12332$2  = ls_addr_r[31:2];
+  assign \port$12336$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -12010,9 +12010,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$12358$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12634$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12648$0 , q_status0_resetting, q_consumer1_index, \port$12660$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$12674$0 , q_status1_resetting, q_consumer2_index, \port$12686$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12700$0 , q_status2_resetting, q_consumer3_index, \port$12712$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12726$0 , q_status3_resetting, \port$12838$0 , \port$12846$0 , \port$12854$0 
-, \port$12862$0 , \port$14217$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$12362$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12638$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12652$0 , q_status0_resetting, q_consumer1_index, \port$12664$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$12678$0 , q_status1_resetting, q_consumer2_index, \port$12690$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12704$0 , q_status2_resetting, q_consumer3_index, \port$12716$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12730$0 , q_status3_resetting, \port$12842$0 , \port$12850$0 , \port$12858$0 
+, \port$12866$0 , \port$14221$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13663,34 +13663,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$12358$0 ;
-  wire [4:0] \port$12358$0 ;
-  input \port$12634$0 ;
-  wire \port$12634$0 ;
-  input \port$12648$0 ;
-  wire \port$12648$0 ;
-  input \port$12660$0 ;
-  wire \port$12660$0 ;
-  input \port$12674$0 ;
-  wire \port$12674$0 ;
-  input \port$12686$0 ;
-  wire \port$12686$0 ;
-  input \port$12700$0 ;
-  wire \port$12700$0 ;
-  input \port$12712$0 ;
-  wire \port$12712$0 ;
-  input \port$12726$0 ;
-  wire \port$12726$0 ;
-  input [2:0] \port$12838$0 ;
-  wire [2:0] \port$12838$0 ;
-  input [2:0] \port$12846$0 ;
-  wire [2:0] \port$12846$0 ;
-  input [2:0] \port$12854$0 ;
-  wire [2:0] \port$12854$0 ;
-  input [2:0] \port$12862$0 ;
-  wire [2:0] \port$12862$0 ;
-  input [511:0] \port$14217$0 ;
-  wire [511:0] \port$14217$0 ;
+  input [4:0] \port$12362$0 ;
+  wire [4:0] \port$12362$0 ;
+  input \port$12638$0 ;
+  wire \port$12638$0 ;
+  input \port$12652$0 ;
+  wire \port$12652$0 ;
+  input \port$12664$0 ;
+  wire \port$12664$0 ;
+  input \port$12678$0 ;
+  wire \port$12678$0 ;
+  input \port$12690$0 ;
+  wire \port$12690$0 ;
+  input \port$12704$0 ;
+  wire \port$12704$0 ;
+  input \port$12716$0 ;
+  wire \port$12716$0 ;
+  input \port$12730$0 ;
+  wire \port$12730$0 ;
+  input [2:0] \port$12842$0 ;
+  wire [2:0] \port$12842$0 ;
+  input [2:0] \port$12850$0 ;
+  wire [2:0] \port$12850$0 ;
+  input [2:0] \port$12858$0 ;
+  wire [2:0] \port$12858$0 ;
+  input [2:0] \port$12866$0 ;
+  wire [2:0] \port$12866$0 ;
+  input [511:0] \port$14221$0 ;
+  wire [511:0] \port$14221$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -14364,10 +14364,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$190  = \$189  | irq_status_error_set;
   assign \$191  = ~ clr_irq_status_queue_cpl;
   assign \$192  = irq_status_queue_cpl & \$191 ;
-  assign \$193  = \$192  | { \port$12712$0 , \port$12686$0 , \port$12660$0 , \port$12634$0  };
+  assign \$193  = \$192  | { \port$12716$0 , \port$12690$0 , \port$12664$0 , \port$12638$0  };
   assign \$194  = ~ clr_irq_status_queue_error;
   assign \$195  = irq_status_queue_error & \$194 ;
-  assign \$196  = \$195  | { \port$12726$0 , \port$12700$0 , \port$12674$0 , \port$12648$0  };
+  assign \$196  = \$195  | { \port$12730$0 , \port$12704$0 , \port$12678$0 , \port$12652$0  };
   assign \$197  = ~ clr_irq_status_fw_msg;
   assign \$198  = irq_status_fw_msg & \$197 ;
   assign \$199  = \$198  | irq_status_fw_msg_set;
@@ -16549,8 +16549,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12712$0 , \port$12686$0 , \port$12660$0 , \port$12634$0  };
-  assign irq_status_queue_error_set = { \port$12726$0 , \port$12700$0 , \port$12674$0 , \port$12648$0  };
+  assign irq_status_queue_cpl_set = { \port$12716$0 , \port$12690$0 , \port$12664$0 , \port$12638$0  };
+  assign irq_status_queue_error_set = { \port$12730$0 , \port$12704$0 , \port$12678$0 , \port$12652$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -16565,31 +16565,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$12358$0 [0];
-  assign status_dma_store_busy = \port$12358$0 [1];
-  assign status_gemm_busy = \port$12358$0 [2];
-  assign status_vec_busy = \port$12358$0 [3];
-  assign status_sfu_busy = \port$12358$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$12838$0  };
-  assign q_status1_prefetched = { 5'h00, \port$12846$0  };
-  assign q_status2_prefetched = { 5'h00, \port$12854$0  };
-  assign q_status3_prefetched = { 5'h00, \port$12862$0  };
-  assign event0_value = \port$14217$0 [31:0];
-  assign event1_value = \port$14217$0 [63:32];
-  assign event2_value = \port$14217$0 [95:64];
-  assign event3_value = \port$14217$0 [127:96];
-  assign event4_value = \port$14217$0 [159:128];
-  assign event5_value = \port$14217$0 [191:160];
-  assign event6_value = \port$14217$0 [223:192];
-  assign event7_value = \port$14217$0 [255:224];
-  assign event8_value = \port$14217$0 [287:256];
-  assign event9_value = \port$14217$0 [319:288];
-  assign event10_value = \port$14217$0 [351:320];
-  assign event11_value = \port$14217$0 [383:352];
-  assign event12_value = \port$14217$0 [415:384];
-  assign event13_value = \port$14217$0 [447:416];
-  assign event14_value = \port$14217$0 [479:448];
-  assign event15_value = \port$14217$0 [511:480];
+  assign status_dma_load_busy = \port$12362$0 [0];
+  assign status_dma_store_busy = \port$12362$0 [1];
+  assign status_gemm_busy = \port$12362$0 [2];
+  assign status_vec_busy = \port$12362$0 [3];
+  assign status_sfu_busy = \port$12362$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$12842$0  };
+  assign q_status1_prefetched = { 5'h00, \port$12850$0  };
+  assign q_status2_prefetched = { 5'h00, \port$12858$0  };
+  assign q_status3_prefetched = { 5'h00, \port$12866$0  };
+  assign event0_value = \port$14221$0 [31:0];
+  assign event1_value = \port$14221$0 [63:32];
+  assign event2_value = \port$14221$0 [95:64];
+  assign event3_value = \port$14221$0 [127:96];
+  assign event4_value = \port$14221$0 [159:128];
+  assign event5_value = \port$14221$0 [191:160];
+  assign event6_value = \port$14221$0 [223:192];
+  assign event7_value = \port$14221$0 [255:224];
+  assign event8_value = \port$14221$0 [287:256];
+  assign event9_value = \port$14221$0 [319:288];
+  assign event10_value = \port$14221$0 [351:320];
+  assign event11_value = \port$14221$0 [383:352];
+  assign event12_value = \port$14221$0 [415:384];
+  assign event13_value = \port$14221$0 [447:416];
+  assign event14_value = \port$14221$0 [479:448];
+  assign event15_value = \port$14221$0 [511:480];
   assign link_status_present = 1'h0;
   assign link_status_failed = 1'h0;
   assign link_status_chip_id = 4'h0;
@@ -16642,12 +16642,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$423  = \$422 ;
   assign \$427  = 2'h0;
   assign \$428  = { 30'h00000000, \$427  };
-  assign \$449  = { 1'h0, \port$12358$0 [0] };
+  assign \$449  = { 1'h0, \port$12362$0 [0] };
   assign \$450  = { 30'h00000000, \$449  };
-  assign \$451  = { \port$12358$0 [1], 1'h0 };
-  assign \$453  = { 1'h0, \port$12358$0 [2], 2'h0 };
-  assign \$455  = { \port$12358$0 [3], 3'h0 };
-  assign \$457  = { 3'h0, \port$12358$0 [4], 4'h0 };
+  assign \$451  = { \port$12362$0 [1], 1'h0 };
+  assign \$453  = { 1'h0, \port$12362$0 [2], 2'h0 };
+  assign \$455  = { \port$12362$0 [3], 3'h0 };
+  assign \$457  = { 3'h0, \port$12362$0 [4], 4'h0 };
   assign \$459  = { 2'h0, status_idle, 5'h00 };
   assign \$463  = { 1'h0, irq_status_dma_load_done };
   assign \$464  = { 30'h00000000, \$463  };
@@ -16813,25 +16813,25 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$914  = { q_status0_halted, 1'h0 };
   assign \$916  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$918  = { q_status0_waiting, 3'h0 };
-  assign \$920  = { 12'h000, \port$12838$0 , 8'h00 };
+  assign \$920  = { 12'h000, \port$12842$0 , 8'h00 };
   assign \$925  = { 1'h0, q_status1_active };
   assign \$926  = { 30'h00000000, \$925  };
   assign \$927  = { q_status1_halted, 1'h0 };
   assign \$929  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$931  = { q_status1_waiting, 3'h0 };
-  assign \$933  = { 12'h000, \port$12846$0 , 8'h00 };
+  assign \$933  = { 12'h000, \port$12850$0 , 8'h00 };
   assign \$938  = { 1'h0, q_status2_active };
   assign \$939  = { 30'h00000000, \$938  };
   assign \$940  = { q_status2_halted, 1'h0 };
   assign \$942  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$944  = { q_status2_waiting, 3'h0 };
-  assign \$946  = { 12'h000, \port$12854$0 , 8'h00 };
+  assign \$946  = { 12'h000, \port$12858$0 , 8'h00 };
   assign \$951  = { 1'h0, q_status3_active };
   assign \$952  = { 30'h00000000, \$951  };
   assign \$953  = { q_status3_halted, 1'h0 };
   assign \$955  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$957  = { q_status3_waiting, 3'h0 };
-  assign \$959  = { 12'h000, \port$12862$0 , 8'h00 };
+  assign \$959  = { 12'h000, \port$12866$0 , 8'h00 };
   assign \$964  = { 1'h0, q_error0_code };
   assign \$965  = { 23'h000000, \$964  };
   assign \$969  = { 1'h0, q_error1_code };
@@ -16872,37 +16872,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1071  = \$1070 ;
   assign \$1075  = { 1'h0, perf_q_event_stall3_count };
   assign \$1076  = \$1075 ;
-  assign \$1080  = { 1'h0, \port$14217$0 [31:0] };
+  assign \$1080  = { 1'h0, \port$14221$0 [31:0] };
   assign \$1081  = \$1080 ;
-  assign \$1085  = { 1'h0, \port$14217$0 [63:32] };
+  assign \$1085  = { 1'h0, \port$14221$0 [63:32] };
   assign \$1086  = \$1085 ;
-  assign \$1090  = { 1'h0, \port$14217$0 [95:64] };
+  assign \$1090  = { 1'h0, \port$14221$0 [95:64] };
   assign \$1091  = \$1090 ;
-  assign \$1095  = { 1'h0, \port$14217$0 [127:96] };
+  assign \$1095  = { 1'h0, \port$14221$0 [127:96] };
   assign \$1096  = \$1095 ;
-  assign \$1117  = { 1'h0, \port$14217$0 [159:128] };
+  assign \$1117  = { 1'h0, \port$14221$0 [159:128] };
   assign \$1118  = \$1117 ;
-  assign \$1121  = { 1'h0, \port$14217$0 [191:160] };
+  assign \$1121  = { 1'h0, \port$14221$0 [191:160] };
   assign \$1122  = \$1121 ;
-  assign \$1126  = { 1'h0, \port$14217$0 [223:192] };
+  assign \$1126  = { 1'h0, \port$14221$0 [223:192] };
   assign \$1127  = \$1126 ;
-  assign \$1131  = { 1'h0, \port$14217$0 [255:224] };
+  assign \$1131  = { 1'h0, \port$14221$0 [255:224] };
   assign \$1132  = \$1131 ;
-  assign \$1136  = { 1'h0, \port$14217$0 [287:256] };
+  assign \$1136  = { 1'h0, \port$14221$0 [287:256] };
   assign \$1137  = \$1136 ;
-  assign \$1141  = { 1'h0, \port$14217$0 [319:288] };
+  assign \$1141  = { 1'h0, \port$14221$0 [319:288] };
   assign \$1142  = \$1141 ;
-  assign \$1146  = { 1'h0, \port$14217$0 [351:320] };
+  assign \$1146  = { 1'h0, \port$14221$0 [351:320] };
   assign \$1147  = \$1146 ;
-  assign \$1151  = { 1'h0, \port$14217$0 [383:352] };
+  assign \$1151  = { 1'h0, \port$14221$0 [383:352] };
   assign \$1152  = \$1151 ;
-  assign \$1156  = { 1'h0, \port$14217$0 [415:384] };
+  assign \$1156  = { 1'h0, \port$14221$0 [415:384] };
   assign \$1157  = \$1156 ;
-  assign \$1161  = { 1'h0, \port$14217$0 [447:416] };
+  assign \$1161  = { 1'h0, \port$14221$0 [447:416] };
   assign \$1162  = \$1161 ;
-  assign \$1166  = { 1'h0, \port$14217$0 [479:448] };
+  assign \$1166  = { 1'h0, \port$14221$0 [479:448] };
   assign \$1167  = \$1166 ;
-  assign \$1171  = { 1'h0, \port$14217$0 [511:480] };
+  assign \$1171  = { 1'h0, \port$14221$0 [511:480] };
   assign \$1172  = \$1171 ;
   assign \$1176  = { 1'h0, perf_dma_load_stall_count };
   assign \$1177  = \$1176 ;
@@ -16976,8 +16976,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, dma_store_error, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done
-, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$12360$0 , retire__0__tag, retire__0__queued, \port$12364$0 , retire__1__tag
-, retire__1__queued, \port$12368$0 , retire__2__tag, retire__2__queued, \port$12372$0 , retire__3__tag, retire__3__queued, \port$12376$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
+, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$12364$0 , retire__0__tag, retire__0__queued, \port$12368$0 , retire__1__tag
+, retire__1__queued, \port$12372$0 , retire__2__tag, retire__2__queued, \port$12376$0 , retire__3__tag, retire__3__queued, \port$12380$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18174,8 +18174,6 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$12360$0 ;
-  wire [8:0] \port$12360$0 ;
   output [8:0] \port$12364$0 ;
   wire [8:0] \port$12364$0 ;
   output [8:0] \port$12368$0 ;
@@ -18184,6 +18182,8 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [8:0] \port$12372$0 ;
   output [8:0] \port$12376$0 ;
   wire [8:0] \port$12376$0 ;
+  output [8:0] \port$12380$0 ;
+  wire [8:0] \port$12380$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -19259,9 +19259,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$106 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11869$0 (desc),
-    .\port$11871$0 (queue),
-    .\port$11872$0 (reject__queued),
+    .\port$11873$0 (desc),
+    .\port$11875$0 (queue),
+    .\port$11876$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -19271,9 +19271,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11869$0 (desc),
-    .\port$11871$0 (queue),
-    .\port$11872$0 (reject__queued),
+    .\port$11873$0 (desc),
+    .\port$11875$0 (queue),
+    .\port$11876$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -19283,9 +19283,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11869$0 (desc),
-    .\port$11871$0 (queue),
-    .\port$11872$0 (reject__queued),
+    .\port$11873$0 (desc),
+    .\port$11875$0 (queue),
+    .\port$11876$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -19295,9 +19295,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$11869$0 (desc),
-    .\port$11871$0 (queue),
-    .\port$11872$0 (reject__queued),
+    .\port$11873$0 (desc),
+    .\port$11875$0 (queue),
+    .\port$11876$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -19307,9 +19307,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11869$0 (desc),
-    .\port$11871$0 (queue),
-    .\port$11872$0 (reject__queued),
+    .\port$11873$0 (desc),
+    .\port$11875$0 (queue),
+    .\port$11876$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -19581,15 +19581,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$12360$0  = dma_load_held[8:0];
+  assign \port$12364$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$12364$0  = dma_store_held[8:0];
+  assign \port$12368$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$12368$0  = gemm_held[8:0];
+  assign \port$12372$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$12372$0  = vec_held[8:0];
+  assign \port$12376$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$12376$0  = sfu_held[8:0];
+  assign \port$12380$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20959,7 +20959,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11869$0 , \port$11871$0 , \port$11872$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11873$0 , \port$11875$0 , \port$11876$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21001,12 +21001,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11869$0 ;
-  wire [255:0] \port$11869$0 ;
-  input [1:0] \port$11871$0 ;
-  wire [1:0] \port$11871$0 ;
-  input \port$11872$0 ;
-  wire \port$11872$0 ;
+  input [255:0] \port$11873$0 ;
+  wire [255:0] \port$11873$0 ;
+  input [1:0] \port$11875$0 ;
+  wire [1:0] \port$11875$0 ;
+  input \port$11876$0 ;
+  wire \port$11876$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21038,7 +21038,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+      storage[w_port__addr] <= { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21137,14 +21137,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
-  assign w_data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+  assign w_port__data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
+  assign w_data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11869$0 , \port$11871$0 , \port$11872$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11873$0 , \port$11875$0 , \port$11876$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21186,12 +21186,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11869$0 ;
-  wire [255:0] \port$11869$0 ;
-  input [1:0] \port$11871$0 ;
-  wire [1:0] \port$11871$0 ;
-  input \port$11872$0 ;
-  wire \port$11872$0 ;
+  input [255:0] \port$11873$0 ;
+  wire [255:0] \port$11873$0 ;
+  input [1:0] \port$11875$0 ;
+  wire [1:0] \port$11875$0 ;
+  input \port$11876$0 ;
+  wire \port$11876$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21223,7 +21223,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+      storage[w_port__addr] <= { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21322,14 +21322,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
-  assign w_data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+  assign w_port__data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
+  assign w_data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11869$0 , \port$11871$0 , \port$11872$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11873$0 , \port$11875$0 , \port$11876$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21371,12 +21371,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11869$0 ;
-  wire [255:0] \port$11869$0 ;
-  input [1:0] \port$11871$0 ;
-  wire [1:0] \port$11871$0 ;
-  input \port$11872$0 ;
-  wire \port$11872$0 ;
+  input [255:0] \port$11873$0 ;
+  wire [255:0] \port$11873$0 ;
+  input [1:0] \port$11875$0 ;
+  wire [1:0] \port$11875$0 ;
+  input \port$11876$0 ;
+  wire \port$11876$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21408,7 +21408,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+      storage[w_port__addr] <= { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21507,14 +21507,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
-  assign w_data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+  assign w_port__data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
+  assign w_data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11869$0 , \port$11871$0 , \port$11872$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11873$0 , \port$11875$0 , \port$11876$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21556,12 +21556,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11869$0 ;
-  wire [255:0] \port$11869$0 ;
-  input [1:0] \port$11871$0 ;
-  wire [1:0] \port$11871$0 ;
-  input \port$11872$0 ;
-  wire \port$11872$0 ;
+  input [255:0] \port$11873$0 ;
+  wire [255:0] \port$11873$0 ;
+  input [1:0] \port$11875$0 ;
+  wire [1:0] \port$11875$0 ;
+  input \port$11876$0 ;
+  wire \port$11876$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21593,7 +21593,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+      storage[w_port__addr] <= { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21692,14 +21692,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
-  assign w_data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+  assign w_port__data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
+  assign w_data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11869$0 , \port$11871$0 , \port$11872$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11873$0 , \port$11875$0 , \port$11876$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21741,12 +21741,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11869$0 ;
-  wire [255:0] \port$11869$0 ;
-  input [1:0] \port$11871$0 ;
-  wire [1:0] \port$11871$0 ;
-  input \port$11872$0 ;
-  wire \port$11872$0 ;
+  input [255:0] \port$11873$0 ;
+  wire [255:0] \port$11873$0 ;
+  input [1:0] \port$11875$0 ;
+  wire [1:0] \port$11875$0 ;
+  input \port$11876$0 ;
+  wire \port$11876$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21778,7 +21778,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+      storage[w_port__addr] <= { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21877,8 +21877,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
-  assign w_data = { \port$11872$0 , \port$11871$0 , \port$11869$0  };
+  assign w_port__data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
+  assign w_data = { \port$11876$0 , \port$11875$0 , \port$11873$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -27460,9 +27460,9 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$6343$0 , w_en, \port$63
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$10222$0 , \port$10265$0 , \port$10308$0 , \port$10351$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$12332$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$14217$0 , clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$10226$0 , \port$10269$0 , \port$10312$0 , \port$10355$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$12336$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$14221$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28157,18 +28157,18 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$10222$0 ;
-  wire \port$10222$0 ;
-  input \port$10265$0 ;
-  wire \port$10265$0 ;
-  input \port$10308$0 ;
-  wire \port$10308$0 ;
-  input \port$10351$0 ;
-  wire \port$10351$0 ;
-  input [29:0] \port$12332$2 ;
-  wire [29:0] \port$12332$2 ;
-  input [511:0] \port$14217$0 ;
-  wire [511:0] \port$14217$0 ;
+  input \port$10226$0 ;
+  wire \port$10226$0 ;
+  input \port$10269$0 ;
+  wire \port$10269$0 ;
+  input \port$10312$0 ;
+  wire \port$10312$0 ;
+  input \port$10355$0 ;
+  wire \port$10355$0 ;
+  input [29:0] \port$12336$2 ;
+  wire [29:0] \port$12336$2 ;
+  input [511:0] \port$14221$0 ;
+  wire [511:0] \port$14221$0 ;
   input \port$4330$0 ;
   wire \port$4330$0 ;
   input \port$4341$0 ;
@@ -28322,219 +28322,219 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$12332$2 [9:0] == 5'h1a;
+  assign \$295  = \port$12336$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$12332$2 [9:0] == 5'h1b;
+  assign \$301  = \port$12336$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$12332$2 [9:0] == 5'h1c;
+  assign \$307  = \port$12336$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$12332$2 [9:0] == 5'h1d;
+  assign \$313  = \port$12336$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$12332$2 [9:0] == 6'h20;
+  assign \$319  = \port$12336$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$12332$2 [9:0] == 6'h21;
+  assign \$325  = \port$12336$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$12332$2 [9:0] == 6'h22;
+  assign \$331  = \port$12336$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$12332$2 [9:0] == 6'h23;
+  assign \$337  = \port$12336$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$12332$2 [9:0] == 6'h24;
+  assign \$343  = \port$12336$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$12332$2 [9:0] == 6'h25;
+  assign \$349  = \port$12336$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$12332$2 [9:0] == 6'h26;
+  assign \$355  = \port$12336$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$12332$2 [9:0] == 6'h27;
+  assign \$361  = \port$12336$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$12332$2 [9:0] == 6'h28;
+  assign \$367  = \port$12336$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$12332$2 [9:0] == 6'h29;
+  assign \$373  = \port$12336$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$12332$2 [9:0] == 6'h2a;
+  assign \$379  = \port$12336$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$12332$2 [9:0] == 6'h2b;
+  assign \$385  = \port$12336$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$12332$2 [9:0] == 6'h2c;
+  assign \$391  = \port$12336$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$12332$2 [9:0] == 6'h2d;
+  assign \$397  = \port$12336$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$12332$2 [9:0] == 6'h2e;
+  assign \$403  = \port$12336$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$12332$2 [9:0] == 6'h2f;
+  assign \$409  = \port$12336$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$12332$2 [9:0] == 6'h30;
+  assign \$415  = \port$12336$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$12332$2 [9:0] == 6'h31;
+  assign \$421  = \port$12336$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$12332$2 [9:0] == 6'h32;
+  assign \$427  = \port$12336$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$12332$2 [9:0] == 6'h33;
+  assign \$433  = \port$12336$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$12332$2 [9:0] == 6'h34;
+  assign \$439  = \port$12336$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$12332$2 [9:0] == 6'h35;
+  assign \$445  = \port$12336$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$12332$2 [9:0] == 6'h36;
+  assign \$451  = \port$12336$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$12332$2 [9:0] == 6'h37;
+  assign \$457  = \port$12336$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$12332$2 [9:0] == 6'h38;
+  assign \$463  = \port$12336$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$12332$2 [9:0] == 6'h39;
+  assign \$469  = \port$12336$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$12332$2 [9:0] == 6'h3a;
+  assign \$475  = \port$12336$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$12332$2 [9:0] == 6'h3b;
+  assign \$481  = \port$12336$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$12332$2 [9:0] == 6'h3c;
+  assign \$487  = \port$12336$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$12332$2 [9:0] == 6'h3d;
+  assign \$493  = \port$12336$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$12332$2 [9:0] == 6'h3e;
+  assign \$499  = \port$12336$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$12332$2 [9:0] == 6'h3f;
+  assign \$505  = \port$12336$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$12332$2 [9:0] == 7'h40;
+  assign \$511  = \port$12336$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$12332$2 [9:0] == 7'h41;
+  assign \$517  = \port$12336$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$12332$2 [9:0] == 7'h42;
+  assign \$523  = \port$12336$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$12332$2 [9:0] == 7'h43;
+  assign \$529  = \port$12336$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$12332$2 [9:0] == 7'h44;
+  assign \$535  = \port$12336$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$12332$2 [9:0] == 7'h45;
+  assign \$541  = \port$12336$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$12332$2 [9:0] == 7'h46;
+  assign \$547  = \port$12336$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$12332$2 [9:0] == 7'h47;
+  assign \$553  = \port$12336$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$12332$2 [9:0] == 7'h48;
+  assign \$559  = \port$12336$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$12332$2 [9:0] == 7'h49;
+  assign \$565  = \port$12336$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$12332$2 [9:0] == 7'h4a;
+  assign \$571  = \port$12336$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$12332$2 [9:0] == 7'h4b;
+  assign \$577  = \port$12336$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$12332$2 [9:0] == 7'h4c;
+  assign \$583  = \port$12336$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$12332$2 [9:0] == 7'h4d;
+  assign \$589  = \port$12336$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$12332$2 [9:0] == 7'h4e;
+  assign \$595  = \port$12336$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$12332$2 [9:0] == 7'h4f;
+  assign \$601  = \port$12336$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$12332$2 [9:0] == 7'h50;
+  assign \$607  = \port$12336$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$12332$2 [9:0] == 7'h51;
+  assign \$613  = \port$12336$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -28578,215 +28578,215 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$12332$2 [9:0];
+  assign \$3  = ! \port$12336$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$12332$2 [9:0] == 1'h1;
+  assign \$5  = \port$12336$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$12332$2 [9:0] == 2'h2;
+  assign \$7  = \port$12336$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$12332$2 [9:0] == 2'h3;
+  assign \$9  = \port$12336$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$12332$2 [9:0] == 3'h4;
+  assign \$11  = \port$12336$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$12332$2 [9:0] == 3'h5;
+  assign \$13  = \port$12336$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$12332$2 [9:0] == 3'h6;
+  assign \$15  = \port$12336$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$12332$2 [9:0] == 4'h8;
+  assign \$17  = \port$12336$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$12332$2 [9:0] == 4'h9;
+  assign \$19  = \port$12336$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$12332$2 [9:0] == 4'ha;
+  assign \$21  = \port$12336$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$12332$2 [9:0] == 4'hb;
+  assign \$23  = \port$12336$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$12332$2 [9:0] == 5'h14;
+  assign \$25  = \port$12336$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$12332$2 [9:0] == 5'h15;
+  assign \$27  = \port$12336$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$12332$2 [9:0] == 5'h16;
+  assign \$29  = \port$12336$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$12332$2 [9:0] == 5'h18;
+  assign \$31  = \port$12336$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$12332$2 [9:0] == 5'h19;
+  assign \$33  = \port$12336$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$12332$2 [9:0] == 5'h1a;
+  assign \$35  = \port$12336$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$12332$2 [9:0] == 5'h1b;
+  assign \$37  = \port$12336$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$12332$2 [9:0] == 5'h1c;
+  assign \$39  = \port$12336$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$12332$2 [9:0] == 5'h1d;
+  assign \$41  = \port$12336$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$12332$2 [9:0] == 6'h20;
+  assign \$43  = \port$12336$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$12332$2 [9:0] == 6'h21;
+  assign \$45  = \port$12336$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$12332$2 [9:0] == 6'h22;
+  assign \$47  = \port$12336$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$12332$2 [9:0] == 6'h23;
+  assign \$49  = \port$12336$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$12332$2 [9:0] == 6'h24;
+  assign \$51  = \port$12336$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$12332$2 [9:0] == 6'h25;
+  assign \$53  = \port$12336$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$12332$2 [9:0] == 6'h26;
+  assign \$55  = \port$12336$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$12332$2 [9:0] == 6'h27;
+  assign \$57  = \port$12336$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$12332$2 [9:0] == 6'h28;
+  assign \$59  = \port$12336$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$12332$2 [9:0] == 6'h29;
+  assign \$61  = \port$12336$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$12332$2 [9:0] == 6'h2a;
+  assign \$63  = \port$12336$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$12332$2 [9:0] == 6'h2b;
+  assign \$65  = \port$12336$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$12332$2 [9:0] == 6'h2c;
+  assign \$67  = \port$12336$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$12332$2 [9:0] == 6'h2d;
+  assign \$69  = \port$12336$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$12332$2 [9:0] == 6'h2e;
+  assign \$71  = \port$12336$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$12332$2 [9:0] == 6'h2f;
+  assign \$73  = \port$12336$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$12332$2 [9:0] == 6'h30;
+  assign \$75  = \port$12336$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$12332$2 [9:0] == 6'h31;
+  assign \$77  = \port$12336$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$12332$2 [9:0] == 6'h32;
+  assign \$79  = \port$12336$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$12332$2 [9:0] == 6'h33;
+  assign \$81  = \port$12336$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$12332$2 [9:0] == 6'h34;
+  assign \$83  = \port$12336$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$12332$2 [9:0] == 6'h35;
+  assign \$85  = \port$12336$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$12332$2 [9:0] == 6'h36;
+  assign \$87  = \port$12336$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$12332$2 [9:0] == 6'h37;
+  assign \$89  = \port$12336$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$12332$2 [9:0] == 6'h38;
+  assign \$91  = \port$12336$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$12332$2 [9:0] == 6'h39;
+  assign \$93  = \port$12336$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$12332$2 [9:0] == 6'h3a;
+  assign \$95  = \port$12336$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$12332$2 [9:0] == 6'h3b;
+  assign \$97  = \port$12336$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$12332$2 [9:0] == 6'h3c;
+  assign \$99  = \port$12336$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$12332$2 [9:0] == 6'h3d;
+  assign \$101  = \port$12336$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$12332$2 [9:0] == 6'h3e;
+  assign \$103  = \port$12336$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$12332$2 [9:0] == 6'h3f;
+  assign \$105  = \port$12336$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$12332$2 [9:0] == 7'h40;
+  assign \$107  = \port$12336$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$12332$2 [9:0] == 7'h41;
+  assign \$109  = \port$12336$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$12332$2 [9:0] == 7'h42;
+  assign \$111  = \port$12336$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$12332$2 [9:0] == 7'h43;
+  assign \$113  = \port$12336$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$12332$2 [9:0] == 7'h44;
+  assign \$115  = \port$12336$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$12332$2 [9:0] == 7'h45;
+  assign \$117  = \port$12336$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$12332$2 [9:0] == 7'h46;
+  assign \$119  = \port$12336$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$12332$2 [9:0] == 7'h47;
+  assign \$121  = \port$12336$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$12332$2 [9:0] == 7'h48;
+  assign \$123  = \port$12336$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$12332$2 [9:0] == 7'h49;
+  assign \$125  = \port$12336$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$12332$2 [9:0] == 7'h4a;
+  assign \$127  = \port$12336$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$12332$2 [9:0] == 7'h4b;
+  assign \$129  = \port$12336$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$12332$2 [9:0] == 7'h4c;
+  assign \$131  = \port$12336$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$12332$2 [9:0] == 7'h4d;
+  assign \$133  = \port$12336$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$12332$2 [9:0] == 7'h4e;
+  assign \$135  = \port$12336$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$12332$2 [9:0] == 7'h4f;
+  assign \$137  = \port$12336$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$12332$2 [9:0] == 7'h50;
+  assign \$139  = \port$12336$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$12332$2 [9:0] == 7'h51;
+  assign \$141  = \port$12336$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -28835,72 +28835,72 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$12332$2 [9:0];
+  assign \$189  = ! \port$12336$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$12332$2 [9:0] == 1'h1;
+  assign \$195  = \port$12336$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$12332$2 [9:0] == 2'h2;
+  assign \$201  = \port$12336$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$12332$2 [9:0] == 2'h3;
+  assign \$207  = \port$12336$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$12332$2 [9:0] == 3'h4;
+  assign \$213  = \port$12336$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$12332$2 [9:0] == 3'h5;
+  assign \$219  = \port$12336$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$12332$2 [9:0] == 3'h6;
+  assign \$225  = \port$12336$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$12332$2 [9:0] == 4'h8;
+  assign \$231  = \port$12336$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$12332$2 [9:0] == 4'h9;
+  assign \$243  = \port$12336$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$12332$2 [9:0] == 4'ha;
+  assign \$251  = \port$12336$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$12332$2 [9:0] == 4'hb;
+  assign \$259  = \port$12336$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$12332$2 [9:0] == 5'h14;
+  assign \$265  = \port$12336$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$12332$2 [9:0] == 5'h15;
+  assign \$271  = \port$12336$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$12332$2 [9:0] == 5'h16;
+  assign \$277  = \port$12336$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$12332$2 [9:0] == 5'h18;
+  assign \$283  = \port$12336$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$12332$2 [9:0] == 5'h19;
+  assign \$289  = \port$12336$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -29772,8 +29772,8 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$12332$2 , 2'h0 };
-  assign work_qready = { \port$10351$0 , \port$10308$0 , \port$10265$0 , \port$10222$0  };
+  assign bus__addr = { \port$12336$2 , 2'h0 };
+  assign work_qready = { \port$10355$0 , \port$10312$0 , \port$10269$0 , \port$10226$0  };
   assign work_qreset = { \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0  };
   assign q_head0_word = \port$5933$0 [31:0];
   assign q_head1_word = \port$5933$0 [63:32];
@@ -29807,22 +29807,22 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$6023$0 [191:160];
   assign q_head30_word = \port$6023$0 [223:192];
   assign q_head31_word = \port$6023$0 [255:224];
-  assign event0_value = \port$14217$0 [31:0];
-  assign event1_value = \port$14217$0 [63:32];
-  assign event2_value = \port$14217$0 [95:64];
-  assign event3_value = \port$14217$0 [127:96];
-  assign event4_value = \port$14217$0 [159:128];
-  assign event5_value = \port$14217$0 [191:160];
-  assign event6_value = \port$14217$0 [223:192];
-  assign event7_value = \port$14217$0 [255:224];
-  assign event8_value = \port$14217$0 [287:256];
-  assign event9_value = \port$14217$0 [319:288];
-  assign event10_value = \port$14217$0 [351:320];
-  assign event11_value = \port$14217$0 [383:352];
-  assign event12_value = \port$14217$0 [415:384];
-  assign event13_value = \port$14217$0 [447:416];
-  assign event14_value = \port$14217$0 [479:448];
-  assign event15_value = \port$14217$0 [511:480];
+  assign event0_value = \port$14221$0 [31:0];
+  assign event1_value = \port$14221$0 [63:32];
+  assign event2_value = \port$14221$0 [95:64];
+  assign event3_value = \port$14221$0 [127:96];
+  assign event4_value = \port$14221$0 [159:128];
+  assign event5_value = \port$14221$0 [191:160];
+  assign event6_value = \port$14221$0 [223:192];
+  assign event7_value = \port$14221$0 [255:224];
+  assign event8_value = \port$14221$0 [287:256];
+  assign event9_value = \port$14221$0 [319:288];
+  assign event10_value = \port$14221$0 [351:320];
+  assign event11_value = \port$14221$0 [383:352];
+  assign event12_value = \port$14221$0 [415:384];
+  assign event13_value = \port$14221$0 [447:416];
+  assign event14_value = \port$14221$0 [479:448];
+  assign event15_value = \port$14221$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -29837,7 +29837,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$10351$0 , \port$10308$0 , \port$10265$0 , \port$10222$0  };
+  assign \$233  = { 1'h0, \port$10355$0 , \port$10312$0 , \port$10269$0 , \port$10226$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0 , 16'h0000 };
@@ -29932,37 +29932,37 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$6023$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$14217$0 [31:0] };
+  assign \$513  = { 1'h0, \port$14221$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$14217$0 [63:32] };
+  assign \$519  = { 1'h0, \port$14221$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$14217$0 [95:64] };
+  assign \$525  = { 1'h0, \port$14221$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$14217$0 [127:96] };
+  assign \$531  = { 1'h0, \port$14221$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$14217$0 [159:128] };
+  assign \$537  = { 1'h0, \port$14221$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$14217$0 [191:160] };
+  assign \$543  = { 1'h0, \port$14221$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$14217$0 [223:192] };
+  assign \$549  = { 1'h0, \port$14221$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$14217$0 [255:224] };
+  assign \$555  = { 1'h0, \port$14221$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$14217$0 [287:256] };
+  assign \$561  = { 1'h0, \port$14221$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$14217$0 [319:288] };
+  assign \$567  = { 1'h0, \port$14221$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$14217$0 [351:320] };
+  assign \$573  = { 1'h0, \port$14221$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$14217$0 [383:352] };
+  assign \$579  = { 1'h0, \port$14221$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$14217$0 [415:384] };
+  assign \$585  = { 1'h0, \port$14221$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$14217$0 [447:416] };
+  assign \$591  = { 1'h0, \port$14221$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$14217$0 [479:448] };
+  assign \$597  = { 1'h0, \port$14221$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$14217$0 [511:480] };
+  assign \$603  = { 1'h0, \port$14221$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -30861,8 +30861,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
     .deskew2_0(\$298 ),
     .out_valid(acc_wr__en),
     .pe3_3_psum(\$295 ),
-    .\port$13231$0 (a_meta_q3[1:0]),
-    .\port$13235$0 (b_meta_q3),
+    .\port$13235$0 (a_meta_q3[1:0]),
+    .\port$13239$0 (b_meta_q3),
     .reset(reset),
     .rst(rst),
     .w_data(w_data),
@@ -32166,7 +32166,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_transpose, pe3_3_psum, out_valid, deskew0_2, deskew1_1, deskew2_0, a_data, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, \port$13235$0 , \port$13239$0 , w_transpose, pe3_3_psum, out_valid, deskew0_2, deskew1_1, deskew2_0, a_data, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32592,10 +32592,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [1:0] \port$13231$0 ;
-  wire [1:0] \port$13231$0 ;
-  input [3:0] \port$13235$0 ;
-  wire [3:0] \port$13235$0 ;
+  input [1:0] \port$13235$0 ;
+  wire [1:0] \port$13235$0 ;
+  input [3:0] \port$13239$0 ;
+  wire [3:0] \port$13239$0 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32650,12 +32650,12 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   wire \wcol3.en ;
   wire [1:0] \wcol3.row ;
   wire \wcol3.transpose ;
-  assign \$1  = ! \port$13235$0 [2:1];
-  assign \$2  = \port$13235$0 [2:1] == 1'h1;
+  assign \$1  = ! \port$13239$0 [2:1];
+  assign \$2  = \port$13239$0 [2:1] == 1'h1;
   assign \$3  = w_transpose ? \$1  : \$2 ;
-  assign \$4  = \port$13235$0 [0] & \$3 ;
-  assign \$5  = \port$13231$0 [1] == \port$13235$0 [3];
-  assign \$6  = \port$13231$0 [0] & \$5 ;
+  assign \$4  = \port$13239$0 [0] & \$3 ;
+  assign \$5  = \port$13235$0 [1] == \port$13239$0 [3];
+  assign \$6  = \port$13235$0 [0] & \$5 ;
   assign \$8  = \$4  & \$7 ;
   assign \$9  = wcol1[2:1] == 1'h1;
   assign \$10  = wcol1[2:1] == 1'h1;
@@ -32678,13 +32678,13 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$29  = pe1_1_bank == wcol3[4];
   assign \$30  = pe1_1_v & \$29 ;
   assign \$32  = \$28  & \$31 ;
-  assign \$33  = ! \port$13235$0 [2:1];
-  assign \$34  = \port$13235$0 [2:1] == 2'h2;
+  assign \$33  = ! \port$13239$0 [2:1];
+  assign \$34  = \port$13239$0 [2:1] == 2'h2;
   assign \$35  = w_transpose ? \$33  : \$34 ;
-  assign \$36  = \port$13235$0 [0] & \$35 ;
-  assign \$37  = \port$13231$0 [1] == \port$13235$0 [3];
-  assign \$38  = \port$13231$0 [0] & \$37 ;
-  assign \$39  = skew2_0_bank == \port$13235$0 [3];
+  assign \$36  = \port$13239$0 [0] & \$35 ;
+  assign \$37  = \port$13235$0 [1] == \port$13239$0 [3];
+  assign \$38  = \port$13235$0 [0] & \$37 ;
+  assign \$39  = skew2_0_bank == \port$13239$0 [3];
   assign \$40  = skew2_0_v & \$39 ;
   assign \$41  = | { \$40 , \$38  };
   assign \$42  = \$36  & \$41 ;
@@ -32718,15 +32718,15 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$70  = pe2_1_v & \$69 ;
   assign \$71  = | { \$70 , \$68  };
   assign \$72  = \$66  & \$71 ;
-  assign \$73  = ! \port$13235$0 [2:1];
-  assign \$74  = \port$13235$0 [2:1] == 2'h3;
+  assign \$73  = ! \port$13239$0 [2:1];
+  assign \$74  = \port$13239$0 [2:1] == 2'h3;
   assign \$75  = w_transpose ? \$73  : \$74 ;
-  assign \$76  = \port$13235$0 [0] & \$75 ;
-  assign \$77  = \port$13231$0 [1] == \port$13235$0 [3];
-  assign \$78  = \port$13231$0 [0] & \$77 ;
-  assign \$79  = skew3_0_bank == \port$13235$0 [3];
+  assign \$76  = \port$13239$0 [0] & \$75 ;
+  assign \$77  = \port$13235$0 [1] == \port$13239$0 [3];
+  assign \$78  = \port$13235$0 [0] & \$77 ;
+  assign \$79  = skew3_0_bank == \port$13239$0 [3];
   assign \$80  = skew3_0_v & \$79 ;
-  assign \$81  = skew3_1_bank == \port$13235$0 [3];
+  assign \$81  = skew3_1_bank == \port$13239$0 [3];
   assign \$82  = skew3_1_v & \$81 ;
   assign \$83  = | { \$82 , \$80 , \$78  };
   assign \$84  = \$76  & \$83 ;
@@ -32767,14 +32767,14 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$119  = | { \$118 , \$116 , \$114  };
   assign \$120  = \$112  & \$119 ;
   assign w_conflict = | { \$120 , \$108 , \$96 , \$84 , \$72 , \$62 , \$52 , \$42 , \$32 , \$24 , \$16 , \$8  };
-  assign \$121  = ! \port$13235$0 [2:1];
-  assign \$122  = ! \port$13235$0 [2:1];
+  assign \$121  = ! \port$13239$0 [2:1];
+  assign \$122  = ! \port$13239$0 [2:1];
   assign \$123  = w_transpose ? \$121  : \$122 ;
-  assign \$124  = \port$13235$0 [0] & \$123 ;
-  assign \$127  = \port$13231$0 [0] ? a_data[7:0] : 8'h00;
-  assign \$128  = \port$13231$0 [1] ? pe0_0_w1 : pe0_0_w0;
+  assign \$124  = \port$13239$0 [0] & \$123 ;
+  assign \$127  = \port$13235$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$128  = \port$13235$0 [1] ? pe0_0_w1 : pe0_0_w0;
   assign \$129  = $signed(\$127 ) * $signed(\$128 );
-  assign \$130  = \port$13231$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$130  = \port$13235$0 [0] ? a_data[7:0] : 8'h00;
   assign \$131  = wcol1[2:1] == 1'h1;
   assign \$132  = ! wcol1[2:1];
   assign \$133  = wcol1[3] ? \$131  : \$132 ;
@@ -32799,11 +32799,11 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$152  = wcol3[3] ? wcol3[12:5] : wcol3[36:29];
   assign \$153  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$154  = $signed(pe0_2_a) * $signed(\$153 );
-  assign \$155  = \port$13231$0 [0] ? a_data[15:8] : 8'h00;
-  assign \$156  = ! \port$13235$0 [2:1];
-  assign \$157  = \port$13235$0 [2:1] == 1'h1;
+  assign \$155  = \port$13235$0 [0] ? a_data[15:8] : 8'h00;
+  assign \$156  = ! \port$13239$0 [2:1];
+  assign \$157  = \port$13239$0 [2:1] == 1'h1;
   assign \$158  = w_transpose ? \$156  : \$157 ;
-  assign \$159  = \port$13235$0 [0] & \$158 ;
+  assign \$159  = \port$13239$0 [0] & \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$161  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$162  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
@@ -32834,11 +32834,11 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$189  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$190  = $signed(pe1_2_a) * $signed(\$189 );
   assign \$191  = $signed(pe0_3_psum) + $signed(\$190 );
-  assign \$192  = \port$13231$0 [0] ? a_data[23:16] : 8'h00;
-  assign \$193  = ! \port$13235$0 [2:1];
-  assign \$194  = \port$13235$0 [2:1] == 2'h2;
+  assign \$192  = \port$13235$0 [0] ? a_data[23:16] : 8'h00;
+  assign \$193  = ! \port$13239$0 [2:1];
+  assign \$194  = \port$13239$0 [2:1] == 2'h2;
   assign \$195  = w_transpose ? \$193  : \$194 ;
-  assign \$196  = \port$13235$0 [0] & \$195 ;
+  assign \$196  = \port$13239$0 [0] & \$195 ;
   assign \$197  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$198  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$199  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
@@ -32869,11 +32869,11 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   assign \$226  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$227  = $signed(pe2_2_a) * $signed(\$226 );
   assign \$228  = $signed(pe1_3_psum) + $signed(\$227 );
-  assign \$229  = \port$13231$0 [0] ? a_data[31:24] : 8'h00;
-  assign \$230  = ! \port$13235$0 [2:1];
-  assign \$231  = \port$13235$0 [2:1] == 2'h3;
+  assign \$229  = \port$13235$0 [0] ? a_data[31:24] : 8'h00;
+  assign \$230  = ! \port$13239$0 [2:1];
+  assign \$231  = \port$13239$0 [2:1] == 2'h3;
   assign \$232  = w_transpose ? \$230  : \$231 ;
-  assign \$233  = \port$13235$0 [0] & \$232 ;
+  assign \$233  = \port$13239$0 [0] & \$232 ;
   assign \$234  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$235  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$236  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
@@ -32921,7 +32921,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   always @(posedge clk)
     pe0_0_v <= \$271 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$13231$0 [1];
+    pe0_0_bank <= \port$13235$0 [1];
   always @(posedge clk)
     pe0_1_w1 <= \$272 ;
   always @(posedge clk)
@@ -32957,7 +32957,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   always @(posedge clk)
     skew1_0_v <= \$280 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$13231$0 [1];
+    skew1_0_bank <= \port$13235$0 [1];
   always @(posedge clk)
     pe1_0_w1 <= \$281 ;
   always @(posedge clk)
@@ -33005,7 +33005,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   always @(posedge clk)
     skew2_0_v <= \$292 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$13231$0 [1];
+    skew2_0_bank <= \port$13235$0 [1];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -33059,7 +33059,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   always @(posedge clk)
     skew3_0_v <= \$305 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$13231$0 [1];
+    skew3_0_bank <= \port$13235$0 [1];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -33130,7 +33130,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     deskew2_0 <= pe3_2_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$266  = { w_data, \port$13235$0 [3], w_transpose, \port$13235$0 [2:0] };
+    \$266  = { w_data, \port$13239$0 [3], w_transpose, \port$13239$0 [2:0] };
     if (reset[2]) begin
       \$266  = 37'h0000000000;
     end
@@ -33162,7 +33162,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$269  = pe0_0_w1;
     if (\$124 ) begin
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
         \$269  = \$125 ;
       end
     end
@@ -33172,7 +33172,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     \$270  = pe0_0_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
       end else begin
         \$270  = \$126 ;
       end
@@ -33180,7 +33180,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$271  = \port$13231$0 [0];
+    \$271  = \port$13235$0 [0];
     if (reset[2]) begin
       \$271  = 1'h0;
     end
@@ -33270,7 +33270,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$280  = \port$13231$0 [0];
+    \$280  = \port$13235$0 [0];
     if (reset[2]) begin
       \$280  = 1'h0;
     end
@@ -33282,7 +33282,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$281  = pe1_0_w1;
     if (\$159 ) begin
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
         \$281  = \$160 ;
       end
     end
@@ -33292,7 +33292,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     \$282  = pe1_0_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
       end else begin
         \$282  = \$161 ;
       end
@@ -33390,7 +33390,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$292  = \port$13231$0 [0];
+    \$292  = \port$13235$0 [0];
     if (reset[2]) begin
       \$292  = 1'h0;
     end
@@ -33412,7 +33412,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$294  = pe2_0_w1;
     if (\$196 ) begin
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
         \$294  = \$197 ;
       end
     end
@@ -33422,7 +33422,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     \$295  = pe2_0_w0;
     if (\$196 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
       end else begin
         \$295  = \$198 ;
       end
@@ -33520,7 +33520,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$305  = \port$13231$0 [0];
+    \$305  = \port$13235$0 [0];
     if (reset[2]) begin
       \$305  = 1'h0;
     end
@@ -33552,7 +33552,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$308  = pe3_0_w1;
     if (\$233 ) begin
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
         \$308  = \$234 ;
       end
     end
@@ -33562,7 +33562,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
     \$309  = pe3_0_w0;
     if (\$233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$13235$0 [3]) begin
+      if (\port$13239$0 [3]) begin
       end else begin
         \$309  = \$235 ;
       end
@@ -33668,18 +33668,18 @@ module \kaki_soc_4x4.gemm.array (rst, reset, \port$13231$0 , \port$13235$0 , w_t
       \$319  = 1'h0;
     end
   end
-  assign wcol0 = { w_data, \port$13235$0 [3], w_transpose, \port$13235$0 [2:0] };
-  assign w_en = \port$13235$0 [0];
-  assign w_row = \port$13235$0 [2:1];
-  assign w_bank = \port$13235$0 [3];
+  assign wcol0 = { w_data, \port$13239$0 [3], w_transpose, \port$13239$0 [2:0] };
+  assign w_en = \port$13239$0 [0];
+  assign w_row = \port$13239$0 [2:1];
+  assign w_bank = \port$13239$0 [3];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid_q = out_valid;
-  assign a_valid = \port$13231$0 [0];
-  assign a_bank = \port$13231$0 [1];
-  assign \wcol0.en  = \port$13235$0 [0];
-  assign \wcol0.row  = \port$13235$0 [2:1];
+  assign a_valid = \port$13235$0 [0];
+  assign a_bank = \port$13235$0 [1];
+  assign \wcol0.en  = \port$13239$0 [0];
+  assign \wcol0.row  = \port$13239$0 [2:1];
   assign \wcol0.transpose  = w_transpose;
-  assign \wcol0.bank  = \port$13235$0 [3];
+  assign \wcol0.bank  = \port$13239$0 [3];
   assign \wcol0.data  = w_data;
   assign \wcol1.en  = wcol1[0];
   assign \wcol1.row  = wcol1[2:1];
@@ -33713,7 +33713,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$187 , \w_en$192 , \w_en$197 , \w_en$202 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$10390$0 , \port$10396$0 , \port$10397$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$10394$0 , \port$10400$0 , \port$10401$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -34680,12 +34680,12 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$10390$0 ;
-  wire [15:0] \port$10390$0 ;
-  output [4:0] \port$10396$0 ;
-  wire [4:0] \port$10396$0 ;
-  output [223:0] \port$10397$32 ;
-  wire [223:0] \port$10397$32 ;
+  output [15:0] \port$10394$0 ;
+  wire [15:0] \port$10394$0 ;
+  output [4:0] \port$10400$0 ;
+  wire [4:0] \port$10400$0 ;
+  output [223:0] \port$10401$32 ;
+  wire [223:0] \port$10401$32 ;
   input [257:0] \port$5933$0 ;
   wire [257:0] \port$5933$0 ;
   input [257:0] \port$5963$0 ;
@@ -36268,7 +36268,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$103  = ! \port$5993$0 [15:9];
   \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$12360$16 (retire__0__tag),
+    .\port$12364$16 (retire__0__tag),
     .\port$3935$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -36278,7 +36278,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$12364$16 (retire__1__tag),
+    .\port$12368$16 (retire__1__tag),
     .\port$3961$0 (retire__1__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$217 ),
@@ -36288,7 +36288,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$12368$16 (retire__2__tag),
+    .\port$12372$16 (retire__2__tag),
     .\port$3981$0 (retire__2__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$219 ),
@@ -36298,7 +36298,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$12376$16 (retire__4__tag),
+    .\port$12380$16 (retire__4__tag),
     .\port$4036$0 (retire__4__error),
     .r_data(\r_data$349 ),
     .r_en(\r_en$223 ),
@@ -36308,7 +36308,7 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_4x4.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$12372$16 (retire__3__tag),
+    .\port$12376$16 (retire__3__tag),
     .\port$4001$0 (retire__3__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$221 ),
@@ -42578,9 +42578,9 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$291  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$10390$0  = \$325 [15:0];
-  assign \port$10396$0  = \$326 ;
-  assign \port$10397$32  = \$327 [255:32];
+  assign \port$10394$0  = \$325 [15:0];
+  assign \port$10400$0  = \$326 ;
+  assign \port$10401$32  = \$327 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -42611,194 +42611,8 @@ module \kaki_soc_4x4.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$12360$16 , r_rdy, clk);
+module \kaki_soc_4x4.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$12364$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$12360$16 ;
-  wire [15:0] \port$12360$16 ;
-  input [7:0] \port$3935$0 ;
-  wire [7:0] \port$3935$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$12360$16 , \port$3935$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$12360$16 , \port$3935$0  };
-  assign w_data = { \port$12360$16 , \port$3935$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$12364$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -42841,8 +42655,8 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   wire [3:0] level;
   input [15:0] \port$12364$16 ;
   wire [15:0] \port$12364$16 ;
-  input [7:0] \port$3961$0 ;
-  wire [7:0] \port$3961$0 ;
+  input [7:0] \port$3935$0 ;
+  wire [7:0] \port$3935$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42877,7 +42691,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12364$16 , \port$3961$0  };
+      storage[w_port__addr] <= { \port$12364$16 , \port$3935$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42929,7 +42743,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -42939,7 +42753,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -42949,7 +42763,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -42962,7 +42776,7 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -42976,15 +42790,15 @@ module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12364$16 , \port$3961$0  };
-  assign w_data = { \port$12364$16 , \port$3961$0  };
+  assign w_port__data = { \port$12364$16 , \port$3935$0  };
+  assign w_data = { \port$12364$16 , \port$3935$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$12368$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \kaki_soc_4x4.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$12368$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -43027,8 +42841,8 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   wire [3:0] level;
   input [15:0] \port$12368$16 ;
   wire [15:0] \port$12368$16 ;
-  input [7:0] \port$3981$0 ;
-  wire [7:0] \port$3981$0 ;
+  input [7:0] \port$3961$0 ;
+  wire [7:0] \port$3961$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -43063,7 +42877,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12368$16 , \port$3981$0  };
+      storage[w_port__addr] <= { \port$12368$16 , \port$3961$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -43115,7 +42929,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -43125,7 +42939,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -43135,7 +42949,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -43148,7 +42962,7 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -43162,201 +42976,15 @@ module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12368$16 , \port$3981$0  };
-  assign w_data = { \port$12368$16 , \port$3981$0  };
+  assign w_port__data = { \port$12368$16 , \port$3961$0  };
+  assign w_data = { \port$12368$16 , \port$3961$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$12376$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$12376$16 ;
-  wire [15:0] \port$12376$16 ;
-  input [7:0] \port$4036$0 ;
-  wire [7:0] \port$4036$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$12376$16 , \port$4036$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$12376$16 , \port$4036$0  };
-  assign w_data = { \port$12376$16 , \port$4036$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$12372$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+module \kaki_soc_4x4.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$12372$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -43399,6 +43027,378 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   wire [3:0] level;
   input [15:0] \port$12372$16 ;
   wire [15:0] \port$12372$16 ;
+  input [7:0] \port$3981$0 ;
+  wire [7:0] \port$3981$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$12372$16 , \port$3981$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$12372$16 , \port$3981$0  };
+  assign w_data = { \port$12372$16 , \port$3981$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$12380$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$12380$16 ;
+  wire [15:0] \port$12380$16 ;
+  input [7:0] \port$4036$0 ;
+  wire [7:0] \port$4036$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$12380$16 , \port$4036$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$12380$16 , \port$4036$0  };
+  assign w_data = { \port$12380$16 , \port$4036$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$12376$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$12376$16 ;
+  wire [15:0] \port$12376$16 ;
   input [7:0] \port$4001$0 ;
   wire [7:0] \port$4001$0 ;
   (* init = 3'h0 *)
@@ -43435,7 +43435,7 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12372$16 , \port$4001$0  };
+      storage[w_port__addr] <= { \port$12376$16 , \port$4001$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -43534,8 +43534,8 @@ module \kaki_soc_4x4.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12372$16 , \port$4001$0  };
-  assign w_data = { \port$12372$16 , \port$4001$0  };
+  assign w_port__data = { \port$12376$16 , \port$4001$0  };
+  assign w_data = { \port$12376$16 , \port$4001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -43726,7 +43726,7 @@ module \kaki_soc_4x4.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   reg peer_rd_inflight1 = 1'h0;
   reg peer_rd_inflight2 = 1'h0;
   reg peer_rd_inflight3 = 1'h0;
-  wire [2:0] peer_room_used;
+  wire [3:0] peer_room_used;
   reg [15:0] peer_to_read = 16'h0000;
   reg [15:0] peer_to_send = 16'h0000;
   wire [127:0] r_data;
@@ -43819,7 +43819,7 @@ module \kaki_soc_4x4.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   assign \$25  = level + \$24 ;
   assign \$26  = | peer_to_read;
   assign \$27  = ctl__busy & \$26 ;
-  assign \$28  = \$25 [2:0] < 3'h5;
+  assign \$28  = \$25 [3:0] < 3'h6;
   assign peer_rd_en = \$27  & \$28 ;
   assign \$29  = ~ peer_cmd[56];
   assign spad_rd__en = peer_rd_en & \$29 ;
@@ -44055,7 +44055,7 @@ module \kaki_soc_4x4.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   assign peer_busy = ctl__busy;
   assign failed = 1'h1;
   assign peer_hdr_valid = cmd__valid;
-  assign peer_room_used = \$25 [2:0];
+  assign peer_room_used = \$25 [3:0];
   assign acc_rd__addr = peer_rd_addr[12:0];
   assign w_en = peer_rd_inflight3;
   assign r_rdy = rows__valid;
@@ -44116,48 +44116,52 @@ module \kaki_soc_4x4.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
+  wire [3:0] \$12 ;
+  wire [3:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [3:0] \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire [3:0] \$23 ;
+  wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  reg [1:0] \$27 ;
-  reg [1:0] \$28 ;
-  reg [2:0] \$29 ;
+  wire [3:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire [3:0] \$3 ;
-  reg \$30 ;
+  wire \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg [2:0] \$33 ;
+  reg \$34 ;
   wire \$4 ;
-  wire [2:0] \$5 ;
-  wire \$6 ;
-  wire \$7 ;
+  wire \$5 ;
+  wire [3:0] \$6 ;
+  wire [3:0] \$7 ;
   wire \$8 ;
-  wire [2:0] \$9 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [127:0] r_data;
   wire [127:0] r_data;
   input r_en;
   wire r_en;
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [127:0] r_port__data;
   wire r_port__en;
   output r_rdy;
@@ -44171,17 +44175,18 @@ module \kaki_soc_4x4.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   wire w_en;
   output [2:0] w_level;
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [127:0] w_port__data;
   wire [127:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [127:0] storage [3:0];
+  reg [127:0] storage [4:0];
   initial begin
     storage[0] = 128'h00000000000000000000000000000000;
     storage[1] = 128'h00000000000000000000000000000000;
     storage[2] = 128'h00000000000000000000000000000000;
     storage[3] = 128'h00000000000000000000000000000000;
+    storage[4] = 128'h00000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -44194,7 +44199,7 @@ module \kaki_soc_4x4.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h4;
+  assign w_rdy = inner_level != 3'h5;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -44202,91 +44207,95 @@ module \kaki_soc_4x4.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = ~ r_rdy;
-  assign \$7  = \$6  | r_en;
-  assign \$8  = inner_r_rdy & \$7 ;
-  assign \$9  = r_port__addr + 1'h1;
-  assign \$10  = w_rdy & w_en;
-  assign \$11  = ~ r_rdy;
-  assign \$12  = \$11  | r_en;
-  assign \$13  = inner_r_rdy & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$15  = \$10  & \$14 ;
-  assign \$16  = inner_level + 1'h1;
-  assign \$17  = ~ r_rdy;
-  assign \$18  = \$17  | r_en;
-  assign \$19  = inner_r_rdy & \$18 ;
-  assign \$20  = w_rdy & w_en;
-  assign \$21  = ~ \$20 ;
-  assign \$22  = \$19  & \$21 ;
-  assign \$23  = inner_level - 1'h1;
-  assign \$24  = ~ r_rdy;
-  assign \$25  = \$24  | r_en;
-  assign \$26  = inner_r_rdy & \$25 ;
+  assign \$5  = w_port__addr == 3'h4;
+  assign \$6  = w_port__addr + 1'h1;
+  assign \$7  = \$5  ? 4'h0 : \$6 ;
+  assign \$8  = ~ r_rdy;
+  assign \$9  = \$8  | r_en;
+  assign \$10  = inner_r_rdy & \$9 ;
+  assign \$11  = r_port__addr == 3'h4;
+  assign \$12  = r_port__addr + 1'h1;
+  assign \$13  = \$11  ? 4'h0 : \$12 ;
+  assign \$14  = w_rdy & w_en;
+  assign \$15  = ~ r_rdy;
+  assign \$16  = \$15  | r_en;
+  assign \$17  = inner_r_rdy & \$16 ;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = \$14  & \$18 ;
+  assign \$20  = inner_level + 1'h1;
+  assign \$21  = ~ r_rdy;
+  assign \$22  = \$21  | r_en;
+  assign \$23  = inner_r_rdy & \$22 ;
+  assign \$24  = w_rdy & w_en;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = inner_level - 1'h1;
+  assign \$28  = ~ r_rdy;
+  assign \$29  = \$28  | r_en;
+  assign \$30  = inner_r_rdy & \$29 ;
   always @(posedge clk)
-    w_port__addr <= \$27 ;
+    w_port__addr <= \$31 ;
   always @(posedge clk)
-    r_port__addr <= \$28 ;
+    r_port__addr <= \$32 ;
   always @(posedge clk)
-    inner_level <= \$29 ;
+    inner_level <= \$33 ;
   always @(posedge clk)
-    r_rdy <= \$30 ;
+    r_rdy <= \$34 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$27  = w_port__addr;
+    \$31  = w_port__addr;
     if (\$4 ) begin
-      \$27  = \$5 [1:0];
+      \$31  = \$7 [2:0];
     end
     if (reset[1]) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
     if (rst) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$28  = r_port__addr;
-    if (\$8 ) begin
-      \$28  = \$9 [1:0];
+    \$32  = r_port__addr;
+    if (\$10 ) begin
+      \$32  = \$13 [2:0];
     end
     if (reset[1]) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
     if (rst) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$29  = inner_level;
-    if (\$15 ) begin
-      \$29  = \$16 [2:0];
+    \$33  = inner_level;
+    if (\$19 ) begin
+      \$33  = \$20 [2:0];
     end
-    if (\$22 ) begin
-      \$29  = \$23 [2:0];
-    end
-    if (reset[1]) begin
-      \$29  = 3'h0;
-    end
-    if (rst) begin
-      \$29  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$30  = r_rdy;
     if (\$26 ) begin
-      \$30  = 1'h1;
-    end else if (r_en) begin
-      \$30  = 1'h0;
+      \$33  = \$27 [2:0];
     end
     if (reset[1]) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$34  = r_rdy;
+    if (\$30 ) begin
+      \$34  = 1'h1;
+    end else if (r_en) begin
+      \$34  = 1'h0;
+    end
+    if (reset[1]) begin
+      \$34  = 1'h0;
+    end
+    if (rst) begin
+      \$34  = 1'h0;
     end
   end
   assign level = \$3 [2:0];
@@ -52805,7 +52814,7 @@ module \kaki_soc_4x4.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11868$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11872$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
@@ -53789,8 +53798,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$11868$0 ;
-  wire [2:0] \port$11868$0 ;
+  input [2:0] \port$11872$0 ;
+  wire [2:0] \port$11872$0 ;
   input [223:0] \port$4320$32 ;
   wire [223:0] \port$4320$32 ;
   reg [18:0] pos = 19'h00000;
@@ -54849,7 +54858,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$13682$5 (e6_meta[18:5]),
+    .\port$13686$5 (e6_meta[18:5]),
     .\port$8882$0 (\$619 ),
     .\port$8884$0 (\$621 ),
     .\port$8886$0 (\$623 ),
@@ -55238,7 +55247,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$11868$0 ;
+            \$671  = \port$11872$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -57358,7 +57367,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4320$32 , \port$11868$0  };
+  assign ctl__cmd__payload = { \port$4320$32 , \port$11872$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -57436,7 +57445,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$11868$0 ;
+  assign \ctl__cmd__payload.op  = \port$11872$0 ;
   assign \ctl__cmd__payload.payload  = \port$4320$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
@@ -57449,7 +57458,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8882$0 , \port$8884$0 , \port$8886$0 , \port$8888$0 , w_level, r_data, \port$13682$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8882$0 , \port$8884$0 , \port$8886$0 , \port$8888$0 , w_level, r_data, \port$13686$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57491,8 +57500,8 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8882$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$13682$5 ;
-  wire [13:0] \port$13682$5 ;
+  input [13:0] \port$13686$5 ;
+  wire [13:0] \port$13686$5 ;
   input [7:0] \port$8882$0 ;
   wire [7:0] \port$8882$0 ;
   input [7:0] \port$8884$0 ;
@@ -57546,7 +57555,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8882$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13682$5  };
+      storage[w_port__addr] <= { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13686$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -57657,8 +57666,8 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8882$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13682$5  };
-  assign w_data = { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13682$5  };
+  assign w_port__data = { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13686$5  };
+  assign w_data = { \port$8888$0 , \port$8886$0 , \port$8884$0 , \port$8882$0 , \port$13686$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

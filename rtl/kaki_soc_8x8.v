@@ -3328,7 +3328,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$14330$2 (\$316 ),
+    .\port$14334$2 (\$316 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3439,20 +3439,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$14356$0 (inflight),
-    .\port$14632$0 (q__0__cpl_irq),
-    .\port$14646$0 (q__0__error_irq),
-    .\port$14658$0 (q__1__cpl_irq),
-    .\port$14672$0 (q__1__error_irq),
-    .\port$14684$0 (q__2__cpl_irq),
-    .\port$14698$0 (q__2__error_irq),
-    .\port$14710$0 (q__3__cpl_irq),
-    .\port$14724$0 (q__3__error_irq),
-    .\port$14836$0 (\$326 ),
-    .\port$14844$0 (\$327 ),
-    .\port$14852$0 (\$328 ),
-    .\port$14860$0 (\$329 ),
-    .\port$16845$0 (events),
+    .\port$14360$0 (inflight),
+    .\port$14636$0 (q__0__cpl_irq),
+    .\port$14650$0 (q__0__error_irq),
+    .\port$14662$0 (q__1__cpl_irq),
+    .\port$14676$0 (q__1__error_irq),
+    .\port$14688$0 (q__2__cpl_irq),
+    .\port$14702$0 (q__2__error_irq),
+    .\port$14714$0 (q__3__cpl_irq),
+    .\port$14728$0 (q__3__error_irq),
+    .\port$14840$0 (\$326 ),
+    .\port$14848$0 (\$327 ),
+    .\port$14856$0 (\$328 ),
+    .\port$14864$0 (\$329 ),
+    .\port$16849$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3547,11 +3547,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$14358$0 (\$317 ),
-    .\port$14362$0 (\$318 ),
-    .\port$14366$0 (\$319 ),
-    .\port$14370$0 (\$320 ),
-    .\port$14374$0 (\$321 ),
+    .\port$14362$0 (\$317 ),
+    .\port$14366$0 (\$318 ),
+    .\port$14370$0 (\$319 ),
+    .\port$14374$0 (\$320 ),
+    .\port$14378$0 (\$321 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$41 (dma_store__ready),
@@ -3677,12 +3677,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$12220$0 (q__0__fw_ready),
-    .\port$12263$0 (q__1__fw_ready),
-    .\port$12306$0 (q__2__fw_ready),
-    .\port$12349$0 (q__3__fw_ready),
-    .\port$14330$2 (\$316 ),
-    .\port$16845$0 (events),
+    .\port$12224$0 (q__0__fw_ready),
+    .\port$12267$0 (q__1__fw_ready),
+    .\port$12310$0 (q__2__fw_ready),
+    .\port$12353$0 (q__3__fw_ready),
+    .\port$14334$2 (\$316 ),
+    .\port$16849$0 (events),
     .\port$4330$0 (q__0__qreset_req),
     .\port$4341$0 (q__1__qreset_req),
     .\port$4352$0 (q__2__qreset_req),
@@ -3750,9 +3750,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .hold(held),
     .hung(work_hung),
     .issue_rr_sel(submit_queue),
-    .\port$12388$0 (\$331 ),
-    .\port$12394$0 (\$332 ),
-    .\port$12395$32 (\$333 ),
+    .\port$12392$0 (\$331 ),
+    .\port$12398$0 (\$332 ),
+    .\port$12399$32 (\$333 ),
     .\port$5933$0 (\$322 ),
     .\port$5963$0 (\$323 ),
     .\port$5993$0 (\$324 ),
@@ -3983,7 +3983,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$146 ),
     .done(\ctl__done$152 ),
     .error(sfu_error),
-    .\port$13866$0 (sfu_cmd_op),
+    .\port$13870$0 (sfu_cmd_op),
     .\port$4320$32 (sfu__payload[255:32]),
     .r_data(\$330 ),
     .r_en(\$51 [0]),
@@ -7857,7 +7857,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$14330$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$14334$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -8001,8 +8001,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$14330$2 ;
-  wire [29:0] \port$14330$2 ;
+  output [29:0] \port$14334$2 ;
+  wire [29:0] \port$14334$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -8182,7 +8182,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$14330$2 (\$99 ),
+    .\port$14334$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -8300,11 +8300,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$14330$2  = \$99 ;
+  assign \port$14334$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$14330$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$14334$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8729,8 +8729,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$14330$2 ;
-  wire [29:0] \port$14330$2 ;
+  output [29:0] \port$14334$2 ;
+  wire [29:0] \port$14334$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11835,7 +11835,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$14330$2  = ls_addr_r[31:2];
+  assign \port$14334$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -12010,9 +12010,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
 , irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
 , q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
-, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$14356$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14632$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14646$0 , q_status0_resetting, q_consumer1_index, \port$14658$0 , q_status1_halted
-, q_error1_code, q_error_index1_index, \port$14672$0 , q_status1_resetting, q_consumer2_index, \port$14684$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14698$0 , q_status2_resetting, q_consumer3_index, \port$14710$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14724$0 , q_status3_resetting, \port$14836$0 , \port$14844$0 , \port$14852$0 
-, \port$14860$0 , \port$16845$0 , bus__awaddr);
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$14360$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$14636$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$14650$0 , q_status0_resetting, q_consumer1_index, \port$14662$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$14676$0 , q_status1_resetting, q_consumer2_index, \port$14688$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$14702$0 , q_status2_resetting, q_consumer3_index, \port$14714$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$14728$0 , q_status3_resetting, \port$14840$0 , \port$14848$0 , \port$14856$0 
+, \port$14864$0 , \port$16849$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13663,34 +13663,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [4:0] \port$14356$0 ;
-  wire [4:0] \port$14356$0 ;
-  input \port$14632$0 ;
-  wire \port$14632$0 ;
-  input \port$14646$0 ;
-  wire \port$14646$0 ;
-  input \port$14658$0 ;
-  wire \port$14658$0 ;
-  input \port$14672$0 ;
-  wire \port$14672$0 ;
-  input \port$14684$0 ;
-  wire \port$14684$0 ;
-  input \port$14698$0 ;
-  wire \port$14698$0 ;
-  input \port$14710$0 ;
-  wire \port$14710$0 ;
-  input \port$14724$0 ;
-  wire \port$14724$0 ;
-  input [2:0] \port$14836$0 ;
-  wire [2:0] \port$14836$0 ;
-  input [2:0] \port$14844$0 ;
-  wire [2:0] \port$14844$0 ;
-  input [2:0] \port$14852$0 ;
-  wire [2:0] \port$14852$0 ;
-  input [2:0] \port$14860$0 ;
-  wire [2:0] \port$14860$0 ;
-  input [511:0] \port$16845$0 ;
-  wire [511:0] \port$16845$0 ;
+  input [4:0] \port$14360$0 ;
+  wire [4:0] \port$14360$0 ;
+  input \port$14636$0 ;
+  wire \port$14636$0 ;
+  input \port$14650$0 ;
+  wire \port$14650$0 ;
+  input \port$14662$0 ;
+  wire \port$14662$0 ;
+  input \port$14676$0 ;
+  wire \port$14676$0 ;
+  input \port$14688$0 ;
+  wire \port$14688$0 ;
+  input \port$14702$0 ;
+  wire \port$14702$0 ;
+  input \port$14714$0 ;
+  wire \port$14714$0 ;
+  input \port$14728$0 ;
+  wire \port$14728$0 ;
+  input [2:0] \port$14840$0 ;
+  wire [2:0] \port$14840$0 ;
+  input [2:0] \port$14848$0 ;
+  wire [2:0] \port$14848$0 ;
+  input [2:0] \port$14856$0 ;
+  wire [2:0] \port$14856$0 ;
+  input [2:0] \port$14864$0 ;
+  wire [2:0] \port$14864$0 ;
+  input [511:0] \port$16849$0 ;
+  wire [511:0] \port$16849$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -14364,10 +14364,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$190  = \$189  | irq_status_error_set;
   assign \$191  = ~ clr_irq_status_queue_cpl;
   assign \$192  = irq_status_queue_cpl & \$191 ;
-  assign \$193  = \$192  | { \port$14710$0 , \port$14684$0 , \port$14658$0 , \port$14632$0  };
+  assign \$193  = \$192  | { \port$14714$0 , \port$14688$0 , \port$14662$0 , \port$14636$0  };
   assign \$194  = ~ clr_irq_status_queue_error;
   assign \$195  = irq_status_queue_error & \$194 ;
-  assign \$196  = \$195  | { \port$14724$0 , \port$14698$0 , \port$14672$0 , \port$14646$0  };
+  assign \$196  = \$195  | { \port$14728$0 , \port$14702$0 , \port$14676$0 , \port$14650$0  };
   assign \$197  = ~ clr_irq_status_fw_msg;
   assign \$198  = irq_status_fw_msg & \$197 ;
   assign \$199  = \$198  | irq_status_fw_msg_set;
@@ -16549,8 +16549,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$14710$0 , \port$14684$0 , \port$14658$0 , \port$14632$0  };
-  assign irq_status_queue_error_set = { \port$14724$0 , \port$14698$0 , \port$14672$0 , \port$14646$0  };
+  assign irq_status_queue_cpl_set = { \port$14714$0 , \port$14688$0 , \port$14662$0 , \port$14636$0  };
+  assign irq_status_queue_error_set = { \port$14728$0 , \port$14702$0 , \port$14676$0 , \port$14650$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -16565,31 +16565,31 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$14356$0 [0];
-  assign status_dma_store_busy = \port$14356$0 [1];
-  assign status_gemm_busy = \port$14356$0 [2];
-  assign status_vec_busy = \port$14356$0 [3];
-  assign status_sfu_busy = \port$14356$0 [4];
-  assign q_status0_prefetched = { 5'h00, \port$14836$0  };
-  assign q_status1_prefetched = { 5'h00, \port$14844$0  };
-  assign q_status2_prefetched = { 5'h00, \port$14852$0  };
-  assign q_status3_prefetched = { 5'h00, \port$14860$0  };
-  assign event0_value = \port$16845$0 [31:0];
-  assign event1_value = \port$16845$0 [63:32];
-  assign event2_value = \port$16845$0 [95:64];
-  assign event3_value = \port$16845$0 [127:96];
-  assign event4_value = \port$16845$0 [159:128];
-  assign event5_value = \port$16845$0 [191:160];
-  assign event6_value = \port$16845$0 [223:192];
-  assign event7_value = \port$16845$0 [255:224];
-  assign event8_value = \port$16845$0 [287:256];
-  assign event9_value = \port$16845$0 [319:288];
-  assign event10_value = \port$16845$0 [351:320];
-  assign event11_value = \port$16845$0 [383:352];
-  assign event12_value = \port$16845$0 [415:384];
-  assign event13_value = \port$16845$0 [447:416];
-  assign event14_value = \port$16845$0 [479:448];
-  assign event15_value = \port$16845$0 [511:480];
+  assign status_dma_load_busy = \port$14360$0 [0];
+  assign status_dma_store_busy = \port$14360$0 [1];
+  assign status_gemm_busy = \port$14360$0 [2];
+  assign status_vec_busy = \port$14360$0 [3];
+  assign status_sfu_busy = \port$14360$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$14840$0  };
+  assign q_status1_prefetched = { 5'h00, \port$14848$0  };
+  assign q_status2_prefetched = { 5'h00, \port$14856$0  };
+  assign q_status3_prefetched = { 5'h00, \port$14864$0  };
+  assign event0_value = \port$16849$0 [31:0];
+  assign event1_value = \port$16849$0 [63:32];
+  assign event2_value = \port$16849$0 [95:64];
+  assign event3_value = \port$16849$0 [127:96];
+  assign event4_value = \port$16849$0 [159:128];
+  assign event5_value = \port$16849$0 [191:160];
+  assign event6_value = \port$16849$0 [223:192];
+  assign event7_value = \port$16849$0 [255:224];
+  assign event8_value = \port$16849$0 [287:256];
+  assign event9_value = \port$16849$0 [319:288];
+  assign event10_value = \port$16849$0 [351:320];
+  assign event11_value = \port$16849$0 [383:352];
+  assign event12_value = \port$16849$0 [415:384];
+  assign event13_value = \port$16849$0 [447:416];
+  assign event14_value = \port$16849$0 [479:448];
+  assign event15_value = \port$16849$0 [511:480];
   assign link_status_present = 1'h0;
   assign link_status_failed = 1'h0;
   assign link_status_chip_id = 4'h0;
@@ -16642,12 +16642,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$423  = \$422 ;
   assign \$427  = 2'h0;
   assign \$428  = { 30'h00000000, \$427  };
-  assign \$449  = { 1'h0, \port$14356$0 [0] };
+  assign \$449  = { 1'h0, \port$14360$0 [0] };
   assign \$450  = { 30'h00000000, \$449  };
-  assign \$451  = { \port$14356$0 [1], 1'h0 };
-  assign \$453  = { 1'h0, \port$14356$0 [2], 2'h0 };
-  assign \$455  = { \port$14356$0 [3], 3'h0 };
-  assign \$457  = { 3'h0, \port$14356$0 [4], 4'h0 };
+  assign \$451  = { \port$14360$0 [1], 1'h0 };
+  assign \$453  = { 1'h0, \port$14360$0 [2], 2'h0 };
+  assign \$455  = { \port$14360$0 [3], 3'h0 };
+  assign \$457  = { 3'h0, \port$14360$0 [4], 4'h0 };
   assign \$459  = { 2'h0, status_idle, 5'h00 };
   assign \$463  = { 1'h0, irq_status_dma_load_done };
   assign \$464  = { 30'h00000000, \$463  };
@@ -16813,25 +16813,25 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$914  = { q_status0_halted, 1'h0 };
   assign \$916  = { 1'h0, q_status0_resetting, 2'h0 };
   assign \$918  = { q_status0_waiting, 3'h0 };
-  assign \$920  = { 12'h000, \port$14836$0 , 8'h00 };
+  assign \$920  = { 12'h000, \port$14840$0 , 8'h00 };
   assign \$925  = { 1'h0, q_status1_active };
   assign \$926  = { 30'h00000000, \$925  };
   assign \$927  = { q_status1_halted, 1'h0 };
   assign \$929  = { 1'h0, q_status1_resetting, 2'h0 };
   assign \$931  = { q_status1_waiting, 3'h0 };
-  assign \$933  = { 12'h000, \port$14844$0 , 8'h00 };
+  assign \$933  = { 12'h000, \port$14848$0 , 8'h00 };
   assign \$938  = { 1'h0, q_status2_active };
   assign \$939  = { 30'h00000000, \$938  };
   assign \$940  = { q_status2_halted, 1'h0 };
   assign \$942  = { 1'h0, q_status2_resetting, 2'h0 };
   assign \$944  = { q_status2_waiting, 3'h0 };
-  assign \$946  = { 12'h000, \port$14852$0 , 8'h00 };
+  assign \$946  = { 12'h000, \port$14856$0 , 8'h00 };
   assign \$951  = { 1'h0, q_status3_active };
   assign \$952  = { 30'h00000000, \$951  };
   assign \$953  = { q_status3_halted, 1'h0 };
   assign \$955  = { 1'h0, q_status3_resetting, 2'h0 };
   assign \$957  = { q_status3_waiting, 3'h0 };
-  assign \$959  = { 12'h000, \port$14860$0 , 8'h00 };
+  assign \$959  = { 12'h000, \port$14864$0 , 8'h00 };
   assign \$964  = { 1'h0, q_error0_code };
   assign \$965  = { 23'h000000, \$964  };
   assign \$969  = { 1'h0, q_error1_code };
@@ -16872,37 +16872,37 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1071  = \$1070 ;
   assign \$1075  = { 1'h0, perf_q_event_stall3_count };
   assign \$1076  = \$1075 ;
-  assign \$1080  = { 1'h0, \port$16845$0 [31:0] };
+  assign \$1080  = { 1'h0, \port$16849$0 [31:0] };
   assign \$1081  = \$1080 ;
-  assign \$1085  = { 1'h0, \port$16845$0 [63:32] };
+  assign \$1085  = { 1'h0, \port$16849$0 [63:32] };
   assign \$1086  = \$1085 ;
-  assign \$1090  = { 1'h0, \port$16845$0 [95:64] };
+  assign \$1090  = { 1'h0, \port$16849$0 [95:64] };
   assign \$1091  = \$1090 ;
-  assign \$1095  = { 1'h0, \port$16845$0 [127:96] };
+  assign \$1095  = { 1'h0, \port$16849$0 [127:96] };
   assign \$1096  = \$1095 ;
-  assign \$1117  = { 1'h0, \port$16845$0 [159:128] };
+  assign \$1117  = { 1'h0, \port$16849$0 [159:128] };
   assign \$1118  = \$1117 ;
-  assign \$1121  = { 1'h0, \port$16845$0 [191:160] };
+  assign \$1121  = { 1'h0, \port$16849$0 [191:160] };
   assign \$1122  = \$1121 ;
-  assign \$1126  = { 1'h0, \port$16845$0 [223:192] };
+  assign \$1126  = { 1'h0, \port$16849$0 [223:192] };
   assign \$1127  = \$1126 ;
-  assign \$1131  = { 1'h0, \port$16845$0 [255:224] };
+  assign \$1131  = { 1'h0, \port$16849$0 [255:224] };
   assign \$1132  = \$1131 ;
-  assign \$1136  = { 1'h0, \port$16845$0 [287:256] };
+  assign \$1136  = { 1'h0, \port$16849$0 [287:256] };
   assign \$1137  = \$1136 ;
-  assign \$1141  = { 1'h0, \port$16845$0 [319:288] };
+  assign \$1141  = { 1'h0, \port$16849$0 [319:288] };
   assign \$1142  = \$1141 ;
-  assign \$1146  = { 1'h0, \port$16845$0 [351:320] };
+  assign \$1146  = { 1'h0, \port$16849$0 [351:320] };
   assign \$1147  = \$1146 ;
-  assign \$1151  = { 1'h0, \port$16845$0 [383:352] };
+  assign \$1151  = { 1'h0, \port$16849$0 [383:352] };
   assign \$1152  = \$1151 ;
-  assign \$1156  = { 1'h0, \port$16845$0 [415:384] };
+  assign \$1156  = { 1'h0, \port$16849$0 [415:384] };
   assign \$1157  = \$1156 ;
-  assign \$1161  = { 1'h0, \port$16845$0 [447:416] };
+  assign \$1161  = { 1'h0, \port$16849$0 [447:416] };
   assign \$1162  = \$1161 ;
-  assign \$1166  = { 1'h0, \port$16845$0 [479:448] };
+  assign \$1166  = { 1'h0, \port$16849$0 [479:448] };
   assign \$1167  = \$1166 ;
-  assign \$1171  = { 1'h0, \port$16845$0 [511:480] };
+  assign \$1171  = { 1'h0, \port$16849$0 [511:480] };
   assign \$1172  = \$1171 ;
   assign \$1176  = { 1'h0, perf_dma_load_stall_count };
   assign \$1177  = \$1176 ;
@@ -16976,8 +16976,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_done, dma_store_error, \r_en$60 , gemm_done, \r_en$79 , vec_done, \r_en$98 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done
-, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$14358$0 , retire__0__tag, retire__0__queued, \port$14362$0 , retire__1__tag
-, retire__1__queued, \port$14366$0 , retire__2__tag, retire__2__queued, \port$14370$0 , retire__3__tag, retire__3__queued, \port$14374$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
+, retire__4__error, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, reject__queued, reject__done, reject__error, full, inflight, \port$14362$0 , retire__0__tag, retire__0__queued, \port$14366$0 , retire__1__tag
+, retire__1__queued, \port$14370$0 , retire__2__tag, retire__2__queued, \port$14374$0 , retire__3__tag, retire__3__queued, \port$14378$0 , retire__4__tag, retire__4__queued, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18174,8 +18174,6 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$14358$0 ;
-  wire [8:0] \port$14358$0 ;
   output [8:0] \port$14362$0 ;
   wire [8:0] \port$14362$0 ;
   output [8:0] \port$14366$0 ;
@@ -18184,6 +18182,8 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   wire [8:0] \port$14370$0 ;
   output [8:0] \port$14374$0 ;
   wire [8:0] \port$14374$0 ;
+  output [8:0] \port$14378$0 ;
+  wire [8:0] \port$14378$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -19259,9 +19259,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
     retire__4__queued <= \$106 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$13867$0 (desc),
-    .\port$13869$0 (queue),
-    .\port$13870$0 (reject__queued),
+    .\port$13871$0 (desc),
+    .\port$13873$0 (queue),
+    .\port$13874$0 (reject__queued),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -19271,9 +19271,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$13867$0 (desc),
-    .\port$13869$0 (queue),
-    .\port$13870$0 (reject__queued),
+    .\port$13871$0 (desc),
+    .\port$13873$0 (queue),
+    .\port$13874$0 (reject__queued),
     .r_data(dma_store__payload),
     .r_en(\r_en$41 ),
     .r_rdy(dma_store__valid),
@@ -19283,9 +19283,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$13867$0 (desc),
-    .\port$13869$0 (queue),
-    .\port$13870$0 (reject__queued),
+    .\port$13871$0 (desc),
+    .\port$13873$0 (queue),
+    .\port$13874$0 (reject__queued),
     .r_data(gemm__payload),
     .r_en(\r_en$60 ),
     .r_rdy(gemm__valid),
@@ -19295,9 +19295,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$13867$0 (desc),
-    .\port$13869$0 (queue),
-    .\port$13870$0 (reject__queued),
+    .\port$13871$0 (desc),
+    .\port$13873$0 (queue),
+    .\port$13874$0 (reject__queued),
     .r_data(sfu__payload),
     .r_en(\r_en$98 ),
     .r_rdy(sfu__valid),
@@ -19307,9 +19307,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$13867$0 (desc),
-    .\port$13869$0 (queue),
-    .\port$13870$0 (reject__queued),
+    .\port$13871$0 (desc),
+    .\port$13873$0 (queue),
+    .\port$13874$0 (reject__queued),
     .r_data(vec__payload),
     .r_en(\r_en$79 ),
     .r_rdy(vec__valid),
@@ -19581,15 +19581,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
   assign sfu_held_queued = retire__4__queued;
-  assign \port$14358$0  = dma_load_held[8:0];
+  assign \port$14362$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$14362$0  = dma_store_held[8:0];
+  assign \port$14366$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$14366$0  = gemm_held[8:0];
+  assign \port$14370$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$14370$0  = vec_held[8:0];
+  assign \port$14374$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$14374$0  = sfu_held[8:0];
+  assign \port$14378$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -20959,7 +20959,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$41 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13867$0 , \port$13869$0 , \port$13870$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13871$0 , \port$13873$0 , \port$13874$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21001,12 +21001,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13867$0 ;
-  wire [255:0] \port$13867$0 ;
-  input [1:0] \port$13869$0 ;
-  wire [1:0] \port$13869$0 ;
-  input \port$13870$0 ;
-  wire \port$13870$0 ;
+  input [255:0] \port$13871$0 ;
+  wire [255:0] \port$13871$0 ;
+  input [1:0] \port$13873$0 ;
+  wire [1:0] \port$13873$0 ;
+  input \port$13874$0 ;
+  wire \port$13874$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21038,7 +21038,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+      storage[w_port__addr] <= { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21137,14 +21137,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
-  assign w_data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+  assign w_port__data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
+  assign w_data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13867$0 , \port$13869$0 , \port$13870$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13871$0 , \port$13873$0 , \port$13874$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21186,12 +21186,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13867$0 ;
-  wire [255:0] \port$13867$0 ;
-  input [1:0] \port$13869$0 ;
-  wire [1:0] \port$13869$0 ;
-  input \port$13870$0 ;
-  wire \port$13870$0 ;
+  input [255:0] \port$13871$0 ;
+  wire [255:0] \port$13871$0 ;
+  input [1:0] \port$13873$0 ;
+  wire [1:0] \port$13873$0 ;
+  input \port$13874$0 ;
+  wire \port$13874$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21223,7 +21223,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+      storage[w_port__addr] <= { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21322,14 +21322,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
-  assign w_data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+  assign w_port__data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
+  assign w_data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13867$0 , \port$13869$0 , \port$13870$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13871$0 , \port$13873$0 , \port$13874$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21371,12 +21371,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13867$0 ;
-  wire [255:0] \port$13867$0 ;
-  input [1:0] \port$13869$0 ;
-  wire [1:0] \port$13869$0 ;
-  input \port$13870$0 ;
-  wire \port$13870$0 ;
+  input [255:0] \port$13871$0 ;
+  wire [255:0] \port$13871$0 ;
+  input [1:0] \port$13873$0 ;
+  wire [1:0] \port$13873$0 ;
+  input \port$13874$0 ;
+  wire \port$13874$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21408,7 +21408,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+      storage[w_port__addr] <= { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21507,14 +21507,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
-  assign w_data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+  assign w_port__data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
+  assign w_data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13867$0 , \port$13869$0 , \port$13870$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13871$0 , \port$13873$0 , \port$13874$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21556,12 +21556,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13867$0 ;
-  wire [255:0] \port$13867$0 ;
-  input [1:0] \port$13869$0 ;
-  wire [1:0] \port$13869$0 ;
-  input \port$13870$0 ;
-  wire \port$13870$0 ;
+  input [255:0] \port$13871$0 ;
+  wire [255:0] \port$13871$0 ;
+  input [1:0] \port$13873$0 ;
+  wire [1:0] \port$13873$0 ;
+  input \port$13874$0 ;
+  wire \port$13874$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21593,7 +21593,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+      storage[w_port__addr] <= { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21692,14 +21692,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
-  assign w_data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+  assign w_port__data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
+  assign w_data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13867$0 , \port$13869$0 , \port$13870$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13871$0 , \port$13873$0 , \port$13874$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21741,12 +21741,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13867$0 ;
-  wire [255:0] \port$13867$0 ;
-  input [1:0] \port$13869$0 ;
-  wire [1:0] \port$13869$0 ;
-  input \port$13870$0 ;
-  wire \port$13870$0 ;
+  input [255:0] \port$13871$0 ;
+  wire [255:0] \port$13871$0 ;
+  input [1:0] \port$13873$0 ;
+  wire [1:0] \port$13873$0 ;
+  input \port$13874$0 ;
+  wire \port$13874$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -21778,7 +21778,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+      storage[w_port__addr] <= { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -21877,8 +21877,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
-  assign w_data = { \port$13870$0 , \port$13869$0 , \port$13867$0  };
+  assign w_port__data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
+  assign w_data = { \port$13874$0 , \port$13873$0 , \port$13871$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -27528,9 +27528,9 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$6343$0 , w_en, \port$63
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$12220$0 , \port$12263$0 , \port$12306$0 , \port$12349$0 
-, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$14330$2 , bus__we, bus__wdata, bus__wstrb, work_hung
-, \port$16845$0 , clk);
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4330$0 , q_head_index1_index, \port$4341$0 , q_head_index2_index, \port$4352$0 , q_head_index3_index, \port$4363$0 , \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , \port$12224$0 , \port$12267$0 , \port$12310$0 , \port$12353$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$14334$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$16849$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28225,18 +28225,18 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$12220$0 ;
-  wire \port$12220$0 ;
-  input \port$12263$0 ;
-  wire \port$12263$0 ;
-  input \port$12306$0 ;
-  wire \port$12306$0 ;
-  input \port$12349$0 ;
-  wire \port$12349$0 ;
-  input [29:0] \port$14330$2 ;
-  wire [29:0] \port$14330$2 ;
-  input [511:0] \port$16845$0 ;
-  wire [511:0] \port$16845$0 ;
+  input \port$12224$0 ;
+  wire \port$12224$0 ;
+  input \port$12267$0 ;
+  wire \port$12267$0 ;
+  input \port$12310$0 ;
+  wire \port$12310$0 ;
+  input \port$12353$0 ;
+  wire \port$12353$0 ;
+  input [29:0] \port$14334$2 ;
+  wire [29:0] \port$14334$2 ;
+  input [511:0] \port$16849$0 ;
+  wire [511:0] \port$16849$0 ;
   input \port$4330$0 ;
   wire \port$4330$0 ;
   input \port$4341$0 ;
@@ -28390,219 +28390,219 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work_mask;
   assign \$293  = ~ bus__we;
   assign \$294  = \new  & \$293 ;
-  assign \$295  = \port$14330$2 [9:0] == 5'h1a;
+  assign \$295  = \port$14334$2 [9:0] == 5'h1a;
   assign \$296  = \$294  & \$295 ;
   assign \$299  = ~ bus__we;
   assign \$300  = \new  & \$299 ;
-  assign \$301  = \port$14330$2 [9:0] == 5'h1b;
+  assign \$301  = \port$14334$2 [9:0] == 5'h1b;
   assign \$302  = \$300  & \$301 ;
   assign \$305  = ~ bus__we;
   assign \$306  = \new  & \$305 ;
-  assign \$307  = \port$14330$2 [9:0] == 5'h1c;
+  assign \$307  = \port$14334$2 [9:0] == 5'h1c;
   assign \$308  = \$306  & \$307 ;
   assign \$311  = ~ bus__we;
   assign \$312  = \new  & \$311 ;
-  assign \$313  = \port$14330$2 [9:0] == 5'h1d;
+  assign \$313  = \port$14334$2 [9:0] == 5'h1d;
   assign \$314  = \$312  & \$313 ;
   assign \$317  = ~ bus__we;
   assign \$318  = \new  & \$317 ;
-  assign \$319  = \port$14330$2 [9:0] == 6'h20;
+  assign \$319  = \port$14334$2 [9:0] == 6'h20;
   assign \$320  = \$318  & \$319 ;
   assign \$323  = ~ bus__we;
   assign \$324  = \new  & \$323 ;
-  assign \$325  = \port$14330$2 [9:0] == 6'h21;
+  assign \$325  = \port$14334$2 [9:0] == 6'h21;
   assign \$326  = \$324  & \$325 ;
   assign \$329  = ~ bus__we;
   assign \$330  = \new  & \$329 ;
-  assign \$331  = \port$14330$2 [9:0] == 6'h22;
+  assign \$331  = \port$14334$2 [9:0] == 6'h22;
   assign \$332  = \$330  & \$331 ;
   assign \$335  = ~ bus__we;
   assign \$336  = \new  & \$335 ;
-  assign \$337  = \port$14330$2 [9:0] == 6'h23;
+  assign \$337  = \port$14334$2 [9:0] == 6'h23;
   assign \$338  = \$336  & \$337 ;
   assign \$341  = ~ bus__we;
   assign \$342  = \new  & \$341 ;
-  assign \$343  = \port$14330$2 [9:0] == 6'h24;
+  assign \$343  = \port$14334$2 [9:0] == 6'h24;
   assign \$344  = \$342  & \$343 ;
   assign \$347  = ~ bus__we;
   assign \$348  = \new  & \$347 ;
-  assign \$349  = \port$14330$2 [9:0] == 6'h25;
+  assign \$349  = \port$14334$2 [9:0] == 6'h25;
   assign \$350  = \$348  & \$349 ;
   assign \$353  = ~ bus__we;
   assign \$354  = \new  & \$353 ;
-  assign \$355  = \port$14330$2 [9:0] == 6'h26;
+  assign \$355  = \port$14334$2 [9:0] == 6'h26;
   assign \$356  = \$354  & \$355 ;
   assign \$359  = ~ bus__we;
   assign \$360  = \new  & \$359 ;
-  assign \$361  = \port$14330$2 [9:0] == 6'h27;
+  assign \$361  = \port$14334$2 [9:0] == 6'h27;
   assign \$362  = \$360  & \$361 ;
   assign \$365  = ~ bus__we;
   assign \$366  = \new  & \$365 ;
-  assign \$367  = \port$14330$2 [9:0] == 6'h28;
+  assign \$367  = \port$14334$2 [9:0] == 6'h28;
   assign \$368  = \$366  & \$367 ;
   assign \$371  = ~ bus__we;
   assign \$372  = \new  & \$371 ;
-  assign \$373  = \port$14330$2 [9:0] == 6'h29;
+  assign \$373  = \port$14334$2 [9:0] == 6'h29;
   assign \$374  = \$372  & \$373 ;
   assign \$377  = ~ bus__we;
   assign \$378  = \new  & \$377 ;
-  assign \$379  = \port$14330$2 [9:0] == 6'h2a;
+  assign \$379  = \port$14334$2 [9:0] == 6'h2a;
   assign \$380  = \$378  & \$379 ;
   assign \$383  = ~ bus__we;
   assign \$384  = \new  & \$383 ;
-  assign \$385  = \port$14330$2 [9:0] == 6'h2b;
+  assign \$385  = \port$14334$2 [9:0] == 6'h2b;
   assign \$386  = \$384  & \$385 ;
   assign \$389  = ~ bus__we;
   assign \$390  = \new  & \$389 ;
-  assign \$391  = \port$14330$2 [9:0] == 6'h2c;
+  assign \$391  = \port$14334$2 [9:0] == 6'h2c;
   assign \$392  = \$390  & \$391 ;
   assign \$395  = ~ bus__we;
   assign \$396  = \new  & \$395 ;
-  assign \$397  = \port$14330$2 [9:0] == 6'h2d;
+  assign \$397  = \port$14334$2 [9:0] == 6'h2d;
   assign \$398  = \$396  & \$397 ;
   assign \$401  = ~ bus__we;
   assign \$402  = \new  & \$401 ;
-  assign \$403  = \port$14330$2 [9:0] == 6'h2e;
+  assign \$403  = \port$14334$2 [9:0] == 6'h2e;
   assign \$404  = \$402  & \$403 ;
   assign \$407  = ~ bus__we;
   assign \$408  = \new  & \$407 ;
-  assign \$409  = \port$14330$2 [9:0] == 6'h2f;
+  assign \$409  = \port$14334$2 [9:0] == 6'h2f;
   assign \$410  = \$408  & \$409 ;
   assign \$413  = ~ bus__we;
   assign \$414  = \new  & \$413 ;
-  assign \$415  = \port$14330$2 [9:0] == 6'h30;
+  assign \$415  = \port$14334$2 [9:0] == 6'h30;
   assign \$416  = \$414  & \$415 ;
   assign \$419  = ~ bus__we;
   assign \$420  = \new  & \$419 ;
-  assign \$421  = \port$14330$2 [9:0] == 6'h31;
+  assign \$421  = \port$14334$2 [9:0] == 6'h31;
   assign \$422  = \$420  & \$421 ;
   assign \$425  = ~ bus__we;
   assign \$426  = \new  & \$425 ;
-  assign \$427  = \port$14330$2 [9:0] == 6'h32;
+  assign \$427  = \port$14334$2 [9:0] == 6'h32;
   assign \$428  = \$426  & \$427 ;
   assign \$431  = ~ bus__we;
   assign \$432  = \new  & \$431 ;
-  assign \$433  = \port$14330$2 [9:0] == 6'h33;
+  assign \$433  = \port$14334$2 [9:0] == 6'h33;
   assign \$434  = \$432  & \$433 ;
   assign \$437  = ~ bus__we;
   assign \$438  = \new  & \$437 ;
-  assign \$439  = \port$14330$2 [9:0] == 6'h34;
+  assign \$439  = \port$14334$2 [9:0] == 6'h34;
   assign \$440  = \$438  & \$439 ;
   assign \$443  = ~ bus__we;
   assign \$444  = \new  & \$443 ;
-  assign \$445  = \port$14330$2 [9:0] == 6'h35;
+  assign \$445  = \port$14334$2 [9:0] == 6'h35;
   assign \$446  = \$444  & \$445 ;
   assign \$449  = ~ bus__we;
   assign \$450  = \new  & \$449 ;
-  assign \$451  = \port$14330$2 [9:0] == 6'h36;
+  assign \$451  = \port$14334$2 [9:0] == 6'h36;
   assign \$452  = \$450  & \$451 ;
   assign \$455  = ~ bus__we;
   assign \$456  = \new  & \$455 ;
-  assign \$457  = \port$14330$2 [9:0] == 6'h37;
+  assign \$457  = \port$14334$2 [9:0] == 6'h37;
   assign \$458  = \$456  & \$457 ;
   assign \$461  = ~ bus__we;
   assign \$462  = \new  & \$461 ;
-  assign \$463  = \port$14330$2 [9:0] == 6'h38;
+  assign \$463  = \port$14334$2 [9:0] == 6'h38;
   assign \$464  = \$462  & \$463 ;
   assign \$467  = ~ bus__we;
   assign \$468  = \new  & \$467 ;
-  assign \$469  = \port$14330$2 [9:0] == 6'h39;
+  assign \$469  = \port$14334$2 [9:0] == 6'h39;
   assign \$470  = \$468  & \$469 ;
   assign \$473  = ~ bus__we;
   assign \$474  = \new  & \$473 ;
-  assign \$475  = \port$14330$2 [9:0] == 6'h3a;
+  assign \$475  = \port$14334$2 [9:0] == 6'h3a;
   assign \$476  = \$474  & \$475 ;
   assign \$479  = ~ bus__we;
   assign \$480  = \new  & \$479 ;
-  assign \$481  = \port$14330$2 [9:0] == 6'h3b;
+  assign \$481  = \port$14334$2 [9:0] == 6'h3b;
   assign \$482  = \$480  & \$481 ;
   assign \$485  = ~ bus__we;
   assign \$486  = \new  & \$485 ;
-  assign \$487  = \port$14330$2 [9:0] == 6'h3c;
+  assign \$487  = \port$14334$2 [9:0] == 6'h3c;
   assign \$488  = \$486  & \$487 ;
   assign \$491  = ~ bus__we;
   assign \$492  = \new  & \$491 ;
-  assign \$493  = \port$14330$2 [9:0] == 6'h3d;
+  assign \$493  = \port$14334$2 [9:0] == 6'h3d;
   assign \$494  = \$492  & \$493 ;
   assign \$497  = ~ bus__we;
   assign \$498  = \new  & \$497 ;
-  assign \$499  = \port$14330$2 [9:0] == 6'h3e;
+  assign \$499  = \port$14334$2 [9:0] == 6'h3e;
   assign \$500  = \$498  & \$499 ;
   assign \$503  = ~ bus__we;
   assign \$504  = \new  & \$503 ;
-  assign \$505  = \port$14330$2 [9:0] == 6'h3f;
+  assign \$505  = \port$14334$2 [9:0] == 6'h3f;
   assign \$506  = \$504  & \$505 ;
   assign \$509  = ~ bus__we;
   assign \$510  = \new  & \$509 ;
-  assign \$511  = \port$14330$2 [9:0] == 7'h40;
+  assign \$511  = \port$14334$2 [9:0] == 7'h40;
   assign \$512  = \$510  & \$511 ;
   assign \$515  = ~ bus__we;
   assign \$516  = \new  & \$515 ;
-  assign \$517  = \port$14330$2 [9:0] == 7'h41;
+  assign \$517  = \port$14334$2 [9:0] == 7'h41;
   assign \$518  = \$516  & \$517 ;
   assign \$521  = ~ bus__we;
   assign \$522  = \new  & \$521 ;
-  assign \$523  = \port$14330$2 [9:0] == 7'h42;
+  assign \$523  = \port$14334$2 [9:0] == 7'h42;
   assign \$524  = \$522  & \$523 ;
   assign \$527  = ~ bus__we;
   assign \$528  = \new  & \$527 ;
-  assign \$529  = \port$14330$2 [9:0] == 7'h43;
+  assign \$529  = \port$14334$2 [9:0] == 7'h43;
   assign \$530  = \$528  & \$529 ;
   assign \$533  = ~ bus__we;
   assign \$534  = \new  & \$533 ;
-  assign \$535  = \port$14330$2 [9:0] == 7'h44;
+  assign \$535  = \port$14334$2 [9:0] == 7'h44;
   assign \$536  = \$534  & \$535 ;
   assign \$539  = ~ bus__we;
   assign \$540  = \new  & \$539 ;
-  assign \$541  = \port$14330$2 [9:0] == 7'h45;
+  assign \$541  = \port$14334$2 [9:0] == 7'h45;
   assign \$542  = \$540  & \$541 ;
   assign \$545  = ~ bus__we;
   assign \$546  = \new  & \$545 ;
-  assign \$547  = \port$14330$2 [9:0] == 7'h46;
+  assign \$547  = \port$14334$2 [9:0] == 7'h46;
   assign \$548  = \$546  & \$547 ;
   assign \$551  = ~ bus__we;
   assign \$552  = \new  & \$551 ;
-  assign \$553  = \port$14330$2 [9:0] == 7'h47;
+  assign \$553  = \port$14334$2 [9:0] == 7'h47;
   assign \$554  = \$552  & \$553 ;
   assign \$557  = ~ bus__we;
   assign \$558  = \new  & \$557 ;
-  assign \$559  = \port$14330$2 [9:0] == 7'h48;
+  assign \$559  = \port$14334$2 [9:0] == 7'h48;
   assign \$560  = \$558  & \$559 ;
   assign \$563  = ~ bus__we;
   assign \$564  = \new  & \$563 ;
-  assign \$565  = \port$14330$2 [9:0] == 7'h49;
+  assign \$565  = \port$14334$2 [9:0] == 7'h49;
   assign \$566  = \$564  & \$565 ;
   assign \$569  = ~ bus__we;
   assign \$570  = \new  & \$569 ;
-  assign \$571  = \port$14330$2 [9:0] == 7'h4a;
+  assign \$571  = \port$14334$2 [9:0] == 7'h4a;
   assign \$572  = \$570  & \$571 ;
   assign \$575  = ~ bus__we;
   assign \$576  = \new  & \$575 ;
-  assign \$577  = \port$14330$2 [9:0] == 7'h4b;
+  assign \$577  = \port$14334$2 [9:0] == 7'h4b;
   assign \$578  = \$576  & \$577 ;
   assign \$581  = ~ bus__we;
   assign \$582  = \new  & \$581 ;
-  assign \$583  = \port$14330$2 [9:0] == 7'h4c;
+  assign \$583  = \port$14334$2 [9:0] == 7'h4c;
   assign \$584  = \$582  & \$583 ;
   assign \$587  = ~ bus__we;
   assign \$588  = \new  & \$587 ;
-  assign \$589  = \port$14330$2 [9:0] == 7'h4d;
+  assign \$589  = \port$14334$2 [9:0] == 7'h4d;
   assign \$590  = \$588  & \$589 ;
   assign \$593  = ~ bus__we;
   assign \$594  = \new  & \$593 ;
-  assign \$595  = \port$14330$2 [9:0] == 7'h4e;
+  assign \$595  = \port$14334$2 [9:0] == 7'h4e;
   assign \$596  = \$594  & \$595 ;
   assign \$599  = ~ bus__we;
   assign \$600  = \new  & \$599 ;
-  assign \$601  = \port$14330$2 [9:0] == 7'h4f;
+  assign \$601  = \port$14334$2 [9:0] == 7'h4f;
   assign \$602  = \$600  & \$601 ;
   assign \$605  = ~ bus__we;
   assign \$606  = \new  & \$605 ;
-  assign \$607  = \port$14330$2 [9:0] == 7'h50;
+  assign \$607  = \port$14334$2 [9:0] == 7'h50;
   assign \$608  = \$606  & \$607 ;
   assign \$611  = ~ bus__we;
   assign \$612  = \new  & \$611 ;
-  assign \$613  = \port$14330$2 [9:0] == 7'h51;
+  assign \$613  = \port$14334$2 [9:0] == 7'h51;
   assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
     ack <= \$617 ;
@@ -28646,215 +28646,215 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$14330$2 [9:0];
+  assign \$3  = ! \port$14334$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$14330$2 [9:0] == 1'h1;
+  assign \$5  = \port$14334$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$14330$2 [9:0] == 2'h2;
+  assign \$7  = \port$14334$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$14330$2 [9:0] == 2'h3;
+  assign \$9  = \port$14334$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$14330$2 [9:0] == 3'h4;
+  assign \$11  = \port$14334$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$14330$2 [9:0] == 3'h5;
+  assign \$13  = \port$14334$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$14330$2 [9:0] == 3'h6;
+  assign \$15  = \port$14334$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$14330$2 [9:0] == 4'h8;
+  assign \$17  = \port$14334$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$14330$2 [9:0] == 4'h9;
+  assign \$19  = \port$14334$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$14330$2 [9:0] == 4'ha;
+  assign \$21  = \port$14334$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$14330$2 [9:0] == 4'hb;
+  assign \$23  = \port$14334$2 [9:0] == 4'hb;
   assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$14330$2 [9:0] == 5'h14;
+  assign \$25  = \port$14334$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$14330$2 [9:0] == 5'h15;
+  assign \$27  = \port$14334$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$14330$2 [9:0] == 5'h16;
+  assign \$29  = \port$14334$2 [9:0] == 5'h16;
   assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$14330$2 [9:0] == 5'h18;
+  assign \$31  = \port$14334$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$14330$2 [9:0] == 5'h19;
+  assign \$33  = \port$14334$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$14330$2 [9:0] == 5'h1a;
+  assign \$35  = \port$14334$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$14330$2 [9:0] == 5'h1b;
+  assign \$37  = \port$14334$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$14330$2 [9:0] == 5'h1c;
+  assign \$39  = \port$14334$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$14330$2 [9:0] == 5'h1d;
+  assign \$41  = \port$14334$2 [9:0] == 5'h1d;
   assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$14330$2 [9:0] == 6'h20;
+  assign \$43  = \port$14334$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$14330$2 [9:0] == 6'h21;
+  assign \$45  = \port$14334$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$14330$2 [9:0] == 6'h22;
+  assign \$47  = \port$14334$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$14330$2 [9:0] == 6'h23;
+  assign \$49  = \port$14334$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$14330$2 [9:0] == 6'h24;
+  assign \$51  = \port$14334$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$14330$2 [9:0] == 6'h25;
+  assign \$53  = \port$14334$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$14330$2 [9:0] == 6'h26;
+  assign \$55  = \port$14334$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$14330$2 [9:0] == 6'h27;
+  assign \$57  = \port$14334$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$14330$2 [9:0] == 6'h28;
+  assign \$59  = \port$14334$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$14330$2 [9:0] == 6'h29;
+  assign \$61  = \port$14334$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$14330$2 [9:0] == 6'h2a;
+  assign \$63  = \port$14334$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$14330$2 [9:0] == 6'h2b;
+  assign \$65  = \port$14334$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$14330$2 [9:0] == 6'h2c;
+  assign \$67  = \port$14334$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$14330$2 [9:0] == 6'h2d;
+  assign \$69  = \port$14334$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$14330$2 [9:0] == 6'h2e;
+  assign \$71  = \port$14334$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$14330$2 [9:0] == 6'h2f;
+  assign \$73  = \port$14334$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$14330$2 [9:0] == 6'h30;
+  assign \$75  = \port$14334$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$14330$2 [9:0] == 6'h31;
+  assign \$77  = \port$14334$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$14330$2 [9:0] == 6'h32;
+  assign \$79  = \port$14334$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$14330$2 [9:0] == 6'h33;
+  assign \$81  = \port$14334$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$14330$2 [9:0] == 6'h34;
+  assign \$83  = \port$14334$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$14330$2 [9:0] == 6'h35;
+  assign \$85  = \port$14334$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$14330$2 [9:0] == 6'h36;
+  assign \$87  = \port$14334$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$14330$2 [9:0] == 6'h37;
+  assign \$89  = \port$14334$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$14330$2 [9:0] == 6'h38;
+  assign \$91  = \port$14334$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$14330$2 [9:0] == 6'h39;
+  assign \$93  = \port$14334$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$14330$2 [9:0] == 6'h3a;
+  assign \$95  = \port$14334$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$14330$2 [9:0] == 6'h3b;
+  assign \$97  = \port$14334$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$14330$2 [9:0] == 6'h3c;
+  assign \$99  = \port$14334$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$14330$2 [9:0] == 6'h3d;
+  assign \$101  = \port$14334$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$14330$2 [9:0] == 6'h3e;
+  assign \$103  = \port$14334$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$14330$2 [9:0] == 6'h3f;
+  assign \$105  = \port$14334$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$14330$2 [9:0] == 7'h40;
+  assign \$107  = \port$14334$2 [9:0] == 7'h40;
   assign wr_event0 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$14330$2 [9:0] == 7'h41;
+  assign \$109  = \port$14334$2 [9:0] == 7'h41;
   assign wr_event1 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$14330$2 [9:0] == 7'h42;
+  assign \$111  = \port$14334$2 [9:0] == 7'h42;
   assign wr_event2 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$14330$2 [9:0] == 7'h43;
+  assign \$113  = \port$14334$2 [9:0] == 7'h43;
   assign wr_event3 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$14330$2 [9:0] == 7'h44;
+  assign \$115  = \port$14334$2 [9:0] == 7'h44;
   assign wr_event4 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$14330$2 [9:0] == 7'h45;
+  assign \$117  = \port$14334$2 [9:0] == 7'h45;
   assign wr_event5 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$14330$2 [9:0] == 7'h46;
+  assign \$119  = \port$14334$2 [9:0] == 7'h46;
   assign wr_event6 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$14330$2 [9:0] == 7'h47;
+  assign \$121  = \port$14334$2 [9:0] == 7'h47;
   assign wr_event7 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$14330$2 [9:0] == 7'h48;
+  assign \$123  = \port$14334$2 [9:0] == 7'h48;
   assign wr_event8 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$14330$2 [9:0] == 7'h49;
+  assign \$125  = \port$14334$2 [9:0] == 7'h49;
   assign wr_event9 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$14330$2 [9:0] == 7'h4a;
+  assign \$127  = \port$14334$2 [9:0] == 7'h4a;
   assign wr_event10 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$14330$2 [9:0] == 7'h4b;
+  assign \$129  = \port$14334$2 [9:0] == 7'h4b;
   assign wr_event11 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$14330$2 [9:0] == 7'h4c;
+  assign \$131  = \port$14334$2 [9:0] == 7'h4c;
   assign wr_event12 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$14330$2 [9:0] == 7'h4d;
+  assign \$133  = \port$14334$2 [9:0] == 7'h4d;
   assign wr_event13 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$14330$2 [9:0] == 7'h4e;
+  assign \$135  = \port$14334$2 [9:0] == 7'h4e;
   assign wr_event14 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$14330$2 [9:0] == 7'h4f;
+  assign \$137  = \port$14334$2 [9:0] == 7'h4f;
   assign wr_event15 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$14330$2 [9:0] == 7'h50;
+  assign \$139  = \port$14334$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$14330$2 [9:0] == 7'h51;
+  assign \$141  = \port$14334$2 [9:0] == 7'h51;
   assign wr_perf_value = \$140  & \$141 ;
   assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$143  = fw_version_version & \$142 ;
@@ -28903,72 +28903,72 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$186  = \$185  | wdata[11:0];
   assign \$187  = ~ bus__we;
   assign \$188  = \new  & \$187 ;
-  assign \$189  = ! \port$14330$2 [9:0];
+  assign \$189  = ! \port$14334$2 [9:0];
   assign \$190  = \$188  & \$189 ;
   assign \$193  = ~ bus__we;
   assign \$194  = \new  & \$193 ;
-  assign \$195  = \port$14330$2 [9:0] == 1'h1;
+  assign \$195  = \port$14334$2 [9:0] == 1'h1;
   assign \$196  = \$194  & \$195 ;
   assign \$199  = ~ bus__we;
   assign \$200  = \new  & \$199 ;
-  assign \$201  = \port$14330$2 [9:0] == 2'h2;
+  assign \$201  = \port$14334$2 [9:0] == 2'h2;
   assign \$202  = \$200  & \$201 ;
   assign \$205  = ~ bus__we;
   assign \$206  = \new  & \$205 ;
-  assign \$207  = \port$14330$2 [9:0] == 2'h3;
+  assign \$207  = \port$14334$2 [9:0] == 2'h3;
   assign \$208  = \$206  & \$207 ;
   assign \$211  = ~ bus__we;
   assign \$212  = \new  & \$211 ;
-  assign \$213  = \port$14330$2 [9:0] == 3'h4;
+  assign \$213  = \port$14334$2 [9:0] == 3'h4;
   assign \$214  = \$212  & \$213 ;
   assign \$217  = ~ bus__we;
   assign \$218  = \new  & \$217 ;
-  assign \$219  = \port$14330$2 [9:0] == 3'h5;
+  assign \$219  = \port$14334$2 [9:0] == 3'h5;
   assign \$220  = \$218  & \$219 ;
   assign \$223  = ~ bus__we;
   assign \$224  = \new  & \$223 ;
-  assign \$225  = \port$14330$2 [9:0] == 3'h6;
+  assign \$225  = \port$14334$2 [9:0] == 3'h6;
   assign \$226  = \$224  & \$225 ;
   assign \$229  = ~ bus__we;
   assign \$230  = \new  & \$229 ;
-  assign \$231  = \port$14330$2 [9:0] == 4'h8;
+  assign \$231  = \port$14334$2 [9:0] == 4'h8;
   assign \$232  = \$230  & \$231 ;
   assign \$236  = \$234  | { 12'h000, \$235  };
   assign \$238  = { 3'h0, \$236  } | \$237 ;
   assign \$240  = \$238  | { 3'h0, \$239  };
   assign \$241  = ~ bus__we;
   assign \$242  = \new  & \$241 ;
-  assign \$243  = \port$14330$2 [9:0] == 4'h9;
+  assign \$243  = \port$14334$2 [9:0] == 4'h9;
   assign \$244  = \$242  & \$243 ;
   assign \$248  = \$246  | \$247 ;
   assign \$249  = ~ bus__we;
   assign \$250  = \new  & \$249 ;
-  assign \$251  = \port$14330$2 [9:0] == 4'ha;
+  assign \$251  = \port$14334$2 [9:0] == 4'ha;
   assign \$252  = \$250  & \$251 ;
   assign \$256  = \$254  | { 9'h000, \$255  };
   assign \$257  = ~ bus__we;
   assign \$258  = \new  & \$257 ;
-  assign \$259  = \port$14330$2 [9:0] == 4'hb;
+  assign \$259  = \port$14334$2 [9:0] == 4'hb;
   assign \$260  = \$258  & \$259 ;
   assign \$263  = ~ bus__we;
   assign \$264  = \new  & \$263 ;
-  assign \$265  = \port$14330$2 [9:0] == 5'h14;
+  assign \$265  = \port$14334$2 [9:0] == 5'h14;
   assign \$266  = \$264  & \$265 ;
   assign \$269  = ~ bus__we;
   assign \$270  = \new  & \$269 ;
-  assign \$271  = \port$14330$2 [9:0] == 5'h15;
+  assign \$271  = \port$14334$2 [9:0] == 5'h15;
   assign \$272  = \$270  & \$271 ;
   assign \$275  = ~ bus__we;
   assign \$276  = \new  & \$275 ;
-  assign \$277  = \port$14330$2 [9:0] == 5'h16;
+  assign \$277  = \port$14334$2 [9:0] == 5'h16;
   assign \$278  = \$276  & \$277 ;
   assign \$281  = ~ bus__we;
   assign \$282  = \new  & \$281 ;
-  assign \$283  = \port$14330$2 [9:0] == 5'h18;
+  assign \$283  = \port$14334$2 [9:0] == 5'h18;
   assign \$284  = \$282  & \$283 ;
   assign \$287  = ~ bus__we;
   assign \$288  = \new  & \$287 ;
-  assign \$289  = \port$14330$2 [9:0] == 5'h19;
+  assign \$289  = \port$14334$2 [9:0] == 5'h19;
   assign \$290  = \$288  & \$289 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -29840,8 +29840,8 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$14330$2 , 2'h0 };
-  assign work_qready = { \port$12349$0 , \port$12306$0 , \port$12263$0 , \port$12220$0  };
+  assign bus__addr = { \port$14334$2 , 2'h0 };
+  assign work_qready = { \port$12353$0 , \port$12310$0 , \port$12267$0 , \port$12224$0  };
   assign work_qreset = { \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0  };
   assign q_head0_word = \port$5933$0 [31:0];
   assign q_head1_word = \port$5933$0 [63:32];
@@ -29875,22 +29875,22 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$6023$0 [191:160];
   assign q_head30_word = \port$6023$0 [223:192];
   assign q_head31_word = \port$6023$0 [255:224];
-  assign event0_value = \port$16845$0 [31:0];
-  assign event1_value = \port$16845$0 [63:32];
-  assign event2_value = \port$16845$0 [95:64];
-  assign event3_value = \port$16845$0 [127:96];
-  assign event4_value = \port$16845$0 [159:128];
-  assign event5_value = \port$16845$0 [191:160];
-  assign event6_value = \port$16845$0 [223:192];
-  assign event7_value = \port$16845$0 [255:224];
-  assign event8_value = \port$16845$0 [287:256];
-  assign event9_value = \port$16845$0 [319:288];
-  assign event10_value = \port$16845$0 [351:320];
-  assign event11_value = \port$16845$0 [383:352];
-  assign event12_value = \port$16845$0 [415:384];
-  assign event13_value = \port$16845$0 [447:416];
-  assign event14_value = \port$16845$0 [479:448];
-  assign event15_value = \port$16845$0 [511:480];
+  assign event0_value = \port$16849$0 [31:0];
+  assign event1_value = \port$16849$0 [63:32];
+  assign event2_value = \port$16849$0 [95:64];
+  assign event3_value = \port$16849$0 [127:96];
+  assign event4_value = \port$16849$0 [159:128];
+  assign event5_value = \port$16849$0 [191:160];
+  assign event6_value = \port$16849$0 [223:192];
+  assign event7_value = \port$16849$0 [255:224];
+  assign event8_value = \port$16849$0 [287:256];
+  assign event9_value = \port$16849$0 [319:288];
+  assign event10_value = \port$16849$0 [351:320];
+  assign event11_value = \port$16849$0 [383:352];
+  assign event12_value = \port$16849$0 [415:384];
+  assign event13_value = \port$16849$0 [447:416];
+  assign event14_value = \port$16849$0 [479:448];
+  assign event15_value = \port$16849$0 [511:480];
   assign \$191  = { 1'h0, fw_version_version };
   assign \$192  = \$191 ;
   assign \$197  = { 1'h0, fw_status_state };
@@ -29905,7 +29905,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$222  = \$221 ;
   assign \$227  = 2'h0;
   assign \$228  = { 30'h00000000, \$227  };
-  assign \$233  = { 1'h0, \port$12349$0 , \port$12306$0 , \port$12263$0 , \port$12220$0  };
+  assign \$233  = { 1'h0, \port$12353$0 , \port$12310$0 , \port$12267$0 , \port$12224$0  };
   assign \$234  = { 27'h0000000, \$233  };
   assign \$235  = { 7'h00, work_hung, 8'h00 };
   assign \$237  = { 15'h0000, \port$4363$0 , \port$4352$0 , \port$4341$0 , \port$4330$0 , 16'h0000 };
@@ -30000,37 +30000,37 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$502  = \$501 ;
   assign \$507  = { 1'h0, \port$6023$0 [255:224] };
   assign \$508  = \$507 ;
-  assign \$513  = { 1'h0, \port$16845$0 [31:0] };
+  assign \$513  = { 1'h0, \port$16849$0 [31:0] };
   assign \$514  = \$513 ;
-  assign \$519  = { 1'h0, \port$16845$0 [63:32] };
+  assign \$519  = { 1'h0, \port$16849$0 [63:32] };
   assign \$520  = \$519 ;
-  assign \$525  = { 1'h0, \port$16845$0 [95:64] };
+  assign \$525  = { 1'h0, \port$16849$0 [95:64] };
   assign \$526  = \$525 ;
-  assign \$531  = { 1'h0, \port$16845$0 [127:96] };
+  assign \$531  = { 1'h0, \port$16849$0 [127:96] };
   assign \$532  = \$531 ;
-  assign \$537  = { 1'h0, \port$16845$0 [159:128] };
+  assign \$537  = { 1'h0, \port$16849$0 [159:128] };
   assign \$538  = \$537 ;
-  assign \$543  = { 1'h0, \port$16845$0 [191:160] };
+  assign \$543  = { 1'h0, \port$16849$0 [191:160] };
   assign \$544  = \$543 ;
-  assign \$549  = { 1'h0, \port$16845$0 [223:192] };
+  assign \$549  = { 1'h0, \port$16849$0 [223:192] };
   assign \$550  = \$549 ;
-  assign \$555  = { 1'h0, \port$16845$0 [255:224] };
+  assign \$555  = { 1'h0, \port$16849$0 [255:224] };
   assign \$556  = \$555 ;
-  assign \$561  = { 1'h0, \port$16845$0 [287:256] };
+  assign \$561  = { 1'h0, \port$16849$0 [287:256] };
   assign \$562  = \$561 ;
-  assign \$567  = { 1'h0, \port$16845$0 [319:288] };
+  assign \$567  = { 1'h0, \port$16849$0 [319:288] };
   assign \$568  = \$567 ;
-  assign \$573  = { 1'h0, \port$16845$0 [351:320] };
+  assign \$573  = { 1'h0, \port$16849$0 [351:320] };
   assign \$574  = \$573 ;
-  assign \$579  = { 1'h0, \port$16845$0 [383:352] };
+  assign \$579  = { 1'h0, \port$16849$0 [383:352] };
   assign \$580  = \$579 ;
-  assign \$585  = { 1'h0, \port$16845$0 [415:384] };
+  assign \$585  = { 1'h0, \port$16849$0 [415:384] };
   assign \$586  = \$585 ;
-  assign \$591  = { 1'h0, \port$16845$0 [447:416] };
+  assign \$591  = { 1'h0, \port$16849$0 [447:416] };
   assign \$592  = \$591 ;
-  assign \$597  = { 1'h0, \port$16845$0 [479:448] };
+  assign \$597  = { 1'h0, \port$16849$0 [479:448] };
   assign \$598  = \$597 ;
-  assign \$603  = { 1'h0, \port$16845$0 [511:480] };
+  assign \$603  = { 1'h0, \port$16849$0 [511:480] };
   assign \$604  = \$603 ;
   assign \$609  = { 1'h0, perf_sel_addr };
   assign \$610  = { 19'h00000, \$609  };
@@ -30977,8 +30977,8 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
     .deskew6_0(\$314 ),
     .out_valid(acc_wr__en),
     .pe7_7_psum(\$307 ),
-    .\port$15229$0 (a_meta_q3[1:0]),
-    .\port$15233$0 (b_meta_q3),
+    .\port$15233$0 (a_meta_q3[1:0]),
+    .\port$15237$0 (b_meta_q3),
     .reset(reset),
     .rst(rst),
     .w_data(w_data),
@@ -32362,7 +32362,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_transpose, pe7_7_psum, out_valid, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, a_data, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, \port$15233$0 , \port$15237$0 , w_transpose, pe7_7_psum, out_valid, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, a_data, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34352,10 +34352,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [1:0] \port$15229$0 ;
-  wire [1:0] \port$15229$0 ;
-  input [4:0] \port$15233$0 ;
-  wire [4:0] \port$15233$0 ;
+  input [1:0] \port$15233$0 ;
+  wire [1:0] \port$15233$0 ;
+  input [4:0] \port$15237$0 ;
+  wire [4:0] \port$15237$0 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -34500,12 +34500,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   wire \wcol7.en ;
   wire [2:0] \wcol7.row ;
   wire \wcol7.transpose ;
-  assign \$1  = ! \port$15233$0 [3:1];
-  assign \$2  = \port$15233$0 [3:1] == 1'h1;
+  assign \$1  = ! \port$15237$0 [3:1];
+  assign \$2  = \port$15237$0 [3:1] == 1'h1;
   assign \$3  = w_transpose ? \$1  : \$2 ;
-  assign \$4  = \port$15233$0 [0] & \$3 ;
-  assign \$5  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$6  = \port$15229$0 [0] & \$5 ;
+  assign \$4  = \port$15237$0 [0] & \$3 ;
+  assign \$5  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$6  = \port$15233$0 [0] & \$5 ;
   assign \$8  = \$4  & \$7 ;
   assign \$9  = wcol1[3:1] == 1'h1;
   assign \$10  = wcol1[3:1] == 1'h1;
@@ -34556,13 +34556,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$61  = pe1_5_bank == wcol7[5];
   assign \$62  = pe1_5_v & \$61 ;
   assign \$64  = \$60  & \$63 ;
-  assign \$65  = ! \port$15233$0 [3:1];
-  assign \$66  = \port$15233$0 [3:1] == 2'h2;
+  assign \$65  = ! \port$15237$0 [3:1];
+  assign \$66  = \port$15237$0 [3:1] == 2'h2;
   assign \$67  = w_transpose ? \$65  : \$66 ;
-  assign \$68  = \port$15233$0 [0] & \$67 ;
-  assign \$69  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$70  = \port$15229$0 [0] & \$69 ;
-  assign \$71  = skew2_0_bank == \port$15233$0 [4];
+  assign \$68  = \port$15237$0 [0] & \$67 ;
+  assign \$69  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$70  = \port$15233$0 [0] & \$69 ;
+  assign \$71  = skew2_0_bank == \port$15237$0 [4];
   assign \$72  = skew2_0_v & \$71 ;
   assign \$73  = | { \$72 , \$70  };
   assign \$74  = \$68  & \$73 ;
@@ -34636,15 +34636,15 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$142  = pe2_5_v & \$141 ;
   assign \$143  = | { \$142 , \$140  };
   assign \$144  = \$138  & \$143 ;
-  assign \$145  = ! \port$15233$0 [3:1];
-  assign \$146  = \port$15233$0 [3:1] == 2'h3;
+  assign \$145  = ! \port$15237$0 [3:1];
+  assign \$146  = \port$15237$0 [3:1] == 2'h3;
   assign \$147  = w_transpose ? \$145  : \$146 ;
-  assign \$148  = \port$15233$0 [0] & \$147 ;
-  assign \$149  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$150  = \port$15229$0 [0] & \$149 ;
-  assign \$151  = skew3_0_bank == \port$15233$0 [4];
+  assign \$148  = \port$15237$0 [0] & \$147 ;
+  assign \$149  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$150  = \port$15233$0 [0] & \$149 ;
+  assign \$151  = skew3_0_bank == \port$15237$0 [4];
   assign \$152  = skew3_0_v & \$151 ;
-  assign \$153  = skew3_1_bank == \port$15233$0 [4];
+  assign \$153  = skew3_1_bank == \port$15237$0 [4];
   assign \$154  = skew3_1_v & \$153 ;
   assign \$155  = | { \$154 , \$152 , \$150  };
   assign \$156  = \$148  & \$155 ;
@@ -34732,17 +34732,17 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$238  = pe3_5_v & \$237 ;
   assign \$239  = | { \$238 , \$236 , \$234  };
   assign \$240  = \$232  & \$239 ;
-  assign \$241  = ! \port$15233$0 [3:1];
-  assign \$242  = \port$15233$0 [3:1] == 3'h4;
+  assign \$241  = ! \port$15237$0 [3:1];
+  assign \$242  = \port$15237$0 [3:1] == 3'h4;
   assign \$243  = w_transpose ? \$241  : \$242 ;
-  assign \$244  = \port$15233$0 [0] & \$243 ;
-  assign \$245  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$246  = \port$15229$0 [0] & \$245 ;
-  assign \$247  = skew4_0_bank == \port$15233$0 [4];
+  assign \$244  = \port$15237$0 [0] & \$243 ;
+  assign \$245  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$246  = \port$15233$0 [0] & \$245 ;
+  assign \$247  = skew4_0_bank == \port$15237$0 [4];
   assign \$248  = skew4_0_v & \$247 ;
-  assign \$249  = skew4_1_bank == \port$15233$0 [4];
+  assign \$249  = skew4_1_bank == \port$15237$0 [4];
   assign \$250  = skew4_1_v & \$249 ;
-  assign \$251  = skew4_2_bank == \port$15233$0 [4];
+  assign \$251  = skew4_2_bank == \port$15237$0 [4];
   assign \$252  = skew4_2_v & \$251 ;
   assign \$253  = | { \$252 , \$250 , \$248 , \$246  };
   assign \$254  = \$244  & \$253 ;
@@ -34844,19 +34844,19 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$350  = pe4_5_v & \$349 ;
   assign \$351  = | { \$350 , \$348 , \$346 , \$344  };
   assign \$352  = \$342  & \$351 ;
-  assign \$353  = ! \port$15233$0 [3:1];
-  assign \$354  = \port$15233$0 [3:1] == 3'h5;
+  assign \$353  = ! \port$15237$0 [3:1];
+  assign \$354  = \port$15237$0 [3:1] == 3'h5;
   assign \$355  = w_transpose ? \$353  : \$354 ;
-  assign \$356  = \port$15233$0 [0] & \$355 ;
-  assign \$357  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$358  = \port$15229$0 [0] & \$357 ;
-  assign \$359  = skew5_0_bank == \port$15233$0 [4];
+  assign \$356  = \port$15237$0 [0] & \$355 ;
+  assign \$357  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$358  = \port$15233$0 [0] & \$357 ;
+  assign \$359  = skew5_0_bank == \port$15237$0 [4];
   assign \$360  = skew5_0_v & \$359 ;
-  assign \$361  = skew5_1_bank == \port$15233$0 [4];
+  assign \$361  = skew5_1_bank == \port$15237$0 [4];
   assign \$362  = skew5_1_v & \$361 ;
-  assign \$363  = skew5_2_bank == \port$15233$0 [4];
+  assign \$363  = skew5_2_bank == \port$15237$0 [4];
   assign \$364  = skew5_2_v & \$363 ;
-  assign \$365  = skew5_3_bank == \port$15233$0 [4];
+  assign \$365  = skew5_3_bank == \port$15237$0 [4];
   assign \$366  = skew5_3_v & \$365 ;
   assign \$367  = | { \$366 , \$364 , \$362 , \$360 , \$358  };
   assign \$368  = \$356  & \$367 ;
@@ -34972,21 +34972,21 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$478  = pe5_5_v & \$477 ;
   assign \$479  = | { \$478 , \$476 , \$474 , \$472 , \$470  };
   assign \$480  = \$468  & \$479 ;
-  assign \$481  = ! \port$15233$0 [3:1];
-  assign \$482  = \port$15233$0 [3:1] == 3'h6;
+  assign \$481  = ! \port$15237$0 [3:1];
+  assign \$482  = \port$15237$0 [3:1] == 3'h6;
   assign \$483  = w_transpose ? \$481  : \$482 ;
-  assign \$484  = \port$15233$0 [0] & \$483 ;
-  assign \$485  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$486  = \port$15229$0 [0] & \$485 ;
-  assign \$487  = skew6_0_bank == \port$15233$0 [4];
+  assign \$484  = \port$15237$0 [0] & \$483 ;
+  assign \$485  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$486  = \port$15233$0 [0] & \$485 ;
+  assign \$487  = skew6_0_bank == \port$15237$0 [4];
   assign \$488  = skew6_0_v & \$487 ;
-  assign \$489  = skew6_1_bank == \port$15233$0 [4];
+  assign \$489  = skew6_1_bank == \port$15237$0 [4];
   assign \$490  = skew6_1_v & \$489 ;
-  assign \$491  = skew6_2_bank == \port$15233$0 [4];
+  assign \$491  = skew6_2_bank == \port$15237$0 [4];
   assign \$492  = skew6_2_v & \$491 ;
-  assign \$493  = skew6_3_bank == \port$15233$0 [4];
+  assign \$493  = skew6_3_bank == \port$15237$0 [4];
   assign \$494  = skew6_3_v & \$493 ;
-  assign \$495  = skew6_4_bank == \port$15233$0 [4];
+  assign \$495  = skew6_4_bank == \port$15237$0 [4];
   assign \$496  = skew6_4_v & \$495 ;
   assign \$497  = | { \$496 , \$494 , \$492 , \$490 , \$488 , \$486  };
   assign \$498  = \$484  & \$497 ;
@@ -35116,23 +35116,23 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$622  = pe6_5_v & \$621 ;
   assign \$623  = | { \$622 , \$620 , \$618 , \$616 , \$614 , \$612  };
   assign \$624  = \$610  & \$623 ;
-  assign \$625  = ! \port$15233$0 [3:1];
-  assign \$626  = \port$15233$0 [3:1] == 3'h7;
+  assign \$625  = ! \port$15237$0 [3:1];
+  assign \$626  = \port$15237$0 [3:1] == 3'h7;
   assign \$627  = w_transpose ? \$625  : \$626 ;
-  assign \$628  = \port$15233$0 [0] & \$627 ;
-  assign \$629  = \port$15229$0 [1] == \port$15233$0 [4];
-  assign \$630  = \port$15229$0 [0] & \$629 ;
-  assign \$631  = skew7_0_bank == \port$15233$0 [4];
+  assign \$628  = \port$15237$0 [0] & \$627 ;
+  assign \$629  = \port$15233$0 [1] == \port$15237$0 [4];
+  assign \$630  = \port$15233$0 [0] & \$629 ;
+  assign \$631  = skew7_0_bank == \port$15237$0 [4];
   assign \$632  = skew7_0_v & \$631 ;
-  assign \$633  = skew7_1_bank == \port$15233$0 [4];
+  assign \$633  = skew7_1_bank == \port$15237$0 [4];
   assign \$634  = skew7_1_v & \$633 ;
-  assign \$635  = skew7_2_bank == \port$15233$0 [4];
+  assign \$635  = skew7_2_bank == \port$15237$0 [4];
   assign \$636  = skew7_2_v & \$635 ;
-  assign \$637  = skew7_3_bank == \port$15233$0 [4];
+  assign \$637  = skew7_3_bank == \port$15237$0 [4];
   assign \$638  = skew7_3_v & \$637 ;
-  assign \$639  = skew7_4_bank == \port$15233$0 [4];
+  assign \$639  = skew7_4_bank == \port$15237$0 [4];
   assign \$640  = skew7_4_v & \$639 ;
-  assign \$641  = skew7_5_bank == \port$15233$0 [4];
+  assign \$641  = skew7_5_bank == \port$15237$0 [4];
   assign \$642  = skew7_5_v & \$641 ;
   assign \$643  = | { \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630  };
   assign \$644  = \$628  & \$643 ;
@@ -35277,14 +35277,14 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$783  = | { \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770  };
   assign \$784  = \$768  & \$783 ;
   assign w_conflict = | { \$784 , \$764 , \$744 , \$724 , \$704 , \$684 , \$664 , \$644 , \$624 , \$606 , \$588 , \$570 , \$552 , \$534 , \$516 , \$498 , \$480 , \$464 , \$448 , \$432 , \$416 , \$400 , \$384 , \$368 , \$352 , \$338 , \$324 , \$310 , \$296 , \$282 , \$268 , \$254 , \$240 , \$228 , \$216 , \$204 , \$192 , \$180 , \$168 , \$156 , \$144 , \$134 , \$124 , \$114 , \$104 , \$94 , \$84 , \$74 , \$64 , \$56 , \$48 , \$40 , \$32 , \$24 , \$16 , \$8  };
-  assign \$785  = ! \port$15233$0 [3:1];
-  assign \$786  = ! \port$15233$0 [3:1];
+  assign \$785  = ! \port$15237$0 [3:1];
+  assign \$786  = ! \port$15237$0 [3:1];
   assign \$787  = w_transpose ? \$785  : \$786 ;
-  assign \$788  = \port$15233$0 [0] & \$787 ;
-  assign \$791  = \port$15229$0 [0] ? a_data[7:0] : 8'h00;
-  assign \$792  = \port$15229$0 [1] ? pe0_0_w1 : pe0_0_w0;
+  assign \$788  = \port$15237$0 [0] & \$787 ;
+  assign \$791  = \port$15233$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$792  = \port$15233$0 [1] ? pe0_0_w1 : pe0_0_w0;
   assign \$793  = $signed(\$791 ) * $signed(\$792 );
-  assign \$794  = \port$15229$0 [0] ? a_data[7:0] : 8'h00;
+  assign \$794  = \port$15233$0 [0] ? a_data[7:0] : 8'h00;
   assign \$795  = wcol1[3:1] == 1'h1;
   assign \$796  = ! wcol1[3:1];
   assign \$797  = wcol1[4] ? \$795  : \$796 ;
@@ -35341,11 +35341,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$848  = wcol7[4] ? wcol7[13:6] : wcol7[69:62];
   assign \$849  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
   assign \$850  = $signed(pe0_6_a) * $signed(\$849 );
-  assign \$851  = \port$15229$0 [0] ? a_data[15:8] : 8'h00;
-  assign \$852  = ! \port$15233$0 [3:1];
-  assign \$853  = \port$15233$0 [3:1] == 1'h1;
+  assign \$851  = \port$15233$0 [0] ? a_data[15:8] : 8'h00;
+  assign \$852  = ! \port$15237$0 [3:1];
+  assign \$853  = \port$15237$0 [3:1] == 1'h1;
   assign \$854  = w_transpose ? \$852  : \$853 ;
-  assign \$855  = \port$15233$0 [0] & \$854 ;
+  assign \$855  = \port$15237$0 [0] & \$854 ;
   assign \$856  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$857  = w_transpose ? w_data[15:8] : w_data[7:0];
   assign \$858  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
@@ -35412,11 +35412,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$921  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
   assign \$922  = $signed(pe1_6_a) * $signed(\$921 );
   assign \$923  = $signed(pe0_7_psum) + $signed(\$922 );
-  assign \$924  = \port$15229$0 [0] ? a_data[23:16] : 8'h00;
-  assign \$925  = ! \port$15233$0 [3:1];
-  assign \$926  = \port$15233$0 [3:1] == 2'h2;
+  assign \$924  = \port$15233$0 [0] ? a_data[23:16] : 8'h00;
+  assign \$925  = ! \port$15237$0 [3:1];
+  assign \$926  = \port$15237$0 [3:1] == 2'h2;
   assign \$927  = w_transpose ? \$925  : \$926 ;
-  assign \$928  = \port$15233$0 [0] & \$927 ;
+  assign \$928  = \port$15237$0 [0] & \$927 ;
   assign \$929  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$930  = w_transpose ? w_data[23:16] : w_data[7:0];
   assign \$931  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
@@ -35483,11 +35483,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$994  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
   assign \$995  = $signed(pe2_6_a) * $signed(\$994 );
   assign \$996  = $signed(pe1_7_psum) + $signed(\$995 );
-  assign \$997  = \port$15229$0 [0] ? a_data[31:24] : 8'h00;
-  assign \$998  = ! \port$15233$0 [3:1];
-  assign \$999  = \port$15233$0 [3:1] == 2'h3;
+  assign \$997  = \port$15233$0 [0] ? a_data[31:24] : 8'h00;
+  assign \$998  = ! \port$15237$0 [3:1];
+  assign \$999  = \port$15237$0 [3:1] == 2'h3;
   assign \$1000  = w_transpose ? \$998  : \$999 ;
-  assign \$1001  = \port$15233$0 [0] & \$1000 ;
+  assign \$1001  = \port$15237$0 [0] & \$1000 ;
   assign \$1002  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$1003  = w_transpose ? w_data[31:24] : w_data[7:0];
   assign \$1004  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
@@ -35554,11 +35554,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$1067  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
   assign \$1068  = $signed(pe3_6_a) * $signed(\$1067 );
   assign \$1069  = $signed(pe2_7_psum) + $signed(\$1068 );
-  assign \$1070  = \port$15229$0 [0] ? a_data[39:32] : 8'h00;
-  assign \$1071  = ! \port$15233$0 [3:1];
-  assign \$1072  = \port$15233$0 [3:1] == 3'h4;
+  assign \$1070  = \port$15233$0 [0] ? a_data[39:32] : 8'h00;
+  assign \$1071  = ! \port$15237$0 [3:1];
+  assign \$1072  = \port$15237$0 [3:1] == 3'h4;
   assign \$1073  = w_transpose ? \$1071  : \$1072 ;
-  assign \$1074  = \port$15233$0 [0] & \$1073 ;
+  assign \$1074  = \port$15237$0 [0] & \$1073 ;
   assign \$1075  = w_transpose ? w_data[39:32] : w_data[7:0];
   assign \$1076  = w_transpose ? w_data[39:32] : w_data[7:0];
   assign \$1077  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
@@ -35625,11 +35625,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$1140  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
   assign \$1141  = $signed(pe4_6_a) * $signed(\$1140 );
   assign \$1142  = $signed(pe3_7_psum) + $signed(\$1141 );
-  assign \$1143  = \port$15229$0 [0] ? a_data[47:40] : 8'h00;
-  assign \$1144  = ! \port$15233$0 [3:1];
-  assign \$1145  = \port$15233$0 [3:1] == 3'h5;
+  assign \$1143  = \port$15233$0 [0] ? a_data[47:40] : 8'h00;
+  assign \$1144  = ! \port$15237$0 [3:1];
+  assign \$1145  = \port$15237$0 [3:1] == 3'h5;
   assign \$1146  = w_transpose ? \$1144  : \$1145 ;
-  assign \$1147  = \port$15233$0 [0] & \$1146 ;
+  assign \$1147  = \port$15237$0 [0] & \$1146 ;
   assign \$1148  = w_transpose ? w_data[47:40] : w_data[7:0];
   assign \$1149  = w_transpose ? w_data[47:40] : w_data[7:0];
   assign \$1150  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
@@ -35696,11 +35696,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$1213  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
   assign \$1214  = $signed(pe5_6_a) * $signed(\$1213 );
   assign \$1215  = $signed(pe4_7_psum) + $signed(\$1214 );
-  assign \$1216  = \port$15229$0 [0] ? a_data[55:48] : 8'h00;
-  assign \$1217  = ! \port$15233$0 [3:1];
-  assign \$1218  = \port$15233$0 [3:1] == 3'h6;
+  assign \$1216  = \port$15233$0 [0] ? a_data[55:48] : 8'h00;
+  assign \$1217  = ! \port$15237$0 [3:1];
+  assign \$1218  = \port$15237$0 [3:1] == 3'h6;
   assign \$1219  = w_transpose ? \$1217  : \$1218 ;
-  assign \$1220  = \port$15233$0 [0] & \$1219 ;
+  assign \$1220  = \port$15237$0 [0] & \$1219 ;
   assign \$1221  = w_transpose ? w_data[55:48] : w_data[7:0];
   assign \$1222  = w_transpose ? w_data[55:48] : w_data[7:0];
   assign \$1223  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
@@ -35767,11 +35767,11 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   assign \$1286  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
   assign \$1287  = $signed(pe6_6_a) * $signed(\$1286 );
   assign \$1288  = $signed(pe5_7_psum) + $signed(\$1287 );
-  assign \$1289  = \port$15229$0 [0] ? a_data[63:56] : 8'h00;
-  assign \$1290  = ! \port$15233$0 [3:1];
-  assign \$1291  = \port$15233$0 [3:1] == 3'h7;
+  assign \$1289  = \port$15233$0 [0] ? a_data[63:56] : 8'h00;
+  assign \$1290  = ! \port$15237$0 [3:1];
+  assign \$1291  = \port$15237$0 [3:1] == 3'h7;
   assign \$1292  = w_transpose ? \$1290  : \$1291 ;
-  assign \$1293  = \port$15233$0 [0] & \$1292 ;
+  assign \$1293  = \port$15237$0 [0] & \$1292 ;
   assign \$1294  = w_transpose ? w_data[63:56] : w_data[7:0];
   assign \$1295  = w_transpose ? w_data[63:56] : w_data[7:0];
   assign \$1296  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
@@ -35863,7 +35863,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     pe0_0_v <= \$1371 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$15229$0 [1];
+    pe0_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     pe0_1_w1 <= \$1372 ;
   always @(posedge clk)
@@ -35947,7 +35947,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew1_0_v <= \$1392 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$15229$0 [1];
+    skew1_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     pe1_0_w1 <= \$1393 ;
   always @(posedge clk)
@@ -36043,7 +36043,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew2_0_v <= \$1416 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$15229$0 [1];
+    skew2_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -36145,7 +36145,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew3_0_v <= \$1441 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$15229$0 [1];
+    skew3_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -36253,7 +36253,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew4_0_v <= \$1467 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$15229$0 [1];
+    skew4_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -36367,7 +36367,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew5_0_v <= \$1494 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$15229$0 [1];
+    skew5_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -36487,7 +36487,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew6_0_v <= \$1522 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$15229$0 [1];
+    skew6_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -36613,7 +36613,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   always @(posedge clk)
     skew7_0_v <= \$1551 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$15229$0 [1];
+    skew7_0_bank <= \port$15233$0 [1];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -36800,7 +36800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     deskew6_0 <= pe7_6_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1362  = { w_data, \port$15233$0 [4], w_transpose, \port$15233$0 [3:0] };
+    \$1362  = { w_data, \port$15237$0 [4], w_transpose, \port$15237$0 [3:0] };
     if (reset[2]) begin
       \$1362  = 70'h000000000000000000;
     end
@@ -36872,7 +36872,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1369  = pe0_0_w1;
     if (\$788 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1369  = \$789 ;
       end
     end
@@ -36882,7 +36882,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1370  = pe0_0_w0;
     if (\$788 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1370  = \$790 ;
       end
@@ -36890,7 +36890,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1371  = \port$15229$0 [0];
+    \$1371  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1371  = 1'h0;
     end
@@ -37100,7 +37100,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1392  = \port$15229$0 [0];
+    \$1392  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1392  = 1'h0;
     end
@@ -37112,7 +37112,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1393  = pe1_0_w1;
     if (\$855 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1393  = \$856 ;
       end
     end
@@ -37122,7 +37122,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1394  = pe1_0_w0;
     if (\$855 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1394  = \$857 ;
       end
@@ -37340,7 +37340,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1416  = \port$15229$0 [0];
+    \$1416  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1416  = 1'h0;
     end
@@ -37362,7 +37362,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1418  = pe2_0_w1;
     if (\$928 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1418  = \$929 ;
       end
     end
@@ -37372,7 +37372,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1419  = pe2_0_w0;
     if (\$928 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1419  = \$930 ;
       end
@@ -37590,7 +37590,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1441  = \port$15229$0 [0];
+    \$1441  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1441  = 1'h0;
     end
@@ -37622,7 +37622,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1444  = pe3_0_w1;
     if (\$1001 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1444  = \$1002 ;
       end
     end
@@ -37632,7 +37632,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1445  = pe3_0_w0;
     if (\$1001 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1445  = \$1003 ;
       end
@@ -37850,7 +37850,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1467  = \port$15229$0 [0];
+    \$1467  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1467  = 1'h0;
     end
@@ -37892,7 +37892,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1471  = pe4_0_w1;
     if (\$1074 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1471  = \$1075 ;
       end
     end
@@ -37902,7 +37902,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1472  = pe4_0_w0;
     if (\$1074 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1472  = \$1076 ;
       end
@@ -38120,7 +38120,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1494  = \port$15229$0 [0];
+    \$1494  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1494  = 1'h0;
     end
@@ -38172,7 +38172,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1499  = pe5_0_w1;
     if (\$1147 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1499  = \$1148 ;
       end
     end
@@ -38182,7 +38182,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1500  = pe5_0_w0;
     if (\$1147 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1500  = \$1149 ;
       end
@@ -38400,7 +38400,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1522  = \port$15229$0 [0];
+    \$1522  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1522  = 1'h0;
     end
@@ -38462,7 +38462,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1528  = pe6_0_w1;
     if (\$1220 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1528  = \$1221 ;
       end
     end
@@ -38472,7 +38472,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1529  = pe6_0_w0;
     if (\$1220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1529  = \$1222 ;
       end
@@ -38690,7 +38690,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$1551  = \port$15229$0 [0];
+    \$1551  = \port$15233$0 [0];
     if (reset[2]) begin
       \$1551  = 1'h0;
     end
@@ -38762,7 +38762,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1558  = pe7_0_w1;
     if (\$1293 ) begin
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
         \$1558  = \$1294 ;
       end
     end
@@ -38772,7 +38772,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
     \$1559  = pe7_0_w0;
     if (\$1293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$15233$0 [4]) begin
+      if (\port$15237$0 [4]) begin
       end else begin
         \$1559  = \$1295 ;
       end
@@ -38998,18 +38998,18 @@ module \kaki_soc_8x8.gemm.array (rst, reset, \port$15229$0 , \port$15233$0 , w_t
       \$1581  = 1'h0;
     end
   end
-  assign wcol0 = { w_data, \port$15233$0 [4], w_transpose, \port$15233$0 [3:0] };
-  assign w_en = \port$15233$0 [0];
-  assign w_row = \port$15233$0 [3:1];
-  assign w_bank = \port$15233$0 [4];
+  assign wcol0 = { w_data, \port$15237$0 [4], w_transpose, \port$15237$0 [3:0] };
+  assign w_en = \port$15237$0 [0];
+  assign w_row = \port$15237$0 [3:1];
+  assign w_bank = \port$15237$0 [4];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid_q = out_valid;
-  assign a_valid = \port$15229$0 [0];
-  assign a_bank = \port$15229$0 [1];
-  assign \wcol0.en  = \port$15233$0 [0];
-  assign \wcol0.row  = \port$15233$0 [3:1];
+  assign a_valid = \port$15233$0 [0];
+  assign a_bank = \port$15233$0 [1];
+  assign \wcol0.en  = \port$15237$0 [0];
+  assign \wcol0.row  = \port$15237$0 [3:1];
   assign \wcol0.transpose  = w_transpose;
-  assign \wcol0.bank  = \port$15233$0 [4];
+  assign \wcol0.bank  = \port$15237$0 [4];
   assign \wcol0.data  = w_data;
   assign \wcol1.en  = wcol1[0];
   assign \wcol1.row  = wcol1[3:1];
@@ -39075,7 +39075,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, \w_en$187 , \w_en$192 , \w_en$197 , \w_en$202 , retire__0__error, retire__1__error, retire__2__error, retire__3__error
 , retire__4__error, q__0__active, q__1__active, q__2__active, q__3__active, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, \port$5933$0 , \port$5963$0 , \port$5993$0 , \port$6023$0 , q__0__drained, q__1__drained, q__2__drained, q__3__drained, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting
-, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$12388$0 , \port$12394$0 , \port$12395$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
+, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$12392$0 , \port$12398$0 , \port$12399$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_item, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, fw_status, watchdog
 , enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -40042,12 +40042,12 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   reg [3:0] issue_signal_event = 4'h0;
   reg issue_signal_pending = 1'h0;
   reg [31:0] issue_signal_value = 32'd0;
-  output [15:0] \port$12388$0 ;
-  wire [15:0] \port$12388$0 ;
-  output [4:0] \port$12394$0 ;
-  wire [4:0] \port$12394$0 ;
-  output [223:0] \port$12395$32 ;
-  wire [223:0] \port$12395$32 ;
+  output [15:0] \port$12392$0 ;
+  wire [15:0] \port$12392$0 ;
+  output [4:0] \port$12398$0 ;
+  wire [4:0] \port$12398$0 ;
+  output [223:0] \port$12399$32 ;
+  wire [223:0] \port$12399$32 ;
   input [257:0] \port$5933$0 ;
   wire [257:0] \port$5933$0 ;
   input [257:0] \port$5963$0 ;
@@ -41630,7 +41630,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$103  = ! \port$5993$0 [15:9];
   \kaki_soc_8x8.issue.dma_load_retire  dma_load_retire (
     .clk(clk),
-    .\port$14358$16 (retire__0__tag),
+    .\port$14362$16 (retire__0__tag),
     .\port$3935$0 (retire__0__error),
     .r_data(r_data),
     .r_en(r_en),
@@ -41640,7 +41640,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.dma_store_retire  dma_store_retire (
     .clk(clk),
-    .\port$14362$16 (retire__1__tag),
+    .\port$14366$16 (retire__1__tag),
     .\port$3961$0 (retire__1__error),
     .r_data(\r_data$346 ),
     .r_en(\r_en$217 ),
@@ -41650,7 +41650,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.gemm_retire  gemm_retire (
     .clk(clk),
-    .\port$14366$16 (retire__2__tag),
+    .\port$14370$16 (retire__2__tag),
     .\port$3981$0 (retire__2__error),
     .r_data(\r_data$347 ),
     .r_en(\r_en$219 ),
@@ -41660,7 +41660,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.sfu_retire  sfu_retire (
     .clk(clk),
-    .\port$14374$16 (retire__4__tag),
+    .\port$14378$16 (retire__4__tag),
     .\port$4036$0 (retire__4__error),
     .r_data(\r_data$349 ),
     .r_en(\r_en$223 ),
@@ -41670,7 +41670,7 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   );
   \kaki_soc_8x8.issue.vec_retire  vec_retire (
     .clk(clk),
-    .\port$14370$16 (retire__3__tag),
+    .\port$14374$16 (retire__3__tag),
     .\port$4001$0 (retire__3__error),
     .r_data(\r_data$348 ),
     .r_en(\r_en$221 ),
@@ -47940,9 +47940,9 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
   assign \$signature__addr$291  = q3_r[3:0];
   assign cpl_valid = cpl_rr_any;
   assign cpl_queue = cpl_rr_sel;
-  assign \port$12388$0  = \$325 [15:0];
-  assign \port$12394$0  = \$326 ;
-  assign \port$12395$32  = \$327 [255:32];
+  assign \port$12392$0  = \$325 [15:0];
+  assign \port$12398$0  = \$326 ;
+  assign \port$12399$32  = \$327 [255:32];
   assign \events[0]  = events[31:0];
   assign \events[1]  = events[63:32];
   assign \events[2]  = events[95:64];
@@ -47973,194 +47973,8 @@ module \kaki_soc_8x8.issue (rst, hold, q__0__fw_pop, q__0__valid, q__1__fw_pop, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$14358$16 , r_rdy, clk);
+module \kaki_soc_8x8.issue.dma_load_retire (rst, w_en, \port$3935$0 , r_en, r_data, \port$14362$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$14358$16 ;
-  wire [15:0] \port$14358$16 ;
-  input [7:0] \port$3935$0 ;
-  wire [7:0] \port$3935$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$14358$16 , \port$3935$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$14358$16 , \port$3935$0  };
-  assign w_data = { \port$14358$16 , \port$3935$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$14362$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -48203,8 +48017,8 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   wire [3:0] level;
   input [15:0] \port$14362$16 ;
   wire [15:0] \port$14362$16 ;
-  input [7:0] \port$3961$0 ;
-  wire [7:0] \port$3961$0 ;
+  input [7:0] \port$3935$0 ;
+  wire [7:0] \port$3935$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48239,7 +48053,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14362$16 , \port$3961$0  };
+      storage[w_port__addr] <= { \port$14362$16 , \port$3935$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48291,7 +48105,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -48301,7 +48115,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -48311,7 +48125,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -48324,7 +48138,7 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -48338,15 +48152,15 @@ module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14362$16 , \port$3961$0  };
-  assign w_data = { \port$14362$16 , \port$3961$0  };
+  assign w_port__data = { \port$14362$16 , \port$3935$0  };
+  assign w_data = { \port$14362$16 , \port$3935$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$14366$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \kaki_soc_8x8.issue.dma_store_retire (rst, w_en, \port$3961$0 , r_en, r_data, \port$14366$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -48389,8 +48203,8 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   wire [3:0] level;
   input [15:0] \port$14366$16 ;
   wire [15:0] \port$14366$16 ;
-  input [7:0] \port$3981$0 ;
-  wire [7:0] \port$3981$0 ;
+  input [7:0] \port$3961$0 ;
+  wire [7:0] \port$3961$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48425,7 +48239,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14366$16 , \port$3981$0  };
+      storage[w_port__addr] <= { \port$14366$16 , \port$3961$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48477,7 +48291,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -48487,7 +48301,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -48497,7 +48311,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -48510,7 +48324,7 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -48524,201 +48338,15 @@ module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14366$16 , \port$3981$0  };
-  assign w_data = { \port$14366$16 , \port$3981$0  };
+  assign w_port__data = { \port$14366$16 , \port$3961$0  };
+  assign w_data = { \port$14366$16 , \port$3961$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$14374$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$14374$16 ;
-  wire [15:0] \port$14374$16 ;
-  input [7:0] \port$4036$0 ;
-  wire [7:0] \port$4036$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$14374$16 , \port$4036$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$14374$16 , \port$4036$0  };
-  assign w_data = { \port$14374$16 , \port$4036$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$14370$16 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+module \kaki_soc_8x8.issue.gemm_retire (rst, w_en, \port$3981$0 , r_en, r_data, \port$14370$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -48761,6 +48389,378 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   wire [3:0] level;
   input [15:0] \port$14370$16 ;
   wire [15:0] \port$14370$16 ;
+  input [7:0] \port$3981$0 ;
+  wire [7:0] \port$3981$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$14370$16 , \port$3981$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$14370$16 , \port$3981$0  };
+  assign w_data = { \port$14370$16 , \port$3981$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.issue.sfu_retire (rst, w_en, \port$4036$0 , r_en, r_data, \port$14378$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$14378$16 ;
+  wire [15:0] \port$14378$16 ;
+  input [7:0] \port$4036$0 ;
+  wire [7:0] \port$4036$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$14378$16 , \port$4036$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$14378$16 , \port$4036$0  };
+  assign w_data = { \port$14378$16 , \port$4036$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \port$14374$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$14374$16 ;
+  wire [15:0] \port$14374$16 ;
   input [7:0] \port$4001$0 ;
   wire [7:0] \port$4001$0 ;
   (* init = 3'h0 *)
@@ -48797,7 +48797,7 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14370$16 , \port$4001$0  };
+      storage[w_port__addr] <= { \port$14374$16 , \port$4001$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48896,8 +48896,8 @@ module \kaki_soc_8x8.issue.vec_retire (rst, w_en, \port$4001$0 , r_en, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14370$16 , \port$4001$0  };
-  assign w_data = { \port$14370$16 , \port$4001$0  };
+  assign w_port__data = { \port$14374$16 , \port$4001$0  };
+  assign w_data = { \port$14374$16 , \port$4001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -49088,7 +49088,7 @@ module \kaki_soc_8x8.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   reg peer_rd_inflight1 = 1'h0;
   reg peer_rd_inflight2 = 1'h0;
   reg peer_rd_inflight3 = 1'h0;
-  wire [2:0] peer_room_used;
+  wire [3:0] peer_room_used;
   reg [15:0] peer_to_read = 16'h0000;
   reg [15:0] peer_to_send = 16'h0000;
   wire [255:0] r_data;
@@ -49181,7 +49181,7 @@ module \kaki_soc_8x8.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   assign \$25  = level + \$24 ;
   assign \$26  = | peer_to_read;
   assign \$27  = ctl__busy & \$26 ;
-  assign \$28  = \$25 [2:0] < 3'h5;
+  assign \$28  = \$25 [3:0] < 3'h6;
   assign peer_rd_en = \$27  & \$28 ;
   assign \$29  = ~ peer_cmd[56];
   assign spad_rd__en = peer_rd_en & \$29 ;
@@ -49417,7 +49417,7 @@ module \kaki_soc_8x8.peer (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, rese
   assign peer_busy = ctl__busy;
   assign failed = 1'h1;
   assign peer_hdr_valid = cmd__valid;
-  assign peer_room_used = \$25 [2:0];
+  assign peer_room_used = \$25 [3:0];
   assign acc_rd__addr = peer_rd_addr[12:0];
   assign w_en = peer_rd_inflight3;
   assign r_rdy = rows__valid;
@@ -49478,48 +49478,52 @@ module \kaki_soc_8x8.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
+  wire [3:0] \$12 ;
+  wire [3:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [3:0] \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire [3:0] \$23 ;
+  wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  reg [1:0] \$27 ;
-  reg [1:0] \$28 ;
-  reg [2:0] \$29 ;
+  wire [3:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire [3:0] \$3 ;
-  reg \$30 ;
+  wire \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg [2:0] \$33 ;
+  reg \$34 ;
   wire \$4 ;
-  wire [2:0] \$5 ;
-  wire \$6 ;
-  wire \$7 ;
+  wire \$5 ;
+  wire [3:0] \$6 ;
+  wire [3:0] \$7 ;
   wire \$8 ;
-  wire [2:0] \$9 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [255:0] r_data;
   wire [255:0] r_data;
   input r_en;
   wire r_en;
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [255:0] r_port__data;
   wire r_port__en;
   output r_rdy;
@@ -49533,17 +49537,18 @@ module \kaki_soc_8x8.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   wire w_en;
   output [2:0] w_level;
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [255:0] w_port__data;
   wire [255:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [255:0] storage [3:0];
+  reg [255:0] storage [4:0];
   initial begin
     storage[0] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     storage[1] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     storage[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     storage[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    storage[4] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -49556,7 +49561,7 @@ module \kaki_soc_8x8.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h4;
+  assign w_rdy = inner_level != 3'h5;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -49564,91 +49569,95 @@ module \kaki_soc_8x8.peer.rowq (rst, reset, w_port__data, w_level, r_data, w_en,
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = ~ r_rdy;
-  assign \$7  = \$6  | r_en;
-  assign \$8  = inner_r_rdy & \$7 ;
-  assign \$9  = r_port__addr + 1'h1;
-  assign \$10  = w_rdy & w_en;
-  assign \$11  = ~ r_rdy;
-  assign \$12  = \$11  | r_en;
-  assign \$13  = inner_r_rdy & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$15  = \$10  & \$14 ;
-  assign \$16  = inner_level + 1'h1;
-  assign \$17  = ~ r_rdy;
-  assign \$18  = \$17  | r_en;
-  assign \$19  = inner_r_rdy & \$18 ;
-  assign \$20  = w_rdy & w_en;
-  assign \$21  = ~ \$20 ;
-  assign \$22  = \$19  & \$21 ;
-  assign \$23  = inner_level - 1'h1;
-  assign \$24  = ~ r_rdy;
-  assign \$25  = \$24  | r_en;
-  assign \$26  = inner_r_rdy & \$25 ;
+  assign \$5  = w_port__addr == 3'h4;
+  assign \$6  = w_port__addr + 1'h1;
+  assign \$7  = \$5  ? 4'h0 : \$6 ;
+  assign \$8  = ~ r_rdy;
+  assign \$9  = \$8  | r_en;
+  assign \$10  = inner_r_rdy & \$9 ;
+  assign \$11  = r_port__addr == 3'h4;
+  assign \$12  = r_port__addr + 1'h1;
+  assign \$13  = \$11  ? 4'h0 : \$12 ;
+  assign \$14  = w_rdy & w_en;
+  assign \$15  = ~ r_rdy;
+  assign \$16  = \$15  | r_en;
+  assign \$17  = inner_r_rdy & \$16 ;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = \$14  & \$18 ;
+  assign \$20  = inner_level + 1'h1;
+  assign \$21  = ~ r_rdy;
+  assign \$22  = \$21  | r_en;
+  assign \$23  = inner_r_rdy & \$22 ;
+  assign \$24  = w_rdy & w_en;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = inner_level - 1'h1;
+  assign \$28  = ~ r_rdy;
+  assign \$29  = \$28  | r_en;
+  assign \$30  = inner_r_rdy & \$29 ;
   always @(posedge clk)
-    w_port__addr <= \$27 ;
+    w_port__addr <= \$31 ;
   always @(posedge clk)
-    r_port__addr <= \$28 ;
+    r_port__addr <= \$32 ;
   always @(posedge clk)
-    inner_level <= \$29 ;
+    inner_level <= \$33 ;
   always @(posedge clk)
-    r_rdy <= \$30 ;
+    r_rdy <= \$34 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$27  = w_port__addr;
+    \$31  = w_port__addr;
     if (\$4 ) begin
-      \$27  = \$5 [1:0];
+      \$31  = \$7 [2:0];
     end
     if (reset[1]) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
     if (rst) begin
-      \$27  = 2'h0;
+      \$31  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$28  = r_port__addr;
-    if (\$8 ) begin
-      \$28  = \$9 [1:0];
+    \$32  = r_port__addr;
+    if (\$10 ) begin
+      \$32  = \$13 [2:0];
     end
     if (reset[1]) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
     if (rst) begin
-      \$28  = 2'h0;
+      \$32  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$29  = inner_level;
-    if (\$15 ) begin
-      \$29  = \$16 [2:0];
+    \$33  = inner_level;
+    if (\$19 ) begin
+      \$33  = \$20 [2:0];
     end
-    if (\$22 ) begin
-      \$29  = \$23 [2:0];
-    end
-    if (reset[1]) begin
-      \$29  = 3'h0;
-    end
-    if (rst) begin
-      \$29  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$30  = r_rdy;
     if (\$26 ) begin
-      \$30  = 1'h1;
-    end else if (r_en) begin
-      \$30  = 1'h0;
+      \$33  = \$27 [2:0];
     end
     if (reset[1]) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$33  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$34  = r_rdy;
+    if (\$30 ) begin
+      \$34  = 1'h1;
+    end else if (r_en) begin
+      \$34  = 1'h0;
+    end
+    if (reset[1]) begin
+      \$34  = 1'h0;
+    end
+    if (rst) begin
+      \$34  = 1'h0;
     end
   end
   assign level = \$3 [2:0];
@@ -58167,7 +58176,7 @@ module \kaki_soc_8x8.qc.q3_fifo (rst, w_en, w_port__data, q3_reset_done, r_rdy, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13866$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4320$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13870$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
@@ -59563,8 +59572,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$13866$0 ;
-  wire [2:0] \port$13866$0 ;
+  input [2:0] \port$13870$0 ;
+  wire [2:0] \port$13870$0 ;
   input [223:0] \port$4320$32 ;
   wire [223:0] \port$4320$32 ;
   reg [19:0] pos = 20'h00000;
@@ -61011,7 +61020,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     .\port$10882$0 (\$1033 ),
     .\port$10884$0 (\$1035 ),
     .\port$10886$0 (\$1037 ),
-    .\port$16310$5 (e6_meta[18:5]),
+    .\port$16314$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -61672,7 +61681,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1083  = \port$13866$0 ;
+            \$1083  = \port$13870$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -63524,7 +63533,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4320$32 , \port$13866$0  };
+  assign ctl__cmd__payload = { \port$4320$32 , \port$13870$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -63602,7 +63611,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$13866$0 ;
+  assign \ctl__cmd__payload.op  = \port$13870$0 ;
   assign \ctl__cmd__payload.payload  = \port$4320$32 ;
   assign \$210  = { 10'h000, \$209 [19:10] };
   assign \$243  = { 34'h000000000, \$242 [42:34] };
@@ -63615,7 +63624,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , \port$10882$0 , \port$10884$0 , \port$10886$0 , w_level, r_data, \port$16310$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10872$0 , \port$10874$0 , \port$10876$0 , \port$10878$0 , \port$10880$0 , \port$10882$0 , \port$10884$0 , \port$10886$0 , w_level, r_data, \port$16314$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -63673,8 +63682,8 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10872$0 , \port
   wire [7:0] \port$10884$0 ;
   input [7:0] \port$10886$0 ;
   wire [7:0] \port$10886$0 ;
-  input [13:0] \port$16310$5 ;
-  wire [13:0] \port$16310$5 ;
+  input [13:0] \port$16314$5 ;
+  wire [13:0] \port$16314$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -63720,7 +63729,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10872$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16310$5  };
+      storage[w_port__addr] <= { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16314$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -63831,8 +63840,8 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10872$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16310$5  };
-  assign w_data = { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16310$5  };
+  assign w_port__data = { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16314$5  };
+  assign w_data = { \port$10886$0 , \port$10884$0 , \port$10882$0 , \port$10880$0 , \port$10878$0 , \port$10876$0 , \port$10874$0 , \port$10872$0 , \port$16314$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
