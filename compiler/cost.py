@@ -191,6 +191,21 @@ def sfu_cycles(opcode, rows, length, caps, zero_rows=0, lanes=SFU_LANES):
     return SFU_SETUP + table + rows * (1 + row) - zero_rows * (SFU_DIV_CYCLES - 1)
 
 
+#: DMA_PEER: cycles from the command to its header's first beat, and after its last beat
+PEER_SETUP = 3
+#: the cluster's link: bytes a beat (hdl_gen/soc.py SocLink's default)
+LINK_BYTES = 8
+
+
+def peer_cycles(rows, acc, caps, nbytes=LINK_BYTES):
+    """DMA_PEER at the link's rate (a credit loop that keeps up: depth >= 2 x latency + 1): the
+    96-bit header, then each row in ``ceil(row bits / beat bits)`` beats (docs/cluster_hw.md).
+    The receiver's add (``add``) is slower than the link (about 6 cycles a row); not modelled."""
+    beat = 8 * nbytes
+    row_bits = caps.dim * (32 if acc else 8)
+    return PEER_SETUP + -(-96 // beat) + rows * -(-row_bits // beat)
+
+
 def command_cycles(cmd, caps):
     """Predicted engine cycles of a ProgramCommand (or anything with ``opcode`` and ``fields``)."""
     row, f = COMMANDS[Opcode(cmd.opcode)], cmd.fields    # by the command table: engine and payload
@@ -211,6 +226,8 @@ def command_cycles(cmd, caps):
         return VEC_SETUP + f["rows"] + VEC_PIPE
     if row.engine == Engine.SFU:
         return sfu_cycles(row.opcode, f["rows"], f["length"], caps)
+    if row.opcode == Opcode.DMA_PEER:
+        return peer_cycles(f["rows"], f.get("acc", 0), caps)
     raise ValueError(f"no cost model for {row.opcode.name}")
 
 

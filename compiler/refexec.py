@@ -65,6 +65,9 @@ def accesses(d, caps):
             reads.append((mem, local))
             if len(host):
                 writes.append(("host", host))
+    elif op == Opcode.DMA_PEER:
+        # reads its local rows; what it writes is another chip's memory
+        reads.append(("acc" if d["acc"] else "spad", d["local_addr"] + np.arange(d["rows"])))
     elif op == Opcode.GEMM:
         m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
         # B's tiles step by b_nt_stride along n (k-tiles consecutive) or, transposed, along k

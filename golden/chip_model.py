@@ -1025,6 +1025,9 @@ class ChipModel(ControlModel):
     def _count_dma_bytes(self, e, words):
         if e not in _PERF_BYTES or self._host_regs[_PERF_CTRL] & _FREEZE:
             return
+        row = COMMANDS.get(words[0] & 0xFF)
+        if row is None or row.fields is not DMA_FIELDS:     # DMA_PEER: no host bytes
+            return
         lo, hi = _DMA_COUNT_WORDS
         v = 0
         for i in range(hi, lo - 1, -1):

@@ -67,6 +67,13 @@ class DeviceModel:
     host_bytes: int = 1 << 20
     retired: list = field(default_factory=list)
     blackhole: tuple = None
+    #: the chip-to-chip link (docs/cluster_hw.md): ``peer`` is the DeviceModel at the other end of
+    #: this chip's outgoing link (None: the chip has no link; DMA_PEER fails with LINK_TIMEOUT),
+    #: ``chip_id`` this chip's index (its receiver refuses packets for another), ``link_failed``
+    #: the sender's sticky failure (a peer timeout; cleared by a retrain).
+    peer: object = None
+    chip_id: int = 0
+    link_failed: bool = False
 
     def __post_init__(self):
         self._window = None
@@ -74,6 +81,12 @@ class DeviceModel:
         self.host = np.zeros(self.host_bytes, dtype=np.uint8)
         self.spad = np.zeros((c.spad_rows, c.dim), dtype=np.int8)
         self.acc = np.zeros((c.acc_rows, c.dim), dtype=np.int32)
+        #: what the link's receiver did: events set ``(event, value)`` in order, and errors
+        #: (:class:`LinkError` values, hdl_gen/chip_link.py) of refused packets
+        self.rx_events, self.rx_errors = [], []
+        #: called with ``(event, value)`` when a received packet sets an event (a chip model's
+        #: event counters), after its rows are written
+        self.on_event = None
 
     # ------------------------------------------------------------------ submission
     def submit(self, words, window=None):
@@ -240,6 +253,48 @@ class DeviceModel:
             self._host_view(d)[...] = src
         else:                         # ops.dma_store's result (the later row wins), in place
             ops._dma_scatter(self.host, self._dma_index(d), src.reshape(-1, rb))
+
+    # ------------------------------------------------------------------ chip-to-chip link
+    def _dma_peer(self, d):
+        """DMA_PEER: local rows -> the peer's memory (+ its event). Checks in the RTL's order
+        (hdl_gen/peer_engine.py): reserved bits, rows 0, rows outside the memory (local or
+        peer: the chips have the same memories), the event, then the link."""
+        c = self.caps
+        if d["reserved0"]:
+            raise _Fault(ErrorCode.RESERVED_BITS)
+        n = d["rows"]
+        acc = bool(d["acc"])
+        if n == 0 or (d["add"] and not acc):
+            raise _Fault(ErrorCode.BAD_SHAPE)
+        mem = self.acc if acc else self.spad
+        if d["local_addr"] + n > mem.shape[0] or d["peer_addr"] + n > mem.shape[0]:
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+        if d["signal"] and d["event"] >= chip.EVENTS:
+            raise _Fault(ErrorCode.BAD_EVENT)
+        if self.peer is None or self.link_failed:
+            raise _Fault(ErrorCode.LINK_TIMEOUT)
+        rows = mem[d["local_addr"]:d["local_addr"] + n].copy()
+        self.peer.receive(d["dest"], acc, d["peer_addr"], rows,
+                          (d["event"], d["value"]) if d["signal"] else None, add=bool(d["add"]))
+
+    def receive(self, dest, acc, addr, rows, signal=None, add=False):
+        """The link's receiver: a well-formed packet of ``rows`` for memory ``acc`` from ``addr``
+        (written, or with ``add`` added into the accumulator rows, wrapping int32), then the
+        event ``signal`` (``(event, value)`` or None). A packet for another chip is
+        refused whole (BAD_DEST: of the receiver's checks, the only one a DMA_PEER that passed
+        the sender's can fail; a link without faults corrupts nothing)."""
+        if dest != self.chip_id:
+            self.rx_errors.append(chip.LINK_ERRORS["BAD_DEST"])
+            return
+        mem = self.acc if acc else self.spad
+        if add:
+            np.add(mem[addr:addr + len(rows)], rows, out=mem[addr:addr + len(rows)])  # int32: wraps
+        else:
+            mem[addr:addr + len(rows)] = rows
+        if signal is not None:
+            self.rx_events.append(signal)
+            if self.on_event is not None:
+                self.on_event(*signal)
 
     # ------------------------------------------------------------------ GEMM
     def _gemm(self, d):

@@ -25,7 +25,7 @@ class ErrorCode(enum.Enum, shape=8):
     OK = 0
     BAD_OPCODE = 1        #: opcode not implemented
     RESERVED_BITS = 2     #: a reserved descriptor bit is set
-    BAD_SHAPE = 3         #: a size field is zero or inconsistent (e.g. row_bytes+col_offset > row)
+    BAD_SHAPE = 3         #: a size field is zero or inconsistent (e.g. row_bytes+col_offset > row, DMA_PEER add without acc)
     LOCAL_RANGE = 4       #: a scratchpad/accumulator row address falls outside the memory
     HOST_RANGE = 5        #: a host address falls outside the AXI address space
     AXI_SLVERR = 6        #: the host memory answered SLVERR
@@ -40,6 +40,7 @@ class ErrorCode(enum.Enum, shape=8):
     DIRECT_SUBMIT = 15    #: CMD_SUBMIT while the control core runs (the firmware owns dispatch then)
     BUS_TIMEOUT = 16      #: host memory left a request or response unanswered for BUS_TIMEOUT.CYCLES cycles
     BAD_LIST = 17         #: a command list entry is malformed: a patch outside its descriptor or argument table, or a nested EXEC_LIST
+    LINK_TIMEOUT = 18     #: DMA_PEER: the chip-to-chip link failed (the peer returned no credit for LINK_TIMEOUT.CYCLES cycles; sticky until LINK_CTRL.RETRAIN) or the chip has no link
 
 
 class DescFlags(data.Struct):
@@ -224,6 +225,34 @@ class EventCmd(data.Struct):
     reserved: 160
 
 
+class PeerCmd(data.Struct):
+    """DMA_PEER payload: send ``rows`` rows of a local memory over the chip-to-chip link to the
+    next chip of the ring (docs/cluster_hw.md).
+
+    Local rows ``local_addr .. local_addr + rows - 1`` of the scratchpad (or the accumulator with
+    ``acc``) are written, in order, to rows ``peer_addr ..`` of the same memory of chip ``dest``
+    (the chip at the other end of this chip's link: the receiver refuses any other index), or
+    with ``add`` (accumulator only) added into them, lane by lane, wrapping int32 (the receiver
+    reads, adds and writes each row: a ring all-reduce's reduce step). With
+    ``signal`` the peer's event counter ``event`` is set to ``value`` after its last row is
+    written (a WAIT_EVENT on the peer orders its work after the data, as SIGNAL_EVENT does for
+    local work). The command completes when its last beat has entered the link; it fails with
+    LINK_TIMEOUT when the link failed before or during it (the rows then went nowhere). Every
+    chip of a cluster has the same memories, so both row ranges are checked here (LOCAL_RANGE).
+    """
+    local_addr: 20      #: first local row read
+    peer_addr: 20       #: first row written in the peer's memory
+    rows: 16            #: rows, >= 1 (one link packet)
+    acc: 1              #: both memories are the accumulator (else the scratchpad)
+    add: 1              #: add the rows into the peer's accumulator rows (wrapping int32; needs ``acc``)
+    signal: 1           #: set the peer's event counter ``event`` to ``value`` after the last row
+    dest: 4             #: the peer's chip index (its CHIP_ID strap)
+    reserved0: 1
+    event: 8            #: the peer's event counter (< CAP_QUEUES.EVENTS), with ``signal``
+    value: 32           #: the value it is set to, with ``signal``
+    reserved: 120
+
+
 class ListCmd(data.Struct):
     """EXEC_LIST payload: run the command list at ``list_addr`` as if its entries were queued here.
 
@@ -285,6 +314,7 @@ class Payload(data.Union):
     lut: LutCmd
     emul: EmulCmd
     exec_list: ListCmd
+    peer: PeerCmd
 
 
 class Engine(enum.Enum, shape=3):
@@ -337,6 +367,8 @@ COMMANDS = (
     Command("EMUL", 12, Engine.SFU, "emul", "elementwise int8 x int8 product, requantized"),
     Command("EXEC_LIST", 13, None, "exec_list",
             "run a command list from host memory, patched from an argument table; completes after its entries"),
+    Command("DMA_PEER", 14, Engine.DMA_STORE, "peer",
+            "scratchpad/accumulator rows -> the next chip's memory over the link, written or added (+ its event)"),
 )
 
 

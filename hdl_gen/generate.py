@@ -105,7 +105,7 @@ def regs_markdown(rdl=regmap.RDL, title="Register map"):
 STRUCTS = (("DESCRIPTOR", D.Descriptor), ("DMA", D.DmaCmd), ("GEMM", D.GemmCmd),
            ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("SOFTMAX", D.SoftmaxCmd),
            ("NORM", D.NormCmd), ("LUT", D.LutCmd), ("EMUL", D.EmulCmd),
-           ("LIST", D.ListCmd), ("CPL", D.CompletionRecord), ("LIST_ENTRY", D.ListEntryFlags),
+           ("LIST", D.ListCmd), ("PEER", D.PeerCmd), ("CPL", D.CompletionRecord), ("LIST_ENTRY", D.ListEntryFlags),
            ("PATCH", D.PatchWord))
 #: Structs that are not descriptor payloads, and the bit their offsets start at (a list entry's
 #: flags byte is the descriptor's).
@@ -312,7 +312,10 @@ def chip_py():
     lines += ["#: The special-function unit's numeric constants (hdl_gen/sfu_numerics.py; "
               "docs/numerics.md uses them)."]
     lines += [f"SFU_{n} = {getattr(sfu_numerics, n)!r}" for n in sfu_numerics.CONSTANTS]
-    lines += [""]
+    lines += ["", "#: The chip-to-chip link receiver's error codes (hdl_gen/chip_link.py LinkError; "
+              "LINK_STATUS.RX_ERROR, docs/cluster_link.md).", "LINK_ERRORS = {"]
+    lines += [f"    {e.name!r}: {e.value}," for e in CL.LinkError]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 

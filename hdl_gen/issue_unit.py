@@ -55,6 +55,9 @@ watchdog : In(32), engine_reset : In(engines), hung : Out(engines)
     ``WATCHDOG.CYCLES``; the firmware's engine resets; ``WORK.HUNG``.
 hold : In(1)
     The control core is held: the event counters restart at 0 (windows and retirements go on).
+ext_event : In(valid, index, value)
+    Set event counter ``index`` to ``value`` (a one-cycle ``valid``; an index outside the counters
+    is ignored): the link receiver's WRITE_SIGNAL packets (docs/cluster_hw.md).
 """
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
@@ -160,6 +163,7 @@ class IssueUnit(wiring.Component):
             "cpl_opcode": Out(8), "cpl_tag": Out(16), "cpl_item": Out(16),
             "events": Out(data.ArrayLayout(32, config.events)),
             "watchdog": In(32), "engine_reset": In(n_eng), "hung": Out(n_eng), "hold": In(1),
+            "ext_event": In(data.StructLayout({"valid": 1, "index": 8, "value": 32})),
         })
 
     def elaborate(self, platform):
@@ -265,11 +269,16 @@ class IssueUnit(wiring.Component):
         m.d.sync += [sig_pending.eq(Cat(*signals).any()),
                      sig_event.eq(Array(h.event for h in heads)[sel]),
                      sig_value.eq(Array(h.value for h in heads)[sel])]
+        # an event set from outside (the link's receiver: a peer's DMA_PEER with signal); a
+        # SIGNAL_EVENT of the same cycle on the same counter wins (written after it)
+        ext = self.ext_event
+        with m.If(ext.valid & (ext.index < cfg.events)):
+            m.d.sync += Array(events)[ext.index[:len(sig_event)]].eq(ext.value)
         with m.If(sig_pending):
             m.d.sync += Array(events)[sig_event].eq(sig_value)
         # a head's registered WAIT compare holds next cycle if neither the head nor an event changes
         ev_write = Signal(name="issue_event_write")
-        m.d.comb += ev_write.eq(sig_pending | self.hold)
+        m.d.comb += ev_write.eq(sig_pending | self.hold | ext.valid)
         for i, h in enumerate(heads):
             qp = self.q[i]
             m.d.sync += h.fresh.eq(qp.valid & ~qp.pop & ~qp.cleared & ~ev_write)

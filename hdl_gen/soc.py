@@ -1,11 +1,14 @@
 """Kaki SoC top: queues, control core, dispatcher, engines, on-chip memories and their registers."""
-from amaranth import Cat, Module, ResetInserter, Signal
+from dataclasses import dataclass
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from . import regmap
 from .axi import Axi4LiteSignature, Axi4Signature, connect_axi
 from .axi_arbiter import Axi4Arbiter
+from .chip_link import LaneSignature, LinkReceiver, LinkRx, LinkSender
 from .banked_memory import chip_memory
 from .config import KakiConfig
 from .control_core import MMIO_ADDR_BITS, MMIO_RDL, ControlSubsystem
@@ -16,9 +19,20 @@ from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
 from .issue_unit import IssueUnit
 from .mem_port import WritePortSignature
+from .peer_engine import MEM_WIDTHS, AccAdder, PeerEngine
 from .queue_controller import QueueController
 from .special_function import SFU_OPCODES, SfuOp, SpecialFunctionUnit
 from .vector_unit import VectorUnit
+
+
+@dataclass(frozen=True)
+class SocLink:
+    """The chip-to-chip link a cluster chip is built with (:class:`KakiSoc` ``link``): ``nbytes``
+    bytes per beat, ``depth`` beats in the receiver's buffer (the sender's credits: one beat a
+    cycle when ``depth >= 2 * latency + 1`` of the wire), ``timeout_bits`` of LINK_TIMEOUT."""
+    nbytes: int = 8
+    depth: int = 8
+    timeout_bits: int = 16
 
 
 
@@ -64,21 +78,40 @@ class KakiSoc(wiring.Component):
     csr : In(Axi4LiteSignature(addr_bits)) — register port (target), map in docs/registers.md.
     mem : Out(Axi4Signature(axi_addr_bits, axi_data_bits, axi_id_bits)) — master to host memory.
     irq : Out(1) — level interrupt: ``IRQ_STATUS & IRQ_ENABLE`` is non-zero.
+
+    With ``link`` (a :class:`SocLink`; a cluster chip, hdl_gen/cluster.py) also:
+
+    link_out     : Out(LaneSignature(nbytes)) — the outgoing lane, to the next chip (the wire).
+    link_in      : In(LaneSignature(nbytes)) — the incoming lane, from the previous chip.
+    chip_id      : In(4) — this chip's index (a strap; the receiver refuses packets for others).
+    link_retrain : Out(1) — LINK_CTRL.RETRAIN: this chip's sender restarts; the cluster resets
+                   the wire and the next chip's receiver with it (``link_retrain_in`` there).
+    link_retrain_in : In(1) — the previous chip retrains: this chip's receiver restarts.
+
+    Without it the ports do not exist (the single-chip top is unchanged) and DMA_PEER ends at
+    once with LINK_TIMEOUT.
     """
 
-    def __init__(self, config=KakiConfig()):
+    def __init__(self, config=KakiConfig(), link=None):
         if not isinstance(config, KakiConfig):
             raise TypeError(f"config must be a KakiConfig, not {config!r}")
         if config.axi_id_bits < 2:
             raise ValueError(f"axi_id_bits must be >= 2 (one bit selects DMA or queue "
                              f"controller), not {config.axi_id_bits}")
-        self.config = config
-        super().__init__({
+        if link is not None and not isinstance(link, SocLink):
+            raise TypeError(f"link must be a SocLink or None, not {link!r}")
+        self.config, self.link = config, link
+        members = {
             "csr": In(Axi4LiteSignature(regmap.addr_bits())),
             "mem": Out(Axi4Signature(config.axi_addr_bits, config.axi_data_bits,
                                      config.axi_id_bits)),
             "irq": Out(1),
-        })
+        }
+        if link is not None:
+            members.update({"link_out": Out(LaneSignature(link.nbytes)),
+                            "link_in": In(LaneSignature(link.nbytes)), "chip_id": In(4),
+                            "link_retrain": Out(1), "link_retrain_in": In(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.config
@@ -99,8 +132,10 @@ class KakiSoc(wiring.Component):
                                               cfg.axi_id_bits - 1)
         dma, gemm, vec, sfu = DmaEngine(cfg), GemmEngine(cfg), VectorUnit(cfg), SpecialFunctionUnit(cfg)
         reset = Signal(len(ENGINES))
-        frozen = self._engines(m, csr, disp, dma, gemm, vec, sfu, reset)
-        self._memories(m, dma, gemm, vec, sfu, frozen)
+        peer = PeerEngine(cfg, self.link.nbytes if self.link else 8)
+        frozen = self._engines(m, csr, disp, dma, gemm, vec, sfu, reset, peer)
+        rx, adder = self._link(m, csr, peer)
+        self._memories(m, dma, gemm, vec, sfu, frozen, peer, rx, adder)
         connect_axi(m, dma.axi, arb.m[0])
         connect_axi(m, qc.axi, arb.m[1])
         wiring.connect(m, arb.s, wiring.flipped(self.mem))
@@ -109,6 +144,9 @@ class KakiSoc(wiring.Component):
         # Not reset with the core: commands issued before a hold still retire and get their
         # records (ISSUE.ENABLE, a firmware register, stops new issues); the events restart.
         m.submodules.issue = iu = IssueUnit(cfg)
+        if rx is not None:
+            m.d.comb += [iu.ext_event.valid.eq(rx.event.valid), iu.ext_event.index.eq(rx.event.index),
+                         iu.ext_event.value.eq(rx.event.value)]
         self._submission(m, csr, ctl, disp, qc, dma, iu, held)
         self._queues(m, csr, fw, ctl, qc, iu, held)
         m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
@@ -136,12 +174,56 @@ class KakiSoc(wiring.Component):
                               | (timer & ~fw.work_mask_timer))
         self._status(m, csr, disp, reset)
         self._interrupts(m, csr, fw, disp, qc)
-        self._perf_counters(m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen)
+        self._perf_counters(m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen, peer)
         return m
+
+    def _link(self, m, csr, peer):
+        """The link's sender (fed by the peer channel) and, on the incoming lane, its receiver,
+        packet receiver (:class:`LinkRx`) and accumulator adder (:class:`AccAdder`); returns the
+        last two (None, None without a link)."""
+        cfg, lk = self.config, self.link
+        m.d.comb += csr.link_status_present.eq(lk is not None)
+        if lk is None:
+            # no link: DMA_PEER fails at once (its checks see ``failed``), nothing is sent
+            m.d.comb += [peer.failed.eq(1), peer.link.ready.eq(1)]
+            return None, None
+        snd = LinkSender(lk.nbytes, lk.depth, lk.timeout_bits)
+        rcv = LinkReceiver(lk.nbytes, lk.depth)
+        rx = LinkRx(lk.nbytes, list(zip((cfg.spad_rows, cfg.acc_rows, cfg.acc_rows), MEM_WIDTHS(cfg))),
+                    events=cfg.events)
+        # RxMem.ACC_ADD: the accumulator through a read-modify-write (hdl_gen/peer_engine.py)
+        adder = AccAdder(cfg)
+        retrain_in = self.link_retrain_in
+        m.submodules.link_sender = ResetInserter({"sync": self.link_retrain})(snd)
+        m.submodules.link_receiver = ResetInserter({"sync": retrain_in})(rcv)
+        m.submodules.link_rx = ResetInserter({"sync": retrain_in})(rx)
+        m.submodules.link_add = ResetInserter({"sync": retrain_in})(adder)
+        wiring.connect(m, rx.wr2, adder.req)
+        wiring.connect(m, peer.link, snd.tx)
+        wiring.connect(m, snd.lane, wiring.flipped(self.link_out))
+        wiring.connect(m, wiring.flipped(self.link_in), rcv.lane)
+        wiring.connect(m, rcv.rx, rx.link)
+        m.d.comb += [self.link_retrain.eq(csr.link_ctrl_retrain), snd.timeout.eq(csr.link_timeout_cycles),
+                     peer.failed.eq(snd.failed), rx.chip_id.eq(self.chip_id),
+                     csr.link_status_failed.eq(snd.failed), csr.link_status_chip_id.eq(self.chip_id),
+                     csr.link_status_credits.eq(snd.credits)]
+        rx_error = Signal(4, name="link_rx_error")
+        counts = {name: Signal(32, name=f"link_rx_{name}") for name in ("errors", "rows", "events")}
+        incs = {"errors": rx.error.valid, "rows": Cat(*[p.en & p.gnt for p in rx.wr]).any(),
+                "events": rx.event.valid}
+        with m.If(retrain_in):
+            m.d.sync += [rx_error.eq(0), *[c.eq(0) for c in counts.values()]]
+        with m.Else():
+            with m.If(rx.error.valid):
+                m.d.sync += rx_error.eq(rx.error.code.as_value())
+            m.d.sync += [c.eq(c + incs[name]) for name, c in counts.items()]
+        m.d.comb += [csr.link_status_rx_error.eq(rx_error),
+                     *[getattr(csr, f"link_rx_{name}_count").eq(c) for name, c in counts.items()]]
+        return rx, adder
 
     # ---------------------------------------------------------------- engines and memories
 
-    def _engines(self, m, csr, disp, dma, gemm, vec, sfu, reset):
+    def _engines(self, m, csr, disp, dma, gemm, vec, sfu, reset, peer):
         """Engines behind the dispatcher, each resettable by the firmware (the DMA channel by
         channel: the DMA resets one and keeps its bus guards); GEMM and vector can be frozen by
         the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
@@ -166,6 +248,15 @@ class KakiSoc(wiring.Component):
             m.submodules[name] = ResetInserter({"sync": reset[idx]})(eng)
             frozen[name] = frz
         m.submodules.sfu = ResetInserter({"sync": reset[Engine.SFU.value]})(sfu)
+        # DMA_PEER shares the store channel: a command goes to the DMA's store side or to the
+        # peer channel by its opcode, only while the other is idle (one command at a time, in
+        # order, as for any engine); both reset with the channel.
+        m.submodules.peer = ResetInserter({"sync": store_reset})(peer)
+        st = disp.dma_store
+        to_peer = Signal(name="store_to_peer")
+        m.d.comb += [to_peer.eq(st.payload.desc.opcode == Opcode.DMA_PEER),
+                     peer.ctl.cmd.valid.eq(st.valid & to_peer & ~store_reset & ~dma.store.busy),
+                     peer.ctl.cmd.payload.eq(st.payload.desc.payload.peer)]
         payload = lambda kind: lambda desc: getattr(desc.payload, kind)
         engines = {"dma_load": (dma.load, payload("dma"), load_reset),
                    "dma_store": (dma.store, payload("dma"), store_reset),
@@ -176,6 +267,15 @@ class KakiSoc(wiring.Component):
             ctl, command, rst = engines[name]
             src = getattr(disp, name)
             frz = frozen.get(name, 0)
+            if name == "dma_store":
+                m.d.comb += [ctl.cmd.valid.eq(src.valid & ~to_peer & ~rst & ~peer.ctl.busy),
+                             src.ready.eq(Mux(to_peer, peer.ctl.cmd.ready & ~dma.store.busy,
+                                              ctl.cmd.ready & ~peer.ctl.busy) & ~rst),
+                             ctl.cmd.payload.eq(command(src.payload.desc)),
+                             disp.dma_store_done.eq(ctl.done | peer.ctl.done),
+                             disp.dma_store_error.eq(Mux(peer.ctl.done, peer.ctl.error, ctl.error)),
+                             disp.engine_reset[i].eq(rst)]
+                continue
             m.d.comb += [ctl.cmd.valid.eq(src.valid & ~(rst | frz)),
                          src.ready.eq(ctl.cmd.ready & ~(rst | frz)),
                          ctl.cmd.payload.eq(command(src.payload.desc)),
@@ -194,26 +294,32 @@ class KakiSoc(wiring.Component):
                     m.d.comb += op.eq(sfu_op)
         return Cat(op, desc.payload.raw)
 
-    def _memories(self, m, dma, gemm, vec, sfu, frozen):
+    def _memories(self, m, dma, gemm, vec, sfu, frozen, peer, rx, adder):
         cfg = self.config
         # Ports registered at the banks (chip_memory); the engines are built for the latency.
         # Priorities: the engines that cannot be denied first (GEMM's A rows, then its B rows; the
-        # vector unit's write), then the vector unit, the SFU and the DMA, which retry.
+        # vector unit's write), then the vector unit, the SFU and the DMA, which retry. The link's
+        # receiver writes before the DMA (a receiver denied too long holds the link's credits
+        # and would time its sender out); the peer channel reads last.
+        spad_rd = [(gemm.spad_rd, frozen["gemm"]), (gemm.spad_rd_b, frozen["gemm"]),
+                   (vec.spad_rd, frozen["vec"]), (sfu.spad_rd, 0), (dma.spad_rd, 0), (peer.spad_rd, 0)]
+        spad_wr = [(vec.spad_wr, frozen["vec"]), (sfu.spad_wr, 0),
+                   *([(rx.wr0, 0)] if rx is not None else []), (dma.spad_wr, 0)]
+        acc_rd = [(gemm.acc_rd, frozen["gemm"]), (vec.acc_rd, frozen["vec"]), (sfu.acc_rd, 0),
+                  *([(adder.rd, 0)] if rx is not None else []), (dma.acc_rd, 0), (peer.acc_rd, 0)]
+        acc_wr = [(gemm.acc_wr, frozen["gemm"]),
+                  *([(rx.wr1, 0), (adder.wr, 0)] if rx is not None else []), (dma.acc_wr, 0)]
         m.submodules.spad = spad = chip_memory(
             cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
-            n_read=5, n_write=3)
+            n_read=len(spad_rd), n_write=len(spad_wr))
         m.submodules.acc = acc = chip_memory(
             cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
-            n_read=4, n_write=2)
-        for port, requester, gate in (
-                (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], gemm.spad_rd_b, frozen["gemm"]),
-                (spad.rd[2], vec.spad_rd, frozen["vec"]), (spad.rd[3], sfu.spad_rd, 0),
-                (spad.rd[4], dma.spad_rd, 0),
-                (spad.wr[0], vec.spad_wr, frozen["vec"]), (spad.wr[1], sfu.spad_wr, 0),
-                (spad.wr[2], dma.spad_wr, 0), (acc.rd[0], gemm.acc_rd, frozen["gemm"]),
-                (acc.rd[1], vec.acc_rd, frozen["vec"]), (acc.rd[2], sfu.acc_rd, 0),
-                (acc.rd[3], dma.acc_rd, 0),
-                (acc.wr[0], gemm.acc_wr, frozen["gemm"]), (acc.wr[1], dma.acc_wr, 0)):
+            n_read=len(acc_rd), n_write=len(acc_wr))
+        pairs = [(mem.rd[i] if kind == "rd" else mem.wr[i], req, gate)
+                 for mem, kind, reqs in ((spad, "rd", spad_rd), (spad, "wr", spad_wr),
+                                         (acc, "rd", acc_rd), (acc, "wr", acc_wr))
+                 for i, (req, gate) in enumerate(reqs)]
+        for port, requester, gate in pairs:
             # A frozen engine must not hold a bank: its requests are masked.
             m.d.comb += [port.addr.eq(requester.addr), port.en.eq(requester.en & ~gate),
                          requester.gnt.eq(port.gnt & ~gate)]
@@ -396,14 +502,14 @@ class KakiSoc(wiring.Component):
                                      for n in status]).any())
         m.d.sync += self.irq.eq(pending)
 
-    def _perf_counters(self, m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen):
+    def _perf_counters(self, m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen, peer):
         # A frozen engine (DEBUG_HANG) counts as busy and stalled.
         gemm_frz, vec_frz = frozen["gemm"], frozen["vec"]
         vec_busy, vec_active = vec.ctl.busy | vec_frz, vec.active & ~vec_frz
         events = {
             "cycles": 1, "gemm_busy": gemm.ctl.busy | gemm_frz, "gemm_active": gemm.active & ~gemm_frz,
             "gemm_stall": gemm.stall | gemm_frz, "vec_busy": vec_busy, "vec_active": vec_active,
-            "dma_load_busy": dma.load.busy, "dma_store_busy": dma.store.busy,
+            "dma_load_busy": dma.load.busy, "dma_store_busy": dma.store.busy | peer.ctl.busy,
             "dma_load_bytes": dma.load_bytes, "dma_store_bytes": dma.store_bytes,
             "dma_load_stall": dma.load.busy & ~(dma.axi.rvalid & dma.axi.rready),
             "dma_store_stall": dma.store.busy & ~(dma.axi.wvalid & dma.axi.wready),

@@ -66,3 +66,18 @@ SFU_NORM_MAX_LEN = 4096
 SFU_MAX_LEN = 65535
 SFU_LUT_ENTRIES = 256
 SFU_EMUL_MULT_BITS = 16
+
+#: The chip-to-chip link receiver's error codes (hdl_gen/chip_link.py LinkError; LINK_STATUS.RX_ERROR, docs/cluster_link.md).
+LINK_ERRORS = {
+    'NONE': 0,
+    'BAD_KIND': 1,
+    'BAD_DEST': 2,
+    'BAD_MEM': 3,
+    'ZERO_LENGTH': 4,
+    'RANGE': 5,
+    'BAD_EVENT': 6,
+    'RESERVED': 7,
+    'CORRUPT': 8,
+    'FRAMING': 9,
+    'TIMEOUT': 10,
+}

@@ -29,6 +29,7 @@ class Opcode(IntEnum):
     LUT = 11
     EMUL = 12
     EXEC_LIST = 13
+    DMA_PEER = 14
 
 class ErrorCode(IntEnum):
     OK = 0
@@ -49,6 +50,7 @@ class ErrorCode(IntEnum):
     DIRECT_SUBMIT = 15
     BUS_TIMEOUT = 16
     BAD_LIST = 17
+    LINK_TIMEOUT = 18
 
 class Engine(IntEnum):
     DMA_LOAD = 0
@@ -174,6 +176,19 @@ LIST_FIELDS = {
     "loops_m1": (118, 16),
     "reserved": (134, 122),
 }
+PEER_FIELDS = {
+    "local_addr": (32, 20),
+    "peer_addr": (52, 20),
+    "rows": (72, 16),
+    "acc": (88, 1),
+    "add": (89, 1),
+    "signal": (90, 1),
+    "dest": (91, 4),
+    "reserved0": (95, 1),
+    "event": (96, 8),
+    "value": (104, 32),
+    "reserved": (136, 120),
+}
 CPL_FIELDS = {
     "index": (0, 32),
     "opcode": (32, 8),
@@ -222,6 +237,7 @@ COMMANDS = {
     Opcode.LUT: Command(Opcode.LUT, Engine.SFU, LUT_FIELDS, 'int8 -> int8 table lookup (GELU, SiLU, ...)'),
     Opcode.EMUL: Command(Opcode.EMUL, Engine.SFU, EMUL_FIELDS, 'elementwise int8 x int8 product, requantized'),
     Opcode.EXEC_LIST: Command(Opcode.EXEC_LIST, None, LIST_FIELDS, 'run a command list from host memory, patched from an argument table; completes after its entries'),
+    Opcode.DMA_PEER: Command(Opcode.DMA_PEER, Engine.DMA_STORE, PEER_FIELDS, "scratchpad/accumulator rows -> the next chip's memory over the link, written or added (+ its event)"),
 }
 #: Opcodes an engine serves, and opcodes the firmware serves itself.
 ENGINE_OPCODES = tuple(op for op, c in COMMANDS.items() if c.engine is not None)

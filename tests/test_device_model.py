@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from spec import chip
 from spec.capabilities import Capabilities
 from spec.commands import encode
 from spec.descriptors import ErrorCode, Opcode
@@ -343,3 +344,82 @@ def test_sfu_equals_reference_functions():
         assert code == ErrorCode.OK, d
         np.testing.assert_array_equal(dev.spad, want, err_msg=str((op, d)))
         done += 1
+
+
+def _linked_pair():
+    """Two golden chips in a ring of two (chip 0 -> chip 1 -> chip 0)."""
+    a, b = DeviceModel(CAPS, host_bytes=1 << 16, chip_id=0), DeviceModel(CAPS, host_bytes=1 << 16, chip_id=1)
+    a.peer, b.peer = b, a
+    return a, b
+
+
+def test_dma_peer_writes_the_next_chip_and_sets_its_event():
+    a, b = _linked_pair()
+    rng = np.random.default_rng(3)
+    a.spad[:] = rng.integers(-128, 128, a.spad.shape)
+    a.acc[:] = rng.integers(-2**31, 2**31, a.acc.shape)
+    events = {}
+    b.on_event = events.__setitem__
+    assert a.submit(encode(Opcode.DMA_PEER, local_addr=3, peer_addr=10, rows=5, dest=1)) == ErrorCode.OK
+    assert np.array_equal(b.spad[10:15], a.spad[3:8]) and not b.spad[:10].any()
+    assert a.submit(encode(Opcode.DMA_PEER, local_addr=0, peer_addr=CAPS.acc_rows - 4, rows=4, acc=1,
+                           dest=1, signal=1, event=5, value=0xFFFF_FFFF)) == ErrorCode.OK
+    assert np.array_equal(b.acc[-4:], a.acc[:4])
+    assert b.rx_events == [(5, 0xFFFF_FFFF)] and events == {5: 0xFFFF_FFFF}
+    # and back around the ring
+    assert b.submit(encode(Opcode.DMA_PEER, local_addr=10, peer_addr=40, rows=5, dest=0)) == ErrorCode.OK
+    assert np.array_equal(a.spad[40:45], a.spad[3:8])
+
+
+PEER = dict(local_addr=0, peer_addr=0, rows=2, dest=1)
+PEER_BAD = [
+    ("reserved0", dict(PEER, reserved0=1), ErrorCode.RESERVED_BITS),
+    ("add without acc", dict(PEER, add=1), ErrorCode.BAD_SHAPE),
+    ("reserved", dict(PEER, reserved=1), ErrorCode.RESERVED_BITS),
+    ("zero rows", dict(PEER, rows=0), ErrorCode.BAD_SHAPE),
+    ("local range", dict(PEER, local_addr=CAPS.spad_rows - 1), ErrorCode.LOCAL_RANGE),
+    ("peer range", dict(PEER, peer_addr=CAPS.spad_rows - 1), ErrorCode.LOCAL_RANGE),
+    ("acc range", dict(PEER, acc=1, peer_addr=CAPS.acc_rows - 1), ErrorCode.LOCAL_RANGE),
+    ("event", dict(PEER, signal=1, event=16), ErrorCode.BAD_EVENT),
+    ("range before event", dict(PEER, rows=0, signal=1, event=16), ErrorCode.BAD_SHAPE),
+]
+
+
+@pytest.mark.parametrize("name,fields,code", PEER_BAD, ids=[b[0] for b in PEER_BAD])
+def test_dma_peer_errors_send_nothing(name, fields, code):
+    a, b = _linked_pair()
+    a.spad[:] = 1
+    assert a.submit(encode(Opcode.DMA_PEER, **fields)) == code
+    assert not b.spad.any() and not b.rx_events and not b.rx_errors
+
+
+def test_dma_peer_link_errors():
+    a, b = _linked_pair()
+    a.spad[:] = 1
+    # no link at all (a single chip), or a failed link: LINK_TIMEOUT, nothing arrives
+    alone = DeviceModel(CAPS, host_bytes=1 << 16)
+    assert alone.submit(encode(Opcode.DMA_PEER, **PEER)) == ErrorCode.LINK_TIMEOUT
+    a.link_failed = True
+    assert a.submit(encode(Opcode.DMA_PEER, **PEER)) == ErrorCode.LINK_TIMEOUT
+    assert not b.spad.any()
+    # a packet for another chip leaves (the sender cannot know) and is refused whole: BAD_DEST
+    a.link_failed = False
+    assert a.submit(encode(Opcode.DMA_PEER, **dict(PEER, dest=3))) == ErrorCode.OK
+    assert not b.spad.any() and b.rx_errors == [chip.LINK_ERRORS["BAD_DEST"]]
+
+
+def test_dma_peer_add_wraps_int32():
+    a, b = _linked_pair()
+    rng = np.random.default_rng(5)
+    a.acc[:] = rng.integers(-2**31, 2**31, a.acc.shape)
+    b.acc[:] = rng.integers(-2**31, 2**31, b.acc.shape)
+    before = b.acc.copy()
+    assert a.submit(encode(Opcode.DMA_PEER, local_addr=2, peer_addr=7, rows=6, acc=1, add=1,
+                           dest=1, signal=1, event=1, value=9)) == ErrorCode.OK
+    want = ((before[7:13].astype(np.int64) + a.acc[2:8]) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+    assert np.array_equal(b.acc[7:13], want)
+    assert np.array_equal(b.acc[:7], before[:7]) and np.array_equal(b.acc[13:], before[13:])
+    assert b.rx_events == [(1, 9)]
+    # add needs the accumulator
+    assert a.submit(encode(Opcode.DMA_PEER, local_addr=0, peer_addr=0, rows=1, add=1, dest=1)) \
+        == ErrorCode.BAD_SHAPE

@@ -544,3 +544,22 @@ def soc_target(dim=8):
                      sources=[HOST_MEM_PUBLIC, rtl / "kaki_sram_1r1w.v", rtl / f"kaki_soc_{cfg.name}.v",
                               HOST_MEM_V, tb],
                      build_args=["--timing"], loop_clock=True, public=PUBLIC)
+
+
+def cluster_target(n=2, dim=4, latency=2, nbytes=8, depth=8):
+    """The SimTarget of ``n`` ``dim``×``dim`` chips in a ring (hdl_gen/cluster.py; links of
+    ``latency`` cycles, ``nbytes`` bytes a beat, ``depth`` credits) with one host memory per chip
+    (verif/cluster_target.py); the cluster's Verilog is generated into build/gen at test time."""
+    from hdl_gen.cluster import KakiCluster
+    from hdl_gen.config import KakiConfig
+    from hdl_gen.soc import SocLink
+    from verif.cluster_target import PUBLIC, cluster_name, cluster_tb_verilog, tb_top
+    from verif.soc_target import HOST_MEM_PUBLIC, HOST_MEM_V
+
+    cfg = KakiConfig(dim=dim)
+    name = cluster_name(n, cfg, latency, nbytes, depth)
+    gen = amaranth_target(name, lambda: KakiCluster(n, cfg, SocLink(nbytes, depth), latency))
+    top = tb_top(name)
+    tb = write_if_changed(BUILD / "gen" / f"{top}.v", cluster_tb_verilog(name, n, cfg, nbytes))
+    return SimTarget(name=top, toplevel=top, sources=[HOST_MEM_PUBLIC, *gen.sources, HOST_MEM_V, tb],
+                     build_args=["--timing"], loop_clock=True, public=PUBLIC)

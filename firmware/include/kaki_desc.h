@@ -24,6 +24,7 @@
 #define KAKI_OP_LUT 11
 #define KAKI_OP_EMUL 12
 #define KAKI_OP_EXEC_LIST 13
+#define KAKI_OP_DMA_PEER 14
 
 #define KAKI_ERR_OK 0
 #define KAKI_ERR_BAD_OPCODE 1
@@ -43,6 +44,7 @@
 #define KAKI_ERR_DIRECT_SUBMIT 15
 #define KAKI_ERR_BUS_TIMEOUT 16
 #define KAKI_ERR_BAD_LIST 17
+#define KAKI_ERR_LINK_TIMEOUT 18
 
 #define KAKI_ENGINE_DMA_LOAD 0
 #define KAKI_ENGINE_DMA_STORE 1
@@ -72,6 +74,7 @@ static inline int kaki_op_engine(unsigned opcode)
     case KAKI_OP_LUT: return KAKI_ENGINE_SFU;
     case KAKI_OP_EMUL: return KAKI_ENGINE_SFU;
     case KAKI_OP_EXEC_LIST: return KAKI_ENGINE_FIRMWARE;
+    case KAKI_OP_DMA_PEER: return KAKI_ENGINE_DMA_STORE;
     default: return KAKI_ENGINE_UNKNOWN;
     }
 }
@@ -279,6 +282,29 @@ static inline int kaki_op_engine(unsigned opcode)
 #define KAKI_LIST_LOOPS_M1_W 16
 #define KAKI_LIST_RESERVED_LSB 134
 #define KAKI_LIST_RESERVED_W 122
+
+#define KAKI_PEER_LOCAL_ADDR_LSB 32
+#define KAKI_PEER_LOCAL_ADDR_W 20
+#define KAKI_PEER_PEER_ADDR_LSB 52
+#define KAKI_PEER_PEER_ADDR_W 20
+#define KAKI_PEER_ROWS_LSB 72
+#define KAKI_PEER_ROWS_W 16
+#define KAKI_PEER_ACC_LSB 88
+#define KAKI_PEER_ACC_W 1
+#define KAKI_PEER_ADD_LSB 89
+#define KAKI_PEER_ADD_W 1
+#define KAKI_PEER_SIGNAL_LSB 90
+#define KAKI_PEER_SIGNAL_W 1
+#define KAKI_PEER_DEST_LSB 91
+#define KAKI_PEER_DEST_W 4
+#define KAKI_PEER_RESERVED0_LSB 95
+#define KAKI_PEER_RESERVED0_W 1
+#define KAKI_PEER_EVENT_LSB 96
+#define KAKI_PEER_EVENT_W 8
+#define KAKI_PEER_VALUE_LSB 104
+#define KAKI_PEER_VALUE_W 32
+#define KAKI_PEER_RESERVED_LSB 136
+#define KAKI_PEER_RESERVED_W 120
 
 #define KAKI_CPL_INDEX_LSB 0
 #define KAKI_CPL_INDEX_W 32

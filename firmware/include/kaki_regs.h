@@ -20,7 +20,7 @@ extern "C" {
 #define KAKI_REGS__VERSION__MINOR_bm 0xffff
 #define KAKI_REGS__VERSION__MINOR_bp 0
 #define KAKI_REGS__VERSION__MINOR_bw 16
-#define KAKI_REGS__VERSION__MINOR_reset 0x3
+#define KAKI_REGS__VERSION__MINOR_reset 0x4
 #define KAKI_REGS__VERSION__MAJOR_bm 0xffff0000
 #define KAKI_REGS__VERSION__MAJOR_bp 16
 #define KAKI_REGS__VERSION__MAJOR_bw 16
@@ -388,6 +388,40 @@ extern "C" {
 #define KAKI_REGS__PERF_DMA_LOAD_STALL__COUNT_bp 0
 #define KAKI_REGS__PERF_DMA_LOAD_STALL__COUNT_bw 32
 
+// reg - kaki_regs::LINK_TIMEOUT
+#define KAKI_REGS__LINK_TIMEOUT__CYCLES_bm 0xffff
+#define KAKI_REGS__LINK_TIMEOUT__CYCLES_bp 0
+#define KAKI_REGS__LINK_TIMEOUT__CYCLES_bw 16
+#define KAKI_REGS__LINK_TIMEOUT__CYCLES_reset 0x1000
+
+// reg - kaki_regs::LINK_CTRL
+#define KAKI_REGS__LINK_CTRL__RETRAIN_bm 0x1
+#define KAKI_REGS__LINK_CTRL__RETRAIN_bp 0
+#define KAKI_REGS__LINK_CTRL__RETRAIN_bw 1
+#define KAKI_REGS__LINK_CTRL__RETRAIN_reset 0x0
+
+// reg - kaki_regs::LINK_STATUS
+#define KAKI_REGS__LINK_STATUS__PRESENT_bm 0x1
+#define KAKI_REGS__LINK_STATUS__PRESENT_bp 0
+#define KAKI_REGS__LINK_STATUS__PRESENT_bw 1
+#define KAKI_REGS__LINK_STATUS__FAILED_bm 0x2
+#define KAKI_REGS__LINK_STATUS__FAILED_bp 1
+#define KAKI_REGS__LINK_STATUS__FAILED_bw 1
+#define KAKI_REGS__LINK_STATUS__CHIP_ID_bm 0xf0
+#define KAKI_REGS__LINK_STATUS__CHIP_ID_bp 4
+#define KAKI_REGS__LINK_STATUS__CHIP_ID_bw 4
+#define KAKI_REGS__LINK_STATUS__CREDITS_bm 0xff00
+#define KAKI_REGS__LINK_STATUS__CREDITS_bp 8
+#define KAKI_REGS__LINK_STATUS__CREDITS_bw 8
+#define KAKI_REGS__LINK_STATUS__RX_ERROR_bm 0xf0000
+#define KAKI_REGS__LINK_STATUS__RX_ERROR_bp 16
+#define KAKI_REGS__LINK_STATUS__RX_ERROR_bw 4
+
+// reg - kaki_regs::LINK_RX_ERRORS
+#define KAKI_REGS__LINK_RX_ERRORS__COUNT_bm 0xffffffff
+#define KAKI_REGS__LINK_RX_ERRORS__COUNT_bp 0
+#define KAKI_REGS__LINK_RX_ERRORS__COUNT_bw 32
+
 // addrmap - kaki_regs
 typedef struct __attribute__ ((__packed__)) {
     uint32_t ID;
@@ -465,10 +499,17 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t PERF_VEC_FULL;
     uint32_t PERF_SFU_STALL;
     uint32_t PERF_SFU_FULL;
+    uint8_t RESERVED_264_27f[0x1c];
+    uint32_t LINK_TIMEOUT;
+    uint32_t LINK_CTRL;
+    uint32_t LINK_STATUS;
+    uint32_t LINK_RX_ERRORS;
+    uint32_t LINK_RX_ROWS;
+    uint32_t LINK_RX_EVENTS;
 } kaki_regs_t;
 
 
-static_assert(sizeof(kaki_regs_t) == 0x264, "Packing error");
+static_assert(sizeof(kaki_regs_t) == 0x298, "Packing error");
 
 #ifdef __cplusplus
 }
