@@ -121,6 +121,16 @@ def _link_part(part):
             "rx": lambda: cl.LinkRx(16, [(48, 64), (24, 256)])}[part]()
 
 
+def _peer(part):
+    from hdl_gen import peer_engine as pe
+    return {"peer_engine": lambda: pe.PeerEngine(_cfg(), 8), "acc_adder": lambda: pe.AccAdder(_cfg())}[part]()
+
+
+def _cluster():
+    from hdl_gen.cluster import KakiCluster
+    return KakiCluster(2, _cfg(dim=4))
+
+
 def _rv32():
     from hdl_gen.rv32_core import RV32Core
     return RV32Core()
@@ -243,6 +253,13 @@ BLOCKS = {b.name: b for b in (
     Block("issue_unit", ("issue_unit.py",), {"issue_unit": _issue_unit}, CHIP_TIERS),
     Block("soc", ("soc.py", "axi.py"), {"soc_4x4": lambda: _soc(4)}, CHIP_TIERS),
     # not in the chip yet (docs/cluster_link.md): its block bench only
+    # the single chip has the peer engine too (DMA_PEER fails there at once: no link)
+    Block("peer_engine", ("peer_engine.py",),
+          {p: (lambda p=p: _peer(p)) for p in ("peer_engine", "acc_adder")},
+          (Tier("peer_path", ("tests/test_peer_path.py",)), *CHIP_TIERS)),
+    # the ring top: its tests are the 2-chip cluster benches (make regress: a ~3 min build)
+    Block("cluster", ("cluster.py",), {"cluster_2x4x4": _cluster},
+          (Tier("cluster", ("cocotb_tests/test_cluster.py", "-m", "sim")),)),
     Block("chip_link", ("chip_link.py",),
           {f"link_{p}": (lambda p=p: _link_part(p)) for p in ("tx", "link", "rx")},
           (_sim("test_chip_link.py"),)),
