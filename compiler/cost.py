@@ -37,8 +37,9 @@ from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engi
 
 from .dma import ceil_div
 
-__all__ = ["command_cycles", "gemm_cycles", "gemm_stream_cycles", "gemm_banks_shared", "program_cycles", "simulate", "summary", "lower_bound", "tiling_cost", "ramp",
-           "dma_beats"]
+__all__ = ["command_cycles", "gemm_cycles", "gemm_stream_cycles", "gemm_banks_shared",
+           "peer_cycles", "program_cycles", "simulate", "summary", "lower_bound", "tiling_cost",
+           "ramp", "dma_beats"]
 
 DMA_SETUP = 17                  # a DMA command's fixed cycles (fitted, with DMA_BEAT below)
 GEMM_SETUP = 2

@@ -460,6 +460,7 @@ class _Layer:
         self.w_wait, self.a_wait = w_wait, a_wait   # EV_STORED values to wait for before W / A
         self.bias_c, self.uniform = bias_c, uniform
         self.first_step = tg.tiles[0].steps[0].index
+        self.slots = None               #: operand slots of its steps (attention_slots)
         #: the parameters load right after the first step's operands are signalled (not before
         #: the first GEMM): needs a second step, whose loaded signal then covers them
         self.param_late = sum(len(t.steps) for t in tg.tiles) > 1

@@ -316,27 +316,10 @@ class SpecialScheduling:
     # ---- load queue
     def special_loads(self, L, j, t, s, params):
         from .passes import EV_LOADED, LOAD_Q, HostAddr
-        em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
+        em, g, dim = self.em, L.g, self.dim
         a, b = (self.slot_base(L, s, kind) for kind in "ab")
-        back = s.index - self.attention_slots(L) if g.kind == "attention" else -1
-        if back >= L.first_step:
-            # the slot's last step is this layer's: K (in b) is free once its scores are, so
-            # the loads run during that step's softmax and P·V; Q and V (in a) wait for the step
-            self.operands_stored(L)
-            em.wait(LOAD_Q, self.ev_scored[self.cqs.index(self.queue_of[back])], back + 1,
-                    f"{g.name}: K slot of step {back} free")
-            self.attention_loads(L, t, a, b, "K")
-            em.wait(LOAD_Q, self.computed(back), back + 1, f"{g.name}: slot of step {back} free")
-            self.attention_loads(L, t, a, b, "QV")
-        elif g.kind == "attention" and s.index >= L.first_step + 2:
-            # a second-half slot's first use: step s - 2's load, earlier on this queue, waited
-            # for what used the buffer before the layer
-            self.operands_stored(L)
-            self.attention_loads(L, t, a, b, "QKV")
-        elif g.kind == "attention":
-            self.step_free(L, s)
-            self.operands_stored(L)
-            self.attention_loads(L, t, a, b, "QKV")
+        if g.kind == "attention":
+            self.attention_step_loads(L, t, s, a, b)
         else:
             self.step_free(L, s)
             self.operands_stored(L)
@@ -354,15 +337,38 @@ class SpecialScheduling:
             self.special_param_load(L, j)
         em.signal(LOAD_Q, EV_LOADED, s.index + 1, f"{g.name}: step {s.index} loaded")
 
+    def attention_step_loads(self, L, t, s, a, b):
+        """An attention step's loads into its slot (:meth:`attention_slots`)."""
+        from .passes import LOAD_Q
+        g, em = L.g, self.em
+        back = s.index - self.attention_slots(L)
+        if back < L.first_step:
+            # the slot's first use in this layer: a second-half slot's buffer was waited for
+            # by step s - 2's loads, earlier on this queue
+            if s.index < L.first_step + 2:
+                self.step_free(L, s)
+            self.operands_stored(L)
+            self.attention_loads(L, t, a, b, "QKV")
+            return
+        # the slot's last step is this layer's: K (in b) is free once its scores are, so the
+        # loads run during that step's softmax and P·V; Q and V (in a) wait for the step
+        self.operands_stored(L)
+        em.wait(LOAD_Q, self.ev_scored[self.cqs.index(self.queue_of[back])], back + 1,
+                f"{g.name}: K slot of step {back} free")
+        self.attention_loads(L, t, a, b, "K")
+        em.wait(LOAD_Q, self.computed(back), back + 1, f"{g.name}: slot of step {back} free")
+        self.attention_loads(L, t, a, b, "QV")
+
     def attention_slots(self, L):
         """Steps of an attention layer whose operands the a/b double buffers hold at once: 4
         (each buffer halved) when a tile fits half a buffer, so the loads run two items ahead;
-        else 2."""
-        if L.g.kind != "attention":
-            return 2
-        need, bufs = needs(L.tg, self.dim), self.bufs
-        half = all(need.get(k, 0) <= bufs[f"{k}0"].rows // 2 for k in "ab")
-        return 4 if half else 2
+        else 2 (and 2 for every other layer)."""
+        if L.slots is None:
+            need, bufs = needs(L.tg, self.dim), self.bufs
+            half = L.g.kind == "attention" and all(
+                need.get(k, 0) <= bufs[f"{k}0"].rows // 2 for k in "ab")
+            L.slots = 4 if half else 2
+        return L.slots
 
     def slot_base(self, L, s, kind):
         """The first row of step s's operand slot in buffer ``kind`` ("a" or "b"): the buffer

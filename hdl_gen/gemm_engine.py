@@ -180,6 +180,7 @@ class GemmEngine(wiring.Component):
         b_fire = b_rd.en & b_rd.gnt
         b_tile_end = b_fire & (kk == d - 1)
         a_tile_end = a_fire & (idx == m_m1)
+        a_last_row = a_walk.at_end(limits) & (idx == m_m1)     # of the command
 
         # Weight-bank hazard (see class docstring): B row kk may go into bank b once the last A
         # row of bank b was read at least kk cycles before (a B column: dim - 1), the skewed
@@ -210,7 +211,7 @@ class GemmEngine(wiring.Component):
         m.d.sync += loaded.eq(loaded + b_tile_end - a_tile_end)
         m.d.sync += [a_q[0].valid.eq(a_fire), a_q[0].bank.eq(a_bank), a_q[0].caddr.eq(c_ptr),
                      a_q[0].accum.eq(cmd.accumulate | (a_walk.kt != 0)),
-                     a_q[0].last.eq(a_walk.at_end(limits) & (idx == m_m1)),
+                     a_q[0].last.eq(a_last_row),
                      b_q[0].valid.eq(b_fire), b_q[0].row.eq(kk), b_q[0].bank.eq(b_bank)]
         m.d.sync += [q[k].eq(q[k - 1]) for q in (a_q, b_q) for k in range(1, lat_mem)]
         m.d.comb += [
@@ -239,8 +240,7 @@ class GemmEngine(wiring.Component):
                 m.d.sync += b_bank.eq(~b_bank)
                 b_walk.step(limits, kt=[b_tbase.eq(b_tbase + b_k_step),
                                         b_ptr.eq(b_tbase + b_k_step)],
-                            nt=[b_nbase.eq(b_nbase + b_n_step),
-                                b_tbase.eq(b_nbase + b_n_step), b_ptr.eq(b_nbase + b_n_step)],
+                            nt=b_start(b_nbase + b_n_step),
                             batch=[b_bbase.eq(b_bbase + cmd.b_batch_stride),
                                    *b_start(b_bbase + cmd.b_batch_stride)],
                             end=[b_run.eq(0)])
@@ -250,7 +250,7 @@ class GemmEngine(wiring.Component):
                 m.d.sync += [idx.eq(0), a_bank.eq(~a_bank)]
                 a_walk.step(limits, kt=[a_base.eq(a_base + cmd.a_kt_stride),
                                         a_ptr.eq(a_base + cmd.a_kt_stride), c_ptr.eq(c_base)],
-                            nt=[*a_start(a_bbase, c_base + cmd.c_nt_stride)],
+                            nt=a_start(a_bbase, c_base + cmd.c_nt_stride),
                             batch=[a_bbase.eq(a_bbase + cmd.a_batch_stride),
                                    c_bbase.eq(c_bbase + cmd.c_batch_stride),
                                    *a_start(a_bbase + cmd.a_batch_stride,
@@ -344,7 +344,7 @@ class GemmEngine(wiring.Component):
 
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
-                with m.If(a_fire & a_walk.at_end(limits) & (idx == m_m1)):
+                with m.If(a_fire & a_last_row):
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):

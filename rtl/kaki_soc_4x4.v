@@ -30102,8 +30102,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire \$214 ;
-  wire [16:0] \$215 ;
+  wire [16:0] \$214 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -30702,10 +30702,10 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, spad_rd_b__gnt, r
   assign \$211  = \$208  & \$210 ;
   assign \$212  = a_batch == cmd[169:162];
   assign \$213  = \$211  & \$212 ;
-  assign \$214  = \$206  & \$213 ;
-  assign \$215  = cmd[75:60] - 1'h1;
-  assign \$216  = idx == \$215 [15:0];
-  assign \$217  = \$214  & \$216 ;
+  assign \$214  = cmd[75:60] - 1'h1;
+  assign \$215  = idx == \$214 [15:0];
+  assign \$216  = \$213  & \$215 ;
+  assign \$217  = \$206  & \$216 ;
   assign \$218  = acc_wr__en & meta7[15];
   assign \$219  = running & \$signal$37 ;
   assign \$220  = loaded != 2'h2;
